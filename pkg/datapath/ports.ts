@@ -1,0 +1,153 @@
+/**
+ * The kernel as the datapath sees it: small interfaces implemented by the netlink adapter
+ * (pkg/netlink) and the netns adapter (pkg/netns). Everything above them is testable without root.
+ *
+ * Addresses are strings ("10.244.1.5", "fd00::5"); prefixes are numbers; MACs are lower-case
+ * "aa:bb:cc:dd:ee:ff". Families are 4 or 6.
+ */
+
+export type Family = 4 | 6;
+
+export interface LinkInfo {
+  index: number;
+  name: string;
+  /** e.g. 'veth', 'bridge', 'vxlan'; undefined for devices without IFLA_INFO_KIND (lo, physical). */
+  kind: string | undefined;
+  mac: string;
+  mtu: number;
+  /** Administratively up (IFF_UP). */
+  up: boolean;
+  /** IFLA_LINK_NETNSID / peer index when the kernel reports them (veth). */
+  peerIndex?: number;
+}
+
+export interface AddressInfo {
+  family: Family;
+  ifindex: number;
+  address: string;
+  prefixLen: number;
+  /** 'universe' | 'link' | 'host' */
+  scope: 'universe' | 'link' | 'host';
+}
+
+export interface AddAddress {
+  family: Family;
+  ifindex: number;
+  address: string;
+  prefixLen: number;
+  scope?: 'universe' | 'link' | 'host';
+  /** IFA_F_NODAD: skip IPv6 duplicate address detection so the address is usable at once. */
+  noDad?: boolean;
+}
+
+/** Route identity: family + dst/prefix + gateway + device + table (see STYLE.md). */
+export interface RouteInfo {
+  family: Family;
+  /** Destination prefix "10.244.2.0/24"; "0.0.0.0/0" or "::/0" for default. */
+  dst: string;
+  gateway?: string;
+  ifindex?: number;
+  /** Main table (254) when unset. */
+  table?: number;
+  /** rtm_protocol; trellis tags its own routes with TRELLIS_ROUTE_PROTOCOL. */
+  protocol?: number;
+  scope?: 'universe' | 'link' | 'host';
+  type?: 'unicast' | 'blackhole' | 'local';
+  /** RTNH_F_ONLINK: gateway reachable on the device without a connected route (VXLAN). */
+  onlink?: boolean;
+  /** Preferred source address. */
+  src?: string;
+  metric?: number;
+}
+
+export interface NeighbourEntry {
+  family: Family;
+  ifindex: number;
+  address: string;
+  mac: string;
+  /** NUD_PERMANENT when true. */
+  permanent?: boolean;
+}
+
+export interface FdbEntry {
+  ifindex: number;
+  mac: string;
+  /** Remote VTEP IP (NDA_DST). */
+  dst: string;
+}
+
+export interface CreateVeth {
+  /** Name of the end that stays in the handle's namespace. */
+  name: string;
+  mtu: number;
+  /** Name of the peer inside the target namespace. */
+  peerName: string;
+  /** An open fd of the target network namespace (IFLA_NET_NS_FD). */
+  peerNetnsFd: number;
+  peerMtu: number;
+}
+
+export interface RouteFilter {
+  family?: Family;
+  protocol?: number;
+  table?: number;
+  ifindex?: number;
+}
+
+/**
+ * rtnetlink operations bound to ONE network namespace (the one the socket was opened in).
+ * Errors are typed (see pkg/netlink/errors.ts): LinkNotFoundError, ExistsError, NetlinkError(errno, op).
+ */
+export interface NetlinkHandle {
+  getLink(name: string): Promise<LinkInfo | undefined>;
+  getLinkByIndex(index: number): Promise<LinkInfo | undefined>;
+  listLinks(): Promise<LinkInfo[]>;
+  createVeth(spec: CreateVeth): Promise<void>;
+  setLinkUp(index: number): Promise<void>;
+  setLinkMtu(index: number, mtu: number): Promise<void>;
+  /** Throws LinkNotFoundError when absent. */
+  deleteLink(index: number): Promise<void>;
+
+  listAddresses(family?: Family, ifindex?: number): Promise<AddressInfo[]>;
+  /** Succeeds when the same address already exists (idempotent). */
+  addAddress(spec: AddAddress): Promise<void>;
+
+  listRoutes(filter?: RouteFilter): Promise<RouteInfo[]>;
+  /** NLM_F_CREATE|NLM_F_REPLACE: idempotent. */
+  replaceRoute(route: RouteInfo): Promise<void>;
+  /** Succeeds when the route is already gone. */
+  deleteRoute(route: RouteInfo): Promise<void>;
+  /** Several routes in one burst (pipelined requests); resolves when the kernel acked all. */
+  replaceRoutes?(routes: RouteInfo[]): Promise<void>;
+
+  replaceNeighbour(entry: NeighbourEntry): Promise<void>;
+  deleteNeighbour(entry: NeighbourEntry): Promise<void>;
+  listNeighbours(ifindex?: number): Promise<NeighbourEntry[]>;
+  appendFdb(entry: FdbEntry): Promise<void>;
+  deleteFdb(entry: FdbEntry): Promise<void>;
+  listFdb(ifindex?: number): Promise<FdbEntry[]>;
+
+  close(): void;
+}
+
+/** Network namespaces and the few libc calls the datapath needs. */
+export interface NetnsPort {
+  /** True when path exists and is a network namespace (nsfs). */
+  isNetns(path: string): boolean;
+  /**
+   * Opens a rtnetlink handle bound to the namespace at path (setns in, open, setns back).
+   * Throws NetnsNotFoundError when the path is missing or not a netns.
+   */
+  openNetlinkIn(path: string): NetlinkHandle;
+  /** Opens an fd for IFLA_NET_NS_FD; the caller closes it with closeFd. */
+  openNetnsFd(path: string): number;
+  closeFd(fd: number): void;
+  /** Synchronous /proc/sys write inside the namespace at path, e.g. ('net/ipv6/conf/eth0/accept_dad', '0'). */
+  writeSysctlIn(path: string, key: string, value: string): void;
+  /** The same, in the agent's own namespace (the "host"). */
+  writeSysctl(key: string, value: string): void;
+  readSysctl(key: string): string;
+}
+
+/** rtm_protocol value that marks routes trellis created (RTPROT values < 20 are reserved by the kernel). */
+export const TRELLIS_ROUTE_PROTOCOL = 0x7e; // 126

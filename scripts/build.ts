@@ -1,0 +1,50 @@
+/**
+ * `npm run build`:
+ *  - dist/            the agent compiled to JavaScript (tsc), run by Node >= 24;
+ *  - dist/bin/trellis-agent   a launcher for it that prefers the checkout's Node 24;
+ *  - dist/bin/trellis the CNI shim compiled by Bun into one executable that needs only glibc on the
+ *                     host (the `-baseline` Bun build, so CPUs without AVX2 run it too).
+ */
+import { execFileSync } from 'node:child_process';
+import { chmodSync, mkdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { dirname, join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+
+const root = join(dirname(fileURLToPath(import.meta.url)), '..');
+const dist = join(root, 'dist');
+const bin = join(dist, 'bin');
+const bun = join(root, 'node_modules', '@oven', 'bun-linux-x64-baseline', 'bin', 'bun');
+const version = (JSON.parse(readFileSync(join(root, 'package.json'), 'utf8')) as { version: string }).version;
+
+function run(cmd: string, args: string[]): void {
+  execFileSync(cmd, args, { cwd: root, stdio: 'inherit' });
+}
+
+rmSync(dist, { recursive: true, force: true });
+mkdirSync(bin, { recursive: true });
+
+run(join(root, 'node_modules', '.bin', 'tsc'), ['-p', 'tsconfig.build.json']);
+// The compiled agent reads its version here rather than from package.json at run time.
+writeFileSync(join(dist, 'version.json'), `${JSON.stringify({ version })}\n`);
+
+const launcher = `#!/bin/sh
+# trellis agent launcher: the checkout's Node 24 when present, else node on PATH (the image's).
+here=$(dirname "$(readlink -f "$0")")
+root=$(dirname "$(dirname "$here")")
+node="$root/node_modules/.bin/node"
+[ -x "$node" ] || node=node
+exec "$node" "$root/dist/cmd/agent/main.js" "$@"
+`;
+writeFileSync(join(bin, 'trellis-agent'), launcher);
+chmodSync(join(bin, 'trellis-agent'), 0o755);
+
+run(bun, [
+  'build',
+  '--compile',
+  '--minify',
+  `--define=TRELLIS_VERSION="${version}"`,
+  join(root, 'cmd', 'cni', 'main.ts'),
+  '--outfile',
+  join(bin, 'trellis'),
+]);
+console.log(`built trellis ${version}: dist/bin/trellis (CNI shim), dist/bin/trellis-agent`);

@@ -1,0 +1,107 @@
+import { execFileSync } from 'node:child_process';
+import { randomBytes } from 'node:crypto';
+import { existsSync } from 'node:fs';
+
+/**
+ * Test topology helpers. Every namespace a test creates has the `trl-` prefix plus a random suffix
+ * and is removed by the returned cleanup, even when the test fails. Nothing here touches the root
+ * network namespace: every `ip` command runs with `-n NAME`.
+ */
+
+export const TEST_NETNS_PREFIX = 'trl-';
+
+export function canUseNetns(): { ok: true } | { ok: false; reason: string } {
+  if (process.getuid?.() !== 0) return { ok: false, reason: 'needs root (network namespaces)' };
+  try {
+    execFileSync('ip', ['-V'], { stdio: 'ignore' });
+  } catch {
+    return { ok: false, reason: 'needs iproute2 (`ip`)' };
+  }
+  return { ok: true };
+}
+
+/** A skip reason for describe.skipIf, or undefined when the kernel tests can run. */
+export const netnsSkipReason: string | undefined = (() => {
+  const r = canUseNetns();
+  return r.ok ? undefined : r.reason;
+})();
+
+export function uniqueName(tag: string): string {
+  // Namespace names are free length, but interface names derived from them are not: keep them short.
+  return `${TEST_NETNS_PREFIX}${tag}-${randomBytes(3).toString('hex')}`;
+}
+
+export function ip(ns: string | undefined, ...args: string[]): string {
+  const argv = ns === undefined ? args : ['-n', ns, ...args];
+  return execFileSync('ip', argv, { encoding: 'utf8' });
+}
+
+export function ipJson<T = unknown>(ns: string, ...args: string[]): T {
+  const out = execFileSync('ip', ['-n', ns, '-j', ...args], { encoding: 'utf8' });
+  return (out.trim() === '' ? [] : JSON.parse(out)) as T;
+}
+
+/** Runs a command inside a namespace (ping, sysctl, nft, ...). */
+export function nsExec(ns: string, cmd: string, args: string[], opts: { input?: string } = {}): string {
+  return execFileSync('ip', ['netns', 'exec', ns, cmd, ...args], { encoding: 'utf8', input: opts.input });
+}
+
+export function nsPing(ns: string, addr: string, count = 1): boolean {
+  try {
+    execFileSync('ip', ['netns', 'exec', ns, 'ping', '-c', String(count), '-W', '1', '-i', '0.2', addr], {
+      stdio: 'ignore',
+    });
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+export interface TestNetns {
+  readonly name: string;
+  readonly path: string;
+}
+
+/** Creates a namespace with `lo` up. */
+export function addNetns(tag: string): TestNetns {
+  const name = uniqueName(tag);
+  execFileSync('ip', ['netns', 'add', name]);
+  ip(name, 'link', 'set', 'lo', 'up');
+  return { name, path: `/var/run/netns/${name}` };
+}
+
+export function delNetns(name: string): void {
+  if (!name.startsWith(TEST_NETNS_PREFIX)) throw new Error(`refusing to delete non-test namespace ${name}`);
+  if (existsSync(`/var/run/netns/${name}`)) {
+    try {
+      execFileSync('ip', ['netns', 'del', name], { stdio: 'ignore' });
+    } catch {
+      // Already gone: nothing to clean.
+    }
+  }
+}
+
+/** Tracks namespaces created by one test file; call cleanup() in afterEach/afterAll or finally. */
+export class NetnsPool {
+  private readonly names: string[] = [];
+
+  add(tag: string): TestNetns {
+    const ns = addNetns(tag);
+    this.names.push(ns.name);
+    return ns;
+  }
+
+  /** Registers a namespace created elsewhere (e.g. by a helper) for cleanup. */
+  track(name: string): void {
+    this.names.push(name);
+  }
+
+  cleanup(): void {
+    while (this.names.length > 0) delNetns(this.names.pop()!);
+  }
+}
+
+/** Writes a sysctl inside a namespace (never in the root namespace). */
+export function nsSysctl(ns: string, key: string, value: string): void {
+  execFileSync('ip', ['netns', 'exec', ns, 'sysctl', '-q', '-w', `${key}=${value}`]);
+}
