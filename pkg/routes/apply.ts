@@ -1,0 +1,76 @@
+/**
+ * Executes a RouteDiff on a NetlinkHandle. Order: replace, add, remove. Replaces are atomic in the kernel
+ * and fix routes that point the wrong way right now; adding before removing means a prefix that moves (say
+ * a node's CIDR shrinks from /23 to /24) always has a route during the change. Every operation is tried even
+ * when an earlier one failed; failures are returned, not thrown, because the reconciler retries them on the
+ * next pass anyway.
+ */
+
+import type { NetlinkHandle, RouteInfo } from '../datapath/ports.ts';
+import type { RouteDiff } from './diff.ts';
+
+export interface RouteError {
+  op: 'replace' | 'add' | 'remove';
+  route: RouteInfo;
+  error: Error;
+}
+
+export interface ApplyResult {
+  added: number;
+  replaced: number;
+  removed: number;
+  errors: RouteError[];
+}
+
+/** Below this many routes, one request at a time is fast enough and the error is per route already. */
+const BATCH_MIN = 16;
+
+function asError(e: unknown): Error {
+  return e instanceof Error ? e : new Error(String(e));
+}
+
+async function writeAll(
+  handle: NetlinkHandle,
+  routes: RouteInfo[],
+  op: 'replace' | 'add',
+  errors: RouteError[],
+): Promise<number> {
+  if (routes.length === 0) return 0;
+  if (handle.replaceRoutes !== undefined && routes.length >= BATCH_MIN) {
+    try {
+      await handle.replaceRoutes(routes);
+      return routes.length;
+    } catch {
+      // One bad route fails the burst; redo them one by one to learn which (replace is idempotent).
+    }
+  }
+  let ok = 0;
+  for (const route of routes) {
+    try {
+      await handle.replaceRoute(route);
+      ok++;
+    } catch (e) {
+      errors.push({ op, route, error: asError(e) });
+    }
+  }
+  return ok;
+}
+
+export async function applyRouteDiff(
+  handle: NetlinkHandle,
+  diff: Pick<RouteDiff, 'add' | 'replace' | 'remove'>,
+): Promise<ApplyResult> {
+  const errors: RouteError[] = [];
+  const replaced = await writeAll(handle, diff.replace, 'replace', errors);
+  const added = await writeAll(handle, diff.add, 'add', errors);
+  let removed = 0;
+  for (const route of diff.remove) {
+    try {
+      await handle.deleteRoute(route);
+      removed++;
+    } catch (e) {
+      errors.push({ op: 'remove', route, error: asError(e) });
+    }
+  }
+  return { added, replaced, removed, errors };
+}

@@ -1,0 +1,256 @@
+/**
+ * Node objects -> the routes this node should have. Pure: same input, same output, same order.
+ *
+ * - Every other node's pod CIDRs are routed via that node's InternalIP of the same family, on the interface
+ *   whose connected subnet contains that IP (host-gw). A node we cannot reach that way is a problem, not an
+ *   error: the rest of the cluster still gets its routes.
+ * - Our own pod CIDRs get a blackhole route, so a packet for a pod that no longer exists dies here instead of
+ *   following the default route out of the node (the per-pod /32 and /128 routes are more specific and win).
+ * - Invalid or conflicting input (bad text, no InternalIP, no pod CIDR, overlapping CIDRs) is skipped and
+ *   reported per node. Conflicting CIDRs are dropped on every node involved: we cannot tell which claim is
+ *   right, and routing a pod's traffic to the wrong node is worse than not routing it.
+ */
+
+import { type Family, type RouteInfo, TRELLIS_ROUTE_PROTOCOL } from '../datapath/ports.ts';
+import {
+  type CidrBlock,
+  cidrContains,
+  cidrsOverlap,
+  compareCidr,
+  formatCidr,
+  formatIp,
+  type IpAddr,
+  isUnusableNodeIp,
+  parseCidr,
+  parseIp,
+} from './cidr.ts';
+import type {
+  DesiredRoutes,
+  DesiredRoutesOptions,
+  LocalLink,
+  PeerDecision,
+  PeerNode,
+  Problem,
+  SelfNode,
+} from './types.ts';
+
+interface ParsedNode {
+  name: string;
+  cidrs: CidrBlock[];
+  ips: IpAddr[];
+}
+
+function parseNode(node: PeerNode, problems: Problem[]): ParsedNode {
+  const cidrs: CidrBlock[] = [];
+  for (const text of node.podCIDRs ?? []) {
+    const c = parseCidr(text);
+    if (c === undefined) {
+      problems.push({ node: node.name, problem: `invalid pod CIDR ${JSON.stringify(text)}` });
+    } else if (!cidrs.some((x) => compareCidr(x, c) === 0)) {
+      cidrs.push(c);
+    }
+  }
+  // A node's own CIDRs nested in each other all lead to that node: keep the widest, so no two emitted
+  // routes overlap.
+  for (let i = cidrs.length - 1; i >= 0; i--) {
+    const c = cidrs[i]!;
+    const wider = cidrs.find((o) => o !== c && o.prefixLen < c.prefixLen && cidrsOverlap(o, c));
+    if (wider !== undefined) {
+      problems.push({
+        node: node.name,
+        problem: `pod CIDR ${formatCidr(c)} lies inside ${formatCidr(wider)}; ignored`,
+      });
+      cidrs.splice(i, 1);
+    }
+  }
+  const ips: IpAddr[] = [];
+  for (const text of node.internalIPs ?? []) {
+    const ip = parseIp(text);
+    const unusable = ip === undefined ? 'not an IP address' : isUnusableNodeIp(ip);
+    if (ip === undefined || unusable !== undefined) {
+      problems.push({ node: node.name, problem: `invalid InternalIP ${JSON.stringify(text)}: ${unusable}` });
+    } else if (!ips.some((x) => x.family === ip.family && x.value === ip.value)) {
+      ips.push(ip);
+    }
+  }
+  return { name: node.name, cidrs, ips };
+}
+
+/** The local interface whose connected subnet holds ip: longest prefix wins, then the lowest ifindex. */
+function findDirectLink(
+  ip: IpAddr,
+  links: LocalLink[],
+): { link: LocalLink } | { ownAddress: true } | undefined {
+  let best: { link: LocalLink; prefixLen: number } | undefined;
+  for (const link of links) {
+    for (const a of link.addresses) {
+      if (a.family !== ip.family) continue;
+      const local = parseIp(a.address);
+      if (local === undefined) continue;
+      if (local.value === ip.value) return { ownAddress: true };
+      // Host-only (/32, /128) and link-local addresses do not define a subnet that reaches other nodes.
+      if (a.prefixLen >= (ip.family === 4 ? 32 : 128)) continue;
+      if (isUnusableNodeIp(local) !== undefined) continue;
+      const subnet = parseCidr(`${a.address}/${a.prefixLen}`, { strict: false });
+      if (subnet === undefined || !cidrContains(subnet, ip)) continue;
+      if (
+        best === undefined ||
+        a.prefixLen > best.prefixLen ||
+        (a.prefixLen === best.prefixLen && link.ifindex < best.link.ifindex)
+      ) {
+        best = { link, prefixLen: a.prefixLen };
+      }
+    }
+  }
+  return best === undefined ? undefined : { link: best.link };
+}
+
+export function desiredRoutes(
+  self: SelfNode,
+  peers: PeerNode[],
+  localLinks: LocalLink[],
+  opts: DesiredRoutesOptions,
+): DesiredRoutes {
+  if (opts.mode !== 'host-gw') throw new Error(`unsupported routing mode ${JSON.stringify(opts.mode)}`);
+  const problems: Problem[] = [];
+  const decisions: PeerDecision[] = [];
+  const tableField = opts.table === undefined || opts.table === 254 ? {} : { table: opts.table };
+
+  const me = parseNode(self, problems);
+  if (me.cidrs.length === 0) problems.push({ node: self.name, problem: 'this node has no valid pod CIDR' });
+
+  // Peers in name order; a name seen twice is ambiguous, so both copies are dropped.
+  const byName = new Map<string, PeerNode[]>();
+  for (const p of peers) {
+    if (p.name === self.name) continue;
+    byName.set(p.name, [...(byName.get(p.name) ?? []), p]);
+  }
+  const parsed: ParsedNode[] = [];
+  for (const name of [...byName.keys()].sort()) {
+    const copies = byName.get(name)!;
+    if (copies.length > 1) {
+      problems.push({ node: name, problem: `node listed ${copies.length} times; skipped` });
+      continue;
+    }
+    const node = parseNode(copies[0]!, problems);
+    if (node.cidrs.length === 0) {
+      problems.push({ node: name, problem: 'no valid pod CIDR; skipped' });
+      continue;
+    }
+    parsed.push(node);
+  }
+
+  // Drop CIDRs that overlap ours or another peer's, on every node involved.
+  const conflicted = new Set<string>();
+  for (const node of parsed) {
+    for (const c of node.cidrs) {
+      const key = `${node.name} ${formatCidr(c)}`;
+      const mine = me.cidrs.find((m) => cidrsOverlap(m, c));
+      if (mine !== undefined) {
+        conflicted.add(key);
+        problems.push({
+          node: node.name,
+          problem: `pod CIDR ${formatCidr(c)} overlaps this node's pod CIDR ${formatCidr(mine)}; skipped`,
+        });
+        continue;
+      }
+      for (const other of parsed) {
+        if (other === node) continue;
+        const clash = other.cidrs.find((o) => cidrsOverlap(o, c));
+        if (clash !== undefined) {
+          conflicted.add(key);
+          problems.push({
+            node: node.name,
+            problem: `pod CIDR ${formatCidr(c)} overlaps ${formatCidr(clash)} of node ${other.name}; skipped`,
+          });
+          break;
+        }
+      }
+    }
+  }
+
+  const routes: RouteInfo[] = [];
+  for (const node of parsed) {
+    for (const family of [4, 6] as Family[]) {
+      const cidrs = node.cidrs
+        .filter((c) => c.family === family && !conflicted.has(`${node.name} ${formatCidr(c)}`))
+        .sort(compareCidr);
+      if (cidrs.length === 0) continue;
+      const podCIDRs = cidrs.map(formatCidr);
+      const candidates = node.ips.filter((ip) => ip.family === family);
+      if (candidates.length === 0) {
+        problems.push({
+          node: node.name,
+          problem: `no IPv${family} InternalIP for pod CIDR ${podCIDRs.join(', ')}; skipped`,
+        });
+        continue;
+      }
+      // The first InternalIP of the family on a connected subnet; the API's order breaks ties.
+      let decision: PeerDecision | undefined;
+      const reasons: string[] = [];
+      for (const ip of candidates) {
+        const found = findDirectLink(ip, localLinks);
+        const nodeIP = formatIp(ip);
+        if (found !== undefined && 'ownAddress' in found) {
+          reasons.push(`InternalIP ${nodeIP} is one of this node's own addresses`);
+        } else if (found === undefined) {
+          reasons.push(`InternalIP ${nodeIP} is not on a subnet connected to this node`);
+        } else {
+          decision = {
+            node: node.name,
+            family,
+            path: 'direct',
+            nodeIP,
+            ifindex: found.link.ifindex,
+            linkName: found.link.name,
+            podCIDRs,
+          };
+          break;
+        }
+      }
+      if (decision === undefined) {
+        const reason = reasons.join('; ');
+        decisions.push({
+          node: node.name,
+          family,
+          path: 'unreachable',
+          nodeIP: formatIp(candidates[0]!),
+          podCIDRs,
+          reason,
+        });
+        problems.push({ node: node.name, problem: `unreachable with host-gw: ${reason}` });
+        continue;
+      }
+      decisions.push(decision);
+      if (decision.path !== 'direct') continue;
+      for (const dst of podCIDRs) {
+        routes.push({
+          family,
+          dst,
+          gateway: decision.nodeIP,
+          ifindex: decision.ifindex,
+          ...tableField,
+          protocol: TRELLIS_ROUTE_PROTOCOL,
+          scope: 'universe',
+          type: 'unicast',
+        });
+      }
+    }
+  }
+
+  for (const c of [...me.cidrs].sort(compareCidr)) {
+    routes.push({
+      family: c.family,
+      dst: formatCidr(c),
+      ...tableField,
+      protocol: TRELLIS_ROUTE_PROTOCOL,
+      scope: 'universe',
+      type: 'blackhole',
+    });
+  }
+
+  routes.sort(
+    (a, b) => compareCidr(parseCidr(a.dst)!, parseCidr(b.dst)!) || (a.type ?? '').localeCompare(b.type ?? ''),
+  );
+  return { routes, problems, decisions };
+}

@@ -1,0 +1,95 @@
+/**
+ * Desired vs programmed routes -> the smallest set of kernel changes. Pure.
+ *
+ * Identity: family + destination + table. That is the kernel's key for a unicast route in a table when
+ * no metric is set, so two routes with the same identity cannot coexist: a different gateway, device,
+ * type or onlink flag is a `replace`, never an add plus a remove.
+ *
+ * Ownership. trellis tags every route it creates with protocol 126, but two parts of the agent create them:
+ *   - the datapath (pkg/datapath) owns the per-pod host routes: `10.244.1.5/32 dev vethX scope link`, no
+ *     gateway, type unicast;
+ *   - this reconciler owns the inter-node routes (they have a gateway; later VXLAN routes are `onlink` via the
+ *     VXLAN device, which also have a gateway) and the blackholes for our own pod CIDRs (type blackhole).
+ * So a programmed route is ours only when it carries protocol 126 AND (has a gateway OR is a blackhole). The
+ * diff never removes or replaces anything else, even if the caller passes it in: a pod's host route is never
+ * touched by node churn.
+ */
+
+import { type RouteInfo, TRELLIS_ROUTE_PROTOCOL } from '../datapath/ports.ts';
+import { canonicalIp, formatCidr, parseCidr } from './cidr.ts';
+
+export const MAIN_TABLE = 254;
+
+export interface RouteDiff {
+  /** New identities: created with replaceRoute (idempotent). */
+  add: RouteInfo[];
+  /** Same identity, different gateway/device/type/onlink: replaced atomically in place. */
+  replace: RouteInfo[];
+  /** Programmed routes this reconciler owns that are no longer desired. */
+  remove: RouteInfo[];
+  unchanged: number;
+  /**
+   * Desired routes whose identity is held by a programmed route we do not own (e.g. a pod host route with
+   * the same prefix). Left alone and reported: clobbering it would cut off a local pod.
+   */
+  conflicts: { desired: RouteInfo; existing: RouteInfo }[];
+}
+
+/** True when the route is one this reconciler created and may change or delete (see the file comment). */
+export function isOwnedRoute(r: RouteInfo): boolean {
+  if (r.protocol !== TRELLIS_ROUTE_PROTOCOL) return false;
+  return r.type === 'blackhole' || (r.gateway !== undefined && r.gateway !== '');
+}
+
+function canonicalDst(r: RouteInfo): string {
+  const c = parseCidr(r.dst, { strict: false });
+  return c === undefined ? r.dst : formatCidr(c);
+}
+
+/** family + dst + table, with dst canonical and the main table spelled out. */
+export function routeKey(r: RouteInfo): string {
+  return `${r.family} ${canonicalDst(r)} ${r.table ?? MAIN_TABLE}`;
+}
+
+/** The attributes that make two routes with the same key different kernel state. */
+function routeShape(r: RouteInfo): string {
+  const type = r.type ?? 'unicast';
+  if (type === 'blackhole') return 'blackhole';
+  const gw = r.gateway === undefined || r.gateway === '' ? '-' : (canonicalIp(r.gateway) ?? r.gateway);
+  return `${type} via ${gw} dev ${r.ifindex ?? '-'} onlink ${r.onlink === true}`;
+}
+
+export function diffRoutes(desired: RouteInfo[], programmed: RouteInfo[]): RouteDiff {
+  const out: RouteDiff = { add: [], replace: [], remove: [], unchanged: 0, conflicts: [] };
+  const have = new Map<string, RouteInfo[]>();
+  for (const r of programmed) {
+    const k = routeKey(r);
+    have.set(k, [...(have.get(k) ?? []), r]);
+  }
+  const wanted = new Set<string>();
+  for (const d of desired) {
+    const k = routeKey(d);
+    if (wanted.has(k)) continue; // The planner never emits duplicates; the first one wins if it did.
+    wanted.add(k);
+    const existing = have.get(k) ?? [];
+    const foreign = existing.find((e) => !isOwnedRoute(e));
+    if (foreign !== undefined) {
+      out.conflicts.push({ desired: d, existing: foreign });
+      continue;
+    }
+    const same = existing.find((e) => routeShape(e) === routeShape(d));
+    if (same !== undefined) out.unchanged++;
+    else if (existing.length > 0) out.replace.push(d);
+    else out.add.push(d);
+    // Extra routes with the same key (IPv6 with several metrics, say) that are ours and not the one we keep.
+    for (const e of existing) {
+      if (e === same || (same === undefined && e === existing[0])) continue;
+      out.remove.push(e);
+    }
+  }
+  for (const [k, rs] of have) {
+    if (wanted.has(k)) continue;
+    for (const r of rs) if (isOwnedRoute(r)) out.remove.push(r);
+  }
+  return out;
+}

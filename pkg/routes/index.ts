@@ -1,0 +1,23 @@
+/** Inter-node routes: Node objects -> desired routes -> diff against the routes we own -> netlink. */
+
+export { type ApplyResult, applyRouteDiff, type RouteError } from './apply.ts';
+export { desiredRoutes } from './desired.ts';
+export { diffRoutes, isOwnedRoute, MAIN_TABLE, type RouteDiff, routeKey } from './diff.ts';
+export {
+  type ReconcileInput,
+  type ReconcileReport,
+  RouteReconciler,
+  type RouteReconcilerOptions,
+  readLocalLinks,
+} from './reconciler.ts';
+export type {
+  DesiredRoutes,
+  DesiredRoutesOptions,
+  LocalAddress,
+  LocalLink,
+  PeerDecision,
+  PeerNode,
+  Problem,
+  RoutingMode,
+  SelfNode,
+} from './types.ts';

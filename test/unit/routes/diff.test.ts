@@ -1,0 +1,167 @@
+import fc from 'fast-check';
+import { describe, expect, it } from 'vitest';
+import type { RouteInfo } from '../../../pkg/datapath/ports.ts';
+import { diffRoutes, isOwnedRoute, routeKey } from '../../../pkg/routes/diff.ts';
+
+const via = (dst: string, gateway: string, ifindex = 2, extra: Partial<RouteInfo> = {}): RouteInfo => ({
+  family: dst.includes(':') ? 6 : 4,
+  dst,
+  gateway,
+  ifindex,
+  protocol: 126,
+  scope: 'universe',
+  type: 'unicast',
+  ...extra,
+});
+const blackhole = (dst: string): RouteInfo => ({
+  family: dst.includes(':') ? 6 : 4,
+  dst,
+  protocol: 126,
+  type: 'blackhole',
+});
+/** What the datapath programs for a local pod: protocol 126 too, but no gateway, scope link, on a veth. */
+const podHostRoute = (dst: string, ifindex: number): RouteInfo => ({
+  family: dst.includes(':') ? 6 : 4,
+  dst,
+  ifindex,
+  protocol: 126,
+  scope: 'link',
+  type: 'unicast',
+});
+
+describe('isOwnedRoute', () => {
+  it('owns gateway routes and blackholes with protocol 126, nothing else', () => {
+    expect(isOwnedRoute(via('10.244.1.0/24', '192.168.1.11'))).toBe(true);
+    expect(isOwnedRoute(blackhole('10.244.0.0/24'))).toBe(true);
+    expect(isOwnedRoute(podHostRoute('10.244.0.5/32', 10))).toBe(false);
+    expect(isOwnedRoute(podHostRoute('fd00:10:244::5/128', 10))).toBe(false);
+    expect(isOwnedRoute({ ...via('10.244.1.0/24', '192.168.1.11'), protocol: 4 })).toBe(false);
+    expect(isOwnedRoute({ ...blackhole('10.244.0.0/24'), protocol: undefined })).toBe(false);
+  });
+});
+
+describe('routeKey', () => {
+  it('is family + canonical dst + table (main when unset)', () => {
+    expect(routeKey(via('fd00:10:244:1:0:0:0:0/64', 'fd00::1'))).toBe(
+      routeKey(via('fd00:10:244:1::/64', 'fd00::2')),
+    );
+    expect(routeKey({ ...blackhole('10.0.0.0/24'), table: 254 })).toBe(routeKey(blackhole('10.0.0.0/24')));
+    expect(routeKey({ ...blackhole('10.0.0.0/24'), table: 100 })).not.toBe(
+      routeKey(blackhole('10.0.0.0/24')),
+    );
+  });
+});
+
+describe('diffRoutes', () => {
+  it('adds, replaces on a changed gateway/device/type, removes stale owned routes, counts unchanged', () => {
+    const desired = [
+      blackhole('10.244.0.0/24'),
+      via('10.244.1.0/24', '192.168.1.11'),
+      via('10.244.2.0/24', '192.168.1.12'),
+      via('10.244.3.0/24', '192.168.1.13', 3),
+      via('10.244.4.0/24', '192.168.1.14'),
+    ];
+    const programmed = [
+      // What the kernel reports: table spelled out, IPv6-style non-canonical text, no scope.
+      { family: 4 as const, dst: '10.244.0.0/24', protocol: 126, type: 'blackhole' as const, table: 254 },
+      { ...via('10.244.1.0/24', '192.168.1.11'), table: 254 },
+      via('10.244.2.0/24', '192.168.1.99'), // gateway moved
+      via('10.244.3.0/24', '192.168.1.13', 2), // device moved
+      blackhole('10.244.4.0/24'), // was our blackhole, now a peer's CIDR
+      via('10.244.9.0/24', '192.168.1.19'), // node gone
+      podHostRoute('10.244.0.7/32', 12), // a local pod: never touched
+    ];
+    const d = diffRoutes(desired, programmed);
+    expect(d.unchanged).toBe(2);
+    expect(d.add).toEqual([]);
+    expect(d.replace.map((r) => r.dst)).toEqual(['10.244.2.0/24', '10.244.3.0/24', '10.244.4.0/24']);
+    expect(d.remove.map((r) => r.dst)).toEqual(['10.244.9.0/24']);
+    expect(d.conflicts).toEqual([]);
+  });
+
+  it('never removes a route it does not own, even when passed one', () => {
+    const programmed = [
+      podHostRoute('10.244.0.7/32', 12),
+      podHostRoute('fd00:10:244::7/128', 12),
+      { ...via('10.1.0.0/16', '192.168.1.1'), protocol: 4 },
+      { family: 4 as const, dst: '10.2.0.0/16', type: 'blackhole' as const },
+    ];
+    expect(diffRoutes([], programmed)).toEqual({
+      add: [],
+      replace: [],
+      remove: [],
+      unchanged: 0,
+      conflicts: [],
+    });
+  });
+
+  it('reports, and does not replace, a desired route whose key is held by a route it does not own', () => {
+    const pod = podHostRoute('10.244.5.0/32', 12);
+    const d = diffRoutes([via('10.244.5.0/32', '192.168.1.15')], [pod]);
+    expect(d.replace).toEqual([]);
+    expect(d.add).toEqual([]);
+    expect(d.conflicts).toEqual([{ desired: via('10.244.5.0/32', '192.168.1.15'), existing: pod }]);
+  });
+
+  it('compares gateways canonically (IPv6 spelled differently is unchanged)', () => {
+    const d = diffRoutes(
+      [via('fd00:10:244:1::/64', 'fd00:1::11')],
+      [via('fd00:10:244:1:0:0:0:0/64', 'FD00:1:0:0:0:0:0:11')],
+    );
+    expect(d.unchanged).toBe(1);
+  });
+
+  it('removes extra owned routes with the same key (e.g. IPv6 at two metrics), keeps the matching one', () => {
+    const keep = via('fd00:10:244:1::/64', 'fd00:1::11', 2, { metric: 1024 });
+    const extra = via('fd00:10:244:1::/64', 'fd00:1::12', 2, { metric: 100 });
+    const d = diffRoutes([via('fd00:10:244:1::/64', 'fd00:1::11')], [extra, keep]);
+    expect(d.unchanged).toBe(1);
+    expect(d.remove).toEqual([extra]);
+  });
+
+  it('applying the diff to the programmed set yields exactly the desired set (property)', () => {
+    const arbRoute = fc
+      .record({
+        n: fc.integer({ min: 0, max: 12 }),
+        gw: fc.integer({ min: 1, max: 3 }),
+        dev: fc.integer({ min: 2, max: 3 }),
+        kind: fc.constantFrom('via', 'blackhole', 'pod'),
+      })
+      .map(({ n, gw, dev, kind }) =>
+        kind === 'via'
+          ? via(`10.244.${n}.0/24`, `192.168.1.${gw}`, dev)
+          : kind === 'blackhole'
+            ? blackhole(`10.244.${n}.0/24`)
+            : podHostRoute(`10.244.${n}.9/32`, 20 + n),
+      );
+    const uniq = (rs: RouteInfo[]) => {
+      const m = new Map<string, RouteInfo>();
+      for (const r of rs) if (!m.has(routeKey(r))) m.set(routeKey(r), r);
+      return [...m.values()];
+    };
+    fc.assert(
+      fc.property(fc.array(arbRoute, { maxLength: 15 }), fc.array(arbRoute, { maxLength: 15 }), (d0, p0) => {
+        const desired = uniq(d0.filter(isOwnedRoute));
+        const programmed = uniq(p0);
+        const d = diffRoutes(desired, programmed);
+        // Simulate the kernel: replaceRoute upserts by key, deleteRoute removes that exact route.
+        const table = new Map(programmed.map((r) => [routeKey(r), r]));
+        for (const r of [...d.replace, ...d.add]) table.set(routeKey(r), r);
+        for (const r of d.remove) {
+          expect(isOwnedRoute(r)).toBe(true);
+          table.delete(routeKey(r));
+        }
+        for (const r of desired) {
+          const conflict = d.conflicts.some((c) => c.desired === r);
+          if (!conflict) expect(table.get(routeKey(r))?.gateway).toBe(r.gateway);
+        }
+        for (const r of programmed) if (!isOwnedRoute(r)) expect(table.get(routeKey(r))).toBe(r);
+        for (const [k, r] of table) {
+          if (isOwnedRoute(r)) expect(desired.some((x) => routeKey(x) === k)).toBe(true);
+        }
+        expect(d.unchanged + d.add.length + d.replace.length + d.conflicts.length).toBe(desired.length);
+      }),
+      { numRuns: 500 },
+    );
+  });
+});
