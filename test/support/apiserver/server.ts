@@ -1,0 +1,550 @@
+/**
+ * A small Kubernetes API server for tests: core/v1 Nodes and Pods over plain HTTP, speaking the
+ * real list/watch protocol (resourceVersions, chunked lists, NDJSON watches, BOOKMARKs, 410 Gone,
+ * Status objects) so the real @kubernetes/client-node can be pointed at it through a kubeconfig.
+ * docs/test-apiserver.md lists what it implements and where it differs from the real one.
+ */
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { createServer, type IncomingMessage, type ServerResponse } from 'node:http';
+import type { AddressInfo } from 'node:net';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { stringify as toYaml } from 'yaml';
+import {
+  isObject,
+  type Json,
+  type JsonObject,
+  jsonPatch,
+  mergePatch,
+  PatchError,
+  strategicMergePatch,
+} from './patch.ts';
+import { SelectorError } from './selectors.ts';
+import {
+  ApiStatusError,
+  badRequest,
+  internalError,
+  methodNotAllowed,
+  notFound,
+  unsupportedMediaType,
+} from './status.ts';
+import { KIND, keyOf, metaOf, ObjectStore, parseResourceVersion, type Resource } from './store.ts';
+import { WatchHub } from './watch.ts';
+
+export interface TestApiServerOptions {
+  /** Default 127.0.0.1. */
+  host?: string;
+  /** Default 0 (an ephemeral port). */
+  port?: number;
+  /** How often watches that asked for them get a BOOKMARK. Default 10_000 ms; 0 disables. */
+  bookmarkIntervalMs?: number;
+  /** Change events kept for watch replay and consistent pagination. Default 10_000. */
+  historySize?: number;
+  /** Where to write the kubeconfig. Default: a file in a fresh temp directory, removed on close(). */
+  kubeconfigPath?: string;
+}
+
+export interface RequestInfo {
+  readonly method: string;
+  readonly path: string;
+  readonly query: URLSearchParams;
+  readonly watch: boolean;
+}
+
+export interface RequestRecord extends RequestInfo {
+  status: number;
+}
+
+export type RequestPredicate = (r: RequestInfo) => boolean;
+/** 'error500': answer a 500 InternalError Status; 'drop': destroy the connection without a response. */
+export type FailMode = 'error500' | 'drop';
+
+export interface FailSpec {
+  /** How many matching requests fail; default: every matching request until clearFailures(). */
+  count?: number;
+  match?: RequestPredicate;
+  mode?: FailMode;
+}
+
+/** Direct access to the server's state and its fault injection, for tests and the demo. */
+export interface TestApiStore {
+  addNode(node: JsonObject, opts?: { unchecked?: boolean }): JsonObject;
+  /** Replaces the whole Node (spec and status) with `mutate(current)`. */
+  updateNode(name: string, mutate: (n: JsonObject) => JsonObject, opts?: { unchecked?: boolean }): JsonObject;
+  deleteNode(name: string): JsonObject;
+  getNode(name: string): JsonObject | undefined;
+  addPod(pod: JsonObject, opts?: { unchecked?: boolean }): JsonObject;
+  updatePod(namespace: string, name: string, mutate: (p: JsonObject) => JsonObject): JsonObject;
+  deletePod(namespace: string, name: string): JsonObject;
+  getPod(namespace: string, name: string): JsonObject | undefined;
+  count(resource: Resource): number;
+  currentResourceVersion(): number;
+  /** Drops the event history: watches resuming from an older rv, and old continue tokens, get 410. */
+  compactHistory(): void;
+  /** Ends every open watch ('end': clean EOF; 'destroy': reset the connection). Returns how many. */
+  closeAllWatches(mode?: 'end' | 'destroy'): number;
+  /** Sends a BOOKMARK to every watch that allows them, now. */
+  sendBookmarks(): void;
+  openWatches(): number;
+  /** A number: the next n requests fail; a predicate: every matching request fails until cleared. */
+  failRequests(spec: number | RequestPredicate | FailSpec, mode?: FailMode): void;
+  clearFailures(): void;
+  /** The last 10,000 requests, oldest first. */
+  requests(): readonly RequestRecord[];
+  clearRequests(): void;
+}
+
+export interface TestApiServer {
+  readonly url: string;
+  readonly host: string;
+  readonly port: number;
+  readonly kubeconfigPath: string;
+  readonly store: TestApiStore;
+  close(): Promise<void>;
+}
+
+const DEFAULT_WATCH_TIMEOUT_S = 1800;
+const MAX_BODY = 16 * 1024 * 1024;
+
+interface Route {
+  resource: Resource;
+  namespace: string | undefined;
+  name: string | undefined;
+  subresource: 'status' | undefined;
+}
+
+function parseRoute(path: string): Route | undefined {
+  let m = /^\/api\/v1\/nodes(?:\/([^/]+)(?:\/(status))?)?\/?$/.exec(path);
+  if (m)
+    return {
+      resource: 'nodes',
+      namespace: undefined,
+      name: dec(m[1]),
+      subresource: m[2] as 'status' | undefined,
+    };
+  m = /^\/api\/v1\/pods\/?$/.exec(path);
+  if (m) return { resource: 'pods', namespace: undefined, name: undefined, subresource: undefined };
+  m = /^\/api\/v1\/namespaces\/([^/]+)\/pods(?:\/([^/]+)(?:\/(status))?)?\/?$/.exec(path);
+  if (m)
+    return {
+      resource: 'pods',
+      namespace: dec(m[1]),
+      name: dec(m[2]),
+      subresource: m[3] as 'status' | undefined,
+    };
+  return undefined;
+}
+
+function dec(s: string | undefined): string | undefined {
+  return s === undefined ? undefined : decodeURIComponent(s);
+}
+
+function sendJson(res: ServerResponse, status: number, body: unknown): void {
+  const text = JSON.stringify(body);
+  res.writeHead(status, { 'content-type': 'application/json', 'content-length': Buffer.byteLength(text) });
+  res.end(text);
+}
+
+async function readBody(req: IncomingMessage): Promise<string> {
+  const chunks: Buffer[] = [];
+  let size = 0;
+  for await (const c of req) {
+    size += (c as Buffer).length;
+    if (size > MAX_BODY) throw new ApiStatusError(413, 'RequestEntityTooLarge', 'request entity too large');
+    chunks.push(c as Buffer);
+  }
+  return Buffer.concat(chunks).toString('utf8');
+}
+
+function parseJsonBody(text: string): Json {
+  try {
+    return JSON.parse(text) as Json;
+  } catch (err) {
+    throw badRequest(`the body of the request could not be decoded: ${(err as Error).message}`);
+  }
+}
+
+function withoutTypeMeta(o: JsonObject): JsonObject {
+  const { kind: _k, apiVersion: _a, ...rest } = o;
+  return rest;
+}
+
+const DISCOVERY_V1 = {
+  kind: 'APIResourceList',
+  groupVersion: 'v1',
+  resources: [
+    {
+      name: 'nodes',
+      singularName: 'node',
+      namespaced: false,
+      kind: 'Node',
+      shortNames: ['no'],
+      verbs: ['create', 'delete', 'get', 'list', 'patch', 'update', 'watch'],
+    },
+    {
+      name: 'nodes/status',
+      singularName: '',
+      namespaced: false,
+      kind: 'Node',
+      verbs: ['get', 'patch', 'update'],
+    },
+    {
+      name: 'pods',
+      singularName: 'pod',
+      namespaced: true,
+      kind: 'Pod',
+      shortNames: ['po'],
+      verbs: ['create', 'delete', 'get', 'list', 'patch', 'update', 'watch'],
+    },
+    {
+      name: 'pods/status',
+      singularName: '',
+      namespaced: true,
+      kind: 'Pod',
+      verbs: ['get', 'patch', 'update'],
+    },
+  ],
+};
+
+/** Direct store updates never conflict: drop the resourceVersion precondition. */
+function unconditional(mutate: (o: JsonObject) => JsonObject): (o: JsonObject) => JsonObject {
+  return (cur) => {
+    const next = mutate(cur);
+    return { ...next, metadata: { ...metaOf(next), resourceVersion: '' } };
+  };
+}
+
+export function writeKubeconfig(path: string, url: string): void {
+  const doc = {
+    apiVersion: 'v1',
+    kind: 'Config',
+    clusters: [{ name: 'trellis-test', cluster: { server: url, 'insecure-skip-tls-verify': true } }],
+    // client-node 2.x refuses http:// unless insecure-skip-tls-verify is set; the token is a dummy
+    // (the test server accepts any request) so the client has a user to apply.
+    users: [{ name: 'trellis-test', user: { token: 'trellis-test-token' } }],
+    contexts: [{ name: 'trellis-test', context: { cluster: 'trellis-test', user: 'trellis-test' } }],
+    'current-context': 'trellis-test',
+  };
+  writeFileSync(path, toYaml(doc), { mode: 0o600 });
+}
+
+export async function startTestApiServer(opts: TestApiServerOptions = {}): Promise<TestApiServer> {
+  const host = opts.host ?? '127.0.0.1';
+  const store = new ObjectStore(opts.historySize === undefined ? {} : { historySize: opts.historySize });
+  const hub = new WatchHub(store);
+  const failures: { remaining: number; match: RequestPredicate; mode: FailMode }[] = [];
+  let log: RequestRecord[] = [];
+
+  const takeFailure = (info: RequestInfo): FailMode | undefined => {
+    for (let i = 0; i < failures.length; i++) {
+      const f = failures[i]!;
+      if (!f.match(info)) continue;
+      f.remaining--;
+      if (f.remaining <= 0) failures.splice(i, 1);
+      return f.mode;
+    }
+    return undefined;
+  };
+
+  const handle = async (req: IncomingMessage, res: ServerResponse, info: RequestInfo): Promise<number> => {
+    const { method, path, query } = info;
+    if (method === 'GET') {
+      if (path === '/api') {
+        sendJson(res, 200, {
+          kind: 'APIVersions',
+          versions: ['v1'],
+          serverAddressByClientCIDRs: [{ clientCIDR: '0.0.0.0/0', serverAddress: `${host}:${port}` }],
+        });
+        return 200;
+      }
+      if (path === '/api/v1') {
+        sendJson(res, 200, DISCOVERY_V1);
+        return 200;
+      }
+      if (path === '/apis') {
+        sendJson(res, 200, { kind: 'APIGroupList', apiVersion: 'v1', groups: [] });
+        return 200;
+      }
+      if (path === '/version') {
+        sendJson(res, 200, {
+          major: '1',
+          minor: '33',
+          gitVersion: 'v1.33.0-trellis-test',
+          platform: 'linux/amd64',
+        });
+        return 200;
+      }
+      if (path === '/healthz' || path === '/readyz' || path === '/livez') {
+        res.writeHead(200, { 'content-type': 'text/plain' });
+        res.end('ok');
+        return 200;
+      }
+    }
+    const route = parseRoute(path);
+    if (route === undefined) {
+      throw new ApiStatusError(404, 'NotFound', 'the server could not find the requested resource');
+    }
+    const { resource, namespace, name, subresource } = route;
+    const kind = KIND[resource];
+
+    if (name === undefined) {
+      if (method === 'GET') {
+        const labelSelector = query.get('labelSelector') ?? undefined;
+        const fieldSelector = query.get('fieldSelector') ?? undefined;
+        const sel = { namespace, labelSelector, fieldSelector };
+        if (info.watch) {
+          const rv = parseResourceVersion(query.get('resourceVersion') ?? undefined);
+          const t = Number(query.get('timeoutSeconds') ?? DEFAULT_WATCH_TIMEOUT_S);
+          hub.serve(
+            {
+              resource,
+              ...sel,
+              fromRv: rv === 0 ? undefined : rv,
+              allowBookmarks: query.get('allowWatchBookmarks') === 'true',
+              timeoutSeconds: Number.isFinite(t) && t > 0 ? t : DEFAULT_WATCH_TIMEOUT_S,
+            },
+            res,
+          );
+          return 200;
+        }
+        const limit = Number(query.get('limit') ?? 0);
+        const continueToken = query.get('continue') ?? undefined;
+        const exact = query.get('resourceVersionMatch') === 'Exact';
+        const exactRv = exact ? parseResourceVersion(query.get('resourceVersion') ?? undefined) : undefined;
+        const r = store.list(resource, {
+          ...sel,
+          limit: Number.isFinite(limit) ? limit : 0,
+          ...(continueToken !== undefined ? { continueToken } : {}),
+          ...(exactRv !== undefined ? { exactRv } : {}),
+        });
+        const metadata: JsonObject = { resourceVersion: r.resourceVersion };
+        if (r.continueToken !== undefined) metadata.continue = r.continueToken;
+        if (r.remainingItemCount !== undefined) metadata.remainingItemCount = r.remainingItemCount;
+        sendJson(res, 200, {
+          kind: `${kind}List`,
+          apiVersion: 'v1',
+          metadata,
+          items: r.items.map(withoutTypeMeta),
+        });
+        return 200;
+      }
+      if (method === 'POST') {
+        if (resource === 'pods' && namespace === undefined) throw methodNotAllowed();
+        const body = parseJsonBody(await readBody(req));
+        if (!isObject(body)) throw badRequest('the body must be a JSON object');
+        const meta = metaOf(body);
+        if (namespace !== undefined && meta.namespace !== undefined && meta.namespace !== namespace) {
+          throw badRequest(
+            'the namespace of the provided object does not match the namespace sent on the request',
+          );
+        }
+        const created = store.create(resource, {
+          ...body,
+          metadata: { ...meta, ...(namespace ? { namespace } : {}) },
+        });
+        sendJson(res, 201, created);
+        return 201;
+      }
+      throw methodNotAllowed();
+    }
+
+    if (resource === 'pods' && namespace === undefined) throw methodNotAllowed();
+    const key = keyOf(resource, namespace, name);
+    if (method === 'GET') {
+      const o = store.get(resource, key);
+      if (o === undefined) throw notFound(resource, name);
+      sendJson(res, 200, o);
+      return 200;
+    }
+    if (method === 'DELETE') {
+      if (subresource !== undefined) throw methodNotAllowed();
+      const gone = store.delete(resource, key);
+      if (resource === 'pods') sendJson(res, 200, gone);
+      else {
+        sendJson(res, 200, {
+          kind: 'Status',
+          apiVersion: 'v1',
+          metadata: {},
+          status: 'Success',
+          details: { name, kind: resource, uid: metaOf(gone).uid ?? '' },
+        });
+      }
+      return 200;
+    }
+    if (method === 'PUT' || method === 'PATCH') {
+      const text = await readBody(req);
+      const contentType = (req.headers['content-type'] ?? '').split(';')[0]!.trim();
+      const body = parseJsonBody(text);
+      const updated = store.update(resource, key, (current) => {
+        let next: Json;
+        if (method === 'PUT') {
+          if (!isObject(body)) throw badRequest('the body must be a JSON object');
+          const bodyName = metaOf(body).name;
+          if (bodyName !== undefined && bodyName !== name) {
+            throw badRequest(
+              `the name of the object (${String(bodyName)}) does not match the name on the URL (${name})`,
+            );
+          }
+          next = body;
+        } else {
+          try {
+            if (contentType === 'application/merge-patch+json') next = mergePatch(current, body);
+            else if (contentType === 'application/strategic-merge-patch+json')
+              next = strategicMergePatch(current, body);
+            else if (contentType === 'application/json-patch+json') next = jsonPatch(current, body);
+            else throw unsupportedMediaType(contentType);
+          } catch (err) {
+            if (err instanceof PatchError) throw new ApiStatusError(422, 'Invalid', err.message);
+            throw err;
+          }
+          // A patch carries no resourceVersion precondition unless it names one itself.
+          if (
+            isObject(next) &&
+            isObject(body) &&
+            !(isObject(body.metadata) && 'resourceVersion' in body.metadata)
+          ) {
+            next = {
+              ...next,
+              metadata: { ...metaOf(next), resourceVersion: metaOf(current).resourceVersion ?? '' },
+            };
+          }
+        }
+        if (!isObject(next)) throw badRequest('the result must be a JSON object');
+        // The status subresource changes only .status; the main resource never changes .status.
+        if (subresource === 'status') {
+          const out: JsonObject = {
+            ...current,
+            metadata: { ...metaOf(current), resourceVersion: metaOf(next).resourceVersion ?? '' },
+          };
+          if (next.status === undefined) delete out.status;
+          else out.status = next.status;
+          return out;
+        }
+        const out: JsonObject = { ...next };
+        if (current.status === undefined) delete out.status;
+        else out.status = current.status;
+        return out;
+      });
+      sendJson(res, 200, updated);
+      return 200;
+    }
+    throw methodNotAllowed();
+  };
+
+  const server = createServer((req, res) => {
+    const url = new URL(req.url ?? '/', 'http://x');
+    const method = req.method ?? 'GET';
+    const info: RequestInfo = {
+      method,
+      path: url.pathname,
+      query: url.searchParams,
+      watch: url.searchParams.get('watch') === 'true' || url.searchParams.get('watch') === '1',
+    };
+    const record: RequestRecord = { ...info, status: 0 };
+    log.push(record);
+    if (log.length > 20_000) log = log.slice(-10_000);
+    const fail = takeFailure(info);
+    if (fail === 'drop') {
+      record.status = -1;
+      req.socket.destroy();
+      return;
+    }
+    if (fail === 'error500') {
+      record.status = 500;
+      sendJson(res, 500, internalError('injected failure (test API server)').toStatus());
+      return;
+    }
+    handle(req, res, info).then(
+      (status) => {
+        record.status = status;
+      },
+      (err: unknown) => {
+        let e: ApiStatusError;
+        if (err instanceof ApiStatusError) e = err;
+        else if (err instanceof SelectorError) e = badRequest(err.message);
+        else e = internalError(err instanceof Error ? err.message : String(err));
+        record.status = e.code;
+        if (res.headersSent) res.destroy();
+        else sendJson(res, e.code, e.toStatus());
+      },
+    );
+  });
+  server.keepAliveTimeout = 60_000;
+
+  await new Promise<void>((resolve, reject) => {
+    server.once('error', reject);
+    server.listen(opts.port ?? 0, host, () => {
+      server.off('error', reject);
+      resolve();
+    });
+  });
+  const port = (server.address() as AddressInfo).port;
+  const url = `http://${host.includes(':') ? `[${host}]` : host}:${port}`;
+
+  let tempDir: string | undefined;
+  let kubeconfigPath = opts.kubeconfigPath;
+  if (kubeconfigPath === undefined) {
+    tempDir = mkdtempSync(join(tmpdir(), 'trellis-apiserver-'));
+    kubeconfigPath = join(tempDir, 'kubeconfig');
+  }
+  writeKubeconfig(kubeconfigPath, url);
+
+  const bookmarkMs = opts.bookmarkIntervalMs ?? 10_000;
+  const bookmarkTimer = bookmarkMs > 0 ? setInterval(() => hub.sendBookmarks(), bookmarkMs) : undefined;
+  bookmarkTimer?.unref();
+
+  const facade: TestApiStore = {
+    addNode: (node, o) => store.create('nodes', node, o),
+    updateNode: (name, mutate, o) => store.update('nodes', name, unconditional(mutate), o),
+    deleteNode: (name) => store.delete('nodes', name),
+    getNode: (name) => store.get('nodes', name),
+    addPod: (pod, o) => store.create('pods', pod, o),
+    updatePod: (ns, name, mutate) => store.update('pods', keyOf('pods', ns, name), unconditional(mutate)),
+    deletePod: (ns, name) => store.delete('pods', keyOf('pods', ns, name)),
+    getPod: (ns, name) => store.get('pods', keyOf('pods', ns, name)),
+    count: (r) => store.count(r),
+    currentResourceVersion: () => store.currentRv(),
+    compactHistory: () => store.compact(),
+    closeAllWatches: (mode = 'end') => hub.closeAll(mode),
+    sendBookmarks: () => hub.sendBookmarks(),
+    openWatches: () => hub.count,
+    failRequests: (spec, mode = 'error500') => {
+      if (typeof spec === 'number') failures.push({ remaining: spec, match: () => true, mode });
+      else if (typeof spec === 'function')
+        failures.push({ remaining: Number.POSITIVE_INFINITY, match: spec, mode });
+      else {
+        failures.push({
+          remaining: spec.count ?? Number.POSITIVE_INFINITY,
+          match: spec.match ?? (() => true),
+          mode: spec.mode ?? mode,
+        });
+      }
+    },
+    clearFailures: () => {
+      failures.length = 0;
+    },
+    requests: () => log.slice(-10_000),
+    clearRequests: () => {
+      log = [];
+    },
+  };
+
+  let closed = false;
+  return {
+    url,
+    host,
+    port,
+    kubeconfigPath,
+    store: facade,
+    close: async () => {
+      if (closed) return;
+      closed = true;
+      if (bookmarkTimer !== undefined) clearInterval(bookmarkTimer);
+      hub.closeAll('end');
+      const done = new Promise<void>((resolve) => server.close(() => resolve()));
+      server.closeAllConnections();
+      await done;
+      if (tempDir !== undefined) rmSync(tempDir, { recursive: true, force: true });
+    },
+  };
+}
