@@ -1,0 +1,321 @@
+import { CniCode, CniError } from '../cni/errors.ts';
+import { chooseNext } from './allocator.ts';
+import {
+  type Cidr,
+  contains,
+  type Family,
+  familyName,
+  formatCidr,
+  formatIp,
+  parseIp,
+  parseRange,
+  tryParseIp,
+  usableBounds,
+} from './cidr.ts';
+import { keyProblem, ownerName, validateKey } from './key.ts';
+import { LeaseStore, realFs, type StoreFs } from './store.ts';
+import {
+  type Lease,
+  type LeasedAddress,
+  type LeaseKey,
+  type LeaseMeta,
+  type LoadReport,
+  META_FIELDS,
+  type RangeUsage,
+} from './types.ts';
+
+export type { Lease, LeasedAddress, LeaseKey, LeaseMeta, LoadReport, RangeUsage } from './types.ts';
+
+/**
+ * The facade the agent uses. Synchronous on purpose: the agent serializes IPAM calls, and sync fs
+ * calls on tiny files are the fastest way to make an allocation durable (see store.ts); an async API
+ * would add promise hops to every CNI ADD and invite interleaving that the store does not need.
+ */
+export interface Ipam {
+  /** Idempotent per key: the same key returns the same lease (meta updated only if missing). All families or nothing: on failure of one family nothing stays reserved. */
+  allocate(key: LeaseKey, meta?: LeaseMeta): Lease;
+  /** Releasing an unknown key returns false and does not throw. */
+  release(key: LeaseKey): boolean;
+  get(key: LeaseKey): Lease | undefined;
+  list(): Lease[];
+  ranges(): string[];
+  /** Replaces the ranges (pod CIDR change); leases with any address outside the new ranges are released and returned. */
+  setRanges(cidrs: string[]): Lease[];
+  usage(): RangeUsage[];
+  /** Problems found at load (torn/corrupt records quarantined), for the agent to log. */
+  readonly loadReport: { quarantined: { file: string; reason: string }[] };
+}
+
+/**
+ * Opens (creating if needed) the state directory and loads it. Leases outside `ranges` are kept (the
+ * agent may still have to tear their pods down): call setRanges(ranges) to release and get them.
+ */
+export function openIpam(opts: { dir: string; ranges: string[] }): Ipam {
+  return openIpamWith(opts, realFs);
+}
+
+/** openIpam over another file system (tests inject faults and crashes through it). */
+export function openIpamWith(opts: { dir: string; ranges: string[] }, fs: StoreFs): Ipam {
+  const ranges = parseRanges(opts.ranges);
+  const store = new LeaseStore(opts.dir, fs);
+  return new StoreIpam(store, ranges);
+}
+
+interface Range {
+  readonly cidr: Cidr;
+  readonly text: string;
+}
+
+/** Kubernetes gives at most one pod CIDR per family; one address per family per attachment. */
+export function parseRanges(cidrs: readonly string[]): Range[] {
+  if (!Array.isArray(cidrs))
+    throw new CniError(CniCode.INVALID_CONFIG, 'pod CIDRs must be a list of strings');
+  const out: Range[] = [];
+  for (const text of cidrs) {
+    if (typeof text !== 'string') {
+      throw new CniError(CniCode.INVALID_CONFIG, `invalid pod CIDR ${JSON.stringify(text)}: not a string`);
+    }
+    const cidr = parseRange(text);
+    const dup = out.find((r) => r.cidr.family === cidr.family);
+    if (dup !== undefined) {
+      throw new CniError(
+        CniCode.INVALID_CONFIG,
+        `pod CIDRs ${JSON.stringify(cidrs)} have two ${familyName(cidr.family)} ranges (${dup.text}, ${formatCidr(cidr)}): at most one per family`,
+      );
+    }
+    out.push({ cidr, text: formatCidr(cidr) });
+  }
+  return out;
+}
+
+/** A lease with its fields in a stable order (key, meta, addresses, createdAt) for readable files. */
+function makeLease(key: LeaseKey, meta: LeaseMeta, addresses: LeasedAddress[], createdAt: string): Lease {
+  const picked: LeaseMeta = {};
+  for (const f of META_FIELDS) if (typeof meta[f] === 'string') picked[f] = meta[f];
+  return { containerId: key.containerId, ifname: key.ifname, ...picked, addresses, createdAt };
+}
+
+function copyLease(lease: Lease): Lease {
+  return { ...lease, addresses: lease.addresses.map((a) => ({ ...a })) };
+}
+
+class StoreIpam implements Ipam {
+  readonly loadReport: LoadReport;
+  readonly #store: LeaseStore;
+  #ranges: Range[];
+  /** owner name -> lease */
+  readonly #leases: Map<string, Lease>;
+  /** Every reservation known on disk: canonical address -> owner name ('' unknown). */
+  readonly #reserved: Map<string, string>;
+  readonly #quarantined: Set<string>;
+  /** Per range text: the reserved addresses inside it (what the allocator must skip). */
+  #used = new Map<string, Set<bigint>>();
+  /** Per range text: the last address handed out (round-robin pointer). */
+  readonly #last: Map<string, string>;
+
+  constructor(store: LeaseStore, ranges: Range[]) {
+    const state = store.load();
+    this.#store = store;
+    this.#ranges = ranges;
+    this.#leases = state.leases;
+    this.#reserved = state.reservations;
+    this.#quarantined = state.quarantinedOwners;
+    this.loadReport = state.report;
+    this.#last = state.last;
+    this.#rebuildUsed();
+  }
+
+  allocate(key: LeaseKey, meta: LeaseMeta = {}): Lease {
+    validateKey(key);
+    const owner = ownerName(key);
+    const existing = this.#leases.get(owner);
+    if (existing !== undefined) return copyLease(this.#fillMeta(owner, existing, meta));
+    if (this.#ranges.length === 0) {
+      throw new CniError(CniCode.INVALID_CONFIG, 'no pod CIDR ranges are configured: cannot allocate');
+    }
+    const store = this.#store;
+    const reservedHere: string[] = [];
+    const addresses: LeasedAddress[] = [];
+    let written = false;
+    try {
+      for (const range of this.#ranges) {
+        const used = this.#usedIn(range);
+        for (;;) {
+          const lastText = this.#last.get(range.text);
+          const last = lastText === undefined ? undefined : tryParseIp(lastText)?.value;
+          const value = chooseNext(range.cidr, used, last);
+          const address = formatIp(range.cidr.family, value);
+          if (store.reserve(address, owner)) {
+            reservedHere.push(address);
+            addresses.push({ family: range.cidr.family, address, range: range.text });
+            break;
+          }
+          // Reserved on disk but not known here (left by a rollback that could not finish): skip it;
+          // the next load sorts out who owns it.
+          this.#addReserved(address, '');
+        }
+      }
+      const lease = makeLease(key, meta, addresses, new Date().toISOString());
+      store.putLease(lease);
+      written = true;
+      store.flush();
+      for (const a of reservedHere) this.#addReserved(a, owner);
+      this.#leases.set(owner, lease);
+      for (const a of addresses) this.#last.set(a.range, a.address);
+      store.putLast(this.#last);
+      return copyLease(lease);
+    } catch (err) {
+      this.#rollback(owner, reservedHere, written);
+      throw err;
+    }
+  }
+
+  /** Undoes a failed allocation on disk; what cannot be undone is left to the next load to free. */
+  #rollback(owner: string, reserved: string[], written: boolean): void {
+    const store = this.#store;
+    try {
+      if (written) store.deleteLease(owner);
+    } catch {
+      // The lease file stays; in memory it does not exist, and a retry of the same key rewrites it.
+    }
+    for (const address of reserved) {
+      try {
+        store.unreserve(address);
+      } catch {
+        this.#addReserved(address, '');
+      }
+    }
+    try {
+      store.flush();
+    } catch {
+      // Nothing more to do: the error that got us here is what the caller needs to see.
+    }
+  }
+
+  #fillMeta(owner: string, lease: Lease, meta: LeaseMeta): Lease {
+    const missing = META_FIELDS.filter((f) => typeof meta[f] === 'string' && lease[f] === undefined);
+    if (missing.length === 0) return lease;
+    const merged: LeaseMeta = {};
+    for (const f of META_FIELDS) merged[f] = lease[f] ?? meta[f];
+    const ordered = makeLease(lease, merged, lease.addresses, lease.createdAt);
+    this.#store.putLease(ordered);
+    this.#store.flush();
+    this.#leases.set(owner, ordered);
+    return ordered;
+  }
+
+  release(key: LeaseKey): boolean {
+    if (keyProblem(key) !== undefined) return false;
+    const owner = ownerName(key);
+    const lease = this.#leases.get(owner);
+    if (lease !== undefined) {
+      this.#releaseLease(owner, lease);
+      return true;
+    }
+    if (!this.#quarantined.has(owner)) return false;
+    // The lease record was quarantined but its addresses stayed reserved: DEL for that attachment
+    // is the moment they can go.
+    const held = [...this.#reserved].filter(([, o]) => o === owner).map(([a]) => a);
+    this.#freeReservations(held);
+    this.#quarantined.delete(owner);
+    return held.length > 0;
+  }
+
+  #releaseLease(owner: string, lease: Lease): void {
+    this.#store.deleteLease(owner);
+    this.#leases.delete(owner);
+    const mine = lease.addresses.map((a) => a.address).filter((a) => this.#reserved.get(a) === owner);
+    this.#freeReservations(mine);
+  }
+
+  #freeReservations(addresses: string[]): void {
+    let failure: unknown;
+    for (const address of addresses) {
+      try {
+        this.#store.unreserve(address);
+        this.#removeReserved(address);
+      } catch (err) {
+        failure ??= err;
+      }
+    }
+    this.#store.flush();
+    if (failure !== undefined) throw failure;
+  }
+
+  get(key: LeaseKey): Lease | undefined {
+    if (keyProblem(key) !== undefined) return undefined;
+    const lease = this.#leases.get(ownerName(key));
+    return lease === undefined ? undefined : copyLease(lease);
+  }
+
+  list(): Lease[] {
+    return [...this.#leases.values()].map(copyLease);
+  }
+
+  ranges(): string[] {
+    return this.#ranges.map((r) => r.text);
+  }
+
+  setRanges(cidrs: string[]): Lease[] {
+    const next = parseRanges(cidrs);
+    const inside = (a: LeasedAddress): boolean => {
+      const ip = parseIp(a.address);
+      return next.some((r) => contains(r.cidr, ip));
+    };
+    this.#ranges = next;
+    this.#rebuildUsed();
+    const released: Lease[] = [];
+    for (const [owner, lease] of [...this.#leases]) {
+      if (lease.addresses.every(inside)) continue;
+      this.#releaseLease(owner, lease);
+      released.push(copyLease(lease));
+    }
+    return released;
+  }
+
+  usage(): RangeUsage[] {
+    return this.#ranges.map((r) => {
+      const { first, last, count } = usableBounds(r.cidr);
+      let used = 0;
+      for (const v of this.#usedIn(r)) if (v >= first && v <= last) used++;
+      const capacity = count <= BigInt(Number.MAX_SAFE_INTEGER) ? Number(count) : count;
+      return { family: r.cidr.family, range: r.text, capacity, used };
+    });
+  }
+
+  #usedIn(range: Range): Set<bigint> {
+    let set = this.#used.get(range.text);
+    if (set === undefined) {
+      set = new Set();
+      this.#used.set(range.text, set);
+    }
+    return set;
+  }
+
+  #rangeOf(family: Family, value: bigint): Range | undefined {
+    return this.#ranges.find((r) => contains(r.cidr, { family, value }));
+  }
+
+  #addReserved(address: string, owner: string): void {
+    this.#reserved.set(address, owner);
+    const ip = parseIp(address);
+    const range = this.#rangeOf(ip.family, ip.value);
+    if (range !== undefined) this.#usedIn(range).add(ip.value);
+  }
+
+  #removeReserved(address: string): void {
+    this.#reserved.delete(address);
+    const ip = parseIp(address);
+    const range = this.#rangeOf(ip.family, ip.value);
+    if (range !== undefined) this.#usedIn(range).delete(ip.value);
+  }
+
+  #rebuildUsed(): void {
+    this.#used = new Map();
+    for (const address of this.#reserved.keys()) {
+      const ip = parseIp(address);
+      const range = this.#rangeOf(ip.family, ip.value);
+      if (range !== undefined) this.#usedIn(range).add(ip.value);
+    }
+  }
+}

@@ -1,0 +1,40 @@
+/** The public shapes of IPAM; see ipam.ts for the operations. */
+
+export interface LeaseKey {
+  containerId: string;
+  ifname: string;
+}
+
+export interface LeasedAddress {
+  family: 4 | 6;
+  address: string;
+  /** the range it came from, e.g. "10.244.1.0/24" */
+  range: string;
+}
+
+export interface LeaseMeta {
+  netns?: string;
+  podNamespace?: string;
+  podName?: string;
+  podUid?: string;
+}
+
+export interface Lease extends LeaseKey, LeaseMeta {
+  addresses: LeasedAddress[];
+  /** ISO 8601 */
+  createdAt: string;
+}
+
+export interface RangeUsage {
+  family: 4 | 6;
+  range: string;
+  /** Addresses the range can hand out (reserved ones excluded); a bigint when beyond 2^53. */
+  capacity: bigint | number;
+  used: number;
+}
+
+export interface LoadReport {
+  quarantined: { file: string; reason: string }[];
+}
+
+export const META_FIELDS = ['netns', 'podNamespace', 'podName', 'podUid'] as const;
