@@ -1,0 +1,69 @@
+import { getSystemErrorName } from 'node:util';
+import { CniCode, CniError } from '../cni/errors.ts';
+
+/**
+ * Typed netlink failures. Every kernel refusal becomes one of these in exactly one place
+ * (errorFromErrno), so callers branch on classes or on `errno`, never on message text.
+ */
+
+export class NetlinkError extends CniError {
+  /** Symbolic errno, e.g. 'EEXIST', 'ENODEV', 'ENETUNREACH'. */
+  readonly errno: string;
+  /** What was asked, e.g. 'RTM_NEWROUTE 10.244.2.0/24'. */
+  readonly op: string;
+
+  constructor(errno: string, op: string, options?: { cause?: unknown }) {
+    super(CniCode.NETLINK_FAILED, `${op}: ${errno}`, `netlink ${op} failed with ${errno}`, options);
+    this.name = 'NetlinkError';
+    this.errno = errno;
+    this.op = op;
+  }
+}
+
+/** ENODEV: the device named or indexed in the request does not exist (in that namespace). */
+export class LinkNotFoundError extends NetlinkError {
+  constructor(op: string) {
+    super('ENODEV', op);
+    this.name = 'LinkNotFoundError';
+  }
+}
+
+/** EEXIST: the object being created exists already. */
+export class ExistsError extends NetlinkError {
+  constructor(op: string) {
+    super('EEXIST', op);
+    this.name = 'ExistsError';
+  }
+}
+
+export function errnoName(errno: number): string {
+  try {
+    return getSystemErrorName(-Math.abs(errno));
+  } catch {
+    return `errno ${errno}`;
+  }
+}
+
+/** The single mapping from a kernel errno (positive) to a typed error. */
+export function errorFromErrno(errno: number, op: string): NetlinkError {
+  const name = errnoName(errno);
+  if (name === 'ENODEV') return new LinkNotFoundError(op);
+  if (name === 'EEXIST') return new ExistsError(op);
+  return new NetlinkError(name, op);
+}
+
+/**
+ * The same for an error thrown by the `netlink` package itself (socket errors carry `code`,
+ * rejected requests read "Request rejected: ENODEV").
+ */
+export function errorFromPackage(err: unknown, op: string): NetlinkError {
+  if (err instanceof NetlinkError) return err;
+  const code = (err as { code?: unknown } | null)?.code;
+  let name = typeof code === 'string' ? code : undefined;
+  if (name === undefined && err instanceof Error) {
+    name = /^Request rejected: (E[A-Z0-9]+)$/.exec(err.message)?.[1];
+  }
+  if (name === 'ENODEV') return new LinkNotFoundError(op);
+  if (name === 'EEXIST') return new ExistsError(op);
+  return new NetlinkError(name ?? (err instanceof Error ? err.message : String(err)), op, { cause: err });
+}

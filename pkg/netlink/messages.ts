@@ -1,0 +1,409 @@
+import type {
+  AddAddress,
+  AddressInfo,
+  CreateVeth,
+  Family,
+  FdbEntry,
+  LinkInfo,
+  NeighbourEntry,
+  RouteInfo,
+} from '../datapath/ports.ts';
+import {
+  AF,
+  IFA,
+  IFA_F,
+  IFF_UP,
+  IFLA,
+  IFLA_INFO,
+  IFLA_VXLAN,
+  NDA,
+  NTF_SELF,
+  NUD,
+  RT_SCOPE,
+  RT_TABLE_MAIN,
+  RTA,
+  RTM_F_CLONED,
+  RTN,
+  RTNH_F_ONLINK,
+  VETH_INFO_PEER,
+} from './constants.ts';
+import { bytesToIp, bytesToMac, familyOf, ipToBytes, macToBytes, parsePrefix } from './ip.ts';
+import { attr, cString, decodeAttrs, nested, strAttr, u8Attr, u16BeAttr, u32Attr } from './wire.ts';
+
+/**
+ * Bodies of rtnetlink requests (fixed header struct + attributes) and parsers of the kernel's
+ * answers into the plain port types. Pure: unit-tested byte for byte without root.
+ */
+
+export type Body = Buffer[];
+type Scope = 'universe' | 'link' | 'host';
+
+const afOf = (family: Family): number => (family === 4 ? AF.INET : AF.INET6);
+const familyOfAf = (af: number): Family | undefined => (af === AF.INET ? 4 : af === AF.INET6 ? 6 : undefined);
+
+const scopeNumber = (s: Scope): number =>
+  s === 'link' ? RT_SCOPE.LINK : s === 'host' ? RT_SCOPE.HOST : RT_SCOPE.UNIVERSE;
+const scopeName = (n: number): Scope =>
+  n === RT_SCOPE.LINK ? 'link' : n === RT_SCOPE.HOST ? 'host' : 'universe';
+
+// ---------------------------------------------------------------------------------------------- links
+
+/** struct ifinfomsg (16 bytes). */
+export function ifinfomsg(index = 0, flags = 0, change = 0, family: number = AF.UNSPEC): Buffer {
+  const b = Buffer.alloc(16);
+  b.writeUInt8(family, 0);
+  b.writeInt32LE(index, 4);
+  b.writeUInt32LE(flags, 8);
+  b.writeUInt32LE(change, 12);
+  return b;
+}
+
+export function getLinkByNameBody(name: string): Body {
+  return [ifinfomsg(), strAttr(IFLA.IFNAME, name)];
+}
+
+export function setLinkUpBody(index: number, up: boolean): Body {
+  return [ifinfomsg(index, up ? IFF_UP : 0, IFF_UP)];
+}
+
+export function setLinkMtuBody(index: number, mtu: number): Body {
+  return [ifinfomsg(index), u32Attr(IFLA.MTU, mtu)];
+}
+
+/**
+ * A veth pair whose peer is created directly inside another namespace (IFLA_NET_NS_FD in the
+ * peer's ifinfomsg): one request, no move afterwards, no window where the peer is visible on the host.
+ */
+export function createVethBody(spec: CreateVeth): Body {
+  const peer = Buffer.concat([
+    ifinfomsg(),
+    strAttr(IFLA.IFNAME, spec.peerName),
+    u32Attr(IFLA.MTU, spec.peerMtu),
+    u32Attr(IFLA.NET_NS_FD, spec.peerNetnsFd),
+  ]);
+  return [
+    ifinfomsg(),
+    strAttr(IFLA.IFNAME, spec.name),
+    u32Attr(IFLA.MTU, spec.mtu),
+    nested(IFLA.LINKINFO, [
+      strAttr(IFLA_INFO.KIND, 'veth'),
+      nested(IFLA_INFO.DATA, [attr(VETH_INFO_PEER, peer)]),
+    ]),
+  ];
+}
+
+export interface CreateVxlan {
+  name: string;
+  vni: number;
+  /** UDP destination port (8472 Linux default, 4789 IANA). */
+  port: number;
+  /** Source address of the encapsulated packets (this node's VTEP address). */
+  localIp: string;
+  /** Underlay device index (IFLA_VXLAN_LINK). */
+  dev?: number;
+  /** FDB learning from received packets; trellis programs the FDB itself, so false by default. */
+  learning?: boolean;
+  mtu: number;
+}
+
+export function createVxlanBody(spec: CreateVxlan): Body {
+  if (!Number.isInteger(spec.vni) || spec.vni < 0 || spec.vni > 0xffffff) {
+    throw new RangeError(`VNI ${spec.vni} outside 0..16777215`);
+  }
+  const local = ipToBytes(spec.localIp);
+  const data = [
+    u32Attr(IFLA_VXLAN.ID, spec.vni),
+    attr(local.length === 4 ? IFLA_VXLAN.LOCAL : IFLA_VXLAN.LOCAL6, local),
+    u16BeAttr(IFLA_VXLAN.PORT, spec.port),
+    u8Attr(IFLA_VXLAN.LEARNING, spec.learning === true ? 1 : 0),
+  ];
+  if (spec.dev !== undefined) data.push(u32Attr(IFLA_VXLAN.LINK, spec.dev));
+  return [
+    ifinfomsg(),
+    strAttr(IFLA.IFNAME, spec.name),
+    u32Attr(IFLA.MTU, spec.mtu),
+    nested(IFLA.LINKINFO, [strAttr(IFLA_INFO.KIND, 'vxlan'), nested(IFLA_INFO.DATA, data)]),
+  ];
+}
+
+/** RTM_NEWLINK payload -> LinkInfo. */
+export function parseLink(payload: Buffer): LinkInfo {
+  const index = payload.readInt32LE(4);
+  const flags = payload.readUInt32LE(8);
+  const a = decodeAttrs(payload, 16);
+  const info = a.get(IFLA.LINKINFO);
+  const kind = info === undefined ? undefined : cString(decodeAttrs(info).get(IFLA_INFO.KIND));
+  const addr = a.get(IFLA.ADDRESS);
+  const mtu = a.get(IFLA.MTU);
+  const link: LinkInfo = {
+    index,
+    name: cString(a.get(IFLA.IFNAME)) ?? '',
+    kind,
+    mac: addr === undefined ? '' : bytesToMac(addr),
+    mtu: mtu === undefined ? 0 : mtu.readUInt32LE(0),
+    up: (flags & IFF_UP) !== 0,
+  };
+  const peer = a.get(IFLA.LINK);
+  if (peer !== undefined && peer.length >= 4) {
+    const p = peer.readInt32LE(0);
+    if (p !== 0 && p !== index) link.peerIndex = p;
+  }
+  return link;
+}
+
+// ------------------------------------------------------------------------------------------ addresses
+
+/** struct ifaddrmsg (8 bytes). */
+function ifaddrmsg(af: number, prefixLen: number, flags: number, scope: number, index: number): Buffer {
+  const b = Buffer.alloc(8);
+  b.writeUInt8(af, 0);
+  b.writeUInt8(prefixLen, 1);
+  b.writeUInt8(flags & 0xff, 2);
+  b.writeUInt8(scope, 3);
+  b.writeUInt32LE(index, 4);
+  return b;
+}
+
+export function addAddressBody(spec: AddAddress): Body {
+  const bytes = ipToBytes(spec.address);
+  if ((bytes.length === 4 ? 4 : 6) !== spec.family) {
+    throw new TypeError(`address ${spec.address} is not IPv${spec.family}`);
+  }
+  const flags = spec.noDad === true ? IFA_F.NODAD : 0;
+  const body = [
+    ifaddrmsg(afOf(spec.family), spec.prefixLen, flags, scopeNumber(spec.scope ?? 'universe'), spec.ifindex),
+    attr(IFA.LOCAL, bytes),
+    attr(IFA.ADDRESS, bytes),
+  ];
+  // IFA_FLAGS (u32) is the modern carrier; the u8 in ifaddrmsg is kept for old kernels.
+  if (flags !== 0) body.push(u32Attr(IFA.FLAGS, flags));
+  return body;
+}
+
+export function dumpAddressesBody(family?: Family): Body {
+  return [ifaddrmsg(family === undefined ? AF.UNSPEC : afOf(family), 0, 0, 0, 0)];
+}
+
+export function parseAddress(payload: Buffer): AddressInfo | undefined {
+  const family = familyOfAf(payload.readUInt8(0));
+  if (family === undefined) return undefined;
+  const a = decodeAttrs(payload, 8);
+  // IPv4: IFA_LOCAL is the address, IFA_ADDRESS the peer on point-to-point links. IPv6: IFA_ADDRESS.
+  const raw = (family === 4 ? a.get(IFA.LOCAL) : undefined) ?? a.get(IFA.ADDRESS);
+  if (raw === undefined) return undefined;
+  return {
+    family,
+    ifindex: payload.readUInt32LE(4),
+    address: bytesToIp(raw),
+    prefixLen: payload.readUInt8(1),
+    scope: scopeName(payload.readUInt8(3)),
+  };
+}
+
+/** Effective address flags (IFA_FLAGS when present, else the u8 header field). */
+export function addressFlags(payload: Buffer): number {
+  const f = decodeAttrs(payload, 8).get(IFA.FLAGS);
+  return f !== undefined && f.length >= 4 ? f.readUInt32LE(0) : payload.readUInt8(2);
+}
+
+// --------------------------------------------------------------------------------------------- routes
+
+/** struct rtmsg (12 bytes). */
+function rtmsg(
+  af: number,
+  dstLen: number,
+  table: number,
+  protocol: number,
+  scope: number,
+  type: number,
+  flags: number,
+): Buffer {
+  const b = Buffer.alloc(12);
+  b.writeUInt8(af, 0);
+  b.writeUInt8(dstLen, 1);
+  b.writeUInt8(table < 256 ? table : 0, 4);
+  b.writeUInt8(protocol, 5);
+  b.writeUInt8(scope, 6);
+  b.writeUInt8(type, 7);
+  b.writeUInt32LE(flags, 8);
+  return b;
+}
+
+const typeNumber = (t: RouteInfo['type']): number =>
+  t === 'blackhole' ? RTN.BLACKHOLE : t === 'local' ? RTN.LOCAL : RTN.UNICAST;
+
+/** The scope `ip route` would pick: host for local, link for a device route, universe otherwise. */
+export function defaultScope(r: RouteInfo): Scope {
+  if (r.type === 'local') return 'host';
+  if (r.type === 'blackhole') return 'universe';
+  return r.gateway === undefined && r.ifindex !== undefined ? 'link' : 'universe';
+}
+
+/** "10.244.2.0/24 via 10.0.0.2 dev 5 table 254": the op string of errors. */
+export function describeRoute(r: RouteInfo): string {
+  let s = r.type === 'blackhole' ? `blackhole ${r.dst}` : r.dst;
+  if (r.gateway !== undefined) s += ` via ${r.gateway}`;
+  if (r.ifindex !== undefined) s += ` dev #${r.ifindex}`;
+  if (r.table !== undefined && r.table !== RT_TABLE_MAIN) s += ` table ${r.table}`;
+  return s;
+}
+
+/**
+ * RTM_NEWROUTE / RTM_DELROUTE body. For deletes the scope defaults to RT_SCOPE_NOWHERE and the
+ * type to unspecified (match any), as iproute2 does; protocol, when given, is part of the match,
+ * so a delete tagged with our protocol never removes someone else's route.
+ */
+export function routeBody(r: RouteInfo, forDelete = false): Body {
+  const dst = parsePrefix(r.dst);
+  if (dst.family !== r.family) throw new TypeError(`route ${r.dst} is not IPv${r.family}`);
+  const table = r.table ?? RT_TABLE_MAIN;
+  const scope =
+    r.scope !== undefined
+      ? scopeNumber(r.scope)
+      : forDelete
+        ? RT_SCOPE.NOWHERE
+        : scopeNumber(defaultScope(r));
+  const type = forDelete && r.type === undefined ? RTN.UNSPEC : typeNumber(r.type);
+  const body = [
+    rtmsg(
+      afOf(r.family),
+      dst.prefixLen,
+      table,
+      r.protocol ?? 0,
+      scope,
+      type,
+      r.onlink === true ? RTNH_F_ONLINK : 0,
+    ),
+    u32Attr(RTA.TABLE, table),
+  ];
+  if (dst.prefixLen > 0) body.push(attr(RTA.DST, ipToBytes(dst.address)));
+  if (r.gateway !== undefined) {
+    if (familyOf(r.gateway) !== r.family) throw new TypeError(`gateway ${r.gateway} is not IPv${r.family}`);
+    body.push(attr(RTA.GATEWAY, ipToBytes(r.gateway)));
+  }
+  if (r.ifindex !== undefined) body.push(u32Attr(RTA.OIF, r.ifindex));
+  if (r.src !== undefined) body.push(attr(RTA.PREFSRC, ipToBytes(r.src)));
+  if (r.metric !== undefined) body.push(u32Attr(RTA.PRIORITY, r.metric));
+  return body;
+}
+
+export function dumpRoutesBody(family?: Family): Body {
+  return [rtmsg(family === undefined ? AF.UNSPEC : afOf(family), 0, 0, 0, 0, 0, 0)];
+}
+
+/**
+ * RTM_NEWROUTE payload -> RouteInfo. Returns undefined for what the port cannot express or what is
+ * not a configured route: other families, cached clones, multipath, and types other than
+ * unicast/blackhole/local. `table` is omitted for the main table so a listed route equals the
+ * RouteInfo that created it; protocol, scope and type are always set.
+ */
+export function parseRoute(payload: Buffer): RouteInfo | undefined {
+  const family = familyOfAf(payload.readUInt8(0));
+  if (family === undefined) return undefined;
+  const flags = payload.readUInt32LE(8);
+  if ((flags & RTM_F_CLONED) !== 0) return undefined;
+  const typeN = payload.readUInt8(7);
+  const type =
+    typeN === RTN.UNICAST
+      ? 'unicast'
+      : typeN === RTN.BLACKHOLE
+        ? 'blackhole'
+        : typeN === RTN.LOCAL
+          ? 'local'
+          : undefined;
+  if (type === undefined) return undefined;
+  const a = decodeAttrs(payload, 12);
+  if (a.has(RTA.MULTIPATH)) return undefined;
+  const dstLen = payload.readUInt8(1);
+  const dstRaw = a.get(RTA.DST);
+  const dstAddr = dstRaw !== undefined ? bytesToIp(dstRaw) : family === 4 ? '0.0.0.0' : '::';
+  const tableAttr = a.get(RTA.TABLE);
+  const table = tableAttr !== undefined ? tableAttr.readUInt32LE(0) : payload.readUInt8(4);
+  const route: RouteInfo = {
+    family,
+    dst: `${dstAddr}/${dstLen}`,
+    protocol: payload.readUInt8(5),
+    scope: scopeName(payload.readUInt8(6)),
+    type,
+  };
+  const gw = a.get(RTA.GATEWAY);
+  if (gw !== undefined) route.gateway = bytesToIp(gw);
+  const oif = a.get(RTA.OIF);
+  if (oif !== undefined) route.ifindex = oif.readUInt32LE(0);
+  if (table !== RT_TABLE_MAIN) route.table = table;
+  if ((flags & RTNH_F_ONLINK) !== 0) route.onlink = true;
+  const src = a.get(RTA.PREFSRC);
+  if (src !== undefined) route.src = bytesToIp(src);
+  const prio = a.get(RTA.PRIORITY);
+  if (prio !== undefined) route.metric = prio.readUInt32LE(0);
+  return route;
+}
+
+/** Table of a route message without building the whole RouteInfo (dump filtering). */
+export function routeTable(payload: Buffer): number {
+  const t = decodeAttrs(payload, 12).get(RTA.TABLE);
+  return t !== undefined ? t.readUInt32LE(0) : payload.readUInt8(4);
+}
+
+// ------------------------------------------------------------------------------ neighbours and the FDB
+
+/** struct ndmsg (12 bytes). */
+function ndmsg(af: number, ifindex: number, state: number, flags: number): Buffer {
+  const b = Buffer.alloc(12);
+  b.writeUInt8(af, 0);
+  b.writeInt32LE(ifindex, 4);
+  b.writeUInt16LE(state, 8);
+  b.writeUInt8(flags, 10);
+  return b;
+}
+
+export function neighbourBody(e: NeighbourEntry, forDelete = false): Body {
+  if (familyOf(e.address) !== e.family) throw new TypeError(`neighbour ${e.address} is not IPv${e.family}`);
+  const state = e.permanent === false ? NUD.REACHABLE : NUD.PERMANENT;
+  const body = [
+    ndmsg(afOf(e.family), e.ifindex, forDelete ? 0 : state, 0),
+    attr(NDA.DST, ipToBytes(e.address)),
+  ];
+  if (!forDelete) body.push(attr(NDA.LLADDR, macToBytes(e.mac)));
+  return body;
+}
+
+export function dumpNeighboursBody(family: number = AF.UNSPEC): Body {
+  return [ndmsg(family, 0, 0, 0)];
+}
+
+/** Neighbour entries with a link-layer address (incomplete/failed entries have none). */
+export function parseNeighbour(payload: Buffer): NeighbourEntry | undefined {
+  const family = familyOfAf(payload.readUInt8(0));
+  if (family === undefined) return undefined;
+  const a = decodeAttrs(payload, 12);
+  const dst = a.get(NDA.DST);
+  const ll = a.get(NDA.LLADDR);
+  if (dst === undefined || ll === undefined || ll.length !== 6) return undefined;
+  return {
+    family,
+    ifindex: payload.readInt32LE(4),
+    address: bytesToIp(dst),
+    mac: bytesToMac(ll),
+    permanent: (payload.readUInt16LE(8) & NUD.PERMANENT) !== 0,
+  };
+}
+
+/** Bridge FDB entry on a VXLAN device: MAC -> remote VTEP (AF_BRIDGE, NTF_SELF, NDA_DST). */
+export function fdbBody(e: FdbEntry): Body {
+  return [
+    ndmsg(AF.BRIDGE, e.ifindex, NUD.PERMANENT, NTF_SELF),
+    attr(NDA.LLADDR, macToBytes(e.mac)),
+    attr(NDA.DST, ipToBytes(e.dst)),
+  ];
+}
+
+/** FDB entries that name a remote (NDA_DST); local/bridge-port entries have none and are skipped. */
+export function parseFdb(payload: Buffer): FdbEntry | undefined {
+  if (payload.readUInt8(0) !== AF.BRIDGE) return undefined;
+  const a = decodeAttrs(payload, 12);
+  const dst = a.get(NDA.DST);
+  const ll = a.get(NDA.LLADDR);
+  if (dst === undefined || ll === undefined || ll.length !== 6) return undefined;
+  return { ifindex: payload.readInt32LE(4), mac: bytesToMac(ll), dst: bytesToIp(dst) };
+}

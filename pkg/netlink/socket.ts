@@ -1,0 +1,206 @@
+import { Protocol, RawNetlinkSocket } from 'netlink';
+import { NLM_F, NLMSG_DONE, NLMSG_ERROR } from './constants.ts';
+import { errorFromErrno, errorFromPackage, NetlinkError } from './errors.ts';
+import { decodeErrno, decodeMessages, encodeMessage, type RawMessage } from './wire.ts';
+
+/**
+ * One rtnetlink socket with request/ACK bookkeeping by sequence number.
+ *
+ * Only the package's raw socket is used (the native fd, poll and sendmsg); framing, sequence
+ * numbers and errno mapping are ours, so that many requests can travel in ONE datagram (the kernel
+ * processes them in order inside a single sendmsg and queues one ACK each) and replies are
+ * demultiplexed without parsing into the package's generic objects.
+ *
+ * The socket binds to the network namespace of the thread that creates it, for its whole life.
+ */
+
+/** Large enough for a burst window of ACKs; the kernel caps it at net.core.rmem_max. */
+const RECV_BUFFER = 4 << 20;
+/** Requests per datagram and datagrams in flight in a burst: at most 256 unread ACKs. */
+const PER_DATAGRAM = 64;
+const LANES = 4;
+const MAX_DUMP_RETRIES = 5;
+
+export interface Request {
+  type: number;
+  flags: number;
+  body: readonly Uint8Array[];
+  /** For errors: 'RTM_NEWROUTE 10.244.2.0/24'. */
+  op: string;
+}
+
+export interface SocketOptions {
+  /** RTNLGRP_* multicast groups to join (event sockets). */
+  groups?: readonly number[];
+  /** Unsolicited messages (notifications). */
+  onNotification?: (msg: RawMessage) => void;
+  /** Socket errors, e.g. ENOBUFS when the kernel dropped messages for us. */
+  onError?: (err: NetlinkError) => void;
+  /** Keep the event loop alive for the socket's whole life. */
+  ref?: boolean;
+}
+
+interface Pending {
+  op: string;
+  parts: RawMessage[];
+  interrupted: boolean;
+  resolve(parts: RawMessage[]): void;
+  reject(err: NetlinkError): void;
+}
+
+export class RtnlSocket {
+  private readonly raw: RawNetlinkSocket;
+  private readonly pending = new Map<number, Pending>();
+  private seq = Math.floor(Math.random() * 0x7fffffff);
+  private dumping: Promise<unknown> = Promise.resolve();
+  private closed = false;
+  private readonly onNotification: ((msg: RawMessage) => void) | undefined;
+
+  private readonly keepRef: boolean;
+
+  constructor(opts: SocketOptions = {}) {
+    // recvBufferSize/sendBufferSize are typed as required by the package; 0 keeps the default.
+    this.raw = new RawNetlinkSocket(Protocol.ROUTE, { recvBufferSize: RECV_BUFFER, sendBufferSize: 0 });
+    this.onNotification = opts.onNotification;
+    for (const g of opts.groups ?? []) this.raw.addMembership(g);
+    this.raw.on('message', (buf: Buffer) => this.receive(buf));
+    this.raw.on('error', (err: unknown) => {
+      // ENOBUFS means the kernel dropped messages for us: pending ACKs may never come.
+      const e = errorFromPackage(err, 'recvmsg');
+      this.failAll(e);
+      opts.onError?.(e);
+    });
+    // The native socket starts referenced; hold the event loop only while requests are pending
+    // (or always, for a subscription that asked for it).
+    this.keepRef = opts.ref === true;
+    if (!this.keepRef) this.raw.unref();
+  }
+
+  /** A non-dump request; resolves with any replies once the kernel ACKs it. */
+  request(req: Request): Promise<RawMessage[]> {
+    const [promise, buf, seq] = this.prepare(req, NLM_F.REQUEST | NLM_F.ACK | req.flags);
+    this.send([buf], [seq], [req.op]);
+    return promise;
+  }
+
+  /** A dump (NLM_F_DUMP); dumps on one socket are serialized (the kernel runs one at a time). */
+  dump(req: Request): Promise<RawMessage[]> {
+    const run = async (): Promise<RawMessage[]> => {
+      for (let attempt = 0; ; attempt++) {
+        // No NLM_F_ACK: a dump ends with NLMSG_DONE (which carries the errno of a failed dump).
+        const [promise, buf, seq] = this.prepare(req, NLM_F.REQUEST | NLM_F.DUMP | req.flags);
+        this.send([buf], [seq], [req.op]);
+        const parts = await promise.catch((e: unknown) => e as NetlinkError);
+        if (!(parts instanceof NetlinkError)) return parts;
+        // NLM_F_DUMP_INTR: the table changed while it was dumped; a retry gives a consistent view.
+        if (parts.errno !== 'EINTR' || attempt >= MAX_DUMP_RETRIES) throw parts;
+      }
+    };
+    const result = this.dumping.then(run, run);
+    this.dumping = result.catch(() => undefined);
+    return result;
+  }
+
+  /**
+   * Many requests, pipelined: PER_DATAGRAM messages per sendmsg, LANES datagrams in flight.
+   * Resolves when every request was answered, with one entry per request (undefined = success).
+   */
+  async burst(reqs: readonly Request[]): Promise<(NetlinkError | undefined)[]> {
+    const results = new Array<NetlinkError | undefined>(reqs.length);
+    let next = 0;
+    const lane = async (): Promise<void> => {
+      while (next < reqs.length) {
+        const start = next;
+        const chunk = reqs.slice(start, start + PER_DATAGRAM);
+        next += chunk.length;
+        const bufs: Buffer[] = [];
+        const seqs: number[] = [];
+        const waits = chunk.map((req, i) => {
+          const [promise, buf, seq] = this.prepare(req, NLM_F.REQUEST | NLM_F.ACK | req.flags);
+          bufs.push(buf);
+          seqs.push(seq);
+          return promise.then(
+            () => undefined,
+            (e: NetlinkError) => {
+              results[start + i] = e;
+            },
+          );
+        });
+        this.send(
+          bufs,
+          seqs,
+          chunk.map((r) => r.op),
+        );
+        await Promise.all(waits);
+      }
+    };
+    await Promise.all(Array.from({ length: LANES }, lane));
+    return results;
+  }
+
+  close(): void {
+    if (this.closed) return;
+    this.closed = true;
+    this.failAll(new NetlinkError('ECANCELED', 'socket closed'));
+    this.raw.close();
+  }
+
+  private prepare(req: Request, flags: number): [Promise<RawMessage[]>, Buffer, number] {
+    if (this.closed) throw new NetlinkError('EBADF', `${req.op} on a closed netlink handle`);
+    this.seq = (this.seq % 0xfffffffe) + 1;
+    const seq = this.seq;
+    const promise = new Promise<RawMessage[]>((resolve, reject) => {
+      if (this.pending.size === 0 && !this.keepRef) this.raw.ref();
+      this.pending.set(seq, { op: req.op, parts: [], interrupted: false, resolve, reject });
+    });
+    return [promise, encodeMessage(req.type, flags, seq, req.body), seq];
+  }
+
+  private send(bufs: Buffer[], seqs: number[], ops: string[]): void {
+    this.raw.send(bufs.length === 1 ? bufs[0]! : bufs, undefined, (err?: unknown) => {
+      if (err === undefined || err === null) return;
+      // sendmsg failed: none of these requests reached the kernel.
+      seqs.forEach((seq, i) => {
+        this.finish(seq, errorFromPackage(err, ops[i] ?? 'sendmsg'));
+      });
+    });
+  }
+
+  private receive(buf: Buffer): void {
+    for (const msg of decodeMessages(buf)) {
+      const p = msg.seq === 0 ? undefined : this.pending.get(msg.seq);
+      if (p === undefined) {
+        this.onNotification?.(msg);
+        continue;
+      }
+      if (msg.type === NLMSG_ERROR) {
+        const errno = decodeErrno(msg.payload);
+        this.finish(msg.seq, errno === 0 ? undefined : errorFromErrno(errno, p.op));
+      } else if (msg.type === NLMSG_DONE) {
+        // A failed dump reports its errno in DONE's payload.
+        const errno = decodeErrno(msg.payload);
+        if (errno !== 0) this.finish(msg.seq, errorFromErrno(errno, p.op));
+        else this.finish(msg.seq, p.interrupted ? new NetlinkError('EINTR', p.op) : undefined);
+      } else {
+        if ((msg.flags & NLM_F.DUMP_INTR) !== 0) p.interrupted = true;
+        p.parts.push(msg);
+      }
+    }
+  }
+
+  private finish(seq: number, err: NetlinkError | undefined): void {
+    const p = this.pending.get(seq);
+    if (p === undefined) return;
+    this.pending.delete(seq);
+    if (this.pending.size === 0 && !this.closed && !this.keepRef) this.raw.unref();
+    if (err === undefined) p.resolve(p.parts);
+    else p.reject(err);
+  }
+
+  private failAll(err: NetlinkError): void {
+    for (const seq of [...this.pending.keys()]) {
+      const p = this.pending.get(seq)!;
+      this.finish(seq, new NetlinkError(err.errno, p.op, { cause: err }));
+    }
+  }
+}

@@ -1,0 +1,9 @@
+/**
+ * The netns adapter: the only importer of `ffi-rs`. setns-based withNetns, nsfs checks, flock,
+ * /proc/sys access, and the NetnsPort built on them.
+ */
+export { LockHeldError, NetnsNotFoundError, SysctlError } from './errors.ts';
+export { type FileLock, lockFile } from './lock.ts';
+export { closeFd, isNetns, openNetnsFd, withNetns } from './netns.ts';
+export { createNetnsPort, type ExtendedNetnsPort } from './port.ts';
+export { readSysctlSync, sysctlPath, writeSysctlSync } from './sysctl.ts';

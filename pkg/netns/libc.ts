@@ -1,0 +1,44 @@
+import { DataType, define, open } from 'ffi-rs';
+
+/**
+ * The few libc calls Node does not expose, through ffi-rs, on the calling (JS) thread. Loaded on
+ * first use so importing the module costs nothing where it is not needed.
+ */
+
+export const CLONE_NEWNET = 0x40000000;
+export const LOCK_EX = 2;
+export const LOCK_NB = 4;
+export const LOCK_UN = 8;
+
+export interface CallResult {
+  value: number;
+  errno: number;
+}
+
+interface Libc {
+  setns(fd: number, nstype: number): CallResult;
+  flock(fd: number, op: number): CallResult;
+}
+
+let libc: Libc | undefined;
+
+function load(): Libc {
+  const library = 'trellis-libc';
+  open({ library, path: 'libc.so.6' });
+  const fns = define({
+    setns: { library, retType: DataType.I32, paramsType: [DataType.I32, DataType.I32], errno: true },
+    flock: { library, retType: DataType.I32, paramsType: [DataType.I32, DataType.I32], errno: true },
+  });
+  const wrap =
+    (f: (args: unknown[]) => { value: number; errnoCode: number }) =>
+    (a: number, b: number): CallResult => {
+      const r = f([a, b]);
+      return { value: r.value, errno: r.value === -1 ? r.errnoCode : 0 };
+    };
+  return { setns: wrap(fns.setns), flock: wrap(fns.flock) };
+}
+
+export function getLibc(): Libc {
+  libc ??= load();
+  return libc;
+}

@@ -1,0 +1,34 @@
+import { closeSync, constants, openSync } from 'node:fs';
+import { constants as os } from 'node:os';
+import { getSystemErrorName } from 'node:util';
+import { LockHeldError } from './errors.ts';
+import { getLibc, LOCK_EX, LOCK_NB, LOCK_UN } from './libc.ts';
+
+export interface FileLock {
+  /** Unlocks and closes; idempotent. The kernel also drops the lock when the process dies. */
+  release(): void;
+}
+
+/**
+ * An exclusive, non-blocking flock(2) on path (created 0600 if missing; libuv opens with O_CLOEXEC): one agent per state
+ * directory. Throws LockHeldError when another open file description holds it, even one in this
+ * process.
+ */
+export function lockFile(path: string): FileLock {
+  const fd = openSync(path, constants.O_RDWR | constants.O_CREAT, 0o600);
+  const r = getLibc().flock(fd, LOCK_EX | LOCK_NB);
+  if (r.value !== 0) {
+    closeSync(fd);
+    if (r.errno === os.errno.EWOULDBLOCK) throw new LockHeldError(path);
+    throw new Error(`flock ${path}: ${getSystemErrorName(-r.errno)}`);
+  }
+  let held = true;
+  return {
+    release(): void {
+      if (!held) return;
+      held = false;
+      getLibc().flock(fd, LOCK_UN);
+      closeSync(fd);
+    },
+  };
+}

@@ -1,0 +1,126 @@
+import { closeSync, constants, openSync, readlinkSync, writeSync } from 'node:fs';
+import { getSystemErrorName } from 'node:util';
+import { NetnsNotFoundError } from './errors.ts';
+import { CLONE_NEWNET, getLibc } from './libc.ts';
+
+/**
+ * Entering network namespaces on the JS thread.
+ *
+ * setns(2) moves only the calling thread; everything Node runs elsewhere (libuv's pool: async fs,
+ * dns, crypto) stays where it was. So withNetns accepts synchronous work only: open a netlink
+ * socket (it stays bound to the namespace it was created in), write a /proc/sys file with
+ * writeFileSync. Async work then uses the socket opened inside.
+ */
+
+const errnoName = (errno: number): string => {
+  try {
+    return getSystemErrorName(-errno);
+  } catch {
+    return `errno ${errno}`;
+  }
+};
+
+// libuv adds O_CLOEXEC itself; O_NONBLOCK keeps a FIFO at `path` from blocking the open.
+const OPEN_FLAGS = constants.O_RDONLY | constants.O_NONBLOCK | constants.O_NOCTTY;
+const NETNS_LINK = /^net:\[\d+\]$/;
+
+/** The namespace the thread started in, opened once, before the first switch. */
+let homeFd: number | undefined;
+/** The namespace the JS thread is in right now (homeFd or the target of the innermost withNetns). */
+let currentFd: number | undefined;
+
+function home(): number {
+  if (homeFd === undefined) {
+    homeFd = openSync('/proc/thread-self/ns/net', OPEN_FLAGS);
+    currentFd = homeFd;
+  }
+  return homeFd;
+}
+
+/** True when fd refers to a network namespace: nsfs names its files "net:[inode]". */
+function fdIsNetns(fd: number): boolean {
+  try {
+    return NETNS_LINK.test(readlinkSync(`/proc/self/fd/${fd}`));
+  } catch {
+    return false;
+  }
+}
+
+/** Opens path as a namespace fd for setns or IFLA_NET_NS_FD; NetnsNotFoundError when it is none. */
+export function openNetnsFd(path: string): number {
+  let fd: number;
+  try {
+    fd = openSync(path, OPEN_FLAGS);
+  } catch (e) {
+    throw new NetnsNotFoundError(path, (e as NodeJS.ErrnoException).code ?? 'cannot open', { cause: e });
+  }
+  if (!fdIsNetns(fd)) {
+    closeSync(fd);
+    throw new NetnsNotFoundError(path, 'not a network namespace');
+  }
+  return fd;
+}
+
+export function closeFd(fd: number): void {
+  closeSync(fd);
+}
+
+/** True when path exists and is a network namespace (a bind-mounted nsfs file or /proc/PID/ns/net). */
+export function isNetns(path: string): boolean {
+  let fd: number;
+  try {
+    fd = openSync(path, OPEN_FLAGS);
+  } catch {
+    return false;
+  }
+  try {
+    return fdIsNetns(fd);
+  } finally {
+    closeSync(fd);
+  }
+}
+
+function enter(fd: number, path: string): void {
+  const r = getLibc().setns(fd, CLONE_NEWNET);
+  if (r.value !== 0) throw new NetnsNotFoundError(path, `setns: ${errnoName(r.errno)}`);
+}
+
+/** Continuing in the wrong namespace would program the pod's view into the host, or the reverse. */
+function switchBackOrAbort(fd: number): void {
+  const r = getLibc().setns(fd, CLONE_NEWNET);
+  if (r.value === 0) return;
+  writeSync(
+    2,
+    `trellis: FATAL: cannot switch back to the original network namespace (setns: ${errnoName(r.errno)}); aborting\n`,
+  );
+  process.abort();
+}
+
+/**
+ * Runs fn with the JS thread inside the network namespace at path and switches back in `finally`
+ * (to the enclosing withNetns's namespace when nested). fn must be synchronous: a returned
+ * promise is rejected with a TypeError (its continuation would run in the wrong namespace).
+ */
+export function withNetns<T>(path: string, fn: () => T): T {
+  home();
+  const previous = currentFd!;
+  const target = openNetnsFd(path);
+  try {
+    enter(target, path);
+    currentFd = target;
+    let result: T;
+    try {
+      result = fn();
+    } finally {
+      switchBackOrAbort(previous);
+      currentFd = previous;
+    }
+    if (typeof (result as { then?: unknown } | null)?.then === 'function') {
+      (result as Promise<unknown>).then(undefined, () => undefined);
+      throw new TypeError('withNetns accepts only synchronous work; the callback returned a promise');
+    }
+    return result;
+  } finally {
+    closeSync(target);
+  }
+}

@@ -1,0 +1,22 @@
+import type { NetnsPort } from '../datapath/ports.ts';
+import { type ExtendedNetlinkHandle, openNetlink } from '../netlink/index.ts';
+import { closeFd, isNetns, openNetnsFd, withNetns } from './netns.ts';
+import { readSysctlSync, writeSysctlSync } from './sysctl.ts';
+
+/** NetnsPort with openNetlinkIn's richer return type (VXLAN, settled route bursts). */
+export interface ExtendedNetnsPort extends NetnsPort {
+  openNetlinkIn(path: string): ExtendedNetlinkHandle;
+}
+
+/** The real NetnsPort: setns via ffi-rs, rtnetlink sockets opened inside the target namespace. */
+export function createNetnsPort(): ExtendedNetnsPort {
+  return {
+    isNetns,
+    openNetlinkIn: (path) => withNetns(path, openNetlink),
+    openNetnsFd,
+    closeFd,
+    writeSysctlIn: (path, key, value) => withNetns(path, () => writeSysctlSync(key, value)),
+    writeSysctl: writeSysctlSync,
+    readSysctl: readSysctlSync,
+  };
+}
