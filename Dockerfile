@@ -1,0 +1,52 @@
+# syntax=docker/dockerfile:1
+#
+# The trellis image: the node agent (Node 24 running dist/cmd/agent/main.js) and, for the install-cni
+# init container to copy onto the host, the Bun-compiled CNI binary plus Debian's reference loopback and
+# portmap plugins.
+#
+#   docker build -t ghcr.io/trellis-net/trellis:0.1.0 .
+#
+# linux/amd64 only: the Bun compiler comes from the npm package @oven/bun-linux-x64-baseline.
+# The build needs no network beyond the npm registry and Debian's mirrors.
+
+ARG NODE_IMAGE=node:24-bookworm-slim
+
+# ---- build: compile the agent and the CNI binary, then stage the runtime layout in /app ----
+FROM --platform=linux/amd64 ${NODE_IMAGE} AS build
+WORKDIR /src
+ENV CI=true \
+    npm_config_audit=false \
+    npm_config_fund=false \
+    npm_config_update_notifier=false
+COPY package.json package-lock.json ./
+# --ignore-scripts: no dependency runs code at build time. The native addons (netlink, ffi-rs) ship
+# prebuilt binaries, and the `node` dev dependency's installer is not wanted: the image's Node 24 builds.
+RUN npm ci --ignore-scripts
+# The rest of the checkout; .dockerignore keeps out node_modules, dist, tests and docs.
+COPY . .
+RUN npm run build && npm prune --omit=dev
+RUN scripts/image-stage.sh /src /app
+
+# ---- runtime: Node 24, nftables, iproute2 and the reference CNI plugins; no compilers, no npm ----
+FROM --platform=linux/amd64 ${NODE_IMAGE}
+ARG VERSION=0.1.0
+LABEL org.opencontainers.image.title="trellis" \
+      org.opencontainers.image.description="trellis Kubernetes pod network: node agent and CNI plugin" \
+      org.opencontainers.image.source="https://github.com/trellis-net/trellis" \
+      org.opencontainers.image.licenses="Apache-2.0" \
+      org.opencontainers.image.version="${VERSION}"
+ARG DEBIAN_FRONTEND=noninteractive
+# containernetworking-plugins puts Debian's reference plugins in /usr/lib/cni (install-cni copies loopback
+# and portmap from there). npm, corepack and yarn are removed: nothing installs packages at run time.
+RUN apt-get update \
+ && apt-get install -y --no-install-recommends nftables iproute2 containernetworking-plugins \
+ && rm -rf /var/lib/apt/lists/* \
+ && rm -rf /usr/local/lib/node_modules/npm /usr/local/lib/node_modules/corepack /opt/yarn-* \
+ && rm -f /usr/local/bin/npm /usr/local/bin/npx /usr/local/bin/corepack /usr/local/bin/yarn /usr/local/bin/yarnpkg
+ENV NODE_ENV=production
+WORKDIR /app
+COPY --from=build /app /app
+# Fail the build, not the cluster: the agent starts, its dependencies load, the CNI binary answers.
+RUN --mount=type=bind,from=build,source=/src/scripts,target=/tmp/trellis-scripts \
+    /tmp/trellis-scripts/image-verify.sh /app /usr/lib/cni
+ENTRYPOINT ["/app/dist/bin/trellis-agent"]
