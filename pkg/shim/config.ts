@@ -1,0 +1,93 @@
+/**
+ * The few network-config fields the shim itself reads. Everything else in the config is the agent's
+ * business: the shim forwards the raw text and never re-validates it.
+ *
+ *   socket     absolute path of the agent's unix socket   (default /run/trellis/cni.sock)
+ *   spoolDir   absolute path of the DEL spool directory    (default /var/lib/trellis/spool)
+ *   timeoutMs  whole-call timeout for every verb, 1..600000 (default per verb, see DEFAULT_TIMEOUT_MS)
+ */
+import { CniCode, CniError } from '../cni/errors.ts';
+import { isObject, jsonType, quote } from '../cni/text.ts';
+import { LATEST_VERSION, parseVersion } from '../cni/version.ts';
+
+export const DEFAULT_SOCKET = '/run/trellis/cni.sock';
+export const DEFAULT_SPOOL_DIR = '/var/lib/trellis/spool';
+export const MAX_TIMEOUT_MS = 600_000;
+
+export interface ShimConfig {
+  /** The config's cniVersion, used to shape error output (LATEST_VERSION when absent or junk). */
+  cniVersion: string;
+  socket: string;
+  spoolDir: string;
+  /** undefined: the per-verb default applies. */
+  timeoutMs: number | undefined;
+}
+
+function versionOrLatest(v: unknown): string {
+  if (typeof v !== 'string') return LATEST_VERSION;
+  try {
+    parseVersion(v);
+    return v;
+  } catch {
+    return LATEST_VERSION;
+  }
+}
+
+/**
+ * The cniVersion to put in error output, without failing: the config's when it parses, else the
+ * latest. Used when the failure happened before (or while) the config could be parsed.
+ */
+export function errorVersionOf(stdin: string): string {
+  try {
+    const parsed: unknown = JSON.parse(stdin);
+    return isObject(parsed) ? versionOrLatest(parsed.cniVersion) : LATEST_VERSION;
+  } catch {
+    return LATEST_VERSION;
+  }
+}
+
+function absolutePath(conf: Record<string, unknown>, field: string, fallback: string): string {
+  const v = conf[field];
+  if (v === undefined) return fallback;
+  if (typeof v !== 'string' || !v.startsWith('/') || v.includes('\0')) {
+    const shown = typeof v === 'string' ? quote(v) : jsonType(v);
+    throw new CniError(
+      CniCode.INVALID_CONFIG,
+      `invalid network config: "${field}" must be an absolute path, got ${shown}`,
+    );
+  }
+  return v;
+}
+
+/** Throws CniError DECODE_FAILED (6) for text that is not a JSON object, INVALID_CONFIG (7) for bad fields. */
+export function parseShimConfig(stdin: string): ShimConfig {
+  let parsed: unknown;
+  try {
+    parsed = JSON.parse(stdin);
+  } catch (err) {
+    throw new CniError(
+      CniCode.DECODE_FAILED,
+      'could not decode the network configuration on stdin: not valid JSON',
+      err instanceof Error ? err.message : String(err),
+    );
+  }
+  if (!isObject(parsed)) {
+    throw new CniError(
+      CniCode.DECODE_FAILED,
+      `could not decode the network configuration on stdin: expected a JSON object, got ${jsonType(parsed)}`,
+    );
+  }
+  const t = parsed.timeoutMs;
+  if (t !== undefined && (typeof t !== 'number' || !Number.isInteger(t) || t < 1 || t > MAX_TIMEOUT_MS)) {
+    throw new CniError(
+      CniCode.INVALID_CONFIG,
+      `invalid network config: "timeoutMs" must be an integer from 1 to ${MAX_TIMEOUT_MS}, got ${typeof t === 'number' ? t : jsonType(t)}`,
+    );
+  }
+  return {
+    cniVersion: versionOrLatest(parsed.cniVersion),
+    socket: absolutePath(parsed, 'socket', DEFAULT_SOCKET),
+    spoolDir: absolutePath(parsed, 'spoolDir', DEFAULT_SPOOL_DIR),
+    timeoutMs: t,
+  };
+}

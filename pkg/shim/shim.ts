@@ -1,0 +1,195 @@
+/**
+ * The CNI shim's decisions, as one function over its inputs: environment, stdin, a socket client and
+ * a spool writer come in as parameters, the CNI output and exit status go out. No process globals,
+ * so tests run it in-process and in parallel; cmd/cni/main.ts only supplies Bun's IO.
+ *
+ * Per verb, when the agent cannot be asked:
+ *   VERSION          answered here, never asks the agent;
+ *   ADD, CHECK, GC   agent unreachable or hung up -> 11 (try again later); no answer in time -> 105;
+ *   STATUS           agent unreachable or hung up -> 50 (plugin not available); no answer in time -> 105;
+ *   DEL              unreachable, hung up or no answer in time -> spool the DEL and report success:
+ *                    a failed DEL makes the runtime retry forever, DEL is idempotent, and the agent
+ *                    replays the spool. Only an error the agent itself returns fails a DEL.
+ */
+import { type CniCommand, parseCniEnv } from '../cni/env.ts';
+import { CniCode, CniError, toCniError } from '../cni/errors.ts';
+import { LATEST_VERSION, versionReply } from '../cni/version.ts';
+import { errorVersionOf, parseShimConfig, type ShimConfig } from './config.ts';
+import { decodeResponse, encodeRequest } from './protocol.ts';
+import { type Transport, TransportError } from './transport.ts';
+
+/** Connecting to a local unix socket is immediate when the agent is up; two seconds is generous. */
+export const CONNECT_TIMEOUT_MS = 2_000;
+
+/** Whole-call timeout per verb when the config sets no `timeoutMs`. */
+export const DEFAULT_TIMEOUT_MS: Readonly<Record<Exclude<CniCommand, 'VERSION'>, number>> = Object.freeze({
+  ADD: 60_000,
+  DEL: 60_000,
+  CHECK: 60_000,
+  GC: 60_000,
+  STATUS: 10_000,
+});
+
+export interface SpoolPort {
+  /** Durably records a DEL request line; returns where. Throws CniError IO_FAILURE when it cannot. */
+  spoolDel(dir: string, containerId: string, ifname: string, requestLine: string): Promise<string> | string;
+}
+
+export interface ShimIo {
+  env: Readonly<Record<string, string | undefined>>;
+  /** The network config text, or a reader for it (a failing reader becomes code 5). */
+  stdin: string | (() => Promise<string>);
+  connect: Transport;
+  spool: SpoolPort;
+}
+
+export interface ShimOutput {
+  /** What to print on stdout: the CNI result, an error object, or nothing. */
+  stdout: string;
+  /** Rare diagnostics for stderr (never part of the CNI output); empty when there are none. */
+  stderr: string;
+  exitCode: 0 | 1;
+}
+
+function success(stdout = '', stderr = ''): ShimOutput {
+  return { stdout, stderr, exitCode: 0 };
+}
+
+function failure(err: unknown, cniVersion: string): ShimOutput {
+  const e = toCniError(err);
+  return { stdout: `${JSON.stringify(e.toJSON(cniVersion))}\n`, stderr: '', exitCode: 1 };
+}
+
+function unreachableMessage(socket: string, reason: string): string {
+  return `trellis agent is not reachable at ${socket} (${reason}); is the trellis DaemonSet pod running on this node?`;
+}
+
+export async function runShim(io: ShimIo): Promise<ShimOutput> {
+  // stdin first: even an environment error should carry the config's cniVersion.
+  let stdin: string | undefined;
+  let stdinError: unknown;
+  try {
+    stdin = typeof io.stdin === 'string' ? io.stdin : await io.stdin();
+  } catch (err) {
+    stdinError = err;
+  }
+  const errorVersion = stdin === undefined ? LATEST_VERSION : errorVersionOf(stdin);
+  try {
+    const env = parseCniEnv(io.env);
+    if (env.command === 'VERSION') {
+      return success(
+        `${JSON.stringify(versionReply(stdin === undefined ? undefined : errorVersionOf(stdin)))}\n`,
+      );
+    }
+    if (stdin === undefined) {
+      throw new CniError(
+        CniCode.IO_FAILURE,
+        `could not read the network configuration from stdin: ${stdinError instanceof Error ? stdinError.message : String(stdinError)}`,
+      );
+    }
+    const config = parseShimConfig(stdin);
+    const line = encodeRequest(io.env, stdin);
+    return await callAgent(io, env.command, env.containerId, env.ifname, config, line);
+  } catch (err) {
+    return failure(err, errorVersion);
+  }
+}
+
+async function callAgent(
+  io: ShimIo,
+  command: Exclude<CniCommand, 'VERSION'>,
+  containerId: string | undefined,
+  ifname: string | undefined,
+  config: ShimConfig,
+  line: string,
+): Promise<ShimOutput> {
+  const totalMs = config.timeoutMs ?? DEFAULT_TIMEOUT_MS[command];
+  let answer: string;
+  try {
+    answer = await io.connect(config.socket, line, {
+      connectMs: Math.min(CONNECT_TIMEOUT_MS, totalMs),
+      totalMs,
+    });
+  } catch (err) {
+    if (!(err instanceof TransportError)) return failure(err, config.cniVersion);
+    if (command === 'DEL') return spoolDel(io, config, containerId, ifname, line, err);
+    return failure(transportCniError(command, config.socket, totalMs, err), config.cniVersion);
+  }
+
+  const response = (() => {
+    try {
+      return decodeResponse(answer);
+    } catch (err) {
+      return err instanceof CniError ? err : toCniError(err);
+    }
+  })();
+  if (response instanceof CniError) return failure(response, config.cniVersion);
+  if (!response.ok) {
+    const { code, msg, details } = response.error;
+    return failure(new CniError(code, msg, details), config.cniVersion);
+  }
+  if (command !== 'ADD') return success(); // DEL, CHECK, STATUS and GC print nothing on success.
+  const result = response.result;
+  if (typeof result !== 'object' || result === null || Array.isArray(result)) {
+    return failure(
+      new CniError(CniCode.INTERNAL, 'the trellis agent answered ADD without a result object'),
+      config.cniVersion,
+    );
+  }
+  return success(`${JSON.stringify(result)}\n`);
+}
+
+function transportCniError(
+  command: CniCommand,
+  socket: string,
+  totalMs: number,
+  err: TransportError,
+): CniError {
+  if (err.kind === 'timeout') {
+    return new CniError(
+      CniCode.AGENT_TIMEOUT,
+      `trellis agent at ${socket} did not answer ${command} within ${totalMs} ms`,
+      'raise "timeoutMs" in the network config if the agent is merely slow',
+      { cause: err },
+    );
+  }
+  const msg =
+    err.kind === 'unreachable'
+      ? unreachableMessage(socket, err.reason)
+      : `trellis agent at ${socket} closed the connection without answering ${command} (${err.reason}); it may be restarting`;
+  const code = command === 'STATUS' ? CniCode.NOT_AVAILABLE : CniCode.TRY_AGAIN_LATER;
+  return new CniError(code, msg, undefined, { cause: err });
+}
+
+async function spoolDel(
+  io: ShimIo,
+  config: ShimConfig,
+  containerId: string | undefined,
+  ifname: string | undefined,
+  line: string,
+  err: TransportError,
+): Promise<ShimOutput> {
+  const why =
+    err.kind === 'unreachable'
+      ? unreachableMessage(config.socket, err.reason)
+      : err.kind === 'timeout'
+        ? `trellis agent at ${config.socket} did not answer DEL in time`
+        : `trellis agent at ${config.socket} closed the connection without answering DEL (${err.reason})`;
+  if (containerId === undefined || ifname === undefined) {
+    // parseCniEnv requires both for DEL; reaching here is a bug, not a runtime mistake.
+    return failure(
+      new CniError(CniCode.INTERNAL, `${why}; cannot spool a DEL without container id and ifname`),
+      config.cniVersion,
+    );
+  }
+  try {
+    const file = await io.spool.spoolDel(config.spoolDir, containerId, ifname, line);
+    return success('', `${why}; DEL recorded in ${file} for the agent to replay\n`);
+  } catch (spoolErr) {
+    const e = toCniError(spoolErr);
+    return failure(
+      new CniError(CniCode.IO_FAILURE, `${why}; and the DEL could not be spooled: ${e.message}`, e.details),
+      config.cniVersion,
+    );
+  }
+}
