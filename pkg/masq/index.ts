@@ -1,0 +1,12 @@
+/** Masquerade for pod traffic leaving the cluster: nftables text (pure) and the nft runner (adapter). */
+
+export { NftError, NftRunner, type NftRunnerOptions } from './nft.ts';
+export {
+  DEFAULT_TABLE,
+  MasqConfigError,
+  type MasqOptions,
+  renderDeleteTable,
+  renderMasqRuleset,
+  validateTableName,
+} from './render.ts';
+export { MasqSyncer } from './sync.ts';

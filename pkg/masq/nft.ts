@@ -1,0 +1,122 @@
+/**
+ * The nft command as an adapter: argv only (never a shell), ruleset on stdin, a timeout, and failures typed
+ * with nft's own stderr. It runs nft in the agent's namespace; tests reach a test namespace by injecting
+ * an argv prefix such as ['ip', 'netns', 'exec', NAME].
+ */
+
+import { spawn } from 'node:child_process';
+import { renderDeleteTable, validateTableName } from './render.ts';
+
+export interface NftRunnerOptions {
+  /** The nft binary; 'nft' (looked up on PATH) by default. */
+  nftPath?: string;
+  /** Prepended to every command line, e.g. ['ip', 'netns', 'exec', 'trl-node-abc123']. */
+  argvPrefix?: string[];
+  /** Kill nft after this long; 10 s by default (a normal transaction takes milliseconds). */
+  timeoutMs?: number;
+}
+
+export class NftError extends Error {
+  readonly argv: string[];
+  readonly exitCode: number | null;
+  readonly signal: string | null;
+  readonly stderr: string;
+  readonly timedOut: boolean;
+
+  constructor(
+    argv: string[],
+    r: { exitCode: number | null; signal: string | null; stderr: string; timedOut: boolean },
+    cause?: unknown,
+  ) {
+    const why = r.timedOut
+      ? 'timed out'
+      : r.signal !== null
+        ? `killed by ${r.signal}`
+        : r.exitCode !== null
+          ? `exit code ${r.exitCode}`
+          : 'could not start';
+    const detail = r.stderr.trim();
+    super(
+      `${argv.join(' ')}: ${why}${detail === '' ? '' : `: ${detail}`}`,
+      cause === undefined ? {} : { cause },
+    );
+    this.name = 'NftError';
+    this.argv = argv;
+    this.exitCode = r.exitCode;
+    this.signal = r.signal;
+    this.stderr = r.stderr;
+    this.timedOut = r.timedOut;
+  }
+}
+
+export class NftRunner {
+  private readonly nftPath: string;
+  private readonly prefix: readonly string[];
+  private readonly timeoutMs: number;
+
+  constructor(opts: NftRunnerOptions = {}) {
+    this.nftPath = opts.nftPath ?? 'nft';
+    this.prefix = Object.freeze([...(opts.argvPrefix ?? [])]);
+    this.timeoutMs = opts.timeoutMs ?? 10_000;
+  }
+
+  /** Runs nft with args; resolves with stdout, rejects with NftError. */
+  run(args: string[], input?: string): Promise<string> {
+    const argv = [...this.prefix, this.nftPath, ...args];
+    const [cmd, ...rest] = argv as [string, ...string[]];
+    return new Promise((resolve, reject) => {
+      const child = spawn(cmd, rest, { stdio: ['pipe', 'pipe', 'pipe'], timeout: this.timeoutMs });
+      const out: Buffer[] = [];
+      const err: Buffer[] = [];
+      let timedOut = false;
+      let spawnError: Error | undefined;
+      child.stdout.on('data', (b: Buffer) => out.push(b));
+      child.stderr.on('data', (b: Buffer) => err.push(b));
+      child.on('error', (e) => {
+        // ETIMEDOUT comes from the timeout option; ENOENT/EACCES when the binary cannot start.
+        if ((e as NodeJS.ErrnoException).code === 'ETIMEDOUT') timedOut = true;
+        else spawnError = e;
+      });
+      child.stdin.on('error', () => {
+        // EPIPE when nft exits before reading all input; its exit status tells the story.
+      });
+      child.on('close', (exitCode, signal) => {
+        const stderr = Buffer.concat(err).toString('utf8');
+        if (signal !== null && !timedOut && child.killed) timedOut = true;
+        if (exitCode === 0 && spawnError === undefined) {
+          resolve(Buffer.concat(out).toString('utf8'));
+        } else {
+          reject(new NftError(argv, { exitCode, signal, stderr, timedOut }, spawnError));
+        }
+      });
+      child.stdin.end(input ?? '');
+    });
+  }
+
+  /** Applies a ruleset file as one atomic transaction (`nft -f -`). */
+  async apply(ruleset: string): Promise<void> {
+    await this.run(['-f', '-'], ruleset);
+  }
+
+  /** Parses and validates against the kernel without committing (`nft -c -f -`). */
+  async check(ruleset: string): Promise<void> {
+    await this.run(['-c', '-f', '-'], ruleset);
+  }
+
+  /** Removes our table; succeeds when it is already gone. */
+  async deleteTable(tableName?: string): Promise<void> {
+    await this.apply(renderDeleteTable(tableName));
+  }
+
+  /** `nft -j list table inet NAME` parsed; undefined when the table does not exist. */
+  async listTable(tableName?: string): Promise<unknown[] | undefined> {
+    const t = validateTableName(tableName);
+    try {
+      const out = await this.run(['-j', 'list', 'table', 'inet', t]);
+      return (JSON.parse(out) as { nftables: unknown[] }).nftables;
+    } catch (e) {
+      if (e instanceof NftError && /No such file or directory/.test(e.stderr)) return undefined;
+      throw e;
+    }
+  }
+}

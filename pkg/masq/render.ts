@@ -1,0 +1,142 @@
+/**
+ * The masquerade ruleset as nftables text. Pure: options in, `nft -f -` input out.
+ *
+ * Traffic from this node's pods to anything outside the cluster's pod CIDRs (and outside the operator's
+ * no-masquerade CIDRs) leaves with the node's address; pod-to-pod traffic keeps the pod's address. One
+ * table `inet trellis`, one nat chain at the srcnat hook, one rule per family matching named interval sets,
+ * so a cluster of thousands of nodes is still two rules (sets are hash/interval lookups, not rule walks).
+ *
+ * The text replaces the whole table in ONE transaction: `table` (creates it if missing, so the delete cannot
+ * fail), `delete table`, then the full definition. nft applies a file atomically, so packets see either the
+ * old rules or the new ones, never an empty table.
+ *
+ * Every CIDR is parsed and re-rendered from numbers: no text from a Node object or a config file reaches
+ * nft unchecked.
+ */
+
+import type { Family } from '../datapath/ports.ts';
+import { type CidrBlock, formatCidr, formatIp, mergeRanges, parseCidr } from '../routes/cidr.ts';
+
+export interface MasqOptions {
+  /** This node's pod CIDRs: the sources that get masqueraded. */
+  podCIDRs: { v4: string[]; v6: string[] };
+  /** Every node's pod CIDRs (ours included): destinations that keep the pod source address. */
+  clusterCIDRs: string[];
+  /** Extra destinations that keep the pod source address (e.g. a VPC range with routes to pods). */
+  noMasqueradeCIDRs: string[];
+  /** nftables table name; 'trellis' by default. */
+  tableName?: string;
+}
+
+export class MasqConfigError extends Error {
+  readonly setting: string;
+  readonly value: unknown;
+
+  constructor(setting: string, value: unknown, reason: string) {
+    super(`invalid ${setting} ${JSON.stringify(value)}: ${reason}`);
+    this.name = 'MasqConfigError';
+    this.setting = setting;
+    this.value = value;
+  }
+}
+
+export const DEFAULT_TABLE = 'trellis';
+const TABLE_NAME = /^[a-z][a-z0-9_]{0,31}$/;
+
+export function validateTableName(name: string | undefined): string {
+  const t = name ?? DEFAULT_TABLE;
+  if (typeof t !== 'string' || !TABLE_NAME.test(t)) {
+    throw new MasqConfigError('tableName', t, 'expected [a-z][a-z0-9_]{0,31}');
+  }
+  return t;
+}
+
+function parseAll(setting: string, values: unknown, family?: Family): CidrBlock[] {
+  if (!Array.isArray(values)) throw new MasqConfigError(setting, values, 'expected an array of CIDRs');
+  return values.map((v, i) => {
+    const c = typeof v === 'string' ? parseCidr(v) : undefined;
+    if (c === undefined) {
+      throw new MasqConfigError(
+        `${setting}[${i}]`,
+        v,
+        'expected a CIDR with no host bits, e.g. 10.244.0.0/16',
+      );
+    }
+    if (family !== undefined && c.family !== family) {
+      throw new MasqConfigError(`${setting}[${i}]`, v, `expected an IPv${family} CIDR`);
+    }
+    return c;
+  });
+}
+
+/** Set elements for an interval set: merged ranges, written as a prefix when they are one. */
+function elements(blocks: CidrBlock[], family: Family): string[] {
+  const bits = family === 4 ? 32 : 128;
+  return mergeRanges(blocks.filter((b) => b.family === family)).map(([lo, hi]) => {
+    const size = hi - lo + 1n;
+    const isPow2 = (size & (size - 1n)) === 0n;
+    if (isPow2 && lo % size === 0n) {
+      const prefixLen = bits - (size.toString(2).length - 1);
+      return formatCidr({ family, network: lo, prefixLen });
+    }
+    return `${formatIp({ family, value: lo })}-${formatIp({ family, value: hi })}`;
+  });
+}
+
+function setBlock(name: string, family: Family, elems: string[]): string[] {
+  const lines = [
+    `\tset ${name} {`,
+    `\t\ttype ${family === 4 ? 'ipv4_addr' : 'ipv6_addr'}`,
+    '\t\tflags interval',
+  ];
+  if (elems.length > 0) lines.push(`\t\telements = { ${elems.join(', ')} }`);
+  lines.push('\t}');
+  return lines;
+}
+
+/** Removes the table in one idempotent transaction (the uninstall path). */
+export function renderDeleteTable(tableName?: string): string {
+  const t = validateTableName(tableName);
+  return `table inet ${t} {}\ndelete table inet ${t}\n`;
+}
+
+export function renderMasqRuleset(opts: MasqOptions): string {
+  const table = validateTableName(opts.tableName);
+  if (typeof opts.podCIDRs !== 'object' || opts.podCIDRs === null) {
+    throw new MasqConfigError('podCIDRs', opts.podCIDRs, 'expected { v4: string[], v6: string[] }');
+  }
+  const pods = [
+    ...parseAll('podCIDRs.v4', opts.podCIDRs.v4, 4),
+    ...parseAll('podCIDRs.v6', opts.podCIDRs.v6, 6),
+  ];
+  // Our own pods are cluster destinations too, whether or not the caller listed them.
+  const keep = [
+    ...pods,
+    ...parseAll('clusterCIDRs', opts.clusterCIDRs),
+    ...parseAll('noMasqueradeCIDRs', opts.noMasqueradeCIDRs),
+  ];
+
+  const lines = [...renderDeleteTable(table).trimEnd().split('\n'), `table inet ${table} {`];
+  const rules: string[] = [];
+  for (const family of [4, 6] as Family[]) {
+    const src = elements(pods, family);
+    if (src.length === 0) continue; // No pods of this family here: nothing to masquerade.
+    const v = `v${family}`;
+    const ipKw = family === 4 ? 'ip' : 'ip6';
+    lines.push(
+      ...setBlock(`pods_${v}`, family, src),
+      ...setBlock(`nomasq_${v}`, family, elements(keep, family)),
+    );
+    rules.push(
+      `\t\t${ipKw} saddr @pods_${v} ${ipKw} daddr != @nomasq_${v} counter masquerade comment "trellis: pods to outside the cluster"`,
+    );
+  }
+  lines.push(
+    '\tchain postrouting {',
+    '\t\ttype nat hook postrouting priority srcnat; policy accept;',
+    ...rules,
+    '\t}',
+    '}',
+  );
+  return `${lines.join('\n')}\n`;
+}

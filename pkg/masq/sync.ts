@@ -1,0 +1,31 @@
+/**
+ * Keeps the masquerade table equal to the rendered ruleset. The text is deterministic, so an unchanged
+ * cluster renders the same bytes and the kernel is left alone; the first pass after a restart applies once
+ * (harmless: the replacement is atomic).
+ */
+
+import type { NftRunner } from './nft.ts';
+import { type MasqOptions, renderMasqRuleset } from './render.ts';
+
+export class MasqSyncer {
+  private readonly runner: Pick<NftRunner, 'apply'>;
+  private lastApplied: string | undefined;
+
+  constructor(runner: Pick<NftRunner, 'apply'>) {
+    this.runner = runner;
+  }
+
+  /** Renders (throws MasqConfigError on bad input) and applies when the text changed. */
+  async sync(opts: MasqOptions): Promise<'applied' | 'unchanged'> {
+    const text = renderMasqRuleset(opts);
+    if (text === this.lastApplied) return 'unchanged';
+    await this.runner.apply(text);
+    this.lastApplied = text;
+    return 'applied';
+  }
+
+  /** Forget the cache so the next sync re-applies (e.g. after someone flushed the ruleset). */
+  invalidate(): void {
+    this.lastApplied = undefined;
+  }
+}

@@ -1,0 +1,216 @@
+import { type ChildProcess, execFile, execFileSync, spawn } from 'node:child_process';
+import { promisify } from 'node:util';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { NftError, NftRunner } from '../../../pkg/masq/nft.ts';
+import { renderMasqRuleset } from '../../../pkg/masq/render.ts';
+import { ip, NetnsPool, netnsSkipReason, nsExec, nsSysctl, type TestNetns } from '../../support/netns.ts';
+
+/**
+ * Topology (all in throwaway namespaces):
+ *
+ *   pod (10.244.0.5, fd00:10:244::5) --veth-- node --veth-- internet (203.0.113.2, 2001:db8:1::2)
+ *                                               \--veth-- peer (192.168.50.2; pod 10.244.1.1 / fd00:10:244:1::1 on lo)
+ *
+ * `internet` has no route back to the pod CIDRs: only masquerade lets replies return. `peer` stands for
+ * another node with its own pod CIDR and routes back to ours, so pod-to-pod keeps the pod address.
+ */
+
+const UDP_SERVER = `
+const dgram = require('node:dgram');
+const s = dgram.createSocket({ type: 'udp6', ipv6Only: false });
+s.on('message', (m, r) => { process.stdout.write(r.address.replace(/^::ffff:/, '') + '\\n'); s.send(m, r.port, r.address); });
+s.bind(7777, '::', () => process.stdout.write('ready\\n'));
+`;
+const UDP_CLIENT = `
+const dgram = require('node:dgram');
+const [addr] = process.argv.slice(1);
+const s = dgram.createSocket(addr.includes(':') ? 'udp6' : 'udp4');
+const t = setTimeout(() => { process.stdout.write('timeout'); process.exit(2); }, 1500);
+s.on('message', () => { clearTimeout(t); process.stdout.write('reply'); s.close(); });
+s.send('hello', 7777, addr);
+`;
+
+interface Server {
+  proc: ChildProcess;
+  seen: string[];
+}
+
+function startServer(ns: string): Promise<Server> {
+  const proc = spawn('ip', ['netns', 'exec', ns, process.execPath, '-e', UDP_SERVER], {
+    stdio: ['ignore', 'pipe', 'inherit'],
+  });
+  const seen: string[] = [];
+  return new Promise((resolve, reject) => {
+    let buf = '';
+    proc.stdout!.on('data', (b: Buffer) => {
+      buf += b.toString();
+      const lines = buf.split('\n');
+      buf = lines.pop()!;
+      for (const l of lines) {
+        if (l === 'ready') resolve({ proc, seen });
+        else seen.push(l);
+      }
+    });
+    proc.on('exit', (c) => reject(new Error(`udp server exited ${c}`)));
+  });
+}
+
+const execFileAsync = promisify(execFile);
+
+/** Sends one datagram from ns and returns whether the echo came back (async: the servers' output must flow). */
+async function udpRoundTrip(ns: string, addr: string): Promise<boolean> {
+  try {
+    const { stdout } = await execFileAsync('ip', [
+      'netns',
+      'exec',
+      ns,
+      process.execPath,
+      '-e',
+      UDP_CLIENT,
+      addr,
+    ]);
+    return stdout === 'reply';
+  } catch {
+    return false;
+  }
+}
+
+/** Waits until the server printed n sources (or 2 s), then returns them. */
+async function seenAfter(server: Server, n: number): Promise<string[]> {
+  for (let i = 0; i < 100 && server.seen.length < n; i++) await new Promise((r) => setTimeout(r, 20));
+  return [...server.seen];
+}
+
+function veth(a: TestNetns, aName: string, b: TestNetns, bName: string): void {
+  ip(a.name, 'link', 'add', aName, 'type', 'veth', 'peer', 'name', bName, 'netns', b.name);
+  ip(a.name, 'link', 'set', aName, 'up');
+  ip(b.name, 'link', 'set', bName, 'up');
+}
+
+function ruleCounter(nft: NftRunner): Promise<number[]> {
+  return nft.listTable().then((items) =>
+    (items ?? []).flatMap((i) => {
+      const rule = (i as { rule?: { expr: Record<string, { packets?: number }>[] } }).rule;
+      const counter = rule?.expr.find((e) => e.counter !== undefined)?.counter;
+      return counter?.packets === undefined ? [] : [counter.packets];
+    }),
+  );
+}
+
+describe.skipIf(netnsSkipReason !== undefined)('masquerade with nftables (namespaces)', () => {
+  const pool = new NetnsPool();
+  let node: TestNetns;
+  let pod: TestNetns;
+  let internet: TestNetns;
+  let peer: TestNetns;
+  let nft: NftRunner;
+  const servers: Server[] = [];
+
+  beforeAll(async () => {
+    node = pool.add('mq-node');
+    pod = pool.add('mq-pod');
+    internet = pool.add('mq-inet');
+    peer = pool.add('mq-peer');
+    veth(node, 'vpod', pod, 'eth0');
+    veth(node, 'vinet', internet, 'eth0');
+    veth(node, 'vpeer', peer, 'eth0');
+    for (const [ns, dev] of [
+      [node, 'vpod'],
+      [node, 'vinet'],
+      [node, 'vpeer'],
+      [pod, 'eth0'],
+      [internet, 'eth0'],
+      [peer, 'eth0'],
+    ] as const) {
+      nsSysctl(ns.name, `net.ipv6.conf.${dev}.accept_dad`, '0');
+    }
+    nsSysctl(node.name, 'net.ipv4.ip_forward', '1');
+    nsSysctl(node.name, 'net.ipv6.conf.all.forwarding', '1');
+    ip(node.name, 'addr', 'add', '10.244.0.1/24', 'dev', 'vpod');
+    ip(node.name, 'addr', 'add', 'fd00:10:244::1/64', 'dev', 'vpod', 'nodad');
+    ip(node.name, 'addr', 'add', '203.0.113.1/24', 'dev', 'vinet');
+    ip(node.name, 'addr', 'add', '2001:db8:1::1/64', 'dev', 'vinet', 'nodad');
+    ip(node.name, 'addr', 'add', '192.168.50.1/24', 'dev', 'vpeer');
+    ip(node.name, 'addr', 'add', 'fd00:50::1/64', 'dev', 'vpeer', 'nodad');
+    ip(node.name, 'route', 'add', '10.244.1.0/24', 'via', '192.168.50.2');
+    ip(node.name, 'route', 'add', 'fd00:10:244:1::/64', 'via', 'fd00:50::2');
+    ip(pod.name, 'addr', 'add', '10.244.0.5/24', 'dev', 'eth0');
+    ip(pod.name, 'addr', 'add', 'fd00:10:244::5/64', 'dev', 'eth0', 'nodad');
+    ip(pod.name, 'route', 'add', 'default', 'via', '10.244.0.1');
+    ip(pod.name, '-6', 'route', 'add', 'default', 'via', 'fd00:10:244::1');
+    ip(internet.name, 'addr', 'add', '203.0.113.2/24', 'dev', 'eth0');
+    ip(internet.name, 'addr', 'add', '2001:db8:1::2/64', 'dev', 'eth0', 'nodad');
+    ip(peer.name, 'addr', 'add', '192.168.50.2/24', 'dev', 'eth0');
+    ip(peer.name, 'addr', 'add', 'fd00:50::2/64', 'dev', 'eth0', 'nodad');
+    ip(peer.name, 'addr', 'add', '10.244.1.1/32', 'dev', 'lo');
+    ip(peer.name, 'addr', 'add', 'fd00:10:244:1::1/128', 'dev', 'lo');
+    ip(peer.name, 'route', 'add', '10.244.0.0/24', 'via', '192.168.50.1');
+    ip(peer.name, 'route', 'add', 'fd00:10:244::/64', 'via', 'fd00:50::1');
+    servers.push(await startServer(internet.name), await startServer(peer.name));
+    nft = new NftRunner({ argvPrefix: ['ip', 'netns', 'exec', node.name] });
+  });
+
+  afterAll(() => {
+    for (const s of servers) s.proc.kill('SIGKILL');
+    pool.cleanup();
+  });
+
+  const opts = {
+    podCIDRs: { v4: ['10.244.0.0/24'], v6: ['fd00:10:244::/64'] },
+    clusterCIDRs: ['10.244.0.0/24', '10.244.1.0/24', 'fd00:10:244::/64', 'fd00:10:244:1::/64'],
+    noMasqueradeCIDRs: [],
+  };
+
+  it('without the table, the internet never answers the pod (no route back)', async () => {
+    expect(await udpRoundTrip(pod.name, '203.0.113.2')).toBe(false);
+    expect((await seenAfter(servers[0]!, 1)).at(-1)).toBe('10.244.0.5');
+  });
+
+  it('masquerades pod -> internet to the node address, IPv4 and IPv6', async () => {
+    await nft.apply(renderMasqRuleset(opts));
+    servers[0]!.seen.length = 0;
+    expect(await udpRoundTrip(pod.name, '203.0.113.2')).toBe(true);
+    expect(await udpRoundTrip(pod.name, '2001:db8:1::2')).toBe(true);
+    expect(await seenAfter(servers[0]!, 2)).toEqual(['203.0.113.1', '2001:db8:1::1']);
+    expect((await ruleCounter(nft)).every((n) => n >= 1)).toBe(true);
+  });
+
+  it('keeps the pod address for pod -> another node pod CIDR', async () => {
+    const before = await ruleCounter(nft);
+    expect(await udpRoundTrip(pod.name, '10.244.1.1')).toBe(true);
+    expect(await udpRoundTrip(pod.name, 'fd00:10:244:1::1')).toBe(true);
+    expect(await seenAfter(servers[1]!, 2)).toEqual(['10.244.0.5', 'fd00:10:244::5']);
+    expect(await ruleCounter(nft)).toEqual(before);
+  });
+
+  it('replaces the table atomically on re-apply; noMasqueradeCIDRs take effect', async () => {
+    await nft.apply(renderMasqRuleset(opts));
+    await nft.apply(renderMasqRuleset({ ...opts, noMasqueradeCIDRs: ['203.0.113.0/24'] }));
+    const tables = nsExec(node.name, 'nft', ['list', 'tables']);
+    expect(tables.trim().split('\n')).toEqual(['table inet trellis']);
+    servers[0]!.seen.length = 0;
+    expect(await udpRoundTrip(pod.name, '203.0.113.2')).toBe(false); // kept its source: no route back
+    expect(await udpRoundTrip(pod.name, '2001:db8:1::2')).toBe(true); // IPv6 still masqueraded
+    expect(await seenAfter(servers[0]!, 2)).toEqual(['10.244.0.5', '2001:db8:1::1']);
+  });
+
+  it('rejects a broken ruleset with nft stderr and leaves the previous table in place', async () => {
+    const before = nsExec(node.name, 'nft', ['list', 'table', 'inet', 'trellis']);
+    const err = await nft
+      .apply('table inet trellis {}\ndelete table inet trellis\ntable inet trellis { chain c { bogus } }\n')
+      .catch((e: unknown) => e);
+    expect(err).toBeInstanceOf(NftError);
+    expect((err as NftError).stderr).toMatch(/Error/);
+    expect(nsExec(node.name, 'nft', ['list', 'table', 'inet', 'trellis'])).toBe(before);
+  });
+
+  it('deleteTable removes it and is idempotent; the root namespace was never touched', async () => {
+    const rootBefore = execFileSync('nft', ['list', 'tables'], { encoding: 'utf8' });
+    await nft.deleteTable();
+    await nft.deleteTable();
+    expect(await nft.listTable()).toBeUndefined();
+    expect(nsExec(node.name, 'nft', ['list', 'tables']).trim()).toBe('');
+    expect(execFileSync('nft', ['list', 'tables'], { encoding: 'utf8' })).toBe(rootBefore);
+    expect(rootBefore).not.toMatch(/trellis/);
+  });
+});

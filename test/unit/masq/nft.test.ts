@@ -1,0 +1,39 @@
+import { describe, expect, it } from 'vitest';
+import { NftError, NftRunner } from '../../../pkg/masq/nft.ts';
+
+// The runner's process handling, exercised with real programs standing in for nft (no root needed).
+// nft itself is exercised in test/integration/masq.
+describe('NftRunner process handling', () => {
+  it('passes the ruleset on stdin and argv verbatim, without a shell', async () => {
+    const cat = new NftRunner({ nftPath: 'cat' });
+    const text = 'table inet x {}\n$(touch /tmp/should-not-exist) ; `id`\n';
+    expect(await cat.run(['-'], text)).toBe(text);
+    const echo = new NftRunner({ nftPath: 'echo', argvPrefix: ['env'] });
+    expect(await echo.run(['a b', '$HOME', ';', '|'])).toBe('a b $HOME ; |\n');
+  });
+
+  it('types failures with exit code and stderr', async () => {
+    const sh = new NftRunner({ nftPath: 'sh' });
+    const err = await sh.run(['-c', 'echo "Error: syntax error" >&2; exit 1']).catch((e: unknown) => e);
+    expect(err).toBeInstanceOf(NftError);
+    expect((err as NftError).exitCode).toBe(1);
+    expect((err as NftError).stderr).toBe('Error: syntax error\n');
+    expect((err as NftError).message).toMatch(/exit code 1: Error: syntax error$/);
+  });
+
+  it('reports a missing binary as NftError', async () => {
+    const missing = new NftRunner({ nftPath: '/nonexistent/nft' });
+    const err = await missing.apply('x').catch((e: unknown) => e);
+    expect(err).toBeInstanceOf(NftError);
+    expect((err as NftError).exitCode).not.toBe(0);
+  });
+
+  it('kills nft after the timeout', async () => {
+    const slow = new NftRunner({ nftPath: 'sleep', timeoutMs: 100 });
+    const t0 = Date.now();
+    const err = await slow.run(['10']).catch((e: unknown) => e);
+    expect(Date.now() - t0).toBeLessThan(5000);
+    expect(err).toBeInstanceOf(NftError);
+    expect((err as NftError).timedOut).toBe(true);
+  });
+});

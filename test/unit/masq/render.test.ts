@@ -1,0 +1,140 @@
+import fc from 'fast-check';
+import { describe, expect, it } from 'vitest';
+import {
+  MasqConfigError,
+  type MasqOptions,
+  renderDeleteTable,
+  renderMasqRuleset,
+} from '../../../pkg/masq/render.ts';
+import { cidrContains, parseCidr, parseIp } from '../../../pkg/routes/cidr.ts';
+
+const base: MasqOptions = {
+  podCIDRs: { v4: ['10.244.0.0/24'], v6: ['fd00:10:244::/64'] },
+  clusterCIDRs: ['10.244.0.0/24', '10.244.1.0/24', 'fd00:10:244::/64', 'fd00:10:244:1::/64'],
+  noMasqueradeCIDRs: [],
+};
+
+function setElements(text: string, name: string): string[] {
+  const m = new RegExp(`set ${name} \\{[^}]*?elements = \\{ ([^}]*) \\}`, 's').exec(text);
+  return m === null ? [] : m[1]!.split(', ');
+}
+
+describe('renderMasqRuleset', () => {
+  it('replaces the table atomically: create, delete, define, in that order', () => {
+    const text = renderMasqRuleset(base);
+    const lines = text.split('\n');
+    expect(lines[0]).toBe('table inet trellis {}');
+    expect(lines[1]).toBe('delete table inet trellis');
+    expect(lines[2]).toBe('table inet trellis {');
+    expect(text).toContain('type nat hook postrouting priority srcnat; policy accept;');
+    expect(text.endsWith('}\n')).toBe(true);
+  });
+
+  it('has one masquerade rule per family with pods, matched against interval sets', () => {
+    const text = renderMasqRuleset(base);
+    expect(text.match(/masquerade/g)).toHaveLength(2);
+    expect(text).toContain('ip saddr @pods_v4 ip daddr != @nomasq_v4 counter masquerade');
+    expect(text).toContain('ip6 saddr @pods_v6 ip6 daddr != @nomasq_v6 counter masquerade');
+    expect(setElements(text, 'pods_v4')).toEqual(['10.244.0.0/24']);
+    // Adjacent cluster CIDRs merge: nft rejects overlapping interval elements.
+    expect(setElements(text, 'nomasq_v4')).toEqual(['10.244.0.0/23']);
+    expect(setElements(text, 'nomasq_v6')).toEqual(['fd00:10:244::/63']);
+  });
+
+  it('stays two rules for thousands of nodes, and lists our own CIDR as a destination even if omitted', () => {
+    const cluster = Array.from({ length: 4000 }, (_, i) => `10.${100 + (i >> 8)}.${i & 255}.0/24`).reverse();
+    const text = renderMasqRuleset({
+      ...base,
+      podCIDRs: { v4: ['10.244.0.0/24'], v6: [] },
+      clusterCIDRs: cluster,
+    });
+    expect(text.match(/masquerade/g)).toHaveLength(1);
+    expect(text).not.toContain('ip6');
+    expect(setElements(text, 'nomasq_v4')).toEqual(['10.100.0.0-10.115.159.255', '10.244.0.0/24']);
+  });
+
+  it('omits a family without local pods, and the elements line of an empty set', () => {
+    const text = renderMasqRuleset({
+      podCIDRs: { v4: ['10.244.0.0/24'], v6: [] },
+      clusterCIDRs: [],
+      noMasqueradeCIDRs: [],
+    });
+    expect(text).not.toMatch(/pods_v6|nomasq_v6/);
+    expect(setElements(text, 'nomasq_v4')).toEqual(['10.244.0.0/24']);
+    const none = renderMasqRuleset({
+      podCIDRs: { v4: [], v6: [] },
+      clusterCIDRs: ['10.244.0.0/16'],
+      noMasqueradeCIDRs: [],
+    });
+    expect(none).not.toMatch(/masquerade|set /);
+    expect(none).toContain('chain postrouting');
+  });
+
+  it('merges no-masquerade CIDRs that contain or overlap cluster CIDRs', () => {
+    const text = renderMasqRuleset({
+      ...base,
+      noMasqueradeCIDRs: ['10.0.0.0/8', '192.168.0.0/16', '192.168.4.0/24'],
+    });
+    expect(setElements(text, 'nomasq_v4')).toEqual(['10.0.0.0/8', '192.168.0.0/16']);
+  });
+
+  it('rejects anything that is not a clean CIDR, naming the setting', () => {
+    const bad: [Partial<MasqOptions>, RegExp][] = [
+      [{ noMasqueradeCIDRs: ['10.0.0.1/8'] }, /noMasqueradeCIDRs\[0\]/],
+      [{ noMasqueradeCIDRs: ['10.0.0.0/8 } ; flush ruleset ; table ip x {'] }, /noMasqueradeCIDRs\[0\]/],
+      [{ clusterCIDRs: ['10.244.0.0/24', 'fd00::/129'] }, /clusterCIDRs\[1\]/],
+      [{ podCIDRs: { v4: ['fd00::/64'], v6: [] } }, /podCIDRs\.v4\[0\].*IPv4/],
+      [{ podCIDRs: { v4: [], v6: ['10.0.0.0/8'] } }, /podCIDRs\.v6\[0\].*IPv6/],
+      [{ clusterCIDRs: '10.0.0.0/8' as unknown as string[] }, /clusterCIDRs/],
+      [{ tableName: 'trellis; flush ruleset' }, /tableName/],
+    ];
+    for (const [patch, re] of bad) {
+      const run = () => renderMasqRuleset({ ...base, ...patch });
+      expect(run).toThrow(MasqConfigError);
+      expect(run).toThrow(re);
+    }
+  });
+
+  it('a destination keeps the pod address exactly when it is inside a cluster or no-masq CIDR (property)', () => {
+    const arbCidr = fc
+      .tuple(fc.integer({ min: 0, max: 63 }), fc.integer({ min: 18, max: 28 }))
+      .map(([n, len]) => {
+        const c = parseCidr(`10.${n}.${(n * 37) % 256}.0/${len}`, { strict: false })!;
+        return `${[24n, 16n, 8n, 0n].map((s) => String((c.network >> s) & 255n)).join('.')}/${len}`;
+      });
+    fc.assert(
+      fc.property(
+        fc.array(arbCidr, { maxLength: 10 }),
+        fc.array(arbCidr, { maxLength: 4 }),
+        fc.integer({ min: 0, max: 2 ** 24 - 1 }),
+        (cluster, extra, host) => {
+          const text = renderMasqRuleset({
+            podCIDRs: { v4: ['10.244.0.0/24'], v6: [] },
+            clusterCIDRs: cluster,
+            noMasqueradeCIDRs: extra,
+          });
+          const ip = parseIp(`10.${host >> 16}.${(host >> 8) & 255}.${host & 255}`)!;
+          const inSet = setElements(text, 'nomasq_v4').some((e) => {
+            if (e.includes('-')) {
+              const [lo, hi] = e.split('-').map((x) => parseIp(x)!.value) as [bigint, bigint];
+              return ip.value >= lo && ip.value <= hi;
+            }
+            return cidrContains(parseCidr(e)!, ip);
+          });
+          const expected = [...cluster, ...extra, '10.244.0.0/24'].some((c) =>
+            cidrContains(parseCidr(c)!, ip),
+          );
+          expect(inSet).toBe(expected);
+        },
+      ),
+      { numRuns: 300 },
+    );
+  });
+});
+
+describe('renderDeleteTable', () => {
+  it('is idempotent nft input: create-if-missing then delete', () => {
+    expect(renderDeleteTable()).toBe('table inet trellis {}\ndelete table inet trellis\n');
+    expect(() => renderDeleteTable('Bad-Name')).toThrow(MasqConfigError);
+  });
+});
