@@ -1,0 +1,40 @@
+import { mkdtempSync, readdirSync, readlinkSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { CniError } from '../../../pkg/cni/errors.ts';
+
+/** Fresh temp directories, removed by cleanupTempDirs() (call it in afterEach). */
+const made: string[] = [];
+
+export function tempDir(tag = 'ipam'): string {
+  const dir = mkdtempSync(join(tmpdir(), `trellis-${tag}-`));
+  made.push(dir);
+  return dir;
+}
+
+export function cleanupTempDirs(): void {
+  for (const dir of made.splice(0)) rmSync(dir, { recursive: true, force: true });
+}
+
+/** The reservations on disk: address -> owner (the symlink target). */
+export function reservationsOnDisk(stateDir: string): Map<string, string> {
+  const out = new Map<string, string>();
+  for (const name of readdirSync(join(stateDir, 'addrs')).sort()) {
+    out.set(name, readlinkSync(join(stateDir, 'addrs', name)));
+  }
+  return out;
+}
+
+export function leaseFilesOnDisk(stateDir: string): string[] {
+  return readdirSync(join(stateDir, 'leases')).sort();
+}
+
+export function catchCni(fn: () => unknown): CniError {
+  try {
+    fn();
+  } catch (err) {
+    if (err instanceof CniError) return err;
+    throw err;
+  }
+  throw new Error('expected a CniError, got none');
+}

@@ -1,0 +1,357 @@
+import {
+  existsSync,
+  mkdirSync,
+  readdirSync,
+  readFileSync,
+  statSync,
+  symlinkSync,
+  truncateSync,
+  unlinkSync,
+  writeFileSync,
+} from 'node:fs';
+import { join } from 'node:path';
+import { afterEach, describe, expect, it } from 'vitest';
+import { CniCode } from '../../../pkg/cni/errors.ts';
+import { type Lease, openIpam } from '../../../pkg/ipam/index.ts';
+import { catchCni, cleanupTempDirs, leaseFilesOnDisk, reservationsOnDisk, tempDir } from './helpers.ts';
+
+afterEach(cleanupTempDirs);
+
+const DUAL = ['10.244.1.0/24', 'fd00:10:244:1::/64'];
+const key = (id: string, ifname = 'eth0') => ({ containerId: id, ifname });
+const addrs = (lease: Lease | undefined): string[] => (lease?.addresses ?? []).map((a) => a.address);
+
+describe('allocate / reopen', () => {
+  it('hands out one address per family in range order and keeps them across a reopen', () => {
+    const dir = join(tempDir(), 'state');
+    const ipam = openIpam({ dir, ranges: DUAL });
+    const a = ipam.allocate(key('aaa'), { podNamespace: 'default', podName: 'web-0', podUid: 'u1' });
+    const b = ipam.allocate(key('bbb'), { netns: '/var/run/netns/cni-1' });
+    expect(a.addresses).toEqual([
+      { family: 4, address: '10.244.1.2', range: '10.244.1.0/24' },
+      { family: 6, address: 'fd00:10:244:1::2', range: 'fd00:10:244:1::/64' },
+    ]);
+    expect(a).toMatchObject({
+      containerId: 'aaa',
+      ifname: 'eth0',
+      podNamespace: 'default',
+      podName: 'web-0',
+    });
+    expect(Number.isNaN(Date.parse(a.createdAt))).toBe(false);
+    expect(addrs(b)).toEqual(['10.244.1.3', 'fd00:10:244:1::3']);
+
+    const again = openIpam({ dir, ranges: DUAL });
+    expect(again.loadReport.quarantined).toEqual([]);
+    expect(again.get(key('aaa'))).toEqual(a);
+    expect(again.get(key('bbb'))).toEqual(b);
+    expect(again.list()).toHaveLength(2);
+    expect(again.ranges()).toEqual(['10.244.1.0/24', 'fd00:10:244:1::/64']);
+    // The next allocation continues after the last one, even in a new process.
+    expect(addrs(again.allocate(key('ccc')))).toEqual(['10.244.1.4', 'fd00:10:244:1::4']);
+    expect(reservationsOnDisk(dir)).toEqual(
+      new Map([
+        ['10.244.1.2', 'aaa@eth0'],
+        ['10.244.1.3', 'bbb@eth0'],
+        ['10.244.1.4', 'ccc@eth0'],
+        ['fd00:10:244:1::2', 'aaa@eth0'],
+        ['fd00:10:244:1::3', 'bbb@eth0'],
+        ['fd00:10:244:1::4', 'ccc@eth0'],
+      ]),
+    );
+  });
+
+  it('follows the order Kubernetes gives (IPv6 first) and canonicalizes ranges', () => {
+    const ipam = openIpam({ dir: tempDir(), ranges: ['FD00:10:244:1:0::/120', '10.244.1.0/24'] });
+    expect(ipam.ranges()).toEqual(['fd00:10:244:1::/120', '10.244.1.0/24']);
+    expect(ipam.allocate(key('a')).addresses.map((a) => a.family)).toEqual([6, 4]);
+  });
+
+  it('is idempotent per key and fills in missing meta only', () => {
+    const dir = tempDir();
+    const ipam = openIpam({ dir, ranges: DUAL });
+    const first = ipam.allocate(key('aaa'), { podName: 'web-0' });
+    const second = ipam.allocate(key('aaa'), { podName: 'other', podNamespace: 'ns1' });
+    expect(second.addresses).toEqual(first.addresses);
+    expect(second.createdAt).toBe(first.createdAt);
+    expect(second.podName).toBe('web-0');
+    expect(second.podNamespace).toBe('ns1');
+    expect(ipam.list()).toHaveLength(1);
+    // Same container, another interface: another lease.
+    expect(addrs(ipam.allocate(key('aaa', 'net1')))).toEqual(['10.244.1.3', 'fd00:10:244:1::3']);
+    // The filled-in meta is on disk too.
+    expect(openIpam({ dir, ranges: DUAL }).get(key('aaa'))?.podNamespace).toBe('ns1');
+  });
+
+  it('returns copies: callers cannot change the stored lease', () => {
+    const ipam = openIpam({ dir: tempDir(), ranges: DUAL });
+    const lease = ipam.allocate(key('a'));
+    lease.addresses[0]!.address = '1.2.3.4';
+    lease.podName = 'x';
+    expect(ipam.get(key('a'))?.addresses[0]?.address).toBe('10.244.1.2');
+    expect(ipam.get(key('a'))?.podName).toBeUndefined();
+  });
+
+  it('rejects unsafe keys before they reach a file name', () => {
+    const dir = tempDir();
+    const ipam = openIpam({ dir, ranges: DUAL });
+    for (const bad of [
+      key('../../etc/passwd'),
+      key('a/b'),
+      key('.hidden'),
+      key('a@b'),
+      key(''),
+      key('x'.repeat(193)),
+      key('ok', '../x'),
+      key('ok', 'eth0/x'),
+      key('ok', 'a234567890123456'),
+      key('ok', ''),
+    ]) {
+      expect(catchCni(() => ipam.allocate(bad)).code).toBe(CniCode.INVALID_ENV);
+      expect(ipam.release(bad)).toBe(false);
+      expect(ipam.get(bad)).toBeUndefined();
+    }
+    expect(leaseFilesOnDisk(dir)).toEqual([]);
+    expect(reservationsOnDisk(dir).size).toBe(0);
+  });
+});
+
+describe('release', () => {
+  it('frees the addresses durably; an unknown key returns false without throwing', () => {
+    const dir = tempDir();
+    const ipam = openIpam({ dir, ranges: DUAL });
+    ipam.allocate(key('a'));
+    ipam.allocate(key('b'));
+    expect(ipam.release(key('nope'))).toBe(false);
+    expect(ipam.release(key('a'))).toBe(true);
+    expect(ipam.release(key('a'))).toBe(false);
+    expect(ipam.get(key('a'))).toBeUndefined();
+    expect(leaseFilesOnDisk(dir)).toEqual(['b@eth0.json']);
+    expect([...reservationsOnDisk(dir).keys()]).toEqual(['10.244.1.3', 'fd00:10:244:1::3']);
+    expect(
+      openIpam({ dir, ranges: DUAL })
+        .list()
+        .map((l) => l.containerId),
+    ).toEqual(['b']);
+  });
+
+  it('does not give a crash-looping pod its just-released address back, even across a restart', () => {
+    const dir = tempDir();
+    let ipam = openIpam({ dir, ranges: ['10.244.1.0/29'] });
+    const first = addrs(ipam.allocate(key('try1')));
+    ipam.release(key('try1'));
+    ipam = openIpam({ dir, ranges: ['10.244.1.0/29'] });
+    const second = addrs(ipam.allocate(key('try2')));
+    expect(first).toEqual(['10.244.1.2']);
+    expect(second).toEqual(['10.244.1.3']);
+    // A torn pointer file only resets round-robin.
+    writeFileSync(join(dir, 'last.json'), '{"10.244.1.0/29": "10.24');
+    expect(addrs(openIpam({ dir, ranges: ['10.244.1.0/29'] }).allocate(key('try3')))).toEqual(['10.244.1.2']);
+  });
+});
+
+describe('exhaustion and all-or-nothing', () => {
+  it('fails with IPAM_EXHAUSTED naming the range and keeps nothing of the other family', () => {
+    const dir = tempDir();
+    const ipam = openIpam({ dir, ranges: ['10.244.1.0/24', 'fd00::/126'] });
+    ipam.allocate(key('a'));
+    ipam.allocate(key('b'));
+    const before = reservationsOnDisk(dir);
+    const err = catchCni(() => ipam.allocate(key('c')));
+    expect(err.code).toBe(CniCode.IPAM_EXHAUSTED);
+    expect(err.message).toBe('IPv6 range fd00::/126 is exhausted (2 of 2 addresses in use)');
+    expect(reservationsOnDisk(dir)).toEqual(before);
+    expect(leaseFilesOnDisk(dir)).toEqual(['a@eth0.json', 'b@eth0.json']);
+    expect(ipam.get(key('c'))).toBeUndefined();
+    expect(ipam.usage()).toEqual([
+      { family: 4, range: '10.244.1.0/24', capacity: 253, used: 2 },
+      { family: 6, range: 'fd00::/126', capacity: 2, used: 2 },
+    ]);
+    // The IPv4 address tried for c was not kept: after a release c gets the next one in turn.
+    ipam.release(key('a'));
+    expect(addrs(ipam.allocate(key('c')))).toEqual(['10.244.1.4', 'fd00::2']);
+  });
+
+  it('exhausts the /29 with the exact message and reports usage', () => {
+    const ipam = openIpam({ dir: tempDir(), ranges: ['10.244.1.0/29'] });
+    for (let i = 0; i < 5; i++) ipam.allocate(key(`p${i}`));
+    const err = catchCni(() => ipam.allocate(key('p5')));
+    expect(err.code).toBe(CniCode.IPAM_EXHAUSTED);
+    expect(err.message).toBe('IPv4 range 10.244.1.0/29 is exhausted (5 of 5 addresses in use)');
+    expect(ipam.usage()).toEqual([{ family: 4, range: '10.244.1.0/29', capacity: 5, used: 5 }]);
+  });
+
+  it('reports a /64 capacity as a bigint', () => {
+    const ipam = openIpam({ dir: tempDir(), ranges: ['fd00:10:244:1::/64'] });
+    ipam.allocate(key('a'));
+    expect(ipam.usage()).toEqual([
+      { family: 6, range: 'fd00:10:244:1::/64', capacity: (1n << 64n) - 2n, used: 1 },
+    ]);
+  });
+});
+
+describe('ranges', () => {
+  it('rejects bad range lists with INVALID_CONFIG before touching anything', () => {
+    const dir = join(tempDir(), 'state');
+    for (const ranges of [['10.244.1.0/24', '10.244.2.0/24'], ['10.244.1.5/24'], ['10.244.1.0/31'], ['x']]) {
+      expect(catchCni(() => openIpam({ dir, ranges })).code).toBe(CniCode.INVALID_CONFIG);
+    }
+    expect(existsSync(dir)).toBe(false);
+    const ipam = openIpam({ dir, ranges: [] });
+    expect(catchCni(() => ipam.allocate(key('a'))).code).toBe(CniCode.INVALID_CONFIG);
+    expect(catchCni(() => ipam.setRanges(['fd00::/64', 'fd01::/64'])).message).toContain('two IPv6 ranges');
+    expect(ipam.ranges()).toEqual([]);
+  });
+
+  it('setRanges releases and returns the leases outside the new ranges', () => {
+    const dir = tempDir();
+    const ipam = openIpam({ dir, ranges: ['10.244.1.0/29', 'fd00:1::/120'] });
+    const a = ipam.allocate(key('a'));
+    const b = ipam.allocate(key('b'));
+    // IPv4 grows (both stay inside), IPv6 moves away: every lease has an address outside.
+    const released = ipam.setRanges(['10.244.0.0/16', 'fd00:2::/120']);
+    expect(released).toEqual([a, b]);
+    expect(ipam.list()).toEqual([]);
+    expect(leaseFilesOnDisk(dir)).toEqual([]);
+    expect(reservationsOnDisk(dir).size).toBe(0);
+    expect(ipam.ranges()).toEqual(['10.244.0.0/16', 'fd00:2::/120']);
+
+    const c = ipam.allocate(key('c'));
+    expect(addrs(c)).toEqual(['10.244.0.2', 'fd00:2::2']);
+    // Shrinking to a range that still holds c keeps it; dropping IPv6 keeps it too (its IPv6
+    // address is no longer inside any range, so it is released).
+    expect(ipam.setRanges(['10.244.0.0/24', 'fd00:2::/120'])).toEqual([]);
+    expect(ipam.setRanges(['10.244.0.0/24'])).toEqual([c]);
+    expect(ipam.usage()).toEqual([{ family: 4, range: '10.244.0.0/24', capacity: 253, used: 0 }]);
+  });
+
+  it('keeps leases outside the ranges at open, for the agent to prune with setRanges', () => {
+    const dir = tempDir();
+    const old = openIpam({ dir, ranges: ['10.244.1.0/24'] });
+    const a = old.allocate(key('a'));
+    const reopened = openIpam({ dir, ranges: ['10.244.2.0/24'] });
+    expect(reopened.list()).toEqual([a]);
+    expect(reopened.setRanges(reopened.ranges())).toEqual([a]);
+    expect(openIpam({ dir, ranges: ['10.244.2.0/24'] }).list()).toEqual([]);
+  });
+});
+
+describe('on-disk layout and modes', () => {
+  it('creates directories 0700 and files 0600, tightening a pre-existing directory', () => {
+    const dir = join(tempDir(), 'state');
+    mkdirSync(dir, { mode: 0o755 });
+    const ipam = openIpam({ dir, ranges: DUAL });
+    ipam.allocate(key('a'), { podName: 'p' });
+    const mode = (p: string) => statSync(p).mode & 0o777;
+    expect(mode(dir)).toBe(0o700);
+    for (const sub of ['leases', 'addrs', 'quarantine']) expect(mode(join(dir, sub))).toBe(0o700);
+    expect(mode(join(dir, 'leases', 'a@eth0.json'))).toBe(0o600);
+    expect(mode(join(dir, 'last.json'))).toBe(0o600);
+    const record = JSON.parse(readFileSync(join(dir, 'leases', 'a@eth0.json'), 'utf8'));
+    expect(record).toMatchObject({ version: 1, containerId: 'a', ifname: 'eth0', podName: 'p' });
+    expect(readdirSync(dir).sort()).toEqual(['addrs', 'last.json', 'leases', 'quarantine']);
+  });
+});
+
+describe('corrupt and crash-left records', () => {
+  for (const [what, damage] of [
+    ['truncated to zero', (p: string) => truncateSync(p, 0)],
+    ['torn in the middle', (p: string) => truncateSync(p, 40)],
+    ['garbage', (p: string) => writeFileSync(p, '\u0000\u0001garbage')],
+    ['for another key', (p: string) => writeFileSync(p, readFileSync(p, 'utf8').replace('"b"', '"z"'))],
+  ] as const) {
+    it(`quarantines a lease file ${what} and never hands its addresses out again`, () => {
+      const dir = tempDir();
+      const ranges = ['10.244.1.0/29', 'fd00::/125'];
+      const ipam = openIpam({ dir, ranges });
+      ipam.allocate(key('a'));
+      const b = ipam.allocate(key('b'));
+      damage(join(dir, 'leases', 'b@eth0.json'));
+
+      const reopened = openIpam({ dir, ranges });
+      expect(reopened.loadReport.quarantined).toHaveLength(1);
+      expect(reopened.loadReport.quarantined[0]?.file).toBe(join(dir, 'leases', 'b@eth0.json'));
+      expect(reopened.loadReport.quarantined[0]?.reason).not.toBe('');
+      expect(reopened.get(key('b'))).toBeUndefined();
+      expect(leaseFilesOnDisk(dir)).toEqual(['a@eth0.json']);
+      const q = readdirSync(join(dir, 'quarantine'));
+      expect(q.filter((n) => n.startsWith('b@eth0.json.')).length).toBe(2); // the file and its .reason
+
+      // Fill both ranges: b's addresses never come back.
+      const handed: string[] = [];
+      for (let i = 0; ; i++) {
+        try {
+          handed.push(...addrs(reopened.allocate(key(`n${i}`))));
+        } catch (err) {
+          expect((err as { code: number }).code).toBe(CniCode.IPAM_EXHAUSTED);
+          break;
+        }
+      }
+      expect(handed.length).toBeGreaterThan(0);
+      for (const taken of addrs(b)) expect(handed).not.toContain(taken);
+      // Still held after another restart (the quarantine file keeps its owner known).
+      const third = openIpam({ dir, ranges });
+      expect(third.loadReport.quarantined).toEqual([]);
+      // IPv4 /29: 5 of 5; IPv6 /125: 5 of 6 (the IPv4 range ran out first).
+      expect(third.usage().map((u) => u.used)).toEqual([5, 5]);
+      // DEL for b is what frees them.
+      expect(third.release(key('b'))).toBe(true);
+      expect(third.release(key('b'))).toBe(false);
+      expect(third.usage().map((u) => u.used)).toEqual([4, 4]);
+      expect(addrs(third.allocate(key('later')))[0]).toBe(addrs(b)[0]);
+    });
+  }
+
+  it('cleans what a crash leaves: tmp files, reservations without lease; restores missing reservations', () => {
+    const dir = tempDir();
+    const ipam = openIpam({ dir, ranges: DUAL });
+    ipam.allocate(key('a'));
+    ipam.allocate(key('b'));
+    // Crash mid-allocate of c: reservations and a torn tmp file, no lease file.
+    symlinkSync('c@eth0', join(dir, 'addrs', '10.244.1.4'));
+    symlinkSync('c@eth0', join(dir, 'addrs', 'fd00:10:244:1::4'));
+    writeFileSync(join(dir, 'leases', '.c@eth0.json.tmp'), '{"version":1,"contai');
+    // A lease whose reservation did not make it to disk.
+    unlinkSync(join(dir, 'addrs', 'fd00:10:244:1::2'));
+
+    const reopened = openIpam({ dir, ranges: DUAL });
+    expect(reopened.loadReport.quarantined).toEqual([]);
+    expect(reopened.list().map((l) => l.containerId)).toEqual(['a', 'b']);
+    expect(leaseFilesOnDisk(dir)).toEqual(['a@eth0.json', 'b@eth0.json']);
+    expect(reservationsOnDisk(dir)).toEqual(
+      new Map([
+        ['10.244.1.2', 'a@eth0'],
+        ['10.244.1.3', 'b@eth0'],
+        ['fd00:10:244:1::2', 'a@eth0'],
+        ['fd00:10:244:1::3', 'b@eth0'],
+      ]),
+    );
+  });
+
+  it('quarantines a stale lease whose address is reserved by someone else', () => {
+    const dir = tempDir();
+    // A /30 has one address, so b gets the address a had.
+    const ipam = openIpam({ dir, ranges: ['10.244.1.0/30'] });
+    ipam.allocate(key('a'));
+    const stale = readFileSync(join(dir, 'leases', 'a@eth0.json'));
+    ipam.release(key('a'));
+    const b = ipam.allocate(key('b'));
+    expect(addrs(b)).toEqual(['10.244.1.2']);
+    // a's record comes back (e.g. its unlink was lost): the reservation says the address is b's.
+    writeFileSync(join(dir, 'leases', 'a@eth0.json'), stale);
+    const again = openIpam({ dir, ranges: ['10.244.1.0/30'] });
+    expect(again.loadReport.quarantined).toEqual([
+      { file: join(dir, 'leases', 'a@eth0.json'), reason: 'address 10.244.1.2 is reserved by b@eth0' },
+    ]);
+    expect(again.list()).toEqual([b]);
+    expect(reservationsOnDisk(dir)).toEqual(new Map([['10.244.1.2', 'b@eth0']]));
+  });
+
+  it('skips an address reserved on disk behind its back (EEXIST) instead of sharing it', () => {
+    const dir = tempDir();
+    const ipam = openIpam({ dir, ranges: ['10.244.1.0/29'] });
+    ipam.allocate(key('a'));
+    symlinkSync('intruder@eth0', join(dir, 'addrs', '10.244.1.3'));
+    expect(addrs(ipam.allocate(key('b')))).toEqual(['10.244.1.4']);
+    expect(reservationsOnDisk(dir).get('10.244.1.3')).toBe('intruder@eth0');
+  });
+});
