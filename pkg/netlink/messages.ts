@@ -143,11 +143,11 @@ export function parseLink(payload: Buffer): LinkInfo {
     mtu: mtu === undefined ? 0 : mtu.readUInt32LE(0),
     up: (flags & IFF_UP) !== 0,
   };
+  // The kernel reports IFLA_LINK only when it means something (a veth peer, possibly in another
+  // namespace, where it may even equal our own index; a VXLAN's underlay device).
   const peer = a.get(IFLA.LINK);
-  if (peer !== undefined && peer.length >= 4) {
-    const p = peer.readInt32LE(0);
-    if (p !== 0 && p !== index) link.peerIndex = p;
-  }
+  if (peer !== undefined && peer.length >= 4 && peer.readInt32LE(0) !== 0)
+    link.peerIndex = peer.readInt32LE(0);
   return link;
 }
 

@@ -112,8 +112,8 @@ export function decodeAttrs(buf: Buffer, offset = 0): Map<number, Buffer> {
 
 /** The errno carried by an NLMSG_ERROR payload: 0 for an ACK, a positive errno otherwise. */
 export function decodeErrno(payload: Buffer): number {
-  if (payload.length < 4) return 0;
-  return -payload.readInt32LE(0);
+  const v = payload.length < 4 ? 0 : payload.readInt32LE(0);
+  return v === 0 ? 0 : -v;
 }
 
 export function cString(b: Buffer | undefined): string | undefined {

@@ -9,6 +9,8 @@ export const CLONE_NEWNET = 0x40000000;
 export const LOCK_EX = 2;
 export const LOCK_NB = 4;
 export const LOCK_UN = 8;
+/** ioctl NS_GET_NSTYPE = _IO(0xb7, 0x3): the CLONE_NEW* type of a namespace fd (ENOTTY for other files). */
+export const NS_GET_NSTYPE = 0xb703;
 
 export interface CallResult {
   value: number;
@@ -18,6 +20,7 @@ export interface CallResult {
 interface Libc {
   setns(fd: number, nstype: number): CallResult;
   flock(fd: number, op: number): CallResult;
+  ioctl(fd: number, request: number): CallResult;
 }
 
 let libc: Libc | undefined;
@@ -28,6 +31,7 @@ function load(): Libc {
   const fns = define({
     setns: { library, retType: DataType.I32, paramsType: [DataType.I32, DataType.I32], errno: true },
     flock: { library, retType: DataType.I32, paramsType: [DataType.I32, DataType.I32], errno: true },
+    ioctl: { library, retType: DataType.I32, paramsType: [DataType.I32, DataType.I64], errno: true },
   });
   const wrap =
     (f: (args: unknown[]) => { value: number; errnoCode: number }) =>
@@ -35,7 +39,7 @@ function load(): Libc {
       const r = f([a, b]);
       return { value: r.value, errno: r.value === -1 ? r.errnoCode : 0 };
     };
-  return { setns: wrap(fns.setns), flock: wrap(fns.flock) };
+  return { setns: wrap(fns.setns), flock: wrap(fns.flock), ioctl: wrap(fns.ioctl) };
 }
 
 export function getLibc(): Libc {

@@ -1,7 +1,7 @@
-import { closeSync, constants, openSync, readlinkSync, writeSync } from 'node:fs';
+import { closeSync, constants, openSync, writeSync } from 'node:fs';
 import { getSystemErrorName } from 'node:util';
 import { NetnsNotFoundError } from './errors.ts';
-import { CLONE_NEWNET, getLibc } from './libc.ts';
+import { CLONE_NEWNET, getLibc, NS_GET_NSTYPE } from './libc.ts';
 
 /**
  * Entering network namespaces on the JS thread.
@@ -22,7 +22,6 @@ const errnoName = (errno: number): string => {
 
 // libuv adds O_CLOEXEC itself; O_NONBLOCK keeps a FIFO at `path` from blocking the open.
 const OPEN_FLAGS = constants.O_RDONLY | constants.O_NONBLOCK | constants.O_NOCTTY;
-const NETNS_LINK = /^net:\[\d+\]$/;
 
 /** The namespace the thread started in, opened once, before the first switch. */
 let homeFd: number | undefined;
@@ -37,13 +36,13 @@ function home(): number {
   return homeFd;
 }
 
-/** True when fd refers to a network namespace: nsfs names its files "net:[inode]". */
+/**
+ * True when fd refers to a network namespace. The kernel answers NS_GET_NSTYPE only for nsfs files,
+ * which covers both /proc/PID/ns/net and bind mounts like /var/run/netns/NAME (whose fd links show
+ * the mount path, not "net:[inode]").
+ */
 function fdIsNetns(fd: number): boolean {
-  try {
-    return NETNS_LINK.test(readlinkSync(`/proc/self/fd/${fd}`));
-  } catch {
-    return false;
-  }
+  return getLibc().ioctl(fd, NS_GET_NSTYPE).value === CLONE_NEWNET;
 }
 
 /** Opens path as a namespace fd for setns or IFLA_NET_NS_FD; NetnsNotFoundError when it is none. */
