@@ -1,0 +1,120 @@
+import { chmodSync, mkdirSync, rmSync } from 'node:fs';
+import { createServer, type Server, type Socket } from 'node:net';
+import { dirname } from 'node:path';
+import { CniCode, CniError } from '../cni/errors.ts';
+import type { Logger } from '../observe/logger.ts';
+import { LineReader } from '../shim/framing.ts';
+import { decodeRequest, encodeResponse, errorResponse, MAX_REQUEST_BYTES } from '../shim/protocol.ts';
+import type { CniHandler } from './cni-service.ts';
+
+export interface CniServerOptions {
+  socketPath: string;
+  handler: CniHandler;
+  log: Logger;
+  /** A client must send its whole request within this time (slow or stuck clients are cut off). */
+  requestTimeoutMs?: number;
+}
+
+/**
+ * The agent end of the shim protocol: a root-only (0600) unix socket, one request line in, one
+ * response line out per connection. Request size and time are bounded so a bad client cannot hold
+ * memory or a connection slot; every other client keeps being served meanwhile.
+ */
+export class CniServer {
+  private readonly server: Server;
+  private readonly inFlight = new Set<Promise<void>>();
+  private readonly sockets = new Set<Socket>();
+  private readonly opts: Required<CniServerOptions>;
+
+  constructor(opts: CniServerOptions) {
+    this.opts = { requestTimeoutMs: 10_000, ...opts };
+    // allowHalfOpen: the shim may half-close after its request line; we still owe it the answer.
+    this.server = createServer({ allowHalfOpen: true }, (socket) => this.onConnection(socket));
+  }
+
+  async listen(): Promise<void> {
+    const path = this.opts.socketPath;
+    mkdirSync(dirname(path), { recursive: true, mode: 0o700 });
+    // A socket file left by a previous agent (crash, SIGKILL) would make listen fail with EADDRINUSE;
+    // only one agent runs per state directory (flock), so it is stale.
+    rmSync(path, { force: true });
+    const oldUmask = process.umask(0o177);
+    try {
+      await new Promise<void>((resolve, reject) => {
+        this.server.once('error', reject);
+        this.server.listen(path, () => {
+          this.server.off('error', reject);
+          resolve();
+        });
+      });
+    } finally {
+      process.umask(oldUmask);
+    }
+    chmodSync(path, 0o600);
+  }
+
+  private onConnection(socket: Socket): void {
+    this.sockets.add(socket);
+    socket.on('close', () => this.sockets.delete(socket));
+    socket.on('error', () => socket.destroy());
+    const reader = new LineReader(MAX_REQUEST_BYTES, CniCode.BAD_REQUEST, 'request');
+    let done = false;
+    const timer = setTimeout(() => {
+      fail(new CniError(CniCode.BAD_REQUEST, `request not received within ${this.opts.requestTimeoutMs} ms`));
+    }, this.opts.requestTimeoutMs);
+
+    const fail = (err: CniError): void => {
+      if (done) return;
+      done = true;
+      clearTimeout(timer);
+      this.opts.log.warn({ code: err.code, error: err.message }, 'rejected CNI socket request');
+      socket.end(encodeResponse(errorResponse(err)));
+    };
+
+    socket.on('data', (chunk: Buffer) => {
+      if (done) return;
+      let line: string | undefined;
+      try {
+        line = reader.push(chunk);
+      } catch (err) {
+        fail(err instanceof CniError ? err : new CniError(CniCode.BAD_REQUEST, String(err)));
+        return;
+      }
+      if (line === undefined) return;
+      done = true;
+      clearTimeout(timer);
+      this.serve(socket, line);
+    });
+    socket.on('end', () => {
+      if (!done) fail(new CniError(CniCode.BAD_REQUEST, 'connection closed before a complete request line'));
+    });
+  }
+
+  private serve(socket: Socket, line: string): void {
+    const work = (async () => {
+      let answer: string;
+      try {
+        answer = encodeResponse(await this.opts.handler(decodeRequest(line)));
+      } catch (err) {
+        answer = encodeResponse(errorResponse(err));
+      }
+      if (!socket.destroyed) socket.end(answer);
+    })();
+    this.inFlight.add(work);
+    void work.finally(() => this.inFlight.delete(work));
+  }
+
+  /** Stops accepting, lets in-flight calls finish (bounded), then closes and removes the socket. */
+  async close(graceMs = 20_000): Promise<void> {
+    const closed = new Promise<void>((resolve) => this.server.close(() => resolve()));
+    const drained = Promise.all([...this.inFlight]);
+    await Promise.race([drained, new Promise((r) => setTimeout(r, graceMs).unref())]);
+    for (const s of this.sockets) s.destroy();
+    await closed;
+    rmSync(this.opts.socketPath, { force: true });
+  }
+
+  get inFlightCount(): number {
+    return this.inFlight.size;
+  }
+}

@@ -1,0 +1,186 @@
+import { type CniEnv, parseCniEnv } from '../cni/env.ts';
+import { CniCode, CniError, toCniError } from '../cni/errors.ts';
+import { type NetConf, parseNetConf, versionRequestVersion } from '../cni/netconf.ts';
+import { convertResult } from '../cni/result.ts';
+import { checkVersionAllows, versionReply } from '../cni/version.ts';
+import { addAttachment } from '../datapath/add.ts';
+import { checkAttachment } from '../datapath/check.ts';
+import { delAttachment } from '../datapath/del.ts';
+import { gcAttachments } from '../datapath/gc.ts';
+import type { KeyedMutex } from '../datapath/keyed-mutex.ts';
+import { shortId } from '../datapath/names.ts';
+import { attachmentResult } from '../datapath/result.ts';
+import type { DatapathDeps } from '../datapath/types.ts';
+import type { Logger } from '../observe/logger.ts';
+import { type AgentRequest, type AgentResponse, errorResponse, okResponse } from '../shim/protocol.ts';
+
+export interface Readiness {
+  /** Undefined when ready to serve ADD; otherwise why not (logged and returned to the runtime). */
+  notReadyReason(): string | undefined;
+}
+
+export interface CniCallRecord {
+  verb: string;
+  outcome: 'ok' | 'error';
+  code: number | undefined;
+  durationMs: number;
+}
+
+export interface CniServiceDeps {
+  datapath: DatapathDeps;
+  mutex: KeyedMutex;
+  log: Logger;
+  readiness: Readiness;
+  /** MTU for pod interfaces when the network config sets none. */
+  defaultMtu: () => number;
+  /** Called once per call, after the log line (metrics hook). */
+  onCall?: (record: CniCallRecord) => void;
+}
+
+export type CniHandler = (req: AgentRequest) => Promise<AgentResponse>;
+
+const attachmentKey = (containerId: string, ifname: string): string => `${containerId}\0${ifname}`;
+
+/**
+ * The agent's side of every CNI call: parse, dispatch to the datapath under a per-attachment lock,
+ * convert the result to the runtime's version, and write exactly one log line with verb, pod,
+ * addresses, duration and outcome.
+ */
+export function createCniService(deps: CniServiceDeps): {
+  handle: CniHandler;
+  busyKeys: ReadonlySet<string>;
+} {
+  const busy = new Set<string>();
+
+  async function dispatch(env: CniEnv, stdin: string, fields: Record<string, unknown>): Promise<unknown> {
+    if (env.command === 'VERSION') return versionReply(versionRequestVersion(stdin));
+    const conf: NetConf = parseNetConf(stdin, env.command);
+    checkVersionAllows(conf.cniVersion, env.command);
+    fields.cniVersion = conf.cniVersion;
+    switch (env.command) {
+      case 'ADD': {
+        const reason = deps.readiness.notReadyReason();
+        if (reason !== undefined) {
+          throw new CniError(CniCode.TRY_AGAIN_LATER, `trellis agent is not ready yet: ${reason}`);
+        }
+        const { containerId, ifname, netns } = required(env);
+        const att = await locked(containerId, ifname, () =>
+          addAttachment(deps.datapath, {
+            containerId,
+            ifname,
+            netns,
+            mtu: conf.mtu ?? deps.defaultMtu(),
+            pod: { namespace: env.args.podNamespace, name: env.args.podName, uid: env.args.podUid },
+          }),
+        );
+        fields.addresses = att.addresses.map((a) => a.address);
+        fields.hostIf = att.host.name;
+        return convertResult(attachmentResult(att, conf.dns), conf.cniVersion);
+      }
+      case 'DEL': {
+        const containerId = env.containerId!;
+        const ifname = env.ifname!;
+        const outcome = await locked(containerId, ifname, () =>
+          delAttachment(deps.datapath, { containerId, ifname }),
+        );
+        fields.addresses = outcome.released.map((a) => a.address);
+        return null;
+      }
+      case 'CHECK': {
+        const { containerId, ifname, netns } = required(env);
+        const prev = conf.prevResult;
+        if (prev === undefined) {
+          throw new CniError(CniCode.INVALID_CONFIG, 'CHECK needs prevResult in the network configuration');
+        }
+        const podIfIndex =
+          prev.interfaces?.findIndex((i) => i.name === ifname && i.sandbox !== undefined) ?? -1;
+        const podMac = podIfIndex >= 0 ? prev.interfaces?.[podIfIndex]?.mac : undefined;
+        const ips = (prev.ips ?? []).filter(
+          (ip) => ip.interface === undefined || ip.interface === podIfIndex,
+        );
+        await locked(containerId, ifname, () =>
+          checkAttachment(
+            deps.datapath,
+            { containerId, ifname, netns },
+            { podMac, ips: ips.map((i) => i.address) },
+          ),
+        );
+        return null;
+      }
+      case 'GC': {
+        if (conf.validAttachments === undefined) {
+          // No list means "unknown", not "empty": deleting everything would cut every pod off.
+          fields.note = 'no cni.dev/valid-attachments: nothing collected';
+          return null;
+        }
+        const valid = conf.validAttachments.map((a) => ({ containerId: a.containerID, ifname: a.ifname }));
+        const out = await gcAttachments(deps.datapath, valid, busy);
+        fields.released = out.releasedLeases.map((l) => `${shortId(l.containerId)}/${l.ifname}`);
+        fields.removedLinks = out.removedLinks;
+        return null;
+      }
+      case 'STATUS': {
+        const reason = deps.readiness.notReadyReason();
+        if (reason !== undefined)
+          throw new CniError(CniCode.NOT_AVAILABLE, `trellis agent is not ready: ${reason}`);
+        return null;
+      }
+    }
+  }
+
+  async function locked<T>(containerId: string, ifname: string, fn: () => Promise<T>): Promise<T> {
+    const key = attachmentKey(containerId, ifname);
+    busy.add(key);
+    try {
+      return await deps.mutex.run(key, fn);
+    } finally {
+      if (!deps.mutex.has(key)) busy.delete(key);
+    }
+  }
+
+  async function handle(req: AgentRequest): Promise<AgentResponse> {
+    const started = performance.now();
+    const fields: Record<string, unknown> = { verb: req.env.CNI_COMMAND ?? '' };
+    let response: AgentResponse;
+    let code: number | undefined;
+    try {
+      const env = parseCniEnv(req.env);
+      describeCall(env, fields);
+      response = okResponse(await dispatch(env, req.stdin, fields));
+    } catch (error) {
+      const err = toCniError(error);
+      code = err.code;
+      fields.code = err.code;
+      fields.error = err.message;
+      if (err.code === CniCode.INTERNAL && err.details !== undefined) fields.stack = err.details;
+      response = errorResponse(err);
+    }
+    const durationMs = Math.round((performance.now() - started) * 100) / 100;
+    fields.durationMs = durationMs;
+    fields.outcome = response.ok ? 'ok' : 'error';
+    const level = response.ok ? 'info' : code === CniCode.INTERNAL ? 'error' : 'warn';
+    deps.log[level](fields, `CNI ${fields.verb} ${response.ok ? 'ok' : 'failed'}`);
+    deps.onCall?.({ verb: String(fields.verb), outcome: response.ok ? 'ok' : 'error', code, durationMs });
+    return response;
+  }
+
+  return { handle, busyKeys: busy };
+}
+
+function describeCall(env: CniEnv, fields: Record<string, unknown>): void {
+  fields.verb = env.command;
+  if (env.containerId !== undefined) fields.containerId = shortId(env.containerId);
+  if (env.args.podNamespace !== undefined || env.args.podName !== undefined) {
+    fields.pod = `${env.args.podNamespace ?? ''}/${env.args.podName ?? ''}`;
+  }
+  if (env.ifname !== undefined) fields.ifname = env.ifname;
+  if (env.netns !== undefined) fields.netns = env.netns;
+}
+
+function required(env: CniEnv): { containerId: string; ifname: string; netns: string } {
+  // parseCniEnv guarantees these for ADD and CHECK; the check keeps the types honest.
+  if (env.containerId === undefined || env.ifname === undefined || env.netns === undefined) {
+    throw new CniError(CniCode.INVALID_ENV, `${env.command} needs CNI_CONTAINERID, CNI_NETNS and CNI_IFNAME`);
+  }
+  return { containerId: env.containerId, ifname: env.ifname, netns: env.netns };
+}

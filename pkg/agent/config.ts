@@ -1,0 +1,172 @@
+import { parseArgs } from 'node:util';
+import { LOG_LEVELS, type LogLevel } from '../observe/logger.ts';
+
+export const MODES = ['auto', 'host-gw', 'vxlan'] as const;
+export type Mode = (typeof MODES)[number];
+
+/** The agent's settings, validated once at start and frozen. */
+export interface AgentConfig {
+  /** Standalone when set: pod CIDRs from flags, no Kubernetes. */
+  podCIDRs: readonly string[];
+  nodeName: string | undefined;
+  kubeconfig: string | undefined;
+  socket: string;
+  stateDir: string;
+  spoolDir: string;
+  cniConfDir: string;
+  cniBinDir: string;
+  /** Where the agent finds the binaries it installs (the trellis shim, loopback, portmap). */
+  cniSourceDir: string;
+  mode: Mode;
+  /** 0 = detect. */
+  mtu: number;
+  /** host:port for /metrics, /healthz, /readyz; empty string disables. */
+  metricsAddr: string;
+  logLevel: LogLevel;
+  noMasqueradeCIDRs: readonly string[];
+  /** Write the CNI config list once ready (off for tests that drive the shim directly). */
+  publishCniConfig: boolean;
+  resyncMs: number;
+}
+
+export const DEFAULTS = Object.freeze({
+  socket: '/run/trellis/cni.sock',
+  stateDir: '/var/lib/trellis',
+  cniConfDir: '/etc/cni/net.d',
+  cniBinDir: '/opt/cni/bin',
+  mode: 'auto' as Mode,
+  mtu: 0,
+  metricsAddr: '0.0.0.0:9743',
+  logLevel: 'info' as LogLevel,
+  resyncMs: 60_000,
+});
+
+export class ConfigError extends Error {
+  constructor(message: string) {
+    super(message);
+    this.name = 'ConfigError';
+  }
+}
+
+const FLAGS = {
+  'pod-cidr': { type: 'string', multiple: true },
+  'node-name': { type: 'string' },
+  kubeconfig: { type: 'string' },
+  socket: { type: 'string' },
+  'state-dir': { type: 'string' },
+  'spool-dir': { type: 'string' },
+  'cni-conf-dir': { type: 'string' },
+  'cni-bin-dir': { type: 'string' },
+  'cni-source-dir': { type: 'string' },
+  mode: { type: 'string' },
+  mtu: { type: 'string' },
+  'metrics-addr': { type: 'string' },
+  'log-level': { type: 'string' },
+  'no-masquerade-cidr': { type: 'string', multiple: true },
+  'no-cni-config': { type: 'boolean' },
+  'resync-seconds': { type: 'string' },
+} as const;
+
+export const USAGE = `usage: trellis-agent [flags]               run the agent
+       trellis-agent install-cni [flags]   install the CNI binaries (init container)
+       trellis-agent uninstall [flags]     remove everything trellis created on this node
+       trellis-agent --version
+
+flags (environment variable in brackets):
+  --pod-cidr CIDR            standalone mode: a pod CIDR of this node, repeat for IPv4 and IPv6
+  --node-name NAME           [NODE_NAME] this node's name in Kubernetes
+  --kubeconfig FILE          [KUBECONFIG] default: in-cluster service account
+  --socket PATH              CNI socket (default ${DEFAULTS.socket})
+  --state-dir DIR            leases and spool (default ${DEFAULTS.stateDir})
+  --spool-dir DIR            spooled DELs (default STATE_DIR/spool)
+  --cni-conf-dir DIR         where the config list is published (default ${DEFAULTS.cniConfDir})
+  --cni-bin-dir DIR          where CNI binaries are installed (default ${DEFAULTS.cniBinDir})
+  --mode auto|host-gw|vxlan  [TRELLIS_MODE] (default auto)
+  --mtu N                    [TRELLIS_MTU] pod MTU, 0 = detect (default 0)
+  --metrics-addr HOST:PORT   [TRELLIS_METRICS_ADDR] metrics and health, '' disables (default ${DEFAULTS.metricsAddr})
+  --log-level LEVEL          [TRELLIS_LOG_LEVEL] ${LOG_LEVELS.join('|')} (default info)
+  --no-masquerade-cidr CIDR  [TRELLIS_NO_MASQUERADE_CIDRS, comma-separated] never masquerade to it
+  --no-cni-config            do not publish the CNI config list
+  --resync-seconds N         periodic full reconcile (default 60)
+`;
+
+function positiveInt(name: string, raw: string, min: number, max: number): number {
+  const n = Number(raw);
+  if (!Number.isInteger(n) || n < min || n > max) {
+    throw new ConfigError(`${name} must be an integer from ${min} to ${max}, got ${JSON.stringify(raw)}`);
+  }
+  return n;
+}
+
+/** Parses argv (after the subcommand) and the environment into a frozen config; throws ConfigError. */
+export function parseAgentConfig(
+  argv: string[],
+  env: Readonly<Record<string, string | undefined>>,
+): AgentConfig {
+  let values: ReturnType<
+    typeof parseArgs<{ options: typeof FLAGS; strict: true; allowPositionals: false }>
+  >['values'];
+  try {
+    values = parseArgs({ args: argv, options: FLAGS, strict: true, allowPositionals: false }).values;
+  } catch (err) {
+    throw new ConfigError(`${err instanceof Error ? err.message : String(err)}\n\n${USAGE}`);
+  }
+  const mode = (values.mode ?? env.TRELLIS_MODE ?? DEFAULTS.mode) as Mode;
+  if (!MODES.includes(mode)) {
+    throw new ConfigError(`--mode must be one of ${MODES.join(', ')}, got ${JSON.stringify(mode)}`);
+  }
+  const logLevel = (values['log-level'] ?? env.TRELLIS_LOG_LEVEL ?? DEFAULTS.logLevel) as LogLevel;
+  if (!LOG_LEVELS.includes(logLevel)) {
+    throw new ConfigError(
+      `--log-level must be one of ${LOG_LEVELS.join(', ')}, got ${JSON.stringify(logLevel)}`,
+    );
+  }
+  const mtuRaw = values.mtu ?? env.TRELLIS_MTU ?? String(DEFAULTS.mtu);
+  const mtu = mtuRaw === '0' ? 0 : positiveInt('--mtu', mtuRaw, 68, 65535);
+  const stateDir = values['state-dir'] ?? DEFAULTS.stateDir;
+  const noMasq = values['no-masquerade-cidr'] ?? splitList(env.TRELLIS_NO_MASQUERADE_CIDRS);
+  const resyncMs =
+    values['resync-seconds'] === undefined
+      ? DEFAULTS.resyncMs
+      : positiveInt('--resync-seconds', values['resync-seconds'], 1, 86_400) * 1000;
+  const config: AgentConfig = {
+    podCIDRs: values['pod-cidr'] ?? [],
+    nodeName: values['node-name'] ?? emptyToUndefined(env.NODE_NAME),
+    kubeconfig: values.kubeconfig ?? emptyToUndefined(env.KUBECONFIG),
+    socket: values.socket ?? DEFAULTS.socket,
+    stateDir,
+    spoolDir: values['spool-dir'] ?? `${stateDir}/spool`,
+    cniConfDir: values['cni-conf-dir'] ?? DEFAULTS.cniConfDir,
+    cniBinDir: values['cni-bin-dir'] ?? DEFAULTS.cniBinDir,
+    cniSourceDir: values['cni-source-dir'] ?? env.TRELLIS_CNI_SOURCE_DIR ?? '',
+    mode,
+    mtu,
+    metricsAddr: values['metrics-addr'] ?? env.TRELLIS_METRICS_ADDR ?? DEFAULTS.metricsAddr,
+    logLevel,
+    noMasqueradeCIDRs: noMasq,
+    publishCniConfig: values['no-cni-config'] !== true,
+    resyncMs,
+  };
+  for (const key of ['socket', 'stateDir', 'spoolDir', 'cniConfDir', 'cniBinDir'] as const) {
+    if (!config[key].startsWith('/'))
+      throw new ConfigError(`${key} must be an absolute path, got ${config[key]}`);
+  }
+  if (config.podCIDRs.length === 0 && config.nodeName === undefined) {
+    throw new ConfigError(
+      'the node name is unknown: set NODE_NAME (the DaemonSet passes spec.nodeName through the downward API) ' +
+        'or --node-name, or run standalone with --pod-cidr',
+    );
+  }
+  return Object.freeze(config);
+}
+
+function splitList(v: string | undefined): string[] {
+  return (v ?? '')
+    .split(',')
+    .map((s) => s.trim())
+    .filter((s) => s !== '');
+}
+
+function emptyToUndefined(v: string | undefined): string | undefined {
+  return v === undefined || v === '' ? undefined : v;
+}

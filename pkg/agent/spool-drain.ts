@@ -1,0 +1,33 @@
+import type { Logger } from '../observe/logger.ts';
+import { listSpooled, removeSpooled } from '../shim/spool-fs.ts';
+import type { CniHandler } from './cni-service.ts';
+
+/**
+ * Completes the DELs the shim recorded while the agent was unreachable. Runs before the socket
+ * listens, so an address in the spool is never handed out again before its DEL is done.
+ */
+export async function drainSpool(
+  dir: string,
+  handle: CniHandler,
+  log: Logger,
+): Promise<{ completed: number; failed: number; bad: number }> {
+  const { entries, bad } = await listSpooled(dir);
+  for (const b of bad)
+    log.warn({ file: b.file, movedTo: b.movedTo, reason: b.reason }, 'bad spooled DEL set aside');
+  let completed = 0;
+  let failed = 0;
+  for (const entry of entries) {
+    const response = await handle(entry.request);
+    if (response.ok) {
+      await removeSpooled(entry.file);
+      completed++;
+    } else {
+      // Kept for the next start; the log line of the call says why.
+      failed++;
+    }
+  }
+  if (entries.length > 0 || bad.length > 0) {
+    log.info({ completed, failed, bad: bad.length, dir }, 'spooled DELs drained');
+  }
+  return { completed, failed, bad: bad.length };
+}

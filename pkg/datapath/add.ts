@@ -1,0 +1,194 @@
+import { CniCode, CniError, toCniError } from '../cni/errors.ts';
+import type { LeasedAddress } from '../ipam/index.ts';
+import { defaultDst, GATEWAY_V4, GATEWAY_V6, gatewayFor, hostPrefixLen } from './gateway.ts';
+import { readAttachment } from './inspect.ts';
+import { hostVethName } from './names.ts';
+import { type LinkInfo, type NetlinkHandle, TRELLIS_ROUTE_PROTOCOL } from './ports.ts';
+import type { Attachment, AttachRequest, DatapathDeps } from './types.ts';
+import { UndoStack } from './undo.ts';
+
+/**
+ * ADD: lease -> veth pair (pod end created directly in the pod's namespace) -> host side and pod side
+ * configured concurrently -> Attachment. Any failure unwinds what was done, in reverse, before the
+ * error is returned, so a failed ADD leaves no lease, veth or route behind.
+ */
+export async function addAttachment(deps: DatapathDeps, req: AttachRequest): Promise<Attachment> {
+  if (!deps.netns.isNetns(req.netns)) {
+    throw new CniError(
+      CniCode.NETNS_NOT_FOUND,
+      `network namespace ${req.netns} does not exist or is not a network namespace`,
+    );
+  }
+  const key = { containerId: req.containerId, ifname: req.ifname };
+  const hostName = hostVethName(req.containerId, req.ifname);
+  await deps.deleter.wait(hostName);
+
+  const existing = deps.ipam.get(key);
+  if (existing !== undefined && existing.netns === req.netns) {
+    // A repeated ADD for an attachment that is fully in place answers with what is there.
+    const current = await readAttachment(deps, req, existing.addresses);
+    if (current !== undefined) return current;
+  }
+
+  const undo = new UndoStack();
+  try {
+    const lease = deps.ipam.allocate(key, {
+      netns: req.netns,
+      podNamespace: req.pod?.namespace,
+      podName: req.pod?.name,
+      podUid: req.pod?.uid,
+    });
+    if (existing === undefined) undo.push('release lease', () => void deps.ipam.release(key));
+
+    // A leftover from a crashed or repeated ADD would make creation fail with EEXIST.
+    const stale = await deps.host.getLink(hostName);
+    if (stale !== undefined) await deps.host.deleteLink(stale.index);
+
+    const nsFd = deps.netns.openNetnsFd(req.netns);
+    try {
+      await deps.host.createVeth({
+        name: hostName,
+        mtu: req.mtu,
+        peerName: req.ifname,
+        peerNetnsFd: nsFd,
+        peerMtu: req.mtu,
+      });
+    } finally {
+      deps.netns.closeFd(nsFd);
+    }
+    undo.push('delete veth', () => deleteLinkByName(deps.host, hostName));
+
+    const hasV6 = lease.addresses.some((a) => a.family === 6);
+    if (hasV6) {
+      // DAD off: the pod's link-local and global addresses are usable at once (no 1-2 s wait).
+      deps.netns.writeSysctlIn(req.netns, `net/ipv6/conf/${req.ifname}/accept_dad`, '0');
+      deps.netns.writeSysctl(`net/ipv6/conf/${hostName}/accept_dad`, '0');
+    }
+
+    const pod = deps.netns.openNetlinkIn(req.netns);
+    let hostLink: LinkInfo;
+    let podLink: LinkInfo;
+    try {
+      [hostLink, podLink] = await Promise.all([
+        configureHostSide(deps.host, hostName, lease.addresses),
+        configurePodSide(pod, req.ifname, lease.addresses),
+      ]);
+    } finally {
+      pod.close();
+    }
+    undo.commit();
+    return {
+      containerId: req.containerId,
+      ifname: req.ifname,
+      netns: req.netns,
+      host: { name: hostLink.name, index: hostLink.index, mac: hostLink.mac },
+      pod: { name: podLink.name, index: podLink.index, mac: podLink.mac, mtu: podLink.mtu },
+      addresses: lease.addresses,
+    };
+  } catch (error) {
+    const failures = await undo.unwind();
+    const err = toCniError(error);
+    if (failures.length === 0) throw err;
+    const undoText = failures.map((f) => `${f.what}: ${toCniError(f.error).message}`).join('; ');
+    throw new CniError(err.code, err.message, `${err.details ?? ''}\nundo failed: ${undoText}`.trim(), {
+      cause: error,
+    });
+  }
+}
+
+async function deleteLinkByName(host: NetlinkHandle, name: string): Promise<void> {
+  const link = await host.getLink(name);
+  if (link !== undefined) await host.deleteLink(link.index);
+}
+
+async function requireLink(handle: NetlinkHandle, name: string, where: string): Promise<LinkInfo> {
+  const link = await handle.getLink(name);
+  if (link === undefined) {
+    throw new CniError(CniCode.NETLINK_FAILED, `link ${name} disappeared from the ${where} during ADD`);
+  }
+  return link;
+}
+
+/** Host end: up, the link-local gateway addresses, and a /32 and /128 route to the pod. */
+async function configureHostSide(
+  host: NetlinkHandle,
+  name: string,
+  addresses: LeasedAddress[],
+): Promise<LinkInfo> {
+  const link = await requireLink(host, name, 'host namespace');
+  await host.setLinkUp(link.index);
+  await Promise.all(
+    addresses.map((a) =>
+      a.family === 4
+        ? host.addAddress({
+            family: 4,
+            ifindex: link.index,
+            address: GATEWAY_V4,
+            prefixLen: 32,
+            scope: 'link',
+          })
+        : host.addAddress({
+            family: 6,
+            ifindex: link.index,
+            address: GATEWAY_V6,
+            prefixLen: 64,
+            scope: 'link',
+            noDad: true,
+          }),
+    ),
+  );
+  await Promise.all(
+    addresses.map((a) =>
+      host.replaceRoute({
+        family: a.family,
+        dst: `${a.address}/${hostPrefixLen(a.family)}`,
+        ifindex: link.index,
+        scope: 'link',
+        protocol: TRELLIS_ROUTE_PROTOCOL,
+      }),
+    ),
+  );
+  return link;
+}
+
+/** Pod end: lo and the interface up, /32 and /128 addresses, default routes via the link-local gateways. */
+async function configurePodSide(
+  pod: NetlinkHandle,
+  ifname: string,
+  addresses: LeasedAddress[],
+): Promise<LinkInfo> {
+  const [lo, link] = await Promise.all([pod.getLink('lo'), requireLink(pod, ifname, 'pod namespace')]);
+  await Promise.all([
+    lo !== undefined && !lo.up ? pod.setLinkUp(lo.index) : undefined,
+    pod.setLinkUp(link.index),
+  ]);
+  await Promise.all(
+    addresses.map((a) =>
+      pod.addAddress({
+        family: a.family,
+        ifindex: link.index,
+        address: a.address,
+        prefixLen: hostPrefixLen(a.family),
+        noDad: a.family === 6,
+      }),
+    ),
+  );
+  await Promise.all(
+    addresses.flatMap((a) =>
+      a.family === 4
+        ? [
+            pod.replaceRoute({ family: 4, dst: `${GATEWAY_V4}/32`, ifindex: link.index, scope: 'link' }),
+            // onlink: valid before (and independent of) the link route above.
+            pod.replaceRoute({
+              family: 4,
+              dst: defaultDst(4),
+              gateway: gatewayFor(4),
+              ifindex: link.index,
+              onlink: true,
+            }),
+          ]
+        : [pod.replaceRoute({ family: 6, dst: defaultDst(6), gateway: gatewayFor(6), ifindex: link.index })],
+    ),
+  );
+  return { ...link, up: true };
+}

@@ -1,0 +1,47 @@
+import type { LeasedAddress } from '../ipam/index.ts';
+import { hostPrefixLen } from './gateway.ts';
+import { hostVethName } from './names.ts';
+import { TRELLIS_ROUTE_PROTOCOL } from './ports.ts';
+import type { AttachmentKey, DatapathDeps } from './types.ts';
+
+export interface DelOutcome {
+  released: LeasedAddress[];
+  /** The host veth existed and its deletion was scheduled. */
+  vethScheduled: boolean;
+}
+
+/**
+ * DEL: idempotent, and independent of the pod's namespace still existing (containerd's second DEL
+ * has no CNI_NETNS). Releases the lease first, removes the host routes, then deletes the veth pair
+ * off the critical path (see BackgroundDeleter). Success when any part is already gone.
+ */
+export async function delAttachment(deps: DatapathDeps, key: AttachmentKey): Promise<DelOutcome> {
+  const lease = deps.ipam.get(key);
+  deps.ipam.release(key);
+  const released = lease?.addresses ?? [];
+
+  const hostName = hostVethName(key.containerId, key.ifname);
+  await deps.deleter.wait(hostName);
+  const link = await deps.host.getLink(hostName);
+  if (link === undefined) return { released, vethScheduled: false };
+
+  // Routes first: the released address is unreachable through the old veth before DEL answers.
+  await Promise.all(
+    released.map((a) =>
+      deps.host.deleteRoute({
+        family: a.family,
+        dst: `${a.address}/${hostPrefixLen(a.family)}`,
+        ifindex: link.index,
+        scope: 'link',
+        protocol: TRELLIS_ROUTE_PROTOCOL,
+      }),
+    ),
+  );
+  deps.deleter.schedule(hostName, async () => {
+    // Re-resolve: the index may have been reused if a new ADD recreated the name meanwhile (it waits
+    // for us, so it cannot), but a deleted-by-someone-else link must not fail the work.
+    const current = await deps.host.getLinkByIndex(link.index);
+    if (current !== undefined && current.name === hostName) await deps.host.deleteLink(link.index);
+  });
+  return { released, vethScheduled: true };
+}

@@ -1,0 +1,93 @@
+import type { LeasedAddress } from '../ipam/index.ts';
+import { defaultDst, gatewayFor, hostPrefixLen } from './gateway.ts';
+import { hostVethName } from './names.ts';
+import { TRELLIS_ROUTE_PROTOCOL } from './ports.ts';
+import type { Attachment, AttachmentKey, DatapathDeps } from './types.ts';
+
+export interface Inspection {
+  /** Present when both ends exist (even if other problems were found). */
+  attachment: Attachment | undefined;
+  /** Every way the kernel differs from what ADD sets up; empty when all is in place. */
+  problems: string[];
+}
+
+/**
+ * Reads an attachment back from the kernel and lists every difference from what ADD programs.
+ * Used by CHECK (report the problems) and by a repeated ADD (answer only if nothing is missing).
+ */
+export async function inspectAttachment(
+  deps: Pick<DatapathDeps, 'host' | 'netns'>,
+  req: AttachmentKey & { netns: string },
+  addresses: LeasedAddress[],
+): Promise<Inspection> {
+  const problems: string[] = [];
+  const hostName = hostVethName(req.containerId, req.ifname);
+  const hostLink = await deps.host.getLink(hostName);
+  if (hostLink === undefined) problems.push(`host veth ${hostName} is missing`);
+  else {
+    if (!hostLink.up) problems.push(`host veth ${hostName} is down`);
+    const hostRoutes = await deps.host.listRoutes({
+      protocol: TRELLIS_ROUTE_PROTOCOL,
+      ifindex: hostLink.index,
+    });
+    for (const a of addresses) {
+      const dst = `${a.address}/${hostPrefixLen(a.family)}`;
+      if (!hostRoutes.some((r) => r.dst === dst && r.ifindex === hostLink.index)) {
+        problems.push(`host route ${dst} dev ${hostName} is missing`);
+      }
+    }
+  }
+
+  if (!deps.netns.isNetns(req.netns)) {
+    problems.push(`network namespace ${req.netns} is gone`);
+    return { attachment: undefined, problems };
+  }
+  const pod = deps.netns.openNetlinkIn(req.netns);
+  try {
+    const podLink = await pod.getLink(req.ifname);
+    if (podLink === undefined) {
+      problems.push(`interface ${req.ifname} is missing in ${req.netns}`);
+      return { attachment: undefined, problems };
+    }
+    if (!podLink.up) problems.push(`interface ${req.ifname} in ${req.netns} is down`);
+    const [podAddrs, podRoutes] = await Promise.all([
+      pod.listAddresses(undefined, podLink.index),
+      pod.listRoutes({ ifindex: podLink.index }),
+    ]);
+    for (const a of addresses) {
+      const prefixLen = hostPrefixLen(a.family);
+      if (!podAddrs.some((p) => p.address === a.address && p.prefixLen === prefixLen)) {
+        problems.push(`address ${a.address}/${prefixLen} is missing on ${req.ifname}`);
+      }
+      const dst = defaultDst(a.family);
+      const gw = gatewayFor(a.family);
+      if (!podRoutes.some((r) => r.dst === dst && r.gateway === gw)) {
+        problems.push(`default route ${dst} via ${gw} is missing in the pod (IPv${a.family})`);
+      }
+    }
+    const attachment: Attachment | undefined =
+      hostLink === undefined
+        ? undefined
+        : {
+            containerId: req.containerId,
+            ifname: req.ifname,
+            netns: req.netns,
+            host: { name: hostLink.name, index: hostLink.index, mac: hostLink.mac },
+            pod: { name: podLink.name, index: podLink.index, mac: podLink.mac, mtu: podLink.mtu },
+            addresses,
+          };
+    return { attachment, problems };
+  } finally {
+    pod.close();
+  }
+}
+
+/** The attachment when it is completely in place, else undefined. */
+export async function readAttachment(
+  deps: Pick<DatapathDeps, 'host' | 'netns'>,
+  req: AttachmentKey & { netns: string },
+  addresses: LeasedAddress[],
+): Promise<Attachment | undefined> {
+  const { attachment, problems } = await inspectAttachment(deps, req, addresses);
+  return problems.length === 0 ? attachment : undefined;
+}

@@ -1,0 +1,22 @@
+import { createHash } from 'node:crypto';
+
+/** Every host-side veth trellis creates starts with this; GC and doctor recognise ours by it. */
+export const HOST_VETH_PREFIX = 'trl';
+
+/**
+ * The host end's name is derived from (container ID, ifname) so DEL, CHECK and GC find it without
+ * state, and a retried ADD lands on the same name. 3 + 12 hex chars = 15, the kernel's IFNAMSIZ-1.
+ */
+export function hostVethName(containerId: string, ifname: string): string {
+  const digest = createHash('sha256').update(containerId).update('\0').update(ifname).digest('hex');
+  return `${HOST_VETH_PREFIX}${digest.slice(0, 12)}`;
+}
+
+export function isHostVethName(name: string): boolean {
+  return name.length === 15 && name.startsWith(HOST_VETH_PREFIX) && /^[0-9a-f]{12}$/.test(name.slice(3));
+}
+
+/** Short container ID for log lines, like the runtimes print. */
+export function shortId(containerId: string): string {
+  return containerId.slice(0, 12);
+}

@@ -1,0 +1,45 @@
+import type { Ipam, LeasedAddress } from '../ipam/index.ts';
+import type { BackgroundDeleter } from './background-deleter.ts';
+import type { NetlinkHandle, NetnsPort } from './ports.ts';
+
+/** What the datapath needs from IPAM: a narrow view of the agent's store. */
+export type IpamPort = Pick<Ipam, 'allocate' | 'release' | 'get' | 'list'>;
+
+export interface DatapathDeps {
+  /** rtnetlink in the agent's own namespace, which trellis treats as the host. */
+  host: NetlinkHandle;
+  netns: NetnsPort;
+  ipam: IpamPort;
+  deleter: BackgroundDeleter;
+}
+
+export interface AttachmentKey {
+  containerId: string;
+  ifname: string;
+}
+
+export interface PodRef {
+  namespace?: string;
+  name?: string;
+  uid?: string;
+}
+
+export interface AttachRequest extends AttachmentKey {
+  netns: string;
+  mtu: number;
+  pod?: PodRef;
+}
+
+export interface LinkRef {
+  name: string;
+  index: number;
+  mac: string;
+}
+
+/** A pod attachment as it exists in the kernel after ADD. */
+export interface Attachment extends AttachmentKey {
+  netns: string;
+  host: LinkRef;
+  pod: LinkRef & { mtu: number };
+  addresses: LeasedAddress[];
+}

@@ -1,0 +1,46 @@
+import pino, { type Logger } from 'pino';
+
+export type { Logger } from 'pino';
+
+export const LOG_LEVELS = ['trace', 'debug', 'info', 'warn', 'error', 'fatal', 'silent'] as const;
+export type LogLevel = (typeof LOG_LEVELS)[number];
+
+export interface LoggerOptions {
+  level: LogLevel;
+  /** Pretty, human output; defaults to "stdout is a terminal". */
+  pretty?: boolean;
+  /** Where lines go; defaults to stdout (fd 1). Tests pass a stream. */
+  destination?: NodeJS.WritableStream;
+  base?: Record<string, unknown>;
+}
+
+/**
+ * The agent's single log stream. Keys are stable camelCase because operators grep them
+ * (`kubectl logs ... | grep '"verb":"ADD"'`). Secrets never reach a line: the redact list covers the
+ * places a token could appear.
+ */
+export function createLogger(opts: LoggerOptions): Logger {
+  const pretty = opts.pretty ?? (process.stdout.isTTY === true && opts.destination === undefined);
+  const options: pino.LoggerOptions = {
+    level: opts.level,
+    base: opts.base ?? {},
+    timestamp: pino.stdTimeFunctions.isoTime,
+    formatters: { level: (label) => ({ level: label }) },
+    redact: {
+      paths: ['token', '*.token', 'authorization', '*.authorization', 'headers.authorization'],
+      censor: '[redacted]',
+    },
+  };
+  if (pretty) {
+    return pino({
+      ...options,
+      transport: { target: 'pino-pretty', options: { colorize: true, translateTime: 'SYS:HH:MM:ss.l' } },
+    });
+  }
+  const dest = opts.destination ?? pino.destination({ fd: 1, sync: false });
+  if (opts.destination === undefined) {
+    // A closed stdout (EPIPE: the log reader went away) must never crash the agent.
+    (dest as NodeJS.EventEmitter).on('error', () => {});
+  }
+  return pino(options, dest);
+}

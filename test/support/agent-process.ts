@@ -1,0 +1,113 @@
+import { type ChildProcess, spawn } from 'node:child_process';
+import { existsSync, mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { AGENT_BINARY } from './cni-driver.ts';
+
+/**
+ * A real trellis agent process running inside a test network namespace (which it treats as its
+ * host), with its own socket and state directory under a temp dir. Log lines are collected as parsed
+ * JSON so tests can assert on what an operator would read.
+ */
+export interface AgentProcess {
+  readonly ns: string;
+  readonly dir: string;
+  readonly socket: string;
+  readonly stateDir: string;
+  readonly spoolDir: string;
+  readonly logs: Record<string, unknown>[];
+  readonly child: ChildProcess;
+  /** Resolves once the CNI socket exists (the agent listens only when ready). */
+  ready(): Promise<void>;
+  /** SIGTERM and wait. */
+  stop(): Promise<number | null>;
+  /** SIGKILL and wait. */
+  kill(): Promise<void>;
+}
+
+export interface StartAgentOptions {
+  ns: string;
+  podCIDRs: string[];
+  /** Reuse a state dir (restart tests); a fresh temp dir otherwise. */
+  dir?: string;
+  extraArgs?: string[];
+}
+
+export function startAgent(opts: StartAgentOptions): AgentProcess {
+  const dir = opts.dir ?? mkdtempSync(join(tmpdir(), 'trl-agent-'));
+  const socket = join(dir, 'cni.sock');
+  const stateDir = join(dir, 'state');
+  const spoolDir = join(stateDir, 'spool');
+  const args = [
+    'netns',
+    'exec',
+    opts.ns,
+    AGENT_BINARY,
+    ...opts.podCIDRs.flatMap((c) => ['--pod-cidr', c]),
+    '--socket',
+    socket,
+    '--state-dir',
+    stateDir,
+    '--metrics-addr',
+    '',
+    '--no-cni-config',
+    '--log-level',
+    'debug',
+    ...(opts.extraArgs ?? []),
+  ];
+  const child = spawn('ip', args, { stdio: ['ignore', 'pipe', 'pipe'] });
+  const logs: Record<string, unknown>[] = [];
+  let stderr = '';
+  let buf = '';
+  child.stdout!.setEncoding('utf8').on('data', (d: string) => {
+    buf += d;
+    let nl = buf.indexOf('\n');
+    while (nl >= 0) {
+      const line = buf.slice(0, nl);
+      buf = buf.slice(nl + 1);
+      try {
+        logs.push(JSON.parse(line) as Record<string, unknown>);
+      } catch {
+        logs.push({ raw: line });
+      }
+      nl = buf.indexOf('\n');
+    }
+  });
+  child.stderr!.setEncoding('utf8').on('data', (d: string) => {
+    stderr += d;
+  });
+  const exited = new Promise<number | null>((resolve) => child.on('exit', (code) => resolve(code)));
+
+  return {
+    ns: opts.ns,
+    dir,
+    socket,
+    stateDir,
+    spoolDir,
+    logs,
+    child,
+    async ready() {
+      const deadline = Date.now() + 15_000;
+      while (!existsSync(socket)) {
+        if (child.exitCode !== null) {
+          throw new Error(`agent exited with ${child.exitCode}: ${stderr}\n${JSON.stringify(logs)}`);
+        }
+        if (Date.now() > deadline)
+          throw new Error(`agent not ready after 15 s: ${stderr}\n${JSON.stringify(logs)}`);
+        await new Promise((r) => setTimeout(r, 20));
+      }
+    },
+    async stop() {
+      if (child.exitCode === null && child.signalCode === null) child.kill('SIGTERM');
+      return exited;
+    },
+    async kill() {
+      if (child.exitCode === null && child.signalCode === null) child.kill('SIGKILL');
+      await exited;
+    },
+  };
+}
+
+export function removeAgentDir(dir: string): void {
+  if (dir.includes('trl-agent-')) rmSync(dir, { recursive: true, force: true });
+}
