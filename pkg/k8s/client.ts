@@ -1,0 +1,138 @@
+/**
+ * The small ports the agent uses, implemented over the real API. Each method is one API call (or
+ * one paginated list) and either returns plain views or throws a K8sError.
+ */
+import { PatchStrategy, setHeaderOptions } from '@kubernetes/client-node';
+import { CoreApi } from './api.ts';
+import { K8sError, K8sReason, toK8sError } from './errors.ts';
+import { type NodeInformer, type NodeInformerOptions, startNodeInformerOn } from './informer.ts';
+import type { KubeConnection } from './kubeconfig.ts';
+import { type NodeView, type PodView, toNodeView, toPodView } from './views.ts';
+
+/** A list of views plus the objects that were skipped because they could not be read. */
+export interface Listed<T> {
+  readonly items: T[];
+  readonly problems: string[];
+  readonly resourceVersion: string;
+}
+
+export interface NodeReader {
+  getNode(name: string): Promise<NodeView>;
+  listNodes(): Promise<Listed<NodeView>>;
+}
+
+export interface NodeStatusWriter {
+  /**
+   * Sets the node's NetworkUnavailable condition (status "False" when `unavailable` is false) with
+   * the given reason and message, by strategic merge patch of nodes/status: other conditions stay.
+   */
+  setNetworkUnavailable(name: string, unavailable: boolean, reason: string, message: string): Promise<void>;
+  /** Merge-patches metadata.annotations; a null value removes that annotation. */
+  annotateNode(name: string, annotations: Readonly<Record<string, string | null>>): Promise<void>;
+}
+
+export interface PodLister {
+  /** Pods of every namespace scheduled to `nodeName` (fieldSelector spec.nodeName). */
+  listPodsOnNode(nodeName: string): Promise<Listed<PodView>>;
+}
+
+export interface NodeWatcher {
+  startNodeInformer(opts: NodeInformerOptions): NodeInformer;
+}
+
+export interface K8sClient extends NodeReader, NodeStatusWriter, PodLister, NodeWatcher {}
+
+export interface K8sClientOptions {
+  /** Page size (`limit`) of every list. Default 500, as client-go's pager. */
+  pageSize?: number;
+}
+
+/** The reason trellis sets on NetworkUnavailable=False once the node's network is up. */
+export const NETWORK_UP_REASON = 'TrellisIsUp';
+
+const strategicMerge = setHeaderOptions('Content-Type', PatchStrategy.StrategicMergePatch);
+const mergePatch = setHeaderOptions('Content-Type', PatchStrategy.MergePatch);
+
+export function createK8sClient(conn: KubeConnection, opts: K8sClientOptions = {}): K8sClient {
+  const pageSize = opts.pageSize ?? 500;
+  if (!Number.isInteger(pageSize) || pageSize < 1)
+    throw new RangeError(`pageSize must be a positive integer (got ${pageSize})`);
+  const api = new CoreApi(conn, pageSize);
+
+  return {
+    async getNode(name) {
+      const op = `get node ${name}`;
+      let raw: unknown;
+      try {
+        raw = await api.core.readNode({ name });
+      } catch (err) {
+        throw toK8sError(op, err);
+      }
+      const r = toNodeView(raw);
+      if (!r.ok) throw new K8sError(op, r.problem, undefined, K8sReason.INVALID_OBJECT);
+      return r.node;
+    },
+
+    async listNodes() {
+      const raw = await api.listNodes();
+      const items: NodeView[] = [];
+      const problems: string[] = [];
+      for (const o of raw.items) {
+        const r = toNodeView(o);
+        if (r.ok) items.push(r.node);
+        else problems.push(r.problem);
+      }
+      return { items, problems, resourceVersion: raw.resourceVersion };
+    },
+
+    async setNetworkUnavailable(name, unavailable, reason, message) {
+      const now = new Date().toISOString().replace(/\.\d+Z$/, 'Z');
+      const body = {
+        status: {
+          conditions: [
+            {
+              type: 'NetworkUnavailable',
+              status: unavailable ? 'True' : 'False',
+              reason,
+              message,
+              lastTransitionTime: now,
+              lastHeartbeatTime: now,
+            },
+          ],
+        },
+      };
+      try {
+        await api.core.patchNodeStatus({ name, body }, strategicMerge);
+      } catch (err) {
+        throw toK8sError(
+          `patch node ${name} status (NetworkUnavailable=${unavailable ? 'True' : 'False'})`,
+          err,
+        );
+      }
+    },
+
+    async annotateNode(name, annotations) {
+      try {
+        await api.core.patchNode({ name, body: { metadata: { annotations } } }, mergePatch);
+      } catch (err) {
+        throw toK8sError(`annotate node ${name}`, err);
+      }
+    },
+
+    async listPodsOnNode(nodeName) {
+      const raw = await api.listPods(`spec.nodeName=${nodeName}`);
+      const items: PodView[] = [];
+      const problems: string[] = [];
+      for (const o of raw.items) {
+        const r = toPodView(o);
+        if (r.ok) items.push(r.pod);
+        else problems.push(r.problem);
+      }
+      return { items, problems, resourceVersion: raw.resourceVersion };
+    },
+
+    startNodeInformer(informerOpts) {
+      return startNodeInformerOn(api, informerOpts);
+    },
+  };
+}

@@ -1,0 +1,149 @@
+/**
+ * K8sError: every failure that leaves pkg/k8s. Callers branch on `statusCode` and `reason` (the
+ * API server's Status reason, or one of ours for failures that never reached it), never on text.
+ * The agent decides what a failure means for CNI; nothing here knows CNI codes.
+ */
+
+/** Reasons for failures that have no HTTP status from the server. */
+export const K8sReason = {
+  /** The server could not be reached or the connection broke (DNS, refused, reset, TLS). */
+  NETWORK: 'NetworkError',
+  /** No usable kubeconfig / service account. */
+  CONFIG: 'InvalidKubeconfig',
+  /** The server answered with an object we cannot use (failed toNodeView/toPodView). */
+  INVALID_OBJECT: 'InvalidObject',
+  /** A watch closed in a way that needs a restart (too short, or an ERROR event that is not 410). */
+  WATCH: 'WatchFailed',
+  /** Anything else: a bug or an unexpected failure. */
+  UNKNOWN: 'Unknown',
+} as const;
+
+export class K8sError extends Error {
+  /** What we were doing, e.g. "get node n1". */
+  readonly op: string;
+  /** HTTP status from the API server; undefined when the request got no answer. */
+  readonly statusCode: number | undefined;
+  /** Status.reason from the server ("NotFound", "Conflict", "Expired", ...) or a K8sReason. */
+  readonly reason: string;
+
+  constructor(
+    op: string,
+    message: string,
+    statusCode: number | undefined,
+    reason: string,
+    options?: { cause?: unknown },
+  ) {
+    super(`${op}: ${message}`, options);
+    this.name = 'K8sError';
+    this.op = op;
+    this.statusCode = statusCode;
+    this.reason = reason;
+  }
+
+  get isNotFound(): boolean {
+    return this.statusCode === 404;
+  }
+
+  get isConflict(): boolean {
+    return this.statusCode === 409;
+  }
+
+  get isGone(): boolean {
+    return this.statusCode === 410;
+  }
+}
+
+interface StatusLike {
+  code?: unknown;
+  reason?: unknown;
+  message?: unknown;
+}
+
+function parseStatusBody(body: unknown): StatusLike | undefined {
+  let b = body;
+  if (typeof b === 'string') {
+    try {
+      b = JSON.parse(b);
+    } catch {
+      return undefined;
+    }
+  }
+  return typeof b === 'object' && b !== null ? (b as StatusLike) : undefined;
+}
+
+function reasonForCode(code: number): string {
+  if (code === 404) return 'NotFound';
+  if (code === 409) return 'Conflict';
+  if (code === 410) return 'Expired';
+  if (code === 401) return 'Unauthorized';
+  if (code === 403) return 'Forbidden';
+  if (code === 422) return 'Invalid';
+  if (code === 429) return 'TooManyRequests';
+  if (code >= 500) return 'InternalError';
+  return 'Unknown';
+}
+
+/** A Status object (from a watch ERROR event or a response body) as a K8sError. */
+export function fromStatus(op: string, status: unknown): K8sError {
+  const s = parseStatusBody(status) ?? {};
+  const code = typeof s.code === 'number' ? s.code : undefined;
+  const reason =
+    typeof s.reason === 'string' && s.reason !== ''
+      ? s.reason
+      : code === undefined
+        ? K8sReason.UNKNOWN
+        : reasonForCode(code);
+  const message = typeof s.message === 'string' ? s.message : 'the server returned a failure Status';
+  return new K8sError(op, message, code, reason);
+}
+
+/**
+ * The one place where whatever @kubernetes/client-node (or undici under it) threw becomes a
+ * K8sError: ApiException (code + body), the Watch class's Error with statusCode, and network errors.
+ */
+export function toK8sError(op: string, err: unknown): K8sError {
+  if (err instanceof K8sError) return err;
+  if (typeof err === 'object' && err !== null) {
+    const e = err as {
+      code?: unknown;
+      statusCode?: unknown;
+      body?: unknown;
+      message?: unknown;
+      name?: unknown;
+      cause?: unknown;
+    };
+    const code =
+      typeof e.code === 'number' ? e.code : typeof e.statusCode === 'number' ? e.statusCode : undefined;
+    if (code !== undefined) {
+      const status = parseStatusBody(e.body);
+      const reason =
+        typeof status?.reason === 'string' && status.reason !== '' ? status.reason : reasonForCode(code);
+      const message =
+        typeof status?.message === 'string'
+          ? status.message
+          : typeof e.message === 'string'
+            ? firstLine(e.message)
+            : `HTTP ${code}`;
+      return new K8sError(op, message, code, reason, { cause: err });
+    }
+    const causeCode =
+      typeof e.cause === 'object' && e.cause !== null ? (e.cause as { code?: unknown }).code : undefined;
+    const msg = typeof e.message === 'string' ? e.message : String(err);
+    if (
+      typeof causeCode === 'string' ||
+      e.name === 'TimeoutError' ||
+      e.name === 'AbortError' ||
+      msg === 'fetch failed'
+    ) {
+      const detail = typeof causeCode === 'string' ? `${msg} (${causeCode})` : msg;
+      return new K8sError(op, detail, undefined, K8sReason.NETWORK, { cause: err });
+    }
+    return new K8sError(op, msg, undefined, K8sReason.UNKNOWN, { cause: err });
+  }
+  return new K8sError(op, String(err), undefined, K8sReason.UNKNOWN);
+}
+
+function firstLine(s: string): string {
+  const i = s.indexOf('\n');
+  return i < 0 ? s : s.slice(0, i);
+}

@@ -1,0 +1,34 @@
+/**
+ * pkg/k8s: the only importer of @kubernetes/client-node. Everything exported here is plain data,
+ * small port interfaces and K8sError; no client-node type leaks out.
+ */
+export { type BackoffOptions, backoffDelay, DEFAULT_BACKOFF } from './backoff.ts';
+export {
+  createK8sClient,
+  type K8sClient,
+  type K8sClientOptions,
+  type Listed,
+  NETWORK_UP_REASON,
+  type NodeReader,
+  type NodeStatusWriter,
+  type NodeWatcher,
+  type PodLister,
+} from './client.ts';
+export { K8sError, K8sReason } from './errors.ts';
+export type { Clock, NodeEventType, NodeInformer, NodeInformerOptions, Sleep } from './informer.ts';
+export {
+  type KubeConfigSource,
+  KubeConnection,
+  type LoadKubeConfigOptions,
+  loadKubeConfig,
+} from './kubeconfig.ts';
+export { type ApiUsage, K8S_API_USAGE } from './usage.ts';
+export {
+  isCidr,
+  type NodeView,
+  type NodeViewResult,
+  type PodView,
+  type PodViewResult,
+  toNodeView,
+  toPodView,
+} from './views.ts';

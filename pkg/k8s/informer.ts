@@ -1,0 +1,299 @@
+/**
+ * A Node informer we own end to end: paginated list, then watch from the list's resourceVersion
+ * with BOOKMARKs, forever, until the signal aborts.
+ *
+ * Why not client-node's makeInformer/ListWatch: it lists without pagination, does not ask for
+ * bookmarks, and on any error other than 410 it calls its error callbacks and stops for good, so
+ * every user must rebuild the restart logic around it anyway. Here:
+ * - 410 Gone (an ERROR event with a 410 Status, or an HTTP 410) -> relist at once.
+ * - A clean close (server timeout) or the client's 30 s inactivity timeout -> watch again from the
+ *   last resourceVersion seen (events or BOOKMARKs), no relist.
+ * - Any other failure (list or watch) -> onError(err, delay), capped jittered exponential backoff,
+ *   then retry the same step (a failed watch resumes from its resourceVersion; 410 then relists).
+ * - A watch that closes within a second without a single event counts as a failure, so a server
+ *   that accepts and drops at once cannot make us spin.
+ *
+ * Level-triggered use: the consumer treats onSync/onEvent as "something changed" and re-reads
+ * list(). The cache is the valid subset of the server's Nodes: an object toNodeView rejects is
+ * reported through onInvalid and is absent from the cache.
+ */
+import type { CoreApi } from './api.ts';
+import { type BackoffOptions, backoffDelay, DEFAULT_BACKOFF, validateBackoff } from './backoff.ts';
+import { fromStatus, K8sError, K8sReason, toK8sError } from './errors.ts';
+import { type NodeView, toNodeView } from './views.ts';
+
+export type NodeEventType = 'ADDED' | 'MODIFIED' | 'DELETED';
+
+export interface Clock {
+  now(): number;
+}
+
+export type Sleep = (ms: number, signal: AbortSignal) => Promise<void>;
+
+export interface NodeInformerOptions {
+  /** After every full list (first sync and relists), and every resyncMs from the cache. */
+  onSync?: (nodes: readonly NodeView[]) => void;
+  /** Every change to the cache, from the watch or found by a relist. */
+  onEvent?: (type: NodeEventType, node: NodeView) => void;
+  /** A failure; the informer restarts by itself after restartInMs. */
+  onError?: (err: K8sError, restartInMs: number) => void;
+  /** A Node the server returned that toNodeView rejected (it is left out of the cache). */
+  onInvalid?: (problem: string) => void;
+  signal: AbortSignal;
+  /** Period of onSync(list()) from the cache (no API call). Default 300_000 ms; 0 disables. */
+  resyncMs?: number;
+  /** Default { initialMs: 500, maxMs: 30_000 }. */
+  backoff?: BackoffOptions;
+  /** Watches ask the server to end them after [t, 2t) seconds, as client-go does. Default 300. */
+  watchTimeoutSeconds?: number;
+  clock?: Clock;
+  sleep?: Sleep;
+  /** [0, 1), for backoff jitter and watch timeouts. */
+  random?: () => number;
+}
+
+export interface NodeInformer {
+  /** Every valid Node in the cache, sorted by name. */
+  list(): NodeView[];
+  get(name: string): NodeView | undefined;
+  /** True once the first full list is in the cache. Nothing may be deleted before. */
+  hasSynced(): boolean;
+  /** Restarts after failures (backoffs), for metrics. */
+  readonly restarts: number;
+  /** Full lists done (the first sync included). */
+  readonly relists: number;
+  /** The last resourceVersion seen (list, event or BOOKMARK). */
+  readonly resourceVersion: string;
+  /** Resolves once the signal aborted and the loops have stopped. */
+  readonly done: Promise<void>;
+}
+
+const NODES_PATH = '/api/v1/nodes';
+const SHORT_WATCH_MS = 1000;
+
+export const realSleep: Sleep = (ms, signal) =>
+  new Promise<void>((resolve) => {
+    if (signal.aborted) return resolve();
+    const onAbort = (): void => {
+      clearTimeout(t);
+      resolve();
+    };
+    const t = setTimeout(() => {
+      signal.removeEventListener('abort', onAbort);
+      resolve();
+    }, ms);
+    signal.addEventListener('abort', onAbort, { once: true });
+  });
+
+type WatchOutcome = { kind: 'closed' | 'timeout'; events: number } | { kind: 'expired' };
+
+export function startNodeInformerOn(api: CoreApi, opts: NodeInformerOptions): NodeInformer {
+  const backoff = validateBackoff(opts.backoff ?? DEFAULT_BACKOFF);
+  const resyncMs = opts.resyncMs ?? 300_000;
+  const watchTimeout = opts.watchTimeoutSeconds ?? 300;
+  const clock = opts.clock ?? { now: () => performance.now() };
+  const sleep = opts.sleep ?? realSleep;
+  const random = opts.random ?? Math.random;
+  const { signal } = opts;
+
+  const cache = new Map<string, NodeView>();
+  let synced = false;
+  let restarts = 0;
+  let relists = 0;
+  let rv = '';
+
+  const snapshot = (): NodeView[] =>
+    [...cache.values()].sort((a, b) => (a.name < b.name ? -1 : a.name > b.name ? 1 : 0));
+
+  /** Callbacks belong to the consumer: a throwing callback must not kill the informer. */
+  const safely = (fn: () => void): void => {
+    try {
+      fn();
+    } catch (err) {
+      queueMicrotask(() => {
+        throw err;
+      });
+    }
+  };
+
+  const emit = (type: NodeEventType, node: NodeView): void => {
+    if (opts.onEvent) safely(() => opts.onEvent?.(type, node));
+  };
+
+  const relist = async (): Promise<void> => {
+    const raw = await api.listNodes();
+    const next = new Map<string, NodeView>();
+    for (const o of raw.items) {
+      const r = toNodeView(o);
+      if (r.ok) next.set(r.node.name, r.node);
+      else if (opts.onInvalid) safely(() => opts.onInvalid?.(r.problem));
+    }
+    for (const [name, old] of cache) {
+      if (!next.has(name)) {
+        cache.delete(name);
+        emit('DELETED', old);
+      }
+    }
+    for (const [name, node] of next) {
+      const old = cache.get(name);
+      cache.set(name, node);
+      if (old === undefined) emit('ADDED', node);
+      else if (old.resourceVersion !== node.resourceVersion) emit('MODIFIED', node);
+    }
+    rv = raw.resourceVersion;
+    synced = true;
+    relists++;
+    if (opts.onSync) safely(() => opts.onSync?.(snapshot()));
+  };
+
+  const apply = (type: string, obj: unknown): void => {
+    const meta = (obj as { metadata?: { resourceVersion?: unknown; name?: unknown } } | null)?.metadata;
+    if (type === 'DELETED') {
+      const name = typeof meta?.name === 'string' ? meta.name : undefined;
+      const old = name === undefined ? undefined : cache.get(name);
+      if (name !== undefined && old !== undefined) {
+        cache.delete(name);
+        const r = toNodeView(obj);
+        emit('DELETED', r.ok ? r.node : old);
+      }
+    } else if (type === 'ADDED' || type === 'MODIFIED') {
+      const r = toNodeView(obj);
+      if (r.ok) {
+        const existed = cache.has(r.node.name);
+        cache.set(r.node.name, r.node);
+        emit(existed ? 'MODIFIED' : 'ADDED', r.node);
+      } else {
+        // Keep the cache equal to the valid subset of the server: a node that turned bad leaves it.
+        const name = typeof meta?.name === 'string' ? meta.name : undefined;
+        const old = name === undefined ? undefined : cache.get(name);
+        if (name !== undefined && old !== undefined) {
+          cache.delete(name);
+          emit('DELETED', old);
+        }
+        if (opts.onInvalid) safely(() => opts.onInvalid?.(r.problem));
+      }
+    } else if (type !== 'BOOKMARK') {
+      return;
+    }
+    if (typeof meta?.resourceVersion === 'string' && meta.resourceVersion !== '') rv = meta.resourceVersion;
+  };
+
+  const watchOnce = (fromRv: string): Promise<WatchOutcome> =>
+    new Promise<WatchOutcome>((resolve, reject) => {
+      let events = 0;
+      let expired = false;
+      let failure: K8sError | undefined;
+      let controller: AbortController | undefined;
+      let stopRequested = false;
+      const stop = (): void => {
+        stopRequested = true;
+        controller?.abort();
+      };
+      signal.addEventListener('abort', stop, { once: true });
+      const timeoutSeconds = Math.round(watchTimeout * (1 + random()));
+      api.watch
+        .watch(
+          NODES_PATH,
+          { resourceVersion: fromRv, allowWatchBookmarks: true, timeoutSeconds },
+          (type: string, obj: unknown) => {
+            if (stopRequested) return;
+            events++;
+            if (type === 'ERROR') {
+              const e = fromStatus('watch nodes', obj);
+              if (e.isGone) expired = true;
+              else failure = e;
+              stop();
+              return;
+            }
+            apply(type, obj);
+          },
+          (err: unknown) => {
+            signal.removeEventListener('abort', stop);
+            if (expired) return resolve({ kind: 'expired' });
+            if (failure !== undefined) return reject(failure);
+            if (signal.aborted || err === null || err === undefined)
+              return resolve({ kind: 'closed', events });
+            const e = toK8sError('watch nodes', err);
+            if (e.isGone) return resolve({ kind: 'expired' });
+            if ((err as { name?: unknown }).name === 'TimeoutError')
+              return resolve({ kind: 'timeout', events });
+            // Our own abort after an ERROR event surfaces as an AbortError: already handled above.
+            reject(e);
+          },
+        )
+        .then(
+          (c) => {
+            controller = c;
+            if (stopRequested) c.abort();
+          },
+          (err: unknown) => {
+            signal.removeEventListener('abort', stop);
+            reject(toK8sError('watch nodes', err));
+          },
+        );
+    });
+
+  const mainLoop = async (): Promise<void> => {
+    let failures = 0;
+    while (!signal.aborted) {
+      try {
+        if (rv === '' || !synced) {
+          await relist();
+          failures = 0;
+        }
+        if (signal.aborted) break;
+        const started = clock.now();
+        const out = await watchOnce(rv);
+        if (signal.aborted) break;
+        if (out.kind === 'expired') {
+          rv = '';
+          continue;
+        }
+        if (out.events > 0) failures = 0;
+        else if (out.kind === 'closed' && clock.now() - started < SHORT_WATCH_MS) {
+          throw new K8sError(
+            'watch nodes',
+            'the watch closed within a second without any event',
+            undefined,
+            K8sReason.WATCH,
+          );
+        }
+      } catch (err) {
+        if (signal.aborted) break;
+        failures++;
+        restarts++;
+        const delay = backoffDelay(failures, backoff, random);
+        const e = toK8sError('node informer', err);
+        if (opts.onError) safely(() => opts.onError?.(e, delay));
+        await sleep(delay, signal);
+      }
+    }
+  };
+
+  const resyncLoop = async (): Promise<void> => {
+    if (resyncMs <= 0) return;
+    while (!signal.aborted) {
+      await sleep(resyncMs, signal);
+      if (signal.aborted) break;
+      if (synced && opts.onSync) safely(() => opts.onSync?.(snapshot()));
+    }
+  };
+
+  const done = Promise.all([mainLoop(), resyncLoop()]).then(() => undefined);
+
+  return {
+    list: snapshot,
+    get: (name) => cache.get(name),
+    hasSynced: () => synced,
+    get restarts() {
+      return restarts;
+    },
+    get relists() {
+      return relists;
+    },
+    get resourceVersion() {
+      return rv;
+    },
+    done,
+  };
+}

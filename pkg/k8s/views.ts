@@ -1,0 +1,195 @@
+/**
+ * The plain data trellis needs from Kubernetes objects, and pure conversions into it. No type from
+ * @kubernetes/client-node leaves pkg/k8s: these views are what the rest of the agent sees.
+ *
+ * The conversions never throw. An object we cannot use is reported as a problem, and the caller
+ * skips it and says so (a bad Node must not stop routes to the good ones).
+ */
+import { isIP } from 'node:net';
+
+export interface NodeView {
+  readonly name: string;
+  readonly uid: string;
+  /** spec.podCIDRs (or the legacy spec.podCIDR alone); empty until the node IPAM controller assigns one. */
+  readonly podCIDRs: readonly string[];
+  /** Every status.addresses entry of type InternalIP, both families, in the server's order. */
+  readonly internalIPs: readonly string[];
+  readonly annotations: Readonly<Record<string, string>>;
+  readonly resourceVersion: string;
+}
+
+export interface PodView {
+  readonly namespace: string;
+  readonly name: string;
+  readonly uid: string;
+  /** spec.nodeName; '' while unscheduled. */
+  readonly nodeName: string;
+  /** status.phase; '' when absent. */
+  readonly phase: string;
+  /** status.podIPs[].ip (or the legacy status.podIP alone). */
+  readonly podIPs: readonly string[];
+}
+
+export type ViewResult<T> = { ok: true; value: T } | { ok: false; problem: string };
+export type NodeViewResult = { ok: true; node: NodeView } | { ok: false; problem: string };
+export type PodViewResult = { ok: true; pod: PodView } | { ok: false; problem: string };
+
+type Rec = Record<string, unknown>;
+
+function rec(v: unknown): Rec | undefined {
+  return typeof v === 'object' && v !== null && !Array.isArray(v) ? (v as Rec) : undefined;
+}
+
+/** "10.244.1.0/24", "fd00:10:244:1::/64": an address of either family and a prefix length in range. */
+export function isCidr(s: unknown): s is string {
+  if (typeof s !== 'string') return false;
+  const slash = s.indexOf('/');
+  if (slash < 0) return false;
+  const addr = s.slice(0, slash);
+  const len = s.slice(slash + 1);
+  if (!/^\d{1,3}$/.test(len)) return false;
+  const family = isIP(addr);
+  return family !== 0 && Number(len) <= (family === 4 ? 32 : 128);
+}
+
+/** The object's "name" for problem reports, whatever shape it has. */
+export function describeObject(obj: unknown): string {
+  const meta = rec(rec(obj)?.metadata);
+  const name = typeof meta?.name === 'string' ? meta.name : '<unnamed>';
+  return typeof meta?.namespace === 'string' && meta.namespace !== '' ? `${meta.namespace}/${name}` : name;
+}
+
+function stringMap(v: unknown, what: string): ViewResult<Record<string, string>> {
+  if (v === undefined || v === null) return { ok: true, value: {} };
+  const m = rec(v);
+  if (m === undefined) return { ok: false, problem: `${what} is not a map` };
+  const out: Record<string, string> = {};
+  for (const [k, x] of Object.entries(m)) {
+    if (typeof x !== 'string') return { ok: false, problem: `${what}[${JSON.stringify(k)}] is not a string` };
+    out[k] = x;
+  }
+  return { ok: true, value: out };
+}
+
+function identity(
+  obj: unknown,
+  kind: string,
+): ViewResult<{ meta: Rec; name: string; uid: string; resourceVersion: string }> {
+  const o = rec(obj);
+  if (o === undefined) return { ok: false, problem: `${kind} is not an object` };
+  const meta = rec(o.metadata);
+  if (meta === undefined) return { ok: false, problem: `${kind} has no metadata` };
+  if (typeof meta.name !== 'string' || meta.name === '')
+    return { ok: false, problem: `${kind} has no metadata.name` };
+  const uid = meta.uid ?? '';
+  const rv = meta.resourceVersion ?? '';
+  if (typeof uid !== 'string')
+    return { ok: false, problem: `${kind} ${meta.name}: metadata.uid is not a string` };
+  if (typeof rv !== 'string')
+    return { ok: false, problem: `${kind} ${meta.name}: metadata.resourceVersion is not a string` };
+  return { ok: true, value: { meta, name: meta.name, uid, resourceVersion: rv } };
+}
+
+export function toNodeView(obj: unknown): NodeViewResult {
+  try {
+    const id = identity(obj, 'node');
+    if (!id.ok) return id;
+    const { meta, name, uid, resourceVersion } = id.value;
+    const o = obj as Rec;
+    const spec = rec(o.spec) ?? {};
+    const status = rec(o.status) ?? {};
+
+    let podCIDRs: string[];
+    if (spec.podCIDRs !== undefined && spec.podCIDRs !== null) {
+      if (!Array.isArray(spec.podCIDRs))
+        return { ok: false, problem: `node ${name}: spec.podCIDRs is not a list` };
+      podCIDRs = [];
+      for (const c of spec.podCIDRs as unknown[]) {
+        if (!isCidr(c))
+          return {
+            ok: false,
+            problem: `node ${name}: spec.podCIDRs has an invalid CIDR ${JSON.stringify(c)}`,
+          };
+        podCIDRs.push(c);
+      }
+    } else if (typeof spec.podCIDR === 'string' && spec.podCIDR !== '') {
+      if (!isCidr(spec.podCIDR))
+        return {
+          ok: false,
+          problem: `node ${name}: spec.podCIDR is an invalid CIDR ${JSON.stringify(spec.podCIDR)}`,
+        };
+      podCIDRs = [spec.podCIDR];
+    } else {
+      podCIDRs = [];
+    }
+    const families = podCIDRs.map((c) => isIP(c.slice(0, c.indexOf('/'))));
+    if (new Set(families).size !== families.length) {
+      return {
+        ok: false,
+        problem: `node ${name}: spec.podCIDRs has more than one CIDR of a family: ${podCIDRs.join(', ')}`,
+      };
+    }
+
+    const internalIPs: string[] = [];
+    if (status.addresses !== undefined && status.addresses !== null) {
+      if (!Array.isArray(status.addresses))
+        return { ok: false, problem: `node ${name}: status.addresses is not a list` };
+      for (const a of status.addresses as unknown[]) {
+        const addr = rec(a);
+        if (addr?.type !== 'InternalIP') continue;
+        if (typeof addr.address !== 'string' || isIP(addr.address) === 0) {
+          return {
+            ok: false,
+            problem: `node ${name}: InternalIP ${JSON.stringify(addr.address)} is not an IP address`,
+          };
+        }
+        if (!internalIPs.includes(addr.address)) internalIPs.push(addr.address);
+      }
+    }
+
+    const annotations = stringMap(meta.annotations, `node ${name}: metadata.annotations`);
+    if (!annotations.ok) return annotations;
+    return {
+      ok: true,
+      node: { name, uid, podCIDRs, internalIPs, annotations: annotations.value, resourceVersion },
+    };
+  } catch (err) {
+    // Exotic inputs (throwing getters, proxies): still never throw.
+    return { ok: false, problem: `node ${describeObject(obj)}: unreadable object (${String(err)})` };
+  }
+}
+
+export function toPodView(obj: unknown): PodViewResult {
+  try {
+    const id = identity(obj, 'pod');
+    if (!id.ok) return id;
+    const { meta, name, uid } = id.value;
+    const o = obj as Rec;
+    const spec = rec(o.spec) ?? {};
+    const status = rec(o.status) ?? {};
+    const namespace =
+      typeof meta.namespace === 'string' && meta.namespace !== '' ? meta.namespace : 'default';
+    const nodeName = typeof spec.nodeName === 'string' ? spec.nodeName : '';
+    const phase = typeof status.phase === 'string' ? status.phase : '';
+    const podIPs: string[] = [];
+    if (Array.isArray(status.podIPs)) {
+      for (const p of status.podIPs as unknown[]) {
+        const ip = rec(p)?.ip;
+        if (typeof ip !== 'string' || isIP(ip) === 0) {
+          return {
+            ok: false,
+            problem: `pod ${namespace}/${name}: status.podIPs has an invalid IP ${JSON.stringify(ip)}`,
+          };
+        }
+        podIPs.push(ip);
+      }
+    } else if (typeof status.podIP === 'string' && status.podIP !== '') {
+      if (isIP(status.podIP) === 0)
+        return { ok: false, problem: `pod ${namespace}/${name}: status.podIP is not an IP address` };
+      podIPs.push(status.podIP);
+    }
+    return { ok: true, pod: { namespace, name, uid, nodeName, phase, podIPs } };
+  } catch (err) {
+    return { ok: false, problem: `pod ${describeObject(obj)}: unreadable object (${String(err)})` };
+  }
+}

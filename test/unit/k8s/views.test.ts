@@ -1,0 +1,194 @@
+import { describe, expect, it } from 'vitest';
+import { isCidr, toNodeView, toPodView } from '../../../pkg/k8s/index.ts';
+
+const meta = (name: string, extra: Record<string, unknown> = {}) => ({
+  name,
+  uid: `uid-${name}`,
+  resourceVersion: '7',
+  ...extra,
+});
+
+describe('toNodeView', () => {
+  const ok: [string, unknown, Record<string, unknown>][] = [
+    [
+      'dual stack',
+      {
+        metadata: meta('n1', { annotations: { 'trellis.dev/vtep-mac': 'aa:bb:cc:dd:ee:ff' } }),
+        spec: { podCIDR: '10.244.1.0/24', podCIDRs: ['10.244.1.0/24', 'fd00:10:244:1::/64'] },
+        status: {
+          addresses: [
+            { type: 'Hostname', address: 'n1' },
+            { type: 'InternalIP', address: '192.168.1.10' },
+            { type: 'ExternalIP', address: '203.0.113.7' },
+            { type: 'InternalIP', address: 'fd00::10' },
+          ],
+        },
+      },
+      {
+        name: 'n1',
+        uid: 'uid-n1',
+        podCIDRs: ['10.244.1.0/24', 'fd00:10:244:1::/64'],
+        internalIPs: ['192.168.1.10', 'fd00::10'],
+        annotations: { 'trellis.dev/vtep-mac': 'aa:bb:cc:dd:ee:ff' },
+        resourceVersion: '7',
+      },
+    ],
+    [
+      'IPv6 only',
+      {
+        metadata: meta('v6'),
+        spec: { podCIDRs: ['fd00:1::/64'] },
+        status: { addresses: [{ type: 'InternalIP', address: 'fd00::1' }] },
+      },
+      { podCIDRs: ['fd00:1::/64'], internalIPs: ['fd00::1'], annotations: {} },
+    ],
+    [
+      'no podCIDR yet (not allocated)',
+      {
+        metadata: meta('fresh'),
+        spec: {},
+        status: { addresses: [{ type: 'InternalIP', address: '10.0.0.2' }] },
+      },
+      { podCIDRs: [], internalIPs: ['10.0.0.2'] },
+    ],
+    [
+      'no InternalIP',
+      {
+        metadata: meta('noip'),
+        spec: { podCIDRs: ['10.1.0.0/24'] },
+        status: { addresses: [{ type: 'Hostname', address: 'noip' }] },
+      },
+      { internalIPs: [] },
+    ],
+    [
+      'no spec, no status at all',
+      { metadata: meta('bare') },
+      { podCIDRs: [], internalIPs: [], annotations: {} },
+    ],
+    [
+      'legacy podCIDR only',
+      { metadata: meta('old'), spec: { podCIDR: '10.2.0.0/24' } },
+      { podCIDRs: ['10.2.0.0/24'] },
+    ],
+    [
+      'duplicate InternalIP listed once',
+      {
+        metadata: meta('dup'),
+        status: {
+          addresses: [
+            { type: 'InternalIP', address: '10.0.0.3' },
+            { type: 'InternalIP', address: '10.0.0.3' },
+          ],
+        },
+      },
+      { internalIPs: ['10.0.0.3'] },
+    ],
+  ];
+  it.each(ok)('%s', (_name, input, expected) => {
+    const r = toNodeView(input);
+    expect(r.ok).toBe(true);
+    if (r.ok) expect(r.node).toMatchObject(expected);
+  });
+
+  const bad: [string, unknown, RegExp][] = [
+    ['null', null, /not an object/],
+    ['a string', 'node', /not an object/],
+    ['an array', [], /not an object/],
+    ['no metadata', { spec: {} }, /no metadata/],
+    ['empty name', { metadata: { name: '' } }, /no metadata\.name/],
+    ['numeric name', { metadata: { name: 5 } }, /no metadata\.name/],
+    ['uid not a string', { metadata: { name: 'x', uid: 3 } }, /uid is not a string/],
+    [
+      'malformed podCIDR',
+      { metadata: meta('x'), spec: { podCIDRs: ['10.0.0.0/33'] } },
+      /invalid CIDR "10\.0\.0\.0\/33"/,
+    ],
+    ['podCIDR without prefix', { metadata: meta('x'), spec: { podCIDRs: ['10.0.0.0'] } }, /invalid CIDR/],
+    ['podCIDRs not a list', { metadata: meta('x'), spec: { podCIDRs: '10.0.0.0/24' } }, /not a list/],
+    [
+      'two IPv4 podCIDRs',
+      { metadata: meta('x'), spec: { podCIDRs: ['10.0.0.0/24', '10.0.1.0/24'] } },
+      /more than one CIDR of a family/,
+    ],
+    [
+      'bad legacy podCIDR',
+      { metadata: meta('x'), spec: { podCIDR: 'nope' } },
+      /spec\.podCIDR is an invalid CIDR/,
+    ],
+    [
+      'InternalIP not an IP',
+      { metadata: meta('x'), status: { addresses: [{ type: 'InternalIP', address: 'node-1' }] } },
+      /InternalIP "node-1" is not an IP/,
+    ],
+    [
+      'addresses not a list',
+      { metadata: meta('x'), status: { addresses: {} } },
+      /status\.addresses is not a list/,
+    ],
+    [
+      'annotation not a string',
+      { metadata: meta('x', { annotations: { a: 1 } }) },
+      /annotations\["a"\] is not a string/,
+    ],
+    [
+      'throwing getter',
+      {
+        metadata: meta('x'),
+        get spec(): never {
+          throw new Error('boom');
+        },
+      },
+      /unreadable object/,
+    ],
+  ];
+  it.each(bad)('rejects %s without throwing', (_name, input, problem) => {
+    const r = toNodeView(input);
+    expect(r.ok).toBe(false);
+    if (!r.ok) expect(r.problem).toMatch(problem);
+  });
+});
+
+describe('toPodView', () => {
+  it('reads a running dual-stack pod', () => {
+    const r = toPodView({
+      metadata: { name: 'p', namespace: 'kube-system', uid: 'u' },
+      spec: { nodeName: 'n1' },
+      status: { phase: 'Running', podIP: '10.244.1.5', podIPs: [{ ip: '10.244.1.5' }, { ip: 'fd00::5' }] },
+    });
+    expect(r).toEqual({
+      ok: true,
+      pod: {
+        namespace: 'kube-system',
+        name: 'p',
+        uid: 'u',
+        nodeName: 'n1',
+        phase: 'Running',
+        podIPs: ['10.244.1.5', 'fd00::5'],
+      },
+    });
+  });
+  it('reads an unscheduled pod with defaults', () => {
+    const r = toPodView({ metadata: { name: 'p' } });
+    expect(r).toEqual({
+      ok: true,
+      pod: { namespace: 'default', name: 'p', uid: '', nodeName: '', phase: '', podIPs: [] },
+    });
+  });
+  it('rejects a bad pod IP', () => {
+    const r = toPodView({ metadata: { name: 'p' }, status: { podIPs: [{ ip: 'x' }] } });
+    expect(r.ok).toBe(false);
+  });
+});
+
+describe('isCidr', () => {
+  it.each([
+    ['10.0.0.0/8', true],
+    ['0.0.0.0/0', true],
+    ['fd00::/128', true],
+    ['fd00::/129', false],
+    ['10.0.0.0/', false],
+    ['10.0.0/24', false],
+    ['10.0.0.0/24/1', false],
+    [42, false],
+  ])('%s -> %s', (s, expected) => expect(isCidr(s)).toBe(expected));
+});
