@@ -17,12 +17,13 @@ export interface CniArgs {
   other: Record<string, string>;
 }
 
-const KNOWN: Readonly<Record<string, keyof CniArgs>> = {
-  K8S_POD_NAMESPACE: 'podNamespace',
-  K8S_POD_NAME: 'podName',
-  K8S_POD_INFRA_CONTAINER_ID: 'podInfraContainerId',
-  K8S_POD_UID: 'podUid',
-};
+// A Map, not an object literal: KNOWN['constructor'] or KNOWN['__proto__'] must not find anything.
+const KNOWN: ReadonlyMap<string, 'podNamespace' | 'podName' | 'podInfraContainerId' | 'podUid'> = new Map([
+  ['K8S_POD_NAMESPACE', 'podNamespace'],
+  ['K8S_POD_NAME', 'podName'],
+  ['K8S_POD_INFRA_CONTAINER_ID', 'podInfraContainerId'],
+  ['K8S_POD_UID', 'podUid'],
+]);
 
 /** Returns the problems with a CNI_ARGS value, each a phrase naming CNI_ARGS; empty when valid. */
 export function cniArgsProblems(s: string): string[] {
@@ -73,9 +74,9 @@ function parse(s: string): { args: CniArgs; problems: string[] } {
       else problems.push(`CNI_ARGS IgnoreUnknown=${quote(value)} is not one of 1, true, 0, false`);
       continue;
     }
-    const field = KNOWN[key];
+    const field = KNOWN.get(key);
     if (field !== undefined) {
-      (args as unknown as Record<string, string>)[field] = value;
+      args[field] = value;
     } else {
       // A key such as "__proto__" must not reach the prototype: define it as an own property.
       Object.defineProperty(args.other, key, { value, enumerable: true, writable: true, configurable: true });

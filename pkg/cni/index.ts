@@ -10,6 +10,7 @@ export {
 } from './env.ts';
 export { CniCode, type CniCodeValue, CniError, type CniErrorJson, toCniError } from './errors.ts';
 export { type Cidr, ipFamily, parseCidr, parseIp } from './ip.ts';
+export { type JsonErrorPosition, jsonErrorPosition } from './json-position.ts';
 export {
   type BandwidthConfig,
   DEFAULT_SOCKET,

@@ -14,6 +14,7 @@
 import type { CniCommand } from './env.ts';
 import { CniCode, CniError } from './errors.ts';
 import { parseCidr, parseIp } from './ip.ts';
+import { jsonErrorPosition } from './json-position.ts';
 import { type CniResult, convertResult, parseDns, parseResult, type ResultDns } from './result.ts';
 import { CNI_NAME_RE, isObject, jsonType, quote, utf8Length } from './text.ts';
 import { checkVersion, checkVersionAllows, LATEST_VERSION } from './version.ts';
@@ -118,9 +119,12 @@ export function decodeJson(stdin: string | Uint8Array, what = 'network configura
   try {
     return JSON.parse(text);
   } catch (err) {
-    // V8 names the position ("... at position 12 (line 1 column 13)"); Bun's JavaScriptCore does not.
-    const detail = err instanceof Error ? err.message : String(err);
-    throw new CniError(CniCode.DECODE_FAILED, `${what} is not valid JSON: ${detail}`);
+    // V8 names the position, Bun's JavaScriptCore does not: find it ourselves so both say the same.
+    const detail = (err instanceof Error ? err.message : String(err)).replace(/ in JSON at position .*$/, '');
+    const pos = jsonErrorPosition(text);
+    const where =
+      pos === undefined ? '' : ` at position ${pos.offset} (line ${pos.line}, column ${pos.column})`;
+    throw new CniError(CniCode.DECODE_FAILED, `${what} is not valid JSON${where}: ${detail}`);
   }
 }
 

@@ -85,8 +85,8 @@ export const MIN_VERSION_FOR: Readonly<Record<string, string>> = Object.freeze({
 
 /** Throws CniError(INCOMPATIBLE_VERSION) when the config's version predates the verb. */
 export function checkVersionAllows(cniVersion: string, command: string): void {
-  const min = MIN_VERSION_FOR[command];
-  if (min === undefined) return;
+  if (!Object.hasOwn(MIN_VERSION_FOR, command)) return;
+  const min = MIN_VERSION_FOR[command]!;
   if (!versionAtLeast(cniVersion, min)) {
     throw new CniError(
       CniCode.INCOMPATIBLE_VERSION,
