@@ -1,0 +1,149 @@
+/**
+ * Writing host files so a reader (the container runtime, a kubelet, a running pod) only ever sees the old
+ * file or the new one: temp file in the SAME directory (rename is atomic only within a filesystem), fsync,
+ * rename over the target, fsync the directory so the rename survives a crash.
+ *
+ * Temp names are `.<name>.<pid>.<random>.tmp`: libcni loads only `.conf`, `.conflist` and `.json` files, so
+ * a runtime listing the directory mid-write never picks one up. Nothing else in the directory is touched,
+ * apart from stale temp files of the same target left by a crashed writer.
+ */
+
+import { createHash, randomBytes } from 'node:crypto';
+import { createReadStream } from 'node:fs';
+import { chmod, copyFile, mkdir, open, readdir, readFile, rename, stat, unlink } from 'node:fs/promises';
+import { join } from 'node:path';
+
+export class HostFileError extends Error {
+  readonly path: string;
+
+  constructor(path: string, what: string, cause?: unknown) {
+    super(
+      `${what} ${path}${cause instanceof Error ? `: ${cause.message}` : ''}`,
+      cause === undefined ? {} : { cause },
+    );
+    this.name = 'HostFileError';
+    this.path = path;
+  }
+}
+
+/** A plain file name: no directory parts, not hidden, not a temp name. */
+export function checkFileName(name: string): string {
+  if (
+    typeof name !== 'string' ||
+    name === '' ||
+    name.includes('/') ||
+    name.includes('\0') ||
+    name.startsWith('.') ||
+    name.endsWith('.tmp') ||
+    name.length > 200
+  ) {
+    throw new HostFileError(String(name), 'invalid file name');
+  }
+  return name;
+}
+
+function tempName(name: string): string {
+  return `.${name}.${process.pid}.${randomBytes(4).toString('hex')}.tmp`;
+}
+
+function escapeRe(s: string): string {
+  return s.replace(/[.*+?^${}()|[\]\\]/g, '\\$&');
+}
+
+async function fsyncPath(path: string, flags: string): Promise<void> {
+  const fh = await open(path, flags);
+  try {
+    await fh.sync();
+  } finally {
+    await fh.close();
+  }
+}
+
+/** Removes `.<name>.<pid>.<hex>.tmp` files left behind by an earlier writer that crashed mid-write. */
+async function removeStaleTemps(dir: string, name: string): Promise<void> {
+  const re = new RegExp(`^\\.${escapeRe(name)}\\.[0-9]+\\.[0-9a-f]{8}\\.tmp$`);
+  for (const entry of await readdir(dir)) {
+    if (re.test(entry)) await unlink(join(dir, entry)).catch(() => undefined);
+  }
+}
+
+/**
+ * Puts a file at dir/name atomically, produced by `fill(tmpPath)`, with the given mode. The temp file is
+ * removed on any failure.
+ */
+async function replaceAtomically(
+  dir: string,
+  name: string,
+  mode: number,
+  fill: (tmp: string) => Promise<void>,
+): Promise<void> {
+  checkFileName(name);
+  await mkdir(dir, { recursive: true, mode: 0o755 });
+  await removeStaleTemps(dir, name);
+  const tmp = join(dir, tempName(name));
+  try {
+    await fill(tmp);
+    await chmod(tmp, mode); // explicit: the process umask must not decide what the runtime may read
+    await fsyncPath(tmp, 'r');
+    await rename(tmp, join(dir, name));
+  } catch (e) {
+    await unlink(tmp).catch(() => undefined);
+    throw new HostFileError(join(dir, name), 'could not write', e);
+  }
+  await fsyncPath(dir, 'r');
+}
+
+/** Writes content to dir/name atomically unless the file already holds exactly that content. */
+export async function writeFileAtomic(
+  dir: string,
+  name: string,
+  content: string | Uint8Array,
+  mode = 0o644,
+): Promise<'written' | 'unchanged'> {
+  const data = typeof content === 'string' ? Buffer.from(content, 'utf8') : Buffer.from(content);
+  const current = await readFile(join(dir, checkFileName(name))).catch(() => undefined);
+  if (current?.equals(data)) {
+    const st = await stat(join(dir, name));
+    if ((st.mode & 0o7777) === mode) return 'unchanged';
+  }
+  await replaceAtomically(dir, name, mode, async (tmp) => {
+    const fh = await open(tmp, 'wx', mode);
+    try {
+      await fh.writeFile(data);
+    } finally {
+      await fh.close();
+    }
+  });
+  return 'written';
+}
+
+/** Removes dir/name; 'absent' when it was not there. */
+export async function removeFile(dir: string, name: string): Promise<'removed' | 'absent'> {
+  try {
+    await unlink(join(dir, checkFileName(name)));
+  } catch (e) {
+    if ((e as NodeJS.ErrnoException).code === 'ENOENT') return 'absent';
+    throw new HostFileError(join(dir, name), 'could not remove', e);
+  }
+  await fsyncPath(dir, 'r');
+  return 'removed';
+}
+
+async function sha256(path: string): Promise<string> {
+  const h = createHash('sha256');
+  for await (const chunk of createReadStream(path)) h.update(chunk as Buffer);
+  return h.digest('hex');
+}
+
+/** Same size and same SHA-256: the file is identical. undefined stats mean "missing". */
+export async function sameContent(a: string, b: string): Promise<boolean> {
+  const [sa, sb] = await Promise.all([stat(a), stat(b).catch(() => undefined)]);
+  if (sb === undefined || sa.size !== sb.size) return false;
+  const [ha, hb] = await Promise.all([sha256(a), sha256(b)]);
+  return ha === hb;
+}
+
+/** Copies src to dir/name atomically with mode (rename over a running binary is safe: no ETXTBSY). */
+export async function copyFileAtomic(src: string, dir: string, name: string, mode: number): Promise<void> {
+  await replaceAtomically(dir, name, mode, (tmp) => copyFile(src, tmp));
+}

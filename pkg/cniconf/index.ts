@@ -1,0 +1,14 @@
+/** CNI config publication: the config list (pure rendering) and atomic host-file writes (thin fs). */
+
+export { checkFileName, HostFileError } from './atomic.ts';
+export { CNI_CONF_EXTENSIONS, installBinary, publishConflist, removeConflist } from './publish.ts';
+export {
+  buildConflist,
+  CONFLIST_FILE_NAME,
+  type Conflist,
+  ConflistConfigError,
+  type ConflistOptions,
+  type DnsConfig,
+  KNOWN_CNI_VERSIONS,
+  renderConflist,
+} from './render.ts';
