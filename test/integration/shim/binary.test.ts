@@ -1,0 +1,237 @@
+/**
+ * The compiled shim (dist/bin/trellis, built by `node scripts/build.ts`) run the way a container
+ * runtime runs it: CNI_* environment, network config on stdin, result on stdout, exit status. The
+ * agent is a node:net server on a real unix socket in this process, answering with the real
+ * protocol code. This is what exercises the Bun socket client, which vitest (Node) cannot load.
+ */
+import { spawn } from 'node:child_process';
+import { existsSync, mkdtempSync, readdirSync, readFileSync, rmSync, statSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
+import { CniCode, CniError } from '../../../pkg/cni/errors.ts';
+import { SUPPORTED_VERSIONS } from '../../../pkg/cni/version.ts';
+import { decodeRequest, encodeResponse, errorResponse } from '../../../pkg/shim/protocol.ts';
+import { type AgentStub, answerOk, type StubHandler, startAgentStub } from '../../unit/shim/agent-stub.ts';
+
+const root = join(import.meta.dirname, '..', '..', '..');
+const BIN = join(root, 'dist', 'bin', 'trellis');
+const skipReason = existsSync(BIN)
+  ? undefined
+  : 'dist/bin/trellis is missing: run `node_modules/.bin/node scripts/build.ts` first';
+const VERSION = (JSON.parse(readFileSync(join(root, 'package.json'), 'utf8')) as { version: string }).version;
+
+interface Run {
+  stdout: string;
+  stderr: string;
+  code: number | null;
+}
+
+/** Async on purpose: the agent stub answers from this process's event loop. */
+function runBin(env: Record<string, string>, stdin: string, args: string[] = []): Promise<Run> {
+  return new Promise((resolve, reject) => {
+    const child = spawn(BIN, args, { env, stdio: ['pipe', 'pipe', 'pipe'] });
+    let stdout = '';
+    let stderr = '';
+    child.stdout.setEncoding('utf8').on('data', (d: string) => {
+      stdout += d;
+    });
+    child.stderr.setEncoding('utf8').on('data', (d: string) => {
+      stderr += d;
+    });
+    const killer = setTimeout(() => child.kill('SIGKILL'), 20_000);
+    child.on('error', reject);
+    child.on('close', (code) => {
+      clearTimeout(killer);
+      resolve({ stdout, stderr, code });
+    });
+    child.stdin.on('error', () => {}); // VERSION may exit before reading everything
+    child.stdin.end(stdin);
+  });
+}
+
+const ADD_ENV = {
+  CNI_COMMAND: 'ADD',
+  CNI_CONTAINERID: '9f86d081884c7d65',
+  CNI_NETNS: '/var/run/netns/cni-5f2c',
+  CNI_IFNAME: 'eth0',
+  CNI_ARGS: 'IgnoreUnknown=1;K8S_POD_NAMESPACE=default;K8S_POD_NAME=web-0',
+  CNI_PATH: '/opt/cni/bin',
+};
+const envFor = (command: string): Record<string, string> =>
+  ['ADD', 'DEL', 'CHECK'].includes(command)
+    ? { ...ADD_ENV, CNI_COMMAND: command }
+    : { CNI_COMMAND: command, CNI_PATH: '/opt/cni/bin' };
+const conf = (extra: Record<string, unknown>): string =>
+  JSON.stringify({ cniVersion: '1.1.0', name: 'trellis', type: 'trellis', ...extra });
+
+const RESULT = {
+  cniVersion: '1.1.0',
+  interfaces: [{ name: 'eth0', mac: '0a:58:0a:f4:01:05', sandbox: '/var/run/netns/cni-5f2c' }],
+  ips: [{ address: '10.244.1.5/24', gateway: '10.244.1.1', interface: 0 }],
+  routes: [{ dst: '0.0.0.0/0', gw: '10.244.1.1' }],
+  dns: {},
+};
+
+describe.skipIf(skipReason !== undefined)(
+  skipReason === undefined ? 'compiled shim' : `compiled shim (skipped: ${skipReason})`,
+  () => {
+    let scratch: string;
+    let stub: AgentStub | undefined;
+    beforeAll(() => {
+      scratch = mkdtempSync(join(tmpdir(), 'trl-shimbin-'));
+    });
+    afterAll(() => rmSync(scratch, { recursive: true, force: true }));
+    afterEach(async () => {
+      await stub?.close();
+      stub = undefined;
+    });
+    const start = async (h: StubHandler): Promise<AgentStub> => {
+      stub = await startAgentStub(h);
+      return stub;
+    };
+
+    it('--version and -v print the build version', async () => {
+      for (const flag of ['--version', '-v']) {
+        const r = await runBin({}, '', [flag]);
+        expect(r).toEqual({ stdout: `trellis ${VERSION}\n`, stderr: '', code: 0 });
+      }
+    });
+
+    it('VERSION is answered without an agent', async () => {
+      const r = await runBin({ CNI_COMMAND: 'VERSION' }, '{"cniVersion":"1.0.0"}');
+      expect(r.code).toBe(0);
+      expect(JSON.parse(r.stdout)).toEqual({
+        cniVersion: '1.0.0',
+        supportedVersions: [...SUPPORTED_VERSIONS],
+      });
+    });
+
+    it('ADD: forwards only CNI_* and stdin, prints the agent result verbatim, exit 0', async () => {
+      const s = await start(() => answerOk(RESULT));
+      const stdin = conf({ socket: s.socketPath });
+      const r = await runBin({ ...ADD_ENV, API_TOKEN: 'do-not-leak', HOME: '/root' }, stdin);
+      expect(r).toEqual({ stdout: `${JSON.stringify(RESULT)}\n`, stderr: '', code: 0 });
+      expect(s.requests).toEqual([{ v: 1, env: ADD_ENV, stdin }]);
+      expect(s.rawLines[0]).not.toContain('do-not-leak');
+    });
+
+    it('a ~900 KB config crosses the Bun socket intact (partial writes are resumed)', async () => {
+      const s = await start((req) => answerOk({ cniVersion: '1.1.0', length: req.stdin.length }));
+      const stdin = conf({ socket: s.socketPath, pad: 'ü'.repeat(450_000) });
+      const r = await runBin(ADD_ENV, stdin);
+      expect(r.code).toBe(0);
+      expect(JSON.parse(r.stdout)).toEqual({ cniVersion: '1.1.0', length: stdin.length });
+      expect(s.requests[0]?.stdin).toBe(stdin);
+    });
+
+    it('agent error: printed as the CNI error object, exit 1', async () => {
+      const s = await start(() => ({
+        answer: encodeResponse(
+          errorResponse(new CniError(CniCode.IPAM_EXHAUSTED, 'no free address', '10.244.1.0/24')),
+        ),
+      }));
+      const r = await runBin(ADD_ENV, conf({ cniVersion: '0.4.0', socket: s.socketPath }));
+      expect(r.code).toBe(1);
+      expect(JSON.parse(r.stdout)).toEqual({
+        cniVersion: '0.4.0',
+        code: CniCode.IPAM_EXHAUSTED,
+        msg: 'no free address',
+        details: '10.244.1.0/24',
+      });
+    });
+
+    it('DEL, CHECK, STATUS and GC print nothing on success', async () => {
+      const s = await start(() => answerOk(null));
+      for (const command of ['DEL', 'CHECK', 'STATUS', 'GC']) {
+        const r = await runBin(envFor(command), conf({ socket: s.socketPath }));
+        expect(r, command).toEqual({ stdout: '', stderr: '', code: 0 });
+      }
+      expect(s.requests.map((q) => q.env.CNI_COMMAND)).toEqual(['DEL', 'CHECK', 'STATUS', 'GC']);
+    });
+
+    describe('agent down', () => {
+      const sock = (): string => join(scratch, 'down.sock');
+
+      it('ADD: code 11 naming the socket', async () => {
+        const r = await runBin(ADD_ENV, conf({ socket: sock() }));
+        expect(r.code).toBe(1);
+        expect(JSON.parse(r.stdout)).toEqual({
+          cniVersion: '1.1.0',
+          code: 11,
+          msg: `trellis agent is not reachable at ${sock()} (ENOENT); is the trellis DaemonSet pod running on this node?`,
+        });
+      });
+
+      it('STATUS: code 50; GC: code 11', async () => {
+        const status = await runBin(envFor('STATUS'), conf({ socket: sock() }));
+        expect(status.code).toBe(1);
+        expect(JSON.parse(status.stdout)).toMatchObject({ code: 50, msg: expect.stringContaining(sock()) });
+        const gc = await runBin(envFor('GC'), conf({ socket: sock() }));
+        expect(JSON.parse(gc.stdout)).toMatchObject({ code: 11 });
+      });
+
+      it('DEL: exit 0, nothing on stdout, the request spooled durably with mode 0600', async () => {
+        const spoolDir = join(scratch, 'spool');
+        const stdin = conf({ socket: sock(), spoolDir });
+        const r = await runBin(envFor('DEL'), stdin);
+        expect(r.code).toBe(0);
+        expect(r.stdout).toBe('');
+        expect(r.stderr).toContain('DEL recorded in');
+        expect(readdirSync(spoolDir)).toEqual(['9f86d081884c7d65.eth0.del.json']);
+        const file = join(spoolDir, '9f86d081884c7d65.eth0.del.json');
+        expect(statSync(file).mode & 0o777).toBe(0o600);
+        expect(statSync(spoolDir).mode & 0o777).toBe(0o700);
+        const line = readFileSync(file, 'utf8');
+        expect(line.endsWith('\n')).toBe(true);
+        expect(decodeRequest(line)).toEqual({ v: 1, env: envFor('DEL'), stdin });
+      });
+
+      it('DEL with an unwritable spool directory fails with 5', async () => {
+        const r = await runBin(envFor('DEL'), conf({ socket: sock(), spoolDir: '/proc/trellis-spool' }));
+        expect(r.code).toBe(1);
+        expect(JSON.parse(r.stdout)).toMatchObject({ code: CniCode.IO_FAILURE });
+      });
+    });
+
+    it('agent silent: ADD 105 after timeoutMs, DEL spooled', async () => {
+      const s = await start(() => ({ silent: true }));
+      const t0 = Date.now();
+      const add = await runBin(ADD_ENV, conf({ socket: s.socketPath, timeoutMs: 300 }));
+      expect(Date.now() - t0).toBeGreaterThanOrEqual(290);
+      expect(add.code).toBe(1);
+      expect(JSON.parse(add.stdout)).toMatchObject({
+        code: CniCode.AGENT_TIMEOUT,
+        msg: `trellis agent at ${s.socketPath} did not answer ADD within 300 ms`,
+      });
+      const spoolDir = join(scratch, 'spool-slow');
+      const del = await runBin(envFor('DEL'), conf({ socket: s.socketPath, timeoutMs: 200, spoolDir }));
+      expect(del.code).toBe(0);
+      expect(readdirSync(spoolDir)).toHaveLength(1);
+    });
+
+    it('agent hangs up without answering: ADD 11', async () => {
+      const s = await start(() => ({ hangUp: true }));
+      const r = await runBin(ADD_ENV, conf({ socket: s.socketPath }));
+      expect(r.code).toBe(1);
+      expect(JSON.parse(r.stdout)).toMatchObject({
+        code: 11,
+        msg: expect.stringContaining('closed the connection without answering ADD'),
+      });
+    });
+
+    it('bad environment: code 4 naming every missing variable', async () => {
+      const r = await runBin({ CNI_COMMAND: 'ADD' }, conf({}));
+      expect(r.code).toBe(1);
+      const err = JSON.parse(r.stdout);
+      expect(err.code).toBe(CniCode.INVALID_ENV);
+      for (const v of ['CNI_CONTAINERID', 'CNI_NETNS', 'CNI_IFNAME']) expect(err.msg).toContain(v);
+    });
+
+    it('malformed stdin: code 6', async () => {
+      const r = await runBin(ADD_ENV, '{"cniVersion": "1.0.0", ');
+      expect(r.code).toBe(1);
+      expect(JSON.parse(r.stdout)).toMatchObject({ cniVersion: '1.1.0', code: CniCode.DECODE_FAILED });
+    });
+  },
+);
