@@ -42,6 +42,8 @@ import type { RawMessage } from './wire.ts';
 export interface ExtendedNetlinkHandle extends NetlinkHandle {
   /** Creates a VXLAN device (down) and returns it as the kernel reports it. */
   createVxlan(spec: CreateVxlan): Promise<LinkInfo>;
+  /** Always present here (optional in the port). Throws the first failure after all were tried. */
+  replaceRoutes(routes: RouteInfo[]): Promise<void>;
   /** replaceRoutes with the per-route outcome instead of throwing the first failure. */
   replaceRoutesSettled(routes: readonly RouteInfo[]): Promise<(NetlinkError | undefined)[]>;
 }

@@ -248,14 +248,42 @@ export function describeRoute(r: RouteInfo): string {
   return s;
 }
 
+/** Writes a dotted quad or an IPv6 address at off (the hot path avoids an intermediate Buffer). */
+function writeIp(out: Buffer, off: number, address: string, family: Family): void {
+  if (family === 4) {
+    let octet = 0;
+    let n = 0;
+    for (let i = 0; i < address.length; i++) {
+      const c = address.charCodeAt(i);
+      if (c === 46) {
+        out[off + n++] = octet;
+        octet = 0;
+      } else octet = octet * 10 + c - 48;
+    }
+    out[off + n] = octet;
+  } else out.set(ipToBytes(address), off);
+}
+
+function putAttrHeader(out: Buffer, off: number, len: number, type: number): void {
+  out.writeUInt16LE(len, off);
+  out.writeUInt16LE(type, off + 2);
+}
+
 /**
- * RTM_NEWROUTE / RTM_DELROUTE body. For deletes the scope defaults to RT_SCOPE_NOWHERE and the
- * type to unspecified (match any), as iproute2 does; protocol, when given, is part of the match,
- * so a delete tagged with our protocol never removes someone else's route.
+ * RTM_NEWROUTE / RTM_DELROUTE body, written into one buffer (bursts encode thousands). For deletes
+ * the scope defaults to RT_SCOPE_NOWHERE and the type to unspecified (match any), as iproute2 does;
+ * protocol, when given, is part of the match, so a delete tagged with our protocol never removes
+ * someone else's route.
  */
 export function routeBody(r: RouteInfo, forDelete = false): Body {
   const dst = parsePrefix(r.dst);
   if (dst.family !== r.family) throw new TypeError(`route ${r.dst} is not IPv${r.family}`);
+  if (r.gateway !== undefined && familyOf(r.gateway) !== r.family) {
+    throw new TypeError(`gateway ${r.gateway} is not IPv${r.family}`);
+  }
+  if (r.src !== undefined && familyOf(r.src) !== r.family)
+    throw new TypeError(`src ${r.src} is not IPv${r.family}`);
+  const alen = r.family === 4 ? 4 : 16;
   const table = r.table ?? RT_TABLE_MAIN;
   const scope =
     r.scope !== undefined
@@ -264,27 +292,42 @@ export function routeBody(r: RouteInfo, forDelete = false): Body {
         ? RT_SCOPE.NOWHERE
         : scopeNumber(defaultScope(r));
   const type = forDelete && r.type === undefined ? RTN.UNSPEC : typeNumber(r.type);
-  const body = [
-    rtmsg(
-      afOf(r.family),
-      dst.prefixLen,
-      table,
-      r.protocol ?? 0,
-      scope,
-      type,
-      r.onlink === true ? RTNH_F_ONLINK : 0,
-    ),
-    u32Attr(RTA.TABLE, table),
-  ];
-  if (dst.prefixLen > 0) body.push(attr(RTA.DST, ipToBytes(dst.address)));
-  if (r.gateway !== undefined) {
-    if (familyOf(r.gateway) !== r.family) throw new TypeError(`gateway ${r.gateway} is not IPv${r.family}`);
-    body.push(attr(RTA.GATEWAY, ipToBytes(r.gateway)));
-  }
-  if (r.ifindex !== undefined) body.push(u32Attr(RTA.OIF, r.ifindex));
-  if (r.src !== undefined) body.push(attr(RTA.PREFSRC, ipToBytes(r.src)));
-  if (r.metric !== undefined) body.push(u32Attr(RTA.PRIORITY, r.metric));
-  return body;
+  const size =
+    12 +
+    8 +
+    (dst.prefixLen > 0 ? 4 + alen : 0) +
+    (r.gateway !== undefined ? 4 + alen : 0) +
+    (r.ifindex !== undefined ? 8 : 0) +
+    (r.src !== undefined ? 4 + alen : 0) +
+    (r.metric !== undefined ? 8 : 0);
+  const out = Buffer.alloc(size);
+  out[0] = afOf(r.family);
+  out[1] = dst.prefixLen;
+  out[4] = table < 256 ? table : 0;
+  out[5] = r.protocol ?? 0;
+  out[6] = scope;
+  out[7] = type;
+  out.writeUInt32LE(r.onlink === true ? RTNH_F_ONLINK : 0, 8);
+  let off = 12;
+  putAttrHeader(out, off, 8, RTA.TABLE);
+  out.writeUInt32LE(table, off + 4);
+  off += 8;
+  const ipAttr = (type: number, address: string): void => {
+    putAttrHeader(out, off, 4 + alen, type);
+    writeIp(out, off + 4, address, r.family);
+    off += 4 + alen;
+  };
+  const u32 = (type: number, v: number): void => {
+    putAttrHeader(out, off, 8, type);
+    out.writeUInt32LE(v >>> 0, off + 4);
+    off += 8;
+  };
+  if (dst.prefixLen > 0) ipAttr(RTA.DST, dst.address);
+  if (r.gateway !== undefined) ipAttr(RTA.GATEWAY, r.gateway);
+  if (r.ifindex !== undefined) u32(RTA.OIF, r.ifindex);
+  if (r.src !== undefined) ipAttr(RTA.PREFSRC, r.src);
+  if (r.metric !== undefined) u32(RTA.PRIORITY, r.metric);
+  return [out];
 }
 
 export function dumpRoutesBody(family?: Family): Body {

@@ -20,6 +20,7 @@ const RECV_BUFFER = 4 << 20;
 const PER_DATAGRAM = 64;
 const LANES = 4;
 const MAX_DUMP_RETRIES = 5;
+const noop = (): void => undefined;
 
 export interface Request {
   type: number;
@@ -102,36 +103,56 @@ export class RtnlSocket {
   }
 
   /**
-   * Many requests, pipelined: PER_DATAGRAM messages per sendmsg, LANES datagrams in flight.
-   * Resolves when every request was answered, with one entry per request (undefined = success).
+   * Many requests, pipelined: PER_DATAGRAM messages per sendmsg, LANES datagrams in flight. Only
+   * the last message of a datagram asks for an ACK: the kernel handles a datagram's messages in
+   * order and answers a failed one with NLMSG_ERROR regardless, so that single ACK proves every
+   * earlier message without an error succeeded (5,000 routes cost ~80 ACKs instead of 5,000).
+   * Resolves with one entry per request (undefined = success).
    */
   async burst(reqs: readonly Request[]): Promise<(NetlinkError | undefined)[]> {
     const results = new Array<NetlinkError | undefined>(reqs.length);
     let next = 0;
-    const lane = async (): Promise<void> => {
-      while (next < reqs.length) {
-        const start = next;
-        const chunk = reqs.slice(start, start + PER_DATAGRAM);
-        next += chunk.length;
+    const sendChunk = (start: number, count: number): Promise<void> =>
+      new Promise<void>((done) => {
         const bufs: Buffer[] = [];
         const seqs: number[] = [];
-        const waits = chunk.map((req, i) => {
-          const [promise, buf, seq] = this.prepare(req, NLM_F.REQUEST | NLM_F.ACK | req.flags);
-          bufs.push(buf);
+        for (let i = 0; i < count; i++) {
+          const req = reqs[start + i]!;
+          const last = i === count - 1;
+          const seq = this.nextSeq();
+          const fail = (e: NetlinkError): void => {
+            results[start + i] = e;
+            if (last) settleRest();
+          };
+          const settleRest = (): void => {
+            // Everything before the ACKed message that got no error succeeded.
+            for (const s of seqs) this.finish(s, undefined);
+            done();
+          };
+          this.register(seq, {
+            op: req.op,
+            parts: [],
+            interrupted: false,
+            resolve: last ? settleRest : noop,
+            reject: fail,
+          });
           seqs.push(seq);
-          return promise.then(
-            () => undefined,
-            (e: NetlinkError) => {
-              results[start + i] = e;
-            },
+          bufs.push(
+            encodeMessage(req.type, NLM_F.REQUEST | (last ? NLM_F.ACK : 0) | req.flags, seq, req.body),
           );
-        });
+        }
         this.send(
           bufs,
           seqs,
-          chunk.map((r) => r.op),
+          seqs.map((_, i) => reqs[start + i]!.op),
         );
-        await Promise.all(waits);
+      });
+    const lane = async (): Promise<void> => {
+      while (next < reqs.length) {
+        const start = next;
+        const count = Math.min(PER_DATAGRAM, reqs.length - start);
+        next += count;
+        await sendChunk(start, count);
       }
     };
     await Promise.all(Array.from({ length: LANES }, lane));
@@ -145,13 +166,21 @@ export class RtnlSocket {
     this.raw.close();
   }
 
-  private prepare(req: Request, flags: number): [Promise<RawMessage[]>, Buffer, number] {
-    if (this.closed) throw new NetlinkError('EBADF', `${req.op} on a closed netlink handle`);
+  private nextSeq(): number {
+    if (this.closed) throw new NetlinkError('EBADF', 'request on a closed netlink handle');
     this.seq = (this.seq % 0xfffffffe) + 1;
-    const seq = this.seq;
+    return this.seq;
+  }
+
+  private register(seq: number, p: Pending): void {
+    if (this.pending.size === 0 && !this.keepRef) this.raw.ref();
+    this.pending.set(seq, p);
+  }
+
+  private prepare(req: Request, flags: number): [Promise<RawMessage[]>, Buffer, number] {
+    const seq = this.nextSeq();
     const promise = new Promise<RawMessage[]>((resolve, reject) => {
-      if (this.pending.size === 0 && !this.keepRef) this.raw.ref();
-      this.pending.set(seq, { op: req.op, parts: [], interrupted: false, resolve, reject });
+      this.register(seq, { op: req.op, parts: [], interrupted: false, resolve, reject });
     });
     return [promise, encodeMessage(req.type, flags, seq, req.body), seq];
   }

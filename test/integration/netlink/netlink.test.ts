@@ -1,0 +1,427 @@
+import { execFileSync } from 'node:child_process';
+import { afterEach, describe, expect, it } from 'vitest';
+import { TRELLIS_ROUTE_PROTOCOL as PROTO, type RouteInfo } from '../../../pkg/datapath/ports.ts';
+import {
+  ExistsError,
+  type ExtendedNetlinkHandle,
+  LinkNotFoundError,
+  NetlinkError,
+  type RouteEvent,
+  subscribeRouteEvents,
+} from '../../../pkg/netlink/index.ts';
+import { createNetnsPort, withNetns } from '../../../pkg/netns/index.ts';
+import { ip, ipJson, NetnsPool, netnsSkipReason, type TestNetns } from '../../support/netns.ts';
+
+/**
+ * The netlink adapter against the real kernel, always inside throwaway namespaces: every handle is
+ * opened with openNetlinkIn, every assertion reads back with `ip -n NS -j` / `bridge -n NS -j`.
+ */
+
+interface IpAddr {
+  ifname: string;
+  addr_info: {
+    family: string;
+    local: string;
+    prefixlen: number;
+    scope: string;
+    tentative?: boolean;
+    nodad?: boolean;
+  }[];
+}
+interface IpRoute {
+  dst: string;
+  gateway?: string;
+  dev?: string;
+  protocol?: string | number;
+  type?: string;
+  flags: string[];
+  prefsrc?: string;
+  metric?: number;
+}
+
+const port = createNetnsPort();
+
+/** A namespace with a veth pair (both ends inside it, up) and a handle opened in it. */
+async function setup(
+  pool: NetnsPool,
+  tag: string,
+): Promise<{ ns: TestNetns; h: ExtendedNetlinkHandle; dev: number; peer: number }> {
+  const ns = pool.add(tag);
+  const h = port.openNetlinkIn(ns.path);
+  const fd = port.openNetnsFd(ns.path);
+  try {
+    await h.createVeth({ name: 'v0', mtu: 1500, peerName: 'v1', peerNetnsFd: fd, peerMtu: 1500 });
+  } finally {
+    port.closeFd(fd);
+  }
+  const dev = (await h.getLink('v0'))!.index;
+  const peer = (await h.getLink('v1'))!.index;
+  await h.setLinkUp(dev);
+  await h.setLinkUp(peer);
+  await h.addAddress({ family: 4, ifindex: dev, address: '10.88.0.1', prefixLen: 24 });
+  return { ns, h, dev, peer };
+}
+
+const routesProto = (ns: string, family = '-4') =>
+  ipJson<IpRoute[]>(ns, family, 'route', 'show', 'proto', String(PROTO));
+
+describe.skipIf(netnsSkipReason !== undefined)('pkg/netlink (root, real kernel, test namespaces)', () => {
+  const pool = new NetnsPool();
+  const handles: ExtendedNetlinkHandle[] = [];
+  const track = <T extends { h: ExtendedNetlinkHandle }>(x: T): T => {
+    handles.push(x.h);
+    return x;
+  };
+  afterEach(() => {
+    for (const h of handles.splice(0)) h.close();
+    pool.cleanup();
+  });
+
+  it('manages links: get by name and index, MTU, up, delete, typed errors', async () => {
+    const { ns, h, dev, peer } = track(await setup(pool, 'link'));
+    const byName = await h.getLink('v0');
+    expect(await h.getLinkByIndex(dev)).toEqual(byName);
+    expect(byName).toMatchObject({ name: 'v0', kind: 'veth', up: true, peerIndex: peer });
+    expect(await h.getLink('nope0')).toBeUndefined();
+    expect(await h.getLinkByIndex(9999)).toBeUndefined();
+
+    await h.setLinkMtu(dev, 1380);
+    expect(ipJson<{ mtu: number }[]>(ns.name, 'link', 'show', 'v0')[0]!.mtu).toBe(1380);
+
+    const fd = port.openNetnsFd(ns.path);
+    try {
+      await expect(
+        h.createVeth({ name: 'v0', mtu: 1500, peerName: 'v9', peerNetnsFd: fd, peerMtu: 1500 }),
+      ).rejects.toBeInstanceOf(ExistsError);
+    } finally {
+      port.closeFd(fd);
+    }
+
+    await h.deleteLink(dev);
+    const names = ipJson<{ ifname: string }[]>(ns.name, 'link').map((l) => l.ifname);
+    expect(names).not.toContain('v0');
+    expect(names).not.toContain('v1'); // deleting one end removes the pair
+    const err = await h.deleteLink(dev).catch((e: unknown) => e);
+    expect(err).toBeInstanceOf(LinkNotFoundError);
+    expect(err).toMatchObject({ errno: 'ENODEV', code: 103, op: `RTM_DELLINK #${dev}` });
+  });
+
+  it('adds addresses idempotently; noDad makes an IPv6 address usable at once (not tentative)', async () => {
+    const { ns, h, dev } = track(await setup(pool, 'addr'));
+    await h.addAddress({ family: 6, ifindex: dev, address: 'fd00:88::1', prefixLen: 64, noDad: true });
+    await h.addAddress({ family: 6, ifindex: dev, address: 'fd00:88::1', prefixLen: 64, noDad: true });
+    await h.addAddress({ family: 6, ifindex: dev, address: 'fd00:88::2', prefixLen: 64 });
+    await h.addAddress({ family: 4, ifindex: dev, address: '10.88.0.1', prefixLen: 24 });
+
+    const info = ipJson<IpAddr[]>(ns.name, 'addr', 'show', 'dev', 'v0')[0]!.addr_info;
+    const one = info.filter((a) => a.local === 'fd00:88::1');
+    expect(one).toHaveLength(1);
+    expect(one[0]!.tentative).toBeUndefined();
+    expect(one[0]!.nodad).toBe(true);
+    // The control: without noDad the kernel runs DAD, so the address starts tentative.
+    expect(info.find((a) => a.local === 'fd00:88::2')!.tentative).toBe(true);
+    expect(info.filter((a) => a.local === '10.88.0.1')).toHaveLength(1);
+
+    const listed = await h.listAddresses(6, dev);
+    expect(listed).toContainEqual({
+      family: 6,
+      ifindex: dev,
+      address: 'fd00:88::1',
+      prefixLen: 64,
+      scope: 'universe',
+    });
+    expect(listed.every((a) => a.family === 6 && a.ifindex === dev)).toBe(true);
+    expect(await h.listAddresses(4, dev)).toEqual([
+      { family: 4, ifindex: dev, address: '10.88.0.1', prefixLen: 24, scope: 'universe' },
+    ]);
+    await expect(
+      h.addAddress({ family: 4, ifindex: 9999, address: '10.9.9.9', prefixLen: 32 }),
+    ).rejects.toBeInstanceOf(LinkNotFoundError);
+  });
+
+  it('replaces, lists by protocol, and deletes routes: gateway, blackhole, onlink, src, metric, table, IPv6', async () => {
+    const { ns, h, dev } = track(await setup(pool, 'rt'));
+    await h.addAddress({ family: 6, ifindex: dev, address: 'fd00:88::1', prefixLen: 64, noDad: true });
+    // Someone else's route to the same destination space, which we must never list or delete.
+    ip(ns.name, 'route', 'add', '10.200.0.0/24', 'via', '10.88.0.3', 'proto', 'static');
+
+    const viaGw: RouteInfo = {
+      family: 4,
+      dst: '10.244.2.0/24',
+      gateway: '10.88.0.2',
+      ifindex: dev,
+      protocol: PROTO,
+    };
+    const hole: RouteInfo = { family: 4, dst: '10.244.0.0/16', type: 'blackhole', protocol: PROTO };
+    const onlink: RouteInfo = {
+      family: 4,
+      dst: '10.244.3.0/24',
+      gateway: '192.0.2.33',
+      ifindex: dev,
+      onlink: true,
+      protocol: PROTO,
+    };
+    const withSrc: RouteInfo = {
+      family: 4,
+      dst: '10.244.4.0/24',
+      ifindex: dev,
+      src: '10.88.0.1',
+      metric: 50,
+      protocol: PROTO,
+    };
+    const v6: RouteInfo = {
+      family: 6,
+      dst: 'fd00:244:2::/64',
+      gateway: 'fd00:88::2',
+      ifindex: dev,
+      protocol: PROTO,
+      metric: 256,
+    };
+    const other: RouteInfo = { family: 4, dst: '10.244.5.0/24', ifindex: dev, table: 100, protocol: PROTO };
+    for (const r of [viaGw, hole, onlink, withSrc, v6, other]) {
+      await h.replaceRoute(r);
+      await h.replaceRoute(r); // idempotent
+    }
+
+    const shown = routesProto(ns.name);
+    expect(shown.map((r) => r.dst).sort()).toEqual([
+      '10.244.0.0/16',
+      '10.244.2.0/24',
+      '10.244.3.0/24',
+      '10.244.4.0/24',
+    ]);
+    expect(shown.find((r) => r.dst === '10.244.0.0/16')!.type).toBe('blackhole');
+    expect(shown.find((r) => r.dst === '10.244.3.0/24')!.flags).toContain('onlink');
+    expect(shown.find((r) => r.dst === '10.244.4.0/24')).toMatchObject({ prefsrc: '10.88.0.1', metric: 50 });
+    expect(ipJson<IpRoute[]>(ns.name, '-6', 'route', 'show', 'proto', String(PROTO))).toMatchObject([
+      { dst: 'fd00:244:2::/64', gateway: 'fd00:88::2', metric: 256 },
+    ]);
+    expect(ipJson<IpRoute[]>(ns.name, 'route', 'show', 'table', '100')).toMatchObject([
+      { dst: '10.244.5.0/24', dev: 'v0' },
+    ]);
+
+    const listed = await h.listRoutes({ family: 4, protocol: PROTO });
+    expect(listed).toHaveLength(4);
+    expect(listed).toContainEqual({ ...viaGw, scope: 'universe', type: 'unicast' });
+    expect(listed).toContainEqual({ ...hole, scope: 'universe' });
+    expect(listed).toContainEqual({ ...onlink, scope: 'universe', type: 'unicast' });
+    expect(listed).toContainEqual({ ...withSrc, scope: 'link', type: 'unicast' });
+    expect(await h.listRoutes({ family: 6, protocol: PROTO })).toEqual([
+      { ...v6, scope: 'universe', type: 'unicast' },
+    ]);
+    expect(await h.listRoutes({ protocol: PROTO, table: 100 })).toEqual([
+      { ...other, scope: 'link', type: 'unicast' },
+    ]);
+    expect((await h.listRoutes({ family: 4, ifindex: dev })).map((r) => r.dst)).toContain('10.88.0.0/24');
+
+    // Replace moves the route to a new gateway instead of adding a second one.
+    await h.replaceRoute({ ...viaGw, gateway: '10.88.0.9' });
+    expect(routesProto(ns.name).filter((r) => r.dst === '10.244.2.0/24')).toMatchObject([
+      { gateway: '10.88.0.9' },
+    ]);
+
+    // Delete by our protocol: idempotent, and someone else's route with another protocol survives.
+    for (const r of [{ ...viaGw, gateway: '10.88.0.9' }, hole, onlink, withSrc, v6, other]) {
+      await h.deleteRoute(r);
+      await h.deleteRoute(r);
+    }
+    await h.deleteRoute({ family: 4, dst: '10.200.0.0/24', protocol: PROTO });
+    expect(routesProto(ns.name)).toEqual([]);
+    expect(await h.listRoutes({ protocol: PROTO })).toEqual([]);
+    expect(ipJson<IpRoute[]>(ns.name, 'route', 'show', '10.200.0.0/24')).toHaveLength(1);
+  });
+
+  it('types route failures: missing device, unreachable gateway without onlink', async () => {
+    const { h, dev } = track(await setup(pool, 'rterr'));
+    const missing = await h
+      .replaceRoute({ family: 4, dst: '10.244.9.0/24', ifindex: 9999, protocol: PROTO })
+      .catch((e: unknown) => e);
+    expect(missing).toBeInstanceOf(LinkNotFoundError);
+    expect(missing).toMatchObject({ errno: 'ENODEV', op: 'RTM_NEWROUTE 10.244.9.0/24 dev #9999' });
+    const unreachable = await h
+      .replaceRoute({ family: 4, dst: '10.244.9.0/24', gateway: '192.0.2.1', ifindex: dev, protocol: PROTO })
+      .catch((e: unknown) => e);
+    expect(unreachable).toBeInstanceOf(NetlinkError);
+    expect((unreachable as NetlinkError).errno).toBe('ENETUNREACH');
+  });
+
+  it('replaces, lists and deletes permanent neighbours', async () => {
+    const { ns, h, dev } = track(await setup(pool, 'nb'));
+    const n4 = { family: 4 as const, ifindex: dev, address: '10.88.0.7', mac: '0a:58:0a:58:00:07' };
+    const n6 = { family: 6 as const, ifindex: dev, address: 'fd00:88::7', mac: '0a:58:0a:58:00:77' };
+    await h.replaceNeighbour(n4);
+    await h.replaceNeighbour(n6);
+    await h.replaceNeighbour({ ...n4, mac: '0a:58:0a:58:00:08' });
+    const shown = ipJson<{ dst: string; lladdr: string; state: string[] }[]>(
+      ns.name,
+      'neigh',
+      'show',
+      'dev',
+      'v0',
+    );
+    expect(shown).toContainEqual(
+      expect.objectContaining({ dst: '10.88.0.7', lladdr: '0a:58:0a:58:00:08', state: ['PERMANENT'] }),
+    );
+    expect(shown).toContainEqual(
+      expect.objectContaining({ dst: 'fd00:88::7', lladdr: '0a:58:0a:58:00:77', state: ['PERMANENT'] }),
+    );
+    const listed = await h.listNeighbours(dev);
+    expect(listed).toContainEqual({ ...n4, mac: '0a:58:0a:58:00:08', permanent: true });
+    expect(listed).toContainEqual({ ...n6, permanent: true });
+    await h.deleteNeighbour(n4);
+    await h.deleteNeighbour(n4);
+    await h.deleteNeighbour(n6);
+    expect(ipJson<{ dst: string }[]>(ns.name, 'neigh', 'show', 'dev', 'v0').map((n) => n.dst)).not.toContain(
+      '10.88.0.7',
+    );
+    expect((await h.listNeighbours(dev)).filter((n) => n.permanent)).toEqual([]);
+  });
+
+  it('creates a VXLAN device and manages its FDB (append, list, delete)', async () => {
+    const { ns, h, dev } = track(await setup(pool, 'vx'));
+    const vx = await h.createVxlan({
+      name: 'vx0',
+      vni: 4242,
+      port: 8472,
+      localIp: '10.88.0.1',
+      dev,
+      mtu: 1450,
+    });
+    expect(vx).toMatchObject({ name: 'vx0', kind: 'vxlan', mtu: 1450, up: false });
+    const detail = ipJson<{ linkinfo: { info_kind: string; info_data: Record<string, unknown> } }[]>(
+      ns.name,
+      '-d',
+      'link',
+      'show',
+      'vx0',
+    )[0]!;
+    expect(detail.linkinfo.info_kind).toBe('vxlan');
+    expect(detail.linkinfo.info_data).toMatchObject({
+      id: 4242,
+      local: '10.88.0.1',
+      link: 'v0',
+      port: 8472,
+      learning: false,
+    });
+    await expect(
+      h.createVxlan({ name: 'vx0', vni: 1, port: 8472, localIp: '10.88.0.1', mtu: 1450 }),
+    ).rejects.toBeInstanceOf(ExistsError);
+    await h.setLinkUp(vx.index);
+
+    const flood1 = { ifindex: vx.index, mac: '00:00:00:00:00:00', dst: '10.88.0.2' };
+    const flood2 = { ifindex: vx.index, mac: '00:00:00:00:00:00', dst: '10.88.0.3' };
+    const remote = { ifindex: vx.index, mac: '0a:00:00:00:00:02', dst: '10.88.0.2' };
+    for (const e of [flood1, flood2, remote, flood1]) await h.appendFdb(e);
+    const bridge = () =>
+      (
+        JSON.parse(
+          execFileSync('bridge', ['-n', ns.name, '-j', 'fdb', 'show', 'dev', 'vx0'], { encoding: 'utf8' }),
+        ) as {
+          mac: string;
+          dst?: string;
+        }[]
+      )
+        .filter((e) => e.dst !== undefined)
+        .map((e) => `${e.mac}>${e.dst}`)
+        .sort();
+    expect(bridge()).toEqual([
+      '00:00:00:00:00:00>10.88.0.2',
+      '00:00:00:00:00:00>10.88.0.3',
+      '0a:00:00:00:00:02>10.88.0.2',
+    ]);
+    const listed = await h.listFdb(vx.index);
+    expect(listed).toHaveLength(3);
+    expect(listed).toEqual(expect.arrayContaining([flood1, flood2, remote]));
+
+    await h.deleteFdb(flood1);
+    await h.deleteFdb(flood1);
+    expect(bridge()).toEqual(['00:00:00:00:00:00>10.88.0.3', '0a:00:00:00:00:02>10.88.0.2']);
+    expect(await h.listFdb(vx.index)).toEqual(expect.arrayContaining([flood2, remote]));
+  });
+
+  it('reports route events, including a delete done by someone else with `ip route del`', async () => {
+    const { ns, h, dev } = track(await setup(pool, 'ev'));
+    const events: RouteEvent[] = [];
+    const sub = withNetns(ns.path, () => subscribeRouteEvents((e) => events.push(e)));
+    try {
+      const r: RouteInfo = {
+        family: 4,
+        dst: '10.244.7.0/24',
+        gateway: '10.88.0.2',
+        ifindex: dev,
+        protocol: PROTO,
+      };
+      await h.replaceRoute(r);
+      await waitFor(() => events.some((e) => e.type === 'add' && e.route.dst === r.dst));
+      ip(ns.name, 'route', 'del', '10.244.7.0/24', 'proto', String(PROTO));
+      await waitFor(() => events.some((e) => e.type === 'delete' && e.route.dst === r.dst));
+      const del = events.find((e) => e.type === 'delete' && e.route.dst === r.dst);
+      expect(del).toEqual({
+        type: 'delete',
+        table: 254,
+        route: { ...r, scope: 'universe', type: 'unicast' },
+      });
+    } finally {
+      sub.close();
+    }
+  });
+
+  it('programs a 5,000-route burst (timing printed) and reports per-route failures', async () => {
+    const { ns, h, dev } = track(await setup(pool, 'burst'));
+    const routes: RouteInfo[] = [];
+    for (let i = 0; i < 5000; i++) {
+      routes.push({
+        family: 4,
+        dst: `10.${100 + (i >> 8)}.${i & 255}.0/24`,
+        gateway: '10.88.0.2',
+        ifindex: dev,
+        protocol: PROTO,
+      });
+    }
+    let t = performance.now();
+    await h.replaceRoutes(routes);
+    const first = performance.now() - t;
+    t = performance.now();
+    await h.replaceRoutes(routes);
+    const again = performance.now() - t;
+    t = performance.now();
+    const listed = await h.listRoutes({ family: 4, protocol: PROTO });
+    const list = performance.now() - t;
+    console.log(
+      `netlink burst: 5000 routes replaced in ${first.toFixed(1)} ms (again, unchanged: ${again.toFixed(1)} ms); listed in ${list.toFixed(1)} ms`,
+    );
+    expect(listed).toHaveLength(5000);
+    expect(ip(ns.name, 'route', 'show', 'proto', String(PROTO)).trim().split('\n')).toHaveLength(5000);
+
+    const results = await h.replaceRoutesSettled([
+      routes[0]!,
+      { family: 4, dst: '10.250.0.0/24', ifindex: 9999, protocol: PROTO },
+      routes[1]!,
+    ]);
+    expect(results[0]).toBeUndefined();
+    expect(results[1]).toBeInstanceOf(LinkNotFoundError);
+    expect(results[2]).toBeUndefined();
+    // A failure in the message that carries the datagram's only ACK request.
+    const lastFails = await h.replaceRoutesSettled([
+      routes[0]!,
+      { family: 4, dst: '10.250.1.0/24', ifindex: 9998, protocol: PROTO },
+    ]);
+    expect(lastFails[0]).toBeUndefined();
+    expect(lastFails[1]).toMatchObject({ errno: 'ENODEV', op: 'RTM_NEWROUTE 10.250.1.0/24 dev #9998' });
+    // Failures spread over several datagrams of a large burst are all reported, in place.
+    const mixed = routes.slice(0, 300).map((r, i) => (i % 70 === 69 ? { ...r, ifindex: 9997 } : r));
+    const mixedResults = await h.replaceRoutesSettled(mixed);
+    expect(mixedResults.flatMap((e, i) => (e === undefined ? [] : [i]))).toEqual([69, 139, 209, 279]);
+    await expect(
+      h.replaceRoutes([{ family: 4, dst: '10.250.0.0/24', ifindex: 9999, protocol: PROTO }]),
+    ).rejects.toBeInstanceOf(LinkNotFoundError);
+  });
+});
+
+async function waitFor(cond: () => boolean, ms = 2000): Promise<void> {
+  const end = Date.now() + ms;
+  while (!cond()) {
+    if (Date.now() > end) throw new Error('condition not met in time');
+    await new Promise((r) => setTimeout(r, 10));
+  }
+}
