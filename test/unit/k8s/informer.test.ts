@@ -1,0 +1,270 @@
+/**
+ * The node informer against the test API server over real HTTP on 127.0.0.1, through the real
+ * @kubernetes/client-node (CoreV1Api.listNode + Watch) and a kubeconfig file.
+ */
+import { afterEach, beforeEach, describe, expect, it } from 'vitest';
+import {
+  createK8sClient,
+  type K8sClient,
+  type K8sError,
+  loadKubeConfig,
+  type NodeEventType,
+  type NodeInformer,
+  type NodeInformerOptions,
+  type NodeView,
+} from '../../../pkg/k8s/index.ts';
+import { startTestApiServer, type TestApiServer } from '../../support/apiserver/server.ts';
+import { api, nodeObject, waitFor } from './helpers.ts';
+
+let server: TestApiServer;
+let client: K8sClient;
+let ac: AbortController;
+let informer: NodeInformer | undefined;
+
+async function startServer(opts: { bookmarkIntervalMs?: number; historySize?: number } = {}): Promise<void> {
+  server = await startTestApiServer({ bookmarkIntervalMs: opts.bookmarkIntervalMs ?? 0, ...opts });
+  client = createK8sClient(loadKubeConfig({ kubeconfigPath: server.kubeconfigPath }));
+}
+
+interface Recorded {
+  syncs: string[][];
+  events: { type: NodeEventType; name: string }[];
+  errors: { err: K8sError; delay: number }[];
+  invalid: string[];
+}
+
+function start(extra: Partial<NodeInformerOptions> = {}): Recorded {
+  const rec: Recorded = { syncs: [], events: [], errors: [], invalid: [] };
+  informer = client.startNodeInformer({
+    signal: ac.signal,
+    backoff: { initialMs: 20, maxMs: 200 },
+    onSync: (nodes: readonly NodeView[]) => rec.syncs.push(nodes.map((n) => n.name)),
+    onEvent: (type, node) => rec.events.push({ type, name: node.name }),
+    onError: (err, delay) => rec.errors.push({ err, delay }),
+    onInvalid: (p) => rec.invalid.push(p),
+    ...extra,
+  });
+  return rec;
+}
+
+const names = (): string[] => informer!.list().map((n) => n.name);
+const requestsTo = (path: string, watch: boolean) =>
+  server.store.requests().filter((r) => r.method === 'GET' && r.path === path && r.watch === watch);
+
+beforeEach(() => {
+  ac = new AbortController();
+  informer = undefined;
+});
+
+afterEach(async () => {
+  ac.abort();
+  if (informer) await informer.done;
+  await server.close();
+});
+
+describe('node informer (real client-node against the test API server)', () => {
+  it('syncs the initial list into plain NodeViews', async () => {
+    await startServer();
+    server.store.addNode(nodeObject('b', { podCIDRs: ['10.244.2.0/24'], ips: ['192.168.0.2'] }));
+    server.store.addNode(
+      nodeObject('a', { podCIDRs: ['10.244.1.0/24', 'fd00:1::/64'], ips: ['192.168.0.1', 'fd00::1'] }),
+    );
+    server.store.addNode(nodeObject('c'));
+    const rec = start();
+    expect(informer!.hasSynced()).toBe(false);
+    await waitFor(() => informer!.hasSynced(), 'first sync');
+    expect(rec.syncs).toEqual([['a', 'b', 'c']]);
+    expect(informer!.get('a')).toMatchObject({
+      name: 'a',
+      podCIDRs: ['10.244.1.0/24', 'fd00:1::/64'],
+      internalIPs: ['192.168.0.1', 'fd00::1'],
+    });
+    expect(informer!.get('c')?.podCIDRs).toEqual([]);
+    expect(informer!.relists).toBe(1);
+    expect(informer!.restarts).toBe(0);
+  });
+
+  it('follows add, update and delete made through the API', async () => {
+    await startServer();
+    server.store.addNode(nodeObject('a'));
+    const rec = start();
+    await waitFor(() => informer!.hasSynced() && server.store.openWatches() === 1, 'sync and open watch');
+
+    expect(
+      (await api(server.url, 'POST', '/api/v1/nodes', nodeObject('b', { ips: ['10.0.0.2'] }))).status,
+    ).toBe(201);
+    await waitFor(() => informer!.get('b') !== undefined, 'ADDED b');
+
+    const patch = { spec: { podCIDRs: ['10.244.9.0/24'] } };
+    expect(
+      (await api(server.url, 'PATCH', '/api/v1/nodes/b', patch, 'application/merge-patch+json')).status,
+    ).toBe(200);
+    await waitFor(() => informer!.get('b')?.podCIDRs[0] === '10.244.9.0/24', 'MODIFIED b');
+
+    expect((await api(server.url, 'DELETE', '/api/v1/nodes/a')).status).toBe(200);
+    await waitFor(() => informer!.get('a') === undefined, 'DELETED a');
+
+    expect(rec.events).toEqual([
+      { type: 'ADDED', name: 'a' },
+      { type: 'ADDED', name: 'b' },
+      { type: 'MODIFIED', name: 'b' },
+      { type: 'DELETED', name: 'a' },
+    ]);
+    expect(names()).toEqual(['b']);
+    expect(informer!.resourceVersion).toBe(String(server.store.currentResourceVersion()));
+    // One list, one watch: the changes came over the watch, not through relists.
+    expect(requestsTo('/api/v1/nodes', false)).toHaveLength(1);
+    expect(requestsTo('/api/v1/nodes', true)).toHaveLength(1);
+  });
+
+  it('relists after 410 Gone and converges on what it missed', async () => {
+    await startServer();
+    server.store.addNode(nodeObject('a'));
+    server.store.addNode(nodeObject('b'));
+    const rec = start();
+    await waitFor(() => informer!.hasSynced() && server.store.openWatches() === 1, 'sync and open watch');
+    server.store.addNode(nodeObject('c'));
+    await waitFor(() => informer!.get('c') !== undefined, 'ADDED c');
+
+    // All synchronous, so the informer cannot see any of it over a watch: it must resume from an
+    // rv that was compacted away, get the 410 ERROR event, and relist.
+    server.store.closeAllWatches();
+    server.store.deleteNode('a');
+    server.store.updateNode('b', (n) => ({ ...n, spec: { podCIDRs: ['10.244.2.0/24'] } }));
+    server.store.addNode(nodeObject('d'));
+    server.store.compactHistory();
+
+    await waitFor(() => informer!.relists === 2, 'relist');
+    expect(names()).toEqual(['b', 'c', 'd']);
+    expect(informer!.get('b')?.podCIDRs).toEqual(['10.244.2.0/24']);
+    expect(rec.syncs.at(-1)).toEqual(['b', 'c', 'd']);
+    expect(rec.events.slice(-3)).toEqual([
+      { type: 'DELETED', name: 'a' },
+      { type: 'MODIFIED', name: 'b' },
+      { type: 'ADDED', name: 'd' },
+    ]);
+    // 410 is the protocol working, not a failure.
+    expect(informer!.restarts).toBe(0);
+    expect(rec.errors).toEqual([]);
+    // And it is watching again, from the new list.
+    await waitFor(() => server.store.openWatches() === 1, 'watch reopened');
+    server.store.addNode(nodeObject('e'));
+    await waitFor(() => informer!.get('e') !== undefined, 'ADDED e after relist');
+  });
+
+  it('restarts with capped exponential backoff when the server fails, then syncs', async () => {
+    await startServer();
+    server.store.addNode(nodeObject('a'));
+    server.store.failRequests({ count: 4, match: (r) => r.path === '/api/v1/nodes' && !r.watch });
+    const delays: number[] = [];
+    const rec = start({
+      resyncMs: 0,
+      random: () => 0.999999,
+      sleep: (ms, signal) => {
+        delays.push(ms);
+        return new Promise((r) => {
+          const t = setTimeout(r, 5);
+          signal.addEventListener('abort', () => {
+            clearTimeout(t);
+            r();
+          });
+        });
+      },
+    });
+    await waitFor(() => informer!.hasSynced(), 'sync after failures');
+    expect(names()).toEqual(['a']);
+    expect(informer!.restarts).toBe(4);
+    expect(delays).toEqual([20, 40, 80, 160]);
+    expect(rec.errors.map((e) => [e.err.statusCode, e.err.reason, e.delay])).toEqual([
+      [500, 'InternalError', 20],
+      [500, 'InternalError', 40],
+      [500, 'InternalError', 80],
+      [500, 'InternalError', 160],
+    ]);
+  });
+
+  it('survives dropped connections: watch reset and refused reconnects', async () => {
+    await startServer();
+    server.store.addNode(nodeObject('a'));
+    const rec = start();
+    await waitFor(() => informer!.hasSynced() && server.store.openWatches() === 1, 'sync and open watch');
+    server.store.failRequests({ count: 3, mode: 'drop' });
+    server.store.closeAllWatches('destroy');
+    server.store.addNode(nodeObject('b'));
+    await waitFor(() => informer!.get('b') !== undefined, 'b after reconnect');
+    expect(informer!.restarts).toBeGreaterThanOrEqual(3);
+    expect(rec.errors.length).toBe(informer!.restarts);
+    expect(rec.errors.every((e) => e.err.statusCode === undefined && e.err.reason === 'NetworkError')).toBe(
+      true,
+    );
+    // The watch resumed from its resourceVersion: no relist was needed.
+    expect(informer!.relists).toBe(1);
+  });
+
+  it('stays on one watch through BOOKMARKs and advances its resourceVersion with them', async () => {
+    await startServer({ bookmarkIntervalMs: 30 });
+    server.store.addNode(nodeObject('a'));
+    start();
+    await waitFor(() => informer!.hasSynced() && server.store.openWatches() === 1, 'sync and open watch');
+    // A pod change moves the global resourceVersion; the node watch learns it only from a BOOKMARK.
+    server.store.addPod({ metadata: { name: 'p', namespace: 'default' }, spec: { nodeName: 'a' } });
+    const target = String(server.store.currentResourceVersion());
+    await waitFor(() => informer!.resourceVersion === target, 'bookmark rv');
+    await new Promise((r) => setTimeout(r, 300));
+    expect(requestsTo('/api/v1/nodes', true)).toHaveLength(1);
+    expect(requestsTo('/api/v1/nodes', true)[0]!.query.get('allowWatchBookmarks')).toBe('true');
+    expect(informer!.restarts).toBe(0);
+    expect(names()).toEqual(['a']);
+  });
+
+  it('skips and reports nodes it cannot read, and drops a node that turns bad', async () => {
+    await startServer();
+    server.store.addNode(nodeObject('good', { ips: ['10.0.0.1'] }));
+    server.store.addNode(nodeObject('bad', { ips: ['not-an-ip'] }), { unchecked: true });
+    const rec = start();
+    await waitFor(() => informer!.hasSynced() && server.store.openWatches() === 1, 'sync');
+    expect(names()).toEqual(['good']);
+    expect(rec.invalid).toEqual(['node bad: InternalIP "not-an-ip" is not an IP address']);
+    server.store.updateNode(
+      'good',
+      (n) => ({ ...n, metadata: { ...(n.metadata as object), annotations: { x: 1 } } }) as never,
+      { unchecked: true },
+    );
+    await waitFor(() => informer!.get('good') === undefined, 'good turned bad');
+    expect(rec.invalid).toHaveLength(2);
+    expect(rec.events.at(-1)).toEqual({ type: 'DELETED', name: 'good' });
+  });
+
+  it('lists 1,200 nodes in pages of 500', async () => {
+    await startServer();
+    for (let i = 0; i < 1200; i++) server.store.addNode(nodeObject(`n${String(i).padStart(4, '0')}`));
+    const rec = start();
+    await waitFor(() => informer!.hasSynced(), 'sync');
+    expect(informer!.list()).toHaveLength(1200);
+    expect(rec.syncs[0]).toHaveLength(1200);
+    const lists = requestsTo('/api/v1/nodes', false);
+    expect(lists.map((r) => [r.query.get('limit'), r.query.has('continue')])).toEqual([
+      ['500', false],
+      ['500', true],
+      ['500', true],
+    ]);
+  });
+
+  it('re-delivers the cache every resyncMs without calling the API', async () => {
+    await startServer();
+    server.store.addNode(nodeObject('a'));
+    const rec = start({ resyncMs: 50 });
+    await waitFor(() => rec.syncs.length >= 4, 'resyncs');
+    expect(rec.syncs.every((s) => s.join() === 'a')).toBe(true);
+    expect(requestsTo('/api/v1/nodes', false)).toHaveLength(1);
+  });
+
+  it('stops on abort and leaves no watch open', async () => {
+    await startServer();
+    start();
+    await waitFor(() => server.store.openWatches() === 1, 'open watch');
+    ac.abort();
+    await informer!.done;
+    await waitFor(() => server.store.openWatches() === 0, 'watch closed on the server');
+  });
+});
