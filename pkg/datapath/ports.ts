@@ -87,6 +87,21 @@ export interface CreateVeth {
   peerMtu: number;
 }
 
+export interface CreateVxlan {
+  name: string;
+  /** 0..16777215 */
+  vni: number;
+  /** UDP destination port (8472 Linux default, 4789 IANA). */
+  port: number;
+  /** Source address of encapsulated packets (this node's VTEP address). */
+  localIp: string;
+  /** Underlay device index (IFLA_VXLAN_LINK). */
+  dev?: number;
+  /** Learn the FDB from received packets; trellis programs it itself, so false when unset. */
+  learning?: boolean;
+  mtu: number;
+}
+
 export interface RouteFilter {
   family?: Family;
   protocol?: number;
@@ -119,6 +134,8 @@ export interface NetlinkHandle {
   deleteRoute(route: RouteInfo): Promise<void>;
   /** Several routes in one burst (pipelined requests); resolves when the kernel acked all. */
   replaceRoutes?(routes: RouteInfo[]): Promise<void>;
+  /** VXLAN backend: creates the device (down) and returns it as the kernel reports it. */
+  createVxlan?(spec: CreateVxlan): Promise<LinkInfo>;
 
   replaceNeighbour(entry: NeighbourEntry): Promise<void>;
   deleteNeighbour(entry: NeighbourEntry): Promise<void>;
@@ -151,3 +168,23 @@ export interface NetnsPort {
 
 /** rtm_protocol value that marks routes trellis created (RTPROT values < 20 are reserved by the kernel). */
 export const TRELLIS_ROUTE_PROTOCOL = 0x7e; // 126
+
+/**
+ * Kernel change notifications (pkg/netlink subscribeRouteEvents / subscribeLinkEvents), bound to the
+ * namespace of the caller. Events only say "look again": consumers re-list (level-triggered), and
+ * 'overflow' (the kernel dropped notifications: ENOBUFS) means "resync everything".
+ */
+export type RouteEvent =
+  | { type: 'add' | 'delete'; route: RouteInfo /** Routing table (254 = main). */; table: number }
+  | { type: 'overflow' };
+
+export type LinkEvent = { type: 'add' | 'delete'; link: LinkInfo } | { type: 'overflow' };
+
+export interface Subscription {
+  close(): void;
+}
+
+export interface NetlinkEventsPort {
+  subscribeRouteEvents(cb: (ev: RouteEvent) => void): Subscription;
+  subscribeLinkEvents(cb: (ev: LinkEvent) => void): Subscription;
+}

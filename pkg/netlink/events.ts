@@ -1,4 +1,4 @@
-import type { LinkInfo, RouteInfo } from '../datapath/ports.ts';
+import type { LinkEvent, NetlinkEventsPort, RouteEvent, Subscription } from '../datapath/ports.ts';
 import { RTM, RTNLGRP } from './constants.ts';
 import { parseLink, parseRoute, routeTable } from './messages.ts';
 import { RtnlSocket } from './socket.ts';
@@ -10,16 +10,6 @@ import { RtnlSocket } from './socket.ts';
  *
  * Like openNetlink, a subscription binds to the network namespace of the calling thread.
  */
-
-export type RouteEvent =
-  | { type: 'add' | 'delete'; route: RouteInfo /** Routing table (254 = main). */; table: number }
-  | { type: 'overflow' };
-
-export type LinkEvent = { type: 'add' | 'delete'; link: LinkInfo } | { type: 'overflow' };
-
-export interface Subscription {
-  close(): void;
-}
 
 export interface SubscribeOptions {
   /** Keep the event loop alive while subscribed (default false: the agent's server does that). */
@@ -71,3 +61,9 @@ export function subscribeLinkEvents(cb: (ev: LinkEvent) => void, opts: Subscribe
     opts,
   );
 }
+
+/** The port form, for injection into the agent. */
+export const netlinkEvents: NetlinkEventsPort = {
+  subscribeRouteEvents: (cb) => subscribeRouteEvents(cb),
+  subscribeLinkEvents: (cb) => subscribeLinkEvents(cb),
+};

@@ -2,6 +2,7 @@ import type {
   AddAddress,
   AddressInfo,
   CreateVeth,
+  CreateVxlan,
   Family,
   FdbEntry,
   LinkInfo,
@@ -14,7 +15,6 @@ import { AF, NLM_F, RT_TABLE_MAIN, RTM } from './constants.ts';
 import { ExistsError, LinkNotFoundError, type NetlinkError } from './errors.ts';
 import {
   addAddressBody,
-  type CreateVxlan,
   createVethBody,
   createVxlanBody,
   describeRoute,

@@ -3,9 +3,16 @@
  * (pkg/datapath/ports.ts) over one rtnetlink socket per handle, plus VXLAN creation, pipelined
  * route bursts and change notifications.
  */
+
+export type {
+  CreateVxlan,
+  LinkEvent,
+  NetlinkEventsPort,
+  RouteEvent,
+  Subscription,
+} from '../datapath/ports.ts';
 export { ExistsError, LinkNotFoundError, NetlinkError } from './errors.ts';
-export type { LinkEvent, RouteEvent, SubscribeOptions, Subscription } from './events.ts';
-export { subscribeLinkEvents, subscribeRouteEvents } from './events.ts';
+export type { SubscribeOptions } from './events.ts';
+export { netlinkEvents, subscribeLinkEvents, subscribeRouteEvents } from './events.ts';
 export type { ExtendedNetlinkHandle } from './handle.ts';
 export { openNetlink } from './handle.ts';
-export type { CreateVxlan } from './messages.ts';

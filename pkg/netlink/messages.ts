@@ -2,6 +2,7 @@ import type {
   AddAddress,
   AddressInfo,
   CreateVeth,
+  CreateVxlan,
   Family,
   FdbEntry,
   LinkInfo,
@@ -90,20 +91,6 @@ export function createVethBody(spec: CreateVeth): Body {
       nested(IFLA_INFO.DATA, [attr(VETH_INFO_PEER, peer)]),
     ]),
   ];
-}
-
-export interface CreateVxlan {
-  name: string;
-  vni: number;
-  /** UDP destination port (8472 Linux default, 4789 IANA). */
-  port: number;
-  /** Source address of the encapsulated packets (this node's VTEP address). */
-  localIp: string;
-  /** Underlay device index (IFLA_VXLAN_LINK). */
-  dev?: number;
-  /** FDB learning from received packets; trellis programs the FDB itself, so false by default. */
-  learning?: boolean;
-  mtu: number;
 }
 
 export function createVxlanBody(spec: CreateVxlan): Body {
