@@ -15,7 +15,7 @@ import { type CniCommand, parseCniEnv } from '../cni/env.ts';
 import { CniCode, CniError, toCniError } from '../cni/errors.ts';
 import { LATEST_VERSION, versionReply } from '../cni/version.ts';
 import { errorVersionOf, parseShimConfig, type ShimConfig } from './config.ts';
-import { decodeResponse, encodeRequest } from './protocol.ts';
+import { type AgentResponse, decodeResponse, encodeRequest } from './protocol.ts';
 import { type Transport, TransportError } from './transport.ts';
 
 /** Connecting to a local unix socket is immediate when the agent is up; two seconds is generous. */
@@ -77,9 +77,7 @@ export async function runShim(io: ShimIo): Promise<ShimOutput> {
   try {
     const env = parseCniEnv(io.env);
     if (env.command === 'VERSION') {
-      return success(
-        `${JSON.stringify(versionReply(stdin === undefined ? undefined : errorVersionOf(stdin)))}\n`,
-      );
+      return success(`${JSON.stringify(versionReply(errorVersion))}\n`);
     }
     if (stdin === undefined) {
       throw new CniError(
@@ -116,14 +114,12 @@ async function callAgent(
     return failure(transportCniError(command, config.socket, totalMs, err), config.cniVersion);
   }
 
-  const response = (() => {
-    try {
-      return decodeResponse(answer);
-    } catch (err) {
-      return err instanceof CniError ? err : toCniError(err);
-    }
-  })();
-  if (response instanceof CniError) return failure(response, config.cniVersion);
+  let response: AgentResponse;
+  try {
+    response = decodeResponse(answer);
+  } catch (err) {
+    return failure(err, config.cniVersion);
+  }
   if (!response.ok) {
     const { code, msg, details } = response.error;
     return failure(new CniError(code, msg, details), config.cniVersion);
