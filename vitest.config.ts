@@ -4,7 +4,6 @@ import { defineConfig } from 'vitest/config';
 // real processes, so they run one file at a time to keep timing and resource use sane.
 export default defineConfig({
   test: {
-    include: ['test/**/*.test.ts'],
     testTimeout: 60_000,
     hookTimeout: 60_000,
     pool: 'forks',

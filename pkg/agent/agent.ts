@@ -23,6 +23,8 @@ export interface AgentHooks {
   onCniCall?: (record: CniCallRecord) => void;
 }
 
+const SPOOL_DRAIN_INTERVAL_MS = 30_000;
+
 /** Host sysctls the routed datapath needs; stated in the docs. */
 export const HOST_SYSCTLS: readonly [string, string][] = [
   ['net/ipv4/ip_forward', '1'],
@@ -46,6 +48,7 @@ export class Agent {
   ipam: Ipam | undefined;
   datapath: DatapathDeps | undefined;
   private mtu = 1500;
+  private spoolTimer: NodeJS.Timeout | undefined;
 
   constructor(config: AgentConfig, ports: AgentPorts, log: Logger, hooks: AgentHooks = {}) {
     this.config = config;
@@ -97,6 +100,16 @@ export class Agent {
     const server = new CniServer({ socketPath: config.socket, handler: service.handle, log });
     await server.listen();
     this.server = server;
+    // The shim also spools a DEL when a running agent answered too slowly or a DEL fell between
+    // the drain above and listen(); those leases stay held (never reused) until drained here.
+    const drainAgain = (): void => {
+      drainSpool(config.spoolDir, service.handle, log).catch((err: unknown) =>
+        log.warn({ error: err instanceof Error ? err.message : String(err) }, 'spool drain failed'),
+      );
+    };
+    drainAgain();
+    this.spoolTimer = setInterval(drainAgain, SPOOL_DRAIN_INTERVAL_MS);
+    this.spoolTimer.unref();
     log.info(
       {
         podCIDRs: this.ipam.ranges(),
@@ -112,6 +125,7 @@ export class Agent {
 
   /** SIGTERM: finish in-flight calls, close the socket; routes, config and rules stay in place. */
   async stop(): Promise<void> {
+    clearInterval(this.spoolTimer);
     await this.server?.close();
     await this.deleter?.drain();
     this.host?.close();

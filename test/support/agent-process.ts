@@ -17,7 +17,7 @@ export interface AgentProcess {
   readonly spoolDir: string;
   readonly logs: Record<string, unknown>[];
   readonly child: ChildProcess;
-  /** Resolves once the CNI socket exists (the agent listens only when ready). */
+  /** Resolves once the agent logged that it is serving (a stale socket file from a killed agent is not proof). */
   ready(): Promise<void>;
   /** SIGTERM and wait. */
   stop(): Promise<number | null>;
@@ -88,7 +88,7 @@ export function startAgent(opts: StartAgentOptions): AgentProcess {
     child,
     async ready() {
       const deadline = Date.now() + 15_000;
-      while (!existsSync(socket)) {
+      while (!logs.some((l) => l.msg === 'trellis agent ready') || !existsSync(socket)) {
         if (child.exitCode !== null) {
           throw new Error(`agent exited with ${child.exitCode}: ${stderr}\n${JSON.stringify(logs)}`);
         }

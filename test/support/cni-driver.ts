@@ -47,6 +47,12 @@ export interface CniCall {
   path?: string;
   /** Extra or overriding environment (e.g. to drop a variable set it to undefined). */
   env?: Record<string, string | undefined>;
+  /**
+   * The test namespace that plays the node: the plugin runs inside it, as a runtime runs plugins in
+   * the host's namespace. Required for anything but the trellis shim, because reference plugins
+   * (portmap, bandwidth) program iptables/tc where they run: never in the root namespace.
+   */
+  hostNetns?: string;
 }
 
 export async function runPlugin(binary: string, call: CniCall, stdin: string | Buffer): Promise<PluginRun> {
@@ -61,8 +67,13 @@ export async function runPlugin(binary: string, call: CniCall, stdin: string | B
     ...call.env,
   };
   for (const k of Object.keys(env)) if (env[k] === undefined) delete env[k];
+  if (call.hostNetns === undefined && binary !== SHIM_BINARY) {
+    throw new Error(`refusing to run ${binary} outside a test namespace: set hostNetns`);
+  }
+  const [cmd, argv] =
+    call.hostNetns === undefined ? [binary, []] : ['ip', ['netns', 'exec', call.hostNetns, binary]];
   return new Promise((resolve, reject) => {
-    const child = spawn(binary, [], { env: env as NodeJS.ProcessEnv, stdio: ['pipe', 'pipe', 'pipe'] });
+    const child = spawn(cmd, argv, { env: env as NodeJS.ProcessEnv, stdio: ['pipe', 'pipe', 'pipe'] });
     let stdout = '';
     let stderr = '';
     child.stdout.setEncoding('utf8').on('data', (d: string) => {

@@ -62,11 +62,11 @@ export interface TestNetns {
   readonly path: string;
 }
 
-/** Creates a namespace with `lo` up. */
-export function addNetns(tag: string): TestNetns {
+/** Creates a namespace, with `lo` up unless told otherwise (a runtime's fresh pod namespace has it down). */
+export function addNetns(tag: string, opts: { loUp?: boolean } = {}): TestNetns {
   const name = uniqueName(tag);
   execFileSync('ip', ['netns', 'add', name]);
-  ip(name, 'link', 'set', 'lo', 'up');
+  if (opts.loUp !== false) ip(name, 'link', 'set', 'lo', 'up');
   return { name, path: `/var/run/netns/${name}` };
 }
 
@@ -85,8 +85,8 @@ export function delNetns(name: string): void {
 export class NetnsPool {
   private readonly names: string[] = [];
 
-  add(tag: string): TestNetns {
-    const ns = addNetns(tag);
+  add(tag: string, opts: { loUp?: boolean } = {}): TestNetns {
+    const ns = addNetns(tag, opts);
     this.names.push(ns.name);
     return ns;
   }

@@ -1,0 +1,115 @@
+import { type ChildProcess, spawn } from 'node:child_process';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import {
+  addList,
+  builtSkipReason,
+  type ConfList,
+  delList,
+  referencePluginsSkipReason,
+} from '../../support/cni-driver.ts';
+import { ip, netnsSkipReason } from '../../support/netns.ts';
+import { type AddResult, containerId, NodeHarness, podAddr } from './harness.ts';
+
+const skip = netnsSkipReason ?? builtSkipReason() ?? referencePluginsSkipReason('portmap');
+
+/** Runs a one-line Node program inside a namespace (the test's own Node 24). */
+function nodeIn(ns: string, program: string): ChildProcess {
+  return spawn('ip', ['netns', 'exec', ns, process.execPath, '-e', program], {
+    stdio: ['ignore', 'pipe', 'pipe'],
+  });
+}
+
+function output(child: ChildProcess, timeoutMs = 5000): Promise<string> {
+  return new Promise((resolve, reject) => {
+    let out = '';
+    let err = '';
+    child.stdout!.on('data', (d: Buffer) => {
+      out += d.toString();
+    });
+    child.stderr!.on('data', (d: Buffer) => {
+      err += d.toString();
+    });
+    const timer = setTimeout(() => {
+      child.kill('SIGKILL');
+      reject(new Error(`timed out; stderr: ${err}`));
+    }, timeoutMs);
+    child.on('close', (code) => {
+      clearTimeout(timer);
+      if (code === 0) resolve(out);
+      else reject(new Error(`exit ${code}: ${err}`));
+    });
+  });
+}
+
+describe.skipIf(skip !== undefined)(
+  `chaining with the reference portmap plugin${skip ? ` (skipped: ${skip})` : ''}`,
+  () => {
+    const node = new NodeHarness();
+    beforeAll(() => node.start());
+    afterAll(() => node.stop());
+
+    it('our result is a valid prevResult for portmap, and a hostPort reaches the pod', async () => {
+      // A client outside the node, on a link to the node's "host" namespace.
+      const client = node.pool.add('cli');
+      ip(
+        node.host.name,
+        'link',
+        'add',
+        'uplink0',
+        'type',
+        'veth',
+        'peer',
+        'name',
+        'uplink0',
+        'netns',
+        client.name,
+      );
+      ip(node.host.name, 'addr', 'add', '192.0.2.1/24', 'dev', 'uplink0');
+      ip(node.host.name, 'link', 'set', 'uplink0', 'up');
+      ip(client.name, 'addr', 'add', '192.0.2.2/24', 'dev', 'uplink0');
+      ip(client.name, 'link', 'set', 'uplink0', 'up');
+
+      const list: ConfList = {
+        cniVersion: '1.0.0',
+        name: 'trellis',
+        plugins: [
+          { type: 'trellis', socket: node.agent.socket, spoolDir: node.agent.spoolDir },
+          {
+            type: 'portmap',
+            capabilities: { portMappings: true },
+            snat: true,
+            // What libcni injects for a plugin with the portMappings capability.
+            runtimeConfig: { portMappings: [{ hostPort: 8080, containerPort: 80, protocol: 'tcp' }] },
+          },
+        ],
+      };
+      const pod = node.podNs();
+      const id = containerId();
+      const call = { containerId: id, netns: pod.path, ifname: 'eth0', hostNetns: node.host.name };
+      const added = await addList(list, call);
+      expect(added.code, added.stdout + added.stderr).toBe(0);
+      const result = added.json as AddResult;
+      expect(podAddr(result, 4)).toMatch(/^10\.244\.1\./);
+
+      const server = nodeIn(
+        pod.name,
+        "require('net').createServer(s => s.end('hello from the pod')).listen(80, '0.0.0.0', () => console.log('up'))",
+      );
+      try {
+        await new Promise<void>((resolve) => server.stdout!.once('data', () => resolve()));
+        const reply = await output(
+          nodeIn(
+            client.name,
+            "const s = require('net').connect(8080, '192.0.2.1'); let d=''; s.on('data', c => d += c); s.on('end', () => { process.stdout.write(d); });",
+          ),
+        );
+        expect(reply).toBe('hello from the pod');
+      } finally {
+        server.kill('SIGKILL');
+      }
+
+      const dels = await delList(list, call, result);
+      for (const d of dels) expect(d.code, d.stdout + d.stderr).toBe(0);
+    });
+  },
+);

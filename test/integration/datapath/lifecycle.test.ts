@@ -1,0 +1,100 @@
+import { existsSync, readdirSync, statSync } from 'node:fs';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { builtSkipReason } from '../../support/cni-driver.ts';
+import { netnsSkipReason, nsPing } from '../../support/netns.ts';
+import { type AddResult, containerId, NodeHarness, podAddr } from './harness.ts';
+
+const skip = netnsSkipReason ?? builtSkipReason();
+
+describe.skipIf(skip !== undefined)(
+  `agent lifecycle: STATUS, GC, spooled DEL${skip ? ` (skipped: ${skip})` : ''}`,
+  () => {
+    const node = new NodeHarness();
+    beforeAll(() => node.start());
+    afterAll(() => node.stop());
+
+    it('STATUS succeeds when the agent is ready and returns 50 when it is not running', async () => {
+      const ready = await node.call({ command: 'STATUS' }, node.conf({}, '1.1.0'));
+      expect(ready.code, ready.stdout).toBe(0);
+      expect(ready.stdout).toBe('');
+
+      await node.agent.stop();
+      const down = await node.call({ command: 'STATUS' }, node.conf({}, '1.1.0'));
+      expect(down.code).toBe(1);
+      expect(down.json).toMatchObject({ code: 50 });
+      const add = await node.add(node.podNs(), containerId());
+      expect(add.json).toMatchObject({ code: 11 });
+      expect((add.json as { msg: string }).msg).toContain(node.agent.socket);
+      await node.startAgain();
+    });
+
+    it('GC releases every lease and veth that is not a valid attachment and keeps the rest working', async () => {
+      const pods = [node.podNs(), node.podNs(), node.podNs()];
+      const ids = pods.map(() => containerId());
+      const results: AddResult[] = [];
+      for (const [i, pod] of pods.entries()) results.push((await node.add(pod, ids[i]!)).json as AddResult);
+      const before = node.hostVeths().length;
+
+      const gc = await node.call(
+        { command: 'GC' },
+        node.conf({ 'cni.dev/valid-attachments': [{ containerID: ids[0], ifname: 'eth0' }] }, '1.1.0'),
+      );
+      expect(gc.code, gc.stdout).toBe(0);
+      expect(await node.waitForVeths(before - 2)).toHaveLength(before - 2);
+      for (const r of results.slice(1)) {
+        expect(node.hostRoutes(4).some((route) => route.dst === podAddr(r, 4))).toBe(false);
+      }
+      const line = node.agent.logs.find((l) => l.verb === 'GC');
+      expect((line?.released as string[]).sort()).toEqual(
+        [ids[1]!, ids[2]!].map((id) => `${id.slice(0, 12)}/eth0`).sort(),
+      );
+      // The valid attachment still works.
+      expect(nsPing(node.host.name, podAddr(results[0]!, 4))).toBe(true);
+
+      // A malformed attachment list is an error that collects nothing.
+      const bad = await node.call(
+        { command: 'GC' },
+        node.conf({ 'cni.dev/valid-attachments': [{ ifname: 3 }] }, '1.1.0'),
+      );
+      expect(bad.code).toBe(1);
+      expect(bad.json).toMatchObject({ code: 7 });
+      expect(nsPing(node.host.name, podAddr(results[0]!, 4))).toBe(true);
+      await node.del(ids[0]!, pods[0]!.path);
+    });
+
+    it('DEL while the agent is down succeeds, is spooled durably and is completed when the agent restarts', async () => {
+      const pod = node.podNs();
+      const id = containerId();
+      const res = (await node.add(pod, id)).json as AddResult;
+      const before = node.hostVeths().length;
+      await node.agent.stop();
+
+      const del = await node.del(id, pod.path);
+      expect(del.code, del.stdout + del.stderr).toBe(0);
+      const spooled = readdirSync(node.agent.spoolDir).filter((f) => f.endsWith('.del.json'));
+      expect(spooled).toHaveLength(1);
+      expect(statSync(`${node.agent.spoolDir}/${spooled[0]}`).mode & 0o777).toBe(0o600);
+
+      await node.startAgain();
+      expect(existsSync(`${node.agent.spoolDir}/${spooled[0]}`)).toBe(false);
+      const line = node.agent.logs.find((l) => l.verb === 'DEL' && l.containerId === id.slice(0, 12));
+      expect(line).toMatchObject({ outcome: 'ok', addresses: [podAddr(res, 4), podAddr(res, 6)] });
+      expect(await node.waitForVeths(before - 1)).toHaveLength(before - 1);
+      expect(node.hostRoutes(4).some((r) => r.dst === podAddr(res, 4))).toBe(false);
+    });
+
+    it('a restarted agent keeps every live pod: same addresses, connectivity, no spurious cleanup', async () => {
+      const pod = node.podNs();
+      const id = containerId();
+      const res = (await node.add(pod, id)).json as AddResult;
+      const veths = node.hostVeths();
+      await node.agent.kill();
+      await node.startAgain();
+      expect(node.hostVeths()).toEqual(veths);
+      expect(nsPing(node.host.name, podAddr(res, 4))).toBe(true);
+      const again = await node.add(pod, id);
+      expect((again.json as AddResult).ips).toEqual(res.ips);
+      await node.del(id, pod.path);
+    });
+  },
+);

@@ -1,0 +1,220 @@
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { builtSkipReason } from '../../support/cni-driver.ts';
+import { ip, ipJson, netnsSkipReason, nsPing } from '../../support/netns.ts';
+import { type AddResult, containerId, NodeHarness, podAddr } from './harness.ts';
+
+const skip = netnsSkipReason ?? builtSkipReason();
+
+interface IpAddr {
+  ifname: string;
+  mtu: number;
+  address: string;
+  operstate: string;
+  addr_info: {
+    family: string;
+    local: string;
+    prefixlen: number;
+    scope: string;
+    nodad?: boolean;
+    tentative?: boolean;
+  }[];
+}
+
+describe.skipIf(skip !== undefined)(
+  `pod networking through the real shim and agent${skip ? ` (skipped: ${skip})` : ''}`,
+  () => {
+    const node = new NodeHarness();
+    beforeAll(() => node.start());
+    afterAll(() => node.stop());
+
+    it('ADD gives the pod IPv4 and IPv6 that the kernel shows, reachable from the host and other pods', async () => {
+      const podA = node.podNs();
+      const podB = node.podNs();
+      const idA = containerId();
+      const idB = containerId();
+      const runA = await node.add(podA, idA, node.conf({ mtu: 1400, dns: { nameservers: ['10.96.0.10'] } }));
+      expect(runA.code, runA.stdout + runA.stderr).toBe(0);
+      const resA = runA.json as AddResult;
+      const runB = await node.add(podB, idB);
+      expect(runB.code, runB.stdout).toBe(0);
+      const resB = runB.json as AddResult;
+
+      // The pod side, read from the kernel.
+      const [eth0] = ipJson<IpAddr[]>(podA.name, 'addr', 'show', 'dev', 'eth0');
+      expect(eth0!.mtu).toBe(1400);
+      expect(eth0!.address).toBe(resA.interfaces[1]!.mac);
+      expect(resA.interfaces[1]).toMatchObject({ name: 'eth0', sandbox: podA.path, mtu: 1400 });
+      const v4 = podAddr(resA, 4);
+      const v6 = podAddr(resA, 6);
+      expect(eth0!.addr_info).toEqual(
+        expect.arrayContaining([
+          expect.objectContaining({ family: 'inet', local: v4, prefixlen: 32 }),
+          expect.objectContaining({ family: 'inet6', local: v6, prefixlen: 128 }),
+        ]),
+      );
+      expect(eth0!.addr_info.some((a) => a.tentative === true)).toBe(false);
+      const lo = ipJson<{ operstate: string; flags: string[] }[]>(podA.name, 'link', 'show', 'lo')[0]!;
+      expect(lo.flags).toContain('UP');
+      expect(ip(podA.name, '-4', 'route', 'show', 'default')).toContain('via 169.254.1.1 dev eth0');
+      expect(ip(podA.name, '-6', 'route', 'show', 'default')).toContain('via fe80::1 dev eth0');
+      expect(resA.dns).toEqual({ nameservers: ['10.96.0.10'] });
+
+      // The host side: the named veth with MTU, host routes tagged with protocol 126.
+      const hostIf = resA.interfaces[0]!.name;
+      expect(hostIf).toMatch(/^trl[0-9a-f]{12}$/);
+      const [hostLink] = ipJson<IpAddr[]>(node.host.name, 'addr', 'show', 'dev', hostIf);
+      expect(hostLink!.mtu).toBe(1400);
+      expect(hostLink!.address).toBe(resA.interfaces[0]!.mac);
+      expect(node.hostRoutes(4)).toEqual(
+        expect.arrayContaining([expect.objectContaining({ dst: v4, dev: hostIf })]),
+      );
+      expect(node.hostRoutes(6)).toEqual(
+        expect.arrayContaining([expect.objectContaining({ dst: v6, dev: hostIf })]),
+      );
+
+      // Connectivity: the gateway answers, host <-> pod and pod <-> pod on both families.
+      expect(nsPing(podA.name, '169.254.1.1')).toBe(true);
+      expect(nsPing(podA.name, 'fe80::1%eth0')).toBe(true);
+      expect(nsPing(node.host.name, v4)).toBe(true);
+      expect(nsPing(node.host.name, v6)).toBe(true);
+      expect(nsPing(podA.name, podAddr(resB, 4))).toBe(true);
+      expect(nsPing(podA.name, podAddr(resB, 6))).toBe(true);
+      expect(nsPing(podB.name, v4)).toBe(true);
+
+      // One structured log line per call, with pod, addresses, timing and outcome.
+      const line = node.agent.logs.find((l) => l.verb === 'ADD' && l.containerId === idA.slice(0, 12));
+      expect(line).toMatchObject({
+        outcome: 'ok',
+        pod: `default/${idA}`,
+        ifname: 'eth0',
+        addresses: [v4, v6],
+      });
+      expect(typeof line!.durationMs).toBe('number');
+
+      for (const [id, ns] of [
+        [idA, podA],
+        [idB, podB],
+      ] as const) {
+        expect((await node.del(id, ns.path)).code).toBe(0);
+      }
+    });
+
+    it('DEL removes the veth, the host routes and the lease; a second DEL succeeds', async () => {
+      const pod = node.podNs();
+      const id = containerId();
+      const before = node.hostVeths().length;
+      const res = (await node.add(pod, id)).json as AddResult;
+      const v4 = podAddr(res, 4);
+      expect(node.hostVeths()).toHaveLength(before + 1);
+
+      const del = await node.del(id, pod.path);
+      expect(del.code, del.stdout).toBe(0);
+      expect(del.stdout).toBe('');
+      // Routes are gone before DEL answers; the veth pair goes right after (off the critical path).
+      expect(node.hostRoutes(4).some((r) => r.dst === v4)).toBe(false);
+      expect(await node.waitForVeths(before)).toHaveLength(before);
+      expect(ip(pod.name, 'link', 'show')).not.toContain('eth0');
+
+      const again = await node.del(id, pod.path);
+      expect(again.code).toBe(0);
+      // containerd's second DEL: empty CNI_NETNS, no prevResult.
+      expect((await node.del(id, undefined)).code).toBe(0);
+
+      // The lease is free: the address can be handed out again (round-robin comes back to it).
+      const delLog = node.agent.logs.filter((l) => l.verb === 'DEL' && l.containerId === id.slice(0, 12));
+      expect(delLog[0]).toMatchObject({ outcome: 'ok', addresses: [v4, podAddr(res, 6)] });
+      expect(delLog[1]).toMatchObject({ outcome: 'ok', addresses: [] });
+    });
+
+    it('DEL after the pod namespace vanished succeeds and frees the address', async () => {
+      const pod = node.podNs();
+      const id = containerId();
+      const res = (await node.add(pod, id)).json as AddResult;
+      const before = node.hostVeths().length;
+      ip(undefined, 'netns', 'del', pod.name);
+      // The kernel destroys the pair with the namespace.
+      expect(await node.waitForVeths(before - 1)).toHaveLength(before - 1);
+      const del = await node.del(id, pod.path);
+      expect(del.code, del.stdout).toBe(0);
+      const line = node.agent.logs.find((l) => l.verb === 'DEL' && l.containerId === id.slice(0, 12));
+      expect(line).toMatchObject({ outcome: 'ok', addresses: [podAddr(res, 4), podAddr(res, 6)] });
+      expect(node.hostRoutes(4).some((r) => r.dst === podAddr(res, 4))).toBe(false);
+    });
+
+    it('ADD repeated for the same container and netns returns the same addresses', async () => {
+      const pod = node.podNs();
+      const id = containerId();
+      const first = (await node.add(pod, id)).json as AddResult;
+      const second = await node.add(pod, id);
+      expect(second.code).toBe(0);
+      expect((second.json as AddResult).ips).toEqual(first.ips);
+      expect((second.json as AddResult).interfaces).toEqual(first.interfaces);
+      await node.del(id, pod.path);
+    });
+
+    it('CHECK passes on a healthy pod and names a route deleted by hand', async () => {
+      const pod = node.podNs();
+      const id = containerId();
+      const res = (await node.add(pod, id)).json as AddResult;
+      const check = () =>
+        node.call(
+          { command: 'CHECK', containerId: id, netns: pod.path, ifname: 'eth0' },
+          node.conf({ prevResult: res }),
+        );
+      const ok = await check();
+      expect(ok.code, ok.stdout).toBe(0);
+      expect(ok.stdout).toBe('');
+
+      ip(pod.name, '-4', 'route', 'del', 'default');
+      const drift = await check();
+      expect(drift.code).toBe(1);
+      expect(drift.json).toMatchObject({ code: 104 });
+      expect((drift.json as { msg: string }).msg).toContain(
+        'default route 0.0.0.0/0 via 169.254.1.1 is missing',
+      );
+
+      ip(node.host.name, '-6', 'route', 'del', `${podAddr(res, 6)}/128`);
+      const drift2 = await check();
+      expect((drift2.json as { msg: string }).msg).toContain(`host route ${podAddr(res, 6)}/128`);
+      await node.del(id, pod.path);
+    });
+
+    it('a failed ADD leaves no lease, veth or route behind', async () => {
+      const pod = node.podNs();
+      // An interface named eth0 already in the pod makes the veth creation fail.
+      ip(pod.name, 'link', 'add', 'eth0', 'type', 'veth', 'peer', 'name', 'x0');
+      const before = node.hostVeths();
+      const routes4 = node.hostRoutes(4).length;
+      const id = containerId();
+      const run = await node.add(pod, id);
+      expect(run.code).toBe(1);
+      expect((run.json as { code: number }).code).toBe(103);
+      expect(node.hostVeths()).toEqual(before);
+      expect(node.hostRoutes(4)).toHaveLength(routes4);
+      // No lease: a DEL finds nothing to release.
+      await node.del(id, pod.path);
+      const delLine = node.agent.logs.find((l) => l.verb === 'DEL' && l.containerId === id.slice(0, 12));
+      expect(delLine).toMatchObject({ addresses: [] });
+    });
+
+    it('ADD into a path that is not a network namespace is refused with code 102 and no lease', async () => {
+      const id = containerId();
+      const run = await node.call({
+        command: 'ADD',
+        containerId: id,
+        netns: '/proc/self/ns/uts',
+        ifname: 'eth0',
+      });
+      expect(run.code).toBe(1);
+      expect(run.json).toMatchObject({ code: 102 });
+      const missing = await node.call({
+        command: 'ADD',
+        containerId: id,
+        netns: '/var/run/netns/trl-nope',
+        ifname: 'eth0',
+      });
+      expect(missing.json).toMatchObject({ code: 102 });
+      expect((missing.json as { msg: string }).msg).toContain('/var/run/netns/trl-nope');
+    });
+  },
+);
