@@ -1,0 +1,264 @@
+import { type ChildProcess, spawn } from 'node:child_process';
+import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
+import type { NetlinkHandle } from '../../../pkg/datapath/ports.ts';
+import { createNetnsPort } from '../../../pkg/netns/index.ts';
+import { applyRouteDiff } from '../../../pkg/routes/apply.ts';
+import { type ReconcileInput, RouteReconciler } from '../../../pkg/routes/reconciler.ts';
+import type { PeerNode } from '../../../pkg/routes/types.ts';
+import {
+  ip,
+  ipJson,
+  NetnsPool,
+  netnsSkipReason,
+  nsPing,
+  nsSysctl,
+  type TestNetns,
+} from '../../support/netns.ts';
+
+/**
+ * Node A (the agent's "host") and node B share 192.168.77.0/24 and fd00:77::/64 over a veth. B holds a pod
+ * address of its pod CIDR on lo and routes A's pod CIDR back, so a route A programs is proven by a ping.
+ * A also has a local pod (namespace behind a veth) with the host route the datapath would create: protocol
+ * 126, scope link, no gateway. The reconciler must never touch it.
+ */
+
+interface KernelRoute {
+  dst: string;
+  gateway?: string;
+  dev?: string;
+  type?: string;
+  protocol?: string;
+  scope?: string;
+}
+
+const port = netnsSkipReason === undefined ? createNetnsPort() : undefined;
+
+function routes(ns: string, family: '-4' | '-6'): KernelRoute[] {
+  return ipJson<KernelRoute[]>(ns, family, 'route', 'show', 'table', 'main');
+}
+/** Our routes as text; the device of an IPv6 blackhole (the kernel reports lo) is left out. */
+function ours(ns: string): string[] {
+  const fmt = (r: KernelRoute) =>
+    `${r.type === 'blackhole' ? 'blackhole ' : ''}${r.dst}${r.gateway ? ` via ${r.gateway}` : ''}${r.dev && r.type !== 'blackhole' ? ` dev ${r.dev}` : ''}${r.scope === 'link' ? ' scope link' : ''}`;
+  return [...routes(ns, '-4'), ...routes(ns, '-6')]
+    .filter((r) => r.protocol === '126')
+    .map(fmt)
+    .sort();
+}
+
+/** Records every route change the kernel announces in ns while it runs. */
+class RouteMonitor {
+  private readonly proc: ChildProcess;
+  readonly lines: string[] = [];
+
+  constructor(ns: string) {
+    this.proc = spawn('ip', ['-n', ns, 'monitor', 'route'], { stdio: ['ignore', 'pipe', 'ignore'] });
+    this.proc.stdout!.on('data', (b: Buffer) =>
+      this.lines.push(
+        ...b
+          .toString()
+          .split('\n')
+          .filter((l) => l !== ''),
+      ),
+    );
+  }
+  async ready(): Promise<void> {
+    await new Promise((r) => setTimeout(r, 300));
+  }
+  async stop(): Promise<string[]> {
+    await new Promise((r) => setTimeout(r, 300));
+    this.proc.kill('SIGKILL');
+    return this.lines;
+  }
+}
+
+describe.skipIf(netnsSkipReason !== undefined)('RouteReconciler on a real kernel (namespaces)', () => {
+  const pool = new NetnsPool();
+  const handles: NetlinkHandle[] = [];
+  const monitors: RouteMonitor[] = [];
+  let a: TestNetns;
+  let b: TestNetns;
+  let pod: TestNetns;
+
+  const self: PeerNode = {
+    name: 'node-a',
+    podCIDRs: ['10.244.0.0/24', 'fd00:10:244::/64'],
+    internalIPs: ['192.168.77.1', 'fd00:77::1'],
+  };
+  const nodeB: PeerNode = {
+    name: 'node-b',
+    podCIDRs: ['10.244.1.0/24', 'fd00:10:244:1::/64'],
+    internalIPs: ['192.168.77.2', 'fd00:77::2'],
+  };
+  const far: PeerNode = { name: 'node-far', podCIDRs: ['10.244.9.0/24'], internalIPs: ['203.0.113.9'] };
+
+  function open(ns: TestNetns): NetlinkHandle {
+    const h = port!.openNetlinkIn(ns.path);
+    handles.push(h);
+    return h;
+  }
+  const input = (peers: PeerNode[], synced = true): ReconcileInput => ({ synced, self, peers });
+
+  beforeAll(() => {
+    a = pool.add('rt-a');
+    b = pool.add('rt-b');
+    pod = pool.add('rt-pod');
+    ip(a.name, 'link', 'add', 'eth0', 'type', 'veth', 'peer', 'name', 'eth0', 'netns', b.name);
+    ip(a.name, 'link', 'add', 'vpod', 'type', 'veth', 'peer', 'name', 'eth0', 'netns', pod.name);
+    for (const [ns, dev] of [
+      [a, 'eth0'],
+      [a, 'vpod'],
+      [b, 'eth0'],
+      [pod, 'eth0'],
+    ] as const) {
+      nsSysctl(ns.name, `net.ipv6.conf.${dev}.accept_dad`, '0');
+      ip(ns.name, 'link', 'set', dev, 'up');
+    }
+    ip(a.name, 'addr', 'add', '192.168.77.1/24', 'dev', 'eth0');
+    ip(a.name, 'addr', 'add', 'fd00:77::1/64', 'dev', 'eth0', 'nodad');
+    ip(b.name, 'addr', 'add', '192.168.77.2/24', 'dev', 'eth0');
+    ip(b.name, 'addr', 'add', '192.168.77.3/24', 'dev', 'eth0');
+    ip(b.name, 'addr', 'add', 'fd00:77::2/64', 'dev', 'eth0', 'nodad');
+    ip(b.name, 'addr', 'add', '10.244.1.1/32', 'dev', 'lo');
+    ip(b.name, 'addr', 'add', 'fd00:10:244:1::1/128', 'dev', 'lo');
+    ip(b.name, 'route', 'add', '10.244.0.0/24', 'via', '192.168.77.1');
+    // The local pod and its datapath-style host route (protocol 126, scope link, no gateway).
+    ip(pod.name, 'addr', 'add', '10.244.0.5/32', 'dev', 'eth0');
+    ip(pod.name, 'route', 'add', '169.254.1.1', 'dev', 'eth0', 'scope', 'link');
+    ip(pod.name, 'route', 'add', 'default', 'via', '169.254.1.1', 'dev', 'eth0');
+    ip(a.name, 'addr', 'add', '169.254.1.1/32', 'dev', 'vpod');
+    ip(a.name, 'route', 'add', '10.244.0.5/32', 'dev', 'vpod', 'scope', 'link', 'proto', '126');
+    // Someone else's static route through node B: not ours, must survive everything.
+    ip(a.name, 'route', 'add', '10.250.0.0/24', 'via', '192.168.77.2', 'proto', 'static');
+  });
+
+  afterEach(async () => {
+    for (const m of monitors.splice(0)) await m.stop();
+  });
+
+  afterAll(() => {
+    for (const h of handles.splice(0)) h.close();
+    pool.cleanup();
+  });
+
+  it('programs peer routes and own blackholes; traffic follows them; the pod host route is untouched', async () => {
+    expect(nsPing(b.name, '10.244.1.1')).toBe(true);
+    expect(nsPing(a.name, '10.244.1.1')).toBe(false); // no route yet
+    expect(() => ip(a.name, 'route', 'get', '10.244.0.77')).toThrow(/unreachable/);
+    const r = new RouteReconciler({ handle: open(a) });
+    const report = await r.reconcile(input([self, nodeB, far]));
+    expect(report).toMatchObject({
+      added: 4,
+      replaced: 0,
+      removed: 0,
+      unchanged: 0,
+      errors: [],
+      removalsDeferred: 0,
+    });
+    expect(report.problems.map((p) => p.node)).toEqual(['node-far']);
+    expect(ours(a.name)).toEqual(
+      [
+        '10.244.0.5 dev vpod scope link',
+        '10.244.1.0/24 via 192.168.77.2 dev eth0',
+        'blackhole 10.244.0.0/24',
+        'blackhole fd00:10:244::/64',
+        'fd00:10:244:1::/64 via fd00:77::2 dev eth0',
+      ].sort(),
+    );
+    expect(nsPing(a.name, '10.244.1.1')).toBe(true);
+    expect(nsPing(a.name, 'fd00:10:244:1::1')).toBe(true);
+    expect(nsPing(a.name, '10.244.0.5')).toBe(true); // local pod still reachable (more specific than the blackhole)
+    // A deleted pod's address dies here (the kernel answers EINVAL for a blackhole), not at a default gateway.
+    expect(() => ip(a.name, 'route', 'get', '10.244.0.77')).toThrow(/Invalid argument/);
+    expect(() => ip(a.name, 'route', 'get', 'fd00:10:244::77')).toThrow(/Invalid argument|unreachable/);
+    expect(ip(a.name, 'route', 'get', '10.244.0.5')).toMatch(/dev vpod/);
+  });
+
+  it('a restart over an unchanged cluster makes zero kernel changes', async () => {
+    const before = ours(a.name);
+    const mon = new RouteMonitor(a.name);
+    monitors.push(mon);
+    await mon.ready();
+    const fresh = new RouteReconciler({ handle: open(a) }); // a new process would have a new handle and no state
+    const report = await fresh.reconcile(input([nodeB, self, far]));
+    expect(report).toMatchObject({ added: 0, replaced: 0, removed: 0, unchanged: 4, errors: [] });
+    expect(await mon.stop()).toEqual([]);
+    expect(ours(a.name)).toEqual(before);
+  });
+
+  it('replaces in place when a node IP changes', async () => {
+    const mon = new RouteMonitor(a.name);
+    monitors.push(mon);
+    await mon.ready();
+    const report = await new RouteReconciler({ handle: open(a) }).reconcile(
+      input([self, { ...nodeB, internalIPs: ['192.168.77.3', 'fd00:77::2'] }]),
+    );
+    expect(report).toMatchObject({ added: 0, replaced: 1, removed: 0, unchanged: 3 });
+    const events = await mon.stop();
+    expect(events.some((l) => l.includes('10.244.1.0/24 via 192.168.77.3'))).toBe(true);
+    expect(events.some((l) => l.startsWith('Deleted'))).toBe(false);
+    expect(ours(a.name)).toContain('10.244.1.0/24 via 192.168.77.3 dev eth0');
+    expect(nsPing(a.name, '10.244.1.1')).toBe(true);
+  });
+
+  it('does not remove stale routes before the first full sync, then removes only its own', async () => {
+    const r = new RouteReconciler({ handle: open(a) });
+    const early = await r.reconcile(input([self], false));
+    expect(early).toMatchObject({ removed: 0, removalsDeferred: 2 });
+    expect(ours(a.name)).toContain('fd00:10:244:1::/64 via fd00:77::2 dev eth0');
+    const synced = await r.reconcile(input([self], true));
+    expect(synced).toMatchObject({ removed: 2, removalsDeferred: 0, errors: [] });
+    expect(ours(a.name)).toEqual([
+      '10.244.0.5 dev vpod scope link',
+      'blackhole 10.244.0.0/24',
+      'blackhole fd00:10:244::/64',
+    ]);
+    const all = routes(a.name, '-4').map((x) => x.dst);
+    expect(all).toContain('10.250.0.0/24'); // the foreign static route survived
+    expect(nsPing(a.name, '10.244.0.5')).toBe(true);
+  });
+
+  it('continues past individual kernel failures and reports them; the next pass retries', async () => {
+    const many: PeerNode[] = Array.from({ length: 40 }, (_, i) => ({
+      name: `n${String(i).padStart(2, '0')}`,
+      podCIDRs: [`10.245.${i}.0/24`],
+      internalIPs: [`192.168.77.${100 + i}`],
+    }));
+    const h = open(a);
+    const links = (await import('../../../pkg/routes/reconciler.ts')).readLocalLinks;
+    const real = await links(h);
+    // A stale view of the interfaces: 10.99.0.0/16 on an ifindex that no longer exists (ENODEV from the kernel).
+    const localLinks = [
+      ...real,
+      {
+        ifindex: 9999,
+        name: 'gone0',
+        addresses: [{ family: 4 as const, address: '10.99.0.1', prefixLen: 16 }],
+      },
+    ];
+    const broken: PeerNode = { name: 'n-broken', podCIDRs: ['10.246.0.0/24'], internalIPs: ['10.99.0.7'] };
+    const r = new RouteReconciler({ handle: h });
+    const report = await r.reconcile({ synced: true, self, peers: [...many, broken], localLinks });
+    expect(report.errors).toHaveLength(1);
+    expect(report.errors[0]).toMatchObject({ op: 'add', route: { dst: '10.246.0.0/24' } });
+    expect(report.added).toBe(40);
+    expect(ours(a.name).filter((x) => x.startsWith('10.245.'))).toHaveLength(40);
+    // Next pass with a correct view: only the missing route is written.
+    const again = await r.reconcile({ synced: true, self, peers: many });
+    expect(again).toMatchObject({ added: 0, replaced: 0, removed: 0, errors: [] });
+    // And removing all of them again leaves the own blackholes and the pod route.
+    const cleared = await r.reconcile(input([self]));
+    expect(cleared.removed).toBe(40);
+  });
+
+  it('applyRouteDiff never deletes what it is not given, and deleting an absent route is not an error', async () => {
+    const h = open(a);
+    const res = await applyRouteDiff(h, {
+      add: [],
+      replace: [],
+      remove: [{ family: 4, dst: '10.244.77.0/24', gateway: '192.168.77.2', ifindex: 2, protocol: 126 }],
+    });
+    expect(res).toEqual({ added: 0, replaced: 0, removed: 1, errors: [] });
+    expect(ours(a.name)).toContain('10.244.0.5 dev vpod scope link');
+  });
+});
