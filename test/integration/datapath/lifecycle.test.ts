@@ -45,7 +45,7 @@ describe.skipIf(skip !== undefined)(
         expect(node.hostRoutes(4).some((route) => route.dst === podAddr(r, 4))).toBe(false);
       }
       const line = node.agent.logs.find((l) => l.verb === 'GC');
-      expect((line?.released as string[]).sort()).toEqual(
+      expect(((line?.released ?? []) as string[]).sort()).toEqual(
         [ids[1]!, ids[2]!].map((id) => `${id.slice(0, 12)}/eth0`).sort(),
       );
       // The valid attachment still works.
