@@ -35,7 +35,10 @@ export interface NodeInformerOptions {
   onSync?: (nodes: readonly NodeView[]) => void;
   /** Every change to the cache, from the watch or found by a relist. */
   onEvent?: (type: NodeEventType, node: NodeView) => void;
-  /** A failure; the informer restarts by itself after restartInMs. */
+  /**
+   * A failure; the informer restarts by itself after restartInMs. Also called (restartInMs 0) when
+   * one of these callbacks threw: the exception is reported here and otherwise ignored.
+   */
   onError?: (err: K8sError, restartInMs: number) => void;
   /** A Node the server returned that toNodeView rejected (it is left out of the cache). */
   onInvalid?: (problem: string) => void;
@@ -105,14 +108,22 @@ export function startNodeInformerOn(api: CoreApi, opts: NodeInformerOptions): No
   const snapshot = (): NodeView[] =>
     [...cache.values()].sort((a, b) => (a.name < b.name ? -1 : a.name > b.name ? 1 : 0));
 
-  /** Callbacks belong to the consumer: a throwing callback must not kill the informer. */
+  /**
+   * Callbacks belong to the consumer: one that throws must neither kill the informer nor crash the
+   * process. It is reported through onError (restartInMs 0: nothing restarts) and otherwise ignored.
+   */
   const safely = (fn: () => void): void => {
     try {
       fn();
     } catch (err) {
-      queueMicrotask(() => {
-        throw err;
-      });
+      try {
+        opts.onError?.(
+          new K8sError('node informer callback', String(err), undefined, K8sReason.UNKNOWN, { cause: err }),
+          0,
+        );
+      } catch {
+        // onError itself threw: nothing sensible is left to tell.
+      }
     }
   };
 

@@ -52,7 +52,10 @@ export interface RequestInfo {
 }
 
 export interface RequestRecord extends RequestInfo {
+  /** The response status; -1 for a dropped connection. */
   status: number;
+  /** The Authorization header as sent (the server accepts anything). */
+  authorization: string | undefined;
 }
 
 export type RequestPredicate = (r: RequestInfo) => boolean;
@@ -440,7 +443,7 @@ export async function startTestApiServer(opts: TestApiServerOptions = {}): Promi
       query: url.searchParams,
       watch: url.searchParams.get('watch') === 'true' || url.searchParams.get('watch') === '1',
     };
-    const record: RequestRecord = { ...info, status: 0 };
+    const record: RequestRecord = { ...info, status: 0, authorization: req.headers.authorization };
     log.push(record);
     if (log.length > 20_000) log = log.slice(-10_000);
     const fail = takeFailure(info);
