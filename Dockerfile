@@ -25,7 +25,7 @@ RUN npm ci --ignore-scripts
 # The rest of the checkout; .dockerignore keeps out node_modules, dist, tests and docs.
 COPY . .
 RUN npm run build && npm prune --omit=dev
-RUN scripts/image-stage.sh /src /app
+RUN scripts/image-stage.sh /src /app /usr/lib/cni
 
 # ---- runtime: Node 24, nftables, iproute2 and the reference CNI plugins; no compilers, no npm ----
 FROM --platform=linux/amd64 ${NODE_IMAGE}
@@ -43,10 +43,12 @@ RUN apt-get update \
  && rm -rf /var/lib/apt/lists/* \
  && rm -rf /usr/local/lib/node_modules/npm /usr/local/lib/node_modules/corepack /opt/yarn-* \
  && rm -f /usr/local/bin/npm /usr/local/bin/npx /usr/local/bin/corepack /usr/local/bin/yarn /usr/local/bin/yarnpkg
-ENV NODE_ENV=production
+# install-cni copies trellis, loopback and portmap from here (links made by image-stage.sh).
+ENV NODE_ENV=production \
+    TRELLIS_CNI_SOURCE_DIR=/app/cni-bin
 WORKDIR /app
 COPY --from=build /app /app
-# Fail the build, not the cluster: the agent starts, its dependencies load, the CNI binary answers.
+# Fail the build, not the cluster: the agent starts, its dependencies load, the CNI binaries answer.
 RUN --mount=type=bind,from=build,source=/src/scripts,target=/tmp/trellis-scripts \
-    /tmp/trellis-scripts/image-verify.sh /app /usr/lib/cni
+    /tmp/trellis-scripts/image-verify.sh /app
 ENTRYPOINT ["/app/dist/bin/trellis-agent"]

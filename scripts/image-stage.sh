@@ -3,13 +3,19 @@
 #   DEST/package.json
 #   DEST/dist/...            the compiled agent, its launcher and the Bun-compiled CNI binary
 #   DEST/node_modules/...    the production dependency tree only (what `npm ls --omit=dev` lists)
+#   DEST/cni-bin/            what install-cni copies to the host (TRELLIS_CNI_SOURCE_DIR in the image):
+#                            trellis -> ../dist/bin/trellis, loopback and portmap -> PLUGIN_DIR/...
+#                            (PLUGIN_DIR is filled by the runtime stage's apt-get: the links may dangle
+#                            until then)
 #
 # The Dockerfile's build stage runs it (DEST=/app, copied whole into the final stage), and
 # test/unit/manifests/image.test.ts runs it into a temp dir, so the image layout is exercised without a
 # Docker engine. Only production packages are copied whether or not `npm prune --omit=dev` ran first, so
 # running it against a developer checkout does not drag typescript, vitest or Bun along.
 #
-# usage: scripts/image-stage.sh SRC DEST      (SRC: a checkout after `npm ci` and `npm run build`)
+# usage: scripts/image-stage.sh SRC DEST [PLUGIN_DIR]
+#   SRC: a checkout after `npm ci` and `npm run build`
+#   PLUGIN_DIR: Debian's reference CNI plugins (default /usr/lib/cni, containernetworking-plugins)
 set -eu
 
 die() {
@@ -17,7 +23,9 @@ die() {
   exit 1
 }
 
-[ $# -eq 2 ] || die "usage: image-stage.sh SRC DEST"
+[ $# -eq 2 ] || [ $# -eq 3 ] || die "usage: image-stage.sh SRC DEST [PLUGIN_DIR]"
+plugins=${3:-/usr/lib/cni}
+case $plugins in /*) ;; *) die "PLUGIN_DIR must be absolute: $plugins" ;; esac
 src=$(cd "$1" && pwd) || die "source checkout $1 not found"
 dest=$2
 
@@ -52,5 +60,11 @@ printf '%s\n' "$prod" | while IFS= read -r pkg; do
   (cd "$pkg" && tar --exclude=./node_modules -cf - .) | (cd "$dest/$rel" && tar -xf -)
 done
 
+mkdir "$dest/cni-bin"
+ln -s ../dist/bin/trellis "$dest/cni-bin/trellis"
+for p in loopback portmap; do
+  ln -s "$plugins/$p" "$dest/cni-bin/$p"
+done
+
 count=$(printf '%s\n' "$prod" | grep -c '/node_modules/')
-echo "image-stage: $dest: dist/ and $count production packages"
+echo "image-stage: $dest: dist/, $count production packages, cni-bin/ (plugins from $plugins)"

@@ -3,9 +3,7 @@
 # step (so a broken image fails the build, not the cluster); test/unit/manifests/image.test.ts runs it
 # against a layout staged into a temp dir.
 #
-# usage: scripts/image-verify.sh APP_DIR CNI_PLUGIN_DIR
-#   APP_DIR:        the layout from image-stage.sh (/app in the image)
-#   CNI_PLUGIN_DIR: where Debian's reference plugins live (/usr/lib/cni)
+# usage: scripts/image-verify.sh APP_DIR     (the layout from image-stage.sh: /app in the image)
 # `node` on PATH must be Node >= 24 (the image's own).
 set -eu
 
@@ -14,9 +12,8 @@ fail() {
   exit 1
 }
 
-[ $# -eq 2 ] || fail "usage: image-verify.sh APP_DIR CNI_PLUGIN_DIR"
+[ $# -eq 1 ] || fail "usage: image-verify.sh APP_DIR"
 app=$1
-plugins=$2
 
 want=$(node -p 'require(process.argv[1]).version' "$app/package.json") || fail "cannot read $app/package.json"
 
@@ -30,6 +27,7 @@ major=$(node -p 'process.versions.node.split(".")[0]')
 [ "$major" -ge 24 ] || fail "node on PATH is $(node --version); the agent needs Node >= 24"
 
 # Every production dependency resolves and loads from the layout (native addons included).
+# shellcheck disable=SC2016 # JavaScript, not shell
 (cd "$app" && node --input-type=module -e '
   import { readFileSync } from "node:fs";
   const deps = Object.keys(JSON.parse(readFileSync("package.json", "utf8")).dependencies ?? {});
@@ -37,16 +35,16 @@ major=$(node -p 'process.versions.node.split(".")[0]')
   console.log(`image-verify: ${deps.length} production dependencies load`);
 ') || fail "a production dependency does not load from $app/node_modules"
 
-# The CNI binary answers VERSION on its own (the runtime may ask before the agent is up).
-out=$(CNI_COMMAND=VERSION "$app/dist/bin/trellis" </dev/null) || fail "trellis CNI VERSION exited non-zero"
-case $out in
-  *'"supportedVersions"'*) ;;
-  *) fail "trellis CNI VERSION printed '$out'" ;;
-esac
-
-# install-cni copies these reference plugins next to trellis.
-for p in loopback portmap; do
-  [ -x "$plugins/$p" ] || fail "reference plugin $plugins/$p is missing (containernetworking-plugins)"
+# What install-cni copies to the host: the trellis binary and the reference plugins, each of which
+# answers VERSION on its own (the runtime may ask before the agent is up).
+for p in trellis loopback portmap; do
+  bin=$app/cni-bin/$p
+  [ -x "$bin" ] || fail "$bin is missing or not executable (containernetworking-plugins installed?)"
+  out=$(CNI_COMMAND=VERSION "$bin" </dev/null) || fail "$bin: CNI VERSION exited non-zero"
+  case $out in
+    *'"supportedVersions"'*) ;;
+    *) fail "$bin: CNI VERSION printed '$out'" ;;
+  esac
 done
 
-echo "image-verify: ok: trellis $want in $app, plugins in $plugins"
+echo "image-verify: ok: trellis $want in $app"

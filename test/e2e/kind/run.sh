@@ -1,0 +1,339 @@
+#!/usr/bin/env bash
+# trellis end-to-end suite on kind: builds the image, creates a cluster without a default CNI, installs
+# trellis from manifests/ (image overridden), and checks what a pod network must do.
+#
+# usage: test/e2e/kind/run.sh              run; print one "skipped" line and exit 0 without Docker/kind
+#        test/e2e/kind/run.sh --require    run; missing Docker/kind is a failure (exit 1)
+#        test/e2e/kind/run.sh --preflight  only check the prerequisites: exit 0, or print why not and exit 3
+#
+# Environment (all optional):
+#   TRELLIS_E2E_FAMILIES   clusters to run, in order (default "ipv4 dual": cluster-<family>.yaml)
+#   TRELLIS_E2E_IMAGE      use this already-built image instead of building one from the checkout
+#   TRELLIS_E2E_MODE       set the agent's TRELLIS_MODE (auto, host-gw, vxlan); default: the manifests' value
+#   TRELLIS_E2E_MAX_LOST   ping replies a rolling update of the DaemonSet may lose (default 5, at 5/s)
+#   TRELLIS_E2E_BUSYBOX    test pod image (default busybox:1.36), pulled once and loaded into the nodes
+#
+# Every cluster it creates is deleted on exit, whatever happens (trap).
+set -euo pipefail
+
+mode=run
+case ${1:-} in
+  '') ;;
+  --require) mode=require ;;
+  --preflight) mode=preflight ;;
+  *)
+    echo "usage: $0 [--require|--preflight]" >&2
+    exit 2
+    ;;
+esac
+
+# ---- prerequisites --------------------------------------------------------------------------------
+missing=()
+command -v docker >/dev/null 2>&1 || missing+=("docker not in PATH")
+command -v kind >/dev/null 2>&1 || missing+=("kind not in PATH")
+command -v kubectl >/dev/null 2>&1 || missing+=("kubectl not in PATH")
+if command -v docker >/dev/null 2>&1; then
+  if ! docker_err=$(docker info 2>&1 >/dev/null); then
+    first=$(printf '%s\n' "$docker_err" | grep -v '^[[:space:]]*$' | head -n 1 || true)
+    missing+=("docker info failed: ${first:-exit status non-zero}")
+  fi
+fi
+if [ ${#missing[@]} -gt 0 ]; then
+  reason=$(IFS=';'; echo "${missing[*]}")
+  reason=${reason//;/; }
+  line="kind e2e skipped: needs a running Docker engine and kind in PATH ($reason)"
+  case $mode in
+    run)
+      echo "$line"
+      exit 0
+      ;;
+    preflight)
+      echo "$line"
+      exit 3
+      ;;
+    require)
+      echo "kind e2e FAILED: ${line#kind e2e skipped: }" >&2
+      exit 1
+      ;;
+  esac
+fi
+[ "$mode" = preflight ] && exit 0
+
+# ---- setup ----------------------------------------------------------------------------------------
+here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+root=$(cd "$here/../../.." && pwd)
+families=${TRELLIS_E2E_FAMILIES:-ipv4 dual}
+max_lost=${TRELLIS_E2E_MAX_LOST:-5}
+busybox=${TRELLIS_E2E_BUSYBOX:-busybox:1.36}
+suffix=$(printf '%04x' $((RANDOM % 65536)))
+ns=trellis-e2e
+work=$(mktemp -d)
+clusters=()
+built_image=
+
+log() { echo "[kind-e2e $(date -u +%H:%M:%S)] $*"; }
+
+cleanup() {
+  local status=$?
+  set +e
+  for c in ${clusters[@]+"${clusters[@]}"}; do
+    # Never an empty name: `kind delete cluster --name ''` would delete the default cluster "kind".
+    [ -n "$c" ] || continue
+    log "deleting cluster $c"
+    kind delete cluster --name "$c" >/dev/null 2>&1
+  done
+  [ -n "$built_image" ] && docker rmi -f "$built_image" >/dev/null 2>&1
+  rm -rf "$work"
+  exit "$status"
+}
+trap cleanup EXIT
+trap 'exit 130' INT
+trap 'exit 143' TERM
+
+# Prints what an operator would look at, then fails the run.
+fail() {
+  log "FAIL: $*"
+  set +e
+  kubectl get nodes -o wide
+  kubectl get pods -A -o wide
+  kubectl -n kube-system describe daemonset trellis | tail -n 30
+  for p in $(kubectl -n kube-system get pods -l app.kubernetes.io/name=trellis -o name); do
+    echo "---- $p"
+    kubectl -n kube-system logs "$p" --all-containers --tail=80
+  done
+  exit 1
+}
+
+# Retries a command until it succeeds or the deadline (seconds) passes.
+eventually() {
+  local deadline=$(($(date +%s) + $1))
+  shift
+  until "$@"; do
+    [ "$(date +%s)" -lt "$deadline" ] || return 1
+    sleep 2
+  done
+}
+
+if [ -n "${TRELLIS_E2E_IMAGE:-}" ]; then
+  image=$TRELLIS_E2E_IMAGE
+else
+  image=trellis-e2e:$suffix
+  log "building $image from $root"
+  docker build -t "$image" "$root"
+  built_image=$image
+fi
+case $image in
+  *:*) ;;
+  *) image=$image:latest ;;
+esac
+docker image inspect "$busybox" >/dev/null 2>&1 || docker pull -q "$busybox" >/dev/null
+
+# ---- checks ---------------------------------------------------------------------------------------
+ips_of() { kubectl -n "$ns" get pod "$1" -o jsonpath='{range .status.podIPs[*]}{.ip}{" "}{end}'; }
+url_host() { case $1 in *:*) echo "[$1]" ;; *) echo "$1" ;; esac; }
+
+install_trellis() {
+  local overlay=$work/overlay-$1
+  mkdir -p "$overlay"
+  {
+    echo 'apiVersion: kustomize.config.k8s.io/v1beta1'
+    echo 'kind: Kustomization'
+    echo 'resources:'
+    echo "  - $(realpath --relative-to="$overlay" "$root/manifests")"
+    echo 'images:'
+    echo '  - name: ghcr.io/trellis-net/trellis'
+    echo "    newName: ${image%:*}"
+    echo "    newTag: ${image##*:}"
+    if [ -n "${TRELLIS_E2E_MODE:-}" ]; then
+      echo 'patches:'
+      echo '  - target: { version: v1, kind: ConfigMap, name: trellis-config }'
+      echo '    patch: |-'
+      echo '      - { op: replace, path: /data/TRELLIS_MODE, value: '"$TRELLIS_E2E_MODE"' }'
+    fi
+  } >"$overlay/kustomization.yaml"
+  kubectl apply -k "$overlay"
+}
+
+check_node_files() {
+  local node
+  for node in $(kind get nodes --name "$1"); do
+    for bin in trellis loopback portmap; do
+      docker exec "$node" test -x "/opt/cni/bin/$bin" || fail "$node: /opt/cni/bin/$bin not installed"
+    done
+    docker exec "$node" sh -c 'ls /etc/cni/net.d | grep -q trellis' ||
+      fail "$node: no trellis config list in /etc/cni/net.d"
+  done
+  log "binaries and config list present on every node"
+}
+
+deploy_web() {
+  local cluster=$1 i node
+  kubectl create namespace "$ns"
+  i=0
+  for node in "$cluster-control-plane" "$cluster-worker" "$cluster-worker2"; do
+    # One HTTP server per node; it answers with its pod name. All three tolerate the control-plane taint.
+    kubectl apply -f - <<EOF
+apiVersion: v1
+kind: Pod
+metadata:
+  name: web-$i
+  namespace: $ns
+  labels: { app: web }
+spec:
+  nodeSelector: { kubernetes.io/hostname: $node }
+  tolerations: [{ operator: Exists }]
+  terminationGracePeriodSeconds: 1
+  containers:
+    - name: web
+      image: $busybox
+      imagePullPolicy: IfNotPresent
+      command: [sh, -c, 'mkdir -p /www && hostname > /www/index.html && exec httpd -f -p 8080 -h /www']
+EOF
+    i=$((i + 1))
+  done
+  kubectl -n "$ns" wait --for=condition=Ready pod -l app=web --timeout=180s || fail "web pods not Ready"
+}
+
+check_pods() {
+  local family=$1 src dst ip ips got
+  for dst in web-0 web-1 web-2; do
+    ips=$(ips_of "$dst")
+    local n
+    n=$(echo "$ips" | wc -w)
+    if [ "$family" = dual ]; then
+      [ "$n" -eq 2 ] || fail "$dst has IPs '$ips', want one IPv4 and one IPv6"
+    else
+      [ "$n" -eq 1 ] || fail "$dst has IPs '$ips', want one IPv4"
+    fi
+    for src in web-0 web-1 web-2; do
+      [ "$src" = "$dst" ] && continue
+      for ip in $ips; do
+        kubectl -n "$ns" exec "$src" -- ping -c 2 -W 2 "$ip" >/dev/null || fail "ping $src -> $dst ($ip)"
+        got=$(kubectl -n "$ns" exec "$src" -- wget -q -O - -T 5 "http://$(url_host "$ip"):8080/") ||
+          fail "http $src -> $dst ($ip)"
+        [ "$got" = "$dst" ] || fail "http $src -> $dst ($ip) answered '$got'"
+      done
+    done
+  done
+  log "pods on all three nodes reach each other ($family): ping and HTTP"
+}
+
+check_service() {
+  local family=$1 policy=SingleStack ip got
+  [ "$family" = dual ] && policy=RequireDualStack
+  kubectl apply -f - <<EOF
+apiVersion: v1
+kind: Service
+metadata: { name: web, namespace: $ns }
+spec:
+  ipFamilyPolicy: $policy
+  selector: { app: web }
+  ports: [{ port: 80, targetPort: 8080 }]
+EOF
+  for ip in $(kubectl -n "$ns" get service web -o jsonpath='{.spec.clusterIPs[*]}'); do
+    for _ in 1 2 3; do
+      got=$(kubectl -n "$ns" exec web-1 -- wget -q -O - -T 5 "http://$(url_host "$ip")/") ||
+        fail "service ClusterIP $ip from web-1"
+      case $got in web-[012]) ;; *) fail "service $ip answered '$got'" ;; esac
+    done
+  done
+  # By name: CoreDNS (itself on the pod network) answers, then kube-proxy's service rules.
+  eventually 60 kubectl -n "$ns" exec web-2 -- wget -q -O /dev/null -T 5 "http://web.$ns.svc.cluster.local/" ||
+    fail "service by DNS name from web-2"
+  log "service reachable by every ClusterIP and by DNS name ($family)"
+}
+
+check_rolling_update() {
+  local family=$1 ip before after out sent received lost
+  before=$(kubectl -n kube-system get pods -l app.kubernetes.io/name=trellis -o jsonpath='{.items[*].metadata.uid}')
+  # Ping web-2 (worker2) from web-1 (worker) at 5/s, on every address, while every agent restarts.
+  for ip in $(ips_of web-2); do
+    kubectl -n "$ns" exec web-1 -- sh -c "nohup ping -i 0.2 -W 1 $ip >/tmp/ping-$ip.log 2>&1 &"
+  done
+  sleep 2
+  kubectl -n kube-system rollout restart daemonset/trellis
+  kubectl -n kube-system rollout status daemonset/trellis --timeout=300s || fail "rollout did not finish"
+  sleep 3
+  # shellcheck disable=SC2016 # expanded inside the pod
+  kubectl -n "$ns" exec web-1 -- sh -c 'kill -INT $(pidof ping)'
+  sleep 2
+  after=$(kubectl -n kube-system get pods -l app.kubernetes.io/name=trellis -o jsonpath='{.items[*].metadata.uid}')
+  for uid in $before; do
+    case " $after " in *" $uid "*) fail "agent pod $uid was not replaced by the rolling update" ;; esac
+  done
+  for ip in $(ips_of web-2); do
+    out=$(kubectl -n "$ns" exec web-1 -- cat "/tmp/ping-$ip.log")
+    sent=$(echo "$out" | sed -n 's/^\([0-9]*\) packets transmitted.*/\1/p')
+    received=$(echo "$out" | sed -n 's/.* \([0-9]*\) packets received.*/\1/p')
+    if [ -z "$sent" ] || [ -z "$received" ]; then
+      fail "no ping summary for $ip: $(echo "$out" | tail -n 3)"
+    fi
+    [ "$sent" -ge 25 ] || fail "pinger to $ip sent only $sent packets: it did not run through the rollout"
+    lost=$((sent - received))
+    log "rolling update ($family): ping web-1 -> web-2 $ip: $sent sent, $lost lost (at most $max_lost)"
+    [ "$lost" -le "$max_lost" ] || fail "rolling update lost $lost packets to $ip (max $max_lost)"
+  done
+}
+
+check_node_delete() {
+  local cluster=$1 victim=$1-worker2 cidrs cidr node flag
+  cidrs=$(kubectl get node "$victim" -o jsonpath='{.spec.podCIDRs[*]}')
+  [ -n "$cidrs" ] || fail "$victim has no pod CIDRs"
+  route_present() { docker exec "$1" ip "$2" route show exact "$3" | grep -q .; }
+  route_absent() { ! route_present "$@"; }
+  for node in "$cluster-control-plane" "$cluster-worker"; do
+    for cidr in $cidrs; do
+      case $cidr in *:*) flag=-6 ;; *) flag=-4 ;; esac
+      route_present "$node" "$flag" "$cidr" || fail "$node has no route to $victim's $cidr before the delete"
+    done
+  done
+  # Stop the kubelet first so it cannot register the node again, then delete the Node object.
+  docker exec "$victim" systemctl stop kubelet
+  kubectl delete node "$victim"
+  for node in "$cluster-control-plane" "$cluster-worker"; do
+    for cidr in $cidrs; do
+      case $cidr in *:*) flag=-6 ;; *) flag=-4 ;; esac
+      eventually 60 route_absent "$node" "$flag" "$cidr" ||
+        fail "$node still routes $cidr 60 s after node $victim was deleted: $(docker exec "$node" ip "$flag" route show exact "$cidr")"
+    done
+  done
+  log "deleted node's routes ($cidrs) are gone from the other nodes"
+}
+
+run_family() {
+  local family=$1 cluster=trellis-$1-$suffix
+  local config=$here/cluster-$family.yaml
+  [ -f "$config" ] || fail "no kind config $config"
+  export KUBECONFIG=$work/kubeconfig-$cluster
+  clusters+=("$cluster")
+  log "creating cluster $cluster ($config)"
+  kind create cluster --name "$cluster" --config "$config" --kubeconfig "$KUBECONFIG" --wait 0s
+  kind load docker-image "$image" --name "$cluster"
+  kind load docker-image "$busybox" --name "$cluster"
+
+  install_trellis "$cluster"
+  kubectl -n kube-system rollout status daemonset/trellis --timeout=300s || fail "trellis did not roll out"
+  kubectl wait --for=condition=Ready nodes --all --timeout=300s || fail "nodes not Ready"
+  log "nodes Ready"
+  kubectl -n kube-system wait --for=condition=Ready pod -l k8s-app=kube-dns --timeout=300s ||
+    fail "CoreDNS not Ready"
+  log "CoreDNS Ready"
+  check_node_files "$cluster"
+  deploy_web "$cluster"
+  check_pods "$family"
+  check_service "$family"
+  check_rolling_update "$family"
+  check_pods "$family"
+  check_node_delete "$cluster"
+
+  log "cluster $cluster ($family): all checks passed"
+  kind delete cluster --name "$cluster" >/dev/null 2>&1 || true
+  local kept=() c
+  for c in "${clusters[@]}"; do [ "$c" = "$cluster" ] || kept+=("$c"); done
+  clusters=(${kept[@]+"${kept[@]}"})
+}
+
+for family in $families; do
+  run_family "$family"
+done
+log "kind e2e passed: $families"

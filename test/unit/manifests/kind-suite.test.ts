@@ -1,0 +1,108 @@
+import { execFileSync, spawnSync } from 'node:child_process';
+import { readFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { describe, expect, it } from 'vitest';
+import { parse } from 'yaml';
+import { repoRoot } from './support.ts';
+
+/**
+ * What can be checked of the kind suite without a Docker engine: the cluster configs, the shell
+ * scripts' syntax, and run.sh's skip path (for real: the Docker client fails to reach a socket that
+ * does not exist).
+ */
+
+const kindDir = join(repoRoot, 'test', 'e2e', 'kind');
+const runSh = join(kindDir, 'run.sh');
+
+interface KindCluster {
+  kind: string;
+  apiVersion: string;
+  networking: { ipFamily: string; disableDefaultCNI: boolean; podSubnet: string; serviceSubnet: string };
+  nodes: { role: string }[];
+}
+
+const loadCluster = (family: string) =>
+  parse(readFileSync(join(kindDir, `cluster-${family}.yaml`), 'utf8')) as KindCluster;
+const isV6 = (cidr: string) => cidr.includes(':');
+
+describe('kind cluster configs', () => {
+  for (const [family, v4, v6] of [
+    ['ipv4', 1, 0],
+    ['dual', 1, 1],
+  ] as const) {
+    it(`cluster-${family}.yaml: no default CNI, one control plane and two workers, ${family} subnets`, () => {
+      const c = loadCluster(family);
+      expect(c.kind).toBe('Cluster');
+      expect(c.apiVersion).toBe('kind.x-k8s.io/v1alpha4');
+      expect(c.networking.disableDefaultCNI).toBe(true);
+      expect(c.networking.ipFamily).toBe(family);
+      // run.sh addresses nodes as <cluster>-control-plane, -worker and -worker2.
+      expect(c.nodes.map((n) => n.role)).toEqual(['control-plane', 'worker', 'worker']);
+      for (const key of ['podSubnet', 'serviceSubnet'] as const) {
+        const cidrs = c.networking[key].split(',');
+        expect(
+          cidrs.filter((x) => !isV6(x)),
+          key,
+        ).toHaveLength(v4);
+        expect(cidrs.filter(isV6), key).toHaveLength(v6);
+      }
+    });
+  }
+
+  it('run.sh runs the families it has configs for', () => {
+    const text = readFileSync(runSh, 'utf8');
+    expect(text).toMatch(/TRELLIS_E2E_FAMILIES:-ipv4 dual\}/);
+    expect(text).toContain('$here/cluster-$family.yaml');
+  });
+});
+
+describe('kind suite scripts', () => {
+  const scripts = [
+    runSh,
+    join(repoRoot, 'scripts', 'image-stage.sh'),
+    join(repoRoot, 'scripts', 'image-verify.sh'),
+  ];
+
+  it('parse (bash -n / sh -n)', () => {
+    execFileSync('bash', ['-n', runSh]);
+    for (const s of scripts.slice(1)) execFileSync('sh', ['-n', s]);
+  });
+
+  const shellcheck = spawnSync('shellcheck', ['--version'], { stdio: 'ignore' }).status === 0;
+  it.skipIf(!shellcheck)(`pass shellcheck${shellcheck ? '' : ' (skipped: shellcheck not installed)'}`, () => {
+    const r = spawnSync('shellcheck', scripts, { encoding: 'utf8' });
+    expect(r.stdout).toBe('');
+    expect(r.status).toBe(0);
+  });
+
+  // A Docker client pointed at a socket nobody listens on fails `docker info` for real.
+  const noEngine = { ...process.env, DOCKER_HOST: `unix:///tmp/trellis-no-docker-${process.pid}.sock` };
+
+  it('without a Docker engine: one clear line, exit 0', () => {
+    const r = spawnSync('bash', [runSh], { env: noEngine, encoding: 'utf8', timeout: 60_000 });
+    expect(r.status).toBe(0);
+    const lines = r.stdout.trim().split('\n');
+    expect(lines).toHaveLength(1);
+    expect(lines[0]).toMatch(/^kind e2e skipped: needs a running Docker engine and kind in PATH \(.+\)$/);
+    expect(lines[0]).toMatch(/docker (not in PATH|info failed: )/);
+  });
+
+  it('without a Docker engine: --preflight exits 3, --require fails', () => {
+    const pre = spawnSync('bash', [runSh, '--preflight'], {
+      env: noEngine,
+      encoding: 'utf8',
+      timeout: 60_000,
+    });
+    expect(pre.status).toBe(3);
+    expect(pre.stdout).toMatch(/^kind e2e skipped: /);
+    const req = spawnSync('bash', [runSh, '--require'], { env: noEngine, encoding: 'utf8', timeout: 60_000 });
+    expect(req.status).toBe(1);
+    expect(req.stderr).toMatch(/^kind e2e FAILED: needs a running Docker engine/);
+  });
+
+  it('rejects unknown arguments', () => {
+    const r = spawnSync('bash', [runSh, '--bogus'], { encoding: 'utf8' });
+    expect(r.status).toBe(2);
+    expect(r.stderr).toContain('usage:');
+  });
+});
