@@ -29,6 +29,18 @@ function asError(e: unknown): Error {
   return e instanceof Error ? e : new Error(String(e));
 }
 
+/**
+ * The netlink adapter's burst with per-route outcomes (pkg/netlink ExtendedNetlinkHandle). Optional: not
+ * part of the NetlinkHandle port, so it is detected at run time.
+ */
+interface SettledBurst {
+  replaceRoutesSettled(routes: readonly RouteInfo[]): Promise<(Error | undefined)[]>;
+}
+
+function hasSettledBurst(h: NetlinkHandle): h is NetlinkHandle & SettledBurst {
+  return typeof (h as Partial<SettledBurst>).replaceRoutesSettled === 'function';
+}
+
 async function writeAll(
   handle: NetlinkHandle,
   routes: RouteInfo[],
@@ -36,6 +48,17 @@ async function writeAll(
   errors: RouteError[],
 ): Promise<number> {
   if (routes.length === 0) return 0;
+  if (hasSettledBurst(handle) && routes.length >= BATCH_MIN) {
+    const results = await handle.replaceRoutesSettled(routes);
+    let ok = 0;
+    // An index loop, not forEach: the adapter may return a sparse array (holes are successes).
+    for (let i = 0; i < routes.length; i++) {
+      const error = results[i];
+      if (error === undefined) ok++;
+      else errors.push({ op, route: routes[i]!, error });
+    }
+    return ok;
+  }
   if (handle.replaceRoutes !== undefined && routes.length >= BATCH_MIN) {
     try {
       await handle.replaceRoutes(routes);

@@ -70,6 +70,8 @@ export class RouteReconciler {
   private readonly mode: RoutingMode;
   private readonly table: number | undefined;
   private readonly now: () => number;
+  /** Passes never overlap: a second caller waits for the one in flight. */
+  private tail: Promise<unknown> = Promise.resolve();
 
   constructor(opts: RouteReconcilerOptions) {
     this.handle = opts.handle;
@@ -89,7 +91,13 @@ export class RouteReconciler {
     return lists.flat().filter((r) => r.protocol === TRELLIS_ROUTE_PROTOCOL);
   }
 
-  async reconcile(input: ReconcileInput): Promise<ReconcileReport> {
+  reconcile(input: ReconcileInput): Promise<ReconcileReport> {
+    const run = this.tail.then(() => this.pass(input));
+    this.tail = run.catch(() => undefined);
+    return run;
+  }
+
+  private async pass(input: ReconcileInput): Promise<ReconcileReport> {
     const start = this.now();
     const localLinks = input.localLinks ?? (await readLocalLinks(this.handle));
     const plan = desiredRoutes(input.self, input.peers, localLinks, {

@@ -227,7 +227,7 @@ describe.skipIf(netnsSkipReason !== undefined)('RouteReconciler on a real kernel
     const h = open(a);
     const links = (await import('../../../pkg/routes/reconciler.ts')).readLocalLinks;
     const real = await links(h);
-    // A stale view of the interfaces: 10.99.0.0/16 on an ifindex that no longer exists (ENODEV from the kernel).
+    // A stale view of the interfaces: 10.99.0.0/16 on an ifindex that no longer exists (the kernel refuses the route).
     const localLinks = [
       ...real,
       {
@@ -239,7 +239,9 @@ describe.skipIf(netnsSkipReason !== undefined)('RouteReconciler on a real kernel
     const broken: PeerNode = { name: 'n-broken', podCIDRs: ['10.246.0.0/24'], internalIPs: ['10.99.0.7'] };
     const r = new RouteReconciler({ handle: h });
     const report = await r.reconcile({ synced: true, self, peers: [...many, broken], localLinks });
-    expect(report.errors).toHaveLength(1);
+    expect(report.errors.map((e) => `${e.route.dst}: ${e.error.message}`)).toEqual([
+      expect.stringMatching(/^10\.246\.0\.0\/24: .*(ENODEV|ENETUNREACH)/),
+    ]);
     expect(report.errors[0]).toMatchObject({ op: 'add', route: { dst: '10.246.0.0/24' } });
     expect(report.added).toBe(40);
     expect(ours(a.name).filter((x) => x.startsWith('10.245.'))).toHaveLength(40);
@@ -249,6 +251,64 @@ describe.skipIf(netnsSkipReason !== undefined)('RouteReconciler on a real kernel
     // And removing all of them again leaves the own blackholes and the pod route.
     const cleared = await r.reconcile(input([self]));
     expect(cleared.removed).toBe(40);
+  });
+
+  it('with only the NetlinkHandle port (no settled burst), a failed burst is redone route by route', async () => {
+    const real = open(a);
+    // The same kernel handle seen through the narrow port only: replaceRoutes throws on the first failure.
+    const narrow: NetlinkHandle = {
+      ...Object.fromEntries(
+        (
+          [
+            'getLink',
+            'getLinkByIndex',
+            'listLinks',
+            'createVeth',
+            'setLinkUp',
+            'setLinkMtu',
+            'deleteLink',
+            'listAddresses',
+            'addAddress',
+            'listRoutes',
+            'replaceRoute',
+            'deleteRoute',
+            'replaceRoutes',
+            'replaceNeighbour',
+            'deleteNeighbour',
+            'listNeighbours',
+            'appendFdb',
+            'deleteFdb',
+            'listFdb',
+            'close',
+          ] as const
+        ).map((k) => [k, (real[k] as (...x: unknown[]) => unknown).bind(real)]),
+      ),
+    } as unknown as NetlinkHandle;
+    const routesToAdd = Array.from({ length: 20 }, (_, i) => ({
+      family: 4 as const,
+      dst: `10.247.${i}.0/24`,
+      gateway: '192.168.77.2',
+      ifindex: ipJson<{ ifindex: number }[]>(a.name, 'link', 'show', 'eth0')[0]!.ifindex,
+      protocol: 126,
+      type: 'unicast' as const,
+    }));
+    const bad = {
+      family: 4 as const,
+      dst: '10.248.0.0/24',
+      gateway: '10.99.0.7',
+      ifindex: 9999,
+      protocol: 126,
+    };
+    const res = await applyRouteDiff(narrow, {
+      add: [...routesToAdd.slice(0, 10), bad, ...routesToAdd.slice(10)],
+      replace: [],
+      remove: [],
+    });
+    expect(res.added).toBe(20);
+    expect(res.errors.map((e) => e.route.dst)).toEqual(['10.248.0.0/24']);
+    expect(ours(a.name).filter((x) => x.startsWith('10.247.'))).toHaveLength(20);
+    const del = await applyRouteDiff(narrow, { add: [], replace: [], remove: routesToAdd });
+    expect(del).toMatchObject({ removed: 20, errors: [] });
   });
 
   it('applyRouteDiff never deletes what it is not given, and deleting an absent route is not an error', async () => {

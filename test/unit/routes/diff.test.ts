@@ -1,6 +1,7 @@
 import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
 import type { RouteInfo } from '../../../pkg/datapath/ports.ts';
+import { parseCidr } from '../../../pkg/routes/cidr.ts';
 import { diffRoutes, isOwnedRoute, routeKey } from '../../../pkg/routes/diff.ts';
 
 const via = (dst: string, gateway: string, ifindex = 2, extra: Partial<RouteInfo> = {}): RouteInfo => ({
@@ -162,6 +163,53 @@ describe('diffRoutes', () => {
         expect(d.unchanged + d.add.length + d.replace.length + d.conflicts.length).toBe(desired.length);
       }),
       { numRuns: 500 },
+    );
+  });
+});
+
+/** "fd00:10:244::/64" -> "fd00:10:244:0:0:0:0:0/64": what a naive formatter in an adapter might emit. */
+function longForm(cidr: string): string {
+  const c = parseCidr(cidr)!;
+  const groups = Array.from({ length: 8 }, (_, i) =>
+    ((c.network >> BigInt((7 - i) * 16)) & 0xffffn).toString(16),
+  );
+  return `${groups.join(':')}/${c.prefixLen}`;
+}
+
+describe('desiredRoutes + diffRoutes', () => {
+  it('a second pass over what the first pass programmed changes nothing (restart idempotence)', async () => {
+    const { desiredRoutes } = await import('../../../pkg/routes/desired.ts');
+    const links = [
+      {
+        ifindex: 2,
+        name: 'eth0',
+        addresses: [
+          { family: 4 as const, address: '192.168.1.10', prefixLen: 24 },
+          { family: 6 as const, address: 'fd00:1::10', prefixLen: 64 },
+        ],
+      },
+    ];
+    const self = { name: 'a', podCIDRs: ['10.244.0.0/24', 'fd00:10:244::/64'], internalIPs: [] };
+    fc.assert(
+      fc.property(fc.uniqueArray(fc.integer({ min: 1, max: 200 }), { maxLength: 40 }), (ids) => {
+        const peers = ids.map((i) => ({
+          name: `n${i}`,
+          podCIDRs: [`10.244.${i}.0/24`, `fd00:10:244:${i.toString(16)}::/64`],
+          internalIPs: [`192.168.1.${i + 20 > 254 ? 11 : i + 20}`, `fd00:1::${i.toString(16)}:1`],
+        }));
+        const { routes } = desiredRoutes(self, peers, links, { mode: 'host-gw' });
+        // How the kernel reports them back: long-form IPv6, table spelled out, IPv6 blackholes on lo.
+        const programmed: RouteInfo[] = routes.map((r) => ({
+          ...r,
+          table: 254,
+          dst: r.family === 6 ? longForm(r.dst) : r.dst,
+          ...(r.type === 'blackhole' && r.family === 6 ? { ifindex: 1 } : {}),
+          ...(r.family === 6 ? { metric: 1024 } : {}),
+        }));
+        const d = diffRoutes(routes, programmed);
+        expect(d).toEqual({ add: [], replace: [], remove: [], unchanged: routes.length, conflicts: [] });
+      }),
+      { numRuns: 200 },
     );
   });
 });
