@@ -112,8 +112,15 @@ export function toK8sError(op: string, err: unknown): K8sError {
       name?: unknown;
       cause?: unknown;
     };
-    const code =
+    // ApiException carries the HTTP status in `code`, the Watch class in `statusCode`. A DOMException
+    // (AbortError, TimeoutError) also has a numeric `code`, which is not an HTTP status.
+    const isDomException = e.name === 'AbortError' || e.name === 'TimeoutError';
+    const candidate =
       typeof e.code === 'number' ? e.code : typeof e.statusCode === 'number' ? e.statusCode : undefined;
+    const code =
+      !isDomException && candidate !== undefined && candidate >= 100 && candidate <= 599
+        ? candidate
+        : undefined;
     if (code !== undefined) {
       const status = parseStatusBody(e.body);
       const reason =
@@ -129,12 +136,7 @@ export function toK8sError(op: string, err: unknown): K8sError {
     const causeCode =
       typeof e.cause === 'object' && e.cause !== null ? (e.cause as { code?: unknown }).code : undefined;
     const msg = typeof e.message === 'string' ? e.message : String(err);
-    if (
-      typeof causeCode === 'string' ||
-      e.name === 'TimeoutError' ||
-      e.name === 'AbortError' ||
-      msg === 'fetch failed'
-    ) {
+    if (typeof causeCode === 'string' || isDomException || msg === 'fetch failed') {
       const detail = typeof causeCode === 'string' ? `${msg} (${causeCode})` : msg;
       return new K8sError(op, detail, undefined, K8sReason.NETWORK, { cause: err });
     }
