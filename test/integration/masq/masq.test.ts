@@ -3,6 +3,7 @@ import { promisify } from 'node:util';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { NftError, NftRunner } from '../../../pkg/masq/nft.ts';
 import { renderMasqRuleset } from '../../../pkg/masq/render.ts';
+import { MasqSyncer } from '../../../pkg/masq/sync.ts';
 import { ip, NetnsPool, netnsSkipReason, nsExec, nsSysctl, type TestNetns } from '../../support/netns.ts';
 
 /**
@@ -202,6 +203,18 @@ describe.skipIf(netnsSkipReason !== undefined)('masquerade with nftables (namesp
     expect(err).toBeInstanceOf(NftError);
     expect((err as NftError).stderr).toMatch(/Error/);
     expect(nsExec(node.name, 'nft', ['list', 'table', 'inet', 'trellis'])).toBe(before);
+  });
+
+  it('MasqSyncer applies only when the rendered text changes', async () => {
+    const syncer = new MasqSyncer(nft);
+    expect(await syncer.sync(opts)).toBe('applied');
+    const handleBefore = nsExec(node.name, 'nft', ['-a', 'list', 'table', 'inet', 'trellis']);
+    expect(await syncer.sync({ ...opts, clusterCIDRs: [...opts.clusterCIDRs].reverse() })).toBe('unchanged');
+    expect(nsExec(node.name, 'nft', ['-a', 'list', 'table', 'inet', 'trellis'])).toBe(handleBefore);
+    expect(await syncer.sync({ ...opts, noMasqueradeCIDRs: ['198.51.100.0/24'] })).toBe('applied');
+    expect(nsExec(node.name, 'nft', ['list', 'set', 'inet', 'trellis', 'nomasq_v4'])).toContain(
+      '198.51.100.0/24',
+    );
   });
 
   it('deleteTable removes it and is idempotent; the root namespace was never touched', async () => {
