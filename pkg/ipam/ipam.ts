@@ -107,7 +107,8 @@ class StoreIpam implements Ipam {
   readonly #leases: Map<string, Lease>;
   /** Every reservation known on disk: canonical address -> owner name ('' unknown). */
   readonly #reserved: Map<string, string>;
-  readonly #quarantined: Set<string>;
+  /** Addresses still reserved for quarantined leases, by owner. */
+  readonly #held: Map<string, Set<string>>;
   /** Per range text: the reserved addresses inside it (what the allocator must skip). */
   #used = new Map<string, Set<bigint>>();
   /** Per range text: the last address handed out (round-robin pointer). */
@@ -119,7 +120,7 @@ class StoreIpam implements Ipam {
     this.#ranges = ranges;
     this.#leases = state.leases;
     this.#reserved = state.reservations;
-    this.#quarantined = state.quarantinedOwners;
+    this.#held = state.held;
     this.loadReport = state.report;
     this.#last = state.last;
     this.#rebuildUsed();
@@ -212,13 +213,15 @@ class StoreIpam implements Ipam {
       this.#releaseLease(owner, lease);
       return true;
     }
-    if (!this.#quarantined.has(owner)) return false;
+    const held = this.#held.get(owner);
+    if (held === undefined) return false;
     // The lease record was quarantined but its addresses stayed reserved: DEL for that attachment
-    // is the moment they can go.
-    const held = [...this.#reserved].filter(([, o]) => o === owner).map(([a]) => a);
-    this.#freeReservations(held);
-    this.#quarantined.delete(owner);
-    return held.length > 0;
+    // is the moment they can go. The .held list goes first: a crash after it leaves reservations
+    // that nothing accounts for, which the next load frees.
+    this.#store.dropHeld(owner);
+    this.#held.delete(owner);
+    this.#freeReservations([...held].filter((a) => this.#reserved.get(a) === owner));
+    return true;
   }
 
   #releaseLease(owner: string, lease: Lease): void {
@@ -238,7 +241,7 @@ class StoreIpam implements Ipam {
         failure ??= err;
       }
     }
-    this.#store.flush();
+    this.#store.flush(true);
     if (failure !== undefined) throw failure;
   }
 

@@ -13,7 +13,9 @@ import { type Lease, type LeasedAddress, type LoadReport, META_FIELDS } from './
  *   addrs/<address>                      symlink -> "<containerId>@<ifname>": the reservation of one
  *                                        address (canonical text, e.g. addrs/fd00:10:244:1::5)
  *   last.json                            round-robin pointers {range: last address}, best effort
- *   quarantine/<file>.<ms>[.reason]      lease files that could not be trusted at load, and why
+ *   quarantine/<file>.<ms>               lease files that could not be trusted at load,
+ *   quarantine/<file>.<ms>.reason        why,
+ *   quarantine/<file>.<ms>.held          and the addresses kept reserved for them, one a line
  *
  * Why two records: the symlink is created with symlink(2), which fails with EEXIST when the address
  * is taken, so even a bug in the in-memory state cannot hand an address out twice; and it survives a
@@ -80,7 +82,8 @@ const FILE_MODE = 0o600;
 const RECORD_VERSION = 1;
 const LEASE_SUFFIX = '.json';
 const TMP_SUFFIX = '.tmp';
-const QUARANTINED = /^(.+)\.json\.\d+(-\d+)?$/;
+const HELD_SUFFIX = '.held';
+const HELD = /^(.+)\.json\.\d+(-\d+)?\.held$/;
 
 /** What load found and repaired; the facade builds its indexes from it. */
 export interface LoadedState {
@@ -88,11 +91,20 @@ export interface LoadedState {
   leases: Map<string, Lease>;
   /** Every reservation on disk: canonical address -> owner name ('' when unreadable). */
   reservations: Map<string, string>;
-  /** Owners whose lease file is in quarantine/: their reservations stay until released. */
-  quarantinedOwners: Set<string>;
+  /** Addresses still reserved for quarantined leases, by owner: they stay until release(owner). */
+  held: Map<string, Set<string>>;
   /** Round-robin pointers: range -> last allocated address. */
   last: Map<string, string>;
   report: LoadReport;
+}
+
+function setOf<K, V>(map: Map<K, Set<V>>, key: K): Set<V> {
+  let set = map.get(key);
+  if (set === undefined) {
+    set = new Set();
+    map.set(key, set);
+  }
+  return set;
 }
 
 function errnoOf(err: unknown): string {
@@ -129,6 +141,7 @@ export class LeaseStore {
     try {
       return fn();
     } catch (err) {
+      if (err instanceof CniError) throw err;
       throw this.fail(what, err);
     }
   }
@@ -143,25 +156,47 @@ export class LeaseStore {
       });
     }
     const report: LoadReport = { quarantined: [] };
-    const quarantinedOwners = new Set<string>();
-    for (const name of this.#try('listing quarantine/', () => fs.readdirSync(this.#quarantine))) {
-      const m = QUARANTINED.exec(name);
-      if (m !== null && parseOwnerName(m[1]!) !== undefined) quarantinedOwners.add(m[1]!);
-    }
     let changed = false;
+
+    // 1. Reservations: address -> owner ('' when the entry is not a readable symlink to an owner).
+    const reservations = new Map<string, string>();
+    for (const name of this.#try('listing addrs/', () => fs.readdirSync(this.#addrs))) {
+      const address = canonicalIp(name);
+      if (address === undefined || address !== name) continue; // not ours to interpret
+      const path = join(this.#addrs, name);
+      let owner = '';
+      try {
+        if (fs.isSymlink(path)) owner = fs.readlinkSync(path);
+      } catch (err) {
+        throw this.fail(`reading addrs/${name}`, err);
+      }
+      reservations.set(address, parseOwnerName(owner) === undefined ? '' : owner);
+    }
+
+    // 2. Addresses held for quarantined leases (the .held lists).
+    const held = this.#readHeld();
+
+    // Quarantining keeps the owner's current reservations: the .held list is made durable BEFORE
+    // the lease file leaves leases/, so no crash in between can turn them into orphans.
     const quarantine = (file: string, reason: string): void => {
+      const owner = file.endsWith(LEASE_SUFFIX) ? file.slice(0, -LEASE_SUFFIX.length) : '';
       const target = this.#quarantineName(file);
+      const keep = [...reservations].filter(([, o]) => o === owner && owner !== '').map(([a]) => a);
       this.#try(`quarantining leases/${file}`, () => {
-        fs.renameSync(join(this.#leases, file), join(this.#quarantine, target));
+        if (keep.length > 0) {
+          this.#writeFile(join(this.#quarantine, `${target}${HELD_SUFFIX}`), `${keep.join('\n')}\n`, true);
+          this.flush(true);
+          const set = setOf(held, owner);
+          for (const a of keep) set.add(a);
+        }
         this.#writeFile(join(this.#quarantine, `${target}.reason`), `${reason}\n`, false);
+        fs.renameSync(join(this.#leases, file), join(this.#quarantine, target));
       });
       report.quarantined.push({ file: join(this.#leases, file), reason });
-      const owner = file.endsWith(LEASE_SUFFIX) ? file.slice(0, -LEASE_SUFFIX.length) : '';
-      if (parseOwnerName(owner) !== undefined) quarantinedOwners.add(owner);
       changed = true;
     };
 
-    // 1. Lease files. A crash leaves at most a tmp file, which never held a returned lease.
+    // 3. Lease files. A crash leaves at most a tmp file, which never held a returned lease.
     const leases = new Map<string, Lease>();
     for (const name of this.#try('listing leases/', () => fs.readdirSync(this.#leases)).sort()) {
       if (name.startsWith('.') && name.endsWith(TMP_SUFFIX)) {
@@ -189,22 +224,7 @@ export class LeaseStore {
       else leases.set(owner, parsed);
     }
 
-    // 2. Reservations.
-    const reservations = new Map<string, string>();
-    for (const name of this.#try('listing addrs/', () => fs.readdirSync(this.#addrs))) {
-      const address = canonicalIp(name);
-      if (address === undefined || address !== name) continue; // not ours to interpret
-      const path = join(this.#addrs, name);
-      let owner = '';
-      try {
-        if (fs.isSymlink(path)) owner = fs.readlinkSync(path);
-      } catch (err) {
-        throw this.fail(`reading addrs/${name}`, err);
-      }
-      reservations.set(address, parseOwnerName(owner) === undefined ? '' : owner);
-    }
-
-    // 3. Leases against reservations: repair missing symlinks, quarantine stale leases. Oldest first,
+    // 4. Leases against reservations: repair missing symlinks, quarantine stale leases. Oldest first,
     // so if two records ever claimed one address without a symlink the older one would keep it.
     const byAge = [...leases.values()].sort(
       (a, b) => a.createdAt.localeCompare(b.createdAt) || ownerName(a).localeCompare(ownerName(b)),
@@ -229,18 +249,51 @@ export class LeaseStore {
       }
     }
 
-    // 4. Reservations without a lease are left by a crash mid-allocate or mid-release: free them,
-    // unless their owner is quarantined or unknown (then the address may be in use: keep it).
+    // 5. A reservation that neither a lease nor a .held list accounts for was left by a crash
+    // mid-allocate or mid-release: free it. One with an unreadable owner is kept (it may be in use).
     for (const [address, owner] of reservations) {
-      if (owner === '' || quarantinedOwners.has(owner)) continue;
+      if (owner === '' || held.get(owner)?.has(address)) continue;
       if (leases.get(owner)?.addresses.some((a) => a.address === address)) continue;
       this.unreserve(address);
       reservations.delete(address);
       changed = true;
     }
+    // Only what is still reserved by its owner stays held.
+    for (const [owner, set] of held) {
+      for (const a of set) if (reservations.get(a) !== owner) set.delete(a);
+      if (set.size === 0) held.delete(owner);
+    }
 
     if (changed) this.flush(true);
-    return { leases, reservations, quarantinedOwners, last: this.#readLast(), report };
+    return { leases, reservations, held, last: this.#readLast(), report };
+  }
+
+  /** owner -> addresses, from quarantine/<owner>.json.<ms>.held */
+  #readHeld(): Map<string, Set<string>> {
+    const held = new Map<string, Set<string>>();
+    for (const name of this.#try('listing quarantine/', () => this.#fs.readdirSync(this.#quarantine))) {
+      const m = HELD.exec(name);
+      if (m === null || parseOwnerName(m[1]!) === undefined) continue;
+      const text = Buffer.from(
+        this.#try(`reading quarantine/${name}`, () => this.#fs.readFileSync(join(this.#quarantine, name))),
+      ).toString();
+      const set = setOf(held, m[1]!);
+      for (const line of text.split('\n')) {
+        const a = canonicalIp(line.trim());
+        if (a !== undefined) set.add(a);
+      }
+    }
+    return held;
+  }
+
+  /** Forgets the .held lists of an owner (after its held reservations were released). */
+  dropHeld(owner: string): void {
+    const names = this.#try('listing quarantine/', () => this.#fs.readdirSync(this.#quarantine));
+    for (const name of names) {
+      const m = HELD.exec(name);
+      if (m === null || m[1] !== owner) continue;
+      this.#try(`removing quarantine/${name}`, () => this.#fs.unlinkSync(join(this.#quarantine, name)));
+    }
   }
 
   #quarantineName(file: string): string {

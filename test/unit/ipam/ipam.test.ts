@@ -274,7 +274,15 @@ describe('corrupt and crash-left records', () => {
       expect(reopened.get(key('b'))).toBeUndefined();
       expect(leaseFilesOnDisk(dir)).toEqual(['a@eth0.json']);
       const q = readdirSync(join(dir, 'quarantine'));
-      expect(q.filter((n) => n.startsWith('b@eth0.json.')).length).toBe(2); // the file and its .reason
+      // The file, why, and the addresses kept reserved for it.
+      expect(q.filter((n) => n.startsWith('b@eth0.json.')).length).toBe(3);
+      const heldFile = q.find((n) => n.endsWith('.held'))!;
+      expect(
+        readFileSync(join(dir, 'quarantine', heldFile), 'utf8')
+          .trim()
+          .split('\n')
+          .sort(),
+      ).toEqual(addrs(b).sort());
 
       // Fill both ranges: b's addresses never come back.
       const handed: string[] = [];
