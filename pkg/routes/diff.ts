@@ -12,7 +12,8 @@
  *     VXLAN device, which also have a gateway) and the blackholes for our own pod CIDRs (type blackhole).
  * So a programmed route is ours only when it carries protocol 126 AND (has a gateway OR is a blackhole). The
  * diff never removes or replaces anything else, even if the caller passes it in: a pod's host route is never
- * touched by node churn.
+ * touched by node churn. The reconciler passes the WHOLE table on purpose, so that a foreign route holding
+ * the key of a desired route shows up as a conflict instead of being overwritten by a replace.
  */
 
 import { type RouteInfo, TRELLIS_ROUTE_PROTOCOL } from '../datapath/ports.ts';

@@ -4,15 +4,10 @@
  * routes, finds nothing to do, and makes zero kernel changes.
  */
 
-import {
-  type Family,
-  type NetlinkHandle,
-  type RouteInfo,
-  TRELLIS_ROUTE_PROTOCOL,
-} from '../datapath/ports.ts';
+import type { Family, NetlinkHandle, RouteInfo } from '../datapath/ports.ts';
 import { applyRouteDiff, type RouteError } from './apply.ts';
 import { desiredRoutes } from './desired.ts';
-import { diffRoutes, type RouteDiff } from './diff.ts';
+import { diffRoutes, MAIN_TABLE, type RouteDiff } from './diff.ts';
 import type { LocalLink, PeerDecision, PeerNode, Problem, RoutingMode, SelfNode } from './types.ts';
 
 export interface ReconcileInput {
@@ -80,15 +75,19 @@ export class RouteReconciler {
     this.now = opts.now ?? (() => performance.now());
   }
 
-  /** The routes carrying our protocol, both families, in our table. */
+  /**
+   * Every route of our table, both families, not only those carrying protocol 126: the diff needs to see a
+   * foreign route that holds the key a desired route would take (an operator's static route to the same
+   * prefix, a connected subnet). NLM_F_REPLACE would silently overwrite it; the diff reports a conflict
+   * instead. Ownership (protocol 126 and gateway-or-blackhole) still decides what may be changed or removed.
+   */
   async listProgrammed(): Promise<RouteInfo[]> {
     const lists = await Promise.all(
       ([4, 6] as Family[]).map((family) =>
-        this.handle.listRoutes({ family, protocol: TRELLIS_ROUTE_PROTOCOL, table: this.table ?? 254 }),
+        this.handle.listRoutes({ family, table: this.table ?? MAIN_TABLE }),
       ),
     );
-    // Guard against an adapter that ignores part of the filter.
-    return lists.flat().filter((r) => r.protocol === TRELLIS_ROUTE_PROTOCOL);
+    return lists.flat();
   }
 
   reconcile(input: ReconcileInput): Promise<ReconcileReport> {

@@ -218,6 +218,19 @@ describe.skipIf(netnsSkipReason !== undefined)('RouteReconciler on a real kernel
     expect(nsPing(a.name, '10.244.0.5')).toBe(true);
   });
 
+  it('reports, and does not overwrite, a foreign route holding the prefix a peer claims', async () => {
+    const claimant: PeerNode = {
+      name: 'node-static',
+      podCIDRs: ['10.250.0.0/24'],
+      internalIPs: ['192.168.77.3'],
+    };
+    const report = await new RouteReconciler({ handle: open(a) }).reconcile(input([self, claimant]));
+    expect(report.conflicts.map((c) => [c.desired.dst, c.existing.protocol])).toEqual([['10.250.0.0/24', 4]]);
+    expect(report).toMatchObject({ added: 0, replaced: 0, errors: [] });
+    const r = routes(a.name, '-4').find((x) => x.dst === '10.250.0.0/24');
+    expect(r).toMatchObject({ gateway: '192.168.77.2', protocol: 'static' });
+  });
+
   it('continues past individual kernel failures and reports them; the next pass retries', async () => {
     const many: PeerNode[] = Array.from({ length: 40 }, (_, i) => ({
       name: `n${String(i).padStart(2, '0')}`,
