@@ -206,6 +206,30 @@ describe.skipIf(kubectlSkipReason !== undefined)(
       expect(crb.subjects).toEqual([{ kind: 'ServiceAccount', name: 'trellis', namespace: 'kube-system' }]);
     });
 
+    it("manifests/uninstall runs `trellis-agent uninstall` on every node with the agent's paths", () => {
+      const objects = render(join(manifestsDir, 'uninstall'));
+      for (const obj of objects) expect(() => validateObject(obj), obj.kind).not.toThrow();
+      expect(objects.map((o) => `${o.kind}/${o.metadata.name}`)).toEqual(['DaemonSet/trellis-uninstall']);
+      const spec = findOne<IDaemonSet>(objects, 'DaemonSet', 'trellis-uninstall').spec!.template.spec!;
+      expect(spec.hostNetwork).toBe(true);
+      expect(spec.tolerations).toEqual([{ operator: 'Exists' }]);
+      expect(spec.automountServiceAccountToken).toBe(false);
+      const init = spec.initContainers?.[0];
+      expect(init?.command).toEqual(['/app/dist/bin/trellis-agent', 'uninstall']);
+      expect(init?.securityContext?.privileged).toBe(true);
+      expect(init?.image).toBe(agent().image);
+      // The same flags as the agent, minus the listener: it must find exactly what the agent created.
+      expect(init?.args).toEqual((agent().args ?? []).filter((a) => !a.startsWith('--metrics-addr=')));
+      for (const flag of init?.args ?? []) {
+        const value = flag.slice(flag.indexOf('=') + 1);
+        const m = init?.volumeMounts?.find(
+          (v) => value === v.mountPath || value.startsWith(`${v.mountPath}/`),
+        );
+        expect(m, flag).toBeDefined();
+        expect(spec.volumes?.find((v) => v.name === m!.name)?.hostPath?.path).toBe(m!.mountPath);
+      }
+    });
+
     it('the image is the release of package.json, and an overlay can override it', () => {
       const version = (
         JSON.parse(readFileSync(join(repoRoot, 'package.json'), 'utf8')) as { version: string }
