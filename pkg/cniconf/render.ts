@@ -10,6 +10,7 @@
 
 import { isAbsolute, normalize } from 'node:path';
 import template from '../../cni-conf/10-trellis.conflist.json' with { type: 'json' };
+import { MTU_MAX, MTU_MIN } from '../cni/netconf.ts';
 
 export const CONFLIST_FILE_NAME = '10-trellis.conflist';
 export const KNOWN_CNI_VERSIONS = ['1.0.0', '1.1.0'] as const;
@@ -107,8 +108,9 @@ export function buildConflist(opts: ConflistOptions): Conflist {
   if (trellis === undefined || portmap === undefined) {
     throw new Error('cni-conf template must contain a trellis and a portmap plugin');
   }
-  if (!Number.isInteger(opts.mtu) || opts.mtu < 576 || opts.mtu > 65535) {
-    throw new ConflistConfigError('mtu', opts.mtu, 'expected an integer between 576 and 65535');
+  // The shim's netconf parser enforces the same bounds: a config it would reject is never published.
+  if (!Number.isInteger(opts.mtu) || opts.mtu < MTU_MIN || opts.mtu > MTU_MAX) {
+    throw new ConflistConfigError('mtu', opts.mtu, `expected an integer between ${MTU_MIN} and ${MTU_MAX}`);
   }
   trellis.socket = absPath('socket', opts.socket);
   trellis.spoolDir = absPath('spoolDir', opts.spoolDir);

@@ -60,7 +60,8 @@ describe('renderConflist', () => {
   it('rejects bad settings, naming them', () => {
     const cases: [Record<string, unknown>, string][] = [
       [{ mtu: 1500.5 }, 'mtu'],
-      [{ mtu: 100 }, 'mtu'],
+      [{ mtu: 67 }, 'mtu'],
+      [{ mtu: 65536 }, 'mtu'],
       [{ socket: 'run/cni.sock' }, 'socket'],
       [{ spoolDir: '/var/lib/../etc' }, 'spoolDir'],
       [{ cniVersion: '0.4.0' }, 'cniVersion'],
@@ -78,6 +79,27 @@ describe('renderConflist', () => {
       expect(err, setting).toBeInstanceOf(ConflistConfigError);
       expect((err as ConflistConfigError).setting).toBe(setting);
     }
+  });
+});
+
+describe('contract with the shim', () => {
+  it("the trellis entry, as libcni hands it to the plugin, passes the shim's netconf parser unchanged", async () => {
+    const { parseNetConf } = await import('../../../pkg/cni/netconf.ts');
+    const conf = buildConflist({
+      socket: '/run/t/cni.sock',
+      spoolDir: '/var/lib/t/spool',
+      mtu: 1400,
+      dns: { nameservers: ['10.96.0.10'] },
+    });
+    const entry = { ...conf.plugins[0], name: conf.name, cniVersion: conf.cniVersion };
+    const parsed = parseNetConf(JSON.stringify(entry), 'ADD');
+    expect(parsed).toMatchObject({
+      type: 'trellis',
+      name: 'trellis',
+      socket: '/run/t/cni.sock',
+      spoolDir: '/var/lib/t/spool',
+      mtu: 1400,
+    });
   });
 });
 
