@@ -53,6 +53,8 @@ export interface StoreFs {
   readdirSync(path: string): string[];
   readFileSync(path: string): Uint8Array;
   isSymlink(path: string): boolean;
+  /** The permission bits of a path (lstat). */
+  modeOf(path: string): number;
 }
 
 export const realFs: StoreFs = {
@@ -74,6 +76,7 @@ export const realFs: StoreFs = {
   readdirSync: (path) => nodeFs.readdirSync(path),
   readFileSync: (path) => nodeFs.readFileSync(path),
   isSymlink: (path) => nodeFs.lstatSync(path).isSymbolicLink(),
+  modeOf: (path) => nodeFs.lstatSync(path).mode & 0o7777,
 };
 
 const { O_WRONLY, O_CREAT, O_TRUNC, O_RDONLY, O_DIRECTORY } = nodeFs.constants;
@@ -152,7 +155,9 @@ export class LeaseStore {
     for (const d of [this.dir, this.#leases, this.#addrs, this.#quarantine]) {
       this.#try(`creating ${d}`, () => {
         fs.mkdirSync(d, DIR_MODE);
-        fs.chmodSync(d, DIR_MODE);
+        // Only when needed: a state directory mounted read-only still loads (and then fails on the
+        // first write with EROFS, which names the problem better than a chmod would).
+        if (fs.modeOf(d) !== DIR_MODE) fs.chmodSync(d, DIR_MODE);
       });
     }
     const report: LoadReport = { quarantined: [] };

@@ -208,6 +208,11 @@ export class SimFs implements StoreFs {
     return realFs.readFileSync(path);
   }
 
+  modeOf(path: string): number {
+    this.#alive();
+    return realFs.modeOf(path);
+  }
+
   isSymlink(path: string): boolean {
     this.#alive();
     return realFs.isSymlink(path);
