@@ -201,6 +201,45 @@ describe('node informer (real client-node against the test API server)', () => {
     expect(informer!.relists).toBe(1);
   });
 
+  it('resumes from its resourceVersion when the server ends a watch at timeoutSeconds, without relisting', async () => {
+    await startServer({ bookmarkIntervalMs: 100 });
+    server.store.addNode(nodeObject('a'));
+    start({ watchTimeoutSeconds: 1, random: () => 0 });
+    await waitFor(
+      () => requestsTo('/api/v1/nodes', true).length >= 3,
+      'two server-side watch timeouts',
+      8000,
+    );
+    const watches = requestsTo('/api/v1/nodes', true);
+    expect(watches.every((w) => w.query.get('timeoutSeconds') === '1')).toBe(true);
+    expect(watches.every((w) => w.query.get('resourceVersion') === '1')).toBe(true);
+    expect(informer!.relists).toBe(1);
+    expect(informer!.restarts).toBe(0);
+  });
+
+  it('treats watches that close at once without events as failures (no spinning)', async () => {
+    await startServer();
+    server.store.addNode(nodeObject('a'));
+    const killer = setInterval(() => server.store.closeAllWatches('end'), 1);
+    let rec: Recorded;
+    try {
+      rec = start();
+      await waitFor(() => informer!.restarts >= 3, 'three restarts');
+    } finally {
+      clearInterval(killer);
+    }
+    expect(rec.errors.slice(0, 3).map((e) => e.err.reason)).toEqual([
+      'WatchFailed',
+      'WatchFailed',
+      'WatchFailed',
+    ]);
+    expect(rec.errors[2]!.delay).toBeGreaterThan(rec.errors[0]!.delay);
+    // Once watches stay open, it follows changes again.
+    await waitFor(() => server.store.openWatches() === 1, 'watch open');
+    server.store.addNode(nodeObject('b'));
+    await waitFor(() => informer!.get('b') !== undefined, 'b');
+  });
+
   it('stays on one watch through BOOKMARKs and advances its resourceVersion with them', async () => {
     await startServer({ bookmarkIntervalMs: 30 });
     server.store.addNode(nodeObject('a'));
