@@ -51,7 +51,7 @@ describe.skipIf(kubectlSkipReason !== undefined)(
       }
     });
 
-    it('schema validation does reject a broken object', () => {
+    it('schema validation does reject a broken object, including unknown fields', () => {
       const broken = structuredClone(
         findOne<K8sObject>(base, 'DaemonSet', 'trellis'),
       ) as unknown as IDaemonSet;
@@ -68,6 +68,26 @@ describe.skipIf(kubectlSkipReason !== undefined)(
       );
       (mount as unknown as Record<string, unknown>).mountPropagation = 'HostToPod';
       expect(() => validateObject(badPropagation as unknown as K8sObject)).toThrow(/mountPropagation/);
+
+      // Unknown fields: the compiled schemas allow them, kubectl apply does not, so validateObject must.
+      const typo = structuredClone(ds);
+      const probe = typo.spec!.template.spec!.containers[0]!.livenessProbe as unknown as Record<
+        string,
+        unknown
+      >;
+      probe.failureTreshold = 3;
+      const annotated = structuredClone(ds);
+      (annotated.metadata!.annotations as unknown) = { 'any.key/is-fine': 'x' };
+      (annotated.spec!.template.spec!.nodeSelector as Record<string, string>)['any-label'] = 'y';
+      expect(() => validateObject(annotated as unknown as K8sObject)).not.toThrow();
+      expect(() => validateObject(typo as unknown as K8sObject)).toThrow(
+        /unknown field\(s\) spec\.template\.spec\.containers\[0\]\.livenessProbe\.failureTreshold$/,
+      );
+      const misplaced = structuredClone(ds) as unknown as { spec: Record<string, unknown> };
+      misplaced.spec.hostNetwork = true;
+      expect(() => validateObject(misplaced as unknown as K8sObject)).toThrow(
+        /unknown field\(s\) spec\.hostNetwork$/,
+      );
     });
 
     it('runs on every Linux node, before the node is Ready, in the host network', () => {

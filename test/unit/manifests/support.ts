@@ -1,12 +1,13 @@
 import { execFileSync } from 'node:child_process';
-import { dirname, join } from 'node:path';
-import { fileURLToPath } from 'node:url';
+import { join } from 'node:path';
 import { DaemonSet } from 'kubernetes-models/apps/v1/DaemonSet';
 import { ClusterRole } from 'kubernetes-models/rbac.authorization.k8s.io/v1/ClusterRole';
 import { ClusterRoleBinding } from 'kubernetes-models/rbac.authorization.k8s.io/v1/ClusterRoleBinding';
 import { ConfigMap } from 'kubernetes-models/v1/ConfigMap';
 import { ServiceAccount } from 'kubernetes-models/v1/ServiceAccount';
 import { parseAllDocuments } from 'yaml';
+import { repoRoot } from './support-paths.ts';
+import { unknownFields } from './unknown-fields.ts';
 
 /**
  * Rendering and schema validation of the kustomize manifests, shared by the manifest tests. Rendering uses
@@ -14,7 +15,7 @@ import { parseAllDocuments } from 'yaml';
  * schemas compiled into kubernetes-models.
  */
 
-export const repoRoot = join(dirname(fileURLToPath(import.meta.url)), '..', '..', '..');
+export { repoRoot };
 export const manifestsDir = join(repoRoot, 'manifests');
 
 /** A skip reason for describe.skipIf, or undefined when `kubectl kustomize` can run. */
@@ -60,20 +61,34 @@ export function parseYamlStream(text: string): K8sObject[] {
   return objects;
 }
 
-// The kinds trellis ships. A new kind must be added here, so nothing ships unvalidated.
-const models: Record<string, (data: never) => { validate(): void }> = {
-  'v1/ServiceAccount': (d) => new ServiceAccount(d),
-  'v1/ConfigMap': (d) => new ConfigMap(d),
-  'apps/v1/DaemonSet': (d) => new DaemonSet(d),
-  'rbac.authorization.k8s.io/v1/ClusterRole': (d) => new ClusterRole(d),
-  'rbac.authorization.k8s.io/v1/ClusterRoleBinding': (d) => new ClusterRoleBinding(d),
+// The kinds trellis ships, with their kubernetes-models module. A new kind must be added here, so
+// nothing ships unvalidated.
+const models: Record<string, { model: string; make: (data: never) => { validate(): void } }> = {
+  'v1/ServiceAccount': { model: 'v1/ServiceAccount', make: (d) => new ServiceAccount(d) },
+  'v1/ConfigMap': { model: 'v1/ConfigMap', make: (d) => new ConfigMap(d) },
+  'apps/v1/DaemonSet': { model: 'apps/v1/DaemonSet', make: (d) => new DaemonSet(d) },
+  'rbac.authorization.k8s.io/v1/ClusterRole': {
+    model: 'rbac.authorization.k8s.io/v1/ClusterRole',
+    make: (d) => new ClusterRole(d),
+  },
+  'rbac.authorization.k8s.io/v1/ClusterRoleBinding': {
+    model: 'rbac.authorization.k8s.io/v1/ClusterRoleBinding',
+    make: (d) => new ClusterRoleBinding(d),
+  },
 };
 
-/** Validates one object against its Kubernetes schema; throws a ValidationError naming the bad field. */
+/**
+ * Validates one object against its Kubernetes schema (types, enums, required fields: a ValidationError
+ * naming the bad field) and rejects fields the API does not know, as `kubectl apply` would.
+ */
 export function validateObject(obj: K8sObject): void {
-  const make = models[`${obj.apiVersion}/${obj.kind}`];
-  if (make === undefined) throw new Error(`no schema registered for ${obj.apiVersion} ${obj.kind}`);
-  make(structuredClone(obj) as never).validate();
+  const entry = models[`${obj.apiVersion}/${obj.kind}`];
+  if (entry === undefined) throw new Error(`no schema registered for ${obj.apiVersion} ${obj.kind}`);
+  entry.make(structuredClone(obj) as never).validate();
+  const unknown = unknownFields(entry.model, obj);
+  if (unknown.length > 0) {
+    throw new Error(`${obj.kind} ${obj.metadata.name}: unknown field(s) ${unknown.join(', ')}`);
+  }
 }
 
 export function findOne<T>(objects: K8sObject[], kind: string, name: string): T {
