@@ -5,8 +5,11 @@ export {
   DEFAULT_TABLE,
   MasqConfigError,
   type MasqOptions,
+  type MasqPlan,
+  planMasq,
   renderDeleteTable,
   renderMasqRuleset,
+  type SkippedCidr,
   validateTableName,
 } from './render.ts';
 export { MasqSyncer } from './sync.ts';

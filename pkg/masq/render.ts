@@ -11,7 +11,8 @@
  * old rules or the new ones, never an empty table.
  *
  * Every CIDR is parsed and re-rendered from numbers: no text from a Node object or a config file reaches
- * nft unchecked.
+ * nft unchecked. Invalid entries from Node objects (podCIDRs, clusterCIDRs) are skipped and reported by
+ * planMasq; invalid operator config (noMasqueradeCIDRs, tableName) throws MasqConfigError.
  */
 
 import type { Family } from '../datapath/ports.ts';
@@ -19,11 +20,11 @@ import { type CidrBlock, formatCidr, formatIp, mergeRanges, parseCidr } from '..
 
 export interface MasqOptions {
   /** This node's pod CIDRs: the sources that get masqueraded. */
-  podCIDRs: { v4: string[]; v6: string[] };
+  podCIDRs: { v4: readonly string[]; v6: readonly string[] };
   /** Every node's pod CIDRs (ours included): destinations that keep the pod source address. */
-  clusterCIDRs: string[];
+  clusterCIDRs: readonly string[];
   /** Extra destinations that keep the pod source address (e.g. a VPC range with routes to pods). */
-  noMasqueradeCIDRs: string[];
+  noMasqueradeCIDRs: readonly string[];
   /** nftables table name; 'trellis' by default. */
   tableName?: string;
 }
@@ -51,22 +52,38 @@ export function validateTableName(name: string | undefined): string {
   return t;
 }
 
-function parseAll(setting: string, values: unknown, family?: Family): CidrBlock[] {
+export interface SkippedCidr {
+  setting: string;
+  value: unknown;
+  reason: string;
+}
+
+/**
+ * Strict parsing (operator config): the first bad entry throws. Lenient parsing (Node objects): bad entries
+ * are skipped and returned, so one broken Node cannot take masquerade away from every pod on this node.
+ */
+function parseAll(
+  setting: string,
+  values: unknown,
+  family: Family | undefined,
+  skipped: SkippedCidr[] | undefined,
+): CidrBlock[] {
   if (!Array.isArray(values)) throw new MasqConfigError(setting, values, 'expected an array of CIDRs');
-  return values.map((v, i) => {
+  const out: CidrBlock[] = [];
+  values.forEach((v, i) => {
     const c = typeof v === 'string' ? parseCidr(v) : undefined;
-    if (c === undefined) {
-      throw new MasqConfigError(
-        `${setting}[${i}]`,
-        v,
-        'expected a CIDR with no host bits, e.g. 10.244.0.0/16',
-      );
+    let reason: string | undefined;
+    if (c === undefined) reason = 'expected a CIDR with no host bits, e.g. 10.244.0.0/16';
+    else if (family !== undefined && c.family !== family) reason = `expected an IPv${family} CIDR`;
+    if (reason === undefined) {
+      out.push(c!);
+    } else if (skipped !== undefined) {
+      skipped.push({ setting: `${setting}[${i}]`, value: v, reason });
+    } else {
+      throw new MasqConfigError(`${setting}[${i}]`, v, reason);
     }
-    if (family !== undefined && c.family !== family) {
-      throw new MasqConfigError(`${setting}[${i}]`, v, `expected an IPv${family} CIDR`);
-    }
-    return c;
   });
+  return out;
 }
 
 /** Set elements for an interval set: merged ranges, written as a prefix when they are one. */
@@ -100,20 +117,32 @@ export function renderDeleteTable(tableName?: string): string {
   return `table inet ${t} {}\ndelete table inet ${t}\n`;
 }
 
+export interface MasqPlan {
+  ruleset: string;
+  /** Entries of podCIDRs / clusterCIDRs (they come from Node objects) that were not valid and were left out. */
+  skipped: SkippedCidr[];
+}
+
+/** The ruleset text; throws MasqConfigError only for a bad tableName or noMasqueradeCIDRs (config). */
 export function renderMasqRuleset(opts: MasqOptions): string {
+  return planMasq(opts).ruleset;
+}
+
+export function planMasq(opts: MasqOptions): MasqPlan {
   const table = validateTableName(opts.tableName);
   if (typeof opts.podCIDRs !== 'object' || opts.podCIDRs === null) {
     throw new MasqConfigError('podCIDRs', opts.podCIDRs, 'expected { v4: string[], v6: string[] }');
   }
+  const skipped: SkippedCidr[] = [];
   const pods = [
-    ...parseAll('podCIDRs.v4', opts.podCIDRs.v4, 4),
-    ...parseAll('podCIDRs.v6', opts.podCIDRs.v6, 6),
+    ...parseAll('podCIDRs.v4', opts.podCIDRs.v4, 4, skipped),
+    ...parseAll('podCIDRs.v6', opts.podCIDRs.v6, 6, skipped),
   ];
   // Our own pods are cluster destinations too, whether or not the caller listed them.
   const keep = [
     ...pods,
-    ...parseAll('clusterCIDRs', opts.clusterCIDRs),
-    ...parseAll('noMasqueradeCIDRs', opts.noMasqueradeCIDRs),
+    ...parseAll('clusterCIDRs', opts.clusterCIDRs, undefined, skipped),
+    ...parseAll('noMasqueradeCIDRs', opts.noMasqueradeCIDRs, undefined, undefined),
   ];
 
   const lines = [...renderDeleteTable(table).trimEnd().split('\n'), `table inet ${table} {`];
@@ -138,5 +167,5 @@ export function renderMasqRuleset(opts: MasqOptions): string {
     '\t}',
     '}',
   );
-  return `${lines.join('\n')}\n`;
+  return { ruleset: `${lines.join('\n')}\n`, skipped };
 }

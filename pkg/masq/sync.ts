@@ -5,19 +5,22 @@
  */
 
 import type { NftRunner } from './nft.ts';
-import { type MasqOptions, renderMasqRuleset } from './render.ts';
+import { type MasqOptions, planMasq, type SkippedCidr } from './render.ts';
 
 export class MasqSyncer {
   private readonly runner: Pick<NftRunner, 'apply'>;
   private lastApplied: string | undefined;
+  /** Node-provided CIDRs the last sync left out as invalid (for the caller to log or report). */
+  lastSkipped: SkippedCidr[] = [];
 
   constructor(runner: Pick<NftRunner, 'apply'>) {
     this.runner = runner;
   }
 
-  /** Renders (throws MasqConfigError on bad input) and applies when the text changed. */
+  /** Renders (throws MasqConfigError on bad operator config) and applies when the text changed. */
   async sync(opts: MasqOptions): Promise<'applied' | 'unchanged'> {
-    const text = renderMasqRuleset(opts);
+    const { ruleset: text, skipped } = planMasq(opts);
+    this.lastSkipped = skipped;
     if (text === this.lastApplied) return 'unchanged';
     await this.runner.apply(text);
     this.lastApplied = text;

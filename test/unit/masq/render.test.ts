@@ -3,6 +3,7 @@ import { describe, expect, it } from 'vitest';
 import {
   MasqConfigError,
   type MasqOptions,
+  planMasq,
   renderDeleteTable,
   renderMasqRuleset,
 } from '../../../pkg/masq/render.ts';
@@ -78,13 +79,10 @@ describe('renderMasqRuleset', () => {
     expect(setElements(text, 'nomasq_v4')).toEqual(['10.0.0.0/8', '192.168.0.0/16']);
   });
 
-  it('rejects anything that is not a clean CIDR, naming the setting', () => {
+  it('rejects bad operator config (noMasqueradeCIDRs, tableName), naming the setting', () => {
     const bad: [Partial<MasqOptions>, RegExp][] = [
       [{ noMasqueradeCIDRs: ['10.0.0.1/8'] }, /noMasqueradeCIDRs\[0\]/],
       [{ noMasqueradeCIDRs: ['10.0.0.0/8 } ; flush ruleset ; table ip x {'] }, /noMasqueradeCIDRs\[0\]/],
-      [{ clusterCIDRs: ['10.244.0.0/24', 'fd00::/129'] }, /clusterCIDRs\[1\]/],
-      [{ podCIDRs: { v4: ['fd00::/64'], v6: [] } }, /podCIDRs\.v4\[0\].*IPv4/],
-      [{ podCIDRs: { v4: [], v6: ['10.0.0.0/8'] } }, /podCIDRs\.v6\[0\].*IPv6/],
       [{ clusterCIDRs: '10.0.0.0/8' as unknown as string[] }, /clusterCIDRs/],
       [{ tableName: 'trellis; flush ruleset' }, /tableName/],
     ];
@@ -93,6 +91,25 @@ describe('renderMasqRuleset', () => {
       expect(run).toThrow(MasqConfigError);
       expect(run).toThrow(re);
     }
+  });
+
+  it('skips and reports bad CIDRs from Node objects instead of failing for the whole cluster', () => {
+    const plan = planMasq({
+      ...base,
+      podCIDRs: { v4: ['10.244.0.0/24', 'fd00::/64'], v6: ['10.0.0.0/8', 'fd00:10:244::/64'] },
+      clusterCIDRs: ['10.244.1.0/24', 'fd00::/129', '10.244.2.5/24', '10.244.3.0/24 } ; flush ruleset'],
+    });
+    expect(plan.skipped.map((x) => x.setting)).toEqual([
+      'podCIDRs.v4[1]',
+      'podCIDRs.v6[0]',
+      'clusterCIDRs[1]',
+      'clusterCIDRs[2]',
+      'clusterCIDRs[3]',
+    ]);
+    expect(plan.ruleset).not.toContain('flush');
+    expect(setElements(plan.ruleset, 'pods_v4')).toEqual(['10.244.0.0/24']);
+    expect(setElements(plan.ruleset, 'nomasq_v4')).toEqual(['10.244.0.0/23']);
+    expect(setElements(plan.ruleset, 'pods_v6')).toEqual(['fd00:10:244::/64']);
   });
 
   it('a destination keeps the pod address exactly when it is inside a cluster or no-masq CIDR (property)', () => {
