@@ -1,15 +1,32 @@
 /**
  * trellis-agent: wires the validated config to the real adapters and runs until SIGTERM/SIGINT.
- * The only place that calls process.exit.
+ * Subcommands: install-cni (the init container), uninstall. The only place that calls process.exit.
  */
-import { mkdirSync } from 'node:fs';
-import { join } from 'node:path';
+import { existsSync, mkdirSync } from 'node:fs';
+import { dirname, join } from 'node:path';
+import { fileURLToPath } from 'node:url';
 import { Agent } from '../../pkg/agent/agent.ts';
 import { ConfigError, parseAgentConfig, USAGE } from '../../pkg/agent/config.ts';
-import { openNetlink } from '../../pkg/netlink/index.ts';
+import { installCniBinaries, uninstallTrellis } from '../../pkg/agent/host-setup.ts';
+import { createK8sClient, loadKubeConfig } from '../../pkg/k8s/index.ts';
+import { MasqSyncer, NftRunner } from '../../pkg/masq/index.ts';
+import { openNetlink, subscribeLinkEvents, subscribeRouteEvents } from '../../pkg/netlink/index.ts';
 import { createNetnsPort, lockFile } from '../../pkg/netns/index.ts';
 import { createLogger } from '../../pkg/observe/logger.ts';
 import { trellisVersion } from '../../pkg/version.ts';
+
+const SUBCOMMANDS = ['run', 'install-cni', 'uninstall'] as const;
+
+/** The CNI shim next to this build: dist/bin/trellis (from dist/cmd/agent or from a checkout). */
+function findShim(sourceDir: string): string {
+  const here = dirname(fileURLToPath(import.meta.url));
+  const candidates = [
+    sourceDir === '' ? undefined : join(sourceDir, 'trellis'),
+    join(here, '..', '..', 'bin', 'trellis'),
+    join(here, '..', '..', 'dist', 'bin', 'trellis'),
+  ].filter((c): c is string => c !== undefined);
+  return candidates.find((c) => existsSync(c)) ?? candidates[0]!;
+}
 
 async function main(argv: string[]): Promise<number> {
   if (argv.includes('--version') || argv.includes('-v')) {
@@ -20,9 +37,11 @@ async function main(argv: string[]): Promise<number> {
     process.stdout.write(USAGE);
     return 0;
   }
+  const sub = SUBCOMMANDS.find((s) => s === argv[0]) ?? 'run';
+  const rest = sub === argv[0] ? argv.slice(1) : argv;
   let config: ReturnType<typeof parseAgentConfig>;
   try {
-    config = parseAgentConfig(argv, process.env);
+    config = parseAgentConfig(rest, process.env, { requireNode: sub === 'run' });
   } catch (err) {
     if (err instanceof ConfigError) {
       process.stderr.write(`trellis-agent: ${err.message}\n`);
@@ -31,20 +50,53 @@ async function main(argv: string[]): Promise<number> {
     throw err;
   }
   const log = createLogger({ level: config.logLevel, base: { node: config.nodeName } });
-  log.info(
-    { version: trellisVersion(), node: process.version, standalone: config.podCIDRs.length > 0 },
-    'starting',
-  );
 
+  if (sub === 'install-cni') {
+    mkdirSync(config.cniBinDir, { recursive: true });
+    const installed = await installCniBinaries({
+      binDir: config.cniBinDir,
+      shimPath: findShim(config.cniSourceDir),
+    });
+    log.info({ dir: config.cniBinDir, installed }, 'CNI binaries installed');
+    return 0;
+  }
+  if (sub === 'uninstall') {
+    const nft = new NftRunner();
+    const report = await uninstallTrellis({
+      host: openNetlink(),
+      cniConfDir: config.cniConfDir,
+      cniBinDir: config.cniBinDir,
+      stateDir: config.stateDir,
+      socket: config.socket,
+      deleteNftTable: async () => {
+        if ((await nft.listTable()) === undefined) return false;
+        await nft.deleteTable();
+        return true;
+      },
+    });
+    log.info(report, 'trellis uninstalled from this node');
+    return 0;
+  }
+
+  const standalone = config.podCIDRs.length > 0;
+  log.info({ version: trellisVersion(), runtime: process.version, standalone }, 'starting');
+  const kube = standalone
+    ? undefined
+    : createK8sClient(
+        loadKubeConfig(config.kubeconfig === undefined ? {} : { kubeconfigPath: config.kubeconfig }),
+      );
   const agent = new Agent(
     config,
     {
       netns: createNetnsPort(),
       openHostNetlink: openNetlink,
+      events: { subscribeRouteEvents, subscribeLinkEvents },
       lockStateDir: (dir) => {
         mkdirSync(dir, { recursive: true, mode: 0o700 });
         return lockFile(join(dir, 'agent.lock'));
       },
+      masq: config.masquerade ? new MasqSyncer(new NftRunner()) : undefined,
+      kube,
     },
     log,
   );

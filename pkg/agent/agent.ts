@@ -1,29 +1,48 @@
+import { existsSync } from 'node:fs';
+import { hostname } from 'node:os';
 import { join } from 'node:path';
+import { CONFLIST_FILE_NAME, publishConflist, renderConflist } from '../cniconf/index.ts';
 import { BackgroundDeleter } from '../datapath/background-deleter.ts';
-import { sweepOrphans } from '../datapath/gc.ts';
+import { removeHostVethsExcept, sweepOrphans } from '../datapath/gc.ts';
 import { KeyedMutex } from '../datapath/keyed-mutex.ts';
-import type { NetlinkHandle, NetnsPort } from '../datapath/ports.ts';
+import { hostVethName } from '../datapath/names.ts';
+import type { NetlinkEventsPort, NetlinkHandle, NetnsPort, Subscription } from '../datapath/ports.ts';
 import type { DatapathDeps } from '../datapath/types.ts';
-import { type Ipam, openIpam } from '../ipam/index.ts';
+import { type Ipam, type Lease, openIpam } from '../ipam/index.ts';
+import type { K8sClient, NodeInformer } from '../k8s/index.ts';
+import type { MasqSyncer } from '../masq/index.ts';
 import type { Logger } from '../observe/logger.ts';
+import { isOwnedRoute } from '../routes/diff.ts';
+import { RouteReconciler, readLocalLinks } from '../routes/reconciler.ts';
+import { type ClusterNode, type ClusterView, staticCluster } from './cluster.ts';
 import { CniServer } from './cni-server.ts';
 import { type CniCallRecord, createCniService } from './cni-service.ts';
 import type { AgentConfig } from './config.ts';
+import { NodeController, type PassOutcome } from './controller.ts';
+import { staleLeases } from './lease-gc.ts';
+import { chooseMtu } from './mtu.ts';
 import { drainSpool } from './spool-drain.ts';
 
-/** The kernel and host edges the agent is built on; cmd/agent passes the real adapters. */
+/** The kernel, host and API edges the agent is built on; cmd/agent passes the real adapters. */
 export interface AgentPorts {
   netns: NetnsPort;
   openHostNetlink(): NetlinkHandle;
+  events: NetlinkEventsPort;
   /** Exclusive lock on the state directory: one agent per node. */
   lockStateDir(dir: string): { release(): void };
+  /** Masquerade syncer; undefined disables masquerading. */
+  masq: Pick<MasqSyncer, 'sync' | 'invalidate'> | undefined;
+  /** The Kubernetes API; undefined in standalone mode. */
+  kube: Pick<K8sClient, 'startNodeInformer' | 'setNetworkUnavailable' | 'listPodsOnNode'> | undefined;
 }
 
 export interface AgentHooks {
   onCniCall?: (record: CniCallRecord) => void;
+  onPass?: (outcome: PassOutcome) => void;
 }
 
-const SPOOL_DRAIN_INTERVAL_MS = 30_000;
+/** Binaries the published config list needs in the CNI bin dir (containerd also runs loopback). */
+export const REQUIRED_CNI_BINARIES = ['trellis', 'portmap', 'loopback'] as const;
 
 /** Host sysctls the routed datapath needs; stated in the docs. */
 export const HOST_SYSCTLS: readonly [string, string][] = [
@@ -31,35 +50,50 @@ export const HOST_SYSCTLS: readonly [string, string][] = [
   ['net/ipv6/conf/all/forwarding', '1'],
 ];
 
+const SPOOL_DRAIN_INTERVAL_MS = 30_000;
+const LEASE_GC_INTERVAL_MS = 5 * 60_000;
+const ROUTE_EVENT_DEBOUNCE_MS = 20;
+
 /**
- * One node's agent: owns IPAM, the host netlink socket and the CNI socket. Start order matters:
- * state lock -> sysctls -> IPAM -> spooled DELs -> orphan sweep -> socket. Readiness (what STATUS and
- * ADD check) needs pod CIDRs; in standalone mode they come from flags.
+ * One node's agent. Start order: state lock -> sysctls -> IPAM -> spooled DELs -> orphan sweep ->
+ * CNI socket (DEL works from here on) -> node controller. Ready (ADD and STATUS succeed, the config
+ * list is published, NetworkUnavailable=False) once the pod CIDRs are known, the first route sync is
+ * done and the CNI binaries are in place. Standalone mode is a one-node static cluster.
  */
 export class Agent {
   private readonly config: AgentConfig;
   private readonly ports: AgentPorts;
   private readonly log: Logger;
   private readonly hooks: AgentHooks;
+  private readonly abort = new AbortController();
+  private readonly nodeName: string;
   private lock: { release(): void } | undefined;
   private host: NetlinkHandle | undefined;
   private server: CniServer | undefined;
   private deleter: BackgroundDeleter | undefined;
+  private informer: NodeInformer | undefined;
+  private controller: NodeController | undefined;
+  private routeEvents: Subscription | undefined;
+  private readonly timers: NodeJS.Timeout[] = [];
+  private busyKeys: ReadonlySet<string> = new Set();
+  private waitingFor: string | undefined = 'the first reconcile';
   ipam: Ipam | undefined;
   datapath: DatapathDeps | undefined;
-  private mtu = 1500;
-  private spoolTimer: NodeJS.Timeout | undefined;
+  mtu = 1500;
+  ready = false;
 
   constructor(config: AgentConfig, ports: AgentPorts, log: Logger, hooks: AgentHooks = {}) {
     this.config = config;
     this.ports = ports;
     this.log = log;
     this.hooks = hooks;
+    this.nodeName = config.nodeName ?? hostname();
   }
 
   notReadyReason(): string | undefined {
-    if (this.ipam === undefined || this.ipam.ranges().length === 0) return 'pod CIDRs are not known yet';
     if (this.server === undefined) return 'the CNI socket is not listening yet';
+    if (this.ipam === undefined || this.ipam.ranges().length === 0) return 'pod CIDRs are not known yet';
+    if (!this.ready) return `waiting for ${this.waitingFor ?? 'the first reconcile'}`;
     return undefined;
   }
 
@@ -67,7 +101,8 @@ export class Agent {
     const { config, log } = this;
     this.lock = this.ports.lockStateDir(config.stateDir);
     for (const [key, value] of HOST_SYSCTLS) this.ports.netns.writeSysctl(key, value);
-    this.ipam = openIpam({ dir: join(config.stateDir, 'ipam'), ranges: [...config.podCIDRs] });
+    // Ranges come from the controller (flags or the Node object); leases outside them go then.
+    this.ipam = openIpam({ dir: join(config.stateDir, 'ipam'), ranges: [] });
     for (const q of this.ipam.loadReport.quarantined) {
       log.warn({ file: q.file, reason: q.reason }, 'IPAM record quarantined at load');
     }
@@ -89,6 +124,7 @@ export class Agent {
       defaultMtu: () => this.mtu,
       onCall: this.hooks.onCniCall,
     });
+    this.busyKeys = service.busyKeys;
     await drainSpool(config.spoolDir, service.handle, log);
     const swept = await sweepOrphans(this.datapath);
     if (swept.releasedLeases.length > 0 || swept.removedLinks.length > 0) {
@@ -100,33 +136,193 @@ export class Agent {
     const server = new CniServer({ socketPath: config.socket, handler: service.handle, log });
     await server.listen();
     this.server = server;
-    // The shim also spools a DEL when a running agent answered too slowly or a DEL fell between
-    // the drain above and listen(); those leases stay held (never reused) until drained here.
-    const drainAgain = (): void => {
-      drainSpool(config.spoolDir, service.handle, log).catch((err: unknown) =>
-        log.warn({ error: err instanceof Error ? err.message : String(err) }, 'spool drain failed'),
-      );
-    };
-    drainAgain();
-    this.spoolTimer = setInterval(drainAgain, SPOOL_DRAIN_INTERVAL_MS);
-    this.spoolTimer.unref();
+    log.info({ socket: config.socket }, 'CNI socket listening');
+    // The shim also spools a DEL when a running agent answered too slowly, or one fell between the
+    // drain above and listen(); those leases stay held (never reused) until drained here.
+    this.every(SPOOL_DRAIN_INTERVAL_MS, () => drainSpool(config.spoolDir, service.handle, log), true);
+
+    const cluster = this.startCluster();
+    this.controller = new NodeController({
+      nodeName: this.nodeName,
+      cluster,
+      ipam: this.ipam,
+      routes: new RouteReconciler({ handle: this.host }),
+      masq: this.ports.masq,
+      noMasqueradeCIDRs: config.noMasqueradeCIDRs,
+      onLeasesInvalidated: (leases) => this.removeAttachments(leases),
+      onSynced: (self) => this.onSynced(self),
+      onPass: this.hooks.onPass,
+      log: log.child({ component: 'routes' }),
+      resyncMs: config.resyncMs,
+    });
+    this.watchOwnRoutes();
+    this.controller.start(this.abort.signal);
+    if (this.ports.kube !== undefined) this.every(LEASE_GC_INTERVAL_MS, () => this.collectLeases(), false);
+  }
+
+  private startCluster(): ClusterView {
+    const kube = this.ports.kube;
+    if (kube === undefined) {
+      return staticCluster({ name: this.nodeName, podCIDRs: this.config.podCIDRs, internalIPs: [] });
+    }
+    const informer = kube.startNodeInformer({
+      signal: this.abort.signal,
+      resyncMs: this.config.resyncMs,
+      onSync: () => this.controller?.markDirty(),
+      onEvent: () => this.controller?.markDirty(),
+      onError: (err, restartInMs) =>
+        this.log.warn({ error: err.message, restartInMs }, 'node watch failed; restarting with backoff'),
+      onInvalid: (problem) => this.log.warn({ problem }, 'Node object skipped'),
+    });
+    this.informer = informer;
+    return informer;
+  }
+
+  /** A route we own deleted by someone else is put back within the debounce, not at the next resync. */
+  private watchOwnRoutes(): void {
+    let timer: NodeJS.Timeout | undefined;
+    this.routeEvents = this.ports.events.subscribeRouteEvents((ev) => {
+      if (ev.type === 'add') return;
+      if (ev.type === 'delete' && !isOwnedRoute(ev.route)) return;
+      if (ev.type === 'overflow') this.ports.masq?.invalidate();
+      if (timer !== undefined) return;
+      timer = setTimeout(() => {
+        timer = undefined;
+        this.controller?.markDirty();
+      }, ROUTE_EVENT_DEBOUNCE_MS);
+    });
+  }
+
+  /** After every successful pass: become ready once, then keep the config list current. */
+  private async onSynced(self: ClusterNode): Promise<void> {
+    const { config, log } = this;
+    if (config.mtu === 0) {
+      const [links, localLinks, defaults4, defaults6] = await Promise.all([
+        this.host!.listLinks(),
+        readLocalLinks(this.host!),
+        this.host!.listRoutes({ family: 4 }),
+        this.host!.listRoutes({ family: 6 }),
+      ]);
+      const choice = chooseMtu({
+        configured: 0,
+        internalIPs: self.internalIPs,
+        localLinks,
+        links,
+        defaultRoutes: [...defaults4, ...defaults6].filter((r) => r.dst === '0.0.0.0/0' || r.dst === '::/0'),
+        overhead: 0,
+      });
+      if (choice.mtu !== this.mtu || !this.ready)
+        log.info({ mtu: choice.mtu, source: choice.source }, 'pod MTU');
+      this.mtu = choice.mtu;
+    }
+    if (config.publishCniConfig) {
+      const missing = REQUIRED_CNI_BINARIES.filter((b) => !existsSync(join(config.cniBinDir, b)));
+      if (missing.length > 0) {
+        this.waitingFor = `CNI binaries ${missing.join(', ')} in ${config.cniBinDir} (the install-cni init container puts them there)`;
+        log.warn({ missing, dir: config.cniBinDir }, 'not publishing the CNI config yet: binaries missing');
+        return;
+      }
+      const text = renderConflist({ socket: config.socket, spoolDir: config.spoolDir, mtu: this.mtu });
+      const outcome = await publishConflist(config.cniConfDir, CONFLIST_FILE_NAME, text);
+      if (outcome === 'written') {
+        log.info({ file: join(config.cniConfDir, CONFLIST_FILE_NAME) }, 'CNI config published');
+      }
+    }
+    if (this.ready) return;
+    this.ready = true;
+    this.waitingFor = undefined;
     log.info(
       {
-        podCIDRs: this.ipam.ranges(),
-        socket: config.socket,
-        stateDir: config.stateDir,
+        node: this.nodeName,
+        podCIDRs: self.podCIDRs,
         mode: config.mode,
         mtu: this.mtu,
-        leases: this.ipam.list().length,
+        socket: config.socket,
+        leases: this.ipam?.list().length ?? 0,
+        standalone: this.ports.kube === undefined,
       },
       'trellis agent ready',
     );
+    if (this.ports.kube !== undefined) {
+      void this.reportNetworkUp();
+      void this.collectLeases();
+    }
   }
 
-  /** SIGTERM: finish in-flight calls, close the socket; routes, config and rules stay in place. */
+  private async reportNetworkUp(): Promise<void> {
+    for (let attempt = 0; !this.abort.signal.aborted; attempt++) {
+      try {
+        await this.ports.kube!.setNetworkUnavailable(
+          this.nodeName,
+          false,
+          'TrellisIsUp',
+          'trellis programmed routes and the CNI config on this node',
+        );
+        return;
+      } catch (err) {
+        const delay = Math.min(30_000, 500 * 2 ** attempt);
+        this.log.warn(
+          { error: (err as Error).message, retryInMs: delay },
+          'could not set NetworkUnavailable=False',
+        );
+        await new Promise((r) => setTimeout(r, delay).unref());
+      }
+    }
+  }
+
+  /** IPAM GC with the API: leases of pods that left this node and whose netns is gone. */
+  private async collectLeases(): Promise<void> {
+    if (this.ports.kube === undefined || this.ipam === undefined) return;
+    try {
+      const pods = await this.ports.kube.listPodsOnNode(this.nodeName);
+      const stale = staleLeases(
+        this.ipam.list(),
+        pods.items,
+        (p) => this.ports.netns.isNetns(p),
+        this.busyKeys,
+      );
+      if (stale.length === 0) return;
+      for (const l of stale) this.ipam.release(l);
+      await this.removeAttachments(stale);
+      this.log.info(
+        {
+          released: stale.map((l) => ({
+            containerId: l.containerId.slice(0, 12),
+            pod: `${l.podNamespace}/${l.podName}`,
+          })),
+        },
+        'IPAM garbage collection released leases of pods gone from this node',
+      );
+    } catch (err) {
+      this.log.warn({ error: (err as Error).message }, 'IPAM garbage collection failed; will retry');
+    }
+  }
+
+  private async removeAttachments(leases: Lease[]): Promise<void> {
+    if (this.datapath === undefined) return;
+    const gone = new Set(leases.map((l) => hostVethName(l.containerId, l.ifname)));
+    const keep = new Set((await this.host!.listLinks()).map((l) => l.name).filter((name) => !gone.has(name)));
+    await removeHostVethsExcept(this.datapath, keep);
+  }
+
+  private every(ms: number, fn: () => Promise<unknown>, runNow: boolean): void {
+    const run = (): void => {
+      fn().catch((err: unknown) => this.log.warn({ error: (err as Error).message }, 'periodic task failed'));
+    };
+    if (runNow) run();
+    const t = setInterval(run, ms);
+    t.unref();
+    this.timers.push(t);
+  }
+
+  /** SIGTERM: stop watches, finish in-flight calls, close the socket; routes, config and rules stay. */
   async stop(): Promise<void> {
-    clearInterval(this.spoolTimer);
+    this.abort.abort();
+    for (const t of this.timers) clearInterval(t);
+    this.routeEvents?.close();
     await this.server?.close();
+    await this.controller?.done;
+    await this.informer?.done;
     await this.deleter?.drain();
     this.host?.close();
     this.lock?.release();

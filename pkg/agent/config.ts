@@ -1,4 +1,5 @@
 import { parseArgs } from 'node:util';
+import { parseRanges } from '../ipam/ipam.ts';
 import { LOG_LEVELS, type LogLevel } from '../observe/logger.ts';
 
 export const MODES = ['auto', 'host-gw', 'vxlan'] as const;
@@ -26,6 +27,8 @@ export interface AgentConfig {
   noMasqueradeCIDRs: readonly string[];
   /** Write the CNI config list once ready (off for tests that drive the shim directly). */
   publishCniConfig: boolean;
+  /** Masquerade pod traffic leaving the cluster (nftables table `inet trellis`). */
+  masquerade: boolean;
   resyncMs: number;
 }
 
@@ -64,6 +67,7 @@ const FLAGS = {
   'log-level': { type: 'string' },
   'no-masquerade-cidr': { type: 'string', multiple: true },
   'no-cni-config': { type: 'boolean' },
+  'no-masquerade': { type: 'boolean' },
   'resync-seconds': { type: 'string' },
 } as const;
 
@@ -87,6 +91,7 @@ flags (environment variable in brackets):
   --log-level LEVEL          [TRELLIS_LOG_LEVEL] ${LOG_LEVELS.join('|')} (default info)
   --no-masquerade-cidr CIDR  [TRELLIS_NO_MASQUERADE_CIDRS, comma-separated] never masquerade to it
   --no-cni-config            do not publish the CNI config list
+  --no-masquerade            do not masquerade pod traffic leaving the cluster
   --resync-seconds N         periodic full reconcile (default 60)
 `;
 
@@ -102,6 +107,7 @@ function positiveInt(name: string, raw: string, min: number, max: number): numbe
 export function parseAgentConfig(
   argv: string[],
   env: Readonly<Record<string, string | undefined>>,
+  opts: { requireNode?: boolean } = {},
 ): AgentConfig {
   let values: ReturnType<
     typeof parseArgs<{ options: typeof FLAGS; strict: true; allowPositionals: false }>
@@ -145,13 +151,26 @@ export function parseAgentConfig(
     logLevel,
     noMasqueradeCIDRs: noMasq,
     publishCniConfig: values['no-cni-config'] !== true,
+    masquerade: values['no-masquerade'] !== true,
     resyncMs,
   };
   for (const key of ['socket', 'stateDir', 'spoolDir', 'cniConfDir', 'cniBinDir'] as const) {
     if (!config[key].startsWith('/'))
       throw new ConfigError(`${key} must be an absolute path, got ${config[key]}`);
   }
-  if (config.podCIDRs.length === 0 && config.nodeName === undefined) {
+  for (const cidr of config.podCIDRs) {
+    try {
+      parseRanges([cidr]);
+    } catch (err) {
+      throw new ConfigError(`--pod-cidr ${JSON.stringify(cidr)}: ${(err as Error).message}`);
+    }
+  }
+  try {
+    parseRanges(config.podCIDRs);
+  } catch (err) {
+    throw new ConfigError(`--pod-cidr: ${(err as Error).message}`);
+  }
+  if (opts.requireNode !== false && config.podCIDRs.length === 0 && config.nodeName === undefined) {
     throw new ConfigError(
       'the node name is unknown: set NODE_NAME (the DaemonSet passes spec.nodeName through the downward API) ' +
         'or --node-name, or run standalone with --pod-cidr',

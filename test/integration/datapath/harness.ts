@@ -92,9 +92,16 @@ export class NodeHarness {
       .filter((n) => n.startsWith('trl'));
   }
 
-  /** Routes with trellis's protocol in the host namespace (kernel view). */
+  /** Per-pod host routes (trellis's protocol, via a veth) in the host namespace (kernel view). */
   hostRoutes(family: 4 | 6): { dst: string; dev?: string; type?: string }[] {
-    return ipJson(this.host.name, `-${family}`, 'route', 'show', 'proto', '126');
+    return ipJson<{ dst: string; dev?: string; type?: string }[]>(
+      this.host.name,
+      `-${family}`,
+      'route',
+      'show',
+      'proto',
+      '126',
+    ).filter((r) => r.dev?.startsWith('trl') === true);
   }
 
   /** Waits until the background veth deletions finished (they run right after DEL answers). */

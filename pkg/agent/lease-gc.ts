@@ -1,0 +1,32 @@
+import type { Lease } from '../ipam/index.ts';
+
+export interface PodOnNode {
+  namespace: string;
+  name: string;
+  uid: string;
+}
+
+/**
+ * Leases to release in IPAM garbage collection: the pod no longer runs on this node (per the API's
+ * pods with spec.nodeName = this node) AND its network namespace is gone. Requiring both keeps a
+ * pod that the API lists late, or a netns the agent cannot see, from losing its address.
+ */
+export function staleLeases(
+  leases: readonly Lease[],
+  podsOnNode: readonly PodOnNode[],
+  netnsExists: (path: string) => boolean,
+  busy: ReadonlySet<string>,
+): Lease[] {
+  const running = new Set(podsOnNode.map((p) => `${p.namespace}/${p.name}`));
+  const runningUids = new Set(podsOnNode.map((p) => p.uid));
+  return leases.filter((l) => {
+    if (busy.has(`${l.containerId}\0${l.ifname}`)) return false;
+    const known = l.podNamespace !== undefined && l.podName !== undefined;
+    const podRuns =
+      known &&
+      running.has(`${l.podNamespace}/${l.podName}`) &&
+      (l.podUid === undefined || runningUids.has(l.podUid));
+    if (podRuns) return false;
+    return l.netns === undefined || l.netns === '' || !netnsExists(l.netns);
+  });
+}

@@ -1,0 +1,48 @@
+import type { LinkInfo, RouteInfo } from '../datapath/ports.ts';
+import type { LocalLink } from '../routes/types.ts';
+
+export interface MtuChoice {
+  mtu: number;
+  /** Where it came from, for the start-up log and `trellis status`. */
+  source: string;
+}
+
+/**
+ * The pod MTU: an explicit setting wins; otherwise the MTU of the interface that carries this node's
+ * InternalIP (the one that reaches the other nodes), else of the default route's device, minus the
+ * encapsulation overhead when pod traffic may be tunnelled.
+ */
+export function chooseMtu(opts: {
+  configured: number;
+  internalIPs: readonly string[];
+  localLinks: readonly LocalLink[];
+  links: readonly LinkInfo[];
+  defaultRoutes: readonly RouteInfo[];
+  overhead: number;
+}): MtuChoice {
+  if (opts.configured > 0) return { mtu: opts.configured, source: 'configured' };
+  const byIndex = new Map(opts.links.map((l) => [l.index, l]));
+  const nodeLink = opts.localLinks.find((l) => l.addresses.some((a) => opts.internalIPs.includes(a.address)));
+  const linkMtu = nodeLink !== undefined ? byIndex.get(nodeLink.ifindex)?.mtu : undefined;
+  if (linkMtu !== undefined && nodeLink !== undefined) {
+    return {
+      mtu: linkMtu - opts.overhead,
+      source: `${nodeLink.name} (InternalIP)${overheadNote(opts.overhead)}`,
+    };
+  }
+  const viaDefault = opts.defaultRoutes.map((r) =>
+    r.ifindex === undefined ? undefined : byIndex.get(r.ifindex),
+  );
+  const dev = viaDefault.find((l) => l !== undefined);
+  if (dev !== undefined) {
+    return {
+      mtu: dev.mtu - opts.overhead,
+      source: `${dev.name} (default route)${overheadNote(opts.overhead)}`,
+    };
+  }
+  return { mtu: 1500 - opts.overhead, source: `fallback 1500${overheadNote(opts.overhead)}` };
+}
+
+function overheadNote(overhead: number): string {
+  return overhead > 0 ? ` minus ${overhead} bytes of encapsulation` : '';
+}
