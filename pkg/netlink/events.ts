@@ -1,19 +1,30 @@
-import type { LinkEvent, NetlinkEventsPort, RouteEvent, Subscription } from '../datapath/ports.ts';
+import type { LinkEvent, RouteEvent, Subscription } from '../datapath/ports.ts';
 import { RTM, RTNLGRP } from './constants.ts';
 import { parseLink, parseRoute, routeTable } from './messages.ts';
-import { RtnlSocket } from './socket.ts';
+import { RtnlSocket, type SocketProbe } from './socket.ts';
 
 /**
  * Kernel change notifications for self-healing: the agent watches its own routes and re-adds one
  * that someone else deleted. Events only say "look again"; the consumer re-lists (level-triggered),
- * and an 'overflow' event (ENOBUFS: the kernel dropped notifications) means "resync everything".
+ * and an 'overflow' event (the kernel dropped notifications) means "resync everything".
  *
  * Like openNetlink, a subscription binds to the network namespace of the calling thread.
+ *
+ * Use pkg/netns createNetlinkEvents() (or pass its prepareFd): without NETLINK_NO_ENOBUFS on the
+ * socket, a dropped notification makes netlink@0.3.0 abort the process (see socket.ts). With it,
+ * the kernel drops silently and counts the drop; overflow is then detected from that counter
+ * (the probe prepareFd returns), checked after every received datagram and every DROP_CHECK_MS.
  */
+
+const DROP_CHECK_MS = 1000;
 
 export interface SubscribeOptions {
   /** Keep the event loop alive while subscribed (default false: the agent's server does that). */
   ref?: boolean;
+  /** SO_RCVBUF request (default 4 MiB, capped by net.core.rmem_max unless prepareFd forces more). */
+  recvBufferSize?: number;
+  /** See SocketOptions.prepareFd; pkg/netns sets NETLINK_NO_ENOBUFS and SO_RCVBUFFORCE here. */
+  prepareFd?: (fd: number) => SocketProbe | undefined;
 }
 
 function subscribe(
@@ -27,8 +38,26 @@ function subscribe(
     onNotification: (msg) => onMessage(msg.type, msg.payload),
     onError: () => onOverflow(),
     ref: opts.ref === true,
+    ...(opts.recvBufferSize !== undefined ? { recvBufferSize: opts.recvBufferSize } : {}),
+    ...(opts.prepareFd !== undefined ? { prepareFd: opts.prepareFd } : {}),
   });
-  return { close: () => sock.close() };
+  const probe = sock.probe?.drops?.bind(sock.probe);
+  let drops = probe?.();
+  const checkDrops = (): void => {
+    const now = probe?.();
+    if (now === undefined) return;
+    if (drops !== undefined && now > drops) onOverflow();
+    drops = now;
+  };
+  const timer = setInterval(checkDrops, DROP_CHECK_MS);
+  timer.unref();
+  sock.onBatchEnd = checkDrops;
+  return {
+    close: () => {
+      clearInterval(timer);
+      sock.close();
+    },
+  };
 }
 
 /** IPv4 and IPv6 route changes (RTNLGRP_IPV4_ROUTE, RTNLGRP_IPV6_ROUTE), all tables. */
@@ -61,9 +90,3 @@ export function subscribeLinkEvents(cb: (ev: LinkEvent) => void, opts: Subscribe
     opts,
   );
 }
-
-/** The port form, for injection into the agent. */
-export const netlinkEvents: NetlinkEventsPort = {
-  subscribeRouteEvents: (cb) => subscribeRouteEvents(cb),
-  subscribeLinkEvents: (cb) => subscribeLinkEvents(cb),
-};

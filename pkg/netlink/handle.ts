@@ -35,7 +35,7 @@ import {
   setLinkMtuBody,
   setLinkUpBody,
 } from './messages.ts';
-import { type Request, RtnlSocket } from './socket.ts';
+import { type Request, RtnlSocket, type SocketProbe } from './socket.ts';
 import type { RawMessage } from './wire.ts';
 
 /** NetlinkHandle plus what only the VXLAN backend needs. */
@@ -73,8 +73,17 @@ function collect<T>(msgs: RawMessage[], type: number, parse: (payload: Buffer) =
   return out;
 }
 
+export interface OpenNetlinkOptions {
+  /** See SocketOptions.prepareFd (pkg/netns forces a larger receive buffer and NETLINK_CAP_ACK). */
+  prepareFd?: (fd: number) => SocketProbe | undefined;
+}
+
 class Handle implements ExtendedNetlinkHandle {
-  private readonly sock = new RtnlSocket();
+  private readonly sock: RtnlSocket;
+
+  constructor(opts: OpenNetlinkOptions) {
+    this.sock = new RtnlSocket(opts.prepareFd !== undefined ? { prepareFd: opts.prepareFd } : {});
+  }
 
   // ---------------------------------------------------------------------------------------- links
 
@@ -332,6 +341,6 @@ function replaceRouteRequest(route: RouteInfo): Request {
  * Opens an rtnetlink handle bound to the network namespace of the calling thread, now and for the
  * handle's whole life. To bind one to a pod's namespace, call this inside pkg/netns withNetns.
  */
-export function openNetlink(): ExtendedNetlinkHandle {
-  return new Handle();
+export function openNetlink(opts: OpenNetlinkOptions = {}): ExtendedNetlinkHandle {
+  return new Handle(opts);
 }

@@ -1,6 +1,7 @@
 import { Protocol, RawNetlinkSocket } from 'netlink';
 import { NLM_F, NLMSG_DONE, NLMSG_ERROR } from './constants.ts';
 import { errorFromErrno, errorFromPackage, NetlinkError } from './errors.ts';
+import { fdOfSocket, netlinkInode } from './procfs.ts';
 import { decodeErrno, decodeMessages, encodeMessage, type RawMessage } from './wire.ts';
 
 /**
@@ -8,17 +9,25 @@ import { decodeErrno, decodeMessages, encodeMessage, type RawMessage } from './w
  *
  * Only the package's raw socket is used (the native fd, poll and sendmsg); framing, sequence
  * numbers and errno mapping are ours, so that many requests can travel in ONE datagram (the kernel
- * processes them in order inside a single sendmsg and queues one ACK each) and replies are
- * demultiplexed without parsing into the package's generic objects.
+ * processes them in order inside a single sendmsg) and replies are demultiplexed without parsing
+ * into the package's generic objects.
  *
  * The socket binds to the network namespace of the thread that creates it, for its whole life.
+ *
+ * The receive buffer must never overflow: when the kernel drops a message for a socket it flags
+ * ENOBUFS on it, epoll reports EPOLLERR, and netlink@0.3.0's poll handler then throws a C++
+ * exception while building the error (ErrnoException with a NULL syscall name) and the process
+ * aborts. So request traffic is windowed (MAX_INFLIGHT single requests, LANES datagrams of a burst
+ * with one ACK each), and event sockets need `prepareFd` to set NETLINK_NO_ENOBUFS (pkg/netns does).
  */
 
-/** Large enough for a burst window of ACKs; the kernel caps it at net.core.rmem_max. */
+/** Asked for; the kernel caps SO_RCVBUF at net.core.rmem_max (prepareFd may force more). */
 const RECV_BUFFER = 4 << 20;
-/** Requests per datagram and datagrams in flight in a burst: at most 256 unread ACKs. */
+/** Requests per datagram and datagrams in flight in a burst. */
 const PER_DATAGRAM = 64;
 const LANES = 4;
+/** Outstanding single requests: 128 ACKs fit a default 208 KiB receive buffer with room to spare. */
+const MAX_INFLIGHT = 128;
 const MAX_DUMP_RETRIES = 5;
 const noop = (): void => undefined;
 
@@ -35,10 +44,24 @@ export interface SocketOptions {
   groups?: readonly number[];
   /** Unsolicited messages (notifications). */
   onNotification?: (msg: RawMessage) => void;
-  /** Socket errors, e.g. ENOBUFS when the kernel dropped messages for us. */
+  /** Socket errors reported by the package (send failures). */
   onError?: (err: NetlinkError) => void;
   /** Keep the event loop alive for the socket's whole life. */
   ref?: boolean;
+  /** SO_RCVBUF (default 4 MiB, capped by net.core.rmem_max). */
+  recvBufferSize?: number;
+  /**
+   * Called once, synchronously, with the socket's fd (found through /proc) before it is used:
+   * the place for setsockopt calls the package does not offer (pkg/netns: NETLINK_NO_ENOBUFS,
+   * SO_RCVBUFFORCE, NETLINK_CAP_ACK).
+   */
+  prepareFd?: (fd: number) => SocketProbe | undefined;
+}
+
+/** What a prepareFd hook can tell about the socket later. */
+export interface SocketProbe {
+  /** Messages the kernel dropped for this socket (SO_MEMINFO); undefined when unknown. */
+  drops?(): number | undefined;
 }
 
 interface Pending {
@@ -50,24 +73,40 @@ interface Pending {
 }
 
 export class RtnlSocket {
+  /** From prepareFd, when it returned one. */
+  readonly probe: SocketProbe | undefined;
   private readonly raw: RawNetlinkSocket;
   private readonly pending = new Map<number, Pending>();
   private seq = Math.floor(Math.random() * 0x7fffffff);
   private dumping: Promise<unknown> = Promise.resolve();
   private closed = false;
   private readonly onNotification: ((msg: RawMessage) => void) | undefined;
-
   private readonly keepRef: boolean;
+  private inflight = 0;
+  private readonly waiting: (() => void)[] = [];
 
   constructor(opts: SocketOptions = {}) {
     // recvBufferSize/sendBufferSize are typed as required by the package; 0 keeps the default.
-    this.raw = new RawNetlinkSocket(Protocol.ROUTE, { recvBufferSize: RECV_BUFFER, sendBufferSize: 0 });
+    this.raw = new RawNetlinkSocket(Protocol.ROUTE, {
+      recvBufferSize: opts.recvBufferSize ?? RECV_BUFFER,
+      sendBufferSize: 0,
+    });
+    try {
+      if (opts.prepareFd !== undefined) {
+        const inode = netlinkInode(this.raw.address().port);
+        const fd = inode === undefined ? undefined : fdOfSocket(inode);
+        if (fd === undefined) throw new NetlinkError('ENOENT', 'locating the netlink socket fd in /proc');
+        this.probe = opts.prepareFd(fd) ?? undefined;
+      }
+      for (const g of opts.groups ?? []) this.raw.addMembership(g);
+    } catch (e) {
+      this.raw.close();
+      throw e;
+    }
     this.onNotification = opts.onNotification;
-    for (const g of opts.groups ?? []) this.raw.addMembership(g);
     this.raw.on('message', (buf: Buffer) => this.receive(buf));
     this.raw.on('error', (err: unknown) => {
-      // ENOBUFS means the kernel dropped messages for us: pending ACKs may never come.
-      const e = errorFromPackage(err, 'recvmsg');
+      const e = errorFromPackage(err, 'netlink socket');
       this.failAll(e);
       opts.onError?.(e);
     });
@@ -77,11 +116,22 @@ export class RtnlSocket {
     if (!this.keepRef) this.raw.unref();
   }
 
-  /** A non-dump request; resolves with any replies once the kernel ACKs it. */
-  request(req: Request): Promise<RawMessage[]> {
-    const [promise, buf, seq] = this.prepare(req, NLM_F.REQUEST | NLM_F.ACK | req.flags);
-    this.send([buf], [seq], [req.op]);
-    return promise;
+  /**
+   * A non-dump request; resolves with any replies once the kernel ACKs it. At most MAX_INFLIGHT
+   * are outstanding (the rest wait, in order), so callers firing thousands at once cannot overflow
+   * the receive buffer with ACKs.
+   */
+  async request(req: Request): Promise<RawMessage[]> {
+    if (this.inflight >= MAX_INFLIGHT) await new Promise<void>((go) => this.waiting.push(go));
+    this.inflight++;
+    try {
+      const [promise, buf, seq] = this.prepare(req, NLM_F.REQUEST | NLM_F.ACK | req.flags);
+      this.send([buf], [seq], [req.op]);
+      return await promise;
+    } finally {
+      this.inflight--;
+      this.waiting.shift()?.();
+    }
   }
 
   /** A dump (NLM_F_DUMP); dumps on one socket are serialized (the kernel runs one at a time). */
@@ -195,7 +245,15 @@ export class RtnlSocket {
     });
   }
 
+  /** Called after each received datagram was handled (events check their drop counter). */
+  onBatchEnd: (() => void) | undefined;
+
   private receive(buf: Buffer): void {
+    this.handle(buf);
+    this.onBatchEnd?.();
+  }
+
+  private handle(buf: Buffer): void {
     for (const msg of decodeMessages(buf)) {
       const p = msg.seq === 0 ? undefined : this.pending.get(msg.seq);
       if (p === undefined) {

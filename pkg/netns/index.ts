@@ -4,6 +4,12 @@
  */
 export { LockHeldError, NetnsNotFoundError, SysctlError } from './errors.ts';
 export { type FileLock, lockFile } from './lock.ts';
+export {
+  createNetlinkEvents,
+  openHostNetlink,
+  prepareEventSocket,
+  prepareRequestSocket,
+} from './netlink-sockets.ts';
 export { closeFd, isNetns, openNetnsFd, withNetns } from './netns.ts';
 export { createNetnsPort, type ExtendedNetnsPort } from './port.ts';
 export { readSysctlSync, sysctlPath, writeSysctlSync } from './sysctl.ts';

@@ -11,6 +11,14 @@ export const LOCK_NB = 4;
 export const LOCK_UN = 8;
 /** ioctl NS_GET_NSTYPE = _IO(0xb7, 0x3): the CLONE_NEW* type of a namespace fd (ENOTTY for other files). */
 export const NS_GET_NSTYPE = 0xb703;
+export const SOL_SOCKET = 1;
+export const SO_RCVBUFFORCE = 33;
+export const SOL_NETLINK = 270;
+export const NETLINK_NO_ENOBUFS = 5;
+export const NETLINK_CAP_ACK = 10;
+export const SO_MEMINFO = 55;
+/** Index of sk_drops in the SO_MEMINFO array (linux/sock_diag.h SK_MEMINFO_DROPS). */
+export const SK_MEMINFO_DROPS = 8;
 
 export interface CallResult {
   value: number;
@@ -21,6 +29,10 @@ interface Libc {
   setns(fd: number, nstype: number): CallResult;
   flock(fd: number, op: number): CallResult;
   ioctl(fd: number, request: number): CallResult;
+  /** setsockopt with an int option value. */
+  setsockoptInt(fd: number, level: number, name: number, value: number): CallResult;
+  /** getsockopt into out (its length is the option length). */
+  getsockopt(fd: number, level: number, name: number, out: Buffer): CallResult;
 }
 
 let libc: Libc | undefined;
@@ -32,6 +44,18 @@ function load(): Libc {
     setns: { library, retType: DataType.I32, paramsType: [DataType.I32, DataType.I32], errno: true },
     flock: { library, retType: DataType.I32, paramsType: [DataType.I32, DataType.I32], errno: true },
     ioctl: { library, retType: DataType.I32, paramsType: [DataType.I32, DataType.I64], errno: true },
+    setsockopt: {
+      library,
+      retType: DataType.I32,
+      paramsType: [DataType.I32, DataType.I32, DataType.I32, DataType.U8Array, DataType.I32],
+      errno: true,
+    },
+    getsockopt: {
+      library,
+      retType: DataType.I32,
+      paramsType: [DataType.I32, DataType.I32, DataType.I32, DataType.U8Array, DataType.U8Array],
+      errno: true,
+    },
   });
   const wrap =
     (f: (args: unknown[]) => { value: number; errnoCode: number }) =>
@@ -39,7 +63,24 @@ function load(): Libc {
       const r = f([a, b]);
       return { value: r.value, errno: r.value === -1 ? r.errnoCode : 0 };
     };
-  return { setns: wrap(fns.setns), flock: wrap(fns.flock), ioctl: wrap(fns.ioctl) };
+  return {
+    setns: wrap(fns.setns),
+    flock: wrap(fns.flock),
+    ioctl: wrap(fns.ioctl),
+    setsockoptInt: (fd, level, name, value) => {
+      const v = Buffer.alloc(4);
+      v.writeInt32LE(value);
+      const r = fns.setsockopt([fd, level, name, v, 4]);
+      return { value: r.value, errno: r.value === -1 ? r.errnoCode : 0 };
+    },
+    getsockopt: (fd, level, name, out) => {
+      const len = Buffer.alloc(4);
+      len.writeUInt32LE(out.length);
+      // ffi-rs passes a Buffer's own memory, so the kernel's writes land in `out`.
+      const r = fns.getsockopt([fd, level, name, out, len]);
+      return { value: r.value, errno: r.value === -1 ? r.errnoCode : 0 };
+    },
+  };
 }
 
 export function getLibc(): Libc {

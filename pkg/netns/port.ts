@@ -1,5 +1,6 @@
 import type { NetnsPort } from '../datapath/ports.ts';
 import { type ExtendedNetlinkHandle, openNetlink } from '../netlink/index.ts';
+import { prepareRequestSocket } from './netlink-sockets.ts';
 import { closeFd, isNetns, openNetnsFd, withNetns } from './netns.ts';
 import { readSysctlSync, writeSysctlSync } from './sysctl.ts';
 
@@ -12,7 +13,7 @@ export interface ExtendedNetnsPort extends NetnsPort {
 export function createNetnsPort(): ExtendedNetnsPort {
   return {
     isNetns,
-    openNetlinkIn: (path) => withNetns(path, openNetlink),
+    openNetlinkIn: (path) => withNetns(path, () => openNetlink({ prepareFd: prepareRequestSocket })),
     openNetnsFd,
     closeFd,
     writeSysctlIn: (path, key, value) => withNetns(path, () => writeSysctlSync(key, value)),

@@ -4,12 +4,18 @@ import { TRELLIS_ROUTE_PROTOCOL as PROTO, type RouteInfo } from '../../../pkg/da
 import {
   ExistsError,
   type ExtendedNetlinkHandle,
+  type LinkEvent,
   LinkNotFoundError,
   NetlinkError,
   type RouteEvent,
   subscribeRouteEvents,
 } from '../../../pkg/netlink/index.ts';
-import { createNetnsPort, withNetns } from '../../../pkg/netns/index.ts';
+import {
+  createNetlinkEvents,
+  createNetnsPort,
+  prepareEventSocket,
+  withNetns,
+} from '../../../pkg/netns/index.ts';
 import { ip, ipJson, NetnsPool, netnsSkipReason, type TestNetns } from '../../support/netns.ts';
 
 /**
@@ -342,7 +348,7 @@ describe.skipIf(netnsSkipReason !== undefined)('pkg/netlink (root, real kernel, 
   it('reports route events, including a delete done by someone else with `ip route del`', async () => {
     const { ns, h, dev } = track(await setup(pool, 'ev'));
     const events: RouteEvent[] = [];
-    const sub = withNetns(ns.path, () => subscribeRouteEvents((e) => events.push(e)));
+    const sub = withNetns(ns.path, () => createNetlinkEvents().subscribeRouteEvents((e) => events.push(e)));
     try {
       const r: RouteInfo = {
         family: 4,
@@ -366,6 +372,132 @@ describe.skipIf(netnsSkipReason !== undefined)('pkg/netlink (root, real kernel, 
     }
   });
 
+  it('reports link events and signals overflow when the kernel drops notifications', async () => {
+    const { ns, h, dev } = track(await setup(pool, 'lev'));
+    const links: LinkEvent[] = [];
+    const sub = withNetns(ns.path, () => createNetlinkEvents().subscribeLinkEvents((e) => links.push(e)));
+    // A tiny receive buffer that a burst of route notifications is bound to overflow.
+    const routes: RouteEvent[] = [];
+    const small = withNetns(ns.path, () =>
+      subscribeRouteEvents((e) => routes.push(e), { prepareFd: (fd) => prepareEventSocket(fd, 4096) }),
+    );
+    try {
+      await h.setLinkMtu(dev, 1400);
+      ip(ns.name, 'link', 'del', 'v0');
+      await waitFor(() => links.some((e) => e.type === 'delete' && e.link.name === 'v0'));
+      expect(links).toContainEqual({ type: 'add', link: expect.objectContaining({ name: 'v0', mtu: 1400 }) });
+
+      const hole = (i: number): RouteInfo => ({
+        family: 4,
+        dst: `10.${60 + (i >> 8)}.${i & 255}.0/24`,
+        type: 'blackhole',
+        protocol: PROTO,
+      });
+      await h.replaceRoutes(Array.from({ length: 2000 }, (_, i) => hole(i)));
+      await waitFor(() => routes.some((e) => e.type === 'overflow'));
+      // The process is still alive and the subscription still delivers after the overflow.
+      routes.length = 0;
+      ip(ns.name, 'route', 'del', '10.60.5.0/24');
+      await waitFor(() => routes.some((e) => e.type === 'delete' && e.route.dst === '10.60.5.0/24'));
+    } finally {
+      sub.close();
+      small.close();
+    }
+  });
+
+  it('serves concurrent requests and dumps on one handle', async () => {
+    const { h, dev } = track(await setup(pool, 'conc'));
+    const routes = Array.from(
+      { length: 600 },
+      (_, i): RouteInfo => ({
+        family: 4,
+        dst: `10.${70 + (i >> 8)}.${i & 255}.0/24`,
+        ifindex: dev,
+        protocol: PROTO,
+      }),
+    );
+    const [links, , addrs, , listed] = await Promise.all([
+      h.listLinks(),
+      Promise.all(routes.map((r) => h.replaceRoute(r))),
+      h.listAddresses(4),
+      h.listRoutes({ family: 4 }),
+      h.listNeighbours(),
+    ]);
+    expect(links.map((l) => l.name).sort()).toEqual(['lo', 'v0', 'v1']);
+    expect(addrs.map((a) => a.address)).toContain('10.88.0.1');
+    expect(Array.isArray(listed)).toBe(true);
+    expect(await h.listRoutes({ family: 4, protocol: PROTO })).toHaveLength(600);
+  });
+
+  it('does a CNI ADD worth of requests in a few milliseconds (timing printed)', async () => {
+    const host = pool.add('addh');
+    const pod = pool.add('addp');
+    const hh = port.openNetlinkIn(host.path);
+    handles.push(hh);
+    const samples: number[] = [];
+    for (let i = 0; i < 5; i++) {
+      const t = performance.now();
+      const ph = port.openNetlinkIn(pod.path);
+      const fd = port.openNetnsFd(pod.path);
+      try {
+        await hh.createVeth({
+          name: `veth${i}`,
+          mtu: 1450,
+          peerName: `eth${i}`,
+          peerNetnsFd: fd,
+          peerMtu: 1450,
+        });
+      } finally {
+        port.closeFd(fd);
+      }
+      const [hostEnd, podEnd] = await Promise.all([hh.getLink(`veth${i}`), ph.getLink(`eth${i}`)]);
+      port.writeSysctlIn(pod.path, `net/ipv6/conf/eth${i}/accept_dad`, '0');
+      await Promise.all([hh.setLinkUp(hostEnd!.index), ph.setLinkUp(podEnd!.index)]);
+      await ph.addAddress({
+        family: 4,
+        ifindex: podEnd!.index,
+        address: `10.244.1.${10 + i}`,
+        prefixLen: 32,
+      });
+      await ph.addAddress({
+        family: 6,
+        ifindex: podEnd!.index,
+        address: `fd00:244:1::${10 + i}`,
+        prefixLen: 128,
+        noDad: true,
+      });
+      await ph.replaceRoute({ family: 4, dst: '169.254.1.1/32', ifindex: podEnd!.index, scope: 'link' });
+      await ph.replaceRoute({
+        family: 4,
+        dst: '0.0.0.0/0',
+        gateway: '169.254.1.1',
+        ifindex: podEnd!.index,
+        onlink: true,
+      });
+      await ph.replaceNeighbour({
+        family: 4,
+        ifindex: podEnd!.index,
+        address: '169.254.1.1',
+        mac: hostEnd!.mac,
+      });
+      await hh.replaceRoute({
+        family: 4,
+        dst: `10.244.1.${10 + i}/32`,
+        ifindex: hostEnd!.index,
+        protocol: PROTO,
+      });
+      ph.close();
+      samples.push(performance.now() - t);
+    }
+    console.log(
+      `netlink CNI-ADD-like sequence (veth + 12 requests + sysctl): ${samples.map((x) => x.toFixed(1)).join(', ')} ms`,
+    );
+    expect(ipJson<IpRoute[]>(pod.name, 'route', 'show', 'default')).toMatchObject([
+      { gateway: '169.254.1.1', dev: 'eth4' },
+    ]);
+    expect(ipJson<IpRoute[]>(host.name, 'route', 'show', 'proto', String(PROTO))).toHaveLength(5);
+  });
+
   it('programs a 5,000-route burst (timing printed) and reports per-route failures', async () => {
     const { ns, h, dev } = track(await setup(pool, 'burst'));
     const routes: RouteInfo[] = [];
@@ -378,9 +510,15 @@ describe.skipIf(netnsSkipReason !== undefined)('pkg/netlink (root, real kernel, 
         protocol: PROTO,
       });
     }
+    // The agent's own subscription (16 MiB forced buffer) absorbs the whole burst without a drop.
+    const seen: RouteEvent[] = [];
+    const sub = withNetns(ns.path, () => createNetlinkEvents().subscribeRouteEvents((e) => seen.push(e)));
     let t = performance.now();
     await h.replaceRoutes(routes);
     const first = performance.now() - t;
+    await waitFor(() => seen.filter((e) => e.type === 'add').length >= 5000, 5000);
+    expect(seen.some((e) => e.type === 'overflow')).toBe(false);
+    sub.close();
     t = performance.now();
     await h.replaceRoutes(routes);
     const again = performance.now() - t;

@@ -117,6 +117,33 @@ describe.skipIf(netnsSkipReason !== undefined)('pkg/netns (root, real namespaces
     expect(threadNs()).toBe(home);
   });
 
+  it('aborts the process when it cannot switch back (never runs on in the wrong namespace)', () => {
+    const a = pool.add('abort');
+    const netnsModule = new URL('../../../pkg/netns/index.ts', import.meta.url).pathname;
+    // The child closes the saved home-namespace fd while inside, so the switch back must fail.
+    const script = `
+      import { closeSync, readdirSync, readlinkSync } from 'node:fs';
+      import { withNetns } from ${JSON.stringify(netnsModule)};
+      const home = readlinkSync('/proc/thread-self/ns/net');
+      withNetns(${JSON.stringify(a.path)}, () => {
+        for (const fd of readdirSync('/proc/self/fd')) {
+          try { if (readlinkSync('/proc/self/fd/' + fd) === home) closeSync(Number(fd)); } catch {}
+        }
+      });
+      console.log('still running');
+    `;
+    const r = spawnSync(
+      'sh',
+      ['-c', 'ulimit -c 0; exec "$0" "$@"', process.execPath, '--input-type=module', '-e', script],
+      {
+        encoding: 'utf8',
+      },
+    );
+    expect(r.signal).toBe('SIGABRT');
+    expect(r.stderr).toContain('cannot switch back to the original network namespace');
+    expect(r.stdout).not.toContain('still running');
+  });
+
   it('tells network namespaces from files, directories, missing paths and other namespace types', () => {
     const a = pool.add('is');
     const file = join(dir, 'plain');

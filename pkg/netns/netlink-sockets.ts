@@ -1,0 +1,77 @@
+import { getSystemErrorName } from 'node:util';
+import type { NetlinkEventsPort } from '../datapath/ports.ts';
+import {
+  type ExtendedNetlinkHandle,
+  NetlinkError,
+  openNetlink,
+  type SocketProbe,
+  subscribeLinkEvents,
+  subscribeRouteEvents,
+} from '../netlink/index.ts';
+import {
+  getLibc,
+  NETLINK_CAP_ACK,
+  NETLINK_NO_ENOBUFS,
+  SK_MEMINFO_DROPS,
+  SO_MEMINFO,
+  SO_RCVBUFFORCE,
+  SOL_NETLINK,
+  SOL_SOCKET,
+} from './libc.ts';
+
+/**
+ * Socket options the `netlink` package cannot set, applied through its prepareFd hook.
+ *
+ * The package aborts the whole process when the kernel drops a message for one of its sockets
+ * (see pkg/netlink/socket.ts), so: event sockets get NETLINK_NO_ENOBUFS (drops are then counted,
+ * not signalled; pkg/netlink polls the counter and turns an increase into an 'overflow' event) and a receive buffer forced
+ * past net.core.rmem_max; request sockets get a forced buffer too and NETLINK_CAP_ACK (error ACKs
+ * without a copy of the request).
+ */
+
+const REQUEST_RCVBUF = 2 << 20;
+const EVENTS_RCVBUF = 16 << 20;
+
+function setInt(fd: number, level: number, name: number, value: number, what: string): void {
+  const r = getLibc().setsockoptInt(fd, level, name, value);
+  if (r.value !== 0) throw new NetlinkError(getSystemErrorName(-r.errno), `setsockopt ${what}`);
+}
+
+/** For request sockets (nothing to probe later). */
+export function prepareRequestSocket(fd: number): undefined {
+  setInt(fd, SOL_SOCKET, SO_RCVBUFFORCE, REQUEST_RCVBUF, 'SO_RCVBUFFORCE');
+  setInt(fd, SOL_NETLINK, NETLINK_CAP_ACK, 1, 'NETLINK_CAP_ACK');
+  return undefined;
+}
+
+/**
+ * For event sockets; returns the probe pkg/netlink polls for drops (SO_MEMINFO reads the socket's
+ * own counter, whatever namespace the thread is in when it asks).
+ */
+export function prepareEventSocket(fd: number, recvBuffer = EVENTS_RCVBUF): SocketProbe {
+  setInt(fd, SOL_SOCKET, SO_RCVBUFFORCE, recvBuffer, 'SO_RCVBUFFORCE');
+  setInt(fd, SOL_NETLINK, NETLINK_NO_ENOBUFS, 1, 'NETLINK_NO_ENOBUFS');
+  const meminfo = Buffer.alloc(4 * (SK_MEMINFO_DROPS + 1));
+  return {
+    drops: () => {
+      const r = getLibc().getsockopt(fd, SOL_SOCKET, SO_MEMINFO, meminfo);
+      return r.value === 0 ? meminfo.readUInt32LE(4 * SK_MEMINFO_DROPS) : undefined;
+    },
+  };
+}
+
+/** openNetlink with the request-socket options: use this for the agent's host handle. */
+export function openHostNetlink(): ExtendedNetlinkHandle {
+  return openNetlink({ prepareFd: prepareRequestSocket });
+}
+
+/**
+ * Route and link change subscriptions in the calling thread's namespace, safe against bursts
+ * (the agent's NetlinkEventsPort). Call inside withNetns to watch another namespace.
+ */
+export function createNetlinkEvents(): NetlinkEventsPort {
+  return {
+    subscribeRouteEvents: (cb) => subscribeRouteEvents(cb, { prepareFd: prepareEventSocket }),
+    subscribeLinkEvents: (cb) => subscribeLinkEvents(cb, { prepareFd: prepareEventSocket }),
+  };
+}
