@@ -105,6 +105,7 @@ export interface CreateVxlan {
 export interface RouteFilter {
   family?: Family;
   protocol?: number;
+  /** Main table (254) when unset: listRoutes lists one table. */
   table?: number;
   ifindex?: number;
 }
