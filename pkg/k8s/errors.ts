@@ -25,19 +25,22 @@ export class K8sError extends Error {
   readonly statusCode: number | undefined;
   /** Status.reason from the server ("NotFound", "Conflict", "Expired", ...) or a K8sReason. */
   readonly reason: string;
+  /** Status.details.causes[].reason, e.g. "ResourceVersionTooLarge". */
+  readonly causes: readonly string[];
 
   constructor(
     op: string,
     message: string,
     statusCode: number | undefined,
     reason: string,
-    options?: { cause?: unknown },
+    options?: { cause?: unknown; causes?: readonly string[] },
   ) {
-    super(`${op}: ${message}`, options);
+    super(`${op}: ${message}`, options?.cause === undefined ? undefined : { cause: options.cause });
     this.name = 'K8sError';
     this.op = op;
     this.statusCode = statusCode;
     this.reason = reason;
+    this.causes = Object.freeze([...(options?.causes ?? [])]);
   }
 
   get isNotFound(): boolean {
@@ -51,12 +54,27 @@ export class K8sError extends Error {
   get isGone(): boolean {
     return this.statusCode === 410;
   }
+
+  /** A watch from a resourceVersion the server has not reached (e.g. it lost its state): relist. */
+  get isResourceVersionTooLarge(): boolean {
+    return this.causes.includes('ResourceVersionTooLarge');
+  }
 }
 
 interface StatusLike {
   code?: unknown;
   reason?: unknown;
   message?: unknown;
+  details?: unknown;
+}
+
+function causesOf(s: StatusLike | undefined): string[] {
+  const d = s?.details;
+  const causes = typeof d === 'object' && d !== null ? (d as { causes?: unknown }).causes : undefined;
+  if (!Array.isArray(causes)) return [];
+  return causes
+    .map((c) => (c as { reason?: unknown } | null)?.reason)
+    .filter((r): r is string => typeof r === 'string');
 }
 
 function parseStatusBody(body: unknown): StatusLike | undefined {
@@ -94,7 +112,7 @@ export function fromStatus(op: string, status: unknown): K8sError {
         ? K8sReason.UNKNOWN
         : reasonForCode(code);
   const message = typeof s.message === 'string' ? s.message : 'the server returned a failure Status';
-  return new K8sError(op, message, code, reason);
+  return new K8sError(op, message, code, reason, { causes: causesOf(s) });
 }
 
 /**
@@ -131,7 +149,7 @@ export function toK8sError(op: string, err: unknown): K8sError {
           : typeof e.message === 'string'
             ? firstLine(e.message)
             : `HTTP ${code}`;
-      return new K8sError(op, message, code, reason, { cause: err });
+      return new K8sError(op, message, code, reason, { cause: err, causes: causesOf(status) });
     }
     const causeCode =
       typeof e.cause === 'object' && e.cause !== null ? (e.cause as { code?: unknown }).code : undefined;

@@ -10,6 +10,8 @@
  *   last resourceVersion seen (events or BOOKMARKs), no relist.
  * - Any other failure (list or watch) -> onError(err, delay), capped jittered exponential backoff,
  *   then retry the same step (a failed watch resumes from its resourceVersion; 410 then relists).
+ * - A watch answered "ResourceVersionTooLarge" (the server lost state, e.g. a restarted test server)
+ *   -> backoff, then relist: resuming from that resourceVersion can never work.
  * - A watch that closes within a second without a single event counts as a failure, so a server
  *   that accepts and drops at once cannot make us spin.
  *
@@ -275,6 +277,8 @@ export function startNodeInformerOn(api: CoreApi, opts: NodeInformerOptions): No
         restarts++;
         const delay = backoffDelay(failures, backoff, random);
         const e = toK8sError('node informer', err);
+        // The server has not reached our resourceVersion (it lost its state): only a relist helps.
+        if (e.isResourceVersionTooLarge) rv = '';
         if (opts.onError) safely(() => opts.onError?.(e, delay));
         await sleep(delay, signal);
       }

@@ -97,3 +97,11 @@ export function unsupportedMediaType(contentType: string): ApiStatusError {
 export function internalError(message: string): ApiStatusError {
   return new ApiStatusError(500, 'InternalError', `Internal error occurred: ${message}`);
 }
+
+/** What a watch from a resourceVersion the server has not reached yet gets (504, ResourceVersionTooLarge). */
+export function tooLargeResourceVersion(requested: number, current: number): ApiStatusError {
+  return new ApiStatusError(504, 'Timeout', `Too large resource version: ${requested}, current: ${current}`, {
+    causes: [{ reason: 'ResourceVersionTooLarge', message: 'Too large resource version' }],
+    retryAfterSeconds: 1,
+  });
+}

@@ -6,7 +6,7 @@
  */
 import type { ServerResponse } from 'node:http';
 import type { JsonObject } from './patch.ts';
-import { expired } from './status.ts';
+import { expired, tooLargeResourceVersion } from './status.ts';
 import {
   type EventType,
   KIND,
@@ -61,6 +61,12 @@ export class WatchHub {
     });
     res.flushHeaders();
 
+    if (p.fromRv !== undefined && p.fromRv > this.store.currentRv()) {
+      // The real server waits ~3 s for its cache to catch up, then answers like this. Here the rv
+      // can only be ahead after a restart of this (stateless) server, so answer at once.
+      res.end(line('ERROR', tooLargeResourceVersion(p.fromRv, this.store.currentRv()).toStatus()));
+      return;
+    }
     if (p.fromRv !== undefined) {
       const replay = this.store.eventsSince(p.resource, p.fromRv);
       if (replay === 'expired') {

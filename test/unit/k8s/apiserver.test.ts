@@ -478,3 +478,20 @@ describe('CLI (main.ts)', () => {
     }
   });
 });
+
+describe('watch ahead of the server', () => {
+  it('answers a resourceVersion the server has not reached with a ResourceVersionTooLarge Status', async () => {
+    const { events, ended } = await collectWatch(
+      `${s.url}/api/v1/nodes?watch=true&resourceVersion=999999`,
+      () => false,
+    );
+    expect(ended).toBe(true);
+    expect(events).toHaveLength(1);
+    expect(events[0]!.type).toBe('ERROR');
+    expect(events[0]!.object).toMatchObject({
+      code: 504,
+      reason: 'Timeout',
+      details: { causes: [{ reason: 'ResourceVersionTooLarge' }] },
+    });
+  });
+});

@@ -240,6 +240,20 @@ describe('node informer (real client-node against the test API server)', () => {
     await waitFor(() => informer!.get('b') !== undefined, 'b');
   });
 
+  it('relists when a restarted (stateless) server has not reached its resourceVersion', async () => {
+    await startServer();
+    for (const n of ['a', 'b', 'c', 'd']) server.store.addNode(nodeObject(n));
+    const rec = start();
+    await waitFor(() => informer!.hasSynced() && server.store.openWatches() === 1, 'sync');
+    const port = server.port;
+    await server.close();
+    server = await startTestApiServer({ port, bookmarkIntervalMs: 0 });
+    server.store.addNode(nodeObject('z'));
+    await waitFor(() => names().join() === 'z', 'converged on the new server', 10_000);
+    expect(informer!.relists).toBe(2);
+    expect(rec.errors.some((e) => e.err.isResourceVersionTooLarge && e.err.statusCode === 504)).toBe(true);
+  });
+
   it('stays on one watch through BOOKMARKs and advances its resourceVersion with them', async () => {
     await startServer({ bookmarkIntervalMs: 30 });
     server.store.addNode(nodeObject('a'));
