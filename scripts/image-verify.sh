@@ -47,4 +47,24 @@ for p in trellis loopback portmap; do
   esac
 done
 
+# install-cni (the init container) finds them through TRELLIS_CNI_SOURCE_DIR, set by the image, and
+# installs exactly these three, byte for byte, and no config list.
+[ "${TRELLIS_CNI_SOURCE_DIR:-}" = "$app/cni-bin" ] ||
+  fail "TRELLIS_CNI_SOURCE_DIR is '${TRELLIS_CNI_SOURCE_DIR:-}', want $app/cni-bin (the Dockerfile sets it)"
+target=$(mktemp -d)
+trap 'rm -rf "$target"' EXIT
+"$app/dist/bin/trellis-agent" install-cni --cni-bin-dir="$target/bin" --cni-conf-dir="$target/net.d" \
+  --state-dir="$target/state" --socket="$target/run/cni.sock" >"$target/log" 2>&1 ||
+  fail "trellis-agent install-cni failed: $(tail -n 5 "$target/log")"
+installed=$(find "$target/bin" -mindepth 1 -maxdepth 1 -printf '%f\n' | sort | tr '\n' ' ')
+[ "$installed" = "loopback portmap trellis " ] ||
+  fail "install-cni installed '$installed', want loopback portmap trellis"
+# The config list is the running agent's job, once ready: install-cni must not write one.
+[ ! -e "$target/net.d" ] || [ -z "$(find "$target/net.d" -mindepth 1)" ] ||
+  fail "install-cni wrote into the CNI config directory: $(find "$target/net.d" -mindepth 1)"
+for p in trellis loopback portmap; do
+  cmp -s "$app/cni-bin/$p" "$target/bin/$p" || fail "install-cni: $target/bin/$p differs from $app/cni-bin/$p"
+  [ -x "$target/bin/$p" ] || fail "install-cni: $target/bin/$p is not executable"
+done
+
 echo "image-verify: ok: trellis $want in $app"

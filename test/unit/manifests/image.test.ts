@@ -97,6 +97,11 @@ describe('Dockerfile', () => {
     );
   });
 
+  it('points install-cni at the staged cni-bin/ directory', () => {
+    const envs = final.instructions.filter((i) => i.keyword === 'ENV').map((i) => i.args);
+    expect(envs.join(' ')).toMatch(/(^|\s)TRELLIS_CNI_SOURCE_DIR=\/app\/cni-bin(\s|$)/);
+  });
+
   it('runs the agent launcher as its exec-form entrypoint, the same path the manifests call', () => {
     const entry = final.instructions.filter((i) => i.keyword === 'ENTRYPOINT');
     expect(entry).toHaveLength(1);
@@ -188,10 +193,14 @@ const pluginsSkipReason = existsSync(join(PLUGINS, 'loopback'))
   : `needs Debian's reference plugins in ${PLUGINS} (apt-get install containernetworking-plugins)`;
 
 // The scripts run `node`: make it this Node 24, as in the image.
-const env = { ...process.env, PATH: `${dirname(process.execPath)}:${process.env.PATH ?? ''}` };
+const env: NodeJS.ProcessEnv = {
+  ...process.env,
+  PATH: `${dirname(process.execPath)}:${process.env.PATH ?? ''}`,
+};
+delete env.TRELLIS_CNI_SOURCE_DIR;
 
-function sh(script: string, args: string[]) {
-  return spawnSync(script, args, { env, encoding: 'utf8', timeout: 120_000 });
+function sh(script: string, args: string[], extraEnv: NodeJS.ProcessEnv = {}) {
+  return spawnSync(script, args, { env: { ...env, ...extraEnv }, encoding: 'utf8', timeout: 120_000 });
 }
 
 describe.skipIf(distSkipReason !== undefined)(
@@ -208,6 +217,8 @@ describe.skipIf(distSkipReason !== undefined)(
     afterAll(() => {
       if (tmp !== undefined) rmSync(tmp, { recursive: true, force: true });
     });
+    // What the Dockerfile's ENV sets, relative to where the layout is.
+    const imageEnv = () => ({ TRELLIS_CNI_SOURCE_DIR: join(app, 'cni-bin') });
 
     it('holds package.json, dist/, cni-bin/ and the production dependencies only', () => {
       expect(readdirSync(app).sort()).toEqual(['cni-bin', 'dist', 'node_modules', 'package.json']);
@@ -244,12 +255,18 @@ describe.skipIf(distSkipReason !== undefined)(
     it.skipIf(pluginsSkipReason !== undefined)(
       `passes scripts/image-verify.sh, as the image build does${pluginsSkipReason ? ` (skipped: ${pluginsSkipReason})` : ''}`,
       () => {
-        const r = sh(verifyScript, [app]);
+        const r = sh(verifyScript, [app], imageEnv());
         expect(r.stderr).toBe('');
         expect(r.status).toBe(0);
         expect(r.stdout).toContain(`image-verify: ok: trellis ${pkg.version}`);
       },
     );
+
+    it("image-verify.sh insists on the image's TRELLIS_CNI_SOURCE_DIR", () => {
+      const r = sh(verifyScript, [app]);
+      expect(r.status).not.toBe(0);
+      expect(r.stderr).toContain(`TRELLIS_CNI_SOURCE_DIR is '', want ${app}/cni-bin`);
+    });
 
     it('image-verify.sh rejects a layout whose reference plugin is missing', () => {
       const link = join(app, 'cni-bin', 'portmap');
@@ -257,7 +274,7 @@ describe.skipIf(distSkipReason !== undefined)(
       unlinkSync(link);
       symlinkSync(join(tmp, 'no-such-dir', 'portmap'), link);
       try {
-        const r = sh(verifyScript, [app]);
+        const r = sh(verifyScript, [app], imageEnv());
         expect(r.status).not.toBe(0);
         expect(r.stderr).toContain(`${link} is missing or not executable`);
       } finally {
@@ -270,7 +287,7 @@ describe.skipIf(distSkipReason !== undefined)(
       const dep = join(app, 'node_modules', 'pino');
       renameSync(dep, `${dep}.hidden`);
       try {
-        const r = sh(verifyScript, [app]);
+        const r = sh(verifyScript, [app], imageEnv());
         // Either the agent's own start or the dependency load check trips first: both name the package.
         expect(r.status).not.toBe(0);
         expect(r.stderr).toMatch(/image-verify: FAIL/);
