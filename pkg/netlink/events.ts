@@ -13,10 +13,12 @@ import { RtnlSocket, type SocketProbe } from './socket.ts';
  * Use pkg/netns createNetlinkEvents() (or pass its prepareFd): without NETLINK_NO_ENOBUFS on the
  * socket, a dropped notification makes netlink@0.3.0 abort the process (see socket.ts). With it,
  * the kernel drops silently and counts the drop; overflow is then detected from that counter
- * (the probe prepareFd returns), checked after every received datagram and every DROP_CHECK_MS.
+ * (the probe prepareFd returns), checked while notifications arrive and every DROP_CHECK_MS.
+ * A notification that cannot be parsed is reported as an overflow too: the consumer resyncs.
  */
 
 const DROP_CHECK_MS = 1000;
+const BATCH_CHECK_MS = 50;
 
 export interface SubscribeOptions {
   /** Keep the event loop alive while subscribed (default false: the agent's server does that). */
@@ -27,23 +29,35 @@ export interface SubscribeOptions {
   prepareFd?: (fd: number) => SocketProbe | undefined;
 }
 
-function subscribe(
+function subscribe<E>(
   groups: number[],
-  onMessage: (type: number, payload: Buffer) => void,
-  onOverflow: () => void,
+  parse: (type: number, payload: Buffer) => E | undefined,
+  cb: (ev: E | { type: 'overflow' }) => void,
   opts: SubscribeOptions,
 ): Subscription {
+  const onOverflow = (): void => cb({ type: 'overflow' });
   const sock = new RtnlSocket({
     groups,
-    onNotification: (msg) => onMessage(msg.type, msg.payload),
-    onError: () => onOverflow(),
+    onNotification: (msg) => {
+      let ev: E | undefined;
+      try {
+        ev = parse(msg.type, msg.payload);
+      } catch {
+        onOverflow();
+        return;
+      }
+      if (ev !== undefined) cb(ev);
+    },
+    onError: onOverflow,
     ref: opts.ref === true,
     ...(opts.recvBufferSize !== undefined ? { recvBufferSize: opts.recvBufferSize } : {}),
     ...(opts.prepareFd !== undefined ? { prepareFd: opts.prepareFd } : {}),
   });
   const probe = sock.probe?.drops?.bind(sock.probe);
   let drops = probe?.();
+  let lastCheck = performance.now();
   const checkDrops = (): void => {
+    lastCheck = performance.now();
     const now = probe?.();
     if (now === undefined) return;
     if (drops !== undefined && now > drops) onOverflow();
@@ -51,7 +65,10 @@ function subscribe(
   };
   const timer = setInterval(checkDrops, DROP_CHECK_MS);
   timer.unref();
-  sock.onBatchEnd = checkDrops;
+  // While notifications flow, look at the counter every BATCH_CHECK_MS instead of once per datagram.
+  sock.onBatchEnd = () => {
+    if (performance.now() - lastCheck >= BATCH_CHECK_MS) checkDrops();
+  };
   return {
     close: () => {
       clearInterval(timer);
@@ -65,28 +82,28 @@ export function subscribeRouteEvents(
   cb: (ev: RouteEvent) => void,
   opts: SubscribeOptions = {},
 ): Subscription {
-  return subscribe(
+  return subscribe<RouteEvent>(
     [RTNLGRP.IPV4_ROUTE, RTNLGRP.IPV6_ROUTE],
     (type, payload) => {
-      if (type !== RTM.NEWROUTE && type !== RTM.DELROUTE) return;
+      if (type !== RTM.NEWROUTE && type !== RTM.DELROUTE) return undefined;
       const route = parseRoute(payload);
-      if (route === undefined) return;
-      cb({ type: type === RTM.NEWROUTE ? 'add' : 'delete', route, table: routeTable(payload) });
+      if (route === undefined) return undefined;
+      return { type: type === RTM.NEWROUTE ? 'add' : 'delete', route, table: routeTable(payload) };
     },
-    () => cb({ type: 'overflow' }),
+    cb,
     opts,
   );
 }
 
 /** Link changes (RTNLGRP_LINK): creation, deletion and attribute/state changes (reported as 'add'). */
 export function subscribeLinkEvents(cb: (ev: LinkEvent) => void, opts: SubscribeOptions = {}): Subscription {
-  return subscribe(
+  return subscribe<LinkEvent>(
     [RTNLGRP.LINK],
     (type, payload) => {
-      if (type !== RTM.NEWLINK && type !== RTM.DELLINK) return;
-      cb({ type: type === RTM.NEWLINK ? 'add' : 'delete', link: parseLink(payload) });
+      if (type !== RTM.NEWLINK && type !== RTM.DELLINK) return undefined;
+      return { type: type === RTM.NEWLINK ? 'add' : 'delete', link: parseLink(payload) };
     },
-    () => cb({ type: 'overflow' }),
+    cb,
     opts,
   );
 }

@@ -248,9 +248,20 @@ export class RtnlSocket {
   /** Called after each received datagram was handled (events check their drop counter). */
   onBatchEnd: (() => void) | undefined;
 
+  /**
+   * Runs inside the package's native callback, where a thrown exception aborts the process (a C++
+   * exception escapes node-addon-api). So nothing may escape: a failure is rethrown on a clean
+   * stack, where it is an ordinary uncaught exception.
+   */
   private receive(buf: Buffer): void {
-    this.handle(buf);
-    this.onBatchEnd?.();
+    try {
+      this.handle(buf);
+      this.onBatchEnd?.();
+    } catch (e) {
+      setImmediate(() => {
+        throw e;
+      });
+    }
   }
 
   private handle(buf: Buffer): void {

@@ -1,4 +1,4 @@
-import { execFileSync } from 'node:child_process';
+import { execFileSync, spawnSync } from 'node:child_process';
 import { afterEach, describe, expect, it } from 'vitest';
 import { TRELLIS_ROUTE_PROTOCOL as PROTO, type RouteInfo } from '../../../pkg/datapath/ports.ts';
 import {
@@ -403,6 +403,31 @@ describe.skipIf(netnsSkipReason !== undefined)('pkg/netlink (root, real kernel, 
       sub.close();
       small.close();
     }
+  });
+
+  it('turns an exception thrown by a subscriber into an ordinary uncaught exception, not an abort', () => {
+    const ns = pool.add('throw');
+    const mod = (p: string) => JSON.stringify(new URL(`../../../pkg/${p}`, import.meta.url).pathname);
+    const script = `
+      import { openNetlink } from ${mod('netlink/index.ts')};
+      import { createNetlinkEvents, withNetns } from ${mod('netns/index.ts')};
+      process.on('uncaughtException', (e) => { console.log('uncaught ' + e.message); process.exit(0); });
+      const path = ${JSON.stringify(ns.path)};
+      withNetns(path, () => createNetlinkEvents().subscribeRouteEvents(() => { throw new Error('boom'); }, ));
+      const h = withNetns(path, () => openNetlink());
+      await h.replaceRoute({ family: 4, dst: '10.9.0.0/16', type: 'blackhole', protocol: 126 });
+      setTimeout(() => { console.log('no event'); process.exit(1); }, 2000);
+    `;
+    const r = spawnSync(
+      'sh',
+      ['-c', 'ulimit -c 0; exec "$0" "$@"', process.execPath, '--input-type=module', '-e', script],
+      {
+        encoding: 'utf8',
+      },
+    );
+    expect(r.signal).toBeNull();
+    expect(r.stdout.trim()).toBe('uncaught boom');
+    expect(r.status).toBe(0);
   });
 
   it('serves concurrent requests and dumps on one handle', async () => {
