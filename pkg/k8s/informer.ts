@@ -280,7 +280,7 @@ export function startNodeInformerOn(api: CoreApi, opts: NodeInformerOptions): No
         // The server has not reached our resourceVersion (it lost its state): only a relist helps.
         if (e.isResourceVersionTooLarge) rv = '';
         if (opts.onError) safely(() => opts.onError?.(e, delay));
-        await sleep(delay, signal);
+        await sleep(delay, signal).catch(() => undefined);
       }
     }
   };
@@ -288,7 +288,7 @@ export function startNodeInformerOn(api: CoreApi, opts: NodeInformerOptions): No
   const resyncLoop = async (): Promise<void> => {
     if (resyncMs <= 0) return;
     while (!signal.aborted) {
-      await sleep(resyncMs, signal);
+      await sleep(resyncMs, signal).catch(() => undefined);
       if (signal.aborted) break;
       if (synced && opts.onSync) safely(() => opts.onSync?.(snapshot()));
     }
