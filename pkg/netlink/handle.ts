@@ -50,7 +50,6 @@ export interface ExtendedNetlinkHandle extends NetlinkHandle {
 
 const CREATE_EXCL = NLM_F.CREATE | NLM_F.EXCL;
 const CREATE_REPLACE = NLM_F.CREATE | NLM_F.REPLACE;
-const afOf = (f: Family | undefined): number => (f === undefined ? AF.UNSPEC : f === 4 ? AF.INET : AF.INET6);
 
 /** errnos that mean "the thing to delete is already gone". */
 const GONE = new Set(['ESRCH', 'ENOENT', 'EADDRNOTAVAIL', 'ENODEV']);
@@ -280,7 +279,7 @@ class Handle implements ExtendedNetlinkHandle {
     const msgs = await this.sock.dump({
       type: RTM.GETNEIGH,
       flags: 0,
-      body: dumpNeighboursBody(afOf(undefined)),
+      body: dumpNeighboursBody(AF.UNSPEC),
       op: 'RTM_GETNEIGH dump',
     });
     const all = collect(msgs, RTM.NEWNEIGH, parseNeighbour);

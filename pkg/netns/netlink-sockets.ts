@@ -23,10 +23,10 @@ import {
  * Socket options the `netlink` package cannot set, applied through its prepareFd hook.
  *
  * The package aborts the whole process when the kernel drops a message for one of its sockets
- * (see pkg/netlink/socket.ts), so: event sockets get NETLINK_NO_ENOBUFS (drops are then counted,
- * not signalled; pkg/netlink polls the counter and turns an increase into an 'overflow' event) and a receive buffer forced
- * past net.core.rmem_max; request sockets get a forced buffer too and NETLINK_CAP_ACK (error ACKs
- * without a copy of the request).
+ * (see pkg/netlink/socket.ts), so event sockets get NETLINK_NO_ENOBUFS (drops are then counted,
+ * not signalled; pkg/netlink polls the counter and turns an increase into an 'overflow' event)
+ * and a receive buffer forced past net.core.rmem_max. The host's request socket gets a forced
+ * buffer too, and NETLINK_CAP_ACK (error ACKs without a copy of the request).
  */
 
 const REQUEST_RCVBUF = 2 << 20;
