@@ -23,14 +23,34 @@ export interface AgentProcess {
   stop(): Promise<number | null>;
   /** SIGKILL and wait. */
   kill(): Promise<void>;
+  /** What the agent wrote to stderr so far (crash traces). */
+  stderr(): string;
 }
 
 export interface StartAgentOptions {
   ns: string;
-  podCIDRs: string[];
+  /** Standalone mode (`--pod-cidr`); leave out with `kubernetes`. */
+  podCIDRs?: string[];
   /** Reuse a state dir (restart tests); a fresh temp dir otherwise. */
   dir?: string;
   extraArgs?: string[];
+  /**
+   * Kubernetes mode: the agent reads its Node from the API and publishes the config list into
+   * `cniConfDir` (used by the multi-node test bed). Without it the agent runs standalone with
+   * `--no-cni-config` and metrics off.
+   */
+  kubernetes?: {
+    nodeName: string;
+    kubeconfig: string;
+    cniConfDir: string;
+    cniBinDir: string;
+    /** Default '' (off). */
+    metricsAddr?: string;
+  };
+  /** Called with every parsed log line as it arrives (live streaming). */
+  onLog?: (line: Record<string, unknown>) => void;
+  /** Start the agent in its own process group, so a terminal's Ctrl-C reaches only the test driver. */
+  detached?: boolean;
 }
 
 export function startAgent(opts: StartAgentOptions): AgentProcess {
@@ -38,24 +58,38 @@ export function startAgent(opts: StartAgentOptions): AgentProcess {
   const socket = join(dir, 'cni.sock');
   const stateDir = join(dir, 'state');
   const spoolDir = join(stateDir, 'spool');
+  const k8s = opts.kubernetes;
+  const modeArgs =
+    k8s === undefined
+      ? ['--metrics-addr', '', '--no-cni-config']
+      : [
+          '--node-name',
+          k8s.nodeName,
+          '--kubeconfig',
+          k8s.kubeconfig,
+          '--cni-conf-dir',
+          k8s.cniConfDir,
+          '--cni-bin-dir',
+          k8s.cniBinDir,
+          '--metrics-addr',
+          k8s.metricsAddr ?? '',
+        ];
   const args = [
     'netns',
     'exec',
     opts.ns,
     AGENT_BINARY,
-    ...opts.podCIDRs.flatMap((c) => ['--pod-cidr', c]),
+    ...(opts.podCIDRs ?? []).flatMap((c) => ['--pod-cidr', c]),
     '--socket',
     socket,
     '--state-dir',
     stateDir,
-    '--metrics-addr',
-    '',
-    '--no-cni-config',
+    ...modeArgs,
     '--log-level',
     'debug',
     ...(opts.extraArgs ?? []),
   ];
-  const child = spawn('ip', args, { stdio: ['ignore', 'pipe', 'pipe'] });
+  const child = spawn('ip', args, { stdio: ['ignore', 'pipe', 'pipe'], detached: opts.detached === true });
   const logs: Record<string, unknown>[] = [];
   let stderr = '';
   let buf = '';
@@ -65,11 +99,14 @@ export function startAgent(opts: StartAgentOptions): AgentProcess {
     while (nl >= 0) {
       const line = buf.slice(0, nl);
       buf = buf.slice(nl + 1);
+      let parsed: Record<string, unknown>;
       try {
-        logs.push(JSON.parse(line) as Record<string, unknown>);
+        parsed = JSON.parse(line) as Record<string, unknown>;
       } catch {
-        logs.push({ raw: line });
+        parsed = { raw: line };
       }
+      logs.push(parsed);
+      opts.onLog?.(parsed);
       nl = buf.indexOf('\n');
     }
   });
@@ -104,6 +141,9 @@ export function startAgent(opts: StartAgentOptions): AgentProcess {
     async kill() {
       if (child.exitCode === null && child.signalCode === null) child.kill('SIGKILL');
       await exited;
+    },
+    stderr() {
+      return stderr;
     },
   };
 }

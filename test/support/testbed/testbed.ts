@@ -1,0 +1,794 @@
+import { type ChildProcess, execFile, execFileSync, spawn } from 'node:child_process';
+import { randomBytes } from 'node:crypto';
+import {
+  existsSync,
+  mkdirSync,
+  mkdtempSync,
+  readdirSync,
+  readFileSync,
+  rmSync,
+  writeFileSync,
+} from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { promisify } from 'node:util';
+import { buildConflist, CONFLIST_FILE_NAME } from '../../../pkg/cniconf/index.ts';
+import { type AgentProcess, startAgent } from '../agent-process.ts';
+import {
+  AGENT_BINARY,
+  addList,
+  type ConfList,
+  delList,
+  REFERENCE_PLUGIN_DIR,
+  runPlugin,
+} from '../cni-driver.ts';
+import { delNetns, ip, ipJson, nsSysctl, TEST_NETNS_PREFIX } from '../netns.ts';
+import { UnixApiClient } from './api.ts';
+import {
+  API_PORT,
+  controlPlaneAddr,
+  ECHO_PORT,
+  INTERNET,
+  type NodePlan,
+  nodeObject,
+  planNode,
+  planNodes,
+  routerAddr,
+  type SegmentSpec,
+  UNDERLAY,
+} from './plan.ts';
+import { type ConnectivityMatrix, type MatrixCell, type PodEndpoint, summarizeMatrix } from './report.ts';
+
+const execFileP = promisify(execFile);
+
+/**
+ * A multi-node trellis cluster in network namespaces, for the demo and the cluster tests:
+ *
+ *   fabric ns:  one bridge per segment (the shared L2s)
+ *   router ns:  one leg per segment + an uplink to the "internet" ns; forwards, knows no pod CIDRs
+ *   cp ns:      the test API server (segment 0), reached by the agents over the fabric
+ *   node ns:    eth0 on its segment, default routes via the router, one real trellis agent
+ *   pod ns:     created as a runtime does (lo down), wired by the real shim from the node's config list
+ *
+ * Everything is named `trl-<tag>-...` (namespaces, the temp dir) so leftovers() can prove teardown
+ * removed it all. Nothing touches the root namespace: every `ip` runs with `-n` or `netns exec`.
+ */
+
+export type AgentMode = 'kubernetes' | 'standalone';
+export type DatapathMode = 'auto' | 'host-gw' | 'vxlan';
+
+export interface TestbedOptions {
+  /** L2 segments joined by the router; default one segment of 3 nodes. */
+  segments?: SegmentSpec[];
+  /** The agents' --mode; default auto. */
+  mode?: DatapathMode;
+  /**
+   * 'kubernetes' (default): the contract the product runs with: Nodes in the API server, the agent
+   * programs routes and publishes the config list. 'standalone': agents get --pod-cidr and the test
+   * bed itself writes the config list and static same-segment routes, to check the plumbing alone.
+   */
+  agentMode?: AgentMode;
+  /** Every agent log line, live, with its node name. */
+  onLog?: (node: string, line: Record<string, unknown>) => void;
+  /** Progress messages ("creating namespaces", ...). */
+  onProgress?: (message: string) => void;
+  /** Extra agent flags. */
+  agentArgs?: string[];
+}
+
+export interface TestbedNode {
+  readonly plan: NodePlan;
+  readonly name: string;
+  readonly ns: string;
+  /** The agent's directory: state/, cni.sock, net.d/, bin/. */
+  readonly dir: string;
+  /** The running agent, if any. */
+  agent: AgentProcess | undefined;
+  /** Every log line of every agent run on this node, in order. */
+  readonly logs: Record<string, unknown>[];
+  podCount: number;
+}
+
+export interface TestbedPod extends PodEndpoint {
+  readonly ns: string;
+  readonly netnsPath: string;
+  readonly containerId: string;
+  /** The CNI result the runtime got. */
+  readonly result: Record<string, unknown>;
+}
+
+export interface EchoServer {
+  readonly ns: string;
+  readonly port: number;
+  stop(): Promise<void>;
+}
+
+interface Tracked {
+  child: ChildProcess;
+  what: string;
+  exited: Promise<void>;
+}
+
+const SEGMENT_BRIDGE = (s: number): string => `br${s}`;
+const LOOPBACK = join(REFERENCE_PLUGIN_DIR, 'loopback');
+const ECHO_SCRIPT = join(import.meta.dirname, 'echo.ts');
+const CONTROL_PLANE_SCRIPT = join(import.meta.dirname, 'control-plane.ts');
+
+function sleep(ms: number): Promise<void> {
+  return new Promise((r) => setTimeout(r, ms));
+}
+
+function trackExit(child: ChildProcess): Promise<void> {
+  return new Promise((resolve) => {
+    if (child.exitCode !== null || child.signalCode !== null) resolve();
+    else child.once('exit', () => resolve());
+  });
+}
+
+/** Resolves with the first stdout line of a child, or rejects on exit/timeout. */
+function firstLine(child: ChildProcess, what: string, timeoutMs: number): Promise<string> {
+  return new Promise((resolve, reject) => {
+    let out = '';
+    let err = '';
+    const timer = setTimeout(
+      () => reject(new Error(`${what}: no output after ${timeoutMs} ms: ${err}`)),
+      timeoutMs,
+    );
+    child.stderr?.setEncoding('utf8').on('data', (d: string) => {
+      err += d;
+    });
+    child.stdout?.setEncoding('utf8').on('data', (d: string) => {
+      out += d;
+      const nl = out.indexOf('\n');
+      if (nl >= 0) {
+        clearTimeout(timer);
+        resolve(out.slice(0, nl));
+      }
+    });
+    child.once('exit', (code, signal) => {
+      clearTimeout(timer);
+      reject(new Error(`${what} exited (${code ?? signal}) before it was ready: ${err}`));
+    });
+  });
+}
+
+/** Runs async tasks with at most `limit` in flight. */
+async function pool<T, R>(items: readonly T[], limit: number, fn: (t: T) => Promise<R>): Promise<R[]> {
+  const out: R[] = new Array(items.length);
+  let next = 0;
+  const worker = async (): Promise<void> => {
+    while (next < items.length) {
+      const i = next++;
+      out[i] = await fn(items[i]!);
+    }
+  };
+  await Promise.all(Array.from({ length: Math.min(limit, items.length) }, worker));
+  return out;
+}
+
+export class Testbed {
+  /** `trl-<4 hex>`: every namespace and the temp dir start with it. */
+  readonly prefix: string;
+  readonly dir: string;
+  readonly fabricNs: string;
+  readonly routerNs: string;
+  readonly controlPlaneNs: string;
+  readonly internetNs: string;
+  readonly kubeconfig: string;
+  readonly apiSocket: string;
+  readonly api: UnixApiClient;
+  readonly mode: DatapathMode;
+  readonly agentMode: AgentMode;
+  /** The API server URL the agents use (on the fabric). */
+  readonly apiUrl: string;
+  private readonly opts: TestbedOptions;
+  private readonly nodeMap = new Map<string, TestbedNode>();
+  private readonly podList: TestbedPod[] = [];
+  private readonly tracked: Tracked[] = [];
+  private readonly segments = new Set<number>();
+  private nextIndex = 1;
+  private tornDown = false;
+  private teardownPromise: Promise<void> | undefined;
+  private signalHandler: ((signal: NodeJS.Signals) => void) | undefined;
+
+  private constructor(opts: TestbedOptions) {
+    this.opts = opts;
+    this.prefix = `${TEST_NETNS_PREFIX}${randomBytes(2).toString('hex')}`;
+    this.dir = mkdtempSync(join(tmpdir(), `${this.prefix}-`));
+    this.fabricNs = `${this.prefix}-fab`;
+    this.routerNs = `${this.prefix}-rtr`;
+    this.controlPlaneNs = `${this.prefix}-cp`;
+    this.internetNs = `${this.prefix}-inet`;
+    this.kubeconfig = join(this.dir, 'kubeconfig');
+    this.apiSocket = join(this.dir, 'api.sock');
+    this.api = new UnixApiClient(this.apiSocket);
+    this.mode = opts.mode ?? 'auto';
+    this.agentMode = opts.agentMode ?? 'kubernetes';
+    this.apiUrl = `http://${controlPlaneAddr(4)}:${API_PORT}`;
+  }
+
+  /** Builds the whole test bed; on any failure removes what was built and rethrows. */
+  static async create(opts: TestbedOptions = {}): Promise<Testbed> {
+    const tb = new Testbed(opts);
+    try {
+      await tb.build(opts.segments ?? [{ nodes: 3 }]);
+      return tb;
+    } catch (err) {
+      await tb.teardown().catch(() => {});
+      throw err;
+    }
+  }
+
+  private progress(message: string): void {
+    this.opts.onProgress?.(message);
+  }
+
+  private async build(segments: SegmentSpec[]): Promise<void> {
+    const plans = planNodes(segments);
+    this.progress(`namespaces with prefix ${this.prefix}, temp dir ${this.dir}`);
+    this.addNs(this.fabricNs);
+    this.addNs(this.routerNs);
+    nsSysctl(this.routerNs, 'net.ipv4.ip_forward', '1');
+    nsSysctl(this.routerNs, 'net.ipv6.conf.all.forwarding', '1');
+    for (let s = 0; s < segments.length; s++) this.ensureSegment(s);
+    this.buildInternet();
+    await this.buildControlPlane();
+    this.progress(`API server ${this.apiUrl} (namespace ${this.controlPlaneNs})`);
+    for (const plan of plans) {
+      this.nextIndex = plan.index + 1;
+      await this.createNodeNs(plan);
+    }
+    this.progress(`starting ${plans.length} agents (mode ${this.mode}, ${this.agentMode})`);
+    await Promise.all(plans.map((p) => this.startAgent(p.name)));
+    if (this.agentMode === 'standalone') this.programStaticRoutes();
+  }
+
+  private addNs(name: string, loUp = true): void {
+    execFileSync('ip', ['netns', 'add', name]);
+    if (loUp) ip(name, 'link', 'set', 'lo', 'up');
+  }
+
+  /** A bridge in the fabric and a router leg for segment s (idempotent). */
+  private ensureSegment(s: number): void {
+    if (this.segments.has(s)) return;
+    const br = SEGMENT_BRIDGE(s);
+    ip(this.fabricNs, 'link', 'add', br, 'type', 'bridge', 'mcast_snooping', '0');
+    ip(this.fabricNs, 'link', 'set', br, 'up');
+    this.plugIn(this.routerNs, `eth${s}`, `r${s}`, s);
+    ip(this.routerNs, 'addr', 'add', `${routerAddr(s, 4)}/24`, 'dev', `eth${s}`);
+    ip(this.routerNs, 'addr', 'add', `${routerAddr(s, 6)}/64`, 'dev', `eth${s}`, 'nodad');
+    this.segments.add(s);
+  }
+
+  /** A veth from `ns` (named `inner`) to segment s's bridge (fabric side named `outer`). */
+  private plugIn(ns: string, inner: string, outer: string, s: number): void {
+    ip(ns, 'link', 'add', inner, 'type', 'veth', 'peer', 'name', outer, 'netns', this.fabricNs);
+    ip(this.fabricNs, 'link', 'set', outer, 'master', SEGMENT_BRIDGE(s), 'up');
+    ip(ns, 'link', 'set', inner, 'up');
+  }
+
+  private buildInternet(): void {
+    this.addNs(this.internetNs);
+    ip(this.internetNs, 'link', 'add', 'eth0', 'type', 'veth', 'peer', 'name', 'up0', 'netns', this.routerNs);
+    ip(this.internetNs, 'addr', 'add', `${INTERNET.v4}/${INTERNET.prefix4}`, 'dev', 'eth0');
+    ip(this.internetNs, 'addr', 'add', `${INTERNET.v6}/${INTERNET.prefix6}`, 'dev', 'eth0', 'nodad');
+    ip(this.internetNs, 'link', 'set', 'eth0', 'up');
+    ip(this.routerNs, 'addr', 'add', `${INTERNET.router4}/${INTERNET.prefix4}`, 'dev', 'up0');
+    ip(this.routerNs, 'addr', 'add', `${INTERNET.router6}/${INTERNET.prefix6}`, 'dev', 'up0', 'nodad');
+    ip(this.routerNs, 'link', 'set', 'up0', 'up');
+    // Return routes to the underlay only: pod addresses must be masqueraded to get answers.
+    ip(this.internetNs, 'route', 'add', UNDERLAY.v4, 'via', INTERNET.router4);
+    ip(this.internetNs, '-6', 'route', 'add', UNDERLAY.v6, 'via', INTERNET.router6);
+  }
+
+  private async buildControlPlane(): Promise<void> {
+    const ns = this.controlPlaneNs;
+    this.addNs(ns);
+    this.plugIn(ns, 'eth0', 'cp', 0);
+    ip(ns, 'addr', 'add', `${controlPlaneAddr(4)}/24`, 'dev', 'eth0');
+    ip(ns, 'addr', 'add', `${controlPlaneAddr(6)}/64`, 'dev', 'eth0', 'nodad');
+    ip(ns, 'route', 'add', 'default', 'via', routerAddr(0, 4));
+    ip(ns, '-6', 'route', 'add', 'default', 'via', routerAddr(0, 6));
+    const child = this.spawnIn(ns, 'control plane', [
+      process.execPath,
+      CONTROL_PLANE_SCRIPT,
+      '--listen',
+      `${controlPlaneAddr(4)}:${API_PORT}`,
+      '--kubeconfig-out',
+      this.kubeconfig,
+      '--unix',
+      this.apiSocket,
+    ]);
+    await firstLine(child, 'control plane', 20_000);
+  }
+
+  /** Starts a long-running process inside one of our namespaces, tracked for teardown. */
+  private spawnIn(ns: string, what: string, argv: string[]): ChildProcess {
+    const child = spawn('ip', ['netns', 'exec', ns, ...argv], {
+      stdio: ['ignore', 'pipe', 'pipe'],
+      detached: true,
+    });
+    this.tracked.push({ child, what, exited: trackExit(child) });
+    return child;
+  }
+
+  private async createNodeNs(plan: NodePlan): Promise<TestbedNode> {
+    this.ensureSegment(plan.segment);
+    const ns = `${this.prefix}-n${plan.index}`;
+    const dir = join(this.dir, plan.name);
+    mkdirSync(join(dir, 'net.d'), { recursive: true });
+    mkdirSync(join(dir, 'bin'), { recursive: true });
+    const node: TestbedNode = { plan, name: plan.name, ns, dir, agent: undefined, logs: [], podCount: 0 };
+    this.nodeMap.set(plan.name, node);
+    this.addNs(ns);
+    this.plugIn(ns, 'eth0', `n${plan.index}`, plan.segment);
+    ip(ns, 'addr', 'add', `${plan.v4}/24`, 'dev', 'eth0');
+    ip(ns, 'addr', 'add', `${plan.v6}/64`, 'dev', 'eth0', 'nodad');
+    ip(ns, 'route', 'add', 'default', 'via', plan.gateway4);
+    ip(ns, '-6', 'route', 'add', 'default', 'via', plan.gateway6);
+    if (this.agentMode === 'kubernetes') {
+      await Promise.all([this.api.createNode(nodeObject(plan)), this.installCni(node)]);
+    }
+    return node;
+  }
+
+  /** What the DaemonSet's init container does: `trellis-agent install-cni` into the node's bin dir. */
+  private async installCni(node: TestbedNode): Promise<void> {
+    await execFileP('ip', [
+      'netns',
+      'exec',
+      node.ns,
+      AGENT_BINARY,
+      'install-cni',
+      '--cni-bin-dir',
+      join(node.dir, 'bin'),
+      '--state-dir',
+      join(node.dir, 'state'),
+    ]);
+  }
+
+  // ---- nodes and agents ----
+
+  nodes(): TestbedNode[] {
+    return [...this.nodeMap.values()];
+  }
+
+  node(name: string): TestbedNode {
+    const n = this.nodeMap.get(name);
+    if (n === undefined) throw new Error(`no node ${name} (have ${[...this.nodeMap.keys()].join(', ')})`);
+    return n;
+  }
+
+  /** Adds a node at runtime: namespace, Node object, agent (ready when this resolves). */
+  async addNode(opts: { segment?: number } = {}): Promise<TestbedNode> {
+    const plan = planNode(this.nextIndex++, opts.segment ?? 0);
+    const node = await this.createNodeNs(plan);
+    await this.startAgent(plan.name);
+    if (this.agentMode === 'standalone') this.programStaticRoutes();
+    return node;
+  }
+
+  /** Deletes the Node object, then stops its agent and removes its namespace and pods. */
+  async deleteNode(name: string): Promise<void> {
+    const node = this.node(name);
+    if (this.agentMode === 'kubernetes') await this.api.deleteNode(name);
+    await this.stopAgent(name);
+    for (const p of this.podList.filter((p) => p.node === name)) {
+      this.killNsProcesses(p.ns);
+      delNetns(p.ns);
+      this.podList.splice(this.podList.indexOf(p), 1);
+    }
+    this.killNsProcesses(node.ns);
+    delNetns(node.ns);
+    rmSync(node.dir, { recursive: true, force: true });
+    this.nodeMap.delete(name);
+  }
+
+  /** Starts (or starts again, on the same state) the node's agent and waits until it is ready. */
+  async startAgent(name: string): Promise<AgentProcess> {
+    const node = this.node(name);
+    if (
+      node.agent !== undefined &&
+      node.agent.child.exitCode === null &&
+      node.agent.child.signalCode === null
+    ) {
+      throw new Error(`${name}: agent already running`);
+    }
+    const onLog = (line: Record<string, unknown>): void => {
+      node.logs.push(line);
+      this.opts.onLog?.(name, line);
+    };
+    const k8s = this.agentMode === 'kubernetes';
+    const agent = startAgent({
+      ns: node.ns,
+      dir: node.dir,
+      detached: true,
+      onLog,
+      ...(k8s
+        ? {
+            kubernetes: {
+              nodeName: name,
+              kubeconfig: this.kubeconfig,
+              cniConfDir: join(node.dir, 'net.d'),
+              cniBinDir: join(node.dir, 'bin'),
+              metricsAddr: `${node.plan.v4}:9743`,
+            },
+          }
+        : { podCIDRs: [...node.plan.podCIDRs] }),
+      extraArgs: ['--mode', this.mode, ...(this.opts.agentArgs ?? [])],
+    });
+    node.agent = agent;
+    await this.waitReady(name);
+    return agent;
+  }
+
+  /**
+   * The agent logged readiness (in Kubernetes mode that comes after it published the config list)
+   * and the node's config list exists: what a kubelet waits for before it starts pods.
+   */
+  async waitReady(name: string): Promise<void> {
+    const node = this.node(name);
+    const agent = node.agent;
+    if (agent === undefined) throw new Error(`${name}: no agent`);
+    await agent.ready();
+    const conf = this.conflistPath(name);
+    if (this.agentMode === 'standalone') {
+      const list = buildConflist({ socket: agent.socket, spoolDir: agent.spoolDir, mtu: 1500 });
+      writeFileSync(conf, JSON.stringify(list, null, 2));
+    }
+    if (!existsSync(conf)) throw new Error(`${name}: agent ready but ${conf} does not exist`);
+  }
+
+  /** SIGTERM (graceful) and wait; SIGKILL after 5 s. */
+  async stopAgent(name: string): Promise<void> {
+    const agent = this.node(name).agent;
+    if (agent === undefined) return;
+    const done = agent.stop();
+    const t = setTimeout(() => {
+      agent.kill().catch(() => {});
+    }, 5000);
+    await done;
+    clearTimeout(t);
+  }
+
+  /** SIGKILL and wait (a crash: no clean-up runs). */
+  async killAgent(name: string): Promise<void> {
+    await this.node(name).agent?.kill();
+  }
+
+  /** Kill (default SIGKILL) and start again on the same state; resolves once ready again. */
+  async restartAgent(name: string, opts: { signal?: 'SIGKILL' | 'SIGTERM' } = {}): Promise<AgentProcess> {
+    if ((opts.signal ?? 'SIGKILL') === 'SIGKILL') await this.killAgent(name);
+    else await this.stopAgent(name);
+    return this.startAgent(name);
+  }
+
+  conflistPath(name: string): string {
+    return join(this.node(name).dir, 'net.d', CONFLIST_FILE_NAME);
+  }
+
+  /** The config list the node's agent published, parsed. */
+  conflist(name: string): ConfList {
+    return JSON.parse(readFileSync(this.conflistPath(name), 'utf8')) as ConfList;
+  }
+
+  /** trellis's routes (protocol 126) in a node's namespace, as the kernel shows them. */
+  routes(name: string, family: 4 | 6): { dst: string; gateway?: string; dev?: string; type?: string }[] {
+    return ipJson(this.node(name).ns, `-${family}`, 'route', 'show', 'proto', '126');
+  }
+
+  /** Without the controller: routes to same-segment nodes' pod CIDRs, added by the test bed. */
+  private programStaticRoutes(): void {
+    for (const a of this.nodes()) {
+      for (const b of this.nodes()) {
+        if (a === b || a.plan.segment !== b.plan.segment) continue;
+        ip(a.ns, 'route', 'replace', b.plan.podCIDRs[0], 'via', b.plan.v4);
+        ip(a.ns, '-6', 'route', 'replace', b.plan.podCIDRs[1], 'via', b.plan.v6);
+      }
+    }
+  }
+
+  // ---- pods ----
+
+  pods(): TestbedPod[] {
+    return [...this.podList];
+  }
+
+  /** A pod namespace (lo down) wired by the real shim with the node's published config list. */
+  async addPod(nodeName: string): Promise<TestbedPod> {
+    const node = this.node(nodeName);
+    const k = ++node.podCount;
+    const name = `pod-${node.plan.index}-${k}`;
+    const ns = `${this.prefix}-p${node.plan.index}-${k}`;
+    this.addNs(ns, false);
+    const netnsPath = `/var/run/netns/${ns}`;
+    const containerId = randomBytes(32).toString('hex');
+    const call = {
+      containerId,
+      netns: netnsPath,
+      ifname: 'eth0',
+      args: `IgnoreUnknown=1;K8S_POD_NAMESPACE=default;K8S_POD_NAME=${name};K8S_POD_INFRA_CONTAINER_ID=${containerId}`,
+      hostNetns: node.ns,
+      ...this.cniPath(node),
+    };
+    // A runtime brings up lo itself (containerd runs the loopback plugin for every pod).
+    if (existsSync(LOOPBACK)) {
+      const lo = await runPlugin(
+        LOOPBACK,
+        { ...call, command: 'ADD', ifname: 'lo' },
+        JSON.stringify({ cniVersion: '1.0.0', name: 'cni-loopback', type: 'loopback' }),
+      );
+      if (lo.code !== 0) throw new Error(`${name}: loopback ADD failed: ${lo.stdout}${lo.stderr}`);
+    }
+    const run = await addList(this.conflist(nodeName), call);
+    if (run.code !== 0) throw new Error(`${name}: CNI ADD failed (${run.code}): ${run.stdout}${run.stderr}`);
+    const result = run.json as { ips?: { address: string }[] };
+    const addr = (v6: boolean): string => {
+      const a = result.ips?.find((i) => i.address.includes(':') === v6);
+      if (a === undefined) throw new Error(`${name}: no IPv${v6 ? 6 : 4} address in ${run.stdout}`);
+      return a.address.split('/')[0]!;
+    };
+    const pod: TestbedPod = {
+      name,
+      node: nodeName,
+      ns,
+      netnsPath,
+      containerId,
+      v4: addr(false),
+      v6: addr(true),
+      result: run.json as Record<string, unknown>,
+    };
+    this.podList.push(pod);
+    return pod;
+  }
+
+  /** CNI_PATH as the runtime sets it: the node's bin dir, where install-cni put the plugins. */
+  private cniPath(node: TestbedNode): { path?: string } {
+    return this.agentMode === 'kubernetes' ? { path: join(node.dir, 'bin') } : {};
+  }
+
+  /** CNI DEL through the config list (as a runtime stops a pod), then the namespace goes. */
+  async removePod(pod: TestbedPod): Promise<void> {
+    const node = this.node(pod.node);
+    await delList(
+      this.conflist(pod.node),
+      {
+        containerId: pod.containerId,
+        netns: pod.netnsPath,
+        ifname: 'eth0',
+        args: `IgnoreUnknown=1;K8S_POD_NAMESPACE=default;K8S_POD_NAME=${pod.name}`,
+        hostNetns: node.ns,
+        ...this.cniPath(node),
+      },
+      pod.result,
+    );
+    this.killNsProcesses(pod.ns);
+    delNetns(pod.ns);
+    const i = this.podList.indexOf(pod);
+    if (i >= 0) this.podList.splice(i, 1);
+  }
+
+  /** One ping from a pod (a retry on loss); the round trip in ms, or undefined without an answer. */
+  async ping(
+    fromNs: string,
+    to: string,
+    attempts = 2,
+  ): Promise<{ rttMs: number | undefined; attempts: number }> {
+    for (let i = 1; i <= attempts; i++) {
+      try {
+        const { stdout } = await execFileP('ip', [
+          'netns',
+          'exec',
+          fromNs,
+          'ping',
+          '-n',
+          '-c',
+          '1',
+          '-W',
+          '1',
+          to,
+        ]);
+        const m = /time=([\d.]+) ms/.exec(stdout);
+        return { rttMs: m ? Number(m[1]) : 0, attempts: i };
+      } catch {
+        // No answer: try again.
+      }
+    }
+    return { rttMs: undefined, attempts };
+  }
+
+  /** Every pod pings every other pod over IPv4 and IPv6 (a few pings in flight at once). */
+  async connectivityMatrix(
+    opts: { concurrency?: number; pods?: TestbedPod[] } = {},
+  ): Promise<ConnectivityMatrix> {
+    const pods = opts.pods ?? this.pods();
+    const jobs: { from: TestbedPod; to: TestbedPod; family: 4 | 6 }[] = [];
+    for (const from of pods)
+      for (const to of pods)
+        if (from !== to) for (const family of [4, 6] as const) jobs.push({ from, to, family });
+    const cells = await pool(jobs, opts.concurrency ?? 8, async (j): Promise<MatrixCell> => {
+      const r = await this.ping(j.from.ns, j.family === 4 ? j.to.v4 : j.to.v6);
+      return {
+        from: j.from.name,
+        to: j.to.name,
+        family: j.family,
+        ok: r.rttMs !== undefined,
+        attempts: r.attempts,
+        ...(r.rttMs !== undefined ? { rttMs: r.rttMs } : {}),
+      };
+    });
+    return summarizeMatrix(
+      pods.map((p) => ({ name: p.name, node: p.node, v4: p.v4, v6: p.v6 })),
+      cells,
+    );
+  }
+
+  // ---- echo (masquerade checks) ----
+
+  /** A UDP echo that answers with the source address it saw, in any of our namespaces. */
+  async startEcho(ns: string, port = ECHO_PORT): Promise<EchoServer> {
+    if (!ns.startsWith(`${this.prefix}-`)) throw new Error(`refusing to run outside the test bed: ${ns}`);
+    const child = this.spawnIn(ns, `echo in ${ns}`, [process.execPath, ECHO_SCRIPT, 'serve', String(port)]);
+    await firstLine(child, `echo server in ${ns}`, 10_000);
+    const exited = trackExit(child);
+    return {
+      ns,
+      port,
+      stop: async () => {
+        if (child.exitCode === null && child.signalCode === null) child.kill('SIGTERM');
+        await exited;
+      },
+    };
+  }
+
+  /** Sends one datagram from a namespace to an echo server; the source address the server saw. */
+  async askEcho(fromNs: string, host: string, port = ECHO_PORT): Promise<{ from: string; port: number }> {
+    const { stdout } = await execFileP('ip', [
+      'netns',
+      'exec',
+      fromNs,
+      process.execPath,
+      ECHO_SCRIPT,
+      'ask',
+      host,
+      String(port),
+    ]);
+    return JSON.parse(stdout.trim()) as { from: string; port: number };
+  }
+
+  // ---- teardown ----
+
+  /** Tears down on SIGINT/SIGTERM, then exits 130/143 (for the demo). Returns the uninstaller. */
+  installSignalHandlers(onSignal?: (signal: NodeJS.Signals) => void): () => void {
+    const handler = (signal: NodeJS.Signals): void => {
+      onSignal?.(signal);
+      this.teardown().then(
+        () => process.exit(signal === 'SIGINT' ? 130 : 143),
+        () => process.exit(1),
+      );
+    };
+    this.signalHandler = handler;
+    process.once('SIGINT', handler);
+    process.once('SIGTERM', handler);
+    return () => this.removeSignalHandlers();
+  }
+
+  private removeSignalHandlers(): void {
+    if (this.signalHandler === undefined) return;
+    process.off('SIGINT', this.signalHandler);
+    process.off('SIGTERM', this.signalHandler);
+    this.signalHandler = undefined;
+  }
+
+  /** Kills what we started, deletes every `trl-<tag>-` namespace and the temp dir. Idempotent. */
+  teardown(): Promise<void> {
+    this.teardownPromise ??= this.doTeardown();
+    return this.teardownPromise;
+  }
+
+  private async doTeardown(): Promise<void> {
+    this.tornDown = true;
+    const errors: unknown[] = [];
+    // Agents first (SIGTERM, as the kubelet would), so they do not log API errors for the others.
+    await Promise.all(
+      this.nodes().map((n) =>
+        this.stopAgent(n.name).catch((err: unknown) => {
+          errors.push(err);
+        }),
+      ),
+    );
+    for (const t of this.tracked) {
+      if (t.child.exitCode === null && t.child.signalCode === null) t.child.kill('SIGTERM');
+    }
+    await Promise.race([Promise.all(this.tracked.map((t) => t.exited)), sleep(3000)]);
+    for (const t of this.tracked) {
+      if (t.child.exitCode === null && t.child.signalCode === null) t.child.kill('SIGKILL');
+    }
+    await Promise.all(this.tracked.map((t) => t.exited));
+    // Whatever still runs inside our namespaces (a stray ping) and the namespaces themselves;
+    // listed from the kernel, so a half-built test bed is cleaned as well. Pods before nodes.
+    const ours = this.ourNamespaces().sort((a, b) => this.nsOrder(a) - this.nsOrder(b));
+    for (const ns of ours) {
+      try {
+        this.killNsProcesses(ns);
+        delNetns(ns);
+      } catch (err) {
+        errors.push(err);
+      }
+    }
+    rmSync(this.dir, { recursive: true, force: true });
+    this.removeSignalHandlers();
+    if (errors.length > 0) {
+      throw new AggregateError(errors, `teardown of ${this.prefix} had ${errors.length} error(s)`);
+    }
+  }
+
+  private nsOrder(ns: string): number {
+    const rest = ns.slice(this.prefix.length + 1);
+    if (rest.startsWith('p')) return 0;
+    if (rest.startsWith('n')) return 1;
+    if (rest === 'fab') return 3;
+    return 2;
+  }
+
+  private ourNamespaces(): string[] {
+    const out = execFileSync('ip', ['netns', 'list'], { encoding: 'utf8' });
+    return out
+      .split('\n')
+      .map((l) => l.split(' ')[0] ?? '')
+      .filter((n) => n.startsWith(`${this.prefix}-`));
+  }
+
+  /** SIGKILLs every process inside one of our namespaces (by pid, as the kernel lists them). */
+  private killNsProcesses(ns: string): void {
+    if (!ns.startsWith(`${this.prefix}-`) || !existsSync(`/var/run/netns/${ns}`)) return;
+    let pids: string[] = [];
+    try {
+      pids = execFileSync('ip', ['netns', 'pids', ns], { encoding: 'utf8' }).split('\n').filter(Boolean);
+    } catch {
+      return;
+    }
+    for (const pid of pids) {
+      try {
+        process.kill(Number(pid), 'SIGKILL');
+      } catch {
+        // Already gone.
+      }
+    }
+  }
+
+  /**
+   * What is left of this test bed: namespaces with the prefix, processes we started (or any
+   * process whose command line names the prefix) still alive, and temp dirs. Empty after teardown.
+   */
+  leftovers(): string[] {
+    const left: string[] = [];
+    for (const ns of this.ourNamespaces()) left.push(`namespace ${ns}`);
+    for (const t of this.tracked) {
+      if (t.child.exitCode === null && t.child.signalCode === null)
+        left.push(`process ${t.child.pid} (${t.what})`);
+    }
+    for (const n of this.nodes()) {
+      const c = n.agent?.child;
+      if (c !== undefined && c.exitCode === null && c.signalCode === null)
+        left.push(`agent ${c.pid} (${n.name})`);
+    }
+    for (const pid of readdirSync('/proc').filter((d) => /^\d+$/.test(d))) {
+      if (Number(pid) === process.pid) continue;
+      let cmdline = '';
+      try {
+        cmdline = readFileSync(`/proc/${pid}/cmdline`, 'utf8').replaceAll('\0', ' ');
+      } catch {
+        continue;
+      }
+      if (cmdline.includes(`${this.prefix}-`)) left.push(`process ${pid}: ${cmdline.trim().slice(0, 200)}`);
+    }
+    for (const d of readdirSync(tmpdir()))
+      if (d.startsWith(`${this.prefix}-`)) left.push(`dir ${join(tmpdir(), d)}`);
+    return left;
+  }
+
+  get isTornDown(): boolean {
+    return this.tornDown;
+  }
+}
