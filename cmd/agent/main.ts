@@ -10,8 +10,7 @@ import { ConfigError, parseAgentConfig, USAGE } from '../../pkg/agent/config.ts'
 import { installCniBinaries, uninstallTrellis } from '../../pkg/agent/host-setup.ts';
 import { createK8sClient, loadKubeConfig } from '../../pkg/k8s/index.ts';
 import { MasqSyncer, NftRunner } from '../../pkg/masq/index.ts';
-import { openNetlink, subscribeLinkEvents, subscribeRouteEvents } from '../../pkg/netlink/index.ts';
-import { createNetnsPort, lockFile } from '../../pkg/netns/index.ts';
+import { createNetlinkEvents, createNetnsPort, lockFile, openHostNetlink } from '../../pkg/netns/index.ts';
 import { createLogger } from '../../pkg/observe/logger.ts';
 import { trellisVersion } from '../../pkg/version.ts';
 
@@ -63,7 +62,7 @@ async function main(argv: string[]): Promise<number> {
   if (sub === 'uninstall') {
     const nft = new NftRunner();
     const report = await uninstallTrellis({
-      host: openNetlink(),
+      host: openHostNetlink(),
       cniConfDir: config.cniConfDir,
       cniBinDir: config.cniBinDir,
       stateDir: config.stateDir,
@@ -89,8 +88,10 @@ async function main(argv: string[]): Promise<number> {
     config,
     {
       netns: createNetnsPort(),
-      openHostNetlink: openNetlink,
-      events: { subscribeRouteEvents, subscribeLinkEvents },
+      // Sockets with the options netlink@0.3.0 cannot set: a kernel drop becomes an 'overflow'
+      // event (the controller resyncs) instead of aborting the process.
+      openHostNetlink,
+      events: createNetlinkEvents(),
       lockStateDir: (dir) => {
         mkdirSync(dir, { recursive: true, mode: 0o700 });
         return lockFile(join(dir, 'agent.lock'));
