@@ -5,6 +5,8 @@
 # usage: test/e2e/kind/run.sh              run; print one "skipped" line and exit 0 without Docker/kind
 #        test/e2e/kind/run.sh --require    run; missing Docker/kind is a failure (exit 1)
 #        test/e2e/kind/run.sh --preflight  only check the prerequisites: exit 0, or print why not and exit 3
+#        test/e2e/kind/run.sh --print-manifests IMAGE
+#                                          print what the suite applies (needs only kubectl)
 #
 # Environment (all optional):
 #   TRELLIS_E2E_FAMILIES   clusters to run, in order (default "ipv4 dual": cluster-<family>.yaml)
@@ -16,13 +18,50 @@
 # Every cluster it creates is deleted on exit, whatever happens (trap).
 set -euo pipefail
 
+here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+root=$(cd "$here/../../.." && pwd)
+
+# The kustomization the suite applies: manifests/ with the image under test and, if asked, another mode.
+write_overlay() {
+  local dir=$1 image=$2
+  mkdir -p "$dir"
+  {
+    echo 'apiVersion: kustomize.config.k8s.io/v1beta1'
+    echo 'kind: Kustomization'
+    echo 'resources:'
+    echo "  - $(realpath --relative-to="$dir" "$root/manifests")"
+    echo 'images:'
+    echo '  - name: ghcr.io/trellis-net/trellis'
+    echo "    newName: ${image%:*}"
+    echo "    newTag: ${image##*:}"
+    if [ -n "${TRELLIS_E2E_MODE:-}" ]; then
+      echo 'patches:'
+      echo '  - target: { version: v1, kind: ConfigMap, name: trellis-config }'
+      echo '    patch: |-'
+      echo "      - { op: replace, path: /data/TRELLIS_MODE, value: $TRELLIS_E2E_MODE }"
+    fi
+  } >"$dir/kustomization.yaml"
+}
+
 mode=run
 case ${1:-} in
   '') ;;
   --require) mode=require ;;
   --preflight) mode=preflight ;;
+  --print-manifests)
+    # The tag is after the last colon of the last path element (a registry may have a port).
+    if [ $# -ne 2 ] || [[ ${2##*/} != *:* ]]; then
+      echo "usage: $0 --print-manifests IMAGE:TAG" >&2
+      exit 2
+    fi
+    tmp=$(mktemp -d)
+    trap 'rm -rf "$tmp"' EXIT
+    write_overlay "$tmp/overlay" "$2"
+    kubectl kustomize "$tmp/overlay"
+    exit 0
+    ;;
   *)
-    echo "usage: $0 [--require|--preflight]" >&2
+    echo "usage: $0 [--require|--preflight|--print-manifests IMAGE:TAG]" >&2
     exit 2
     ;;
 esac
@@ -60,8 +99,6 @@ fi
 [ "$mode" = preflight ] && exit 0
 
 # ---- setup ----------------------------------------------------------------------------------------
-here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
-root=$(cd "$here/../../.." && pwd)
 families=${TRELLIS_E2E_FAMILIES:-ipv4 dual}
 max_lost=${TRELLIS_E2E_MAX_LOST:-5}
 busybox=${TRELLIS_E2E_BUSYBOX:-busybox:1.36}
@@ -122,10 +159,7 @@ else
   docker build -t "$image" "$root"
   built_image=$image
 fi
-case $image in
-  *:*) ;;
-  *) image=$image:latest ;;
-esac
+[[ ${image##*/} == *:* ]] || image=$image:latest
 docker image inspect "$busybox" >/dev/null 2>&1 || docker pull -q "$busybox" >/dev/null
 
 # ---- checks ---------------------------------------------------------------------------------------
@@ -133,25 +167,8 @@ ips_of() { kubectl -n "$ns" get pod "$1" -o jsonpath='{range .status.podIPs[*]}{
 url_host() { case $1 in *:*) echo "[$1]" ;; *) echo "$1" ;; esac; }
 
 install_trellis() {
-  local overlay=$work/overlay-$1
-  mkdir -p "$overlay"
-  {
-    echo 'apiVersion: kustomize.config.k8s.io/v1beta1'
-    echo 'kind: Kustomization'
-    echo 'resources:'
-    echo "  - $(realpath --relative-to="$overlay" "$root/manifests")"
-    echo 'images:'
-    echo '  - name: ghcr.io/trellis-net/trellis'
-    echo "    newName: ${image%:*}"
-    echo "    newTag: ${image##*:}"
-    if [ -n "${TRELLIS_E2E_MODE:-}" ]; then
-      echo 'patches:'
-      echo '  - target: { version: v1, kind: ConfigMap, name: trellis-config }'
-      echo '    patch: |-'
-      echo '      - { op: replace, path: /data/TRELLIS_MODE, value: '"$TRELLIS_E2E_MODE"' }'
-    fi
-  } >"$overlay/kustomization.yaml"
-  kubectl apply -k "$overlay"
+  write_overlay "$work/overlay-$1" "$image"
+  kubectl apply -k "$work/overlay-$1"
 }
 
 check_node_files() {

@@ -1,9 +1,11 @@
 import { execFileSync, spawnSync } from 'node:child_process';
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
+import type { IDaemonSet } from 'kubernetes-models/apps/v1/DaemonSet';
+import type { IConfigMap } from 'kubernetes-models/v1/ConfigMap';
 import { describe, expect, it } from 'vitest';
 import { parse } from 'yaml';
-import { repoRoot } from './support.ts';
+import { findOne, kubectlSkipReason, parseYamlStream, repoRoot, validateObject } from './support.ts';
 
 /**
  * What can be checked of the kind suite without a Docker engine: the cluster configs, the shell
@@ -99,6 +101,41 @@ describe('kind suite scripts', () => {
     expect(req.status).toBe(1);
     expect(req.stderr).toMatch(/^kind e2e FAILED: needs a running Docker engine/);
   });
+
+  it.skipIf(kubectlSkipReason !== undefined)(
+    `--print-manifests: what the suite applies is manifests/ with the image under test and the mode asked for${kubectlSkipReason ? ` (skipped: ${kubectlSkipReason})` : ''}`,
+    () => {
+      const print = (image: string, mode?: string) => {
+        const env = { ...process.env };
+        if (mode === undefined) delete env.TRELLIS_E2E_MODE;
+        else env.TRELLIS_E2E_MODE = mode;
+        return spawnSync('bash', [runSh, '--print-manifests', image], {
+          env,
+          encoding: 'utf8',
+          timeout: 60_000,
+        });
+      };
+      const check = (image: string, mode: string | undefined, wantMode: string) => {
+        const r = print(image, mode);
+        expect(r.stderr).toBe('');
+        expect(r.status).toBe(0);
+        const objects = parseYamlStream(r.stdout);
+        for (const o of objects) validateObject(o);
+        const spec = findOne<IDaemonSet>(objects, 'DaemonSet', 'trellis').spec!.template.spec!;
+        expect([...spec.containers, ...(spec.initContainers ?? [])].map((c) => c.image)).toEqual([
+          image,
+          image,
+        ]);
+        expect(findOne<IConfigMap>(objects, 'ConfigMap', 'trellis-config').data?.TRELLIS_MODE).toBe(wantMode);
+      };
+      check('trellis-e2e:ab12', undefined, 'auto');
+      // A registry with a port: the tag is after the last colon of the last path element.
+      check('localhost:5000/trellis:dev', 'vxlan', 'vxlan');
+      const untagged = print('localhost:5000/trellis');
+      expect(untagged.status).toBe(2);
+      expect(untagged.stderr).toContain('usage:');
+    },
+  );
 
   it('rejects unknown arguments', () => {
     const r = spawnSync('bash', [runSh, '--bogus'], { encoding: 'utf8' });
