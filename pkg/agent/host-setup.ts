@@ -15,13 +15,20 @@ export const REFERENCE_PLUGIN_DIR = '/usr/lib/cni';
 export async function installCniBinaries(opts: {
   binDir: string;
   shimPath: string;
+  /** Looked in first for loopback and portmap (the image stages all three in one directory). */
+  sourceDir?: string;
   referenceDir?: string;
 }): Promise<{ name: string; outcome: 'installed' | 'unchanged' }[]> {
   const ref = opts.referenceDir ?? REFERENCE_PLUGIN_DIR;
+  const pick = (name: string): string => {
+    const staged =
+      opts.sourceDir === undefined || opts.sourceDir === '' ? undefined : join(opts.sourceDir, name);
+    return staged !== undefined && existsSync(staged) ? staged : join(ref, name);
+  };
   const sources: [string, string][] = [
     ['trellis', opts.shimPath],
-    ['loopback', join(ref, 'loopback')],
-    ['portmap', join(ref, 'portmap')],
+    ['loopback', pick('loopback')],
+    ['portmap', pick('portmap')],
   ];
   const missing = sources.filter(([, src]) => !existsSync(src));
   if (missing.length > 0) {
