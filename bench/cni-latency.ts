@@ -1,0 +1,305 @@
+/**
+ * Pod setup latency: CNI ADD and DEL through the shipped shim (dist/bin/trellis) talking to a real
+ * agent, against Debian's reference plugins (ptp + host-local, bridge + host-local, ptp with ipMasq),
+ * driven like a runtime: cniVersion 1.0.0, a fresh pod namespace per pod (created before timing),
+ * DEL with prevResult, each plugin timed from spawn to exit by a runner that lives in the node
+ * namespace (so no `ip netns exec` start-up is counted, for anyone). Rounds alternate between
+ * plugins (rotated order per run); ratios compare medians of per-run figures from the same run.
+ *
+ *   node_modules/.bin/node scripts/build.ts
+ *   node_modules/.bin/node bench/cni-latency.ts [--runs 5] [--pods 50] [--concurrent 20] [--out FILE]
+ *
+ * Prints a table and, last, one JSON line (also written to --out, default bench/results/cni-latency.json).
+ */
+import { execFileSync } from 'node:child_process';
+import { randomBytes } from 'node:crypto';
+import { existsSync, mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { dirname, join } from 'node:path';
+import { performance } from 'node:perf_hooks';
+import { parseArgs } from 'node:util';
+import { removeAgentDir, startAgent } from '../test/support/agent-process.ts';
+import { REFERENCE_PLUGIN_DIR, SHIM_BINARY } from '../test/support/cni-driver.ts';
+import { addNetns, delNetns, NetnsPool, type TestNetns } from '../test/support/netns.ts';
+import { NsRunner, type TimedRun } from './lib/runner-client.ts';
+import { commitId, machine, median, pct, ratio, round, sleep, table } from './lib/stats.ts';
+
+const { values: opts } = parseArgs({
+  options: {
+    runs: { type: 'string', default: '5' },
+    pods: { type: 'string', default: '50' },
+    concurrent: { type: 'string', default: '20' },
+    out: { type: 'string', default: join(import.meta.dirname, 'results', 'cni-latency.json') },
+    only: { type: 'string' },
+  },
+});
+const RUNS = Number(opts.runs);
+const PODS = Number(opts.pods);
+const CONCURRENT = Number(opts.concurrent);
+
+for (const bin of [SHIM_BINARY, join(REFERENCE_PLUGIN_DIR, 'ptp'), join(REFERENCE_PLUGIN_DIR, 'bridge')]) {
+  if (!existsSync(bin)) {
+    process.stderr.write(`${bin} is missing (npm run build; apt-get install containernetworking-plugins)\n`);
+    process.exit(2);
+  }
+}
+
+interface Plugin {
+  name: string;
+  binary: string;
+  node: TestNetns;
+  runner: NsRunner;
+  conf: Record<string, unknown>;
+  /** Waits for work the plugin left running after DEL answered (trellis's deferred veth deletion). */
+  settle: () => Promise<void>;
+}
+
+const pool = new NetnsPool();
+/** Pod namespaces, created and removed per round (NetnsPool only removes all at once). */
+const podNs = new Set<string>();
+function addPod(tag: string): TestNetns {
+  const ns = addNetns(tag, { loUp: false });
+  podNs.add(ns.name);
+  return ns;
+}
+function removePods(pods: readonly TestNetns[]): void {
+  for (const p of pods) {
+    delNetns(p.name);
+    podNs.delete(p.name);
+  }
+}
+const tmp = mkdtempSync(join(tmpdir(), 'trl-bench-cni-'));
+const plugins: Plugin[] = [];
+let agent: ReturnType<typeof startAgent> | undefined;
+
+function linkCount(ns: string, prefix: string): number {
+  const links = JSON.parse(execFileSync('ip', ['-n', ns, '-j', 'link', 'show'], { encoding: 'utf8' })) as {
+    ifname: string;
+  }[];
+  return links.filter((l) => l.ifname.startsWith(prefix)).length;
+}
+
+async function waitLinks(ns: string, prefix: string): Promise<void> {
+  const deadline = Date.now() + 30_000;
+  while (linkCount(ns, prefix) > 0 && Date.now() < deadline) await sleep(20);
+}
+
+function hostLocal(subnet: string, name: string): Record<string, unknown> {
+  return {
+    type: 'host-local',
+    ranges: [[{ subnet }]],
+    routes: [{ dst: '0.0.0.0/0' }],
+    dataDir: join(tmp, `ipam-${name}`),
+  };
+}
+
+function env(command: string, id: string, pod: TestNetns | undefined): Record<string, string | undefined> {
+  return {
+    PATH: process.env.PATH,
+    CNI_COMMAND: command,
+    CNI_CONTAINERID: id,
+    CNI_NETNS: pod?.path ?? '',
+    CNI_IFNAME: 'eth0',
+    CNI_PATH: `${dirname(SHIM_BINARY)}:${REFERENCE_PLUGIN_DIR}`,
+    CNI_ARGS: `IgnoreUnknown=1;K8S_POD_NAMESPACE=bench;K8S_POD_NAME=pod-${id.slice(0, 8)};K8S_POD_INFRA_CONTAINER_ID=${id}`,
+  };
+}
+
+function check(r: TimedRun, what: string): TimedRun {
+  if (r.code !== 0) throw new Error(`${what} failed (${r.code}): ${r.stdout} ${r.stderr}`);
+  return r;
+}
+
+interface Sample {
+  add: number[];
+  del: number[];
+  concurrentWall: number;
+}
+
+async function sequentialRound(p: Plugin): Promise<{ add: number[]; del: number[] }> {
+  const pods = Array.from({ length: PODS }, () => addPod('p'));
+  const ids = pods.map(() => randomBytes(32).toString('hex'));
+  const conf = JSON.stringify(p.conf);
+  const add: number[] = [];
+  const del: number[] = [];
+  const results: string[] = [];
+  try {
+    for (let i = 0; i < PODS; i++) {
+      const r = check(await p.runner.run(p.binary, env('ADD', ids[i]!, pods[i]), conf), `${p.name} ADD`);
+      add.push(r.ms);
+      results.push(r.stdout);
+    }
+    for (let i = 0; i < PODS; i++) {
+      const delConf = JSON.stringify({ ...p.conf, prevResult: JSON.parse(results[i]!) });
+      const r = check(await p.runner.run(p.binary, env('DEL', ids[i]!, pods[i]), delConf), `${p.name} DEL`);
+      del.push(r.ms);
+    }
+    await p.settle();
+  } finally {
+    removePods(pods);
+  }
+  return { add, del };
+}
+
+async function concurrentRound(p: Plugin): Promise<number> {
+  const pods = Array.from({ length: CONCURRENT }, () => addPod('c'));
+  const ids = pods.map(() => randomBytes(32).toString('hex'));
+  const conf = JSON.stringify(p.conf);
+  try {
+    const t0 = performance.now();
+    const runs = await Promise.all(
+      pods.map((pod, i) => p.runner.run(p.binary, env('ADD', ids[i]!, pod), conf)),
+    );
+    const wall = performance.now() - t0;
+    for (const r of runs) check(r, `${p.name} concurrent ADD`);
+    await Promise.all(
+      pods.map((pod, i) =>
+        p.runner.run(
+          p.binary,
+          env('DEL', ids[i]!, pod),
+          JSON.stringify({ ...p.conf, prevResult: JSON.parse(runs[i]!.stdout) }),
+        ),
+      ),
+    );
+    await p.settle();
+    return wall;
+  } finally {
+    removePods(pods);
+  }
+}
+
+const samples = new Map<string, Sample[]>();
+const agentAddMs: number[] = [];
+const agentDelMs: number[] = [];
+try {
+  // trellis: a real agent (standalone, IPv4 like the references) in its node namespace.
+  const tNode = pool.add('tn');
+  agent = startAgent({ ns: tNode.name, podCIDRs: ['10.244.0.0/20'], extraArgs: ['--log-level', 'info'] });
+  await agent.ready();
+  const a = agent;
+  plugins.push({
+    name: 'trellis',
+    binary: SHIM_BINARY,
+    node: tNode,
+    runner: new NsRunner(tNode.name),
+    conf: { cniVersion: '1.0.0', name: 'trellis', type: 'trellis', socket: a.socket, spoolDir: a.spoolDir },
+    settle: () => waitLinks(tNode.name, 'trl'),
+  });
+  const refs: [string, string, Record<string, unknown>][] = [
+    ['ptp', 'ptp', { type: 'ptp', ipam: hostLocal('10.250.0.0/20', 'ptp') }],
+    [
+      'bridge',
+      'bridge',
+      { type: 'bridge', bridge: 'cni0', isGateway: true, ipam: hostLocal('10.251.0.0/20', 'br') },
+    ],
+    ['ptp+ipMasq', 'ptp', { type: 'ptp', ipMasq: true, ipam: hostLocal('10.252.0.0/20', 'masq') }],
+  ];
+  for (const [name, type, conf] of refs) {
+    const node = pool.add('rn');
+    plugins.push({
+      name,
+      binary: join(REFERENCE_PLUGIN_DIR, type),
+      node,
+      runner: new NsRunner(node.name),
+      conf: { cniVersion: '1.0.0', name: `bench-${name.replace('+', '-')}`, ...conf },
+      settle: () => waitLinks(node.name, 'veth'),
+    });
+  }
+  const selected =
+    opts.only === undefined ? plugins : plugins.filter((p) => opts.only!.split(',').includes(p.name));
+  // Warm-up: page cache for the ~100 MB shim, the agent's JIT, iptables chains for ipMasq.
+  for (const p of selected) await concurrentRound(p);
+  const logStart = a.logs.length;
+  for (let run = 0; run < RUNS; run++) {
+    const order = selected.map((_, i) => selected[(i + run) % selected.length]!);
+    for (const p of order) {
+      const { add, del } = await sequentialRound(p);
+      await sleep(300); // let the kernel's namespace cleanup run outside the next round
+      const concurrentWall = await concurrentRound(p);
+      await sleep(300);
+      const list = samples.get(p.name) ?? [];
+      list.push({ add, del, concurrentWall });
+      samples.set(p.name, list);
+      process.stderr.write(
+        `run ${run + 1}/${RUNS} ${p.name}: ADD p50 ${round(median(add))} ms, DEL p50 ${round(median(del))} ms, ${CONCURRENT}x ADD ${round(concurrentWall)} ms\n`,
+      );
+    }
+  }
+  for (const l of a.logs.slice(logStart)) {
+    if (l.msg === 'CNI ADD ok') agentAddMs.push(Number(l.durationMs));
+    if (l.msg === 'CNI DEL ok') agentDelMs.push(Number(l.durationMs));
+  }
+} finally {
+  for (const p of plugins) p.runner.close();
+  await agent?.kill();
+  for (const name of podNs) delNetns(name);
+  pool.cleanup();
+  if (agent !== undefined) removeAgentDir(agent.dir);
+  rmSync(tmp, { recursive: true, force: true });
+}
+
+interface Summary {
+  addP50: number;
+  addP99: number;
+  delP50: number;
+  delP99: number;
+  concurrentWall: number;
+  addAll: number[];
+}
+const summary: Record<string, Summary> = {};
+for (const [name, list] of samples) {
+  const addAll = list.flatMap((s) => s.add);
+  const delAll = list.flatMap((s) => s.del);
+  summary[name] = {
+    addP50: round(median(list.map((s) => median(s.add)))),
+    addP99: round(pct(addAll, 99)),
+    delP50: round(median(list.map((s) => median(s.del)))),
+    delP99: round(pct(delAll, 99)),
+    concurrentWall: round(median(list.map((s) => s.concurrentWall))),
+    addAll: addAll.map((x) => round(x)),
+  };
+}
+const t = summary.trellis;
+const ratios: Record<string, Record<string, number>> = {};
+if (t !== undefined) {
+  for (const [name, s] of Object.entries(summary)) {
+    if (name === 'trellis') continue;
+    ratios[name] = {
+      addP50: ratio(t.addP50, s.addP50),
+      addP99: ratio(t.addP99, s.addP99),
+      delP50: ratio(t.delP50, s.delP50),
+      concurrentWall: ratio(t.concurrentWall, s.concurrentWall),
+    };
+  }
+}
+const commit = commitId();
+process.stdout.write(
+  `${table(
+    ['plugin', 'ADD p50 ms', 'ADD p99 ms', 'DEL p50 ms', 'DEL p99 ms', `${CONCURRENT}x ADD wall ms`],
+    Object.entries(summary).map(([n, s]) => [n, s.addP50, s.addP99, s.delP50, s.delP99, s.concurrentWall]),
+  )}\n\n${table(
+    ['trellis / ref', 'ADD p50', 'ADD p99', 'DEL p50', `${CONCURRENT}x ADD wall`],
+    Object.entries(ratios).map(([n, r]) => [n, r.addP50!, r.addP99!, r.delP50!, r.concurrentWall!]),
+  )}\n\nagent-side ADD p50 ${round(median(agentAddMs))} ms p99 ${round(pct(agentAddMs, 99))} ms; DEL p50 ${round(median(agentDelMs))} ms (commit ${commit}, ${RUNS} runs x ${PODS} pods)\n`,
+);
+const json = {
+  bench: 'cni-latency',
+  commit,
+  date: new Date().toISOString(),
+  machine: machine(),
+  runs: RUNS,
+  pods: PODS,
+  concurrent: CONCURRENT,
+  summary,
+  ratios,
+  agentSide: {
+    addP50: round(median(agentAddMs)),
+    addP99: round(pct(agentAddMs, 99)),
+    delP50: round(median(agentDelMs)),
+  },
+};
+mkdirSync(dirname(opts.out), { recursive: true });
+writeFileSync(opts.out, `${JSON.stringify(json)}\n`);
+process.stdout.write(
+  `${JSON.stringify({ ...json, summary: Object.fromEntries(Object.entries(summary).map(([k, v]) => [k, { ...v, addAll: undefined }])) })}\n`,
+);

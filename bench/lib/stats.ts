@@ -1,0 +1,60 @@
+/**
+ * Small statistics and reporting helpers shared by the benchmarks: percentiles, medians, ratios,
+ * fixed-width tables and the commit a figure was measured on.
+ */
+import { execFileSync } from 'node:child_process';
+import { cpus, release } from 'node:os';
+
+/** Nearest-rank percentile of an unsorted sample (NaN when empty). */
+export function pct(values: readonly number[], p: number): number {
+  if (values.length === 0) return Number.NaN;
+  const sorted = [...values].sort((a, b) => a - b);
+  return sorted[Math.min(sorted.length - 1, Math.max(0, Math.ceil((p / 100) * sorted.length) - 1))]!;
+}
+
+export function median(values: readonly number[]): number {
+  if (values.length === 0) return Number.NaN;
+  const s = [...values].sort((a, b) => a - b);
+  const mid = s.length >> 1;
+  return s.length % 2 === 1 ? s[mid]! : (s[mid - 1]! + s[mid]!) / 2;
+}
+
+export function round(x: number, digits = 2): number {
+  const f = 10 ** digits;
+  return Math.round(x * f) / f;
+}
+
+/** trellis / reference, rounded; < 1 means trellis is faster (for times). */
+export function ratio(trellis: number, reference: number): number {
+  return round(trellis / reference, 3);
+}
+
+/** Prints rows as a fixed-width table: first column left-aligned, the rest right-aligned. */
+export function table(header: readonly string[], rows: readonly (readonly (string | number)[])[]): string {
+  const cells = [header, ...rows].map((r) => r.map((c) => (typeof c === 'number' ? String(c) : c)));
+  const widths = header.map((_, i) => Math.max(...cells.map((r) => (r[i] ?? '').length)));
+  return cells
+    .map((r) => r.map((c, i) => (i === 0 ? c.padEnd(widths[i]!) : c.padStart(widths[i]!))).join('  '))
+    .join('\n');
+}
+
+/** The short commit hash of the checkout (with "+dirty" when tracked files differ). */
+export function commitId(): string {
+  const root = new URL('../..', import.meta.url).pathname;
+  try {
+    const head = execFileSync('git', ['-C', root, 'rev-parse', '--short', 'HEAD'], {
+      encoding: 'utf8',
+    }).trim();
+    return head;
+  } catch {
+    return 'unknown';
+  }
+}
+
+export function machine(): { nproc: number; cpu: string; kernel: string } {
+  return { nproc: cpus().length, cpu: cpus()[0]?.model ?? 'unknown', kernel: release() };
+}
+
+export function sleep(ms: number): Promise<void> {
+  return new Promise((r) => setTimeout(r, ms));
+}
