@@ -3,6 +3,7 @@ import type { LeasedAddress } from '../ipam/index.ts';
 import { defaultDst, GATEWAY_V4, GATEWAY_V6, gatewayFor, hostPrefixLen } from './gateway.ts';
 import { readAttachment } from './inspect.ts';
 import { hostVethName } from './names.ts';
+import { isOwnNetns } from './own-netns.ts';
 import { type LinkInfo, type NetlinkHandle, TRELLIS_ROUTE_PROTOCOL } from './ports.ts';
 import type { Attachment, AttachRequest, DatapathDeps } from './types.ts';
 import { UndoStack } from './undo.ts';
@@ -17,6 +18,12 @@ export async function addAttachment(deps: DatapathDeps, req: AttachRequest): Pro
     throw new CniError(
       CniCode.NETNS_NOT_FOUND,
       `network namespace ${req.netns} does not exist or is not a network namespace`,
+    );
+  }
+  if (isOwnNetns(req.netns)) {
+    throw new CniError(
+      CniCode.INVALID_ENV,
+      `invalid CNI_NETNS ${req.netns}: it is the host's own network namespace, not a pod's`,
     );
   }
   const key = { containerId: req.containerId, ifname: req.ifname };
