@@ -6,14 +6,23 @@ import { BackgroundDeleter } from '../datapath/background-deleter.ts';
 import { removeHostVethsExcept, sweepOrphans } from '../datapath/gc.ts';
 import { KeyedMutex } from '../datapath/keyed-mutex.ts';
 import { hostVethName } from '../datapath/names.ts';
-import type { NetlinkEventsPort, NetlinkHandle, NetnsPort, Subscription } from '../datapath/ports.ts';
+import type {
+  LinkInfo,
+  NetlinkEventsPort,
+  NetlinkHandle,
+  NetnsPort,
+  RouteInfo,
+  Subscription,
+} from '../datapath/ports.ts';
 import type { DatapathDeps } from '../datapath/types.ts';
-import { type Ipam, type Lease, openIpam } from '../ipam/index.ts';
+import { type Ipam, type Lease, openIpam, type RangeUsage } from '../ipam/index.ts';
 import type { K8sClient, NodeInformer } from '../k8s/index.ts';
 import type { MasqSyncer } from '../masq/index.ts';
 import type { Logger } from '../observe/logger.ts';
-import { isOwnedRoute } from '../routes/diff.ts';
+import { desiredRoutes } from '../routes/desired.ts';
+import { isOwnedRoute, MAIN_TABLE } from '../routes/diff.ts';
 import { RouteReconciler, readLocalLinks } from '../routes/reconciler.ts';
+import type { PeerDecision, Problem } from '../routes/types.ts';
 import { type ClusterNode, type ClusterView, staticCluster } from './cluster.ts';
 import { CniServer } from './cni-server.ts';
 import { type CniCallRecord, createCniService } from './cni-service.ts';
@@ -39,6 +48,37 @@ export interface AgentPorts {
 export interface AgentHooks {
   onCniCall?: (record: CniCallRecord) => void;
   onPass?: (outcome: PassOutcome) => void;
+  /** Leases released by the start-up sweep or the API-driven IPAM GC (metrics). */
+  onLeasesReclaimed?: (reason: 'startup-sweep' | 'api-gc', count: number) => void;
+}
+
+/** What the agent holds, for the operator's view (admin socket, metrics, doctor). */
+export interface AgentSnapshot {
+  node: string;
+  standalone: boolean;
+  mode: string;
+  mtu: number;
+  podCIDRs: string[];
+  ready: boolean;
+  notReadyReason: string | undefined;
+  socket: string;
+  stateDir: string;
+  cniConfDir: string;
+  cniBinDir: string;
+  leases: Lease[];
+  ipamUsage: RangeUsage[];
+  /** The Node watch; undefined in standalone mode. */
+  watch: { restarts: number; relists: number; resourceVersion: string; synced: boolean } | undefined;
+}
+
+/** Desired inter-node routes (computed now from the node cache) next to what the kernel has. */
+export interface AgentRouteState {
+  desired: RouteInfo[];
+  /** Every route of the main table, both families (the diff decides which are ours). */
+  programmed: RouteInfo[];
+  problems: Problem[];
+  decisions: PeerDecision[];
+  links: LinkInfo[];
 }
 
 /** Binaries the published config list needs in the CNI bin dir (containerd also runs loopback). */
@@ -72,6 +112,7 @@ export class Agent {
   private server: CniServer | undefined;
   private deleter: BackgroundDeleter | undefined;
   private informer: NodeInformer | undefined;
+  private cluster: ClusterView | undefined;
   private controller: NodeController | undefined;
   private routeEvents: Subscription | undefined;
   private readonly timers: NodeJS.Timeout[] = [];
@@ -127,13 +168,19 @@ export class Agent {
     this.busyKeys = service.busyKeys;
     await drainSpool(config.spoolDir, service.handle, log);
     const swept = await sweepOrphans(this.datapath);
+    this.hooks.onLeasesReclaimed?.('startup-sweep', swept.releasedLeases.length);
     if (swept.releasedLeases.length > 0 || swept.removedLinks.length > 0) {
       log.info(
         { releasedLeases: swept.releasedLeases.length, removedLinks: swept.removedLinks },
         'start-up sweep removed half-done work',
       );
     }
-    const server = new CniServer({ socketPath: config.socket, handler: service.handle, log });
+    const server = new CniServer({
+      socketPath: config.socket,
+      handler: service.handle,
+      log,
+      requestTimeoutMs: config.cniRequestTimeoutMs,
+    });
     await server.listen();
     this.server = server;
     log.info({ socket: config.socket }, 'CNI socket listening');
@@ -142,6 +189,7 @@ export class Agent {
     this.every(SPOOL_DRAIN_INTERVAL_MS, () => drainSpool(config.spoolDir, service.handle, log), true);
 
     const cluster = this.startCluster();
+    this.cluster = cluster;
     this.controller = new NodeController({
       nodeName: this.nodeName,
       cluster,
@@ -283,6 +331,7 @@ export class Agent {
       );
       if (stale.length === 0) return;
       for (const l of stale) this.ipam.release(l);
+      this.hooks.onLeasesReclaimed?.('api-gc', stale.length);
       await this.removeAttachments(stale);
       this.log.info(
         {
@@ -296,6 +345,65 @@ export class Agent {
     } catch (err) {
       this.log.warn({ error: (err as Error).message }, 'IPAM garbage collection failed; will retry');
     }
+  }
+
+  snapshot(): AgentSnapshot {
+    const { config } = this;
+    const inf = this.informer;
+    return {
+      node: this.nodeName,
+      standalone: this.ports.kube === undefined,
+      mode: config.mode,
+      mtu: this.mtu,
+      podCIDRs: this.ipam?.ranges() ?? [],
+      ready: this.ready,
+      notReadyReason: this.notReadyReason(),
+      socket: config.socket,
+      stateDir: config.stateDir,
+      cniConfDir: config.cniConfDir,
+      cniBinDir: config.cniBinDir,
+      leases: this.ipam?.list() ?? [],
+      ipamUsage: this.ipam?.usage() ?? [],
+      watch:
+        inf === undefined
+          ? undefined
+          : {
+              restarts: inf.restarts,
+              relists: inf.relists,
+              resourceVersion: inf.resourceVersion,
+              synced: inf.hasSynced(),
+            },
+    };
+  }
+
+  /** Undefined before start. Same planner input as the controller's passes (host-gw). */
+  async routeState(): Promise<AgentRouteState | undefined> {
+    const host = this.host;
+    const cluster = this.cluster;
+    if (host === undefined || cluster === undefined) return undefined;
+    const [links, localLinks, v4, v6] = await Promise.all([
+      host.listLinks(),
+      readLocalLinks(host),
+      host.listRoutes({ family: 4, table: MAIN_TABLE }),
+      host.listRoutes({ family: 6, table: MAIN_TABLE }),
+    ]);
+    const self = cluster.get(this.nodeName);
+    const toPeer = (n: ClusterNode) => ({
+      name: n.name,
+      podCIDRs: [...n.podCIDRs],
+      internalIPs: [...n.internalIPs],
+    });
+    const plan =
+      self === undefined
+        ? { routes: [], problems: [{ node: this.nodeName, problem: 'this node is not known yet' }], decisions: [] }
+        : desiredRoutes(toPeer(self), cluster.list().map(toPeer), localLinks, { mode: 'host-gw' });
+    return {
+      desired: plan.routes,
+      programmed: [...v4, ...v6],
+      problems: plan.problems,
+      decisions: plan.decisions,
+      links,
+    };
   }
 
   private async removeAttachments(leases: Lease[]): Promise<void> {

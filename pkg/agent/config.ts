@@ -30,6 +30,11 @@ export interface AgentConfig {
   /** Masquerade pod traffic leaving the cluster (nftables table `inet trellis`). */
   masquerade: boolean;
   resyncMs: number;
+  /**
+   * A CNI socket client must send its whole request within this time. Hidden flag
+   * --cni-request-timeout-ms (not in USAGE): tests shorten it; operators have no reason to.
+   */
+  cniRequestTimeoutMs: number;
 }
 
 export const DEFAULTS = Object.freeze({
@@ -42,6 +47,7 @@ export const DEFAULTS = Object.freeze({
   metricsAddr: '0.0.0.0:9743',
   logLevel: 'info' as LogLevel,
   resyncMs: 60_000,
+  cniRequestTimeoutMs: 10_000,
 });
 
 export class ConfigError extends Error {
@@ -69,6 +75,7 @@ const FLAGS = {
   'no-cni-config': { type: 'boolean' },
   'no-masquerade': { type: 'boolean' },
   'resync-seconds': { type: 'string' },
+  'cni-request-timeout-ms': { type: 'string' },
 } as const;
 
 export const USAGE = `usage: trellis-agent [flags]               run the agent
@@ -135,6 +142,10 @@ export function parseAgentConfig(
     values['resync-seconds'] === undefined
       ? DEFAULTS.resyncMs
       : positiveInt('--resync-seconds', values['resync-seconds'], 1, 86_400) * 1000;
+  const cniRequestTimeoutMs =
+    values['cni-request-timeout-ms'] === undefined
+      ? DEFAULTS.cniRequestTimeoutMs
+      : positiveInt('--cni-request-timeout-ms', values['cni-request-timeout-ms'], 100, 600_000);
   const config: AgentConfig = {
     podCIDRs: values['pod-cidr'] ?? [],
     nodeName: values['node-name'] ?? emptyToUndefined(env.NODE_NAME),
@@ -153,6 +164,7 @@ export function parseAgentConfig(
     publishCniConfig: values['no-cni-config'] !== true,
     masquerade: values['no-masquerade'] !== true,
     resyncMs,
+    cniRequestTimeoutMs,
   };
   for (const key of ['socket', 'stateDir', 'spoolDir', 'cniConfDir', 'cniBinDir'] as const) {
     if (!config[key].startsWith('/'))
