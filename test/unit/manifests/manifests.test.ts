@@ -240,6 +240,8 @@ describe.skipIf(kubectlSkipReason !== undefined)(
       expect(init?.image).toBe(agent().image);
       // The same flags as the agent, minus the listener: it must find exactly what the agent created.
       expect(init?.args).toEqual((agent().args ?? []).filter((a) => !a.startsWith('--metrics-addr=')));
+      // uninstall deletes the state directory: it must not be a mount point in the container (EBUSY).
+      expect(init?.volumeMounts?.map((m) => m.mountPath)).not.toContain('/var/lib/trellis');
       for (const flag of init?.args ?? []) {
         const value = flag.slice(flag.indexOf('=') + 1);
         const m = init?.volumeMounts?.find(
