@@ -43,7 +43,9 @@ export const MAX_SEGMENTS = 16;
 export const MAX_NODES = 200;
 
 export function segmentAddr(segment: number, host: number, family: 4 | 6): string {
-  return family === 4 ? `10.100.${segment}.${host}` : `fd00:100:${segment.toString(16)}::${host}`;
+  if (family === 4) return `10.100.${segment}.${host}`;
+  // Canonical (RFC 5952) text, as `ip` and the agents print it: segment 0 compresses away.
+  return segment === 0 ? `fd00:100::${host}` : `fd00:100:${segment.toString(16)}::${host}`;
 }
 
 export function routerAddr(segment: number, family: 4 | 6): string {

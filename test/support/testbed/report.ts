@@ -64,7 +64,10 @@ export function formatMatrix(m: ConnectivityMatrix): string {
   const total = m.cells.length;
   const good = total - m.failures.length;
   lines.push('');
-  lines.push(`${good}/${total} pod pairs answered (IPv4 + IPv6)${m.ok ? '' : ': FAILURES'}`);
+  const pairs = m.pods.length * (m.pods.length - 1);
+  lines.push(
+    `${good}/${total} pings answered (${pairs} ordered pod pairs x IPv4, IPv6)${m.ok ? '' : ': FAILURES'}`,
+  );
   for (const f of m.failures) lines.push(`  no answer: ${f.from} -> ${f.to} over IPv${f.family}`);
   return lines.join('\n');
 }

@@ -191,7 +191,8 @@ export class Testbed {
   private teardownPromise: Promise<void> | undefined;
   private signalHandler: ((signal: NodeJS.Signals) => void) | undefined;
 
-  private constructor(opts: TestbedOptions) {
+  /** Names and the temp dir only; start() builds. Use create() unless you need the instance early. */
+  constructor(opts: TestbedOptions = {}) {
     this.opts = opts;
     this.prefix = `${TEST_NETNS_PREFIX}${randomBytes(2).toString('hex')}`;
     this.dir = mkdtempSync(join(tmpdir(), `${this.prefix}-`));
@@ -210,13 +211,26 @@ export class Testbed {
   /** Builds the whole test bed; on any failure removes what was built and rethrows. */
   static async create(opts: TestbedOptions = {}): Promise<Testbed> {
     const tb = new Testbed(opts);
+    await tb.start();
+    return tb;
+  }
+
+  /**
+   * Builds the topology, the control plane, the nodes and their agents (ready when this resolves).
+   * On failure removes what was built and rethrows. A teardown() that starts meanwhile (Ctrl-C) makes
+   * the remaining steps fail fast, so nothing is created after it.
+   */
+  async start(): Promise<void> {
     try {
-      await tb.build(opts.segments ?? [{ nodes: 3 }]);
-      return tb;
+      await this.build(this.opts.segments ?? [{ nodes: 3 }]);
     } catch (err) {
-      await tb.teardown().catch(() => {});
+      await this.teardown().catch(() => {});
       throw err;
     }
+  }
+
+  private assertLive(): void {
+    if (this.tornDown) throw new Error(`test bed ${this.prefix} is torn down`);
   }
 
   private progress(message: string): void {
@@ -244,6 +258,7 @@ export class Testbed {
   }
 
   private addNs(name: string, loUp = true): void {
+    this.assertLive();
     execFileSync('ip', ['netns', 'add', name]);
     if (loUp) ip(name, 'link', 'set', 'lo', 'up');
   }
@@ -304,6 +319,7 @@ export class Testbed {
 
   /** Starts a long-running process inside one of our namespaces, tracked for teardown. */
   private spawnIn(ns: string, what: string, argv: string[]): ChildProcess {
+    this.assertLive();
     const child = spawn('ip', ['netns', 'exec', ns, ...argv], {
       stdio: ['ignore', 'pipe', 'pipe'],
       detached: true,
@@ -398,6 +414,7 @@ export class Testbed {
       node.logs.push(line);
       this.opts.onLog?.(name, line);
     };
+    this.assertLive();
     const k8s = this.agentMode === 'kubernetes';
     const agent = startAgent({
       ns: node.ns,
@@ -490,8 +507,9 @@ export class Testbed {
 
   // ---- pods ----
 
+  /** The pods, ordered by name (pod-<node>-<n>), whatever order they were started in. */
   pods(): TestbedPod[] {
-    return [...this.podList];
+    return [...this.podList].sort((a, b) => a.name.localeCompare(b.name, 'en', { numeric: true }));
   }
 
   /** A pod namespace (lo down) wired by the real shim with the node's published config list. */
@@ -658,13 +676,25 @@ export class Testbed {
 
   // ---- teardown ----
 
-  /** Tears down on SIGINT/SIGTERM, then exits 130/143 (for the demo). Returns the uninstaller. */
-  installSignalHandlers(onSignal?: (signal: NodeJS.Signals) => void): () => void {
+  /**
+   * Tears down on SIGINT/SIGTERM, then exits 130/143 (for the demo): `before` runs first, `after`
+   * gets leftovers() once teardown finished. Returns the uninstaller.
+   */
+  installSignalHandlers(
+    hooks: { before?: (signal: NodeJS.Signals) => void; after?: (leftovers: string[]) => void } = {},
+  ): () => void {
     const handler = (signal: NodeJS.Signals): void => {
-      onSignal?.(signal);
+      hooks.before?.(signal);
       this.teardown().then(
-        () => process.exit(signal === 'SIGINT' ? 130 : 143),
-        () => process.exit(1),
+        () => {
+          hooks.after?.(this.leftovers());
+          process.exit(signal === 'SIGINT' ? 130 : 143);
+        },
+        (err: unknown) => {
+          process.stderr.write(`teardown failed: ${err instanceof Error ? err.message : String(err)}\n`);
+          hooks.after?.(this.leftovers());
+          process.exit(1);
+        },
       );
     };
     this.signalHandler = handler;

@@ -1,0 +1,216 @@
+/**
+ * A local trellis cluster in network namespaces: nodes running the real agent against a test API
+ * server, pods wired by the real CNI shim, and a ping matrix between every pod. docs/demo.md.
+ *
+ *   npm run demo -- [--nodes N] [--pods-per-node M] [--mode auto|host-gw|vxlan] [--segments 2,1]
+ *                   [--check] [--verbose]
+ *
+ * Without --check it stays up, streaming the agents' logs, until Ctrl-C; then it removes everything.
+ * With --check it verifies the full matrix, tears down, and exits 0 only if every pair answered and
+ * nothing is left behind.
+ */
+import { existsSync } from 'node:fs';
+import { parseArgs } from 'node:util';
+import { AGENT_BINARY, SHIM_BINARY } from '../test/support/cni-driver.ts';
+import {
+  type DatapathMode,
+  formatLogLine,
+  formatMatrix,
+  type SegmentSpec,
+  Testbed,
+} from '../test/support/testbed/index.ts';
+
+const MODES: readonly DatapathMode[] = ['auto', 'host-gw', 'vxlan'];
+const USAGE = `usage: npm run demo -- [--nodes N] [--pods-per-node M] [--mode auto|host-gw|vxlan]
+                       [--segments A,B,...] [--check] [--verbose]
+
+  --nodes N            nodes on one shared L2 segment (default 3)
+  --pods-per-node M    pods started on every node (default 2)
+  --mode MODE          the agents' datapath mode (default auto)
+  --segments A,B       nodes per L2 segment, segments joined by a router (overrides --nodes)
+  --check              no terminal needed: up, verify the full matrix, tear down, exit 0/1
+  --verbose            show the agents' debug lines too (and stream logs with --check)
+`;
+
+class UsageError extends Error {}
+
+interface DemoOptions {
+  segments: SegmentSpec[];
+  podsPerNode: number;
+  mode: DatapathMode;
+  check: boolean;
+  verbose: boolean;
+}
+
+function intFlag(name: string, raw: string | undefined, def: number, min: number, max: number): number {
+  if (raw === undefined) return def;
+  const n = Number(raw);
+  if (!Number.isInteger(n) || n < min || n > max) {
+    throw new UsageError(`--${name} must be an integer from ${min} to ${max}, got ${JSON.stringify(raw)}`);
+  }
+  return n;
+}
+
+function parseOptions(argv: string[]): DemoOptions {
+  let values: Record<string, string | boolean | undefined>;
+  try {
+    values = parseArgs({
+      args: argv,
+      options: {
+        nodes: { type: 'string' },
+        'pods-per-node': { type: 'string' },
+        mode: { type: 'string' },
+        segments: { type: 'string' },
+        check: { type: 'boolean' },
+        verbose: { type: 'boolean' },
+        help: { type: 'boolean', short: 'h' },
+      },
+      strict: true,
+      allowPositionals: false,
+    }).values;
+  } catch (err) {
+    throw new UsageError(err instanceof Error ? err.message : String(err));
+  }
+  if (values.help === true) {
+    process.stdout.write(USAGE);
+    process.exit(0);
+  }
+  const mode = (values.mode ?? 'auto') as DatapathMode;
+  if (!MODES.includes(mode)) {
+    throw new UsageError(`--mode must be one of ${MODES.join(', ')}, got ${JSON.stringify(values.mode)}`);
+  }
+  let segments: SegmentSpec[];
+  if (typeof values.segments === 'string') {
+    segments = values.segments.split(',').map((s) => ({ nodes: intFlag('segments', s.trim(), 0, 0, 50) }));
+    if (segments.length > 16) throw new UsageError('--segments: at most 16 segments');
+  } else {
+    segments = [{ nodes: intFlag('nodes', values.nodes as string | undefined, 3, 1, 50) }];
+  }
+  const total = segments.reduce((a, s) => a + s.nodes, 0);
+  if (total < 1 || total > 50) throw new UsageError(`1 to 50 nodes in all, got ${total}`);
+  return {
+    segments,
+    podsPerNode: intFlag('pods-per-node', values['pods-per-node'] as string | undefined, 2, 0, 20),
+    mode,
+    check: values.check === true,
+    verbose: values.verbose === true,
+  };
+}
+
+function say(line: string): void {
+  process.stdout.write(`${line}\n`);
+}
+
+const LEVEL_NUM: Record<string, number> = { trace: 10, debug: 20, info: 30, warn: 40, error: 50, fatal: 60 };
+
+function levelOf(line: Record<string, unknown>): number {
+  if (typeof line.level === 'number') return line.level;
+  return LEVEL_NUM[String(line.level)] ?? 30;
+}
+
+async function main(argv: string[]): Promise<number> {
+  let opts: DemoOptions;
+  try {
+    opts = parseOptions(argv);
+  } catch (err) {
+    if (err instanceof UsageError) {
+      process.stderr.write(`demo: ${err.message}\n\n${USAGE}`);
+      return 2;
+    }
+    throw err;
+  }
+  if (process.getuid?.() !== 0) {
+    process.stderr.write(
+      'demo: needs root: it creates network namespaces, veths and bridges (all inside its own\n' +
+        'namespaces, named trl-*; nothing changes in the host namespace). Run it as root, e.g.\n' +
+        '  sudo npm run demo\n',
+    );
+    return 1;
+  }
+  if (!existsSync(SHIM_BINARY) || !existsSync(AGENT_BINARY)) {
+    process.stderr.write(`demo: ${SHIM_BINARY} or ${AGENT_BINARY} is missing: run \`npm run build\` first\n`);
+    return 1;
+  }
+
+  // Logs stream live without --check; with --check only on --verbose (CI output stays short).
+  let streaming = !opts.check || opts.verbose;
+  const minLevel = opts.verbose ? 0 : 30;
+  const tb = new Testbed({
+    segments: opts.segments,
+    mode: opts.mode,
+    onProgress: (m) => say(`[demo] ${m}`),
+    onLog: (node, line) => {
+      if (streaming && levelOf(line) >= minLevel) say(formatLogLine(node, line));
+    },
+  });
+  // Ctrl-C at any point (even half-way through start-up) removes everything before exiting.
+  tb.installSignalHandlers({
+    before: (signal) => {
+      streaming = false;
+      say(`\n[demo] ${signal}: tearing down ${tb.prefix} ...`);
+    },
+    after: (left) => say(`[demo] removed; left behind: ${left.length === 0 ? 'nothing' : left.join('; ')}`),
+  });
+  process.stdout.on('error', () => {
+    // The reader went away (a closed pipe): nobody to show anything to; clean up and leave.
+    streaming = false;
+    tb.teardown().finally(() => process.exit(1));
+  });
+
+  const started = Date.now();
+  try {
+    await tb.start();
+    const nodes = tb.nodes();
+    say(`[demo] ${nodes.length} nodes ready in ${((Date.now() - started) / 1000).toFixed(1)} s`);
+    for (const n of nodes) {
+      say(`[demo]   ${n.name}  ns ${n.ns}  ${n.plan.v4}  ${n.plan.v6}  pods ${n.plan.podCIDRs.join(' ')}`);
+    }
+    const pods = [];
+    for (const n of nodes) for (let i = 0; i < opts.podsPerNode; i++) pods.push(tb.addPod(n.name));
+    await Promise.all(pods);
+    say(`[demo] ${tb.pods().length} pods wired by the trellis CNI shim; pinging every pair ...`);
+    const matrix = await tb.connectivityMatrix();
+    say('');
+    say(formatMatrix(matrix));
+    say('');
+
+    if (!opts.check) {
+      say(
+        `[demo] API server ${tb.apiUrl} (kubeconfig ${tb.kubeconfig}; from the host: curl --unix-socket ${tb.apiSocket} http://x/api/v1/nodes)`,
+      );
+      say(
+        `[demo] try: ip netns exec ${tb.pods()[0]?.ns ?? `${tb.prefix}-p1-1`} ping ${tb.pods().at(-1)?.v6 ?? ''}`,
+      );
+      say(`[demo]      ip -n ${nodes[0]?.ns} route show proto 126`);
+      say('[demo] streaming agent logs; Ctrl-C tears everything down');
+      await new Promise<never>(() => {});
+    }
+
+    streaming = false;
+    await tb.teardown();
+    const left = tb.leftovers();
+    const pairs = matrix.cells.length;
+    say(
+      `[demo] check: ${nodes.length} nodes, ${matrix.pods.length} pods, ${pairs - matrix.failures.length}/${pairs} pings answered (IPv4 + IPv6), ` +
+        `leftovers: ${left.length === 0 ? 'none' : left.join('; ')}, ${((Date.now() - started) / 1000).toFixed(1)} s`,
+    );
+    const ok = matrix.ok && left.length === 0;
+    say(`[demo] ${ok ? 'PASS' : 'FAIL'}`);
+    return ok ? 0 : 1;
+  } catch (err) {
+    streaming = false;
+    process.stderr.write(`demo: ${err instanceof Error ? (err.stack ?? err.message) : String(err)}\n`);
+    await tb.teardown().catch((e: unknown) => process.stderr.write(`demo: teardown: ${String(e)}\n`));
+    const left = tb.leftovers();
+    if (left.length > 0) process.stderr.write(`demo: left behind: ${left.join('; ')}\n`);
+    return 1;
+  }
+}
+
+main(process.argv.slice(2)).then(
+  (code) => process.exit(code),
+  (err: unknown) => {
+    process.stderr.write(`demo: ${err instanceof Error ? err.stack : String(err)}\n`);
+    process.exit(1);
+  },
+);
