@@ -157,8 +157,8 @@ class StoreIpam implements Ipam {
         }
       }
       const lease = makeLease(key, meta, addresses, new Date().toISOString());
-      store.putLease(lease);
-      written = true;
+      written = true; // from here on a lease file may exist: the rollback removes it
+      store.createLease(lease);
       store.flush();
       for (const a of reservedHere) this.#addReserved(a, owner);
       this.#leases.set(owner, lease);
@@ -199,7 +199,7 @@ class StoreIpam implements Ipam {
     const merged: LeaseMeta = {};
     for (const f of META_FIELDS) merged[f] = lease[f] ?? meta[f];
     const ordered = makeLease(lease, merged, lease.addresses, lease.createdAt);
-    this.#store.putLease(ordered);
+    this.#store.replaceLease(ordered);
     this.#store.flush();
     this.#leases.set(owner, ordered);
     return ordered;
@@ -209,19 +209,17 @@ class StoreIpam implements Ipam {
     if (keyProblem(key) !== undefined) return false;
     const owner = ownerName(key);
     const lease = this.#leases.get(owner);
-    if (lease !== undefined) {
-      this.#releaseLease(owner, lease);
-      return true;
-    }
     const held = this.#held.get(owner);
-    if (held === undefined) return false;
-    // The lease record was quarantined but its addresses stayed reserved: DEL for that attachment
-    // is the moment they can go. The .held list goes first: a crash after it leaves reservations
-    // that nothing accounts for, which the next load frees.
-    this.#store.dropHeld(owner);
-    this.#held.delete(owner);
-    this.#freeReservations([...held].filter((a) => this.#reserved.get(a) === owner));
-    return true;
+    if (lease !== undefined) this.#releaseLease(owner, lease);
+    if (held !== undefined) {
+      // A quarantined record of this attachment kept its addresses reserved: DEL is the moment they
+      // can go. The .held list goes first: a crash after it leaves reservations that nothing
+      // accounts for, which the next load frees.
+      this.#store.dropHeld(owner);
+      this.#held.delete(owner);
+      this.#freeReservations([...held].filter((a) => this.#reserved.get(a) === owner));
+    }
+    return lease !== undefined || held !== undefined;
   }
 
   #releaseLease(owner: string, lease: Lease): void {

@@ -8,8 +8,8 @@ import { type Lease, type LeasedAddress, type LoadReport, META_FIELDS } from './
 /**
  * The durable IPAM state. On-disk layout under the state directory (directories 0700, files 0600):
  *
- *   leases/<containerId>@<ifname>.json   one lease per attachment, JSON, written as
- *                                        .<name>.tmp + fsync + rename + fsync(dir)
+ *   leases/<containerId>@<ifname>.json   one lease per attachment, JSON (created + fsync + fsync(dir);
+ *                                        rewritten as .<name>.tmp + fsync + rename + fsync(dir))
  *   addrs/<address>                      symlink -> "<containerId>@<ifname>": the reservation of one
  *                                        address (canonical text, e.g. addrs/fd00:10:244:1::5)
  *   last.json                            round-robin pointers {range: last address}, best effort
@@ -25,10 +25,12 @@ import { type Lease, type LeasedAddress, type LoadReport, META_FIELDS } from './
  * fsync measured ~0.5 ms more per address here).
  *
  * Ordering (what a crash at any point leaves, and what load makes of it):
- *   allocate: symlinks, lease tmp + fsync, rename, fsync dirs, THEN return.
- *     crash before the rename: a tmp file (deleted) and symlinks whose owner has no lease (freed:
- *     the lease was never returned). After the rename: the lease is complete; a missing symlink is
+ *   allocate: symlinks, lease file created + written + fsync, fsync dirs, THEN return.
+ *     crash before the lease file exists: symlinks whose owner has no lease (freed: the lease was
+ *     never returned). Crash while writing it: a torn lease file, quarantined with its addresses
+ *     held (never handed out) until release(key). After its fsync: complete; a missing symlink is
  *     recreated from it.
+ *   meta update of an existing lease: tmp + fsync + rename, so a returned lease is never torn.
  *   release: unlink lease, unlink symlinks, fsync dirs. A crash in between leaves symlinks whose
  *     owner has no lease: freed.
  * The symlink decides ownership: a lease naming an address whose symlink points elsewhere is stale
@@ -329,13 +331,34 @@ export class LeaseStore {
     }
   }
 
-  /** Writes a lease atomically (tmp + fsync + rename). Not durable until flush(). */
-  putLease(lease: Lease): void {
+  /**
+   * Writes a new lease in place: created, written and fsynced at its final name. One journal commit
+   * instead of the two of tmp + rename (measured ~1 ms less per allocation here). A crash before the
+   * fsync returns can leave it torn; it was never returned then, and load quarantines it with its
+   * addresses held until release(key), which the runtime sends for the failed ADD. Not durable
+   * until flush(). On failure the file is removed (best effort).
+   */
+  createLease(lease: Lease): void {
+    const name = `${ownerName(lease)}${LEASE_SUFFIX}`;
+    const path = join(this.#leases, name);
+    try {
+      this.#writeFile(path, this.#render(lease), true);
+    } catch (err) {
+      try {
+        this.#fs.unlinkSync(path);
+      } catch {
+        // Best effort: a torn leftover is quarantined at load, its addresses held, never reused.
+      }
+      throw this.fail(`writing leases/${name}`, err);
+    }
+  }
+
+  /** Rewrites an existing lease atomically (tmp + fsync + rename): a returned lease is never torn. */
+  replaceLease(lease: Lease): void {
     const name = `${ownerName(lease)}${LEASE_SUFFIX}`;
     const tmp = join(this.#leases, `.${name}${TMP_SUFFIX}`);
-    const record: Record<string, unknown> = { version: RECORD_VERSION, ...lease };
     try {
-      this.#writeFile(tmp, `${JSON.stringify(record, null, 2)}\n`, true);
+      this.#writeFile(tmp, this.#render(lease), true);
       this.#fs.renameSync(tmp, join(this.#leases, name));
     } catch (err) {
       try {
@@ -345,6 +368,10 @@ export class LeaseStore {
       }
       throw this.fail(`writing leases/${name}`, err);
     }
+  }
+
+  #render(lease: Lease): string {
+    return `${JSON.stringify({ version: RECORD_VERSION, ...lease }, null, 2)}\n`;
   }
 
   /** Removes a lease file; a missing one is fine. Not durable until flush(). */

@@ -33,7 +33,7 @@ interface Crash {
 }
 
 type Cmd =
-  | { t: 'alloc'; k: number; crash: Crash | null }
+  | { t: 'alloc'; k: number; meta: boolean; crash: Crash | null }
   | { t: 'release'; k: number; crash: Crash | null }
   | { t: 'restart'; power: Crash | null }
   | { t: 'ranges'; set: number; crash: Crash | null }
@@ -48,7 +48,15 @@ const crashArb: fc.Arbitrary<Crash> = fc.record({
 const maybeCrash = fc.option(crashArb, { freq: 3 });
 const keyArb = fc.nat(KEYS - 1);
 const cmdArb: fc.Arbitrary<Cmd> = fc.oneof(
-  { weight: 6, arbitrary: fc.record({ t: fc.constant('alloc' as const), k: keyArb, crash: maybeCrash }) },
+  {
+    weight: 6,
+    arbitrary: fc.record({
+      t: fc.constant('alloc' as const),
+      k: keyArb,
+      meta: fc.boolean(),
+      crash: maybeCrash,
+    }),
+  },
   { weight: 3, arbitrary: fc.record({ t: fc.constant('release' as const), k: keyArb, crash: maybeCrash }) },
   { weight: 2, arbitrary: fc.record({ t: fc.constant('restart' as const), power: fc.option(crashArb) }) },
   {
@@ -64,6 +72,7 @@ const cmdArb: fc.Arbitrary<Cmd> = fc.oneof(
 
 const keyOf = (k: number) => ({ containerId: `c${k}`, ifname: 'eth0' });
 const ownerOf = (k: number) => `c${k}@eth0`;
+const parseKey = (owner: string) => ({ containerId: owner.split('@')[0]!, ifname: 'eth0' });
 
 function runScenario(cmds: Cmd[]): void {
   const dir = tempDir('prop');
@@ -77,6 +86,8 @@ function runScenario(cmds: Cmd[]): void {
   const uncertain = new Set<string>();
   /** addresses of corrupted (quarantined) leases, by owner: reserved until release(owner). */
   const held = new Map<string, string[]>();
+  /** owner -> the podName its lease carries (set by an allocate with meta). */
+  const named = new Map<string, string>();
 
   const powerOff = (crash: Crash | null): void => {
     if (crash !== null) {
@@ -97,12 +108,21 @@ function runScenario(cmds: Cmd[]): void {
     // What the crashes left: a lease that exists now is a lease (the allocate might have returned).
     for (const owner of uncertain) {
       const lease = ipam.list().find((l) => `${l.containerId}@${l.ifname}` === owner);
-      if (lease !== undefined)
+      if (lease !== undefined) {
         live.set(
           owner,
           lease.addresses.map((a) => a.address),
         );
-      else live.delete(owner);
+        if (lease.podName !== undefined) named.set(owner, lease.podName);
+        else named.delete(owner);
+      } else live.delete(owner);
+      // A lease file torn by the crash is quarantined, and what its owner had reserved is held.
+      const file = join(dir, 'leases', `${owner}.json`);
+      if (ipam.loadReport.quarantined.some((q) => q.file === file)) {
+        const onDisk = [...reservationsOnDisk(dir)].filter(([, o]) => o === owner).map(([a]) => a);
+        const all = [...new Set([...(held.get(owner) ?? []), ...onDisk])];
+        if (all.length > 0) held.set(owner, all);
+      }
     }
     uncertain.clear();
   };
@@ -118,18 +138,27 @@ function runScenario(cmds: Cmd[]): void {
       fn();
     } catch (err) {
       if (!fs.dead) throw err;
+      // Usually the store failure; or the error being rolled back when the crash hit the rollback.
       expect(err).toBeInstanceOf(CniError);
-      expect((err as CniError).code).toBe(CniCode.IPAM_STORE_FAILED);
-      if (owner !== undefined) uncertain.add(owner);
-      powerOff(crash);
-      reopen();
-      // A crashed release of a quarantined owner may or may not have freed what it held.
-      const hs = owner !== undefined && releasing ? held.get(owner) : undefined;
-      if (owner !== undefined && hs !== undefined) {
-        const still = hs.filter((a) => reservationsOnDisk(dir).get(a) === owner);
-        if (still.length > 0) held.set(owner, still);
-        else held.delete(owner);
-      }
+    }
+    if (!fs.dead) return;
+    // The process died inside the call: whatever it was about to answer, nobody got it. A lease
+    // that was live before stays live (an allocate of an existing key must never lose it); only
+    // whether its meta update landed is open.
+    const wasLive = owner !== undefined && live.has(owner);
+    if (owner !== undefined && (releasing || !wasLive)) uncertain.add(owner);
+    powerOff(crash);
+    reopen();
+    if (owner !== undefined && wasLive && !releasing) {
+      const podName = ipam.get(parseKey(owner))?.podName;
+      if (podName !== undefined) named.set(owner, podName);
+    }
+    // A crashed release of a quarantined owner may or may not have freed what it held.
+    const hs = owner !== undefined && releasing ? held.get(owner) : undefined;
+    if (owner !== undefined && hs !== undefined) {
+      const still = hs.filter((a) => reservationsOnDisk(dir).get(a) === owner);
+      if (still.length > 0) held.set(owner, still);
+      else held.delete(owner);
     }
   };
 
@@ -145,8 +174,10 @@ function runScenario(cmds: Cmd[]): void {
     }
     // Live leases are all there, with their addresses; nothing else is.
     expect(new Set(leases.map((l) => `${l.containerId}@${l.ifname}`))).toEqual(new Set(live.keys()));
+    for (const o of named.keys()) if (!live.has(o)) named.delete(o);
     for (const l of leases) {
       expect(l.addresses.map((a) => a.address)).toEqual(live.get(`${l.containerId}@${l.ifname}`));
+      expect(l.podName).toBe(named.get(`${l.containerId}@${l.ifname}`));
     }
     // Held addresses of quarantined leases are not in any live lease of another owner.
     for (const [owner, addresses] of held) {
@@ -174,7 +205,7 @@ function runScenario(cmds: Cmd[]): void {
         withCrash(cmd.crash, owner, () => {
           let lease: ReturnType<Ipam['allocate']>;
           try {
-            lease = ipam.allocate(keyOf(cmd.k));
+            lease = ipam.allocate(keyOf(cmd.k), cmd.meta ? { podName: `p${cmd.k}` } : {});
           } catch (err) {
             if ((err as CniError).code !== CniCode.IPAM_EXHAUSTED) throw err;
             expect(live.has(owner)).toBe(false);
@@ -186,6 +217,10 @@ function runScenario(cmds: Cmd[]): void {
           if (prev !== undefined) expect(addresses).toEqual(prev);
           for (const [o, hs] of held) if (o !== owner) for (const h of hs) expect(addresses).not.toContain(h);
           live.set(owner, addresses);
+          // A second allocate with meta rewrites the returned lease: it must never tear.
+          if (cmd.meta) named.set(owner, `p${cmd.k}`);
+          else if (prev === undefined) named.delete(owner);
+          expect(lease.podName).toBe(named.get(owner));
         });
         break;
       }
@@ -195,15 +230,11 @@ function runScenario(cmds: Cmd[]): void {
           cmd.crash,
           owner,
           () => {
+            // Release frees the lease and whatever a quarantined record of the same key still held.
             const had = live.has(owner) || held.has(owner);
-            const released = ipam.release(keyOf(cmd.k));
-            if (live.has(owner)) {
-              expect(released).toBe(true);
-              live.delete(owner);
-            } else {
-              expect(released).toBe(had);
-              held.delete(owner);
-            }
+            expect(ipam.release(keyOf(cmd.k))).toBe(had);
+            live.delete(owner);
+            held.delete(owner);
           },
           true,
         );
@@ -276,10 +307,11 @@ describe('IPAM under random operations, crashes and power loss', () => {
       for (const undo of [true, false]) {
         const crash: Crash = { at, tear: 7, undo: [undo], tears: [3] };
         runScenario([
-          { t: 'alloc', k: 0, crash: null },
-          { t: 'alloc', k: 1, crash },
+          { t: 'alloc', k: 0, meta: false, crash: null },
+          { t: 'alloc', k: 1, meta: false, crash },
+          { t: 'alloc', k: 0, meta: true, crash },
           { t: 'release', k: 0, crash },
-          { t: 'alloc', k: 2, crash: null },
+          { t: 'alloc', k: 2, meta: true, crash: null },
           { t: 'restart', power: crash },
         ]);
         cleanupTempDirs();
