@@ -200,6 +200,11 @@ export function usableBounds(cidr: Cidr): UsableBounds {
   return { first, last, count };
 }
 
+/** The conventional gateway address of a range (network + 1), which is never handed out. */
+export function gatewayAddress(cidr: Cidr): bigint {
+  return cidr.network + 1n;
+}
+
 export function isReserved(cidr: Cidr, value: bigint): boolean {
   const { first, last } = usableBounds(cidr);
   return value < first || value > last;

@@ -8,6 +8,7 @@ export {
   familyName,
   formatCidr,
   formatIp,
+  gatewayAddress,
   type IpAddress,
   isReserved,
   nthAddress,

@@ -173,6 +173,7 @@ class StoreIpam implements Ipam {
 
   /** Undoes a failed allocation on disk; what cannot be undone is left to the next load to free. */
   #rollback(owner: string, reserved: string[], written: boolean): void {
+    if (!written && reserved.length === 0) return; // e.g. the first family was exhausted
     const store = this.#store;
     try {
       if (written) store.deleteLease(owner);

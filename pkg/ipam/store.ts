@@ -134,9 +134,11 @@ export class LeaseStore {
   /** A typed error naming the directory, the operation and the errno. */
   fail(what: string, err: unknown): CniError {
     const detail = err instanceof Error ? err.message : String(err);
+    // Node's messages read "ENOSPC: no space left on device, open '...'": keep the middle part.
+    const why = /^[A-Z]+: ([^,]+)/.exec(detail)?.[1];
     return new CniError(
       CniCode.IPAM_STORE_FAILED,
-      `IPAM state directory ${this.dir}: ${what} failed: ${errnoOf(err)}`,
+      `IPAM state directory ${this.dir}: ${what} failed: ${errnoOf(err)}${why ? ` (${why})` : ''}`,
       detail,
       { cause: err },
     );

@@ -6,6 +6,7 @@ import {
   contains,
   formatCidr,
   formatIp,
+  gatewayAddress,
   isReserved,
   nthAddress,
   parseCidr,
@@ -136,6 +137,14 @@ describe('reserved addresses and range size', () => {
     expect(isReserved(c, c.network + 1n)).toBe(true);
     expect(isReserved(c, b.first)).toBe(false);
     expect(isReserved(c, b.last)).toBe(false);
+  });
+
+  it('names network + 1 as the conventional gateway, which is reserved', () => {
+    const v4 = parseRange('10.244.1.0/24');
+    expect(formatIp(4, gatewayAddress(v4))).toBe('10.244.1.1');
+    expect(isReserved(v4, gatewayAddress(v4))).toBe(true);
+    const v6 = parseRange('fd00:10:244:1::/64');
+    expect(formatIp(6, gatewayAddress(v6))).toBe('fd00:10:244:1::1');
   });
 
   it('reserves the IPv4 broadcast address but not the last IPv6 address', () => {
