@@ -1,0 +1,140 @@
+import { type ChildProcess, spawn } from 'node:child_process';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { Testbed, type TestbedPod, testbedSkipReason } from '../../support/testbed/index.ts';
+
+/**
+ * An agent crash (SIGKILL) and restart on the same state must be invisible to the datapath: the
+ * kernel keeps forwarding while no agent runs, and the new agent adopts what it finds rather than
+ * rebuilding it. Watched from outside: `ip monitor route` in the node namespace and pings that run
+ * through the whole kill-and-restart.
+ */
+const skip = testbedSkipReason();
+
+function sleep(ms: number): Promise<void> {
+  return new Promise((r) => setTimeout(r, ms));
+}
+
+/** `ip monitor route` inside a node namespace; lines collected until stop(). */
+function monitorRoutes(ns: string): { lines: string[]; stop(): Promise<void> } {
+  const child: ChildProcess = spawn('ip', ['-n', ns, 'monitor', 'route'], {
+    stdio: ['ignore', 'pipe', 'ignore'],
+  });
+  const lines: string[] = [];
+  let buf = '';
+  child.stdout!.setEncoding('utf8').on('data', (d: string) => {
+    buf += d;
+    const parts = buf.split('\n');
+    buf = parts.pop() ?? '';
+    lines.push(...parts.filter((l) => l.trim() !== ''));
+  });
+  const exited = new Promise<void>((r) => child.once('exit', () => r()));
+  return {
+    lines,
+    async stop() {
+      child.kill('SIGTERM');
+      await exited;
+    },
+  };
+}
+
+/** A ping every 50 ms for `seconds`; resolves with what ping counted. */
+function backgroundPing(
+  from: TestbedPod,
+  to: string,
+  seconds: number,
+): Promise<{ transmitted: number; received: number; output: string }> {
+  return new Promise((resolve, reject) => {
+    const child = spawn(
+      'ip',
+      ['netns', 'exec', from.ns, 'ping', '-n', '-q', '-i', '0.05', '-w', String(seconds), to],
+      {
+        stdio: ['ignore', 'pipe', 'pipe'],
+      },
+    );
+    let out = '';
+    child.stdout.setEncoding('utf8').on('data', (d: string) => {
+      out += d;
+    });
+    child.on('error', reject);
+    child.on('close', () => {
+      const m = /(\d+) packets transmitted, (\d+) received/.exec(out);
+      if (!m) reject(new Error(`no ping summary: ${out}`));
+      else resolve({ transmitted: Number(m[1]), received: Number(m[2]), output: out });
+    });
+  });
+}
+
+function routeSnapshot(tb: Testbed, node: string): string {
+  const sorted = (f: 4 | 6): string[] =>
+    tb
+      .routes(node, f)
+      .map((r) => JSON.stringify(r))
+      .sort();
+  return JSON.stringify([sorted(4), sorted(6)]);
+}
+
+const title = 'cluster: agent crash and restart (real agents)';
+describe.skipIf(skip !== undefined)(skip === undefined ? title : `${title} (skipped: ${skip})`, () => {
+  let tb: Testbed;
+  let local: TestbedPod;
+  let remote: TestbedPod;
+
+  beforeAll(async () => {
+    tb = await Testbed.create({ segments: [{ nodes: 2 }] });
+    local = await tb.addPod('node-1');
+    remote = await tb.addPod('node-2');
+  }, 90_000);
+
+  afterAll(async () => {
+    if (tb === undefined) return;
+    await tb.teardown();
+    expect(tb.leftovers()).toEqual([]);
+  });
+
+  it('SIGKILL + restart: no route churn, and pings across nodes keep flowing', async () => {
+    const before = routeSnapshot(tb, 'node-1');
+    const monitor = monitorRoutes(tb.node('node-1').ns);
+    await sleep(200);
+    const ping4 = backgroundPing(remote, local.v4, 5);
+    const ping6 = backgroundPing(local, remote.v6, 5);
+    await sleep(500);
+    const oldPid = tb.node('node-1').agent?.child.pid;
+    await tb.restartAgent('node-1', { signal: 'SIGKILL' });
+    expect(tb.node('node-1').agent?.child.pid).not.toBe(oldPid);
+    const [r4, r6] = await Promise.all([ping4, ping6]);
+    await monitor.stop();
+
+    expect(routeSnapshot(tb, 'node-1')).toBe(before);
+    // trellis's routes are the pod CIDRs (10.244/16, fd00:10:244::/48) and the pod host routes.
+    expect(monitor.lines.filter((l) => /10\.244\.|fd00:10:244:/.test(l))).toEqual([]);
+    expect(r4.transmitted).toBeGreaterThan(50);
+    expect(r4.transmitted - r4.received, r4.output).toBeLessThanOrEqual(1);
+    expect(r6.transmitted - r6.received, r6.output).toBeLessThanOrEqual(1);
+    // The restarted agent logged readiness again (from its state dir, not from scratch).
+    const readyLines = tb.node('node-1').logs.filter((l) => l.msg === 'trellis agent ready');
+    expect(readyLines.length).toBe(2);
+  });
+
+  it('after the restart the agent still owns its leases: a new pod gets a fresh address and connects', async () => {
+    const again = await tb.addPod('node-1');
+    expect(again.v4).not.toBe(local.v4);
+    expect(again.v6).not.toBe(local.v6);
+    expect((await tb.ping(again.ns, remote.v4)).rttMs).toBeDefined();
+    expect((await tb.ping(remote.ns, again.v6)).rttMs).toBeDefined();
+    expect((await tb.ping(remote.ns, local.v4)).rttMs).toBeDefined();
+  });
+
+  it('SIGTERM + restart: the same, with the graceful path', async () => {
+    const before = routeSnapshot(tb, 'node-2');
+    const monitor = monitorRoutes(tb.node('node-2').ns);
+    await sleep(200);
+    const ping = backgroundPing(local, remote.v4, 3);
+    await sleep(300);
+    await tb.restartAgent('node-2', { signal: 'SIGTERM' });
+    const r = await ping;
+    await monitor.stop();
+    expect(routeSnapshot(tb, 'node-2')).toBe(before);
+    expect(monitor.lines.filter((l) => /10\.244\.|fd00:10:244:/.test(l))).toEqual([]);
+    expect(r.transmitted - r.received, r.output).toBeLessThanOrEqual(1);
+  });
+});

@@ -1,0 +1,122 @@
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { ip } from '../../support/netns.ts';
+import { Testbed, type TestbedNode, testbedSkipReason } from '../../support/testbed/index.ts';
+
+/**
+ * Node lifecycle as the agents see it through the API server: Node objects added and deleted at
+ * runtime, and routes tampered with by hand. Assertions read `ip -j route show proto 126` in the
+ * node namespaces; times are measured from the API call (or the manual deletion).
+ */
+const skip = testbedSkipReason();
+
+type Route = { dst: string; gateway?: string; dev?: string; type?: string };
+
+function sleep(ms: number): Promise<void> {
+  return new Promise((r) => setTimeout(r, ms));
+}
+
+/** Polls until `pred` holds; returns the elapsed ms, or throws with the last value after `timeoutMs`. */
+async function within(timeoutMs: number, what: string, pred: () => boolean): Promise<number> {
+  const start = Date.now();
+  while (!pred()) {
+    if (Date.now() - start > timeoutMs) throw new Error(`${what}: not true after ${timeoutMs} ms`);
+    await sleep(20);
+  }
+  return Date.now() - start;
+}
+
+function routeTo(peer: TestbedNode, family: 4 | 6): Route {
+  return {
+    dst: peer.plan.podCIDRs[family === 4 ? 0 : 1],
+    gateway: family === 4 ? peer.plan.v4 : peer.plan.v6,
+    dev: 'eth0',
+  };
+}
+
+function hasRoute(routes: Route[], want: Route): boolean {
+  return routes.some((r) => r.dst === want.dst && r.gateway === want.gateway && r.dev === want.dev);
+}
+
+const title = 'cluster: routes follow the Node objects (real agents, test API server)';
+describe.skipIf(skip !== undefined)(skip === undefined ? title : `${title} (skipped: ${skip})`, () => {
+  let tb: Testbed;
+
+  beforeAll(async () => {
+    tb = await Testbed.create({ segments: [{ nodes: 2 }] });
+    await tb.addPod('node-1');
+  }, 90_000);
+
+  afterAll(async () => {
+    if (tb === undefined) return;
+    await tb.teardown();
+    expect(tb.leftovers()).toEqual([]);
+  });
+
+  it('a node added to the cluster gets routes on every other node, and its pods are reachable', async () => {
+    const before = tb.nodes();
+    // A route trellis does not own, pointing into the pod range: it must survive every reconcile.
+    ip(before[0]!.ns, 'route', 'add', '10.244.200.0/24', 'via', before[1]!.plan.v4, 'proto', 'static');
+    const added = await tb.addNode();
+    for (const node of before) {
+      for (const family of [4, 6] as const) {
+        const ms = await within(3000, `${node.name}: route to ${added.name} IPv${family}`, () =>
+          hasRoute(tb.routes(node.name, family), routeTo(added, family)),
+        );
+        expect(ms).toBeLessThan(3000);
+      }
+    }
+    const [peerRoutes4, peerRoutes6] = [tb.routes(added.name, 4), tb.routes(added.name, 6)];
+    for (const node of before) {
+      expect(hasRoute(peerRoutes4, routeTo(node, 4))).toBe(true);
+      expect(hasRoute(peerRoutes6, routeTo(node, 6))).toBe(true);
+    }
+    const newPod = await tb.addPod(added.name);
+    const oldPod = tb.pods().find((p) => p.node === 'node-1')!;
+    expect((await tb.ping(newPod.ns, oldPod.v4)).rttMs).toBeDefined();
+    expect((await tb.ping(oldPod.ns, newPod.v6)).rttMs).toBeDefined();
+    const foreign = ip(before[0]!.ns, 'route', 'show', '10.244.200.0/24');
+    expect(foreign).toContain('proto static');
+    ip(before[0]!.ns, 'route', 'del', '10.244.200.0/24', 'proto', 'static');
+  });
+
+  it('a node deleted from the cluster loses its routes on every other node; the rest stay', async () => {
+    const gone = tb.nodes().at(-1)!;
+    const survivors = tb.nodes().filter((n) => n !== gone);
+    const keep = survivors.map(
+      (n) => [n.name, tb.routes(n.name, 4).filter((r) => r.dst !== routeTo(gone, 4).dst)] as const,
+    );
+    await tb.deleteNode(gone.name);
+    for (const node of survivors) {
+      for (const family of [4, 6] as const) {
+        await within(3000, `${node.name}: route to deleted ${gone.name} IPv${family} removed`, () =>
+          tb.routes(node.name, family).every((r) => r.dst !== routeTo(gone, family).dst),
+        );
+      }
+    }
+    for (const [name, routes] of keep) {
+      expect(tb.routes(name, 4)).toEqual(routes);
+    }
+  });
+
+  it('a route deleted by hand comes back within about a second', async () => {
+    const [a, b] = tb.nodes();
+    for (const family of [4, 6] as const) {
+      const want = routeTo(b!, family);
+      expect(hasRoute(tb.routes(a!.name, family), want)).toBe(true);
+      ip(a!.ns, `-${family}`, 'route', 'del', want.dst, 'via', want.gateway!);
+      expect(hasRoute(tb.routes(a!.name, family), want)).toBe(false);
+      const ms = await within(2500, `${a!.name}: IPv${family} route to ${b!.name} restored`, () =>
+        hasRoute(tb.routes(a!.name, family), want),
+      );
+      expect(ms).toBeLessThan(2500);
+    }
+  });
+
+  it('a blackhole for its own pod CIDR deleted by hand comes back too', async () => {
+    const a = tb.nodes()[0]!;
+    ip(a.ns, 'route', 'del', 'blackhole', a.plan.podCIDRs[0]);
+    await within(2500, `${a.name}: own blackhole restored`, () =>
+      tb.routes(a.name, 4).some((r) => r.type === 'blackhole' && r.dst === a.plan.podCIDRs[0]),
+    );
+  });
+});
