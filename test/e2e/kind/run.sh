@@ -171,16 +171,24 @@ install_trellis() {
   kubectl apply -k "$work/overlay-$1"
 }
 
-check_node_files() {
-  local node
+check_nodes() {
+  local node metrics
   for node in $(kind get nodes --name "$1"); do
     for bin in trellis loopback portmap; do
       docker exec "$node" test -x "/opt/cni/bin/$bin" || fail "$node: /opt/cni/bin/$bin not installed"
     done
     docker exec "$node" sh -c 'ls /etc/cni/net.d | grep -q trellis' ||
       fail "$node: no trellis config list in /etc/cni/net.d"
+    # The endpoints the DaemonSet's probes use, on the node's own network (hostNetwork).
+    for path in /healthz /readyz; do
+      docker exec "$node" curl -fsS -o /dev/null --max-time 5 "http://127.0.0.1:9743$path" ||
+        fail "$node: GET :9743$path failed"
+    done
+    metrics=$(docker exec "$node" curl -fsS --max-time 5 http://127.0.0.1:9743/metrics) ||
+      fail "$node: GET :9743/metrics failed"
+    grep -q '^# TYPE ' <<<"$metrics" || fail "$node: /metrics is not Prometheus text"
   done
-  log "binaries and config list present on every node"
+  log "binaries, config list, /healthz, /readyz and /metrics present on every node"
 }
 
 deploy_web() {
@@ -335,7 +343,7 @@ run_family() {
   kubectl -n kube-system wait --for=condition=Ready pod -l k8s-app=kube-dns --timeout=300s ||
     fail "CoreDNS not Ready"
   log "CoreDNS Ready"
-  check_node_files "$cluster"
+  check_nodes "$cluster"
   deploy_web "$cluster"
   check_pods "$family"
   check_service "$family"
