@@ -56,13 +56,13 @@ function parseV4(text: string): bigint | undefined {
   return value;
 }
 
-function parseV6Groups(text: string): number[] | undefined {
+function parseV6Groups(text: string, v4Tail: boolean): number[] | undefined {
   if (text === '') return [];
   const groups: number[] = [];
   const parts = text.split(':');
   for (let i = 0; i < parts.length; i++) {
     const part = parts[i]!;
-    if (i === parts.length - 1 && part.includes('.')) {
+    if (v4Tail && i === parts.length - 1 && part.includes('.')) {
       // An embedded IPv4 tail (e.g. ::ffff:10.0.0.1) fills the last two groups.
       const v4 = parseV4(part);
       if (v4 === undefined) return undefined;
@@ -81,14 +81,14 @@ function parseV6(text: string): bigint | undefined {
   if (halves.length > 2) return undefined;
   let groups: number[];
   if (halves.length === 2) {
-    const head = parseV6Groups(halves[0]!);
-    const tail = parseV6Groups(halves[1]!);
+    const head = parseV6Groups(halves[0]!, false);
+    const tail = parseV6Groups(halves[1]!, true);
     if (head === undefined || tail === undefined) return undefined;
     const missing = 8 - head.length - tail.length;
     if (missing < 1) return undefined;
     groups = [...head, ...new Array<number>(missing).fill(0), ...tail];
   } else {
-    const all = parseV6Groups(lower);
+    const all = parseV6Groups(lower, true);
     if (all === undefined || all.length !== 8) return undefined;
     groups = all;
   }

@@ -42,6 +42,7 @@ describe('IP parsing and canonical form', () => {
     ['2001:0:0:1:0:0:0:1', '2001:0:0:1::1'],
     ['2001:db8:0:0:1:0:0:1', '2001:db8::1:0:0:1'],
     ['::ffff:10.0.0.1', '::ffff:a00:1'],
+    ['1:2:3:4:5:6:1.2.3.4', '1:2:3:4:5:6:102:304'],
   ])('%s -> %s', (input, canonical) => {
     expect(canonicalIp(input)).toBe(canonical);
     const ip = parseIp(input);
@@ -62,6 +63,9 @@ describe('IP parsing and canonical form', () => {
     'fe80::1%eth0',
     'g::1',
     '12345::1',
+    '1.2.3.4::',
+    '::1.2.3',
+    '1:2:3:4:5:6:7:1.2.3.4',
   ])('rejects %j with INVALID_CONFIG naming the value', (input) => {
     expect(tryParseIp(input)).toBeUndefined();
     const { code, message } = codeOf(() => parseIp(input));

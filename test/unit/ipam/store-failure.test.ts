@@ -1,5 +1,6 @@
 import { execFileSync, spawnSync } from 'node:child_process';
-import { mkdirSync, writeFileSync } from 'node:fs';
+import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
 import { CniCode } from '../../../pkg/cni/errors.ts';
@@ -28,6 +29,16 @@ function can(cmd: string, args: string[]): boolean {
   }
 }
 const canUnshare = isRoot && can('unshare', ['-m', '--propagation', 'private', 'true']);
+/** As root, an immutable directory is what refuses writes; not every file system has the flag. */
+const canRefuseWrites = ((): boolean => {
+  if (!isRoot) return true; // chmod does it
+  const probe = mkdtempSync(join(tmpdir(), 'trellis-chattr-'));
+  try {
+    return can('chattr', ['+i', probe]) && can('chattr', ['-i', probe]);
+  } finally {
+    rmSync(probe, { recursive: true, force: true });
+  }
+})();
 
 interface ChildResult {
   dir: string;
@@ -84,35 +95,38 @@ describe('IPAM store on a failing disk', () => {
     expect(err.message).toContain('ENOTDIR');
   });
 
-  it('leaves no partial lease when the lease directory refuses writes, and recovers after', () => {
-    const dir = tempDir();
-    const ipam = openIpam({ dir, ranges: RANGES });
-    const first = ipam.allocate({ containerId: 'first', ifname: 'eth0' });
-    const before = reservationsOnDisk(dir);
-    const leases = join(dir, 'leases');
-    // Root ignores permission bits; an immutable directory stops root too.
-    if (isRoot) execFileSync('chattr', ['+i', leases]);
-    else execFileSync('chmod', ['0500', leases]);
-    let err: ReturnType<typeof catchCni>;
-    try {
-      err = catchCni(() => ipam.allocate({ containerId: 'second', ifname: 'eth0' }));
-    } finally {
-      if (isRoot) execFileSync('chattr', ['-i', leases]);
-      else execFileSync('chmod', ['0700', leases]);
-    }
-    expect(err.code).toBe(CniCode.IPAM_STORE_FAILED);
-    expect(err.message).toContain(dir);
-    expect(err.message).toMatch(isRoot ? /EPERM/ : /EACCES/);
-    // The addresses reserved before the lease write failed were rolled back.
-    expect(reservationsOnDisk(dir)).toEqual(before);
-    expect(leaseFilesOnDisk(dir)).toEqual(['first@eth0.json']);
-    expect(ipam.get({ containerId: 'second', ifname: 'eth0' })).toBeUndefined();
-    // Writable again: the same instance goes on, and a reload agrees.
-    const second = ipam.allocate({ containerId: 'second', ifname: 'eth0' });
-    const reopened = openIpam({ dir, ranges: RANGES });
-    expect(reopened.list()).toEqual([first, second]);
-    expect(reopened.loadReport.quarantined).toEqual([]);
-  });
+  it.skipIf(!canRefuseWrites)(
+    'leaves no partial lease when the lease directory refuses writes, and recovers after',
+    () => {
+      const dir = tempDir();
+      const ipam = openIpam({ dir, ranges: RANGES });
+      const first = ipam.allocate({ containerId: 'first', ifname: 'eth0' });
+      const before = reservationsOnDisk(dir);
+      const leases = join(dir, 'leases');
+      // Root ignores permission bits; an immutable directory stops root too.
+      if (isRoot) execFileSync('chattr', ['+i', leases]);
+      else execFileSync('chmod', ['0500', leases]);
+      let err: ReturnType<typeof catchCni>;
+      try {
+        err = catchCni(() => ipam.allocate({ containerId: 'second', ifname: 'eth0' }));
+      } finally {
+        if (isRoot) execFileSync('chattr', ['-i', leases]);
+        else execFileSync('chmod', ['0700', leases]);
+      }
+      expect(err.code).toBe(CniCode.IPAM_STORE_FAILED);
+      expect(err.message).toContain(dir);
+      expect(err.message).toMatch(isRoot ? /EPERM/ : /EACCES/);
+      // The addresses reserved before the lease write failed were rolled back.
+      expect(reservationsOnDisk(dir)).toEqual(before);
+      expect(leaseFilesOnDisk(dir)).toEqual(['first@eth0.json']);
+      expect(ipam.get({ containerId: 'second', ifname: 'eth0' })).toBeUndefined();
+      // Writable again: the same instance goes on, and a reload agrees.
+      const second = ipam.allocate({ containerId: 'second', ifname: 'eth0' });
+      const reopened = openIpam({ dir, ranges: RANGES });
+      expect(reopened.list()).toEqual([first, second]);
+      expect(reopened.loadReport.quarantined).toEqual([]);
+    },
+  );
 
   it.skipIf(!canUnshare)(
     'fills a tiny tmpfs to ENOSPC at every step of an allocation without a partial lease',
