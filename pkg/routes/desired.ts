@@ -4,6 +4,10 @@
  * - Every other node's pod CIDRs are routed via that node's InternalIP of the same family, on the interface
  *   whose connected subnet contains that IP (host-gw). A node we cannot reach that way is a problem, not an
  *   error: the rest of the cluster still gets its routes.
+ * - In auto mode such a node is reached through our VXLAN device of that family instead; in vxlan mode every
+ *   node is. A VXLAN route is `podCIDR via <peer VTEP address> dev trellis.vN onlink`, the VTEP address being
+ *   the network address of the peer's first pod CIDR of the family (see vtepAddress). It needs the device
+ *   (opts.overlay) and the peer's published VTEP MAC; without either the node is unreachable (a problem).
  * - Our own pod CIDRs get a blackhole route, so a packet for a pod that no longer exists dies here instead of
  *   following the default route out of the node (the per-pod /32 and /128 routes are more specific and win).
  * - Invalid or conflicting input (bad text, no InternalIP, no pod CIDR, overlapping CIDRs) is skipped and
@@ -28,16 +32,19 @@ import type {
   DesiredRoutes,
   DesiredRoutesOptions,
   LocalLink,
+  OverlayDevice,
   PeerDecision,
   PeerNode,
   Problem,
   SelfNode,
 } from './types.ts';
+import { ROUTING_MODES } from './types.ts';
 
 interface ParsedNode {
   name: string;
   cidrs: CidrBlock[];
   ips: IpAddr[];
+  vtepMac: Partial<Record<Family, string>>;
 }
 
 function parseNode(node: PeerNode, problems: Problem[]): ParsedNode {
@@ -73,7 +80,7 @@ function parseNode(node: PeerNode, problems: Problem[]): ParsedNode {
       ips.push(ip);
     }
   }
-  return { name: node.name, cidrs, ips };
+  return { name: node.name, cidrs, ips, vtepMac: node.vtepMacs ?? {} };
 }
 
 /** The local interface whose connected subnet holds ip: longest prefix wins, then the lowest ifindex. */
@@ -111,7 +118,9 @@ export function desiredRoutes(
   localLinks: LocalLink[],
   opts: DesiredRoutesOptions,
 ): DesiredRoutes {
-  if (opts.mode !== 'host-gw') throw new Error(`unsupported routing mode ${JSON.stringify(opts.mode)}`);
+  if (!ROUTING_MODES.includes(opts.mode)) {
+    throw new Error(`unsupported routing mode ${JSON.stringify(opts.mode)}`);
+  }
   const problems: Problem[] = [];
   const decisions: PeerDecision[] = [];
   const tableField = opts.table === undefined || opts.table === 254 ? {} : { table: opts.table };
@@ -188,7 +197,7 @@ export function desiredRoutes(
       // The first InternalIP of the family on a connected subnet; the API's order breaks ties.
       let decision: PeerDecision | undefined;
       const reasons: string[] = [];
-      for (const ip of candidates) {
+      for (const ip of opts.mode === 'vxlan' ? [] : candidates) {
         const found = findDirectLink(ip, localLinks);
         const nodeIP = formatIp(ip);
         if (found !== undefined && 'ownAddress' in found) {
@@ -208,6 +217,11 @@ export function desiredRoutes(
           break;
         }
       }
+      if (decision === undefined && opts.mode !== 'host-gw') {
+        const tunnel = vxlanDecision(node, family, candidates, podCIDRs, localLinks, opts.overlay ?? []);
+        if ('reason' in tunnel) reasons.push(`VXLAN: ${tunnel.reason}`);
+        else decision = tunnel;
+      }
       if (decision === undefined) {
         const reason = reasons.join('; ');
         decisions.push({
@@ -218,22 +232,39 @@ export function desiredRoutes(
           podCIDRs,
           reason,
         });
-        problems.push({ node: node.name, problem: `unreachable with host-gw: ${reason}` });
+        problems.push({
+          node: node.name,
+          problem: opts.mode === 'host-gw' ? `unreachable with host-gw: ${reason}` : `unreachable: ${reason}`,
+        });
         continue;
       }
       decisions.push(decision);
-      if (decision.path !== 'direct') continue;
+      if (decision.path === 'unreachable') continue;
       for (const dst of podCIDRs) {
-        routes.push({
-          family,
-          dst,
-          gateway: decision.nodeIP,
-          ifindex: decision.ifindex,
-          ...tableField,
-          protocol: TRELLIS_ROUTE_PROTOCOL,
-          scope: 'universe',
-          type: 'unicast',
-        });
+        routes.push(
+          decision.path === 'direct'
+            ? {
+                family,
+                dst,
+                gateway: decision.nodeIP,
+                ifindex: decision.ifindex,
+                ...tableField,
+                protocol: TRELLIS_ROUTE_PROTOCOL,
+                scope: 'universe',
+                type: 'unicast',
+              }
+            : {
+                family,
+                dst,
+                gateway: decision.vtepIP,
+                ifindex: decision.ifindex,
+                ...tableField,
+                protocol: TRELLIS_ROUTE_PROTOCOL,
+                scope: 'universe',
+                type: 'unicast',
+                onlink: true,
+              },
+        );
       }
     }
   }
@@ -253,4 +284,52 @@ export function desiredRoutes(
     (a, b) => compareCidr(parseCidr(a.dst)!, parseCidr(b.dst)!) || (a.type ?? '').localeCompare(b.type ?? ''),
   );
   return { routes, problems, decisions };
+}
+
+/**
+ * A node's VTEP address in one family: the network address of its first pod CIDR of that family (CIDR
+ * order), as flannel does. It lies inside the node's pod CIDR but IPAM never hands out a network address,
+ * so no pod can hold it; the node assigns it to its own VXLAN device as a /32 (/128).
+ */
+export function vtepAddress(podCIDRs: readonly string[], family: Family): string | undefined {
+  const first = podCIDRs
+    .map((c) => parseCidr(c))
+    .filter((c): c is CidrBlock => c !== undefined && c.family === family)
+    .sort(compareCidr)[0];
+  return first === undefined ? undefined : formatIp({ family, value: first.network });
+}
+
+function vxlanDecision(
+  node: ParsedNode,
+  family: Family,
+  candidates: IpAddr[],
+  podCIDRs: string[],
+  localLinks: LocalLink[],
+  overlay: readonly OverlayDevice[],
+): PeerDecision | { reason: string } {
+  const device = overlay.find((d) => d.family === family);
+  if (device === undefined) return { reason: `this node has no IPv${family} VXLAN device` };
+  const mac = node.vtepMac[family];
+  if (mac === undefined) return { reason: `the node has not published an IPv${family} VTEP MAC` };
+  // Frames go to the peer's first InternalIP of the family that is not one of ours.
+  const nodeIp = candidates.find((ip) => {
+    const found = findDirectLink(ip, localLinks);
+    return found === undefined || !('ownAddress' in found);
+  });
+  if (nodeIp === undefined)
+    return { reason: `no IPv${family} InternalIP that is not one of this node's own` };
+  // The VTEP address comes from ALL the node's valid CIDRs (even one dropped here as conflicting), so it
+  // is the address the node itself derives.
+  const vtepIP = vtepAddress(node.cidrs.map(formatCidr), family)!;
+  return {
+    node: node.name,
+    family,
+    path: 'vxlan',
+    nodeIP: formatIp(nodeIp),
+    vtepIP,
+    vtepMac: mac,
+    ifindex: device.ifindex,
+    linkName: device.name,
+    podCIDRs,
+  };
 }

@@ -1,9 +1,11 @@
 /** Inter-node routes: Node objects -> desired routes -> diff against the routes we own -> netlink. */
 
 export { type ApplyResult, applyRouteDiff, type RouteError } from './apply.ts';
-export { desiredRoutes } from './desired.ts';
+export { desiredRoutes, vtepAddress } from './desired.ts';
 export { diffRoutes, isOwnedRoute, MAIN_TABLE, type RouteDiff, routeKey } from './diff.ts';
 export {
+  type OverlayPort,
+  type OverlayReport,
   type ReconcileInput,
   type ReconcileReport,
   RouteReconciler,
@@ -15,9 +17,11 @@ export type {
   DesiredRoutesOptions,
   LocalAddress,
   LocalLink,
+  OverlayDevice,
   PeerDecision,
   PeerNode,
   Problem,
   RoutingMode,
   SelfNode,
 } from './types.ts';
+export { ROUTING_MODES } from './types.ts';

@@ -10,6 +10,11 @@ export interface PeerNode {
   name: string;
   podCIDRs: string[];
   internalIPs: string[];
+  /**
+   * The MAC of the node's VXLAN device per underlay family, as its agent published it (pkg/vxlan reads
+   * the Node annotations). Absent: the node has no VTEP (yet), so VXLAN to it would go nowhere.
+   */
+  vtepMacs?: Partial<Record<Family, string>>;
 }
 
 /** The node this agent runs on: same shape, its pod CIDRs become blackhole routes. */
@@ -28,12 +33,26 @@ export interface LocalLink {
   addresses: LocalAddress[];
 }
 
-export type RoutingMode = 'host-gw';
+/**
+ * host-gw: direct routes only, a peer on another subnet is unreachable. auto: direct routes to peers on a
+ * connected subnet, VXLAN to the rest. vxlan: every peer through VXLAN.
+ */
+export type RoutingMode = 'host-gw' | 'auto' | 'vxlan';
+export const ROUTING_MODES: readonly RoutingMode[] = Object.freeze(['host-gw', 'auto', 'vxlan']);
+
+/** A VXLAN device of this node the planner may route a family's pod traffic through. */
+export interface OverlayDevice {
+  family: Family;
+  ifindex: number;
+  name: string;
+}
 
 export interface DesiredRoutesOptions {
   mode: RoutingMode;
   /** Routing table for everything this planner emits; the main table (254) when unset. */
   table?: number;
+  /** The usable VXLAN devices (auto and vxlan modes); a family without one cannot use VXLAN. */
+  overlay?: readonly OverlayDevice[];
 }
 
 export interface Problem {
@@ -43,8 +62,9 @@ export interface Problem {
 
 /**
  * How one peer is reached in one address family. 'direct' is host-gw: the peer's InternalIP sits in a
- * subnet connected to one of our interfaces. 'unreachable' means host-gw cannot reach it; a VXLAN mode
- * will turn those into `{ path: 'vxlan', ... }` decisions instead of problems.
+ * subnet connected to one of our interfaces. 'vxlan': through our VXLAN device of that family; the kernel
+ * needs (in this order) a permanent neighbour vtepIP -> vtepMac on the device, an FDB entry vtepMac ->
+ * nodeIP, and then onlink routes podCIDRs via vtepIP. 'unreachable': neither works (reason says why).
  */
 export type PeerDecision =
   | {
@@ -52,6 +72,19 @@ export type PeerDecision =
       family: Family;
       path: 'direct';
       nodeIP: string;
+      ifindex: number;
+      linkName: string;
+      podCIDRs: string[];
+    }
+  | {
+      node: string;
+      family: Family;
+      path: 'vxlan';
+      /** The peer's underlay address (its InternalIP of this family): where the FDB sends frames. */
+      nodeIP: string;
+      /** The peer's VTEP address: the network address of its first pod CIDR of this family (flannel's scheme). */
+      vtepIP: string;
+      vtepMac: string;
       ifindex: number;
       linkName: string;
       podCIDRs: string[];

@@ -1,0 +1,194 @@
+/**
+ * This node's VXLAN devices: which ones it should have (pure) and making one exist with exactly those
+ * parameters (thin, over the netlink port plus the iproute2 tool for what the port lacks).
+ *
+ * A device's VNI, port, local address and learning flag are fixed at creation, so a difference recreates it
+ * (its neighbours, FDB entries and routes go with it; the same pass programs them again). MAC, MTU and up
+ * are changed in place. The VTEP address (/32 or /128) is added; the port cannot delete addresses, so a
+ * device holding a stale one (our pod CIDR changed) is recreated too.
+ */
+
+import type { AddressInfo, Family, LinkInfo, NetlinkHandle } from '../datapath/ports.ts';
+import { canonicalIp, parseIp } from '../routes/cidr.ts';
+import { vtepAddress } from '../routes/desired.ts';
+import type { LocalLink, Problem, RoutingMode, SelfNode } from '../routes/types.ts';
+import { VXLAN_OVERHEAD, vxlanDeviceName } from './constants.ts';
+import type { VxlanLinkTool } from './iproute.ts';
+import { vtepMac } from './mac.ts';
+
+export interface VxlanSettings {
+  vni: number;
+  port: number;
+  /** Device MTU; 0 = the underlay interface's MTU minus the encapsulation overhead. */
+  mtu: number;
+}
+
+export interface DeviceSpec {
+  family: Family;
+  name: string;
+  vni: number;
+  port: number;
+  /** This node's InternalIP of the family: the outer source address. */
+  localIp: string;
+  /** The underlay interface holding localIp. */
+  underlay: string;
+  mac: string;
+  mtu: number;
+  /** Our VTEP address on the device (network address of our first pod CIDR of the family). */
+  vtepIP: string;
+}
+
+export interface DeviceState {
+  family: Family;
+  name: string;
+  ifindex: number;
+  mac: string;
+  mtu: number;
+  /** 'created', 'recreated (<why>)', 'updated (<what>)' or 'unchanged'. */
+  action: string;
+}
+
+/**
+ * The devices this node should have: none in host-gw; otherwise one per family in which it has a pod CIDR,
+ * provided it has an InternalIP of that family held by one of its interfaces (a problem otherwise).
+ */
+export function desiredDevices(
+  nodeName: string,
+  self: SelfNode,
+  localLinks: readonly LocalLink[],
+  links: readonly LinkInfo[],
+  mode: RoutingMode,
+  settings: VxlanSettings,
+): { specs: DeviceSpec[]; problems: Problem[] } {
+  const specs: DeviceSpec[] = [];
+  const problems: Problem[] = [];
+  if (mode === 'host-gw') return { specs, problems };
+  for (const family of [4, 6] as Family[]) {
+    const vtepIP = vtepAddress(self.podCIDRs, family);
+    if (vtepIP === undefined) continue; // Not this family's node: no pods to reach.
+    const ips = self.internalIPs.filter((t) => parseIp(t)?.family === family).map((t) => canonicalIp(t)!);
+    if (ips.length === 0) {
+      problems.push({
+        node: nodeName,
+        problem: `no IPv${family} InternalIP: no IPv${family} VXLAN device, IPv${family} pod traffic can only use direct routes`,
+      });
+      continue;
+    }
+    let underlay: LocalLink | undefined;
+    let localIp: string | undefined;
+    for (const ip of ips) {
+      underlay = localLinks.find((l) => l.addresses.some((a) => canonicalIp(a.address) === ip));
+      if (underlay !== undefined) {
+        localIp = ip;
+        break;
+      }
+    }
+    if (underlay === undefined || localIp === undefined) {
+      problems.push({
+        node: nodeName,
+        problem: `InternalIP ${ips.join(', ')} is not an address of this node's interfaces: no IPv${family} VXLAN device`,
+      });
+      continue;
+    }
+    const underlayMtu = links.find((l) => l.index === underlay.ifindex)?.mtu ?? 1500;
+    specs.push({
+      family,
+      name: vxlanDeviceName(family),
+      vni: settings.vni,
+      port: settings.port,
+      localIp,
+      underlay: underlay.name,
+      mac: vtepMac(nodeName, family),
+      mtu: settings.mtu > 0 ? settings.mtu : underlayMtu - VXLAN_OVERHEAD[family],
+      vtepIP,
+    });
+  }
+  return { specs, problems };
+}
+
+/** Why the existing device cannot be kept, or undefined. */
+async function mismatch(
+  handle: NetlinkHandle,
+  tool: VxlanLinkTool,
+  link: LinkInfo,
+  spec: DeviceSpec,
+): Promise<string | undefined> {
+  const params = await tool.vxlanParams(spec.name);
+  if (params === undefined) return undefined; // Vanished meanwhile: the caller creates it.
+  if (params === null) return `${spec.name} exists but is not a VXLAN device`;
+  if (params.vni !== spec.vni) return `VNI ${params.vni} -> ${spec.vni}`;
+  if (params.port !== spec.port) return `port ${params.port} -> ${spec.port}`;
+  if (params.localIp === undefined || canonicalIp(params.localIp) !== spec.localIp) {
+    return `local ${params.localIp ?? 'none'} -> ${spec.localIp}`;
+  }
+  if (params.learning) return 'learning on';
+  const stale = (await handle.listAddresses(undefined, link.index)).filter(
+    (a) => a.scope !== 'link' && !isVtepAddress(a, spec),
+  );
+  if (stale.length > 0) return `stale address ${stale.map((a) => `${a.address}/${a.prefixLen}`).join(', ')}`;
+  return undefined;
+}
+
+function isVtepAddress(a: AddressInfo, spec: DeviceSpec): boolean {
+  return (
+    a.family === spec.family &&
+    canonicalIp(a.address) === spec.vtepIP &&
+    a.prefixLen === (spec.family === 4 ? 32 : 128)
+  );
+}
+
+/** Makes the device match spec; returns it as it now is. */
+export async function ensureDevice(
+  handle: NetlinkHandle,
+  tool: VxlanLinkTool,
+  spec: DeviceSpec,
+): Promise<DeviceState> {
+  let link = await handle.getLink(spec.name);
+  let action = 'unchanged';
+  if (link !== undefined) {
+    const why = await mismatch(handle, tool, link, spec);
+    if (why !== undefined) {
+      await handle.deleteLink(link.index);
+      link = undefined;
+      action = `recreated (${why})`;
+    }
+  }
+  if (link === undefined) {
+    if (handle.createVxlan === undefined) throw new Error('this netlink handle cannot create VXLAN devices');
+    link = await handle.createVxlan({
+      name: spec.name,
+      vni: spec.vni,
+      port: spec.port,
+      localIp: spec.localIp,
+      learning: false,
+      mtu: spec.mtu,
+    });
+    if (action === 'unchanged') action = 'created';
+  }
+  const changed: string[] = [];
+  if (link.mac !== spec.mac) {
+    await tool.setMac(spec.name, spec.mac);
+    changed.push('mac');
+  }
+  if (link.mtu !== spec.mtu) {
+    await handle.setLinkMtu(link.index, spec.mtu);
+    changed.push('mtu');
+  }
+  const hasVtep = (await handle.listAddresses(spec.family, link.index)).some((a) => isVtepAddress(a, spec));
+  if (!hasVtep) {
+    await handle.addAddress({
+      family: spec.family,
+      ifindex: link.index,
+      address: spec.vtepIP,
+      prefixLen: spec.family === 4 ? 32 : 128,
+      ...(spec.family === 6 ? { noDad: true } : {}),
+    });
+    changed.push('address');
+  }
+  if (!link.up) {
+    await handle.setLinkUp(link.index);
+    changed.push('up');
+  }
+  if (action === 'unchanged' && changed.length > 0) action = `updated (${changed.join(', ')})`;
+  return { family: spec.family, name: spec.name, ifindex: link.index, mac: spec.mac, mtu: spec.mtu, action };
+}

@@ -1,0 +1,30 @@
+/** The VXLAN overlay: devices, VTEP MACs and annotations, neighbour and FDB entries (docs/overlay.md). */
+
+export { vtepAnnotationPatch, vtepMacsFromAnnotations } from './annotations.ts';
+export {
+  DEFAULT_VXLAN_PORT,
+  DEFAULT_VXLAN_VNI,
+  isVxlanDeviceName,
+  VTEP_MAC_ANNOTATIONS,
+  VXLAN_DEVICE_NAMES,
+  VXLAN_OVERHEAD,
+  vxlanDeviceName,
+} from './constants.ts';
+export {
+  type DeviceSpec,
+  type DeviceState,
+  desiredDevices,
+  ensureDevice,
+  type VxlanSettings,
+} from './device.ts';
+export { desiredEntries, diffFdb, diffNeighbours, type EntryDiff, type OverlayEntries } from './entries.ts';
+export {
+  IpCommandError,
+  IpRouteTool,
+  type IpRouteToolOptions,
+  parseIpLinkJson,
+  type VxlanLinkTool,
+  type VxlanParams,
+} from './iproute.ts';
+export { parseVtepMac, vtepMac } from './mac.ts';
+export { VxlanOverlay, type VxlanOverlayOptions } from './overlay.ts';

@@ -1,0 +1,175 @@
+/**
+ * The VXLAN backend behind pkg/routes' OverlayPort. Per pass (the RouteReconciler calls these in order):
+ *   prepare  devices match the mode and settings (host-gw: ours are deleted), returns the usable ones
+ *   program  neighbours, then FDB entries the VXLAN decisions need (before the routes)
+ *   prune    entries on our devices nobody needs (after the routes; only once the node list is synced)
+ * Level-triggered like the routes: desired vs listed every pass, nothing remembered between passes except
+ * the last pass's device states for status and the VTEP annotation.
+ */
+
+import type { Family, FdbEntry, NeighbourEntry, NetlinkHandle } from '../datapath/ports.ts';
+import type { OverlayPort, OverlayReport } from '../routes/reconciler.ts';
+import type {
+  LocalLink,
+  OverlayDevice,
+  PeerDecision,
+  Problem,
+  RoutingMode,
+  SelfNode,
+} from '../routes/types.ts';
+import { isVxlanDeviceName } from './constants.ts';
+import { type DeviceState, desiredDevices, ensureDevice, type VxlanSettings } from './device.ts';
+import { desiredEntries, diffFdb, diffNeighbours } from './entries.ts';
+import type { VxlanLinkTool } from './iproute.ts';
+
+export interface VxlanOverlayOptions extends VxlanSettings {
+  handle: NetlinkHandle;
+  tool: VxlanLinkTool;
+  nodeName: string;
+  /** Device changes are logged (created, recreated and why, removed). */
+  log?: { info(obj: object, msg: string): void };
+}
+
+function asError(e: unknown): Error {
+  return e instanceof Error ? e : new Error(String(e));
+}
+
+export class VxlanOverlay implements OverlayPort {
+  private readonly opts: VxlanOverlayOptions;
+  private states: DeviceState[] = [];
+  private errors: OverlayReport['errors'] = [];
+  private added = 0;
+  private removed = 0;
+  private pending: { neighbours: NeighbourEntry[]; fdb: FdbEntry[] } = { neighbours: [], fdb: [] };
+
+  constructor(opts: VxlanOverlayOptions) {
+    this.opts = opts;
+  }
+
+  /** The devices after the last pass (status CLI, VTEP annotation). */
+  devices(): readonly DeviceState[] {
+    return this.states;
+  }
+
+  /** The MAC to publish per family: only for devices that exist. */
+  vtepMacs(): Partial<Record<Family, string>> {
+    const out: Partial<Record<Family, string>> = {};
+    for (const d of this.states) out[d.family] = d.mac;
+    return out;
+  }
+
+  async prepare(
+    self: SelfNode,
+    localLinks: LocalLink[],
+    mode: RoutingMode,
+  ): Promise<{ devices: OverlayDevice[]; problems: Problem[] }> {
+    const { handle, tool, nodeName, log } = this.opts;
+    this.errors = [];
+    this.added = 0;
+    this.removed = 0;
+    this.pending = { neighbours: [], fdb: [] };
+    const links = await handle.listLinks();
+    const { specs, problems } = desiredDevices(nodeName, self, localLinks, links, mode, this.opts);
+    for (const l of links) {
+      if (!isVxlanDeviceName(l.name) || specs.some((s) => s.name === l.name)) continue;
+      try {
+        await handle.deleteLink(l.index);
+        log?.info({ device: l.name, mode }, 'VXLAN device removed');
+      } catch (e) {
+        this.errors.push({ op: 'delete device', what: l.name, error: asError(e) });
+      }
+    }
+    const states: DeviceState[] = [];
+    for (const spec of specs) {
+      try {
+        const state = await ensureDevice(handle, tool, spec);
+        states.push(state);
+        if (state.action !== 'unchanged') {
+          log?.info(
+            {
+              device: spec.name,
+              action: state.action,
+              vni: spec.vni,
+              port: spec.port,
+              local: spec.localIp,
+              underlay: spec.underlay,
+              vtep: spec.vtepIP,
+              mac: spec.mac,
+              mtu: spec.mtu,
+            },
+            'VXLAN device',
+          );
+        }
+      } catch (e) {
+        this.errors.push({ op: 'ensure device', what: spec.name, error: asError(e) });
+      }
+    }
+    this.states = states;
+    return {
+      devices: states.map((s) => ({ family: s.family, ifindex: s.ifindex, name: s.name })),
+      problems,
+    };
+  }
+
+  async program(decisions: readonly PeerDecision[]): Promise<void> {
+    const { handle } = this.opts;
+    const ours = new Set(this.states.map((s) => s.ifindex));
+    if (ours.size === 0) return;
+    const want = desiredEntries(decisions);
+    const [neighbours, fdb] = await Promise.all([handle.listNeighbours(), handle.listFdb()]);
+    const nd = diffNeighbours(want.neighbours, neighbours, ours);
+    const fd = diffFdb(want.fdb, fdb, ours);
+    for (const n of nd.write) {
+      await this.try(
+        'replace neighbour',
+        `${n.address} lladdr ${n.mac}`,
+        () => handle.replaceNeighbour(n),
+        1,
+      );
+    }
+    for (const f of fd.write) {
+      await this.try('append fdb', `${f.mac} dst ${f.dst}`, () => handle.appendFdb(f), 1);
+    }
+    for (const f of fd.replaced) {
+      await this.try('delete fdb', `${f.mac} dst ${f.dst}`, () => handle.deleteFdb(f), 0, 1);
+    }
+    this.pending = { neighbours: nd.remove, fdb: fd.remove };
+  }
+
+  async prune(_decisions: readonly PeerDecision[], synced: boolean): Promise<OverlayReport> {
+    const { handle } = this.opts;
+    const { neighbours, fdb } = this.pending;
+    this.pending = { neighbours: [], fdb: [] };
+    if (synced) {
+      for (const n of neighbours) {
+        await this.try('delete neighbour', n.address, () => handle.deleteNeighbour(n), 0, 1);
+      }
+      for (const f of fdb) {
+        await this.try('delete fdb', `${f.mac} dst ${f.dst}`, () => handle.deleteFdb(f), 0, 1);
+      }
+    }
+    return {
+      devices: this.states.map((s) => ({ ...s })),
+      added: this.added,
+      removed: this.removed,
+      removalsDeferred: synced ? 0 : neighbours.length + fdb.length,
+      errors: this.errors,
+    };
+  }
+
+  private async try(
+    op: string,
+    what: string,
+    fn: () => Promise<void>,
+    add: number,
+    remove = 0,
+  ): Promise<void> {
+    try {
+      await fn();
+      this.added += add;
+      this.removed += remove;
+    } catch (e) {
+      this.errors.push({ op, what, error: asError(e) });
+    }
+  }
+}

@@ -1,0 +1,366 @@
+import { execFileSync } from 'node:child_process';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import type { Family, NetlinkHandle } from '../../../pkg/datapath/ports.ts';
+import { createNetnsPort } from '../../../pkg/netns/index.ts';
+import { type ReconcileReport, RouteReconciler } from '../../../pkg/routes/reconciler.ts';
+import type { PeerNode, RoutingMode } from '../../../pkg/routes/types.ts';
+import { IpRouteTool, VxlanOverlay, vtepMac } from '../../../pkg/vxlan/index.ts';
+import {
+  ip,
+  ipJson,
+  NetnsPool,
+  netnsSkipReason,
+  nsPing,
+  nsSysctl,
+  type TestNetns,
+} from '../../support/netns.ts';
+
+/**
+ * Two "nodes" on DIFFERENT subnets joined by a router namespace, a pod behind each node (a namespace on a
+ * veth, wired the way the datapath wires pods: host route `podIP dev vpod scope link proto 126`, the pod's
+ * default route via the link-local gateway the host veth holds). Each node runs the real RouteReconciler
+ * with the real VxlanOverlay over netlink + iproute2. Dual-stack underlay: IPv4 pods tunnel over IPv4,
+ * IPv6 pods over IPv6.
+ *
+ *   pod-a (10.244.1.5, fd00:244:1::5) -- node-a eth0 192.168.10.2 fd00:10::2 --+
+ *                                                                             router (forwards, no pod routes)
+ *   pod-b (10.244.2.5, fd00:244:2::5) -- node-b eth0 192.168.20.2 fd00:20::2 --+
+ *
+ * The router knows nothing about pod CIDRs, so a pod-to-pod ping succeeding proves the tunnel carried it.
+ */
+
+interface KernelRoute {
+  dst: string;
+  gateway?: string;
+  dev?: string;
+  protocol?: string;
+  flags?: string[];
+}
+interface KernelNeigh {
+  dst: string;
+  dev: string;
+  lladdr?: string;
+  state?: string[];
+}
+interface KernelFdb {
+  mac: string;
+  dst?: string;
+  ifname?: string;
+}
+interface KernelLink {
+  ifindex: number;
+  ifname: string;
+  address: string;
+  mtu: number;
+  linkinfo?: {
+    info_kind: string;
+    info_data: { id: number; port: number; local?: string; local6?: string; learning: boolean };
+  };
+  stats64?: { tx: { packets: number }; rx: { packets: number } };
+}
+
+const port = netnsSkipReason === undefined ? createNetnsPort() : undefined;
+
+describe.skipIf(netnsSkipReason !== undefined)(
+  'VXLAN overlay on a real kernel (two subnets, a router)',
+  () => {
+    const pool = new NetnsPool();
+    const handles: NetlinkHandle[] = [];
+    let router: TestNetns;
+    let nodeA: TestNetns;
+    let nodeB: TestNetns;
+    let podA: TestNetns;
+    let podB: TestNetns;
+
+    const selfA: PeerNode = {
+      name: 'node-a',
+      podCIDRs: ['10.244.1.0/24', 'fd00:244:1::/64'],
+      internalIPs: ['192.168.10.2', 'fd00:10::2'],
+    };
+    const selfB: PeerNode = {
+      name: 'node-b',
+      podCIDRs: ['10.244.2.0/24', 'fd00:244:2::/64'],
+      internalIPs: ['192.168.20.2', 'fd00:20::2'],
+    };
+    /** A peer on node-a's own subnet: auto mode must route it directly, not through the tunnel. */
+    const sameSubnet: PeerNode = {
+      name: 'node-c',
+      podCIDRs: ['10.244.3.0/24'],
+      internalIPs: ['192.168.10.3'],
+      vtepMacs: { 4: vtepMac('node-c', 4) },
+    };
+
+    const published = (n: PeerNode): PeerNode => ({
+      ...n,
+      vtepMacs: { 4: vtepMac(n.name, 4), 6: vtepMac(n.name, 6) },
+    });
+
+    function open(ns: TestNetns): NetlinkHandle {
+      const h = port!.openNetlinkIn(ns.path);
+      handles.push(h);
+      return h;
+    }
+
+    function reconciler(
+      ns: TestNetns,
+      name: string,
+      opts: { mode?: RoutingMode; vni?: number; port?: number } = {},
+    ) {
+      const handle = open(ns);
+      const overlay = new VxlanOverlay({
+        handle,
+        tool: new IpRouteTool({ netns: ns.name }),
+        nodeName: name,
+        vni: opts.vni ?? 4096,
+        port: opts.port ?? 8472,
+        mtu: 0,
+      });
+      return { overlay, routes: new RouteReconciler({ handle, mode: opts.mode ?? 'auto', overlay }) };
+    }
+
+    async function pass(
+      r: { routes: RouteReconciler },
+      self: PeerNode,
+      peers: PeerNode[],
+      synced = true,
+    ): Promise<ReconcileReport> {
+      const report = await r.routes.reconcile({ synced, self, peers: [self, ...peers] });
+      expect(report.errors).toEqual([]);
+      expect(report.overlay?.errors.map((e) => `${e.op} ${e.what}: ${e.error.message}`)).toEqual([]);
+      return report;
+    }
+
+    const link = (ns: TestNetns, dev: string): KernelLink =>
+      ipJson<KernelLink[]>(ns.name, '-d', '-s', 'link', 'show', 'dev', dev)[0]!;
+    const routesOn = (ns: TestNetns, family: Family): string[] =>
+      ipJson<KernelRoute[]>(ns.name, `-${family}`, 'route', 'show', 'table', 'main')
+        .filter((r) => r.protocol === '126' && r.gateway !== undefined)
+        .map((r) => `${r.dst} via ${r.gateway} dev ${r.dev}${r.flags?.includes('onlink') ? ' onlink' : ''}`)
+        .sort();
+    const neighsOn = (ns: TestNetns, dev: string): string[] =>
+      ipJson<KernelNeigh[]>(ns.name, 'neigh', 'show', 'dev', dev)
+        .filter((n) => !n.dst.startsWith('fe80'))
+        .map((n) => `${n.dst} ${n.lladdr ?? '-'} ${(n.state ?? []).join(',')}`)
+        .sort();
+    const fdbOn = (ns: TestNetns, dev: string): string[] =>
+      (
+        JSON.parse(
+          execFileSync('bridge', ['-n', ns.name, '-j', 'fdb', 'show', 'dev', dev], { encoding: 'utf8' }) ||
+            '[]',
+        ) as KernelFdb[]
+      )
+        .filter((f) => f.dst !== undefined)
+        .map((f) => `${f.mac} dst ${f.dst}`)
+        .sort();
+
+    function wirePod(node: TestNetns, pod: TestNetns, v4: string, v6: string): void {
+      ip(node.name, 'link', 'add', 'vpod', 'type', 'veth', 'peer', 'name', 'eth0', 'netns', pod.name);
+      nsSysctl(node.name, 'net.ipv6.conf.vpod.accept_dad', '0');
+      nsSysctl(pod.name, 'net.ipv6.conf.eth0.accept_dad', '0');
+      ip(node.name, 'link', 'set', 'vpod', 'up');
+      ip(pod.name, 'link', 'set', 'eth0', 'up');
+      ip(pod.name, 'addr', 'add', `${v4}/32`, 'dev', 'eth0');
+      ip(pod.name, 'addr', 'add', `${v6}/128`, 'dev', 'eth0', 'nodad');
+      ip(pod.name, 'route', 'add', '169.254.1.1', 'dev', 'eth0', 'scope', 'link');
+      ip(pod.name, 'route', 'add', 'default', 'via', '169.254.1.1', 'dev', 'eth0');
+      ip(pod.name, '-6', 'route', 'add', 'default', 'via', 'fe80::1', 'dev', 'eth0');
+      ip(node.name, 'addr', 'add', '169.254.1.1/32', 'dev', 'vpod');
+      ip(node.name, 'addr', 'add', 'fe80::1/64', 'dev', 'vpod', 'nodad');
+      ip(node.name, 'route', 'add', `${v4}/32`, 'dev', 'vpod', 'scope', 'link', 'proto', '126');
+      ip(node.name, '-6', 'route', 'add', `${v6}/128`, 'dev', 'vpod', 'proto', '126');
+    }
+
+    beforeAll(() => {
+      router = pool.add('vx-r');
+      nodeA = pool.add('vx-a');
+      nodeB = pool.add('vx-b');
+      podA = pool.add('vx-pa');
+      podB = pool.add('vx-pb');
+      for (const ns of [router, nodeA, nodeB]) {
+        nsSysctl(ns.name, 'net.ipv4.ip_forward', '1');
+        nsSysctl(ns.name, 'net.ipv6.conf.all.forwarding', '1');
+      }
+      for (const [node, leg, v4, v6, rv4, rv6] of [
+        [nodeA, 'leg-a', '192.168.10.2/24', 'fd00:10::2/64', '192.168.10.1/24', 'fd00:10::1/64'],
+        [nodeB, 'leg-b', '192.168.20.2/24', 'fd00:20::2/64', '192.168.20.1/24', 'fd00:20::1/64'],
+      ] as const) {
+        ip(router.name, 'link', 'add', leg, 'type', 'veth', 'peer', 'name', 'eth0', 'netns', node.name);
+        nsSysctl(router.name, `net.ipv6.conf.${leg}.accept_dad`, '0');
+        nsSysctl(node.name, 'net.ipv6.conf.eth0.accept_dad', '0');
+        ip(router.name, 'link', 'set', leg, 'up');
+        ip(node.name, 'link', 'set', 'eth0', 'up');
+        ip(router.name, 'addr', 'add', rv4, 'dev', leg);
+        ip(router.name, 'addr', 'add', rv6, 'dev', leg, 'nodad');
+        ip(node.name, 'addr', 'add', v4, 'dev', 'eth0');
+        ip(node.name, 'addr', 'add', v6, 'dev', 'eth0', 'nodad');
+        ip(node.name, 'route', 'add', 'default', 'via', rv4.split('/')[0]!);
+        ip(node.name, '-6', 'route', 'add', 'default', 'via', rv6.split('/')[0]!);
+      }
+      wirePod(nodeA, podA, '10.244.1.5', 'fd00:244:1::5');
+      wirePod(nodeB, podB, '10.244.2.5', 'fd00:244:2::5');
+    });
+
+    afterAll(() => {
+      for (const h of handles.splice(0)) h.close();
+      pool.cleanup();
+    });
+
+    it('the underlay works and the pods cannot reach each other before the overlay exists', () => {
+      expect(nsPing(nodeA.name, '192.168.20.2')).toBe(true);
+      expect(nsPing(nodeA.name, 'fd00:20::2')).toBe(true);
+      expect(nsPing(podA.name, '10.244.2.5')).toBe(false);
+    });
+
+    it('host-gw cannot reach a node on another subnet and creates no device', async () => {
+      const r = reconciler(nodeA, 'node-a', { mode: 'host-gw' });
+      const report = await pass(r, selfA, [published(selfB)]);
+      expect(report.decisions.map((d) => `${d.node} v${d.family} ${d.path}`)).toEqual([
+        'node-b v4 unreachable',
+        'node-b v6 unreachable',
+      ]);
+      expect(report.problems.map((p) => p.problem)).toEqual([
+        expect.stringMatching(/^unreachable with host-gw: InternalIP 192\.168\.20\.2 is not on a subnet/),
+        expect.stringMatching(/^unreachable with host-gw: InternalIP fd00:20::2 is not on a subnet/),
+      ]);
+      expect(ipJson<KernelLink[]>(nodeA.name, 'link', 'show', 'type', 'vxlan')).toEqual([]);
+    });
+
+    it('auto: pods on different subnets talk through VXLAN (IPv4 and IPv6), a same-subnet peer goes direct', async () => {
+      const a = reconciler(nodeA, 'node-a');
+      const b = reconciler(nodeB, 'node-b');
+      // First pass: devices come up; the peers have not published their MACs yet, so they are unreachable.
+      const first = await pass(a, selfA, [selfB]);
+      expect(first.decisions.map((d) => d.path)).toEqual(['unreachable', 'unreachable']);
+      expect(first.problems[0]!.problem).toMatch(/VXLAN: the node has not published an IPv4 VTEP MAC/);
+      await pass(b, selfB, [selfA]);
+      expect(a.overlay.vtepMacs()).toEqual({ 4: vtepMac('node-a', 4), 6: vtepMac('node-a', 6) });
+
+      const ra = await pass(a, selfA, [published(selfB), sameSubnet]);
+      await pass(b, selfB, [published(selfA)]);
+      expect(ra.decisions.map((d) => `${d.node} v${d.family} ${d.path}`)).toEqual([
+        'node-b v4 vxlan',
+        'node-b v6 vxlan',
+        'node-c v4 direct',
+      ]);
+
+      // The devices: kernel-reported parameters, deterministic MAC, VTEP address, MTU = 1500 - overhead.
+      const v4 = link(nodeA, 'trellis.v4');
+      const v6 = link(nodeA, 'trellis.v6');
+      expect(v4.linkinfo).toMatchObject({
+        info_kind: 'vxlan',
+        info_data: { id: 4096, port: 8472, local: '192.168.10.2', learning: false },
+      });
+      expect(v6.linkinfo).toMatchObject({
+        info_kind: 'vxlan',
+        info_data: { id: 4096, port: 8472, local6: 'fd00:10::2', learning: false },
+      });
+      expect([v4.address, v6.address]).toEqual([vtepMac('node-a', 4), vtepMac('node-a', 6)]);
+      expect([v4.mtu, v6.mtu]).toEqual([1450, 1430]);
+      expect(ip(nodeA.name, '-4', 'addr', 'show', 'dev', 'trellis.v4')).toContain('inet 10.244.1.0/32');
+      expect(ip(nodeA.name, '-6', 'addr', 'show', 'dev', 'trellis.v6')).toContain('inet6 fd00:244:1::/128');
+
+      // Neighbour, FDB, onlink route: what the kernel shows.
+      expect(neighsOn(nodeA, 'trellis.v4')).toEqual([`10.244.2.0 ${vtepMac('node-b', 4)} PERMANENT`]);
+      expect(neighsOn(nodeA, 'trellis.v6')).toEqual([`fd00:244:2:: ${vtepMac('node-b', 6)} PERMANENT`]);
+      expect(fdbOn(nodeA, 'trellis.v4')).toEqual([`${vtepMac('node-b', 4)} dst 192.168.20.2`]);
+      expect(fdbOn(nodeA, 'trellis.v6')).toEqual([`${vtepMac('node-b', 6)} dst fd00:20::2`]);
+      expect(routesOn(nodeA, 4)).toEqual([
+        '10.244.2.0/24 via 10.244.2.0 dev trellis.v4 onlink',
+        '10.244.3.0/24 via 192.168.10.3 dev eth0',
+      ]);
+      expect(routesOn(nodeA, 6)).toEqual(['fd00:244:2::/64 via fd00:244:2:: dev trellis.v6 onlink']);
+
+      // Traffic: pod to pod across the router, both families, counted on the VXLAN devices of both nodes.
+      const tx4 = link(nodeA, 'trellis.v4').stats64!.tx.packets;
+      const rx6 = link(nodeB, 'trellis.v6').stats64!.rx.packets;
+      expect(nsPing(podA.name, '10.244.2.5', 3)).toBe(true);
+      expect(nsPing(podA.name, 'fd00:244:2::5', 3)).toBe(true);
+      expect(nsPing(podB.name, '10.244.1.5')).toBe(true);
+      expect(link(nodeA, 'trellis.v4').stats64!.tx.packets).toBeGreaterThanOrEqual(tx4 + 3);
+      expect(link(nodeB, 'trellis.v6').stats64!.rx.packets).toBeGreaterThanOrEqual(rx6 + 3);
+      // Full-size packets fit: pod MTU 1430 (the IPv6 overhead) minus IPv4 and ICMP headers, DF set.
+      expect(
+        nsPingSize(podA.name, '10.244.2.5', 1430 - 28),
+        'a 1430-byte IPv4 packet crosses the tunnel unfragmented',
+      ).toBe(true);
+    });
+
+    it('a restarted agent (fresh reconciler and overlay) changes nothing', async () => {
+      const before = { ifindex: link(nodeA, 'trellis.v4').ifindex, routes: routesOn(nodeA, 4) };
+      const a = reconciler(nodeA, 'node-a');
+      const report = await pass(a, selfA, [published(selfB), sameSubnet]);
+      expect(report).toMatchObject({ added: 0, replaced: 0, removed: 0 });
+      expect(report.overlay).toMatchObject({ added: 0, removed: 0 });
+      expect(report.overlay!.devices.map((d) => d.action)).toEqual(['unchanged', 'unchanged']);
+      expect(link(nodeA, 'trellis.v4').ifindex).toBe(before.ifindex);
+      expect(routesOn(nodeA, 4)).toEqual(before.routes);
+    });
+
+    it('a parameter change (VNI, then port) recreates the devices; traffic flows again once both sides agree', async () => {
+      const old = link(nodeA, 'trellis.v4').ifindex;
+      const a = reconciler(nodeA, 'node-a', { vni: 4097 });
+      const report = await pass(a, selfA, [published(selfB)]);
+      expect(report.overlay!.devices.map((d) => d.action)).toEqual([
+        'recreated (VNI 4096 -> 4097)',
+        'recreated (VNI 4096 -> 4097)',
+      ]);
+      const now = link(nodeA, 'trellis.v4');
+      expect(now.ifindex).not.toBe(old);
+      expect(now.linkinfo!.info_data.id).toBe(4097);
+      // Neighbour, FDB and route were reprogrammed on the new device in the same pass.
+      expect(neighsOn(nodeA, 'trellis.v4')).toEqual([`10.244.2.0 ${vtepMac('node-b', 4)} PERMANENT`]);
+      expect(fdbOn(nodeA, 'trellis.v4')).toEqual([`${vtepMac('node-b', 4)} dst 192.168.20.2`]);
+      expect(routesOn(nodeA, 4)).toEqual(['10.244.2.0/24 via 10.244.2.0 dev trellis.v4 onlink']);
+      expect(nsPing(podA.name, '10.244.2.5')).toBe(false); // node-b still speaks VNI 4096
+      await pass(reconciler(nodeB, 'node-b', { vni: 4097 }), selfB, [published(selfA)]);
+      expect(nsPing(podA.name, '10.244.2.5')).toBe(true);
+
+      const p = await pass(reconciler(nodeA, 'node-a', { vni: 4097, port: 4789 }), selfA, [published(selfB)]);
+      expect(p.overlay!.devices[0]!.action).toBe('recreated (port 8472 -> 4789)');
+      expect(link(nodeA, 'trellis.v4').linkinfo!.info_data.port).toBe(4789);
+      await pass(reconciler(nodeB, 'node-b', { vni: 4097, port: 4789 }), selfB, [published(selfA)]);
+      expect(nsPing(podA.name, '10.244.2.5')).toBe(true);
+      expect(nsPing(podA.name, 'fd00:244:2::5')).toBe(true);
+    });
+
+    it('a removed peer loses its neighbour, FDB entry and route (only once synced)', async () => {
+      const a = reconciler(nodeA, 'node-a', { vni: 4097, port: 4789 });
+      const early = await pass(a, selfA, [], false);
+      expect(early.overlay!.removalsDeferred).toBe(4);
+      expect(neighsOn(nodeA, 'trellis.v4')).toHaveLength(1);
+      expect(routesOn(nodeA, 4)).toHaveLength(1);
+      const synced = await pass(a, selfA, [], true);
+      expect(synced).toMatchObject({ removed: 2 });
+      expect(synced.overlay).toMatchObject({ removed: 4, removalsDeferred: 0 });
+      for (const dev of ['trellis.v4', 'trellis.v6']) {
+        expect(neighsOn(nodeA, dev)).toEqual([]);
+        expect(fdbOn(nodeA, dev)).toEqual([]);
+      }
+      expect(routesOn(nodeA, 4)).toEqual([]);
+      expect(routesOn(nodeA, 6)).toEqual([]);
+      expect(nsPing(podA.name, '10.244.2.5')).toBe(false);
+    });
+
+    it("vxlan mode tunnels even a same-subnet peer; host-gw removes trellis' devices", async () => {
+      const a = reconciler(nodeA, 'node-a', { mode: 'vxlan' });
+      const report = await pass(a, selfA, [sameSubnet]);
+      expect(report.decisions.map((d) => `${d.node} ${d.path}`)).toEqual(['node-c vxlan']);
+      expect(routesOn(nodeA, 4)).toEqual(['10.244.3.0/24 via 10.244.3.0 dev trellis.v4 onlink']);
+      expect(fdbOn(nodeA, 'trellis.v4')).toEqual([`${vtepMac('node-c', 4)} dst 192.168.10.3`]);
+
+      const hg = await pass(reconciler(nodeA, 'node-a', { mode: 'host-gw' }), selfA, [sameSubnet]);
+      expect(hg.overlay!.devices).toEqual([]);
+      expect(ipJson<KernelLink[]>(nodeA.name, 'link', 'show', 'type', 'vxlan')).toEqual([]);
+      expect(routesOn(nodeA, 4)).toEqual(['10.244.3.0/24 via 192.168.10.3 dev eth0']);
+    });
+  },
+);
+
+function nsPingSize(ns: string, addr: string, size: number): boolean {
+  try {
+    ip(undefined, 'netns', 'exec', ns, 'ping', '-c', '1', '-W', '1', '-M', 'do', '-s', String(size), addr);
+    return true;
+  } catch {
+    return false;
+  }
+}
