@@ -1,6 +1,7 @@
 import { parseArgs } from 'node:util';
 import { parseRanges } from '../ipam/ipam.ts';
 import { LOG_LEVELS, type LogLevel } from '../observe/logger.ts';
+import { DEFAULT_VXLAN_PORT, DEFAULT_VXLAN_VNI } from '../vxlan/constants.ts';
 
 export const MODES = ['auto', 'host-gw', 'vxlan'] as const;
 export type Mode = (typeof MODES)[number];
@@ -21,6 +22,10 @@ export interface AgentConfig {
   mode: Mode;
   /** 0 = detect. */
   mtu: number;
+  /** VXLAN network identifier of the overlay devices (auto and vxlan modes); the same on every node. */
+  vxlanVni: number;
+  /** UDP port of the overlay (auto and vxlan modes); the same on every node. */
+  vxlanPort: number;
   /** host:port for /metrics, /healthz, /readyz; empty string disables. */
   metricsAddr: string;
   logLevel: LogLevel;
@@ -44,6 +49,8 @@ export const DEFAULTS = Object.freeze({
   cniBinDir: '/opt/cni/bin',
   mode: 'auto' as Mode,
   mtu: 0,
+  vxlanVni: DEFAULT_VXLAN_VNI,
+  vxlanPort: DEFAULT_VXLAN_PORT,
   metricsAddr: '0.0.0.0:9743',
   logLevel: 'info' as LogLevel,
   resyncMs: 60_000,
@@ -69,6 +76,8 @@ const FLAGS = {
   'cni-source-dir': { type: 'string' },
   mode: { type: 'string' },
   mtu: { type: 'string' },
+  'vxlan-vni': { type: 'string' },
+  'vxlan-port': { type: 'string' },
   'metrics-addr': { type: 'string' },
   'log-level': { type: 'string' },
   'no-masquerade-cidr': { type: 'string', multiple: true },
@@ -94,6 +103,8 @@ flags (environment variable in brackets):
   --cni-bin-dir DIR          where CNI binaries are installed (default ${DEFAULTS.cniBinDir})
   --mode auto|host-gw|vxlan  [TRELLIS_MODE] (default auto)
   --mtu N                    [TRELLIS_MTU] pod MTU, 0 = detect (default 0)
+  --vxlan-vni N              [TRELLIS_VXLAN_VNI] VXLAN network identifier (default ${DEFAULTS.vxlanVni})
+  --vxlan-port N             [TRELLIS_VXLAN_PORT] VXLAN UDP port (default ${DEFAULTS.vxlanPort})
   --metrics-addr HOST:PORT   [TRELLIS_METRICS_ADDR] metrics and health, '' disables (default ${DEFAULTS.metricsAddr})
   --log-level LEVEL          [TRELLIS_LOG_LEVEL] ${LOG_LEVELS.join('|')} (default info)
   --no-masquerade-cidr CIDR  [TRELLIS_NO_MASQUERADE_CIDRS, comma-separated] never masquerade to it
@@ -136,6 +147,18 @@ export function parseAgentConfig(
   }
   const mtuRaw = values.mtu ?? env.TRELLIS_MTU ?? String(DEFAULTS.mtu);
   const mtu = mtuRaw === '0' ? 0 : positiveInt('--mtu', mtuRaw, 68, 65535);
+  const vxlanVni = positiveInt(
+    '--vxlan-vni',
+    values['vxlan-vni'] ?? env.TRELLIS_VXLAN_VNI ?? String(DEFAULTS.vxlanVni),
+    1,
+    16_777_215,
+  );
+  const vxlanPort = positiveInt(
+    '--vxlan-port',
+    values['vxlan-port'] ?? env.TRELLIS_VXLAN_PORT ?? String(DEFAULTS.vxlanPort),
+    1,
+    65_535,
+  );
   const stateDir = values['state-dir'] ?? DEFAULTS.stateDir;
   const noMasq = values['no-masquerade-cidr'] ?? splitList(env.TRELLIS_NO_MASQUERADE_CIDRS);
   const resyncMs =
@@ -158,6 +181,8 @@ export function parseAgentConfig(
     cniSourceDir: values['cni-source-dir'] ?? env.TRELLIS_CNI_SOURCE_DIR ?? '',
     mode,
     mtu,
+    vxlanVni,
+    vxlanPort,
     metricsAddr: values['metrics-addr'] ?? env.TRELLIS_METRICS_ADDR ?? DEFAULTS.metricsAddr,
     logLevel,
     noMasqueradeCIDRs: noMasq,

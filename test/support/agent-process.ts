@@ -126,8 +126,10 @@ export function startAgent(opts: StartAgentOptions): AgentProcess {
     async ready() {
       const deadline = Date.now() + 15_000;
       while (!logs.some((l) => l.msg === 'trellis agent ready') || !existsSync(socket)) {
-        if (child.exitCode !== null) {
-          throw new Error(`agent exited with ${child.exitCode}: ${stderr}\n${JSON.stringify(logs)}`);
+        if (child.exitCode !== null || child.signalCode !== null) {
+          throw new Error(
+            `agent exited with ${child.exitCode ?? child.signalCode}: ${stderr}\n${JSON.stringify(logs)}`,
+          );
         }
         if (Date.now() > deadline)
           throw new Error(`agent not ready after 15 s: ${stderr}\n${JSON.stringify(logs)}`);

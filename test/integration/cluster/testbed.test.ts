@@ -1,0 +1,124 @@
+import { execFile } from 'node:child_process';
+import { join } from 'node:path';
+import { promisify } from 'node:util';
+import { describe, expect, it } from 'vitest';
+import { REPO_ROOT } from '../../support/cni-driver.ts';
+import {
+  formatLogLine,
+  formatMatrix,
+  nodeObject,
+  planNodes,
+  summarizeMatrix,
+  Testbed,
+  testbedSkipReason,
+} from '../../support/testbed/index.ts';
+
+/**
+ * The test bed itself and the demo: teardown leaves nothing even when interrupted half-way through
+ * start-up, and `npm run demo -- --check` passes and cleans up. The first block is pure and runs
+ * anywhere.
+ */
+const skip = testbedSkipReason();
+const execFileP = promisify(execFile);
+const DEMO = join(REPO_ROOT, 'scripts', 'demo.ts');
+
+describe('test bed plan and reports (pure)', () => {
+  it('numbers nodes across segments and keeps every address inside the test ranges', () => {
+    const nodes = planNodes([{ nodes: 2 }, { nodes: 1 }]);
+    expect(nodes.map((n) => [n.name, n.segment, n.v4, n.v6, n.gateway4])).toEqual([
+      ['node-1', 0, '10.100.0.11', 'fd00:100::11', '10.100.0.1'],
+      ['node-2', 0, '10.100.0.12', 'fd00:100::12', '10.100.0.1'],
+      ['node-3', 1, '10.100.1.13', 'fd00:100:1::13', '10.100.1.1'],
+    ]);
+    expect(nodes[2]!.podCIDRs).toEqual(['10.244.3.0/24', 'fd00:10:244:3::/64']);
+    expect(() => planNodes([])).toThrow(RangeError);
+    expect(() => planNodes([{ nodes: -1 }])).toThrow(RangeError);
+  });
+
+  it('the Node object carries both InternalIPs and both pod CIDRs', () => {
+    const o = nodeObject(planNodes([{ nodes: 1 }])[0]!) as {
+      spec: { podCIDRs: string[] };
+      status: { addresses: { type: string; address: string }[] };
+    };
+    expect(o.spec.podCIDRs).toEqual(['10.244.1.0/24', 'fd00:10:244:1::/64']);
+    expect(o.status.addresses.filter((a) => a.type === 'InternalIP').map((a) => a.address)).toEqual([
+      '10.100.0.11',
+      'fd00:100::11',
+    ]);
+  });
+
+  it('formats a matrix with failures listed', () => {
+    const pods = [
+      { name: 'pod-1-1', node: 'node-1', v4: '10.244.1.2', v6: 'fd00:10:244:1::2' },
+      { name: 'pod-2-1', node: 'node-2', v4: '10.244.2.2', v6: 'fd00:10:244:2::2' },
+    ];
+    const m = summarizeMatrix(pods, [
+      { from: 'pod-1-1', to: 'pod-2-1', family: 4, ok: true, attempts: 1, rttMs: 0.1 },
+      { from: 'pod-2-1', to: 'pod-1-1', family: 4, ok: true, attempts: 1, rttMs: 0.1 },
+      { from: 'pod-1-1', to: 'pod-2-1', family: 6, ok: false, attempts: 2 },
+      { from: 'pod-2-1', to: 'pod-1-1', family: 6, ok: true, attempts: 1, rttMs: 0.1 },
+    ]);
+    expect(m.ok).toBe(false);
+    const text = formatMatrix(m);
+    expect(text).toContain('3/4 pings answered');
+    expect(text).toContain('no answer: pod-1-1 -> pod-2-1 over IPv6');
+    expect(text.split('\n').find((l) => l.startsWith('  pod-1-1  .'))).toMatch(/^ {2}pod-1-1 {2}\. +ok/);
+  });
+
+  it('formats pino lines with time, node, level, message and fields', () => {
+    const line = formatLogLine('node-2', {
+      level: 'warn',
+      time: '2026-01-01T10:00:01.234Z',
+      node: 'node-2',
+      msg: 'node skipped',
+      peer: 'node-3',
+      problem: 'not on a subnet',
+    });
+    expect(line).toBe('10:00:01.234 node-2   WARN  node skipped  peer=node-3 problem="not on a subnet"');
+    expect(formatLogLine('node-1', { raw: 'not json' })).toBe('node-1   not json');
+  });
+});
+
+const title = 'test bed lifecycle and the demo';
+describe.skipIf(skip !== undefined)(skip === undefined ? title : `${title} (skipped: ${skip})`, () => {
+  it.each([
+    ['namespaces with prefix', 'before the control plane'],
+    ['API server', 'while nodes are created'],
+    ['starting', 'while the agents start'],
+  ])('a teardown during start-up (Ctrl-C) %s… (%s) stops the start and leaves nothing behind', async (at) => {
+    let interrupted: Promise<void> | undefined;
+    const tb: Testbed = new Testbed({
+      segments: [{ nodes: 2 }],
+      onProgress: (m) => {
+        if (m.startsWith(at)) interrupted ??= tb.teardown();
+      },
+    });
+    await expect(tb.start()).rejects.toThrow();
+    expect(interrupted).toBeDefined();
+    await interrupted;
+    expect(tb.leftovers()).toEqual([]);
+  });
+
+  it('`demo --check` brings up 2 nodes, verifies every pair, and exits 0 leaving nothing', async () => {
+    const { stdout } = await execFileP(
+      process.execPath,
+      [DEMO, '--check', '--nodes', '2', '--pods-per-node', '2'],
+      { timeout: 90_000 },
+    );
+    expect(stdout).toContain('24/24 pings answered');
+    expect(stdout).toMatch(/leftovers: none/);
+    expect(stdout.trim().split('\n').at(-1)).toBe('[demo] PASS');
+    const prefix = /namespaces with prefix (trl-[0-9a-f]+)/.exec(stdout)?.[1];
+    expect(prefix).toBeDefined();
+    const { stdout: netns } = await execFileP('ip', ['netns', 'list']);
+    expect(netns).not.toContain(`${prefix}-`);
+  }, 90_000);
+
+  it('`demo` rejects bad flags with a usage message and exit code 2', async () => {
+    const run = execFileP(process.execPath, [DEMO, '--mode', 'ipip']);
+    await expect(run).rejects.toMatchObject({
+      code: 2,
+      stderr: expect.stringContaining('--mode must be one of'),
+    });
+  });
+});
