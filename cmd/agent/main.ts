@@ -1,8 +1,10 @@
 /**
  * trellis-agent: wires the validated config to the real adapters and runs until SIGTERM/SIGINT.
- * Subcommands: install-cni (the init container), uninstall. The only place that calls process.exit.
+ * Subcommands: install-cni (the init container), uninstall, and the operator commands (status,
+ * routes, leases, doctor, coverage: pkg/ops). The only place that calls process.exit.
  */
 import { existsSync, mkdirSync } from 'node:fs';
+import { hostname } from 'node:os';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { Agent } from '../../pkg/agent/agent.ts';
@@ -12,6 +14,8 @@ import { createK8sClient, loadKubeConfig } from '../../pkg/k8s/index.ts';
 import { MasqSyncer, NftRunner } from '../../pkg/masq/index.ts';
 import { createNetlinkEvents, createNetnsPort, lockFile, openHostNetlink } from '../../pkg/netns/index.ts';
 import { createLogger } from '../../pkg/observe/logger.ts';
+import { AgentObserver } from '../../pkg/observe/observer.ts';
+import { OPS_COMMANDS, OPS_USAGE, runOpsCommand } from '../../pkg/ops/cli.ts';
 import { trellisVersion } from '../../pkg/version.ts';
 
 const SUBCOMMANDS = ['run', 'install-cni', 'uninstall'] as const;
@@ -32,9 +36,20 @@ async function main(argv: string[]): Promise<number> {
     process.stdout.write(`trellis-agent ${trellisVersion()}\n`);
     return 0;
   }
+  const ops = OPS_COMMANDS.find((c) => c === argv[0]);
   if (argv.includes('--help') || argv.includes('-h')) {
-    process.stdout.write(USAGE);
+    process.stdout.write(ops === undefined ? `${USAGE}\n${OPS_USAGE}` : OPS_USAGE);
     return 0;
+  }
+  if (ops !== undefined) {
+    return runOpsCommand(ops, argv.slice(1), {
+      stdout: (t) => process.stdout.write(t),
+      stderr: (t) => process.stderr.write(t),
+      env: process.env,
+      openHost: openHostNetlink,
+      nodeReader: (kubeconfig) =>
+        createK8sClient(loadKubeConfig(kubeconfig === undefined ? {} : { kubeconfigPath: kubeconfig })),
+    });
   }
   const sub = SUBCOMMANDS.find((s) => s === argv[0]) ?? 'run';
   const rest = sub === argv[0] ? argv.slice(1) : argv;
@@ -84,6 +99,14 @@ async function main(argv: string[]): Promise<number> {
     : createK8sClient(
         loadKubeConfig(config.kubeconfig === undefined ? {} : { kubeconfigPath: config.kubeconfig }),
       );
+  const observer = new AgentObserver({
+    nodeName: config.nodeName ?? hostname(),
+    version: trellisVersion(),
+    metricsAddr: config.metricsAddr,
+    adminSocket: config.adminSocket,
+    kube,
+    log: log.child({ component: 'observe' }),
+  });
   const agent = new Agent(
     config,
     {
@@ -100,11 +123,15 @@ async function main(argv: string[]): Promise<number> {
       kube,
     },
     log,
+    observer.hooks(),
   );
+  observer.attach(agent);
   try {
     await agent.start();
+    await observer.start();
   } catch (err) {
     log.fatal({ error: err instanceof Error ? err.message : String(err) }, 'agent failed to start');
+    await observer.stop().catch(() => {});
     await agent.stop().catch(() => {});
     return 1;
   }
@@ -113,6 +140,7 @@ async function main(argv: string[]): Promise<number> {
     process.once('SIGINT', () => resolve('SIGINT'));
   });
   log.info({ signal }, 'stopping: finishing in-flight CNI calls; routes, config and rules stay in place');
+  await observer.stop();
   await agent.stop();
   return 0;
 }

@@ -24,6 +24,8 @@ export interface CniCallRecord {
   outcome: 'ok' | 'error';
   code: number | undefined;
   durationMs: number;
+  /** GC: leases it released. */
+  released?: number;
 }
 
 export interface CniServiceDeps {
@@ -160,7 +162,13 @@ export function createCniService(deps: CniServiceDeps): {
     fields.outcome = response.ok ? 'ok' : 'error';
     const level = response.ok ? 'info' : code === CniCode.INTERNAL ? 'error' : 'warn';
     deps.log[level](fields, `CNI ${fields.verb} ${response.ok ? 'ok' : 'failed'}`);
-    deps.onCall?.({ verb: String(fields.verb), outcome: response.ok ? 'ok' : 'error', code, durationMs });
+    deps.onCall?.({
+      verb: String(fields.verb),
+      outcome: response.ok ? 'ok' : 'error',
+      code,
+      durationMs,
+      ...(Array.isArray(fields.released) ? { released: fields.released.length } : {}),
+    });
     return response;
   }
 

@@ -1,3 +1,4 @@
+import { dirname, join } from 'node:path';
 import { parseArgs } from 'node:util';
 import { parseRanges } from '../ipam/ipam.ts';
 import { LOG_LEVELS, type LogLevel } from '../observe/logger.ts';
@@ -28,6 +29,8 @@ export interface AgentConfig {
   vxlanPort: number;
   /** host:port for /metrics, /healthz, /readyz; empty string disables. */
   metricsAddr: string;
+  /** Root-only unix socket for `trellis-agent status|routes|leases|doctor`; admin.sock next to the CNI socket by default, '' disables. */
+  adminSocket: string;
   logLevel: LogLevel;
   noMasqueradeCIDRs: readonly string[];
   /** Write the CNI config list once ready (off for tests that drive the shim directly). */
@@ -79,6 +82,7 @@ const FLAGS = {
   'vxlan-vni': { type: 'string' },
   'vxlan-port': { type: 'string' },
   'metrics-addr': { type: 'string' },
+  'admin-socket': { type: 'string' },
   'log-level': { type: 'string' },
   'no-masquerade-cidr': { type: 'string', multiple: true },
   'no-cni-config': { type: 'boolean' },
@@ -90,6 +94,7 @@ const FLAGS = {
 export const USAGE = `usage: trellis-agent [flags]               run the agent
        trellis-agent install-cni [flags]   install the CNI binaries (init container)
        trellis-agent uninstall [flags]     remove everything trellis created on this node
+       trellis-agent status|routes|leases|doctor|coverage [--json]   operator commands (--help for theirs)
        trellis-agent --version
 
 flags (environment variable in brackets):
@@ -106,6 +111,7 @@ flags (environment variable in brackets):
   --vxlan-vni N              [TRELLIS_VXLAN_VNI] VXLAN network identifier (default ${DEFAULTS.vxlanVni})
   --vxlan-port N             [TRELLIS_VXLAN_PORT] VXLAN UDP port (default ${DEFAULTS.vxlanPort})
   --metrics-addr HOST:PORT   [TRELLIS_METRICS_ADDR] metrics and health, '' disables (default ${DEFAULTS.metricsAddr})
+  --admin-socket PATH        local admin socket for status/routes/leases/doctor, '' disables (default admin.sock next to --socket)
   --log-level LEVEL          [TRELLIS_LOG_LEVEL] ${LOG_LEVELS.join('|')} (default info)
   --no-masquerade-cidr CIDR  [TRELLIS_NO_MASQUERADE_CIDRS, comma-separated] never masquerade to it
   --no-cni-config            do not publish the CNI config list
@@ -184,6 +190,7 @@ export function parseAgentConfig(
     vxlanVni,
     vxlanPort,
     metricsAddr: values['metrics-addr'] ?? env.TRELLIS_METRICS_ADDR ?? DEFAULTS.metricsAddr,
+    adminSocket: values['admin-socket'] ?? join(dirname(values.socket ?? DEFAULTS.socket), 'admin.sock'),
     logLevel,
     noMasqueradeCIDRs: noMasq,
     publishCniConfig: values['no-cni-config'] !== true,
@@ -194,6 +201,9 @@ export function parseAgentConfig(
   for (const key of ['socket', 'stateDir', 'spoolDir', 'cniConfDir', 'cniBinDir'] as const) {
     if (!config[key].startsWith('/'))
       throw new ConfigError(`${key} must be an absolute path, got ${config[key]}`);
+  }
+  if (config.adminSocket !== '' && !config.adminSocket.startsWith('/')) {
+    throw new ConfigError(`--admin-socket must be an absolute path or '', got ${config.adminSocket}`);
   }
   for (const cidr of config.podCIDRs) {
     try {

@@ -1,0 +1,140 @@
+/**
+ * Liveness and readiness, as pure logic over samples with an injected clock (the HTTP server only
+ * renders the verdicts).
+ *
+ * /healthz (liveness: restart me if this fails)
+ *   - the event loop is responsive: a timer that should fire every `intervalMs` fires late by more than
+ *     `maxLagMs`, or has not fired for that long, means the loop is blocked;
+ *   - the Node watch is fresh: it is not stuck restarting. A healthy watch does not restart (clean
+ *     server-side closes do not count); a broken one restarts at least every ~30 s (the informer's
+ *     backoff cap). A run of restarts, each within `restartGapMs` of the previous one, that has lasted
+ *     longer than `maxRestartingMs` without the resourceVersion moving is "stuck". Standalone: no watch,
+ *     always fresh.
+ * /readyz (readiness: do not count me as up)
+ *   - the agent is ready (pod CIDRs known, routes synced, CNI config published) and the last reconcile
+ *     pass succeeded.
+ */
+
+export interface Verdict {
+  ok: boolean;
+  /** Per check: 'ok' or why not. */
+  checks: Record<string, string>;
+}
+
+/** Measures event-loop lag: call `tick(now)` from a timer armed every `intervalMs`. */
+export class LoopLag {
+  private readonly intervalMs: number;
+  private last: number;
+  /** The lateness of the last tick. */
+  lagMs = 0;
+
+  constructor(intervalMs: number, now: number) {
+    this.intervalMs = intervalMs;
+    this.last = now;
+  }
+
+  tick(now: number): void {
+    this.lagMs = Math.max(0, now - this.last - this.intervalMs);
+    this.last = now;
+  }
+
+  /** Undefined when responsive, else why not. */
+  problem(now: number, maxLagMs: number): string | undefined {
+    const sinceLast = now - this.last;
+    if (sinceLast > this.intervalMs + maxLagMs) {
+      return `the event-loop timer has not fired for ${Math.round(sinceLast)} ms`;
+    }
+    if (this.lagMs > maxLagMs) return `event-loop lag ${Math.round(this.lagMs)} ms exceeds ${maxLagMs} ms`;
+    return undefined;
+  }
+}
+
+export interface WatchSample {
+  restarts: number;
+  resourceVersion: string;
+  synced: boolean;
+}
+
+/** Tracks a run of Node watch restarts; see the file comment. */
+export class WatchFreshness {
+  private readonly restartGapMs: number;
+  private readonly maxRestartingMs: number;
+  private lastRestarts = 0;
+  private lastRv = '';
+  private lastRestartAt: number | undefined;
+  private runStartedAt: number | undefined;
+
+  constructor(opts: { restartGapMs: number; maxRestartingMs: number }) {
+    this.restartGapMs = opts.restartGapMs;
+    this.maxRestartingMs = opts.maxRestartingMs;
+  }
+
+  observe(now: number, s: WatchSample): void {
+    if (s.resourceVersion !== this.lastRv && s.resourceVersion !== '') {
+      // Progress: events, a relist or a BOOKMARK arrived; whatever restarted before is over.
+      this.lastRv = s.resourceVersion;
+      this.runStartedAt = undefined;
+    }
+    if (s.restarts > this.lastRestarts) {
+      this.runStartedAt ??= now;
+      this.lastRestartAt = now;
+      this.lastRestarts = s.restarts;
+    } else if (this.lastRestartAt !== undefined && now - this.lastRestartAt > this.restartGapMs) {
+      // No restart for longer than the backoff cap allows: the watch is holding.
+      this.runStartedAt = undefined;
+    }
+  }
+
+  problem(now: number, s: WatchSample): string | undefined {
+    this.observe(now, s);
+    if (this.runStartedAt === undefined) return undefined;
+    const failingMs = now - this.runStartedAt;
+    if (failingMs <= this.maxRestartingMs) return undefined;
+    return (
+      `the Node watch has been failing and restarting for ${Math.round(failingMs / 1000)} s ` +
+      `(${s.restarts} restarts in total${s.synced ? '' : ', never synced'}); see the agent log for the API error`
+    );
+  }
+}
+
+export interface HealthInputs {
+  now: number;
+  loop: LoopLag;
+  maxLagMs: number;
+  /** Undefined in standalone mode. */
+  watch: { freshness: WatchFreshness; sample: WatchSample } | undefined;
+}
+
+export function liveness(i: HealthInputs): Verdict {
+  const loop = i.loop.problem(i.now, i.maxLagMs);
+  const watch = i.watch === undefined ? undefined : i.watch.freshness.problem(i.now, i.watch.sample);
+  return {
+    ok: loop === undefined && watch === undefined,
+    checks: {
+      eventLoop: loop ?? 'ok',
+      nodeWatch: i.watch === undefined ? 'ok (standalone: no watch)' : (watch ?? 'ok'),
+    },
+  };
+}
+
+export type LastPass =
+  | { kind: 'none' }
+  | { kind: 'ok'; at: number; routeErrors: number }
+  | { kind: 'error'; at: number; error: string }
+  | { kind: 'waiting'; at: number; reason: string };
+
+export function readiness(i: { notReadyReason: string | undefined; lastPass: LastPass }): Verdict {
+  const p = i.lastPass;
+  const reconcile =
+    p.kind === 'ok'
+      ? 'ok'
+      : p.kind === 'none'
+        ? 'no reconcile pass has finished yet'
+        : p.kind === 'error'
+          ? `the last reconcile pass failed: ${p.error}`
+          : `the last reconcile pass is waiting: ${p.reason}`;
+  return {
+    ok: i.notReadyReason === undefined && p.kind === 'ok',
+    checks: { agent: i.notReadyReason ?? 'ok', reconcile },
+  };
+}

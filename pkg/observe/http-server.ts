@@ -1,0 +1,146 @@
+/**
+ * The agent's two HTTP listeners:
+ *  - `--metrics-addr` (TCP, the node's address): /metrics, /healthz, /readyz for Prometheus and the
+ *    kubelet's probes;
+ *  - the admin socket (unix, root-only 0600): /status, /routes, /leases as JSON for `trellis-agent
+ *    status|routes|leases|doctor` run on the node (`kubectl exec ds/trellis -- trellis-agent status`).
+ * Both only render; the state and the verdicts come from callbacks.
+ */
+import { chmodSync, mkdirSync, rmSync } from 'node:fs';
+import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
+import type { AddressInfo } from 'node:net';
+import { dirname } from 'node:path';
+import type { Verdict } from './health.ts';
+
+export type JsonHandler = () => unknown | Promise<unknown>;
+
+function sendJson(res: ServerResponse, status: number, body: unknown): void {
+  const text = `${JSON.stringify(body, null, 2)}\n`;
+  res.writeHead(status, {
+    'content-type': 'application/json; charset=utf-8',
+    'content-length': Buffer.byteLength(text),
+    'cache-control': 'no-store',
+  });
+  res.end(text);
+}
+
+function route(
+  handlers: Record<string, (req: IncomingMessage, res: ServerResponse) => Promise<void> | void>,
+): (req: IncomingMessage, res: ServerResponse) => void {
+  return (req, res) => {
+    const path = (req.url ?? '/').split('?')[0]!;
+    const h = handlers[path];
+    if (h === undefined) {
+      sendJson(res, 404, { error: `no such path ${path}`, paths: Object.keys(handlers) });
+      return;
+    }
+    if (req.method !== 'GET' && req.method !== 'HEAD') {
+      res.setHeader('allow', 'GET, HEAD');
+      sendJson(res, 405, { error: `${req.method} not allowed` });
+      return;
+    }
+    Promise.resolve()
+      .then(() => h(req, res))
+      .catch((err: unknown) => {
+        if (!res.headersSent) sendJson(res, 500, { error: err instanceof Error ? err.message : String(err) });
+        else res.destroy();
+      });
+  };
+}
+
+function verdictHandler(check: () => Verdict) {
+  return (_req: IncomingMessage, res: ServerResponse): void => {
+    const v = check();
+    sendJson(res, v.ok ? 200 : 503, { status: v.ok ? 'ok' : 'failing', checks: v.checks });
+  };
+}
+
+export interface HttpListener {
+  /** "host:port" for TCP (the real port when 0 was asked), the path for a unix socket. */
+  readonly address: string;
+  close(): Promise<void>;
+}
+
+async function listen(server: Server, target: { host: string; port: number } | string): Promise<void> {
+  await new Promise<void>((resolve, reject) => {
+    server.once('error', reject);
+    const done = (): void => {
+      server.off('error', reject);
+      resolve();
+    };
+    if (typeof target === 'string') server.listen(target, done);
+    else server.listen(target.port, target.host, done);
+  });
+}
+
+function closer(server: Server, cleanup: () => void = () => {}): () => Promise<void> {
+  return () =>
+    new Promise<void>((resolve) => {
+      server.close(() => {
+        cleanup();
+        resolve();
+      });
+      server.closeAllConnections();
+    });
+}
+
+/** "0.0.0.0:9743", "[::]:9743", "10.0.0.1:0" -> host and port; throws a message naming the flag. */
+export function parseListenAddr(addr: string): { host: string; port: number } {
+  const m = /^(?:\[([^\]]+)\]|([^:[\]]*)):(\d{1,5})$/.exec(addr);
+  const port = m === null ? Number.NaN : Number(m[3]);
+  if (m === null || port > 65535) {
+    throw new Error(`--metrics-addr must be HOST:PORT or [IPv6]:PORT, got ${JSON.stringify(addr)}`);
+  }
+  return { host: m[1] ?? (m[2] === '' ? '0.0.0.0' : m[2]!), port };
+}
+
+export interface MetricsServerOptions {
+  addr: string;
+  metrics: { render(): Promise<string>; readonly contentType: string };
+  liveness: () => Verdict;
+  readiness: () => Verdict;
+}
+
+export async function startMetricsServer(opts: MetricsServerOptions): Promise<HttpListener> {
+  const server = createServer(
+    route({
+      '/metrics': async (_req, res) => {
+        const text = await opts.metrics.render();
+        res.writeHead(200, { 'content-type': opts.metrics.contentType });
+        res.end(text);
+      },
+      '/healthz': verdictHandler(opts.liveness),
+      '/livez': verdictHandler(opts.liveness),
+      '/readyz': verdictHandler(opts.readiness),
+    }),
+  );
+  server.keepAliveTimeout = 5000;
+  const target = parseListenAddr(opts.addr);
+  await listen(server, target);
+  const a = server.address() as AddressInfo;
+  const host = a.family === 'IPv6' ? `[${a.address}]` : a.address;
+  return { address: `${host}:${a.port}`, close: closer(server) };
+}
+
+/** The admin socket: GET paths answered with the handlers' JSON; root-only (0600, directory 0700 when created). */
+export async function startAdminServer(
+  path: string,
+  handlers: Record<string, JsonHandler>,
+): Promise<HttpListener> {
+  const wrapped: Record<string, (req: IncomingMessage, res: ServerResponse) => Promise<void>> = {};
+  for (const [p, h] of Object.entries(handlers)) {
+    wrapped[p] = async (_req, res) => sendJson(res, 200, await h());
+  }
+  const server = createServer(route(wrapped));
+  mkdirSync(dirname(path), { recursive: true, mode: 0o700 });
+  // Stale from a killed agent: the caller holds the node's state lock, so no live agent owns it.
+  rmSync(path, { force: true });
+  const oldUmask = process.umask(0o177);
+  try {
+    await listen(server, path);
+  } finally {
+    process.umask(oldUmask);
+  }
+  chmodSync(path, 0o600);
+  return { address: path, close: closer(server, () => rmSync(path, { force: true })) };
+}

@@ -1,0 +1,223 @@
+/**
+ * The agent's Prometheus metrics, on a Registry of their own (never prom-client's global one, so two
+ * agents in one test process, or a library that registers defaults, cannot collide).
+ *
+ * Event metrics (CNI calls, reconcile passes, reclaimed leases) are fed by the agent's hooks; state
+ * metrics (IPAM use, watch restarts, readiness) are read from the agent at scrape time through a
+ * `MetricsSource`, so they can never drift from what the agent holds.
+ */
+import { Counter, Gauge, Histogram, Registry } from 'prom-client';
+import type { CniCallRecord } from '../agent/cni-service.ts';
+import type { PassOutcome } from '../agent/controller.ts';
+import { type PeerRouteState, peerRouteStates } from '../ops/peer-state.ts';
+
+/** What the metrics read from the agent at scrape time. */
+export interface MetricsSource {
+  /** Per pod CIDR: capacity (reserved addresses excluded) and addresses in use. */
+  ipamUsage(): readonly { family: 4 | 6; range: string; capacity: bigint | number; used: number }[];
+  /** The node watch's restart count; undefined in standalone mode (no watch). */
+  watchRestarts(): number | undefined;
+  ready(): boolean;
+}
+
+export type ReclaimReason = 'startup-sweep' | 'api-gc' | 'cni-gc';
+
+/** CNI calls take 1-100 ms (ADD ~5-30 ms, DEL with veth removal ~20-40 ms); the tail up to 5 s. */
+export const CNI_BUCKETS = [0.001, 0.0025, 0.005, 0.01, 0.02, 0.035, 0.05, 0.075, 0.1, 0.25, 0.5, 1, 5];
+/** A pass is a route dump plus a diff: milliseconds on small clusters, up to seconds at 5,000 nodes. */
+export const RECONCILE_BUCKETS = [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10];
+
+export interface AgentMetricsOptions {
+  version: string;
+  nodeName: string;
+  /** process.version by default. */
+  runtimeVersion?: string;
+}
+
+export class AgentMetrics {
+  readonly registry = new Registry();
+  private source: MetricsSource | undefined;
+  private readonly nodeName: string;
+  private lastPeers: PeerRouteState[] = [];
+
+  private readonly cniCalls: Counter<'verb' | 'outcome'>;
+  private readonly cniErrors: Counter<'verb' | 'code'>;
+  private readonly cniDuration: Histogram<'verb'>;
+  private readonly reclaimed: Counter<'reason'>;
+  private readonly passes: Counter<'outcome'>;
+  private readonly passDuration: Histogram;
+  private readonly routes: Gauge<'state'>;
+  private readonly routeOps: Counter<'op'>;
+  private readonly peerOk: Gauge<'peer' | 'family' | 'path'>;
+  private readonly lastSuccess: Gauge;
+
+  constructor(opts: AgentMetricsOptions) {
+    const registers = [this.registry];
+    this.nodeName = opts.nodeName;
+    new Gauge({
+      name: 'trellis_build_info',
+      help: 'Always 1; the labels say which trellis and which runtime this agent is.',
+      labelNames: ['version', 'node_version'],
+      registers,
+    }).set({ version: opts.version, node_version: opts.runtimeVersion ?? process.version }, 1);
+
+    this.cniCalls = new Counter({
+      name: 'trellis_cni_calls_total',
+      help: 'CNI calls the agent answered, by verb and outcome.',
+      labelNames: ['verb', 'outcome'],
+      registers,
+    });
+    this.cniErrors = new Counter({
+      name: 'trellis_cni_errors_total',
+      help: 'Failed CNI calls by verb and CNI error code.',
+      labelNames: ['verb', 'code'],
+      registers,
+    });
+    this.cniDuration = new Histogram({
+      name: 'trellis_cni_call_duration_seconds',
+      help: 'Time the agent took to answer a CNI call (socket request to response).',
+      labelNames: ['verb'],
+      buckets: CNI_BUCKETS,
+      registers,
+    });
+    this.reclaimed = new Counter({
+      name: 'trellis_ipam_leases_reclaimed_total',
+      help: 'Leases released by garbage collection (start-up sweep, API-driven GC, CNI GC).',
+      labelNames: ['reason'],
+      registers,
+    });
+    this.passes = new Counter({
+      name: 'trellis_reconcile_total',
+      help: 'Reconcile passes by outcome (ok, error, waiting for the node to have pod CIDRs).',
+      labelNames: ['outcome'],
+      registers,
+    });
+    this.passDuration = new Histogram({
+      name: 'trellis_reconcile_duration_seconds',
+      help: 'Duration of reconcile passes that ran (ok or error).',
+      buckets: RECONCILE_BUCKETS,
+      registers,
+    });
+    this.routes = new Gauge({
+      name: 'trellis_routes',
+      help: 'Inter-node and blackhole routes after the last pass: desired, programmed (in the kernel as desired), failed, conflicting.',
+      labelNames: ['state'],
+      registers,
+    });
+    this.routeOps = new Counter({
+      name: 'trellis_route_changes_total',
+      help: 'Kernel route changes made by reconcile passes, and failed ones (op="error").',
+      labelNames: ['op'],
+      registers,
+    });
+    this.peerOk = new Gauge({
+      name: 'trellis_peer_route_ok',
+      help: '1 when every pod CIDR of the peer (per family) is routed after the last pass, 0 when not; path is direct, unreachable or skipped.',
+      labelNames: ['peer', 'family', 'path'],
+      registers,
+    });
+    this.lastSuccess = new Gauge({
+      name: 'trellis_reconcile_last_success_timestamp_seconds',
+      help: 'Unix time of the last successful reconcile pass.',
+      registers,
+    });
+
+    const self = this;
+    new Gauge({
+      name: 'trellis_ipam_capacity',
+      help: 'Addresses a pod CIDR can hand out (network, gateway and broadcast excluded).',
+      labelNames: ['family', 'range'],
+      registers,
+      collect() {
+        this.reset();
+        for (const u of self.source?.ipamUsage() ?? []) {
+          this.set({ family: String(u.family), range: u.range }, Number(u.capacity));
+        }
+      },
+    });
+    new Gauge({
+      name: 'trellis_ipam_used',
+      help: 'Addresses leased to pods, per pod CIDR.',
+      labelNames: ['family', 'range'],
+      registers,
+      collect() {
+        this.reset();
+        for (const u of self.source?.ipamUsage() ?? []) {
+          this.set({ family: String(u.family), range: u.range }, u.used);
+        }
+      },
+    });
+    new Gauge({
+      name: 'trellis_node_watch_restarts',
+      help: 'Times the Node watch restarted after a failure (counter semantics; absent in standalone mode).',
+      registers,
+      collect() {
+        this.reset();
+        const n = self.source?.watchRestarts();
+        if (n !== undefined) this.set(n);
+      },
+    });
+    new Gauge({
+      name: 'trellis_agent_ready',
+      help: '1 when the agent serves ADD (pod CIDRs known, routes synced, CNI config published).',
+      registers,
+      collect() {
+        this.set(self.source?.ready() === true ? 1 : 0);
+      },
+    });
+  }
+
+  /** The agent, once it exists (it is built with these metrics' hooks). */
+  bind(source: MetricsSource): void {
+    this.source = source;
+  }
+
+  onCniCall = (record: CniCallRecord): void => {
+    const verb = record.verb === '' ? 'unknown' : record.verb;
+    this.cniCalls.inc({ verb, outcome: record.outcome });
+    if (record.outcome === 'error') this.cniErrors.inc({ verb, code: String(record.code ?? 999) });
+    this.cniDuration.observe({ verb }, record.durationMs / 1000);
+  };
+
+  onLeasesReclaimed = (reason: ReclaimReason, count: number): void => {
+    if (count > 0) this.reclaimed.inc({ reason }, count);
+  };
+
+  onPass = (outcome: PassOutcome, now: () => number = Date.now): void => {
+    this.passes.inc({ outcome: outcome.kind });
+    if (outcome.kind === 'waiting') return;
+    this.passDuration.observe(outcome.durationMs / 1000);
+    if (outcome.kind === 'error') return;
+    const r = outcome.report;
+    const failedWrites = r.errors.filter((e) => e.op !== 'remove').length;
+    const desired = r.added + r.replaced + r.unchanged + r.conflicts.length;
+    this.routes.set({ state: 'desired' }, desired);
+    this.routes.set({ state: 'programmed' }, r.added + r.replaced + r.unchanged - failedWrites);
+    this.routes.set({ state: 'failed' }, r.errors.length);
+    this.routes.set({ state: 'conflict' }, r.conflicts.length);
+    this.routeOps.inc({ op: 'add' }, r.added);
+    this.routeOps.inc({ op: 'replace' }, r.replaced);
+    this.routeOps.inc({ op: 'remove' }, r.removed);
+    this.routeOps.inc({ op: 'error' }, r.errors.length);
+    this.lastPeers = peerRouteStates(r, this.nodeName);
+    this.peerOk.reset();
+    for (const p of this.lastPeers) {
+      this.peerOk.set({ peer: p.peer, family: p.family, path: p.path }, p.ok ? 1 : 0);
+    }
+    this.lastSuccess.set(now() / 1000);
+  };
+
+  /** Per-peer route state of the last successful pass (the node's coverage report uses it too). */
+  peers(): readonly PeerRouteState[] {
+    return this.lastPeers;
+  }
+
+  /** The text exposition format. */
+  render(): Promise<string> {
+    return this.registry.metrics();
+  }
+
+  get contentType(): string {
+    return this.registry.contentType;
+  }
+}

@@ -1,0 +1,135 @@
+/**
+ * Everything that watches the agent from outside: metrics, health verdicts, the Node coverage
+ * annotation, and the two listeners that serve them (--metrics-addr, the admin socket). cmd/agent
+ * builds one, passes its hooks to the Agent, then attaches and starts it.
+ */
+import type { Agent, AgentHooks } from '../agent/agent.ts';
+import type { CniCallRecord } from '../agent/cni-service.ts';
+import type { PassOutcome } from '../agent/controller.ts';
+import type { NodeStatusWriter } from '../k8s/index.ts';
+import { NodeReporter } from '../ops/node-report.ts';
+import { missingPeers } from '../ops/peer-state.ts';
+import { leasesView, routesView, statusView } from '../ops/views.ts';
+import { AgentHealth } from './agent-health.ts';
+import { type HttpListener, startAdminServer, startMetricsServer } from './http-server.ts';
+import type { Logger } from './logger.ts';
+import { AgentMetrics } from './metrics.ts';
+
+export interface ObserverOptions {
+  nodeName: string;
+  version: string;
+  /** host:port; '' disables the metrics and health listener. */
+  metricsAddr: string;
+  /** '' disables the admin socket. */
+  adminSocket: string;
+  /** Kubernetes mode: the coverage annotation is written on the own Node. */
+  kube: Pick<NodeStatusWriter, 'annotateNode'> | undefined;
+  log: Logger;
+}
+
+export class AgentObserver {
+  readonly metrics: AgentMetrics;
+  readonly health: AgentHealth;
+  private readonly opts: ObserverOptions;
+  private readonly reporter: NodeReporter | undefined;
+  private agent: Agent | undefined;
+  private readonly listeners: HttpListener[] = [];
+
+  constructor(opts: ObserverOptions) {
+    this.opts = opts;
+    this.metrics = new AgentMetrics({ version: opts.version, nodeName: opts.nodeName });
+    this.health = new AgentHealth({
+      source: {
+        notReadyReason: () =>
+          this.agent === undefined ? 'the agent has not started' : this.agent.notReadyReason(),
+        watch: () => this.agent?.snapshot().watch,
+      },
+    });
+    const kube = opts.kube;
+    this.reporter =
+      kube === undefined
+        ? undefined
+        : new NodeReporter({
+            nodeName: opts.nodeName,
+            version: opts.version,
+            annotate: (name, ann) => kube.annotateNode(name, ann),
+            onError: (err) =>
+              opts.log.warn(
+                { error: err.message },
+                'could not write the trellis.dev/agent annotation; will retry',
+              ),
+          });
+  }
+
+  /** The Agent's hooks; pass them to its constructor. */
+  hooks(): AgentHooks {
+    return {
+      onCniCall: (record: CniCallRecord) => {
+        this.metrics.onCniCall(record);
+        if (record.verb === 'GC' && record.released !== undefined) {
+          this.metrics.onLeasesReclaimed('cni-gc', record.released);
+        }
+      },
+      onPass: (outcome: PassOutcome) => {
+        this.metrics.onPass(outcome);
+        this.health.onPass(outcome);
+        const agent = this.agent;
+        if (this.reporter === undefined || agent === undefined) return;
+        const reason = agent.notReadyReason();
+        void this.reporter.update({
+          ready: reason === undefined,
+          ...(reason === undefined ? {} : { reason }),
+          missing: outcome.kind === 'ok' ? missingPeers(this.metrics.peers()) : [],
+        });
+      },
+      onLeasesReclaimed: (reason, count) => this.metrics.onLeasesReclaimed(reason, count),
+    };
+  }
+
+  attach(agent: Agent): void {
+    this.agent = agent;
+    this.metrics.bind({
+      ipamUsage: () => agent.snapshot().ipamUsage,
+      watchRestarts: () => agent.snapshot().watch?.restarts,
+      ready: () => agent.notReadyReason() === undefined,
+    });
+  }
+
+  /** Starts the listeners; a port or socket that cannot be bound fails the start (the probes would fail anyway). */
+  async start(): Promise<void> {
+    const agent = this.agent;
+    if (agent === undefined) throw new Error('AgentObserver.start before attach');
+    const { opts } = this;
+    this.health.start();
+    this.reporter?.start();
+    if (opts.metricsAddr !== '') {
+      const l = await startMetricsServer({
+        addr: opts.metricsAddr,
+        metrics: this.metrics,
+        liveness: () => this.health.liveness(),
+        readiness: () => this.health.readiness(),
+      });
+      this.listeners.push(l);
+      opts.log.info({ address: l.address }, 'metrics and health listening (/metrics, /healthz, /readyz)');
+    }
+    if (opts.adminSocket !== '') {
+      const l = await startAdminServer(opts.adminSocket, {
+        '/status': () => statusView(agent.snapshot(), opts.version, process.version),
+        '/routes': async () => {
+          const st = await agent.routeState();
+          if (st === undefined) throw new Error('the agent has not started its route reconciler yet');
+          return routesView(agent.snapshot().node, st);
+        },
+        '/leases': () => leasesView(agent.snapshot()),
+      });
+      this.listeners.push(l);
+      opts.log.info({ socket: l.address }, 'admin socket listening (/status, /routes, /leases)');
+    }
+  }
+
+  async stop(): Promise<void> {
+    this.health.stop();
+    this.reporter?.stop();
+    await Promise.all(this.listeners.splice(0).map((l) => l.close()));
+  }
+}

@@ -1,0 +1,50 @@
+/** GET a JSON document from the agent's admin socket (HTTP over a unix socket). */
+import { request } from 'node:http';
+import { dirname, join } from 'node:path';
+
+/** The admin socket lives next to the CNI socket unless set: /run/trellis/cni.sock -> /run/trellis/admin.sock. */
+export function defaultAdminSocket(cniSocket: string): string {
+  return join(dirname(cniSocket), 'admin.sock');
+}
+
+export class AdminError extends Error {
+  constructor(message: string) {
+    super(message);
+    this.name = 'AdminError';
+  }
+}
+
+export function adminGet<T>(socketPath: string, path: string, timeoutMs = 5000): Promise<T> {
+  return new Promise<T>((resolve, reject) => {
+    const req = request({ socketPath, path, method: 'GET', timeout: timeoutMs }, (res) => {
+      const chunks: Buffer[] = [];
+      res.on('data', (c: Buffer) => chunks.push(c));
+      res.on('error', (e) => reject(new AdminError(`${socketPath} ${path}: ${e.message}`)));
+      res.on('end', () => {
+        const text = Buffer.concat(chunks).toString('utf8');
+        if (res.statusCode !== 200) {
+          reject(new AdminError(`${socketPath} ${path}: HTTP ${res.statusCode}: ${text.trim()}`));
+          return;
+        }
+        try {
+          resolve(JSON.parse(text) as T);
+        } catch (e) {
+          reject(new AdminError(`${socketPath} ${path}: not JSON (${(e as Error).message})`));
+        }
+      });
+    });
+    req.on('timeout', () => req.destroy(new Error(`no answer within ${timeoutMs} ms`)));
+    req.on('error', (e: NodeJS.ErrnoException) => {
+      const hint =
+        e.code === 'ENOENT'
+          ? ' (no such socket: is the agent running on this node?)'
+          : e.code === 'ECONNREFUSED'
+            ? ' (nobody listens: the agent is not running)'
+            : e.code === 'EACCES'
+              ? ' (permission denied: run as root)'
+              : '';
+      reject(new AdminError(`${socketPath}: ${e.message}${hint}`));
+    });
+    req.end();
+  });
+}

@@ -1,0 +1,130 @@
+/**
+ * The operator subcommands of trellis-agent: status, routes, leases, doctor (this node, through the
+ * agent's admin socket) and coverage (the cluster, through the API). They return an exit code; only
+ * cmd/agent exits.
+ *
+ * Exit codes: 0 all good; 1 something is wrong (not ready, drift, a doctor finding, a coverage gap, or
+ * the agent unreachable); 2 bad usage.
+ */
+import { parseArgs } from 'node:util';
+import { DEFAULTS } from '../agent/config.ts';
+import { CONFLIST_FILE_NAME } from '../cniconf/render.ts';
+import type { NetlinkHandle } from '../datapath/ports.ts';
+import type { NodeReader } from '../k8s/index.ts';
+import { AdminError, adminGet, defaultAdminSocket } from './admin-client.ts';
+import { coverage } from './coverage.ts';
+import { runDoctor } from './doctor.ts';
+import { gatherDoctorFacts } from './doctor-gather.ts';
+import { formatCoverage, formatDoctor, formatLeases, formatRoutes, formatStatus } from './format.ts';
+import { STALE_AFTER_MS } from './node-report.ts';
+import type { LeasesView, RoutesView, StatusView } from './views.ts';
+
+export const OPS_COMMANDS = ['status', 'routes', 'leases', 'doctor', 'coverage'] as const;
+export type OpsCommand = (typeof OPS_COMMANDS)[number];
+
+export const OPS_USAGE = `operator commands (on a node: kubectl exec -n kube-system ds/trellis -- trellis-agent status):
+  trellis-agent status   [--json]   the agent: node, pod CIDRs, mode, MTU, readiness, IPAM use
+  trellis-agent routes   [--json]   desired vs programmed inter-node routes, per-peer paths (exit 1 on drift)
+  trellis-agent leases   [--json]   IPAM leases: pod, addresses, host veth, netns
+  trellis-agent doctor   [--json]   check this node; every problem with its fix (exit 1 on any)
+  trellis-agent coverage [--json] [--kubeconfig FILE] [--stale-minutes N]
+                                    nodes without a ready agent, a pod CIDR, or routes from their peers
+  --admin-socket PATH      the agent's admin socket (default: admin.sock next to --socket, ${defaultAdminSocket(DEFAULTS.socket)})
+  --socket PATH            the agent's CNI socket, to derive the admin socket
+  --cni-conf-dir DIR       doctor, when the agent cannot be asked (default ${DEFAULTS.cniConfDir})
+  --cni-bin-dir DIR        doctor, when the agent cannot be asked (default ${DEFAULTS.cniBinDir})
+`;
+
+const FLAGS = {
+  json: { type: 'boolean' },
+  'admin-socket': { type: 'string' },
+  socket: { type: 'string' },
+  'cni-conf-dir': { type: 'string' },
+  'cni-bin-dir': { type: 'string' },
+  kubeconfig: { type: 'string' },
+  'stale-minutes': { type: 'string' },
+} as const;
+
+export interface OpsDeps {
+  stdout(text: string): void;
+  stderr(text: string): void;
+  env: Readonly<Record<string, string | undefined>>;
+  /** The node's (this network namespace's) netlink handle; doctor only. */
+  openHost(): NetlinkHandle;
+  /** The API; coverage only. */
+  nodeReader(kubeconfig: string | undefined): NodeReader;
+  now?: () => number;
+}
+
+export async function runOpsCommand(cmd: OpsCommand, argv: string[], deps: OpsDeps): Promise<number> {
+  let values: ReturnType<
+    typeof parseArgs<{ options: typeof FLAGS; strict: true; allowPositionals: false }>
+  >['values'];
+  try {
+    values = parseArgs({ args: argv, options: FLAGS, strict: true, allowPositionals: false }).values;
+  } catch (err) {
+    deps.stderr(`trellis-agent ${cmd}: ${(err as Error).message}\n\n${OPS_USAGE}`);
+    return 2;
+  }
+  const json = values.json === true;
+  const admin =
+    values['admin-socket'] ??
+    deps.env.TRELLIS_ADMIN_SOCKET ??
+    defaultAdminSocket(values.socket ?? DEFAULTS.socket);
+  const print = (doc: unknown, human: () => string): void => {
+    deps.stdout(json ? `${JSON.stringify(doc, null, 2)}\n` : human());
+  };
+  try {
+    switch (cmd) {
+      case 'status': {
+        const s = await adminGet<StatusView>(admin, '/status');
+        print(s, () => formatStatus(s));
+        return s.ready ? 0 : 1;
+      }
+      case 'routes': {
+        const r = await adminGet<RoutesView>(admin, '/routes');
+        print(r, () => formatRoutes(r));
+        return r.drift === 0 ? 0 : 1;
+      }
+      case 'leases': {
+        const l = await adminGet<LeasesView>(admin, '/leases');
+        print(l, () => formatLeases(l));
+        return 0;
+      }
+      case 'doctor': {
+        const facts = await gatherDoctorFacts({
+          adminSocket: admin,
+          cniConfDir: values['cni-conf-dir'] ?? DEFAULTS.cniConfDir,
+          cniBinDir: values['cni-bin-dir'] ?? DEFAULTS.cniBinDir,
+          conflistName: CONFLIST_FILE_NAME,
+          openHost: deps.openHost,
+        });
+        const report = runDoctor(facts);
+        print(report, () => formatDoctor(report));
+        return report.ok ? 0 : 1;
+      }
+      case 'coverage': {
+        const staleRaw = values['stale-minutes'];
+        const staleMs = staleRaw === undefined ? STALE_AFTER_MS : Number(staleRaw) * 60_000;
+        if (!Number.isFinite(staleMs) || staleMs <= 0) {
+          deps.stderr(`trellis-agent coverage: --stale-minutes must be a positive number, got ${staleRaw}\n`);
+          return 2;
+        }
+        const kubeconfig = values.kubeconfig ?? emptyToUndefined(deps.env.KUBECONFIG);
+        const nodes = await deps.nodeReader(kubeconfig).listNodes();
+        const report = coverage(nodes.items, (deps.now ?? Date.now)(), staleMs);
+        for (const p of nodes.problems) deps.stderr(`warning: a Node could not be read: ${p}\n`);
+        print(report, () => formatCoverage(report));
+        return report.ok && nodes.problems.length === 0 ? 0 : 1;
+      }
+    }
+  } catch (err) {
+    const msg = err instanceof AdminError ? err.message : err instanceof Error ? err.message : String(err);
+    deps.stderr(`trellis-agent ${cmd}: ${msg}\n`);
+    return 1;
+  }
+}
+
+function emptyToUndefined(v: string | undefined): string | undefined {
+  return v === undefined || v === '' ? undefined : v;
+}

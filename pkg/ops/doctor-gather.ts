@@ -1,0 +1,145 @@
+/**
+ * The thin, impure half of doctor: read the agent's admin socket, the CNI directories, /proc/sys and
+ * the links of the network namespace doctor runs in, into DoctorFacts. Nothing here judges.
+ */
+import { execFile } from 'node:child_process';
+import { accessSync, constants, existsSync, readdirSync, readFileSync } from 'node:fs';
+import { join } from 'node:path';
+import type { NetlinkHandle } from '../datapath/ports.ts';
+import { adminGet } from './admin-client.ts';
+import { type DoctorFacts, type Gathered, REQUIRED_BINARIES } from './doctor.ts';
+import type { LeasesView, RoutesView, StatusView } from './views.ts';
+
+export interface GatherOptions {
+  adminSocket: string;
+  /** Used when the agent cannot be asked for its own. */
+  cniConfDir: string;
+  cniBinDir: string;
+  conflistName: string;
+  openHost(): NetlinkHandle;
+  /** /proc/sys by default (tests never need another). */
+  procSys?: string;
+}
+
+function gathered<T>(fn: () => T): Gathered<T> {
+  try {
+    return { ok: true, value: fn() };
+  } catch (err) {
+    return { ok: false, error: err instanceof Error ? err.message : String(err) };
+  }
+}
+
+function readSysctl(root: string, key: string): string | undefined {
+  try {
+    return readFileSync(join(root, key), 'utf8').trim();
+  } catch {
+    return undefined;
+  }
+}
+
+function runVersion(binary: string): Promise<Gathered<string>> {
+  return new Promise((resolve) => {
+    execFile(binary, ['--version'], { timeout: 5000, env: {} }, (err, stdout, stderr) => {
+      if (err !== null) resolve({ ok: false, error: `${err.message.trim()} ${stderr.trim()}`.trim() });
+      else resolve({ ok: true, value: stdout.trim() });
+    });
+  });
+}
+
+export async function gatherDoctorFacts(opts: GatherOptions): Promise<DoctorFacts> {
+  const procSys = opts.procSys ?? '/proc/sys';
+  let agent: DoctorFacts['agent'];
+  try {
+    const [status, routes, leases] = await Promise.all([
+      adminGet<StatusView>(opts.adminSocket, '/status'),
+      adminGet<RoutesView>(opts.adminSocket, '/routes'),
+      adminGet<LeasesView>(opts.adminSocket, '/leases'),
+    ]);
+    agent = { ok: true, value: { status, routes, leases } };
+  } catch (err) {
+    agent = { ok: false, error: (err as Error).message };
+  }
+  // The agent's own paths win: doctor checks what the running agent uses.
+  const confDir = agent.ok ? agent.value.status.cniConfDir : opts.cniConfDir;
+  const binDir = agent.ok ? agent.value.status.cniBinDir : opts.cniBinDir;
+
+  const confFiles = gathered(() => readdirSync(confDir));
+  const confPath = join(confDir, opts.conflistName);
+  const ourConflist = existsSync(confPath)
+    ? gathered(() => {
+        const parsed = JSON.parse(readFileSync(confPath, 'utf8')) as {
+          plugins?: { type?: unknown; mtu?: unknown }[];
+        };
+        const first = parsed.plugins?.[0];
+        return {
+          firstType: typeof first?.type === 'string' ? first.type : undefined,
+          mtu: typeof first?.mtu === 'number' ? first.mtu : undefined,
+        };
+      })
+    : undefined;
+
+  const binaries: DoctorFacts['binaries'] = {};
+  for (const name of REQUIRED_BINARIES) {
+    const p = join(binDir, name);
+    let executable = false;
+    try {
+      accessSync(p, constants.X_OK);
+      executable = true;
+    } catch {
+      // Not executable or absent.
+    }
+    binaries[name] = { present: existsSync(p), executable };
+  }
+  const shim = join(binDir, 'trellis');
+  const shimVersion = binaries.trellis?.executable === true ? await runVersion(shim) : undefined;
+
+  const host = opts.openHost();
+  let links: DoctorFacts['links'];
+  let defaultRouteIfaces: string[];
+  try {
+    const all = await host.listLinks();
+    links = all.map((l) => ({ name: l.name, mtu: l.mtu, kind: l.kind }));
+    const byIndex = new Map(all.map((l) => [l.index, l.name]));
+    const routes = [...(await host.listRoutes({ family: 4 })), ...(await host.listRoutes({ family: 6 }))];
+    defaultRouteIfaces = [
+      ...new Set(
+        routes
+          .filter((r) => (r.dst === '0.0.0.0/0' || r.dst === '::/0') && r.ifindex !== undefined)
+          .map((r) => byIndex.get(r.ifindex!))
+          .filter((n): n is string => n !== undefined),
+      ),
+    ];
+  } finally {
+    host.close();
+  }
+
+  const rpAll = readSysctl(procSys, 'net/ipv4/conf/all/rp_filter');
+  const byIface: Record<string, number | undefined> = {};
+  for (const l of links) {
+    const v = readSysctl(procSys, `net/ipv4/conf/${l.name}/rp_filter`);
+    byIface[l.name] = v === undefined ? undefined : Number(v);
+  }
+  const netnsExists: Record<string, boolean> = {};
+  if (agent.ok) {
+    for (const l of agent.value.leases.leases) if (l.netns !== '') netnsExists[l.netns] = existsSync(l.netns);
+  }
+  return {
+    agent,
+    confDir,
+    expectedConflist: opts.conflistName,
+    confFiles,
+    ourConflist,
+    binDir,
+    binaries,
+    shimVersion,
+    forwarding: {
+      v4: readSysctl(procSys, 'net/ipv4/ip_forward'),
+      v6: readSysctl(procSys, 'net/ipv6/conf/all/forwarding'),
+    },
+    rpFilter: { all: rpAll === undefined ? undefined : Number(rpAll), byIface },
+    links,
+    defaultRouteIfaces,
+    netnsExists,
+    overhead: agent.ok && agent.value.status.mode === 'vxlan' ? 50 : 0,
+  };
+}

@@ -1,0 +1,362 @@
+/**
+ * `trellis-agent doctor`: checks the node trellis runs on. Pure: every check is a function over facts
+ * gathered beforehand (doctor-gather.ts), so each fault is a table row in a unit test. Every problem
+ * comes with the fix an operator can apply.
+ */
+import type { LeasesView, RoutesView, StatusView } from './views.ts';
+
+export interface Finding {
+  problem: string;
+  fix: string;
+}
+
+export interface CheckResult {
+  name: string;
+  /** What was checked, for the human output. */
+  title: string;
+  findings: Finding[];
+  /** Set when the check could not run (it then counts as passed: another check reports the cause). */
+  skipped?: string;
+}
+
+export interface DoctorReport {
+  ok: boolean;
+  checks: CheckResult[];
+}
+
+export type Gathered<T> = { ok: true; value: T } | { ok: false; error: string };
+
+export interface LinkFact {
+  name: string;
+  mtu: number;
+  kind: string | undefined;
+}
+
+export interface DoctorFacts {
+  /** The running agent through its admin socket. */
+  agent: Gathered<{ status: StatusView; routes: RoutesView; leases: LeasesView }>;
+  confDir: string;
+  expectedConflist: string;
+  /** File names in the conf dir. */
+  confFiles: Gathered<string[]>;
+  /** Our config list parsed (undefined when the file is absent). */
+  ourConflist: Gathered<{ firstType: string | undefined; mtu: number | undefined }> | undefined;
+  binDir: string;
+  /** Per required binary: present and executable. */
+  binaries: Record<string, { present: boolean; executable: boolean }>;
+  /** `trellis --version` output of the installed shim; undefined when it is not installed. */
+  shimVersion: Gathered<string> | undefined;
+  /** Raw /proc/sys values; undefined when unreadable (IPv6 disabled). */
+  forwarding: { v4: string | undefined; v6: string | undefined };
+  /** rp_filter: conf/all and per interface. */
+  rpFilter: { all: number | undefined; byIface: Record<string, number | undefined> };
+  links: LinkFact[];
+  /** Interfaces carrying the default routes (for the MTU check when there are no peers). */
+  defaultRouteIfaces: string[];
+  /** Lease netns path -> still exists. */
+  netnsExists: Record<string, boolean>;
+  /** Encapsulation overhead of the mode in use (0 for host-gw). */
+  overhead: number;
+}
+
+/** containerd and CRI-O read the lexically first of these in the conf dir. */
+export const CNI_CONF_EXTENSIONS = ['.conf', '.conflist', '.json'];
+export const REQUIRED_BINARIES = ['trellis', 'portmap', 'loopback'];
+
+const needsAgent = (f: DoctorFacts): string | undefined =>
+  f.agent.ok ? undefined : 'the agent is not reachable (see the agent check)';
+
+export function checkAgent(f: DoctorFacts): CheckResult {
+  const r: CheckResult = { name: 'agent', title: 'agent running and ready', findings: [] };
+  if (!f.agent.ok) {
+    r.findings.push({
+      problem: `cannot reach the agent's admin socket: ${f.agent.error}`,
+      fix: 'check that the trellis agent runs on this node (kubectl -n kube-system get pods -l app.kubernetes.io/name=trellis -o wide) and read its log; pass --admin-socket if it uses another path',
+    });
+    return r;
+  }
+  const s = f.agent.value.status;
+  if (!s.ready) {
+    r.findings.push({
+      problem: `the agent is not ready: ${s.notReadyReason ?? 'no reason given'}`,
+      fix: 'the reason names what it waits for; the other checks below usually show the cause',
+    });
+  }
+  return r;
+}
+
+export function checkConfig(f: DoctorFacts): CheckResult {
+  const r: CheckResult = {
+    name: 'cni-config',
+    title: `CNI config ${f.expectedConflist} present and first in ${f.confDir}`,
+    findings: [],
+  };
+  if (!f.confFiles.ok) {
+    r.findings.push({
+      problem: `cannot read ${f.confDir}: ${f.confFiles.error}`,
+      fix: `create it (the agent publishes its config there once ready) or pass --cni-conf-dir`,
+    });
+    return r;
+  }
+  const confs = f.confFiles.value.filter((n) => CNI_CONF_EXTENSIONS.some((e) => n.endsWith(e))).sort();
+  if (!confs.includes(f.expectedConflist)) {
+    r.findings.push({
+      problem: `${f.expectedConflist} is missing from ${f.confDir}: the runtime cannot create pod networks with trellis`,
+      fix: 'the agent writes it once ready: see the agent check, or restart the trellis pod on this node',
+    });
+  } else if (confs[0] !== f.expectedConflist) {
+    r.findings.push({
+      problem: `${confs[0]} sorts before ${f.expectedConflist} in ${f.confDir}: containerd and CRI-O use the first file, so pods get that network, not trellis`,
+      fix: `remove ${f.confDir}/${confs[0]} (a previous network plugin's config)${confs.length > 2 ? ` and the others before ${f.expectedConflist}: ${confs.slice(1, confs.indexOf(f.expectedConflist)).join(', ')}` : ''}`,
+    });
+  }
+  const c = f.ourConflist;
+  if (c !== undefined && !c.ok) {
+    r.findings.push({
+      problem: `${f.expectedConflist} is unreadable: ${c.error}`,
+      fix: `delete ${f.confDir}/${f.expectedConflist}; the agent rewrites it within a reconcile pass`,
+    });
+  } else if (c !== undefined && c.value.firstType !== 'trellis') {
+    r.findings.push({
+      problem: `${f.expectedConflist} does not start with the trellis plugin (first type ${JSON.stringify(c.value.firstType)})`,
+      fix: `delete ${f.confDir}/${f.expectedConflist}; the agent rewrites it`,
+    });
+  } else if (
+    c !== undefined &&
+    f.agent.ok &&
+    c.value.mtu !== undefined &&
+    c.value.mtu !== f.agent.value.status.mtu
+  ) {
+    r.findings.push({
+      problem: `${f.expectedConflist} sets MTU ${c.value.mtu}, the agent uses ${f.agent.value.status.mtu}`,
+      fix: 'wait for the next reconcile pass (the agent rewrites the file) or restart the agent',
+    });
+  }
+  return r;
+}
+
+export function checkBinaries(f: DoctorFacts): CheckResult {
+  const r: CheckResult = {
+    name: 'cni-binaries',
+    title: `CNI plugins ${REQUIRED_BINARIES.join(', ')} in ${f.binDir}`,
+    findings: [],
+  };
+  for (const name of REQUIRED_BINARIES) {
+    const b = f.binaries[name];
+    if (b === undefined || !b.present) {
+      r.findings.push({
+        problem: `${f.binDir}/${name} is missing`,
+        fix: 'restart the trellis pod on this node: its install-cni init container copies the plugins',
+      });
+    } else if (!b.executable) {
+      r.findings.push({
+        problem: `${f.binDir}/${name} is not executable`,
+        fix: `chmod 0755 ${f.binDir}/${name}`,
+      });
+    }
+  }
+  return r;
+}
+
+export function checkShimVersion(f: DoctorFacts): CheckResult {
+  const r: CheckResult = {
+    name: 'shim-version',
+    title: 'installed trellis plugin matches the agent version',
+    findings: [],
+  };
+  const skip =
+    needsAgent(f) ?? (f.shimVersion === undefined ? 'the trellis plugin is not installed' : undefined);
+  if (skip !== undefined || f.shimVersion === undefined || !f.agent.ok) return { ...r, skipped: skip };
+  const want = f.agent.value.status.version;
+  if (!f.shimVersion.ok) {
+    r.findings.push({
+      problem: `${f.binDir}/trellis --version failed: ${f.shimVersion.error}`,
+      fix: 'restart the trellis pod on this node to reinstall the plugin',
+    });
+    return r;
+  }
+  const got = f.shimVersion.value.trim().replace(/^trellis\s+/, '');
+  if (got !== want) {
+    r.findings.push({
+      problem: `${f.binDir}/trellis is version ${got}, the agent is ${want}`,
+      fix: "restart the trellis pod on this node: install-cni replaces the plugin with the image's",
+    });
+  }
+  return r;
+}
+
+export function checkForwarding(f: DoctorFacts): CheckResult {
+  const r: CheckResult = { name: 'forwarding', title: 'IP forwarding on (IPv4 and IPv6)', findings: [] };
+  if (f.forwarding.v4 !== '1') {
+    r.findings.push({
+      problem: `net.ipv4.ip_forward is ${f.forwarding.v4 ?? 'unreadable'}: the node does not route pod traffic`,
+      fix: 'sysctl -w net.ipv4.ip_forward=1 (the agent sets it at start; something reset it: check /etc/sysctl.d)',
+    });
+  }
+  const v6Pods = f.agent.ok && f.agent.value.status.podCIDRs.some((c) => c.includes(':'));
+  if (f.forwarding.v6 !== '1' && (f.forwarding.v6 !== undefined || v6Pods)) {
+    r.findings.push({
+      problem: `net.ipv6.conf.all.forwarding is ${f.forwarding.v6 ?? 'unreadable'}: IPv6 pod traffic is not routed`,
+      fix: 'sysctl -w net.ipv6.conf.all.forwarding=1 (the agent sets it at start; check /etc/sysctl.d)',
+    });
+  }
+  return r;
+}
+
+/** Interfaces pod traffic crosses: the pods' host veths and the interfaces toward peers (or the default route). */
+export function podTrafficIfaces(f: DoctorFacts): string[] {
+  const out = new Set<string>();
+  if (f.agent.ok) {
+    for (const l of f.agent.value.leases.leases) out.add(l.hostVeth);
+    for (const p of f.agent.value.routes.peers) if (p.path === 'direct') out.add(p.linkName);
+  }
+  if (![...out].some((n) => !n.startsWith('trl'))) for (const n of f.defaultRouteIfaces) out.add(n);
+  const present = new Set(f.links.map((l) => l.name));
+  return [...out].filter((n) => present.has(n)).sort();
+}
+
+export function checkRpFilter(f: DoctorFacts): CheckResult {
+  const r: CheckResult = {
+    name: 'rp-filter',
+    title: 'reverse-path filter not strict where pod traffic passes',
+    findings: [],
+  };
+  const all = f.rpFilter.all ?? 0;
+  for (const iface of podTrafficIfaces(f)) {
+    const own = f.rpFilter.byIface[iface] ?? 0;
+    if (Math.max(all, own) === 1) {
+      const which = own === 1 ? `net.ipv4.conf.${iface}.rp_filter` : 'net.ipv4.conf.all.rp_filter';
+      r.findings.push({
+        problem: `rp_filter on ${iface} is strict (effective max(all=${all}, ${iface}=${own}) = 1): pod packets whose return path uses another interface are dropped`,
+        fix: `sysctl -w ${which}=2 (loose)${own === 1 ? '' : ', or set it per interface and all to 0 or 2'}`,
+      });
+    }
+  }
+  return r;
+}
+
+export function checkMtu(f: DoctorFacts): CheckResult {
+  const r: CheckResult = { name: 'mtu', title: 'pod MTU fits the node interfaces', findings: [] };
+  const skip = needsAgent(f);
+  if (skip !== undefined || !f.agent.ok) return { ...r, skipped: skip };
+  const podMtu = f.agent.value.status.mtu;
+  const names = new Set(f.agent.value.routes.peers.filter((p) => p.path === 'direct').map((p) => p.linkName));
+  if (names.size === 0) for (const n of f.defaultRouteIfaces) names.add(n);
+  for (const l of f.links) {
+    if (!names.has(l.name)) continue;
+    if (podMtu > l.mtu - f.overhead) {
+      r.findings.push({
+        problem: `pod MTU ${podMtu} is larger than ${l.name}'s MTU ${l.mtu}${f.overhead > 0 ? ` minus ${f.overhead} bytes of encapsulation` : ''}: large packets between nodes are dropped or fragmented`,
+        fix: `set TRELLIS_MTU (ConfigMap trellis-config) to ${l.mtu - f.overhead} or less, or 0 to detect it, and restart the agents`,
+      });
+    }
+  }
+  for (const l of f.links) {
+    if (l.kind === 'veth' && l.name.startsWith('trl') && l.mtu > podMtu) {
+      r.findings.push({
+        problem: `host veth ${l.name} has MTU ${l.mtu}, above the pod MTU ${podMtu} (created before the MTU changed)`,
+        fix: 'recreate that pod (kubectl delete pod) so its interface gets the current MTU',
+      });
+    }
+  }
+  return r;
+}
+
+export function checkRoutes(f: DoctorFacts): CheckResult {
+  const r: CheckResult = { name: 'routes', title: 'inter-node routes programmed as desired', findings: [] };
+  const skip = needsAgent(f);
+  if (skip !== undefined || !f.agent.ok) return { ...r, skipped: skip };
+  for (const row of f.agent.value.routes.routes) {
+    const fam = row.family === 6 ? '-6 ' : '';
+    switch (row.state) {
+      case 'ok':
+        break;
+      case 'missing':
+        r.findings.push({
+          problem: `route ${row.dst} (${row.want}) is missing from the kernel`,
+          fix: `the agent puts it back at its next pass (within seconds when it sees the deletion); if it stays missing read the agent log for "route could not be programmed"`,
+        });
+        break;
+      case 'differs':
+        r.findings.push({
+          problem: `route ${row.dst} is "${row.have}", trellis wants "${row.want}"`,
+          fix: 'the agent replaces it at its next pass; if it keeps changing, another program manages this prefix',
+        });
+        break;
+      case 'conflict':
+        r.findings.push({
+          problem: `route ${row.dst} is held by a route trellis does not own (${row.have}); trellis wants ${row.want}`,
+          fix: `remove the foreign route if it is not needed (ip ${fam}route del ${row.dst} ${row.have.replace(/ proto \d+$/, '')}); trellis never overwrites it`,
+        });
+        break;
+      case 'stale':
+        r.findings.push({
+          problem: `stale trellis route ${row.dst} (${row.have}) for a node that is gone`,
+          fix: `the agent removes it once its node list is synced; by hand: ip ${fam}route del ${row.dst} proto 126`,
+        });
+        break;
+    }
+  }
+  for (const p of f.agent.value.routes.peers) {
+    if (p.path === 'unreachable') {
+      r.findings.push({
+        problem: `peer ${p.node} (IPv${p.family}) is unreachable with host-gw: ${p.reason}`,
+        fix: 'put the nodes on one L2 subnet, or use the VXLAN mode (TRELLIS_MODE=vxlan) for nodes on different subnets',
+      });
+    }
+  }
+  return r;
+}
+
+export function checkLeases(f: DoctorFacts): CheckResult {
+  const r: CheckResult = { name: 'leases', title: 'no leaked leases (pod namespace gone)', findings: [] };
+  const skip = needsAgent(f);
+  if (skip !== undefined || !f.agent.ok) return { ...r, skipped: skip };
+  for (const l of f.agent.value.leases.leases) {
+    if (l.netns !== '' && f.netnsExists[l.netns] !== false) continue;
+    const pod =
+      l.podName === '' ? `container ${l.containerId.slice(0, 12)}` : `${l.podNamespace}/${l.podName}`;
+    r.findings.push({
+      problem: `lease ${l.addresses.join(', ')} of ${pod} is leaked: its network namespace ${l.netns === '' ? '(unknown)' : l.netns} is gone, but the runtime never sent DEL`,
+      fix: `restart the trellis pod (the start-up sweep releases leases whose namespace and veth are gone${f.agent.value.status.standalone ? '' : '; in Kubernetes mode the periodic IPAM GC does too, once the pod is gone from the API'})${f.links.some((x) => x.name === l.hostVeth) ? `; its veth ${l.hostVeth} still exists: ip link del ${l.hostVeth}` : ''}`,
+    });
+  }
+  return r;
+}
+
+export function checkVeths(f: DoctorFacts): CheckResult {
+  const r: CheckResult = {
+    name: 'veths',
+    title: 'no orphan trellis veths (veth without a lease)',
+    findings: [],
+  };
+  const skip = needsAgent(f);
+  if (skip !== undefined || !f.agent.ok) return { ...r, skipped: skip };
+  const owned = new Set(f.agent.value.leases.leases.map((l) => l.hostVeth));
+  for (const l of f.links) {
+    if (!/^trl[0-9a-f]{12}$/.test(l.name) || owned.has(l.name)) continue;
+    r.findings.push({
+      problem: `host veth ${l.name} has no lease: left over from an interrupted ADD or DEL`,
+      fix: `ip link del ${l.name} (or restart the trellis pod: its start-up sweep removes it)`,
+    });
+  }
+  return r;
+}
+
+export const CHECKS = [
+  checkAgent,
+  checkConfig,
+  checkBinaries,
+  checkShimVersion,
+  checkForwarding,
+  checkRpFilter,
+  checkMtu,
+  checkRoutes,
+  checkLeases,
+  checkVeths,
+] as const;
+
+export function runDoctor(f: DoctorFacts): DoctorReport {
+  const checks = CHECKS.map((c) => c(f));
+  return { ok: checks.every((c) => c.findings.length === 0), checks };
+}

@@ -1,0 +1,113 @@
+/** Human output of the operator commands: aligned tables and short key/value blocks. Pure. */
+import type { CoverageReport } from './coverage.ts';
+import type { DoctorReport } from './doctor.ts';
+import type { LeasesView, RoutesView, StatusView } from './views.ts';
+
+export function table(headers: string[], rows: string[][]): string {
+  const widths = headers.map((h, i) => Math.max(h.length, ...rows.map((r) => (r[i] ?? '').length)));
+  const line = (cells: string[]): string =>
+    cells
+      .map((c, i) => (i === cells.length - 1 ? c : c.padEnd(widths[i]!)))
+      .join('  ')
+      .trimEnd();
+  return `${[line(headers), ...rows.map(line)].join('\n')}\n`;
+}
+
+export function formatStatus(s: StatusView): string {
+  const kv: [string, string][] = [
+    ['node', s.node],
+    ['version', `${s.version} (node ${s.runtime})`],
+    ['mode', `${s.mode}${s.standalone ? ' (standalone)' : ''}`],
+    ['ready', s.ready ? 'yes' : `no: ${s.notReadyReason ?? 'unknown'}`],
+    ['pod CIDRs', s.podCIDRs.length === 0 ? '(none yet)' : s.podCIDRs.join(', ')],
+    ['pod MTU', String(s.mtu)],
+    ['leases', String(s.leases)],
+    ['CNI socket', s.socket],
+    ['CNI config', s.cniConfDir],
+    ['CNI binaries', s.cniBinDir],
+    ['state', s.stateDir],
+  ];
+  if (s.watch !== undefined) {
+    kv.push([
+      'node watch',
+      `${s.watch.synced ? 'synced' : 'not synced'}, resourceVersion ${s.watch.resourceVersion || '-'}, ${s.watch.restarts} restarts, ${s.watch.relists} lists`,
+    ]);
+  }
+  const w = Math.max(...kv.map(([k]) => k.length));
+  let out = `${kv.map(([k, v]) => `${`${k}:`.padEnd(w + 2)}${v}`).join('\n')}\n`;
+  if (s.ipam.length > 0) {
+    out += `\n${table(
+      ['FAMILY', 'RANGE', 'USED', 'CAPACITY'],
+      s.ipam.map((u) => [`IPv${u.family}`, u.range, String(u.used), u.capacity]),
+    )}`;
+  }
+  return out;
+}
+
+export function formatRoutes(v: RoutesView): string {
+  let out = table(
+    ['STATE', 'DESTINATION', 'WANT', 'KERNEL'],
+    v.routes.map((r) => [r.state, r.dst, r.want || '-', r.have || '-']),
+  );
+  out += `\n${v.routes.length} routes, ${v.drift} drifted\n`;
+  if (v.peers.length > 0) {
+    out += `\n${table(
+      ['PEER', 'FAMILY', 'PATH', 'VIA', 'POD CIDRS'],
+      v.peers.map((p) => [
+        p.node,
+        `IPv${p.family}`,
+        p.path,
+        'reason' in p ? `${p.nodeIP}: ${p.reason}` : `${p.nodeIP} dev ${p.linkName}`,
+        p.podCIDRs.join(', '),
+      ]),
+    )}`;
+  }
+  for (const p of v.problems) out += `problem: ${p.node}: ${p.problem}\n`;
+  return out;
+}
+
+export function formatLeases(v: LeasesView): string {
+  return `${table(
+    ['POD', 'ADDRESSES', 'CONTAINER', 'IF', 'HOST VETH', 'NETNS'],
+    v.leases.map((l) => [
+      l.podName === '' ? '-' : `${l.podNamespace}/${l.podName}`,
+      l.addresses.join(','),
+      l.containerId.slice(0, 12),
+      l.ifname,
+      l.hostVeth,
+      l.netns || '-',
+    ]),
+  )}\n${v.leases.length} leases\n`;
+}
+
+export function formatDoctor(r: DoctorReport): string {
+  let out = '';
+  for (const c of r.checks) {
+    const mark = c.findings.length > 0 ? 'FAIL' : c.skipped !== undefined ? 'SKIP' : 'ok';
+    out += `[${mark.padEnd(4)}] ${c.title}${c.skipped !== undefined ? ` (${c.skipped})` : ''}\n`;
+    for (const f of c.findings) out += `       problem: ${f.problem}\n       fix:     ${f.fix}\n`;
+  }
+  const n = r.checks.reduce((a, c) => a + c.findings.length, 0);
+  out += r.ok ? '\nno problems found\n' : `\n${n} problem${n === 1 ? '' : 's'} found\n`;
+  return out;
+}
+
+export function formatCoverage(r: CoverageReport): string {
+  let out = table(
+    ['NODE', 'POD CIDRS', 'AGENT', 'VERSION', 'NOT ROUTED FROM'],
+    r.nodes.map((n) => [
+      n.node,
+      n.podCIDRs.join(',') || '-',
+      n.agent,
+      n.version || '-',
+      n.missingOn.join(',') || '-',
+    ]),
+  );
+  for (const n of r.nodes) {
+    for (const p of n.problems) out += `\n${n.node}: ${p.problem}\n  fix: ${p.fix}\n`;
+  }
+  out += r.ok
+    ? `\nall ${r.nodes.length} nodes covered\n`
+    : `\n${r.gaps} of ${r.nodes.length} nodes have gaps\n`;
+  return out;
+}

@@ -1,0 +1,164 @@
+/**
+ * The admin socket's JSON documents (/status, /routes, /leases), built from what the agent holds by
+ * pure functions. The CLI reads the same types back, so the wire format has one definition.
+ */
+import type { AgentRouteState, AgentSnapshot } from '../agent/agent.ts';
+import { hostVethName } from '../datapath/names.ts';
+import type { LinkInfo, RouteInfo } from '../datapath/ports.ts';
+import { diffRoutes, routeKey } from '../routes/diff.ts';
+import type { PeerDecision, Problem } from '../routes/types.ts';
+
+export interface StatusView {
+  node: string;
+  version: string;
+  runtime: string;
+  standalone: boolean;
+  mode: string;
+  mtu: number;
+  podCIDRs: string[];
+  ready: boolean;
+  notReadyReason?: string;
+  socket: string;
+  stateDir: string;
+  cniConfDir: string;
+  cniBinDir: string;
+  leases: number;
+  /** Capacity as a decimal string: an IPv6 /64 does not fit a JSON number. */
+  ipam: { family: 4 | 6; range: string; capacity: string; used: number }[];
+  watch?: { restarts: number; relists: number; resourceVersion: string; synced: boolean };
+}
+
+/**
+ * ok: in the kernel as desired. missing: desired, absent. differs: present with another gateway or
+ * device. conflict: the prefix is held by a route trellis does not own. stale: ours, no longer desired.
+ */
+export type RouteState = 'ok' | 'missing' | 'differs' | 'conflict' | 'stale';
+
+export interface RouteRow {
+  family: 4 | 6;
+  dst: string;
+  /** "via 10.0.0.2 dev eth0" or "blackhole": what trellis wants (or, for stale, what is there). */
+  want: string;
+  /** What the kernel has for that prefix; '' when nothing. */
+  have: string;
+  state: RouteState;
+}
+
+export interface RoutesView {
+  node: string;
+  routes: RouteRow[];
+  drift: number;
+  problems: Problem[];
+  peers: PeerDecision[];
+}
+
+export interface LeaseRow {
+  containerId: string;
+  ifname: string;
+  podNamespace: string;
+  podName: string;
+  netns: string;
+  addresses: string[];
+  hostVeth: string;
+  createdAt: string;
+}
+
+export interface LeasesView {
+  node: string;
+  leases: LeaseRow[];
+}
+
+export function statusView(s: AgentSnapshot, version: string, runtime: string): StatusView {
+  return {
+    node: s.node,
+    version,
+    runtime,
+    standalone: s.standalone,
+    mode: s.mode,
+    mtu: s.mtu,
+    podCIDRs: s.podCIDRs,
+    ready: s.ready,
+    ...(s.notReadyReason === undefined ? {} : { notReadyReason: s.notReadyReason }),
+    socket: s.socket,
+    stateDir: s.stateDir,
+    cniConfDir: s.cniConfDir,
+    cniBinDir: s.cniBinDir,
+    leases: s.leases.length,
+    ipam: s.ipamUsage.map((u) => ({
+      family: u.family,
+      range: u.range,
+      capacity: String(u.capacity),
+      used: u.used,
+    })),
+    ...(s.watch === undefined ? {} : { watch: s.watch }),
+  };
+}
+
+function describe(r: RouteInfo, links: ReadonlyMap<number, string>): string {
+  if (r.type === 'blackhole') return 'blackhole';
+  const parts: string[] = [];
+  if (r.gateway !== undefined && r.gateway !== '') parts.push(`via ${r.gateway}`);
+  if (r.ifindex !== undefined) parts.push(`dev ${links.get(r.ifindex) ?? `#${r.ifindex}`}`);
+  if (r.onlink === true) parts.push('onlink');
+  if (r.protocol !== undefined) parts.push(`proto ${r.protocol}`);
+  return parts.join(' ');
+}
+
+/** Desired vs programmed, one row per prefix, through the reconciler's own diff (same ownership rules). */
+export function routesView(node: string, st: AgentRouteState): RoutesView {
+  const links = new Map<number, string>(st.links.map((l: LinkInfo) => [l.index, l.name]));
+  const diff = diffRoutes(st.desired, st.programmed);
+  const byKey = new Map<string, RouteInfo>();
+  for (const r of st.programmed) if (!byKey.has(routeKey(r))) byKey.set(routeKey(r), r);
+  const missing = new Set(diff.add.map(routeKey));
+  const differs = new Set(diff.replace.map(routeKey));
+  const conflicts = new Set(diff.conflicts.map((c) => routeKey(c.desired)));
+  const rows: RouteRow[] = [];
+  for (const d of st.desired) {
+    const k = routeKey(d);
+    const have = byKey.get(k);
+    const state: RouteState = conflicts.has(k)
+      ? 'conflict'
+      : missing.has(k)
+        ? 'missing'
+        : differs.has(k)
+          ? 'differs'
+          : 'ok';
+    rows.push({
+      family: d.family,
+      dst: d.dst,
+      want: describe(d, links),
+      have: have === undefined ? '' : describe(have, links),
+      state,
+    });
+  }
+  const desiredKeys = new Set(st.desired.map(routeKey));
+  for (const r of diff.remove) {
+    // Same-key duplicates of a desired route are cleanup, not drift an operator acts on.
+    if (desiredKeys.has(routeKey(r))) continue;
+    rows.push({ family: r.family, dst: r.dst, want: '', have: describe(r, links), state: 'stale' });
+  }
+  return {
+    node,
+    routes: rows,
+    drift: rows.filter((r) => r.state !== 'ok').length,
+    problems: st.problems,
+    peers: st.decisions,
+  };
+}
+
+export function leasesView(s: AgentSnapshot): LeasesView {
+  const leases = s.leases
+    .map((l) => ({
+      containerId: l.containerId,
+      ifname: l.ifname,
+      podNamespace: l.podNamespace ?? '',
+      podName: l.podName ?? '',
+      netns: l.netns ?? '',
+      addresses: l.addresses.map((a) => a.address),
+      hostVeth: hostVethName(l.containerId, l.ifname),
+      createdAt: l.createdAt,
+    }))
+    .sort((a, b) => (a.createdAt < b.createdAt ? -1 : a.createdAt > b.createdAt ? 1 : 0));
+  return { node: s.node, leases };
+}
