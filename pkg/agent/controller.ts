@@ -3,6 +3,8 @@ import type { Lease } from '../ipam/index.ts';
 import type { MasqOptions } from '../masq/render.ts';
 import type { Logger } from '../observe/logger.ts';
 import type { ReconcileInput, ReconcileReport } from '../routes/reconciler.ts';
+import type { PeerNode } from '../routes/types.ts';
+import { vtepMacsFromAnnotations } from '../vxlan/annotations.ts';
 import type { ClusterNode, ClusterView } from './cluster.ts';
 
 export interface ControllerDeps {
@@ -157,7 +159,10 @@ export class NodeController {
       for (const e of report.errors) {
         deps.log.warn({ route: e.route.dst, error: errorText(e.error) }, 'route could not be programmed');
       }
-      if (report.errors.length > 0) this.dirty = true;
+      for (const e of report.overlay?.errors ?? []) {
+        deps.log.warn({ op: e.op, what: e.what, error: errorText(e.error) }, 'VXLAN overlay change failed');
+      }
+      if (report.errors.length > 0 || (report.overlay?.errors.length ?? 0) > 0) this.dirty = true;
       await deps.onSynced(self, report);
       const outcome: PassOutcome = { kind: 'ok', report, durationMs };
       deps.onPass?.(outcome);
@@ -183,8 +188,13 @@ export class NodeController {
   }
 }
 
-function toPeer(n: ClusterNode): { name: string; podCIDRs: string[]; internalIPs: string[] } {
-  return { name: n.name, podCIDRs: [...n.podCIDRs], internalIPs: [...n.internalIPs] };
+function toPeer(n: ClusterNode): PeerNode {
+  return {
+    name: n.name,
+    podCIDRs: [...n.podCIDRs],
+    internalIPs: [...n.internalIPs],
+    vtepMacs: vtepMacsFromAnnotations(n.annotations),
+  };
 }
 
 export function masqOptions(
