@@ -7,6 +7,12 @@ import { LineReader } from '../shim/framing.ts';
 import { decodeRequest, encodeResponse, errorResponse, MAX_REQUEST_BYTES } from '../shim/protocol.ts';
 import type { CniHandler } from './cni-service.ts';
 
+/**
+ * After the answer is written the peer should close; one that keeps its end open (a stuck or broken
+ * client) would otherwise hold a file descriptor and its buffers for as long as it likes.
+ */
+export const ANSWER_LINGER_MS = 2_000;
+
 export interface CniServerOptions {
   socketPath: string;
   handler: CniHandler;
@@ -68,7 +74,7 @@ export class CniServer {
       done = true;
       clearTimeout(timer);
       this.opts.log.warn({ code: err.code, error: err.message }, 'rejected CNI socket request');
-      socket.end(encodeResponse(errorResponse(err)));
+      this.answer(socket, encodeResponse(errorResponse(err)));
     };
 
     socket.on('data', (chunk: Buffer) => {
@@ -98,10 +104,18 @@ export class CniServer {
       } catch (err) {
         answer = encodeResponse(errorResponse(err));
       }
-      if (!socket.destroyed) socket.end(answer);
+      if (!socket.destroyed) this.answer(socket, answer);
     })();
     this.inFlight.add(work);
     void work.finally(() => this.inFlight.delete(work));
+  }
+
+  /** Writes the one answer line, half-closes, and cuts the connection if the peer does not close. */
+  private answer(socket: Socket, line: string): void {
+    socket.end(line);
+    const linger = setTimeout(() => socket.destroy(), ANSWER_LINGER_MS);
+    linger.unref();
+    socket.once('close', () => clearTimeout(linger));
   }
 
   /** Stops accepting, lets in-flight calls finish (bounded), then closes and removes the socket. */
