@@ -17,6 +17,7 @@ import { createLogger } from '../../pkg/observe/logger.ts';
 import { AgentObserver } from '../../pkg/observe/observer.ts';
 import { OPS_COMMANDS, OPS_USAGE, runOpsCommand } from '../../pkg/ops/cli.ts';
 import { trellisVersion } from '../../pkg/version.ts';
+import { isVxlanDeviceName } from '../../pkg/vxlan/constants.ts';
 
 const SUBCOMMANDS = ['run', 'install-cni', 'uninstall'] as const;
 
@@ -82,6 +83,7 @@ async function main(argv: string[]): Promise<number> {
       cniBinDir: config.cniBinDir,
       stateDir: config.stateDir,
       socket: config.socket,
+      isTrellisDevice: isVxlanDeviceName,
       deleteNftTable: async () => {
         if ((await nft.listTable()) === undefined) return false;
         await nft.deleteTable();

@@ -23,13 +23,18 @@ import { desiredRoutes } from '../routes/desired.ts';
 import { isOwnedRoute, MAIN_TABLE } from '../routes/diff.ts';
 import { RouteReconciler, readLocalLinks } from '../routes/reconciler.ts';
 import type { PeerDecision, Problem } from '../routes/types.ts';
+import { vtepAnnotationPatch, vtepMacsFromAnnotations } from '../vxlan/annotations.ts';
+import { isVxlanDeviceName } from '../vxlan/constants.ts';
+import type { DeviceState } from '../vxlan/device.ts';
+import { IpRouteTool, type VxlanLinkTool } from '../vxlan/iproute.ts';
+import { VxlanOverlay } from '../vxlan/overlay.ts';
 import { type ClusterNode, type ClusterView, staticCluster } from './cluster.ts';
 import { CniServer } from './cni-server.ts';
 import { type CniCallRecord, createCniService } from './cni-service.ts';
 import type { AgentConfig } from './config.ts';
 import { NodeController, type PassOutcome } from './controller.ts';
 import { staleLeases } from './lease-gc.ts';
-import { chooseMtu } from './mtu.ts';
+import { chooseMtu, encapOverhead, type MtuChoice } from './mtu.ts';
 import { drainSpool } from './spool-drain.ts';
 
 /** The kernel, host and API edges the agent is built on; cmd/agent passes the real adapters. */
@@ -42,7 +47,11 @@ export interface AgentPorts {
   /** Masquerade syncer; undefined disables masquerading. */
   masq: Pick<MasqSyncer, 'sync' | 'invalidate'> | undefined;
   /** The Kubernetes API; undefined in standalone mode. */
-  kube: Pick<K8sClient, 'startNodeInformer' | 'setNetworkUnavailable' | 'listPodsOnNode'> | undefined;
+  kube:
+    | Pick<K8sClient, 'startNodeInformer' | 'setNetworkUnavailable' | 'listPodsOnNode' | 'annotateNode'>
+    | undefined;
+  /** VXLAN link details and MAC setter (auto and vxlan modes); iproute2 in this namespace by default. */
+  vxlanTool?: VxlanLinkTool;
 }
 
 export interface AgentHooks {
@@ -115,6 +124,15 @@ export class Agent {
   private cluster: ClusterView | undefined;
   private controller: NodeController | undefined;
   private routeEvents: Subscription | undefined;
+  private linkEvents: Subscription | undefined;
+  private overlay: VxlanOverlay | undefined;
+  private mtuChoice: MtuChoice & { overhead: number } = {
+    mtu: 1500,
+    source: 'not detected yet',
+    overhead: 0,
+  };
+  /** The VTEP annotation patch in flight or last sent; cleared once the Node shows it. */
+  private vtepPatch: string | undefined;
   private readonly timers: NodeJS.Timeout[] = [];
   private busyKeys: ReadonlySet<string> = new Set();
   private waitingFor: string | undefined = 'the first reconcile';
@@ -155,7 +173,10 @@ export class Agent {
       ),
     );
     this.datapath = { host: this.host, netns: this.ports.netns, ipam: this.ipam, deleter: this.deleter };
-    if (config.mtu > 0) this.mtu = config.mtu;
+    if (config.mtu > 0) {
+      this.mtu = config.mtu;
+      this.mtuChoice = { mtu: config.mtu, source: 'configured (--mtu)', overhead: 0 };
+    }
 
     const service = createCniService({
       datapath: this.datapath,
@@ -194,11 +215,11 @@ export class Agent {
       nodeName: this.nodeName,
       cluster,
       ipam: this.ipam,
-      routes: new RouteReconciler({ handle: this.host }),
+      routes: new RouteReconciler({ handle: this.host, mode: config.mode, overlay: this.startOverlay() }),
       masq: this.ports.masq,
       noMasqueradeCIDRs: config.noMasqueradeCIDRs,
       onLeasesInvalidated: (leases) => this.removeAttachments(leases),
-      onSynced: (self) => this.onSynced(self),
+      onSynced: (self, report) => this.onSynced(self, report.overlay?.devices),
       onPass: this.hooks.onPass,
       log: log.child({ component: 'routes' }),
       resyncMs: config.resyncMs,
@@ -226,9 +247,27 @@ export class Agent {
     return informer;
   }
 
+  /** The VXLAN backend: it also removes our devices in host-gw mode, so it always runs. */
+  private startOverlay(): VxlanOverlay {
+    this.overlay = new VxlanOverlay({
+      handle: this.host!,
+      tool: this.ports.vxlanTool ?? new IpRouteTool(),
+      nodeName: this.nodeName,
+      vni: this.config.vxlanVni,
+      port: this.config.vxlanPort,
+      mtu: this.config.mtu,
+      log: this.log.child({ component: 'vxlan' }),
+    });
+    return this.overlay;
+  }
+
   /** A route we own deleted by someone else is put back within the debounce, not at the next resync. */
   private watchOwnRoutes(): void {
     let timer: NodeJS.Timeout | undefined;
+    // Deleting a device takes its routes with it without route notifications (IPv4): watch our VXLAN devices.
+    this.linkEvents = this.ports.events.subscribeLinkEvents((ev) => {
+      if (ev.type === 'delete' && isVxlanDeviceName(ev.link.name)) this.controller?.markDirty();
+    });
     this.routeEvents = this.ports.events.subscribeRouteEvents((ev) => {
       if (ev.type === 'add') return;
       if (ev.type === 'delete' && !isOwnedRoute(ev.route)) return;
@@ -242,8 +281,12 @@ export class Agent {
   }
 
   /** After every successful pass: become ready once, then keep the config list current. */
-  private async onSynced(self: ClusterNode): Promise<void> {
+  private async onSynced(
+    self: ClusterNode,
+    vteps: readonly Pick<DeviceState, 'family' | 'mac'>[] = [],
+  ): Promise<void> {
     const { config, log } = this;
+    this.publishVteps(self, vteps);
     if (config.mtu === 0) {
       const [links, localLinks, defaults4, defaults6] = await Promise.all([
         this.host!.listLinks(),
@@ -257,11 +300,12 @@ export class Agent {
         localLinks,
         links,
         defaultRoutes: [...defaults4, ...defaults6].filter((r) => r.dst === '0.0.0.0/0' || r.dst === '::/0'),
-        overhead: 0,
+        overhead: encapOverhead(config.mode, self.internalIPs),
       });
       if (choice.mtu !== this.mtu || !this.ready)
-        log.info({ mtu: choice.mtu, source: choice.source }, 'pod MTU');
+        log.info({ mtu: choice.mtu, source: choice.source, mode: config.mode }, 'pod MTU');
       this.mtu = choice.mtu;
+      this.mtuChoice = { ...choice, overhead: encapOverhead(config.mode, self.internalIPs) };
     }
     if (config.publishCniConfig) {
       const missing = REQUIRED_CNI_BINARIES.filter((b) => !existsSync(join(config.cniBinDir, b)));
@@ -295,6 +339,44 @@ export class Agent {
       void this.reportNetworkUp();
       void this.collectLeases();
     }
+  }
+
+  /**
+   * Our Node's VTEP MAC annotations follow the devices (none in host-gw). Patched when the cached Node
+   * differs; a failure is retried on the next pass. Peers only tunnel to a node that published its MAC.
+   */
+  private publishVteps(self: ClusterNode, vteps: readonly Pick<DeviceState, 'family' | 'mac'>[]): void {
+    const kube = this.ports.kube;
+    if (kube === undefined) return;
+    const wanted: Partial<Record<4 | 6, string>> = {};
+    for (const v of vteps) wanted[v.family] = v.mac;
+    const patch = vtepAnnotationPatch(self.annotations, wanted);
+    const key = patch === undefined ? undefined : JSON.stringify(patch);
+    if (key === undefined || key === this.vtepPatch) {
+      if (key === undefined) this.vtepPatch = undefined;
+      return;
+    }
+    this.vtepPatch = key;
+    kube.annotateNode(this.nodeName, patch!).then(
+      () => this.log.info({ annotations: patch }, 'VTEP annotations published'),
+      (err: unknown) => {
+        this.vtepPatch = undefined;
+        this.log.warn(
+          { error: (err as Error).message },
+          'could not publish the VTEP annotations; will retry',
+        );
+      },
+    );
+  }
+
+  /** The pod MTU, where it came from and the encapsulation overhead subtracted (status CLI). */
+  mtuStatus(): MtuChoice & { overhead: number } {
+    return { ...this.mtuChoice };
+  }
+
+  /** The VXLAN devices after the last pass (none in host-gw or before the first pass). */
+  overlayDevices(): DeviceState[] {
+    return this.overlay?.devices().map((d) => ({ ...d })) ?? [];
   }
 
   private async reportNetworkUp(): Promise<void> {
@@ -376,7 +458,7 @@ export class Agent {
     };
   }
 
-  /** Undefined before start. Same planner input as the controller's passes (host-gw). */
+  /** Undefined before start. Same planner input as the controller's passes (mode, VXLAN devices). */
   async routeState(): Promise<AgentRouteState | undefined> {
     const host = this.host;
     const cluster = this.cluster;
@@ -392,11 +474,24 @@ export class Agent {
       name: n.name,
       podCIDRs: [...n.podCIDRs],
       internalIPs: [...n.internalIPs],
+      vtepMacs: vtepMacsFromAnnotations(n.annotations),
     });
+    const overlay = this.overlayDevices().map((d) => ({
+      family: d.family,
+      ifindex: d.ifindex,
+      name: d.name,
+    }));
     const plan =
       self === undefined
-        ? { routes: [], problems: [{ node: this.nodeName, problem: 'this node is not known yet' }], decisions: [] }
-        : desiredRoutes(toPeer(self), cluster.list().map(toPeer), localLinks, { mode: 'host-gw' });
+        ? {
+            routes: [],
+            problems: [{ node: this.nodeName, problem: 'this node is not known yet' }],
+            decisions: [],
+          }
+        : desiredRoutes(toPeer(self), cluster.list().map(toPeer), localLinks, {
+            mode: this.config.mode,
+            overlay,
+          });
     return {
       desired: plan.routes,
       programmed: [...v4, ...v6],
@@ -428,6 +523,7 @@ export class Agent {
     this.abort.abort();
     for (const t of this.timers) clearInterval(t);
     this.routeEvents?.close();
+    this.linkEvents?.close();
     await this.server?.close();
     await this.controller?.done;
     await this.informer?.done;

@@ -1,5 +1,6 @@
 import type { LinkInfo, RouteInfo } from '../datapath/ports.ts';
 import type { LocalLink } from '../routes/types.ts';
+import { VXLAN_OVERHEAD } from '../vxlan/constants.ts';
 
 export interface MtuChoice {
   mtu: number;
@@ -45,4 +46,16 @@ export function chooseMtu(opts: {
 
 function overheadNote(overhead: number): string {
   return overhead > 0 ? ` minus ${overhead} bytes of encapsulation` : '';
+}
+
+/**
+ * Bytes to subtract from the underlay MTU for pods. host-gw never encapsulates: 0. auto and vxlan: the
+ * VXLAN overhead of the largest underlay this node tunnels over (50 for IPv4, 70 for IPv6; a dual-stack
+ * node uses 70, since one pod interface carries both families). auto subtracts even while every peer is
+ * direct: a pod's MTU is fixed when it starts, and a node on another subnet may join later.
+ */
+export function encapOverhead(mode: 'auto' | 'host-gw' | 'vxlan', internalIPs: readonly string[]): number {
+  if (mode === 'host-gw') return 0;
+  const families = new Set(internalIPs.map((ip) => (ip.includes(':') ? 6 : 4)));
+  return families.has(6) ? VXLAN_OVERHEAD[6] : VXLAN_OVERHEAD[4];
 }
