@@ -76,7 +76,8 @@ export class WatchFreshness {
       this.runStartedAt = undefined;
     }
     if (s.restarts > this.lastRestarts) {
-      this.runStartedAt ??= now;
+      const sameRun = this.lastRestartAt !== undefined && now - this.lastRestartAt <= this.restartGapMs;
+      if (!sameRun || this.runStartedAt === undefined) this.runStartedAt = now;
       this.lastRestartAt = now;
       this.lastRestarts = s.restarts;
     } else if (this.lastRestartAt !== undefined && now - this.lastRestartAt > this.restartGapMs) {

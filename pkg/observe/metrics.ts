@@ -149,7 +149,7 @@ export class AgentMetrics {
     });
     new Gauge({
       name: 'trellis_node_watch_restarts',
-      help: 'Times the Node watch restarted after a failure (counter semantics; absent in standalone mode).',
+      help: 'Times the Node watch restarted after a failure (counter semantics; 0 in standalone mode, which has no watch).',
       registers,
       collect() {
         this.reset();

@@ -1,0 +1,199 @@
+import { afterEach, describe, expect, it } from 'vitest';
+import { AgentHealth } from '../../../pkg/observe/agent-health.ts';
+import { LoopLag, readiness, WatchFreshness } from '../../../pkg/observe/health.ts';
+import { type HttpListener, parseListenAddr, startMetricsServer } from '../../../pkg/observe/http-server.ts';
+
+describe('LoopLag', () => {
+  it('is fine while the timer fires on time, fails on late or missing ticks', () => {
+    const lag = new LoopLag(1000, 0);
+    lag.tick(1000);
+    lag.tick(2010);
+    expect(lag.lagMs).toBe(10);
+    expect(lag.problem(2500, 5000)).toBeUndefined();
+    lag.tick(9010); // the loop was blocked for 6 s
+    expect(lag.lagMs).toBe(6000);
+    expect(lag.problem(9020, 5000)).toMatch(/event-loop lag 6000 ms exceeds 5000 ms/);
+    lag.tick(10_010);
+    expect(lag.problem(10_020, 5000)).toBeUndefined();
+    // No tick for 7 s: the timer itself is starved.
+    expect(lag.problem(17_020, 5000)).toMatch(/has not fired for 7010 ms/);
+  });
+});
+
+describe('WatchFreshness', () => {
+  const opts = { restartGapMs: 65_000, maxRestartingMs: 300_000 };
+  const sample = (restarts: number, rv = '10') => ({ restarts, resourceVersion: rv, synced: true });
+
+  it('a watch that never restarts is fresh', () => {
+    const w = new WatchFreshness(opts);
+    for (let t = 0; t <= 3_600_000; t += 10_000) expect(w.problem(t, sample(0))).toBeUndefined();
+  });
+
+  it('restarting every 30 s for more than 5 minutes is stuck; recovers once the restarts stop', () => {
+    const w = new WatchFreshness(opts);
+    let restarts = 0;
+    let t = 0;
+    for (; t <= 290_000; t += 10_000) {
+      if (t % 30_000 === 0) restarts++;
+      expect(w.problem(t, sample(restarts)), `t=${t}`).toBeUndefined();
+    }
+    for (; t <= 400_000; t += 10_000) {
+      if (t % 30_000 === 0) restarts++;
+      w.observe(t, sample(restarts));
+    }
+    expect(w.problem(t, sample(restarts))).toMatch(/failing and restarting for 4\d\d s/);
+    // The API is back: no more restarts; after the gap the run is over.
+    const stopped = t;
+    for (; t <= stopped + 60_000; t += 10_000) w.observe(t, sample(restarts));
+    expect(w.problem(stopped + 70_000, sample(restarts))).toBeUndefined();
+  });
+
+  it('restarts far apart (a flaky network, each recovering) never add up', () => {
+    const w = new WatchFreshness(opts);
+    for (let i = 1; i <= 20; i++) expect(w.problem(i * 120_000, sample(i))).toBeUndefined();
+  });
+
+  it('a moving resourceVersion means the watch works between restarts', () => {
+    const w = new WatchFreshness(opts);
+    for (let i = 1; i <= 40; i++) expect(w.problem(i * 20_000, sample(i, String(100 + i)))).toBeUndefined();
+  });
+});
+
+describe('readiness', () => {
+  it('needs the agent ready and the last pass ok', () => {
+    expect(readiness({ notReadyReason: undefined, lastPass: { kind: 'ok', at: 1, routeErrors: 0 } })).toEqual(
+      {
+        ok: true,
+        checks: { agent: 'ok', reconcile: 'ok' },
+      },
+    );
+    const v1 = readiness({ notReadyReason: 'pod CIDRs are not known yet', lastPass: { kind: 'none' } });
+    expect(v1.ok).toBe(false);
+    expect(v1.checks.agent).toBe('pod CIDRs are not known yet');
+    const v2 = readiness({ notReadyReason: undefined, lastPass: { kind: 'error', at: 1, error: 'EPERM' } });
+    expect(v2.ok).toBe(false);
+    expect(v2.checks.reconcile).toBe('the last reconcile pass failed: EPERM');
+  });
+});
+
+describe('AgentHealth with an injected clock', () => {
+  it('liveness follows the loop ticks and the watch; readiness the passes', () => {
+    let now = 0;
+    let reason: string | undefined = 'waiting for the first reconcile';
+    let restarts = 0;
+    const h = new AgentHealth({
+      now: () => now,
+      source: {
+        notReadyReason: () => reason,
+        watch: () => ({ restarts, resourceVersion: '5', synced: true }),
+      },
+    });
+    for (; now <= 10_000; now += 1000) h.tick();
+    expect(h.liveness()).toEqual({ ok: true, checks: { eventLoop: 'ok', nodeWatch: 'ok' } });
+    expect(h.readiness().ok).toBe(false);
+    reason = undefined;
+    h.onPass({
+      kind: 'ok',
+      durationMs: 1,
+      report: {
+        added: 0,
+        replaced: 0,
+        removed: 0,
+        unchanged: 0,
+        removalsDeferred: 0,
+        errors: [],
+        problems: [],
+        decisions: [],
+        conflicts: [],
+        durationMs: 1,
+      },
+    });
+    expect(h.readiness()).toEqual({ ok: true, checks: { agent: 'ok', reconcile: 'ok' } });
+    h.onPass({ kind: 'error', error: 'netlink: EBUSY', durationMs: 1 });
+    expect(h.readiness().checks.reconcile).toMatch(/EBUSY/);
+    // The API goes away: a restart every 20 s for 6 minutes.
+    for (let i = 1; i <= 360; i++) {
+      now += 1000;
+      if (i % 20 === 0) restarts++;
+      h.tick();
+    }
+    const v = h.liveness();
+    expect(v.ok).toBe(false);
+    expect(v.checks.nodeWatch).toMatch(/restarting/);
+    expect(v.checks.eventLoop).toBe('ok');
+    // Nobody ticks for 8 s: the loop is blocked.
+    now += 8000;
+    expect(h.liveness().checks.eventLoop).toMatch(/has not fired/);
+  });
+
+  it('standalone (no watch) is always fresh', () => {
+    let now = 0;
+    const h = new AgentHealth({
+      now: () => now,
+      source: { notReadyReason: () => undefined, watch: () => undefined },
+    });
+    now = 500;
+    h.tick();
+    expect(h.liveness().checks.nodeWatch).toMatch(/standalone/);
+  });
+});
+
+describe('metrics server', () => {
+  let l: HttpListener | undefined;
+  afterEach(async () => {
+    await l?.close();
+    l = undefined;
+  });
+
+  it('parses listen addresses', () => {
+    expect(parseListenAddr('0.0.0.0:9743')).toEqual({ host: '0.0.0.0', port: 9743 });
+    expect(parseListenAddr('[::]:9743')).toEqual({ host: '::', port: 9743 });
+    expect(parseListenAddr(':80')).toEqual({ host: '0.0.0.0', port: 80 });
+    expect(() => parseListenAddr('9743')).toThrow(/--metrics-addr/);
+    expect(() => parseListenAddr('h:70000')).toThrow(/--metrics-addr/);
+  });
+
+  it('serves /metrics, and 200/503 with a JSON reason on /healthz and /readyz', async () => {
+    let live = true;
+    l = await startMetricsServer({
+      addr: '127.0.0.1:0',
+      metrics: { render: async () => 'trellis_x 1\n', contentType: 'text/plain; version=0.0.4' },
+      liveness: () => ({ ok: live, checks: { eventLoop: live ? 'ok' : 'blocked' } }),
+      readiness: () => ({ ok: false, checks: { agent: 'pod CIDRs are not known yet' } }),
+    });
+    const base = `http://${l.address}`;
+    const m = await fetch(`${base}/metrics`);
+    expect(m.status).toBe(200);
+    expect(m.headers.get('content-type')).toContain('version=0.0.4');
+    expect(await m.text()).toBe('trellis_x 1\n');
+    expect((await fetch(`${base}/healthz`)).status).toBe(200);
+    live = false;
+    const h = await fetch(`${base}/healthz`);
+    expect(h.status).toBe(503);
+    expect(await h.json()).toEqual({ status: 'failing', checks: { eventLoop: 'blocked' } });
+    const r = await fetch(`${base}/readyz`);
+    expect(r.status).toBe(503);
+    expect(((await r.json()) as { checks: { agent: string } }).checks.agent).toBe(
+      'pod CIDRs are not known yet',
+    );
+    expect((await fetch(`${base}/nope`)).status).toBe(404);
+    expect((await fetch(`${base}/metrics`, { method: 'POST' })).status).toBe(405);
+  });
+
+  it('fails to start on a taken port, naming the error', async () => {
+    l = await startMetricsServer({
+      addr: '127.0.0.1:0',
+      metrics: { render: async () => '', contentType: 'text/plain' },
+      liveness: () => ({ ok: true, checks: {} }),
+      readiness: () => ({ ok: true, checks: {} }),
+    });
+    await expect(
+      startMetricsServer({
+        addr: l.address,
+        metrics: { render: async () => '', contentType: 'text/plain' },
+        liveness: () => ({ ok: true, checks: {} }),
+        readiness: () => ({ ok: true, checks: {} }),
+      }),
+    ).rejects.toThrow(/EADDRINUSE/);
+  });
+});

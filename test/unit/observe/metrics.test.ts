@@ -1,0 +1,186 @@
+import { describe, expect, it } from 'vitest';
+import type { PassOutcome } from '../../../pkg/agent/controller.ts';
+import type { RouteInfo } from '../../../pkg/datapath/ports.ts';
+import { AgentMetrics, CNI_BUCKETS } from '../../../pkg/observe/metrics.ts';
+import type { ReconcileReport } from '../../../pkg/routes/reconciler.ts';
+import { parseExposition } from './prom-text.ts';
+
+function report(over: Partial<ReconcileReport> = {}): ReconcileReport {
+  return {
+    added: 0,
+    replaced: 0,
+    removed: 0,
+    unchanged: 0,
+    removalsDeferred: 0,
+    errors: [],
+    problems: [],
+    decisions: [],
+    conflicts: [],
+    durationMs: 1,
+    ...over,
+  };
+}
+
+const via = (dst: string, gateway: string): RouteInfo => ({
+  family: dst.includes(':') ? 6 : 4,
+  dst,
+  gateway,
+  ifindex: 2,
+  protocol: 126,
+  type: 'unicast',
+});
+
+function direct(node: string, family: 4 | 6, podCIDRs: string[]) {
+  return {
+    node,
+    family,
+    path: 'direct' as const,
+    nodeIP: '192.168.1.2',
+    ifindex: 2,
+    linkName: 'eth0',
+    podCIDRs,
+  };
+}
+
+async function scrape(m: AgentMetrics) {
+  return parseExposition(await m.render());
+}
+
+describe('AgentMetrics', () => {
+  it('counts CNI calls by verb and outcome, with a latency histogram in seconds', async () => {
+    const m = new AgentMetrics({ version: '1.2.3', nodeName: 'n1', runtimeVersion: 'v24.0.0' });
+    for (const ms of [2, 4, 30]) m.onCniCall({ verb: 'ADD', outcome: 'ok', code: undefined, durationMs: ms });
+    m.onCniCall({ verb: 'ADD', outcome: 'error', code: 11, durationMs: 0.5 });
+    m.onCniCall({ verb: 'DEL', outcome: 'ok', code: undefined, durationMs: 20 });
+    const e = await scrape(m);
+    expect(e.get('trellis_cni_calls_total', { verb: 'ADD', outcome: 'ok' })).toBe(3);
+    expect(e.get('trellis_cni_calls_total', { verb: 'ADD', outcome: 'error' })).toBe(1);
+    expect(e.get('trellis_cni_calls_total', { verb: 'DEL', outcome: 'ok' })).toBe(1);
+    expect(e.get('trellis_cni_errors_total', { verb: 'ADD', code: '11' })).toBe(1);
+    expect(e.types.trellis_cni_call_duration_seconds).toBe('histogram');
+    expect(e.get('trellis_cni_call_duration_seconds_count', { verb: 'ADD' })).toBe(4);
+    expect(e.get('trellis_cni_call_duration_seconds_sum', { verb: 'ADD' })).toBeCloseTo(0.0365, 6);
+    // 0.5 ms and 2 ms fall in le=0.0025; 4 ms in le=0.005; 30 ms in le=0.035.
+    expect(e.get('trellis_cni_call_duration_seconds_bucket', { verb: 'ADD', le: '0.001' })).toBe(1);
+    expect(e.get('trellis_cni_call_duration_seconds_bucket', { verb: 'ADD', le: '0.0025' })).toBe(2);
+    expect(e.get('trellis_cni_call_duration_seconds_bucket', { verb: 'ADD', le: '0.005' })).toBe(3);
+    expect(e.get('trellis_cni_call_duration_seconds_bucket', { verb: 'ADD', le: '0.02' })).toBe(3);
+    expect(e.get('trellis_cni_call_duration_seconds_bucket', { verb: 'ADD', le: '0.035' })).toBe(4);
+    expect(e.get('trellis_cni_call_duration_seconds_bucket', { verb: 'ADD', le: '+Inf' })).toBe(4);
+    expect(CNI_BUCKETS.filter((b) => b >= 0.001 && b <= 0.1).length).toBeGreaterThanOrEqual(8);
+    expect(e.get('trellis_build_info', { version: '1.2.3', node_version: 'v24.0.0' })).toBe(1);
+  });
+
+  it('reads IPAM use, watch restarts and readiness from the agent at scrape time', async () => {
+    const m = new AgentMetrics({ version: '1', nodeName: 'n1' });
+    let used = 3;
+    let restarts: number | undefined = 2;
+    m.bind({
+      ipamUsage: () => [
+        { family: 4, range: '10.244.1.0/24', capacity: 253, used },
+        { family: 6, range: 'fd00::/64', capacity: 2n ** 64n - 2n, used: 1 },
+      ],
+      watchRestarts: () => restarts,
+      ready: () => used > 3,
+    });
+    let e = await scrape(m);
+    expect(e.get('trellis_ipam_capacity', { family: '4' })).toBe(253);
+    expect(e.get('trellis_ipam_used', { family: '4', range: '10.244.1.0/24' })).toBe(3);
+    expect(e.get('trellis_ipam_capacity', { family: '6' })).toBeCloseTo(2 ** 64, -5);
+    expect(e.get('trellis_node_watch_restarts')).toBe(2);
+    expect(e.get('trellis_agent_ready')).toBe(0);
+    used = 7;
+    restarts = undefined;
+    e = await scrape(m);
+    expect(e.get('trellis_ipam_used', { family: '4' })).toBe(7);
+    expect(e.get('trellis_node_watch_restarts')).toBe(0);
+    expect(e.get('trellis_agent_ready')).toBe(1);
+  });
+
+  it('counts reclaimed leases by reason, GC calls included', async () => {
+    const m = new AgentMetrics({ version: '1', nodeName: 'n1' });
+    m.onLeasesReclaimed('startup-sweep', 2);
+    m.onLeasesReclaimed('api-gc', 0);
+    m.onLeasesReclaimed('api-gc', 3);
+    const e = await scrape(m);
+    expect(e.get('trellis_ipam_leases_reclaimed_total', { reason: 'startup-sweep' })).toBe(2);
+    expect(e.get('trellis_ipam_leases_reclaimed_total', { reason: 'api-gc' })).toBe(3);
+  });
+
+  it('records passes, route counts and per-peer route state; a peer that left disappears', async () => {
+    const m = new AgentMetrics({ version: '1', nodeName: 'n1' });
+    const first: PassOutcome = {
+      kind: 'ok',
+      durationMs: 40,
+      report: report({
+        added: 3,
+        unchanged: 1,
+        errors: [{ op: 'add', route: via('10.244.3.0/24', '192.168.1.3'), error: new Error('ENETUNREACH') }],
+        conflicts: [
+          {
+            desired: via('10.244.4.0/24', '192.168.1.4'),
+            existing: { ...via('10.244.4.0/24', '1.1.1.1'), protocol: 4 },
+          },
+        ],
+        decisions: [
+          direct('n2', 4, ['10.244.2.0/24']),
+          direct('n2', 6, ['fd00:2::/64']),
+          direct('n3', 4, ['10.244.3.0/24']),
+          direct('n4', 4, ['10.244.4.0/24']),
+          {
+            node: 'n5',
+            family: 4,
+            path: 'unreachable',
+            nodeIP: '10.9.9.9',
+            podCIDRs: ['10.244.5.0/24'],
+            reason: 'not on a connected subnet',
+          },
+        ],
+        problems: [
+          { node: 'n6', problem: 'no valid pod CIDR; skipped' },
+          { node: 'n1', problem: 'ignored: own' },
+        ],
+      }),
+    };
+    m.onPass(first, () => 1_700_000_000_000);
+    m.onPass({ kind: 'waiting', reason: 'no pod CIDR' });
+    m.onPass({ kind: 'error', error: 'boom', durationMs: 200 });
+    let e = await scrape(m);
+    expect(e.get('trellis_reconcile_total', { outcome: 'ok' })).toBe(1);
+    expect(e.get('trellis_reconcile_total', { outcome: 'waiting' })).toBe(1);
+    expect(e.get('trellis_reconcile_total', { outcome: 'error' })).toBe(1);
+    expect(e.get('trellis_reconcile_duration_seconds_count')).toBe(2);
+    expect(e.get('trellis_reconcile_duration_seconds_sum')).toBeCloseTo(0.24, 6);
+    expect(e.get('trellis_routes', { state: 'desired' })).toBe(5);
+    expect(e.get('trellis_routes', { state: 'programmed' })).toBe(3);
+    expect(e.get('trellis_routes', { state: 'failed' })).toBe(1);
+    expect(e.get('trellis_routes', { state: 'conflict' })).toBe(1);
+    expect(e.get('trellis_route_changes_total', { op: 'add' })).toBe(3);
+    expect(e.get('trellis_reconcile_last_success_timestamp_seconds')).toBe(1_700_000_000);
+    expect(e.get('trellis_peer_route_ok', { peer: 'n2', family: '4', path: 'direct' })).toBe(1);
+    expect(e.get('trellis_peer_route_ok', { peer: 'n2', family: '6', path: 'direct' })).toBe(1);
+    expect(e.get('trellis_peer_route_ok', { peer: 'n3', family: '4' })).toBe(0);
+    expect(e.get('trellis_peer_route_ok', { peer: 'n4', family: '4' })).toBe(0);
+    expect(e.get('trellis_peer_route_ok', { peer: 'n5', family: '4', path: 'unreachable' })).toBe(0);
+    expect(e.get('trellis_peer_route_ok', { peer: 'n6', path: 'skipped' })).toBe(0);
+    expect(e.all('trellis_peer_route_ok', { peer: 'n1' })).toEqual([]);
+
+    m.onPass({
+      kind: 'ok',
+      durationMs: 1,
+      report: report({ unchanged: 2, decisions: [direct('n2', 4, ['10.244.2.0/24'])] }),
+    });
+    e = await scrape(m);
+    expect(e.all('trellis_peer_route_ok').map((s) => s.labels.peer)).toEqual(['n2']);
+    expect(e.get('trellis_routes', { state: 'failed' })).toBe(0);
+  });
+
+  it('two instances never share series (own registry, not the global one)', async () => {
+    const a = new AgentMetrics({ version: '1', nodeName: 'a' });
+    const b = new AgentMetrics({ version: '2', nodeName: 'b' });
+    a.onCniCall({ verb: 'ADD', outcome: 'ok', code: undefined, durationMs: 1 });
+    expect((await scrape(a)).get('trellis_cni_calls_total', { verb: 'ADD' })).toBe(1);
+    expect((await scrape(b)).get('trellis_cni_calls_total', { verb: 'ADD' })).toBeUndefined();
+    expect((await scrape(b)).get('trellis_build_info', { version: '2' })).toBe(1);
+  });
+});

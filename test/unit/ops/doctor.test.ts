@@ -1,0 +1,385 @@
+import { describe, expect, it } from 'vitest';
+import { type DoctorFacts, runDoctor } from '../../../pkg/ops/doctor.ts';
+import type { LeaseRow, RouteRow, StatusView } from '../../../pkg/ops/views.ts';
+
+const lease = (over: Partial<LeaseRow> = {}): LeaseRow => ({
+  containerId: 'c'.repeat(64),
+  ifname: 'eth0',
+  podNamespace: 'default',
+  podName: 'web-1',
+  netns: '/var/run/netns/cni-1',
+  addresses: ['10.244.1.2'],
+  hostVeth: 'trl0123456789ab',
+  createdAt: '2026-01-01T00:00:00Z',
+  ...over,
+});
+
+const status: StatusView = {
+  node: 'n1',
+  version: '0.1.0',
+  runtime: 'v24.9.0',
+  standalone: false,
+  mode: 'auto',
+  mtu: 1450,
+  podCIDRs: ['10.244.1.0/24', 'fd00:1::/64'],
+  ready: true,
+  socket: '/run/trellis/cni.sock',
+  stateDir: '/var/lib/trellis',
+  cniConfDir: '/etc/cni/net.d',
+  cniBinDir: '/opt/cni/bin',
+  leases: 1,
+  ipam: [],
+};
+
+const okRoute: RouteRow = {
+  family: 4,
+  dst: '10.244.2.0/24',
+  want: 'via 192.168.1.2 dev eth0 proto 126',
+  have: 'via 192.168.1.2 dev eth0 proto 126',
+  state: 'ok',
+};
+
+/** A healthy node: every check passes. Each case below breaks exactly one fact. */
+function healthy(): DoctorFacts {
+  return {
+    agent: {
+      ok: true,
+      value: {
+        status: { ...status },
+        routes: {
+          node: 'n1',
+          routes: [okRoute],
+          drift: 0,
+          problems: [],
+          peers: [
+            {
+              node: 'n2',
+              family: 4,
+              path: 'direct',
+              nodeIP: '192.168.1.2',
+              ifindex: 2,
+              linkName: 'eth0',
+              podCIDRs: ['10.244.2.0/24'],
+            },
+          ],
+        },
+        leases: { node: 'n1', leases: [lease()] },
+      },
+    },
+    confDir: '/etc/cni/net.d',
+    expectedConflist: '10-trellis.conflist',
+    confFiles: { ok: true, value: ['10-trellis.conflist', '99-loopback.conf', 'README'] },
+    ourConflist: { ok: true, value: { firstType: 'trellis', mtu: 1450 } },
+    binDir: '/opt/cni/bin',
+    binaries: {
+      trellis: { present: true, executable: true },
+      portmap: { present: true, executable: true },
+      loopback: { present: true, executable: true },
+    },
+    shimVersion: { ok: true, value: 'trellis 0.1.0\n' },
+    forwarding: { v4: '1', v6: '1' },
+    rpFilter: { all: 0, byIface: { eth0: 2, trl0123456789ab: 0, lo: 0 } },
+    links: [
+      { name: 'lo', mtu: 65536, kind: undefined },
+      { name: 'eth0', mtu: 1500, kind: undefined },
+      { name: 'trl0123456789ab', mtu: 1450, kind: 'veth' },
+    ],
+    defaultRouteIfaces: ['eth0'],
+    netnsExists: { '/var/run/netns/cni-1': true },
+    overhead: 0,
+  };
+}
+
+type Case = [string, (f: DoctorFacts) => void, string, RegExp, RegExp];
+
+const agentValue = (f: DoctorFacts) => {
+  if (!f.agent.ok) throw new Error('agent fact missing');
+  return f.agent.value;
+};
+
+const cases: Case[] = [
+  [
+    'agent unreachable',
+    (f) => {
+      f.agent = { ok: false, error: 'connect ENOENT /run/trellis/admin.sock' };
+    },
+    'agent',
+    /cannot reach the agent's admin socket: connect ENOENT/,
+    /trellis agent runs on this node/,
+  ],
+  [
+    'agent not ready',
+    (f) => {
+      agentValue(f).status.ready = false;
+      agentValue(f).status.notReadyReason = 'pod CIDRs are not known yet';
+    },
+    'agent',
+    /not ready: pod CIDRs are not known yet/,
+    /reason names/,
+  ],
+  [
+    'config missing',
+    (f) => {
+      f.confFiles = { ok: true, value: ['README'] };
+      f.ourConflist = undefined;
+    },
+    'cni-config',
+    /10-trellis\.conflist is missing/,
+    /agent writes it once ready/,
+  ],
+  [
+    'another config sorts first',
+    (f) => {
+      f.confFiles = { ok: true, value: ['10-trellis.conflist', '05-flannel.conflist'] };
+    },
+    'cni-config',
+    /05-flannel\.conflist sorts before 10-trellis\.conflist.*containerd/,
+    /remove \/etc\/cni\/net\.d\/05-flannel\.conflist/,
+  ],
+  [
+    'conf dir unreadable',
+    (f) => {
+      f.confFiles = { ok: false, error: 'EACCES' };
+    },
+    'cni-config',
+    /cannot read \/etc\/cni\/net\.d: EACCES/,
+    /create it/,
+  ],
+  [
+    'config unparsable',
+    (f) => {
+      f.ourConflist = { ok: false, error: 'Unexpected token' };
+    },
+    'cni-config',
+    /unreadable: Unexpected token/,
+    /delete .* rewrites it/,
+  ],
+  [
+    'config MTU differs',
+    (f) => {
+      f.ourConflist = { ok: true, value: { firstType: 'trellis', mtu: 1500 } };
+    },
+    'cni-config',
+    /sets MTU 1500, the agent uses 1450/,
+    /next reconcile pass/,
+  ],
+  [
+    'portmap missing',
+    (f) => {
+      f.binaries.portmap = { present: false, executable: false };
+    },
+    'cni-binaries',
+    /\/opt\/cni\/bin\/portmap is missing/,
+    /install-cni init container/,
+  ],
+  [
+    'loopback not executable',
+    (f) => {
+      f.binaries.loopback = { present: true, executable: false };
+    },
+    'cni-binaries',
+    /loopback is not executable/,
+    /chmod 0755/,
+  ],
+  [
+    'shim version mismatch',
+    (f) => {
+      f.shimVersion = { ok: true, value: 'trellis 0.0.9\n' };
+    },
+    'shim-version',
+    /trellis is version 0\.0\.9, the agent is 0\.1\.0/,
+    /install-cni replaces/,
+  ],
+  [
+    'shim does not run',
+    (f) => {
+      f.shimVersion = { ok: false, error: 'exec format error' };
+    },
+    'shim-version',
+    /--version failed: exec format error/,
+    /reinstall/,
+  ],
+  [
+    'IPv4 forwarding off',
+    (f) => {
+      f.forwarding.v4 = '0';
+    },
+    'forwarding',
+    /net\.ipv4\.ip_forward is 0/,
+    /sysctl -w net\.ipv4\.ip_forward=1/,
+  ],
+  [
+    'IPv6 forwarding off',
+    (f) => {
+      f.forwarding.v6 = '0';
+    },
+    'forwarding',
+    /net\.ipv6\.conf\.all\.forwarding is 0/,
+    /sysctl -w net\.ipv6\.conf\.all\.forwarding=1/,
+  ],
+  [
+    'strict rp_filter on the uplink',
+    (f) => {
+      f.rpFilter.byIface.eth0 = 1;
+    },
+    'rp-filter',
+    /rp_filter on eth0 is strict \(effective max\(all=0, eth0=1\) = 1\)/,
+    /sysctl -w net\.ipv4\.conf\.eth0\.rp_filter=2/,
+  ],
+  [
+    'strict rp_filter via all',
+    (f) => {
+      f.rpFilter.all = 1;
+      f.rpFilter.byIface.eth0 = 0;
+    },
+    'rp-filter',
+    /rp_filter on eth0 is strict/,
+    /net\.ipv4\.conf\.all\.rp_filter=2/,
+  ],
+  [
+    'pod MTU above the uplink',
+    (f) => {
+      agentValue(f).status.mtu = 1500;
+      f.ourConflist = { ok: true, value: { firstType: 'trellis', mtu: 1500 } };
+      f.links[1]!.mtu = 1400;
+    },
+    'mtu',
+    /pod MTU 1500 is larger than eth0's MTU 1400/,
+    /TRELLIS_MTU .* 1400 or less/,
+  ],
+  [
+    'veth MTU above the pod MTU',
+    (f) => {
+      f.links[2]!.mtu = 9000;
+    },
+    'mtu',
+    /host veth trl0123456789ab has MTU 9000, above the pod MTU 1450/,
+    /recreate that pod/,
+  ],
+  [
+    'route missing',
+    (f) => {
+      agentValue(f).routes.routes = [{ ...okRoute, have: '', state: 'missing' }];
+    },
+    'routes',
+    /route 10\.244\.2\.0\/24 .* is missing from the kernel/,
+    /puts it back/,
+  ],
+  [
+    'route differs',
+    (f) => {
+      agentValue(f).routes.routes = [
+        { ...okRoute, have: 'via 192.168.1.9 dev eth0 proto 126', state: 'differs' },
+      ];
+    },
+    'routes',
+    /is "via 192\.168\.1\.9 dev eth0 proto 126", trellis wants/,
+    /replaces it/,
+  ],
+  [
+    'foreign route in the way',
+    (f) => {
+      agentValue(f).routes.routes = [
+        { ...okRoute, have: 'via 10.0.0.1 dev eth0 proto 4', state: 'conflict' },
+      ];
+    },
+    'routes',
+    /held by a route trellis does not own/,
+    /ip route del 10\.244\.2\.0\/24 via 10\.0\.0\.1 dev eth0\)/,
+  ],
+  [
+    'stale route',
+    (f) => {
+      agentValue(f).routes.routes.push({
+        family: 6,
+        dst: 'fd00:9::/64',
+        want: '',
+        have: 'via fe80::1 dev eth0 proto 126',
+        state: 'stale',
+      });
+    },
+    'routes',
+    /stale trellis route fd00:9::\/64/,
+    /ip -6 route del fd00:9::\/64 proto 126/,
+  ],
+  [
+    'peer unreachable',
+    (f) => {
+      agentValue(f).routes.peers = [
+        {
+          node: 'n9',
+          family: 4,
+          path: 'unreachable',
+          nodeIP: '10.9.0.1',
+          podCIDRs: ['10.244.9.0/24'],
+          reason: 'InternalIP 10.9.0.1 is not on a subnet connected to this node',
+        },
+      ];
+    },
+    'routes',
+    /peer n9 \(IPv4\) is unreachable with host-gw/,
+    /VXLAN/,
+  ],
+  [
+    'leaked lease',
+    (f) => {
+      f.netnsExists['/var/run/netns/cni-1'] = false;
+    },
+    'leases',
+    /lease 10\.244\.1\.2 of default\/web-1 is leaked: its network namespace \/var\/run\/netns\/cni-1 is gone/,
+    /restart the trellis pod.*ip link del trl0123456789ab/,
+  ],
+  [
+    'orphan veth',
+    (f) => {
+      f.links.push({ name: 'trlffffffffffff', mtu: 1450, kind: 'veth' });
+    },
+    'veths',
+    /host veth trlffffffffffff has no lease/,
+    /ip link del trlffffffffffff/,
+  ],
+];
+
+describe('doctor', () => {
+  it('a healthy node passes every check', () => {
+    const r = runDoctor(healthy());
+    expect(r.checks.filter((c) => c.findings.length > 0)).toEqual([]);
+    expect(r.checks.filter((c) => c.skipped !== undefined)).toEqual([]);
+    expect(r.ok).toBe(true);
+  });
+
+  it.each(cases)('%s -> a %s finding with its fix', (_name, breakIt, check, problem, fix) => {
+    const f = healthy();
+    breakIt(f);
+    const r = runDoctor(f);
+    expect(r.ok).toBe(false);
+    const failing = r.checks.filter((c) => c.findings.length > 0);
+    expect(failing.map((c) => c.name)).toEqual([check]);
+    const findings = failing[0]!.findings;
+    expect(
+      findings.some((x) => problem.test(x.problem) && fix.test(x.fix)),
+      JSON.stringify(findings, null, 2),
+    ).toBe(true);
+  });
+
+  it('skips what needs the agent when it is unreachable, and still checks the host', () => {
+    const f = healthy();
+    f.agent = { ok: false, error: 'ECONNREFUSED' };
+    f.forwarding.v4 = '0';
+    const r = runDoctor(f);
+    const by = Object.fromEntries(r.checks.map((c) => [c.name, c]));
+    expect(by.agent!.findings).toHaveLength(1);
+    expect(by.forwarding!.findings).toHaveLength(1);
+    for (const n of ['shim-version', 'mtu', 'routes', 'leases', 'veths'])
+      expect(by[n]!.skipped, n).toMatch(/not reachable/);
+  });
+
+  it('IPv6 forwarding unreadable (IPv6 disabled) is fine on an IPv4-only node', () => {
+    const f = healthy();
+    f.forwarding.v6 = undefined;
+    agentValue(f).status.podCIDRs = ['10.244.1.0/24'];
+    expect(runDoctor(f).ok).toBe(true);
+    agentValue(f).status.podCIDRs = ['10.244.1.0/24', 'fd00:1::/64'];
+    expect(runDoctor(f).ok).toBe(false);
+  });
+});

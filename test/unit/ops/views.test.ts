@@ -1,0 +1,220 @@
+import { mkdtempSync, rmSync, statSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { afterEach, describe, expect, it } from 'vitest';
+import type { AgentSnapshot } from '../../../pkg/agent/agent.ts';
+import type { RouteInfo } from '../../../pkg/datapath/ports.ts';
+import { type HttpListener, startAdminServer } from '../../../pkg/observe/http-server.ts';
+import { runOpsCommand } from '../../../pkg/ops/cli.ts';
+import { missingPeers, peerRouteStates } from '../../../pkg/ops/peer-state.ts';
+import { leasesView, routesView, statusView } from '../../../pkg/ops/views.ts';
+
+const via = (dst: string, gateway: string, ifindex = 2, protocol = 126): RouteInfo => ({
+  family: dst.includes(':') ? 6 : 4,
+  dst,
+  gateway,
+  ifindex,
+  protocol,
+  scope: 'universe',
+  type: 'unicast',
+});
+const blackhole = (dst: string): RouteInfo => ({
+  family: 4,
+  dst,
+  protocol: 126,
+  type: 'blackhole',
+  scope: 'universe',
+});
+
+const links = [
+  { index: 1, name: 'lo', kind: undefined, mac: '', mtu: 65536, up: true },
+  { index: 2, name: 'eth0', kind: undefined, mac: '', mtu: 1500, up: true },
+  { index: 3, name: 'eth1', kind: undefined, mac: '', mtu: 1500, up: true },
+];
+
+function snapshot(): AgentSnapshot {
+  return {
+    node: 'n1',
+    standalone: true,
+    mode: 'auto',
+    mtu: 1500,
+    podCIDRs: ['10.244.1.0/24'],
+    ready: true,
+    notReadyReason: undefined,
+    socket: '/run/trellis/cni.sock',
+    stateDir: '/var/lib/trellis',
+    cniConfDir: '/etc/cni/net.d',
+    cniBinDir: '/opt/cni/bin',
+    leases: [
+      {
+        containerId: 'b'.repeat(64),
+        ifname: 'eth0',
+        netns: '/var/run/netns/p2',
+        podNamespace: 'ns',
+        podName: 'late',
+        addresses: [{ family: 4, address: '10.244.1.3', range: '10.244.1.0/24' }],
+        createdAt: '2026-01-02T00:00:00Z',
+      },
+      {
+        containerId: 'a'.repeat(64),
+        ifname: 'eth0',
+        addresses: [{ family: 4, address: '10.244.1.2', range: '10.244.1.0/24' }],
+        createdAt: '2026-01-01T00:00:00Z',
+      },
+    ],
+    ipamUsage: [{ family: 4, range: '10.244.1.0/24', capacity: 253, used: 2 }],
+    watch: undefined,
+  };
+}
+
+describe('routesView', () => {
+  it('classifies every prefix: ok, missing, differs, conflict, stale; pod host routes are not drift', () => {
+    const desired = [
+      via('10.244.2.0/24', '192.168.1.2'),
+      via('10.244.3.0/24', '192.168.1.3'),
+      via('10.244.4.0/24', '192.168.1.4'),
+      via('10.244.5.0/24', '192.168.1.5'),
+      blackhole('10.244.1.0/24'),
+    ];
+    const programmed: RouteInfo[] = [
+      via('10.244.2.0/24', '192.168.1.2'),
+      via('10.244.4.0/24', '192.168.1.40', 3),
+      { ...via('10.244.5.0/24', '10.0.0.1'), protocol: 4 },
+      via('10.244.9.0/24', '192.168.1.9'),
+      blackhole('10.244.1.0/24'),
+      { family: 4, dst: '10.244.1.7/32', ifindex: 9, protocol: 126, scope: 'link', type: 'unicast' },
+      { family: 4, dst: '0.0.0.0/0', gateway: '192.168.1.254', ifindex: 2, protocol: 3 },
+    ];
+    const v = routesView('n1', { desired, programmed, problems: [], decisions: [], links });
+    expect(v.routes.map((r) => [r.dst, r.state, r.want, r.have])).toEqual([
+      ['10.244.2.0/24', 'ok', 'via 192.168.1.2 dev eth0 proto 126', 'via 192.168.1.2 dev eth0 proto 126'],
+      ['10.244.3.0/24', 'missing', 'via 192.168.1.3 dev eth0 proto 126', ''],
+      [
+        '10.244.4.0/24',
+        'differs',
+        'via 192.168.1.4 dev eth0 proto 126',
+        'via 192.168.1.40 dev eth1 proto 126',
+      ],
+      ['10.244.5.0/24', 'conflict', 'via 192.168.1.5 dev eth0 proto 126', 'via 10.0.0.1 dev eth0 proto 4'],
+      ['10.244.1.0/24', 'ok', 'blackhole', 'blackhole'],
+      ['10.244.9.0/24', 'stale', '', 'via 192.168.1.9 dev eth0 proto 126'],
+    ]);
+    expect(v.drift).toBe(4);
+  });
+});
+
+describe('peerRouteStates', () => {
+  it('flags a dual-stack peer with no InternalIP of one family', () => {
+    const s = peerRouteStates(
+      {
+        decisions: [
+          {
+            node: 'n2',
+            family: 4,
+            path: 'direct',
+            nodeIP: '1.1.1.2',
+            ifindex: 2,
+            linkName: 'eth0',
+            podCIDRs: ['10.244.2.0/24'],
+          },
+        ],
+        problems: [{ node: 'n2', problem: 'no IPv6 InternalIP for pod CIDR fd00:2::/64; skipped' }],
+        errors: [],
+        conflicts: [],
+      },
+      'n1',
+    );
+    expect(s.map((x) => [x.peer, x.family, x.path, x.ok])).toEqual([
+      ['n2', '4', 'direct', true],
+      ['n2', '6', 'skipped', false],
+    ]);
+    expect(missingPeers(s)).toEqual(['n2/v6']);
+  });
+});
+
+describe('status and leases views', () => {
+  it('status carries capacity as a string; leases are sorted by age with their host veth', () => {
+    const s = statusView(snapshot(), '0.1.0', 'v24');
+    expect(s.ipam).toEqual([{ family: 4, range: '10.244.1.0/24', capacity: '253', used: 2 }]);
+    expect(s).not.toHaveProperty('notReadyReason');
+    const l = leasesView(snapshot());
+    expect(l.leases.map((x) => [x.addresses[0], x.podName, x.netns])).toEqual([
+      ['10.244.1.2', '', ''],
+      ['10.244.1.3', 'late', '/var/run/netns/p2'],
+    ]);
+    expect(l.leases[0]!.hostVeth).toMatch(/^trl[0-9a-f]{12}$/);
+  });
+});
+
+describe('admin socket and the CLI over it', () => {
+  let dir: string | undefined;
+  let server: HttpListener | undefined;
+  afterEach(async () => {
+    await server?.close();
+    if (dir !== undefined) rmSync(dir, { recursive: true, force: true });
+  });
+
+  async function run(cmd: 'status' | 'routes' | 'leases', args: string[]) {
+    let out = '';
+    let err = '';
+    const code = await runOpsCommand(cmd, args, {
+      stdout: (t) => {
+        out += t;
+      },
+      stderr: (t) => {
+        err += t;
+      },
+      env: {},
+      openHost: () => {
+        throw new Error('not used');
+      },
+      nodeReader: () => {
+        throw new Error('not used');
+      },
+    });
+    return { code, out, err };
+  }
+
+  it('serves /status /routes /leases on a 0600 socket; the CLI prints tables or JSON', async () => {
+    dir = mkdtempSync(join(tmpdir(), 'trl-admin-'));
+    const path = join(dir, 'run', 'admin.sock');
+    let drift = false;
+    server = await startAdminServer(path, {
+      '/status': () => statusView(snapshot(), '0.1.0', 'v24'),
+      '/routes': () =>
+        routesView('n1', {
+          desired: [via('10.244.2.0/24', '192.168.1.2')],
+          programmed: drift ? [] : [via('10.244.2.0/24', '192.168.1.2')],
+          problems: [],
+          decisions: [],
+          links,
+        }),
+      '/leases': () => leasesView(snapshot()),
+    });
+    expect(statSync(path).mode & 0o777).toBe(0o600);
+    const st = await run('status', ['--admin-socket', path]);
+    expect(st.code).toBe(0);
+    expect(st.out).toMatch(/^node:\s+n1$/m);
+    expect(st.out).toMatch(/^IPv4\s+10\.244\.1\.0\/24\s+2\s+253$/m);
+    const js = await run('status', ['--admin-socket', path, '--json']);
+    expect(JSON.parse(js.out)).toMatchObject({ node: 'n1', ready: true, mtu: 1500 });
+    // --socket derives the admin socket next to it.
+    expect((await run('leases', ['--socket', join(dir, 'run', 'cni.sock')])).out).toMatch(
+      /^ns\/late\s+10\.244\.1\.3\s/m,
+    );
+    expect((await run('routes', ['--admin-socket', path])).code).toBe(0);
+    drift = true;
+    const r = await run('routes', ['--admin-socket', path]);
+    expect(r.code).toBe(1);
+    expect(r.out).toMatch(/^missing\s+10\.244\.2\.0\/24\s+via 192\.168\.1\.2 dev eth0 proto 126\s+-$/m);
+    expect(r.out).toMatch(/1 routes, 1 drifted/);
+  });
+
+  it('an absent agent: exit 1 and a message that says what to check', async () => {
+    dir = mkdtempSync(join(tmpdir(), 'trl-admin-'));
+    const r = await run('status', ['--admin-socket', join(dir, 'admin.sock')]);
+    expect(r.code).toBe(1);
+    expect(r.err).toMatch(/no such socket: is the agent running on this node\?/);
+    expect((await run('status', ['--bogus'])).code).toBe(2);
+  });
+});
