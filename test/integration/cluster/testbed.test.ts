@@ -3,6 +3,7 @@ import { join } from 'node:path';
 import { promisify } from 'node:util';
 import { describe, expect, it } from 'vitest';
 import { REPO_ROOT } from '../../support/cni-driver.ts';
+import { ip } from '../../support/netns.ts';
 import {
   formatLogLine,
   formatMatrix,
@@ -82,20 +83,50 @@ describe('test bed plan and reports (pure)', () => {
 const title = 'test bed lifecycle and the demo';
 describe.skipIf(skip !== undefined)(skip === undefined ? title : `${title} (skipped: ${skip})`, () => {
   it.each([
-    ['namespaces with prefix', 'before the control plane'],
-    ['API server', 'while nodes are created'],
-    ['starting', 'while the agents start'],
-  ])('a teardown during start-up (Ctrl-C) %s… (%s) stops the start and leaves nothing behind', async (at) => {
-    let interrupted: Promise<void> | undefined;
-    const tb: Testbed = new Testbed({
-      segments: [{ nodes: 2 }],
-      onProgress: (m) => {
-        if (m.startsWith(at)) interrupted ??= tb.teardown();
-      },
-    });
-    await expect(tb.start()).rejects.toThrow();
-    expect(interrupted).toBeDefined();
-    await interrupted;
+    ['progress', 'namespaces with prefix', 'before the control plane'],
+    ['progress', 'API server', 'while nodes are created'],
+    ['progress', 'starting', 'just before the agents start'],
+    ['log', 'starting', 'with agents running but not ready'],
+  ] as const)(
+    'a teardown during start-up (Ctrl-C) on %s "%s" (%s) stops the start and leaves nothing behind',
+    async (kind, at) => {
+      let interrupted: Promise<void> | undefined;
+      const tb: Testbed = new Testbed({
+        segments: [{ nodes: 2 }],
+        onProgress: (m) => {
+          if (kind === 'progress' && m.startsWith(at)) interrupted ??= tb.teardown();
+        },
+        onLog: (_node, line) => {
+          if (kind === 'log' && line.msg === at) interrupted ??= tb.teardown();
+        },
+      });
+      await expect(tb.start()).rejects.toThrow();
+      expect(interrupted).toBeDefined();
+      await interrupted;
+      expect(tb.leftovers()).toEqual([]);
+    },
+  );
+
+  it('two segments joined by the router: nodes reach each other and the API across it (both families)', async () => {
+    const tb = await Testbed.create({ segments: [{ nodes: 1 }, { nodes: 1 }] });
+    try {
+      const [a, b] = tb.nodes();
+      expect([a!.plan.segment, b!.plan.segment]).toEqual([0, 1]);
+      // The agent on segment 1 became ready, so it listed Nodes through the router from 10.100.1.x.
+      expect(b!.logs.some((l) => l.msg === 'trellis agent ready')).toBe(true);
+      for (const [from, to] of [
+        [a!, b!],
+        [b!, a!],
+      ] as const) {
+        expect((await tb.ping(from.ns, to.plan.v4)).rttMs).toBeDefined();
+        expect((await tb.ping(from.ns, to.plan.v6)).rttMs).toBeDefined();
+      }
+      // Not on one L2: the router is a hop (TTL decremented), and no node has an on-link route to the other.
+      expect(ip(a!.ns, 'route', 'get', b!.plan.v4)).toContain(`via ${a!.plan.gateway4}`);
+      expect(ip(b!.ns, '-6', 'route', 'get', a!.plan.v6)).toContain(`via ${b!.plan.gateway6}`);
+    } finally {
+      await tb.teardown();
+    }
     expect(tb.leftovers()).toEqual([]);
   });
 

@@ -30,6 +30,8 @@ export class UnixApiClient {
       const req = request(
         {
           socketPath: this.socketPath,
+          // One connection per call: no idle keep-alive sockets holding the control plane open.
+          agent: false,
           method,
           path,
           headers: {

@@ -35,12 +35,17 @@ const unixPath = values.unix;
 const api = await startTestApiServer({ host, port, kubeconfigPath: values['kubeconfig-out'] });
 
 rmSync(unixPath, { force: true });
+const open = new Set<{ destroy(): void }>();
 const forwarder = createServer((client) => {
   const upstream = connect({ host, port });
+  open.add(client);
+  open.add(upstream);
   client.pipe(upstream).pipe(client);
   const close = (): void => {
     client.destroy();
     upstream.destroy();
+    open.delete(client);
+    open.delete(upstream);
   };
   client.on('error', close);
   upstream.on('error', close);
@@ -55,7 +60,10 @@ process.stdout.write(`${JSON.stringify({ url: api.url, kubeconfig: api.kubeconfi
 
 const stop = (): void => {
   forwarder.close();
+  for (const s of open) s.destroy();
   rmSync(unixPath, { force: true });
+  // The agents' watches may still be open; they are not worth waiting for at teardown.
+  setTimeout(() => process.exit(0), 500).unref();
   api.close().then(
     () => process.exit(0),
     () => process.exit(1),
