@@ -26,17 +26,30 @@ export function familyBits(family: Family): number {
   return BITS[family];
 }
 
+/** Dotted quad, no leading zeros. A character loop on numbers, one bigint at the end: this runs for
+ * every address of every node on every reconcile pass. */
 function parseV4(s: string): bigint | undefined {
-  const parts = s.split('.');
-  if (parts.length !== 4) return undefined;
-  let v = 0n;
-  for (const p of parts) {
-    if (!/^(0|[1-9][0-9]{0,2})$/.test(p)) return undefined;
-    const n = Number(p);
-    if (n > 255) return undefined;
-    v = (v << 8n) | BigInt(n);
+  let v = 0;
+  let octet = 0;
+  let digits = 0;
+  let parts = 0;
+  for (let i = 0; i <= s.length; i++) {
+    const ch = i === s.length ? 46 : s.charCodeAt(i);
+    if (ch === 46) {
+      if (digits === 0 || octet > 255) return undefined;
+      v = v * 256 + octet;
+      parts++;
+      octet = 0;
+      digits = 0;
+    } else if (ch >= 48 && ch <= 57) {
+      if (digits > 0 && octet === 0) return undefined; // a leading zero
+      if (++digits > 3) return undefined;
+      octet = octet * 10 + (ch - 48);
+    } else {
+      return undefined;
+    }
   }
-  return v;
+  return parts === 4 ? BigInt(v) : undefined;
 }
 
 function parseV6(s: string): bigint | undefined {
@@ -88,8 +101,8 @@ export function parseIp(s: string): IpAddr | undefined {
 
 export function formatIp(ip: IpAddr): string {
   if (ip.family === 4) {
-    const v = ip.value;
-    return [24n, 16n, 8n, 0n].map((sh) => String((v >> sh) & 0xffn)).join('.');
+    const v = Number(ip.value);
+    return `${(v >>> 24) & 255}.${(v >>> 16) & 255}.${(v >>> 8) & 255}.${v & 255}`;
   }
   const groups: number[] = [];
   for (let i = 7; i >= 0; i--) groups.push(Number((ip.value >> BigInt(i * 16)) & 0xffffn));
@@ -114,10 +127,21 @@ export function formatIp(ip: IpAddr): string {
   return `${hex.slice(0, bestStart).join(':')}::${hex.slice(bestStart + bestLen).join(':')}`;
 }
 
-function mask(family: Family, prefixLen: number): bigint {
+function computeMask(family: Family, prefixLen: number): bigint {
   const bits = BigInt(BITS[family]);
   const all = (1n << bits) - 1n;
   return prefixLen === 0 ? 0n : (all << (bits - BigInt(prefixLen))) & all;
+}
+
+// Precomputed: the planners call mask() for every CIDR comparison, and building the bigint each time
+// dominated a 5,000-node pass.
+const MASKS: Record<Family, readonly bigint[]> = {
+  4: Array.from({ length: 33 }, (_, p) => computeMask(4, p)),
+  6: Array.from({ length: 129 }, (_, p) => computeMask(6, p)),
+};
+
+function mask(family: Family, prefixLen: number): bigint {
+  return MASKS[family][prefixLen] ?? computeMask(family, prefixLen);
 }
 
 /**
