@@ -82,12 +82,13 @@ describe('test bed plan and reports (pure)', () => {
 
 const title = 'test bed lifecycle and the demo';
 describe.skipIf(skip !== undefined)(skip === undefined ? title : `${title} (skipped: ${skip})`, () => {
-  it.each([
+  const interruptions: [kind: 'progress' | 'log', at: string, when: string][] = [
     ['progress', 'namespaces with prefix', 'before the control plane'],
     ['progress', 'API server', 'while nodes are created'],
     ['progress', 'starting', 'just before the agents start'],
     ['log', 'starting', 'with agents running but not ready'],
-  ] as const)(
+  ];
+  it.each(interruptions)(
     'a teardown during start-up (Ctrl-C) on %s "%s" (%s) stops the start and leaves nothing behind',
     async (kind, at) => {
       let interrupted: Promise<void> | undefined;
