@@ -55,7 +55,8 @@ function overheadNote(overhead: number): string {
  * direct: a pod's MTU is fixed when it starts, and a node on another subnet may join later.
  */
 export function encapOverhead(mode: 'auto' | 'host-gw' | 'vxlan', internalIPs: readonly string[]): number {
-  if (mode === 'host-gw') return 0;
+  // Without an InternalIP (standalone mode) there is no VXLAN device and no peer: nothing to subtract.
+  if (mode === 'host-gw' || internalIPs.length === 0) return 0;
   const families = new Set(internalIPs.map((ip) => (ip.includes(':') ? 6 : 4)));
   return families.has(6) ? VXLAN_OVERHEAD[6] : VXLAN_OVERHEAD[4];
 }

@@ -68,6 +68,8 @@ export function desiredDevices(
     if (vtepIP === undefined) continue; // Not this family's node: no pods to reach.
     const ips = self.internalIPs.filter((t) => parseIp(t)?.family === family).map((t) => canonicalIp(t)!);
     if (ips.length === 0) {
+      // A node without any InternalIP (standalone mode) has no peers either: nothing to report.
+      if (self.internalIPs.length === 0) continue;
       problems.push({
         node: nodeName,
         problem: `no IPv${family} InternalIP: no IPv${family} VXLAN device, IPv${family} pod traffic can only use direct routes`,

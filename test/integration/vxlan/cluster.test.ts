@@ -1,0 +1,154 @@
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { VTEP_MAC_ANNOTATIONS, vtepMac } from '../../../pkg/vxlan/index.ts';
+import { ipJson } from '../../support/netns.ts';
+import {
+  Testbed,
+  type TestbedNode,
+  type TestbedPod,
+  testbedSkipReason,
+} from '../../support/testbed/index.ts';
+
+/**
+ * The overlay as a cluster runs it: real agents (Kubernetes mode against the test API server) on two L2
+ * segments joined by a router that knows no pod CIDRs. In auto mode node-1 and node-2 share segment 0
+ * (direct routes) and node-3 sits alone on segment 1 (VXLAN). Which path a packet took is read from the
+ * kernel: the route (`via <node IP> dev eth0` vs `via <VTEP> dev trellis.v4 onlink`) and the VXLAN
+ * device's packet counters.
+ */
+const skip = testbedSkipReason();
+
+type Route = { dst: string; gateway?: string; dev?: string; flags?: string[] };
+type Link = { ifname: string; mtu: number; address: string; stats64?: { tx: { packets: number } } };
+
+function sleep(ms: number): Promise<void> {
+  return new Promise((r) => setTimeout(r, ms));
+}
+
+/** Polls until probe() returns a value; throws after timeoutMs. */
+async function eventually<T>(
+  timeoutMs: number,
+  what: string,
+  probe: () => Promise<T | undefined> | T | undefined,
+): Promise<T> {
+  const start = Date.now();
+  for (;;) {
+    const v = await probe();
+    if (v !== undefined) return v;
+    if (Date.now() - start > timeoutMs) throw new Error(`${what}: not true after ${timeoutMs} ms`);
+    await sleep(50);
+  }
+}
+
+function link(node: TestbedNode, dev: string): Link {
+  return ipJson<Link[]>(node.ns, '-s', 'link', 'show', 'dev', dev)[0]!;
+}
+
+function routeTo(tb: Testbed, from: string, to: TestbedNode, family: 4 | 6): Route | undefined {
+  const dst = to.plan.podCIDRs[family === 4 ? 0 : 1];
+  return tb.routes(from, family).find((r) => r.dst === dst) as Route | undefined;
+}
+
+const title = 'cluster: VXLAN between segments, direct routes within one (auto mode, real agents)';
+describe.skipIf(skip !== undefined)(skip === undefined ? title : `${title} (skipped: ${skip})`, () => {
+  let tb: Testbed;
+  let pods: TestbedPod[];
+
+  beforeAll(async () => {
+    tb = await Testbed.create({ segments: [{ nodes: 2 }, { nodes: 1 }] });
+    pods = [await tb.addPod('node-1'), await tb.addPod('node-2'), await tb.addPod('node-3')];
+  }, 120_000);
+
+  afterAll(async () => {
+    if (tb === undefined) return;
+    await tb.teardown();
+    expect(tb.leftovers()).toEqual([]);
+  });
+
+  it('every agent publishes its deterministic VTEP MACs on its Node and its devices carry them', async () => {
+    for (const node of tb.nodes()) {
+      const annotations = await eventually(5000, `${node.name} VTEP annotations`, async () => {
+        const obj = (await tb.api.getNode(node.name)) as {
+          metadata: { annotations?: Record<string, string> };
+        };
+        const a = obj.metadata.annotations ?? {};
+        return a[VTEP_MAC_ANNOTATIONS[4]] !== undefined && a[VTEP_MAC_ANNOTATIONS[6]] !== undefined
+          ? a
+          : undefined;
+      });
+      expect(annotations[VTEP_MAC_ANNOTATIONS[4]]).toBe(vtepMac(node.name, 4));
+      expect(annotations[VTEP_MAC_ANNOTATIONS[6]]).toBe(vtepMac(node.name, 6));
+      expect(link(node, 'trellis.v4').address).toBe(vtepMac(node.name, 4));
+      expect(link(node, 'trellis.v6').address).toBe(vtepMac(node.name, 6));
+      // Dual-stack underlay of MTU 1500: the IPv4 device 1450, the IPv6 one 1430, pods 1430.
+      expect([link(node, 'trellis.v4').mtu, link(node, 'trellis.v6').mtu]).toEqual([1450, 1430]);
+      expect(tb.conflist(node.name).plugins[0]).toMatchObject({ mtu: 1430 });
+    }
+  });
+
+  it('same segment: direct routes via the node IP on eth0; other segment: onlink via the VTEP on trellis.vN', async () => {
+    const [n1, n2, n3] = [tb.node('node-1'), tb.node('node-2'), tb.node('node-3')];
+    for (const family of [4, 6] as const) {
+      const dev = family === 4 ? 'trellis.v4' : 'trellis.v6';
+      expect(routeTo(tb, 'node-1', n2, family)).toMatchObject({
+        gateway: family === 4 ? n2.plan.v4 : n2.plan.v6,
+        dev: 'eth0',
+      });
+      const vtep = (n: TestbedNode) => n.plan.podCIDRs[family === 4 ? 0 : 1]!.split('/')[0]!;
+      const tunnel = await eventually(10_000, `node-1 -> node-3 IPv${family} through ${dev}`, () => {
+        const r = routeTo(tb, 'node-1', n3, family);
+        return r?.dev === dev ? r : undefined;
+      });
+      expect(tunnel).toMatchObject({ gateway: vtep(n3), dev, flags: ['onlink'] });
+      const back = await eventually(10_000, `node-3 -> node-1 IPv${family}`, () => {
+        const r = routeTo(tb, 'node-3', n1, family);
+        return r?.dev === dev ? r : undefined;
+      });
+      expect(back).toMatchObject({ gateway: vtep(n1), flags: ['onlink'] });
+    }
+  });
+
+  it('pods talk across the router through the tunnel and within the segment without it (both families)', async () => {
+    const [p1, p2, p3] = pods as [TestbedPod, TestbedPod, TestbedPod];
+    const n1 = tb.node('node-1');
+    const matrix = await tb.connectivityMatrix();
+    expect(matrix.failures).toEqual([]);
+
+    const before = {
+      v4: link(n1, 'trellis.v4').stats64!.tx.packets,
+      v6: link(n1, 'trellis.v6').stats64!.tx.packets,
+    };
+    for (let i = 0; i < 5; i++) expect((await tb.ping(p1.ns, p2.v4)).rttMs).toBeDefined();
+    for (let i = 0; i < 5; i++) expect((await tb.ping(p1.ns, p2.v6)).rttMs).toBeDefined();
+    const mid = {
+      v4: link(n1, 'trellis.v4').stats64!.tx.packets,
+      v6: link(n1, 'trellis.v6').stats64!.tx.packets,
+    };
+    expect(mid).toEqual(before); // same segment: nothing went through the tunnel
+    for (let i = 0; i < 5; i++) expect((await tb.ping(p1.ns, p3.v4)).rttMs).toBeDefined();
+    for (let i = 0; i < 5; i++) expect((await tb.ping(p1.ns, p3.v6)).rttMs).toBeDefined();
+    expect(link(n1, 'trellis.v4').stats64!.tx.packets).toBeGreaterThanOrEqual(mid.v4 + 5);
+    expect(link(n1, 'trellis.v6').stats64!.tx.packets).toBeGreaterThanOrEqual(mid.v6 + 5);
+  });
+
+  it('a deleted node loses its neighbour, FDB entry and tunnel route on the other segment', async () => {
+    const n1 = tb.node('node-1');
+    const n3 = tb.node('node-3');
+    const vtep3 = n3.plan.podCIDRs[0]!.split('/')[0]!;
+    expect(
+      ipJson<{ dst: string }[]>(n1.ns, 'neigh', 'show', 'dev', 'trellis.v4').map((n) => n.dst),
+    ).toContain(vtep3);
+    await tb.deleteNode('node-3');
+    await eventually(10_000, 'node-1 forgets node-3', () => {
+      const gone =
+        routeTo(tb, 'node-1', n3, 4) === undefined &&
+        routeTo(tb, 'node-1', n3, 6) === undefined &&
+        !ipJson<{ dst: string }[]>(n1.ns, 'neigh', 'show', 'dev', 'trellis.v4').some((n) => n.dst === vtep3);
+      return gone ? true : undefined;
+    });
+    expect(
+      ipJson<{ dst: string }[]>(n1.ns, 'neigh', 'show', 'dev', 'trellis.v6').filter(
+        (n) => !n.dst.startsWith('f'),
+      ),
+    ).toEqual([]);
+  });
+});
