@@ -21,6 +21,7 @@ import {
   delList,
   REFERENCE_PLUGIN_DIR,
   runPlugin,
+  SHIM_BINARY,
 } from '../cni-driver.ts';
 import { delNetns, ip, ipJson, nsSysctl, TEST_NETNS_PREFIX } from '../netns.ts';
 import { UnixApiClient } from './api.ts';
@@ -152,6 +153,19 @@ function firstLine(child: ChildProcess, what: string, timeoutMs: number): Promis
   });
 }
 
+/**
+ * dist/ is deleted and recreated by every build (`scripts/build.ts`); on a machine where someone is
+ * rebuilding, wait for both binaries rather than failing half-way through start-up.
+ */
+async function waitForBuild(timeoutMs: number): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  while (!existsSync(AGENT_BINARY) || !existsSync(SHIM_BINARY)) {
+    if (Date.now() > deadline)
+      throw new Error(`${AGENT_BINARY} or ${SHIM_BINARY} missing: run \`npm run build\``);
+    await sleep(250);
+  }
+}
+
 /** Runs async tasks with at most `limit` in flight. */
 async function pool<T, R>(items: readonly T[], limit: number, fn: (t: T) => Promise<R>): Promise<R[]> {
   const out: R[] = new Array(items.length);
@@ -239,6 +253,7 @@ export class Testbed {
 
   private async build(segments: SegmentSpec[]): Promise<void> {
     const plans = planNodes(segments);
+    await waitForBuild(60_000);
     this.progress(`namespaces with prefix ${this.prefix}, temp dir ${this.dir}`);
     this.addNs(this.fabricNs);
     this.addNs(this.routerNs);
