@@ -54,6 +54,10 @@ export function leaseAddresses(node: NodeHarness): Map<string, string[]> {
   return out;
 }
 
+export function openFds(pid: number): number {
+  return readdirSync(`/proc/${pid}/fd`).length;
+}
+
 export function agentPid(node: NodeHarness): number {
   const pid = node.agent.child.pid;
   if (pid === undefined) throw new Error('agent has no pid');
@@ -116,6 +120,8 @@ export function rawExchange(
     };
     const timer = setTimeout(() => finish('client-timeout'), opts.timeoutMs ?? 15_000);
     s.on('data', (d: Buffer) => chunks.push(d));
+    // The agent closing its side ends the exchange (this client is half-open, so no 'close' follows).
+    s.on('end', () => finish('closed'));
     s.on('close', () => finish('closed'));
     s.on('error', () => finish('error'));
     s.on('connect', async () => {
