@@ -1,0 +1,182 @@
+import { describe, expect, it } from 'vitest';
+import { DEFAULTS, parseAgentConfig } from '../../../pkg/agent/config.ts';
+import { chooseMtu, encapOverhead } from '../../../pkg/agent/mtu.ts';
+import { isHostVethName } from '../../../pkg/datapath/names.ts';
+import type { LinkInfo } from '../../../pkg/datapath/ports.ts';
+import type { LocalLink, PeerNode } from '../../../pkg/routes/types.ts';
+import {
+  DEFAULT_VXLAN_PORT,
+  DEFAULT_VXLAN_VNI,
+  desiredDevices,
+  isVxlanDeviceName,
+  parseIpLinkJson,
+  VXLAN_OVERHEAD,
+  vtepMac,
+} from '../../../pkg/vxlan/index.ts';
+
+const self: PeerNode = {
+  name: 'node-a',
+  podCIDRs: ['10.244.1.0/24', 'fd00:244:1::/64'],
+  internalIPs: ['192.168.10.2', 'fd00:10::2'],
+};
+const localLinks: LocalLink[] = [
+  {
+    ifindex: 2,
+    name: 'eth0',
+    addresses: [
+      { family: 4, address: '192.168.10.2', prefixLen: 24 },
+      { family: 6, address: 'fd00:10::2', prefixLen: 64 },
+    ],
+  },
+];
+const links: LinkInfo[] = [
+  { index: 2, name: 'eth0', kind: undefined, mac: '02:00:00:00:00:02', mtu: 9000, up: true },
+];
+const settings = { vni: 4096, port: 8472, mtu: 0 };
+
+describe('desiredDevices', () => {
+  it("auto/vxlan: one device per family, local = InternalIP, MTU = underlay minus that family's overhead", () => {
+    const { specs, problems } = desiredDevices('node-a', self, localLinks, links, 'auto', settings);
+    expect(problems).toEqual([]);
+    expect(specs).toEqual([
+      {
+        family: 4,
+        name: 'trellis.v4',
+        vni: 4096,
+        port: 8472,
+        localIp: '192.168.10.2',
+        underlay: 'eth0',
+        mac: vtepMac('node-a', 4),
+        mtu: 8950,
+        vtepIP: '10.244.1.0',
+      },
+      {
+        family: 6,
+        name: 'trellis.v6',
+        vni: 4096,
+        port: 8472,
+        localIp: 'fd00:10::2',
+        underlay: 'eth0',
+        mac: vtepMac('node-a', 6),
+        mtu: 8930,
+        vtepIP: 'fd00:244:1::',
+      },
+    ]);
+    expect(desiredDevices('node-a', self, localLinks, links, 'vxlan', settings).specs).toEqual(specs);
+  });
+
+  it('host-gw: none; an explicit MTU is used as is', () => {
+    expect(desiredDevices('node-a', self, localLinks, links, 'host-gw', settings)).toEqual({
+      specs: [],
+      problems: [],
+    });
+    const fixed = desiredDevices('node-a', self, localLinks, links, 'auto', { ...settings, mtu: 1400 });
+    expect(fixed.specs.map((s) => s.mtu)).toEqual([1400, 1400]);
+  });
+
+  it('a family without an InternalIP, or with one no interface holds, gets no device and a problem', () => {
+    const v4only = { ...self, internalIPs: ['192.168.10.2'] };
+    const a = desiredDevices('node-a', v4only, localLinks, links, 'auto', settings);
+    expect(a.specs.map((s) => s.name)).toEqual(['trellis.v4']);
+    expect(a.problems).toEqual([{ node: 'node-a', problem: expect.stringMatching(/^no IPv6 InternalIP/) }]);
+    const foreign = { ...self, internalIPs: ['203.0.113.7', 'fd00:10::2'] };
+    const b = desiredDevices('node-a', foreign, localLinks, links, 'auto', settings);
+    expect(b.specs.map((s) => s.name)).toEqual(['trellis.v6']);
+    expect(b.problems[0]!.problem).toMatch(/InternalIP 203\.0\.113\.7 is not an address of this node/);
+    // Standalone (no InternalIP at all): nothing to tunnel to, nothing to report.
+    expect(
+      desiredDevices('node-a', { ...self, internalIPs: [] }, localLinks, links, 'auto', settings),
+    ).toEqual({
+      specs: [],
+      problems: [],
+    });
+    // A single-stack node: no pod CIDR of the other family, no device, no problem.
+    const single = { ...self, podCIDRs: ['10.244.1.0/24'] };
+    expect(
+      desiredDevices('node-a', single, localLinks, links, 'auto', settings).specs.map((s) => s.family),
+    ).toEqual([4]);
+  });
+});
+
+describe('device names', () => {
+  it('never look like pod veths, and uninstall recognises exactly them', () => {
+    for (const name of ['trellis.v4', 'trellis.v6']) {
+      expect(isVxlanDeviceName(name)).toBe(true);
+      expect(isHostVethName(name)).toBe(false);
+      expect(name.length).toBeLessThanOrEqual(15); // IFNAMSIZ - 1
+    }
+    expect(isVxlanDeviceName('trl0123456789ab')).toBe(false);
+    expect(isVxlanDeviceName('flannel.1')).toBe(false);
+  });
+});
+
+describe('MTU arithmetic', () => {
+  it('overhead: 0 in host-gw, 50 over IPv4, 70 when the node has an IPv6 underlay, 0 without InternalIPs', () => {
+    expect(VXLAN_OVERHEAD).toEqual({ 4: 50, 6: 70 });
+    expect(encapOverhead('host-gw', ['192.168.10.2', 'fd00:10::2'])).toBe(0);
+    expect(encapOverhead('auto', ['192.168.10.2'])).toBe(50);
+    expect(encapOverhead('vxlan', ['192.168.10.2'])).toBe(50);
+    expect(encapOverhead('auto', ['fd00:10::2'])).toBe(70);
+    expect(encapOverhead('vxlan', ['192.168.10.2', 'fd00:10::2'])).toBe(70);
+    expect(encapOverhead('auto', [])).toBe(0);
+  });
+
+  it('pod MTU = the InternalIP interface MTU minus the overhead; --mtu wins', () => {
+    const base = { internalIPs: self.internalIPs, localLinks, links, defaultRoutes: [] };
+    expect(chooseMtu({ ...base, configured: 0, overhead: 70 })).toEqual({
+      mtu: 8930,
+      source: 'eth0 (InternalIP) minus 70 bytes of encapsulation',
+    });
+    expect(chooseMtu({ ...base, configured: 0, overhead: 0 }).mtu).toBe(9000);
+    expect(chooseMtu({ ...base, configured: 1400, overhead: 70 })).toEqual({
+      mtu: 1400,
+      source: 'configured',
+    });
+  });
+});
+
+describe('parseIpLinkJson (iproute2 -d -j link show)', () => {
+  it('reads VNI, port, local/local6 and learning; null for other kinds', () => {
+    const v4 = JSON.stringify([
+      {
+        ifname: 'trellis.v4',
+        linkinfo: {
+          info_kind: 'vxlan',
+          info_data: { id: 4096, local: '192.168.10.2', port: 8472, learning: false },
+        },
+      },
+    ]);
+    expect(parseIpLinkJson(v4)).toEqual({ vni: 4096, port: 8472, localIp: '192.168.10.2', learning: false });
+    const v6 = JSON.stringify([
+      {
+        linkinfo: { info_kind: 'vxlan', info_data: { id: 7, local6: 'fd00::1', port: 4789, learning: true } },
+      },
+    ]);
+    expect(parseIpLinkJson(v6)).toEqual({ vni: 7, port: 4789, localIp: 'fd00::1', learning: true });
+    expect(parseIpLinkJson(JSON.stringify([{ ifname: 'eth0' }]))).toBeNull();
+    expect(parseIpLinkJson(JSON.stringify([{ linkinfo: { info_kind: 'veth' } }]))).toBeNull();
+  });
+});
+
+describe('agent config: --vxlan-vni and --vxlan-port', () => {
+  const env = { NODE_NAME: 'node-a' };
+  it('default to VNI 4096 and port 8472', () => {
+    expect([DEFAULT_VXLAN_VNI, DEFAULT_VXLAN_PORT]).toEqual([4096, 8472]);
+    expect(DEFAULTS).toMatchObject({ vxlanVni: 4096, vxlanPort: 8472 });
+    expect(parseAgentConfig([], env)).toMatchObject({ vxlanVni: 4096, vxlanPort: 8472, mode: 'auto' });
+  });
+  it('flags win over the environment; invalid values fail naming the flag', () => {
+    expect(
+      parseAgentConfig([], { ...env, TRELLIS_VXLAN_VNI: '1', TRELLIS_VXLAN_PORT: '4789' }),
+    ).toMatchObject({
+      vxlanVni: 1,
+      vxlanPort: 4789,
+    });
+    expect(
+      parseAgentConfig(['--vxlan-vni', '77', '--vxlan-port', '9000'], { ...env, TRELLIS_VXLAN_VNI: '1' }),
+    ).toMatchObject({ vxlanVni: 77, vxlanPort: 9000 });
+    expect(() => parseAgentConfig(['--vxlan-vni', '16777216'], env)).toThrow(/--vxlan-vni/);
+    expect(() => parseAgentConfig(['--vxlan-vni', '0'], env)).toThrow(/--vxlan-vni/);
+    expect(() => parseAgentConfig(['--vxlan-port', '70000'], env)).toThrow(/--vxlan-port/);
+  });
+});

@@ -1,0 +1,209 @@
+import { describe, expect, it } from 'vitest';
+import { TRELLIS_ROUTE_PROTOCOL } from '../../../pkg/datapath/ports.ts';
+import { desiredRoutes, vtepAddress } from '../../../pkg/routes/desired.ts';
+import { diffRoutes, isOwnedRoute } from '../../../pkg/routes/diff.ts';
+import type { LocalLink, OverlayDevice, PeerNode, RoutingMode } from '../../../pkg/routes/types.ts';
+import { vtepMac } from '../../../pkg/vxlan/mac.ts';
+
+const self: PeerNode = {
+  name: 'node-a',
+  podCIDRs: ['10.244.1.0/24', 'fd00:244:1::/64'],
+  internalIPs: ['192.168.10.2', 'fd00:10::2'],
+};
+const links: LocalLink[] = [
+  {
+    ifindex: 2,
+    name: 'eth0',
+    addresses: [
+      { family: 4, address: '192.168.10.2', prefixLen: 24 },
+      { family: 6, address: 'fd00:10::2', prefixLen: 64 },
+    ],
+  },
+  // Our own VXLAN devices: host-length VTEP addresses and link-local ones define no subnet.
+  { ifindex: 7, name: 'trellis.v4', addresses: [{ family: 4, address: '10.244.1.0', prefixLen: 32 }] },
+  {
+    ifindex: 8,
+    name: 'trellis.v6',
+    addresses: [
+      { family: 6, address: 'fd00:244:1::', prefixLen: 128 },
+      { family: 6, address: 'fe80::1', prefixLen: 64 },
+    ],
+  },
+];
+const overlay: OverlayDevice[] = [
+  { family: 4, ifindex: 7, name: 'trellis.v4' },
+  { family: 6, ifindex: 8, name: 'trellis.v6' },
+];
+const macs = (name: string) => ({ 4: vtepMac(name, 4), 6: vtepMac(name, 6) });
+/** Same subnet as node-a. */
+const near: PeerNode = {
+  name: 'node-b',
+  podCIDRs: ['10.244.2.0/24', 'fd00:244:2::/64'],
+  internalIPs: ['192.168.10.3', 'fd00:10::3'],
+  vtepMacs: macs('node-b'),
+};
+/** Behind a router. */
+const far: PeerNode = {
+  name: 'node-c',
+  podCIDRs: ['10.244.3.0/24', 'fd00:244:3::/64'],
+  internalIPs: ['192.168.20.2', 'fd00:20::2'],
+  vtepMacs: macs('node-c'),
+};
+
+function plan(mode: RoutingMode, peers: PeerNode[], dev: OverlayDevice[] = overlay) {
+  return desiredRoutes(self, [self, ...peers], links, { mode, overlay: dev });
+}
+const paths = (p: ReturnType<typeof plan>) => p.decisions.map((d) => `${d.node} v${d.family} ${d.path}`);
+
+describe('desiredRoutes: per-mode decisions', () => {
+  it('auto: direct to a node on our subnet, VXLAN to one behind a router', () => {
+    const p = plan('auto', [near, far]);
+    expect(paths(p)).toEqual(['node-b v4 direct', 'node-b v6 direct', 'node-c v4 vxlan', 'node-c v6 vxlan']);
+    expect(p.problems).toEqual([]);
+    expect(p.decisions[2]).toEqual({
+      node: 'node-c',
+      family: 4,
+      path: 'vxlan',
+      nodeIP: '192.168.20.2',
+      vtepIP: '10.244.3.0',
+      vtepMac: vtepMac('node-c', 4),
+      ifindex: 7,
+      linkName: 'trellis.v4',
+      podCIDRs: ['10.244.3.0/24'],
+    });
+    const peerRoutes = p.routes.filter((r) => r.type === 'unicast');
+    expect(peerRoutes).toEqual([
+      {
+        family: 4,
+        dst: '10.244.2.0/24',
+        gateway: '192.168.10.3',
+        ifindex: 2,
+        protocol: TRELLIS_ROUTE_PROTOCOL,
+        scope: 'universe',
+        type: 'unicast',
+      },
+      {
+        family: 4,
+        dst: '10.244.3.0/24',
+        gateway: '10.244.3.0',
+        ifindex: 7,
+        onlink: true,
+        protocol: TRELLIS_ROUTE_PROTOCOL,
+        scope: 'universe',
+        type: 'unicast',
+      },
+      {
+        family: 6,
+        dst: 'fd00:244:2::/64',
+        gateway: 'fd00:10::3',
+        ifindex: 2,
+        protocol: TRELLIS_ROUTE_PROTOCOL,
+        scope: 'universe',
+        type: 'unicast',
+      },
+      {
+        family: 6,
+        dst: 'fd00:244:3::/64',
+        gateway: 'fd00:244:3::',
+        ifindex: 8,
+        onlink: true,
+        protocol: TRELLIS_ROUTE_PROTOCOL,
+        scope: 'universe',
+        type: 'unicast',
+      },
+    ]);
+  });
+
+  it('host-gw: the node behind the router is unreachable (reported), no VXLAN route even with devices', () => {
+    const p = plan('host-gw', [near, far]);
+    expect(paths(p)).toEqual([
+      'node-b v4 direct',
+      'node-b v6 direct',
+      'node-c v4 unreachable',
+      'node-c v6 unreachable',
+    ]);
+    expect(p.problems.map((x) => x.problem)).toEqual([
+      'unreachable with host-gw: InternalIP 192.168.20.2 is not on a subnet connected to this node',
+      'unreachable with host-gw: InternalIP fd00:20::2 is not on a subnet connected to this node',
+    ]);
+    expect(p.routes.some((r) => r.onlink === true)).toBe(false);
+  });
+
+  it('vxlan: every node goes through the tunnel, even one on our subnet', () => {
+    const p = plan('vxlan', [near, far]);
+    expect(paths(p)).toEqual(['node-b v4 vxlan', 'node-b v6 vxlan', 'node-c v4 vxlan', 'node-c v6 vxlan']);
+    expect(p.routes.filter((r) => r.type === 'unicast').every((r) => r.onlink === true)).toBe(true);
+    expect(p.decisions[0]).toMatchObject({ nodeIP: '192.168.10.3', vtepIP: '10.244.2.0' });
+  });
+
+  it('auto without a published MAC or without our device: unreachable with both reasons, no route', () => {
+    const noMac = { ...far, vtepMacs: { 6: vtepMac('node-c', 6) } };
+    const p = plan('auto', [noMac], [overlay[0]!]);
+    expect(paths(p)).toEqual(['node-c v4 unreachable', 'node-c v6 unreachable']);
+    expect(p.problems.map((x) => x.problem)).toEqual([
+      'unreachable: InternalIP 192.168.20.2 is not on a subnet connected to this node; VXLAN: the node has not published an IPv4 VTEP MAC',
+      'unreachable: InternalIP fd00:20::2 is not on a subnet connected to this node; VXLAN: this node has no IPv6 VXLAN device',
+    ]);
+    expect(p.routes.filter((r) => r.type === 'unicast')).toEqual([]);
+  });
+
+  it('never tunnels to a node claiming our own address as its InternalIP', () => {
+    const clash: PeerNode = { ...far, internalIPs: ['192.168.10.2'], podCIDRs: ['10.244.3.0/24'] };
+    const p = plan('vxlan', [clash]);
+    expect(paths(p)).toEqual(['node-c v4 unreachable']);
+    expect(p.problems[0]!.problem).toMatch(/VXLAN: no IPv4 InternalIP that is not one of this node's own/);
+  });
+
+  it("uses the peer's first non-own InternalIP of the family for the FDB", () => {
+    const two: PeerNode = {
+      ...far,
+      internalIPs: ['192.168.10.2', '192.168.20.9'],
+      podCIDRs: ['10.244.3.0/24'],
+    };
+    expect(plan('vxlan', [two]).decisions[0]).toMatchObject({ path: 'vxlan', nodeIP: '192.168.20.9' });
+  });
+
+  it('host-gw output is unchanged by overlay devices being passed (identical to no overlay)', () => {
+    const a = desiredRoutes(self, [self, near, far], links, { mode: 'host-gw' });
+    const b = desiredRoutes(self, [self, near, far], links, { mode: 'host-gw', overlay });
+    expect(b).toEqual(a);
+  });
+
+  it('rejects an unknown mode', () => {
+    expect(() => desiredRoutes(self, [], links, { mode: 'ipip' as RoutingMode })).toThrow(
+      /unsupported routing mode/,
+    );
+  });
+});
+
+describe('vtepAddress (flannel scheme)', () => {
+  it('is the network address of the first pod CIDR of the family, in CIDR order', () => {
+    expect(vtepAddress(['10.244.3.0/24', 'fd00:244:3::/64'], 4)).toBe('10.244.3.0');
+    expect(vtepAddress(['10.244.3.0/24', 'fd00:244:3::/64'], 6)).toBe('fd00:244:3::');
+    expect(vtepAddress(['10.245.0.0/24', '10.244.9.0/24'], 4)).toBe('10.244.9.0');
+    expect(vtepAddress(['10.244.3.0/24'], 6)).toBeUndefined();
+    expect(vtepAddress(['bogus'], 4)).toBeUndefined();
+  });
+});
+
+describe('route diff with VXLAN routes', () => {
+  it('owns onlink routes via the VXLAN device (protocol 126 + gateway) and replaces direct <-> vxlan in place', () => {
+    const tunnel = plan('vxlan', [near]).routes;
+    const direct = plan('auto', [near]).routes;
+    for (const r of tunnel) expect(isOwnedRoute(r)).toBe(true);
+    // A node moving from our subnet to another: the same keys, so replaces, never a gap.
+    const d = diffRoutes(tunnel, direct);
+    expect(d).toMatchObject({ add: [], remove: [], conflicts: [] });
+    expect(d.replace.map((r) => `${r.dst} via ${r.gateway} onlink ${r.onlink === true}`)).toEqual([
+      '10.244.2.0/24 via 10.244.2.0 onlink true',
+      'fd00:244:2::/64 via fd00:244:2:: onlink true',
+    ]);
+    // Programmed exactly as desired: nothing to do (the kernel reports onlink back).
+    expect(diffRoutes(tunnel, tunnel)).toMatchObject({
+      add: [],
+      replace: [],
+      remove: [],
+      unchanged: tunnel.length,
+    });
+  });
+});
