@@ -1,0 +1,424 @@
+import { spawnSync } from 'node:child_process';
+import { copyFileSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import type { CoverageReport } from '../../../pkg/ops/coverage.ts';
+import type { DoctorReport } from '../../../pkg/ops/doctor.ts';
+import type { LeasesView, RoutesView, StatusView } from '../../../pkg/ops/views.ts';
+import { AGENT_BINARY, SHIM_BINARY } from '../../support/cni-driver.ts';
+import { delNetns, ip, ipJson, nsExec, nsSysctl } from '../../support/netns.ts';
+import {
+  Testbed,
+  type TestbedNode,
+  type TestbedPod,
+  testbedSkipReason,
+} from '../../support/testbed/index.ts';
+import { parseExposition } from '../../unit/observe/prom-text.ts';
+
+/**
+ * The operator's view against real agents: a two-node test bed (Kubernetes mode, test API server),
+ * metrics scraped from inside a node namespace on the agent's --metrics-addr, the CLI run inside
+ * the node namespace against the agent's admin socket, and faults injected by hand into the node.
+ */
+const skip = testbedSkipReason();
+const RESYNC_S = 10;
+
+function sleep(ms: number): Promise<void> {
+  return new Promise((r) => setTimeout(r, ms));
+}
+
+interface CliRun {
+  code: number | null;
+  stdout: string;
+  stderr: string;
+}
+
+/** `trellis-agent ARGS` inside the node's namespace, as `kubectl exec ds/trellis -- trellis-agent` would. */
+function cli(node: TestbedNode, ...args: string[]): CliRun {
+  const r = spawnSync('ip', ['netns', 'exec', node.ns, AGENT_BINARY, ...args], {
+    encoding: 'utf8',
+    timeout: 30_000,
+  });
+  return { code: r.status, stdout: r.stdout, stderr: r.stderr };
+}
+
+function cliJson<T>(
+  node: TestbedNode,
+  cmd: string,
+  ...args: string[]
+): { code: number | null; doc: T; run: CliRun } {
+  const run = cli(node, cmd, '--socket', node.agent!.socket, '--json', ...args);
+  let doc: T;
+  try {
+    doc = JSON.parse(run.stdout) as T;
+  } catch {
+    throw new Error(`${cmd}: not JSON (exit ${run.code}): ${run.stdout}\n${run.stderr}`);
+  }
+  return { code: run.code, doc, run };
+}
+
+function doctor(node: TestbedNode): { code: number | null; report: DoctorReport; text: string } {
+  const { code, doc, run } = cliJson<DoctorReport>(node, 'doctor');
+  return { code, report: doc, text: `${run.stdout}${run.stderr}` };
+}
+
+function findings(r: DoctorReport, check: string): string[] {
+  return r.checks.find((c) => c.name === check)?.findings.map((f) => `${f.problem} | fix: ${f.fix}`) ?? [];
+}
+
+async function until<T>(what: string, timeoutMs: number, fn: () => T, ok: (v: T) => boolean): Promise<T> {
+  const start = Date.now();
+  let v = fn();
+  while (!ok(v)) {
+    if (Date.now() - start > timeoutMs)
+      throw new Error(`${what}: not reached in ${timeoutMs} ms; last: ${JSON.stringify(v)}`);
+    await sleep(200);
+    v = fn();
+  }
+  return v;
+}
+
+function curl(node: TestbedNode, path: string): { status: number; body: string } {
+  const out = nsExec(node.ns, 'curl', [
+    '-s',
+    '-m',
+    '5',
+    '-w',
+    '\n%{http_code}',
+    `http://${node.plan.v4}:9743${path}`,
+  ]);
+  const nl = out.lastIndexOf('\n');
+  return { status: Number(out.slice(nl + 1)), body: out.slice(0, nl) };
+}
+
+const title = 'ops: metrics, health, admin CLI, doctor and coverage against real agents';
+describe.skipIf(skip !== undefined)(skip === undefined ? title : `${title} (skipped: ${skip})`, () => {
+  let tb: Testbed;
+  let n1: TestbedNode;
+  let n2: TestbedNode;
+  const pods: TestbedPod[] = [];
+
+  beforeAll(async () => {
+    tb = await Testbed.create({
+      segments: [{ nodes: 2 }],
+      agentArgs: ['--resync-seconds', String(RESYNC_S)],
+    });
+    [n1, n2] = tb.nodes() as [TestbedNode, TestbedNode];
+    for (let i = 0; i < 3; i++) pods.push(await tb.addPod(n1.name));
+  }, 120_000);
+
+  afterAll(async () => {
+    await tb?.teardown();
+  });
+
+  it('/metrics counts what happened: 3 ADDs -> ADD counter 3, histogram count 3, IPAM used 3 per family', () => {
+    const r = curl(n1, '/metrics');
+    expect(r.status).toBe(200);
+    const m = parseExposition(r.body);
+    expect(m.get('trellis_cni_calls_total', { verb: 'ADD', outcome: 'ok' })).toBe(3);
+    expect(m.get('trellis_cni_call_duration_seconds_count', { verb: 'ADD' })).toBe(3);
+    expect(m.get('trellis_cni_call_duration_seconds_bucket', { verb: 'ADD', le: '+Inf' })).toBe(3);
+    expect(m.get('trellis_cni_call_duration_seconds_sum', { verb: 'ADD' })).toBeGreaterThan(0);
+    expect(m.get('trellis_ipam_used', { family: '4', range: n1.plan.podCIDRs[0] })).toBe(3);
+    expect(m.get('trellis_ipam_used', { family: '6', range: n1.plan.podCIDRs[1] })).toBe(3);
+    expect(m.get('trellis_ipam_capacity', { family: '4', range: n1.plan.podCIDRs[0] })).toBe(253);
+    expect(m.get('trellis_agent_ready')).toBe(1);
+    expect(m.get('trellis_node_watch_restarts')).toBe(0);
+    expect(m.get('trellis_peer_route_ok', { peer: n2.name, family: '4', path: 'direct' })).toBe(1);
+    expect(m.get('trellis_peer_route_ok', { peer: n2.name, family: '6', path: 'direct' })).toBe(1);
+    expect(m.get('trellis_reconcile_total', { outcome: 'ok' })).toBeGreaterThanOrEqual(1);
+    expect(
+      m.get('trellis_build_info', {
+        version: JSON.parse(readFileSync(join(import.meta.dirname, '../../../package.json'), 'utf8')).version,
+      }),
+    ).toBe(1);
+    // The other node saw no CNI call at all.
+    const other = parseExposition(curl(n2, '/metrics').body);
+    expect(other.all('trellis_cni_calls_total')).toEqual([]);
+    expect(other.get('trellis_ipam_used', { family: '4' })).toBe(0);
+  });
+
+  it('/healthz and /readyz answer 200 with their checks on a ready node', () => {
+    const h = curl(n1, '/healthz');
+    expect(h.status).toBe(200);
+    expect(JSON.parse(h.body)).toEqual({ status: 'ok', checks: { eventLoop: 'ok', nodeWatch: 'ok' } });
+    const r = curl(n1, '/readyz');
+    expect(r.status).toBe(200);
+    expect(JSON.parse(r.body)).toEqual({ status: 'ok', checks: { agent: 'ok', reconcile: 'ok' } });
+  });
+
+  it('status, routes and leases print what the agent and the kernel have', () => {
+    const st = cliJson<StatusView>(n1, 'status');
+    expect(st.code).toBe(0);
+    expect(st.doc).toMatchObject({
+      node: n1.name,
+      ready: true,
+      podCIDRs: [...n1.plan.podCIDRs],
+      leases: 3,
+      standalone: false,
+    });
+    const human = cli(n1, 'status', '--socket', n1.agent!.socket);
+    expect(human.stdout).toMatch(new RegExp(`^node:\\s+${n1.name}$`, 'm'));
+
+    const rt = cliJson<RoutesView>(n1, 'routes');
+    expect(rt.code).toBe(0);
+    expect(rt.doc.drift).toBe(0);
+    const kernel = [
+      ...ipJson<{ dst: string; gateway?: string; type?: string }[]>(
+        n1.ns,
+        '-4',
+        'route',
+        'show',
+        'proto',
+        '126',
+      ),
+      ...ipJson<{ dst: string; gateway?: string; type?: string }[]>(
+        n1.ns,
+        '-6',
+        'route',
+        'show',
+        'proto',
+        '126',
+      ),
+    ];
+    const rows = rt.doc.routes.map((r) => [r.dst, r.state]);
+    expect(rows).toEqual(
+      expect.arrayContaining([
+        [n2.plan.podCIDRs[0], 'ok'],
+        [n2.plan.podCIDRs[1], 'ok'],
+        [n1.plan.podCIDRs[0], 'ok'],
+        [n1.plan.podCIDRs[1], 'ok'],
+      ]),
+    );
+    for (const r of rt.doc.routes) {
+      const k = kernel.find((x) => x.dst === r.dst);
+      expect(k, r.dst).toBeDefined();
+      if (r.want === 'blackhole') expect(k!.type).toBe('blackhole');
+      else expect(r.have).toContain(`via ${k!.gateway}`);
+    }
+    expect(rt.doc.peers.map((p) => [p.node, p.family, p.path])).toEqual([
+      [n2.name, 4, 'direct'],
+      [n2.name, 6, 'direct'],
+    ]);
+
+    const ls = cliJson<LeasesView>(n1, 'leases');
+    expect(ls.code).toBe(0);
+    const links = ipJson<{ ifname: string }[]>(n1.ns, 'link', 'show').map((l) => l.ifname);
+    expect(ls.doc.leases.map((l) => [l.podName, [...l.addresses].sort()]).sort()).toEqual(
+      pods.map((p) => [p.name, [p.v4, p.v6].sort()]).sort(),
+    );
+    for (const l of ls.doc.leases) {
+      expect(links).toContain(l.hostVeth);
+      expect(l.netns).toBe(pods.find((p) => p.name === l.podName)!.netnsPath);
+    }
+    const table = cli(n1, 'leases', '--socket', n1.agent!.socket).stdout;
+    for (const p of pods) expect(table).toContain(`default/${p.name}`);
+  });
+
+  it('doctor passes on the healthy node and exits 0', () => {
+    const d = doctor(n1);
+    expect(
+      d.report.checks.filter((c) => c.findings.length > 0),
+      d.text,
+    ).toEqual([]);
+    expect(d.code).toBe(0);
+    const human = cli(n1, 'doctor', '--socket', n1.agent!.socket);
+    expect(human.code).toBe(0);
+    expect(human.stdout).toContain('no problems found');
+  });
+
+  it('doctor: IPv4 forwarding turned off', async () => {
+    nsSysctl(n1.ns, 'net.ipv4.ip_forward', '0');
+    try {
+      const d = doctor(n1);
+      expect(d.code).toBe(1);
+      expect(findings(d.report, 'forwarding').join('\n')).toMatch(
+        /net\.ipv4\.ip_forward is 0.*fix: sysctl -w net\.ipv4\.ip_forward=1/,
+      );
+    } finally {
+      nsSysctl(n1.ns, 'net.ipv4.ip_forward', '1');
+    }
+    expect(doctor(n1).code).toBe(0);
+  });
+
+  it('doctor: strict rp_filter where pod traffic passes', () => {
+    const before = nsExec(n1.ns, 'sysctl', ['-n', 'net.ipv4.conf.all.rp_filter']).trim();
+    nsSysctl(n1.ns, 'net.ipv4.conf.all.rp_filter', '1');
+    try {
+      const d = doctor(n1);
+      expect(d.code).toBe(1);
+      const f = findings(d.report, 'rp-filter');
+      expect(f.join('\n')).toMatch(/rp_filter on eth0 is strict/);
+      expect(f.join('\n')).toMatch(/rp_filter on trl[0-9a-f]{12} is strict/);
+    } finally {
+      nsSysctl(n1.ns, 'net.ipv4.conf.all.rp_filter', before);
+    }
+    expect(doctor(n1).code).toBe(0);
+  });
+
+  it('doctor: a route changed by hand to one trellis does not own (drift the agent will not overwrite)', async () => {
+    const dst = n2.plan.podCIDRs[0];
+    ip(n1.ns, 'route', 'replace', dst, 'via', n2.plan.v4, 'proto', 'static');
+    try {
+      const d = doctor(n1);
+      expect(d.code).toBe(1);
+      expect(findings(d.report, 'routes').join('\n')).toMatch(
+        new RegExp(
+          `route ${dst.replace(/\./g, '\\.')} is held by a route trellis does not own \\(via ${n2.plan.v4} dev eth0 proto 4\\)`,
+        ),
+      );
+      const rt = cliJson<RoutesView>(n1, 'routes');
+      expect(rt.code).toBe(1);
+      expect(rt.doc.routes.find((r) => r.dst === dst)?.state).toBe('conflict');
+    } finally {
+      ip(n1.ns, 'route', 'del', dst, 'proto', 'static');
+    }
+    // The agent puts its own route back at its next pass.
+    await until(
+      'doctor clean again',
+      (RESYNC_S + 5) * 1000,
+      () => doctor(n1).code,
+      (c) => c === 0,
+    );
+  });
+
+  it('doctor: the config list removed, and another one sorting first', async () => {
+    const conf = tb.conflistPath(n1.name);
+    const confDir = join(conf, '..');
+    rmSync(conf);
+    const d = doctor(n1);
+    expect(d.code).toBe(1);
+    expect(findings(d.report, 'cni-config').join('\n')).toMatch(
+      /10-trellis\.conflist is missing from .*: the runtime cannot create pod networks/,
+    );
+    // The agent republishes it at its next pass.
+    await until(
+      'config list back',
+      (RESYNC_S + 5) * 1000,
+      () => doctor(n1).code,
+      (c) => c === 0,
+    );
+
+    const other = join(confDir, '05-bridge.conflist');
+    writeFileSync(
+      other,
+      JSON.stringify({ cniVersion: '1.0.0', name: 'other', plugins: [{ type: 'bridge' }] }),
+    );
+    try {
+      const d2 = doctor(n1);
+      expect(d2.code).toBe(1);
+      expect(findings(d2.report, 'cni-config').join('\n')).toMatch(
+        /05-bridge\.conflist sorts before 10-trellis\.conflist.*fix: remove .*05-bridge\.conflist/,
+      );
+    } finally {
+      rmSync(other, { force: true });
+    }
+    expect(doctor(n1).code).toBe(0);
+  });
+
+  it('doctor: the installed plugin is not the agent version', () => {
+    const bin = join(n1.dir, 'bin', 'trellis');
+    writeFileSync(bin, '#!/bin/sh\necho "trellis 0.0.1"\n', { mode: 0o755 });
+    try {
+      const d = doctor(n1);
+      expect(d.code).toBe(1);
+      expect(findings(d.report, 'shim-version').join('\n')).toMatch(
+        /trellis is version 0\.0\.1, the agent is \d+\.\d+\.\d+/,
+      );
+    } finally {
+      copyFileSync(SHIM_BINARY, `${bin}.tmp`);
+      spawnSync('mv', ['-f', `${bin}.tmp`, bin]);
+    }
+    expect(doctor(n1).code).toBe(0);
+  });
+
+  it('doctor: an orphan trellis veth without a lease', () => {
+    const name = 'trl0123456789ab';
+    ip(n1.ns, 'link', 'add', name, 'type', 'veth', 'peer', 'name', 'orphanpeer');
+    try {
+      const d = doctor(n1);
+      expect(d.code).toBe(1);
+      expect(findings(d.report, 'veths')).toEqual([
+        `host veth ${name} has no lease: left over from an interrupted ADD or DEL | fix: ip link del ${name} (or restart the trellis pod: its start-up sweep removes it)`,
+      ]);
+    } finally {
+      ip(n1.ns, 'link', 'del', name);
+    }
+    expect(doctor(n1).code).toBe(0);
+  });
+
+  it('doctor: a leaked lease (the pod namespace vanished without DEL); the agent restart sweeps it', async () => {
+    const pod = pods.pop()!;
+    delNetns(pod.ns); // the kernel destroys the veth pair with it
+    const d = doctor(n1);
+    expect(d.code).toBe(1);
+    const f = findings(d.report, 'leases').join('\n');
+    expect(f).toContain(`of default/${pod.name} is leaked: its network namespace ${pod.netnsPath} is gone`);
+    expect(f).toContain(pod.v4);
+    await tb.restartAgent(n1.name);
+    const after = doctor(n1);
+    expect(
+      after.report.checks.filter((c) => c.findings.length > 0),
+      after.text,
+    ).toEqual([]);
+    expect(after.code).toBe(0);
+    expect(cliJson<LeasesView>(n1, 'leases').doc.leases).toHaveLength(pods.length);
+  });
+
+  it('doctor without an agent: exit 1, says the admin socket is unreachable, still checks the host', async () => {
+    await tb.stopAgent(n2.name);
+    try {
+      const run = cli(n2, 'doctor', '--socket', n2.agent!.socket, '--json');
+      expect(run.code).toBe(1);
+      const r = JSON.parse(run.stdout) as DoctorReport;
+      expect(findings(r, 'agent').join('\n')).toMatch(/cannot reach the agent's admin socket/);
+      expect(r.checks.find((c) => c.name === 'forwarding')!.skipped).toBeUndefined();
+      expect(cli(n2, 'status', '--socket', n2.agent!.socket).code).toBe(1);
+    } finally {
+      await tb.startAgent(n2.name);
+    }
+  });
+
+  it('coverage: every node covered, then a node without agent or routes and one without pod CIDR', async () => {
+    const cov = (): { code: number | null; doc: CoverageReport } => {
+      const run = cli(n1, 'coverage', '--kubeconfig', tb.kubeconfig, '--json');
+      return { code: run.code, doc: JSON.parse(run.stdout) as CoverageReport };
+    };
+    const first = await until('coverage clean', 20_000, cov, (c) => c.code === 0);
+    expect(first.doc.nodes.map((n) => [n.node, n.agent])).toEqual([
+      [n1.name, 'ready'],
+      [n2.name, 'ready'],
+    ]);
+    await tb.api.createNode({
+      metadata: { name: 'ghost' },
+      spec: { podCIDRs: ['10.244.99.0/24'] },
+      status: { addresses: [{ type: 'InternalIP', address: '198.51.100.7' }] },
+    });
+    await tb.api.createNode({ metadata: { name: 'bare' }, spec: {}, status: {} });
+    try {
+      const gaps = await until(
+        'ghost reported missing by both agents',
+        20_000,
+        cov,
+        (c) => c.doc.nodes.find((n) => n.node === 'ghost')?.missingOn.length === 2,
+      );
+      expect(gaps.code).toBe(1);
+      const by = Object.fromEntries(gaps.doc.nodes.map((n) => [n.node, n]));
+      expect(by.ghost!.agent).toBe('absent');
+      expect(by.ghost!.missingOn.sort()).toEqual([`${n1.name}/v4`, `${n2.name}/v4`]);
+      expect(by.ghost!.problems.map((p) => p.problem).join('\n')).toMatch(/no trellis agent has reported/);
+      expect(by.bare!.problems.map((p) => p.problem)).toContain(
+        'the node has no pod CIDR (spec.podCIDRs is empty)',
+      );
+      expect(by[n1.name]!.problems).toEqual([]);
+      const human = cli(n1, 'coverage', '--kubeconfig', tb.kubeconfig);
+      expect(human.code).toBe(1);
+      expect(human.stdout).toMatch(/^ghost\s+10\.244\.99\.0\/24\s+absent\s+-\s+/m);
+      expect(human.stdout).toMatch(/2 of 4 nodes have gaps/);
+    } finally {
+      await tb.api.deleteNode('ghost');
+      await tb.api.deleteNode('bare');
+    }
+    await until('coverage clean again', 20_000, cov, (c) => c.code === 0);
+  });
+});
