@@ -13,6 +13,7 @@ import {
   type TestbedPod,
   testbedSkipReason,
 } from '../../support/testbed/index.ts';
+import { nodeObject } from '../../support/testbed/plan.ts';
 import { parseExposition } from '../../unit/observe/prom-text.ts';
 
 /**
@@ -420,5 +421,37 @@ describe.skipIf(skip !== undefined)(skip === undefined ? title : `${title} (skip
       await tb.api.deleteNode('bare');
     }
     await until('coverage clean again', 20_000, cov, (c) => c.code === 0);
+  });
+
+  it('/readyz turns 503 with the reason while the own Node is gone from the API, 200 once it is back', async () => {
+    await tb.api.deleteNode(n2.name);
+    try {
+      const r = await until(
+        'readyz 503',
+        20_000,
+        () => curl(n2, '/readyz'),
+        (x) => x.status === 503,
+      );
+      expect(JSON.parse(r.body)).toEqual({
+        status: 'failing',
+        checks: {
+          agent: 'ok',
+          reconcile: `the last reconcile pass is waiting: Node ${n2.name} does not exist in the API`,
+        },
+      });
+      // Liveness is unaffected: the process and its watch are fine.
+      expect(curl(n2, '/healthz').status).toBe(200);
+      expect(
+        parseExposition(curl(n2, '/metrics').body).get('trellis_reconcile_total', { outcome: 'waiting' }),
+      ).toBeGreaterThanOrEqual(1);
+    } finally {
+      await tb.api.createNode(nodeObject(n2.plan));
+    }
+    await until(
+      'readyz 200',
+      20_000,
+      () => curl(n2, '/readyz').status,
+      (c) => c === 200,
+    );
   });
 });
