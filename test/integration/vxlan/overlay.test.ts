@@ -1,10 +1,14 @@
 import { execFileSync } from 'node:child_process';
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { Family, NetlinkHandle } from '../../../pkg/datapath/ports.ts';
 import { createNetnsPort } from '../../../pkg/netns/index.ts';
 import { type ReconcileReport, RouteReconciler } from '../../../pkg/routes/reconciler.ts';
 import type { PeerNode, RoutingMode } from '../../../pkg/routes/types.ts';
 import { IpRouteTool, VxlanOverlay, vtepMac } from '../../../pkg/vxlan/index.ts';
+import { AGENT_BINARY, builtSkipReason } from '../../support/cni-driver.ts';
 import {
   ip,
   ipJson,
@@ -276,6 +280,10 @@ describe.skipIf(netnsSkipReason !== undefined)(
       expect(nsPing(podA.name, '10.244.2.5', 3)).toBe(true);
       expect(nsPing(podA.name, 'fd00:244:2::5', 3)).toBe(true);
       expect(nsPing(podB.name, '10.244.1.5')).toBe(true);
+      // The node itself reaches remote pods from its VTEP address, so the answer comes back through the tunnel.
+      expect(ip(nodeA.name, 'route', 'get', '10.244.2.5')).toMatch(/dev trellis\.v4 src 10\.244\.1\.0/);
+      expect(nsPing(nodeA.name, '10.244.2.5')).toBe(true);
+      expect(nsPing(nodeA.name, 'fd00:244:2::5')).toBe(true);
       expect(link(nodeA, 'trellis.v4').stats64!.tx.packets).toBeGreaterThanOrEqual(tx4 + 3);
       expect(link(nodeB, 'trellis.v6').stats64!.rx.packets).toBeGreaterThanOrEqual(rx6 + 3);
       // Full-size packets fit: pod MTU 1430 (the IPv6 overhead) minus IPv4 and ICMP headers, DF set.
@@ -353,6 +361,36 @@ describe.skipIf(netnsSkipReason !== undefined)(
       expect(ipJson<KernelLink[]>(nodeA.name, 'link', 'show', 'type', 'vxlan')).toEqual([]);
       expect(routesOn(nodeA, 4)).toEqual(['10.244.3.0/24 via 192.168.10.3 dev eth0']);
     });
+
+    it.skipIf(builtSkipReason() !== undefined)(
+      '`trellis-agent uninstall` (the real binary, in the node namespace) removes the VXLAN devices',
+      async () => {
+        await pass(reconciler(nodeA, 'node-a'), selfA, [published(selfB)]);
+        const vxlans = () =>
+          ipJson<KernelLink[]>(nodeA.name, 'link', 'show', 'type', 'vxlan').map((l) => l.ifname);
+        expect(vxlans().sort()).toEqual(['trellis.v4', 'trellis.v6']);
+        const dir = mkdtempSync(join(tmpdir(), 'trl-vx-uninstall-'));
+        try {
+          const argv = [
+            'netns',
+            'exec',
+            nodeA.name,
+            AGENT_BINARY,
+            'uninstall',
+            '--state-dir',
+            join(dir, 'state'),
+          ];
+          argv.push('--socket', join(dir, 'cni.sock'), '--cni-conf-dir', join(dir, 'net.d'));
+          argv.push('--cni-bin-dir', join(dir, 'bin'));
+          execFileSync('ip', argv, { encoding: 'utf8', stdio: ['ignore', 'pipe', 'pipe'] });
+        } finally {
+          rmSync(dir, { recursive: true, force: true });
+        }
+        expect(vxlans()).toEqual([]);
+        expect(routesOn(nodeA, 4)).toEqual([]);
+        expect(ip(nodeA.name, 'link', 'show', 'dev', 'eth0')).toContain('eth0'); // the underlay stays
+      },
+    );
   },
 );
 
