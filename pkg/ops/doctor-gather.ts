@@ -140,6 +140,7 @@ export async function gatherDoctorFacts(opts: GatherOptions): Promise<DoctorFact
     links,
     defaultRouteIfaces,
     netnsExists,
-    overhead: agent.ok && agent.value.status.mode === 'vxlan' ? 50 : 0,
+    // Peer links are the underlay (direct) or the VXLAN device itself, whose MTU already excludes it.
+    overhead: 0,
   };
 }

@@ -208,7 +208,7 @@ export function podTrafficIfaces(f: DoctorFacts): string[] {
   const out = new Set<string>();
   if (f.agent.ok) {
     for (const l of f.agent.value.leases.leases) out.add(l.hostVeth);
-    for (const p of f.agent.value.routes.peers) if (p.path === 'direct') out.add(p.linkName);
+    for (const p of f.agent.value.routes.peers) if ('linkName' in p) out.add(p.linkName);
   }
   if (![...out].some((n) => !n.startsWith('trl'))) for (const n of f.defaultRouteIfaces) out.add(n);
   const present = new Set(f.links.map((l) => l.name));
@@ -240,7 +240,10 @@ export function checkMtu(f: DoctorFacts): CheckResult {
   const skip = needsAgent(f);
   if (skip !== undefined || !f.agent.ok) return { ...r, skipped: skip };
   const podMtu = f.agent.value.status.mtu;
-  const names = new Set(f.agent.value.routes.peers.filter((p) => p.path === 'direct').map((p) => p.linkName));
+  // The links toward peers: the underlay for direct (host-gw) peers, the VXLAN device (whose MTU already
+  // leaves room for the encapsulation) for overlay peers.
+  const names = new Set<string>();
+  for (const p of f.agent.value.routes.peers) if ('linkName' in p) names.add(p.linkName);
   if (names.size === 0) for (const n of f.defaultRouteIfaces) names.add(n);
   for (const l of f.links) {
     if (!names.has(l.name)) continue;
