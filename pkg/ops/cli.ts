@@ -22,7 +22,7 @@ import type { LeasesView, RoutesView, StatusView } from './views.ts';
 export const OPS_COMMANDS = ['status', 'routes', 'leases', 'doctor', 'coverage'] as const;
 export type OpsCommand = (typeof OPS_COMMANDS)[number];
 
-export const OPS_USAGE = `operator commands (on a node: kubectl exec -n kube-system ds/trellis -- trellis-agent status):
+export const OPS_USAGE = `operator commands (on a node: kubectl exec -n kube-system ds/trellis -- /app/dist/bin/trellis-agent status):
   trellis-agent status   [--json]   the agent: node, pod CIDRs, mode, MTU, readiness, IPAM use
   trellis-agent routes   [--json]   desired vs programmed inter-node routes, per-peer paths (exit 1 on drift)
   trellis-agent leases   [--json]   IPAM leases: pod, addresses, host veth, netns
