@@ -127,6 +127,11 @@ export class AgentObserver {
     }
   }
 
+  /** Where the listeners are: "host:port" of the metrics listener, the admin socket path. */
+  addresses(): string[] {
+    return this.listeners.map((l) => l.address);
+  }
+
   async stop(): Promise<void> {
     this.health.stop();
     this.reporter?.stop();

@@ -23,7 +23,14 @@ export function adminGet<T>(socketPath: string, path: string, timeoutMs = 5000):
       res.on('end', () => {
         const text = Buffer.concat(chunks).toString('utf8');
         if (res.statusCode !== 200) {
-          reject(new AdminError(`${socketPath} ${path}: HTTP ${res.statusCode}: ${text.trim()}`));
+          let why = text.trim();
+          try {
+            const body = JSON.parse(text) as { error?: unknown };
+            if (typeof body.error === 'string') why = body.error;
+          } catch {
+            // Not our JSON: show the text as it came.
+          }
+          reject(new AdminError(`${socketPath} ${path}: HTTP ${res.statusCode}: ${why}`));
           return;
         }
         try {

@@ -364,6 +364,10 @@ describe.skipIf(skip !== undefined)(skip === undefined ? title : `${title} (skip
     ).toEqual([]);
     expect(after.code).toBe(0);
     expect(cliJson<LeasesView>(n1, 'leases').doc.leases).toHaveLength(pods.length);
+    // The new agent counted what its start-up sweep reclaimed.
+    const m = parseExposition(curl(n1, '/metrics').body);
+    expect(m.get('trellis_ipam_leases_reclaimed_total', { reason: 'startup-sweep' })).toBe(1);
+    expect(m.get('trellis_ipam_used', { family: '4' })).toBe(pods.length);
   });
 
   it('doctor without an agent: exit 1, says the admin socket is unreachable, still checks the host', async () => {

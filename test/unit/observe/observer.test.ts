@@ -1,0 +1,121 @@
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import pino from 'pino';
+import { afterEach, describe, expect, it } from 'vitest';
+import type { Agent, AgentSnapshot } from '../../../pkg/agent/agent.ts';
+import { AgentObserver } from '../../../pkg/observe/observer.ts';
+import { adminGet } from '../../../pkg/ops/admin-client.ts';
+import { AGENT_ANNOTATION, decodeReport } from '../../../pkg/ops/node-report.ts';
+import type { StatusView } from '../../../pkg/ops/views.ts';
+import { parseExposition } from './prom-text.ts';
+
+/** The part of the Agent the observer reads, with state the test changes. */
+function fakeAgent(state: { reason: string | undefined }): Agent {
+  const snapshot = (): AgentSnapshot => ({
+    node: 'n1',
+    standalone: false,
+    mode: 'auto',
+    mtu: 1450,
+    podCIDRs: ['10.244.1.0/24'],
+    ready: state.reason === undefined,
+    notReadyReason: state.reason,
+    socket: '/run/trellis/cni.sock',
+    stateDir: '/var/lib/trellis',
+    cniConfDir: '/etc/cni/net.d',
+    cniBinDir: '/opt/cni/bin',
+    leases: [],
+    ipamUsage: [{ family: 4, range: '10.244.1.0/24', capacity: 253, used: 4 }],
+    watch: { restarts: 1, relists: 1, resourceVersion: '7', synced: true },
+  });
+  return {
+    notReadyReason: () => state.reason,
+    snapshot,
+    routeState: async () => undefined,
+  } as unknown as Agent;
+}
+
+describe('AgentObserver', () => {
+  let dir: string | undefined;
+  let obs: AgentObserver | undefined;
+  afterEach(async () => {
+    await obs?.stop();
+    if (dir !== undefined) rmSync(dir, { recursive: true, force: true });
+  });
+
+  it('feeds metrics, health and the Node annotation from the agent hooks, and serves them', async () => {
+    dir = mkdtempSync(join(tmpdir(), 'trl-observer-'));
+    const writes: Record<string, string | null>[] = [];
+    const state: { reason: string | undefined } = { reason: 'waiting for the first reconcile' };
+    obs = new AgentObserver({
+      nodeName: 'n1',
+      version: '9.9.9',
+      metricsAddr: '127.0.0.1:0',
+      adminSocket: join(dir, 'admin.sock'),
+      kube: {
+        annotateNode: async (_name, ann) => {
+          writes.push(ann);
+        },
+      },
+      log: pino({ level: 'silent' }),
+    });
+    const hooks = obs.hooks();
+    obs.attach(fakeAgent(state));
+    await obs.start();
+    const [metricsAddr, adminSocket] = obs.addresses() as [string, string];
+
+    expect((await fetch(`http://${metricsAddr}/readyz`)).status).toBe(503);
+    hooks.onPass?.({ kind: 'waiting', reason: 'Node n1 has no spec.podCIDRs yet' });
+    state.reason = undefined;
+    hooks.onPass?.({
+      kind: 'ok',
+      durationMs: 3,
+      report: {
+        added: 1,
+        replaced: 0,
+        removed: 0,
+        unchanged: 0,
+        removalsDeferred: 0,
+        errors: [],
+        problems: [],
+        conflicts: [],
+        durationMs: 3,
+        decisions: [
+          {
+            node: 'n2',
+            family: 4,
+            path: 'unreachable',
+            nodeIP: '10.9.0.2',
+            podCIDRs: ['10.244.2.0/24'],
+            reason: 'x',
+          },
+        ],
+      },
+    });
+    hooks.onCniCall?.({ verb: 'GC', outcome: 'ok', code: undefined, durationMs: 2, released: 2 });
+    hooks.onLeasesReclaimed?.('startup-sweep', 1);
+    await new Promise((r) => setTimeout(r, 10));
+
+    expect((await fetch(`http://${metricsAddr}/readyz`)).status).toBe(200);
+    expect((await fetch(`http://${metricsAddr}/healthz`)).status).toBe(200);
+    const m = parseExposition(await (await fetch(`http://${metricsAddr}/metrics`)).text());
+    expect(m.get('trellis_ipam_leases_reclaimed_total', { reason: 'cni-gc' })).toBe(2);
+    expect(m.get('trellis_ipam_leases_reclaimed_total', { reason: 'startup-sweep' })).toBe(1);
+    expect(m.get('trellis_cni_calls_total', { verb: 'GC', outcome: 'ok' })).toBe(1);
+    expect(m.get('trellis_ipam_used', { family: '4' })).toBe(4);
+    expect(m.get('trellis_node_watch_restarts')).toBe(1);
+    expect(m.get('trellis_peer_route_ok', { peer: 'n2', path: 'unreachable' })).toBe(0);
+
+    const reports = writes.map((w) => decodeReport(w[AGENT_ANNOTATION]!));
+    expect(reports.map((r) => r.ok && [r.report.ready, r.report.missing])).toEqual([
+      [false, []],
+      [true, ['n2/v4']],
+    ]);
+
+    const status = await adminGet<StatusView>(adminSocket, '/status');
+    expect(status).toMatchObject({ node: 'n1', version: '9.9.9', ready: true, mtu: 1450 });
+    await expect(adminGet(adminSocket, '/routes')).rejects.toThrow(
+      /HTTP 500.*not started its route reconciler/,
+    );
+  });
+});
