@@ -21,7 +21,6 @@ import {
   delList,
   REFERENCE_PLUGIN_DIR,
   runPlugin,
-  SHIM_BINARY,
 } from '../cni-driver.ts';
 import { delNetns, ip, ipJson, nsSysctl, TEST_NETNS_PREFIX } from '../netns.ts';
 import { UnixApiClient } from './api.ts';
@@ -29,16 +28,25 @@ import {
   API_PORT,
   controlPlaneAddr,
   ECHO_PORT,
-  INTERNET,
   type NodePlan,
   nodeObject,
   planNode,
   planNodes,
-  routerAddr,
   type SegmentSpec,
-  UNDERLAY,
 } from './plan.ts';
+import {
+  firstLine,
+  isRunning,
+  killNamespaceProcesses,
+  namespacesWithPrefix,
+  pool,
+  processesMentioning,
+  sleep,
+  trackExit,
+  waitForBuild,
+} from './processes.ts';
 import { type ConnectivityMatrix, type MatrixCell, type PodEndpoint, summarizeMatrix } from './report.ts';
+import { addSegment, wireHost, wireInternet } from './wiring.ts';
 
 const execFileP = promisify(execFile);
 
@@ -110,75 +118,9 @@ interface Tracked {
   exited: Promise<void>;
 }
 
-const SEGMENT_BRIDGE = (s: number): string => `br${s}`;
 const LOOPBACK = join(REFERENCE_PLUGIN_DIR, 'loopback');
 const ECHO_SCRIPT = join(import.meta.dirname, 'echo.ts');
 const CONTROL_PLANE_SCRIPT = join(import.meta.dirname, 'control-plane.ts');
-
-function sleep(ms: number): Promise<void> {
-  return new Promise((r) => setTimeout(r, ms));
-}
-
-function trackExit(child: ChildProcess): Promise<void> {
-  return new Promise((resolve) => {
-    if (child.exitCode !== null || child.signalCode !== null) resolve();
-    else child.once('exit', () => resolve());
-  });
-}
-
-/** Resolves with the first stdout line of a child, or rejects on exit/timeout. */
-function firstLine(child: ChildProcess, what: string, timeoutMs: number): Promise<string> {
-  return new Promise((resolve, reject) => {
-    let out = '';
-    let err = '';
-    const timer = setTimeout(
-      () => reject(new Error(`${what}: no output after ${timeoutMs} ms: ${err}`)),
-      timeoutMs,
-    );
-    child.stderr?.setEncoding('utf8').on('data', (d: string) => {
-      err += d;
-    });
-    child.stdout?.setEncoding('utf8').on('data', (d: string) => {
-      out += d;
-      const nl = out.indexOf('\n');
-      if (nl >= 0) {
-        clearTimeout(timer);
-        resolve(out.slice(0, nl));
-      }
-    });
-    child.once('exit', (code, signal) => {
-      clearTimeout(timer);
-      reject(new Error(`${what} exited (${code ?? signal}) before it was ready: ${err}`));
-    });
-  });
-}
-
-/**
- * dist/ is deleted and recreated by every build (`scripts/build.ts`); on a machine where someone is
- * rebuilding, wait for both binaries rather than failing half-way through start-up.
- */
-async function waitForBuild(timeoutMs: number): Promise<void> {
-  const deadline = Date.now() + timeoutMs;
-  while (!existsSync(AGENT_BINARY) || !existsSync(SHIM_BINARY)) {
-    if (Date.now() > deadline)
-      throw new Error(`${AGENT_BINARY} or ${SHIM_BINARY} missing: run \`npm run build\``);
-    await sleep(250);
-  }
-}
-
-/** Runs async tasks with at most `limit` in flight. */
-async function pool<T, R>(items: readonly T[], limit: number, fn: (t: T) => Promise<R>): Promise<R[]> {
-  const out: R[] = new Array(items.length);
-  let next = 0;
-  const worker = async (): Promise<void> => {
-    while (next < items.length) {
-      const i = next++;
-      out[i] = await fn(items[i]!);
-    }
-  };
-  await Promise.all(Array.from({ length: Math.min(limit, items.length) }, worker));
-  return out;
-}
 
 export class Testbed {
   /** `trl-<4 hex>`: every namespace and the temp dir start with it. */
@@ -281,44 +223,24 @@ export class Testbed {
   /** A bridge in the fabric and a router leg for segment s (idempotent). */
   private ensureSegment(s: number): void {
     if (this.segments.has(s)) return;
-    const br = SEGMENT_BRIDGE(s);
-    ip(this.fabricNs, 'link', 'add', br, 'type', 'bridge', 'mcast_snooping', '0');
-    ip(this.fabricNs, 'link', 'set', br, 'up');
-    this.plugIn(this.routerNs, `eth${s}`, `r${s}`, s);
-    ip(this.routerNs, 'addr', 'add', `${routerAddr(s, 4)}/24`, 'dev', `eth${s}`);
-    ip(this.routerNs, 'addr', 'add', `${routerAddr(s, 6)}/64`, 'dev', `eth${s}`, 'nodad');
+    addSegment(this.fabricNs, this.routerNs, s);
     this.segments.add(s);
-  }
-
-  /** A veth from `ns` (named `inner`) to segment s's bridge (fabric side named `outer`). */
-  private plugIn(ns: string, inner: string, outer: string, s: number): void {
-    ip(ns, 'link', 'add', inner, 'type', 'veth', 'peer', 'name', outer, 'netns', this.fabricNs);
-    ip(this.fabricNs, 'link', 'set', outer, 'master', SEGMENT_BRIDGE(s), 'up');
-    ip(ns, 'link', 'set', inner, 'up');
   }
 
   private buildInternet(): void {
     this.addNs(this.internetNs);
-    ip(this.internetNs, 'link', 'add', 'eth0', 'type', 'veth', 'peer', 'name', 'up0', 'netns', this.routerNs);
-    ip(this.internetNs, 'addr', 'add', `${INTERNET.v4}/${INTERNET.prefix4}`, 'dev', 'eth0');
-    ip(this.internetNs, 'addr', 'add', `${INTERNET.v6}/${INTERNET.prefix6}`, 'dev', 'eth0', 'nodad');
-    ip(this.internetNs, 'link', 'set', 'eth0', 'up');
-    ip(this.routerNs, 'addr', 'add', `${INTERNET.router4}/${INTERNET.prefix4}`, 'dev', 'up0');
-    ip(this.routerNs, 'addr', 'add', `${INTERNET.router6}/${INTERNET.prefix6}`, 'dev', 'up0', 'nodad');
-    ip(this.routerNs, 'link', 'set', 'up0', 'up');
-    // Return routes to the underlay only: pod addresses must be masqueraded to get answers.
-    ip(this.internetNs, 'route', 'add', UNDERLAY.v4, 'via', INTERNET.router4);
-    ip(this.internetNs, '-6', 'route', 'add', UNDERLAY.v6, 'via', INTERNET.router6);
+    wireInternet(this.internetNs, this.routerNs);
   }
 
   private async buildControlPlane(): Promise<void> {
     const ns = this.controlPlaneNs;
     this.addNs(ns);
-    this.plugIn(ns, 'eth0', 'cp', 0);
-    ip(ns, 'addr', 'add', `${controlPlaneAddr(4)}/24`, 'dev', 'eth0');
-    ip(ns, 'addr', 'add', `${controlPlaneAddr(6)}/64`, 'dev', 'eth0', 'nodad');
-    ip(ns, 'route', 'add', 'default', 'via', routerAddr(0, 4));
-    ip(ns, '-6', 'route', 'add', 'default', 'via', routerAddr(0, 6));
+    wireHost(this.fabricNs, ns, {
+      outer: 'cp',
+      segment: 0,
+      v4: controlPlaneAddr(4),
+      v6: controlPlaneAddr(6),
+    });
     const child = this.spawnIn(ns, 'control plane', [
       process.execPath,
       CONTROL_PLANE_SCRIPT,
@@ -352,11 +274,7 @@ export class Testbed {
     const node: TestbedNode = { plan, name: plan.name, ns, dir, agent: undefined, logs: [], podCount: 0 };
     this.nodeMap.set(plan.name, node);
     this.addNs(ns);
-    this.plugIn(ns, 'eth0', `n${plan.index}`, plan.segment);
-    ip(ns, 'addr', 'add', `${plan.v4}/24`, 'dev', 'eth0');
-    ip(ns, 'addr', 'add', `${plan.v6}/64`, 'dev', 'eth0', 'nodad');
-    ip(ns, 'route', 'add', 'default', 'via', plan.gateway4);
-    ip(ns, '-6', 'route', 'add', 'default', 'via', plan.gateway6);
+    wireHost(this.fabricNs, ns, { outer: `n${plan.index}`, segment: plan.segment, v4: plan.v4, v6: plan.v6 });
     if (this.agentMode === 'kubernetes') {
       await Promise.all([this.api.createNode(nodeObject(plan)), this.installCni(node)]);
     }
@@ -743,11 +661,11 @@ export class Testbed {
       ),
     );
     for (const t of this.tracked) {
-      if (t.child.exitCode === null && t.child.signalCode === null) t.child.kill('SIGTERM');
+      if (isRunning(t.child)) t.child.kill('SIGTERM');
     }
     await Promise.race([Promise.all(this.tracked.map((t) => t.exited)), sleep(3000)]);
     for (const t of this.tracked) {
-      if (t.child.exitCode === null && t.child.signalCode === null) t.child.kill('SIGKILL');
+      if (isRunning(t.child)) t.child.kill('SIGKILL');
     }
     await Promise.all(this.tracked.map((t) => t.exited));
     // Whatever still runs inside our namespaces (a stray ping) and the namespaces themselves;
@@ -777,29 +695,12 @@ export class Testbed {
   }
 
   private ourNamespaces(): string[] {
-    const out = execFileSync('ip', ['netns', 'list'], { encoding: 'utf8' });
-    return out
-      .split('\n')
-      .map((l) => l.split(' ')[0] ?? '')
-      .filter((n) => n.startsWith(`${this.prefix}-`));
+    return namespacesWithPrefix(this.prefix);
   }
 
-  /** SIGKILLs every process inside one of our namespaces (by pid, as the kernel lists them). */
+  /** SIGKILLs whatever runs inside one of our namespaces (never anyone else's). */
   private killNsProcesses(ns: string): void {
-    if (!ns.startsWith(`${this.prefix}-`) || !existsSync(`/var/run/netns/${ns}`)) return;
-    let pids: string[] = [];
-    try {
-      pids = execFileSync('ip', ['netns', 'pids', ns], { encoding: 'utf8' }).split('\n').filter(Boolean);
-    } catch {
-      return;
-    }
-    for (const pid of pids) {
-      try {
-        process.kill(Number(pid), 'SIGKILL');
-      } catch {
-        // Already gone.
-      }
-    }
+    if (ns.startsWith(`${this.prefix}-`)) killNamespaceProcesses(ns);
   }
 
   /**
@@ -810,24 +711,15 @@ export class Testbed {
     const left: string[] = [];
     for (const ns of this.ourNamespaces()) left.push(`namespace ${ns}`);
     for (const t of this.tracked) {
-      if (t.child.exitCode === null && t.child.signalCode === null)
-        left.push(`process ${t.child.pid} (${t.what})`);
+      if (isRunning(t.child)) left.push(`process ${t.child.pid} (${t.what})`);
     }
     for (const n of this.nodes()) {
       const c = n.agent?.child;
       if (c !== undefined && c.exitCode === null && c.signalCode === null)
         left.push(`agent ${c.pid} (${n.name})`);
     }
-    for (const pid of readdirSync('/proc').filter((d) => /^\d+$/.test(d))) {
-      if (Number(pid) === process.pid) continue;
-      let cmdline = '';
-      try {
-        cmdline = readFileSync(`/proc/${pid}/cmdline`, 'utf8').replaceAll('\0', ' ');
-      } catch {
-        continue;
-      }
-      if (cmdline.includes(`${this.prefix}-`)) left.push(`process ${pid}: ${cmdline.trim().slice(0, 200)}`);
-    }
+    for (const p of processesMentioning(`${this.prefix}-`))
+      left.push(`process ${p.pid}: ${p.cmdline.slice(0, 200)}`);
     for (const d of readdirSync(tmpdir()))
       if (d.startsWith(`${this.prefix}-`)) left.push(`dir ${join(tmpdir(), d)}`);
     return left;

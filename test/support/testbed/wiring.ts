@@ -1,0 +1,59 @@
+import { ip } from '../netns.ts';
+import { INTERNET, routerAddr, UNDERLAY } from './plan.ts';
+
+/**
+ * The test bed's kernel wiring: bridges, veths, addresses and routes, always inside the test bed's
+ * own namespaces (every command is `ip -n NS ...`). IPv6 addresses skip DAD so they are usable at once.
+ */
+
+export function segmentBridge(segment: number): string {
+  return `br${segment}`;
+}
+
+/** A veth from `ns` (named `inner`) to a segment's bridge in the fabric (that end named `outer`). */
+export function plugIn(fabricNs: string, ns: string, inner: string, outer: string, segment: number): void {
+  ip(ns, 'link', 'add', inner, 'type', 'veth', 'peer', 'name', outer, 'netns', fabricNs);
+  ip(fabricNs, 'link', 'set', outer, 'master', segmentBridge(segment), 'up');
+  ip(ns, 'link', 'set', inner, 'up');
+}
+
+/** A bridge for the segment in the fabric, and the router's leg on it (.1 / ::1). */
+export function addSegment(fabricNs: string, routerNs: string, segment: number): void {
+  const br = segmentBridge(segment);
+  ip(fabricNs, 'link', 'add', br, 'type', 'bridge', 'mcast_snooping', '0');
+  ip(fabricNs, 'link', 'set', br, 'up');
+  plugIn(fabricNs, routerNs, `eth${segment}`, `r${segment}`, segment);
+  ip(routerNs, 'addr', 'add', `${routerAddr(segment, 4)}/24`, 'dev', `eth${segment}`);
+  ip(routerNs, 'addr', 'add', `${routerAddr(segment, 6)}/64`, 'dev', `eth${segment}`, 'nodad');
+}
+
+/** The "internet" behind the router; it routes back to the underlay only, never to pod CIDRs. */
+export function wireInternet(internetNs: string, routerNs: string): void {
+  ip(internetNs, 'link', 'add', 'eth0', 'type', 'veth', 'peer', 'name', 'up0', 'netns', routerNs);
+  ip(internetNs, 'addr', 'add', `${INTERNET.v4}/${INTERNET.prefix4}`, 'dev', 'eth0');
+  ip(internetNs, 'addr', 'add', `${INTERNET.v6}/${INTERNET.prefix6}`, 'dev', 'eth0', 'nodad');
+  ip(internetNs, 'link', 'set', 'eth0', 'up');
+  ip(routerNs, 'addr', 'add', `${INTERNET.router4}/${INTERNET.prefix4}`, 'dev', 'up0');
+  ip(routerNs, 'addr', 'add', `${INTERNET.router6}/${INTERNET.prefix6}`, 'dev', 'up0', 'nodad');
+  ip(routerNs, 'link', 'set', 'up0', 'up');
+  // Pod addresses must be masqueraded to get answers from here.
+  ip(internetNs, 'route', 'add', UNDERLAY.v4, 'via', INTERNET.router4);
+  ip(internetNs, '-6', 'route', 'add', UNDERLAY.v6, 'via', INTERNET.router6);
+}
+
+export interface HostWiring {
+  /** The fabric-side veth name (<= 15 chars, unique in the fabric). */
+  outer: string;
+  segment: number;
+  v4: string;
+  v6: string;
+}
+
+/** A host (node or control plane) on a segment: eth0 with both addresses, default routes via the router. */
+export function wireHost(fabricNs: string, ns: string, host: HostWiring): void {
+  plugIn(fabricNs, ns, 'eth0', host.outer, host.segment);
+  ip(ns, 'addr', 'add', `${host.v4}/24`, 'dev', 'eth0');
+  ip(ns, 'addr', 'add', `${host.v6}/64`, 'dev', 'eth0', 'nodad');
+  ip(ns, 'route', 'add', 'default', 'via', routerAddr(host.segment, 4));
+  ip(ns, '-6', 'route', 'add', 'default', 'via', routerAddr(host.segment, 6));
+}
