@@ -33,6 +33,7 @@ import { CniServer } from './cni-server.ts';
 import { type CniCallRecord, createCniService } from './cni-service.ts';
 import type { AgentConfig } from './config.ts';
 import { NodeController, type PassOutcome } from './controller.ts';
+import { withDetachedLinkDelete } from './detached-link-delete.ts';
 import { staleLeases } from './lease-gc.ts';
 import { chooseMtu, encapOverhead, type MtuChoice } from './mtu.ts';
 import { drainSpool } from './spool-drain.ts';
@@ -172,7 +173,13 @@ export class Agent {
         'veth deletion failed',
       ),
     );
-    this.datapath = { host: this.host, netns: this.ports.netns, ipam: this.ipam, deleter: this.deleter };
+    this.datapath = {
+      // Veth deletions (DEL's background work, GC) in an `ip` child: see detached-link-delete.ts.
+      host: withDetachedLinkDelete(this.host),
+      netns: this.ports.netns,
+      ipam: this.ipam,
+      deleter: this.deleter,
+    };
     if (config.mtu > 0) {
       this.mtu = config.mtu;
       this.mtuChoice = { mtu: config.mtu, source: 'configured (--mtu)', overhead: 0 };
