@@ -231,7 +231,10 @@ try {
   }
 } finally {
   for (const p of plugins) p.runner.close();
-  await agent?.kill();
+  if (agent !== undefined) {
+    await Promise.race([agent.stop(), sleep(10_000)]); // SIGTERM first: lets --cpu-prof write its profile
+    await agent.kill();
+  }
   for (const name of podNs) delNetns(name);
   pool.cleanup();
   if (agent !== undefined) removeAgentDir(agent.dir);

@@ -1,0 +1,152 @@
+/**
+ * Datapath throughput: iperf3 TCP between pods, against a plain veth pair between two namespaces
+ * measured in the same run (rounds interleaved, median of the repetitions).
+ *
+ * Paths (all through the real agents and shim, via the multi-node test bed in test/support/testbed):
+ * - same node: pod -> host veth -> routed -> host veth -> pod;
+ * - direct: two nodes on one L2 segment (a bridge in a fabric namespace), routes via the peer's
+ *   InternalIP, agents in Kubernetes mode with --mode auto;
+ * - vxlan: the same two-node layout with --mode vxlan (when the agent supports it).
+ *
+ *   node_modules/.bin/node bench/datapath.ts [--seconds 5] [--reps 3] [--no-vxlan] [--out FILE]
+ */
+import { execFileSync, spawn } from 'node:child_process';
+import { mkdirSync, writeFileSync } from 'node:fs';
+import { dirname, join } from 'node:path';
+import { parseArgs } from 'node:util';
+import { ip, NetnsPool } from '../test/support/netns.ts';
+import { Testbed, type TestbedPod } from '../test/support/testbed/index.ts';
+import { commitId, machine, median, ratio, round, sleep, table } from './lib/stats.ts';
+
+const { values: opts } = parseArgs({
+  options: {
+    seconds: { type: 'string', default: '5' },
+    reps: { type: 'string', default: '3' },
+    'no-vxlan': { type: 'boolean', default: false },
+    out: { type: 'string', default: join(import.meta.dirname, 'results', 'datapath.json') },
+  },
+});
+const SECONDS = Number(opts.seconds);
+const REPS = Number(opts.reps);
+
+/** One iperf3 TCP run from `clientNs` to `addr` (served from `serverNs`), in Gbit/s. */
+async function iperf(clientNs: string, serverNs: string, addr: string): Promise<number> {
+  const server = spawn('ip', ['netns', 'exec', serverNs, 'iperf3', '-s', '-1', '-B', addr, '-p', '5201'], {
+    stdio: 'ignore',
+  });
+  try {
+    await sleep(300);
+    const out = execFileSync(
+      'ip',
+      ['netns', 'exec', clientNs, 'iperf3', '-c', addr, '-p', '5201', '-t', String(SECONDS), '-J'],
+      { encoding: 'utf8', maxBuffer: 64 * 1024 * 1024 },
+    );
+    const j = JSON.parse(out) as { end: { sum_received: { bits_per_second: number } } };
+    return j.end.sum_received.bits_per_second / 1e9;
+  } finally {
+    if (server.exitCode === null) server.kill('SIGKILL');
+  }
+}
+
+interface Path {
+  name: string;
+  run: () => Promise<number>;
+}
+
+const pool = new NetnsPool();
+const beds: Testbed[] = [];
+const results = new Map<string, number[]>();
+const notMeasured: Record<string, string> = {};
+try {
+  // Reference: a veth pair between two namespaces, nothing else.
+  const a = pool.add('dpa');
+  const b = pool.add('dpb');
+  execFileSync('ip', [
+    '-n',
+    a.name,
+    'link',
+    'add',
+    'v0',
+    'type',
+    'veth',
+    'peer',
+    'name',
+    'v1',
+    'netns',
+    b.name,
+  ]);
+  ip(a.name, 'addr', 'add', '10.99.0.1/24', 'dev', 'v0');
+  ip(b.name, 'addr', 'add', '10.99.0.2/24', 'dev', 'v1');
+  ip(a.name, 'link', 'set', 'v0', 'up');
+  ip(b.name, 'link', 'set', 'v1', 'up');
+  const paths: Path[] = [{ name: 'veth pair (reference)', run: () => iperf(a.name, b.name, '10.99.0.2') }];
+
+  const direct = await Testbed.create({ mode: 'auto', segments: [{ nodes: 2 }] });
+  beds.push(direct);
+  const [n1, n2] = direct.nodes();
+  const p1: TestbedPod = await direct.addPod(n1!.name);
+  const p2: TestbedPod = await direct.addPod(n1!.name);
+  const p3: TestbedPod = await direct.addPod(n2!.name);
+  paths.push({ name: 'same node', run: () => iperf(p1.ns, p2.ns, p2.v4) });
+  paths.push({ name: 'across nodes, direct', run: () => iperf(p1.ns, p3.ns, p3.v4) });
+
+  if (opts['no-vxlan']) notMeasured.vxlan = 'skipped (--no-vxlan)';
+  else {
+    try {
+      const vx = await Testbed.create({ mode: 'vxlan', segments: [{ nodes: 2 }] });
+      beds.push(vx);
+      const [v1, v2] = vx.nodes();
+      const q1 = await vx.addPod(v1!.name);
+      const q2 = await vx.addPod(v2!.name);
+      await iperf(q1.ns, q2.ns, q2.v4); // fails here if the overlay does not carry traffic
+      paths.push({ name: 'across nodes, vxlan', run: () => iperf(q1.ns, q2.ns, q2.v4) });
+    } catch (err) {
+      notMeasured.vxlan = `not measured: ${err instanceof Error ? err.message.split('\n')[0] : String(err)}`;
+      process.stderr.write(`vxlan: ${notMeasured.vxlan}\n`);
+    }
+  }
+
+  for (let rep = 0; rep < REPS; rep++) {
+    const order = paths.map((_, i) => paths[(i + rep) % paths.length]!);
+    for (const p of order) {
+      const gbps = await p.run();
+      results.set(p.name, [...(results.get(p.name) ?? []), gbps]);
+      process.stderr.write(`rep ${rep + 1}/${REPS} ${p.name}: ${round(gbps)} Gbit/s\n`);
+    }
+  }
+} finally {
+  for (const bed of beds) await bed.teardown().catch(() => {});
+  pool.cleanup();
+}
+
+const ref = median(results.get('veth pair (reference)') ?? []);
+const summary: Record<string, { gbps: number; runs: number[]; ratio: number }> = {};
+for (const [name, runs] of results) {
+  summary[name] = {
+    gbps: round(median(runs)),
+    runs: runs.map((x) => round(x)),
+    ratio: ratio(median(runs), ref),
+  };
+}
+const commit = commitId();
+process.stdout.write(
+  `${table(
+    ['path', 'Gbit/s (median)', 'vs veth pair', 'runs'],
+    Object.entries(summary).map(([n, s]) => [n, s.gbps, s.ratio, s.runs.join(' ')]),
+  )}\n${Object.entries(notMeasured)
+    .map(([k, v]) => `${k}: ${v}\n`)
+    .join('')}(iperf3 TCP, ${SECONDS} s per run, ${REPS} reps, commit ${commit})\n`,
+);
+const json = {
+  bench: 'datapath',
+  commit,
+  date: new Date().toISOString(),
+  machine: machine(),
+  seconds: SECONDS,
+  reps: REPS,
+  summary,
+  notMeasured,
+};
+mkdirSync(dirname(opts.out), { recursive: true });
+writeFileSync(opts.out, `${JSON.stringify(json)}\n`);
+process.stdout.write(`${JSON.stringify(json)}\n`);

@@ -1,0 +1,226 @@
+/**
+ * Agent footprint at scale: 5,000 Nodes in the test API server (every peer a direct route, masquerade
+ * on as deployed) and 100 pods attached through the real shim. Then the agent is left alone and
+ * sampled from /proc every few seconds: resident memory (VmRSS), CPU (utime + stime over the window,
+ * as % of one core), and the RSS slope (growth). Reference in the same window: an idle Node 24
+ * process (`setInterval`), the runtime's own floor.
+ *
+ *   node_modules/.bin/node bench/footprint.ts [--minutes 2] [--nodes 5000] [--pods 100] [--out FILE]
+ *   node_modules/.bin/node bench/footprint.ts --minutes 10          # the 10-minute growth check
+ *
+ * Runs inside the node namespace (re-executes itself with `ip netns exec`), like route-convergence.
+ */
+import { execFileSync, spawn } from 'node:child_process';
+import { randomBytes } from 'node:crypto';
+import { mkdirSync, mkdtempSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { dirname, join } from 'node:path';
+import { parseArgs } from 'node:util';
+import { type AgentProcess, removeAgentDir, startAgent } from '../test/support/agent-process.ts';
+import { startTestApiServer } from '../test/support/apiserver/server.ts';
+import { runPlugin, SHIM_BINARY } from '../test/support/cni-driver.ts';
+import { NetnsPool } from '../test/support/netns.ts';
+import { fakeCniBinDir, populate, SELF, wireNodeNamespace } from './lib/cluster.ts';
+import { CLK_TCK, cpuTicks, rssBytes, slope } from './lib/proc.ts';
+import { NODE } from './lib/runner-client.ts';
+import { commitId, machine, round, sleep, table } from './lib/stats.ts';
+
+const { values: opts } = parseArgs({
+  options: {
+    minutes: { type: 'string', default: '2' },
+    nodes: { type: 'string', default: '5000' },
+    pods: { type: 'string', default: '100' },
+    'sample-seconds': { type: 'string', default: '5' },
+    out: { type: 'string', default: join(import.meta.dirname, 'results', 'footprint.json') },
+    inner: { type: 'boolean', default: false },
+    ns: { type: 'string' },
+    'pod-ns': { type: 'string' },
+  },
+});
+const NODES = Number(opts.nodes);
+const PODS = Number(opts.pods);
+const WINDOW_MS = Number(opts.minutes) * 60_000;
+const SAMPLE_MS = Number(opts['sample-seconds']) * 1000;
+
+if (!opts.inner) {
+  // Outer: the namespaces (pod namespaces too: made here, they are visible to the agent's mount namespace).
+  const pool = new NetnsPool();
+  let code = 1;
+  try {
+    const node = pool.add('fp');
+    const fabric = pool.add('fpf');
+    wireNodeNamespace(node.name, fabric.name);
+    const pods = Array.from({ length: PODS }, () => pool.add('fpp', { loUp: false }).name);
+    const child = spawn(
+      'ip',
+      [
+        ...['netns', 'exec', node.name, NODE, import.meta.filename, ...process.argv.slice(2)],
+        ...['--inner', '--ns', node.name, '--pod-ns', pods.join(',')],
+      ],
+      { stdio: 'inherit' },
+    );
+    process.on('SIGINT', () => child.kill('SIGTERM'));
+    code = await new Promise<number>((resolve) => child.on('exit', (c) => resolve(c ?? 1)));
+  } finally {
+    pool.cleanup();
+  }
+  process.exit(code);
+}
+
+const ns = opts.ns!;
+const podNs = (opts['pod-ns'] ?? '').split(',').filter((n) => n !== '');
+if (!ns.startsWith('trl-') || podNs.some((n) => !n.startsWith('trl-')))
+  throw new Error('needs trl- namespaces');
+
+interface Sample {
+  tSec: number;
+  agentRssMb: number;
+  agentTicks: number;
+  refRssMb: number;
+  refTicks: number;
+}
+
+const srv = await startTestApiServer({ host: '127.0.0.1', port: 0, historySize: 20_000 });
+let agent: AgentProcess | undefined;
+const idle = spawn(NODE, ['-e', 'setInterval(() => {}, 1000)'], { stdio: 'ignore' });
+const samples: Sample[] = [];
+let setupMs = 0;
+let pods = 0;
+try {
+  populate(srv, NODES);
+  const dir = mkdtempSync(join(tmpdir(), 'trl-agent-'));
+  fakeCniBinDir(join(dir, 'bin'));
+  const t0 = Date.now();
+  agent = startAgent({
+    ns,
+    dir,
+    kubernetes: {
+      nodeName: SELF,
+      kubeconfig: srv.kubeconfigPath,
+      cniConfDir: join(dir, 'net.d'),
+      cniBinDir: join(dir, 'bin'),
+    },
+    extraArgs: ['--log-level', 'info'],
+  });
+  await agent.ready();
+  const pid = agent.child.pid!;
+  const cmdline = execFileSync('cat', [`/proc/${pid}/cmdline`], { encoding: 'utf8' });
+  if (!cmdline.includes('main.js')) throw new Error(`PID ${pid} is not the agent: ${cmdline}`);
+  const socket = agent.socket;
+  for (const [i, name] of podNs.entries()) {
+    const id = randomBytes(32).toString('hex');
+    const podName = `fp-${i}`;
+    srv.store.addPod({
+      metadata: { namespace: 'bench', name: podName },
+      spec: { nodeName: SELF, containers: [{ name: 'c', image: 'pause' }] },
+    });
+    const r = await runPlugin(
+      SHIM_BINARY,
+      {
+        command: 'ADD',
+        containerId: id,
+        netns: `/var/run/netns/${name}`,
+        ifname: 'eth0',
+        args: `IgnoreUnknown=1;K8S_POD_NAMESPACE=bench;K8S_POD_NAME=${podName}`,
+      },
+      JSON.stringify({
+        cniVersion: '1.0.0',
+        name: 'trellis',
+        type: 'trellis',
+        socket,
+        spoolDir: agent.spoolDir,
+      }),
+    );
+    if (r.code !== 0) throw new Error(`ADD ${i} failed: ${r.stdout} ${r.stderr}`);
+    pods++;
+  }
+  setupMs = Date.now() - t0;
+  process.stderr.write(
+    `${NODES} nodes, ${pods} pods attached in ${setupMs} ms; sampling for ${opts.minutes} min\n`,
+  );
+  await sleep(5000); // let the start-up garbage settle before the window opens
+  const start = Date.now();
+  while (Date.now() - start <= WINDOW_MS) {
+    samples.push({
+      tSec: (Date.now() - start) / 1000,
+      agentRssMb: rssBytes(pid) / 2 ** 20,
+      agentTicks: cpuTicks(pid),
+      refRssMb: rssBytes(idle.pid!) / 2 ** 20,
+      refTicks: cpuTicks(idle.pid!),
+    });
+    await sleep(SAMPLE_MS);
+  }
+  const routes =
+    execFileSync('ip', ['-n', ns, 'route', 'show', 'proto', '126'], { encoding: 'utf8' }).split('\n').length -
+    1;
+  process.stderr.write(`kernel: ${routes} routes with protocol 126\n`);
+} finally {
+  idle.kill('SIGKILL');
+  if (agent !== undefined) {
+    await Promise.race([agent.stop(), sleep(10_000)]);
+    await agent.kill();
+    removeAgentDir(agent.dir);
+  }
+  await srv.close();
+}
+
+const first = samples[0]!;
+const last = samples.at(-1)!;
+const windowSec = last.tSec - first.tSec;
+const cpuPct = (ticks: number): number => round((ticks / CLK_TCK / windowSec) * 100, 3);
+const xsMin = samples.map((s) => s.tSec / 60);
+const summary = {
+  nodes: NODES,
+  pods,
+  windowSec: round(windowSec, 1),
+  agentRssMb: {
+    first: round(first.agentRssMb, 1),
+    last: round(last.agentRssMb, 1),
+    max: round(Math.max(...samples.map((s) => s.agentRssMb)), 1),
+  },
+  agentRssSlopeMbPerMin: round(
+    slope(
+      xsMin,
+      samples.map((s) => s.agentRssMb),
+    ),
+    3,
+  ),
+  agentCpuPctOfCore: cpuPct(last.agentTicks - first.agentTicks),
+  idleNodeRssMb: round(last.refRssMb, 1),
+  idleNodeCpuPctOfCore: cpuPct(last.refTicks - first.refTicks),
+  agentRssOverIdleNode: round(last.agentRssMb / last.refRssMb, 2),
+};
+const commit = commitId();
+process.stdout.write(
+  `${table(
+    ['measure', 'trellis agent', 'idle node 24'],
+    [
+      ['RSS at window start, MB', summary.agentRssMb.first, round(first.refRssMb, 1)],
+      ['RSS at window end, MB', summary.agentRssMb.last, summary.idleNodeRssMb],
+      ['RSS max, MB', summary.agentRssMb.max, '-'],
+      [
+        'RSS slope, MB/min',
+        summary.agentRssSlopeMbPerMin,
+        round(
+          slope(
+            xsMin,
+            samples.map((s) => s.refRssMb),
+          ),
+          3,
+        ),
+      ],
+      ['CPU over the window, % of a core', summary.agentCpuPctOfCore, summary.idleNodeCpuPctOfCore],
+    ],
+  )}\n(${NODES} nodes, ${pods} pods, ${round(windowSec)} s window, ${samples.length} samples, commit ${commit})\n`,
+);
+const json = {
+  bench: 'footprint',
+  commit,
+  date: new Date().toISOString(),
+  machine: machine(),
+  summary,
+  samples,
+};
+mkdirSync(dirname(opts.out), { recursive: true });
+writeFileSync(opts.out, `${JSON.stringify(json)}\n`);
+process.stdout.write(`${JSON.stringify({ ...json, samples: undefined })}\n`);

@@ -1,0 +1,319 @@
+/**
+ * Route convergence at scale: a test API server holding N nodes (default 5,000), one real agent in
+ * Kubernetes mode in a node namespace whose eth0 holds a /16 that every peer's InternalIP sits on
+ * (so all N-1 peers are direct routes).
+ *
+ * - Cold convergence: from the agent's first full list of Nodes (its watch request, which the
+ *   informer sends right after the last list page, marks the end of the list) to the last of the
+ *   N-1 peer routes appearing in the kernel (`ip -ts monitor route` timestamps). Reference, same run
+ *   and interleaved: `ip -batch` adding the same routes in a fresh namespace, spawn to exit.
+ * - Incremental: one Node added (or deleted) through the store -> its route added (or deleted) in
+ *   the kernel, from the API write to the monitor's timestamp.
+ *
+ * The whole measurement runs inside the node namespace (the script re-executes itself there with
+ * `ip netns exec`), so the API server can listen on the namespace's 127.0.0.1 and the agent, the
+ * monitor and the clock share one view. Namespaces are created and removed by the outer process.
+ *
+ *   node_modules/.bin/node bench/route-convergence.ts [--nodes 5000] [--reps 3] [--events 50]
+ *     [--no-masq-rep] [--out FILE]
+ */
+import { execFileSync, spawn } from 'node:child_process';
+import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { dirname, join } from 'node:path';
+import { performance } from 'node:perf_hooks';
+import { parseArgs } from 'node:util';
+import { type AgentProcess, removeAgentDir, startAgent } from '../test/support/agent-process.ts';
+import { startTestApiServer } from '../test/support/apiserver/server.ts';
+import { NetnsPool } from '../test/support/netns.ts';
+import {
+  fakeCniBinDir,
+  nodeObject,
+  peerCidr,
+  peerIp,
+  populate,
+  SELF,
+  wireNodeNamespace,
+} from './lib/cluster.ts';
+import { nowMs, RouteMonitor } from './lib/route-monitor.ts';
+import { NODE } from './lib/runner-client.ts';
+import { commitId, machine, median, pct, ratio, round, sleep, table } from './lib/stats.ts';
+
+const { values: opts } = parseArgs({
+  options: {
+    nodes: { type: 'string', default: '5000' },
+    reps: { type: 'string', default: '3' },
+    events: { type: 'string', default: '50' },
+    'no-masq-rep': { type: 'boolean', default: false },
+    out: { type: 'string', default: join(import.meta.dirname, 'results', 'route-convergence.json') },
+    inner: { type: 'boolean', default: false },
+    ns: { type: 'string' },
+    'ref-ns': { type: 'string' },
+  },
+});
+const NODES = Number(opts.nodes);
+const REPS = Number(opts.reps);
+const EVENTS = Number(opts.events);
+
+if (!opts.inner) {
+  // Outer: namespaces only; everything else runs inside the node namespace.
+  const pool = new NetnsPool();
+  let code = 1;
+  try {
+    const node = pool.add('rc');
+    const fabric = pool.add('rcf');
+    const ref = pool.add('rcr');
+    const refFabric = pool.add('rcrf');
+    wireNodeNamespace(node.name, fabric.name);
+    wireNodeNamespace(ref.name, refFabric.name);
+    const args = process.argv.slice(2);
+    const child = spawn(
+      'ip',
+      [
+        'netns',
+        'exec',
+        node.name,
+        NODE,
+        import.meta.filename,
+        ...args,
+        '--inner',
+        '--ns',
+        node.name,
+        '--ref-ns',
+        ref.name,
+      ],
+      { stdio: 'inherit' },
+    );
+    const stop = (): void => {
+      child.kill('SIGTERM');
+    };
+    process.on('SIGINT', stop);
+    code = await new Promise<number>((resolve) => child.on('exit', (c) => resolve(c ?? 1)));
+  } finally {
+    pool.cleanup();
+  }
+  process.exit(code);
+}
+
+const ns = opts.ns!;
+const refNs = opts['ref-ns']!;
+if (!ns.startsWith('trl-') || !refNs.startsWith('trl-')) throw new Error('inner mode needs trl- namespaces');
+
+const batch = Array.from(
+  { length: NODES - 1 },
+  (_, k) => `route add ${peerCidr(k + 1)} via ${peerIp(k + 1)} proto 126`,
+).join('\n');
+const batchFile = join(mkdtempSync(join(tmpdir(), 'trl-bench-rc-')), 'routes.batch');
+writeFileSync(batchFile, `${batch}\n`);
+
+/** `ip -batch` adding the same routes in a fresh namespace, spawn to exit; then flushed. */
+function referenceRun(): number {
+  const t0 = performance.now();
+  execFileSync('ip', ['-n', refNs, '-batch', batchFile]);
+  const ms = performance.now() - t0;
+  const count = execFileSync('ip', ['-n', refNs, 'route', 'show', 'proto', '126'], { encoding: 'utf8' })
+    .trim()
+    .split('\n').length;
+  if (count !== NODES - 1) throw new Error(`reference programmed ${count} routes, expected ${NODES - 1}`);
+  execFileSync('ip', ['-n', refNs, 'route', 'flush', 'proto', '126']);
+  return ms;
+}
+
+interface TrellisRun {
+  masquerade: boolean;
+  /** From the watch request (= end of the first full list) to the last peer route in the kernel. */
+  fromListEndMs: number;
+  /** From the first list request to the last peer route. */
+  fromListStartMs: number;
+  /** The agent's own 'reconciled' durationMs for the pass that added the routes. */
+  agentPassMs: number;
+  addLatency: number[];
+  delLatency: number[];
+  routes: number;
+}
+
+async function trellisRun(masquerade: boolean, events: number): Promise<TrellisRun> {
+  const srv = await startTestApiServer({ host: '127.0.0.1', port: 0, historySize: 20_000 });
+  const monitor = new RouteMonitor();
+  let agent: AgentProcess | undefined;
+  try {
+    populate(srv, NODES);
+    let listStart = Number.NaN;
+    let watchAt = Number.NaN;
+    srv.store.failRequests((r) => {
+      if (r.path === '/api/v1/nodes' && r.method === 'GET') {
+        if (r.watch && Number.isNaN(watchAt)) watchAt = nowMs();
+        if (!r.watch && Number.isNaN(listStart)) listStart = nowMs();
+      }
+      return false;
+    });
+    await monitor.ready();
+    const dir = mkdtempSync(join(tmpdir(), 'trl-agent-'));
+    fakeCniBinDir(join(dir, 'bin'));
+    agent = startAgent({
+      ns,
+      dir,
+      kubernetes: {
+        nodeName: SELF,
+        kubeconfig: srv.kubeconfigPath,
+        cniConfDir: join(dir, 'net.d'),
+        cniBinDir: join(dir, 'bin'),
+      },
+      extraArgs: ['--log-level', 'info', ...(masquerade ? [] : ['--no-masquerade'])],
+    });
+    const peers = new Set(Array.from({ length: NODES - 1 }, (_, k) => peerCidr(k + 1)));
+    let seen = 0;
+    const last = await monitor.waitFor((e) => {
+      if (!e.deleted && peers.has(e.dst) && e.line.includes('proto 126')) seen++;
+      return seen === peers.size;
+    }, 120_000);
+    await agent.ready();
+    const pass = agent.logs.find((l) => l.msg === 'reconciled' && Number(l.added) >= NODES - 1);
+    const routes = execFileSync('ip', ['-n', ns, 'route', 'show', 'proto', '126'], { encoding: 'utf8' })
+      .trim()
+      .split('\n')
+      .filter((l) => l.includes(' via ')).length;
+    // Incremental: one Node at a time, API write -> kernel route.
+    const addLatency: number[] = [];
+    const delLatency: number[] = [];
+    for (let k = 0; k < events; k++) {
+      const cidr = `10.200.${k}.0/24`;
+      const t0 = nowMs();
+      srv.store.addNode(nodeObject(`bench-ev-${k}`, `10.10.200.${k + 1}`, cidr));
+      const ev = await monitor.waitFor((e) => !e.deleted && e.dst === cidr);
+      addLatency.push(ev.at - t0);
+      await sleep(20);
+    }
+    for (let k = 0; k < events; k++) {
+      const cidr = `10.200.${k}.0/24`;
+      const t0 = nowMs();
+      srv.store.deleteNode(`bench-ev-${k}`);
+      const ev = await monitor.waitFor((e) => e.deleted && e.dst === cidr && e.at >= t0 - 1);
+      delLatency.push(ev.at - t0);
+      await sleep(20);
+    }
+    return {
+      masquerade,
+      fromListEndMs: last.at - watchAt,
+      fromListStartMs: last.at - listStart,
+      agentPassMs: Number(pass?.durationMs ?? Number.NaN),
+      addLatency,
+      delLatency,
+      routes,
+    };
+  } catch (err) {
+    process.stderr.write(
+      `monitor stderr: ${monitor.stderr()}\nagent tail: ${JSON.stringify(agent?.logs.slice(-8))}\n`,
+    );
+    throw err;
+  } finally {
+    monitor.stop();
+    if (agent !== undefined) {
+      await Promise.race([agent.stop(), sleep(10_000)]); // SIGTERM first: lets --cpu-prof write its profile
+      await agent.kill();
+      removeAgentDir(agent.dir);
+    }
+    await srv.close();
+    execFileSync('ip', ['-n', ns, 'route', 'flush', 'proto', '126']);
+    if (masquerade) {
+      try {
+        execFileSync('ip', ['netns', 'exec', ns, 'nft', 'delete', 'table', 'inet', 'trellis'], {
+          stdio: 'ignore',
+        });
+      } catch {
+        // No table: nothing to remove.
+      }
+    }
+  }
+}
+
+const reference: number[] = [];
+const runs: TrellisRun[] = [];
+try {
+  referenceRun(); // warm-up
+  for (let rep = 0; rep < REPS; rep++) {
+    reference.push(referenceRun());
+    const r = await trellisRun(false, EVENTS);
+    runs.push(r);
+    process.stderr.write(
+      `rep ${rep + 1}/${REPS}: ip -batch ${round(reference.at(-1)!)} ms; trellis ${round(r.fromListEndMs)} ms from list end (agent pass ${r.agentPassMs} ms), add p99 ${round(pct(r.addLatency, 99))} ms, del p99 ${round(pct(r.delLatency, 99))} ms\n`,
+    );
+  }
+  if (!opts['no-masq-rep']) {
+    reference.push(referenceRun());
+    const r = await trellisRun(true, Math.min(EVENTS, 20));
+    runs.push(r);
+    process.stderr.write(`masquerade rep: trellis ${round(r.fromListEndMs)} ms from list end\n`);
+  }
+} finally {
+  rmSync(dirname(batchFile), { recursive: true, force: true });
+}
+
+const plain = runs.filter((r) => !r.masquerade);
+const masq = runs.find((r) => r.masquerade);
+const adds = plain.flatMap((r) => r.addLatency);
+const dels = plain.flatMap((r) => r.delLatency);
+const refMs = median(reference);
+const summary = {
+  peers: NODES - 1,
+  convergenceMs: round(median(plain.map((r) => r.fromListEndMs))),
+  convergenceFromListStartMs: round(median(plain.map((r) => r.fromListStartMs))),
+  agentPassMs: round(median(plain.map((r) => r.agentPassMs))),
+  ipBatchMs: round(refMs),
+  ratioVsIpBatch: ratio(median(plain.map((r) => r.fromListEndMs)), refMs),
+  masqueradeConvergenceMs: masq === undefined ? null : round(masq.fromListEndMs),
+  masqueradeAgentPassMs: masq === undefined ? null : masq.agentPassMs,
+  nodeAdd: {
+    samples: adds.length,
+    p50Ms: round(median(adds)),
+    p99Ms: round(pct(adds, 99)),
+    maxMs: round(Math.max(...adds)),
+  },
+  nodeDel: {
+    samples: dels.length,
+    p50Ms: round(median(dels)),
+    p99Ms: round(pct(dels, 99)),
+    maxMs: round(Math.max(...dels)),
+  },
+  routesInKernel: plain.map((r) => r.routes),
+};
+const commit = commitId();
+process.stdout.write(
+  `${table(
+    ['measure', 'value'],
+    [
+      [`cold convergence, ${NODES - 1} routes (list end -> last route), ms`, summary.convergenceMs],
+      ['  from the first list request, ms', summary.convergenceFromListStartMs],
+      ["  agent's reconcile pass (log durationMs), ms", summary.agentPassMs],
+      ['  ip -batch, same routes, fresh namespace, ms', summary.ipBatchMs],
+      ['  trellis / ip -batch', summary.ratioVsIpBatch],
+      ['  with masquerade (1 rep), ms', summary.masqueradeConvergenceMs ?? 'not run'],
+      [
+        `node added -> route in kernel, p50 / p99 ms (${adds.length})`,
+        `${summary.nodeAdd.p50Ms} / ${summary.nodeAdd.p99Ms}`,
+      ],
+      [
+        `node deleted -> route gone, p50 / p99 ms (${dels.length})`,
+        `${summary.nodeDel.p50Ms} / ${summary.nodeDel.p99Ms}`,
+      ],
+    ],
+  )}\n(commit ${commit}, ${REPS} reps, medians)\n`,
+);
+const json = {
+  bench: 'route-convergence',
+  commit,
+  date: new Date().toISOString(),
+  machine: machine(),
+  nodes: NODES,
+  reps: REPS,
+  summary,
+  referenceMs: reference.map((x) => round(x)),
+  runs: runs.map((r) => ({
+    ...r,
+    addLatency: r.addLatency.map((x) => round(x)),
+    delLatency: r.delLatency.map((x) => round(x)),
+  })),
+};
+mkdirSync(dirname(opts.out), { recursive: true });
+writeFileSync(opts.out, `${JSON.stringify(json)}\n`);
+process.stdout.write(`${JSON.stringify({ ...json, runs: undefined })}\n`);
