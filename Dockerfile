@@ -44,8 +44,10 @@ RUN apt-get update \
  && rm -rf /usr/local/lib/node_modules/npm /usr/local/lib/node_modules/corepack /opt/yarn-* \
  && rm -f /usr/local/bin/npm /usr/local/bin/npx /usr/local/bin/corepack /usr/local/bin/yarn /usr/local/bin/yarnpkg
 # install-cni copies trellis, loopback and portmap from here (links made by image-stage.sh).
+# PATH: `kubectl exec -n kube-system ds/trellis -- trellis-agent status|doctor` works as documented.
 ENV NODE_ENV=production \
-    TRELLIS_CNI_SOURCE_DIR=/app/cni-bin
+    TRELLIS_CNI_SOURCE_DIR=/app/cni-bin \
+    PATH=/app/dist/bin:$PATH
 WORKDIR /app
 COPY --from=build /app /app
 # Fail the build, not the cluster: the agent starts, its dependencies load, the CNI binaries answer.
