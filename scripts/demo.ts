@@ -16,6 +16,7 @@ import {
   type DatapathMode,
   formatLogLine,
   formatMatrix,
+  INTERNET,
   type SegmentSpec,
   Testbed,
 } from '../test/support/testbed/index.ts';
@@ -108,6 +109,38 @@ function levelOf(line: Record<string, unknown>): number {
   return LEVEL_NUM[String(line.level)] ?? 30;
 }
 
+/**
+ * One pod per node asks the "internet" echo server who it is: with masquerading the server sees the
+ * node's address. Informational (the --check verdict is the matrix and the clean-up).
+ */
+async function showEgress(tb: Testbed): Promise<void> {
+  const echo = await tb.startEcho(tb.internetNs);
+  try {
+    for (const node of tb.nodes()) {
+      const pod = tb.pods().find((p) => p.node === node.name);
+      if (pod === undefined) continue;
+      for (const [target, mine] of [
+        [INTERNET.v4, pod.v4],
+        [INTERNET.v6, pod.v6],
+      ] as const) {
+        const seen = await tb.askEcho(pod.ns, target).then(
+          (r) => r.from,
+          () => 'no answer',
+        );
+        const how =
+          seen === node.plan.v4 || seen === node.plan.v6
+            ? `its node ${node.name}, masqueraded`
+            : seen === mine
+              ? 'the pod itself'
+              : 'unexpected';
+        say(`[demo] ${pod.name} (${mine}) -> internet ${target}: seen as ${seen} (${how})`);
+      }
+    }
+  } finally {
+    await echo.stop();
+  }
+}
+
 async function main(argv: string[]): Promise<number> {
   let opts: DemoOptions;
   try {
@@ -135,12 +168,13 @@ async function main(argv: string[]): Promise<number> {
   // Logs stream live without --check; with --check only on --verbose (CI output stays short).
   let streaming = !opts.check || opts.verbose;
   const minLevel = opts.verbose ? 0 : 30;
+  const color = process.stdout.isTTY === true && process.env.NO_COLOR === undefined;
   const tb = new Testbed({
     segments: opts.segments,
     mode: opts.mode,
     onProgress: (m) => say(`[demo] ${m}`),
     onLog: (node, line) => {
-      if (streaming && levelOf(line) >= minLevel) say(formatLogLine(node, line));
+      if (streaming && levelOf(line) >= minLevel) say(formatLogLine(node, line, { color }));
     },
   });
   // Ctrl-C at any point (even half-way through start-up) removes everything before exiting.
@@ -173,6 +207,7 @@ async function main(argv: string[]): Promise<number> {
     say('');
     say(formatMatrix(matrix));
     say('');
+    await showEgress(tb);
 
     if (!opts.check) {
       say(

@@ -1,5 +1,6 @@
 import { type ChildProcess, spawn } from 'node:child_process';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { nsExec } from '../../support/netns.ts';
 import { Testbed, type TestbedPod, testbedSkipReason } from '../../support/testbed/index.ts';
 
 /**
@@ -73,6 +74,11 @@ function backgroundPing(
   });
 }
 
+/** The agent's nftables table without counters (`nft -s`): what a restart must leave as it was. */
+function nftSnapshot(tb: Testbed, node: string): string {
+  return nsExec(tb.node(node).ns, 'nft', ['-s', 'list', 'table', 'inet', 'trellis']);
+}
+
 function routeSnapshot(tb: Testbed, node: string): string {
   const sorted = (f: 4 | 6): string[] =>
     tb
@@ -102,6 +108,8 @@ describe.skipIf(skip !== undefined)(skip === undefined ? title : `${title} (skip
 
   it('SIGKILL + restart: no route churn, and pings across nodes keep flowing', async () => {
     const before = routeSnapshot(tb, 'node-1');
+    const nftBefore = nftSnapshot(tb, 'node-1');
+    expect(nftBefore).toContain('masquerade');
     const monitor = monitorRoutes(tb.node('node-1').ns);
     await sleep(200);
     const ping4 = backgroundPing(remote, local.v4, 5);
@@ -114,6 +122,7 @@ describe.skipIf(skip !== undefined)(skip === undefined ? title : `${title} (skip
     await monitor.stop();
 
     expect(routeSnapshot(tb, 'node-1')).toBe(before);
+    expect(nftSnapshot(tb, 'node-1')).toBe(nftBefore);
     // trellis's routes are the pod CIDRs (10.244/16, fd00:10:244::/48) and the pod host routes.
     expect(monitor.lines.filter((l) => /10\.244\.|fd00:10:244:/.test(l))).toEqual([]);
     expect(r4.transmitted).toBeGreaterThan(50);

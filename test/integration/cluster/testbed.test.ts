@@ -77,6 +77,11 @@ describe('test bed plan and reports (pure)', () => {
     });
     expect(line).toBe('10:00:01.234 node-2   WARN  node skipped  peer=node-3 problem="not on a subnet"');
     expect(formatLogLine('node-1', { raw: 'not json' })).toBe('node-1   not json');
+    const colored = formatLogLine('node-2', { level: 50, time: 0, msg: 'boom' }, { color: true });
+    expect(colored).toContain('\x1b[31mERROR\x1b[0m');
+    expect(colored.replace(new RegExp(`${String.fromCharCode(27)}\\[\\d+m`, 'g'), '')).toBe(
+      '00:00:00.000 node-2   ERROR boom',
+    );
   });
 });
 

@@ -87,24 +87,50 @@ function fieldValue(v: unknown): string {
   return JSON.stringify(v);
 }
 
-/** `12:00:01.234 node-1  INFO  msg key=value ...` for one parsed pino line (or a raw line). */
-export function formatLogLine(node: string, line: Record<string, unknown>, maxFieldChars = 160): string {
-  if (typeof line.raw === 'string' && line.msg === undefined) return `${pad(node, 8)} ${line.raw}`;
+export interface LogFormatOptions {
+  /** Longer key=value fields are cut (default 160 characters). */
+  maxFieldChars?: number;
+  /** ANSI colours for a terminal: node name by node number, level by severity. */
+  color?: boolean;
+}
+
+const NODE_COLORS = [36, 35, 32, 34, 33, 96, 95, 92, 94, 93];
+const LEVEL_COLORS: Record<string, number> = { WARN: 33, ERROR: 31, FATAL: 31, DEBUG: 90, TRACE: 90 };
+
+function paint(text: string, code: number | undefined, on: boolean): string {
+  return on && code !== undefined ? `\x1b[${code}m${text}\x1b[0m` : text;
+}
+
+function nodeColor(node: string): number {
+  const n = Number(/(\d+)$/.exec(node)?.[1] ?? 0);
+  return NODE_COLORS[n % NODE_COLORS.length]!;
+}
+
+/** `12:00:01.234 node-1   INFO  msg  key=value ...` for one parsed pino line (or a raw line). */
+export function formatLogLine(
+  node: string,
+  line: Record<string, unknown>,
+  opts: LogFormatOptions = {},
+): string {
+  const maxFieldChars = opts.maxFieldChars ?? 160;
+  const color = opts.color === true;
+  const who = paint(pad(node, 8), nodeColor(node), color);
+  if (typeof line.raw === 'string' && line.msg === undefined) return `${who} ${line.raw}`;
   const time =
     typeof line.time === 'number' || typeof line.time === 'string' ? new Date(line.time) : undefined;
   const t =
     time !== undefined && !Number.isNaN(time.getTime()) ? time.toISOString().slice(11, 23) : ' '.repeat(12);
-  const level = pad(
+  const levelName =
     typeof line.level === 'number'
       ? (LEVELS[line.level] ?? String(line.level))
-      : String(line.level).toUpperCase(),
-    5,
-  );
+      : String(line.level).toUpperCase();
+  const level = paint(pad(levelName, 5), LEVEL_COLORS[levelName], color);
   const fields = Object.entries(line)
     .filter(([k]) => !SKIP_KEYS.has(k))
     .map(([k, v]) => {
       const text = `${k}=${fieldValue(v)}`;
       return text.length > maxFieldChars ? `${text.slice(0, maxFieldChars - 1)}…` : text;
     });
-  return `${t} ${pad(node, 8)} ${level} ${String(line.msg ?? '')}${fields.length > 0 ? `  ${fields.join(' ')}` : ''}`;
+  const rest = fields.length > 0 ? `  ${paint(fields.join(' '), 90, color)}` : '';
+  return `${paint(t, 90, color)} ${who} ${level} ${String(line.msg ?? '')}${rest}`;
 }
