@@ -64,7 +64,8 @@ export interface EntryDiff<T> {
   write: T[];
   /**
    * Stale entries that block a desired one: a neighbour cannot be, an FDB MAC pointing at an old underlay
-   * address (the node's IP changed). Removed right after the writes, even before the node list is synced.
+   * address (the node's IP changed). The kernel keeps one remote per unicast MAC and ignores an append for
+   * a MAC it has, so these are removed BEFORE the writes, even before the node list is synced.
    */
   replaced: T[];
   /** Entries no decision wants: removed only after the routes, and only once synced. */
@@ -113,7 +114,7 @@ export function diffFdb(
   }
   for (const [k, e] of have) {
     if (wanted.has(k)) continue;
-    // A MAC with several remotes is flooded to all of them: an old address must go with the new one.
+    // Same MAC, other address: the entry that keeps the desired one from being written.
     if (wantedMacs.has(`${e.ifindex} ${e.mac.toLowerCase()}`)) out.replaced.push(e);
     else out.remove.push(e);
   }

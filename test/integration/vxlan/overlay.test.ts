@@ -329,6 +329,28 @@ describe.skipIf(netnsSkipReason !== undefined)(
       await pass(reconciler(nodeB, 'node-b', { vni: 4097, port: 4789 }), selfB, [published(selfA)]);
       expect(nsPing(podA.name, '10.244.2.5')).toBe(true);
       expect(nsPing(podA.name, 'fd00:244:2::5')).toBe(true);
+
+      // node-a's InternalIP changes: its device is recreated with the new local address, node-b's FDB
+      // entry follows the Node (the old remote of the same MAC goes at once), and traffic flows again.
+      ip(nodeA.name, 'addr', 'add', '192.168.10.9/24', 'dev', 'eth0');
+      const movedA = { ...selfA, internalIPs: ['192.168.10.9', 'fd00:10::2'] };
+      const m = await pass(reconciler(nodeA, 'node-a', { vni: 4097, port: 4789 }), movedA, [
+        published(selfB),
+      ]);
+      expect(m.overlay!.devices.map((d) => d.action)).toEqual([
+        'recreated (local 192.168.10.2 -> 192.168.10.9)',
+        'unchanged',
+      ]);
+      expect(link(nodeA, 'trellis.v4').linkinfo!.info_data.local).toBe('192.168.10.9');
+      await pass(reconciler(nodeB, 'node-b', { vni: 4097, port: 4789 }), selfB, [published(movedA)]);
+      expect(fdbOn(nodeB, 'trellis.v4')).toEqual([`${vtepMac('node-a', 4)} dst 192.168.10.9`]);
+      expect(nsPing(podB.name, '10.244.1.5')).toBe(true);
+      // And back, so the rest of the file sees the original topology.
+      await pass(reconciler(nodeA, 'node-a', { vni: 4097, port: 4789 }), selfA, [published(selfB)]);
+      await pass(reconciler(nodeB, 'node-b', { vni: 4097, port: 4789 }), selfB, [published(selfA)]);
+      ip(nodeA.name, 'addr', 'del', '192.168.10.9/24', 'dev', 'eth0');
+      expect(fdbOn(nodeB, 'trellis.v4')).toEqual([`${vtepMac('node-a', 4)} dst 192.168.10.2`]);
+      expect(nsPing(podA.name, '10.244.2.5')).toBe(true);
     });
 
     it('a removed peer loses its neighbour, FDB entry and route (only once synced)', async () => {
