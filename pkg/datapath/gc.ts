@@ -55,11 +55,16 @@ export async function removeHostVethsExcept(
  * are both gone belongs to a pod that no longer exists (the kernel destroys the pair with the
  * namespace), and a trellis veth without a lease is half-done work. Requiring both signals keeps a
  * mount-propagation problem (netns path invisible to the agent) from ever releasing a live pod's IP.
+ * `held` names attachments whose lease record was quarantined (corrupt on disk) while IPAM still
+ * holds their addresses: their pods may be running, so their veths stay until a DEL.
  */
-export async function sweepOrphans(deps: DatapathDeps): Promise<GcOutcome> {
+export async function sweepOrphans(
+  deps: DatapathDeps,
+  held: readonly AttachmentKey[] = [],
+): Promise<GcOutcome> {
   const links = new Set((await deps.host.listLinks()).map((l) => l.name));
   const releasedLeases: Lease[] = [];
-  const keep = new Set<string>();
+  const keep = new Set<string>(held.map((k) => hostVethName(k.containerId, k.ifname)));
   for (const lease of deps.ipam.list()) {
     const name = hostVethName(lease.containerId, lease.ifname);
     const nsGone = lease.netns === undefined || lease.netns === '' || !deps.netns.isNetns(lease.netns);

@@ -12,7 +12,7 @@ import {
   tryParseIp,
   usableBounds,
 } from './cidr.ts';
-import { keyProblem, ownerName, validateKey } from './key.ts';
+import { keyProblem, ownerName, parseOwnerName, validateKey } from './key.ts';
 import { LeaseStore, realFs, type StoreFs } from './store.ts';
 import {
   type Lease,
@@ -38,6 +38,11 @@ export interface Ipam {
   release(key: LeaseKey): boolean;
   get(key: LeaseKey): Lease | undefined;
   list(): Lease[];
+  /**
+   * Attachments whose lease record was quarantined while their addresses stay held (until
+   * release(key)): their pods may still be running, so their interfaces must not be swept.
+   */
+  heldKeys(): LeaseKey[];
   ranges(): string[];
   /** Replaces the ranges (pod CIDR change); leases with any address outside the new ranges are released and returned. */
   setRanges(cidrs: string[]): Lease[];
@@ -252,6 +257,13 @@ class StoreIpam implements Ipam {
 
   list(): Lease[] {
     return [...this.#leases.values()].map(copyLease);
+  }
+
+  heldKeys(): LeaseKey[] {
+    return [...this.#held.keys()]
+      .filter((owner) => !this.#leases.has(owner))
+      .map(parseOwnerName)
+      .filter((k): k is LeaseKey => k !== undefined);
   }
 
   ranges(): string[] {
