@@ -152,3 +152,56 @@ describe.skipIf(skip !== undefined)(skip === undefined ? title : `${title} (skip
     ).toEqual([]);
   });
 });
+
+const modesTitle =
+  'cluster: --mode vxlan tunnels within a segment, --mode host-gw never tunnels (real agents)';
+describe.skipIf(skip !== undefined)(
+  skip === undefined ? modesTitle : `${modesTitle} (skipped: ${skip})`,
+  () => {
+    it('vxlan: two nodes on one segment still talk through trellis.v4/v6', async () => {
+      const tb = await Testbed.create({ segments: [{ nodes: 2 }], mode: 'vxlan' });
+      try {
+        const [n1, n2] = [tb.node('node-1'), tb.node('node-2')];
+        for (const family of [4, 6] as const) {
+          const dev = family === 4 ? 'trellis.v4' : 'trellis.v6';
+          const r = await eventually(10_000, `node-1 -> node-2 IPv${family} via ${dev}`, () => {
+            const x = routeTo(tb, 'node-1', n2, family);
+            return x?.dev === dev ? x : undefined;
+          });
+          expect(r).toMatchObject({
+            gateway: n2.plan.podCIDRs[family === 4 ? 0 : 1]!.split('/')[0],
+            flags: ['onlink'],
+          });
+        }
+        const [p1, p2] = [await tb.addPod('node-1'), await tb.addPod('node-2')];
+        const tx = link(n1, 'trellis.v4').stats64!.tx.packets;
+        expect((await tb.ping(p1.ns, p2.v4)).rttMs).toBeDefined();
+        expect((await tb.ping(p2.ns, p1.v6)).rttMs).toBeDefined();
+        expect(link(n1, 'trellis.v4').stats64!.tx.packets).toBeGreaterThan(tx);
+      } finally {
+        await tb.teardown();
+      }
+      expect(tb.leftovers()).toEqual([]);
+    }, 90_000);
+
+    it('host-gw: no devices, no annotations, full MTU; the node on the other segment is unreachable', async () => {
+      const tb = await Testbed.create({ segments: [{ nodes: 1 }, { nodes: 1 }], mode: 'host-gw' });
+      try {
+        const [n1, n2] = [tb.node('node-1'), tb.node('node-2')];
+        expect(ipJson(n1.ns, 'link', 'show', 'type', 'vxlan')).toEqual([]);
+        const obj = (await tb.api.getNode('node-1')) as {
+          metadata: { annotations?: Record<string, string> };
+        };
+        expect(obj.metadata.annotations?.[VTEP_MAC_ANNOTATIONS[4]]).toBeUndefined();
+        expect(tb.conflist('node-1').plugins[0]).toMatchObject({ mtu: 1500 });
+        expect(routeTo(tb, 'node-1', n2, 4)).toBeUndefined();
+        expect(n1.logs.some((l) => String(l.problem ?? '').startsWith('unreachable with host-gw'))).toBe(
+          true,
+        );
+      } finally {
+        await tb.teardown();
+      }
+      expect(tb.leftovers()).toEqual([]);
+    }, 90_000);
+  },
+);
