@@ -30,6 +30,9 @@ export interface ControllerDeps {
   sleep?: (ms: number) => Promise<void>;
 }
 
+/** Delay before a pass that had VXLAN overlay errors is retried. */
+const OVERLAY_RETRY_MS = 2_000;
+
 export type PassOutcome =
   | { kind: 'waiting'; reason: string }
   | { kind: 'ok'; report: ReconcileReport; durationMs: number }
@@ -162,7 +165,11 @@ export class NodeController {
       for (const e of report.overlay?.errors ?? []) {
         deps.log.warn({ op: e.op, what: e.what, error: errorText(e.error) }, 'VXLAN overlay change failed');
       }
-      if (report.errors.length > 0 || (report.overlay?.errors.length ?? 0) > 0) this.dirty = true;
+      if (report.errors.length > 0) this.dirty = true;
+      // Overlay failures (a device, an iproute2 call) tend to persist for a while: retry after a pause, not
+      // in a tight loop.
+      if ((report.overlay?.errors.length ?? 0) > 0)
+        setTimeout(() => this.markDirty(), OVERLAY_RETRY_MS).unref();
       await deps.onSynced(self, report);
       const outcome: PassOutcome = { kind: 'ok', report, durationMs };
       deps.onPass?.(outcome);

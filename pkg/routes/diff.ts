@@ -8,8 +8,9 @@
  * Ownership. trellis tags every route it creates with protocol 126, but two parts of the agent create them:
  *   - the datapath (pkg/datapath) owns the per-pod host routes: `10.244.1.5/32 dev vethX scope link`, no
  *     gateway, type unicast;
- *   - this reconciler owns the inter-node routes (they have a gateway; later VXLAN routes are `onlink` via the
- *     VXLAN device, which also have a gateway) and the blackholes for our own pod CIDRs (type blackhole).
+ *   - this reconciler owns the inter-node routes (they have a gateway: the peer's node IP for direct routes,
+ *     the peer's VTEP address for the `onlink` VXLAN routes via trellis.v4/v6) and the blackholes for our own
+ *     pod CIDRs (type blackhole).
  * So a programmed route is ours only when it carries protocol 126 AND (has a gateway OR is a blackhole). The
  * diff never removes or replaces anything else, even if the caller passes it in: a pod's host route is never
  * touched by node churn. The reconciler passes the WHOLE table on purpose, so that a foreign route holding
