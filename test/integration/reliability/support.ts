@@ -3,9 +3,13 @@
  * nothing was left behind, the agent's memory, a raw client for the agent's socket, and a
  * good ADD/DEL probe. Everything runs inside the NodeHarness's test namespaces.
  */
-import { existsSync, readdirSync, readFileSync } from 'node:fs';
+import { type ChildProcess, execFileSync, spawn } from 'node:child_process';
+import { existsSync, mkdtempSync, readdirSync, readFileSync } from 'node:fs';
 import { createConnection } from 'node:net';
+import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import type { AgentProcess } from '../../support/agent-process.ts';
+import { AGENT_BINARY, SHIM_BINARY } from '../../support/cni-driver.ts';
 import { type AddResult, containerId, type NodeHarness, podAddr } from '../datapath/harness.ts';
 
 /** Everything trellis could leave behind on a node, each sorted, as plain strings. */
@@ -22,9 +26,13 @@ function list(dir: string): string[] {
   return existsSync(dir) ? readdirSync(dir).sort() : [];
 }
 
-/** Leases and address reservations on disk, spool files, host veths and protocol-126 routes. */
-export function holdings(node: NodeHarness): NodeHoldings {
-  const ipam = join(node.agent.stateDir, 'ipam');
+/**
+ * Leases and address reservations on disk, spool files, host veths and protocol-126 routes. `ipamDir`
+ * defaults to the host's view of the agent's IPAM directory (agentView() for an agent in its own
+ * mount namespace).
+ */
+export function holdings(node: NodeHarness, ipamDir = join(node.agent.stateDir, 'ipam')): NodeHoldings {
+  const ipam = ipamDir;
   return {
     leases: list(join(ipam, 'leases')),
     reservations: list(join(ipam, 'addrs')),
@@ -184,4 +192,142 @@ export async function waitFor(cond: () => boolean, timeoutMs: number, stepMs = 2
     await new Promise((r) => setTimeout(r, stepMs));
   }
   return true;
+}
+
+/**
+ * A real agent like test/support/agent-process.ts starts it, but inside its own mount namespace
+ * (`unshare --mount --propagation slave`: pod namespaces mounted on the host later still show up in
+ * it, as the DaemonSet's HostToContainer mount does; its own mounts never reach the host) in which
+ * its IPAM directory is a tiny tmpfs: tests fill it
+ * (through /proc/PID/root) or remount it read-only (nsenter into the agent's mount namespace). The
+ * host's mounts are never touched.
+ */
+export function startAgentWithTmpfsState(opts: {
+  ns: string;
+  podCIDRs: string[];
+  sizeKiB: number;
+  extraArgs?: string[];
+}): AgentProcess {
+  const dir = mkdtempSync(join(tmpdir(), 'trl-agent-'));
+  const socket = join(dir, 'cni.sock');
+  const stateDir = join(dir, 'state');
+  const ipamDir = join(stateDir, 'ipam');
+  const script =
+    'set -e; mkdir -p "$1"; mount -t tmpfs -o "size=$2k,mode=0700" trl-state "$1"; shift 2; exec "$@"';
+  const args = [
+    '--mount',
+    '--propagation',
+    'slave',
+    'sh',
+    '-c',
+    script,
+    'sh',
+    ipamDir,
+    String(opts.sizeKiB),
+    'ip',
+    'netns',
+    'exec',
+    opts.ns,
+    AGENT_BINARY,
+    ...opts.podCIDRs.flatMap((c) => ['--pod-cidr', c]),
+    '--socket',
+    socket,
+    '--state-dir',
+    stateDir,
+    '--metrics-addr',
+    '',
+    '--no-cni-config',
+    '--log-level',
+    'debug',
+    ...(opts.extraArgs ?? []),
+  ];
+  const child = spawn('unshare', args, { stdio: ['ignore', 'pipe', 'pipe'] });
+  const logs: Record<string, unknown>[] = [];
+  let stderr = '';
+  let buf = '';
+  child.stdout!.setEncoding('utf8').on('data', (d: string) => {
+    buf += d;
+    for (let nl = buf.indexOf('\n'); nl >= 0; nl = buf.indexOf('\n')) {
+      const line = buf.slice(0, nl);
+      buf = buf.slice(nl + 1);
+      try {
+        logs.push(JSON.parse(line) as Record<string, unknown>);
+      } catch {
+        logs.push({ raw: line });
+      }
+    }
+  });
+  child.stderr!.setEncoding('utf8').on('data', (d: string) => {
+    stderr += d;
+  });
+  const exited = new Promise<number | null>((resolve) => child.on('exit', (code) => resolve(code)));
+  return {
+    ns: opts.ns,
+    dir,
+    socket,
+    stateDir,
+    spoolDir: join(stateDir, 'spool'),
+    logs,
+    child,
+    async ready() {
+      const ok = await waitFor(
+        () =>
+          child.exitCode !== null ||
+          (logs.some((l) => l.msg === 'trellis agent ready') && existsSync(socket)),
+        15_000,
+      );
+      if (!ok || child.exitCode !== null)
+        throw new Error(`agent not ready: ${stderr}\n${JSON.stringify(logs)}`);
+    },
+    async stop() {
+      if (child.exitCode === null && child.signalCode === null) child.kill('SIGTERM');
+      return exited;
+    },
+    async kill() {
+      if (child.exitCode === null && child.signalCode === null) child.kill('SIGKILL');
+      await exited;
+    },
+    stderr: () => stderr,
+  };
+}
+
+/** The agent's IPAM directory as the agent sees it (inside its own mount namespace). */
+export function agentView(pid: number, path: string): string {
+  return `/proc/${pid}/root${path}`;
+}
+
+/** Runs a command inside the agent's mount namespace (only ever the private one we created). */
+export function inAgentMountNs(pid: number, cmd: string, args: string[]): string {
+  return execFileSync('nsenter', ['-t', String(pid), '-m', cmd, ...args], { encoding: 'utf8' });
+}
+
+/** The shim as a runtime runs it, with the child process exposed (to kill it mid-call). */
+export function spawnShim(
+  node: NodeHarness,
+  call: { command: string; containerId?: string; netns?: string; ifname?: string },
+  stdin: string,
+  binary = SHIM_BINARY,
+): { child: ChildProcess; done: Promise<{ code: number | null; signal: string | null; stdout: string }> } {
+  const env: Record<string, string> = {
+    PATH: process.env.PATH ?? '/usr/bin:/bin',
+    CNI_COMMAND: call.command,
+  };
+  if (call.containerId !== undefined) env.CNI_CONTAINERID = call.containerId;
+  if (call.netns !== undefined) env.CNI_NETNS = call.netns;
+  if (call.ifname !== undefined) env.CNI_IFNAME = call.ifname;
+  // `ip netns exec` execs the shim in place: the child's pid is the shim's.
+  const child = spawn('ip', ['netns', 'exec', node.host.name, binary], {
+    env,
+    stdio: ['pipe', 'pipe', 'ignore'],
+  });
+  let stdout = '';
+  child.stdout!.setEncoding('utf8').on('data', (d: string) => {
+    stdout += d;
+  });
+  child.stdin!.on('error', () => {});
+  child.stdin!.end(stdin);
+  const done = new Promise<{ code: number | null; signal: string | null; stdout: string }>((resolve) =>
+    child.on('close', (code, signal) => resolve({ code, signal, stdout })),
+  );
+  return { child, done };
 }
