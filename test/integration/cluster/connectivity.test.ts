@@ -88,6 +88,19 @@ describe.skipIf(skip !== undefined)(skip === undefined ? title : `${title} (skip
     }
   });
 
+  it('every pod exists in the API bound to its node with the addresses the shim returned', async () => {
+    for (const pod of tb.pods()) {
+      const o = (await tb.api.call('GET', `/api/v1/namespaces/default/pods/${pod.name}`)) as {
+        metadata: { uid: string };
+        spec: { nodeName: string };
+        status: { podIPs: { ip: string }[] };
+      };
+      expect(o.metadata.uid).toBe(pod.uid);
+      expect(o.spec.nodeName).toBe(pod.node);
+      expect(o.status.podIPs).toEqual([{ ip: pod.v4 }, { ip: pod.v6 }]);
+    }
+  });
+
   it('the config list each agent published points the shim at that node’s own socket', () => {
     for (const node of tb.nodes()) {
       const list = tb.conflist(node.name);
@@ -128,6 +141,9 @@ describe.skipIf(skip !== undefined)(skip === undefined ? title : `${title} (skip
     expect((await tb.ping(prober.ns, victim.v4)).rttMs).toBeDefined();
     await tb.removePod(victim);
     expect(tb.pods()).not.toContain(victim);
+    await expect(tb.api.call('GET', `/api/v1/namespaces/default/pods/${victim.name}`)).rejects.toMatchObject({
+      status: 404,
+    });
     expect((await tb.ping(prober.ns, victim.v4, 1)).rttMs).toBeUndefined();
     expect((await tb.ping(prober.ns, victim.v6, 1)).rttMs).toBeUndefined();
   });

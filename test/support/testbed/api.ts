@@ -24,7 +24,12 @@ export class UnixApiClient {
     this.socketPath = socketPath;
   }
 
-  call<T = Record<string, unknown>>(method: string, path: string, body?: unknown): Promise<T> {
+  call<T = Record<string, unknown>>(
+    method: string,
+    path: string,
+    body?: unknown,
+    contentType = 'application/json',
+  ): Promise<T> {
     const payload = body === undefined ? undefined : JSON.stringify(body);
     return new Promise((resolve, reject) => {
       const req = request(
@@ -38,7 +43,7 @@ export class UnixApiClient {
             accept: 'application/json',
             ...(payload === undefined
               ? {}
-              : { 'content-type': 'application/json', 'content-length': Buffer.byteLength(payload) }),
+              : { 'content-type': contentType, 'content-length': Buffer.byteLength(payload) }),
           },
           timeout: 10_000,
         },
@@ -78,6 +83,31 @@ export class UnixApiClient {
 
   deleteNode(name: string): Promise<Record<string, unknown>> {
     return this.call('DELETE', `/api/v1/nodes/${encodeURIComponent(name)}`);
+  }
+
+  createPod(namespace: string, pod: Record<string, unknown>): Promise<Record<string, unknown>> {
+    return this.call('POST', `/api/v1/namespaces/${encodeURIComponent(namespace)}/pods`, pod);
+  }
+
+  /** A merge patch of the Pod's status subresource (what a kubelet reports). */
+  patchPodStatus(
+    namespace: string,
+    name: string,
+    status: Record<string, unknown>,
+  ): Promise<Record<string, unknown>> {
+    return this.call(
+      'PATCH',
+      `/api/v1/namespaces/${encodeURIComponent(namespace)}/pods/${encodeURIComponent(name)}/status`,
+      { status },
+      'application/merge-patch+json',
+    );
+  }
+
+  deletePod(namespace: string, name: string): Promise<Record<string, unknown>> {
+    return this.call(
+      'DELETE',
+      `/api/v1/namespaces/${encodeURIComponent(namespace)}/pods/${encodeURIComponent(name)}`,
+    );
   }
 
   async listNodeNames(): Promise<string[]> {

@@ -9,6 +9,7 @@ export {
   type AgentMode,
   type DatapathMode,
   type EchoServer,
+  POD_NAMESPACE,
   Testbed,
   type TestbedNode,
   type TestbedOptions,

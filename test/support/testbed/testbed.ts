@@ -23,7 +23,7 @@ import {
   runPlugin,
 } from '../cni-driver.ts';
 import { delNetns, ip, ipJson, nsSysctl, TEST_NETNS_PREFIX } from '../netns.ts';
-import { UnixApiClient } from './api.ts';
+import { ApiRequestError, UnixApiClient } from './api.ts';
 import {
   API_PORT,
   controlPlaneAddr,
@@ -99,6 +99,8 @@ export interface TestbedNode {
 }
 
 export interface TestbedPod extends PodEndpoint {
+  /** The Pod object's uid (Kubernetes mode), also passed to the shim as K8S_POD_UID. */
+  readonly uid?: string;
   readonly ns: string;
   readonly netnsPath: string;
   readonly containerId: string;
@@ -119,6 +121,8 @@ interface Tracked {
 }
 
 const LOOPBACK = join(REFERENCE_PLUGIN_DIR, 'loopback');
+/** The Kubernetes namespace of every test bed pod. */
+export const POD_NAMESPACE = 'default';
 const ECHO_SCRIPT = join(import.meta.dirname, 'echo.ts');
 const CONTROL_PLANE_SCRIPT = join(import.meta.dirname, 'control-plane.ts');
 
@@ -326,6 +330,7 @@ export class Testbed {
       this.killNsProcesses(p.ns);
       delNetns(p.ns);
       this.podList.splice(this.podList.indexOf(p), 1);
+      await this.deletePodObject(p.name);
     }
     this.killNsProcesses(node.ns);
     delNetns(node.ns);
@@ -454,11 +459,13 @@ export class Testbed {
     this.addNs(ns, false);
     const netnsPath = `/var/run/netns/${ns}`;
     const containerId = randomBytes(32).toString('hex');
+    // As the scheduler and kubelet would: the Pod object exists (bound to the node) before its sandbox.
+    const uid = this.agentMode === 'kubernetes' ? await this.createPodObject(name, nodeName) : undefined;
     const call = {
       containerId,
       netns: netnsPath,
       ifname: 'eth0',
-      args: `IgnoreUnknown=1;K8S_POD_NAMESPACE=default;K8S_POD_NAME=${name};K8S_POD_INFRA_CONTAINER_ID=${containerId}`,
+      args: `IgnoreUnknown=1;K8S_POD_NAMESPACE=${POD_NAMESPACE};K8S_POD_NAME=${name};K8S_POD_INFRA_CONTAINER_ID=${containerId}${uid === undefined ? '' : `;K8S_POD_UID=${uid}`}`,
       hostNetns: node.ns,
       ...this.cniPath(node),
     };
@@ -488,9 +495,40 @@ export class Testbed {
       v4: addr(false),
       v6: addr(true),
       result: run.json as Record<string, unknown>,
+      ...(uid === undefined ? {} : { uid }),
     };
     this.podList.push(pod);
+    if (uid !== undefined) {
+      await this.api.patchPodStatus(POD_NAMESPACE, name, {
+        phase: 'Running',
+        hostIP: node.plan.v4,
+        hostIPs: [{ ip: node.plan.v4 }, { ip: node.plan.v6 }],
+        podIP: pod.v4,
+        podIPs: [{ ip: pod.v4 }, { ip: pod.v6 }],
+      });
+    }
     return pod;
+  }
+
+  /** Creates the Pod object bound to the node; returns its uid. */
+  private async createPodObject(name: string, nodeName: string): Promise<string> {
+    const created = await this.api.createPod(POD_NAMESPACE, {
+      apiVersion: 'v1',
+      kind: 'Pod',
+      metadata: { name, namespace: POD_NAMESPACE, labels: { app: 'trellis-testbed' } },
+      spec: { nodeName, containers: [{ name: 'main', image: 'registry.k8s.io/pause:3.10' }] },
+      status: { phase: 'Pending' },
+    });
+    const uid = (created.metadata as { uid?: unknown } | undefined)?.uid;
+    if (typeof uid !== 'string') throw new Error(`${name}: the API server returned no uid`);
+    return uid;
+  }
+
+  private async deletePodObject(name: string): Promise<void> {
+    if (this.agentMode !== 'kubernetes') return;
+    await this.api.deletePod(POD_NAMESPACE, name).catch((err: unknown) => {
+      if (!(err instanceof ApiRequestError && err.status === 404)) throw err;
+    });
   }
 
   /** CNI_PATH as the runtime sets it: the node's bin dir, where install-cni put the plugins. */
@@ -507,7 +545,7 @@ export class Testbed {
         containerId: pod.containerId,
         netns: pod.netnsPath,
         ifname: 'eth0',
-        args: `IgnoreUnknown=1;K8S_POD_NAMESPACE=default;K8S_POD_NAME=${pod.name}`,
+        args: `IgnoreUnknown=1;K8S_POD_NAMESPACE=${POD_NAMESPACE};K8S_POD_NAME=${pod.name}`,
         hostNetns: node.ns,
         ...this.cniPath(node),
       },
@@ -517,6 +555,7 @@ export class Testbed {
     delNetns(pod.ns);
     const i = this.podList.indexOf(pod);
     if (i >= 0) this.podList.splice(i, 1);
+    await this.deletePodObject(pod.name);
   }
 
   /** One ping from a pod (a retry on loss); the round trip in ms, or undefined without an answer. */
