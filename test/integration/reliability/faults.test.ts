@@ -1,0 +1,238 @@
+/**
+ * Faults around a real agent: the CNI binary SIGKILLed mid-call, the IPAM state directory full or
+ * read-only (a tiny tmpfs in the agent's own mount namespace: the host's mounts are never touched),
+ * and a live pod's lease file corrupted while the agent was down.
+ */
+import { appendFileSync, rmSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { removeAgentDir } from '../../support/agent-process.ts';
+import { builtSkipReason } from '../../support/cni-driver.ts';
+import { delNetns, ip, netnsSkipReason, nsPing } from '../../support/netns.ts';
+import { type AddResult, containerId, NodeHarness, podAddr, V4_CIDR, V6_CIDR } from '../datapath/harness.ts';
+import {
+  agentPid,
+  agentView,
+  holdings,
+  inAgentMountNs,
+  isAlive,
+  leaseAddresses,
+  spawnShim,
+  startAgentWithTmpfsState,
+  waitFor,
+} from './support.ts';
+
+const skip = netnsSkipReason ?? builtSkipReason();
+const EMPTY = { leases: [], reservations: [], quarantine: [], spool: [], veths: [], routes: [] };
+
+describe.skipIf(skip !== undefined)(`faults${skip ? ` (skipped: ${skip})` : ''}`, () => {
+  describe('the CNI binary killed mid-call', () => {
+    const node = new NodeHarness();
+    beforeAll(() => node.start());
+    afterAll(() => node.stop());
+
+    it('SIGKILL of the shim during ADD, 20 times at random moments; a retried ADD or DEL leaves nothing behind', async () => {
+      const outcomes = { killedBeforeExit: 0, killedAfterAgentGotIt: 0, retriedAdd: 0, straightDel: 0 };
+      for (let i = 0; i < 20; i++) {
+        const pod = node.podNs();
+        const id = containerId();
+        const conf = JSON.stringify(node.conf());
+        const shim = spawnShim(
+          node,
+          { command: 'ADD', containerId: id, netns: pod.path, ifname: 'eth0' },
+          conf,
+        );
+        await new Promise((r) => setTimeout(r, Math.floor(Math.random() * 80)));
+        shim.child.kill('SIGKILL');
+        const first = await shim.done;
+        if (first.signal === 'SIGKILL') {
+          outcomes.killedBeforeExit++;
+          const short = id.slice(0, 12);
+          // The agent got the request (and finished it for nobody) before the shim died.
+          if (
+            await waitFor(() => node.agent.logs.some((l) => l.verb === 'ADD' && l.containerId === short), 300)
+          ) {
+            outcomes.killedAfterAgentGotIt++;
+          }
+        }
+        if (i % 2 === 0) {
+          // The runtime retries the ADD: it must succeed (same key, same namespace) and configure the pod.
+          outcomes.retriedAdd++;
+          const again = await node.add(pod, id);
+          expect(again.code, again.stdout).toBe(0);
+          const v4 = podAddr(again.json as AddResult, 4);
+          expect(ip(pod.name, '-4', 'addr', 'show', 'dev', 'eth0')).toContain(`${v4}/32`);
+          expect(nsPing(node.host.name, v4)).toBe(true);
+          // Exactly one lease for this attachment.
+          expect(leaseAddresses(node).get(`${id}@eth0`)).toEqual([v4, podAddr(again.json as AddResult, 6)]);
+        } else {
+          outcomes.straightDel++;
+        }
+        const del = await node.del(id, pod.path);
+        expect(del.code, del.stdout).toBe(0);
+        delNetns(pod.name);
+      }
+      expect(outcomes.killedBeforeExit).toBeGreaterThanOrEqual(8);
+      expect(outcomes.killedAfterAgentGotIt).toBeGreaterThanOrEqual(1);
+      expect(await waitFor(() => node.hostVeths().length === 0, 10_000)).toBe(true);
+      expect(holdings(node)).toEqual(EMPTY);
+      expect(isAlive(agentPid(node))).toBe(true);
+      console.log(JSON.stringify(outcomes));
+    }, 120_000);
+  });
+
+  describe('the IPAM state directory full, then read-only (tmpfs in the agent mount namespace)', () => {
+    const node = new NodeHarness();
+    let ipamDir = '';
+    let pid = 0;
+    beforeAll(async () => {
+      node.host = node.pool.add('host');
+      node.agent = startAgentWithTmpfsState({
+        ns: node.host.name,
+        podCIDRs: [V4_CIDR, V6_CIDR],
+        sizeKiB: 256,
+      });
+      await node.agent.ready();
+      pid = agentPid(node);
+      ipamDir = agentView(pid, join(node.agent.stateDir, 'ipam'));
+    });
+    afterAll(async () => {
+      try {
+        await node.agent.kill();
+      } finally {
+        node.pool.cleanup();
+        removeAgentDir(node.agent.dir);
+      }
+    });
+
+    it('the tmpfs is the agent’s alone: the host sees an empty directory there', () => {
+      const mounts = inAgentMountNs(pid, 'findmnt', [
+        '-n',
+        '-o',
+        'FSTYPE,SOURCE',
+        join(node.agent.stateDir, 'ipam'),
+      ]);
+      expect(mounts.trim()).toBe('tmpfs  trl-state');
+      expect(ip(undefined, 'netns', 'list')).toBeDefined(); // host mount namespace untouched (no throw)
+      expect(holdings(node).leases).toEqual([]); // host view
+    });
+
+    it('full: ADD fails with 107 naming ENOSPC and no partial lease; DEL of a live pod still works', async () => {
+      const live = node.podNs();
+      const liveId = containerId();
+      const ok = await node.add(live, liveId);
+      expect(ok.code, ok.stdout).toBe(0);
+      const filler = join(ipamDir, 'filler');
+      try {
+        for (;;) appendFileSync(filler, Buffer.alloc(4096));
+      } catch (err) {
+        expect((err as NodeJS.ErrnoException).code).toBe('ENOSPC');
+      }
+      const before = holdings(node, ipamDir);
+      expect(before.leases).toHaveLength(1);
+
+      for (let i = 0; i < 3; i++) {
+        const r = await node.add(node.podNs(), containerId());
+        expect(r.code).toBe(1);
+        expect(r.json).toMatchObject({ code: 107 });
+        expect((r.json as { msg: string }).msg).toMatch(/IPAM state directory .*ENOSPC/);
+        expect(holdings(node, ipamDir)).toEqual(before); // no lease, reservation, veth or route
+      }
+      const line = node.agent.logs.findLast((l) => l.verb === 'ADD');
+      expect(line).toMatchObject({ code: 107, outcome: 'error' });
+
+      const del = await node.del(liveId, live.path);
+      expect(del.code, del.stdout).toBe(0);
+      expect(await waitFor(() => node.hostVeths().length === 0, 5000)).toBe(true);
+      expect(holdings(node, ipamDir)).toEqual(EMPTY);
+
+      // Space back: ADD works again.
+      rmSync(filler);
+      const again = await node.add(node.podNs(), containerId());
+      expect(again.code, again.stdout).toBe(0);
+    });
+
+    it('read-only: ADD fails with 107 naming EROFS and holds nothing; DEL reports 107 (runtime retries) until writable, then works', async () => {
+      const live = node.podNs();
+      const liveId = containerId();
+      const ok = await node.add(live, liveId);
+      expect(ok.code, ok.stdout).toBe(0);
+      const before = holdings(node, ipamDir);
+      const mountpoint = join(node.agent.stateDir, 'ipam');
+      inAgentMountNs(pid, 'mount', ['-o', 'remount,ro', mountpoint]);
+      try {
+        const r = await node.add(node.podNs(), containerId());
+        expect(r.json).toMatchObject({ code: 107 });
+        expect((r.json as { msg: string }).msg).toMatch(/EROFS/);
+        expect(holdings(node, ipamDir)).toEqual(before);
+
+        // Nothing can be recorded: DEL says so (the lease and its addresses stay held, never reused)
+        // and the runtime retries it.
+        const del = await node.del(liveId, live.path);
+        expect(del.json).toMatchObject({ code: 107 });
+        expect((del.json as { msg: string }).msg).toMatch(/EROFS/);
+        expect(holdings(node, ipamDir).leases).toEqual(before.leases);
+      } finally {
+        inAgentMountNs(pid, 'mount', ['-o', 'remount,rw', mountpoint]);
+      }
+      const retry = await node.del(liveId, live.path);
+      expect(retry.code, retry.stdout).toBe(0);
+      expect(holdings(node, ipamDir).leases).toEqual(before.leases.filter((l) => !l.startsWith(liveId)));
+      expect(isAlive(pid)).toBe(true);
+    });
+  });
+
+  describe('a corrupted lease file', () => {
+    // A /29: 5 addresses, so reuse of the corrupted lease's address would show quickly.
+    const node = new NodeHarness(['10.244.7.0/29', 'fd00:10:244:7::/120']);
+    beforeAll(() => node.start());
+    afterAll(() => node.stop());
+
+    it('is quarantined at restart; the live pod keeps its address and connectivity across restarts; no other pod gets it; DEL frees it', async () => {
+      const victim = node.podNs();
+      const victimId = containerId();
+      const r = await node.add(victim, victimId);
+      expect(r.code, r.stdout).toBe(0);
+      const victimV4 = podAddr(r.json as AddResult, 4);
+      const victimV6 = podAddr(r.json as AddResult, 6);
+      const other = await node.add(node.podNs(), containerId());
+      expect(other.code).toBe(0);
+
+      await node.agent.kill();
+      writeFileSync(
+        join(node.agent.stateDir, 'ipam', 'leases', `${victimId}@eth0.json`),
+        '{"containerId":"tor',
+      );
+      await node.startAgain();
+      const quarantined = node.agent.logs.find((l) => l.msg === 'IPAM record quarantined at load');
+      expect(quarantined).toMatchObject({ reason: expect.stringMatching(/not valid JSON/) });
+      expect(String(quarantined?.file)).toContain(victimId);
+      expect(holdings(node).quarantine.some((f) => f.startsWith(`${victimId}@eth0.json.`))).toBe(true);
+
+      // The running pod is untouched by the start-up sweep, and stays so across another restart.
+      expect(nsPing(node.host.name, victimV4)).toBe(true);
+      await node.agent.kill();
+      await node.startAgain();
+      expect(nsPing(node.host.name, victimV4)).toBe(true);
+      expect(nsPing(node.host.name, victimV6)).toBe(true);
+
+      // Fill the pool: the held addresses are never handed out.
+      const handed: string[] = [];
+      for (let i = 0; i < 5; i++) {
+        const a = await node.add(node.podNs(), containerId());
+        if (a.code === 0) handed.push(podAddr(a.json as AddResult, 4), podAddr(a.json as AddResult, 6));
+        else expect(a.json).toMatchObject({ code: 101 });
+      }
+      expect(handed).toHaveLength(6); // 5 usable - victim - other = 3 pods
+      expect(handed).not.toContain(victimV4);
+      expect(handed).not.toContain(victimV6);
+
+      // The runtime's DEL frees the held addresses and removes the pod's veth; the next ADD gets them.
+      const del = await node.del(victimId, victim.path);
+      expect(del.code, del.stdout).toBe(0);
+      const next = await node.add(node.podNs(), containerId());
+      expect(next.code, next.stdout).toBe(0);
+      expect(podAddr(next.json as AddResult, 4)).toBe(victimV4);
+    });
+  });
+});
