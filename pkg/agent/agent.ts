@@ -79,6 +79,11 @@ export interface AgentSnapshot {
   ipamUsage: RangeUsage[];
   /** The Node watch; undefined in standalone mode. */
   watch: { restarts: number; relists: number; resourceVersion: string; synced: boolean } | undefined;
+  /** Where the pod MTU came from and the encapsulation overhead subtracted (docs/overlay.md). */
+  mtuSource?: string;
+  mtuOverhead?: number;
+  /** The VXLAN devices after the last pass (auto and vxlan modes). */
+  vxlan?: { family: 4 | 6; name: string; ifindex: number; mac: string; mtu: number }[];
 }
 
 /** Desired inter-node routes (computed now from the node cache) next to what the kernel has. */
@@ -453,6 +458,15 @@ export class Agent {
       cniBinDir: config.cniBinDir,
       leases: this.ipam?.list() ?? [],
       ipamUsage: this.ipam?.usage() ?? [],
+      mtuSource: this.mtuChoice.source,
+      mtuOverhead: this.mtuChoice.overhead,
+      vxlan: this.overlayDevices().map(({ family, name, ifindex, mac, mtu }) => ({
+        family,
+        name,
+        ifindex,
+        mac,
+        mtu,
+      })),
       watch:
         inf === undefined
           ? undefined
