@@ -209,10 +209,9 @@ export class Testbed {
     this.buildInternet();
     await this.buildControlPlane();
     this.progress(`API server ${this.apiUrl} (namespace ${this.controlPlaneNs})`);
-    for (const plan of plans) {
-      this.nextIndex = plan.index + 1;
-      await this.createNodeNs(plan);
-    }
+    this.nextIndex = plans.length + 1;
+    // The kernel wiring runs synchronously in order; the Node objects and install-cni overlap.
+    await Promise.all(plans.map((plan) => this.createNodeNs(plan)));
     this.progress(`starting ${plans.length} agents (mode ${this.mode}, ${this.agentMode})`);
     await Promise.all(plans.map((p) => this.startAgent(p.name)));
     if (this.agentMode === 'standalone') this.programStaticRoutes();
