@@ -1,4 +1,5 @@
 import pino, { type Logger } from 'pino';
+import { redactSecrets, scrubText } from './redact.ts';
 
 export type { Logger } from 'pino';
 
@@ -25,7 +26,18 @@ export function createLogger(opts: LoggerOptions): Logger {
     level: opts.level,
     base: opts.base ?? {},
     timestamp: pino.stdTimeFunctions.isoTime,
-    formatters: { level: (label) => ({ level: label }) },
+    formatters: {
+      level: (label) => ({ level: label }),
+      // Secret keys at any depth and bearer tokens inside texts (see redact.ts).
+      bindings: (bindings) => redactSecrets(bindings),
+      log: (object) => redactSecrets(object),
+    },
+    hooks: {
+      logMethod(args, method) {
+        const scrubbed = args.map((a: unknown) => (typeof a === 'string' ? scrubText(a) : a));
+        return method.apply(this, scrubbed as Parameters<typeof method>);
+      },
+    },
     redact: {
       paths: ['token', '*.token', 'authorization', '*.authorization', 'headers.authorization'],
       censor: '[redacted]',
