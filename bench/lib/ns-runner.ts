@@ -19,7 +19,7 @@ interface Request {
   stdin: string;
 }
 
-function run(req: Request): void {
+function run(req: Request, attempt = 0): void {
   const t0 = performance.now();
   const child = spawn(req.binary, [], { env: req.env, stdio: ['pipe', 'pipe', 'pipe'] });
   let stdout = '';
@@ -30,7 +30,13 @@ function run(req: Request): void {
   child.stderr.setEncoding('utf8').on('data', (d: string) => {
     stderr += d;
   });
-  child.on('error', (err) => {
+  child.on('error', (err: NodeJS.ErrnoException) => {
+    // dist/ is deleted and rebuilt by other work on a shared checkout: wait for the binary, then
+    // start over (the timing restarts with the new spawn).
+    if (err.code === 'ENOENT' && attempt < 300) {
+      setTimeout(() => run(req, attempt + 1), 200);
+      return;
+    }
     process.stdout.write(`${JSON.stringify({ id: req.id, ms: 0, code: -1, stdout, stderr: String(err) })}\n`);
   });
   child.on('close', (code) => {
