@@ -31,11 +31,10 @@ export interface ControllerDeps {
 }
 
 /** Delay before a pass that had VXLAN overlay errors is retried. */
-const OVERLAY_RETRY_MS = 2_000;
 
 export type PassOutcome =
   | { kind: 'waiting'; reason: string }
-  | { kind: 'ok'; report: ReconcileReport; durationMs: number }
+  | { kind: 'ok'; report: ReconcileReport; durationMs: number; partial?: boolean }
   | { kind: 'error'; error: string; durationMs: number };
 
 /**
@@ -88,7 +87,7 @@ export class NodeController {
       }
       this.dirty = false;
       const outcome = await this.runOnce();
-      if (outcome.kind === 'error') {
+      if (outcome.kind === 'error' || (outcome.kind === 'ok' && outcome.partial)) {
         const { initialMs, maxMs } = this.deps.backoff ?? { initialMs: 200, maxMs: 10_000 };
         const delay = Math.min(maxMs, initialMs * 2 ** Math.min(this.failures, 16));
         this.failures++;
@@ -138,7 +137,6 @@ export class NodeController {
           // Masquerade matters for egress only; pods and routes keep working, the next pass retries.
           masq = 'failed';
           deps.log.error({ error: errorText(err) }, 'masquerade rules could not be applied');
-          this.dirty = true;
         }
       }
       const durationMs = round(performance.now() - started);
@@ -165,13 +163,12 @@ export class NodeController {
       for (const e of report.overlay?.errors ?? []) {
         deps.log.warn({ op: e.op, what: e.what, error: errorText(e.error) }, 'VXLAN overlay change failed');
       }
-      if (report.errors.length > 0) this.dirty = true;
-      // Overlay failures (a device, an iproute2 call) tend to persist for a while: retry after a pause, not
-      // in a tight loop.
-      if ((report.overlay?.errors.length ?? 0) > 0)
-        setTimeout(() => this.markDirty(), OVERLAY_RETRY_MS).unref();
       await deps.onSynced(self, report);
-      const outcome: PassOutcome = { kind: 'ok', report, durationMs };
+      // Some change failed (a route, the overlay, nft): the pass still counts, and the loop retries it
+      // after a backoff rather than at once (such failures tend to persist for a while).
+      const partial =
+        report.errors.length > 0 || (report.overlay?.errors.length ?? 0) > 0 || masq === 'failed';
+      const outcome: PassOutcome = { kind: 'ok', report, durationMs, partial };
       deps.onPass?.(outcome);
       return outcome;
     } catch (err) {

@@ -1,0 +1,175 @@
+import pino from 'pino';
+import { describe, expect, it } from 'vitest';
+import type { ClusterNode, ClusterView } from '../../../pkg/agent/cluster.ts';
+import { masqOptions, NodeController, type PassOutcome } from '../../../pkg/agent/controller.ts';
+import type { Lease } from '../../../pkg/ipam/index.ts';
+import type { ReconcileInput, ReconcileReport } from '../../../pkg/routes/reconciler.ts';
+
+const silent = pino({ level: 'silent' });
+
+function report(over: Partial<ReconcileReport> = {}): ReconcileReport {
+  return {
+    added: 0,
+    replaced: 0,
+    removed: 0,
+    unchanged: 0,
+    removalsDeferred: 0,
+    errors: [],
+    problems: [],
+    decisions: [],
+    conflicts: [],
+    durationMs: 0,
+    ...over,
+  } as ReconcileReport;
+}
+
+class FakeCluster implements ClusterView {
+  nodes = new Map<string, ClusterNode>();
+  synced = false;
+  list(): ClusterNode[] {
+    return [...this.nodes.values()];
+  }
+  get(name: string): ClusterNode | undefined {
+    return this.nodes.get(name);
+  }
+  hasSynced(): boolean {
+    return this.synced;
+  }
+}
+
+function setup(opts: { routeErrors?: number } = {}) {
+  const cluster = new FakeCluster();
+  let ranges: string[] = [];
+  const invalidated: Lease[][] = [];
+  const inputs: ReconcileInput[] = [];
+  const synced: ClusterNode[] = [];
+  const sleeps: number[] = [];
+  const leases: Lease[] = [
+    {
+      containerId: 'c1',
+      ifname: 'eth0',
+      addresses: [{ family: 4, address: '10.244.1.5', range: '10.244.1.0/24' }],
+      createdAt: '',
+    },
+  ];
+  const controller = new NodeController({
+    nodeName: 'n1',
+    cluster,
+    ipam: {
+      ranges: () => ranges,
+      setRanges: (cidrs) => {
+        const out = leases.filter((l) => !cidrs.includes(l.addresses[0]!.range));
+        ranges = cidrs;
+        return out;
+      },
+    },
+    routes: {
+      reconcile: async (input) => {
+        inputs.push(input);
+        const errors = Array.from({ length: opts.routeErrors ?? 0 }, () => ({
+          op: 'add',
+          route: { family: 4 as const, dst: '10.244.9.0/24' },
+          error: new Error('ENETUNREACH'),
+        }));
+        return report({ errors } as Partial<ReconcileReport>);
+      },
+    },
+    masq: undefined,
+    noMasqueradeCIDRs: [],
+    onLeasesInvalidated: async (l) => {
+      invalidated.push(l);
+    },
+    onSynced: async (self) => {
+      synced.push(self);
+    },
+    log: silent,
+    resyncMs: 60_000,
+    backoff: { initialMs: 100, maxMs: 400 },
+    sleep: async (ms) => {
+      sleeps.push(ms);
+      await new Promise((r) => setImmediate(r));
+    },
+  });
+  return { cluster, controller, invalidated, inputs, synced, sleeps, ranges: () => ranges };
+}
+
+describe('NodeController', () => {
+  it('waits (and says why) until its own Node has pod CIDRs, then programs it', async () => {
+    const t = setup();
+    const waiting = await t.controller.runOnce();
+    expect(waiting).toEqual({ kind: 'waiting', reason: 'waiting for the first list of Nodes' });
+    t.cluster.synced = true;
+    t.cluster.nodes.set('n1', { name: 'n1', podCIDRs: [], internalIPs: ['10.0.0.1'] });
+    const noCidr = (await t.controller.runOnce()) as Extract<PassOutcome, { kind: 'waiting' }>;
+    expect(noCidr.reason).toContain('has no spec.podCIDRs');
+    expect(t.inputs).toHaveLength(0);
+
+    t.cluster.nodes.set('n1', { name: 'n1', podCIDRs: ['10.244.1.0/24'], internalIPs: ['10.0.0.1'] });
+    t.cluster.nodes.set('n2', { name: 'n2', podCIDRs: ['10.244.2.0/24'], internalIPs: ['10.0.0.2'] });
+    const ok = await t.controller.runOnce();
+    expect(ok.kind).toBe('ok');
+    expect(t.ranges()).toEqual(['10.244.1.0/24']);
+    expect(t.inputs[0]).toMatchObject({ synced: true, self: { name: 'n1' } });
+    expect(t.inputs[0]!.peers.map((p) => p.name).sort()).toEqual(['n1', 'n2']);
+    expect(t.synced.map((s) => s.name)).toEqual(['n1']);
+  });
+
+  it('tells the reconciler the cache is not synced yet, so nothing is removed before the first list', async () => {
+    const t = setup();
+    t.cluster.nodes.set('n1', { name: 'n1', podCIDRs: ['10.244.1.0/24'], internalIPs: [] });
+    await t.controller.runOnce();
+    expect(t.inputs[0]!.synced).toBe(false);
+  });
+
+  it('a pod CIDR change hands the leases outside the new range to the caller', async () => {
+    const t = setup();
+    t.cluster.synced = true;
+    t.cluster.nodes.set('n1', { name: 'n1', podCIDRs: ['10.244.1.0/24'], internalIPs: [] });
+    await t.controller.runOnce();
+    expect(t.invalidated).toHaveLength(0);
+    t.cluster.nodes.set('n1', { name: 'n1', podCIDRs: ['10.244.7.0/24'], internalIPs: [] });
+    await t.controller.runOnce();
+    expect(t.invalidated).toHaveLength(1);
+    expect(t.invalidated[0]![0]!.containerId).toBe('c1');
+  });
+
+  it('events only mark dirty: a burst of marks while a pass runs leads to one more pass, not one per mark', async () => {
+    const t = setup();
+    t.cluster.synced = true;
+    t.cluster.nodes.set('n1', { name: 'n1', podCIDRs: ['10.244.1.0/24'], internalIPs: [] });
+    const abort = new AbortController();
+    t.controller.start(abort.signal);
+    await new Promise((r) => setTimeout(r, 20));
+    const after = t.inputs.length;
+    for (let i = 0; i < 50; i++) t.controller.markDirty();
+    await new Promise((r) => setTimeout(r, 20));
+    abort.abort();
+    await t.controller.done;
+    expect(after).toBe(1);
+    expect(t.inputs.length).toBe(2);
+  });
+
+  it('a pass with failed routes is retried after a capped, growing backoff instead of in a hot loop', async () => {
+    const t = setup({ routeErrors: 1 });
+    t.cluster.synced = true;
+    t.cluster.nodes.set('n1', { name: 'n1', podCIDRs: ['10.244.1.0/24'], internalIPs: [] });
+    const abort = new AbortController();
+    t.controller.start(abort.signal);
+    while (t.sleeps.length < 5) await new Promise((r) => setTimeout(r, 1));
+    abort.abort();
+    await t.controller.done;
+    expect(t.sleeps.slice(0, 5)).toEqual([100, 200, 400, 400, 400]);
+  });
+
+  it('masquerade covers every node pod CIDR as a no-masquerade destination, and only our CIDRs as sources', () => {
+    const self = { name: 'n1', podCIDRs: ['10.244.1.0/24', 'fd00:1::/64'], internalIPs: [] };
+    const opts = masqOptions(
+      self,
+      [self, { name: 'n2', podCIDRs: ['10.244.2.0/24'], internalIPs: [] }],
+      ['192.168.0.0/16'],
+    );
+    expect(opts.podCIDRs).toEqual({ v4: ['10.244.1.0/24'], v6: ['fd00:1::/64'] });
+    expect(opts.clusterCIDRs).toEqual(['10.244.1.0/24', '10.244.2.0/24', 'fd00:1::/64']);
+    expect(opts.noMasqueradeCIDRs).toEqual(['192.168.0.0/16']);
+  });
+});

@@ -1,0 +1,42 @@
+import { describe, expect, it } from 'vitest';
+import { staleLeases } from '../../../pkg/agent/lease-gc.ts';
+import type { Lease } from '../../../pkg/ipam/index.ts';
+
+const lease = (id: string, over: Partial<Lease> = {}): Lease => ({
+  containerId: id,
+  ifname: 'eth0',
+  addresses: [{ family: 4, address: `10.244.1.${id.length}`, range: '10.244.1.0/24' }],
+  createdAt: '2026-01-01T00:00:00Z',
+  netns: `/var/run/netns/${id}`,
+  podNamespace: 'default',
+  podName: id,
+  podUid: `uid-${id}`,
+  ...over,
+});
+
+describe('staleLeases (IPAM GC against the API)', () => {
+  const running = [{ namespace: 'default', name: 'alive', uid: 'uid-alive' }];
+  const exists = (present: string[]) => (p: string) => present.includes(p);
+
+  it('releases only when the pod left this node AND its netns is gone', () => {
+    const leases = [
+      lease('alive'),
+      lease('gone'),
+      lease('leftButNetnsThere'),
+      lease('alive', { containerId: 'old-sandbox', podUid: 'uid-previous' }),
+    ];
+    const stale = staleLeases(leases, running, exists(['/var/run/netns/leftButNetnsThere']), new Set());
+    expect(stale.map((l) => l.containerId).sort()).toEqual(['gone', 'old-sandbox']);
+  });
+
+  it('never touches an attachment with a CNI call in flight', () => {
+    const stale = staleLeases([lease('gone')], [], exists([]), new Set(['gone\0eth0']));
+    expect(stale).toEqual([]);
+  });
+
+  it('a lease without pod metadata is judged by its netns alone', () => {
+    const bare = lease('bare', { podNamespace: undefined, podName: undefined, podUid: undefined });
+    expect(staleLeases([bare], running, exists([bare.netns!]), new Set())).toEqual([]);
+    expect(staleLeases([bare], running, exists([]), new Set())).toEqual([bare]);
+  });
+});

@@ -1,0 +1,126 @@
+import { describe, expect, it } from 'vitest';
+import { convertResult, parseResult } from '../../../pkg/cni/result.ts';
+import { BackgroundDeleter } from '../../../pkg/datapath/background-deleter.ts';
+import { KeyedMutex } from '../../../pkg/datapath/keyed-mutex.ts';
+import { hostVethName, isHostVethName } from '../../../pkg/datapath/names.ts';
+import { attachmentResult } from '../../../pkg/datapath/result.ts';
+import { UndoStack } from '../../../pkg/datapath/undo.ts';
+
+describe('host veth names', () => {
+  it('are deterministic, 15 characters, recognisable, and differ per (container, ifname)', () => {
+    const a = hostVethName('abc', 'eth0');
+    expect(a).toBe(hostVethName('abc', 'eth0'));
+    expect(a).toHaveLength(15);
+    expect(isHostVethName(a)).toBe(true);
+    expect(hostVethName('abc', 'eth1')).not.toBe(a);
+    expect(hostVethName('ab', 'ceth0')).not.toBe(hostVethName('abc', 'eth0'));
+    expect(isHostVethName('trellis.v4')).toBe(false);
+    expect(isHostVethName('eth0')).toBe(false);
+  });
+});
+
+describe('attachmentResult', () => {
+  const att = {
+    containerId: 'c',
+    ifname: 'eth0',
+    netns: '/var/run/netns/p',
+    host: { name: 'trl000000000000', index: 7, mac: 'aa:aa:aa:aa:aa:aa' },
+    pod: { name: 'eth0', index: 2, mac: 'bb:bb:bb:bb:bb:bb', mtu: 1450 },
+    addresses: [
+      { family: 4 as const, address: '10.244.1.5', range: '10.244.1.0/24' },
+      { family: 6 as const, address: 'fd00::5', range: 'fd00::/64' },
+    ],
+  };
+
+  it('is a valid 1.1 result that converts to 0.4.0 and 0.3.1 shapes chained plugins accept', () => {
+    const r = attachmentResult(att, { nameservers: ['10.96.0.10'] });
+    expect(parseResult(r, '1.1.0')).toEqual(r);
+    expect(r.ips).toEqual([
+      { address: '10.244.1.5/32', gateway: '169.254.1.1', interface: 1 },
+      { address: 'fd00::5/128', gateway: 'fe80::1', interface: 1 },
+    ]);
+    expect(r.interfaces?.[1]).toEqual({
+      name: 'eth0',
+      mac: 'bb:bb:bb:bb:bb:bb',
+      mtu: 1450,
+      sandbox: '/var/run/netns/p',
+    });
+    const legacy = convertResult(r, '0.4.0');
+    expect(legacy.ips?.map((i) => i.version)).toEqual(['4', '6']);
+    expect(parseResult(legacy, '0.4.0')).toEqual(legacy);
+    expect(parseResult(convertResult(r, '0.3.1'), '0.3.1').ips).toHaveLength(2);
+  });
+
+  it('routes only the families the pod has', () => {
+    const r = attachmentResult({ ...att, addresses: [att.addresses[0]!] });
+    expect(r.routes).toEqual([{ dst: '0.0.0.0/0', gw: '169.254.1.1' }]);
+  });
+});
+
+describe('KeyedMutex', () => {
+  it('serialises one key and runs different keys in parallel', async () => {
+    const m = new KeyedMutex();
+    const order: string[] = [];
+    const step = (tag: string, ms: number) =>
+      new Promise<void>((r) =>
+        setTimeout(() => {
+          order.push(tag);
+          r();
+        }, ms),
+      );
+    await Promise.all([
+      m.run('a', () => step('a1', 30)),
+      m.run('a', () => step('a2', 1)),
+      m.run('b', () => step('b1', 5)),
+    ]);
+    expect(order).toEqual(['b1', 'a1', 'a2']);
+    expect(m.size).toBe(0);
+  });
+});
+
+describe('UndoStack', () => {
+  it('undoes in reverse order and collects undo failures without throwing', async () => {
+    const u = new UndoStack();
+    const done: string[] = [];
+    u.push('first', () => void done.push('first'));
+    u.push('broken', () => {
+      throw new Error('boom');
+    });
+    u.push('last', async () => void done.push('last'));
+    const failures = await u.unwind();
+    expect(done).toEqual(['last', 'first']);
+    expect(failures.map((f) => f.what)).toEqual(['broken']);
+  });
+
+  it('forgets everything after commit', async () => {
+    const u = new UndoStack();
+    let ran = false;
+    u.push('x', () => {
+      ran = true;
+    });
+    u.commit();
+    expect(await u.unwind()).toEqual([]);
+    expect(ran).toBe(false);
+  });
+});
+
+describe('BackgroundDeleter', () => {
+  it('orders work per name, lets callers wait for it, and reports failures without rejecting', async () => {
+    const errors: string[] = [];
+    const d = new BackgroundDeleter((name) => errors.push(name));
+    let finished = false;
+    d.schedule('trl1', async () => {
+      await new Promise((r) => setTimeout(r, 20));
+      finished = true;
+    });
+    d.schedule('trl2', async () => {
+      throw new Error('gone');
+    });
+    expect(d.isPending('trl1')).toBe(true);
+    await d.wait('trl1');
+    expect(finished).toBe(true);
+    await d.drain();
+    expect(errors).toEqual(['trl2']);
+    expect(d.isPending('trl1')).toBe(false);
+  });
+});
