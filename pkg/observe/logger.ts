@@ -4,6 +4,9 @@ import { redactSecrets, scrubText } from './redact.ts';
 export type { Logger } from 'pino';
 
 export const LOG_LEVELS = ['trace', 'debug', 'info', 'warn', 'error', 'fatal', 'silent'] as const;
+/** Most log text held in memory while stdout is not taking it. */
+export const LOG_BUFFER_MAX_BYTES = 8 * 1024 * 1024;
+
 export type LogLevel = (typeof LOG_LEVELS)[number];
 
 export interface LoggerOptions {
@@ -49,7 +52,10 @@ export function createLogger(opts: LoggerOptions): Logger {
       transport: { target: 'pino-pretty', options: { colorize: true, translateTime: 'SYS:HH:MM:ss.l' } },
     });
   }
-  const dest = opts.destination ?? pino.destination({ fd: 1, sync: false });
+  // Bounded: a slow log reader (or a closed stdout, whose failed writes sonic-boom keeps buffered
+  // and retries) would otherwise grow the agent's memory with every line; past the bound lines are
+  // dropped ('drop' event) rather than held.
+  const dest = opts.destination ?? pino.destination({ fd: 1, sync: false, maxLength: LOG_BUFFER_MAX_BYTES });
   if (opts.destination === undefined) {
     // A closed stdout (EPIPE: the log reader went away) must never crash the agent.
     (dest as NodeJS.EventEmitter).on('error', () => {});
