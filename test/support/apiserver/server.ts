@@ -49,6 +49,8 @@ export interface RequestInfo {
   readonly path: string;
   readonly query: URLSearchParams;
   readonly watch: boolean;
+  /** The client's address as this server's socket sees it (tells the test bed's own client from agents). */
+  readonly remoteAddress?: string;
 }
 
 export interface RequestRecord extends RequestInfo {
@@ -442,6 +444,7 @@ export async function startTestApiServer(opts: TestApiServerOptions = {}): Promi
       path: url.pathname,
       query: url.searchParams,
       watch: url.searchParams.get('watch') === 'true' || url.searchParams.get('watch') === '1',
+      ...(req.socket.remoteAddress === undefined ? {} : { remoteAddress: req.socket.remoteAddress }),
     };
     const record: RequestRecord = { ...info, status: 0, authorization: req.headers.authorization };
     log.push(record);

@@ -3,6 +3,7 @@ import { builtSkipReason } from '../cni-driver.ts';
 import { netnsSkipReason } from '../netns.ts';
 
 export { ApiRequestError, UnixApiClient } from './api.ts';
+export { FaultAdminClient, type OutageMode, type RequestLogEntry } from './fault-admin.ts';
 export * from './plan.ts';
 export * from './report.ts';
 export {

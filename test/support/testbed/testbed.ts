@@ -24,6 +24,7 @@ import {
 } from '../cni-driver.ts';
 import { delNetns, ip, ipJson, nsSysctl, TEST_NETNS_PREFIX } from '../netns.ts';
 import { ApiRequestError, UnixApiClient } from './api.ts';
+import { FaultAdminClient } from './fault-admin.ts';
 import {
   API_PORT,
   controlPlaneAddr,
@@ -137,6 +138,8 @@ export class Testbed {
   readonly kubeconfig: string;
   readonly apiSocket: string;
   readonly api: UnixApiClient;
+  /** The API server's fault hooks (outage, compaction, watch resets): see fault-admin.ts. */
+  readonly faults: FaultAdminClient;
   readonly mode: DatapathMode;
   readonly agentMode: AgentMode;
   /** The API server URL the agents use (on the fabric). */
@@ -163,6 +166,7 @@ export class Testbed {
     this.kubeconfig = join(this.dir, 'kubeconfig');
     this.apiSocket = join(this.dir, 'api.sock');
     this.api = new UnixApiClient(this.apiSocket);
+    this.faults = new FaultAdminClient(join(this.dir, 'admin.sock'));
     this.mode = opts.mode ?? 'auto';
     this.agentMode = opts.agentMode ?? 'kubernetes';
     this.apiUrl = `http://${controlPlaneAddr(4)}:${API_PORT}`;
@@ -253,6 +257,8 @@ export class Testbed {
       this.kubeconfig,
       '--unix',
       this.apiSocket,
+      '--admin',
+      join(this.dir, 'admin.sock'),
     ]);
     await firstLine(child, 'control plane', 20_000);
   }
@@ -337,8 +343,12 @@ export class Testbed {
     this.nodeMap.delete(name);
   }
 
-  /** Starts (or starts again, on the same state) the node's agent and waits until it is ready. */
-  async startAgent(name: string): Promise<AgentProcess> {
+  /**
+   * Starts (or starts again, on the same state) the node's agent and waits until it is ready;
+   * `waitReady: false` returns once it is spawned (an agent that cannot become ready, e.g. during an
+   * API outage; call waitReady() later).
+   */
+  async startAgent(name: string, opts: { waitReady?: boolean } = {}): Promise<AgentProcess> {
     const node = this.node(name);
     if (
       node.agent !== undefined &&
@@ -372,7 +382,7 @@ export class Testbed {
       extraArgs: ['--mode', this.mode, ...(this.opts.agentArgs ?? [])],
     });
     node.agent = agent;
-    await this.waitReady(name);
+    if (opts.waitReady !== false) await this.waitReady(name);
     return agent;
   }
 
