@@ -1,0 +1,175 @@
+/**
+ * Helpers for the Kubernetes-side fault suite: what the kernel shows on the test bed's nodes (route
+ * snapshots, `ip monitor route`, pings that run through a fault) and what the agents logged. Every
+ * command runs inside the test bed's own namespaces.
+ */
+import { type ChildProcess, spawn } from 'node:child_process';
+import { DEFAULT_BACKOFF } from '../../../pkg/k8s/backoff.ts';
+import { ipJson } from '../../support/netns.ts';
+import { nodeObject, planNode, type Testbed, type TestbedPod } from '../../support/testbed/index.ts';
+
+export type Route = { dst: string; gateway?: string; dev?: string; type?: string };
+
+/** `TRELLIS_LONG_FAULTS=1`: the outages last as long as the issue asks (a minute), not ~10 s. */
+export const LONG_FAULTS = process.env.TRELLIS_LONG_FAULTS === '1';
+
+export function sleep(ms: number): Promise<void> {
+  return new Promise((r) => setTimeout(r, ms));
+}
+
+/** Polls until `pred` holds; the elapsed ms, or throws after `timeoutMs`. */
+export async function within(timeoutMs: number, what: string, pred: () => boolean): Promise<number> {
+  const start = Date.now();
+  while (!pred()) {
+    if (Date.now() - start > timeoutMs) throw new Error(`${what}: not true after ${timeoutMs} ms`);
+    await sleep(50);
+  }
+  return Date.now() - start;
+}
+
+/** Every route of the node's main table (any protocol), both families, sorted: what must not move. */
+export function allRoutes(tb: Testbed, node: string): string[] {
+  const ns = tb.node(node).ns;
+  const dump = (f: 4 | 6): string[] =>
+    ipJson<Record<string, unknown>[]>(ns, `-${f}`, 'route', 'show', 'table', 'main').map((r) =>
+      JSON.stringify(r),
+    );
+  return [...dump(4), ...dump(6)].sort();
+}
+
+/** trellis's routes (protocol 126) on a node, as "dst gateway dev type" strings, sorted. */
+export function ownedRoutes(tb: Testbed, node: string): string[] {
+  return [...tb.routes(node, 4), ...tb.routes(node, 6)]
+    .map((r: Route) => [r.type ?? 'unicast', r.dst, r.gateway ?? '-', r.dev ?? '-'].join(' '))
+    .sort();
+}
+
+export function hasRoute(tb: Testbed, node: string, dst: string, gateway?: string): boolean {
+  const family = dst.includes(':') ? 6 : 4;
+  return tb
+    .routes(node, family)
+    .some((r) => r.dst === dst && (gateway === undefined || r.gateway === gateway));
+}
+
+/** `ip monitor route` inside a node namespace; lines collected until stop(). */
+export function monitorRoutes(ns: string): { lines: string[]; stop(): Promise<void> } {
+  const child: ChildProcess = spawn('ip', ['-n', ns, 'monitor', 'route'], {
+    stdio: ['ignore', 'pipe', 'ignore'],
+  });
+  const lines: string[] = [];
+  let buf = '';
+  child.stdout!.setEncoding('utf8').on('data', (d: string) => {
+    buf += d;
+    const parts = buf.split('\n');
+    buf = parts.pop() ?? '';
+    lines.push(...parts.filter((l) => l.trim() !== ''));
+  });
+  const exited = new Promise<void>((r) => child.once('exit', () => r()));
+  return {
+    lines,
+    async stop() {
+      child.kill('SIGTERM');
+      await exited;
+    },
+  };
+}
+
+/** Route monitor lines about pod CIDRs (10.244/16, fd00:10:244::/48) other than the `expected` ones. */
+export function podRouteChurn(lines: readonly string[], expected: readonly string[]): string[] {
+  return lines.filter((l) => /10\.244\.|fd00:10:244:/.test(l) && !expected.some((e) => l.includes(e)));
+}
+
+export interface PingCount {
+  transmitted: number;
+  received: number;
+  output: string;
+}
+
+/**
+ * A ping every 50 ms for `seconds` from a pod; resolves with what ping counted (NaN without a
+ * summary). Never rejects, so an early test failure leaves no stray rejection.
+ */
+export function backgroundPing(from: TestbedPod, to: string, seconds: number): Promise<PingCount> {
+  return new Promise((resolve) => {
+    const child = spawn(
+      'ip',
+      ['netns', 'exec', from.ns, 'ping', '-n', '-q', '-i', '0.05', '-w', String(seconds), to],
+      { stdio: ['ignore', 'pipe', 'pipe'] },
+    );
+    let out = '';
+    child.stdout.setEncoding('utf8').on('data', (d: string) => {
+      out += d;
+    });
+    child.stderr.setEncoding('utf8').on('data', (d: string) => {
+      out += d;
+    });
+    child.on('error', (err) =>
+      resolve({ transmitted: Number.NaN, received: Number.NaN, output: String(err) }),
+    );
+    child.on('close', () => {
+      const m = /(\d+) packets transmitted, (\d+) received/.exec(out);
+      resolve({
+        transmitted: Number(m?.[1] ?? Number.NaN),
+        received: Number(m?.[2] ?? Number.NaN),
+        output: out,
+      });
+    });
+  });
+}
+
+/** The node's agent log lines from index `from` on (TestbedNode.logs spans every agent run). */
+export function logsSince(tb: Testbed, node: string, from: number): Record<string, unknown>[] {
+  return tb.node(node).logs.slice(from);
+}
+
+export function logTime(line: Record<string, unknown>): number {
+  return typeof line.time === 'string' ? Date.parse(line.time) : Number(line.time);
+}
+
+/** Log lines at error level or worse. */
+export function errorLines(lines: readonly Record<string, unknown>[]): Record<string, unknown>[] {
+  return lines.filter((l) => l.level === 'error' || l.level === 'fatal');
+}
+
+/**
+ * A Node object with no namespace behind it (index 100+ so it never collides with the test bed's
+ * own nodes): every agent must route its pod CIDRs to its InternalIPs, which is all a test needs to
+ * see a change in the API arrive.
+ */
+export function phantomNode(index: number): {
+  name: string;
+  v4: string;
+  v6: string;
+  cidrs: [string, string];
+  object: Record<string, unknown>;
+} {
+  const plan = planNode(index, 0);
+  return {
+    name: plan.name,
+    v4: plan.v4,
+    v6: plan.v6,
+    cidrs: plan.podCIDRs,
+    object: nodeObject(plan),
+  };
+}
+
+/** The watch restarts an agent logged (the informer's onError through the agent). */
+export interface WatchRestart {
+  at: number;
+  restartInMs: number;
+  error: string;
+}
+
+export function watchRestarts(lines: readonly Record<string, unknown>[]): WatchRestart[] {
+  return lines
+    .filter((l) => l.msg === 'node watch failed; restarting with backoff')
+    .map((l) => ({ at: logTime(l), restartInMs: Number(l.restartInMs), error: String(l.error) }));
+}
+
+/** The agent's watch backoff (the informer's defaults; no flag changes them). */
+export const BACKOFF = DEFAULT_BACKOFF;
+
+/** The n-th consecutive failure waits in [ceiling/2, ceiling]; computed here, not with the code under test. */
+export function backoffCeiling(failure: number): number {
+  return Math.min(BACKOFF.maxMs, BACKOFF.initialMs * 2 ** (failure - 1));
+}
