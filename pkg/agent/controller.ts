@@ -188,7 +188,21 @@ export class NodeController {
       { from: current, to: self.podCIDRs, invalidatedLeases: invalidated.length },
       current.length === 0 ? 'pod CIDRs known' : 'pod CIDRs changed',
     );
-    if (invalidated.length > 0) await this.deps.onLeasesInvalidated(invalidated);
+    if (invalidated.length > 0) {
+      await this.deps.onLeasesInvalidated(invalidated);
+      // Each one named: these pods have lost their network until the runtime recreates them.
+      this.deps.log.warn(
+        {
+          leases: invalidated.map((l) => ({
+            containerId: l.containerId.slice(0, 12),
+            ifname: l.ifname,
+            pod: l.podName === undefined ? undefined : `${l.podNamespace ?? ''}/${l.podName}`,
+            addresses: l.addresses.map((a) => a.address),
+          })),
+        },
+        'leases outside the new pod CIDRs released and their veths removed; those pods need to be recreated',
+      );
+    }
   }
 }
 
