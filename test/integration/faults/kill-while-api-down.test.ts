@@ -1,0 +1,228 @@
+import { execFile } from 'node:child_process';
+import { existsSync, readdirSync } from 'node:fs';
+import { join } from 'node:path';
+import { promisify } from 'node:util';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { delList, type PluginRun } from '../../support/cni-driver.ts';
+import { ipJson, nsExec } from '../../support/netns.ts';
+import { POD_NAMESPACE, Testbed, type TestbedPod, testbedSkipReason } from '../../support/testbed/index.ts';
+import {
+  allRoutes,
+  BACKOFF,
+  backgroundPing,
+  errorLines,
+  logsSince,
+  monitorRoutes,
+  sleep,
+  within,
+} from './support.ts';
+
+const execFileP = promisify(execFile);
+
+/**
+ * The agent SIGKILLed while the API server is unreachable, and started again before it comes back.
+ * STYLE: "Nothing is deleted before the first full list". What must hold, read from the kernel:
+ * a DEL while no agent runs is spooled and completed by the new agent at start; a DEL to the new
+ * agent is served at once although it cannot reach the API; ADD is refused (try again later) and
+ * leaves nothing; no route, nftables rule or pod of the node is touched; pods keep talking across
+ * nodes the whole time; the agent reports not ready (log, /readyz) until it can list Nodes, then
+ * becomes ready without changing a route.
+ */
+const skip = testbedSkipReason();
+
+/** The agent's /readyz (or /healthz) status code, asked from inside the node's namespace. */
+async function probe(tb: Testbed, node: string, path: '/readyz' | '/healthz'): Promise<number> {
+  const n = tb.node(node);
+  const { stdout } = await execFileP('ip', [
+    'netns',
+    'exec',
+    n.ns,
+    'curl',
+    '-s',
+    '-o',
+    '/dev/null',
+    '-m',
+    '2',
+    '-w',
+    '%{http_code}',
+    `http://${n.plan.v4}:9743${path}`,
+  ]).catch((err: { stdout?: string }) => ({ stdout: err.stdout ?? '0' }));
+  return Number(stdout);
+}
+
+/** CNI DEL of a pod through the node's config list, as a runtime stopping it; the pod's netns stays. */
+async function del(tb: Testbed, pod: TestbedPod): Promise<PluginRun[]> {
+  const node = tb.node(pod.node);
+  return delList(
+    tb.conflist(pod.node),
+    {
+      containerId: pod.containerId,
+      netns: pod.netnsPath,
+      ifname: 'eth0',
+      args: `IgnoreUnknown=1;K8S_POD_NAMESPACE=${POD_NAMESPACE};K8S_POD_NAME=${pod.name}`,
+      hostNetns: node.ns,
+      path: join(node.dir, 'bin'),
+    },
+    pod.result,
+  );
+}
+
+function hostVeths(tb: Testbed, node: string): string[] {
+  return ipJson<{ ifname: string }[]>(tb.node(node).ns, 'link', 'show', 'type', 'veth')
+    .map((l) => l.ifname)
+    .filter((n) => n !== 'eth0');
+}
+
+function podHasEth0(pod: TestbedPod): boolean {
+  return ipJson<{ ifname: string }[]>(pod.ns, 'link', 'show').some((l) => l.ifname === 'eth0');
+}
+
+function files(dir: string): string[] {
+  return existsSync(dir) ? readdirSync(dir).filter((f) => !f.startsWith('.')) : [];
+}
+
+function nftTable(tb: Testbed, node: string): string {
+  return nsExec(tb.node(node).ns, 'nft', ['-s', 'list', 'table', 'inet', 'trellis']);
+}
+
+const title = 'faults: agent SIGKILLed while the API server is unreachable';
+describe.skipIf(skip !== undefined)(skip === undefined ? title : `${title} (skipped: ${skip})`, () => {
+  let tb: Testbed;
+  let keep: TestbedPod;
+  let spooled: TestbedPod;
+  let direct: TestbedPod;
+  let remote: TestbedPod;
+
+  beforeAll(async () => {
+    tb = await Testbed.create({ segments: [{ nodes: 2 }] });
+    keep = await tb.addPod('node-1');
+    spooled = await tb.addPod('node-1');
+    direct = await tb.addPod('node-1');
+    remote = await tb.addPod('node-2');
+  }, 90_000);
+
+  afterAll(async () => {
+    if (tb === undefined) return;
+    await tb.teardown();
+    expect(tb.leftovers()).toEqual([]);
+  });
+
+  it('serves DEL (spooled and direct), refuses ADD, deletes nothing and stays not ready until it can list Nodes', async () => {
+    const n1 = tb.node('node-1');
+    const ipamLeases = join(n1.dir, 'state', 'ipam', 'leases');
+    expect(await probe(tb, 'node-1', '/readyz')).toBe(200);
+    const routesBefore = allRoutes(tb, 'node-1');
+    const nftBefore = nftTable(tb, 'node-1');
+    const leasesBefore = files(ipamLeases);
+    const vethsBefore = hostVeths(tb, 'node-1');
+    expect(leasesBefore.length).toBe(3);
+    const monitor = monitorRoutes(n1.ns);
+    await sleep(200);
+    const pings = [backgroundPing(remote, keep.v4, 20), backgroundPing(keep, remote.v6, 20)];
+    await sleep(300);
+
+    await tb.faults.outage('drop');
+    await tb.killAgent('node-1');
+
+    // No agent: the shim spools the DEL and answers success (the runtime must not retry forever).
+    const spooledRuns = await del(tb, spooled);
+    expect(spooledRuns.map((r) => r.code)).toEqual(spooledRuns.map(() => 0));
+    expect(files(n1.agent!.spoolDir).length).toBe(1);
+
+    // A new agent, while the API is still down.
+    const mark = n1.logs.length;
+    await tb.startAgent('node-1', { waitReady: false });
+    await within(10_000, 'node-1: CNI socket listening', () =>
+      logsSince(tb, 'node-1', mark).some((l) => l.msg === 'CNI socket listening'),
+    );
+    // The spooled DEL was completed at start: its lease is gone, its veth too.
+    expect(files(n1.agent!.spoolDir)).toEqual([]);
+    const drained = logsSince(tb, 'node-1', mark).find((l) => l.msg === 'spooled DELs drained');
+    expect(drained?.completed).toBe(1);
+    expect(files(ipamLeases).length).toBe(2);
+    await within(3000, 'spooled pod veth removed', () => !podHasEth0(spooled));
+
+    // A DEL straight to the agent that cannot reach the API: served, veth and lease gone.
+    const directRuns = await del(tb, direct);
+    expect(directRuns.map((r) => r.code)).toEqual(directRuns.map(() => 0));
+    expect(files(n1.agent!.spoolDir)).toEqual([]);
+    expect(files(ipamLeases).length).toBe(1);
+    await within(3000, 'direct pod veth removed', () => !podHasEth0(direct));
+    expect(hostVeths(tb, 'node-1').length).toBe(1);
+
+    // ADD: refused with "try again later" (11) while not ready, leaving no lease or veth behind.
+    let addError = '';
+    await tb.addPod('node-1').catch((err: unknown) => {
+      addError = String(err);
+    });
+    expect(addError).toMatch(/"code":11/);
+    expect(addError).toMatch(/not ready/);
+    expect(files(ipamLeases).length).toBe(1);
+    expect(hostVeths(tb, 'node-1').length).toBe(1);
+
+    // Still down for a few seconds: not ready (log and /readyz), alive (/healthz), nothing deleted.
+    await sleep(4000);
+    const during = logsSince(tb, 'node-1', mark);
+    expect(during.some((l) => l.msg === 'trellis agent ready')).toBe(false);
+    expect(
+      during.some(
+        (l) =>
+          l.msg === 'waiting before programming the node' &&
+          l.reason === 'waiting for the first list of Nodes',
+      ),
+    ).toBe(true);
+    expect(during.some((l) => l.msg === 'node watch failed; restarting with backoff')).toBe(true);
+    expect(during.some((l) => l.msg === 'reconciled')).toBe(false);
+    expect(await probe(tb, 'node-1', '/readyz')).toBe(503);
+    expect(await probe(tb, 'node-1', '/healthz')).toBe(200);
+    // What the two DELs took with them: the pods' host routes and their veths' link-local routes.
+    const gonePods = [spooled, direct].flatMap((p) => [p.v4, p.v6]);
+    const goneVeths = vethsBefore.filter((v) => !hostVeths(tb, 'node-1').includes(v));
+    expect(goneVeths.length).toBe(2);
+    const withoutGone = (rs: string[]): string[] =>
+      rs.filter((r) => ![...gonePods, ...goneVeths].some((a) => r.includes(`"${a}"`)));
+    expect(allRoutes(tb, 'node-1')).toEqual(withoutGone(routesBefore));
+    expect(nftTable(tb, 'node-1')).toBe(nftBefore);
+
+    // The API answers again: ready within one backoff step, and still nothing moved.
+    await tb.faults.restore();
+    const restoredAt = Date.now();
+    await within(BACKOFF.maxMs + 5000, 'node-1 ready', () =>
+      logsSince(tb, 'node-1', mark).some((l) => l.msg === 'trellis agent ready'),
+    );
+    const readyMs = Date.now() - restoredAt;
+    await tb.waitReady('node-1');
+    expect(await probe(tb, 'node-1', '/readyz')).toBe(200);
+    const passes = logsSince(tb, 'node-1', mark).filter((l) => l.msg === 'reconciled');
+    expect(passes.length).toBeGreaterThan(0);
+    for (const p of passes) {
+      expect([p.added, p.replaced, p.removed, p.removalsDeferred]).toEqual([0, 0, 0, 0]);
+    }
+    expect(allRoutes(tb, 'node-1')).toEqual(withoutGone(routesBefore));
+    expect(nftTable(tb, 'node-1')).toBe(nftBefore);
+    expect(errorLines(logsSince(tb, 'node-1', mark))).toEqual([]);
+    expect(n1.agent!.stderr()).toBe('');
+
+    const results = await Promise.all(pings);
+    await monitor.stop();
+    // The only route changes on the node: the two deleted pods' host routes.
+    const churn = monitor.lines.filter((l) => /10\.244\.|fd00:10:244:/.test(l));
+    expect(
+      churn.every((l) => gonePods.some((a) => l.includes(a))),
+      churn.join('\n'),
+    ).toBe(true);
+    for (const r of results) {
+      expect(r.transmitted, r.output).toBeGreaterThan(200);
+      expect(r.transmitted - r.received, r.output).toBe(0);
+    }
+    console.log(
+      `kill-while-api-down: ${JSON.stringify({ readyMs, pings: results.map((r) => `${r.received}/${r.transmitted}`), churn: churn.length })}`,
+    );
+
+    // And it works as before: a new pod gets an address and reaches the other node.
+    const fresh = await tb.addPod('node-1');
+    expect((await tb.ping(fresh.ns, remote.v4)).rttMs).toBeDefined();
+    expect((await tb.ping(remote.ns, fresh.v6)).rttMs).toBeDefined();
+    expect((await tb.ping(remote.ns, keep.v4)).rttMs).toBeDefined();
+  }, 90_000);
+});
