@@ -96,6 +96,7 @@ function parseV6(s: string): bigint | undefined {
 const CACHE_MAX = 200_000;
 const ipCache = new Map<string, IpAddr | null>();
 const cidrCache = new Map<string, CidrBlock | null>();
+const lenientCidrCache = new Map<string, CidrBlock | null>();
 
 function remember<T extends object>(
   cache: Map<string, T | null>,
@@ -176,10 +177,10 @@ function mask(family: Family, prefixLen: number): bigint {
  */
 export function parseCidr(s: string, opts: { strict?: boolean } = {}): CidrBlock | undefined {
   if (typeof s !== 'string') return undefined;
-  const key = (opts.strict ?? true) ? s : `~${s}`;
-  const hit = cidrCache.get(key);
+  const cache = (opts.strict ?? true) ? cidrCache : lenientCidrCache;
+  const hit = cache.get(s);
   if (hit !== undefined) return hit ?? undefined;
-  return remember(cidrCache, key, parseCidrUncached(s, opts));
+  return remember(cache, s, parseCidrUncached(s, opts));
 }
 
 function parseCidrUncached(s: string, opts: { strict?: boolean }): CidrBlock | undefined {
@@ -196,8 +197,16 @@ function parseCidrUncached(s: string, opts: { strict?: boolean }): CidrBlock | u
   return { family: ip.family, network, prefixLen };
 }
 
+const cidrText = new WeakMap<CidrBlock, string>();
+
 export function formatCidr(c: CidrBlock): string {
-  return `${formatIp({ family: c.family, value: c.network })}/${c.prefixLen}`;
+  let text = cidrText.get(c);
+  if (text === undefined) {
+    text = `${formatIp({ family: c.family, value: c.network })}/${c.prefixLen}`;
+    // Only the shared (frozen, cached) blocks are worth remembering.
+    if (Object.isFrozen(c)) cidrText.set(c, text);
+  }
+  return text;
 }
 
 /** Canonical text of a CIDR (strict), or undefined when invalid. */
@@ -207,9 +216,17 @@ export function canonicalCidr(s: string): string | undefined {
 }
 
 /** Canonical text of an IP, or undefined when invalid. */
+const ipText = new WeakMap<IpAddr, string>();
+
 export function canonicalIp(s: string): string | undefined {
   const ip = parseIp(s);
-  return ip === undefined ? undefined : formatIp(ip);
+  if (ip === undefined) return undefined;
+  let text = ipText.get(ip);
+  if (text === undefined) {
+    text = formatIp(ip);
+    ipText.set(ip, text);
+  }
+  return text;
 }
 
 /** First and last address of the block. */

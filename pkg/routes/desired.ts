@@ -187,7 +187,11 @@ export function desiredRoutes(
   for (const node of parsed) {
     for (const family of [4, 6] as Family[]) {
       const cidrs = node.cidrs
-        .filter((c) => c.family === family && !conflicted.has(`${node.name} ${formatCidr(c)}`))
+        .filter(
+          (c) =>
+            c.family === family &&
+            (conflicted.size === 0 || !conflicted.has(`${node.name} ${formatCidr(c)}`)),
+        )
         .sort(compareCidr);
       if (cidrs.length === 0) continue;
       const podCIDRs = cidrs.map(formatCidr);

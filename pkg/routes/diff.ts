@@ -61,25 +61,30 @@ function routeShape(r: RouteInfo): string {
   return `${type} via ${gw} dev ${r.ifindex ?? '-'} onlink ${r.onlink === true}`;
 }
 
+const NONE: readonly RouteInfo[] = [];
+
 export function diffRoutes(desired: RouteInfo[], programmed: RouteInfo[]): RouteDiff {
   const out: RouteDiff = { add: [], replace: [], remove: [], unchanged: 0, conflicts: [] };
   const have = new Map<string, RouteInfo[]>();
   for (const r of programmed) {
     const k = routeKey(r);
-    have.set(k, [...(have.get(k) ?? []), r]);
+    const list = have.get(k);
+    if (list === undefined) have.set(k, [r]);
+    else list.push(r);
   }
   const wanted = new Set<string>();
   for (const d of desired) {
     const k = routeKey(d);
     if (wanted.has(k)) continue; // The planner never emits duplicates; the first one wins if it did.
     wanted.add(k);
-    const existing = have.get(k) ?? [];
+    const existing = have.get(k) ?? NONE;
     const foreign = existing.find((e) => !isOwnedRoute(e));
     if (foreign !== undefined) {
       out.conflicts.push({ desired: d, existing: foreign });
       continue;
     }
-    const same = existing.find((e) => routeShape(e) === routeShape(d));
+    const shape = routeShape(d);
+    const same = existing.find((e) => routeShape(e) === shape);
     if (same !== undefined) out.unchanged++;
     else if (existing.length > 0) out.replace.push(d);
     else out.add.push(d);
