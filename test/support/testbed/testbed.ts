@@ -427,6 +427,17 @@ export class Testbed {
     return this.startAgent(name);
   }
 
+  /**
+   * A network partition between the control plane and everyone else: its port on the fabric bridge goes
+   * down (true) or up again (false). Unlike faults.outage() nothing answers: packets vanish, open
+   * connections stall until a timeout. The test bed's own client (the unix forwarder, local to the
+   * control-plane namespace) still reaches the API.
+   */
+  partitionControlPlane(down: boolean): void {
+    this.assertLive();
+    ip(this.fabricNs, 'link', 'set', 'cp', down ? 'down' : 'up');
+  }
+
   conflistPath(name: string): string {
     return join(this.node(name).dir, 'net.d', CONFLIST_FILE_NAME);
   }
