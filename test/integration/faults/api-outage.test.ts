@@ -12,6 +12,7 @@ import {
   monitorRoutes,
   phantomNode,
   podRouteChurn,
+  probe,
   sleep,
   watchRestarts,
   within,
@@ -86,6 +87,11 @@ describe.skipIf(skip !== undefined)(skip === undefined ? title : `${title} (skip
         await sleep(500);
       }
       expect(changedDuringOutage).toBe(true);
+      // The agents stay live and ready while the API is gone: the datapath works, nothing to restart.
+      for (const n of NODES) {
+        expect(await probe(tb, n, '/healthz'), `${n} /healthz`).toBe(200);
+        expect(await probe(tb, n, '/readyz'), `${n} /readyz`).toBe(200);
+      }
       for (const n of NODES) expect(hasRoute(tb, n, phantom.cidrs[0]), `${n} saw the API`).toBe(false);
       await tb.faults.restore();
       const restoredAt = Date.now();

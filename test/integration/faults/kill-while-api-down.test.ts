@@ -1,7 +1,5 @@
-import { execFile } from 'node:child_process';
 import { existsSync, readdirSync } from 'node:fs';
 import { join } from 'node:path';
-import { promisify } from 'node:util';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { delList, type PluginRun } from '../../support/cni-driver.ts';
 import { ipJson, nsExec } from '../../support/netns.ts';
@@ -13,11 +11,10 @@ import {
   errorLines,
   logsSince,
   monitorRoutes,
+  probe,
   sleep,
   within,
 } from './support.ts';
-
-const execFileP = promisify(execFile);
 
 /**
  * The agent SIGKILLed while the API server is unreachable, and started again before it comes back.
@@ -29,26 +26,6 @@ const execFileP = promisify(execFile);
  * becomes ready without changing a route.
  */
 const skip = testbedSkipReason();
-
-/** The agent's /readyz (or /healthz) status code, asked from inside the node's namespace. */
-async function probe(tb: Testbed, node: string, path: '/readyz' | '/healthz'): Promise<number> {
-  const n = tb.node(node);
-  const { stdout } = await execFileP('ip', [
-    'netns',
-    'exec',
-    n.ns,
-    'curl',
-    '-s',
-    '-o',
-    '/dev/null',
-    '-m',
-    '2',
-    '-w',
-    '%{http_code}',
-    `http://${n.plan.v4}:9743${path}`,
-  ]).catch((err: { stdout?: string }) => ({ stdout: err.stdout ?? '0' }));
-  return Number(stdout);
-}
 
 /** CNI DEL of a pod through the node's config list, as a runtime stopping it; the pod's netns stays. */
 async function del(tb: Testbed, pod: TestbedPod): Promise<PluginRun[]> {

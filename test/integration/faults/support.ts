@@ -3,10 +3,13 @@
  * snapshots, `ip monitor route`, pings that run through a fault) and what the agents logged. Every
  * command runs inside the test bed's own namespaces.
  */
-import { type ChildProcess, spawn } from 'node:child_process';
+import { type ChildProcess, execFile, spawn } from 'node:child_process';
+import { promisify } from 'node:util';
 import { DEFAULT_BACKOFF } from '../../../pkg/k8s/backoff.ts';
 import { ipJson } from '../../support/netns.ts';
 import { nodeObject, planNode, type Testbed, type TestbedPod } from '../../support/testbed/index.ts';
+
+const execFileP = promisify(execFile);
 
 export type Route = { dst: string; gateway?: string; dev?: string; type?: string };
 
@@ -172,4 +175,24 @@ export const BACKOFF = DEFAULT_BACKOFF;
 /** The n-th consecutive failure waits in [ceiling/2, ceiling]; computed here, not with the code under test. */
 export function backoffCeiling(failure: number): number {
   return Math.min(BACKOFF.maxMs, BACKOFF.initialMs * 2 ** (failure - 1));
+}
+
+/** The agent's /readyz (or /healthz) status code, asked from inside the node's namespace. */
+export async function probe(tb: Testbed, node: string, path: '/readyz' | '/healthz'): Promise<number> {
+  const n = tb.node(node);
+  const { stdout } = await execFileP('ip', [
+    'netns',
+    'exec',
+    n.ns,
+    'curl',
+    '-s',
+    '-o',
+    '/dev/null',
+    '-m',
+    '2',
+    '-w',
+    '%{http_code}',
+    `http://${n.plan.v4}:9743${path}`,
+  ]).catch((err: { stdout?: string }) => ({ stdout: err.stdout ?? '0' }));
+  return Number(stdout);
 }
