@@ -8,8 +8,10 @@ import {
   errorLines,
   hasRoute,
   LONG_FAULTS,
+  links,
   logsSince,
   monitorRoutes,
+  nftTable,
   phantomNode,
   podRouteChurn,
   probe,
@@ -53,6 +55,8 @@ describe.skipIf(skip !== undefined)(skip === undefined ? title : `${title} (skip
       const [p1, p2, p3] = pods as [TestbedPod, TestbedPod, TestbedPod];
       const phantom = phantomNode(150);
       const before = new Map(NODES.map((n) => [n, allRoutes(tb, n)]));
+      const devices = new Map(NODES.map((n) => [n, links(tb, n)]));
+      const nft = new Map(NODES.map((n) => [n, nftTable(tb, n)]));
       const pids = new Map(NODES.map((n) => [n, tb.node(n).agent?.child.pid]));
       const logMark = new Map(NODES.map((n) => [n, tb.node(n).logs.length]));
       const monitors = NODES.map((n) => monitorRoutes(tb.node(n).ns));
@@ -77,6 +81,8 @@ describe.skipIf(skip !== undefined)(skip === undefined ? title : `${title} (skip
         for (const n of NODES) {
           expect(allRoutes(tb, n), `${n}: main table changed during the outage`).toEqual(before.get(n));
           expect(tb.node(n).agent?.child.exitCode, `${n}: agent exited`).toBeNull();
+          expect(links(tb, n), `${n}: links changed during the outage`).toEqual(devices.get(n));
+          expect(nftTable(tb, n), `${n}: nftables changed during the outage`).toBe(nft.get(n));
         }
         checks++;
         // Half-way through, the cluster changes behind the agents' backs.

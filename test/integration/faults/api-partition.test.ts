@@ -6,8 +6,10 @@ import {
   errorLines,
   hasRoute,
   LONG_FAULTS,
+  links,
   logsSince,
   monitorRoutes,
+  nftTable,
   phantomNode,
   podRouteChurn,
   probe,
@@ -52,6 +54,8 @@ describe.skipIf(skip !== undefined)(skip === undefined ? title : `${title} (skip
       const [p1, p2, p3] = pods as [TestbedPod, TestbedPod, TestbedPod];
       const phantom = phantomNode(160);
       const before = new Map(NODES.map((n) => [n, allRoutes(tb, n)]));
+      const devices = new Map(NODES.map((n) => [n, links(tb, n)]));
+      const nft = new Map(NODES.map((n) => [n, nftTable(tb, n)]));
       const pids = new Map(NODES.map((n) => [n, tb.node(n).agent?.child.pid]));
       const marks = new Map(NODES.map((n) => [n, tb.node(n).logs.length]));
       const monitors = NODES.map((n) => monitorRoutes(tb.node(n).ns));
@@ -70,6 +74,8 @@ describe.skipIf(skip !== undefined)(skip === undefined ? title : `${title} (skip
         for (const n of NODES) {
           expect(allRoutes(tb, n), `${n}: main table changed during the partition`).toEqual(before.get(n));
           expect(tb.node(n).agent?.child.exitCode, `${n}: agent exited`).toBeNull();
+          expect(links(tb, n), `${n}: links changed during the partition`).toEqual(devices.get(n));
+          expect(nftTable(tb, n), `${n}: nftables changed during the partition`).toBe(nft.get(n));
         }
         if (!changed && Date.now() - startedAt > (PARTITION_S * 1000) / 2) {
           await tb.api.createNode(phantom.object);

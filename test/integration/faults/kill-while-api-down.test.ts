@@ -2,15 +2,17 @@ import { existsSync, readdirSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { delList, type PluginRun } from '../../support/cni-driver.ts';
-import { ipJson, nsExec } from '../../support/netns.ts';
+import { ipJson } from '../../support/netns.ts';
 import { POD_NAMESPACE, Testbed, type TestbedPod, testbedSkipReason } from '../../support/testbed/index.ts';
 import {
   allRoutes,
   BACKOFF,
   backgroundPing,
   errorLines,
+  links,
   logsSince,
   monitorRoutes,
+  nftTable,
   probe,
   sleep,
   within,
@@ -58,10 +60,6 @@ function files(dir: string): string[] {
   return existsSync(dir) ? readdirSync(dir).filter((f) => !f.startsWith('.')) : [];
 }
 
-function nftTable(tb: Testbed, node: string): string {
-  return nsExec(tb.node(node).ns, 'nft', ['-s', 'list', 'table', 'inet', 'trellis']);
-}
-
 const title = 'faults: agent SIGKILLed while the API server is unreachable';
 describe.skipIf(skip !== undefined)(skip === undefined ? title : `${title} (skipped: ${skip})`, () => {
   let tb: Testbed;
@@ -92,6 +90,7 @@ describe.skipIf(skip !== undefined)(skip === undefined ? title : `${title} (skip
     const nftBefore = nftTable(tb, 'node-1');
     const leasesBefore = files(ipamLeases);
     const vethsBefore = hostVeths(tb, 'node-1');
+    const linksBefore = links(tb, 'node-1');
     expect(leasesBefore.length).toBe(3);
     const monitor = monitorRoutes(n1.ns);
     await sleep(200);
@@ -160,6 +159,9 @@ describe.skipIf(skip !== undefined)(skip === undefined ? title : `${title} (skip
       rs.filter((r) => ![...gonePods, ...goneVeths].some((a) => r.includes(`"${a}"`)));
     expect(allRoutes(tb, 'node-1')).toEqual(withoutGone(routesBefore));
     expect(nftTable(tb, 'node-1')).toBe(nftBefore);
+    const linksWithoutGone = (ls: string[]): string[] =>
+      ls.filter((l) => !goneVeths.some((v) => l.startsWith(`${v}#`)));
+    expect(links(tb, 'node-1')).toEqual(linksWithoutGone(linksBefore));
 
     // The API answers again: ready within one backoff step, and still nothing moved.
     await tb.faults.restore();
@@ -177,6 +179,7 @@ describe.skipIf(skip !== undefined)(skip === undefined ? title : `${title} (skip
     }
     expect(allRoutes(tb, 'node-1')).toEqual(withoutGone(routesBefore));
     expect(nftTable(tb, 'node-1')).toBe(nftBefore);
+    expect(links(tb, 'node-1')).toEqual(linksWithoutGone(linksBefore));
     expect(errorLines(logsSince(tb, 'node-1', mark))).toEqual([]);
     expect(n1.agent!.stderr()).toBe('');
 

@@ -6,7 +6,7 @@
 import { type ChildProcess, execFile, spawn } from 'node:child_process';
 import { promisify } from 'node:util';
 import { DEFAULT_BACKOFF } from '../../../pkg/k8s/backoff.ts';
-import { ipJson } from '../../support/netns.ts';
+import { ipJson, nsExec } from '../../support/netns.ts';
 import { nodeObject, planNode, type Testbed, type TestbedPod } from '../../support/testbed/index.ts';
 
 const execFileP = promisify(execFile);
@@ -195,4 +195,16 @@ export async function probe(tb: Testbed, node: string, path: '/readyz' | '/healt
     `http://${n.plan.v4}:9743${path}`,
   ]).catch((err: { stdout?: string }) => ({ stdout: err.stdout ?? '0' }));
   return Number(stdout);
+}
+
+/** The node's links as "name#ifindex" (a device deleted and recreated gets a new index), sorted. */
+export function links(tb: Testbed, node: string): string[] {
+  return ipJson<{ ifname: string; ifindex: number }[]>(tb.node(node).ns, 'link', 'show')
+    .map((l) => `${l.ifname}#${l.ifindex}`)
+    .sort();
+}
+
+/** The agent's nftables table without counters: what a fault must leave as it was. */
+export function nftTable(tb: Testbed, node: string): string {
+  return nsExec(tb.node(node).ns, 'nft', ['-s', 'list', 'table', 'inet', 'trellis']);
 }
