@@ -1,29 +1,16 @@
-import { existsSync } from 'node:fs';
 import { hostname } from 'node:os';
 import { join } from 'node:path';
-import { CONFLIST_FILE_NAME, publishConflist, renderConflist } from '../cniconf/index.ts';
 import { BackgroundDeleter } from '../datapath/background-deleter.ts';
-import { removeHostVethsExcept, sweepOrphans } from '../datapath/gc.ts';
+import { sweepOrphans } from '../datapath/gc.ts';
 import { KeyedMutex } from '../datapath/keyed-mutex.ts';
-import { hostVethName } from '../datapath/names.ts';
-import type {
-  LinkInfo,
-  NetlinkEventsPort,
-  NetlinkHandle,
-  NetnsPort,
-  RouteInfo,
-  Subscription,
-} from '../datapath/ports.ts';
+import type { NetlinkEventsPort, NetlinkHandle, NetnsPort, Subscription } from '../datapath/ports.ts';
 import type { DatapathDeps } from '../datapath/types.ts';
-import { type Ipam, type Lease, openIpam, type RangeUsage } from '../ipam/index.ts';
+import { type Ipam, openIpam } from '../ipam/index.ts';
 import type { K8sClient, NodeInformer } from '../k8s/index.ts';
 import type { MasqSyncer } from '../masq/index.ts';
 import type { Logger } from '../observe/logger.ts';
-import { desiredRoutes } from '../routes/desired.ts';
-import { isOwnedRoute, MAIN_TABLE } from '../routes/diff.ts';
-import { RouteReconciler, readLocalLinks } from '../routes/reconciler.ts';
-import type { PeerDecision, Problem } from '../routes/types.ts';
-import { vtepAnnotationPatch, vtepMacsFromAnnotations } from '../vxlan/annotations.ts';
+import { isOwnedRoute } from '../routes/diff.ts';
+import { RouteReconciler } from '../routes/reconciler.ts';
 import { isVxlanDeviceName } from '../vxlan/constants.ts';
 import type { DeviceState } from '../vxlan/device.ts';
 import { IpRouteTool, type VxlanLinkTool } from '../vxlan/iproute.ts';
@@ -34,9 +21,15 @@ import { type CniCallRecord, createCniService } from './cni-service.ts';
 import type { AgentConfig } from './config.ts';
 import { NodeController, type PassOutcome } from './controller.ts';
 import { withDetachedLinkDelete } from './detached-link-delete.ts';
-import { staleLeases } from './lease-gc.ts';
-import { chooseMtu, encapOverhead, type MtuChoice } from './mtu.ts';
+import { collectLeases, removeAttachments } from './lease-collector.ts';
+import type { MtuChoice } from './mtu.ts';
+import { NodeStatusReporter } from './node-status.ts';
+import { type AgentRouteState, type AgentSnapshot, computeRouteState } from './operator-view.ts';
+import { detectMtu, publishCniConfig } from './publication.ts';
 import { drainSpool } from './spool-drain.ts';
+
+export type { AgentRouteState, AgentSnapshot } from './operator-view.ts';
+export { REQUIRED_CNI_BINARIES } from './publication.ts';
 
 /** The kernel, host and API edges the agent is built on; cmd/agent passes the real adapters. */
 export interface AgentPorts {
@@ -62,43 +55,6 @@ export interface AgentHooks {
   onLeasesReclaimed?: (reason: 'startup-sweep' | 'api-gc', count: number) => void;
 }
 
-/** What the agent holds, for the operator's view (admin socket, metrics, doctor). */
-export interface AgentSnapshot {
-  node: string;
-  standalone: boolean;
-  mode: string;
-  mtu: number;
-  podCIDRs: string[];
-  ready: boolean;
-  notReadyReason: string | undefined;
-  socket: string;
-  stateDir: string;
-  cniConfDir: string;
-  cniBinDir: string;
-  leases: Lease[];
-  ipamUsage: RangeUsage[];
-  /** The Node watch; undefined in standalone mode. */
-  watch: { restarts: number; relists: number; resourceVersion: string; synced: boolean } | undefined;
-  /** Where the pod MTU came from and the encapsulation overhead subtracted (docs/overlay.md). */
-  mtuSource?: string;
-  mtuOverhead?: number;
-  /** The VXLAN devices after the last pass (auto and vxlan modes). */
-  vxlan?: { family: 4 | 6; name: string; ifindex: number; mac: string; mtu: number }[];
-}
-
-/** Desired inter-node routes (computed now from the node cache) next to what the kernel has. */
-export interface AgentRouteState {
-  desired: RouteInfo[];
-  /** Every route of the main table, both families (the diff decides which are ours). */
-  programmed: RouteInfo[];
-  problems: Problem[];
-  decisions: PeerDecision[];
-  links: LinkInfo[];
-}
-
-/** Binaries the published config list needs in the CNI bin dir (containerd also runs loopback). */
-export const REQUIRED_CNI_BINARIES = ['trellis', 'portmap', 'loopback'] as const;
-
 /** Host sysctls the routed datapath needs; stated in the docs. */
 export const HOST_SYSCTLS: readonly [string, string][] = [
   ['net/ipv4/ip_forward', '1'],
@@ -110,10 +66,11 @@ const LEASE_GC_INTERVAL_MS = 5 * 60_000;
 const ROUTE_EVENT_DEBOUNCE_MS = 20;
 
 /**
- * One node's agent. Start order: state lock -> sysctls -> IPAM -> spooled DELs -> orphan sweep ->
- * CNI socket (DEL works from here on) -> node controller. Ready (ADD and STATUS succeed, the config
- * list is published, NetworkUnavailable=False) once the pod CIDRs are known, the first route sync is
- * done and the CNI binaries are in place. Standalone mode is a one-node static cluster.
+ * One node's agent: its lifecycle. Start order: state lock -> sysctls -> IPAM -> spooled DELs ->
+ * orphan sweep -> CNI socket (DEL works from here on) -> node controller. Ready (ADD and STATUS
+ * succeed, the config list is published, NetworkUnavailable=False) once the pod CIDRs are known, the
+ * first route sync is done and the CNI binaries are in place. Standalone mode is a one-node static
+ * cluster. The work itself lives in the files imported above.
  */
 export class Agent {
   private readonly config: AgentConfig;
@@ -129,16 +86,14 @@ export class Agent {
   private informer: NodeInformer | undefined;
   private cluster: ClusterView | undefined;
   private controller: NodeController | undefined;
-  private routeEvents: Subscription | undefined;
-  private linkEvents: Subscription | undefined;
+  private nodeStatus: NodeStatusReporter | undefined;
+  private readonly subscriptions: Subscription[] = [];
   private overlay: VxlanOverlay | undefined;
   private mtuChoice: MtuChoice & { overhead: number } = {
     mtu: 1500,
     source: 'not detected yet',
     overhead: 0,
   };
-  /** The VTEP annotation patch in flight or last sent; cleared once the Node shows it. */
-  private vtepPatch: string | undefined;
   private readonly timers: NodeJS.Timeout[] = [];
   private busyKeys: ReadonlySet<string> = new Set();
   private waitingFor: string | undefined = 'the first reconcile';
@@ -200,7 +155,7 @@ export class Agent {
     });
     this.busyKeys = service.busyKeys;
     await drainSpool(config.spoolDir, service.handle, log);
-    const swept = await sweepOrphans(this.datapath, this.ipam.heldKeys());
+    const swept = await sweepOrphans(this.datapath);
     this.hooks.onLeasesReclaimed?.('startup-sweep', swept.releasedLeases.length);
     if (swept.releasedLeases.length > 0 || swept.removedLinks.length > 0) {
       log.info(
@@ -221,24 +176,42 @@ export class Agent {
     // drain above and listen(); those leases stay held (never reused) until drained here.
     this.every(SPOOL_DRAIN_INTERVAL_MS, () => drainSpool(config.spoolDir, service.handle, log), true);
 
-    const cluster = this.startCluster();
-    this.cluster = cluster;
+    const kube = this.ports.kube;
+    if (kube !== undefined) {
+      this.nodeStatus = new NodeStatusReporter({
+        kube,
+        nodeName: this.nodeName,
+        log,
+        signal: this.abort.signal,
+      });
+    }
+    this.cluster = this.startCluster();
+    this.overlay = new VxlanOverlay({
+      handle: this.host,
+      tool: this.ports.vxlanTool ?? new IpRouteTool(),
+      nodeName: this.nodeName,
+      vni: config.vxlanVni,
+      port: config.vxlanPort,
+      mtu: config.mtu,
+      log: log.child({ component: 'vxlan' }),
+    });
     this.controller = new NodeController({
       nodeName: this.nodeName,
-      cluster,
+      cluster: this.cluster,
       ipam: this.ipam,
-      routes: new RouteReconciler({ handle: this.host, mode: config.mode, overlay: this.startOverlay() }),
+      // The overlay also removes our VXLAN devices in host-gw mode, so it always runs.
+      routes: new RouteReconciler({ handle: this.host, mode: config.mode, overlay: this.overlay }),
       masq: this.ports.masq,
       noMasqueradeCIDRs: config.noMasqueradeCIDRs,
-      onLeasesInvalidated: (leases) => this.removeAttachments(leases),
+      onLeasesInvalidated: (leases) => removeAttachments(this.datapath!, leases),
       onSynced: (self, report) => this.onSynced(self, report.overlay?.devices),
       onPass: this.hooks.onPass,
       log: log.child({ component: 'routes' }),
       resyncMs: config.resyncMs,
     });
-    this.watchOwnRoutes();
+    this.watchOwnDevicesAndRoutes();
     this.controller.start(this.abort.signal);
-    if (this.ports.kube !== undefined) this.every(LEASE_GC_INTERVAL_MS, () => this.collectLeases(), false);
+    if (kube !== undefined) this.every(LEASE_GC_INTERVAL_MS, () => this.collectLeases(), false);
   }
 
   private startCluster(): ClusterView {
@@ -259,77 +232,50 @@ export class Agent {
     return informer;
   }
 
-  /** The VXLAN backend: it also removes our devices in host-gw mode, so it always runs. */
-  private startOverlay(): VxlanOverlay {
-    this.overlay = new VxlanOverlay({
-      handle: this.host!,
-      tool: this.ports.vxlanTool ?? new IpRouteTool(),
-      nodeName: this.nodeName,
-      vni: this.config.vxlanVni,
-      port: this.config.vxlanPort,
-      mtu: this.config.mtu,
-      log: this.log.child({ component: 'vxlan' }),
-    });
-    return this.overlay;
-  }
-
-  /** A route we own deleted by someone else is put back within the debounce, not at the next resync. */
-  private watchOwnRoutes(): void {
+  /** A route or device of ours deleted by someone else is put back within the debounce, not at resync. */
+  private watchOwnDevicesAndRoutes(): void {
     let timer: NodeJS.Timeout | undefined;
-    // Deleting a device takes its routes with it without route notifications (IPv4): watch our VXLAN devices.
-    this.linkEvents = this.ports.events.subscribeLinkEvents((ev) => {
-      if (ev.type === 'delete' && isVxlanDeviceName(ev.link.name)) this.controller?.markDirty();
-    });
-    this.routeEvents = this.ports.events.subscribeRouteEvents((ev) => {
-      if (ev.type === 'add') return;
-      if (ev.type === 'delete' && !isOwnedRoute(ev.route)) return;
-      if (ev.type === 'overflow') this.ports.masq?.invalidate();
+    const markSoon = (): void => {
       if (timer !== undefined) return;
       timer = setTimeout(() => {
         timer = undefined;
         this.controller?.markDirty();
       }, ROUTE_EVENT_DEBOUNCE_MS);
-    });
+    };
+    // Deleting a device takes its routes with it without route notifications (IPv4): watch our VXLAN devices.
+    this.subscriptions.push(
+      this.ports.events.subscribeLinkEvents((ev) => {
+        if (ev.type === 'delete' && isVxlanDeviceName(ev.link.name)) markSoon();
+      }),
+      this.ports.events.subscribeRouteEvents((ev) => {
+        if (ev.type === 'add') return;
+        if (ev.type === 'delete' && !isOwnedRoute(ev.route)) return;
+        if (ev.type === 'overflow') this.ports.masq?.invalidate();
+        markSoon();
+      }),
+    );
   }
 
-  /** After every successful pass: become ready once, then keep the config list current. */
+  /** After every successful pass: keep the MTU and config list current, become ready once. */
   private async onSynced(
     self: ClusterNode,
     vteps: readonly Pick<DeviceState, 'family' | 'mac'>[] = [],
   ): Promise<void> {
     const { config, log } = this;
-    this.publishVteps(self, vteps);
+    this.nodeStatus?.publishVteps(self, vteps);
     if (config.mtu === 0) {
-      const [links, localLinks, defaults4, defaults6] = await Promise.all([
-        this.host!.listLinks(),
-        readLocalLinks(this.host!),
-        this.host!.listRoutes({ family: 4 }),
-        this.host!.listRoutes({ family: 6 }),
-      ]);
-      const choice = chooseMtu({
-        configured: 0,
-        internalIPs: self.internalIPs,
-        localLinks,
-        links,
-        defaultRoutes: [...defaults4, ...defaults6].filter((r) => r.dst === '0.0.0.0/0' || r.dst === '::/0'),
-        overhead: encapOverhead(config.mode, self.internalIPs),
-      });
-      if (choice.mtu !== this.mtu || !this.ready)
+      const choice = await detectMtu(this.host!, self, config.mode);
+      if (choice.mtu !== this.mtu || !this.ready) {
         log.info({ mtu: choice.mtu, source: choice.source, mode: config.mode }, 'pod MTU');
+      }
       this.mtu = choice.mtu;
-      this.mtuChoice = { ...choice, overhead: encapOverhead(config.mode, self.internalIPs) };
+      this.mtuChoice = choice;
     }
     if (config.publishCniConfig) {
-      const missing = REQUIRED_CNI_BINARIES.filter((b) => !existsSync(join(config.cniBinDir, b)));
+      const missing = await publishCniConfig(config, this.mtu, log);
       if (missing.length > 0) {
         this.waitingFor = `CNI binaries ${missing.join(', ')} in ${config.cniBinDir} (the install-cni init container puts them there)`;
-        log.warn({ missing, dir: config.cniBinDir }, 'not publishing the CNI config yet: binaries missing');
         return;
-      }
-      const text = renderConflist({ socket: config.socket, spoolDir: config.spoolDir, mtu: this.mtu });
-      const outcome = await publishConflist(config.cniConfDir, CONFLIST_FILE_NAME, text);
-      if (outcome === 'written') {
-        log.info({ file: join(config.cniConfDir, CONFLIST_FILE_NAME) }, 'CNI config published');
       }
     }
     if (this.ready) return;
@@ -347,38 +293,21 @@ export class Agent {
       },
       'trellis agent ready',
     );
-    if (this.ports.kube !== undefined) {
-      void this.reportNetworkUp();
-      void this.collectLeases();
-    }
+    void this.nodeStatus?.reportNetworkUp();
+    void this.collectLeases();
   }
 
-  /**
-   * Our Node's VTEP MAC annotations follow the devices (none in host-gw). Patched when the cached Node
-   * differs; a failure is retried on the next pass. Peers only tunnel to a node that published its MAC.
-   */
-  private publishVteps(self: ClusterNode, vteps: readonly Pick<DeviceState, 'family' | 'mac'>[]): void {
+  private async collectLeases(): Promise<void> {
     const kube = this.ports.kube;
-    if (kube === undefined) return;
-    const wanted: Partial<Record<4 | 6, string>> = {};
-    for (const v of vteps) wanted[v.family] = v.mac;
-    const patch = vtepAnnotationPatch(self.annotations, wanted);
-    const key = patch === undefined ? undefined : JSON.stringify(patch);
-    if (key === undefined || key === this.vtepPatch) {
-      if (key === undefined) this.vtepPatch = undefined;
-      return;
-    }
-    this.vtepPatch = key;
-    kube.annotateNode(this.nodeName, patch!).then(
-      () => this.log.info({ annotations: patch }, 'VTEP annotations published'),
-      (err: unknown) => {
-        this.vtepPatch = undefined;
-        this.log.warn(
-          { error: (err as Error).message },
-          'could not publish the VTEP annotations; will retry',
-        );
-      },
-    );
+    if (kube === undefined || this.datapath === undefined) return;
+    const released = await collectLeases({
+      kube,
+      nodeName: this.nodeName,
+      datapath: this.datapath,
+      busy: this.busyKeys,
+      log: this.log,
+    });
+    if (released > 0) this.hooks.onLeasesReclaimed?.('api-gc', released);
   }
 
   /** The pod MTU, where it came from and the encapsulation overhead subtracted (status CLI). */
@@ -389,56 +318,6 @@ export class Agent {
   /** The VXLAN devices after the last pass (none in host-gw or before the first pass). */
   overlayDevices(): DeviceState[] {
     return this.overlay?.devices().map((d) => ({ ...d })) ?? [];
-  }
-
-  private async reportNetworkUp(): Promise<void> {
-    for (let attempt = 0; !this.abort.signal.aborted; attempt++) {
-      try {
-        await this.ports.kube!.setNetworkUnavailable(
-          this.nodeName,
-          false,
-          'TrellisIsUp',
-          'trellis programmed routes and the CNI config on this node',
-        );
-        return;
-      } catch (err) {
-        const delay = Math.min(30_000, 500 * 2 ** attempt);
-        this.log.warn(
-          { error: (err as Error).message, retryInMs: delay },
-          'could not set NetworkUnavailable=False',
-        );
-        await new Promise((r) => setTimeout(r, delay).unref());
-      }
-    }
-  }
-
-  /** IPAM GC with the API: leases of pods that left this node and whose netns is gone. */
-  private async collectLeases(): Promise<void> {
-    if (this.ports.kube === undefined || this.ipam === undefined) return;
-    try {
-      const pods = await this.ports.kube.listPodsOnNode(this.nodeName);
-      const stale = staleLeases(
-        this.ipam.list(),
-        pods.items,
-        (p) => this.ports.netns.isNetns(p),
-        this.busyKeys,
-      );
-      if (stale.length === 0) return;
-      for (const l of stale) this.ipam.release(l);
-      this.hooks.onLeasesReclaimed?.('api-gc', stale.length);
-      await this.removeAttachments(stale);
-      this.log.info(
-        {
-          released: stale.map((l) => ({
-            containerId: l.containerId.slice(0, 12),
-            pod: `${l.podNamespace}/${l.podName}`,
-          })),
-        },
-        'IPAM garbage collection released leases of pods gone from this node',
-      );
-    } catch (err) {
-      this.log.warn({ error: (err as Error).message }, 'IPAM garbage collection failed; will retry');
-    }
   }
 
   snapshot(): AgentSnapshot {
@@ -481,52 +360,14 @@ export class Agent {
 
   /** Undefined before start. Same planner input as the controller's passes (mode, VXLAN devices). */
   async routeState(): Promise<AgentRouteState | undefined> {
-    const host = this.host;
-    const cluster = this.cluster;
-    if (host === undefined || cluster === undefined) return undefined;
-    const [links, localLinks, v4, v6] = await Promise.all([
-      host.listLinks(),
-      readLocalLinks(host),
-      host.listRoutes({ family: 4, table: MAIN_TABLE }),
-      host.listRoutes({ family: 6, table: MAIN_TABLE }),
-    ]);
-    const self = cluster.get(this.nodeName);
-    const toPeer = (n: ClusterNode) => ({
-      name: n.name,
-      podCIDRs: [...n.podCIDRs],
-      internalIPs: [...n.internalIPs],
-      vtepMacs: vtepMacsFromAnnotations(n.annotations),
+    if (this.host === undefined || this.cluster === undefined) return undefined;
+    return computeRouteState({
+      host: this.host,
+      cluster: this.cluster,
+      nodeName: this.nodeName,
+      mode: this.config.mode,
+      overlayDevices: this.overlayDevices(),
     });
-    const overlay = this.overlayDevices().map((d) => ({
-      family: d.family,
-      ifindex: d.ifindex,
-      name: d.name,
-    }));
-    const plan =
-      self === undefined
-        ? {
-            routes: [],
-            problems: [{ node: this.nodeName, problem: 'this node is not known yet' }],
-            decisions: [],
-          }
-        : desiredRoutes(toPeer(self), cluster.list().map(toPeer), localLinks, {
-            mode: this.config.mode,
-            overlay,
-          });
-    return {
-      desired: plan.routes,
-      programmed: [...v4, ...v6],
-      problems: plan.problems,
-      decisions: plan.decisions,
-      links,
-    };
-  }
-
-  private async removeAttachments(leases: Lease[]): Promise<void> {
-    if (this.datapath === undefined) return;
-    const gone = new Set(leases.map((l) => hostVethName(l.containerId, l.ifname)));
-    const keep = new Set((await this.host!.listLinks()).map((l) => l.name).filter((name) => !gone.has(name)));
-    await removeHostVethsExcept(this.datapath, keep);
   }
 
   private every(ms: number, fn: () => Promise<unknown>, runNow: boolean): void {
@@ -543,8 +384,7 @@ export class Agent {
   async stop(): Promise<void> {
     this.abort.abort();
     for (const t of this.timers) clearInterval(t);
-    this.routeEvents?.close();
-    this.linkEvents?.close();
+    for (const s of this.subscriptions) s.close();
     await this.server?.close();
     await this.controller?.done;
     await this.informer?.done;

@@ -1,0 +1,83 @@
+import type { LinkInfo, NetlinkHandle, RouteInfo } from '../datapath/ports.ts';
+import type { Lease, RangeUsage } from '../ipam/index.ts';
+import { desiredRoutes } from '../routes/desired.ts';
+import { MAIN_TABLE } from '../routes/diff.ts';
+import { readLocalLinks } from '../routes/reconciler.ts';
+import type { PeerDecision, Problem, RoutingMode } from '../routes/types.ts';
+import { vtepMacsFromAnnotations } from '../vxlan/annotations.ts';
+import type { DeviceState } from '../vxlan/device.ts';
+import type { ClusterNode, ClusterView } from './cluster.ts';
+
+/** What the agent holds, for the operator's view (admin socket, metrics, doctor). */
+export interface AgentSnapshot {
+  node: string;
+  standalone: boolean;
+  mode: string;
+  mtu: number;
+  podCIDRs: string[];
+  ready: boolean;
+  notReadyReason: string | undefined;
+  socket: string;
+  stateDir: string;
+  cniConfDir: string;
+  cniBinDir: string;
+  leases: Lease[];
+  ipamUsage: RangeUsage[];
+  /** The Node watch; undefined in standalone mode. */
+  watch: { restarts: number; relists: number; resourceVersion: string; synced: boolean } | undefined;
+  /** Where the pod MTU came from and the encapsulation overhead subtracted (docs/overlay.md). */
+  mtuSource?: string;
+  mtuOverhead?: number;
+  /** The VXLAN devices after the last pass (auto and vxlan modes). */
+  vxlan?: { family: 4 | 6; name: string; ifindex: number; mac: string; mtu: number }[];
+}
+
+/** Desired inter-node routes (computed now from the node cache) next to what the kernel has. */
+export interface AgentRouteState {
+  desired: RouteInfo[];
+  /** Every route of the main table, both families (the diff decides which are ours). */
+  programmed: RouteInfo[];
+  problems: Problem[];
+  decisions: PeerDecision[];
+  links: LinkInfo[];
+}
+
+/** The planner's input and output recomputed from the cache, as the controller's passes see it. */
+export async function computeRouteState(opts: {
+  host: NetlinkHandle;
+  cluster: ClusterView;
+  nodeName: string;
+  mode: RoutingMode;
+  overlayDevices: readonly DeviceState[];
+}): Promise<AgentRouteState> {
+  const { host, cluster } = opts;
+  const [links, localLinks, v4, v6] = await Promise.all([
+    host.listLinks(),
+    readLocalLinks(host),
+    host.listRoutes({ family: 4, table: MAIN_TABLE }),
+    host.listRoutes({ family: 6, table: MAIN_TABLE }),
+  ]);
+  const self = cluster.get(opts.nodeName);
+  const toPeer = (n: ClusterNode) => ({
+    name: n.name,
+    podCIDRs: [...n.podCIDRs],
+    internalIPs: [...n.internalIPs],
+    vtepMacs: vtepMacsFromAnnotations(n.annotations),
+  });
+  const overlay = opts.overlayDevices.map((d) => ({ family: d.family, ifindex: d.ifindex, name: d.name }));
+  const plan =
+    self === undefined
+      ? {
+          routes: [],
+          problems: [{ node: opts.nodeName, problem: 'this node is not known yet' }],
+          decisions: [],
+        }
+      : desiredRoutes(toPeer(self), cluster.list().map(toPeer), localLinks, { mode: opts.mode, overlay });
+  return {
+    desired: plan.routes,
+    programmed: [...v4, ...v6],
+    problems: plan.problems,
+    decisions: plan.decisions,
+    links,
+  };
+}

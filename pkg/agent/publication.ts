@@ -1,0 +1,53 @@
+import { existsSync } from 'node:fs';
+import { join } from 'node:path';
+import { CONFLIST_FILE_NAME, publishConflist, renderConflist } from '../cniconf/index.ts';
+import type { NetlinkHandle } from '../datapath/ports.ts';
+import type { Logger } from '../observe/logger.ts';
+import { readLocalLinks } from '../routes/reconciler.ts';
+import type { ClusterNode } from './cluster.ts';
+import type { AgentConfig } from './config.ts';
+import { chooseMtu, encapOverhead, type MtuChoice } from './mtu.ts';
+
+/** Binaries the published config list needs in the CNI bin dir (containerd also runs loopback). */
+export const REQUIRED_CNI_BINARIES = ['trellis', 'portmap', 'loopback'] as const;
+
+/** Gathers the interfaces and default routes, then lets the pure chooseMtu decide. */
+export async function detectMtu(
+  host: NetlinkHandle,
+  self: ClusterNode,
+  mode: AgentConfig['mode'],
+): Promise<MtuChoice & { overhead: number }> {
+  const [links, localLinks, defaults4, defaults6] = await Promise.all([
+    host.listLinks(),
+    readLocalLinks(host),
+    host.listRoutes({ family: 4 }),
+    host.listRoutes({ family: 6 }),
+  ]);
+  const overhead = encapOverhead(mode, self.internalIPs);
+  const choice = chooseMtu({
+    configured: 0,
+    internalIPs: self.internalIPs,
+    localLinks,
+    links,
+    defaultRoutes: [...defaults4, ...defaults6].filter((r) => r.dst === '0.0.0.0/0' || r.dst === '::/0'),
+    overhead,
+  });
+  return { ...choice, overhead };
+}
+
+/**
+ * Writes the config list once the binaries it names are in place (the runtime would fail every pod
+ * otherwise). Returns the missing binaries, empty when published or unchanged.
+ */
+export async function publishCniConfig(config: AgentConfig, mtu: number, log: Logger): Promise<string[]> {
+  const missing = REQUIRED_CNI_BINARIES.filter((b) => !existsSync(join(config.cniBinDir, b)));
+  if (missing.length > 0) {
+    log.warn({ missing, dir: config.cniBinDir }, 'not publishing the CNI config yet: binaries missing');
+    return missing;
+  }
+  const text = renderConflist({ socket: config.socket, spoolDir: config.spoolDir, mtu });
+  if ((await publishConflist(config.cniConfDir, CONFLIST_FILE_NAME, text)) === 'written') {
+    log.info({ file: join(config.cniConfDir, CONFLIST_FILE_NAME) }, 'CNI config published');
+  }
+  return [];
+}
