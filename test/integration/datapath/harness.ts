@@ -104,6 +104,19 @@ export class NodeHarness {
     ).filter((r) => r.dev?.startsWith('trl') === true);
   }
 
+  /** The first agent log line matching `pred`, waiting for it: lines arrive through a pipe after the call returned. */
+  async logLine(
+    pred: (l: Record<string, unknown>) => boolean,
+    timeoutMs = 3000,
+  ): Promise<Record<string, unknown> | undefined> {
+    const deadline = Date.now() + timeoutMs;
+    for (;;) {
+      const found = this.agent.logs.find(pred);
+      if (found !== undefined || Date.now() > deadline) return found;
+      await new Promise((r) => setTimeout(r, 10));
+    }
+  }
+
   /** Waits until the background veth deletions finished (they run right after DEL answers). */
   async waitForVeths(expected: number, timeoutMs = 5000): Promise<string[]> {
     const deadline = Date.now() + timeoutMs;

@@ -44,7 +44,7 @@ describe.skipIf(skip !== undefined)(
       for (const r of results.slice(1)) {
         expect(node.hostRoutes(4).some((route) => route.dst === podAddr(r, 4))).toBe(false);
       }
-      const line = node.agent.logs.find((l) => l.verb === 'GC');
+      const line = await node.logLine((l) => l.verb === 'GC');
       expect(((line?.released ?? []) as string[]).sort()).toEqual(
         [ids[1]!, ids[2]!].map((id) => `${id.slice(0, 12)}/eth0`).sort(),
       );
@@ -77,7 +77,7 @@ describe.skipIf(skip !== undefined)(
 
       await node.startAgain();
       expect(existsSync(`${node.agent.spoolDir}/${spooled[0]}`)).toBe(false);
-      const line = node.agent.logs.find((l) => l.verb === 'DEL' && l.containerId === id.slice(0, 12));
+      const line = await node.logLine((l) => l.verb === 'DEL' && l.containerId === id.slice(0, 12));
       expect(line).toMatchObject({ outcome: 'ok', addresses: [podAddr(res, 4), podAddr(res, 6)] });
       expect(await node.waitForVeths(before - 1)).toHaveLength(before - 1);
       expect(node.hostRoutes(4).some((r) => r.dst === podAddr(res, 4))).toBe(false);

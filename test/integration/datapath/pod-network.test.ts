@@ -52,7 +52,19 @@ describe.skipIf(skip !== undefined)(
           expect.objectContaining({ family: 'inet6', local: v6, prefixlen: 128 }),
         ]),
       );
-      expect(eth0!.addr_info.some((a) => a.tentative === true)).toBe(false);
+      // The pod's own addresses skip DAD (nodad): usable at once. The kernel flags even a no-DAD
+      // link-local address tentative until its DAD work item runs (ms); a real DAD would take 1-2 s.
+      expect(eth0!.addr_info.filter((a) => a.scope === 'global' && a.tentative === true)).toEqual([]);
+      expect(eth0!.addr_info.find((a) => a.local === v6)?.nodad).toBe(true);
+      const linkLocalSettled = Date.now() + 500;
+      let linkLocal = eth0!.addr_info.filter((a) => a.scope === 'link');
+      while (linkLocal.some((a) => a.tentative === true) && Date.now() < linkLocalSettled) {
+        await new Promise((r) => setTimeout(r, 10));
+        linkLocal = ipJson<IpAddr[]>(podA.name, 'addr', 'show', 'dev', 'eth0')[0]!.addr_info.filter(
+          (a) => a.scope === 'link',
+        );
+      }
+      expect(linkLocal.filter((a) => a.tentative === true)).toEqual([]);
       const lo = ipJson<{ operstate: string; flags: string[] }[]>(podA.name, 'link', 'show', 'lo')[0]!;
       expect(lo.flags).toContain('UP');
       expect(ip(podA.name, '-4', 'route', 'show', 'default')).toContain('via 169.254.1.1 dev eth0');
@@ -82,7 +94,7 @@ describe.skipIf(skip !== undefined)(
       expect(nsPing(podB.name, v4)).toBe(true);
 
       // One structured log line per call, with pod, addresses, timing and outcome.
-      const line = node.agent.logs.find((l) => l.verb === 'ADD' && l.containerId === idA.slice(0, 12));
+      const line = await node.logLine((l) => l.verb === 'ADD' && l.containerId === idA.slice(0, 12));
       expect(line).toMatchObject({
         outcome: 'ok',
         pod: `default/${idA}`,
@@ -100,6 +112,7 @@ describe.skipIf(skip !== undefined)(
     });
 
     it('DEL removes the veth, the host routes and the lease; a second DEL succeeds', async () => {
+      await node.waitForVeths(0); // earlier tests' veths are deleted in the background
       const pod = node.podNs();
       const id = containerId();
       const before = node.hostVeths().length;
@@ -121,12 +134,15 @@ describe.skipIf(skip !== undefined)(
       expect((await node.del(id, undefined)).code).toBe(0);
 
       // The lease is free: the address can be handed out again (round-robin comes back to it).
-      const delLog = node.agent.logs.filter((l) => l.verb === 'DEL' && l.containerId === id.slice(0, 12));
+      const isDel = (l: Record<string, unknown>) => l.verb === 'DEL' && l.containerId === id.slice(0, 12);
+      await node.logLine((l) => isDel(l) && Array.isArray(l.addresses) && l.addresses.length === 0);
+      const delLog = node.agent.logs.filter(isDel);
       expect(delLog[0]).toMatchObject({ outcome: 'ok', addresses: [v4, podAddr(res, 6)] });
       expect(delLog[1]).toMatchObject({ outcome: 'ok', addresses: [] });
     });
 
     it('DEL after the pod namespace vanished succeeds and frees the address', async () => {
+      await node.waitForVeths(0); // earlier tests' veths are deleted in the background
       const pod = node.podNs();
       const id = containerId();
       const res = (await node.add(pod, id)).json as AddResult;
@@ -136,7 +152,7 @@ describe.skipIf(skip !== undefined)(
       expect(await node.waitForVeths(before - 1)).toHaveLength(before - 1);
       const del = await node.del(id, pod.path);
       expect(del.code, del.stdout).toBe(0);
-      const line = node.agent.logs.find((l) => l.verb === 'DEL' && l.containerId === id.slice(0, 12));
+      const line = await node.logLine((l) => l.verb === 'DEL' && l.containerId === id.slice(0, 12));
       expect(line).toMatchObject({ outcome: 'ok', addresses: [podAddr(res, 4), podAddr(res, 6)] });
       expect(node.hostRoutes(4).some((r) => r.dst === podAddr(res, 4))).toBe(false);
     });
@@ -180,6 +196,7 @@ describe.skipIf(skip !== undefined)(
     });
 
     it('a failed ADD leaves no lease, veth or route behind', async () => {
+      await node.waitForVeths(0); // earlier tests' veths are deleted in the background
       const pod = node.podNs();
       // An interface named eth0 already in the pod makes the veth creation fail.
       ip(pod.name, 'link', 'add', 'eth0', 'type', 'veth', 'peer', 'name', 'x0');
@@ -193,7 +210,7 @@ describe.skipIf(skip !== undefined)(
       expect(node.hostRoutes(4)).toHaveLength(routes4);
       // No lease: a DEL finds nothing to release.
       await node.del(id, pod.path);
-      const delLine = node.agent.logs.find((l) => l.verb === 'DEL' && l.containerId === id.slice(0, 12));
+      const delLine = await node.logLine((l) => l.verb === 'DEL' && l.containerId === id.slice(0, 12));
       expect(delLine).toMatchObject({ addresses: [] });
     });
 
