@@ -1,6 +1,6 @@
 import { existsSync } from 'node:fs';
 import { join } from 'node:path';
-import { CONFLIST_FILE_NAME, publishConflist, renderConflist } from '../cniconf/index.ts';
+import { ChainVersionProbe, CONFLIST_FILE_NAME, publishConflist, renderConflist } from '../cniconf/index.ts';
 import type { NetlinkHandle } from '../datapath/ports.ts';
 import type { Logger } from '../observe/logger.ts';
 import { readLocalLinks } from '../routes/reconciler.ts';
@@ -39,13 +39,18 @@ export async function detectMtu(
  * Writes the config list once the binaries it names are in place (the runtime would fail every pod
  * otherwise). Returns the missing binaries, empty when published or unchanged.
  */
+const chainProbe = new ChainVersionProbe();
+
 export async function publishCniConfig(config: AgentConfig, mtu: number, log: Logger): Promise<string[]> {
   const missing = REQUIRED_CNI_BINARIES.filter((b) => !existsSync(join(config.cniBinDir, b)));
   if (missing.length > 0) {
     log.warn({ missing, dir: config.cniBinDir }, 'not publishing the CNI config yet: binaries missing');
     return missing;
   }
-  const text = renderConflist({ socket: config.socket, spoolDir: config.spoolDir, mtu });
+  // The versions every plugin of the chain speaks (our own shim speaks all of them): 1.1.0 only when the
+  // installed portmap does too.
+  const cniVersions = await chainProbe.versions([join(config.cniBinDir, 'portmap')]);
+  const text = renderConflist({ socket: config.socket, spoolDir: config.spoolDir, mtu, cniVersions });
   if ((await publishConflist(config.cniConfDir, CONFLIST_FILE_NAME, text)) === 'written') {
     log.info({ file: join(config.cniConfDir, CONFLIST_FILE_NAME) }, 'CNI config published');
   }

@@ -1,6 +1,7 @@
 /** CNI config publication: the config list (pure rendering) and atomic host-file writes (thin fs). */
 
 export { checkFileName, HostFileError } from './atomic.ts';
+export { ChainVersionProbe, commonVersions, pluginVersions } from './chain-versions.ts';
 export { CNI_CONF_EXTENSIONS, installBinary, publishConflist, removeConflist } from './publish.ts';
 export {
   buildConflist,
