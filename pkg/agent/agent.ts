@@ -155,7 +155,8 @@ export class Agent {
     });
     this.busyKeys = service.busyKeys;
     await drainSpool(config.spoolDir, service.handle, log);
-    const swept = await sweepOrphans(this.datapath);
+    // Attachments whose lease record was quarantined keep their veths: their pods may be running.
+    const swept = await sweepOrphans(this.datapath, this.ipam.heldKeys());
     this.hooks.onLeasesReclaimed?.('startup-sweep', swept.releasedLeases.length);
     if (swept.releasedLeases.length > 0 || swept.removedLinks.length > 0) {
       log.info(
