@@ -42,6 +42,9 @@ run(bun, [
   'build',
   '--compile',
   '--minify',
+  // Ahead-of-time bytecode: measured ~1.5 ms (12%) less per shim call (bench/README.md).
+  '--bytecode',
+  '--format=cjs',
   `--define=TRELLIS_VERSION="${version}"`,
   join(root, 'cmd', 'cni', 'main.ts'),
   '--outfile',
