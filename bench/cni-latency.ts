@@ -267,7 +267,13 @@ const ratios: Record<string, Record<string, number>> = {};
 if (t !== undefined) {
   for (const [name, s] of Object.entries(summary)) {
     if (name === 'trellis') continue;
+    const tr = samples.get('trellis')!;
+    const rf = samples.get(name)!;
     ratios[name] = {
+      // Run i of trellis against run i of the reference (adjacent in time): robust to drifting load.
+      addP50Paired: ratio(median(tr.map((x, i) => median(x.add) / median(rf[i]!.add))), 1),
+      delP50Paired: ratio(median(tr.map((x, i) => median(x.del) / median(rf[i]!.del))), 1),
+      concurrentWallPaired: ratio(median(tr.map((x, i) => x.concurrentWall / rf[i]!.concurrentWall)), 1),
       addP50: ratio(t.addP50, s.addP50),
       addP99: ratio(t.addP99, s.addP99),
       delP50: ratio(t.delP50, s.delP50),
@@ -281,8 +287,26 @@ process.stdout.write(
     ['plugin', 'ADD p50 ms', 'ADD p99 ms', 'DEL p50 ms', 'DEL p99 ms', `${CONCURRENT}x ADD wall ms`],
     Object.entries(summary).map(([n, s]) => [n, s.addP50, s.addP99, s.delP50, s.delP99, s.concurrentWall]),
   )}\n\n${table(
-    ['trellis / ref', 'ADD p50', 'ADD p99', 'DEL p50', `${CONCURRENT}x ADD wall`],
-    Object.entries(ratios).map(([n, r]) => [n, r.addP50!, r.addP99!, r.delP50!, r.concurrentWall!]),
+    [
+      'trellis / ref',
+      'ADD p50',
+      'paired',
+      'ADD p99',
+      'DEL p50',
+      'paired',
+      `${CONCURRENT}x ADD wall`,
+      'paired',
+    ],
+    Object.entries(ratios).map(([n, r]) => [
+      n,
+      r.addP50!,
+      r.addP50Paired!,
+      r.addP99!,
+      r.delP50!,
+      r.delP50Paired!,
+      r.concurrentWall!,
+      r.concurrentWallPaired!,
+    ]),
   )}\n\nagent-side ADD p50 ${round(median(agentAddMs))} ms p99 ${round(pct(agentAddMs, 99))} ms; DEL p50 ${round(median(agentDelMs))} ms (commit ${commit}, ${RUNS} runs x ${PODS} pods)\n`,
 );
 const json = {

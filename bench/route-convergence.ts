@@ -261,6 +261,8 @@ const summary = {
   agentPassMs: round(median(plain.map((r) => r.agentPassMs))),
   ipBatchMs: round(refMs),
   ratioVsIpBatch: ratio(median(plain.map((r) => r.fromListEndMs)), refMs),
+  // Each trellis run against the ip -batch run just before it: robust to load that drifts over a run.
+  pairedRatioMedian: ratio(median(plain.map((r, i) => r.fromListEndMs / reference[i]!)), 1),
   masqueradeConvergenceMs: masq === undefined ? null : round(masq.fromListEndMs),
   masqueradeAgentPassMs: masq === undefined ? null : masq.agentPassMs,
   nodeAdd: {
@@ -286,7 +288,8 @@ process.stdout.write(
       ['  from the first list request, ms', summary.convergenceFromListStartMs],
       ["  agent's reconcile pass (log durationMs), ms", summary.agentPassMs],
       ['  ip -batch, same routes, fresh namespace, ms', summary.ipBatchMs],
-      ['  trellis / ip -batch', summary.ratioVsIpBatch],
+      ['  trellis / ip -batch (medians)', summary.ratioVsIpBatch],
+      ['  trellis / ip -batch (median of paired reps)', summary.pairedRatioMedian],
       ['  with masquerade (1 rep), ms', summary.masqueradeConvergenceMs ?? 'not run'],
       [
         `node added -> route in kernel, p50 / p99 ms (${adds.length})`,
