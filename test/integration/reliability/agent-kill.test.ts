@@ -39,6 +39,14 @@ describe.skipIf(skip !== undefined)(
       let interruptedCalls = 0;
       let abandoned = 0;
       let retriedDels = 0;
+      let sweptLeases = 0;
+      let sweptLinks = 0;
+      const countSweep = (): void => {
+        const line = node.agent.logs.find((l) => l.msg === 'start-up sweep removed half-done work');
+        if (line === undefined) return;
+        sweptLeases += Number(line.releasedLeases ?? 0);
+        sweptLinks += Array.isArray(line.removedLinks) ? line.removedLinks.length : 0;
+      };
 
       const becomeLive = (pod: Pod): void => {
         for (const a of pod.addrs) {
@@ -95,6 +103,7 @@ describe.skipIf(skip !== undefined)(
         await node.agent.kill();
         const results = await Promise.all(ops);
         await node.startAgain();
+        countSweep();
 
         for (const { kind, pod, run } of results) {
           if (kind === 'add') {
@@ -162,6 +171,9 @@ describe.skipIf(skip !== undefined)(
       }
       await node.agent.kill();
       await node.startAgain();
+      countSweep();
+      // Abandoned ADDs (lease held, namespace gone) were released by a start-up sweep, not by a DEL.
+      expect(sweptLeases).toBeGreaterThanOrEqual(1);
       expect(await waitFor(() => node.hostVeths().length === 0, 10_000)).toBe(true);
       const left = holdings(node);
       expect({ ...left, quarantine: [] }).toEqual({
@@ -178,6 +190,8 @@ describe.skipIf(skip !== undefined)(
           interruptedCalls,
           abandoned,
           retriedDels,
+          sweptLeases,
+          sweptLinks,
           quarantined: left.quarantine.length,
         }),
       );

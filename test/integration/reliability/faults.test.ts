@@ -31,9 +31,25 @@ describe.skipIf(skip !== undefined)(`faults${skip ? ` (skipped: ${skip})` : ''}`
     beforeAll(() => node.start());
     afterAll(() => node.stop());
 
-    it('SIGKILL of the shim during ADD, 20 times at random moments; a retried ADD or DEL leaves nothing behind', async () => {
+    it('SIGKILL of the shim during ADD, 24 times at random moments; a retried ADD or DEL leaves nothing behind', async () => {
+      // How long a whole ADD takes through the shim right now (fastest of 3): kills land inside it.
+      let windowMs = Number.POSITIVE_INFINITY;
+      for (let k = 0; k < 3; k++) {
+        const probe = node.podNs();
+        const probeId = containerId();
+        const t0 = performance.now();
+        const baseline = await spawnShim(
+          node,
+          { command: 'ADD', containerId: probeId, netns: probe.path, ifname: 'eth0' },
+          JSON.stringify(node.conf()),
+        ).done;
+        windowMs = Math.min(windowMs, performance.now() - t0);
+        expect(baseline.code, baseline.stdout).toBe(0);
+        expect((await node.del(probeId, probe.path)).code).toBe(0);
+        delNetns(probe.name);
+      }
       const outcomes = { killedBeforeExit: 0, killedAfterAgentGotIt: 0, retriedAdd: 0, straightDel: 0 };
-      for (let i = 0; i < 20; i++) {
+      for (let i = 0; i < 24; i++) {
         const pod = node.podNs();
         const id = containerId();
         const conf = JSON.stringify(node.conf());
@@ -42,7 +58,7 @@ describe.skipIf(skip !== undefined)(`faults${skip ? ` (skipped: ${skip})` : ''}`
           { command: 'ADD', containerId: id, netns: pod.path, ifname: 'eth0' },
           conf,
         );
-        await new Promise((r) => setTimeout(r, Math.floor(Math.random() * 80)));
+        await new Promise((r) => setTimeout(r, Math.floor(windowMs * (0.2 + 0.8 * Math.random()))));
         shim.child.kill('SIGKILL');
         const first = await shim.done;
         if (first.signal === 'SIGKILL') {
@@ -72,12 +88,12 @@ describe.skipIf(skip !== undefined)(`faults${skip ? ` (skipped: ${skip})` : ''}`
         expect(del.code, del.stdout).toBe(0);
         delNetns(pod.name);
       }
-      expect(outcomes.killedBeforeExit).toBeGreaterThanOrEqual(8);
+      expect(outcomes.killedBeforeExit).toBeGreaterThanOrEqual(6);
       expect(outcomes.killedAfterAgentGotIt).toBeGreaterThanOrEqual(1);
       expect(await waitFor(() => node.hostVeths().length === 0, 10_000)).toBe(true);
       expect(holdings(node)).toEqual(EMPTY);
       expect(isAlive(agentPid(node))).toBe(true);
-      console.log(JSON.stringify(outcomes));
+      console.log(JSON.stringify({ ...outcomes, windowMs: Math.round(windowMs) }));
     }, 120_000);
   });
 

