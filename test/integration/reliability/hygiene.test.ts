@@ -44,7 +44,7 @@ function tree(dir: string): string[] {
 
 describe.skipIf(skip !== undefined)(`least privilege and hygiene${skip ? ` (skipped: ${skip})` : ''}`, () => {
   const node = new NodeHarness();
-  const escape = join(tmpdir(), `trl-escape-${process.pid}`);
+  const escapeTarget = join(tmpdir(), `trl-escapeTarget-${process.pid}`);
   beforeAll(() => node.start());
   afterAll(() => node.stop());
 
@@ -86,12 +86,12 @@ describe.skipIf(skip !== undefined)(`least privilege and hygiene${skip ? ` (skip
     // and the CNI spec, so DEL and CHECK may proceed with them (hashed into the veth name, never into a
     // path); ADD refuses them before IPAM turns them into a file name.
     const hostile = [
-      { CNI_CONTAINERID: `../../../..${escape}`, CNI_IFNAME: 'eth0', strict: true },
+      { CNI_CONTAINERID: `../../../..${escapeTarget}`, CNI_IFNAME: 'eth0', strict: true },
       { CNI_CONTAINERID: 'abc/../../../x', CNI_IFNAME: 'eth0', strict: true },
       { CNI_CONTAINERID: containerId(), CNI_IFNAME: '../../x', strict: true },
       { CNI_CONTAINERID: containerId(), CNI_IFNAME: '..', strict: true },
-      { CNI_CONTAINERID: containerId(), CNI_IFNAME: `$(touch ${escape})`, strict: true },
-      { CNI_CONTAINERID: `x$(touch ${escape})`, CNI_IFNAME: 'eth0', strict: true },
+      { CNI_CONTAINERID: containerId(), CNI_IFNAME: `$(touch ${escapeTarget})`, strict: true },
+      { CNI_CONTAINERID: `x$(touch ${escapeTarget})`, CNI_IFNAME: 'eth0', strict: true },
       { CNI_CONTAINERID: '.', CNI_IFNAME: 'eth0', strict: true },
       { CNI_CONTAINERID: containerId(), CNI_IFNAME: 'a`id`', strict: false },
       { CNI_CONTAINERID: containerId(), CNI_IFNAME: '$(id)', strict: false },
@@ -111,14 +111,14 @@ describe.skipIf(skip !== undefined)(`least privilege and hygiene${skip ? ` (skip
     }
     expect(tree(node.agent.dir)).toEqual(before);
     expect(holdings(node)).toEqual(held);
-    expect(existsSync(escape)).toBe(false);
-    expect(readdirSync(tmpdir()).filter((n) => n.startsWith('trl-escape'))).toEqual([]);
+    expect(existsSync(escapeTarget)).toBe(false);
+    expect(readdirSync(tmpdir()).filter((n) => n.startsWith('trl-escapeTarget'))).toEqual([]);
   });
 
   it('a planted spool file with a traversal id is set aside at start, not replayed', async () => {
     mkdirSync(node.agent.spoolDir, { recursive: true, mode: 0o700 });
     const evil = requestLine(
-      { CNI_COMMAND: 'DEL', CNI_CONTAINERID: `../../..${escape}`, CNI_IFNAME: 'eth0' },
+      { CNI_COMMAND: 'DEL', CNI_CONTAINERID: `../../..${escapeTarget}`, CNI_IFNAME: 'eth0' },
       '{}',
     );
     writeFileSync(join(node.agent.spoolDir, 'evil.eth0.del.json'), evil, { mode: 0o600 });
@@ -134,13 +134,13 @@ describe.skipIf(skip !== undefined)(`least privilege and hygiene${skip ? ` (skip
     const lines = node.agent.logs.filter((l) => l.msg === 'bad spooled DEL set aside');
     expect(lines).toHaveLength(2);
     expect(node.agent.logs.some((l) => l.verb === 'DEL')).toBe(false); // nothing replayed
-    expect(existsSync(escape)).toBe(false);
+    expect(existsSync(escapeTarget)).toBe(false);
     for (const f of spool) execFileSync('rm', ['-f', join(node.agent.spoolDir, f)]);
   });
 
   it('nft receives hostile-looking arguments as plain argv (real nft, inside the test namespace)', async () => {
     const nft = new NftRunner({ argvPrefix: ['ip', 'netns', 'exec', node.host.name] });
-    const hostile = `x; touch ${escape}; $(touch ${escape}) \`touch ${escape}\``;
+    const hostile = `x; touch ${escapeTarget}; $(touch ${escapeTarget}) \`touch ${escapeTarget}\``;
     const err = await nft.run(['list', 'table', 'inet', hostile]).then(
       () => undefined,
       (e: unknown) => e,
@@ -148,7 +148,7 @@ describe.skipIf(skip !== undefined)(`least privilege and hygiene${skip ? ` (skip
     expect(err).toBeInstanceOf(NftError);
     expect((err as NftError).argv.at(-1)).toBe(hostile); // one argument, verbatim
     expect((err as NftError).exitCode).not.toBe(0);
-    expect(existsSync(escape)).toBe(false);
+    expect(existsSync(escapeTarget)).toBe(false);
     // Table names are validated before they reach a ruleset.
     await expect(nft.deleteTable(`t; flush ruleset`)).rejects.toBeInstanceOf(MasqConfigError);
     // A ruleset goes in on stdin: the rules of other tables in the namespace are untouched by a bad one.
