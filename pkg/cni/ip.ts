@@ -3,6 +3,7 @@
  * the Bun-compiled shim. The rules follow Go's net.ParseIP / net.ParseCIDR (what libcni and the reference
  * plugins use): dotted-quad IPv4 without leading zeros, RFC 4291 IPv6 text with optional "::" and an
  * embedded IPv4 tail, no zones.
+ * Separate from the agent's IP library (pkg/ip) on purpose: bytes for the CNI protocol, and tiny for the shim.
  */
 
 /** Parses an IPv4 or IPv6 address; returns its 4 or 16 bytes, or undefined when the text is not an IP. */

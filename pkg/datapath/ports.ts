@@ -6,7 +6,10 @@
  * "aa:bb:cc:dd:ee:ff". Families are 4 or 6.
  */
 
-export type Family = 4 | 6;
+import type { Family } from '../ip/address.ts';
+
+// One Family type for the whole agent: the IP library's.
+export type { Family };
 
 export interface LinkInfo {
   index: number;

@@ -1,5 +1,6 @@
 import { CniCode, CniError } from '../cni/errors.ts';
-import { type Cidr, familyName, formatCidr, usableBounds } from './cidr.ts';
+import { type Cidr, familyName, formatCidr } from '../ip/index.ts';
+import { usableBounds } from './range.ts';
 
 /**
  * Chooses the next free address of a range (pure).

@@ -1,18 +1,16 @@
 import { CniCode, CniError } from '../cni/errors.ts';
-import { chooseNext } from './allocator.ts';
 import {
   type Cidr,
-  contains,
+  cidrContains,
   type Family,
   familyName,
   formatCidr,
   formatIp,
   parseIp,
-  parseRange,
-  tryParseIp,
-  usableBounds,
-} from './cidr.ts';
+} from '../ip/index.ts';
+import { chooseNext } from './allocator.ts';
 import { keyProblem, ownerName, parseOwnerName, validateKey } from './key.ts';
+import { parseIpOrThrow, parseRange, usableBounds } from './range.ts';
 import { LeaseStore, realFs, type StoreFs } from './store.ts';
 import {
   type Lease,
@@ -148,7 +146,7 @@ class StoreIpam implements Ipam {
         const used = this.#usedIn(range);
         for (;;) {
           const lastText = this.#last.get(range.text);
-          const last = lastText === undefined ? undefined : tryParseIp(lastText)?.value;
+          const last = lastText === undefined ? undefined : parseIp(lastText)?.value;
           const value = chooseNext(range.cidr, used, last);
           const address = formatIp(range.cidr.family, value);
           if (store.reserve(address, owner)) {
@@ -273,8 +271,8 @@ class StoreIpam implements Ipam {
   setRanges(cidrs: string[]): Lease[] {
     const next = parseRanges(cidrs);
     const inside = (a: LeasedAddress): boolean => {
-      const ip = parseIp(a.address);
-      return next.some((r) => contains(r.cidr, ip));
+      const ip = parseIpOrThrow(a.address);
+      return next.some((r) => cidrContains(r.cidr, ip));
     };
     this.#ranges = next;
     this.#rebuildUsed();
@@ -307,19 +305,19 @@ class StoreIpam implements Ipam {
   }
 
   #rangeOf(family: Family, value: bigint): Range | undefined {
-    return this.#ranges.find((r) => contains(r.cidr, { family, value }));
+    return this.#ranges.find((r) => cidrContains(r.cidr, { family, value }));
   }
 
   #addReserved(address: string, owner: string): void {
     this.#reserved.set(address, owner);
-    const ip = parseIp(address);
+    const ip = parseIpOrThrow(address);
     const range = this.#rangeOf(ip.family, ip.value);
     if (range !== undefined) this.#usedIn(range).add(ip.value);
   }
 
   #removeReserved(address: string): void {
     this.#reserved.delete(address);
-    const ip = parseIp(address);
+    const ip = parseIpOrThrow(address);
     const range = this.#rangeOf(ip.family, ip.value);
     if (range !== undefined) this.#usedIn(range).delete(ip.value);
   }
@@ -327,7 +325,7 @@ class StoreIpam implements Ipam {
   #rebuildUsed(): void {
     this.#used = new Map();
     for (const address of this.#reserved.keys()) {
-      const ip = parseIp(address);
+      const ip = parseIpOrThrow(address);
       const range = this.#rangeOf(ip.family, ip.value);
       if (range !== undefined) this.#usedIn(range).add(ip.value);
     }

@@ -1,7 +1,7 @@
 import * as nodeFs from 'node:fs';
 import { join } from 'node:path';
 import { CniCode, CniError } from '../cni/errors.ts';
-import { canonicalIp, parseCidr } from './cidr.ts';
+import { canonicalIp, parseCidr } from '../ip/index.ts';
 import { ownerName, parseOwnerName } from './key.ts';
 import { type Lease, type LeasedAddress, type LoadReport, META_FIELDS } from './types.ts';
 
@@ -481,11 +481,7 @@ export function parseLeaseRecord(owner: string, bytes: Uint8Array): Lease | stri
     if (canonical !== address || (address.includes(':') ? 6 : 4) !== family) {
       return `bad address ${JSON.stringify(address)}`;
     }
-    try {
-      parseCidr(range);
-    } catch {
-      return `bad range ${JSON.stringify(range)}`;
-    }
+    if (parseCidr(range) === undefined) return `bad range ${JSON.stringify(range)}`;
     addresses.push({ family, address, range });
   }
   const lease: Lease = { containerId: r.containerId, ifname: r.ifname, addresses, createdAt: r.createdAt };

@@ -16,7 +16,8 @@
  */
 
 import type { Family } from '../datapath/ports.ts';
-import { type CidrBlock, formatCidr, formatIp, mergeRanges, parseCidr } from '../routes/cidr.ts';
+import { type Cidr, formatCidr, formatIp, parseCidr } from '../ip/index.ts';
+import { mergeRanges } from './ranges.ts';
 
 export interface MasqOptions {
   /** This node's pod CIDRs: the sources that get masqueraded. */
@@ -67,9 +68,9 @@ function parseAll(
   values: unknown,
   family: Family | undefined,
   skipped: SkippedCidr[] | undefined,
-): CidrBlock[] {
+): Cidr[] {
   if (!Array.isArray(values)) throw new MasqConfigError(setting, values, 'expected an array of CIDRs');
-  const out: CidrBlock[] = [];
+  const out: Cidr[] = [];
   values.forEach((v, i) => {
     const c = typeof v === 'string' ? parseCidr(v) : undefined;
     let reason: string | undefined;
@@ -87,7 +88,7 @@ function parseAll(
 }
 
 /** Set elements for an interval set: merged ranges, written as a prefix when they are one. */
-function elements(blocks: CidrBlock[], family: Family): string[] {
+function elements(blocks: Cidr[], family: Family): string[] {
   const bits = family === 4 ? 32 : 128;
   return mergeRanges(blocks.filter((b) => b.family === family)).map(([lo, hi]) => {
     const size = hi - lo + 1n;

@@ -17,18 +17,18 @@
 
 import { type Family, type RouteInfo, TRELLIS_ROUTE_PROTOCOL } from '../datapath/ports.ts';
 import {
-  type CidrBlock,
+  type Cidr,
   cidrContains,
   cidrRange,
   cidrsOverlap,
   compareCidr,
   formatCidr,
   formatIp,
-  type IpAddr,
-  isUnusableNodeIp,
+  type IpAddress,
   parseCidr,
   parseIp,
-} from './cidr.ts';
+} from '../ip/index.ts';
+import { isUnusableNodeIp } from './node-ip.ts';
 import type {
   DesiredRoutes,
   DesiredRoutesOptions,
@@ -43,13 +43,13 @@ import { ROUTING_MODES } from './types.ts';
 
 interface ParsedNode {
   name: string;
-  cidrs: CidrBlock[];
-  ips: IpAddr[];
+  cidrs: Cidr[];
+  ips: IpAddress[];
   vtepMac: Partial<Record<Family, string>>;
 }
 
 function parseNode(node: PeerNode, problems: Problem[]): ParsedNode {
-  const cidrs: CidrBlock[] = [];
+  const cidrs: Cidr[] = [];
   for (const text of node.podCIDRs ?? []) {
     const c = parseCidr(text);
     if (c === undefined) {
@@ -71,7 +71,7 @@ function parseNode(node: PeerNode, problems: Problem[]): ParsedNode {
       cidrs.splice(i, 1);
     }
   }
-  const ips: IpAddr[] = [];
+  const ips: IpAddress[] = [];
   for (const text of node.internalIPs ?? []) {
     const ip = parseIp(text);
     const unusable = ip === undefined ? 'not an IP address' : isUnusableNodeIp(ip);
@@ -86,7 +86,7 @@ function parseNode(node: PeerNode, problems: Problem[]): ParsedNode {
 
 /** The local interface whose connected subnet holds ip: longest prefix wins, then the lowest ifindex. */
 function findDirectLink(
-  ip: IpAddr,
+  ip: IpAddress,
   links: LocalLink[],
 ): { link: LocalLink } | { ownAddress: true } | undefined {
   let best: { link: LocalLink; prefixLen: number } | undefined;
@@ -301,8 +301,8 @@ export function desiredRoutes(
  * largest end seen so far, and a later one exactly when the next block starts before its own end.
  * parseNode already removed duplicates and nesting within one node, so every overlap is between nodes.
  */
-function overlappingCidrs(nodes: readonly ParsedNode[]): Set<CidrBlock> {
-  const out = new Set<CidrBlock>();
+function overlappingCidrs(nodes: readonly ParsedNode[]): Set<Cidr> {
+  const out = new Set<Cidr>();
   for (const family of [4, 6] as Family[]) {
     const blocks = nodes
       .flatMap((n) => n.cidrs)
@@ -333,7 +333,7 @@ function overlappingCidrs(nodes: readonly ParsedNode[]): Set<CidrBlock> {
 export function vtepAddress(podCIDRs: readonly string[], family: Family): string | undefined {
   const first = podCIDRs
     .map((c) => parseCidr(c))
-    .filter((c): c is CidrBlock => c !== undefined && c.family === family)
+    .filter((c): c is Cidr => c !== undefined && c.family === family)
     .sort(compareCidr)[0];
   return first === undefined ? undefined : formatIp({ family, value: first.network });
 }
@@ -341,7 +341,7 @@ export function vtepAddress(podCIDRs: readonly string[], family: Family): string
 function vxlanDecision(
   node: ParsedNode,
   family: Family,
-  candidates: IpAddr[],
+  candidates: IpAddress[],
   podCIDRs: string[],
   localLinks: LocalLink[],
   overlay: readonly OverlayDevice[],

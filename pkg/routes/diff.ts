@@ -18,7 +18,7 @@
  */
 
 import { type RouteInfo, TRELLIS_ROUTE_PROTOCOL } from '../datapath/ports.ts';
-import { canonicalIp, formatCidr, parseCidr } from './cidr.ts';
+import { canonicalIp, formatCidr, parseCidr } from '../ip/index.ts';
 
 export const MAIN_TABLE = 254;
 

@@ -9,7 +9,7 @@
  */
 
 import type { AddressInfo, Family, LinkInfo, NetlinkHandle } from '../datapath/ports.ts';
-import { canonicalIp, parseIp } from '../routes/cidr.ts';
+import { canonicalIp, parseIp } from '../ip/index.ts';
 import { vtepAddress } from '../routes/desired.ts';
 import type { LocalLink, Problem, RoutingMode, SelfNode } from '../routes/types.ts';
 import { VXLAN_OVERHEAD, vxlanDeviceName } from './constants.ts';

@@ -11,7 +11,7 @@
  */
 
 import type { FdbEntry, NeighbourEntry } from '../datapath/ports.ts';
-import { canonicalIp, parseIp } from '../routes/cidr.ts';
+import { canonicalIp, parseIp } from '../ip/index.ts';
 import type { PeerDecision } from '../routes/types.ts';
 
 export interface OverlayEntries {

@@ -1,9 +1,10 @@
 import { describe, expect, it } from 'vitest';
 import { CniCode, CniError } from '../../../pkg/cni/errors.ts';
+import { formatIp, parseIp } from '../../../pkg/ip/index.ts';
 import { chooseNext } from '../../../pkg/ipam/allocator.ts';
-import { formatIp, parseIp, parseRange } from '../../../pkg/ipam/cidr.ts';
+import { parseRange } from '../../../pkg/ipam/range.ts';
 
-const v = (text: string): bigint => parseIp(text).value;
+const v = (text: string): bigint => parseIp(text)!.value;
 const set = (...texts: string[]): Set<bigint> => new Set(texts.map(v));
 
 describe('chooseNext', () => {
@@ -97,7 +98,7 @@ describe('chooseNext', () => {
         seen.push(got);
         last = got;
       }
-      const size = 1n << BigInt((cidr.family === 4 ? 32 : 128) - cidr.prefix);
+      const size = 1n << BigInt((cidr.family === 4 ? 32 : 128) - cidr.prefixLen);
       expect(BigInt(seen.length)).toBe(size - (cidr.family === 4 ? 3n : 2n));
     }
   });

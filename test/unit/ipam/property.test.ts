@@ -3,8 +3,9 @@ import { join } from 'node:path';
 import fc from 'fast-check';
 import { afterEach, describe, expect, it } from 'vitest';
 import { CniCode, CniError } from '../../../pkg/cni/errors.ts';
-import { contains, parseIp, parseRange } from '../../../pkg/ipam/cidr.ts';
+import { cidrContains, parseIp } from '../../../pkg/ip/index.ts';
 import { type Ipam, openIpamWith } from '../../../pkg/ipam/ipam.ts';
+import { parseRange } from '../../../pkg/ipam/range.ts';
 import { cleanupTempDirs, leaseFilesOnDisk, reservationsOnDisk, tempDir } from './helpers.ts';
 import { SimFs } from './simfs.ts';
 
@@ -247,7 +248,7 @@ function runScenario(cmds: Cmd[]): void {
       case 'ranges': {
         const next = RANGE_SETS[cmd.set]!;
         const cidrs = next.map(parseRange);
-        const inside = (a: string) => cidrs.some((c) => contains(c, parseIp(a)));
+        const inside = (a: string) => cidrs.some((c) => cidrContains(c, parseIp(a)!));
         const expected = [...live].filter(([, as]) => !as.every(inside)).map(([o]) => o);
         const released = (): string[] => ipam.setRanges(next).map((l) => `${l.containerId}@${l.ifname}`);
         // A crash in the middle may leave any of the outside leases released: all are uncertain.

@@ -1,5 +1,6 @@
 import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
+import { cidrContains, parseCidr, parseIp } from '../../../pkg/ip/index.ts';
 import {
   MasqConfigError,
   type MasqOptions,
@@ -7,7 +8,6 @@ import {
   renderDeleteTable,
   renderMasqRuleset,
 } from '../../../pkg/masq/render.ts';
-import { cidrContains, parseCidr, parseIp } from '../../../pkg/routes/cidr.ts';
 
 const base: MasqOptions = {
   podCIDRs: { v4: ['10.244.0.0/24'], v6: ['fd00:10:244::/64'] },

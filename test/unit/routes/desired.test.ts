@@ -1,7 +1,7 @@
 import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
 import { TRELLIS_ROUTE_PROTOCOL } from '../../../pkg/datapath/ports.ts';
-import { cidrsOverlap, parseCidr } from '../../../pkg/routes/cidr.ts';
+import { cidrsOverlap, parseCidr } from '../../../pkg/ip/index.ts';
 import { desiredRoutes } from '../../../pkg/routes/desired.ts';
 import type { LocalLink, PeerNode } from '../../../pkg/routes/types.ts';
 

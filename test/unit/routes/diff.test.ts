@@ -1,7 +1,7 @@
 import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
 import type { RouteInfo } from '../../../pkg/datapath/ports.ts';
-import { parseCidr } from '../../../pkg/routes/cidr.ts';
+import { parseCidr } from '../../../pkg/ip/index.ts';
 import { diffRoutes, isOwnedRoute, routeKey } from '../../../pkg/routes/diff.ts';
 
 const via = (dst: string, gateway: string, ifindex = 2, extra: Partial<RouteInfo> = {}): RouteInfo => ({

@@ -1,0 +1,25 @@
+/** IPv4/IPv6 addresses and CIDR blocks as bigints: the one pure IP library of the agent. */
+
+export {
+  canonicalIp,
+  type Family,
+  familyBits,
+  familyName,
+  formatIp,
+  type IpAddress,
+  parseIp,
+} from './address.ts';
+export {
+  type Cidr,
+  canonicalCidr,
+  cidrContains,
+  cidrProblem,
+  cidrRange,
+  cidrSize,
+  cidrsOverlap,
+  compareCidr,
+  formatCidr,
+  nthAddress,
+  type ParseCidrOptions,
+  parseCidr,
+} from './cidr.ts';
