@@ -93,21 +93,23 @@ describe.skipIf(skip !== undefined)(skip === undefined ? title : `${title} (skip
     const n3 = tb.node('node-3');
     await tb.killAgent('node-3');
     await tb.api.deleteNode('node-3');
+    const timings: Record<string, number> = {};
     for (const n of ['node-1', 'node-2']) {
-      await within(3000, `${n}: old routes to node-3 removed`, () =>
+      timings[`${n}RemovedMs`] = await within(3000, `${n}: old routes to node-3 removed`, () =>
         [OLD.v4, OLD.v6].every((c) => !hasRoute(tb, n, c)),
       );
     }
     const obj = nodeObject(n3.plan) as { spec: Record<string, unknown> };
     await tb.api.createNode({ ...obj, spec: { podCIDR: NEW.v4, podCIDRs: [NEW.v4, NEW.v6] } });
     for (const n of ['node-1', 'node-2']) {
-      await within(
+      timings[`${n}AddedMs`] = await within(
         3000,
         `${n}: new routes to node-3`,
         () => hasRoute(tb, n, NEW.v4, n3.plan.v4) && hasRoute(tb, n, NEW.v6, n3.plan.v6),
       );
       expect(leftoversOfOld(kernelText(tb, n))).toEqual([]);
     }
+    console.log(`node-readded peers: ${JSON.stringify(timings)}`);
     // Node-3 itself still holds the old state: no agent has touched it.
     expect(hasRoute(tb, 'node-3', OLD.v4)).toBe(true);
     expect(podHasEth0(old1)).toBe(true);
