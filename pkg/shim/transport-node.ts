@@ -1,6 +1,6 @@
 /**
  * A Transport on node:net, for Node programs (tests, tools, the agent's own probes). The shim binary
- * uses Bun's native client instead (cmd/cni/bun-transport.ts), which starts several times faster;
+ * uses Bun's native client instead (cmd/cni/bun-runtime.ts), which starts several times faster;
  * both follow the same contract and failure kinds.
  */
 import { createConnection } from 'node:net';

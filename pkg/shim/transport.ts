@@ -1,6 +1,6 @@
 /**
  * What the shim needs from a socket client, and how a client reports failure. The Bun client
- * (cmd/cni/bun-transport.ts) and the Node client (transport-node.ts) both implement Transport and
+ * (cmd/cni/bun-runtime.ts) and the Node client (transport-node.ts) both implement Transport and
  * both fail only with TransportError or CniError, so the dispatcher can decide per verb.
  */
 
