@@ -29,6 +29,10 @@ export function pluginVersions(path: string): Promise<string[]> {
         }
       },
     );
+    // A plugin may answer VERSION and exit without reading stdin; writing to its closed pipe then fails
+    // with EPIPE, which without a listener is an uncaught 'error' that kills the agent. The answer is
+    // judged from stdout and the exit alone.
+    child.stdin?.on('error', () => {});
     child.stdin?.end(JSON.stringify({ cniVersion: '1.0.0' }));
   });
 }

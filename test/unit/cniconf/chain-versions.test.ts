@@ -1,4 +1,6 @@
-import { existsSync } from 'node:fs';
+import { chmodSync, existsSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { ChainVersionProbe, commonVersions, pluginVersions } from '../../../pkg/cniconf/index.ts';
 import { SHIM_BINARY } from '../../support/cni-driver.ts';
@@ -43,4 +45,25 @@ describe('the versions a config list may advertise', () => {
     expect(await pluginVersions('/nonexistent/portmap')).toEqual([]);
     expect(await new ChainVersionProbe().versions(['/nonexistent/portmap'])).toEqual(['1.0.0']);
   });
+
+  it('a plugin that exits without reading stdin (EPIPE on our write) neither crashes us nor loses its answer', async () => {
+    // Before the fix, the EPIPE on the plugin's closed stdin was an uncaught 'error' event: the
+    // agent died at start-up (seen in the fault suite's test bed). 1,000 quick probes reproduced it
+    // every time here.
+    const dir = mkdtempSync(join(tmpdir(), 'trl-chain-'));
+    const plugin = join(dir, 'plug');
+    writeFileSync(
+      plugin,
+      `#!/bin/sh\nexec 0<&-\necho '{"cniVersion":"1.0.0","supportedVersions":["0.4.0","1.0.0"]}'\n`,
+    );
+    chmodSync(plugin, 0o755);
+    try {
+      for (let round = 0; round < 20; round++) {
+        const answers = await Promise.all(Array.from({ length: 50 }, () => pluginVersions(plugin)));
+        for (const a of answers) expect(a).toEqual(['0.4.0', '1.0.0']);
+      }
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
+  }, 60_000);
 });
