@@ -71,6 +71,8 @@ export interface SoakReport {
     maxKiB: number;
     slopeKiBPerMin: number;
     secondHalfSlopeKiBPerMin: number;
+    /** RSS at 0, 25, 50, 75 and 100 % of the run: a plateau shows as flat later quarters. */
+    quartersKiB: number[];
     samples: number;
   };
 }
@@ -263,6 +265,9 @@ export async function runSoak(node: NodeHarness, opts: SoakOptions): Promise<Soa
       maxKiB: Math.max(...samples.map((s) => s.rssKiB)),
       slopeKiBPerMin: round(slopePerMin(samples)),
       secondHalfSlopeKiBPerMin: round(slopePerMin(half)),
+      quartersKiB: [0, 0.25, 0.5, 0.75, 1].map(
+        (q) => samples[Math.min(samples.length - 1, Math.round(q * (samples.length - 1)))]!.rssKiB,
+      ),
       samples: samples.length,
     },
   };
@@ -287,6 +292,7 @@ export function formatReport(r: SoakReport): string {
         `${round(r.rss.startKiB / 1024)} / ${round(r.rss.endKiB / 1024)} / ${round(r.rss.maxKiB / 1024)}`,
       ],
       ['RSS slope KiB/min (all / 2nd half)', `${r.rss.slopeKiBPerMin} / ${r.rss.secondHalfSlopeKiBPerMin}`],
+      ['RSS at 0/25/50/75/100 % (MiB)', r.rss.quartersKiB.map((k) => round(k / 1024, 1)).join(' / ')],
     ],
   );
 }
@@ -307,9 +313,9 @@ async function main(): Promise<void> {
   };
   process.once('SIGINT', stop);
   process.once('SIGTERM', stop);
-  await node.start();
   let report: SoakReport;
   try {
+    await node.start(); // inside the try: an agent that fails to start still has its namespace removed
     const cycles = Number(values.cycles);
     let lastPrint = 0;
     report = await runSoak(node, {
