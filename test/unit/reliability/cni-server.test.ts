@@ -1,0 +1,117 @@
+/**
+ * The agent's socket server (CniServer) on a temp unix socket, without root: the same limits the
+ * integration suite checks against the real agent, here so they hold wherever unit tests run.
+ * The handler is a real function answering VERSION-like requests; nothing is mocked below it.
+ */
+import { mkdtempSync, rmSync, statSync } from 'node:fs';
+import { createConnection } from 'node:net';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { PassThrough } from 'node:stream';
+import { afterEach, beforeEach, describe, expect, it } from 'vitest';
+import { ANSWER_LINGER_MS, CniServer } from '../../../pkg/agent/cni-server.ts';
+import { createLogger } from '../../../pkg/observe/logger.ts';
+import { okResponse } from '../../../pkg/shim/protocol.ts';
+
+const TIMEOUT_MS = 300;
+
+function exchange(
+  path: string,
+  payload: string | Buffer,
+  opts: { end?: boolean; stayOpen?: boolean } = {},
+): Promise<{ answer: string; ms: number; how: 'end' | 'close' }> {
+  const started = performance.now();
+  return new Promise((resolve, reject) => {
+    const s = createConnection({ path, allowHalfOpen: true });
+    let answer = '';
+    s.setEncoding('utf8');
+    s.on('data', (d: string) => {
+      answer += d;
+    });
+    let probing: NodeJS.Timeout | undefined;
+    s.on('error', (err: NodeJS.ErrnoException) => {
+      clearInterval(probing);
+      // Writing into a connection the server has dropped: how a half-open client learns of it.
+      if (err.code === 'EPIPE' || err.code === 'ECONNRESET') {
+        s.destroy();
+        resolve({ answer, ms: performance.now() - started, how: 'close' });
+      } else reject(err);
+    });
+    s.on('end', () => {
+      if (opts.stayOpen !== true) {
+        s.destroy();
+        resolve({ answer, ms: performance.now() - started, how: 'end' });
+      } else {
+        probing = setInterval(() => s.write('x'), 100);
+      }
+    });
+    s.on('close', () => resolve({ answer, ms: performance.now() - started, how: 'close' }));
+    s.write(payload);
+    if (opts.end !== false) s.end();
+  });
+}
+
+describe('CniServer limits', () => {
+  let dir = '';
+  let server: CniServer;
+  const logLines: Record<string, unknown>[] = [];
+
+  beforeEach(async () => {
+    dir = mkdtempSync(join(tmpdir(), 'trl-rel-srv-'));
+    const out = new PassThrough();
+    out.on('data', (d: Buffer) => {
+      for (const l of d.toString('utf8').trim().split('\n'))
+        logLines.push(JSON.parse(l) as Record<string, unknown>);
+    });
+    server = new CniServer({
+      socketPath: join(dir, 'run', 'cni.sock'),
+      handler: async (req) => okResponse({ echo: req.env.CNI_COMMAND ?? null }),
+      log: createLogger({ level: 'info', destination: out }),
+      requestTimeoutMs: TIMEOUT_MS,
+    });
+    await server.listen();
+  });
+  afterEach(async () => {
+    await server.close(100);
+    rmSync(dir, { recursive: true, force: true });
+    logLines.length = 0;
+  });
+  const sock = (): string => join(dir, 'run', 'cni.sock');
+
+  it('listens on a 0600 socket in a 0700 directory', () => {
+    expect(statSync(sock()).mode & 0o777).toBe(0o600);
+    expect(statSync(join(dir, 'run')).mode & 0o777).toBe(0o700);
+  });
+
+  it('answers a good request and refuses an oversized one at 1 MiB, logging the code', async () => {
+    const good = await exchange(
+      sock(),
+      `${JSON.stringify({ v: 1, env: { CNI_COMMAND: 'VERSION' }, stdin: '' })}\n`,
+    );
+    expect(JSON.parse(good.answer)).toEqual({ ok: true, result: { echo: 'VERSION' } });
+    const big = await exchange(sock(), Buffer.alloc(1024 * 1024 + 1, 0x20));
+    expect(JSON.parse(big.answer)).toEqual({
+      ok: false,
+      error: { code: 106, msg: 'request exceeds 1048576 bytes' },
+    });
+    await new Promise((r) => setImmediate(r));
+    expect(logLines.filter((l) => l.msg === 'rejected CNI socket request' && l.code === 106)).toHaveLength(1);
+  });
+
+  it('cuts a stalled request at the deadline, then drops a peer that stays open', async () => {
+    const r = await exchange(sock(), '{"v":1,', { end: false, stayOpen: true });
+    expect(JSON.parse(r.answer)).toMatchObject({ ok: false, error: { code: 106 } });
+    expect(r.how).toBe('close');
+    expect(r.ms).toBeGreaterThanOrEqual(TIMEOUT_MS - 20);
+    expect(r.ms).toBeLessThan(TIMEOUT_MS + ANSWER_LINGER_MS + 1000);
+  }, 10_000);
+
+  it('refuses a partial line followed by FIN at once', async () => {
+    const r = await exchange(sock(), '{"v":1,"env"');
+    expect(JSON.parse(r.answer)).toEqual({
+      ok: false,
+      error: { code: 106, msg: 'connection closed before a complete request line' },
+    });
+    expect(r.ms).toBeLessThan(TIMEOUT_MS);
+  });
+});
