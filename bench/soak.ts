@@ -309,7 +309,10 @@ async function main(): Promise<void> {
   const shim = privateShimCopy();
   const node = new NodeHarness();
   const stop = (): void => {
-    void node.stop().finally(() => process.exit(130));
+    void node.stop().finally(() => {
+      shim.remove();
+      process.exit(130);
+    });
   };
   process.once('SIGINT', stop);
   process.once('SIGTERM', stop);
