@@ -49,6 +49,7 @@ const esc = (s: string): string => s.replace(/&/g, '&amp;').replace(/</g, '&lt;'
 const parts: string[] = [];
 parts.push(
   `<svg xmlns="http://www.w3.org/2000/svg" width="${W}" height="${H}" viewBox="0 0 ${W} ${H}" font-family="sans-serif" font-size="12">`,
+  `<title>CNI ADD latency distribution: trellis and the reference plugins, commit ${esc(r.commit)}</title>`,
   `<rect width="${W}" height="${H}" fill="white"/>`,
   `<text x="${M.left}" y="22" font-size="14" font-weight="bold">CNI ADD latency, spawn to exit (CDF)</text>`,
 );
