@@ -175,6 +175,31 @@ describe('AgentMetrics', () => {
     expect(e.get('trellis_routes', { state: 'failed' })).toBe(0);
   });
 
+  it('per-peer series follow every state change, also across passes that change nothing', async () => {
+    const m = new AgentMetrics({ version: '1', nodeName: 'n1' });
+    const pass = (over: Partial<ReconcileReport>): PassOutcome => ({
+      kind: 'ok',
+      durationMs: 1,
+      report: report({
+        decisions: [direct('n2', 4, ['10.244.2.0/24']), direct('n3', 4, ['10.244.3.0/24'])],
+        ...over,
+      }),
+    });
+    m.onPass(pass({}));
+    m.onPass(pass({})); // unchanged: the series stay as they are
+    let e = await scrape(m);
+    expect(e.get('trellis_peer_route_ok', { peer: 'n2', family: '4', path: 'direct' })).toBe(1);
+    expect(e.get('trellis_peer_route_ok', { peer: 'n3', family: '4', path: 'direct' })).toBe(1);
+    const failed = via('10.244.3.0/24', '192.168.1.3');
+    m.onPass(pass({ errors: [{ op: 'add', route: failed, error: new Error('EHOSTUNREACH') }] }));
+    e = await scrape(m);
+    expect(e.get('trellis_peer_route_ok', { peer: 'n2', family: '4', path: 'direct' })).toBe(1);
+    expect(e.get('trellis_peer_route_ok', { peer: 'n3', family: '4', path: 'direct' })).toBe(0);
+    m.onPass(pass({}));
+    e = await scrape(m);
+    expect(e.get('trellis_peer_route_ok', { peer: 'n3', family: '4', path: 'direct' })).toBe(1);
+  });
+
   it('two instances never share series (own registry, not the global one)', async () => {
     const a = new AgentMetrics({ version: '1', nodeName: 'a' });
     const b = new AgentMetrics({ version: '2', nodeName: 'b' });
