@@ -41,6 +41,15 @@ export interface Ipam {
    * release(key)): their pods may still be running, so their interfaces must not be swept.
    */
   heldKeys(): LeaseKey[];
+  /**
+   * Turns a held attachment (heldKeys()) back into a normal lease with exactly `addresses` (what the
+   * kernel shows its pod uses), so CHECK, re-ADD and DEL treat it like any other. Refused (typed
+   * error, nothing changed) unless the key has no lease but held addresses, every held address is
+   * among `addresses` (a restore never frees an address a pod may use), and each address is usable
+   * in the current ranges (at most one per family) and either held for this key or free. Same
+   * guarantees as allocate: reservations first, the lease file fsynced before it returns.
+   */
+  restore(key: LeaseKey, addresses: readonly string[], meta?: LeaseMeta): Lease;
   ranges(): string[];
   /** Replaces the ranges (pod CIDR change); leases with any address outside the new ranges are released and returned. */
   setRanges(cidrs: string[]): Lease[];
@@ -100,6 +109,11 @@ function makeLease(key: LeaseKey, meta: LeaseMeta, addresses: LeasedAddress[], c
 
 function copyLease(lease: Lease): Lease {
   return { ...lease, addresses: lease.addresses.map((a) => ({ ...a })) };
+}
+
+/** Why restore will not turn a held attachment back into a lease (nothing was changed). */
+function refusal(owner: string, why: string): CniError {
+  return new CniError(CniCode.INVALID_CONFIG, `cannot restore the lease of ${owner}: ${why}`);
 }
 
 class StoreIpam implements Ipam {
@@ -262,6 +276,85 @@ class StoreIpam implements Ipam {
       .filter((owner) => !this.#leases.has(owner))
       .map(parseOwnerName)
       .filter((k): k is LeaseKey => k !== undefined);
+  }
+
+  restore(key: LeaseKey, addresses: readonly string[], meta: LeaseMeta = {}): Lease {
+    validateKey(key);
+    const owner = ownerName(key);
+    const wanted = this.#restorable(owner, addresses);
+    const store = this.#store;
+    const reservedHere: string[] = [];
+    let written = false;
+    let lease: Lease;
+    try {
+      for (const a of wanted) {
+        if (this.#reserved.get(a.address) === owner) continue; // held for this key already
+        if (!store.reserve(a.address, owner)) {
+          this.#addReserved(a.address, ''); // on disk but unknown here: the next load sorts it out
+          throw refusal(owner, `${a.address} is already reserved on disk`);
+        }
+        reservedHere.push(a.address);
+      }
+      lease = makeLease(key, meta, wanted, new Date().toISOString());
+      written = true;
+      store.createLease(lease);
+      store.flush();
+    } catch (err) {
+      this.#rollback(owner, reservedHere, written);
+      throw err;
+    }
+    for (const a of reservedHere) this.#addReserved(a, owner);
+    this.#leases.set(owner, lease);
+    try {
+      // The lease accounts for the held addresses now; its .held lists are no longer needed. If they
+      // cannot be removed they stay known in memory, and release(key) removes them with the lease.
+      store.dropHeld(owner);
+      store.flush(true);
+      this.#held.delete(owner);
+    } catch {
+      // Harmless: a .held list next to a valid lease of the same key changes nothing at load.
+    }
+    return copyLease(lease);
+  }
+
+  /** The checks of restore, before anything is written: the addresses in range order, or a refusal. */
+  #restorable(owner: string, addresses: readonly string[]): LeasedAddress[] {
+    if (this.#leases.has(owner)) throw refusal(owner, 'it has a lease already');
+    const held = this.#held.get(owner);
+    if (held === undefined)
+      throw refusal(owner, 'IPAM holds no addresses for it (released, or never quarantined)');
+    if (!Array.isArray(addresses) || addresses.length === 0) throw refusal(owner, 'no addresses given');
+    const wanted: LeasedAddress[] = [];
+    for (const text of addresses) {
+      const ip = typeof text === 'string' ? parseIp(text) : undefined;
+      if (ip === undefined) throw refusal(owner, `${JSON.stringify(text)} is not an IP address`);
+      const address = formatIp(ip.family, ip.value);
+      const range = this.#rangeOf(ip.family, ip.value);
+      if (range === undefined) {
+        throw refusal(owner, `${address} is outside the pod CIDRs [${this.ranges().join(', ')}]`);
+      }
+      const { first, last } = usableBounds(range.cidr);
+      if (ip.value < first || ip.value > last) {
+        throw refusal(owner, `${address} is not a usable address of ${range.text}`);
+      }
+      if (wanted.some((w) => w.family === ip.family)) {
+        throw refusal(owner, `more than one ${familyName(ip.family)} address`);
+      }
+      const holder = this.#reserved.get(address);
+      if (holder !== undefined && holder !== owner) {
+        throw refusal(owner, `${address} is reserved by ${holder || 'an unreadable reservation'}`);
+      }
+      wanted.push({ family: ip.family, address, range: range.text });
+    }
+    const dropped = [...held].filter((a) => !wanted.some((w) => w.address === a));
+    if (dropped.length > 0) {
+      throw refusal(
+        owner,
+        `held address(es) ${dropped.join(', ')} would be dropped (the pod may still use them)`,
+      );
+    }
+    const order = (a: LeasedAddress): number => this.#ranges.findIndex((r) => r.text === a.range);
+    return wanted.sort((a, b) => order(a) - order(b));
   }
 
   ranges(): string[] {

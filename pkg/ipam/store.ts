@@ -31,7 +31,11 @@ import { type Lease, type LeasedAddress, type LoadReport, META_FIELDS } from './
  *     held (never handed out) until release(key). After its fsync: complete; a missing symlink is
  *     recreated from it.
  *   meta update of an existing lease: tmp + fsync + rename, so a returned lease is never torn.
- *   release: unlink lease, unlink symlinks, fsync dirs. A crash in between leaves symlinks whose
+ *   restore (a quarantined key back to a normal lease, ipam.ts): the missing symlinks, lease file
+     created + written + fsync, fsync dirs, THEN its .held lists removed. A crash before the fsync
+     leaves what one inside allocate does (the held addresses stay held either way); after it, a
+     .held list next to a valid lease of the same key, which changes nothing (release drops both).
+   release: unlink lease, unlink symlinks, fsync dirs. A crash in between leaves symlinks whose
  *     owner has no lease: freed.
  * The symlink decides ownership: a lease naming an address whose symlink points elsewhere is stale
  * (quarantined), so an old record can never resurrect an address that was handed out again.

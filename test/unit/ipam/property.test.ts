@@ -5,12 +5,13 @@ import { afterEach, describe, expect, it } from 'vitest';
 import { CniCode, CniError } from '../../../pkg/cni/errors.ts';
 import { cidrContains, parseIp } from '../../../pkg/ip/index.ts';
 import { type Ipam, openIpamWith } from '../../../pkg/ipam/ipam.ts';
-import { parseRange } from '../../../pkg/ipam/range.ts';
+import { parseRange, usableBounds } from '../../../pkg/ipam/range.ts';
 import { cleanupTempDirs, leaseFilesOnDisk, reservationsOnDisk, tempDir } from './helpers.ts';
 import { SimFs } from './simfs.ts';
 
 /**
- * Random sequences of allocate / release / restart / setRanges / corruption, with crashes at any
+ * Random sequences of allocate / release / restart / setRanges / corruption / restore of a
+ * quarantined lease (with its held addresses, or with another lease's address), with crashes at any
  * file system call and power losses that drop whatever was not fsynced, over ranges small enough to
  * run out. After every step: no address is held by two live leases, no lease whose allocate returned
  * (and that was not released) is lost, and a corrupted lease's addresses are never handed out again.
@@ -38,7 +39,8 @@ type Cmd =
   | { t: 'release'; k: number; crash: Crash | null }
   | { t: 'restart'; power: Crash | null }
   | { t: 'ranges'; set: number; crash: Crash | null }
-  | { t: 'corrupt'; k: number; how: number };
+  | { t: 'corrupt'; k: number; how: number }
+  | { t: 'restore'; k: number; steal: boolean; crash: Crash | null };
 
 const crashArb: fc.Arbitrary<Crash> = fc.record({
   at: fc.integer({ min: 1, max: 24 }),
@@ -69,10 +71,20 @@ const cmdArb: fc.Arbitrary<Cmd> = fc.oneof(
     }),
   },
   { weight: 1, arbitrary: fc.record({ t: fc.constant('corrupt' as const), k: keyArb, how: fc.nat(2) }) },
+  {
+    weight: 2,
+    arbitrary: fc.record({
+      t: fc.constant('restore' as const),
+      k: keyArb,
+      steal: fc.boolean(),
+      crash: maybeCrash,
+    }),
+  },
 );
 
 const keyOf = (k: number) => ({ containerId: `c${k}`, ifname: 'eth0' });
 const ownerOf = (k: number) => `c${k}@eth0`;
+const ownerName = (k: { containerId: string; ifname: string }) => `${k.containerId}@${k.ifname}`;
 const parseKey = (owner: string) => ({ containerId: owner.split('@')[0]!, ifname: 'eth0' });
 
 function runScenario(cmds: Cmd[]): void {
@@ -199,6 +211,22 @@ function runScenario(cmds: Cmd[]): void {
     expect(fs.unsynced('last.json')).toEqual([]);
   };
 
+  /** Damages a live lease file while the agent is down; the restart quarantines it, addresses held. */
+  const corrupt = (owner: string, how: number): void => {
+    const addresses = live.get(owner);
+    if (addresses === undefined) return;
+    const file = join(dir, 'leases', `${owner}.json`);
+    if (how === 0) truncateSync(file, 0);
+    else if (how === 1) truncateSync(file, Math.floor(readFileSync(file).length / 2));
+    else writeFileSync(file, 'garbage\n');
+    live.delete(owner);
+    held.set(owner, [...(held.get(owner) ?? []), ...addresses]);
+    powerOff(null);
+    reopen();
+    expect(ipam.loadReport.quarantined.map((q) => q.file)).toEqual([file]);
+    expect(leaseFilesOnDisk(dir)).not.toContain(`${owner}.json`);
+  };
+
   for (const cmd of cmds) {
     switch (cmd.t) {
       case 'alloc': {
@@ -270,20 +298,69 @@ function runScenario(cmds: Cmd[]): void {
         }
         break;
       }
-      case 'corrupt': {
-        const owner = ownerOf(cmd.k);
-        const addresses = live.get(owner);
-        if (addresses === undefined) break;
-        const file = join(dir, 'leases', `${owner}.json`);
-        if (cmd.how === 0) truncateSync(file, 0);
-        else if (cmd.how === 1) truncateSync(file, Math.floor(readFileSync(file).length / 2));
-        else writeFileSync(file, 'garbage\n');
-        live.delete(owner);
-        held.set(owner, [...(held.get(owner) ?? []), ...addresses]);
-        powerOff(null);
-        reopen();
-        expect(ipam.loadReport.quarantined.map((q) => q.file)).toEqual([file]);
-        expect(leaseFilesOnDisk(dir)).not.toContain(`${owner}.json`);
+      case 'corrupt':
+        corrupt(ownerOf(cmd.k), cmd.how);
+        break;
+      case 'restore': {
+        // A quarantined owner (the point of restore): made one from a live lease when there is none.
+        if (held.size === 0 && live.size > 0) corrupt([...live.keys()].sort()[cmd.k % live.size]!, cmd.k % 3);
+        const heldOwners = [...held.keys()].sort();
+        const owner = heldOwners.length > 0 ? heldOwners[cmd.k % heldOwners.length]! : ownerOf(cmd.k);
+        const hs = held.get(owner) ?? [];
+        let addresses = [...hs];
+        if (cmd.steal) {
+          // Swap one held address for another live lease's address of the same family: refused.
+          const family = (a: string) => (a.includes(':') ? 6 : 4);
+          const i = addresses.findIndex((a) =>
+            [...live].some(([o, as]) => o !== owner && as.some((b) => family(b) === family(a))),
+          );
+          if (i < 0) break;
+          const victim = addresses[i]!;
+          const [, theirs] = [...live].find(
+            ([o, as]) => o !== owner && as.some((b) => family(b) === family(victim)),
+          )!;
+          addresses[i] = theirs.find((b) => family(b) === family(victim))!;
+          addresses = [...new Set(addresses)];
+        }
+        // The model's verdict: a held key, no lease, each address usable in a current range and free
+        // or held for this key, one per family.
+        const cidrs = ranges.map(parseRange);
+        const usable = (a: string): boolean => {
+          const ip = parseIp(a)!;
+          const c = cidrs.find((r) => cidrContains(r, ip));
+          if (c === undefined) return false;
+          const { first, last } = usableBounds(c);
+          return ip.value >= first && ip.value <= last;
+        };
+        const takenByOther = (a: string) => [...live].some(([o, as]) => o !== owner && as.includes(a));
+        const families = addresses.map((a) => (a.includes(':') ? 6 : 4));
+        const ok =
+          !cmd.steal &&
+          hs.length > 0 &&
+          !live.has(owner) &&
+          ipam.heldKeys().some((k) => ownerName(k) === owner) &&
+          new Set(families).size === families.length &&
+          addresses.every((a) => usable(a) && !takenByOther(a));
+        withCrash(cmd.crash, owner, () => {
+          let lease: ReturnType<Ipam['restore']>;
+          try {
+            lease = ipam.restore(parseKey(owner), addresses);
+          } catch (err) {
+            if (fs.dead) throw err;
+            expect((err as CniError).code, (err as Error).message).toBe(CniCode.INVALID_CONFIG);
+            expect(ok, `refused: ${(err as Error).message}`).toBe(false);
+            return;
+          }
+          expect(ok || fs.dead, `restored ${owner} ${addresses} against the model`).toBe(true);
+          expect(new Set(lease.addresses.map((a) => a.address))).toEqual(new Set(addresses));
+          live.set(
+            owner,
+            lease.addresses.map((a) => a.address),
+          );
+          named.delete(owner);
+          held.delete(owner);
+          expect(ipam.heldKeys().some((k) => ownerName(k) === owner)).toBe(false);
+        });
         break;
       }
     }
@@ -313,6 +390,17 @@ describe('IPAM under random operations, crashes and power loss', () => {
           { t: 'alloc', k: 0, meta: true, crash },
           { t: 'release', k: 0, crash },
           { t: 'alloc', k: 2, meta: true, crash: null },
+          { t: 'restart', power: crash },
+        ]);
+        // Restoring a quarantined lease, crashed at every call: never a duplicate, never a lost hold.
+        runScenario([
+          { t: 'alloc', k: 0, meta: true, crash: null },
+          { t: 'alloc', k: 1, meta: false, crash: null },
+          { t: 'corrupt', k: 0, how: 2 },
+          { t: 'restore', k: 0, steal: false, crash },
+          { t: 'alloc', k: 2, meta: false, crash: null },
+          { t: 'restore', k: 0, steal: false, crash: null },
+          { t: 'release', k: 0, crash },
           { t: 'restart', power: crash },
         ]);
         cleanupTempDirs();
