@@ -50,6 +50,8 @@ export interface Ipam {
    * guarantees as allocate: reservations first, the lease file fsynced before it returns.
    */
   restore(key: LeaseKey, addresses: readonly string[], meta?: LeaseMeta): Lease;
+  /** The raw text of the attachment's quarantined lease files, newest first: untrusted hints. */
+  quarantinedRecords(key: LeaseKey): string[];
   ranges(): string[];
   /** Replaces the ranges (pod CIDR change); leases with any address outside the new ranges are released and returned. */
   setRanges(cidrs: string[]): Lease[];
@@ -315,6 +317,11 @@ class StoreIpam implements Ipam {
       // Harmless: a .held list next to a valid lease of the same key changes nothing at load.
     }
     return copyLease(lease);
+  }
+
+  quarantinedRecords(key: LeaseKey): string[] {
+    if (keyProblem(key) !== undefined) return [];
+    return this.#store.quarantinedRecords(ownerName(key)).map((b) => Buffer.from(b).toString('utf8'));
   }
 
   /** The checks of restore, before anything is written: the addresses in range order, or a refusal. */

@@ -93,6 +93,8 @@ const LEASE_SUFFIX = '.json';
 const TMP_SUFFIX = '.tmp';
 const HELD_SUFFIX = '.held';
 const HELD = /^(.+)\.json\.\d+(-\d+)?\.held$/;
+const RECORD = /^(.+)\.json\.\d+(-\d+)?$/;
+const MAX_RECORD_HINT = 64 * 1024;
 
 /** What load found and repaired; the facade builds its indexes from it. */
 export interface LoadedState {
@@ -307,6 +309,24 @@ export class LeaseStore {
       if (m === null || m[1] !== owner) continue;
       this.#try(`removing quarantine/${name}`, () => this.#fs.unlinkSync(join(this.#quarantine, name)));
     }
+  }
+
+  /**
+   * The raw bytes of an owner's quarantined lease files, newest first (at most 64 KiB each). Untrusted
+   * by definition: for diagnosis and for recovering hints the caller validates itself.
+   */
+  quarantinedRecords(owner: string): Uint8Array[] {
+    const names = this.#try('listing quarantine/', () => this.#fs.readdirSync(this.#quarantine));
+    const stamp = (name: string): number =>
+      Number(name.slice(owner.length + LEASE_SUFFIX.length + 1).split('-')[0]);
+    return names
+      .filter((name) => RECORD.exec(name)?.[1] === owner)
+      .sort((a, b) => stamp(b) - stamp(a) || b.localeCompare(a))
+      .map((name) =>
+        this.#try(`reading quarantine/${name}`, () =>
+          this.#fs.readFileSync(join(this.#quarantine, name)),
+        ).subarray(0, MAX_RECORD_HINT),
+      );
   }
 
   #quarantineName(file: string): string {

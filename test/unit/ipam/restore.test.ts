@@ -123,3 +123,17 @@ describe('Ipam.restore', () => {
     expect(reservationsOnDisk(dir).get(victim[1]!)).toBe('victim@eth0');
   });
 });
+
+describe('Ipam.quarantinedRecords', () => {
+  it('returns the raw text of the key’s quarantined lease files, newest first, and nothing for others', () => {
+    const { dir, ipam } = heldVictim();
+    expect(ipam.quarantinedRecords(VICTIM)).toEqual(['{"containerId":"vic']);
+    expect(ipam.quarantinedRecords(OTHER)).toEqual([]);
+    expect(ipam.quarantinedRecords({ containerId: '../x', ifname: 'eth0' })).toEqual([]);
+    // A second corrupt record of the same key (after a re-ADD) comes first.
+    ipam.allocate(VICTIM);
+    writeFileSync(join(dir, 'leases', 'victim@eth0.json'), 'second');
+    const reopened = openIpam({ dir, ranges: RANGES });
+    expect(reopened.quarantinedRecords(VICTIM)).toEqual(['second', '{"containerId":"vic']);
+  });
+});
