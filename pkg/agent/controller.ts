@@ -19,6 +19,8 @@ export interface ControllerDeps {
   noMasqueradeCIDRs: readonly string[];
   /** Leases invalidated by a pod CIDR change: their pods are unusable, remove their veths. */
   onLeasesInvalidated(leases: Lease[]): Promise<void>;
+  /** After the pod CIDRs were set or changed (and invalidated leases handled): rebuild quarantined leases. */
+  onRangesSet?(ranges: readonly string[]): Promise<void>;
   /** Called after every successful pass with the own node (readiness, config publication, condition). */
   onSynced(self: ClusterNode, report: ReconcileReport): Promise<void>;
   /** Metrics hook. */
@@ -203,6 +205,7 @@ export class NodeController {
         'leases outside the new pod CIDRs released and their veths removed; those pods need to be recreated',
       );
     }
+    await this.deps.onRangesSet?.(self.podCIDRs);
   }
 }
 
