@@ -22,6 +22,7 @@ import type { AgentConfig } from './config.ts';
 import { NodeController, type PassOutcome } from './controller.ts';
 import { withDetachedLinkDelete } from './detached-link-delete.ts';
 import { collectLeases, removeAttachments } from './lease-collector.ts';
+import { rebuildHeldLeases } from './lease-rebuild.ts';
 import type { MtuChoice } from './mtu.ts';
 import { NodeStatusReporter } from './node-status.ts';
 import { type AgentRouteState, type AgentSnapshot, computeRouteState } from './operator-view.ts';
@@ -205,6 +206,8 @@ export class Agent {
       masq: this.ports.masq,
       noMasqueradeCIDRs: config.noMasqueradeCIDRs,
       onLeasesInvalidated: (leases) => removeAttachments(this.datapath!, leases),
+      // Quarantined leases are rebuilt from the kernel once restore can check addresses against the ranges.
+      onRangesSet: () => this.rebuildHeldLeases(),
       onSynced: (self, report) => this.onSynced(self, report.overlay?.devices),
       onPass: this.hooks.onPass,
       log: log.child({ component: 'routes' }),
@@ -296,6 +299,17 @@ export class Agent {
     );
     void this.nodeStatus?.reportNetworkUp();
     void this.collectLeases();
+  }
+
+  private async rebuildHeldLeases(): Promise<void> {
+    if (this.ipam === undefined || this.host === undefined || this.ipam.heldKeys().length === 0) return;
+    await rebuildHeldLeases({
+      ipam: this.ipam,
+      host: this.host,
+      netns: this.ports.netns,
+      busy: this.busyKeys,
+      log: this.log.child({ component: 'ipam' }),
+    });
   }
 
   private async collectLeases(): Promise<void> {
