@@ -3,9 +3,10 @@
  * read-only (a tiny tmpfs in the agent's own mount namespace: the host's mounts are never touched),
  * and a live pod's lease file corrupted while the agent was down.
  */
-import { appendFileSync, rmSync, writeFileSync } from 'node:fs';
+import { appendFileSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { hostVethName } from '../../../pkg/datapath/names.ts';
 import { removeAgentDir } from '../../support/agent-process.ts';
 import { builtSkipReason } from '../../support/cni-driver.ts';
 import { delNetns, ip, netnsSkipReason, nsPing } from '../../support/netns.ts';
@@ -204,7 +205,7 @@ describe.skipIf(skip !== undefined)(`faults${skip ? ` (skipped: ${skip})` : ''}`
     beforeAll(() => node.start());
     afterAll(() => node.stop());
 
-    it('is quarantined at restart; the live pod keeps its address and connectivity across restarts; no other pod gets it; DEL frees it', async () => {
+    it('is quarantined at restart and rebuilt from the kernel: CHECK passes, the pod keeps its address and connectivity across restarts; no other pod gets it; DEL frees it', async () => {
       const victim = node.podNs();
       const victimId = containerId();
       const r = await node.add(victim, victimId);
@@ -224,11 +225,29 @@ describe.skipIf(skip !== undefined)(`faults${skip ? ` (skipped: ${skip})` : ''}`
       expect(quarantined).toMatchObject({ reason: expect.stringMatching(/not valid JSON/) });
       expect(String(quarantined?.file)).toContain(victimId);
       expect(holdings(node).quarantine.some((f) => f.startsWith(`${victimId}@eth0.json.`))).toBe(true);
+      // Rebuilt from the host veth's routes once the pod CIDRs were known (before ready): a normal
+      // lease again, with the same addresses; the torn record showed no namespace path.
+      expect(node.agent.logs.find((l) => l.msg === 'quarantined lease rebuilt')).toMatchObject({
+        containerId: victimId.slice(0, 12),
+        ifname: 'eth0',
+        addresses: [victimV4, victimV6],
+        netns: '',
+        source: 'kernel',
+      });
+      expect(leaseAddresses(node).get(`${victimId}@eth0`)).toEqual([victimV4, victimV6]);
+      expect(holdings(node).quarantine.some((f) => f.endsWith('.held'))).toBe(false);
+      const check = await node.call(
+        { command: 'CHECK', containerId: victimId, netns: victim.path, ifname: 'eth0' },
+        node.conf({ prevResult: r.json }),
+      );
+      expect(check.code, check.stdout).toBe(0);
 
       // The running pod is untouched by the start-up sweep, and stays so across another restart.
       expect(nsPing(node.host.name, victimV4)).toBe(true);
       await node.agent.kill();
       await node.startAgain();
+      expect(node.agent.logs.some((l) => String(l.msg).startsWith('quarantined lease'))).toBe(false);
+      expect(leaseAddresses(node).get(`${victimId}@eth0`)).toEqual([victimV4, victimV6]);
       expect(nsPing(node.host.name, victimV4)).toBe(true);
       expect(nsPing(node.host.name, victimV6)).toBe(true);
 
@@ -243,12 +262,79 @@ describe.skipIf(skip !== undefined)(`faults${skip ? ` (skipped: ${skip})` : ''}`
       expect(handed).not.toContain(victimV4);
       expect(handed).not.toContain(victimV6);
 
-      // The runtime's DEL frees the held addresses and removes the pod's veth; the next ADD gets them.
+      // The runtime's DEL frees the rebuilt lease like any other: routes first, then the veth.
       const del = await node.del(victimId, victim.path);
       expect(del.code, del.stdout).toBe(0);
+      expect(leaseAddresses(node).has(`${victimId}@eth0`)).toBe(false);
+      expect(node.hostRoutes(4).some((rt) => rt.dst === victimV4)).toBe(false);
       const next = await node.add(node.podNs(), containerId());
       expect(next.code, next.stdout).toBe(0);
       expect(podAddr(next.json as AddResult, 4)).toBe(victimV4);
+    });
+  });
+
+  describe('corrupted lease files rebuilt from the kernel', () => {
+    const node = new NodeHarness(['10.244.8.0/29', 'fd00:10:244:8::/120']);
+    beforeAll(() => node.start());
+    afterAll(() => node.stop());
+
+    it('recovers the namespace path from a torn record when the kernel confirms it; a pod whose veth is gone is not rebuilt and stays held', async () => {
+      const torn = node.podNs();
+      const tornId = containerId();
+      const a = await node.add(torn, tornId);
+      expect(a.code, a.stdout).toBe(0);
+      const gone = node.podNs();
+      const goneId = containerId();
+      const b = await node.add(gone, goneId);
+      expect(b.code, b.stdout).toBe(0);
+      const goneV4 = podAddr(b.json as AddResult, 4);
+
+      await node.agent.kill();
+      const leases = join(node.agent.stateDir, 'ipam', 'leases');
+      // Torn right after the namespace path (a write cut short), and garbage for the other one.
+      const text = readFileSync(join(leases, `${tornId}@eth0.json`), 'utf8');
+      const cut = text.indexOf('\n', text.indexOf('"netns"'));
+      expect(cut).toBeGreaterThan(0);
+      writeFileSync(join(leases, `${tornId}@eth0.json`), text.slice(0, cut + 1));
+      writeFileSync(join(leases, `${goneId}@eth0.json`), 'garbage');
+      // The second pod's host veth deleted by hand (in the test's node namespace) while the agent is down.
+      ip(node.host.name, 'link', 'del', hostVethName(goneId, 'eth0'));
+      await node.startAgain();
+
+      expect(node.agent.logs.find((l) => l.msg === 'quarantined lease rebuilt')).toMatchObject({
+        containerId: tornId.slice(0, 12),
+        addresses: [podAddr(a.json as AddResult, 4), podAddr(a.json as AddResult, 6)],
+        netns: torn.path,
+        source: 'kernel',
+      });
+      expect(
+        node.agent.logs.find((l) => String(l.msg).startsWith('quarantined lease not rebuilt')),
+      ).toMatchObject({
+        containerId: goneId.slice(0, 12),
+        reason: expect.stringMatching(/host veth trl[0-9a-f]{12} does not exist/),
+      });
+      const lease = JSON.parse(readFileSync(join(leases, `${tornId}@eth0.json`), 'utf8')) as {
+        netns?: string;
+      };
+      expect(lease.netns).toBe(torn.path);
+      const check = await node.call(
+        { command: 'CHECK', containerId: tornId, netns: torn.path, ifname: 'eth0' },
+        node.conf({ prevResult: a.json }),
+      );
+      expect(check.code, check.stdout).toBe(0);
+
+      // The unrebuilt one's addresses stay held: fill the pool, they never come out.
+      const handed: string[] = [];
+      for (let i = 0; i < 4; i++) {
+        const r = await node.add(node.podNs(), containerId());
+        if (r.code === 0) handed.push(podAddr(r.json as AddResult, 4));
+        else expect(r.json).toMatchObject({ code: 101 });
+      }
+      expect(handed).toHaveLength(3); // 5 usable - torn - gone
+      expect(handed).not.toContain(goneV4);
+      expect((await node.del(goneId, gone.path)).code).toBe(0);
+      expect((await node.del(tornId, torn.path)).code).toBe(0);
+      expect(leaseAddresses(node).has(`${tornId}@eth0`)).toBe(false);
     });
   });
 });
