@@ -1,3 +1,4 @@
+import { readdirSync, realpathSync } from 'node:fs';
 import { posix } from 'node:path';
 import { toCniError } from '../cni/errors.ts';
 import { hostVethName, shortId } from '../datapath/names.ts';
@@ -8,7 +9,7 @@ import {
   TRELLIS_ROUTE_PROTOCOL,
 } from '../datapath/ports.ts';
 import { canonicalIp } from '../ip/index.ts';
-import type { Ipam, LeaseKey } from '../ipam/index.ts';
+import type { Ipam, LeaseKey, LeaseMeta } from '../ipam/index.ts';
 import type { Logger } from '../observe/logger.ts';
 
 /**
@@ -23,10 +24,13 @@ import type { Logger } from '../observe/logger.ts';
  * the start-up sweep keeps held veths and IPAM never hands held addresses out, so waiting loses
  * nothing. The kernel is read at that moment, not earlier, so a DEL in between is respected.
  *
- * The pod's namespace path is not in the kernel's view from here: the rebuilt lease carries the one
- * the quarantined record still shows, only when it is a plain path under /run/netns or
- * /var/run/netns that is a network namespace whose `ifname` carries every rebuilt address; otherwise
- * none (a repeated ADD fills it in; the start-up sweep then relies on the veth alone).
+ * The pod's namespace path is not in the host's view: it is searched for, the path the quarantined
+ * record still shows first (read out of untrusted text: only a plain path directly under /run/netns
+ * or /var/run/netns), then the namespaces named there; one counts only when its `ifname` is the host
+ * veth's peer and carries every rebuilt address. Not found: the lease goes without one (a repeated
+ * ADD fills it in; the start-up sweep then relies on the veth alone). In Kubernetes mode the API's
+ * pods on this node give the pod's name, namespace and UID when exactly one running pod has these
+ * IPs, so the API-driven lease GC keeps the lease while the pod runs.
  */
 
 /** What the kernel (and the quarantined record) show for one held attachment. */
@@ -82,7 +86,7 @@ export function decideRebuild(o: HeldObservation): RebuildDecision {
     : { kind: 'restore', key, addresses, netns: o.netns };
 }
 
-const NETNS_DIRS = ['/run/netns/', '/var/run/netns/'];
+const NETNS_DIRS = ['/var/run/netns/', '/run/netns/'];
 const NETNS_FIELD = /"netns"\s*:\s*"([^"\\]{1,4096})"/;
 
 /**
@@ -98,12 +102,44 @@ export function netnsFromRecord(text: string): string | undefined {
   return /^[A-Za-z0-9_.-]+$/.test(name) && name !== '.' && name !== '..' ? path : undefined;
 }
 
+/** A pod as the API lists it on this node (pkg/k8s PodView, the fields used here). */
+export interface PodSeen {
+  namespace: string;
+  name: string;
+  uid: string;
+  phase: string;
+  podIPs: readonly string[];
+}
+
+/**
+ * The one pod on this node whose IPs include a rebuilt address, for the lease's pod fields (the API
+ * GC keeps a lease while its pod runs). None when no pod or several claim them; finished pods
+ * (Succeeded, Failed) do not count: their IPs may be listed after their sandbox went.
+ */
+export function podForAddresses(pods: readonly PodSeen[], addresses: readonly string[]): PodSeen | undefined {
+  const mine = new Set(addresses);
+  const found = pods.filter(
+    (p) =>
+      p.phase !== 'Succeeded' &&
+      p.phase !== 'Failed' &&
+      p.podIPs.some((ip) => {
+        const c = canonicalIp(ip);
+        return c !== undefined && mine.has(c);
+      }),
+  );
+  return found.length === 1 ? found[0] : undefined;
+}
+
 export interface RebuildDeps {
   ipam: Pick<Ipam, 'heldKeys' | 'restore' | 'quarantinedRecords'>;
   host: Pick<NetlinkHandle, 'getLink' | 'listRoutes'>;
   netns: Pick<NetnsPort, 'isNetns' | 'openNetlinkIn'>;
   /** Attachments with a CNI call in flight ("<containerId>\0<ifname>"): left for that call. */
   busy: ReadonlySet<string>;
+  /** The pods the API lists on this node (Kubernetes mode); undefined in standalone mode. */
+  podsOnNode?: () => Promise<readonly PodSeen[]>;
+  /** Names in a namespace directory (/run/netns); node:fs by default, [] when it does not exist. */
+  listDir?: (dir: string) => string[];
   log: Logger;
 }
 
@@ -111,6 +147,7 @@ export interface RebuildDeps {
 export async function rebuildHeldLeases(deps: RebuildDeps): Promise<{ rebuilt: number; failed: number }> {
   let rebuilt = 0;
   let failed = 0;
+  let pods: Promise<readonly PodSeen[] | string> | undefined;
   for (const key of deps.ipam.heldKeys()) {
     const fields = { containerId: shortId(key.containerId), ifname: key.ifname };
     let decision: RebuildDecision;
@@ -120,19 +157,30 @@ export async function rebuildHeldLeases(deps: RebuildDeps): Promise<{ rebuilt: n
       } else {
         decision = decideRebuild(await observe(deps, key));
       }
-      // The kernel reads yield: a DEL may have released the key meanwhile (restore refuses then).
       if (decision.kind === 'restore') {
-        const lease = deps.ipam.restore(
-          key,
-          decision.addresses,
-          decision.netns ? { netns: decision.netns } : {},
-        );
+        const meta: LeaseMeta = decision.netns === undefined ? {} : { netns: decision.netns };
+        let api = 'not consulted (standalone)';
+        if (deps.podsOnNode !== undefined) {
+          pods ??= withTimeout(deps.podsOnNode(), API_TIMEOUT_MS).catch(
+            (err: unknown) => `pods unavailable: ${toCniError(err).message}`,
+          );
+          const listed = await pods;
+          const pod = typeof listed === 'string' ? undefined : podForAddresses(listed, decision.addresses);
+          if (pod !== undefined) {
+            Object.assign(meta, { podNamespace: pod.namespace, podName: pod.name, podUid: pod.uid });
+            api = `${pod.namespace}/${pod.name}`;
+          } else
+            api = typeof listed === 'string' ? listed : 'no single running pod on this node has these IPs';
+        }
+        // The reads above yield: a DEL may have released the key meanwhile (restore refuses then).
+        const lease = deps.ipam.restore(key, decision.addresses, meta);
         rebuilt++;
         deps.log.info(
           {
             ...fields,
             addresses: lease.addresses.map((a) => a.address),
             netns: lease.netns ?? '',
+            pod: api,
             source: 'kernel',
           },
           'quarantined lease rebuilt',
@@ -161,32 +209,92 @@ async function observe(deps: RebuildDeps, key: LeaseKey): Promise<HeldObservatio
   const observation: HeldObservation = { key, hostVeth, link: { index: link.index }, routes };
   const decided = decideRebuild(observation);
   if (decided.kind !== 'restore') return observation;
-  const netns = await verifiedNetns(deps, key, decided.addresses);
+  const netns = await findNetns(deps, key, link.index, decided.addresses);
   return netns === undefined ? observation : { ...observation, netns };
 }
 
-/** The namespace path from the quarantined record, kept only if the kernel confirms it. */
-async function verifiedNetns(
+/** The pass that runs the rebuild waits for the API at most this long (it is only a nicety here). */
+const API_TIMEOUT_MS = 5_000;
+
+function withTimeout<T>(p: Promise<T>, ms: number): Promise<T> {
+  let timer: NodeJS.Timeout | undefined;
+  const timeout = new Promise<never>((_, reject) => {
+    timer = setTimeout(() => reject(new Error(`no answer within ${ms} ms`)), ms);
+    timer.unref();
+  });
+  return Promise.race([p, timeout]).finally(() => clearTimeout(timer));
+}
+
+function realDir(dir: string): string {
+  try {
+    return realpathSync(dir);
+  } catch {
+    return dir;
+  }
+}
+
+function readDir(dir: string): string[] {
+  try {
+    return readdirSync(dir).sort();
+  } catch {
+    return [];
+  }
+}
+
+/**
+ * The pod's namespace path: the one the quarantined record shows, else the first named namespace
+ * (/var/run/netns, then /run/netns, the places runtimes bind-mount them) whose `ifname` is the peer of
+ * the host veth and carries every rebuilt address. Undefined when none is confirmed.
+ */
+async function findNetns(
   deps: RebuildDeps,
   key: LeaseKey,
+  hostIndex: number,
   addresses: string[],
 ): Promise<string | undefined> {
+  const candidates: string[] = [];
   for (const text of deps.ipam.quarantinedRecords(key)) {
     const path = netnsFromRecord(text);
-    if (path === undefined || !deps.netns.isNetns(path)) continue;
-    try {
-      const pod = deps.netns.openNetlinkIn(path);
-      try {
-        const podLink = await pod.getLink(key.ifname);
-        if (podLink === undefined) continue;
-        const there = new Set((await pod.listAddresses(undefined, podLink.index)).map((a) => a.address));
-        if (addresses.every((a) => there.has(a))) return path;
-      } finally {
-        pod.close();
-      }
-    } catch {
-      // Not confirmed: the lease goes without a namespace path.
+    if (path !== undefined) candidates.push(path);
+  }
+  const list = deps.listDir ?? readDir;
+  const dirs = new Set<string>();
+  for (const dir of NETNS_DIRS) {
+    const real = realDir(dir); // /var/run is /run on most systems: list it once
+    if (dirs.has(real)) continue;
+    dirs.add(real);
+    for (const name of list(dir)) {
+      const path = `${dir}${name}`;
+      if (netnsFromRecord(JSON.stringify({ netns: path })) === path) candidates.push(path);
     }
   }
+  for (const path of new Set(candidates)) {
+    if (await confirms(deps, path, key.ifname, hostIndex, addresses)) return path;
+  }
   return undefined;
+}
+
+async function confirms(
+  deps: RebuildDeps,
+  path: string,
+  ifname: string,
+  hostIndex: number,
+  addresses: string[],
+): Promise<boolean> {
+  try {
+    if (!deps.netns.isNetns(path)) return false;
+    const pod = deps.netns.openNetlinkIn(path);
+    try {
+      const podLink = await pod.getLink(ifname);
+      if (podLink === undefined) return false;
+      // The peer index is the host veth's index in the host namespace, when the kernel reports it.
+      if (podLink.peerIndex !== undefined && podLink.peerIndex !== hostIndex) return false;
+      const there = new Set((await pod.listAddresses(undefined, podLink.index)).map((a) => a.address));
+      return addresses.every((a) => there.has(a));
+    } finally {
+      pod.close();
+    }
+  } catch {
+    return false; // not a namespace we can read: not confirmed
+  }
 }

@@ -1,5 +1,10 @@
 import { describe, expect, it } from 'vitest';
-import { decideRebuild, type HeldObservation, netnsFromRecord } from '../../../pkg/agent/lease-rebuild.ts';
+import {
+  decideRebuild,
+  type HeldObservation,
+  netnsFromRecord,
+  podForAddresses,
+} from '../../../pkg/agent/lease-rebuild.ts';
 
 const key = { containerId: 'abc', ifname: 'eth0' };
 const seen = (routes: HeldObservation['routes'], extra: Partial<HeldObservation> = {}): HeldObservation => ({
@@ -100,5 +105,30 @@ describe('netnsFromRecord', () => {
     ]) {
       expect(netnsFromRecord(bad), bad).toBeUndefined();
     }
+  });
+});
+
+describe('podForAddresses', () => {
+  const pod = (name: string, podIPs: string[], phase = 'Running') => ({
+    namespace: 'ns',
+    name,
+    uid: `u-${name}`,
+    phase,
+    podIPs,
+  });
+
+  it('names the one running pod that has one of the addresses (canonical comparison)', () => {
+    const pods = [pod('a', ['10.244.7.2']), pod('b', ['10.244.7.3', 'FD00::0005'])];
+    expect(podForAddresses(pods, ['10.244.7.3', 'fd00::5'])?.name).toBe('b');
+    expect(podForAddresses(pods, ['fd00::5'])?.name).toBe('b');
+  });
+
+  it('names none when no pod, only a finished pod, or several pods claim them', () => {
+    expect(podForAddresses([pod('a', ['10.244.7.2'])], ['10.244.7.3'])).toBeUndefined();
+    expect(podForAddresses([pod('done', ['10.244.7.3'], 'Succeeded')], ['10.244.7.3'])).toBeUndefined();
+    expect(
+      podForAddresses([pod('x', ['10.244.7.3']), pod('y', ['10.244.7.3'])], ['10.244.7.3']),
+    ).toBeUndefined();
+    expect(podForAddresses([pod('bad', ['not-an-ip'])], ['10.244.7.3'])).toBeUndefined();
   });
 });
