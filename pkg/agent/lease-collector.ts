@@ -29,7 +29,14 @@ export async function collectLeases(opts: {
   const { datapath, log } = opts;
   try {
     const pods = await opts.kube.listPodsOnNode(opts.nodeName);
-    const stale = staleLeases(datapath.ipam.list(), pods.items, (p) => datapath.netns.isNetns(p), opts.busy);
+    const links = new Set((await datapath.host.listLinks()).map((l) => l.name));
+    const stale = staleLeases(
+      datapath.ipam.list(),
+      pods.items,
+      (p) => datapath.netns.isNetns(p),
+      opts.busy,
+      (l) => links.has(hostVethName(l.containerId, l.ifname)),
+    );
     if (stale.length === 0) return 0;
     for (const l of stale) datapath.ipam.release(l);
     await removeAttachments(datapath, stale);

@@ -16,6 +16,11 @@ export function staleLeases(
   podsOnNode: readonly PodOnNode[],
   netnsExists: (path: string) => boolean,
   busy: ReadonlySet<string>,
+  /**
+   * Whether the attachment's host veth exists: a lease without a namespace path (one rebuilt from
+   * the kernel, see lease-rebuild.ts) counts as gone only when its veth is gone too.
+   */
+  hostVethExists: (l: Lease) => boolean = () => false,
 ): Lease[] {
   const running = new Set(podsOnNode.map((p) => `${p.namespace}/${p.name}`));
   const runningUids = new Set(podsOnNode.map((p) => p.uid));
@@ -27,6 +32,7 @@ export function staleLeases(
       running.has(`${l.podNamespace}/${l.podName}`) &&
       (l.podUid === undefined || runningUids.has(l.podUid));
     if (podRuns) return false;
-    return l.netns === undefined || l.netns === '' || !netnsExists(l.netns);
+    if (l.netns === undefined || l.netns === '') return !hostVethExists(l);
+    return !netnsExists(l.netns);
   });
 }

@@ -39,4 +39,19 @@ describe('staleLeases (IPAM GC against the API)', () => {
     expect(staleLeases([bare], running, exists([bare.netns!]), new Set())).toEqual([]);
     expect(staleLeases([bare], running, exists([]), new Set())).toEqual([bare]);
   });
+
+  it('a lease without a namespace path (rebuilt from the kernel) is gone only when its host veth is gone too', () => {
+    const rebuilt = lease('rebuilt', {
+      netns: undefined,
+      podNamespace: undefined,
+      podName: undefined,
+      podUid: undefined,
+    });
+    const veth = (present: boolean) => (l: Lease) => present && l.containerId === 'rebuilt';
+    expect(staleLeases([rebuilt], [], exists([]), new Set(), veth(true))).toEqual([]);
+    expect(staleLeases([rebuilt], [], exists([]), new Set(), veth(false))).toEqual([rebuilt]);
+    // With its pod's fields from the API, it stays while that pod runs, veth or not.
+    const named = { ...rebuilt, podNamespace: 'default', podName: 'alive', podUid: 'uid-alive' };
+    expect(staleLeases([named], running, exists([]), new Set(), veth(false))).toEqual([]);
+  });
 });
