@@ -303,11 +303,14 @@ export class Agent {
 
   private async rebuildHeldLeases(): Promise<void> {
     if (this.ipam === undefined || this.host === undefined || this.ipam.heldKeys().length === 0) return;
+    const kube = this.ports.kube;
     await rebuildHeldLeases({
       ipam: this.ipam,
       host: this.host,
       netns: this.ports.netns,
       busy: this.busyKeys,
+      podsOnNode:
+        kube === undefined ? undefined : async () => (await kube.listPodsOnNode(this.nodeName)).items,
       log: this.log.child({ component: 'ipam' }),
     });
   }
