@@ -226,12 +226,13 @@ describe.skipIf(skip !== undefined)(`faults${skip ? ` (skipped: ${skip})` : ''}`
       expect(String(quarantined?.file)).toContain(victimId);
       expect(holdings(node).quarantine.some((f) => f.startsWith(`${victimId}@eth0.json.`))).toBe(true);
       // Rebuilt from the host veth's routes once the pod CIDRs were known (before ready): a normal
-      // lease again, with the same addresses; the torn record showed no namespace path.
+      // lease again, with the same addresses. The torn record showed no namespace path: the pod's
+      // was found among the named namespaces (its eth0 is the veth's peer and has the addresses).
       expect(node.agent.logs.find((l) => l.msg === 'quarantined lease rebuilt')).toMatchObject({
         containerId: victimId.slice(0, 12),
         ifname: 'eth0',
         addresses: [victimV4, victimV6],
-        netns: '',
+        netns: victim.path,
         source: 'kernel',
       });
       expect(leaseAddresses(node).get(`${victimId}@eth0`)).toEqual([victimV4, victimV6]);
@@ -278,7 +279,7 @@ describe.skipIf(skip !== undefined)(`faults${skip ? ` (skipped: ${skip})` : ''}`
     beforeAll(() => node.start());
     afterAll(() => node.stop());
 
-    it('recovers the namespace path from a torn record when the kernel confirms it; a pod whose veth is gone is not rebuilt and stays held', async () => {
+    it('finds the pod namespace the kernel confirms (not the one a torn record names); a pod whose veth is gone is not rebuilt and stays held', async () => {
       const torn = node.podNs();
       const tornId = containerId();
       const a = await node.add(torn, tornId);
@@ -291,11 +292,16 @@ describe.skipIf(skip !== undefined)(`faults${skip ? ` (skipped: ${skip})` : ''}`
 
       await node.agent.kill();
       const leases = join(node.agent.stateDir, 'ipam', 'leases');
-      // Torn right after the namespace path (a write cut short), and garbage for the other one.
+      // Torn right after the namespace path (a write cut short), the path changed to the other pod's
+      // namespace (which has no eth0 once its veth is gone); garbage for the other one.
       const text = readFileSync(join(leases, `${tornId}@eth0.json`), 'utf8');
       const cut = text.indexOf('\n', text.indexOf('"netns"'));
       expect(cut).toBeGreaterThan(0);
-      writeFileSync(join(leases, `${tornId}@eth0.json`), text.slice(0, cut + 1));
+      expect(text.slice(0, cut)).toContain(torn.path);
+      writeFileSync(
+        join(leases, `${tornId}@eth0.json`),
+        text.slice(0, cut + 1).replace(torn.path, gone.path),
+      );
       writeFileSync(join(leases, `${goneId}@eth0.json`), 'garbage');
       // The second pod's host veth deleted by hand (in the test's node namespace) while the agent is down.
       ip(node.host.name, 'link', 'del', hostVethName(goneId, 'eth0'));
