@@ -69,8 +69,9 @@ const ROUTE_EVENT_DEBOUNCE_MS = 20;
 /**
  * One node's agent: its lifecycle. Start order: state lock -> sysctls -> IPAM -> spooled DELs ->
  * orphan sweep -> CNI socket (DEL works from here on) -> node controller. Ready (ADD and STATUS
- * succeed, the config list is published, NetworkUnavailable=False) once the pod CIDRs are known, the
- * first route sync is done and the CNI binaries are in place. Standalone mode is a one-node static
+ * succeed, the config list is published, NetworkUnavailable=False) once the pod CIDRs are known (when
+ * they are set, quarantined leases are rebuilt from the kernel: lease-rebuild.ts), the first route
+ * sync is done and the CNI binaries are in place. Standalone mode is a one-node static
  * cluster. The work itself lives in the files imported above.
  */
 export class Agent {
