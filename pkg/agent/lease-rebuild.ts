@@ -47,14 +47,17 @@ export interface HeldObservation {
 
 export type RebuildDecision =
   | { kind: 'restore'; key: LeaseKey; addresses: string[]; netns?: string }
+  | { kind: 'release'; key: LeaseKey; reason: string }
   | { kind: 'skip'; key: LeaseKey; reason: string };
 
 /** The pure part: which addresses the kernel shows for the attachment, or why it cannot tell. */
 export function decideRebuild(o: HeldObservation): RebuildDecision {
   const { key } = o;
   if (o.link === undefined) {
+    // Veth pairs die together: without the host end no pod interface carries these addresses, so
+    // holding them would only leak them (an ADD killed before its veth, then abandoned, gets no DEL).
     return {
-      kind: 'skip',
+      kind: 'release',
       key,
       reason: `host veth ${o.hostVeth} does not exist (the pod is gone or was never set up)`,
     };
@@ -131,7 +134,7 @@ export function podForAddresses(pods: readonly PodSeen[], addresses: readonly st
 }
 
 export interface RebuildDeps {
-  ipam: Pick<Ipam, 'heldKeys' | 'restore' | 'quarantinedRecords'>;
+  ipam: Pick<Ipam, 'heldKeys' | 'restore' | 'quarantinedRecords' | 'release' | 'get'>;
   host: Pick<NetlinkHandle, 'getLink' | 'listRoutes'>;
   netns: Pick<NetnsPort, 'isNetns' | 'openNetlinkIn'>;
   /** Attachments with a CNI call in flight ("<containerId>\0<ifname>"): left for that call. */
@@ -144,8 +147,11 @@ export interface RebuildDeps {
 }
 
 /** Reads the kernel for each held attachment, restores what it shows, logs one line per key. */
-export async function rebuildHeldLeases(deps: RebuildDeps): Promise<{ rebuilt: number; failed: number }> {
+export async function rebuildHeldLeases(
+  deps: RebuildDeps,
+): Promise<{ rebuilt: number; released: number; failed: number }> {
   let rebuilt = 0;
+  let released = 0;
   let failed = 0;
   let pods: Promise<readonly PodSeen[] | string> | undefined;
   for (const key of deps.ipam.heldKeys()) {
@@ -156,6 +162,22 @@ export async function rebuildHeldLeases(deps: RebuildDeps): Promise<{ rebuilt: n
         decision = { kind: 'skip', key, reason: 'a CNI call for it is in flight' };
       } else {
         decision = decideRebuild(await observe(deps, key));
+      }
+      if (decision.kind === 'release') {
+        // Re-checked synchronously after the reads yielded: a CNI call may have started, or an ADD
+        // may have made a live lease for the key meanwhile; release would drop that lease too.
+        const k = `${key.containerId}\0${key.ifname}`;
+        if (deps.busy.has(k) || deps.ipam.get(key) !== undefined) {
+          decision = { kind: 'skip', key, reason: 'a CNI call for it started meanwhile' };
+        } else {
+          deps.ipam.release(key);
+          released++;
+          deps.log.info(
+            { ...fields, reason: decision.reason },
+            'quarantined lease released: no pod holds its addresses',
+          );
+          continue;
+        }
       }
       if (decision.kind === 'restore') {
         const meta: LeaseMeta = decision.netns === undefined ? {} : { netns: decision.netns };
@@ -196,7 +218,7 @@ export async function rebuildHeldLeases(deps: RebuildDeps): Promise<{ rebuilt: n
       'quarantined lease not rebuilt; its addresses stay held until DEL',
     );
   }
-  return { rebuilt, failed };
+  return { rebuilt, released, failed };
 }
 
 async function observe(deps: RebuildDeps, key: LeaseKey): Promise<HeldObservation> {

@@ -279,7 +279,7 @@ describe.skipIf(skip !== undefined)(`faults${skip ? ` (skipped: ${skip})` : ''}`
     beforeAll(() => node.start());
     afterAll(() => node.stop());
 
-    it('finds the pod namespace the kernel confirms (not the one a torn record names); a pod whose veth is gone is not rebuilt and stays held', async () => {
+    it('finds the pod namespace the kernel confirms (not the one a torn record names); a pod whose veth is gone is released, not held forever', async () => {
       const torn = node.podNs();
       const tornId = containerId();
       const a = await node.add(torn, tornId);
@@ -314,7 +314,7 @@ describe.skipIf(skip !== undefined)(`faults${skip ? ` (skipped: ${skip})` : ''}`
         source: 'kernel',
       });
       expect(
-        node.agent.logs.find((l) => String(l.msg).startsWith('quarantined lease not rebuilt')),
+        node.agent.logs.find((l) => String(l.msg).startsWith('quarantined lease released')),
       ).toMatchObject({
         containerId: goneId.slice(0, 12),
         reason: expect.stringMatching(/host veth trl[0-9a-f]{12} does not exist/),
@@ -329,15 +329,16 @@ describe.skipIf(skip !== undefined)(`faults${skip ? ` (skipped: ${skip})` : ''}`
       );
       expect(check.code, check.stdout).toBe(0);
 
-      // The unrebuilt one's addresses stay held: fill the pool, they never come out.
+      // The rebuilt pod's address stays its own; the released one is free again: fill the pool.
       const handed: string[] = [];
-      for (let i = 0; i < 4; i++) {
+      for (let i = 0; i < 5; i++) {
         const r = await node.add(node.podNs(), containerId());
         if (r.code === 0) handed.push(podAddr(r.json as AddResult, 4));
         else expect(r.json).toMatchObject({ code: 101 });
       }
-      expect(handed).toHaveLength(3); // 5 usable - torn - gone
-      expect(handed).not.toContain(goneV4);
+      expect(handed).toHaveLength(4); // 5 usable - torn
+      expect(handed).toContain(goneV4);
+      expect(handed).not.toContain(podAddr(a.json as AddResult, 4));
       expect((await node.del(goneId, gone.path)).code).toBe(0);
       expect((await node.del(tornId, torn.path)).code).toBe(0);
       expect(leaseAddresses(node).has(`${tornId}@eth0`)).toBe(false);

@@ -52,9 +52,9 @@ describe('decideRebuild', () => {
     expect(d).toEqual({ kind: 'skip', key, reason: 'no trellis host routes via trl0123456789ab' });
   });
 
-  it('refuses when the veth is gone or a family is ambiguous', () => {
+  it('releases when the veth is gone (no pod can hold the addresses), refuses when a family is ambiguous', () => {
     expect(decideRebuild(seen([], { link: undefined }))).toMatchObject({
-      kind: 'skip',
+      kind: 'release',
       reason: expect.stringMatching(/host veth trl0123456789ab does not exist/),
     });
     expect(
