@@ -71,6 +71,7 @@ async function main(argv: string[]): Promise<number> {
     const installed = await installCniBinaries({
       binDir: config.cniBinDir,
       shimPath: findShim(config.cniSourceDir),
+      sourceDir: config.cniSourceDir,
     });
     log.info({ dir: config.cniBinDir, installed }, 'CNI binaries installed');
     return 0;
