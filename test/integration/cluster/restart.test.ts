@@ -1,7 +1,12 @@
-import { type ChildProcess, spawn } from 'node:child_process';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { nsExec } from '../../support/netns.ts';
-import { Testbed, type TestbedPod, testbedSkipReason } from '../../support/testbed/index.ts';
+import {
+  backgroundPing,
+  monitorRoutes,
+  Testbed,
+  type TestbedPod,
+  testbedSkipReason,
+} from '../../support/testbed/index.ts';
 
 /**
  * An agent crash (SIGKILL) and restart on the same state must be invisible to the datapath: the
@@ -13,65 +18,6 @@ const skip = testbedSkipReason();
 
 function sleep(ms: number): Promise<void> {
   return new Promise((r) => setTimeout(r, ms));
-}
-
-/** `ip monitor route` inside a node namespace; lines collected until stop(). */
-function monitorRoutes(ns: string): { lines: string[]; stop(): Promise<void> } {
-  const child: ChildProcess = spawn('ip', ['-n', ns, 'monitor', 'route'], {
-    stdio: ['ignore', 'pipe', 'ignore'],
-  });
-  const lines: string[] = [];
-  let buf = '';
-  child.stdout!.setEncoding('utf8').on('data', (d: string) => {
-    buf += d;
-    const parts = buf.split('\n');
-    buf = parts.pop() ?? '';
-    lines.push(...parts.filter((l) => l.trim() !== ''));
-  });
-  const exited = new Promise<void>((r) => child.once('exit', () => r()));
-  return {
-    lines,
-    async stop() {
-      child.kill('SIGTERM');
-      await exited;
-    },
-  };
-}
-
-/**
- * A ping every 50 ms for `seconds`; resolves with what ping counted (NaN without a summary, e.g. when
- * the test bed was torn down under it). Never rejects, so an early test failure leaves no stray rejection.
- */
-function backgroundPing(
-  from: TestbedPod,
-  to: string,
-  seconds: number,
-): Promise<{ transmitted: number; received: number; output: string }> {
-  return new Promise((resolve) => {
-    const child = spawn(
-      'ip',
-      ['netns', 'exec', from.ns, 'ping', '-n', '-q', '-i', '0.05', '-w', String(seconds), to],
-      { stdio: ['ignore', 'pipe', 'pipe'] },
-    );
-    let out = '';
-    child.stdout.setEncoding('utf8').on('data', (d: string) => {
-      out += d;
-    });
-    child.stderr.setEncoding('utf8').on('data', (d: string) => {
-      out += d;
-    });
-    child.on('error', (err) =>
-      resolve({ transmitted: Number.NaN, received: Number.NaN, output: String(err) }),
-    );
-    child.on('close', () => {
-      const m = /(\d+) packets transmitted, (\d+) received/.exec(out);
-      resolve({
-        transmitted: Number(m?.[1] ?? Number.NaN),
-        received: Number(m?.[2] ?? Number.NaN),
-        output: out,
-      });
-    });
-  });
 }
 
 /** The agent's nftables table without counters (`nft -s`): what a restart must leave as it was. */

@@ -3,11 +3,11 @@
  * snapshots, `ip monitor route`, pings that run through a fault) and what the agents logged. Every
  * command runs inside the test bed's own namespaces.
  */
-import { type ChildProcess, execFile, spawn } from 'node:child_process';
+import { execFile } from 'node:child_process';
 import { promisify } from 'node:util';
 import { DEFAULT_BACKOFF } from '../../../pkg/k8s/backoff.ts';
 import { ipJson, nsExec } from '../../support/netns.ts';
-import { nodeObject, planNode, type Testbed, type TestbedPod } from '../../support/testbed/index.ts';
+import { nodeObject, planNode, type Testbed } from '../../support/testbed/index.ts';
 
 const execFileP = promisify(execFile);
 
@@ -54,70 +54,9 @@ export function hasRoute(tb: Testbed, node: string, dst: string, gateway?: strin
     .some((r) => r.dst === dst && (gateway === undefined || r.gateway === gateway));
 }
 
-/** `ip monitor route` inside a node namespace; lines collected until stop(). */
-export function monitorRoutes(ns: string): { lines: string[]; stop(): Promise<void> } {
-  const child: ChildProcess = spawn('ip', ['-n', ns, 'monitor', 'route'], {
-    stdio: ['ignore', 'pipe', 'ignore'],
-  });
-  const lines: string[] = [];
-  let buf = '';
-  child.stdout!.setEncoding('utf8').on('data', (d: string) => {
-    buf += d;
-    const parts = buf.split('\n');
-    buf = parts.pop() ?? '';
-    lines.push(...parts.filter((l) => l.trim() !== ''));
-  });
-  const exited = new Promise<void>((r) => child.once('exit', () => r()));
-  return {
-    lines,
-    async stop() {
-      child.kill('SIGTERM');
-      await exited;
-    },
-  };
-}
-
 /** Route monitor lines about pod CIDRs (10.244/16, fd00:10:244::/48) other than the `expected` ones. */
 export function podRouteChurn(lines: readonly string[], expected: readonly string[]): string[] {
   return lines.filter((l) => /10\.244\.|fd00:10:244:/.test(l) && !expected.some((e) => l.includes(e)));
-}
-
-export interface PingCount {
-  transmitted: number;
-  received: number;
-  output: string;
-}
-
-/**
- * A ping every 50 ms for `seconds` from a pod; resolves with what ping counted (NaN without a
- * summary). Never rejects, so an early test failure leaves no stray rejection.
- */
-export function backgroundPing(from: TestbedPod, to: string, seconds: number): Promise<PingCount> {
-  return new Promise((resolve) => {
-    const child = spawn(
-      'ip',
-      ['netns', 'exec', from.ns, 'ping', '-n', '-q', '-i', '0.05', '-w', String(seconds), to],
-      { stdio: ['ignore', 'pipe', 'pipe'] },
-    );
-    let out = '';
-    child.stdout.setEncoding('utf8').on('data', (d: string) => {
-      out += d;
-    });
-    child.stderr.setEncoding('utf8').on('data', (d: string) => {
-      out += d;
-    });
-    child.on('error', (err) =>
-      resolve({ transmitted: Number.NaN, received: Number.NaN, output: String(err) }),
-    );
-    child.on('close', () => {
-      const m = /(\d+) packets transmitted, (\d+) received/.exec(out);
-      resolve({
-        transmitted: Number(m?.[1] ?? Number.NaN),
-        received: Number(m?.[2] ?? Number.NaN),
-        output: out,
-      });
-    });
-  });
 }
 
 /** The node's agent log lines from index `from` on (TestbedNode.logs spans every agent run). */
@@ -208,3 +147,5 @@ export function links(tb: Testbed, node: string): string[] {
 export function nftTable(tb: Testbed, node: string): string {
   return nsExec(tb.node(node).ns, 'nft', ['-s', 'list', 'table', 'inet', 'trellis']);
 }
+
+export { backgroundPing, monitorRoutes, type PingCount } from '../../support/testbed/index.ts';

@@ -4,6 +4,7 @@ import { netnsSkipReason } from '../netns.ts';
 
 export { ApiRequestError, UnixApiClient } from './api.ts';
 export { FaultAdminClient, type OutageMode, type RequestLogEntry } from './fault-admin.ts';
+export { backgroundPing, monitorRoutes, type PingCount } from './observe.ts';
 export * from './plan.ts';
 export * from './report.ts';
 export {
