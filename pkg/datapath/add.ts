@@ -39,30 +39,21 @@ export async function addAttachment(deps: DatapathDeps, req: AttachRequest): Pro
 
   const undo = new UndoStack();
   try {
-    const lease = deps.ipam.allocate(key, {
+    // The lease's fsyncs run on the thread pool while the veth is made; awaited before answering.
+    const { lease, durable } = deps.ipam.allocateDeferred(key, {
       netns: req.netns,
       podNamespace: req.pod?.namespace,
       podName: req.pod?.name,
       podUid: req.pod?.uid,
     });
     if (existing === undefined) undo.push('release lease', () => void deps.ipam.release(key));
+    const synced = durable.then(
+      () => undefined,
+      (err: unknown) => err,
+    );
+    undo.push('finish the lease fsync', async () => void (await synced));
 
-    // A leftover from a crashed or repeated ADD would make creation fail with EEXIST.
-    const stale = await deps.host.getLink(hostName);
-    if (stale !== undefined) await deps.host.deleteLink(stale.index);
-
-    const nsFd = deps.netns.openNetnsFd(req.netns);
-    try {
-      await deps.host.createVeth({
-        name: hostName,
-        mtu: req.mtu,
-        peerName: req.ifname,
-        peerNetnsFd: nsFd,
-        peerMtu: req.mtu,
-      });
-    } finally {
-      deps.netns.closeFd(nsFd);
-    }
+    await createVethReplacingStale(deps, req, hostName);
     undo.push('delete veth', () => deleteLinkByName(deps.host, hostName));
 
     const hasV6 = lease.addresses.some((a) => a.family === 6);
@@ -83,6 +74,8 @@ export async function addAttachment(deps: DatapathDeps, req: AttachRequest): Pro
     } finally {
       pod.close();
     }
+    const syncError = await synced;
+    if (syncError !== undefined) throw syncError;
     undo.commit();
     return {
       containerId: req.containerId,
@@ -100,6 +93,40 @@ export async function addAttachment(deps: DatapathDeps, req: AttachRequest): Pro
     throw new CniError(err.code, err.message, `${err.details ?? ''}\nundo failed: ${undoText}`.trim(), {
       cause: error,
     });
+  }
+}
+
+/**
+ * Creates the pair; a host end left by a crashed or abandoned ADD (same name: same container and
+ * ifname) makes that fail with EEXIST, so it is deleted and creation tried once more. Checking first
+ * would cost every ADD a round trip for the rare leftover.
+ */
+async function createVethReplacingStale(
+  deps: DatapathDeps,
+  req: AttachRequest,
+  hostName: string,
+): Promise<void> {
+  for (let attempt = 0; ; attempt++) {
+    const nsFd = deps.netns.openNetnsFd(req.netns);
+    try {
+      await deps.host.createVeth({
+        name: hostName,
+        mtu: req.mtu,
+        peerName: req.ifname,
+        peerNetnsFd: nsFd,
+        peerMtu: req.mtu,
+      });
+      return;
+    } catch (err) {
+      if (attempt > 0 || (err as { errno?: unknown }).errno !== 'EEXIST') throw err;
+      // EEXIST may also be the pod's ifname taken by someone else: then there is no stale host end
+      // and the error stands.
+      const stale = await deps.host.getLink(hostName);
+      if (stale === undefined) throw err;
+      await deps.host.deleteLink(stale.index);
+    } finally {
+      deps.netns.closeFd(nsFd);
+    }
   }
 }
 

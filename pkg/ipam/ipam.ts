@@ -32,6 +32,13 @@ export type { Lease, LeasedAddress, LeaseKey, LeaseMeta, LoadReport, RangeUsage 
 export interface Ipam {
   /** Idempotent per key: the same key returns the same lease (meta updated only if missing). All families or nothing: on failure of one family nothing stays reserved. */
   allocate(key: LeaseKey, meta?: LeaseMeta): Lease;
+  /**
+   * allocate with the fsyncs still running when it returns: the caller sets up the pod meanwhile and
+   * must await `durable` before it tells anyone about the lease. If `durable` rejects (typed
+   * IPAM_STORE_FAILED), the lease may not survive a power loss: the caller fails and releases it.
+   * The writes themselves are done, so a crash of the agent alone loses nothing either way.
+   */
+  allocateDeferred(key: LeaseKey, meta?: LeaseMeta): PendingLease;
   /** Releasing an unknown key returns false and does not throw. */
   release(key: LeaseKey): boolean;
   get(key: LeaseKey): Lease | undefined;
@@ -58,6 +65,12 @@ export interface Ipam {
   usage(): RangeUsage[];
   /** Problems found at load (torn/corrupt records quarantined), for the agent to log. */
   readonly loadReport: { quarantined: { file: string; reason: string }[] };
+}
+
+/** A lease whose record is written but maybe not yet durable (Ipam.allocateDeferred). */
+export interface PendingLease {
+  lease: Lease;
+  durable: Promise<void>;
 }
 
 /**
@@ -146,10 +159,20 @@ class StoreIpam implements Ipam {
   }
 
   allocate(key: LeaseKey, meta: LeaseMeta = {}): Lease {
+    return this.#allocate(key, meta, true).lease;
+  }
+
+  allocateDeferred(key: LeaseKey, meta: LeaseMeta = {}): PendingLease {
+    return this.#allocate(key, meta, false);
+  }
+
+  #allocate(key: LeaseKey, meta: LeaseMeta, sync: boolean): PendingLease {
     validateKey(key);
     const owner = ownerName(key);
     const existing = this.#leases.get(owner);
-    if (existing !== undefined) return copyLease(this.#fillMeta(owner, existing, meta));
+    if (existing !== undefined) {
+      return { lease: copyLease(this.#fillMeta(owner, existing, meta)), durable: Promise.resolve() };
+    }
     if (this.#ranges.length === 0) {
       throw new CniError(CniCode.INVALID_CONFIG, 'no pod CIDR ranges are configured: cannot allocate');
     }
@@ -177,13 +200,13 @@ class StoreIpam implements Ipam {
       }
       const lease = makeLease(key, meta, addresses, new Date().toISOString());
       written = true; // from here on a lease file may exist: the rollback removes it
-      store.createLease(lease);
-      store.flush();
+      store.createLease(lease, sync);
+      if (sync) store.flush();
       for (const a of reservedHere) this.#addReserved(a, owner);
       this.#leases.set(owner, lease);
       for (const a of addresses) this.#last.set(a.range, a.address);
       store.putLast(this.#last);
-      return copyLease(lease);
+      return { lease: copyLease(lease), durable: sync ? Promise.resolve() : store.syncNewLease(owner) };
     } catch (err) {
       this.#rollback(owner, reservedHere, written);
       throw err;

@@ -25,7 +25,9 @@ import { type Lease, type LeasedAddress, type LoadReport, META_FIELDS } from './
  * fsync measured ~0.5 ms more per address here).
  *
  * Ordering (what a crash at any point leaves, and what load makes of it):
- *   allocate: symlinks, lease file created + written + fsync, fsync dirs, THEN return.
+ *   allocate: symlinks, lease file created + written + fsync, fsync dirs, THEN return. (The
+ *     deferred form returns after the writes, with the fsyncs still running; its caller answers no
+ *     one before they resolve, so what was returned is durable all the same.)
  *     crash before the lease file exists: symlinks whose owner has no lease (freed: the lease was
  *     never returned). Crash while writing it: a torn lease file, quarantined with its addresses
  *     held (never handed out) until release(key). After its fsync: complete; a missing symlink is
@@ -51,6 +53,8 @@ export interface StoreFs {
   writePositionSync(fd: number, data: Uint8Array, offset: number, position: number): number;
   ftruncateSync(fd: number, length: number): void;
   fsyncSync(fd: number): void;
+  /** fsync(2) on libuv's thread pool: the agent's one JS thread keeps serving while the disk works. */
+  fsync(fd: number): Promise<void>;
   closeSync(fd: number): void;
   renameSync(from: string, to: string): void;
   unlinkSync(path: string): void;
@@ -74,6 +78,8 @@ export const realFs: StoreFs = {
     nodeFs.writeSync(fd, data, offset, data.length - offset, position),
   ftruncateSync: (fd, length) => nodeFs.ftruncateSync(fd, length),
   fsyncSync: (fd) => nodeFs.fsyncSync(fd),
+  fsync: (fd) =>
+    new Promise<void>((resolve, reject) => nodeFs.fsync(fd, (err) => (err === null ? resolve() : reject(err)))),
   closeSync: (fd) => nodeFs.closeSync(fd),
   renameSync: (from, to) => nodeFs.renameSync(from, to),
   unlinkSync: (path) => nodeFs.unlinkSync(path),
@@ -364,11 +370,11 @@ export class LeaseStore {
    * addresses held until release(key), which the runtime sends for the failed ADD. Not durable
    * until flush(). On failure the file is removed (best effort).
    */
-  createLease(lease: Lease): void {
+  createLease(lease: Lease, sync = true): void {
     const name = `${ownerName(lease)}${LEASE_SUFFIX}`;
     const path = join(this.#leases, name);
     try {
-      this.#writeFile(path, this.#render(lease), true);
+      this.#writeFile(path, this.#render(lease), sync);
     } catch (err) {
       try {
         this.#fs.unlinkSync(path);
@@ -427,6 +433,29 @@ export class LeaseStore {
       }
     } catch {
       // Best effort by design.
+    }
+  }
+
+  /**
+   * The fsyncs createLease(lease, false) skipped: the lease file, then (concurrently) the directories
+   * holding it and its reservations. Runs on the thread pool; resolves once the lease is durable.
+   */
+  async syncNewLease(owner: string): Promise<void> {
+    const name = `${owner}${LEASE_SUFFIX}`;
+    await this.#fsyncPath(join(this.#leases, name), O_RDONLY, `syncing leases/${name}`);
+    await Promise.all(
+      [this.#leases, this.#addrs].map((d) => this.#fsyncPath(d, O_RDONLY | O_DIRECTORY, `syncing ${d}`)),
+    );
+  }
+
+  async #fsyncPath(path: string, flags: number, what: string): Promise<void> {
+    const fd = this.#try(what, () => this.#fs.openSync(path, flags));
+    try {
+      await this.#fs.fsync(fd);
+    } catch (err) {
+      throw err instanceof CniError ? err : this.fail(what, err);
+    } finally {
+      this.#fs.closeSync(fd);
     }
   }
 

@@ -163,6 +163,12 @@ export class SimFs implements StoreFs {
     }
   }
 
+  /** The same simulated fsync (and crash point), answered on a later tick like the thread pool's. */
+  async fsync(fd: number): Promise<void> {
+    await Promise.resolve();
+    this.fsyncSync(fd);
+  }
+
   closeSync(fd: number): void {
     // Always really closed (no fd leaks across hundreds of runs), and never the crash point.
     this.#fds.delete(fd);

@@ -1,0 +1,145 @@
+import fc from 'fast-check';
+import { afterEach, describe, expect, it } from 'vitest';
+import { CniCode, CniError } from '../../../pkg/cni/errors.ts';
+import { type Ipam, openIpamWith } from '../../../pkg/ipam/ipam.ts';
+import { realFs, type StoreFs } from '../../../pkg/ipam/store.ts';
+import { cleanupTempDirs, leaseFilesOnDisk, reservationsOnDisk, tempDir } from './helpers.ts';
+import { SimFs } from './simfs.ts';
+
+/**
+ * allocateDeferred: the lease is written when it returns and durable once `durable` resolves (the
+ * fsyncs run on the thread pool meanwhile). What must hold: a resolved `durable` survives any power
+ * loss; before it resolves, a power loss may lose the lease but never hands its addresses out twice;
+ * an fsync failure rejects `durable` with the store's typed error, and release() then leaves nothing.
+ */
+
+afterEach(cleanupTempDirs);
+
+const RANGES = ['10.0.0.0/29', 'fd00::/125'];
+const key = (n: number) => ({ containerId: `c${n}`, ifname: 'eth0' });
+
+/** Every reservation on disk belongs to a lease on disk that names it, and no address twice. */
+function expectConsistent(ipam: Ipam, dir: string): void {
+  const seen = new Set<string>();
+  for (const lease of ipam.list()) {
+    for (const a of lease.addresses) {
+      expect(seen.has(a.address)).toBe(false);
+      seen.add(a.address);
+      expect(reservationsOnDisk(dir).get(a.address)).toBe(`${lease.containerId}@${lease.ifname}`);
+    }
+  }
+}
+
+describe('IPAM allocateDeferred', () => {
+  it('returns before the fsyncs and is durable once `durable` resolves, even if all unsynced changes are lost', async () => {
+    const dir = tempDir();
+    const fs = new SimFs();
+    const ipam = openIpamWith({ dir, ranges: RANGES }, fs);
+    const { lease, durable } = ipam.allocateDeferred(key(1), { podName: 'p1' });
+    // Written, not yet synced: the lease file is among the changes a power loss could drop.
+    expect(fs.unsynced('\0').some((p) => p.endsWith('c1@eth0.json'))).toBe(true);
+    await durable;
+    expect(fs.unsynced('last.json')).toEqual([]); // last.json is best effort by design
+    fs.powerLoss(
+      () => true,
+      () => 0,
+    );
+    const after = openIpamWith({ dir, ranges: RANGES }, new SimFs());
+    expect(after.get(key(1))).toEqual(lease);
+    expect(after.loadReport.quarantined).toEqual([]);
+  });
+
+  it('a power loss before `durable` resolves may lose the lease, never duplicates an address', () => {
+    fc.assert(
+      fc.property(
+        fc.array(fc.boolean(), { minLength: 16, maxLength: 16 }),
+        fc.array(fc.nat(200), { minLength: 4, maxLength: 4 }),
+        (undo, tears) => {
+          const dir = tempDir();
+          const fs = new SimFs();
+          const ipam = openIpamWith({ dir, ranges: RANGES }, fs);
+          const kept = ipam.allocate(key(0));
+          const pending = ipam.allocateDeferred(key(1));
+          pending.durable.catch(() => undefined); // the power goes out before it is awaited
+          fs.powerLoss(
+            (i) => undo[i % undo.length]!,
+            (i) => tears[i % tears.length]!,
+          );
+          const after = openIpamWith({ dir, ranges: RANGES }, new SimFs());
+          // The synchronously allocated lease is untouched; the pending one is there whole or absent.
+          expect(after.get(key(0))).toEqual(kept);
+          const lost = after.get(key(1));
+          if (lost !== undefined) expect(lost.addresses).toEqual(pending.lease.addresses);
+          // Whatever survived, the next allocations never reuse an address still reserved.
+          for (let n = 2; n < 5; n++) after.allocate(key(n));
+          expectConsistent(after, dir);
+          cleanupTempDirs();
+        },
+      ),
+      { numRuns: 150 },
+    );
+  });
+
+  it('a crash at any file system call of a deferred allocation leaves a loadable, consistent store', async () => {
+    for (let at = 1; at <= 12; at++) {
+      const dir = tempDir();
+      const fs = new SimFs();
+      const ipam = openIpamWith({ dir, ranges: RANGES }, fs);
+      ipam.allocate(key(0));
+      fs.arm(at, 5);
+      let resolved = false;
+      try {
+        const { durable } = ipam.allocateDeferred(key(1));
+        await durable;
+        resolved = true;
+      } catch (err) {
+        // Only the simulated crash may stop it (the store wraps it in its typed error).
+        if (!fs.dead) throw err;
+      }
+      fs.powerLoss(
+        () => true,
+        () => 0,
+      );
+      const after = openIpamWith({ dir, ranges: RANGES }, new SimFs());
+      if (resolved) expect(after.get(key(1))).toBeDefined();
+      for (let n = 2; n < 5; n++) after.allocate(key(n));
+      expectConsistent(after, dir);
+      cleanupTempDirs();
+    }
+  });
+
+  it('an fsync failure rejects `durable` with IPAM_STORE_FAILED naming the file; release leaves nothing', async () => {
+    const dir = tempDir();
+    let failFsync = false;
+    const fs: StoreFs = {
+      ...realFs,
+      fsync: (fd) =>
+        failFsync
+          ? Promise.reject(Object.assign(new Error('EIO: i/o error'), { code: 'EIO' }))
+          : realFs.fsync(fd),
+    };
+    const ipam = openIpamWith({ dir, ranges: RANGES }, fs);
+    failFsync = true;
+    const { durable } = ipam.allocateDeferred(key(1));
+    const err = await durable.then(
+      () => undefined,
+      (e: unknown) => e,
+    );
+    expect(err).toBeInstanceOf(CniError);
+    expect((err as CniError).code).toBe(CniCode.IPAM_STORE_FAILED);
+    expect((err as CniError).message).toContain('c1@eth0.json');
+    expect((err as CniError).message).toContain('EIO');
+    expect(ipam.release(key(1))).toBe(true);
+    expect(leaseFilesOnDisk(dir)).toEqual([]);
+    expect(reservationsOnDisk(dir).size).toBe(0);
+  });
+
+  it('an existing key answers with its lease, already durable', async () => {
+    const dir = tempDir();
+    const ipam = openIpamWith({ dir, ranges: RANGES }, realFs);
+    const first = ipam.allocate(key(1));
+    const again = ipam.allocateDeferred(key(1));
+    expect(again.lease).toEqual(first);
+    await expect(again.durable).resolves.toBeUndefined();
+  });
+});
