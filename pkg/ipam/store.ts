@@ -79,7 +79,9 @@ export const realFs: StoreFs = {
   ftruncateSync: (fd, length) => nodeFs.ftruncateSync(fd, length),
   fsyncSync: (fd) => nodeFs.fsyncSync(fd),
   fsync: (fd) =>
-    new Promise<void>((resolve, reject) => nodeFs.fsync(fd, (err) => (err === null ? resolve() : reject(err)))),
+    new Promise<void>((resolve, reject) =>
+      nodeFs.fsync(fd, (err) => (err === null ? resolve() : reject(err))),
+    ),
   closeSync: (fd) => nodeFs.closeSync(fd),
   renameSync: (from, to) => nodeFs.renameSync(from, to),
   unlinkSync: (path) => nodeFs.unlinkSync(path),
