@@ -97,11 +97,22 @@ async function main(argv: string[]): Promise<number> {
 
   const standalone = config.podCIDRs.length > 0;
   log.info({ version: trellisVersion(), runtime: process.version, standalone }, 'starting');
-  const kube = standalone
+  const conn = standalone
     ? undefined
-    : createK8sClient(
-        loadKubeConfig(config.kubeconfig === undefined ? {} : { kubeconfigPath: config.kubeconfig }),
-      );
+    : loadKubeConfig(config.kubeconfig === undefined ? {} : { kubeconfigPath: config.kubeconfig });
+  if (conn !== undefined) {
+    // transport 'native' is pkg/k8s's own node:https client; 'client-node' the fallback library.
+    log.info(
+      {
+        server: conn.server,
+        source: conn.source,
+        transport: conn.transport,
+        ...(conn.transportReason === '' ? {} : { transportReason: conn.transportReason }),
+      },
+      'kubernetes API client',
+    );
+  }
+  const kube = conn === undefined ? undefined : createK8sClient(conn);
   const observer = new AgentObserver({
     nodeName: config.nodeName ?? hostname(),
     version: trellisVersion(),

@@ -1,33 +1,29 @@
 /**
- * The thin layer over @kubernetes/client-node: typed API objects and paginated lists. Results stay
- * `unknown` on purpose; views.ts turns them into trellis's own types.
+ * The API calls pkg/k8s makes, over a Transport: single objects, patches, and paginated lists.
+ * Results stay `unknown` on purpose; views.ts turns them into trellis's own types.
  */
-import { CoreV1Api, Watch } from '@kubernetes/client-node';
 import { K8sError, K8sReason, toK8sError } from './errors.ts';
-import type { KubeConnection } from './kubeconfig.ts';
+import type { Page, Transport } from './transport.ts';
 
 export interface RawList {
   items: unknown[];
   resourceVersion: string;
 }
 
-interface Page {
-  items: unknown[];
-  metadata?: { resourceVersion?: string; _continue?: string };
-}
-
 /** How many times a paginated list starts over when its continue token expires (410). */
 const LIST_ATTEMPTS = 3;
 
+export const NODES_PATH = '/api/v1/nodes';
+const PODS_PATH = '/api/v1/pods';
+
+export const nodePath = (name: string): string => `${NODES_PATH}/${encodeURIComponent(name)}`;
+
 export class CoreApi {
-  readonly core: CoreV1Api;
-  readonly watch: Watch;
+  readonly transport: Transport;
   readonly pageSize: number;
 
-  constructor(conn: KubeConnection, pageSize: number) {
-    const kc = conn.kubeConfig();
-    this.core = kc.makeApiClient(CoreV1Api);
-    this.watch = new Watch(kc);
+  constructor(transport: Transport, pageSize: number) {
+    this.transport = transport;
     this.pageSize = pageSize;
   }
 
@@ -48,7 +44,7 @@ export class CoreApi {
           const page = await fetchPage(cont, this.pageSize);
           for (const it of page.items) items.push(it);
           rv = page.metadata?.resourceVersion ?? rv;
-          cont = page.metadata?._continue || undefined;
+          cont = page.metadata?.continue || undefined;
         } while (cont !== undefined);
         if (rv === '')
           throw new K8sError(
@@ -66,17 +62,19 @@ export class CoreApi {
   }
 
   listNodes(): Promise<RawList> {
-    return this.listAll('list nodes', (cont, limit) =>
-      this.core.listNode({ limit, ...(cont !== undefined ? { _continue: cont } : {}) }),
+    const op = 'list nodes';
+    return this.listAll(op, (cont, limit) =>
+      this.transport.listPage(op, NODES_PATH, { limit, ...(cont !== undefined ? { continue: cont } : {}) }),
     );
   }
 
   listPods(fieldSelector: string): Promise<RawList> {
-    return this.listAll(`list pods (${fieldSelector})`, (cont, limit) =>
-      this.core.listPodForAllNamespaces({
-        fieldSelector,
+    const op = `list pods (${fieldSelector})`;
+    return this.listAll(op, (cont, limit) =>
+      this.transport.listPage(op, PODS_PATH, {
         limit,
-        ...(cont !== undefined ? { _continue: cont } : {}),
+        fieldSelector,
+        ...(cont !== undefined ? { continue: cont } : {}),
       }),
     );
   }

@@ -1,12 +1,14 @@
 /**
- * The small ports the agent uses, implemented over the real API. Each method is one API call (or
- * one paginated list) and either returns plain views or throws a K8sError.
+ * The small ports the agent uses, implemented over the real API through a Transport (native, or
+ * client-node for the kubeconfigs only it supports). Each method is one API call (or one
+ * paginated list) and either returns plain views or throws a K8sError.
  */
-import { PatchStrategy, setHeaderOptions } from '@kubernetes/client-node';
-import { CoreApi } from './api.ts';
-import { K8sError, K8sReason, toK8sError } from './errors.ts';
+import { CoreApi, nodePath } from './api.ts';
+import { K8sError, K8sReason } from './errors.ts';
 import { type NodeInformer, type NodeInformerOptions, startNodeInformerOn } from './informer.ts';
 import type { KubeConnection } from './kubeconfig.ts';
+import type { TransportName } from './transport.ts';
+import { transportFor } from './transports.ts';
 import { type NodeView, type PodView, toNodeView, toPodView } from './views.ts';
 
 /** A list of views plus the objects that were skipped because they could not be read. */
@@ -40,7 +42,10 @@ export interface NodeWatcher {
   startNodeInformer(opts: NodeInformerOptions): NodeInformer;
 }
 
-export interface K8sClient extends NodeReader, NodeStatusWriter, PodLister, NodeWatcher {}
+export interface K8sClient extends NodeReader, NodeStatusWriter, PodLister, NodeWatcher {
+  /** 'native' (node:http/https) or 'client-node' (the fallback), for logs. */
+  readonly transport: TransportName;
+}
 
 export interface K8sClientOptions {
   /** Page size (`limit`) of every list. Default 500, as client-go's pager. */
@@ -50,24 +55,18 @@ export interface K8sClientOptions {
 /** The reason trellis sets on NetworkUnavailable=False once the node's network is up. */
 export const NETWORK_UP_REASON = 'TrellisIsUp';
 
-const strategicMerge = setHeaderOptions('Content-Type', PatchStrategy.StrategicMergePatch);
-const mergePatch = setHeaderOptions('Content-Type', PatchStrategy.MergePatch);
-
 export function createK8sClient(conn: KubeConnection, opts: K8sClientOptions = {}): K8sClient {
   const pageSize = opts.pageSize ?? 500;
   if (!Number.isInteger(pageSize) || pageSize < 1)
     throw new RangeError(`pageSize must be a positive integer (got ${pageSize})`);
-  const api = new CoreApi(conn, pageSize);
+  const api = new CoreApi(transportFor(conn), pageSize);
 
   return {
+    transport: api.transport.name,
+
     async getNode(name) {
       const op = `get node ${name}`;
-      let raw: unknown;
-      try {
-        raw = await api.core.readNode({ name });
-      } catch (err) {
-        throw toK8sError(op, err);
-      }
+      const raw = await api.transport.get(op, nodePath(name));
       const r = toNodeView(raw);
       if (!r.ok) throw new K8sError(op, r.problem, undefined, K8sReason.INVALID_OBJECT);
       return r.node;
@@ -101,22 +100,18 @@ export function createK8sClient(conn: KubeConnection, opts: K8sClientOptions = {
           ],
         },
       };
-      try {
-        await api.core.patchNodeStatus({ name, body }, strategicMerge);
-      } catch (err) {
-        throw toK8sError(
-          `patch node ${name} status (NetworkUnavailable=${unavailable ? 'True' : 'False'})`,
-          err,
-        );
-      }
+      await api.transport.patch(
+        `patch node ${name} status (NetworkUnavailable=${unavailable ? 'True' : 'False'})`,
+        `${nodePath(name)}/status`,
+        'strategic-merge',
+        body,
+      );
     },
 
     async annotateNode(name, annotations) {
-      try {
-        await api.core.patchNode({ name, body: { metadata: { annotations } } }, mergePatch);
-      } catch (err) {
-        throw toK8sError(`annotate node ${name}`, err);
-      }
+      await api.transport.patch(`annotate node ${name}`, nodePath(name), 'merge', {
+        metadata: { annotations },
+      });
     },
 
     async listPodsOnNode(nodeName) {

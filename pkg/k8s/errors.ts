@@ -115,9 +115,20 @@ export function fromStatus(op: string, status: unknown): K8sError {
   return new K8sError(op, message, code, reason, { causes: causesOf(s) });
 }
 
+/** A non-2xx answer (the small transport): the Status in the body when there is one, else the code. */
+export function fromHttpResponse(op: string, statusCode: number, body: string): K8sError {
+  const status = parseStatusBody(body);
+  const reason =
+    typeof status?.reason === 'string' && status.reason !== '' ? status.reason : reasonForCode(statusCode);
+  const message =
+    typeof status?.message === 'string' ? status.message : firstLine(body.trim()) || `HTTP ${statusCode}`;
+  return new K8sError(op, message, statusCode, reason, { causes: causesOf(status) });
+}
+
 /**
- * The one place where whatever @kubernetes/client-node (or undici under it) threw becomes a
- * K8sError: ApiException (code + body), the Watch class's Error with statusCode, and network errors.
+ * The one place where whatever @kubernetes/client-node (or undici under it, or node:http under the
+ * small transport) threw becomes a K8sError: ApiException (code + body), the Watch class's Error
+ * with statusCode, and network errors (fetch's cause.code, node:net/tls's string code).
  */
 export function toK8sError(op: string, err: unknown): K8sError {
   if (err instanceof K8sError) return err;
@@ -153,9 +164,11 @@ export function toK8sError(op: string, err: unknown): K8sError {
     }
     const causeCode =
       typeof e.cause === 'object' && e.cause !== null ? (e.cause as { code?: unknown }).code : undefined;
+    // node:net / node:tls errors carry their own string code (ECONNREFUSED, ECONNRESET, TLS codes).
+    const netCode = typeof e.code === 'string' ? e.code : causeCode;
     const msg = typeof e.message === 'string' ? e.message : String(err);
-    if (typeof causeCode === 'string' || isDomException || msg === 'fetch failed') {
-      const detail = typeof causeCode === 'string' ? `${msg} (${causeCode})` : msg;
+    if (typeof netCode === 'string' || isDomException || msg === 'fetch failed') {
+      const detail = typeof netCode === 'string' && !msg.includes(netCode) ? `${msg} (${netCode})` : msg;
       return new K8sError(op, detail, undefined, K8sReason.NETWORK, { cause: err });
     }
     return new K8sError(op, msg, undefined, K8sReason.UNKNOWN, { cause: err });

@@ -1,5 +1,7 @@
 /**
- * pkg/k8s: the only importer of @kubernetes/client-node. Everything exported here is plain data,
+ * pkg/k8s: the Kubernetes adapter. Its own small node:http(s) transport serves the common
+ * kubeconfigs and the in-cluster config; @kubernetes/client-node (of which this is the only
+ * importer) is loaded by dynamic import only for the rest. Everything exported here is plain data,
  * small port interfaces and K8sError; no client-node type leaks out.
  */
 export { type BackoffOptions, backoffDelay, DEFAULT_BACKOFF } from './backoff.ts';
@@ -22,6 +24,8 @@ export {
   type LoadKubeConfigOptions,
   loadKubeConfig,
 } from './kubeconfig.ts';
+export type { TransportName } from './transport.ts';
+export { USER_AGENT } from './transports.ts';
 export { type ApiUsage, K8S_API_USAGE } from './usage.ts';
 export {
   isCidr,

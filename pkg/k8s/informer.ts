@@ -19,7 +19,7 @@
  * list(). The cache is the valid subset of the server's Nodes: an object toNodeView rejects is
  * reported through onInvalid and is absent from the cache.
  */
-import type { CoreApi } from './api.ts';
+import { type CoreApi, NODES_PATH } from './api.ts';
 import { type BackoffOptions, backoffDelay, DEFAULT_BACKOFF, validateBackoff } from './backoff.ts';
 import { fromStatus, K8sError, K8sReason, toK8sError } from './errors.ts';
 import { type NodeView, toNodeView } from './views.ts';
@@ -73,7 +73,6 @@ export interface NodeInformer {
   readonly done: Promise<void>;
 }
 
-const NODES_PATH = '/api/v1/nodes';
 const SHORT_WATCH_MS = 1000;
 
 export const realSleep: Sleep = (ms, signal) =>
@@ -191,60 +190,48 @@ export function startNodeInformerOn(api: CoreApi, opts: NodeInformerOptions): No
     if (typeof meta?.resourceVersion === 'string' && meta.resourceVersion !== '') rv = meta.resourceVersion;
   };
 
-  const watchOnce = (fromRv: string): Promise<WatchOutcome> =>
-    new Promise<WatchOutcome>((resolve, reject) => {
-      let events = 0;
-      let expired = false;
-      let failure: K8sError | undefined;
-      let controller: AbortController | undefined;
-      let stopRequested = false;
-      const stop = (): void => {
-        stopRequested = true;
-        controller?.abort();
-      };
-      signal.addEventListener('abort', stop, { once: true });
-      const timeoutSeconds = Math.round(watchTimeout * (1 + random()));
-      api.watch
-        .watch(
-          NODES_PATH,
-          { resourceVersion: fromRv, allowWatchBookmarks: true, timeoutSeconds },
-          (type: string, obj: unknown) => {
-            if (stopRequested) return;
-            events++;
-            if (type === 'ERROR') {
-              const e = fromStatus('watch nodes', obj);
-              if (e.isGone) expired = true;
-              else failure = e;
-              stop();
-              return;
-            }
-            apply(type, obj);
-          },
-          (err: unknown) => {
-            signal.removeEventListener('abort', stop);
-            if (expired) return resolve({ kind: 'expired' });
-            if (failure !== undefined) return reject(failure);
-            if (signal.aborted || err === null || err === undefined)
-              return resolve({ kind: 'closed', events });
-            const e = toK8sError('watch nodes', err);
-            if (e.isGone) return resolve({ kind: 'expired' });
-            if ((err as { name?: unknown }).name === 'TimeoutError')
-              return resolve({ kind: 'timeout', events });
-            // Our own abort after an ERROR event surfaces as an AbortError: already handled above.
-            reject(e);
-          },
-        )
-        .then(
-          (c) => {
-            controller = c;
-            if (stopRequested) c.abort();
-          },
-          (err: unknown) => {
-            signal.removeEventListener('abort', stop);
-            reject(toK8sError('watch nodes', err));
-          },
-        );
-    });
+  const watchOnce = async (fromRv: string): Promise<WatchOutcome> => {
+    let events = 0;
+    let expired = false;
+    let failure: K8sError | undefined;
+    // Aborted by the informer's signal, or by us after an ERROR event.
+    const stopper = new AbortController();
+    const stop = (): void => stopper.abort();
+    signal.addEventListener('abort', stop, { once: true });
+    const timeoutSeconds = Math.round(watchTimeout * (1 + random()));
+    try {
+      const end = await api.transport.watch(
+        'watch nodes',
+        NODES_PATH,
+        { resourceVersion: fromRv, allowWatchBookmarks: true, timeoutSeconds },
+        (type, obj) => {
+          if (stopper.signal.aborted) return;
+          events++;
+          if (type === 'ERROR') {
+            const e = fromStatus('watch nodes', obj);
+            if (e.isGone) expired = true;
+            else failure = e;
+            stop();
+            return;
+          }
+          apply(type, obj);
+        },
+        stopper.signal,
+      );
+      if (expired) return { kind: 'expired' };
+      if (failure !== undefined) throw failure;
+      return { kind: end, events };
+    } catch (err) {
+      if (expired) return { kind: 'expired' };
+      if (failure !== undefined) throw failure;
+      if (signal.aborted) return { kind: 'closed', events };
+      const e = toK8sError('watch nodes', err);
+      if (e.isGone) return { kind: 'expired' };
+      throw e;
+    } finally {
+      signal.removeEventListener('abort', stop);
+    }
+  };
 
   const mainLoop = async (): Promise<void> => {
     let failures = 0;

@@ -4,41 +4,87 @@
  *   2. else $KUBECONFIG (the first entry of the list),
  *   3. else the pod's service account, when running in a pod ($KUBERNETES_SERVICE_HOST set).
  * Anything else is an error that names what was tried.
+ *
+ * The result also decides the transport: the small node:http(s) one (http-transport.ts) for the
+ * in-cluster config and for kubeconfigs with token / tokenFile / client certificates, and
+ * @kubernetes/client-node (loaded only then) for the rest: exec plugins, auth providers, basic auth,
+ * impersonation, proxies. kubeconfig-parse.ts reads the file; this module only picks the source.
  */
-import { existsSync } from 'node:fs';
-import { KubeConfig } from '@kubernetes/client-node';
+import { existsSync, readFileSync } from 'node:fs';
 import { K8sError, K8sReason } from './errors.ts';
+import { type HttpSpec, parseKubeconfig } from './kubeconfig-parse.ts';
+import type { TransportName } from './transport.ts';
 
 export type KubeConfigSource = 'flag' | 'env' | 'in-cluster';
 
+/** What the client-node fallback needs to load the same config itself. */
+export type FallbackSpec =
+  /** `text`: the file as read at load time, so both transports use what was validated. */
+  | { readonly kind: 'file'; readonly path: string; readonly text: string; readonly context: string }
+  | { readonly kind: 'in-cluster'; readonly host: string; readonly port: string; readonly root: string };
+
 /** An opaque, validated connection description. Only pkg/k8s looks inside. */
 export class KubeConnection {
-  readonly #kc: KubeConfig;
   /** The API server URL, for logs. */
   readonly server: string;
   readonly source: KubeConfigSource;
+  /** The kubeconfig context in use ('' in-cluster). */
+  readonly context: string;
+  /** Which transport createK8sClient will use. */
+  readonly transport: TransportName;
+  /** Why client-node is used ('' for the native transport), for the log. */
+  readonly transportReason: string;
+  readonly #http: HttpSpec | undefined;
+  readonly #fallback: FallbackSpec | undefined;
 
-  constructor(kc: KubeConfig, source: KubeConfigSource) {
-    this.#kc = kc;
-    this.source = source;
-    this.server = kc.getCurrentCluster()?.server ?? '';
+  constructor(
+    fields: { server: string; source: KubeConfigSource; context: string; transportReason?: string },
+    http: HttpSpec | undefined,
+    fallback: FallbackSpec | undefined,
+  ) {
+    this.server = fields.server;
+    this.source = fields.source;
+    this.context = fields.context;
+    this.#http = http;
+    this.#fallback = fallback;
+    this.transport = http === undefined ? 'client-node' : 'native';
+    this.transportReason = http === undefined ? (fields.transportReason ?? '') : '';
+  }
+
+  /** @internal for pkg/k8s only: the native transport's settings (undefined: use client-node). */
+  httpSpec(): HttpSpec | undefined {
+    return this.#http;
   }
 
   /** @internal for pkg/k8s only. */
-  kubeConfig(): KubeConfig {
-    return this.#kc;
+  fallbackSpec(): FallbackSpec | undefined {
+    return this.#fallback;
   }
 }
 
 export interface LoadKubeConfigOptions {
   kubeconfigPath?: string;
+  /** A kubeconfig context other than its current-context. */
+  context?: string;
   /** Default process.env. */
   env?: Record<string, string | undefined>;
   /** Prefix for the service account files (tests); default ''. */
   serviceAccountRoot?: string;
+  /**
+   * 'client-node' forces the @kubernetes/client-node transport even where the native one would do
+   * (tests keep the real library covered with it; an escape hatch otherwise). Default 'auto'.
+   */
+  transport?: 'auto' | 'client-node';
+  /**
+   * How long a token read from a file (the service account's, or a kubeconfig tokenFile) is used
+   * before the file is read again: bound service account tokens rotate. Default 60_000 ms, as
+   * client-go.
+   */
+  tokenReloadMs?: number;
 }
 
 const SA_DIR = '/var/run/secrets/kubernetes.io/serviceaccount';
+const DEFAULT_TOKEN_RELOAD_MS = 60_000;
 
 function configError(message: string, cause?: unknown): K8sError {
   return new K8sError(
@@ -52,14 +98,16 @@ function configError(message: string, cause?: unknown): K8sError {
 
 export function loadKubeConfig(opts: LoadKubeConfigOptions = {}): KubeConnection {
   const env = opts.env ?? process.env;
-  const kc = new KubeConfig();
+  const tokenReloadMs = opts.tokenReloadMs ?? DEFAULT_TOKEN_RELOAD_MS;
+  if (!(Number.isFinite(tokenReloadMs) && tokenReloadMs >= 0))
+    throw new RangeError(`tokenReloadMs must be a number >= 0 (got ${tokenReloadMs})`);
+  const forceFallback = opts.transport === 'client-node';
   let source: KubeConfigSource;
   let path = opts.kubeconfigPath;
   if (path !== undefined && path !== '') {
     source = 'flag';
   } else {
-    const fromEnv = (env.KUBECONFIG ?? '').split(':').find((p) => p !== '');
-    path = fromEnv;
+    path = (env.KUBECONFIG ?? '').split(':').find((p) => p !== '');
     source = 'env';
   }
 
@@ -69,60 +117,78 @@ export function loadKubeConfig(opts: LoadKubeConfigOptions = {}): KubeConnection
         `kubeconfig ${path} (from ${source === 'flag' ? '--kubeconfig' : '$KUBECONFIG'}) does not exist`,
       );
     }
+    let text: string;
     try {
-      kc.loadFromFile(path);
+      text = readFileSync(path, 'utf8');
     } catch (err) {
       throw configError(`kubeconfig ${path} could not be read: ${(err as Error).message}`, err);
     }
-  } else if (env.KUBERNETES_SERVICE_HOST !== undefined && env.KUBERNETES_SERVICE_HOST !== '') {
-    source = 'in-cluster';
-    const root = opts.serviceAccountRoot ?? '';
-    if (!existsSync(`${root}${SA_DIR}/token`)) {
-      throw configError(
-        `running in a pod ($KUBERNETES_SERVICE_HOST is set) but ${root}${SA_DIR}/token does not exist: is automountServiceAccountToken off?`,
-      );
-    }
-    if (env.KUBERNETES_SERVICE_PORT === undefined || env.KUBERNETES_SERVICE_PORT === '') {
-      throw configError('$KUBERNETES_SERVICE_HOST is set but $KUBERNETES_SERVICE_PORT is not');
-    }
-    // loadFromCluster reads process.env; pass ours through for the duration of the call.
-    const saved = { host: process.env.KUBERNETES_SERVICE_HOST, port: process.env.KUBERNETES_SERVICE_PORT };
-    process.env.KUBERNETES_SERVICE_HOST = env.KUBERNETES_SERVICE_HOST;
-    process.env.KUBERNETES_SERVICE_PORT = env.KUBERNETES_SERVICE_PORT;
-    try {
-      kc.loadFromCluster(root);
-    } finally {
-      restoreEnv('KUBERNETES_SERVICE_HOST', saved.host);
-      restoreEnv('KUBERNETES_SERVICE_PORT', saved.port);
-    }
-  } else {
+    const parsed = parseKubeconfig(text, path, { context: opts.context, tokenReloadMs });
+    const fallback: FallbackSpec = { kind: 'file', path, text, context: parsed.context };
+    const reason = forceFallback ? 'forced by the transport option' : parsed.unsupported;
+    return new KubeConnection(
+      { server: parsed.server, source, context: parsed.context, transportReason: reason },
+      forceFallback ? undefined : parsed.http,
+      fallback,
+    );
+  }
+
+  const host = env.KUBERNETES_SERVICE_HOST;
+  if (host === undefined || host === '') {
     throw configError(
       'no Kubernetes credentials: pass --kubeconfig, set $KUBECONFIG, or run in a pod with a service account',
     );
   }
-
-  const cluster = kc.getCurrentCluster();
-  if (cluster === null)
-    throw configError(`kubeconfig (${source}) has no current context or its cluster is missing`);
-  let url: URL;
-  try {
-    url = new URL(cluster.server);
-  } catch (err) {
-    throw configError(`cluster ${cluster.name}: server ${JSON.stringify(cluster.server)} is not a URL`, err);
-  }
-  if (url.protocol === 'http:' && cluster.skipTLSVerify !== true) {
-    // @kubernetes/client-node refuses plain HTTP otherwise, at the first request: say so now.
+  const root = opts.serviceAccountRoot ?? '';
+  const tokenFile = `${root}${SA_DIR}/token`;
+  const caFile = `${root}${SA_DIR}/ca.crt`;
+  if (!existsSync(tokenFile)) {
     throw configError(
-      `cluster ${cluster.name}: server ${cluster.server} is plain http, which needs insecure-skip-tls-verify: true`,
+      `running in a pod ($KUBERNETES_SERVICE_HOST is set) but ${tokenFile} does not exist: is automountServiceAccountToken off?`,
     );
   }
-  if (url.protocol !== 'http:' && url.protocol !== 'https:') {
-    throw configError(`cluster ${cluster.name}: server ${cluster.server} must be http(s)`);
+  const port = env.KUBERNETES_SERVICE_PORT;
+  if (port === undefined || port === '') {
+    throw configError('$KUBERNETES_SERVICE_HOST is set but $KUBERNETES_SERVICE_PORT is not');
   }
-  return new KubeConnection(kc, source);
-}
-
-function restoreEnv(key: string, value: string | undefined): void {
-  if (value === undefined) delete process.env[key];
-  else process.env[key] = value;
+  const server = `https://${host.includes(':') ? `[${host}]` : host}:${port}`;
+  let url: URL;
+  try {
+    url = new URL(server);
+  } catch (err) {
+    throw configError(`$KUBERNETES_SERVICE_HOST/PORT make ${server}, which is not a URL`, err);
+  }
+  let ca: Buffer;
+  try {
+    ca = readFileSync(caFile);
+  } catch (err) {
+    throw configError(`the service account CA ${caFile} could not be read: ${(err as Error).message}`, err);
+  }
+  if (!ca.toString('latin1').includes('-----BEGIN CERTIFICATE-----')) {
+    throw configError(`the service account CA ${caFile} holds no PEM certificate`);
+  }
+  try {
+    readFileSync(tokenFile);
+  } catch (err) {
+    throw configError(
+      `the service account token ${tokenFile} could not be read: ${(err as Error).message}`,
+      err,
+    );
+  }
+  const http: HttpSpec = {
+    server: url,
+    ca,
+    insecure: false,
+    token: { kind: 'file', path: tokenFile, reloadMs: tokenReloadMs },
+  };
+  return new KubeConnection(
+    {
+      server,
+      source: 'in-cluster',
+      context: '',
+      ...(forceFallback ? { transportReason: 'forced by the transport option' } : {}),
+    },
+    forceFallback ? undefined : http,
+    { kind: 'in-cluster', host, port, root },
+  );
 }

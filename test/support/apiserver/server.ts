@@ -1,14 +1,17 @@
 /**
- * A small Kubernetes API server for tests: core/v1 Nodes and Pods over plain HTTP, speaking the
+ * A small Kubernetes API server for tests: core/v1 Nodes and Pods over plain HTTP (or HTTPS with
+ * the `tls` option), speaking the
  * real list/watch protocol (resourceVersions, chunked lists, NDJSON watches, BOOKMARKs, 410 Gone,
  * Status objects) so the real @kubernetes/client-node can be pointed at it through a kubeconfig.
  * docs/test-apiserver.md lists what it implements and where it differs from the real one.
  */
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
-import { createServer, type IncomingMessage, type ServerResponse } from 'node:http';
+import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
+import { createServer as createHttpsServer } from 'node:https';
 import type { AddressInfo } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import type { TLSSocket } from 'node:tls';
 import { stringify as toYaml } from 'yaml';
 import {
   isObject,
@@ -23,6 +26,7 @@ import { SelectorError } from './selectors.ts';
 import {
   ApiStatusError,
   badRequest,
+  expired,
   internalError,
   methodNotAllowed,
   notFound,
@@ -42,6 +46,12 @@ export interface TestApiServerOptions {
   historySize?: number;
   /** Where to write the kubeconfig. Default: a file in a fresh temp directory, removed on close(). */
   kubeconfigPath?: string;
+  /**
+   * Serve HTTPS with this certificate and key (PEM). Client certificates are asked for but not
+   * required; their CN shows in RequestRecord.clientCertCN. The kubeconfig then carries
+   * certificate-authority-data when `ca` is given, else insecure-skip-tls-verify.
+   */
+  tls?: { cert: string; key: string; ca?: string };
 }
 
 export interface RequestInfo {
@@ -58,11 +68,18 @@ export interface RequestRecord extends RequestInfo {
   status: number;
   /** The Authorization header as sent (the server accepts anything). */
   authorization: string | undefined;
+  /** The User-Agent header as sent. */
+  userAgent: string | undefined;
+  /** The CN of the client certificate the client presented (HTTPS only), verified against tls.ca. */
+  clientCertCN: string | undefined;
 }
 
 export type RequestPredicate = (r: RequestInfo) => boolean;
-/** 'error500': answer a 500 InternalError Status; 'drop': destroy the connection without a response. */
-export type FailMode = 'error500' | 'drop';
+/**
+ * 'error500': answer a 500 InternalError Status; 'gone410': answer a 410 Expired Status (as an HTTP
+ * status, not a watch ERROR event); 'drop': destroy the connection without a response.
+ */
+export type FailMode = 'error500' | 'gone410' | 'drop';
 
 export interface FailSpec {
   /** How many matching requests fail; default: every matching request until clearFailures(). */
@@ -88,6 +105,11 @@ export interface TestApiStore {
   compactHistory(): void;
   /** Ends every open watch ('end': clean EOF; 'destroy': reset the connection). Returns how many. */
   closeAllWatches(mode?: 'end' | 'destroy'): number;
+  /**
+   * Writes the first half of `event` (a watch event) to every open watch, then ends it as
+   * closeAllWatches(mode) does: a stream cut mid-line. Returns how many.
+   */
+  cutWatches(event: { type: string; object: JsonObject }, mode?: 'end' | 'destroy'): number;
   /** Sends a BOOKMARK to every watch that allows them, now. */
   sendBookmarks(): void;
   openWatches(): number;
@@ -219,11 +241,16 @@ function unconditional(mutate: (o: JsonObject) => JsonObject): (o: JsonObject) =
   };
 }
 
-export function writeKubeconfig(path: string, url: string): void {
+/** `ca` (PEM): trust exactly that CA (certificate-authority-data) instead of skipping verification. */
+export function writeKubeconfig(path: string, url: string, opts: { ca?: string } = {}): void {
+  const cluster =
+    opts.ca === undefined
+      ? { server: url, 'insecure-skip-tls-verify': true }
+      : { server: url, 'certificate-authority-data': Buffer.from(opts.ca).toString('base64') };
   const doc = {
     apiVersion: 'v1',
     kind: 'Config',
-    clusters: [{ name: 'trellis-test', cluster: { server: url, 'insecure-skip-tls-verify': true } }],
+    clusters: [{ name: 'trellis-test', cluster }],
     // client-node 2.x refuses http:// unless insecure-skip-tls-verify is set; the token is a dummy
     // (the test server accepts any request) so the client has a user to apply.
     users: [{ name: 'trellis-test', user: { token: 'trellis-test-token' } }],
@@ -436,7 +463,7 @@ export async function startTestApiServer(opts: TestApiServerOptions = {}): Promi
     throw methodNotAllowed();
   };
 
-  const server = createServer((req, res) => {
+  const onRequest = (req: IncomingMessage, res: ServerResponse): void => {
     const url = new URL(req.url ?? '/', 'http://x');
     const method = req.method ?? 'GET';
     const info: RequestInfo = {
@@ -446,13 +473,26 @@ export async function startTestApiServer(opts: TestApiServerOptions = {}): Promi
       watch: url.searchParams.get('watch') === 'true' || url.searchParams.get('watch') === '1',
       ...(req.socket.remoteAddress === undefined ? {} : { remoteAddress: req.socket.remoteAddress }),
     };
-    const record: RequestRecord = { ...info, status: 0, authorization: req.headers.authorization };
+    const tlsSocket = opts.tls === undefined ? undefined : (req.socket as TLSSocket);
+    const peerCN = tlsSocket?.authorized === true ? tlsSocket.getPeerCertificate().subject?.CN : undefined;
+    const record: RequestRecord = {
+      ...info,
+      status: 0,
+      authorization: req.headers.authorization,
+      userAgent: req.headers['user-agent'],
+      clientCertCN: typeof peerCN === 'string' ? peerCN : undefined,
+    };
     log.push(record);
     if (log.length > 20_000) log = log.slice(-10_000);
     const fail = takeFailure(info);
     if (fail === 'drop') {
       record.status = -1;
       req.socket.destroy();
+      return;
+    }
+    if (fail === 'gone410') {
+      record.status = 410;
+      sendJson(res, 410, expired('injected expiry (test API server)').toStatus());
       return;
     }
     if (fail === 'error500') {
@@ -474,7 +514,20 @@ export async function startTestApiServer(opts: TestApiServerOptions = {}): Promi
         else sendJson(res, e.code, e.toStatus());
       },
     );
-  });
+  };
+  const server: Server =
+    opts.tls === undefined
+      ? createServer(onRequest)
+      : createHttpsServer(
+          {
+            cert: opts.tls.cert,
+            key: opts.tls.key,
+            ...(opts.tls.ca !== undefined ? { ca: opts.tls.ca } : {}),
+            requestCert: true,
+            rejectUnauthorized: false,
+          },
+          onRequest,
+        );
   server.keepAliveTimeout = 60_000;
 
   await new Promise<void>((resolve, reject) => {
@@ -485,7 +538,8 @@ export async function startTestApiServer(opts: TestApiServerOptions = {}): Promi
     });
   });
   const port = (server.address() as AddressInfo).port;
-  const url = `http://${host.includes(':') ? `[${host}]` : host}:${port}`;
+  const scheme = opts.tls === undefined ? 'http' : 'https';
+  const url = `${scheme}://${host.includes(':') ? `[${host}]` : host}:${port}`;
 
   let tempDir: string | undefined;
   let kubeconfigPath = opts.kubeconfigPath;
@@ -493,7 +547,7 @@ export async function startTestApiServer(opts: TestApiServerOptions = {}): Promi
     tempDir = mkdtempSync(join(tmpdir(), 'trellis-apiserver-'));
     kubeconfigPath = join(tempDir, 'kubeconfig');
   }
-  writeKubeconfig(kubeconfigPath, url);
+  writeKubeconfig(kubeconfigPath, url, opts.tls?.ca === undefined ? {} : { ca: opts.tls.ca });
 
   const bookmarkMs = opts.bookmarkIntervalMs ?? 10_000;
   const bookmarkTimer = bookmarkMs > 0 ? setInterval(() => hub.sendBookmarks(), bookmarkMs) : undefined;
@@ -512,6 +566,7 @@ export async function startTestApiServer(opts: TestApiServerOptions = {}): Promi
     currentResourceVersion: () => store.currentRv(),
     compactHistory: () => store.compact(),
     closeAllWatches: (mode = 'end') => hub.closeAll(mode),
+    cutWatches: (event, mode = 'end') => hub.cutAll(event, mode),
     sendBookmarks: () => hub.sendBookmarks(),
     openWatches: () => hub.count,
     failRequests: (spec, mode = 'error500') => {

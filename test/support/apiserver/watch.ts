@@ -122,6 +122,17 @@ export class WatchHub {
     }
   }
 
+  /** Half of `event`'s line to every watch, then close it: a stream cut mid-line. */
+  cutAll(event: { type: string; object: JsonObject }, mode: 'end' | 'destroy'): number {
+    const text = line(event.type, event.object);
+    const all = [...this.active];
+    for (const w of all) {
+      w.res.write(text.slice(0, Math.floor(text.length / 2)));
+      w.close(mode);
+    }
+    return all.length;
+  }
+
   closeAll(mode: 'end' | 'destroy'): number {
     const all = [...this.active];
     for (const w of all) w.close(mode);

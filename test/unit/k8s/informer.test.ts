@@ -1,6 +1,7 @@
 /**
- * The node informer against the test API server over real HTTP on 127.0.0.1, through the real
- * @kubernetes/client-node (CoreV1Api.listNode + Watch) and a kubeconfig file.
+ * The node informer against the test API server over real HTTP on 127.0.0.1 and a kubeconfig
+ * file, through both transports: the native one, and the real @kubernetes/client-node
+ * (CoreV1Api.listNode + Watch; the fallback, forced here so the library stays covered).
  */
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import {
@@ -20,10 +21,11 @@ let server: TestApiServer;
 let client: K8sClient;
 let ac: AbortController;
 let informer: NodeInformer | undefined;
+let mode: 'auto' | 'client-node' = 'auto';
 
 async function startServer(opts: { bookmarkIntervalMs?: number; historySize?: number } = {}): Promise<void> {
   server = await startTestApiServer({ bookmarkIntervalMs: opts.bookmarkIntervalMs ?? 0, ...opts });
-  client = createK8sClient(loadKubeConfig({ kubeconfigPath: server.kubeconfigPath }));
+  client = createK8sClient(loadKubeConfig({ kubeconfigPath: server.kubeconfigPath, transport: mode }));
 }
 
 interface Recorded {
@@ -62,7 +64,11 @@ afterEach(async () => {
   await server.close();
 });
 
-describe('node informer (real client-node against the test API server)', () => {
+describe.each(['auto', 'client-node'] as const)('node informer, transport %s', (transport) => {
+  beforeEach(() => {
+    mode = transport;
+  });
+
   it('syncs the initial list into plain NodeViews', async () => {
     await startServer();
     server.store.addNode(nodeObject('b', { podCIDRs: ['10.244.2.0/24'], ips: ['192.168.0.2'] }));
@@ -311,6 +317,52 @@ describe('node informer (real client-node against the test API server)', () => {
     expect(rec.syncs.every((s) => s.join() === 'a')).toBe(true);
     expect(requestsTo('/api/v1/nodes', false)).toHaveLength(1);
   });
+
+  it('relists when a watch request itself is answered 410 Gone', async () => {
+    await startServer();
+    server.store.addNode(nodeObject('a'));
+    const rec = start();
+    await waitFor(() => informer!.hasSynced() && server.store.openWatches() === 1, 'sync and open watch');
+    // Past the "short watch" threshold, so the clean end below is not a failure.
+    await new Promise((r) => setTimeout(r, 1100));
+    server.store.failRequests({ count: 1, mode: 'gone410', match: (r) => r.watch });
+    server.store.closeAllWatches('end');
+    server.store.addNode(nodeObject('b'));
+    await waitFor(() => informer!.relists === 2, 'relist after HTTP 410');
+    expect(names()).toEqual(['a', 'b']);
+    expect(requestsTo('/api/v1/nodes', true).map((r) => r.status)).toContain(410);
+    expect(informer!.restarts).toBe(0);
+    expect(rec.errors).toEqual([]);
+  });
+
+  for (const cut of ['end', 'destroy'] as const) {
+    it(`drops a watch event cut mid-line (${cut}) and gets it whole on the next watch`, async () => {
+      await startServer();
+      server.store.addNode(nodeObject('a'));
+      const rec = start();
+      await waitFor(() => informer!.hasSynced() && server.store.openWatches() === 1, 'sync and open watch');
+      // Let the watch live past the "short watch" threshold, so a clean end is not a failure.
+      await new Promise((r) => setTimeout(r, 1100));
+      const half = nodeObject('half', { ips: ['10.0.0.9'] });
+      const rvBefore = informer!.resourceVersion;
+      expect(
+        server.store.cutWatches(
+          { type: 'ADDED', object: { ...half, metadata: { name: 'half', resourceVersion: '999' } } },
+          cut,
+        ),
+      ).toBe(1);
+      // The cut event was never applied: nothing named "half", the rv did not move.
+      await waitFor(() => server.store.openWatches() === 1, 'watch reopened');
+      expect(informer!.get('half')).toBeUndefined();
+      const reopened = requestsTo('/api/v1/nodes', true).at(-1)!;
+      expect(reopened.query.get('resourceVersion')).toBe(rvBefore);
+      // Now the real object; it arrives over the resumed watch, without a relist.
+      server.store.addNode(half);
+      await waitFor(() => informer!.get('half') !== undefined, 'half added');
+      expect(informer!.relists).toBe(1);
+      expect(rec.events.map((e) => `${e.type} ${e.name}`)).toEqual(['ADDED a', 'ADDED half']);
+    });
+  }
 
   it('stops on abort and leaves no watch open', async () => {
     await startServer();

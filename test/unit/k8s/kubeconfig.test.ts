@@ -1,11 +1,19 @@
 import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { afterEach, beforeEach, describe, expect, it } from 'vitest';
+import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, it } from 'vitest';
 import { createK8sClient, K8sError, loadKubeConfig } from '../../../pkg/k8s/index.ts';
 import { startTestApiServer, writeKubeconfig } from '../../support/apiserver/server.ts';
+import { makeTestPki, type TestPki } from '../../support/apiserver/tls.ts';
 
 let dir: string;
+let pki: TestPki;
+beforeAll(() => {
+  pki = makeTestPki();
+});
+afterAll(() => {
+  pki.remove();
+});
 beforeEach(() => {
   dir = mkdtempSync(join(tmpdir(), 'trellis-kc-'));
 });
@@ -24,12 +32,14 @@ function configError(fn: () => unknown): K8sError {
   throw new Error('expected an error');
 }
 
-function serviceAccount(root: string): void {
+/** A service account directory under `root`; returns it. */
+function serviceAccount(root: string, ca = pki.caCert, token = 'sa-token'): string {
   const sa = join(root, 'var/run/secrets/kubernetes.io/serviceaccount');
   mkdirSync(sa, { recursive: true });
-  writeFileSync(join(sa, 'token'), 'sa-token');
-  writeFileSync(join(sa, 'ca.crt'), '');
+  writeFileSync(join(sa, 'token'), token);
+  writeFileSync(join(sa, 'ca.crt'), ca);
   writeFileSync(join(sa, 'namespace'), 'kube-system');
+  return sa;
 }
 
 describe('loadKubeConfig', () => {
@@ -82,6 +92,15 @@ describe('loadKubeConfig', () => {
         }),
       ).message,
     ).toMatch(/serviceaccount\/token does not exist/);
+    serviceAccount(dir, '');
+    expect(
+      configError(() =>
+        loadKubeConfig({
+          env: { KUBERNETES_SERVICE_HOST: '10.96.0.1', KUBERNETES_SERVICE_PORT: '443' },
+          serviceAccountRoot: dir,
+        }),
+      ).message,
+    ).toMatch(/serviceaccount\/ca.crt holds no PEM certificate/);
   });
 
   it('rejects plain http without insecure-skip-tls-verify (client-node would refuse it later)', () => {

@@ -1,0 +1,158 @@
+/**
+ * The fallback transport over @kubernetes/client-node, for kubeconfigs the native one does not
+ * support (exec credential plugins, auth providers, basic auth, impersonation, proxies). Importing
+ * this module loads client-node with every generated API class (~90 MB of RSS), so transports.ts
+ * reaches it only through a dynamic import(), and only for such configs.
+ */
+import { dirname, resolve } from 'node:path';
+import { CoreV1Api, KubeConfig, PatchStrategy, setHeaderOptions, Watch } from '@kubernetes/client-node';
+import { K8sError, K8sReason, toK8sError } from './errors.ts';
+import type { FallbackSpec } from './kubeconfig.ts';
+import type { Page, PatchType, Transport, WatchEnd, WatchParams } from './transport.ts';
+
+const PATCH_OPTIONS = {
+  'strategic-merge': setHeaderOptions('Content-Type', PatchStrategy.StrategicMergePatch),
+  merge: setHeaderOptions('Content-Type', PatchStrategy.MergePatch),
+} as const;
+
+function loadConfig(spec: FallbackSpec): KubeConfig {
+  const kc = new KubeConfig();
+  try {
+    if (spec.kind === 'file') {
+      // What loadFromFile does, from the text read (and validated) at load time.
+      kc.loadFromString(spec.text);
+      kc.makePathsAbsolute(dirname(resolve(spec.path)));
+      kc.setCurrentContext(spec.context);
+    } else {
+      // loadFromCluster reads process.env; pass ours through for the duration of the call.
+      const saved = { host: process.env.KUBERNETES_SERVICE_HOST, port: process.env.KUBERNETES_SERVICE_PORT };
+      process.env.KUBERNETES_SERVICE_HOST = spec.host;
+      process.env.KUBERNETES_SERVICE_PORT = spec.port;
+      try {
+        kc.loadFromCluster(spec.root);
+      } finally {
+        restoreEnv('KUBERNETES_SERVICE_HOST', saved.host);
+        restoreEnv('KUBERNETES_SERVICE_PORT', saved.port);
+      }
+    }
+  } catch (err) {
+    const what = spec.kind === 'file' ? `kubeconfig ${spec.path}` : 'the in-cluster config';
+    throw new K8sError(
+      'load kubeconfig',
+      `${what} could not be loaded by @kubernetes/client-node: ${(err as Error).message}`,
+      undefined,
+      K8sReason.CONFIG,
+      { cause: err },
+    );
+  }
+  return kc;
+}
+
+/** /api/v1/nodes/NAME[/status] -> [name, subresource]. */
+function nodePath(path: string): [string, string] {
+  const m = /^\/api\/v1\/nodes\/([^/]+)(\/status)?$/.exec(path);
+  if (m === null)
+    throw new K8sError('client-node transport', `unsupported path ${path}`, undefined, K8sReason.UNKNOWN);
+  return [decodeURIComponent(m[1]!), m[2] ?? ''];
+}
+
+export function createClientNodeTransport(spec: FallbackSpec): Transport {
+  const kc = loadConfig(spec);
+  const core = kc.makeApiClient(CoreV1Api);
+  const watcher = new Watch(kc);
+
+  const call = async <T>(op: string, fn: () => Promise<T>): Promise<T> => {
+    try {
+      return await fn();
+    } catch (err) {
+      throw toK8sError(op, err);
+    }
+  };
+
+  return {
+    name: 'client-node',
+
+    get(op, path) {
+      const [name] = nodePath(path);
+      return call(op, () => core.readNode({ name }));
+    },
+
+    listPage(op, path, params): Promise<Page> {
+      const extra = {
+        limit: params.limit,
+        ...(params.continue !== undefined ? { _continue: params.continue } : {}),
+        ...(params.fieldSelector !== undefined ? { fieldSelector: params.fieldSelector } : {}),
+      };
+      const fetch =
+        path === '/api/v1/nodes'
+          ? () => core.listNode(extra)
+          : path === '/api/v1/pods'
+            ? () => core.listPodForAllNamespaces(extra)
+            : undefined;
+      if (fetch === undefined)
+        throw new K8sError(op, `unsupported list path ${path}`, undefined, K8sReason.UNKNOWN);
+      return call(op, async () => {
+        const list = await fetch();
+        const meta = list.metadata;
+        return {
+          items: list.items as unknown[],
+          metadata: {
+            ...(meta?.resourceVersion !== undefined ? { resourceVersion: meta.resourceVersion } : {}),
+            ...(meta?._continue !== undefined ? { continue: meta._continue } : {}),
+          },
+        };
+      });
+    },
+
+    patch(op, path, type: PatchType, body) {
+      const [name, sub] = nodePath(path);
+      return call(op, () =>
+        sub === '/status'
+          ? core.patchNodeStatus({ name, body }, PATCH_OPTIONS[type])
+          : core.patchNode({ name, body }, PATCH_OPTIONS[type]),
+      );
+    },
+
+    watch(op, path, params: WatchParams, onEvent, signal): Promise<WatchEnd> {
+      return new Promise<WatchEnd>((resolve, reject) => {
+        let controller: AbortController | undefined;
+        const stop = (): void => controller?.abort();
+        signal.addEventListener('abort', stop, { once: true });
+        const query = {
+          ...(params.resourceVersion !== '' ? { resourceVersion: params.resourceVersion } : {}),
+          allowWatchBookmarks: params.allowWatchBookmarks,
+          timeoutSeconds: params.timeoutSeconds,
+        };
+        watcher
+          .watch(
+            path,
+            query,
+            (type: string, obj: unknown) => {
+              if (!signal.aborted) onEvent(type, obj);
+            },
+            (err: unknown) => {
+              signal.removeEventListener('abort', stop);
+              if (signal.aborted || err === null || err === undefined) return resolve('closed');
+              if ((err as { name?: unknown }).name === 'TimeoutError') return resolve('timeout');
+              reject(toK8sError(op, err));
+            },
+          )
+          .then(
+            (c) => {
+              controller = c;
+              if (signal.aborted) c.abort();
+            },
+            (err: unknown) => {
+              signal.removeEventListener('abort', stop);
+              reject(toK8sError(op, err));
+            },
+          );
+      });
+    },
+  };
+}
+
+function restoreEnv(key: string, value: string | undefined): void {
+  if (value === undefined) delete process.env[key];
+  else process.env[key] = value;
+}

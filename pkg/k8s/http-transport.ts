@@ -1,0 +1,307 @@
+/**
+ * The native transport: node:https (or node:http for a plain-HTTP test server) with one keep-alive
+ * agent, JSON bodies, and watches read as newline-delimited JSON. It exists because
+ * @kubernetes/client-node loads every generated API and model class on import (~90 MB of RSS),
+ * while the agent needs five calls.
+ *
+ * - Bearer token from the kubeconfig, or from a file re-read every reloadMs (bound service account
+ *   tokens rotate; client-go re-reads about every minute). A failed re-read keeps the last token.
+ * - Non-watch requests time out after requestTimeoutMs; a watch after watchIdleMs without a byte
+ *   (as client-node's Watch: a partitioned connection must not hang the informer forever).
+ * - A watch line that is not JSON fails the watch (resumed from the last resourceVersion, so the
+ *   event is replayed) instead of being skipped: a skipped event would never come back.
+ */
+import { readFileSync } from 'node:fs';
+import * as http from 'node:http';
+import * as https from 'node:https';
+import { fromHttpResponse, K8sError, K8sReason, toK8sError } from './errors.ts';
+import type { HttpSpec } from './kubeconfig-parse.ts';
+import type { Page, PatchType, Transport, WatchEnd, WatchParams } from './transport.ts';
+
+export interface HttpTransportOptions {
+  userAgent: string;
+  /** Default 60_000. */
+  requestTimeoutMs?: number;
+  /** Default 30_000, client-node's Watch inactivity timeout. */
+  watchIdleMs?: number;
+  /** For the token reload; default Date.now. */
+  now?: () => number;
+}
+
+const CONTENT_TYPE: Record<PatchType, string> = {
+  'strategic-merge': 'application/strategic-merge-patch+json',
+  merge: 'application/merge-patch+json',
+};
+
+interface Request {
+  method: 'GET' | 'PATCH';
+  path: string;
+  query?: URLSearchParams;
+  body?: string;
+  contentType?: string;
+}
+
+export class HttpTransport implements Transport {
+  readonly name = 'native' as const;
+  readonly #spec: HttpSpec;
+  readonly #agent: http.Agent;
+  readonly #mod: typeof http | typeof https;
+  readonly #userAgent: string;
+  readonly #requestTimeoutMs: number;
+  readonly #watchIdleMs: number;
+  readonly #now: () => number;
+  #token: string | undefined;
+  #tokenReadAt = Number.NEGATIVE_INFINITY;
+
+  constructor(spec: HttpSpec, opts: HttpTransportOptions) {
+    this.#spec = spec;
+    this.#userAgent = opts.userAgent;
+    this.#requestTimeoutMs = opts.requestTimeoutMs ?? 60_000;
+    this.#watchIdleMs = opts.watchIdleMs ?? 30_000;
+    this.#now = opts.now ?? Date.now;
+    const common = { keepAlive: true, keepAliveMsecs: 30_000 };
+    if (spec.server.protocol === 'https:') {
+      this.#mod = https;
+      this.#agent = new https.Agent({
+        ...common,
+        rejectUnauthorized: !spec.insecure,
+        ...(spec.ca !== undefined ? { ca: spec.ca } : {}),
+        ...(spec.cert !== undefined ? { cert: spec.cert } : {}),
+        ...(spec.key !== undefined ? { key: spec.key } : {}),
+        ...(spec.tlsServerName !== undefined ? { servername: spec.tlsServerName } : {}),
+      });
+    } else {
+      this.#mod = http;
+      this.#agent = new http.Agent(common);
+    }
+    if (spec.token?.kind === 'static') this.#token = spec.token.value;
+  }
+
+  async get(op: string, path: string): Promise<unknown> {
+    return this.#json(op, { method: 'GET', path });
+  }
+
+  async listPage(
+    op: string,
+    path: string,
+    params: { limit: number; continue?: string; fieldSelector?: string },
+  ): Promise<Page> {
+    const query = new URLSearchParams({ limit: String(params.limit) });
+    if (params.fieldSelector !== undefined) query.set('fieldSelector', params.fieldSelector);
+    if (params.continue !== undefined) query.set('continue', params.continue);
+    const page = await this.#json(op, { method: 'GET', path, query });
+    if (typeof page !== 'object' || page === null || !Array.isArray((page as Page).items))
+      throw new K8sError(op, 'the list response has no items array', undefined, K8sReason.INVALID_OBJECT);
+    return page as Page;
+  }
+
+  async patch(op: string, path: string, type: PatchType, body: unknown): Promise<unknown> {
+    return this.#json(op, {
+      method: 'PATCH',
+      path,
+      body: JSON.stringify(body),
+      contentType: CONTENT_TYPE[type],
+    });
+  }
+
+  watch(
+    op: string,
+    path: string,
+    params: WatchParams,
+    onEvent: (type: string, object: unknown) => void,
+    signal: AbortSignal,
+  ): Promise<WatchEnd> {
+    const query = new URLSearchParams({
+      watch: 'true',
+      allowWatchBookmarks: String(params.allowWatchBookmarks),
+      timeoutSeconds: String(params.timeoutSeconds),
+    });
+    if (params.resourceVersion !== '') query.set('resourceVersion', params.resourceVersion);
+    return new Promise<WatchEnd>((resolve, reject) => {
+      if (signal.aborted) return resolve('closed');
+      let settled = false;
+      let idle: NodeJS.Timeout | undefined;
+      const finish = (end: WatchEnd | K8sError): void => {
+        if (settled) return;
+        settled = true;
+        if (idle !== undefined) clearTimeout(idle);
+        signal.removeEventListener('abort', onAbort);
+        req.destroy();
+        if (end instanceof K8sError) reject(end);
+        else resolve(end);
+      };
+      const onAbort = (): void => finish('closed');
+      const armIdle = (): void => {
+        if (idle !== undefined) clearTimeout(idle);
+        idle = setTimeout(() => finish('timeout'), this.#watchIdleMs);
+      };
+      const req = this.#request({ method: 'GET', path, query });
+      signal.addEventListener('abort', onAbort, { once: true });
+      armIdle();
+      req.on('error', (err) => finish(signal.aborted ? 'closed' : toK8sError(op, err)));
+      req.on('response', (res) => {
+        const status = res.statusCode ?? 0;
+        if (status !== 200) {
+          readAll(res).then(
+            (text) => finish(fromHttpResponse(op, status, text)),
+            (err: unknown) => finish(toK8sError(op, err)),
+          );
+          return;
+        }
+        armIdle();
+        res.setEncoding('utf8');
+        let buf = '';
+        res.on('data', (chunk: string) => {
+          armIdle();
+          buf += chunk;
+          let nl = buf.indexOf('\n');
+          while (nl >= 0 && !settled) {
+            const line = buf.slice(0, nl).trim();
+            buf = buf.slice(nl + 1);
+            nl = buf.indexOf('\n');
+            if (line === '') continue;
+            let ev: { type?: unknown; object?: unknown };
+            try {
+              ev = JSON.parse(line) as { type?: unknown; object?: unknown };
+            } catch {
+              return finish(
+                new K8sError(
+                  op,
+                  `the watch sent a line that is not JSON: ${line.slice(0, 80)}`,
+                  undefined,
+                  K8sReason.WATCH,
+                ),
+              );
+            }
+            if (typeof ev.type !== 'string') {
+              return finish(
+                new K8sError(op, 'the watch sent an event without a type', undefined, K8sReason.WATCH),
+              );
+            }
+            try {
+              onEvent(ev.type, ev.object);
+            } catch (err) {
+              return finish(toK8sError(op, err));
+            }
+            if (signal.aborted) return finish('closed');
+          }
+        });
+        // A stream cut mid-line: the partial line in `buf` is dropped; its event comes again on the
+        // next watch, which resumes from the last resourceVersion applied.
+        res.on('end', () => finish('closed'));
+        res.on('error', (err) => finish(signal.aborted ? 'closed' : toK8sError(op, err)));
+        res.on('close', () => {
+          if (signal.aborted || res.complete) finish('closed');
+          else
+            finish(new K8sError(op, 'the watch connection broke mid-stream', undefined, K8sReason.NETWORK));
+        });
+      });
+      req.end();
+    });
+  }
+
+  /** One request with a JSON answer; non-2xx becomes a K8sError from the Status in the body. */
+  #json(op: string, r: Request): Promise<unknown> {
+    return new Promise<unknown>((resolve, reject) => {
+      let settled = false;
+      const fail = (err: unknown): void => {
+        if (settled) return;
+        settled = true;
+        clearTimeout(timer);
+        req.destroy();
+        reject(toK8sError(op, err));
+      };
+      const req = this.#request(r);
+      const timer = setTimeout(
+        () =>
+          fail(
+            new K8sError(op, `no answer within ${this.#requestTimeoutMs} ms`, undefined, K8sReason.NETWORK),
+          ),
+        this.#requestTimeoutMs,
+      );
+      req.on('error', fail);
+      req.on('response', (res) => {
+        readAll(res).then((text) => {
+          if (settled) return;
+          settled = true;
+          clearTimeout(timer);
+          const status = res.statusCode ?? 0;
+          if (status < 200 || status > 299) return reject(fromHttpResponse(op, status, text));
+          try {
+            resolve(JSON.parse(text));
+          } catch (err) {
+            reject(
+              new K8sError(
+                op,
+                `the answer is not JSON: ${(err as Error).message}`,
+                status,
+                K8sReason.INVALID_OBJECT,
+              ),
+            );
+          }
+        }, fail);
+      });
+      req.end(r.body);
+    });
+  }
+
+  #request(r: Request): http.ClientRequest {
+    const headers: Record<string, string> = {
+      accept: 'application/json',
+      'user-agent': this.#userAgent,
+    };
+    const token = this.#currentToken();
+    if (token !== undefined) headers.authorization = `Bearer ${token}`;
+    if (r.body !== undefined) {
+      headers['content-type'] = r.contentType ?? 'application/json';
+      headers['content-length'] = String(Buffer.byteLength(r.body));
+    }
+    const q = r.query?.toString() ?? '';
+    const { server } = this.#spec;
+    const basePath = server.pathname.replace(/\/+$/, '');
+    return this.#mod.request({
+      protocol: server.protocol,
+      hostname: server.hostname.replace(/^\[(.*)\]$/, '$1'),
+      port: server.port === '' ? undefined : Number(server.port),
+      method: r.method,
+      path: `${basePath}${r.path}${q === '' ? '' : `?${q}`}`,
+      headers,
+      agent: this.#agent,
+    });
+  }
+
+  #currentToken(): string | undefined {
+    const t = this.#spec.token;
+    if (t === undefined || t.kind === 'static') return this.#token;
+    const now = this.#now();
+    if (this.#token === undefined || now - this.#tokenReadAt >= t.reloadMs) {
+      try {
+        const value = readFileSync(t.path, 'utf8').trim();
+        if (value !== '') this.#token = value;
+        this.#tokenReadAt = now;
+      } catch {
+        // Keep the last token: a rotation in progress (the kubelet swaps a symlink) must not turn
+        // into a request without credentials. The next request tries again.
+      }
+    }
+    return this.#token;
+  }
+
+  /** Closes the idle keep-alive sockets. */
+  close(): void {
+    this.#agent.destroy();
+  }
+}
+
+function readAll(res: http.IncomingMessage): Promise<string> {
+  return new Promise((resolve, reject) => {
+    const chunks: Buffer[] = [];
+    res.on('data', (c: Buffer) => chunks.push(c));
+    res.on('end', () => resolve(Buffer.concat(chunks).toString('utf8')));
+    res.on('error', reject);
+    res.on('close', () => {
+      if (!res.complete)
+        reject(Object.assign(new Error('the connection broke mid-answer'), { code: 'ECONNRESET' }));
+    });
+  });
+}

@@ -1,0 +1,54 @@
+/**
+ * The port between pkg/k8s's API logic (pagination, informer, views) and the wire. Two adapters
+ * implement it: http-transport.ts (node:http/https, the default: small and always loaded) and
+ * client-node-transport.ts (@kubernetes/client-node, loaded by dynamic import only for kubeconfigs
+ * the small one does not support: exec plugins, auth providers, proxies). Every method either
+ * resolves with plain JSON or rejects with a K8sError.
+ */
+
+export type TransportName = 'native' | 'client-node';
+
+/** One page of a list: the decoded JSON of a *List object. */
+export interface Page {
+  items: unknown[];
+  metadata?: { resourceVersion?: string; continue?: string };
+}
+
+export type PatchType = 'strategic-merge' | 'merge';
+
+export interface WatchParams {
+  resourceVersion: string;
+  allowWatchBookmarks: boolean;
+  timeoutSeconds: number;
+}
+
+/**
+ * How a watch ended without an error: 'closed' (the server ended the stream, or `signal` aborted)
+ * or 'timeout' (nothing arrived within the inactivity timeout, so the connection may be dead).
+ */
+export type WatchEnd = 'closed' | 'timeout';
+
+export interface Transport {
+  readonly name: TransportName;
+  /** GET of one object, e.g. /api/v1/nodes/n1. */
+  get(op: string, path: string): Promise<unknown>;
+  /** GET of one list page with limit/continue and an optional fieldSelector. */
+  listPage(
+    op: string,
+    path: string,
+    params: { limit: number; continue?: string; fieldSelector?: string },
+  ): Promise<Page>;
+  patch(op: string, path: string, type: PatchType, body: unknown): Promise<unknown>;
+  /**
+   * A watch on a collection path. `onEvent` gets every event (ADDED, MODIFIED, DELETED, BOOKMARK,
+   * ERROR) in order; the promise settles once the stream is over. HTTP errors and broken
+   * connections reject (410 as a K8sError with statusCode 410).
+   */
+  watch(
+    op: string,
+    path: string,
+    params: WatchParams,
+    onEvent: (type: string, object: unknown) => void,
+    signal: AbortSignal,
+  ): Promise<WatchEnd>;
+}

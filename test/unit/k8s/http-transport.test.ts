@@ -1,0 +1,198 @@
+/**
+ * The native transport against a raw node:http server that misbehaves in ways the test API server
+ * does not: non-Status error bodies, non-JSON answers and watch lines, silence (timeouts).
+ */
+import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
+import type { AddressInfo } from 'node:net';
+import { afterEach, describe, expect, it } from 'vitest';
+import { HttpTransport } from '../../../pkg/k8s/http-transport.ts';
+import { K8sError } from '../../../pkg/k8s/index.ts';
+
+let server: Server | undefined;
+const open = new Set<ServerResponse>();
+
+afterEach(async () => {
+  for (const r of open) r.destroy();
+  open.clear();
+  if (server !== undefined) {
+    server.closeAllConnections();
+    await new Promise<void>((r) => server!.close(() => r()));
+  }
+  server = undefined;
+});
+
+async function serve(handler: (req: IncomingMessage, res: ServerResponse) => void): Promise<HttpTransport> {
+  server = createServer((req, res) => {
+    open.add(res);
+    handler(req, res);
+  });
+  await new Promise<void>((r) => server!.listen(0, '127.0.0.1', () => r()));
+  const { port } = server.address() as AddressInfo;
+  return new HttpTransport(
+    { server: new URL(`http://127.0.0.1:${port}`), insecure: true },
+    { userAgent: 'trellis-agent/test', requestTimeoutMs: 300, watchIdleMs: 300 },
+  );
+}
+
+async function rejection(p: Promise<unknown>): Promise<K8sError> {
+  try {
+    await p;
+  } catch (err) {
+    expect(err).toBeInstanceOf(K8sError);
+    return err as K8sError;
+  }
+  throw new Error('expected a rejection');
+}
+
+const params = { resourceVersion: '5', allowWatchBookmarks: true, timeoutSeconds: 60 };
+
+describe('HttpTransport', () => {
+  it('maps an error answer without a Status body to the code, with the body as message', async () => {
+    const t = await serve((_req, res) => {
+      res.writeHead(503, { 'content-type': 'text/html' });
+      res.end('<html>upstream down</html>\n<p>more</p>');
+    });
+    const e = await rejection(t.get('get node a', '/api/v1/nodes/a'));
+    expect([e.statusCode, e.reason, e.message]).toEqual([
+      503,
+      'InternalError',
+      'get node a: <html>upstream down</html>',
+    ]);
+  });
+
+  it('reads reason and causes from a Status body', async () => {
+    const t = await serve((_req, res) => {
+      res.writeHead(504, { 'content-type': 'application/json' });
+      res.end(
+        JSON.stringify({
+          kind: 'Status',
+          code: 504,
+          reason: 'Timeout',
+          message: 'Too large resource version',
+          details: { causes: [{ reason: 'ResourceVersionTooLarge' }] },
+        }),
+      );
+    });
+    const e = await rejection(t.listPage('list nodes', '/api/v1/nodes', { limit: 5 }));
+    expect([e.statusCode, e.reason, e.isResourceVersionTooLarge]).toEqual([504, 'Timeout', true]);
+  });
+
+  it('rejects a 200 that is not JSON, or a list without items', async () => {
+    let body = 'not json';
+    const t = await serve((_req, res) => {
+      res.writeHead(200, { 'content-type': 'application/json' });
+      res.end(body);
+    });
+    expect((await rejection(t.get('get node a', '/api/v1/nodes/a'))).reason).toBe('InvalidObject');
+    body = '{"kind":"NodeList"}';
+    expect((await rejection(t.listPage('list nodes', '/api/v1/nodes', { limit: 5 }))).reason).toBe(
+      'InvalidObject',
+    );
+  });
+
+  it('times out a request that gets no answer', async () => {
+    const t = await serve(() => {
+      // Never answer.
+    });
+    const e = await rejection(t.get('get node a', '/api/v1/nodes/a'));
+    expect([e.statusCode, e.reason, e.message]).toEqual([
+      undefined,
+      'NetworkError',
+      'get node a: no answer within 300 ms',
+    ]);
+  });
+
+  it('sends the query, headers and body a patch needs', async () => {
+    const seen: { url: string; headers: IncomingMessage['headers']; body: string }[] = [];
+    const t = await serve((req, res) => {
+      let body = '';
+      req.on('data', (c: Buffer) => {
+        body += c.toString();
+      });
+      req.on('end', () => {
+        seen.push({ url: req.url ?? '', headers: req.headers, body });
+        res.writeHead(200, { 'content-type': 'application/json' });
+        res.end('{"items":[],"metadata":{"resourceVersion":"1"}}');
+      });
+    });
+    await t.patch('annotate node a', '/api/v1/nodes/a', 'merge', { metadata: { annotations: { x: null } } });
+    await t.listPage('list pods', '/api/v1/pods', {
+      limit: 7,
+      continue: 'c&1',
+      fieldSelector: 'spec.nodeName=a b',
+    });
+    expect(seen[0]).toMatchObject({
+      url: '/api/v1/nodes/a',
+      body: '{"metadata":{"annotations":{"x":null}}}',
+      headers: { 'content-type': 'application/merge-patch+json', 'user-agent': 'trellis-agent/test' },
+    });
+    expect(seen[0]!.headers.authorization).toBeUndefined();
+    expect(new URL(seen[1]!.url, 'http://x').searchParams.toString()).toBe(
+      'limit=7&fieldSelector=spec.nodeName%3Da+b&continue=c%261',
+    );
+  });
+
+  it('fails a watch on a line that is not JSON, after delivering the lines before it', async () => {
+    const t = await serve((_req, res) => {
+      res.writeHead(200, { 'content-type': 'application/json' });
+      res.write('{"type":"ADDED","object":{"metadata":{"name":"a"}}}\n{"type":"ADD');
+      res.write('ED","object":{"metadata":{"name":"b"}}}\n');
+      res.write('<html>\n');
+    });
+    const got: string[] = [];
+    const e = await rejection(
+      t.watch(
+        'watch nodes',
+        '/api/v1/nodes',
+        params,
+        (type, o) => got.push(`${type} ${(o as { metadata: { name: string } }).metadata.name}`),
+        new AbortController().signal,
+      ),
+    );
+    expect(got).toEqual(['ADDED a', 'ADDED b']);
+    expect([e.reason, e.message]).toEqual([
+      'WatchFailed',
+      'watch nodes: the watch sent a line that is not JSON: <html>',
+    ]);
+  });
+
+  it('ends a silent watch with "timeout", and an aborted one with "closed"', async () => {
+    const urls: string[] = [];
+    const t = await serve((req, res) => {
+      urls.push(req.url ?? '');
+      res.writeHead(200, { 'content-type': 'application/json' });
+      res.flushHeaders();
+    });
+    const noEvent = (): void => {
+      throw new Error('no event expected');
+    };
+    expect(await t.watch('watch nodes', '/api/v1/nodes', params, noEvent, new AbortController().signal)).toBe(
+      'timeout',
+    );
+    const ac = new AbortController();
+    const p = t.watch('watch nodes', '/api/v1/nodes', params, noEvent, ac.signal);
+    setTimeout(() => ac.abort(), 50);
+    expect(await p).toBe('closed');
+    expect(new URL(urls[0]!, 'http://x').searchParams.toString()).toBe(
+      'watch=true&allowWatchBookmarks=true&timeoutSeconds=60&resourceVersion=5',
+    );
+  });
+
+  it('reports a refused connection as NetworkError with its errno', async () => {
+    await serve(() => undefined);
+    const { port } = server!.address() as AddressInfo;
+    await new Promise<void>((r) => server!.close(() => r()));
+    server = undefined;
+    const dead = new HttpTransport(
+      { server: new URL(`http://127.0.0.1:${port}`), insecure: true },
+      { userAgent: 'x' },
+    );
+    const e = await rejection(dead.get('get node a', '/api/v1/nodes/a'));
+    expect([e.statusCode, e.reason]).toEqual([undefined, 'NetworkError']);
+    expect(e.message).toMatch(/ECONNREFUSED/);
+    const w = await rejection(
+      dead.watch('watch nodes', '/api/v1/nodes', params, () => undefined, new AbortController().signal),
+    );
+    expect(w.reason).toBe('NetworkError');
+  });
+});
