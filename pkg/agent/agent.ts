@@ -20,7 +20,6 @@ import { CniServer } from './cni-server.ts';
 import { type CniCallRecord, createCniService } from './cni-service.ts';
 import type { AgentConfig } from './config.ts';
 import { NodeController, type PassOutcome } from './controller.ts';
-import { withDetachedLinkDelete } from './detached-link-delete.ts';
 import { collectLeases, removeAttachments } from './lease-collector.ts';
 import { rebuildHeldLeases } from './lease-rebuild.ts';
 import type { MtuChoice } from './mtu.ts';
@@ -136,8 +135,8 @@ export class Agent {
       ),
     );
     this.datapath = {
-      // Veth deletions (DEL's background work, GC) in an `ip` child: see detached-link-delete.ts.
-      host: withDetachedLinkDelete(this.host),
+      // Its deleteLink runs off the JS thread (pkg/netns openHostNetlink): DEL's background work, GC.
+      host: this.host,
       netns: this.ports.netns,
       ipam: this.ipam,
       deleter: this.deleter,

@@ -11,6 +11,7 @@ export type {
   RouteEvent,
   Subscription,
 } from '../datapath/ports.ts';
+export { deleteLinkVia, type Exchange } from './delete-link-request.ts';
 export { ExistsError, LinkNotFoundError, NetlinkError } from './errors.ts';
 export type { SubscribeOptions } from './events.ts';
 export { subscribeLinkEvents, subscribeRouteEvents } from './events.ts';

@@ -11,5 +11,6 @@ export {
   prepareRequestSocket,
 } from './netlink-sockets.ts';
 export { closeFd, isNetns, openNetnsFd, withNetns } from './netns.ts';
+export { type OffThreadNetlink, openOffThreadNetlink } from './off-thread-netlink.ts';
 export { createNetnsPort, type ExtendedNetnsPort } from './port.ts';
 export { readSysctlSync, sysctlPath, writeSysctlSync } from './sysctl.ts';

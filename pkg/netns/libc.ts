@@ -1,8 +1,8 @@
 import { DataType, define, open } from 'ffi-rs';
 
 /**
- * The few libc calls Node does not expose, through ffi-rs, on the calling (JS) thread. Loaded on
- * first use so importing the module costs nothing where it is not needed.
+ * The few libc calls Node does not expose, through ffi-rs, on the calling (JS) thread (sendOffThread
+ * excepted). Loaded on first use so importing the module costs nothing where it is not needed.
  */
 
 export const CLONE_NEWNET = 0x40000000;
@@ -17,6 +17,11 @@ export const SOL_NETLINK = 270;
 export const NETLINK_NO_ENOBUFS = 5;
 export const NETLINK_CAP_ACK = 10;
 export const SO_MEMINFO = 55;
+export const AF_NETLINK = 16;
+export const SOCK_RAW = 3;
+export const SOCK_CLOEXEC = 0x80000;
+export const NETLINK_ROUTE = 0;
+export const MSG_DONTWAIT = 0x40;
 /** Index of sk_drops in the SO_MEMINFO array (linux/sock_diag.h SK_MEMINFO_DROPS). */
 export const SK_MEMINFO_DROPS = 8;
 
@@ -33,6 +38,14 @@ interface Libc {
   setsockoptInt(fd: number, level: number, name: number, value: number): CallResult;
   /** getsockopt into out (its length is the option length). */
   getsockopt(fd: number, level: number, name: number, out: Buffer): CallResult;
+  socket(domain: number, type: number, protocol: number): CallResult;
+  /**
+   * send(2) on a thread of ffi-rs's, not the JS thread: the promise settles when the kernel returned.
+   * For netlink requests the kernel does the whole operation inside send, however long it takes.
+   */
+  sendOffThread(fd: number, data: Buffer): Promise<CallResult>;
+  /** recv(2) into out on the JS thread (pass MSG_DONTWAIT unless blocking is intended). */
+  recv(fd: number, out: Buffer, flags: number): CallResult;
 }
 
 let libc: Libc | undefined;
@@ -54,6 +67,25 @@ function load(): Libc {
       library,
       retType: DataType.I32,
       paramsType: [DataType.I32, DataType.I32, DataType.I32, DataType.U8Array, DataType.U8Array],
+      errno: true,
+    },
+    socket: {
+      library,
+      retType: DataType.I32,
+      paramsType: [DataType.I32, DataType.I32, DataType.I32],
+      errno: true,
+    },
+    send: {
+      library,
+      retType: DataType.I64,
+      paramsType: [DataType.I32, DataType.U8Array, DataType.I64, DataType.I32],
+      errno: true,
+      runInNewThread: true,
+    },
+    recv: {
+      library,
+      retType: DataType.I64,
+      paramsType: [DataType.I32, DataType.U8Array, DataType.I64, DataType.I32],
       errno: true,
     },
   });
@@ -79,6 +111,19 @@ function load(): Libc {
       // ffi-rs passes a Buffer's own memory, so the kernel's writes land in `out`.
       const r = fns.getsockopt([fd, level, name, out, len]);
       return { value: r.value, errno: r.value === -1 ? r.errnoCode : 0 };
+    },
+    socket: (domain, type, protocol) => {
+      const r = fns.socket([domain, type, protocol]);
+      return { value: r.value, errno: r.value === -1 ? r.errnoCode : 0 };
+    },
+    sendOffThread: async (fd, data) => {
+      const r = await fns.send([fd, data, data.length, 0]);
+      return { value: Number(r.value), errno: Number(r.value) === -1 ? r.errnoCode : 0 };
+    },
+    recv: (fd, out, flags) => {
+      // Like getsockopt: the Buffer's own memory is passed, so the kernel's bytes land in `out`.
+      const r = fns.recv([fd, out, out.length, flags]);
+      return { value: Number(r.value), errno: Number(r.value) === -1 ? r.errnoCode : 0 };
     },
   };
 }

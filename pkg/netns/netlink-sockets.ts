@@ -1,6 +1,7 @@
 import { getSystemErrorName } from 'node:util';
 import type { NetlinkEventsPort } from '../datapath/ports.ts';
 import {
+  deleteLinkVia,
   type ExtendedNetlinkHandle,
   NetlinkError,
   openNetlink,
@@ -18,6 +19,7 @@ import {
   SOL_NETLINK,
   SOL_SOCKET,
 } from './libc.ts';
+import { openOffThreadNetlink } from './off-thread-netlink.ts';
 
 /**
  * Socket options the `netlink` package cannot set, applied through its prepareFd hook.
@@ -60,9 +62,28 @@ export function prepareEventSocket(fd: number, recvBuffer = EVENTS_RCVBUF): Sock
   };
 }
 
-/** openNetlink with the request-socket options: use this for the agent's host handle. */
+/**
+ * openNetlink with the request-socket options: use this for the agent's host handle. Its deleteLink
+ * goes through a second socket sent from another thread (off-thread-netlink.ts): the kernel holds a
+ * veth deletion for 15-33 ms inside the sending call, and the agent's JS thread must keep serving
+ * CNI calls meanwhile. Open it on the JS thread in the host namespace (outside withNetns).
+ */
 export function openHostNetlink(): ExtendedNetlinkHandle {
-  return openNetlink({ prepareFd: prepareRequestSocket });
+  const handle = openNetlink({ prepareFd: prepareRequestSocket });
+  let offThread: ReturnType<typeof openOffThreadNetlink>;
+  try {
+    offThread = openOffThreadNetlink();
+  } catch {
+    return handle; // ffi-rs cannot run here: the handle's own (blocking) deleteLink still works
+  }
+  const close = handle.close.bind(handle);
+  return Object.assign(handle, {
+    deleteLink: (index: number) => deleteLinkVia(offThread.exchange, index),
+    close: () => {
+      offThread.close();
+      close();
+    },
+  });
 }
 
 /**

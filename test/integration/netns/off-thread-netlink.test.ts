@@ -1,0 +1,73 @@
+import { afterEach, describe, expect, it } from 'vitest';
+import { deleteLinkVia, LinkNotFoundError } from '../../../pkg/netlink/index.ts';
+import {
+  createNetnsPort,
+  openHostNetlink,
+  openOffThreadNetlink,
+  withNetns,
+} from '../../../pkg/netns/index.ts';
+import { ip, ipJson, NetnsPool, netnsSkipReason } from '../../support/netns.ts';
+
+const links = (ns: string) => ipJson<{ ifname: string; ifindex: number }[]>(ns, 'link', 'show');
+
+describe.skipIf(netnsSkipReason !== undefined)('off-thread link deletion (root, real namespaces)', () => {
+  const pool = new NetnsPool();
+  afterEach(() => pool.cleanup());
+
+  it('deletes a veth pair in the namespace the socket was opened in, with typed errors', async () => {
+    const a = pool.add('a');
+    ip(a.name, 'link', 'add', 'va0', 'type', 'veth', 'peer', 'name', 'vb0');
+    const index = links(a.name).find((l) => l.ifname === 'va0')!.ifindex;
+    // Opened inside A; the sends then happen on another thread, which is in the test's namespace.
+    const sock = withNetns(a.path, () => openOffThreadNetlink());
+    try {
+      await deleteLinkVia(sock.exchange, index);
+      expect(links(a.name).map((l) => l.ifname)).toEqual(['lo']);
+      await expect(deleteLinkVia(sock.exchange, index)).rejects.toBeInstanceOf(LinkNotFoundError);
+    } finally {
+      sock.close();
+    }
+  });
+
+  it("openHostNetlink's deleteLink leaves the JS thread free: another request completes while the kernel deletes", async () => {
+    const a = pool.add('a');
+    const b = pool.add('b');
+    ip(a.name, 'link', 'add', 'va0', 'type', 'veth', 'peer', 'name', 'vb0');
+    const port = createNetnsPort();
+    const handle = withNetns(a.path, () => openHostNetlink());
+    const bFd = port.openNetnsFd(b.path);
+    try {
+      const victim = (await handle.getLink('va0'))!;
+      const order: string[] = [];
+      // The kernel waits 15-33 ms inside a veth deletion; a pair is created in well under that. On
+      // the JS thread the deletion would block the creation until it returned.
+      const deleting = handle.deleteLink(victim.index).then(() => order.push('deleted'));
+      await handle.createVeth({ name: 'vc0', mtu: 1500, peerName: 'vd0', peerNetnsFd: bFd, peerMtu: 1500 });
+      order.push('created');
+      await deleting;
+      expect(order).toEqual(['created', 'deleted']);
+      const names = links(a.name).map((l) => l.ifname);
+      expect(names).toContain('vc0');
+      expect(names).not.toContain('va0');
+      await expect(handle.deleteLink(victim.index)).rejects.toBeInstanceOf(LinkNotFoundError);
+    } finally {
+      port.closeFd(bFd);
+      handle.close();
+    }
+  });
+
+  it('serializes concurrent deletions and deletes every one', async () => {
+    const a = pool.add('a');
+    for (let i = 0; i < 6; i++) ip(a.name, 'link', 'add', `va${i}`, 'type', 'veth', 'peer', 'name', `vb${i}`);
+    const handle = withNetns(a.path, () => openHostNetlink());
+    try {
+      const indexes = links(a.name)
+        .filter((l) => l.ifname.startsWith('va'))
+        .map((l) => l.ifindex);
+      await Promise.all(indexes.map((i) => handle.deleteLink(i)));
+      expect(links(a.name).map((l) => l.ifname)).toEqual(['lo']);
+    } finally {
+      handle.close();
+    }
+  });
+});
