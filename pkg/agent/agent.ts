@@ -3,13 +3,19 @@ import { join } from 'node:path';
 import { BackgroundDeleter } from '../datapath/background-deleter.ts';
 import { sweepOrphans } from '../datapath/gc.ts';
 import { KeyedMutex } from '../datapath/keyed-mutex.ts';
-import type { NetlinkEventsPort, NetlinkHandle, NetnsPort, Subscription } from '../datapath/ports.ts';
+import type {
+  NetlinkEventsPort,
+  NetlinkHandle,
+  NetnsPort,
+  RouteInfo,
+  Subscription,
+} from '../datapath/ports.ts';
 import type { DatapathDeps } from '../datapath/types.ts';
 import { type Ipam, openIpam } from '../ipam/index.ts';
 import type { K8sClient, NodeInformer } from '../k8s/index.ts';
 import type { MasqSyncer } from '../masq/index.ts';
 import type { Logger } from '../observe/logger.ts';
-import { isOwnedRoute } from '../routes/diff.ts';
+import { isOwnedRoute, MAIN_TABLE } from '../routes/diff.ts';
 import { RouteReconciler } from '../routes/reconciler.ts';
 import { isVxlanDeviceName } from '../vxlan/constants.ts';
 import type { DeviceState } from '../vxlan/device.ts';
@@ -64,6 +70,15 @@ export const HOST_SYSCTLS: readonly [string, string][] = [
 const SPOOL_DRAIN_INTERVAL_MS = 30_000;
 const LEASE_GC_INTERVAL_MS = 5 * 60_000;
 const ROUTE_EVENT_DEBOUNCE_MS = 20;
+/** rtm_protocol RTPROT_KERNEL: routes the kernel installs for an interface address. */
+const RTPROT_KERNEL = 2;
+
+/** The kernel's route for a subnet connected through an address (not IPv6 link-local, main table only). */
+function isConnectedSubnetRoute(r: RouteInfo, table: number): boolean {
+  if (table !== MAIN_TABLE || r.protocol !== RTPROT_KERNEL || (r.type ?? 'unicast') !== 'unicast')
+    return false;
+  return !r.dst.toLowerCase().startsWith('fe80:');
+}
 
 /**
  * One node's agent: its lifecycle. Start order: state lock -> sysctls -> IPAM -> spooled DELs ->
@@ -87,6 +102,7 @@ export class Agent {
   private informer: NodeInformer | undefined;
   private cluster: ClusterView | undefined;
   private controller: NodeController | undefined;
+  private routes: RouteReconciler | undefined;
   private nodeStatus: NodeStatusReporter | undefined;
   private readonly subscriptions: Subscription[] = [];
   private overlay: VxlanOverlay | undefined;
@@ -197,12 +213,13 @@ export class Agent {
       mtu: config.mtu,
       log: log.child({ component: 'vxlan' }),
     });
+    this.routes = new RouteReconciler({ handle: this.host, mode: config.mode, overlay: this.overlay });
     this.controller = new NodeController({
       nodeName: this.nodeName,
       cluster: this.cluster,
       ipam: this.ipam,
       // The overlay also removes our VXLAN devices in host-gw mode, so it always runs.
-      routes: new RouteReconciler({ handle: this.host, mode: config.mode, overlay: this.overlay }),
+      routes: this.routes,
       masq: this.ports.masq,
       noMasqueradeCIDRs: config.noMasqueradeCIDRs,
       onLeasesInvalidated: (leases) => removeAttachments(this.datapath!, leases),
@@ -227,7 +244,8 @@ export class Agent {
       signal: this.abort.signal,
       resyncMs: this.config.resyncMs,
       onSync: () => this.controller?.markDirty(),
-      onEvent: () => this.controller?.markDirty(),
+      // Per-node steps: the controller reads the node's current state from the cache by name.
+      onEvent: (_type, node) => this.controller?.enqueue(node.name),
       onError: (err, restartInMs) =>
         this.log.warn({ error: err.message, restartInMs }, 'node watch failed; restarting with backoff'),
       onInvalid: (problem) => this.log.warn({ problem }, 'Node object skipped'),
@@ -236,7 +254,13 @@ export class Agent {
     return informer;
   }
 
-  /** A route or device of ours deleted by someone else is put back within the debounce, not at resync. */
+  /**
+   * A route or device of ours deleted by someone else is put back within the debounce, not at resync.
+   * Deletions a per-node step made itself are recognised (RouteReconciler.isOwnDeletion) and ignored. A
+   * connected subnet appearing or going (an address added to or removed from an interface: the kernel's
+   * own route in the main table) changes which peers host-gw reaches directly, and per-node steps plan
+   * with the links of the last full pass, so it asks for a full pass too.
+   */
   private watchOwnDevicesAndRoutes(): void {
     let timer: NodeJS.Timeout | undefined;
     const markSoon = (): void => {
@@ -252,9 +276,17 @@ export class Agent {
         if (ev.type === 'delete' && isVxlanDeviceName(ev.link.name)) markSoon();
       }),
       this.ports.events.subscribeRouteEvents((ev) => {
-        if (ev.type === 'add') return;
-        if (ev.type === 'delete' && !isOwnedRoute(ev.route)) return;
-        if (ev.type === 'overflow') this.ports.masq?.invalidate();
+        if (ev.type === 'overflow') {
+          this.ports.masq?.invalidate();
+          markSoon();
+          return;
+        }
+        if (isConnectedSubnetRoute(ev.route, ev.table)) {
+          markSoon();
+          return;
+        }
+        if (ev.type === 'add' || !isOwnedRoute(ev.route)) return;
+        if (this.routes?.isOwnDeletion(ev.route) === true) return;
         markSoon();
       }),
     );

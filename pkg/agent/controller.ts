@@ -2,9 +2,10 @@ import { CniError } from '../cni/errors.ts';
 import type { Lease } from '../ipam/index.ts';
 import type { MasqOptions } from '../masq/render.ts';
 import type { Logger } from '../observe/logger.ts';
-import type { ReconcileInput, ReconcileReport } from '../routes/reconciler.ts';
+import type { PeerStepOutcome, ReconcileInput, ReconcileReport } from '../routes/reconciler.ts';
 import type { PeerNode } from '../routes/types.ts';
 import { vtepMacsFromAnnotations } from '../vxlan/annotations.ts';
+import { VTEP_MAC_ANNOTATIONS } from '../vxlan/constants.ts';
 import type { ClusterNode, ClusterView } from './cluster.ts';
 
 export interface ControllerDeps {
@@ -14,7 +15,11 @@ export interface ControllerDeps {
     ranges(): string[];
     setRanges(cidrs: string[]): Lease[];
   };
-  routes: { reconcile(input: ReconcileInput): Promise<ReconcileReport> };
+  routes: {
+    reconcile(input: ReconcileInput): Promise<ReconcileReport>;
+    /** One peer against what is programmed for it (absent: full passes only). */
+    reconcilePeer?(name: string, peer: PeerNode | undefined): Promise<PeerStepOutcome>;
+  };
   masq: { sync(opts: MasqOptions): Promise<'applied' | 'unchanged'>; invalidate(): void } | undefined;
   noMasqueradeCIDRs: readonly string[];
   /** Leases invalidated by a pod CIDR change: their pods are unusable, remove their veths. */
@@ -32,21 +37,42 @@ export interface ControllerDeps {
   sleep?: (ms: number) => Promise<void>;
 }
 
-/** Delay before a pass that had VXLAN overlay errors is retried. */
-
+/**
+ * scope 'full': a whole pass (every peer, links, devices, the route table); 'node': one peer's per-node
+ * step, whose report is the last full pass's with that step folded in (counts are the step's own).
+ * Absent scope means 'full'.
+ */
 export type PassOutcome =
   | { kind: 'waiting'; reason: string }
-  | { kind: 'ok'; report: ReconcileReport; durationMs: number; partial?: boolean }
-  | { kind: 'error'; error: string; durationMs: number };
+  | {
+      kind: 'ok';
+      report: ReconcileReport;
+      durationMs: number;
+      partial?: boolean;
+      scope?: 'full' | 'node';
+    }
+  | { kind: 'error'; error: string; durationMs: number; scope?: 'full' | 'node' };
 
 /**
- * Level-triggered reconciler (kindnet/flannel style): watch events and route-change notifications only
- * mark the state dirty; one worker re-reads the whole cache and makes the kernel match it. A periodic
- * resync catches anything missed. Passes never overlap.
+ * Level-triggered reconciler in the client-go controller shape. A Node watch event puts the node's NAME
+ * in a queue (enqueue); the one worker takes a name, reads that node's CURRENT state from the cache (or
+ * its absence) and makes that peer's routes match it (RouteReconciler.reconcilePeer: only the difference,
+ * nothing at all when no relevant field changed, which is most MODIFIED events). Full passes re-read the
+ * whole cache, the links, the devices and the route table: at start, after every (re)list (onSync), on the
+ * periodic resync, on kernel route/link changes we did not make, on changes of this node, and whenever a
+ * per-node step cannot decide safely (markDirty). Per-node steps and full passes never overlap (one
+ * worker); a full pass drops the names queued before it started, since it covers them.
  */
 export class NodeController {
   private readonly deps: ControllerDeps;
   private dirty = true;
+  /** Node names waiting for a per-node step (a Set: a name queued twice is reconciled once). */
+  private readonly queue = new Set<string>();
+  /** The masquerade sync started by per-node steps, while it runs. */
+  private masqRunning: Promise<void> | undefined;
+  private masqAgain = false;
+  /** This node as the last full pass that ran read it. */
+  private lastSelf: ClusterNode | undefined;
   private wake: (() => void) | undefined;
   private failures = 0;
   private lastWaitReason: string | undefined;
@@ -58,8 +84,23 @@ export class NodeController {
     this.deps = deps;
   }
 
+  /** Requests a full pass. */
   markDirty(): void {
     this.dirty = true;
+    this.wake?.();
+  }
+
+  /**
+   * A watch event for Node `name`: reconcile that node from the cache. This node itself goes through the
+   * queue too: most of its events are the kubelet's status heartbeats and our own condition patches, and
+   * only a change of what a full pass reads from it (selfChanged) runs one.
+   */
+  enqueue(name: string): void {
+    if (this.deps.routes.reconcilePeer === undefined) {
+      this.markDirty();
+      return;
+    }
+    this.queue.add(name);
     this.wake?.();
   }
 
@@ -80,6 +121,12 @@ export class NodeController {
   private async loop(): Promise<void> {
     const sleep = this.deps.sleep ?? ((ms: number) => new Promise<void>((r) => setTimeout(r, ms)));
     while (!this.stopped) {
+      if (!this.dirty && this.queue.size > 0) {
+        const name = this.queue.values().next().value as string;
+        this.queue.delete(name);
+        await this.runNode(name);
+        continue;
+      }
       if (!this.dirty) {
         await new Promise<void>((resolve) => {
           this.wake = resolve;
@@ -88,6 +135,8 @@ export class NodeController {
         continue;
       }
       this.dirty = false;
+      // The full pass reads the cache as it is now: it covers every name queued so far.
+      this.queue.clear();
       const outcome = await this.runOnce();
       if (outcome.kind === 'error' || (outcome.kind === 'ok' && outcome.partial)) {
         const { initialMs, maxMs } = this.deps.backoff ?? { initialMs: 200, maxMs: 10_000 };
@@ -99,6 +148,100 @@ export class NodeController {
         this.failures = 0;
       }
     }
+  }
+
+  /**
+   * One per-node step. Escalates (markDirty) when the cache is not synced yet, when the reconciler has no
+   * clean full pass to work from, and whenever it says the change reaches beyond this peer or failed.
+   */
+  async runNode(name: string): Promise<void> {
+    const started = performance.now();
+    const { deps } = this;
+    const reconcilePeer = deps.routes.reconcilePeer;
+    if (!deps.cluster.hasSynced() || reconcilePeer === undefined) {
+      this.markDirty();
+      return;
+    }
+    const node = deps.cluster.get(name);
+    if (name === deps.nodeName) {
+      if (this.lastSelf !== undefined && node !== undefined && !selfChanged(this.lastSelf, node)) {
+        deps.log.debug({ node: name }, 'node unchanged');
+        return;
+      }
+      deps.log.info({ node: name }, 'this node changed; full pass');
+      this.markDirty();
+      return;
+    }
+    let step: PeerStepOutcome;
+    try {
+      step = await reconcilePeer.call(deps.routes, name, node === undefined ? undefined : toPeer(node));
+    } catch (err) {
+      step = { kind: 'full', reason: errorText(err) };
+    }
+    if (step.kind === 'unchanged') {
+      deps.log.debug({ node: name }, 'node unchanged');
+      return;
+    }
+    if (step.kind === 'full') {
+      deps.log.info({ node: name, reason: step.reason }, 'node change needs a full pass');
+      this.markDirty();
+      return;
+    }
+    // After the routes (their latency is what matters): a new node's pod CIDR must not stay masqueraded
+    // for long, but nft is a process spawn, so it runs beside the next steps, coalesced (masqSoon).
+    const masq = deps.masq === undefined ? 'off' : step.cidrsChanged ? 'scheduled' : 'unchanged';
+    if (masq === 'scheduled') this.masqSoon();
+    const durationMs = round(performance.now() - started);
+    const r = step.result;
+    deps.log.info(
+      {
+        node: name,
+        changed: step.changed,
+        added: r.added,
+        replaced: r.replaced,
+        removed: r.removed,
+        neighbours: r.neighbours,
+        fdb: r.fdb,
+        masq,
+        durationMs,
+      },
+      'reconciled node',
+    );
+    deps.onPass?.({ kind: 'ok', scope: 'node', report: step.report, durationMs });
+  }
+
+  /**
+   * Syncs the masquerade set from the cache as it is when the sync starts; while one runs, further
+   * requests collapse into one more run after it. Runs beside per-node steps (nft and netlink do not
+   * interact); full passes wait for it before their own sync.
+   */
+  private masqSoon(): void {
+    if (this.masqRunning !== undefined) {
+      this.masqAgain = true;
+      return;
+    }
+    const run = async (): Promise<void> => {
+      const { deps } = this;
+      do {
+        this.masqAgain = false;
+        const self = deps.cluster.get(deps.nodeName);
+        if (deps.masq === undefined || self === undefined || this.stopped) return;
+        try {
+          const outcome = await deps.masq.sync(
+            masqOptions(self, deps.cluster.list(), deps.noMasqueradeCIDRs),
+          );
+          deps.log.debug({ masq: outcome }, 'masquerade set updated after a node change');
+        } catch (err) {
+          deps.log.error({ error: errorText(err) }, 'masquerade rules could not be applied');
+          // The full pass retries it (and backs off if it keeps failing).
+          this.markDirty();
+          return;
+        }
+      } while (this.masqAgain);
+    };
+    this.masqRunning = run().finally(() => {
+      this.masqRunning = undefined;
+    });
   }
 
   /** One full pass; exported for tests and for the first synchronous sync at start. */
@@ -123,6 +266,7 @@ export class NodeController {
       return outcome;
     }
     this.lastWaitReason = undefined;
+    this.lastSelf = self;
     try {
       await this.applyRanges(self);
       const nodes = deps.cluster.list();
@@ -133,6 +277,8 @@ export class NodeController {
       });
       let masq: 'applied' | 'unchanged' | 'failed' | 'off' = 'off';
       if (deps.masq !== undefined) {
+        // One nft run at a time: a per-node step's may still be in flight.
+        await this.masqRunning;
         try {
           masq = await deps.masq.sync(masqOptions(self, nodes, deps.noMasqueradeCIDRs));
         } catch (err) {
@@ -152,6 +298,7 @@ export class NodeController {
           unchanged: report.unchanged,
           removalsDeferred: report.removalsDeferred,
           routeErrors: report.errors.length,
+          conflicts: report.conflicts.length,
           problems: report.problems.length,
           masq,
           durationMs,
@@ -159,6 +306,12 @@ export class NodeController {
         'reconciled',
       );
       for (const p of report.problems) deps.log.warn({ peer: p.node, problem: p.problem }, 'node skipped');
+      for (const c of report.conflicts) {
+        deps.log.warn(
+          { route: c.desired.dst, protocol: c.existing.protocol, gateway: c.existing.gateway },
+          'route not programmed: its prefix is held by a route trellis does not own',
+        );
+      }
       for (const e of report.errors) {
         deps.log.warn({ route: e.route.dst, error: errorText(e.error) }, 'route could not be programmed');
       }
@@ -170,13 +323,13 @@ export class NodeController {
       // after a backoff rather than at once (such failures tend to persist for a while).
       const partial =
         report.errors.length > 0 || (report.overlay?.errors.length ?? 0) > 0 || masq === 'failed';
-      const outcome: PassOutcome = { kind: 'ok', report, durationMs, partial };
+      const outcome: PassOutcome = { kind: 'ok', report, durationMs, partial, scope: 'full' };
       deps.onPass?.(outcome);
       return outcome;
     } catch (err) {
       const durationMs = round(performance.now() - started);
       deps.log.error({ error: errorText(err), durationMs }, 'reconcile failed');
-      const outcome: PassOutcome = { kind: 'error', error: errorText(err), durationMs };
+      const outcome: PassOutcome = { kind: 'error', error: errorText(err), durationMs, scope: 'full' };
       deps.onPass?.(outcome);
       return outcome;
     }
@@ -207,6 +360,17 @@ export class NodeController {
     }
     await this.deps.onRangesSet?.(self.podCIDRs);
   }
+}
+
+/**
+ * True when this node changed in a way a full pass would act on: its pod CIDRs (IPAM ranges, blackholes),
+ * its InternalIPs (MTU, VXLAN source address) or its VTEP MAC annotations (the pass republishes them when
+ * they are missing or wrong). Labels, conditions, heartbeats and other annotations (the agent's own
+ * coverage report among them) are not read by a pass.
+ */
+export function selfChanged(before: ClusterNode, now: ClusterNode): boolean {
+  if (!sameList(before.podCIDRs, now.podCIDRs) || !sameList(before.internalIPs, now.internalIPs)) return true;
+  return Object.values(VTEP_MAC_ANNOTATIONS).some((k) => before.annotations?.[k] !== now.annotations?.[k]);
 }
 
 function toPeer(n: ClusterNode): PeerNode {

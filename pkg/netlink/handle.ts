@@ -46,6 +46,12 @@ export interface ExtendedNetlinkHandle extends NetlinkHandle {
   replaceRoutes(routes: RouteInfo[]): Promise<void>;
   /** replaceRoutes with the per-route outcome instead of throwing the first failure. */
   replaceRoutesSettled(routes: readonly RouteInfo[]): Promise<(NetlinkError | undefined)[]>;
+  /**
+   * NLM_F_CREATE|NLM_F_EXCL: creates the route or throws ExistsError when a route with the same kernel
+   * key (family, prefix, table, metric) exists, whoever owns it. The per-node route step uses it so that
+   * it never overwrites a route it did not know about.
+   */
+  addRoute(route: RouteInfo): Promise<void>;
 }
 
 const CREATE_EXCL = NLM_F.CREATE | NLM_F.EXCL;
@@ -229,6 +235,15 @@ class Handle implements ExtendedNetlinkHandle {
 
   async replaceRoute(route: RouteInfo): Promise<void> {
     await this.sock.request(replaceRouteRequest(route));
+  }
+
+  async addRoute(route: RouteInfo): Promise<void> {
+    await this.sock.request({
+      type: RTM.NEWROUTE,
+      flags: CREATE_EXCL,
+      body: routeBody(route),
+      op: `RTM_NEWROUTE ${describeRoute(route)}`,
+    });
   }
 
   /** Already gone (ESRCH/ENOENT, or its device vanished: ENODEV) counts as success. */

@@ -46,6 +46,8 @@ export class AgentMetrics {
   private readonly reclaimed: Counter<'reason'>;
   private readonly passes: Counter<'outcome'>;
   private readonly passDuration: Histogram;
+  private readonly nodeSteps: Counter;
+  private readonly nodeStepDuration: Histogram;
   private readonly routes: Gauge<'state'>;
   private readonly routeOps: Counter<'op'>;
   private readonly peerOk: Gauge<'peer' | 'family' | 'path'>;
@@ -96,6 +98,17 @@ export class AgentMetrics {
       name: 'trellis_reconcile_duration_seconds',
       help: 'Duration of reconcile passes that ran (ok or error).',
       buckets: RECONCILE_BUCKETS,
+      registers,
+    });
+    this.nodeSteps = new Counter({
+      name: 'trellis_reconcile_node_total',
+      help: 'Per-node reconcile steps that changed something (one Node changed; full passes are trellis_reconcile_total).',
+      registers,
+    });
+    this.nodeStepDuration = new Histogram({
+      name: 'trellis_reconcile_node_duration_seconds',
+      help: 'Duration of per-node reconcile steps (routes, overlay entries, masquerade update).',
+      buckets: [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1],
       registers,
     });
     this.routes = new Gauge({
@@ -184,9 +197,15 @@ export class AgentMetrics {
   };
 
   onPass = (outcome: PassOutcome, now: () => number = Date.now): void => {
-    this.passes.inc({ outcome: outcome.kind });
-    if (outcome.kind === 'waiting') return;
-    this.passDuration.observe(outcome.durationMs / 1000);
+    if (outcome.kind !== 'waiting' && outcome.scope === 'node') {
+      // A per-node step's report is the full picture with the step folded in: the gauges below apply.
+      this.nodeSteps.inc();
+      this.nodeStepDuration.observe(outcome.durationMs / 1000);
+    } else {
+      this.passes.inc({ outcome: outcome.kind });
+      if (outcome.kind === 'waiting') return;
+      this.passDuration.observe(outcome.durationMs / 1000);
+    }
     if (outcome.kind === 'error') return;
     const r = outcome.report;
     const failedWrites = r.errors.filter((e) => e.op !== 'remove').length;

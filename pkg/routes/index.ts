@@ -3,9 +3,22 @@
 export { type ApplyResult, applyRouteDiff, type RouteError } from './apply.ts';
 export { desiredRoutes, vtepAddress } from './desired.ts';
 export { diffRoutes, isOwnedRoute, MAIN_TABLE, type RouteDiff, routeKey } from './diff.ts';
+export { OwnRouteChanges } from './own-changes.ts';
+export { applyPeerStep, type PeerApplyResult, PeerStepError } from './peer-apply.ts';
+export {
+  buildPeerState,
+  changedFields,
+  commitPeerStep,
+  type PeerRecord,
+  type PeerState,
+  type PeerStateBasis,
+  type PeerStep,
+  planPeerStep,
+} from './peer-state.ts';
 export {
   type OverlayPort,
   type OverlayReport,
+  type PeerStepOutcome,
   type ReconcileInput,
   type ReconcileReport,
   RouteReconciler,

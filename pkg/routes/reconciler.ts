@@ -1,7 +1,11 @@
 /**
  * The thin shell around the pure planner: list what we programmed, diff against what the nodes say, apply.
- * It holds no state between passes (level-triggered): a restart over an unchanged cluster lists the same
- * routes, finds nothing to do, and makes zero kernel changes.
+ * A full pass holds no state from earlier passes (level-triggered): a restart over an unchanged cluster
+ * lists the same routes, finds nothing to do, and makes zero kernel changes.
+ *
+ * Between full passes, reconcilePeer handles one Node's change (peer-state.ts plans it, peer-apply.ts
+ * writes it) from what the last clean full pass left for each peer. That state is only a cache of the
+ * last full pass plus the steps since: it is dropped on any failure, and the caller then runs a full pass.
  *
  * With an overlay (pkg/vxlan) a pass is: devices -> plan -> neighbours and FDB entries -> routes -> stale
  * neighbours and FDB entries, so an onlink route never exists before the entries that let the kernel send
@@ -12,6 +16,15 @@ import type { Family, NetlinkHandle, RouteInfo } from '../datapath/ports.ts';
 import { applyRouteDiff, type RouteError } from './apply.ts';
 import { desiredRoutes } from './desired.ts';
 import { diffRoutes, MAIN_TABLE, type RouteDiff } from './diff.ts';
+import { OwnRouteChanges } from './own-changes.ts';
+import { applyPeerStep, hasExclusiveAdd, type PeerApplyResult } from './peer-apply.ts';
+import {
+  buildPeerState,
+  commitPeerStep,
+  type PeerState,
+  planPeerStep,
+  programmedRouteCount,
+} from './peer-state.ts';
 import type {
   LocalLink,
   OverlayDevice,
@@ -81,6 +94,22 @@ export interface ReconcileReport {
   durationMs: number;
 }
 
+/** The outcome of reconcilePeer. */
+export type PeerStepOutcome =
+  | { kind: 'unchanged' }
+  /** Not decidable (or failed) per node: the caller runs a full pass. */
+  | { kind: 'full'; reason: string }
+  | {
+      kind: 'applied';
+      node: string;
+      changed: string[];
+      /** The set of pod CIDRs in the cluster changed (masquerade needs an update). */
+      cidrsChanged: boolean;
+      result: PeerApplyResult;
+      /** The last full pass's report with this step folded in (decisions, problems, counts of this step). */
+      report: ReconcileReport;
+    };
+
 export interface RouteReconcilerOptions {
   handle: NetlinkHandle;
   mode?: RoutingMode;
@@ -114,6 +143,10 @@ export class RouteReconciler {
   private readonly overlay: OverlayPort | undefined;
   /** Passes never overlap: a second caller waits for the one in flight. */
   private tail: Promise<unknown> = Promise.resolve();
+  /** Per-peer state of the last clean full pass and the steps since; undefined: a full pass is needed. */
+  private state: PeerState | undefined;
+  /** Deletions made by per-node steps, so their notifications do not trigger a full pass. */
+  readonly ownChanges = new OwnRouteChanges();
 
   constructor(opts: RouteReconcilerOptions) {
     this.handle = opts.handle;
@@ -144,8 +177,65 @@ export class RouteReconciler {
     return run;
   }
 
+  /**
+   * Reconciles one peer (absent: deleted) against what is programmed for it, or says a full pass is
+   * needed. Never throws: a failure drops the per-peer state and asks for a full pass.
+   */
+  reconcilePeer(name: string, peer: PeerNode | undefined): Promise<PeerStepOutcome> {
+    const run = this.tail.then(() => this.peerStep(name, peer));
+    this.tail = run.catch(() => undefined);
+    return run;
+  }
+
+  /** True (once) when a route deletion notification is one a per-node step caused. */
+  isOwnDeletion(route: RouteInfo): boolean {
+    return this.ownChanges.consumeDelete(route);
+  }
+
+  private async peerStep(name: string, peer: PeerNode | undefined): Promise<PeerStepOutcome> {
+    const start = this.now();
+    const state = this.state;
+    if (state === undefined) return { kind: 'full', reason: 'no clean full pass yet' };
+    if (!hasExclusiveAdd(this.handle))
+      return { kind: 'full', reason: 'netlink handle cannot add exclusively' };
+    this.ownChanges.sweep();
+    const step = planPeerStep(state, name, peer);
+    if (step.kind !== 'apply') return step;
+    let result: PeerApplyResult;
+    try {
+      result = await applyPeerStep(this.handle, step, this.ownChanges);
+    } catch (e) {
+      // The kernel may be half changed; only a full pass knows what is there now.
+      this.state = undefined;
+      return { kind: 'full', reason: e instanceof Error ? e.message : String(e) };
+    }
+    commitPeerStep(state, name, step.record);
+    const decisions: PeerDecision[] = [];
+    const problems: Problem[] = [...state.selfProblems];
+    for (const rec of state.peers.values()) {
+      for (const d of rec.decisions) decisions.push(d);
+      for (const p of rec.problems) problems.push(p);
+    }
+    const report: ReconcileReport = {
+      added: result.added,
+      replaced: result.replaced,
+      removed: result.removed,
+      unchanged: programmedRouteCount(state) - result.added - result.replaced,
+      removalsDeferred: 0,
+      errors: [],
+      problems,
+      decisions,
+      conflicts: state.conflicts,
+      durationMs: this.now() - start,
+    };
+    const cidrsChanged = step.changed.some((c) => c === 'added' || c === 'deleted' || c === 'podCIDRs');
+    return { kind: 'applied', node: name, changed: step.changed, cidrsChanged, result, report };
+  }
+
   private async pass(input: ReconcileInput): Promise<ReconcileReport> {
     const start = this.now();
+    // Whatever happens below, the old per-peer state no longer describes the kernel.
+    this.state = undefined;
     const localLinks = input.localLinks ?? (await readLocalLinks(this.handle));
     const prepared =
       this.overlay === undefined
@@ -162,6 +252,22 @@ export class RouteReconciler {
     const remove = input.synced === true ? diff.remove : [];
     const applied = await applyRouteDiff(this.handle, { add: diff.add, replace: diff.replace, remove });
     const overlay = await this.overlay?.prune(plan.decisions, input.synced === true);
+    // Per-node steps start from a pass that left the kernel exactly as planned, over a complete node list.
+    const clean = input.synced && applied.errors.length === 0 && (overlay?.errors.length ?? 0) === 0;
+    this.state = clean
+      ? buildPeerState(
+          {
+            self: input.self,
+            localLinks,
+            overlay: prepared.devices,
+            mode: this.mode,
+            ...(this.table === undefined ? {} : { table: this.table }),
+          },
+          input.peers,
+          plan,
+          diff.conflicts,
+        )
+      : undefined;
     return {
       added: applied.added,
       replaced: applied.replaced,

@@ -1,9 +1,11 @@
 import pino from 'pino';
 import { describe, expect, it } from 'vitest';
 import type { ClusterNode, ClusterView } from '../../../pkg/agent/cluster.ts';
-import { masqOptions, NodeController, type PassOutcome } from '../../../pkg/agent/controller.ts';
+import { masqOptions, NodeController, type PassOutcome, selfChanged } from '../../../pkg/agent/controller.ts';
 import type { Lease } from '../../../pkg/ipam/index.ts';
-import type { ReconcileInput, ReconcileReport } from '../../../pkg/routes/reconciler.ts';
+import type { MasqOptions } from '../../../pkg/masq/render.ts';
+import type { PeerStepOutcome, ReconcileInput, ReconcileReport } from '../../../pkg/routes/reconciler.ts';
+import type { PeerNode } from '../../../pkg/routes/types.ts';
 
 const silent = pino({ level: 'silent' });
 
@@ -171,5 +173,169 @@ describe('NodeController', () => {
     expect(opts.podCIDRs).toEqual({ v4: ['10.244.1.0/24'], v6: ['fd00:1::/64'] });
     expect(opts.clusterCIDRs).toEqual(['10.244.1.0/24', '10.244.2.0/24', 'fd00:1::/64']);
     expect(opts.noMasqueradeCIDRs).toEqual(['192.168.0.0/16']);
+  });
+});
+
+/** A controller whose reconciler supports per-node steps; the full pass can be held open with `gate`. */
+function perNodeSetup(answer: (name: string) => PeerStepOutcome['kind'] = () => 'applied') {
+  const cluster = new FakeCluster();
+  cluster.synced = true;
+  cluster.nodes.set('n1', { name: 'n1', podCIDRs: ['10.244.1.0/24'], internalIPs: ['10.0.0.1'] });
+  cluster.nodes.set('n2', { name: 'n2', podCIDRs: ['10.244.2.0/24'], internalIPs: ['10.0.0.2'] });
+  const full: ReconcileInput[] = [];
+  const steps: { name: string; peer: PeerNode | undefined }[] = [];
+  const masq: MasqOptions[] = [];
+  const passes: PassOutcome[] = [];
+  let gate: Promise<void> | undefined;
+  const controller = new NodeController({
+    nodeName: 'n1',
+    cluster,
+    ipam: { ranges: () => ['10.244.1.0/24'], setRanges: () => [] },
+    routes: {
+      reconcile: async (input) => {
+        full.push(input);
+        await gate;
+        return report();
+      },
+      reconcilePeer: async (name, peer) => {
+        steps.push({ name, peer });
+        const kind = answer(name);
+        if (kind === 'full') return { kind, reason: 'test says so' };
+        if (kind === 'unchanged') return { kind };
+        return {
+          kind: 'applied',
+          node: name,
+          changed: ['added'],
+          cidrsChanged: true,
+          result: { added: 1, replaced: 0, removed: 0, neighbours: 0, fdb: 0 },
+          report: report({ added: 1 }),
+        };
+      },
+    },
+    masq: {
+      sync: async (opts) => {
+        masq.push(opts);
+        return 'applied';
+      },
+      invalidate: () => {},
+    },
+    noMasqueradeCIDRs: [],
+    onLeasesInvalidated: async () => {},
+    onSynced: async () => {},
+    onPass: (o) => passes.push(o),
+    log: silent,
+    resyncMs: 60_000,
+  });
+  const abort = new AbortController();
+  controller.start(abort.signal);
+  const hold = (): (() => void) => {
+    let release = (): void => {};
+    gate = new Promise<void>((r) => {
+      release = r;
+    });
+    return () => {
+      gate = undefined;
+      release();
+    };
+  };
+  const stop = async (): Promise<void> => {
+    abort.abort();
+    await controller.done;
+  };
+  return { cluster, controller, full, steps, masq, passes, hold, stop };
+}
+
+async function until(what: string, pred: () => boolean): Promise<void> {
+  for (let i = 0; i < 500 && !pred(); i++) await new Promise((r) => setTimeout(r, 2));
+  if (!pred()) throw new Error(`never: ${what}`);
+}
+
+const settle = (): Promise<void> => new Promise((r) => setTimeout(r, 20));
+
+describe('NodeController per-node steps', () => {
+  it("reconciles one node by name from the cache's current state, without a full pass", async () => {
+    const t = perNodeSetup();
+    await until('first full pass', () => t.full.length === 1);
+    t.cluster.nodes.set('n3', { name: 'n3', podCIDRs: ['10.244.3.0/24'], internalIPs: ['10.0.0.3'] });
+    t.controller.enqueue('n3');
+    await until('step', () => t.steps.length === 1);
+    await settle();
+    expect(t.steps[0]).toEqual({
+      name: 'n3',
+      peer: { name: 'n3', podCIDRs: ['10.244.3.0/24'], internalIPs: ['10.0.0.3'], vtepMacs: {} },
+    });
+    expect(t.full).toHaveLength(1);
+    // The new CIDR leaves the masquerade set (after the route), and metrics see a per-node pass.
+    expect(t.masq.at(-1)?.clusterCIDRs).toContain('10.244.3.0/24');
+    expect(t.passes.at(-1)).toMatchObject({ kind: 'ok', scope: 'node' });
+    // Deleted: the step is asked with no node.
+    t.cluster.nodes.delete('n3');
+    t.controller.enqueue('n3');
+    await until('second step', () => t.steps.length === 2);
+    expect(t.steps[1]).toEqual({ name: 'n3', peer: undefined });
+    await t.stop();
+  });
+
+  it('falls back to a full pass when the step cannot decide', async () => {
+    const t = perNodeSetup(() => 'full');
+    await until('first full pass', () => t.full.length === 1);
+    t.controller.enqueue('n2');
+    await until('fallback full pass', () => t.full.length === 2);
+    expect(t.steps.map((s) => s.name)).toEqual(['n2']);
+    await t.stop();
+  });
+
+  it('this node: unchanged heartbeats and labels do nothing; a pod CIDR change runs a full pass', async () => {
+    const t = perNodeSetup();
+    await until('first full pass', () => t.full.length === 1);
+    t.cluster.nodes.set('n1', {
+      ...t.cluster.nodes.get('n1')!,
+      annotations: { 'node.alpha.kubernetes.io/ttl': '0' },
+    });
+    t.controller.enqueue('n1');
+    await settle();
+    expect(t.full).toHaveLength(1);
+    expect(t.steps).toHaveLength(0);
+    t.cluster.nodes.set('n1', { name: 'n1', podCIDRs: ['10.244.9.0/24'], internalIPs: ['10.0.0.1'] });
+    t.controller.enqueue('n1');
+    await until('full pass for own change', () => t.full.length === 2);
+    expect(t.steps).toHaveLength(0);
+    await t.stop();
+  });
+
+  it('a full pass drops the names queued before it started; names queued during it run after it', async () => {
+    const t = perNodeSetup();
+    await until('first full pass', () => t.full.length === 1);
+    t.controller.enqueue('n2');
+    t.controller.markDirty();
+    await until('second full pass', () => t.full.length === 2);
+    await settle();
+    expect(t.steps).toHaveLength(0);
+
+    const release = t.hold();
+    t.controller.markDirty();
+    await until('third full pass running', () => t.full.length === 3);
+    t.controller.enqueue('n2');
+    await settle();
+    expect(t.steps).toHaveLength(0); // waits: passes and steps never overlap
+    release();
+    await until('step after the pass', () => t.steps.length === 1);
+    expect(t.full).toHaveLength(3);
+    await t.stop();
+  });
+});
+
+describe('selfChanged', () => {
+  const base = {
+    name: 'n1',
+    podCIDRs: ['10.244.1.0/24'],
+    internalIPs: ['10.0.0.1'],
+    annotations: { 'trellis.dev/vtep-mac-v4': '02:00:00:00:00:01', other: 'a' },
+  };
+  it('sees what a full pass reads from this node, and nothing else', () => {
+    expect(selfChanged(base, { ...base, annotations: { ...base.annotations, other: 'b' } })).toBe(false);
+    expect(selfChanged(base, { ...base, podCIDRs: ['10.244.2.0/24'] })).toBe(true);
+    expect(selfChanged(base, { ...base, internalIPs: ['10.0.0.2'] })).toBe(true);
+    expect(selfChanged(base, { ...base, annotations: { other: 'a' } })).toBe(true);
   });
 });

@@ -175,6 +175,24 @@ describe('AgentMetrics', () => {
     expect(e.get('trellis_routes', { state: 'failed' })).toBe(0);
   });
 
+  it('per-node steps count separately from full passes; their folded-in report updates the peer series', async () => {
+    const m = new AgentMetrics({ version: '1', nodeName: 'n1' });
+    m.onPass({ kind: 'ok', scope: 'full', durationMs: 100, report: report({ unchanged: 1 }) });
+    m.onPass({
+      kind: 'ok',
+      scope: 'node',
+      durationMs: 2,
+      report: report({ added: 1, unchanged: 1, decisions: [direct('n2', 4, ['10.244.2.0/24'])] }),
+    });
+    const e = await scrape(m);
+    expect(e.get('trellis_reconcile_total', { outcome: 'ok' })).toBe(1);
+    expect(e.get('trellis_reconcile_node_total')).toBe(1);
+    expect(e.get('trellis_reconcile_node_duration_seconds_count')).toBe(1);
+    expect(e.get('trellis_reconcile_duration_seconds_count')).toBe(1);
+    expect(e.get('trellis_route_changes_total', { op: 'add' })).toBe(1);
+    expect(e.get('trellis_peer_route_ok', { peer: 'n2', family: '4', path: 'direct' })).toBe(1);
+  });
+
   it('per-peer series follow every state change, also across passes that change nothing', async () => {
     const m = new AgentMetrics({ version: '1', nodeName: 'n1' });
     const pass = (over: Partial<ReconcileReport>): PassOutcome => ({

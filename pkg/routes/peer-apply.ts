@@ -1,0 +1,100 @@
+/**
+ * Executes one per-node step (peer-state.ts) on a NetlinkHandle. Thin: the plan decides, this writes, in
+ * the order that keeps traffic working: stale FDB entry of a moved MAC, neighbours, FDB entries (an onlink
+ * VXLAN route must never exist before them), replaced routes, new routes, removed routes, and last the
+ * neighbours and FDB entries only the removed or changed routes used.
+ *
+ * New routes are created with NLM_F_EXCL, never replaced: the step's state says no route of ours holds the
+ * key, so anything there is someone else's (or ours unknown to the state) and a replace would overwrite
+ * it. EEXIST, like any other failure, stops the step; the caller runs a full pass, which lists the table
+ * and reports the conflict. A step that fails halfway leaves the kernel partly changed; the full pass
+ * after it makes the whole table match again.
+ */
+
+import type { NetlinkHandle, RouteInfo } from '../datapath/ports.ts';
+import type { OwnRouteChanges } from './own-changes.ts';
+import type { PeerStep } from './peer-state.ts';
+
+/** The exclusive create is the netlink adapter's (ExtendedNetlinkHandle), not part of the port. */
+interface ExclusiveAdd {
+  addRoute(route: RouteInfo): Promise<void>;
+}
+
+export function hasExclusiveAdd(h: NetlinkHandle): h is NetlinkHandle & ExclusiveAdd {
+  return typeof (h as Partial<ExclusiveAdd>).addRoute === 'function';
+}
+
+export interface PeerApplyResult {
+  added: number;
+  replaced: number;
+  removed: number;
+  /** Neighbour and FDB entries written or removed. */
+  neighbours: number;
+  fdb: number;
+}
+
+/** The step could not be completed; `reason` names the request and why. */
+export class PeerStepError extends Error {
+  readonly exists: boolean;
+  constructor(message: string, exists: boolean, options?: { cause?: unknown }) {
+    super(message, options);
+    this.name = 'PeerStepError';
+    this.exists = exists;
+  }
+}
+
+export async function applyPeerStep(
+  handle: NetlinkHandle & ExclusiveAdd,
+  step: Extract<PeerStep, { kind: 'apply' }>,
+  own: OwnRouteChanges,
+): Promise<PeerApplyResult> {
+  const out: PeerApplyResult = { added: 0, replaced: 0, removed: 0, neighbours: 0, fdb: 0 };
+  const run = async (what: string, fn: () => Promise<void>): Promise<void> => {
+    try {
+      await fn();
+    } catch (e) {
+      const errno = (e as { errno?: unknown } | null)?.errno;
+      const exists = errno === 'EEXIST';
+      const why = exists
+        ? 'the key is taken by a route this step did not know (a full pass reports it)'
+        : e instanceof Error
+          ? e.message
+          : String(e);
+      throw new PeerStepError(`${what}: ${why}`, exists, { cause: e });
+    }
+  };
+  for (const f of step.fdbRemove) await run(`delete fdb ${f.mac} dst ${f.dst}`, () => handle.deleteFdb(f));
+  for (const n of step.neighbours) {
+    await run(`replace neighbour ${n.address} lladdr ${n.mac}`, () => handle.replaceNeighbour(n));
+    out.neighbours++;
+  }
+  for (const f of step.fdb) {
+    await run(`append fdb ${f.mac} dst ${f.dst}`, () => handle.appendFdb(f));
+    out.fdb++;
+  }
+  for (const [i, r] of step.replace.entries()) {
+    // Replacing IPv6 routes can be notified as a deletion of the old one.
+    const prev = step.replaced[i];
+    if (prev !== undefined) own.expectDelete(prev);
+    await run(`replace route ${r.dst}`, () => handle.replaceRoute(r));
+    out.replaced++;
+  }
+  for (const r of step.add) {
+    await run(`add route ${r.dst}`, () => handle.addRoute(r));
+    out.added++;
+  }
+  for (const r of step.remove) {
+    own.expectDelete(r);
+    await run(`delete route ${r.dst}`, () => handle.deleteRoute(r));
+    out.removed++;
+  }
+  for (const n of step.staleNeighbours) {
+    await run(`delete neighbour ${n.address}`, () => handle.deleteNeighbour(n));
+    out.neighbours++;
+  }
+  for (const f of step.staleFdb) {
+    await run(`delete fdb ${f.mac} dst ${f.dst}`, () => handle.deleteFdb(f));
+    out.fdb++;
+  }
+  return out;
+}

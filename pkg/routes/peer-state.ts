@@ -1,0 +1,372 @@
+/**
+ * Per-node reconciliation, the pure part: what a full pass left programmed for each peer, and what one
+ * Node's change requires given that state (client-go's per-key pattern, still level-triggered: the step
+ * reads the node's CURRENT state and compares it with what is programmed for it, never the event).
+ *
+ * A step may only change the routes, neighbours and FDB entries of its own peer. Anything whose effect
+ * reaches beyond that peer, or that the state cannot decide safely, becomes `full` and the caller runs a
+ * full pass instead (which re-reads links, devices and the whole route table):
+ *   - this node itself (blackholes, IPAM ranges, VXLAN devices, the connected subnets all depend on it);
+ *   - an old or new pod CIDR that overlaps another peer's: the planner drops conflicting CIDRs on EVERY
+ *     node involved, so one node's change adds or removes another node's routes;
+ *   - a peer whose routes the last full pass found held by a foreign route (the full pass reports it);
+ *   - no state (no clean full pass over a synced cache yet).
+ * The executor escalates too on any netlink error and when an exclusive add finds the key taken (see
+ * peer-apply.ts).
+ */
+
+import type { FdbEntry, NeighbourEntry, RouteInfo } from '../datapath/ports.ts';
+import { type Cidr, cidrsOverlap, formatCidr, parseCidr } from '../ip/index.ts';
+import { desiredRoutes } from './desired.ts';
+import { type RouteDiff, routeKey } from './diff.ts';
+import type {
+  DesiredRoutes,
+  LocalLink,
+  OverlayDevice,
+  PeerDecision,
+  PeerNode,
+  Problem,
+  RoutingMode,
+  SelfNode,
+} from './types.ts';
+
+/** What the last full pass worked from; a per-node step plans with the same inputs. */
+export interface PeerStateBasis {
+  self: SelfNode;
+  localLinks: LocalLink[];
+  overlay: OverlayDevice[];
+  mode: RoutingMode;
+  table?: number;
+}
+
+/** One peer as last reconciled. */
+export interface PeerRecord {
+  /** The fields that decide its routes, as last reconciled (a copy). */
+  peer: PeerNode;
+  /** Its valid pod CIDRs: the overlap index. */
+  cidrs: Cidr[];
+  decisions: PeerDecision[];
+  /** Our routes in the kernel for it: the planned ones minus those held by a foreign route. */
+  routes: RouteInfo[];
+  problems: Problem[];
+}
+
+export interface PeerState {
+  basis: PeerStateBasis;
+  peers: Map<string, PeerRecord>;
+  /** Problems of the full pass not about a peer (this node's own). */
+  selfProblems: Problem[];
+  /** Our blackhole routes (counted in reports). */
+  selfRoutes: number;
+  conflicts: RouteDiff['conflicts'];
+  /** routeKey of every conflicting desired route. */
+  conflictKeys: Set<string>;
+}
+
+/**
+ * The state after a clean full pass (no route or overlay errors) over a synced cache. undefined when the
+ * input cannot support per-node steps (a name listed twice).
+ */
+export function buildPeerState(
+  basis: PeerStateBasis,
+  peers: readonly PeerNode[],
+  plan: DesiredRoutes,
+  conflicts: RouteDiff['conflicts'],
+): PeerState | undefined {
+  const conflictKeys = new Set(conflicts.map((c) => routeKey(c.desired)));
+  const records = new Map<string, PeerRecord>();
+  for (const p of peers) {
+    if (p.name === basis.self.name) continue;
+    if (records.has(p.name)) return undefined;
+    records.set(p.name, { peer: copyPeer(p), cidrs: validCidrs(p), decisions: [], routes: [], problems: [] });
+  }
+  const ownerOf = new Map<string, PeerRecord>();
+  for (const d of plan.decisions) {
+    const rec = records.get(d.node);
+    if (rec === undefined) continue;
+    rec.decisions.push(d);
+    for (const c of d.podCIDRs) ownerOf.set(`${d.family} ${c}`, rec);
+  }
+  let selfRoutes = 0;
+  for (const r of plan.routes) {
+    if (r.type === 'blackhole') {
+      selfRoutes++;
+      continue;
+    }
+    if (conflictKeys.has(routeKey(r))) continue;
+    ownerOf.get(`${r.family} ${r.dst}`)?.routes.push(r);
+  }
+  const selfProblems: Problem[] = [];
+  for (const p of plan.problems) {
+    const rec = records.get(p.node);
+    if (rec === undefined) selfProblems.push(p);
+    else rec.problems.push(p);
+  }
+  return { basis, peers: records, selfProblems, selfRoutes, conflicts, conflictKeys };
+}
+
+export type PeerStep =
+  | { kind: 'unchanged' }
+  | { kind: 'full'; reason: string }
+  | {
+      kind: 'apply';
+      node: string;
+      /** What changed, for the log: added, deleted, podCIDRs, internalIPs, vtepMacs. */
+      changed: string[];
+      add: RouteInfo[];
+      replace: RouteInfo[];
+      /** Replaced routes as they were (their removal may be notified). */
+      replaced: RouteInfo[];
+      remove: RouteInfo[];
+      /** VXLAN: written before the routes. */
+      neighbours: NeighbourEntry[];
+      fdb: FdbEntry[];
+      /** FDB entries of the same MAC towards an old address: removed before the new one is appended. */
+      fdbRemove: FdbEntry[];
+      /** Entries only the peer's old decisions used: removed after the routes that went through them. */
+      staleNeighbours: NeighbourEntry[];
+      staleFdb: FdbEntry[];
+      /** The peer's record after the step; undefined when the node is gone. */
+      record: PeerRecord | undefined;
+    };
+
+/** What reconciling `name` requires, given the state and the node as the cache has it now. */
+export function planPeerStep(state: PeerState, name: string, current: PeerNode | undefined): PeerStep {
+  const { basis } = state;
+  if (name === basis.self.name) return { kind: 'full', reason: 'this node changed' };
+  const old = state.peers.get(name);
+  if (old === undefined && current === undefined) return { kind: 'unchanged' };
+  const changed = changedFields(old?.peer, current);
+  if (changed.length === 0) return { kind: 'unchanged' };
+
+  const cidrs = current === undefined ? [] : validCidrs(current);
+  const clash = overlapWithOthers(state, name, [...(old?.cidrs ?? []), ...cidrs]);
+  if (clash !== undefined) return { kind: 'full', reason: clash };
+  if (old?.routes.length !== old?.decisions.reduce((n, d) => n + routeCount(d), 0)) {
+    return { kind: 'full', reason: `a route of node ${name} was held by a route trellis does not own` };
+  }
+
+  const plan =
+    current === undefined
+      ? { routes: [], problems: [], decisions: [] }
+      : desiredRoutes(basis.self, [current], basis.localLinks, {
+          mode: basis.mode,
+          ...(basis.table === undefined ? {} : { table: basis.table }),
+          overlay: basis.overlay,
+        });
+  const routes = plan.routes.filter((r) => r.type !== 'blackhole');
+  const held = routes.find((r) => state.conflictKeys.has(routeKey(r)));
+  if (held !== undefined) {
+    return { kind: 'full', reason: `${held.dst} was held by a route trellis does not own` };
+  }
+
+  const before = new Map((old?.routes ?? []).map((r) => [routeKey(r), r]));
+  const add: RouteInfo[] = [];
+  const replace: RouteInfo[] = [];
+  const replaced: RouteInfo[] = [];
+  for (const r of routes) {
+    const prev = before.get(routeKey(r));
+    before.delete(routeKey(r));
+    if (prev === undefined) add.push(r);
+    else if (!sameRoute(prev, r)) {
+      replace.push(r);
+      replaced.push(prev);
+    }
+  }
+  const remove = [...before.values()];
+
+  const { neighbours, fdb, fdbRemove } = overlayWrites(old?.decisions ?? [], plan.decisions);
+  const { staleNeighbours, staleFdb } = overlayStale(state, name, old?.decisions ?? [], plan.decisions);
+  const record: PeerRecord | undefined =
+    current === undefined
+      ? undefined
+      : {
+          peer: copyPeer(current),
+          cidrs,
+          decisions: plan.decisions,
+          routes,
+          problems: plan.problems.filter((p) => p.node === name),
+        };
+  return {
+    kind: 'apply',
+    node: name,
+    changed,
+    add,
+    replace,
+    replaced,
+    remove,
+    neighbours,
+    fdb,
+    fdbRemove,
+    staleNeighbours,
+    staleFdb,
+    record,
+  };
+}
+
+/** Records a step's outcome; only after the kernel accepted all of it. */
+export function commitPeerStep(state: PeerState, name: string, record: PeerRecord | undefined): void {
+  if (record === undefined) state.peers.delete(name);
+  else state.peers.set(name, record);
+}
+
+/** Inter-node plus blackhole routes the state says are programmed (for the report's `unchanged`). */
+export function programmedRouteCount(state: PeerState): number {
+  let n = state.selfRoutes;
+  for (const rec of state.peers.values()) n += rec.routes.length;
+  return n;
+}
+
+/**
+ * The relevant fields that differ. Labels, conditions, heartbeats and every other annotation do not
+ * change routes: most MODIFIED events end here with nothing to do.
+ */
+export function changedFields(old: PeerNode | undefined, current: PeerNode | undefined): string[] {
+  if (old === undefined) return current === undefined ? [] : ['added'];
+  if (current === undefined) return ['deleted'];
+  const out: string[] = [];
+  if (!sameList(old.podCIDRs, current.podCIDRs)) out.push('podCIDRs');
+  if (!sameList(old.internalIPs, current.internalIPs)) out.push('internalIPs');
+  if (old.vtepMacs?.[4] !== current.vtepMacs?.[4] || old.vtepMacs?.[6] !== current.vtepMacs?.[6]) {
+    out.push('vtepMacs');
+  }
+  return out;
+}
+
+function overlapWithOthers(state: PeerState, name: string, cidrs: readonly Cidr[]): string | undefined {
+  if (cidrs.length === 0) return undefined;
+  // Linear over the peers' parsed CIDRs: a few thousand bigint comparisons, well under a millisecond.
+  for (const [other, rec] of state.peers) {
+    if (other === name) continue;
+    for (const o of rec.cidrs) {
+      const c = cidrs.find((x) => cidrsOverlap(x, o));
+      if (c !== undefined) {
+        return `pod CIDR ${formatCidr(c)} of node ${name} overlaps ${formatCidr(o)} of node ${other}`;
+      }
+    }
+  }
+  return undefined;
+}
+
+function routeCount(d: PeerDecision): number {
+  return d.path === 'unreachable' ? 0 : d.podCIDRs.length;
+}
+
+/** Neighbour and FDB entries a peer's new VXLAN decisions need and its old ones did not have. */
+function overlayWrites(
+  old: readonly PeerDecision[],
+  next: readonly PeerDecision[],
+): { neighbours: NeighbourEntry[]; fdb: FdbEntry[]; fdbRemove: FdbEntry[] } {
+  const neighbours: NeighbourEntry[] = [];
+  const fdb: FdbEntry[] = [];
+  const fdbRemove: FdbEntry[] = [];
+  for (const d of next) {
+    if (d.path !== 'vxlan') continue;
+    const prev = old.find((o) => o.family === d.family && o.path === 'vxlan');
+    const same =
+      prev !== undefined &&
+      prev.path === 'vxlan' &&
+      prev.ifindex === d.ifindex &&
+      prev.vtepIP === d.vtepIP &&
+      prev.vtepMac.toLowerCase() === d.vtepMac.toLowerCase() &&
+      prev.nodeIP === d.nodeIP;
+    if (same) continue;
+    neighbours.push({
+      family: d.family,
+      ifindex: d.ifindex,
+      address: d.vtepIP,
+      mac: d.vtepMac,
+      permanent: true,
+    });
+    fdb.push({ ifindex: d.ifindex, mac: d.vtepMac, dst: d.nodeIP });
+    // A unicast MAC has one remote and NLM_F_APPEND does not move it: the old one goes first.
+    if (
+      prev?.path === 'vxlan' &&
+      prev.ifindex === d.ifindex &&
+      prev.vtepMac.toLowerCase() === d.vtepMac.toLowerCase() &&
+      prev.nodeIP !== d.nodeIP
+    ) {
+      fdbRemove.push({ ifindex: prev.ifindex, mac: prev.vtepMac, dst: prev.nodeIP });
+    }
+  }
+  return { neighbours, fdb, fdbRemove };
+}
+
+/**
+ * The neighbour and FDB entries of the peer's old VXLAN decisions that neither its new decisions nor any
+ * other peer's use (a peer deleted, moved to a direct route, or with a new MAC or VTEP address). Removing
+ * them at once rather than at the next full pass keeps a deleted node from being reachable through the
+ * tunnel by anyone holding its old address. FDB entries of a MAC moved to a new address are fdbRemove.
+ */
+function overlayStale(
+  state: PeerState,
+  name: string,
+  old: readonly PeerDecision[],
+  next: readonly PeerDecision[],
+): { staleNeighbours: NeighbourEntry[]; staleFdb: FdbEntry[] } {
+  const staleNeighbours: NeighbourEntry[] = [];
+  const staleFdb: FdbEntry[] = [];
+  const olds = old.filter((d) => d.path === 'vxlan');
+  if (olds.length === 0) return { staleNeighbours, staleFdb };
+  const neighKey = (ifindex: number, ip: string): string => `${ifindex} ${ip}`;
+  const macKey = (ifindex: number, mac: string): string => `${ifindex} ${mac.toLowerCase()}`;
+  const usedNeigh = new Set<string>();
+  const usedMac = new Set<string>();
+  const use = (d: PeerDecision): void => {
+    if (d.path !== 'vxlan') return;
+    usedNeigh.add(neighKey(d.ifindex, d.vtepIP));
+    usedMac.add(macKey(d.ifindex, d.vtepMac));
+  };
+  for (const d of next) use(d);
+  for (const [other, rec] of state.peers) if (other !== name) for (const d of rec.decisions) use(d);
+  for (const d of olds) {
+    if (d.path !== 'vxlan') continue;
+    if (!usedNeigh.has(neighKey(d.ifindex, d.vtepIP))) {
+      staleNeighbours.push({
+        family: d.family,
+        ifindex: d.ifindex,
+        address: d.vtepIP,
+        mac: d.vtepMac,
+        permanent: true,
+      });
+    }
+    if (!usedMac.has(macKey(d.ifindex, d.vtepMac))) {
+      staleFdb.push({ ifindex: d.ifindex, mac: d.vtepMac, dst: d.nodeIP });
+    }
+  }
+  return { staleNeighbours, staleFdb };
+}
+
+/** The planner emits canonical text, so routes of the same planner compare field by field. */
+function sameRoute(a: RouteInfo, b: RouteInfo): boolean {
+  return (
+    (a.type ?? 'unicast') === (b.type ?? 'unicast') &&
+    a.gateway === b.gateway &&
+    a.ifindex === b.ifindex &&
+    (a.onlink === true) === (b.onlink === true)
+  );
+}
+
+function validCidrs(p: PeerNode): Cidr[] {
+  const out: Cidr[] = [];
+  for (const text of p.podCIDRs ?? []) {
+    const c = parseCidr(text);
+    if (c !== undefined) out.push(c);
+  }
+  return out;
+}
+
+function copyPeer(p: PeerNode): PeerNode {
+  return {
+    name: p.name,
+    podCIDRs: [...(p.podCIDRs ?? [])],
+    internalIPs: [...(p.internalIPs ?? [])],
+    ...(p.vtepMacs === undefined ? {} : { vtepMacs: { ...p.vtepMacs } }),
+  };
+}
+
+function sameList(a: readonly string[] | undefined, b: readonly string[] | undefined): boolean {
+  const x = a ?? [];
+  const y = b ?? [];
+  return x.length === y.length && x.every((v, i) => v === y[i]);
+}

@@ -1,0 +1,209 @@
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { ip } from '../../support/netns.ts';
+import { Testbed, testbedSkipReason } from '../../support/testbed/index.ts';
+import { monitorRoutes } from '../../support/testbed/observe.ts';
+import { hasRoute, phantomNode, sleep, within } from '../faults/support.ts';
+
+/**
+ * Per-node reconciliation with real agents: a Node watch event changes only that peer's routes, without
+ * a full pass, and falls back to a full pass where one node's change reaches other nodes (overlapping pod
+ * CIDRs) or meets a route trellis does not own. "Without a full pass" is read from the agents' log lines
+ * ('reconciled node' is a per-node step, 'reconciled' a full pass); the routes from `ip -j route`. The
+ * periodic resync is pushed out of the way so that every full pass seen has a cause in the test.
+ */
+const skip = testbedSkipReason();
+const AGENTS = ['node-1', 'node-2'];
+
+type Line = Record<string, unknown>;
+
+const title = 'cluster: per-node reconcile (real agents, test API server)';
+describe.skipIf(skip !== undefined)(skip === undefined ? title : `${title} (skipped: ${skip})`, () => {
+  let tb: Testbed;
+
+  beforeAll(async () => {
+    tb = await Testbed.create({ segments: [{ nodes: 2 }], agentArgs: ['--resync-seconds', '3600'] });
+    // Ready comes before the agents' own start-up writes (VTEP annotation, Node condition) come back as
+    // events of their Nodes; the full pass one of them runs must not fall into the first test's window.
+    const quietSince = async (ms: number): Promise<void> => {
+      let last = AGENTS.map((n) => tb.node(n).logs.length).join();
+      let at = Date.now();
+      while (Date.now() - at < ms) {
+        await sleep(50);
+        const now = AGENTS.map((n) => tb.node(n).logs.length).join();
+        if (now !== last) {
+          last = now;
+          at = Date.now();
+        }
+      }
+    };
+    await quietSince(1000);
+  }, 90_000);
+
+  afterAll(async () => {
+    if (tb === undefined) return;
+    await tb.teardown();
+    expect(tb.leftovers()).toEqual([]);
+  });
+
+  const marks = (): Record<string, number> =>
+    Object.fromEntries(AGENTS.map((n) => [n, tb.node(n).logs.length]));
+  const since = (mark: Record<string, number>, node: string): Line[] => tb.node(node).logs.slice(mark[node]);
+  const fullPasses = (lines: Line[]): Line[] => lines.filter((l) => l.msg === 'reconciled');
+  const stepsFor = (lines: Line[], name: string): Line[] =>
+    lines.filter((l) => l.msg === 'reconciled node' && l.node === name);
+  const patch = (name: string, body: unknown) =>
+    tb.api.call('PATCH', `/api/v1/nodes/${name}`, body, 'application/merge-patch+json');
+
+  const p = phantomNode(101);
+
+  it('a node added: its routes appear through a per-node step, no full pass', async () => {
+    const mark = marks();
+    await tb.api.createNode(p.object);
+    for (const n of AGENTS) {
+      await within(
+        5000,
+        `${n}: routes to ${p.name}`,
+        () => hasRoute(tb, n, p.cidrs[0], p.v4) && hasRoute(tb, n, p.cidrs[1], p.v6),
+      );
+      await within(2000, `${n}: per-node log line`, () => stepsFor(since(mark, n), p.name).length > 0);
+      const lines = since(mark, n);
+      expect(stepsFor(lines, p.name)[0]).toMatchObject({ changed: ['added'], added: 2, removed: 0 });
+      expect(fullPasses(lines)).toEqual([]);
+    }
+  });
+
+  it('a MODIFIED event that changes only a label: nothing reconciled, no route change', async () => {
+    const mark = marks();
+    const monitors = AGENTS.map((n) => monitorRoutes(tb.node(n).ns));
+    try {
+      await sleep(200); // `ip monitor` is listening
+      await patch(p.name, { metadata: { labels: { 'example.com/rack': 'r7' } } });
+      for (const n of AGENTS) {
+        await within(5000, `${n}: ${p.name} seen unchanged`, () =>
+          since(mark, n).some((l) => l.msg === 'node unchanged' && l.node === p.name),
+        );
+      }
+      await sleep(300);
+    } finally {
+      await Promise.all(monitors.map((m) => m.stop()));
+    }
+    for (const [i, n] of AGENTS.entries()) {
+      const lines = since(mark, n);
+      expect(stepsFor(lines, p.name)).toEqual([]);
+      expect(fullPasses(lines)).toEqual([]);
+      expect(monitors[i]!.lines.filter((l) => /10\.244\.|fd00:10:244:/.test(l))).toEqual([]);
+    }
+  });
+
+  it("a node's pod CIDRs changed: old routes gone, new ones present, no full pass", async () => {
+    const mark = marks();
+    const next = ['10.244.121.0/24', 'fd00:10:244:79::/64'];
+    await patch(p.name, { spec: { podCIDR: next[0], podCIDRs: next } });
+    for (const n of AGENTS) {
+      await within(
+        5000,
+        `${n}: routes of ${p.name} moved`,
+        () =>
+          hasRoute(tb, n, next[0]!, p.v4) &&
+          hasRoute(tb, n, next[1]!, p.v6) &&
+          !hasRoute(tb, n, p.cidrs[0]) &&
+          !hasRoute(tb, n, p.cidrs[1]),
+      );
+      await within(2000, `${n}: per-node log line`, () => stepsFor(since(mark, n), p.name).length > 0);
+      // Our own deletions come back as route notifications; they must not look like tampering.
+      await sleep(300);
+      const lines = since(mark, n);
+      expect(stepsFor(lines, p.name)[0]).toMatchObject({ changed: ['podCIDRs'], added: 2, removed: 2 });
+      expect(fullPasses(lines)).toEqual([]);
+    }
+  });
+
+  it('a node deleted: its routes go through a per-node step, no full pass', async () => {
+    const mark = marks();
+    await tb.api.deleteNode(p.name);
+    for (const n of AGENTS) {
+      await within(
+        5000,
+        `${n}: routes to ${p.name} removed`,
+        () =>
+          tb.routes(n, 4).every((r) => r.gateway !== p.v4) &&
+          tb.routes(n, 6).every((r) => r.gateway !== p.v6),
+      );
+      await within(2000, `${n}: per-node log line`, () => stepsFor(since(mark, n), p.name).length > 0);
+      await sleep(300);
+      const lines = since(mark, n);
+      expect(stepsFor(lines, p.name)[0]).toMatchObject({ changed: ['deleted'], added: 0, removed: 2 });
+      expect(fullPasses(lines)).toEqual([]);
+    }
+  });
+
+  it("a foreign route holding a new node's CIDR is not overwritten; the full pass reports the conflict", async () => {
+    const q = phantomNode(102);
+    const n1 = tb.node('node-1');
+    const router = '10.100.0.1';
+    ip(n1.ns, 'route', 'add', q.cidrs[0], 'via', router, 'proto', 'static');
+    try {
+      const mark = marks();
+      await tb.api.createNode(q.object);
+      // node-2 has no such route: the per-node step adds it there.
+      await within(5000, `node-2: route to ${q.name}`, () => hasRoute(tb, 'node-2', q.cidrs[0], q.v4));
+      await within(5000, 'node-1: the conflict reported by a full pass', () =>
+        since(mark, 'node-1').some(
+          (l) =>
+            l.msg === 'route not programmed: its prefix is held by a route trellis does not own' &&
+            l.route === q.cidrs[0],
+        ),
+      );
+      const lines = since(mark, 'node-1');
+      expect(lines.some((l) => l.msg === 'node change needs a full pass' && l.node === q.name)).toBe(true);
+      expect(fullPasses(lines).at(-1)).toMatchObject({ conflicts: 1 });
+      // The IPv6 route had nothing in its way.
+      expect(hasRoute(tb, 'node-1', q.cidrs[1], q.v6)).toBe(true);
+      const held = tb.routes('node-1', 4).filter((r) => r.dst === q.cidrs[0]);
+      expect(held).toEqual([]); // tb.routes lists proto 126 only: none of ours there
+      expect(ip(n1.ns, 'route', 'show', q.cidrs[0])).toContain(`via ${router}`);
+      expect(ip(n1.ns, 'route', 'show', q.cidrs[0])).toContain('proto static');
+      expect(stepsFor(since(mark, 'node-2'), q.name)[0]).toMatchObject({ changed: ['added'], added: 2 });
+    } finally {
+      ip(n1.ns, 'route', 'del', q.cidrs[0], 'via', router, 'proto', 'static');
+      await tb.api.deleteNode(q.name);
+    }
+  });
+
+  it('overlapping pod CIDRs fall back to a full pass, which drops them on both nodes as before', async () => {
+    const a = phantomNode(104);
+    const b = phantomNode(105);
+    const wide = '10.244.104.0/23'; // holds a's 10.244.104.0/24
+    await tb.api.createNode(a.object);
+    for (const n of AGENTS)
+      await within(5000, `${n}: route to ${a.name}`, () => hasRoute(tb, n, a.cidrs[0], a.v4));
+    const mark = marks();
+    const obj = b.object as { spec: Record<string, unknown> };
+    await tb.api.createNode({ ...obj, spec: { podCIDR: wide, podCIDRs: [wide, b.cidrs[1]] } });
+    for (const n of AGENTS) {
+      await within(
+        5000,
+        `${n}: both overlapping CIDRs dropped`,
+        () => !hasRoute(tb, n, a.cidrs[0]) && !hasRoute(tb, n, wide) && hasRoute(tb, n, b.cidrs[1], b.v6),
+      );
+      // The routes change before the pass logs its line and problems: wait for the log too.
+      const skipped = (): unknown[] =>
+        since(mark, n)
+          .filter((l) => l.msg === 'node skipped')
+          .map((l) => l.peer);
+      await within(2000, `${n}: both nodes reported skipped`, () =>
+        [a.name, b.name].every((x) => skipped().includes(x)),
+      );
+      const lines = since(mark, n);
+      expect(lines.some((l) => l.msg === 'node change needs a full pass' && l.node === b.name)).toBe(true);
+      expect(fullPasses(lines).length).toBeGreaterThan(0);
+      expect(stepsFor(lines, b.name)).toEqual([]);
+    }
+    // Deleting the wide one: its OLD CIDR overlapped a's, so a full pass again; a's route comes back.
+    await tb.api.deleteNode(b.name);
+    for (const n of AGENTS) {
+      await within(5000, `${n}: route to ${a.name} restored`, () => hasRoute(tb, n, a.cidrs[0], a.v4));
+    }
+    await tb.api.deleteNode(a.name);
+  });
+});

@@ -1,0 +1,225 @@
+import { describe, expect, it } from 'vitest';
+import { desiredRoutes } from '../../../pkg/routes/desired.ts';
+import { routeKey } from '../../../pkg/routes/diff.ts';
+import { OwnRouteChanges } from '../../../pkg/routes/own-changes.ts';
+import {
+  buildPeerState,
+  changedFields,
+  commitPeerStep,
+  type PeerState,
+  type PeerStep,
+  planPeerStep,
+} from '../../../pkg/routes/peer-state.ts';
+import type { LocalLink, OverlayDevice, PeerNode, RoutingMode } from '../../../pkg/routes/types.ts';
+
+const SELF: PeerNode = { name: 'self', podCIDRs: ['10.244.0.0/24'], internalIPs: ['10.0.0.1'] };
+const LINKS: LocalLink[] = [
+  { ifindex: 2, name: 'eth0', addresses: [{ family: 4, address: '10.0.0.1', prefixLen: 24 }] },
+];
+const VXLAN: OverlayDevice[] = [{ family: 4, ifindex: 7, name: 'trellis.v4' }];
+
+function peer(i: number, over: Partial<PeerNode> = {}): PeerNode {
+  return { name: `n${i}`, podCIDRs: [`10.244.${i}.0/24`], internalIPs: [`10.0.0.${i + 1}`], ...over };
+}
+
+function state(peers: PeerNode[], mode: RoutingMode = 'host-gw', conflictDst?: string): PeerState {
+  const basis = { self: SELF, localLinks: LINKS, overlay: mode === 'host-gw' ? [] : VXLAN, mode };
+  const plan = desiredRoutes(SELF, peers, LINKS, { mode, overlay: basis.overlay });
+  const conflicts = plan.routes
+    .filter((r) => r.dst === conflictDst)
+    .map((desired) => ({ desired, existing: { family: 4 as const, dst: desired.dst, protocol: 4 } }));
+  const s = buildPeerState(basis, peers, plan, conflicts);
+  if (s === undefined) throw new Error('no state');
+  return s;
+}
+
+function applied(step: PeerStep): Extract<PeerStep, { kind: 'apply' }> {
+  if (step.kind !== 'apply') throw new Error(`expected apply, got ${JSON.stringify(step)}`);
+  return step;
+}
+
+describe('planPeerStep', () => {
+  const cluster = [peer(1), peer(2), peer(3)];
+
+  it('does nothing when no relevant field changed (labels, heartbeats)', () => {
+    const s = state(cluster);
+    expect(planPeerStep(s, 'n2', peer(2))).toEqual({ kind: 'unchanged' });
+    expect(planPeerStep(s, 'gone', undefined)).toEqual({ kind: 'unchanged' });
+  });
+
+  it('adds exactly the new peer route', () => {
+    const step = applied(planPeerStep(state(cluster), 'n4', peer(4)));
+    expect(step.changed).toEqual(['added']);
+    expect(step.add.map((r) => [r.dst, r.gateway, r.ifindex])).toEqual([['10.244.4.0/24', '10.0.0.5', 2]]);
+    expect([...step.replace, ...step.remove]).toEqual([]);
+  });
+
+  it('removes the deleted peer route', () => {
+    const step = applied(planPeerStep(state(cluster), 'n2', undefined));
+    expect(step.changed).toEqual(['deleted']);
+    expect(step.remove.map((r) => r.dst)).toEqual(['10.244.2.0/24']);
+    expect(step.add).toEqual([]);
+    expect(step.record).toBeUndefined();
+  });
+
+  it('moves a changed pod CIDR: new one added, old one removed', () => {
+    const step = applied(planPeerStep(state(cluster), 'n2', peer(2, { podCIDRs: ['10.244.20.0/24'] })));
+    expect(step.changed).toEqual(['podCIDRs']);
+    expect(step.add.map((r) => r.dst)).toEqual(['10.244.20.0/24']);
+    expect(step.remove.map((r) => r.dst)).toEqual(['10.244.2.0/24']);
+  });
+
+  it('replaces the route in place when the InternalIP changes', () => {
+    const step = applied(planPeerStep(state(cluster), 'n2', peer(2, { internalIPs: ['10.0.0.99'] })));
+    expect(step.changed).toEqual(['internalIPs']);
+    expect(step.replace.map((r) => r.gateway)).toEqual(['10.0.0.99']);
+    expect(step.replaced.map((r) => r.gateway)).toEqual(['10.0.0.3']);
+    expect([...step.add, ...step.remove]).toEqual([]);
+  });
+
+  it('sends changes of this node to a full pass', () => {
+    expect(planPeerStep(state(cluster), 'self', { ...SELF, podCIDRs: ['10.244.100.0/24'] }).kind).toBe(
+      'full',
+    );
+  });
+
+  it('sends a new CIDR overlapping another peer to a full pass', () => {
+    const step = planPeerStep(state(cluster), 'n4', peer(4, { podCIDRs: ['10.244.2.0/23'] }));
+    expect(step).toMatchObject({ kind: 'full' });
+    expect((step as { reason: string }).reason).toMatch(/overlaps 10\.244\.2\.0\/24 of node n2/);
+  });
+
+  it('sends a change of a peer whose OLD CIDR overlapped another to a full pass (both were dropped)', () => {
+    const s = state([...cluster, peer(4, { podCIDRs: ['10.244.3.0/24'] })]);
+    expect(s.peers.get('n3')!.routes).toEqual([]);
+    expect(planPeerStep(s, 'n4', peer(4, { podCIDRs: ['10.244.40.0/24'] })).kind).toBe('full');
+  });
+
+  it('sends a peer whose route was held by a foreign route to a full pass', () => {
+    const s = state(cluster, 'host-gw', '10.244.2.0/24');
+    expect(planPeerStep(s, 'n2', peer(2, { internalIPs: ['10.0.0.50'] })).kind).toBe('full');
+    // A new node claiming that very prefix was checked by the overlap rule first; a conflict key alone
+    // (the foreign route stays after the owner left) is caught too.
+    const gone = state([peer(1)], 'host-gw');
+    gone.conflictKeys.add(routeKey({ family: 4, dst: '10.244.9.0/24' }));
+    expect(planPeerStep(gone, 'n9', peer(9)).kind).toBe('full');
+  });
+
+  it('keeps an overlap with this node local to the peer (dropped, reported, no route)', () => {
+    const step = applied(planPeerStep(state(cluster), 'n5', peer(5, { podCIDRs: ['10.244.0.0/25'] })));
+    expect(step.add).toEqual([]);
+    expect(step.record?.problems[0]?.problem).toMatch(/overlaps this node's pod CIDR/);
+  });
+
+  it('writes neighbour and FDB entries for a VXLAN peer, and moves an FDB entry whose address changed', () => {
+    const mac = '02:00:00:00:00:04';
+    const s = state([peer(1, { vtepMacs: { 4: '02:00:00:00:00:01' } })], 'vxlan');
+    const add = applied(planPeerStep(s, 'n4', peer(4, { vtepMacs: { 4: mac } })));
+    expect(add.neighbours).toEqual([{ family: 4, ifindex: 7, address: '10.244.4.0', mac, permanent: true }]);
+    expect(add.fdb).toEqual([{ ifindex: 7, mac, dst: '10.0.0.5' }]);
+    expect(add.add.map((r) => [r.dst, r.gateway, r.onlink])).toEqual([['10.244.4.0/24', '10.244.4.0', true]]);
+    commitPeerStep(s, 'n4', add.record);
+    const moved = applied(
+      planPeerStep(s, 'n4', peer(4, { internalIPs: ['10.9.9.9'], vtepMacs: { 4: mac } })),
+    );
+    expect(moved.fdbRemove).toEqual([{ ifindex: 7, mac, dst: '10.0.0.5' }]);
+    expect(moved.fdb).toEqual([{ ifindex: 7, mac, dst: '10.9.9.9' }]);
+    expect([...moved.add, ...moved.replace, ...moved.remove]).toEqual([]);
+    expect([...moved.staleNeighbours, ...moved.staleFdb]).toEqual([]);
+  });
+
+  it('removes the neighbour and FDB entries only a deleted or changed VXLAN peer used', () => {
+    const mac = '02:00:00:00:00:04';
+    const s = state(
+      [peer(1, { vtepMacs: { 4: '02:00:00:00:00:01' } }), peer(4, { vtepMacs: { 4: mac } })],
+      'vxlan',
+    );
+    const newMac = applied(planPeerStep(s, 'n4', peer(4, { vtepMacs: { 4: '02:00:00:00:00:44' } })));
+    // The neighbour is replaced in place (same VTEP address); the old MAC's FDB entry goes after the route.
+    expect(newMac.neighbours.map((n) => n.mac)).toEqual(['02:00:00:00:00:44']);
+    expect(newMac.staleNeighbours).toEqual([]);
+    expect(newMac.staleFdb).toEqual([{ ifindex: 7, mac, dst: '10.0.0.5' }]);
+    const gone = applied(planPeerStep(s, 'n4', undefined));
+    expect(gone.remove.map((r) => r.dst)).toEqual(['10.244.4.0/24']);
+    expect(gone.staleNeighbours).toEqual([
+      { family: 4, ifindex: 7, address: '10.244.4.0', mac, permanent: true },
+    ]);
+    expect(gone.staleFdb).toEqual([{ ifindex: 7, mac, dst: '10.0.0.5' }]);
+  });
+
+  it('after any sequence of steps, the state matches a full pass over the final cluster', () => {
+    let seed = 7;
+    const rand = (n: number): number => {
+      seed = (seed * 1103515245 + 12345) % 2 ** 31;
+      return Math.floor(seed / 65536) % n;
+    };
+    const nodes = new Map<string, PeerNode>();
+    for (let i = 1; i <= 20; i++) nodes.set(`n${i}`, peer(i));
+    let s = state([...nodes.values()]);
+    let fulls = 0;
+    for (let k = 0; k < 300; k++) {
+      const i = 1 + rand(30);
+      const name = `n${i}`;
+      const op = rand(4);
+      const next =
+        op === 0
+          ? undefined
+          : op === 1
+            ? peer(i, { podCIDRs: [`10.244.${100 + rand(15)}.0/24`] })
+            : op === 2
+              ? peer(i, { internalIPs: [`10.0.0.${100 + rand(100)}`] })
+              : peer(i);
+      const step = planPeerStep(s, name, next);
+      if (next === undefined) nodes.delete(name);
+      else nodes.set(name, next);
+      if (step.kind === 'full') {
+        // The controller runs a full pass over the cache as it is now.
+        fulls++;
+        s = state([...nodes.values()]);
+      } else if (step.kind === 'apply') {
+        commitPeerStep(s, name, step.record);
+      }
+    }
+    const full = state([...nodes.values()]);
+    const routesOf = (x: PeerState) =>
+      [...x.peers.values()]
+        .flatMap((r) => r.routes)
+        .map((r) => `${r.dst} via ${r.gateway}`)
+        .sort();
+    expect(routesOf(s)).toEqual(routesOf(full));
+    expect(routesOf(full).length).toBeGreaterThan(5);
+    expect(fulls).toBeGreaterThan(0);
+    expect(fulls).toBeLessThan(300);
+  });
+});
+
+describe('changedFields', () => {
+  it('names only the fields that decide routes', () => {
+    expect(changedFields(peer(1), peer(1))).toEqual([]);
+    expect(changedFields(undefined, peer(1))).toEqual(['added']);
+    expect(changedFields(peer(1), undefined)).toEqual(['deleted']);
+    expect(changedFields(peer(1), peer(1, { vtepMacs: { 4: '02:00:00:00:00:01' } }))).toEqual(['vtepMacs']);
+    expect(changedFields(peer(1), peer(1, { internalIPs: ['10.0.0.2', '10.0.0.3'] }))).toEqual([
+      'internalIPs',
+    ]);
+  });
+});
+
+describe('OwnRouteChanges', () => {
+  it('matches an expected deletion once, by key and gateway, until it expires', () => {
+    let now = 0;
+    const own = new OwnRouteChanges({ now: () => now, expiryMs: 1000 });
+    const r = { family: 4 as const, dst: '10.244.2.0/24', gateway: '10.0.0.3', protocol: 126 };
+    own.expectDelete(r);
+    expect(own.consumeDelete({ ...r, gateway: '10.0.0.4' })).toBe(false);
+    expect(own.consumeDelete(r)).toBe(true);
+    expect(own.consumeDelete(r)).toBe(false);
+    own.expectDelete(r);
+    now = 1500;
+    expect(own.consumeDelete(r)).toBe(false);
+    own.expectDelete(r);
+    now = 3000;
+    own.sweep();
+    expect(own.size).toBe(0);
+  });
+});
