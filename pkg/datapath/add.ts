@@ -4,7 +4,7 @@ import { defaultDst, GATEWAY_V4, GATEWAY_V6, gatewayFor, hostPrefixLen } from '.
 import { readAttachment } from './inspect.ts';
 import { hostVethName } from './names.ts';
 import { isOwnNetns } from './own-netns.ts';
-import { type LinkInfo, type NetlinkHandle, TRELLIS_ROUTE_PROTOCOL } from './ports.ts';
+import { type LinkInfo, type NetlinkHandle, type SetUpStep, TRELLIS_ROUTE_PROTOCOL } from './ports.ts';
 import type { Attachment, AttachRequest, DatapathDeps } from './types.ts';
 import { UndoStack } from './undo.ts';
 
@@ -143,86 +143,91 @@ async function requireLink(handle: NetlinkHandle, name: string, where: string): 
   return link;
 }
 
-/** Host end: up, the link-local gateway addresses, and a /32 and /128 route to the pod. */
+/**
+ * Host end: up, the link-local gateway addresses, and a /32 and /128 route to the pod, in one
+ * netlink datagram (the kernel applies it in order: the routes need the link up).
+ */
 async function configureHostSide(
   host: NetlinkHandle,
   name: string,
   addresses: LeasedAddress[],
 ): Promise<LinkInfo> {
   const link = await requireLink(host, name, 'host namespace');
-  await host.setLinkUp(link.index);
-  await Promise.all(
-    addresses.map((a) =>
-      a.family === 4
-        ? host.addAddress({
-            family: 4,
-            ifindex: link.index,
-            address: GATEWAY_V4,
-            prefixLen: 32,
-            scope: 'link',
-          })
-        : host.addAddress({
-            family: 6,
-            ifindex: link.index,
-            address: GATEWAY_V6,
-            prefixLen: 64,
-            scope: 'link',
-            noDad: true,
-          }),
-    ),
-  );
-  await Promise.all(
-    addresses.map((a) =>
-      host.replaceRoute({
+  const steps: SetUpStep[] = [{ kind: 'up', index: link.index }];
+  for (const a of addresses) {
+    steps.push({
+      kind: 'address',
+      address:
+        a.family === 4
+          ? { family: 4, ifindex: link.index, address: GATEWAY_V4, prefixLen: 32, scope: 'link' }
+          : {
+              family: 6,
+              ifindex: link.index,
+              address: GATEWAY_V6,
+              prefixLen: 64,
+              scope: 'link',
+              noDad: true,
+            },
+    });
+  }
+  for (const a of addresses) {
+    steps.push({
+      kind: 'route',
+      route: {
         family: a.family,
         dst: `${a.address}/${hostPrefixLen(a.family)}`,
         ifindex: link.index,
         scope: 'link',
         protocol: TRELLIS_ROUTE_PROTOCOL,
-      }),
-    ),
-  );
+      },
+    });
+  }
+  await host.setUp(steps);
   return link;
 }
 
-/** Pod end: lo and the interface up, /32 and /128 addresses, default routes via the link-local gateways. */
+/**
+ * Pod end: lo and the interface up, /32 and /128 addresses, default routes via the link-local
+ * gateways; one datagram, like the host end.
+ */
 async function configurePodSide(
   pod: NetlinkHandle,
   ifname: string,
   addresses: LeasedAddress[],
 ): Promise<LinkInfo> {
   const [lo, link] = await Promise.all([pod.getLink('lo'), requireLink(pod, ifname, 'pod namespace')]);
-  await Promise.all([
-    lo !== undefined && !lo.up ? pod.setLinkUp(lo.index) : undefined,
-    pod.setLinkUp(link.index),
-  ]);
-  await Promise.all(
-    addresses.map((a) =>
-      pod.addAddress({
+  const steps: SetUpStep[] = [];
+  if (lo !== undefined && !lo.up) steps.push({ kind: 'up', index: lo.index });
+  steps.push({ kind: 'up', index: link.index });
+  for (const a of addresses) {
+    steps.push({
+      kind: 'address',
+      address: {
         family: a.family,
         ifindex: link.index,
         address: a.address,
         prefixLen: hostPrefixLen(a.family),
         noDad: a.family === 6,
-      }),
-    ),
-  );
-  await Promise.all(
-    addresses.flatMap((a) =>
-      a.family === 4
-        ? [
-            pod.replaceRoute({ family: 4, dst: `${GATEWAY_V4}/32`, ifindex: link.index, scope: 'link' }),
-            // onlink: valid before (and independent of) the link route above.
-            pod.replaceRoute({
-              family: 4,
-              dst: defaultDst(4),
-              gateway: gatewayFor(4),
-              ifindex: link.index,
-              onlink: true,
-            }),
-          ]
-        : [pod.replaceRoute({ family: 6, dst: defaultDst(6), gateway: gatewayFor(6), ifindex: link.index })],
-    ),
-  );
+      },
+    });
+  }
+  for (const a of addresses) {
+    if (a.family === 4) {
+      steps.push(
+        { kind: 'route', route: { family: 4, dst: `${GATEWAY_V4}/32`, ifindex: link.index, scope: 'link' } },
+        // onlink: valid before (and independent of) the link route above.
+        {
+          kind: 'route',
+          route: { family: 4, dst: defaultDst(4), gateway: gatewayFor(4), ifindex: link.index, onlink: true },
+        },
+      );
+    } else {
+      steps.push({
+        kind: 'route',
+        route: { family: 6, dst: defaultDst(6), gateway: gatewayFor(6), ifindex: link.index },
+      });
+    }
+  }
+  await pod.setUp(steps);
   return { ...link, up: true };
 }

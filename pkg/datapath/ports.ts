@@ -136,6 +136,13 @@ export interface NetlinkHandle {
   replaceRoute(route: RouteInfo): Promise<void>;
   /** Succeeds when the route is already gone. */
   deleteRoute(route: RouteInfo): Promise<void>;
+  /**
+   * Link up, address and route changes sent together (one datagram), which the kernel applies in
+   * the given order: one round trip for what would take one per step. An address that exists
+   * already counts as added (like addAddress). Throws the first failure; the steps after a failed
+   * one were still attempted.
+   */
+  setUp(steps: readonly SetUpStep[]): Promise<void>;
   /** Several routes in one burst (pipelined requests); resolves when the kernel acked all. */
   replaceRoutes?(routes: RouteInfo[]): Promise<void>;
   /** VXLAN backend: creates the device (down) and returns it as the kernel reports it. */
@@ -169,6 +176,12 @@ export interface NetnsPort {
   writeSysctl(key: string, value: string): void;
   readSysctl(key: string): string;
 }
+
+/** One step of NetlinkHandle.setUp. */
+export type SetUpStep =
+  | { kind: 'up'; index: number }
+  | { kind: 'address'; address: AddAddress }
+  | { kind: 'route'; route: RouteInfo };
 
 /** rtm_protocol value that marks routes trellis created (RTPROT values < 20 are reserved by the kernel). */
 export const TRELLIS_ROUTE_PROTOCOL = 0x7e; // 126

@@ -10,6 +10,7 @@ import type {
   NetlinkHandle,
   RouteFilter,
   RouteInfo,
+  SetUpStep,
 } from '../datapath/ports.ts';
 import { AF, NLM_F, RT_TABLE_MAIN, RTM } from './constants.ts';
 import { ExistsError, LinkNotFoundError, type NetlinkError } from './errors.ts';
@@ -154,12 +155,15 @@ class Handle implements ExtendedNetlinkHandle {
   }
 
   async setLinkUp(index: number): Promise<void> {
-    await this.sock.request({
-      type: RTM.NEWLINK,
-      flags: 0,
-      body: setLinkUpBody(index, true),
-      op: `RTM_NEWLINK #${index} up`,
-    });
+    await this.sock.request(setLinkUpRequest(index));
+  }
+
+  async setUp(steps: readonly SetUpStep[]): Promise<void> {
+    const results = await this.sock.burst(steps.map(setUpRequest));
+    for (const [i, err] of results.entries()) {
+      if (err === undefined || (steps[i]!.kind === 'address' && err instanceof ExistsError)) continue;
+      throw err;
+    }
   }
 
   async setLinkMtu(index: number, mtu: number): Promise<void> {
@@ -195,12 +199,7 @@ class Handle implements ExtendedNetlinkHandle {
 
   async addAddress(spec: AddAddress): Promise<void> {
     try {
-      await this.sock.request({
-        type: RTM.NEWADDR,
-        flags: CREATE_EXCL,
-        body: addAddressBody(spec),
-        op: `RTM_NEWADDR ${spec.address}/${spec.prefixLen} dev #${spec.ifindex}`,
-      });
+      await this.sock.request(addAddressRequest(spec));
     } catch (e) {
       if (!(e instanceof ExistsError)) throw e;
     }
@@ -339,6 +338,30 @@ class Handle implements ExtendedNetlinkHandle {
 
   close(): void {
     this.sock.close();
+  }
+}
+
+function setLinkUpRequest(index: number): Request {
+  return { type: RTM.NEWLINK, flags: 0, body: setLinkUpBody(index, true), op: `RTM_NEWLINK #${index} up` };
+}
+
+function addAddressRequest(spec: AddAddress): Request {
+  return {
+    type: RTM.NEWADDR,
+    flags: CREATE_EXCL,
+    body: addAddressBody(spec),
+    op: `RTM_NEWADDR ${spec.address}/${spec.prefixLen} dev #${spec.ifindex}`,
+  };
+}
+
+function setUpRequest(step: SetUpStep): Request {
+  switch (step.kind) {
+    case 'up':
+      return setLinkUpRequest(step.index);
+    case 'address':
+      return addAddressRequest(step.address);
+    case 'route':
+      return replaceRouteRequest(step.route);
   }
 }
 

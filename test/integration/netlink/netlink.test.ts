@@ -145,6 +145,50 @@ describe.skipIf(netnsSkipReason !== undefined)('pkg/netlink (root, real kernel, 
     ).rejects.toBeInstanceOf(LinkNotFoundError);
   });
 
+  it('setUp applies up, address and route steps in one datagram, in order; an existing address counts as added', async () => {
+    const { ns, h } = track(await setup(pool, 'setup'));
+    const fd = port.openNetnsFd(ns.path);
+    try {
+      await h.createVeth({ name: 'w0', mtu: 1500, peerName: 'w1', peerNetnsFd: fd, peerMtu: 1500 });
+    } finally {
+      port.closeFd(fd);
+    }
+    const w0 = (await h.getLink('w0'))!.index;
+    const steps = [
+      { kind: 'up', index: w0 },
+      {
+        kind: 'address',
+        address: { family: 4, ifindex: w0, address: '169.254.1.1', prefixLen: 32, scope: 'link' },
+      },
+      // Needs w0 up: only valid because the kernel applies the datagram's messages in order.
+      {
+        kind: 'route',
+        route: { family: 4, dst: '10.99.0.5/32', ifindex: w0, scope: 'link', protocol: PROTO },
+      },
+    ] as const;
+    await h.setUp(steps);
+    await h.setUp(steps); // again: the address exists, the route is replaced
+    expect(ipJson<{ flags: string[] }[]>(ns.name, 'link', 'show', 'w0')[0]!.flags).toContain('UP');
+    expect(ipJson<IpAddr[]>(ns.name, 'addr', 'show', 'dev', 'w0')[0]!.addr_info.map((a) => a.local)).toEqual([
+      '169.254.1.1',
+    ]);
+    expect(routesProto(ns.name).filter((r) => r.dst === '10.99.0.5')).toMatchObject([{ dev: 'w0' }]);
+
+    // A failing step is reported (typed), and the steps after it were still applied.
+    const err = await h
+      .setUp([
+        { kind: 'route', route: { family: 4, dst: '10.99.0.6/32', ifindex: 9999, scope: 'link' } },
+        {
+          kind: 'route',
+          route: { family: 4, dst: '10.99.0.7/32', ifindex: w0, scope: 'link', protocol: PROTO },
+        },
+      ])
+      .catch((e: unknown) => e);
+    expect(err).toBeInstanceOf(NetlinkError);
+    expect((err as NetlinkError).op).toContain('10.99.0.6/32');
+    expect(routesProto(ns.name).map((r) => r.dst)).toContain('10.99.0.7');
+  });
+
   it('replaces, lists by protocol, and deletes routes: gateway, blackhole, onlink, src, metric, table, IPv6', async () => {
     const { ns, h, dev } = track(await setup(pool, 'rt'));
     await h.addAddress({ family: 6, ifindex: dev, address: 'fd00:88::1', prefixLen: 64, noDad: true });
