@@ -45,6 +45,10 @@ run(bun, [
   // Ahead-of-time bytecode: measured ~1.5 ms (12%) less per shim call (bench/README.md).
   '--bytecode',
   '--format=cjs',
+  // The runtime runs the plugin in whatever directory it has: a .env or bunfig.toml there must not
+  // change what the shim does (and looking for them costs a little on every call).
+  '--no-compile-autoload-dotenv',
+  '--no-compile-autoload-bunfig',
   `--define=TRELLIS_VERSION="${version}"`,
   join(root, 'cmd', 'cni', 'main.ts'),
   '--outfile',

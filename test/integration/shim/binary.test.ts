@@ -5,7 +5,7 @@
  * protocol code. This is what exercises the Bun socket client, which vitest (Node) cannot load.
  */
 import { spawn } from 'node:child_process';
-import { existsSync, mkdtempSync, readdirSync, readFileSync, rmSync, statSync } from 'node:fs';
+import { existsSync, mkdtempSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
@@ -28,9 +28,9 @@ interface Run {
 }
 
 /** Async on purpose: the agent stub answers from this process's event loop. */
-function runBin(env: Record<string, string>, stdin: string, args: string[] = []): Promise<Run> {
+function runBin(env: Record<string, string>, stdin: string, args: string[] = [], cwd?: string): Promise<Run> {
   return new Promise((resolve, reject) => {
-    const child = spawn(BIN, args, { env, stdio: ['pipe', 'pipe', 'pipe'] });
+    const child = spawn(BIN, args, { env, cwd, stdio: ['pipe', 'pipe', 'pipe'] });
     let stdout = '';
     let stderr = '';
     child.stdout.setEncoding('utf8').on('data', (d: string) => {
@@ -223,6 +223,20 @@ describe.skipIf(skipReason !== undefined)(
     it('bad environment: code 4 naming every missing variable', async () => {
       const r = await runBin({ CNI_COMMAND: 'ADD' }, conf({}));
       expect(r.code).toBe(1);
+      const err = JSON.parse(r.stdout);
+      expect(err.code).toBe(CniCode.INVALID_ENV);
+      for (const v of ['CNI_CONTAINERID', 'CNI_NETNS', 'CNI_IFNAME']) expect(err.msg).toContain(v);
+    });
+
+    it('a .env or bunfig.toml in the working directory changes nothing', async () => {
+      // Runtimes run plugins from wherever they are; Bun executables would read both by default.
+      const cwd = mkdtempSync(join(scratch, 'cwd-'));
+      writeFileSync(join(cwd, '.env'), 'CNI_CONTAINERID=from-dotenv\nCNI_NETNS=/x\nCNI_IFNAME=eth9\n');
+      writeFileSync(join(cwd, 'bunfig.toml'), 'preload = ["./evil.ts"]\n');
+      writeFileSync(join(cwd, 'evil.ts'), 'process.stdout.write("preloaded\\n");\n');
+      const r = await runBin({ CNI_COMMAND: 'ADD' }, conf({}), [], cwd);
+      expect(r.code).toBe(1);
+      expect(r.stdout).not.toContain('preloaded');
       const err = JSON.parse(r.stdout);
       expect(err.code).toBe(CniCode.INVALID_ENV);
       for (const v of ['CNI_CONTAINERID', 'CNI_NETNS', 'CNI_IFNAME']) expect(err.msg).toContain(v);
