@@ -37,10 +37,15 @@ export interface ControllerDeps {
   sleep?: (ms: number) => Promise<void>;
 }
 
+/** How long a per-node step's masquerade update waits for more of them (nft is a process spawn). */
+const MASQ_COALESCE_MS = 50;
+/** How long per-node outcomes wait for more of them before the metrics hook sees them. */
+const NODE_PASS_FLUSH_MS = 200;
+
 /**
- * scope 'full': a whole pass (every peer, links, devices, the route table); 'node': one peer's per-node
- * step, whose report is the last full pass's with that step folded in (counts are the step's own).
- * Absent scope means 'full'.
+ * scope 'full': a whole pass (every peer, links, devices, the route table); 'node': one or more per-node
+ * steps (handed over together when the worker runs out of work), whose report is the last full pass's with
+ * the steps folded in (added/replaced/removed are the steps' own). Absent scope means 'full'.
  */
 export type PassOutcome =
   | { kind: 'waiting'; reason: string }
@@ -50,6 +55,8 @@ export type PassOutcome =
       durationMs: number;
       partial?: boolean;
       scope?: 'full' | 'node';
+      /** scope 'node': the duration of each per-node step folded into this outcome (durationMs is their sum). */
+      stepsMs?: readonly number[];
     }
   | { kind: 'error'; error: string; durationMs: number; scope?: 'full' | 'node' };
 
@@ -66,11 +73,19 @@ export type PassOutcome =
 export class NodeController {
   private readonly deps: ControllerDeps;
   private dirty = true;
-  /** Node names waiting for a per-node step (a Set: a name queued twice is reconciled once). */
-  private readonly queue = new Set<string>();
+  /**
+   * Node names waiting for a per-node step, with when they were first queued (a name queued twice is
+   * reconciled once; the step reads the cache as it is then).
+   */
+  private readonly queue = new Map<string, number>();
   /** The masquerade sync started by per-node steps, while it runs. */
   private masqRunning: Promise<void> | undefined;
   private masqAgain = false;
+  /** Per-node steps not yet handed to onPass (flushNodePasses). */
+  private nodePasses:
+    | { report: () => ReconcileReport; added: number; replaced: number; removed: number; stepsMs: number[] }
+    | undefined;
+  private flushTimer: NodeJS.Timeout | undefined;
   /** This node as the last full pass that ran read it. */
   private lastSelf: ClusterNode | undefined;
   private wake: (() => void) | undefined;
@@ -100,7 +115,7 @@ export class NodeController {
       this.markDirty();
       return;
     }
-    this.queue.add(name);
+    if (!this.queue.has(name)) this.queue.set(name, performance.now());
     this.wake?.();
   }
 
@@ -113,6 +128,7 @@ export class NodeController {
     signal.addEventListener('abort', () => {
       this.stopped = true;
       clearInterval(resync);
+      if (this.flushTimer !== undefined) clearTimeout(this.flushTimer);
       this.wake?.();
     });
     this.done = this.loop();
@@ -122,12 +138,14 @@ export class NodeController {
     const sleep = this.deps.sleep ?? ((ms: number) => new Promise<void>((r) => setTimeout(r, ms)));
     while (!this.stopped) {
       if (!this.dirty && this.queue.size > 0) {
-        const name = this.queue.values().next().value as string;
+        const [name, queuedAt] = this.queue.entries().next().value as [string, number];
         this.queue.delete(name);
-        await this.runNode(name);
+        await this.runNode(name, queuedAt);
         continue;
       }
       if (!this.dirty) {
+        // Metrics and the coverage report a little after a burst of per-node steps, not after each one.
+        this.flushNodePassesSoon();
         await new Promise<void>((resolve) => {
           this.wake = resolve;
         });
@@ -135,8 +153,10 @@ export class NodeController {
         continue;
       }
       this.dirty = false;
-      // The full pass reads the cache as it is now: it covers every name queued so far.
+      // The full pass reads the cache as it is now: it covers every name queued so far. The steps before
+      // it reach the metrics hook before it does.
       this.queue.clear();
+      this.flushNodePasses();
       const outcome = await this.runOnce();
       if (outcome.kind === 'error' || (outcome.kind === 'ok' && outcome.partial)) {
         const { initialMs, maxMs } = this.deps.backoff ?? { initialMs: 200, maxMs: 10_000 };
@@ -154,7 +174,7 @@ export class NodeController {
    * One per-node step. Escalates (markDirty) when the cache is not synced yet, when the reconciler has no
    * clean full pass to work from, and whenever it says the change reaches beyond this peer or failed.
    */
-  async runNode(name: string): Promise<void> {
+  async runNode(name: string, queuedAt?: number): Promise<void> {
     const started = performance.now();
     const { deps } = this;
     const reconcilePeer = deps.routes.reconcilePeer;
@@ -188,7 +208,8 @@ export class NodeController {
       return;
     }
     // After the routes (their latency is what matters): a new node's pod CIDR must not stay masqueraded
-    // for long, but nft is a process spawn, so it runs beside the next steps, coalesced (masqSoon).
+    // for long, but nft is a process spawn, so it runs beside the next steps, coalesced (masqSoon). A
+    // failure there runs a full pass.
     const masq = deps.masq === undefined ? 'off' : step.cidrsChanged ? 'scheduled' : 'unchanged';
     if (masq === 'scheduled') this.masqSoon();
     const durationMs = round(performance.now() - started);
@@ -203,15 +224,59 @@ export class NodeController {
         neighbours: r.neighbours,
         fdb: r.fdb,
         masq,
+        // Queued behind other work (a step, a full pass, the metrics hook) before this step started.
+        ...(queuedAt === undefined ? {} : { queuedMs: round(started - queuedAt) }),
         durationMs,
       },
       'reconciled node',
     );
-    deps.onPass?.({ kind: 'ok', scope: 'node', report: step.report, durationMs });
+    const p = this.nodePasses;
+    this.nodePasses = {
+      report: step.report,
+      added: (p?.added ?? 0) + r.added,
+      replaced: (p?.replaced ?? 0) + r.replaced,
+      removed: (p?.removed ?? 0) + r.removed,
+      stepsMs: [...(p?.stepsMs ?? []), durationMs],
+    };
   }
 
   /**
-   * Syncs the masquerade set from the cache as it is when the sync starts; while one runs, further
+   * The metrics hook recomputes per-peer state over the whole cluster (milliseconds at thousands of
+   * nodes, on the thread that also handles the next watch event): at most once per NODE_PASS_FLUSH_MS.
+   */
+  private flushNodePassesSoon(): void {
+    if (this.nodePasses === undefined || this.flushTimer !== undefined) return;
+    this.flushTimer = setTimeout(() => this.flushNodePasses(), NODE_PASS_FLUSH_MS);
+    this.flushTimer.unref();
+  }
+
+  /**
+   * Hands the per-node steps since the last call to onPass as one outcome: the latest folded-in report
+   * with the steps' summed counts. Recomputing per-peer metrics over thousands of peers costs milliseconds,
+   * which a burst of Node events should pay once, not once per node.
+   */
+  private flushNodePasses(): void {
+    if (this.flushTimer !== undefined) clearTimeout(this.flushTimer);
+    this.flushTimer = undefined;
+    const p = this.nodePasses;
+    if (p === undefined) return;
+    this.nodePasses = undefined;
+    const folded = p.report();
+    const report: ReconcileReport = {
+      ...folded,
+      added: p.added,
+      replaced: p.replaced,
+      removed: p.removed,
+      // Every programmed route is desired: added + replaced + unchanged stays the total.
+      unchanged: folded.unchanged - p.added - p.replaced,
+    };
+    const durationMs = round(p.stepsMs.reduce((a, b) => a + b, 0));
+    this.deps.onPass?.({ kind: 'ok', scope: 'node', report, durationMs, stepsMs: p.stepsMs });
+  }
+
+  /**
+   * Syncs the masquerade set from the cache as it is when the sync starts, MASQ_COALESCE_MS after the
+   * first request (a burst of Node additions costs one nft run, not one each); while one runs, further
    * requests collapse into one more run after it. Runs beside per-node steps (nft and netlink do not
    * interact); full passes wait for it before their own sync.
    */
@@ -222,6 +287,7 @@ export class NodeController {
     }
     const run = async (): Promise<void> => {
       const { deps } = this;
+      await new Promise<void>((r) => setTimeout(r, MASQ_COALESCE_MS));
       do {
         this.masqAgain = false;
         const self = deps.cluster.get(deps.nodeName);

@@ -106,9 +106,33 @@ export type PeerStepOutcome =
       /** The set of pod CIDRs in the cluster changed (masquerade needs an update). */
       cidrsChanged: boolean;
       result: PeerApplyResult;
-      /** The last full pass's report with this step folded in (decisions, problems, counts of this step). */
-      report: ReconcileReport;
+      /**
+       * The last full pass's report with every step since folded in, as the state is when called (the
+       * caller sets added/replaced/removed; here they are 0 and every programmed route is `unchanged`).
+       */
+      report: () => ReconcileReport;
     };
+
+function foldedReport(state: PeerState, durationMs: number): ReconcileReport {
+  const decisions: PeerDecision[] = [];
+  const problems: Problem[] = [...state.selfProblems];
+  for (const rec of state.peers.values()) {
+    for (const d of rec.decisions) decisions.push(d);
+    for (const p of rec.problems) problems.push(p);
+  }
+  return {
+    added: 0,
+    replaced: 0,
+    removed: 0,
+    unchanged: programmedRouteCount(state),
+    removalsDeferred: 0,
+    errors: [],
+    problems,
+    decisions,
+    conflicts: state.conflicts,
+    durationMs,
+  };
+}
 
 export interface RouteReconcilerOptions {
   handle: NetlinkHandle;
@@ -210,25 +234,9 @@ export class RouteReconciler {
       return { kind: 'full', reason: e instanceof Error ? e.message : String(e) };
     }
     commitPeerStep(state, name, step.record);
-    const decisions: PeerDecision[] = [];
-    const problems: Problem[] = [...state.selfProblems];
-    for (const rec of state.peers.values()) {
-      for (const d of rec.decisions) decisions.push(d);
-      for (const p of rec.problems) problems.push(p);
-    }
-    const report: ReconcileReport = {
-      added: result.added,
-      replaced: result.replaced,
-      removed: result.removed,
-      unchanged: programmedRouteCount(state) - result.added - result.replaced,
-      removalsDeferred: 0,
-      errors: [],
-      problems,
-      decisions,
-      conflicts: state.conflicts,
-      durationMs: this.now() - start,
-    };
     const cidrsChanged = step.changed.some((c) => c === 'added' || c === 'deleted' || c === 'podCIDRs');
+    // Built on demand: assembling thousands of decisions per step would be garbage the next event pays for.
+    const report = (): ReconcileReport => foldedReport(state, this.now() - start);
     return { kind: 'applied', node: name, changed: step.changed, cidrsChanged, result, report };
   }
 

@@ -208,7 +208,7 @@ function perNodeSetup(answer: (name: string) => PeerStepOutcome['kind'] = () => 
           changed: ['added'],
           cidrsChanged: true,
           result: { added: 1, replaced: 0, removed: 0, neighbours: 0, fdb: 0 },
-          report: report({ added: 1 }),
+          report: () => report({ unchanged: 5 }),
         };
       },
     },
@@ -265,14 +265,33 @@ describe('NodeController per-node steps', () => {
       peer: { name: 'n3', podCIDRs: ['10.244.3.0/24'], internalIPs: ['10.0.0.3'], vtepMacs: {} },
     });
     expect(t.full).toHaveLength(1);
-    // The new CIDR leaves the masquerade set (after the route), and metrics see a per-node pass.
-    expect(t.masq.at(-1)?.clusterCIDRs).toContain('10.244.3.0/24');
-    expect(t.passes.at(-1)).toMatchObject({ kind: 'ok', scope: 'node' });
+    // The new CIDR leaves the masquerade set (after the route, coalesced), and metrics see a per-node pass.
+    await until('masquerade update', () => t.masq.some((m) => m.clusterCIDRs.includes('10.244.3.0/24')));
+    await until('per-node outcome', () => t.passes.some((p) => p.kind === 'ok' && p.scope === 'node'));
+    expect(t.passes.at(-1)).toMatchObject({ kind: 'ok', scope: 'node', report: { added: 1 } });
     // Deleted: the step is asked with no node.
     t.cluster.nodes.delete('n3');
     t.controller.enqueue('n3');
     await until('second step', () => t.steps.length === 2);
     expect(t.steps[1]).toEqual({ name: 'n3', peer: undefined });
+    await t.stop();
+  });
+
+  it('hands a burst of per-node steps to the metrics hook once, with each step counted', async () => {
+    const t = perNodeSetup();
+    await until('first full pass', () => t.full.length === 1);
+    const before = t.passes.length;
+    for (const n of ['n3', 'n4', 'n5']) {
+      t.cluster.nodes.set(n, { name: n, podCIDRs: [], internalIPs: [] });
+      t.controller.enqueue(n);
+    }
+    await until('three steps', () => t.steps.length === 3);
+    await until('per-node outcome', () => t.passes.length > before);
+    await settle();
+    const node = t.passes.slice(before);
+    expect(node).toHaveLength(1);
+    expect(node[0]).toMatchObject({ kind: 'ok', scope: 'node', report: { added: 3 } });
+    expect(node[0]?.kind === 'ok' ? node[0].stepsMs : undefined).toHaveLength(3);
     await t.stop();
   });
 
