@@ -5,8 +5,8 @@
  * *-data fields are base64 PEM. Every error names the file and the field.
  */
 import { readFileSync } from 'node:fs';
+import { createRequire } from 'node:module';
 import { dirname, isAbsolute, resolve } from 'node:path';
-import { parse as parseYaml } from 'yaml';
 import { K8sError, K8sReason } from './errors.ts';
 
 export type TokenSource =
@@ -66,7 +66,7 @@ export function parseKubeconfig(
     );
   let doc: unknown;
   try {
-    doc = parseYaml(text);
+    doc = parseDocument(text);
   } catch (err) {
     throw new K8sError(
       'load kubeconfig',
@@ -206,6 +206,23 @@ export function parseKubeconfig(
     ...(token !== undefined ? { token } : {}),
   };
   return { server, context, http, unsupported: '' };
+}
+
+/**
+ * JSON is YAML: a JSON kubeconfig is parsed without the yaml package, which costs ~10 MB of RSS once
+ * loaded and is loaded (synchronously, on first need) only for real YAML. The in-cluster config
+ * never needs it.
+ */
+function parseDocument(text: string): unknown {
+  if (text.trimStart().startsWith('{')) {
+    try {
+      return JSON.parse(text);
+    } catch {
+      // Flow-style YAML that is not JSON: the YAML parser decides.
+    }
+  }
+  const yaml = createRequire(import.meta.url)('yaml') as typeof import('yaml');
+  return yaml.parse(text);
 }
 
 function optionalBool(
