@@ -11,10 +11,10 @@ export type {
   RouteEvent,
   Subscription,
 } from '../datapath/ports.ts';
-export { deleteLinkVia, type Exchange } from './delete-link-request.ts';
 export { ExistsError, LinkNotFoundError, NetlinkError } from './errors.ts';
 export type { SubscribeOptions } from './events.ts';
 export { subscribeLinkEvents, subscribeRouteEvents } from './events.ts';
 export type { ExtendedNetlinkHandle } from './handle.ts';
 export { type OpenNetlinkOptions, openNetlink } from './handle.ts';
+export { createVethVia, deleteLinkVia, type Exchange } from './off-thread-requests.ts';
 export type { SocketProbe } from './socket.ts';

@@ -1,6 +1,7 @@
 import { getSystemErrorName } from 'node:util';
-import type { NetlinkEventsPort } from '../datapath/ports.ts';
+import type { CreateVeth, NetlinkEventsPort } from '../datapath/ports.ts';
 import {
+  createVethVia,
   deleteLinkVia,
   type ExtendedNetlinkHandle,
   NetlinkError,
@@ -19,7 +20,7 @@ import {
   SOL_NETLINK,
   SOL_SOCKET,
 } from './libc.ts';
-import { openOffThreadNetlink } from './off-thread-netlink.ts';
+import { type OffThreadNetlink, openOffThreadNetlink } from './off-thread-netlink.ts';
 
 /**
  * Socket options the `netlink` package cannot set, applied through its prepareFd hook.
@@ -64,23 +65,28 @@ export function prepareEventSocket(fd: number, recvBuffer = EVENTS_RCVBUF): Sock
 
 /**
  * openNetlink with the request-socket options: use this for the agent's host handle. Its deleteLink
- * goes through a second socket sent from another thread (off-thread-netlink.ts): the kernel holds a
- * veth deletion for 15-33 ms inside the sending call, and the agent's JS thread must keep serving
- * CNI calls meanwhile. Open it on the JS thread in the host namespace (outside withNetns).
+ * and createVeth go through sockets sent from other threads (off-thread-netlink.ts): the kernel
+ * holds a veth deletion for 15-33 ms and a creation for ~2.4 ms inside the sending call, and the
+ * agent's JS thread must keep serving meanwhile. One socket each, so a pod's creation never queues
+ * behind another pod's deletion. Open it on the JS thread in the host namespace (outside withNetns).
  */
 export function openHostNetlink(): ExtendedNetlinkHandle {
   const handle = openNetlink({ prepareFd: prepareRequestSocket });
-  let offThread: ReturnType<typeof openOffThreadNetlink>;
+  let deleting: OffThreadNetlink;
+  let creating: OffThreadNetlink;
   try {
-    offThread = openOffThreadNetlink();
+    deleting = openOffThreadNetlink();
+    creating = openOffThreadNetlink();
   } catch {
-    return handle; // ffi-rs cannot run here: the handle's own (blocking) deleteLink still works
+    return handle; // ffi-rs cannot run here: the handle's own (blocking) methods still work
   }
   const close = handle.close.bind(handle);
   return Object.assign(handle, {
-    deleteLink: (index: number) => deleteLinkVia(offThread.exchange, index),
+    deleteLink: (index: number) => deleteLinkVia(deleting.exchange, index),
+    createVeth: (spec: CreateVeth) => createVethVia(creating.exchange, spec),
     close: () => {
-      offThread.close();
+      deleting.close();
+      creating.close();
       close();
     },
   });

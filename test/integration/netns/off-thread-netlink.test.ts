@@ -1,5 +1,5 @@
 import { afterEach, describe, expect, it } from 'vitest';
-import { deleteLinkVia, LinkNotFoundError } from '../../../pkg/netlink/index.ts';
+import { deleteLinkVia, ExistsError, LinkNotFoundError } from '../../../pkg/netlink/index.ts';
 import {
   createNetnsPort,
   openHostNetlink,
@@ -50,6 +50,33 @@ describe.skipIf(netnsSkipReason !== undefined)('off-thread link deletion (root, 
       expect(names).toContain('vc0');
       expect(names).not.toContain('va0');
       await expect(handle.deleteLink(victim.index)).rejects.toBeInstanceOf(LinkNotFoundError);
+    } finally {
+      port.closeFd(bFd);
+      handle.close();
+    }
+  });
+
+  it("openHostNetlink's createVeth makes the pair with the peer in the target namespace, typed EEXIST", async () => {
+    const a = pool.add('a');
+    const b = pool.add('b');
+    const port = createNetnsPort();
+    const handle = withNetns(a.path, () => openHostNetlink());
+    const bFd = port.openNetnsFd(b.path);
+    try {
+      const spec = { name: 've0', mtu: 1400, peerName: 'eth0', peerNetnsFd: bFd, peerMtu: 1400 };
+      // Several at once: each is its own request on the creation socket, serialized there.
+      await Promise.all([spec, { ...spec, name: 've1', peerName: 'eth1' }].map((s) => handle.createVeth(s)));
+      expect(
+        links(a.name)
+          .map((l) => l.ifname)
+          .sort(),
+      ).toEqual(['lo', 've0', 've1']);
+      const inB = ipJson<{ ifname: string; mtu: number }[]>(b.name, 'link', 'show');
+      expect(inB.filter((l) => l.ifname.startsWith('eth')).map((l) => [l.ifname, l.mtu])).toEqual([
+        ['eth0', 1400],
+        ['eth1', 1400],
+      ]);
+      await expect(handle.createVeth(spec)).rejects.toBeInstanceOf(ExistsError);
     } finally {
       port.closeFd(bFd);
       handle.close();
