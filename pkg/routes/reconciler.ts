@@ -258,6 +258,8 @@ export class RouteReconciler {
     const programmed = await this.listProgrammed();
     const diff = diffRoutes(plan.routes, programmed);
     const remove = input.synced === true ? diff.remove : [];
+    // The pass's own removals are not tampering either: their notifications must not run another pass.
+    for (const r of remove) this.ownChanges.expectDelete(r);
     const applied = await applyRouteDiff(this.handle, { add: diff.add, replace: diff.replace, remove });
     const overlay = await this.overlay?.prune(plan.decisions, input.synced === true);
     // Per-node steps start from a pass that left the kernel exactly as planned, over a complete node list.
