@@ -135,7 +135,13 @@ export class HttpTransport implements Transport {
         if (idle !== undefined) clearTimeout(idle);
         idle = setTimeout(() => finish('timeout'), this.#watchIdleMs);
       };
-      const req = this.#request({ method: 'GET', path, query });
+      let req: http.ClientRequest;
+      try {
+        req = this.#request({ method: 'GET', path, query });
+      } catch (err) {
+        // Synchronous refusals from node:http (e.g. a token with characters a header cannot carry).
+        return reject(toK8sError(op, err));
+      }
       signal.addEventListener('abort', onAbort, { once: true });
       armIdle();
       req.on('error', (err) => finish(signal.aborted ? 'closed' : toK8sError(op, err)));
@@ -211,7 +217,13 @@ export class HttpTransport implements Transport {
         req.destroy();
         reject(toK8sError(op, err));
       };
-      const req = this.#request(r);
+      let req: http.ClientRequest;
+      try {
+        req = this.#request(r);
+      } catch (err) {
+        // Synchronous refusals from node:http (e.g. a token with characters a header cannot carry).
+        return reject(toK8sError(op, err));
+      }
       const timer = setTimeout(
         () =>
           fail(

@@ -178,6 +178,25 @@ describe('HttpTransport', () => {
     );
   });
 
+  it('rejects (never throws) when node:http refuses the request itself', async () => {
+    await serve((_req, res) => res.end('{}'));
+    const { port } = server!.address() as AddressInfo;
+    const t = new HttpTransport(
+      {
+        server: new URL(`http://127.0.0.1:${port}`),
+        insecure: true,
+        token: { kind: 'static', value: 'line1\nline2' },
+      },
+      { userAgent: 'x' },
+    );
+    const e = await rejection(t.get('get node a', '/api/v1/nodes/a'));
+    expect(e.message).toMatch(/^get node a: Invalid character in header content \["authorization"\]/);
+    const w = await rejection(
+      t.watch('watch nodes', '/api/v1/nodes', params, () => undefined, new AbortController().signal),
+    );
+    expect(w.op).toBe('watch nodes');
+  });
+
   it('reports a refused connection as NetworkError with its errno', async () => {
     await serve(() => undefined);
     const { port } = server!.address() as AddressInfo;
