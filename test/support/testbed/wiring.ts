@@ -1,4 +1,4 @@
-import { ip } from '../netns.ts';
+import { ip, nsSysctl } from '../netns.ts';
 import { INTERNET, routerAddr, UNDERLAY } from './plan.ts';
 
 /**
@@ -14,6 +14,10 @@ export function segmentBridge(segment: number): string {
 export function plugIn(fabricNs: string, ns: string, inner: string, outer: string, segment: number): void {
   ip(ns, 'link', 'add', inner, 'type', 'veth', 'peer', 'name', outer, 'netns', fabricNs);
   ip(fabricNs, 'link', 'set', outer, 'master', segmentBridge(segment), 'up');
+  // No DAD for the link-local the kernel generates at link up either: the kernel sends a Neighbor
+  // Solicitation for a forwarded packet only from a non-tentative link-local, so a node forwarding a
+  // pod's IPv6 reply within ~2 s of joining would silently drop it (a real NIC has been up long).
+  nsSysctl(ns, `net.ipv6.conf.${inner}.accept_dad`, '0');
   ip(ns, 'link', 'set', inner, 'up');
 }
 
