@@ -27,13 +27,24 @@ run(join(root, 'node_modules', '.bin', 'tsc'), ['-p', 'tsconfig.build.json']);
 // The compiled agent reads its version here rather than from package.json at run time.
 writeFileSync(join(dist, 'version.json'), `${JSON.stringify({ version })}\n`);
 
+/**
+ * V8 flags for the agent (the image's ENTRYPOINT is this launcher, so they apply in the cluster too).
+ * --max-semi-space-size=1 (MB): a 1 MB young generation instead of up to 16 MB per semi-space. The
+ * agent's garbage is short-lived and bursty (a full reconcile every resync), and a large young
+ * generation kept that much more resident. bench/footprint.ts at 5,000 nodes, same build, sequential
+ * runs: RSS 174-257 MB -> 137-148 MB, CPU 0.79 % -> 0.79 % of a core. --optimize-for-size went down
+ * to 97-108 MB but cost 1.32-1.35 % CPU (target < 1 %), so it is not used. The old generation is not
+ * capped: a low --max-old-space-size would turn a large cluster into an OOM crash.
+ */
+const AGENT_NODE_FLAGS = ['--max-semi-space-size=1'];
+
 const launcher = `#!/bin/sh
 # trellis agent launcher: the checkout's Node 24 when present, else node on PATH (the image's).
 here=$(dirname "$(readlink -f "$0")")
 root=$(dirname "$(dirname "$here")")
 node="$root/node_modules/.bin/node"
 [ -x "$node" ] || node=node
-exec "$node" "$root/dist/cmd/agent/main.js" "$@"
+exec "$node" ${AGENT_NODE_FLAGS.join(' ')} "$root/dist/cmd/agent/main.js" "$@"
 `;
 writeFileSync(join(bin, 'trellis-agent'), launcher);
 chmodSync(join(bin, 'trellis-agent'), 0o755);
