@@ -14,6 +14,7 @@ export interface NodeView {
   readonly podCIDRs: readonly string[];
   /** Every status.addresses entry of type InternalIP, both families, in the server's order. */
   readonly internalIPs: readonly string[];
+  /** Only the trellis.dev/ ones (see ownAnnotations). */
   readonly annotations: Readonly<Record<string, string>>;
   readonly resourceVersion: string;
 }
@@ -57,6 +58,19 @@ export function describeObject(obj: unknown): string {
   const meta = rec(rec(obj)?.metadata);
   const name = typeof meta?.name === 'string' ? meta.name : '<unnamed>';
   return typeof meta?.namespace === 'string' && meta.namespace !== '' ? `${meta.namespace}/${name}` : name;
+}
+
+/** The prefix of the only annotations the agent reads (its VTEP MACs, its heartbeat). */
+export const TRELLIS_ANNOTATION_PREFIX = 'trellis.dev/';
+
+/**
+ * Nodes carry kilobytes of other components' annotations; the informer keeps a view of every Node for
+ * the agent's lifetime, so only ours are kept.
+ */
+function ownAnnotations(all: Record<string, string>): Record<string, string> {
+  const out: Record<string, string> = {};
+  for (const [k, v] of Object.entries(all)) if (k.startsWith(TRELLIS_ANNOTATION_PREFIX)) out[k] = v;
+  return out;
 }
 
 function stringMap(v: unknown, what: string): ViewResult<Record<string, string>> {
@@ -151,7 +165,14 @@ export function toNodeView(obj: unknown): NodeViewResult {
     if (!annotations.ok) return annotations;
     return {
       ok: true,
-      node: { name, uid, podCIDRs, internalIPs, annotations: annotations.value, resourceVersion },
+      node: {
+        name,
+        uid,
+        podCIDRs,
+        internalIPs,
+        annotations: ownAnnotations(annotations.value),
+        resourceVersion,
+      },
     };
   } catch (err) {
     // Exotic inputs (throwing getters, proxies): still never throw.

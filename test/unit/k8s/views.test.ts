@@ -13,7 +13,15 @@ describe('toNodeView', () => {
     [
       'dual stack',
       {
-        metadata: meta('n1', { annotations: { 'trellis.dev/vtep-mac': 'aa:bb:cc:dd:ee:ff' } }),
+        metadata: meta('n1', {
+          // Other components' annotations are not kept: the informer holds every Node for good.
+          annotations: {
+            'trellis.dev/vtep-mac': 'aa:bb:cc:dd:ee:ff',
+            'node.alpha.kubernetes.io/ttl': '0',
+            'kubeadm.alpha.kubernetes.io/cri-socket': 'unix:///run/containerd/containerd.sock',
+            'trellis.devious/x': 'not ours either',
+          },
+        }),
         spec: { podCIDR: '10.244.1.0/24', podCIDRs: ['10.244.1.0/24', 'fd00:10:244:1::/64'] },
         status: {
           addresses: [
