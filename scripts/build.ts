@@ -38,13 +38,16 @@ writeFileSync(join(dist, 'version.json'), `${JSON.stringify({ version })}\n`);
  */
 const AGENT_NODE_FLAGS = ['--max-semi-space-size=1'];
 
+// TRELLIS_NODE_FLAGS: extra node/V8 flags from the DaemonSet's environment, for the flags NODE_OPTIONS
+// refuses (--optimize-for-size: less memory for more CPU, see bench/README.md). Split on spaces on purpose.
 const launcher = `#!/bin/sh
 # trellis agent launcher: the checkout's Node 24 when present, else node on PATH (the image's).
 here=$(dirname "$(readlink -f "$0")")
 root=$(dirname "$(dirname "$here")")
 node="$root/node_modules/.bin/node"
 [ -x "$node" ] || node=node
-exec "$node" ${AGENT_NODE_FLAGS.join(' ')} "$root/dist/cmd/agent/main.js" "$@"
+# shellcheck disable=SC2086
+exec "$node" ${AGENT_NODE_FLAGS.join(' ')} \${TRELLIS_NODE_FLAGS:-} "$root/dist/cmd/agent/main.js" "$@"
 `;
 writeFileSync(join(bin, 'trellis-agent'), launcher);
 chmodSync(join(bin, 'trellis-agent'), 0o755);
