@@ -6,7 +6,10 @@
  * - same node: pod -> host veth -> routed -> host veth -> pod;
  * - direct: two nodes on one L2 segment (a bridge in a fabric namespace), routes via the peer's
  *   InternalIP, agents in Kubernetes mode with --mode auto;
- * - vxlan: the same two-node layout with --mode vxlan (when the agent supports it).
+ * - vxlan: the same two-node layout with --mode vxlan (when the agent supports it);
+ * - node to node (underlay): the two nodes of the direct layout themselves, no pod involved. A path
+ *   across nodes crosses the test bed's underlay (two more veths and a bridge) that the veth-pair
+ *   reference does not, so it is also reported against this.
  *
  *   node_modules/.bin/node bench/datapath.ts [--seconds 5] [--reps 3] [--no-vxlan] [--out FILE]
  */
@@ -53,6 +56,7 @@ interface Path {
   run: () => Promise<number>;
 }
 
+const UNDERLAY = 'node to node (underlay)';
 const pool = new NetnsPool();
 const beds: Testbed[] = [];
 const results = new Map<string, number[]>();
@@ -89,6 +93,9 @@ try {
   const p3: TestbedPod = await direct.addPod(n2!.name);
   paths.push({ name: 'same node', run: () => iperf(p1.ns, p2.ns, p2.v4) });
   paths.push({ name: 'across nodes, direct', run: () => iperf(p1.ns, p3.ns, p3.v4) });
+  // The underlay alone (node to node over the test bed's veths and bridge): what a pod path across
+  // nodes has to cross anyway, so pod / underlay is trellis's own cost there.
+  paths.push({ name: UNDERLAY, run: () => iperf(n1!.ns, n2!.ns, n2!.plan.v4) });
 
   if (opts['no-vxlan']) notMeasured.vxlan = 'skipped (--no-vxlan)';
   else {
@@ -120,19 +127,21 @@ try {
 }
 
 const ref = median(results.get('veth pair (reference)') ?? []);
-const summary: Record<string, { gbps: number; runs: number[]; ratio: number }> = {};
+const underlay = median(results.get(UNDERLAY) ?? []);
+const summary: Record<string, { gbps: number; runs: number[]; ratio: number; vsUnderlay?: number }> = {};
 for (const [name, runs] of results) {
   summary[name] = {
     gbps: round(median(runs)),
     runs: runs.map((x) => round(x)),
     ratio: ratio(median(runs), ref),
+    ...(name.startsWith('across nodes') ? { vsUnderlay: ratio(median(runs), underlay) } : {}),
   };
 }
 const commit = commitId();
 process.stdout.write(
   `${table(
-    ['path', 'Gbit/s (median)', 'vs veth pair', 'runs'],
-    Object.entries(summary).map(([n, s]) => [n, s.gbps, s.ratio, s.runs.join(' ')]),
+    ['path', 'Gbit/s (median)', 'vs veth pair', 'vs underlay', 'runs'],
+    Object.entries(summary).map(([n, s]) => [n, s.gbps, s.ratio, s.vsUnderlay ?? '', s.runs.join(' ')]),
   )}\n${Object.entries(notMeasured)
     .map(([k, v]) => `${k}: ${v}\n`)
     .join('')}(iperf3 TCP, ${SECONDS} s per run, ${REPS} reps, commit ${commit})\n`,
