@@ -295,6 +295,24 @@ describe('NodeController per-node steps', () => {
     await t.stop();
   });
 
+  it('under a steady stream of steps, still hands them to the metrics hook within about 2 s', async () => {
+    const t = perNodeSetup();
+    await until('first full pass', () => t.full.length === 1);
+    const before = t.passes.length;
+    // A step every 40 ms never leaves the 150 ms of quiet the hook waits for; the cap must flush anyway.
+    for (let i = 0; i < 75 && t.passes.length === before; i++) {
+      t.cluster.nodes.set(`s${i}`, { name: `s${i}`, podCIDRs: [], internalIPs: [] });
+      t.controller.enqueue(`s${i}`);
+      await new Promise((r) => setTimeout(r, 40));
+    }
+    const flushed = t.passes.slice(before);
+    expect(flushed.length).toBeGreaterThan(0);
+    expect(flushed[0]).toMatchObject({ kind: 'ok', scope: 'node' });
+    // Flushed mid-stream, not at its end: fewer steps than were sent.
+    expect(t.steps.length).toBeLessThan(75);
+    await t.stop();
+  });
+
   it('falls back to a full pass when the step cannot decide', async () => {
     const t = perNodeSetup(() => 'full');
     await until('first full pass', () => t.full.length === 1);
