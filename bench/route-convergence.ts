@@ -129,6 +129,8 @@ interface TrellisRun {
   agentPassMs: number;
   addLatency: number[];
   delLatency: number[];
+  /** The agent's own share of each event: its 'reconciled node' queuedMs + durationMs. */
+  agentStepMs: number[];
   routes: number;
 }
 
@@ -193,6 +195,7 @@ async function trellisRun(masquerade: boolean, events: number): Promise<TrellisR
     // ready, the agent's own start-up writes (its VTEP annotation, its Node condition) come back as
     // events of its Node and may run one more full pass, which the first sample would otherwise wait for.
     await quiet(agent, 500);
+    const stepsFrom = agent.logs.length;
     const addLatency: number[] = [];
     const delLatency: number[] = [];
     for (let k = 0; k < events; k++) {
@@ -218,6 +221,10 @@ async function trellisRun(masquerade: boolean, events: number): Promise<TrellisR
       agentPassMs: Number(pass?.durationMs ?? Number.NaN),
       addLatency,
       delLatency,
+      agentStepMs: agent.logs
+        .slice(stepsFrom)
+        .filter((l) => l.msg === 'reconciled node')
+        .map((l) => Number(l.queuedMs ?? 0) + Number(l.durationMs)),
       routes,
     };
   } catch (err) {
@@ -272,6 +279,7 @@ const plain = runs.filter((r) => !r.masquerade);
 const masq = runs.find((r) => r.masquerade);
 const adds = plain.flatMap((r) => r.addLatency);
 const dels = plain.flatMap((r) => r.delLatency);
+const steps = plain.flatMap((r) => r.agentStepMs);
 const refMs = median(reference);
 const summary = {
   peers: NODES - 1,
@@ -296,6 +304,12 @@ const summary = {
     p99Ms: round(pct(dels, 99)),
     maxMs: round(Math.max(...dels)),
   },
+  agentStep: {
+    samples: steps.length,
+    p50Ms: round(median(steps)),
+    p99Ms: round(pct(steps, 99)),
+    maxMs: round(Math.max(...steps)),
+  },
   routesInKernel: plain.map((r) => r.routes),
 };
 const commit = commitId();
@@ -317,6 +331,10 @@ process.stdout.write(
       [
         `node deleted -> route gone, p50 / p99 ms (${dels.length})`,
         `${summary.nodeDel.p50Ms} / ${summary.nodeDel.p99Ms}`,
+      ],
+      [
+        `  the agent's share (queued + step, its log), p50 / p99 ms (${steps.length})`,
+        `${summary.agentStep.p50Ms} / ${summary.agentStep.p99Ms}`,
       ],
     ],
   )}\n(commit ${commit}, ${REPS} reps, medians)\n`,
