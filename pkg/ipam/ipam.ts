@@ -26,8 +26,10 @@ export type { Lease, LeasedAddress, LeaseKey, LeaseMeta, LoadReport, RangeUsage 
 
 /**
  * The facade the agent uses. Synchronous on purpose: the agent serializes IPAM calls, and sync fs
- * calls on tiny files are the fastest way to make an allocation durable (see store.ts); an async API
- * would add promise hops to every CNI ADD and invite interleaving that the store does not need.
+ * calls on tiny files are the fastest way to record an allocation (see store.ts); an async API would
+ * add promise hops to every CNI ADD and invite interleaving that the store does not need. The one
+ * exception is allocateDeferred's `durable`: only the fsyncs, which wait for the disk, leave the
+ * JS thread, so the state in memory and on disk is decided before it returns, as with allocate.
  */
 export interface Ipam {
   /** Idempotent per key: the same key returns the same lease (meta updated only if missing). All families or nothing: on failure of one family nothing stays reserved. */
