@@ -8,13 +8,12 @@ import {
   createK8sClient,
   K8S_API_USAGE,
   type K8sClient,
-  K8sError,
   loadKubeConfig,
   NETWORK_UP_REASON,
 } from '../../../pkg/k8s/index.ts';
 import type { JsonObject } from '../../support/apiserver/patch.ts';
 import { startTestApiServer, type TestApiServer } from '../../support/apiserver/server.ts';
-import { api, nodeObject, podObject, waitFor } from './helpers.ts';
+import { api, nodeObject, podObject, rejection, waitFor } from './helpers.ts';
 
 let server: TestApiServer;
 let client: K8sClient;
@@ -37,16 +36,6 @@ async function rawNode(name: string): Promise<JsonObject> {
 
 function conditions(node: JsonObject): JsonObject[] {
   return ((node.status as JsonObject).conditions ?? []) as JsonObject[];
-}
-
-async function rejection(p: Promise<unknown>): Promise<K8sError> {
-  try {
-    await p;
-  } catch (err) {
-    expect(err).toBeInstanceOf(K8sError);
-    return err as K8sError;
-  }
-  throw new Error('expected a rejection');
 }
 
 describe.each(['auto', 'client-node'] as const)('transport %s', (transport) => {

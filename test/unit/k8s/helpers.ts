@@ -1,4 +1,6 @@
 /** Small helpers shared by the pkg/k8s and test API server tests. */
+import { expect } from 'vitest';
+import { K8sError } from '../../../pkg/k8s/index.ts';
 import type { JsonObject } from '../../support/apiserver/patch.ts';
 
 export async function waitFor(cond: () => boolean, what: string, timeoutMs = 10_000): Promise<void> {
@@ -106,4 +108,27 @@ export async function collectWatch(
     ac.abort();
   }
   return { events, ended };
+}
+
+/** The K8sError a promise rejects with (the test fails if it resolves or rejects with anything else). */
+export async function rejection(p: Promise<unknown>): Promise<K8sError> {
+  try {
+    await p;
+  } catch (err) {
+    expect(err).toBeInstanceOf(K8sError);
+    return err as K8sError;
+  }
+  throw new Error('expected a rejection');
+}
+
+/** The InvalidKubeconfig K8sError `fn` throws. */
+export function configError(fn: () => unknown): K8sError {
+  try {
+    fn();
+  } catch (err) {
+    expect(err).toBeInstanceOf(K8sError);
+    expect((err as K8sError).reason).toBe('InvalidKubeconfig');
+    return err as K8sError;
+  }
+  throw new Error('expected an error');
 }

@@ -6,7 +6,7 @@ import { createServer, type IncomingMessage, type Server, type ServerResponse } 
 import type { AddressInfo } from 'node:net';
 import { afterEach, describe, expect, it } from 'vitest';
 import { HttpTransport } from '../../../pkg/k8s/http-transport.ts';
-import { K8sError } from '../../../pkg/k8s/index.ts';
+import { rejection } from './helpers.ts';
 
 let server: Server | undefined;
 const open = new Set<ServerResponse>();
@@ -32,16 +32,6 @@ async function serve(handler: (req: IncomingMessage, res: ServerResponse) => voi
     { server: new URL(`http://127.0.0.1:${port}`), insecure: true },
     { userAgent: 'trellis-agent/test', requestTimeoutMs: 300, watchIdleMs: 300 },
   );
-}
-
-async function rejection(p: Promise<unknown>): Promise<K8sError> {
-  try {
-    await p;
-  } catch (err) {
-    expect(err).toBeInstanceOf(K8sError);
-    return err as K8sError;
-  }
-  throw new Error('expected a rejection');
 }
 
 const params = { resourceVersion: '5', allowWatchBookmarks: true, timeoutSeconds: 60 };

@@ -2,9 +2,10 @@ import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, it } from 'vitest';
-import { createK8sClient, K8sError, loadKubeConfig } from '../../../pkg/k8s/index.ts';
+import { createK8sClient, loadKubeConfig } from '../../../pkg/k8s/index.ts';
 import { startTestApiServer, writeKubeconfig } from '../../support/apiserver/server.ts';
 import { makeTestPki, type TestPki } from '../../support/apiserver/tls.ts';
+import { configError } from './helpers.ts';
 
 let dir: string;
 let pki: TestPki;
@@ -20,17 +21,6 @@ beforeEach(() => {
 afterEach(() => {
   rmSync(dir, { recursive: true, force: true });
 });
-
-function configError(fn: () => unknown): K8sError {
-  try {
-    fn();
-  } catch (err) {
-    expect(err).toBeInstanceOf(K8sError);
-    expect((err as K8sError).reason).toBe('InvalidKubeconfig');
-    return err as K8sError;
-  }
-  throw new Error('expected an error');
-}
 
 /** A service account directory under `root`; returns it. */
 function serviceAccount(root: string, ca = pki.caCert, token = 'sa-token'): string {

@@ -8,10 +8,10 @@ import { chmodSync, mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:f
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, it } from 'vitest';
-import { createK8sClient, K8sError, loadKubeConfig, USER_AGENT } from '../../../pkg/k8s/index.ts';
+import { createK8sClient, loadKubeConfig, USER_AGENT } from '../../../pkg/k8s/index.ts';
 import { startTestApiServer, type TestApiServer } from '../../support/apiserver/server.ts';
 import { makeTestPki, type TestPki } from '../../support/apiserver/tls.ts';
-import { nodeObject } from './helpers.ts';
+import { configError, nodeObject, rejection } from './helpers.ts';
 
 let pki: TestPki;
 let other: TestPki;
@@ -61,27 +61,6 @@ function kubeconfig(cluster: Record<string, unknown>, user: Record<string, unkno
     }),
   );
   return p;
-}
-
-function configError(fn: () => unknown): K8sError {
-  try {
-    fn();
-  } catch (err) {
-    expect(err).toBeInstanceOf(K8sError);
-    expect((err as K8sError).reason).toBe('InvalidKubeconfig');
-    return err as K8sError;
-  }
-  throw new Error('expected an error');
-}
-
-async function rejection(p: Promise<unknown>): Promise<K8sError> {
-  try {
-    await p;
-  } catch (err) {
-    expect(err).toBeInstanceOf(K8sError);
-    return err as K8sError;
-  }
-  throw new Error('expected a rejection');
 }
 
 /** One getNode through a fresh client; what the server recorded about it. */
