@@ -11,7 +11,7 @@ export type {
   RouteEvent,
   Subscription,
 } from '../datapath/ports.ts';
-export { ExistsError, LinkNotFoundError, NetlinkError } from './errors.ts';
+export { ExistsError, errorFromErrno, LinkNotFoundError, NetlinkError } from './errors.ts';
 export type { SubscribeOptions } from './events.ts';
 export { subscribeLinkEvents, subscribeRouteEvents } from './events.ts';
 export type { ExtendedNetlinkHandle } from './handle.ts';

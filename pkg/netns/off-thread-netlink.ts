@@ -1,6 +1,5 @@
 import { closeSync } from 'node:fs';
-import { getSystemErrorName } from 'node:util';
-import { NetlinkError } from '../netlink/index.ts';
+import { errorFromErrno } from '../netlink/index.ts';
 import { AF_NETLINK, getLibc, MSG_DONTWAIT, NETLINK_ROUTE, SOCK_CLOEXEC, SOCK_RAW } from './libc.ts';
 
 /**
@@ -25,7 +24,7 @@ const REPLY_BUFFER = 64 * 1024;
 export function openOffThreadNetlink(): OffThreadNetlink {
   const libc = getLibc();
   const opened = libc.socket(AF_NETLINK, SOCK_RAW | SOCK_CLOEXEC, NETLINK_ROUTE);
-  if (opened.value < 0) throw failed('socket(AF_NETLINK, NETLINK_ROUTE)', opened.errno);
+  if (opened.value < 0) throw errorFromErrno(opened.errno, 'socket(AF_NETLINK, NETLINK_ROUTE)');
   const fd = opened.value;
   let closed = false;
   // Replies are matched by order: one request in flight, the next waits for it.
@@ -34,10 +33,10 @@ export function openOffThreadNetlink(): OffThreadNetlink {
   const once = async (request: Buffer): Promise<Buffer> => {
     if (closed) throw new Error('off-thread netlink socket is closed');
     const sent = await libc.sendOffThread(fd, request);
-    if (sent.value < 0) throw failed('send on the off-thread netlink socket', sent.errno);
+    if (sent.value < 0) throw errorFromErrno(sent.errno, 'send on the off-thread netlink socket');
     const reply = Buffer.alloc(REPLY_BUFFER);
     const got = libc.recv(fd, reply, MSG_DONTWAIT);
-    if (got.value < 0) throw failed('recv on the off-thread netlink socket', got.errno);
+    if (got.value < 0) throw errorFromErrno(got.errno, 'recv on the off-thread netlink socket');
     return reply.subarray(0, got.value);
   };
 
@@ -57,14 +56,4 @@ export function openOffThreadNetlink(): OffThreadNetlink {
       void tail.finally(() => closeSync(fd));
     },
   };
-}
-
-function failed(op: string, errno: number): NetlinkError {
-  let name: string;
-  try {
-    name = getSystemErrorName(-errno);
-  } catch {
-    name = `errno ${errno}`;
-  }
-  return new NetlinkError(name, op);
 }
