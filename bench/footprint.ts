@@ -12,15 +12,14 @@
  */
 import { execFileSync, spawn } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
-import { mkdirSync, mkdtempSync, writeFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { mkdirSync, writeFileSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { parseArgs } from 'node:util';
-import { type AgentProcess, removeAgentDir, startAgent } from '../test/support/agent-process.ts';
+import { type AgentProcess, removeAgentDir } from '../test/support/agent-process.ts';
 import { startTestApiServer } from '../test/support/apiserver/server.ts';
 import { runPlugin, SHIM_BINARY } from '../test/support/cni-driver.ts';
 import { NetnsPool } from '../test/support/netns.ts';
-import { fakeCniBinDir, populate, SELF, wireNodeNamespace } from './lib/cluster.ts';
+import { populate, runInsideNamespace, SELF, startClusterAgent, wireNodeNamespace } from './lib/cluster.ts';
 import { CLK_TCK, cpuTicks, rssBytes, slope } from './lib/proc.ts';
 import { NODE } from './lib/runner-client.ts';
 import { commitId, machine, round, sleep, table } from './lib/stats.ts';
@@ -51,16 +50,9 @@ if (!opts.inner) {
     const fabric = pool.add('fpf');
     wireNodeNamespace(node.name, fabric.name);
     const pods = Array.from({ length: PODS }, () => pool.add('fpp', { loUp: false }).name);
-    const child = spawn(
-      'ip',
-      [
-        ...['netns', 'exec', node.name, NODE, import.meta.filename, ...process.argv.slice(2)],
-        ...['--inner', '--ns', node.name, '--pod-ns', pods.join(',')],
-      ],
-      { stdio: 'inherit' },
-    );
-    process.on('SIGINT', () => child.kill('SIGTERM'));
-    code = await new Promise<number>((resolve) => child.on('exit', (c) => resolve(c ?? 1)));
+    code = await runInsideNamespace(node.name, import.meta.filename, [
+      ...['--ns', node.name, '--pod-ns', pods.join(',')],
+    ]);
   } finally {
     pool.cleanup();
   }
@@ -88,20 +80,8 @@ let setupMs = 0;
 let pods = 0;
 try {
   populate(srv, NODES);
-  const dir = mkdtempSync(join(tmpdir(), 'trl-agent-'));
-  fakeCniBinDir(join(dir, 'bin'));
   const t0 = Date.now();
-  agent = startAgent({
-    ns,
-    dir,
-    kubernetes: {
-      nodeName: SELF,
-      kubeconfig: srv.kubeconfigPath,
-      cniConfDir: join(dir, 'net.d'),
-      cniBinDir: join(dir, 'bin'),
-    },
-    extraArgs: ['--log-level', 'info'],
-  });
+  agent = startClusterAgent(ns, srv, ['--log-level', 'info']);
   await agent.ready();
   const pid = agent.child.pid!;
   const cmdline = execFileSync('cat', [`/proc/${pid}/cmdline`], { encoding: 'utf8' });

@@ -17,26 +17,25 @@
  *   node_modules/.bin/node bench/route-convergence.ts [--nodes 5000] [--reps 3] [--events 50]
  *     [--no-masq-rep] [--out FILE]
  */
-import { execFileSync, spawn } from 'node:child_process';
+import { execFileSync } from 'node:child_process';
 import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
 import { performance } from 'node:perf_hooks';
 import { parseArgs } from 'node:util';
-import { type AgentProcess, removeAgentDir, startAgent } from '../test/support/agent-process.ts';
+import { type AgentProcess, removeAgentDir } from '../test/support/agent-process.ts';
 import { startTestApiServer } from '../test/support/apiserver/server.ts';
 import { NetnsPool } from '../test/support/netns.ts';
 import {
-  fakeCniBinDir,
   nodeObject,
   peerCidr,
   peerIp,
   populate,
-  SELF,
+  runInsideNamespace,
+  startClusterAgent,
   wireNodeNamespace,
 } from './lib/cluster.ts';
 import { nowMs, RouteMonitor } from './lib/route-monitor.ts';
-import { NODE } from './lib/runner-client.ts';
 import { commitId, machine, median, pct, ratio, round, sleep, table } from './lib/stats.ts';
 
 const { values: opts } = parseArgs({
@@ -66,29 +65,12 @@ if (!opts.inner) {
     const refFabric = pool.add('rcrf');
     wireNodeNamespace(node.name, fabric.name);
     wireNodeNamespace(ref.name, refFabric.name);
-    const args = process.argv.slice(2);
-    const child = spawn(
-      'ip',
-      [
-        'netns',
-        'exec',
-        node.name,
-        NODE,
-        import.meta.filename,
-        ...args,
-        '--inner',
-        '--ns',
-        node.name,
-        '--ref-ns',
-        ref.name,
-      ],
-      { stdio: 'inherit' },
-    );
-    const stop = (): void => {
-      child.kill('SIGTERM');
-    };
-    process.on('SIGINT', stop);
-    code = await new Promise<number>((resolve) => child.on('exit', (c) => resolve(c ?? 1)));
+    code = await runInsideNamespace(node.name, import.meta.filename, [
+      '--ns',
+      node.name,
+      '--ref-ns',
+      ref.name,
+    ]);
   } finally {
     pool.cleanup();
   }
@@ -166,19 +148,7 @@ async function trellisRun(masquerade: boolean, events: number): Promise<TrellisR
       return false;
     });
     await monitor.ready();
-    const dir = mkdtempSync(join(tmpdir(), 'trl-agent-'));
-    fakeCniBinDir(join(dir, 'bin'));
-    agent = startAgent({
-      ns,
-      dir,
-      kubernetes: {
-        nodeName: SELF,
-        kubeconfig: srv.kubeconfigPath,
-        cniConfDir: join(dir, 'net.d'),
-        cniBinDir: join(dir, 'bin'),
-      },
-      extraArgs: ['--log-level', 'info', ...(masquerade ? [] : ['--no-masquerade'])],
-    });
+    agent = startClusterAgent(ns, srv, ['--log-level', 'info', ...(masquerade ? [] : ['--no-masquerade'])]);
     const peers = new Set(Array.from({ length: NODES - 1 }, (_, k) => peerCidr(k + 1)));
     let seen = 0;
     const last = await monitor.waitFor((e) => {

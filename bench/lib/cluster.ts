@@ -3,13 +3,16 @@
  * InternalIPs sit on the node's connected /16 (so every peer is a direct route), each with one IPv4
  * pod CIDR. Node i: InternalIP 10.10.(1 + i>>8).(i&255), pod CIDR 10.(128 + i>>8).(i&255).0/24.
  */
-import { execFileSync } from 'node:child_process';
-import { mkdirSync, symlinkSync } from 'node:fs';
+import { execFileSync, spawn } from 'node:child_process';
+import { mkdirSync, mkdtempSync, symlinkSync } from 'node:fs';
+import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { type AgentProcess, startAgent } from '../../test/support/agent-process.ts';
 import type { JsonObject } from '../../test/support/apiserver/patch.ts';
 import type { TestApiServer } from '../../test/support/apiserver/server.ts';
 import { REFERENCE_PLUGIN_DIR, SHIM_BINARY } from '../../test/support/cni-driver.ts';
 import { ip } from '../../test/support/netns.ts';
+import { NODE } from './runner-client.ts';
 
 export const SELF = 'bench-self';
 export const SELF_IP = '10.10.0.1';
@@ -77,4 +80,39 @@ export function fakeCniBinDir(dir: string): void {
   mkdirSync(dir, { recursive: true });
   symlinkSync(SHIM_BINARY, join(dir, 'trellis'));
   for (const p of ['portmap', 'loopback']) symlinkSync(join(REFERENCE_PLUGIN_DIR, p), join(dir, p));
+}
+
+/**
+ * The outer half of a bench that runs inside a node namespace: re-executes this script there with
+ * `--inner` and `extra`, forwards Ctrl-C, and resolves with its exit code.
+ */
+export function runInsideNamespace(ns: string, script: string, extra: readonly string[]): Promise<number> {
+  const child = spawn(
+    'ip',
+    ['netns', 'exec', ns, NODE, script, ...process.argv.slice(2), '--inner', ...extra],
+    { stdio: 'inherit' },
+  );
+  process.on('SIGINT', () => child.kill('SIGTERM'));
+  return new Promise<number>((resolve) => child.on('exit', (c) => resolve(c ?? 1)));
+}
+
+/** A real agent in Kubernetes mode as SELF in `ns`, against the test API server, with a fake CNI bin dir. */
+export function startClusterAgent(
+  ns: string,
+  srv: TestApiServer,
+  extraArgs: readonly string[],
+): AgentProcess {
+  const dir = mkdtempSync(join(tmpdir(), 'trl-agent-'));
+  fakeCniBinDir(join(dir, 'bin'));
+  return startAgent({
+    ns,
+    dir,
+    kubernetes: {
+      nodeName: SELF,
+      kubeconfig: srv.kubeconfigPath,
+      cniConfDir: join(dir, 'net.d'),
+      cniBinDir: join(dir, 'bin'),
+    },
+    extraArgs: [...extraArgs],
+  });
 }
