@@ -6,24 +6,11 @@ import type { Lease } from '../../../pkg/ipam/index.ts';
 import type { MasqOptions } from '../../../pkg/masq/render.ts';
 import type { PeerStepOutcome, ReconcileInput, ReconcileReport } from '../../../pkg/routes/reconciler.ts';
 import type { PeerNode } from '../../../pkg/routes/types.ts';
+import { reconcileReport } from '../routes/report-fixture.ts';
 
 const silent = pino({ level: 'silent' });
 
-function report(over: Partial<ReconcileReport> = {}): ReconcileReport {
-  return {
-    added: 0,
-    replaced: 0,
-    removed: 0,
-    unchanged: 0,
-    removalsDeferred: 0,
-    errors: [],
-    problems: [],
-    decisions: [],
-    conflicts: [],
-    durationMs: 0,
-    ...over,
-  } as ReconcileReport;
-}
+const report = reconcileReport;
 
 class FakeCluster implements ClusterView {
   nodes = new Map<string, ClusterNode>();

@@ -3,23 +3,11 @@ import type { PassOutcome } from '../../../pkg/agent/controller.ts';
 import type { RouteInfo } from '../../../pkg/datapath/ports.ts';
 import { AgentMetrics, CNI_BUCKETS } from '../../../pkg/observe/metrics.ts';
 import type { ReconcileReport } from '../../../pkg/routes/reconciler.ts';
+import { reconcileReport } from '../routes/report-fixture.ts';
 import { parseExposition } from './prom-text.ts';
 
-function report(over: Partial<ReconcileReport> = {}): ReconcileReport {
-  return {
-    added: 0,
-    replaced: 0,
-    removed: 0,
-    unchanged: 0,
-    removalsDeferred: 0,
-    errors: [],
-    problems: [],
-    decisions: [],
-    conflicts: [],
-    durationMs: 1,
-    ...over,
-  };
-}
+const report = (over: Partial<ReconcileReport> = {}): ReconcileReport =>
+  reconcileReport({ durationMs: 1, ...over });
 
 const via = (dst: string, gateway: string): RouteInfo => ({
   family: dst.includes(':') ? 6 : 4,
