@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { CniCode, CniError } from '../../../pkg/cni/errors.ts';
+import { CniCode } from '../../../pkg/cni/errors.ts';
 import {
   DEFAULT_SOCKET,
   DEFAULT_SPOOL_DIR,
@@ -17,16 +17,7 @@ import {
   SPEC040_TUNING_ADD,
   SPEC040_TUNING_DEL_AS_PRINTED,
 } from './spec-examples.ts';
-
-function thrown(f: () => unknown): CniError {
-  try {
-    f();
-  } catch (err) {
-    expect(err).toBeInstanceOf(CniError);
-    return err as CniError;
-  }
-  throw new Error('expected a CniError');
-}
+import { thrown } from './thrown.ts';
 
 const base = { cniVersion: '1.0.0', name: 'trellis', type: 'trellis' };
 const conf = (extra: Record<string, unknown>, command: NetConfCommand = 'ADD') =>

@@ -2,16 +2,7 @@ import { describe, expect, it } from 'vitest';
 import { CniCode, CniError } from '../../../pkg/cni/errors.ts';
 import { type CniResult, convertResult, errorJson, parseResult } from '../../../pkg/cni/result.ts';
 import { SPEC1_ERROR, SPEC1_RESULT } from './spec-examples.ts';
-
-function thrown(f: () => unknown): CniError {
-  try {
-    f();
-  } catch (err) {
-    expect(err).toBeInstanceOf(CniError);
-    return err as CniError;
-  }
-  throw new Error('expected a CniError');
-}
+import { thrown } from './thrown.ts';
 
 /** A 1.1 result using every field, dual-stack. */
 const FULL_11: CniResult = {

@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { CniCode, CniError } from '../../../pkg/cni/errors.ts';
+import { CniCode } from '../../../pkg/cni/errors.ts';
 import {
   checkVersion,
   checkVersionAllows,
@@ -12,16 +12,7 @@ import {
   versionAtLeast,
   versionReply,
 } from '../../../pkg/cni/version.ts';
-
-function thrown(f: () => unknown): CniError {
-  try {
-    f();
-  } catch (err) {
-    expect(err).toBeInstanceOf(CniError);
-    return err as CniError;
-  }
-  throw new Error('expected a CniError');
-}
+import { thrown } from './thrown.ts';
 
 describe('versions', () => {
   it('supports exactly 0.3.0, 0.3.1, 0.4.0, 1.0.0 and 1.1.0', () => {

@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { CniCode, CniError } from '../../../pkg/cni/errors.ts';
+import { CniCode } from '../../../pkg/cni/errors.ts';
 import { formatIp, parseIp } from '../../../pkg/ip/index.ts';
 import {
   gatewayAddress,
@@ -9,16 +9,12 @@ import {
   parseRange,
   usableBounds,
 } from '../../../pkg/ipam/range.ts';
+import { thrown } from '../cni/thrown.ts';
 import { NOT_CIDRS, NOT_IPS } from '../ip/cases.ts';
 
 function codeOf(fn: () => unknown): { code: number; message: string } {
-  try {
-    fn();
-  } catch (err) {
-    expect(err).toBeInstanceOf(CniError);
-    return { code: (err as CniError).code, message: (err as CniError).message };
-  }
-  throw new Error('expected a CniError');
+  const err = thrown(fn);
+  return { code: err.code, message: err.message };
 }
 
 describe('bad address and CIDR text', () => {
