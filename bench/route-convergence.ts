@@ -8,7 +8,8 @@
  *   N-1 peer routes appearing in the kernel (`ip -ts monitor route` timestamps). Reference, same run
  *   and interleaved: `ip -batch` adding the same routes in a fresh namespace, spawn to exit.
  * - Incremental: one Node added (or deleted) through the store -> its route added (or deleted) in
- *   the kernel, from the API write to the monitor's timestamp.
+ *   the kernel, from the API write to the monitor's timestamp; each event split at the agent's log
+ *   line into delivery (API write -> the agent queued it), the agent's own share, and the monitor's.
  *
  * The whole measurement runs inside the node namespace (the script re-executes itself there with
  * `ip netns exec`), so the API server can listen on the namespace's 127.0.0.1 and the agent, the
@@ -113,7 +114,38 @@ interface TrellisRun {
   delLatency: number[];
   /** The agent's own share of each event: its 'reconciled node' queuedMs + durationMs. */
   agentStepMs: number[];
+  /** Where each event's time went (see splitEvent), in event order. */
+  addSplit: EventSplit[];
+  delSplit: EventSplit[];
   routes: number;
+}
+
+/**
+ * One event's latency split at the agent's 'reconciled node' log line (pino's ISO time: 1 ms
+ * resolution): API write -> the agent queued the step (the watch event's delivery: the API server's
+ * write, the socket, the agent's HTTP and JSON parsing, its informer); queued + step (the agent's
+ * own share); step end -> `ip monitor` printed the route (the monitor's own wake-up).
+ */
+interface EventSplit {
+  totalMs: number;
+  deliveryMs: number;
+  agentMs: number;
+  monitorMs: number;
+}
+
+function splitEvent(
+  logs: readonly Record<string, unknown>[],
+  node: string,
+  t0: number,
+  at: number,
+): EventSplit | undefined {
+  const line = logs.find(
+    (l) => l.msg === 'reconciled node' && l.node === node && Date.parse(String(l.time)) >= Math.floor(t0),
+  );
+  if (line === undefined) return undefined;
+  const end = Date.parse(String(line.time));
+  const agentMs = Number(line.queuedMs ?? 0) + Number(line.durationMs);
+  return { totalMs: at - t0, deliveryMs: end - agentMs - t0, agentMs, monitorMs: at - end };
 }
 
 /** Until the agent has logged nothing for quietMs (at most 10 s). */
@@ -168,12 +200,15 @@ async function trellisRun(masquerade: boolean, events: number): Promise<TrellisR
     const stepsFrom = agent.logs.length;
     const addLatency: number[] = [];
     const delLatency: number[] = [];
+    const addTimes: { node: string; t0: number; at: number }[] = [];
+    const delTimes: { node: string; t0: number; at: number }[] = [];
     for (let k = 0; k < events; k++) {
       const cidr = `10.200.${k}.0/24`;
       const t0 = nowMs();
       srv.store.addNode(nodeObject(`bench-ev-${k}`, `10.10.200.${k + 1}`, cidr));
       const ev = await monitor.waitFor((e) => !e.deleted && e.dst === cidr);
       addLatency.push(ev.at - t0);
+      addTimes.push({ node: `bench-ev-${k}`, t0, at: ev.at });
       await sleep(20);
     }
     for (let k = 0; k < events; k++) {
@@ -182,8 +217,10 @@ async function trellisRun(masquerade: boolean, events: number): Promise<TrellisR
       srv.store.deleteNode(`bench-ev-${k}`);
       const ev = await monitor.waitFor((e) => e.deleted && e.dst === cidr && e.at >= t0 - 1);
       delLatency.push(ev.at - t0);
+      delTimes.push({ node: `bench-ev-${k}`, t0, at: ev.at });
       await sleep(20);
     }
+    const agentLogs = agent.logs;
     return {
       masquerade,
       fromListEndMs: last.at - watchAt,
@@ -195,6 +232,8 @@ async function trellisRun(masquerade: boolean, events: number): Promise<TrellisR
         .slice(stepsFrom)
         .filter((l) => l.msg === 'reconciled node')
         .map((l) => Number(l.queuedMs ?? 0) + Number(l.durationMs)),
+      addSplit: addTimes.flatMap((d) => splitEvent(agentLogs, d.node, d.t0, d.at) ?? []),
+      delSplit: delTimes.flatMap((d) => splitEvent(agentLogs, d.node, d.t0, d.at) ?? []),
       routes,
     };
   } catch (err) {
@@ -250,6 +289,24 @@ const masq = runs.find((r) => r.masquerade);
 const adds = plain.flatMap((r) => r.addLatency);
 const dels = plain.flatMap((r) => r.delLatency);
 const steps = plain.flatMap((r) => r.agentStepMs);
+/** Each part's p50 / p99, and its value in the slowest 2 % of the events (1 ms resolution). */
+function splitSummary(splits: readonly EventSplit[]) {
+  const slowest = [...splits]
+    .sort((a, b) => b.totalMs - a.totalMs)
+    .slice(0, Math.max(1, Math.ceil(splits.length / 50)));
+  const part = (pick: (s: EventSplit) => number) => ({
+    p50Ms: round(median(splits.map(pick))),
+    p99Ms: round(pct(splits.map(pick), 99)),
+    slowestMs: slowest.map((s) => round(pick(s))),
+  });
+  return {
+    samples: splits.length,
+    total: part((s) => s.totalMs),
+    delivery: part((s) => s.deliveryMs),
+    agent: part((s) => s.agentMs),
+    monitor: part((s) => s.monitorMs),
+  };
+}
 const refMs = median(reference);
 const summary = {
   peers: NODES - 1,
@@ -280,6 +337,9 @@ const summary = {
     p99Ms: round(pct(steps, 99)),
     maxMs: round(Math.max(...steps)),
   },
+  // Where the events' time went (splitEvent).
+  nodeAddSplit: splitSummary(plain.flatMap((r) => r.addSplit)),
+  nodeDelSplit: splitSummary(plain.flatMap((r) => r.delSplit)),
   routesInKernel: plain.map((r) => r.routes),
 };
 const commit = commitId();
@@ -306,6 +366,13 @@ process.stdout.write(
         `  the agent's share (queued + step, its log), p50 / p99 ms (${steps.length})`,
         `${summary.agentStep.p50Ms} / ${summary.agentStep.p99Ms}`,
       ],
+      ...(['add', 'del'] as const).flatMap((kind) => {
+        const split = kind === 'add' ? summary.nodeAddSplit : summary.nodeDelSplit;
+        return (['delivery', 'agent', 'monitor'] as const).map((part) => [
+          `  ${kind === 'add' ? 'added' : 'deleted'}: ${part} part, p50 / p99; in the slowest ${split.total.slowestMs.length} (${split.total.slowestMs.join(', ')} ms)`,
+          `${split[part].p50Ms} / ${split[part].p99Ms}; ${split[part].slowestMs.join(', ')}`,
+        ]);
+      }),
     ],
   )}\n(commit ${commit}, ${REPS} reps, medians)\n`,
 );
