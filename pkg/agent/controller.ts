@@ -381,6 +381,8 @@ export class NodeController {
           conflicts: report.conflicts.length,
           problems: report.problems.length,
           masq,
+          // The kernel held exactly the routes of the last pass and the steps since, for the same inputs.
+          ...(report.quiet === true ? { quiet: true } : {}),
           durationMs,
         },
         'reconciled',

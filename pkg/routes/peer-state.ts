@@ -19,7 +19,7 @@ import type { FdbEntry, NeighbourEntry, RouteInfo } from '../datapath/ports.ts';
 import { type Cidr, formatCidr, parseCidr } from '../ip/index.ts';
 import { CidrIndex } from './cidr-index.ts';
 import { desiredRoutes } from './desired.ts';
-import { type RouteDiff, routeKey } from './diff.ts';
+import { isOwnedRoute, MAIN_TABLE, type RouteDiff, routeKey } from './diff.ts';
 import type {
   DesiredRoutes,
   LocalLink,
@@ -57,8 +57,8 @@ export interface PeerState {
   peers: Map<string, PeerRecord>;
   /** Problems of the full pass not about a peer (this node's own). */
   selfProblems: Problem[];
-  /** Our blackhole routes (counted in reports). */
-  selfRoutes: number;
+  /** Our blackhole routes. */
+  blackholes: RouteInfo[];
   conflicts: RouteDiff['conflicts'];
   /** routeKey of every conflicting desired route. */
   conflictKeys: Set<string>;
@@ -90,10 +90,10 @@ export function buildPeerState(
     rec.decisions.push(d);
     for (const c of d.podCIDRs) ownerOf.set(`${d.family} ${c}`, rec);
   }
-  let selfRoutes = 0;
+  const blackholes: RouteInfo[] = [];
   for (const r of plan.routes) {
     if (r.type === 'blackhole') {
-      selfRoutes++;
+      blackholes.push(r);
       continue;
     }
     if (conflictKeys.has(routeKey(r))) continue;
@@ -107,7 +107,7 @@ export function buildPeerState(
   }
   const cidrIndex = new CidrIndex();
   for (const [name, rec] of records) cidrIndex.add(name, rec.cidrs);
-  return { basis, peers: records, selfProblems, selfRoutes, conflicts, conflictKeys, cidrIndex };
+  return { basis, peers: records, selfProblems, blackholes, conflicts, conflictKeys, cidrIndex };
 }
 
 export type PeerStep =
@@ -222,9 +222,73 @@ export function commitPeerStep(state: PeerState, name: string, record: PeerRecor
 
 /** Inter-node plus blackhole routes the state says are programmed (for the report's `unchanged`). */
 export function programmedRouteCount(state: PeerState): number {
-  let n = state.selfRoutes;
+  let n = state.blackholes.length;
   for (const rec of state.peers.values()) n += rec.routes.length;
   return n;
+}
+
+/**
+ * True when the state was planned from exactly these inputs: the same node, links, devices, mode and
+ * table, and the same peers (every field that decides routes; none missing, added or listed twice).
+ * A full plan from them would then be the state's own (per-node steps keep it so), and a full pass only
+ * has to check that the kernel still holds it (kernelHolds).
+ */
+export function describesInputs(
+  state: PeerState,
+  basis: PeerStateBasis,
+  peers: readonly PeerNode[],
+): boolean {
+  const was = state.basis;
+  if (
+    was.mode !== basis.mode ||
+    (was.table ?? MAIN_TABLE) !== (basis.table ?? MAIN_TABLE) ||
+    was.self.name !== basis.self.name ||
+    changedFields(was.self, basis.self).length > 0 ||
+    !sameLinks(was.localLinks, basis.localLinks) ||
+    !sameDevices(was.overlay, basis.overlay)
+  ) {
+    return false;
+  }
+  const seen = new Set<string>();
+  for (const p of peers) {
+    if (p.name === basis.self.name) continue;
+    const rec = state.peers.get(p.name);
+    if (rec === undefined || seen.has(p.name) || changedFields(rec.peer, p).length > 0) return false;
+    seen.add(p.name);
+  }
+  return seen.size === state.peers.size;
+}
+
+/**
+ * True when the route table holds exactly the routes the state says are programmed: each one once, with
+ * the same shape, no other route of ours, and no foreign route on any of their keys. Routes are compared
+ * as the kernel dump and the planner spell them (both canonical); a difference of spelling alone counts
+ * as a difference, so it can cost a full plan but never hide drift. False whenever the state holds a
+ * conflict (a foreign route in our way): whether that route is still there, and what it is now, is for
+ * a full diff to report.
+ */
+export function kernelHolds(state: PeerState, programmed: readonly RouteInfo[]): boolean {
+  if (state.conflicts.length > 0) return false;
+  const table = state.basis.table ?? MAIN_TABLE;
+  const expected = new Map<string, RouteInfo>();
+  const add = (r: RouteInfo): void => {
+    expected.set(`${r.family} ${r.dst}`, r);
+  };
+  for (const r of state.blackholes) add(r);
+  for (const rec of state.peers.values()) for (const r of rec.routes) add(r);
+  for (const r of programmed) {
+    if ((r.table ?? MAIN_TABLE) !== table) return false;
+    const key = `${r.family} ${r.dst}`;
+    const want = expected.get(key);
+    if (!isOwnedRoute(r)) {
+      if (want !== undefined) return false;
+      continue;
+    }
+    // Ours and not wanted, wanted in another shape, or a second route of ours on the same key.
+    if (want === undefined || !sameRoute(want, r)) return false;
+    expected.delete(key);
+  }
+  return expected.size === 0;
 }
 
 /**
@@ -338,13 +402,43 @@ function overlayStale(
   return { staleNeighbours, staleFdb };
 }
 
-/** The planner emits canonical text, so routes of the same planner compare field by field. */
+/**
+ * The planner and the kernel dump both emit canonical text, so routes compare field by field (the same
+ * attributes the diff compares; a blackhole has no gateway or device).
+ */
 function sameRoute(a: RouteInfo, b: RouteInfo): boolean {
+  const type = a.type ?? 'unicast';
+  if (type !== (b.type ?? 'unicast')) return false;
+  if (type === 'blackhole') return true;
   return (
-    (a.type ?? 'unicast') === (b.type ?? 'unicast') &&
-    a.gateway === b.gateway &&
+    (a.gateway ?? '') === (b.gateway ?? '') &&
     a.ifindex === b.ifindex &&
     (a.onlink === true) === (b.onlink === true)
+  );
+}
+
+function sameLinks(a: readonly LocalLink[], b: readonly LocalLink[]): boolean {
+  return (
+    a.length === b.length &&
+    a.every((x, i) => {
+      const y = b[i]!;
+      return (
+        x.ifindex === y.ifindex &&
+        x.name === y.name &&
+        x.addresses.length === y.addresses.length &&
+        x.addresses.every((p, j) => {
+          const q = y.addresses[j]!;
+          return p.family === q.family && p.address === q.address && p.prefixLen === q.prefixLen;
+        })
+      );
+    })
+  );
+}
+
+function sameDevices(a: readonly OverlayDevice[], b: readonly OverlayDevice[]): boolean {
+  return (
+    a.length === b.length &&
+    a.every((x, i) => x.family === b[i]!.family && x.ifindex === b[i]!.ifindex && x.name === b[i]!.name)
   );
 }
 

@@ -201,6 +201,53 @@ describe.skipIf(netnsSkipReason !== undefined)('RouteReconciler on a real kernel
     expect(nsPing(a.name, '10.244.1.1')).toBe(true);
   });
 
+  it('a pass over unchanged inputs plans nothing, yet repairs routes changed, deleted or added behind its back', async () => {
+    const r = new RouteReconciler({ handle: open(a) });
+    const first = await r.reconcile(input([self, nodeB]));
+    expect(first.quiet).toBeUndefined();
+    const want = ours(a.name);
+    expect(want).toContain('10.244.1.0/24 via 192.168.77.2 dev eth0');
+    expect(want).toContain('fd00:10:244:1::/64 via fd00:77::2 dev eth0');
+    // Same inputs, untouched kernel (both families: the dump's spelling matches the planner's).
+    const idle = await r.reconcile(input([nodeB, self]));
+    expect(idle).toMatchObject({ quiet: true, added: 0, replaced: 0, removed: 0, unchanged: 4, errors: [] });
+    expect(idle.decisions.map((d) => `${d.node} ${d.family} ${d.path}`).sort()).toEqual(
+      first.decisions.map((d) => `${d.node} ${d.family} ${d.path}`).sort(),
+    );
+    // Behind its back: a peer route deleted, another re-pointed, our blackhole deleted, a stray route of ours.
+    ip(a.name, 'route', 'del', '10.244.1.0/24');
+    ip(
+      a.name,
+      '-6',
+      'route',
+      'replace',
+      'fd00:10:244:1::/64',
+      'via',
+      'fd00:77::3',
+      'dev',
+      'eth0',
+      'proto',
+      '126',
+    );
+    ip(a.name, 'route', 'del', 'blackhole', '10.244.0.0/24');
+    ip(a.name, 'route', 'add', '10.244.7.0/24', 'via', '192.168.77.2', 'proto', '126');
+    const repaired = await r.reconcile(input([self, nodeB]));
+    expect(repaired.quiet).toBeUndefined();
+    expect(repaired).toMatchObject({ added: 2, replaced: 1, removed: 1, unchanged: 1, errors: [] });
+    expect(ours(a.name)).toEqual(want);
+    expect(nsPing(a.name, '10.244.1.1')).toBe(true);
+    // A foreign route on a peer's key is a conflict for the full diff to report, never a quiet pass.
+    ip(a.name, 'route', 'del', '10.244.1.0/24');
+    ip(a.name, 'route', 'add', '10.244.1.0/24', 'via', '192.168.77.3', 'proto', 'static');
+    const held = await r.reconcile(input([self, nodeB]));
+    expect(held.quiet).toBeUndefined();
+    expect(held.conflicts.map((c) => c.desired.dst)).toEqual(['10.244.1.0/24']);
+    ip(a.name, 'route', 'del', '10.244.1.0/24');
+    expect(await r.reconcile(input([self, nodeB]))).toMatchObject({ added: 1, errors: [], conflicts: [] });
+    expect(ours(a.name)).toEqual(want);
+    expect(await r.reconcile(input([self, nodeB]))).toMatchObject({ quiet: true, unchanged: 4 });
+  });
+
   it('does not remove stale routes before the first full sync, then removes only its own', async () => {
     const r = new RouteReconciler({ handle: open(a) });
     const early = await r.reconcile(input([self], false));

@@ -1,4 +1,5 @@
 import { describe, expect, it } from 'vitest';
+import type { RouteInfo } from '../../../pkg/datapath/ports.ts';
 import { desiredRoutes } from '../../../pkg/routes/desired.ts';
 import { routeKey } from '../../../pkg/routes/diff.ts';
 import { OwnRouteChanges } from '../../../pkg/routes/own-changes.ts';
@@ -6,6 +7,8 @@ import {
   buildPeerState,
   changedFields,
   commitPeerStep,
+  describesInputs,
+  kernelHolds,
   type PeerState,
   type PeerStep,
   planPeerStep,
@@ -221,5 +224,78 @@ describe('OwnRouteChanges', () => {
     now = 3000;
     own.sweep();
     expect(own.size).toBe(0);
+  });
+});
+
+describe('describesInputs and kernelHolds (a full pass that needs no plan)', () => {
+  const cluster = [peer(1), peer(2), peer(3)];
+  const basis = { self: SELF, localLinks: LINKS, overlay: [] as OverlayDevice[], mode: 'host-gw' as const };
+  /** The kernel's table as a clean pass left it: the plan, a pod host route, a connected route. */
+  function kernel(s: PeerState): RouteInfo[] {
+    const planned = [...s.blackholes, ...[...s.peers.values()].flatMap((r) => r.routes)];
+    return [
+      ...planned.map((r) => ({ ...r })),
+      { family: 4, dst: '10.244.0.5/32', ifindex: 9, protocol: 126, scope: 'link', type: 'unicast' },
+      { family: 4, dst: '10.0.0.0/24', ifindex: 2, protocol: 2, scope: 'link', type: 'unicast' },
+    ];
+  }
+
+  it('holds for the inputs it was planned from, in any order, and after steps', () => {
+    const s = state(cluster);
+    expect(describesInputs(s, basis, [peer(3), SELF, peer(1), peer(2)])).toBe(true);
+    expect(kernelHolds(s, kernel(s))).toBe(true);
+    const step = applied(planPeerStep(s, 'n4', peer(4)));
+    commitPeerStep(s, 'n4', step.record);
+    expect(describesInputs(s, basis, [...cluster, peer(4)])).toBe(true);
+    expect(kernelHolds(s, kernel(s))).toBe(true);
+  });
+
+  it('does not hold when an input differs', () => {
+    const s = state(cluster);
+    expect(describesInputs(s, basis, [peer(1), peer(2)])).toBe(false); // deleted
+    expect(describesInputs(s, basis, [...cluster, peer(4)])).toBe(false); // added
+    expect(describesInputs(s, basis, [peer(1), peer(2), peer(2)])).toBe(false); // listed twice, one missing
+    expect(describesInputs(s, basis, [...cluster, peer(2)])).toBe(false); // listed twice
+    expect(describesInputs(s, basis, [peer(1), peer(2), peer(3, { internalIPs: ['10.0.0.9'] })])).toBe(false);
+    expect(
+      describesInputs(s, basis, [peer(1), peer(2), peer(3, { vtepMacs: { 4: '02:00:00:00:00:01' } })]),
+    ).toBe(false);
+    expect(describesInputs(s, { ...basis, self: { ...SELF, podCIDRs: ['10.244.0.0/23'] } }, cluster)).toBe(
+      false,
+    );
+    expect(describesInputs(s, { ...basis, mode: 'auto' }, cluster)).toBe(false);
+    expect(describesInputs(s, { ...basis, table: 100 }, cluster)).toBe(false);
+    const moved = [{ ...LINKS[0]!, addresses: [{ family: 4 as const, address: '10.0.0.1', prefixLen: 16 }] }];
+    expect(describesInputs(s, { ...basis, localLinks: moved }, cluster)).toBe(false);
+    expect(describesInputs(s, { ...basis, overlay: VXLAN }, cluster)).toBe(false);
+  });
+
+  it('does not hold when the kernel differs from the plan in any way a full diff would act on', () => {
+    const s = state(cluster);
+    const k = kernel(s);
+    const at = (dst: string): number => k.findIndex((r) => r.dst === dst);
+    const variants: [string, RouteInfo[]][] = [
+      ['a route deleted', k.filter((r) => r.dst !== '10.244.2.0/24')],
+      ['the blackhole deleted', k.filter((r) => r.type !== 'blackhole')],
+      ['a gateway changed', k.with(at('10.244.2.0/24'), { ...k[at('10.244.2.0/24')]!, gateway: '10.0.0.9' })],
+      ['a device changed', k.with(at('10.244.2.0/24'), { ...k[at('10.244.2.0/24')]!, ifindex: 3 })],
+      ['onlink set', k.with(at('10.244.2.0/24'), { ...k[at('10.244.2.0/24')]!, onlink: true })],
+      [
+        'a stray route of ours',
+        [...k, { family: 4, dst: '10.244.9.0/24', gateway: '10.0.0.2', protocol: 126 }],
+      ],
+      ['a second route of ours on a key', [...k, { ...k[at('10.244.2.0/24')]!, metric: 5 }]],
+      [
+        'a foreign route on our key',
+        [
+          ...k.filter((r) => r.dst !== '10.244.2.0/24'),
+          { family: 4, dst: '10.244.2.0/24', gateway: '10.0.0.3', protocol: 4 },
+        ],
+      ],
+      ['another table', k.map((r) => ({ ...r, table: 100 }))],
+    ];
+    for (const [what, routes] of variants) expect([what, kernelHolds(s, routes)]).toEqual([what, false]);
+    // A conflict from the last pass is for the full diff to re-check.
+    expect(kernelHolds(state(cluster, 'host-gw', '10.244.2.0/24'), k)).toBe(false);
   });
 });
