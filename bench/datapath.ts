@@ -10,6 +10,9 @@
  * - node to node (underlay): the two nodes of the direct layout themselves, no pod involved. A path
  *   across nodes crosses the test bed's underlay (two more veths and a bridge) that the veth-pair
  *   reference does not, so it is also reported against this.
+ * - the same node and direct paths once more with agents run with --no-masquerade: no nat hook in the
+ *   node's namespace, so no connection tracking. It splits the cost of conntrack (which masquerading,
+ *   and in a real cluster kube-proxy's NAT, switch on for every packet) from the path's own cost.
  *
  *   node_modules/.bin/node bench/datapath.ts [--seconds 5] [--reps 3] [--no-vxlan] [--out FILE]
  */
@@ -57,6 +60,8 @@ interface Path {
 }
 
 const UNDERLAY = 'node to node (underlay)';
+const NO_MASQ_SAME = 'same node, --no-masquerade';
+const NO_MASQ_DIRECT = 'across nodes, direct, --no-masquerade';
 const pool = new NetnsPool();
 const beds: Testbed[] = [];
 const results = new Map<string, number[]>();
@@ -96,6 +101,24 @@ try {
   // The underlay alone (node to node over the test bed's veths and bridge): what a pod path across
   // nodes has to cross anyway, so pod / underlay is trellis's own cost there.
   paths.push({ name: UNDERLAY, run: () => iperf(n1!.ns, n2!.ns, n2!.plan.v4) });
+
+  const bare = await Testbed.create({
+    mode: 'auto',
+    segments: [{ nodes: 2 }],
+    agentArgs: ['--no-masquerade'],
+  });
+  beds.push(bare);
+  const [m1, m2] = bare.nodes();
+  const r1 = await bare.addPod(m1!.name);
+  const r2 = await bare.addPod(m1!.name);
+  const r3 = await bare.addPod(m2!.name);
+  const natTables = execFileSync('ip', ['netns', 'exec', m1!.ns, 'nft', 'list', 'tables'], {
+    encoding: 'utf8',
+  });
+  if (natTables.trim() !== '')
+    throw new Error(`--no-masquerade node still has nftables tables: ${natTables}`);
+  paths.push({ name: NO_MASQ_SAME, run: () => iperf(r1.ns, r2.ns, r2.v4) });
+  paths.push({ name: NO_MASQ_DIRECT, run: () => iperf(r1.ns, r3.ns, r3.v4) });
 
   if (opts['no-vxlan']) notMeasured.vxlan = 'skipped (--no-vxlan)';
   else {
