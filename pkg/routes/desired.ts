@@ -113,6 +113,27 @@ function indexLocalLinks(links: LocalLink[]): LocalIndex {
   return { own, subnets };
 }
 
+/**
+ * What a plan reads from the agent's links, as text: its own usable addresses (a peer's InternalIP is
+ * compared with them; an unusable one never is) and the connected subnets that reach other nodes, with
+ * their link. Two lists of links with the same key plan the same routes. Pod veths come and go without
+ * changing it: they all hold the same host-only and link-local gateway addresses.
+ */
+export function localLinksKey(links: LocalLink[]): string {
+  const own = new Set<string>();
+  for (const link of links) {
+    for (const a of link.addresses) {
+      const ip = parseIp(a.address);
+      if (ip !== undefined && ip.family === a.family && isUnusableNodeIp(ip) === undefined)
+        own.add(formatIp(ip));
+    }
+  }
+  const subnets = indexLocalLinks(links).subnets.map(
+    ({ link, subnet }) => `${link.ifindex} ${link.name} ${formatCidr(subnet)}`,
+  );
+  return `${[...own].sort().join(',')} | ${subnets.sort().join(',')}`;
+}
+
 /** The local interface whose connected subnet holds ip: longest prefix wins, then the lowest ifindex. */
 function findDirectLink(
   ip: IpAddress,

@@ -18,7 +18,7 @@
 import type { FdbEntry, NeighbourEntry, RouteInfo } from '../datapath/ports.ts';
 import { type Cidr, formatCidr, parseCidr } from '../ip/index.ts';
 import { CidrIndex } from './cidr-index.ts';
-import { desiredRoutes } from './desired.ts';
+import { desiredRoutes, localLinksKey } from './desired.ts';
 import { isOwnedRoute, MAIN_TABLE, type RouteDiff, routeKey } from './diff.ts';
 import type {
   DesiredRoutes,
@@ -228,10 +228,11 @@ export function programmedRouteCount(state: PeerState): number {
 }
 
 /**
- * True when the state was planned from exactly these inputs: the same node, links, devices, mode and
- * table, and the same peers (every field that decides routes; none missing, added or listed twice).
- * A full plan from them would then be the state's own (per-node steps keep it so), and a full pass only
- * has to check that the kernel still holds it (kernelHolds).
+ * True when the state was planned from exactly these inputs: the same node, devices, mode and table,
+ * links that plan the same (localLinksKey: the same own addresses and connected subnets, whatever pod
+ * veths came or went), and the same peers (every field that decides routes; none missing, added or
+ * listed twice). A full plan from them would then be the state's own (per-node steps keep it so), and a
+ * full pass only has to check that the kernel still holds it (kernelHolds).
  */
 export function describesInputs(
   state: PeerState,
@@ -244,7 +245,8 @@ export function describesInputs(
     (was.table ?? MAIN_TABLE) !== (basis.table ?? MAIN_TABLE) ||
     was.self.name !== basis.self.name ||
     changedFields(was.self, basis.self).length > 0 ||
-    !sameLinks(was.localLinks, basis.localLinks) ||
+    (was.localLinks !== basis.localLinks &&
+      localLinksKey(was.localLinks) !== localLinksKey(basis.localLinks)) ||
     !sameDevices(was.overlay, basis.overlay)
   ) {
     return false;
@@ -414,24 +416,6 @@ function sameRoute(a: RouteInfo, b: RouteInfo): boolean {
     (a.gateway ?? '') === (b.gateway ?? '') &&
     a.ifindex === b.ifindex &&
     (a.onlink === true) === (b.onlink === true)
-  );
-}
-
-function sameLinks(a: readonly LocalLink[], b: readonly LocalLink[]): boolean {
-  return (
-    a.length === b.length &&
-    a.every((x, i) => {
-      const y = b[i]!;
-      return (
-        x.ifindex === y.ifindex &&
-        x.name === y.name &&
-        x.addresses.length === y.addresses.length &&
-        x.addresses.every((p, j) => {
-          const q = y.addresses[j]!;
-          return p.family === q.family && p.address === q.address && p.prefixLen === q.prefixLen;
-        })
-      );
-    })
   );
 }
 

@@ -270,6 +270,27 @@ describe('describesInputs and kernelHolds (a full pass that needs no plan)', () 
     expect(describesInputs(s, { ...basis, overlay: VXLAN }, cluster)).toBe(false);
   });
 
+  it('holds when only pod veths came or went (they change no own address or connected subnet)', () => {
+    const s = state(cluster);
+    const veth = (ifindex: number): LocalLink => ({
+      ifindex,
+      name: `trl${ifindex}`,
+      addresses: [
+        { family: 4, address: '169.254.1.1', prefixLen: 32 },
+        { family: 6, address: 'fe80::1', prefixLen: 64 },
+      ],
+    });
+    const withPods = [...LINKS, veth(10), veth(11)];
+    expect(describesInputs(s, { ...basis, localLinks: withPods }, cluster)).toBe(true);
+    const second = [
+      ...withPods,
+      { ifindex: 12, name: 'eth1', addresses: [{ family: 4 as const, address: '10.1.0.1', prefixLen: 24 }] },
+    ];
+    expect(describesInputs(s, { ...basis, localLinks: second }, cluster)).toBe(false);
+    const renamed = [{ ...LINKS[0]!, name: 'ens3' }];
+    expect(describesInputs(s, { ...basis, localLinks: renamed }, cluster)).toBe(false);
+  });
+
   it('does not hold when the kernel differs from the plan in any way a full diff would act on', () => {
     const s = state(cluster);
     const k = kernel(s);
