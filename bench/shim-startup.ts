@@ -1,20 +1,32 @@
 /**
- * How long the runtime waits for the compiled shim: N runs of dist/bin/trellis doing VERSION (no
- * socket) and ADD (one round trip to a trivial agent on a unix socket in this process), each timed
- * from spawn to exit. Prints a table and, last, one JSON line. No assertions.
+ * How long the runtime waits for the compiled shim, and how much of that is the Bun runtime itself.
+ * Rounds alternate between (each timed from spawn to exit, medians):
+ *
+ * - `trellis VERSION`: dist/bin/trellis answering VERSION (reads stdin, no socket);
+ * - `trellis ADD`: one round trip to a trivial agent on a unix socket in this process;
+ * - `bun floor`: an empty program (`process.exit(0)`) compiled by the same Bun with the same flags,
+ *   the least any Bun-compiled shim can cost;
+ * - `ptp VERSION`: Debian's Go `ptp` plugin answering VERSION, the reference's own start.
+ *
+ * Prints a table and, last, one JSON line. No assertions.
  *
  *   node_modules/.bin/node scripts/build.ts && node_modules/.bin/node bench/shim-startup.ts [runs]
  */
-import { spawn } from 'node:child_process';
-import { existsSync, mkdtempSync, rmSync } from 'node:fs';
+import { execFileSync, spawn } from 'node:child_process';
+import { existsSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { performance } from 'node:perf_hooks';
 import { encodeResponse, okResponse } from '../pkg/shim/protocol.ts';
+import { REFERENCE_PLUGIN_DIR } from '../test/support/cni-driver.ts';
+import { commitId, machine, median, pct, ratio, round, table } from './lib/stats.ts';
 
-const bin = join(import.meta.dirname, '..', 'dist', 'bin', 'trellis');
-if (!existsSync(bin)) {
+const root = join(import.meta.dirname, '..');
+const shim = join(root, 'dist', 'bin', 'trellis');
+const bun = join(root, 'node_modules', '@oven', 'bun-linux-x64-baseline', 'bin', 'bun');
+const ptp = join(REFERENCE_PLUGIN_DIR, 'ptp');
+if (!existsSync(shim)) {
   process.stderr.write('dist/bin/trellis is missing: run `node_modules/.bin/node scripts/build.ts` first\n');
   process.exit(2);
 }
@@ -38,63 +50,91 @@ const server = createServer((conn) => {
 await new Promise<void>((resolve) => server.listen(socket, resolve));
 
 const config = JSON.stringify({ cniVersion: '1.1.0', name: 'trellis', type: 'trellis', socket });
-const envs: Record<string, Record<string, string>> = {
-  VERSION: { CNI_COMMAND: 'VERSION' },
-  ADD: {
-    CNI_COMMAND: 'ADD',
-    CNI_CONTAINERID: 'bench0001',
-    CNI_NETNS: '/var/run/netns/bench',
-    CNI_IFNAME: 'eth0',
-    CNI_PATH: '/opt/cni/bin',
-  },
+const addEnv = {
+  CNI_COMMAND: 'ADD',
+  CNI_CONTAINERID: 'bench0001',
+  CNI_NETNS: '/var/run/netns/bench',
+  CNI_IFNAME: 'eth0',
+  CNI_PATH: '/opt/cni/bin',
 };
 
-function once(env: Record<string, string>): Promise<number> {
+interface Case {
+  name: string;
+  bin: string;
+  env: Record<string, string>;
+}
+const cases: Case[] = [
+  { name: 'trellis VERSION', bin: shim, env: { CNI_COMMAND: 'VERSION' } },
+  { name: 'trellis ADD', bin: shim, env: addEnv },
+];
+const notMeasured: Record<string, string> = {};
+if (existsSync(bun)) {
+  // The shim's own build flags (scripts/build.ts) on a program that does nothing.
+  const src = join(dir, 'floor.ts');
+  writeFileSync(src, 'process.exit(0);\n');
+  const floor = join(dir, 'floor');
+  execFileSync(bun, [
+    'build',
+    '--compile',
+    '--minify',
+    '--bytecode',
+    '--format=cjs',
+    '--no-compile-autoload-dotenv',
+    '--no-compile-autoload-bunfig',
+    src,
+    '--outfile',
+    floor,
+  ]);
+  cases.push({ name: 'bun floor', bin: floor, env: {} });
+} else notMeasured['bun floor'] = `${bun} is missing (npm ci)`;
+if (existsSync(ptp)) cases.push({ name: 'ptp VERSION', bin: ptp, env: { CNI_COMMAND: 'VERSION' } });
+else notMeasured['ptp VERSION'] = `${ptp} is missing (apt-get install containernetworking-plugins)`;
+
+function once(c: Case): Promise<number> {
   return new Promise((resolve, reject) => {
     const t0 = performance.now();
-    const child = spawn(bin, [], { env, stdio: ['pipe', 'ignore', 'inherit'] });
+    const child = spawn(c.bin, [], { env: c.env, stdio: ['pipe', 'ignore', 'inherit'] });
     child.on('error', reject);
     child.on('close', (code) => {
-      if (code !== 0) reject(new Error(`shim exited ${code}`));
+      if (code !== 0) reject(new Error(`${c.name} exited ${code}`));
       else resolve(performance.now() - t0);
     });
+    child.stdin.on('error', () => {}); // a program that exits without reading stdin
     child.stdin.end(config);
   });
 }
 
-function pct(sorted: number[], p: number): number {
-  return sorted[Math.min(sorted.length - 1, Math.ceil((p / 100) * sorted.length) - 1)] ?? Number.NaN;
-}
-
-const summary: Record<string, { runs: number; p50Ms: number; p99Ms: number; minMs: number; maxMs: number }> =
-  {};
+const times = new Map<string, number[]>(cases.map((c) => [c.name, []]));
 try {
-  for (const [name, env] of Object.entries(envs)) {
-    for (let i = 0; i < 5; i++) await once(env); // warm the page cache: the binary is ~100 MB
-    const times: number[] = [];
-    for (let i = 0; i < runs; i++) times.push(await once(env));
-    times.sort((a, b) => a - b);
-    const r = (x: number): number => Math.round(x * 100) / 100;
-    summary[name] = {
-      runs,
-      p50Ms: r(pct(times, 50)),
-      p99Ms: r(pct(times, 99)),
-      minMs: r(times[0] ?? Number.NaN),
-      maxMs: r(times.at(-1) ?? Number.NaN),
-    };
+  // Warm the page cache (the Bun executables are ~100 MB), then alternate: drift hits every case alike.
+  for (const c of cases) for (let i = 0; i < 5; i++) await once(c);
+  for (let i = 0; i < runs; i++) {
+    for (const c of cases) times.get(c.name)!.push(await once(c));
   }
 } finally {
   server.close();
   rmSync(dir, { recursive: true, force: true });
 }
 
-const rows = Object.entries(summary).map(([name, s]) =>
-  [
-    name.padEnd(8),
-    String(s.runs).padStart(5),
-    ...[s.p50Ms, s.p99Ms, s.minMs, s.maxMs].map((v) => v.toFixed(2).padStart(8)),
-  ].join(' '),
+const ptpP50 = median(times.get('ptp VERSION') ?? []);
+const summary: Record<string, { runs: number; p50Ms: number; p99Ms: number; vsPtpVersion: number }> = {};
+for (const [name, t] of times) {
+  summary[name] = {
+    runs: t.length,
+    p50Ms: round(median(t)),
+    p99Ms: round(pct(t, 99)),
+    vsPtpVersion: ratio(median(t), ptpP50),
+  };
+}
+const commit = commitId();
+process.stdout.write(
+  `${table(
+    ['command', 'runs', 'p50 ms', 'p99 ms', 'p50 / ptp VERSION'],
+    Object.entries(summary).map(([n, s]) => [n, s.runs, s.p50Ms, s.p99Ms, s.vsPtpVersion]),
+  )}\n${Object.entries(notMeasured)
+    .map(([k, v]) => `${k}: not measured: ${v}\n`)
+    .join('')}(spawn to exit, rounds interleaved, commit ${commit})\n`,
 );
-process.stdout.write(`${['command ', ' runs', '  p50 ms', '  p99 ms', '  min ms', '  max ms'].join(' ')}\n`);
-process.stdout.write(`${rows.join('\n')}\n`);
-process.stdout.write(`${JSON.stringify({ bench: 'shim-startup', spawnToExit: summary })}\n`);
+process.stdout.write(
+  `${JSON.stringify({ bench: 'shim-startup', commit, date: new Date().toISOString(), machine: machine(), spawnToExit: summary, notMeasured })}\n`,
+);
