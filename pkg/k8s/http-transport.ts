@@ -12,11 +12,16 @@
  *   event is replayed) instead of being skipped: a skipped event would never come back.
  */
 import { readFileSync } from 'node:fs';
-import * as http from 'node:http';
+import type * as Http from 'node:http';
 import * as https from 'node:https';
 import { fromHttpResponse, K8sError, K8sReason, toK8sError } from './errors.ts';
 import type { HttpSpec } from './kubeconfig-parse.ts';
 import type { Page, PatchType, Transport, WatchEnd, WatchParams } from './transport.ts';
+
+// node:http through process.getBuiltinModule, not an ESM import: building the ESM namespace of node:http
+// reads its lazy exports (WebSocket and friends) and so loads undici, http2 and web streams (~8 MB RSS
+// for code the agent never runs).
+const http: typeof Http = process.getBuiltinModule('node:http');
 
 export interface HttpTransportOptions {
   userAgent: string;
@@ -44,8 +49,8 @@ interface Request {
 export class HttpTransport implements Transport {
   readonly name = 'native' as const;
   readonly #spec: HttpSpec;
-  readonly #agent: http.Agent;
-  readonly #mod: typeof http | typeof https;
+  readonly #agent: Http.Agent;
+  readonly #mod: typeof Http | typeof https;
   readonly #userAgent: string;
   readonly #requestTimeoutMs: number;
   readonly #watchIdleMs: number;
@@ -135,7 +140,7 @@ export class HttpTransport implements Transport {
         if (idle !== undefined) clearTimeout(idle);
         idle = setTimeout(() => finish('timeout'), this.#watchIdleMs);
       };
-      let req: http.ClientRequest;
+      let req: Http.ClientRequest;
       try {
         req = this.#request({ method: 'GET', path, query });
       } catch (err) {
@@ -217,7 +222,7 @@ export class HttpTransport implements Transport {
         req.destroy();
         reject(toK8sError(op, err));
       };
-      let req: http.ClientRequest;
+      let req: Http.ClientRequest;
       try {
         req = this.#request(r);
       } catch (err) {
@@ -257,7 +262,7 @@ export class HttpTransport implements Transport {
     });
   }
 
-  #request(r: Request): http.ClientRequest {
+  #request(r: Request): Http.ClientRequest {
     const headers: Record<string, string> = {
       accept: 'application/json',
       'user-agent': this.#userAgent,
@@ -305,7 +310,7 @@ export class HttpTransport implements Transport {
   }
 }
 
-function readAll(res: http.IncomingMessage): Promise<string> {
+function readAll(res: Http.IncomingMessage): Promise<string> {
   return new Promise((resolve, reject) => {
     const chunks: Buffer[] = [];
     res.on('data', (c: Buffer) => chunks.push(c));

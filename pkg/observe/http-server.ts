@@ -7,10 +7,16 @@
  * Both only render; the state and the verdicts come from callbacks.
  */
 import { chmodSync, mkdirSync, rmSync } from 'node:fs';
-import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
+import type * as Http from 'node:http';
+import type { IncomingMessage, Server, ServerResponse } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { dirname } from 'node:path';
 import type { Verdict } from './health.ts';
+
+// node:http through process.getBuiltinModule, not an ESM import: building the ESM namespace of node:http
+// reads its lazy exports (WebSocket and friends) and so loads undici, http2 and web streams (~8 MB RSS
+// for code the agent never runs).
+const { createServer }: typeof Http = process.getBuiltinModule('node:http');
 
 export type JsonHandler = () => unknown | Promise<unknown>;
 

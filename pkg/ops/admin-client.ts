@@ -1,6 +1,11 @@
 /** GET a JSON document from the agent's admin socket (HTTP over a unix socket). */
-import { request } from 'node:http';
+import type * as Http from 'node:http';
 import { dirname, join } from 'node:path';
+
+// node:http through process.getBuiltinModule, not an ESM import: building the ESM namespace of node:http
+// reads its lazy exports (WebSocket and friends) and so loads undici, http2 and web streams (~8 MB RSS
+// for code the agent never runs; the agent loads this module too).
+const { request }: typeof Http = process.getBuiltinModule('node:http');
 
 /** The admin socket lives next to the CNI socket unless set: /run/trellis/cni.sock -> /run/trellis/admin.sock. */
 export function defaultAdminSocket(cniSocket: string): string {
