@@ -7,6 +7,7 @@
  *
  *   node_modules/.bin/node bench/footprint.ts [--minutes 2] [--nodes 5000] [--pods 100] [--out FILE]
  *   node_modules/.bin/node bench/footprint.ts --minutes 10          # the 10-minute growth check
+ *   node_modules/.bin/node bench/footprint.ts --metrics-addr 127.0.0.1:9743   # metrics on and scraped, as deployed
  *
  * Runs inside the node namespace (re-executes itself with `ip netns exec`), like route-convergence.
  */
@@ -20,7 +21,7 @@ import { startTestApiServer } from '../test/support/apiserver/server.ts';
 import { runPlugin, SHIM_BINARY } from '../test/support/cni-driver.ts';
 import { NetnsPool } from '../test/support/netns.ts';
 import { populate, runInsideNamespace, SELF, startClusterAgent, wireNodeNamespace } from './lib/cluster.ts';
-import { CLK_TCK, cpuTicks, rssBytes, slope } from './lib/proc.ts';
+import { CLK_TCK, childCpuTicks, cpuTicks, rssBytes, rssParts, slope } from './lib/proc.ts';
 import { NODE } from './lib/runner-client.ts';
 import { commitId, machine, round, sleep, table } from './lib/stats.ts';
 
@@ -30,6 +31,10 @@ const { values: opts } = parseArgs({
     nodes: { type: 'string', default: '5000' },
     pods: { type: 'string', default: '100' },
     'sample-seconds': { type: 'string', default: '5' },
+    // The DaemonSet's default is '0.0.0.0:9743'; '' (off) keeps the figures comparable with earlier runs.
+    'metrics-addr': { type: 'string', default: '' },
+    // Scrape /metrics this often while metrics are on (Prometheus' default is 60 s, many use 15-30 s).
+    'scrape-seconds': { type: 'string', default: '30' },
     out: { type: 'string', default: join(import.meta.dirname, 'results', 'footprint.json') },
     inner: { type: 'boolean', default: false },
     ns: { type: 'string' },
@@ -68,6 +73,10 @@ interface Sample {
   tSec: number;
   agentRssMb: number;
   agentTicks: number;
+  agentAnonMb: number;
+  agentFileMb: number;
+  /** CPU of the agent's waited-for children (nft, ip). */
+  agentChildTicks: number;
   refRssMb: number;
   refTicks: number;
 }
@@ -81,7 +90,7 @@ let pods = 0;
 try {
   populate(srv, NODES);
   const t0 = Date.now();
-  agent = startClusterAgent(ns, srv, ['--log-level', 'info']);
+  agent = startClusterAgent(ns, srv, ['--log-level', 'info', '--metrics-addr', opts['metrics-addr']!]);
   await agent.ready();
   const pid = agent.child.pid!;
   const cmdline = execFileSync('cat', [`/proc/${pid}/cmdline`], { encoding: 'utf8' });
@@ -120,11 +129,22 @@ try {
   );
   await sleep(5000); // let the start-up garbage settle before the window opens
   const start = Date.now();
+  let nextScrape = start;
   while (Date.now() - start <= WINDOW_MS) {
+    if (opts['metrics-addr'] !== '' && Date.now() >= nextScrape) {
+      nextScrape += Number(opts['scrape-seconds']) * 1000;
+      const res = await fetch(`http://${opts['metrics-addr']}/metrics`);
+      if (!res.ok) throw new Error(`GET /metrics: ${res.status}`);
+      await res.text();
+    }
+    const parts = rssParts(pid);
     samples.push({
       tSec: (Date.now() - start) / 1000,
       agentRssMb: rssBytes(pid) / 2 ** 20,
       agentTicks: cpuTicks(pid),
+      agentAnonMb: parts.anonBytes / 2 ** 20,
+      agentFileMb: parts.fileBytes / 2 ** 20,
+      agentChildTicks: childCpuTicks(pid),
       refRssMb: rssBytes(idle.pid!) / 2 ** 20,
       refTicks: cpuTicks(idle.pid!),
     });
@@ -166,6 +186,14 @@ const summary = {
     3,
   ),
   agentCpuPctOfCore: cpuPct(last.agentTicks - first.agentTicks),
+  /** The agent's waited-for children (nft, ip) over the window: not in agentCpuPctOfCore. */
+  agentChildCpuPctOfCore: cpuPct(last.agentChildTicks - first.agentChildTicks),
+  /** At the sample of the largest RSS: anonymous memory and file-backed pages. */
+  agentRssAtMaxMb: (() => {
+    const top = samples.reduce((a, b) => (b.agentRssMb > a.agentRssMb ? b : a));
+    return { anon: round(top.agentAnonMb, 1), file: round(top.agentFileMb, 1) };
+  })(),
+  metricsAddr: opts['metrics-addr'],
   idleNodeRssMb: round(last.refRssMb, 1),
   idleNodeCpuPctOfCore: cpuPct(last.refTicks - first.refTicks),
   agentRssOverIdleNode: round(last.agentRssMb / last.refRssMb, 2),
@@ -190,8 +218,14 @@ process.stdout.write(
         ),
       ],
       ['CPU over the window, % of a core', summary.agentCpuPctOfCore, summary.idleNodeCpuPctOfCore],
+      ["  its children's (nft, ip), not included", summary.agentChildCpuPctOfCore, '-'],
+      [
+        'RSS at max: anonymous / file-backed, MB',
+        `${summary.agentRssAtMaxMb.anon} / ${summary.agentRssAtMaxMb.file}`,
+        '-',
+      ],
     ],
-  )}\n(${NODES} nodes, ${pods} pods, ${round(windowSec)} s window, ${samples.length} samples, commit ${commit})\n`,
+  )}\n(${NODES} nodes, ${pods} pods, ${round(windowSec)} s window, ${samples.length} samples, metrics ${opts['metrics-addr'] === '' ? 'off' : 'on'}, commit ${commit})\n`,
 );
 const json = {
   bench: 'footprint',

@@ -8,6 +8,26 @@ export function rssBytes(pid: number): number {
   return m === null ? Number.NaN : Number(m[1]) * 1024;
 }
 
+/** VmRSS split into anonymous memory (heap, stacks) and file-backed pages (the node binary, libraries). */
+export function rssParts(pid: number): { anonBytes: number; fileBytes: number } {
+  const status = readFileSync(`/proc/${pid}/status`, 'utf8');
+  const kb = (field: string): number => {
+    const m = new RegExp(`${field}:\\s+(\\d+) kB`).exec(status);
+    return m === null ? Number.NaN : Number(m[1]) * 1024;
+  };
+  return { anonBytes: kb('RssAnon'), fileBytes: kb('RssFile') };
+}
+
+/**
+ * cutime + cstime in clock ticks (fields 16 and 17): CPU of the children the process waited for (the
+ * agent's nft and ip runs), which its own utime + stime leave out.
+ */
+export function childCpuTicks(pid: number): number {
+  const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
+  const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+  return Number(fields[13]) + Number(fields[14]);
+}
+
 /** utime + stime in clock ticks (fields 14 and 15 of /proc/PID/stat; the name may hold spaces). */
 export function cpuTicks(pid: number): number {
   const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
