@@ -455,13 +455,25 @@ export function selfChanged(before: ClusterNode, now: ClusterNode): boolean {
   return Object.values(VTEP_MAC_ANNOTATIONS).some((k) => before.annotations?.[k] !== now.annotations?.[k]);
 }
 
+/**
+ * The planner's record of a node, made once per node record: ClusterNode records are immutable (the
+ * informer replaces a Node's view when the Node changes), and every full pass converts the whole cache,
+ * thousands of fresh objects a pass otherwise.
+ */
+const peers = new WeakMap<ClusterNode, PeerNode>();
+
 function toPeer(n: ClusterNode): PeerNode {
-  return {
-    name: n.name,
-    podCIDRs: [...n.podCIDRs],
-    internalIPs: [...n.internalIPs],
-    vtepMacs: vtepMacsFromAnnotations(n.annotations),
-  };
+  let p = peers.get(n);
+  if (p === undefined) {
+    p = {
+      name: n.name,
+      podCIDRs: n.podCIDRs,
+      internalIPs: n.internalIPs,
+      vtepMacs: vtepMacsFromAnnotations(n.annotations),
+    };
+    peers.set(n, p);
+  }
+  return p;
 }
 
 export function masqOptions(

@@ -64,6 +64,16 @@ export interface PeerState {
   conflictKeys: Set<string>;
   /** Every record's `cidrs` by owner (kept in step with `peers` by buildPeerState and commitPeerStep). */
   cidrIndex: CidrIndex;
+  /** The programmed routes by family and destination, for kernelHolds; built on first use, dropped on a step. */
+  programmedIndex?: ProgrammedIndex;
+}
+
+interface ProgrammedIndex {
+  v4: Map<string, { route: RouteInfo; seen: number }>;
+  v6: Map<string, { route: RouteInfo; seen: number }>;
+  size: number;
+  /** Numbers the kernelHolds calls, to find a second route of ours on one key without a set per call. */
+  calls: number;
 }
 
 /**
@@ -211,6 +221,7 @@ export function planPeerStep(state: PeerState, name: string, current: PeerNode |
 
 /** Records a step's outcome; only after the kernel accepted all of it. */
 export function commitPeerStep(state: PeerState, name: string, record: PeerRecord | undefined): void {
+  state.programmedIndex = undefined;
   const old = state.peers.get(name);
   if (old !== undefined) state.cidrIndex.remove(name, old.cidrs);
   if (record === undefined) state.peers.delete(name);
@@ -272,25 +283,35 @@ export function describesInputs(
 export function kernelHolds(state: PeerState, programmed: readonly RouteInfo[]): boolean {
   if (state.conflicts.length > 0) return false;
   const table = state.basis.table ?? MAIN_TABLE;
-  const expected = new Map<string, RouteInfo>();
-  const add = (r: RouteInfo): void => {
-    expected.set(`${r.family} ${r.dst}`, r);
-  };
-  for (const r of state.blackholes) add(r);
-  for (const rec of state.peers.values()) for (const r of rec.routes) add(r);
+  state.programmedIndex ??= indexProgrammed(state);
+  const index = state.programmedIndex;
+  const call = ++index.calls;
+  let held = 0;
   for (const r of programmed) {
     if ((r.table ?? MAIN_TABLE) !== table) return false;
-    const key = `${r.family} ${r.dst}`;
-    const want = expected.get(key);
+    const slot = (r.family === 4 ? index.v4 : index.v6).get(r.dst);
     if (!isOwnedRoute(r)) {
-      if (want !== undefined) return false;
+      if (slot !== undefined) return false;
       continue;
     }
     // Ours and not wanted, wanted in another shape, or a second route of ours on the same key.
-    if (want === undefined || !sameRoute(want, r)) return false;
-    expected.delete(key);
+    if (slot === undefined || slot.seen === call || !sameRoute(slot.route, r)) return false;
+    slot.seen = call;
+    held++;
   }
-  return expected.size === 0;
+  return held === index.size;
+}
+
+function indexProgrammed(state: PeerState): ProgrammedIndex {
+  const index: ProgrammedIndex = { v4: new Map(), v6: new Map(), size: 0, calls: 0 };
+  const add = (route: RouteInfo): void => {
+    const byDst = route.family === 4 ? index.v4 : index.v6;
+    if (!byDst.has(route.dst)) index.size++;
+    byDst.set(route.dst, { route, seen: 0 });
+  };
+  for (const r of state.blackholes) add(r);
+  for (const rec of state.peers.values()) for (const r of rec.routes) add(r);
+  return index;
 }
 
 /**
@@ -435,12 +456,16 @@ function validCidrs(p: PeerNode): Cidr[] {
   return out;
 }
 
+/** The lists are read-only (PeerNode), so a record shares them; an empty vtepMacs is left out. */
 function copyPeer(p: PeerNode): PeerNode {
+  const macs = p.vtepMacs;
   return {
     name: p.name,
-    podCIDRs: [...(p.podCIDRs ?? [])],
-    internalIPs: [...(p.internalIPs ?? [])],
-    ...(p.vtepMacs === undefined ? {} : { vtepMacs: { ...p.vtepMacs } }),
+    podCIDRs: p.podCIDRs ?? [],
+    internalIPs: p.internalIPs ?? [],
+    ...(macs === undefined || (macs[4] === undefined && macs[6] === undefined)
+      ? {}
+      : { vtepMacs: { ...macs } }),
   };
 }
 

@@ -8,8 +8,8 @@ import type { Family, RouteInfo } from '../datapath/ports.ts';
 /** One cluster node as the planner needs it (Node.spec.podCIDRs, Node.status.addresses[type=InternalIP]). */
 export interface PeerNode {
   name: string;
-  podCIDRs: string[];
-  internalIPs: string[];
+  podCIDRs: readonly string[];
+  internalIPs: readonly string[];
   /**
    * The MAC of the node's VXLAN device per underlay family, as its agent published it (pkg/vxlan reads
    * the Node annotations). Absent: the node has no VTEP (yet), so VXLAN to it would go nowhere.

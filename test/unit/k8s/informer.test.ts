@@ -131,6 +131,10 @@ describe.each(['auto', 'client-node'] as const)('node informer, transport %s', (
     await waitFor(() => informer!.hasSynced() && server.store.openWatches() === 1, 'sync and open watch');
     server.store.addNode(nodeObject('c'));
     await waitFor(() => informer!.get('c') !== undefined, 'ADDED c');
+    const cBefore = informer!.get('c');
+    const listed = informer!.list();
+    listed.pop(); // the caller's copy: the informer's list is unaffected
+    expect(names()).toEqual(['a', 'b', 'c']);
 
     // All synchronous, so the informer cannot see any of it over a watch: it must resume from an
     // rv that was compacted away, get the 410 ERROR event, and relist.
@@ -144,6 +148,8 @@ describe.each(['auto', 'client-node'] as const)('node informer, transport %s', (
     expect(names()).toEqual(['b', 'c', 'd']);
     expect(informer!.get('b')?.podCIDRs).toEqual(['10.244.2.0/24']);
     expect(rec.syncs.at(-1)).toEqual(['b', 'c', 'd']);
+    // The relist kept the view of the Node that did not change (the controller keys derived data on it).
+    expect(informer!.get('c')).toBe(cBefore);
     expect(rec.events.slice(-3)).toEqual([
       { type: 'DELETED', name: 'a' },
       { type: 'MODIFIED', name: 'b' },
