@@ -5,11 +5,13 @@
  */
 
 import type { NftRunner } from './nft.ts';
-import { type MasqOptions, planMasq, type SkippedCidr } from './render.ts';
+import { type MasqOptions, type MasqPlan, planMasq, type SkippedCidr } from './render.ts';
 
 export class MasqSyncer {
   private readonly runner: Pick<NftRunner, 'apply'>;
   private lastApplied: string | undefined;
+  /** The last plan and what it was made from: a resync over an unchanged cluster renders nothing. */
+  private lastPlan: { opts: MasqOptions; plan: MasqPlan } | undefined;
   /** Node-provided CIDRs the last sync left out as invalid (for the caller to log or report). */
   lastSkipped: SkippedCidr[] = [];
 
@@ -19,7 +21,19 @@ export class MasqSyncer {
 
   /** Renders (throws MasqConfigError on bad operator config) and applies when the text changed. */
   async sync(opts: MasqOptions): Promise<'applied' | 'unchanged'> {
-    const { ruleset: text, skipped } = planMasq(opts);
+    let plan = this.lastPlan?.plan;
+    if (this.lastPlan === undefined || !sameOptions(this.lastPlan.opts, opts)) {
+      plan = planMasq(opts);
+      // A copy: the caller may reuse its arrays.
+      const copy: MasqOptions = {
+        ...opts,
+        podCIDRs: { v4: [...opts.podCIDRs.v4], v6: [...opts.podCIDRs.v6] },
+        clusterCIDRs: [...opts.clusterCIDRs],
+        noMasqueradeCIDRs: [...opts.noMasqueradeCIDRs],
+      };
+      this.lastPlan = { opts: copy, plan };
+    }
+    const { ruleset: text, skipped } = plan!;
     this.lastSkipped = skipped;
     if (text === this.lastApplied) return 'unchanged';
     await this.runner.apply(text);
@@ -31,4 +45,23 @@ export class MasqSyncer {
   invalidate(): void {
     this.lastApplied = undefined;
   }
+}
+
+function sameOptions(a: MasqOptions, b: MasqOptions): boolean {
+  return (
+    a.tableName === b.tableName &&
+    typeof b.podCIDRs === 'object' &&
+    b.podCIDRs !== null &&
+    sameList(a.podCIDRs.v4, b.podCIDRs.v4) &&
+    sameList(a.podCIDRs.v6, b.podCIDRs.v6) &&
+    sameList(a.clusterCIDRs, b.clusterCIDRs) &&
+    sameList(a.noMasqueradeCIDRs, b.noMasqueradeCIDRs)
+  );
+}
+
+/** b comes from the caller unchecked (planMasq reports a bad one): anything but an equal array differs. */
+function sameList(a: readonly string[], b: readonly string[]): boolean {
+  if (!Array.isArray(b) || a.length !== b.length) return false;
+  for (let i = 0; i < a.length; i++) if (a[i] !== b[i]) return false;
+  return true;
 }

@@ -230,7 +230,8 @@ export class AgentMetrics {
     this.routeOps.inc({ op: 'replace' }, r.replaced);
     this.routeOps.inc({ op: 'remove' }, r.removed);
     this.routeOps.inc({ op: 'error' }, r.errors.length);
-    const peers = peerRouteStates(r, this.nodeName);
+    // A quiet pass found the state of the outcome these came from (nothing planned or changed since).
+    const peers = r.quiet === true ? this.lastPeers : peerRouteStates(r, this.nodeName);
     // At 5,000 nodes, resetting and re-setting every labelled series cost ~7 ms per pass (label
     // hashing), and a pass runs on every Node event; the series only change when a state does.
     // Only the series that changed: a per-node step changes one peer, and re-setting every series cost

@@ -1,0 +1,52 @@
+import { describe, expect, it } from 'vitest';
+import type { MasqOptions } from '../../../pkg/masq/render.ts';
+import { renderMasqRuleset } from '../../../pkg/masq/render.ts';
+import { MasqSyncer } from '../../../pkg/masq/sync.ts';
+
+function syncer(): { s: MasqSyncer; applied: string[] } {
+  const applied: string[] = [];
+  return {
+    s: new MasqSyncer({
+      apply: async (text: string) => {
+        applied.push(text);
+      },
+    }),
+    applied,
+  };
+}
+
+describe('MasqSyncer', () => {
+  const opts = (): MasqOptions => ({
+    podCIDRs: { v4: ['10.244.0.0/24'], v6: [] },
+    clusterCIDRs: ['10.244.0.0/24', '10.244.1.0/24'],
+    noMasqueradeCIDRs: [],
+  });
+
+  it('applies once for unchanged options, again after invalidate (the resync), and what it renders is current', async () => {
+    const { s, applied } = syncer();
+    expect(await s.sync(opts())).toBe('applied');
+    expect(await s.sync(opts())).toBe('unchanged');
+    s.invalidate();
+    expect(await s.sync(opts())).toBe('applied');
+    expect(applied).toEqual([renderMasqRuleset(opts()), renderMasqRuleset(opts())]);
+  });
+
+  it('renders again when the caller changed its arrays in place', async () => {
+    const { s, applied } = syncer();
+    const o = opts();
+    await s.sync(o);
+    (o.clusterCIDRs as string[]).push('10.244.9.0/24');
+    expect(await s.sync(o)).toBe('applied');
+    expect(applied.at(-1)).toBe(renderMasqRuleset(o));
+    expect(applied.at(-1)).toContain('10.244.9.0/24');
+  });
+
+  it('still rejects bad operator config after a good sync', async () => {
+    const { s } = syncer();
+    await s.sync(opts());
+    await expect(s.sync({ ...opts(), noMasqueradeCIDRs: ['nope'] })).rejects.toThrow(/noMasqueradeCIDRs/);
+    await expect(s.sync({ ...opts(), podCIDRs: null as unknown as MasqOptions['podCIDRs'] })).rejects.toThrow(
+      /podCIDRs/,
+    );
+  });
+});
