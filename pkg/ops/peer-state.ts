@@ -1,8 +1,10 @@
 /**
  * Per-peer route state from one reconcile report: is every pod CIDR of every other node routed from
- * here? Pure. It feeds the `trellis_peer_route_ok` metric and the node's coverage annotation.
+ * here? Pure (the optional cache only memoizes). It feeds the `trellis_peer_route_ok` metric and the
+ * node's coverage annotation.
  */
 import type { ReconcileReport } from '../routes/reconciler.ts';
+import type { PeerDecision } from '../routes/types.ts';
 
 export interface PeerRouteState {
   peer: string;
@@ -18,11 +20,23 @@ export interface PeerRouteState {
 type ReportPart = Pick<ReconcileReport, 'decisions' | 'problems' | 'errors' | 'conflicts'>;
 
 /**
+ * A state per decision object, for decisions no error or conflict touches: then the state follows from
+ * the decision alone. The reconciler keeps an unchanged peer's decision objects between passes, so a
+ * caller that passes the same cache each time gets the same state objects back for them (and can tell
+ * what changed by identity instead of comparing thousands of entries).
+ */
+export type PeerStateCache = WeakMap<PeerDecision, PeerRouteState>;
+
+/**
  * One entry per (peer, family) decision; a route that failed to program or whose prefix is held by a
  * foreign route makes its peer not ok. A peer named only in problems (no valid pod CIDR, overlapping
  * CIDRs, listed twice) gets one `skipped` entry, unless the only problem is this node's own.
  */
-export function peerRouteStates(report: ReportPart, selfName: string): PeerRouteState[] {
+export function peerRouteStates(
+  report: ReportPart,
+  selfName: string,
+  cache?: PeerStateCache,
+): PeerRouteState[] {
   const broken = new Map<string, string>();
   for (const e of report.errors) {
     if (e.op !== 'remove')
@@ -35,22 +49,28 @@ export function peerRouteStates(report: ReportPart, selfName: string): PeerRoute
     );
   }
   const out: PeerRouteState[] = [];
-  const decided = new Set<string>();
   for (const d of report.decisions) {
-    decided.add(d.node);
-    const family = String(d.family) as '4' | '6';
-    if (d.path === 'unreachable') {
-      out.push({ peer: d.node, family, path: d.path, ok: false, reason: d.reason });
+    const cached = broken.size === 0 ? cache?.get(d) : undefined;
+    if (cached !== undefined) {
+      out.push(cached);
       continue;
     }
-    const reasons = d.podCIDRs.map((c) => broken.get(`${d.family} ${c}`)).filter((r) => r !== undefined);
-    out.push(
-      reasons.length === 0
-        ? { peer: d.node, family, path: d.path, ok: true }
-        : { peer: d.node, family, path: d.path, ok: false, reason: reasons.join('; ') },
-    );
+    const family = String(d.family) as '4' | '6';
+    let state: PeerRouteState;
+    if (d.path === 'unreachable') {
+      state = { peer: d.node, family, path: d.path, ok: false, reason: d.reason };
+    } else {
+      const reasons = d.podCIDRs.map((c) => broken.get(`${d.family} ${c}`)).filter((r) => r !== undefined);
+      state =
+        reasons.length === 0
+          ? { peer: d.node, family, path: d.path, ok: true }
+          : { peer: d.node, family, path: d.path, ok: false, reason: reasons.join('; ') };
+    }
+    if (broken.size === 0) cache?.set(d, state);
+    out.push(state);
   }
   const skipped = new Map<string, string[]>();
+  const decided = report.problems.length === 0 ? undefined : new Set(report.decisions.map((d) => d.node));
   for (const p of report.problems) {
     if (p.node === selfName) continue;
     // A dual-stack peer routed in one family but without an InternalIP of the other.
@@ -59,16 +79,20 @@ export function peerRouteStates(report: ReportPart, selfName: string): PeerRoute
       out.push({ peer: p.node, family: noIp[1] as '4' | '6', path: 'skipped', ok: false, reason: p.problem });
       continue;
     }
-    if (decided.has(p.node)) continue;
+    if (decided?.has(p.node)) continue;
     skipped.set(p.node, [...(skipped.get(p.node) ?? []), p.problem]);
   }
+  const stated = skipped.size === 0 ? undefined : new Set(out.map((s) => s.peer));
   for (const [peer, problems] of skipped) {
-    if (out.some((s) => s.peer === peer)) continue;
+    if (stated?.has(peer)) continue;
     out.push({ peer, family: '', path: 'skipped', ok: false, reason: problems.join('; ') });
   }
-  return out.sort((a, b) =>
-    a.peer === b.peer ? a.family.localeCompare(b.family) : a.peer < b.peer ? -1 : 1,
-  );
+  return out.sort(comparePeerStates);
+}
+
+/** The order peerRouteStates returns: by peer name, then family. (peer, family) is unique in one list. */
+export function comparePeerStates(a: PeerRouteState, b: PeerRouteState): number {
+  return a.peer === b.peer ? a.family.localeCompare(b.family) : a.peer < b.peer ? -1 : 1;
 }
 
 /** "node3/v4" labels of the peers not fully routed, for a compact report. */

@@ -2,6 +2,7 @@ import { describe, expect, it } from 'vitest';
 import type { PassOutcome } from '../../../pkg/agent/controller.ts';
 import type { RouteInfo } from '../../../pkg/datapath/ports.ts';
 import { AgentMetrics, CNI_BUCKETS } from '../../../pkg/observe/metrics.ts';
+import { peerRouteStates } from '../../../pkg/ops/peer-state.ts';
 import type { ReconcileReport } from '../../../pkg/routes/reconciler.ts';
 import { reconcileReport } from '../routes/report-fixture.ts';
 import { parseExposition } from './prom-text.ts';
@@ -204,6 +205,53 @@ describe('AgentMetrics', () => {
     m.onPass(pass({}));
     e = await scrape(m);
     expect(e.get('trellis_peer_route_ok', { peer: 'n3', family: '4', path: 'direct' })).toBe(1);
+  });
+
+  it('per-peer series equal a from-scratch computation over 200 random passes (kept and new decision objects)', async () => {
+    // The reconciler keeps an unchanged peer's decision objects between passes and makes new ones for a
+    // re-planned peer; the metrics compare states by identity first. Whatever the mix, what a scrape
+    // shows must be exactly what peerRouteStates computes from the report alone.
+    let seed = 7;
+    const rand = (n: number): number => {
+      seed = (seed * 1_103_515_245 + 12_345) % 2 ** 31;
+      return seed % n;
+    };
+    const m = new AgentMetrics({ version: '1', nodeName: 'n0' });
+    const decisions = new Map<string, ReconcileReport['decisions'][number]>();
+    const plan = (node: string, family: 4 | 6): ReconcileReport['decisions'][number] => {
+      const cidr = family === 4 ? `10.${node.slice(1)}.0.0/24` : `fd00:${node.slice(1)}::/64`;
+      return rand(4) === 0
+        ? { node, family, path: 'unreachable', nodeIP: '10.9.9.9', podCIDRs: [cidr], reason: 'no path' }
+        : direct(node, family, [cidr]);
+    };
+    for (let step = 0; step < 200; step++) {
+      for (let k = rand(4); k >= 0; k--) {
+        const key = `n${1 + rand(30)}/${rand(2) === 0 ? 4 : 6}`;
+        const [node, fam] = key.split('/') as [string, string];
+        if (decisions.has(key) && rand(3) === 0) decisions.delete(key);
+        else decisions.set(key, plan(node, Number(fam) as 4 | 6)); // a new object, maybe the same content
+      }
+      const list = [...decisions.values()];
+      const broken = list.filter((d) => d.path === 'direct' && rand(10) === 0);
+      const r = report({
+        decisions: list,
+        errors: broken.map((d) => ({
+          op: 'add' as const,
+          route: via(d.podCIDRs[0]!, '192.168.1.2'),
+          error: new Error('EHOSTUNREACH'),
+        })),
+        problems: rand(5) === 0 ? [{ node: `n${31 + rand(3)}`, problem: 'no valid pod CIDR; skipped' }] : [],
+      });
+      m.onPass({ kind: 'ok', scope: rand(2) === 0 ? 'node' : 'full', durationMs: 1, report: r });
+      const shown = (await scrape(m))
+        .all('trellis_peer_route_ok')
+        .map((x) => `${x.labels.peer} ${x.labels.family} ${x.labels.path} ${x.value}`)
+        .sort();
+      const expected = peerRouteStates(r, 'n0')
+        .map((x) => `${x.peer} ${x.family} ${x.path} ${x.ok ? 1 : 0}`)
+        .sort();
+      expect(shown, `step ${step}`).toEqual(expected);
+    }
   });
 
   it('two instances never share series (own registry, not the global one)', async () => {
