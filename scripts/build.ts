@@ -32,20 +32,38 @@ writeFileSync(join(dist, 'version.json'), `${JSON.stringify({ version })}\n`);
  * --max-semi-space-size=1 (MB): a 1 MB young generation instead of up to 16 MB per semi-space. The
  * agent's garbage is short-lived and bursty (a full reconcile every resync), and a large young
  * generation kept that much more resident. bench/footprint.ts at 5,000 nodes, same build, sequential
- * runs: RSS 174-257 MB -> 137-148 MB, CPU 0.79 % -> 0.79 % of a core. --optimize-for-size went down
- * to 97-108 MB but cost 1.32-1.35 % CPU (target < 1 %), so it is not used. The old generation is not
+ * runs: RSS 174-257 MB -> 137-148 MB, CPU 0.79 % -> 0.79 % of a core. The old generation is not
  * capped: a low --max-old-space-size would turn a large cluster into an OOM crash.
+ * --optimize-for-size: smaller heap growth steps, more eager collection and code flushing. It used to
+ * cost 1.3 % of a core at 5,000 nodes because every resync re-planned the whole cluster; since a resync
+ * over an unchanged cluster only checks the kernel (pkg/routes describesInputs/kernelHolds), the same
+ * bench at ed14bfe with MALLOC_ARENA_MAX=2: RSS 91-93 MB between resyncs, ~102 MB for 5-10 s after
+ * each one (max 104.4, the first sample), CPU 0.58 % of a core. Without it (ebbc47a): 130 MB until the
+ * memory reducer ran late in the window, then 103-108 MB, at 0.38 %. It makes the cold first pass at
+ * 5,000 nodes ~4 % slower (493 -> 514 ms in one paired run).
+ * Not used: larger young generations (4, 8, 16 MB: same peak, more CPU), --single-threaded-gc (more
+ * RSS), --max-opt=2 (no TurboFan: ~5 MB fewer pages of the node binary, 87-89 MB between resyncs but
+ * the same ~102 MB after them, and ~6-10 % on the cold pass), --jitless (87-97 MB without pods, but
+ * a resync pass costs twice the CPU and every other path runs interpreted).
  */
-const AGENT_NODE_FLAGS = ['--max-semi-space-size=1'];
+const AGENT_NODE_FLAGS = ['--max-semi-space-size=1', '--optimize-for-size'];
 
-// TRELLIS_NODE_FLAGS: extra node/V8 flags from the DaemonSet's environment, for the flags NODE_OPTIONS
-// refuses (--optimize-for-size: less memory for more CPU, see bench/README.md). Split on spaces on purpose.
+/**
+ * MALLOC_ARENA_MAX=2 (unless the environment sets it): glibc gives each thread that mallocs its own
+ * arena (the agent has ~10: V8's workers, libuv's pool, ffi-rs), and freed memory stays in them. Same
+ * bench at ebbc47a, both with --optimize-for-size: RSS 102-114 MB -> 94-105 MB (max 113.6 -> 104.7;
+ * anonymous memory at the largest sample 57.0 -> 48.2 MB), CPU 0.50 -> 0.53 % of a core.
+ */
+const AGENT_MALLOC_ARENA_MAX = 2;
+
 const launcher = `#!/bin/sh
 # trellis agent launcher: the checkout's Node 24 when present, else node on PATH (the image's).
 here=$(dirname "$(readlink -f "$0")")
 root=$(dirname "$(dirname "$here")")
 node="$root/node_modules/.bin/node"
 [ -x "$node" ] || node=node
+MALLOC_ARENA_MAX="\${MALLOC_ARENA_MAX:-${AGENT_MALLOC_ARENA_MAX}}"
+export MALLOC_ARENA_MAX
 # shellcheck disable=SC2086
 exec "$node" ${AGENT_NODE_FLAGS.join(' ')} \${TRELLIS_NODE_FLAGS:-} "$root/dist/cmd/agent/main.js" "$@"
 `;

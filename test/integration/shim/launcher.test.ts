@@ -25,4 +25,23 @@ describe.skipIf(skip !== undefined)(`agent launcher${skip ? ` (skipped: ${skip})
     expect(bad.status).not.toBe(0);
     expect(bad.stderr).toContain('bad option: --no-such-flag');
   });
+
+  it("runs node with the agent's V8 flags and MALLOC_ARENA_MAX=2, unless the environment sets one", () => {
+    // -p prints the expression instead of running the agent; the rest of the command line is kept.
+    const probe = (env: Record<string, string>): [string[], string] =>
+      JSON.parse(
+        spawnSync(LAUNCHER, ['--version'], {
+          encoding: 'utf8',
+          env: {
+            PATH: process.env.PATH ?? '',
+            TRELLIS_NODE_FLAGS: '-p JSON.stringify([process.execArgv,process.env.MALLOC_ARENA_MAX])',
+            ...env,
+          },
+        }).stdout,
+      );
+    const [flags, arenas] = probe({});
+    expect(flags.slice(0, 2)).toEqual(['--max-semi-space-size=1', '--optimize-for-size']);
+    expect(arenas).toBe('2');
+    expect(probe({ MALLOC_ARENA_MAX: '4' })[1]).toBe('4');
+  });
 });
