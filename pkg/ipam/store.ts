@@ -1,6 +1,7 @@
 import * as nodeFs from 'node:fs';
 import { join } from 'node:path';
 import { CniCode, CniError } from '../cni/errors.ts';
+import { compareOrdinal } from '../compare.ts';
 import { canonicalIp, parseCidr } from '../ip/index.ts';
 import { ownerName, parseOwnerName } from './key.ts';
 import { type Lease, type LeasedAddress, type LoadReport, META_FIELDS } from './types.ts';
@@ -250,7 +251,7 @@ export class LeaseStore {
     // 4. Leases against reservations: repair missing symlinks, quarantine stale leases. Oldest first,
     // so if two records ever claimed one address without a symlink the older one would keep it.
     const byAge = [...leases.values()].sort(
-      (a, b) => a.createdAt.localeCompare(b.createdAt) || ownerName(a).localeCompare(ownerName(b)),
+      (a, b) => compareOrdinal(a.createdAt, b.createdAt) || compareOrdinal(ownerName(a), ownerName(b)),
     );
     for (const lease of byAge) {
       const owner = ownerName(lease);
@@ -329,7 +330,7 @@ export class LeaseStore {
       Number(name.slice(owner.length + LEASE_SUFFIX.length + 1).split('-')[0]);
     return names
       .filter((name) => RECORD.exec(name)?.[1] === owner)
-      .sort((a, b) => stamp(b) - stamp(a) || b.localeCompare(a))
+      .sort((a, b) => stamp(b) - stamp(a) || compareOrdinal(b, a))
       .map((name) =>
         this.#try(`reading quarantine/${name}`, () =>
           this.#fs.readFileSync(join(this.#quarantine, name)),

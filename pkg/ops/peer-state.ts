@@ -3,6 +3,7 @@
  * here? Pure (the optional cache only memoizes). It feeds the `trellis_peer_route_ok` metric and the
  * node's coverage annotation.
  */
+import { compareOrdinal } from '../compare.ts';
 import type { ReconcileReport } from '../routes/reconciler.ts';
 import type { PeerDecision } from '../routes/types.ts';
 
@@ -92,7 +93,7 @@ export function peerRouteStates(
 
 /** The order peerRouteStates returns: by peer name, then family. (peer, family) is unique in one list. */
 export function comparePeerStates(a: PeerRouteState, b: PeerRouteState): number {
-  return a.peer === b.peer ? a.family.localeCompare(b.family) : a.peer < b.peer ? -1 : 1;
+  return a.peer === b.peer ? compareOrdinal(a.family, b.family) : a.peer < b.peer ? -1 : 1;
 }
 
 /** "node3/v4" labels of the peers not fully routed, for a compact report. */

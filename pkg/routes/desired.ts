@@ -15,6 +15,7 @@
  *   right, and routing a pod's traffic to the wrong node is worse than not routing it.
  */
 
+import { compareOrdinal } from '../compare.ts';
 import { type Family, type RouteInfo, TRELLIS_ROUTE_PROTOCOL } from '../datapath/ports.ts';
 import {
   type Cidr,
@@ -333,7 +334,7 @@ export function desiredRoutes(
 
   // Parse each destination once, not twice per comparison.
   const keyed = routes.map((r) => ({ r, c: parseCidr(r.dst)! }));
-  keyed.sort((a, b) => compareCidr(a.c, b.c) || (a.r.type ?? '').localeCompare(b.r.type ?? ''));
+  keyed.sort((a, b) => compareCidr(a.c, b.c) || compareOrdinal(a.r.type ?? '', b.r.type ?? ''));
   return { routes: keyed.map((k) => k.r), problems, decisions };
 }
 
