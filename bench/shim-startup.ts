@@ -19,12 +19,13 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { performance } from 'node:perf_hooks';
 import { encodeResponse, okResponse } from '../pkg/shim/protocol.ts';
+import { bunBinary, SHIM_COMPILE_FLAGS } from '../scripts/shim-compile.ts';
 import { REFERENCE_PLUGIN_DIR } from '../test/support/cni-driver.ts';
 import { commitId, machine, median, pct, ratio, round, table } from './lib/stats.ts';
 
 const root = join(import.meta.dirname, '..');
 const shim = join(root, 'dist', 'bin', 'trellis');
-const bun = join(root, 'node_modules', '@oven', 'bun-linux-x64-baseline', 'bin', 'bun');
+const bun = bunBinary(root);
 const ptp = join(REFERENCE_PLUGIN_DIR, 'ptp');
 if (!existsSync(shim)) {
   process.stderr.write('dist/bin/trellis is missing: run `node_modules/.bin/node scripts/build.ts` first\n');
@@ -73,18 +74,7 @@ if (existsSync(bun)) {
   const src = join(dir, 'floor.ts');
   writeFileSync(src, 'process.exit(0);\n');
   const floor = join(dir, 'floor');
-  execFileSync(bun, [
-    'build',
-    '--compile',
-    '--minify',
-    '--bytecode',
-    '--format=cjs',
-    '--no-compile-autoload-dotenv',
-    '--no-compile-autoload-bunfig',
-    src,
-    '--outfile',
-    floor,
-  ]);
+  execFileSync(bun, [...SHIM_COMPILE_FLAGS, src, '--outfile', floor]);
   cases.push({ name: 'bun floor', bin: floor, env: {} });
 } else notMeasured['bun floor'] = `${bun} is missing (npm ci)`;
 if (existsSync(ptp)) cases.push({ name: 'ptp VERSION', bin: ptp, env: { CNI_COMMAND: 'VERSION' } });

@@ -9,11 +9,12 @@ import { execFileSync } from 'node:child_process';
 import { chmodSync, mkdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { bunBinary, SHIM_COMPILE_FLAGS } from './shim-compile.ts';
 
 const root = join(dirname(fileURLToPath(import.meta.url)), '..');
 const dist = join(root, 'dist');
 const bin = join(dist, 'bin');
-const bun = join(root, 'node_modules', '@oven', 'bun-linux-x64-baseline', 'bin', 'bun');
+const bun = bunBinary(root);
 const version = (JSON.parse(readFileSync(join(root, 'package.json'), 'utf8')) as { version: string }).version;
 
 function run(cmd: string, args: string[]): void {
@@ -71,16 +72,7 @@ writeFileSync(join(bin, 'trellis-agent'), launcher);
 chmodSync(join(bin, 'trellis-agent'), 0o755);
 
 run(bun, [
-  'build',
-  '--compile',
-  '--minify',
-  // Ahead-of-time bytecode: measured ~1.5 ms (12%) less per shim call (bench/README.md).
-  '--bytecode',
-  '--format=cjs',
-  // The runtime runs the plugin in whatever directory it has: a .env or bunfig.toml there must not
-  // change what the shim does (and looking for them costs a little on every call).
-  '--no-compile-autoload-dotenv',
-  '--no-compile-autoload-bunfig',
+  ...SHIM_COMPILE_FLAGS,
   `--define=TRELLIS_VERSION="${version}"`,
   join(root, 'cmd', 'cni', 'main.ts'),
   '--outfile',
