@@ -68,7 +68,8 @@ export class AgentMetrics {
   private readonly nodeStepDuration: Prom.Histogram;
   private readonly routes: Prom.Gauge<'state'>;
   private readonly routeOps: Prom.Counter<'op'>;
-  private readonly peerOk: Prom.Gauge<'peer' | 'family' | 'path'>;
+  private readonly peerBroken: Prom.Gauge<'peer' | 'family' | 'path'>;
+  private readonly peerCount: Prom.Gauge<'family' | 'path' | 'state'>;
   private readonly lastSuccess: Prom.Gauge;
 
   constructor(opts: AgentMetricsOptions) {
@@ -141,10 +142,19 @@ export class AgentMetrics {
       labelNames: ['op'],
       registers,
     });
-    this.peerOk = new Gauge({
-      name: 'trellis_peer_route_ok',
-      help: '1 when every pod CIDR of the peer (per family) is routed after the last pass, 0 when not; path is direct, unreachable or skipped.',
+    // Per-peer series only for peers that are not fully routed: one series per peer on every node would
+    // be N² series in the cluster (25 million at 5,000 nodes) and a scrape of 5,000 series per agent. The
+    // whole picture is in the counts; which peers are fine is the absence of a series.
+    this.peerBroken = new Gauge({
+      name: 'trellis_peer_route_broken',
+      help: '1 for a peer (per family) some pod CIDR of which is not routed after the last pass; no series when it is. path is direct, vxlan, unreachable or skipped.',
       labelNames: ['peer', 'family', 'path'],
+      registers,
+    });
+    this.peerCount = new Gauge({
+      name: 'trellis_peers',
+      help: 'Peers (per family) after the last pass, by path and by state: ok when every pod CIDR of the peer is routed, broken when not.',
+      labelNames: ['family', 'path', 'state'],
       registers,
     });
     this.lastSuccess = new Gauge({
@@ -245,15 +255,33 @@ export class AgentMetrics {
   };
 
   /**
-   * Writes only the per-peer series that changed. A per-node step changes one peer, and the metrics hook
-   * runs on the thread that handles the next Node event: at 5,000 peers, resetting every series cost
-   * ~7 ms (label hashing) and keying every state to compare them ~5 ms. Both lists are sorted
+   * Writes only the series that changed. A per-node step changes one peer, and the metrics hook runs on
+   * the thread that handles the next Node event: at 5,000 peers, resetting every series cost ~7 ms
+   * (label hashing) and keying every state to compare them ~5 ms. Both lists are sorted
    * (comparePeerStates), and the state cache hands back the same object for an unchanged decision, so
    * one merge walk compares objects and looks closer only where they differ.
    */
   private updatePeerSeries(peers: readonly PeerRouteState[]): void {
+    const counts = new Map<string, { family: string; path: string; state: string; n: number }>();
+    for (const p of peers) {
+      const state = p.ok ? 'ok' : 'broken';
+      const key = `${p.family} ${p.path} ${state}`;
+      const c = counts.get(key);
+      if (c === undefined) counts.set(key, { family: p.family, path: p.path, state, n: 1 });
+      else c.n++;
+    }
+    this.peerCount.reset();
+    for (const c of counts.values())
+      this.peerCount.set({ family: c.family, path: c.path, state: c.state }, c.n);
+
     const before = this.lastPeers;
     const series = (p: PeerRouteState) => ({ peer: p.peer, family: p.family, path: p.path });
+    const drop = (p: PeerRouteState): void => {
+      if (!p.ok) this.peerBroken.remove(series(p));
+    };
+    const add = (p: PeerRouteState): void => {
+      if (!p.ok) this.peerBroken.set(series(p), 1);
+    };
     let i = 0;
     let j = 0;
     while (i < before.length || j < peers.length) {
@@ -266,15 +294,15 @@ export class AgentMetrics {
       }
       const order = old === undefined ? 1 : now === undefined ? -1 : comparePeerStates(old, now);
       if (order < 0) {
-        this.peerOk.remove(series(old!));
+        drop(old!);
         i++;
       } else if (order > 0) {
-        this.peerOk.set(series(now!), now!.ok ? 1 : 0);
+        add(now!);
         j++;
       } else {
-        // The same peer and family: a new path is a new series; the same path may have a new value.
-        if (old!.path !== now!.path) this.peerOk.remove(series(old!));
-        if (old!.path !== now!.path || old!.ok !== now!.ok) this.peerOk.set(series(now!), now!.ok ? 1 : 0);
+        // The same peer and family: the old series goes unless the new one is the same series.
+        if (old!.path !== now!.path || now!.ok) drop(old!);
+        add(now!);
         i++;
         j++;
       }

@@ -1,7 +1,7 @@
 /**
  * Per-peer route state from one reconcile report: is every pod CIDR of every other node routed from
- * here? Pure (the optional cache only memoizes). It feeds the `trellis_peer_route_ok` metric and the
- * node's coverage annotation.
+ * here? Pure (the optional cache only memoizes). It feeds the `trellis_peers` and
+ * `trellis_peer_route_broken` metrics and the node's coverage annotation.
  */
 import { compareOrdinal } from '../compare.ts';
 import type { ReconcileReport } from '../routes/reconciler.ts';

@@ -125,8 +125,10 @@ describe.skipIf(skip !== undefined)(skip === undefined ? title : `${title} (skip
     expect(m.get('trellis_ipam_capacity', { family: '4', range: n1.plan.podCIDRs[0] })).toBe(253);
     expect(m.get('trellis_agent_ready')).toBe(1);
     expect(m.get('trellis_node_watch_restarts')).toBe(0);
-    expect(m.get('trellis_peer_route_ok', { peer: n2.name, family: '4', path: 'direct' })).toBe(1);
-    expect(m.get('trellis_peer_route_ok', { peer: n2.name, family: '6', path: 'direct' })).toBe(1);
+    // n2 is fully routed in both families: counted, and no per-peer series.
+    expect(m.get('trellis_peers', { family: '4', path: 'direct', state: 'ok' })).toBe(1);
+    expect(m.get('trellis_peers', { family: '6', path: 'direct', state: 'ok' })).toBe(1);
+    expect(m.all('trellis_peer_route_broken')).toEqual([]);
     expect(m.get('trellis_reconcile_total', { outcome: 'ok' })).toBeGreaterThanOrEqual(1);
     expect(
       m.get('trellis_build_info', {

@@ -146,13 +146,18 @@ describe('AgentMetrics', () => {
     expect(e.get('trellis_routes', { state: 'conflict' })).toBe(1);
     expect(e.get('trellis_route_changes_total', { op: 'add' })).toBe(3);
     expect(e.get('trellis_reconcile_last_success_timestamp_seconds')).toBe(1_700_000_000);
-    expect(e.get('trellis_peer_route_ok', { peer: 'n2', family: '4', path: 'direct' })).toBe(1);
-    expect(e.get('trellis_peer_route_ok', { peer: 'n2', family: '6', path: 'direct' })).toBe(1);
-    expect(e.get('trellis_peer_route_ok', { peer: 'n3', family: '4' })).toBe(0);
-    expect(e.get('trellis_peer_route_ok', { peer: 'n4', family: '4' })).toBe(0);
-    expect(e.get('trellis_peer_route_ok', { peer: 'n5', family: '4', path: 'unreachable' })).toBe(0);
-    expect(e.get('trellis_peer_route_ok', { peer: 'n6', path: 'skipped' })).toBe(0);
-    expect(e.all('trellis_peer_route_ok', { peer: 'n1' })).toEqual([]);
+    // Fully routed peers have no per-peer series; the counts cover everyone.
+    expect(e.all('trellis_peer_route_broken', { peer: 'n2' })).toEqual([]);
+    expect(e.get('trellis_peer_route_broken', { peer: 'n3', family: '4', path: 'direct' })).toBe(1);
+    expect(e.get('trellis_peer_route_broken', { peer: 'n4', family: '4', path: 'direct' })).toBe(1);
+    expect(e.get('trellis_peer_route_broken', { peer: 'n5', family: '4', path: 'unreachable' })).toBe(1);
+    expect(e.get('trellis_peer_route_broken', { peer: 'n6', family: '', path: 'skipped' })).toBe(1);
+    expect(e.all('trellis_peer_route_broken', { peer: 'n1' })).toEqual([]);
+    expect(e.get('trellis_peers', { family: '4', path: 'direct', state: 'ok' })).toBe(1);
+    expect(e.get('trellis_peers', { family: '6', path: 'direct', state: 'ok' })).toBe(1);
+    expect(e.get('trellis_peers', { family: '4', path: 'direct', state: 'broken' })).toBe(2);
+    expect(e.get('trellis_peers', { family: '4', path: 'unreachable', state: 'broken' })).toBe(1);
+    expect(e.get('trellis_peers', { family: '', path: 'skipped', state: 'broken' })).toBe(1);
 
     m.onPass({
       kind: 'ok',
@@ -160,7 +165,10 @@ describe('AgentMetrics', () => {
       report: report({ unchanged: 2, decisions: [direct('n2', 4, ['10.244.2.0/24'])] }),
     });
     e = await scrape(m);
-    expect(e.all('trellis_peer_route_ok').map((s) => s.labels.peer)).toEqual(['n2']);
+    expect(e.all('trellis_peer_route_broken')).toEqual([]);
+    expect(
+      e.all('trellis_peers').map((x) => [x.labels.family, x.labels.path, x.labels.state, x.value]),
+    ).toEqual([['4', 'direct', 'ok', 1]]);
     expect(e.get('trellis_routes', { state: 'failed' })).toBe(0);
   });
 
@@ -179,7 +187,8 @@ describe('AgentMetrics', () => {
     expect(e.get('trellis_reconcile_node_duration_seconds_count')).toBe(1);
     expect(e.get('trellis_reconcile_duration_seconds_count')).toBe(1);
     expect(e.get('trellis_route_changes_total', { op: 'add' })).toBe(1);
-    expect(e.get('trellis_peer_route_ok', { peer: 'n2', family: '4', path: 'direct' })).toBe(1);
+    expect(e.get('trellis_peers', { family: '4', path: 'direct', state: 'ok' })).toBe(1);
+    expect(e.all('trellis_peer_route_broken')).toEqual([]);
   });
 
   it('per-peer series follow every state change, also across passes that change nothing', async () => {
@@ -195,19 +204,21 @@ describe('AgentMetrics', () => {
     m.onPass(pass({}));
     m.onPass(pass({})); // unchanged: the series stay as they are
     let e = await scrape(m);
-    expect(e.get('trellis_peer_route_ok', { peer: 'n2', family: '4', path: 'direct' })).toBe(1);
-    expect(e.get('trellis_peer_route_ok', { peer: 'n3', family: '4', path: 'direct' })).toBe(1);
+    expect(e.all('trellis_peer_route_broken')).toEqual([]);
+    expect(e.get('trellis_peers', { family: '4', path: 'direct', state: 'ok' })).toBe(2);
     const failed = via('10.244.3.0/24', '192.168.1.3');
     m.onPass(pass({ errors: [{ op: 'add', route: failed, error: new Error('EHOSTUNREACH') }] }));
     e = await scrape(m);
-    expect(e.get('trellis_peer_route_ok', { peer: 'n2', family: '4', path: 'direct' })).toBe(1);
-    expect(e.get('trellis_peer_route_ok', { peer: 'n3', family: '4', path: 'direct' })).toBe(0);
+    expect(e.all('trellis_peer_route_broken').map((x) => x.labels.peer)).toEqual(['n3']);
+    expect(e.get('trellis_peers', { family: '4', path: 'direct', state: 'ok' })).toBe(1);
+    expect(e.get('trellis_peers', { family: '4', path: 'direct', state: 'broken' })).toBe(1);
     m.onPass(pass({}));
     e = await scrape(m);
-    expect(e.get('trellis_peer_route_ok', { peer: 'n3', family: '4', path: 'direct' })).toBe(1);
+    expect(e.all('trellis_peer_route_broken')).toEqual([]);
+    expect(e.all('trellis_peers', { state: 'broken' })).toEqual([]);
   });
 
-  it('per-peer series equal a from-scratch computation over 200 random passes (kept and new decision objects)', async () => {
+  it('peer series and counts equal a from-scratch computation over 200 random passes (kept and new decision objects)', async () => {
     // The reconciler keeps an unchanged peer's decision objects between passes and makes new ones for a
     // re-planned peer; the metrics compare states by identity first. Whatever the mix, what a scrape
     // shows must be exactly what peerRouteStates computes from the report alone.
@@ -243,14 +254,27 @@ describe('AgentMetrics', () => {
         problems: rand(5) === 0 ? [{ node: `n${31 + rand(3)}`, problem: 'no valid pod CIDR; skipped' }] : [],
       });
       m.onPass({ kind: 'ok', scope: rand(2) === 0 ? 'node' : 'full', durationMs: 1, report: r });
-      const shown = (await scrape(m))
-        .all('trellis_peer_route_ok')
+      const e = await scrape(m);
+      const states = peerRouteStates(r, 'n0');
+      const shown = e
+        .all('trellis_peer_route_broken')
         .map((x) => `${x.labels.peer} ${x.labels.family} ${x.labels.path} ${x.value}`)
         .sort();
-      const expected = peerRouteStates(r, 'n0')
-        .map((x) => `${x.peer} ${x.family} ${x.path} ${x.ok ? 1 : 0}`)
+      const expected = states
+        .filter((x) => !x.ok)
+        .map((x) => `${x.peer} ${x.family} ${x.path} 1`)
         .sort();
       expect(shown, `step ${step}`).toEqual(expected);
+      const counted = e
+        .all('trellis_peers')
+        .map((x) => `${x.labels.family} ${x.labels.path} ${x.labels.state} ${x.value}`)
+        .sort();
+      const counts = new Map<string, number>();
+      for (const x of states) {
+        const k = `${x.family} ${x.path} ${x.ok ? 'ok' : 'broken'}`;
+        counts.set(k, (counts.get(k) ?? 0) + 1);
+      }
+      expect(counted, `step ${step}`).toEqual([...counts].map(([k, n]) => `${k} ${n}`).sort());
     }
   });
 

@@ -104,7 +104,8 @@ describe('AgentObserver', () => {
     expect(m.get('trellis_cni_calls_total', { verb: 'GC', outcome: 'ok' })).toBe(1);
     expect(m.get('trellis_ipam_used', { family: '4' })).toBe(4);
     expect(m.get('trellis_node_watch_restarts')).toBe(1);
-    expect(m.get('trellis_peer_route_ok', { peer: 'n2', path: 'unreachable' })).toBe(0);
+    expect(m.get('trellis_peer_route_broken', { peer: 'n2', path: 'unreachable' })).toBe(1);
+    expect(m.get('trellis_peers', { path: 'unreachable', state: 'broken' })).toBe(1);
 
     const reports = writes.map((w) => decodeReport(w[AGENT_ANNOTATION]!));
     expect(reports.map((r) => r.ok && [r.report.ready, r.report.missing])).toEqual([
