@@ -2,6 +2,7 @@ import { afterEach, describe, expect, it } from 'vitest';
 import { AgentHealth } from '../../../pkg/observe/agent-health.ts';
 import { LoopLag, readiness, WatchFreshness } from '../../../pkg/observe/health.ts';
 import { type HttpListener, parseListenAddr, startMetricsServer } from '../../../pkg/observe/http-server.ts';
+import { reconcileReport } from '../routes/report-fixture.ts';
 
 describe('LoopLag', () => {
   it('is fine while the timer fires on time, fails on late or missing ticks', () => {
@@ -95,18 +96,7 @@ describe('AgentHealth with an injected clock', () => {
     h.onPass({
       kind: 'ok',
       durationMs: 1,
-      report: {
-        added: 0,
-        replaced: 0,
-        removed: 0,
-        unchanged: 0,
-        removalsDeferred: 0,
-        errors: [],
-        problems: [],
-        decisions: [],
-        conflicts: [],
-        durationMs: 1,
-      },
+      report: reconcileReport({ durationMs: 1 }),
     });
     expect(h.readiness()).toEqual({ ok: true, checks: { agent: 'ok', reconcile: 'ok' } });
     h.onPass({ kind: 'error', error: 'netlink: EBUSY', durationMs: 1 });

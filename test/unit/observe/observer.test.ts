@@ -8,6 +8,7 @@ import { AgentObserver } from '../../../pkg/observe/observer.ts';
 import { adminGet } from '../../../pkg/ops/admin-client.ts';
 import { AGENT_ANNOTATION, decodeReport } from '../../../pkg/ops/node-report.ts';
 import type { StatusView } from '../../../pkg/ops/views.ts';
+import { reconcileReport } from '../routes/report-fixture.ts';
 import { parseExposition } from './prom-text.ts';
 
 /** The part of the Agent the observer reads, with state the test changes. */
@@ -70,15 +71,8 @@ describe('AgentObserver', () => {
     hooks.onPass?.({
       kind: 'ok',
       durationMs: 3,
-      report: {
+      report: reconcileReport({
         added: 1,
-        replaced: 0,
-        removed: 0,
-        unchanged: 0,
-        removalsDeferred: 0,
-        errors: [],
-        problems: [],
-        conflicts: [],
         durationMs: 3,
         decisions: [
           {
@@ -90,7 +84,7 @@ describe('AgentObserver', () => {
             reason: 'x',
           },
         ],
-      },
+      }),
     });
     hooks.onCniCall?.({ verb: 'GC', outcome: 'ok', code: undefined, durationMs: 2, released: 2 });
     hooks.onLeasesReclaimed?.('startup-sweep', 1);
