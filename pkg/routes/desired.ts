@@ -90,7 +90,10 @@ function parseNode(node: PeerNode, problems: Problem[]): ParsedNode {
  * each peer was a third of an idle resync pass's planning time.
  */
 interface LocalIndex {
-  /** `${family} ${value}` of every local address: a peer claiming one of them is not a peer. */
+  /**
+   * `${family} ${value}` of every usable local address: a peer claiming one of them is not a peer. (A
+   * peer's InternalIPs are usable ones only, parseNode drops the rest, so no other address could match.)
+   */
   own: Set<string>;
   /** Connected subnets that can reach other nodes, with their link. */
   subnets: { link: LocalLink; subnet: Cidr }[];
@@ -103,10 +106,10 @@ function indexLocalLinks(links: LocalLink[]): LocalIndex {
     for (const a of link.addresses) {
       const local = parseIp(a.address);
       if (local === undefined || local.family !== a.family) continue;
+      if (isUnusableNodeIp(local) !== undefined) continue;
       own.add(`${local.family} ${local.value}`);
       // Host-only (/32, /128) and link-local addresses do not define a subnet that reaches other nodes.
       if (a.prefixLen >= (local.family === 4 ? 32 : 128)) continue;
-      if (isUnusableNodeIp(local) !== undefined) continue;
       const subnet = parseCidr(`${a.address}/${a.prefixLen}`, { strict: false });
       if (subnet !== undefined) subnets.push({ link, subnet });
     }
@@ -121,18 +124,9 @@ function indexLocalLinks(links: LocalLink[]): LocalIndex {
  * changing it: they all hold the same host-only and link-local gateway addresses.
  */
 export function localLinksKey(links: LocalLink[]): string {
-  const own = new Set<string>();
-  for (const link of links) {
-    for (const a of link.addresses) {
-      const ip = parseIp(a.address);
-      if (ip !== undefined && ip.family === a.family && isUnusableNodeIp(ip) === undefined)
-        own.add(formatIp(ip));
-    }
-  }
-  const subnets = indexLocalLinks(links).subnets.map(
-    ({ link, subnet }) => `${link.ifindex} ${link.name} ${formatCidr(subnet)}`,
-  );
-  return `${[...own].sort().join(',')} | ${subnets.sort().join(',')}`;
+  const { own, subnets } = indexLocalLinks(links);
+  const nets = subnets.map(({ link, subnet }) => `${link.ifindex} ${link.name} ${formatCidr(subnet)}`);
+  return `${[...own].sort().join(',')} | ${nets.sort().join(',')}`;
 }
 
 /** The local interface whose connected subnet holds ip: longest prefix wins, then the lowest ifindex. */
