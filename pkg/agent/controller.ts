@@ -383,6 +383,7 @@ export class NodeController {
           masq,
           // The kernel held exactly the routes of the last pass and the steps since, for the same inputs.
           ...(report.quiet === true ? { quiet: true } : {}),
+          ...(report.nexthopsPruned === undefined ? {} : { nexthopsPruned: report.nexthopsPruned }),
           durationMs,
         },
         'reconciled',

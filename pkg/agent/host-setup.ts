@@ -75,6 +75,9 @@ export async function uninstallTrellis(opts: {
       routes++;
     }
   }
+  // The routes' nexthop objects went with them; this catches any a crash left without a route.
+  const host = opts.host as Partial<{ pruneNexthops(): Promise<number> }>;
+  if (typeof host.pruneNexthops === 'function') await host.pruneNexthops();
   const links: string[] = [];
   for (const l of await opts.host.listLinks()) {
     if (isHostVethName(l.name) || opts.isTrellisDevice?.(l.name) === true) {

@@ -33,6 +33,9 @@ export const RTM = {
   NEWNEIGH: 28,
   DELNEIGH: 29,
   GETNEIGH: 30,
+  NEWNEXTHOP: 104,
+  DELNEXTHOP: 105,
+  GETNEXTHOP: 106,
 } as const;
 
 /** Names for error messages ("RTM_NEWROUTE 10.244.2.0/24"). */
@@ -80,7 +83,11 @@ export const RTA = {
   PREFSRC: 7,
   MULTIPATH: 9,
   TABLE: 15,
+  NH_ID: 30,
 } as const;
+
+/** Nexthop object attributes (include/uapi/linux/nexthop.h). */
+export const NHA = { ID: 1, GROUP: 2, BLACKHOLE: 4, OIF: 5, GATEWAY: 6 } as const;
 
 export const RT_TABLE_MAIN = 254;
 export const RT_SCOPE = { UNIVERSE: 0, LINK: 253, HOST: 254, NOWHERE: 255 } as const;

@@ -12,8 +12,9 @@ import type {
   RouteInfo,
   SetUpStep,
 } from '../datapath/ports.ts';
+import { TRELLIS_ROUTE_PROTOCOL } from '../datapath/ports.ts';
 import { AF, NLM_F, RT_TABLE_MAIN, RTM } from './constants.ts';
-import { ExistsError, LinkNotFoundError, type NetlinkError } from './errors.ts';
+import { ExistsError, LinkNotFoundError, NetlinkError } from './errors.ts';
 import {
   addAddressBody,
   createVethBody,
@@ -32,10 +33,19 @@ import {
   parseNeighbour,
   parseRoute,
   routeBody,
+  routeNexthopId,
   routeTable,
   setLinkMtuBody,
   setLinkUpBody,
 } from './messages.ts';
+import { NexthopBook, routeKeyOf, usesNexthop } from './nexthop-book.ts';
+import {
+  deleteNexthopBody,
+  dumpNexthopsBody,
+  type NexthopInfo,
+  nexthopBody,
+  parseNexthop,
+} from './nexthop-messages.ts';
 import { type Request, RtnlSocket, type SocketProbe } from './socket.ts';
 import type { RawMessage } from './wire.ts';
 
@@ -53,6 +63,14 @@ export interface ExtendedNetlinkHandle extends NetlinkHandle {
    * it never overwrites a route it did not know about.
    */
   addRoute(route: RouteInfo): Promise<void>;
+  /** Every nexthop object in the namespace (empty on kernels without them). */
+  listNexthops(): Promise<NexthopInfo[]>;
+  /**
+   * Deletes our nexthop objects (protocol 126) that no route points at any more: left by a route
+   * deleted or replaced behind our back, or by a crash between writing an object and its route.
+   * Returns how many were deleted.
+   */
+  pruneNexthops(): Promise<number>;
 }
 
 const CREATE_EXCL = NLM_F.CREATE | NLM_F.EXCL;
@@ -84,8 +102,14 @@ export interface OpenNetlinkOptions {
   prepareFd?: (fd: number) => SocketProbe | undefined;
 }
 
+const P = TRELLIS_ROUTE_PROTOCOL;
+
 class Handle implements ExtendedNetlinkHandle {
   private readonly sock: RtnlSocket;
+  /** Our gateway routes' nexthop objects (nexthop-book.ts says why they have them). */
+  private readonly book = new NexthopBook(P);
+  /** Settles once the kernel's nexthop ids are known; false where the kernel has no nexthop objects. */
+  private nexthops: Promise<boolean> | undefined;
 
   constructor(opts: OpenNetlinkOptions) {
     this.sock = new RtnlSocket(opts.prepareFd !== undefined ? { prepareFd: opts.prepareFd } : {});
@@ -220,41 +244,90 @@ class Handle implements ExtendedNetlinkHandle {
     });
     const table = filter.table ?? RT_TABLE_MAIN;
     const out: RouteInfo[] = [];
+    const viaNexthop: [RouteInfo, number][] = [];
+    let nhid: number | undefined;
+    const onNexthop = (id: number): void => {
+      nhid = id;
+    };
     for (const m of msgs) {
       if (m.type !== RTM.NEWROUTE) continue;
       if (filter.protocol !== undefined && m.payload.readUInt8(5) !== filter.protocol) continue;
       if (routeTable(m.payload) !== table) continue;
-      const r = parseRoute(m.payload);
+      nhid = undefined;
+      const r = parseRoute(m.payload, onNexthop);
       if (r === undefined) continue;
-      if (filter.ifindex !== undefined && r.ifindex !== filter.ifindex) continue;
+      if (nhid !== undefined) viaNexthop.push([r, nhid]);
       out.push(r);
     }
-    return out;
+    if (viaNexthop.length > 0) await this.noteNexthopRoutes(viaNexthop);
+    return filter.ifindex === undefined ? out : out.filter((r) => r.ifindex === filter.ifindex);
+  }
+
+  /**
+   * Routes of a dump that point at nexthop objects: ours are remembered (so a later replace or delete
+   * reaches the same object), and where the kernel left out the object's gateway and device
+   * (sysctl net.ipv4.nexthop_compat_mode=0) they are filled in from the objects.
+   */
+  private async noteNexthopRoutes(routes: readonly [RouteInfo, number][]): Promise<void> {
+    if (!(await this.nexthopsReady())) return;
+    let objects: Map<number, NexthopInfo> | undefined;
+    for (const [r, id] of routes) {
+      if (r.protocol === P && this.book.isOwned(id)) this.book.learnRoute(routeKeyOf(r), id);
+      if (r.gateway !== undefined || r.ifindex !== undefined) continue;
+      objects ??= new Map((await this.listNexthops()).map((nh) => [nh.id, nh]));
+      const nh = objects.get(id);
+      if (nh?.gateway !== undefined) r.gateway = nh.gateway;
+      if (nh?.ifindex !== undefined) r.ifindex = nh.ifindex;
+      if (nh?.onlink === true) r.onlink = true;
+    }
   }
 
   async replaceRoute(route: RouteInfo): Promise<void> {
-    await this.sock.request(replaceRouteRequest(route));
+    const [err] = await this.replaceRoutesSettled([route]);
+    if (err !== undefined) throw err;
   }
 
   async addRoute(route: RouteInfo): Promise<void> {
-    await this.sock.request({
-      type: RTM.NEWROUTE,
-      flags: CREATE_EXCL,
-      body: routeBody(route),
-      op: `RTM_NEWROUTE ${describeRoute(route)}`,
-    });
+    if (!usesNexthop(route, P) || !(await this.nexthopsReady())) {
+      await this.sock.request(routeRequest(route, CREATE_EXCL));
+      return;
+    }
+    // A fresh object even if the book knows one for this key: exclusive means nothing already there
+    // may change, and the object of a route we believe exists is that route's.
+    const id = this.book.allocate();
+    const [nhErr, routeErr] = await this.sock.burst([
+      nexthopRequest(id, route, CREATE_EXCL),
+      routeRequest(route, CREATE_EXCL, id),
+    ]);
+    if (nhErr === undefined && routeErr === undefined) {
+      this.book.bind(routeKeyOf(route), id);
+      return;
+    }
+    if (nhErr === undefined) {
+      await ignoreGone(this.sock.request(deleteNexthopRequest(id)));
+      this.book.dropped([id]);
+    }
+    throw nhErr ?? routeErr;
   }
 
-  /** Already gone (ESRCH/ENOENT, or its device vanished: ENODEV) counts as success. */
+  /**
+   * Already gone (ESRCH/ENOENT, or its device vanished: ENODEV) counts as success. A gateway route
+   * of ours is matched by its key, protocol and scope only (an IPv4 route that names a nexthop
+   * object does not match a delete naming a gateway), then its object is deleted.
+   */
   async deleteRoute(route: RouteInfo): Promise<void> {
-    await ignoreGone(
-      this.sock.request({
-        type: RTM.DELROUTE,
-        flags: 0,
-        body: routeBody(route, true),
-        op: `RTM_DELROUTE ${describeRoute(route)}`,
-      }),
-    );
+    if (!usesNexthop(route, P) || !(await this.nexthopsReady())) {
+      await ignoreGone(this.sock.request(deleteRouteRequest(route)));
+      return;
+    }
+    const id = this.book.unbind(routeKeyOf(route));
+    const byKey: RouteInfo = { ...route, gateway: undefined, ifindex: undefined, onlink: undefined };
+    byKey.scope ??= 'universe';
+    const reqs = [deleteRouteRequest(byKey, describeRoute(route))];
+    if (id !== undefined) reqs.push(deleteNexthopRequest(id));
+    const results = await this.sock.burst(reqs);
+    if (id !== undefined && (results[1] === undefined || GONE.has(results[1].errno))) this.book.dropped([id]);
+    for (const e of results) if (e !== undefined && !GONE.has(e.errno)) throw e;
   }
 
   async replaceRoutes(routes: RouteInfo[]): Promise<void> {
@@ -263,8 +336,93 @@ class Handle implements ExtendedNetlinkHandle {
     if (failed.length > 0) throw failed[0]!;
   }
 
-  replaceRoutesSettled(routes: readonly RouteInfo[]): Promise<(NetlinkError | undefined)[]> {
-    return this.sock.burst(routes.map(replaceRouteRequest));
+  /**
+   * One burst for all routes; a gateway route of ours is written as its nexthop object (the one it
+   * has, or a fresh one) followed by the route naming it, in the same burst, in that order. A route's
+   * outcome is the first failure among its requests.
+   */
+  async replaceRoutesSettled(routes: readonly RouteInfo[]): Promise<(NetlinkError | undefined)[]> {
+    const viaNexthops = routes.some((r) => usesNexthop(r, P)) && (await this.nexthopsReady());
+    if (!viaNexthops) return this.sock.burst(routes.map((r) => routeRequest(r, CREATE_REPLACE)));
+    const reqs: Request[] = [];
+    /** Per route: index of its first request, and the object it is written through. */
+    const firsts = new Array<number>(routes.length);
+    const objects = new Array<number | undefined>(routes.length);
+    for (const [i, r] of routes.entries()) {
+      firsts[i] = reqs.length;
+      if (!usesNexthop(r, P)) {
+        reqs.push(routeRequest(r, CREATE_REPLACE));
+        continue;
+      }
+      const known = this.book.current(routeKeyOf(r));
+      const id = known ?? this.book.allocate();
+      objects[i] = id;
+      // A known object is replaced in place (the route follows at once); a fresh id must be free.
+      reqs.push(nexthopRequest(id, r, known === undefined ? CREATE_EXCL : CREATE_REPLACE));
+      reqs.push(routeRequest(r, CREATE_REPLACE, id));
+    }
+    const results = await this.sock.burst(reqs);
+    const out = new Array<NetlinkError | undefined>(routes.length);
+    for (const [i, r] of routes.entries()) {
+      const end = i + 1 < routes.length ? firsts[i + 1]! : reqs.length;
+      for (let j = firsts[i]!; j < end && out[i] === undefined; j++) out[i] = results[j];
+      const id = objects[i];
+      if (id !== undefined && out[i] === undefined) this.book.bind(routeKeyOf(r), id);
+    }
+    return out;
+  }
+
+  // ------------------------------------------------------------------------------------- nexthops
+
+  async listNexthops(): Promise<NexthopInfo[]> {
+    const msgs = await this.sock.dump({
+      type: RTM.GETNEXTHOP,
+      flags: 0,
+      body: dumpNexthopsBody(),
+      op: 'RTM_GETNEXTHOP dump',
+    });
+    return collect(msgs, RTM.NEWNEXTHOP, parseNexthop);
+  }
+
+  async pruneNexthops(): Promise<number> {
+    if (!(await this.nexthopsReady())) return 0;
+    this.book.learnNexthops(await this.listNexthops());
+    const referenced = new Set<number>();
+    const routes = await this.sock.dump({
+      type: RTM.GETROUTE,
+      flags: 0,
+      body: dumpRoutesBody(),
+      op: 'RTM_GETROUTE dump',
+    });
+    for (const m of routes) {
+      if (m.type !== RTM.NEWROUTE) continue;
+      const id = routeNexthopId(m.payload);
+      if (id !== undefined) referenced.add(id);
+    }
+    const orphans = this.book.orphans(referenced);
+    if (orphans.length === 0) return 0;
+    const results = await this.sock.burst(orphans.map(deleteNexthopRequest));
+    const deleted = orphans.filter((_, i) => results[i] === undefined || GONE.has(results[i].errno));
+    this.book.dropped(deleted);
+    const failed = results.find((e) => e !== undefined && !GONE.has(e.errno));
+    if (failed !== undefined) throw failed;
+    return deleted.length;
+  }
+
+  /** Probes once: a kernel before 5.3 answers EOPNOTSUPP, and gateway routes are written plainly. */
+  private nexthopsReady(): Promise<boolean> {
+    this.nexthops ??= this.listNexthops().then(
+      (list) => {
+        this.book.learnNexthops(list);
+        return true;
+      },
+      (e: unknown) => {
+        if (e instanceof NetlinkError && e.errno === 'EOPNOTSUPP') return false;
+        this.nexthops = undefined; // a transient failure: ask again next time
+        throw e;
+      },
+    );
+    return this.nexthops;
   }
 
   // ------------------------------------------------------------------------------------ neighbours
@@ -361,17 +519,41 @@ function setUpRequest(step: SetUpStep): Request {
     case 'address':
       return addAddressRequest(step.address);
     case 'route':
-      return replaceRouteRequest(step.route);
+      return routeRequest(step.route, CREATE_REPLACE);
   }
 }
 
-function replaceRouteRequest(route: RouteInfo): Request {
+function routeRequest(route: RouteInfo, flags: number, nhid?: number): Request {
   return {
     type: RTM.NEWROUTE,
-    flags: CREATE_REPLACE,
-    body: routeBody(route),
-    op: `RTM_NEWROUTE ${describeRoute(route)}`,
+    flags,
+    body: routeBody(route, false, nhid),
+    op: `RTM_NEWROUTE ${describeRoute(route)}${nhid === undefined ? '' : ` nhid ${nhid}`}`,
   };
+}
+
+function deleteRouteRequest(route: RouteInfo, description = describeRoute(route)): Request {
+  return { type: RTM.DELROUTE, flags: 0, body: routeBody(route, true), op: `RTM_DELROUTE ${description}` };
+}
+
+function nexthopRequest(id: number, route: RouteInfo, flags: number): Request {
+  return {
+    type: RTM.NEWNEXTHOP,
+    flags,
+    body: nexthopBody({
+      id,
+      family: route.family,
+      gateway: route.gateway!,
+      ifindex: route.ifindex!,
+      protocol: P,
+      ...(route.onlink === true ? { onlink: true } : {}),
+    }),
+    op: `RTM_NEWNEXTHOP id ${id} via ${route.gateway} dev #${route.ifindex} for ${route.dst}`,
+  };
+}
+
+function deleteNexthopRequest(id: number): Request {
+  return { type: RTM.DELNEXTHOP, flags: 0, body: deleteNexthopBody(id), op: `RTM_DELNEXTHOP id ${id}` };
 }
 
 /**

@@ -261,8 +261,12 @@ function putAttrHeader(out: Buffer, off: number, len: number, type: number): voi
  * the scope defaults to RT_SCOPE_NOWHERE and the type to unspecified (match any), as iproute2 does;
  * protocol, when given, is part of the match, so a delete tagged with our protocol never removes
  * someone else's route.
+ *
+ * With nhid, the route points at that nexthop object: the kernel refuses RTA_GATEWAY, RTA_OIF and
+ * the onlink flag beside RTA_NH_ID (they belong to the nexthop), so they are left out; r's gateway
+ * still decides the default scope.
  */
-export function routeBody(r: RouteInfo, forDelete = false): Body {
+export function routeBody(r: RouteInfo, forDelete = false, nhid?: number): Body {
   const dst = parsePrefix(r.dst);
   if (dst.family !== r.family) throw new TypeError(`route ${r.dst} is not IPv${r.family}`);
   if (r.gateway !== undefined && familyOf(r.gateway) !== r.family) {
@@ -279,12 +283,16 @@ export function routeBody(r: RouteInfo, forDelete = false): Body {
         ? RT_SCOPE.NOWHERE
         : scopeNumber(defaultScope(r));
   const type = forDelete && r.type === undefined ? RTN.UNSPEC : typeNumber(r.type);
+  const viaNexthop = nhid !== undefined;
+  const gateway = viaNexthop ? undefined : r.gateway;
+  const ifindex = viaNexthop ? undefined : r.ifindex;
   const size =
     12 +
     8 +
     (dst.prefixLen > 0 ? 4 + alen : 0) +
-    (r.gateway !== undefined ? 4 + alen : 0) +
-    (r.ifindex !== undefined ? 8 : 0) +
+    (gateway !== undefined ? 4 + alen : 0) +
+    (ifindex !== undefined ? 8 : 0) +
+    (viaNexthop ? 8 : 0) +
     (r.src !== undefined ? 4 + alen : 0) +
     (r.metric !== undefined ? 8 : 0);
   const out = Buffer.alloc(size);
@@ -294,7 +302,7 @@ export function routeBody(r: RouteInfo, forDelete = false): Body {
   out[5] = r.protocol ?? 0;
   out[6] = scope;
   out[7] = type;
-  out.writeUInt32LE(r.onlink === true ? RTNH_F_ONLINK : 0, 8);
+  out.writeUInt32LE(r.onlink === true && !viaNexthop ? RTNH_F_ONLINK : 0, 8);
   let off = 12;
   putAttrHeader(out, off, 8, RTA.TABLE);
   out.writeUInt32LE(table, off + 4);
@@ -310,8 +318,9 @@ export function routeBody(r: RouteInfo, forDelete = false): Body {
     off += 8;
   };
   if (dst.prefixLen > 0) ipAttr(RTA.DST, dst.address);
-  if (r.gateway !== undefined) ipAttr(RTA.GATEWAY, r.gateway);
-  if (r.ifindex !== undefined) u32(RTA.OIF, r.ifindex);
+  if (gateway !== undefined) ipAttr(RTA.GATEWAY, gateway);
+  if (ifindex !== undefined) u32(RTA.OIF, ifindex);
+  if (nhid !== undefined) u32(RTA.NH_ID, nhid);
   if (r.src !== undefined) ipAttr(RTA.PREFSRC, r.src);
   if (r.metric !== undefined) u32(RTA.PRIORITY, r.metric);
   return [out];
@@ -325,9 +334,10 @@ export function dumpRoutesBody(family?: Family): Body {
  * RTM_NEWROUTE payload -> RouteInfo. Returns undefined for what the port cannot express or what is
  * not a configured route: other families, cached clones, multipath, and types other than
  * unicast/blackhole/local. `table` is omitted for the main table so a listed route equals the
- * RouteInfo that created it; protocol, scope and type are always set.
+ * RouteInfo that created it; protocol, scope and type are always set. onNexthop hears the id of
+ * the nexthop object the route points at (RTA_NH_ID), which RouteInfo does not carry.
  */
-export function parseRoute(payload: Buffer): RouteInfo | undefined {
+export function parseRoute(payload: Buffer, onNexthop?: (id: number) => void): RouteInfo | undefined {
   const family = familyOfAf(payload.readUInt8(0));
   if (family === undefined) return undefined;
   const flags = payload.readUInt32LE(8);
@@ -366,7 +376,14 @@ export function parseRoute(payload: Buffer): RouteInfo | undefined {
   if (src !== undefined) route.src = bytesToIp(src);
   const prio = a.get(RTA.PRIORITY);
   if (prio !== undefined) route.metric = prio.readUInt32LE(0);
+  const nhid = onNexthop === undefined ? undefined : a.get(RTA.NH_ID);
+  if (nhid !== undefined) onNexthop!(nhid.readUInt32LE(0));
   return route;
+}
+
+/** RTA_NH_ID of a route message: the nexthop object it points at, if any. */
+export function routeNexthopId(payload: Buffer): number | undefined {
+  return decodeAttrs(payload, 12).get(RTA.NH_ID)?.readUInt32LE(0);
 }
 
 /** Table of a route message without building the whole RouteInfo (dump filtering). */

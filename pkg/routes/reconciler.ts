@@ -100,7 +100,18 @@ export interface ReconcileReport {
    * kernel held exactly that plan: nothing was planned or changed (most periodic resyncs).
    */
   quiet?: boolean;
+  /** Orphaned nexthop objects of ours deleted by this pass (pkg/netlink nexthop-book.ts), when any. */
+  nexthopsPruned?: number;
   durationMs: number;
+}
+
+/** The netlink adapter's orphan collection (ExtendedNetlinkHandle); optional, detected at run time. */
+interface NexthopPruning {
+  pruneNexthops(): Promise<number>;
+}
+
+function hasNexthopPruning(h: NetlinkHandle): h is NetlinkHandle & NexthopPruning {
+  return typeof (h as Partial<NexthopPruning>).pruneNexthops === 'function';
 }
 
 /** The outcome of reconcilePeer. */
@@ -296,6 +307,9 @@ export class RouteReconciler {
     for (const r of remove) this.ownChanges.expectDelete(r);
     const applied = await applyRouteDiff(this.handle, { add: diff.add, replace: diff.replace, remove });
     const overlay = await this.overlay?.prune(plan.decisions, input.synced === true);
+    // Only a pass that found the kernel off its plan can have left objects behind (a route deleted or
+    // replaced by someone else, a crash mid-write); quiet passes skip the two extra dumps.
+    const nexthopsPruned = hasNexthopPruning(this.handle) ? await this.handle.pruneNexthops() : 0;
     // Per-node steps start from a pass that left the kernel exactly as planned, over a complete node list.
     const clean = input.synced && applied.errors.length === 0 && (overlay?.errors.length ?? 0) === 0;
     this.state = clean ? buildPeerState(basis, input.peers, plan, diff.conflicts) : undefined;
@@ -310,6 +324,7 @@ export class RouteReconciler {
       decisions: plan.decisions,
       conflicts: diff.conflicts,
       ...(overlay === undefined ? {} : { overlay }),
+      ...(nexthopsPruned > 0 ? { nexthopsPruned } : {}),
       durationMs: this.now() - start,
     };
   }

@@ -200,6 +200,31 @@ describe('route requests', () => {
     expect(bh[7]).toBe(RTN.BLACKHOLE);
   });
 
+  it('through a nexthop object: RTA_NH_ID instead of gateway, device and onlink; parsing reports the id', () => {
+    const r: RouteInfo = {
+      family: 4,
+      dst: '10.244.2.0/24',
+      gateway: '192.0.2.9',
+      ifindex: 4,
+      protocol: 126,
+      onlink: true,
+    };
+    const body = cat(routeBody(r, false, 0x7e000005));
+    expect(body[6]).toBe(RT_SCOPE.UNIVERSE); // still decided by the gateway
+    expect(body.readUInt32LE(8)).toBe(0);
+    const a = decodeAttrs(body, 12);
+    expect([a.has(RTA.GATEWAY), a.has(RTA.OIF), a.get(RTA.NH_ID)?.readUInt32LE(0)]).toEqual([
+      false,
+      false,
+      0x7e000005,
+    ]);
+    const ids: number[] = [];
+    expect(parseRoute(body, (id) => ids.push(id))).toMatchObject({ dst: '10.244.2.0/24', protocol: 126 });
+    expect(ids).toEqual([0x7e000005]);
+    parseRoute(cat(routeBody(r)), (id) => ids.push(id));
+    expect(ids).toHaveLength(1);
+  });
+
   it('rejects mixed families', () => {
     expect(() => routeBody({ family: 4, dst: 'fd00::/64' })).toThrow(TypeError);
     expect(() => routeBody({ family: 4, dst: '10.0.0.0/8', gateway: 'fd00::1' })).toThrow(TypeError);

@@ -1,0 +1,125 @@
+import type { RouteInfo } from '../datapath/ports.ts';
+import { RT_TABLE_MAIN } from './constants.ts';
+import { bytesToIp, ipToBytes, parsePrefix } from './ip.ts';
+
+/**
+ * Which nexthop object each of our gateway routes points at, and which ids are free.
+ *
+ * Why nexthop objects: IPv4 hashes a route's shared nexthop info (fib_info) by device, protocol and
+ * scope but not by gateway, so thousands of routes through one device with distinct gateways (one
+ * per peer node) all land in one hash chain and every insert walks it: 4,999 such routes took the
+ * kernel ~370 ms here. A route that names a nexthop object hashes by the object's id instead; the
+ * objects and the routes together take ~125 ms. Each route gets an object of its own, so changing or
+ * deleting one never touches another route.
+ *
+ * Plain bookkeeping, no IO: the netlink handle feeds it dumps and asks it for ids. The kernel stays
+ * the truth; a stale entry here costs at most an orphaned object, which pruning removes.
+ */
+
+/** trellis' ids: 126 (its route protocol) in the top byte, so they sort apart from other users'. */
+export const NEXTHOP_ID_BASE = 0x7e000000;
+const NEXTHOP_ID_COUNT = 1 << 24;
+
+/** Routes that get a nexthop object: ours (protocol), unicast, through a gateway on a known device. */
+export function usesNexthop(r: RouteInfo, protocol: number): boolean {
+  return (
+    r.protocol === protocol &&
+    (r.type === undefined || r.type === 'unicast') &&
+    r.gateway !== undefined &&
+    r.gateway !== '' &&
+    r.ifindex !== undefined
+  );
+}
+
+/** The kernel's key of a route: family, prefix, table, metric (destination in canonical form). */
+export function nexthopRouteKey(
+  family: number,
+  dst: string,
+  table: number | undefined,
+  metric?: number,
+): string {
+  const p = parsePrefix(dst);
+  return `${family} ${bytesToIp(ipToBytes(p.address))}/${p.prefixLen} ${table ?? RT_TABLE_MAIN} ${metric ?? 0}`;
+}
+
+export function routeKeyOf(r: RouteInfo): string {
+  return nexthopRouteKey(r.family, r.dst, r.table, r.metric);
+}
+
+export class NexthopBook {
+  /** Every id the kernel held at the last dump plus those handed out since: never handed out again. */
+  private readonly taken = new Set<number>();
+  /** Ids of objects carrying our protocol. */
+  private readonly owned = new Set<number>();
+  private readonly byRoute = new Map<string, number>();
+  private cursor = NEXTHOP_ID_BASE;
+  private readonly protocol: number;
+
+  constructor(protocol: number) {
+    this.protocol = protocol;
+  }
+
+  /** A full dump of the kernel's nexthop objects replaces what was known about ids. */
+  learnNexthops(list: readonly { id: number; protocol: number }[]): void {
+    this.taken.clear();
+    this.owned.clear();
+    for (const nh of list) {
+      this.taken.add(nh.id);
+      if (nh.protocol === this.protocol) this.owned.add(nh.id);
+    }
+    for (const [key, id] of this.byRoute) if (!this.owned.has(id)) this.byRoute.delete(key);
+  }
+
+  /** A route of ours seen in a dump, pointing at nexthop id: remembered only if that object is ours. */
+  learnRoute(key: string, id: number): void {
+    if (this.owned.has(id)) this.byRoute.set(key, id);
+  }
+
+  current(key: string): number | undefined {
+    return this.byRoute.get(key);
+  }
+
+  isOwned(id: number): boolean {
+    return this.owned.has(id);
+  }
+
+  /** A free id of our range, from then on taken and ours. */
+  allocate(): number {
+    for (let tries = 0; tries < NEXTHOP_ID_COUNT; tries++) {
+      const id = this.cursor;
+      this.cursor = id + 1 >= NEXTHOP_ID_BASE + NEXTHOP_ID_COUNT ? NEXTHOP_ID_BASE : id + 1;
+      if (this.taken.has(id)) continue;
+      this.taken.add(id);
+      this.owned.add(id);
+      return id;
+    }
+    throw new RangeError('no free nexthop id left in trellis range');
+  }
+
+  bind(key: string, id: number): void {
+    this.byRoute.set(key, id);
+  }
+
+  /** Forgets the route's object and returns its id (to delete), if one was known. */
+  unbind(key: string): number | undefined {
+    const id = this.byRoute.get(key);
+    this.byRoute.delete(key);
+    return id;
+  }
+
+  /** Our objects no route points at, given every id the kernel's routes reference. */
+  orphans(referenced: ReadonlySet<number>): number[] {
+    return [...this.owned].filter((id) => !referenced.has(id));
+  }
+
+  /** Objects deleted from the kernel. */
+  dropped(ids: readonly number[]): void {
+    if (ids.length === 0) return;
+    const gone = new Set(ids);
+    for (const id of ids) {
+      this.taken.delete(id);
+      this.owned.delete(id);
+    }
+    for (const [key, id] of this.byRoute) if (gone.has(id)) this.byRoute.delete(key);
+  }
+}

@@ -1,0 +1,66 @@
+import type { Family } from '../datapath/ports.ts';
+import { AF, NHA, RTNH_F_ONLINK } from './constants.ts';
+import { bytesToIp, familyOf, ipToBytes } from './ip.ts';
+import type { Body } from './messages.ts';
+import { attr, decodeAttrs, u32Attr } from './wire.ts';
+
+/**
+ * Nexthop objects (RTM_NEWNEXTHOP, Linux 5.3+), single-path only: what trellis writes for its
+ * inter-node routes and what it needs to read back.
+ */
+
+export interface NexthopInfo {
+  id: number;
+  /** Undefined for groups and blackholes (AF_UNSPEC): trellis only notes that their id is taken. */
+  family?: Family;
+  gateway?: string;
+  ifindex?: number;
+  onlink?: boolean;
+  protocol: number;
+}
+
+/** struct nhmsg (8 bytes): family, scope, protocol, reserved, flags. */
+function nhmsg(af: number, protocol: number, flags: number): Buffer {
+  const b = Buffer.alloc(8);
+  b.writeUInt8(af, 0);
+  b.writeUInt8(protocol, 2);
+  b.writeUInt32LE(flags, 4);
+  return b;
+}
+
+/** RTM_NEWNEXTHOP body: one gateway on one device (onlink: no connected route needed, VXLAN). */
+export function nexthopBody(nh: NexthopInfo & { family: Family; gateway: string; ifindex: number }): Body {
+  if (familyOf(nh.gateway) !== nh.family) throw new TypeError(`gateway ${nh.gateway} is not IPv${nh.family}`);
+  return [
+    nhmsg(nh.family === 4 ? AF.INET : AF.INET6, nh.protocol, nh.onlink === true ? RTNH_F_ONLINK : 0),
+    u32Attr(NHA.ID, nh.id),
+    attr(NHA.GATEWAY, ipToBytes(nh.gateway)),
+    u32Attr(NHA.OIF, nh.ifindex),
+  ];
+}
+
+/** RTM_DELNEXTHOP body: the id is the whole key. */
+export function deleteNexthopBody(id: number): Body {
+  return [nhmsg(AF.UNSPEC, 0, 0), u32Attr(NHA.ID, id)];
+}
+
+export function dumpNexthopsBody(): Body {
+  return [nhmsg(AF.UNSPEC, 0, 0)];
+}
+
+export function parseNexthop(payload: Buffer): NexthopInfo | undefined {
+  const a = decodeAttrs(payload, 8);
+  const id = a.get(NHA.ID);
+  if (id === undefined) return undefined;
+  const nh: NexthopInfo = { id: id.readUInt32LE(0), protocol: payload.readUInt8(2) };
+  if (a.has(NHA.GROUP) || a.has(NHA.BLACKHOLE)) return nh;
+  const af = payload.readUInt8(0);
+  if (af === AF.INET) nh.family = 4;
+  else if (af === AF.INET6) nh.family = 6;
+  const gw = a.get(NHA.GATEWAY);
+  if (gw !== undefined) nh.gateway = bytesToIp(gw);
+  const oif = a.get(NHA.OIF);
+  if (oif !== undefined) nh.ifindex = oif.readUInt32LE(0);
+  if ((payload.readUInt32LE(4) & RTNH_F_ONLINK) !== 0) nh.onlink = true;
+  return nh;
+}

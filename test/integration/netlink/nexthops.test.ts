@@ -1,0 +1,198 @@
+import { afterEach, describe, expect, it } from 'vitest';
+import { TRELLIS_ROUTE_PROTOCOL as PROTO, type RouteInfo } from '../../../pkg/datapath/ports.ts';
+import { ExistsError, type ExtendedNetlinkHandle } from '../../../pkg/netlink/index.ts';
+import { NEXTHOP_ID_BASE } from '../../../pkg/netlink/nexthop-book.ts';
+import { createNetnsPort } from '../../../pkg/netns/index.ts';
+import { ip, ipJson, NetnsPool, netnsSkipReason, nsSysctl, type TestNetns } from '../../support/netns.ts';
+
+/**
+ * Our gateway routes through nexthop objects of their own (pkg/netlink/nexthop-book.ts), against the
+ * real kernel in throwaway namespaces; every assertion reads back with `ip -j`.
+ */
+
+interface IpRoute {
+  dst: string;
+  nhid?: number;
+  gateway?: string;
+  dev?: string;
+  protocol?: string | number;
+  flags: string[];
+}
+interface IpNexthop {
+  id: number;
+  gateway?: string;
+  dev?: string;
+  protocol?: string | number;
+  flags: string[];
+}
+
+const port = createNetnsPort();
+
+const peer = (i: number, over: Partial<RouteInfo> = {}): RouteInfo => ({
+  family: 4,
+  dst: `10.244.${i}.0/24`,
+  gateway: `10.88.0.${10 + i}`,
+  ifindex: 0,
+  protocol: PROTO,
+  ...over,
+});
+
+async function setup(
+  pool: NetnsPool,
+  tag: string,
+): Promise<{ ns: TestNetns; h: ExtendedNetlinkHandle; dev: number }> {
+  const ns = pool.add(tag);
+  ip(ns.name, 'link', 'add', 'v0', 'type', 'veth', 'peer', 'name', 'v1');
+  ip(ns.name, 'link', 'set', 'v0', 'up');
+  ip(ns.name, 'link', 'set', 'v1', 'up');
+  ip(ns.name, 'addr', 'add', '10.88.0.1/24', 'dev', 'v0');
+  ip(ns.name, 'addr', 'add', 'fd00:88::1/64', 'dev', 'v0', 'nodad');
+  const h = port.openNetlinkIn(ns.path);
+  const dev = (await h.getLink('v0'))!.index;
+  return { ns, h, dev };
+}
+
+const routes = (ns: string, family = '-4') =>
+  ipJson<IpRoute[]>(ns, family, 'route', 'show', 'proto', String(PROTO));
+const nexthops = (ns: string) => ipJson<IpNexthop[]>(ns, 'nexthop', 'show');
+
+describe.skipIf(netnsSkipReason !== undefined)(
+  'nexthop objects for our gateway routes (root, real kernel)',
+  () => {
+    const pool = new NetnsPool();
+    const handles: ExtendedNetlinkHandle[] = [];
+    afterEach(() => {
+      for (const h of handles.splice(0)) h.close();
+      pool.cleanup();
+    });
+    const open = (ns: TestNetns): ExtendedNetlinkHandle => {
+      const h = port.openNetlinkIn(ns.path);
+      handles.push(h);
+      return h;
+    };
+
+    it('a burst writes each route through an object of its own; listing gives back the routes as written', async () => {
+      const { ns, h, dev } = await setup(pool, 'nhburst');
+      handles.push(h);
+      const want = Array.from({ length: 50 }, (_, i) => peer(i, { ifindex: dev }));
+      const onlink = peer(60, { ifindex: dev, gateway: '10.99.0.5', onlink: true });
+      const v6: RouteInfo = {
+        family: 6,
+        dst: 'fd00:244:1::/64',
+        gateway: 'fd00:88::7',
+        ifindex: dev,
+        protocol: PROTO,
+      };
+      const foreign = peer(70, { ifindex: dev, protocol: 4 });
+      expect(await h.replaceRoutesSettled([...want, onlink, v6, foreign])).toEqual(
+        new Array(53).fill(undefined),
+      );
+
+      const kernel = [...routes(ns.name), ...routes(ns.name, '-6')];
+      expect(kernel).toHaveLength(52);
+      const ids = kernel.map((r) => r.nhid);
+      expect(new Set(ids).size).toBe(52);
+      for (const id of ids) expect(id).toBeGreaterThanOrEqual(NEXTHOP_ID_BASE);
+      const objects = nexthops(ns.name);
+      expect(objects).toHaveLength(52);
+      expect(objects.every((o) => o.protocol === PROTO || o.protocol === String(PROTO))).toBe(true);
+      expect(objects.find((o) => o.gateway === '10.99.0.5')?.flags).toContain('onlink');
+      // Someone else's gateway route (another protocol) is written as before: no object.
+      expect(ipJson<IpRoute[]>(ns.name, 'route', 'show', '10.244.70.0/24')[0]).not.toHaveProperty('nhid');
+
+      const listed = await h.listRoutes({ family: 4, protocol: PROTO });
+      expect(listed.find((r) => r.dst === '10.244.7.0/24')).toEqual({
+        ...want[7],
+        scope: 'universe',
+        type: 'unicast',
+      });
+      expect(listed.find((r) => r.dst === '10.244.60.0/24')).toMatchObject({
+        gateway: '10.99.0.5',
+        onlink: true,
+      });
+    });
+
+    it('a replace keeps the route on its object and re-points the object; a delete removes both', async () => {
+      const { ns, h, dev } = await setup(pool, 'nhrepl');
+      handles.push(h);
+      await h.replaceRoutes([peer(1, { ifindex: dev }), peer(2, { ifindex: dev })]);
+      const before = routes(ns.name).find((r) => r.dst === '10.244.1.0/24')!;
+
+      await h.replaceRoute(peer(1, { ifindex: dev, gateway: '10.88.0.99' }));
+      const after = routes(ns.name).find((r) => r.dst === '10.244.1.0/24')!;
+      expect(after).toMatchObject({ nhid: before.nhid, gateway: '10.88.0.99' });
+      expect(nexthops(ns.name)).toHaveLength(2);
+
+      // The planner's route (no object id in it), as a per-node deletion passes it.
+      await h.deleteRoute(peer(1, { ifindex: dev, gateway: '10.88.0.99' }));
+      expect(routes(ns.name).map((r) => r.dst)).toEqual(['10.244.2.0/24']);
+      expect(nexthops(ns.name).map((o) => o.id)).toEqual([routes(ns.name)[0]!.nhid]);
+      await h.deleteRoute(peer(1, { ifindex: dev })); // already gone: fine
+    });
+
+    it('a restarted agent (new handle) finds its objects through the table and deletes them with their routes', async () => {
+      const { ns, h, dev } = await setup(pool, 'nhrestart');
+      await h.replaceRoutes([peer(1, { ifindex: dev }), peer(2, { ifindex: dev })]);
+      h.close();
+      const fresh = open(ns);
+      await fresh.listRoutes({ family: 4 });
+      await fresh.deleteRoute(peer(2, { ifindex: dev }));
+      expect(routes(ns.name).map((r) => r.dst)).toEqual(['10.244.1.0/24']);
+      expect(nexthops(ns.name)).toHaveLength(1);
+      // A handle that never listed the table does not know the object: the route is matched by its
+      // key alone (an IPv4 delete naming the gateway would not match a route on an object), and the
+      // object it leaves is an orphan for pruning.
+      const blind = open(ns);
+      await blind.replaceRoute(peer(3, { ifindex: dev }));
+      await open(ns).deleteRoute(peer(3, { ifindex: dev }));
+      expect(routes(ns.name).map((r) => r.dst)).toEqual(['10.244.1.0/24']);
+      expect(await fresh.pruneNexthops()).toBe(1);
+      // And a replace after the restart reuses the object instead of adding one.
+      await fresh.replaceRoute(peer(1, { ifindex: dev, gateway: '10.88.0.50' }));
+      expect(nexthops(ns.name)).toEqual([expect.objectContaining({ gateway: '10.88.0.50' })]);
+    });
+
+    it('an exclusive add over a taken key fails with ExistsError and leaves no object behind', async () => {
+      const { ns, h, dev } = await setup(pool, 'nhexcl');
+      handles.push(h);
+      ip(ns.name, 'route', 'add', '10.244.3.0/24', 'via', '10.88.0.3', 'proto', 'static');
+      await expect(h.addRoute(peer(3, { ifindex: dev }))).rejects.toBeInstanceOf(ExistsError);
+      expect(nexthops(ns.name)).toEqual([]);
+      await h.addRoute(peer(4, { ifindex: dev }));
+      expect(routes(ns.name)).toEqual([
+        expect.objectContaining({ dst: '10.244.4.0/24', gateway: '10.88.0.14' }),
+      ]);
+    });
+
+    it('pruning deletes our objects that lost their route, and nothing else', async () => {
+      const { ns, h, dev } = await setup(pool, 'nhprune');
+      handles.push(h);
+      await h.replaceRoutes([peer(1, { ifindex: dev }), peer(2, { ifindex: dev })]);
+      ip(ns.name, 'nexthop', 'add', 'id', '5', 'via', '10.88.0.5', 'dev', 'v0', 'proto', 'static');
+      ip(ns.name, 'route', 'del', '10.244.1.0/24'); // behind our back: its object is now an orphan
+      expect(nexthops(ns.name)).toHaveLength(3);
+      expect(await h.pruneNexthops()).toBe(1);
+      const left = nexthops(ns.name).map((o) => o.id);
+      expect(left).toContain(5);
+      expect(left).toContain(routes(ns.name)[0]!.nhid);
+      expect(left).toHaveLength(2);
+      expect(await h.pruneNexthops()).toBe(0);
+    });
+
+    it('with nexthop_compat_mode=0 (no gateway in route dumps) listing still gives each route its gateway', async () => {
+      const { ns, h, dev } = await setup(pool, 'nhcompat');
+      handles.push(h);
+      nsSysctl(ns.name, 'net.ipv4.nexthop_compat_mode', '0');
+      await h.replaceRoutes([
+        peer(1, { ifindex: dev }),
+        peer(2, { ifindex: dev, gateway: '10.99.0.2', onlink: true }),
+      ]);
+      expect(routes(ns.name)[0]).not.toHaveProperty('gateway'); // the kernel really leaves it out
+      const listed = await h.listRoutes({ family: 4, protocol: PROTO, ifindex: dev });
+      expect(listed.map((r) => [r.dst, r.gateway, r.ifindex, r.onlink === true])).toEqual([
+        ['10.244.1.0/24', '10.88.0.11', dev, false],
+        ['10.244.2.0/24', '10.99.0.2', dev, true],
+      ]);
+    });
+  },
+);
