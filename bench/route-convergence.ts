@@ -6,7 +6,9 @@
  * - Cold convergence: from the agent's first full list of Nodes (its watch request, which the
  *   informer sends right after the last list page, marks the end of the list) to the last of the
  *   N-1 peer routes appearing in the kernel (`ip -ts monitor route` timestamps). Reference, same run
- *   and interleaved: `ip -batch` adding the same routes in a fresh namespace, spawn to exit.
+ *   and interleaved: `ip -batch` adding the same routes in a fresh namespace, spawn to exit, as
+ *   plain `via` routes (the issue's reference) and as the nexthop objects plus routes naming them
+ *   that trellis writes.
  * - Incremental: one Node added (or deleted) through the store -> its route added (or deleted) in
  *   the kernel, from the API write to the monitor's timestamp; each event split at the agent's log
  *   line into delivery (API write -> the agent queued it), the agent's own share, and the monitor's.
@@ -82,23 +84,43 @@ const ns = opts.ns!;
 const refNs = opts['ref-ns']!;
 if (!ns.startsWith('trl-') || !refNs.startsWith('trl-')) throw new Error('inner mode needs trl- namespaces');
 
-const batch = Array.from(
-  { length: NODES - 1 },
-  (_, k) => `route add ${peerCidr(k + 1)} via ${peerIp(k + 1)} proto 126`,
-).join('\n');
-const batchFile = join(mkdtempSync(join(tmpdir(), 'trl-bench-rc-')), 'routes.batch');
-writeFileSync(batchFile, `${batch}\n`);
+const peers = Array.from({ length: NODES - 1 }, (_, k) => k + 1);
+const batchDir = mkdtempSync(join(tmpdir(), 'trl-bench-rc-'));
+/** The issue's reference: plain routes, `via` the peer's node IP. */
+const batchFile = join(batchDir, 'routes.batch');
+writeFileSync(
+  batchFile,
+  `${peers.map((k) => `route add ${peerCidr(k)} via ${peerIp(k)} proto 126`).join('\n')}\n`,
+);
+/** The kernel objects trellis writes (pkg/netlink/nexthop-book.ts): one nexthop object per route. */
+const nexthopBatchFile = join(batchDir, 'nexthops.batch');
+writeFileSync(
+  nexthopBatchFile,
+  `${[
+    ...peers.map((k) => `nexthop add id ${0x7e000000 + k} via ${peerIp(k)} dev eth0 proto 126`),
+    ...peers.map((k) => `route add ${peerCidr(k)} nhid ${0x7e000000 + k} proto 126`),
+  ].join('\n')}\n`,
+);
+
+/**
+ * Our routes and their nexthop objects out of a namespace. `ip route flush` (iproute2 6.1) fails
+ * with EINVAL on routes that name objects; deleting the objects takes their routes with them.
+ */
+function flushOurs(netns: string): void {
+  execFileSync('ip', ['-n', netns, 'nexthop', 'flush', 'protocol', '126'], { stdio: 'ignore' });
+  execFileSync('ip', ['-n', netns, 'route', 'flush', 'proto', '126']);
+}
 
 /** `ip -batch` adding the same routes in a fresh namespace, spawn to exit; then flushed. */
-function referenceRun(): number {
+function referenceRun(file = batchFile): number {
   const t0 = performance.now();
-  execFileSync('ip', ['-n', refNs, '-batch', batchFile]);
+  execFileSync('ip', ['-n', refNs, '-batch', file]);
   const ms = performance.now() - t0;
   const count = execFileSync('ip', ['-n', refNs, 'route', 'show', 'proto', '126'], { encoding: 'utf8' })
     .trim()
     .split('\n').length;
   if (count !== NODES - 1) throw new Error(`reference programmed ${count} routes, expected ${NODES - 1}`);
-  execFileSync('ip', ['-n', refNs, 'route', 'flush', 'proto', '126']);
+  flushOurs(refNs);
   return ms;
 }
 
@@ -249,7 +271,7 @@ async function trellisRun(masquerade: boolean, events: number): Promise<TrellisR
       removeAgentDir(agent.dir);
     }
     await srv.close();
-    execFileSync('ip', ['-n', ns, 'route', 'flush', 'proto', '126']);
+    flushOurs(ns);
     if (masquerade) {
       try {
         execFileSync('ip', ['netns', 'exec', ns, 'nft', 'delete', 'table', 'inet', 'trellis'], {
@@ -263,15 +285,18 @@ async function trellisRun(masquerade: boolean, events: number): Promise<TrellisR
 }
 
 const reference: number[] = [];
+const nexthopReference: number[] = [];
 const runs: TrellisRun[] = [];
 try {
   referenceRun(); // warm-up
+  referenceRun(nexthopBatchFile);
   for (let rep = 0; rep < REPS; rep++) {
     reference.push(referenceRun());
+    nexthopReference.push(referenceRun(nexthopBatchFile));
     const r = await trellisRun(false, EVENTS);
     runs.push(r);
     process.stderr.write(
-      `rep ${rep + 1}/${REPS}: ip -batch ${round(reference.at(-1)!)} ms; trellis ${round(r.fromListEndMs)} ms from list end (agent pass ${r.agentPassMs} ms), add p99 ${round(pct(r.addLatency, 99))} ms, del p99 ${round(pct(r.delLatency, 99))} ms\n`,
+      `rep ${rep + 1}/${REPS}: ip -batch ${round(reference.at(-1)!)} ms, with nexthop objects ${round(nexthopReference.at(-1)!)} ms; trellis ${round(r.fromListEndMs)} ms from list end (agent pass ${r.agentPassMs} ms), add p99 ${round(pct(r.addLatency, 99))} ms, del p99 ${round(pct(r.delLatency, 99))} ms\n`,
     );
   }
   if (!opts['no-masq-rep']) {
@@ -281,7 +306,7 @@ try {
     process.stderr.write(`masquerade rep: trellis ${round(r.fromListEndMs)} ms from list end\n`);
   }
 } finally {
-  rmSync(dirname(batchFile), { recursive: true, force: true });
+  rmSync(batchDir, { recursive: true, force: true });
 }
 
 const plain = runs.filter((r) => !r.masquerade);
@@ -317,6 +342,8 @@ const summary = {
   ratioVsIpBatch: ratio(median(plain.map((r) => r.fromListEndMs)), refMs),
   // Each trellis run against the ip -batch run just before it: robust to load that drifts over a run.
   pairedRatioMedian: ratio(median(plain.map((r, i) => r.fromListEndMs / reference[i]!)), 1),
+  ipBatchNexthopsMs: round(median(nexthopReference)),
+  ratioVsIpBatchNexthops: ratio(median(plain.map((r) => r.fromListEndMs)), median(nexthopReference)),
   masqueradeConvergenceMs: masq === undefined ? null : round(masq.fromListEndMs),
   masqueradeAgentPassMs: masq === undefined ? null : masq.agentPassMs,
   nodeAdd: {
@@ -353,6 +380,8 @@ process.stdout.write(
       ['  ip -batch, same routes, fresh namespace, ms', summary.ipBatchMs],
       ['  trellis / ip -batch (medians)', summary.ratioVsIpBatch],
       ['  trellis / ip -batch (median of paired reps)', summary.pairedRatioMedian],
+      ['  ip -batch writing nexthop objects + routes naming them, ms', summary.ipBatchNexthopsMs],
+      ['  trellis / that (medians)', summary.ratioVsIpBatchNexthops],
       ['  with masquerade (1 rep), ms', summary.masqueradeConvergenceMs ?? 'not run'],
       [
         `node added -> route in kernel, p50 / p99 ms (${adds.length})`,
@@ -385,6 +414,7 @@ const json = {
   reps: REPS,
   summary,
   referenceMs: reference.map((x) => round(x)),
+  nexthopReferenceMs: nexthopReference.map((x) => round(x)),
   runs: runs.map((r) => ({
     ...r,
     addLatency: r.addLatency.map((x) => round(x)),
