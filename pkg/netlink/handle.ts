@@ -38,7 +38,7 @@ import {
   setLinkMtuBody,
   setLinkUpBody,
 } from './messages.ts';
-import { NexthopBook, routeKeyOf, usesNexthop } from './nexthop-book.ts';
+import { NexthopBook, usesNexthop } from './nexthop-book.ts';
 import {
   deleteNexthopBody,
   dumpNexthopsBody,
@@ -110,6 +110,8 @@ class Handle implements ExtendedNetlinkHandle {
   private readonly book = new NexthopBook(P);
   /** Settles once the kernel's nexthop ids are known; false where the kernel has no nexthop objects. */
   private nexthops: Promise<boolean> | undefined;
+  /** The same, synchronously: dumps learn their routes' objects as they parse them once it is true. */
+  private nexthopsKnown = false;
 
   constructor(opts: OpenNetlinkOptions) {
     this.sock = new RtnlSocket(opts.prepareFd !== undefined ? { prepareFd: opts.prepareFd } : {});
@@ -244,7 +246,8 @@ class Handle implements ExtendedNetlinkHandle {
     });
     const table = filter.table ?? RT_TABLE_MAIN;
     const out: RouteInfo[] = [];
-    const viaNexthop: [RouteInfo, number][] = [];
+    // Routes naming an object whose gateway the dump left out, or seen before the probe: rare.
+    const later: [RouteInfo, number][] = [];
     let nhid: number | undefined;
     const onNexthop = (id: number): void => {
       nhid = id;
@@ -256,10 +259,13 @@ class Handle implements ExtendedNetlinkHandle {
       nhid = undefined;
       const r = parseRoute(m.payload, onNexthop);
       if (r === undefined) continue;
-      if (nhid !== undefined) viaNexthop.push([r, nhid]);
       out.push(r);
+      if (nhid === undefined) continue;
+      if (this.nexthopsKnown && r.gateway !== undefined) {
+        if (r.protocol === P) this.book.learnRoute(r, nhid);
+      } else later.push([r, nhid]);
     }
-    if (viaNexthop.length > 0) await this.noteNexthopRoutes(viaNexthop);
+    if (later.length > 0) await this.noteNexthopRoutes(later);
     return filter.ifindex === undefined ? out : out.filter((r) => r.ifindex === filter.ifindex);
   }
 
@@ -272,7 +278,7 @@ class Handle implements ExtendedNetlinkHandle {
     if (!(await this.nexthopsReady())) return;
     let objects: Map<number, NexthopInfo> | undefined;
     for (const [r, id] of routes) {
-      if (r.protocol === P && this.book.isOwned(id)) this.book.learnRoute(routeKeyOf(r), id);
+      if (r.protocol === P) this.book.learnRoute(r, id);
       if (r.gateway !== undefined || r.ifindex !== undefined) continue;
       objects ??= new Map((await this.listNexthops()).map((nh) => [nh.id, nh]));
       const nh = objects.get(id);
@@ -300,7 +306,7 @@ class Handle implements ExtendedNetlinkHandle {
       routeRequest(route, CREATE_EXCL, id),
     ]);
     if (nhErr === undefined && routeErr === undefined) {
-      this.book.bind(routeKeyOf(route), id);
+      this.book.bind(route, id);
       return;
     }
     if (nhErr === undefined) {
@@ -320,7 +326,7 @@ class Handle implements ExtendedNetlinkHandle {
       await ignoreGone(this.sock.request(deleteRouteRequest(route)));
       return;
     }
-    const id = this.book.unbind(routeKeyOf(route));
+    const id = this.book.unbind(route);
     const byKey: RouteInfo = { ...route, gateway: undefined, ifindex: undefined, onlink: undefined };
     byKey.scope ??= 'universe';
     const reqs = [deleteRouteRequest(byKey, describeRoute(route))];
@@ -354,7 +360,7 @@ class Handle implements ExtendedNetlinkHandle {
         reqs.push(routeRequest(r, CREATE_REPLACE));
         continue;
       }
-      const known = this.book.current(routeKeyOf(r));
+      const known = this.book.current(r);
       const id = known ?? this.book.allocate();
       objects[i] = id;
       // A known object is replaced in place (the route follows at once); a fresh id must be free.
@@ -367,7 +373,7 @@ class Handle implements ExtendedNetlinkHandle {
       const end = i + 1 < routes.length ? firsts[i + 1]! : reqs.length;
       for (let j = firsts[i]!; j < end && out[i] === undefined; j++) out[i] = results[j];
       const id = objects[i];
-      if (id !== undefined && out[i] === undefined) this.book.bind(routeKeyOf(r), id);
+      if (id !== undefined && out[i] === undefined) this.book.bind(r, id);
     }
     return out;
   }
@@ -414,6 +420,7 @@ class Handle implements ExtendedNetlinkHandle {
     this.nexthops ??= this.listNexthops().then(
       (list) => {
         this.book.learnNexthops(list);
+        this.nexthopsKnown = true;
         return true;
       },
       (e: unknown) => {

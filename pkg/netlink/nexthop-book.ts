@@ -31,19 +31,21 @@ export function usesNexthop(r: RouteInfo, protocol: number): boolean {
   );
 }
 
-/** The kernel's key of a route: family, prefix, table, metric (destination in canonical form). */
-export function nexthopRouteKey(
-  family: number,
-  dst: string,
-  table: number | undefined,
-  metric?: number,
-): string {
+/** A prefix as the kernel's dumps spell it (parseRoute), whatever spelling the planner used. */
+export function canonicalPrefix(dst: string): string {
   const p = parsePrefix(dst);
-  return `${family} ${bytesToIp(ipToBytes(p.address))}/${p.prefixLen} ${table ?? RT_TABLE_MAIN} ${metric ?? 0}`;
+  return `${bytesToIp(ipToBytes(p.address))}/${p.prefixLen}`;
 }
 
-export function routeKeyOf(r: RouteInfo): string {
-  return nexthopRouteKey(r.family, r.dst, r.table, r.metric);
+/**
+ * The rest of a route's kernel key: family, table and metric. Nearly every route is in the main
+ * table without a metric, and those use the family number itself, so a resync that looks at every
+ * dumped route allocates no key for it.
+ */
+function groupOf(r: RouteInfo): number | string {
+  const table = r.table ?? RT_TABLE_MAIN;
+  const metric = r.metric ?? 0;
+  return table === RT_TABLE_MAIN && metric === 0 ? r.family : `${r.family} ${table} ${metric}`;
 }
 
 export class NexthopBook {
@@ -51,7 +53,8 @@ export class NexthopBook {
   private readonly taken = new Set<number>();
   /** Ids of objects carrying our protocol. */
   private readonly owned = new Set<number>();
-  private readonly byRoute = new Map<string, number>();
+  /** Route key (groupOf, then canonical destination) -> the id of its object. */
+  private readonly byRoute = new Map<number | string, Map<string, number>>();
   private cursor = NEXTHOP_ID_BASE;
   private readonly protocol: number;
 
@@ -67,16 +70,21 @@ export class NexthopBook {
       this.taken.add(nh.id);
       if (nh.protocol === this.protocol) this.owned.add(nh.id);
     }
-    for (const [key, id] of this.byRoute) if (!this.owned.has(id)) this.byRoute.delete(key);
+    this.forgetWhere((id) => !this.owned.has(id));
   }
 
-  /** A route of ours seen in a dump, pointing at nexthop id: remembered only if that object is ours. */
-  learnRoute(key: string, id: number): void {
-    if (this.owned.has(id)) this.byRoute.set(key, id);
+  /**
+   * A route of ours seen in a dump (destination spelled canonically), pointing at object id:
+   * remembered only if that object is ours.
+   */
+  learnRoute(dumped: RouteInfo, id: number): void {
+    if (!this.owned.has(id)) return;
+    const group = this.group(dumped, true)!;
+    if (group.get(dumped.dst) !== id) group.set(dumped.dst, id);
   }
 
-  current(key: string): number | undefined {
-    return this.byRoute.get(key);
+  current(r: RouteInfo): number | undefined {
+    return this.group(r, false)?.get(canonicalPrefix(r.dst));
   }
 
   isOwned(id: number): boolean {
@@ -96,14 +104,16 @@ export class NexthopBook {
     throw new RangeError('no free nexthop id left in trellis range');
   }
 
-  bind(key: string, id: number): void {
-    this.byRoute.set(key, id);
+  bind(r: RouteInfo, id: number): void {
+    this.group(r, true)!.set(canonicalPrefix(r.dst), id);
   }
 
   /** Forgets the route's object and returns its id (to delete), if one was known. */
-  unbind(key: string): number | undefined {
-    const id = this.byRoute.get(key);
-    this.byRoute.delete(key);
+  unbind(r: RouteInfo): number | undefined {
+    const group = this.group(r, false);
+    const dst = canonicalPrefix(r.dst);
+    const id = group?.get(dst);
+    group?.delete(dst);
     return id;
   }
 
@@ -120,6 +130,22 @@ export class NexthopBook {
       this.taken.delete(id);
       this.owned.delete(id);
     }
-    for (const [key, id] of this.byRoute) if (gone.has(id)) this.byRoute.delete(key);
+    this.forgetWhere((id) => gone.has(id));
+  }
+
+  private group(r: RouteInfo, create: boolean): Map<string, number> | undefined {
+    const key = groupOf(r);
+    let group = this.byRoute.get(key);
+    if (group === undefined && create) {
+      group = new Map();
+      this.byRoute.set(key, group);
+    }
+    return group;
+  }
+
+  private forgetWhere(drop: (id: number) => boolean): void {
+    for (const group of this.byRoute.values()) {
+      for (const [dst, id] of group) if (drop(id)) group.delete(dst);
+    }
   }
 }

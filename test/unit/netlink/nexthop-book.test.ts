@@ -1,10 +1,9 @@
 import { describe, expect, it } from 'vitest';
 import type { RouteInfo } from '../../../pkg/datapath/ports.ts';
 import {
+  canonicalPrefix,
   NEXTHOP_ID_BASE,
   NexthopBook,
-  nexthopRouteKey,
-  routeKeyOf,
   usesNexthop,
 } from '../../../pkg/netlink/nexthop-book.ts';
 
@@ -16,6 +15,9 @@ const peerRoute: RouteInfo = {
   ifindex: 2,
   protocol: P,
 };
+
+const routeA = peerRoute;
+const routeB: RouteInfo = { ...peerRoute, dst: '10.244.2.0/24', gateway: '192.168.1.3' };
 
 describe('usesNexthop: which routes get a nexthop object of their own', () => {
   it('our unicast gateway routes on a known device', () => {
@@ -38,13 +40,20 @@ describe('usesNexthop: which routes get a nexthop object of their own', () => {
 });
 
 describe('route keys', () => {
-  it('are the kernel key: family, canonical prefix, table (main spelled out), metric', () => {
-    expect(nexthopRouteKey(6, 'fd00:0:0::/64', undefined)).toBe(nexthopRouteKey(6, 'fd00::/64', 254));
-    expect(routeKeyOf(peerRoute)).toBe('4 10.244.1.0/24 254 0');
-    expect(routeKeyOf({ ...peerRoute, table: 100 })).not.toBe(routeKeyOf(peerRoute));
-    expect(routeKeyOf({ ...peerRoute, metric: 10 })).not.toBe(routeKeyOf(peerRoute));
-    // The gateway is not part of the key: a replace keeps the route's object.
-    expect(routeKeyOf({ ...peerRoute, gateway: '192.168.1.3' })).toBe(routeKeyOf(peerRoute));
+  it('are the kernel key: family, canonical prefix, table (main spelled out), metric; not the gateway', () => {
+    expect(canonicalPrefix('fd00:0:0::/64')).toBe('fd00::/64');
+    const book = new NexthopBook(P);
+    const id = book.allocate();
+    const v6: RouteInfo = { family: 6, dst: 'fd00:0:0::/64', gateway: 'fd00::2', ifindex: 2, protocol: P };
+    book.bind(v6, id);
+    expect(book.current({ ...v6, dst: 'fd00::/64', table: 254 })).toBe(id);
+    expect(book.current({ ...v6, gateway: 'fd00::3' })).toBe(id); // a replace keeps the route's object
+    expect(book.current({ ...v6, table: 100 })).toBeUndefined();
+    expect(book.current({ ...v6, metric: 10 })).toBeUndefined();
+    expect(book.current({ ...v6, family: 4, dst: '0.0.0.0/0' })).toBeUndefined();
+    book.bind({ ...v6, metric: 10 }, id + 1);
+    expect(book.current({ ...v6, metric: 10 })).toBe(id + 1);
+    expect(book.current(v6)).toBe(id);
   });
 });
 
@@ -70,10 +79,10 @@ describe('NexthopBook', () => {
       { id: 7, protocol: P },
       { id: 8, protocol: 4 },
     ]);
-    book.learnRoute('a', 7);
-    book.learnRoute('b', 8);
-    expect(book.current('a')).toBe(7);
-    expect(book.current('b')).toBeUndefined();
+    book.learnRoute(routeA, 7);
+    book.learnRoute(routeB, 8);
+    expect(book.current(routeA)).toBe(7);
+    expect(book.current(routeB)).toBeUndefined();
   });
 
   it('a new dump drops what points at objects that are gone or no longer ours', () => {
@@ -82,14 +91,14 @@ describe('NexthopBook', () => {
       { id: 7, protocol: P },
       { id: 9, protocol: P },
     ]);
-    book.learnRoute('a', 7);
-    book.learnRoute('b', 9);
+    book.learnRoute(routeA, 7);
+    book.learnRoute(routeB, 9);
     book.learnNexthops([
       { id: 7, protocol: 4 },
       { id: 9, protocol: P },
     ]);
-    expect(book.current('a')).toBeUndefined();
-    expect(book.current('b')).toBe(9);
+    expect(book.current(routeA)).toBeUndefined();
+    expect(book.current(routeB)).toBe(9);
   });
 
   it('orphans are our objects no route references; dropping them forgets their routes', () => {
@@ -99,11 +108,11 @@ describe('NexthopBook', () => {
       { id: 8, protocol: 4 },
       { id: 9, protocol: P },
     ]);
-    book.learnRoute('a', 7);
-    book.learnRoute('b', 9);
+    book.learnRoute(routeA, 7);
+    book.learnRoute(routeB, 9);
     expect(book.orphans(new Set([9, 8]))).toEqual([7]);
     book.dropped([7]);
-    expect(book.current('a')).toBeUndefined();
+    expect(book.current(routeA)).toBeUndefined();
     expect(book.isOwned(7)).toBe(false);
     expect(book.orphans(new Set([9]))).toEqual([]);
   });
@@ -111,8 +120,8 @@ describe('NexthopBook', () => {
   it('unbind forgets a route and returns its object', () => {
     const book = new NexthopBook(P);
     const id = book.allocate();
-    book.bind('a', id);
-    expect(book.unbind('a')).toBe(id);
-    expect(book.unbind('a')).toBeUndefined();
+    book.bind(routeA, id);
+    expect(book.unbind(routeA)).toBe(id);
+    expect(book.unbind(routeA)).toBeUndefined();
   });
 });
