@@ -10,6 +10,7 @@ import type {
   RouteInfo,
   Subscription,
 } from '../datapath/ports.ts';
+import { TRELLIS_ROUTE_PROTOCOL } from '../datapath/ports.ts';
 import type { DatapathDeps } from '../datapath/types.ts';
 import { type Ipam, openIpam } from '../ipam/index.ts';
 import type { K8sClient, NodeInformer } from '../k8s/index.ts';
@@ -258,7 +259,9 @@ export class Agent {
 
   /**
    * A route or device of ours deleted by someone else is put back within the debounce, not at resync.
-   * Deletions a per-node step made itself are recognised (RouteReconciler.isOwnDeletion) and ignored. A
+   * Deletions a per-node step made itself are recognised (RouteReconciler.isOwnDeletion) and ignored; so
+   * are deleted nexthop objects no live route of ours was written through (the handle deletes a route's
+   * object after the route, and prunes only orphans). A
    * connected subnet appearing or going (an address added to or removed from an interface: the kernel's
    * own route in the main table) changes which peers host-gw reaches directly, and per-node steps plan
    * with the links of the last full pass, so it asks for a full pass too.
@@ -281,6 +284,11 @@ export class Agent {
         if (ev.type === 'overflow') {
           this.ports.masq?.invalidate();
           markSoon();
+          return;
+        }
+        if (ev.type === 'nexthop-deleted') {
+          if (ev.protocol === TRELLIS_ROUTE_PROTOCOL && this.host?.routesNexthop?.(ev.id) === true)
+            markSoon();
           return;
         }
         if (isConnectedSubnetRoute(ev.route, ev.table)) {

@@ -137,6 +137,11 @@ export interface NetlinkHandle {
   /** Succeeds when the route is already gone. */
   deleteRoute(route: RouteInfo): Promise<void>;
   /**
+   * True when a route of ours was written through nexthop object id and this handle has not deleted
+   * it since: the object's deletion then took a live route with it (adapters without objects omit it).
+   */
+  routesNexthop?(id: number): boolean;
+  /**
    * Link up, address and route changes sent together (one datagram), which the kernel applies in
    * the given order: one round trip for what would take one per step. An address that exists
    * already counts as added (like addAddress). Throws the first failure; the steps after a failed
@@ -193,6 +198,11 @@ export const TRELLIS_ROUTE_PROTOCOL = 0x7e; // 126
  */
 export type RouteEvent =
   | { type: 'add' | 'delete'; route: RouteInfo /** Routing table (254 = main). */; table: number }
+  /**
+   * A nexthop object was deleted. The kernel removes the IPv4 routes that named it without a route
+   * notification, so for our gateway routes (written through objects) this is the only sign.
+   */
+  | { type: 'nexthop-deleted'; id: number; protocol: number }
   | { type: 'overflow' };
 
 export type LinkEvent = { type: 'add' | 'delete'; link: LinkInfo } | { type: 'overflow' };

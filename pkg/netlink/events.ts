@@ -1,6 +1,7 @@
 import type { LinkEvent, RouteEvent, Subscription } from '../datapath/ports.ts';
 import { RTM, RTNLGRP } from './constants.ts';
 import { parseLink, parseRoute, routeTable } from './messages.ts';
+import { parseNexthop } from './nexthop-messages.ts';
 import { RtnlSocket, type SocketProbe } from './socket.ts';
 
 /**
@@ -30,14 +31,15 @@ export interface SubscribeOptions {
 }
 
 function subscribe<E>(
-  groups: number[],
+  groups: { required: number[]; optional?: number[] },
   parse: (type: number, payload: Buffer) => E | undefined,
   cb: (ev: E | { type: 'overflow' }) => void,
   opts: SubscribeOptions,
 ): Subscription {
   const onOverflow = (): void => cb({ type: 'overflow' });
   const sock = new RtnlSocket({
-    groups,
+    groups: groups.required,
+    ...(groups.optional === undefined ? {} : { optionalGroups: groups.optional }),
     onNotification: (msg) => {
       let ev: E | undefined;
       try {
@@ -77,14 +79,21 @@ function subscribe<E>(
   };
 }
 
-/** IPv4 and IPv6 route changes (RTNLGRP_IPV4_ROUTE, RTNLGRP_IPV6_ROUTE), all tables. */
+/**
+ * IPv4 and IPv6 route changes (RTNLGRP_IPV4_ROUTE, RTNLGRP_IPV6_ROUTE), all tables, and deleted
+ * nexthop objects (RTNLGRP_NEXTHOP; a kernel without them has no such group to join: then none).
+ */
 export function subscribeRouteEvents(
   cb: (ev: RouteEvent) => void,
   opts: SubscribeOptions = {},
 ): Subscription {
   return subscribe<RouteEvent>(
-    [RTNLGRP.IPV4_ROUTE, RTNLGRP.IPV6_ROUTE],
+    { required: [RTNLGRP.IPV4_ROUTE, RTNLGRP.IPV6_ROUTE], optional: [RTNLGRP.NEXTHOP] },
     (type, payload) => {
+      if (type === RTM.DELNEXTHOP) {
+        const nh = parseNexthop(payload);
+        return nh === undefined ? undefined : { type: 'nexthop-deleted', id: nh.id, protocol: nh.protocol };
+      }
       if (type !== RTM.NEWROUTE && type !== RTM.DELROUTE) return undefined;
       const route = parseRoute(payload);
       if (route === undefined) return undefined;
@@ -98,7 +107,7 @@ export function subscribeRouteEvents(
 /** Link changes (RTNLGRP_LINK): creation, deletion and attribute/state changes (reported as 'add'). */
 export function subscribeLinkEvents(cb: (ev: LinkEvent) => void, opts: SubscribeOptions = {}): Subscription {
   return subscribe<LinkEvent>(
-    [RTNLGRP.LINK],
+    { required: [RTNLGRP.LINK] },
     (type, payload) => {
       if (type !== RTM.NEWLINK && type !== RTM.DELLINK) return undefined;
       return { type: type === RTM.NEWLINK ? 'add' : 'delete', link: parseLink(payload) };

@@ -71,6 +71,8 @@ export interface ExtendedNetlinkHandle extends NetlinkHandle {
    * Returns how many were deleted.
    */
   pruneNexthops(): Promise<number>;
+  /** Always present here (optional in the port). */
+  routesNexthop(id: number): boolean;
 }
 
 const CREATE_EXCL = NLM_F.CREATE | NLM_F.EXCL;
@@ -380,6 +382,10 @@ class Handle implements ExtendedNetlinkHandle {
 
   // ------------------------------------------------------------------------------------- nexthops
 
+  routesNexthop(id: number): boolean {
+    return this.book.routes(id);
+  }
+
   async listNexthops(): Promise<NexthopInfo[]> {
     const msgs = await this.sock.dump({
       type: RTM.GETNEXTHOP,
@@ -407,9 +413,10 @@ class Handle implements ExtendedNetlinkHandle {
     }
     const orphans = this.book.orphans(referenced);
     if (orphans.length === 0) return 0;
+    // Forgotten first: their deletion notifications must not read as a live route's object going.
+    this.book.dropped(orphans);
     const results = await this.sock.burst(orphans.map(deleteNexthopRequest));
     const deleted = orphans.filter((_, i) => results[i] === undefined || GONE.has(results[i].errno));
-    this.book.dropped(deleted);
     const failed = results.find((e) => e !== undefined && !GONE.has(e.errno));
     if (failed !== undefined) throw failed;
     return deleted.length;

@@ -39,13 +39,20 @@ export function canonicalPrefix(dst: string): string {
 
 /**
  * The rest of a route's kernel key: family, table and metric. Nearly every route is in the main
- * table without a metric, and those use the family number itself, so a resync that looks at every
- * dumped route allocates no key for it.
+ * table with the default metric, and those use the family number itself, so a resync that looks at
+ * every dumped route allocates no key for it.
  */
 function groupOf(r: RouteInfo): number | string {
   const table = r.table ?? RT_TABLE_MAIN;
-  const metric = r.metric ?? 0;
-  return table === RT_TABLE_MAIN && metric === 0 ? r.family : `${r.family} ${table} ${metric}`;
+  const metric = r.metric ?? defaultMetric(r.family);
+  return table === RT_TABLE_MAIN && metric === defaultMetric(r.family)
+    ? r.family
+    : `${r.family} ${table} ${metric}`;
+}
+
+/** What the kernel stores for a route written without a metric: IPv6 dumps show 1024 (IP6_RT_PRIO_USER). */
+function defaultMetric(family: number): number {
+  return family === 6 ? 1024 : 0;
 }
 
 export class NexthopBook {
@@ -81,6 +88,12 @@ export class NexthopBook {
     if (!this.owned.has(id)) return;
     const group = this.group(dumped, true)!;
     if (group.get(dumped.dst) !== id) group.set(dumped.dst, id);
+  }
+
+  /** True when some route is remembered as written through object id (a scan: deletions are rare). */
+  routes(id: number): boolean {
+    for (const group of this.byRoute.values()) for (const v of group.values()) if (v === id) return true;
+    return false;
   }
 
   current(r: RouteInfo): number | undefined {

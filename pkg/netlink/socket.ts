@@ -45,6 +45,8 @@ export interface Request {
 export interface SocketOptions {
   /** RTNLGRP_* multicast groups to join (event sockets). */
   groups?: readonly number[];
+  /** Groups joined only where the kernel has them (EINVAL from an older kernel is not an error). */
+  optionalGroups?: readonly number[];
   /** Unsolicited messages (notifications). */
   onNotification?: (msg: RawMessage) => void;
   /** Socket errors reported by the package (send failures). */
@@ -102,6 +104,13 @@ export class RtnlSocket {
         this.probe = opts.prepareFd(fd) ?? undefined;
       }
       for (const g of opts.groups ?? []) this.raw.addMembership(g);
+      for (const g of opts.optionalGroups ?? []) {
+        try {
+          this.raw.addMembership(g);
+        } catch {
+          // An older kernel without this group: its events simply never come.
+        }
+      }
     } catch (e) {
       this.raw.close();
       throw e;

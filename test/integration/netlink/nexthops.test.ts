@@ -1,8 +1,9 @@
 import { afterEach, describe, expect, it } from 'vitest';
+import type { RouteEvent } from '../../../pkg/datapath/ports.ts';
 import { TRELLIS_ROUTE_PROTOCOL as PROTO, type RouteInfo } from '../../../pkg/datapath/ports.ts';
 import { ExistsError, type ExtendedNetlinkHandle } from '../../../pkg/netlink/index.ts';
 import { NEXTHOP_ID_BASE } from '../../../pkg/netlink/nexthop-book.ts';
-import { createNetnsPort } from '../../../pkg/netns/index.ts';
+import { createNetlinkEvents, createNetnsPort, withNetns } from '../../../pkg/netns/index.ts';
 import { ip, ipJson, NetnsPool, netnsSkipReason, nsSysctl, type TestNetns } from '../../support/netns.ts';
 
 /**
@@ -193,6 +194,33 @@ describe.skipIf(netnsSkipReason !== undefined)(
         ['10.244.1.0/24', '10.88.0.11', dev, false],
         ['10.244.2.0/24', '10.99.0.2', dev, true],
       ]);
+    });
+
+    it('reports a deleted object; the handle tells a live route’s object from one it deleted itself', async () => {
+      const { ns, h, dev } = await setup(pool, 'nhevent');
+      handles.push(h);
+      const events: RouteEvent[] = [];
+      const sub = withNetns(ns.path, () => createNetlinkEvents().subscribeRouteEvents((e) => events.push(e)));
+      try {
+        await h.replaceRoutes([peer(1, { ifindex: dev }), peer(2, { ifindex: dev })]);
+        const [one, two] = [1, 2].map(
+          (i) => routes(ns.name).find((r) => r.dst === `10.244.${i}.0/24`)!.nhid!,
+        );
+        expect([h.routesNexthop(one!), h.routesNexthop(two!)]).toEqual([true, true]);
+        await h.deleteRoute(peer(1, { ifindex: dev }));
+        expect(h.routesNexthop(one!)).toBe(false);
+        ip(ns.name, 'nexthop', 'del', 'id', String(two));
+        const deadline = Date.now() + 2000;
+        while (events.filter((e) => e.type === 'nexthop-deleted').length < 2 && Date.now() < deadline)
+          await new Promise((r) => setTimeout(r, 20));
+        expect(events.filter((e) => e.type === 'nexthop-deleted')).toEqual([
+          { type: 'nexthop-deleted', id: one, protocol: PROTO },
+          { type: 'nexthop-deleted', id: two, protocol: PROTO },
+        ]);
+        expect(h.routesNexthop(two!)).toBe(true); // deleted behind the handle's back: its route went with it
+      } finally {
+        sub.close();
+      }
     });
   },
 );

@@ -51,6 +51,11 @@ describe('route keys', () => {
     expect(book.current({ ...v6, table: 100 })).toBeUndefined();
     expect(book.current({ ...v6, metric: 10 })).toBeUndefined();
     expect(book.current({ ...v6, family: 4, dst: '0.0.0.0/0' })).toBeUndefined();
+    // The kernel stores an IPv6 route written without a metric as metric 1024, and dumps it so.
+    expect(book.current({ ...v6, metric: 1024 })).toBe(id);
+    expect(book.current({ ...peerRoute, metric: 0 })).toBeUndefined();
+    book.bind(peerRoute, id + 2);
+    expect(book.current({ ...peerRoute, metric: 0 })).toBe(id + 2);
     book.bind({ ...v6, metric: 10 }, id + 1);
     expect(book.current({ ...v6, metric: 10 })).toBe(id + 1);
     expect(book.current(v6)).toBe(id);
