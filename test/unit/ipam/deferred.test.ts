@@ -134,6 +134,48 @@ describe('IPAM allocateDeferred', () => {
     expect(reservationsOnDisk(dir).size).toBe(0);
   });
 
+  it("runs the lease file's and both directories' fsyncs at once, and is durable only after all three", async () => {
+    const dir = tempDir();
+    const held: { path: string; done: () => Promise<void> }[] = [];
+    const paths = new Map<number, string>();
+    let holding = false;
+    const fs: StoreFs = {
+      ...realFs,
+      openSync: (path, flags, mode) => {
+        const fd = realFs.openSync(path, flags, mode);
+        paths.set(fd, path);
+        return fd;
+      },
+      fsync: (fd) =>
+        holding
+          ? new Promise<void>((resolve) => {
+              const path = paths.get(fd)!;
+              held.push({ path, done: () => realFs.fsync(fd).then(resolve) });
+            })
+          : realFs.fsync(fd),
+    };
+    const ipam = openIpamWith({ dir, ranges: RANGES }, fs);
+    holding = true;
+    const { durable } = ipam.allocateDeferred(key(1));
+    let resolved = false;
+    void durable.then(() => {
+      resolved = true;
+    });
+    await new Promise((r) => setImmediate(r));
+    // All three were started before any finished: no round trip through the JS thread in between.
+    expect(held.map((h) => h.path.slice(dir.length)).sort()).toEqual([
+      '/addrs',
+      '/leases',
+      '/leases/c1@eth0.json',
+    ]);
+    await Promise.all(held.slice(0, 2).map((h) => h.done()));
+    await new Promise((r) => setImmediate(r));
+    expect(resolved).toBe(false);
+    await held[2]!.done();
+    await durable;
+    expect(resolved).toBe(true);
+  });
+
   it('an existing key answers with its lease, already durable', async () => {
     const dir = tempDir();
     const ipam = openIpamWith({ dir, ranges: RANGES }, realFs);
