@@ -88,6 +88,11 @@ export interface CreateVeth {
   /** An open fd of the target network namespace (IFLA_NET_NS_FD). */
   peerNetnsFd: number;
   peerMtu: number;
+  /**
+   * The peer's MAC ("aa:bb:cc:dd:ee:ff"); the kernel picks a random one when unset. Applied only by
+   * an implementation whose createVeth resolves with the created link (see NetlinkHandle.createVeth).
+   */
+  peerMac?: string;
 }
 
 export interface CreateVxlan {
@@ -121,7 +126,14 @@ export interface NetlinkHandle {
   getLink(name: string): Promise<LinkInfo | undefined>;
   getLinkByIndex(index: number): Promise<LinkInfo | undefined>;
   listLinks(): Promise<LinkInfo[]>;
-  createVeth(spec: CreateVeth): Promise<void>;
+  /**
+   * Resolves with the end in this namespace as the kernel reports it (its peerIndex is the peer's
+   * index in the target namespace, absent when the two indexes are equal) when the implementation
+   * asks the kernel to echo the new link (NLM_F_ECHO, Linux 6.3+); such an implementation also
+   * applies spec.peerMac. Resolves with nothing otherwise: then look the links up.
+   */
+  // biome-ignore lint/suspicious/noConfusingVoidType: `void` lets the handle's own createVeth (which echoes nothing) implement this unchanged.
+  createVeth(spec: CreateVeth): Promise<LinkInfo | void>;
   setLinkUp(index: number): Promise<void>;
   setLinkMtu(index: number, mtu: number): Promise<void>;
   /** Throws LinkNotFoundError when absent. */
@@ -172,11 +184,18 @@ export interface NetnsPort {
    * Throws NetnsNotFoundError when the path is missing or not a netns.
    */
   openNetlinkIn(path: string): NetlinkHandle;
-  /** Opens an fd for IFLA_NET_NS_FD; the caller closes it with closeFd. */
+  /**
+   * Opens an fd for IFLA_NET_NS_FD, openNetlinkInFd and writeSysctlInFd; the caller closes it with
+   * closeFd. Throws NetnsNotFoundError when the path is missing or not a netns.
+   */
   openNetnsFd(path: string): number;
+  /** openNetlinkIn through an fd from openNetnsFd (still the caller's): one open serves a whole ADD. */
+  openNetlinkInFd(fd: number, path: string): NetlinkHandle;
   closeFd(fd: number): void;
   /** Synchronous /proc/sys write inside the namespace at path, e.g. ('net/ipv6/conf/eth0/accept_dad', '0'). */
   writeSysctlIn(path: string, key: string, value: string): void;
+  /** writeSysctlIn through an fd from openNetnsFd. */
+  writeSysctlInFd(fd: number, path: string, key: string, value: string): void;
   /** The same, in the agent's own namespace (the "host"). */
   writeSysctl(key: string, value: string): void;
   readSysctl(key: string): string;

@@ -10,7 +10,7 @@ export {
   prepareEventSocket,
   prepareRequestSocket,
 } from './netlink-sockets.ts';
-export { closeFd, isNetns, openNetnsFd, withNetns } from './netns.ts';
+export { closeFd, isNetns, openNetnsFd, withNetns, withNetnsFd } from './netns.ts';
 export { type OffThreadNetlink, openOffThreadNetlink } from './off-thread-netlink.ts';
 export { createNetnsPort, type ExtendedNetnsPort } from './port.ts';
 export { readSysctlSync, sysctlPath, writeSysctlSync } from './sysctl.ts';

@@ -101,25 +101,34 @@ function switchBackOrAbort(fd: number): void {
  * promise is rejected with a TypeError (its continuation would run in the wrong namespace).
  */
 export function withNetns<T>(path: string, fn: () => T): T {
-  home();
-  const previous = currentFd!;
   const target = openNetnsFd(path);
   try {
-    enter(target, path);
-    currentFd = target;
-    let result: T;
-    try {
-      result = fn();
-    } finally {
-      switchBackOrAbort(previous);
-      currentFd = previous;
-    }
-    if (typeof (result as { then?: unknown } | null)?.then === 'function') {
-      (result as Promise<unknown>).then(undefined, () => undefined);
-      throw new TypeError('withNetns accepts only synchronous work; the callback returned a promise');
-    }
-    return result;
+    return withNetnsFd(target, path, fn);
   } finally {
     closeSync(target);
   }
+}
+
+/**
+ * withNetns for a namespace fd the caller opened with openNetnsFd (and still owns): a CNI ADD opens
+ * the pod's namespace once and uses the one fd for IFLA_NET_NS_FD, its sockets and its sysctls,
+ * instead of an open and an NS_GET_NSTYPE check (an ffi call) per use. `path` names it in errors.
+ */
+export function withNetnsFd<T>(fd: number, path: string, fn: () => T): T {
+  home();
+  const previous = currentFd!;
+  enter(fd, path);
+  currentFd = fd;
+  let result: T;
+  try {
+    result = fn();
+  } finally {
+    switchBackOrAbort(previous);
+    currentFd = previous;
+  }
+  if (typeof (result as { then?: unknown } | null)?.then === 'function') {
+    (result as Promise<unknown>).then(undefined, () => undefined);
+    throw new TypeError('withNetns accepts only synchronous work; the callback returned a promise');
+  }
+  return result;
 }

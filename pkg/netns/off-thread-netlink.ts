@@ -14,12 +14,31 @@ import { AF_NETLINK, getLibc, MSG_DONTWAIT, NETLINK_ROUTE, SOCK_CLOEXEC, SOCK_RA
  * matter which thread sends on it: open it on the JS thread, outside any withNetns.
  */
 export interface OffThreadNetlink {
-  /** Sends one request datagram (asking for an ACK) and returns the reply datagram. One at a time. */
+  /**
+   * Sends one request datagram (asking for an ACK) and returns what the kernel queued for it, up to
+   * and including the datagram with the ACK (an NLM_F_ECHO request gets the echo first), as one
+   * buffer. One at a time.
+   */
   exchange(request: Buffer): Promise<Buffer>;
   close(): void;
 }
 
 const REPLY_BUFFER = 64 * 1024;
+/** linux/netlink.h */
+const NLMSG_ERROR = 2;
+const NLMSG_HDRLEN = 16;
+const EAGAIN = 11;
+
+/** True when a reply datagram holds an NLMSG_ERROR message (an ACK or an error): the last one. */
+function holdsAck(datagram: Buffer): boolean {
+  for (let off = 0; off + NLMSG_HDRLEN <= datagram.length; ) {
+    const len = datagram.readUInt32LE(off);
+    if (datagram.readUInt16LE(off + 4) === NLMSG_ERROR) return true;
+    if (len < NLMSG_HDRLEN) return false;
+    off += (len + 3) & ~3;
+  }
+  return false;
+}
 
 export function openOffThreadNetlink(): OffThreadNetlink {
   const libc = getLibc();
@@ -34,10 +53,20 @@ export function openOffThreadNetlink(): OffThreadNetlink {
     if (closed) throw new Error('off-thread netlink socket is closed');
     const sent = await libc.sendOffThread(fd, request);
     if (sent.value < 0) throw errorFromErrno(sent.errno, 'send on the off-thread netlink socket');
-    const reply = Buffer.alloc(REPLY_BUFFER);
-    const got = libc.recv(fd, reply, MSG_DONTWAIT);
-    if (got.value < 0) throw errorFromErrno(got.errno, 'recv on the off-thread netlink socket');
-    return reply.subarray(0, got.value);
+    // The kernel queued the whole reply before send returned, so no recv here ever waits.
+    const parts: Buffer[] = [];
+    for (;;) {
+      const reply = Buffer.alloc(REPLY_BUFFER);
+      const got = libc.recv(fd, reply, MSG_DONTWAIT);
+      if (got.value < 0) {
+        if (got.errno === EAGAIN && parts.length > 0) break;
+        throw errorFromErrno(got.errno, 'recv on the off-thread netlink socket');
+      }
+      const datagram = reply.subarray(0, got.value);
+      parts.push(datagram);
+      if (holdsAck(datagram)) break;
+    }
+    return parts.length === 1 ? parts[0]! : Buffer.concat(parts);
   };
 
   return {

@@ -14,6 +14,7 @@ import {
   readSysctlSync,
   SysctlError,
   withNetns,
+  withNetnsFd,
 } from '../../../pkg/netns/index.ts';
 import { ipJson, NetnsPool, netnsSkipReason, nsExec } from '../../support/netns.ts';
 
@@ -189,6 +190,32 @@ describe.skipIf(netnsSkipReason !== undefined)('pkg/netns (root, real namespaces
       expect(() => port.readSysctl(bad)).toThrow(SysctlError);
     }
     expect(() => port.writeSysctlIn(a.path, 'net/ipv4/conf/nosuchdev/forwarding', '1')).toThrow(SysctlError);
+  });
+
+  it('serves a socket and a sysctl through one namespace fd, which stays open and usable', async () => {
+    const a = pool.add('fd');
+    const before = threadNs();
+    const fd = port.openNetnsFd(a.path);
+    try {
+      const h = port.openNetlinkInFd(fd, a.path);
+      expect(threadNs()).toBe(before);
+      try {
+        expect((await h.listLinks()).map((l) => l.name)).toEqual(['lo']);
+      } finally {
+        h.close();
+      }
+      const key = 'net/ipv4/conf/all/forwarding';
+      const want = readSysctlSync(key) === '1' ? '0' : '1';
+      port.writeSysctlInFd(fd, a.path, key, want);
+      expect(threadNs()).toBe(before);
+      expect(nsExec(a.name, 'sysctl', ['-n', 'net.ipv4.conf.all.forwarding']).trim()).toBe(want);
+      // The caller's fd: still open, still the namespace, after both uses.
+      expect(withNetnsFd(fd, a.path, threadNs)).toBe(inodeOf(a.path));
+      expect(() => port.writeSysctlInFd(fd, a.path, '../x', '1')).toThrow(SysctlError);
+      expect(threadNs()).toBe(before);
+    } finally {
+      port.closeFd(fd);
+    }
   });
 
   it('keeps a netlink socket opened inside bound to that namespace', async () => {

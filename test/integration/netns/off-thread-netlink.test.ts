@@ -83,6 +83,45 @@ describe.skipIf(netnsSkipReason !== undefined)('off-thread link deletion (root, 
     }
   });
 
+  it("openHostNetlink's createVeth resolves with the host end as the kernel echoes it, the peer's index and the MAC asked for", async () => {
+    const a = pool.add('a');
+    const b = pool.add('b');
+    const port = createNetnsPort();
+    const handle = withNetns(a.path, () => openHostNetlink());
+    const bFd = port.openNetnsFd(b.path);
+    try {
+      // Indexes that differ: some kernels leave IFLA_LINK out when the two are equal (ADD then looks
+      // the peer up); this one reports it either way.
+      ip(b.name, 'link', 'add', 'x0', 'type', 'veth', 'peer', 'name', 'x1');
+      const peerMac = '02:11:22:33:44:55';
+      const spec = { name: 've0', mtu: 1400, peerName: 'eth0', peerNetnsFd: bFd, peerMtu: 1380, peerMac };
+      const echoed = await handle.createVeth(spec);
+      const inA = ipJson<{ ifname: string; ifindex: number; address: string; mtu: number }[]>(
+        a.name,
+        'link',
+        'show',
+        've0',
+      )[0]!;
+      const inB = ipJson<{ ifname: string; ifindex: number; address: string; mtu: number }[]>(
+        b.name,
+        'link',
+        'show',
+        'eth0',
+      )[0]!;
+      expect(echoed).toMatchObject({ name: 've0', index: inA.ifindex, mac: inA.address, mtu: 1400 });
+      expect(inB.address).toBe(peerMac);
+      expect(inB.mtu).toBe(1380);
+      expect(echoed?.peerIndex).toBe(inB.ifindex);
+      // The reply of the next request on the socket is its own (nothing of the echo left behind).
+      await expect(handle.createVeth(spec)).rejects.toBeInstanceOf(ExistsError);
+      await handle.deleteLink(inA.ifindex);
+      expect(links(a.name).map((l) => l.ifname)).toEqual(['lo']);
+    } finally {
+      port.closeFd(bFd);
+      handle.close();
+    }
+  });
+
   it('serializes concurrent deletions and deletes every one', async () => {
     const a = pool.add('a');
     for (let i = 0; i < 6; i++) ip(a.name, 'link', 'add', `va${i}`, 'type', 'veth', 'peer', 'name', `vb${i}`);
