@@ -1,4 +1,4 @@
-import { statSync } from 'node:fs';
+import { fstatSync, statSync } from 'node:fs';
 
 /**
  * True when `path` is the network namespace this process runs in (the node's host namespace).
@@ -14,5 +14,16 @@ export function isOwnNetns(path: string, ownPath = '/proc/thread-self/ns/net'): 
     return target.dev === own.dev && target.ino === own.ino;
   } catch {
     return false; // missing or unreadable: the netns checks that follow report it
+  }
+}
+
+/** isOwnNetns for a namespace fd already open (fstat: no second path lookup). */
+export function isOwnNetnsFd(fd: number, ownPath = '/proc/thread-self/ns/net'): boolean {
+  try {
+    const target = fstatSync(fd);
+    const own = statSync(ownPath);
+    return target.dev === own.dev && target.ino === own.ino;
+  } catch {
+    return false;
   }
 }

@@ -1,0 +1,164 @@
+import { mkdtempSync, readdirSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { afterEach, describe, expect, it } from 'vitest';
+import { CniCode, CniError } from '../../../pkg/cni/errors.ts';
+import { addAttachment } from '../../../pkg/datapath/add.ts';
+import { BackgroundDeleter } from '../../../pkg/datapath/background-deleter.ts';
+import { hostVethName } from '../../../pkg/datapath/names.ts';
+import type { NetlinkHandle } from '../../../pkg/datapath/ports.ts';
+import type { DatapathDeps } from '../../../pkg/datapath/types.ts';
+import { openIpam } from '../../../pkg/ipam/index.ts';
+import { createNetnsPort, openHostNetlink, withNetns } from '../../../pkg/netns/index.ts';
+import { ip, ipJson, NetnsPool, netnsSkipReason, type TestNetns } from '../../support/netns.ts';
+
+/**
+ * addAttachment in-process against real namespaces, on both of its paths: the agent's host handle
+ * (the kernel echoes the new pair, the pod end's MAC is chosen by ADD, nothing is looked up) and a
+ * plain handle whose createVeth echoes nothing (both ends are looked up). Each must leave the same
+ * complete pod network; a failed ADD must leave nothing of its own behind.
+ */
+
+interface IpLink {
+  ifname: string;
+  ifindex: number;
+  address: string;
+  mtu: number;
+  flags: string[];
+}
+interface IpAddr {
+  ifname: string;
+  addr_info: { local: string; prefixlen: number }[];
+}
+interface IpRoute {
+  dst: string;
+  gateway?: string;
+  dev: string;
+  protocol?: string;
+}
+
+describe.skipIf(netnsSkipReason !== undefined)('addAttachment (root, real namespaces)', () => {
+  const pool = new NetnsPool();
+  const dirs: string[] = [];
+  const closers: (() => void)[] = [];
+  afterEach(() => {
+    for (const c of closers.splice(0)) c();
+    pool.cleanup();
+    for (const d of dirs.splice(0)) rmSync(d, { recursive: true, force: true });
+  });
+
+  function setUp(echo: boolean, ranges: string[]): { host: TestNetns; deps: DatapathDeps } {
+    const host = pool.add('host');
+    const port = createNetnsPort();
+    const handle: NetlinkHandle = echo
+      ? withNetns(host.path, () => openHostNetlink())
+      : port.openNetlinkIn(host.path);
+    closers.push(() => handle.close());
+    const dir = mkdtempSync(join(tmpdir(), 'trl-add-'));
+    dirs.push(dir);
+    const deps: DatapathDeps = {
+      host: handle,
+      // The "host" is the test's namespace: its sysctls go there, never to the test process's own.
+      netns: { ...port, writeSysctl: (key, value) => port.writeSysctlIn(host.path, key, value) },
+      ipam: openIpam({ dir, ranges }),
+      deleter: new BackgroundDeleter(() => undefined),
+    };
+    return { host, deps };
+  }
+
+  for (const echo of [true, false]) {
+    it(`wires a complete dual-stack pod network (${echo ? 'echoed pair' : 'looked-up pair'})`, async () => {
+      const { host, deps } = setUp(echo, ['10.244.1.0/24', 'fd00:10:244:1::/64']);
+      const pod = pool.add('pod', { loUp: false });
+      const att = await addAttachment(deps, {
+        containerId: 'c1',
+        ifname: 'eth0',
+        netns: pod.path,
+        mtu: 1400,
+      });
+
+      const eth0 = ipJson<IpLink[]>(pod.name, 'link', 'show', 'eth0')[0]!;
+      expect(att.pod).toEqual({ name: 'eth0', index: eth0.ifindex, mac: eth0.address, mtu: 1400 });
+      expect(eth0.mtu).toBe(1400);
+      expect(eth0.flags).toContain('UP');
+      expect(ipJson<IpLink[]>(pod.name, 'link', 'show', 'lo')[0]!.flags).toContain('UP');
+      const hostEnd = ipJson<IpLink[]>(host.name, 'link', 'show', hostVethName('c1', 'eth0'))[0]!;
+      expect(att.host).toEqual({ name: hostEnd.ifname, index: hostEnd.ifindex, mac: hostEnd.address });
+      expect(hostEnd.flags).toContain('UP');
+
+      const [v4, v6] = att.addresses.map((a) => a.address);
+      const podAddrs = ipJson<IpAddr[]>(pod.name, 'addr', 'show', 'dev', 'eth0')[0]!.addr_info;
+      expect(podAddrs).toEqual(
+        expect.arrayContaining([
+          expect.objectContaining({ local: v4, prefixlen: 32 }),
+          expect.objectContaining({ local: v6, prefixlen: 128 }),
+        ]),
+      );
+      const podRoutes4 = ipJson<IpRoute[]>(pod.name, 'route', 'show');
+      expect(podRoutes4).toContainEqual(expect.objectContaining({ dst: 'default', gateway: '169.254.1.1' }));
+      const podRoutes6 = ipJson<IpRoute[]>(pod.name, '-6', 'route', 'show');
+      expect(podRoutes6).toContainEqual(expect.objectContaining({ dst: 'default', gateway: 'fe80::1' }));
+      const hostRoutes = [
+        ...ipJson<IpRoute[]>(host.name, 'route', 'show'),
+        ...ipJson<IpRoute[]>(host.name, '-6', 'route', 'show'),
+      ];
+      for (const a of [v4, v6]) {
+        expect(hostRoutes).toContainEqual(expect.objectContaining({ dst: a, dev: hostEnd.ifname }));
+      }
+      // The lease is on disk with the addresses the pod holds.
+      expect(deps.ipam.get({ containerId: 'c1', ifname: 'eth0' })?.addresses.map((a) => a.address)).toEqual([
+        v4,
+        v6,
+      ]);
+    });
+  }
+
+  it('leaves no veth, lease or reservation when the range is exhausted', async () => {
+    // A /30 holds one usable address here: the second ADD finds the range exhausted.
+    const { host, deps } = setUp(true, ['10.244.9.0/30']);
+    const pods = [pool.add('p'), pool.add('p')];
+    await addAttachment(deps, { containerId: 'c1', ifname: 'eth0', netns: pods[0]!.path, mtu: 1500 });
+    const err = await addAttachment(deps, {
+      containerId: 'c2',
+      ifname: 'eth0',
+      netns: pods[1]!.path,
+      mtu: 1500,
+    }).catch((e: unknown) => e);
+    expect(err).toBeInstanceOf(CniError);
+    expect((err as CniError).code).toBe(CniCode.IPAM_EXHAUSTED);
+    await deps.deleter.drain();
+    const hostLinks = ipJson<IpLink[]>(host.name, 'link', 'show').map((l) => l.ifname);
+    expect(hostLinks).not.toContain(hostVethName('c2', 'eth0'));
+    expect(hostLinks).toContain(hostVethName('c1', 'eth0'));
+    expect(ipJson<IpLink[]>(pods[1]!.name, 'link', 'show').map((l) => l.ifname)).toEqual(['lo']);
+    expect(deps.ipam.get({ containerId: 'c2', ifname: 'eth0' })).toBeUndefined();
+    expect(deps.ipam.list()).toHaveLength(1);
+    expect(readdirSync(join(dirs[0]!, 'leases'))).toEqual(['c1@eth0.json']);
+    expect(readdirSync(join(dirs[0]!, 'addrs'))).toHaveLength(1);
+  });
+
+  it('leaves no lease, reservation or veth of its own when the pod already has the interface name', async () => {
+    const { host, deps } = setUp(true, ['10.244.1.0/24']);
+    const pod = pool.add('p');
+    ip(pod.name, 'link', 'add', 'eth0', 'type', 'veth', 'peer', 'name', 'other0');
+    const err = await addAttachment(deps, {
+      containerId: 'c1',
+      ifname: 'eth0',
+      netns: pod.path,
+      mtu: 1500,
+    }).catch((e: unknown) => e);
+    expect(err).toBeInstanceOf(CniError);
+    expect((err as CniError).message).toContain('EEXIST');
+    await deps.deleter.drain();
+    expect(ipJson<IpLink[]>(host.name, 'link', 'show').map((l) => l.ifname)).toEqual(['lo']);
+    // The pod's own interfaces are untouched.
+    expect(
+      ipJson<IpLink[]>(pod.name, 'link', 'show')
+        .map((l) => l.ifname)
+        .sort(),
+    ).toEqual(['eth0', 'lo', 'other0']);
+    expect(deps.ipam.list()).toEqual([]);
+    expect(readdirSync(join(dirs[0]!, 'leases'))).toEqual([]);
+    expect(readdirSync(join(dirs[0]!, 'addrs'))).toEqual([]);
+  });
+});
