@@ -4,6 +4,7 @@ import { CniCode, CniError } from '../cni/errors.ts';
 import { compareOrdinal } from '../compare.ts';
 import { canonicalIp, parseCidr } from '../ip/index.ts';
 import { ownerName, parseOwnerName } from './key.ts';
+import { SpareFiles } from './spares.ts';
 import { type Lease, type LeasedAddress, type LoadReport, META_FIELDS } from './types.ts';
 
 /**
@@ -14,6 +15,7 @@ import { type Lease, type LeasedAddress, type LoadReport, META_FIELDS } from './
  *   addrs/<address>                      symlink -> "<containerId>@<ifname>": the reservation of one
  *                                        address (canonical text, e.g. addrs/fd00:10:244:1::5)
  *   last.json                            round-robin pointers {range: last address}, best effort
+ *   spare/<name>                         empty files a new lease file is renamed from (spares.ts)
  *   quarantine/<file>.<ms>               lease files that could not be trusted at load,
  *   quarantine/<file>.<ms>.reason        why,
  *   quarantine/<file>.<ms>.held          and the addresses kept reserved for them, one a line
@@ -66,6 +68,8 @@ export interface StoreFs {
   isSymlink(path: string): boolean;
   /** The permission bits of a path (lstat). */
   modeOf(path: string): number;
+  /** An empty file (O_CREAT|O_EXCL, 0600) created on the thread pool (spares.ts); optional. */
+  createEmpty?(path: string): Promise<void>;
 }
 
 export const realFs: StoreFs = {
@@ -92,6 +96,13 @@ export const realFs: StoreFs = {
   readFileSync: (path) => nodeFs.readFileSync(path),
   isSymlink: (path) => nodeFs.lstatSync(path).isSymbolicLink(),
   modeOf: (path) => nodeFs.lstatSync(path).mode & 0o7777,
+  createEmpty: (path) =>
+    new Promise<void>((resolve, reject) =>
+      nodeFs.open(path, 'wx', FILE_MODE, (err, fd) => {
+        if (err !== null) return reject(err);
+        nodeFs.close(fd, (closeErr) => (closeErr === null ? resolve() : reject(closeErr)));
+      }),
+    ),
 };
 
 const { O_WRONLY, O_CREAT, O_TRUNC, O_RDONLY, O_DIRECTORY } = nodeFs.constants;
@@ -137,6 +148,8 @@ export class LeaseStore {
   readonly #leases: string;
   readonly #addrs: string;
   readonly #quarantine: string;
+  readonly #spareDir: string;
+  readonly spares: SpareFiles;
 
   constructor(dir: string, fs: StoreFs = realFs) {
     this.dir = dir;
@@ -144,6 +157,8 @@ export class LeaseStore {
     this.#leases = join(dir, 'leases');
     this.#addrs = join(dir, 'addrs');
     this.#quarantine = join(dir, 'quarantine');
+    this.#spareDir = join(dir, 'spare');
+    this.spares = new SpareFiles(this.#spareDir, fs);
   }
 
   /** A typed error naming the directory, the operation and the errno. */
@@ -289,6 +304,7 @@ export class LeaseStore {
     }
 
     if (changed) this.flush(true);
+    this.spares.load();
     return { leases, reservations, held, last: this.#readLast(), report };
   }
 
@@ -377,6 +393,9 @@ export class LeaseStore {
     const name = `${ownerName(lease)}${LEASE_SUFFIX}`;
     const path = join(this.#leases, name);
     try {
+      // An empty spare renamed into place is what open(O_CREAT) would leave, minus the slow inode
+      // allocation (spares.ts); #writeFile then opens it like any existing file.
+      this.spares.claim(path);
       this.#writeFile(path, this.#render(lease), sync);
     } catch (err) {
       try {
@@ -411,6 +430,7 @@ export class LeaseStore {
 
   /** Removes a lease file; a missing one is fine. Not durable until flush(). */
   deleteLease(owner: string): void {
+    this.spares.scheduleTopUp();
     try {
       this.#fs.unlinkSync(join(this.#leases, `${owner}${LEASE_SUFFIX}`));
     } catch (err) {

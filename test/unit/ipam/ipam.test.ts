@@ -243,12 +243,12 @@ describe('on-disk layout and modes', () => {
     ipam.allocate(key('a'), { podName: 'p' });
     const mode = (p: string) => statSync(p).mode & 0o777;
     expect(mode(dir)).toBe(0o700);
-    for (const sub of ['leases', 'addrs', 'quarantine']) expect(mode(join(dir, sub))).toBe(0o700);
+    for (const sub of ['leases', 'addrs', 'quarantine', 'spare']) expect(mode(join(dir, sub))).toBe(0o700);
     expect(mode(join(dir, 'leases', 'a@eth0.json'))).toBe(0o600);
     expect(mode(join(dir, 'last.json'))).toBe(0o600);
     const record = JSON.parse(readFileSync(join(dir, 'leases', 'a@eth0.json'), 'utf8'));
     expect(record).toMatchObject({ version: 1, containerId: 'a', ifname: 'eth0', podName: 'p' });
-    expect(readdirSync(dir).sort()).toEqual(['addrs', 'last.json', 'leases', 'quarantine']);
+    expect(readdirSync(dir).sort()).toEqual(['addrs', 'last.json', 'leases', 'quarantine', 'spare']);
   });
 });
 
