@@ -391,6 +391,22 @@ describe.skipIf(netnsSkipReason !== undefined)(
         const vxlans = () =>
           ipJson<KernelLink[]>(nodeA.name, 'link', 'show', 'type', 'vxlan').map((l) => l.ifname);
         expect(vxlans().sort()).toEqual(['trellis.v4', 'trellis.v6']);
+        const objects = () => ipJson<{ id: number }[]>(nodeA.name, 'nexthop', 'show').map((o) => o.id);
+        expect(objects().length).toBeGreaterThan(0); // the routes' own nexthop objects
+        // And one no route names (as a crash between object and route would leave it).
+        ip(
+          nodeA.name,
+          'nexthop',
+          'add',
+          'id',
+          '2113939999',
+          'via',
+          '192.168.10.77',
+          'dev',
+          'eth0',
+          'proto',
+          '126',
+        );
         const dir = mkdtempSync(join(tmpdir(), 'trl-vx-uninstall-'));
         try {
           const argv = [
@@ -410,6 +426,7 @@ describe.skipIf(netnsSkipReason !== undefined)(
         }
         expect(vxlans()).toEqual([]);
         expect(routesOn(nodeA, 4)).toEqual([]);
+        expect(objects()).toEqual([]);
         expect(ip(nodeA.name, 'link', 'show', 'dev', 'eth0')).toContain('eth0'); // the underlay stays
       },
     );
