@@ -7,7 +7,7 @@ import { NLMSG_HDRLEN } from './constants.ts';
  */
 
 const align4 = (n: number): number => (n + 3) & ~3;
-const NLA_TYPE_MASK = 0x3fff; // strips NLA_F_NESTED and NLA_F_NET_BYTEORDER
+export const NLA_TYPE_MASK = 0x3fff; // strips NLA_F_NESTED and NLA_F_NET_BYTEORDER
 
 export function attr(type: number, payload: Uint8Array): Buffer {
   const len = 4 + payload.length;

@@ -28,8 +28,10 @@ import {
   parseNeighbour,
   parseRoute,
   routeBody,
+  routeTable,
 } from '../../../pkg/netlink/messages.ts';
 import {
+  attr,
   decodeAttrs,
   decodeErrno,
   decodeMessages,
@@ -223,6 +225,34 @@ describe('route requests', () => {
     expect(ids).toEqual([0x7e000005]);
     parseRoute(cat(routeBody(r)), (id) => ids.push(id));
     expect(ids).toHaveLength(1);
+  });
+
+  it('parses IPv6 addresses, a table above 255 and the metric; skips multipath; stops at a truncated attribute', () => {
+    const r: RouteInfo = {
+      family: 6,
+      dst: 'fd00:10:244:1::/64',
+      gateway: 'fe80::1',
+      ifindex: 7,
+      src: 'fd00::5',
+      metric: 1024,
+      table: 1000,
+      protocol: 126,
+    };
+    const body = cat(routeBody(r));
+    expect(parseRoute(body)).toEqual({ ...r, scope: 'universe', type: 'unicast' });
+    expect(routeTable(body)).toBe(1000);
+    const multipath = Buffer.concat([body, attr(RTA.MULTIPATH, Buffer.alloc(8))]);
+    expect(parseRoute(multipath)).toBeUndefined();
+    // A last attribute that claims more bytes than there are: the rest is ignored, not misread.
+    const truncated = Buffer.concat([body.subarray(0, 12 + 8), Buffer.from([40, 0, RTA.GATEWAY, 0, 1, 2])]);
+    expect(parseRoute(truncated)).toEqual({
+      family: 6,
+      dst: '::/64',
+      table: 1000,
+      protocol: 126,
+      scope: 'universe',
+      type: 'unicast',
+    });
   });
 
   it('rejects mixed families', () => {
