@@ -34,7 +34,6 @@ import {
   parseRoute,
   routeBody,
   routeNexthopId,
-  routeTable,
   setLinkMtuBody,
   setLinkUpBody,
 } from './messages.ts';
@@ -257,10 +256,9 @@ class Handle implements ExtendedNetlinkHandle {
     for (const m of msgs) {
       if (m.type !== RTM.NEWROUTE) continue;
       if (filter.protocol !== undefined && m.payload.readUInt8(5) !== filter.protocol) continue;
-      if (routeTable(m.payload) !== table) continue;
       nhid = undefined;
       const r = parseRoute(m.payload, onNexthop);
-      if (r === undefined) continue;
+      if (r === undefined || (r.table ?? RT_TABLE_MAIN) !== table) continue;
       out.push(r);
       if (nhid === undefined) continue;
       if (this.nexthopsKnown && r.gateway !== undefined) {

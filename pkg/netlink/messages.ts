@@ -364,7 +364,7 @@ export function parseRoute(payload: Buffer, onNexthop?: (id: number) => void): R
   if (type === undefined) return undefined;
   // One walk over the attributes, reading values in place: a resync parses every route of the table,
   // and a Map plus a Buffer view per attribute came to ~13 MB of garbage at 5,000 routes.
-  let dstAddr: string | undefined;
+  let dst: string | undefined;
   let gateway: string | undefined;
   let ifindex: number | undefined;
   let table = payload.readUInt8(4);
@@ -379,7 +379,7 @@ export function parseRoute(payload: Buffer, onNexthop?: (id: number) => void): R
       case RTA.MULTIPATH:
         return undefined;
       case RTA.DST:
-        dstAddr = ipAt(payload, at, len - 4);
+        dst = prefixAt(payload, at, len - 4, payload.readUInt8(1));
         break;
       case RTA.GATEWAY:
         gateway = ipAt(payload, at, len - 4);
@@ -404,7 +404,7 @@ export function parseRoute(payload: Buffer, onNexthop?: (id: number) => void): R
   }
   const route: RouteInfo = {
     family,
-    dst: `${dstAddr ?? (family === 4 ? '0.0.0.0' : '::')}/${payload.readUInt8(1)}`,
+    dst: dst ?? `${family === 4 ? '0.0.0.0' : '::'}/${payload.readUInt8(1)}`,
     protocol: payload.readUInt8(5),
     scope: scopeName(payload.readUInt8(6)),
     type,
@@ -442,10 +442,33 @@ function routeU32(payload: Buffer, type: number): number | undefined {
   return found;
 }
 
+/**
+ * IPv4 addresses and prefixes seen in route messages, by value. Every resync dumps the same
+ * thousands of destinations and gateways; formatting them anew each time was most of the garbage
+ * left by a parse (a handful of intermediate strings per address). Cleared when it grows past
+ * MAX_CACHED, so churn cannot grow it without bound.
+ */
+const ipv4Strings = new Map<number, string>();
+const MAX_CACHED = 65_536;
+
+function remember(key: number, s: string): string {
+  if (ipv4Strings.size >= MAX_CACHED) ipv4Strings.clear();
+  ipv4Strings.set(key, s);
+  return s;
+}
+
 /** An address of len bytes at off in buf, formatted without a view on it for IPv4. */
 function ipAt(buf: Buffer, off: number, len: number): string {
-  if (len === 4) return `${buf[off]}.${buf[off + 1]}.${buf[off + 2]}.${buf[off + 3]}`;
-  return bytesToIp(buf.subarray(off, off + len));
+  if (len !== 4) return bytesToIp(buf.subarray(off, off + len));
+  const v = buf.readUInt32BE(off);
+  return ipv4Strings.get(v) ?? remember(v, `${buf[off]}.${buf[off + 1]}.${buf[off + 2]}.${buf[off + 3]}`);
+}
+
+/** "a.b.c.d/len" for an IPv4 destination (cached like ipAt; keys above 2^32), or the IPv6 prefix. */
+function prefixAt(buf: Buffer, off: number, len: number, prefixLen: number): string {
+  if (len !== 4) return `${bytesToIp(buf.subarray(off, off + len))}/${prefixLen}`;
+  const key = (prefixLen + 1) * 2 ** 32 + buf.readUInt32BE(off);
+  return ipv4Strings.get(key) ?? remember(key, `${ipAt(buf, off, len)}/${prefixLen}`);
 }
 
 // ------------------------------------------------------------------------------ neighbours and the FDB
