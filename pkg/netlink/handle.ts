@@ -72,6 +72,8 @@ export interface ExtendedNetlinkHandle extends NetlinkHandle {
   pruneNexthops(): Promise<number>;
   /** Always present here (optional in the port). */
   routesNexthop(id: number): boolean;
+  /** listRoutes one route at a time as the dump arrives (nothing kept); restart: it starts over. */
+  scanRoutes(filter: RouteFilter, visit: (r: RouteInfo) => void, restart?: () => void): Promise<void>;
 }
 
 const CREATE_EXCL = NLM_F.CREATE | NLM_F.EXCL;
@@ -239,52 +241,74 @@ class Handle implements ExtendedNetlinkHandle {
    * most dump filters without NETLINK_GET_STRICT_CHK, so only the family is filtered in-kernel.
    */
   async listRoutes(filter: RouteFilter = {}): Promise<RouteInfo[]> {
-    const msgs = await this.sock.dump({
-      type: RTM.GETROUTE,
-      flags: 0,
-      body: dumpRoutesBody(filter.family),
-      op: 'RTM_GETROUTE dump',
-    });
-    const table = filter.table ?? RT_TABLE_MAIN;
     const out: RouteInfo[] = [];
-    // Routes naming an object whose gateway the dump left out, or seen before the probe: rare.
-    const later: [RouteInfo, number][] = [];
+    await this.scanRoutes(filter, (r) => out.push(r));
+    return out;
+  }
+
+  /**
+   * listRoutes' routes handed to visit one by one as the dump arrives, none kept here (see
+   * RtnlSocket.streamDump), in the kernel's order except routes whose nexthop object has to be read
+   * first (nexthop_compat_mode=0), which come last. restart: the dump is starting over (the table
+   * changed meanwhile); forget what visit has seen.
+   */
+  async scanRoutes(filter: RouteFilter, visit: (r: RouteInfo) => void, restart?: () => void): Promise<void> {
+    const table = filter.table ?? RT_TABLE_MAIN;
+    const emit = (r: RouteInfo): void => {
+      if (filter.ifindex === undefined || r.ifindex === filter.ifindex) visit(r);
+    };
+    /** Routes naming an object the dump gave no gateway or device for: filled in, then visited. */
+    const unfilled: [RouteInfo, number][] = [];
+    /** Routes of ours on an object, seen before this handle knew the kernel's objects: learned after. */
+    const unlearned: [RouteInfo, number][] = [];
+    let failure: unknown;
     let nhid: number | undefined;
     const onNexthop = (id: number): void => {
       nhid = id;
     };
-    for (const m of msgs) {
-      if (m.type !== RTM.NEWROUTE) continue;
-      if (filter.protocol !== undefined && m.payload.readUInt8(5) !== filter.protocol) continue;
-      nhid = undefined;
-      const r = parseRoute(m.payload, onNexthop);
-      if (r === undefined || (r.table ?? RT_TABLE_MAIN) !== table) continue;
-      out.push(r);
-      if (nhid === undefined) continue;
-      if (this.nexthopsKnown && r.gateway !== undefined) {
-        if (r.protocol === P) this.book.learnRoute(r, nhid);
-      } else later.push([r, nhid]);
-    }
-    if (later.length > 0) await this.noteNexthopRoutes(later);
-    return filter.ifindex === undefined ? out : out.filter((r) => r.ifindex === filter.ifindex);
-  }
-
-  /**
-   * Routes of a dump that point at nexthop objects: ours are remembered (so a later replace or delete
-   * reaches the same object), and where the kernel left out the object's gateway and device
-   * (sysctl net.ipv4.nexthop_compat_mode=0) they are filled in from the objects.
-   */
-  private async noteNexthopRoutes(routes: readonly [RouteInfo, number][]): Promise<void> {
+    await this.sock.streamDump(
+      { type: RTM.GETROUTE, flags: 0, body: dumpRoutesBody(filter.family), op: 'RTM_GETROUTE dump' },
+      (m) => {
+        if (failure !== undefined || m.type !== RTM.NEWROUTE) return;
+        if (filter.protocol !== undefined && m.payload.readUInt8(5) !== filter.protocol) return;
+        // This runs inside the socket's native callback, where nothing may throw: failures wait.
+        try {
+          nhid = undefined;
+          const r = parseRoute(m.payload, onNexthop);
+          if (r === undefined || (r.table ?? RT_TABLE_MAIN) !== table) return;
+          if (nhid !== undefined) {
+            if (r.gateway === undefined && r.ifindex === undefined) {
+              unfilled.push([r, nhid]);
+              return;
+            }
+            if (!this.nexthopsKnown) unlearned.push([r, nhid]);
+            else if (r.protocol === P) this.book.learnRoute(r, nhid);
+          }
+          emit(r);
+        } catch (e) {
+          failure = e;
+        }
+      },
+      () => {
+        unfilled.length = 0;
+        unlearned.length = 0;
+        failure = undefined;
+        restart?.();
+      },
+    );
+    if (failure !== undefined) throw failure;
+    if (unlearned.length === 0 && unfilled.length === 0) return;
     if (!(await this.nexthopsReady())) return;
-    let objects: Map<number, NexthopInfo> | undefined;
-    for (const [r, id] of routes) {
+    for (const [r, id] of unlearned) if (r.protocol === P) this.book.learnRoute(r, id);
+    if (unfilled.length === 0) return;
+    const objects = new Map((await this.listNexthops()).map((nh) => [nh.id, nh]));
+    for (const [r, id] of unfilled) {
       if (r.protocol === P) this.book.learnRoute(r, id);
-      if (r.gateway !== undefined || r.ifindex !== undefined) continue;
-      objects ??= new Map((await this.listNexthops()).map((nh) => [nh.id, nh]));
       const nh = objects.get(id);
       if (nh?.gateway !== undefined) r.gateway = nh.gateway;
       if (nh?.ifindex !== undefined) r.ifindex = nh.ifindex;
       if (nh?.onlink === true) r.onlink = true;
+      emit(r);
     }
   }
 

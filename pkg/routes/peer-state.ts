@@ -281,25 +281,58 @@ export function describesInputs(
  * a full diff to report.
  */
 export function kernelHolds(state: PeerState, programmed: readonly RouteInfo[]): boolean {
-  if (state.conflicts.length > 0) return false;
-  const table = state.basis.table ?? MAIN_TABLE;
-  state.programmedIndex ??= indexProgrammed(state);
-  const index = state.programmedIndex;
-  const call = ++index.calls;
-  let held = 0;
-  for (const r of programmed) {
-    if ((r.table ?? MAIN_TABLE) !== table) return false;
-    const slot = (r.family === 4 ? index.v4 : index.v6).get(r.dst);
+  const check = new KernelCheck(state);
+  for (const r of programmed) check.see(r);
+  return check.holds();
+}
+
+/**
+ * kernelHolds fed one route at a time, as a streamed dump arrives: the routes need not all be alive
+ * at once. see() every route of the table (both families), then holds().
+ */
+export class KernelCheck {
+  private readonly index: ProgrammedIndex;
+  private readonly table: number;
+  private readonly call: number;
+  private held = 0;
+  private ok: boolean;
+
+  constructor(state: PeerState) {
+    this.ok = state.conflicts.length === 0;
+    this.table = state.basis.table ?? MAIN_TABLE;
+    state.programmedIndex ??= indexProgrammed(state);
+    this.index = state.programmedIndex;
+    this.call = ++this.index.calls;
+  }
+
+  see(r: RouteInfo): void {
+    if (!this.ok) return;
+    if ((r.table ?? MAIN_TABLE) !== this.table) {
+      this.ok = false;
+      return;
+    }
+    const slot = (r.family === 4 ? this.index.v4 : this.index.v6).get(r.dst);
     if (!isOwnedRoute(r)) {
-      if (slot !== undefined) return false;
-      continue;
+      if (slot !== undefined) this.ok = false;
+      return;
     }
     // Ours and not wanted, wanted in another shape, or a second route of ours on the same key.
-    if (slot === undefined || slot.seen === call || !sameRoute(slot.route, r)) return false;
-    slot.seen = call;
-    held++;
+    if (slot === undefined || slot.seen === this.call || !sameRoute(slot.route, r)) {
+      this.ok = false;
+      return;
+    }
+    slot.seen = this.call;
+    this.held++;
   }
-  return held === index.size;
+
+  /** Gives up: the answer is no (a dump restarted, say). */
+  fail(): void {
+    this.ok = false;
+  }
+
+  holds(): boolean {
+    return this.ok && this.held === this.index.size;
+  }
 }
 
 function indexProgrammed(state: PeerState): ProgrammedIndex {

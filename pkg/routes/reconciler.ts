@@ -12,7 +12,7 @@
  * through it without ARP/NDP, and entries are removed only after the routes that used them.
  */
 
-import type { Family, NetlinkHandle, RouteInfo } from '../datapath/ports.ts';
+import type { Family, NetlinkHandle, RouteFilter, RouteInfo } from '../datapath/ports.ts';
 import { applyRouteDiff, type RouteError } from './apply.ts';
 import { desiredRoutes } from './desired.ts';
 import { diffRoutes, MAIN_TABLE, type RouteDiff } from './diff.ts';
@@ -22,6 +22,7 @@ import {
   buildPeerState,
   commitPeerStep,
   describesInputs,
+  KernelCheck,
   kernelHolds,
   type PeerState,
   type PeerStateBasis,
@@ -112,6 +113,15 @@ interface NexthopPruning {
 
 function hasNexthopPruning(h: NetlinkHandle): h is NetlinkHandle & NexthopPruning {
   return typeof (h as Partial<NexthopPruning>).pruneNexthops === 'function';
+}
+
+/** The netlink adapter's streamed listing (ExtendedNetlinkHandle.scanRoutes); optional. */
+interface RouteScan {
+  scanRoutes(filter: RouteFilter, visit: (r: RouteInfo) => void, restart?: () => void): Promise<void>;
+}
+
+function hasRouteScan(h: NetlinkHandle): h is NetlinkHandle & RouteScan {
+  return typeof (h as Partial<RouteScan>).scanRoutes === 'function';
 }
 
 /** The outcome of reconcilePeer. */
@@ -287,8 +297,7 @@ export class RouteReconciler {
     let plan = known === undefined ? this.plan(basis, input.peers) : undefined;
     const folded = known === undefined ? undefined : foldedReport(known, 0);
     await this.overlay?.program((plan ?? folded)?.decisions ?? []);
-    const programmed = await this.listProgrammed();
-    if (known !== undefined && folded !== undefined && kernelHolds(known, programmed)) {
+    if (known !== undefined && folded !== undefined && (await this.kernelStillHolds(known))) {
       const overlay = await this.overlay?.prune(folded.decisions, true);
       if ((overlay?.errors.length ?? 0) === 0) this.state = known;
       return {
@@ -300,6 +309,7 @@ export class RouteReconciler {
       };
     }
     // Something differs (an input, or the kernel behind our back): plan from scratch and diff.
+    const programmed = await this.listProgrammed();
     plan ??= this.plan(basis, input.peers);
     const diff = diffRoutes(plan.routes, programmed);
     const remove = input.synced === true ? diff.remove : [];
@@ -327,6 +337,25 @@ export class RouteReconciler {
       ...(nexthopsPruned > 0 ? { nexthopsPruned } : {}),
       durationMs: this.now() - start,
     };
+  }
+
+  /**
+   * True when the kernel's table holds exactly the state's routes (kernelHolds), read as a stream
+   * where the adapter offers one: an idle resync then keeps no dump alive (the routes of one datagram
+   * at a time), where a full listing got promoted to the old generation on every pass.
+   */
+  private async kernelStillHolds(state: PeerState): Promise<boolean> {
+    if (!hasRouteScan(this.handle)) return kernelHolds(state, await this.listProgrammed());
+    const check = new KernelCheck(state);
+    const table = this.table ?? MAIN_TABLE;
+    for (const family of [4, 6] as Family[]) {
+      await this.handle.scanRoutes(
+        { family, table },
+        (r) => check.see(r),
+        () => check.fail(),
+      );
+    }
+    return check.holds();
   }
 
   private plan(basis: PeerStateBasis, peers: PeerNode[]): DesiredRoutes {
