@@ -394,9 +394,10 @@ export class LeaseStore {
     const path = join(this.#leases, name);
     try {
       // An empty spare renamed into place is what open(O_CREAT) would leave, minus the slow inode
-      // allocation (spares.ts); #writeFile then opens it like any existing file.
-      this.spares.claim(path);
-      this.#writeFile(path, this.#render(lease), sync);
+      // allocation (spares.ts). Opened without O_TRUNC: it is empty, and truncating an empty file
+      // makes ext4 (auto_da_alloc) start writing it back inside close() (~0.07 ms here).
+      const claimed = this.spares.claim(path);
+      this.#writeFile(path, this.#render(lease), sync, !claimed);
     } catch (err) {
       try {
         this.#fs.unlinkSync(path);
@@ -523,10 +524,10 @@ export class LeaseStore {
     return last;
   }
 
-  #writeFile(path: string, text: string, sync: boolean): void {
+  #writeFile(path: string, text: string, sync: boolean, truncate = true): void {
     const fs = this.#fs;
     const data = Buffer.from(text);
-    const fd = fs.openSync(path, O_WRONLY | O_CREAT | O_TRUNC, FILE_MODE);
+    const fd = fs.openSync(path, O_WRONLY | O_CREAT | (truncate ? O_TRUNC : 0), FILE_MODE);
     try {
       for (let off = 0; off < data.length; ) off += fs.writeSync(fd, data, off);
       if (sync) fs.fsyncSync(fd);
