@@ -380,9 +380,29 @@ export class Agent {
     return this.overlay?.devices().map((d) => ({ ...d })) ?? [];
   }
 
+  /**
+   * The Node watch's counters alone: the health timer reads them every second, and a whole snapshot
+   * (every lease copied) was most of what an idle agent allocated.
+   */
+  watchSample(): AgentSnapshot['watch'] {
+    const inf = this.informer;
+    return inf === undefined
+      ? undefined
+      : {
+          restarts: inf.restarts,
+          relists: inf.relists,
+          resourceVersion: inf.resourceVersion,
+          synced: inf.hasSynced(),
+        };
+  }
+
+  /** Address use per range (the metrics' IPAM gauges). */
+  ipamUsage(): AgentSnapshot['ipamUsage'] {
+    return this.ipam?.usage() ?? [];
+  }
+
   snapshot(): AgentSnapshot {
     const { config } = this;
-    const inf = this.informer;
     return {
       node: this.nodeName,
       standalone: this.ports.kube === undefined,
@@ -406,15 +426,7 @@ export class Agent {
         mac,
         mtu,
       })),
-      watch:
-        inf === undefined
-          ? undefined
-          : {
-              restarts: inf.restarts,
-              relists: inf.relists,
-              resourceVersion: inf.resourceVersion,
-              synced: inf.hasSynced(),
-            },
+      watch: this.watchSample(),
     };
   }
 

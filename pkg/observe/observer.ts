@@ -42,7 +42,7 @@ export class AgentObserver {
       source: {
         notReadyReason: () =>
           this.agent === undefined ? 'the agent has not started' : this.agent.notReadyReason(),
-        watch: () => this.agent?.snapshot().watch,
+        watch: () => this.agent?.watchSample(),
       },
     });
     const kube = opts.kube;
@@ -89,8 +89,8 @@ export class AgentObserver {
   attach(agent: Agent): void {
     this.agent = agent;
     this.metrics.bind({
-      ipamUsage: () => agent.snapshot().ipamUsage,
-      watchRestarts: () => agent.snapshot().watch?.restarts,
+      ipamUsage: () => agent.ipamUsage(),
+      watchRestarts: () => agent.watchSample()?.restarts,
       ready: () => agent.notReadyReason() === undefined,
     });
   }

@@ -32,6 +32,8 @@ function fakeAgent(state: { reason: string | undefined }): Agent {
   return {
     notReadyReason: () => state.reason,
     snapshot,
+    watchSample: () => snapshot().watch,
+    ipamUsage: () => snapshot().ipamUsage,
     routeState: async () => undefined,
   } as unknown as Agent;
 }
