@@ -13,6 +13,14 @@ export interface MtuChoice {
  * InternalIP (the one that reaches the other nodes), else of the default route's device, minus the
  * encapsulation overhead when pod traffic may be tunnelled.
  */
+/** The interface holding one of the node's InternalIPs, if any. */
+export function nodeLinkOf(
+  localLinks: readonly LocalLink[],
+  internalIPs: readonly string[],
+): LocalLink | undefined {
+  return localLinks.find((l) => l.addresses.some((a) => internalIPs.includes(a.address)));
+}
+
 export function chooseMtu(opts: {
   configured: number;
   internalIPs: readonly string[];
@@ -23,7 +31,7 @@ export function chooseMtu(opts: {
 }): MtuChoice {
   if (opts.configured > 0) return { mtu: opts.configured, source: 'configured' };
   const byIndex = new Map(opts.links.map((l) => [l.index, l]));
-  const nodeLink = opts.localLinks.find((l) => l.addresses.some((a) => opts.internalIPs.includes(a.address)));
+  const nodeLink = nodeLinkOf(opts.localLinks, opts.internalIPs);
   const linkMtu = nodeLink !== undefined ? byIndex.get(nodeLink.ifindex)?.mtu : undefined;
   if (linkMtu !== undefined && nodeLink !== undefined) {
     return {
