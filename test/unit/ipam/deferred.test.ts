@@ -176,6 +176,35 @@ describe('IPAM allocateDeferred', () => {
     expect(resolved).toBe(true);
   });
 
+  it("allocations made together share their directories' fsyncs: one running, one shared after it", async () => {
+    const dir = tempDir();
+    const synced: string[] = [];
+    const paths = new Map<number, string>();
+    const fs: StoreFs = {
+      ...realFs,
+      openSync: (path, flags, mode) => {
+        const fd = realFs.openSync(path, flags, mode);
+        paths.set(fd, path);
+        return fd;
+      },
+      fsync: (fd) => {
+        synced.push(paths.get(fd)!.slice(dir.length));
+        return realFs.fsync(fd);
+      },
+    };
+    const ipam = openIpamWith({ dir, ranges: ['10.0.0.0/24'] }, fs);
+    synced.length = 0;
+    const pending = [1, 2, 3, 4, 5].map((n) => ipam.allocateDeferred(key(n)));
+    await Promise.all(pending.map((p) => p.durable));
+    // Five lease files; each directory twice: the run the first allocation started, and one run for
+    // the other four, started after it ended (so after their entries were made).
+    expect(synced.filter((p) => p.startsWith('/leases/'))).toHaveLength(5);
+    expect(synced.filter((p) => p === '/leases')).toHaveLength(2);
+    expect(synced.filter((p) => p === '/addrs')).toHaveLength(2);
+    const after = openIpamWith({ dir, ranges: ['10.0.0.0/24'] }, realFs);
+    expect(after.list().map((l) => l.containerId)).toEqual(['c1', 'c2', 'c3', 'c4', 'c5']);
+  });
+
   it('an existing key answers with its lease, already durable', async () => {
     const dir = tempDir();
     const ipam = openIpamWith({ dir, ranges: RANGES }, realFs);
