@@ -255,15 +255,17 @@ class StoreIpam implements Ipam {
     const owner = ownerName(key);
     const lease = this.#leases.get(owner);
     const held = this.#held.get(owner);
-    if (lease !== undefined) this.#releaseLease(owner, lease);
+    // A quarantined record of this attachment kept its addresses reserved: DEL is the moment they can
+    // go. Its .held list goes before anything else, the lease included (a restore that crashed after
+    // making the lease durable leaves both): a crash after it leaves a valid lease, or reservations
+    // that nothing accounts for, which the next load frees. Dropped after the lease, a crash in
+    // between kept an address held by a key that no longer had a lease until the next DEL.
     if (held !== undefined) {
-      // A quarantined record of this attachment kept its addresses reserved: DEL is the moment they
-      // can go. The .held list goes first: a crash after it leaves reservations that nothing
-      // accounts for, which the next load frees.
       this.#store.dropHeld(owner);
       this.#held.delete(owner);
-      this.#freeReservations([...held].filter((a) => this.#reserved.get(a) === owner));
     }
+    if (lease !== undefined) this.#releaseLease(owner, lease);
+    if (held !== undefined) this.#freeReservations([...held].filter((a) => this.#reserved.get(a) === owner));
     return lease !== undefined || held !== undefined;
   }
 

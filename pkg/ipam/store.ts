@@ -41,8 +41,8 @@ import { type Lease, type LeasedAddress, type LoadReport, META_FIELDS } from './
      created + written + fsync, fsync dirs, THEN its .held lists removed. A crash before the fsync
      leaves what one inside allocate does (the held addresses stay held either way); after it, a
      .held list next to a valid lease of the same key, which changes nothing (release drops both).
-   release: unlink lease, unlink symlinks, fsync dirs. A crash in between leaves symlinks whose
- *     owner has no lease: freed.
+   release: the key's .held lists, unlink lease, unlink symlinks, fsync dirs. A crash in between
+ *     leaves the lease, or symlinks whose owner has neither lease nor .held list: freed.
  * The symlink decides ownership: a lease naming an address whose symlink points elsewhere is stale
  * (quarantined), so an old record can never resurrect an address that was handed out again.
  */
