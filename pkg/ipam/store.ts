@@ -41,8 +41,9 @@ import { type Lease, type LeasedAddress, type LoadReport, META_FIELDS } from './
      created + written + fsync, fsync dirs, THEN its .held lists removed. A crash before the fsync
      leaves what one inside allocate does (the held addresses stay held either way); after it, a
      .held list next to a valid lease of the same key, which changes nothing (release drops both).
-   release: the key's .held lists, unlink lease, unlink symlinks, fsync dirs. A crash in between
- *     leaves the lease, or symlinks whose owner has neither lease nor .held list: freed.
+   release: the key's .held lists removed + fsync, unlink lease, unlink symlinks, fsync dirs. A
+ *     crash in between leaves the lease, or symlinks whose owner has neither lease nor .held list:
+ *     freed.
  * The symlink decides ownership: a lease naming an address whose symlink points elsewhere is stale
  * (quarantined), so an old record can never resurrect an address that was handed out again.
  */
@@ -332,14 +333,21 @@ export class LeaseStore {
     return held;
   }
 
-  /** Forgets the .held lists of an owner (after its held reservations were released). */
+  /**
+   * Forgets the .held lists of an owner, durably: release removes its lease next, and a power loss
+   * must never keep the lease's removal but undo this one (the list's addresses would stay held for
+   * a key that has no lease).
+   */
   dropHeld(owner: string): void {
     const names = this.#try('listing quarantine/', () => this.#fs.readdirSync(this.#quarantine));
+    let removed = 0;
     for (const name of names) {
       const m = HELD.exec(name);
       if (m === null || m[1] !== owner) continue;
       this.#try(`removing quarantine/${name}`, () => this.#fs.unlinkSync(join(this.#quarantine, name)));
+      removed++;
     }
+    if (removed > 0) this.#syncDir(this.#quarantine);
   }
 
   /**
@@ -502,16 +510,18 @@ export class LeaseStore {
     const dirs = includeQuarantine
       ? [this.#leases, this.#addrs, this.#quarantine]
       : [this.#leases, this.#addrs];
-    for (const d of dirs) {
-      this.#try(`syncing ${d}`, () => {
-        const fd = this.#fs.openSync(d, O_RDONLY | O_DIRECTORY);
-        try {
-          this.#fs.fsyncSync(fd);
-        } finally {
-          this.#fs.closeSync(fd);
-        }
-      });
-    }
+    for (const d of dirs) this.#syncDir(d);
+  }
+
+  #syncDir(d: string): void {
+    this.#try(`syncing ${d}`, () => {
+      const fd = this.#fs.openSync(d, O_RDONLY | O_DIRECTORY);
+      try {
+        this.#fs.fsyncSync(fd);
+      } finally {
+        this.#fs.closeSync(fd);
+      }
+    });
   }
 
   #readLast(): Map<string, string> {

@@ -390,6 +390,13 @@ describe('IPAM under random operations, crashes and power loss', () => {
       { t: 'release', k: 6, crash: { at: 4, tear: 0, undo: [false, true], tears: [0] } },
       { t: 'alloc', k: 0, meta: false, crash: null },
     ]);
+    // The same with the power loss undoing the list's removal but not the lease's (seed -600307165).
+    runScenario([
+      { t: 'alloc', k: 6, meta: false, crash: null },
+      { t: 'restore', k: 0, steal: false, crash: { at: 8, tear: 0, undo: never, tears: [0] } },
+      { t: 'release', k: 6, crash: { at: 5, tear: 0, undo: [true, false, false, true, false], tears: [0] } },
+      { t: 'alloc', k: 0, meta: false, crash: null },
+    ]);
     cleanupTempDirs();
   });
 
