@@ -422,17 +422,14 @@ class Handle implements ExtendedNetlinkHandle {
     if (!(await this.nexthopsReady())) return 0;
     this.book.learnNexthops(await this.listNexthops());
     const referenced = new Set<number>();
-    const routes = await this.sock.dump({
-      type: RTM.GETROUTE,
-      flags: 0,
-      body: dumpRoutesBody(),
-      op: 'RTM_GETROUTE dump',
-    });
-    for (const m of routes) {
-      if (m.type !== RTM.NEWROUTE) continue;
-      const id = routeNexthopId(m.payload);
-      if (id !== undefined) referenced.add(id);
-    }
+    await this.sock.streamDump(
+      { type: RTM.GETROUTE, flags: 0, body: dumpRoutesBody(), op: 'RTM_GETROUTE dump' },
+      (m) => {
+        const id = m.type === RTM.NEWROUTE ? routeNexthopId(m.payload) : undefined;
+        if (id !== undefined) referenced.add(id);
+      },
+      () => referenced.clear(),
+    );
     const orphans = this.book.orphans(referenced);
     if (orphans.length === 0) return 0;
     // Forgotten first: their deletion notifications must not read as a live route's object going.
