@@ -29,17 +29,7 @@ import {
   VETH_INFO_PEER,
 } from './constants.ts';
 import { bytesToIp, bytesToMac, familyOf, ipToBytes, macToBytes, parsePrefix } from './ip.ts';
-import {
-  attr,
-  cString,
-  decodeAttrs,
-  NLA_TYPE_MASK,
-  nested,
-  strAttr,
-  u8Attr,
-  u16BeAttr,
-  u32Attr,
-} from './wire.ts';
+import { attr, decodeAttrs, NLA_TYPE_MASK, nested, strAttr, u8Attr, u16BeAttr, u32Attr } from './wire.ts';
 
 /**
  * Bodies of rtnetlink requests (fixed header struct + attributes) and parsers of the kernel's
@@ -84,14 +74,17 @@ export function setLinkMtuBody(index: number, mtu: number): Body {
 /**
  * A veth pair whose peer is created directly inside another namespace (IFLA_NET_NS_FD in the
  * peer's ifinfomsg): one request, no move afterwards, no window where the peer is visible on the host.
+ * spec.peerMac, when set, is the peer's MAC (so the caller knows it without asking).
  */
 export function createVethBody(spec: CreateVeth): Body {
-  const peer = Buffer.concat([
+  const peerParts = [
     ifinfomsg(),
     strAttr(IFLA.IFNAME, spec.peerName),
     u32Attr(IFLA.MTU, spec.peerMtu),
     u32Attr(IFLA.NET_NS_FD, spec.peerNetnsFd),
-  ]);
+  ];
+  if (spec.peerMac !== undefined) peerParts.push(attr(IFLA.ADDRESS, macToBytes(spec.peerMac)));
+  const peer = Buffer.concat(peerParts);
   return [
     ifinfomsg(),
     strAttr(IFLA.IFNAME, spec.name),

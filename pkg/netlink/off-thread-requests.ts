@@ -1,18 +1,8 @@
 import type { CreateVeth, LinkInfo } from '../datapath/ports.ts';
-import { IFLA, IFLA_INFO, NLM_F, NLMSG_ERROR, RTM, VETH_INFO_PEER } from './constants.ts';
+import { NLM_F, NLMSG_ERROR, RTM } from './constants.ts';
 import { errorFromErrno, NetlinkError } from './errors.ts';
-import { macToBytes } from './ip.ts';
-import { ifinfomsg, parseLink } from './messages.ts';
-import {
-  attr,
-  decodeErrno,
-  decodeMessages,
-  encodeMessage,
-  nested,
-  type RawMessage,
-  strAttr,
-  u32Attr,
-} from './wire.ts';
+import { createVethBody, ifinfomsg, parseLink } from './messages.ts';
+import { decodeErrno, decodeMessages, encodeMessage, type RawMessage } from './wire.ts';
 
 /**
  * The link requests the kernel takes milliseconds over (inside the sending call), encoded here and
@@ -80,24 +70,4 @@ export async function createVethVia(exchange: Exchange, spec: CreateVeth): Promi
     if (link.name === spec.name) return link;
   }
   return undefined;
-}
-
-/** messages.ts's veth body plus the peer's MAC when one is given. */
-function createVethBody(spec: CreateVeth): Buffer[] {
-  const peer = [
-    ifinfomsg(),
-    strAttr(IFLA.IFNAME, spec.peerName),
-    u32Attr(IFLA.MTU, spec.peerMtu),
-    u32Attr(IFLA.NET_NS_FD, spec.peerNetnsFd),
-  ];
-  if (spec.peerMac !== undefined) peer.push(attr(IFLA.ADDRESS, macToBytes(spec.peerMac)));
-  return [
-    ifinfomsg(),
-    strAttr(IFLA.IFNAME, spec.name),
-    u32Attr(IFLA.MTU, spec.mtu),
-    nested(IFLA.LINKINFO, [
-      strAttr(IFLA_INFO.KIND, 'veth'),
-      nested(IFLA_INFO.DATA, [attr(VETH_INFO_PEER, Buffer.concat(peer))]),
-    ]),
-  ];
 }

@@ -115,9 +115,3 @@ export function decodeErrno(payload: Buffer): number {
   const v = payload.length < 4 ? 0 : payload.readInt32LE(0);
   return v === 0 ? 0 : -v;
 }
-
-export function cString(b: Buffer | undefined): string | undefined {
-  if (b === undefined) return undefined;
-  const nul = b.indexOf(0);
-  return b.toString('utf8', 0, nul < 0 ? b.length : nul);
-}
