@@ -266,7 +266,7 @@ export function describesInputs(
   for (const p of peers) {
     if (p.name === basis.self.name) continue;
     const rec = state.peers.get(p.name);
-    if (rec === undefined || seen.has(p.name) || changedFields(rec.peer, p).length > 0) return false;
+    if (rec === undefined || seen.has(p.name) || !sameRouteFields(rec.peer, p)) return false;
     seen.add(p.name);
   }
   return seen.size === state.peers.size;
@@ -351,6 +351,16 @@ function indexProgrammed(state: PeerState): ProgrammedIndex {
  * The relevant fields that differ. Labels, conditions, heartbeats and every other annotation do not
  * change routes: most MODIFIED events end here with nothing to do.
  */
+/** changedFields(old, current) is empty, without building the list (a resync asks for every peer). */
+function sameRouteFields(old: PeerNode, current: PeerNode): boolean {
+  return (
+    sameList(old.podCIDRs, current.podCIDRs) &&
+    sameList(old.internalIPs, current.internalIPs) &&
+    old.vtepMacs?.[4] === current.vtepMacs?.[4] &&
+    old.vtepMacs?.[6] === current.vtepMacs?.[6]
+  );
+}
+
 export function changedFields(old: PeerNode | undefined, current: PeerNode | undefined): string[] {
   if (old === undefined) return current === undefined ? [] : ['added'];
   if (current === undefined) return ['deleted'];
