@@ -211,14 +211,24 @@ export function dumpAddressesBody(family?: Family): Body {
 export function parseAddress(payload: Buffer): AddressInfo | undefined {
   const family = familyOfAf(payload.readUInt8(0));
   if (family === undefined) return undefined;
-  const a = decodeAttrs(payload, 8);
   // IPv4: IFA_LOCAL is the address, IFA_ADDRESS the peer on point-to-point links. IPv6: IFA_ADDRESS.
-  const raw = (family === 4 ? a.get(IFA.LOCAL) : undefined) ?? a.get(IFA.ADDRESS);
-  if (raw === undefined) return undefined;
+  // Read in place like parseRoute: every pass lists the addresses of every veth.
+  let local: string | undefined;
+  let address: string | undefined;
+  for (let off = 8; off + 4 <= payload.length; ) {
+    const len = payload.readUInt16LE(off);
+    if (len < 4 || off + len > payload.length) break;
+    const type = payload.readUInt16LE(off + 2) & NLA_TYPE_MASK;
+    if (type === IFA.LOCAL && family === 4) local = ipAt(payload, off + 4, len - 4);
+    else if (type === IFA.ADDRESS) address = ipAt(payload, off + 4, len - 4);
+    off += (len + 3) & ~3;
+  }
+  const chosen = local ?? address;
+  if (chosen === undefined) return undefined;
   return {
     family,
     ifindex: payload.readUInt32LE(4),
-    address: bytesToIp(raw),
+    address: chosen,
     prefixLen: payload.readUInt8(1),
     scope: scopeName(payload.readUInt8(3)),
   };
