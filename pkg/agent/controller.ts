@@ -86,7 +86,6 @@ export class NodeController {
   private readonly queue = new Map<string, number>();
   /** The masquerade sync started by per-node steps, while it runs. */
   private masqRunning: Promise<void> | undefined;
-  private readonly masqMemo = new MasqOptionsMemo();
   private masqAgain = false;
   /** Per-node steps not yet handed to onPass (flushNodePasses). */
   private nodePasses:
@@ -309,7 +308,7 @@ export class NodeController {
         if (deps.masq === undefined || self === undefined || this.stopped) return;
         try {
           const outcome = await deps.masq.sync(
-            this.masqMemo.get(self, deps.cluster.list(), deps.noMasqueradeCIDRs),
+            masqOptions(self, deps.cluster.list(), deps.noMasqueradeCIDRs),
           );
           deps.log.debug({ masq: outcome }, 'masquerade set updated after a node change');
         } catch (err) {
@@ -361,7 +360,7 @@ export class NodeController {
         // One nft run at a time: a per-node step's may still be in flight.
         await this.masqRunning;
         try {
-          masq = await deps.masq.sync(this.masqMemo.get(self, nodes, deps.noMasqueradeCIDRs));
+          masq = await deps.masq.sync(masqOptions(self, nodes, deps.noMasqueradeCIDRs));
         } catch (err) {
           // Masquerade matters for egress only; pods and routes keep working, the next pass retries.
           masq = 'failed';
@@ -494,33 +493,6 @@ export function masqOptions(
     clusterCIDRs: [...cluster].sort(),
     noMasqueradeCIDRs: [...noMasqueradeCIDRs],
   };
-}
-
-/**
- * masqOptions for the same Node objects (the cache hands out the same object until a Node changes)
- * returns the last result: a resync built a set and a sorted copy of every pod CIDR in the cluster
- * to find, in the masquerade syncer, that nothing changed.
- */
-class MasqOptionsMemo {
-  private last:
-    | { self: ClusterNode; nodes: ClusterNode[]; no: readonly string[]; options: MasqOptions }
-    | undefined;
-
-  get(self: ClusterNode, nodes: readonly ClusterNode[], noMasqueradeCIDRs: readonly string[]): MasqOptions {
-    const last = this.last;
-    if (
-      last !== undefined &&
-      last.self === self &&
-      last.no === noMasqueradeCIDRs &&
-      last.nodes.length === nodes.length &&
-      last.nodes.every((n, i) => n === nodes[i])
-    ) {
-      return last.options;
-    }
-    const options = masqOptions(self, nodes, noMasqueradeCIDRs);
-    this.last = { self, nodes: [...nodes], no: noMasqueradeCIDRs, options };
-    return options;
-  }
 }
 
 function sameList(a: readonly string[], b: readonly string[]): boolean {

@@ -240,20 +240,6 @@ async function until(what: string, pred: () => boolean): Promise<void> {
 const settle = (): Promise<void> => new Promise((r) => setTimeout(r, 20));
 
 describe('NodeController per-node steps', () => {
-  it('a pass over the same Node objects hands the masquerade syncer the same options; a changed Node, new ones', async () => {
-    const t = perNodeSetup();
-    await until('first full pass', () => t.full.length === 1 && t.masq.length === 1);
-    t.controller.markDirty();
-    await until('second full pass', () => t.masq.length === 2);
-    expect(t.masq[1]).toBe(t.masq[0]);
-    t.cluster.nodes.set('n2', { name: 'n2', podCIDRs: ['10.244.7.0/24'], internalIPs: ['10.0.0.2'] });
-    t.controller.markDirty();
-    await until('third full pass', () => t.masq.length === 3);
-    expect(t.masq[2]).not.toBe(t.masq[0]);
-    expect(t.masq[2]!.clusterCIDRs).toEqual(['10.244.1.0/24', '10.244.7.0/24']);
-    await t.stop();
-  });
-
   it("reconciles one node by name from the cache's current state, without a full pass", async () => {
     const t = perNodeSetup();
     await until('first full pass', () => t.full.length === 1);
