@@ -1,18 +1,40 @@
 import { afterEach, describe, expect, it } from 'vitest';
-import { deleteLinkVia, ExistsError, LinkNotFoundError } from '../../../pkg/netlink/index.ts';
+import {
+  deleteLinkVia,
+  ExistsError,
+  type ExtendedNetlinkHandle,
+  LinkNotFoundError,
+} from '../../../pkg/netlink/index.ts';
 import {
   createNetnsPort,
   openHostNetlink,
   openOffThreadNetlink,
   withNetns,
 } from '../../../pkg/netns/index.ts';
-import { ip, ipJson, NetnsPool, netnsSkipReason } from '../../support/netns.ts';
+import { ip, ipJson, NetnsPool, netnsSkipReason, type TestNetns } from '../../support/netns.ts';
 
 const links = (ns: string) => ipJson<{ ifname: string; ifindex: number }[]>(ns, 'link', 'show');
 
 describe.skipIf(netnsSkipReason !== undefined)('off-thread link deletion (root, real namespaces)', () => {
   const pool = new NetnsPool();
   afterEach(() => pool.cleanup());
+  const port = createNetnsPort();
+
+  /** Namespaces A and B, a host handle opened in A and an fd of B (where veth peers go), closed after fn. */
+  async function hostHandleInA(
+    fn: (t: { a: TestNetns; b: TestNetns; handle: ExtendedNetlinkHandle; bFd: number }) => Promise<void>,
+  ): Promise<void> {
+    const a = pool.add('a');
+    const b = pool.add('b');
+    const handle = withNetns(a.path, () => openHostNetlink());
+    const bFd = port.openNetnsFd(b.path);
+    try {
+      await fn({ a, b, handle, bFd });
+    } finally {
+      port.closeFd(bFd);
+      handle.close();
+    }
+  }
 
   it('deletes a veth pair in the namespace the socket was opened in, with typed errors', async () => {
     const a = pool.add('a');
@@ -30,13 +52,8 @@ describe.skipIf(netnsSkipReason !== undefined)('off-thread link deletion (root, 
   });
 
   it("openHostNetlink's deleteLink leaves the JS thread free: another request completes while the kernel deletes", async () => {
-    const a = pool.add('a');
-    const b = pool.add('b');
-    ip(a.name, 'link', 'add', 'va0', 'type', 'veth', 'peer', 'name', 'vb0');
-    const port = createNetnsPort();
-    const handle = withNetns(a.path, () => openHostNetlink());
-    const bFd = port.openNetnsFd(b.path);
-    try {
+    await hostHandleInA(async ({ a, handle, bFd }) => {
+      ip(a.name, 'link', 'add', 'va0', 'type', 'veth', 'peer', 'name', 'vb0');
       const victim = (await handle.getLink('va0'))!;
       const order: string[] = [];
       // The kernel waits 15-33 ms inside a veth deletion; a pair is created in well under that. On
@@ -50,19 +67,11 @@ describe.skipIf(netnsSkipReason !== undefined)('off-thread link deletion (root, 
       expect(names).toContain('vc0');
       expect(names).not.toContain('va0');
       await expect(handle.deleteLink(victim.index)).rejects.toBeInstanceOf(LinkNotFoundError);
-    } finally {
-      port.closeFd(bFd);
-      handle.close();
-    }
+    });
   });
 
   it("openHostNetlink's createVeth makes the pair with the peer in the target namespace, typed EEXIST", async () => {
-    const a = pool.add('a');
-    const b = pool.add('b');
-    const port = createNetnsPort();
-    const handle = withNetns(a.path, () => openHostNetlink());
-    const bFd = port.openNetnsFd(b.path);
-    try {
+    await hostHandleInA(async ({ a, b, handle, bFd }) => {
       const spec = { name: 've0', mtu: 1400, peerName: 'eth0', peerNetnsFd: bFd, peerMtu: 1400 };
       // Several at once: each is its own request on the creation socket, serialized there.
       await Promise.all([spec, { ...spec, name: 've1', peerName: 'eth1' }].map((s) => handle.createVeth(s)));
@@ -77,19 +86,11 @@ describe.skipIf(netnsSkipReason !== undefined)('off-thread link deletion (root, 
         ['eth1', 1400],
       ]);
       await expect(handle.createVeth(spec)).rejects.toBeInstanceOf(ExistsError);
-    } finally {
-      port.closeFd(bFd);
-      handle.close();
-    }
+    });
   });
 
   it("openHostNetlink's createVeth resolves with the host end as the kernel echoes it, the peer's index and the MAC asked for", async () => {
-    const a = pool.add('a');
-    const b = pool.add('b');
-    const port = createNetnsPort();
-    const handle = withNetns(a.path, () => openHostNetlink());
-    const bFd = port.openNetnsFd(b.path);
-    try {
+    await hostHandleInA(async ({ a, b, handle, bFd }) => {
       // Indexes that differ: some kernels leave IFLA_LINK out when the two are equal (ADD then looks
       // the peer up); this one reports it either way.
       ip(b.name, 'link', 'add', 'x0', 'type', 'veth', 'peer', 'name', 'x1');
@@ -116,10 +117,7 @@ describe.skipIf(netnsSkipReason !== undefined)('off-thread link deletion (root, 
       await expect(handle.createVeth(spec)).rejects.toBeInstanceOf(ExistsError);
       await handle.deleteLink(inA.ifindex);
       expect(links(a.name).map((l) => l.ifname)).toEqual(['lo']);
-    } finally {
-      port.closeFd(bFd);
-      handle.close();
-    }
+    });
   });
 
   it('serializes concurrent deletions and deletes every one', async () => {
