@@ -30,6 +30,20 @@ function expectConsistent(ipam: Ipam, dir: string): void {
   }
 }
 
+/** The real file system, with fsync handed the path its fd was opened with. */
+function fsyncByPath(fsync: (fd: number, path: string) => Promise<void>): StoreFs {
+  const paths = new Map<number, string>();
+  return {
+    ...realFs,
+    openSync: (path, flags, mode) => {
+      const fd = realFs.openSync(path, flags, mode);
+      paths.set(fd, path);
+      return fd;
+    },
+    fsync: (fd) => fsync(fd, paths.get(fd)!),
+  };
+}
+
 describe('IPAM allocateDeferred', () => {
   it('returns before the fsyncs and is durable once `durable` resolves, even if all unsynced changes are lost', async () => {
     const dir = tempDir();
@@ -137,23 +151,14 @@ describe('IPAM allocateDeferred', () => {
   it("runs the lease file's and both directories' fsyncs at once, and is durable only after all three", async () => {
     const dir = tempDir();
     const held: { path: string; done: () => Promise<void> }[] = [];
-    const paths = new Map<number, string>();
     let holding = false;
-    const fs: StoreFs = {
-      ...realFs,
-      openSync: (path, flags, mode) => {
-        const fd = realFs.openSync(path, flags, mode);
-        paths.set(fd, path);
-        return fd;
-      },
-      fsync: (fd) =>
-        holding
-          ? new Promise<void>((resolve) => {
-              const path = paths.get(fd)!;
-              held.push({ path, done: () => realFs.fsync(fd).then(resolve) });
-            })
-          : realFs.fsync(fd),
-    };
+    const fs = fsyncByPath((fd, path) =>
+      holding
+        ? new Promise<void>((resolve) => {
+            held.push({ path, done: () => realFs.fsync(fd).then(resolve) });
+          })
+        : realFs.fsync(fd),
+    );
     const ipam = openIpamWith({ dir, ranges: RANGES }, fs);
     holding = true;
     const { durable } = ipam.allocateDeferred(key(1));
@@ -179,19 +184,10 @@ describe('IPAM allocateDeferred', () => {
   it("allocations made together share their directories' fsyncs: one running, one shared after it", async () => {
     const dir = tempDir();
     const synced: string[] = [];
-    const paths = new Map<number, string>();
-    const fs: StoreFs = {
-      ...realFs,
-      openSync: (path, flags, mode) => {
-        const fd = realFs.openSync(path, flags, mode);
-        paths.set(fd, path);
-        return fd;
-      },
-      fsync: (fd) => {
-        synced.push(paths.get(fd)!.slice(dir.length));
-        return realFs.fsync(fd);
-      },
-    };
+    const fs = fsyncByPath((fd, path) => {
+      synced.push(path.slice(dir.length));
+      return realFs.fsync(fd);
+    });
     const ipam = openIpamWith({ dir, ranges: ['10.0.0.0/24'] }, fs);
     synced.length = 0;
     const pending = [1, 2, 3, 4, 5].map((n) => ipam.allocateDeferred(key(n)));
