@@ -1,4 +1,5 @@
 import { randomBytes } from 'node:crypto';
+import { localUnicastMac } from '../ip/index.ts';
 
 /**
  * A random locally administered unicast MAC, as the kernel gives a veth end it was given none
@@ -6,7 +7,5 @@ import { randomBytes } from 'node:crypto';
  * kernel after creating the pair.
  */
 export function randomMac(): string {
-  const b = randomBytes(6);
-  b[0] = (b[0]! & 0xfe) | 0x02; // unicast, locally administered
-  return Array.from(b, (x) => x.toString(16).padStart(2, '0')).join(':');
+  return localUnicastMac(randomBytes(6));
 }

@@ -23,3 +23,4 @@ export {
   type ParseCidrOptions,
   parseCidr,
 } from './cidr.ts';
+export { localUnicastMac } from './mac.ts';

@@ -7,11 +7,10 @@
 
 import { createHash } from 'node:crypto';
 import type { Family } from '../datapath/ports.ts';
+import { localUnicastMac } from '../ip/index.ts';
 
 export function vtepMac(nodeName: string, family: Family): string {
-  const h = createHash('sha256').update(`trellis vtep\0${family}\0${nodeName}`).digest();
-  h[0] = (h[0]! & 0xfc) | 0x02;
-  return [...h.subarray(0, 6)].map((b) => b.toString(16).padStart(2, '0')).join(':');
+  return localUnicastMac(createHash('sha256').update(`trellis vtep\0${family}\0${nodeName}`).digest());
 }
 
 /**
