@@ -1,4 +1,4 @@
-import { fstatSync, statSync } from 'node:fs';
+import { fstatSync, type Stats, statSync } from 'node:fs';
 
 /**
  * True when `path` is the network namespace this process runs in (the node's host namespace).
@@ -8,22 +8,20 @@ import { fstatSync, statSync } from 'node:fs';
  * default route. Namespaces are identified by the nsfs inode (dev + ino) that stat follows the link to.
  */
 export function isOwnNetns(path: string, ownPath = '/proc/thread-self/ns/net'): boolean {
-  try {
-    const target = statSync(path);
-    const own = statSync(ownPath);
-    return target.dev === own.dev && target.ino === own.ino;
-  } catch {
-    return false; // missing or unreadable: the netns checks that follow report it
-  }
+  return sameNamespaceAsOwn(() => statSync(path), ownPath);
 }
 
 /** isOwnNetns for a namespace fd already open (fstat: no second path lookup). */
 export function isOwnNetnsFd(fd: number, ownPath = '/proc/thread-self/ns/net'): boolean {
+  return sameNamespaceAsOwn(() => fstatSync(fd), ownPath);
+}
+
+function sameNamespaceAsOwn(target: () => Stats, ownPath: string): boolean {
   try {
-    const target = fstatSync(fd);
+    const t = target();
     const own = statSync(ownPath);
-    return target.dev === own.dev && target.ino === own.ino;
+    return t.dev === own.dev && t.ino === own.ino;
   } catch {
-    return false;
+    return false; // missing or unreadable: the netns checks that follow report it
   }
 }
