@@ -5,7 +5,7 @@
  */
 import { type CniArgs, cniArgsProblems, parseCniArgs } from './args.ts';
 import { CniCode, CniError } from './errors.ts';
-import { CNI_NAME_RE, quote, utf8Length } from './text.ts';
+import { isCniName, quote, utf8Length } from './text.ts';
 
 export const CNI_COMMANDS = Object.freeze(['ADD', 'DEL', 'CHECK', 'VERSION', 'GC', 'STATUS'] as const);
 export type CniCommand = (typeof CNI_COMMANDS)[number];
@@ -108,12 +108,15 @@ export function parseCniEnv(env: Readonly<Record<string, string | undefined>>): 
 }
 
 function splitPath(s: string | undefined): string[] {
-  if (s === undefined) return [];
-  return s.split(':').filter((p) => p !== '');
+  const out: string[] = [];
+  if (s === undefined) return out;
+  // A loop, not filter(): a callback builtin's first use costs the shim ~0.1 ms of start-up.
+  for (const p of s.split(':')) if (p !== '') out.push(p);
+  return out;
 }
 
 function containerIdProblem(id: string): string | undefined {
-  if (CNI_NAME_RE.test(id)) return undefined;
+  if (isCniName(id)) return undefined;
   return `CNI_CONTAINERID ${quote(id)} must start with a letter or digit and contain only letters, digits, '_', '.' and '-'`;
 }
 

@@ -43,7 +43,7 @@ export {
   type ResultIp,
   type ResultRoute,
 } from './result.ts';
-export { CNI_NAME_RE, isObject, jsonType, quote, utf8Length } from './text.ts';
+export { isCniName, isObject, jsonType, quote, utf8Length } from './text.ts';
 export {
   checkVersion,
   checkVersionAllows,

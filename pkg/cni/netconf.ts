@@ -16,7 +16,7 @@ import { CniCode, CniError } from './errors.ts';
 import { parseCidr, parseIp } from './ip.ts';
 import { jsonErrorPosition } from './json-position.ts';
 import { type CniResult, convertResult, parseDns, parseResult, type ResultDns } from './result.ts';
-import { CNI_NAME_RE, isObject, jsonType, quote, utf8Length } from './text.ts';
+import { isCniName, isObject, jsonType, quote, utf8Length } from './text.ts';
 import { checkVersion, checkVersionAllows, LATEST_VERSION } from './version.ts';
 
 /** Largest accepted stdin. Real configs are a few KiB; this only bounds a runaway or hostile input. */
@@ -180,7 +180,7 @@ export function parseNetConf(stdin: string | Uint8Array, command: NetConfCommand
   checkVersionAllows(cniVersion, command);
 
   const name = requiredString(raw, 'name', problems);
-  if (name !== undefined && !CNI_NAME_RE.test(name)) {
+  if (name !== undefined && !isCniName(name)) {
     problems.push(
       `name ${quote(name)} must start with a letter or digit and contain only letters, digits, '_', '.' and '-'`,
     );

@@ -30,14 +30,31 @@ export interface SpecVersion {
  * CniError(INCOMPATIBLE_VERSION) for anything else, naming the text.
  */
 export function parseVersion(version: string): SpecVersion {
-  const m = /^(0|[1-9][0-9]{0,5})(?:\.(0|[1-9][0-9]{0,5}))?(?:\.(0|[1-9][0-9]{0,5}))?$/.exec(version);
-  if (m === null) {
+  // By hand, not a regex: the shim parses one version per call, and a regex's first use costs it
+  // ~0.05 ms of start-up (Bun compiles it then).
+  const parts = [0, 0, 0];
+  let part = 0;
+  let digits = 0;
+  for (let i = 0; i < version.length; i++) {
+    const c = version.charCodeAt(i);
+    if (c === 0x2e && digits > 0 && part < 2) {
+      part++;
+      digits = 0;
+    } else if (c >= 0x30 && c <= 0x39 && digits < 6 && !(digits === 1 && parts[part] === 0)) {
+      parts[part] = parts[part]! * 10 + (c - 0x30);
+      digits++;
+    } else {
+      digits = -1; // invalid
+      break;
+    }
+  }
+  if (digits <= 0) {
     throw new CniError(
       CniCode.INCOMPATIBLE_VERSION,
       `invalid CNI version ${JSON.stringify(version)}: expected MAJOR.MINOR.PATCH`,
     );
   }
-  return { major: Number(m[1]), minor: Number(m[2] ?? 0), patch: Number(m[3] ?? 0) };
+  return { major: parts[0]!, minor: parts[1]!, patch: parts[2]! };
 }
 
 /** Negative, zero or positive as a is older than, equal to or newer than b. Throws like parseVersion. */

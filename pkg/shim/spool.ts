@@ -10,7 +10,7 @@
  */
 import { interfaceNameProblem } from '../cni/env.ts';
 import { CniCode, CniError } from '../cni/errors.ts';
-import { CNI_NAME_RE, quote, utf8Length } from '../cni/text.ts';
+import { isCniName, quote, utf8Length } from '../cni/text.ts';
 import { type AgentRequest, decodeRequest } from './protocol.ts';
 
 export const SPOOL_SUFFIX = '.del.json';
@@ -29,7 +29,7 @@ function escapePart(s: string): string {
 // parseCniEnv enforces the spec's container id and interface name rules already; they are re-checked
 // here because these strings become a file name.
 export function validateContainerId(containerId: string): void {
-  if (!CNI_NAME_RE.test(containerId)) {
+  if (!isCniName(containerId)) {
     throw new CniError(
       CniCode.INVALID_ENV,
       `invalid CNI_CONTAINERID ${quote(containerId)}: must start with a letter or digit, then letters, digits, '_', '.' or '-'`,
