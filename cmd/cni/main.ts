@@ -1,13 +1,17 @@
 /**
  * The trellis CNI plugin binary (dist/bin/trellis, compiled by Bun). The container runtime runs it
  * per CNI call: it forwards the request to the node agent over a unix socket and prints the answer.
- * All decisions live in pkg/shim (runShim); this file only supplies Bun's stdin, stdout and socket.
+ * All decisions live in pkg/shim (runShim); this file only supplies stdin, stdout and the socket,
+ * as blocking libc calls (libc.ts).
  *
  * stdout carries only the CNI result or error object; diagnostics go to stderr.
  */
+import { CniCode, CniError } from '../../pkg/cni/errors.ts';
+import { LATEST_VERSION } from '../../pkg/cni/version.ts';
+import { blockingTransport } from '../../pkg/shim/blocking-transport.ts';
 import { runShim } from '../../pkg/shim/shim.ts';
 import { writeSpooledDel } from '../../pkg/shim/spool-fs.ts';
-import { bun, bunTransport } from './bun-runtime.ts';
+import { type Libc, openLibc } from './libc.ts';
 
 declare const TRELLIS_VERSION: string;
 const version = typeof TRELLIS_VERSION === 'string' ? TRELLIS_VERSION : 'dev';
@@ -15,20 +19,29 @@ const version = typeof TRELLIS_VERSION === 'string' ? TRELLIS_VERSION : 'dev';
 // A function, not top-level await: Bun's --bytecode (start-up compiled ahead of time, ~1.5 ms of the
 // shim's ~10 ms per call here) needs the CommonJS output format, which has no top-level await.
 async function main(): Promise<void> {
+  let libc: Libc;
+  try {
+    libc = openLibc();
+  } catch (err) {
+    const e = new CniError(CniCode.INTERNAL, `trellis shim cannot call libc through bun:ffi: ${String(err)}`);
+    console.log(JSON.stringify(e.toJSON(LATEST_VERSION)));
+    process.exit(1);
+  }
+
   const arg = process.argv[2];
   if (arg === '--version' || arg === '-v') {
-    await bun.writeStdout(`trellis ${version}\n`);
+    libc.writeAll(1, `trellis ${version}\n`);
     process.exit(0);
   }
 
   const out = await runShim({
     env: process.env,
-    stdin: bun.readStdin,
-    connect: bunTransport,
+    stdin: () => Promise.resolve(libc.readAll(0)),
+    connect: blockingTransport(libc),
     spool: { spoolDel: writeSpooledDel },
   });
-  if (out.stderr !== '') await bun.writeStderr(out.stderr);
-  if (out.stdout !== '') await bun.writeStdout(out.stdout);
+  if (out.stderr !== '') libc.writeAll(2, out.stderr);
+  if (out.stdout !== '') libc.writeAll(1, out.stdout);
   process.exit(out.exitCode);
 }
 

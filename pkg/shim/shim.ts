@@ -1,7 +1,7 @@
 /**
  * The CNI shim's decisions, as one function over its inputs: environment, stdin, a socket client and
  * a spool writer come in as parameters, the CNI output and exit status go out. No process globals,
- * so tests run it in-process and in parallel; cmd/cni/main.ts only supplies Bun's IO.
+ * so tests run it in-process and in parallel; cmd/cni/main.ts only supplies the process's IO.
  *
  * Per verb, when the agent cannot be asked:
  *   VERSION          answered here, never asks the agent;

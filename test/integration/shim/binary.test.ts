@@ -2,10 +2,11 @@
  * The compiled shim (dist/bin/trellis, built by `node scripts/build.ts`) run the way a container
  * runtime runs it: CNI_* environment, network config on stdin, result on stdout, exit status. The
  * agent is a node:net server on a real unix socket in this process, answering with the real
- * protocol code. This is what exercises the Bun socket client, which vitest (Node) cannot load.
+ * protocol code. This is what exercises the shim's libc IO (cmd/cni/libc.ts, bun:ffi), which vitest (Node) cannot load.
  */
 import { spawn } from 'node:child_process';
 import { existsSync, mkdtempSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import { createConnection, type Socket } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
@@ -116,7 +117,7 @@ describe.skipIf(skipReason !== undefined)(
       expect(s.rawLines[0]).not.toContain('do-not-leak');
     });
 
-    it('a ~900 KB config crosses the Bun socket intact (partial writes are resumed)', async () => {
+    it('a ~900 KB config crosses the socket intact (partial writes are resumed)', async () => {
       const s = await start((req) => answerOk({ cniVersion: '1.1.0', length: req.stdin.length }));
       const stdin = conf({ socket: s.socketPath, pad: 'ü'.repeat(450_000) });
       const r = await runBin(ADD_ENV, stdin);
@@ -208,6 +209,47 @@ describe.skipIf(skipReason !== undefined)(
       const del = await runBin(envFor('DEL'), conf({ socket: s.socketPath, timeoutMs: 200, spoolDir }));
       expect(del.code).toBe(0);
       expect(readdirSync(spoolDir)).toHaveLength(1);
+    });
+
+    it('a listener that never accepts: ADD 11 "connect timed out" after timeoutMs', async () => {
+      // A process that listens with a backlog of 1 and then blocks its only thread, so nothing ever
+      // accepts: two pending connections fill the queue and the shim's connect has to wait for room.
+      const dir = mkdtempSync(join(scratch, 'backlog-'));
+      const path = join(dir, 'cni.sock');
+      const holder = spawn(
+        process.execPath,
+        [
+          '-e',
+          `require('node:net').createServer().listen({ path: ${JSON.stringify(path)}, backlog: 1 });
+           process.stdout.write('listening\\n');
+           Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 0, 30000);`,
+        ],
+        { stdio: ['ignore', 'pipe', 'inherit'] },
+      );
+      const fillers: Socket[] = [];
+      try {
+        await new Promise<void>((resolve, reject) => {
+          holder.stdout.once('data', () => resolve());
+          holder.once('exit', (code) => reject(new Error(`backlog holder exited ${code}`)));
+        });
+        for (let i = 0; i < 2; i++) {
+          const c = createConnection(path);
+          fillers.push(c);
+          await new Promise<void>((resolve, reject) => c.once('connect', resolve).once('error', reject));
+        }
+        const t0 = Date.now();
+        const r = await runBin(ADD_ENV, conf({ socket: path, timeoutMs: 300 }));
+        expect(Date.now() - t0).toBeGreaterThanOrEqual(290);
+        expect(r.code).toBe(1);
+        expect(JSON.parse(r.stdout)).toMatchObject({
+          code: CniCode.TRY_AGAIN_LATER,
+          msg: expect.stringContaining(`not reachable at ${path} (connect timed out after 300 ms)`),
+        });
+      } finally {
+        for (const c of fillers) c.destroy();
+        holder.kill('SIGKILL');
+        rmSync(dir, { recursive: true, force: true });
+      }
     });
 
     it('agent hangs up without answering: ADD 11', async () => {

@@ -1,0 +1,192 @@
+/**
+ * The shim's IO as plain libc calls through bun:ffi: stdin, stdout and the agent's unix socket, all
+ * blocking on the one JS thread. Bun's own async stdin and socket client start its event loop and
+ * wake threads, ~1.2 ms of the shim's ~7 ms per call here (bench/README.md); these calls need none
+ * of that. bun:ffi is marked experimental; the shim uses only its plainest part (ints and pointers
+ * to typed arrays, into glibc, which the Bun executable links anyway), and test/integration/shim
+ * runs every path of it through the compiled binary.
+ *
+ * Linux x86-64 and arm64 (little-endian, LP64): the struct layouts below assume both.
+ */
+import { dlopen, type Pointer, ptr, read } from 'bun:ffi';
+import { type BlockingSocket, type Readiness, SyscallError } from '../../pkg/shim/blocking-transport.ts';
+
+const AF_UNIX = 1;
+const SOCK_STREAM = 1;
+const SOCK_CLOEXEC = 0o2000000;
+const SOL_SOCKET = 1;
+const SO_SNDTIMEO = 21;
+const MSG_DONTWAIT = 0x40;
+const MSG_NOSIGNAL = 0x4000;
+const POLLIN = 0x1;
+const POLLOUT = 0x4;
+const POLLERR = 0x8;
+const POLLHUP = 0x10;
+/** sizeof(sockaddr_un.sun_path), NUL included. */
+const SUN_PATH_MAX = 108;
+
+const EINTR = 4;
+const EAGAIN = 11;
+const EISCONN = 106;
+/** The errno values a shim can meet, by name (as Node and Bun report them); others read "errno N". */
+const ERRNO_NAMES: Readonly<Record<number, string>> = {
+  1: 'EPERM',
+  2: 'ENOENT',
+  4: 'EINTR',
+  5: 'EIO',
+  9: 'EBADF',
+  11: 'EAGAIN',
+  12: 'ENOMEM',
+  13: 'EACCES',
+  20: 'ENOTDIR',
+  22: 'EINVAL',
+  24: 'EMFILE',
+  32: 'EPIPE',
+  36: 'ENAMETOOLONG',
+  40: 'ELOOP',
+  88: 'ENOTSOCK',
+  91: 'EPROTOTYPE',
+  104: 'ECONNRESET',
+  107: 'ENOTCONN',
+  110: 'ETIMEDOUT',
+  111: 'ECONNREFUSED',
+};
+
+export interface Libc extends BlockingSocket {
+  /** Reads `fd` to its end (waiting when it is non-blocking) and decodes it as UTF-8. */
+  readAll(fd: number): string;
+  /** Writes all of `text` to `fd`. */
+  writeAll(fd: number, text: string): void;
+}
+
+/** Binds libc; throws when bun:ffi cannot (the caller reports it as a CNI error). */
+export function openLibc(): Libc {
+  const { symbols: c } = dlopen('libc.so.6', {
+    read: { args: ['i32', 'ptr', 'u64'], returns: 'i64_fast' },
+    write: { args: ['i32', 'ptr', 'u64'], returns: 'i64_fast' },
+    socket: { args: ['i32', 'i32', 'i32'], returns: 'i32' },
+    setsockopt: { args: ['i32', 'i32', 'i32', 'ptr', 'u32'], returns: 'i32' },
+    connect: { args: ['i32', 'ptr', 'u32'], returns: 'i32' },
+    send: { args: ['i32', 'ptr', 'u64', 'i32'], returns: 'i64_fast' },
+    recv: { args: ['i32', 'ptr', 'u64', 'i32'], returns: 'i64_fast' },
+    poll: { args: ['ptr', 'u64', 'i32'], returns: 'i32' },
+    close: { args: ['i32'], returns: 'i32' },
+    __errno_location: { args: [], returns: 'ptr' },
+  });
+  // The JS thread's errno lives at a fixed address. It is read right after the call that failed,
+  // with no allocation in between, so nothing else in the runtime can have overwritten it.
+  const errnoAt = c.__errno_location() as Pointer;
+  const errno = (): number => read.i32(errnoAt);
+  const fail = (syscall: string, e: number): SyscallError =>
+    new SyscallError(syscall, ERRNO_NAMES[e] ?? `errno ${e}`);
+
+  // struct pollfd { int fd; short events; short revents; }, reused by every poll.
+  const pollfd = new Int32Array(2);
+  const pollShorts = new Int16Array(pollfd.buffer);
+  const pollOnce = (fd: number, events: number, timeoutMs: number): number => {
+    pollfd[0] = fd;
+    pollShorts[2] = events;
+    pollShorts[3] = 0;
+    if (c.poll(ptr(pollfd), 1, timeoutMs) < 0) {
+      const e = errno();
+      if (e === EINTR) return 0;
+      throw fail('poll', e);
+    }
+    return pollShorts[3]!;
+  };
+
+  return {
+    connectUnix(path, timeoutMs) {
+      const name = new TextEncoder().encode(path);
+      if (name.length >= SUN_PATH_MAX) throw new SyscallError('connect', 'ENAMETOOLONG');
+      const addr = new Uint8Array(2 + SUN_PATH_MAX); // sa_family_t, then the NUL-terminated path
+      addr[0] = AF_UNIX;
+      addr.set(name, 2);
+      const fd = c.socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+      if (fd < 0) throw fail('socket', errno());
+      try {
+        // A blocking connect to a unix socket waits only while the listener's backlog is full; the
+        // send timeout bounds that wait (0 would mean forever) and ends it with EAGAIN.
+        const ms = Math.max(1, Math.ceil(timeoutMs));
+        const timeval = new BigInt64Array([BigInt(Math.floor(ms / 1000)), BigInt((ms % 1000) * 1000)]);
+        if (c.setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, ptr(timeval), 16) < 0)
+          throw fail('setsockopt', errno());
+        for (;;) {
+          if (c.connect(fd, ptr(addr), 2 + name.length + 1) === 0) return fd;
+          const e = errno();
+          if (e === EISCONN) return fd; // an earlier, interrupted attempt got through
+          if (e !== EINTR) throw fail('connect', e);
+        }
+      } catch (err) {
+        c.close(fd);
+        throw err;
+      }
+    },
+
+    poll(fd, want, timeoutMs): Readiness {
+      const revents = pollOnce(fd, (want.read ? POLLIN : 0) | (want.write ? POLLOUT : 0), timeoutMs);
+      const broken = (revents & (POLLERR | POLLHUP)) !== 0;
+      return { readable: broken || (revents & POLLIN) !== 0, writable: broken || (revents & POLLOUT) !== 0 };
+    },
+
+    send(fd, data, offset) {
+      if (offset >= data.length) return 0;
+      const n = Number(c.send(fd, ptr(data, offset), data.length - offset, MSG_DONTWAIT | MSG_NOSIGNAL));
+      if (n >= 0) return n;
+      const e = errno();
+      if (e === EAGAIN || e === EINTR) return 0;
+      throw fail('send', e);
+    },
+
+    recv(fd, buf) {
+      const n = Number(c.recv(fd, ptr(buf), buf.length, MSG_DONTWAIT));
+      if (n >= 0) return n;
+      const e = errno();
+      if (e === EAGAIN || e === EINTR) return -1;
+      throw fail('recv', e);
+    },
+
+    close(fd) {
+      c.close(fd);
+    },
+
+    now: () => performance.now(),
+
+    readAll(fd) {
+      let buf = new Uint8Array(16 * 1024);
+      let size = 0;
+      for (;;) {
+        if (size === buf.length) {
+          const bigger = new Uint8Array(buf.length * 2);
+          bigger.set(buf);
+          buf = bigger;
+        }
+        const n = Number(c.read(fd, ptr(buf, size), buf.length - size));
+        if (n === 0) return new TextDecoder().decode(buf.subarray(0, size));
+        if (n > 0) {
+          size += n;
+          continue;
+        }
+        const e = errno();
+        if (e === EAGAIN)
+          pollOnce(fd, POLLIN, -1); // a non-blocking pipe from the runtime
+        else if (e !== EINTR) throw fail('read', e);
+      }
+    },
+
+    writeAll(fd, text) {
+      const data = new TextEncoder().encode(text);
+      let done = 0;
+      while (done < data.length) {
+        const n = Number(c.write(fd, ptr(data, done), data.length - done));
+        if (n >= 0) {
+          done += n;
+          continue;
+        }
+        const e = errno();
+        if (e === EAGAIN) pollOnce(fd, POLLOUT, -1);
+        else if (e !== EINTR) throw fail('write', e);
+      }
+    },
+  };
+}
