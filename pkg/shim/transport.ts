@@ -1,12 +1,9 @@
 /**
- * What the shim needs from a socket client, and how a client reports failure. The Bun client
- * (cmd/cni/bun-runtime.ts) and the Node client (transport-node.ts) both implement Transport and
- * both fail only with TransportError or CniError, so the dispatcher can decide per verb.
+ * What the shim needs from a socket client, and how a client reports failure. The shim binary's
+ * blocking libc client (blocking-transport.ts over cmd/cni/libc.ts) and the Node client
+ * (transport-node.ts) both implement Transport and both fail only with TransportError or CniError,
+ * so the dispatcher can decide per verb.
  */
-
-import { CniCode } from '../cni/errors.ts';
-import { LineReader } from './framing.ts';
-import { MAX_RESPONSE_BYTES } from './protocol.ts';
 
 export interface TransportTimeouts {
   /** Give up connecting after this long: the agent is then "not reachable". */
@@ -66,81 +63,4 @@ export function answerOnClose(partial: string): string {
   } catch {
     throw new TransportError('closed', 'connection closed in the middle of the answer');
   }
-}
-
-/**
- * One call's bookkeeping, shared by both clients so that they time out, frame the answer and fail the
- * same way: the connect and total timers, the answer line reader, and settling exactly once (closing
- * the socket when it does). A client only forwards its socket's events. Pure JS on purpose: the Bun
- * shim imports this file, and its start-up must not grow.
- */
-export interface TransportCall {
-  /** True once the call has resolved or rejected; later events are ignored. */
-  readonly settled: boolean;
-  /** True once connected(): failures are then "closed" rather than "unreachable". */
-  readonly isConnected: boolean;
-  /** The connection is up: the connect timeout no longer applies. */
-  connected(): void;
-  /** Answer bytes; the first complete line resolves the call. */
-  data(chunk: Uint8Array): void;
-  /** The agent closed its side: resolves with a complete answer sent without newline, else fails. */
-  end(): void;
-  fail(err: Error): void;
-}
-
-export function startCall(
-  { connectMs, totalMs }: TransportTimeouts,
-  close: () => void,
-  resolve: (answer: string) => void,
-  reject: (err: Error) => void,
-): TransportCall {
-  const reader = new LineReader(MAX_RESPONSE_BYTES, CniCode.INTERNAL, 'the trellis agent answer');
-  let connected = false;
-  let settled = false;
-
-  const finish = (err: Error | undefined, answer?: string): void => {
-    if (settled) return;
-    settled = true;
-    clearTimeout(connectTimer);
-    clearTimeout(totalTimer);
-    close();
-    if (err !== undefined) reject(err);
-    else resolve(answer ?? '');
-  };
-  /** Settles with the line `read` returns, if any, or with what it throws. */
-  const settleWith = (read: () => string | undefined): void => {
-    try {
-      const line = read();
-      if (line !== undefined) finish(undefined, line);
-    } catch (err) {
-      finish(err as Error);
-    }
-  };
-
-  const connectTimer = setTimeout(() => {
-    if (!connected) finish(new TransportError('unreachable', `connect timed out after ${connectMs} ms`));
-  }, connectMs);
-  const totalTimer = setTimeout(() => {
-    finish(
-      connected
-        ? new TransportError('timeout', `no answer within ${totalMs} ms`)
-        : new TransportError('unreachable', `connect timed out after ${totalMs} ms`),
-    );
-  }, totalMs);
-
-  return {
-    get settled() {
-      return settled;
-    },
-    get isConnected() {
-      return connected;
-    },
-    connected() {
-      connected = true;
-      clearTimeout(connectTimer);
-    },
-    data: (chunk) => settleWith(() => reader.push(chunk)),
-    end: () => settleWith(() => answerOnClose(reader.partial())),
-    fail: (err) => finish(err),
-  };
 }
