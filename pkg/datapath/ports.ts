@@ -61,6 +61,8 @@ export interface RouteInfo {
   /** Preferred source address. */
   src?: string;
   metric?: number;
+  /** RTAX_MTU: the path MTU for this destination, below the device's (traffic that leaves the node). */
+  mtu?: number;
 }
 
 export interface NeighbourEntry {

@@ -81,6 +81,7 @@ export const RTA = {
   GATEWAY: 5,
   PRIORITY: 6,
   PREFSRC: 7,
+  METRICS: 8,
   MULTIPATH: 9,
   TABLE: 15,
   NH_ID: 30,
@@ -88,6 +89,9 @@ export const RTA = {
 
 /** Nexthop object attributes (include/uapi/linux/nexthop.h). */
 export const NHA = { ID: 1, GROUP: 2, BLACKHOLE: 4, OIF: 5, GATEWAY: 6 } as const;
+
+/** Route metrics nested in RTA_METRICS (include/uapi/linux/rtnetlink.h). */
+export const RTAX = { MTU: 2 } as const;
 
 export const RT_TABLE_MAIN = 254;
 export const RT_SCOPE = { UNIVERSE: 0, LINK: 253, HOST: 254, NOWHERE: 255 } as const;

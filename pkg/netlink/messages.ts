@@ -23,6 +23,7 @@ import {
   RT_SCOPE,
   RT_TABLE_MAIN,
   RTA,
+  RTAX,
   RTM_F_CLONED,
   RTN,
   RTNH_F_ONLINK,
@@ -341,7 +342,8 @@ export function routeBody(r: RouteInfo, forDelete = false, nhid?: number): Body 
     (ifindex !== undefined ? 8 : 0) +
     (viaNexthop ? 8 : 0) +
     (r.src !== undefined ? 4 + alen : 0) +
-    (r.metric !== undefined ? 8 : 0);
+    (r.metric !== undefined ? 8 : 0) +
+    (r.mtu !== undefined ? 12 : 0);
   const out = Buffer.alloc(size);
   out[0] = afOf(r.family);
   out[1] = dst.prefixLen;
@@ -370,6 +372,11 @@ export function routeBody(r: RouteInfo, forDelete = false, nhid?: number): Body 
   if (nhid !== undefined) u32(RTA.NH_ID, nhid);
   if (r.src !== undefined) ipAttr(RTA.PREFSRC, r.src);
   if (r.metric !== undefined) u32(RTA.PRIORITY, r.metric);
+  if (r.mtu !== undefined) {
+    putAttrHeader(out, off, 12, RTA.METRICS);
+    off += 4;
+    u32(RTAX.MTU, r.mtu);
+  }
   return [out];
 }
 
@@ -408,6 +415,7 @@ export function parseRoute(payload: Buffer, onNexthop?: (id: number) => void): R
   let src: string | undefined;
   let metric: number | undefined;
   let nhid: number | undefined;
+  let mtu: number | undefined;
   for (let off = 12; off + 4 <= payload.length; ) {
     const len = payload.readUInt16LE(off);
     if (len < 4 || off + len > payload.length) break;
@@ -436,6 +444,9 @@ export function parseRoute(payload: Buffer, onNexthop?: (id: number) => void): R
       case RTA.NH_ID:
         nhid = payload.readUInt32LE(at);
         break;
+      case RTA.METRICS:
+        mtu = metricAt(payload, at, off + len, RTAX.MTU);
+        break;
     }
     off += (len + 3) & ~3;
   }
@@ -452,8 +463,21 @@ export function parseRoute(payload: Buffer, onNexthop?: (id: number) => void): R
   if ((flags & RTNH_F_ONLINK) !== 0) route.onlink = true;
   if (src !== undefined) route.src = src;
   if (metric !== undefined) route.metric = metric;
+  if (mtu !== undefined) route.mtu = mtu;
   if (nhid !== undefined) onNexthop?.(nhid);
   return route;
+}
+
+/** One u32 metric (RTAX_*) from the attributes nested in RTA_METRICS, between `from` and `end`. */
+function metricAt(payload: Buffer, from: number, end: number, type: number): number | undefined {
+  for (let off = from; off + 8 <= end; ) {
+    const len = payload.readUInt16LE(off);
+    if (len < 4 || off + len > end) return undefined;
+    if ((payload.readUInt16LE(off + 2) & NLA_TYPE_MASK) === type && len >= 8)
+      return payload.readUInt32LE(off + 4);
+    off += (len + 3) & ~3;
+  }
+  return undefined;
 }
 
 /** RTA_NH_ID of a route message: the nexthop object it points at, if any. */

@@ -12,6 +12,7 @@ import {
   NUD,
   RT_SCOPE,
   RTA,
+  RTAX,
   RTN,
   RTNH_F_ONLINK,
   VETH_INFO_PEER,
@@ -185,6 +186,16 @@ describe('route requests', () => {
     expect(a.get(RTA.OIF)?.readUInt32LE(0)).toBe(4);
     // The request layout is the kernel's answer layout: parsing it back gives the route.
     expect(parseRoute(body)).toEqual({ ...r, scope: 'universe', type: 'unicast' });
+  });
+
+  it('carries a path MTU as RTAX_MTU nested in RTA_METRICS, and reads it back', () => {
+    const r: RouteInfo = { family: 6, dst: '::/0', gateway: 'fe80::1', ifindex: 2, mtu: 1430 };
+    const body = cat(routeBody(r));
+    const metrics = decodeAttrs(body, 12).get(RTA.METRICS);
+    expect(metrics?.length).toBe(8);
+    expect([metrics?.readUInt16LE(2), metrics?.readUInt32LE(4)]).toEqual([RTAX.MTU, 1430]);
+    expect(parseRoute(body)).toEqual({ ...r, protocol: 0, scope: 'universe', type: 'unicast' });
+    expect(parseRoute(cat(routeBody({ ...r, mtu: undefined })))?.mtu).toBeUndefined();
   });
 
   it('picks scope link for a device route and omits RTA_DST for a default route', () => {
