@@ -117,7 +117,10 @@ export class Agent {
   private waitingFor: string | undefined = 'the first reconcile';
   ipam: Ipam | undefined;
   datapath: DatapathDeps | undefined;
+  /** The pod interfaces' MTU (published in the config list). */
   mtu = 1500;
+  /** The MTU of pod traffic that leaves the node: `mtu` less the overlay's headers (pod-routes.ts). */
+  routeMtu = 1500;
   ready = false;
 
   constructor(config: AgentConfig, ports: AgentPorts, log: Logger, hooks: AgentHooks = {}) {
@@ -160,6 +163,7 @@ export class Agent {
     };
     if (config.mtu > 0) {
       this.mtu = config.mtu;
+      this.routeMtu = config.mtu;
       this.mtuChoice = { mtu: config.mtu, source: 'configured (--mtu)', overhead: 0 };
     }
 
@@ -169,6 +173,8 @@ export class Agent {
       log: log.child({ component: 'cni' }),
       readiness: { notReadyReason: () => this.notReadyReason() },
       defaultMtu: () => this.mtu,
+      routeMtu: () => this.routeMtu,
+      nodeCidrs: () => this.ipam?.ranges() ?? [],
       onCall: this.hooks.onCniCall,
     });
     this.busyKeys = service.busyKeys;
@@ -311,10 +317,14 @@ export class Agent {
     this.nodeStatus?.publishVteps(self, vteps);
     if (config.mtu === 0) {
       const choice = await detectMtu(this.host!, self, config.mode);
-      if (choice.mtu !== this.mtu || !this.ready) {
-        log.info({ mtu: choice.mtu, source: choice.source, mode: config.mode }, 'pod MTU');
+      // The pod interface gets the node link's MTU; only its routes off the node leave room for the
+      // overlay's headers (choice.mtu), so traffic between pods of this node uses the full MTU.
+      const podMtu = choice.mtu + choice.overhead;
+      if (podMtu !== this.mtu || choice.mtu !== this.routeMtu || !this.ready) {
+        log.info({ mtu: podMtu, routeMtu: choice.mtu, source: choice.source, mode: config.mode }, 'pod MTU');
       }
-      this.mtu = choice.mtu;
+      this.mtu = podMtu;
+      this.routeMtu = choice.mtu;
       this.mtuChoice = choice;
     }
     if (config.publishCniConfig) {
@@ -408,6 +418,7 @@ export class Agent {
       standalone: this.ports.kube === undefined,
       mode: config.mode,
       mtu: this.mtu,
+      routeMtu: this.routeMtu,
       podCIDRs: this.ipam?.ranges() ?? [],
       ready: this.ready,
       notReadyReason: this.notReadyReason(),

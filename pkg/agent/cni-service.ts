@@ -35,6 +35,10 @@ export interface CniServiceDeps {
   readiness: Readiness;
   /** MTU for pod interfaces when the network config sets none. */
   defaultMtu: () => number;
+  /** MTU of pod traffic that leaves the node, when below the interface's (datapath/pod-routes.ts). */
+  routeMtu?: () => number;
+  /** This node's pod CIDRs, routed in the pod at the interface's full MTU. */
+  nodeCidrs?: () => readonly string[];
   /** Called once per call, after the log line (metrics hook). */
   onCall?: (record: CniCallRecord) => void;
 }
@@ -72,6 +76,8 @@ export function createCniService(deps: CniServiceDeps): {
             ifname,
             netns,
             mtu: conf.mtu ?? deps.defaultMtu(),
+            routeMtu: deps.routeMtu?.(),
+            nodeCidrs: deps.nodeCidrs?.(),
             pod: { namespace: env.args.podNamespace, name: env.args.podName, uid: env.args.podUid },
           }),
         );

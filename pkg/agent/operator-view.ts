@@ -13,7 +13,10 @@ export interface AgentSnapshot {
   node: string;
   standalone: boolean;
   mode: string;
+  /** The pod interfaces' MTU. */
   mtu: number;
+  /** The MTU of pod traffic leaving the node (the pod's default routes); absent from older agents. */
+  routeMtu?: number;
   podCIDRs: string[];
   ready: boolean;
   notReadyReason: string | undefined;

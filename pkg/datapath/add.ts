@@ -1,11 +1,18 @@
 import { CniCode, CniError, toCniError } from '../cni/errors.ts';
 import type { LeasedAddress } from '../ipam/index.ts';
-import { defaultDst, GATEWAY_V4, GATEWAY_V6, gatewayFor, hostPrefixLen } from './gateway.ts';
+import { GATEWAY_V4, GATEWAY_V6, hostPrefixLen } from './gateway.ts';
 import { readAttachment } from './inspect.ts';
 import { randomMac } from './mac.ts';
 import { hostVethName } from './names.ts';
 import { isOwnNetnsFd } from './own-netns.ts';
-import { type LinkInfo, type NetlinkHandle, type SetUpStep, TRELLIS_ROUTE_PROTOCOL } from './ports.ts';
+import { type PodRoute, podRoutes } from './pod-routes.ts';
+import {
+  type LinkInfo,
+  type NetlinkHandle,
+  type RouteInfo,
+  type SetUpStep,
+  TRELLIS_ROUTE_PROTOCOL,
+} from './ports.ts';
 import type { Attachment, AttachRequest, DatapathDeps } from './types.ts';
 import { UndoStack } from './undo.ts';
 
@@ -102,6 +109,7 @@ async function addInNetns(deps: DatapathDeps, req: AttachRequest, nsFd: number):
       if ((await veth).ok) await deleteLinkByName(deps.host, hostName);
     });
 
+    const routes = podRoutes(familiesOf(lease.addresses), req);
     // Opened while the kernel is still making the pair: a socket does not need the interface.
     const pod = deps.netns.openNetlinkInFd(nsFd, req.netns);
     let hostLink: LinkInfo;
@@ -116,7 +124,7 @@ async function addInNetns(deps: DatapathDeps, req: AttachRequest, nsFd: number):
       }
       [hostLink, podLink] = await Promise.all([
         configureHostSide(deps.host, hostName, created.value, lease.addresses),
-        configurePodSide(pod, req, podEnd(req, created.value, podMac), lease.addresses),
+        configurePodSide(pod, req, podEnd(req, created.value, podMac), lease.addresses, routes),
       ]);
     } finally {
       // On a later turn of the event loop: closing the native socket costs ~70 us, which the answer
@@ -133,6 +141,7 @@ async function addInNetns(deps: DatapathDeps, req: AttachRequest, nsFd: number):
       host: { name: hostLink.name, index: hostLink.index, mac: hostLink.mac },
       pod: { name: podLink.name, index: podLink.index, mac: podLink.mac, mtu: podLink.mtu },
       addresses: lease.addresses,
+      routes,
     };
   } catch (error) {
     const failures = await undo.unwind();
@@ -143,6 +152,10 @@ async function addInNetns(deps: DatapathDeps, req: AttachRequest, nsFd: number):
       cause: error,
     });
   }
+}
+
+function familiesOf(addresses: readonly LeasedAddress[]): (4 | 6)[] {
+  return [...new Set(addresses.map((a) => a.family))];
 }
 
 /**
@@ -247,8 +260,8 @@ async function configureHostSide(
 }
 
 /**
- * Pod end: lo and the interface up, /32 and /128 addresses, default routes via the link-local
- * gateways; one datagram, like the host end. With `known` (podEnd) it sends that datagram at once:
+ * Pod end: lo and the interface up, /32 and /128 addresses, the routes via the link-local gateways
+ * (pod-routes.ts); one datagram, like the host end. With `known` (podEnd) it sends that datagram at once:
  * lo is index 1 in every network namespace (the kernel's LOOPBACK_IFINDEX), and bringing up a lo
  * that is up changes nothing. Otherwise both are looked up first.
  */
@@ -257,6 +270,7 @@ async function configurePodSide(
   req: AttachRequest,
   known: LinkInfo | undefined,
   addresses: LeasedAddress[],
+  routes: readonly PodRoute[],
 ): Promise<LinkInfo> {
   const steps: SetUpStep[] = [];
   let link: LinkInfo;
@@ -281,22 +295,18 @@ async function configurePodSide(
       },
     });
   }
-  for (const a of addresses) {
-    if (a.family === 4) {
-      steps.push(
-        { kind: 'route', route: { family: 4, dst: `${GATEWAY_V4}/32`, ifindex: link.index, scope: 'link' } },
-        // onlink: valid before (and independent of) the link route above.
-        {
-          kind: 'route',
-          route: { family: 4, dst: defaultDst(4), gateway: gatewayFor(4), ifindex: link.index, onlink: true },
-        },
-      );
-    } else {
-      steps.push({
-        kind: 'route',
-        route: { family: 6, dst: defaultDst(6), gateway: gatewayFor(6), ifindex: link.index },
-      });
-    }
+  if (addresses.some((a) => a.family === 4)) {
+    steps.push({
+      kind: 'route',
+      route: { family: 4, dst: `${GATEWAY_V4}/32`, ifindex: link.index, scope: 'link' },
+    });
+  }
+  for (const r of routes) {
+    const route: RouteInfo = { family: r.family, dst: r.dst, gateway: r.gateway, ifindex: link.index };
+    // onlink: valid before (and independent of) the link route above.
+    if (r.family === 4) route.onlink = true;
+    if (r.mtu !== undefined) route.mtu = r.mtu;
+    steps.push({ kind: 'route', route });
   }
   await pod.setUp(steps);
   return { ...link, up: true };

@@ -1,6 +1,7 @@
 import type { LeasedAddress } from '../ipam/index.ts';
-import { defaultDst, gatewayFor, hostPrefixLen } from './gateway.ts';
+import { defaultDst, GATEWAY_V4, GATEWAY_V6, gatewayFor, hostPrefixLen } from './gateway.ts';
 import { hostVethName } from './names.ts';
+import type { PodRoute } from './pod-routes.ts';
 import { TRELLIS_ROUTE_PROTOCOL } from './ports.ts';
 import type { Attachment, AttachmentKey, DatapathDeps } from './types.ts';
 
@@ -65,6 +66,15 @@ export async function inspectAttachment(
         problems.push(`default route ${dst} via ${gw} is missing in the pod (IPv${a.family})`);
       }
     }
+    const routes: PodRoute[] = [];
+    for (const r of podRoutes) {
+      if (r.gateway !== GATEWAY_V4 && r.gateway !== GATEWAY_V6) continue;
+      const route: PodRoute = { family: r.family, dst: r.dst, gateway: r.gateway };
+      if (r.mtu !== undefined) route.mtu = r.mtu;
+      routes.push(route);
+    }
+    // In ADD's order (pod-routes.ts): by family, the default route first.
+    routes.sort((x, y) => x.family - y.family || prefixLenOf(x.dst) - prefixLenOf(y.dst));
     const attachment: Attachment | undefined =
       hostLink === undefined
         ? undefined
@@ -75,6 +85,7 @@ export async function inspectAttachment(
             host: { name: hostLink.name, index: hostLink.index, mac: hostLink.mac },
             pod: { name: podLink.name, index: podLink.index, mac: podLink.mac, mtu: podLink.mtu },
             addresses,
+            routes,
           };
     return { attachment, problems };
   } finally {
@@ -90,4 +101,8 @@ export async function readAttachment(
 ): Promise<Attachment | undefined> {
   const { attachment, problems } = await inspectAttachment(deps, req, addresses);
   return problems.length === 0 ? attachment : undefined;
+}
+
+function prefixLenOf(cidr: string): number {
+  return Number(cidr.slice(cidr.indexOf('/') + 1));
 }

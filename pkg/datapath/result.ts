@@ -1,6 +1,6 @@
 import type { CniResult, ResultDns } from '../cni/result.ts';
 import { LATEST_VERSION } from '../cni/version.ts';
-import { defaultDst, gatewayFor, hostPrefixLen } from './gateway.ts';
+import { gatewayFor, hostPrefixLen } from './gateway.ts';
 import type { Attachment } from './types.ts';
 
 /**
@@ -9,7 +9,6 @@ import type { Attachment } from './types.ts';
  * points at the pod interface. Chained plugins (portmap, bandwidth) read exactly these fields.
  */
 export function attachmentResult(att: Attachment, dns?: ResultDns): CniResult {
-  const families = [...new Set(att.addresses.map((a) => a.family))];
   const result: CniResult = {
     cniVersion: LATEST_VERSION,
     interfaces: [
@@ -21,7 +20,9 @@ export function attachmentResult(att: Attachment, dns?: ResultDns): CniResult {
       gateway: gatewayFor(a.family),
       interface: 1,
     })),
-    routes: families.map((f) => ({ dst: defaultDst(f), gw: gatewayFor(f) })),
+    routes: att.routes.map((r) =>
+      r.mtu === undefined ? { dst: r.dst, gw: r.gateway } : { dst: r.dst, gw: r.gateway, mtu: r.mtu },
+    ),
   };
   if (dns !== undefined) result.dns = dns;
   return result;

@@ -1,5 +1,6 @@
 import type { Ipam, LeasedAddress } from '../ipam/index.ts';
 import type { BackgroundDeleter } from './background-deleter.ts';
+import type { PodRoute } from './pod-routes.ts';
 import type { NetlinkHandle, NetnsPort } from './ports.ts';
 
 /** What the datapath needs from IPAM: a narrow view of the agent's store. */
@@ -26,7 +27,15 @@ export interface PodRef {
 
 export interface AttachRequest extends AttachmentKey {
   netns: string;
+  /** The pod interface's MTU (both veth ends). */
   mtu: number;
+  /**
+   * The MTU of traffic leaving the node, when below `mtu` (the overlay's): the pod's default routes
+   * carry it, and routes to `nodeCidrs` keep the full `mtu` (pod-routes.ts).
+   */
+  routeMtu?: number;
+  /** This node's pod CIDRs, for those routes. */
+  nodeCidrs?: readonly string[];
   pod?: PodRef;
 }
 
@@ -42,4 +51,6 @@ export interface Attachment extends AttachmentKey {
   host: LinkRef;
   pod: LinkRef & { mtu: number };
   addresses: LeasedAddress[];
+  /** The pod's routes via its gateways, as the result reports them. */
+  routes: PodRoute[];
 }

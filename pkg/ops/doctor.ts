@@ -240,6 +240,8 @@ export function checkMtu(f: DoctorFacts): CheckResult {
   const skip = needsAgent(f);
   if (skip !== undefined || !f.agent.ok) return { ...r, skipped: skip };
   const podMtu = f.agent.value.status.mtu;
+  // What leaves the node: the pod's default routes carry routeMtu when it is below the interface's.
+  const leavingMtu = f.agent.value.status.routeMtu ?? podMtu;
   // The links toward peers: the underlay for direct (host-gw) peers, the VXLAN device (whose MTU already
   // leaves room for the encapsulation) for overlay peers.
   const names = new Set<string>();
@@ -247,9 +249,9 @@ export function checkMtu(f: DoctorFacts): CheckResult {
   if (names.size === 0) for (const n of f.defaultRouteIfaces) names.add(n);
   for (const l of f.links) {
     if (!names.has(l.name)) continue;
-    if (podMtu > l.mtu - f.overhead) {
+    if (leavingMtu > l.mtu - f.overhead) {
       r.findings.push({
-        problem: `pod MTU ${podMtu} is larger than ${l.name}'s MTU ${l.mtu}${f.overhead > 0 ? ` minus ${f.overhead} bytes of encapsulation` : ''}: large packets between nodes are dropped or fragmented`,
+        problem: `pod MTU ${leavingMtu} is larger than ${l.name}'s MTU ${l.mtu}${f.overhead > 0 ? ` minus ${f.overhead} bytes of encapsulation` : ''}: large packets between nodes are dropped or fragmented`,
         fix: `set TRELLIS_MTU (ConfigMap trellis-config) to ${l.mtu - f.overhead} or less, or 0 to detect it, and restart the agents`,
       });
     }

@@ -20,7 +20,10 @@ export function formatStatus(s: StatusView): string {
     ['mode', `${s.mode}${s.standalone ? ' (standalone)' : ''}`],
     ['ready', s.ready ? 'yes' : `no: ${s.notReadyReason ?? 'unknown'}`],
     ['pod CIDRs', s.podCIDRs.length === 0 ? '(none yet)' : s.podCIDRs.join(', ')],
-    ['pod MTU', String(s.mtu)],
+    [
+      'pod MTU',
+      s.routeMtu === undefined ? String(s.mtu) : `${s.mtu} (${s.routeMtu} for traffic leaving the node)`,
+    ],
     ['leases', String(s.leases)],
     ['CNI socket', s.socket],
     ['CNI config', s.cniConfDir],

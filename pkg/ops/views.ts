@@ -15,6 +15,8 @@ export interface StatusView {
   standalone: boolean;
   mode: string;
   mtu: number;
+  /** Below `mtu` when traffic leaving the node is encapsulated. */
+  routeMtu?: number;
   podCIDRs: string[];
   ready: boolean;
   notReadyReason?: string;
@@ -76,6 +78,7 @@ export function statusView(s: AgentSnapshot, version: string, runtime: string): 
     standalone: s.standalone,
     mode: s.mode,
     mtu: s.mtu,
+    ...(s.routeMtu === undefined || s.routeMtu === s.mtu ? {} : { routeMtu: s.routeMtu }),
     podCIDRs: s.podCIDRs,
     ready: s.ready,
     ...(s.notReadyReason === undefined ? {} : { notReadyReason: s.notReadyReason }),

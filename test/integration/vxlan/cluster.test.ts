@@ -1,3 +1,4 @@
+import { spawnSync } from 'node:child_process';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { VTEP_MAC_ANNOTATIONS, vtepMac } from '../../../pkg/vxlan/index.ts';
 import { ipJson } from '../../support/netns.ts';
@@ -79,9 +80,10 @@ describe.skipIf(skip !== undefined)(skip === undefined ? title : `${title} (skip
       expect(annotations[VTEP_MAC_ANNOTATIONS[6]]).toBe(vtepMac(node.name, 6));
       expect(link(node, 'trellis.v4').address).toBe(vtepMac(node.name, 4));
       expect(link(node, 'trellis.v6').address).toBe(vtepMac(node.name, 6));
-      // Dual-stack underlay of MTU 1500: the IPv4 device 1450, the IPv6 one 1430, pods 1430.
+      // Dual-stack underlay of MTU 1500: the IPv4 device 1450, the IPv6 one 1430; pod interfaces get
+      // the full 1500, and only their routes off the node 1430.
       expect([link(node, 'trellis.v4').mtu, link(node, 'trellis.v6').mtu]).toEqual([1450, 1430]);
-      expect(tb.conflist(node.name).plugins[0]).toMatchObject({ mtu: 1430 });
+      expect(tb.conflist(node.name).plugins[0]).toMatchObject({ mtu: 1500 });
     }
   });
 
@@ -128,6 +130,39 @@ describe.skipIf(skip !== undefined)(skip === undefined ? title : `${title} (skip
     for (let i = 0; i < 5; i++) expect((await tb.ping(p1.ns, p3.v6)).rttMs).toBeDefined();
     expect(link(n1, 'trellis.v4').stats64!.tx.packets).toBeGreaterThanOrEqual(mid.v4 + 5);
     expect(link(n1, 'trellis.v6').stats64!.tx.packets).toBeGreaterThanOrEqual(mid.v6 + 5);
+  });
+
+  it('pods of one node talk at the full MTU; what leaves the node is held to the overlay MTU', async () => {
+    const [p1, , p3] = pods as [TestbedPod, TestbedPod, TestbedPod];
+    const n1 = tb.node('node-1');
+    const p4 = await tb.addPod('node-1');
+    type PodRoute = { dst: string; gateway?: string; metrics?: { mtu?: number }[] };
+    const routes = (family: 4 | 6) =>
+      ipJson<PodRoute[]>(p1.ns, `-${family}`, 'route', 'show', 'dev', 'eth0')
+        .filter((r) => r.gateway !== undefined)
+        .map((r) => ({ dst: r.dst, mtu: r.metrics?.[0]?.mtu }));
+    expect(routes(4)).toEqual([
+      { dst: 'default', mtu: 1430 },
+      { dst: n1.plan.podCIDRs[0], mtu: undefined },
+    ]);
+    expect(routes(6)).toEqual(
+      expect.arrayContaining([
+        { dst: 'default', mtu: 1430 },
+        { dst: n1.plan.podCIDRs[1], mtu: undefined },
+      ]),
+    );
+    // Don't-fragment pings of a full 1500-byte packet: through on the node, refused off it (the
+    // route MTU stops them in the sender, where a larger interface MTU alone would lose them).
+    const ping = (ns: string, addr: string, size: number) =>
+      spawnSync('ip', ['netns', 'exec', ns, 'ping', '-c1', '-W2', '-M', 'do', '-s', String(size), addr], {
+        encoding: 'utf8',
+      });
+    expect(ping(p1.ns, p4.v4, 1472).status).toBe(0);
+    expect(ping(p1.ns, p4.v6, 1452).status).toBe(0);
+    const off = ping(p1.ns, p3.v4, 1472);
+    expect(off.status).not.toBe(0);
+    expect(`${off.stdout}${off.stderr}`).toMatch(/mtu = 1430|message too long/i);
+    expect(ping(p1.ns, p3.v4, 1430 - 28).status).toBe(0);
   });
 
   it('a deleted node loses its neighbour, FDB entry and tunnel route on the other segment', async () => {

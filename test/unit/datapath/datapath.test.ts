@@ -3,6 +3,7 @@ import { convertResult, parseResult } from '../../../pkg/cni/result.ts';
 import { BackgroundDeleter } from '../../../pkg/datapath/background-deleter.ts';
 import { KeyedMutex } from '../../../pkg/datapath/keyed-mutex.ts';
 import { hostVethName, isHostVethName } from '../../../pkg/datapath/names.ts';
+import { podRoutes } from '../../../pkg/datapath/pod-routes.ts';
 import { attachmentResult } from '../../../pkg/datapath/result.ts';
 import { UndoStack } from '../../../pkg/datapath/undo.ts';
 
@@ -30,6 +31,7 @@ describe('attachmentResult', () => {
       { family: 4 as const, address: '10.244.1.5', range: '10.244.1.0/24' },
       { family: 6 as const, address: 'fd00::5', range: 'fd00::/64' },
     ],
+    routes: podRoutes([4, 6], { mtu: 1450 }),
   };
 
   it('is a valid 1.1 result that converts to 0.4.0 and 0.3.1 shapes chained plugins accept', () => {
@@ -51,9 +53,45 @@ describe('attachmentResult', () => {
     expect(parseResult(convertResult(r, '0.3.1'), '0.3.1').ips).toHaveLength(2);
   });
 
-  it('routes only the families the pod has', () => {
-    const r = attachmentResult({ ...att, addresses: [att.addresses[0]!] });
-    expect(r.routes).toEqual([{ dst: '0.0.0.0/0', gw: '169.254.1.1' }]);
+  it('reports the routes ADD programmed, with the MTU of traffic that leaves the node', () => {
+    expect(attachmentResult(att).routes).toEqual([
+      { dst: '0.0.0.0/0', gw: '169.254.1.1' },
+      { dst: '::/0', gw: 'fe80::1' },
+    ]);
+    const split = podRoutes([4, 6], {
+      mtu: 1500,
+      routeMtu: 1430,
+      nodeCidrs: ['10.244.1.0/24', 'fd00:10:244:1::/64'],
+    });
+    const r = attachmentResult({ ...att, routes: split });
+    expect(r.routes).toEqual([
+      { dst: '0.0.0.0/0', gw: '169.254.1.1', mtu: 1430 },
+      { dst: '10.244.1.0/24', gw: '169.254.1.1' },
+      { dst: '::/0', gw: 'fe80::1', mtu: 1430 },
+      { dst: 'fd00:10:244:1::/64', gw: 'fe80::1' },
+    ]);
+    expect(parseResult(r, '1.1.0')).toEqual(r);
+  });
+});
+
+describe('podRoutes', () => {
+  const nodeCidrs = ['10.244.1.0/24', 'fd00:10:244:1::/64'];
+
+  it('only the families the pod has, and no MTU split when traffic leaving the node needs none', () => {
+    expect(podRoutes([4], { mtu: 1500, nodeCidrs })).toEqual([
+      { family: 4, dst: '0.0.0.0/0', gateway: '169.254.1.1' },
+    ]);
+    // A route MTU that is not below the interface's (host-gw, or --mtu) changes nothing.
+    expect(podRoutes([6], { mtu: 1400, routeMtu: 1400, nodeCidrs })).toEqual([
+      { family: 6, dst: '::/0', gateway: 'fe80::1' },
+    ]);
+  });
+
+  it("split: the default route at the overlay MTU, this node's pod CIDRs of the same family at full MTU", () => {
+    expect(podRoutes([6], { mtu: 1500, routeMtu: 1430, nodeCidrs })).toEqual([
+      { family: 6, dst: '::/0', gateway: 'fe80::1', mtu: 1430 },
+      { family: 6, dst: 'fd00:10:244:1::/64', gateway: 'fe80::1' },
+    ]);
   });
 });
 

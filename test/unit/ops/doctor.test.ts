@@ -248,6 +248,20 @@ const cases: Case[] = [
     /TRELLIS_MTU .* 1400 or less/,
   ],
   [
+    'routes off the node above the uplink less the overlay',
+    (f) => {
+      // Interfaces at the full 1500 are fine; what leaves the node must leave room for VXLAN.
+      agentValue(f).status.mtu = 1500;
+      agentValue(f).status.routeMtu = 1480;
+      f.ourConflist = { ok: true, value: { firstType: 'trellis', mtu: 1500 } };
+      f.links[2]!.mtu = 1500;
+      f.overhead = 50;
+    },
+    'mtu',
+    /pod MTU 1480 is larger than eth0's MTU 1500 minus 50 bytes of encapsulation/,
+    /TRELLIS_MTU .* 1450 or less/,
+  ],
+  [
     'veth MTU above the pod MTU',
     (f) => {
       f.links[2]!.mtu = 9000;
@@ -360,6 +374,16 @@ describe('doctor', () => {
       findings.some((x) => problem.test(x.problem) && fix.test(x.fix)),
       JSON.stringify(findings, null, 2),
     ).toBe(true);
+  });
+
+  it('full-MTU pod interfaces whose routes off the node leave room for the overlay are healthy', () => {
+    const f = healthy();
+    agentValue(f).status.mtu = 1500;
+    agentValue(f).status.routeMtu = 1450;
+    f.ourConflist = { ok: true, value: { firstType: 'trellis', mtu: 1500 } };
+    f.links[2]!.mtu = 1500;
+    f.overhead = 50;
+    expect(runDoctor(f).checks.find((c) => c.name === 'mtu')?.findings).toEqual([]);
   });
 
   it('skips what needs the agent when it is unreachable, and still checks the host', () => {
