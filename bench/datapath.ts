@@ -10,6 +10,9 @@
  * - node to node (underlay): the two nodes of the direct layout themselves, no pod involved. A path
  *   across nodes crosses the test bed's underlay (two more veths and a bridge) that the veth-pair
  *   reference does not, so it is also reported against this.
+ * - same node, ptp: Debian's reference ptp + host-local plugins (MTU 1500, no masquerade) setting up
+ *   two pods in one node namespace, the same routed shape as trellis's: what a reference CNI
+ *   plugin's same-node path gets on this machine;
  * - the same node and direct paths once more with agents run with --no-masquerade: no nat hook in the
  *   node's namespace, so no connection tracking. It splits the cost of conntrack (which masquerading,
  *   and in a real cluster kube-proxy's NAT, switch on for every packet) from the path's own cost.
@@ -17,10 +20,12 @@
  *   node_modules/.bin/node bench/datapath.ts [--seconds 5] [--reps 3] [--no-vxlan] [--out FILE]
  */
 import { execFileSync, spawn } from 'node:child_process';
-import { mkdirSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
 import { parseArgs } from 'node:util';
-import { ip, NetnsPool } from '../test/support/netns.ts';
+import { addList, REFERENCE_PLUGIN_DIR } from '../test/support/cni-driver.ts';
+import { ip, NetnsPool, nsSysctl } from '../test/support/netns.ts';
 import { Testbed, type TestbedPod } from '../test/support/testbed/index.ts';
 import { commitId, machine, median, ratio, round, sleep, table } from './lib/stats.ts';
 
@@ -60,12 +65,14 @@ interface Path {
 }
 
 const UNDERLAY = 'node to node (underlay)';
+const PTP_SAME = 'same node, ptp + host-local (reference)';
 const NO_MASQ_SAME = 'same node, --no-masquerade';
 const NO_MASQ_DIRECT = 'across nodes, direct, --no-masquerade';
 const pool = new NetnsPool();
 const beds: Testbed[] = [];
 const results = new Map<string, number[]>();
 const notMeasured: Record<string, string> = {};
+const hostLocalDir = mkdtempSync(join(tmpdir(), 'trl-bench-hl-'));
 try {
   // Reference: a veth pair between two namespaces, nothing else.
   const a = pool.add('dpa');
@@ -120,6 +127,35 @@ try {
   paths.push({ name: NO_MASQ_SAME, run: () => iperf(r1.ns, r2.ns, r2.v4) });
   paths.push({ name: NO_MASQ_DIRECT, run: () => iperf(r1.ns, r3.ns, r3.v4) });
 
+  if (existsSync(join(REFERENCE_PLUGIN_DIR, 'ptp'))) {
+    const node = pool.add('dpptp');
+    nsSysctl(node.name, 'net.ipv4.ip_forward', '1');
+    const list = {
+      cniVersion: '1.0.0',
+      name: 'bench-ptp',
+      plugins: [
+        { type: 'ptp', ipam: { type: 'host-local', subnet: '10.251.0.0/24', dataDir: hostLocalDir } },
+      ],
+    };
+    const ptpPods: { ns: string; v4: string }[] = [];
+    for (const tag of ['dpptp1', 'dpptp2']) {
+      const pod = pool.add(tag);
+      const run = await addList(list, {
+        containerId: pod.name,
+        netns: `/var/run/netns/${pod.name}`,
+        ifname: 'eth0',
+        hostNetns: node.name,
+      });
+      const result = run.json as { ips?: { address: string }[] } | undefined;
+      const addr = result?.ips?.[0]?.address.split('/')[0];
+      if (run.code !== 0 || addr === undefined) throw new Error(`ptp ADD failed: ${run.stdout}${run.stderr}`);
+      ptpPods.push({ ns: pod.name, v4: addr });
+    }
+    const [q1, q2] = ptpPods as [{ ns: string; v4: string }, { ns: string; v4: string }];
+    paths.push({ name: PTP_SAME, run: () => iperf(q1.ns, q2.ns, q2.v4) });
+  } else
+    notMeasured.ptp = `${REFERENCE_PLUGIN_DIR}/ptp is missing (apt-get install containernetworking-plugins)`;
+
   if (opts['no-vxlan']) notMeasured.vxlan = 'skipped (--no-vxlan)';
   else {
     try {
@@ -146,7 +182,8 @@ try {
   }
 } finally {
   for (const bed of beds) await bed.teardown().catch(() => {});
-  pool.cleanup();
+  pool.cleanup(); // the ptp pods' veths go with their namespaces
+  rmSync(hostLocalDir, { recursive: true, force: true });
 }
 
 const ref = median(results.get('veth pair (reference)') ?? []);
