@@ -6,13 +6,15 @@
  * - same node: pod -> host veth -> routed -> host veth -> pod;
  * - direct: two nodes on one L2 segment (a bridge in a fabric namespace), routes via the peer's
  *   InternalIP, agents in Kubernetes mode with --mode auto;
+ * - direct, --mode host-gw: the same two-node layout with direct routes only, so pod routes off the node
+ *   keep the full MTU (auto holds them to the overlay MTU);
  * - vxlan: the same two-node layout with --mode vxlan (when the agent supports it);
  * - node to node (underlay): the two nodes of the direct layout themselves, no pod involved. A path
  *   across nodes crosses the test bed's underlay (two more veths and a bridge) that the veth-pair
  *   reference does not, so it is also reported against this.
- * - same node, ptp: Debian's reference ptp + host-local plugins (MTU 1500, no masquerade) setting up
- *   two pods in one node namespace, the same routed shape as trellis's: what a reference CNI
- *   plugin's same-node path gets on this machine;
+ * - same node, ptp: Debian's reference ptp + host-local plugins (MTU 1500) set up two more pods in the
+ *   --no-masquerade node's namespace below, beside trellis's pods there: the reference plugin's
+ *   same-node path in the very same node, next to the "same node, --no-masquerade" row;
  * - the same node and direct paths once more with agents run with --no-masquerade: no nat hook in the
  *   node's namespace, so no connection tracking. It splits the cost of conntrack (which masquerading,
  *   and in a real cluster kube-proxy's NAT, switch on for every packet) from the path's own cost.
@@ -25,7 +27,7 @@ import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
 import { parseArgs } from 'node:util';
 import { addList, REFERENCE_PLUGIN_DIR } from '../test/support/cni-driver.ts';
-import { ip, NetnsPool, nsSysctl } from '../test/support/netns.ts';
+import { ip, NetnsPool } from '../test/support/netns.ts';
 import { Testbed, type TestbedPod } from '../test/support/testbed/index.ts';
 import { commitId, machine, median, ratio, round, sleep, table } from './lib/stats.ts';
 
@@ -65,7 +67,8 @@ interface Path {
 }
 
 const UNDERLAY = 'node to node (underlay)';
-const PTP_SAME = 'same node, ptp + host-local (reference)';
+const HOST_GW = 'across nodes, direct, --mode host-gw';
+const PTP_SAME = 'same node, ptp + host-local, in the --no-masquerade node';
 const NO_MASQ_SAME = 'same node, --no-masquerade';
 const NO_MASQ_DIRECT = 'across nodes, direct, --no-masquerade';
 const pool = new NetnsPool();
@@ -109,6 +112,15 @@ try {
   // nodes has to cross anyway, so pod / underlay is trellis's own cost there.
   paths.push({ name: UNDERLAY, run: () => iperf(n1!.ns, n2!.ns, n2!.plan.v4) });
 
+  // host-gw: direct routes only, so pods need no room for VXLAN headers even off the node (auto keeps
+  // its routes off the node at the overlay MTU, since a node on another subnet may join later).
+  const hostGw = await Testbed.create({ mode: 'host-gw', segments: [{ nodes: 2 }] });
+  beds.push(hostGw);
+  const [h1, h2] = hostGw.nodes();
+  const g1 = await hostGw.addPod(h1!.name);
+  const g2 = await hostGw.addPod(h2!.name);
+  paths.push({ name: HOST_GW, run: () => iperf(g1.ns, g2.ns, g2.v4) });
+
   const bare = await Testbed.create({
     mode: 'auto',
     segments: [{ nodes: 2 }],
@@ -128,8 +140,6 @@ try {
   paths.push({ name: NO_MASQ_DIRECT, run: () => iperf(r1.ns, r3.ns, r3.v4) });
 
   if (existsSync(join(REFERENCE_PLUGIN_DIR, 'ptp'))) {
-    const node = pool.add('dpptp');
-    nsSysctl(node.name, 'net.ipv4.ip_forward', '1');
     const list = {
       cniVersion: '1.0.0',
       name: 'bench-ptp',
@@ -144,7 +154,7 @@ try {
         containerId: pod.name,
         netns: `/var/run/netns/${pod.name}`,
         ifname: 'eth0',
-        hostNetns: node.name,
+        hostNetns: m1!.ns,
       });
       const result = run.json as { ips?: { address: string }[] } | undefined;
       const addr = result?.ips?.[0]?.address.split('/')[0];
