@@ -251,7 +251,7 @@ export function checkMtu(f: DoctorFacts): CheckResult {
     if (!names.has(l.name)) continue;
     if (leavingMtu > l.mtu - f.overhead) {
       r.findings.push({
-        problem: `pod MTU ${leavingMtu} is larger than ${l.name}'s MTU ${l.mtu}${f.overhead > 0 ? ` minus ${f.overhead} bytes of encapsulation` : ''}: large packets between nodes are dropped or fragmented`,
+        problem: `pod MTU ${leavingMtu}${leavingMtu < podMtu ? ' (off the node)' : ''} is larger than ${l.name}'s MTU ${l.mtu}${f.overhead > 0 ? ` minus ${f.overhead} bytes of encapsulation` : ''}: large packets between nodes are dropped or fragmented`,
         fix: `set TRELLIS_MTU (ConfigMap trellis-config) to ${l.mtu - f.overhead} or less, or 0 to detect it, and restart the agents`,
       });
     }

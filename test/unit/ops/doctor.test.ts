@@ -258,7 +258,7 @@ const cases: Case[] = [
       f.overhead = 50;
     },
     'mtu',
-    /pod MTU 1480 is larger than eth0's MTU 1500 minus 50 bytes of encapsulation/,
+    /pod MTU 1480 \(off the node\) is larger than eth0's MTU 1500 minus 50 bytes of encapsulation/,
     /TRELLIS_MTU .* 1450 or less/,
   ],
   [
