@@ -42,12 +42,19 @@ writeFileSync(join(dist, 'version.json'), `${JSON.stringify({ version })}\n`);
  * each one (max 104.4, the first sample), CPU 0.58 % of a core. Without it (ebbc47a): 130 MB until the
  * memory reducer ran late in the window, then 103-108 MB, at 0.38 %. It makes the cold first pass at
  * 5,000 nodes ~4 % slower (493 -> 514 ms in one paired run).
+ * --no-opt --no-maglev: V8's optimizing tiers off; code runs in the interpreter and Sparkplug, its
+ * non-optimizing compiler. The agent's JS is short bursts (a Node event, a CNI call, a pass) that the
+ * optimizers barely reach, and their own code and output were ~8 MB of resident pages. Same build
+ * (15282a1), footprint at 5,000 nodes + 100 pods, two pairs of runs: max RSS 99.3 / 104.9 -> 91.0 /
+ * 89.9 MB (file-backed 56.6 -> 48.6 MB), CPU 0.27 / 0.25 -> 0.24 / 0.24 % of a core; cold pass 250 ms
+ * against 244 ms before (route-convergence, within its 230-282 ms spread), a Node event's p99 2.7 /
+ * 2.5 ms, the agent's share of an ADD 2.50 ms at p50 against 2.75.
  * Not used: larger young generations (4, 8, 16 MB: same peak, more CPU), --single-threaded-gc (more
- * RSS), --max-opt=2 (no TurboFan: ~5 MB fewer pages of the node binary, 87-89 MB between resyncs but
- * the same ~102 MB after them, and ~6-10 % on the cold pass), --jitless (87-97 MB without pods, but
- * a resync pass costs twice the CPU and every other path runs interpreted).
+ * RSS), --jitless (87-97 MB without pods, but a resync pass costs twice the CPU and every other path
+ * runs interpreted). --max-opt=2 (Maglev kept) was tried before the resync garbage was fixed: it
+ * saved ~5 MB between resyncs but not at their peaks, which no longer exist.
  */
-const AGENT_NODE_FLAGS = ['--max-semi-space-size=1', '--optimize-for-size'];
+const AGENT_NODE_FLAGS = ['--max-semi-space-size=1', '--optimize-for-size', '--no-opt', '--no-maglev'];
 
 /**
  * MALLOC_ARENA_MAX=2 (unless the environment sets it): glibc gives each thread that mallocs its own

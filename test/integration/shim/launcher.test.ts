@@ -40,7 +40,12 @@ describe.skipIf(skip !== undefined)(`agent launcher${skip ? ` (skipped: ${skip})
         }).stdout,
       );
     const [flags, arenas] = probe({});
-    expect(flags.slice(0, 2)).toEqual(['--max-semi-space-size=1', '--optimize-for-size']);
+    expect(flags.slice(0, 4)).toEqual([
+      '--max-semi-space-size=1',
+      '--optimize-for-size',
+      '--no-opt',
+      '--no-maglev',
+    ]);
     expect(arenas).toBe('2');
     expect(probe({ MALLOC_ARENA_MAX: '4' })[1]).toBe('4');
   });
