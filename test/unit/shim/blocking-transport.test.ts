@@ -4,7 +4,7 @@
  * The libc socket itself is exercised through the compiled shim in test/integration/shim.
  */
 import { describe, expect, it } from 'vitest';
-import { CniCode, CniError } from '../../../pkg/cni/errors.ts';
+import { CniCode } from '../../../pkg/cni/errors.ts';
 import {
   type BlockingSocket,
   blockingCall,
@@ -14,6 +14,7 @@ import {
 } from '../../../pkg/shim/blocking-transport.ts';
 import { MAX_RESPONSE_BYTES } from '../../../pkg/shim/protocol.ts';
 import { TransportError } from '../../../pkg/shim/transport.ts';
+import { thrown } from '../cni/thrown.ts';
 
 const FD = 7;
 const TIMEOUTS = { connectMs: 2_000, totalMs: 5_000 };
@@ -174,14 +175,7 @@ describe('blockingCall', () => {
     const chunk = new Uint8Array(64 * 1024).fill(0x61);
     const pieces = Math.ceil(MAX_RESPONSE_BYTES / chunk.length) + 1;
     const sock = new ScriptedSocket({ answer: Array.from({ length: pieces }, () => chunk) });
-    let caught: unknown;
-    try {
-      call(sock);
-    } catch (err) {
-      caught = err;
-    }
-    expect(caught).toBeInstanceOf(CniError);
-    expect((caught as CniError).code).toBe(CniCode.INTERNAL);
+    expect(thrown(() => call(sock)).code).toBe(CniCode.INTERNAL);
     expect(sock.closed).toEqual([FD]);
   });
 
