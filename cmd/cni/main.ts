@@ -40,7 +40,13 @@ async function main(): Promise<void> {
     connect: blockingTransport(libc),
     spool: { spoolDel: writeSpooledDel },
   });
-  if (out.stderr !== '') libc.writeAll(2, out.stderr);
+  if (out.stderr !== '') {
+    try {
+      libc.writeAll(2, out.stderr);
+    } catch {
+      // Diagnostics only: a closed stderr must not cost the runtime the result on stdout.
+    }
+  }
   if (out.stdout !== '') libc.writeAll(1, out.stdout);
   process.exit(out.exitCode);
 }

@@ -4,7 +4,7 @@
  * agent is a node:net server on a real unix socket in this process, answering with the real
  * protocol code. This is what exercises the shim's libc IO (cmd/cni/libc.ts, bun:ffi), which vitest (Node) cannot load.
  */
-import { spawn } from 'node:child_process';
+import { spawn, spawnSync } from 'node:child_process';
 import { existsSync, mkdtempSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { createConnection, type Socket } from 'node:net';
 import { tmpdir } from 'node:os';
@@ -186,6 +186,18 @@ describe.skipIf(skipReason !== undefined)(
         const line = readFileSync(file, 'utf8');
         expect(line.endsWith('\n')).toBe(true);
         expect(decodeRequest(line)).toEqual({ v: 1, env: envFor('DEL'), stdin });
+      });
+
+      it('DEL whose stderr cannot be written still succeeds (its diagnostic has nowhere to go)', async () => {
+        const spoolDir = join(scratch, 'spool-nostderr');
+        // /dev/full fails every write with ENOSPC.
+        const r = spawnSync('sh', ['-c', 'exec 2>/dev/full; exec "$0"', BIN], {
+          env: envFor('DEL'),
+          input: conf({ socket: sock(), spoolDir }),
+          encoding: 'utf8',
+        });
+        expect([r.status, r.stdout]).toEqual([0, '']);
+        expect(readdirSync(spoolDir)).toEqual(['9f86d081884c7d65.eth0.del.json']);
       });
 
       it('DEL with an unwritable spool directory fails with 5', async () => {
