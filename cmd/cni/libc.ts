@@ -9,6 +9,7 @@
  * Linux x86-64 and arm64 (little-endian, LP64): the struct layouts below assume both.
  */
 import { dlopen, type Pointer, ptr, read } from 'bun:ffi';
+import { errnoName } from '../../pkg/errno.ts';
 import { type BlockingSocket, type Readiness, SyscallError } from '../../pkg/shim/blocking-transport.ts';
 
 const AF_UNIX = 1;
@@ -28,29 +29,6 @@ const SUN_PATH_MAX = 108;
 const EINTR = 4;
 const EAGAIN = 11;
 const EISCONN = 106;
-/** The errno values a shim can meet, by name (as Node and Bun report them); others read "errno N". */
-const ERRNO_NAMES: Readonly<Record<number, string>> = {
-  1: 'EPERM',
-  2: 'ENOENT',
-  4: 'EINTR',
-  5: 'EIO',
-  9: 'EBADF',
-  11: 'EAGAIN',
-  12: 'ENOMEM',
-  13: 'EACCES',
-  20: 'ENOTDIR',
-  22: 'EINVAL',
-  24: 'EMFILE',
-  32: 'EPIPE',
-  36: 'ENAMETOOLONG',
-  40: 'ELOOP',
-  88: 'ENOTSOCK',
-  91: 'EPROTOTYPE',
-  104: 'ECONNRESET',
-  107: 'ENOTCONN',
-  110: 'ETIMEDOUT',
-  111: 'ECONNREFUSED',
-};
 
 export interface Libc extends BlockingSocket {
   /** Reads `fd` to its end (waiting when it is non-blocking) and decodes it as UTF-8. */
@@ -77,8 +55,7 @@ export function openLibc(): Libc {
   // with no allocation in between, so nothing else in the runtime can have overwritten it.
   const errnoAt = c.__errno_location() as Pointer;
   const errno = (): number => read.i32(errnoAt);
-  const fail = (syscall: string, e: number): SyscallError =>
-    new SyscallError(syscall, ERRNO_NAMES[e] ?? `errno ${e}`);
+  const fail = (syscall: string, e: number): SyscallError => new SyscallError(syscall, errnoName(e));
 
   // struct pollfd { int fd; short events; short revents; }, reused by every poll.
   const pollfd = new Int32Array(2);

@@ -1,5 +1,5 @@
-import { getSystemErrorName } from 'node:util';
 import { CniCode, CniError } from '../cni/errors.ts';
+import { errnoName } from '../errno.ts';
 
 /**
  * Typed netlink failures. Every kernel refusal becomes one of these in exactly one place
@@ -33,14 +33,6 @@ export class ExistsError extends NetlinkError {
   constructor(op: string) {
     super('EEXIST', op);
     this.name = 'ExistsError';
-  }
-}
-
-export function errnoName(errno: number): string {
-  try {
-    return getSystemErrorName(-Math.abs(errno));
-  } catch {
-    return `errno ${errno}`;
   }
 }
 

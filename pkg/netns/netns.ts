@@ -1,5 +1,5 @@
 import { closeSync, constants, openSync, writeSync } from 'node:fs';
-import { getSystemErrorName } from 'node:util';
+import { errnoName } from '../errno.ts';
 import { NetnsNotFoundError } from './errors.ts';
 import { CLONE_NEWNET, getLibc, NS_GET_NSTYPE } from './libc.ts';
 
@@ -11,14 +11,6 @@ import { CLONE_NEWNET, getLibc, NS_GET_NSTYPE } from './libc.ts';
  * socket (it stays bound to the namespace it was created in), write a /proc/sys file with
  * writeFileSync. Async work then uses the socket opened inside.
  */
-
-const errnoName = (errno: number): string => {
-  try {
-    return getSystemErrorName(-errno);
-  } catch {
-    return `errno ${errno}`;
-  }
-};
 
 // libuv adds O_CLOEXEC itself; O_NONBLOCK keeps a FIFO at `path` from blocking the open.
 const OPEN_FLAGS = constants.O_RDONLY | constants.O_NONBLOCK | constants.O_NOCTTY;
