@@ -445,7 +445,7 @@ export function parseRoute(payload: Buffer, onNexthop?: (id: number) => void): R
         nhid = payload.readUInt32LE(at);
         break;
       case RTA.METRICS:
-        mtu = metricAt(payload, at, off + len, RTAX.MTU);
+        mtu = u32AttrIn(payload, at, off + len, RTAX.MTU); // nested: RTA_METRICS holds RTAX_*
         break;
     }
     off += (len + 3) & ~3;
@@ -468,18 +468,6 @@ export function parseRoute(payload: Buffer, onNexthop?: (id: number) => void): R
   return route;
 }
 
-/** One u32 metric (RTAX_*) from the attributes nested in RTA_METRICS, between `from` and `end`. */
-function metricAt(payload: Buffer, from: number, end: number, type: number): number | undefined {
-  for (let off = from; off + 8 <= end; ) {
-    const len = payload.readUInt16LE(off);
-    if (len < 4 || off + len > end) return undefined;
-    if ((payload.readUInt16LE(off + 2) & NLA_TYPE_MASK) === type && len >= 8)
-      return payload.readUInt32LE(off + 4);
-    off += (len + 3) & ~3;
-  }
-  return undefined;
-}
-
 /** RTA_NH_ID of a route message: the nexthop object it points at, if any. */
 export function routeNexthopId(payload: Buffer): number | undefined {
   return routeU32(payload, RTA.NH_ID);
@@ -492,10 +480,15 @@ export function routeTable(payload: Buffer): number {
 
 /** A u32 attribute of a route message, found without decoding the others. */
 function routeU32(payload: Buffer, type: number): number | undefined {
+  return u32AttrIn(payload, 12, payload.length, type);
+}
+
+/** The u32 value of the last attribute of `type` among those between `from` and `end`. */
+function u32AttrIn(payload: Buffer, from: number, end: number, type: number): number | undefined {
   let found: number | undefined;
-  for (let off = 12; off + 4 <= payload.length; ) {
+  for (let off = from; off + 4 <= end; ) {
     const len = payload.readUInt16LE(off);
-    if (len < 4 || off + len > payload.length) break;
+    if (len < 4 || off + len > end) break;
     if ((payload.readUInt16LE(off + 2) & NLA_TYPE_MASK) === type && len >= 8)
       found = payload.readUInt32LE(off + 4);
     off += (len + 3) & ~3;
