@@ -159,18 +159,18 @@ describe('address requests', () => {
 });
 
 describe('route requests', () => {
+  /** One of our peer routes: onlink via another node's address. */
+  const peerRoute: RouteInfo = {
+    family: 4,
+    dst: '10.244.2.0/24',
+    gateway: '192.0.2.9',
+    ifindex: 4,
+    protocol: 126,
+    onlink: true,
+  };
+
   it('encodes protocol, table, onlink, gateway, device, source and metric', () => {
-    const r: RouteInfo = {
-      family: 4,
-      dst: '10.244.2.0/24',
-      gateway: '192.0.2.9',
-      ifindex: 4,
-      protocol: 126,
-      onlink: true,
-      src: '10.244.1.1',
-      metric: 20,
-      table: 1000,
-    };
+    const r: RouteInfo = { ...peerRoute, src: '10.244.1.1', metric: 20, table: 1000 };
     const body = cat(routeBody(r));
     expect([body[0], body[1], body[4], body[5], body[6], body[7]]).toEqual([
       AF.INET,
@@ -214,15 +214,7 @@ describe('route requests', () => {
   });
 
   it('through a nexthop object: RTA_NH_ID instead of gateway, device and onlink; parsing reports the id', () => {
-    const r: RouteInfo = {
-      family: 4,
-      dst: '10.244.2.0/24',
-      gateway: '192.0.2.9',
-      ifindex: 4,
-      protocol: 126,
-      onlink: true,
-    };
-    const body = cat(routeBody(r, false, 0x7e000005));
+    const body = cat(routeBody(peerRoute, false, 0x7e000005));
     expect(body[6]).toBe(RT_SCOPE.UNIVERSE); // still decided by the gateway
     expect(body.readUInt32LE(8)).toBe(0);
     const a = decodeAttrs(body, 12);
@@ -234,7 +226,7 @@ describe('route requests', () => {
     const ids: number[] = [];
     expect(parseRoute(body, (id) => ids.push(id))).toMatchObject({ dst: '10.244.2.0/24', protocol: 126 });
     expect(ids).toEqual([0x7e000005]);
-    parseRoute(cat(routeBody(r)), (id) => ids.push(id));
+    parseRoute(cat(routeBody(peerRoute)), (id) => ids.push(id));
     expect(ids).toHaveLength(1);
   });
 

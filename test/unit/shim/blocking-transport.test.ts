@@ -14,7 +14,7 @@ import {
 } from '../../../pkg/shim/blocking-transport.ts';
 import { MAX_RESPONSE_BYTES } from '../../../pkg/shim/protocol.ts';
 import { TransportError } from '../../../pkg/shim/transport.ts';
-import { thrown } from '../cni/thrown.ts';
+import { thrown, thrownAs } from '../cni/thrown.ts';
 
 const FD = 7;
 const TIMEOUTS = { connectMs: 2_000, totalMs: 5_000 };
@@ -94,15 +94,7 @@ const bytes = (s: string): Uint8Array => new TextEncoder().encode(s);
 const call = (sock: ScriptedSocket, line = '{"v":1}\n'): string =>
   blockingCall(sock, '/run/x.sock', line, TIMEOUTS);
 
-function transportError(fn: () => unknown): TransportError {
-  try {
-    fn();
-  } catch (err) {
-    expect(err).toBeInstanceOf(TransportError);
-    return err as TransportError;
-  }
-  throw new Error('expected a TransportError');
-}
+const transportError = (fn: () => unknown): TransportError => thrownAs(TransportError, fn);
 
 describe('blockingCall', () => {
   it('sends the whole request through short sends and joins an answer that arrives in pieces', () => {
