@@ -117,11 +117,20 @@ export class Agent {
   private waitingFor: string | undefined = 'the first reconcile';
   ipam: Ipam | undefined;
   datapath: DatapathDeps | undefined;
-  /** The pod interfaces' MTU (published in the config list). */
-  mtu = 1500;
-  /** The MTU of pod traffic that leaves the node: `mtu` less the overlay's headers (pod-routes.ts). */
-  routeMtu = 1500;
   ready = false;
+
+  /**
+   * The pod interfaces' MTU (published in the config list): the node link's, since only traffic that
+   * leaves the node is encapsulated.
+   */
+  get mtu(): number {
+    return this.mtuChoice.mtu + this.mtuChoice.overhead;
+  }
+
+  /** The MTU of pod traffic that leaves the node: `mtu` less the overlay's headers (pod-routes.ts). */
+  get routeMtu(): number {
+    return this.mtuChoice.mtu;
+  }
 
   constructor(config: AgentConfig, ports: AgentPorts, log: Logger, hooks: AgentHooks = {}) {
     this.config = config;
@@ -162,8 +171,6 @@ export class Agent {
       deleter: this.deleter,
     };
     if (config.mtu > 0) {
-      this.mtu = config.mtu;
-      this.routeMtu = config.mtu;
       this.mtuChoice = { mtu: config.mtu, source: 'configured (--mtu)', overhead: 0 };
     }
 
@@ -317,15 +324,14 @@ export class Agent {
     this.nodeStatus?.publishVteps(self, vteps);
     if (config.mtu === 0) {
       const choice = await detectMtu(this.host!, self, config.mode);
-      // The pod interface gets the node link's MTU; only its routes off the node leave room for the
-      // overlay's headers (choice.mtu), so traffic between pods of this node uses the full MTU.
-      const podMtu = choice.mtu + choice.overhead;
-      if (podMtu !== this.mtu || choice.mtu !== this.routeMtu || !this.ready) {
-        log.info({ mtu: podMtu, routeMtu: choice.mtu, source: choice.source, mode: config.mode }, 'pod MTU');
-      }
-      this.mtu = podMtu;
-      this.routeMtu = choice.mtu;
+      const changed = choice.mtu !== this.mtuChoice.mtu || choice.overhead !== this.mtuChoice.overhead;
       this.mtuChoice = choice;
+      if (changed || !this.ready) {
+        log.info(
+          { mtu: this.mtu, routeMtu: this.routeMtu, source: choice.source, mode: config.mode },
+          'pod MTU',
+        );
+      }
     }
     if (config.publishCniConfig) {
       const missing = await publishCniConfig(config, this.mtu, log);
@@ -380,7 +386,7 @@ export class Agent {
     if (released > 0) this.hooks.onLeasesReclaimed?.('api-gc', released);
   }
 
-  /** The pod MTU, where it came from and the encapsulation overhead subtracted (status CLI). */
+  /** The detection: the MTU of traffic leaving the node, where it came from, the overhead subtracted. */
   mtuStatus(): MtuChoice & { overhead: number } {
     return { ...this.mtuChoice };
   }

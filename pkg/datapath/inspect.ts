@@ -1,3 +1,4 @@
+import { parseCidr } from '../ip/cidr.ts';
 import type { LeasedAddress } from '../ipam/index.ts';
 import { defaultDst, GATEWAY_V4, GATEWAY_V6, gatewayFor, hostPrefixLen } from './gateway.ts';
 import { hostVethName } from './names.ts';
@@ -104,5 +105,5 @@ export async function readAttachment(
 }
 
 function prefixLenOf(cidr: string): number {
-  return Number(cidr.slice(cidr.indexOf('/') + 1));
+  return parseCidr(cidr)?.prefixLen ?? 0;
 }

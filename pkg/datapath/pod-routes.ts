@@ -1,3 +1,4 @@
+import { parseCidr } from '../ip/cidr.ts';
 import { defaultDst, gatewayFor } from './gateway.ts';
 
 /** A route in the pod's namespace via its link-local gateway. */
@@ -36,7 +37,7 @@ export function podRoutes(families: readonly (4 | 6)[], plan: PodMtuPlan): PodRo
     out.push(viaDefault);
     if (routeMtu === undefined) continue;
     for (const cidr of plan.nodeCidrs ?? []) {
-      if ((cidr.includes(':') ? 6 : 4) === family) out.push({ family, dst: cidr, gateway });
+      if (parseCidr(cidr)?.family === family) out.push({ family, dst: cidr, gateway });
     }
   }
   return out;
