@@ -50,7 +50,7 @@ const attachmentKey = (containerId: string, ifname: string): string => `${contai
 /**
  * The agent's side of every CNI call: parse, dispatch to the datapath under a per-attachment lock,
  * convert the result to the runtime's version, and write exactly one log line with verb, pod,
- * addresses, duration and outcome.
+ * addresses, duration and outcome (right after the answer has been written).
  */
 export function createCniService(deps: CniServiceDeps): {
   handle: CniHandler;
@@ -166,14 +166,18 @@ export function createCniService(deps: CniServiceDeps): {
     const durationMs = Math.round((performance.now() - started) * 100) / 100;
     fields.durationMs = durationMs;
     fields.outcome = response.ok ? 'ok' : 'error';
-    const level = response.ok ? 'info' : code === CniCode.INTERNAL ? 'error' : 'warn';
-    deps.log[level](fields, `CNI ${fields.verb} ${response.ok ? 'ok' : 'failed'}`);
-    deps.onCall?.({
-      verb: String(fields.verb),
-      outcome: response.ok ? 'ok' : 'error',
-      code,
-      durationMs,
-      ...(Array.isArray(fields.released) ? { released: fields.released.length } : {}),
+    // On the next turn of the event loop, after the server has written the answer: the runtime
+    // need not wait for the log line's serialization and write (~0.15 ms of an ADD here).
+    setImmediate(() => {
+      const level = response.ok ? 'info' : code === CniCode.INTERNAL ? 'error' : 'warn';
+      deps.log[level](fields, `CNI ${fields.verb} ${response.ok ? 'ok' : 'failed'}`);
+      deps.onCall?.({
+        verb: String(fields.verb),
+        outcome: response.ok ? 'ok' : 'error',
+        code,
+        durationMs,
+        ...(Array.isArray(fields.released) ? { released: fields.released.length } : {}),
+      });
     });
     return response;
   }
