@@ -202,13 +202,18 @@ class StoreIpam implements Ipam {
       }
       const lease = makeLease(key, meta, addresses, new Date().toISOString());
       written = true; // from here on a lease file may exist: the rollback removes it
-      store.createLease(lease, sync);
-      if (sync) store.flush();
+      let durable = Promise.resolve();
+      if (sync) {
+        store.createLease(lease);
+        store.flush();
+      } else {
+        durable = store.createLeaseDeferred(lease); // nothing below throws: it is always returned
+      }
       for (const a of reservedHere) this.#addReserved(a, owner);
       this.#leases.set(owner, lease);
       for (const a of addresses) this.#last.set(a.range, a.address);
       store.putLast(this.#last);
-      return { lease: copyLease(lease), durable: sync ? Promise.resolve() : store.syncNewLease(owner) };
+      return { lease: copyLease(lease), durable };
     } catch (err) {
       this.#rollback(owner, reservedHere, written);
       throw err;

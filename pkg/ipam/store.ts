@@ -154,6 +154,11 @@ export class LeaseStore {
   readonly spares: SpareFiles;
   /** fsyncs of leases/ and addrs/ for new leases, shared by concurrent allocations (group-sync.ts). */
   readonly #dirSyncs: readonly GroupSync[];
+  /** Those two directories, open for the store's life: an open and a close per fsync cost an ADD ~0.05 ms. */
+  readonly #dirFds = new Map<string, number>();
+  /** last.json, open for the store's life (putLast); undefined until the first write or after a failure. */
+  #lastFd: number | undefined;
+  #lastLength = 0;
 
   constructor(dir: string, fs: StoreFs = realFs) {
     this.dir = dir;
@@ -163,9 +168,7 @@ export class LeaseStore {
     this.#quarantine = join(dir, 'quarantine');
     this.#spareDir = join(dir, 'spare');
     this.spares = new SpareFiles(this.#spareDir, fs);
-    this.#dirSyncs = [this.#leases, this.#addrs].map(
-      (d) => new GroupSync(() => this.#fsyncPath(d, O_RDONLY | O_DIRECTORY, `syncing ${d}`)),
-    );
+    this.#dirSyncs = [this.#leases, this.#addrs].map((d) => new GroupSync(() => this.#fsyncDir(d)));
   }
 
   /** A typed error naming the directory, the operation and the errno. */
@@ -403,7 +406,31 @@ export class LeaseStore {
    * addresses held until release(key), which the runtime sends for the failed ADD. Not durable
    * until flush(). On failure the file is removed (best effort).
    */
-  createLease(lease: Lease, sync = true): void {
+  createLease(lease: Lease): void {
+    this.#fs.closeSync(this.#createLeaseFile(lease, true));
+  }
+
+  /**
+   * createLease without the fsyncs, which start at once on the thread pool: the lease file's (through
+   * the fd that wrote it) and its two directories' (shared, see #dirSyncs). Resolves once the lease is
+   * durable. Concurrent, not file first: the writes are all done before any fsync starts, and the
+   * caller answers no one before all three finish, so the only new state a power loss can leave is
+   * a directory entry made durable before the file's data: an empty or torn lease file, which load
+   * quarantines with its addresses held, as it does for a crash inside createLease. (The file-first
+   * order cost a wake-up of the JS thread between the two steps: the chain took 2.7 ms inside an
+   * ADD, 0.75 ms alone; concurrent 0.57 ms alone, one journal commit.)
+   */
+  createLeaseDeferred(lease: Lease): Promise<void> {
+    const name = `${ownerName(lease)}${LEASE_SUFFIX}`;
+    const fd = this.#createLeaseFile(lease, false);
+    return Promise.all([
+      this.#fsyncAndClose(fd, `syncing leases/${name}`),
+      ...this.#dirSyncs.map((d) => d.request()),
+    ]).then(() => undefined);
+  }
+
+  /** Creates and writes a lease file (fsynced when `sync`); returns its open fd. */
+  #createLeaseFile(lease: Lease, sync: boolean): number {
     const name = `${ownerName(lease)}${LEASE_SUFFIX}`;
     const path = join(this.#leases, name);
     try {
@@ -411,7 +438,7 @@ export class LeaseStore {
       // allocation (spares.ts). Opened without O_TRUNC: it is empty, and truncating an empty file
       // makes ext4 (auto_da_alloc) start writing it back inside close() (~0.07 ms here).
       const claimed = this.spares.claim(path);
-      this.#writeFile(path, this.#render(lease), sync, !claimed);
+      return this.#writeFileKeepOpen(path, this.#render(lease), sync, !claimed);
     } catch (err) {
       try {
         this.#fs.unlinkSync(path);
@@ -462,40 +489,59 @@ export class LeaseStore {
     const fs = this.#fs;
     try {
       const data = Buffer.from(`${JSON.stringify(Object.fromEntries(last))}\n`);
-      const fd = fs.openSync(join(this.dir, 'last.json'), O_WRONLY | O_CREAT, FILE_MODE);
-      try {
-        for (let off = 0; off < data.length; ) off += fs.writePositionSync(fd, data, off, off);
-        fs.ftruncateSync(fd, data.length);
-      } finally {
-        fs.closeSync(fd);
+      if (this.#lastFd === undefined) {
+        this.#lastFd = fs.openSync(join(this.dir, 'last.json'), O_WRONLY | O_CREAT, FILE_MODE);
+        this.#lastLength = -1; // unknown: truncate after the first write
       }
+      const fd = this.#lastFd;
+      for (let off = 0; off < data.length; ) off += fs.writePositionSync(fd, data, off, off);
+      if (data.length !== this.#lastLength) fs.ftruncateSync(fd, data.length);
+      this.#lastLength = data.length;
     } catch {
-      // Best effort by design.
+      // Best effort by design; the next write opens the file again.
+      if (this.#lastFd !== undefined) {
+        try {
+          fs.closeSync(this.#lastFd);
+        } catch {
+          // already unusable
+        }
+        this.#lastFd = undefined;
+      }
     }
   }
 
-  /**
-   * The fsyncs createLease(lease, false) skipped: the lease file and the directories holding it and
-   * its reservations, all three at once on the thread pool; resolves once the lease is durable.
-   * Concurrent, not file first: the writes are all done before any fsync starts, and nothing is
-   * returned to anyone before all three finish, so the only new state a power loss can leave is a
-   * directory entry made durable before the file's data: an empty or torn lease file, which load
-   * quarantines with its addresses held, as it does for a crash inside a synchronous createLease.
-   * The file-first order cost a wake-up of the JS thread between the two steps (measured: the
-   * chain took 2.7 ms inside an ADD, 0.75 ms alone; concurrent 0.57 ms alone, one journal commit).
-   * A directory's fsync is shared with the allocations that ask while one runs (GroupSync: the
-   * next one starts after their entries were made), so a burst does not queue one per lease.
-   */
-  async syncNewLease(owner: string): Promise<void> {
-    const name = `${owner}${LEASE_SUFFIX}`;
-    await Promise.all([
-      this.#fsyncPath(join(this.#leases, name), O_RDONLY, `syncing leases/${name}`),
-      ...this.#dirSyncs.map((d) => d.request()),
-    ]);
+  /** The fd kept open for leases/ or addrs/ (opened on first use). */
+  #dirFd(d: string): number {
+    let fd = this.#dirFds.get(d);
+    if (fd === undefined) {
+      fd = this.#try(`syncing ${d}`, () => this.#fs.openSync(d, O_RDONLY | O_DIRECTORY));
+      this.#dirFds.set(d, fd);
+    }
+    return fd;
   }
 
-  async #fsyncPath(path: string, flags: number, what: string): Promise<void> {
-    const fd = this.#try(what, () => this.#fs.openSync(path, flags));
+  /** Forgets a directory fd whose fsync failed, so the next one starts from a fresh open. */
+  #dropDirFd(d: string, fd: number): void {
+    this.#dirFds.delete(d);
+    try {
+      this.#fs.closeSync(fd);
+    } catch {
+      // already unusable
+    }
+  }
+
+  /** fsync of leases/ or addrs/ on the thread pool, through the fd kept open for it. */
+  async #fsyncDir(d: string): Promise<void> {
+    const fd = this.#dirFd(d);
+    try {
+      await this.#fs.fsync(fd);
+    } catch (err) {
+      this.#dropDirFd(d, fd);
+      throw err instanceof CniError ? err : this.fail(`syncing ${d}`, err);
+    }
+  }
+
+  async #fsyncAndClose(fd: number, what: string): Promise<void> {
     try {
       await this.#fs.fsync(fd);
     } catch (err) {
@@ -514,6 +560,18 @@ export class LeaseStore {
   }
 
   #syncDir(d: string): void {
+    if (d === this.#leases || d === this.#addrs) {
+      const fd = this.#dirFd(d);
+      this.#try(`syncing ${d}`, () => {
+        try {
+          this.#fs.fsyncSync(fd);
+        } catch (err) {
+          this.#dropDirFd(d, fd);
+          throw err;
+        }
+      });
+      return;
+    }
     this.#try(`syncing ${d}`, () => {
       const fd = this.#fs.openSync(d, O_RDONLY | O_DIRECTORY);
       try {
@@ -541,15 +599,22 @@ export class LeaseStore {
     return last;
   }
 
-  #writeFile(path: string, text: string, sync: boolean, truncate = true): void {
+  #writeFile(path: string, text: string, sync: boolean): void {
+    this.#fs.closeSync(this.#writeFileKeepOpen(path, text, sync, true));
+  }
+
+  /** Writes (and when `sync`, fsyncs) a file and returns its fd, still open; closed on failure. */
+  #writeFileKeepOpen(path: string, text: string, sync: boolean, truncate: boolean): number {
     const fs = this.#fs;
     const data = Buffer.from(text);
     const fd = fs.openSync(path, O_WRONLY | O_CREAT | (truncate ? O_TRUNC : 0), FILE_MODE);
     try {
       for (let off = 0; off < data.length; ) off += fs.writeSync(fd, data, off);
       if (sync) fs.fsyncSync(fd);
-    } finally {
+      return fd;
+    } catch (err) {
       fs.closeSync(fd);
+      throw err;
     }
   }
 }

@@ -1,3 +1,5 @@
+import { readFileSync } from 'node:fs';
+import { join } from 'node:path';
 import fc from 'fast-check';
 import { afterEach, describe, expect, it } from 'vitest';
 import { CniCode, CniError } from '../../../pkg/cni/errors.ts';
@@ -199,6 +201,93 @@ describe('IPAM allocateDeferred', () => {
     expect(synced.filter((p) => p === '/addrs')).toHaveLength(2);
     const after = openIpamWith({ dir, ranges: ['10.0.0.0/24'] }, realFs);
     expect(after.list().map((l) => l.containerId)).toEqual(['c1', 'c2', 'c3', 'c4', 'c5']);
+  });
+
+  it('fsyncs a lease file through the fd that wrote it and opens each directory once for the store', async () => {
+    const dir = tempDir();
+    const opened: { path: string; flags: number }[] = [];
+    const synced: number[] = [];
+    const fs: StoreFs = {
+      ...realFs,
+      openSync: (path, flags, mode) => {
+        opened.push({ path: path.slice(dir.length), flags });
+        return realFs.openSync(path, flags, mode);
+      },
+      fsync: (fd) => {
+        synced.push(fd);
+        return realFs.fsync(fd);
+      },
+    };
+    const ipam = openIpamWith({ dir, ranges: RANGES }, fs);
+    opened.length = 0;
+    for (const n of [1, 2, 3]) await ipam.allocateDeferred(key(n)).durable;
+    const opens = (path: string) => opened.filter((o) => o.path === path);
+    expect(opens('/leases')).toHaveLength(1);
+    expect(opens('/addrs')).toHaveLength(1);
+    expect(opens('/last.json')).toHaveLength(1);
+    for (const n of [1, 2, 3]) {
+      // One open per lease file, for writing: its fsync went through that fd.
+      const lease = opens(`/leases/c${n}@eth0.json`);
+      expect(lease).toHaveLength(1);
+      expect(lease[0]!.flags & 3).not.toBe(0);
+    }
+    expect(synced).toHaveLength(9); // three per allocation, none of them on an fd opened again
+    const after = openIpamWith({ dir, ranges: RANGES }, realFs);
+    expect(after.list().map((l) => l.containerId)).toEqual(['c1', 'c2', 'c3']);
+  });
+
+  it('a failed directory fsync closes its fd: the next fsync opens that directory again, the other stays open', async () => {
+    const dir = tempDir();
+    const dirOpens: string[] = [];
+    let failDir: string | undefined;
+    const paths = new Map<number, string>();
+    const fs: StoreFs = {
+      ...realFs,
+      openSync: (path, flags, mode) => {
+        const fd = realFs.openSync(path, flags, mode);
+        paths.set(fd, path.slice(dir.length));
+        if (path === join(dir, 'leases') || path === join(dir, 'addrs'))
+          dirOpens.push(path.slice(dir.length));
+        return fd;
+      },
+      fsync: (fd) =>
+        paths.get(fd) === failDir
+          ? Promise.reject(Object.assign(new Error('EIO: i/o error'), { code: 'EIO' }))
+          : realFs.fsync(fd),
+    };
+    const ipam = openIpamWith({ dir, ranges: RANGES }, fs);
+    dirOpens.length = 0;
+    failDir = '/addrs';
+    const err = await ipam.allocateDeferred(key(1)).durable.then(
+      () => undefined,
+      (e: unknown) => e,
+    );
+    expect((err as CniError).code).toBe(CniCode.IPAM_STORE_FAILED);
+    expect((err as CniError).message).toContain(`${dir}/addrs`);
+    expect(dirOpens.sort()).toEqual(['/addrs', '/leases']);
+    failDir = undefined;
+    dirOpens.length = 0;
+    ipam.release(key(1)); // its fsyncs of both directories: only the one that failed is opened again
+    await ipam.allocateDeferred(key(2)).durable;
+    expect(dirOpens).toEqual(['/addrs']);
+    expect(
+      openIpamWith({ dir, ranges: RANGES }, realFs)
+        .list()
+        .map((l) => l.containerId),
+    ).toEqual(['c2']);
+  });
+
+  it('keeps last.json exact while its text grows and shrinks (rewritten in place)', async () => {
+    const dir = tempDir();
+    const ipam = openIpamWith({ dir, ranges: ['10.0.0.0/28'] }, realFs);
+    // Round robin over .1-.14 twice: "10.0.0.9" -> "10.0.0.10" grows the text, the wrap shrinks it.
+    for (let n = 1; n <= 20; n++) {
+      const { lease, durable } = ipam.allocateDeferred(key(n));
+      await durable;
+      const last = JSON.parse(readFileSync(join(dir, 'last.json'), 'utf8')) as Record<string, string>;
+      expect(last).toEqual({ '10.0.0.0/28': lease.addresses[0]!.address });
+      ipam.release(key(n));
+    }
   });
 
   it('an existing key answers with its lease, already durable', async () => {
