@@ -9,6 +9,7 @@ import { type PodRoute, podRoutes } from './pod-routes.ts';
 import {
   type LinkInfo,
   type NetlinkHandle,
+  type PodNetlink,
   type RouteInfo,
   type SetUpStep,
   TRELLIS_ROUTE_PROTOCOL,
@@ -111,7 +112,7 @@ async function addInNetns(deps: DatapathDeps, req: AttachRequest, nsFd: number):
 
     const routes = podRoutes(familiesOf(lease.addresses), req);
     // Opened while the kernel is still making the pair: a socket does not need the interface.
-    const pod = deps.netns.openNetlinkInFd(nsFd, req.netns);
+    const pod = deps.netns.openPodNetlink(nsFd, req.netns);
     let hostLink: LinkInfo;
     let podLink: LinkInfo;
     try {
@@ -127,9 +128,7 @@ async function addInNetns(deps: DatapathDeps, req: AttachRequest, nsFd: number):
         configurePodSide(pod, req, podEnd(req, created.value, podMac), lease.addresses, routes),
       ]);
     } finally {
-      // On a later turn of the event loop: closing the native socket costs ~70 us, which the answer
-      // need not wait for.
-      setImmediate(() => pod.close());
+      pod.close();
     }
     const syncError = await synced;
     if (syncError !== undefined) throw syncError;
@@ -207,7 +206,11 @@ async function deleteLinkByName(host: NetlinkHandle, name: string): Promise<void
   if (link !== undefined) await host.deleteLink(link.index);
 }
 
-async function requireLink(handle: NetlinkHandle, name: string, where: string): Promise<LinkInfo> {
+async function requireLink(
+  handle: Pick<NetlinkHandle, 'getLink'>,
+  name: string,
+  where: string,
+): Promise<LinkInfo> {
   const link = await handle.getLink(name);
   if (link === undefined) {
     throw new CniError(CniCode.NETLINK_FAILED, `link ${name} disappeared from the ${where} during ADD`);
@@ -261,12 +264,12 @@ async function configureHostSide(
 
 /**
  * Pod end: lo and the interface up, /32 and /128 addresses, the routes via the link-local gateways
- * (pod-routes.ts); one datagram, like the host end. With `known` (podEnd) it sends that datagram at once:
+ * (pod-routes.ts); one datagram, like the host end, answered in the same turn (openPodNetlink). With `known` (podEnd) it sends that datagram at once:
  * lo is index 1 in every network namespace (the kernel's LOOPBACK_IFINDEX), and bringing up a lo
  * that is up changes nothing. Otherwise both are looked up first.
  */
 async function configurePodSide(
-  pod: NetlinkHandle,
+  pod: PodNetlink,
   req: AttachRequest,
   known: LinkInfo | undefined,
   addresses: LeasedAddress[],

@@ -177,6 +177,9 @@ export interface NetlinkHandle {
   close(): void;
 }
 
+/** ADD's handle in a pod's namespace: its links looked up, its configuration sent (setUp). */
+export type PodNetlink = Pick<NetlinkHandle, 'getLink' | 'setUp' | 'close'>;
+
 /** Network namespaces and the few libc calls the datapath needs. */
 export interface NetnsPort {
   /** True when path exists and is a network namespace (nsfs). */
@@ -187,12 +190,15 @@ export interface NetnsPort {
    */
   openNetlinkIn(path: string): NetlinkHandle;
   /**
-   * Opens an fd for IFLA_NET_NS_FD, openNetlinkInFd and writeSysctlInFd; the caller closes it with
+   * Opens an fd for IFLA_NET_NS_FD, openPodNetlink and writeSysctlInFd; the caller closes it with
    * closeFd. Throws NetnsNotFoundError when the path is missing or not a netns.
    */
   openNetnsFd(path: string): number;
-  /** openNetlinkIn through an fd from openNetnsFd (still the caller's): one open serves a whole ADD. */
-  openNetlinkInFd(fd: number, path: string): NetlinkHandle;
+  /**
+   * What ADD needs in the pod's namespace, through an fd from openNetnsFd (still the caller's): one
+   * open serves a whole ADD.
+   */
+  openPodNetlink(fd: number, path: string): PodNetlink;
   closeFd(fd: number): void;
   /** Synchronous /proc/sys write inside the namespace at path, e.g. ('net/ipv6/conf/eth0/accept_dad', '0'). */
   writeSysctlIn(path: string, key: string, value: string): void;

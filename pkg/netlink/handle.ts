@@ -16,7 +16,6 @@ import { TRELLIS_ROUTE_PROTOCOL } from '../datapath/ports.ts';
 import { AF, NLM_F, RT_TABLE_MAIN, RTM } from './constants.ts';
 import { ExistsError, LinkNotFoundError, NetlinkError } from './errors.ts';
 import {
-  addAddressBody,
   createVethBody,
   createVxlanBody,
   describeRoute,
@@ -35,7 +34,6 @@ import {
   routeBody,
   routeNexthopId,
   setLinkMtuBody,
-  setLinkUpBody,
 } from './messages.ts';
 import { NexthopBook, usesNexthop } from './nexthop-book.ts';
 import {
@@ -45,6 +43,14 @@ import {
   nexthopBody,
   parseNexthop,
 } from './nexthop-messages.ts';
+import {
+  addAddressRequest,
+  CREATE_EXCL,
+  CREATE_REPLACE,
+  routeRequest,
+  setLinkUpRequest,
+  setUpRequest,
+} from './requests.ts';
 import { type Request, RtnlSocket, type SocketProbe } from './socket.ts';
 import type { RawMessage } from './wire.ts';
 
@@ -75,9 +81,6 @@ export interface ExtendedNetlinkHandle extends NetlinkHandle {
   /** listRoutes one route at a time as the dump arrives (nothing kept); restart: it starts over. */
   scanRoutes(filter: RouteFilter, visit: (r: RouteInfo) => void, restart?: () => void): Promise<void>;
 }
-
-const CREATE_EXCL = NLM_F.CREATE | NLM_F.EXCL;
-const CREATE_REPLACE = NLM_F.CREATE | NLM_F.REPLACE;
 
 /** errnos that mean "the thing to delete is already gone". */
 const GONE = new Set(['ESRCH', 'ENOENT', 'EADDRNOTAVAIL', 'ENODEV']);
@@ -530,39 +533,6 @@ class Handle implements ExtendedNetlinkHandle {
   close(): void {
     this.sock.close();
   }
-}
-
-function setLinkUpRequest(index: number): Request {
-  return { type: RTM.NEWLINK, flags: 0, body: setLinkUpBody(index, true), op: `RTM_NEWLINK #${index} up` };
-}
-
-function addAddressRequest(spec: AddAddress): Request {
-  return {
-    type: RTM.NEWADDR,
-    flags: CREATE_EXCL,
-    body: addAddressBody(spec),
-    op: `RTM_NEWADDR ${spec.address}/${spec.prefixLen} dev #${spec.ifindex}`,
-  };
-}
-
-function setUpRequest(step: SetUpStep): Request {
-  switch (step.kind) {
-    case 'up':
-      return setLinkUpRequest(step.index);
-    case 'address':
-      return addAddressRequest(step.address);
-    case 'route':
-      return routeRequest(step.route, CREATE_REPLACE);
-  }
-}
-
-function routeRequest(route: RouteInfo, flags: number, nhid?: number): Request {
-  return {
-    type: RTM.NEWROUTE,
-    flags,
-    body: routeBody(route, false, nhid),
-    op: `RTM_NEWROUTE ${describeRoute(route)}${nhid === undefined ? '' : ` nhid ${nhid}`}`,
-  };
 }
 
 function deleteRouteRequest(route: RouteInfo, description = describeRoute(route)): Request {

@@ -16,5 +16,11 @@ export type { SubscribeOptions } from './events.ts';
 export { subscribeLinkEvents, subscribeRouteEvents } from './events.ts';
 export type { ExtendedNetlinkHandle } from './handle.ts';
 export { type OpenNetlinkOptions, openNetlink } from './handle.ts';
-export { createVethVia, deleteLinkVia, type Exchange } from './off-thread-requests.ts';
+export {
+  createVethVia,
+  deleteLinkVia,
+  type Exchange,
+  getLinkVia,
+  setUpVia,
+} from './off-thread-requests.ts';
 export type { SocketProbe } from './socket.ts';

@@ -1,18 +1,20 @@
-import type { CreateVeth, LinkInfo } from '../datapath/ports.ts';
+import type { CreateVeth, LinkInfo, SetUpStep } from '../datapath/ports.ts';
 import { NLM_F, NLMSG_ERROR, RTM } from './constants.ts';
-import { errorFromErrno, NetlinkError } from './errors.ts';
-import { createVethBody, ifinfomsg, parseLink } from './messages.ts';
+import { ExistsError, errorFromErrno, LinkNotFoundError, NetlinkError } from './errors.ts';
+import { createVethBody, getLinkByNameBody, ifinfomsg, parseLink } from './messages.ts';
+import { setUpRequest } from './requests.ts';
 import { decodeErrno, decodeMessages, encodeMessage, type RawMessage } from './wire.ts';
 
 /**
- * The link requests the kernel takes milliseconds over (inside the sending call), encoded here and
- * sent through `exchange`, which pkg/netns implements with a socket sent from another thread so the
- * agent's JS thread keeps serving meanwhile. Same typed errors as the handle's own methods.
+ * Requests over a plain socket that pkg/netns sends from another thread (the link requests the kernel
+ * takes milliseconds over, so the agent's JS thread keeps serving meanwhile) or on the JS thread with
+ * the answer read at once (a pod's configuration). Same typed errors as the handle's own methods.
  */
 
 /**
  * Sends one request datagram and returns the kernel's reply: every datagram it queued for the
- * request, up to and including the one with the ACK, concatenated (pkg/netns off-thread socket).
+ * request, up to and including the one acknowledging its last message, concatenated (pkg/netns
+ * off-thread-netlink.ts).
  */
 export type Exchange = (request: Buffer) => Promise<Buffer>;
 
@@ -70,4 +72,55 @@ export async function createVethVia(exchange: Exchange, spec: CreateVeth): Promi
     if (link.name === spec.name) return link;
   }
   return undefined;
+}
+
+/** RTM_GETLINK by name; undefined when there is no such link. */
+export async function getLinkVia(exchange: Exchange, name: string): Promise<LinkInfo | undefined> {
+  try {
+    const reply = await requestVia(exchange, RTM.GETLINK, 0, getLinkByNameBody(name), `RTM_GETLINK ${name}`);
+    for (const m of reply) if (m.type === RTM.NEWLINK) return parseLink(m.payload);
+    return undefined;
+  } catch (e) {
+    if (e instanceof LinkNotFoundError) return undefined;
+    throw e;
+  }
+}
+
+/**
+ * NetlinkHandle.setUp in one datagram: the kernel applies the steps in order and keeps going after a
+ * failed one, answering it with its error; only the last step asks for an ACK, which then proves
+ * every earlier step without an error succeeded. An address that exists counts as added. Throws the
+ * first failure.
+ */
+export async function setUpVia(exchange: Exchange, steps: readonly SetUpStep[]): Promise<void> {
+  if (steps.length === 0) return;
+  const requests = steps.map(setUpRequest);
+  const first = (seq + 1) >>> 0;
+  seq = (seq + requests.length) >>> 0;
+  const datagram = Buffer.concat(
+    requests.map((r, i) =>
+      encodeMessage(
+        r.type,
+        NLM_F.REQUEST | (i === requests.length - 1 ? NLM_F.ACK : 0) | r.flags,
+        (first + i) >>> 0,
+        r.body,
+      ),
+    ),
+  );
+  const reply = decodeMessages(await exchange(datagram));
+  let acked = false;
+  let failure: NetlinkError | undefined;
+  for (const m of reply) {
+    if (m.type !== NLMSG_ERROR) continue;
+    const i = (m.seq - first) >>> 0;
+    if (i >= requests.length) continue;
+    if (i === requests.length - 1) acked = true;
+    const errno = decodeErrno(m.payload);
+    if (errno === 0) continue;
+    const err = errorFromErrno(errno, requests[i]!.op);
+    if (steps[i]!.kind === 'address' && err instanceof ExistsError) continue;
+    failure ??= err;
+  }
+  if (failure !== undefined) throw failure;
+  if (!acked) throw new NetlinkError('EPROTO', `${requests.at(-1)!.op}: no acknowledgement in the reply`);
 }

@@ -44,6 +44,8 @@ interface Libc {
    * For netlink requests the kernel does the whole operation inside send, however long it takes.
    */
   sendOffThread(fd: number, data: Buffer): Promise<CallResult>;
+  /** send(2) on the JS thread: the kernel's work for a netlink request blocks it meanwhile. */
+  send(fd: number, data: Buffer): CallResult;
   /** recv(2) into out on the JS thread (pass MSG_DONTWAIT unless blocking is intended). */
   recv(fd: number, out: Buffer, flags: number): CallResult;
 }
@@ -82,6 +84,14 @@ function load(): Libc {
       errno: true,
       runInNewThread: true,
     },
+    // write(2), not a second binding of send: ffi-rs names a binding by its symbol, and on a netlink
+    // socket write is send with no flags.
+    write: {
+      library,
+      retType: DataType.I64,
+      paramsType: [DataType.I32, DataType.U8Array, DataType.I64],
+      errno: true,
+    },
     recv: {
       library,
       retType: DataType.I64,
@@ -118,6 +128,10 @@ function load(): Libc {
     },
     sendOffThread: async (fd, data) => {
       const r = await fns.send([fd, data, data.length, 0]);
+      return { value: Number(r.value), errno: Number(r.value) === -1 ? r.errnoCode : 0 };
+    },
+    send: (fd, data) => {
+      const r = fns.write([fd, data, data.length]);
       return { value: Number(r.value), errno: Number(r.value) === -1 ? r.errnoCode : 0 };
     },
     recv: (fd, out, flags) => {

@@ -1,5 +1,5 @@
 import { getSystemErrorName } from 'node:util';
-import type { CreateVeth, NetlinkEventsPort } from '../datapath/ports.ts';
+import type { CreateVeth, NetlinkEventsPort, SetUpStep } from '../datapath/ports.ts';
 import {
   createVethVia,
   deleteLinkVia,
@@ -7,6 +7,7 @@ import {
   NetlinkError,
   openNetlink,
   type SocketProbe,
+  setUpVia,
   subscribeLinkEvents,
   subscribeRouteEvents,
 } from '../netlink/index.ts';
@@ -66,17 +67,21 @@ export function prepareEventSocket(fd: number, recvBuffer = EVENTS_RCVBUF): Sock
 /**
  * openNetlink with the request-socket options: use this for the agent's host handle. Its deleteLink
  * and createVeth go through sockets sent from other threads (off-thread-netlink.ts): the kernel
- * holds a veth deletion for 15-33 ms and a creation for ~2.4 ms inside the sending call, and the
+ * holds a veth deletion for 15-33 ms and a creation for ~1 ms inside the sending call, and the
  * agent's JS thread must keep serving meanwhile. One socket each, so a pod's creation never queues
- * behind another pod's deletion. Open it on the JS thread in the host namespace (outside withNetns).
+ * behind another pod's deletion. setUp (a pod's host end, a fraction of a millisecond in the kernel)
+ * goes through a third, sent on the JS thread and answered in the same turn. Open it on the JS
+ * thread in the host namespace (outside withNetns).
  */
 export function openHostNetlink(): ExtendedNetlinkHandle {
   const handle = openNetlink({ prepareFd: prepareRequestSocket });
   let deleting: OffThreadNetlink;
   let creating: OffThreadNetlink;
+  let configuring: OffThreadNetlink;
   try {
     deleting = openOffThreadNetlink();
     creating = openOffThreadNetlink();
+    configuring = openOffThreadNetlink();
   } catch {
     return handle; // ffi-rs cannot run here: the handle's own (blocking) methods still work
   }
@@ -84,9 +89,11 @@ export function openHostNetlink(): ExtendedNetlinkHandle {
   return Object.assign(handle, {
     deleteLink: (index: number) => deleteLinkVia(deleting.exchange, index),
     createVeth: (spec: CreateVeth) => createVethVia(creating.exchange, spec),
+    setUp: (steps: readonly SetUpStep[]) => setUpVia(configuring.exchangeInline, steps),
     close: () => {
       deleting.close();
       creating.close();
+      configuring.close();
       close();
     },
   });

@@ -1,25 +1,42 @@
 import { closeSync } from 'node:fs';
 import { errorFromErrno } from '../netlink/index.ts';
-import { AF_NETLINK, getLibc, MSG_DONTWAIT, NETLINK_ROUTE, SOCK_CLOEXEC, SOCK_RAW } from './libc.ts';
+import {
+  AF_NETLINK,
+  type CallResult,
+  getLibc,
+  MSG_DONTWAIT,
+  NETLINK_ROUTE,
+  SOCK_CLOEXEC,
+  SOCK_RAW,
+} from './libc.ts';
 
 /**
- * A rtnetlink socket whose requests are sent from a thread other than the agent's one JS thread.
+ * A rtnetlink socket whose requests are sent either from a thread other than the agent's one JS
+ * thread (exchange) or on it with no trip through the event loop (exchangeInline).
  *
- * Why: the kernel carries out a netlink request inside the sending sendmsg(), and some take long
- * (deleting a veth pair waits 15-33 ms for RCU here). Sent through the agent's usual socket, that
- * wait froze every CNI call behind it. Here send() runs on an ffi-rs thread; the reply is already
- * queued when it returns (the kernel answers inside the same call), so it is read without blocking.
+ * Why off the thread: the kernel carries out a netlink request inside the sending sendmsg(), and
+ * some take long (deleting a veth pair waits 15-33 ms for RCU here). Sent through the agent's usual
+ * socket, that wait froze every CNI call behind it. exchange's send runs on an ffi-rs thread.
  *
- * The socket belongs to the network namespace of the thread that opens it, for its whole life, no
- * matter which thread sends on it: open it on the JS thread, outside any withNetns.
+ * Why inline: for a request the kernel answers in a fraction of a millisecond (a pod's addresses
+ * and routes), handing it to another thread and waking the JS thread for the answer costs more than
+ * it saves; exchangeInline sends and reads the answer in the same turn, without waiting for the
+ * event loop to see the socket readable (and behind whatever else became readable meanwhile).
+ *
+ * Either way the reply is queued in full when send returns (the kernel answers inside the same
+ * call), so it is read without blocking. The socket belongs to the network namespace of the thread
+ * that opens it, for its whole life, no matter which thread sends on it: open it on the JS thread,
+ * outside any withNetns for the host's, inside one for a pod's.
  */
 export interface OffThreadNetlink {
   /**
-   * Sends one request datagram (asking for an ACK) and returns what the kernel queued for it, up to
-   * and including the datagram with the ACK (an NLM_F_ECHO request gets the echo first), as one
-   * buffer. One at a time.
+   * Sends one request datagram from another thread and returns what the kernel queued for it, up to
+   * and including the datagram that acknowledges its LAST message (an NLM_F_ECHO request gets the
+   * echo first; a failed earlier message's error comes before), as one buffer. One at a time.
    */
   exchange(request: Buffer): Promise<Buffer>;
+  /** exchange, sent on the JS thread (queued behind an exchange in flight). */
+  exchangeInline(request: Buffer): Promise<Buffer>;
   close(): void;
 }
 
@@ -29,11 +46,23 @@ const NLMSG_ERROR = 2;
 const NLMSG_HDRLEN = 16;
 const EAGAIN = 11;
 
-/** True when a reply datagram holds an NLMSG_ERROR message (an ACK or an error): the last one. */
-function holdsAck(datagram: Buffer): boolean {
+/** The sequence number of a request datagram's last message: its ACK ends the reply. */
+function lastSeq(request: Buffer): number {
+  let seq = -1;
+  for (let off = 0; off + NLMSG_HDRLEN <= request.length; ) {
+    const len = request.readUInt32LE(off);
+    seq = request.readUInt32LE(off + 8);
+    if (len < NLMSG_HDRLEN) break;
+    off += (len + 3) & ~3;
+  }
+  return seq;
+}
+
+/** True when a reply datagram holds the NLMSG_ERROR (ACK or error) for message `seq`. */
+function holdsAckFor(datagram: Buffer, seq: number): boolean {
   for (let off = 0; off + NLMSG_HDRLEN <= datagram.length; ) {
     const len = datagram.readUInt32LE(off);
-    if (datagram.readUInt16LE(off + 4) === NLMSG_ERROR) return true;
+    if (datagram.readUInt16LE(off + 4) === NLMSG_ERROR && datagram.readUInt32LE(off + 8) === seq) return true;
     if (len < NLMSG_HDRLEN) return false;
     off += (len + 3) & ~3;
   }
@@ -49,10 +78,9 @@ export function openOffThreadNetlink(): OffThreadNetlink {
   // Replies are matched by order: one request in flight, the next waits for it.
   let tail: Promise<unknown> = Promise.resolve();
 
-  const once = async (request: Buffer): Promise<Buffer> => {
-    if (closed) throw new Error('off-thread netlink socket is closed');
-    const sent = await libc.sendOffThread(fd, request);
+  const readReply = (request: Buffer, sent: CallResult): Buffer => {
     if (sent.value < 0) throw errorFromErrno(sent.errno, 'send on the off-thread netlink socket');
+    const until = lastSeq(request);
     // The kernel queued the whole reply before send returned, so no recv here ever waits.
     const parts: Buffer[] = [];
     for (;;) {
@@ -64,20 +92,31 @@ export function openOffThreadNetlink(): OffThreadNetlink {
       }
       const datagram = reply.subarray(0, got.value);
       parts.push(datagram);
-      if (holdsAck(datagram)) break;
+      if (holdsAckFor(datagram, until)) break;
     }
     return parts.length === 1 ? parts[0]! : Buffer.concat(parts);
   };
 
+  const queued = (run: () => Promise<Buffer>): Promise<Buffer> => {
+    const next = tail.then(run, run);
+    tail = next.catch(() => undefined);
+    return next;
+  };
+  const open = (): void => {
+    if (closed) throw new Error('off-thread netlink socket is closed');
+  };
+
   return {
-    exchange(request) {
-      const run = tail.then(
-        () => once(request),
-        () => once(request),
-      );
-      tail = run.catch(() => undefined);
-      return run;
-    },
+    exchange: (request) =>
+      queued(async () => {
+        open();
+        return readReply(request, await libc.sendOffThread(fd, request));
+      }),
+    exchangeInline: (request) =>
+      queued(async () => {
+        open();
+        return readReply(request, libc.send(fd, request));
+      }),
     close() {
       if (closed) return;
       closed = true;

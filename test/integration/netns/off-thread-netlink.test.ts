@@ -3,7 +3,10 @@ import {
   deleteLinkVia,
   ExistsError,
   type ExtendedNetlinkHandle,
+  getLinkVia,
   LinkNotFoundError,
+  NetlinkError,
+  setUpVia,
 } from '../../../pkg/netlink/index.ts';
 import {
   createNetnsPort,
@@ -132,6 +135,63 @@ describe.skipIf(netnsSkipReason !== undefined)('off-thread link deletion (root, 
       expect(links(a.name).map((l) => l.ifname)).toEqual(['lo']);
     } finally {
       handle.close();
+    }
+  });
+
+  it('setUpVia applies every step in one datagram, inline or off the thread, and throws the first failure after trying the rest', async () => {
+    const a = pool.add('a');
+    ip(a.name, 'link', 'add', 'va0', 'type', 'veth', 'peer', 'name', 'vb0');
+    const sock = withNetns(a.path, () => openOffThreadNetlink());
+    try {
+      const va0 = (await getLinkVia(sock.exchangeInline, 'va0'))!;
+      const vb0 = (await getLinkVia(sock.exchange, 'vb0'))!;
+      expect(va0).toMatchObject({
+        name: 'va0',
+        index: links(a.name).find((l) => l.ifname === 'va0')!.ifindex,
+      });
+      expect(await getLinkVia(sock.exchangeInline, 'nosuch0')).toBeUndefined();
+
+      await setUpVia(sock.exchangeInline, [
+        { kind: 'up', index: va0.index },
+        { kind: 'address', address: { family: 4, ifindex: va0.index, address: '10.9.0.1', prefixLen: 32 } },
+        { kind: 'route', route: { family: 4, dst: '10.9.1.0/24', ifindex: va0.index, scope: 'link' } },
+      ]);
+      // Again, off the thread: the address exists (counts as added), the route is replaced.
+      await setUpVia(sock.exchange, [
+        { kind: 'address', address: { family: 4, ifindex: va0.index, address: '10.9.0.1', prefixLen: 32 } },
+        { kind: 'route', route: { family: 4, dst: '10.9.1.0/24', ifindex: va0.index, scope: 'link' } },
+      ]);
+
+      // A failing step in the middle: its error is thrown, the steps after it were still applied.
+      const failed = await setUpVia(sock.exchangeInline, [
+        { kind: 'up', index: vb0.index },
+        { kind: 'route', route: { family: 4, dst: '10.9.2.0/24', ifindex: 999_999, scope: 'link' } },
+        { kind: 'address', address: { family: 4, ifindex: vb0.index, address: '10.9.0.2', prefixLen: 32 } },
+      ]).then(
+        () => undefined,
+        (e: unknown) => e,
+      );
+      expect(failed).toBeInstanceOf(NetlinkError);
+      expect((failed as NetlinkError).op).toContain('RTM_NEWROUTE 10.9.2.0/24');
+
+      const state = ipJson<{ ifname: string; flags: string[]; addr_info: { local: string }[] }[]>(
+        a.name,
+        'addr',
+        'show',
+      );
+      const byName = new Map(state.map((l) => [l.ifname, l]));
+      expect(byName.get('va0')!.flags).toContain('UP');
+      expect(byName.get('va0')!.addr_info.map((x) => x.local)).toContain('10.9.0.1');
+      expect(byName.get('vb0')!.flags).toContain('UP');
+      expect(byName.get('vb0')!.addr_info.map((x) => x.local)).toContain('10.9.0.2');
+      const routes = ipJson<{ dst: string; dev: string }[]>(a.name, 'route', 'show');
+      expect(routes.filter((r) => r.dst.startsWith('10.9.')).map((r) => [r.dst, r.dev])).toEqual([
+        ['10.9.1.0/24', 'va0'],
+      ]);
+      // The socket's next exchange gets its own reply, nothing of the failed datagram's left behind.
+      expect((await getLinkVia(sock.exchangeInline, 'vb0'))?.index).toBe(vb0.index);
+    } finally {
+      sock.close();
     }
   });
 });

@@ -1,0 +1,43 @@
+import type { AddAddress, RouteInfo, SetUpStep } from '../datapath/ports.ts';
+import { NLM_F, RTM } from './constants.ts';
+import { addAddressBody, describeRoute, routeBody, setLinkUpBody } from './messages.ts';
+import type { Request } from './socket.ts';
+
+/** Requests built the same way whichever socket sends them (handle.ts, off-thread-requests.ts). */
+
+export const CREATE_EXCL = NLM_F.CREATE | NLM_F.EXCL;
+export const CREATE_REPLACE = NLM_F.CREATE | NLM_F.REPLACE;
+
+export function setLinkUpRequest(index: number): Request {
+  return { type: RTM.NEWLINK, flags: 0, body: setLinkUpBody(index, true), op: `RTM_NEWLINK #${index} up` };
+}
+
+export function addAddressRequest(spec: AddAddress): Request {
+  return {
+    type: RTM.NEWADDR,
+    flags: CREATE_EXCL,
+    body: addAddressBody(spec),
+    op: `RTM_NEWADDR ${spec.address}/${spec.prefixLen} dev #${spec.ifindex}`,
+  };
+}
+
+export function routeRequest(route: RouteInfo, flags: number, nhid?: number): Request {
+  return {
+    type: RTM.NEWROUTE,
+    flags,
+    body: routeBody(route, false, nhid),
+    op: `RTM_NEWROUTE ${describeRoute(route)}${nhid === undefined ? '' : ` nhid ${nhid}`}`,
+  };
+}
+
+/** One step of NetlinkHandle.setUp as its request (routes are created or replaced). */
+export function setUpRequest(step: SetUpStep): Request {
+  switch (step.kind) {
+    case 'up':
+      return setLinkUpRequest(step.index);
+    case 'address':
+      return addAddressRequest(step.address);
+    case 'route':
+      return routeRequest(step.route, CREATE_REPLACE);
+  }
+}
