@@ -71,15 +71,20 @@ export function createCniService(deps: CniServiceDeps): {
         }
         const { containerId, ifname, netns } = required(env);
         const att = await locked(containerId, ifname, () =>
-          addAttachment(deps.datapath, {
-            containerId,
-            ifname,
-            netns,
-            mtu: conf.mtu ?? deps.defaultMtu(),
-            routeMtu: deps.routeMtu?.(),
-            nodeCidrs: deps.nodeCidrs?.(),
-            pod: { namespace: env.args.podNamespace, name: env.args.podName, uid: env.args.podUid },
-          }),
+          addAttachment(
+            deps.datapath,
+            {
+              containerId,
+              ifname,
+              netns,
+              mtu: conf.mtu ?? deps.defaultMtu(),
+              routeMtu: deps.routeMtu?.(),
+              nodeCidrs: deps.nodeCidrs?.(),
+              pod: { namespace: env.args.podNamespace, name: env.args.podName, uid: env.args.podUid },
+            },
+            // Only this call in progress: the kernel's work may hold the thread (types.ts).
+            { alone: busy.size === 1 },
+          ),
         );
         fields.addresses = att.addresses.map((a) => a.address);
         fields.hostIf = att.host.name;

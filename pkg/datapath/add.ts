@@ -14,7 +14,7 @@ import {
   type SetUpStep,
   TRELLIS_ROUTE_PROTOCOL,
 } from './ports.ts';
-import type { Attachment, AttachRequest, DatapathDeps } from './types.ts';
+import type { Attachment, AttachOptions, AttachRequest, DatapathDeps } from './types.ts';
 import { UndoStack } from './undo.ts';
 
 /** The loopback device's index in every network namespace (linux/netdevice.h LOOPBACK_IFINDEX). */
@@ -26,10 +26,14 @@ const LOOPBACK_IFINDEX = 1;
  * each -> lease durable -> Attachment. Any failure unwinds what was done, in reverse, before the
  * error is returned, so a failed ADD leaves no lease, veth or route behind.
  */
-export async function addAttachment(deps: DatapathDeps, req: AttachRequest): Promise<Attachment> {
+export async function addAttachment(
+  deps: DatapathDeps,
+  req: AttachRequest,
+  opts: AttachOptions = {},
+): Promise<Attachment> {
   const nsFd = openPodNetns(deps, req.netns);
   try {
-    return await addInNetns(deps, req, nsFd);
+    return await addInNetns(deps, req, nsFd, opts);
   } finally {
     deps.netns.closeFd(nsFd);
   }
@@ -64,7 +68,12 @@ function openPodNetns(deps: DatapathDeps, path: string): number {
 
 type Settled<T> = { ok: true; value: T } | { ok: false; error: unknown };
 
-async function addInNetns(deps: DatapathDeps, req: AttachRequest, nsFd: number): Promise<Attachment> {
+async function addInNetns(
+  deps: DatapathDeps,
+  req: AttachRequest,
+  nsFd: number,
+  opts: AttachOptions,
+): Promise<Attachment> {
   const key = { containerId: req.containerId, ifname: req.ifname };
   const hostName = hostVethName(req.containerId, req.ifname);
   await deps.deleter.wait(hostName);
@@ -102,6 +111,7 @@ async function addInNetns(deps: DatapathDeps, req: AttachRequest, nsFd: number):
       hostName,
       nsFd,
       podMac,
+      opts.alone === true,
     ).then(
       (value) => ({ ok: true, value }),
       (error: unknown) => ({ ok: false, error }),
@@ -111,7 +121,8 @@ async function addInNetns(deps: DatapathDeps, req: AttachRequest, nsFd: number):
     });
 
     const routes = podRoutes(familiesOf(lease.addresses), req);
-    // Opened while the kernel is still making the pair: a socket does not need the interface.
+    // Opened before the pair is waited for (while the kernel makes it, unless inline): a socket
+    // does not need the interface.
     const pod = deps.netns.openPodNetlink(nsFd, req.netns);
     let hostLink: LinkInfo;
     let podLink: LinkInfo;
@@ -178,17 +189,21 @@ async function createVethReplacingStale(
   hostName: string,
   nsFd: number,
   peerMac: string,
+  inline: boolean,
 ): Promise<LinkInfo | undefined> {
   for (let attempt = 0; ; attempt++) {
     try {
-      const created = await deps.host.createVeth({
-        name: hostName,
-        mtu: req.mtu,
-        peerName: req.ifname,
-        peerNetnsFd: nsFd,
-        peerMtu: req.mtu,
-        peerMac,
-      });
+      const created = await deps.host.createVeth(
+        {
+          name: hostName,
+          mtu: req.mtu,
+          peerName: req.ifname,
+          peerNetnsFd: nsFd,
+          peerMtu: req.mtu,
+          peerMac,
+        },
+        { inline },
+      );
       return created ?? undefined;
     } catch (err) {
       if (attempt > 0 || (err as { errno?: unknown }).errno !== 'EEXIST') throw err;

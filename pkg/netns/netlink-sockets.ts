@@ -67,9 +67,10 @@ export function prepareEventSocket(fd: number, recvBuffer = EVENTS_RCVBUF): Sock
 /**
  * openNetlink with the request-socket options: use this for the agent's host handle. Its deleteLink
  * and createVeth go through sockets sent from other threads (off-thread-netlink.ts): the kernel
- * holds a veth deletion for 15-33 ms and a creation for ~1 ms inside the sending call, and the
- * agent's JS thread must keep serving meanwhile. One socket each, so a pod's creation never queues
- * behind another pod's deletion. setUp (a pod's host end, a fraction of a millisecond in the kernel)
+ * holds a veth deletion for 15-33 ms and a creation for ~0.7 ms inside the sending call, and the
+ * agent's JS thread must keep serving meanwhile (a creation asked for `inline` is sent on it: see
+ * NetlinkHandle.createVeth). One socket each, so a pod's creation never queues behind another
+ * pod's deletion. setUp (a pod's host end, a fraction of a millisecond in the kernel)
  * goes through a third, sent on the JS thread and answered in the same turn. Open it on the JS
  * thread in the host namespace (outside withNetns).
  */
@@ -88,7 +89,8 @@ export function openHostNetlink(): ExtendedNetlinkHandle {
   const close = handle.close.bind(handle);
   return Object.assign(handle, {
     deleteLink: (index: number) => deleteLinkVia(deleting.exchange, index),
-    createVeth: (spec: CreateVeth) => createVethVia(creating.exchange, spec),
+    createVeth: (spec: CreateVeth, opts?: { inline?: boolean }) =>
+      createVethVia(opts?.inline === true ? creating.exchangeInline : creating.exchange, spec),
     setUp: (steps: readonly SetUpStep[]) => setUpVia(configuring.exchangeInline, steps),
     close: () => {
       deleting.close();

@@ -123,6 +123,29 @@ describe.skipIf(netnsSkipReason !== undefined)('off-thread link deletion (root, 
     });
   });
 
+  it("openHostNetlink's createVeth asked for inline does the same on the JS thread: echoed end, EEXIST typed", async () => {
+    await hostHandleInA(async ({ a, b, handle, bFd }) => {
+      const spec = { name: 'vi0', mtu: 1450, peerName: 'eth0', peerNetnsFd: bFd, peerMtu: 1450 };
+      const echoed = await handle.createVeth({ ...spec, peerMac: '02:aa:bb:cc:dd:01' }, { inline: true });
+      const inA = links(a.name).find((l) => l.ifname === 'vi0')!;
+      const inB = ipJson<{ ifname: string; ifindex: number; address: string }[]>(
+        b.name,
+        'link',
+        'show',
+        'eth0',
+      )[0]!;
+      expect(echoed).toMatchObject({ name: 'vi0', index: inA.ifindex, mtu: 1450, peerIndex: inB.ifindex });
+      expect(inB.address).toBe('02:aa:bb:cc:dd:01');
+      await expect(handle.createVeth(spec, { inline: true })).rejects.toBeInstanceOf(ExistsError);
+      // Inline and off-thread requests share the socket: each still gets its own reply.
+      const both = await Promise.all([
+        handle.createVeth({ ...spec, name: 'vi1', peerName: 'eth1' }),
+        handle.createVeth({ ...spec, name: 'vi2', peerName: 'eth2' }, { inline: true }),
+      ]);
+      expect(both.map((l) => l?.name)).toEqual(['vi1', 'vi2']);
+    });
+  });
+
   it('serializes concurrent deletions and deletes every one', async () => {
     const a = pool.add('a');
     for (let i = 0; i < 6; i++) ip(a.name, 'link', 'add', `va${i}`, 'type', 'veth', 'peer', 'name', `vb${i}`);
