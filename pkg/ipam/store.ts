@@ -154,11 +154,11 @@ export class LeaseStore {
   readonly spares: SpareFiles;
   /** fsyncs of leases/ and addrs/ for new leases, shared by concurrent allocations (group-sync.ts). */
   readonly #dirSyncs: readonly GroupSync[];
-  /** Those two directories, open for the store's life: an open and a close per fsync cost an ADD ~0.05 ms. */
+  /**
+   * Those two directories, open (read-only) for the store's life: an open and a close per fsync cost
+   * an ADD ~0.05 ms. Read-only fds do not keep the file system from being remounted read-only.
+   */
   readonly #dirFds = new Map<string, number>();
-  /** last.json, open for the store's life (putLast); undefined until the first write or after a failure. */
-  #lastFd: number | undefined;
-  #lastLength = 0;
 
   constructor(dir: string, fs: StoreFs = realFs) {
     this.dir = dir;
@@ -486,27 +486,20 @@ export class LeaseStore {
    * same blocks costs next to nothing, unlike a new file per allocation.
    */
   putLast(last: ReadonlyMap<string, string>): void {
+    // Opened per write, never kept: a file open for writing would keep an operator (or a test) from
+    // remounting the state directory read-only.
     const fs = this.#fs;
     try {
       const data = Buffer.from(`${JSON.stringify(Object.fromEntries(last))}\n`);
-      if (this.#lastFd === undefined) {
-        this.#lastFd = fs.openSync(join(this.dir, 'last.json'), O_WRONLY | O_CREAT, FILE_MODE);
-        this.#lastLength = -1; // unknown: truncate after the first write
+      const fd = fs.openSync(join(this.dir, 'last.json'), O_WRONLY | O_CREAT, FILE_MODE);
+      try {
+        for (let off = 0; off < data.length; ) off += fs.writePositionSync(fd, data, off, off);
+        fs.ftruncateSync(fd, data.length);
+      } finally {
+        fs.closeSync(fd);
       }
-      const fd = this.#lastFd;
-      for (let off = 0; off < data.length; ) off += fs.writePositionSync(fd, data, off, off);
-      if (data.length !== this.#lastLength) fs.ftruncateSync(fd, data.length);
-      this.#lastLength = data.length;
     } catch {
-      // Best effort by design; the next write opens the file again.
-      if (this.#lastFd !== undefined) {
-        try {
-          fs.closeSync(this.#lastFd);
-        } catch {
-          // already unusable
-        }
-        this.#lastFd = undefined;
-      }
+      // Best effort by design.
     }
   }
 
