@@ -22,8 +22,8 @@ const LOOPBACK_IFINDEX = 1;
 
 /**
  * ADD: lease (its fsyncs running meanwhile) -> veth pair (pod end created directly in the pod's
- * namespace, off the JS thread) -> host side and pod side configured concurrently, one datagram
- * each -> lease durable -> Attachment. Any failure unwinds what was done, in reverse, before the
+ * namespace; off the JS thread unless opts.alone) -> host side, then pod side, one datagram each ->
+ * lease durable -> Attachment. Any failure unwinds what was done, in reverse, before the
  * error is returned, so a failed ADD leaves no lease, veth or route behind.
  */
 export async function addAttachment(
