@@ -279,9 +279,10 @@ async function configureHostSide(
 
 /**
  * Pod end: lo and the interface up, /32 and /128 addresses, the routes via the link-local gateways
- * (pod-routes.ts); one datagram, like the host end, answered in the same turn (openPodNetlink). With `known` (podEnd) it sends that datagram at once:
- * lo is index 1 in every network namespace (the kernel's LOOPBACK_IFINDEX), and bringing up a lo
- * that is up changes nothing. Otherwise both are looked up first.
+ * (pod-routes.ts); one datagram, like the host end, answered in the same turn (openPodNetlink).
+ * With `known` (podEnd) it sends that datagram at once: lo is index 1 in every network namespace
+ * (the kernel's LOOPBACK_IFINDEX), and bringing up a lo that is up changes nothing. Otherwise both
+ * are looked up first.
  */
 async function configurePodSide(
   pod: PodNetlink,

@@ -407,7 +407,8 @@ export class LeaseStore {
    * until flush(). On failure the file is removed (best effort).
    */
   createLease(lease: Lease): void {
-    this.#fs.closeSync(this.#createLeaseFile(lease, true));
+    const fd = this.#createLeaseFile(lease, true);
+    this.#try(`writing leases/${ownerName(lease)}${LEASE_SUFFIX}`, () => this.#fs.closeSync(fd));
   }
 
   /**
