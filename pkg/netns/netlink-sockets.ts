@@ -70,9 +70,9 @@ export function prepareEventSocket(fd: number, recvBuffer = EVENTS_RCVBUF): Sock
  * holds a veth deletion for 15-33 ms and a creation for ~0.7 ms inside the sending call, and the
  * agent's JS thread must keep serving meanwhile (a creation asked for `inline` is sent on it: see
  * NetlinkHandle.createVeth). One socket each, so a pod's creation never queues behind another
- * pod's deletion. setUp (a pod's host end, a fraction of a millisecond in the kernel)
- * goes through a third, sent on the JS thread and answered in the same turn. Open it on the JS
- * thread in the host namespace (outside withNetns).
+ * pod's deletion. setUp (a pod's host end, a fraction of a millisecond in the kernel) goes through
+ * a third, sent on the JS thread and answered in the same turn. Open it on the JS thread in the
+ * host namespace (outside withNetns).
  */
 export function openHostNetlink(): ExtendedNetlinkHandle {
   const handle = openNetlink({ prepareFd: prepareRequestSocket });
