@@ -41,9 +41,9 @@ export interface OffThreadNetlink {
 }
 
 /**
- * Every recv lands here and is copied out at once (a few hundred bytes at most per reply): recv runs
- * on the JS thread only, so one buffer serves every socket, where a fresh 64 KiB per recv was ~0.25 MB
- * of zeroed external memory per ADD for the garbage collector to account for.
+ * Every recv lands here and is copied out at once (an ACK is 36 bytes, a link's echo ~1.5 KiB): recv
+ * runs on the JS thread only, so one buffer serves every socket, where a fresh 64 KiB per recv was
+ * ~0.25 MB of zeroed external memory per ADD for the garbage collector to account for.
  */
 const replyBuffer = Buffer.allocUnsafe(64 * 1024);
 /** linux/netlink.h */
