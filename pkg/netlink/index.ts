@@ -24,3 +24,4 @@ export {
   setUpVia,
 } from './off-thread-requests.ts';
 export type { SocketProbe } from './socket.ts';
+export { endsReplyTo } from './wire.ts';

@@ -1,4 +1,4 @@
-import { NLMSG_HDRLEN } from './constants.ts';
+import { NLMSG_ERROR, NLMSG_HDRLEN } from './constants.ts';
 
 /**
  * Netlink framing: message headers and type-length-value attributes, 4-byte aligned, host (little)
@@ -95,6 +95,16 @@ export function decodeMessages(buf: Buffer): RawMessage[] {
     off += align4(len);
   }
   return out;
+}
+
+/**
+ * For a request datagram: whether a reply datagram holds the NLMSG_ERROR (ACK or error) of the
+ * request's LAST message, which ends the kernel's reply to it (earlier messages' errors and an
+ * NLM_F_ECHO come before).
+ */
+export function endsReplyTo(request: Buffer): (datagram: Buffer) => boolean {
+  const last = decodeMessages(request).at(-1)?.seq;
+  return (datagram) => decodeMessages(datagram).some((m) => m.type === NLMSG_ERROR && m.seq === last);
 }
 
 /** Attributes from offset to the end of buf; a later duplicate wins (the kernel never sends one). */

@@ -1,5 +1,5 @@
 import { closeSync } from 'node:fs';
-import { errorFromErrno } from '../netlink/index.ts';
+import { endsReplyTo, errorFromErrno } from '../netlink/index.ts';
 import {
   AF_NETLINK,
   type CallResult,
@@ -46,33 +46,7 @@ export interface OffThreadNetlink {
  * ~0.25 MB of zeroed external memory per ADD for the garbage collector to account for.
  */
 const replyBuffer = Buffer.allocUnsafe(64 * 1024);
-/** linux/netlink.h */
-const NLMSG_ERROR = 2;
-const NLMSG_HDRLEN = 16;
 const EAGAIN = 11;
-
-/** The sequence number of a request datagram's last message: its ACK ends the reply. */
-function lastSeq(request: Buffer): number {
-  let seq = -1;
-  for (let off = 0; off + NLMSG_HDRLEN <= request.length; ) {
-    const len = request.readUInt32LE(off);
-    seq = request.readUInt32LE(off + 8);
-    if (len < NLMSG_HDRLEN) break;
-    off += (len + 3) & ~3;
-  }
-  return seq;
-}
-
-/** True when a reply datagram holds the NLMSG_ERROR (ACK or error) for message `seq`. */
-function holdsAckFor(datagram: Buffer, seq: number): boolean {
-  for (let off = 0; off + NLMSG_HDRLEN <= datagram.length; ) {
-    const len = datagram.readUInt32LE(off);
-    if (datagram.readUInt16LE(off + 4) === NLMSG_ERROR && datagram.readUInt32LE(off + 8) === seq) return true;
-    if (len < NLMSG_HDRLEN) return false;
-    off += (len + 3) & ~3;
-  }
-  return false;
-}
 
 export function openOffThreadNetlink(): OffThreadNetlink {
   const libc = getLibc();
@@ -85,7 +59,7 @@ export function openOffThreadNetlink(): OffThreadNetlink {
 
   const readReply = (request: Buffer, sent: CallResult): Buffer => {
     if (sent.value < 0) throw errorFromErrno(sent.errno, 'send on the off-thread netlink socket');
-    const until = lastSeq(request);
+    const ends = endsReplyTo(request);
     // The kernel queued the whole reply before send returned, so no recv here ever waits.
     const parts: Buffer[] = [];
     for (;;) {
@@ -96,7 +70,7 @@ export function openOffThreadNetlink(): OffThreadNetlink {
       }
       const datagram = Buffer.from(replyBuffer.subarray(0, got.value));
       parts.push(datagram);
-      if (holdsAckFor(datagram, until)) break;
+      if (ends(datagram)) break;
     }
     return parts.length === 1 ? parts[0]! : Buffer.concat(parts);
   };
