@@ -47,6 +47,7 @@ import {
   addAddressRequest,
   CREATE_EXCL,
   CREATE_REPLACE,
+  firstSetUpFailure,
   routeRequest,
   setLinkUpRequest,
   setUpRequest,
@@ -191,11 +192,8 @@ class Handle implements ExtendedNetlinkHandle {
   }
 
   async setUp(steps: readonly SetUpStep[]): Promise<void> {
-    const results = await this.sock.burst(steps.map(setUpRequest));
-    for (const [i, err] of results.entries()) {
-      if (err === undefined || (steps[i]!.kind === 'address' && err instanceof ExistsError)) continue;
-      throw err;
-    }
+    const failure = firstSetUpFailure(steps, await this.sock.burst(steps.map(setUpRequest)));
+    if (failure !== undefined) throw failure;
   }
 
   async setLinkMtu(index: number, mtu: number): Promise<void> {

@@ -1,8 +1,8 @@
 import type { CreateVeth, LinkInfo, SetUpStep } from '../datapath/ports.ts';
 import { NLM_F, NLMSG_ERROR, RTM } from './constants.ts';
-import { ExistsError, errorFromErrno, LinkNotFoundError, NetlinkError } from './errors.ts';
+import { errorFromErrno, LinkNotFoundError, NetlinkError } from './errors.ts';
 import { createVethBody, getLinkByNameBody, ifinfomsg, parseLink } from './messages.ts';
-import { setUpRequest } from './requests.ts';
+import { firstSetUpFailure, setUpRequest } from './requests.ts';
 import { decodeErrno, decodeMessages, encodeMessage, type RawMessage } from './wire.ts';
 
 /**
@@ -107,20 +107,16 @@ export async function setUpVia(exchange: Exchange, steps: readonly SetUpStep[]):
       ),
     ),
   );
-  const reply = decodeMessages(await exchange(datagram));
+  const results = new Array<NetlinkError | undefined>(requests.length);
   let acked = false;
-  let failure: NetlinkError | undefined;
-  for (const m of reply) {
-    if (m.type !== NLMSG_ERROR) continue;
+  for (const m of decodeMessages(await exchange(datagram))) {
     const i = (m.seq - first) >>> 0;
-    if (i >= requests.length) continue;
+    if (m.type !== NLMSG_ERROR || i >= requests.length) continue;
     if (i === requests.length - 1) acked = true;
     const errno = decodeErrno(m.payload);
-    if (errno === 0) continue;
-    const err = errorFromErrno(errno, requests[i]!.op);
-    if (steps[i]!.kind === 'address' && err instanceof ExistsError) continue;
-    failure ??= err;
+    if (errno !== 0) results[i] = errorFromErrno(errno, requests[i]!.op);
   }
+  const failure = firstSetUpFailure(steps, results);
   if (failure !== undefined) throw failure;
   if (!acked) throw new NetlinkError('EPROTO', `${requests.at(-1)!.op}: no acknowledgement in the reply`);
 }

@@ -1,5 +1,6 @@
 import type { AddAddress, RouteInfo, SetUpStep } from '../datapath/ports.ts';
 import { NLM_F, RTM } from './constants.ts';
+import { ExistsError, type NetlinkError } from './errors.ts';
 import { addAddressBody, describeRoute, routeBody, setLinkUpBody } from './messages.ts';
 import type { Request } from './socket.ts';
 
@@ -40,4 +41,19 @@ export function setUpRequest(step: SetUpStep): Request {
     case 'route':
       return routeRequest(step.route, CREATE_REPLACE);
   }
+}
+
+/**
+ * What NetlinkHandle.setUp throws, from each step's outcome (undefined: done): the first failure,
+ * except that an address which exists already counts as added.
+ */
+export function firstSetUpFailure(
+  steps: readonly SetUpStep[],
+  results: readonly (NetlinkError | undefined)[],
+): NetlinkError | undefined {
+  for (const [i, err] of results.entries()) {
+    if (err === undefined || (steps[i]!.kind === 'address' && err instanceof ExistsError)) continue;
+    return err;
+  }
+  return undefined;
 }
