@@ -155,8 +155,9 @@ export class LeaseStore {
   /** fsyncs of leases/ and addrs/ for new leases, shared by concurrent allocations (group-sync.ts). */
   readonly #dirSyncs: readonly GroupSync[];
   /**
-   * Those two directories, open (read-only) for the store's life: an open and a close per fsync cost
-   * an ADD ~0.05 ms. Read-only fds do not keep the file system from being remounted read-only.
+   * The directories the store fsyncs, each open (read-only) for the store's life once first synced:
+   * an open and a close per fsync cost an ADD ~0.05 ms. Read-only fds do not keep the file system
+   * from being remounted read-only.
    */
   readonly #dirFds = new Map<string, number>();
 
@@ -504,7 +505,7 @@ export class LeaseStore {
     }
   }
 
-  /** The fd kept open for leases/ or addrs/ (opened on first use). */
+  /** The fd kept open for a directory of the store (opened on first use). */
   #dirFd(d: string): number {
     let fd = this.#dirFds.get(d);
     if (fd === undefined) {
@@ -524,7 +525,7 @@ export class LeaseStore {
     }
   }
 
-  /** fsync of leases/ or addrs/ on the thread pool, through the fd kept open for it. */
+  /** fsync of a directory on the thread pool, through the fd kept open for it. */
   async #fsyncDir(d: string): Promise<void> {
     const fd = this.#dirFd(d);
     try {
@@ -553,25 +554,15 @@ export class LeaseStore {
     for (const d of dirs) this.#syncDir(d);
   }
 
+  /** fsync of a directory on the JS thread, through the fd kept open for it. */
   #syncDir(d: string): void {
-    if (d === this.#leases || d === this.#addrs) {
-      const fd = this.#dirFd(d);
-      this.#try(`syncing ${d}`, () => {
-        try {
-          this.#fs.fsyncSync(fd);
-        } catch (err) {
-          this.#dropDirFd(d, fd);
-          throw err;
-        }
-      });
-      return;
-    }
+    const fd = this.#dirFd(d);
     this.#try(`syncing ${d}`, () => {
-      const fd = this.#fs.openSync(d, O_RDONLY | O_DIRECTORY);
       try {
         this.#fs.fsyncSync(fd);
-      } finally {
-        this.#fs.closeSync(fd);
+      } catch (err) {
+        this.#dropDirFd(d, fd);
+        throw err;
       }
     });
   }
