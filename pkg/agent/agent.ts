@@ -3,20 +3,14 @@ import { join } from 'node:path';
 import { BackgroundDeleter } from '../datapath/background-deleter.ts';
 import { sweepOrphans } from '../datapath/gc.ts';
 import { KeyedMutex } from '../datapath/keyed-mutex.ts';
-import type {
-  NetlinkEventsPort,
-  NetlinkHandle,
-  NetnsPort,
-  RouteInfo,
-  Subscription,
-} from '../datapath/ports.ts';
+import type { NetlinkEventsPort, NetlinkHandle, NetnsPort, Subscription } from '../datapath/ports.ts';
 import { TRELLIS_ROUTE_PROTOCOL } from '../datapath/ports.ts';
 import type { DatapathDeps } from '../datapath/types.ts';
 import { type Ipam, openIpam } from '../ipam/index.ts';
 import type { K8sClient, NodeInformer } from '../k8s/index.ts';
 import type { MasqSyncer } from '../masq/index.ts';
 import type { Logger } from '../observe/logger.ts';
-import { isOwnedRoute, MAIN_TABLE } from '../routes/diff.ts';
+import { isOwnedRoute } from '../routes/diff.ts';
 import { RouteReconciler } from '../routes/reconciler.ts';
 import { isVxlanDeviceName } from '../vxlan/constants.ts';
 import type { DeviceState } from '../vxlan/device.ts';
@@ -27,6 +21,7 @@ import { CniServer } from './cni-server.ts';
 import { type CniCallRecord, createCniService } from './cni-service.ts';
 import type { AgentConfig } from './config.ts';
 import { NodeController, type PassOutcome } from './controller.ts';
+import { isConnectedSubnetRoute, WATCHED_LINKS, WATCHED_ROUTES } from './kernel-watch.ts';
 import { collectLeases, removeAttachments } from './lease-collector.ts';
 import { rebuildHeldLeases } from './lease-rebuild.ts';
 import type { MtuChoice } from './mtu.ts';
@@ -71,15 +66,6 @@ export const HOST_SYSCTLS: readonly [string, string][] = [
 const SPOOL_DRAIN_INTERVAL_MS = 30_000;
 const LEASE_GC_INTERVAL_MS = 5 * 60_000;
 const ROUTE_EVENT_DEBOUNCE_MS = 20;
-/** rtm_protocol RTPROT_KERNEL: routes the kernel installs for an interface address. */
-const RTPROT_KERNEL = 2;
-
-/** The kernel's route for a subnet connected through an address (not IPv6 link-local, main table only). */
-function isConnectedSubnetRoute(r: RouteInfo, table: number): boolean {
-  if (table !== MAIN_TABLE || r.protocol !== RTPROT_KERNEL || (r.type ?? 'unicast') !== 'unicast')
-    return false;
-  return !r.dst.toLowerCase().startsWith('fe80:');
-}
 
 /**
  * One node's agent: its lifecycle. Start order: state lock -> sysctls -> IPAM -> spooled DELs ->
@@ -292,7 +278,7 @@ export class Agent {
     this.subscriptions.push(
       this.ports.events.subscribeLinkEvents((ev) => {
         if (ev.type === 'delete' && isVxlanDeviceName(ev.link.name)) markSoon();
-      }),
+      }, WATCHED_LINKS),
       this.ports.events.subscribeRouteEvents((ev) => {
         if (ev.type === 'overflow') {
           this.ports.masq?.invalidate();
@@ -311,7 +297,7 @@ export class Agent {
         if (ev.type === 'add' || !isOwnedRoute(ev.route)) return;
         if (this.routes?.isOwnDeletion(ev.route) === true) return;
         markSoon();
-      }),
+      }, WATCHED_ROUTES),
     );
   }
 

@@ -241,7 +241,29 @@ export interface Subscription {
   close(): void;
 }
 
+/**
+ * The notifications a subscriber acts on, so that the kernel drops the rest before they are queued
+ * (a socket filter on the subscription's socket). Only a saving: the callback must still check
+ * each event, and may see more than it asked for. Absent, every notification is delivered.
+ */
+export interface RouteEventInterest {
+  /** Route changes kept: each entry matches the change and, where given, table, protocol and type. */
+  routes: readonly {
+    change: 'add' | 'delete' | 'any';
+    /** 1-255 (a table above 255 is reported as 252, RT_TABLE_COMPAT, in the header the filter sees). */
+    table?: number;
+    protocol?: number;
+    type?: NonNullable<RouteInfo['type']>;
+  }[];
+  /** Deleted nexthop objects kept, those with this protocol; none when absent. */
+  nexthopDeletions?: { protocol: number };
+}
+
+export interface LinkEventInterest {
+  changes: readonly ('add' | 'delete')[];
+}
+
 export interface NetlinkEventsPort {
-  subscribeRouteEvents(cb: (ev: RouteEvent) => void): Subscription;
-  subscribeLinkEvents(cb: (ev: LinkEvent) => void): Subscription;
+  subscribeRouteEvents(cb: (ev: RouteEvent) => void, interest?: RouteEventInterest): Subscription;
+  subscribeLinkEvents(cb: (ev: LinkEvent) => void, interest?: LinkEventInterest): Subscription;
 }

@@ -1,8 +1,15 @@
-import type { LinkEvent, RouteEvent, Subscription } from '../datapath/ports.ts';
-import { RTM, RTNLGRP } from './constants.ts';
+import type {
+  LinkEvent,
+  LinkEventInterest,
+  RouteEvent,
+  RouteEventInterest,
+  Subscription,
+} from '../datapath/ports.ts';
+import { RTM, RTN, RTNLGRP } from './constants.ts';
 import { parseLink, parseRoute, routeTable } from './messages.ts';
 import { parseNexthop } from './nexthop-messages.ts';
-import { RtnlSocket, type SocketProbe } from './socket.ts';
+import { RtnlSocket, type SocketProbe, type SocketWants } from './socket.ts';
+import { compileAcceptFilter, type FilterClause, NLMSG_HDRLEN } from './socket-filter.ts';
 
 /**
  * Kernel change notifications for self-healing: the agent watches its own routes and re-adds one
@@ -26,8 +33,44 @@ export interface SubscribeOptions {
   ref?: boolean;
   /** SO_RCVBUF request (default 4 MiB, capped by net.core.rmem_max unless prepareFd forces more). */
   recvBufferSize?: number;
-  /** See SocketOptions.prepareFd; pkg/netns sets NETLINK_NO_ENOBUFS and SO_RCVBUFFORCE here. */
-  prepareFd?: (fd: number) => SocketProbe | undefined;
+  /**
+   * See SocketOptions.prepareFd; pkg/netns sets NETLINK_NO_ENOBUFS and SO_RCVBUFFORCE here, and
+   * attaches the filter an interest compiles to.
+   */
+  prepareFd?: (fd: number, wants: SocketWants) => SocketProbe | undefined;
+}
+
+// Offsets in a notification of the fields the filters look at (struct rtmsg, struct nhmsg).
+const RTM_TABLE = NLMSG_HDRLEN + 4;
+const RTM_PROTOCOL = NLMSG_HDRLEN + 5;
+const RTM_TYPE = NLMSG_HDRLEN + 7;
+const NHM_PROTOCOL = NLMSG_HDRLEN + 2;
+const ROUTE_TYPE = { unicast: RTN.UNICAST, blackhole: RTN.BLACKHOLE, local: RTN.LOCAL } as const;
+
+/** The socket filter that keeps the route changes and nexthop deletions `interest` names. */
+function routeEventFilter(interest: RouteEventInterest): Buffer {
+  const clauses: FilterClause[] = [];
+  for (const r of interest.routes) {
+    const bytes = [
+      ...(r.table === undefined ? [] : [{ offset: RTM_TABLE, value: r.table }]),
+      ...(r.protocol === undefined ? [] : [{ offset: RTM_PROTOCOL, value: r.protocol }]),
+      ...(r.type === undefined ? [] : [{ offset: RTM_TYPE, value: ROUTE_TYPE[r.type] }]),
+    ];
+    if (r.change !== 'delete') clauses.push({ type: RTM.NEWROUTE, bytes });
+    if (r.change !== 'add') clauses.push({ type: RTM.DELROUTE, bytes });
+  }
+  if (interest.nexthopDeletions !== undefined) {
+    const protocol = interest.nexthopDeletions.protocol;
+    clauses.push({ type: RTM.DELNEXTHOP, bytes: [{ offset: NHM_PROTOCOL, value: protocol }] });
+  }
+  return compileAcceptFilter(clauses);
+}
+
+/** The socket filter that keeps the link changes `interest` names. */
+function linkEventFilter(interest: LinkEventInterest): Buffer {
+  return compileAcceptFilter(
+    interest.changes.map((c) => ({ type: c === 'add' ? RTM.NEWLINK : RTM.DELLINK })),
+  );
 }
 
 function subscribe<E>(
@@ -35,9 +78,11 @@ function subscribe<E>(
   parse: (type: number, payload: Buffer) => E | undefined,
   cb: (ev: E | { type: 'overflow' }) => void,
   opts: SubscribeOptions,
+  filter: Buffer | undefined,
 ): Subscription {
   const onOverflow = (): void => cb({ type: 'overflow' });
   const sock = new RtnlSocket({
+    ...(filter === undefined ? {} : { filter }),
     groups: groups.required,
     ...(groups.optional === undefined ? {} : { optionalGroups: groups.optional }),
     onNotification: (msg) => {
@@ -82,10 +127,12 @@ function subscribe<E>(
 /**
  * IPv4 and IPv6 route changes (RTNLGRP_IPV4_ROUTE, RTNLGRP_IPV6_ROUTE), all tables, and deleted
  * nexthop objects (RTNLGRP_NEXTHOP; a kernel without them has no such group to join: then none).
+ * With an interest, the kernel drops the others (when opts.prepareFd attaches the filter).
  */
 export function subscribeRouteEvents(
   cb: (ev: RouteEvent) => void,
   opts: SubscribeOptions = {},
+  interest?: RouteEventInterest,
 ): Subscription {
   return subscribe<RouteEvent>(
     { required: [RTNLGRP.IPV4_ROUTE, RTNLGRP.IPV6_ROUTE], optional: [RTNLGRP.NEXTHOP] },
@@ -101,11 +148,19 @@ export function subscribeRouteEvents(
     },
     cb,
     opts,
+    interest === undefined ? undefined : routeEventFilter(interest),
   );
 }
 
-/** Link changes (RTNLGRP_LINK): creation, deletion and attribute/state changes (reported as 'add'). */
-export function subscribeLinkEvents(cb: (ev: LinkEvent) => void, opts: SubscribeOptions = {}): Subscription {
+/**
+ * Link changes (RTNLGRP_LINK): creation, deletion and attribute/state changes (reported as 'add').
+ * With an interest, the kernel drops the others (when opts.prepareFd attaches the filter).
+ */
+export function subscribeLinkEvents(
+  cb: (ev: LinkEvent) => void,
+  opts: SubscribeOptions = {},
+  interest?: LinkEventInterest,
+): Subscription {
   return subscribe<LinkEvent>(
     { required: [RTNLGRP.LINK] },
     (type, payload) => {
@@ -114,5 +169,6 @@ export function subscribeLinkEvents(cb: (ev: LinkEvent) => void, opts: Subscribe
     },
     cb,
     opts,
+    interest === undefined ? undefined : linkEventFilter(interest),
   );
 }

@@ -23,5 +23,5 @@ export {
   getLinkVia,
   setUpVia,
 } from './off-thread-requests.ts';
-export type { SocketProbe } from './socket.ts';
+export type { SocketProbe, SocketWants } from './socket.ts';
 export { endsReplyTo } from './wire.ts';

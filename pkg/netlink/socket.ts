@@ -60,7 +60,18 @@ export interface SocketOptions {
    * the place for setsockopt calls the package does not offer (pkg/netns: NETLINK_NO_ENOBUFS,
    * SO_RCVBUFFORCE, NETLINK_CAP_ACK).
    */
-  prepareFd?: (fd: number) => SocketProbe | undefined;
+  prepareFd?: (fd: number, wants: SocketWants) => SocketProbe | undefined;
+  /**
+   * A socket filter (socket-filter.ts) for prepareFd to attach. Without a prepareFd it is not
+   * attached: consumers of a filtered socket still check every message.
+   */
+  filter?: Buffer;
+}
+
+/** What the socket asks of its prepareFd hook beyond the hook's own options. */
+export interface SocketWants {
+  /** Attach with SO_ATTACH_FILTER. */
+  filter?: Buffer;
 }
 
 /** What a prepareFd hook can tell about the socket later. */
@@ -103,7 +114,8 @@ export class RtnlSocket {
         const inode = netlinkInode(this.raw.address().port);
         const fd = inode === undefined ? undefined : fdOfSocket(inode);
         if (fd === undefined) throw new NetlinkError('ENOENT', 'locating the netlink socket fd in /proc');
-        this.probe = opts.prepareFd(fd) ?? undefined;
+        this.probe =
+          opts.prepareFd(fd, opts.filter === undefined ? {} : { filter: opts.filter }) ?? undefined;
       }
       for (const g of opts.groups ?? []) this.raw.addMembership(g);
       for (const g of opts.optionalGroups ?? []) {

@@ -13,6 +13,7 @@ export const LOCK_UN = 8;
 export const NS_GET_NSTYPE = 0xb703;
 export const SOL_SOCKET = 1;
 export const SO_RCVBUFFORCE = 33;
+export const SO_ATTACH_FILTER = 26;
 export const SOL_NETLINK = 270;
 export const NETLINK_NO_ENOBUFS = 5;
 export const NETLINK_CAP_ACK = 10;
@@ -36,6 +37,12 @@ interface Libc {
   ioctl(fd: number, request: number): CallResult;
   /** setsockopt with an int option value. */
   setsockoptInt(fd: number, level: number, name: number, value: number): CallResult;
+  /**
+   * SO_ATTACH_FILTER with a classic BPF program (struct sock_filter[] bytes): struct sock_fprog
+   * holds a pointer, so the program is copied to memory of libc's for the call (the kernel copies
+   * it in turn) and freed after.
+   */
+  attachFilter(fd: number, program: Buffer): CallResult;
   /** getsockopt into out (its length is the option length). */
   getsockopt(fd: number, level: number, name: number, out: Buffer): CallResult;
   socket(domain: number, type: number, protocol: number): CallResult;
@@ -71,6 +78,9 @@ function load(): Libc {
       paramsType: [DataType.I32, DataType.I32, DataType.I32, DataType.U8Array, DataType.U8Array],
       errno: true,
     },
+    malloc: { library, retType: DataType.I64, paramsType: [DataType.I64] },
+    memcpy: { library, retType: DataType.I64, paramsType: [DataType.I64, DataType.U8Array, DataType.I64] },
+    free: { library, retType: DataType.Void, paramsType: [DataType.I64] },
     socket: {
       library,
       retType: DataType.I32,
@@ -114,6 +124,22 @@ function load(): Libc {
       v.writeInt32LE(value);
       const r = fns.setsockopt([fd, level, name, v, 4]);
       return { value: r.value, errno: r.value === -1 ? r.errnoCode : 0 };
+    },
+    attachFilter: (fd, program) => {
+      const at = fns.malloc([program.length]);
+      if (at === 0) return { value: -1, errno: 12 }; // ENOMEM
+      try {
+        fns.memcpy([at, program, program.length]);
+        // struct sock_fprog { unsigned short len; struct sock_filter *filter; } on a 64-bit little-endian
+        // machine (x86_64, arm64): the pointer at offset 8.
+        const fprog = Buffer.alloc(16);
+        fprog.writeUInt16LE(program.length / 8, 0);
+        fprog.writeBigUInt64LE(BigInt(at), 8);
+        const r = fns.setsockopt([fd, SOL_SOCKET, SO_ATTACH_FILTER, fprog, fprog.length]);
+        return { value: r.value, errno: r.value === -1 ? r.errnoCode : 0 };
+      } finally {
+        fns.free([at]);
+      }
     },
     getsockopt: (fd, level, name, out) => {
       const len = Buffer.alloc(4);

@@ -7,6 +7,7 @@ import {
   NetlinkError,
   openNetlink,
   type SocketProbe,
+  type SocketWants,
   setUpVia,
   subscribeLinkEvents,
   subscribeRouteEvents,
@@ -50,9 +51,18 @@ export function prepareRequestSocket(fd: number): undefined {
 
 /**
  * For event sockets; returns the probe pkg/netlink polls for drops (SO_MEMINFO reads the socket's
- * own counter, whatever namespace the thread is in when it asks).
+ * own counter, whatever namespace the thread is in when it asks). The filter goes on first, so that
+ * no unwanted notification is queued even between this call and the first read.
  */
-export function prepareEventSocket(fd: number, recvBuffer = EVENTS_RCVBUF): SocketProbe {
+export function prepareEventSocket(
+  fd: number,
+  wants: SocketWants = {},
+  recvBuffer = EVENTS_RCVBUF,
+): SocketProbe {
+  if (wants.filter !== undefined) {
+    const r = getLibc().attachFilter(fd, wants.filter);
+    if (r.value !== 0) throw new NetlinkError(getSystemErrorName(-r.errno), 'setsockopt SO_ATTACH_FILTER');
+  }
   setInt(fd, SOL_SOCKET, SO_RCVBUFFORCE, recvBuffer, 'SO_RCVBUFFORCE');
   setInt(fd, SOL_NETLINK, NETLINK_NO_ENOBUFS, 1, 'NETLINK_NO_ENOBUFS');
   const meminfo = Buffer.alloc(4 * (SK_MEMINFO_DROPS + 1));
@@ -107,7 +117,9 @@ export function openHostNetlink(): ExtendedNetlinkHandle {
  */
 export function createNetlinkEvents(): NetlinkEventsPort {
   return {
-    subscribeRouteEvents: (cb) => subscribeRouteEvents(cb, { prepareFd: prepareEventSocket }),
-    subscribeLinkEvents: (cb) => subscribeLinkEvents(cb, { prepareFd: prepareEventSocket }),
+    subscribeRouteEvents: (cb, interest) =>
+      subscribeRouteEvents(cb, { prepareFd: prepareEventSocket }, interest),
+    subscribeLinkEvents: (cb, interest) =>
+      subscribeLinkEvents(cb, { prepareFd: prepareEventSocket }, interest),
   };
 }

@@ -423,7 +423,9 @@ describe.skipIf(netnsSkipReason !== undefined)('pkg/netlink (root, real kernel, 
     // A tiny receive buffer that a burst of route notifications is bound to overflow.
     const routes: RouteEvent[] = [];
     const small = withNetns(ns.path, () =>
-      subscribeRouteEvents((e) => routes.push(e), { prepareFd: (fd) => prepareEventSocket(fd, 4096) }),
+      subscribeRouteEvents((e) => routes.push(e), {
+        prepareFd: (fd, wants) => prepareEventSocket(fd, wants, 4096),
+      }),
     );
     try {
       await h.setLinkMtu(dev, 1400);
@@ -446,6 +448,82 @@ describe.skipIf(netnsSkipReason !== undefined)('pkg/netlink (root, real kernel, 
     } finally {
       sub.close();
       small.close();
+    }
+  });
+
+  it('has the kernel drop the notifications an interest does not name (a socket filter), keeping the rest', async () => {
+    const { ns } = track(await setup(pool, 'flt'));
+    ip(ns.name, 'link', 'set', 'lo', 'up'); // blackhole nexthops need it
+    const all: RouteEvent[] = [];
+    const kept: RouteEvent[] = [];
+    const allLinks: LinkEvent[] = [];
+    const keptLinks: LinkEvent[] = [];
+    const subs = withNetns(ns.path, () => {
+      const events = createNetlinkEvents();
+      return [
+        events.subscribeRouteEvents((e) => all.push(e)),
+        events.subscribeRouteEvents((e) => kept.push(e), {
+          routes: [
+            { change: 'any', table: 254, protocol: 2, type: 'unicast' },
+            { change: 'delete', protocol: PROTO },
+          ],
+          nexthopDeletions: { protocol: PROTO },
+        }),
+        events.subscribeLinkEvents((e) => allLinks.push(e)),
+        events.subscribeLinkEvents((e) => keptLinks.push(e), { changes: ['delete'] }),
+      ];
+    });
+    const nexthopGone = (list: RouteEvent[], id: number) => () =>
+      list.some((e) => e.type === 'nexthop-deleted' && e.id === id);
+    try {
+      ip(ns.name, 'route', 'add', 'blackhole', '10.61.0.0/24', 'proto', String(PROTO)); // ours added: dropped
+      ip(ns.name, 'route', 'add', 'blackhole', '10.62.0.0/24', 'proto', 'static'); // not ours: dropped
+      ip(ns.name, 'route', 'del', '10.62.0.0/24');
+      ip(ns.name, 'route', 'del', '10.61.0.0/24'); // ours deleted: kept
+      // A connected subnet (kept); its local-table routes (the address, the broadcast) are dropped.
+      ip(ns.name, 'addr', 'add', '10.63.0.1/24', 'dev', 'v0');
+      ip(ns.name, 'nexthop', 'add', 'id', '71', 'blackhole', 'proto', String(PROTO));
+      ip(ns.name, 'nexthop', 'add', 'id', '72', 'blackhole', 'proto', 'static');
+      ip(ns.name, 'nexthop', 'del', 'id', '72'); // another protocol's object: dropped
+      ip(ns.name, 'nexthop', 'del', 'id', '71'); // ours: kept, and the last change made
+      await waitFor(nexthopGone(kept, 71));
+      await waitFor(nexthopGone(all, 71));
+
+      const summary = (e: RouteEvent) =>
+        e.type === 'add' || e.type === 'delete'
+          ? `${e.type} ${e.route.dst} table ${e.table} proto ${e.route.protocol}`
+          : e.type === 'nexthop-deleted'
+            ? `nexthop-deleted ${e.id}`
+            : e.type;
+      expect(kept.map(summary)).toEqual([
+        `delete 10.61.0.0/24 table 254 proto ${PROTO}`,
+        'add 10.63.0.0/24 table 254 proto 2',
+        'nexthop-deleted 71',
+      ]);
+      // The unfiltered socket saw what the filter dropped: so the kernel dropped it, not the parser.
+      expect(all.map(summary)).toEqual(
+        expect.arrayContaining([
+          `add 10.61.0.0/24 table 254 proto ${PROTO}`,
+          'add 10.62.0.0/24 table 254 proto 4',
+          'delete 10.62.0.0/24 table 254 proto 4',
+          'add 10.63.0.1/32 table 255 proto 2',
+          'nexthop-deleted 72',
+          ...kept.map(summary),
+        ]),
+      );
+
+      ip(ns.name, 'link', 'set', 'v0', 'mtu', '1400');
+      ip(ns.name, 'link', 'del', 'v0');
+      await waitFor(() => keptLinks.some((e) => e.type === 'delete' && e.link.name === 'v0'));
+      await waitFor(() => allLinks.some((e) => e.type === 'delete' && e.link.name === 'v0'));
+      expect(allLinks).toContainEqual({
+        type: 'add',
+        link: expect.objectContaining({ name: 'v0', mtu: 1400 }),
+      });
+      expect(keptLinks.length).toBeGreaterThan(0);
+      expect(keptLinks.every((e) => e.type === 'delete')).toBe(true);
+    } finally {
+      for (const s of subs) s.close();
     }
   });
 

@@ -1,0 +1,84 @@
+import { endianness } from 'node:os';
+
+/**
+ * Classic BPF socket filters (SO_ATTACH_FILTER) for notification sockets: the kernel runs the
+ * program on every message before queueing it, and a message it rejects is never queued, woken
+ * for, read or parsed. Every rtnetlink notification is its own skb, so "packet" here means one
+ * netlink message starting at its nlmsghdr. A filtered message is not a drop: the socket's drop
+ * counter (our overflow signal) does not move.
+ *
+ * The program accepts a message when any clause matches: a clause is the message type and, where
+ * given, bytes of the fixed header after the nlmsghdr (rtmsg, nhmsg, …) at known offsets.
+ */
+
+export interface FilterClause {
+  /** nlmsg_type, e.g. RTM_DELROUTE. */
+  type: number;
+  /** Bytes of the message that must hold these values (offsets from the start of the nlmsghdr). */
+  bytes?: readonly { offset: number; value: number }[];
+}
+
+/** Offset of the family header (rtmsg, ifinfomsg, nhmsg) after the 16-byte nlmsghdr. */
+export const NLMSG_HDRLEN = 16;
+const NLMSG_TYPE_OFFSET = 4;
+
+// linux/filter.h: class | size | mode for loads, class | op | source for jumps.
+const LD_H_ABS = 0x00 | 0x08 | 0x20;
+const LD_B_ABS = 0x00 | 0x10 | 0x20;
+const JMP_JEQ_K = 0x05 | 0x10 | 0x00;
+const RET_K = 0x06;
+/** A return value is how many bytes of the packet to keep: all of it, or 0 for none (rejected). */
+const ACCEPT = 0xffffffff;
+const REJECT = 0;
+const MAX_JUMP = 255;
+
+interface Instruction {
+  code: number;
+  jt: number;
+  jf: number;
+  k: number;
+}
+
+const littleEndian = endianness() === 'LE';
+
+/** BPF_H loads read network (big-endian) order; nlmsg_type is in host order. */
+function asLoadedHalfword(value: number): number {
+  return littleEndian ? ((value & 0xff) << 8) | (value >> 8) : value;
+}
+
+/**
+ * The program as struct sock_filter[] bytes (host order), for SO_ATTACH_FILTER. Each check that
+ * fails jumps to the next clause; a clause whose checks all pass accepts; after the last, reject.
+ */
+export function compileAcceptFilter(clauses: readonly FilterClause[]): Buffer {
+  const program: Instruction[] = [];
+  for (const clause of clauses) {
+    const checks: { code: number; offset: number; value: number }[] = [
+      { code: LD_H_ABS, offset: NLMSG_TYPE_OFFSET, value: asLoadedHalfword(clause.type) },
+      ...(clause.bytes ?? []).map((b) => ({ code: LD_B_ABS, offset: b.offset, value: b.value & 0xff })),
+    ];
+    // Instructions of this clause after each jump: the remaining checks (2 each) and the accept.
+    checks.forEach((check, i) => {
+      const toNextClause = 2 * (checks.length - i - 1) + 1;
+      if (toNextClause > MAX_JUMP) throw new RangeError('socket filter clause too long');
+      program.push({ code: check.code, jt: 0, jf: 0, k: check.offset });
+      program.push({ code: JMP_JEQ_K, jt: 0, jf: toNextClause, k: check.value });
+    });
+    program.push({ code: RET_K, jt: 0, jf: 0, k: ACCEPT });
+  }
+  program.push({ code: RET_K, jt: 0, jf: 0, k: REJECT });
+  const out = Buffer.alloc(program.length * 8);
+  program.forEach((ins, i) => {
+    const at = i * 8;
+    if (littleEndian) {
+      out.writeUInt16LE(ins.code, at);
+      out.writeUInt32LE(ins.k, at + 4);
+    } else {
+      out.writeUInt16BE(ins.code, at);
+      out.writeUInt32BE(ins.k, at + 4);
+    }
+    out.writeUInt8(ins.jt, at + 2);
+    out.writeUInt8(ins.jf, at + 3);
+  });
+  return out;
+}

@@ -1,0 +1,87 @@
+import { endianness } from 'node:os';
+import { describe, expect, it } from 'vitest';
+import { compileAcceptFilter, NLMSG_HDRLEN } from '../../../pkg/netlink/socket-filter.ts';
+
+/**
+ * The program's jumps and encodings, run by a reference interpreter of the four classic BPF
+ * instructions it uses (the kernel runs the same bytes in the integration test: netlink.test.ts).
+ */
+
+const LE = endianness() === 'LE';
+
+function run(program: Buffer, packet: Buffer): number {
+  let a = 0;
+  for (let pc = 0; pc < program.length / 8; pc++) {
+    const at = pc * 8;
+    const code = LE ? program.readUInt16LE(at) : program.readUInt16BE(at);
+    const jf = program.readUInt8(at + 3);
+    const jt = program.readUInt8(at + 2);
+    const k = LE ? program.readUInt32LE(at + 4) : program.readUInt32BE(at + 4);
+    switch (code) {
+      case 0x28: // ld h [k]: network order; out of bounds rejects
+        if (k + 2 > packet.length) return 0;
+        a = packet.readUInt16BE(k);
+        break;
+      case 0x30: // ld b [k]
+        if (k + 1 > packet.length) return 0;
+        a = packet.readUInt8(k);
+        break;
+      case 0x15: // jeq #k
+        pc += a === k ? jt : jf;
+        break;
+      case 0x06: // ret #k
+        return k;
+      default:
+        throw new Error(`unexpected instruction ${code.toString(16)}`);
+    }
+  }
+  throw new Error('fell off the end of the program');
+}
+
+/** An nlmsghdr of this type followed by the given header bytes. */
+function message(type: number, header: number[]): Buffer {
+  const b = Buffer.alloc(NLMSG_HDRLEN + 12);
+  if (LE) b.writeUInt16LE(type, 4);
+  else b.writeUInt16BE(type, 4);
+  Buffer.from(header).copy(b, NLMSG_HDRLEN);
+  return b;
+}
+
+const ACCEPT = 0xffffffff;
+
+describe('compileAcceptFilter', () => {
+  const program = compileAcceptFilter([
+    {
+      type: 24,
+      bytes: [
+        { offset: NLMSG_HDRLEN + 4, value: 254 },
+        { offset: NLMSG_HDRLEN + 5, value: 2 },
+      ],
+    },
+    { type: 25, bytes: [{ offset: NLMSG_HDRLEN + 5, value: 126 }] },
+    { type: 17 },
+  ]);
+
+  it('accepts a message matching every check of some clause, whichever clause it is', () => {
+    expect(run(program, message(24, [0, 0, 0, 0, 254, 2]))).toBe(ACCEPT);
+    expect(run(program, message(25, [0, 0, 0, 0, 7, 126]))).toBe(ACCEPT);
+    expect(run(program, message(17, []))).toBe(ACCEPT);
+  });
+
+  it('rejects a message that fails any check of each clause, first check or last', () => {
+    expect(run(program, message(24, [0, 0, 0, 0, 254, 126]))).toBe(0); // last byte of clause 1
+    expect(run(program, message(24, [0, 0, 0, 0, 255, 2]))).toBe(0); // first byte of clause 1
+    expect(run(program, message(25, [0, 0, 0, 0, 254, 2]))).toBe(0); // clause 2's byte
+    expect(run(program, message(16, []))).toBe(0); // no clause's type
+  });
+
+  it('compares the whole 16-bit type in host order, not one byte of it', () => {
+    expect(run(program, message(17 + 256, []))).toBe(0);
+    expect(run(program, message(17 * 256, []))).toBe(0);
+  });
+
+  it('rejects everything without clauses, and a message too short to hold the bytes checked', () => {
+    expect(run(compileAcceptFilter([]), message(24, []))).toBe(0);
+    expect(run(program, message(24, []).subarray(0, NLMSG_HDRLEN + 4))).toBe(0);
+  });
+});
