@@ -21,6 +21,7 @@ import { parseArgs } from 'node:util';
 import { removeAgentDir, startAgent } from '../test/support/agent-process.ts';
 import { REFERENCE_PLUGIN_DIR, SHIM_BINARY } from '../test/support/cni-driver.ts';
 import { addNetns, delNetns, NetnsPool, type TestNetns } from '../test/support/netns.ts';
+import { CLK_TCK, cpuTicks, mainThreadCpuMs } from './lib/proc.ts';
 import { NsRunner, type TimedRun } from './lib/runner-client.ts';
 import { commitId, machine, median, pct, ratio, round, sleep, table } from './lib/stats.ts';
 
@@ -171,6 +172,13 @@ async function concurrentRound(p: Plugin): Promise<number> {
 const samples = new Map<string, Sample[]>();
 const agentAddMs: number[] = [];
 const agentDelMs: number[] = [];
+/**
+ * The agent's CPU (user + system, all its threads) and its JS thread's alone over its timed rounds,
+ * and the CNI calls it served in them.
+ */
+let agentCpuTicks = 0;
+let agentJsThreadMs = 0;
+let agentCalls = 0;
 try {
   // trellis: a real agent (standalone, IPv4 like the references) in its node namespace.
   const tNode = pool.add('tn');
@@ -213,10 +221,17 @@ try {
   for (let run = 0; run < RUNS; run++) {
     const order = selected.map((_, i) => selected[(i + run) % selected.length]!);
     for (const p of order) {
+      const ticks0 = p.name === 'trellis' ? cpuTicks(a.child.pid!) : 0;
+      const jsMs0 = p.name === 'trellis' ? mainThreadCpuMs(a.child.pid!) : 0;
       const { add, del } = await sequentialRound(p);
       await sleep(300); // let the kernel's namespace cleanup run outside the next round
       const concurrentWall = await concurrentRound(p);
       await sleep(300);
+      if (p.name === 'trellis') {
+        agentCpuTicks += cpuTicks(a.child.pid!) - ticks0;
+        agentJsThreadMs += mainThreadCpuMs(a.child.pid!) - jsMs0;
+        agentCalls += 2 * (PODS + CONCURRENT);
+      }
       const list = samples.get(p.name) ?? [];
       list.push({ add, del, concurrentWall });
       samples.set(p.name, list);
@@ -282,6 +297,8 @@ if (t !== undefined) {
   }
 }
 const commit = commitId();
+const agentCpuMsPerCall = agentCalls === 0 ? 0 : round(((agentCpuTicks / CLK_TCK) * 1000) / agentCalls);
+const agentJsThreadMsPerCall = agentCalls === 0 ? 0 : round(agentJsThreadMs / agentCalls, 3);
 process.stdout.write(
   `${table(
     ['plugin', 'ADD p50 ms', 'ADD p99 ms', 'DEL p50 ms', 'DEL p99 ms', `${CONCURRENT}x ADD wall ms`],
@@ -307,7 +324,7 @@ process.stdout.write(
       r.concurrentWall!,
       r.concurrentWallPaired!,
     ]),
-  )}\n\nagent-side ADD p50 ${round(median(agentAddMs))} ms p99 ${round(pct(agentAddMs, 99))} ms; DEL p50 ${round(median(agentDelMs))} ms (commit ${commit}, ${RUNS} runs x ${PODS} pods)\n`,
+  )}\n\nagent-side ADD p50 ${round(median(agentAddMs))} ms p99 ${round(pct(agentAddMs, 99))} ms; DEL p50 ${round(median(agentDelMs))} ms; agent CPU ${agentCpuMsPerCall} ms per CNI call, its JS thread ${agentJsThreadMsPerCall} ms (commit ${commit}, ${RUNS} runs x ${PODS} pods)\n`,
 );
 const json = {
   bench: 'cni-latency',
@@ -323,6 +340,9 @@ const json = {
     addP50: round(median(agentAddMs)),
     addP99: round(pct(agentAddMs, 99)),
     delP50: round(median(agentDelMs)),
+    /** The agent's CPU time over its rounds (ADDs and DELs, sequential and concurrent) per call. */
+    cpuMsPerCall: agentCpuMsPerCall,
+    jsThreadCpuMsPerCall: agentJsThreadMsPerCall,
   },
 };
 mkdirSync(dirname(opts.out), { recursive: true });

@@ -35,6 +35,15 @@ export function cpuTicks(pid: number): number {
   return Number(fields[11]) + Number(fields[12]);
 }
 
+/**
+ * CPU time of the process's main thread in ms, from /proc/PID/task/PID/schedstat (nanoseconds, not
+ * clock ticks): for Node, the JS thread, without libuv's and ffi-rs's worker threads.
+ */
+export function mainThreadCpuMs(pid: number): number {
+  const schedstat = readFileSync(`/proc/${pid}/task/${pid}/schedstat`, 'utf8');
+  return Number(schedstat.split(' ')[0]) / 1e6;
+}
+
 /** Least-squares slope of y over x. */
 export function slope(xs: readonly number[], ys: readonly number[]): number {
   const n = xs.length;
