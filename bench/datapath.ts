@@ -15,9 +15,14 @@
  * - same node, ptp: Debian's reference ptp + host-local plugins (MTU 1500) set up two more pods in the
  *   --no-masquerade node's namespace below, beside trellis's pods there: the reference plugin's
  *   same-node path in the very same node, next to the "same node, --no-masquerade" row;
- * - the same node and direct paths once more with agents run with --no-masquerade: no nat hook in the
- *   node's namespace, so no connection tracking. It splits the cost of conntrack (which masquerading,
- *   and in a real cluster kube-proxy's NAT, switch on for every packet) from the path's own cost.
+ * - the same node and direct paths once more with agents run with --mode host-gw --no-masquerade: no
+ *   nat hook in the node's namespace, so no connection tracking. Against the host-gw row it splits the
+ *   cost of conntrack (which masquerading, and in a real cluster kube-proxy's NAT, switch on for every
+ *   packet) from the path's own cost;
+ * - across nodes, ptp: a second reference ptp pod on the other node of that test bed, and a static
+ *   route on each node to the other's ptp subnet via its InternalIP: the reference plugin's pods
+ *   routed across the very same underlay (what kindnet-style routing with ptp pods would be), next to
+ *   the row above.
  *
  *   node_modules/.bin/node bench/datapath.ts [--seconds 5] [--reps 3] [--no-vxlan] [--out FILE]
  */
@@ -54,8 +59,10 @@ async function iperf(clientNs: string, serverNs: string, addr: string): Promise<
       ['netns', 'exec', clientNs, 'iperf3', '-c', addr, '-p', '5201', '-t', String(SECONDS), '-J'],
       { encoding: 'utf8', maxBuffer: 64 * 1024 * 1024 },
     );
-    const j = JSON.parse(out) as { end: { sum_received: { bits_per_second: number } } };
-    return j.end.sum_received.bits_per_second / 1e9;
+    const j = JSON.parse(out) as { error?: string; end: { sum_received?: { bits_per_second: number } } };
+    const bps = j.end.sum_received?.bits_per_second;
+    if (bps === undefined) throw new Error(`iperf3 ${clientNs} -> ${addr}: ${j.error ?? 'no result'}`);
+    return bps / 1e9;
   } finally {
     if (server.exitCode === null) server.kill('SIGKILL');
   }
@@ -69,8 +76,9 @@ interface Path {
 const UNDERLAY = 'node to node (underlay)';
 const HOST_GW = 'across nodes, direct, --mode host-gw';
 const PTP_SAME = 'same node, ptp + host-local, in the --no-masquerade node';
+const PTP_ACROSS = 'across nodes, ptp + host-local, static routes, no masquerade';
 const NO_MASQ_SAME = 'same node, --no-masquerade';
-const NO_MASQ_DIRECT = 'across nodes, direct, --no-masquerade';
+const NO_MASQ_DIRECT = 'across nodes, direct, host-gw, --no-masquerade';
 const pool = new NetnsPool();
 const beds: Testbed[] = [];
 const results = new Map<string, number[]>();
@@ -122,7 +130,7 @@ try {
   paths.push({ name: HOST_GW, run: () => iperf(g1.ns, g2.ns, g2.v4) });
 
   const bare = await Testbed.create({
-    mode: 'auto',
+    mode: 'host-gw',
     segments: [{ nodes: 2 }],
     agentArgs: ['--no-masquerade'],
   });
@@ -140,29 +148,48 @@ try {
   paths.push({ name: NO_MASQ_DIRECT, run: () => iperf(r1.ns, r3.ns, r3.v4) });
 
   if (existsSync(join(REFERENCE_PLUGIN_DIR, 'ptp'))) {
-    const list = {
-      cniVersion: '1.0.0',
-      name: 'bench-ptp',
-      plugins: [
-        { type: 'ptp', ipam: { type: 'host-local', subnet: '10.251.0.0/24', dataDir: hostLocalDir } },
-      ],
-    };
-    const ptpPods: { ns: string; v4: string }[] = [];
-    for (const tag of ['dpptp1', 'dpptp2']) {
+    // One host-local network (name and subnet) per node, each node routing to the other's subnet
+    // through its InternalIP.
+    const nets = new Map([
+      [m1!.ns, { name: 'bench-ptp-n1', subnet: '10.251.0.0/24' }],
+      [m2!.ns, { name: 'bench-ptp-n2', subnet: '10.252.0.0/24' }],
+    ]);
+    const ptpPod = async (tag: string, nodeNs: string): Promise<{ ns: string; v4: string }> => {
+      const net = nets.get(nodeNs)!;
+      const list = {
+        cniVersion: '1.0.0',
+        name: net.name,
+        plugins: [
+          {
+            type: 'ptp',
+            ipam: {
+              type: 'host-local',
+              subnet: net.subnet,
+              routes: [{ dst: '0.0.0.0/0' }],
+              dataDir: hostLocalDir,
+            },
+          },
+        ],
+      };
       const pod = pool.add(tag);
       const run = await addList(list, {
         containerId: pod.name,
         netns: `/var/run/netns/${pod.name}`,
         ifname: 'eth0',
-        hostNetns: m1!.ns,
+        hostNetns: nodeNs,
       });
       const result = run.json as { ips?: { address: string }[] } | undefined;
       const addr = result?.ips?.[0]?.address.split('/')[0];
       if (run.code !== 0 || addr === undefined) throw new Error(`ptp ADD failed: ${run.stdout}${run.stderr}`);
-      ptpPods.push({ ns: pod.name, v4: addr });
-    }
-    const [q1, q2] = ptpPods as [{ ns: string; v4: string }, { ns: string; v4: string }];
+      return { ns: pod.name, v4: addr };
+    };
+    const q1 = await ptpPod('dpptp1', m1!.ns);
+    const q2 = await ptpPod('dpptp2', m1!.ns);
+    const q3 = await ptpPod('dpptp3', m2!.ns);
+    ip(m1!.ns, 'route', 'add', nets.get(m2!.ns)!.subnet, 'via', m2!.plan.v4);
+    ip(m2!.ns, 'route', 'add', nets.get(m1!.ns)!.subnet, 'via', m1!.plan.v4);
     paths.push({ name: PTP_SAME, run: () => iperf(q1.ns, q2.ns, q2.v4) });
+    paths.push({ name: PTP_ACROSS, run: () => iperf(q1.ns, q3.ns, q3.v4) });
   } else
     notMeasured.ptp = `${REFERENCE_PLUGIN_DIR}/ptp is missing (apt-get install containernetworking-plugins)`;
 
