@@ -12,12 +12,13 @@ export interface DelOutcome {
 
 /**
  * DEL: idempotent, and independent of the pod's namespace still existing (containerd's second DEL
- * has no CNI_NETNS). Releases the lease first, removes the host routes, then deletes the veth pair
- * off the critical path (see BackgroundDeleter). Success when any part is already gone.
+ * has no CNI_NETNS). Releases the lease first (durable before DEL answers: its directory fsyncs run
+ * on the thread pool, not on the agent's JS thread), removes the host routes, then deletes the veth
+ * pair off the critical path (see BackgroundDeleter). Success when any part is already gone.
  */
 export async function delAttachment(deps: DatapathDeps, key: AttachmentKey): Promise<DelOutcome> {
   const lease = deps.ipam.get(key);
-  deps.ipam.release(key);
+  await deps.ipam.releaseDeferred(key).durable;
   const released = lease?.addresses ?? [];
 
   const hostName = hostVethName(key.containerId, key.ifname);

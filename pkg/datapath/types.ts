@@ -4,7 +4,10 @@ import type { PodRoute } from './pod-routes.ts';
 import type { NetlinkHandle, NetnsPort } from './ports.ts';
 
 /** What the datapath needs from IPAM: a narrow view of the agent's store. */
-export type IpamPort = Pick<Ipam, 'allocate' | 'allocateDeferred' | 'release' | 'get' | 'list'>;
+export type IpamPort = Pick<
+  Ipam,
+  'allocate' | 'allocateDeferred' | 'release' | 'releaseDeferred' | 'get' | 'list'
+>;
 
 export interface DatapathDeps {
   /** rtnetlink in the agent's own namespace, which trellis treats as the host. */

@@ -27,9 +27,10 @@ export type { Lease, LeasedAddress, LeaseKey, LeaseMeta, LoadReport, RangeUsage 
 /**
  * The facade the agent uses. Synchronous on purpose: the agent serializes IPAM calls, and sync fs
  * calls on tiny files are the fastest way to record an allocation (see store.ts); an async API would
- * add promise hops to every CNI ADD and invite interleaving that the store does not need. The one
- * exception is allocateDeferred's `durable`: only the fsyncs, which wait for the disk, leave the
- * JS thread, so the state in memory and on disk is decided before it returns, as with allocate.
+ * add promise hops to every CNI ADD and invite interleaving that the store does not need. The
+ * exceptions are allocateDeferred's and releaseDeferred's `durable`: only the fsyncs, which wait for
+ * the disk, leave the JS thread, so the state in memory and on disk is decided before they return,
+ * as with allocate and release.
  */
 export interface Ipam {
   /** Idempotent per key: the same key returns the same lease (meta updated only if missing). All families or nothing: on failure of one family nothing stays reserved. */
@@ -43,6 +44,13 @@ export interface Ipam {
   allocateDeferred(key: LeaseKey, meta?: LeaseMeta): PendingLease;
   /** Releasing an unknown key returns false and does not throw. */
   release(key: LeaseKey): boolean;
+  /**
+   * release with the directory fsyncs still running when it returns (on libuv's thread pool, shared
+   * with concurrent allocations'): the unlinks are done and the addresses free in memory, as after
+   * release; the caller must await `durable` before it reports the release (DEL answers after it).
+   * Throws where release throws, except for the fsyncs, which reject `durable` (IPAM_STORE_FAILED).
+   */
+  releaseDeferred(key: LeaseKey): PendingRelease;
   get(key: LeaseKey): Lease | undefined;
   list(): Lease[];
   /**
@@ -72,6 +80,13 @@ export interface Ipam {
 /** A lease whose record is written but maybe not yet durable (Ipam.allocateDeferred). */
 export interface PendingLease {
   lease: Lease;
+  durable: Promise<void>;
+}
+
+/** A release whose unlinks are done but maybe not yet durable (Ipam.releaseDeferred). */
+export interface PendingRelease {
+  /** What release would return: false for a key IPAM knew nothing of. */
+  released: boolean;
   durable: Promise<void>;
 }
 
@@ -256,7 +271,30 @@ class StoreIpam implements Ipam {
   }
 
   release(key: LeaseKey): boolean {
-    if (keyProblem(key) !== undefined) return false;
+    const { found, failure } = this.#release(key);
+    if (found) this.#store.flush(true);
+    if (failure !== undefined) throw failure;
+    return found;
+  }
+
+  releaseDeferred(key: LeaseKey): PendingRelease {
+    const { found, failure } = this.#release(key);
+    if (!found) return { released: false, durable: Promise.resolve() };
+    if (failure !== undefined) {
+      // The rare failed unlink keeps release's synchronous path: flush what was done, then throw.
+      this.#store.flush(true);
+      throw failure;
+    }
+    return { released: true, durable: this.#store.flushDeferred() };
+  }
+
+  /**
+   * release without the directory fsyncs: in memory and on disk (unlinked, not yet durable) the key
+   * is gone when it returns, except for an address whose unlink failed, which stays reserved (the
+   * failure is returned). A failure to remove the lease file is thrown, with the lease kept.
+   */
+  #release(key: LeaseKey): { found: boolean; failure?: unknown } {
+    if (keyProblem(key) !== undefined) return { found: false };
     const owner = ownerName(key);
     const lease = this.#leases.get(owner);
     const held = this.#held.get(owner);
@@ -269,19 +307,30 @@ class StoreIpam implements Ipam {
       this.#store.dropHeld(owner);
       this.#held.delete(owner);
     }
-    if (lease !== undefined) this.#releaseLease(owner, lease);
-    if (held !== undefined) this.#freeReservations([...held].filter((a) => this.#reserved.get(a) === owner));
-    return lease !== undefined || held !== undefined;
+    if (lease !== undefined) {
+      const failure = this.#dropLease(owner, lease);
+      if (failure !== undefined) return { found: true, failure };
+    }
+    if (held !== undefined) {
+      const failure = this.#unreserveAll([...held].filter((a) => this.#reserved.get(a) === owner));
+      if (failure !== undefined) return { found: true, failure };
+    }
+    return { found: lease !== undefined || held !== undefined };
   }
 
-  #releaseLease(owner: string, lease: Lease): void {
+  /**
+   * Removes a lease's file (a failure is thrown, the lease kept) and its reservations (#unreserveAll),
+   * not durable until a flush. Returns the first failed reservation's error.
+   */
+  #dropLease(owner: string, lease: Lease): unknown {
     this.#store.deleteLease(owner);
     this.#leases.delete(owner);
     const mine = lease.addresses.map((a) => a.address).filter((a) => this.#reserved.get(a) === owner);
-    this.#freeReservations(mine);
+    return this.#unreserveAll(mine);
   }
 
-  #freeReservations(addresses: string[]): void {
+  /** Unlinks each reservation and frees it in memory; one that fails stays reserved. The first failure. */
+  #unreserveAll(addresses: string[]): unknown {
     let failure: unknown;
     for (const address of addresses) {
       try {
@@ -291,8 +340,7 @@ class StoreIpam implements Ipam {
         failure ??= err;
       }
     }
-    this.#store.flush(true);
-    if (failure !== undefined) throw failure;
+    return failure;
   }
 
   get(key: LeaseKey): Lease | undefined {
@@ -411,7 +459,9 @@ class StoreIpam implements Ipam {
     const released: Lease[] = [];
     for (const [owner, lease] of [...this.#leases]) {
       if (lease.addresses.every(inside)) continue;
-      this.#releaseLease(owner, lease);
+      const failure = this.#dropLease(owner, lease);
+      this.#store.flush(true);
+      if (failure !== undefined) throw failure;
       released.push(copyLease(lease));
     }
     return released;

@@ -554,6 +554,15 @@ export class LeaseStore {
     for (const d of dirs) this.#syncDir(d);
   }
 
+  /**
+   * flush() of leases/ and addrs/ on the thread pool, shared with concurrent callers (#dirSyncs):
+   * resolves once every change made before the call is durable. (quarantine/ is left out: the only
+   * change there a release makes, dropHeld, is durable when it returns.)
+   */
+  flushDeferred(): Promise<void> {
+    return Promise.all(this.#dirSyncs.map((d) => d.request())).then(() => undefined);
+  }
+
   /** fsync of a directory on the JS thread, through the fd kept open for it. */
   #syncDir(d: string): void {
     const fd = this.#dirFd(d);
