@@ -3,9 +3,15 @@ import { join } from 'node:path';
 import fc from 'fast-check';
 import { afterEach, describe, expect, it } from 'vitest';
 import { CniCode, CniError } from '../../../pkg/cni/errors.ts';
-import { type Ipam, openIpamWith } from '../../../pkg/ipam/ipam.ts';
+import { openIpamWith } from '../../../pkg/ipam/ipam.ts';
 import { realFs, type StoreFs } from '../../../pkg/ipam/store.ts';
-import { cleanupTempDirs, leaseFilesOnDisk, reservationsOnDisk, tempDir } from './helpers.ts';
+import {
+  cleanupTempDirs,
+  expectConsistent,
+  leaseFilesOnDisk,
+  reservationsOnDisk,
+  tempDir,
+} from './helpers.ts';
 import { SimFs } from './simfs.ts';
 
 /**
@@ -19,18 +25,6 @@ afterEach(cleanupTempDirs);
 
 const RANGES = ['10.0.0.0/29', 'fd00::/125'];
 const key = (n: number) => ({ containerId: `c${n}`, ifname: 'eth0' });
-
-/** Every reservation on disk belongs to a lease on disk that names it, and no address twice. */
-function expectConsistent(ipam: Ipam, dir: string): void {
-  const seen = new Set<string>();
-  for (const lease of ipam.list()) {
-    for (const a of lease.addresses) {
-      expect(seen.has(a.address)).toBe(false);
-      seen.add(a.address);
-      expect(reservationsOnDisk(dir).get(a.address)).toBe(`${lease.containerId}@${lease.ifname}`);
-    }
-  }
-}
 
 /** The real file system, with fsync handed the path its fd was opened with. */
 function fsyncByPath(fsync: (fd: number, path: string) => Promise<void>): StoreFs {

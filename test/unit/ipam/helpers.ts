@@ -1,7 +1,9 @@
 import { mkdtempSync, readdirSync, readlinkSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { expect } from 'vitest';
 import { CniError } from '../../../pkg/cni/errors.ts';
+import type { Ipam } from '../../../pkg/ipam/ipam.ts';
 
 /** Fresh temp directories, removed by cleanupTempDirs() (call it in afterEach). */
 const made: string[] = [];
@@ -37,4 +39,16 @@ export function catchCni(fn: () => unknown): CniError {
     throw err;
   }
   throw new Error('expected a CniError, got none');
+}
+
+/** Every reservation on disk belongs to a lease on disk that names it, and no address twice. */
+export function expectConsistent(ipam: Ipam, dir: string): void {
+  const seen = new Set<string>();
+  for (const lease of ipam.list()) {
+    for (const a of lease.addresses) {
+      expect(seen.has(a.address)).toBe(false);
+      seen.add(a.address);
+      expect(reservationsOnDisk(dir).get(a.address)).toBe(`${lease.containerId}@${lease.ifname}`);
+    }
+  }
 }

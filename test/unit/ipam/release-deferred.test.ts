@@ -2,9 +2,16 @@ import { join } from 'node:path';
 import fc from 'fast-check';
 import { afterEach, describe, expect, it } from 'vitest';
 import { CniCode, CniError } from '../../../pkg/cni/errors.ts';
-import { type Ipam, openIpamWith } from '../../../pkg/ipam/ipam.ts';
+import { openIpamWith } from '../../../pkg/ipam/ipam.ts';
 import { realFs, type StoreFs } from '../../../pkg/ipam/store.ts';
-import { cleanupTempDirs, leaseFilesOnDisk, reservationsOnDisk, tempDir } from './helpers.ts';
+import {
+  catchCni,
+  cleanupTempDirs,
+  expectConsistent,
+  leaseFilesOnDisk,
+  reservationsOnDisk,
+  tempDir,
+} from './helpers.ts';
 import { SimFs } from './simfs.ts';
 
 /**
@@ -19,17 +26,6 @@ afterEach(cleanupTempDirs);
 
 const RANGES = ['10.0.0.0/29', 'fd00::/125'];
 const key = (n: number) => ({ containerId: `c${n}`, ifname: 'eth0' });
-
-function expectConsistent(ipam: Ipam, dir: string): void {
-  const seen = new Set<string>();
-  for (const lease of ipam.list()) {
-    for (const a of lease.addresses) {
-      expect(seen.has(a.address)).toBe(false);
-      seen.add(a.address);
-      expect(reservationsOnDisk(dir).get(a.address)).toBe(`${lease.containerId}@${lease.ifname}`);
-    }
-  }
-}
 
 describe('IPAM releaseDeferred', () => {
   it('returns with the lease gone from memory and disk, durable once `durable` resolves even if all unsynced changes are lost', async () => {
@@ -175,13 +171,7 @@ describe('IPAM releaseDeferred', () => {
     };
     const ipam = openIpamWith({ dir, ranges: RANGES }, fs);
     const lease = ipam.allocate(key(1));
-    let err: unknown;
-    try {
-      ipam.releaseDeferred(key(1));
-    } catch (e) {
-      err = e;
-    }
-    expect((err as CniError).code).toBe(CniCode.IPAM_STORE_FAILED);
+    expect(catchCni(() => ipam.releaseDeferred(key(1))).code).toBe(CniCode.IPAM_STORE_FAILED);
     expect(ipam.get(key(1))).toEqual(lease);
     expect(leaseFilesOnDisk(dir)).toEqual(['c1@eth0.json']);
   });
