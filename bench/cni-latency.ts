@@ -3,11 +3,13 @@
  * agent, against Debian's reference plugins (ptp + host-local, bridge + host-local, ptp with ipMasq),
  * driven like a runtime: cniVersion 1.0.0, a fresh pod namespace per pod (created before timing),
  * DEL with prevResult, each plugin timed from spawn to exit by a runner that lives in the node
- * namespace (so no `ip netns exec` start-up is counted, for anyone). Rounds alternate between
- * plugins (rotated order per run); ratios compare medians of per-run figures from the same run.
+ * namespace (so no `ip netns exec` start-up is counted, for anyone). Sequential ADDs alternate
+ * between plugins pod by pod, DELs and concurrent rounds plugin by plugin (the order rotating per
+ * run); ratios compare medians of per-run figures from the same run.
  *
  *   node_modules/.bin/node scripts/build.ts
- *   node_modules/.bin/node bench/cni-latency.ts [--runs 5] [--pods 50] [--concurrent 20] [--out FILE]
+ *   node_modules/.bin/node bench/cni-latency.ts [--runs 5] [--pods 50] [--concurrent 20]
+ *     [--only trellis,ptp] [--interleave pods|rounds] [--out FILE]
  *
  * Prints a table and, last, one JSON line (also written to --out, default bench/results/cni-latency.json).
  */
@@ -32,8 +34,14 @@ const { values: opts } = parseArgs({
     concurrent: { type: 'string', default: '20' },
     out: { type: 'string', default: join(import.meta.dirname, 'results', 'cni-latency.json') },
     only: { type: 'string' },
+    /** pods: sequential ADDs alternate between plugins pod by pod; rounds: whole rounds alternate. */
+    interleave: { type: 'string', default: 'pods' },
   },
 });
+if (opts.interleave !== 'pods' && opts.interleave !== 'rounds') {
+  process.stderr.write(`--interleave must be pods or rounds, not ${opts.interleave}\n`);
+  process.exit(2);
+}
 const RUNS = Number(opts.runs);
 const PODS = Number(opts.pods);
 const CONCURRENT = Number(opts.concurrent);
@@ -117,29 +125,57 @@ interface Sample {
   concurrentWall: number;
 }
 
-async function sequentialRound(p: Plugin): Promise<{ add: number[]; del: number[] }> {
-  const pods = Array.from({ length: PODS }, () => addPod('p'));
-  const ids = pods.map(() => randomBytes(32).toString('hex'));
-  const conf = JSON.stringify(p.conf);
-  const add: number[] = [];
-  const del: number[] = [];
-  const results: string[] = [];
+/**
+ * One round of sequential pods for every plugin. The ADDs are interleaved pod by pod (pod i of each
+ * plugin in turn, the order rotating from pod to pod), so that every plugin's ADDs meet the same
+ * machine: its speed drifts within minutes here, and alternating whole rounds left the paired ratios
+ * of repeated runs ±0.1 apart. The DELs follow one plugin after the other, each plugin's followed by
+ * its settle: trellis deletes its veths in the background, which would slow the next plugin's DELs.
+ */
+async function sequentialRound(
+  ps: readonly Plugin[],
+  rotate: number,
+): Promise<Map<string, { add: number[]; del: number[] }>> {
+  const rounds = ps.map((p) => {
+    const pods = Array.from({ length: PODS }, () => addPod('p'));
+    return {
+      p,
+      pods,
+      ids: pods.map(() => randomBytes(32).toString('hex')),
+      conf: JSON.stringify(p.conf),
+      add: [] as number[],
+      del: [] as number[],
+      results: [] as string[],
+    };
+  });
   try {
     for (let i = 0; i < PODS; i++) {
-      const r = check(await p.runner.run(p.binary, env('ADD', ids[i]!, pods[i]), conf), `${p.name} ADD`);
-      add.push(r.ms);
-      results.push(r.stdout);
+      for (let k = 0; k < rounds.length; k++) {
+        const r = rounds[(k + i + rotate) % rounds.length]!;
+        const run = check(
+          await r.p.runner.run(r.p.binary, env('ADD', r.ids[i]!, r.pods[i]), r.conf),
+          `${r.p.name} ADD`,
+        );
+        r.add.push(run.ms);
+        r.results.push(run.stdout);
+      }
     }
-    for (let i = 0; i < PODS; i++) {
-      const delConf = JSON.stringify({ ...p.conf, prevResult: JSON.parse(results[i]!) });
-      const r = check(await p.runner.run(p.binary, env('DEL', ids[i]!, pods[i]), delConf), `${p.name} DEL`);
-      del.push(r.ms);
+    for (let k = 0; k < rounds.length; k++) {
+      const r = rounds[(k + rotate) % rounds.length]!;
+      for (let i = 0; i < PODS; i++) {
+        const delConf = JSON.stringify({ ...r.p.conf, prevResult: JSON.parse(r.results[i]!) });
+        const run = check(
+          await r.p.runner.run(r.p.binary, env('DEL', r.ids[i]!, r.pods[i]), delConf),
+          `${r.p.name} DEL`,
+        );
+        r.del.push(run.ms);
+      }
+      await r.p.settle();
     }
-    await p.settle();
   } finally {
-    removePods(pods);
+    for (const r of rounds) removePods(r.pods);
   }
-  return { add, del };
+  return new Map(rounds.map((r) => [r.p.name, { add: r.add, del: r.del }]));
 }
 
 async function concurrentRound(p: Plugin): Promise<number> {
@@ -218,26 +254,36 @@ try {
   // Warm-up: page cache for the ~100 MB shim, the agent's JIT, iptables chains for ipMasq.
   for (const p of selected) await concurrentRound(p);
   const logStart = a.logs.length;
+  const trellisSelected = selected.some((p) => p.name === 'trellis');
   for (let run = 0; run < RUNS; run++) {
+    const ticks0 = trellisSelected ? cpuTicks(a.child.pid!) : 0;
+    const jsMs0 = trellisSelected ? mainThreadCpuMs(a.child.pid!) : 0;
     const order = selected.map((_, i) => selected[(i + run) % selected.length]!);
-    for (const p of order) {
-      const ticks0 = p.name === 'trellis' ? cpuTicks(a.child.pid!) : 0;
-      const jsMs0 = p.name === 'trellis' ? mainThreadCpuMs(a.child.pid!) : 0;
-      const { add, del } = await sequentialRound(p);
+    const sequential = new Map<string, { add: number[]; del: number[] }>();
+    if (opts.interleave === 'pods') {
+      for (const [name, r] of await sequentialRound(selected, run)) sequential.set(name, r);
       await sleep(300); // let the kernel's namespace cleanup run outside the next round
+    }
+    for (const p of order) {
+      if (opts.interleave === 'rounds') {
+        sequential.set(p.name, (await sequentialRound([p], 0)).get(p.name)!);
+        await sleep(300);
+      }
       const concurrentWall = await concurrentRound(p);
       await sleep(300);
-      if (p.name === 'trellis') {
-        agentCpuTicks += cpuTicks(a.child.pid!) - ticks0;
-        agentJsThreadMs += mainThreadCpuMs(a.child.pid!) - jsMs0;
-        agentCalls += 2 * (PODS + CONCURRENT);
-      }
+      const { add, del } = sequential.get(p.name)!;
       const list = samples.get(p.name) ?? [];
       list.push({ add, del, concurrentWall });
       samples.set(p.name, list);
       process.stderr.write(
         `run ${run + 1}/${RUNS} ${p.name}: ADD p50 ${round(median(add))} ms, DEL p50 ${round(median(del))} ms, ${CONCURRENT}x ADD ${round(concurrentWall)} ms\n`,
       );
+    }
+    if (trellisSelected) {
+      // The whole run: the agent idles (~0.3 % of a core) while the other plugins work.
+      agentCpuTicks += cpuTicks(a.child.pid!) - ticks0;
+      agentJsThreadMs += mainThreadCpuMs(a.child.pid!) - jsMs0;
+      agentCalls += 2 * (PODS + CONCURRENT);
     }
   }
   for (const l of a.logs.slice(logStart)) {
@@ -324,7 +370,7 @@ process.stdout.write(
       r.concurrentWall!,
       r.concurrentWallPaired!,
     ]),
-  )}\n\nagent-side ADD p50 ${round(median(agentAddMs))} ms p99 ${round(pct(agentAddMs, 99))} ms; DEL p50 ${round(median(agentDelMs))} ms; agent CPU ${agentCpuMsPerCall} ms per CNI call, its JS thread ${agentJsThreadMsPerCall} ms (commit ${commit}, ${RUNS} runs x ${PODS} pods)\n`,
+  )}\n\nagent-side ADD p50 ${round(median(agentAddMs))} ms p99 ${round(pct(agentAddMs, 99))} ms; DEL p50 ${round(median(agentDelMs))} ms; agent CPU ${agentCpuMsPerCall} ms per CNI call, its JS thread ${agentJsThreadMsPerCall} ms (commit ${commit}, ${RUNS} runs x ${PODS} pods, interleaved by ${opts.interleave})\n`,
 );
 const json = {
   bench: 'cni-latency',
@@ -332,6 +378,7 @@ const json = {
   date: new Date().toISOString(),
   machine: machine(),
   runs: RUNS,
+  interleave: opts.interleave,
   pods: PODS,
   concurrent: CONCURRENT,
   summary,
