@@ -51,8 +51,8 @@ export function prepareRequestSocket(fd: number): undefined {
 
 /**
  * For event sockets; returns the probe pkg/netlink polls for drops (SO_MEMINFO reads the socket's
- * own counter, whatever namespace the thread is in when it asks). The filter goes on first, so that
- * no unwanted notification is queued even between this call and the first read.
+ * own counter, whatever namespace the thread is in when it asks). The socket joins its groups only
+ * after this returns, so with a filter no unwanted notification is ever queued.
  */
 export function prepareEventSocket(
   fd: number,
