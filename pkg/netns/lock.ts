@@ -1,6 +1,6 @@
 import { closeSync, constants, openSync } from 'node:fs';
 import { constants as os } from 'node:os';
-import { getSystemErrorName } from 'node:util';
+import { errnoName } from '../errno.ts';
 import { LockHeldError } from './errors.ts';
 import { getLibc, LOCK_EX, LOCK_NB, LOCK_UN } from './libc.ts';
 
@@ -20,7 +20,7 @@ export function lockFile(path: string): FileLock {
   if (r.value !== 0) {
     closeSync(fd);
     if (r.errno === os.errno.EWOULDBLOCK) throw new LockHeldError(path);
-    throw new Error(`flock ${path}: ${getSystemErrorName(-r.errno)}`);
+    throw new Error(`flock ${path}: ${errnoName(r.errno)}`);
   }
   let held = true;
   return {

@@ -1,5 +1,5 @@
-import { getSystemErrorName } from 'node:util';
 import type { CreateVeth, NetlinkEventsPort, SetUpStep } from '../datapath/ports.ts';
+import { errnoName } from '../errno.ts';
 import {
   createVethVia,
   deleteLinkVia,
@@ -13,6 +13,7 @@ import {
   subscribeRouteEvents,
 } from '../netlink/index.ts';
 import {
+  type CallResult,
   getLibc,
   NETLINK_CAP_ACK,
   NETLINK_NO_ENOBUFS,
@@ -37,9 +38,12 @@ import { type OffThreadNetlink, openOffThreadNetlink } from './off-thread-netlin
 const REQUEST_RCVBUF = 2 << 20;
 const EVENTS_RCVBUF = 16 << 20;
 
+function setsockoptOrThrow(r: CallResult, what: string): void {
+  if (r.value !== 0) throw new NetlinkError(errnoName(r.errno), `setsockopt ${what}`);
+}
+
 function setInt(fd: number, level: number, name: number, value: number, what: string): void {
-  const r = getLibc().setsockoptInt(fd, level, name, value);
-  if (r.value !== 0) throw new NetlinkError(getSystemErrorName(-r.errno), `setsockopt ${what}`);
+  setsockoptOrThrow(getLibc().setsockoptInt(fd, level, name, value), what);
 }
 
 /** For request sockets (nothing to probe later). */
@@ -59,10 +63,8 @@ export function prepareEventSocket(
   wants: SocketWants = {},
   recvBuffer = EVENTS_RCVBUF,
 ): SocketProbe {
-  if (wants.filter !== undefined) {
-    const r = getLibc().attachFilter(fd, wants.filter);
-    if (r.value !== 0) throw new NetlinkError(getSystemErrorName(-r.errno), 'setsockopt SO_ATTACH_FILTER');
-  }
+  if (wants.filter !== undefined)
+    setsockoptOrThrow(getLibc().attachFilter(fd, wants.filter), 'SO_ATTACH_FILTER');
   setInt(fd, SOL_SOCKET, SO_RCVBUFFORCE, recvBuffer, 'SO_RCVBUFFORCE');
   setInt(fd, SOL_NETLINK, NETLINK_NO_ENOBUFS, 1, 'NETLINK_NO_ENOBUFS');
   const meminfo = Buffer.alloc(4 * (SK_MEMINFO_DROPS + 1));
