@@ -15,7 +15,7 @@
  */
 import { execFileSync } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
-import { existsSync, mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
 import { performance } from 'node:perf_hooks';
@@ -25,7 +25,7 @@ import { REFERENCE_PLUGIN_DIR, SHIM_BINARY } from '../test/support/cni-driver.ts
 import { addNetns, delNetns, NetnsPool, type TestNetns } from '../test/support/netns.ts';
 import { CLK_TCK, cpuTicks, mainThreadCpuMs } from './lib/proc.ts';
 import { NsRunner, type TimedRun } from './lib/runner-client.ts';
-import { commitId, machine, median, pct, ratio, round, sleep, table } from './lib/stats.ts';
+import { commitId, median, pct, ratio, round, sleep, table, writeResult } from './lib/stats.ts';
 
 const { values: opts } = parseArgs({
   options: {
@@ -372,28 +372,25 @@ process.stdout.write(
     ]),
   )}\n\nagent-side ADD p50 ${round(median(agentAddMs))} ms p99 ${round(pct(agentAddMs, 99))} ms; DEL p50 ${round(median(agentDelMs))} ms; agent CPU ${agentCpuMsPerCall} ms per CNI call, its JS thread ${agentJsThreadMsPerCall} ms (commit ${commit}, ${RUNS} runs x ${PODS} pods, interleaved by ${opts.interleave})\n`,
 );
-const json = {
-  bench: 'cni-latency',
+writeResult(
+  opts.out,
+  'cni-latency',
   commit,
-  date: new Date().toISOString(),
-  machine: machine(),
-  runs: RUNS,
-  interleave: opts.interleave,
-  pods: PODS,
-  concurrent: CONCURRENT,
-  summary,
-  ratios,
-  agentSide: {
-    addP50: round(median(agentAddMs)),
-    addP99: round(pct(agentAddMs, 99)),
-    delP50: round(median(agentDelMs)),
-    /** The agent's CPU time over its rounds (ADDs and DELs, sequential and concurrent) per call. */
-    cpuMsPerCall: agentCpuMsPerCall,
-    jsThreadCpuMsPerCall: agentJsThreadMsPerCall,
+  {
+    runs: RUNS,
+    interleave: opts.interleave,
+    pods: PODS,
+    concurrent: CONCURRENT,
+    summary,
+    ratios,
+    agentSide: {
+      addP50: round(median(agentAddMs)),
+      addP99: round(pct(agentAddMs, 99)),
+      delP50: round(median(agentDelMs)),
+      /** The agent's CPU time over its rounds (ADDs and DELs, sequential and concurrent) per call. */
+      cpuMsPerCall: agentCpuMsPerCall,
+      jsThreadCpuMsPerCall: agentJsThreadMsPerCall,
+    },
   },
-};
-mkdirSync(dirname(opts.out), { recursive: true });
-writeFileSync(opts.out, `${JSON.stringify(json)}\n`);
-process.stdout.write(
-  `${JSON.stringify({ ...json, summary: Object.fromEntries(Object.entries(summary).map(([k, v]) => [k, { ...v, addAll: undefined }])) })}\n`,
+  { summary: Object.fromEntries(Object.entries(summary).map(([k, v]) => [k, { ...v, addAll: undefined }])) },
 );

@@ -27,14 +27,14 @@
  *   node_modules/.bin/node bench/datapath.ts [--seconds 5] [--reps 3] [--no-vxlan] [--out FILE]
  */
 import { execFileSync, spawn } from 'node:child_process';
-import { existsSync, mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
-import { dirname, join } from 'node:path';
+import { join } from 'node:path';
 import { parseArgs } from 'node:util';
 import { addList, REFERENCE_PLUGIN_DIR } from '../test/support/cni-driver.ts';
 import { ip, NetnsPool } from '../test/support/netns.ts';
 import { Testbed, type TestbedPod } from '../test/support/testbed/index.ts';
-import { commitId, machine, median, ratio, round, sleep, table } from './lib/stats.ts';
+import { commitId, median, ratio, round, sleep, table, writeResult } from './lib/stats.ts';
 
 const { values: opts } = parseArgs({
   options: {
@@ -243,16 +243,9 @@ process.stdout.write(
     .map(([k, v]) => `${k}: ${v}\n`)
     .join('')}(iperf3 TCP, ${SECONDS} s per run, ${REPS} reps, commit ${commit})\n`,
 );
-const json = {
-  bench: 'datapath',
-  commit,
-  date: new Date().toISOString(),
-  machine: machine(),
+writeResult(opts.out, 'datapath', commit, {
   seconds: SECONDS,
   reps: REPS,
   summary,
   notMeasured,
-};
-mkdirSync(dirname(opts.out), { recursive: true });
-writeFileSync(opts.out, `${JSON.stringify(json)}\n`);
-process.stdout.write(`${JSON.stringify(json)}\n`);
+});

@@ -11,15 +11,15 @@
  *   node_modules/.bin/node --no-opt --no-maglev bench/event-filter.ts [--pods 200] [--reps 7]
  */
 import { execFileSync } from 'node:child_process';
-import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
-import { dirname, join } from 'node:path';
+import { join } from 'node:path';
 import { parseArgs } from 'node:util';
 import { WATCHED_LINKS, WATCHED_ROUTES } from '../pkg/agent/kernel-watch.ts';
 import { TRELLIS_ROUTE_PROTOCOL } from '../pkg/datapath/ports.ts';
 import { createNetlinkEvents, withNetns } from '../pkg/netns/index.ts';
 import { NetnsPool } from '../test/support/netns.ts';
-import { commitId, machine, median, ratio, round, sleep, table } from './lib/stats.ts';
+import { commitId, median, ratio, round, sleep, table, writeResult } from './lib/stats.ts';
 
 const { values: opts } = parseArgs({
   options: {
@@ -104,17 +104,10 @@ process.stdout.write(
     Object.entries(summary).map(([k, v]) => [k, v.eventsPerPod, v.cpuMsPerPod]),
   )}\n\nfiltered / unfiltered CPU: ${ratio(summary.filtered.cpuMsPerPod, summary.unfiltered.cpuMsPerPod)} (commit ${commit}, ${REPS} reps x ${PODS} pods, V8 flags: ${process.execArgv.join(' ') || 'none'})\n`,
 );
-const json = {
-  bench: 'event-filter',
-  commit,
-  date: new Date().toISOString(),
-  machine: machine(),
+writeResult(opts.out, 'event-filter', commit, {
   pods: PODS,
   reps: REPS,
   v8Flags: process.execArgv,
   summary,
   ratio: ratio(summary.filtered.cpuMsPerPod, summary.unfiltered.cpuMsPerPod),
-};
-mkdirSync(dirname(opts.out), { recursive: true });
-writeFileSync(opts.out, `${JSON.stringify(json)}\n`);
-process.stdout.write(`${JSON.stringify(json)}\n`);
+});

@@ -13,8 +13,7 @@
  */
 import { execFileSync, spawn } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
-import { mkdirSync, writeFileSync } from 'node:fs';
-import { dirname, join } from 'node:path';
+import { join } from 'node:path';
 import { parseArgs } from 'node:util';
 import { type AgentProcess, removeAgentDir } from '../test/support/agent-process.ts';
 import { startTestApiServer } from '../test/support/apiserver/server.ts';
@@ -23,7 +22,7 @@ import { NetnsPool } from '../test/support/netns.ts';
 import { populate, runInsideNamespace, SELF, startClusterAgent, wireNodeNamespace } from './lib/cluster.ts';
 import { CLK_TCK, childCpuTicks, cpuTicks, rssBytes, rssParts, slope } from './lib/proc.ts';
 import { NODE } from './lib/runner-client.ts';
-import { commitId, machine, round, sleep, table } from './lib/stats.ts';
+import { commitId, round, sleep, table, writeResult } from './lib/stats.ts';
 
 const { values: opts } = parseArgs({
   options: {
@@ -227,14 +226,13 @@ process.stdout.write(
     ],
   )}\n(${NODES} nodes, ${pods} pods, ${round(windowSec)} s window, ${samples.length} samples, metrics ${opts['metrics-addr'] === '' ? 'off' : 'on'}, commit ${commit})\n`,
 );
-const json = {
-  bench: 'footprint',
+writeResult(
+  opts.out,
+  'footprint',
   commit,
-  date: new Date().toISOString(),
-  machine: machine(),
-  summary,
-  samples,
-};
-mkdirSync(dirname(opts.out), { recursive: true });
-writeFileSync(opts.out, `${JSON.stringify(json)}\n`);
-process.stdout.write(`${JSON.stringify({ ...json, samples: undefined })}\n`);
+  {
+    summary,
+    samples,
+  },
+  { samples: undefined },
+);

@@ -21,9 +21,9 @@
  *     [--no-masq-rep] [--out FILE]
  */
 import { execFileSync } from 'node:child_process';
-import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
-import { dirname, join } from 'node:path';
+import { join } from 'node:path';
 import { performance } from 'node:perf_hooks';
 import { parseArgs } from 'node:util';
 import { type AgentProcess, removeAgentDir } from '../test/support/agent-process.ts';
@@ -39,7 +39,7 @@ import {
   wireNodeNamespace,
 } from './lib/cluster.ts';
 import { nowMs, RouteMonitor } from './lib/route-monitor.ts';
-import { commitId, machine, median, pct, ratio, round, sleep, table } from './lib/stats.ts';
+import { commitId, median, pct, ratio, round, sleep, table, writeResult } from './lib/stats.ts';
 
 const { values: opts } = parseArgs({
   options: {
@@ -405,22 +405,21 @@ process.stdout.write(
     ],
   )}\n(commit ${commit}, ${REPS} reps, medians)\n`,
 );
-const json = {
-  bench: 'route-convergence',
+writeResult(
+  opts.out,
+  'route-convergence',
   commit,
-  date: new Date().toISOString(),
-  machine: machine(),
-  nodes: NODES,
-  reps: REPS,
-  summary,
-  referenceMs: reference.map((x) => round(x)),
-  nexthopReferenceMs: nexthopReference.map((x) => round(x)),
-  runs: runs.map((r) => ({
-    ...r,
-    addLatency: r.addLatency.map((x) => round(x)),
-    delLatency: r.delLatency.map((x) => round(x)),
-  })),
-};
-mkdirSync(dirname(opts.out), { recursive: true });
-writeFileSync(opts.out, `${JSON.stringify(json)}\n`);
-process.stdout.write(`${JSON.stringify({ ...json, runs: undefined })}\n`);
+  {
+    nodes: NODES,
+    reps: REPS,
+    summary,
+    referenceMs: reference.map((x) => round(x)),
+    nexthopReferenceMs: nexthopReference.map((x) => round(x)),
+    runs: runs.map((r) => ({
+      ...r,
+      addLatency: r.addLatency.map((x) => round(x)),
+      delLatency: r.delLatency.map((x) => round(x)),
+    })),
+  },
+  { runs: undefined },
+);

@@ -3,7 +3,9 @@
  * fixed-width tables and the commit a figure was measured on.
  */
 import { execFileSync } from 'node:child_process';
+import { mkdirSync, writeFileSync } from 'node:fs';
 import { cpus, release } from 'node:os';
+import { dirname } from 'node:path';
 
 /** Nearest-rank percentile of an unsorted sample (NaN when empty). */
 export function pct(values: readonly number[], p: number): number {
@@ -42,10 +44,10 @@ export function table(header: readonly string[], rows: readonly (readonly (strin
 export function commitId(): string {
   const root = new URL('../..', import.meta.url).pathname;
   try {
-    const head = execFileSync('git', ['-C', root, 'rev-parse', '--short', 'HEAD'], {
-      encoding: 'utf8',
-    }).trim();
-    return head;
+    const git = (...args: string[]): string =>
+      execFileSync('git', ['-C', root, ...args], { encoding: 'utf8' }).trim();
+    const head = git('rev-parse', '--short', 'HEAD');
+    return git('status', '--porcelain', '--untracked-files=no') === '' ? head : `${head}+dirty`;
   } catch {
     return 'unknown';
   }
@@ -57,4 +59,22 @@ export function machine(): { nproc: number; cpu: string; kernel: string } {
 
 export function sleep(ms: number): Promise<void> {
   return new Promise((r) => setTimeout(r, ms));
+}
+
+/**
+ * How every bench ends: its JSON (name, commit, date, machine, then `fields`) written to `out` and
+ * printed as the last line, with `printed` overriding fields in the printed copy only (undefined
+ * leaves out a long per-sample series).
+ */
+export function writeResult(
+  out: string,
+  bench: string,
+  commit: string,
+  fields: Record<string, unknown>,
+  printed: Record<string, unknown> = {},
+): void {
+  const json = { bench, commit, date: new Date().toISOString(), machine: machine(), ...fields };
+  mkdirSync(dirname(out), { recursive: true });
+  writeFileSync(out, `${JSON.stringify(json)}\n`);
+  process.stdout.write(`${JSON.stringify({ ...json, ...printed })}\n`);
 }
