@@ -33,17 +33,26 @@ afterEach(cleanupTempDirs);
 const RANGES = ['10.0.0.0/29', 'fd00::/125'];
 const key = (n: number) => ({ containerId: `c${n}`, ifname: 'eth0' });
 
-/** The real file system, with fsync handed the path its fd was opened with. */
-function fsyncByPath(fsync: (fd: number, path: string) => Promise<void>): StoreFs {
+/**
+ * The real file system, its fsyncs (thread pool and JS thread) handed the path each fd was opened
+ * with, and every open path reported to `opened`.
+ */
+function byPath(hooks: {
+  fsync?: (fd: number, path: string) => Promise<void>;
+  fsyncSync?: (fd: number, path: string) => void;
+  opened?: (path: string) => void;
+}): StoreFs {
   const paths = new Map<number, string>();
   return {
     ...realFs,
     openSync: (path, flags, mode) => {
       const fd = realFs.openSync(path, flags, mode);
       paths.set(fd, path);
+      hooks.opened?.(path);
       return fd;
     },
-    fsync: (fd) => fsync(fd, paths.get(fd)!),
+    fsync: (fd) => (hooks.fsync ?? realFs.fsync)(fd, paths.get(fd)!),
+    fsyncSync: (fd) => (hooks.fsyncSync ?? realFs.fsyncSync)(fd, paths.get(fd)!),
   };
 }
 
@@ -155,13 +164,14 @@ describe('IPAM allocateDeferred', () => {
     const dir = tempDir();
     const held: { path: string; done: () => Promise<void> }[] = [];
     let holding = false;
-    const fs = fsyncByPath((fd, path) =>
-      holding
-        ? new Promise<void>((resolve) => {
-            held.push({ path, done: () => realFs.fsync(fd).then(resolve) });
-          })
-        : realFs.fsync(fd),
-    );
+    const fs = byPath({
+      fsync: (fd, path) =>
+        holding
+          ? new Promise<void>((resolve) => {
+              held.push({ path, done: () => realFs.fsync(fd).then(resolve) });
+            })
+          : realFs.fsync(fd),
+    });
     const ipam = openIpamWith({ dir, ranges: RANGES }, fs);
     holding = true;
     const { durable } = ipam.allocateDeferred(key(1));
@@ -187,9 +197,11 @@ describe('IPAM allocateDeferred', () => {
   it("allocations made together share their directories' fsyncs: one running, one shared after it", async () => {
     const dir = tempDir();
     const synced: string[] = [];
-    const fs = fsyncByPath((fd, path) => {
-      synced.push(path.slice(dir.length));
-      return realFs.fsync(fd);
+    const fs = byPath({
+      fsync: (fd, path) => {
+        synced.push(path.slice(dir.length));
+        return realFs.fsync(fd);
+      },
     });
     const ipam = openIpamWith({ dir, ranges: ['10.0.0.0/24'] }, fs);
     synced.length = 0;
@@ -240,21 +252,16 @@ describe('IPAM allocateDeferred', () => {
     const dir = tempDir();
     const dirOpens: string[] = [];
     let failDir: string | undefined;
-    const paths = new Map<number, string>();
-    const fs: StoreFs = {
-      ...realFs,
-      openSync: (path, flags, mode) => {
-        const fd = realFs.openSync(path, flags, mode);
-        paths.set(fd, path.slice(dir.length));
+    const fs = byPath({
+      opened: (path) => {
         if (path === join(dir, 'leases') || path === join(dir, 'addrs'))
           dirOpens.push(path.slice(dir.length));
-        return fd;
       },
-      fsync: (fd) =>
-        paths.get(fd) === failDir
+      fsync: (fd, path) =>
+        path.slice(dir.length) === failDir
           ? Promise.reject(Object.assign(new Error('EIO: i/o error'), { code: 'EIO' }))
           : realFs.fsync(fd),
-    };
+    });
     const ipam = openIpamWith({ dir, ranges: RANGES }, fs);
     dirOpens.length = 0;
     failDir = '/addrs';
@@ -365,23 +372,16 @@ describe('IPAM releaseDeferred', () => {
     const dir = tempDir();
     const onThread: string[] = [];
     const pooled: string[] = [];
-    const paths = new Map<number, string>();
-    const fs: StoreFs = {
-      ...realFs,
-      openSync: (path, flags, mode) => {
-        const fd = realFs.openSync(path, flags, mode);
-        paths.set(fd, path.slice(dir.length));
-        return fd;
-      },
-      fsyncSync: (fd) => {
-        onThread.push(paths.get(fd)!);
+    const fs = byPath({
+      fsyncSync: (fd, path) => {
+        onThread.push(path.slice(dir.length));
         realFs.fsyncSync(fd);
       },
-      fsync: (fd) => {
-        pooled.push(paths.get(fd)!);
+      fsync: (fd, path) => {
+        pooled.push(path.slice(dir.length));
         return realFs.fsync(fd);
       },
-    };
+    });
     const ipam = openIpamWith({ dir, ranges: RANGES }, fs);
     ipam.allocate(key(1));
     onThread.length = 0;
