@@ -8,9 +8,10 @@
  *   the least any Bun-compiled shim can cost;
  * - `ptp VERSION`: Debian's Go `ptp` plugin answering VERSION, the reference's own start.
  *
- * Prints a table and, last, one JSON line. No assertions.
+ * Prints a table and, last, one JSON line (also written to --out, default
+ * bench/results/shim-startup.json). No assertions.
  *
- *   node_modules/.bin/node scripts/build.ts && node_modules/.bin/node bench/shim-startup.ts [runs]
+ *   node_modules/.bin/node scripts/build.ts && node_modules/.bin/node bench/shim-startup.ts [--runs 200] [--out FILE]
  */
 import { execFileSync, spawn } from 'node:child_process';
 import { existsSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
@@ -18,10 +19,11 @@ import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { performance } from 'node:perf_hooks';
+import { parseArgs } from 'node:util';
 import { encodeResponse, okResponse } from '../pkg/shim/protocol.ts';
 import { bunBinary, SHIM_COMPILE_FLAGS } from '../scripts/shim-compile.ts';
 import { REFERENCE_PLUGIN_DIR } from '../test/support/cni-driver.ts';
-import { commitId, machine, median, pct, ratio, round, table } from './lib/stats.ts';
+import { commitId, median, pct, ratio, round, table, writeResult } from './lib/stats.ts';
 
 const root = join(import.meta.dirname, '..');
 const shim = join(root, 'dist', 'bin', 'trellis');
@@ -31,7 +33,17 @@ if (!existsSync(shim)) {
   process.stderr.write('dist/bin/trellis is missing: run `node_modules/.bin/node scripts/build.ts` first\n');
   process.exit(2);
 }
-const runs = Number(process.argv[2] ?? 200);
+const { values: opts } = parseArgs({
+  options: {
+    runs: { type: 'string', default: '200' },
+    out: { type: 'string', default: join(root, 'bench', 'results', 'shim-startup.json') },
+  },
+});
+const runs = Number(opts.runs);
+if (!Number.isInteger(runs) || runs < 1) {
+  process.stderr.write(`--runs must be a positive integer, not ${opts.runs}\n`);
+  process.exit(2);
+}
 
 const dir = mkdtempSync(join(tmpdir(), 'trl-bench-'));
 const socket = join(dir, 'cni.sock');
@@ -125,6 +137,4 @@ process.stdout.write(
     .map(([k, v]) => `${k}: not measured: ${v}\n`)
     .join('')}(spawn to exit, rounds interleaved, commit ${commit})\n`,
 );
-process.stdout.write(
-  `${JSON.stringify({ bench: 'shim-startup', commit, date: new Date().toISOString(), machine: machine(), spawnToExit: summary, notMeasured })}\n`,
-);
+writeResult(opts.out, 'shim-startup', commit, { runs, spawnToExit: summary, notMeasured });
