@@ -12,6 +12,7 @@
  * bench/results/shim-startup.json). No assertions.
  *
  *   node_modules/.bin/node scripts/build.ts && node_modules/.bin/node bench/shim-startup.ts [--runs 200] [--out FILE]
+ *     [--other PATH]   (another shim build, e.g. an older commit's, timed on the same ADD: `other ADD`)
  */
 import { execFileSync, spawn } from 'node:child_process';
 import { existsSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
@@ -37,6 +38,9 @@ const { values: opts } = parseArgs({
   options: {
     runs: { type: 'string', default: '200' },
     out: { type: 'string', default: join(root, 'bench', 'results', 'shim-startup.json') },
+    // Another build of the shim (an older commit's dist/bin/trellis), timed on the same ADD in the
+    // same rounds: a before/after that the machine's drift cannot skew.
+    other: { type: 'string' },
   },
 });
 const runs = Number(opts.runs);
@@ -63,11 +67,15 @@ const server = createServer((conn) => {
 await new Promise<void>((resolve) => server.listen(socket, resolve));
 
 const config = JSON.stringify({ cniVersion: '1.1.0', name: 'trellis', type: 'trellis', socket });
+// What containerd sends for a pod: a 64-hex sandbox ID and the pod's identity in CNI_ARGS (the shim's
+// request line is ~0.6 KB, as in the cni-latency bench; a short one hid a per-character cost).
+const sandboxId = 'd2a3c6f1e0b94c7d8e5f6a7b8c9d0e1f2a3b4c5d6e7f8091a2b3c4d5e6f70819';
 const addEnv = {
   CNI_COMMAND: 'ADD',
-  CNI_CONTAINERID: 'bench0001',
-  CNI_NETNS: '/var/run/netns/bench',
+  CNI_CONTAINERID: sandboxId,
+  CNI_NETNS: '/var/run/netns/cni-5f3c9a2e-1b7d-4c6a-9e8f-0a1b2c3d4e5f',
   CNI_IFNAME: 'eth0',
+  CNI_ARGS: `IgnoreUnknown=1;K8S_POD_NAMESPACE=default;K8S_POD_NAME=web-7d9f8c6b5-x2k4p;K8S_POD_INFRA_CONTAINER_ID=${sandboxId};K8S_POD_UID=0b1c2d3e-1111-2222-3333-444455556666`,
   CNI_PATH: '/opt/cni/bin',
 };
 
@@ -80,6 +88,7 @@ const cases: Case[] = [
   { name: 'trellis VERSION', bin: shim, env: { CNI_COMMAND: 'VERSION' } },
   { name: 'trellis ADD', bin: shim, env: addEnv },
 ];
+if (opts.other !== undefined) cases.push({ name: 'other ADD', bin: opts.other, env: addEnv });
 const notMeasured: Record<string, string> = {};
 if (existsSync(bun)) {
   // The shim's own build flags (scripts/build.ts) on a program that does nothing.
