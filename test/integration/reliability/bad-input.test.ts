@@ -292,7 +292,7 @@ describe.skipIf(skip !== undefined)(
         stdin: good,
         code: 4,
         msg: /CNI_CONTAINERID is required for ADD/,
-        by: 'shim',
+        by: 'agent',
       },
       {
         name: 'ADD without CNI_NETNS',
@@ -300,7 +300,7 @@ describe.skipIf(skip !== undefined)(
         stdin: good,
         code: 4,
         msg: /CNI_NETNS is required for ADD/,
-        by: 'shim',
+        by: 'agent',
       },
       {
         name: 'ADD without CNI_IFNAME',
@@ -308,7 +308,7 @@ describe.skipIf(skip !== undefined)(
         stdin: good,
         code: 4,
         msg: /CNI_IFNAME is required for ADD/,
-        by: 'shim',
+        by: 'agent',
       },
       {
         name: 'DEL without CNI_IFNAME',
@@ -316,7 +316,7 @@ describe.skipIf(skip !== undefined)(
         stdin: good,
         code: 4,
         msg: /CNI_IFNAME is required for DEL/,
-        by: 'shim',
+        by: 'agent',
       },
       {
         name: 'CNI_IFNAME 16 bytes',
@@ -324,7 +324,7 @@ describe.skipIf(skip !== undefined)(
         stdin: good,
         code: 4,
         msg: /CNI_IFNAME "eth0123456789abc" is 16 bytes long/,
-        by: 'shim',
+        by: 'agent',
       },
       {
         name: "CNI_IFNAME with '/'",
@@ -332,7 +332,7 @@ describe.skipIf(skip !== undefined)(
         stdin: good,
         code: 4,
         msg: /CNI_IFNAME "a\/\.\.\/b" contains '\/'/,
-        by: 'shim',
+        by: 'agent',
       },
       {
         name: 'CNI_IFNAME ".."',
@@ -340,7 +340,7 @@ describe.skipIf(skip !== undefined)(
         stdin: good,
         code: 4,
         msg: /CNI_IFNAME "\.\." must not be/,
-        by: 'shim',
+        by: 'agent',
       },
       {
         name: 'CNI_IFNAME with a space',
@@ -348,7 +348,7 @@ describe.skipIf(skip !== undefined)(
         stdin: good,
         code: 4,
         msg: /CNI_IFNAME "eth 0" contains whitespace/,
-        by: 'shim',
+        by: 'agent',
       },
       // Valid for the kernel and the spec, refused by the agent before it can become a file name.
       {
@@ -365,7 +365,7 @@ describe.skipIf(skip !== undefined)(
         stdin: good,
         code: 4,
         msg: /CNI_CONTAINERID "\.\.\/\.\.\/\.\.\/\.\.\/etc\/passwd"/,
-        by: 'shim',
+        by: 'agent',
       },
       {
         name: 'CNI_CONTAINERID with a slash',
@@ -373,7 +373,7 @@ describe.skipIf(skip !== undefined)(
         stdin: good,
         code: 4,
         msg: /CNI_CONTAINERID "abc\/def"/,
-        by: 'shim',
+        by: 'agent',
       },
       {
         name: 'CNI_CONTAINERID command substitution',
@@ -381,7 +381,7 @@ describe.skipIf(skip !== undefined)(
         stdin: good,
         code: 4,
         msg: /CNI_CONTAINERID "a\$\(touch/,
-        by: 'shim',
+        by: 'agent',
       },
       {
         name: 'CNI_CONTAINERID with ; and spaces',
@@ -389,7 +389,7 @@ describe.skipIf(skip !== undefined)(
         stdin: good,
         code: 4,
         msg: /CNI_CONTAINERID "a;rm -rf \/"/,
-        by: 'shim',
+        by: 'agent',
       },
       {
         name: 'CNI_CONTAINERID with a newline',
@@ -397,7 +397,7 @@ describe.skipIf(skip !== undefined)(
         stdin: good,
         code: 4,
         msg: /CNI_CONTAINERID "abc\\ndef"/,
-        by: 'shim',
+        by: 'agent',
       },
       {
         name: 'DEL with a traversal CNI_CONTAINERID',
@@ -405,7 +405,7 @@ describe.skipIf(skip !== undefined)(
         stdin: good,
         code: 4,
         msg: /CNI_CONTAINERID "\.\.\/spool\/x"/,
-        by: 'shim',
+        by: 'agent',
       },
       {
         name: 'CNI_NETNS relative',
@@ -413,7 +413,7 @@ describe.skipIf(skip !== undefined)(
         stdin: good,
         code: 4,
         msg: /CNI_NETNS "var\/run\/netns\/x" is not an absolute path/,
-        by: 'shim',
+        by: 'agent',
       },
       {
         name: 'CNI_ARGS without "="',
@@ -421,7 +421,7 @@ describe.skipIf(skip !== undefined)(
         stdin: good,
         code: 4,
         msg: /CNI_ARGS/,
-        by: 'shim',
+        by: 'agent',
       },
       {
         name: 'CNI_NETNS does not exist',
@@ -535,7 +535,7 @@ describe.skipIf(skip !== undefined)(
         stdin: (g) => json(v11(g)),
         code: 4,
         msg: /CNI_PATH is required for GC/,
-        by: 'shim',
+        by: 'agent',
       },
       {
         name: 'STATUS with cniVersion 1.0.0',

@@ -228,16 +228,55 @@ describe('runShim decisions (in-process transport)', () => {
     expect(JSON.parse(noResult.stdout).msg).toBe('the trellis agent answered ADD without a result object');
   });
 
-  it('bad environment: code 4 naming every missing variable, with the config cniVersion', async () => {
+  it('bad environment, agent down: code 4 naming every missing variable, with the config cniVersion', async () => {
     const t = fakeTransport(unreachable);
     const out = await runShim(io({ CNI_COMMAND: 'ADD' }, conf({ cniVersion: '0.3.1' }), t.connect));
     expect(out.exitCode).toBe(1);
     const err = JSON.parse(out.stdout);
     expect(err).toMatchObject({ cniVersion: '0.3.1', code: CniCode.INVALID_ENV });
     for (const v of ['CNI_CONTAINERID', 'CNI_NETNS', 'CNI_IFNAME']) expect(err.msg).toContain(v);
-    expect(t.calls).toEqual([]);
+    expect(t.calls).toHaveLength(1); // the agent was asked first: it checks (and logs) the call
     const none = JSON.parse((await runShim(io({}, conf(), t.connect))).stdout);
     expect(none).toMatchObject({ code: 4, msg: expect.stringContaining('CNI_COMMAND is required') });
+    const unknown = JSON.parse((await runShim(io({ CNI_COMMAND: 'ATTACH' }, conf(), t.connect))).stdout);
+    expect(unknown).toMatchObject({ code: 4, msg: expect.stringContaining('unknown CNI_COMMAND') });
+    expect(t.calls).toHaveLength(1); // no verb to ask the agent about
+  });
+
+  it('bad environment, agent up: the call is forwarded and the agent refusal printed', async () => {
+    const refusal = encodeResponse(
+      errorResponse(
+        new CniError(CniCode.INVALID_ENV, 'invalid CNI environment: CNI_IFNAME is required for ADD'),
+      ),
+    );
+    const t = fakeTransport(refusal);
+    const env = { ...ADD_ENV, CNI_IFNAME: undefined };
+    const out = await runShim(io(env, conf({ cniVersion: '0.4.0' }), t.connect));
+    expect(out.exitCode).toBe(1);
+    expect(JSON.parse(out.stdout)).toEqual({
+      cniVersion: '0.4.0',
+      code: CniCode.INVALID_ENV,
+      msg: 'invalid CNI environment: CNI_IFNAME is required for ADD',
+    });
+    expect(JSON.parse(t.calls[0]!.line).env).not.toHaveProperty('CNI_IFNAME');
+  });
+
+  it('bad environment and a failure of the shim itself: the environment error comes first', async () => {
+    const t = fakeTransport(unreachable);
+    const badConfig = JSON.parse(
+      (await runShim(io({ CNI_COMMAND: 'ADD' }, conf({ socket: 'relative.sock' }), t.connect))).stdout,
+    );
+    expect(badConfig).toMatchObject({ code: CniCode.INVALID_ENV });
+    const huge = conf({ pad: 'x'.repeat(1024 * 1024) });
+    expect(JSON.parse((await runShim(io({ CNI_COMMAND: 'CHECK' }, huge, t.connect))).stdout).code).toBe(4);
+    expect(t.calls).toEqual([]);
+    const spool = recordingSpool();
+    const del = await runShim(io({ CNI_COMMAND: 'DEL', CNI_IFNAME: 'eth0' }, conf(), t.connect, spool));
+    expect(JSON.parse(del.stdout)).toMatchObject({
+      code: 4,
+      msg: expect.stringContaining('CNI_CONTAINERID'),
+    });
+    expect(spool.spooled).toEqual([]); // nothing spooled for a DEL that names no container
   });
 
   it('unreadable stdin: code 5; malformed config: 6; bad shim fields: 7; oversized: 106', async () => {
