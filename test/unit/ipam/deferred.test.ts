@@ -33,6 +33,14 @@ afterEach(cleanupTempDirs);
 const RANGES = ['10.0.0.0/29', 'fd00::/125'];
 const key = (n: number) => ({ containerId: `c${n}`, ifname: 'eth0' });
 
+/** An fsync that fails the way a dying disk does. */
+const eio = (): Promise<never> => Promise.reject(Object.assign(new Error('EIO: i/o error'), { code: 'EIO' }));
+
+/** The real file system, whose fsyncs fail with EIO while `failing()` says so. */
+function fsyncFailingWhen(failing: () => boolean): StoreFs {
+  return { ...realFs, fsync: (fd) => (failing() ? eio() : realFs.fsync(fd)) };
+}
+
 /**
  * The real file system, its fsyncs (thread pool and JS thread) handed the path each fd was opened
  * with, and every open path reported to `opened`.
@@ -137,13 +145,7 @@ describe('IPAM allocateDeferred', () => {
   it('an fsync failure rejects `durable` with IPAM_STORE_FAILED naming the file; release leaves nothing', async () => {
     const dir = tempDir();
     let failFsync = false;
-    const fs: StoreFs = {
-      ...realFs,
-      fsync: (fd) =>
-        failFsync
-          ? Promise.reject(Object.assign(new Error('EIO: i/o error'), { code: 'EIO' }))
-          : realFs.fsync(fd),
-    };
+    const fs = fsyncFailingWhen(() => failFsync);
     const ipam = openIpamWith({ dir, ranges: RANGES }, fs);
     failFsync = true;
     const { durable } = ipam.allocateDeferred(key(1));
@@ -257,10 +259,7 @@ describe('IPAM allocateDeferred', () => {
         if (path === join(dir, 'leases') || path === join(dir, 'addrs'))
           dirOpens.push(path.slice(dir.length));
       },
-      fsync: (fd, path) =>
-        path.slice(dir.length) === failDir
-          ? Promise.reject(Object.assign(new Error('EIO: i/o error'), { code: 'EIO' }))
-          : realFs.fsync(fd),
+      fsync: (fd, path) => (path.slice(dir.length) === failDir ? eio() : realFs.fsync(fd)),
     });
     const ipam = openIpamWith({ dir, ranges: RANGES }, fs);
     dirOpens.length = 0;
@@ -395,11 +394,7 @@ describe('IPAM releaseDeferred', () => {
   it('an fsync failure rejects `durable` with IPAM_STORE_FAILED; the release itself stands', async () => {
     const dir = tempDir();
     let fail = false;
-    const fs: StoreFs = {
-      ...realFs,
-      fsync: (fd) =>
-        fail ? Promise.reject(Object.assign(new Error('EIO: i/o error'), { code: 'EIO' })) : realFs.fsync(fd),
-    };
+    const fs = fsyncFailingWhen(() => fail);
     const ipam = openIpamWith({ dir, ranges: RANGES }, fs);
     ipam.allocate(key(1));
     fail = true;
