@@ -46,7 +46,7 @@ const ATTACHMENT_VERBS: ReadonlySet<CniCommand> = new Set(['ADD', 'DEL', 'CHECK'
 
 const MAX_IFNAME_BYTES = 15;
 
-function isCommand(s: string): s is CniCommand {
+export function isCniCommand(s: string): s is CniCommand {
   return (CNI_COMMANDS as readonly string[]).includes(s);
 }
 
@@ -64,7 +64,7 @@ export function parseCniEnv(env: Readonly<Record<string, string | undefined>>): 
   if (rawCommand === undefined) {
     throw new CniError(CniCode.INVALID_ENV, 'invalid CNI environment: CNI_COMMAND is required');
   }
-  if (!isCommand(rawCommand)) {
+  if (!isCniCommand(rawCommand)) {
     throw new CniError(
       CniCode.INVALID_ENV,
       `invalid CNI environment: unknown CNI_COMMAND ${quote(rawCommand)} (expected one of ${CNI_COMMANDS.join(', ')})`,

@@ -18,7 +18,7 @@
  * out the error's cniVersion) on every call cost the shim's run 0.3-0.45 ms: in a process that runs
  * its code once, each first call of a function costs tens of microseconds (bench/README.md).
  */
-import { type CniCommand, parseCniEnv } from '../cni/env.ts';
+import { type CniCommand, isCniCommand, parseCniEnv } from '../cni/env.ts';
 import { CniCode, CniError, toCniError } from '../cni/errors.ts';
 import { LATEST_VERSION, versionReply } from '../cni/version.ts';
 import { errorVersionOf, parseShimConfig, type ShimConfig } from './config.ts';
@@ -75,13 +75,7 @@ type AgentVerb = Exclude<CniCommand, 'VERSION'>;
 
 /** The verbs the agent answers; undefined for VERSION and for a missing or unknown CNI_COMMAND. */
 function agentVerb(command: string | undefined): AgentVerb | undefined {
-  return command === 'ADD' ||
-    command === 'DEL' ||
-    command === 'CHECK' ||
-    command === 'GC' ||
-    command === 'STATUS'
-    ? command
-    : undefined;
+  return command !== undefined && isCniCommand(command) && command !== 'VERSION' ? command : undefined;
 }
 
 /** The environment's own error, if it has one. */
