@@ -555,24 +555,28 @@ describe.skipIf(skip !== undefined)(
       runPlugin(SHIM_BINARY, { hostNetns: node.host.name, ...resolve(c) }, stdin);
 
     /** The agent's call lines written while `fn` ran: a VERSION request afterwards marks the end. */
-    async function linesDuring(fn: () => Promise<void>): Promise<Record<string, unknown>[]> {
+    /**
+     * Sends a VERSION straight to the agent and waits for its log line: every line the agent wrote
+     * before it has then been read too (a call's line is written after its answer).
+     */
+    async function sentinel(): Promise<number> {
       const from = callLines(node).length;
+      const sent = await rawExchange(node.agent.socket, requestLine({ CNI_COMMAND: 'VERSION' }, '{}'));
+      expect(sent.answer).toContain('"ok":true');
+      const seen = () =>
+        callLines(node)
+          .slice(from)
+          .findIndex((l) => l.verb === 'VERSION');
+      expect(await waitFor(() => seen() >= 0, 3000), 'the sentinel VERSION line never arrived').toBe(true);
+      return from + seen();
+    }
+
+    /** The agent's call lines for what fn does, between two sentinels (none of an earlier call's). */
+    async function linesDuring(fn: () => Promise<void>): Promise<Record<string, unknown>[]> {
+      const from = (await sentinel()) + 1;
       await fn();
-      const sentinel = await rawExchange(node.agent.socket, requestLine({ CNI_COMMAND: 'VERSION' }, '{}'));
-      expect(sentinel.answer).toContain('"ok":true');
-      const ended = await waitFor(
-        () =>
-          callLines(node)
-            .slice(from)
-            .some((l) => l.verb === 'VERSION'),
-        3000,
-      );
-      expect(ended, 'the sentinel VERSION line never arrived').toBe(true);
-      const lines = callLines(node).slice(from);
-      return lines.slice(
-        0,
-        lines.findIndex((l) => l.verb === 'VERSION'),
-      );
+      const to = await sentinel();
+      return callLines(node).slice(from, to);
     }
 
     it(`has at least 40 cases (${cases.length})`, () => {
