@@ -14,7 +14,7 @@
  * Bun-compiled shim, which must stay tiny.
  */
 
-import { newParseCache, remember } from './cache.ts';
+import { ParseCache } from './cache.ts';
 
 export type Family = 4 | 6;
 
@@ -93,14 +93,14 @@ function parseV6(s: string): bigint | undefined {
   return v;
 }
 
-const ipCache = newParseCache<IpAddress>();
+const ipCache = new ParseCache<IpAddress>();
 
 /** Parses an IPv4 or IPv6 address; undefined when the text is not exactly an address (or not a string). */
 export function parseIp(s: string): IpAddress | undefined {
   if (typeof s !== 'string') return undefined;
   const hit = ipCache.get(s);
   if (hit !== undefined) return hit ?? undefined;
-  return remember(ipCache, s, parseIpUncached(s));
+  return ipCache.remember(s, parseIpUncached(s));
 }
 
 function parseIpUncached(s: string): IpAddress | undefined {

@@ -4,7 +4,7 @@
  */
 
 import { type Family, familyBits, formatIp, type IpAddress, parseIp } from './address.ts';
-import { newParseCache, remember } from './cache.ts';
+import { ParseCache } from './cache.ts';
 
 export interface Cidr {
   readonly family: Family;
@@ -57,8 +57,8 @@ function parseOrWhy(s: string, strict: boolean): Cidr | string {
   return { family: ip.family, network, prefixLen };
 }
 
-const strictCache = newParseCache<Cidr>();
-const lenientCache = newParseCache<Cidr>();
+const strictCache = new ParseCache<Cidr>();
+const lenientCache = new ParseCache<Cidr>();
 
 /** Parses "address/prefix"; undefined when the text is not a CIDR (see ParseCidrOptions.strict). */
 export function parseCidr(s: string, opts: ParseCidrOptions = {}): Cidr | undefined {
@@ -67,7 +67,7 @@ export function parseCidr(s: string, opts: ParseCidrOptions = {}): Cidr | undefi
   const hit = cache.get(s);
   if (hit !== undefined) return hit ?? undefined;
   const parsed = parseOrWhy(s, opts.strict ?? true);
-  return remember(cache, s, typeof parsed === 'string' ? undefined : parsed);
+  return cache.remember(s, typeof parsed === 'string' ? undefined : parsed);
 }
 
 /**
