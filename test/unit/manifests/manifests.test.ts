@@ -127,7 +127,7 @@ describe.skipIf(kubectlSkipReason !== undefined)(
     it('the agent is privileged, sized from the targets, and configured by downward API and ConfigMap', () => {
       const c = agent();
       expect(c.securityContext?.privileged).toBe(true);
-      expect(c.resources).toEqual({ requests: { cpu: '50m', memory: '192Mi' }, limits: { memory: '512Mi' } });
+      expect(c.resources).toEqual({ requests: { cpu: '50m', memory: '128Mi' }, limits: { memory: '512Mi' } });
       expect(c.env).toContainEqual({
         name: 'NODE_NAME',
         valueFrom: { fieldRef: { fieldPath: 'spec.nodeName' } },
