@@ -554,7 +554,6 @@ describe.skipIf(skip !== undefined)(
     const run = (c: CniCall, stdin: string): Promise<PluginRun> =>
       runPlugin(SHIM_BINARY, { hostNetns: node.host.name, ...resolve(c) }, stdin);
 
-    /** The agent's call lines written while `fn` ran: a VERSION request afterwards marks the end. */
     /**
      * Sends a VERSION straight to the agent and waits for its log line: every line the agent wrote
      * before it has then been read too (a call's line is written after its answer).
