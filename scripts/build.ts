@@ -48,9 +48,10 @@ writeFileSync(join(dist, 'version.json'), `${JSON.stringify({ version })}\n`);
  * (15282a1), footprint at 5,000 nodes + 100 pods, two pairs of runs: max RSS 99.3 / 104.9 -> 91.0 /
  * 89.9 MB (file-backed 56.6 -> 48.6 MB), CPU 0.27 / 0.25 -> 0.24 / 0.24 % of a core; cold pass 250 ms
  * against 244 ms before (route-convergence, within its 230-282 ms spread), a Node event's p99 2.7 /
- * 2.5 ms, the agent's share of an ADD 2.5-2.8 ms at p50 either way. The cost: twenty concurrent ADDs
- * took 1.18-1.26 × ptp in three runs against 0.95-1.12 with the tiers on (bench/README.md, section 1);
- * TRELLIS_NODE_FLAGS="--opt --maglev" turns them back on where bursts of pod starts matter more.
+ * 2.5 ms, the agent's share of an ADD 2.5-2.8 ms at p50 either way. Twenty concurrent ADDs looked
+ * slower in the first three runs (1.18-1.26 × ptp against 0.95-1.12 with the tiers on), but later
+ * runs measure 0.86-1.13 with them off, and Maglev back on did not shorten the burst (bench/HISTORY.md,
+ * section 1). TRELLIS_NODE_FLAGS="--opt --maglev" turns them back on.
  * Not used: larger young generations (4, 8, 16 MB: same peak, more CPU), --single-threaded-gc (more
  * RSS), --jitless (87-97 MB without pods, but a resync pass costs twice the CPU and every other path
  * runs interpreted). --max-opt=2 (Maglev kept) was tried before the resync garbage was fixed: it

@@ -1,7 +1,7 @@
 /**
  * The shim's IO as plain libc calls through bun:ffi: stdin, stdout and the agent's unix socket, all
  * blocking on the one JS thread. Bun's own async stdin and socket client start its event loop and
- * wake threads, ~1.2 ms of the shim's ~7 ms per call here (bench/README.md); these calls need none
+ * wake threads, ~1.2 ms of the shim's ~7 ms per call here (bench/HISTORY.md); these calls need none
  * of that. bun:ffi is marked experimental; the shim uses only its plainest part (ints and pointers
  * to typed arrays, into glibc, which the Bun executable links anyway), and test/integration/shim
  * runs every path of it through the compiled binary.

@@ -41,7 +41,7 @@ export function isCniName(s: string): boolean {
  * UTF-8 length of a string, without encoding it. Native, not a loop over the characters: the shim
  * measures its request line (~600 characters from a Kubernetes runtime) and the agent's answer, and
  * in a process that runs its code once, JavaScriptCore interprets such a loop and then compiles it
- * midway; that was ~0.6 ms of every ADD through the shim (bench/README.md). An unpaired surrogate
+ * midway; that was ~0.6 ms of every ADD through the shim (bench/HISTORY.md). An unpaired surrogate
  * counts 3 bytes, as the encoder writes U+FFFD.
  */
 export function utf8Length(s: string): number {

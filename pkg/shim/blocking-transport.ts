@@ -1,7 +1,7 @@
 /**
  * A Transport over blocking system calls: connect, then one poll loop that sends the request and reads
  * the answer, all on the calling thread. The shim binary uses it with libc (cmd/cni/libc.ts): no event
- * loop to start, no thread to wake, which is ~1 ms of every CNI call (bench/README.md). The call's
+ * loop to start, no thread to wake, which is ~1 ms of every CNI call (bench/HISTORY.md). The call's
  * timeouts, framing and failure kinds are the ones startCall gives the event-loop clients.
  */
 import { CniCode } from '../cni/errors.ts';

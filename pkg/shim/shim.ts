@@ -16,7 +16,7 @@
  * checks it only when it fails without the agent's answer (agent down, bad config), and then the
  * environment's error comes first, as if checked before anything else. Checking it (and working
  * out the error's cniVersion) on every call cost the shim's run 0.3-0.45 ms: in a process that runs
- * its code once, each first call of a function costs tens of microseconds (bench/README.md).
+ * its code once, each first call of a function costs tens of microseconds (bench/HISTORY.md).
  */
 import { type CniCommand, isCniCommand, parseCniEnv } from '../cni/env.ts';
 import { CniCode, CniError, toCniError } from '../cni/errors.ts';
