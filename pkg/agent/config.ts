@@ -106,6 +106,8 @@ flags (environment variable in brackets):
   --spool-dir DIR            spooled DELs (default STATE_DIR/spool)
   --cni-conf-dir DIR         where the config list is published (default ${DEFAULTS.cniConfDir})
   --cni-bin-dir DIR          where CNI binaries are installed (default ${DEFAULTS.cniBinDir})
+  --cni-source-dir DIR       [TRELLIS_CNI_SOURCE_DIR] install-cni: where trellis, loopback and portmap
+                             are taken from (default: the shim next to the agent, Debian's plugins)
   --mode auto|host-gw|vxlan  [TRELLIS_MODE] (default auto)
   --mtu N                    [TRELLIS_MTU] pod MTU, 0 = detect (default 0)
   --vxlan-vni N              [TRELLIS_VXLAN_VNI] VXLAN network identifier (default ${DEFAULTS.vxlanVni})

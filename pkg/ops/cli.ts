@@ -22,14 +22,14 @@ import type { LeasesView, RoutesView, StatusView } from './views.ts';
 export const OPS_COMMANDS = ['status', 'routes', 'leases', 'doctor', 'coverage'] as const;
 export type OpsCommand = (typeof OPS_COMMANDS)[number];
 
-export const OPS_USAGE = `operator commands (on a node: kubectl exec -n kube-system ds/trellis -- /app/dist/bin/trellis-agent status):
+export const OPS_USAGE = `operator commands (on a node: kubectl exec -n kube-system ds/trellis -- trellis-agent status):
   trellis-agent status   [--json]   the agent: node, pod CIDRs, mode, MTU, readiness, IPAM use
   trellis-agent routes   [--json]   desired vs programmed inter-node routes, per-peer paths (exit 1 on drift)
   trellis-agent leases   [--json]   IPAM leases: pod, addresses, host veth, netns
   trellis-agent doctor   [--json]   check this node; every problem with its fix (exit 1 on any)
   trellis-agent coverage [--json] [--kubeconfig FILE] [--stale-minutes N]
                                     nodes without a ready agent, a pod CIDR, or routes from their peers
-  --admin-socket PATH      the agent's admin socket (default: admin.sock next to --socket, ${defaultAdminSocket(DEFAULTS.socket)})
+  --admin-socket PATH      [TRELLIS_ADMIN_SOCKET] the agent's admin socket (default: admin.sock next to --socket, ${defaultAdminSocket(DEFAULTS.socket)})
   --socket PATH            the agent's CNI socket, to derive the admin socket
   --cni-conf-dir DIR       doctor, when the agent cannot be asked (default ${DEFAULTS.cniConfDir})
   --cni-bin-dir DIR        doctor, when the agent cannot be asked (default ${DEFAULTS.cniBinDir})
