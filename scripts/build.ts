@@ -47,7 +47,8 @@ writeFileSync(join(dist, 'version.json'), `${JSON.stringify({ version })}\n`);
  * optimizers barely reach, and their own code and output were ~8 MB of resident pages. Same build
  * (15282a1), footprint at 5,000 nodes + 100 pods, two pairs of runs: max RSS 99.3 / 104.9 -> 91.0 /
  * 89.9 MB (file-backed 56.6 -> 48.6 MB), CPU 0.27 / 0.25 -> 0.24 / 0.24 % of a core; cold pass 250 ms
- * against 244 ms before (route-convergence, within its 230-282 ms spread), a Node event's p99 2.7 /
+ * against 244 ms before (route-convergence, within its 230-282 ms spread; 262 and 294 ms in the next
+ * two runs, so up to ~20 % slower), a Node event's p99 2.7 /
  * 2.5 ms, the agent's share of an ADD 2.5-2.8 ms at p50 either way. Twenty concurrent ADDs looked
  * slower in the first three runs (1.18-1.26 × ptp against 0.95-1.12 with the tiers on), but later
  * runs measure 0.86-1.13 with them off, and Maglev back on did not shorten the burst (bench/HISTORY.md,

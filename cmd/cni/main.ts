@@ -16,8 +16,9 @@ import { type Libc, openLibc } from './libc.ts';
 declare const TRELLIS_VERSION: string;
 const version = typeof TRELLIS_VERSION === 'string' ? TRELLIS_VERSION : 'dev';
 
-// A function, not top-level await: Bun's --bytecode (start-up compiled ahead of time, ~1.5 ms of the
-// shim's ~10 ms per call here) needs the CommonJS output format, which has no top-level await.
+// A function, not top-level await: Bun's --bytecode (start-up compiled ahead of time, 12.6 -> 9.9 ms
+// per call when it was measured, bench/HISTORY.md) needs the CommonJS output format, which has no
+// top-level await.
 async function main(): Promise<void> {
   let libc: Libc;
   try {

@@ -4,15 +4,10 @@ import { VXLAN_OVERHEAD } from '../vxlan/constants.ts';
 
 export interface MtuChoice {
   mtu: number;
-  /** Where it came from, for the start-up log and `trellis status`. */
+  /** Where it came from, for the start-up log and `trellis-agent status`. */
   source: string;
 }
 
-/**
- * The pod MTU: an explicit setting wins; otherwise the MTU of the interface that carries this node's
- * InternalIP (the one that reaches the other nodes), else of the default route's device, minus the
- * encapsulation overhead when pod traffic may be tunnelled.
- */
 /** The interface holding one of the node's InternalIPs, if any. */
 export function nodeLinkOf(
   localLinks: readonly LocalLink[],
@@ -21,6 +16,12 @@ export function nodeLinkOf(
   return localLinks.find((l) => l.addresses.some((a) => internalIPs.includes(a.address)));
 }
 
+/**
+ * The MTU of pod traffic that leaves the node (the pod routes' RTAX_MTU): an explicit setting wins;
+ * otherwise the MTU of the interface that carries this node's InternalIP (the one that reaches the
+ * other nodes), else of the default route's device, minus the encapsulation overhead when that
+ * traffic may be tunnelled. The pod interfaces themselves get this plus the overhead (Agent.mtu).
+ */
 export function chooseMtu(opts: {
   configured: number;
   internalIPs: readonly string[];
@@ -57,10 +58,11 @@ function overheadNote(overhead: number): string {
 }
 
 /**
- * Bytes to subtract from the underlay MTU for pods. host-gw never encapsulates: 0. auto and vxlan: the
- * VXLAN overhead of the largest underlay this node tunnels over (50 for IPv4, 70 for IPv6; a dual-stack
- * node uses 70, since one pod interface carries both families). auto subtracts even while every peer is
- * direct: a pod's MTU is fixed when it starts, and a node on another subnet may join later.
+ * Bytes to subtract from the underlay MTU for pod traffic that leaves the node. host-gw never
+ * encapsulates: 0. auto and vxlan: the VXLAN overhead of the largest underlay this node tunnels over
+ * (50 for IPv4, 70 for IPv6; a dual-stack node uses 70: one route MTU serves both families' routes).
+ * auto subtracts even while every peer is direct: a pod's routes are fixed when it starts, and a node
+ * on another subnet may join later.
  */
 export function encapOverhead(mode: 'auto' | 'host-gw' | 'vxlan', internalIPs: readonly string[]): number {
   // Without an InternalIP (standalone mode) there is no VXLAN device and no peer: nothing to subtract.

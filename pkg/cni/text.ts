@@ -24,8 +24,9 @@ export function isObject(value: unknown): value is Record<string, unknown> {
 
 /**
  * The container ID and network name rule shared by the spec, skel and libcni:
- * `^[a-zA-Z0-9][a-zA-Z0-9_.-]*$`. By hand, not a regex: the shim checks a container ID on every call,
- * and a regex's first use costs ~0.05 ms of its start-up.
+ * `^[a-zA-Z0-9][a-zA-Z0-9_.-]*$`. By hand, not a regex: the shim checks a container ID when it answers
+ * without the agent (a spooled DEL, an agent down), and a regex's first use costs a fresh process
+ * ~0.05 ms.
  */
 export function isCniName(s: string): boolean {
   if (s.length === 0) return false;

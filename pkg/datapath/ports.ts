@@ -43,7 +43,7 @@ export interface AddAddress {
   noDad?: boolean;
 }
 
-/** Route identity: family + dst/prefix + gateway + device + table (see STYLE.md). */
+/** A route; its identity is family + dst/prefix + gateway + device + table. */
 export interface RouteInfo {
   family: Family;
   /** Destination prefix "10.244.2.0/24"; "0.0.0.0/0" or "::/0" for default. */

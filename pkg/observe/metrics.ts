@@ -38,7 +38,10 @@ export interface MetricsSource {
 
 export type ReclaimReason = 'startup-sweep' | 'api-gc' | 'cni-gc';
 
-/** CNI calls take 1-100 ms (ADD ~5-30 ms, DEL with veth removal ~20-40 ms); the tail up to 5 s. */
+/**
+ * The agent's share of a CNI call: ADD ~2-3 ms, DEL ~1.5 ms (its veth goes after the answer), 10-35 ms
+ * inside bursts of concurrent ADDs (bench/README.md); the tail up to 5 s.
+ */
 export const CNI_BUCKETS = [0.001, 0.0025, 0.005, 0.01, 0.02, 0.035, 0.05, 0.075, 0.1, 0.25, 0.5, 1, 5];
 /** A pass is a route dump plus a diff: milliseconds on small clusters, up to seconds at 5,000 nodes. */
 export const RECONCILE_BUCKETS = [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10];
