@@ -39,6 +39,8 @@ export interface ControllerDeps {
 
 /** How long a per-node step's masquerade update waits for more of them (nft is a process spawn). */
 const MASQ_COALESCE_MS = 50;
+/** The wait of every start, before the informer's first list: the one wait reason that is not a problem. */
+export const FIRST_LIST_WAIT = 'waiting for the first list of Nodes';
 /**
  * Per-node outcomes reach the metrics hook once the steps have been quiet this long, and at the latest
  * NODE_PASS_MAX_DELAY_MS after the first one. The hook recomputes per-peer state over the whole cluster
@@ -331,7 +333,7 @@ export class NodeController {
     const self = deps.cluster.get(deps.nodeName);
     const waitReason =
       !deps.cluster.hasSynced() && self === undefined
-        ? 'waiting for the first list of Nodes'
+        ? FIRST_LIST_WAIT
         : self === undefined
           ? `Node ${deps.nodeName} does not exist in the API`
           : self.podCIDRs.length === 0
@@ -339,7 +341,12 @@ export class NodeController {
             : undefined;
     if (waitReason !== undefined || self === undefined) {
       const reason = waitReason ?? 'own node unknown';
-      if (reason !== this.lastWaitReason) deps.log.warn({ reason }, 'waiting before programming the node');
+      if (reason !== this.lastWaitReason) {
+        // Every start waits for the first list for a moment: info. The other reasons need an operator;
+        // an API that stays away is reported by the watch's own warnings.
+        const level = reason === FIRST_LIST_WAIT ? 'info' : 'warn';
+        deps.log[level]({ reason }, 'waiting before programming the node');
+      }
       this.lastWaitReason = reason;
       const outcome: PassOutcome = { kind: 'waiting', reason };
       deps.onPass?.(outcome);

@@ -1,7 +1,13 @@
 import pino from 'pino';
 import { describe, expect, it } from 'vitest';
 import type { ClusterNode, ClusterView } from '../../../pkg/agent/cluster.ts';
-import { masqOptions, NodeController, type PassOutcome, selfChanged } from '../../../pkg/agent/controller.ts';
+import {
+  FIRST_LIST_WAIT,
+  masqOptions,
+  NodeController,
+  type PassOutcome,
+  selfChanged,
+} from '../../../pkg/agent/controller.ts';
 import type { Lease } from '../../../pkg/ipam/index.ts';
 import type { MasqOptions } from '../../../pkg/masq/render.ts';
 import type { PeerStepOutcome, ReconcileInput, ReconcileReport } from '../../../pkg/routes/reconciler.ts';
@@ -26,7 +32,14 @@ class FakeCluster implements ClusterView {
   }
 }
 
-function setup(opts: { routeErrors?: number } = {}) {
+/** A pino logger whose lines land in `lines` (level as a number, 30 info, 40 warn). */
+function capturingLogger(): { log: pino.Logger; lines: { level: number; msg: string; reason?: string }[] } {
+  const lines: { level: number; msg: string; reason?: string }[] = [];
+  const log = pino({ level: 'debug' }, { write: (s: string) => void lines.push(JSON.parse(s)) });
+  return { log, lines };
+}
+
+function setup(opts: { routeErrors?: number; log?: pino.Logger } = {}) {
   const cluster = new FakeCluster();
   let ranges: string[] = [];
   const invalidated: Lease[][] = [];
@@ -71,7 +84,7 @@ function setup(opts: { routeErrors?: number } = {}) {
     onSynced: async (self) => {
       synced.push(self);
     },
-    log: silent,
+    log: opts.log ?? silent,
     resyncMs: 60_000,
     backoff: { initialMs: 100, maxMs: 400 },
     sleep: async (ms) => {
@@ -101,6 +114,24 @@ describe('NodeController', () => {
     expect(t.inputs[0]).toMatchObject({ synced: true, self: { name: 'n1' } });
     expect(t.inputs[0]!.peers.map((p) => p.name).sort()).toEqual(['n1', 'n2']);
     expect(t.synced.map((s) => s.name)).toEqual(['n1']);
+  });
+
+  it('logs the start-up wait for the first list at info, a wait an operator must act on at warn, each once', async () => {
+    const { log, lines } = capturingLogger();
+    const t = setup({ log });
+    await t.controller.runOnce();
+    await t.controller.runOnce();
+    t.cluster.synced = true;
+    await t.controller.runOnce(); // synced, own Node missing
+    t.cluster.nodes.set('n1', { name: 'n1', podCIDRs: [], internalIPs: ['10.0.0.1'] });
+    await t.controller.runOnce();
+    await t.controller.runOnce();
+    const waits = lines.filter((l) => l.msg === 'waiting before programming the node');
+    expect(waits.map((l) => [l.level, l.reason])).toEqual([
+      [30, FIRST_LIST_WAIT],
+      [40, 'Node n1 does not exist in the API'],
+      [40, 'Node n1 has no spec.podCIDRs yet (is the controller-manager allocating node CIDRs?)'],
+    ]);
   });
 
   it('tells the reconciler the cache is not synced yet, so nothing is removed before the first list', async () => {
