@@ -91,6 +91,8 @@ describe.skipIf(skip !== undefined)(skip === undefined ? title : `${title} (skip
 
   it('SIGTERM + restart: the same, with the graceful path', async () => {
     const before = routeSnapshot(tb, 'node-2');
+    const nftBefore = nftSnapshot(tb, 'node-2');
+    expect(nftBefore).toContain('masquerade');
     const monitor = monitorRoutes(tb.node('node-2').ns);
     await sleep(200);
     const ping = backgroundPing(local, remote.v4, 3);
@@ -99,6 +101,7 @@ describe.skipIf(skip !== undefined)(skip === undefined ? title : `${title} (skip
     const r = await ping;
     await monitor.stop();
     expect(routeSnapshot(tb, 'node-2')).toBe(before);
+    expect(nftSnapshot(tb, 'node-2')).toBe(nftBefore);
     expect(monitor.lines.filter((l) => /10\.244\.|fd00:10:244:/.test(l))).toEqual([]);
     expect(r.transmitted).toBeGreaterThan(30);
     expect(r.transmitted - r.received, r.output).toBeLessThanOrEqual(1);
