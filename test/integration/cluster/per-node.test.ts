@@ -74,9 +74,8 @@ describe.skipIf(skip !== undefined)(skip === undefined ? title : `${title} (skip
 
   it('a MODIFIED event that changes only a label: nothing reconciled, no route change', async () => {
     const mark = marks();
-    const monitors = AGENTS.map((n) => monitorRoutes(tb.node(n).ns));
+    const monitors = await Promise.all(AGENTS.map((n) => monitorRoutes(tb.node(n).ns)));
     try {
-      await sleep(200); // `ip monitor` is listening
       await patch(p.name, { metadata: { labels: { 'example.com/rack': 'r7' } } });
       for (const n of AGENTS) {
         await within(5000, `${n}: ${p.name} seen unchanged`, () =>

@@ -56,8 +56,7 @@ describe.skipIf(skip !== undefined)(skip === undefined ? title : `${title} (skip
     const before = routeSnapshot(tb, 'node-1');
     const nftBefore = nftSnapshot(tb, 'node-1');
     expect(nftBefore).toContain('masquerade');
-    const monitor = monitorRoutes(tb.node('node-1').ns);
-    await sleep(200);
+    const monitor = await monitorRoutes(tb.node('node-1').ns);
     const ping4 = backgroundPing(remote, local.v4, 5);
     const ping6 = backgroundPing(local, remote.v6, 5);
     await sleep(500);
@@ -93,8 +92,7 @@ describe.skipIf(skip !== undefined)(skip === undefined ? title : `${title} (skip
     const before = routeSnapshot(tb, 'node-2');
     const nftBefore = nftSnapshot(tb, 'node-2');
     expect(nftBefore).toContain('masquerade');
-    const monitor = monitorRoutes(tb.node('node-2').ns);
-    await sleep(200);
+    const monitor = await monitorRoutes(tb.node('node-2').ns);
     const ping = backgroundPing(local, remote.v4, 3);
     await sleep(300);
     await tb.restartAgent('node-2', { signal: 'SIGTERM' });

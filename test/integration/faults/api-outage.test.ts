@@ -59,8 +59,7 @@ describe.skipIf(skip !== undefined)(skip === undefined ? title : `${title} (skip
       const nft = new Map(NODES.map((n) => [n, nftTable(tb, n)]));
       const pids = new Map(NODES.map((n) => [n, tb.node(n).agent?.child.pid]));
       const logMark = new Map(NODES.map((n) => [n, tb.node(n).logs.length]));
-      const monitors = NODES.map((n) => monitorRoutes(tb.node(n).ns));
-      await sleep(200);
+      const monitors = await Promise.all(NODES.map((n) => monitorRoutes(tb.node(n).ns)));
 
       const pingS = OUTAGE_S + 2;
       const pings = [

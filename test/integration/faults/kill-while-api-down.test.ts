@@ -97,8 +97,7 @@ describe.skipIf(skip !== undefined)(skip === undefined ? title : `${title} (skip
     const vethsBefore = hostVeths(tb, 'node-1');
     const linksBefore = links(tb, 'node-1');
     expect(leasesBefore.length).toBe(3);
-    const monitor = monitorRoutes(n1.ns);
-    await sleep(200);
+    const monitor = await monitorRoutes(n1.ns);
     const pings = [backgroundPing(remote, keep.v4, 20), backgroundPing(keep, remote.v6, 20)];
     await sleep(300);
 

@@ -74,8 +74,7 @@ describe.skipIf(skip !== undefined)(skip === undefined ? title : `${title} (skip
     const before = new Map(NODES.map((n) => [n, unchanged(n)]));
     const marks = new Map(NODES.map((n) => [n, tb.node(n).logs.length]));
     const pids = new Map(NODES.map((n) => [n, tb.node(n).agent?.child.pid]));
-    const monitors = NODES.map((n) => monitorRoutes(tb.node(n).ns));
-    await sleep(200);
+    const monitors = await Promise.all(NODES.map((n) => monitorRoutes(tb.node(n).ns)));
     const pings = [backgroundPing(p1, p2.v4, 8), backgroundPing(p2, p3.v6, 8), backgroundPing(p3, p1.v4, 8)];
 
     const rvBefore = (await tb.faults.compactHistory()).resourceVersion;
@@ -123,12 +122,17 @@ describe.skipIf(skip !== undefined)(skip === undefined ? title : `${title} (skip
       relists[n] = mine.filter((r) => !r.watch).length;
       expect(relists[n], `${n}: relist after 410`).toBeGreaterThanOrEqual(1);
       const firstWatch = mine.find((r) => r.watch);
-      const rv = Number(new URLSearchParams(firstWatch?.query ?? '').get('resourceVersion'));
+      expect(firstWatch, `${n}: a watch after the outage`).toBeDefined();
+      const rv = Number(new URLSearchParams(firstWatch!.query).get('resourceVersion'));
       const firstList = mine.findIndex((r) => !r.watch);
+      expect(firstList).toBeGreaterThanOrEqual(0);
+      // This server answers a watch from a compacted resourceVersion with a 410 ERROR event (in a 200
+      // response): a watch from before the compaction, then a list, is the relist after 410.
+      expect(rv, `${n}: resumed from before the compaction`).toBeGreaterThan(0);
+      expect(rv, `${n}: resumed from before the compaction`).toBeLessThan(compactedAt);
       expect(mine.indexOf(firstWatch!), `${n}: watched (and got 410) before relisting`).toBeLessThan(
         firstList,
       );
-      expect(rv, `${n}: resumed from before the compaction`).toBeLessThan(compactedAt);
     }
 
     // No churn: unchanged nodes' routes never moved (monitor) and are as they were (table).

@@ -1,4 +1,3 @@
-import { type ChildProcess, spawn } from 'node:child_process';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import type { NetlinkHandle } from '../../../pkg/datapath/ports.ts';
 import { createNetnsPort } from '../../../pkg/netns/index.ts';
@@ -14,6 +13,7 @@ import {
   nsSysctl,
   type TestNetns,
 } from '../../support/netns.ts';
+import { monitorRoutes, type RouteMonitor } from '../../support/testbed/observe.ts';
 
 /**
  * Node A (the agent's "host") and node B share 192.168.77.0/24 and fd00:77::/64 over a veth. B holds a pod
@@ -47,31 +47,6 @@ function ours(ns: string): string[] {
 }
 
 /** Records every route change the kernel announces in ns while it runs. */
-class RouteMonitor {
-  private readonly proc: ChildProcess;
-  readonly lines: string[] = [];
-
-  constructor(ns: string) {
-    this.proc = spawn('ip', ['-n', ns, 'monitor', 'route'], { stdio: ['ignore', 'pipe', 'ignore'] });
-    this.proc.stdout!.on('data', (b: Buffer) =>
-      this.lines.push(
-        ...b
-          .toString()
-          .split('\n')
-          .filter((l) => l !== ''),
-      ),
-    );
-  }
-  async ready(): Promise<void> {
-    await new Promise((r) => setTimeout(r, 300));
-  }
-  async stop(): Promise<string[]> {
-    await new Promise((r) => setTimeout(r, 300));
-    this.proc.kill('SIGKILL');
-    return this.lines;
-  }
-}
-
 describe.skipIf(netnsSkipReason !== undefined)('RouteReconciler on a real kernel (namespaces)', () => {
   const pool = new NetnsPool();
   const handles: NetlinkHandle[] = [];
@@ -176,25 +151,25 @@ describe.skipIf(netnsSkipReason !== undefined)('RouteReconciler on a real kernel
 
   it('a restart over an unchanged cluster makes zero kernel changes', async () => {
     const before = ours(a.name);
-    const mon = new RouteMonitor(a.name);
+    const mon = await monitorRoutes(a.name);
     monitors.push(mon);
-    await mon.ready();
     const fresh = new RouteReconciler({ handle: open(a) }); // a new process would have a new handle and no state
     const report = await fresh.reconcile(input([nodeB, self, far]));
     expect(report).toMatchObject({ added: 0, replaced: 0, removed: 0, unchanged: 4, errors: [] });
-    expect(await mon.stop()).toEqual([]);
+    await mon.stop();
+    expect(mon.lines).toEqual([]);
     expect(ours(a.name)).toEqual(before);
   });
 
   it('replaces in place when a node IP changes', async () => {
-    const mon = new RouteMonitor(a.name);
+    const mon = await monitorRoutes(a.name);
     monitors.push(mon);
-    await mon.ready();
     const report = await new RouteReconciler({ handle: open(a) }).reconcile(
       input([self, { ...nodeB, internalIPs: ['192.168.77.3', 'fd00:77::2'] }]),
     );
     expect(report).toMatchObject({ added: 0, replaced: 1, removed: 0, unchanged: 3 });
-    const events = await mon.stop();
+    await mon.stop();
+    const events = mon.lines;
     // The route names its own nexthop object (ours, protocol 126), which `ip monitor` prints as nhid.
     expect(events.some((l) => /^10\.244\.1\.0\/24 (nhid \d+ )?via 192\.168\.77\.3 /.test(l))).toBe(true);
     expect(events.some((l) => l.startsWith('Deleted'))).toBe(false);

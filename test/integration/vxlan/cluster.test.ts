@@ -168,23 +168,32 @@ describe.skipIf(skip !== undefined)(skip === undefined ? title : `${title} (skip
   it('a deleted node loses its neighbour, FDB entry and tunnel route on the other segment', async () => {
     const n1 = tb.node('node-1');
     const n3 = tb.node('node-3');
-    const vtep3 = n3.plan.podCIDRs[0]!.split('/')[0]!;
-    expect(
-      ipJson<{ dst: string }[]>(n1.ns, 'neigh', 'show', 'dev', 'trellis.v4').map((n) => n.dst),
-    ).toContain(vtep3);
-    await tb.deleteNode('node-3');
-    await eventually(10_000, 'node-1 forgets node-3', () => {
-      const gone =
-        routeTo(tb, 'node-1', n3, 4) === undefined &&
-        routeTo(tb, 'node-1', n3, 6) === undefined &&
-        !ipJson<{ dst: string }[]>(n1.ns, 'neigh', 'show', 'dev', 'trellis.v4').some((n) => n.dst === vtep3);
-      return gone ? true : undefined;
+    const vtep3 = { 4: n3.plan.podCIDRs[0]!.split('/')[0]!, 6: n3.plan.podCIDRs[1]!.split('/')[0]! };
+    const neighbours = (family: 4 | 6): string[] =>
+      ipJson<{ dst: string }[]>(n1.ns, 'neigh', 'show', 'dev', `trellis.v${family}`).map((n) => n.dst);
+    const fdbMacs = (family: 4 | 6): string[] => {
+      const r = spawnSync('bridge', ['-n', n1.ns, '-j', 'fdb', 'show', 'dev', `trellis.v${family}`], {
+        encoding: 'utf8',
+      });
+      expect(r.status, r.stderr).toBe(0);
+      return (JSON.parse(r.stdout || '[]') as { mac: string }[]).map((e) => e.mac);
+    };
+    const holds = (family: 4 | 6): Record<string, boolean> => ({
+      neighbour: neighbours(family).includes(vtep3[family]),
+      fdb: fdbMacs(family).includes(vtepMac('node-3', family)),
+      route: routeTo(tb, 'node-1', n3, family) !== undefined,
     });
-    expect(
-      ipJson<{ dst: string }[]>(n1.ns, 'neigh', 'show', 'dev', 'trellis.v6').filter(
-        (n) => !n.dst.startsWith('f'),
-      ),
-    ).toEqual([]);
+    const all = { neighbour: true, fdb: true, route: true };
+    expect(holds(4)).toEqual(all);
+    expect(holds(6)).toEqual(all);
+
+    await tb.deleteNode('node-3');
+    const none = { neighbour: false, fdb: false, route: false };
+    await eventually(10_000, 'node-1 forgets node-3', () =>
+      JSON.stringify([holds(4), holds(6)]) === JSON.stringify([none, none]) ? true : undefined,
+    );
+    expect(holds(4)).toEqual(none);
+    expect(holds(6)).toEqual(none);
   });
 });
 
