@@ -1,4 +1,4 @@
-import { removeHostVethsExcept } from '../datapath/gc.ts';
+import { removeHostVeths } from '../datapath/gc.ts';
 import { hostVethName } from '../datapath/names.ts';
 import type { DatapathDeps } from '../datapath/types.ts';
 import type { Lease } from '../ipam/index.ts';
@@ -6,13 +6,12 @@ import type { K8sClient } from '../k8s/index.ts';
 import type { Logger } from '../observe/logger.ts';
 import { staleLeases } from './lease-gc.ts';
 
-/** Deletes the host veths of these (released) leases, off the critical path. */
+/**
+ * Deletes the host veths of these (released) leases, off the critical path: exactly those, never
+ * "every veth but the others", which would take a veth an ADD made meanwhile.
+ */
 export async function removeAttachments(datapath: DatapathDeps, leases: readonly Lease[]): Promise<void> {
-  const gone = new Set(leases.map((l) => hostVethName(l.containerId, l.ifname)));
-  const keep = new Set(
-    (await datapath.host.listLinks()).map((l) => l.name).filter((name) => !gone.has(name)),
-  );
-  await removeHostVethsExcept(datapath, keep);
+  await removeHostVeths(datapath, new Set(leases.map((l) => hostVethName(l.containerId, l.ifname))));
 }
 
 /**
@@ -38,18 +37,36 @@ export async function collectLeases(opts: {
       (l) => links.has(hostVethName(l.containerId, l.ifname)),
     );
     if (stale.length === 0) return 0;
-    for (const l of stale) datapath.ipam.release(l);
-    await removeAttachments(datapath, stale);
+    // Each on its own: a lease the store fails to release is logged and tried again next period,
+    // and does not keep the others (and their veths) from going.
+    const released: Lease[] = [];
+    for (const l of stale) {
+      try {
+        datapath.ipam.release(l);
+        released.push(l);
+      } catch (err) {
+        log.warn(
+          {
+            containerId: l.containerId.slice(0, 12),
+            pod: `${l.podNamespace}/${l.podName}`,
+            error: (err as Error).message,
+          },
+          'IPAM garbage collection could not release a lease; will retry',
+        );
+      }
+    }
+    if (released.length === 0) return 0;
+    await removeAttachments(datapath, released);
     log.info(
       {
-        released: stale.map((l) => ({
+        released: released.map((l) => ({
           containerId: l.containerId.slice(0, 12),
           pod: `${l.podNamespace}/${l.podName}`,
         })),
       },
       'IPAM garbage collection released leases of pods gone from this node',
     );
-    return stale.length;
+    return released.length;
   } catch (err) {
     log.warn({ error: (err as Error).message }, 'IPAM garbage collection failed; will retry');
     return 0;

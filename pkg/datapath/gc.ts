@@ -1,3 +1,4 @@
+import { CniCode, CniError, toCniError } from '../cni/errors.ts';
 import type { Lease } from '../ipam/index.ts';
 import { hostVethName, isHostVethName } from './names.ts';
 import type { AttachmentKey, DatapathDeps } from './types.ts';
@@ -19,29 +20,82 @@ export async function gcAttachments(
   busy: ReadonlySet<string> = new Set(),
 ): Promise<GcOutcome> {
   const validKeys = new Set(valid.map(keyOf));
-  const keepNames = new Set(valid.map((k) => hostVethName(k.containerId, k.ifname)));
   const releasedLeases: Lease[] = [];
+  // CNI 1.1: GC cleans up as much as it can and reports what it could not, so one lease the store
+  // fails to release does not keep the others (or the veths) from going.
+  const failures: string[] = [];
   for (const lease of deps.ipam.list()) {
     const k = keyOf(lease);
-    if (validKeys.has(k) || busy.has(k)) {
-      keepNames.add(hostVethName(lease.containerId, lease.ifname));
-      continue;
+    if (validKeys.has(k) || busy.has(k)) continue;
+    try {
+      if (deps.ipam.release(lease)) releasedLeases.push(lease);
+    } catch (err) {
+      failures.push(`${lease.containerId}/${lease.ifname}: ${toCniError(err).message}`);
     }
-    if (deps.ipam.release(lease)) releasedLeases.push(lease);
   }
-  const removedLinks = await removeHostVethsExcept(deps, keepNames);
+  const removedLinks = await removeHostVethsExcept(deps, () => {
+    const keep = leasedVethNames(deps);
+    for (const k of valid) keep.add(hostVethName(k.containerId, k.ifname));
+    for (const k of busy) {
+      const [containerId = '', ifname = ''] = k.split('\0');
+      keep.add(hostVethName(containerId, ifname));
+    }
+    return keep;
+  });
+  if (failures.length > 0) {
+    throw new CniError(
+      CniCode.IPAM_STORE_FAILED,
+      `GC released ${releasedLeases.length} leases and scheduled ${removedLinks.length} veths for deletion; ${failures.length} leases could not be released`,
+      failures.join('\n'),
+    );
+  }
   return { releasedLeases, removedLinks };
 }
 
-/** Deletes every trellis host veth whose name is not in `keep` (scheduled off the critical path). */
+/** The host veth names of every lease IPAM holds now. */
+function leasedVethNames(deps: Pick<DatapathDeps, 'ipam'>): Set<string> {
+  return new Set(deps.ipam.list().map((l) => hostVethName(l.containerId, l.ifname)));
+}
+
+/**
+ * Deletes every trellis host veth the kernel lists whose name `keep` does not return (scheduled off
+ * the critical path). `keep` is asked once the dump is in, not before: an ADD can lease an address and
+ * create its veth while the dump is read, and a set made earlier would not name that veth.
+ */
 export async function removeHostVethsExcept(
   deps: Pick<DatapathDeps, 'host' | 'deleter'>,
-  keep: ReadonlySet<string>,
+  keep: () => ReadonlySet<string>,
 ): Promise<string[]> {
+  const links = await deps.host.listLinks();
+  const kept = keep();
+  return scheduleDeletions(
+    deps,
+    links.filter((l) => !kept.has(l.name)),
+  );
+}
+
+/** Deletes exactly these trellis host veths, where they exist (scheduled off the critical path). */
+export async function removeHostVeths(
+  deps: Pick<DatapathDeps, 'host' | 'deleter'>,
+  names: ReadonlySet<string>,
+): Promise<string[]> {
+  const links = await deps.host.listLinks();
+  return scheduleDeletions(
+    deps,
+    links.filter((l) => names.has(l.name)),
+  );
+}
+
+function scheduleDeletions(
+  deps: Pick<DatapathDeps, 'host' | 'deleter'>,
+  links: readonly { name: string; index: number }[],
+): string[] {
   const removed: string[] = [];
-  for (const link of await deps.host.listLinks()) {
-    if (!isHostVethName(link.name) || keep.has(link.name) || deps.deleter.isPending(link.name)) continue;
+  for (const link of links) {
+    if (!isHostVethName(link.name) || deps.deleter.isPending(link.name)) continue;
     removed.push(link.name);
+    // By index, checked again when the deletion runs: a veth made later under the same name (a new
+    // ADD for the same container and ifname waits for this deletion first) is another link.
     deps.deleter.schedule(link.name, async () => {
       const current = await deps.host.getLinkByIndex(link.index);
       if (current !== undefined && current.name === link.name) await deps.host.deleteLink(link.index);
@@ -64,16 +118,15 @@ export async function sweepOrphans(
 ): Promise<GcOutcome> {
   const links = new Set((await deps.host.listLinks()).map((l) => l.name));
   const releasedLeases: Lease[] = [];
-  const keep = new Set<string>(held.map((k) => hostVethName(k.containerId, k.ifname)));
   for (const lease of deps.ipam.list()) {
     const name = hostVethName(lease.containerId, lease.ifname);
     const nsGone = lease.netns === undefined || lease.netns === '' || !deps.netns.isNetns(lease.netns);
-    if (nsGone && !links.has(name)) {
-      if (deps.ipam.release(lease)) releasedLeases.push(lease);
-    } else {
-      keep.add(name);
-    }
+    if (nsGone && !links.has(name) && deps.ipam.release(lease)) releasedLeases.push(lease);
   }
-  const removedLinks = await removeHostVethsExcept(deps, keep);
+  const removedLinks = await removeHostVethsExcept(deps, () => {
+    const keep = leasedVethNames(deps);
+    for (const k of held) keep.add(hostVethName(k.containerId, k.ifname));
+    return keep;
+  });
   return { releasedLeases, removedLinks };
 }

@@ -1,10 +1,13 @@
+import { spawnSync } from 'node:child_process';
 import { mkdtempSync, readdirSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
+import { removeAttachments } from '../../../pkg/agent/lease-collector.ts';
 import { CniCode, CniError } from '../../../pkg/cni/errors.ts';
 import { addAttachment } from '../../../pkg/datapath/add.ts';
 import { BackgroundDeleter } from '../../../pkg/datapath/background-deleter.ts';
+import { gcAttachments } from '../../../pkg/datapath/gc.ts';
 import { hostVethName } from '../../../pkg/datapath/names.ts';
 import type { NetlinkHandle } from '../../../pkg/datapath/ports.ts';
 import type { DatapathDeps } from '../../../pkg/datapath/types.ts';
@@ -36,6 +39,20 @@ interface IpRoute {
   dev: string;
   protocol?: string;
 }
+
+/** Why an immutable file (chattr +i, which makes unlink fail) cannot be had under tmpdir(), if so. */
+const immutableSkip = ((): string | undefined => {
+  const probe = mkdtempSync(join(tmpdir(), 'trl-chattr-'));
+  try {
+    const set = spawnSync('chattr', ['+i', probe], { encoding: 'utf8' });
+    if (set.status !== 0)
+      return `chattr +i does not work under ${tmpdir()}: ${set.error?.message ?? set.stderr.trim()}`;
+    spawnSync('chattr', ['-i', probe]);
+    return undefined;
+  } finally {
+    rmSync(probe, { recursive: true, force: true });
+  }
+})();
 
 describe.skipIf(netnsSkipReason !== undefined)('addAttachment (root, real namespaces)', () => {
   const pool = new NetnsPool();
@@ -136,6 +153,92 @@ describe.skipIf(netnsSkipReason !== undefined)('addAttachment (root, real namesp
     expect(readdirSync(join(dirs[0]!, 'leases'))).toEqual(['c1@eth0.json']);
     expect(readdirSync(join(dirs[0]!, 'addrs'))).toHaveLength(1);
   });
+
+  // GC (the runtime's) and the lease collector (pods gone from the API) list the host's links and
+  // delete trellis veths. An ADD can lease an address and create its veth while that list is read;
+  // the dump then holds the new veth or not, depending on when the kernel answered. Neither case may
+  // cost the new pod its interface.
+  for (const when of ['the dump includes it', 'the dump misses it'] as const) {
+    for (const who of ['GC', 'lease collector'] as const) {
+      it(`${who} keeps a veth an ADD made while the links were listed (${when})`, async () => {
+        const { host, deps } = setUp(true, ['10.244.1.0/24']);
+        const add = (containerId: string) =>
+          addAttachment(deps, { containerId, ifname: 'eth0', netns: pool.add('p').path, mtu: 1500 });
+        await add('stale');
+        await add('keep');
+        const stale = deps.ipam.get({ containerId: 'stale', ifname: 'eth0' })!;
+        let added = false;
+        const racing: DatapathDeps = {
+          ...deps,
+          host: Object.assign(Object.create(deps.host) as NetlinkHandle, {
+            listLinks: async () => {
+              if (added) return deps.host.listLinks();
+              added = true;
+              if (when === 'the dump includes it') {
+                await add('new');
+                return deps.host.listLinks();
+              }
+              const links = await deps.host.listLinks();
+              await add('new');
+              return links;
+            },
+          }),
+        };
+
+        if (who === 'GC') {
+          const out = await gcAttachments(racing, [{ containerId: 'keep', ifname: 'eth0' }]);
+          expect(out.releasedLeases.map((l) => l.containerId)).toEqual(['stale']);
+        } else {
+          deps.ipam.release(stale);
+          await removeAttachments(racing, [stale]);
+        }
+        expect(added).toBe(true);
+        await deps.deleter.drain();
+
+        const links = ipJson<IpLink[]>(host.name, 'link', 'show').map((l) => l.ifname);
+        expect(links).not.toContain(hostVethName('stale', 'eth0'));
+        expect(links).toContain(hostVethName('keep', 'eth0'));
+        expect(links).toContain(hostVethName('new', 'eth0'));
+        expect(
+          deps.ipam
+            .list()
+            .map((l) => l.containerId)
+            .sort(),
+        ).toEqual(['keep', 'new']);
+      });
+    }
+  }
+
+  it.skipIf(immutableSkip !== undefined)(
+    `GC goes on past a lease the store cannot release, then reports it (CNI 1.1)${immutableSkip === undefined ? '' : ` (skipped: ${immutableSkip})`}`,
+    async () => {
+      const { host, deps } = setUp(true, ['10.244.1.0/24']);
+      for (const id of ['stuck', 'gone']) {
+        await addAttachment(deps, { containerId: id, ifname: 'eth0', netns: pool.add('p').path, mtu: 1500 });
+      }
+      // An immutable lease file: its unlink fails with EPERM, as on a disk gone bad.
+      const stuck = join(dirs[0]!, 'leases', 'stuck@eth0.json');
+      const chattr = (flag: string) => spawnSync('chattr', [flag, stuck], { encoding: 'utf8' });
+      const set = chattr('+i');
+      expect(set.status, set.stderr).toBe(0);
+      try {
+        const err = await gcAttachments(deps, []).catch((e: unknown) => e);
+        expect(err).toBeInstanceOf(CniError);
+        expect((err as CniError).code).toBe(CniCode.IPAM_STORE_FAILED);
+        expect((err as CniError).message).toContain('1 leases could not be released');
+        expect((err as CniError).details).toContain('stuck/eth0');
+      } finally {
+        chattr('-i');
+      }
+      await deps.deleter.drain();
+      // The other lease and its veth went; the stuck one keeps both (a lease without its veth would
+      // be a pod cut off while its address stays taken).
+      expect(deps.ipam.list().map((l) => l.containerId)).toEqual(['stuck']);
+      const links = ipJson<IpLink[]>(host.name, 'link', 'show').map((l) => l.ifname);
+      expect(links).toContain(hostVethName('stuck', 'eth0'));
+      expect(links).not.toContain(hostVethName('gone', 'eth0'));
+    },
+  );
 
   it('leaves no lease, reservation or veth of its own when the pod already has the interface name', async () => {
     const { host, deps } = setUp(true, ['10.244.1.0/24']);
