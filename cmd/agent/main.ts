@@ -64,7 +64,8 @@ async function main(argv: string[]): Promise<number> {
     }
     throw err;
   }
-  const log = createLogger({ level: config.logLevel, base: { node: config.nodeName } });
+  // The node the agent runs as (standalone: the host name), so every line, CNI calls' included, names it.
+  const log = createLogger({ level: config.logLevel, base: { node: config.nodeName ?? hostname() } });
 
   if (sub === 'install-cni') {
     mkdirSync(config.cniBinDir, { recursive: true });

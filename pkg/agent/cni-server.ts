@@ -1,7 +1,7 @@
 import { chmodSync, mkdirSync, rmSync } from 'node:fs';
 import { createServer, type Server, type Socket } from 'node:net';
 import { dirname } from 'node:path';
-import { CniCode, CniError } from '../cni/errors.ts';
+import { CniCode, CniError, toCniError } from '../cni/errors.ts';
 import type { Logger } from '../observe/logger.ts';
 import { LineReader } from '../shim/framing.ts';
 import { decodeRequest, encodeResponse, errorResponse, MAX_REQUEST_BYTES } from '../shim/protocol.ts';
@@ -61,20 +61,24 @@ export class CniServer {
 
   private onConnection(socket: Socket): void {
     this.sockets.add(socket);
-    socket.on('close', () => this.sockets.delete(socket));
-    socket.on('error', () => socket.destroy());
     const reader = new LineReader(MAX_REQUEST_BYTES, CniCode.BAD_REQUEST, 'request');
     let done = false;
     const timer = setTimeout(() => {
       fail(new CniError(CniCode.BAD_REQUEST, `request not received within ${this.opts.requestTimeoutMs} ms`));
     }, this.opts.requestTimeoutMs);
+    // A peer that resets or goes away ends the wait too: no timeout line later for a request that
+    // can no longer come.
+    socket.on('close', () => {
+      clearTimeout(timer);
+      this.sockets.delete(socket);
+    });
+    socket.on('error', () => socket.destroy());
 
     const fail = (err: CniError): void => {
       if (done) return;
       done = true;
       clearTimeout(timer);
-      this.opts.log.warn({ code: err.code, error: err.message }, 'rejected CNI socket request');
-      this.answer(socket, encodeResponse(errorResponse(err)));
+      this.reject(socket, err);
     };
 
     socket.on('data', (chunk: Buffer) => {
@@ -97,10 +101,19 @@ export class CniServer {
   }
 
   private serve(socket: Socket, line: string): void {
+    let request: ReturnType<typeof decodeRequest>;
+    try {
+      request = decodeRequest(line);
+    } catch (err) {
+      // Never reaches the handler, so it would leave no line of its own (a shim of another protocol
+      // version, say, during an upgrade): logged here like every other refused request.
+      this.reject(socket, toCniError(err));
+      return;
+    }
     const work = (async () => {
       let answer: string;
       try {
-        answer = encodeResponse(await this.opts.handler(decodeRequest(line)));
+        answer = encodeResponse(await this.opts.handler(request));
       } catch (err) {
         answer = encodeResponse(errorResponse(err));
       }
@@ -108,6 +121,12 @@ export class CniServer {
     })();
     this.inFlight.add(work);
     void work.finally(() => this.inFlight.delete(work));
+  }
+
+  /** A request refused before any handler saw it: one warn line, and the error as the answer. */
+  private reject(socket: Socket, err: CniError): void {
+    this.opts.log.warn({ code: err.code, error: err.message }, 'rejected CNI socket request');
+    if (!socket.destroyed) this.answer(socket, encodeResponse(errorResponse(err)));
   }
 
   /** Writes the one answer line, half-closes, and cuts the connection if the peer does not close. */
@@ -118,11 +137,25 @@ export class CniServer {
     socket.once('close', () => clearTimeout(linger));
   }
 
-  /** Stops accepting, lets in-flight calls finish (bounded), then closes and removes the socket. */
+  /**
+   * Stops accepting, lets in-flight calls finish (bounded), then closes and removes the socket. A
+   * connection accepted before the close may still send its request during the grace period; the
+   * call it starts is waited for too.
+   */
   async close(graceMs = 20_000): Promise<void> {
     const closed = new Promise<void>((resolve) => this.server.close(() => resolve()));
-    const drained = Promise.all([...this.inFlight]);
-    await Promise.race([drained, new Promise((r) => setTimeout(r, graceMs).unref())]);
+    const deadline = Date.now() + graceMs;
+    let timer: ReturnType<typeof setTimeout> | undefined;
+    const graceOver = new Promise<'over'>((r) => {
+      timer = setTimeout(() => r('over'), graceMs);
+      timer.unref();
+    });
+    while (this.inFlight.size > 0 && Date.now() < deadline) {
+      if ((await Promise.race([Promise.all([...this.inFlight]), graceOver])) === 'over') break;
+      // Calls that started while we waited are in inFlight now: loop.
+      await new Promise((r) => setImmediate(r));
+    }
+    clearTimeout(timer);
     for (const s of this.sockets) s.destroy();
     await closed;
     rmSync(this.opts.socketPath, { force: true });

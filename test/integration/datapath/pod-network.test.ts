@@ -1,3 +1,4 @@
+import { hostname } from 'node:os';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { builtSkipReason } from '../../support/cni-driver.ts';
 import { ip, ipJson, netnsSkipReason, nsPing } from '../../support/netns.ts';
@@ -102,6 +103,8 @@ describe.skipIf(skip !== undefined)(
         addresses: [v4, v6],
       });
       expect(typeof line!.durationMs).toBe('number');
+      // A standalone agent (no --node-name) names its node by the host name, on every line.
+      expect(line!.node).toBe(hostname());
 
       for (const [id, ns] of [
         [idA, podA],

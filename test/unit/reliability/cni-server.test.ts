@@ -106,6 +106,47 @@ describe('CniServer limits', () => {
     expect(r.ms).toBeLessThan(TIMEOUT_MS + ANSWER_LINGER_MS + 1000);
   }, 10_000);
 
+  it('logs a complete line it cannot decode (another protocol version, bad JSON) like any refusal', async () => {
+    const r = await exchange(sock(), `${JSON.stringify({ v: 2, env: {}, stdin: '' })}\n`);
+    expect(JSON.parse(r.answer)).toMatchObject({ ok: false, error: { code: 106 } });
+    const bad = await exchange(sock(), '{"v":1,\n');
+    expect(JSON.parse(bad.answer)).toMatchObject({ ok: false, error: { code: 106 } });
+    await new Promise((r) => setImmediate(r));
+    expect(logLines.filter((l) => l.msg === 'rejected CNI socket request' && l.code === 106)).toHaveLength(2);
+  });
+
+  it('on close, also waits for a call whose request arrives during the grace period', async () => {
+    const slow = new CniServer({
+      socketPath: join(dir, 'slow', 'cni.sock'),
+      handler: async (req) => {
+        await new Promise((r) => setTimeout(r, 150));
+        return okResponse({ echo: req.env.CNI_COMMAND ?? null });
+      },
+      log: createLogger({ level: 'silent' }),
+      requestTimeoutMs: 5_000,
+    });
+    await slow.listen();
+    const line = (verb: string): string =>
+      `${JSON.stringify({ v: 1, env: { CNI_COMMAND: verb }, stdin: '' })}\n`;
+    // One call in flight; another connection accepted but its request still to come.
+    const first = exchange(join(dir, 'slow', 'cni.sock'), line('ADD'));
+    const late = createConnection({ path: join(dir, 'slow', 'cni.sock'), allowHalfOpen: true });
+    await new Promise<void>((r) => late.once('connect', () => r()));
+    let lateAnswer = '';
+    late.setEncoding('utf8').on('data', (d: string) => {
+      lateAnswer += d;
+    });
+    const lateDone = new Promise<void>((r) => late.once('close', () => r()));
+    await new Promise((r) => setTimeout(r, 50));
+    const closing = slow.close(5_000);
+    await new Promise((r) => setTimeout(r, 50));
+    late.end(line('DEL')); // arrives while the first call still runs
+    await closing;
+    await lateDone;
+    expect(JSON.parse((await first).answer)).toEqual({ ok: true, result: { echo: 'ADD' } });
+    expect(JSON.parse(lateAnswer)).toEqual({ ok: true, result: { echo: 'DEL' } });
+  });
+
   it('refuses a partial line followed by FIN at once', async () => {
     const r = await exchange(sock(), '{"v":1,"env"');
     expect(JSON.parse(r.answer)).toEqual({
