@@ -1,4 +1,4 @@
-import { execFileSync, spawnSync } from 'node:child_process';
+import { spawn, spawnSync } from 'node:child_process';
 import { mkdtempSync, readFileSync, readlinkSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -252,15 +252,32 @@ describe.skipIf(netnsSkipReason !== undefined)('lockFile (flock)', () => {
     }
   });
 
-  it('is released by the kernel when the holding process dies', () => {
+  it('is released by the kernel when the holding process dies', async () => {
     const dir = mkdtempSync(join(tmpdir(), 'trl-lock-'));
     const path = join(dir, 'agent.lock');
+    // Another process holds the lock (as a SIGKILLed agent did): refused while it lives, free once
+    // the kernel has closed its file on death, with no unlock ever run.
+    // One process that holds it (flock(1) would leave its command holding the inherited fd).
+    const holder = spawn('bash', ['-c', 'exec 9>>"$0"; flock 9; exec sleep 60', path], { stdio: 'ignore' });
     try {
-      // Another process takes the lock and exits: lockFile must succeed afterwards.
-      execFileSync('flock', ['-n', path, 'true']);
+      for (const deadline = Date.now() + 5000; ; ) {
+        try {
+          lockFile(path).release();
+        } catch (err) {
+          expect(err).toBeInstanceOf(LockHeldError);
+          break;
+        }
+        if (Date.now() > deadline) throw new Error('flock never took the lock');
+        await new Promise((r) => setTimeout(r, 20));
+      }
+      const exited = new Promise((r) => holder.once('exit', r));
+      holder.kill('SIGKILL');
+      await exited;
       const lock = lockFile(path);
+      expect(() => lockFile(path)).toThrow(LockHeldError);
       lock.release();
     } finally {
+      holder.kill('SIGKILL');
       rmSync(dir, { recursive: true, force: true });
     }
   });

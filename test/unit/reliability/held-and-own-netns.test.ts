@@ -8,6 +8,7 @@ import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
+import { CniCode, type CniError } from '../../../pkg/cni/errors.ts';
 import { isOwnNetns } from '../../../pkg/datapath/own-netns.ts';
 import { openIpam } from '../../../pkg/ipam/index.ts';
 
@@ -42,15 +43,20 @@ describe('Ipam.heldKeys after a corrupted lease file', () => {
     const third = openIpam({ dir, ranges });
     expect(third.loadReport.quarantined).toEqual([]);
     expect(third.heldKeys()).toEqual([{ containerId: 'victim', ifname: 'eth0' }]);
+    // Allocate until the ranges are exhausted: every free address is handed out, never a held one.
     const handed = new Set<string>();
-    for (let i = 0; i < 10; i++) {
+    let exhausted = false;
+    for (let i = 0; i < 10 && !exhausted; i++) {
       try {
         for (const a of third.allocate({ containerId: `p${i}`, ifname: 'eth0' }).addresses)
           handed.add(a.address);
-      } catch {
-        break; // exhausted
+      } catch (err) {
+        expect((err as CniError).code).toBe(CniCode.IPAM_EXHAUSTED);
+        exhausted = true;
       }
     }
+    expect(exhausted).toBe(true);
+    expect(handed.size).toBeGreaterThan(0);
     for (const a of victim.addresses) expect(handed.has(a.address)).toBe(false);
 
     expect(third.release({ containerId: 'victim', ifname: 'eth0' })).toBe(true);
