@@ -32,6 +32,7 @@ describe.skipIf(skip !== undefined)(
       await tb.killAgent(name);
       writeFileSync(leaseFile, 'garbage');
       const from = node!.logs.length;
+      const requestsFrom = (await tb.faults.requests()).length;
       await tb.startAgent(name);
       const logs = () => node!.logs.slice(from);
 
@@ -45,8 +46,18 @@ describe.skipIf(skip !== undefined)(
       const lease = JSON.parse(readFileSync(leaseFile, 'utf8')) as Record<string, unknown>;
       expect(lease).toMatchObject({ podNamespace: POD_NAMESPACE, podName: pod.name, podUid: pod.uid });
 
-      // The GC pass that follows readiness has run (its log line or none), and the lease is still there.
-      await waitFor(() => logs().some((l) => String(l.msg).startsWith('IPAM garbage collection')), 2000);
+      // The GC pass that follows readiness has run: it lists this node's pods (a GC that releases
+      // nothing logs nothing), then decides; the lease is still there.
+      const agentAddr = node!.plan.v4;
+      let listed = false;
+      for (const deadline = Date.now() + 5000; !listed && Date.now() < deadline; ) {
+        listed = (await tb.faults.requests())
+          .slice(requestsFrom)
+          .some((r) => r.remoteAddress === agentAddr && r.path === '/api/v1/pods' && !r.watch);
+        if (!listed) await new Promise((r) => setTimeout(r, 50));
+      }
+      expect(listed, 'the lease GC listed the pods on the node').toBe(true);
+      await new Promise((r) => setTimeout(r, 300)); // its decision follows the answer at once
       expect(
         logs().some((l) => l.msg === 'IPAM garbage collection released leases of pods gone from this node'),
       ).toBe(false);
