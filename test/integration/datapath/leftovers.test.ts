@@ -2,6 +2,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { hostVethName } from '../../../pkg/datapath/names.ts';
 import { builtSkipReason } from '../../support/cni-driver.ts';
 import { ip, ipJson, netnsSkipReason, nsPing } from '../../support/netns.ts';
+import { holdings } from '../reliability/support.ts';
 import { type AddResult, containerId, NodeHarness, podAddr } from './harness.ts';
 
 const skip = netnsSkipReason ?? builtSkipReason();
@@ -41,17 +42,15 @@ describe.skipIf(skip !== undefined)(
       const pod = node.podNs();
       const id = containerId();
       ip(pod.name, 'link', 'add', 'eth0', 'type', 'veth', 'peer', 'name', 'other0');
-      const veths = node.hostVeths().length;
-      const routes = node.hostRoutes(4).length;
+      const before = holdings(node);
 
       const add = await node.add(pod, id);
       expect(add.code).toBe(1);
       expect((add.json as { msg: string }).msg).toMatch(/exist/i);
-      // No veth, no route, no lease: the same key allocates afresh once the name is free.
-      expect(node.hostVeths()).toHaveLength(veths);
-      expect(node.hostRoutes(4)).toHaveLength(routes);
-      const leases = await node.logLine((l) => l.verb === 'ADD' && l.containerId === id.slice(0, 12));
-      expect(leases?.outcome).toBe('error');
+      // No veth, no route of either family, no lease or reservation: all as before the ADD.
+      expect(holdings(node)).toEqual(before);
+      const line = await node.logLine((l) => l.verb === 'ADD' && l.containerId === id.slice(0, 12));
+      expect(line?.outcome).toBe('error');
       ip(pod.name, 'link', 'del', 'eth0');
       const retry = await node.add(pod, id);
       expect(retry.code, retry.stdout).toBe(0);

@@ -2,6 +2,7 @@ import { existsSync, readdirSync, statSync } from 'node:fs';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { builtSkipReason } from '../../support/cni-driver.ts';
 import { netnsSkipReason, nsPing } from '../../support/netns.ts';
+import { leaseAddresses } from '../reliability/support.ts';
 import { type AddResult, containerId, NodeHarness, podAddr } from './harness.ts';
 
 const skip = netnsSkipReason ?? builtSkipReason();
@@ -43,7 +44,11 @@ describe.skipIf(skip !== undefined)(
       expect(await node.waitForVeths(before - 2)).toHaveLength(before - 2);
       for (const r of results.slice(1)) {
         expect(node.hostRoutes(4).some((route) => route.dst === podAddr(r, 4))).toBe(false);
+        expect(node.hostRoutes(6).some((route) => route.dst === podAddr(r, 6))).toBe(false);
       }
+      // On disk: the valid attachment's lease alone is left of the three.
+      const leases = leaseAddresses(node);
+      expect(ids.map((id) => leases.has(`${id}@eth0`))).toEqual([true, false, false]);
       const line = await node.logLine((l) => l.verb === 'GC');
       expect(((line?.released ?? []) as string[]).sort()).toEqual(
         [ids[1]!, ids[2]!].map((id) => `${id.slice(0, 12)}/eth0`).sort(),

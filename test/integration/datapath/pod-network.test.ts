@@ -2,6 +2,7 @@ import { hostname } from 'node:os';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { builtSkipReason } from '../../support/cni-driver.ts';
 import { ip, ipJson, netnsSkipReason, nsPing } from '../../support/netns.ts';
+import { leaseAddresses } from '../reliability/support.ts';
 import { type AddResult, containerId, NodeHarness, podAddr } from './harness.ts';
 
 const skip = netnsSkipReason ?? builtSkipReason();
@@ -121,13 +122,19 @@ describe.skipIf(skip !== undefined)(
       const before = node.hostVeths().length;
       const res = (await node.add(pod, id)).json as AddResult;
       const v4 = podAddr(res, 4);
+      const v6 = podAddr(res, 6);
       expect(node.hostVeths()).toHaveLength(before + 1);
+      expect(leaseAddresses(node).get(`${id}@eth0`)).toEqual([v4, v6]);
+      expect(node.hostRoutes(6).some((r) => r.dst === v6)).toBe(true);
 
       const del = await node.del(id, pod.path);
       expect(del.code, del.stdout).toBe(0);
       expect(del.stdout).toBe('');
-      // Routes are gone before DEL answers; the veth pair goes right after (off the critical path).
+      // Routes and the lease are gone before DEL answers; the veth pair goes right after (off the
+      // critical path).
       expect(node.hostRoutes(4).some((r) => r.dst === v4)).toBe(false);
+      expect(node.hostRoutes(6).some((r) => r.dst === v6)).toBe(false);
+      expect(leaseAddresses(node).has(`${id}@eth0`)).toBe(false);
       expect(await node.waitForVeths(before)).toHaveLength(before);
       expect(ip(pod.name, 'link', 'show')).not.toContain('eth0');
 
@@ -219,6 +226,7 @@ describe.skipIf(skip !== undefined)(
 
     it('ADD into a path that is not a network namespace is refused with code 102 and no lease', async () => {
       const id = containerId();
+      const leasesBefore = leaseAddresses(node);
       const run = await node.call({
         command: 'ADD',
         containerId: id,
@@ -235,6 +243,8 @@ describe.skipIf(skip !== undefined)(
       });
       expect(missing.json).toMatchObject({ code: 102 });
       expect((missing.json as { msg: string }).msg).toContain('/var/run/netns/trl-nope');
+      expect(leaseAddresses(node)).toEqual(leasesBefore);
+      expect(leaseAddresses(node).has(`${id}@eth0`)).toBe(false);
     });
   },
 );

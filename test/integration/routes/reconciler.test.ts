@@ -282,12 +282,19 @@ describe.skipIf(netnsSkipReason !== undefined)('RouteReconciler on a real kernel
     expect(report.errors[0]).toMatchObject({ op: 'add', route: { dst: '10.246.0.0/24' } });
     expect(report.added).toBe(40);
     expect(ours(a.name).filter((x) => x.startsWith('10.245.'))).toHaveLength(40);
-    // Next pass with a correct view: only the missing route is written.
-    const again = await r.reconcile({ synced: true, self, peers: many });
-    expect(again).toMatchObject({ added: 0, replaced: 0, removed: 0, errors: [] });
-    // And removing all of them again leaves the own blackholes and the pod route.
-    const cleared = await r.reconcile(input([self]));
-    expect(cleared.removed).toBe(40);
+    expect(ours(a.name).some((x) => x.startsWith('10.246.0.0/24'))).toBe(false);
+    // Next pass, with the peer's subnet now really on a link: only the missing route is written.
+    ip(a.name, 'addr', 'add', '10.99.0.1/16', 'dev', 'eth0');
+    try {
+      const again = await r.reconcile({ synced: true, self, peers: [...many, broken] });
+      expect(again).toMatchObject({ added: 1, replaced: 0, removed: 0, errors: [] });
+      expect(ours(a.name).filter((x) => x.startsWith('10.246.0.0/24 '))).toHaveLength(1);
+      // And removing all of them again leaves the own blackholes and the pod route.
+      const cleared = await r.reconcile(input([self]));
+      expect(cleared.removed).toBe(41);
+    } finally {
+      ip(a.name, 'addr', 'del', '10.99.0.1/16', 'dev', 'eth0');
+    }
   });
 
   it('with only the NetlinkHandle port (no settled burst), a failed burst is redone route by route', async () => {
