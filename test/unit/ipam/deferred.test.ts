@@ -115,6 +115,7 @@ describe('IPAM allocateDeferred', () => {
   });
 
   it('a crash at any file system call of a deferred allocation leaves a loadable, consistent store', async () => {
+    const crashedAt: number[] = [];
     for (let at = 1; at <= 12; at++) {
       const dir = tempDir();
       const fs = new SimFs();
@@ -130,6 +131,7 @@ describe('IPAM allocateDeferred', () => {
         // Only the simulated crash may stop it (the store wraps it in its typed error).
         if (!fs.dead) throw err;
       }
+      if (fs.dead) crashedAt.push(at);
       fs.powerLoss(
         () => true,
         () => 0,
@@ -140,6 +142,10 @@ describe('IPAM allocateDeferred', () => {
       expectConsistent(after, dir);
       cleanupTempDirs();
     }
+    // The crash points reached: every call of the allocation up to its last (one that never fires
+    // would test nothing).
+    expect(crashedAt.length).toBeGreaterThan(0);
+    expect(crashedAt).toEqual(Array.from({ length: crashedAt.length }, (_, i) => i + 1));
   });
 
   it('an fsync failure rejects `durable` with IPAM_STORE_FAILED naming the file; release leaves nothing', async () => {
