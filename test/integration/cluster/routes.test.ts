@@ -82,8 +82,15 @@ describe.skipIf(skip !== undefined)(skip === undefined ? title : `${title} (skip
   it('a node deleted from the cluster loses its routes on every other node; the rest stay', async () => {
     const gone = tb.nodes().at(-1)!;
     const survivors = tb.nodes().filter((n) => n !== gone);
-    const keep = survivors.map(
-      (n) => [n.name, tb.routes(n.name, 4).filter((r) => r.dst !== routeTo(gone, 4).dst)] as const,
+    const keep = survivors.flatMap((n) =>
+      ([4, 6] as const).map(
+        (family) =>
+          [
+            n.name,
+            family,
+            tb.routes(n.name, family).filter((r) => r.dst !== routeTo(gone, family).dst),
+          ] as const,
+      ),
     );
     await tb.deleteNode(gone.name);
     for (const node of survivors) {
@@ -93,8 +100,8 @@ describe.skipIf(skip !== undefined)(skip === undefined ? title : `${title} (skip
         );
       }
     }
-    for (const [name, routes] of keep) {
-      expect(tb.routes(name, 4)).toEqual(routes);
+    for (const [name, family, routes] of keep) {
+      expect(tb.routes(name, family), `${name} IPv${family}`).toEqual(routes);
     }
   });
 

@@ -109,7 +109,9 @@ describe.skipIf(skip !== undefined)(skip === undefined ? title : `${title} (skip
   }, 120_000);
 
   afterAll(async () => {
-    await tb?.teardown();
+    if (tb === undefined) return;
+    await tb.teardown();
+    expect(tb.leftovers()).toEqual([]);
   });
 
   it('/metrics counts what happened: 3 ADDs -> ADD counter 3, histogram count 3, IPAM used 3 per family', () => {

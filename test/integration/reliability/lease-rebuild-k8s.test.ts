@@ -20,7 +20,9 @@ describe.skipIf(skip !== undefined)(
       tb = await Testbed.create({ segments: [{ nodes: 1 }] });
     }, 120_000);
     afterAll(async () => {
-      await tb?.teardown();
+      if (tb === undefined) return;
+      await tb.teardown();
+      expect(tb.leftovers()).toEqual([]);
     }, 60_000);
 
     it('rebuilds the lease with the pod fields from the API; the lease GC keeps it; the pod keeps working', async () => {

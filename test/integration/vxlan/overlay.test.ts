@@ -426,6 +426,7 @@ describe.skipIf(netnsSkipReason !== undefined)(
         }
         expect(vxlans()).toEqual([]);
         expect(routesOn(nodeA, 4)).toEqual([]);
+        expect(routesOn(nodeA, 6)).toEqual([]);
         expect(objects()).toEqual([]);
         expect(ip(nodeA.name, 'link', 'show', 'dev', 'eth0')).toContain('eth0'); // the underlay stays
       },
