@@ -29,6 +29,7 @@ function can(cmd: string, args: string[]): boolean {
   }
 }
 const canUnshare = isRoot && can('unshare', ['-m', '--propagation', 'private', 'true']);
+const UNSHARE_SKIP = 'needs root and unshare(1) for a private mount namespace';
 /** As root, an immutable directory is what refuses writes; not every file system has the flag. */
 const canRefuseWrites = ((): boolean => {
   if (!isRoot) return true; // chmod does it
@@ -96,7 +97,7 @@ describe('IPAM store on a failing disk', () => {
   });
 
   it.skipIf(!canRefuseWrites)(
-    'leaves no partial lease when the lease directory refuses writes, and recovers after',
+    `leaves no partial lease when the lease directory refuses writes, and recovers after${canRefuseWrites ? '' : ` (skipped: chattr +i does not work under ${tmpdir()})`}`,
     () => {
       const dir = tempDir();
       const ipam = openIpam({ dir, ranges: RANGES });
@@ -129,7 +130,7 @@ describe('IPAM store on a failing disk', () => {
   );
 
   it.skipIf(!canUnshare)(
-    'fills a tiny tmpfs to ENOSPC at every step of an allocation without a partial lease',
+    `fills a tiny tmpfs to ENOSPC at every step of an allocation without a partial lease${canUnshare ? '' : ` (skipped: ${UNSHARE_SKIP})`}`,
     () => {
       // 1 root + 4 directories + last.json + 3 inodes per allocation (2 symlinks, 1 lease file):
       // inode limits 20, 21, 22 make the first failing allocation stop at its lease file, its first
@@ -156,7 +157,7 @@ describe('IPAM store on a failing disk', () => {
   );
 
   it.skipIf(!canUnshare)(
-    'refuses to allocate on a read-only state directory (EROFS) and keeps what was there',
+    `refuses to allocate on a read-only state directory (EROFS) and keeps what was there${canUnshare ? '' : ` (skipped: ${UNSHARE_SKIP})`}`,
     () => {
       const dir = tempDir('erofs');
       const existing = openIpam({ dir, ranges: RANGES }).allocate({
