@@ -28,7 +28,7 @@ import type { MtuChoice } from './mtu.ts';
 import { NodeStatusReporter } from './node-status.ts';
 import { type AgentRouteState, type AgentSnapshot, computeRouteState } from './operator-view.ts';
 import { detectMtu, publishCniConfig } from './publication.ts';
-import { drainSpool } from './spool-drain.ts';
+import { drainSpool, spooledDelsIn } from './spool-drain.ts';
 
 export type { AgentRouteState, AgentSnapshot } from './operator-view.ts';
 export { REQUIRED_CNI_BINARIES } from './publication.ts';
@@ -169,6 +169,7 @@ export class Agent {
       routeMtu: () => this.routeMtu,
       nodeCidrs: () => this.ipam?.ranges() ?? [],
       onCall: this.hooks.onCniCall,
+      spooledDels: spooledDelsIn(config.spoolDir),
     });
     this.busyKeys = service.busyKeys;
     await drainSpool(config.spoolDir, service.handle, log);

@@ -41,9 +41,23 @@ export interface CniServiceDeps {
   nodeCidrs?: () => readonly string[];
   /** Called once per call, after the log line (metrics hook). */
   onCall?: (record: CniCallRecord) => void;
+  /** DELs the shim spooled and the agent has not replayed yet (spool-drain.ts). */
+  spooledDels?: SpooledDels;
 }
 
-export type CniHandler = (req: AgentRequest) => Promise<AgentResponse>;
+/**
+ * The spool as the service needs it. A spooled DEL is a DEL the runtime already got success for, so
+ * it comes before any later call for its attachment: an ADD of the same container and ifname (a
+ * runtime that reuses container IDs) runs it first, and the replay of a spooled DEL that such an ADD
+ * already ran is skipped, so it can never delete the attachment the ADD made.
+ */
+export interface SpooledDels {
+  has(containerId: string, ifname: string): boolean;
+  remove(containerId: string, ifname: string): void;
+}
+
+/** `spooled`: the request is a spooled DEL being replayed (spool-drain.ts). */
+export type CniHandler = (req: AgentRequest, opts?: { spooled?: boolean }) => Promise<AgentResponse>;
 
 const attachmentKey = (containerId: string, ifname: string): string => `${containerId}\0${ifname}`;
 
@@ -58,7 +72,12 @@ export function createCniService(deps: CniServiceDeps): {
 } {
   const busy = new Set<string>();
 
-  async function dispatch(env: CniEnv, stdin: string, fields: Record<string, unknown>): Promise<unknown> {
+  async function dispatch(
+    env: CniEnv,
+    stdin: string,
+    fields: Record<string, unknown>,
+    spooled: boolean,
+  ): Promise<unknown> {
     if (env.command === 'VERSION') return versionReply(versionRequestVersion(stdin));
     const conf: NetConf = parseNetConf(stdin, env.command);
     checkVersionAllows(conf.cniVersion, env.command);
@@ -70,8 +89,14 @@ export function createCniService(deps: CniServiceDeps): {
           throw new CniError(CniCode.TRY_AGAIN_LATER, `trellis agent is not ready yet: ${reason}`);
         }
         const { containerId, ifname, netns } = required(env);
-        const att = await locked(containerId, ifname, () =>
-          addAttachment(
+        const att = await locked(containerId, ifname, async () => {
+          const spool = deps.spooledDels;
+          if (spool?.has(containerId, ifname) === true) {
+            await delAttachment(deps.datapath, { containerId, ifname });
+            spool.remove(containerId, ifname);
+            fields.spooledDelFirst = true;
+          }
+          return addAttachment(
             deps.datapath,
             {
               containerId,
@@ -84,8 +109,8 @@ export function createCniService(deps: CniServiceDeps): {
             },
             // Only this call in progress: the kernel's work may hold the thread (types.ts).
             { alone: busy.size === 1 },
-          ),
-        );
+          );
+        });
         fields.addresses = att.addresses.map((a) => a.address);
         fields.hostIf = att.host.name;
         return convertResult(attachmentResult(att, conf.dns), conf.cniVersion);
@@ -93,9 +118,14 @@ export function createCniService(deps: CniServiceDeps): {
       case 'DEL': {
         const containerId = env.containerId!;
         const ifname = env.ifname!;
-        const outcome = await locked(containerId, ifname, () =>
-          delAttachment(deps.datapath, { containerId, ifname }),
-        );
+        const outcome = await locked(containerId, ifname, async () => {
+          if (spooled && deps.spooledDels?.has(containerId, ifname) === false) return undefined;
+          return delAttachment(deps.datapath, { containerId, ifname });
+        });
+        if (outcome === undefined) {
+          fields.note = 'spooled DEL already run by an ADD of the same attachment';
+          return null;
+        }
         fields.addresses = outcome.released.map((a) => a.address);
         return null;
       }
@@ -151,7 +181,7 @@ export function createCniService(deps: CniServiceDeps): {
     }
   }
 
-  async function handle(req: AgentRequest): Promise<AgentResponse> {
+  async function handle(req: AgentRequest, opts: { spooled?: boolean } = {}): Promise<AgentResponse> {
     const started = performance.now();
     const fields: Record<string, unknown> = { verb: req.env.CNI_COMMAND ?? '' };
     let response: AgentResponse;
@@ -159,7 +189,8 @@ export function createCniService(deps: CniServiceDeps): {
     try {
       const env = parseCniEnv(req.env);
       describeCall(env, fields);
-      response = okResponse(await dispatch(env, req.stdin, fields));
+      if (opts.spooled === true) fields.spooled = true;
+      response = okResponse(await dispatch(env, req.stdin, fields, opts.spooled === true));
     } catch (error) {
       const err = toCniError(error);
       code = err.code;

@@ -1,6 +1,24 @@
+import { existsSync, unlinkSync } from 'node:fs';
+import { join } from 'node:path';
 import type { Logger } from '../observe/logger.ts';
+import { spoolFileName } from '../shim/spool.ts';
 import { listSpooled, removeSpooled } from '../shim/spool-fs.ts';
-import type { CniHandler } from './cni-service.ts';
+import type { CniHandler, SpooledDels } from './cni-service.ts';
+
+/** The spool directory as cni-service sees it: is a DEL of this attachment waiting there? */
+export function spooledDelsIn(dir: string): SpooledDels {
+  const path = (containerId: string, ifname: string): string => join(dir, spoolFileName(containerId, ifname));
+  return {
+    has: (containerId, ifname) => existsSync(path(containerId, ifname)),
+    remove: (containerId, ifname) => {
+      try {
+        unlinkSync(path(containerId, ifname));
+      } catch (err) {
+        if ((err as NodeJS.ErrnoException).code !== 'ENOENT') throw err;
+      }
+    },
+  };
+}
 
 /**
  * Completes the DELs the shim recorded while the agent was unreachable. Runs before the socket
@@ -17,7 +35,8 @@ export async function drainSpool(
   let completed = 0;
   let failed = 0;
   for (const entry of entries) {
-    const response = await handle(entry.request);
+    // As a spooled DEL: it is skipped if an ADD of the same attachment ran it first meanwhile.
+    const response = await handle(entry.request, { spooled: true });
     if (response.ok) {
       await removeSpooled(entry.file);
       completed++;

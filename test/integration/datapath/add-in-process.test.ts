@@ -1,18 +1,24 @@
 import { spawnSync } from 'node:child_process';
-import { mkdtempSync, readdirSync, rmSync } from 'node:fs';
+import { existsSync, mkdtempSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { PassThrough } from 'node:stream';
 import { afterEach, describe, expect, it } from 'vitest';
+import { createCniService } from '../../../pkg/agent/cni-service.ts';
 import { removeAttachments } from '../../../pkg/agent/lease-collector.ts';
+import { spooledDelsIn } from '../../../pkg/agent/spool-drain.ts';
 import { CniCode, CniError } from '../../../pkg/cni/errors.ts';
 import { addAttachment } from '../../../pkg/datapath/add.ts';
 import { BackgroundDeleter } from '../../../pkg/datapath/background-deleter.ts';
 import { gcAttachments } from '../../../pkg/datapath/gc.ts';
+import { KeyedMutex } from '../../../pkg/datapath/keyed-mutex.ts';
 import { hostVethName } from '../../../pkg/datapath/names.ts';
 import type { NetlinkHandle } from '../../../pkg/datapath/ports.ts';
 import type { DatapathDeps } from '../../../pkg/datapath/types.ts';
 import { openIpam } from '../../../pkg/ipam/index.ts';
 import { createNetnsPort, openHostNetlink, withNetns } from '../../../pkg/netns/index.ts';
+import { createLogger } from '../../../pkg/observe/logger.ts';
+import { spoolFileName } from '../../../pkg/shim/spool.ts';
 import { ip, ipJson, NetnsPool, netnsSkipReason, type TestNetns } from '../../support/netns.ts';
 
 /**
@@ -239,6 +245,84 @@ describe.skipIf(netnsSkipReason !== undefined)('addAttachment (root, real namesp
       expect(links).not.toContain(hostVethName('gone', 'eth0'));
     },
   );
+
+  it('a spooled DEL comes before a later ADD of the same attachment and is never replayed over it', async () => {
+    // A runtime that reuses container IDs: DEL (spooled, the agent too slow to answer), then ADD of
+    // the same container and ifname while the spool still holds that DEL.
+    const { host, deps } = setUp(true, ['10.244.1.0/24', 'fd00:10:244:1::/64']);
+    const spoolDir = mkdtempSync(join(tmpdir(), 'trl-spool-'));
+    dirs.push(spoolDir);
+    const lines: Record<string, unknown>[] = [];
+    const out = new PassThrough();
+    out.on('data', (d: Buffer) => {
+      for (const l of d.toString('utf8').trim().split('\n'))
+        lines.push(JSON.parse(l) as Record<string, unknown>);
+    });
+    const { handle } = createCniService({
+      datapath: deps,
+      mutex: new KeyedMutex(),
+      log: createLogger({ level: 'info', destination: out }),
+      readiness: { notReadyReason: () => undefined },
+      defaultMtu: () => 1500,
+      spooledDels: spooledDelsIn(spoolDir),
+    });
+    const pod = pool.add('p');
+    const request = (command: string) => ({
+      v: 1 as const,
+      env: {
+        CNI_COMMAND: command,
+        CNI_CONTAINERID: 'c1',
+        CNI_NETNS: pod.path,
+        CNI_IFNAME: 'eth0',
+        CNI_PATH: '/opt/cni/bin',
+      },
+      stdin: JSON.stringify({ cniVersion: '1.0.0', name: 'trellis', type: 'trellis' }),
+    });
+    const spoolFile = join(spoolDir, spoolFileName('c1', 'eth0'));
+    const spoolDel = () => writeFileSync(spoolFile, JSON.stringify(request('DEL')), { mode: 0o600 });
+    const hostIndex = () =>
+      ipJson<IpLink[]>(host.name, 'link', 'show').find((l) => l.ifname === hostVethName('c1', 'eth0'))
+        ?.ifindex;
+    const settled = () => new Promise((r) => setImmediate(r));
+
+    expect((await handle(request('ADD'))).ok).toBe(true);
+    const first = hostIndex();
+    expect(first).toBeDefined();
+
+    // The spooled DEL runs first: the old pair goes, a new one is made, the spool entry is done.
+    spoolDel();
+    expect((await handle(request('ADD'))).ok).toBe(true);
+    await settled();
+    expect(lines.filter((l) => l.verb === 'ADD').at(-1)).toMatchObject({
+      outcome: 'ok',
+      spooledDelFirst: true,
+    });
+    expect(existsSync(spoolFile)).toBe(false);
+    await deps.deleter.drain();
+    const second = hostIndex();
+    expect(second).toBeDefined();
+    expect(second).not.toBe(first);
+    expect(deps.ipam.get({ containerId: 'c1', ifname: 'eth0' })).toBeDefined();
+
+    // The drain listed that entry before the ADD ran it: its replay must not delete the new pair.
+    expect((await handle(request('DEL'), { spooled: true })).ok).toBe(true);
+    await settled();
+    expect(lines.at(-1)).toMatchObject({
+      verb: 'DEL',
+      spooled: true,
+      note: expect.stringContaining('already run'),
+    });
+    await deps.deleter.drain();
+    expect(hostIndex()).toBe(second);
+    expect(deps.ipam.get({ containerId: 'c1', ifname: 'eth0' })).toBeDefined();
+
+    // A spooled DEL nothing ran yet is replayed as usual.
+    spoolDel();
+    expect((await handle(request('DEL'), { spooled: true })).ok).toBe(true);
+    await deps.deleter.drain();
+    expect(hostIndex()).toBeUndefined();
+    expect(deps.ipam.get({ containerId: 'c1', ifname: 'eth0' })).toBeUndefined();
+  });
 
   it('leaves no lease, reservation or veth of its own when the pod already has the interface name', async () => {
     const { host, deps } = setUp(true, ['10.244.1.0/24']);
