@@ -1,5 +1,5 @@
 import { CniError } from '../cni/errors.ts';
-import type { Lease } from '../ipam/index.ts';
+import { type Lease, RangeChangeError } from '../ipam/index.ts';
 import type { MasqOptions } from '../masq/render.ts';
 import type { Logger } from '../observe/logger.ts';
 import type { PeerStepOutcome, ReconcileInput, ReconcileReport } from '../routes/reconciler.ts';
@@ -101,6 +101,8 @@ export class NodeController {
   private wake: (() => void) | undefined;
   private failures = 0;
   private lastWaitReason: string | undefined;
+  /** The last pod CIDR change left leases outside the ranges (a store failure): retry it. */
+  private rangesIncomplete = false;
   private stopped = false;
   /** Resolves once the worker loop has exited. */
   done: Promise<void> = Promise.resolve();
@@ -427,11 +429,26 @@ export class NodeController {
 
   private async applyRanges(self: ClusterNode): Promise<void> {
     const current = this.deps.ipam.ranges();
-    if (sameList(current, self.podCIDRs)) return;
-    const invalidated = this.deps.ipam.setRanges([...self.podCIDRs]);
+    if (sameList(current, self.podCIDRs) && !this.rangesIncomplete) return;
+    let invalidated: Lease[];
+    let failure: RangeChangeError | undefined;
+    try {
+      invalidated = this.deps.ipam.setRanges([...self.podCIDRs]);
+    } catch (err) {
+      // Some leases outside could not be released (their store failed): the ones that were still
+      // have their veths removed now, and the next pass tries the rest again.
+      if (!(err instanceof RangeChangeError)) throw err;
+      failure = err;
+      invalidated = err.released;
+    }
+    this.rangesIncomplete = failure !== undefined;
     this.deps.log.info(
       { from: current, to: self.podCIDRs, invalidatedLeases: invalidated.length },
-      current.length === 0 ? 'pod CIDRs known' : 'pod CIDRs changed',
+      current.length === 0
+        ? 'pod CIDRs known'
+        : sameList(current, self.podCIDRs)
+          ? 'pod CIDR change retried'
+          : 'pod CIDRs changed',
     );
     if (invalidated.length > 0) {
       await this.deps.onLeasesInvalidated(invalidated);
@@ -448,6 +465,7 @@ export class NodeController {
         'leases outside the new pod CIDRs released and their veths removed; those pods need to be recreated',
       );
     }
+    if (failure !== undefined) throw failure;
     await this.deps.onRangesSet?.(self.podCIDRs);
   }
 }

@@ -1,4 +1,4 @@
-import { CniCode, CniError } from '../cni/errors.ts';
+import { CniCode, CniError, toCniError } from '../cni/errors.ts';
 import {
   type Cidr,
   cidrContains,
@@ -70,11 +70,26 @@ export interface Ipam {
   /** The raw text of the attachment's quarantined lease files, newest first: untrusted hints. */
   quarantinedRecords(key: LeaseKey): string[];
   ranges(): string[];
-  /** Replaces the ranges (pod CIDR change); leases with any address outside the new ranges are released and returned. */
+  /**
+   * Replaces the ranges (pod CIDR change); leases with any address outside the new ranges are released
+   * and returned. When some could not be released, throws RangeChangeError, which still carries the
+   * ones that were; calling again with the same ranges retries the rest.
+   */
   setRanges(cidrs: string[]): Lease[];
   usage(): RangeUsage[];
   /** Problems found at load (torn/corrupt records quarantined), for the agent to log. */
   readonly loadReport: { quarantined: { file: string; reason: string }[] };
+}
+
+/** setRanges could not release every lease outside the new ranges; `released` are those it did. */
+export class RangeChangeError extends CniError {
+  readonly released: Lease[];
+  constructor(released: Lease[], cause: unknown) {
+    const err = toCniError(cause);
+    super(err.code, `pod CIDR change: ${err.message}`, err.details, { cause });
+    this.name = 'RangeChangeError';
+    this.released = released;
+  }
 }
 
 /** A lease whose record is written but maybe not yet durable (Ipam.allocateDeferred). */
@@ -457,13 +472,21 @@ class StoreIpam implements Ipam {
     this.#ranges = next;
     this.#rebuildUsed();
     const released: Lease[] = [];
+    // Every lease outside is tried, whatever fails before it: the caller must learn of each one that
+    // went (its pod's veth and routes go too), and a failure leaves only that lease behind.
+    let failure: unknown;
     for (const [owner, lease] of [...this.#leases]) {
       if (lease.addresses.every(inside)) continue;
-      const failure = this.#dropLease(owner, lease);
-      this.#store.flush(true);
-      if (failure !== undefined) throw failure;
-      released.push(copyLease(lease));
+      try {
+        const dropped = this.#dropLease(owner, lease); // not `failure ??= …`: that would skip the call
+        this.#store.flush(true);
+        failure ??= dropped;
+      } catch (err) {
+        failure ??= err;
+      }
+      if (!this.#leases.has(owner)) released.push(copyLease(lease));
     }
+    if (failure !== undefined) throw new RangeChangeError(released, failure);
     return released;
   }
 

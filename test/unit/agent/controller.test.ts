@@ -8,7 +8,8 @@ import {
   type PassOutcome,
   selfChanged,
 } from '../../../pkg/agent/controller.ts';
-import type { Lease } from '../../../pkg/ipam/index.ts';
+import { CniCode, CniError } from '../../../pkg/cni/errors.ts';
+import { type Lease, RangeChangeError } from '../../../pkg/ipam/index.ts';
 import type { MasqOptions } from '../../../pkg/masq/render.ts';
 import type { PeerStepOutcome, ReconcileInput, ReconcileReport } from '../../../pkg/routes/reconciler.ts';
 import type { PeerNode } from '../../../pkg/routes/types.ts';
@@ -39,7 +40,8 @@ function capturingLogger(): { log: pino.Logger; lines: { level: number; msg: str
   return { log, lines };
 }
 
-function setup(opts: { routeErrors?: number; log?: pino.Logger } = {}) {
+function setup(opts: { routeErrors?: number; log?: pino.Logger; storeFailures?: number } = {}) {
+  let storeFailures = opts.storeFailures ?? 0;
   const cluster = new FakeCluster();
   let ranges: string[] = [];
   const invalidated: Lease[][] = [];
@@ -60,9 +62,17 @@ function setup(opts: { routeErrors?: number; log?: pino.Logger } = {}) {
     ipam: {
       ranges: () => ranges,
       setRanges: (cidrs) => {
-        const out = leases.filter((l) => !cidrs.includes(l.addresses[0]!.range));
         ranges = cidrs;
-        return out;
+        const outside = leases.filter((l) => !cidrs.includes(l.addresses[0]!.range));
+        if (storeFailures > 0 && outside.length > 1) {
+          // The store fails on the last one: the others went, that one stays for a retry.
+          storeFailures--;
+          const gone = outside.slice(0, -1);
+          leases.splice(0, leases.length, ...leases.filter((l) => !gone.includes(l)));
+          throw new RangeChangeError(gone, new CniError(CniCode.IPAM_STORE_FAILED, 'EIO'));
+        }
+        leases.splice(0, leases.length, ...leases.filter((l) => !outside.includes(l)));
+        return outside;
       },
     },
     routes: {
@@ -92,7 +102,7 @@ function setup(opts: { routeErrors?: number; log?: pino.Logger } = {}) {
       await new Promise((r) => setImmediate(r));
     },
   });
-  return { cluster, controller, invalidated, inputs, synced, sleeps, ranges: () => ranges };
+  return { cluster, controller, invalidated, inputs, synced, sleeps, leases, ranges: () => ranges };
 }
 
 describe('NodeController', () => {
@@ -151,6 +161,27 @@ describe('NodeController', () => {
     await t.controller.runOnce();
     expect(t.invalidated).toHaveLength(1);
     expect(t.invalidated[0]![0]!.containerId).toBe('c1');
+  });
+
+  it('a pod CIDR change that could not release every lease hands over those it did and retries the rest', async () => {
+    const t = setup({ storeFailures: 1 });
+    t.leases.push({
+      containerId: 'c2',
+      ifname: 'eth0',
+      addresses: [{ family: 4, address: '10.244.1.6', range: '10.244.1.0/24' }],
+      createdAt: '',
+    });
+    t.cluster.synced = true;
+    t.cluster.nodes.set('n1', { name: 'n1', podCIDRs: ['10.244.1.0/24'], internalIPs: [] });
+    expect((await t.controller.runOnce()).kind).toBe('ok');
+    t.cluster.nodes.set('n1', { name: 'n1', podCIDRs: ['10.244.7.0/24'], internalIPs: [] });
+    const failed = await t.controller.runOnce();
+    expect(failed.kind).toBe('error');
+    expect(t.invalidated.map((ls) => ls.map((l) => l.containerId))).toEqual([['c1']]);
+    // Same CIDRs on the next pass: the change is tried again and the last lease goes.
+    expect((await t.controller.runOnce()).kind).toBe('ok');
+    expect(t.invalidated.map((ls) => ls.map((l) => l.containerId))).toEqual([['c1'], ['c2']]);
+    expect(t.leases).toEqual([]);
   });
 
   it('events only mark dirty: a burst of marks while a pass runs leads to one more pass, not one per mark', async () => {

@@ -12,7 +12,9 @@ import {
 import { join } from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
 import { CniCode } from '../../../pkg/cni/errors.ts';
-import { type Lease, openIpam } from '../../../pkg/ipam/index.ts';
+import { type Lease, openIpam, RangeChangeError } from '../../../pkg/ipam/index.ts';
+import { openIpamWith } from '../../../pkg/ipam/ipam.ts';
+import { realFs, type StoreFs } from '../../../pkg/ipam/store.ts';
 import { catchCni, cleanupTempDirs, leaseFilesOnDisk, reservationsOnDisk, tempDir } from './helpers.ts';
 
 afterEach(cleanupTempDirs);
@@ -222,6 +224,35 @@ describe('ranges', () => {
     expect(ipam.setRanges(['10.244.0.0/24', 'fd00:2::/120'])).toEqual([]);
     expect(ipam.setRanges(['10.244.0.0/24'])).toEqual([c]);
     expect(ipam.usage()).toEqual([{ family: 4, range: '10.244.0.0/24', capacity: 253, used: 0 }]);
+  });
+
+  it('setRanges releases every lease it can when one cannot go, says which went, and retries the rest', () => {
+    const dir = tempDir();
+    let refuse = '';
+    const fs: StoreFs = {
+      ...realFs,
+      unlinkSync: (path) => {
+        if (refuse !== '' && path.endsWith(refuse)) {
+          throw Object.assign(new Error(`EIO: i/o error, unlink '${path}'`), { code: 'EIO' });
+        }
+        realFs.unlinkSync(path);
+      },
+    };
+    const ipam = openIpamWith({ dir, ranges: ['10.244.1.0/29'] }, fs);
+    const [a, b, c] = ['a', 'b', 'c'].map((k) => ipam.allocate(key(k)));
+    refuse = 'b@eth0.json';
+    const err = catchCni(() => ipam.setRanges(['10.244.2.0/29']));
+    expect(err).toBeInstanceOf(RangeChangeError);
+    expect(err.code).toBe(CniCode.IPAM_STORE_FAILED);
+    expect((err as RangeChangeError).released).toEqual([a, c]);
+    expect(ipam.list()).toEqual([b]);
+    expect(leaseFilesOnDisk(dir)).toEqual(['b@eth0.json']);
+    // The store works again: the same ranges release what is left.
+    refuse = '';
+    expect(ipam.setRanges(['10.244.2.0/29'])).toEqual([b]);
+    expect(ipam.list()).toEqual([]);
+    expect(leaseFilesOnDisk(dir)).toEqual([]);
+    expect(reservationsOnDisk(dir).size).toBe(0);
   });
 
   it('keeps leases outside the ranges at open, for the agent to prune with setRanges', () => {
