@@ -108,7 +108,9 @@ export function desiredDevices(
   return { specs, problems };
 }
 
-/** Why the existing device cannot be kept, or undefined. */
+const VANISHED = 'vanished';
+
+/** Why the existing device cannot be kept ('vanished' when it is gone already), or undefined. */
 async function mismatch(
   handle: NetlinkHandle,
   tool: VxlanLinkTool,
@@ -116,7 +118,7 @@ async function mismatch(
   spec: DeviceSpec,
 ): Promise<string | undefined> {
   const params = await tool.vxlanParams(spec.name);
-  if (params === undefined) return undefined; // Vanished meanwhile: the caller creates it.
+  if (params === undefined) return VANISHED;
   if (params === null) return `${spec.name} exists but is not a VXLAN device`;
   if (params.vni !== spec.vni) return `VNI ${params.vni} -> ${spec.vni}`;
   if (params.port !== spec.port) return `port ${params.port} -> ${spec.port}`;
@@ -150,7 +152,8 @@ export async function ensureDevice(
   if (link !== undefined) {
     const why = await mismatch(handle, tool, link, spec);
     if (why !== undefined) {
-      await handle.deleteLink(link.index);
+      // Deleted between the lookup and the check (by hand, say): nothing to delete, only to create.
+      if (why !== VANISHED) await handle.deleteLink(link.index);
       link = undefined;
       action = `recreated (${why})`;
     }

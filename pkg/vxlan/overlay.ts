@@ -102,6 +102,14 @@ export class VxlanOverlay implements OverlayPort {
         }
       } catch (e) {
         this.errors.push({ op: 'ensure device', what: spec.name, error: asError(e) });
+        // A check that failed (a spawn, a dump) says nothing about the device itself. Dropping it
+        // here would take every tunnel route of its family off this node and withdraw its VTEP MAC
+        // from the whole cluster until the retry; the device the last pass made, still in the
+        // kernel under the same index, is kept instead. The pass reports the error and is retried.
+        const last = this.states.find((d) => d.name === spec.name);
+        if (last !== undefined && links.some((l) => l.name === last.name && l.index === last.ifindex)) {
+          states.push({ ...last, action: 'kept (its check failed)' });
+        }
       }
     }
     this.states = states;

@@ -7,7 +7,7 @@ import type { Family, NetlinkHandle } from '../../../pkg/datapath/ports.ts';
 import { createNetnsPort } from '../../../pkg/netns/index.ts';
 import { type ReconcileReport, RouteReconciler } from '../../../pkg/routes/reconciler.ts';
 import type { PeerNode, RoutingMode } from '../../../pkg/routes/types.ts';
-import { IpRouteTool, VxlanOverlay, vtepMac } from '../../../pkg/vxlan/index.ts';
+import { IpRouteTool, type VxlanLinkTool, VxlanOverlay, vtepMac } from '../../../pkg/vxlan/index.ts';
 import { AGENT_BINARY, builtSkipReason } from '../../support/cni-driver.ts';
 import {
   ip,
@@ -108,12 +108,12 @@ describe.skipIf(netnsSkipReason !== undefined)(
     function reconciler(
       ns: TestNetns,
       name: string,
-      opts: { mode?: RoutingMode; vni?: number; port?: number } = {},
+      opts: { mode?: RoutingMode; vni?: number; port?: number; tool?: VxlanLinkTool } = {},
     ) {
       const handle = open(ns);
       const overlay = new VxlanOverlay({
         handle,
-        tool: new IpRouteTool({ netns: ns.name }),
+        tool: opts.tool ?? new IpRouteTool({ netns: ns.name }),
         nodeName: name,
         vni: opts.vni ?? 4096,
         port: opts.port ?? 8472,
@@ -302,6 +302,74 @@ describe.skipIf(netnsSkipReason !== undefined)(
       expect(report.overlay!.devices.map((d) => d.action)).toEqual(['unchanged', 'unchanged']);
       expect(link(nodeA, 'trellis.v4').ifindex).toBe(before.ifindex);
       expect(routesOn(nodeA, 4)).toEqual(before.routes);
+    });
+
+    it('a device check that fails (a spawn, say) keeps the devices and their tunnel routes; the pass reports it', async () => {
+      const real = new IpRouteTool({ netns: nodeA.name });
+      let failing = false;
+      const tool: VxlanLinkTool = {
+        vxlanParams: (name) =>
+          failing ? Promise.reject(new Error('spawn ip EAGAIN')) : real.vxlanParams(name),
+        setMac: (name, mac) => real.setMac(name, mac),
+      };
+      const a = reconciler(nodeA, 'node-a', { tool });
+      await pass(a, selfA, [published(selfB), sameSubnet]);
+      const before = {
+        ifindex: link(nodeA, 'trellis.v4').ifindex,
+        v4: routesOn(nodeA, 4),
+        v6: routesOn(nodeA, 6),
+      };
+
+      failing = true;
+      const report = await a.routes.reconcile({
+        synced: true,
+        self: selfA,
+        peers: [selfA, published(selfB), sameSubnet],
+      });
+      expect(report.overlay?.errors.map((e) => `${e.op} ${e.what}`)).toEqual([
+        'ensure device trellis.v4',
+        'ensure device trellis.v6',
+      ]);
+      // What the agent publishes as its VTEPs and routes through: both devices, as they were.
+      expect(report.overlay!.devices.map((d) => [d.name, d.action])).toEqual([
+        ['trellis.v4', 'kept (its check failed)'],
+        ['trellis.v6', 'kept (its check failed)'],
+      ]);
+      expect(report).toMatchObject({ removed: 0, errors: [] });
+      expect(routesOn(nodeA, 4)).toEqual(before.v4);
+      expect(routesOn(nodeA, 6)).toEqual(before.v6);
+      expect(link(nodeA, 'trellis.v4').ifindex).toBe(before.ifindex);
+      expect(nsPing(podA.name, '10.244.2.5')).toBe(true);
+
+      failing = false;
+      const healed = await pass(a, selfA, [published(selfB), sameSubnet]);
+      expect(healed).toMatchObject({ added: 0, replaced: 0, removed: 0 });
+    });
+
+    it('a device deleted between its lookup and its check is created again in the same pass', async () => {
+      const real = new IpRouteTool({ netns: nodeA.name });
+      let vanish = false;
+      const tool: VxlanLinkTool = {
+        vxlanParams: async (name) => {
+          if (vanish && name === 'trellis.v4') {
+            vanish = false;
+            ip(nodeA.name, 'link', 'del', name); // by hand, at the worst moment
+          }
+          return real.vxlanParams(name);
+        },
+        setMac: (name, mac) => real.setMac(name, mac),
+      };
+      const a = reconciler(nodeA, 'node-a', { tool });
+      await pass(a, selfA, [published(selfB), sameSubnet]);
+      const before = link(nodeA, 'trellis.v4').ifindex;
+      vanish = true;
+      const report = await pass(a, selfA, [published(selfB), sameSubnet]);
+      expect(report.overlay!.devices.find((d) => d.name === 'trellis.v4')?.action).toBe(
+        'recreated (vanished)',
+      );
+      expect(link(nodeA, 'trellis.v4').ifindex).not.toBe(before);
+      expect(routesOn(nodeA, 4).some((r) => r.includes('trellis.v4'))).toBe(true);
+      expect(nsPing(podA.name, '10.244.2.5')).toBe(true);
     });
 
     it('a parameter change (VNI, then port) recreates the devices; traffic flows again once both sides agree', async () => {
