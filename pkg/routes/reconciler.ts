@@ -319,7 +319,20 @@ export class RouteReconciler {
     const overlay = await this.overlay?.prune(plan.decisions, input.synced === true);
     // Only a pass that found the kernel off its plan can have left objects behind (a route deleted or
     // replaced by someone else, a crash mid-write); quiet passes skip the two extra dumps.
-    const nexthopsPruned = hasNexthopPruning(this.handle) ? await this.handle.pruneNexthops() : 0;
+    // An orphan left is harmless and the next pass that finds the kernel off its plan tries again: a
+    // failed prune is a problem to report, not a reason to fail a pass whose routes are in place.
+    let nexthopsPruned = 0;
+    const pruneProblems: Problem[] = [];
+    if (hasNexthopPruning(this.handle)) {
+      try {
+        nexthopsPruned = await this.handle.pruneNexthops();
+      } catch (err) {
+        pruneProblems.push({
+          node: input.self.name,
+          problem: `orphaned nexthop objects not pruned: ${err instanceof Error ? err.message : String(err)}`,
+        });
+      }
+    }
     // Per-node steps start from a pass that left the kernel exactly as planned, over a complete node list.
     const clean = input.synced && applied.errors.length === 0 && (overlay?.errors.length ?? 0) === 0;
     this.state = clean ? buildPeerState(basis, input.peers, plan, diff.conflicts) : undefined;
@@ -330,7 +343,7 @@ export class RouteReconciler {
       unchanged: diff.unchanged,
       removalsDeferred: diff.remove.length - remove.length,
       errors: applied.errors,
-      problems: [...prepared.problems, ...plan.problems],
+      problems: [...prepared.problems, ...plan.problems, ...pruneProblems],
       decisions: plan.decisions,
       conflicts: diff.conflicts,
       ...(overlay === undefined ? {} : { overlay }),

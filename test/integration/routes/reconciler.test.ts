@@ -149,6 +149,24 @@ describe.skipIf(netnsSkipReason !== undefined)('RouteReconciler on a real kernel
     expect(ip(a.name, 'route', 'get', '10.244.0.5')).toMatch(/dev vpod/);
   });
 
+  it('a pass whose orphan-nexthop prune fails still succeeds, and says so', async () => {
+    const h = open(a);
+    const failingPrune = Object.assign(Object.create(h) as NetlinkHandle, {
+      pruneNexthops: async () => {
+        throw new Error('RTM_DELNEXTHOP id 7: EBUSY');
+      },
+    });
+    const before = ours(a.name);
+    // A fresh reconciler plans from scratch, so its pass prunes (a quiet pass would not).
+    const report = await new RouteReconciler({ handle: failingPrune }).reconcile(input([nodeB, self, far]));
+    expect(report.errors).toEqual([]);
+    expect(report.problems).toContainEqual({
+      node: self.name,
+      problem: 'orphaned nexthop objects not pruned: RTM_DELNEXTHOP id 7: EBUSY',
+    });
+    expect(ours(a.name)).toEqual(before);
+  });
+
   it('a restart over an unchanged cluster makes zero kernel changes', async () => {
     const before = ours(a.name);
     const mon = await monitorRoutes(a.name);
