@@ -63,6 +63,8 @@ export interface ExtendedNetlinkHandle extends NetlinkHandle {
   replaceRoutes(routes: RouteInfo[]): Promise<void>;
   /** replaceRoutes with the per-route outcome instead of throwing the first failure. */
   replaceRoutesSettled(routes: readonly RouteInfo[]): Promise<(NetlinkError | undefined)[]>;
+  /** addRoute for a burst, with the per-route outcome (EEXIST where a route holds the key). */
+  addRoutesSettled(routes: readonly RouteInfo[]): Promise<(NetlinkError | undefined)[]>;
   /**
    * NLM_F_CREATE|NLM_F_EXCL: creates the route or throws ExistsError when a route with the same kernel
    * key (family, prefix, table, metric) exists, whoever owns it. The per-node route step uses it so that
@@ -373,8 +375,25 @@ class Handle implements ExtendedNetlinkHandle {
    * outcome is the first failure among its requests.
    */
   async replaceRoutesSettled(routes: readonly RouteInfo[]): Promise<(NetlinkError | undefined)[]> {
+    return this.writeRoutesSettled(routes, CREATE_REPLACE);
+  }
+
+  /**
+   * addRoute for a burst, with per-route outcomes: each route is created only where no route holds
+   * its kernel key (EEXIST otherwise). A full pass writes its new routes this way, so a route it cannot
+   * see in a dump (a type or shape the parser skips: unreachable, prohibit, multipath) is never
+   * overwritten but reported.
+   */
+  async addRoutesSettled(routes: readonly RouteInfo[]): Promise<(NetlinkError | undefined)[]> {
+    return this.writeRoutesSettled(routes, CREATE_EXCL);
+  }
+
+  private async writeRoutesSettled(
+    routes: readonly RouteInfo[],
+    routeFlags: number,
+  ): Promise<(NetlinkError | undefined)[]> {
     const viaNexthops = routes.some((r) => usesNexthop(r, P)) && (await this.nexthopsReady());
-    if (!viaNexthops) return this.sock.burst(routes.map((r) => routeRequest(r, CREATE_REPLACE)));
+    if (!viaNexthops) return this.sock.burst(routes.map((r) => routeRequest(r, routeFlags)));
     const reqs: Request[] = [];
     /** Per route: index of its first request, and the object it is written through. */
     const firsts = new Array<number>(routes.length);
@@ -382,15 +401,16 @@ class Handle implements ExtendedNetlinkHandle {
     for (const [i, r] of routes.entries()) {
       firsts[i] = reqs.length;
       if (!usesNexthop(r, P)) {
-        reqs.push(routeRequest(r, CREATE_REPLACE));
+        reqs.push(routeRequest(r, routeFlags));
         continue;
       }
       const known = this.book.current(r);
       const id = known ?? this.book.allocate();
       objects[i] = id;
-      // A known object is replaced in place (the route follows at once); a fresh id must be free.
+      // A known object is replaced in place (the route follows at once); a fresh id must be free. An
+      // object whose route is then refused is left unbound, for the pass's prune.
       reqs.push(nexthopRequest(id, r, known === undefined ? CREATE_EXCL : CREATE_REPLACE));
-      reqs.push(routeRequest(r, CREATE_REPLACE, id));
+      reqs.push(routeRequest(r, routeFlags, id));
     }
     const results = await this.sock.burst(reqs);
     const out = new Array<NetlinkError | undefined>(routes.length);

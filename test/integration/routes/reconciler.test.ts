@@ -259,6 +259,51 @@ describe.skipIf(netnsSkipReason !== undefined)('RouteReconciler on a real kernel
     expect(nsPing(a.name, '10.244.0.5')).toBe(true);
   });
 
+  it('never overwrites a foreign route the dump parser skips (prohibit, multipath) on a peer prefix', async () => {
+    // Routes of kinds RouteInfo cannot express are not in the diff's view of the table; the pass's
+    // new routes are created exclusively, so such a route makes the add fail instead of being replaced.
+    const peers: PeerNode[] = [
+      { name: 'n-prohibited', podCIDRs: ['10.247.1.0/24'], internalIPs: ['192.168.77.31'] },
+      { name: 'n-ecmp', podCIDRs: ['10.247.2.0/24'], internalIPs: ['192.168.77.32'] },
+      { name: 'n-free', podCIDRs: ['10.247.3.0/24'], internalIPs: ['192.168.77.33'] },
+    ];
+    ip(a.name, 'route', 'add', 'prohibit', '10.247.1.0/24', 'proto', 'static');
+    ip(
+      a.name,
+      'route',
+      'add',
+      '10.247.2.0/24',
+      'proto',
+      'static',
+      'nexthop',
+      'via',
+      '192.168.77.2',
+      'nexthop',
+      'via',
+      '192.168.77.3',
+    );
+    const foreign = () =>
+      routes(a.name, '-4')
+        .filter((x) => x.dst === '10.247.1.0/24' || x.dst === '10.247.2.0/24')
+        .map((x) => JSON.stringify(x))
+        .sort();
+    const before = foreign();
+    expect(before).toHaveLength(2);
+    try {
+      const report = await new RouteReconciler({ handle: open(a) }).reconcile(input([self, ...peers]));
+      expect(report.errors.map((e) => [e.op, e.route.dst, e.error.message.includes('EEXIST')])).toEqual([
+        ['add', '10.247.1.0/24', true],
+        ['add', '10.247.2.0/24', true],
+      ]);
+      expect(foreign()).toEqual(before);
+      expect(ours(a.name).some((x) => x.startsWith('10.247.3.0/24 '))).toBe(true);
+    } finally {
+      ip(a.name, 'route', 'del', '10.247.1.0/24');
+      ip(a.name, 'route', 'del', '10.247.2.0/24');
+      await new RouteReconciler({ handle: open(a) }).reconcile(input([self, nodeB, far]));
+    }
+  });
+
   it('reports, and does not overwrite, a foreign route holding the prefix a peer claims', async () => {
     const claimant: PeerNode = {
       name: 'node-static',
