@@ -144,13 +144,12 @@ export class CniServer {
    */
   async close(graceMs = 20_000): Promise<void> {
     const closed = new Promise<void>((resolve) => this.server.close(() => resolve()));
-    const deadline = Date.now() + graceMs;
     let timer: ReturnType<typeof setTimeout> | undefined;
     const graceOver = new Promise<'over'>((r) => {
       timer = setTimeout(() => r('over'), graceMs);
       timer.unref();
     });
-    while (this.inFlight.size > 0 && Date.now() < deadline) {
+    while (this.inFlight.size > 0) {
       if ((await Promise.race([Promise.all([...this.inFlight]), graceOver])) === 'over') break;
       // Calls that started while we waited are in inFlight now: loop.
       await new Promise((r) => setImmediate(r));

@@ -8,7 +8,7 @@ import { checkAttachment } from '../datapath/check.ts';
 import { delAttachment } from '../datapath/del.ts';
 import { gcAttachments } from '../datapath/gc.ts';
 import type { KeyedMutex } from '../datapath/keyed-mutex.ts';
-import { shortId } from '../datapath/names.ts';
+import { attachmentKey, shortId } from '../datapath/names.ts';
 import { attachmentResult } from '../datapath/result.ts';
 import type { DatapathDeps } from '../datapath/types.ts';
 import type { Logger } from '../observe/logger.ts';
@@ -53,13 +53,11 @@ export interface CniServiceDeps {
  */
 export interface SpooledDels {
   has(containerId: string, ifname: string): boolean;
-  remove(containerId: string, ifname: string): void;
+  remove(containerId: string, ifname: string): Promise<void>;
 }
 
 /** `spooled`: the request is a spooled DEL being replayed (spool-drain.ts). */
 export type CniHandler = (req: AgentRequest, opts?: { spooled?: boolean }) => Promise<AgentResponse>;
-
-const attachmentKey = (containerId: string, ifname: string): string => `${containerId}\0${ifname}`;
 
 /**
  * The agent's side of every CNI call: parse, dispatch to the datapath under a per-attachment lock,
@@ -93,7 +91,7 @@ export function createCniService(deps: CniServiceDeps): {
           const spool = deps.spooledDels;
           if (spool?.has(containerId, ifname) === true) {
             await delAttachment(deps.datapath, { containerId, ifname });
-            spool.remove(containerId, ifname);
+            await spool.remove(containerId, ifname);
             fields.spooledDelFirst = true;
           }
           return addAttachment(
@@ -172,7 +170,7 @@ export function createCniService(deps: CniServiceDeps): {
   }
 
   async function locked<T>(containerId: string, ifname: string, fn: () => Promise<T>): Promise<T> {
-    const key = attachmentKey(containerId, ifname);
+    const key = attachmentKey({ containerId, ifname });
     busy.add(key);
     try {
       return await deps.mutex.run(key, fn);

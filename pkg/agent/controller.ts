@@ -429,7 +429,8 @@ export class NodeController {
 
   private async applyRanges(self: ClusterNode): Promise<void> {
     const current = this.deps.ipam.ranges();
-    if (sameList(current, self.podCIDRs) && !this.rangesIncomplete) return;
+    const unchanged = sameList(current, self.podCIDRs);
+    if (unchanged && !this.rangesIncomplete) return;
     let invalidated: Lease[];
     let failure: RangeChangeError | undefined;
     try {
@@ -444,11 +445,7 @@ export class NodeController {
     this.rangesIncomplete = failure !== undefined;
     this.deps.log.info(
       { from: current, to: self.podCIDRs, invalidatedLeases: invalidated.length },
-      current.length === 0
-        ? 'pod CIDRs known'
-        : sameList(current, self.podCIDRs)
-          ? 'pod CIDR change retried'
-          : 'pod CIDRs changed',
+      current.length === 0 ? 'pod CIDRs known' : unchanged ? 'pod CIDR change retried' : 'pod CIDRs changed',
     );
     if (invalidated.length > 0) {
       await this.deps.onLeasesInvalidated(invalidated);

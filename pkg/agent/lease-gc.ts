@@ -1,3 +1,4 @@
+import { attachmentKey } from '../datapath/names.ts';
 import type { Lease } from '../ipam/index.ts';
 
 export interface PodOnNode {
@@ -25,7 +26,7 @@ export function staleLeases(
   const running = new Set(podsOnNode.map((p) => `${p.namespace}/${p.name}`));
   const runningUids = new Set(podsOnNode.map((p) => p.uid));
   return leases.filter((l) => {
-    if (busy.has(`${l.containerId}\0${l.ifname}`)) return false;
+    if (busy.has(attachmentKey(l))) return false;
     const known = l.podNamespace !== undefined && l.podName !== undefined;
     const podRuns =
       known &&

@@ -1,7 +1,7 @@
 import { readdirSync, realpathSync } from 'node:fs';
 import { posix } from 'node:path';
 import { toCniError } from '../cni/errors.ts';
-import { hostVethName, shortId } from '../datapath/names.ts';
+import { attachmentKey, hostVethName, shortId } from '../datapath/names.ts';
 import {
   type Family,
   type NetlinkHandle,
@@ -158,7 +158,7 @@ export async function rebuildHeldLeases(
     const fields = { containerId: shortId(key.containerId), ifname: key.ifname };
     let decision: RebuildDecision;
     try {
-      if (deps.busy.has(`${key.containerId}\0${key.ifname}`)) {
+      if (deps.busy.has(attachmentKey(key))) {
         decision = { kind: 'skip', key, reason: 'a CNI call for it is in flight' };
       } else {
         decision = decideRebuild(await observe(deps, key));
@@ -166,8 +166,7 @@ export async function rebuildHeldLeases(
       if (decision.kind === 'release') {
         // Re-checked synchronously after the reads yielded: a CNI call may have started, or an ADD
         // may have made a live lease for the key meanwhile; release would drop that lease too.
-        const k = `${key.containerId}\0${key.ifname}`;
-        if (deps.busy.has(k) || deps.ipam.get(key) !== undefined) {
+        if (deps.busy.has(attachmentKey(key)) || deps.ipam.get(key) !== undefined) {
           decision = { kind: 'skip', key, reason: 'a CNI call for it started meanwhile' };
         } else {
           deps.ipam.release(key);

@@ -1,4 +1,4 @@
-import { existsSync, unlinkSync } from 'node:fs';
+import { existsSync } from 'node:fs';
 import { join } from 'node:path';
 import type { Logger } from '../observe/logger.ts';
 import { spoolFileName } from '../shim/spool.ts';
@@ -10,13 +10,7 @@ export function spooledDelsIn(dir: string): SpooledDels {
   const path = (containerId: string, ifname: string): string => join(dir, spoolFileName(containerId, ifname));
   return {
     has: (containerId, ifname) => existsSync(path(containerId, ifname)),
-    remove: (containerId, ifname) => {
-      try {
-        unlinkSync(path(containerId, ifname));
-      } catch (err) {
-        if ((err as NodeJS.ErrnoException).code !== 'ENOENT') throw err;
-      }
-    },
+    remove: (containerId, ifname) => removeSpooled(path(containerId, ifname)),
   };
 }
 

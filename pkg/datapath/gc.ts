@@ -1,14 +1,12 @@
 import { CniCode, CniError, toCniError } from '../cni/errors.ts';
 import type { Lease } from '../ipam/index.ts';
-import { hostVethName, isHostVethName } from './names.ts';
+import { attachmentKey, attachmentOfKey, hostVethName, isHostVethName } from './names.ts';
 import type { AttachmentKey, DatapathDeps } from './types.ts';
 
 export interface GcOutcome {
   releasedLeases: Lease[];
   removedLinks: string[];
 }
-
-const keyOf = (k: AttachmentKey): string => `${k.containerId}\0${k.ifname}`;
 
 /**
  * GC (CNI 1.1): everything trellis holds that is not a valid attachment goes: leases and host veths.
@@ -19,13 +17,13 @@ export async function gcAttachments(
   valid: AttachmentKey[],
   busy: ReadonlySet<string> = new Set(),
 ): Promise<GcOutcome> {
-  const validKeys = new Set(valid.map(keyOf));
+  const validKeys = new Set(valid.map(attachmentKey));
   const releasedLeases: Lease[] = [];
   // CNI 1.1: GC cleans up as much as it can and reports what it could not, so one lease the store
   // fails to release does not keep the others (or the veths) from going.
   const failures: string[] = [];
   for (const lease of deps.ipam.list()) {
-    const k = keyOf(lease);
+    const k = attachmentKey(lease);
     if (validKeys.has(k) || busy.has(k)) continue;
     try {
       if (deps.ipam.release(lease)) releasedLeases.push(lease);
@@ -37,7 +35,7 @@ export async function gcAttachments(
     const keep = leasedVethNames(deps);
     for (const k of valid) keep.add(hostVethName(k.containerId, k.ifname));
     for (const k of busy) {
-      const [containerId = '', ifname = ''] = k.split('\0');
+      const { containerId, ifname } = attachmentOfKey(k);
       keep.add(hostVethName(containerId, ifname));
     }
     return keep;

@@ -16,6 +16,20 @@ export function isHostVethName(name: string): boolean {
   return name.length === 15 && name.startsWith(HOST_VETH_PREFIX) && /^[0-9a-f]{12}$/.test(name.slice(3));
 }
 
+/**
+ * An attachment as one string ("<containerId>\0<ifname>"; neither part can hold a NUL): the key of
+ * the per-attachment lock and of the set of attachments with a CNI call in flight.
+ */
+export function attachmentKey(k: { containerId: string; ifname: string }): string {
+  return `${k.containerId}\0${k.ifname}`;
+}
+
+/** The attachment an attachmentKey names. */
+export function attachmentOfKey(key: string): { containerId: string; ifname: string } {
+  const at = key.indexOf('\0');
+  return { containerId: key.slice(0, at), ifname: key.slice(at + 1) };
+}
+
 /** Short container ID for log lines, like the runtimes print. */
 export function shortId(containerId: string): string {
   return containerId.slice(0, 12);
