@@ -122,6 +122,18 @@ describe.skipIf(netnsSkipReason !== undefined)(
       return { overlay, routes: new RouteReconciler({ handle, mode: opts.mode ?? 'auto', overlay }) };
     }
 
+    /** The real tool, with `beforeCheck` run ahead of each device check (it may throw or change the kernel). */
+    function toolWithCheckHook(ns: TestNetns, beforeCheck: (name: string) => void): VxlanLinkTool {
+      const real = new IpRouteTool({ netns: ns.name });
+      return {
+        vxlanParams: async (name) => {
+          beforeCheck(name);
+          return real.vxlanParams(name);
+        },
+        setMac: (name, mac) => real.setMac(name, mac),
+      };
+    }
+
     async function pass(
       r: { routes: RouteReconciler },
       self: PeerNode,
@@ -305,13 +317,10 @@ describe.skipIf(netnsSkipReason !== undefined)(
     });
 
     it('a device check that fails (a spawn, say) keeps the devices and their tunnel routes; the pass reports it', async () => {
-      const real = new IpRouteTool({ netns: nodeA.name });
       let failing = false;
-      const tool: VxlanLinkTool = {
-        vxlanParams: (name) =>
-          failing ? Promise.reject(new Error('spawn ip EAGAIN')) : real.vxlanParams(name),
-        setMac: (name, mac) => real.setMac(name, mac),
-      };
+      const tool = toolWithCheckHook(nodeA, () => {
+        if (failing) throw new Error('spawn ip EAGAIN');
+      });
       const a = reconciler(nodeA, 'node-a', { tool });
       await pass(a, selfA, [published(selfB), sameSubnet]);
       const before = {
@@ -347,18 +356,13 @@ describe.skipIf(netnsSkipReason !== undefined)(
     });
 
     it('a device deleted between its lookup and its check is created again in the same pass', async () => {
-      const real = new IpRouteTool({ netns: nodeA.name });
       let vanish = false;
-      const tool: VxlanLinkTool = {
-        vxlanParams: async (name) => {
-          if (vanish && name === 'trellis.v4') {
-            vanish = false;
-            ip(nodeA.name, 'link', 'del', name); // by hand, at the worst moment
-          }
-          return real.vxlanParams(name);
-        },
-        setMac: (name, mac) => real.setMac(name, mac),
-      };
+      const tool = toolWithCheckHook(nodeA, (name) => {
+        if (vanish && name === 'trellis.v4') {
+          vanish = false;
+          ip(nodeA.name, 'link', 'del', name); // by hand, at the worst moment
+        }
+      });
       const a = reconciler(nodeA, 'node-a', { tool });
       await pass(a, selfA, [published(selfB), sameSubnet]);
       const before = link(nodeA, 'trellis.v4').ifindex;
