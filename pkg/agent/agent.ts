@@ -10,7 +10,6 @@ import { type Ipam, openIpam } from '../ipam/index.ts';
 import type { K8sClient, NodeInformer } from '../k8s/index.ts';
 import type { MasqSyncer } from '../masq/index.ts';
 import type { Logger } from '../observe/logger.ts';
-import { isOwnedRoute } from '../routes/diff.ts';
 import { RouteReconciler } from '../routes/reconciler.ts';
 import { isVxlanDeviceName } from '../vxlan/constants.ts';
 import type { DeviceState } from '../vxlan/device.ts';
@@ -21,7 +20,7 @@ import { CniServer } from './cni-server.ts';
 import { type CniCallRecord, createCniService } from './cni-service.ts';
 import type { AgentConfig } from './config.ts';
 import { NodeController, type PassOutcome } from './controller.ts';
-import { isConnectedSubnetRoute, WATCHED_LINKS, WATCHED_ROUTES } from './kernel-watch.ts';
+import { isConnectedSubnetRoute, isOwnedRouteChange, WATCHED_LINKS, WATCHED_ROUTES } from './kernel-watch.ts';
 import { collectLeases, removeAttachments } from './lease-collector.ts';
 import { rebuildHeldLeases } from './lease-rebuild.ts';
 import type { MtuChoice } from './mtu.ts';
@@ -295,7 +294,7 @@ export class Agent {
           markSoon();
           return;
         }
-        if (ev.type === 'add' || !isOwnedRoute(ev.route)) return;
+        if (ev.type === 'add' || !isOwnedRouteChange(ev.route, ev.nexthopId)) return;
         if (this.routes?.isOwnDeletion(ev.route) === true) return;
         markSoon();
       }, WATCHED_ROUTES),

@@ -227,7 +227,17 @@ export const TRELLIS_ROUTE_PROTOCOL = 0x7e; // 126
  * 'overflow' (the kernel dropped notifications: ENOBUFS) means "resync everything".
  */
 export type RouteEvent =
-  | { type: 'add' | 'delete'; route: RouteInfo /** Routing table (254 = main). */; table: number }
+  | {
+      type: 'add' | 'delete';
+      route: RouteInfo;
+      /** Routing table (254 = main). */
+      table: number;
+      /**
+       * The nexthop object the route names (RTA_NH_ID). With net.ipv4.nexthop_compat_mode=0 the
+       * kernel leaves the gateway and device out of the notification: this is all there is.
+       */
+      nexthopId?: number;
+    }
   /**
    * A nexthop object was deleted. The kernel removes the IPv4 routes that named it without a route
    * notification, so for our gateway routes (written through objects) this is the only sign.

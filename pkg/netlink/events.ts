@@ -142,9 +142,15 @@ export function subscribeRouteEvents(
         return nh === undefined ? undefined : { type: 'nexthop-deleted', id: nh.id, protocol: nh.protocol };
       }
       if (type !== RTM.NEWROUTE && type !== RTM.DELROUTE) return undefined;
-      const route = parseRoute(payload);
+      let nexthopId: number | undefined;
+      const route = parseRoute(payload, (id) => {
+        nexthopId = id;
+      });
       if (route === undefined) return undefined;
-      return { type: type === RTM.NEWROUTE ? 'add' : 'delete', route, table: routeTable(payload) };
+      const change = type === RTM.NEWROUTE ? 'add' : 'delete';
+      return nexthopId === undefined
+        ? { type: change, route, table: routeTable(payload) }
+        : { type: change, route, table: routeTable(payload), nexthopId };
     },
     cb,
     opts,

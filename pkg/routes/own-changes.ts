@@ -3,7 +3,8 @@
  * touched our routes". The agent runs a full pass soon after an owned route is deleted (an operator's
  * `ip route del`); a per-node step deletes routes too, and a full pass after each of those would undo the
  * point of the step. Each expected deletion is matched once, by key and gateway, and forgotten after a
- * short expiry, so a foreign deletion of the same route later is still seen.
+ * short expiry, so a foreign deletion of the same route later is still seen. A notification without a
+ * gateway (nexthop_compat_mode=0: the route names its nexthop object, nothing more) matches by key.
  */
 
 import type { RouteInfo } from '../datapath/ports.ts';
@@ -13,8 +14,15 @@ import { routeKey } from './diff.ts';
 /** Notifications arrive within milliseconds; seconds leave room for a loaded machine. */
 const DEFAULT_EXPIRY_MS = 5_000;
 
+interface Expected {
+  /** Canonical gateway, '' for a route without one. */
+  gateway: string;
+  until: number;
+}
+
 export class OwnRouteChanges {
-  private readonly expected = new Map<string, number[]>();
+  /** key (routeKey + type) -> deletions expected, oldest first. */
+  private readonly expected = new Map<string, Expected[]>();
   private readonly now: () => number;
   private readonly expiryMs: number;
 
@@ -27,7 +35,7 @@ export class OwnRouteChanges {
   expectDelete(route: RouteInfo): void {
     const k = key(route);
     const list = this.expected.get(k) ?? [];
-    list.push(this.now() + this.expiryMs);
+    list.push({ gateway: gatewayOf(route), until: this.now() + this.expiryMs });
     this.expected.set(k, list);
   }
 
@@ -37,19 +45,20 @@ export class OwnRouteChanges {
     const list = this.expected.get(k);
     if (list === undefined) return false;
     const now = this.now();
-    const live = list.filter((t) => t > now);
-    const hit = live.length > 0;
-    if (hit) live.shift();
+    const live = list.filter((e) => e.until > now);
+    const gateway = gatewayOf(route);
+    const at = gateway === '' ? (live.length > 0 ? 0 : -1) : live.findIndex((e) => e.gateway === gateway);
+    if (at >= 0) live.splice(at, 1);
     if (live.length === 0) this.expected.delete(k);
     else this.expected.set(k, live);
-    return hit;
+    return at >= 0;
   }
 
   /** Drops expired entries (deletions whose notification never came, e.g. the route was gone already). */
   sweep(): void {
     const now = this.now();
     for (const [k, list] of this.expected) {
-      const live = list.filter((t) => t > now);
+      const live = list.filter((e) => e.until > now);
       if (live.length === 0) this.expected.delete(k);
       else this.expected.set(k, live);
     }
@@ -61,6 +70,9 @@ export class OwnRouteChanges {
 }
 
 function key(r: RouteInfo): string {
-  const gw = r.gateway === undefined || r.gateway === '' ? '-' : (canonicalIp(r.gateway) ?? r.gateway);
-  return `${routeKey(r)} ${r.type ?? 'unicast'} ${gw}`;
+  return `${routeKey(r)} ${r.type ?? 'unicast'}`;
+}
+
+function gatewayOf(r: RouteInfo): string {
+  return r.gateway === undefined || r.gateway === '' ? '' : (canonicalIp(r.gateway) ?? r.gateway);
 }

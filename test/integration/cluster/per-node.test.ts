@@ -1,5 +1,5 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { ip } from '../../support/netns.ts';
+import { ip, nsSysctl } from '../../support/netns.ts';
 import { Testbed, testbedSkipReason } from '../../support/testbed/index.ts';
 import { monitorRoutes } from '../../support/testbed/observe.ts';
 import { hasRoute, phantomNode, sleep, within } from '../faults/support.ts';
@@ -133,6 +133,37 @@ describe.skipIf(skip !== undefined)(skip === undefined ? title : `${title} (skip
       const lines = since(mark, n);
       expect(stepsFor(lines, p.name)[0]).toMatchObject({ changed: ['deleted'], added: 0, removed: 2 });
       expect(fullPasses(lines)).toEqual([]);
+    }
+  });
+
+  it('with nexthop_compat_mode=0 a node deleted still goes through a per-node step, no full pass', async () => {
+    // The kernel then announces the deleted routes without their gateways (only the nexthop object's
+    // id): the agents must still know those deletions for their own.
+    const q = phantomNode(102);
+    const added = marks();
+    await tb.api.createNode(q.object);
+    for (const n of AGENTS) {
+      await within(5000, `${n}: routes to ${q.name}`, () => stepsFor(since(added, n), q.name).length > 0);
+      expect(hasRoute(tb, n, q.cidrs[0], q.v4) && hasRoute(tb, n, q.cidrs[1], q.v6)).toBe(true);
+    }
+    for (const n of AGENTS) nsSysctl(tb.node(n).ns, 'net.ipv4.nexthop_compat_mode', '0');
+    try {
+      const mark = marks();
+      await tb.api.deleteNode(q.name);
+      for (const n of AGENTS) {
+        await within(
+          5000,
+          `${n}: routes to ${q.name} removed`,
+          () => !hasRoute(tb, n, q.cidrs[0]) && !hasRoute(tb, n, q.cidrs[1]),
+        );
+        await within(2000, `${n}: per-node log line`, () => stepsFor(since(mark, n), q.name).length > 0);
+        await sleep(300);
+        const lines = since(mark, n);
+        expect(stepsFor(lines, q.name)[0]).toMatchObject({ changed: ['deleted'], added: 0, removed: 2 });
+        expect(fullPasses(lines)).toEqual([]);
+      }
+    } finally {
+      for (const n of AGENTS) nsSysctl(tb.node(n).ns, 'net.ipv4.nexthop_compat_mode', '1');
     }
   });
 

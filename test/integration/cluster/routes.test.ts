@@ -1,5 +1,5 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { ip } from '../../support/netns.ts';
+import { ip, nsSysctl } from '../../support/netns.ts';
 import { Testbed, type TestbedNode, testbedSkipReason } from '../../support/testbed/index.ts';
 
 /**
@@ -118,6 +118,34 @@ describe.skipIf(skip !== undefined)(skip === undefined ? title : `${title} (skip
         hasRoute(tb.routes(a!.name, family), want),
       );
       expect(ms).toBeLessThan(2500);
+    }
+  });
+
+  it('with nexthop_compat_mode=0 a route deleted by hand comes back as fast: its notification names only the object', async () => {
+    const [a, b] = tb.nodes();
+    // The kernel then leaves the gateway out of route dumps and notifications; the agent's watch sees
+    // a route of its protocol that names a nexthop object, nothing more.
+    nsSysctl(a!.ns, 'net.ipv4.nexthop_compat_mode', '0');
+    try {
+      for (const family of [4, 6] as const) {
+        const dst = routeTo(b!, family).dst;
+        const listed = () => tb.routes(a!.name, family).find((r) => r.dst === dst);
+        expect(listed()).toBeDefined();
+        expect(listed()).not.toHaveProperty('gateway');
+        ip(a!.ns, `-${family}`, 'route', 'del', dst, 'proto', '126');
+        expect(listed()).toBeUndefined();
+        const ms = await within(
+          2500,
+          `${a!.name}: IPv${family} route to ${b!.name} restored`,
+          () => listed() !== undefined,
+        );
+        expect(ms).toBeLessThan(2500);
+      }
+    } finally {
+      nsSysctl(a!.ns, 'net.ipv4.nexthop_compat_mode', '1');
+    }
+    for (const family of [4, 6] as const) {
+      expect(hasRoute(tb.routes(a!.name, family), routeTo(b!, family))).toBe(true);
     }
   });
 

@@ -403,6 +403,9 @@ describe.skipIf(netnsSkipReason !== undefined)('pkg/netlink (root, real kernel, 
       };
       await h.replaceRoute(r);
       await waitFor(() => events.some((e) => e.type === 'add' && e.route.dst === r.dst));
+      // The handle writes the route through a nexthop object of its own; the event names it.
+      const nhid = ipJson<{ nhid?: number }[]>(ns.name, 'route', 'show', '10.244.7.0/24')[0]?.nhid;
+      expect(nhid).toBeGreaterThan(0);
       ip(ns.name, 'route', 'del', '10.244.7.0/24', 'proto', String(PROTO));
       await waitFor(() => events.some((e) => e.type === 'delete' && e.route.dst === r.dst));
       const del = events.find((e) => e.type === 'delete' && e.route.dst === r.dst);
@@ -410,6 +413,7 @@ describe.skipIf(netnsSkipReason !== undefined)('pkg/netlink (root, real kernel, 
         type: 'delete',
         table: 254,
         route: { ...r, scope: 'universe', type: 'unicast' },
+        nexthopId: nhid,
       });
     } finally {
       sub.close();

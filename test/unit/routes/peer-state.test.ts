@@ -225,6 +225,22 @@ describe('OwnRouteChanges', () => {
     own.sweep();
     expect(own.size).toBe(0);
   });
+
+  it('matches a notification without a gateway (nexthop_compat_mode=0) by key alone, once per expected deletion', () => {
+    const own = new OwnRouteChanges({ now: () => 0, expiryMs: 1000 });
+    const r = { family: 6 as const, dst: 'fd00:10:244:2::/64', gateway: 'fd00::3', protocol: 126 };
+    const { gateway: _, ...bare } = r;
+    own.expectDelete(r);
+    expect(own.consumeDelete({ ...bare, dst: 'fd00:10:244:3::/64' })).toBe(false);
+    expect(own.consumeDelete(bare)).toBe(true);
+    expect(own.consumeDelete(bare)).toBe(false);
+    // The gateway-less notification takes the oldest expected deletion; the other one still matches.
+    own.expectDelete(r);
+    own.expectDelete({ ...r, gateway: 'fd00::4' });
+    expect(own.consumeDelete(bare)).toBe(true);
+    expect(own.consumeDelete({ ...r, gateway: 'fd00::4' })).toBe(true);
+    expect(own.size).toBe(0);
+  });
 });
 
 describe('describesInputs and kernelHolds (a full pass that needs no plan)', () => {
