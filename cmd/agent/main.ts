@@ -135,6 +135,7 @@ async function main(argv: string[]): Promise<number> {
         return lockFile(join(dir, 'agent.lock'));
       },
       masq: config.masquerade ? new MasqSyncer(new NftRunner()) : undefined,
+      removeMasqLeftovers: () => new NftRunner().deleteTableIfPresent(),
       kube,
     },
     log,

@@ -41,6 +41,11 @@ export interface AgentPorts {
   lockStateDir(dir: string): { release(): void };
   /** Masquerade syncer; undefined disables masquerading. */
   masq: Pick<MasqSyncer, 'sync' | 'invalidate'> | undefined;
+  /**
+   * With masquerading off: removes the table a run with it on left behind (it would keep masquerading
+   * and never learn new nodes' pod CIDRs). Resolves true when there was one.
+   */
+  removeMasqLeftovers?: () => Promise<boolean>;
   /** The Kubernetes API; undefined in standalone mode. */
   kube:
     | Pick<K8sClient, 'startNodeInformer' | 'setNetworkUnavailable' | 'listPodsOnNode' | 'annotateNode'>
@@ -230,9 +235,25 @@ export class Agent {
       log: log.child({ component: 'routes' }),
       resyncMs: config.resyncMs,
     });
+    await this.removeMasqLeftovers();
     this.watchOwnDevicesAndRoutes();
     this.controller.start(this.abort.signal);
     if (kube !== undefined) this.every(LEASE_GC_INTERVAL_MS, () => this.collectLeases(), false);
+  }
+
+  private async removeMasqLeftovers(): Promise<void> {
+    const remove = this.ports.masq === undefined ? this.ports.removeMasqLeftovers : undefined;
+    if (remove === undefined) return;
+    try {
+      if (await remove())
+        this.log.info('masquerading is off: removed the masquerade table an earlier run left');
+    } catch (err) {
+      // Not fatal: routing works either way; the operator needs to know pods may still be masqueraded.
+      this.log.warn(
+        { error: err instanceof Error ? err.message : String(err) },
+        'masquerading is off, but the masquerade table an earlier run left could not be removed: pods may still be masqueraded (trellis-agent uninstall removes it)',
+      );
+    }
   }
 
   private startCluster(): ClusterView {

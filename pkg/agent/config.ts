@@ -1,5 +1,6 @@
 import { dirname, join } from 'node:path';
 import { parseArgs } from 'node:util';
+import { parseCidr } from '../ip/index.ts';
 import { parseRanges } from '../ipam/ipam.ts';
 import { LOG_LEVELS, type LogLevel } from '../observe/logger.ts';
 import { DEFAULT_VXLAN_PORT, DEFAULT_VXLAN_VNI } from '../vxlan/constants.ts';
@@ -206,6 +207,15 @@ export function parseAgentConfig(
   }
   if (config.adminSocket !== '' && !config.adminSocket.startsWith('/')) {
     throw new ConfigError(`--admin-socket must be an absolute path or '', got ${config.adminSocket}`);
+  }
+  // Checked here, not at the first pass: a bad entry would otherwise fail every pass's nft update
+  // while the agent still went Ready, leaving pods without masquerade (or an old table in force).
+  for (const cidr of config.noMasqueradeCIDRs) {
+    if (parseCidr(cidr) === undefined) {
+      throw new ConfigError(
+        `--no-masquerade-cidr ${JSON.stringify(cidr)}: expected a CIDR with no host bits, e.g. 192.168.0.0/16`,
+      );
+    }
   }
   for (const cidr of config.podCIDRs) {
     try {

@@ -108,6 +108,18 @@ export class NftRunner {
     await this.apply(renderDeleteTable(tableName));
   }
 
+  /** Deletes our table; resolves false when there was none. */
+  async deleteTableIfPresent(tableName?: string): Promise<boolean> {
+    const t = validateTableName(tableName);
+    try {
+      await this.run(['delete', 'table', 'inet', t]);
+      return true;
+    } catch (e) {
+      if (e instanceof NftError && /No such file or directory/.test(e.stderr)) return false;
+      throw e;
+    }
+  }
+
   /** `nft -j list table inet NAME` parsed; undefined when the table does not exist. */
   async listTable(tableName?: string): Promise<unknown[] | undefined> {
     const t = validateTableName(tableName);

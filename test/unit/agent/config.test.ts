@@ -37,6 +37,12 @@ describe('parseAgentConfig', () => {
     [['--pod-cidr', '10.244.1.0/24', '--pod-cidr', '10.245.0.0/24'], {}, 'two IPv4 ranges'],
     [['--socket', 'relative.sock', '--pod-cidr', '10.244.1.0/24'], {}, 'socket must be an absolute path'],
     [['--bogus'], { NODE_NAME: 'n' }, "Unknown option '--bogus'"],
+    [
+      [],
+      { NODE_NAME: 'n', TRELLIS_NO_MASQUERADE_CIDRS: '10.0.0.1/8, 192.168.0.0/16' },
+      '--no-masquerade-cidr "10.0.0.1/8": expected a CIDR with no host bits',
+    ],
+    [['--no-masquerade-cidr', 'fd00::/200'], { NODE_NAME: 'n' }, '--no-masquerade-cidr "fd00::/200"'],
     [[], {}, 'the node name is unknown: set NODE_NAME'],
   ] as [string[], Record<string, string>, string][])('%j fails naming the setting', (argv, env, message) => {
     expect(() => parseAgentConfig(argv, env)).toThrow(ConfigError);

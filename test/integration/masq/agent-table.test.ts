@@ -1,0 +1,64 @@
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { type AgentProcess, removeAgentDir, startAgent } from '../../support/agent-process.ts';
+import { NetnsPool, netnsSkipReason, nsExec, type TestNetns } from '../../support/netns.ts';
+
+/**
+ * The masquerade table as a real (standalone) agent keeps it, in a namespace of the test's own: put
+ * back at once when someone deletes it, and removed when the agent restarts with --no-masquerade.
+ */
+const POD_CIDRS = ['10.244.0.0/24', 'fd00:10:244::/64'];
+
+function sleep(ms: number): Promise<void> {
+  return new Promise((r) => setTimeout(r, ms));
+}
+
+function hasTable(ns: TestNetns): boolean {
+  return nsExec(ns.name, 'nft', ['list', 'tables', 'inet']).includes('table inet trellis');
+}
+
+async function within(ms: number, what: string, pred: () => boolean): Promise<number> {
+  const start = Date.now();
+  while (!pred()) {
+    if (Date.now() - start > ms) throw new Error(`${what}: not true after ${ms} ms`);
+    await sleep(20);
+  }
+  return Date.now() - start;
+}
+
+describe.skipIf(netnsSkipReason !== undefined)('masquerade table kept by a real agent (namespaces)', () => {
+  const pool = new NetnsPool();
+  let ns: TestNetns;
+  let agent: AgentProcess | undefined;
+  let dir: string | undefined;
+
+  beforeAll(async () => {
+    ns = pool.add('mq-agent', { loUp: true });
+    agent = startAgent({ ns: ns.name, podCIDRs: POD_CIDRS });
+    dir = agent.dir;
+    await agent.ready();
+    await within(5000, 'the masquerade table applied', () => hasTable(ns));
+  }, 30_000);
+
+  afterAll(async () => {
+    await agent?.kill();
+    pool.cleanup();
+    if (dir !== undefined) removeAgentDir(dir);
+  });
+
+  it('restarted with --no-masquerade, the agent removes the table the earlier run left', async () => {
+    await agent!.stop();
+    expect(hasTable(ns)).toBe(true); // a stop leaves rules in place (documented)
+    agent = startAgent({ ns: ns.name, podCIDRs: POD_CIDRS, dir, extraArgs: ['--no-masquerade'] });
+    await agent.ready();
+    expect(hasTable(ns)).toBe(false);
+    expect(agent.logs.map((l) => l.msg)).toContain(
+      'masquerading is off: removed the masquerade table an earlier run left',
+    );
+    // Nothing left to remove on the next start: no line, no error.
+    await agent.stop();
+    agent = startAgent({ ns: ns.name, podCIDRs: POD_CIDRS, dir, extraArgs: ['--no-masquerade'] });
+    await agent.ready();
+    expect(hasTable(ns)).toBe(false);
+    expect(agent.logs.filter((l) => String(l.msg).includes('masquerade table'))).toEqual([]);
+  });
+});
