@@ -28,7 +28,7 @@ export interface AgentHealthOptions {
   maxLagMs?: number;
   /** Restarts closer than this belong to one run; default 65 s (twice the informer's 30 s backoff cap + slack). */
   restartGapMs?: number;
-  /** A run of restarts longer than this fails liveness; default 5 min. */
+  /** A run of restarts longer than this fails readiness; default 5 min. */
   maxRestartingMs?: number;
 }
 
@@ -82,16 +82,15 @@ export class AgentHealth {
   };
 
   liveness(): Verdict {
-    const w = this.source.watch();
-    return liveness({
-      now: this.now(),
-      loop: this.loop,
-      maxLagMs: this.maxLagMs,
-      watch: w === undefined ? undefined : { freshness: this.freshness, sample: w },
-    });
+    return liveness({ now: this.now(), loop: this.loop, maxLagMs: this.maxLagMs });
   }
 
   readiness(): Verdict {
-    return readiness({ notReadyReason: this.source.notReadyReason(), lastPass: this.lastPass });
+    const w = this.source.watch();
+    return readiness({
+      notReadyReason: this.source.notReadyReason(),
+      lastPass: this.lastPass,
+      watch: w === undefined ? undefined : { now: this.now(), freshness: this.freshness, sample: w },
+    });
   }
 }

@@ -4,15 +4,18 @@
  *
  * /healthz (liveness: restart me if this fails)
  *   - the event loop is responsive: a timer that should fire every `intervalMs` fires late by more than
- *     `maxLagMs`, or has not fired for that long, means the loop is blocked;
+ *     `maxLagMs`, or has not fired for that long, means the loop is blocked. Only what a restart can
+ *     fix belongs here: a restart cannot bring back an API server, and an agent restarted while the
+ *     API is down cannot read its pod CIDRs, so it refuses every ADD until the API returns, where the
+ *     running one keeps serving them.
+ * /readyz (readiness: do not count me as up)
+ *   - the agent is ready (pod CIDRs known, routes synced, CNI config published) and the last reconcile
+ *     pass succeeded;
  *   - the Node watch is fresh: it is not stuck restarting. A healthy watch does not restart (clean
  *     server-side closes do not count); a broken one restarts at least every ~30 s (the informer's
  *     backoff cap). A run of restarts, each within `restartGapMs` of the previous one, that has lasted
  *     longer than `maxRestartingMs` without the resourceVersion moving is "stuck". Standalone: no watch,
  *     always fresh.
- * /readyz (readiness: do not count me as up)
- *   - the agent is ready (pod CIDRs known, routes synced, CNI config published) and the last reconcile
- *     pass succeeded.
  */
 
 export interface Verdict {
@@ -102,20 +105,18 @@ export interface HealthInputs {
   now: number;
   loop: LoopLag;
   maxLagMs: number;
-  /** Undefined in standalone mode. */
-  watch: { freshness: WatchFreshness; sample: WatchSample } | undefined;
 }
 
 export function liveness(i: HealthInputs): Verdict {
   const loop = i.loop.problem(i.now, i.maxLagMs);
-  const watch = i.watch === undefined ? undefined : i.watch.freshness.problem(i.now, i.watch.sample);
-  return {
-    ok: loop === undefined && watch === undefined,
-    checks: {
-      eventLoop: loop ?? 'ok',
-      nodeWatch: i.watch === undefined ? 'ok (standalone: no watch)' : (watch ?? 'ok'),
-    },
-  };
+  return { ok: loop === undefined, checks: { eventLoop: loop ?? 'ok' } };
+}
+
+/** The Node watch and when it is looked at; undefined in standalone mode. */
+export interface WatchInputs {
+  now: number;
+  freshness: WatchFreshness;
+  sample: WatchSample;
 }
 
 export type LastPass =
@@ -124,7 +125,11 @@ export type LastPass =
   | { kind: 'error'; at: number; error: string }
   | { kind: 'waiting'; at: number; reason: string };
 
-export function readiness(i: { notReadyReason: string | undefined; lastPass: LastPass }): Verdict {
+export function readiness(i: {
+  notReadyReason: string | undefined;
+  lastPass: LastPass;
+  watch: WatchInputs | undefined;
+}): Verdict {
   const p = i.lastPass;
   const reconcile =
     p.kind === 'ok'
@@ -134,8 +139,13 @@ export function readiness(i: { notReadyReason: string | undefined; lastPass: Las
         : p.kind === 'error'
           ? `the last reconcile pass failed: ${p.error}`
           : `the last reconcile pass is waiting: ${p.reason}`;
+  const watch = i.watch === undefined ? undefined : i.watch.freshness.problem(i.watch.now, i.watch.sample);
   return {
-    ok: i.notReadyReason === undefined && p.kind === 'ok',
-    checks: { agent: i.notReadyReason ?? 'ok', reconcile },
+    ok: i.notReadyReason === undefined && p.kind === 'ok' && watch === undefined,
+    checks: {
+      agent: i.notReadyReason ?? 'ok',
+      reconcile,
+      nodeWatch: i.watch === undefined ? 'ok (standalone: no watch)' : (watch ?? 'ok'),
+    },
   };
 }
