@@ -8,7 +8,7 @@ import { TRELLIS_ROUTE_PROTOCOL } from '../datapath/ports.ts';
 import type { DatapathDeps } from '../datapath/types.ts';
 import { type Ipam, openIpam } from '../ipam/index.ts';
 import type { K8sClient, NodeInformer } from '../k8s/index.ts';
-import type { MasqSyncer } from '../masq/index.ts';
+import { type MasqSyncer, MasqTableWatch } from '../masq/index.ts';
 import type { Logger } from '../observe/logger.ts';
 import { RouteReconciler } from '../routes/reconciler.ts';
 import { isVxlanDeviceName } from '../vxlan/constants.ts';
@@ -320,6 +320,38 @@ export class Agent {
         markSoon();
       }, WATCHED_ROUTES),
     );
+    this.watchMasqTable(markSoon);
+  }
+
+  /**
+   * The masquerade table changed by someone else (`nft flush ruleset` on an nftables or firewalld
+   * restart, say) is put back by a full pass within the debounce, not at resync: a connection that
+   * starts meanwhile leaves unmasqueraded, and NAT is decided on a connection's first packet only.
+   */
+  private watchMasqTable(markSoon: () => void): void {
+    const masq = this.ports.masq;
+    const events = this.ports.events;
+    if (masq === undefined || events.subscribeNftablesEvents === undefined) return;
+    const watch = new MasqTableWatch();
+    try {
+      this.subscriptions.push(
+        events.subscribeNftablesEvents((ev) => {
+          const foreign = ev.type === 'overflow' || watch.feed(ev);
+          if (!foreign) return;
+          if (ev.type !== 'overflow') {
+            this.log.warn('the masquerade table was changed by someone else; putting it back');
+          }
+          masq.invalidate();
+          markSoon();
+        }),
+      );
+    } catch (err) {
+      // Without the watch the periodic resync still restores the table.
+      this.log.warn(
+        { error: err instanceof Error ? err.message : String(err) },
+        'cannot watch nftables changes: a changed masquerade table is restored at the next resync',
+      );
+    }
   }
 
   /** After every successful pass: keep the MTU and config list current, become ready once. */

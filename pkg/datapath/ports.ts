@@ -247,6 +247,16 @@ export type RouteEvent =
 
 export type LinkEvent = { type: 'add' | 'delete'; link: LinkInfo } | { type: 'overflow' };
 
+export type NftObjectKind = 'table' | 'chain' | 'rule' | 'set' | 'element' | 'object' | 'flowtable';
+
+/**
+ * An nf_tables change: one object of a table added or deleted ('change'), or a transaction committed
+ * ('generation', after the changes it made).
+ */
+export type NftablesEvent =
+  | { type: 'change'; change: 'new' | 'del'; object: NftObjectKind; family: number; table: string }
+  | { type: 'generation' };
+
 export interface Subscription {
   close(): void;
 }
@@ -276,4 +286,6 @@ export interface LinkEventInterest {
 export interface NetlinkEventsPort {
   subscribeRouteEvents(cb: (ev: RouteEvent) => void, interest?: RouteEventInterest): Subscription;
   subscribeLinkEvents(cb: (ev: LinkEvent) => void, interest?: LinkEventInterest): Subscription;
+  /** nf_tables changes (pkg/netlink subscribeNftablesEvents); absent where not wired. */
+  subscribeNftablesEvents?(cb: (ev: NftablesEvent | { type: 'overflow' }) => void): Subscription;
 }

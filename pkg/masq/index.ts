@@ -13,3 +13,4 @@ export {
   validateTableName,
 } from './render.ts';
 export { MasqSyncer } from './sync.ts';
+export { MasqTableWatch } from './table-watch.ts';

@@ -1,6 +1,7 @@
 import type {
   LinkEvent,
   LinkEventInterest,
+  NftablesEvent,
   RouteEvent,
   RouteEventInterest,
   Subscription,
@@ -8,6 +9,7 @@ import type {
 import { RTM, RTN, RTNLGRP } from './constants.ts';
 import { parseLink, parseRoute, routeTable } from './messages.ts';
 import { parseNexthop } from './nexthop-messages.ts';
+import { NFNLGRP_NFTABLES, parseNftablesMessage } from './nft-messages.ts';
 import { RtnlSocket, type SocketProbe, type SocketWants } from './socket.ts';
 import { compileAcceptFilter, type FilterClause, NLMSG_HDRLEN } from './socket-filter.ts';
 
@@ -26,6 +28,8 @@ import { compileAcceptFilter, type FilterClause, NLMSG_HDRLEN } from './socket-f
  */
 
 const DROP_CHECK_MS = 1000;
+/** NETLINK_NETFILTER (linux/netlink.h). */
+const NETLINK_NETFILTER = 12;
 const BATCH_CHECK_MS = 50;
 
 export interface SubscribeOptions {
@@ -74,7 +78,7 @@ function linkEventFilter(interest: LinkEventInterest): Buffer {
 }
 
 function subscribe<E>(
-  groups: { required: number[]; optional?: number[] },
+  groups: { required: number[]; optional?: number[]; protocol?: number },
   parse: (type: number, payload: Buffer) => E | undefined,
   cb: (ev: E | { type: 'overflow' }) => void,
   opts: SubscribeOptions,
@@ -82,6 +86,7 @@ function subscribe<E>(
 ): Subscription {
   const onOverflow = (): void => cb({ type: 'overflow' });
   const sock = new RtnlSocket({
+    ...(groups.protocol === undefined ? {} : { protocol: groups.protocol }),
     ...(filter === undefined ? {} : { filter }),
     groups: groups.required,
     ...(groups.optional === undefined ? {} : { optionalGroups: groups.optional }),
@@ -176,5 +181,22 @@ export function subscribeLinkEvents(
     cb,
     opts,
     interest === undefined ? undefined : linkEventFilter(interest),
+  );
+}
+
+/**
+ * nf_tables changes in the namespace (NETLINK_NETFILTER, NFNLGRP_NFTABLES): every object change of
+ * every table, and a 'generation' event after each committed transaction (nft-messages.ts).
+ */
+export function subscribeNftablesEvents(
+  cb: (ev: NftablesEvent | { type: 'overflow' }) => void,
+  opts: SubscribeOptions = {},
+): Subscription {
+  return subscribe<NftablesEvent>(
+    { required: [NFNLGRP_NFTABLES], protocol: NETLINK_NETFILTER },
+    parseNftablesMessage,
+    cb,
+    opts,
+    undefined,
   );
 }

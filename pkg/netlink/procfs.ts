@@ -33,9 +33,9 @@ function rows(): NetlinkRow[] {
   return out;
 }
 
-/** The inode of our NETLINK_ROUTE socket bound to portId in the calling thread's namespace. */
-export function netlinkInode(portId: number): number | undefined {
-  return rows().find((r) => r.protocol === NETLINK_ROUTE && r.portId === portId)?.inode;
+/** The inode of our netlink socket of `protocol` bound to portId in the calling thread's namespace. */
+export function netlinkInode(portId: number, protocol = NETLINK_ROUTE): number | undefined {
+  return rows().find((r) => r.protocol === protocol && r.portId === portId)?.inode;
 }
 
 /** The fd of this process that refers to the socket inode. */

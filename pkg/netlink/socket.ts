@@ -43,6 +43,8 @@ export interface Request {
 }
 
 export interface SocketOptions {
+  /** The netlink family: NETLINK_ROUTE (0) unless given (nf_tables notifications: NETLINK_NETFILTER). */
+  protocol?: number;
   /** RTNLGRP_* multicast groups to join (event sockets). */
   groups?: readonly number[];
   /** Groups joined only where the kernel has them (EINVAL from an older kernel is not an error). */
@@ -105,13 +107,13 @@ export class RtnlSocket {
 
   constructor(opts: SocketOptions = {}) {
     // recvBufferSize/sendBufferSize are typed as required by the package; 0 keeps the default.
-    this.raw = new RawNetlinkSocket(Protocol.ROUTE, {
+    this.raw = new RawNetlinkSocket(opts.protocol ?? Protocol.ROUTE, {
       recvBufferSize: opts.recvBufferSize ?? RECV_BUFFER,
       sendBufferSize: 0,
     });
     try {
       if (opts.prepareFd !== undefined) {
-        const inode = netlinkInode(this.raw.address().port);
+        const inode = netlinkInode(this.raw.address().port, opts.protocol ?? Protocol.ROUTE);
         const fd = inode === undefined ? undefined : fdOfSocket(inode);
         if (fd === undefined) throw new NetlinkError('ENOENT', 'locating the netlink socket fd in /proc');
         this.probe =

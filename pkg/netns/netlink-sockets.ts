@@ -10,6 +10,7 @@ import {
   type SocketWants,
   setUpVia,
   subscribeLinkEvents,
+  subscribeNftablesEvents,
   subscribeRouteEvents,
 } from '../netlink/index.ts';
 import {
@@ -123,5 +124,6 @@ export function createNetlinkEvents(): NetlinkEventsPort {
       subscribeRouteEvents(cb, { prepareFd: prepareEventSocket }, interest),
     subscribeLinkEvents: (cb, interest) =>
       subscribeLinkEvents(cb, { prepareFd: prepareEventSocket }, interest),
+    subscribeNftablesEvents: (cb) => subscribeNftablesEvents(cb, { prepareFd: prepareEventSocket }),
   };
 }

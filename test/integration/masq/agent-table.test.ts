@@ -1,3 +1,4 @@
+import { execFileSync } from 'node:child_process';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { type AgentProcess, removeAgentDir, startAgent } from '../../support/agent-process.ts';
 import { NetnsPool, netnsSkipReason, nsExec, type TestNetns } from '../../support/netns.ts';
@@ -43,6 +44,57 @@ describe.skipIf(netnsSkipReason !== undefined)('masquerade table kept by a real 
     await agent?.kill();
     pool.cleanup();
     if (dir !== undefined) removeAgentDir(dir);
+  });
+
+  /** The chain's listing; throws while the table is missing (nft's complaint kept off the test output). */
+  const rules = (): string =>
+    execFileSync('ip', ['netns', 'exec', ns.name, 'nft', 'list', 'chain', 'inet', 'trellis', 'postrouting'], {
+      encoding: 'utf8',
+      stdio: ['ignore', 'pipe', 'pipe'],
+    });
+  const warnings = (): number =>
+    agent!.logs.filter((l) => l.msg === 'the masquerade table was changed by someone else; putting it back')
+      .length;
+  const passes = (): number => agent!.logs.filter((l) => l.msg === 'reconciled').length;
+
+  it('a deleted table is put back within the debounce, not at the next resync (60 s)', async () => {
+    const before = rules();
+    expect(before).toContain('masquerade');
+    for (const how of [
+      ['delete', 'table', 'inet', 'trellis'],
+      ['flush', 'ruleset'], // what a restart of Debian's nftables.service does
+      ['flush', 'chain', 'inet', 'trellis', 'postrouting'],
+    ]) {
+      const warned = warnings();
+      nsExec(ns.name, 'nft', how);
+      const ms = await within(2500, `after nft ${how.join(' ')}: masquerade rule back`, () => {
+        try {
+          return rules().includes('masquerade');
+        } catch {
+          return false; // the table is not there yet
+        }
+      });
+      expect(ms).toBeLessThan(2500);
+      await within(1000, 'the warning logged', () => warnings() === warned + 1);
+    }
+    // A rule added by hand to the agent's table goes too: the table is the agent's alone.
+    nsExec(ns.name, 'nft', [
+      'add',
+      'rule',
+      'inet',
+      'trellis',
+      'postrouting',
+      'ip',
+      'daddr',
+      '192.0.2.1',
+      'counter',
+    ]);
+    await within(2500, 'the hand-added rule removed', () => !rules().includes('192.0.2.1'));
+    // The agent's own re-applies are not taken for someone else's: it settles.
+    await sleep(300);
+    const settled = [passes(), warnings()];
+    await sleep(700);
+    expect([passes(), warnings()]).toEqual(settled);
   });
 
   it('restarted with --no-masquerade, the agent removes the table the earlier run left', async () => {

@@ -1,0 +1,57 @@
+/**
+ * nf_tables change notifications (NETLINK_NETFILTER, group NFNLGRP_NFTABLES), parsed only as far as
+ * "which object of which table changed": the agent watches its masquerade table, and a transaction
+ * ends with a NEWGEN message. Layout: nlmsghdr, then struct nfgenmsg (family u8, version u8, res_id
+ * be16), then attributes; every table-scoped object carries its table's name as attribute 1
+ * (NFTA_TABLE_NAME, NFTA_CHAIN_TABLE, NFTA_RULE_TABLE, NFTA_SET_TABLE, ...; linux/netfilter/nf_tables.h).
+ */
+import type { NftablesEvent, NftObjectKind } from '../datapath/ports.ts';
+
+/** NFNLGRP_NFTABLES. */
+export const NFNLGRP_NFTABLES = 7;
+/** NFNL_SUBSYS_NFTABLES: the high byte of the message type. */
+const SUBSYS_NFTABLES = 10;
+const NFGENMSG_LEN = 4;
+const ATTR_TABLE = 1;
+const NLA_TYPE_MASK = 0x3fff;
+
+/** enum nf_tables_msg_types, the ones that name a table (GET* never come as notifications). */
+const OBJECTS: Record<number, { change: 'new' | 'del'; object: NftObjectKind }> = {
+  0: { change: 'new', object: 'table' },
+  2: { change: 'del', object: 'table' },
+  3: { change: 'new', object: 'chain' },
+  5: { change: 'del', object: 'chain' },
+  6: { change: 'new', object: 'rule' },
+  8: { change: 'del', object: 'rule' },
+  9: { change: 'new', object: 'set' },
+  11: { change: 'del', object: 'set' },
+  12: { change: 'new', object: 'element' },
+  14: { change: 'del', object: 'element' },
+  18: { change: 'new', object: 'object' },
+  20: { change: 'del', object: 'object' },
+  22: { change: 'new', object: 'flowtable' },
+  24: { change: 'del', object: 'flowtable' },
+};
+/** NFT_MSG_NEWGEN: a transaction was committed; its notifications came before this one. */
+const NEWGEN = 15;
+
+/** undefined for messages of other subsystems or types, and for objects without a table name. */
+export function parseNftablesMessage(type: number, payload: Buffer): NftablesEvent | undefined {
+  if (type >> 8 !== SUBSYS_NFTABLES) return undefined;
+  const msg = type & 0xff;
+  if (msg === NEWGEN) return { type: 'generation' };
+  const kind = OBJECTS[msg];
+  if (kind === undefined || payload.length < NFGENMSG_LEN) return undefined;
+  const family = payload.readUInt8(0);
+  for (let off = NFGENMSG_LEN; off + 4 <= payload.length; ) {
+    const len = payload.readUInt16LE(off);
+    if (len < 4 || off + len > payload.length) break;
+    if ((payload.readUInt16LE(off + 2) & NLA_TYPE_MASK) === ATTR_TABLE) {
+      let end = off + len;
+      while (end > off + 4 && payload[end - 1] === 0) end--; // NUL-terminated string
+      return { type: 'change', ...kind, family, table: payload.toString('utf8', off + 4, end) };
+    }
+    off += (len + 3) & ~3;
+  }
+  return undefined;
+}
