@@ -339,10 +339,13 @@ export async function startTestApiServer(opts: TestApiServerOptions = {}): Promi
           );
           return 200;
         }
-        const limit = Number(query.get('limit') ?? 0);
         const continueToken = query.get('continue') ?? undefined;
         const exact = query.get('resourceVersionMatch') === 'Exact';
         const exactRv = exact ? parseResourceVersion(query.get('resourceVersion') ?? undefined) : undefined;
+        // resourceVersion=0 without a continue token is served by the real server's watch cache,
+        // which ignores `limit`: the whole result in one response, without a continue token.
+        const fromCache = query.get('resourceVersion') === '0' && !exact && continueToken === undefined;
+        const limit = fromCache ? 0 : Number(query.get('limit') ?? 0);
         const r = store.list(resource, {
           ...sel,
           limit: Number.isFinite(limit) ? limit : 0,

@@ -269,6 +269,31 @@ describe('lists', () => {
       await srv.close();
     }
   });
+  it('serves resourceVersion=0 whole, as the watch cache does: limit ignored, no continue token', async () => {
+    const srv = await startTestApiServer({ bookmarkIntervalMs: 0 });
+    try {
+      for (let i = 0; i < 5; i++) srv.store.addPod(podObject('default', `c-${i}`, i < 4 ? 'n1' : 'n2'));
+      const cached = await api(
+        srv.url,
+        'GET',
+        '/api/v1/pods?limit=2&resourceVersion=0&fieldSelector=spec.nodeName%3Dn1',
+      );
+      const cm = cached.json.metadata as JsonObject;
+      expect((cached.json.items as JsonObject[]).map((i) => meta(i).name)).toEqual([
+        'c-0',
+        'c-1',
+        'c-2',
+        'c-3',
+      ]);
+      expect([cm.continue, cm.resourceVersion]).toEqual([undefined, '5']);
+      // Without resourceVersion (a quorum read) limit still pages.
+      const quorum = await api(srv.url, 'GET', '/api/v1/pods?limit=2&fieldSelector=spec.nodeName%3Dn1');
+      expect((quorum.json.items as JsonObject[]).length).toBe(2);
+      expect(typeof (quorum.json.metadata as JsonObject).continue).toBe('string');
+    } finally {
+      await srv.close();
+    }
+  });
 });
 
 describe('watch', () => {
