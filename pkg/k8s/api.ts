@@ -61,6 +61,10 @@ export class CoreApi {
     }
   }
 
+  /**
+   * A paged quorum read, not resourceVersion=0: the watch cache would answer every Node in one
+   * response (thousands of them in a large cluster, all in memory at once).
+   */
   listNodes(): Promise<RawList> {
     const op = 'list nodes';
     return this.listAll(op, (cont, limit) =>
@@ -68,13 +72,21 @@ export class CoreApi {
     );
   }
 
+  /**
+   * Pods from the API server's watch cache (resourceVersion=0), possibly a little stale. A quorum
+   * read (no resourceVersion) goes to etcd on servers that do not serve consistent reads from their
+   * cache (Kubernetes <= 1.32), and etcd has no index on spec.nodeName: every node's periodic list
+   * would scan every pod in the cluster. The cache is indexed by spec.nodeName; its answer may
+   * ignore `limit` (one page, no continue token). Continued pages carry only the token, as
+   * client-go's pager sends them.
+   */
   listPods(fieldSelector: string): Promise<RawList> {
     const op = `list pods (${fieldSelector})`;
     return this.listAll(op, (cont, limit) =>
       this.transport.listPage(op, PODS_PATH, {
         limit,
         fieldSelector,
-        ...(cont !== undefined ? { continue: cont } : {}),
+        ...(cont !== undefined ? { continue: cont } : { resourceVersion: '0' }),
       }),
     );
   }

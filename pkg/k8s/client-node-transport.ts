@@ -82,6 +82,7 @@ export function createClientNodeTransport(spec: FallbackSpec): Transport {
         limit: params.limit,
         ...(params.continue !== undefined ? { _continue: params.continue } : {}),
         ...(params.fieldSelector !== undefined ? { fieldSelector: params.fieldSelector } : {}),
+        ...(params.resourceVersion !== undefined ? { resourceVersion: params.resourceVersion } : {}),
       };
       const fetch =
         path === '/api/v1/nodes'

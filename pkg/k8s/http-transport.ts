@@ -89,10 +89,11 @@ export class HttpTransport implements Transport {
   async listPage(
     op: string,
     path: string,
-    params: { limit: number; continue?: string; fieldSelector?: string },
+    params: { limit: number; continue?: string; fieldSelector?: string; resourceVersion?: string },
   ): Promise<Page> {
     const query = new URLSearchParams({ limit: String(params.limit) });
     if (params.fieldSelector !== undefined) query.set('fieldSelector', params.fieldSelector);
+    if (params.resourceVersion !== undefined) query.set('resourceVersion', params.resourceVersion);
     if (params.continue !== undefined) query.set('continue', params.continue);
     const page = await this.#json(op, { method: 'GET', path, query });
     if (typeof page !== 'object' || page === null || !Array.isArray((page as Page).items))

@@ -32,11 +32,11 @@ export interface Transport {
   readonly name: TransportName;
   /** GET of one object, e.g. /api/v1/nodes/n1. */
   get(op: string, path: string): Promise<unknown>;
-  /** GET of one list page with limit/continue and an optional fieldSelector. */
+  /** GET of one list page with limit/continue, an optional fieldSelector and resourceVersion. */
   listPage(
     op: string,
     path: string,
-    params: { limit: number; continue?: string; fieldSelector?: string },
+    params: { limit: number; continue?: string; fieldSelector?: string; resourceVersion?: string },
   ): Promise<Page>;
   patch(op: string, path: string, type: PatchType, body: unknown): Promise<unknown>;
   /**
