@@ -5,7 +5,9 @@
  * Why not client-node's makeInformer/ListWatch: it lists without pagination, does not ask for
  * bookmarks, and on any error other than 410 it calls its error callbacks and stops for good, so
  * every user must rebuild the restart logic around it anyway. Here:
- * - 410 Gone (an ERROR event with a 410 Status, or an HTTP 410) -> relist at once.
+ * - 410 Gone (an ERROR event with a 410 Status, or an HTTP 410) -> relist after a random wait in
+ *   [0, 2 x backoff.initialMs), 0-1 s by default: an API server restart expires every agent's watch
+ *   at once, and the wait spreads their full lists (client-go waits ~0.8-1.6 s through its backoff).
  * - A clean close (server timeout) or the client's 30 s inactivity timeout -> watch again from the
  *   last resourceVersion seen (events or BOOKMARKs), no relist.
  * - Any other failure (list or watch) -> onError(err, delay), capped jittered exponential backoff,
@@ -53,7 +55,7 @@ export interface NodeInformerOptions {
   watchTimeoutSeconds?: number;
   clock?: Clock;
   sleep?: Sleep;
-  /** [0, 1), for backoff jitter and watch timeouts. */
+  /** [0, 1), for backoff jitter, the wait before a relist after 410, and watch timeouts. */
   random?: () => number;
 }
 
@@ -263,6 +265,7 @@ export function startNodeInformerOn(api: CoreApi, opts: NodeInformerOptions): No
         if (signal.aborted) break;
         if (out.kind === 'expired') {
           rv = '';
+          await sleep(Math.floor(random() * 2 * backoff.initialMs), signal).catch(() => undefined);
           continue;
         }
         if (out.events > 0) failures = 0;

@@ -341,6 +341,59 @@ describe.each(['auto', 'client-node'] as const)('node informer, transport %s', (
     expect(rec.errors).toEqual([]);
   });
 
+  for (const how of ['ERROR event', 'HTTP 410'] as const) {
+    it(`waits a jittered moment after 410 Gone (${how}) before relisting, and loses no change`, async () => {
+      await startServer();
+      server.store.addNode(nodeObject('a'));
+      const sleeps: number[] = [];
+      let wake: (() => void) | undefined;
+      const rec = start({
+        resyncMs: 0,
+        random: () => 0.25,
+        // The relist must wait for this sleep: it is held until the test wakes it.
+        sleep: (ms, signal) => {
+          sleeps.push(ms);
+          return new Promise<void>((r) => {
+            wake = r;
+            signal.addEventListener('abort', () => r(), { once: true });
+          });
+        },
+      });
+      await waitFor(() => informer!.hasSynced() && server.store.openWatches() === 1, 'sync and open watch');
+      // An event on the first watch, so its end below is not a "short watch" failure.
+      server.store.addNode(nodeObject('b'));
+      await waitFor(() => informer!.get('b') !== undefined, 'ADDED b');
+
+      // Changes the informer cannot see over a watch: it must relist to find them.
+      if (how === 'HTTP 410') server.store.failRequests({ count: 1, mode: 'gone410', match: (r) => r.watch });
+      server.store.closeAllWatches();
+      server.store.deleteNode('a');
+      server.store.addNode(nodeObject('c'));
+      if (how === 'ERROR event') server.store.compactHistory();
+
+      await waitFor(() => sleeps.length > 0 || informer!.relists > 1, 'the wait before the relist');
+      // Uniform in [0, 2 x backoff.initialMs): 0.25 of 40 ms here (0-1 s with the default backoff).
+      expect(sleeps).toEqual([10]);
+      await new Promise((r) => setTimeout(r, 100));
+      expect(informer!.relists).toBe(1);
+      expect(requestsTo('/api/v1/nodes', false)).toHaveLength(1);
+      expect(names()).toEqual(['a', 'b']);
+
+      wake!();
+      await waitFor(() => informer!.relists === 2, 'relist after the wait');
+      expect(names()).toEqual(['b', 'c']);
+      expect(rec.events).toEqual([
+        { type: 'ADDED', name: 'a' },
+        { type: 'ADDED', name: 'b' },
+        { type: 'DELETED', name: 'a' },
+        { type: 'ADDED', name: 'c' },
+      ]);
+      // Still the protocol working, not a failure.
+      expect([informer!.restarts, rec.errors]).toEqual([0, []]);
+      await waitFor(() => server.store.openWatches() === 1, 'watching again');
+    });
+  }
+
   for (const cut of ['end', 'destroy'] as const) {
     it(`drops a watch event cut mid-line (${cut}) and gets it whole on the next watch`, async () => {
       await startServer();
