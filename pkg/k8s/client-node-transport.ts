@@ -72,11 +72,6 @@ export function createClientNodeTransport(spec: FallbackSpec): Transport {
   return {
     name: 'client-node',
 
-    get(op, path) {
-      const [name] = nodePath(path);
-      return call(op, () => core.readNode({ name }));
-    },
-
     listPage(op, path, params): Promise<Page> {
       const extra = {
         limit: params.limit,

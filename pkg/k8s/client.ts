@@ -4,7 +4,6 @@
  * paginated list) and either returns plain views or throws a K8sError.
  */
 import { CoreApi, nodePath } from './api.ts';
-import { K8sError, K8sReason } from './errors.ts';
 import { type NodeInformer, type NodeInformerOptions, startNodeInformerOn } from './informer.ts';
 import type { KubeConnection } from './kubeconfig.ts';
 import type { TransportName } from './transport.ts';
@@ -19,7 +18,6 @@ export interface Listed<T> {
 }
 
 export interface NodeReader {
-  getNode(name: string): Promise<NodeView>;
   listNodes(): Promise<Listed<NodeView>>;
 }
 
@@ -68,14 +66,6 @@ export function createK8sClient(conn: KubeConnection, opts: K8sClientOptions = {
 
   return {
     transport: api.transport.name,
-
-    async getNode(name) {
-      const op = `get node ${name}`;
-      const raw = await api.transport.get(op, nodePath(name));
-      const r = toNodeView(raw);
-      if (!r.ok) throw new K8sError(op, r.problem, undefined, K8sReason.INVALID_OBJECT);
-      return r.node;
-    },
 
     async listNodes() {
       const raw = await api.listNodes();

@@ -82,10 +82,6 @@ export class HttpTransport implements Transport {
     if (spec.token?.kind === 'static') this.#token = spec.token.value;
   }
 
-  async get(op: string, path: string): Promise<unknown> {
-    return this.#json(op, { method: 'GET', path });
-  }
-
   async listPage(
     op: string,
     path: string,

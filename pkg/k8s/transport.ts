@@ -30,8 +30,6 @@ export type WatchEnd = 'closed' | 'timeout';
 
 export interface Transport {
   readonly name: TransportName;
-  /** GET of one object, e.g. /api/v1/nodes/n1. */
-  get(op: string, path: string): Promise<unknown>;
   /** GET of one list page with limit/continue, an optional fieldSelector and resourceVersion. */
   listPage(
     op: string,

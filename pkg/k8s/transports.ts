@@ -26,7 +26,6 @@ export function transportFor(conn: KubeConnection): Transport {
   };
   return {
     name: 'client-node',
-    get: async (op, path) => (await load(op)).get(op, path),
     listPage: async (op, path, params) => (await load(op)).listPage(op, path, params),
     patch: async (op, path, type, body) => (await load(op)).patch(op, path, type, body),
     watch: async (op, path, params, onEvent, signal) =>

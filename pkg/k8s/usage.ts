@@ -10,11 +10,11 @@ export interface ApiUsage {
 }
 
 export const K8S_API_USAGE: readonly ApiUsage[] = Object.freeze([
-  // getNode (get); listNodes and the node informer (list, watch); annotateNode (patch).
+  // listNodes and the node informer (list, watch); annotateNode (patch).
   Object.freeze({
     apiGroup: '',
     resource: 'nodes',
-    verbs: Object.freeze(['get', 'list', 'watch', 'patch'] as const),
+    verbs: Object.freeze(['list', 'watch', 'patch'] as const),
   }),
   // setNetworkUnavailable: strategic merge patch of status.conditions.
   Object.freeze({ apiGroup: '', resource: 'nodes/status', verbs: Object.freeze(['patch'] as const) }),

@@ -16,7 +16,6 @@ function scripted(pages: Page[]): { transport: Transport; asked: ListParams[] } 
   };
   const transport: Transport = {
     name: 'native',
-    get: refuse,
     patch: refuse,
     watch: refuse,
     listPage: async (_op, _path, params) => {

@@ -42,11 +42,11 @@ describe('HttpTransport', () => {
       res.writeHead(503, { 'content-type': 'text/html' });
       res.end('<html>upstream down</html>\n<p>more</p>');
     });
-    const e = await rejection(t.get('get node a', '/api/v1/nodes/a'));
+    const e = await rejection(t.patch('annotate node a', '/api/v1/nodes/a', 'merge', {}));
     expect([e.statusCode, e.reason, e.message]).toEqual([
       503,
       'InternalError',
-      'get node a: <html>upstream down</html>',
+      'annotate node a: <html>upstream down</html>',
     ]);
   });
 
@@ -73,7 +73,9 @@ describe('HttpTransport', () => {
       res.writeHead(200, { 'content-type': 'application/json' });
       res.end(body);
     });
-    expect((await rejection(t.get('get node a', '/api/v1/nodes/a'))).reason).toBe('InvalidObject');
+    expect((await rejection(t.patch('annotate node a', '/api/v1/nodes/a', 'merge', {}))).reason).toBe(
+      'InvalidObject',
+    );
     body = '{"kind":"NodeList"}';
     expect((await rejection(t.listPage('list nodes', '/api/v1/nodes', { limit: 5 }))).reason).toBe(
       'InvalidObject',
@@ -84,11 +86,11 @@ describe('HttpTransport', () => {
     const t = await serve(() => {
       // Never answer.
     });
-    const e = await rejection(t.get('get node a', '/api/v1/nodes/a'));
+    const e = await rejection(t.patch('annotate node a', '/api/v1/nodes/a', 'merge', {}));
     expect([e.statusCode, e.reason, e.message]).toEqual([
       undefined,
       'NetworkError',
-      'get node a: no answer within 300 ms',
+      'annotate node a: no answer within 300 ms',
     ]);
   });
 
@@ -179,8 +181,8 @@ describe('HttpTransport', () => {
       },
       { userAgent: 'x' },
     );
-    const e = await rejection(t.get('get node a', '/api/v1/nodes/a'));
-    expect(e.message).toMatch(/^get node a: Invalid character in header content \["authorization"\]/);
+    const e = await rejection(t.patch('annotate node a', '/api/v1/nodes/a', 'merge', {}));
+    expect(e.message).toMatch(/^annotate node a: Invalid character in header content \["authorization"\]/);
     const w = await rejection(
       t.watch('watch nodes', '/api/v1/nodes', params, () => undefined, new AbortController().signal),
     );
@@ -196,7 +198,7 @@ describe('HttpTransport', () => {
       { server: new URL(`http://127.0.0.1:${port}`), insecure: true },
       { userAgent: 'x' },
     );
-    const e = await rejection(dead.get('get node a', '/api/v1/nodes/a'));
+    const e = await rejection(dead.patch('annotate node a', '/api/v1/nodes/a', 'merge', {}));
     expect([e.statusCode, e.reason]).toEqual([undefined, 'NetworkError']);
     expect(e.message).toMatch(/ECONNREFUSED/);
     const w = await rejection(

@@ -63,11 +63,11 @@ function kubeconfig(cluster: Record<string, unknown>, user: Record<string, unkno
   return p;
 }
 
-/** One getNode through a fresh client; what the server recorded about it. */
+/** One listNodes through a fresh client (one request: one Node); what the server recorded about it. */
 async function oneRequest(path: string, opts: { context?: string; tokenReloadMs?: number } = {}) {
   const conn = loadKubeConfig({ kubeconfigPath: path, env: {}, ...opts });
   const c = createK8sClient(conn);
-  expect((await c.getNode('n1')).name).toBe('n1');
+  expect((await c.listNodes()).items.map((n) => n.name)).toEqual(['n1']);
   const r = tlsServer.store.requests().at(-1)!;
   return { conn, client: c, r };
 }
@@ -116,7 +116,7 @@ describe('native transport over TLS', () => {
     const systemRoots = createK8sClient(
       loadKubeConfig({ kubeconfigPath: kubeconfig({}, { token: 't' }), env: {} }),
     );
-    const e1 = await rejection(systemRoots.getNode('n1'));
+    const e1 = await rejection(systemRoots.listNodes());
     expect([e1.statusCode, e1.reason]).toEqual([undefined, 'NetworkError']);
     const wrongCa = createK8sClient(
       loadKubeConfig({
@@ -124,7 +124,7 @@ describe('native transport over TLS', () => {
         env: {},
       }),
     );
-    const e2 = await rejection(wrongCa.getNode('n1'));
+    const e2 = await rejection(wrongCa.listNodes());
     expect([e2.statusCode, e2.reason]).toEqual([undefined, 'NetworkError']);
     expect(e2.message).toMatch(/certificate/i);
     // Neither reached the API: the handshake failed.
@@ -136,11 +136,11 @@ describe('native transport over TLS', () => {
     const path = kubeconfig({ 'certificate-authority-data': b64(pki.caCert) }, { tokenFile: 'token' });
     const cached = createK8sClient(loadKubeConfig({ kubeconfigPath: path, env: {} }));
     const fresh = createK8sClient(loadKubeConfig({ kubeconfigPath: path, env: {}, tokenReloadMs: 0 }));
-    await cached.getNode('n1');
-    await fresh.getNode('n1');
+    await cached.listNodes();
+    await fresh.listNodes();
     writeFileSync(join(dir, 'token'), 'file-token-2\n');
-    await cached.getNode('n1');
-    await fresh.getNode('n1');
+    await cached.listNodes();
+    await fresh.listNodes();
     expect(tlsServer.store.requests().map((r) => r.authorization)).toEqual([
       'Bearer file-token-1',
       'Bearer file-token-1',
@@ -222,7 +222,7 @@ describe('client-node fallback', () => {
       );
       const c = createK8sClient(loadKubeConfig({ kubeconfigPath: path, env: {} }));
       expect(c.transport).toBe('client-node');
-      expect((await c.getNode('n1')).name).toBe('n1');
+      expect((await c.listNodes()).items.map((n) => n.name)).toEqual(['n1']);
       expect(srv.store.requests().map((r) => r.authorization)).toEqual(['Bearer from-exec']);
     } finally {
       await srv.close();
@@ -289,15 +289,15 @@ describe('in-cluster config', () => {
     ]);
     const cached = createK8sClient(loadKubeConfig({ env: env(), serviceAccountRoot: dir }));
     const c = createK8sClient(conn);
-    await c.getNode('n1');
-    await cached.getNode('n1');
+    await c.listNodes();
+    await cached.listNodes();
     // The kubelet rotates by swapping files; a new token must be used without a restart.
     writeFileSync(join(sa, 'token'), 'bound-2');
-    await c.getNode('n1');
-    await cached.getNode('n1');
+    await c.listNodes();
+    await cached.listNodes();
     // A failed re-read (the file is briefly missing) keeps the last token.
     rmSync(join(sa, 'token'));
-    await c.getNode('n1');
+    await c.listNodes();
     expect(tlsServer.store.requests().map((r) => r.authorization)).toEqual([
       'Bearer bound-1',
       'Bearer bound-1',
@@ -316,7 +316,7 @@ describe('in-cluster config', () => {
       loadKubeConfig({ env: env(), serviceAccountRoot: dir, transport: 'client-node' }),
     );
     expect(c.transport).toBe('client-node');
-    expect((await c.getNode('n1')).name).toBe('n1');
+    expect((await c.listNodes()).items.map((n) => n.name)).toEqual(['n1']);
     expect(tlsServer.store.requests().map((r) => r.authorization)).toEqual(['Bearer bound-cn']);
   });
 });
