@@ -4,14 +4,12 @@ import { BackgroundDeleter } from '../datapath/background-deleter.ts';
 import { sweepOrphans } from '../datapath/gc.ts';
 import { KeyedMutex } from '../datapath/keyed-mutex.ts';
 import type { NetlinkEventsPort, NetlinkHandle, NetnsPort, Subscription } from '../datapath/ports.ts';
-import { TRELLIS_ROUTE_PROTOCOL } from '../datapath/ports.ts';
 import type { DatapathDeps } from '../datapath/types.ts';
 import { type Ipam, openIpam } from '../ipam/index.ts';
 import type { K8sClient, NodeInformer } from '../k8s/index.ts';
-import { type MasqSyncer, MasqTableWatch } from '../masq/index.ts';
+import type { MasqSyncer } from '../masq/index.ts';
 import type { Logger } from '../observe/logger.ts';
 import { RouteReconciler } from '../routes/reconciler.ts';
-import { isVxlanDeviceName } from '../vxlan/constants.ts';
 import type { DeviceState } from '../vxlan/device.ts';
 import { IpRouteTool, type VxlanLinkTool } from '../vxlan/iproute.ts';
 import { VxlanOverlay } from '../vxlan/overlay.ts';
@@ -20,7 +18,7 @@ import { CniServer } from './cni-server.ts';
 import { type CniCallRecord, createCniService } from './cni-service.ts';
 import type { AgentConfig } from './config.ts';
 import { NodeController, type PassOutcome } from './controller.ts';
-import { isConnectedSubnetRoute, isOwnedRouteChange, WATCHED_LINKS, WATCHED_ROUTES } from './kernel-watch.ts';
+import { watchKernel } from './kernel-watch.ts';
 import { collectLeases, removeAttachments } from './lease-collector.ts';
 import { rebuildHeldLeases } from './lease-rebuild.ts';
 import type { MtuChoice } from './mtu.ts';
@@ -69,7 +67,6 @@ export const HOST_SYSCTLS: readonly [string, string][] = [
 
 const SPOOL_DRAIN_INTERVAL_MS = 30_000;
 const LEASE_GC_INTERVAL_MS = 5 * 60_000;
-const ROUTE_EVENT_DEBOUNCE_MS = 20;
 
 /**
  * One node's agent: its lifecycle. Start order: state lock -> sysctls -> IPAM -> spooled DELs ->
@@ -236,7 +233,16 @@ export class Agent {
       resyncMs: config.resyncMs,
     });
     await this.removeMasqLeftovers();
-    this.watchOwnDevicesAndRoutes();
+    this.subscriptions.push(
+      ...watchKernel({
+        events: this.ports.events,
+        masq: this.ports.masq,
+        routesNexthop: (id) => this.host?.routesNexthop?.(id) === true,
+        isOwnDeletion: (route) => this.routes?.isOwnDeletion(route) === true,
+        markDirty: () => this.controller?.markDirty(),
+        log: this.log,
+      }),
+    );
     this.controller.start(this.abort.signal);
     if (kube !== undefined) this.every(LEASE_GC_INTERVAL_MS, () => this.collectLeases(), false);
   }
@@ -275,83 +281,6 @@ export class Agent {
     });
     this.informer = informer;
     return informer;
-  }
-
-  /**
-   * A route or device of ours deleted by someone else is put back within the debounce, not at resync.
-   * Deletions a per-node step made itself are recognised (RouteReconciler.isOwnDeletion) and ignored; so
-   * are deleted nexthop objects no live route of ours was written through (the handle deletes a route's
-   * object after the route, and prunes only orphans). A
-   * connected subnet appearing or going (an address added to or removed from an interface: the kernel's
-   * own route in the main table) changes which peers host-gw reaches directly, and per-node steps plan
-   * with the links of the last full pass, so it asks for a full pass too.
-   */
-  private watchOwnDevicesAndRoutes(): void {
-    let timer: NodeJS.Timeout | undefined;
-    const markSoon = (): void => {
-      if (timer !== undefined) return;
-      timer = setTimeout(() => {
-        timer = undefined;
-        this.controller?.markDirty();
-      }, ROUTE_EVENT_DEBOUNCE_MS);
-    };
-    // Deleting a device takes its routes with it without route notifications (IPv4): watch our VXLAN devices.
-    this.subscriptions.push(
-      this.ports.events.subscribeLinkEvents((ev) => {
-        if (ev.type === 'delete' && isVxlanDeviceName(ev.link.name)) markSoon();
-      }, WATCHED_LINKS),
-      this.ports.events.subscribeRouteEvents((ev) => {
-        if (ev.type === 'overflow') {
-          this.ports.masq?.invalidate();
-          markSoon();
-          return;
-        }
-        if (ev.type === 'nexthop-deleted') {
-          if (ev.protocol === TRELLIS_ROUTE_PROTOCOL && this.host?.routesNexthop?.(ev.id) === true)
-            markSoon();
-          return;
-        }
-        if (isConnectedSubnetRoute(ev.route, ev.table)) {
-          markSoon();
-          return;
-        }
-        if (ev.type === 'add' || !isOwnedRouteChange(ev.route, ev.nexthopId)) return;
-        if (this.routes?.isOwnDeletion(ev.route) === true) return;
-        markSoon();
-      }, WATCHED_ROUTES),
-    );
-    this.watchMasqTable(markSoon);
-  }
-
-  /**
-   * The masquerade table changed by someone else (`nft flush ruleset` on an nftables or firewalld
-   * restart, say) is put back by a full pass within the debounce, not at resync: a connection that
-   * starts meanwhile leaves unmasqueraded, and NAT is decided on a connection's first packet only.
-   */
-  private watchMasqTable(markSoon: () => void): void {
-    const masq = this.ports.masq;
-    const events = this.ports.events;
-    if (masq === undefined || events.subscribeNftablesEvents === undefined) return;
-    const watch = new MasqTableWatch();
-    try {
-      this.subscriptions.push(
-        events.subscribeNftablesEvents((ev) => {
-          const foreign = ev.type === 'overflow' || watch.feed(ev);
-          if (!foreign) return;
-          if (ev.type !== 'overflow') {
-            this.log.warn('the masquerade table was changed by someone else; putting it back');
-          }
-          masq.invalidate();
-          markSoon();
-        }),
-      );
-    } catch (err) {
-      // Without the watch the periodic resync still restores the table.
-      this.log.warn(
-        { error: err instanceof Error ? err.message : String(err) },
-        'cannot watch nftables changes: a changed masquerade table is restored at the next resync',
-      );
-    }
   }
 
   /** After every successful pass: keep the MTU and config list current, become ready once. */

@@ -1,8 +1,23 @@
-import type { LinkEventInterest, RouteEventInterest, RouteInfo } from '../datapath/ports.ts';
+import type {
+  LinkEventInterest,
+  NetlinkEventsPort,
+  RouteEventInterest,
+  RouteInfo,
+  Subscription,
+} from '../datapath/ports.ts';
 import { TRELLIS_ROUTE_PROTOCOL } from '../datapath/ports.ts';
+import { type MasqSyncer, MasqTableWatch } from '../masq/index.ts';
+import type { Logger } from '../observe/logger.ts';
 import { isOwnedRoute, MAIN_TABLE } from '../routes/diff.ts';
+import { isVxlanDeviceName } from '../vxlan/constants.ts';
 
-// Which kernel notifications the agent's self-healing watch (Agent.watchOwnDevicesAndRoutes) acts on.
+/**
+ * The agent's self-healing watch: kernel changes it did not make, put back by a full pass within a
+ * debounce instead of at the next resync.
+ */
+
+/** Long enough to fold the burst one change makes (a device's routes, a flushed ruleset). */
+const DEBOUNCE_MS = 20;
 
 /** rtm_protocol RTPROT_KERNEL: routes the kernel installs for an interface address. */
 const RTPROT_KERNEL = 2;
@@ -38,3 +53,87 @@ export const WATCHED_ROUTES: RouteEventInterest = {
 };
 /** Deleted VXLAN devices (their routes go with them, unannounced for IPv4). */
 export const WATCHED_LINKS: LinkEventInterest = { changes: ['delete'] };
+
+export interface KernelWatchDeps {
+  events: NetlinkEventsPort;
+  /** Undefined with masquerading off: the nftables table is then not watched. */
+  masq: Pick<MasqSyncer, 'invalidate'> | undefined;
+  /** A live route of ours was written through this nexthop object (the netlink handle's book). */
+  routesNexthop(id: number): boolean;
+  /** A deletion a per-node step made itself (RouteReconciler.isOwnDeletion): not someone else's. */
+  isOwnDeletion(route: RouteInfo): boolean;
+  /** Asks for a full pass. */
+  markDirty(): void;
+  log: Logger;
+}
+
+/**
+ * A route or device of ours deleted by someone else is put back within the debounce, not at resync.
+ * Deletions a per-node step made itself are recognised and ignored; so are deleted nexthop objects no
+ * live route of ours was written through (the handle deletes a route's object after the route, and
+ * prunes only orphans). A connected subnet appearing or going (an address added to or removed from an
+ * interface: the kernel's own route in the main table) changes which peers host-gw reaches directly,
+ * and per-node steps plan with the links of the last full pass, so it asks for a full pass too. The
+ * masquerade table changed by someone else (`nft flush ruleset` on an nftables or firewalld restart,
+ * say) goes the same way: a connection that starts meanwhile leaves unmasqueraded, and NAT is
+ * decided on a connection's first packet only.
+ */
+export function watchKernel(deps: KernelWatchDeps): Subscription[] {
+  let timer: NodeJS.Timeout | undefined;
+  const markSoon = (): void => {
+    if (timer !== undefined) return;
+    timer = setTimeout(() => {
+      timer = undefined;
+      deps.markDirty();
+    }, DEBOUNCE_MS);
+  };
+  const subscriptions = [
+    // Deleting a device takes its routes with it without route notifications (IPv4): watch our VXLAN devices.
+    deps.events.subscribeLinkEvents((ev) => {
+      if (ev.type === 'delete' && isVxlanDeviceName(ev.link.name)) markSoon();
+    }, WATCHED_LINKS),
+    deps.events.subscribeRouteEvents((ev) => {
+      if (ev.type === 'overflow') {
+        deps.masq?.invalidate();
+        markSoon();
+        return;
+      }
+      if (ev.type === 'nexthop-deleted') {
+        if (ev.protocol === TRELLIS_ROUTE_PROTOCOL && deps.routesNexthop(ev.id)) markSoon();
+        return;
+      }
+      if (isConnectedSubnetRoute(ev.route, ev.table)) {
+        markSoon();
+        return;
+      }
+      if (ev.type === 'add' || !isOwnedRouteChange(ev.route, ev.nexthopId)) return;
+      if (deps.isOwnDeletion(ev.route)) return;
+      markSoon();
+    }, WATCHED_ROUTES),
+  ];
+  const masqTable = watchMasqTable(deps, markSoon);
+  if (masqTable !== undefined) subscriptions.push(masqTable);
+  return subscriptions;
+}
+
+function watchMasqTable(deps: KernelWatchDeps, markSoon: () => void): Subscription | undefined {
+  const { masq, events, log } = deps;
+  if (masq === undefined || events.subscribeNftablesEvents === undefined) return undefined;
+  const watch = new MasqTableWatch();
+  try {
+    return events.subscribeNftablesEvents((ev) => {
+      if (ev.type !== 'overflow' && !watch.feed(ev)) return;
+      if (ev.type !== 'overflow')
+        log.warn('the masquerade table was changed by someone else; putting it back');
+      masq.invalidate();
+      markSoon();
+    });
+  } catch (err) {
+    // Without the watch the periodic resync still restores the table.
+    log.warn(
+      { error: err instanceof Error ? err.message : String(err) },
+      'cannot watch nftables changes: a changed masquerade table is restored at the next resync',
+    );
+    return undefined;
+  }
+}
