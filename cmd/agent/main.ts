@@ -9,7 +9,7 @@ import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { Agent } from '../../pkg/agent/agent.ts';
 import { ConfigError, parseAgentConfig, USAGE } from '../../pkg/agent/config.ts';
-import { installCniBinaries, uninstallTrellis } from '../../pkg/agent/host-setup.ts';
+import { describeCniInstall, installCniBinaries, uninstallTrellis } from '../../pkg/agent/host-setup.ts';
 import { createK8sClient, loadKubeConfig } from '../../pkg/k8s/index.ts';
 import { MasqSyncer, NftRunner } from '../../pkg/masq/index.ts';
 import { createNetlinkEvents, createNetnsPort, lockFile, openHostNetlink } from '../../pkg/netns/index.ts';
@@ -69,12 +69,13 @@ async function main(argv: string[]): Promise<number> {
 
   if (sub === 'install-cni') {
     mkdirSync(config.cniBinDir, { recursive: true });
-    const installed = await installCniBinaries({
+    const results = await installCniBinaries({
       binDir: config.cniBinDir,
       shimPath: findShim(config.cniSourceDir),
       sourceDir: config.cniSourceDir,
     });
-    log.info({ dir: config.cniBinDir, installed }, 'CNI binaries installed');
+    const { fields, message } = describeCniInstall(results);
+    log.info({ dir: config.cniBinDir, ...fields }, message);
     return 0;
   }
   if (sub === 'uninstall') {

@@ -1,6 +1,11 @@
-import { existsSync, rmSync } from 'node:fs';
+import { existsSync, lstatSync, rmSync } from 'node:fs';
 import { join } from 'node:path';
-import { CONFLIST_FILE_NAME, installBinary, removeConflist } from '../cniconf/index.ts';
+import {
+  CONFLIST_FILE_NAME,
+  installBinary,
+  installBinaryIfAbsent,
+  removeConflist,
+} from '../cniconf/index.ts';
 import { isHostVethName } from '../datapath/names.ts';
 import { type NetlinkHandle, TRELLIS_ROUTE_PROTOCOL } from '../datapath/ports.ts';
 
@@ -8,9 +13,21 @@ import { type NetlinkHandle, TRELLIS_ROUTE_PROTOCOL } from '../datapath/ports.ts
 export const REFERENCE_PLUGIN_DIR = '/usr/lib/cni';
 
 /**
- * `trellis-agent install-cni` (the init container): the trellis shim plus the reference loopback and
- * portmap plugins the config list and containerd need, each replaced atomically and skipped when
- * identical, so a running runtime never sees a half-copied or busy binary.
+ * The plugins the config list and containerd need besides trellis. The node usually has its own (static
+ * upstream builds, from its packages or the installer); the image's are Debian bookworm builds, linked
+ * against glibc >= 2.34, that cannot run on older hosts (Ubuntu 20.04, RHEL 8, Amazon Linux 2). So
+ * install-cni only fills in a missing one and never replaces what the node has.
+ */
+export const NODE_PLUGINS = ['loopback', 'portmap'] as const;
+
+/** installed: written now; unchanged: trellis, already identical; kept: the node's own plugin, untouched. */
+export type CniBinaryOutcome = 'installed' | 'unchanged' | 'kept';
+
+/**
+ * `trellis-agent install-cni` (the init container). The trellis shim is always brought up to date:
+ * replaced atomically (temp file + rename) unless identical. loopback and portmap are installed only
+ * where the bin dir has no entry of that name, again atomically and never over one that appears
+ * meanwhile; an existing one, whatever its bytes, mode or link target, is left exactly as it is.
  */
 export async function installCniBinaries(opts: {
   binDir: string;
@@ -18,25 +35,59 @@ export async function installCniBinaries(opts: {
   /** Looked in first for loopback and portmap (the image stages all three in one directory). */
   sourceDir?: string;
   referenceDir?: string;
-}): Promise<{ name: string; outcome: 'installed' | 'unchanged' }[]> {
+}): Promise<{ name: string; outcome: CniBinaryOutcome }[]> {
   const ref = opts.referenceDir ?? REFERENCE_PLUGIN_DIR;
   const pick = (name: string): string => {
     const staged =
       opts.sourceDir === undefined || opts.sourceDir === '' ? undefined : join(opts.sourceDir, name);
     return staged !== undefined && existsSync(staged) ? staged : join(ref, name);
   };
-  const sources: [string, string][] = [
-    ['trellis', opts.shimPath],
-    ['loopback', pick('loopback')],
-    ['portmap', pick('portmap')],
-  ];
-  const missing = sources.filter(([, src]) => !existsSync(src));
+  const nodeHas = (name: string): boolean => {
+    try {
+      lstatSync(join(opts.binDir, name)); // a symlink counts, dangling or not
+      return true;
+    } catch (e) {
+      if ((e as NodeJS.ErrnoException).code === 'ENOENT') return false;
+      throw e;
+    }
+  };
+  const plugins = NODE_PLUGINS.map((name) => ({ name, kept: nodeHas(name), src: pick(name) }));
+  // Only what will be copied needs a source; check them all before writing anything.
+  const sources = [opts.shimPath, ...plugins.filter((p) => !p.kept).map((p) => p.src)];
+  const missing = sources.filter((src) => !existsSync(src));
   if (missing.length > 0) {
-    throw new Error(`cannot install CNI binaries: missing ${missing.map(([, src]) => src).join(', ')}`);
+    throw new Error(`cannot install CNI binaries: missing ${missing.join(', ')}`);
   }
-  const out: { name: string; outcome: 'installed' | 'unchanged' }[] = [];
-  for (const [name, src] of sources) out.push({ name, outcome: await installBinary(src, opts.binDir, name) });
+  const out: { name: string; outcome: CniBinaryOutcome }[] = [
+    { name: 'trellis', outcome: await installBinary(opts.shimPath, opts.binDir, 'trellis') },
+  ];
+  for (const p of plugins) {
+    out.push({
+      name: p.name,
+      outcome: p.kept ? 'kept' : await installBinaryIfAbsent(p.src, opts.binDir, p.name),
+    });
+  }
   return out;
+}
+
+/** install-cni's log line: the names by outcome, and a message that says them in words. */
+export function describeCniInstall(results: { name: string; outcome: CniBinaryOutcome }[]): {
+  fields: { installed: string[]; unchanged: string[]; kept: string[] };
+  message: string;
+} {
+  const by = (o: CniBinaryOutcome) => results.filter((r) => r.outcome === o).map((r) => r.name);
+  const fields = { installed: by('installed'), unchanged: by('unchanged'), kept: by('kept') };
+  const parts: string[] = [];
+  const plugins = fields.installed.filter((n) => n !== 'trellis');
+  if (fields.installed.includes('trellis')) parts.push('installed trellis');
+  if (fields.unchanged.length > 0) parts.push(`${fields.unchanged.join(', ')} already up to date`);
+  if (plugins.length > 0) {
+    parts.push(
+      `installed ${plugins.join(', ')} from the image, as the node had none (Debian builds: they need glibc >= 2.34 on the node)`,
+    );
+  }
+  if (fields.kept.length > 0) parts.push(`kept the node's own ${fields.kept.join(', ')} (never replaced)`);
+  return { fields, message: `CNI binaries: ${parts.join('; ')}` };
 }
 
 export interface UninstallReport {
@@ -50,8 +101,9 @@ export interface UninstallReport {
 
 /**
  * `trellis-agent uninstall`: removes everything trellis created on this node, and nothing else: its
- * config list, its binary (the reference plugins may serve other networks and stay), every route
- * carrying its protocol, its veths and devices, its nftables table and its state.
+ * config list, its binary (loopback and portmap stay, also any install-cni put on a node that had none:
+ * the runtime and other networks use them, and which ones came from trellis is not recorded), every
+ * route carrying its protocol, its veths and devices, its nftables table and its state.
  */
 export async function uninstallTrellis(opts: {
   host: NetlinkHandle;

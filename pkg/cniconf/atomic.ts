@@ -1,7 +1,8 @@
 /**
  * Writing host files so a reader (the container runtime, a kubelet, a running pod) only ever sees the old
  * file or the new one: temp file in the SAME directory (rename is atomic only within a filesystem), fsync,
- * rename over the target, fsync the directory so the rename survives a crash.
+ * rename over the target, fsync the directory so the rename survives a crash. A file that must not replace
+ * an existing one is hard-linked into place instead (link(2) fails if the name exists).
  *
  * Temp names are `.<name>.<pid>.<random>.tmp`: libcni loads only `.conf`, `.conflist` and `.json` files, so
  * a runtime listing the directory mid-write never picks one up. Nothing else in the directory is touched,
@@ -10,7 +11,19 @@
 
 import { createHash, randomBytes } from 'node:crypto';
 import { createReadStream } from 'node:fs';
-import { chmod, copyFile, mkdir, open, readdir, readFile, rename, stat, unlink } from 'node:fs/promises';
+import {
+  chmod,
+  copyFile,
+  link,
+  lstat,
+  mkdir,
+  open,
+  readdir,
+  readFile,
+  rename,
+  stat,
+  unlink,
+} from 'node:fs/promises';
 import { join } from 'node:path';
 
 export class HostFileError extends Error {
@@ -69,28 +82,70 @@ async function removeStaleTemps(dir: string, name: string): Promise<void> {
 
 /**
  * Puts a file at dir/name atomically, produced by `fill(tmpPath)`, with the given mode. The temp file is
- * removed on any failure.
+ * removed on any failure. With `exclusive`, an existing dir/name (any kind of entry) is never replaced:
+ * the complete temp file is hard-linked to the name, which fails if something got there first, and
+ * the result is false.
  */
-async function replaceAtomically(
+async function placeAtomically(
   dir: string,
   name: string,
   mode: number,
   fill: (tmp: string) => Promise<void>,
-): Promise<void> {
+  exclusive = false,
+): Promise<boolean> {
   checkFileName(name);
   await mkdir(dir, { recursive: true, mode: 0o755 });
   await removeStaleTemps(dir, name);
   const tmp = join(dir, tempName(name));
+  const dest = join(dir, name);
+  let placed = true;
   try {
     await fill(tmp);
     await chmod(tmp, mode); // explicit: the process umask must not decide what the runtime may read
     await fsyncPath(tmp, 'r');
-    await rename(tmp, join(dir, name));
+    if (!exclusive) await rename(tmp, dest);
+    else {
+      placed = await linkNoReplace(tmp, dest);
+      // Gone already when the fallback renamed it.
+      await unlink(tmp).catch((e: NodeJS.ErrnoException) => {
+        if (e.code !== 'ENOENT') throw e;
+      });
+    }
   } catch (e) {
     await unlink(tmp).catch(() => undefined);
-    throw new HostFileError(join(dir, name), 'could not write', e);
+    throw new HostFileError(dest, 'could not write', e);
   }
   await fsyncPath(dir, 'r');
+  return placed;
+}
+
+/** Any directory entry at path, a dangling symlink included. */
+async function entryExists(path: string): Promise<boolean> {
+  try {
+    await lstat(path);
+    return true;
+  } catch (e) {
+    if ((e as NodeJS.ErrnoException).code === 'ENOENT') return false;
+    throw e;
+  }
+}
+
+/**
+ * link(2) never replaces: false when dest exists. A filesystem without hard links falls back to a
+ * rename after one more look (a narrow window, but never a half-written file).
+ */
+async function linkNoReplace(tmp: string, dest: string): Promise<boolean> {
+  try {
+    await link(tmp, dest);
+    return true;
+  } catch (e) {
+    const code = (e as NodeJS.ErrnoException).code;
+    if (code === 'EEXIST') return false;
+    if (code !== 'EPERM' && code !== 'ENOTSUP' && code !== 'EOPNOTSUPP' && code !== 'ENOSYS') throw e;
+  }
+  if (await entryExists(dest)) return false;
+  await rename(tmp, dest);
+  return true;
 }
 
 /** Writes content to dir/name atomically unless the file already holds exactly that content. */
@@ -106,7 +161,7 @@ export async function writeFileAtomic(
     const st = await stat(join(dir, name));
     if ((st.mode & 0o7777) === mode) return 'unchanged';
   }
-  await replaceAtomically(dir, name, mode, async (tmp) => {
+  await placeAtomically(dir, name, mode, async (tmp) => {
     const fh = await open(tmp, 'wx', mode);
     try {
       await fh.writeFile(data);
@@ -145,5 +200,19 @@ export async function sameContent(a: string, b: string): Promise<boolean> {
 
 /** Copies src to dir/name atomically with mode (rename over a running binary is safe: no ETXTBSY). */
 export async function copyFileAtomic(src: string, dir: string, name: string, mode: number): Promise<void> {
-  await replaceAtomically(dir, name, mode, (tmp) => copyFile(src, tmp));
+  await placeAtomically(dir, name, mode, (tmp) => copyFile(src, tmp));
+}
+
+/**
+ * Copies src to dir/name with mode, atomically, only if nothing is at dir/name (a file, a symlink, even a
+ * dangling one): 'exists' leaves that entry exactly as it was, also when it appears while copying.
+ */
+export async function copyFileIfAbsent(
+  src: string,
+  dir: string,
+  name: string,
+  mode: number,
+): Promise<'copied' | 'exists'> {
+  if (await entryExists(join(dir, checkFileName(name)))) return 'exists';
+  return (await placeAtomically(dir, name, mode, (tmp) => copyFile(src, tmp), true)) ? 'copied' : 'exists';
 }

@@ -2,7 +2,13 @@
 
 export { checkFileName, HostFileError } from './atomic.ts';
 export { ChainVersionProbe, commonVersions, pluginVersions } from './chain-versions.ts';
-export { CNI_CONF_EXTENSIONS, installBinary, publishConflist, removeConflist } from './publish.ts';
+export {
+  CNI_CONF_EXTENSIONS,
+  installBinary,
+  installBinaryIfAbsent,
+  publishConflist,
+  removeConflist,
+} from './publish.ts';
 export {
   buildConflist,
   CONFLIST_FILE_NAME,

@@ -6,7 +6,7 @@
 
 import { stat } from 'node:fs/promises';
 import { join } from 'node:path';
-import { copyFileAtomic, removeFile, sameContent, writeFileAtomic } from './atomic.ts';
+import { copyFileAtomic, copyFileIfAbsent, removeFile, sameContent, writeFileAtomic } from './atomic.ts';
 
 /** File extensions libcni loads from the conf dir; the config list must use one of them to be seen. */
 export const CNI_CONF_EXTENSIONS = ['.conf', '.conflist', '.json'] as const;
@@ -52,4 +52,17 @@ export async function installBinary(
   }
   await copyFileAtomic(src, destDir, name, 0o755);
   return 'installed';
+}
+
+/**
+ * Installs src as destDir/name (mode 0755, atomically) only when destDir has no entry of that name;
+ * 'kept' leaves whatever is there (any content, mode or symlink) untouched. For binaries the node may
+ * already have in a build of its own, which ours must not replace.
+ */
+export async function installBinaryIfAbsent(
+  src: string,
+  destDir: string,
+  name: string,
+): Promise<'installed' | 'kept'> {
+  return (await copyFileIfAbsent(src, destDir, name, 0o755)) === 'copied' ? 'installed' : 'kept';
 }

@@ -8,6 +8,7 @@ import {
   readFileSync,
   rmSync,
   statSync,
+  symlinkSync,
   utimesSync,
   writeFileSync,
 } from 'node:fs';
@@ -16,7 +17,12 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { HostFileError } from '../../../pkg/cniconf/atomic.ts';
-import { installBinary, publishConflist, removeConflist } from '../../../pkg/cniconf/publish.ts';
+import {
+  installBinary,
+  installBinaryIfAbsent,
+  publishConflist,
+  removeConflist,
+} from '../../../pkg/cniconf/publish.ts';
 import { renderConflist } from '../../../pkg/cniconf/render.ts';
 
 let dir: string;
@@ -136,5 +142,32 @@ describe('installBinary', () => {
     expect(p.exitCode).toBeNull();
     expect(p.killed).toBe(false);
     expect(readdirSync(dir)).toEqual(['sleepy']);
+  });
+});
+
+describe('installBinaryIfAbsent', () => {
+  it('installs a missing binary atomically with mode 0755 and leaves no temp file', async () => {
+    expect(await installBinaryIfAbsent('/bin/true', dir, 'loopback')).toBe('installed');
+    expect(sha(join(dir, 'loopback'))).toBe(sha('/bin/true'));
+    expect(statSync(join(dir, 'loopback')).mode & 0o7777).toBe(0o755);
+    expect(readdirSync(dir)).toEqual(['loopback']);
+  });
+
+  it('keeps whatever is there: other bytes, other mode, a symlink, a dangling symlink', async () => {
+    writeFileSync(join(dir, 'portmap'), "the node's own portmap");
+    chmodSync(join(dir, 'portmap'), 0o700);
+    const before = statSync(join(dir, 'portmap'));
+    symlinkSync('/bin/false', join(dir, 'loopback'));
+    symlinkSync(join(dir, 'nowhere'), join(dir, 'bandwidth'));
+
+    for (const name of ['portmap', 'loopback', 'bandwidth']) {
+      expect(await installBinaryIfAbsent('/bin/true', dir, name), name).toBe('kept');
+    }
+    const after = statSync(join(dir, 'portmap'));
+    expect(readFileSync(join(dir, 'portmap'), 'utf8')).toBe("the node's own portmap");
+    expect(after.mode & 0o7777).toBe(0o700);
+    expect([after.ino, after.mtimeMs]).toEqual([before.ino, before.mtimeMs]);
+    expect(sha(join(dir, 'loopback'))).toBe(sha('/bin/false'));
+    expect(readdirSync(dir).sort()).toEqual(['bandwidth', 'loopback', 'portmap']);
   });
 });

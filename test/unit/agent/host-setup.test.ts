@@ -1,0 +1,158 @@
+import { spawnSync } from 'node:child_process';
+import { createHash } from 'node:crypto';
+import {
+  chmodSync,
+  lstatSync,
+  mkdirSync,
+  mkdtempSync,
+  readdirSync,
+  readFileSync,
+  readlinkSync,
+  rmSync,
+  statSync,
+  symlinkSync,
+  writeFileSync,
+} from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { afterEach, beforeEach, describe, expect, it } from 'vitest';
+import { installCniBinaries } from '../../../pkg/agent/host-setup.ts';
+import { repoRoot } from '../manifests/support.ts';
+
+/**
+ * install-cni against real files: the image's source dir (what /app/cni-bin holds) and a node's bin dir
+ * (/opt/cni/bin). trellis is always brought up to date; the node's own loopback and portmap, whatever
+ * their bytes, are never replaced (the image's are Debian builds needing glibc >= 2.34).
+ */
+
+let tmp: string;
+let src: string;
+let bin: string;
+beforeEach(() => {
+  tmp = mkdtempSync(join(tmpdir(), 'trellis-install-cni-'));
+  src = join(tmp, 'cni-bin');
+  bin = join(tmp, 'opt-cni-bin');
+  mkdirSync(src);
+  mkdirSync(bin);
+  for (const name of ['trellis', 'loopback', 'portmap']) {
+    writeFileSync(join(src, name), `#!/bin/sh\necho image ${name}\n`);
+    chmodSync(join(src, name), 0o755);
+  }
+});
+afterEach(() => {
+  rmSync(tmp, { recursive: true, force: true });
+});
+
+const sha = (p: string) => createHash('sha256').update(readFileSync(p)).digest('hex');
+// referenceDir: no fallback to this host's /usr/lib/cni, so a missing source stays missing.
+const install = () =>
+  installCniBinaries({
+    binDir: bin,
+    shimPath: join(src, 'trellis'),
+    sourceDir: src,
+    referenceDir: join(tmp, 'no-reference-plugins'),
+  });
+const outcomes = (r: { name: string; outcome: string }[]) =>
+  Object.fromEntries(r.map(({ name, outcome }) => [name, outcome]));
+
+/** A plugin the node already had: different bytes, its own mode. */
+function nodePlugin(name: string, mode = 0o755): { sha: string; ino: number; mtimeMs: number } {
+  const p = join(bin, name);
+  writeFileSync(p, `#!/bin/sh\necho node ${name} (static upstream build)\n`);
+  chmodSync(p, mode);
+  const st = statSync(p);
+  return { sha: sha(p), ino: st.ino, mtimeMs: st.mtimeMs };
+}
+
+describe('installCniBinaries', () => {
+  it("keeps the node's own portmap byte for byte, installs a missing loopback, replaces a different trellis", async () => {
+    const portmap = nodePlugin('portmap');
+    writeFileSync(join(bin, 'trellis'), '#!/bin/sh\necho old trellis\n');
+    chmodSync(join(bin, 'trellis'), 0o755);
+
+    const r = await install();
+
+    expect(outcomes(r)).toEqual({ trellis: 'installed', loopback: 'installed', portmap: 'kept' });
+    const st = statSync(join(bin, 'portmap'));
+    expect(sha(join(bin, 'portmap'))).toBe(portmap.sha);
+    expect(st.ino).toBe(portmap.ino);
+    expect(st.mtimeMs).toBe(portmap.mtimeMs);
+    expect(sha(join(bin, 'loopback'))).toBe(sha(join(src, 'loopback')));
+    expect(statSync(join(bin, 'loopback')).mode & 0o7777).toBe(0o755);
+    expect(sha(join(bin, 'trellis'))).toBe(sha(join(src, 'trellis')));
+    expect(statSync(join(bin, 'trellis')).mode & 0o7777).toBe(0o755);
+    // No temp files left behind.
+    expect(readdirSync(bin).sort()).toEqual(['loopback', 'portmap', 'trellis']);
+  });
+
+  it('on an empty bin dir installs all three; a second run changes nothing', async () => {
+    expect(outcomes(await install())).toEqual({
+      trellis: 'installed',
+      loopback: 'installed',
+      portmap: 'installed',
+    });
+    for (const name of ['trellis', 'loopback', 'portmap']) {
+      expect(sha(join(bin, name)), name).toBe(sha(join(src, name)));
+    }
+    const inodes = ['trellis', 'loopback', 'portmap'].map((n) => statSync(join(bin, n)).ino);
+    // The plugins are now the node's: kept. trellis is identical: unchanged (not rewritten).
+    expect(outcomes(await install())).toEqual({ trellis: 'unchanged', loopback: 'kept', portmap: 'kept' });
+    expect(['trellis', 'loopback', 'portmap'].map((n) => statSync(join(bin, n)).ino)).toEqual(inodes);
+  });
+
+  it("never touches the node's plugins, whatever they are: other mode, symlink, dangling symlink", async () => {
+    const loopback = nodePlugin('loopback', 0o700);
+    symlinkSync(join(tmp, 'elsewhere', 'portmap'), join(bin, 'portmap'));
+
+    expect(outcomes(await install())).toMatchObject({ loopback: 'kept', portmap: 'kept' });
+
+    expect(sha(join(bin, 'loopback'))).toBe(loopback.sha);
+    expect(statSync(join(bin, 'loopback')).mode & 0o7777).toBe(0o700);
+    expect(lstatSync(join(bin, 'portmap')).isSymbolicLink()).toBe(true);
+    expect(readlinkSync(join(bin, 'portmap'))).toBe(join(tmp, 'elsewhere', 'portmap'));
+  });
+
+  it('needs no source for a plugin the node already has, and fails before writing when one is missing', async () => {
+    nodePlugin('portmap');
+    rmSync(join(src, 'portmap'));
+    expect(outcomes(await install())).toMatchObject({ portmap: 'kept', loopback: 'installed' });
+
+    rmSync(join(bin, 'loopback'));
+    rmSync(join(bin, 'trellis'));
+    rmSync(join(src, 'loopback'));
+    // Not in the source dir, so looked for in the reference dir: that is the path the error names.
+    await expect(install()).rejects.toThrow(
+      `cannot install CNI binaries: missing ${join(tmp, 'no-reference-plugins', 'loopback')}`,
+    );
+    expect(readdirSync(bin)).toEqual(['portmap']);
+  });
+});
+
+describe('trellis-agent install-cni (the init container command)', () => {
+  it('logs which binaries it installed and which of the node it kept', () => {
+    nodePlugin('portmap');
+    const before = sha(join(bin, 'portmap'));
+    const r = spawnSync(
+      process.execPath,
+      [
+        join(repoRoot, 'cmd', 'agent', 'main.ts'),
+        'install-cni',
+        `--cni-bin-dir=${bin}`,
+        `--cni-source-dir=${src}`,
+      ],
+      { encoding: 'utf8', timeout: 60_000, env: { ...process.env, TRELLIS_LOG_LEVEL: 'info' } },
+    );
+    expect(r.stderr).toBe('');
+    expect(r.status).toBe(0);
+    const lines = r.stdout
+      .trim()
+      .split('\n')
+      .map((l) => JSON.parse(l) as Record<string, unknown>);
+    const line = lines.find((l) => l.dir === bin);
+    expect(line, r.stdout).toBeDefined();
+    expect(line).toMatchObject({ installed: ['trellis', 'loopback'], unchanged: [], kept: ['portmap'] });
+    expect(String(line!.msg)).toMatch(/kept.*portmap/);
+    expect(sha(join(bin, 'portmap'))).toBe(before);
+    expect(sha(join(bin, 'loopback'))).toBe(sha(join(src, 'loopback')));
+  });
+});
