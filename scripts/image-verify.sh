@@ -35,8 +35,8 @@ major=$(node -p 'process.versions.node.split(".")[0]')
   console.log(`image-verify: ${deps.length} production dependencies load`);
 ') || fail "a production dependency does not load from $app/node_modules"
 
-# What install-cni copies to the host: the trellis binary and the reference plugins, each of which
-# answers VERSION on its own (the runtime may ask before the agent is up).
+# What install-cni copies to the host: the trellis binary, and the reference plugins where the node has
+# none; each answers VERSION on its own (the runtime may ask before the agent is up).
 for p in trellis loopback portmap; do
   bin=$app/cni-bin/$p
   [ -x "$bin" ] || fail "$bin is missing or not executable (containernetworking-plugins installed?)"
@@ -48,7 +48,7 @@ for p in trellis loopback portmap; do
 done
 
 # install-cni (the init container) finds them through TRELLIS_CNI_SOURCE_DIR, set by the image, and
-# installs exactly these three, byte for byte, and no config list.
+# into an empty bin dir installs exactly these three, byte for byte, and no config list.
 [ "${TRELLIS_CNI_SOURCE_DIR:-}" = "$app/cni-bin" ] ||
   fail "TRELLIS_CNI_SOURCE_DIR is '${TRELLIS_CNI_SOURCE_DIR:-}', want $app/cni-bin (the Dockerfile sets it)"
 target=$(mktemp -d)
@@ -66,5 +66,25 @@ for p in trellis loopback portmap; do
   cmp -s "$app/cni-bin/$p" "$target/bin/$p" || fail "install-cni: $target/bin/$p differs from $app/cni-bin/$p"
   [ -x "$target/bin/$p" ] || fail "install-cni: $target/bin/$p is not executable"
 done
+
+# On a node with its own loopback and portmap, those stay exactly as they are (the image's are Debian
+# builds that need glibc >= 2.34), while an outdated trellis is replaced.
+node=$target/node-bin
+mkdir "$node" "$target/orig"
+for p in loopback portmap trellis; do
+  printf '#!/bin/sh\necho node-own-%s\n' "$p" >"$node/$p"
+  chmod 0700 "$node/$p"
+  cp -p "$node/$p" "$target/orig/$p"
+done
+"$app/dist/bin/trellis-agent" install-cni --cni-bin-dir="$node" --cni-conf-dir="$target/net.d" \
+  --state-dir="$target/state" --socket="$target/run/cni.sock" >"$target/log" 2>&1 ||
+  fail "trellis-agent install-cni over a node's own plugins failed: $(tail -n 5 "$target/log")"
+for p in loopback portmap; do
+  cmp -s "$target/orig/$p" "$node/$p" || fail "install-cni replaced the node's own $p"
+  [ "$(stat -c %a "$node/$p")" = 700 ] || fail "install-cni changed the mode of the node's own $p"
+done
+cmp -s "$app/cni-bin/trellis" "$node/trellis" || fail "install-cni did not replace an outdated trellis"
+grep -q "kept the node's own loopback, portmap" "$target/log" ||
+  fail "install-cni did not log the plugins it kept: $(tail -n 5 "$target/log")"
 
 echo "image-verify: ok: trellis $want in $app"
