@@ -2,7 +2,7 @@
 #
 # The trellis image: the node agent (Node 24 running dist/cmd/agent/main.js) and, for the install-cni
 # init container to copy onto the host, the Bun-compiled CNI binary plus Debian's reference loopback and
-# portmap plugins.
+# portmap plugins (copied only to a node that has none: they need glibc >= 2.34).
 #
 #   docker build -t ghcr.io/trellis-net/trellis:0.1.0 .
 #
@@ -37,13 +37,14 @@ LABEL org.opencontainers.image.title="trellis" \
       org.opencontainers.image.version="${VERSION}"
 ARG DEBIAN_FRONTEND=noninteractive
 # containernetworking-plugins puts Debian's reference plugins in /usr/lib/cni (install-cni copies loopback
-# and portmap from there). npm, corepack and yarn are removed: nothing installs packages at run time.
+# and portmap from there to a node that has none). npm, corepack and yarn are removed: nothing installs
+# packages at run time.
 RUN apt-get update \
  && apt-get install -y --no-install-recommends nftables iproute2 containernetworking-plugins \
  && rm -rf /var/lib/apt/lists/* \
  && rm -rf /usr/local/lib/node_modules/npm /usr/local/lib/node_modules/corepack /opt/yarn-* \
  && rm -f /usr/local/bin/npm /usr/local/bin/npx /usr/local/bin/corepack /usr/local/bin/yarn /usr/local/bin/yarnpkg
-# install-cni copies trellis, loopback and portmap from here (links made by image-stage.sh).
+# install-cni copies trellis, and loopback and portmap if missing, from here (links made by image-stage.sh).
 # PATH: `kubectl exec -n kube-system ds/trellis -- trellis-agent status|doctor` works as documented.
 ENV NODE_ENV=production \
     TRELLIS_CNI_SOURCE_DIR=/app/cni-bin \

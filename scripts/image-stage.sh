@@ -3,7 +3,8 @@
 #   DEST/package.json
 #   DEST/dist/...            the compiled agent, its launcher and the Bun-compiled CNI binary
 #   DEST/node_modules/...    the production dependency tree only (what `npm ls --omit=dev` lists)
-#   DEST/cni-bin/            what install-cni copies to the host (TRELLIS_CNI_SOURCE_DIR in the image):
+#   DEST/cni-bin/            what install-cni copies to the host (TRELLIS_CNI_SOURCE_DIR in the image;
+#                            loopback and portmap only to a node that has none):
 #                            trellis -> ../dist/bin/trellis, loopback and portmap -> PLUGIN_DIR/...
 #                            (PLUGIN_DIR is filled by the runtime stage's apt-get: the links may dangle
 #                            until then)

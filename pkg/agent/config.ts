@@ -93,7 +93,7 @@ const FLAGS = {
 } as const;
 
 export const USAGE = `usage: trellis-agent [flags]               run the agent
-       trellis-agent install-cni [flags]   install the CNI binaries (init container)
+       trellis-agent install-cni [flags]   install trellis, and loopback/portmap if missing (init container)
        trellis-agent uninstall [flags]     remove everything trellis created on this node
        trellis-agent status|routes|leases|doctor|coverage [--json]   operator commands (--help for theirs)
        trellis-agent --version
@@ -108,7 +108,8 @@ flags (environment variable in brackets):
   --cni-conf-dir DIR         where the config list is published (default ${DEFAULTS.cniConfDir})
   --cni-bin-dir DIR          where CNI binaries are installed (default ${DEFAULTS.cniBinDir})
   --cni-source-dir DIR       [TRELLIS_CNI_SOURCE_DIR] install-cni: where trellis, loopback and portmap
-                             are taken from (default: the shim next to the agent, Debian's plugins)
+                             are taken from (default: the shim next to the agent, Debian's plugins);
+                             loopback and portmap are copied only when the bin dir has none
   --mode auto|host-gw|vxlan  [TRELLIS_MODE] (default auto)
   --mtu N                    [TRELLIS_MTU] pod MTU, 0 = detect (default 0)
   --vxlan-vni N              [TRELLIS_VXLAN_VNI] VXLAN network identifier (default ${DEFAULTS.vxlanVni})
