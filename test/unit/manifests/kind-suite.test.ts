@@ -1,20 +1,23 @@
 import { execFileSync, spawnSync } from 'node:child_process';
-import { readFileSync } from 'node:fs';
+import { mkdirSync, mkdtempSync, readFileSync, rmSync, symlinkSync } from 'node:fs';
+import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import type { IDaemonSet } from 'kubernetes-models/apps/v1/DaemonSet';
 import type { IConfigMap } from 'kubernetes-models/v1/ConfigMap';
-import { describe, expect, it } from 'vitest';
+import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { parse } from 'yaml';
 import { findOne, kubectlSkipReason, parseYamlStream, repoRoot, validateObject } from './support.ts';
 
 /**
  * What can be checked of the kind suite without a Docker engine: the cluster configs, the shell
- * scripts' syntax, and run.sh's skip path (for real: the Docker client fails to reach a socket that
- * does not exist).
+ * scripts' syntax, run.sh's skip path (for real: the Docker client fails to reach a socket that
+ * does not exist), and the whole suite run against kind-fake.sh, which stands in for docker, kind and
+ * kubectl, so the suite's own logic (what it checks, what it tolerates) runs here too.
  */
 
 const kindDir = join(repoRoot, 'test', 'e2e', 'kind');
 const runSh = join(kindDir, 'run.sh');
+const fakeSh = join(repoRoot, 'test', 'unit', 'manifests', 'kind-fake.sh');
 
 interface KindCluster {
   kind: string;
@@ -61,13 +64,14 @@ describe('kind cluster configs', () => {
 describe('kind suite scripts', () => {
   const scripts = [
     runSh,
+    fakeSh,
     join(repoRoot, 'scripts', 'image-stage.sh'),
     join(repoRoot, 'scripts', 'image-verify.sh'),
   ];
 
   it('parse (bash -n / sh -n)', () => {
-    execFileSync('bash', ['-n', runSh]);
-    for (const s of scripts.slice(1)) execFileSync('sh', ['-n', s]);
+    for (const s of scripts.slice(0, 2)) execFileSync('bash', ['-n', s]);
+    for (const s of scripts.slice(2)) execFileSync('sh', ['-n', s]);
   });
 
   const shellcheck = spawnSync('shellcheck', ['--version'], { stdio: 'ignore' }).status === 0;
@@ -141,5 +145,52 @@ describe('kind suite scripts', () => {
     const r = spawnSync('bash', [runSh, '--bogus'], { encoding: 'utf8' });
     expect(r.status).toBe(2);
     expect(r.stderr).toContain('usage:');
+  });
+});
+
+describe('run.sh against a fake docker, kind and kubectl (kind-fake.sh)', () => {
+  let tmp: string;
+  let state: string;
+  let bin: string;
+  beforeEach(() => {
+    tmp = mkdtempSync(join(tmpdir(), 'trellis-kind-fake-'));
+    state = join(tmp, 'state');
+    bin = join(tmp, 'bin');
+    mkdirSync(state);
+    mkdirSync(bin);
+    // sleep too: the suite's waits return at once.
+    for (const cmd of ['docker', 'kind', 'kubectl', 'sleep']) symlinkSync(fakeSh, join(bin, cmd));
+  });
+  afterEach(() => {
+    rmSync(tmp, { recursive: true, force: true });
+  });
+
+  /** One IPv4 cluster, with an image "already built" (no docker build); knobs: see kind-fake.sh. */
+  const runSuite = (knobs: Record<string, string> = {}) => {
+    const env: NodeJS.ProcessEnv = {
+      ...process.env,
+      PATH: `${bin}:${process.env.PATH ?? ''}`,
+      FAKE_STATE: state,
+      TRELLIS_E2E_FAMILIES: 'ipv4',
+      TRELLIS_E2E_IMAGE: 'trellis-e2e:fake',
+      ...knobs,
+    };
+    for (const k of ['TRELLIS_E2E_MODE', 'TRELLIS_E2E_BUSYBOX', 'TRELLIS_E2E_MAX_LOST', 'KUBECONFIG'])
+      delete env[k];
+    const r = spawnSync('bash', [runSh, '--require'], { env, encoding: 'utf8', timeout: 60_000 });
+    const calls = readFileSync(join(state, 'calls'), 'utf8').trim().split('\n');
+    return { status: r.status, stdout: r.stdout, stderr: r.stderr, calls };
+  };
+  const indexOfCall = (calls: string[], re: RegExp) => calls.findIndex((c) => re.test(c));
+
+  it('a healthy cluster passes every check, and the cluster is deleted at the end', () => {
+    const r = runSuite();
+    expect(r.stderr).not.toMatch(/kind-fake: unexpected call/);
+    expect(r.status, r.stdout + r.stderr).toBe(0);
+    expect(r.stdout).toMatch(/kind e2e passed: ipv4\n$/);
+    const created = indexOfCall(r.calls, /^kind create cluster --name trellis-ipv4-[0-9a-f]{4} /);
+    expect(created).toBeGreaterThanOrEqual(0);
+    const name = r.calls[created]!.split(' ')[4];
+    expect(r.calls).toContain(`kind delete cluster --name ${name}`);
   });
 });
