@@ -193,4 +193,26 @@ describe('run.sh against a fake docker, kind and kubectl (kind-fake.sh)', () => 
     const name = r.calls[created]!.split(' ')[4];
     expect(r.calls).toContain(`kind delete cluster --name ${name}`);
   });
+
+  it('a busybox kind cannot load (kind#3795: containerd image store) is a warning; the nodes pull it', () => {
+    const r = runSuite({ FAKE_BUSYBOX_LOAD_FAILS: '1' });
+    expect(r.status, r.stdout + r.stderr).toBe(0);
+    expect(r.stderr).toMatch(
+      /warning: could not load busybox:1\.36 into trellis-ipv4-[0-9a-f]{4}.*the nodes pull it themselves/,
+    );
+    expect(r.stdout).toMatch(/kind e2e passed: ipv4\n$/);
+  });
+
+  it('every pod run.sh creates from the busybox image may pull it: imagePullPolicy IfNotPresent', () => {
+    const lines = readFileSync(runSh, 'utf8').split('\n');
+    const uses = lines.flatMap((l, i) => (/^\s*image: \$busybox\s*$/.test(l) ? [i] : []));
+    expect(uses.length).toBeGreaterThan(0);
+    for (const i of uses) {
+      const indent = lines[i]!.match(/^\s*/)![0];
+      expect(lines[i + 1], `run.sh line ${i + 2}`).toBe(`${indent}imagePullPolicy: IfNotPresent`);
+    }
+    // No other image, and no other pull policy, anywhere in the pods it creates.
+    expect(lines.filter((l) => /^\s*image:/.test(l))).toHaveLength(uses.length);
+    expect(lines.filter((l) => /^\s*imagePullPolicy:/.test(l))).toHaveLength(uses.length);
+  });
 });
