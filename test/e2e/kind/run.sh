@@ -257,6 +257,9 @@ spec:
   ports: [{ port: 80, targetPort: 8080 }]
 EOF
   for ip in $(kubectl -n "$ns" get service web -o jsonpath='{.spec.clusterIPs[*]}'); do
+    # Until kube-proxy has the Service's EndpointSlice, a request to the new ClusterIP may be refused.
+    eventually 60 kubectl -n "$ns" exec web-1 -- wget -q -O /dev/null -T 5 "http://$(url_host "$ip")/" ||
+      fail "service ClusterIP $ip from web-1: no answer within 60 s"
     for _ in 1 2 3; do
       got=$(kubectl -n "$ns" exec web-1 -- wget -q -O - -T 5 "http://$(url_host "$ip")/") ||
         fail "service ClusterIP $ip from web-1"

@@ -190,7 +190,7 @@ fake_exec() {
       case $url in
         http://10.244.*:8080/)
           n=${url#http://10.244.}
-          $out && echo "web-${n%%.*}"
+          if $out; then echo "web-${n%%.*}"; fi
           ;;
         http://10.96.100.1/)
           n=$(bump service)
@@ -198,7 +198,7 @@ fake_exec() {
             echo 'wget: can'"'"'t connect to remote host (10.96.100.1): Connection refused' >&2
             return 1
           fi
-          $out && echo "web-$((n % 3))"
+          if $out; then echo "web-$((n % 3))"; fi
           ;;
         http://web.*.svc.cluster.local/) ;;
         *) unexpected exec "$@" ;;

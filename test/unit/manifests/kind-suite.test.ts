@@ -177,7 +177,8 @@ describe('run.sh against a fake docker, kind and kubectl (kind-fake.sh)', () => 
     };
     for (const k of ['TRELLIS_E2E_MODE', 'TRELLIS_E2E_BUSYBOX', 'TRELLIS_E2E_MAX_LOST', 'KUBECONFIG'])
       delete env[k];
-    const r = spawnSync('bash', [runSh, '--require'], { env, encoding: 'utf8', timeout: 60_000 });
+    // Well under the test's own timeout: a check that never passes spins in `eventually` (sleep is fake).
+    const r = spawnSync('bash', [runSh, '--require'], { env, encoding: 'utf8', timeout: 30_000 });
     const calls = readFileSync(join(state, 'calls'), 'utf8').trim().split('\n');
     return { status: r.status, stdout: r.stdout, stderr: r.stderr, calls };
   };
@@ -201,6 +202,26 @@ describe('run.sh against a fake docker, kind and kubectl (kind-fake.sh)', () => 
       /warning: could not load busybox:1\.36 into trellis-ipv4-[0-9a-f]{4}.*the nodes pull it themselves/,
     );
     expect(r.stdout).toMatch(/kind e2e passed: ipv4\n$/);
+  });
+
+  it('a ClusterIP refused until kube-proxy has the EndpointSlice is retried, then checked three times', () => {
+    const r = runSuite({ FAKE_SERVICE_REFUSALS: '2' });
+    expect(r.status, r.stdout + r.stderr).toBe(0);
+    expect(r.stdout).toContain('service reachable by every ClusterIP and by DNS name (ipv4)');
+    // Two refused, one that answers, then the three checked answers.
+    const requests = r.calls.filter((c) => c.includes('wget') && c.includes('http://10.96.100.1/'));
+    expect(requests).toHaveLength(6);
+  });
+
+  it('the first request to each ClusterIP is retried with a bounded timeout', () => {
+    const text = readFileSync(runSh, 'utf8');
+    const fn = text.slice(text.indexOf('check_service() {'), text.indexOf('check_rolling_update() {'));
+    const first = fn.match(
+      /eventually (\d+) kubectl -n "\$ns" exec web-1 -- wget [^\n]*"http:\/\/\$\(url_host "\$ip"\)\/"/,
+    );
+    expect(first, fn).not.toBeNull();
+    expect(Number(first![1])).toBeGreaterThan(0);
+    expect(Number(first![1])).toBeLessThanOrEqual(120);
   });
 
   it('every pod run.sh creates from the busybox image may pull it: imagePullPolicy IfNotPresent', () => {
