@@ -108,6 +108,7 @@ ns=trellis-e2e
 work=$(mktemp -d)
 clusters=()
 built_image=
+plugins_before= # record_node_plugins
 
 log() { echo "[kind-e2e $(date -u +%H:%M:%S)] $*"; }
 
@@ -162,6 +163,13 @@ else
 fi
 [[ ${image##*/} == *:* ]] || image=$image:latest
 docker image inspect "$busybox" >/dev/null 2>&1 || docker pull -q "$busybox" >/dev/null
+# What install-cni must put into every node's /opt/cni/bin/trellis, by checksum (sha256sum reads
+# through the cni-bin link).
+if ! trellis_sum=$(docker run --rm --entrypoint sha256sum "$image" /app/cni-bin/trellis); then
+  log "FAIL: cannot checksum /app/cni-bin/trellis in $image"
+  exit 1
+fi
+trellis_sum=${trellis_sum%% *}
 
 # ---- checks ---------------------------------------------------------------------------------------
 ips_of() { kubectl -n "$ns" get pod "$1" -o jsonpath='{range .status.podIPs[*]}{.ip}{" "}{end}'; }
@@ -172,12 +180,46 @@ install_trellis() {
   kubectl apply -k "$work/overlay-$1"
 }
 
+# "node sha256 path" of each node's /opt/cni/bin/loopback and portmap, one line each, sorted.
+node_plugin_sums() {
+  local node sums
+  for node in $(kind get nodes --name "$1"); do
+    sums=$(docker exec "$node" sha256sum /opt/cni/bin/loopback /opt/cni/bin/portmap) || return 1
+    awk -v node="$node" '{ print node, $1, $2 }' <<<"$sums"
+  done | sort
+}
+
+# The nodes' own loopback and portmap (kind's node image ships them), before trellis is installed:
+# install-cni must leave them exactly as they are.
+record_node_plugins() {
+  plugins_before=$(node_plugin_sums "$1") ||
+    fail "cannot checksum the node's own /opt/cni/bin/loopback and portmap on $1 before trellis is installed"
+}
+
+# trellis installed the image's CNI binary, and replaced neither of the nodes' own plugins.
+check_cni_binaries() {
+  local node got out after sum file now
+  for node in $(kind get nodes --name "$1"); do
+    got=$(docker exec "$node" sha256sum /opt/cni/bin/trellis) || fail "$node: /opt/cni/bin/trellis not installed"
+    [ "${got%% *}" = "$trellis_sum" ] ||
+      fail "$node: /opt/cni/bin/trellis is not the image's /app/cni-bin/trellis (sha256 ${got%% *}, want $trellis_sum)"
+    out=$(docker exec "$node" sh -c 'CNI_COMMAND=VERSION /opt/cni/bin/trellis </dev/null') ||
+      fail "$node: /opt/cni/bin/trellis: CNI_COMMAND=VERSION failed"
+    grep -q '"supportedVersions"' <<<"$out" || fail "$node: /opt/cni/bin/trellis answered VERSION with '$out'"
+  done
+  after=$(node_plugin_sums "$1") || fail "loopback or portmap missing from /opt/cni/bin on $1's nodes"
+  while read -r node sum file; do
+    now=$(awk -v node="$node" -v file="$file" '$1 == node && $3 == file { print $2 }' <<<"$after")
+    [ "$now" = "$sum" ] ||
+      fail "$node: $file changed when trellis was installed (sha256 $sum, now ${now:-missing}): trellis must not replace the node's own plugins"
+  done <<<"$plugins_before"
+  log "trellis is the image's on every node; the nodes' own loopback and portmap unchanged"
+}
+
 check_nodes() {
   local node metrics
+  check_cni_binaries "$1"
   for node in $(kind get nodes --name "$1"); do
-    for bin in trellis loopback portmap; do
-      docker exec "$node" test -x "/opt/cni/bin/$bin" || fail "$node: /opt/cni/bin/$bin not installed"
-    done
     docker exec "$node" sh -c 'ls /etc/cni/net.d | grep -q trellis' ||
       fail "$node: no trellis config list in /etc/cni/net.d"
     # The endpoints the DaemonSet's probes use, on the node's own network (hostNetwork).
@@ -189,7 +231,7 @@ check_nodes() {
       fail "$node: GET :9743/metrics failed"
     grep -q '^# TYPE ' <<<"$metrics" || fail "$node: /metrics is not Prometheus text"
   done
-  log "binaries, config list, /healthz, /readyz and /metrics present on every node"
+  log "config list, /healthz, /readyz and /metrics present on every node"
 }
 
 deploy_web() {
@@ -345,6 +387,7 @@ run_family() {
     log "warning: could not load $busybox into $cluster (kubernetes-sigs/kind#3795?); the nodes pull it themselves" >&2
   fi
 
+  record_node_plugins "$cluster"
   install_trellis "$cluster"
   kubectl -n kube-system rollout status daemonset/trellis --timeout=300s || fail "trellis did not roll out"
   kubectl wait --for=condition=Ready nodes --all --timeout=300s || fail "nodes not Ready"
@@ -357,6 +400,7 @@ run_family() {
   check_pods "$family"
   check_service "$family"
   check_rolling_update "$family"
+  check_cni_binaries "$cluster" # install-cni ran again, now over binaries it had seen before
   check_pods "$family"
   check_node_delete "$cluster"
 

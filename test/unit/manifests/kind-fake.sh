@@ -82,7 +82,6 @@ fake_docker() {
       local node=$2
       shift 2
       case $1 in
-        test) [ "$2" = -x ] && node_file "$3" >/dev/null ;;
         sha256sum) sha256sum_files "${@:2}" ;;
         systemctl) [ "$*" = 'systemctl stop kubelet' ] || unexpected exec "$node" "$@" ;;
         curl)

@@ -195,6 +195,57 @@ describe('run.sh against a fake docker, kind and kubectl (kind-fake.sh)', () => 
     expect(r.calls).toContain(`kind delete cluster --name ${name}`);
   });
 
+  it("records the nodes' own loopback and portmap before installing trellis and compares them after", () => {
+    const r = runSuite();
+    expect(r.status, r.stdout + r.stderr).toBe(0);
+    const install = indexOfCall(r.calls, /^kubectl apply -k /);
+    const sums = r.calls.flatMap((c, i) =>
+      c.endsWith(' sha256sum /opt/cni/bin/loopback /opt/cni/bin/portmap') ? [i] : [],
+    );
+    // Every node before the install; every node after it, and again after the rolling update.
+    expect(sums.filter((i) => i < install)).toHaveLength(3);
+    expect(sums.filter((i) => i > install)).toHaveLength(6);
+    for (const node of ['control-plane', 'worker', 'worker2']) {
+      expect(
+        r.calls.filter((c) =>
+          new RegExp(`^docker exec trellis-ipv4-[0-9a-f]{4}-${node} sha256sum /opt/cni/bin/trellis$`).test(c),
+        ).length,
+      ).toBeGreaterThan(0);
+    }
+    expect(r.calls).toContain('docker run --rm --entrypoint sha256sum trellis-e2e:fake /app/cni-bin/trellis');
+    expect(r.stdout).toContain("the nodes' own loopback and portmap unchanged");
+  });
+
+  for (const plugin of ['portmap', 'loopback']) {
+    it(`fails when installing trellis replaced a node's own ${plugin}`, () => {
+      const r = runSuite({ FAKE_INSTALL_REPLACES: plugin });
+      expect(r.status).toBe(1);
+      expect(r.stdout).toMatch(
+        new RegExp(
+          `FAIL: trellis-ipv4-[0-9a-f]{4}-(control-plane|worker2?): /opt/cni/bin/${plugin} changed when trellis was installed \\(sha256 [0-9a-f]{64}, now [0-9a-f]{64}\\)`,
+        ),
+      );
+      expect(r.stdout).not.toMatch(/kind e2e passed/);
+    });
+  }
+
+  it("fails when a node's /opt/cni/bin/trellis is not the image's", () => {
+    const r = runSuite({ FAKE_NODE_TRELLIS: 'stale' });
+    expect(r.status).toBe(1);
+    expect(r.stdout).toMatch(
+      /FAIL: trellis-ipv4-[0-9a-f]{4}-(control-plane|worker2?): \/opt\/cni\/bin\/trellis is not the image's \/app\/cni-bin\/trellis/,
+    );
+  });
+
+  it('fails clearly when the nodes have no loopback/portmap of their own to compare', () => {
+    const r = runSuite({ FAKE_NODE_PLUGINS: 'none' });
+    expect(r.status).toBe(1);
+    expect(r.stdout).toMatch(
+      /FAIL: cannot checksum the node's own \/opt\/cni\/bin\/loopback and portmap on trellis-ipv4-[0-9a-f]{4} before trellis is installed/,
+    );
+    expect(indexOfCall(r.calls, /^kubectl apply -k /)).toBe(-1);
+  });
+
   it('a busybox kind cannot load (kind#3795: containerd image store) is a warning; the nodes pull it', () => {
     const r = runSuite({ FAKE_BUSYBOX_LOAD_FAILS: '1' });
     expect(r.status, r.stdout + r.stderr).toBe(0);
