@@ -473,12 +473,16 @@ class StoreIpam implements Ipam {
     this.#rebuildUsed();
     const released: Lease[] = [];
     // Every lease outside is tried, whatever fails before it: the caller must learn of each one that
-    // went (its pod's veth and routes go too), and a failure leaves only that lease behind.
+    // went (its pod's veth and routes go too), and a failure leaves only that lease behind. It goes
+    // as a DEL would take it: with what a quarantined record of the same key still held (a restore
+    // that crashed after its lease was durable leaves both), whose attachment goes with the lease.
+    // Kept, those addresses stayed on the .held list while their reservations went with the lease,
+    // so another pod could be given an address the list said was held.
     let failure: unknown;
     for (const [owner, lease] of [...this.#leases]) {
       if (lease.addresses.every(inside)) continue;
       try {
-        const dropped = this.#dropLease(owner, lease); // not `failure ??= …`: that would skip the call
+        const dropped = this.#release(parseOwnerName(owner)!).failure; // not `failure ??= …`: that would skip the call
         this.#store.flush(true);
         failure ??= dropped;
       } catch (err) {
