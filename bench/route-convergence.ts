@@ -162,7 +162,7 @@ function splitEvent(
   at: number,
 ): EventSplit | undefined {
   const line = logs.find(
-    (l) => l.msg === 'reconciled node' && l.node === node && Date.parse(String(l.time)) >= Math.floor(t0),
+    (l) => l.msg === 'reconciled node' && l.peer === node && Date.parse(String(l.time)) >= Math.floor(t0),
   );
   if (line === undefined) return undefined;
   const end = Date.parse(String(line.time));

@@ -313,7 +313,6 @@ export class Agent {
     this.waitingFor = undefined;
     log.info(
       {
-        node: this.nodeName,
         podCIDRs: self.podCIDRs,
         mode: config.mode,
         mtu: this.mtu,

@@ -197,10 +197,10 @@ export class NodeController {
     const node = deps.cluster.get(name);
     if (name === deps.nodeName) {
       if (this.lastSelf !== undefined && node !== undefined && !selfChanged(this.lastSelf, node)) {
-        deps.log.debug({ node: name }, 'node unchanged');
+        deps.log.debug({ peer: name }, 'node unchanged');
         return;
       }
-      deps.log.info({ node: name }, 'this node changed; full pass');
+      deps.log.info('this node changed; full pass');
       this.markDirty();
       return;
     }
@@ -211,11 +211,11 @@ export class NodeController {
       step = { kind: 'full', reason: errorText(err) };
     }
     if (step.kind === 'unchanged') {
-      deps.log.debug({ node: name }, 'node unchanged');
+      deps.log.debug({ peer: name }, 'node unchanged');
       return;
     }
     if (step.kind === 'full') {
-      deps.log.info({ node: name, reason: step.reason }, 'node change needs a full pass');
+      deps.log.info({ peer: name, reason: step.reason }, 'node change needs a full pass');
       this.markDirty();
       return;
     }
@@ -228,7 +228,8 @@ export class NodeController {
     const r = step.result;
     deps.log.info(
       {
-        node: name,
+        // `peer`, not `node`: every line already carries `node`, this agent's own (the logger's base).
+        peer: name,
         changed: step.changed,
         added: r.added,
         replaced: r.replaced,

@@ -50,7 +50,7 @@ describe.skipIf(skip !== undefined)(skip === undefined ? title : `${title} (skip
   const since = (mark: Record<string, number>, node: string): Line[] => tb.node(node).logs.slice(mark[node]);
   const fullPasses = (lines: Line[]): Line[] => lines.filter((l) => l.msg === 'reconciled');
   const stepsFor = (lines: Line[], name: string): Line[] =>
-    lines.filter((l) => l.msg === 'reconciled node' && l.node === name);
+    lines.filter((l) => l.msg === 'reconciled node' && l.peer === name);
   const patch = (name: string, body: unknown) =>
     tb.api.call('PATCH', `/api/v1/nodes/${name}`, body, 'application/merge-patch+json');
 
@@ -79,7 +79,7 @@ describe.skipIf(skip !== undefined)(skip === undefined ? title : `${title} (skip
       await patch(p.name, { metadata: { labels: { 'example.com/rack': 'r7' } } });
       for (const n of AGENTS) {
         await within(5000, `${n}: ${p.name} seen unchanged`, () =>
-          since(mark, n).some((l) => l.msg === 'node unchanged' && l.node === p.name),
+          since(mark, n).some((l) => l.msg === 'node unchanged' && l.peer === p.name),
         );
       }
       await sleep(300);
@@ -185,7 +185,7 @@ describe.skipIf(skip !== undefined)(skip === undefined ? title : `${title} (skip
         ),
       );
       const lines = since(mark, 'node-1');
-      expect(lines.some((l) => l.msg === 'node change needs a full pass' && l.node === q.name)).toBe(true);
+      expect(lines.some((l) => l.msg === 'node change needs a full pass' && l.peer === q.name)).toBe(true);
       expect(fullPasses(lines).at(-1)).toMatchObject({ conflicts: 1 });
       // The IPv6 route had nothing in its way.
       expect(hasRoute(tb, 'node-1', q.cidrs[1], q.v6)).toBe(true);
@@ -225,7 +225,7 @@ describe.skipIf(skip !== undefined)(skip === undefined ? title : `${title} (skip
         [a.name, b.name].every((x) => skipped().includes(x)),
       );
       const lines = since(mark, n);
-      expect(lines.some((l) => l.msg === 'node change needs a full pass' && l.node === b.name)).toBe(true);
+      expect(lines.some((l) => l.msg === 'node change needs a full pass' && l.peer === b.name)).toBe(true);
       expect(stepsFor(lines, b.name)).toEqual([]);
       // Exactly one: the notifications of the routes that pass removed itself do not start another.
       await sleep(300);
