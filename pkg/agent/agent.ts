@@ -188,6 +188,7 @@ export class Agent {
       handler: service.handle,
       log,
       requestTimeoutMs: config.cniRequestTimeoutMs,
+      ...(this.hooks.onCniCall === undefined ? {} : { onReject: this.hooks.onCniCall }),
     });
     await server.listen();
     this.server = server;

@@ -1,11 +1,14 @@
 import { chmodSync, mkdirSync, rmSync } from 'node:fs';
 import { createServer, type Server, type Socket } from 'node:net';
 import { dirname } from 'node:path';
+import { parseCniArgs } from '../cni/args.ts';
+import { CNI_COMMANDS } from '../cni/env.ts';
 import { CniCode, CniError, toCniError } from '../cni/errors.ts';
+import { shortId } from '../datapath/names.ts';
 import type { Logger } from '../observe/logger.ts';
 import { LineReader } from '../shim/framing.ts';
 import { decodeRequest, encodeResponse, errorResponse, MAX_REQUEST_BYTES } from '../shim/protocol.ts';
-import type { CniHandler } from './cni-service.ts';
+import type { CniCallRecord, CniHandler } from './cni-service.ts';
 
 /**
  * After the answer is written the peer should close; one that keeps its end open (a stuck or broken
@@ -19,6 +22,8 @@ export interface CniServerOptions {
   log: Logger;
   /** A client must send its whole request within this time (slow or stuck clients are cut off). */
   requestTimeoutMs?: number;
+  /** A request refused before the handler saw it (the metrics count it like a failed call). */
+  onReject?: (record: CniCallRecord) => void;
 }
 
 /**
@@ -33,7 +38,7 @@ export class CniServer {
   private readonly opts: Required<CniServerOptions>;
 
   constructor(opts: CniServerOptions) {
-    this.opts = { requestTimeoutMs: 10_000, ...opts };
+    this.opts = { requestTimeoutMs: 10_000, onReject: () => {}, ...opts };
     // allowHalfOpen: the shim may half-close after its request line; we still owe it the answer.
     this.server = createServer({ allowHalfOpen: true }, (socket) => this.onConnection(socket));
   }
@@ -61,6 +66,7 @@ export class CniServer {
 
   private onConnection(socket: Socket): void {
     this.sockets.add(socket);
+    const started = performance.now();
     const reader = new LineReader(MAX_REQUEST_BYTES, CniCode.BAD_REQUEST, 'request');
     let done = false;
     const timer = setTimeout(() => {
@@ -78,7 +84,7 @@ export class CniServer {
       if (done) return;
       done = true;
       clearTimeout(timer);
-      this.reject(socket, err);
+      this.reject(socket, err, started);
     };
 
     socket.on('data', (chunk: Buffer) => {
@@ -93,21 +99,21 @@ export class CniServer {
       if (line === undefined) return;
       done = true;
       clearTimeout(timer);
-      this.serve(socket, line);
+      this.serve(socket, line, started);
     });
     socket.on('end', () => {
       if (!done) fail(new CniError(CniCode.BAD_REQUEST, 'connection closed before a complete request line'));
     });
   }
 
-  private serve(socket: Socket, line: string): void {
+  private serve(socket: Socket, line: string, started: number): void {
     let request: ReturnType<typeof decodeRequest>;
     try {
       request = decodeRequest(line);
     } catch (err) {
       // Never reaches the handler, so it would leave no line of its own (a shim of another protocol
       // version, say, during an upgrade): logged here like every other refused request.
-      this.reject(socket, toCniError(err));
+      this.reject(socket, toCniError(err), started, line);
       return;
     }
     const work = (async () => {
@@ -123,9 +129,19 @@ export class CniServer {
     void work.finally(() => this.inFlight.delete(work));
   }
 
-  /** A request refused before any handler saw it: one warn line, and the error as the answer. */
-  private reject(socket: Socket, err: CniError): void {
-    this.opts.log.warn({ code: err.code, error: err.message }, 'rejected CNI socket request');
+  /**
+   * A request refused before any handler saw it: one warn line with what the line still says of the
+   * call (a shim of another protocol version sends a readable verb and pod), counted as a failed
+   * call, and the error as the answer.
+   */
+  private reject(socket: Socket, err: CniError, started: number, line?: string): void {
+    const call = line === undefined ? {} : describeRefusedLine(line);
+    const durationMs = Math.round((performance.now() - started) * 100) / 100;
+    this.opts.log.warn(
+      { ...call, code: err.code, error: err.message, durationMs },
+      'rejected CNI socket request',
+    );
+    this.opts.onReject({ verb: call.verb ?? '', outcome: 'error', code: err.code, durationMs });
     if (!socket.destroyed) this.answer(socket, encodeResponse(errorResponse(err)));
   }
 
@@ -162,5 +178,35 @@ export class CniServer {
 
   get inFlightCount(): number {
     return this.inFlight.size;
+  }
+}
+
+/** The verb, container and pod of a request line that did not decode, as far as it parses (best effort). */
+function describeRefusedLine(line: string): { verb?: string; containerId?: string; pod?: string } {
+  let env: unknown;
+  try {
+    env = (JSON.parse(line) as { env?: unknown })?.env;
+  } catch {
+    return {};
+  }
+  if (typeof env !== 'object' || env === null) return {};
+  const e = env as Record<string, unknown>;
+  const out: { verb?: string; containerId?: string; pod?: string } = {};
+  // Only a known verb: the line is untrusted, and the verb becomes a metrics label.
+  if ((CNI_COMMANDS as readonly unknown[]).includes(e.CNI_COMMAND)) out.verb = e.CNI_COMMAND as string;
+  if (typeof e.CNI_CONTAINERID === 'string') out.containerId = shortId(e.CNI_CONTAINERID.slice(0, 256));
+  if (typeof e.CNI_ARGS === 'string') {
+    const args = tryParseCniArgs(e.CNI_ARGS);
+    if (args?.podNamespace !== undefined || args?.podName !== undefined)
+      out.pod = `${args.podNamespace ?? ''}/${args.podName ?? ''}`;
+  }
+  return out;
+}
+
+function tryParseCniArgs(text: string): ReturnType<typeof parseCniArgs> | undefined {
+  try {
+    return parseCniArgs(text);
+  } catch {
+    return undefined;
   }
 }

@@ -194,7 +194,12 @@ export function createCniService(deps: CniServiceDeps): {
       code = err.code;
       fields.code = err.code;
       fields.error = err.message;
-      if (err.code === CniCode.INTERNAL && err.details !== undefined) fields.stack = err.details;
+      if (err.details !== undefined) {
+        // What an operator needs besides the message: a stack for an internal error, else the
+        // specifics the error carries (an undo that failed and what it left behind, say).
+        if (err.code === CniCode.INTERNAL) fields.stack = err.details;
+        else fields.details = err.details;
+      }
       response = errorResponse(err);
     }
     const durationMs = Math.round((performance.now() - started) * 100) / 100;

@@ -60,6 +60,15 @@ describe('AgentMetrics', () => {
     expect(e.get('trellis_build_info', { version: '1.2.3', node_version: 'v24.0.0' })).toBe(1);
   });
 
+  it('labels a call whose verb is not one CNI defines (a refused request, say) as unknown', async () => {
+    const m = new AgentMetrics({ version: '1', nodeName: 'n1' });
+    m.onCniCall({ verb: 'ADD;rm -rf', outcome: 'error', code: 4, durationMs: 1 });
+    m.onCniCall({ verb: '', outcome: 'error', code: 106, durationMs: 1 });
+    const e = await scrape(m);
+    expect(e.get('trellis_cni_calls_total', { verb: 'unknown', outcome: 'error' })).toBe(2);
+    expect(e.get('trellis_cni_errors_total', { verb: 'unknown', code: '106' })).toBe(1);
+  });
+
   it('reads IPAM use, watch restarts and readiness from the agent at scrape time', async () => {
     const m = new AgentMetrics({ version: '1', nodeName: 'n1' });
     let used = 3;

@@ -10,6 +10,7 @@ import { join } from 'node:path';
 import { PassThrough } from 'node:stream';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { ANSWER_LINGER_MS, CniServer } from '../../../pkg/agent/cni-server.ts';
+import type { CniCallRecord } from '../../../pkg/agent/cni-service.ts';
 import { createLogger } from '../../../pkg/observe/logger.ts';
 import { okResponse } from '../../../pkg/shim/protocol.ts';
 
@@ -55,6 +56,7 @@ describe('CniServer limits', () => {
   let dir = '';
   let server: CniServer;
   const logLines: Record<string, unknown>[] = [];
+  const rejected: CniCallRecord[] = [];
 
   beforeEach(async () => {
     dir = mkdtempSync(join(tmpdir(), 'trl-rel-srv-'));
@@ -68,6 +70,7 @@ describe('CniServer limits', () => {
       handler: async (req) => okResponse({ echo: req.env.CNI_COMMAND ?? null }),
       log: createLogger({ level: 'info', destination: out }),
       requestTimeoutMs: TIMEOUT_MS,
+      onReject: (r) => rejected.push(r),
     });
     await server.listen();
   });
@@ -75,6 +78,7 @@ describe('CniServer limits', () => {
     await server.close(100);
     rmSync(dir, { recursive: true, force: true });
     logLines.length = 0;
+    rejected.length = 0;
   });
   const sock = (): string => join(dir, 'run', 'cni.sock');
 
@@ -105,6 +109,35 @@ describe('CniServer limits', () => {
     expect(r.ms).toBeGreaterThanOrEqual(TIMEOUT_MS - 20);
     expect(r.ms).toBeLessThan(TIMEOUT_MS + ANSWER_LINGER_MS + 1000);
   }, 10_000);
+
+  it('a refused line that still parses names its verb, container and pod, and is counted as a failed call', async () => {
+    // A shim of another protocol version during an upgrade: every ADD fails with 106, and the
+    // operator must see which pods and the metrics must count them.
+    const env = {
+      CNI_COMMAND: 'ADD',
+      CNI_CONTAINERID: 'c0ffee00112233445566778899aabbccddeeff00112233445566778899aabbcc',
+      CNI_ARGS: 'K8S_POD_NAMESPACE=shop;K8S_POD_NAME=web-1',
+    };
+    await exchange(sock(), `${JSON.stringify({ v: 2, env, stdin: '' })}\n`);
+    await exchange(sock(), `${JSON.stringify({ v: 2, env: { CNI_COMMAND: 'x'.repeat(300) }, stdin: '' })}\n`);
+    await exchange(sock(), Buffer.alloc(1024 * 1024 + 1, 0x20));
+    await new Promise((r) => setImmediate(r));
+    const lines = logLines.filter((l) => l.msg === 'rejected CNI socket request');
+    expect(lines[0]).toMatchObject({
+      verb: 'ADD',
+      pod: 'shop/web-1',
+      containerId: 'c0ffee001122',
+      code: 106,
+    });
+    expect(lines[0]!.durationMs).toEqual(expect.any(Number));
+    // An unknown verb is not repeated (untrusted input, and a metrics label): none at all.
+    expect(lines[1]).not.toHaveProperty('verb');
+    expect(rejected.map((r) => [r.verb, r.outcome, r.code])).toEqual([
+      ['ADD', 'error', 106],
+      ['', 'error', 106],
+      ['', 'error', 106],
+    ]);
+  });
 
   it('logs a complete line it cannot decode (another protocol version, bad JSON) like any refusal', async () => {
     const r = await exchange(sock(), `${JSON.stringify({ v: 2, env: {}, stdin: '' })}\n`);
