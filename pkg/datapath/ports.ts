@@ -110,6 +110,12 @@ export interface CreateVxlan {
   /** Learn the FDB from received packets; trellis programs it itself, so false when unset. */
   learning?: boolean;
   mtu: number;
+  /**
+   * The device's MAC, set in the creating request. Without one the kernel picks a random MAC
+   * (addr_assign_type RANDOM) that systemd-udevd's MACAddressPolicy=persistent rewrites on the
+   * device's "add" event, racing any MAC set afterwards (flannel#1155).
+   */
+  mac?: string;
 }
 
 export interface RouteFilter {

@@ -113,6 +113,7 @@ export function createVxlanBody(spec: CreateVxlan): Body {
     ifinfomsg(),
     strAttr(IFLA.IFNAME, spec.name),
     u32Attr(IFLA.MTU, spec.mtu),
+    ...(spec.mac === undefined ? [] : [attr(IFLA.ADDRESS, macToBytes(spec.mac))]),
     nested(IFLA.LINKINFO, [strAttr(IFLA_INFO.KIND, 'vxlan'), nested(IFLA_INFO.DATA, data)]),
   ];
 }

@@ -167,6 +167,7 @@ export async function ensureDevice(
       localIp: spec.localIp,
       learning: false,
       mtu: spec.mtu,
+      mac: spec.mac, // in the creating request: a random one would race udev (CreateVxlan.mac)
     });
     if (action === 'unchanged') action = 'created';
   }

@@ -14,6 +14,7 @@ import {
   ipJson,
   NetnsPool,
   netnsSkipReason,
+  nsExec,
   nsPing,
   nsSysctl,
   type TestNetns,
@@ -353,6 +354,30 @@ describe.skipIf(netnsSkipReason !== undefined)(
       failing = false;
       const healed = await pass(a, selfA, [published(selfB), sameSubnet]);
       expect(healed).toMatchObject({ added: 0, replaced: 0, removed: 0 });
+    });
+
+    it('a new device is created with its VTEP MAC (not a random one that udev may rewrite), no later change', async () => {
+      // A device created without IFLA_ADDRESS gets a random MAC (addr_assign_type 1), which
+      // systemd-udevd's MACAddressPolicy=persistent rewrites, racing a MAC set afterwards.
+      for (const family of [4, 6] as const) ip(nodeA.name, 'link', 'del', `trellis.v${family}`);
+      const macsSet: string[] = [];
+      const real = new IpRouteTool({ netns: nodeA.name });
+      const tool: VxlanLinkTool = {
+        vxlanParams: (name) => real.vxlanParams(name),
+        setMac: (name, mac) => {
+          macsSet.push(name);
+          return real.setMac(name, mac);
+        },
+      };
+      await pass(reconciler(nodeA, 'node-a', { tool }), selfA, [published(selfB)]);
+      expect(macsSet).toEqual([]);
+      for (const family of [4, 6] as const) {
+        const dev = `trellis.v${family}`;
+        expect(nsExec(nodeA.name, 'cat', [`/sys/class/net/${dev}/addr_assign_type`]).trim()).toBe('3'); // NET_ADDR_SET
+        expect(ipJson<{ address: string }[]>(nodeA.name, 'link', 'show', dev)[0]!.address).toBe(
+          vtepMac('node-a', family),
+        );
+      }
     });
 
     it('a device deleted between its lookup and its check is created again in the same pass', async () => {
