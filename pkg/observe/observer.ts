@@ -76,10 +76,17 @@ export class AgentObserver {
         const agent = this.agent;
         if (this.reporter === undefined || agent === undefined) return;
         const reason = agent.notReadyReason();
+        // peers() is the last good pass's: a pass that failed or waits routed nothing new, so the peers
+        // it left unrouted still are (an empty list would read as full coverage).
         void this.reporter.update({
           ready: reason === undefined,
           ...(reason === undefined ? {} : { reason }),
-          missing: outcome.kind === 'ok' ? missingPeers(this.metrics.peers()) : [],
+          missing: missingPeers(this.metrics.peers()),
+          ...(outcome.kind === 'error'
+            ? { lastPass: { outcome: 'failed', why: outcome.error } }
+            : outcome.kind === 'waiting'
+              ? { lastPass: { outcome: 'waiting', why: outcome.reason } }
+              : {}),
         });
       },
       onLeasesReclaimed: (reason, count) => this.metrics.onLeasesReclaimed(reason, count),

@@ -5,6 +5,8 @@
  *   - it has no pod CIDR (nothing to route to, the agent waits),
  *   - no trellis agent reported on it (no `trellis.dev/agent` annotation), its report is unreadable,
  *     older than `staleAfterMs` (the agent is probably not running), or says not ready,
+ *   - its agent's latest reconcile pass failed or waits (its missing list is then that of its last good
+ *     pass, and may be out of date),
  *   - some other node's fresh report lists it as missing: that peer has no working route to its pod
  *     CIDRs (unreachable with host-gw, a route that failed, a foreign route in the way).
  * What it cannot see: a peer whose own report is stale or absent vouches for nothing (that peer is
@@ -94,6 +96,12 @@ export function coverage(nodes: readonly CoverageNode[], now: number, staleAfter
       row.problems.push({
         problem: `the agent is not ready: ${r.reason ?? 'no reason given'}`,
         fix: `read the log of the trellis pod on ${n.name} (kubectl -n kube-system get pods -l app.kubernetes.io/name=trellis -o wide --field-selector spec.nodeName=${n.name}), or kubectl exec it and run trellis-agent doctor`,
+      });
+    }
+    if (r.lastPass !== undefined) {
+      row.problems.push({
+        problem: `the agent's last reconcile pass did not succeed (${r.lastPass}): the peers it reports unrouted are those of its last good pass`,
+        fix: `read the log of the trellis pod on ${n.name} ("reconcile failed", "waiting before programming the node"), or kubectl exec it and run trellis-agent doctor`,
       });
     }
   }

@@ -4,13 +4,15 @@
  *
  *   {"version":"0.1.0","ready":true,"heartbeat":"2026-11-29T06:00:00Z","peersMissing":1,"missing":["node3/v4"]}
  *
- * `missing` names the peers (and families) whose pod CIDRs this node has no working route to (capped at
- * MAX_MISSING names; `peersMissing` is the full count).
+ * `missing` names the peers (and families) whose pod CIDRs this node has no working route to after its
+ * last good pass (capped at MAX_MISSING names; `peersMissing` is the full count). `lastPass` is there only
+ * while the latest pass did not succeed ("failed: ..." or "waiting: ..."): the list is then older than it.
  *
  * Cost, and why it is written rarely: every Node write is an event for every Node watcher in the
  * cluster (every trellis agent, kube-proxy, ...). So the agent writes the annotation only when its
- * content changes (readiness, the missing set, the version) and otherwise refreshes `heartbeat` every
- * HEARTBEAT_MS (10 min; the kubelet itself updates Node status every 5 min when nothing changes).
+ * content changes (readiness, the missing set, the version, a pass failing or waiting) and otherwise
+ * refreshes `heartbeat` every HEARTBEAT_MS (10 min; the kubelet itself updates Node status every 5 min
+ * when nothing changes).
  * `coverage` calls a report older than 3 heartbeats stale: the agent is probably gone.
  */
 
@@ -28,6 +30,8 @@ export interface AgentReport {
   heartbeat: string;
   peersMissing: number;
   missing: string[];
+  /** Why the latest reconcile pass did not succeed; absent after a good one (and from older agents). */
+  lastPass?: string;
 }
 
 export function encodeReport(r: AgentReport): string {
@@ -38,6 +42,7 @@ export function encodeReport(r: AgentReport): string {
     heartbeat: r.heartbeat,
     peersMissing: r.peersMissing,
     missing: r.missing.slice(0, MAX_MISSING),
+    ...(r.lastPass === undefined ? {} : { lastPass: r.lastPass.slice(0, 300) }),
   });
 }
 
@@ -74,6 +79,7 @@ export function decodeReport(
       heartbeat: o.heartbeat,
       peersMissing: o.peersMissing,
       missing: o.missing as string[],
+      ...(typeof o.lastPass === 'string' ? { lastPass: o.lastPass } : {}),
     },
   };
 }
@@ -81,7 +87,10 @@ export function decodeReport(
 export interface ReportState {
   ready: boolean;
   reason?: string;
+  /** The last good pass's. */
   missing: string[];
+  /** Set while the latest pass did not succeed. */
+  lastPass?: { outcome: 'failed' | 'waiting'; why: string };
 }
 
 export interface NodeReporterOptions {
@@ -142,7 +151,15 @@ export class NodeReporter {
       this.again = false;
       const s = this.state;
       if (s === undefined) return;
-      const key = JSON.stringify([this.opts.version, s.ready, s.reason ?? '', s.missing]);
+      // The pass outcome, not its text: an error that reads differently on each retry (every few
+      // seconds under backoff) must not write the Node each time; the heartbeat carries the new text.
+      const key = JSON.stringify([
+        this.opts.version,
+        s.ready,
+        s.reason ?? '',
+        s.missing,
+        s.lastPass?.outcome,
+      ]);
       const now = this.now();
       if (this.written?.key === key && now - this.written.at < this.heartbeatMs) continue;
       const report: AgentReport = {
@@ -152,6 +169,7 @@ export class NodeReporter {
         heartbeat: new Date(now).toISOString().replace(/\.\d+Z$/, 'Z'),
         peersMissing: s.missing.length,
         missing: s.missing,
+        ...(s.lastPass === undefined ? {} : { lastPass: `${s.lastPass.outcome}: ${s.lastPass.why}` }),
       };
       try {
         await this.opts.annotate(this.opts.nodeName, { [AGENT_ANNOTATION]: encodeReport(report) });

@@ -46,6 +46,64 @@ describe('AgentObserver', () => {
     if (dir !== undefined) rmSync(dir, { recursive: true, force: true });
   });
 
+  it("a failed or waiting pass keeps the last good pass's missing peers in the annotation and says so", async () => {
+    const writes: Record<string, string | null>[] = [];
+    obs = new AgentObserver({
+      nodeName: 'n1',
+      version: '9.9.9',
+      metricsAddr: '',
+      adminSocket: '',
+      kube: {
+        annotateNode: async (_name, ann) => {
+          writes.push(ann);
+        },
+      },
+      log: pino({ level: 'silent' }),
+    });
+    const hooks = obs.hooks();
+    obs.attach(fakeAgent({ reason: undefined }));
+    const n2 = (path: 'direct' | 'unreachable') => ({
+      node: 'n2',
+      family: 4 as const,
+      nodeIP: '10.9.0.2',
+      podCIDRs: ['10.244.2.0/24'],
+      ...(path === 'direct'
+        ? { path, ifindex: 2, linkName: 'eth0' }
+        : { path, reason: 'not on a connected subnet' }),
+    });
+    const last = async () => {
+      await new Promise((r) => setTimeout(r, 10));
+      const d = decodeReport(writes.at(-1)![AGENT_ANNOTATION]!);
+      if (!d.ok) throw new Error(d.problem);
+      return d.report;
+    };
+    hooks.onPass?.({
+      kind: 'ok',
+      durationMs: 1,
+      report: reconcileReport({ decisions: [n2('unreachable')] }),
+    });
+    expect(await last()).toMatchObject({ ready: true, peersMissing: 1, missing: ['n2/v4'] });
+    expect((await last()).lastPass).toBeUndefined();
+
+    hooks.onPass?.({ kind: 'error', error: 'listing routes: EBUSY', durationMs: 1 });
+    expect(await last()).toMatchObject({
+      ready: true,
+      peersMissing: 1,
+      missing: ['n2/v4'],
+      lastPass: 'failed: listing routes: EBUSY',
+    });
+    hooks.onPass?.({ kind: 'waiting', reason: 'Node n1 does not exist in the API' });
+    expect(await last()).toMatchObject({
+      missing: ['n2/v4'],
+      lastPass: 'waiting: Node n1 does not exist in the API',
+    });
+
+    hooks.onPass?.({ kind: 'ok', durationMs: 1, report: reconcileReport({ decisions: [n2('direct')] }) });
+    const good = await last();
+    expect(good).toMatchObject({ peersMissing: 0, missing: [] });
+    expect(good.lastPass).toBeUndefined();
+  });
+
   it('feeds metrics, health and the Node annotation from the agent hooks, and serves them', async () => {
     dir = mkdtempSync(join(tmpdir(), 'trl-observer-'));
     const writes: Record<string, string | null>[] = [];

@@ -101,4 +101,25 @@ describe('coverage', () => {
       /reports 30 peers without routes; only the first 1 are named/,
     );
   });
+
+  it('a node whose last pass failed is a gap, and its last good missing list still counts', () => {
+    const r = coverage(
+      [
+        node('a', ['10.244.1.0/24'], {
+          missing: ['b/v4'],
+          peersMissing: 1,
+          lastPass: 'failed: listing routes: EBUSY',
+        }),
+        node('b', ['10.244.2.0/24'], {}),
+      ],
+      NOW,
+      STALE_AFTER_MS,
+    );
+    expect(r.ok).toBe(false);
+    expect(r.nodes[0]!.agent).toBe('ready');
+    expect(r.nodes[0]!.problems.map((p) => p.problem)).toEqual([
+      "the agent's last reconcile pass did not succeed (failed: listing routes: EBUSY): the peers it reports unrouted are those of its last good pass",
+    ]);
+    expect(r.nodes[1]!.missingOn).toEqual(['a/v4']);
+  });
 });

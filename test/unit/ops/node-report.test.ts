@@ -32,6 +32,27 @@ describe('agent report encoding', () => {
 });
 
 describe('NodeReporter', () => {
+  it('writes when a pass starts or stops failing, not when only the error text changes', async () => {
+    const writes: string[] = [];
+    const r = new NodeReporter({
+      nodeName: 'n1',
+      version: '1',
+      now: () => Date.parse('2026-11-29T06:00:00Z'),
+      annotate: async (_name, ann) => {
+        writes.push(ann[AGENT_ANNOTATION]!);
+      },
+    });
+    await r.update({ ready: true, missing: [] });
+    await r.update({ ready: true, missing: [], lastPass: { outcome: 'failed', why: 'EBUSY after 210 ms' } });
+    await r.update({ ready: true, missing: [], lastPass: { outcome: 'failed', why: 'EBUSY after 390 ms' } });
+    await r.update({ ready: true, missing: [] });
+    expect(writes.map((w) => decodeReport(w)).map((d) => d.ok && d.report.lastPass)).toEqual([
+      undefined,
+      'failed: EBUSY after 210 ms',
+      undefined,
+    ]);
+  });
+
   it('writes on change and on heartbeat only; retries after a failure', async () => {
     let now = Date.parse('2026-11-29T06:00:00Z');
     const writes: { name: string; value: string | null | undefined }[] = [];
