@@ -242,10 +242,12 @@ export class AgentMetrics {
     }
     if (outcome.kind === 'error') return;
     const r = outcome.report;
+    // added and replaced count the writes that succeeded (applyRouteDiff); a failed add or replace is
+    // only in errors, and still desired. A failed remove is a route nobody wants.
     const failedWrites = r.errors.filter((e) => e.op !== 'remove').length;
-    const desired = r.added + r.replaced + r.unchanged + r.conflicts.length;
-    this.routes.set({ state: 'desired' }, desired);
-    this.routes.set({ state: 'programmed' }, r.added + r.replaced + r.unchanged - failedWrites);
+    const programmed = r.added + r.replaced + r.unchanged;
+    this.routes.set({ state: 'desired' }, programmed + failedWrites + r.conflicts.length);
+    this.routes.set({ state: 'programmed' }, programmed);
     this.routes.set({ state: 'failed' }, r.errors.length);
     this.routes.set({ state: 'conflict' }, r.conflicts.length);
     this.routeOps.inc({ op: 'add' }, r.added);

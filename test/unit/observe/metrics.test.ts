@@ -1,8 +1,9 @@
 import { describe, expect, it } from 'vitest';
 import type { PassOutcome } from '../../../pkg/agent/controller.ts';
-import type { RouteInfo } from '../../../pkg/datapath/ports.ts';
+import type { NetlinkHandle, RouteInfo } from '../../../pkg/datapath/ports.ts';
 import { AgentMetrics, CNI_BUCKETS } from '../../../pkg/observe/metrics.ts';
 import { peerRouteStates } from '../../../pkg/ops/peer-state.ts';
+import { applyRouteDiff } from '../../../pkg/routes/apply.ts';
 import type { ReconcileReport } from '../../../pkg/routes/reconciler.ts';
 import { reconcileReport } from '../routes/report-fixture.ts';
 import { parseExposition } from './prom-text.ts';
@@ -107,13 +108,31 @@ describe('AgentMetrics', () => {
 
   it('records passes, route counts and per-peer route state; a peer that left disappears', async () => {
     const m = new AgentMetrics({ version: '1', nodeName: 'n1' });
+    // As the reconciler builds its report: added counts the writes that succeeded, errors the others.
+    const applied = await applyRouteDiff(
+      {
+        replaceRoute: async (r: RouteInfo) => {
+          if (r.dst === '10.244.3.0/24') throw new Error('ENETUNREACH');
+        },
+      } as unknown as NetlinkHandle,
+      {
+        add: [
+          via('10.244.2.0/24', '192.168.1.2'),
+          via('fd00:2::/64', 'fd00::2'),
+          via('10.244.3.0/24', '192.168.1.3'),
+        ],
+        replace: [],
+        remove: [],
+      },
+    );
+    expect(applied.added).toBe(2);
     const first: PassOutcome = {
       kind: 'ok',
       durationMs: 40,
       report: report({
-        added: 3,
+        added: applied.added,
         unchanged: 1,
-        errors: [{ op: 'add', route: via('10.244.3.0/24', '192.168.1.3'), error: new Error('ENETUNREACH') }],
+        errors: applied.errors,
         conflicts: [
           {
             desired: via('10.244.4.0/24', '192.168.1.4'),
@@ -149,11 +168,13 @@ describe('AgentMetrics', () => {
     expect(e.get('trellis_reconcile_total', { outcome: 'error' })).toBe(1);
     expect(e.get('trellis_reconcile_duration_seconds_count')).toBe(2);
     expect(e.get('trellis_reconcile_duration_seconds_sum')).toBeCloseTo(0.24, 6);
+    // 3 adds (1 failed), 1 unchanged, 1 conflict: 5 desired, 3 in the kernel as desired.
     expect(e.get('trellis_routes', { state: 'desired' })).toBe(5);
     expect(e.get('trellis_routes', { state: 'programmed' })).toBe(3);
     expect(e.get('trellis_routes', { state: 'failed' })).toBe(1);
     expect(e.get('trellis_routes', { state: 'conflict' })).toBe(1);
-    expect(e.get('trellis_route_changes_total', { op: 'add' })).toBe(3);
+    expect(e.get('trellis_route_changes_total', { op: 'add' })).toBe(2);
+    expect(e.get('trellis_route_changes_total', { op: 'error' })).toBe(1);
     expect(e.get('trellis_reconcile_last_success_timestamp_seconds')).toBe(1_700_000_000);
     // Fully routed peers have no per-peer series; the counts cover everyone.
     expect(e.all('trellis_peer_route_broken', { peer: 'n2' })).toEqual([]);
@@ -179,6 +200,40 @@ describe('AgentMetrics', () => {
       e.all('trellis_peers').map((x) => [x.labels.family, x.labels.path, x.labels.state, x.value]),
     ).toEqual([['4', 'direct', 'ok', 1]]);
     expect(e.get('trellis_routes', { state: 'failed' })).toBe(0);
+  });
+
+  it('a failed replace is desired but not programmed; a failed remove is neither', async () => {
+    const m = new AgentMetrics({ version: '1', nodeName: 'n1' });
+    const fail = new Set(['10.244.2.0/24', '10.244.9.0/24']);
+    const applied = await applyRouteDiff(
+      {
+        replaceRoute: async (r: RouteInfo) => {
+          if (fail.has(r.dst)) throw new Error('EPERM');
+        },
+        deleteRoute: async (r: RouteInfo) => {
+          if (fail.has(r.dst)) throw new Error('EPERM');
+        },
+      } as unknown as NetlinkHandle,
+      {
+        add: [],
+        replace: [via('10.244.2.0/24', '192.168.1.2'), via('10.244.3.0/24', '192.168.1.3')],
+        remove: [via('10.244.9.0/24', '192.168.1.9')],
+      },
+    );
+    m.onPass({
+      kind: 'ok',
+      durationMs: 1,
+      report: report({
+        replaced: applied.replaced,
+        removed: applied.removed,
+        unchanged: 2,
+        errors: applied.errors,
+      }),
+    });
+    const e = await scrape(m);
+    expect(e.get('trellis_routes', { state: 'desired' })).toBe(4);
+    expect(e.get('trellis_routes', { state: 'programmed' })).toBe(3);
+    expect(e.get('trellis_routes', { state: 'failed' })).toBe(2);
   });
 
   it('per-node steps count separately from full passes; their folded-in report updates the peer series', async () => {
