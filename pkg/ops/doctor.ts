@@ -317,13 +317,25 @@ export function checkLeases(f: DoctorFacts): CheckResult {
   const r: CheckResult = { name: 'leases', title: 'no leaked leases (pod namespace gone)', findings: [] };
   const skip = needsAgent(f);
   if (skip !== undefined || !f.agent.ok) return { ...r, skipped: skip };
+  const links = new Set(f.links.map((x) => x.name));
   for (const l of f.agent.value.leases.leases) {
-    if (l.netns !== '' && f.netnsExists[l.netns] !== false) continue;
     const pod =
       l.podName === '' ? `container ${l.containerId.slice(0, 12)}` : `${l.podNamespace}/${l.podName}`;
+    if (l.netns === '') {
+      // lease-rebuild restores a quarantined lease without its namespace when it cannot find it: no
+      // evidence of a leak while the veth lives (its pod may be running); veth pairs die together, so
+      // one without its host veth is gone.
+      if (links.has(l.hostVeth)) continue;
+      r.findings.push({
+        problem: `lease ${l.addresses.join(', ')} of ${pod} is leaked: its network namespace is unknown (lease rebuilt after a crash) and its host veth ${l.hostVeth} is gone`,
+        fix: 'restart the trellis pod (the start-up sweep releases leases whose veth is gone)',
+      });
+      continue;
+    }
+    if (f.netnsExists[l.netns] !== false) continue;
     r.findings.push({
-      problem: `lease ${l.addresses.join(', ')} of ${pod} is leaked: its network namespace ${l.netns === '' ? '(unknown)' : l.netns} is gone, but the runtime never sent DEL`,
-      fix: `restart the trellis pod (the start-up sweep releases leases whose namespace and veth are gone${f.agent.value.status.standalone ? '' : '; in Kubernetes mode the periodic IPAM GC does too, once the pod is gone from the API'})${f.links.some((x) => x.name === l.hostVeth) ? `; its veth ${l.hostVeth} still exists: ip link del ${l.hostVeth}` : ''}`,
+      problem: `lease ${l.addresses.join(', ')} of ${pod} is leaked: its network namespace ${l.netns} is gone, but the runtime never sent DEL`,
+      fix: `restart the trellis pod (the start-up sweep releases leases whose namespace and veth are gone${f.agent.value.status.standalone ? '' : '; in Kubernetes mode the periodic IPAM GC does too, once the pod is gone from the API'})${links.has(l.hostVeth) ? `; its veth ${l.hostVeth} still exists: ip link del ${l.hostVeth}` : ''}`,
     });
   }
   return r;

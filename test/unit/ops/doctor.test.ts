@@ -398,6 +398,23 @@ describe('doctor', () => {
       expect(by[n]!.skipped, n).toMatch(/not reachable/);
   });
 
+  it('a lease rebuilt without its namespace is no leak while its veth exists; never advises deleting the veth', () => {
+    const f = healthy();
+    // lease-rebuild restores a quarantined lease without netns when it cannot find the namespace.
+    agentValue(f).leases.leases = [lease({ netns: '' })];
+    f.netnsExists = {};
+    expect(runDoctor(f).ok).toBe(true);
+
+    f.links = f.links.filter((l) => l.name !== 'trl0123456789ab');
+    const r = runDoctor(f);
+    const findings = r.checks.find((c) => c.name === 'leases')!.findings;
+    expect(findings).toHaveLength(1);
+    expect(findings[0]!.problem).toMatch(
+      /lease 10\.244\.1\.2 of default\/web-1 is leaked: its network namespace is unknown \(lease rebuilt after a crash\) and its host veth trl0123456789ab is gone/,
+    );
+    expect(findings[0]!.fix).not.toMatch(/ip link del/);
+  });
+
   it('IPv6 forwarding unreadable (IPv6 disabled) is fine on an IPv4-only node', () => {
     const f = healthy();
     f.forwarding.v6 = undefined;
