@@ -412,6 +412,10 @@ export class Agent {
         mtu,
       })),
       watch: this.watchSample(),
+      masquerade: {
+        enabled: this.ports.masq !== undefined,
+        noMasqueradeCIDRs: [...config.noMasqueradeCIDRs],
+      },
     };
   }
 

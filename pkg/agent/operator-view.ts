@@ -33,6 +33,8 @@ export interface AgentSnapshot {
   mtuOverhead?: number;
   /** The VXLAN devices after the last pass (auto and vxlan modes). */
   vxlan?: { family: 4 | 6; name: string; ifindex: number; mac: string; mtu: number }[];
+  /** Whether pod traffic leaving the cluster is masqueraded, and the destinations that keep the pod address. */
+  masquerade: { enabled: boolean; noMasqueradeCIDRs: string[] };
 }
 
 /** Desired inter-node routes (computed now from the node cache) next to what the kernel has. */

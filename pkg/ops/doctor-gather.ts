@@ -5,7 +5,8 @@
 import { execFile } from 'node:child_process';
 import { accessSync, constants, existsSync, readdirSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
-import type { NetlinkHandle } from '../datapath/ports.ts';
+import type { NetlinkHandle, RouteInfo } from '../datapath/ports.ts';
+import { cidrContains, parseCidr, parseIp } from '../ip/index.ts';
 import { adminGet } from './admin-client.ts';
 import { type DoctorFacts, type Gathered, REQUIRED_BINARIES } from './doctor.ts';
 import type { LeasesView, RoutesView, StatusView } from './views.ts';
@@ -44,6 +45,25 @@ function runVersion(binary: string): Promise<Gathered<string>> {
       else resolve({ ok: true, value: stdout.trim() });
     });
   });
+}
+
+/** The interface of the main-table route the kernel picks for `ip` (longest prefix; one table). */
+export function routeIface(
+  routes: readonly RouteInfo[],
+  ip: string,
+  names: ReadonlyMap<number, string>,
+): string | undefined {
+  const addr = parseIp(ip);
+  let best: { len: number; iface: string } | undefined;
+  for (const r of routes) {
+    const c = parseCidr(r.dst);
+    if (addr === undefined || c === undefined || r.ifindex === undefined) continue;
+    if ((r.type ?? 'unicast') !== 'unicast' || !cidrContains(c, addr)) continue;
+    const iface = names.get(r.ifindex);
+    if (iface !== undefined && (best === undefined || c.prefixLen > best.len))
+      best = { len: c.prefixLen, iface };
+  }
+  return best?.iface;
 }
 
 export async function gatherDoctorFacts(opts: GatherOptions): Promise<DoctorFacts> {
@@ -96,6 +116,7 @@ export async function gatherDoctorFacts(opts: GatherOptions): Promise<DoctorFact
   const host = opts.openHost();
   let links: DoctorFacts['links'];
   let defaultRouteIfaces: string[];
+  const peerUplinks: Record<string, string> = {};
   try {
     const all = await host.listLinks();
     links = all.map((l) => ({ name: l.name, mtu: l.mtu, kind: l.kind }));
@@ -109,6 +130,12 @@ export async function gatherDoctorFacts(opts: GatherOptions): Promise<DoctorFact
           .filter((n): n is string => n !== undefined),
       ),
     ];
+    // Where the underlay traffic of IPv4 VXLAN peers comes and goes (the rp-filter check).
+    for (const p of agent.ok ? agent.value.routes.peers : []) {
+      if (p.path !== 'vxlan' || p.family !== 4) continue;
+      const iface = routeIface(routes, p.nodeIP, byIndex);
+      if (iface !== undefined) peerUplinks[p.nodeIP] = iface;
+    }
   } finally {
     host.close();
   }
@@ -139,6 +166,7 @@ export async function gatherDoctorFacts(opts: GatherOptions): Promise<DoctorFact
     rpFilter: { all: rpAll === undefined ? undefined : Number(rpAll), byIface },
     links,
     defaultRouteIfaces,
+    peerUplinks,
     netnsExists,
     // Peer links are the underlay (direct) or the VXLAN device itself, whose MTU already excludes it.
     overhead: 0,

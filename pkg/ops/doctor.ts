@@ -3,6 +3,7 @@
  * gathered beforehand (doctor-gather.ts), so each fault is a table row in a unit test. Every problem
  * comes with the fix an operator can apply.
  */
+import { cidrContains, parseCidr, parseIp } from '../ip/index.ts';
 import type { LeasesView, RoutesView, StatusView } from './views.ts';
 
 export interface Finding {
@@ -53,6 +54,8 @@ export interface DoctorFacts {
   links: LinkFact[];
   /** Interfaces carrying the default routes (for the MTU check when there are no peers). */
   defaultRouteIfaces: string[];
+  /** IPv4 VXLAN peers' InternalIP -> the interface the main table routes it through. */
+  peerUplinks: Record<string, string>;
   /** Lease netns path -> still exists. */
   netnsExists: Record<string, boolean>;
   /** Encapsulation overhead of the mode in use (0 for host-gw). */
@@ -203,34 +206,66 @@ export function checkForwarding(f: DoctorFacts): CheckResult {
   return r;
 }
 
-/** Interfaces pod traffic crosses: the pods' host veths and the interfaces toward peers (or the default route). */
-export function podTrafficIfaces(f: DoctorFacts): string[] {
-  const out = new Set<string>();
-  if (f.agent.ok) {
-    for (const l of f.agent.value.leases.leases) out.add(l.hostVeth);
-    for (const p of f.agent.value.routes.peers) if ('linkName' in p) out.add(p.linkName);
-  }
-  if (![...out].some((n) => !n.startsWith('trl'))) for (const n of f.defaultRouteIfaces) out.add(n);
-  const present = new Set(f.links.map((l) => l.name));
-  return [...out].filter((n) => present.has(n)).sort();
-}
-
+/**
+ * Strict rp_filter (1) passes every path trellis builds: a pod's address routes back to its own veth,
+ * a remote pod CIDR to the interface its packets come in on (underlay or VXLAN device), and what pods
+ * send off the cluster leaves masqueraded. The exception is traffic between pods and a VXLAN peer's own
+ * address that keeps the pod address (masquerading off, or a no-masquerade CIDR covering it): it takes
+ * the underlay one way and the tunnel the other, so strict filtering on the uplink drops the peer's pods'
+ * packets to this node, and on the VXLAN device the peer's answers to pods here. Only that is flagged.
+ */
 export function checkRpFilter(f: DoctorFacts): CheckResult {
-  const r: CheckResult = {
-    name: 'rp-filter',
-    title: 'reverse-path filter not strict where pod traffic passes',
-    findings: [],
+  const r: CheckResult = { name: 'rp-filter', title: 'reverse-path filter passes pod traffic', findings: [] };
+  const skip = needsAgent(f);
+  if (skip !== undefined || !f.agent.ok) return { ...r, skipped: skip };
+  // rp_filter is IPv4 only.
+  const vxlan = f.agent.value.routes.peers.flatMap((p) => (p.path === 'vxlan' && p.family === 4 ? [p] : []));
+  if (vxlan.length === 0) return r;
+  const masq = f.agent.value.status.masquerade;
+  if (masq === undefined)
+    return { ...r, skipped: 'the agent does not report its masquerade settings (an older version)' };
+  type Kept = { why: string; undo: string };
+  const keptBy = (nodeIP: string): Kept | undefined => {
+    if (!masq.enabled) return { why: 'masquerading is off', undo: 'run the agents without --no-masquerade' };
+    const ip = parseIp(nodeIP);
+    const c = masq.noMasqueradeCIDRs.find((s) => {
+      const cidr = parseCidr(s);
+      return ip !== undefined && cidr !== undefined && cidr.family === 4 && cidrContains(cidr, ip);
+    });
+    return c === undefined
+      ? undefined
+      : {
+          why: `no-masquerade CIDR ${c} covers their InternalIPs`,
+          undo: 'leave the node addresses out of the no-masquerade CIDRs (TRELLIS_NO_MASQUERADE_CIDRS)',
+        };
   };
+  // Per interface: the peers whose traffic comes in on it but routes back through another one.
+  const hit = new Map<string, { peers: string[]; kept: Kept; back: string; uplink: boolean }>();
+  const note = (iface: string, peer: string, kept: Kept, back: string, uplink: boolean): void => {
+    const h = hit.get(iface);
+    if (h === undefined) hit.set(iface, { peers: [peer], kept, back, uplink });
+    else h.peers.push(peer);
+  };
+  for (const p of vxlan) {
+    const kept = keptBy(p.nodeIP);
+    if (kept === undefined) continue;
+    const uplink = f.peerUplinks[p.nodeIP];
+    if (uplink !== undefined) note(uplink, p.node, kept, p.linkName, true);
+    note(p.linkName, `${p.node} ${p.nodeIP}`, kept, uplink ?? 'the underlay', false);
+  }
   const all = f.rpFilter.all ?? 0;
-  for (const iface of podTrafficIfaces(f)) {
+  const present = new Set(f.links.map((l) => l.name));
+  for (const [iface, h] of [...hit].sort(([a], [b]) => (a < b ? -1 : 1))) {
     const own = f.rpFilter.byIface[iface] ?? 0;
-    if (Math.max(all, own) === 1) {
-      const which = own === 1 ? `net.ipv4.conf.${iface}.rp_filter` : 'net.ipv4.conf.all.rp_filter';
-      r.findings.push({
-        problem: `rp_filter on ${iface} is strict (effective max(all=${all}, ${iface}=${own}) = 1): pod packets whose return path uses another interface are dropped`,
-        fix: `sysctl -w ${which}=2 (loose)${own === 1 ? '' : ', or set it per interface and all to 0 or 2'}`,
-      });
-    }
+    if (!present.has(iface) || Math.max(all, own) !== 1) continue;
+    const strict = `rp_filter on ${iface} is strict (effective max(all=${all}, ${iface}=${own}) = 1)`;
+    r.findings.push({
+      problem: h.uplink
+        ? `${strict}: it drops packets from pods on VXLAN peers (${h.peers.join(', ')}) to this node's own addresses: they keep their pod address (${h.kept.why}) and come in on ${iface}, but the route back to their pod CIDR is ${h.back}`
+        : `${strict}: it drops packets from VXLAN peers' own addresses (${h.peers.join(', ')}) to pods here, such as their answers to pods that talk to them with the pod address (${h.kept.why}): they come in on ${iface}, but the route back to those addresses is ${h.back}`,
+      // The slash form: sysctl reads dots as separators, and trellis.v4 has one.
+      fix: `sysctl -w net/ipv4/conf/${iface}/rp_filter=2 (loose on ${iface} alone: the kernel applies the larger of all and the interface), or ${h.kept.undo}`,
+    });
   }
   return r;
 }

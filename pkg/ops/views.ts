@@ -28,6 +28,8 @@ export interface StatusView {
   /** Capacity as a decimal string: an IPv6 /64 does not fit a JSON number. */
   ipam: { family: 4 | 6; range: string; capacity: string; used: number }[];
   watch?: { restarts: number; relists: number; resourceVersion: string; synced: boolean };
+  /** Absent from older agents. */
+  masquerade?: { enabled: boolean; noMasqueradeCIDRs: string[] };
 }
 
 /**
@@ -94,6 +96,7 @@ export function statusView(s: AgentSnapshot, version: string, runtime: string): 
       used: u.used,
     })),
     ...(s.watch === undefined ? {} : { watch: s.watch }),
+    masquerade: s.masquerade,
   };
 }
 

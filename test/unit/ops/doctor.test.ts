@@ -1,5 +1,6 @@
 import { describe, expect, it } from 'vitest';
 import { type DoctorFacts, runDoctor } from '../../../pkg/ops/doctor.ts';
+import { routeIface } from '../../../pkg/ops/doctor-gather.ts';
 import type { LeaseRow, RouteRow, StatusView } from '../../../pkg/ops/views.ts';
 
 const lease = (over: Partial<LeaseRow> = {}): LeaseRow => ({
@@ -29,6 +30,7 @@ const status: StatusView = {
   cniBinDir: '/opt/cni/bin',
   leases: 1,
   ipam: [],
+  masquerade: { enabled: true, noMasqueradeCIDRs: [] },
 };
 
 const okRoute: RouteRow = {
@@ -85,6 +87,7 @@ function healthy(): DoctorFacts {
       { name: 'trl0123456789ab', mtu: 1450, kind: 'veth' },
     ],
     defaultRouteIfaces: ['eth0'],
+    peerUplinks: {},
     netnsExists: { '/var/run/netns/cni-1': true },
     overhead: 0,
   };
@@ -96,6 +99,24 @@ const agentValue = (f: DoctorFacts) => {
   if (!f.agent.ok) throw new Error('agent fact missing');
   return f.agent.value;
 };
+
+/** A peer on another subnet, reached through the VXLAN device; its InternalIP is routed via eth0. */
+function addVxlanPeer(f: DoctorFacts): void {
+  agentValue(f).routes.peers.push({
+    node: 'n3',
+    family: 4,
+    path: 'vxlan',
+    nodeIP: '192.168.20.3',
+    vtepIP: '10.244.3.0',
+    vtepMac: '02:00:00:00:00:03',
+    ifindex: 7,
+    linkName: 'trellis.v4',
+    podCIDRs: ['10.244.3.0/24'],
+  });
+  f.links.push({ name: 'trellis.v4', mtu: 1450, kind: 'vxlan' });
+  f.rpFilter.byIface['trellis.v4'] = 0;
+  f.peerUplinks['192.168.20.3'] = 'eth0';
+}
 
 const cases: Case[] = [
   [
@@ -218,23 +239,26 @@ const cases: Case[] = [
     /sysctl -w net\.ipv6\.conf\.all\.forwarding=1/,
   ],
   [
-    'strict rp_filter on the uplink',
+    'strict rp_filter on the uplink, masquerading off, a VXLAN peer',
     (f) => {
+      addVxlanPeer(f);
+      agentValue(f).status.masquerade = { enabled: false, noMasqueradeCIDRs: [] };
       f.rpFilter.byIface.eth0 = 1;
     },
     'rp-filter',
-    /rp_filter on eth0 is strict \(effective max\(all=0, eth0=1\) = 1\)/,
-    /sysctl -w net\.ipv4\.conf\.eth0\.rp_filter=2/,
+    /rp_filter on eth0 is strict \(effective max\(all=0, eth0=1\) = 1\): it drops packets from pods on VXLAN peers \(n3\) to this node's own addresses.*masquerading is off/,
+    /^sysctl -w net\/ipv4\/conf\/eth0\/rp_filter=2 /,
   ],
   [
-    'strict rp_filter via all',
+    'strict rp_filter via all, a no-masquerade CIDR covering a VXLAN peer',
     (f) => {
+      addVxlanPeer(f);
+      agentValue(f).status.masquerade = { enabled: true, noMasqueradeCIDRs: ['192.168.0.0/16'] };
       f.rpFilter.all = 1;
-      f.rpFilter.byIface.eth0 = 0;
     },
     'rp-filter',
-    /rp_filter on eth0 is strict/,
-    /net\.ipv4\.conf\.all\.rp_filter=2/,
+    /rp_filter on trellis\.v4 is strict \(effective max\(all=1, trellis\.v4=0\) = 1\): it drops packets from VXLAN peers' own addresses \(n3 192\.168\.20\.3\).*no-masquerade CIDR 192\.168\.0\.0\/16/,
+    /^sysctl -w net\/ipv4\/conf\/trellis\.v4\/rp_filter=2 /,
   ],
   [
     'pod MTU above the uplink',
@@ -374,6 +398,53 @@ describe('doctor', () => {
       findings.some((x) => problem.test(x.problem) && fix.test(x.fix)),
       JSON.stringify(findings, null, 2),
     ).toBe(true);
+  });
+
+  it('strict rp_filter everywhere passes every path trellis builds with masquerading on: no finding', () => {
+    const f = healthy();
+    addVxlanPeer(f);
+    f.rpFilter = { all: 1, byIface: { eth0: 1, trl0123456789ab: 1, 'trellis.v4': 1, lo: 1 } };
+    expect(runDoctor(f).checks.find((c) => c.name === 'rp-filter')?.findings).toEqual([]);
+    expect(runDoctor(f).ok).toBe(true);
+    // Without VXLAN peers even pod traffic that keeps its address takes the same way both directions.
+    agentValue(f).routes.peers.pop();
+    agentValue(f).status.masquerade = { enabled: false, noMasqueradeCIDRs: [] };
+    expect(runDoctor(f).ok).toBe(true);
+  });
+
+  it('strict rp_filter toward a VXLAN peer whose address keeps pod sources: both the uplink and the device', () => {
+    const f = healthy();
+    addVxlanPeer(f);
+    agentValue(f).status.masquerade = { enabled: false, noMasqueradeCIDRs: [] };
+    f.rpFilter.all = 1;
+    f.rpFilter.byIface.eth0 = 0;
+    const found = runDoctor(f).checks.find((c) => c.name === 'rp-filter')!.findings;
+    expect(found.map((x) => x.fix.split(' (')[0])).toEqual([
+      'sysctl -w net/ipv4/conf/eth0/rp_filter=2',
+      'sysctl -w net/ipv4/conf/trellis.v4/rp_filter=2',
+    ]);
+    // An agent that does not report its masquerade settings (older version): nothing to judge by.
+    delete agentValue(f).status.masquerade;
+    expect(runDoctor(f).checks.find((c) => c.name === 'rp-filter')?.skipped).toMatch(/masquerade/);
+  });
+
+  it('finds the interface a VXLAN peer is routed through by longest prefix, as the kernel does', () => {
+    const names = new Map([
+      [2, 'eth0'],
+      [3, 'eth1'],
+      [7, 'trellis.v4'],
+    ]);
+    const routes = [
+      { family: 4 as const, dst: '0.0.0.0/0', gateway: '192.168.1.1', ifindex: 2 },
+      { family: 4 as const, dst: '192.168.1.0/24', ifindex: 2 },
+      { family: 4 as const, dst: '10.20.0.0/16', gateway: '10.9.0.1', ifindex: 3 },
+      { family: 4 as const, dst: '10.20.30.0/24', type: 'blackhole' as const },
+      { family: 4 as const, dst: '10.244.3.0/24', gateway: '10.244.3.0', ifindex: 7, onlink: true },
+    ];
+    expect(routeIface(routes, '10.20.30.4', names)).toBe('eth1');
+    expect(routeIface(routes, '192.168.1.7', names)).toBe('eth0');
+    expect(routeIface(routes, '172.16.0.1', names)).toBe('eth0');
+    expect(routeIface([], '172.16.0.1', names)).toBeUndefined();
   });
 
   it('full-MTU pod interfaces whose routes off the node leave room for the overlay are healthy', () => {

@@ -64,6 +64,7 @@ function snapshot(): AgentSnapshot {
     ],
     ipamUsage: [{ family: 4, range: '10.244.1.0/24', capacity: 253, used: 2 }],
     watch: undefined,
+    masquerade: { enabled: true, noMasqueradeCIDRs: ['10.0.0.0/8'] },
   };
 }
 
@@ -137,6 +138,7 @@ describe('status and leases views', () => {
     const s = statusView(snapshot(), '0.1.0', 'v24');
     expect(s.ipam).toEqual([{ family: 4, range: '10.244.1.0/24', capacity: '253', used: 2 }]);
     expect(s).not.toHaveProperty('notReadyReason');
+    expect(s.masquerade).toEqual({ enabled: true, noMasqueradeCIDRs: ['10.0.0.0/8'] });
     const l = leasesView(snapshot());
     expect(l.leases.map((x) => [x.addresses[0], x.podName, x.netns])).toEqual([
       ['10.244.1.2', '', ''],
