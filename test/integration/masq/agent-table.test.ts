@@ -2,6 +2,7 @@ import { execFileSync } from 'node:child_process';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { type AgentProcess, removeAgentDir, startAgent } from '../../support/agent-process.ts';
 import { NetnsPool, netnsSkipReason, nsExec, type TestNetns } from '../../support/netns.ts';
+import { sleep, within } from '../faults/support.ts';
 
 /**
  * The masquerade table as a real (standalone) agent keeps it, in a namespace of the test's own: put
@@ -9,21 +10,8 @@ import { NetnsPool, netnsSkipReason, nsExec, type TestNetns } from '../../suppor
  */
 const POD_CIDRS = ['10.244.0.0/24', 'fd00:10:244::/64'];
 
-function sleep(ms: number): Promise<void> {
-  return new Promise((r) => setTimeout(r, ms));
-}
-
 function hasTable(ns: TestNetns): boolean {
   return nsExec(ns.name, 'nft', ['list', 'tables', 'inet']).includes('table inet trellis');
-}
-
-async function within(ms: number, what: string, pred: () => boolean): Promise<number> {
-  const start = Date.now();
-  while (!pred()) {
-    if (Date.now() - start > ms) throw new Error(`${what}: not true after ${ms} ms`);
-    await sleep(20);
-  }
-  return Date.now() - start;
 }
 
 describe.skipIf(netnsSkipReason !== undefined)('masquerade table kept by a real agent (namespaces)', () => {
