@@ -10,6 +10,7 @@ import { type MasqOptions, type MasqPlan, planMasq, type SkippedCidr } from './r
 export class MasqSyncer {
   private readonly runner: Pick<NftRunner, 'apply'>;
   private lastApplied: string | undefined;
+  private invalidations = 0;
   /** The last plan and what it was made from: a resync over an unchanged cluster renders nothing. */
   private lastPlan: { opts: MasqOptions; plan: MasqPlan } | undefined;
   /** Node-provided CIDRs the last sync left out as invalid (for the caller to log or report). */
@@ -36,14 +37,18 @@ export class MasqSyncer {
     const { ruleset: text, skipped } = plan!;
     this.lastSkipped = skipped;
     if (text === this.lastApplied) return 'unchanged';
+    const invalidations = this.invalidations;
     await this.runner.apply(text);
-    this.lastApplied = text;
+    // Someone changed the table while nft ran (invalidate() meanwhile): what it applied may already
+    // be gone, so the next sync applies again instead of calling it unchanged.
+    if (this.invalidations === invalidations) this.lastApplied = text;
     return 'applied';
   }
 
   /** Forget the cache so the next sync re-applies (e.g. after someone flushed the ruleset). */
   invalidate(): void {
     this.lastApplied = undefined;
+    this.invalidations++;
   }
 }
 

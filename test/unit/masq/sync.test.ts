@@ -31,6 +31,26 @@ describe('MasqSyncer', () => {
     expect(applied).toEqual([renderMasqRuleset(opts()), renderMasqRuleset(opts())]);
   });
 
+  it('an invalidate while nft runs is not lost: the next sync applies again', async () => {
+    // Someone flushes the ruleset right after our transaction, and the watch's invalidate() lands
+    // before our nft has exited: what was applied may be gone already.
+    let release: () => void = () => {};
+    let applies = 0;
+    const s = new MasqSyncer({
+      apply: (): Promise<void> => {
+        applies++;
+        return applies === 1 ? new Promise((r) => (release = r)) : Promise.resolve();
+      },
+    });
+    const first = s.sync(opts());
+    s.invalidate();
+    release();
+    expect(await first).toBe('applied');
+    expect(await s.sync(opts())).toBe('applied');
+    expect(applies).toBe(2);
+    expect(await s.sync(opts())).toBe('unchanged');
+  });
+
   it('renders again when the caller changed its arrays in place', async () => {
     const { s, applied } = syncer();
     const o = opts();
