@@ -38,7 +38,7 @@ export interface AgentPorts {
   /** Exclusive lock on the state directory: one agent per node. */
   lockStateDir(dir: string): { release(): void };
   /** Masquerade syncer; undefined disables masquerading. */
-  masq: Pick<MasqSyncer, 'sync' | 'invalidate'> | undefined;
+  masq: (Pick<MasqSyncer, 'sync' | 'invalidate'> & Partial<Pick<MasqSyncer, 'committedBy'>>) | undefined;
   /**
    * With masquerading off: removes the table a run with it on left behind (it would keep masquerading
    * and never learn new nodes' pod CIDRs). Resolves true when there was one.

@@ -6,7 +6,7 @@ import type {
   Subscription,
 } from '../datapath/ports.ts';
 import { TRELLIS_ROUTE_PROTOCOL } from '../datapath/ports.ts';
-import { type MasqSyncer, MasqTableWatch } from '../masq/index.ts';
+import { DEFAULT_TABLE, type MasqSyncer, MasqTableWatch, NFPROTO_INET } from '../masq/index.ts';
 import type { Logger } from '../observe/logger.ts';
 import { isOwnedRoute, MAIN_TABLE } from '../routes/diff.ts';
 import { isVxlanDeviceName } from '../vxlan/constants.ts';
@@ -57,7 +57,7 @@ export const WATCHED_LINKS: LinkEventInterest = { changes: ['delete'] };
 export interface KernelWatchDeps {
   events: NetlinkEventsPort;
   /** Undefined with masquerading off: the nftables table is then not watched. */
-  masq: Pick<MasqSyncer, 'invalidate'> | undefined;
+  masq: (Pick<MasqSyncer, 'invalidate'> & Partial<Pick<MasqSyncer, 'committedBy'>>) | undefined;
   /** A live route of ours was written through this nexthop object (the netlink handle's book). */
   routesNexthop(id: number): boolean;
   /** A deletion a per-node step made itself (RouteReconciler.isOwnDeletion): not someone else's. */
@@ -119,15 +119,21 @@ export function watchKernel(deps: KernelWatchDeps): Subscription[] {
 function watchMasqTable(deps: KernelWatchDeps, markSoon: () => void): Subscription | undefined {
   const { masq, events, log } = deps;
   if (masq === undefined || events.subscribeNftablesEvents === undefined) return undefined;
-  const watch = new MasqTableWatch();
+  const watch = new MasqTableWatch({
+    ours: (portid) => masq.committedBy?.(portid) ?? true, // unknown: the shape alone decides
+  });
   try {
-    return events.subscribeNftablesEvents((ev) => {
-      if (ev.type !== 'overflow' && !watch.feed(ev)) return;
-      if (ev.type !== 'overflow')
-        log.warn('the masquerade table was changed by someone else; putting it back');
-      masq.invalidate();
-      markSoon();
-    });
+    return events.subscribeNftablesEvents(
+      (ev) => {
+        if (ev.type === 'overflow')
+          watch.reset(); // a transaction's notifications may be missing
+        else if (!watch.feed(ev)) return;
+        else log.warn('the masquerade table was changed by someone else; putting it back');
+        masq.invalidate();
+        markSoon();
+      },
+      { family: NFPROTO_INET, name: DEFAULT_TABLE },
+    );
   } catch (err) {
     // Without the watch the periodic resync still restores the table.
     log.warn(

@@ -260,8 +260,16 @@ export type NftObjectKind = 'table' | 'chain' | 'rule' | 'set' | 'element' | 'ob
  * ('generation', after the changes it made).
  */
 export type NftablesEvent =
-  | { type: 'change'; change: 'new' | 'del'; object: NftObjectKind; family: number; table: string }
-  | { type: 'generation' };
+  | {
+      type: 'change';
+      change: 'new' | 'del';
+      object: NftObjectKind;
+      family: number;
+      table: string;
+      /** The netlink port (usually the pid) of the process whose transaction it is. */
+      portid: number;
+    }
+  | { type: 'generation'; portid: number };
 
 export interface Subscription {
   close(): void;
@@ -292,6 +300,12 @@ export interface LinkEventInterest {
 export interface NetlinkEventsPort {
   subscribeRouteEvents(cb: (ev: RouteEvent) => void, interest?: RouteEventInterest): Subscription;
   subscribeLinkEvents(cb: (ev: LinkEvent) => void, interest?: LinkEventInterest): Subscription;
-  /** nf_tables changes (pkg/netlink subscribeNftablesEvents); absent where not wired. */
-  subscribeNftablesEvents?(cb: (ev: NftablesEvent | { type: 'overflow' }) => void): Subscription;
+  /**
+   * nf_tables changes (pkg/netlink subscribeNftablesEvents); with `table`, other tables' set element
+   * changes are dropped in the kernel (cb still checks each event). Absent where not wired.
+   */
+  subscribeNftablesEvents?(
+    cb: (ev: NftablesEvent | { type: 'overflow' }) => void,
+    table?: { family: number; name: string },
+  ): Subscription;
 }

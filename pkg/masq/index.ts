@@ -13,4 +13,4 @@ export {
   validateTableName,
 } from './render.ts';
 export { MasqSyncer } from './sync.ts';
-export { MasqTableWatch } from './table-watch.ts';
+export { MasqTableWatch, NFPROTO_INET } from './table-watch.ts';

@@ -49,15 +49,31 @@ export class NftError extends Error {
   }
 }
 
+/** How long an exited nft's pid still names our transactions: notifications are read within ms. */
+const PID_MEMORY_MS = 10_000;
+
 export class NftRunner {
   private readonly nftPath: string;
   private readonly prefix: readonly string[];
   private readonly timeoutMs: number;
+  /** pid -> until when it counts as ours (Infinity while it runs). */
+  private readonly pids = new Map<number, number>();
 
   constructor(opts: NftRunnerOptions = {}) {
     this.nftPath = opts.nftPath ?? 'nft';
     this.prefix = Object.freeze([...(opts.argvPrefix ?? [])]);
     this.timeoutMs = opts.timeoutMs ?? 10_000;
+  }
+
+  /**
+   * True when `pid` is (or within the last PID_MEMORY_MS was) an nft this runner started: the process
+   * that committed a transaction, as its nf_tables notifications name it. With an argvPrefix such as
+   * `ip netns exec`, which execs nft in place, the pid is the same.
+   */
+  ran(pid: number): boolean {
+    const now = performance.now();
+    for (const [p, until] of this.pids) if (until < now) this.pids.delete(p);
+    return this.pids.has(pid);
   }
 
   /** Runs nft with args; resolves with stdout, rejects with NftError. */
@@ -66,6 +82,8 @@ export class NftRunner {
     const [cmd, ...rest] = argv as [string, ...string[]];
     return new Promise((resolve, reject) => {
       const child = spawn(cmd, rest, { stdio: ['pipe', 'pipe', 'pipe'], timeout: this.timeoutMs });
+      const pid = child.pid;
+      if (pid !== undefined) this.pids.set(pid, Number.POSITIVE_INFINITY);
       const out: Buffer[] = [];
       const err: Buffer[] = [];
       let timedOut = false;
@@ -81,6 +99,8 @@ export class NftRunner {
         // EPIPE when nft exits before reading all input; its exit status tells the story.
       });
       child.on('close', (exitCode, signal) => {
+        // Its notifications may be read after it exited: remembered a while longer.
+        if (pid !== undefined) this.pids.set(pid, performance.now() + PID_MEMORY_MS);
         const stderr = Buffer.concat(err).toString('utf8');
         if (signal !== null && !timedOut && child.killed) timedOut = true;
         if (exitCode === 0 && spawnError === undefined) {

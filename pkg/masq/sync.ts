@@ -8,7 +8,7 @@ import type { NftRunner } from './nft.ts';
 import { type MasqOptions, type MasqPlan, planMasq, type SkippedCidr } from './render.ts';
 
 export class MasqSyncer {
-  private readonly runner: Pick<NftRunner, 'apply'>;
+  private readonly runner: Pick<NftRunner, 'apply'> & Partial<Pick<NftRunner, 'ran'>>;
   private lastApplied: string | undefined;
   private invalidations = 0;
   /** The last plan and what it was made from: a resync over an unchanged cluster renders nothing. */
@@ -16,8 +16,13 @@ export class MasqSyncer {
   /** Node-provided CIDRs the last sync left out as invalid (for the caller to log or report). */
   lastSkipped: SkippedCidr[] = [];
 
-  constructor(runner: Pick<NftRunner, 'apply'>) {
+  constructor(runner: Pick<NftRunner, 'apply'> & Partial<Pick<NftRunner, 'ran'>>) {
     this.runner = runner;
+  }
+
+  /** Whether the process behind an nf_tables transaction was one of our nft runs; undefined: cannot tell. */
+  committedBy(portid: number): boolean | undefined {
+    return this.runner.ran?.(portid);
   }
 
   /** Renders (throws MasqConfigError on bad operator config) and applies when the text changed. */

@@ -1,25 +1,31 @@
 /**
  * Tells from nf_tables notifications when someone else changed the masquerade table: `nft flush
  * ruleset` (what Debian's nftables.service does on restart, and firewalld on reload), a deleted table,
- * a flushed chain, a rule added by hand. Pure: fed the events of pkg/netlink subscribeNftablesEvents.
+ * a flushed chain, a rule added by hand, a saved copy of the table restored, a flag set on it. Pure:
+ * fed the events of pkg/netlink subscribeNftablesEvents.
  *
- * Every apply of ours (render.ts) deletes and re-creates the whole table in one transaction, so its
- * notifications end with the table added. A transaction that touched the table and did not leave it
- * freshly added is someone else's, and the table must be put back as rendered.
+ * A transaction is the agent's own when the process that committed it is one of the agent's nft
+ * children (the notifications' netlink port: the committing process's pid in its own pid namespace,
+ * which is the agent's) and it leaves the table freshly added, as every apply of ours does (render.ts
+ * deletes and re-creates the whole table). Any other transaction that touched the table is someone
+ * else's, and the table must be put back as rendered. Where the committer cannot be told (`ours`
+ * absent), the shape alone decides.
  */
 import type { NftablesEvent } from '../datapath/ports.ts';
 import { DEFAULT_TABLE } from './render.ts';
 
 /** NFPROTO_INET: the family of an `inet` table. */
-const NFPROTO_INET = 1;
+export const NFPROTO_INET = 1;
 
 export class MasqTableWatch {
   private readonly table: string;
+  private readonly ours: ((portid: number) => boolean) | undefined;
   private touched = false;
   private recreated = false;
 
-  constructor(table: string = DEFAULT_TABLE) {
-    this.table = table;
+  constructor(opts: { table?: string; ours?: (portid: number) => boolean } = {}) {
+    this.table = opts.table ?? DEFAULT_TABLE;
+    this.ours = opts.ours;
   }
 
   /** One event; true when a transaction just ended that changed the table behind the agent's back. */
@@ -30,9 +36,14 @@ export class MasqTableWatch {
       if (ev.object === 'table') this.recreated = ev.change === 'new';
       return false;
     }
-    const foreign = this.touched && !this.recreated;
+    const foreign = this.touched && (!this.recreated || this.ours?.(ev.portid) === false);
+    this.reset();
+    return foreign;
+  }
+
+  /** Forgets a transaction in progress (after notifications were lost). */
+  reset(): void {
     this.touched = false;
     this.recreated = false;
-    return foreign;
   }
 }

@@ -9,7 +9,7 @@ import type {
 import { RTM, RTN, RTNLGRP } from './constants.ts';
 import { parseLink, parseRoute, routeTable } from './messages.ts';
 import { parseNexthop } from './nexthop-messages.ts';
-import { NFNLGRP_NFTABLES, parseNftablesMessage } from './nft-messages.ts';
+import { NFNLGRP_NFTABLES, nftablesTableClauses, parseNftablesMessage } from './nft-messages.ts';
 import { RtnlSocket, type SocketProbe, type SocketWants } from './socket.ts';
 import { compileAcceptFilter, type FilterClause, NLMSG_HDRLEN } from './socket-filter.ts';
 
@@ -79,7 +79,7 @@ function linkEventFilter(interest: LinkEventInterest): Buffer {
 
 function subscribe<E>(
   groups: { required: number[]; optional?: number[]; protocol?: number },
-  parse: (type: number, payload: Buffer) => E | undefined,
+  parse: (type: number, payload: Buffer, portid: number) => E | undefined,
   cb: (ev: E | { type: 'overflow' }) => void,
   opts: SubscribeOptions,
   filter: Buffer | undefined,
@@ -93,7 +93,7 @@ function subscribe<E>(
     onNotification: (msg) => {
       let ev: E | undefined;
       try {
-        ev = parse(msg.type, msg.payload);
+        ev = parse(msg.type, msg.payload, msg.pid);
       } catch {
         onOverflow();
         return;
@@ -185,18 +185,21 @@ export function subscribeLinkEvents(
 }
 
 /**
- * nf_tables changes in the namespace (NETLINK_NETFILTER, NFNLGRP_NFTABLES): every object change of
- * every table, and a 'generation' event after each committed transaction (nft-messages.ts).
+ * nf_tables changes in the namespace (NETLINK_NETFILTER, NFNLGRP_NFTABLES): object changes and a
+ * 'generation' event after each committed transaction (nft-messages.ts). With `table`, the kernel
+ * drops datagrams of other tables' set element changes (when opts.prepareFd attaches the filter):
+ * kube-proxy's or firewalld's churn never reaches JS (nftablesTableClauses says why no more).
  */
 export function subscribeNftablesEvents(
   cb: (ev: NftablesEvent | { type: 'overflow' }) => void,
   opts: SubscribeOptions = {},
+  table?: { family: number; name: string },
 ): Subscription {
   return subscribe<NftablesEvent>(
     { required: [NFNLGRP_NFTABLES], protocol: NETLINK_NETFILTER },
     parseNftablesMessage,
     cb,
     opts,
-    undefined,
+    table === undefined ? undefined : compileAcceptFilter(nftablesTableClauses(table.family, table.name)),
   );
 }

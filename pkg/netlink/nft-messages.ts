@@ -5,7 +5,9 @@
  * be16), then attributes; every table-scoped object carries its table's name as attribute 1
  * (NFTA_TABLE_NAME, NFTA_CHAIN_TABLE, NFTA_RULE_TABLE, NFTA_SET_TABLE, ...; linux/netfilter/nf_tables.h).
  */
+import { endianness } from 'node:os';
 import type { NftablesEvent, NftObjectKind } from '../datapath/ports.ts';
+import { type FilterClause, NLMSG_HDRLEN } from './socket-filter.ts';
 
 /** NFNLGRP_NFTABLES. */
 export const NFNLGRP_NFTABLES = 7;
@@ -35,11 +37,14 @@ const OBJECTS: Record<number, { change: 'new' | 'del'; object: NftObjectKind }> 
 /** NFT_MSG_NEWGEN: a transaction was committed; its notifications came before this one. */
 const NEWGEN = 15;
 
-/** undefined for messages of other subsystems or types, and for objects without a table name. */
-export function parseNftablesMessage(type: number, payload: Buffer): NftablesEvent | undefined {
+/**
+ * undefined for messages of other subsystems or types, and for objects without a table name.
+ * portid: the nlmsg_pid the kernel put on it, the netlink port of the process whose transaction it was.
+ */
+export function parseNftablesMessage(type: number, payload: Buffer, portid = 0): NftablesEvent | undefined {
   if (type >> 8 !== SUBSYS_NFTABLES) return undefined;
   const msg = type & 0xff;
-  if (msg === NEWGEN) return { type: 'generation' };
+  if (msg === NEWGEN) return { type: 'generation', portid };
   const kind = OBJECTS[msg];
   if (kind === undefined || payload.length < NFGENMSG_LEN) return undefined;
   const family = payload.readUInt8(0);
@@ -49,9 +54,41 @@ export function parseNftablesMessage(type: number, payload: Buffer): NftablesEve
     if ((payload.readUInt16LE(off + 2) & NLA_TYPE_MASK) === ATTR_TABLE) {
       let end = off + len;
       while (end > off + 4 && payload[end - 1] === 0) end--; // NUL-terminated string
-      return { type: 'change', ...kind, family, table: payload.toString('utf8', off + 4, end) };
+      return { type: 'change', ...kind, family, table: payload.toString('utf8', off + 4, end), portid };
     }
     off += (len + 3) & ~3;
   }
   return undefined;
+}
+
+/**
+ * Socket filter clauses that drop other tables' set element changes (kube-proxy's and firewalld's
+ * churn) before they reach the agent, and keep everything else. Only that much: the kernel coalesces a
+ * transaction's notifications into few datagrams and a socket filter sees only each datagram's first
+ * message, so a filter on the table name would also drop the datagram of a `flush ruleset` that
+ * happens to start with another table. A transaction that changes only other tables' elements starts
+ * its datagrams with element messages; the commit (NEWGEN) comes in a datagram of its own.
+ */
+export function nftablesTableClauses(family: number, name: string): FilterClause[] {
+  const at = NLMSG_HDRLEN + NFGENMSG_LEN; // the first attribute's header: len u16, type u16 (host order)
+  const nameBytes = [...Buffer.from(`${name}\0`, 'utf8')];
+  const ours = [
+    { offset: NLMSG_HDRLEN, value: family },
+    ...u16HostBytes(ATTR_TABLE).map((value, i) => ({ offset: at + 2 + i, value })),
+    ...nameBytes.map((value, i) => ({ offset: at + 4 + i, value })),
+  ];
+  const type = (msg: number): number => (SUBSYS_NFTABLES << 8) | msg;
+  return [
+    { type: type(NEWGEN) },
+    ...Object.entries(OBJECTS).map(([msg, kind]) =>
+      kind.object === 'element' ? { type: type(Number(msg)), bytes: ours } : { type: type(Number(msg)) },
+    ),
+  ];
+}
+
+function u16HostBytes(v: number): number[] {
+  const b = Buffer.alloc(2);
+  if (endianness() === 'LE') b.writeUInt16LE(v);
+  else b.writeUInt16BE(v);
+  return [b[0]!, b[1]!];
 }

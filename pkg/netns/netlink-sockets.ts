@@ -124,6 +124,7 @@ export function createNetlinkEvents(): NetlinkEventsPort {
       subscribeRouteEvents(cb, { prepareFd: prepareEventSocket }, interest),
     subscribeLinkEvents: (cb, interest) =>
       subscribeLinkEvents(cb, { prepareFd: prepareEventSocket }, interest),
-    subscribeNftablesEvents: (cb) => subscribeNftablesEvents(cb, { prepareFd: prepareEventSocket }),
+    subscribeNftablesEvents: (cb, table) =>
+      subscribeNftablesEvents(cb, { prepareFd: prepareEventSocket }, table),
   };
 }

@@ -78,6 +78,15 @@ describe.skipIf(netnsSkipReason !== undefined)('masquerade table kept by a real 
       'counter',
     ]);
     await within(2500, 'the hand-added rule removed', () => !rules().includes('192.0.2.1'));
+    // A saved copy restored the way nftables.service does (flush ruleset, then the table): the same
+    // shape as an apply of the agent's own, but another process committed it.
+    const warned = warnings();
+    nsExec(ns.name, 'nft', ['-f', '-'], {
+      input:
+        'flush ruleset\ntable inet trellis {\n\tchain postrouting {\n\t\ttype nat hook postrouting priority srcnat; policy accept;\n\t}\n}\n',
+    });
+    await within(2500, 'the restored stale copy replaced', () => rules().includes('masquerade'));
+    await within(1000, 'the warning logged', () => warnings() === warned + 1);
     // The agent's own re-applies are not taken for someone else's: it settles.
     await sleep(300);
     const settled = [passes(), warnings()];

@@ -1,8 +1,9 @@
+import { spawnSync } from 'node:child_process';
 import { afterAll, describe, expect, it } from 'vitest';
 import type { NftablesEvent } from '../../../pkg/datapath/ports.ts';
 import { MasqTableWatch, renderMasqRuleset } from '../../../pkg/masq/index.ts';
 import { createNetlinkEvents, withNetns } from '../../../pkg/netns/index.ts';
-import { NetnsPool, netnsSkipReason, nsExec } from '../../support/netns.ts';
+import { NetnsPool, netnsSkipReason } from '../../support/netns.ts';
 
 /**
  * nf_tables notifications from the real kernel, in a namespace of the test's own: what the agent's
@@ -15,70 +16,121 @@ function sleep(ms: number): Promise<void> {
   return new Promise((r) => setTimeout(r, ms));
 }
 
-describe.skipIf(netnsSkipReason !== undefined)(
-  'nf_tables notifications (root, real kernel, test namespace)',
-  () => {
-    const pool = new NetnsPool();
-    afterAll(() => pool.cleanup());
+/** nft in the namespace; `ip netns exec` execs it in place, so the pid returned is nft's. */
+function nft(ns: string, args: string[], input?: string): number {
+  const r = spawnSync('ip', ['netns', 'exec', ns, 'nft', ...args], { input, encoding: 'utf8' });
+  expect(r.status, r.stderr).toBe(0);
+  return r.pid;
+}
 
-    it('report each object change and each commit; the watch tells our applies from anyone else’s', async () => {
-      const ns = pool.add('nftev');
-      const seen: Seen[] = [];
-      const sub = withNetns(ns.path, () =>
-        createNetlinkEvents().subscribeNftablesEvents!((e) => seen.push(e)),
-      );
-      const ruleset = renderMasqRuleset({
-        podCIDRs: { v4: ['10.244.0.0/24'], v6: [] },
-        clusterCIDRs: ['10.244.0.0/16'],
-        noMasqueradeCIDRs: [],
-      });
-      /** Runs one change and returns its notifications once its commit (generation) arrived. */
-      const step = async (run: () => void): Promise<Seen[]> => {
-        const from = seen.length;
-        run();
-        const deadline = Date.now() + 2000;
-        while (!seen.slice(from).some((e) => e.type === 'generation') && Date.now() < deadline)
-          await sleep(10);
-        return seen.slice(from);
-      };
-      try {
-        const applyOnce = await step(() => nsExec(ns.name, 'nft', ['-f', '-'], { input: ruleset }));
-        const applyAgain = await step(() => nsExec(ns.name, 'nft', ['-f', '-'], { input: ruleset }));
-        const flushChain = await step(() =>
-          nsExec(ns.name, 'nft', ['flush', 'chain', 'inet', 'trellis', 'postrouting']),
-        );
-        const otherTable = await step(() => nsExec(ns.name, 'nft', ['add', 'table', 'ip', 'other']));
-        const flushAll = await step(() => nsExec(ns.name, 'nft', ['flush', 'ruleset']));
+const title = 'nf_tables notifications (root, real kernel, test namespace)';
+describe.skipIf(netnsSkipReason !== undefined)(title, () => {
+  const pool = new NetnsPool();
+  afterAll(() => pool.cleanup());
 
-        const tableEvents = (evs: Seen[]) =>
-          evs.flatMap((e) =>
-            e.type === 'change' && e.object === 'table' ? [`${e.change} ${e.family} ${e.table}`] : [],
-          );
-        // The apply deletes and re-creates the table (inet = family 1) in one transaction.
-        expect(tableEvents(applyAgain)).toEqual(['del 1 trellis', 'new 1 trellis']);
-        expect(
-          applyAgain.filter((e) => e.type === 'change' && e.object === 'rule' && e.change === 'new'),
-        ).toHaveLength(1);
-        expect(applyAgain.at(-1)).toEqual({ type: 'generation' });
-        expect(flushChain).toEqual([
-          { type: 'change', change: 'del', object: 'rule', family: 1, table: 'trellis' },
-          { type: 'generation' },
-        ]);
-        expect(tableEvents(otherTable)).toEqual(['new 2 other']);
-        expect(tableEvents(flushAll).sort()).toEqual(['del 1 trellis', 'del 2 other']);
-
-        const watch = new MasqTableWatch();
-        const verdicts = (evs: Seen[]) =>
-          evs.flatMap((e) => (e.type === 'overflow' ? [] : [watch.feed(e)])).filter(Boolean);
-        expect(verdicts(applyOnce)).toEqual([]);
-        expect(verdicts(applyAgain)).toEqual([]);
-        expect(verdicts(flushChain)).toEqual([true]);
-        expect(verdicts(otherTable)).toEqual([]);
-        expect(verdicts(flushAll)).toEqual([true]);
-        expect(seen.some((e) => e.type === 'overflow')).toBe(false);
-      } finally {
-        sub.close();
-      }
+  it('report each object change and each commit; the watch tells our applies from anyone else’s', async () => {
+    const ns = pool.add('nftev');
+    const seen: Seen[] = [];
+    const sub = withNetns(ns.path, () => createNetlinkEvents().subscribeNftablesEvents!((e) => seen.push(e)));
+    const ruleset = renderMasqRuleset({
+      podCIDRs: { v4: ['10.244.0.0/24'], v6: [] },
+      clusterCIDRs: ['10.244.0.0/16'],
+      noMasqueradeCIDRs: [],
     });
-  },
-);
+    /** Runs one nft and returns its pid and its notifications once its commit (generation) arrived. */
+    const step = async (args: string[], input?: string): Promise<{ pid: number; evs: Seen[] }> => {
+      const from = seen.length;
+      const pid = nft(ns.name, args, input);
+      const deadline = Date.now() + 2000;
+      while (!seen.slice(from).some((e) => e.type === 'generation') && Date.now() < deadline) await sleep(10);
+      return { pid, evs: seen.slice(from) };
+    };
+    try {
+      const applyOnce = await step(['-f', '-'], ruleset);
+      const applyAgain = await step(['-f', '-'], ruleset);
+      const flushChain = await step(['flush', 'chain', 'inet', 'trellis', 'postrouting']);
+      // A saved copy of the table restored the way nftables.service does it: same shape as an apply.
+      const restore = await step(['-f', '-'], `flush ruleset\n${ruleset}`);
+      const otherTable = await step(['add', 'table', 'ip', 'other']);
+      const flushAll = await step(['flush', 'ruleset']);
+
+      const tableEvents = (evs: Seen[]) =>
+        evs.flatMap((e) =>
+          e.type === 'change' && e.object === 'table' ? [`${e.change} ${e.family} ${e.table}`] : [],
+        );
+      // The apply deletes and re-creates the table (inet = family 1) in one transaction.
+      expect(tableEvents(applyAgain.evs)).toEqual(['del 1 trellis', 'new 1 trellis']);
+      expect(
+        applyAgain.evs.filter((e) => e.type === 'change' && e.object === 'rule' && e.change === 'new'),
+      ).toHaveLength(1);
+      // Every notification names the process that committed it.
+      expect(applyAgain.evs.at(-1)).toEqual({ type: 'generation', portid: applyAgain.pid });
+      expect(flushChain.evs).toEqual([
+        {
+          type: 'change',
+          change: 'del',
+          object: 'rule',
+          family: 1,
+          table: 'trellis',
+          portid: flushChain.pid,
+        },
+        { type: 'generation', portid: flushChain.pid },
+      ]);
+      expect(tableEvents(otherTable.evs)).toEqual(['new 2 other']);
+      expect(tableEvents(flushAll.evs).sort()).toEqual(['del 1 trellis', 'del 2 other']);
+
+      // The agent's watch, told which pids were its own nft runs (the two applies).
+      const ours = new Set([applyOnce.pid, applyAgain.pid]);
+      const watch = new MasqTableWatch({ ours: (pid) => ours.has(pid) });
+      const verdicts = (evs: Seen[]) =>
+        evs.flatMap((e) => (e.type === 'overflow' ? [] : [watch.feed(e)])).filter(Boolean);
+      expect(verdicts(applyOnce.evs)).toEqual([]);
+      expect(verdicts(applyAgain.evs)).toEqual([]);
+      expect(verdicts(flushChain.evs)).toEqual([true]);
+      expect(verdicts(otherTable.evs)).toEqual([]);
+      expect(verdicts(restore.evs)).toEqual([true]);
+      expect(verdicts(flushAll.evs)).toEqual([true]);
+      expect(seen.some((e) => e.type === 'overflow')).toBe(false);
+    } finally {
+      sub.close();
+    }
+  });
+
+  it('filtered for one table: other tables’ element churn is dropped in the kernel, all else arrives', async () => {
+    const ns = pool.add('nftflt');
+    const seen: Seen[] = [];
+    const sub = withNetns(ns.path, () =>
+      createNetlinkEvents().subscribeNftablesEvents!((e) => seen.push(e), { family: 1, name: 'trellis' }),
+    );
+    try {
+      const other = nft(ns.name, ['-f', '-'], 'table ip other {\n\tset s {\n\t\ttype ipv4_addr\n\t}\n}\n');
+      const elements = nft(ns.name, ['add', 'element', 'ip', 'other', 's', '{ 192.0.2.1, 192.0.2.2 }']);
+      const ours = nft(ns.name, ['-f', '-'], 'table inet trellis {\n\tset s {\n\t\ttype ipv4_addr\n\t}\n}\n');
+      const ourElements = nft(ns.name, ['add', 'element', 'inet', 'trellis', 's', '{ 192.0.2.3 }']);
+      // Deletes ip other first: a filter on the table name would drop this whole datagram.
+      const flush = nft(ns.name, ['flush', 'ruleset']);
+      const deadline = Date.now() + 2000;
+      while (seen.filter((e) => e.type === 'generation').length < 5 && Date.now() < deadline) await sleep(10);
+      await sleep(50);
+      expect(seen.flatMap((e) => (e.type === 'generation' ? [e.portid] : []))).toEqual([
+        other,
+        elements,
+        ours,
+        ourElements,
+        flush,
+      ]);
+      const changes = seen.flatMap((e) =>
+        e.type === 'change' ? [`${e.change} ${e.object} ${e.family} ${e.table} ${e.portid}`] : [],
+      );
+      expect(changes.filter((c) => c.endsWith(` ${elements}`))).toEqual([]);
+      expect(changes.filter((c) => c.endsWith(` ${ourElements}`))).toEqual([
+        `new element 1 trellis ${ourElements}`,
+      ]);
+      expect(changes).toContain(`new table 2 other ${other}`);
+      expect(changes).toContain(`del table 1 trellis ${flush}`);
+      expect(changes).toContain(`del table 2 other ${flush}`);
+    } finally {
+      sub.close();
+    }
+  });
+});

@@ -2,19 +2,22 @@ import { describe, expect, it } from 'vitest';
 import type { NftablesEvent } from '../../../pkg/datapath/ports.ts';
 import { MasqTableWatch } from '../../../pkg/masq/table-watch.ts';
 
+const OURS = 4242;
+const THEIRS = 777;
+
 const change = (
   c: 'new' | 'del',
   object: 'table' | 'rule',
-  table = 'trellis',
-  family = 1,
+  opts: { table?: string; family?: number; portid?: number } = {},
 ): NftablesEvent => ({
   type: 'change',
   change: c,
   object,
-  family,
-  table,
+  family: opts.family ?? 1,
+  table: opts.table ?? 'trellis',
+  portid: opts.portid ?? OURS,
 });
-const GEN: NftablesEvent = { type: 'generation' };
+const gen = (portid = OURS): NftablesEvent => ({ type: 'generation', portid });
 
 /** The verdict at each commit of a stream of events. */
 function verdicts(watch: MasqTableWatch, events: NftablesEvent[]): boolean[] {
@@ -33,26 +36,55 @@ describe('MasqTableWatch', () => {
         change('del', 'table'),
         change('new', 'table'),
         change('new', 'rule'),
-        GEN, // an apply of ours
+        gen(), // an apply of ours
         change('del', 'rule'),
-        GEN, // flush chain
+        gen(), // flush chain
         change('new', 'table'),
         change('del', 'table'),
-        GEN, // created and deleted: gone
-        GEN, // an empty commit
+        gen(), // created and deleted: gone
+        gen(), // an empty commit
       ]),
     ).toEqual([false, true, true, false]);
   });
 
-  it('ignores other tables, the same name in another family, and a table of another name', () => {
-    const w = new MasqTableWatch('trellis');
+  it('with the committer known, a re-created table is ours only when our nft committed it', () => {
+    const w = new MasqTableWatch({ ours: (portid) => portid === OURS });
     expect(
       verdicts(w, [
-        change('del', 'table', 'trellis', 2), // ip trellis, not inet trellis
-        change('del', 'rule', 'kube-proxy', 1),
-        GEN,
+        // An apply of ours.
+        change('del', 'table'),
+        change('new', 'table'),
+        gen(OURS),
+        // nftables.service restoring a saved ruleset with an old copy of our table in it.
+        change('del', 'table', { portid: THEIRS }),
+        change('new', 'table', { portid: THEIRS }),
+        change('new', 'rule', { portid: THEIRS }),
+        gen(THEIRS),
+        // A flag set on the table (dormant: masquerading stops): one NEWTABLE, not ours.
+        change('new', 'table', { portid: THEIRS }),
+        gen(THEIRS),
+      ]),
+    ).toEqual([false, true, true]);
+  });
+
+  it('ignores other tables, the same name in another family, and a table of another name', () => {
+    const w = new MasqTableWatch({ table: 'trellis', ours: () => false });
+    expect(
+      verdicts(w, [
+        change('del', 'table', { family: 2 }), // ip trellis, not inet trellis
+        change('del', 'rule', { table: 'kube-proxy' }),
+        gen(THEIRS),
       ]),
     ).toEqual([false]);
-    expect(verdicts(new MasqTableWatch('mine'), [change('del', 'table', 'mine'), GEN])).toEqual([true]);
+    expect(
+      verdicts(new MasqTableWatch({ table: 'mine' }), [change('del', 'table', { table: 'mine' }), gen()]),
+    ).toEqual([true]);
+  });
+
+  it('reset forgets a transaction whose notifications were partly lost', () => {
+    const w = new MasqTableWatch();
+    w.feed(change('del', 'rule'));
+    w.reset();
+    expect(w.feed(gen())).toBe(false);
   });
 });
