@@ -22,6 +22,10 @@ export class MasqSyncer {
 
   /** Whether the process behind an nf_tables transaction was one of our nft runs; undefined: cannot tell. */
   committedBy(portid: number): boolean | undefined {
+    // A netlink port is the process's pid unless that number was taken in this network namespace
+    // (hostNetwork: a host process's socket); the kernel then picks one from 0x80000000 up, which
+    // names nobody.
+    if (portid <= 0 || portid >= 0x80000000) return undefined;
     return this.runner.ran?.(portid);
   }
 

@@ -28,6 +28,14 @@ describe('NftRunner process handling', () => {
     expect((err as NftError).exitCode).not.toBe(0);
   });
 
+  it('remembers the pids of the processes it ran (the committers its nf_tables notifications name)', async () => {
+    const sh = new NftRunner({ nftPath: 'sh' });
+    const pid = Number(await sh.run(['-c', 'echo $$']));
+    expect(pid).toBeGreaterThan(1);
+    expect(sh.ran(pid)).toBe(true);
+    expect(sh.ran(process.pid)).toBe(false);
+  });
+
   it('kills nft after the timeout', async () => {
     const slow = new NftRunner({ nftPath: 'sleep', timeoutMs: 100 });
     const t0 = Date.now();

@@ -51,6 +51,16 @@ describe('MasqSyncer', () => {
     expect(await s.sync(opts())).toBe('unchanged');
   });
 
+  it('names the committer of a transaction only by a port that is a pid', () => {
+    const s = new MasqSyncer({ apply: async () => {}, ran: (pid) => pid === 4242 });
+    expect(s.committedBy(4242)).toBe(true);
+    expect(s.committedBy(777)).toBe(false);
+    // A port the kernel picked because the pid was taken (negative as s32): nobody's, so undecided.
+    expect(s.committedBy(0xffffefff)).toBeUndefined();
+    expect(s.committedBy(0)).toBeUndefined();
+    expect(new MasqSyncer({ apply: async () => {} }).committedBy(4242)).toBeUndefined();
+  });
+
   it('renders again when the caller changed its arrays in place', async () => {
     const { s, applied } = syncer();
     const o = opts();
