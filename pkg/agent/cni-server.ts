@@ -8,7 +8,7 @@ import { shortId } from '../datapath/names.ts';
 import type { Logger } from '../observe/logger.ts';
 import { LineReader } from '../shim/framing.ts';
 import { decodeRequest, encodeResponse, errorResponse, MAX_REQUEST_BYTES } from '../shim/protocol.ts';
-import type { CniCallRecord, CniHandler } from './cni-service.ts';
+import { type CniCallRecord, type CniHandler, elapsedMs, podOf } from './cni-service.ts';
 
 /**
  * After the answer is written the peer should close; one that keeps its end open (a stuck or broken
@@ -136,7 +136,7 @@ export class CniServer {
    */
   private reject(socket: Socket, err: CniError, started: number, line?: string): void {
     const call = line === undefined ? {} : describeRefusedLine(line);
-    const durationMs = Math.round((performance.now() - started) * 100) / 100;
+    const durationMs = elapsedMs(started);
     this.opts.log.warn(
       { ...call, code: err.code, error: err.message, durationMs },
       'rejected CNI socket request',
@@ -194,19 +194,14 @@ function describeRefusedLine(line: string): { verb?: string; containerId?: strin
   const out: { verb?: string; containerId?: string; pod?: string } = {};
   // Only a known verb: the line is untrusted, and the verb becomes a metrics label.
   if ((CNI_COMMANDS as readonly unknown[]).includes(e.CNI_COMMAND)) out.verb = e.CNI_COMMAND as string;
-  if (typeof e.CNI_CONTAINERID === 'string') out.containerId = shortId(e.CNI_CONTAINERID.slice(0, 256));
+  if (typeof e.CNI_CONTAINERID === 'string') out.containerId = shortId(e.CNI_CONTAINERID);
   if (typeof e.CNI_ARGS === 'string') {
-    const args = tryParseCniArgs(e.CNI_ARGS);
-    if (args?.podNamespace !== undefined || args?.podName !== undefined)
-      out.pod = `${args.podNamespace ?? ''}/${args.podName ?? ''}`;
+    try {
+      const pod = podOf(parseCniArgs(e.CNI_ARGS));
+      if (pod !== undefined) out.pod = pod;
+    } catch {
+      // Unparsable CNI_ARGS: no pod to name.
+    }
   }
   return out;
-}
-
-function tryParseCniArgs(text: string): ReturnType<typeof parseCniArgs> | undefined {
-  try {
-    return parseCniArgs(text);
-  } catch {
-    return undefined;
-  }
 }

@@ -1,3 +1,4 @@
+import type { CniArgs } from '../cni/args.ts';
 import { type CniEnv, parseCniEnv } from '../cni/env.ts';
 import { CniCode, CniError, toCniError } from '../cni/errors.ts';
 import { type NetConf, parseNetConf, versionRequestVersion } from '../cni/netconf.ts';
@@ -202,7 +203,7 @@ export function createCniService(deps: CniServiceDeps): {
       }
       response = errorResponse(err);
     }
-    const durationMs = Math.round((performance.now() - started) * 100) / 100;
+    const durationMs = elapsedMs(started);
     fields.durationMs = durationMs;
     fields.outcome = response.ok ? 'ok' : 'error';
     // On the next turn of the event loop, after the server has written the answer: the runtime
@@ -224,12 +225,22 @@ export function createCniService(deps: CniServiceDeps): {
   return { handle, busyKeys: busy };
 }
 
+/** Milliseconds since `started` (performance.now()) to 0.01 ms: a call's durationMs. */
+export function elapsedMs(started: number): number {
+  return Math.round((performance.now() - started) * 100) / 100;
+}
+
+/** "namespace/name" of the pod CNI_ARGS names; undefined when it names none. */
+export function podOf(args: CniArgs): string | undefined {
+  if (args.podNamespace === undefined && args.podName === undefined) return undefined;
+  return `${args.podNamespace ?? ''}/${args.podName ?? ''}`;
+}
+
 function describeCall(env: CniEnv, fields: Record<string, unknown>): void {
   fields.verb = env.command;
   if (env.containerId !== undefined) fields.containerId = shortId(env.containerId);
-  if (env.args.podNamespace !== undefined || env.args.podName !== undefined) {
-    fields.pod = `${env.args.podNamespace ?? ''}/${env.args.podName ?? ''}`;
-  }
+  const pod = podOf(env.args);
+  if (pod !== undefined) fields.pod = pod;
   if (env.ifname !== undefined) fields.ifname = env.ifname;
   if (env.netns !== undefined) fields.netns = env.netns;
 }
