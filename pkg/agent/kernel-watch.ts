@@ -119,9 +119,7 @@ export function watchKernel(deps: KernelWatchDeps): Subscription[] {
 function watchMasqTable(deps: KernelWatchDeps, markSoon: () => void): Subscription | undefined {
   const { masq, events, log } = deps;
   if (masq === undefined || events.subscribeNftablesEvents === undefined) return undefined;
-  const watch = new MasqTableWatch({
-    ours: (portid) => masq.committedBy?.(portid) ?? true, // unknown: the shape alone decides
-  });
+  const watch = new MasqTableWatch({ ours: (portid) => masq.committedBy?.(portid) });
   try {
     return events.subscribeNftablesEvents(
       (ev) => {

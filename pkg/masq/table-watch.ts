@@ -9,7 +9,7 @@
  * which is the agent's) and it leaves the table freshly added, as every apply of ours does (render.ts
  * deletes and re-creates the whole table). Any other transaction that touched the table is someone
  * else's, and the table must be put back as rendered. Where the committer cannot be told (`ours`
- * absent), the shape alone decides.
+ * absent or answering undefined), the shape alone decides.
  */
 import type { NftablesEvent } from '../datapath/ports.ts';
 import { DEFAULT_TABLE } from './render.ts';
@@ -19,11 +19,12 @@ export const NFPROTO_INET = 1;
 
 export class MasqTableWatch {
   private readonly table: string;
-  private readonly ours: ((portid: number) => boolean) | undefined;
+  private readonly ours: ((portid: number) => boolean | undefined) | undefined;
   private touched = false;
   private recreated = false;
 
-  constructor(opts: { table?: string; ours?: (portid: number) => boolean } = {}) {
+  /** ours: whether our nft committed a transaction, by its netlink port; undefined: cannot tell. */
+  constructor(opts: { table?: string; ours?: (portid: number) => boolean | undefined } = {}) {
     this.table = opts.table ?? DEFAULT_TABLE;
     this.ours = opts.ours;
   }
