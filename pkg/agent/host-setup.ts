@@ -1,7 +1,8 @@
-import { existsSync, lstatSync, rmSync } from 'node:fs';
+import { existsSync, rmSync } from 'node:fs';
 import { join } from 'node:path';
 import {
   CONFLIST_FILE_NAME,
+  entryExists,
   installBinary,
   installBinaryIfAbsent,
   removeConflist,
@@ -42,16 +43,14 @@ export async function installCniBinaries(opts: {
       opts.sourceDir === undefined || opts.sourceDir === '' ? undefined : join(opts.sourceDir, name);
     return staged !== undefined && existsSync(staged) ? staged : join(ref, name);
   };
-  const nodeHas = (name: string): boolean => {
-    try {
-      lstatSync(join(opts.binDir, name)); // a symlink counts, dangling or not
-      return true;
-    } catch (e) {
-      if ((e as NodeJS.ErrnoException).code === 'ENOENT') return false;
-      throw e;
-    }
-  };
-  const plugins = NODE_PLUGINS.map((name) => ({ name, kept: nodeHas(name), src: pick(name) }));
+  const plugins = await Promise.all(
+    // A symlink counts, dangling or not.
+    NODE_PLUGINS.map(async (name) => ({
+      name,
+      kept: await entryExists(join(opts.binDir, name)),
+      src: pick(name),
+    })),
+  );
   // Only what will be copied needs a source; check them all before writing anything.
   const sources = [opts.shimPath, ...plugins.filter((p) => !p.kept).map((p) => p.src)];
   const missing = sources.filter((src) => !existsSync(src));

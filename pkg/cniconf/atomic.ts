@@ -120,7 +120,7 @@ async function placeAtomically(
 }
 
 /** Any directory entry at path, a dangling symlink included. */
-async function entryExists(path: string): Promise<boolean> {
+export async function entryExists(path: string): Promise<boolean> {
   try {
     await lstat(path);
     return true;

@@ -1,6 +1,6 @@
 /** CNI config publication: the config list (pure rendering) and atomic host-file writes (thin fs). */
 
-export { checkFileName, HostFileError } from './atomic.ts';
+export { checkFileName, entryExists, HostFileError } from './atomic.ts';
 export { ChainVersionProbe, commonVersions, pluginVersions } from './chain-versions.ts';
 export {
   CNI_CONF_EXTENSIONS,
