@@ -4,6 +4,7 @@ import type { NftablesEvent } from '../../../pkg/datapath/ports.ts';
 import { MasqTableWatch, renderMasqRuleset } from '../../../pkg/masq/index.ts';
 import { createNetlinkEvents, withNetns } from '../../../pkg/netns/index.ts';
 import { NetnsPool, netnsSkipReason } from '../../support/netns.ts';
+import { sleep } from '../faults/support.ts';
 
 /**
  * nf_tables notifications from the real kernel, in a namespace of the test's own: what the agent's
@@ -11,10 +12,6 @@ import { NetnsPool, netnsSkipReason } from '../../support/netns.ts';
  * changes.
  */
 type Seen = NftablesEvent | { type: 'overflow' };
-
-function sleep(ms: number): Promise<void> {
-  return new Promise((r) => setTimeout(r, ms));
-}
 
 /** nft in the namespace; `ip netns exec` execs it in place, so the pid returned is nft's. */
 function nft(ns: string, args: string[], input?: string): number {
