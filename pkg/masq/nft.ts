@@ -135,7 +135,7 @@ export class NftRunner {
       await this.run(['delete', 'table', 'inet', t]);
       return true;
     } catch (e) {
-      if (e instanceof NftError && /No such file or directory/.test(e.stderr)) return false;
+      if (isNoSuchTable(e)) return false;
       throw e;
     }
   }
@@ -147,8 +147,13 @@ export class NftRunner {
       const out = await this.run(['-j', 'list', 'table', 'inet', t]);
       return (JSON.parse(out) as { nftables: unknown[] }).nftables;
     } catch (e) {
-      if (e instanceof NftError && /No such file or directory/.test(e.stderr)) return undefined;
+      if (isNoSuchTable(e)) return undefined;
       throw e;
     }
   }
+}
+
+/** nft's answer (ENOENT) when the table named does not exist. */
+function isNoSuchTable(e: unknown): boolean {
+  return e instanceof NftError && /No such file or directory/.test(e.stderr);
 }

@@ -9,7 +9,7 @@ import type {
 import { RTM, RTN, RTNLGRP } from './constants.ts';
 import { parseLink, parseRoute, routeTable } from './messages.ts';
 import { parseNexthop } from './nexthop-messages.ts';
-import { NFNLGRP_NFTABLES, nftablesTableClauses, parseNftablesMessage } from './nft-messages.ts';
+import { NFNLGRP_NFTABLES, nftablesEventClauses, parseNftablesMessage } from './nft-messages.ts';
 import { RtnlSocket, type SocketProbe, type SocketWants } from './socket.ts';
 import { compileAcceptFilter, type FilterClause, NLMSG_HDRLEN } from './socket-filter.ts';
 
@@ -188,7 +188,7 @@ export function subscribeLinkEvents(
  * nf_tables changes in the namespace (NETLINK_NETFILTER, NFNLGRP_NFTABLES): object changes and a
  * 'generation' event after each committed transaction (nft-messages.ts). With `table`, the kernel
  * drops datagrams of other tables' set element changes (when opts.prepareFd attaches the filter):
- * kube-proxy's or firewalld's churn never reaches JS (nftablesTableClauses says why no more).
+ * kube-proxy's or firewalld's churn never reaches JS (nftablesEventClauses says why no more).
  */
 export function subscribeNftablesEvents(
   cb: (ev: NftablesEvent | { type: 'overflow' }) => void,
@@ -200,6 +200,6 @@ export function subscribeNftablesEvents(
     parseNftablesMessage,
     cb,
     opts,
-    table === undefined ? undefined : compileAcceptFilter(nftablesTableClauses(table.family, table.name)),
+    table === undefined ? undefined : compileAcceptFilter(nftablesEventClauses(table.family, table.name)),
   );
 }

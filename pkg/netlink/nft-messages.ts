@@ -69,7 +69,7 @@ export function parseNftablesMessage(type: number, payload: Buffer, portid = 0):
  * happens to start with another table. A transaction that changes only other tables' elements starts
  * its datagrams with element messages; the commit (NEWGEN) comes in a datagram of its own.
  */
-export function nftablesTableClauses(family: number, name: string): FilterClause[] {
+export function nftablesEventClauses(family: number, name: string): FilterClause[] {
   const at = NLMSG_HDRLEN + NFGENMSG_LEN; // the first attribute's header: len u16, type u16 (host order)
   const nameBytes = [...Buffer.from(`${name}\0`, 'utf8')];
   const ours = [
