@@ -1,7 +1,7 @@
 import { dirname, join } from 'node:path';
 import { parseArgs } from 'node:util';
-import { parseCidr } from '../ip/index.ts';
 import { parseRanges } from '../ipam/ipam.ts';
+import { validateNoMasqueradeCIDRs } from '../masq/render.ts';
 import { LOG_LEVELS, type LogLevel } from '../observe/logger.ts';
 import { DEFAULT_VXLAN_PORT, DEFAULT_VXLAN_VNI } from '../vxlan/constants.ts';
 
@@ -211,12 +211,10 @@ export function parseAgentConfig(
   }
   // Checked here, not at the first pass: a bad entry would otherwise fail every pass's nft update
   // while the agent still went Ready, leaving pods without masquerade (or an old table in force).
-  for (const cidr of config.noMasqueradeCIDRs) {
-    if (parseCidr(cidr) === undefined) {
-      throw new ConfigError(
-        `--no-masquerade-cidr ${JSON.stringify(cidr)}: expected a CIDR with no host bits, e.g. 192.168.0.0/16`,
-      );
-    }
+  try {
+    validateNoMasqueradeCIDRs(config.noMasqueradeCIDRs);
+  } catch (err) {
+    throw new ConfigError(`--no-masquerade-cidr: ${(err as Error).message}`);
   }
   for (const cidr of config.podCIDRs) {
     try {

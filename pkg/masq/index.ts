@@ -10,6 +10,7 @@ export {
   renderDeleteTable,
   renderMasqRuleset,
   type SkippedCidr,
+  validateNoMasqueradeCIDRs,
   validateTableName,
 } from './render.ts';
 export { MasqSyncer } from './sync.ts';

@@ -87,6 +87,11 @@ function parseAll(
   return out;
 }
 
+/** Throws MasqConfigError naming the first entry that is not a CIDR without host bits (operator config). */
+export function validateNoMasqueradeCIDRs(cidrs: readonly string[]): void {
+  parseAll('noMasqueradeCIDRs', cidrs, undefined, undefined);
+}
+
 /** Set elements for an interval set: merged ranges, written as a prefix when they are one. */
 function elements(blocks: Cidr[], family: Family): string[] {
   const bits = family === 4 ? 32 : 128;

@@ -40,9 +40,9 @@ describe('parseAgentConfig', () => {
     [
       [],
       { NODE_NAME: 'n', TRELLIS_NO_MASQUERADE_CIDRS: '10.0.0.1/8, 192.168.0.0/16' },
-      '--no-masquerade-cidr "10.0.0.1/8": expected a CIDR with no host bits',
+      '--no-masquerade-cidr: invalid noMasqueradeCIDRs[0] "10.0.0.1/8": expected a CIDR with no host bits',
     ],
-    [['--no-masquerade-cidr', 'fd00::/200'], { NODE_NAME: 'n' }, '--no-masquerade-cidr "fd00::/200"'],
+    [['--no-masquerade-cidr', 'fd00::/200'], { NODE_NAME: 'n' }, 'noMasqueradeCIDRs[0] "fd00::/200"'],
     [[], {}, 'the node name is unknown: set NODE_NAME'],
   ] as [string[], Record<string, string>, string][])('%j fails naming the setting', (argv, env, message) => {
     expect(() => parseAgentConfig(argv, env)).toThrow(ConfigError);
