@@ -87,11 +87,7 @@ async function main(argv: string[]): Promise<number> {
       stateDir: config.stateDir,
       socket: config.socket,
       isTrellisDevice: isVxlanDeviceName,
-      deleteNftTable: async () => {
-        if ((await nft.listTable()) === undefined) return false;
-        await nft.deleteTable();
-        return true;
-      },
+      deleteNftTable: () => nft.deleteTableIfPresent(),
     });
     log.info(report, 'trellis uninstalled from this node');
     return 0;

@@ -2,7 +2,7 @@ import { chmodSync, mkdirSync, rmSync } from 'node:fs';
 import { createServer, type Server, type Socket } from 'node:net';
 import { dirname } from 'node:path';
 import { parseCniArgs } from '../cni/args.ts';
-import { CNI_COMMANDS } from '../cni/env.ts';
+import { isCniCommand } from '../cni/env.ts';
 import { CniCode, CniError, toCniError } from '../cni/errors.ts';
 import { shortId } from '../datapath/names.ts';
 import type { Logger } from '../observe/logger.ts';
@@ -192,8 +192,8 @@ function describeRefusedLine(line: string): { verb?: string; containerId?: strin
   if (typeof env !== 'object' || env === null) return {};
   const e = env as Record<string, unknown>;
   const out: { verb?: string; containerId?: string; pod?: string } = {};
-  // Only a known verb: the line is untrusted, and the verb becomes a metrics label.
-  if ((CNI_COMMANDS as readonly unknown[]).includes(e.CNI_COMMAND)) out.verb = e.CNI_COMMAND as string;
+  // Only a known verb: the line is untrusted (the metrics clean their label themselves).
+  if (typeof e.CNI_COMMAND === 'string' && isCniCommand(e.CNI_COMMAND)) out.verb = e.CNI_COMMAND;
   if (typeof e.CNI_CONTAINERID === 'string') out.containerId = shortId(e.CNI_CONTAINERID);
   if (typeof e.CNI_ARGS === 'string') {
     try {

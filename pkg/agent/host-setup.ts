@@ -19,7 +19,7 @@ export const REFERENCE_PLUGIN_DIR = '/usr/lib/cni';
  * against glibc >= 2.34, that cannot run on older hosts (Ubuntu 20.04, RHEL 8, Amazon Linux 2). So
  * install-cni only fills in a missing one and never replaces what the node has.
  */
-export const NODE_PLUGINS = ['loopback', 'portmap'] as const;
+const NODE_PLUGINS = ['loopback', 'portmap'] as const;
 
 /** installed: written now; unchanged: trellis, already identical; kept: the node's own plugin, untouched. */
 export type CniBinaryOutcome = 'installed' | 'unchanged' | 'kept';

@@ -23,7 +23,7 @@ const DEBOUNCE_MS = 20;
 const RTPROT_KERNEL = 2;
 
 /** The kernel's route for a subnet connected through an address (not IPv6 link-local, main table only). */
-export function isConnectedSubnetRoute(r: RouteInfo, table: number): boolean {
+function isConnectedSubnetRoute(r: RouteInfo, table: number): boolean {
   if (table !== MAIN_TABLE || r.protocol !== RTPROT_KERNEL || (r.type ?? 'unicast') !== 'unicast')
     return false;
   return !r.dst.toLowerCase().startsWith('fe80:');
@@ -35,7 +35,7 @@ export function isConnectedSubnetRoute(r: RouteInfo, table: number): boolean {
  * notification of a route that names a nexthop object; of ours, only gateway routes name one
  * (pkg/netlink/nexthop-book.ts), so our protocol plus an object is enough.
  */
-export function isOwnedRouteChange(route: RouteInfo, nexthopId: number | undefined): boolean {
+function isOwnedRouteChange(route: RouteInfo, nexthopId: number | undefined): boolean {
   return isOwnedRoute(route) || (route.protocol === TRELLIS_ROUTE_PROTOCOL && nexthopId !== undefined);
 }
 

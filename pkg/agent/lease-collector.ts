@@ -1,5 +1,5 @@
 import { removeHostVeths } from '../datapath/gc.ts';
-import { hostVethName } from '../datapath/names.ts';
+import { hostVethName, shortId } from '../datapath/names.ts';
 import type { DatapathDeps } from '../datapath/types.ts';
 import type { Lease } from '../ipam/index.ts';
 import type { K8sClient } from '../k8s/index.ts';
@@ -47,7 +47,7 @@ export async function collectLeases(opts: {
       } catch (err) {
         log.warn(
           {
-            containerId: l.containerId.slice(0, 12),
+            containerId: shortId(l.containerId),
             pod: `${l.podNamespace}/${l.podName}`,
             error: (err as Error).message,
           },
@@ -60,7 +60,7 @@ export async function collectLeases(opts: {
     log.info(
       {
         released: released.map((l) => ({
-          containerId: l.containerId.slice(0, 12),
+          containerId: shortId(l.containerId),
           pod: `${l.podNamespace}/${l.podName}`,
         })),
       },

@@ -1,3 +1,4 @@
+import { Protocol } from 'netlink/dist/constants.js';
 import type {
   LinkEvent,
   LinkEventInterest,
@@ -28,8 +29,6 @@ import { compileAcceptFilter, type FilterClause, NLMSG_HDRLEN } from './socket-f
  */
 
 const DROP_CHECK_MS = 1000;
-/** NETLINK_NETFILTER (linux/netlink.h). */
-const NETLINK_NETFILTER = 12;
 const BATCH_CHECK_MS = 50;
 
 export interface SubscribeOptions {
@@ -196,7 +195,7 @@ export function subscribeNftablesEvents(
   table?: { family: number; name: string },
 ): Subscription {
   return subscribe<NftablesEvent>(
-    { required: [NFNLGRP_NFTABLES], protocol: NETLINK_NETFILTER },
+    { required: [NFNLGRP_NFTABLES], protocol: Protocol.NETFILTER },
     parseNftablesMessage,
     cb,
     opts,

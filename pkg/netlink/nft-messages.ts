@@ -8,6 +8,7 @@
 import { endianness } from 'node:os';
 import type { NftablesEvent, NftObjectKind } from '../datapath/ports.ts';
 import { type FilterClause, NLMSG_HDRLEN } from './socket-filter.ts';
+import { NLA_TYPE_MASK } from './wire.ts';
 
 /** NFNLGRP_NFTABLES. */
 export const NFNLGRP_NFTABLES = 7;
@@ -15,7 +16,6 @@ export const NFNLGRP_NFTABLES = 7;
 const SUBSYS_NFTABLES = 10;
 const NFGENMSG_LEN = 4;
 const ATTR_TABLE = 1;
-const NLA_TYPE_MASK = 0x3fff;
 
 /** enum nf_tables_msg_types, the ones that name a table (GET* never come as notifications). */
 const OBJECTS: Record<number, { change: 'new' | 'del'; object: NftObjectKind }> = {

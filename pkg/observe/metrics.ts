@@ -10,7 +10,7 @@ import { createRequire } from 'node:module';
 import type * as Prom from 'prom-client';
 import type { CniCallRecord } from '../agent/cni-service.ts';
 import type { PassOutcome } from '../agent/controller.ts';
-import { CNI_COMMANDS } from '../cni/env.ts';
+import { isCniCommand } from '../cni/env.ts';
 import {
   comparePeerStates,
   type PeerRouteState,
@@ -219,7 +219,7 @@ export class AgentMetrics {
 
   onCniCall = (record: CniCallRecord): void => {
     // A label, so only the verbs CNI defines: a request that failed validation may carry anything.
-    const verb = (CNI_COMMANDS as readonly string[]).includes(record.verb) ? record.verb : 'unknown';
+    const verb = isCniCommand(record.verb) ? record.verb : 'unknown';
     this.cniCalls.inc({ verb, outcome: record.outcome });
     if (record.outcome === 'error') this.cniErrors.inc({ verb, code: String(record.code ?? 999) });
     this.cniDuration.observe({ verb }, record.durationMs / 1000);
