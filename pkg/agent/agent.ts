@@ -25,6 +25,7 @@ import type { MtuChoice } from './mtu.ts';
 import { NodeStatusReporter } from './node-status.ts';
 import { type AgentRouteState, type AgentSnapshot, computeRouteState } from './operator-view.ts';
 import { detectMtu, publishCniConfig } from './publication.ts';
+import { leasesOutside, type RememberedNode, RememberedNodeFile } from './remembered-node.ts';
 import { drainSpool, spooledDelsIn } from './spool-drain.ts';
 
 export type { AgentRouteState, AgentSnapshot } from './operator-view.ts';
@@ -67,6 +68,12 @@ export const HOST_SYSCTLS: readonly [string, string][] = [
 
 const SPOOL_DRAIN_INTERVAL_MS = 30_000;
 const LEASE_GC_INTERVAL_MS = 5 * 60_000;
+/**
+ * How long a start waits for its first list of Nodes before it serves ADD with the pod CIDRs it
+ * remembers (sooner when the list fails). Not at once: with the API up, pods wait the moment it
+ * takes to program the routes rather than start without them after a reboot.
+ */
+export const REMEMBERED_NODE_GRACE_MS = 5000;
 
 /**
  * One node's agent: its lifecycle. Start order: state lock -> sysctls -> IPAM -> spooled DELs ->
@@ -102,6 +109,12 @@ export class Agent {
   private readonly timers: NodeJS.Timeout[] = [];
   private busyKeys: ReadonlySet<string> = new Set();
   private waitingFor: string | undefined = 'the first reconcile';
+  /** This Node's pod CIDRs and MTU as the last run knew them (remembered-node.ts); Kubernetes mode only. */
+  private nodeFile: RememberedNodeFile | undefined;
+  private remembered: RememberedNode | undefined;
+  /** ADD is served with the remembered pod CIDRs until the first pass (the API is unreachable). */
+  private servingFromMemory = false;
+  private graceTimer: NodeJS.Timeout | undefined;
   ipam: Ipam | undefined;
   datapath: DatapathDeps | undefined;
   ready = false;
@@ -130,8 +143,19 @@ export class Agent {
   notReadyReason(): string | undefined {
     if (this.server === undefined) return 'the CNI socket is not listening yet';
     if (this.ipam === undefined || this.ipam.ranges().length === 0) return 'pod CIDRs are not known yet';
-    if (!this.ready) return `waiting for ${this.waitingFor ?? 'the first reconcile'}`;
+    if (!this.ready) {
+      const serving = this.servingFromMemory
+        ? ' (ADD served with the pod CIDRs remembered from the last run)'
+        : '';
+      return `waiting for ${this.waitingFor ?? 'the first reconcile'}${serving}`;
+    }
     return undefined;
+  }
+
+  /** Why ADD and STATUS are refused: not ready, unless serving from memory while the API is away. */
+  private cniRefusal(): string | undefined {
+    if (this.servingFromMemory && this.server !== undefined) return undefined;
+    return this.notReadyReason();
   }
 
   async start(): Promise<void> {
@@ -165,7 +189,7 @@ export class Agent {
       datapath: this.datapath,
       mutex: new KeyedMutex(),
       log: log.child({ component: 'cni' }),
-      readiness: { notReadyReason: () => this.notReadyReason() },
+      readiness: { notReadyReason: () => this.cniRefusal() },
       defaultMtu: () => this.mtu,
       routeMtu: () => this.routeMtu,
       nodeCidrs: () => this.ipam?.ranges() ?? [],
@@ -199,6 +223,8 @@ export class Agent {
 
     const kube = this.ports.kube;
     if (kube !== undefined) {
+      this.nodeFile = new RememberedNodeFile(config.stateDir, this.nodeName, log);
+      this.remembered = this.nodeFile.load();
       this.nodeStatus = new NodeStatusReporter({
         kube,
         nodeName: this.nodeName,
@@ -246,6 +272,52 @@ export class Agent {
     );
     this.controller.start(this.abort.signal);
     if (kube !== undefined) this.every(LEASE_GC_INTERVAL_MS, () => this.collectLeases(), false);
+    if (this.remembered !== undefined) {
+      const t = setTimeout(
+        () => this.serveFromMemory(`no list of Nodes after ${REMEMBERED_NODE_GRACE_MS} ms`),
+        REMEMBERED_NODE_GRACE_MS,
+      );
+      t.unref();
+      this.graceTimer = t;
+    }
+  }
+
+  /**
+   * The API has not given us our Node yet: serve ADD with the pod CIDRs and MTU the last run saw. Only
+   * when that releases nothing (no lease outside them); routes, rules and everything else wait for a
+   * full list, and the first pass takes over from here (a changed CIDR then goes as any change does).
+   */
+  private serveFromMemory(why: string): void {
+    const mem = this.remembered;
+    const ipam = this.ipam;
+    if (mem === undefined || ipam === undefined || this.servingFromMemory || this.ready) return;
+    // A list that came (whatever the pass made of it) is the API's word, not the memory's.
+    if (this.abort.signal.aborted || ipam.ranges().length > 0 || this.informer?.hasSynced() !== false) return;
+    const outside = leasesOutside(ipam.list(), mem.podCIDRs);
+    if (outside.length > 0) {
+      this.log.warn(
+        { podCIDRs: mem.podCIDRs, leasesOutside: outside.length },
+        'not serving ADD from the remembered pod CIDRs: leases lie outside them; waiting for the API server',
+      );
+      this.remembered = undefined;
+      return;
+    }
+    ipam.setRanges([...mem.podCIDRs]);
+    if (this.config.mtu === 0) {
+      this.mtuChoice = {
+        mtu: mem.mtu,
+        overhead: mem.overhead,
+        source: `remembered from the last run (${mem.mtuSource})`,
+      };
+    }
+    this.servingFromMemory = true;
+    this.log.warn(
+      { why, podCIDRs: mem.podCIDRs, mtu: this.mtu, routeMtu: this.routeMtu },
+      'serving ADD with the pod CIDRs remembered from the last run; routes and rules wait for the API server',
+    );
+    this.rebuildHeldLeases().catch((err: unknown) =>
+      this.log.warn({ error: err instanceof Error ? err.message : String(err) }, 'held leases not rebuilt'),
+    );
   }
 
   private async removeMasqLeftovers(): Promise<void> {
@@ -276,8 +348,10 @@ export class Agent {
       onSync: () => this.controller?.markDirty(),
       // Per-node steps: the controller reads the node's current state from the cache by name.
       onEvent: (_type, node) => this.controller?.enqueue(node.name),
-      onError: (err, restartInMs) =>
-        this.log.warn({ error: err.message, restartInMs }, 'node watch failed; restarting with backoff'),
+      onError: (err, restartInMs) => {
+        this.log.warn({ error: err.message, restartInMs }, 'node watch failed; restarting with backoff');
+        this.serveFromMemory(`the first list of Nodes failed: ${err.message}`);
+      },
       onInvalid: (problem) => this.log.warn({ problem }, 'Node object skipped'),
     });
     this.informer = informer;
@@ -302,6 +376,12 @@ export class Agent {
         );
       }
     }
+    if (this.nodeFile !== undefined && this.ipam !== undefined) {
+      // A pass ran, so the ranges are this Node's pod CIDRs.
+      const { mtu, overhead, source } = this.mtuChoice;
+      const podCIDRs = this.ipam.ranges();
+      await this.nodeFile.save({ node: this.nodeName, podCIDRs, mtu, overhead, mtuSource: source });
+    }
     if (config.publishCniConfig) {
       const missing = await publishCniConfig(config, this.mtu, log);
       if (missing.length > 0) {
@@ -311,6 +391,7 @@ export class Agent {
     }
     if (this.ready) return;
     this.ready = true;
+    this.servingFromMemory = false;
     this.waitingFor = undefined;
     log.info(
       {
@@ -444,6 +525,7 @@ export class Agent {
   /** SIGTERM: stop watches, finish in-flight calls, close the socket; routes, config and rules stay. */
   async stop(): Promise<void> {
     this.abort.abort();
+    clearTimeout(this.graceTimer);
     for (const t of this.timers) clearInterval(t);
     for (const s of this.subscriptions) s.close();
     await this.server?.close();

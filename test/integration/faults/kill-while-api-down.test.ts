@@ -1,6 +1,7 @@
-import { existsSync, readdirSync } from 'node:fs';
+import { existsSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { REMEMBERED_NODE_GRACE_MS } from '../../../pkg/agent/agent.ts';
 import { delList, type PluginRun } from '../../support/cni-driver.ts';
 import { ip, ipJson } from '../../support/netns.ts';
 import { POD_NAMESPACE, Testbed, type TestbedPod, testbedSkipReason } from '../../support/testbed/index.ts';
@@ -23,8 +24,10 @@ import {
  * The agent SIGKILLed while the API server is unreachable, and started again before it comes back.
  * STYLE: "Nothing is deleted before the first full list". What must hold, read from the kernel:
  * a DEL while no agent runs is spooled and completed by the new agent at start; a DEL to the new
- * agent is served at once although it cannot reach the API; ADD is refused (try again later) and
- * leaves nothing; no route, nftables rule or pod of the node is touched; pods keep talking across
+ * agent is served at once although it cannot reach the API; ADD is served with the pod CIDRs and
+ * MTU the last run saved (state/node.json), and the new pod reaches the other node through the
+ * routes the dead agent left; with that file damaged, ADD is refused (try again later) and leaves
+ * nothing; no route, nftables rule or pod of the node is touched; pods keep talking across
  * nodes the whole time; the agent reports not ready (log, /readyz) until it can list Nodes, then
  * becomes ready; routes the dead agent left for a Node deleted meanwhile survive until the first full
  * list and go with it, and nothing else changes.
@@ -87,7 +90,7 @@ describe.skipIf(skip !== undefined)(skip === undefined ? title : `${title} (skip
     expect(tb.leftovers()).toEqual([]);
   });
 
-  it('serves DEL (spooled and direct), refuses ADD, deletes nothing and stays not ready until it can list Nodes', async () => {
+  it('serves DEL (spooled and direct), serves ADD from the remembered pod CIDRs (refuses it without them), deletes nothing and stays not ready until it can list Nodes', async () => {
     const n1 = tb.node('node-1');
     const ipamLeases = join(n1.dir, 'state', 'ipam', 'leases');
     expect(await probe(tb, 'node-1', '/readyz')).toBe(200);
@@ -116,7 +119,12 @@ describe.skipIf(skip !== undefined)(skip === undefined ? title : `${title} (skip
     expect(spooledRuns.map((r) => r.code)).toEqual(spooledRuns.map(() => 0));
     expect(files(n1.agent!.spoolDir).length).toBe(1);
 
-    // A new agent, while the API is still down.
+    // A new agent, while the API is still down, whose remembered node state is damaged: it cannot know
+    // its pod CIDRs.
+    const nodeFile = join(n1.dir, 'state', 'node.json');
+    const remembered = readFileSync(nodeFile, 'utf8');
+    expect(JSON.parse(remembered)).toMatchObject({ node: 'node-1', podCIDRs: n1.plan.podCIDRs });
+    writeFileSync(nodeFile, remembered.slice(0, 20));
     const mark = n1.logs.length;
     await tb.startAgent('node-1', { waitReady: false });
     await within(10_000, 'node-1: CNI socket listening', () =>
@@ -146,6 +154,32 @@ describe.skipIf(skip !== undefined)(skip === undefined ? title : `${title} (skip
     expect(addError).toMatch(/not ready/);
     expect(files(ipamLeases).length).toBe(1);
     expect(hostVeths(tb, 'node-1').length).toBe(1);
+    expect(
+      logsSince(tb, 'node-1', mark).find((l) => String(l.msg).startsWith('remembered node state ignored')),
+    ).toBeDefined();
+
+    // Killed again and started with its remembered state intact: ADD is served from it while the
+    // API is still down, with an address of the node's pod CIDRs, and the pod reaches the other node.
+    await tb.killAgent('node-1');
+    writeFileSync(nodeFile, remembered);
+    const mark2 = n1.logs.length;
+    await tb.startAgent('node-1', { waitReady: false });
+    await within(10_000, 'node-1: serving ADD from memory', () =>
+      logsSince(tb, 'node-1', mark2).some((l) =>
+        String(l.msg).startsWith('serving ADD with the pod CIDRs remembered'),
+      ),
+    );
+    const outage = await tb.addPod('node-1');
+    expect(outage.v4.startsWith('10.244.1.')).toBe(true);
+    expect(outage.v6.startsWith('fd00:10:244:1:')).toBe(true);
+    expect(files(ipamLeases).length).toBe(2);
+    expect((await tb.ping(outage.ns, remote.v4)).rttMs).toBeDefined();
+    expect((await tb.ping(remote.ns, outage.v6)).rttMs).toBeDefined();
+    const mtuOf = (ns: string, dev: string): number | undefined =>
+      ipJson<{ ifname: string; mtu: number }[]>(ns, 'link', 'show', dev)[0]?.mtu;
+    expect(mtuOf(outage.ns, 'eth0')).toBe(mtuOf(keep.ns, 'eth0'));
+    const outageVeth = hostVeths(tb, 'node-1').find((v) => !vethsBefore.includes(v));
+    expect(outageVeth).toBeDefined();
 
     // Still down for a few seconds: not ready (log and /readyz), alive (/healthz), nothing deleted.
     await sleep(4000);
@@ -163,9 +197,10 @@ describe.skipIf(skip !== undefined)(skip === undefined ? title : `${title} (skip
     expect(await probe(tb, 'node-1', '/readyz')).toBe(503);
     expect(await probe(tb, 'node-1', '/healthz')).toBe(200);
     // What the two DELs took with them: the pods' host routes and their veths' link-local routes.
-    const gonePods = [spooled, direct].flatMap((p) => [p.v4, p.v6]);
-    const goneVeths = vethsBefore.filter((v) => !hostVeths(tb, 'node-1').includes(v));
-    expect(goneVeths.length).toBe(2);
+    // The pod added during the outage brought its own host routes and veth; nothing else may differ.
+    const gonePods = [spooled, direct, outage].flatMap((p) => [p.v4, p.v6]);
+    const goneVeths = [...vethsBefore.filter((v) => !hostVeths(tb, 'node-1').includes(v)), outageVeth!];
+    expect(goneVeths.length).toBe(3);
     const withoutGone = (rs: string[]): string[] =>
       rs.filter((r) => ![...gonePods, ...goneVeths, STALE.v4, STALE.v6].some((a) => r.includes(`"${a}"`)));
     expect(hasStale(), 'stale routes deleted before the first list').toBe(true);
@@ -173,7 +208,7 @@ describe.skipIf(skip !== undefined)(skip === undefined ? title : `${title} (skip
     expect(nftTable(tb, 'node-1')).toBe(nftBefore);
     const linksWithoutGone = (ls: string[]): string[] =>
       ls.filter((l) => !goneVeths.some((v) => l.startsWith(`${v}#`)));
-    expect(links(tb, 'node-1')).toEqual(linksWithoutGone(linksBefore));
+    expect(linksWithoutGone(links(tb, 'node-1'))).toEqual(linksWithoutGone(linksBefore));
 
     // The API answers again: ready within one backoff step, and still nothing moved.
     await tb.faults.restore();
@@ -196,13 +231,14 @@ describe.skipIf(skip !== undefined)(skip === undefined ? title : `${title} (skip
     expect(passes.reduce((sum, p) => sum + Number(p.removed), 0)).toBe(2);
     expect(withoutGone(allRoutes(tb, 'node-1'))).toEqual(withoutGone(routesBefore));
     expect(nftTable(tb, 'node-1')).toBe(nftBefore);
-    expect(links(tb, 'node-1')).toEqual(linksWithoutGone(linksBefore));
+    expect(linksWithoutGone(links(tb, 'node-1'))).toEqual(linksWithoutGone(linksBefore));
     expect(errorLines(logsSince(tb, 'node-1', mark))).toEqual([]);
     expect(n1.agent!.stderr()).toBe('');
 
     const results = await Promise.all(pings);
     await monitor.stop();
-    // The only route changes on the node: the two deleted pods' host routes and the stale routes.
+    // The only route changes on the node: the host routes of the two deleted pods and of the one added
+    // during the outage, and the stale routes.
     const churn = monitor.lines.filter((l) => /10\.244\.|fd00:10:244:/.test(l));
     expect(
       churn.every((l) => [...gonePods, STALE.v4, STALE.v6].some((a) => l.includes(a))),
@@ -221,5 +257,37 @@ describe.skipIf(skip !== undefined)(skip === undefined ? title : `${title} (skip
     expect((await tb.ping(fresh.ns, remote.v4)).rttMs).toBeDefined();
     expect((await tb.ping(remote.ns, fresh.v6)).rttMs).toBeDefined();
     expect((await tb.ping(remote.ns, keep.v4)).rttMs).toBeDefined();
+  }, 90_000);
+
+  it('behind a partition (the list hangs rather than fails) serves ADD from memory after the grace period', async () => {
+    const n1 = tb.node('node-1');
+    await tb.waitReady('node-1');
+    const mark = n1.logs.length;
+    tb.partitionControlPlane(true);
+    try {
+      await tb.killAgent('node-1');
+      const started = Date.now();
+      await tb.startAgent('node-1', { waitReady: false });
+      await within(REMEMBERED_NODE_GRACE_MS + 5000, 'node-1: serving ADD from memory', () =>
+        logsSince(tb, 'node-1', mark).some((l) =>
+          String(l.msg).startsWith('serving ADD with the pod CIDRs remembered'),
+        ),
+      );
+      const line = logsSince(tb, 'node-1', mark).find((l) =>
+        String(l.msg).startsWith('serving ADD with the pod CIDRs remembered'),
+      );
+      expect(line?.why).toBe(`no list of Nodes after ${REMEMBERED_NODE_GRACE_MS} ms`);
+      expect(Date.now() - started).toBeGreaterThanOrEqual(REMEMBERED_NODE_GRACE_MS);
+      const pod = await tb.addPod('node-1');
+      expect((await tb.ping(pod.ns, remote.v4)).rttMs).toBeDefined();
+      expect(await probe(tb, 'node-1', '/readyz')).toBe(503);
+    } finally {
+      tb.partitionControlPlane(false);
+    }
+    // The first list after the partition heals (a SYN retransmission away) makes it ready.
+    await within(45_000, 'node-1 ready after the partition', () =>
+      logsSince(tb, 'node-1', mark).some((l) => l.msg === 'trellis agent ready'),
+    );
+    await tb.waitReady('node-1');
   }, 90_000);
 });

@@ -1,0 +1,154 @@
+/**
+ * What the agent last learned of its own Node, kept in the state directory (like flannel's
+ * subnet.env) so that an agent restarted while the API server is unreachable can still serve ADD:
+ * a Node's spec.podCIDRs cannot change once set, so the last list's are the ones the API would give.
+ * Only ADD's inputs are kept (pod CIDRs, the pod MTU); routes and rules still wait for a full list.
+ */
+import { readFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { writeFileAtomic } from '../cniconf/atomic.ts';
+import { parseRanges } from '../ipam/ipam.ts';
+import type { Lease } from '../ipam/types.ts';
+import type { Logger } from '../observe/logger.ts';
+
+export const REMEMBERED_NODE_FILE = 'node.json';
+
+export interface RememberedNode {
+  node: string;
+  podCIDRs: string[];
+  /** The MTU of pod traffic leaving the node and the overlay's overhead above it (agent.ts mtuChoice). */
+  mtu: number;
+  overhead: number;
+  /** Where the MTU came from when it was detected. */
+  mtuSource: string;
+}
+
+const MIN_MTU = 576;
+const MAX_MTU = 65_535;
+
+export function renderRememberedNode(r: RememberedNode): string {
+  const { node, podCIDRs, mtu, overhead, mtuSource } = r;
+  return `${JSON.stringify({ node, podCIDRs, mtu, overhead, mtuSource }, null, 2)}\n`;
+}
+
+/** The file's content for this node, or why it cannot be used. */
+export function parseRememberedNode(
+  text: string,
+  nodeName: string,
+): { ok: true; node: RememberedNode } | { ok: false; problem: string } {
+  let o: Record<string, unknown>;
+  try {
+    const parsed: unknown = JSON.parse(text);
+    if (typeof parsed !== 'object' || parsed === null || Array.isArray(parsed)) {
+      return { ok: false, problem: 'not a JSON object' };
+    }
+    o = parsed as Record<string, unknown>;
+  } catch (err) {
+    return { ok: false, problem: `not JSON (${(err as Error).message})` };
+  }
+  if (o.node !== nodeName) {
+    return { ok: false, problem: `written for node ${JSON.stringify(o.node)}, not ${nodeName}` };
+  }
+  const cidrs = o.podCIDRs;
+  if (!Array.isArray(cidrs) || cidrs.length === 0) {
+    return { ok: false, problem: 'podCIDRs is not a non-empty list' };
+  }
+  let podCIDRs: string[];
+  try {
+    podCIDRs = parseRanges(cidrs as string[]).map((r) => r.text);
+  } catch (err) {
+    return { ok: false, problem: (err as Error).message };
+  }
+  const { mtu, overhead, mtuSource } = o;
+  if (!Number.isInteger(mtu) || (mtu as number) < MIN_MTU || (mtu as number) > MAX_MTU) {
+    return { ok: false, problem: `mtu ${JSON.stringify(mtu)} is not an integer in ${MIN_MTU}-${MAX_MTU}` };
+  }
+  if (
+    !Number.isInteger(overhead) ||
+    (overhead as number) < 0 ||
+    (overhead as number) + (mtu as number) > MAX_MTU
+  ) {
+    return { ok: false, problem: `overhead ${JSON.stringify(overhead)} is not a usable byte count` };
+  }
+  return {
+    ok: true,
+    node: {
+      node: nodeName,
+      podCIDRs,
+      mtu: mtu as number,
+      overhead: overhead as number,
+      mtuSource: typeof mtuSource === 'string' ? mtuSource : 'unknown',
+    },
+  };
+}
+
+/**
+ * Leases with an address outside `podCIDRs` (canonical, as parseRanges gives them). Serving from
+ * memory would release them, and nothing may be deleted before the first full list.
+ */
+export function leasesOutside(leases: readonly Lease[], podCIDRs: readonly string[]): Lease[] {
+  const ranges = new Set(podCIDRs);
+  return leases.filter((l) => l.addresses.some((a) => !ranges.has(a.range)));
+}
+
+/** Reads dir/node.json; undefined when there is none, a problem when it cannot be used. */
+export function readRememberedNode(
+  dir: string,
+  nodeName: string,
+): { ok: true; node: RememberedNode } | { ok: false; problem: string } | undefined {
+  let text: string;
+  try {
+    text = readFileSync(join(dir, REMEMBERED_NODE_FILE), 'utf8');
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code === 'ENOENT') return undefined;
+    return { ok: false, problem: (err as Error).message };
+  }
+  return parseRememberedNode(text, nodeName);
+}
+
+/** Writes dir/node.json (temp file, rename) unless it already holds exactly this. */
+export function saveRememberedNode(dir: string, r: RememberedNode): Promise<'written' | 'unchanged'> {
+  return writeFileAtomic(dir, REMEMBERED_NODE_FILE, renderRememberedNode(r), 0o600);
+}
+
+/**
+ * The agent's node.json: read once at start, saved after passes (only when what it holds changed;
+ * a failure is logged and costs only the fallback it serves).
+ */
+export class RememberedNodeFile {
+  readonly #dir: string;
+  readonly #nodeName: string;
+  readonly #log: Logger;
+  #saved: string | undefined;
+
+  constructor(dir: string, nodeName: string, log: Logger) {
+    this.#dir = dir;
+    this.#nodeName = nodeName;
+    this.#log = log;
+  }
+
+  /** What the last run saved, or undefined (none, or unusable: logged). */
+  load(): RememberedNode | undefined {
+    const read = readRememberedNode(this.#dir, this.#nodeName);
+    if (read === undefined || read.ok) return read?.node;
+    this.#log.warn(
+      { file: join(this.#dir, REMEMBERED_NODE_FILE), problem: read.problem },
+      'remembered node state ignored: ADD waits for the API server',
+    );
+    return undefined;
+  }
+
+  async save(r: RememberedNode): Promise<void> {
+    const text = renderRememberedNode(r);
+    if (text === this.#saved) return;
+    try {
+      await saveRememberedNode(this.#dir, r);
+      this.#saved = text;
+    } catch (err) {
+      this.#log.warn(
+        { error: err instanceof Error ? err.message : String(err) },
+        'node state not saved (used when the API is unreachable at start)',
+      );
+    }
+  }
+}

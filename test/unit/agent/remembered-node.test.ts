@@ -1,0 +1,98 @@
+import { mkdtempSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { afterEach, describe, expect, it } from 'vitest';
+import {
+  leasesOutside,
+  parseRememberedNode,
+  REMEMBERED_NODE_FILE,
+  type RememberedNode,
+  readRememberedNode,
+  renderRememberedNode,
+  saveRememberedNode,
+} from '../../../pkg/agent/remembered-node.ts';
+import type { Lease } from '../../../pkg/ipam/types.ts';
+
+const node: RememberedNode = {
+  node: 'node-1',
+  podCIDRs: ['10.244.1.0/24', 'fd00:10:244:1::/64'],
+  mtu: 1450,
+  overhead: 50,
+  mtuSource: 'link eth0 (holds InternalIP 172.18.0.2)',
+};
+
+const text = (o: Record<string, unknown>): string => JSON.stringify({ ...node, ...o });
+
+describe('parseRememberedNode', () => {
+  it('reads back what renderRememberedNode wrote', () => {
+    expect(parseRememberedNode(renderRememberedNode(node), 'node-1')).toEqual({ ok: true, node });
+  });
+
+  it('gives the pod CIDRs in canonical form', () => {
+    const r = parseRememberedNode(text({ podCIDRs: ['FD00:10:244:1:0::/64'] }), 'node-1');
+    expect(r.ok && r.node.podCIDRs).toEqual(['fd00:10:244:1::/64']);
+  });
+
+  it.each([
+    ['another node', text({ node: 'node-2' }), /written for node "node-2", not node-1/],
+    ['not JSON', '{"node":', /not JSON/],
+    ['an array', '[]', /not a JSON object/],
+    ['no pod CIDRs', text({ podCIDRs: [] }), /podCIDRs is not a non-empty list/],
+    ['pod CIDRs not a list', text({ podCIDRs: '10.244.1.0/24' }), /podCIDRs is not a non-empty list/],
+    ['a CIDR with host bits', text({ podCIDRs: ['10.244.1.1/24'] }), /10\.244\.1\.1\/24/],
+    ['two IPv4 ranges', text({ podCIDRs: ['10.244.1.0/24', '10.244.2.0/24'] }), /two IPv4 ranges/],
+    ['an MTU too small', text({ mtu: 100 }), /mtu 100 is not an integer in 576-65535/],
+    ['an MTU that is text', text({ mtu: '1500' }), /mtu "1500"/],
+    ['a negative overhead', text({ overhead: -1 }), /overhead -1/],
+  ])('refuses %s, saying why', (_what, body, problem) => {
+    const r = parseRememberedNode(body, 'node-1');
+    expect(r.ok).toBe(false);
+    expect(!r.ok && r.problem).toMatch(problem);
+  });
+});
+
+describe('leasesOutside', () => {
+  const lease = (...addrs: [string, string][]): Lease => ({
+    containerId: `c${addrs.length}${addrs[0]?.[0]}`,
+    ifname: 'eth0',
+    addresses: addrs.map(([address, range]) => ({
+      family: address.includes(':') ? 6 : 4,
+      address,
+      range,
+    })),
+    createdAt: '2026-11-30T00:00:00.000Z',
+  });
+
+  it('names the leases with any address outside the ranges', () => {
+    const inside = lease(['10.244.1.5', '10.244.1.0/24'], ['fd00:10:244:1::5', 'fd00:10:244:1::/64']);
+    const halfOut = lease(['10.244.1.6', '10.244.1.0/24'], ['fd00:10:244:9::6', 'fd00:10:244:9::/64']);
+    const out = lease(['10.244.9.7', '10.244.9.0/24']);
+    expect(leasesOutside([inside, halfOut, out], node.podCIDRs)).toEqual([halfOut, out]);
+    expect(leasesOutside([inside], node.podCIDRs)).toEqual([]);
+  });
+});
+
+describe('the node.json file', () => {
+  let dir: string | undefined;
+  afterEach(() => {
+    if (dir !== undefined) rmSync(dir, { recursive: true, force: true });
+  });
+
+  it('is written for root alone, skipped when unchanged, and read back', async () => {
+    dir = mkdtempSync(join(tmpdir(), 'trl-remembered-'));
+    expect(readRememberedNode(dir, 'node-1')).toBeUndefined();
+    expect(await saveRememberedNode(dir, node)).toBe('written');
+    expect(statSync(join(dir, REMEMBERED_NODE_FILE)).mode & 0o777).toBe(0o600);
+    expect(await saveRememberedNode(dir, node)).toBe('unchanged');
+    expect(readRememberedNode(dir, 'node-1')).toEqual({ ok: true, node });
+    expect(await saveRememberedNode(dir, { ...node, mtu: 1500, overhead: 0 })).toBe('written');
+    expect(JSON.parse(readFileSync(join(dir, REMEMBERED_NODE_FILE), 'utf8')).mtu).toBe(1500);
+  });
+
+  it('says why a damaged file cannot be used', () => {
+    dir = mkdtempSync(join(tmpdir(), 'trl-remembered-'));
+    writeFileSync(join(dir, REMEMBERED_NODE_FILE), '{"node":"node-1","podCIDRs":');
+    const r = readRememberedNode(dir, 'node-1');
+    expect(r?.ok).toBe(false);
+  });
+});
