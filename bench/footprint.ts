@@ -30,7 +30,7 @@ const { values: opts } = parseArgs({
     nodes: { type: 'string', default: '5000' },
     pods: { type: 'string', default: '100' },
     'sample-seconds': { type: 'string', default: '5' },
-    // The DaemonSet's default is '0.0.0.0:9743'; '' (off) keeps the figures comparable with earlier runs.
+    // The DaemonSet's default is ':9743'; '' (off) keeps the figures comparable with earlier runs.
     'metrics-addr': { type: 'string', default: '' },
     // Scrape /metrics this often while metrics are on (Prometheus' default is 60 s, many use 15-30 s).
     'scrape-seconds': { type: 'string', default: '30' },

@@ -55,7 +55,7 @@ export const DEFAULTS = Object.freeze({
   mtu: 0,
   vxlanVni: DEFAULT_VXLAN_VNI,
   vxlanPort: DEFAULT_VXLAN_PORT,
-  metricsAddr: '0.0.0.0:9743',
+  metricsAddr: ':9743',
   logLevel: 'info' as LogLevel,
   resyncMs: 60_000,
   cniRequestTimeoutMs: 10_000,
@@ -114,7 +114,7 @@ flags (environment variable in brackets):
   --mtu N                    [TRELLIS_MTU] pod MTU, 0 = detect (default 0)
   --vxlan-vni N              [TRELLIS_VXLAN_VNI] VXLAN network identifier (default ${DEFAULTS.vxlanVni})
   --vxlan-port N             [TRELLIS_VXLAN_PORT] VXLAN UDP port (default ${DEFAULTS.vxlanPort})
-  --metrics-addr HOST:PORT   [TRELLIS_METRICS_ADDR] metrics and health, '' disables (default ${DEFAULTS.metricsAddr})
+  --metrics-addr HOST:PORT   [TRELLIS_METRICS_ADDR] metrics and health; :PORT = every IPv4 and IPv6 address, '' disables (default ${DEFAULTS.metricsAddr})
   --admin-socket PATH        local admin socket for status/routes/leases/doctor, '' disables (default admin.sock next to --socket)
   --log-level LEVEL          [TRELLIS_LOG_LEVEL] ${LOG_LEVELS.join('|')} (default info)
   --no-masquerade-cidr CIDR  [TRELLIS_NO_MASQUERADE_CIDRS, comma-separated] never masquerade to it

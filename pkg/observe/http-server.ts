@@ -90,14 +90,32 @@ function closer(server: Server, cleanup: () => void = () => {}): () => Promise<v
     });
 }
 
-/** "0.0.0.0:9743", "[::]:9743", "10.0.0.1:0" -> host and port; throws a message naming the flag. */
-export function parseListenAddr(addr: string): { host: string; port: number } {
+/**
+ * "0.0.0.0:9743", "[::]:9743", "10.0.0.1:0" -> host and port; ":9743" -> every address of both families
+ * (host undefined). Throws a message naming the flag.
+ */
+export function parseListenAddr(addr: string): { host: string | undefined; port: number } {
   const m = /^(?:\[([^\]]+)\]|([^:[\]]*)):(\d{1,5})$/.exec(addr);
   const port = m === null ? Number.NaN : Number(m[3]);
   if (m === null || port > 65535) {
-    throw new Error(`--metrics-addr must be HOST:PORT or [IPv6]:PORT, got ${JSON.stringify(addr)}`);
+    throw new Error(`--metrics-addr must be HOST:PORT, [IPv6]:PORT or :PORT, got ${JSON.stringify(addr)}`);
   }
-  return { host: m[1] ?? (m[2] === '' ? '0.0.0.0' : m[2]!), port };
+  return { host: m[1] ?? (m[2] === '' ? undefined : m[2]!), port };
+}
+
+/**
+ * Every address: one IPv6 socket that also takes IPv4 (libuv clears IPV6_V6ONLY), so the kubelet's
+ * probes reach the agent on IPv4, IPv6 and dual-stack nodes alike; IPv4 alone where the kernel has
+ * no IPv6 (ipv6.disable=1).
+ */
+async function listenAnyFamily(server: Server, port: number): Promise<void> {
+  try {
+    await listen(server, { host: '::', port });
+  } catch (err) {
+    const code = (err as NodeJS.ErrnoException).code;
+    if (code !== 'EAFNOSUPPORT' && code !== 'EADDRNOTAVAIL') throw err;
+    await listen(server, { host: '0.0.0.0', port });
+  }
 }
 
 export interface MetricsServerOptions {
@@ -121,11 +139,12 @@ export async function startMetricsServer(opts: MetricsServerOptions): Promise<Ht
     }),
   );
   server.keepAliveTimeout = 5000;
-  const target = parseListenAddr(opts.addr);
-  await listen(server, target);
+  const { host, port } = parseListenAddr(opts.addr);
+  if (host === undefined) await listenAnyFamily(server, port);
+  else await listen(server, { host, port });
   const a = server.address() as AddressInfo;
-  const host = a.family === 'IPv6' ? `[${a.address}]` : a.address;
-  return { address: `${host}:${a.port}`, close: closer(server) };
+  const shown = a.family === 'IPv6' ? `[${a.address}]` : a.address;
+  return { address: `${shown}:${a.port}`, close: closer(server) };
 }
 
 /** The admin socket: GET paths answered with the handlers' JSON; root-only (0600, directory 0700 when created). */

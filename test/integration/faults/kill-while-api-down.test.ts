@@ -94,6 +94,7 @@ describe.skipIf(skip !== undefined)(skip === undefined ? title : `${title} (skip
     const n1 = tb.node('node-1');
     const ipamLeases = join(n1.dir, 'state', 'ipam', 'leases');
     expect(await probe(tb, 'node-1', '/readyz')).toBe(200);
+    expect(await probe(tb, 'node-1', '/readyz', 6)).toBe(200);
     const routesBefore = allRoutes(tb, 'node-1');
     const nftBefore = nftTable(tb, 'node-1');
     const leasesBefore = files(ipamLeases);

@@ -116,22 +116,32 @@ export function backoffCeiling(failure: number): number {
   return Math.min(BACKOFF.maxMs, BACKOFF.initialMs * 2 ** (failure - 1));
 }
 
-/** The agent's /readyz (or /healthz) status code, asked from inside the node's namespace. */
-export async function probe(tb: Testbed, node: string, path: '/readyz' | '/healthz'): Promise<number> {
+/**
+ * The agent's /readyz (or /healthz) status code, asked from inside the node's namespace at the node's
+ * IPv4 address, or its IPv6 one (as a kubelet on an IPv6-only node would).
+ */
+export async function probe(
+  tb: Testbed,
+  node: string,
+  path: '/readyz' | '/healthz',
+  family: 4 | 6 = 4,
+): Promise<number> {
   const n = tb.node(node);
+  const host = family === 4 ? n.plan.v4 : `[${n.plan.v6}]`;
   const { stdout } = await execFileP('ip', [
     'netns',
     'exec',
     n.ns,
     'curl',
     '-s',
+    '-g', // brackets of an IPv6 address, not a glob
     '-o',
     '/dev/null',
     '-m',
     '2',
     '-w',
     '%{http_code}',
-    `http://${n.plan.v4}:9743${path}`,
+    `http://${host}:9743${path}`,
   ]).catch((err: { stdout?: string }) => ({ stdout: err.stdout ?? '0' }));
   return Number(stdout);
 }

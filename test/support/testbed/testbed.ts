@@ -375,7 +375,8 @@ export class Testbed {
               kubeconfig: this.kubeconfig,
               cniConfDir: join(node.dir, 'net.d'),
               cniBinDir: join(node.dir, 'bin'),
-              metricsAddr: `${node.plan.v4}:9743`,
+              // The DaemonSet's own setting: every address of both families in the node's namespace.
+              metricsAddr: ':9743',
             },
           }
         : { podCIDRs: [...node.plan.podCIDRs] }),

@@ -5,6 +5,7 @@ import type { IConfigMap } from 'kubernetes-models/v1/ConfigMap';
 import type { IContainer } from 'kubernetes-models/v1/Container';
 import { beforeAll, describe, expect, it } from 'vitest';
 import { type AgentConfig, parseAgentConfig, USAGE } from '../../../pkg/agent/config.ts';
+import { parseListenAddr } from '../../../pkg/observe/http-server.ts';
 import { findOne, kubectlSkipReason, manifestsDir, render, repoRoot } from './support.ts';
 
 /**
@@ -83,7 +84,8 @@ describe.skipIf(kubectlSkipReason !== undefined)(
       expect(config.publishCniConfig).toBe(true);
       const port = Number(config.metricsAddr.slice(config.metricsAddr.lastIndexOf(':') + 1));
       expect(agent().ports?.map((p) => p.containerPort)).toEqual([port]);
-      expect(config.metricsAddr.slice(0, config.metricsAddr.lastIndexOf(':'))).toBe('0.0.0.0');
+      // Every address of both families: the kubelet probes the node IP, an IPv6 one on IPv6-only nodes.
+      expect(parseListenAddr(config.metricsAddr).host).toBeUndefined();
     });
 
     it('the ConfigMap defaults are the agent defaults: auto, MTU detection, info, nothing exempt', () => {

@@ -145,7 +145,7 @@ describe.skipIf(kubectlSkipReason !== undefined)(
     it('probes hit the agent port: startup and liveness /healthz, readiness /readyz', () => {
       const c = agent();
       expect(c.ports).toEqual([{ name: 'http', containerPort: PORT, protocol: 'TCP' }]);
-      expect(c.args).toContain(`--metrics-addr=0.0.0.0:${PORT}`);
+      expect(c.args).toContain(`--metrics-addr=:${PORT}`);
       for (const [probe, path] of [
         [c.startupProbe, '/healthz'],
         [c.livenessProbe, '/healthz'],

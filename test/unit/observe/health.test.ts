@@ -146,7 +146,7 @@ describe('metrics server', () => {
   it('parses listen addresses', () => {
     expect(parseListenAddr('0.0.0.0:9743')).toEqual({ host: '0.0.0.0', port: 9743 });
     expect(parseListenAddr('[::]:9743')).toEqual({ host: '::', port: 9743 });
-    expect(parseListenAddr(':80')).toEqual({ host: '0.0.0.0', port: 80 });
+    expect(parseListenAddr(':80')).toEqual({ host: undefined, port: 80 });
     expect(() => parseListenAddr('9743')).toThrow(/--metrics-addr/);
     expect(() => parseListenAddr('h:70000')).toThrow(/--metrics-addr/);
   });
@@ -176,6 +176,19 @@ describe('metrics server', () => {
     );
     expect((await fetch(`${base}/nope`)).status).toBe(404);
     expect((await fetch(`${base}/metrics`, { method: 'POST' })).status).toBe(405);
+  });
+
+  it(':PORT answers on IPv4 and IPv6 loopback alike (one dual-stack socket)', async () => {
+    l = await startMetricsServer({
+      addr: ':0',
+      metrics: { render: async () => 'trellis_x 1\n', contentType: 'text/plain' },
+      liveness: () => ({ ok: true, checks: {} }),
+      readiness: () => ({ ok: true, checks: {} }),
+    });
+    expect(l.address).toMatch(/^\[::\]:\d+$/);
+    const port = l.address.split(':').pop();
+    expect((await fetch(`http://127.0.0.1:${port}/healthz`)).status).toBe(200);
+    expect((await fetch(`http://[::1]:${port}/healthz`)).status).toBe(200);
   });
 
   it('fails to start on a taken port, naming the error', async () => {
