@@ -4,7 +4,12 @@
  * - Every other node's pod CIDRs are routed via that node's InternalIP of the same family, on the interface
  *   whose connected subnet contains that IP (host-gw). A node we cannot reach that way is a problem, not an
  *   error: the rest of the cluster still gets its routes.
- * - In auto mode such a node is reached through our VXLAN device of that family instead; in vxlan mode every
+ * - In auto mode only a node on the subnet of this node's own InternalIP of the family is routed directly
+ *   (Calico's CrossSubnet, Antrea's hybrid mode and Cilium's auto-direct-node-routes draw the same line): the
+ *   peer, finding ours on its own subnet, decides the same, so both directions take one path. A peer reached
+ *   over another leg of a multi-homed node would tunnel back, and strict reverse-path filtering (rp_filter=1,
+ *   RHEL's default) drops those replies. A node whose InternalIP is on no connected subnet keeps any subnet.
+ * - In auto mode a node not routed directly is reached through our VXLAN device of that family; in vxlan mode every
  *   node is. A VXLAN route is `podCIDR via <peer VTEP address> dev trellis.vN onlink`, the VTEP address being
  *   the network address of the peer's first pod CIDR of the family (see vtepAddress). It needs the device
  *   (opts.overlay) and the peer's published VTEP MAC; without either the node is unreachable (a problem).
@@ -149,6 +154,24 @@ function findDirectLink(
   return best === undefined ? undefined : { link: best.link };
 }
 
+/**
+ * The connected subnets that hold one of this node's own InternalIPs (auto mode's direct reach), per
+ * family; a family without one is absent (any connected subnet then).
+ */
+function homeSubnets(ips: readonly IpAddress[], local: LocalIndex): Map<Family, Cidr[]> {
+  const home = new Map<Family, Cidr[]>();
+  for (const { subnet } of local.subnets) {
+    if (!ips.some((ip) => ip.family === subnet.family && cidrContains(subnet, ip))) continue;
+    home.set(subnet.family, [...(home.get(subnet.family) ?? []), subnet]);
+  }
+  return home;
+}
+
+function onHomeSubnet(ip: IpAddress, home: Map<Family, Cidr[]>): boolean {
+  const subnets = home.get(ip.family);
+  return subnets === undefined || subnets.some((s) => cidrContains(s, ip));
+}
+
 export function desiredRoutes(
   self: SelfNode,
   peers: PeerNode[],
@@ -164,6 +187,7 @@ export function desiredRoutes(
 
   const me = parseNode(self, problems);
   const local = indexLocalLinks(localLinks);
+  const home = opts.mode === 'auto' ? homeSubnets(me.ips, local) : undefined;
   if (me.cidrs.length === 0) problems.push({ node: self.name, problem: 'this node has no valid pod CIDR' });
 
   // Peers in name order; a name seen twice is ambiguous, so both copies are dropped.
@@ -250,6 +274,10 @@ export function desiredRoutes(
           reasons.push(`InternalIP ${nodeIP} is one of this node's own addresses`);
         } else if (found === undefined) {
           reasons.push(`InternalIP ${nodeIP} is not on a subnet connected to this node`);
+        } else if (home !== undefined && !onHomeSubnet(ip, home)) {
+          reasons.push(
+            `InternalIP ${nodeIP} is on ${found.link.name}'s subnet, not on the one of this node's InternalIP (it would route back through VXLAN)`,
+          );
         } else {
           decision = {
             node: node.name,

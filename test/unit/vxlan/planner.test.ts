@@ -114,6 +114,69 @@ describe('desiredRoutes: per-mode decisions', () => {
     ]);
   });
 
+  describe('a multi-homed node (a second leg on the subnet of a peer behind the router)', () => {
+    const leg: LocalLink = {
+      ifindex: 3,
+      name: 'eth1',
+      addresses: [
+        { family: 4, address: '192.168.20.9', prefixLen: 24 },
+        { family: 6, address: 'fd00:20::9', prefixLen: 64 },
+      ],
+    };
+    const withLeg = [...links, leg];
+
+    it('auto: tunnels to it as it tunnels back (one path both ways: strict rp_filter drops the other)', () => {
+      const p = desiredRoutes(self, [self, near, far], withLeg, { mode: 'auto', overlay });
+      expect(paths(p)).toEqual([
+        'node-b v4 direct',
+        'node-b v6 direct',
+        'node-c v4 vxlan',
+        'node-c v6 vxlan',
+      ]);
+      expect(p.problems).toEqual([]);
+    });
+
+    it('host-gw: routes it over the second leg (no tunnel to fall back on)', () => {
+      const p = desiredRoutes(self, [self, near, far], withLeg, { mode: 'host-gw' });
+      expect(paths(p)).toEqual([
+        'node-b v4 direct',
+        'node-b v6 direct',
+        'node-c v4 direct',
+        'node-c v6 direct',
+      ]);
+      expect(p.decisions[2]).toMatchObject({ nodeIP: '192.168.20.2', linkName: 'eth1' });
+    });
+
+    it('auto, without VXLAN devices: unreachable, saying why the leg was not used', () => {
+      const p = desiredRoutes(self, [self, far], withLeg, { mode: 'auto', overlay: [] });
+      expect(p.problems.map((x) => x.problem)[0]).toBe(
+        "unreachable: InternalIP 192.168.20.2 is on eth1's subnet, not on the one of this node's InternalIP (it would route back through VXLAN); VXLAN: this node has no IPv4 VXLAN device",
+      );
+    });
+
+    it('auto, our InternalIP on no connected subnet (a host route): any connected subnet is direct', () => {
+      const loopbackIp: PeerNode = { ...self, internalIPs: ['10.9.9.9', 'fd00:99::9'] };
+      const lo: LocalLink = {
+        ifindex: 1,
+        name: 'lo',
+        addresses: [
+          { family: 4, address: '10.9.9.9', prefixLen: 32 },
+          { family: 6, address: 'fd00:99::9', prefixLen: 128 },
+        ],
+      };
+      const p = desiredRoutes(loopbackIp, [loopbackIp, near, far], [lo, ...withLeg], {
+        mode: 'auto',
+        overlay,
+      });
+      expect(paths(p)).toEqual([
+        'node-b v4 direct',
+        'node-b v6 direct',
+        'node-c v4 direct',
+        'node-c v6 direct',
+      ]);
+    });
+  });
+
   it('host-gw: the node behind the router is unreachable (reported), no VXLAN route even with devices', () => {
     const p = plan('host-gw', [near, far]);
     expect(paths(p)).toEqual([
