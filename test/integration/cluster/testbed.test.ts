@@ -5,10 +5,12 @@ import { describe, expect, it } from 'vitest';
 import { REPO_ROOT } from '../../support/cni-driver.ts';
 import { ip } from '../../support/netns.ts';
 import {
+  addrOf,
   formatLogLine,
   formatMatrix,
   nodeObject,
   planNodes,
+  podCIDROf,
   summarizeMatrix,
   Testbed,
   testbedSkipReason,
@@ -46,6 +48,43 @@ describe('test bed plan and reports (pure)', () => {
       '10.100.0.11',
       'fd00:100::11',
     ]);
+  });
+
+  it('a single-stack plan has that family only: addresses, pod CIDRs, Node object', () => {
+    const [v6] = planNodes([{ nodes: 1 }], [6]);
+    expect(v6).toMatchObject({ families: [6], v6: 'fd00:100::11', podCIDRs: ['fd00:10:244:1::/64'] });
+    expect(v6!.v4).toBeUndefined();
+    const o = nodeObject(v6!) as {
+      spec: { podCIDR: string; podCIDRs: string[] };
+      status: { addresses: { type: string; address: string }[] };
+    };
+    expect(o.spec).toEqual({ podCIDR: 'fd00:10:244:1::/64', podCIDRs: ['fd00:10:244:1::/64'] });
+    expect(o.status.addresses.filter((a) => a.type === 'InternalIP')).toEqual([
+      { type: 'InternalIP', address: 'fd00:100::11' },
+    ]);
+    const [v4] = planNodes([{ nodes: 1 }], [4]);
+    expect([v4!.v4, v4!.v6, v4!.podCIDRs]).toEqual(['10.100.0.11', undefined, ['10.244.1.0/24']]);
+    expect(podCIDROf(v4!, 4)).toBe('10.244.1.0/24');
+    expect(() => podCIDROf(v4!, 6)).toThrow(/not IPv6/);
+    expect(() => addrOf(v4!, 6)).toThrow(/not IPv6/);
+    expect(() => planNodes([{ nodes: 1 }], [6, 4] as const)).toThrow(RangeError);
+    expect(() => planNodes([{ nodes: 1 }], [] as 4[])).toThrow(RangeError);
+  });
+
+  it('formats a single-stack matrix with one table', () => {
+    const pods = [
+      { name: 'pod-1-1', node: 'node-1', v6: 'fd00:10:244:1::2' },
+      { name: 'pod-2-1', node: 'node-2', v6: 'fd00:10:244:2::2' },
+    ];
+    const text = formatMatrix(
+      summarizeMatrix(pods, [
+        { from: 'pod-1-1', to: 'pod-2-1', family: 6, ok: true, attempts: 1, rttMs: 0.1 },
+        { from: 'pod-2-1', to: 'pod-1-1', family: 6, ok: true, attempts: 1, rttMs: 0.1 },
+      ]),
+    );
+    expect(text).toContain('2/2 pings answered (2 ordered pod pairs x IPv6)');
+    expect(text).not.toContain('IPv4');
+    expect(text.split('\n')).toContain('  pod-1-1  node-1    fd00:10:244:1::2');
   });
 
   it('formats a matrix with failures listed', () => {

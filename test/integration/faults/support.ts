@@ -7,7 +7,7 @@ import { execFile } from 'node:child_process';
 import { promisify } from 'node:util';
 import { DEFAULT_BACKOFF } from '../../../pkg/k8s/backoff.ts';
 import { ipJson, nsExec } from '../../support/netns.ts';
-import { nodeObject, planNode, type Testbed } from '../../support/testbed/index.ts';
+import { addrOf, type Family, nodeObject, planNode, type Testbed } from '../../support/testbed/index.ts';
 
 const execFileP = promisify(execFile);
 
@@ -118,16 +118,16 @@ export function backoffCeiling(failure: number): number {
 
 /**
  * The agent's /readyz (or /healthz) status code, asked from inside the node's namespace at the node's
- * IPv4 address, or its IPv6 one (as a kubelet on an IPv6-only node would).
+ * address of `family` (default: the cluster's first), as a kubelet would on a node of that family.
  */
-export async function probe(
-  tb: Testbed,
+export async function probe<F extends Family>(
+  tb: Testbed<F>,
   node: string,
   path: '/readyz' | '/healthz',
-  family: 4 | 6 = 4,
+  family: F = tb.families[0]!,
 ): Promise<number> {
   const n = tb.node(node);
-  const host = family === 4 ? n.plan.v4 : `[${n.plan.v6}]`;
+  const host = family === 4 ? addrOf(n.plan, 4) : `[${addrOf(n.plan, 6)}]`;
   const { stdout } = await execFileP('ip', [
     'netns',
     'exec',

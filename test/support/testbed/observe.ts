@@ -1,6 +1,5 @@
 /** Watching the kernel from tests while something happens: background pings, route monitors. */
 import { type ChildProcess, spawn, spawnSync } from 'node:child_process';
-import type { TestbedPod } from './testbed.ts';
 
 export interface PingCount {
   transmitted: number;
@@ -12,7 +11,11 @@ export interface PingCount {
  * A ping every 50 ms for `seconds` from a pod; resolves with what ping counted (NaN without a
  * summary). Never rejects, so an early test failure leaves no stray rejection.
  */
-export function backgroundPing(from: TestbedPod, to: string, seconds: number): Promise<PingCount> {
+export function backgroundPing(
+  from: { readonly ns: string },
+  to: string,
+  seconds: number,
+): Promise<PingCount> {
   return new Promise((resolve) => {
     const child = spawn(
       'ip',

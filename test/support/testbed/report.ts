@@ -6,8 +6,9 @@
 export interface PodEndpoint {
   name: string;
   node: string;
-  v4: string;
-  v6: string;
+  /** The pod's address of each family its cluster has. */
+  v4?: string | undefined;
+  v6?: string | undefined;
 }
 
 export interface MatrixCell {
@@ -23,7 +24,7 @@ export interface MatrixCell {
 export interface ConnectivityMatrix {
   pods: PodEndpoint[];
   cells: MatrixCell[];
-  /** Every ordered pair of distinct pods answered over both families. */
+  /** Every ordered pair of distinct pods answered over every family of the cluster. */
   ok: boolean;
   failures: MatrixCell[];
 }
@@ -38,16 +39,21 @@ function pad(s: string, n: number): string {
 }
 
 /**
- * One table per family: rows are sources, columns destinations; `ok` / `--` (no answer) / `.` (self).
- * Pods are labelled by name with their node and address listed once above the tables.
+ * One table per family (of those the pods have): rows are sources, columns destinations; `ok` / `--`
+ * (no answer) / `.` (self). Pods are labelled by name with their node and addresses listed once above
+ * the tables.
  */
 export function formatMatrix(m: ConnectivityMatrix): string {
   const lines: string[] = [];
   const nameW = Math.max(4, ...m.pods.map((p) => p.name.length));
+  const families = ([4, 6] as const).filter((f) => m.pods.some((p) => (f === 4 ? p.v4 : p.v6) !== undefined));
   lines.push('pods:');
-  for (const p of m.pods) lines.push(`  ${pad(p.name, nameW)}  ${pad(p.node, 8)}  ${pad(p.v4, 15)}  ${p.v6}`);
+  for (const p of m.pods) {
+    const addrs = families.map((f) => (f === 4 ? pad(p.v4 ?? '-', 15) : (p.v6 ?? '-')));
+    lines.push(`  ${pad(p.name, nameW)}  ${pad(p.node, 8)}  ${addrs.join('  ')}`.trimEnd());
+  }
   const byKey = new Map(m.cells.map((c) => [`${c.family} ${c.from} ${c.to}`, c]));
-  for (const family of [4, 6] as const) {
+  for (const family of families) {
     lines.push('');
     lines.push(`IPv${family}  (row pings column)`);
     const colW = Math.max(5, nameW);
@@ -66,7 +72,7 @@ export function formatMatrix(m: ConnectivityMatrix): string {
   lines.push('');
   const pairs = m.pods.length * (m.pods.length - 1);
   lines.push(
-    `${good}/${total} pings answered (${pairs} ordered pod pairs x IPv4, IPv6)${m.ok ? '' : ': FAILURES'}`,
+    `${good}/${total} pings answered (${pairs} ordered pod pairs x ${families.map((f) => `IPv${f}`).join(', ')})${m.ok ? '' : ': FAILURES'}`,
   );
   for (const f of m.failures) lines.push(`  no answer: ${f.from} -> ${f.to} over IPv${f.family}`);
   return lines.join('\n');

@@ -27,12 +27,19 @@ import { ApiRequestError, UnixApiClient } from './api.ts';
 import { FaultAdminClient } from './fault-admin.ts';
 import {
   API_PORT,
+  addrOf,
+  type ByFamily,
+  checkFamilies,
   controlPlaneAddr,
+  DUAL_STACK,
   ECHO_PORT,
+  type Family,
+  internalIPs,
   type NodePlan,
   nodeObject,
   planNode,
   planNodes,
+  podCIDROf,
   type SegmentSpec,
 } from './plan.ts';
 import {
@@ -60,6 +67,9 @@ const execFileP = promisify(execFile);
  *   node ns:    eth0 on its segment, default routes via the router, one real trellis agent
  *   pod ns:     created as a runtime does (lo down), wired by the real shim from the node's config list
  *
+ * The cluster is dual-stack unless `families` says [4] or [6]: then the nodes' eth0, their Node
+ * objects, the API server's address the agents use and the pods have that family only.
+ *
  * Everything is named `trl-<tag>-...` (namespaces, the temp dir) so leftovers() can prove teardown
  * removed it all. Nothing touches the root namespace: every `ip` runs with `-n` or `netns exec`.
  */
@@ -67,9 +77,16 @@ const execFileP = promisify(execFile);
 export type AgentMode = 'kubernetes' | 'standalone';
 export type DatapathMode = 'auto' | 'host-gw' | 'vxlan';
 
-export interface TestbedOptions {
+export interface TestbedOptions<F extends Family = Family> {
   /** L2 segments joined by the router; default one segment of 3 nodes. */
   segments?: SegmentSpec[];
+  /**
+   * The cluster's IP families: [4, 6] (default, dual-stack), [4] or [6] (single-stack, as kubeadm's or
+   * kind's ipFamily ipv4/ipv6). A single-stack node has only that family's address and default route on
+   * eth0, and its Node object only that family's InternalIP and pod CIDR; the agents reach the API server
+   * at its address of the first family.
+   */
+  families?: readonly F[];
   /** The agents' --mode; default auto. */
   mode?: DatapathMode;
   /**
@@ -86,8 +103,8 @@ export interface TestbedOptions {
   agentArgs?: string[];
 }
 
-export interface TestbedNode {
-  readonly plan: NodePlan;
+export interface TestbedNode<F extends Family = Family> {
+  readonly plan: NodePlan<F>;
   readonly name: string;
   readonly ns: string;
   /** The agent's directory: state/, cni.sock, net.d/, bin/. */
@@ -99,7 +116,7 @@ export interface TestbedNode {
   podCount: number;
 }
 
-export interface TestbedPod extends PodEndpoint {
+interface TestbedPodBase extends Omit<PodEndpoint, 'v4' | 'v6'> {
   /** The Pod object's uid (Kubernetes mode), also passed to the shim as K8S_POD_UID. */
   readonly uid?: string;
   readonly ns: string;
@@ -107,7 +124,12 @@ export interface TestbedPod extends PodEndpoint {
   readonly containerId: string;
   /** The CNI result the runtime got. */
   readonly result: Record<string, unknown>;
+  /** Every address in the CNI result, as it listed them (prefix length dropped). */
+  readonly ips: readonly string[];
 }
+
+/** A pod: `v4` and `v6` are its addresses of the cluster's families (from the CNI result). */
+export type TestbedPod<F extends Family = Family> = TestbedPodBase & ByFamily<F>;
 
 export interface EchoServer {
   readonly ns: string;
@@ -127,7 +149,7 @@ export const POD_NAMESPACE = 'default';
 const ECHO_SCRIPT = join(import.meta.dirname, 'echo.ts');
 const CONTROL_PLANE_SCRIPT = join(import.meta.dirname, 'control-plane.ts');
 
-export class Testbed {
+export class Testbed<F extends Family = Family> {
   /** `trl-<4 hex>`: every namespace and the temp dir start with it. */
   readonly prefix: string;
   readonly dir: string;
@@ -142,11 +164,13 @@ export class Testbed {
   readonly faults: FaultAdminClient;
   readonly mode: DatapathMode;
   readonly agentMode: AgentMode;
-  /** The API server URL the agents use (on the fabric). */
+  /** The cluster's IP families ([4, 6] unless the options said otherwise). */
+  readonly families: readonly F[];
+  /** The API server URL the agents use (on the fabric, its address of the first family). */
   readonly apiUrl: string;
-  private readonly opts: TestbedOptions;
-  private readonly nodeMap = new Map<string, TestbedNode>();
-  private readonly podList: TestbedPod[] = [];
+  private readonly opts: TestbedOptions<F>;
+  private readonly nodeMap = new Map<string, TestbedNode<F>>();
+  private readonly podList: TestbedPod<F>[] = [];
   private readonly tracked: Tracked[] = [];
   private readonly segments = new Set<number>();
   private nextIndex = 1;
@@ -155,7 +179,8 @@ export class Testbed {
   private signalHandler: ((signal: NodeJS.Signals) => void) | undefined;
 
   /** Names and the temp dir only; start() builds. Use create() unless you need the instance early. */
-  constructor(opts: TestbedOptions = {}) {
+  constructor(opts: TestbedOptions<F> = {}) {
+    this.families = checkFamilies(opts.families ?? (DUAL_STACK as readonly Family[] as readonly F[]));
     this.opts = opts;
     this.prefix = `${TEST_NETNS_PREFIX}${randomBytes(2).toString('hex')}`;
     this.dir = mkdtempSync(join(tmpdir(), `${this.prefix}-`));
@@ -169,12 +194,12 @@ export class Testbed {
     this.faults = new FaultAdminClient(join(this.dir, 'admin.sock'));
     this.mode = opts.mode ?? 'auto';
     this.agentMode = opts.agentMode ?? 'kubernetes';
-    this.apiUrl = `http://${controlPlaneAddr(4)}:${API_PORT}`;
+    this.apiUrl = `http://${this.apiHost(true)}:${API_PORT}`;
   }
 
   /** Builds the whole test bed; on any failure removes what was built and rethrows. */
-  static async create(opts: TestbedOptions = {}): Promise<Testbed> {
-    const tb = new Testbed(opts);
+  static async create<F extends Family = Family>(opts: TestbedOptions<F> = {}): Promise<Testbed<F>> {
+    const tb = new Testbed<F>(opts);
     await tb.start();
     return tb;
   }
@@ -201,8 +226,15 @@ export class Testbed {
     this.opts.onProgress?.(message);
   }
 
+  /** The control plane's address of the cluster's first family (in brackets for a URL). */
+  private apiHost(bracketed = false): string {
+    const family: Family = this.families[0] ?? 4;
+    const a = controlPlaneAddr(family);
+    return bracketed && family === 6 ? `[${a}]` : a;
+  }
+
   private async build(segments: SegmentSpec[]): Promise<void> {
-    const plans = planNodes(segments);
+    const plans = planNodes(segments, this.families);
     await waitForBuild(60_000);
     this.progress(`namespaces with prefix ${this.prefix}, temp dir ${this.dir}`);
     this.addNs(this.fabricNs);
@@ -252,7 +284,7 @@ export class Testbed {
       process.execPath,
       CONTROL_PLANE_SCRIPT,
       '--listen',
-      `${controlPlaneAddr(4)}:${API_PORT}`,
+      `${this.apiHost(true)}:${API_PORT}`,
       '--kubeconfig-out',
       this.kubeconfig,
       '--unix',
@@ -274,13 +306,13 @@ export class Testbed {
     return child;
   }
 
-  private async createNodeNs(plan: NodePlan): Promise<TestbedNode> {
+  private async createNodeNs(plan: NodePlan<F>): Promise<TestbedNode<F>> {
     this.ensureSegment(plan.segment);
     const ns = `${this.prefix}-n${plan.index}`;
     const dir = join(this.dir, plan.name);
     mkdirSync(join(dir, 'net.d'), { recursive: true });
     mkdirSync(join(dir, 'bin'), { recursive: true });
-    const node: TestbedNode = { plan, name: plan.name, ns, dir, agent: undefined, logs: [], podCount: 0 };
+    const node: TestbedNode<F> = { plan, name: plan.name, ns, dir, agent: undefined, logs: [], podCount: 0 };
     this.nodeMap.set(plan.name, node);
     this.addNs(ns);
     wireHost(this.fabricNs, ns, { outer: `n${plan.index}`, segment: plan.segment, v4: plan.v4, v6: plan.v6 });
@@ -291,7 +323,7 @@ export class Testbed {
   }
 
   /** What the DaemonSet's init container does: `trellis-agent install-cni` into the node's bin dir. */
-  private async installCni(node: TestbedNode): Promise<void> {
+  private async installCni(node: TestbedNode<F>): Promise<void> {
     await execFileP('ip', [
       'netns',
       'exec',
@@ -307,19 +339,19 @@ export class Testbed {
 
   // ---- nodes and agents ----
 
-  nodes(): TestbedNode[] {
+  nodes(): TestbedNode<F>[] {
     return [...this.nodeMap.values()];
   }
 
-  node(name: string): TestbedNode {
+  node(name: string): TestbedNode<F> {
     const n = this.nodeMap.get(name);
     if (n === undefined) throw new Error(`no node ${name} (have ${[...this.nodeMap.keys()].join(', ')})`);
     return n;
   }
 
   /** Adds a node at runtime: namespace, Node object, agent (ready when this resolves). */
-  async addNode(opts: { segment?: number } = {}): Promise<TestbedNode> {
-    const plan = planNode(this.nextIndex++, opts.segment ?? 0);
+  async addNode(opts: { segment?: number } = {}): Promise<TestbedNode<F>> {
+    const plan = planNode(this.nextIndex++, opts.segment ?? 0, this.families);
     const node = await this.createNodeNs(plan);
     await this.startAgent(plan.name);
     if (this.agentMode === 'standalone') this.programStaticRoutes();
@@ -449,7 +481,7 @@ export class Testbed {
   }
 
   /** trellis's routes (protocol 126) in a node's namespace, as the kernel shows them. */
-  routes(name: string, family: 4 | 6): { dst: string; gateway?: string; dev?: string; type?: string }[] {
+  routes(name: string, family: Family): { dst: string; gateway?: string; dev?: string; type?: string }[] {
     return ipJson(this.node(name).ns, `-${family}`, 'route', 'show', 'proto', '126');
   }
 
@@ -458,8 +490,9 @@ export class Testbed {
     for (const a of this.nodes()) {
       for (const b of this.nodes()) {
         if (a === b || a.plan.segment !== b.plan.segment) continue;
-        ip(a.ns, 'route', 'replace', b.plan.podCIDRs[0], 'via', b.plan.v4);
-        ip(a.ns, '-6', 'route', 'replace', b.plan.podCIDRs[1], 'via', b.plan.v6);
+        for (const f of this.families) {
+          ip(a.ns, `-${f}`, 'route', 'replace', podCIDROf(b.plan, f), 'via', addrOf(b.plan, f));
+        }
       }
     }
   }
@@ -467,12 +500,12 @@ export class Testbed {
   // ---- pods ----
 
   /** The pods, ordered by name (pod-<node>-<n>), whatever order they were started in. */
-  pods(): TestbedPod[] {
+  pods(): TestbedPod<F>[] {
     return [...this.podList].sort((a, b) => a.name.localeCompare(b.name, 'en', { numeric: true }));
   }
 
   /** A pod namespace (lo down) wired by the real shim with the node's published config list. */
-  async addPod(nodeName: string): Promise<TestbedPod> {
+  async addPod(nodeName: string): Promise<TestbedPod<F>> {
     const node = this.node(nodeName);
     const k = ++node.podCount;
     const name = `pod-${node.plan.index}-${k}`;
@@ -502,30 +535,36 @@ export class Testbed {
     const run = await addList(this.conflist(nodeName), call);
     if (run.code !== 0) throw new Error(`${name}: CNI ADD failed (${run.code}): ${run.stdout}${run.stderr}`);
     const result = run.json as { ips?: { address: string }[] };
-    const addr = (v6: boolean): string => {
-      const a = result.ips?.find((i) => i.address.includes(':') === v6);
-      if (a === undefined) throw new Error(`${name}: no IPv${v6 ? 6 : 4} address in ${run.stdout}`);
-      return a.address.split('/')[0]!;
-    };
-    const pod: TestbedPod = {
+    const ips = (result.ips ?? []).map((i) => i.address.split('/')[0]!);
+    // The first address of each of the cluster's families; an address of another family stays in
+    // `ips` only, for the test to find.
+    const byFamily: { v4?: string; v6?: string } = {};
+    for (const f of this.families) {
+      const a = ips.find((i) => i.includes(':') === (f === 6));
+      if (a === undefined) throw new Error(`${name}: no IPv${f} address in ${run.stdout}`);
+      byFamily[f === 4 ? 'v4' : 'v6'] = a;
+    }
+    const pod = {
       name,
       node: nodeName,
       ns,
       netnsPath,
       containerId,
-      v4: addr(false),
-      v6: addr(true),
+      ...byFamily,
+      ips,
       result: run.json as Record<string, unknown>,
       ...(uid === undefined ? {} : { uid }),
-    };
+    } as TestbedPod<F>;
     this.podList.push(pod);
     if (uid !== undefined) {
+      const hostIPs = internalIPs(node.plan);
+      const podIPs = this.families.map((f) => addrOf(pod, f));
       await this.api.patchPodStatus(POD_NAMESPACE, name, {
         phase: 'Running',
-        hostIP: node.plan.v4,
-        hostIPs: [{ ip: node.plan.v4 }, { ip: node.plan.v6 }],
-        podIP: pod.v4,
-        podIPs: [{ ip: pod.v4 }, { ip: pod.v6 }],
+        hostIP: hostIPs[0],
+        hostIPs: hostIPs.map((a) => ({ ip: a })),
+        podIP: podIPs[0],
+        podIPs: podIPs.map((a) => ({ ip: a })),
       });
     }
     return pod;
@@ -553,12 +592,12 @@ export class Testbed {
   }
 
   /** CNI_PATH as the runtime sets it: the node's bin dir, where install-cni put the plugins. */
-  private cniPath(node: TestbedNode): { path?: string } {
+  private cniPath(node: TestbedNode<F>): { path?: string } {
     return this.agentMode === 'kubernetes' ? { path: join(node.dir, 'bin') } : {};
   }
 
   /** CNI DEL through the config list (as a runtime stops a pod), then the namespace goes. */
-  async removePod(pod: TestbedPod): Promise<void> {
+  async removePod(pod: TestbedPod<F>): Promise<void> {
     const node = this.node(pod.node);
     await delList(
       this.conflist(pod.node),
@@ -608,17 +647,17 @@ export class Testbed {
     return { rttMs: undefined, attempts };
   }
 
-  /** Every pod pings every other pod over IPv4 and IPv6 (a few pings in flight at once). */
+  /** Every pod pings every other pod over each of the cluster's families (a few pings in flight at once). */
   async connectivityMatrix(
-    opts: { concurrency?: number; pods?: TestbedPod[] } = {},
+    opts: { concurrency?: number; pods?: TestbedPod<F>[] } = {},
   ): Promise<ConnectivityMatrix> {
     const pods = opts.pods ?? this.pods();
-    const jobs: { from: TestbedPod; to: TestbedPod; family: 4 | 6 }[] = [];
+    const jobs: { from: TestbedPod<F>; to: TestbedPod<F>; family: Family }[] = [];
     for (const from of pods)
       for (const to of pods)
-        if (from !== to) for (const family of [4, 6] as const) jobs.push({ from, to, family });
+        if (from !== to) for (const family of this.families) jobs.push({ from, to, family });
     const cells = await pool(jobs, opts.concurrency ?? 8, async (j): Promise<MatrixCell> => {
-      const r = await this.ping(j.from.ns, j.family === 4 ? j.to.v4 : j.to.v6);
+      const r = await this.ping(j.from.ns, addrOf(j.to, j.family));
       return {
         from: j.from.name,
         to: j.to.name,

@@ -49,15 +49,23 @@ export interface HostWiring {
   /** The fabric-side veth name (<= 15 chars, unique in the fabric). */
   outer: string;
   segment: number;
-  v4: string;
-  v6: string;
+  /** The host's address of each family it has (a single-stack node has one). */
+  v4?: string | undefined;
+  v6?: string | undefined;
 }
 
-/** A host (node or control plane) on a segment: eth0 with both addresses, default routes via the router. */
+/**
+ * A host (node or control plane) on a segment: eth0 with its addresses and, for each of their
+ * families, a default route via the router. A host without IPv6 still has eth0's link-local.
+ */
 export function wireHost(fabricNs: string, ns: string, host: HostWiring): void {
   plugIn(fabricNs, ns, 'eth0', host.outer, host.segment);
-  ip(ns, 'addr', 'add', `${host.v4}/24`, 'dev', 'eth0');
-  ip(ns, 'addr', 'add', `${host.v6}/64`, 'dev', 'eth0', 'nodad');
-  ip(ns, 'route', 'add', 'default', 'via', routerAddr(host.segment, 4));
-  ip(ns, '-6', 'route', 'add', 'default', 'via', routerAddr(host.segment, 6));
+  if (host.v4 !== undefined) {
+    ip(ns, 'addr', 'add', `${host.v4}/24`, 'dev', 'eth0');
+    ip(ns, 'route', 'add', 'default', 'via', routerAddr(host.segment, 4));
+  }
+  if (host.v6 !== undefined) {
+    ip(ns, 'addr', 'add', `${host.v6}/64`, 'dev', 'eth0', 'nodad');
+    ip(ns, '-6', 'route', 'add', 'default', 'via', routerAddr(host.segment, 6));
+  }
 }
