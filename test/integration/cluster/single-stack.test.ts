@@ -1,0 +1,200 @@
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { ipJson, nsExec } from '../../support/netns.ts';
+import {
+  addrOf,
+  type Family,
+  INTERNET,
+  podCIDROf,
+  Testbed,
+  testbedSkipReason,
+} from '../../support/testbed/index.ts';
+import { errorLines, probe } from '../faults/support.ts';
+
+/**
+ * Single-stack clusters, as kubeadm or kind build them with ipFamily ipv4 or ipv6: every node has an
+ * address of one family only (on eth0, as its InternalIP) and one pod CIDR of that family; the agents
+ * reach the API server over that family. Two nodes share an L2 segment and a third sits behind the
+ * router, so `--mode auto` routes one peer directly and tunnels to the other. Everything is read from
+ * the kernel (addresses, routes, links, nft) or the wire (pings, the source an echo server saw).
+ */
+const skip = testbedSkipReason();
+
+interface Addr {
+  ifname: string;
+  mtu: number;
+  addr_info: { family: string; local: string; prefixlen: number; scope: string }[];
+}
+
+type KernelRoute = {
+  dst: string;
+  gateway?: string;
+  dev?: string;
+  type?: string;
+  protocol?: string;
+  metrics?: { mtu?: number }[];
+};
+
+/** Whether `addr` lies in `cidr` (either family), by the numbers. */
+function inCidr(addr: string, cidr: string): boolean {
+  const [net, len] = cidr.split('/') as [string, string];
+  const toBig = (a: string): bigint => {
+    if (!a.includes(':')) return a.split('.').reduce((acc, o) => acc * 256n + BigInt(o), 0n);
+    const [head, tail] = a.split('::') as [string, string | undefined];
+    const h = head === '' ? [] : head.split(':');
+    const t = tail === undefined || tail === '' ? [] : tail.split(':');
+    const groups = [...h, ...Array<string>(8 - h.length - t.length).fill('0'), ...t];
+    return groups.reduce((acc, g) => acc * 65536n + BigInt(Number.parseInt(g, 16)), 0n);
+  };
+  const bits = addr.includes(':') ? 128n : 32n;
+  if (net.includes(':') !== addr.includes(':')) return false;
+  const shift = bits - BigInt(len);
+  return toBig(addr) >> shift === toBig(net) >> shift;
+}
+
+const VXLAN_OVERHEAD = { 4: 50, 6: 70 } as const;
+
+describe.each([4, 6] as const)('single-stack IPv%i cluster (real agents, real shim)', (family: Family) => {
+  const other: Family = family === 4 ? 6 : 4;
+  const inet = family === 4 ? 'inet' : 'inet6';
+  const title = `IPv${family}-only: two nodes on one L2, one behind the router`;
+  describe.skipIf(skip !== undefined)(skip === undefined ? title : `${title} (skipped: ${skip})`, () => {
+    let tb: Testbed;
+
+    beforeAll(async () => {
+      tb = await Testbed.create({ families: [family], segments: [{ nodes: 2 }, { nodes: 1 }] });
+      await tb.addPod('node-1');
+      await tb.addPod('node-1');
+      await tb.addPod('node-2');
+      await tb.addPod('node-3');
+    }, 90_000);
+
+    afterAll(async () => {
+      if (tb === undefined) return;
+      await tb.teardown();
+      expect(tb.leftovers()).toEqual([]);
+    });
+
+    it(`the Node objects carry one IPv${family} InternalIP and pod CIDR; the agents talked to the API over IPv${family}`, async () => {
+      const list = await tb.api.call<{
+        items: { spec: { podCIDRs: string[] }; status: { addresses: { type: string; address: string }[] } }[];
+      }>('GET', '/api/v1/nodes');
+      expect(list.items).toHaveLength(3);
+      for (const n of list.items) {
+        expect(n.spec.podCIDRs).toHaveLength(1);
+        expect(n.spec.podCIDRs[0]!.includes(':')).toBe(family === 6);
+        const ips = n.status.addresses.filter((a) => a.type === 'InternalIP').map((a) => a.address);
+        expect(ips).toHaveLength(1);
+        expect(ips[0]!.includes(':')).toBe(family === 6);
+      }
+      // The nodes have no address of the other family to talk from: the agents' requests came over ours.
+      const nodeAddrs = tb.nodes().map((n) => addrOf(n.plan, family));
+      const fromAgents = (await tb.faults.requests()).filter((r) =>
+        nodeAddrs.includes(r.remoteAddress ?? ''),
+      );
+      expect(new Set(fromAgents.map((r) => r.remoteAddress))).toEqual(new Set(nodeAddrs));
+      expect(tb.apiUrl).toContain(family === 6 ? '[fd00:100::2]' : '10.100.0.2');
+    });
+
+    it(`every agent is ready, answers /readyz on its node's IPv${family} address, and logged no error`, async () => {
+      for (const n of tb.nodes()) {
+        expect(n.logs.some((l) => l.msg === 'trellis agent ready')).toBe(true);
+        expect(await probe(tb, n.name, '/readyz', family)).toBe(200);
+        expect(await probe(tb, n.name, '/healthz', family)).toBe(200);
+        expect(errorLines(n.logs)).toEqual([]);
+      }
+    });
+
+    it(`each pod has exactly one global address, IPv${family}, from its node's pod CIDR, and no IPv${other} routes`, () => {
+      const seen: string[] = [];
+      for (const pod of tb.pods()) {
+        const cidr = podCIDROf(tb.node(pod.node).plan, family);
+        const [eth0] = ipJson<Addr[]>(pod.ns, 'addr', 'show', 'dev', 'eth0');
+        const globals = (eth0?.addr_info ?? []).filter((a) => a.scope === 'global');
+        expect(globals.map((a) => [a.family, a.local])).toEqual([[inet, addrOf(pod, family)]]);
+        expect(inCidr(globals[0]!.local, cidr)).toBe(true);
+        // The CNI result the runtime got lists that one address too.
+        expect(pod.ips).toEqual([addrOf(pod, family)]);
+        // Nothing of the other family but what the kernel adds itself (IPv6 link-local).
+        const foreign = ipJson<KernelRoute[]>(pod.ns, `-${other}`, 'route', 'show').filter(
+          (r) => r.protocol !== 'kernel',
+        );
+        expect(foreign).toEqual([]);
+        seen.push(globals[0]!.local);
+      }
+      expect(new Set(seen).size).toBe(4);
+    });
+
+    it(`pods reach each other over IPv${family}, on one node, across the L2 and across the router`, async () => {
+      const m = await tb.connectivityMatrix();
+      expect(m.cells).toHaveLength(4 * 3);
+      expect(m.cells.every((c) => c.family === family)).toBe(true);
+      expect(m.failures).toEqual([]);
+    });
+
+    it(`each node has trellis routes and a VXLAN device of IPv${family} only`, () => {
+      for (const node of tb.nodes()) {
+        expect(tb.routes(node.name, other)).toEqual([]);
+        const routes = tb.routes(node.name, family);
+        expect(routes).toContainEqual(
+          expect.objectContaining({ type: 'blackhole', dst: podCIDROf(node.plan, family) }),
+        );
+        for (const peer of tb.nodes()) {
+          if (peer === node) continue;
+          const dst = podCIDROf(peer.plan, family);
+          const want =
+            peer.plan.segment === node.plan.segment
+              ? { dst, gateway: addrOf(peer.plan, family), dev: 'eth0' }
+              : { dst, dev: `trellis.v${family}` };
+          expect(routes).toContainEqual(expect.objectContaining(want));
+        }
+        const names = ipJson<{ ifname: string }[]>(node.ns, 'link', 'show').map((l) => l.ifname);
+        expect(names).not.toContain(`trellis.v${other}`);
+        expect(names).toContain(`trellis.v${family}`);
+      }
+    });
+
+    it(`pods get the node's MTU, and IPv${family} VXLAN's overhead off their default route`, () => {
+      for (const pod of tb.pods()) {
+        const [eth0] = ipJson<Addr[]>(pod.ns, 'link', 'show', 'dev', 'eth0');
+        expect(eth0?.mtu).toBe(1500);
+        const [dflt] = ipJson<KernelRoute[]>(pod.ns, `-${family}`, 'route', 'show', 'default');
+        expect(dflt?.metrics?.[0]?.mtu).toBe(1500 - VXLAN_OVERHEAD[family]);
+      }
+    });
+
+    it(`pods leaving the cluster over IPv${family} are masqueraded to their node's address; pod to pod is not`, async () => {
+      const echo = await tb.startEcho(tb.internetNs);
+      try {
+        for (const pod of tb.pods().filter((p) => p.node !== 'node-2')) {
+          const node = tb.node(pod.node);
+          const target = family === 4 ? INTERNET.v4 : INTERNET.v6;
+          expect(await tb.askEcho(pod.ns, target)).toMatchObject({ from: addrOf(node.plan, family) });
+        }
+      } finally {
+        await echo.stop();
+      }
+      const server = tb.pods().find((p) => p.node === 'node-1')!;
+      const client = tb.pods().find((p) => p.node === 'node-3')!;
+      const inPod = await tb.startEcho(server.ns);
+      try {
+        expect(await tb.askEcho(client.ns, addrOf(server, family))).toMatchObject({
+          from: addrOf(client, family),
+        });
+      } finally {
+        await inPod.stop();
+      }
+      for (const node of tb.nodes()) {
+        const table = nsExec(node.ns, 'nft', ['list', 'table', 'inet', 'trellis']);
+        expect(table).toContain(`pods_v${family}`);
+        expect(table).not.toContain(`pods_v${other}`);
+      }
+    });
+
+    it('no agent logged an error while pods came and went', async () => {
+      await tb.removePod(tb.pods().find((p) => p.node === 'node-3')!);
+      const again = await tb.addPod('node-3');
+      expect(again.ips).toHaveLength(1);
+      for (const n of tb.nodes()) expect(errorLines(n.logs)).toEqual([]);
+    });
+  });
+});
