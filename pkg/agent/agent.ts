@@ -18,6 +18,7 @@ import { CniServer } from './cni-server.ts';
 import { type CniCallRecord, createCniService } from './cni-service.ts';
 import type { AgentConfig } from './config.ts';
 import { NodeController, type PassOutcome } from './controller.ts';
+import { forwardingSysctls } from './forwarding.ts';
 import { watchKernel } from './kernel-watch.ts';
 import { collectLeases, removeAttachments } from './lease-collector.ts';
 import { rebuildHeldLeases } from './lease-rebuild.ts';
@@ -60,12 +61,6 @@ export interface AgentHooks {
   onLeasesReclaimed?: (reason: 'startup-sweep' | 'api-gc', count: number) => void;
 }
 
-/** Host sysctls the routed datapath needs; stated in the docs. */
-export const HOST_SYSCTLS: readonly [string, string][] = [
-  ['net/ipv4/ip_forward', '1'],
-  ['net/ipv6/conf/all/forwarding', '1'],
-];
-
 const SPOOL_DRAIN_INTERVAL_MS = 30_000;
 const LEASE_GC_INTERVAL_MS = 5 * 60_000;
 /**
@@ -76,10 +71,11 @@ const LEASE_GC_INTERVAL_MS = 5 * 60_000;
 export const REMEMBERED_NODE_GRACE_MS = 5000;
 
 /**
- * One node's agent: its lifecycle. Start order: state lock -> sysctls -> IPAM -> spooled DELs ->
- * orphan sweep -> CNI socket (DEL works from here on) -> node controller. Ready (ADD and STATUS
- * succeed, the config list is published, NetworkUnavailable=False) once the pod CIDRs are known (when
- * they are set, quarantined leases are rebuilt from the kernel: lease-rebuild.ts), the first route
+ * One node's agent: its lifecycle. Start order: state lock -> IPAM -> spooled DELs -> orphan sweep ->
+ * CNI socket (DEL works from here on) -> node controller. Ready (ADD and STATUS succeed, the config
+ * list is published, NetworkUnavailable=False) once the pod CIDRs are known (when they are set,
+ * forwarding is turned on for their families and quarantined leases are rebuilt from the kernel:
+ * lease-rebuild.ts), the first route
  * sync is done and the CNI binaries are in place. Standalone mode is a one-node static
  * cluster. The work itself lives in the files imported above.
  */
@@ -161,7 +157,6 @@ export class Agent {
   async start(): Promise<void> {
     const { config, log } = this;
     this.lock = this.ports.lockStateDir(config.stateDir);
-    for (const [key, value] of HOST_SYSCTLS) this.ports.netns.writeSysctl(key, value);
     // Ranges come from the controller (flags or the Node object); leases outside them go then.
     this.ipam = openIpam({ dir: join(config.stateDir, 'ipam'), ranges: [] });
     for (const q of this.ipam.loadReport.quarantined) {
@@ -252,8 +247,12 @@ export class Agent {
       masq: this.ports.masq,
       noMasqueradeCIDRs: config.noMasqueradeCIDRs,
       onLeasesInvalidated: (leases) => removeAttachments(this.datapath!, leases),
-      // Quarantined leases are rebuilt from the kernel once restore can check addresses against the ranges.
-      onRangesSet: () => this.rebuildHeldLeases(),
+      // Forwarding for the pod CIDRs' families before the pass programs routes; quarantined leases
+      // are rebuilt from the kernel once restore can check addresses against the ranges.
+      onRangesSet: (ranges) => {
+        this.enableForwarding(ranges);
+        return this.rebuildHeldLeases();
+      },
       onSynced: (self, report) => this.onSynced(self, report.overlay?.devices),
       onPass: this.hooks.onPass,
       log: log.child({ component: 'routes' }),
@@ -302,6 +301,16 @@ export class Agent {
       this.remembered = undefined;
       return;
     }
+    try {
+      this.enableForwarding(mem.podCIDRs);
+    } catch (err) {
+      this.log.warn(
+        { podCIDRs: mem.podCIDRs, error: err instanceof Error ? err.message : String(err) },
+        'not serving ADD from the remembered pod CIDRs: IP forwarding could not be turned on; waiting for the API server',
+      );
+      this.remembered = undefined;
+      return;
+    }
     ipam.setRanges([...mem.podCIDRs]);
     if (this.config.mtu === 0) {
       this.mtuChoice = {
@@ -318,6 +327,11 @@ export class Agent {
     this.rebuildHeldLeases().catch((err: unknown) =>
       this.log.warn({ error: err instanceof Error ? err.message : String(err) }, 'held leases not rebuilt'),
     );
+  }
+
+  /** Forwarding on for the families of the node's pod CIDRs (only those); throws SysctlError. */
+  private enableForwarding(podCIDRs: readonly string[]): void {
+    for (const key of forwardingSysctls(podCIDRs)) this.ports.netns.writeSysctl(key, '1');
   }
 
   private async removeMasqLeftovers(): Promise<void> {

@@ -24,7 +24,10 @@ export interface ControllerDeps {
   noMasqueradeCIDRs: readonly string[];
   /** Leases invalidated by a pod CIDR change: their pods are unusable, remove their veths. */
   onLeasesInvalidated(leases: Lease[]): Promise<void>;
-  /** After the pod CIDRs were set or changed (and invalidated leases handled): rebuild quarantined leases. */
+  /**
+   * After the pod CIDRs were set or changed (and invalidated leases handled): forwarding for their
+   * families, quarantined leases rebuilt. A failure fails the pass, and the next one calls it again.
+   */
   onRangesSet?(ranges: readonly string[]): Promise<void>;
   /** Called after every successful pass with the own node (readiness, config publication, condition). */
   onSynced(self: ClusterNode, report: ReconcileReport): Promise<void>;
@@ -464,7 +467,14 @@ export class NodeController {
       );
     }
     if (failure !== undefined) throw failure;
-    await this.deps.onRangesSet?.(self.podCIDRs);
+    try {
+      await this.deps.onRangesSet?.(self.podCIDRs);
+    } catch (err) {
+      // What the new ranges need on the node (forwarding for their families) is not in place: the
+      // next pass tries again rather than finding the ranges unchanged and going on without it.
+      this.rangesIncomplete = true;
+      throw err;
+    }
   }
 }
 

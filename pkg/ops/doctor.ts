@@ -188,19 +188,32 @@ export function checkShimVersion(f: DoctorFacts): CheckResult {
   return r;
 }
 
+/**
+ * Forwarding must be on for each family the node has pod CIDRs of, and only those (the agent turns on
+ * just those: a single-stack node keeps the other family as it was). Without the agent's pod CIDRs:
+ * IPv4, and IPv6 where the kernel has it.
+ */
 export function checkForwarding(f: DoctorFacts): CheckResult {
-  const r: CheckResult = { name: 'forwarding', title: 'IP forwarding on (IPv4 and IPv6)', findings: [] };
-  if (f.forwarding.v4 !== '1') {
+  const podCIDRs = f.agent.ok ? f.agent.value.status.podCIDRs : [];
+  const families =
+    podCIDRs.length > 0
+      ? ([4, 6] as const).filter((fam) => podCIDRs.some((c) => c.includes(':') === (fam === 6)))
+      : ([4, 6] as const).filter((fam) => fam === 4 || f.forwarding.v6 !== undefined);
+  const r: CheckResult = {
+    name: 'forwarding',
+    title: `IP forwarding on (${families.map((fam) => `IPv${fam}`).join(' and ')})`,
+    findings: [],
+  };
+  if (families.includes(4) && f.forwarding.v4 !== '1') {
     r.findings.push({
       problem: `net.ipv4.ip_forward is ${f.forwarding.v4 ?? 'unreadable'}: the node does not route pod traffic`,
-      fix: 'sysctl -w net.ipv4.ip_forward=1 (the agent sets it at start; something reset it: check /etc/sysctl.d)',
+      fix: "sysctl -w net.ipv4.ip_forward=1 (the agent turns it on when it learns the node's pod CIDRs; something reset it: check /etc/sysctl.d)",
     });
   }
-  const v6Pods = f.agent.ok && f.agent.value.status.podCIDRs.some((c) => c.includes(':'));
-  if (f.forwarding.v6 !== '1' && (f.forwarding.v6 !== undefined || v6Pods)) {
+  if (families.includes(6) && f.forwarding.v6 !== '1') {
     r.findings.push({
       problem: `net.ipv6.conf.all.forwarding is ${f.forwarding.v6 ?? 'unreadable'}: IPv6 pod traffic is not routed`,
-      fix: 'sysctl -w net.ipv6.conf.all.forwarding=1 (the agent sets it at start; check /etc/sysctl.d)',
+      fix: "sysctl -w net.ipv6.conf.all.forwarding=1 (the agent turns it on when it learns the node's pod CIDRs; something reset it: check /etc/sysctl.d)",
     });
   }
   return r;

@@ -1,4 +1,7 @@
+import { spawnSync } from 'node:child_process';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import type { DoctorReport } from '../../../pkg/ops/doctor.ts';
+import { AGENT_BINARY } from '../../support/cni-driver.ts';
 import { ipJson, nsExec } from '../../support/netns.ts';
 import {
   addrOf,
@@ -52,6 +55,7 @@ function inCidr(addr: string, cidr: string): boolean {
 }
 
 const VXLAN_OVERHEAD = { 4: 50, 6: 70 } as const;
+const FORWARDING = { 4: 'net.ipv4.ip_forward', 6: 'net.ipv6.conf.all.forwarding' } as const;
 
 describe.each([4, 6] as const)('single-stack IPv%i cluster (real agents, real shim)', (family: Family) => {
   const other: Family = family === 4 ? 6 : 4;
@@ -150,6 +154,24 @@ describe.each([4, 6] as const)('single-stack IPv%i cluster (real agents, real sh
         const names = ipJson<{ ifname: string }[]>(node.ns, 'link', 'show').map((l) => l.ifname);
         expect(names).not.toContain(`trellis.v${other}`);
         expect(names).toContain(`trellis.v${family}`);
+      }
+    });
+
+    it(`each node forwards IPv${family} only (IPv${other} forwarding stays off) and doctor finds nothing`, () => {
+      for (const node of tb.nodes()) {
+        const sysctl = (key: string): string => nsExec(node.ns, 'sysctl', ['-n', key]).trim();
+        expect(sysctl(FORWARDING[family])).toBe('1');
+        // The test bed starts nodes with forwarding off: the other family's is not the agent's business
+        // (IPv6 forwarding on makes a host ignore router advertisements, so SLAAC would lapse).
+        expect(sysctl(FORWARDING[other])).toBe('0');
+        const run = spawnSync(
+          'ip',
+          ['netns', 'exec', node.ns, AGENT_BINARY, 'doctor', '--socket', node.agent!.socket, '--json'],
+          { encoding: 'utf8', timeout: 30_000 },
+        );
+        const report = JSON.parse(run.stdout) as DoctorReport;
+        expect(report.checks.flatMap((c) => c.findings.map((f) => `${c.name}: ${f.problem}`))).toEqual([]);
+        expect(run.status).toBe(0);
       }
     });
 

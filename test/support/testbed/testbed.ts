@@ -315,6 +315,10 @@ export class Testbed<F extends Family = Family> {
     const node: TestbedNode<F> = { plan, name: plan.name, ns, dir, agent: undefined, logs: [], podCount: 0 };
     this.nodeMap.set(plan.name, node);
     this.addNs(ns);
+    // A fresh host routes nothing: what forwarding a node has is what its agent turned on. (A new
+    // namespace copies IPv4's setting from the root namespace, whatever that host runs.)
+    nsSysctl(ns, 'net.ipv4.ip_forward', '0');
+    nsSysctl(ns, 'net.ipv6.conf.all.forwarding', '0');
     wireHost(this.fabricNs, ns, { outer: `n${plan.index}`, segment: plan.segment, v4: plan.v4, v6: plan.v6 });
     if (this.agentMode === 'kubernetes') {
       await Promise.all([this.api.createNode(nodeObject(plan)), this.installCni(node)]);

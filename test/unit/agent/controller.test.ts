@@ -40,7 +40,14 @@ function capturingLogger(): { log: pino.Logger; lines: { level: number; msg: str
   return { log, lines };
 }
 
-function setup(opts: { routeErrors?: number; log?: pino.Logger; storeFailures?: number } = {}) {
+function setup(
+  opts: {
+    routeErrors?: number;
+    log?: pino.Logger;
+    storeFailures?: number;
+    onRangesSet?: (ranges: readonly string[]) => Promise<void>;
+  } = {},
+) {
   let storeFailures = opts.storeFailures ?? 0;
   const cluster = new FakeCluster();
   let ranges: string[] = [];
@@ -94,6 +101,7 @@ function setup(opts: { routeErrors?: number; log?: pino.Logger; storeFailures?: 
     onSynced: async (self) => {
       synced.push(self);
     },
+    ...(opts.onRangesSet === undefined ? {} : { onRangesSet: opts.onRangesSet }),
     log: opts.log ?? silent,
     resyncMs: 60_000,
     backoff: { initialMs: 100, maxMs: 400 },
@@ -182,6 +190,26 @@ describe('NodeController', () => {
     expect((await t.controller.runOnce()).kind).toBe('ok');
     expect(t.invalidated.map((ls) => ls.map((l) => l.containerId))).toEqual([['c1'], ['c2']]);
     expect(t.leases).toEqual([]);
+  });
+
+  it('a failed onRangesSet (forwarding not turned on) fails the pass and is called again on the next', async () => {
+    const calls: string[][] = [];
+    let failures = 1;
+    const t = setup({
+      onRangesSet: async (ranges) => {
+        calls.push([...ranges]);
+        if (failures-- > 0) throw new Error('net/ipv6/conf/all/forwarding: write "1": ENOENT');
+      },
+    });
+    t.cluster.synced = true;
+    t.cluster.nodes.set('n1', { name: 'n1', podCIDRs: ['fd00:1::/64'], internalIPs: [] });
+    expect((await t.controller.runOnce()).kind).toBe('error');
+    expect(t.synced).toEqual([]);
+    expect((await t.controller.runOnce()).kind).toBe('ok');
+    expect(calls).toEqual([['fd00:1::/64'], ['fd00:1::/64']]);
+    // Done: later passes with the same CIDRs leave it alone.
+    await t.controller.runOnce();
+    expect(calls).toHaveLength(2);
   });
 
   it('events only mark dirty: a burst of marks while a pass runs leads to one more pass, not one per mark', async () => {

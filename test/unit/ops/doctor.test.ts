@@ -494,4 +494,25 @@ describe('doctor', () => {
     agentValue(f).status.podCIDRs = ['10.244.1.0/24', 'fd00:1::/64'];
     expect(runDoctor(f).ok).toBe(false);
   });
+
+  it("a single-stack node needs forwarding for its pod CIDRs' family only", () => {
+    const forwarding = (f: DoctorFacts) => runDoctor(f).checks.find((c) => c.name === 'forwarding')!;
+    const v4only = healthy();
+    agentValue(v4only).status.podCIDRs = ['10.244.1.0/24'];
+    v4only.forwarding.v6 = '0';
+    expect(forwarding(v4only)).toMatchObject({ title: 'IP forwarding on (IPv4)', findings: [] });
+    v4only.forwarding.v4 = '0';
+    expect(forwarding(v4only).findings.map((x) => x.problem)).toEqual([
+      'net.ipv4.ip_forward is 0: the node does not route pod traffic',
+    ]);
+
+    const v6only = healthy();
+    agentValue(v6only).status.podCIDRs = ['fd00:1::/64'];
+    v6only.forwarding.v4 = '0';
+    expect(forwarding(v6only)).toMatchObject({ title: 'IP forwarding on (IPv6)', findings: [] });
+    v6only.forwarding.v6 = '0';
+    expect(forwarding(v6only).findings.map((x) => x.problem)).toEqual([
+      'net.ipv6.conf.all.forwarding is 0: IPv6 pod traffic is not routed',
+    ]);
+  });
 });
