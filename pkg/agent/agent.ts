@@ -5,6 +5,7 @@ import { sweepOrphans } from '../datapath/gc.ts';
 import { KeyedMutex } from '../datapath/keyed-mutex.ts';
 import type { NetlinkEventsPort, NetlinkHandle, NetnsPort, Subscription } from '../datapath/ports.ts';
 import type { DatapathDeps } from '../datapath/types.ts';
+import { errorText } from '../error-text.ts';
 import { type Ipam, openIpam } from '../ipam/index.ts';
 import type { K8sClient, NodeInformer } from '../k8s/index.ts';
 import type { MasqSyncer } from '../masq/index.ts';
@@ -26,7 +27,7 @@ import type { MtuChoice } from './mtu.ts';
 import { NodeStatusReporter } from './node-status.ts';
 import { type AgentRouteState, type AgentSnapshot, computeRouteState } from './operator-view.ts';
 import { detectMtu, publishCniConfig } from './publication.ts';
-import { leasesOutside, type RememberedNode, RememberedNodeFile } from './remembered-node.ts';
+import { memoryRefusal, type RememberedNode, RememberedNodeFile, rememberedMtu } from './remembered-node.ts';
 import { drainSpool, spooledDelsIn } from './spool-drain.ts';
 
 export type { AgentRouteState, AgentSnapshot } from './operator-view.ts';
@@ -75,9 +76,10 @@ export const REMEMBERED_NODE_GRACE_MS = 5000;
  * CNI socket (DEL works from here on) -> node controller. Ready (ADD and STATUS succeed, the config
  * list is published, NetworkUnavailable=False) once the pod CIDRs are known (when they are set,
  * forwarding is turned on for their families and quarantined leases are rebuilt from the kernel:
- * lease-rebuild.ts), the first route
- * sync is done and the CNI binaries are in place. Standalone mode is a one-node static
- * cluster. The work itself lives in the files imported above.
+ * lease-rebuild.ts), the first route sync is done and the CNI binaries are in place. One exception:
+ * while the API has not answered at start, ADD and STATUS are served with the pod CIDRs the last run
+ * saved (remembered-node.ts). Standalone mode is a one-node static cluster. The work itself lives in
+ * the files imported above.
  */
 export class Agent {
   private readonly config: AgentConfig;
@@ -140,7 +142,7 @@ export class Agent {
     if (this.server === undefined) return 'the CNI socket is not listening yet';
     if (this.ipam === undefined || this.ipam.ranges().length === 0) return 'pod CIDRs are not known yet';
     if (!this.ready) {
-      const serving = this.servingFromMemory
+      const serving = this.memoryServes()
         ? ' (ADD served with the pod CIDRs remembered from the last run)'
         : '';
       return `waiting for ${this.waitingFor ?? 'the first reconcile'}${serving}`;
@@ -148,10 +150,17 @@ export class Agent {
     return undefined;
   }
 
-  /** Why ADD and STATUS are refused: not ready, unless serving from memory while the API is away. */
+  /**
+   * Why ADD and STATUS are refused: not ready, unless serving from memory while no list of Nodes has
+   * come (once one has, the API decides, even if the Node it gave has no pod CIDRs).
+   */
   private cniRefusal(): string | undefined {
-    if (this.servingFromMemory && this.server !== undefined) return undefined;
+    if (this.memoryServes()) return undefined;
     return this.notReadyReason();
+  }
+
+  private memoryServes(): boolean {
+    return this.servingFromMemory && this.server !== undefined && this.informer?.hasSynced() === false;
   }
 
   async start(): Promise<void> {
@@ -164,10 +173,7 @@ export class Agent {
     }
     this.host = this.ports.openHostNetlink();
     this.deleter = new BackgroundDeleter((name, error) =>
-      log.warn(
-        { link: name, error: error instanceof Error ? error.message : String(error) },
-        'veth deletion failed',
-      ),
+      log.warn({ link: name, error: errorText(error) }, 'veth deletion failed'),
     );
     this.datapath = {
       // Its deleteLink runs off the JS thread (pkg/netns openHostNetlink): DEL's background work, GC.
@@ -282,51 +288,74 @@ export class Agent {
   }
 
   /**
-   * The API has not given us our Node yet: serve ADD with the pod CIDRs and MTU the last run saw. Only
-   * when that releases nothing (no lease outside them); routes, rules and everything else wait for a
-   * full list, and the first pass takes over from here (a changed CIDR then goes as any change does).
+   * The API has not given us our Node yet: serve ADD with the pod CIDRs and MTU the last run saw
+   * (memoryRefusal says when not). Routes, rules and everything else wait for a full list; the first
+   * pass that reads this Node confirms the ranges or changes them as any change goes.
    */
   private serveFromMemory(why: string): void {
     const mem = this.remembered;
     const ipam = this.ipam;
-    if (mem === undefined || ipam === undefined || this.servingFromMemory || this.ready) return;
-    // A list that came (whatever the pass made of it) is the API's word, not the memory's.
-    if (this.abort.signal.aborted || ipam.ranges().length > 0 || this.informer?.hasSynced() !== false) return;
-    const outside = leasesOutside(ipam.list(), mem.podCIDRs);
-    if (outside.length > 0) {
-      this.log.warn(
-        { podCIDRs: mem.podCIDRs, leasesOutside: outside.length },
-        'not serving ADD from the remembered pod CIDRs: leases lie outside them; waiting for the API server',
-      );
+    const controller = this.controller;
+    if (mem === undefined || ipam === undefined || controller === undefined) return;
+    if (this.servingFromMemory || this.ready || this.abort.signal.aborted) return;
+    const refusal =
+      memoryRefusal({
+        listed: this.informer?.hasSynced() !== false,
+        rangesKnown: ipam.ranges().length > 0,
+        leases: ipam.list(),
+        podCIDRs: mem.podCIDRs,
+      }) ?? this.forwardingRefusal(mem.podCIDRs);
+    if (refusal !== undefined) {
+      // Logged when it is news: the API took over (listed, ranges known) is not.
+      if (this.informer?.hasSynced() === false && ipam.ranges().length === 0) {
+        this.log.warn(
+          { podCIDRs: mem.podCIDRs, why: refusal },
+          'not serving ADD from the remembered pod CIDRs; waiting for the API server',
+        );
+      }
       this.remembered = undefined;
       return;
     }
-    try {
-      this.enableForwarding(mem.podCIDRs);
-    } catch (err) {
-      this.log.warn(
-        { podCIDRs: mem.podCIDRs, error: err instanceof Error ? err.message : String(err) },
-        'not serving ADD from the remembered pod CIDRs: IP forwarding could not be turned on; waiting for the API server',
-      );
-      this.remembered = undefined;
-      return;
-    }
-    ipam.setRanges([...mem.podCIDRs]);
-    if (this.config.mtu === 0) {
-      this.mtuChoice = {
-        mtu: mem.mtu,
-        overhead: mem.overhead,
-        source: `remembered from the last run (${mem.mtuSource})`,
-      };
-    }
+    controller.useRememberedRanges(mem.podCIDRs);
+    if (this.config.mtu === 0) this.mtuChoice = rememberedMtu(mem, this.config.mode);
     this.servingFromMemory = true;
     this.log.warn(
       { why, podCIDRs: mem.podCIDRs, mtu: this.mtu, routeMtu: this.routeMtu },
       'serving ADD with the pod CIDRs remembered from the last run; routes and rules wait for the API server',
     );
-    this.rebuildHeldLeases().catch((err: unknown) =>
-      this.log.warn({ error: err instanceof Error ? err.message : String(err) }, 'held leases not rebuilt'),
-    );
+  }
+
+  /** Turns forwarding on for the remembered CIDRs; why memory cannot be used when that fails. */
+  private forwardingRefusal(podCIDRs: readonly string[]): string | undefined {
+    try {
+      this.enableForwarding(podCIDRs);
+      return undefined;
+    } catch (err) {
+      return `IP forwarding could not be turned on: ${errorText(err)}`;
+    }
+  }
+
+  /**
+   * After every pass: forwarding turned off since (a `sysctl --system`, a network manager) is turned
+   * back on, and said so. Read first: the pass must not write /proc/sys for nothing.
+   */
+  private keepForwardingOn(podCIDRs: readonly string[]): void {
+    for (const key of forwardingSysctls(podCIDRs)) {
+      try {
+        const value = this.ports.netns.readSysctl(key);
+        if (value === '1') continue;
+        this.ports.netns.writeSysctl(key, '1');
+        this.log.warn(
+          { sysctl: key, was: value },
+          'IP forwarding was off (something reset it); turned it back on',
+        );
+      } catch (err) {
+        this.log.warn(
+          { sysctl: key, error: errorText(err) },
+          'IP forwarding could not be checked or turned on',
+        );
+      }
+    }
   }
 
   /** Forwarding on for the families of the node's pod CIDRs (only those); throws SysctlError. */
@@ -343,7 +372,7 @@ export class Agent {
     } catch (err) {
       // Not fatal: routing works either way; the operator needs to know pods may still be masqueraded.
       this.log.warn(
-        { error: err instanceof Error ? err.message : String(err) },
+        { error: errorText(err) },
         'masquerading is off, but the masquerade table an earlier run left could not be removed: pods may still be masqueraded (trellis-agent uninstall removes it)',
       );
     }
@@ -390,11 +419,19 @@ export class Agent {
         );
       }
     }
+    this.keepForwardingOn(self.podCIDRs);
     if (this.nodeFile !== undefined && this.ipam !== undefined) {
       // A pass ran, so the ranges are this Node's pod CIDRs.
       const { mtu, overhead, source } = this.mtuChoice;
-      const podCIDRs = this.ipam.ranges();
-      await this.nodeFile.save({ node: this.nodeName, podCIDRs, mtu, overhead, mtuSource: source });
+      await this.nodeFile.save({
+        node: this.nodeName,
+        podCIDRs: this.ipam.ranges(),
+        mtu,
+        overhead,
+        mtuSource: source,
+        mode: config.mode,
+        internalIPs: [...self.internalIPs],
+      });
     }
     if (config.publishCniConfig) {
       const missing = await publishCniConfig(config, this.mtu, log);

@@ -1,4 +1,5 @@
-import { CniError } from '../cni/errors.ts';
+import { errorText } from '../error-text.ts';
+import { familyOfText } from '../ip/index.ts';
 import { type Lease, RangeChangeError } from '../ipam/index.ts';
 import type { MasqOptions } from '../masq/render.ts';
 import type { Logger } from '../observe/logger.ts';
@@ -106,6 +107,8 @@ export class NodeController {
   private lastWaitReason: string | undefined;
   /** The last pod CIDR change left leases outside the ranges (a store failure): retry it. */
   private rangesIncomplete = false;
+  /** The ranges came from the last run's memory (useRememberedRanges), not yet from the API. */
+  private rangesRemembered = false;
   private stopped = false;
   /** Resolves once the worker loop has exited. */
   done: Promise<void> = Promise.resolve();
@@ -332,6 +335,16 @@ export class NodeController {
     });
   }
 
+  /**
+   * The API is unreachable at start: IPAM gets the pod CIDRs the last run saw, so ADD can be served.
+   * The first pass that reads this Node confirms them (running onRangesSet, which was not run for
+   * them) or changes them as any change goes.
+   */
+  useRememberedRanges(ranges: readonly string[]): void {
+    this.deps.ipam.setRanges([...ranges]);
+    this.rangesRemembered = true;
+  }
+
   /** One full pass; exported for tests and for the first synchronous sync at start. */
   async runOnce(): Promise<PassOutcome> {
     const started = performance.now();
@@ -434,7 +447,7 @@ export class NodeController {
   private async applyRanges(self: ClusterNode): Promise<void> {
     const current = this.deps.ipam.ranges();
     const unchanged = sameList(current, self.podCIDRs);
-    if (unchanged && !this.rangesIncomplete) return;
+    if (unchanged && !this.rangesIncomplete && !this.rangesRemembered) return;
     let invalidated: Lease[];
     let failure: RangeChangeError | undefined;
     try {
@@ -449,7 +462,13 @@ export class NodeController {
     this.rangesIncomplete = failure !== undefined;
     this.deps.log.info(
       { from: current, to: self.podCIDRs, invalidatedLeases: invalidated.length },
-      current.length === 0 ? 'pod CIDRs known' : unchanged ? 'pod CIDR change retried' : 'pod CIDRs changed',
+      current.length === 0
+        ? 'pod CIDRs known'
+        : !unchanged
+          ? 'pod CIDRs changed'
+          : this.rangesRemembered
+            ? 'pod CIDRs confirmed by the API (ADD was served with them from the last run)'
+            : 'pod CIDR change retried',
     );
     if (invalidated.length > 0) {
       await this.deps.onLeasesInvalidated(invalidated);
@@ -469,6 +488,7 @@ export class NodeController {
     if (failure !== undefined) throw failure;
     try {
       await this.deps.onRangesSet?.(self.podCIDRs);
+      this.rangesRemembered = false;
     } catch (err) {
       // What the new ranges need on the node (forwarding for their families) is not in place: the
       // next pass tries again rather than finding the ranges unchanged and going on without it.
@@ -520,8 +540,8 @@ export function masqOptions(
   for (const c of self.podCIDRs) cluster.add(c);
   return {
     podCIDRs: {
-      v4: self.podCIDRs.filter((c) => !c.includes(':')),
-      v6: self.podCIDRs.filter((c) => c.includes(':')),
+      v4: self.podCIDRs.filter((c) => familyOfText(c) === 4),
+      v6: self.podCIDRs.filter((c) => familyOfText(c) === 6),
     },
     clusterCIDRs: [...cluster].sort(),
     noMasqueradeCIDRs: [...noMasqueradeCIDRs],
@@ -534,9 +554,4 @@ function sameList(a: readonly string[], b: readonly string[]): boolean {
 
 function round(ms: number): number {
   return Math.round(ms * 100) / 100;
-}
-
-function errorText(err: unknown): string {
-  if (err instanceof CniError) return err.message;
-  return err instanceof Error ? err.message : String(err);
 }

@@ -1,3 +1,5 @@
+import { familyOfText } from '../ip/index.ts';
+
 /** Each family's forwarding switch; the routed datapath turns it on (stated in the docs). */
 const FORWARDING_SYSCTLS: Readonly<Record<4 | 6, string>> = Object.freeze({
   4: 'net/ipv4/ip_forward',
@@ -11,6 +13,6 @@ const FORWARDING_SYSCTLS: Readonly<Record<4 | 6, string>> = Object.freeze({
  * route would lapse; and a kernel booted without IPv6 has no such sysctl to write.
  */
 export function forwardingSysctls(podCIDRs: readonly string[]): string[] {
-  const families = new Set(podCIDRs.map((c) => (c.includes(':') ? 6 : 4)));
+  const families = new Set(podCIDRs.map(familyOfText));
   return ([4, 6] as const).filter((f) => families.has(f)).map((f) => FORWARDING_SYSCTLS[f]);
 }

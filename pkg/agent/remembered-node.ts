@@ -2,14 +2,18 @@
  * What the agent last learned of its own Node, kept in the state directory (like flannel's
  * subnet.env) so that an agent restarted while the API server is unreachable can still serve ADD:
  * a Node's spec.podCIDRs cannot change once set, so the last list's are the ones the API would give.
- * Only ADD's inputs are kept (pod CIDRs, the pod MTU); routes and rules still wait for a full list.
+ * Only ADD's inputs are kept (pod CIDRs, the pod MTU and what it was worked out from); routes and
+ * rules still wait for a full list.
  */
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { writeFileAtomic } from '../cniconf/atomic.ts';
+import { parseIp } from '../ip/index.ts';
 import { parseRanges } from '../ipam/ipam.ts';
 import type { Lease } from '../ipam/types.ts';
 import type { Logger } from '../observe/logger.ts';
+import { ROUTING_MODES, type RoutingMode } from '../routes/types.ts';
+import { encapOverhead, type MtuChoice } from './mtu.ts';
 
 export const REMEMBERED_NODE_FILE = 'node.json';
 
@@ -21,14 +25,17 @@ export interface RememberedNode {
   overhead: number;
   /** Where the MTU came from when it was detected. */
   mtuSource: string;
+  /** The --mode and InternalIPs the overhead was worked out for (a restart may change the mode). */
+  mode: RoutingMode;
+  internalIPs: string[];
 }
 
 const MIN_MTU = 576;
 const MAX_MTU = 65_535;
 
 export function renderRememberedNode(r: RememberedNode): string {
-  const { node, podCIDRs, mtu, overhead, mtuSource } = r;
-  return `${JSON.stringify({ node, podCIDRs, mtu, overhead, mtuSource }, null, 2)}\n`;
+  const { node, podCIDRs, mtu, overhead, mtuSource, mode, internalIPs } = r;
+  return `${JSON.stringify({ node, podCIDRs, mtu, overhead, mtuSource, mode, internalIPs }, null, 2)}\n`;
 }
 
 /** The file's content for this node, or why it cannot be used. */
@@ -70,6 +77,14 @@ export function parseRememberedNode(
   ) {
     return { ok: false, problem: `overhead ${JSON.stringify(overhead)} is not a usable byte count` };
   }
+  const mode = o.mode as RoutingMode;
+  if (!ROUTING_MODES.includes(mode)) {
+    return { ok: false, problem: `mode ${JSON.stringify(o.mode)} is not one of ${ROUTING_MODES.join(', ')}` };
+  }
+  const ips = o.internalIPs;
+  if (!Array.isArray(ips) || !ips.every((ip) => typeof ip === 'string' && parseIp(ip) !== undefined)) {
+    return { ok: false, problem: 'internalIPs is not a list of IP addresses' };
+  }
   return {
     ok: true,
     node: {
@@ -78,8 +93,48 @@ export function parseRememberedNode(
       mtu: mtu as number,
       overhead: overhead as number,
       mtuSource: typeof mtuSource === 'string' ? mtuSource : 'unknown',
+      mode,
+      internalIPs: ips as string[],
     },
   };
+}
+
+/**
+ * The MTU to serve ADD with from memory: as remembered for the same --mode; for another, the link MTU
+ * it was taken from less the new mode's overhead (the route MTU a pod gets never changes later).
+ */
+export function rememberedMtu(mem: RememberedNode, mode: RoutingMode): MtuChoice & { overhead: number } {
+  if (mem.mode === mode) {
+    return {
+      mtu: mem.mtu,
+      overhead: mem.overhead,
+      source: `remembered from the last run (${mem.mtuSource})`,
+    };
+  }
+  const overhead = encapOverhead(mode, mem.internalIPs);
+  return {
+    mtu: mem.mtu + mem.overhead - overhead,
+    overhead,
+    source: `remembered from the last run in ${mem.mode} mode (${mem.mtuSource}), less ${mode} mode's overhead`,
+  };
+}
+
+/**
+ * Why ADD must not be served from memory, or undefined when it may: only before any list of Nodes
+ * came (a list is the API's word, whatever the pass makes of it), only while IPAM has no ranges yet,
+ * and only when that releases nothing (nothing may be deleted before the first full list).
+ */
+export function memoryRefusal(s: {
+  listed: boolean;
+  rangesKnown: boolean;
+  leases: readonly Lease[];
+  podCIDRs: readonly string[];
+}): string | undefined {
+  if (s.listed) return 'the API has listed Nodes';
+  if (s.rangesKnown) return 'the pod CIDRs are known already';
+  const outside = leasesOutside(s.leases, s.podCIDRs);
+  if (outside.length > 0) return `${outside.length} lease(s) lie outside them`;
+  return undefined;
 }
 
 /**

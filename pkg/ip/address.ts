@@ -27,6 +27,11 @@ export function familyBits(family: Family): 32 | 128 {
   return family === 4 ? 32 : 128;
 }
 
+/** The family of an address or CIDR written as text (IPv6 has colons, IPv4 none); no validation. */
+export function familyOfText(text: string): Family {
+  return text.includes(':') ? 6 : 4;
+}
+
 export function familyName(family: Family): 'IPv4' | 'IPv6' {
   return family === 4 ? 'IPv4' : 'IPv6';
 }

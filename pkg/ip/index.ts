@@ -5,6 +5,7 @@ export {
   type Family,
   familyBits,
   familyName,
+  familyOfText,
   formatIp,
   type IpAddress,
   parseIp,

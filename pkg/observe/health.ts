@@ -6,8 +6,8 @@
  *   - the event loop is responsive: a timer that should fire every `intervalMs` fires late by more than
  *     `maxLagMs`, or has not fired for that long, means the loop is blocked. Only what a restart can
  *     fix belongs here: a restart cannot bring back an API server, and an agent restarted while the
- *     API is down cannot read its pod CIDRs, so it refuses every ADD until the API returns, where the
- *     running one keeps serving them.
+ *     API is down serves ADD only from the pod CIDRs its last run saved and programs nothing until
+ *     the API returns, where the running one keeps everything current.
  * /readyz (readiness: do not count me as up)
  *   - the agent is ready (pod CIDRs known, routes synced, CNI config published) and the last reconcile
  *     pass succeeded;

@@ -1,6 +1,6 @@
 /**
  * The agent's two HTTP listeners:
- *  - `--metrics-addr` (TCP, the node's address): /metrics, /healthz, /readyz for Prometheus and the
+ *  - `--metrics-addr` (TCP; `:PORT` every address of both families): /metrics, /healthz, /readyz for Prometheus and the
  *    kubelet's probes;
  *  - the admin socket (unix, root-only 0600): /status, /routes, /leases as JSON for `trellis-agent
  *    status|routes|leases|doctor` run on the node (`kubectl exec ds/trellis -- trellis-agent status`).

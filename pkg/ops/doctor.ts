@@ -3,7 +3,7 @@
  * gathered beforehand (doctor-gather.ts), so each fault is a table row in a unit test. Every problem
  * comes with the fix an operator can apply.
  */
-import { cidrContains, parseCidr, parseIp } from '../ip/index.ts';
+import { cidrContains, familyName, familyOfText, parseCidr, parseIp } from '../ip/index.ts';
 import type { LeasesView, RoutesView, StatusView } from './views.ts';
 
 export interface Finding {
@@ -190,30 +190,37 @@ export function checkShimVersion(f: DoctorFacts): CheckResult {
 
 /**
  * Forwarding must be on for each family the node has pod CIDRs of, and only those (the agent turns on
- * just those: a single-stack node keeps the other family as it was). Without the agent's pod CIDRs:
- * IPv4, and IPv6 where the kernel has it.
+ * just those: a single-stack node keeps the other family as it was). Without the agent's pod CIDRs
+ * (agent unreachable, or waiting for its Node) nothing says which families it needs: an agent waiting
+ * has not turned any on yet, and advising IPv6 forwarding for an IPv4-only node would break its
+ * router advertisements.
  */
 export function checkForwarding(f: DoctorFacts): CheckResult {
   const podCIDRs = f.agent.ok ? f.agent.value.status.podCIDRs : [];
-  const families =
-    podCIDRs.length > 0
-      ? ([4, 6] as const).filter((fam) => podCIDRs.some((c) => c.includes(':') === (fam === 6)))
-      : ([4, 6] as const).filter((fam) => fam === 4 || f.forwarding.v6 !== undefined);
+  const families = ([4, 6] as const).filter((fam) => podCIDRs.some((c) => familyOfText(c) === fam));
   const r: CheckResult = {
     name: 'forwarding',
-    title: `IP forwarding on (${families.map((fam) => `IPv${fam}`).join(' and ')})`,
+    title: `IP forwarding on (${families.length === 0 ? "the pod CIDRs' families" : families.map(familyName).join(' and ')})`,
     findings: [],
   };
+  if (families.length === 0) {
+    return {
+      ...r,
+      skipped: f.agent.ok
+        ? "the agent does not know the node's pod CIDRs yet"
+        : "the agent is not reachable: the node's pod CIDRs are unknown",
+    };
+  }
   if (families.includes(4) && f.forwarding.v4 !== '1') {
     r.findings.push({
       problem: `net.ipv4.ip_forward is ${f.forwarding.v4 ?? 'unreadable'}: the node does not route pod traffic`,
-      fix: "sysctl -w net.ipv4.ip_forward=1 (the agent turns it on when it learns the node's pod CIDRs; something reset it: check /etc/sysctl.d)",
+      fix: "sysctl -w net.ipv4.ip_forward=1 (the agent turns it back on after its next pass; something keeps resetting it: check /etc/sysctl.d)",
     });
   }
   if (families.includes(6) && f.forwarding.v6 !== '1') {
     r.findings.push({
       problem: `net.ipv6.conf.all.forwarding is ${f.forwarding.v6 ?? 'unreadable'}: IPv6 pod traffic is not routed`,
-      fix: "sysctl -w net.ipv6.conf.all.forwarding=1 (the agent turns it on when it learns the node's pod CIDRs; something reset it: check /etc/sysctl.d)",
+      fix: "sysctl -w net.ipv6.conf.all.forwarding=1 (the agent turns it back on after its next pass; something keeps resetting it: check /etc/sysctl.d)",
     });
   }
   return r;

@@ -1,5 +1,5 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { ip, nsSysctl } from '../../support/netns.ts';
+import { ip, nsExec, nsSysctl } from '../../support/netns.ts';
 import { Testbed, type TestbedNode, testbedSkipReason } from '../../support/testbed/index.ts';
 
 /**
@@ -169,5 +169,23 @@ describe.skipIf(skip !== undefined)(skip === undefined ? title : `${title} (skip
     await within(2500, `${a.name}: own blackhole restored`, () =>
       tb.routes(a.name, 4).some((r) => r.type === 'blackhole' && r.dst === a.plan.podCIDRs[0]),
     );
+  });
+
+  it('forwarding switched off behind its back (a sysctl reload) is back on after the next pass, and logged', async () => {
+    const a = tb.nodes()[0]!;
+    const forwarding = (key: string): string => nsExec(a.ns, 'cat', [`/proc/sys/${key}`]).trim();
+    const mark = a.logs.length;
+    nsSysctl(a.ns, 'net.ipv4.ip_forward', '0');
+    nsSysctl(a.ns, 'net.ipv6.conf.all.forwarding', '0');
+    // Any full pass does it; a route of ours deleted by hand asks for one at once.
+    ip(a.ns, 'route', 'del', 'blackhole', a.plan.podCIDRs[0]);
+    await within(2500, `${a.name}: forwarding back on`, () =>
+      ['net/ipv4/ip_forward', 'net/ipv6/conf/all/forwarding'].every((k) => forwarding(k) === '1'),
+    );
+    const lines = a.logs.slice(mark).filter((l) => String(l.msg).startsWith('IP forwarding was off'));
+    expect(lines.map((l) => [l.sysctl, l.was]).sort()).toEqual([
+      ['net/ipv4/ip_forward', '0'],
+      ['net/ipv6/conf/all/forwarding', '0'],
+    ]);
   });
 });

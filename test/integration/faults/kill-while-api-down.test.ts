@@ -179,6 +179,12 @@ describe.skipIf(skip !== undefined)(skip === undefined ? title : `${title} (skip
     const mtuOf = (ns: string, dev: string): number | undefined =>
       ipJson<{ ifname: string; mtu: number }[]>(ns, 'link', 'show', dev)[0]?.mtu;
     expect(mtuOf(outage.ns, 'eth0')).toBe(mtuOf(keep.ns, 'eth0'));
+    // The route MTU (traffic leaving the node, less the overlay's overhead) as the last run's pods have.
+    const defaultRouteMtu = (ns: string): number | undefined =>
+      ipJson<{ dst: string; metrics?: { mtu?: number }[] }[]>(ns, 'route', 'show', 'default')[0]?.metrics?.[0]
+        ?.mtu;
+    expect(defaultRouteMtu(outage.ns)).toBeDefined();
+    expect(defaultRouteMtu(outage.ns)).toBe(defaultRouteMtu(keep.ns));
     const outageVeth = hostVeths(tb, 'node-1').find((v) => !vethsBefore.includes(v));
     expect(outageVeth).toBeDefined();
 
@@ -226,6 +232,10 @@ describe.skipIf(skip !== undefined)(skip === undefined ? title : `${title} (skip
       'stale routes removed after the first list',
       () => !hasRoute(tb, 'node-1', STALE.v4) && !hasRoute(tb, 'node-1', STALE.v6),
     );
+    // The first list confirmed the remembered pod CIDRs: nothing released.
+    expect(
+      logsSince(tb, 'node-1', mark2).some((l) => String(l.msg).startsWith('pod CIDRs confirmed by the API')),
+    ).toBe(true);
     const passes = logsSince(tb, 'node-1', mark).filter((l) => l.msg === 'reconciled');
     expect(passes.length).toBeGreaterThan(0);
     for (const p of passes) expect([p.added, p.replaced, p.removalsDeferred]).toEqual([0, 0, 0]);

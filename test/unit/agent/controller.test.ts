@@ -212,6 +212,32 @@ describe('NodeController', () => {
     expect(calls).toHaveLength(2);
   });
 
+  it('remembered ranges: the first pass confirms them (running onRangesSet once) or changes them', async () => {
+    const { log, lines } = capturingLogger();
+    const calls: string[][] = [];
+    const t = setup({ log, onRangesSet: async (ranges) => void calls.push([...ranges]) });
+    t.controller.useRememberedRanges(['10.244.1.0/24']);
+    expect(t.ranges()).toEqual(['10.244.1.0/24']);
+    expect(calls).toEqual([]);
+    t.cluster.synced = true;
+    t.cluster.nodes.set('n1', { name: 'n1', podCIDRs: ['10.244.1.0/24'], internalIPs: [] });
+    expect((await t.controller.runOnce()).kind).toBe('ok');
+    expect(calls).toEqual([['10.244.1.0/24']]);
+    expect(lines.some((l) => l.msg.startsWith('pod CIDRs confirmed by the API'))).toBe(true);
+    await t.controller.runOnce();
+    expect(calls).toHaveLength(1);
+    expect(t.invalidated).toEqual([]);
+
+    // The API says otherwise: the remembered range's leases go, as in any change.
+    const u = setup({ onRangesSet: async () => {} });
+    u.controller.useRememberedRanges(['10.244.1.0/24']);
+    u.cluster.synced = true;
+    u.cluster.nodes.set('n1', { name: 'n1', podCIDRs: ['10.244.7.0/24'], internalIPs: [] });
+    expect((await u.controller.runOnce()).kind).toBe('ok');
+    expect(u.ranges()).toEqual(['10.244.7.0/24']);
+    expect(u.invalidated.map((ls) => ls.map((l) => l.containerId))).toEqual([['c1']]);
+  });
+
   it('events only mark dirty: a burst of marks while a pass runs leads to one more pass, not one per mark', async () => {
     const t = setup();
     t.cluster.synced = true;

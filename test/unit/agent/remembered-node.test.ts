@@ -4,10 +4,12 @@ import { join } from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
 import {
   leasesOutside,
+  memoryRefusal,
   parseRememberedNode,
   REMEMBERED_NODE_FILE,
   type RememberedNode,
   readRememberedNode,
+  rememberedMtu,
   renderRememberedNode,
   saveRememberedNode,
 } from '../../../pkg/agent/remembered-node.ts';
@@ -16,9 +18,11 @@ import type { Lease } from '../../../pkg/ipam/types.ts';
 const node: RememberedNode = {
   node: 'node-1',
   podCIDRs: ['10.244.1.0/24', 'fd00:10:244:1::/64'],
-  mtu: 1450,
-  overhead: 50,
+  mtu: 1430,
+  overhead: 70,
   mtuSource: 'link eth0 (holds InternalIP 172.18.0.2)',
+  mode: 'auto',
+  internalIPs: ['172.18.0.2', 'fc00:f853:ccd:e793::2'],
 };
 
 const text = (o: Record<string, unknown>): string => JSON.stringify({ ...node, ...o });
@@ -44,6 +48,9 @@ describe('parseRememberedNode', () => {
     ['an MTU too small', text({ mtu: 100 }), /mtu 100 is not an integer in 576-65535/],
     ['an MTU that is text', text({ mtu: '1500' }), /mtu "1500"/],
     ['a negative overhead', text({ overhead: -1 }), /overhead -1/],
+    ['an unknown mode', text({ mode: 'ipip' }), /mode "ipip" is not one of host-gw, auto, vxlan/],
+    ['no InternalIPs list', text({ internalIPs: undefined }), /internalIPs is not a list of IP addresses/],
+    ['an InternalIP that is no address', text({ internalIPs: ['node-1'] }), /internalIPs is not a list/],
   ])('refuses %s, saying why', (_what, body, problem) => {
     const r = parseRememberedNode(body, 'node-1');
     expect(r.ok).toBe(false);
@@ -69,6 +76,44 @@ describe('leasesOutside', () => {
     const out = lease(['10.244.9.7', '10.244.9.0/24']);
     expect(leasesOutside([inside, halfOut, out], node.podCIDRs)).toEqual([halfOut, out]);
     expect(leasesOutside([inside], node.podCIDRs)).toEqual([]);
+  });
+});
+
+describe('rememberedMtu', () => {
+  it('serves the remembered MTU for the same mode', () => {
+    expect(rememberedMtu(node, 'auto')).toEqual({
+      mtu: 1430,
+      overhead: 70,
+      source: 'remembered from the last run (link eth0 (holds InternalIP 172.18.0.2))',
+    });
+  });
+
+  it("takes another mode's overhead from the link MTU the last run saw", () => {
+    // 1500 on the link: host-gw has no overhead; vxlan, like auto, IPv6's 70 with an IPv6 InternalIP.
+    expect(rememberedMtu(node, 'host-gw')).toMatchObject({ mtu: 1500, overhead: 0 });
+    expect(rememberedMtu({ ...node, mode: 'host-gw', mtu: 1500, overhead: 0 }, 'vxlan')).toMatchObject({
+      mtu: 1430,
+      overhead: 70,
+      source: expect.stringMatching(/host-gw mode .* less vxlan mode's overhead/),
+    });
+    const v4only = { ...node, mode: 'host-gw' as const, mtu: 1500, overhead: 0, internalIPs: ['172.18.0.2'] };
+    expect(rememberedMtu(v4only, 'auto')).toMatchObject({ mtu: 1450, overhead: 50 });
+  });
+});
+
+describe('memoryRefusal', () => {
+  const basis = { listed: false, rangesKnown: false, leases: [], podCIDRs: node.podCIDRs };
+  it('allows memory only before any list, with no ranges, releasing nothing', () => {
+    expect(memoryRefusal(basis)).toBeUndefined();
+    expect(memoryRefusal({ ...basis, listed: true })).toBe('the API has listed Nodes');
+    expect(memoryRefusal({ ...basis, rangesKnown: true })).toBe('the pod CIDRs are known already');
+    const out: Lease = {
+      containerId: 'c1',
+      ifname: 'eth0',
+      addresses: [{ family: 4, address: '10.244.9.7', range: '10.244.9.0/24' }],
+      createdAt: '2026-11-30T00:00:00.000Z',
+    };
+    expect(memoryRefusal({ ...basis, leases: [out] })).toBe('1 lease(s) lie outside them');
   });
 });
 

@@ -464,7 +464,9 @@ describe('doctor', () => {
     const r = runDoctor(f);
     const by = Object.fromEntries(r.checks.map((c) => [c.name, c]));
     expect(by.agent!.findings).toHaveLength(1);
-    expect(by.forwarding!.findings).toHaveLength(1);
+    // Which families need forwarding is the pod CIDRs' to say: unknown without the agent.
+    expect(by.forwarding!.findings).toEqual([]);
+    expect(by.forwarding!.skipped).toMatch(/pod CIDRs are unknown/);
     for (const n of ['shim-version', 'mtu', 'routes', 'leases', 'veths'])
       expect(by[n]!.skipped, n).toMatch(/not reachable/);
   });
@@ -493,6 +495,15 @@ describe('doctor', () => {
     expect(runDoctor(f).ok).toBe(true);
     agentValue(f).status.podCIDRs = ['10.244.1.0/24', 'fd00:1::/64'];
     expect(runDoctor(f).ok).toBe(false);
+  });
+
+  it('an agent still waiting for its pod CIDRs (forwarding not on yet, by design) is no forwarding finding', () => {
+    const f = healthy();
+    agentValue(f).status.podCIDRs = [];
+    f.forwarding = { v4: '0', v6: '0' };
+    const check = runDoctor(f).checks.find((c) => c.name === 'forwarding')!;
+    expect(check.findings).toEqual([]);
+    expect(check.skipped).toMatch(/does not know the node's pod CIDRs yet/);
   });
 
   it("a single-stack node needs forwarding for its pod CIDRs' family only", () => {
