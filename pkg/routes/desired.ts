@@ -4,11 +4,17 @@
  * - Every other node's pod CIDRs are routed via that node's InternalIP of the same family, on the interface
  *   whose connected subnet contains that IP (host-gw). A node we cannot reach that way is a problem, not an
  *   error: the rest of the cluster still gets its routes.
- * - In auto mode only a node on the subnet of this node's own InternalIP of the family is routed directly
- *   (Calico's CrossSubnet, Antrea's hybrid mode and Cilium's auto-direct-node-routes draw the same line): the
- *   peer, finding ours on its own subnet, decides the same, so both directions take one path. A peer reached
- *   over another leg of a multi-homed node would tunnel back, and strict reverse-path filtering (rp_filter=1,
- *   RHEL's default) drops those replies. A node whose InternalIP is on no connected subnet keeps any subnet.
+ * - In auto mode a node is routed directly only when the connected subnet its InternalIP falls in (longest
+ *   prefix, the one the kernel would use) holds this node's own InternalIP of the family too (Calico's
+ *   CrossSubnet, Antrea's hybrid mode and Cilium's auto-direct-node-routes draw the same line): the peer,
+ *   finding ours on its own subnet, decides the same, so both directions take one path. That holds when
+ *   both nodes' subnets have the same prefix length and the underlay between them is itself symmetric; a
+ *   node cannot see its peer's prefix length. A peer reached over another leg of a multi-homed node (or a
+ *   longer-prefix leg inside the home subnet) would tunnel back, and strict reverse-path filtering
+ *   (rp_filter=1, RHEL's default) drops the asymmetric packets. A node whose own InternalIP is on no
+ *   connected subnet (a /32 on lo, from a range of its own) tunnels to every peer of the family, as they
+ *   tunnel to it (they find it on no subnet of theirs); only without a VXLAN device of the family does it
+ *   route over any connected subnet.
  * - In auto mode a node not routed directly is reached through our VXLAN device of that family; in vxlan mode every
  *   node is. A VXLAN route is `podCIDR via <peer VTEP address> dev trellis.vN onlink`, the VTEP address being
  *   the network address of the peer's first pod CIDR of the family (see vtepAddress). It needs the device
@@ -138,38 +144,97 @@ export function localLinksKey(links: LocalLink[]): string {
 function findDirectLink(
   ip: IpAddress,
   local: LocalIndex,
-): { link: LocalLink } | { ownAddress: true } | undefined {
+): { link: LocalLink; subnet: Cidr } | { ownAddress: true } | undefined {
   if (local.own.has(`${ip.family} ${ip.value}`)) return { ownAddress: true };
-  let best: { link: LocalLink; prefixLen: number } | undefined;
+  let best: { link: LocalLink; subnet: Cidr } | undefined;
   for (const { link, subnet } of local.subnets) {
     if (subnet.family !== ip.family || !cidrContains(subnet, ip)) continue;
     if (
       best === undefined ||
-      subnet.prefixLen > best.prefixLen ||
-      (subnet.prefixLen === best.prefixLen && link.ifindex < best.link.ifindex)
+      subnet.prefixLen > best.subnet.prefixLen ||
+      (subnet.prefixLen === best.subnet.prefixLen && link.ifindex < best.link.ifindex)
     ) {
-      best = { link, prefixLen: subnet.prefixLen };
+      best = { link, subnet };
     }
   }
-  return best === undefined ? undefined : { link: best.link };
+  return best;
 }
 
 /**
- * The connected subnets that hold one of this node's own InternalIPs (auto mode's direct reach), per
- * family; a family without one is absent (any connected subnet then).
+ * Which peers of one family may be routed directly (the rest go through VXLAN, in auto mode):
+ *   any   every peer on a connected subnet (host-gw; and auto where there is nothing else, below)
+ *   home  auto: a peer whose longest-prefix subnet is one holding this node's own InternalIP of the family
+ *         (`subnets`, by identity). The peer, finding ours on its subnet, decides the same way.
+ *   none  auto: this node's InternalIP of the family is on no connected subnet (a /32 on lo): no peer
+ *         finds it on a subnet of its own, so every peer tunnels to this node, and this node to them.
+ * Auto falls back to `any` for a family without an own InternalIP (no peer can route to this node in it
+ * anyway) or, in the `none` case, without a VXLAN device of the family: direct is then the only way.
  */
-function homeSubnets(ips: readonly IpAddress[], local: LocalIndex): Map<Family, Cidr[]> {
-  const home = new Map<Family, Cidr[]>();
-  for (const { subnet } of local.subnets) {
-    if (!ips.some((ip) => ip.family === subnet.family && cidrContains(subnet, ip))) continue;
-    home.set(subnet.family, [...(home.get(subnet.family) ?? []), subnet]);
-  }
-  return home;
+type DirectReach =
+  | { kind: 'any' }
+  | { kind: 'home'; subnets: ReadonlySet<Cidr> }
+  | { kind: 'none'; ownIPs: readonly IpAddress[] };
+
+function directReach(
+  family: Family,
+  opts: DesiredRoutesOptions,
+  ownIPs: readonly IpAddress[],
+  local: LocalIndex,
+): DirectReach {
+  if (opts.mode !== 'auto') return { kind: 'any' };
+  const mine = ownIPs.filter((ip) => ip.family === family);
+  if (mine.length === 0) return { kind: 'any' };
+  const home = local.subnets
+    .map(({ subnet }) => subnet)
+    .filter((subnet) => subnet.family === family && mine.some((ip) => cidrContains(subnet, ip)));
+  if (home.length > 0) return { kind: 'home', subnets: new Set(home) };
+  if (!(opts.overlay ?? []).some((d) => d.family === family)) return { kind: 'any' };
+  return { kind: 'none', ownIPs: mine };
 }
 
-function onHomeSubnet(ip: IpAddress, home: Map<Family, Cidr[]>): boolean {
-  const subnets = home.get(ip.family);
-  return subnets === undefined || subnets.some((s) => cidrContains(s, ip));
+/**
+ * The first of the peer's InternalIPs of the family (in the API's order) it may be routed to directly,
+ * or undefined with the reasons why none qualifies pushed onto `reasons`.
+ */
+function directDecision(
+  node: ParsedNode,
+  family: Family,
+  candidates: readonly IpAddress[],
+  podCIDRs: string[],
+  local: LocalIndex,
+  reach: DirectReach,
+  reasons: string[],
+): PeerDecision | undefined {
+  if (reach.kind === 'none') {
+    reasons.push(
+      `this node's IPv${family} InternalIP ${reach.ownIPs.map(formatIp).join(', ')} is on no connected subnet, so every node tunnels to it (and it to them)`,
+    );
+    return undefined;
+  }
+  for (const ip of candidates) {
+    const found = findDirectLink(ip, local);
+    const nodeIP = formatIp(ip);
+    if (found !== undefined && 'ownAddress' in found) {
+      reasons.push(`InternalIP ${nodeIP} is one of this node's own addresses`);
+    } else if (found === undefined) {
+      reasons.push(`InternalIP ${nodeIP} is not on a subnet connected to this node`);
+    } else if (reach.kind === 'home' && !reach.subnets.has(found.subnet)) {
+      reasons.push(
+        `InternalIP ${nodeIP} is on ${found.link.name}'s subnet ${formatCidr(found.subnet)} (its longest match here), which does not hold this node's InternalIP (the node would route back through VXLAN)`,
+      );
+    } else {
+      return {
+        node: node.name,
+        family,
+        path: 'direct',
+        nodeIP,
+        ifindex: found.link.ifindex,
+        linkName: found.link.name,
+        podCIDRs,
+      };
+    }
+  }
+  return undefined;
 }
 
 export function desiredRoutes(
@@ -187,7 +252,7 @@ export function desiredRoutes(
 
   const me = parseNode(self, problems);
   const local = indexLocalLinks(localLinks);
-  const home = opts.mode === 'auto' ? homeSubnets(me.ips, local) : undefined;
+  const reach = new Map(([4, 6] as Family[]).map((f) => [f, directReach(f, opts, me.ips, local)]));
   if (me.cidrs.length === 0) problems.push({ node: self.name, problem: 'this node has no valid pod CIDR' });
 
   // Peers in name order; a name seen twice is ambiguous, so both copies are dropped.
@@ -264,33 +329,11 @@ export function desiredRoutes(
         });
         continue;
       }
-      // The first InternalIP of the family on a connected subnet; the API's order breaks ties.
-      let decision: PeerDecision | undefined;
       const reasons: string[] = [];
-      for (const ip of opts.mode === 'vxlan' ? [] : candidates) {
-        const found = findDirectLink(ip, local);
-        const nodeIP = formatIp(ip);
-        if (found !== undefined && 'ownAddress' in found) {
-          reasons.push(`InternalIP ${nodeIP} is one of this node's own addresses`);
-        } else if (found === undefined) {
-          reasons.push(`InternalIP ${nodeIP} is not on a subnet connected to this node`);
-        } else if (home !== undefined && !onHomeSubnet(ip, home)) {
-          reasons.push(
-            `InternalIP ${nodeIP} is on ${found.link.name}'s subnet, not on the one of this node's InternalIP (it would route back through VXLAN)`,
-          );
-        } else {
-          decision = {
-            node: node.name,
-            family,
-            path: 'direct',
-            nodeIP,
-            ifindex: found.link.ifindex,
-            linkName: found.link.name,
-            podCIDRs,
-          };
-          break;
-        }
-      }
+      let decision =
+        opts.mode === 'vxlan'
+          ? undefined
+          : directDecision(node, family, candidates, podCIDRs, local, reach.get(family)!, reasons);
       if (decision === undefined && opts.mode !== 'host-gw') {
         const tunnel = vxlanDecision(node, family, candidates, podCIDRs, local, opts.overlay ?? []);
         if ('reason' in tunnel) reasons.push(`VXLAN: ${tunnel.reason}`);

@@ -150,11 +150,11 @@ describe('desiredRoutes: per-mode decisions', () => {
     it('auto, without VXLAN devices: unreachable, saying why the leg was not used', () => {
       const p = desiredRoutes(self, [self, far], withLeg, { mode: 'auto', overlay: [] });
       expect(p.problems.map((x) => x.problem)[0]).toBe(
-        "unreachable: InternalIP 192.168.20.2 is on eth1's subnet, not on the one of this node's InternalIP (it would route back through VXLAN); VXLAN: this node has no IPv4 VXLAN device",
+        "unreachable: InternalIP 192.168.20.2 is on eth1's subnet 192.168.20.0/24 (its longest match here), which does not hold this node's InternalIP (the node would route back through VXLAN); VXLAN: this node has no IPv4 VXLAN device",
       );
     });
 
-    it('auto, our InternalIP on no connected subnet (a host route): any connected subnet is direct', () => {
+    describe('our InternalIP on no connected subnet (a /32 and /128 on lo, from a range of its own)', () => {
       const loopbackIp: PeerNode = { ...self, internalIPs: ['10.9.9.9', 'fd00:99::9'] };
       const lo: LocalLink = {
         ifindex: 1,
@@ -164,16 +164,172 @@ describe('desiredRoutes: per-mode decisions', () => {
           { family: 6, address: 'fd00:99::9', prefixLen: 128 },
         ],
       };
-      const p = desiredRoutes(loopbackIp, [loopbackIp, near, far], [lo, ...withLeg], {
-        mode: 'auto',
-        overlay,
+      const plan = (o: { mode: RoutingMode; overlay?: OverlayDevice[] }) =>
+        desiredRoutes(loopbackIp, [loopbackIp, near, far], [lo, ...withLeg], o);
+
+      it('auto: every peer through VXLAN (no peer finds our InternalIP on its subnet, so each tunnels back)', () => {
+        const p = plan({ mode: 'auto', overlay });
+        expect(paths(p)).toEqual([
+          'node-b v4 vxlan',
+          'node-b v6 vxlan',
+          'node-c v4 vxlan',
+          'node-c v6 vxlan',
+        ]);
+        expect(p.problems).toEqual([]);
+        expect(p.decisions[0]).toMatchObject({ nodeIP: '192.168.10.3', linkName: 'trellis.v4' });
       });
+
+      it('auto, a family without a VXLAN device: any connected subnet is direct (the only way there)', () => {
+        const p = plan({ mode: 'auto', overlay: overlay.filter((d) => d.family === 6) });
+        expect(paths(p)).toEqual([
+          'node-b v4 direct',
+          'node-b v6 vxlan',
+          'node-c v4 direct',
+          'node-c v6 vxlan',
+        ]);
+        expect(p.decisions[2]).toMatchObject({ nodeIP: '192.168.20.2', linkName: 'eth1' });
+      });
+
+      it('auto, the peer without a VTEP MAC: unreachable, saying why it was not routed directly', () => {
+        const p = desiredRoutes(loopbackIp, [loopbackIp, { ...near, vtepMacs: {} }], [lo, ...withLeg], {
+          mode: 'auto',
+          overlay,
+        });
+        expect(p.problems.map((x) => x.problem)).toEqual([
+          "unreachable: this node's IPv4 InternalIP 10.9.9.9 is on no connected subnet, so every node tunnels to it (and it to them); VXLAN: the node has not published an IPv4 VTEP MAC",
+          "unreachable: this node's IPv6 InternalIP fd00:99::9 is on no connected subnet, so every node tunnels to it (and it to them); VXLAN: the node has not published an IPv6 VTEP MAC",
+        ]);
+      });
+
+      it('host-gw: any connected subnet is direct', () => {
+        expect(paths(plan({ mode: 'host-gw' }))).toEqual([
+          'node-b v4 direct',
+          'node-b v6 direct',
+          'node-c v4 direct',
+          'node-c v6 direct',
+        ]);
+      });
+    });
+  });
+
+  describe('nested subnets: the longest prefix decides, as in the kernel', () => {
+    // node-a's InternalIP 10.0.0.5 is on eth0's 10.0.0.0/16; eth1 holds 10.0.1.5/24 inside it (IPv6 alike).
+    const wide: PeerNode = { ...self, internalIPs: ['10.0.0.5', 'fd00:a::5'] };
+    const nested: LocalLink[] = [
+      {
+        ifindex: 2,
+        name: 'eth0',
+        addresses: [
+          { family: 4, address: '10.0.0.5', prefixLen: 16 },
+          { family: 6, address: 'fd00:a::5', prefixLen: 48 },
+        ],
+      },
+      {
+        ifindex: 3,
+        name: 'eth1',
+        addresses: [
+          { family: 4, address: '10.0.1.5', prefixLen: 24 },
+          { family: 6, address: 'fd00:a:0:1::5', prefixLen: 64 },
+        ],
+      },
+      ...links.slice(1),
+    ];
+    const peer = (name: string, ips: string[], n: number): PeerNode => ({
+      name,
+      podCIDRs: [`10.244.${n}.0/24`, `fd00:244:${n}::/64`],
+      internalIPs: ips,
+      vtepMacs: macs(name),
+    });
+    /** On eth1's /24 (which does not hold 10.0.0.5): it tunnels to us, so we tunnel to it. */
+    const onLeg = peer('node-b', ['10.0.1.7', 'fd00:a:0:1::7'], 2);
+    /** Only on eth0's /16. */
+    const onHome = peer('node-c', ['10.0.2.7', 'fd00:a:0:2::7'], 3);
+
+    it('auto: a peer whose longest match is a leg inside our subnet goes through VXLAN, the rest of it direct', () => {
+      const p = desiredRoutes(wide, [wide, onLeg, onHome], nested, { mode: 'auto', overlay });
+      expect(paths(p)).toEqual([
+        'node-b v4 vxlan',
+        'node-b v6 vxlan',
+        'node-c v4 direct',
+        'node-c v6 direct',
+      ]);
+      expect(p.decisions[2]).toMatchObject({ nodeIP: '10.0.2.7', linkName: 'eth0' });
+      expect(p.decisions[3]).toMatchObject({ nodeIP: 'fd00:a:0:2::7', linkName: 'eth0' });
+      expect(p.problems).toEqual([]);
+    });
+
+    it('auto, without VXLAN devices: unreachable, naming the subnet that won', () => {
+      const p = desiredRoutes(wide, [wide, onLeg], nested, { mode: 'auto', overlay: [] });
+      expect(p.problems.map((x) => x.problem)[0]).toBe(
+        "unreachable: InternalIP 10.0.1.7 is on eth1's subnet 10.0.1.0/24 (its longest match here), which does not hold this node's InternalIP (the node would route back through VXLAN); VXLAN: this node has no IPv4 VXLAN device",
+      );
+    });
+
+    it('auto: our InternalIP on the longer prefix: both subnets hold it, so peers on either are direct', () => {
+      // Ours now 10.0.1.5 on eth1's /24, also inside eth0's /16: a peer only on the /16 finds ours on its
+      // /16 and routes to us directly, so we route to it directly too (over eth0).
+      const narrow: PeerNode = { ...self, internalIPs: ['10.0.1.5', 'fd00:a:0:1::5'] };
+      const p = desiredRoutes(narrow, [narrow, onLeg, onHome], nested, { mode: 'auto', overlay });
       expect(paths(p)).toEqual([
         'node-b v4 direct',
         'node-b v6 direct',
         'node-c v4 direct',
         'node-c v6 direct',
       ]);
+      expect(p.decisions[0]).toMatchObject({ nodeIP: '10.0.1.7', linkName: 'eth1' });
+      expect(p.decisions[2]).toMatchObject({ nodeIP: '10.0.2.7', linkName: 'eth0' });
+    });
+
+    it('auto: a later InternalIP of the peer on our subnet is used when the first one is not (API order)', () => {
+      const twoIps = peer('node-b', ['10.0.1.7', '10.0.2.8', 'fd00:a:0:1::7'], 2);
+      const p = desiredRoutes(wide, [wide, twoIps], nested, { mode: 'auto', overlay });
+      expect(p.decisions[0]).toMatchObject({ path: 'direct', nodeIP: '10.0.2.8', linkName: 'eth0' });
+      expect(p.decisions[1]).toMatchObject({ path: 'vxlan' });
+    });
+
+    it('host-gw: the longest match, whatever holds our InternalIP', () => {
+      const p = desiredRoutes(wide, [wide, onLeg, onHome], nested, { mode: 'host-gw' });
+      expect(paths(p)).toEqual([
+        'node-b v4 direct',
+        'node-b v6 direct',
+        'node-c v4 direct',
+        'node-c v6 direct',
+      ]);
+      expect(p.decisions[0]).toMatchObject({ nodeIP: '10.0.1.7', linkName: 'eth1' });
+    });
+  });
+
+  describe("prefix lengths: a node cannot see its peer's, so the pair agrees only when both are the same", () => {
+    // Two nodes on one L2, 10.0.0.5 and 10.0.1.7: each plans from its own view of the subnet.
+    const nodeA: PeerNode = { ...self, internalIPs: ['10.0.0.5'], podCIDRs: ['10.244.1.0/24'] };
+    const nodeB: PeerNode = {
+      name: 'node-b',
+      internalIPs: ['10.0.1.7'],
+      podCIDRs: ['10.244.2.0/24'],
+      vtepMacs: macs('node-b'),
+    };
+    const aTo = (prefixLen: number) =>
+      desiredRoutes(
+        nodeA,
+        [nodeA, nodeB],
+        [{ ifindex: 2, name: 'eth0', addresses: [{ family: 4, address: '10.0.0.5', prefixLen }] }],
+        { mode: 'auto', overlay },
+      ).decisions[0]?.path;
+    const bTo = (prefixLen: number) =>
+      desiredRoutes(
+        { ...nodeB, vtepMacs: {} },
+        [{ ...nodeA, vtepMacs: macs('node-a') }, nodeB],
+        [{ ifindex: 2, name: 'eth0', addresses: [{ family: 4, address: '10.0.1.7', prefixLen }] }],
+        { mode: 'auto', overlay },
+      ).decisions[0]?.path;
+
+    it('both /16: direct both ways; both /24: VXLAN both ways', () => {
+      expect([aTo(16), bTo(16)]).toEqual(['direct', 'direct']);
+      expect([aTo(24), bTo(24)]).toEqual(['vxlan', 'vxlan']);
+    });
+
+    it('/16 on one, /24 on the other: the paths differ (documented; the planner cannot see it)', () => {
+      expect([aTo(16), bTo(24)]).toEqual(['direct', 'vxlan']);
     });
   });
 
