@@ -1,4 +1,5 @@
 import type { LinkInfo, RouteInfo } from '../datapath/ports.ts';
+import { defaultRouteLink, nodeLinkOf } from '../routes/node-link.ts';
 import type { LocalLink } from '../routes/types.ts';
 import { VXLAN_OVERHEAD } from '../vxlan/constants.ts';
 
@@ -8,19 +9,12 @@ export interface MtuChoice {
   source: string;
 }
 
-/** The interface holding one of the node's InternalIPs, if any. */
-export function nodeLinkOf(
-  localLinks: readonly LocalLink[],
-  internalIPs: readonly string[],
-): LocalLink | undefined {
-  return localLinks.find((l) => l.addresses.some((a) => internalIPs.includes(a.address)));
-}
-
 /**
  * The MTU of pod traffic that leaves the node (the pod routes' RTAX_MTU): an explicit setting wins;
- * otherwise the MTU of the interface that carries this node's InternalIP (the one that reaches the
- * other nodes), else of the default route's device, minus the encapsulation overhead when that
- * traffic may be tunnelled. The pod interfaces themselves get this plus the overhead (Agent.mtu).
+ * otherwise the MTU of the interface that carries this node's InternalIP on a subnet (the one that
+ * reaches the other nodes; not lo, see nodeLinkOf), else of the default route's device, minus the
+ * encapsulation overhead when that traffic may be tunnelled. The pod interfaces themselves get this
+ * plus the overhead (Agent.mtu).
  */
 export function chooseMtu(opts: {
   configured: number;
@@ -31,19 +25,15 @@ export function chooseMtu(opts: {
   overhead: number;
 }): MtuChoice {
   if (opts.configured > 0) return { mtu: opts.configured, source: 'configured' };
-  const byIndex = new Map(opts.links.map((l) => [l.index, l]));
-  const nodeLink = nodeLinkOf(opts.localLinks, opts.internalIPs);
-  const linkMtu = nodeLink !== undefined ? byIndex.get(nodeLink.ifindex)?.mtu : undefined;
+  const nodeLink = nodeLinkOf(opts.localLinks, opts.internalIPs, opts.links);
+  const linkMtu = opts.links.find((l) => l.index === nodeLink?.ifindex)?.mtu;
   if (linkMtu !== undefined && nodeLink !== undefined) {
     return {
       mtu: linkMtu - opts.overhead,
       source: `${nodeLink.name} (InternalIP)${overheadNote(opts.overhead)}`,
     };
   }
-  const viaDefault = opts.defaultRoutes.map((r) =>
-    r.ifindex === undefined ? undefined : byIndex.get(r.ifindex),
-  );
-  const dev = viaDefault.find((l) => l !== undefined);
+  const dev = defaultRouteLink(opts.defaultRoutes, opts.links);
   if (dev !== undefined) {
     return {
       mtu: dev.mtu - opts.overhead,

@@ -1,20 +1,22 @@
 import { existsSync } from 'node:fs';
 import { join } from 'node:path';
 import { ChainVersionProbe, CONFLIST_FILE_NAME, publishConflist, renderConflist } from '../cniconf/index.ts';
-import type { NetlinkHandle, RouteInfo } from '../datapath/ports.ts';
+import type { NetlinkHandle } from '../datapath/ports.ts';
 import type { Logger } from '../observe/logger.ts';
-import { readLocalLinks } from '../routes/reconciler.ts';
+import { nodeLinkOf } from '../routes/node-link.ts';
+import { listDefaultRoutes, readLocalLinks } from '../routes/reconciler.ts';
 import type { ClusterNode } from './cluster.ts';
 import type { AgentConfig } from './config.ts';
-import { chooseMtu, encapOverhead, type MtuChoice, nodeLinkOf } from './mtu.ts';
+import { chooseMtu, encapOverhead, type MtuChoice } from './mtu.ts';
 
 /** Binaries the published config list needs in the CNI bin dir (containerd also runs loopback). */
 export const REQUIRED_CNI_BINARIES = ['trellis', 'portmap', 'loopback'] as const;
 
 /**
- * Gathers the interfaces, and the default routes when no interface holds an InternalIP, then lets
- * the pure chooseMtu decide. It runs after every pass: listing the whole route table each time (5,000
- * routes at 5,000 nodes) to find a default route that is rarely needed was most of a resync's garbage.
+ * Gathers the interfaces, and the default routes when no interface holds an InternalIP on a subnet (none
+ * does, or only lo as a /32), then lets the pure chooseMtu decide. It runs after every pass: listing the
+ * whole route table each time (5,000 routes at 5,000 nodes) to find a default route that is rarely
+ * needed was most of a resync's garbage.
  */
 export async function detectMtu(
   host: NetlinkHandle,
@@ -22,7 +24,7 @@ export async function detectMtu(
   mode: AgentConfig['mode'],
 ): Promise<MtuChoice & { overhead: number }> {
   const [links, localLinks] = await Promise.all([host.listLinks(), readLocalLinks(host)]);
-  const nodeLink = nodeLinkOf(localLinks, self.internalIPs);
+  const nodeLink = nodeLinkOf(localLinks, self.internalIPs, links);
   const needDefaults = nodeLink === undefined || !links.some((l) => l.index === nodeLink.ifindex);
   const defaultRoutes = needDefaults ? await listDefaultRoutes(host) : [];
   const overhead = encapOverhead(mode, self.internalIPs);
@@ -35,11 +37,6 @@ export async function detectMtu(
     overhead,
   });
   return { ...choice, overhead };
-}
-
-async function listDefaultRoutes(host: NetlinkHandle): Promise<RouteInfo[]> {
-  const all = await Promise.all([host.listRoutes({ family: 4 }), host.listRoutes({ family: 6 })]);
-  return all.flat().filter((r) => r.dst === '0.0.0.0/0' || r.dst === '::/0');
 }
 
 /**

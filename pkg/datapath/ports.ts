@@ -22,6 +22,8 @@ export interface LinkInfo {
   up: boolean;
   /** IFLA_LINK_NETNSID / peer index when the kernel reports them (veth). */
   peerIndex?: number;
+  /** IFF_LOOPBACK (lo); absent on every other link. */
+  loopback?: true;
 }
 
 export interface AddressInfo {

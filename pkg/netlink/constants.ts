@@ -46,6 +46,7 @@ export const RTM_NAMES: Readonly<Record<number, string>> = Object.fromEntries(
 export const AF = { UNSPEC: 0, INET: 2, BRIDGE: 7, INET6: 10 } as const;
 
 export const IFF_UP = 0x1;
+export const IFF_LOOPBACK = 0x8;
 
 export const IFLA = {
   ADDRESS: 1,

@@ -13,6 +13,7 @@ import {
   AF,
   IFA,
   IFA_F,
+  IFF_LOOPBACK,
   IFF_UP,
   IFLA,
   IFLA_INFO,
@@ -156,6 +157,7 @@ export function parseLink(payload: Buffer): LinkInfo {
   // The kernel reports IFLA_LINK only when it means something (a veth peer, possibly in another
   // namespace, where it may even equal our own index; a VXLAN's underlay device).
   if (peer !== 0) link.peerIndex = peer;
+  if ((flags & IFF_LOOPBACK) !== 0) link.loopback = true;
   return link;
 }
 

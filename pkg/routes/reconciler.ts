@@ -189,6 +189,15 @@ export async function readLocalLinks(handle: NetlinkHandle): Promise<LocalLink[]
     .sort((a, b) => a.ifindex - b.ifindex);
 }
 
+/**
+ * The default routes of both families (main table). Each call dumps the whole route table, 5,000 routes
+ * at 5,000 nodes: callers ask only when no interface holding an InternalIP tells them the way out.
+ */
+export async function listDefaultRoutes(handle: NetlinkHandle): Promise<RouteInfo[]> {
+  const all = await Promise.all([handle.listRoutes({ family: 4 }), handle.listRoutes({ family: 6 })]);
+  return all.flat().filter((r) => r.dst === '0.0.0.0/0' || r.dst === '::/0');
+}
+
 export class RouteReconciler {
   private readonly handle: NetlinkHandle;
   private readonly mode: RoutingMode;

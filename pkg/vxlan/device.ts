@@ -8,9 +8,10 @@
  * device holding a stale one (our pod CIDR changed) is recreated too.
  */
 
-import type { AddressInfo, Family, LinkInfo, NetlinkHandle } from '../datapath/ports.ts';
-import { canonicalIp, parseIp } from '../ip/index.ts';
+import type { AddressInfo, Family, LinkInfo, NetlinkHandle, RouteInfo } from '../datapath/ports.ts';
+import { canonicalIp } from '../ip/index.ts';
 import { vtepAddress } from '../routes/desired.ts';
+import { defaultRouteLink, internalIPsOf, nodeLinkOf } from '../routes/node-link.ts';
 import type { LocalLink, Problem, RoutingMode, SelfNode } from '../routes/types.ts';
 import { VXLAN_OVERHEAD, vxlanDeviceName } from './constants.ts';
 import type { VxlanLinkTool } from './iproute.ts';
@@ -30,8 +31,12 @@ export interface DeviceSpec {
   port: number;
   /** This node's InternalIP of the family: the outer source address. */
   localIp: string;
-  /** The underlay interface holding localIp. */
-  underlay: string;
+  /**
+   * The interface toward the other nodes, whose MTU the device's derives from (log only: the device is
+   * not bound to it): the one holding an InternalIP of the family on a subnet, else the default route's
+   * (an InternalIP on lo); undefined without either (MTU 1500 assumed).
+   */
+  underlay: string | undefined;
   mac: string;
   mtu: number;
   /** Our VTEP address on the device (network address of our first pod CIDR of the family). */
@@ -50,7 +55,9 @@ export interface DeviceState {
 
 /**
  * The devices this node should have: none in host-gw; otherwise one per family in which it has a pod CIDR,
- * provided it has an InternalIP of that family held by one of its interfaces (a problem otherwise).
+ * provided it has an InternalIP of that family held by one of its interfaces (a problem otherwise). The
+ * device's MTU derives from the underlay (see DeviceSpec.underlay); `defaultRoutes` are needed only when
+ * needsDefaultRoutes says so.
  */
 export function desiredDevices(
   nodeName: string,
@@ -59,6 +66,7 @@ export function desiredDevices(
   links: readonly LinkInfo[],
   mode: RoutingMode,
   settings: VxlanSettings,
+  defaultRoutes: readonly RouteInfo[] = [],
 ): { specs: DeviceSpec[]; problems: Problem[] } {
   const specs: DeviceSpec[] = [];
   const problems: Problem[] = [];
@@ -66,7 +74,7 @@ export function desiredDevices(
   for (const family of [4, 6] as Family[]) {
     const vtepIP = vtepAddress(self.podCIDRs, family);
     if (vtepIP === undefined) continue; // Not this family's node: no pods to reach.
-    const ips = self.internalIPs.filter((t) => parseIp(t)?.family === family).map((t) => canonicalIp(t)!);
+    const ips = internalIPsOf(self.internalIPs, family);
     if (ips.length === 0) {
       // A node without any InternalIP (standalone mode) has no peers either: nothing to report.
       if (self.internalIPs.length === 0) continue;
@@ -76,36 +84,52 @@ export function desiredDevices(
       });
       continue;
     }
-    let underlay: LocalLink | undefined;
-    let localIp: string | undefined;
-    for (const ip of ips) {
-      underlay = localLinks.find((l) => l.addresses.some((a) => canonicalIp(a.address) === ip));
-      if (underlay !== undefined) {
-        localIp = ip;
-        break;
-      }
-    }
-    if (underlay === undefined || localIp === undefined) {
+    const localIp = ips.find((ip) =>
+      localLinks.some((l) => l.addresses.some((a) => canonicalIp(a.address) === ip)),
+    );
+    if (localIp === undefined) {
       problems.push({
         node: nodeName,
         problem: `InternalIP ${ips.join(', ')} is not an address of this node's interfaces: no IPv${family} VXLAN device`,
       });
       continue;
     }
-    const underlayMtu = links.find((l) => l.index === underlay.ifindex)?.mtu ?? 1500;
+    const nodeLink = nodeLinkOf(localLinks, ips, links);
+    const underlay =
+      nodeLink === undefined
+        ? defaultRouteLink(defaultRoutes, links, family)
+        : links.find((l) => l.index === nodeLink.ifindex);
     specs.push({
       family,
       name: vxlanDeviceName(family),
       vni: settings.vni,
       port: settings.port,
       localIp,
-      underlay: underlay.name,
+      underlay: underlay?.name ?? nodeLink?.name,
       mac: vtepMac(nodeName, family),
-      mtu: settings.mtu > 0 ? settings.mtu : underlayMtu - VXLAN_OVERHEAD[family],
+      mtu: settings.mtu > 0 ? settings.mtu : (underlay?.mtu ?? 1500) - VXLAN_OVERHEAD[family],
       vtepIP,
     });
   }
   return { specs, problems };
+}
+
+/**
+ * Whether desiredDevices needs the default routes: a family's InternalIPs are on no interface with a
+ * subnet (a /32 on lo). Dumping the route table every pass only to find out is not free (see
+ * listDefaultRoutes).
+ */
+export function needsDefaultRoutes(
+  self: SelfNode,
+  localLinks: readonly LocalLink[],
+  links: readonly LinkInfo[],
+  mode: RoutingMode,
+): boolean {
+  if (mode === 'host-gw') return false;
+  return ([4, 6] as Family[]).some((family) => {
+    const ips = internalIPsOf(self.internalIPs, family);
+    return ips.length > 0 && nodeLinkOf(localLinks, ips, links) === undefined;
+  });
 }
 
 const VANISHED = 'vanished';

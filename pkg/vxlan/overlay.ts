@@ -8,7 +8,7 @@
  */
 
 import type { Family, FdbEntry, NeighbourEntry, NetlinkHandle } from '../datapath/ports.ts';
-import type { OverlayPort, OverlayReport } from '../routes/reconciler.ts';
+import { listDefaultRoutes, type OverlayPort, type OverlayReport } from '../routes/reconciler.ts';
 import type {
   LocalLink,
   OverlayDevice,
@@ -18,7 +18,13 @@ import type {
   SelfNode,
 } from '../routes/types.ts';
 import { isVxlanDeviceName } from './constants.ts';
-import { type DeviceState, desiredDevices, ensureDevice, type VxlanSettings } from './device.ts';
+import {
+  type DeviceState,
+  desiredDevices,
+  ensureDevice,
+  needsDefaultRoutes,
+  type VxlanSettings,
+} from './device.ts';
 import { desiredEntries, diffFdb, diffNeighbours } from './entries.ts';
 import type { VxlanLinkTool } from './iproute.ts';
 
@@ -69,7 +75,18 @@ export class VxlanOverlay implements OverlayPort {
     this.removed = 0;
     this.pending = { neighbours: [], fdb: [] };
     const links = await handle.listLinks();
-    const { specs, problems } = desiredDevices(nodeName, self, localLinks, links, mode, this.opts);
+    const defaultRoutes = needsDefaultRoutes(self, localLinks, links, mode)
+      ? await listDefaultRoutes(handle)
+      : [];
+    const { specs, problems } = desiredDevices(
+      nodeName,
+      self,
+      localLinks,
+      links,
+      mode,
+      this.opts,
+      defaultRoutes,
+    );
     for (const l of links) {
       if (!isVxlanDeviceName(l.name) || specs.some((s) => s.name === l.name)) continue;
       try {

@@ -45,6 +45,44 @@ describe('chooseMtu', () => {
     expect(c.source).toContain('eth0');
   });
 
+  it('an InternalIP on lo (a /32, or any address on a loopback device) is not the way out: the default route device', () => {
+    const onLo = [
+      {
+        ifindex: 1,
+        name: 'lo',
+        addresses: [
+          { family: 4 as const, address: '10.9.9.9', prefixLen: 32 },
+          { family: 6 as const, address: 'fd00:99::9', prefixLen: 128 },
+        ],
+      },
+      ...localLinks,
+    ];
+    const choose = (internalIPs: string[], ll = onLo, l = links) =>
+      chooseMtu({
+        configured: 0,
+        internalIPs,
+        localLinks: ll,
+        links: l,
+        defaultRoutes: defaults,
+        overhead: 70,
+      });
+    expect(choose(['10.9.9.9', 'fd00:99::9'])).toEqual({
+      mtu: 1430,
+      source: 'eth1 (default route) minus 70 bytes of encapsulation',
+    });
+    // A subnet on the loopback device (IFF_LOOPBACK) does not make it the node link either.
+    const loSubnet = [
+      { ...onLo[0]!, addresses: [{ family: 4 as const, address: '10.9.9.9', prefixLen: 24 }] },
+    ];
+    const flagged = links.map((l) => (l.name === 'lo' ? { ...l, loopback: true as const } : l));
+    expect(choose(['10.9.9.9'], loSubnet, flagged).source).toMatch(/^eth1 \(default route\)/);
+    // A host-length address on a real NIC (a cloud's /32): its own MTU comes through the default route.
+    const nic32 = [
+      { ifindex: 2, name: 'eth0', addresses: [{ family: 4 as const, address: '10.0.0.5', prefixLen: 32 }] },
+    ];
+    expect(choose(['10.0.0.5'], nic32).source).toMatch(/^eth1 \(default route\)/);
+  });
+
   it('falls back to the default route device, then to 1500', () => {
     expect(
       chooseMtu({ configured: 0, internalIPs: [], localLinks, links, defaultRoutes: defaults, overhead: 0 })

@@ -131,6 +131,15 @@ describe('link requests', () => {
       peerIndex: 2,
     });
   });
+
+  it('marks the loopback device (IFF_LOOPBACK), and only it', () => {
+    const lo = Buffer.concat([
+      Buffer.from([0, 0, 0x04, 0x03, 1, 0, 0, 0, 0x49, 0, 1, 0, 0, 0, 0, 0]), // index 1, UP|LOOPBACK|RUNNING
+      strAttr(IFLA.IFNAME, 'lo'),
+      u32Attr(IFLA.MTU, 65536),
+    ]);
+    expect(parseLink(lo)).toMatchObject({ index: 1, name: 'lo', mtu: 65536, up: true, loopback: true });
+  });
 });
 
 describe('address requests', () => {

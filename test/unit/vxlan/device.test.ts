@@ -2,13 +2,14 @@ import { describe, expect, it } from 'vitest';
 import { DEFAULTS, parseAgentConfig } from '../../../pkg/agent/config.ts';
 import { chooseMtu, encapOverhead } from '../../../pkg/agent/mtu.ts';
 import { isHostVethName } from '../../../pkg/datapath/names.ts';
-import type { LinkInfo } from '../../../pkg/datapath/ports.ts';
+import type { LinkInfo, RouteInfo } from '../../../pkg/datapath/ports.ts';
 import type { LocalLink, PeerNode } from '../../../pkg/routes/types.ts';
 import {
   DEFAULT_VXLAN_PORT,
   DEFAULT_VXLAN_VNI,
   desiredDevices,
   isVxlanDeviceName,
+  needsDefaultRoutes,
   parseIpLinkJson,
   VXLAN_OVERHEAD,
   vtepMac,
@@ -95,6 +96,59 @@ describe('desiredDevices', () => {
     expect(
       desiredDevices('node-a', single, localLinks, links, 'auto', settings).specs.map((s) => s.family),
     ).toEqual([4]);
+  });
+});
+
+describe('desiredDevices: the underlay of an InternalIP on lo', () => {
+  // A /32 and a /128 on lo hold the InternalIPs (announced by BGP, reached through host routes); eth0
+  // (MTU 9000) and eth1 (MTU 1500, the default routes' device) are the ways out.
+  const onLo = { ...self, internalIPs: ['10.9.9.9', 'fd00:99::9'] };
+  const loLinks: LocalLink[] = [
+    {
+      ifindex: 1,
+      name: 'lo',
+      addresses: [
+        { family: 4, address: '10.9.9.9', prefixLen: 32 },
+        { family: 6, address: 'fd00:99::9', prefixLen: 128 },
+      ],
+    },
+    ...localLinks,
+    { ifindex: 3, name: 'eth1', addresses: [{ family: 4, address: '192.0.2.5', prefixLen: 24 }] },
+  ];
+  const allLinks: LinkInfo[] = [
+    { index: 1, name: 'lo', kind: undefined, mac: '00:00:00:00:00:00', mtu: 65536, up: true, loopback: true },
+    ...links,
+    { index: 3, name: 'eth1', kind: undefined, mac: '02:00:00:00:00:03', mtu: 1500, up: true },
+  ];
+  const defaults: RouteInfo[] = [
+    { family: 4, dst: '0.0.0.0/0', gateway: '192.0.2.1', ifindex: 3 },
+    { family: 6, dst: '::/0', gateway: 'fd00:10::1', ifindex: 2 },
+  ];
+
+  it("local = the InternalIP on lo; MTU from the default route's device of the family, not lo's 65536", () => {
+    const { specs, problems } = desiredDevices('node-a', onLo, loLinks, allLinks, 'auto', settings, defaults);
+    expect(problems).toEqual([]);
+    expect(specs.map((s) => [s.name, s.localIp, s.underlay, s.mtu])).toEqual([
+      ['trellis.v4', '10.9.9.9', 'eth1', 1450],
+      ['trellis.v6', 'fd00:99::9', 'eth0', 8930],
+    ]);
+  });
+
+  it('without a default route of the family: MTU 1500 less the overhead, no underlay named', () => {
+    const { specs } = desiredDevices('node-a', onLo, loLinks, allLinks, 'auto', settings, []);
+    expect(specs.map((s) => [s.name, s.underlay, s.mtu])).toEqual([
+      ['trellis.v4', undefined, 1450],
+      ['trellis.v6', undefined, 1430],
+    ]);
+  });
+
+  it('needsDefaultRoutes: only when a family has no InternalIP on an interface with a subnet', () => {
+    expect(needsDefaultRoutes(onLo, loLinks, allLinks, 'auto')).toBe(true);
+    expect(needsDefaultRoutes(onLo, loLinks, allLinks, 'host-gw')).toBe(false);
+    expect(needsDefaultRoutes(self, loLinks, allLinks, 'vxlan')).toBe(false);
+    expect(
+      needsDefaultRoutes({ ...self, internalIPs: ['192.168.10.2', 'fd00:99::9'] }, loLinks, allLinks, 'auto'),
+    ).toBe(true);
   });
 });
 
