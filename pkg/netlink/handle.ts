@@ -375,7 +375,39 @@ class Handle implements ExtendedNetlinkHandle {
    * outcome is the first failure among its requests.
    */
   async replaceRoutesSettled(routes: readonly RouteInfo[]): Promise<(NetlinkError | undefined)[]> {
-    return this.writeRoutesSettled(routes, CREATE_REPLACE);
+    const out = await this.writeRoutesSettled(routes, CREATE_REPLACE);
+    for (const [i, r] of routes.entries()) {
+      if (out[i]?.errno === 'EINVAL' && r.family === 6 && r.onlink === true && r.protocol === P) {
+        out[i] = await this.rewriteOnlink6(r);
+      }
+    }
+    return out;
+  }
+
+  /**
+   * IPv6 refuses an onlink gateway when the route to that gateway (other than a default route) leaves
+   * through another device (ip6_route_check_nh_onlink: "Nexthop has invalid gateway or device
+   * mismatch", EINVAL), for a route and a nexthop object alike. A peer whose path moves from direct
+   * to VXLAN hits exactly that: its VTEP address lies in its own pod CIDR, whose route (the one being
+   * replaced) still goes out through the underlay. So our route on that key, and its object, are
+   * deleted, and the route is written again. Only a route of ours is replaced, so only ours is deleted
+   * (the delete names our protocol); the gap lasts one request.
+   */
+  private async rewriteOnlink6(route: RouteInfo): Promise<NetlinkError | undefined> {
+    try {
+      const id = this.book.unbind(route);
+      const byKey: RouteInfo = { ...route, gateway: undefined, ifindex: undefined, onlink: undefined };
+      byKey.scope ??= 'universe';
+      await ignoreGone(this.sock.request(deleteRouteRequest(byKey, describeRoute(route))));
+      if (id !== undefined) {
+        await ignoreGone(this.sock.request(deleteNexthopRequest(id)));
+        this.book.dropped([id]);
+      }
+    } catch (e) {
+      return e as NetlinkError;
+    }
+    const [err] = await this.writeRoutesSettled([route], CREATE_EXCL);
+    return err;
   }
 
   /**

@@ -131,6 +131,35 @@ describe.skipIf(netnsSkipReason !== undefined)(
       await h.deleteRoute(peer(1, { ifindex: dev })); // already gone: fine
     });
 
+    it('IPv6, direct -> VXLAN: an onlink gateway inside the route’s own prefix on another device is written (the kernel refuses it in place)', async () => {
+      const { ns, h, dev } = await setup(pool, 'nh6onl');
+      handles.push(h);
+      const tunnelDev = (await h.getLink('v1'))!.index;
+      const dst = 'fd00:244:2::/64';
+      await h.replaceRoute({ family: 6, dst, gateway: 'fd00:88::7', ifindex: dev, protocol: PROTO });
+      const old = routes(ns.name, '-6')[0]!.nhid;
+      // The VTEP address is the network address of the peer's pod CIDR: the route being replaced holds it.
+      await h.replaceRoute({
+        family: 6,
+        dst,
+        gateway: 'fd00:244:2::',
+        ifindex: tunnelDev,
+        protocol: PROTO,
+        onlink: true,
+      });
+      const now = routes(ns.name, '-6');
+      expect(now).toHaveLength(1);
+      expect(now[0]).toMatchObject({ dst, gateway: 'fd00:244:2::', dev: 'v1' });
+      expect(now[0]!.flags).toContain('onlink');
+      // The old object went with the old route.
+      expect(nexthops(ns.name).map((o) => o.id)).toEqual([now[0]!.nhid]);
+      expect(now[0]!.nhid).not.toBe(old);
+      // And back to direct: an ordinary in-place replace.
+      await h.replaceRoute({ family: 6, dst, gateway: 'fd00:88::7', ifindex: dev, protocol: PROTO });
+      expect(routes(ns.name, '-6')[0]).toMatchObject({ dst, gateway: 'fd00:88::7', dev: 'v0' });
+      expect(await h.pruneNexthops()).toBe(0);
+    });
+
     it('a restarted agent (new handle) finds its objects through the table and deletes them with their routes', async () => {
       const { ns, h, dev } = await setup(pool, 'nhrestart');
       await h.replaceRoutes([peer(1, { ifindex: dev }), peer(2, { ifindex: dev })]);
