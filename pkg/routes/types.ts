@@ -34,8 +34,10 @@ export interface LocalLink {
 }
 
 /**
- * host-gw: direct routes only, a peer on another subnet is unreachable. auto: direct routes to peers on a
- * connected subnet, VXLAN to the rest. vxlan: every peer through VXLAN.
+ * host-gw: direct routes only, a peer on another subnet is unreachable. auto: direct routes to peers whose
+ * longest-prefix connected subnet holds this node's own InternalIP too, VXLAN to the rest (and to every
+ * peer when this node's InternalIP is on no connected subnet: see desired.ts). vxlan: every peer through
+ * VXLAN.
  */
 export type RoutingMode = 'host-gw' | 'auto' | 'vxlan';
 export const ROUTING_MODES: readonly RoutingMode[] = Object.freeze(['host-gw', 'auto', 'vxlan']);
