@@ -146,6 +146,21 @@ export function leasesOutside(leases: readonly Lease[], podCIDRs: readonly strin
   return leases.filter((l) => l.addresses.some((a) => !ranges.has(a.range)));
 }
 
+/**
+ * The pod CIDRs in dir/node.json whoever wrote it (doctor, which does not know the node's name, when
+ * the agent cannot be asked); undefined when there is no usable file.
+ */
+export function rememberedPodCIDRs(dir: string): string[] | undefined {
+  try {
+    const o = JSON.parse(readFileSync(join(dir, REMEMBERED_NODE_FILE), 'utf8')) as { node?: unknown };
+    if (typeof o.node !== 'string') return undefined;
+    const r = parseRememberedNode(JSON.stringify(o), o.node);
+    return r.ok ? r.node.podCIDRs : undefined;
+  } catch {
+    return undefined;
+  }
+}
+
 /** Reads dir/node.json; undefined when there is none, a problem when it cannot be used. */
 export function readRememberedNode(
   dir: string,

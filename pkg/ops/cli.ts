@@ -33,6 +33,7 @@ export const OPS_USAGE = `operator commands (on a node: kubectl exec -n kube-sys
   --socket PATH            the agent's CNI socket, to derive the admin socket
   --cni-conf-dir DIR       doctor, when the agent cannot be asked (default ${DEFAULTS.cniConfDir})
   --cni-bin-dir DIR        doctor, when the agent cannot be asked (default ${DEFAULTS.cniBinDir})
+  --state-dir DIR          doctor, when the agent cannot be asked: the pod CIDRs its last run saved (default ${DEFAULTS.stateDir})
 `;
 
 const FLAGS = {
@@ -41,6 +42,7 @@ const FLAGS = {
   socket: { type: 'string' },
   'cni-conf-dir': { type: 'string' },
   'cni-bin-dir': { type: 'string' },
+  'state-dir': { type: 'string' },
   kubeconfig: { type: 'string' },
   'stale-minutes': { type: 'string' },
 } as const;
@@ -96,6 +98,7 @@ export async function runOpsCommand(cmd: OpsCommand, argv: string[], deps: OpsDe
           adminSocket: admin,
           cniConfDir: values['cni-conf-dir'] ?? DEFAULTS.cniConfDir,
           cniBinDir: values['cni-bin-dir'] ?? DEFAULTS.cniBinDir,
+          stateDir: values['state-dir'] ?? DEFAULTS.stateDir,
           conflistName: CONFLIST_FILE_NAME,
           openHost: deps.openHost,
         });

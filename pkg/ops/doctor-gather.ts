@@ -5,6 +5,7 @@
 import { execFile } from 'node:child_process';
 import { accessSync, constants, existsSync, readdirSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
+import { rememberedPodCIDRs } from '../agent/remembered-node.ts';
 import type { NetlinkHandle, RouteInfo } from '../datapath/ports.ts';
 import { cidrContains, parseCidr, parseIp } from '../ip/index.ts';
 import { adminGet } from './admin-client.ts';
@@ -16,6 +17,8 @@ export interface GatherOptions {
   /** Used when the agent cannot be asked for its own. */
   cniConfDir: string;
   cniBinDir: string;
+  /** The agent's state directory: the pod CIDRs its last run saved, when it cannot be asked. */
+  stateDir: string;
   conflistName: string;
   openHost(): NetlinkHandle;
   /** /proc/sys by default (tests never need another). */
@@ -159,6 +162,7 @@ export async function gatherDoctorFacts(opts: GatherOptions): Promise<DoctorFact
     binDir,
     binaries,
     shimVersion,
+    ...(agent.ok ? {} : { rememberedPodCIDRs: rememberedPodCIDRs(opts.stateDir) }),
     forwarding: {
       v4: readSysctl(procSys, 'net/ipv4/ip_forward'),
       v6: readSysctl(procSys, 'net/ipv6/conf/all/forwarding'),

@@ -47,6 +47,8 @@ export interface DoctorFacts {
   binaries: Record<string, { present: boolean; executable: boolean }>;
   /** `trellis --version` output of the installed shim; undefined when it is not installed. */
   shimVersion: Gathered<string> | undefined;
+  /** The pod CIDRs the agent's last run saved (node.json), read when the agent cannot be asked. */
+  rememberedPodCIDRs?: string[] | undefined;
   /** Raw /proc/sys values; undefined when unreadable (IPv6 disabled). */
   forwarding: { v4: string | undefined; v6: string | undefined };
   /** rp_filter: conf/all and per interface. */
@@ -190,13 +192,14 @@ export function checkShimVersion(f: DoctorFacts): CheckResult {
 
 /**
  * Forwarding must be on for each family the node has pod CIDRs of, and only those (the agent turns on
- * just those: a single-stack node keeps the other family as it was). Without the agent's pod CIDRs
- * (agent unreachable, or waiting for its Node) nothing says which families it needs: an agent waiting
+ * just those: a single-stack node keeps the other family as it was). An agent that cannot be asked
+ * left them in node.json. Without either (or an agent waiting for its Node) nothing says which
+ * families it needs: an agent waiting
  * has not turned any on yet, and advising IPv6 forwarding for an IPv4-only node would break its
  * router advertisements.
  */
 export function checkForwarding(f: DoctorFacts): CheckResult {
-  const podCIDRs = f.agent.ok ? f.agent.value.status.podCIDRs : [];
+  const podCIDRs = f.agent.ok ? f.agent.value.status.podCIDRs : (f.rememberedPodCIDRs ?? []);
   const families = ([4, 6] as const).filter((fam) => podCIDRs.some((c) => familyOfText(c) === fam));
   const r: CheckResult = {
     name: 'forwarding',
@@ -208,7 +211,7 @@ export function checkForwarding(f: DoctorFacts): CheckResult {
       ...r,
       skipped: f.agent.ok
         ? "the agent does not know the node's pod CIDRs yet"
-        : "the agent is not reachable: the node's pod CIDRs are unknown",
+        : "the agent is not reachable and its state directory has no node.json: the node's pod CIDRs are unknown",
     };
   }
   if (families.includes(4) && f.forwarding.v4 !== '1') {

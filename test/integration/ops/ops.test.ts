@@ -381,11 +381,21 @@ describe.skipIf(skip !== undefined)(skip === undefined ? title : `${title} (skip
   it('doctor without an agent: exit 1, says the admin socket is unreachable, still checks the host', async () => {
     await tb.stopAgent(n2.name);
     try {
-      const run = cli(n2, 'doctor', '--socket', n2.agent!.socket, '--json');
+      const stateDir = join(n2.dir, 'state');
+      const run = cli(n2, 'doctor', '--socket', n2.agent!.socket, '--state-dir', stateDir, '--json');
       expect(run.code).toBe(1);
       const r = JSON.parse(run.stdout) as DoctorReport;
       expect(findings(r, 'agent').join('\n')).toMatch(/cannot reach the agent's admin socket/);
-      expect(r.checks.find((c) => c.name === 'forwarding')!.skipped).toBeUndefined();
+      // Forwarding is still checked, for the families of the pod CIDRs the agent saved in node.json.
+      const forwarding = r.checks.find((c) => c.name === 'forwarding')!;
+      expect(forwarding.skipped).toBeUndefined();
+      expect(forwarding.title).toBe('IP forwarding on (IPv4 and IPv6)');
+      // Without node.json nothing says which families need it: skipped, not guessed.
+      const bare = JSON.parse(
+        cli(n2, 'doctor', '--socket', n2.agent!.socket, '--state-dir', join(n2.dir, 'nowhere'), '--json')
+          .stdout,
+      ) as DoctorReport;
+      expect(bare.checks.find((c) => c.name === 'forwarding')!.skipped).toMatch(/no node\.json/);
       expect(cli(n2, 'status', '--socket', n2.agent!.socket).code).toBe(1);
     } finally {
       await tb.startAgent(n2.name);

@@ -10,6 +10,7 @@ import {
   type RememberedNode,
   readRememberedNode,
   rememberedMtu,
+  rememberedPodCIDRs,
   renderRememberedNode,
   saveRememberedNode,
 } from '../../../pkg/agent/remembered-node.ts';
@@ -132,6 +133,15 @@ describe('the node.json file', () => {
     expect(readRememberedNode(dir, 'node-1')).toEqual({ ok: true, node });
     expect(await saveRememberedNode(dir, { ...node, mtu: 1500, overhead: 0 })).toBe('written');
     expect(JSON.parse(readFileSync(join(dir, REMEMBERED_NODE_FILE), 'utf8')).mtu).toBe(1500);
+  });
+
+  it("gives doctor the pod CIDRs without the node's name, and nothing from a damaged file", async () => {
+    dir = mkdtempSync(join(tmpdir(), 'trl-remembered-'));
+    expect(rememberedPodCIDRs(dir)).toBeUndefined();
+    await saveRememberedNode(dir, node);
+    expect(rememberedPodCIDRs(dir)).toEqual(node.podCIDRs);
+    writeFileSync(join(dir, REMEMBERED_NODE_FILE), '{"node":"node-1"}');
+    expect(rememberedPodCIDRs(dir)).toBeUndefined();
   });
 
   it('says why a damaged file cannot be used', () => {

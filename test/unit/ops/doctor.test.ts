@@ -464,9 +464,16 @@ describe('doctor', () => {
     const r = runDoctor(f);
     const by = Object.fromEntries(r.checks.map((c) => [c.name, c]));
     expect(by.agent!.findings).toHaveLength(1);
-    // Which families need forwarding is the pod CIDRs' to say: unknown without the agent.
+    // Which families need forwarding is the pod CIDRs' to say: the last run's node.json, or unknown.
     expect(by.forwarding!.findings).toEqual([]);
     expect(by.forwarding!.skipped).toMatch(/pod CIDRs are unknown/);
+    f.rememberedPodCIDRs = ['10.244.1.0/24'];
+    f.forwarding.v6 = '0';
+    const remembered = runDoctor(f).checks.find((c) => c.name === 'forwarding')!;
+    expect(remembered.title).toBe('IP forwarding on (IPv4)');
+    expect(remembered.findings.map((x) => x.problem)).toEqual([
+      'net.ipv4.ip_forward is 0: the node does not route pod traffic',
+    ]);
     for (const n of ['shim-version', 'mtu', 'routes', 'leases', 'veths'])
       expect(by[n]!.skipped, n).toMatch(/not reachable/);
   });
