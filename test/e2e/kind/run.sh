@@ -9,7 +9,8 @@
 #                                          print what the suite applies (needs only kubectl)
 #
 # Environment (all optional):
-#   TRELLIS_E2E_FAMILIES   clusters to run, in order (default "ipv4 dual": cluster-<family>.yaml)
+#   TRELLIS_E2E_FAMILIES   clusters to run, in order (default "ipv4 dual": cluster-<family>.yaml; "ipv6"
+#                          too, an IPv6-only cluster, where Docker gives kind's network IPv6)
 #   TRELLIS_E2E_IMAGE      use this already-built image instead of building one from the checkout
 #   TRELLIS_E2E_MODE       set the agent's TRELLIS_MODE (auto, host-gw, vxlan); default: the manifests' value
 #   TRELLIS_E2E_MAX_LOST   ping replies a rolling update of the DaemonSet may lose (default 5, at 5/s)
@@ -268,11 +269,11 @@ check_pods() {
     ips=$(ips_of "$dst")
     local n
     n=$(echo "$ips" | wc -w)
-    if [ "$family" = dual ]; then
-      [ "$n" -eq 2 ] || fail "$dst has IPs '$ips', want one IPv4 and one IPv6"
-    else
-      [ "$n" -eq 1 ] || fail "$dst has IPs '$ips', want one IPv4"
-    fi
+    case $family in
+      dual) [ "$n" -eq 2 ] || fail "$dst has IPs '$ips', want one IPv4 and one IPv6" ;;
+      ipv6) if [ "$n" -ne 1 ] || [[ $ips != *:* ]]; then fail "$dst has IPs '$ips', want one IPv6"; fi ;;
+      *) if [ "$n" -ne 1 ] || [[ $ips == *:* ]]; then fail "$dst has IPs '$ips', want one IPv4"; fi ;;
+    esac
     for src in web-0 web-1 web-2; do
       [ "$src" = "$dst" ] && continue
       for ip in $ips; do

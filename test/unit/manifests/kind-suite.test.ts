@@ -34,6 +34,7 @@ describe('kind cluster configs', () => {
   for (const [family, v4, v6] of [
     ['ipv4', 1, 0],
     ['dual', 1, 1],
+    ['ipv6', 0, 1],
   ] as const) {
     it(`cluster-${family}.yaml: no default CNI, one control plane and two workers, ${family} subnets`, () => {
       const c = loadCluster(family);
@@ -58,6 +59,9 @@ describe('kind cluster configs', () => {
     const text = readFileSync(runSh, 'utf8');
     expect(text).toMatch(/TRELLIS_E2E_FAMILIES:-ipv4 dual\}/);
     expect(text).toContain('$here/cluster-$family.yaml');
+    // IPv6-only is opt-in (Docker must give kind's network IPv6) and checks for one IPv6 address.
+    expect(text).toMatch(/"ipv6"\s+#\s+too, an IPv6-only cluster/);
+    expect(text).toContain(`ipv6) if [ "$n" -ne 1 ] || [[ $ips != *:* ]]; then fail`);
   });
 });
 
