@@ -122,3 +122,12 @@ export class NetnsPool {
 export function nsSysctl(ns: string, key: string, value: string): void {
   execFileSync('ip', ['netns', 'exec', ns, 'sysctl', '-q', '-w', `${key}=${value}`]);
 }
+
+/**
+ * Strict reverse-path filtering (rp_filter=1) on these `conf` entries of the namespace ('all', 'default',
+ * interface names). The kernel applies the larger of `all` and the interface's. Slash form: the dot
+ * in `trellis.v4` would read as a separator.
+ */
+export function strictRpFilter(ns: string, confs: readonly string[]): void {
+  for (const conf of confs) nsSysctl(ns, `net/ipv4/conf/${conf}/rp_filter`, '1');
+}

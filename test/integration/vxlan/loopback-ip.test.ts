@@ -1,5 +1,5 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { ip, ipJson, nsSysctl } from '../../support/netns.ts';
+import { ip, ipJson, strictRpFilter } from '../../support/netns.ts';
 import { Testbed, type TestbedPod, testbedSkipReason } from '../../support/testbed/index.ts';
 import { within } from '../faults/support.ts';
 
@@ -15,10 +15,6 @@ import { within } from '../faults/support.ts';
 const skip = testbedSkipReason();
 
 const ON_LO = { v4: '10.100.99.11', v6: 'fd00:100:99::11' };
-
-function strictRpFilter(ns: string, confs: string[]): void {
-  for (const conf of confs) nsSysctl(ns, `net/ipv4/conf/${conf}/rp_filter`, '1'); // slash form: trellis.v4
-}
 
 type Link = { ifname: string; mtu: number; linkinfo?: { info_data?: { local?: string; local6?: string } } };
 

@@ -1,5 +1,5 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { ip, nsSysctl } from '../../support/netns.ts';
+import { ip, strictRpFilter } from '../../support/netns.ts';
 import { Testbed, type TestbedPod, testbedSkipReason } from '../../support/testbed/index.ts';
 import { plugIn } from '../../support/testbed/wiring.ts';
 import { logsSince, within } from '../faults/support.ts';
@@ -17,13 +17,6 @@ import { logsSince, within } from '../faults/support.ts';
 const skip = testbedSkipReason();
 
 const LEG = { v4: '10.100.1.50', v6: 'fd00:100:1::50' };
-
-function strictRpFilter(ns: string, legs: string[]): void {
-  // The effective value is the larger of `all` and the interface's; 1 everywhere, so nothing stays loose.
-  for (const conf of ['all', 'default', ...legs, 'trellis.v4']) {
-    nsSysctl(ns, `net/ipv4/conf/${conf}/rp_filter`, '1'); // slash form: trellis.v4 has a dot
-  }
-}
 
 const title = 'cluster: a multi-homed node under strict rp_filter (auto mode, real agents)';
 describe.skipIf(skip !== undefined)(skip === undefined ? title : `${title} (skipped: ${skip})`, () => {
@@ -52,8 +45,8 @@ describe.skipIf(skip !== undefined)(skip === undefined ? title : `${title} (skip
     ip(n1.ns, 'addr', 'add', `${LEG.v6}/64`, 'dev', 'eth1', 'nodad');
     ip(n2.ns, 'route', 'add', `${n1.plan.v4}/32`, 'via', LEG.v4);
     ip(n2.ns, '-6', 'route', 'add', `${n1.plan.v6}/128`, 'via', LEG.v6);
-    strictRpFilter(n1.ns, ['eth0', 'eth1']);
-    strictRpFilter(n2.ns, ['eth0']);
+    strictRpFilter(n1.ns, ['all', 'default', 'eth0', 'eth1', 'trellis.v4']);
+    strictRpFilter(n2.ns, ['all', 'default', 'eth0', 'trellis.v4']);
     // Node to node works over the leg, both ways, under the filter.
     expect((await tb.ping(n1.ns, n2.plan.v4)).rttMs).toBeDefined();
     expect((await tb.ping(n2.ns, n1.plan.v4)).rttMs).toBeDefined();
