@@ -389,24 +389,30 @@ class Handle implements ExtendedNetlinkHandle {
    * through another device (ip6_route_check_nh_onlink: "Nexthop has invalid gateway or device
    * mismatch", EINVAL), for a route and a nexthop object alike. A peer whose path moves from direct
    * to VXLAN hits exactly that: its VTEP address lies in its own pod CIDR, whose route (the one being
-   * replaced) still goes out through the underlay. So our route on that key, and its object, are
-   * deleted, and the route is written again. Only a route of ours is replaced, so only ours is deleted
-   * (the delete names our protocol); the gap lasts one request.
+   * replaced) still goes out through the underlay. So the key is first replaced, atomically, by the
+   * same prefix on the VXLAN device without a gateway (no onlink check, no gap: a delete and add would
+   * leave the pods' traffic to the default route meanwhile), after which the gateway is on that device
+   * and the onlink route replaces it. The old object goes best-effort (prune collects a leftover).
+   * Should the last write fail, the interim route is deleted too: without a gateway it would look like
+   * no route of ours (diff.ts), and block the key; the next pass then adds the route afresh.
    */
   private async rewriteOnlink6(route: RouteInfo): Promise<NetlinkError | undefined> {
+    const bridge: RouteInfo = { ...route, gateway: undefined, onlink: undefined };
     try {
-      const id = this.book.unbind(route);
-      const byKey: RouteInfo = { ...route, gateway: undefined, ifindex: undefined, onlink: undefined };
-      byKey.scope ??= 'universe';
-      await ignoreGone(this.sock.request(deleteRouteRequest(byKey, describeRoute(route))));
-      if (id !== undefined) {
-        await ignoreGone(this.sock.request(deleteNexthopRequest(id)));
-        this.book.dropped([id]);
-      }
+      await this.sock.request(routeRequest(bridge, CREATE_REPLACE));
     } catch (e) {
-      return e as NetlinkError;
+      return e as NetlinkError; // The old route is still in place.
     }
-    const [err] = await this.writeRoutesSettled([route], CREATE_EXCL);
+    const id = this.book.unbind(route);
+    if (id !== undefined) {
+      const gone = await this.sock.request(deleteNexthopRequest(id)).then(
+        () => true,
+        (e: NetlinkError) => GONE.has(e.errno),
+      );
+      if (gone) this.book.dropped([id]);
+    }
+    const [err] = await this.writeRoutesSettled([route], CREATE_REPLACE);
+    if (err !== undefined) await ignoreGone(this.sock.request(deleteRouteRequest(bridge)));
     return err;
   }
 

@@ -139,14 +139,25 @@ describe.skipIf(netnsSkipReason !== undefined)(
       await h.replaceRoute({ family: 6, dst, gateway: 'fd00:88::7', ifindex: dev, protocol: PROTO });
       const old = routes(ns.name, '-6')[0]!.nhid;
       // The VTEP address is the network address of the peer's pod CIDR: the route being replaced holds it.
-      await h.replaceRoute({
-        family: 6,
-        dst,
-        gateway: 'fd00:244:2::',
-        ifindex: tunnelDev,
-        protocol: PROTO,
-        onlink: true,
-      });
+      const events: RouteEvent[] = [];
+      const sub = withNetns(ns.path, () => createNetlinkEvents().subscribeRouteEvents((e) => events.push(e)));
+      try {
+        await h.replaceRoute({
+          family: 6,
+          dst,
+          gateway: 'fd00:244:2::',
+          ifindex: tunnelDev,
+          protocol: PROTO,
+          onlink: true,
+        });
+        await new Promise((r) => setTimeout(r, 200));
+      } finally {
+        sub.close();
+      }
+      // Never without a route: the key was only ever replaced, not deleted (pods' traffic to the peer
+      // would follow the default route off the node meanwhile).
+      expect(events.filter((e) => e.type === 'delete' && e.route.dst === dst)).toEqual([]);
+      expect(events.some((e) => e.type === 'add' && e.route.dst === dst)).toBe(true);
       const now = routes(ns.name, '-6');
       expect(now).toHaveLength(1);
       expect(now[0]).toMatchObject({ dst, gateway: 'fd00:244:2::', dev: 'v1' });
