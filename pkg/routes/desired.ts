@@ -193,8 +193,11 @@ function directReach(
 }
 
 /**
- * The first of the peer's InternalIPs of the family (in the API's order) it may be routed to directly,
- * or undefined with the reasons why none qualifies pushed onto `reasons`.
+ * The peer's InternalIP of the family it may be routed to directly, or undefined with the reasons why
+ * none qualifies pushed onto `reasons`. In auto mode, of several, the one on the lowest subnet: the
+ * peer, holding the same subnets, picks the same one back (the API's order of each node's own
+ * addresses can differ, and a leg each way is as asymmetric as a tunnel one way). Otherwise the first
+ * in the API's order.
  */
 function directDecision(
   node: ParsedNode,
@@ -211,6 +214,7 @@ function directDecision(
     );
     return undefined;
   }
+  let best: { decision: PeerDecision; subnet: Cidr } | undefined;
   for (const ip of candidates) {
     const found = findDirectLink(ip, local);
     const nodeIP = formatIp(ip);
@@ -223,7 +227,7 @@ function directDecision(
         `InternalIP ${nodeIP} is on ${found.link.name}'s subnet ${formatCidr(found.subnet)} (its longest match here), which does not hold this node's InternalIP (the node would route back through VXLAN)`,
       );
     } else {
-      return {
+      const decision: PeerDecision = {
         node: node.name,
         family,
         path: 'direct',
@@ -232,9 +236,12 @@ function directDecision(
         linkName: found.link.name,
         podCIDRs,
       };
+      if (reach.kind !== 'home') return decision;
+      if (best === undefined || compareCidr(found.subnet, best.subnet) < 0)
+        best = { decision, subnet: found.subnet };
     }
   }
-  return undefined;
+  return best?.decision;
 }
 
 export function desiredRoutes(

@@ -333,6 +333,46 @@ describe('desiredRoutes: per-mode decisions', () => {
     });
   });
 
+  describe('two nodes sharing two subnets, their InternalIPs listed in different orders', () => {
+    // Both nodes on 10.0.0.0/24 (eth0) and 192.168.1.0/24 (eth1), each Node listing the other leg first.
+    const legs = (a: string, b: string): LocalLink[] => [
+      { ifindex: 2, name: 'eth0', addresses: [{ family: 4, address: a, prefixLen: 24 }] },
+      { ifindex: 3, name: 'eth1', addresses: [{ family: 4, address: b, prefixLen: 24 }] },
+    ];
+    const nodeA: PeerNode = {
+      name: 'node-a',
+      internalIPs: ['10.0.0.5', '192.168.1.5'],
+      podCIDRs: ['10.244.1.0/24'],
+      vtepMacs: macs('node-a'),
+    };
+    const nodeB: PeerNode = {
+      name: 'node-b',
+      internalIPs: ['192.168.1.7', '10.0.0.7'],
+      podCIDRs: ['10.244.2.0/24'],
+      vtepMacs: macs('node-b'),
+    };
+
+    it('auto: both take the leg on the lower subnet (a leg each way is as asymmetric as a tunnel)', () => {
+      const fromA = desiredRoutes(nodeA, [nodeA, nodeB], legs('10.0.0.5', '192.168.1.5'), {
+        mode: 'auto',
+        overlay,
+      });
+      const fromB = desiredRoutes(nodeB, [nodeA, nodeB], legs('10.0.0.7', '192.168.1.7'), {
+        mode: 'auto',
+        overlay,
+      });
+      expect(fromA.decisions[0]).toMatchObject({ path: 'direct', nodeIP: '10.0.0.7', linkName: 'eth0' });
+      expect(fromB.decisions[0]).toMatchObject({ path: 'direct', nodeIP: '10.0.0.5', linkName: 'eth0' });
+    });
+
+    it("host-gw: the first of the peer's InternalIPs in the API's order, as documented", () => {
+      const fromA = desiredRoutes(nodeA, [nodeA, nodeB], legs('10.0.0.5', '192.168.1.5'), {
+        mode: 'host-gw',
+      });
+      expect(fromA.decisions[0]).toMatchObject({ path: 'direct', nodeIP: '192.168.1.7', linkName: 'eth1' });
+    });
+  });
+
   it('host-gw: the node behind the router is unreachable (reported), no VXLAN route even with devices', () => {
     const p = plan('host-gw', [near, far]);
     expect(paths(p)).toEqual([
