@@ -140,12 +140,16 @@ export class Agent {
 
   notReadyReason(): string | undefined {
     if (this.server === undefined) return 'the CNI socket is not listening yet';
-    if (this.ipam === undefined || this.ipam.ranges().length === 0) return 'pod CIDRs are not known yet';
+    // What the controller waits for (the first list, a Node without pod CIDRs) says more than ours.
+    const waiting = this.controller?.waitReason;
+    if (this.ipam === undefined || this.ipam.ranges().length === 0) {
+      return `pod CIDRs are not known yet${waiting === undefined ? '' : `: ${waiting}`}`;
+    }
     if (!this.ready) {
       const serving = this.memoryServes()
         ? ' (ADD served with the pod CIDRs remembered from the last run)'
         : '';
-      return `waiting for ${this.waitingFor ?? 'the first reconcile'}${serving}`;
+      return `${waiting ?? `waiting for ${this.waitingFor ?? 'the first reconcile'}`}${serving}`;
     }
     return undefined;
   }

@@ -335,6 +335,11 @@ export class NodeController {
     });
   }
 
+  /** Why the last pass waited (the first list, a Node without pod CIDRs...), until a pass runs. */
+  get waitReason(): string | undefined {
+    return this.lastWaitReason;
+  }
+
   /**
    * The API is unreachable at start: IPAM gets the pod CIDRs the last run saw, so ADD can be served.
    * The first pass that reads this Node confirms them (running onRangesSet, which was not run for

@@ -211,7 +211,7 @@ export function checkForwarding(f: DoctorFacts): CheckResult {
       ...r,
       skipped: f.agent.ok
         ? "the agent does not know the node's pod CIDRs yet"
-        : "the agent is not reachable and its state directory has no node.json: the node's pod CIDRs are unknown",
+        : "the agent is not reachable and its state directory has no usable node.json: the node's pod CIDRs are unknown",
     };
   }
   if (families.includes(4) && f.forwarding.v4 !== '1') {
