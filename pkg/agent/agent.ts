@@ -19,7 +19,7 @@ import { CniServer } from './cni-server.ts';
 import { type CniCallRecord, createCniService } from './cni-service.ts';
 import type { AgentConfig } from './config.ts';
 import { NodeController, type PassOutcome } from './controller.ts';
-import { forwardingSysctls } from './forwarding.ts';
+import { enableForwarding, keepForwardingOn } from './forwarding.ts';
 import { watchKernel } from './kernel-watch.ts';
 import { collectLeases, removeAttachments } from './lease-collector.ts';
 import { rebuildHeldLeases } from './lease-rebuild.ts';
@@ -260,7 +260,7 @@ export class Agent {
       // Forwarding for the pod CIDRs' families before the pass programs routes; quarantined leases
       // are rebuilt from the kernel once restore can check addresses against the ranges.
       onRangesSet: (ranges) => {
-        this.enableForwarding(ranges);
+        enableForwarding(this.ports.netns, ranges);
         return this.rebuildHeldLeases();
       },
       onSynced: (self, report) => this.onSynced(self, report.overlay?.devices),
@@ -332,39 +332,11 @@ export class Agent {
   /** Turns forwarding on for the remembered CIDRs; why memory cannot be used when that fails. */
   private forwardingRefusal(podCIDRs: readonly string[]): string | undefined {
     try {
-      this.enableForwarding(podCIDRs);
+      enableForwarding(this.ports.netns, podCIDRs);
       return undefined;
     } catch (err) {
       return `IP forwarding could not be turned on: ${errorText(err)}`;
     }
-  }
-
-  /**
-   * After every pass: forwarding turned off since (a `sysctl --system`, a network manager) is turned
-   * back on, and said so. Read first: the pass must not write /proc/sys for nothing.
-   */
-  private keepForwardingOn(podCIDRs: readonly string[]): void {
-    for (const key of forwardingSysctls(podCIDRs)) {
-      try {
-        const value = this.ports.netns.readSysctl(key);
-        if (value === '1') continue;
-        this.ports.netns.writeSysctl(key, '1');
-        this.log.warn(
-          { sysctl: key, was: value },
-          'IP forwarding was off (something reset it); turned it back on',
-        );
-      } catch (err) {
-        this.log.warn(
-          { sysctl: key, error: errorText(err) },
-          'IP forwarding could not be checked or turned on',
-        );
-      }
-    }
-  }
-
-  /** Forwarding on for the families of the node's pod CIDRs (only those); throws SysctlError. */
-  private enableForwarding(podCIDRs: readonly string[]): void {
-    for (const key of forwardingSysctls(podCIDRs)) this.ports.netns.writeSysctl(key, '1');
   }
 
   private async removeMasqLeftovers(): Promise<void> {
@@ -423,7 +395,7 @@ export class Agent {
         );
       }
     }
-    this.keepForwardingOn(self.podCIDRs);
+    keepForwardingOn(this.ports.netns, self.podCIDRs, log);
     if (this.nodeFile !== undefined && this.ipam !== undefined) {
       // A pass ran, so the ranges are this Node's pod CIDRs.
       const { mtu, overhead, source } = this.mtuChoice;

@@ -1,4 +1,7 @@
+import type { NetnsPort } from '../datapath/ports.ts';
+import { errorText } from '../error-text.ts';
 import { familyOfText } from '../ip/index.ts';
+import type { Logger } from '../observe/logger.ts';
 
 /** Each family's forwarding switch; the routed datapath turns it on (stated in the docs). */
 const FORWARDING_SYSCTLS: Readonly<Record<4 | 6, string>> = Object.freeze({
@@ -15,4 +18,28 @@ const FORWARDING_SYSCTLS: Readonly<Record<4 | 6, string>> = Object.freeze({
 export function forwardingSysctls(podCIDRs: readonly string[]): string[] {
   const families = new Set(podCIDRs.map(familyOfText));
   return ([4, 6] as const).filter((f) => families.has(f)).map((f) => FORWARDING_SYSCTLS[f]);
+}
+
+type SysctlPort = Pick<NetnsPort, 'readSysctl' | 'writeSysctl'>;
+
+/** Forwarding on for the families of these pod CIDRs (only those); throws SysctlError. */
+export function enableForwarding(netns: SysctlPort, podCIDRs: readonly string[]): void {
+  for (const key of forwardingSysctls(podCIDRs)) netns.writeSysctl(key, '1');
+}
+
+/**
+ * After every pass: forwarding turned off since (a `sysctl --system`, a network manager) is turned
+ * back on, and said so. Read first: a pass must not write /proc/sys for nothing.
+ */
+export function keepForwardingOn(netns: SysctlPort, podCIDRs: readonly string[], log: Logger): void {
+  for (const key of forwardingSysctls(podCIDRs)) {
+    try {
+      const value = netns.readSysctl(key);
+      if (value === '1') continue;
+      netns.writeSysctl(key, '1');
+      log.warn({ sysctl: key, was: value }, 'IP forwarding was off (something reset it); turned it back on');
+    } catch (err) {
+      log.warn({ sysctl: key, error: errorText(err) }, 'IP forwarding could not be checked or turned on');
+    }
+  }
 }
