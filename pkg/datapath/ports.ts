@@ -67,6 +67,18 @@ export interface RouteInfo {
   mtu?: number;
 }
 
+/** NetlinkHandle.routeTo's answer: the route the kernel's lookup matched and where it sends. */
+export interface RouteLookup {
+  family: Family;
+  /** The matched route's prefix: "0.0.0.0/0" or "::/0" for a default route. */
+  dst: string;
+  /**
+   * The devices the route sends through, each once: one, or every nexthop's of a multipath route
+   * (flows are spread over all of them). Never empty.
+   */
+  ifindexes: number[];
+}
+
 export interface NeighbourEntry {
   family: Family;
   ifindex: number;
@@ -157,6 +169,12 @@ export interface NetlinkHandle {
   addAddress(spec: AddAddress): Promise<void>;
 
   listRoutes(filter?: RouteFilter): Promise<RouteInfo[]>;
+  /**
+   * The unicast route the kernel would send traffic to `address` by: RTM_GETROUTE for the one
+   * address (policy rules, multipath routes and nexthop objects resolved as for a packet; no dump,
+   * nothing sent). Undefined when there is none: no route, unreachable, prohibit, blackhole, local.
+   */
+  routeTo(address: string): Promise<RouteLookup | undefined>;
   /** NLM_F_CREATE|NLM_F_REPLACE: idempotent. */
   replaceRoute(route: RouteInfo): Promise<void>;
   /** Succeeds when the route is already gone. */

@@ -99,6 +99,8 @@ export const RT_SCOPE = { UNIVERSE: 0, LINK: 253, HOST: 254, NOWHERE: 255 } as c
 export const RTN = { UNSPEC: 0, UNICAST: 1, LOCAL: 2, BLACKHOLE: 6 } as const;
 export const RTNH_F_ONLINK = 0x4;
 export const RTM_F_CLONED = 0x200;
+/** RTM_GETROUTE for one address: answer with the FIB entry that matched, not the resolved result. */
+export const RTM_F_FIB_MATCH = 0x2000;
 
 export const NDA = { DST: 1, LLADDR: 2 } as const;
 export const NUD = { REACHABLE: 0x02, NOARP: 0x40, PERMANENT: 0x80 } as const;

@@ -10,6 +10,7 @@ import type {
   NetlinkHandle,
   RouteFilter,
   RouteInfo,
+  RouteLookup,
   SetUpStep,
 } from '../datapath/ports.ts';
 import { TRELLIS_ROUTE_PROTOCOL } from '../datapath/ports.ts';
@@ -52,6 +53,7 @@ import {
   setLinkUpRequest,
   setUpRequest,
 } from './requests.ts';
+import { routeTo } from './route-lookup.ts';
 import { type Request, RtnlSocket, type SocketProbe } from './socket.ts';
 import type { RawMessage } from './wire.ts';
 
@@ -313,6 +315,10 @@ class Handle implements ExtendedNetlinkHandle {
       if (nh?.onlink === true) r.onlink = true;
       emit(r);
     }
+  }
+
+  routeTo(address: string): Promise<RouteLookup | undefined> {
+    return routeTo((req) => this.sock.request(req), address);
   }
 
   async replaceRoute(route: RouteInfo): Promise<void> {

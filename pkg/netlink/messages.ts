@@ -26,6 +26,7 @@ import {
   RTA,
   RTAX,
   RTM_F_CLONED,
+  RTM_F_FIB_MATCH,
   RTN,
   RTNH_F_ONLINK,
   VETH_INFO_PEER,
@@ -469,6 +470,61 @@ export function parseRoute(payload: Buffer, onNexthop?: (id: number) => void): R
   if (mtu !== undefined) route.mtu = mtu;
   if (nhid !== undefined) onNexthop?.(nhid);
   return route;
+}
+
+/**
+ * RTM_GETROUTE for one address (no NLM_F_DUMP). fibMatch: the kernel answers with the FIB entry the
+ * lookup matched (prefix, every nexthop of a multipath route), else with the resolved result (the one
+ * device and gateway a packet would take: a multipath route's nexthop chosen by the flow hash).
+ */
+export function routeLookupBody(address: string, fibMatch: boolean): Body {
+  const bytes = ipToBytes(address);
+  const af = bytes.length === 4 ? AF.INET : AF.INET6;
+  return [rtmsg(af, bytes.length * 8, 0, 0, 0, 0, fibMatch ? RTM_F_FIB_MATCH : 0), attr(RTA.DST, bytes)];
+}
+
+/** The kernel's answer to routeLookupBody, as far as finding the way out needs it. */
+export interface RouteAnswer {
+  family: Family;
+  /** The route's prefix: the matched entry's with fibMatch ("0.0.0.0/0": the default route). */
+  dst: string;
+  unicast: boolean;
+  /**
+   * The devices it sends through, each once, in the route's order: RTA_OIF, or every nexthop's of
+   * RTA_MULTIPATH (a multipath route, or one on a nexthop group as nexthop_compat_mode=1 shows it).
+   * Empty for a route on a nexthop object the kernel does not expand (nexthop_compat_mode=0).
+   */
+  ifindexes: number[];
+  nexthopId?: number;
+}
+
+export function parseRouteAnswer(payload: Buffer): RouteAnswer | undefined {
+  const family = familyOfAf(payload.readUInt8(0));
+  if (family === undefined) return undefined;
+  const prefixLen = payload.readUInt8(1);
+  let dst = `${family === 4 ? '0.0.0.0' : '::'}/${prefixLen}`;
+  const ifindexes: number[] = [];
+  const add = (ifindex: number): void => {
+    if (ifindex > 0 && !ifindexes.includes(ifindex)) ifindexes.push(ifindex);
+  };
+  let nexthopId: number | undefined;
+  for (const [type, value] of decodeAttrs(payload, 12)) {
+    if (type === RTA.DST) dst = `${bytesToIp(value)}/${prefixLen}`;
+    else if (type === RTA.OIF && value.length >= 4) add(value.readUInt32LE(0));
+    else if (type === RTA.NH_ID && value.length >= 4) nexthopId = value.readUInt32LE(0);
+    else if (type === RTA.MULTIPATH) {
+      // struct rtnexthop { u16 len; u8 flags; u8 hops; s32 ifindex; } then its attributes, 4-aligned.
+      for (let off = 0; off + 8 <= value.length; ) {
+        const len = value.readUInt16LE(off);
+        if (len < 8 || off + len > value.length) break;
+        add(value.readInt32LE(off + 4));
+        off += (len + 3) & ~3;
+      }
+    }
+  }
+  const answer: RouteAnswer = { family, dst, unicast: payload.readUInt8(7) === RTN.UNICAST, ifindexes };
+  if (nexthopId !== undefined) answer.nexthopId = nexthopId;
+  return answer;
 }
 
 /** RTA_NH_ID of a route message: the nexthop object it points at, if any. */

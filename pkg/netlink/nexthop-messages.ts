@@ -44,6 +44,24 @@ export function deleteNexthopBody(id: number): Body {
   return [nhmsg(AF.UNSPEC, 0, 0), u32Attr(NHA.ID, id)];
 }
 
+/** RTM_GETNEXTHOP body for one object (no dump): the id is the whole key. */
+export function getNexthopBody(id: number): Body {
+  return [nhmsg(AF.UNSPEC, 0, 0), u32Attr(NHA.ID, id)];
+}
+
+/**
+ * The member ids of a group object (NHA_GROUP: struct nexthop_grp { u32 id; u8 weight; u8; u16; }
+ * each), in its order; undefined for any other object. Members are single nexthops: the kernel
+ * refuses groups of groups.
+ */
+export function nexthopGroupMembers(payload: Buffer): number[] | undefined {
+  const group = decodeAttrs(payload, 8).get(NHA.GROUP);
+  if (group === undefined) return undefined;
+  const ids: number[] = [];
+  for (let off = 0; off + 8 <= group.length; off += 8) ids.push(group.readUInt32LE(off));
+  return ids;
+}
+
 export function dumpNexthopsBody(): Body {
   return [nhmsg(AF.UNSPEC, 0, 0)];
 }

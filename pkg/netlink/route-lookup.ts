@@ -1,0 +1,83 @@
+import type { RouteLookup } from '../datapath/ports.ts';
+import { RTM } from './constants.ts';
+import { NetlinkError } from './errors.ts';
+import { parseRouteAnswer, type RouteAnswer, routeLookupBody } from './messages.ts';
+import { getNexthopBody, nexthopGroupMembers, parseNexthop } from './nexthop-messages.ts';
+import type { Request } from './socket.ts';
+import type { RawMessage } from './wire.ts';
+
+type Send = (req: Request) => Promise<RawMessage[]>;
+
+/**
+ * NetlinkHandle.routeTo: a few single requests for one address, never a dump.
+ *
+ * First the FIB entry that matched (RTM_F_FIB_MATCH): its prefix, and every nexthop of a multipath
+ * route, where the resolved answer would name only the one the flow hash picked for this address.
+ * A route on a nexthop object the kernel shows by id only (nexthop_compat_mode=0) carries no device
+ * there: the object is read (a group's members one by one), and failing that the resolved answer
+ * gives the device a packet takes.
+ */
+export async function routeTo(send: Send, address: string): Promise<RouteLookup | undefined> {
+  const matched = await lookup(send, address, true);
+  if (matched === undefined || !matched.unicast) return undefined;
+  let ifindexes = matched.ifindexes;
+  if (ifindexes.length === 0 && matched.nexthopId !== undefined) {
+    ifindexes = await nexthopDevices(send, matched.nexthopId);
+  }
+  if (ifindexes.length === 0) ifindexes = (await lookup(send, address, false))?.ifindexes ?? [];
+  if (ifindexes.length === 0) return undefined;
+  return { family: matched.family, dst: matched.dst, ifindexes };
+}
+
+/**
+ * What the kernel answers when it has no route to send by: none (ENETUNREACH), an unreachable route
+ * (EHOSTUNREACH), a prohibit route (EACCES), a blackhole route (EINVAL).
+ */
+const NO_ROUTE = new Set(['ENETUNREACH', 'EHOSTUNREACH', 'EACCES', 'EINVAL']);
+
+async function lookup(send: Send, address: string, fibMatch: boolean): Promise<RouteAnswer | undefined> {
+  try {
+    const msgs = await send({
+      type: RTM.GETROUTE,
+      flags: 0,
+      body: routeLookupBody(address, fibMatch),
+      op: `RTM_GETROUTE ${fibMatch ? 'fibmatch ' : ''}${address}`,
+    });
+    const answer = msgs.find((m) => m.type === RTM.NEWROUTE);
+    return answer === undefined ? undefined : parseRouteAnswer(answer.payload);
+  } catch (e) {
+    if (e instanceof NetlinkError && NO_ROUTE.has(e.errno)) return undefined;
+    throw e;
+  }
+}
+
+/** The devices of a nexthop object: its own, or each member's of a group; empty when it is gone. */
+async function nexthopDevices(send: Send, id: number): Promise<number[]> {
+  const object = await getNexthop(send, id);
+  if (object === undefined) return [];
+  const members = nexthopGroupMembers(object);
+  const singles =
+    members === undefined ? [object] : await Promise.all(members.map((m) => getNexthop(send, m)));
+  const out: number[] = [];
+  for (const payload of singles) {
+    const ifindex = payload === undefined ? undefined : parseNexthop(payload)?.ifindex;
+    if (ifindex !== undefined && !out.includes(ifindex)) out.push(ifindex);
+  }
+  return out;
+}
+
+async function getNexthop(send: Send, id: number): Promise<Buffer | undefined> {
+  try {
+    const msgs = await send({
+      type: RTM.GETNEXTHOP,
+      flags: 0,
+      body: getNexthopBody(id),
+      op: `RTM_GETNEXTHOP id ${id}`,
+    });
+    return msgs.find((m) => m.type === RTM.NEWNEXTHOP)?.payload;
+  } catch (e) {
+    // Deleted since the lookup (ENOENT), or a kernel without nexthop objects.
+    if (e instanceof NetlinkError && (e.errno === 'ENOENT' || e.errno === 'EOPNOTSUPP')) return undefined;
+    throw e;
+  }
+}

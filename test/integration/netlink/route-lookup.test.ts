@@ -1,0 +1,124 @@
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import type { ExtendedNetlinkHandle } from '../../../pkg/netlink/index.ts';
+import { createNetnsPort } from '../../../pkg/netns/index.ts';
+import { ip, ipJson, NetnsPool, netnsSkipReason, nsSysctl, type TestNetns } from '../../support/netns.ts';
+
+/**
+ * NetlinkHandle.routeTo against the kernel, in a throwaway namespace with two uplinks (veth pairs whose
+ * both ends stay inside it): the route a lookup matched and every device it sends through.
+ */
+const port = netnsSkipReason === undefined ? createNetnsPort() : undefined;
+
+describe.skipIf(netnsSkipReason !== undefined)('routeTo (RTM_GETROUTE for one address)', () => {
+  const pool = new NetnsPool();
+  let ns: TestNetns;
+  let h: ExtendedNetlinkHandle;
+  const index: Record<string, number> = {};
+
+  beforeAll(() => {
+    ns = pool.add('rlook');
+    for (const [up, v4, v6] of [
+      ['up1', '169.254.21', 'fd00:21:'],
+      ['up2', '169.254.22', 'fd00:22:'],
+    ] as const) {
+      ip(ns.name, 'link', 'add', up, 'type', 'veth', 'peer', 'name', `p-${up}`);
+      ip(ns.name, 'link', 'set', up, 'up');
+      ip(ns.name, 'link', 'set', `p-${up}`, 'up');
+      ip(ns.name, 'addr', 'add', `${v4}.2/30`, 'dev', up);
+      ip(ns.name, 'addr', 'add', `${v6}:2/64`, 'dev', up, 'nodad');
+      index[up] = ipJson<{ ifindex: number }[]>(ns.name, 'link', 'show', 'dev', up)[0]!.ifindex;
+    }
+    ip(ns.name, 'addr', 'add', '10.100.99.11/32', 'dev', 'lo');
+    ip(
+      ns.name,
+      'route',
+      'add',
+      'default',
+      'nexthop',
+      'via',
+      '169.254.21.1',
+      'nexthop',
+      'via',
+      '169.254.22.1',
+    );
+    ip(
+      ns.name,
+      '-6',
+      'route',
+      'add',
+      'default',
+      'nexthop',
+      'via',
+      'fd00:21::1',
+      'nexthop',
+      'via',
+      'fd00:22::1',
+    );
+    h = port!.openNetlinkIn(ns.path);
+  });
+
+  afterAll(() => {
+    h?.close();
+    pool.cleanup();
+  });
+
+  it('a multipath default route: the default prefix and both devices, for both families', async () => {
+    const v4 = await h.routeTo('8.8.8.8');
+    expect(v4).toMatchObject({ family: 4, dst: '0.0.0.0/0' });
+    expect(v4?.ifindexes.sort()).toEqual([index.up1, index.up2].sort());
+    const v6 = await h.routeTo('2001:4860:4860::8888');
+    expect(v6).toMatchObject({ family: 6, dst: '::/0' });
+    expect(v6?.ifindexes.sort()).toEqual([index.up1, index.up2].sort());
+  });
+
+  it('a more specific route: its own prefix and device', async () => {
+    expect(await h.routeTo('169.254.22.1')).toEqual({
+      family: 4,
+      dst: '169.254.22.0/30',
+      ifindexes: [index.up2],
+    });
+  });
+
+  it('a default route on a nexthop group shown by id only (nexthop_compat_mode=0): the members’ devices', async () => {
+    try {
+      ip(ns.name, 'nexthop', 'add', 'id', '1', 'via', '169.254.21.1', 'dev', 'up1');
+      ip(ns.name, 'nexthop', 'add', 'id', '2', 'via', '169.254.22.1', 'dev', 'up2');
+      ip(ns.name, 'nexthop', 'add', 'id', '10', 'group', '1/2');
+      ip(ns.name, 'route', 'replace', 'default', 'nhid', '10');
+      nsSysctl(ns.name, 'net.ipv4.nexthop_compat_mode', '0');
+      expect(
+        ipJson<{ nexthops?: unknown }[]>(ns.name, 'route', 'show', 'default')[0]?.nexthops,
+      ).toBeUndefined();
+      const v4 = await h.routeTo('8.8.8.8');
+      expect(v4).toMatchObject({ family: 4, dst: '0.0.0.0/0' });
+      expect(v4?.ifindexes.sort()).toEqual([index.up1, index.up2].sort());
+    } finally {
+      nsSysctl(ns.name, 'net.ipv4.nexthop_compat_mode', '1');
+      ip(
+        ns.name,
+        'route',
+        'replace',
+        'default',
+        'nexthop',
+        'via',
+        '169.254.21.1',
+        'nexthop',
+        'via',
+        '169.254.22.1',
+      );
+      ip(ns.name, 'nexthop', 'flush');
+    }
+  });
+
+  it('none where no unicast route leads: blackhole, unreachable, prohibit, a local address, no route', async () => {
+    ip(ns.name, 'route', 'add', 'blackhole', '8.8.8.0/24');
+    ip(ns.name, 'route', 'add', 'unreachable', '8.8.4.0/24');
+    ip(ns.name, 'route', 'add', 'prohibit', '9.9.9.0/24');
+    expect(await h.routeTo('8.8.8.8')).toBeUndefined();
+    expect(await h.routeTo('8.8.4.4')).toBeUndefined();
+    expect(await h.routeTo('9.9.9.9')).toBeUndefined();
+    expect(await h.routeTo('10.100.99.11')).toBeUndefined();
+    ip(ns.name, '-6', 'route', 'del', 'default');
+    expect(await h.routeTo('2001:4860:4860::8888')).toBeUndefined();
+  });
+});
