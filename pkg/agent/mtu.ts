@@ -1,5 +1,5 @@
-import type { LinkInfo, RouteInfo } from '../datapath/ports.ts';
-import { defaultRouteLink, nodeLinkOf } from '../routes/node-link.ts';
+import type { LinkInfo, RouteLookup } from '../datapath/ports.ts';
+import { nodeLinkOf, wayOutLink } from '../routes/node-link.ts';
 import type { LocalLink } from '../routes/types.ts';
 import { VXLAN_OVERHEAD } from '../vxlan/constants.ts';
 
@@ -12,7 +12,8 @@ export interface MtuChoice {
 /**
  * The MTU of pod traffic that leaves the node (the pod routes' RTAX_MTU): an explicit setting wins;
  * otherwise the MTU of the interface that carries this node's InternalIP on a subnet (the one that
- * reaches the other nodes; not lo, see nodeLinkOf), else of the default route's device, minus the
+ * reaches the other nodes; not lo, see nodeLinkOf), else the smallest of the devices traffic leaves
+ * the node through (waysOut: the kernel's route off the node, reconciler.ts findWaysOut), minus the
  * encapsulation overhead when that traffic may be tunnelled. The pod interfaces themselves get this
  * plus the overhead (Agent.mtu).
  */
@@ -21,7 +22,7 @@ export function chooseMtu(opts: {
   internalIPs: readonly string[];
   localLinks: readonly LocalLink[];
   links: readonly LinkInfo[];
-  defaultRoutes: readonly RouteInfo[];
+  waysOut: readonly RouteLookup[];
   overhead: number;
 }): MtuChoice {
   if (opts.configured > 0) return { mtu: opts.configured, source: 'configured' };
@@ -33,11 +34,11 @@ export function chooseMtu(opts: {
       source: `${nodeLink.name} (InternalIP)${overheadNote(opts.overhead)}`,
     };
   }
-  const dev = defaultRouteLink(opts.defaultRoutes, opts.links);
-  if (dev !== undefined) {
+  const out = wayOutLink(opts.waysOut, opts.links);
+  if (out !== undefined) {
     return {
-      mtu: dev.mtu - opts.overhead,
-      source: `${dev.name} (default route)${overheadNote(opts.overhead)}`,
+      mtu: out.link.mtu - opts.overhead,
+      source: `${out.link.name} (${out.via})${overheadNote(opts.overhead)}`,
     };
   }
   return { mtu: 1500 - opts.overhead, source: `fallback 1500${overheadNote(opts.overhead)}` };

@@ -1,10 +1,11 @@
 import { existsSync } from 'node:fs';
 import { join } from 'node:path';
 import { ChainVersionProbe, CONFLIST_FILE_NAME, publishConflist, renderConflist } from '../cniconf/index.ts';
-import type { NetlinkHandle } from '../datapath/ports.ts';
+import type { Family, NetlinkHandle } from '../datapath/ports.ts';
+import { parseIp } from '../ip/index.ts';
 import type { Logger } from '../observe/logger.ts';
 import { nodeLinkOf } from '../routes/node-link.ts';
-import { listDefaultRoutes, readLocalLinks } from '../routes/reconciler.ts';
+import { findWaysOut, readLocalLinks } from '../routes/reconciler.ts';
 import type { ClusterNode } from './cluster.ts';
 import type { AgentConfig } from './config.ts';
 import { chooseMtu, encapOverhead, type MtuChoice } from './mtu.ts';
@@ -13,10 +14,9 @@ import { chooseMtu, encapOverhead, type MtuChoice } from './mtu.ts';
 export const REQUIRED_CNI_BINARIES = ['trellis', 'portmap', 'loopback'] as const;
 
 /**
- * Gathers the interfaces, and the default routes when no interface holds an InternalIP on a subnet (none
- * does, or only lo as a /32), then lets the pure chooseMtu decide. It runs after every pass: listing the
- * whole route table each time (5,000 routes at 5,000 nodes) to find a default route that is rarely
- * needed was most of a resync's garbage.
+ * Gathers the interfaces, and the ways out of the node when no interface holds an InternalIP on a
+ * subnet (none does, or only lo as a /32), then lets the pure chooseMtu decide. It runs after every
+ * pass, so the ways out are a route lookup per family (findWaysOut), never a dump of the route table.
  */
 export async function detectMtu(
   host: NetlinkHandle,
@@ -25,18 +25,24 @@ export async function detectMtu(
 ): Promise<MtuChoice & { overhead: number }> {
   const [links, localLinks] = await Promise.all([host.listLinks(), readLocalLinks(host)]);
   const nodeLink = nodeLinkOf(localLinks, self.internalIPs, links);
-  const needDefaults = nodeLink === undefined || !links.some((l) => l.index === nodeLink.ifindex);
-  const defaultRoutes = needDefaults ? await listDefaultRoutes(host) : [];
+  const needWaysOut = nodeLink === undefined || !links.some((l) => l.index === nodeLink.ifindex);
+  const waysOut = needWaysOut ? await findWaysOut(host, familiesOf(self.internalIPs)) : [];
   const overhead = encapOverhead(mode, self.internalIPs);
   const choice = chooseMtu({
     configured: 0,
     internalIPs: self.internalIPs,
     localLinks,
     links,
-    defaultRoutes,
+    waysOut,
     overhead,
   });
   return { ...choice, overhead };
+}
+
+/** The families of the InternalIPs, both without any (standalone mode): where to look for a way out. */
+function familiesOf(internalIPs: readonly string[]): Family[] {
+  const families = new Set(internalIPs.map((t) => parseIp(t)?.family).filter((f) => f !== undefined));
+  return families.size === 0 ? [4, 6] : ([4, 6] as Family[]).filter((f) => families.has(f));
 }
 
 /**

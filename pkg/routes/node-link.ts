@@ -3,7 +3,7 @@
  * and the VXLAN devices' MTU (pkg/vxlan/device.ts) derive from it. Pure.
  */
 
-import type { Family, LinkInfo, RouteInfo } from '../datapath/ports.ts';
+import type { Family, LinkInfo, RouteLookup } from '../datapath/ports.ts';
 import { canonicalIp, parseIp } from '../ip/index.ts';
 import type { LocalLink } from './types.ts';
 
@@ -11,7 +11,7 @@ import type { LocalLink } from './types.ts';
  * The interface holding one of the InternalIPs on a subnet: the first such link (ifindex order of
  * localLinks). A host-length address (/32, /128) or a loopback device does not make one: an InternalIP
  * on lo (announced by BGP or reached through a host route) says nothing about the way out, and lo's MTU
- * (65536) is not the network's. Callers take the default route's device instead (defaultRouteLink).
+ * (65536) is not the network's. Callers take the way out instead (wayOutLink).
  */
 export function nodeLinkOf(
   localLinks: readonly LocalLink[],
@@ -33,18 +33,33 @@ function isHostLength(family: Family, prefixLen: number): boolean {
   return prefixLen >= (family === 4 ? 32 : 128);
 }
 
-/** The device of the first default route (of the family, if given) that names an existing link. */
-export function defaultRouteLink(
-  defaultRoutes: readonly RouteInfo[],
+/**
+ * The link that bounds traffic leaving the node by these ways out (the routes the kernel chose for an
+ * address off the node, one per family: reconciler.ts findWaysOut), of the family when given: among
+ * every device their routes send through, the one with the smallest MTU, since a multipath route
+ * spreads flows over all of its nexthops and each must carry them. `via` says which route it was
+ * for logs and status: "default route", or "default route, smallest MTU of up1, up2".
+ */
+export function wayOutLink(
+  waysOut: readonly RouteLookup[],
   links: readonly LinkInfo[],
   family?: Family,
-): LinkInfo | undefined {
-  for (const r of defaultRoutes) {
-    if (family !== undefined && r.family !== family) continue;
-    const link = r.ifindex === undefined ? undefined : links.find((l) => l.index === r.ifindex);
-    if (link !== undefined) return link;
+): { link: LinkInfo; via: string } | undefined {
+  let best: { link: LinkInfo; via: string } | undefined;
+  for (const way of waysOut) {
+    if (family !== undefined && way.family !== family) continue;
+    const devices = way.ifindexes
+      .map((i) => links.find((l) => l.index === i))
+      .filter((l): l is LinkInfo => l !== undefined);
+    for (const link of devices) {
+      if (best !== undefined && link.mtu >= best.link.mtu) continue;
+      const route = way.dst.endsWith('/0') ? 'default route' : `route ${way.dst}`;
+      const via =
+        devices.length > 1 ? `${route}, smallest MTU of ${devices.map((l) => l.name).join(', ')}` : route;
+      best = { link, via };
+    }
   }
-  return undefined;
+  return best;
 }
 
 /** The InternalIPs of one family, canonical; unparsable ones are left out. */

@@ -12,7 +12,7 @@
  * through it without ARP/NDP, and entries are removed only after the routes that used them.
  */
 
-import type { Family, NetlinkHandle, RouteFilter, RouteInfo } from '../datapath/ports.ts';
+import type { Family, NetlinkHandle, RouteFilter, RouteInfo, RouteLookup } from '../datapath/ports.ts';
 import { applyRouteDiff, type RouteError } from './apply.ts';
 import { desiredRoutes } from './desired.ts';
 import { diffRoutes, MAIN_TABLE, type RouteDiff } from './diff.ts';
@@ -190,12 +190,29 @@ export async function readLocalLinks(handle: NetlinkHandle): Promise<LocalLink[]
 }
 
 /**
- * The default routes of both families (main table). Each call dumps the whole route table, 5,000 routes
- * at 5,000 nodes: callers ask only when no interface holding an InternalIP tells them the way out.
+ * An address of each family that no network of a node holds and no route of a node's own networks
+ * covers, so the kernel's route to it is the one it takes for traffic leaving the node: the default
+ * route's choice. Public addresses (Google's public DNS), not documentation prefixes (192.0.2.0/24,
+ * 2001:db8::/32): labs and test beds number their networks from those, and bogon filters blackhole
+ * them. They are only looked up: nothing is ever sent to them.
  */
-export async function listDefaultRoutes(handle: NetlinkHandle): Promise<RouteInfo[]> {
-  const all = await Promise.all([handle.listRoutes({ family: 4 }), handle.listRoutes({ family: 6 })]);
-  return all.flat().filter((r) => r.dst === '0.0.0.0/0' || r.dst === '::/0');
+export const OFF_NODE: Readonly<Record<Family, string>> = { 4: '8.8.8.8', 6: '2001:4860:4860::8888' };
+
+/**
+ * How traffic leaves the node, per family asked: the route the kernel would take to OFF_NODE, for
+ * callers whose InternalIP no interface holds on a subnet (a /32 on lo, announced by BGP). One lookup
+ * each (NetlinkHandle.routeTo) rather than a dump of both route tables searched for a default route:
+ * such nodes' default route is usually multipath (ECMP over their uplinks) or on a nexthop group
+ * (FRR), neither of which names a device a dump's RouteInfo can carry, while the kernel's lookup
+ * resolves both, follows policy rules as a packet would, and costs a few requests instead of 5,000
+ * routes at 5,000 nodes every pass. A family without a way out is left out.
+ */
+export async function findWaysOut(
+  handle: NetlinkHandle,
+  families: readonly Family[],
+): Promise<RouteLookup[]> {
+  const found = await Promise.all(families.map((f) => handle.routeTo(OFF_NODE[f])));
+  return found.filter((w): w is RouteLookup => w !== undefined);
 }
 
 export class RouteReconciler {

@@ -8,10 +8,10 @@
  * device holding a stale one (our pod CIDR changed) is recreated too.
  */
 
-import type { AddressInfo, Family, LinkInfo, NetlinkHandle, RouteInfo } from '../datapath/ports.ts';
+import type { AddressInfo, Family, LinkInfo, NetlinkHandle, RouteLookup } from '../datapath/ports.ts';
 import { canonicalIp } from '../ip/index.ts';
 import { vtepAddress } from '../routes/desired.ts';
-import { defaultRouteLink, internalIPsOf, nodeLinkOf } from '../routes/node-link.ts';
+import { internalIPsOf, nodeLinkOf, wayOutLink } from '../routes/node-link.ts';
 import type { LocalLink, Problem, RoutingMode, SelfNode } from '../routes/types.ts';
 import { VXLAN_OVERHEAD, vxlanDeviceName } from './constants.ts';
 import type { VxlanLinkTool } from './iproute.ts';
@@ -33,8 +33,9 @@ export interface DeviceSpec {
   localIp: string;
   /**
    * The interface toward the other nodes, whose MTU the device's derives from (log only: the device is
-   * not bound to it): the one holding an InternalIP of the family on a subnet, else the default route's
-   * (an InternalIP on lo); undefined without either (MTU 1500 assumed).
+   * not bound to it): the one holding an InternalIP of the family on a subnet, else the one of smallest
+   * MTU the route off the node takes (an InternalIP on lo; see wayOutLink); undefined without either
+   * (MTU 1500 assumed).
    */
   underlay: string | undefined;
   mac: string;
@@ -56,8 +57,8 @@ export interface DeviceState {
 /**
  * The devices this node should have: none in host-gw; otherwise one per family in which it has a pod CIDR,
  * provided it has an InternalIP of that family held by one of its interfaces (a problem otherwise). The
- * device's MTU derives from the underlay (see DeviceSpec.underlay); `defaultRoutes` are needed only when
- * needsDefaultRoutes says so.
+ * device's MTU derives from the underlay (see DeviceSpec.underlay); `waysOut` (the kernel's routes off
+ * the node, reconciler.ts findWaysOut) are needed only for the families familiesNeedingWayOut names.
  */
 export function desiredDevices(
   nodeName: string,
@@ -66,7 +67,7 @@ export function desiredDevices(
   links: readonly LinkInfo[],
   mode: RoutingMode,
   settings: VxlanSettings,
-  defaultRoutes: readonly RouteInfo[] = [],
+  waysOut: readonly RouteLookup[] = [],
 ): { specs: DeviceSpec[]; problems: Problem[] } {
   const specs: DeviceSpec[] = [];
   const problems: Problem[] = [];
@@ -97,7 +98,7 @@ export function desiredDevices(
     const nodeLink = nodeLinkOf(localLinks, ips, links);
     const underlay =
       nodeLink === undefined
-        ? defaultRouteLink(defaultRoutes, links, family)
+        ? wayOutLink(waysOut, links, family)?.link
         : links.find((l) => l.index === nodeLink.ifindex);
     specs.push({
       family,
@@ -115,18 +116,18 @@ export function desiredDevices(
 }
 
 /**
- * Whether desiredDevices needs the default routes: a family's InternalIPs are on no interface with a
- * subnet (a /32 on lo). Dumping the route table every pass only to find out is not free (see
- * listDefaultRoutes).
+ * The families whose InternalIPs are on no interface with a subnet (a /32 on lo): desiredDevices needs
+ * the way out of the node for those. Asked every pass, so the caller looks up no more than it must.
  */
-export function needsDefaultRoutes(
+export function familiesNeedingWayOut(
   self: SelfNode,
   localLinks: readonly LocalLink[],
   links: readonly LinkInfo[],
   mode: RoutingMode,
-): boolean {
-  if (mode === 'host-gw') return false;
-  return ([4, 6] as Family[]).some((family) => {
+): Family[] {
+  if (mode === 'host-gw') return [];
+  return ([4, 6] as Family[]).filter((family) => {
+    if (vtepAddress(self.podCIDRs, family) === undefined) return false; // no device of the family
     const ips = internalIPsOf(self.internalIPs, family);
     return ips.length > 0 && nodeLinkOf(localLinks, ips, links) === undefined;
   });

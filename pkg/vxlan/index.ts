@@ -15,7 +15,7 @@ export {
   type DeviceState,
   desiredDevices,
   ensureDevice,
-  needsDefaultRoutes,
+  familiesNeedingWayOut,
   type VxlanSettings,
 } from './device.ts';
 export { desiredEntries, diffFdb, diffNeighbours, type EntryDiff, type OverlayEntries } from './entries.ts';

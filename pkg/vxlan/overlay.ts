@@ -8,7 +8,7 @@
  */
 
 import type { Family, FdbEntry, NeighbourEntry, NetlinkHandle } from '../datapath/ports.ts';
-import { listDefaultRoutes, type OverlayPort, type OverlayReport } from '../routes/reconciler.ts';
+import { findWaysOut, type OverlayPort, type OverlayReport } from '../routes/reconciler.ts';
 import type {
   LocalLink,
   OverlayDevice,
@@ -22,7 +22,7 @@ import {
   type DeviceState,
   desiredDevices,
   ensureDevice,
-  needsDefaultRoutes,
+  familiesNeedingWayOut,
   type VxlanSettings,
 } from './device.ts';
 import { desiredEntries, diffFdb, diffNeighbours } from './entries.ts';
@@ -75,18 +75,8 @@ export class VxlanOverlay implements OverlayPort {
     this.removed = 0;
     this.pending = { neighbours: [], fdb: [] };
     const links = await handle.listLinks();
-    const defaultRoutes = needsDefaultRoutes(self, localLinks, links, mode)
-      ? await listDefaultRoutes(handle)
-      : [];
-    const { specs, problems } = desiredDevices(
-      nodeName,
-      self,
-      localLinks,
-      links,
-      mode,
-      this.opts,
-      defaultRoutes,
-    );
+    const waysOut = await findWaysOut(handle, familiesNeedingWayOut(self, localLinks, links, mode));
+    const { specs, problems } = desiredDevices(nodeName, self, localLinks, links, mode, this.opts, waysOut);
     for (const l of links) {
       if (!isVxlanDeviceName(l.name) || specs.some((s) => s.name === l.name)) continue;
       try {

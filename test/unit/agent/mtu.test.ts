@@ -17,7 +17,7 @@ describe('chooseMtu', () => {
     { ifindex: 2, name: 'eth0', addresses: [{ family: 4 as const, address: '10.0.0.5', prefixLen: 24 }] },
     { ifindex: 3, name: 'eth1', addresses: [{ family: 4 as const, address: '192.0.2.5', prefixLen: 24 }] },
   ];
-  const defaults = [{ family: 4 as const, dst: '0.0.0.0/0', ifindex: 3 }];
+  const waysOut = [{ family: 4 as const, dst: '0.0.0.0/0', ifindexes: [3] }];
 
   it('an explicit setting wins', () => {
     expect(
@@ -26,7 +26,7 @@ describe('chooseMtu', () => {
         internalIPs: ['10.0.0.5'],
         localLinks,
         links,
-        defaultRoutes: defaults,
+        waysOut,
         overhead: 50,
       }),
     ).toEqual({ mtu: 1400, source: 'configured' });
@@ -38,14 +38,14 @@ describe('chooseMtu', () => {
       internalIPs: ['10.0.0.5'],
       localLinks,
       links,
-      defaultRoutes: defaults,
+      waysOut,
       overhead: 50,
     });
     expect(c.mtu).toBe(8950);
     expect(c.source).toContain('eth0');
   });
 
-  it('an InternalIP on lo (a /32, or any address on a loopback device) is not the way out: the default route device', () => {
+  it("an InternalIP on lo (a /32, or any address on a loopback device) is not the way out: the default route's device", () => {
     const onLo = [
       {
         ifindex: 1,
@@ -63,7 +63,7 @@ describe('chooseMtu', () => {
         internalIPs,
         localLinks: ll,
         links: l,
-        defaultRoutes: defaults,
+        waysOut,
         overhead: 70,
       });
     expect(choose(['10.9.9.9', 'fd00:99::9'])).toEqual({
@@ -83,15 +83,43 @@ describe('chooseMtu', () => {
     expect(choose(['10.0.0.5'], nic32).source).toMatch(/^eth1 \(default route\)/);
   });
 
-  it('falls back to the default route device, then to 1500', () => {
+  it('falls back to the way out, then to 1500', () => {
+    expect(chooseMtu({ configured: 0, internalIPs: [], localLinks, links, waysOut, overhead: 0 }).mtu).toBe(
+      1500,
+    );
     expect(
-      chooseMtu({ configured: 0, internalIPs: [], localLinks, links, defaultRoutes: defaults, overhead: 0 })
-        .mtu,
-    ).toBe(1500);
-    expect(
-      chooseMtu({ configured: 0, internalIPs: [], localLinks, links: [], defaultRoutes: [], overhead: 70 }),
-    ).toMatchObject({
-      mtu: 1430,
+      chooseMtu({ configured: 0, internalIPs: [], localLinks, links: [], waysOut: [], overhead: 70 }),
+    ).toEqual({ mtu: 1430, source: 'fallback 1500 minus 70 bytes of encapsulation' });
+  });
+});
+
+describe('chooseMtu: an InternalIP on lo behind a multipath default route', () => {
+  // The InternalIP is a /32 on lo; traffic leaves over up1 (MTU 9000) and up2 (MTU 1400), the two
+  // nexthops of the default route (ECMP): nothing holds the InternalIP on a subnet.
+  const links = [link(1, 'lo', 65536), link(2, 'up1', 9000), link(3, 'up2', 1400)];
+  const localLinks = [
+    { ifindex: 1, name: 'lo', addresses: [{ family: 4 as const, address: '10.9.9.9', prefixLen: 32 }] },
+  ];
+  const base = { configured: 0, internalIPs: ['10.9.9.9'], localLinks, links, overhead: 50 };
+
+  it('takes the smallest MTU among the nexthops: flows may leave by either', () => {
+    expect(chooseMtu({ ...base, waysOut: [{ family: 4, dst: '0.0.0.0/0', ifindexes: [2, 3] }] })).toEqual({
+      mtu: 1350,
+      source: 'up2 (default route, smallest MTU of up1, up2) minus 50 bytes of encapsulation',
     });
+    // Both families: one route MTU serves both, so the smaller way out wins.
+    const both = [
+      { family: 4 as const, dst: '0.0.0.0/0', ifindexes: [2] },
+      { family: 6 as const, dst: '::/0', ifindexes: [3] },
+    ];
+    expect(chooseMtu({ ...base, waysOut: both })).toMatchObject({
+      mtu: 1350,
+      source: expect.stringMatching(/^up2 /),
+    });
+    // A route off the node other than a default route says so.
+    const specific = [{ family: 4 as const, dst: '8.0.0.0/8', ifindexes: [2] }];
+    expect(chooseMtu({ ...base, waysOut: specific }).source).toBe(
+      'up1 (route 8.0.0.0/8) minus 50 bytes of encapsulation',
+    );
   });
 });

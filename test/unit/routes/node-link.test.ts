@@ -1,6 +1,6 @@
 import { describe, expect, it } from 'vitest';
 import type { LinkInfo } from '../../../pkg/datapath/ports.ts';
-import { defaultRouteLink, nodeLinkOf } from '../../../pkg/routes/node-link.ts';
+import { nodeLinkOf, wayOutLink } from '../../../pkg/routes/node-link.ts';
 import type { LocalLink } from '../../../pkg/routes/types.ts';
 
 const link = (index: number, name: string, extra: Partial<LinkInfo> = {}): LinkInfo => ({
@@ -37,15 +37,19 @@ describe('nodeLinkOf', () => {
   });
 });
 
-describe('defaultRouteLink', () => {
-  const routes = [
-    { family: 6 as const, dst: '::/0', ifindex: 3 },
-    { family: 4 as const, dst: '0.0.0.0/0', ifindex: 9 },
-    { family: 4 as const, dst: '0.0.0.0/0', ifindex: 2 },
-  ];
-  it('the first default route naming an existing link, of the family when given', () => {
-    expect(defaultRouteLink(routes, links)?.name).toBe('eth1');
-    expect(defaultRouteLink(routes, links, 4)?.name).toBe('eth0');
-    expect(defaultRouteLink(routes, links.slice(0, 2), 6)).toBeUndefined();
+describe('wayOutLink', () => {
+  const all = [...links, link(4, 'eth2', { mtu: 9000 }), link(5, 'eth3', { mtu: 1400 })];
+  it('the smallest MTU among the devices of the ways out (of the family when given), naming the route', () => {
+    const ways = [
+      { family: 6 as const, dst: '::/0', ifindexes: [3] },
+      { family: 4 as const, dst: '0.0.0.0/0', ifindexes: [4, 9, 5] },
+    ];
+    expect(wayOutLink(ways, all)).toEqual({
+      link: all[4],
+      via: 'default route, smallest MTU of eth2, eth3',
+    });
+    expect(wayOutLink(ways, all, 6)).toEqual({ link: all[2], via: 'default route' });
+    expect(wayOutLink(ways, all.slice(0, 2), 6)).toBeUndefined();
+    expect(wayOutLink([], all)).toBeUndefined();
   });
 });

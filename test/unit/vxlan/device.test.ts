@@ -2,14 +2,14 @@ import { describe, expect, it } from 'vitest';
 import { DEFAULTS, parseAgentConfig } from '../../../pkg/agent/config.ts';
 import { chooseMtu, encapOverhead } from '../../../pkg/agent/mtu.ts';
 import { isHostVethName } from '../../../pkg/datapath/names.ts';
-import type { LinkInfo, RouteInfo } from '../../../pkg/datapath/ports.ts';
+import type { LinkInfo, RouteLookup } from '../../../pkg/datapath/ports.ts';
 import type { LocalLink, PeerNode } from '../../../pkg/routes/types.ts';
 import {
   DEFAULT_VXLAN_PORT,
   DEFAULT_VXLAN_VNI,
   desiredDevices,
+  familiesNeedingWayOut,
   isVxlanDeviceName,
-  needsDefaultRoutes,
   parseIpLinkJson,
   VXLAN_OVERHEAD,
   vtepMac,
@@ -120,13 +120,13 @@ describe('desiredDevices: the underlay of an InternalIP on lo', () => {
     ...links,
     { index: 3, name: 'eth1', kind: undefined, mac: '02:00:00:00:00:03', mtu: 1500, up: true },
   ];
-  const defaults: RouteInfo[] = [
-    { family: 4, dst: '0.0.0.0/0', gateway: '192.0.2.1', ifindex: 3 },
-    { family: 6, dst: '::/0', gateway: 'fd00:10::1', ifindex: 2 },
+  const waysOut: RouteLookup[] = [
+    { family: 4, dst: '0.0.0.0/0', ifindexes: [3] },
+    { family: 6, dst: '::/0', ifindexes: [2] },
   ];
 
-  it("local = the InternalIP on lo; MTU from the default route's device of the family, not lo's 65536", () => {
-    const { specs, problems } = desiredDevices('node-a', onLo, loLinks, allLinks, 'auto', settings, defaults);
+  it("local = the InternalIP on lo; MTU from the way out of the family, not lo's 65536", () => {
+    const { specs, problems } = desiredDevices('node-a', onLo, loLinks, allLinks, 'auto', settings, waysOut);
     expect(problems).toEqual([]);
     expect(specs.map((s) => [s.name, s.localIp, s.underlay, s.mtu])).toEqual([
       ['trellis.v4', '10.9.9.9', 'eth1', 1450],
@@ -134,21 +134,30 @@ describe('desiredDevices: the underlay of an InternalIP on lo', () => {
     ]);
   });
 
-  it('without a default route of the family: MTU 1500 less the overhead, no underlay named', () => {
-    const { specs } = desiredDevices('node-a', onLo, loLinks, allLinks, 'auto', settings, []);
+  it('a multipath way out: the smallest MTU among its nexthops', () => {
+    const ecmp: RouteLookup[] = [{ family: 4, dst: '0.0.0.0/0', ifindexes: [2, 3] }];
+    const { specs } = desiredDevices('node-a', onLo, loLinks, allLinks, 'auto', settings, ecmp);
     expect(specs.map((s) => [s.name, s.underlay, s.mtu])).toEqual([
-      ['trellis.v4', undefined, 1450],
+      ['trellis.v4', 'eth1', 1450],
       ['trellis.v6', undefined, 1430],
     ]);
   });
 
-  it('needsDefaultRoutes: only when a family has no InternalIP on an interface with a subnet', () => {
-    expect(needsDefaultRoutes(onLo, loLinks, allLinks, 'auto')).toBe(true);
-    expect(needsDefaultRoutes(onLo, loLinks, allLinks, 'host-gw')).toBe(false);
-    expect(needsDefaultRoutes(self, loLinks, allLinks, 'vxlan')).toBe(false);
+  it('familiesNeedingWayOut: the families with pods whose InternalIP no interface holds on a subnet', () => {
+    expect(familiesNeedingWayOut(onLo, loLinks, allLinks, 'auto')).toEqual([4, 6]);
+    expect(familiesNeedingWayOut(onLo, loLinks, allLinks, 'host-gw')).toEqual([]);
+    expect(familiesNeedingWayOut(self, loLinks, allLinks, 'vxlan')).toEqual([]);
     expect(
-      needsDefaultRoutes({ ...self, internalIPs: ['192.168.10.2', 'fd00:99::9'] }, loLinks, allLinks, 'auto'),
-    ).toBe(true);
+      familiesNeedingWayOut(
+        { ...self, internalIPs: ['192.168.10.2', 'fd00:99::9'] },
+        loLinks,
+        allLinks,
+        'auto',
+      ),
+    ).toEqual([6]);
+    expect(
+      familiesNeedingWayOut({ ...onLo, podCIDRs: ['10.244.1.0/24'] }, loLinks, allLinks, 'auto'),
+    ).toEqual([4]);
   });
 });
 
@@ -176,7 +185,7 @@ describe('MTU arithmetic', () => {
   });
 
   it('pod MTU = the InternalIP interface MTU minus the overhead; --mtu wins', () => {
-    const base = { internalIPs: self.internalIPs, localLinks, links, defaultRoutes: [] };
+    const base = { internalIPs: self.internalIPs, localLinks, links, waysOut: [] };
     expect(chooseMtu({ ...base, configured: 0, overhead: 70 })).toEqual({
       mtu: 8930,
       source: 'eth0 (InternalIP) minus 70 bytes of encapsulation',
