@@ -103,6 +103,7 @@ export class Agent {
     mtu: 1500,
     source: 'not detected yet',
     overhead: 0,
+    fallback: true,
   };
   private readonly timers: NodeJS.Timeout[] = [];
   private busyKeys: ReadonlySet<string> = new Set();
@@ -385,7 +386,7 @@ export class Agent {
     const { config, log } = this;
     this.nodeStatus?.publishVteps(self, vteps);
     if (config.mtu === 0) {
-      const choice = await detectMtu(this.host!, self, config.mode);
+      const choice = await detectMtu(this.host!, self, config.mode, { last: this.mtuChoice, log });
       const changed = choice.mtu !== this.mtuChoice.mtu || choice.overhead !== this.mtuChoice.overhead;
       this.mtuChoice = choice;
       if (changed || !this.ready) {

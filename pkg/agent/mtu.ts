@@ -7,6 +7,10 @@ export interface MtuChoice {
   mtu: number;
   /** Where it came from, for the start-up log and `trellis-agent status`. */
   source: string;
+  /** Nothing told the MTU: 1500 was assumed (or nothing was detected yet). Never kept. */
+  fallback?: true;
+  /** Nothing tells the MTU now: the last one found is kept. */
+  kept?: true;
 }
 
 /**
@@ -16,6 +20,11 @@ export interface MtuChoice {
  * the node through (waysOut: the kernel's route off the node, reconciler.ts findWaysOut), minus the
  * encapsulation overhead when that traffic may be tunnelled. The pod interfaces themselves get this
  * plus the overhead (Agent.mtu).
+ *
+ * When neither tells (no way out found: a default route learned by BGP and not there yet, or gone
+ * for a moment), the last choice is kept rather than dropped to 1500 and back: pods started meanwhile
+ * get the MTU the others have. Only without one (the first pass, or after a fallback) is 1500
+ * assumed, which drops large packets on a fabric below it and wastes a jumbo one.
  */
 export function chooseMtu(opts: {
   configured: number;
@@ -24,6 +33,8 @@ export function chooseMtu(opts: {
   links: readonly LinkInfo[];
   waysOut: readonly RouteLookup[];
   overhead: number;
+  /** The previous choice, with the overhead it was made with. */
+  last?: MtuChoice & { overhead: number };
 }): MtuChoice {
   if (opts.configured > 0) return { mtu: opts.configured, source: 'configured' };
   const nodeLink = nodeLinkOf(opts.localLinks, opts.internalIPs, opts.links);
@@ -41,7 +52,12 @@ export function chooseMtu(opts: {
       source: `${out.link.name} (${out.via})${overheadNote(opts.overhead)}`,
     };
   }
-  return { mtu: 1500 - opts.overhead, source: `fallback 1500${overheadNote(opts.overhead)}` };
+  const last = opts.last;
+  if (last !== undefined && last.fallback !== true && last.overhead === opts.overhead) {
+    const source = last.kept === true ? last.source : `${last.source}, kept: no way out of the node found`;
+    return { mtu: last.mtu, source, kept: true };
+  }
+  return { mtu: 1500 - opts.overhead, source: `fallback 1500${overheadNote(opts.overhead)}`, fallback: true };
 }
 
 function overheadNote(overhead: number): string {

@@ -17,11 +17,14 @@ export const REQUIRED_CNI_BINARIES = ['trellis', 'portmap', 'loopback'] as const
  * Gathers the interfaces, and the ways out of the node when no interface holds an InternalIP on a
  * subnet (none does, or only lo as a /32), then lets the pure chooseMtu decide. It runs after every
  * pass, so the ways out are a route lookup per family (findWaysOut), never a dump of the route table.
+ * `last` is the choice in force (kept when nothing tells the MTU now); a warning is logged when
+ * that starts: the first pass assuming 1500, or keeping the last MTU.
  */
 export async function detectMtu(
   host: NetlinkHandle,
   self: ClusterNode,
   mode: AgentConfig['mode'],
+  opts: { last?: MtuChoice & { overhead: number }; log?: { warn(obj: object, msg: string): void } } = {},
 ): Promise<MtuChoice & { overhead: number }> {
   const [links, localLinks] = await Promise.all([host.listLinks(), readLocalLinks(host)]);
   const nodeLink = nodeLinkOf(localLinks, self.internalIPs, links);
@@ -35,7 +38,20 @@ export async function detectMtu(
     links,
     waysOut,
     overhead,
+    ...(opts.last === undefined ? {} : { last: opts.last }),
   });
+  const { last, log } = opts;
+  if (choice.fallback === true && !(last?.fallback === true && last.source === choice.source)) {
+    log?.warn(
+      { mtu: choice.mtu + overhead, routeMtu: choice.mtu, internalIPs: self.internalIPs },
+      'no way out of the node found: the pod MTU assumes 1500 (set --mtu if the network differs)',
+    );
+  } else if (choice.kept === true && last?.kept !== true) {
+    log?.warn(
+      { mtu: choice.mtu + overhead, routeMtu: choice.mtu, source: choice.source },
+      'no way out of the node found now: keeping the pod MTU found before',
+    );
+  }
   return { ...choice, overhead };
 }
 

@@ -34,8 +34,8 @@ export interface DeviceSpec {
   /**
    * The interface toward the other nodes, whose MTU the device's derives from (log only: the device is
    * not bound to it): the one holding an InternalIP of the family on a subnet, else the one of smallest
-   * MTU the route off the node takes (an InternalIP on lo; see wayOutLink); undefined without either
-   * (MTU 1500 assumed).
+   * MTU the route off the node takes (an InternalIP on lo; see wayOutLink); undefined without either:
+   * the device keeps the MTU it has, a new one gets 1500 less the overhead.
    */
   underlay: string | undefined;
   mac: string;
@@ -100,15 +100,24 @@ export function desiredDevices(
       nodeLink === undefined
         ? wayOutLink(waysOut, links, family)?.link
         : links.find((l) => l.index === nodeLink.ifindex);
+    const name = vxlanDeviceName(family);
+    // Without an underlay (its route off the node missing for a moment, say) the device keeps the MTU
+    // it has rather than drop to 1500's and back; only a new one gets that.
+    const unknownMtu = links.find((l) => l.name === name)?.mtu ?? 1500 - VXLAN_OVERHEAD[family];
     specs.push({
       family,
-      name: vxlanDeviceName(family),
+      name,
       vni: settings.vni,
       port: settings.port,
       localIp,
       underlay: underlay?.name ?? nodeLink?.name,
       mac: vtepMac(nodeName, family),
-      mtu: settings.mtu > 0 ? settings.mtu : (underlay?.mtu ?? 1500) - VXLAN_OVERHEAD[family],
+      mtu:
+        settings.mtu > 0
+          ? settings.mtu
+          : underlay === undefined
+            ? unknownMtu
+            : underlay.mtu - VXLAN_OVERHEAD[family],
       vtepIP,
     });
   }

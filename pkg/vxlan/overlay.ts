@@ -19,6 +19,7 @@ import type {
 } from '../routes/types.ts';
 import { isVxlanDeviceName } from './constants.ts';
 import {
+  type DeviceSpec,
   type DeviceState,
   desiredDevices,
   ensureDevice,
@@ -32,8 +33,8 @@ export interface VxlanOverlayOptions extends VxlanSettings {
   handle: NetlinkHandle;
   tool: VxlanLinkTool;
   nodeName: string;
-  /** Device changes are logged (created, recreated and why, removed). */
-  log?: { info(obj: object, msg: string): void };
+  /** Device changes are logged (created, recreated and why, removed), and a missing underlay. */
+  log?: { info(obj: object, msg: string): void; warn?(obj: object, msg: string): void };
 }
 
 function asError(e: unknown): Error {
@@ -47,6 +48,8 @@ export class VxlanOverlay implements OverlayPort {
   private added = 0;
   private removed = 0;
   private pending: { neighbours: NeighbourEntry[]; fdb: FdbEntry[] } = { neighbours: [], fdb: [] };
+  /** Devices whose MTU no underlay tells now (warned once until one does again). */
+  private withoutUnderlay = new Set<string>();
 
   constructor(opts: VxlanOverlayOptions) {
     this.opts = opts;
@@ -77,6 +80,7 @@ export class VxlanOverlay implements OverlayPort {
     const links = await handle.listLinks();
     const waysOut = await findWaysOut(handle, familiesNeedingWayOut(self, localLinks, links, mode));
     const { specs, problems } = desiredDevices(nodeName, self, localLinks, links, mode, this.opts, waysOut);
+    this.warnWithoutUnderlay(specs);
     for (const l of links) {
       if (!isVxlanDeviceName(l.name) || specs.some((s) => s.name === l.name)) continue;
       try {
@@ -124,6 +128,21 @@ export class VxlanOverlay implements OverlayPort {
       devices: states.map((s) => ({ family: s.family, ifindex: s.ifindex, name: s.name })),
       problems,
     };
+  }
+
+  /** Warns once when a device's MTU stops deriving from an underlay (kept, or 1500's when new). */
+  private warnWithoutUnderlay(specs: readonly DeviceSpec[]): void {
+    const now = new Set<string>();
+    for (const spec of specs) {
+      if (spec.underlay !== undefined || this.opts.mtu > 0) continue;
+      now.add(spec.name);
+      if (this.withoutUnderlay.has(spec.name)) continue;
+      this.opts.log?.warn?.(
+        { device: spec.name, mtu: spec.mtu },
+        'no way out of the node found for the VXLAN device: its MTU is kept, or 1500 less the overhead when new (set --mtu if the network differs)',
+      );
+    }
+    this.withoutUnderlay = now;
   }
 
   async program(decisions: readonly PeerDecision[]): Promise<void> {

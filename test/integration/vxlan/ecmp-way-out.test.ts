@@ -145,33 +145,38 @@ describe.skipIf(netnsSkipReason !== undefined)(
       expect(dumps).toBe(0);
     });
 
-    it('the VXLAN devices take the smaller uplink’s MTU less their family’s overhead', async () => {
-      dumps = 0;
-      const overlay = new VxlanOverlay({
+    /** The VXLAN overlay on the node's handle; `warnings` collects what it warns. */
+    function overlay(warnings: string[] = []): VxlanOverlay {
+      return new VxlanOverlay({
         handle: open(),
         tool: new IpRouteTool({ netns: node.name }),
         nodeName: self.name,
         vni: 4096,
         port: 8472,
         mtu: 0,
+        log: { info: () => undefined, warn: (_o, msg) => warnings.push(msg) },
       });
-      const { problems } = await overlay.prepare(
-        self,
-        [
-          {
-            ifindex: 1,
-            name: 'lo',
-            addresses: [
-              { family: 4, address: '10.100.99.11', prefixLen: 32 },
-              { family: 6, address: 'fd00:100:99::11', prefixLen: 128 },
-            ],
-          },
+    }
+    const onLo = [
+      {
+        ifindex: 1,
+        name: 'lo',
+        addresses: [
+          { family: 4 as const, address: '10.100.99.11', prefixLen: 32 },
+          { family: 6 as const, address: 'fd00:100:99::11', prefixLen: 128 },
         ],
-        'auto',
+      },
+    ];
+    const deviceMtus = () =>
+      ['trellis.v4', 'trellis.v6'].map(
+        (dev) => ipJson<{ mtu: number }[]>(node.name, 'link', 'show', 'dev', dev)[0]?.mtu,
       );
+
+    it('the VXLAN devices take the smaller uplink’s MTU less their family’s overhead', async () => {
+      dumps = 0;
+      const { problems } = await overlay().prepare(self, onLo, 'auto');
       expect(problems).toEqual([]);
-      const mtu = (dev: string) => ipJson<{ mtu: number }[]>(node.name, 'link', 'show', 'dev', dev)[0]?.mtu;
-      expect([mtu('trellis.v4'), mtu('trellis.v6')]).toEqual([1350, 1330]);
+      expect(deviceMtus()).toEqual([1350, 1330]);
       expect(dumps).toBe(0);
     });
 
@@ -196,6 +201,30 @@ describe.skipIf(netnsSkipReason !== undefined)(
         ip(node.name, 'nexthop', 'flush');
         ecmpDefaults();
       }
+    });
+
+    it('without a default route for a moment: the last MTU is kept, 1500 assumed only with none', async () => {
+      const found = await detectMtu(open(), self, 'auto');
+      try {
+        ip(node.name, 'route', 'del', 'default');
+        ip(node.name, '-6', 'route', 'del', 'default');
+        expect(await detectMtu(open(), self, 'auto', { last: found })).toMatchObject({
+          mtu: 1330,
+          kept: true,
+        });
+        expect(await detectMtu(open(), self, 'auto')).toMatchObject({ mtu: 1430, fallback: true });
+        // The VXLAN devices keep theirs too, with one warning each however many passes it lasts.
+        const warnings: string[] = [];
+        const o = overlay(warnings);
+        for (let pass = 0; pass < 2; pass++) {
+          expect((await o.prepare(self, onLo, 'auto')).problems).toEqual([]);
+          expect(deviceMtus()).toEqual([1350, 1330]);
+        }
+        expect(warnings).toHaveLength(2);
+      } finally {
+        ecmpDefaults();
+      }
+      expect(await detectMtu(open(), self, 'auto', { last: found })).toEqual(found);
     });
   },
 );

@@ -41,6 +41,11 @@ const ecmp: RouteLookup = { family: 4, dst: '0.0.0.0/0', ifindexes: [3, 4] };
 const single: RouteLookup = { family: 4, dst: '0.0.0.0/0', ifindexes: [3] };
 const onLo = { name: 'n1', podCIDRs: [], internalIPs: ['10.9.9.9'] };
 
+function logger() {
+  const warnings: string[] = [];
+  return { log: { warn: (_o: object, msg: string) => warnings.push(msg) }, warnings };
+}
+
 describe('detectMtu', () => {
   it('takes the MTU of the interface holding an InternalIP, without looking up or listing routes', async () => {
     const x = host({ 4: single });
@@ -69,6 +74,38 @@ describe('detectMtu', () => {
       source: 'ens6 (default route, smallest MTU of ens5, ens6) minus 50 bytes of encapsulation',
     });
     expect(x.state.routeListings).toBe(0);
+  });
+
+  it('no way out for a pass: the last MTU is kept, with one warning; found again, it follows', async () => {
+    const { log, warnings } = logger();
+    const first = await detectMtu(host({ 4: ecmp }).h, onLo, 'auto', { log });
+    const missing = host({});
+    const kept = await detectMtu(missing.h, onLo, 'auto', { last: first, log });
+    expect(kept).toMatchObject({ mtu: 1350, overhead: 50, kept: true });
+    const again = await detectMtu(missing.h, onLo, 'auto', { last: kept, log });
+    expect(again).toEqual(kept);
+    expect(warnings).toEqual(['no way out of the node found now: keeping the pod MTU found before']);
+    expect(missing.state.routeListings).toBe(0);
+    expect(await detectMtu(host({ 4: single }).h, onLo, 'auto', { last: again, log })).toMatchObject({
+      mtu: 1450,
+      source: 'ens5 (default route) minus 50 bytes of encapsulation',
+    });
+  });
+
+  it('nothing to keep: 1500 is assumed, and said once', async () => {
+    const { log, warnings } = logger();
+    const initial = { mtu: 1500, source: 'not detected yet', overhead: 0, fallback: true as const };
+    const first = await detectMtu(host({}).h, onLo, 'auto', { last: initial, log });
+    expect(first).toEqual({
+      mtu: 1450,
+      overhead: 50,
+      source: 'fallback 1500 minus 50 bytes of encapsulation',
+      fallback: true,
+    });
+    await detectMtu(host({}).h, onLo, 'auto', { last: first, log });
+    expect(warnings).toEqual([
+      'no way out of the node found: the pod MTU assumes 1500 (set --mtu if the network differs)',
+    ]);
   });
 
   it('looks up the families of the InternalIPs, both without any', async () => {

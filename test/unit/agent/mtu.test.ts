@@ -89,7 +89,7 @@ describe('chooseMtu', () => {
     );
     expect(
       chooseMtu({ configured: 0, internalIPs: [], localLinks, links: [], waysOut: [], overhead: 70 }),
-    ).toEqual({ mtu: 1430, source: 'fallback 1500 minus 70 bytes of encapsulation' });
+    ).toEqual({ mtu: 1430, source: 'fallback 1500 minus 70 bytes of encapsulation', fallback: true });
   });
 });
 
@@ -120,6 +120,41 @@ describe('chooseMtu: an InternalIP on lo behind a multipath default route', () =
     const specific = [{ family: 4 as const, dst: '8.0.0.0/8', ifindexes: [2] }];
     expect(chooseMtu({ ...base, waysOut: specific }).source).toBe(
       'up1 (route 8.0.0.0/8) minus 50 bytes of encapsulation',
+    );
+  });
+
+  it('without a way out keeps the last MTU found instead of dropping to 1500', () => {
+    const found = chooseMtu({ ...base, waysOut: [{ family: 4, dst: '0.0.0.0/0', ifindexes: [2, 3] }] });
+    const kept = chooseMtu({ ...base, waysOut: [], last: { ...found, overhead: 50 } });
+    expect(kept).toEqual({
+      mtu: 1350,
+      source:
+        'up2 (default route, smallest MTU of up1, up2) minus 50 bytes of encapsulation, kept: no way out of the node found',
+      kept: true,
+    });
+    // Kept again, the source does not grow.
+    expect(chooseMtu({ ...base, waysOut: [], last: { ...kept, overhead: 50 } })).toEqual(kept);
+    // Found again: the way out, not the kept value.
+    expect(
+      chooseMtu({
+        ...base,
+        waysOut: [{ family: 4, dst: '0.0.0.0/0', ifindexes: [2] }],
+        last: { ...kept, overhead: 50 },
+      }),
+    ).toMatchObject({ mtu: 8950 });
+  });
+
+  it('assumes 1500 when there is nothing to keep: no last choice, a fallback, or another overhead', () => {
+    const fallback = {
+      mtu: 1450,
+      source: 'fallback 1500 minus 50 bytes of encapsulation',
+      fallback: true as const,
+    };
+    expect(chooseMtu({ ...base, waysOut: [] })).toEqual(fallback);
+    const initial = { mtu: 1500, source: 'not detected yet', overhead: 0, fallback: true as const };
+    expect(chooseMtu({ ...base, waysOut: [], last: initial })).toEqual(fallback);
+    expect(chooseMtu({ ...base, waysOut: [], last: { mtu: 8930, source: 'x', overhead: 70 } })).toEqual(
+      fallback,
     );
   });
 });

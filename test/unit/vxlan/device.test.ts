@@ -143,6 +143,23 @@ describe('desiredDevices: the underlay of an InternalIP on lo', () => {
     ]);
   });
 
+  it('without a way out of the family: a new device gets 1500 less the overhead, an existing one keeps its MTU', () => {
+    const { specs } = desiredDevices('node-a', onLo, loLinks, allLinks, 'auto', settings, []);
+    expect(specs.map((s) => [s.name, s.underlay, s.mtu])).toEqual([
+      ['trellis.v4', undefined, 1450],
+      ['trellis.v6', undefined, 1430],
+    ]);
+    const existing: LinkInfo[] = [
+      ...allLinks,
+      { index: 7, name: 'trellis.v4', kind: 'vxlan', mac: '', mtu: 8950, up: true },
+    ];
+    const kept = desiredDevices('node-a', onLo, loLinks, existing, 'auto', settings, []).specs;
+    expect(kept.map((s) => [s.name, s.underlay, s.mtu])).toEqual([
+      ['trellis.v4', undefined, 8950],
+      ['trellis.v6', undefined, 1430],
+    ]);
+  });
+
   it('familiesNeedingWayOut: the families with pods whose InternalIP no interface holds on a subnet', () => {
     expect(familiesNeedingWayOut(onLo, loLinks, allLinks, 'auto')).toEqual([4, 6]);
     expect(familiesNeedingWayOut(onLo, loLinks, allLinks, 'host-gw')).toEqual([]);
