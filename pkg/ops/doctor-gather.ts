@@ -6,8 +6,8 @@ import { execFile } from 'node:child_process';
 import { accessSync, constants, existsSync, readdirSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { rememberedPodCIDRs } from '../agent/remembered-node.ts';
-import type { NetlinkHandle, RouteInfo } from '../datapath/ports.ts';
-import { cidrContains, parseCidr, parseIp } from '../ip/index.ts';
+import type { NetlinkHandle } from '../datapath/ports.ts';
+import { findWaysOut } from '../routes/reconciler.ts';
 import { adminGet } from './admin-client.ts';
 import { type DoctorFacts, type Gathered, REQUIRED_BINARIES } from './doctor.ts';
 import type { LeasesView, RoutesView, StatusView } from './views.ts';
@@ -48,25 +48,6 @@ function runVersion(binary: string): Promise<Gathered<string>> {
       else resolve({ ok: true, value: stdout.trim() });
     });
   });
-}
-
-/** The interface of the main-table route the kernel picks for `ip` (longest prefix; one table). */
-export function routeIface(
-  routes: readonly RouteInfo[],
-  ip: string,
-  names: ReadonlyMap<number, string>,
-): string | undefined {
-  const addr = parseIp(ip);
-  let best: { len: number; iface: string } | undefined;
-  for (const r of routes) {
-    const c = parseCidr(r.dst);
-    if (addr === undefined || c === undefined || r.ifindex === undefined) continue;
-    if ((r.type ?? 'unicast') !== 'unicast' || !cidrContains(c, addr)) continue;
-    const iface = names.get(r.ifindex);
-    if (iface !== undefined && (best === undefined || c.prefixLen > best.len))
-      best = { len: c.prefixLen, iface };
-  }
-  return best?.iface;
 }
 
 export async function gatherDoctorFacts(opts: GatherOptions): Promise<DoctorFacts> {
@@ -124,19 +105,17 @@ export async function gatherDoctorFacts(opts: GatherOptions): Promise<DoctorFact
     const all = await host.listLinks();
     links = all.map((l) => ({ name: l.name, mtu: l.mtu, kind: l.kind }));
     const byIndex = new Map(all.map((l) => [l.index, l.name]));
-    const routes = [...(await host.listRoutes({ family: 4 })), ...(await host.listRoutes({ family: 6 }))];
-    defaultRouteIfaces = [
-      ...new Set(
-        routes
-          .filter((r) => (r.dst === '0.0.0.0/0' || r.dst === '::/0') && r.ifindex !== undefined)
-          .map((r) => byIndex.get(r.ifindex!))
-          .filter((n): n is string => n !== undefined),
-      ),
-    ];
+    const names = (ifindexes: readonly number[]): string[] =>
+      ifindexes.map((i) => byIndex.get(i)).filter((n): n is string => n !== undefined);
+    // The kernel's own lookups, as the agent's MTU detection makes them: ECMP and nexthop-group
+    // default routes (which a dump's parser skips or cannot name a device for) and policy rules included.
+    const waysOut = await findWaysOut(host, [4, 6]);
+    defaultRouteIfaces = [...new Set(waysOut.flatMap((w) => names(w.ifindexes)))];
     // Where the underlay traffic of IPv4 VXLAN peers comes and goes (the rp-filter check).
     for (const p of agent.ok ? agent.value.routes.peers : []) {
       if (p.path !== 'vxlan' || p.family !== 4) continue;
-      const iface = routeIface(routes, p.nodeIP, byIndex);
+      const way = await host.routeTo(p.nodeIP);
+      const iface = way === undefined ? undefined : names(way.ifindexes)[0];
       if (iface !== undefined) peerUplinks[p.nodeIP] = iface;
     }
   } finally {

@@ -1,7 +1,12 @@
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { detectMtu } from '../../../pkg/agent/publication.ts';
+import { CONFLIST_FILE_NAME } from '../../../pkg/cniconf/render.ts';
 import type { NetlinkHandle } from '../../../pkg/datapath/ports.ts';
 import { createNetnsPort } from '../../../pkg/netns/index.ts';
+import { gatherDoctorFacts } from '../../../pkg/ops/doctor-gather.ts';
 import { IpRouteTool, VxlanOverlay } from '../../../pkg/vxlan/index.ts';
 import { ip, ipJson, NetnsPool, netnsSkipReason, nsSysctl, type TestNetns } from '../../support/netns.ts';
 
@@ -178,6 +183,25 @@ describe.skipIf(netnsSkipReason !== undefined)(
       expect(problems).toEqual([]);
       expect(deviceMtus()).toEqual([1350, 1330]);
       expect(dumps).toBe(0);
+    });
+
+    it("doctor's gather finds both uplinks as the ways out (its MTU check compares against them)", async () => {
+      const tmp = mkdtempSync(join(tmpdir(), 'trl-ecmp-doctor-'));
+      try {
+        dumps = 0;
+        const facts = await gatherDoctorFacts({
+          adminSocket: join(tmp, 'no-agent.sock'),
+          cniConfDir: tmp,
+          cniBinDir: tmp,
+          stateDir: tmp,
+          conflistName: CONFLIST_FILE_NAME,
+          openHost: open,
+        });
+        expect([...facts.defaultRouteIfaces].sort()).toEqual(['up1', 'up2']);
+        expect(dumps).toBe(0);
+      } finally {
+        rmSync(tmp, { recursive: true, force: true });
+      }
     });
 
     it('a default route on a nexthop group (FRR), shown by id only: still both uplinks', async () => {

@@ -1,6 +1,5 @@
 import { describe, expect, it } from 'vitest';
 import { type DoctorFacts, runDoctor } from '../../../pkg/ops/doctor.ts';
-import { routeIface } from '../../../pkg/ops/doctor-gather.ts';
 import type { LeaseRow, RouteRow, StatusView } from '../../../pkg/ops/views.ts';
 
 const lease = (over: Partial<LeaseRow> = {}): LeaseRow => ({
@@ -426,25 +425,6 @@ describe('doctor', () => {
     // An agent that does not report its masquerade settings (older version): nothing to judge by.
     delete agentValue(f).status.masquerade;
     expect(runDoctor(f).checks.find((c) => c.name === 'rp-filter')?.skipped).toMatch(/masquerade/);
-  });
-
-  it('finds the interface a VXLAN peer is routed through by longest prefix, as the kernel does', () => {
-    const names = new Map([
-      [2, 'eth0'],
-      [3, 'eth1'],
-      [7, 'trellis.v4'],
-    ]);
-    const routes = [
-      { family: 4 as const, dst: '0.0.0.0/0', gateway: '192.168.1.1', ifindex: 2 },
-      { family: 4 as const, dst: '192.168.1.0/24', ifindex: 2 },
-      { family: 4 as const, dst: '10.20.0.0/16', gateway: '10.9.0.1', ifindex: 3 },
-      { family: 4 as const, dst: '10.20.30.0/24', type: 'blackhole' as const },
-      { family: 4 as const, dst: '10.244.3.0/24', gateway: '10.244.3.0', ifindex: 7, onlink: true },
-    ];
-    expect(routeIface(routes, '10.20.30.4', names)).toBe('eth1');
-    expect(routeIface(routes, '192.168.1.7', names)).toBe('eth0');
-    expect(routeIface(routes, '172.16.0.1', names)).toBe('eth0');
-    expect(routeIface([], '172.16.0.1', names)).toBeUndefined();
   });
 
   it('full-MTU pod interfaces whose routes off the node leave room for the overlay are healthy', () => {
