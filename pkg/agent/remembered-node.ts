@@ -104,11 +104,14 @@ export function parseRememberedNode(
  * it was taken from less the new mode's overhead (the route MTU a pod gets never changes later).
  */
 export function rememberedMtu(mem: RememberedNode, mode: RoutingMode): MtuChoice & { overhead: number } {
+  // A remembered fallback stays one: it is no MTU found, and must not be kept as one later.
+  const fallback = mem.mtuSource.startsWith('fallback') ? ({ fallback: true } as const) : {};
   if (mem.mode === mode) {
     return {
       mtu: mem.mtu,
       overhead: mem.overhead,
       source: `remembered from the last run (${mem.mtuSource})`,
+      ...fallback,
     };
   }
   const overhead = encapOverhead(mode, mem.internalIPs);
@@ -116,6 +119,7 @@ export function rememberedMtu(mem: RememberedNode, mode: RoutingMode): MtuChoice
     mtu: mem.mtu + mem.overhead - overhead,
     overhead,
     source: `remembered from the last run in ${mem.mode} mode (${mem.mtuSource}), less ${mode} mode's overhead`,
+    ...fallback,
   };
 }
 

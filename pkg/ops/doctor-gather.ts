@@ -12,6 +12,9 @@ import { adminGet } from './admin-client.ts';
 import { type DoctorFacts, type Gathered, REQUIRED_BINARIES } from './doctor.ts';
 import type { LeasesView, RoutesView, StatusView } from './views.ts';
 
+/** Route lookups in flight at once while finding the VXLAN peers' uplinks. */
+const LOOKUP_BATCH = 64;
+
 export interface GatherOptions {
   adminSocket: string;
   /** Used when the agent cannot be asked for its own. */
@@ -111,12 +114,19 @@ export async function gatherDoctorFacts(opts: GatherOptions): Promise<DoctorFact
     // default routes (which a dump's parser skips or cannot name a device for) and policy rules included.
     const waysOut = await findWaysOut(host, [4, 6]);
     defaultRouteIfaces = [...new Set(waysOut.flatMap((w) => names(w.ifindexes)))];
-    // Where the underlay traffic of IPv4 VXLAN peers comes and goes (the rp-filter check).
-    for (const p of agent.ok ? agent.value.routes.peers : []) {
-      if (p.path !== 'vxlan' || p.family !== 4) continue;
-      const way = await host.routeTo(p.nodeIP);
-      const iface = way === undefined ? undefined : names(way.ifindexes)[0];
-      if (iface !== undefined) peerUplinks[p.nodeIP] = iface;
+    // Where the underlay traffic of IPv4 VXLAN peers comes and goes (the rp-filter check); a lookup
+    // that fails leaves that peer out. A multipath route names its first leg. In batches: one round trip
+    // each, 5,000 at 5,000 nodes.
+    const vxlanPeers = (agent.ok ? agent.value.routes.peers : []).filter(
+      (p) => p.path === 'vxlan' && p.family === 4,
+    );
+    for (let i = 0; i < vxlanPeers.length; i += LOOKUP_BATCH) {
+      const batch = vxlanPeers.slice(i, i + LOOKUP_BATCH);
+      const ways = await Promise.all(batch.map((p) => host.routeTo(p.nodeIP).catch(() => undefined)));
+      for (const [j, way] of ways.entries()) {
+        const iface = way === undefined ? undefined : names(way.ifindexes)[0];
+        if (iface !== undefined) peerUplinks[batch[j]!.nodeIP] = iface;
+      }
     }
   } finally {
     host.close();

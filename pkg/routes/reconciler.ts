@@ -205,13 +205,15 @@ export const OFF_NODE: Readonly<Record<Family, string>> = { 4: '8.8.8.8', 6: '20
  * such nodes' default route is usually multipath (ECMP over their uplinks) or on a nexthop group
  * (FRR), neither of which names a device a dump's RouteInfo can carry, while the kernel's lookup
  * resolves both, follows policy rules as a packet would, and costs a few requests instead of 5,000
- * routes at 5,000 nodes every pass. A family without a way out is left out.
+ * routes at 5,000 nodes every pass. A family without a way out is left out, and so is one whose lookup
+ * fails (a kernel without IPv6 answers EOPNOTSUPP): the MTU it serves must never fail a pass, and the
+ * caller keeps the last one found.
  */
 export async function findWaysOut(
   handle: NetlinkHandle,
   families: readonly Family[],
 ): Promise<RouteLookup[]> {
-  const found = await Promise.all(families.map((f) => handle.routeTo(OFF_NODE[f])));
+  const found = await Promise.all(families.map((f) => handle.routeTo(OFF_NODE[f]).catch(() => undefined)));
   return found.filter((w): w is RouteLookup => w !== undefined);
 }
 

@@ -108,6 +108,22 @@ describe('detectMtu', () => {
     ]);
   });
 
+  it('a lookup the kernel refuses (no IPv6: EOPNOTSUPP) is no way out for that family, never a failed pass', async () => {
+    const x = host({ 4: single });
+    const refusing = Object.assign(Object.create(x.h) as NetlinkHandle, {
+      routeTo: async (address: string) => {
+        if (address.includes(':'))
+          throw Object.assign(new Error('RTM_GETROUTE: EOPNOTSUPP'), { errno: 'EOPNOTSUPP' });
+        return single;
+      },
+    });
+    const standalone = { name: 'n1', podCIDRs: [], internalIPs: [] };
+    expect(await detectMtu(refusing, standalone, 'host-gw')).toMatchObject({
+      mtu: 1500,
+      source: 'ens5 (default route)',
+    });
+  });
+
   it('looks up the families of the InternalIPs, both without any', async () => {
     const x = host({ 6: { family: 6, dst: '::/0', ifindexes: [4] } });
     expect(

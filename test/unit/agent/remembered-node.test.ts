@@ -102,6 +102,15 @@ describe('rememberedMtu', () => {
   });
 });
 
+describe('rememberedMtu of a fallback', () => {
+  it('stays a fallback (never kept later as an MTU found)', () => {
+    const fell = { ...node, mtu: 1430, mtuSource: 'fallback 1500 minus 70 bytes of encapsulation' };
+    expect(rememberedMtu(fell, 'auto')).toMatchObject({ mtu: 1430, fallback: true });
+    expect(rememberedMtu(fell, 'host-gw')).toMatchObject({ mtu: 1500, fallback: true });
+    expect(rememberedMtu(node, 'auto').fallback).toBeUndefined();
+  });
+});
+
 describe('memoryRefusal', () => {
   const basis = { listed: false, rangesKnown: false, leases: [], podCIDRs: node.podCIDRs };
   it('allows memory only before any list, with no ranges, releasing nothing', () => {
