@@ -28,7 +28,7 @@ export interface AgentConfig {
   vxlanVni: number;
   /** UDP port of the overlay (auto and vxlan modes); the same on every node. */
   vxlanPort: number;
-  /** host:port for /metrics, /healthz, /readyz; empty string disables. */
+  /** host:port, [v6]:port or :port (every address of both families) for /metrics, /healthz, /readyz; '' disables. */
   metricsAddr: string;
   /** Root-only unix socket for `trellis-agent status|routes|leases|doctor`; admin.sock next to the CNI socket by default, '' disables. */
   adminSocket: string;
@@ -103,7 +103,7 @@ flags (environment variable in brackets):
   --node-name NAME           [NODE_NAME] this node's name in Kubernetes
   --kubeconfig FILE          [KUBECONFIG] default: in-cluster service account
   --socket PATH              CNI socket (default ${DEFAULTS.socket})
-  --state-dir DIR            leases and spool (default ${DEFAULTS.stateDir})
+  --state-dir DIR            leases, spool, the Node's last pod CIDRs and MTU (node.json) (default ${DEFAULTS.stateDir})
   --spool-dir DIR            spooled DELs (default STATE_DIR/spool)
   --cni-conf-dir DIR         where the config list is published (default ${DEFAULTS.cniConfDir})
   --cni-bin-dir DIR          where CNI binaries are installed (default ${DEFAULTS.cniBinDir})
