@@ -10,6 +10,7 @@ import { fileURLToPath } from 'node:url';
 import { Agent } from '../../pkg/agent/agent.ts';
 import { ConfigError, parseAgentConfig, USAGE } from '../../pkg/agent/config.ts';
 import { describeCniInstall, installCniBinaries, uninstallTrellis } from '../../pkg/agent/host-setup.ts';
+import { errorText } from '../../pkg/error-text.ts';
 import { createK8sClient, loadKubeConfig } from '../../pkg/k8s/index.ts';
 import { MasqSyncer, NftRunner } from '../../pkg/masq/index.ts';
 import { createNetlinkEvents, createNetnsPort, lockFile, openHostNetlink } from '../../pkg/netns/index.ts';
@@ -143,7 +144,7 @@ async function main(argv: string[]): Promise<number> {
     await agent.start();
     await observer.start();
   } catch (err) {
-    log.fatal({ error: err instanceof Error ? err.message : String(err) }, 'agent failed to start');
+    log.fatal({ error: errorText(err) }, 'agent failed to start');
     await observer.stop().catch(() => {});
     await agent.stop().catch(() => {});
     return 1;

@@ -1,5 +1,6 @@
 import { dirname, join } from 'node:path';
 import { parseArgs } from 'node:util';
+import { errorText } from '../error-text.ts';
 import { parseRanges } from '../ipam/ipam.ts';
 import { validateNoMasqueradeCIDRs } from '../masq/render.ts';
 import { LOG_LEVELS, type LogLevel } from '../observe/logger.ts';
@@ -143,7 +144,7 @@ export function parseAgentConfig(
   try {
     values = parseArgs({ args: argv, options: FLAGS, strict: true, allowPositionals: false }).values;
   } catch (err) {
-    throw new ConfigError(`${err instanceof Error ? err.message : String(err)}\n\n${USAGE}`);
+    throw new ConfigError(`${errorText(err)}\n\n${USAGE}`);
   }
   const mode = (values.mode ?? env.TRELLIS_MODE ?? DEFAULTS.mode) as Mode;
   if (!MODES.includes(mode)) {

@@ -6,6 +6,7 @@ import type {
   Subscription,
 } from '../datapath/ports.ts';
 import { TRELLIS_ROUTE_PROTOCOL } from '../datapath/ports.ts';
+import { errorText } from '../error-text.ts';
 import { DEFAULT_TABLE, type MasqSyncer, MasqTableWatch, NFPROTO_INET } from '../masq/index.ts';
 import type { Logger } from '../observe/logger.ts';
 import { isOwnedRoute, MAIN_TABLE } from '../routes/diff.ts';
@@ -135,7 +136,7 @@ function watchMasqTable(deps: KernelWatchDeps, markSoon: () => void): Subscripti
   } catch (err) {
     // Without the watch the periodic resync still restores the table.
     log.warn(
-      { error: err instanceof Error ? err.message : String(err) },
+      { error: errorText(err) },
       'cannot watch nftables changes: a changed masquerade table is restored at the next resync',
     );
     return undefined;

@@ -1,4 +1,5 @@
 import type { LinkInfo, RouteLookup } from '../datapath/ports.ts';
+import { familyOfText } from '../ip/index.ts';
 import { nodeLinkOf, wayOutLink } from '../routes/node-link.ts';
 import type { LocalLink } from '../routes/types.ts';
 import { VXLAN_OVERHEAD } from '../vxlan/constants.ts';
@@ -74,6 +75,6 @@ function overheadNote(overhead: number): string {
 export function encapOverhead(mode: 'auto' | 'host-gw' | 'vxlan', internalIPs: readonly string[]): number {
   // Without an InternalIP (standalone mode) there is no VXLAN device and no peer: nothing to subtract.
   if (mode === 'host-gw' || internalIPs.length === 0) return 0;
-  const families = new Set(internalIPs.map((ip) => (ip.includes(':') ? 6 : 4)));
+  const families = new Set(internalIPs.map(familyOfText));
   return families.has(6) ? VXLAN_OVERHEAD[6] : VXLAN_OVERHEAD[4];
 }

@@ -8,6 +8,7 @@
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { writeFileAtomic } from '../cniconf/atomic.ts';
+import { errorText } from '../error-text.ts';
 import { parseIp } from '../ip/index.ts';
 import { parseRanges } from '../ipam/ipam.ts';
 import type { Lease } from '../ipam/types.ts';
@@ -38,10 +39,10 @@ export function renderRememberedNode(r: RememberedNode): string {
   return `${JSON.stringify({ node, podCIDRs, mtu, overhead, mtuSource, mode, internalIPs }, null, 2)}\n`;
 }
 
-/** The file's content for this node, or why it cannot be used. */
+/** The file's content for this node (any node's when nodeName is undefined), or why it cannot be used. */
 export function parseRememberedNode(
   text: string,
-  nodeName: string,
+  nodeName: string | undefined,
 ): { ok: true; node: RememberedNode } | { ok: false; problem: string } {
   let o: Record<string, unknown>;
   try {
@@ -53,8 +54,11 @@ export function parseRememberedNode(
   } catch (err) {
     return { ok: false, problem: `not JSON (${(err as Error).message})` };
   }
-  if (o.node !== nodeName) {
-    return { ok: false, problem: `written for node ${JSON.stringify(o.node)}, not ${nodeName}` };
+  if (typeof o.node !== 'string' || (nodeName !== undefined && o.node !== nodeName)) {
+    return {
+      ok: false,
+      problem: `written for node ${JSON.stringify(o.node)}, not ${nodeName ?? 'a named node'}`,
+    };
   }
   const cidrs = o.podCIDRs;
   if (!Array.isArray(cidrs) || cidrs.length === 0) {
@@ -88,7 +92,7 @@ export function parseRememberedNode(
   return {
     ok: true,
     node: {
-      node: nodeName,
+      node: o.node,
       podCIDRs,
       mtu: mtu as number,
       overhead: overhead as number,
@@ -155,14 +159,14 @@ export function leasesOutside(leases: readonly Lease[], podCIDRs: readonly strin
  * the agent cannot be asked); undefined when there is no usable file.
  */
 export function rememberedPodCIDRs(dir: string): string[] | undefined {
+  let text: string;
   try {
-    const o = JSON.parse(readFileSync(join(dir, REMEMBERED_NODE_FILE), 'utf8')) as { node?: unknown };
-    if (typeof o.node !== 'string') return undefined;
-    const r = parseRememberedNode(JSON.stringify(o), o.node);
-    return r.ok ? r.node.podCIDRs : undefined;
+    text = readFileSync(join(dir, REMEMBERED_NODE_FILE), 'utf8');
   } catch {
     return undefined;
   }
+  const r = parseRememberedNode(text, undefined);
+  return r.ok ? r.node.podCIDRs : undefined;
 }
 
 /** Reads dir/node.json; undefined when there is none, a problem when it cannot be used. */
@@ -220,7 +224,7 @@ export class RememberedNodeFile {
       this.#saved = text;
     } catch (err) {
       this.#log.warn(
-        { error: err instanceof Error ? err.message : String(err) },
+        { error: errorText(err) },
         'node state not saved (used when the API is unreachable at start)',
       );
     }

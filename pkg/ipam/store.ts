@@ -2,6 +2,7 @@ import * as nodeFs from 'node:fs';
 import { join } from 'node:path';
 import { CniCode, CniError } from '../cni/errors.ts';
 import { compareOrdinal } from '../compare.ts';
+import { errorText } from '../error-text.ts';
 import { canonicalIp, parseCidr } from '../ip/index.ts';
 import { GroupSync } from './group-sync.ts';
 import { ownerName, parseOwnerName } from './key.ts';
@@ -174,7 +175,7 @@ export class LeaseStore {
 
   /** A typed error naming the directory, the operation and the errno. */
   fail(what: string, err: unknown): CniError {
-    const detail = err instanceof Error ? err.message : String(err);
+    const detail = errorText(err);
     // Node's messages read "ENOSPC: no space left on device, open '...'": keep the middle part.
     const why = /^[A-Z]+: ([^,]+)/.exec(detail)?.[1];
     return new CniError(

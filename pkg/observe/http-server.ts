@@ -11,6 +11,7 @@ import type * as Http from 'node:http';
 import type { IncomingMessage, Server, ServerResponse } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { dirname } from 'node:path';
+import { errorText } from '../error-text.ts';
 import type { Verdict } from './health.ts';
 
 // node:http through process.getBuiltinModule, not an ESM import: building the ESM namespace of node:http
@@ -48,7 +49,7 @@ function route(
     Promise.resolve()
       .then(() => h(req, res))
       .catch((err: unknown) => {
-        if (!res.headersSent) sendJson(res, 500, { error: err instanceof Error ? err.message : String(err) });
+        if (!res.headersSent) sendJson(res, 500, { error: errorText(err) });
         else res.destroy();
       });
   };

@@ -7,6 +7,7 @@ import { accessSync, constants, existsSync, readdirSync, readFileSync } from 'no
 import { join } from 'node:path';
 import { rememberedPodCIDRs } from '../agent/remembered-node.ts';
 import type { NetlinkHandle } from '../datapath/ports.ts';
+import { errorText } from '../error-text.ts';
 import { findWaysOut } from '../routes/reconciler.ts';
 import { adminGet } from './admin-client.ts';
 import { type DoctorFacts, type Gathered, REQUIRED_BINARIES } from './doctor.ts';
@@ -32,7 +33,7 @@ function gathered<T>(fn: () => T): Gathered<T> {
   try {
     return { ok: true, value: fn() };
   } catch (err) {
-    return { ok: false, error: err instanceof Error ? err.message : String(err) };
+    return { ok: false, error: errorText(err) };
   }
 }
 

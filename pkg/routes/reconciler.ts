@@ -13,6 +13,7 @@
  */
 
 import type { Family, NetlinkHandle, RouteFilter, RouteInfo, RouteLookup } from '../datapath/ports.ts';
+import { errorText } from '../error-text.ts';
 import { applyRouteDiff, type RouteError } from './apply.ts';
 import { desiredRoutes } from './desired.ts';
 import { diffRoutes, MAIN_TABLE, type RouteDiff } from './diff.ts';
@@ -289,7 +290,7 @@ export class RouteReconciler {
     } catch (e) {
       // The kernel may be half changed; only a full pass knows what is there now.
       this.state = undefined;
-      return { kind: 'full', reason: e instanceof Error ? e.message : String(e) };
+      return { kind: 'full', reason: errorText(e) };
     }
     commitPeerStep(state, name, step.record);
     const cidrsChanged = step.changed.some((c) => c === 'added' || c === 'deleted' || c === 'podCIDRs');
@@ -357,7 +358,7 @@ export class RouteReconciler {
       } catch (err) {
         pruneProblems.push({
           node: input.self.name,
-          problem: `orphaned nexthop objects not pruned: ${err instanceof Error ? err.message : String(err)}`,
+          problem: `orphaned nexthop objects not pruned: ${errorText(err)}`,
         });
       }
     }

@@ -7,6 +7,7 @@
  */
 
 import { execFile } from 'node:child_process';
+import { errorText } from '../error-text.ts';
 
 export interface VxlanParams {
   vni: number;
@@ -27,7 +28,7 @@ export class IpCommandError extends Error {
   readonly argv: readonly string[];
   readonly stderr: string;
   constructor(argv: readonly string[], stderr: string, cause: unknown) {
-    super(`${argv.join(' ')}: ${stderr.trim() || (cause instanceof Error ? cause.message : String(cause))}`, {
+    super(`${argv.join(' ')}: ${stderr.trim() || errorText(cause)}`, {
       cause,
     });
     this.name = 'IpCommandError';

@@ -1,6 +1,8 @@
 import { spawnSync } from 'node:child_process';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { cidrContains, parseCidr, parseIp } from '../../../pkg/ip/index.ts';
 import type { DoctorReport } from '../../../pkg/ops/doctor.ts';
+import { VXLAN_OVERHEAD } from '../../../pkg/vxlan/constants.ts';
 import { AGENT_BINARY } from '../../support/cni-driver.ts';
 import { ipJson, nsExec } from '../../support/netns.ts';
 import {
@@ -37,24 +39,6 @@ type KernelRoute = {
   metrics?: { mtu?: number }[];
 };
 
-/** Whether `addr` lies in `cidr` (either family), by the numbers. */
-function inCidr(addr: string, cidr: string): boolean {
-  const [net, len] = cidr.split('/') as [string, string];
-  const toBig = (a: string): bigint => {
-    if (!a.includes(':')) return a.split('.').reduce((acc, o) => acc * 256n + BigInt(o), 0n);
-    const [head, tail] = a.split('::') as [string, string | undefined];
-    const h = head === '' ? [] : head.split(':');
-    const t = tail === undefined || tail === '' ? [] : tail.split(':');
-    const groups = [...h, ...Array<string>(8 - h.length - t.length).fill('0'), ...t];
-    return groups.reduce((acc, g) => acc * 65536n + BigInt(Number.parseInt(g, 16)), 0n);
-  };
-  const bits = addr.includes(':') ? 128n : 32n;
-  if (net.includes(':') !== addr.includes(':')) return false;
-  const shift = bits - BigInt(len);
-  return toBig(addr) >> shift === toBig(net) >> shift;
-}
-
-const VXLAN_OVERHEAD = { 4: 50, 6: 70 } as const;
 const FORWARDING = { 4: 'net.ipv4.ip_forward', 6: 'net.ipv6.conf.all.forwarding' } as const;
 
 describe.each([4, 6] as const)('single-stack IPv%i cluster (real agents, real shim)', (family: Family) => {
@@ -115,7 +99,7 @@ describe.each([4, 6] as const)('single-stack IPv%i cluster (real agents, real sh
         const [eth0] = ipJson<Addr[]>(pod.ns, 'addr', 'show', 'dev', 'eth0');
         const globals = (eth0?.addr_info ?? []).filter((a) => a.scope === 'global');
         expect(globals.map((a) => [a.family, a.local])).toEqual([[inet, addrOf(pod, family)]]);
-        expect(inCidr(globals[0]!.local, cidr)).toBe(true);
+        expect(cidrContains(parseCidr(cidr)!, parseIp(globals[0]!.local)!)).toBe(true);
         // The CNI result the runtime got lists that one address too.
         expect(pod.ips).toEqual([addrOf(pod, family)]);
         // Nothing of the other family but what the kernel adds itself (IPv6 link-local).
