@@ -33,6 +33,7 @@ export {
   type NodeViewResult,
   type PodView,
   type PodViewResult,
+  sameNodeView,
   toNodeView,
   toPodView,
 } from './views.ts';

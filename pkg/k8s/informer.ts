@@ -24,7 +24,7 @@
 import { type CoreApi, NODES_PATH } from './api.ts';
 import { type BackoffOptions, backoffDelay, DEFAULT_BACKOFF, validateBackoff } from './backoff.ts';
 import { fromStatus, K8sError, K8sReason, toK8sError } from './errors.ts';
-import { type NodeView, toNodeView } from './views.ts';
+import { type NodeView, sameNodeView, toNodeView } from './views.ts';
 
 export type NodeEventType = 'ADDED' | 'MODIFIED' | 'DELETED';
 
@@ -166,7 +166,7 @@ export function startNodeInformerOn(api: CoreApi, opts: NodeInformerOptions): No
     for (const [name, node] of next) {
       const old = cache.get(name);
       // An unchanged Node keeps its view: consumers may key derived data on it (the controller does).
-      if (old !== undefined && old.resourceVersion === node.resourceVersion) continue;
+      if (old !== undefined && sameNodeView(old, node)) continue;
       put(name, node);
       emit(old === undefined ? 'ADDED' : 'MODIFIED', node);
     }

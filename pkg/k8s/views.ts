@@ -180,6 +180,31 @@ export function toNodeView(obj: unknown): NodeViewResult {
   }
 }
 
+/**
+ * Whether two views of a Node say the same. The resourceVersion alone does not tell: a server whose
+ * history was reset (etcd restored from a snapshot) hands out old resourceVersions again, for other
+ * content.
+ */
+export function sameNodeView(a: NodeView, b: NodeView): boolean {
+  return (
+    a.name === b.name &&
+    a.uid === b.uid &&
+    a.resourceVersion === b.resourceVersion &&
+    sameStrings(a.podCIDRs, b.podCIDRs) &&
+    sameStrings(a.internalIPs, b.internalIPs) &&
+    sameAnnotations(a.annotations, b.annotations)
+  );
+}
+
+function sameStrings(a: readonly string[], b: readonly string[]): boolean {
+  return a.length === b.length && a.every((s, i) => s === b[i]);
+}
+
+function sameAnnotations(a: Readonly<Record<string, string>>, b: Readonly<Record<string, string>>): boolean {
+  const keys = Object.keys(a);
+  return keys.length === Object.keys(b).length && keys.every((k) => a[k] === b[k]);
+}
+
 export function toPodView(obj: unknown): PodViewResult {
   try {
     const id = identity(obj, 'pod');

@@ -266,6 +266,28 @@ describe.each(['auto', 'client-node'] as const)('node informer, transport %s', (
     expect(rec.errors.some((e) => e.err.isResourceVersionTooLarge && e.err.statusCode === 504)).toBe(true);
   });
 
+  it('takes a relisted Node whose resourceVersion is an old one but whose content is new (etcd restored)', async () => {
+    await startServer();
+    server.store.addNode(nodeObject('a', { podCIDRs: ['10.244.1.0/24'], ips: ['192.168.0.1'] }));
+    server.store.addNode(nodeObject('b'));
+    server.store.addNode(nodeObject('c'));
+    const rec = start();
+    await waitFor(() => informer!.hasSynced() && server.store.openWatches() === 1, 'sync');
+    const before = informer!.get('a')!;
+    const port = server.port;
+    await server.close();
+    // The new server's history starts again: 'a' is created first, so it gets the resourceVersion
+    // the informer holds for the old 'a', with another pod CIDR and address.
+    server = await startTestApiServer({ port, bookmarkIntervalMs: 0 });
+    server.store.addNode(nodeObject('a', { podCIDRs: ['10.244.9.0/24'], ips: ['192.168.0.9'] }));
+    await waitFor(() => informer!.relists === 2, 'relisted', 10_000);
+    const after = informer!.get('a')!;
+    expect(after.resourceVersion).toBe(before.resourceVersion);
+    expect(after.podCIDRs).toEqual(['10.244.9.0/24']);
+    expect(after.internalIPs).toEqual(['192.168.0.9']);
+    expect(rec.events.filter((e) => e.name === 'a').map((e) => e.type)).toEqual(['ADDED', 'MODIFIED']);
+  });
+
   it('stays on one watch through BOOKMARKs and advances its resourceVersion with them', async () => {
     await startServer({ bookmarkIntervalMs: 30 });
     server.store.addNode(nodeObject('a'));

@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { isCidr, toNodeView, toPodView } from '../../../pkg/k8s/index.ts';
+import { isCidr, sameNodeView, toNodeView, toPodView } from '../../../pkg/k8s/index.ts';
 
 const meta = (name: string, extra: Record<string, unknown> = {}) => ({
   name,
@@ -199,4 +199,31 @@ describe('isCidr', () => {
     ['10.0.0.0/24/1', false],
     [42, false],
   ])('%s -> %s', (s, expected) => expect(isCidr(s)).toBe(expected));
+});
+
+describe('sameNodeView', () => {
+  const base = {
+    name: 'n1',
+    uid: 'u1',
+    podCIDRs: ['10.244.1.0/24', 'fd00:10:244:1::/64'],
+    internalIPs: ['192.168.1.10'],
+    annotations: { 'trellis.dev/vtep-mac': 'aa:bb:cc:dd:ee:ff' },
+    resourceVersion: '7',
+  };
+  it('is true for a copy', () => {
+    expect(
+      sameNodeView(base, { ...base, podCIDRs: [...base.podCIDRs], annotations: { ...base.annotations } }),
+    ).toBe(true);
+  });
+  it.each([
+    ['uid', { uid: 'u2' }],
+    ['resourceVersion', { resourceVersion: '8' }],
+    ['pod CIDRs, same resourceVersion', { podCIDRs: ['10.244.9.0/24'] }],
+    ['pod CIDR order', { podCIDRs: ['fd00:10:244:1::/64', '10.244.1.0/24'] }],
+    ['InternalIPs', { internalIPs: ['192.168.1.11'] }],
+    ['an annotation value', { annotations: { 'trellis.dev/vtep-mac': 'aa:bb:cc:dd:ee:00' } }],
+    ['an annotation more', { annotations: { ...base.annotations, 'trellis.dev/agent': '{}' } }],
+  ])('is false when the %s differ', (_what, change) => {
+    expect(sameNodeView(base, { ...base, ...change })).toBe(false);
+  });
 });
