@@ -249,6 +249,8 @@ export class NodeController {
       },
       'reconciled node',
     );
+    // As a full pass says it (reconcile below), so that a node added unroutable is not silent until then.
+    for (const p of step.problems) deps.log.warn({ peer: p.node, problem: p.problem }, 'node skipped');
     const p = this.nodePasses;
     this.nodePasses = {
       report: step.report,

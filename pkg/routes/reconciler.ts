@@ -137,6 +137,8 @@ export type PeerStepOutcome =
       /** The set of pod CIDRs in the cluster changed (masquerade needs an update). */
       cidrsChanged: boolean;
       result: PeerApplyResult;
+      /** Why this node (or part of it) gets no route: said at once, not only by the next full pass. */
+      problems: readonly Problem[];
       /**
        * The last full pass's report with every step since folded in, as the state is when called (the
        * caller sets added/replaced/removed; here they are 0 and every programmed route is `unchanged`).
@@ -296,7 +298,8 @@ export class RouteReconciler {
     const cidrsChanged = step.changed.some((c) => c === 'added' || c === 'deleted' || c === 'podCIDRs');
     // Built on demand: assembling thousands of decisions per step would be garbage the next event pays for.
     const report = (): ReconcileReport => foldedReport(state, this.now() - start);
-    return { kind: 'applied', node: name, changed: step.changed, cidrsChanged, result, report };
+    const problems = step.record?.problems ?? [];
+    return { kind: 'applied', node: name, changed: step.changed, cidrsChanged, result, problems, report };
   }
 
   private async pass(input: ReconcileInput): Promise<ReconcileReport> {

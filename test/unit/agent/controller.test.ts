@@ -12,7 +12,7 @@ import { CniCode, CniError } from '../../../pkg/cni/errors.ts';
 import { type Lease, RangeChangeError } from '../../../pkg/ipam/index.ts';
 import type { MasqOptions } from '../../../pkg/masq/render.ts';
 import type { PeerStepOutcome, ReconcileInput, ReconcileReport } from '../../../pkg/routes/reconciler.ts';
-import type { PeerNode } from '../../../pkg/routes/types.ts';
+import type { PeerNode, Problem } from '../../../pkg/routes/types.ts';
 import { reconcileReport } from '../routes/report-fixture.ts';
 
 const silent = pino({ level: 'silent' });
@@ -280,7 +280,10 @@ describe('NodeController', () => {
 });
 
 /** A controller whose reconciler supports per-node steps; the full pass can be held open with `gate`. */
-function perNodeSetup(answer: (name: string) => PeerStepOutcome['kind'] = () => 'applied') {
+function perNodeSetup(
+  answer: (name: string) => PeerStepOutcome['kind'] = () => 'applied',
+  opts: { problems?: Problem[]; log?: pino.Logger } = {},
+) {
   const cluster = new FakeCluster();
   cluster.synced = true;
   cluster.nodes.set('n1', { name: 'n1', podCIDRs: ['10.244.1.0/24'], internalIPs: ['10.0.0.1'] });
@@ -311,6 +314,7 @@ function perNodeSetup(answer: (name: string) => PeerStepOutcome['kind'] = () => 
           changed: ['added'],
           cidrsChanged: true,
           result: { added: 1, replaced: 0, removed: 0, neighbours: 0, fdb: 0 },
+          problems: opts.problems ?? [],
           report: () => report({ unchanged: 5 }),
         };
       },
@@ -326,7 +330,7 @@ function perNodeSetup(answer: (name: string) => PeerStepOutcome['kind'] = () => 
     onLeasesInvalidated: async () => {},
     onSynced: async () => {},
     onPass: (o) => passes.push(o),
-    log: silent,
+    log: opts.log ?? silent,
     resyncMs: 60_000,
   });
   const abort = new AbortController();
@@ -356,6 +360,22 @@ async function until(what: string, pred: () => boolean): Promise<void> {
 const settle = (): Promise<void> => new Promise((r) => setTimeout(r, 20));
 
 describe('NodeController per-node steps', () => {
+  it('says at once, at warn, why a node the step could not route was skipped', async () => {
+    const { log, lines } = capturingLogger();
+    const problem = 'no InternalIP of the family of pod CIDR 10.244.3.0/24; skipped';
+    const t = perNodeSetup(undefined, { log, problems: [{ node: 'n3', problem }] });
+    await until('first full pass', () => t.full.length === 1);
+    t.cluster.nodes.set('n3', { name: 'n3', podCIDRs: ['10.244.3.0/24'], internalIPs: [] });
+    t.controller.enqueue('n3');
+    await until('step', () => t.steps.length === 1);
+    await until('warning', () => lines.some((l) => l.msg === 'node skipped'));
+    expect(lines.filter((l) => l.msg === 'node skipped')).toEqual([
+      expect.objectContaining({ level: 40, peer: 'n3', problem }),
+    ]);
+    expect(t.full).toHaveLength(1);
+    await t.stop();
+  });
+
   it("reconciles one node by name from the cache's current state, without a full pass", async () => {
     const t = perNodeSetup();
     await until('first full pass', () => t.full.length === 1);
