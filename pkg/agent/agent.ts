@@ -369,7 +369,10 @@ export class Agent {
       // Per-node steps: the controller reads the node's current state from the cache by name.
       onEvent: (_type, node) => this.controller?.enqueue(node.name),
       onError: (err, restartInMs) => {
-        this.log.warn({ error: err.message, restartInMs }, 'node watch failed; restarting with backoff');
+        this.log.warn(
+          { error: err.message, restartInMs },
+          'node list or watch failed; retrying with backoff',
+        );
         this.serveFromMemory(`the first list of Nodes failed: ${err.message}`);
       },
       onInvalid: (problem) => this.log.warn({ problem }, 'Node object skipped'),

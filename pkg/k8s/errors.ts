@@ -27,13 +27,18 @@ export class K8sError extends Error {
   readonly reason: string;
   /** Status.details.causes[].reason, e.g. "ResourceVersionTooLarge". */
   readonly causes: readonly string[];
+  /**
+   * How long the server asked us to wait before trying again (a Retry-After header or
+   * Status.details.retryAfterSeconds: API Priority and Fairness and max-in-flight send them with 429).
+   */
+  readonly retryAfterMs: number | undefined;
 
   constructor(
     op: string,
     message: string,
     statusCode: number | undefined,
     reason: string,
-    options?: { cause?: unknown; causes?: readonly string[] },
+    options?: { cause?: unknown; causes?: readonly string[]; retryAfterMs?: number | undefined },
   ) {
     super(`${op}: ${message}`, options?.cause === undefined ? undefined : { cause: options.cause });
     this.name = 'K8sError';
@@ -41,6 +46,7 @@ export class K8sError extends Error {
     this.statusCode = statusCode;
     this.reason = reason;
     this.causes = Object.freeze([...(options?.causes ?? [])]);
+    this.retryAfterMs = options?.retryAfterMs;
   }
 
   get isNotFound(): boolean {
@@ -75,6 +81,22 @@ function causesOf(s: StatusLike | undefined): string[] {
   return causes
     .map((c) => (c as { reason?: unknown } | null)?.reason)
     .filter((r): r is string => typeof r === 'string');
+}
+
+/**
+ * The wait the server asked for, in ms: the Retry-After header (delay-seconds; the HTTP-date form is
+ * not used by the API server) or else the Status's details.retryAfterSeconds. Undefined when neither
+ * says a positive number of seconds.
+ */
+export function retryAfterMsOf(header: string | undefined, status?: StatusLike): number | undefined {
+  const fromHeader = header === undefined ? Number.NaN : Number(header.trim());
+  if (Number.isInteger(fromHeader) && fromHeader > 0) return fromHeader * 1000;
+  const d = status?.details;
+  const seconds =
+    typeof d === 'object' && d !== null
+      ? (d as { retryAfterSeconds?: unknown }).retryAfterSeconds
+      : undefined;
+  return typeof seconds === 'number' && Number.isInteger(seconds) && seconds > 0 ? seconds * 1000 : undefined;
 }
 
 function parseStatusBody(body: unknown): StatusLike | undefined {
@@ -112,17 +134,31 @@ export function fromStatus(op: string, status: unknown): K8sError {
         ? K8sReason.UNKNOWN
         : reasonForCode(code);
   const message = typeof s.message === 'string' ? s.message : 'the server returned a failure Status';
-  return new K8sError(op, message, code, reason, { causes: causesOf(s) });
+  return new K8sError(op, message, code, reason, {
+    causes: causesOf(s),
+    retryAfterMs: retryAfterMsOf(undefined, s),
+  });
 }
 
-/** A non-2xx answer (the small transport): the Status in the body when there is one, else the code. */
-export function fromHttpResponse(op: string, statusCode: number, body: string): K8sError {
+/**
+ * A non-2xx answer (the small transport): the Status in the body when there is one, else the code;
+ * `retryAfter` is the Retry-After header, if any.
+ */
+export function fromHttpResponse(
+  op: string,
+  statusCode: number,
+  body: string,
+  retryAfter?: string,
+): K8sError {
   const status = parseStatusBody(body);
   const reason =
     typeof status?.reason === 'string' && status.reason !== '' ? status.reason : reasonForCode(statusCode);
   const message =
     typeof status?.message === 'string' ? status.message : firstLine(body.trim()) || `HTTP ${statusCode}`;
-  return new K8sError(op, message, statusCode, reason, { causes: causesOf(status) });
+  return new K8sError(op, message, statusCode, reason, {
+    causes: causesOf(status),
+    retryAfterMs: retryAfterMsOf(retryAfter, status),
+  });
 }
 
 /**
@@ -140,6 +176,7 @@ export function toK8sError(op: string, err: unknown): K8sError {
       message?: unknown;
       name?: unknown;
       cause?: unknown;
+      headers?: unknown;
     };
     // ApiException carries the HTTP status in `code`, the Watch class in `statusCode`. A DOMException
     // (AbortError, TimeoutError) also has a numeric `code`, which is not an HTTP status.
@@ -160,7 +197,11 @@ export function toK8sError(op: string, err: unknown): K8sError {
           : typeof e.message === 'string'
             ? firstLine(e.message)
             : `HTTP ${code}`;
-      return new K8sError(op, message, code, reason, { cause: err, causes: causesOf(status) });
+      return new K8sError(op, message, code, reason, {
+        cause: err,
+        causes: causesOf(status),
+        retryAfterMs: retryAfterMsOf(retryAfterHeader(e), status),
+      });
     }
     const causeCode =
       typeof e.cause === 'object' && e.cause !== null ? (e.cause as { code?: unknown }).code : undefined;
@@ -174,6 +215,16 @@ export function toK8sError(op: string, err: unknown): K8sError {
     return new K8sError(op, msg, undefined, K8sReason.UNKNOWN, { cause: err });
   }
   return new K8sError(op, String(err), undefined, K8sReason.UNKNOWN);
+}
+
+/** client-node's ApiException carries the response headers as a plain object. */
+function retryAfterHeader(e: { headers?: unknown }): string | undefined {
+  const h = e.headers;
+  if (typeof h !== 'object' || h === null) return undefined;
+  for (const [name, v] of Object.entries(h)) {
+    if (name.toLowerCase() === 'retry-after' && typeof v === 'string') return v;
+  }
+  return undefined;
 }
 
 function firstLine(s: string): string {

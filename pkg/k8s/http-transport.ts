@@ -151,7 +151,7 @@ export class HttpTransport implements Transport {
         const status = res.statusCode ?? 0;
         if (status !== 200) {
           readAll(res).then(
-            (text) => finish(fromHttpResponse(op, status, text)),
+            (text) => finish(fromHttpResponse(op, status, text, retryAfterOf(res))),
             (err: unknown) => finish(toK8sError(op, err)),
           );
           return;
@@ -240,7 +240,8 @@ export class HttpTransport implements Transport {
           settled = true;
           clearTimeout(timer);
           const status = res.statusCode ?? 0;
-          if (status < 200 || status > 299) return reject(fromHttpResponse(op, status, text));
+          if (status < 200 || status > 299)
+            return reject(fromHttpResponse(op, status, text, retryAfterOf(res)));
           try {
             resolve(JSON.parse(text));
           } catch (err) {
@@ -318,4 +319,9 @@ function readAll(res: Http.IncomingMessage): Promise<string> {
         reject(Object.assign(new Error('the connection broke mid-answer'), { code: 'ECONNRESET' }));
     });
   });
+}
+
+function retryAfterOf(res: Http.IncomingMessage): string | undefined {
+  const v = res.headers['retry-after'];
+  return typeof v === 'string' ? v : undefined;
 }

@@ -76,6 +76,8 @@ export interface NodeInformer {
 }
 
 const SHORT_WATCH_MS = 1000;
+/** A Retry-After beyond this is not taken at its word (a misconfigured proxy must not park the watch). */
+const MAX_RETRY_AFTER_MS = 60_000;
 
 export const realSleep: Sleep = (ms, signal) =>
   new Promise<void>((resolve) => {
@@ -281,8 +283,10 @@ export function startNodeInformerOn(api: CoreApi, opts: NodeInformerOptions): No
         if (signal.aborted) break;
         failures++;
         restarts++;
-        const delay = backoffDelay(failures, backoff, random);
         const e = toK8sError('node informer', err);
+        // Never sooner than the server asked (429 from API Priority and Fairness), within reason.
+        const asked = Math.min(e.retryAfterMs ?? 0, MAX_RETRY_AFTER_MS);
+        const delay = Math.max(backoffDelay(failures, backoff, random), asked);
         // The server has not reached our resourceVersion (it lost its state): only a relist helps.
         if (e.isResourceVersionTooLarge) rv = '';
         if (opts.onError) safely(() => opts.onError?.(e, delay));

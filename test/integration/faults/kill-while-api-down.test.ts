@@ -199,7 +199,7 @@ describe.skipIf(skip !== undefined)(skip === undefined ? title : `${title} (skip
           l.reason === 'waiting for the first list of Nodes',
       ),
     ).toBe(true);
-    expect(during.some((l) => l.msg === 'node watch failed; restarting with backoff')).toBe(true);
+    expect(during.some((l) => l.msg === 'node list or watch failed; retrying with backoff')).toBe(true);
     expect(during.some((l) => l.msg === 'reconciled')).toBe(false);
     expect(await probe(tb, 'node-1', '/readyz')).toBe(503);
     expect(await probe(tb, 'node-1', '/healthz')).toBe(200);

@@ -104,7 +104,7 @@ export interface WatchRestart {
 
 export function watchRestarts(lines: readonly Record<string, unknown>[]): WatchRestart[] {
   return lines
-    .filter((l) => l.msg === 'node watch failed; restarting with backoff')
+    .filter((l) => l.msg === 'node list or watch failed; retrying with backoff')
     .map((l) => ({ at: logTime(l), restartInMs: Number(l.restartInMs), error: String(l.error) }));
 }
 

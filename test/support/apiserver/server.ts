@@ -30,6 +30,7 @@ import {
   internalError,
   methodNotAllowed,
   notFound,
+  tooManyRequests,
   unsupportedMediaType,
 } from './status.ts';
 import { KIND, keyOf, metaOf, ObjectStore, parseResourceVersion, type Resource } from './store.ts';
@@ -72,14 +73,20 @@ export interface RequestRecord extends RequestInfo {
   userAgent: string | undefined;
   /** The CN of the client certificate the client presented (HTTPS only), verified against tls.ca. */
   clientCertCN: string | undefined;
+  /** When it arrived (performance.now()). */
+  at: number;
 }
 
 export type RequestPredicate = (r: RequestInfo) => boolean;
 /**
  * 'error500': answer a 500 InternalError Status; 'gone410': answer a 410 Expired Status (as an HTTP
- * status, not a watch ERROR event); 'drop': destroy the connection without a response.
+ * status, not a watch ERROR event); 'throttle429': answer 429 TooManyRequests with `Retry-After: 2`, as
+ * API Priority and Fairness sheds load; 'drop': destroy the connection without a response.
  */
-export type FailMode = 'error500' | 'gone410' | 'drop';
+export type FailMode = 'error500' | 'gone410' | 'throttle429' | 'drop';
+
+/** The Retry-After, in seconds, of the 'throttle429' failure. */
+export const THROTTLE_RETRY_AFTER_SECONDS = 2;
 
 export interface FailSpec {
   /** How many matching requests fail; default: every matching request until clearFailures(). */
@@ -166,9 +173,18 @@ function dec(s: string | undefined): string | undefined {
   return s === undefined ? undefined : decodeURIComponent(s);
 }
 
-function sendJson(res: ServerResponse, status: number, body: unknown): void {
+function sendJson(
+  res: ServerResponse,
+  status: number,
+  body: unknown,
+  headers: Record<string, string> = {},
+): void {
   const text = JSON.stringify(body);
-  res.writeHead(status, { 'content-type': 'application/json', 'content-length': Buffer.byteLength(text) });
+  res.writeHead(status, {
+    'content-type': 'application/json',
+    'content-length': Buffer.byteLength(text),
+    ...headers,
+  });
   res.end(text);
 }
 
@@ -484,6 +500,7 @@ export async function startTestApiServer(opts: TestApiServerOptions = {}): Promi
       authorization: req.headers.authorization,
       userAgent: req.headers['user-agent'],
       clientCertCN: typeof peerCN === 'string' ? peerCN : undefined,
+      at: performance.now(),
     };
     log.push(record);
     if (log.length > 20_000) log = log.slice(-10_000);
@@ -496,6 +513,12 @@ export async function startTestApiServer(opts: TestApiServerOptions = {}): Promi
     if (fail === 'gone410') {
       record.status = 410;
       sendJson(res, 410, expired('injected expiry (test API server)').toStatus());
+      return;
+    }
+    if (fail === 'throttle429') {
+      record.status = 429;
+      const retryAfter = { 'retry-after': String(THROTTLE_RETRY_AFTER_SECONDS) };
+      sendJson(res, 429, tooManyRequests(THROTTLE_RETRY_AFTER_SECONDS).toStatus(), retryAfter);
       return;
     }
     if (fail === 'error500') {

@@ -98,6 +98,13 @@ export function internalError(message: string): ApiStatusError {
   return new ApiStatusError(500, 'InternalError', `Internal error occurred: ${message}`);
 }
 
+/** What API Priority and Fairness answers a request it sheds (with a Retry-After header of the same seconds). */
+export function tooManyRequests(retryAfterSeconds: number): ApiStatusError {
+  return new ApiStatusError(429, 'TooManyRequests', 'Too many requests, please try again later.', {
+    retryAfterSeconds,
+  });
+}
+
 /** What a watch from a resourceVersion the server has not reached yet gets (504, ResourceVersionTooLarge). */
 export function tooLargeResourceVersion(requested: number, current: number): ApiStatusError {
   return new ApiStatusError(504, 'Timeout', `Too large resource version: ${requested}, current: ${current}`, {

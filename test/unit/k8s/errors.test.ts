@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { toK8sError } from '../../../pkg/k8s/errors.ts';
+import { fromHttpResponse, fromStatus, retryAfterMsOf, toK8sError } from '../../../pkg/k8s/errors.ts';
 import { K8sError } from '../../../pkg/k8s/index.ts';
 
 /**
@@ -57,5 +57,36 @@ describe('toK8sError', () => {
     expect(toK8sError('other', k)).toBe(k);
     expect(toK8sError('op', 'a string').reason).toBe('Unknown');
     expect(toK8sError('op', new RangeError('bug')).reason).toBe('Unknown');
+  });
+});
+
+describe('Retry-After', () => {
+  it.each([
+    ['the header', '3', undefined, 3000],
+    ['the header, padded', ' 1 ', undefined, 1000],
+    ['the Status details when there is no header', undefined, { details: { retryAfterSeconds: 5 } }, 5000],
+    ['the header before the details', '2', { details: { retryAfterSeconds: 5 } }, 2000],
+    ['nothing from an HTTP-date', 'Wed, 21 Oct 2015 07:28:00 GMT', undefined, undefined],
+    ['nothing from zero', '0', { details: { retryAfterSeconds: 0 } }, undefined],
+    ['nothing from a fraction', '1.5', undefined, undefined],
+    ['nothing at all', undefined, undefined, undefined],
+  ])('takes %s', (_what, header, status, expected) => {
+    expect(retryAfterMsOf(header, status)).toBe(expected);
+  });
+
+  it('reaches K8sError from a response, a watch ERROR Status and a client-node ApiException', () => {
+    const body = JSON.stringify({
+      kind: 'Status',
+      code: 429,
+      reason: 'TooManyRequests',
+      message: 'slow down',
+    });
+    expect(fromHttpResponse('list nodes', 429, body, '4').retryAfterMs).toBe(4000);
+    expect(fromStatus('watch nodes', { code: 429, details: { retryAfterSeconds: 1 } }).retryAfterMs).toBe(
+      1000,
+    );
+    const apiException = { code: 429, body, headers: { 'Retry-After': '6' }, message: 'HTTP-Code: 429' };
+    expect(toK8sError('list nodes', apiException).retryAfterMs).toBe(6000);
+    expect(fromHttpResponse('list nodes', 500, 'boom').retryAfterMs).toBeUndefined();
   });
 });

@@ -14,7 +14,11 @@ import {
   type NodeInformerOptions,
   type NodeView,
 } from '../../../pkg/k8s/index.ts';
-import { startTestApiServer, type TestApiServer } from '../../support/apiserver/server.ts';
+import {
+  startTestApiServer,
+  type TestApiServer,
+  THROTTLE_RETRY_AFTER_SECONDS,
+} from '../../support/apiserver/server.ts';
 import { api, nodeObject, waitFor } from './helpers.ts';
 
 let server: TestApiServer;
@@ -265,6 +269,31 @@ describe.each(['auto', 'client-node'] as const)('node informer, transport %s', (
     expect(informer!.relists).toBe(2);
     expect(rec.errors.some((e) => e.err.isResourceVersionTooLarge && e.err.statusCode === 504)).toBe(true);
   });
+
+  it('waits as long as a throttling server asks (429 with Retry-After) before it lists again', async () => {
+    await startServer();
+    server.store.addNode(nodeObject('a'));
+    server.store.failRequests({
+      count: 2,
+      mode: 'throttle429',
+      match: (r) => r.path === '/api/v1/nodes' && !r.watch,
+    });
+    const rec = start();
+    await waitFor(() => informer!.hasSynced(), 'sync after the throttling', 15_000);
+    expect(rec.errors.map((e) => [e.err.statusCode, e.err.retryAfterMs])).toEqual([
+      [429, THROTTLE_RETRY_AFTER_SECONDS * 1000],
+      [429, THROTTLE_RETRY_AFTER_SECONDS * 1000],
+    ]);
+    // The informer's own backoff here is 20-200 ms: the delays are the server's.
+    expect(rec.errors.map((e) => e.delay)).toEqual([2000, 2000]);
+    const lists = requestsTo('/api/v1/nodes', false);
+    expect(lists).toHaveLength(3);
+    for (let i = 1; i < lists.length; i++) {
+      expect(lists[i]!.at - lists[i - 1]!.at).toBeGreaterThanOrEqual(
+        THROTTLE_RETRY_AFTER_SECONDS * 1000 - 50,
+      );
+    }
+  }, 20_000);
 
   it('takes a relisted Node whose resourceVersion is an old one but whose content is new (etcd restored)', async () => {
     await startServer();
