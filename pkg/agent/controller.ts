@@ -202,7 +202,15 @@ export class NodeController {
     }
     const node = deps.cluster.get(name);
     if (name === deps.nodeName) {
-      if (this.lastSelf !== undefined && node !== undefined && !selfChanged(this.lastSelf, node)) {
+      // Compared with the Node of the last pass that ran: while a pass waits (its pod CIDRs were taken
+      // away), the Node coming back as it was is a change all the same.
+      const waiting = this.lastWaitReason !== undefined;
+      if (
+        !waiting &&
+        this.lastSelf !== undefined &&
+        node !== undefined &&
+        !selfChanged(this.lastSelf, node)
+      ) {
         deps.log.debug({ peer: name }, 'node unchanged');
         return;
       }

@@ -463,6 +463,23 @@ describe('NodeController per-node steps', () => {
     await t.stop();
   });
 
+  it('this node: pod CIDRs taken away and given back as they were run a pass each time (not ready meanwhile)', async () => {
+    const t = perNodeSetup();
+    await until('first full pass', () => t.passes.some((p) => p.kind === 'ok'));
+    const self = t.cluster.nodes.get('n1')!;
+    t.cluster.nodes.set('n1', { ...self, podCIDRs: [] });
+    t.controller.enqueue('n1');
+    await until('a waiting pass', () => t.passes.at(-1)?.kind === 'waiting');
+    expect(t.controller.waitReason).toContain('has no spec.podCIDRs');
+    const passes = t.passes.length;
+    t.cluster.nodes.set('n1', { ...self });
+    t.controller.enqueue('n1');
+    await until('a pass after the CIDRs came back', () => t.passes.length > passes);
+    expect(t.passes.at(-1)?.kind).toBe('ok');
+    expect(t.controller.waitReason).toBeUndefined();
+    await t.stop();
+  });
+
   it('a full pass drops the names queued before it started; names queued during it run after it', async () => {
     const t = perNodeSetup();
     await until('first full pass', () => t.full.length === 1);
