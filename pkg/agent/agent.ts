@@ -276,6 +276,7 @@ export class Agent {
         masq: this.ports.masq,
         routesNexthop: (id) => this.host?.routesNexthop?.(id) === true,
         isOwnDeletion: (route) => this.routes?.isOwnDeletion(route) === true,
+        concernsPrefix: (route) => this.routes?.concernsPrefix(route) === true,
         markDirty: () => this.controller?.markDirty(),
         log: this.log,
       }),

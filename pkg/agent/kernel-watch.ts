@@ -41,6 +41,17 @@ function isOwnedRouteChange(route: RouteInfo, nexthopId: number | undefined): bo
 }
 
 /**
+ * The protocols of routes people and routing daemons write: boot (`ip route` without `proto`), static,
+ * zebra (FRR), bird, dhcp, and the routing protocols FRR reports (bgp, isis, ospf, rip, eigrp).
+ */
+const FOREIGN_PROTOCOLS = [3, 4, 11, 12, 16, 186, 187, 188, 189, 192] as const;
+
+/** A route someone else wrote (not the kernel's own, not ours): the watch asks concernsPrefix about it. */
+function isForeignRoute(r: RouteInfo): boolean {
+  return r.protocol !== TRELLIS_ROUTE_PROTOCOL && r.protocol !== RTPROT_KERNEL;
+}
+
+/**
  * The notifications the watch acts on, for the kernel to drop the rest: every pod ADD and DEL would
  * otherwise wake the agent for a handful of link, local-table and pod-route notifications that it
  * parses only to ignore. A superset of the watch's own checks, which still run.
@@ -49,6 +60,7 @@ export const WATCHED_ROUTES: RouteEventInterest = {
   routes: [
     { change: 'any', table: MAIN_TABLE, protocol: RTPROT_KERNEL, type: 'unicast' }, // isConnectedSubnetRoute
     { change: 'delete', protocol: TRELLIS_ROUTE_PROTOCOL }, // isOwnedRouteChange
+    ...FOREIGN_PROTOCOLS.map((protocol) => ({ change: 'any' as const, protocol })), // isForeignRoute
   ],
   nexthopDeletions: { protocol: TRELLIS_ROUTE_PROTOCOL },
 };
@@ -63,6 +75,8 @@ export interface KernelWatchDeps {
   routesNexthop(id: number): boolean;
   /** A deletion a per-node step made itself (RouteReconciler.isOwnDeletion): not someone else's. */
   isOwnDeletion(route: RouteInfo): boolean;
+  /** The prefix is one of ours or one a foreign route keeps from us (RouteReconciler.concernsPrefix). */
+  concernsPrefix(route: RouteInfo): boolean;
   /** Asks for a full pass. */
   markDirty(): void;
   log: Logger;
@@ -70,6 +84,8 @@ export interface KernelWatchDeps {
 
 /**
  * A route or device of ours deleted by someone else is put back within the debounce, not at resync.
+ * So is a prefix of ours that someone else's route took over (`ip route replace`: reported as a
+ * conflict at once, never overwritten) or left again (`ip route del` of that route: ours is back).
  * Deletions a per-node step made itself are recognised and ignored; so are deleted nexthop objects no
  * live route of ours was written through (the handle deletes a route's object after the route, and
  * prunes only orphans). A connected subnet appearing or going (an address added to or removed from an
@@ -105,6 +121,10 @@ export function watchKernel(deps: KernelWatchDeps): Subscription[] {
       }
       if (isConnectedSubnetRoute(ev.route, ev.table)) {
         markSoon();
+        return;
+      }
+      if (isForeignRoute(ev.route)) {
+        if (deps.concernsPrefix({ ...ev.route, table: ev.table })) markSoon();
         return;
       }
       if (ev.type === 'add' || !isOwnedRouteChange(ev.route, ev.nexthopId)) return;

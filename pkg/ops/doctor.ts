@@ -349,7 +349,7 @@ export function checkRoutes(f: DoctorFacts): CheckResult {
       case 'conflict':
         r.findings.push({
           problem: `route ${row.dst} is held by a route trellis does not own (${row.have}); trellis wants ${row.want}`,
-          fix: `remove the foreign route if it is not needed (ip ${fam}route del ${row.dst} ${row.have.replace(/ proto \d+$/, '')}); trellis never overwrites it`,
+          fix: `remove the foreign route if it is not needed (ip ${fam}route del ${row.dst} ${row.have.replace(/ proto \d+$/, '')}); trellis never overwrites it, and programs its own as soon as that one is gone`,
         });
         break;
       case 'stale':

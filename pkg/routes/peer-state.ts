@@ -335,6 +335,19 @@ export class KernelCheck {
   }
 }
 
+/**
+ * Whether a route's prefix is one this state programs or wants (a route of ours, a blackhole, or a
+ * key held by a foreign route): someone else's route appearing or going there changes what a full
+ * pass would do.
+ */
+export function concernsPrefix(state: PeerState, r: RouteInfo): boolean {
+  if ((r.table ?? MAIN_TABLE) !== (state.basis.table ?? MAIN_TABLE)) return false;
+  state.programmedIndex ??= indexProgrammed(state);
+  const index = state.programmedIndex;
+  if ((r.family === 4 ? index.v4 : index.v6).has(r.dst)) return true;
+  return state.conflictKeys.size > 0 && state.conflictKeys.has(routeKey(r));
+}
+
 function indexProgrammed(state: PeerState): ProgrammedIndex {
   const index: ProgrammedIndex = { v4: new Map(), v6: new Map(), size: 0, calls: 0 };
   const add = (route: RouteInfo): void => {

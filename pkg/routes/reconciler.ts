@@ -22,6 +22,7 @@ import { applyPeerStep, hasExclusiveAdd, type PeerApplyResult } from './peer-app
 import {
   buildPeerState,
   commitPeerStep,
+  concernsPrefix,
   describesInputs,
   KernelCheck,
   kernelHolds,
@@ -270,6 +271,14 @@ export class RouteReconciler {
     const run = this.tail.then(() => this.peerStep(name, peer));
     this.tail = run.catch(() => undefined);
     return run;
+  }
+
+  /**
+   * Whether someone else's route at this prefix matters: it replaced one of ours, or it held a key we
+   * want and may just have gone. False without a clean full pass (one is on its way anyway).
+   */
+  concernsPrefix(route: RouteInfo): boolean {
+    return this.state !== undefined && concernsPrefix(this.state, route);
   }
 
   /** True (once) when a route deletion notification is one a per-node step caused. */

@@ -171,6 +171,48 @@ describe.skipIf(skip !== undefined)(skip === undefined ? title : `${title} (skip
     );
   });
 
+  it("a route of ours replaced by someone else's is reported at once; when that one goes, ours is back within about a second", async () => {
+    const [a, b] = tb.nodes();
+    const conflicts = (mark: number, dst: string): number =>
+      a!.logs
+        .slice(mark)
+        .filter(
+          (l) =>
+            l.msg === 'route not programmed: its prefix is held by a route trellis does not own' &&
+            l.route === dst,
+        ).length;
+    for (const family of [4, 6] as const) {
+      const want = routeTo(b!, family);
+      expect(hasRoute(tb.routes(a!.name, family), want)).toBe(true);
+      const mark = a!.logs.length;
+      // An operator's static route to the same prefix (the resync is 60 s: only the watch can be this quick).
+      ip(
+        a!.ns,
+        `-${family}`,
+        'route',
+        'replace',
+        want.dst,
+        'via',
+        want.gateway!,
+        'dev',
+        'eth0',
+        'proto',
+        'static',
+      );
+      expect(hasRoute(tb.routes(a!.name, family), want)).toBe(false);
+      await within(2500, `${a!.name}: IPv${family} conflict reported`, () => conflicts(mark, want.dst) > 0);
+      // trellis never overwrites it: it is still the operator's.
+      expect(hasRoute(tb.routes(a!.name, family), want)).toBe(false);
+      ip(a!.ns, `-${family}`, 'route', 'del', want.dst, 'proto', 'static');
+      const ms = await within(
+        2500,
+        `${a!.name}: IPv${family} route to ${b!.name} back after the foreign one went`,
+        () => hasRoute(tb.routes(a!.name, family), want),
+      );
+      expect(ms).toBeLessThan(2500);
+    }
+  });
+
   it('forwarding switched off behind its back (a sysctl reload) is back on after the next pass, and logged', async () => {
     const a = tb.nodes()[0]!;
     const forwarding = (key: string): string => nsExec(a.ns, 'cat', [`/proc/sys/${key}`]).trim();
