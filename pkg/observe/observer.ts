@@ -121,7 +121,7 @@ export class AgentObserver {
     }
     if (opts.adminSocket !== '') {
       const l = await startAdminServer(opts.adminSocket, {
-        '/status': () => statusView(agent.snapshot(), opts.version, process.version),
+        '/status': () => statusView(agent.snapshot(), opts.version, process.version, this.health.readiness()),
         '/routes': async () => {
           const st = await agent.routeState();
           if (st === undefined) throw new Error('the agent has not started its route reconciler yet');

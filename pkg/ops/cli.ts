@@ -17,7 +17,7 @@ import { runDoctor } from './doctor.ts';
 import { gatherDoctorFacts } from './doctor-gather.ts';
 import { formatCoverage, formatDoctor, formatLeases, formatRoutes, formatStatus } from './format.ts';
 import { STALE_AFTER_MS } from './node-report.ts';
-import type { LeasesView, RoutesView, StatusView } from './views.ts';
+import { isReady, type LeasesView, type RoutesView, type StatusView } from './views.ts';
 
 export const OPS_COMMANDS = ['status', 'routes', 'leases', 'doctor', 'coverage'] as const;
 export type OpsCommand = (typeof OPS_COMMANDS)[number];
@@ -81,7 +81,7 @@ export async function runOpsCommand(cmd: OpsCommand, argv: string[], deps: OpsDe
       case 'status': {
         const s = await adminGet<StatusView>(admin, '/status');
         print(s, () => formatStatus(s));
-        return s.ready ? 0 : 1;
+        return isReady(s) ? 0 : 1;
       }
       case 'routes': {
         const r = await adminGet<RoutesView>(admin, '/routes');

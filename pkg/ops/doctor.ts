@@ -4,7 +4,7 @@
  * comes with the fix an operator can apply.
  */
 import { cidrContains, familyName, familyOfText, parseCidr, parseIp } from '../ip/index.ts';
-import type { LeasesView, RoutesView, StatusView } from './views.ts';
+import { failingReadiness, type LeasesView, type RoutesView, type StatusView } from './views.ts';
 
 export interface Finding {
   problem: string;
@@ -81,9 +81,9 @@ export function checkAgent(f: DoctorFacts): CheckResult {
     return r;
   }
   const s = f.agent.value.status;
-  if (!s.ready) {
+  for (const why of failingReadiness(s)) {
     r.findings.push({
-      problem: `the agent is not ready: ${s.notReadyReason ?? 'no reason given'}`,
+      problem: `the agent is not ready: ${why}`,
       fix: 'the reason names what it waits for; the other checks below usually show the cause',
     });
   }

@@ -1,7 +1,7 @@
 /** Human output of the operator commands: aligned tables and short key/value blocks. Pure. */
 import type { CoverageReport } from './coverage.ts';
 import type { DoctorReport } from './doctor.ts';
-import type { LeasesView, RoutesView, StatusView } from './views.ts';
+import { failingReadiness, isReady, type LeasesView, type RoutesView, type StatusView } from './views.ts';
 
 export function table(headers: string[], rows: string[][]): string {
   const widths = headers.map((h, i) => Math.max(h.length, ...rows.map((r) => (r[i] ?? '').length)));
@@ -13,12 +13,19 @@ export function table(headers: string[], rows: string[][]): string {
   return `${[line(headers), ...rows.map(line)].join('\n')}\n`;
 }
 
+/** As the readiness probe sees it; CNI ADD may still be served (a reconcile pass waiting, say). */
+function readyText(s: StatusView): string {
+  if (isReady(s)) return 'yes';
+  const why = failingReadiness(s).join('; ');
+  return s.ready ? `no: ${why} (CNI ADD is served)` : `no: ${why}`;
+}
+
 export function formatStatus(s: StatusView): string {
   const kv: [string, string][] = [
     ['node', s.node],
     ['version', `${s.version} (node ${s.runtime})`],
     ['mode', `${s.mode}${s.standalone ? ' (standalone)' : ''}`],
-    ['ready', s.ready ? 'yes' : `no: ${s.notReadyReason ?? 'unknown'}`],
+    ['ready', readyText(s)],
     ['pod CIDRs', s.podCIDRs.length === 0 ? '(none yet)' : s.podCIDRs.join(', ')],
     [
       'pod MTU',

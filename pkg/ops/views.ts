@@ -18,8 +18,14 @@ export interface StatusView {
   /** Below `mtu` when traffic leaving the node is encapsulated. */
   routeMtu?: number;
   podCIDRs: string[];
+  /** The agent serves CNI ADD (and STATUS). */
   ready: boolean;
   notReadyReason?: string;
+  /**
+   * The readiness probe's verdict (/readyz): ready to serve, and the last reconcile pass and the Node
+   * watch are fine. Absent from older agents.
+   */
+  readiness?: { ok: boolean; checks: Record<string, string> };
   socket: string;
   stateDir: string;
   cniConfDir: string;
@@ -72,7 +78,25 @@ export interface LeasesView {
   leases: LeaseRow[];
 }
 
-export function statusView(s: AgentSnapshot, version: string, runtime: string): StatusView {
+/** Whether the node is ready as its readiness probe sees it (older agents: as CNI ADD does). */
+export function isReady(s: StatusView): boolean {
+  return s.readiness?.ok ?? s.ready;
+}
+
+/** The readiness checks that fail, "check: why" each. */
+export function failingReadiness(s: StatusView): string[] {
+  if (s.readiness === undefined) return s.ready ? [] : [s.notReadyReason ?? 'no reason given'];
+  return Object.entries(s.readiness.checks)
+    .filter(([, v]) => !v.startsWith('ok'))
+    .map(([k, v]) => `${k}: ${v}`);
+}
+
+export function statusView(
+  s: AgentSnapshot,
+  version: string,
+  runtime: string,
+  readiness?: { ok: boolean; checks: Record<string, string> },
+): StatusView {
   return {
     node: s.node,
     version,
@@ -84,6 +108,7 @@ export function statusView(s: AgentSnapshot, version: string, runtime: string): 
     podCIDRs: s.podCIDRs,
     ready: s.ready,
     ...(s.notReadyReason === undefined ? {} : { notReadyReason: s.notReadyReason }),
+    ...(readiness === undefined ? {} : { readiness }),
     socket: s.socket,
     stateDir: s.stateDir,
     cniConfDir: s.cniConfDir,

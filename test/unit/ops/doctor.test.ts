@@ -128,6 +128,22 @@ const cases: Case[] = [
     /trellis agent runs on this node/,
   ],
   [
+    'agent serving ADD but not ready: its reconcile pass waits',
+    (f) => {
+      agentValue(f).status.readiness = {
+        ok: false,
+        checks: {
+          agent: 'ok',
+          reconcile: 'the last reconcile pass is waiting: Node n1 has no spec.podCIDRs yet',
+          nodeWatch: 'ok',
+        },
+      };
+    },
+    'agent',
+    /not ready: reconcile: the last reconcile pass is waiting: Node n1 has no spec.podCIDRs yet/,
+    /reason names/,
+  ],
+  [
     'agent not ready',
     (f) => {
       agentValue(f).status.ready = false;

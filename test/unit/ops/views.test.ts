@@ -181,8 +181,9 @@ describe('admin socket and the CLI over it', () => {
     dir = mkdtempSync(join(tmpdir(), 'trl-admin-'));
     const path = join(dir, 'run', 'admin.sock');
     let drift = false;
+    let readiness: { ok: boolean; checks: Record<string, string> } | undefined;
     server = await startAdminServer(path, {
-      '/status': () => statusView(snapshot(), '0.1.0', 'v24'),
+      '/status': () => statusView(snapshot(), '0.1.0', 'v24', readiness),
       '/routes': () =>
         routesView('n1', {
           desired: [via('10.244.2.0/24', '192.168.1.2')],
@@ -200,6 +201,19 @@ describe('admin socket and the CLI over it', () => {
     expect(st.out).toMatch(/^IPv4\s+10\.244\.1\.0\/24\s+2\s+253$/m);
     const js = await run('status', ['--admin-socket', path, '--json']);
     expect(JSON.parse(js.out)).toMatchObject({ node: 'n1', ready: true, mtu: 1500 });
+    // Serving ADD, but /readyz says no (a reconcile pass waiting): status says so and exits 1.
+    const waiting = 'the last reconcile pass is waiting: Node n1 has no spec.podCIDRs yet';
+    readiness = { ok: false, checks: { agent: 'ok', reconcile: waiting, nodeWatch: 'ok' } };
+    const notReady = await run('status', ['--admin-socket', path]);
+    expect(notReady.code).toBe(1);
+    expect(notReady.out).toMatch(
+      new RegExp(`^ready:\\s+no: reconcile: ${waiting} \\(CNI ADD is served\\)$`, 'm'),
+    );
+    readiness = {
+      ok: true,
+      checks: { agent: 'ok', reconcile: 'ok', nodeWatch: 'ok (standalone: no watch)' },
+    };
+    expect((await run('status', ['--admin-socket', path])).code).toBe(0);
     // --socket derives the admin socket next to it.
     expect((await run('leases', ['--socket', join(dir, 'run', 'cni.sock')])).out).toMatch(
       /^ns\/late\s+10\.244\.1\.3\s/m,
