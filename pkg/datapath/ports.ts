@@ -187,10 +187,11 @@ export interface NetlinkHandle {
   /**
    * Link up, address and route changes sent together (one datagram), which the kernel applies in
    * the given order: one round trip for what would take one per step. An address that exists
-   * already counts as added (like addAddress). Throws the first failure; the steps after a failed
+   * already counts as added (like addAddress), and so does a route with keepExisting whose
+   * destination is taken: both resolve as 'kept'. Throws the first failure; the steps after a failed
    * one were still attempted.
    */
-  setUp(steps: readonly SetUpStep[]): Promise<void>;
+  setUp(steps: readonly SetUpStep[]): Promise<SetUpOutcome[]>;
   /** Several routes in one burst (pipelined requests); resolves when the kernel acked all. */
   replaceRoutes?(routes: RouteInfo[]): Promise<void>;
   /** VXLAN backend: creates the device (down) and returns it as the kernel reports it. */
@@ -242,7 +243,23 @@ export interface NetnsPort {
 export type SetUpStep =
   | { kind: 'up'; index: number }
   | { kind: 'address'; address: AddAddress }
-  | { kind: 'route'; route: RouteInfo };
+  | {
+      kind: 'route';
+      route: RouteInfo;
+      /**
+       * Create the route only if its destination is free (NLM_F_EXCL) and otherwise keep the route
+       * that holds it, whatever its device: the kernel refuses with EEXIST a second IPv4 route of the
+       * same destination, tos and priority, or IPv6 route of the same destination and metric. Unset,
+       * the route is created or replaces that one (NLM_F_REPLACE).
+       */
+      keepExisting?: boolean;
+    };
+
+/**
+ * What a setUp step came to, in the order of the steps: 'done', or 'kept' when what it would add was
+ * there already and stays (an address; a keepExisting route, maybe another device's).
+ */
+export type SetUpOutcome = 'done' | 'kept';
 
 /** rtm_protocol value that marks routes trellis created (RTPROT values < 20 are reserved by the kernel). */
 export const TRELLIS_ROUTE_PROTOCOL = 0x7e; // 126

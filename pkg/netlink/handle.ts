@@ -11,6 +11,7 @@ import type {
   RouteFilter,
   RouteInfo,
   RouteLookup,
+  SetUpOutcome,
   SetUpStep,
 } from '../datapath/ports.ts';
 import { TRELLIS_ROUTE_PROTOCOL } from '../datapath/ports.ts';
@@ -48,9 +49,9 @@ import {
   addAddressRequest,
   CREATE_EXCL,
   CREATE_REPLACE,
-  firstSetUpFailure,
   routeRequest,
   setLinkUpRequest,
+  setUpOutcomes,
   setUpRequest,
 } from './requests.ts';
 import { routeTo } from './route-lookup.ts';
@@ -195,9 +196,8 @@ class Handle implements ExtendedNetlinkHandle {
     await this.sock.request(setLinkUpRequest(index));
   }
 
-  async setUp(steps: readonly SetUpStep[]): Promise<void> {
-    const failure = firstSetUpFailure(steps, await this.sock.burst(steps.map(setUpRequest)));
-    if (failure !== undefined) throw failure;
+  async setUp(steps: readonly SetUpStep[]): Promise<SetUpOutcome[]> {
+    return setUpOutcomes(steps, await this.sock.burst(steps.map(setUpRequest)));
   }
 
   async setLinkMtu(index: number, mtu: number): Promise<void> {

@@ -1,8 +1,8 @@
-import type { CreateVeth, LinkInfo, SetUpStep } from '../datapath/ports.ts';
+import type { CreateVeth, LinkInfo, SetUpOutcome, SetUpStep } from '../datapath/ports.ts';
 import { NLM_F, NLMSG_ERROR, RTM } from './constants.ts';
 import { errorFromErrno, LinkNotFoundError, NetlinkError } from './errors.ts';
 import { createVethBody, getLinkByNameBody, ifinfomsg, parseLink } from './messages.ts';
-import { firstSetUpFailure, setUpRequest } from './requests.ts';
+import { setUpOutcomes, setUpRequest } from './requests.ts';
 import { decodeErrno, decodeMessages, encodeMessage, type RawMessage } from './wire.ts';
 
 /**
@@ -89,11 +89,11 @@ export async function getLinkVia(exchange: Exchange, name: string): Promise<Link
 /**
  * NetlinkHandle.setUp in one datagram: the kernel applies the steps in order and keeps going after a
  * failed one, answering it with its error; only the last step asks for an ACK, which then proves
- * every earlier step without an error succeeded. An address that exists counts as added. Throws the
- * first failure.
+ * every earlier step without an error succeeded. An address that exists counts as added, a
+ * keepExisting route whose destination is taken as kept. Throws the first failure.
  */
-export async function setUpVia(exchange: Exchange, steps: readonly SetUpStep[]): Promise<void> {
-  if (steps.length === 0) return;
+export async function setUpVia(exchange: Exchange, steps: readonly SetUpStep[]): Promise<SetUpOutcome[]> {
+  if (steps.length === 0) return [];
   const requests = steps.map(setUpRequest);
   const first = (seq + 1) >>> 0;
   seq = (seq + requests.length) >>> 0;
@@ -116,7 +116,7 @@ export async function setUpVia(exchange: Exchange, steps: readonly SetUpStep[]):
     const errno = decodeErrno(m.payload);
     if (errno !== 0) results[i] = errorFromErrno(errno, requests[i]!.op);
   }
-  const failure = firstSetUpFailure(steps, results);
-  if (failure !== undefined) throw failure;
+  const outcomes = setUpOutcomes(steps, results);
   if (!acked) throw new NetlinkError('EPROTO', `${requests.at(-1)!.op}: no acknowledgement in the reply`);
+  return outcomes;
 }

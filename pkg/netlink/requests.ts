@@ -1,4 +1,4 @@
-import type { AddAddress, RouteInfo, SetUpStep } from '../datapath/ports.ts';
+import type { AddAddress, RouteInfo, SetUpOutcome, SetUpStep } from '../datapath/ports.ts';
 import { NLM_F, RTM } from './constants.ts';
 import { ExistsError, type NetlinkError } from './errors.ts';
 import { addAddressBody, describeRoute, routeBody, setLinkUpBody } from './messages.ts';
@@ -31,7 +31,10 @@ export function routeRequest(route: RouteInfo, flags: number, nhid?: number): Re
   };
 }
 
-/** One step of NetlinkHandle.setUp as its request (routes are created or replaced). */
+/**
+ * One step of NetlinkHandle.setUp as its request: a route is created or replaced, or with
+ * keepExisting created only where its destination is free (EEXIST otherwise, which setUp tolerates).
+ */
 export function setUpRequest(step: SetUpStep): Request {
   switch (step.kind) {
     case 'up':
@@ -39,21 +42,37 @@ export function setUpRequest(step: SetUpStep): Request {
     case 'address':
       return addAddressRequest(step.address);
     case 'route':
-      return routeRequest(step.route, CREATE_REPLACE);
+      return routeRequest(step.route, step.keepExisting === true ? CREATE_EXCL : CREATE_REPLACE);
   }
 }
 
 /**
  * What NetlinkHandle.setUp throws, from each step's outcome (undefined: done): the first failure,
- * except that an address which exists already counts as added.
+ * except that an address which exists already counts as added, and a keepExisting route whose
+ * destination is taken as kept.
  */
 export function firstSetUpFailure(
   steps: readonly SetUpStep[],
   results: readonly (NetlinkError | undefined)[],
 ): NetlinkError | undefined {
   for (const [i, err] of results.entries()) {
-    if (err === undefined || (steps[i]!.kind === 'address' && err instanceof ExistsError)) continue;
+    if (err === undefined || (err instanceof ExistsError && mayExist(steps[i]!))) continue;
     return err;
   }
   return undefined;
+}
+
+function mayExist(step: SetUpStep): boolean {
+  return step.kind === 'address' || (step.kind === 'route' && step.keepExisting === true);
+}
+
+/** What NetlinkHandle.setUp resolves with, from each step's outcome; throws firstSetUpFailure's. */
+export function setUpOutcomes(
+  steps: readonly SetUpStep[],
+  results: readonly (NetlinkError | undefined)[],
+): SetUpOutcome[] {
+  const failure = firstSetUpFailure(steps, results);
+  if (failure !== undefined) throw failure;
+  // Array.from: results may be sparse (a step without an answer succeeded).
+  return Array.from(results, (err) => (err === undefined ? 'done' : 'kept'));
 }

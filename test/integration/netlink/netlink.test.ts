@@ -145,7 +145,7 @@ describe.skipIf(netnsSkipReason !== undefined)('pkg/netlink (root, real kernel, 
     ).rejects.toBeInstanceOf(LinkNotFoundError);
   });
 
-  it('setUp applies up, address and route steps in one datagram, in order; an existing address counts as added', async () => {
+  it("setUp applies up, address and route steps in one datagram, in order; an existing address counts as added, a keepExisting route keeps another's", async () => {
     const { ns, h } = track(await setup(pool, 'setup'));
     const fd = port.openNetnsFd(ns.path);
     try {
@@ -166,13 +166,33 @@ describe.skipIf(netnsSkipReason !== undefined)('pkg/netlink (root, real kernel, 
         route: { family: 4, dst: '10.99.0.5/32', ifindex: w0, scope: 'link', protocol: PROTO },
       },
     ] as const;
-    await h.setUp(steps);
-    await h.setUp(steps); // again: the address exists, the route is replaced
+    expect(await h.setUp(steps)).toEqual(['done', 'done', 'done']);
+    // Again: the address exists (kept), the route is replaced.
+    expect(await h.setUp(steps)).toEqual(['done', 'kept', 'done']);
     expect(ipJson<{ flags: string[] }[]>(ns.name, 'link', 'show', 'w0')[0]!.flags).toContain('UP');
     expect(ipJson<IpAddr[]>(ns.name, 'addr', 'show', 'dev', 'w0')[0]!.addr_info.map((a) => a.local)).toEqual([
       '169.254.1.1',
     ]);
     expect(routesProto(ns.name).filter((r) => r.dst === '10.99.0.5')).toMatchObject([{ dev: 'w0' }]);
+
+    // keepExisting: a destination another device holds stays that device's; a free one is created.
+    const w1 = (await h.getLink('w1'))!.index;
+    const onW1 = (dst: string) => ({ family: 4, dst, ifindex: w1, scope: 'link', protocol: PROTO }) as const;
+    expect(
+      await h.setUp([
+        { kind: 'up', index: w1 },
+        { kind: 'route', route: onW1('10.99.0.5/32'), keepExisting: true },
+        { kind: 'route', route: onW1('10.99.0.8/32'), keepExisting: true },
+      ]),
+    ).toEqual(['done', 'kept', 'done']);
+    expect(
+      routesProto(ns.name)
+        .filter((r) => r.dst === '10.99.0.5' || r.dst === '10.99.0.8')
+        .map((r) => [r.dst, r.dev]),
+    ).toEqual([
+      ['10.99.0.5', 'w0'],
+      ['10.99.0.8', 'w1'],
+    ]);
 
     // A failing step is reported (typed), and the steps after it were still applied.
     const err = await h

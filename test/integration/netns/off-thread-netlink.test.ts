@@ -180,10 +180,26 @@ describe.skipIf(netnsSkipReason !== undefined)('off-thread link deletion (root, 
         { kind: 'route', route: { family: 4, dst: '10.9.1.0/24', ifindex: va0.index, scope: 'link' } },
       ]);
       // Again, off the thread: the address exists (counts as added), the route is replaced.
-      await setUpVia(sock.exchange, [
-        { kind: 'address', address: { family: 4, ifindex: va0.index, address: '10.9.0.1', prefixLen: 32 } },
-        { kind: 'route', route: { family: 4, dst: '10.9.1.0/24', ifindex: va0.index, scope: 'link' } },
-      ]);
+      expect(
+        await setUpVia(sock.exchange, [
+          { kind: 'address', address: { family: 4, ifindex: va0.index, address: '10.9.0.1', prefixLen: 32 } },
+          { kind: 'route', route: { family: 4, dst: '10.9.1.0/24', ifindex: va0.index, scope: 'link' } },
+        ]),
+      ).toEqual(['kept', 'done']);
+      // keepExisting, inline and off the thread: va0's route stays va0's, also as the last step (the
+      // one whose answer is the ACK).
+      for (const exchange of [sock.exchangeInline, sock.exchange]) {
+        expect(
+          await setUpVia(exchange, [
+            { kind: 'up', index: vb0.index },
+            {
+              kind: 'route',
+              route: { family: 4, dst: '10.9.1.0/24', ifindex: vb0.index, scope: 'link' },
+              keepExisting: true,
+            },
+          ]),
+        ).toEqual(['done', 'kept']);
+      }
 
       // A failing step in the middle: its error is thrown, the steps after it were still applied.
       const failed = await setUpVia(sock.exchangeInline, [

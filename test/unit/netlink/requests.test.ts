@@ -1,0 +1,42 @@
+import { describe, expect, it } from 'vitest';
+import type { SetUpStep } from '../../../pkg/datapath/ports.ts';
+import { NLM_F } from '../../../pkg/netlink/constants.ts';
+import { ExistsError, LinkNotFoundError, NetlinkError } from '../../../pkg/netlink/errors.ts';
+import { firstSetUpFailure, setUpOutcomes, setUpRequest } from '../../../pkg/netlink/requests.ts';
+
+const route = { family: 4, dst: '0.0.0.0/0', gateway: '169.254.1.1', ifindex: 2, onlink: true } as const;
+const steps: SetUpStep[] = [
+  { kind: 'up', index: 2 },
+  { kind: 'address', address: { family: 4, ifindex: 2, address: '10.244.1.5', prefixLen: 32 } },
+  { kind: 'route', route },
+  { kind: 'route', route, keepExisting: true },
+];
+
+describe('setUp requests', () => {
+  it('creates or replaces a route, and creates a keepExisting route only where its destination is free', () => {
+    const flags = steps.map((s) => setUpRequest(s).flags);
+    expect(flags).toEqual([
+      0,
+      NLM_F.CREATE | NLM_F.EXCL,
+      NLM_F.CREATE | NLM_F.REPLACE,
+      NLM_F.CREATE | NLM_F.EXCL,
+    ]);
+  });
+
+  it('an existing address and a keepExisting route whose destination is taken are kept, not failures', () => {
+    const results = [undefined, new ExistsError('addr'), undefined, new ExistsError('kept')];
+    expect(firstSetUpFailure(steps, results)).toBeUndefined();
+    expect(setUpOutcomes(steps, results)).toEqual(['done', 'kept', 'done', 'kept']);
+    // Steps the kernel answered nothing for (only the last asks for an ACK) succeeded.
+    expect(setUpOutcomes(steps, new Array(steps.length))).toEqual(['done', 'done', 'done', 'done']);
+  });
+
+  it('throws the first failure: EEXIST of a route that replaces, or any other error of a keepExisting route', () => {
+    const replaced = new ExistsError('replaced');
+    expect(firstSetUpFailure(steps, [undefined, undefined, replaced, undefined])).toBe(replaced);
+    const gone = new LinkNotFoundError('kept route');
+    expect(() => setUpOutcomes(steps, [undefined, undefined, undefined, gone])).toThrow(gone);
+    const first = new NetlinkError('EINVAL', 'up');
+    expect(() => setUpOutcomes(steps, [first, undefined, undefined, gone])).toThrow(first);
+  });
+});
