@@ -120,12 +120,12 @@ async function addInNetns(
       if ((await veth).ok) await deleteLinkByName(deps.host, hostName);
     });
 
-    const routes = podRoutes(familiesOf(lease.addresses), req);
+    const wanted = podRoutes(familiesOf(lease.addresses), req);
     // Opened before the pair is waited for (while the kernel makes it, unless inline): a socket
     // does not need the interface.
     const pod = deps.netns.openPodNetlink(nsFd, req.netns);
     let hostLink: LinkInfo;
-    let podLink: LinkInfo;
+    let podSide: PodSide;
     try {
       const created = await veth;
       if (!created.ok) throw created.error;
@@ -134,9 +134,9 @@ async function addInNetns(
         deps.netns.writeSysctlInFd(nsFd, req.netns, `net/ipv6/conf/${req.ifname}/accept_dad`, '0');
         deps.netns.writeSysctl(`net/ipv6/conf/${hostName}/accept_dad`, '0');
       }
-      [hostLink, podLink] = await Promise.all([
+      [hostLink, podSide] = await Promise.all([
         configureHostSide(deps.host, hostName, created.value, lease.addresses),
-        configurePodSide(pod, req, podEnd(req, created.value, podMac), lease.addresses, routes),
+        configurePodSide(pod, req, podEnd(req, created.value, podMac), lease.addresses, wanted),
       ]);
     } finally {
       pod.close();
@@ -144,6 +144,7 @@ async function addInNetns(
     const syncError = await synced;
     if (syncError !== undefined) throw syncError;
     undo.commit();
+    const podLink = podSide.link;
     return {
       containerId: req.containerId,
       ifname: req.ifname,
@@ -151,7 +152,7 @@ async function addInNetns(
       host: { name: hostLink.name, index: hostLink.index, mac: hostLink.mac },
       pod: { name: podLink.name, index: podLink.index, mac: podLink.mac, mtu: podLink.mtu },
       addresses: lease.addresses,
-      routes,
+      routes: podSide.routes,
     };
   } catch (error) {
     const failures = await undo.unwind();
@@ -277,12 +278,24 @@ async function configureHostSide(
   return link;
 }
 
+/** The pod end as configurePodSide left it, and the routes of its own it holds. */
+interface PodSide {
+  link: LinkInfo;
+  routes: PodRoute[];
+}
+
 /**
  * Pod end: lo and the interface up, /32 and /128 addresses, the routes via the link-local gateways
  * (pod-routes.ts); one datagram, like the host end, answered in the same turn (openPodNetlink).
  * With `known` (podEnd) it sends that datagram at once: lo is index 1 in every network namespace
  * (the kernel's LOOPBACK_IFINDEX), and bringing up a lo that is up changes nothing. Otherwise both
  * are looked up first.
+ *
+ * The routes are the pod's, not the interface's: every trellis interface of a pod (Multus: eth0,
+ * net1) would write the same destinations. The first interface keeps them (keepExisting), so a
+ * second one neither takes over the pod's default route (another plugin's, or eth0's, which DEL
+ * of net1 would then take away) nor reports it; the kernel says which of them were taken, in the
+ * same answer.
  */
 async function configurePodSide(
   pod: PodNetlink,
@@ -290,7 +303,7 @@ async function configurePodSide(
   known: LinkInfo | undefined,
   addresses: LeasedAddress[],
   routes: readonly PodRoute[],
-): Promise<LinkInfo> {
+): Promise<PodSide> {
   const steps: SetUpStep[] = [];
   let link: LinkInfo;
   if (known !== undefined) {
@@ -318,15 +331,20 @@ async function configurePodSide(
     steps.push({
       kind: 'route',
       route: { family: 4, dst: `${GATEWAY_V4}/32`, ifindex: link.index, scope: 'link' },
+      keepExisting: true,
     });
   }
+  const firstRouteStep = steps.length;
   for (const r of routes) {
     const route: RouteInfo = { family: r.family, dst: r.dst, gateway: r.gateway, ifindex: link.index };
-    // onlink: valid before (and independent of) the link route above.
+    // onlink: valid before (and independent of) the link route above, even when that one is kept.
     if (r.family === 4) route.onlink = true;
     if (r.mtu !== undefined) route.mtu = r.mtu;
-    steps.push({ kind: 'route', route });
+    steps.push({ kind: 'route', route, keepExisting: true });
   }
-  await pod.setUp(steps);
-  return { ...link, up: true };
+  const outcomes = await pod.setUp(steps);
+  return {
+    link: { ...link, up: true },
+    routes: routes.filter((_, i) => outcomes[firstRouteStep + i] === 'done'),
+  };
 }

@@ -3,7 +3,7 @@ import type { LeasedAddress } from '../ipam/index.ts';
 import { defaultDst, GATEWAY_V4, GATEWAY_V6, gatewayFor, hostPrefixLen } from './gateway.ts';
 import { hostVethName } from './names.ts';
 import type { PodRoute } from './pod-routes.ts';
-import { TRELLIS_ROUTE_PROTOCOL } from './ports.ts';
+import { type Family, type RouteInfo, TRELLIS_ROUTE_PROTOCOL } from './ports.ts';
 import type { Attachment, AttachmentKey, DatapathDeps } from './types.ts';
 
 export interface Inspection {
@@ -52,23 +52,25 @@ export async function inspectAttachment(
       return { attachment: undefined, problems };
     }
     if (!podLink.up) problems.push(`interface ${req.ifname} in ${req.netns} is down`);
-    const [podAddrs, podRoutes] = await Promise.all([
+    // Every interface's routes: the pod's default route may be another interface's (hasDefaultRoute).
+    const [podAddrs, allRoutes] = await Promise.all([
       pod.listAddresses(undefined, podLink.index),
-      pod.listRoutes({ ifindex: podLink.index }),
+      pod.listRoutes(),
     ]);
     for (const a of addresses) {
       const prefixLen = hostPrefixLen(a.family);
       if (!podAddrs.some((p) => p.address === a.address && p.prefixLen === prefixLen)) {
         problems.push(`address ${a.address}/${prefixLen} is missing on ${req.ifname}`);
       }
-      const dst = defaultDst(a.family);
-      const gw = gatewayFor(a.family);
-      if (!podRoutes.some((r) => r.dst === dst && r.gateway === gw)) {
-        problems.push(`default route ${dst} via ${gw} is missing in the pod (IPv${a.family})`);
+      if (!hasDefaultRoute(allRoutes, a.family, podLink.index)) {
+        problems.push(
+          `default route ${defaultDst(a.family)} via ${gatewayFor(a.family)} is missing in the pod (IPv${a.family})`,
+        );
       }
     }
     const routes: PodRoute[] = [];
-    for (const r of podRoutes) {
+    for (const r of allRoutes) {
+      if (r.ifindex !== podLink.index) continue;
       if (r.gateway !== GATEWAY_V4 && r.gateway !== GATEWAY_V6) continue;
       const route: PodRoute = { family: r.family, dst: r.dst, gateway: r.gateway };
       if (r.mtu !== undefined) route.mtu = r.mtu;
@@ -92,6 +94,20 @@ export async function inspectAttachment(
   } finally {
     pod.close();
   }
+}
+
+/**
+ * The pod has a default route of this family: ours on this interface, or any on another of the pod's
+ * interfaces, which held it first (ADD keeps such a route: add.ts configurePodSide).
+ */
+function hasDefaultRoute(routes: readonly RouteInfo[], family: Family, ifindex: number): boolean {
+  const dst = defaultDst(family);
+  const gw = gatewayFor(family);
+  return routes.some(
+    (r) =>
+      r.dst === dst &&
+      (r.ifindex === ifindex ? r.gateway === gw : r.ifindex !== undefined && r.type === 'unicast'),
+  );
 }
 
 /** The attachment when it is completely in place, else undefined. */

@@ -1,0 +1,257 @@
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
+import { addAttachment } from '../../../pkg/datapath/add.ts';
+import { BackgroundDeleter } from '../../../pkg/datapath/background-deleter.ts';
+import { checkAttachment } from '../../../pkg/datapath/check.ts';
+import { delAttachment } from '../../../pkg/datapath/del.ts';
+import { hostVethName } from '../../../pkg/datapath/names.ts';
+import type { DatapathDeps } from '../../../pkg/datapath/types.ts';
+import { openIpam } from '../../../pkg/ipam/index.ts';
+import { createNetnsPort, openHostNetlink, withNetns } from '../../../pkg/netns/index.ts';
+import {
+  builtSkipReason,
+  REFERENCE_PLUGIN_DIR,
+  referencePluginsSkipReason,
+  runPlugin,
+} from '../../support/cni-driver.ts';
+import { ip, ipJson, NetnsPool, netnsSkipReason, nsPing, type TestNetns } from '../../support/netns.ts';
+import { leaseAddresses } from '../reliability/support.ts';
+import { type AddResult, containerId, NodeHarness, podAddr, V4_CIDR, V6_CIDR } from './harness.ts';
+
+/**
+ * A pod with two interfaces in one namespace, as Multus makes them: eth0 and net1, same container ID.
+ * The first interface keeps the pod's shared routes (the link route to 169.254.1.1, the default
+ * routes, the node's pod CIDRs); a second trellis interface must neither take them over nor, when it
+ * is deleted, take them away.
+ */
+
+interface IpRoute {
+  dst: string;
+  gateway?: string;
+  dev?: string;
+  protocol?: string;
+  metrics?: unknown;
+}
+
+/** The pod's main-table routes of both families (kernel view), lo's own left out. */
+function podRoutes(ns: string): IpRoute[] {
+  return [
+    ...ipJson<IpRoute[]>(ns, '-4', 'route', 'show'),
+    ...ipJson<IpRoute[]>(ns, '-6', 'route', 'show'),
+  ].filter((r) => r.dev !== 'lo');
+}
+
+function routesOn(ns: string, dev: string): IpRoute[] {
+  return podRoutes(ns).filter((r) => r.dev === dev);
+}
+
+function defaultRoutes(ns: string, family: 4 | 6): IpRoute[] {
+  return ipJson<IpRoute[]>(ns, `-${family}`, 'route', 'show', 'default');
+}
+
+const skip = netnsSkipReason ?? builtSkipReason();
+
+describe.skipIf(skip !== undefined)(
+  `a pod with two interfaces (Multus)${skip ? ` (skipped: ${skip})` : ''}`,
+  () => {
+    const node = new NodeHarness();
+    beforeAll(() => node.start());
+    afterAll(() => node.stop());
+
+    const check = (pod: TestNetns, id: string, ifname: string, prevResult: unknown) =>
+      node.call({ command: 'CHECK', containerId: id, netns: pod.path, ifname }, node.conf({ prevResult }));
+    const del = (pod: TestNetns, id: string, ifname: string) =>
+      node.call({ command: 'DEL', containerId: id, netns: pod.path, ifname });
+
+    it('trellis on eth0 then net1: eth0 keeps its routes, through CHECK and DEL of net1', async () => {
+      const pod = node.podNs();
+      const id = containerId();
+      const eth0 = await node.add(pod, id);
+      expect(eth0.code, eth0.stdout).toBe(0);
+      const eth0Routes = routesOn(pod.name, 'eth0');
+      expect(eth0Routes).toContainEqual(expect.objectContaining({ dst: 'default', gateway: '169.254.1.1' }));
+      expect(eth0Routes).toContainEqual(expect.objectContaining({ dst: 'default', gateway: 'fe80::1' }));
+
+      const net1 = await node.add(pod, id, undefined, 'net1');
+      expect(net1.code, net1.stdout).toBe(0);
+      // eth0's routes, the default routes among them, are neither moved nor replaced.
+      expect(routesOn(pod.name, 'eth0')).toEqual(eth0Routes);
+      expect(defaultRoutes(pod.name, 4)).toMatchObject([{ gateway: '169.254.1.1', dev: 'eth0' }]);
+      expect(defaultRoutes(pod.name, 6)).toMatchObject([{ gateway: 'fe80::1', dev: 'eth0' }]);
+      // net1's result reports only what net1 holds: no route (the field left out), the default
+      // routes being eth0's.
+      expect((net1.json as AddResult).routes).toBeUndefined();
+      expect((eth0.json as AddResult).routes.map((r) => r.dst)).toEqual(['0.0.0.0/0', '::/0']);
+
+      for (const [ifname, run] of [
+        ['eth0', eth0],
+        ['net1', net1],
+      ] as const) {
+        const checked = await check(pod, id, ifname, run.json);
+        expect(checked.code, `CHECK ${ifname}: ${checked.stdout}`).toBe(0);
+      }
+      // A repeated ADD of net1 finds it in place and answers the same.
+      const again = await node.add(pod, id, undefined, 'net1');
+      expect(again.code, again.stdout).toBe(0);
+      expect((again.json as AddResult).routes).toBeUndefined();
+      expect((again.json as AddResult).ips).toEqual((net1.json as AddResult).ips);
+
+      const delNet1 = await del(pod, id, 'net1');
+      expect(delNet1.code, delNet1.stdout).toBe(0);
+      await node.waitForVeths(1);
+      expect(node.hostVeths()).toEqual([hostVethName(id, 'eth0')]);
+      expect(routesOn(pod.name, 'eth0')).toEqual(eth0Routes);
+      const checked = await check(pod, id, 'eth0', eth0.json);
+      expect(checked.code, `CHECK eth0 after DEL net1: ${checked.stdout}`).toBe(0);
+
+      // Another pod of the node is reached through eth0's default routes.
+      const other = node.podNs();
+      const otherId = containerId();
+      const otherRun = await node.add(other, otherId);
+      expect(otherRun.code, otherRun.stdout).toBe(0);
+      for (const family of [4, 6] as const) {
+        expect(nsPing(pod.name, podAddr(otherRun.json as AddResult, family)), `IPv${family}`).toBe(true);
+      }
+
+      for (const [p, i] of [
+        [pod, id],
+        [other, otherId],
+      ] as const) {
+        const d = await node.del(i, p.path);
+        expect(d.code, d.stdout).toBe(0);
+      }
+      await node.waitForVeths(0);
+      expect(node.hostVeths()).toEqual([]);
+      expect([...leaseAddresses(node).keys()].filter((k) => k.startsWith(id))).toEqual([]);
+      expect([...node.hostRoutes(4), ...node.hostRoutes(6)]).toEqual([]);
+      expect(podRoutes(pod.name)).toEqual([]);
+    });
+
+    const ptpSkip = referencePluginsSkipReason('ptp', 'host-local');
+    it.skipIf(ptpSkip !== undefined)(
+      `ptp on eth0, trellis on net1: ptp's default route stays, through DEL of net1${ptpSkip ? ` (skipped: ${ptpSkip})` : ''}`,
+      async () => {
+        const dataDir = mkdtempSync(join(tmpdir(), 'trl-host-local-'));
+        try {
+          const pod = node.podNs();
+          const id = containerId();
+          const ptpConf = JSON.stringify({
+            cniVersion: '1.0.0',
+            name: 'primary',
+            type: 'ptp',
+            ipMasq: false,
+            ipam: { type: 'host-local', subnet: '10.99.1.0/24', routes: [{ dst: '0.0.0.0/0' }], dataDir },
+          });
+          const ptp = (command: 'ADD' | 'DEL') =>
+            runPlugin(
+              join(REFERENCE_PLUGIN_DIR, 'ptp'),
+              { command, containerId: id, netns: pod.path, ifname: 'eth0', hostNetns: node.host.name },
+              ptpConf,
+            );
+          const primary = await ptp('ADD');
+          expect(primary.code, primary.stdout + primary.stderr).toBe(0);
+          const ptpDefault = defaultRoutes(pod.name, 4);
+          expect(ptpDefault).toMatchObject([{ gateway: '10.99.1.1', dev: 'eth0' }]);
+
+          const net1 = await node.add(pod, id, undefined, 'net1');
+          expect(net1.code, net1.stdout).toBe(0);
+          expect(defaultRoutes(pod.name, 4)).toEqual(ptpDefault);
+          // ptp gave the pod no IPv6 default route: net1 is the first to, and reports it.
+          expect(defaultRoutes(pod.name, 6)).toMatchObject([{ gateway: 'fe80::1', dev: 'net1' }]);
+          expect((net1.json as AddResult).routes).toEqual([{ dst: '::/0', gw: 'fe80::1' }]);
+          const checked = await check(pod, id, 'net1', net1.json);
+          expect(checked.code, `CHECK net1: ${checked.stdout}`).toBe(0);
+
+          const delNet1 = await del(pod, id, 'net1');
+          expect(delNet1.code, delNet1.stdout).toBe(0);
+          expect(defaultRoutes(pod.name, 4)).toEqual(ptpDefault);
+          expect(nsPing(pod.name, '10.99.1.1')).toBe(true);
+          const delPrimary = await ptp('DEL');
+          expect(delPrimary.code, delPrimary.stdout + delPrimary.stderr).toBe(0);
+        } finally {
+          rmSync(dataDir, { recursive: true, force: true });
+        }
+      },
+    );
+  },
+);
+
+/**
+ * The same in-process with the route MTU split (pod-routes.ts): the routes to the node's own pod CIDRs
+ * are the first interface's too.
+ */
+describe.skipIf(netnsSkipReason !== undefined)(
+  'a pod with two interfaces, route MTU split (in-process)',
+  () => {
+    const pool = new NetnsPool();
+    const cleanups: (() => void)[] = [];
+    afterEach(() => {
+      for (const c of cleanups.splice(0)) c();
+      pool.cleanup();
+    });
+
+    function deps(host: TestNetns): DatapathDeps {
+      const port = createNetnsPort();
+      const handle = withNetns(host.path, () => openHostNetlink());
+      const dir = mkdtempSync(join(tmpdir(), 'trl-multi-if-'));
+      cleanups.push(
+        () => handle.close(),
+        () => rmSync(dir, { recursive: true, force: true }),
+      );
+      return {
+        host: handle,
+        netns: { ...port, writeSysctl: (key, value) => port.writeSysctlIn(host.path, key, value) },
+        ipam: openIpam({ dir, ranges: [V4_CIDR, V6_CIDR] }),
+        deleter: new BackgroundDeleter(() => undefined),
+      };
+    }
+
+    /** eth0 then net1 in one pod, with the route MTU split. */
+    async function twoInterfaces() {
+      const d = deps(pool.add('host'));
+      const pod = pool.add('pod', { loUp: false });
+      const req = (ifname: string) => ({
+        containerId: 'c1',
+        ifname,
+        netns: pod.path,
+        mtu: 1500,
+        routeMtu: 1450,
+        nodeCidrs: [V4_CIDR, V6_CIDR],
+      });
+      const eth0 = await addAttachment(d, req('eth0'));
+      const eth0Routes = routesOn(pod.name, 'eth0');
+      const net1 = await addAttachment(d, req('net1'));
+      const check = (ifname: string) =>
+        checkAttachment(d, { containerId: 'c1', ifname, netns: pod.path }, { ips: [] });
+      return { d, pod, eth0, eth0Routes, net1, check };
+    }
+
+    it('net1 keeps none of the split routes; DEL of net1 leaves eth0 all of them', async () => {
+      const { d, pod, eth0, eth0Routes, net1, check } = await twoInterfaces();
+      expect(eth0.routes.map((r) => r.dst)).toEqual(['0.0.0.0/0', V4_CIDR, '::/0', V6_CIDR]);
+      expect(eth0Routes.map((r) => r.dst)).toEqual(expect.arrayContaining(['default', V4_CIDR, V6_CIDR]));
+      expect(net1.routes).toEqual([]);
+      expect(routesOn(pod.name, 'eth0')).toEqual(eth0Routes);
+      await check('eth0');
+      await check('net1');
+
+      await delAttachment(d, { containerId: 'c1', ifname: 'net1' });
+      await d.deleter.drain();
+      expect(routesOn(pod.name, 'eth0')).toEqual(eth0Routes);
+      await check('eth0');
+      await delAttachment(d, { containerId: 'c1', ifname: 'eth0' });
+      await d.deleter.drain();
+      expect(podRoutes(pod.name)).toEqual([]);
+    });
+
+    it('CHECK still finds a default route that is gone from the whole pod, on either interface', async () => {
+      const { pod, check } = await twoInterfaces();
+      ip(pod.name, '-4', 'route', 'del', 'default');
+      for (const ifname of ['eth0', 'net1']) {
+        await expect(check(ifname)).rejects.toThrow('default route 0.0.0.0/0 via 169.254.1.1 is missing');
+      }
+    });
+  },
+);
