@@ -81,6 +81,8 @@ export function createCniService(deps: CniServiceDeps): {
     const conf: NetConf = parseNetConf(stdin, env.command);
     checkVersionAllows(conf.cniVersion, env.command);
     fields.cniVersion = conf.cniVersion;
+    // A verb that never reads prevResult went on without the one it could not parse: said at warn.
+    if (conf.prevResultIgnored !== undefined) fields.prevResultIgnored = conf.prevResultIgnored;
     switch (env.command) {
       case 'ADD': {
         const reason = deps.readiness.notReadyReason();
@@ -209,7 +211,13 @@ export function createCniService(deps: CniServiceDeps): {
     // On the next turn of the event loop, after the server has written the answer: the runtime
     // need not wait for the log line's serialization and write (~0.15 ms of an ADD here).
     setImmediate(() => {
-      const level = response.ok ? 'info' : code === CniCode.INTERNAL ? 'error' : 'warn';
+      // warn: a failure, or a success that went on without something it was given (prevResultIgnored).
+      const level =
+        code === CniCode.INTERNAL
+          ? 'error'
+          : response.ok && fields.prevResultIgnored === undefined
+            ? 'info'
+            : 'warn';
       deps.log[level](fields, `CNI ${fields.verb} ${response.ok ? 'ok' : 'failed'}`);
       deps.onCall?.({
         verb: String(fields.verb),

@@ -9,7 +9,8 @@
  *   top-level array or scalar, since Go's decoder fails to unmarshal it into the config struct.
  * - INCOMPATIBLE_VERSION (1): cniVersion missing (libcni reads that as 0.1.0) or not supported, or too
  *   old for the verb (CHECK needs 0.4.0, GC and STATUS 1.1.0).
- * - INVALID_CONFIG (7): everything else, all problems in one message, each naming its field.
+ * - INVALID_CONFIG (7): everything else, all problems in one message, each naming its field. A
+ *   prevResult that does not parse counts only for ADD and CHECK (see PREV_RESULT_VERBS).
  */
 import type { CniCommand } from './env.ts';
 import { CniCode, CniError } from './errors.ts';
@@ -77,6 +78,11 @@ export interface NetConf {
   logLevel?: LogLevel;
   /** The previous result, validated and normalized to the LATEST_VERSION (1.x) shape. */
   prevResult?: CniResult;
+  /**
+   * Why prevResult was ignored: a verb that never reads it (DEL, GC, STATUS) got one that does not
+   * parse. Names the problem and where it is ("prevResult.ips[0].gateway ..."); the agent logs it.
+   */
+  prevResultIgnored?: string;
   runtimeConfig?: RuntimeConfig;
   /** The `args` object as given (conventions: args.cni.ips, labels, ...). */
   args?: Record<string, unknown>;
@@ -231,16 +237,10 @@ export function parseNetConf(stdin: string | Uint8Array, command: NetConfCommand
   }
 
   if (raw.prevResult !== undefined && raw.prevResult !== null) {
-    try {
-      const parsed = parseResult(raw.prevResult, cniVersion, {
-        path: 'prevResult',
-        code: CniCode.INVALID_CONFIG,
-      });
-      conf.prevResult = convertResult(parsed, LATEST_VERSION);
-    } catch (err) {
-      if (!(err instanceof CniError)) throw err;
-      problems.push(err.message.replace(/^invalid prevResult: /, ''));
-    }
+    const prev = parsePrevResult(raw.prevResult, cniVersion);
+    if (typeof prev !== 'string') conf.prevResult = prev;
+    else if (PREV_RESULT_VERBS.has(command)) problems.push(prev);
+    else conf.prevResultIgnored = prev;
   } else if (command === 'CHECK') {
     problems.push('prevResult is required for CHECK');
   }
@@ -249,6 +249,27 @@ export function parseNetConf(stdin: string | Uint8Array, command: NetConfCommand
     throw new CniError(CniCode.INVALID_CONFIG, `invalid network configuration: ${problems.join('; ')}`);
   }
   return conf;
+}
+
+/**
+ * The verbs for which a prevResult that does not parse is an error: CHECK compares the kernel with
+ * it, and for ADD it is the previous plugin's answer, whose fault should surface there. DEL, GC and
+ * STATUS never read it, so they ignore one they cannot parse: a DEL failing on it would be retried
+ * by the runtime forever while the lease, veth and routes stay (ptp's DEL succeeds on the same input).
+ */
+const PREV_RESULT_VERBS: ReadonlySet<NetConfCommand> = new Set(['ADD', 'CHECK']);
+
+/** prevResult validated and normalized to the LATEST_VERSION shape, or what is wrong with it and where. */
+function parsePrevResult(v: unknown, cniVersion: string): CniResult | string {
+  try {
+    const parsed = parseResult(v, cniVersion, { path: 'prevResult', code: CniCode.INVALID_CONFIG });
+    return convertResult(parsed, LATEST_VERSION);
+  } catch (err) {
+    if (!(err instanceof CniError)) throw err;
+    const problem = err.message.replace(/^invalid prevResult: /, '');
+    // A version error speaks of "config"; say which part of it.
+    return problem.startsWith('prevResult') ? problem : `prevResult: ${problem}`;
+  }
 }
 
 function describe(v: unknown): string {

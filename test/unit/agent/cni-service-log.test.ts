@@ -22,7 +22,31 @@ function failingDatapath(error: Error): DatapathDeps {
   return { host: failing, netns: failing, ipam: failing, deleter: failing };
 }
 
-async function logOf(error: Error): Promise<Record<string, unknown>> {
+/** A datapath with nothing in it: DEL finds no lease and no veth, which is success. */
+function emptyDatapath(): DatapathDeps {
+  return {
+    ipam: { get: () => undefined, releaseDeferred: () => ({ found: false, durable: Promise.resolve() }) },
+    deleter: { wait: async () => {} },
+    host: { getLink: async () => undefined },
+    netns: {},
+  } as unknown as DatapathDeps;
+}
+
+const ENV = {
+  CNI_CONTAINERID: 'c1',
+  CNI_NETNS: '/var/run/netns/p1',
+  CNI_IFNAME: 'eth0',
+  CNI_PATH: '/opt/cni/bin',
+  CNI_ARGS: 'K8S_POD_NAMESPACE=shop;K8S_POD_NAME=web-1',
+};
+const CONF = { cniVersion: '1.0.0', name: 'trellis', type: 'trellis' };
+
+/** One call through the service: its answer and the one log line it wrote. */
+async function call(
+  datapath: DatapathDeps,
+  command: string,
+  conf: Record<string, unknown> = CONF,
+): Promise<{ ok: boolean; line: Record<string, unknown> }> {
   const out = new PassThrough();
   const lines: Record<string, unknown>[] = [];
   out.on('data', (d: Buffer) => {
@@ -30,7 +54,7 @@ async function logOf(error: Error): Promise<Record<string, unknown>> {
       lines.push(JSON.parse(l) as Record<string, unknown>);
   });
   const { handle } = createCniService({
-    datapath: failingDatapath(error),
+    datapath,
     mutex: new KeyedMutex(),
     log: createLogger({ level: 'info', destination: out }),
     readiness: { notReadyReason: () => undefined },
@@ -38,20 +62,18 @@ async function logOf(error: Error): Promise<Record<string, unknown>> {
   });
   const response = await handle({
     v: 1,
-    env: {
-      CNI_COMMAND: 'ADD',
-      CNI_CONTAINERID: 'c1',
-      CNI_NETNS: '/var/run/netns/p1',
-      CNI_IFNAME: 'eth0',
-      CNI_PATH: '/opt/cni/bin',
-      CNI_ARGS: 'K8S_POD_NAMESPACE=shop;K8S_POD_NAME=web-1',
-    },
-    stdin: JSON.stringify({ cniVersion: '1.0.0', name: 'trellis', type: 'trellis' }),
+    env: { ...ENV, CNI_COMMAND: command },
+    stdin: JSON.stringify(conf),
   });
-  expect(response.ok).toBe(false);
   for (let i = 0; i < 20 && lines.length === 0; i++) await new Promise((r) => setImmediate(r));
   expect(lines).toHaveLength(1);
-  return lines[0]!;
+  return { ok: response.ok, line: lines[0]! };
+}
+
+async function logOf(error: Error): Promise<Record<string, unknown>> {
+  const { ok, line } = await call(failingDatapath(error), 'ADD');
+  expect(ok).toBe(false);
+  return line;
 }
 
 describe('the CNI call log line', () => {
@@ -74,5 +96,21 @@ describe('the CNI call log line', () => {
     expect(line).toMatchObject({ level: 'error', code: CniCode.INTERNAL });
     expect(String(line.stack)).toContain('boom');
     expect(line).not.toHaveProperty('details');
+  });
+
+  it('a DEL that ignored a prevResult it could not parse says so at warn, naming what and where', async () => {
+    const prevResult = { cniVersion: '1.0.0', ips: [{ address: '10.244.1.9/32', gateway: '' }] };
+    const { ok, line } = await call(emptyDatapath(), 'DEL', { ...CONF, prevResult });
+    expect(ok).toBe(true);
+    expect(line).toMatchObject({
+      level: 'warn',
+      msg: 'CNI DEL ok',
+      outcome: 'ok',
+      prevResultIgnored: 'prevResult.ips[0].gateway "" is not an IP address',
+    });
+    // With a prevResult that parses (or none) the line stays at info, without the field.
+    const plain = await call(emptyDatapath(), 'DEL', { ...CONF, prevResult: { cniVersion: '1.0.0' } });
+    expect(plain.line).toMatchObject({ level: 'info', msg: 'CNI DEL ok' });
+    expect(plain.line).not.toHaveProperty('prevResultIgnored');
   });
 });

@@ -294,6 +294,71 @@ describe('parseNetConf: fields (code 7)', () => {
   });
 });
 
+describe('parseNetConf: a prevResult that does not parse', () => {
+  // What runtimes and chained plugins have sent, each with the problem as parseNetConf names it.
+  const broken: [string, unknown, RegExp][] = [
+    [
+      'ips[].interface out of range',
+      { cniVersion: '1.0.0', ips: [{ address: '10.244.1.9/32', interface: 4 }] },
+      /^prevResult\.ips\[0\]\.interface 4 does not index the 0 interfaces$/,
+    ],
+    [
+      'ips[].gateway ""',
+      { cniVersion: '1.0.0', ips: [{ address: '10.244.1.9/32', gateway: '' }] },
+      /^prevResult\.ips\[0\]\.gateway "" is not an IP address$/,
+    ],
+    [
+      'a route without dst',
+      { cniVersion: '1.0.0', routes: [{ gw: '1.2.3.4' }] },
+      /^prevResult\.routes\[0\]\.dst is required$/,
+    ],
+    [
+      'interfaces an object',
+      { cniVersion: '1.0.0', interfaces: {} },
+      /^prevResult\.interfaces must be an array, not object$/,
+    ],
+    [
+      'a 0.2.0 result',
+      { cniVersion: '0.2.0', ip4: { ip: '10.244.1.9/32' } },
+      /^prevResult: incompatible CNI versions: config is "0\.2\.0"/,
+    ],
+    ['a string', 'x', /^prevResult must be an object, not string$/],
+  ];
+  const v11 = { cniVersion: '1.1.0' };
+
+  for (const [what, prevResult, problem] of broken) {
+    it(`${what}: ADD and CHECK refuse it (7), naming it`, () => {
+      for (const verb of ['ADD', 'CHECK'] as const) {
+        const err = thrown(() => conf({ prevResult }, verb));
+        expect(err.code).toBe(CniCode.INVALID_CONFIG);
+        expect(err.message.replace(/^invalid network configuration: /, '')).toMatch(problem);
+      }
+    });
+
+    it(`${what}: DEL, GC and STATUS, which never read it, go on without it and say why`, () => {
+      for (const [verb, extra] of [
+        ['DEL', {}],
+        ['GC', v11],
+        ['STATUS', v11],
+      ] as const) {
+        const c = conf({ ...extra, prevResult }, verb);
+        expect(c.prevResult).toBeUndefined();
+        expect(c.prevResultIgnored).toMatch(problem);
+      }
+    });
+  }
+
+  it('DEL keeps a prevResult that parses, and still refuses the rest of a bad config', () => {
+    const good = conf({ prevResult: { cniVersion: '1.0.0', ips: [{ address: '10.244.1.9/32' }] } }, 'DEL');
+    expect(good.prevResult?.ips).toEqual([{ address: '10.244.1.9/32' }]);
+    expect(good.prevResultIgnored).toBeUndefined();
+    const err = thrown(() => conf({ mtu: 1, prevResult: 'x' }, 'DEL'));
+    expect(err.code).toBe(CniCode.INVALID_CONFIG);
+    expect(err.message).toBe('invalid network configuration: mtu must be an integer from 68 to 65535, not 1');
+    expect(thrown(() => conf({ name: 42 }, 'DEL')).code).toBe(CniCode.INVALID_CONFIG);
+  });
+});
+
 describe('versionRequestVersion', () => {
   it('reads the VERSION request and never throws', () => {
     expect(versionRequestVersion('{"cniVersion":"1.1.0"}')).toBe('1.1.0');

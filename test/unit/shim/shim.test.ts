@@ -178,6 +178,21 @@ describe('runShim decisions (in-process transport)', () => {
     expect(decodeRequest(line)).toEqual({ v: 1, env: envFor('DEL'), stdin });
   });
 
+  it('agent unreachable: a DEL whose prevResult does not parse is spooled as it is (the shim never reads it)', async () => {
+    for (const prevResult of [
+      { cniVersion: '1.0.0', ips: [{ address: '10.244.1.9/32', interface: 4 }] },
+      { cniVersion: '0.2.0', ip4: { ip: '10.244.1.9/32' } },
+      'x',
+    ]) {
+      const spool = recordingSpool();
+      const stdin = conf({ prevResult });
+      const out = await runShim(io(envFor('DEL'), stdin, fakeTransport(unreachable).connect, spool));
+      expect(out.exitCode, out.stdout).toBe(0);
+      expect(out.stdout).toBe('');
+      expect(decodeRequest(spool.spooled[0]![3]).stdin).toBe(stdin);
+    }
+  });
+
   it('spools DEL to the default directory when the config names none', async () => {
     const spool = recordingSpool();
     await runShim(io(envFor('DEL'), conf(), fakeTransport(unreachable).connect, spool));
