@@ -183,6 +183,12 @@ function podEnd(req: AttachRequest, host: LinkInfo | undefined, mac: string): Li
  * ifname) makes that fail with EEXIST, so it is deleted and creation tried once more. Checking first
  * would cost every ADD a round trip for the rare leftover. Resolves with the host end when the
  * kernel echoed it (see NetlinkHandle.createVeth).
+ *
+ * EEXIST with no host end of that name (or again after deleting it, which took its pod end along)
+ * is the pod's: it already has an interface called CNI_IFNAME that trellis did not make ("lo", or
+ * an eth0 from another plugin). That is the runtime's request at fault, so INVALID_ENV (4), naming
+ * the interface and the namespace; nothing of the pod's is touched. (ptp says "container veth name
+ * provided (lo) already exists" with libcni's generic 999.)
  */
 async function createVethReplacingStale(
   deps: DatapathDeps,
@@ -207,14 +213,21 @@ async function createVethReplacingStale(
       );
       return created ?? undefined;
     } catch (err) {
-      if (attempt > 0 || (err as { errno?: unknown }).errno !== 'EEXIST') throw err;
-      // EEXIST may also be the pod's ifname taken by someone else: then there is no stale host end
-      // and the error stands.
-      const stale = await deps.host.getLink(hostName);
-      if (stale === undefined) throw err;
+      if ((err as { errno?: unknown }).errno !== 'EEXIST') throw err;
+      const stale = attempt === 0 ? await deps.host.getLink(hostName) : undefined;
+      if (stale === undefined) throw podIfnameTaken(req, err);
       await deps.host.deleteLink(stale.index);
     }
   }
+}
+
+function podIfnameTaken(req: AttachRequest, cause: unknown): CniError {
+  return new CniError(
+    CniCode.INVALID_ENV,
+    `interface ${req.ifname} already exists in ${req.netns}: CNI_IFNAME must name an interface the pod does not have yet`,
+    toCniError(cause).message,
+    { cause },
+  );
 }
 
 async function deleteLinkByName(host: NetlinkHandle, name: string): Promise<void> {

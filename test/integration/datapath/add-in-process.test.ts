@@ -335,7 +335,9 @@ describe.skipIf(netnsSkipReason !== undefined)('addAttachment (root, real namesp
       mtu: 1500,
     }).catch((e: unknown) => e);
     expect(err).toBeInstanceOf(CniError);
-    expect((err as CniError).message).toContain('EEXIST');
+    expect((err as CniError).code).toBe(CniCode.INVALID_ENV);
+    expect((err as CniError).message).toContain(`interface eth0 already exists in ${pod.path}`);
+    expect((err as CniError).details).toContain('EEXIST');
     await deps.deleter.drain();
     expect(ipJson<IpLink[]>(host.name, 'link', 'show').map((l) => l.ifname)).toEqual(['lo']);
     // The pod's own interfaces are untouched.

@@ -38,23 +38,42 @@ describe.skipIf(skip !== undefined)(
       expect((await node.del(id, pod.path)).code).toBe(0);
     });
 
-    it("a pod ifname someone else already took fails ADD with EEXIST's error and leaves nothing behind", async () => {
-      const pod = node.podNs();
-      const id = containerId();
-      ip(pod.name, 'link', 'add', 'eth0', 'type', 'veth', 'peer', 'name', 'other0');
-      const before = holdings(node);
+    // The pod already has an interface of that name, not trellis's: its own lo, or an eth0 another
+    // plugin made. The runtime's CNI_IFNAME is at fault (4), and the message says which interface in
+    // which namespace, not the kernel's "RTM_NEWLINK ... EEXIST".
+    for (const ifname of ['eth0', 'lo']) {
+      it(`a pod ifname already taken (${ifname}) fails ADD with 4 naming it and the netns, and leaves nothing behind`, async () => {
+        const pod = node.podNs();
+        const id = containerId();
+        if (ifname !== 'lo') ip(pod.name, 'link', 'add', ifname, 'type', 'veth', 'peer', 'name', 'other0');
+        const podLinks = (): unknown[] =>
+          ipJson<{ ifname: string; ifindex: number; flags: string[] }[]>(pod.name, 'link', 'show').map(
+            (l) => [l.ifindex, l.ifname, l.flags],
+          );
+        const linksBefore = podLinks();
+        const before = holdings(node);
 
-      const add = await node.add(pod, id);
-      expect(add.code).toBe(1);
-      expect((add.json as { msg: string }).msg).toMatch(/exist/i);
-      // No veth, no route of either family, no lease or reservation: all as before the ADD.
-      expect(holdings(node)).toEqual(before);
-      const line = await node.logLine((l) => l.verb === 'ADD' && l.containerId === id.slice(0, 12));
-      expect(line?.outcome).toBe('error');
-      ip(pod.name, 'link', 'del', 'eth0');
-      const retry = await node.add(pod, id);
-      expect(retry.code, retry.stdout).toBe(0);
-      expect((await node.del(id, pod.path)).code).toBe(0);
-    });
+        const add = await node.add(pod, id, undefined, ifname);
+        expect(add.code).toBe(1);
+        expect(add.json).toMatchObject({
+          code: 4,
+          msg: `interface ${ifname} already exists in ${pod.path}: CNI_IFNAME must name an interface the pod does not have yet`,
+        });
+        // No veth, no route of either family, no lease or reservation: all as before the ADD.
+        await node.waitForVeths(before.veths.length);
+        expect(holdings(node)).toEqual(before);
+        // The pod's own interfaces are untouched.
+        expect(podLinks()).toEqual(linksBefore);
+        const mine = (l: Record<string, unknown>): boolean =>
+          l.verb === 'ADD' && l.containerId === id.slice(0, 12);
+        expect(await node.logLine(mine)).toMatchObject({ outcome: 'error', code: 4, level: 'warn' });
+        expect(node.agent.logs.filter(mine)).toHaveLength(1);
+        if (ifname === 'lo') return;
+        ip(pod.name, 'link', 'del', ifname);
+        const retry = await node.add(pod, id, undefined, ifname);
+        expect(retry.code, retry.stdout).toBe(0);
+        expect((await node.call({ command: 'DEL', containerId: id, netns: pod.path, ifname })).code).toBe(0);
+      });
+    }
   },
 );

@@ -215,7 +215,10 @@ describe.skipIf(skip !== undefined)(
       const id = containerId();
       const run = await node.add(pod, id);
       expect(run.code).toBe(1);
-      expect((run.json as { code: number }).code).toBe(103);
+      expect(run.json).toMatchObject({
+        code: 4,
+        msg: expect.stringContaining(`interface eth0 already exists in ${pod.path}`),
+      });
       expect(node.hostVeths()).toEqual(before);
       expect(node.hostRoutes(4)).toHaveLength(routes4);
       // No lease: a DEL finds nothing to release.
