@@ -124,12 +124,45 @@ flags (environment variable in brackets):
   --resync-seconds N         periodic full reconcile (default 60)
 `;
 
-function positiveInt(name: string, raw: string, min: number, max: number): number {
-  const n = Number(raw);
-  if (!Number.isInteger(n) || n < min || n > max) {
-    throw new ConfigError(`${name} must be an integer from ${min} to ${max}, got ${JSON.stringify(raw)}`);
+/**
+ * A whole number written in decimal digits, without sign, padding or leading zeros ("1500", "0"); undefined
+ * for anything else. Number() alone would take "0x500", "1e3", " 1500" and "" (as 0).
+ */
+export function parseDecimal(raw: string): number | undefined {
+  if (!/^(?:0|[1-9][0-9]{0,14})$/.test(raw)) return undefined;
+  return Number(raw);
+}
+
+function decimalInt(name: string, raw: string, min: number, max: number): number {
+  const n = parseDecimal(raw);
+  if (n === undefined || n < min || n > max) {
+    throw new ConfigError(
+      `${name} must be a decimal integer from ${min} to ${max}, got ${JSON.stringify(raw)}`,
+    );
   }
   return n;
+}
+
+type Values = ReturnType<
+  typeof parseArgs<{ options: typeof FLAGS; strict: true; allowPositionals: false }>
+>['values'];
+type StringFlag = { [K in keyof Values]-?: Values[K] extends string | undefined ? K : never }[keyof Values];
+
+/**
+ * A setting's raw value, from its flag, else its environment variable, else undefined; and how a message
+ * names it: the flag, or the flag and the variable when the value came from the environment.
+ */
+function setting(
+  values: Values,
+  env: Readonly<Record<string, string | undefined>>,
+  flag: StringFlag,
+  envName?: string,
+): { raw: string | undefined; name: string } {
+  const fromFlag = values[flag];
+  if (fromFlag !== undefined) return { raw: fromFlag, name: `--${flag}` };
+  const fromEnv = envName === undefined ? undefined : env[envName];
+  if (fromEnv !== undefined) return { raw: fromEnv, name: `--${flag} (from $${envName})` };
+  return { raw: undefined, name: `--${flag}` };
 }
 
 /** Parses argv (after the subcommand) and the environment into a frozen config; throws ConfigError. */
@@ -138,48 +171,41 @@ export function parseAgentConfig(
   env: Readonly<Record<string, string | undefined>>,
   opts: { requireNode?: boolean } = {},
 ): AgentConfig {
-  let values: ReturnType<
-    typeof parseArgs<{ options: typeof FLAGS; strict: true; allowPositionals: false }>
-  >['values'];
+  let values: Values;
   try {
     values = parseArgs({ args: argv, options: FLAGS, strict: true, allowPositionals: false }).values;
   } catch (err) {
     throw new ConfigError(`${errorText(err)}\n\n${USAGE}`);
   }
-  const mode = (values.mode ?? env.TRELLIS_MODE ?? DEFAULTS.mode) as Mode;
+  const get = (flag: StringFlag, envName?: string) => setting(values, env, flag, envName);
+  const modeSetting = get('mode', 'TRELLIS_MODE');
+  const mode = (modeSetting.raw ?? DEFAULTS.mode) as Mode;
   if (!MODES.includes(mode)) {
-    throw new ConfigError(`--mode must be one of ${MODES.join(', ')}, got ${JSON.stringify(mode)}`);
-  }
-  const logLevel = (values['log-level'] ?? env.TRELLIS_LOG_LEVEL ?? DEFAULTS.logLevel) as LogLevel;
-  if (!LOG_LEVELS.includes(logLevel)) {
     throw new ConfigError(
-      `--log-level must be one of ${LOG_LEVELS.join(', ')}, got ${JSON.stringify(logLevel)}`,
+      `${modeSetting.name} must be one of ${MODES.join(', ')}, got ${JSON.stringify(mode)}`,
     );
   }
-  const mtuRaw = values.mtu ?? env.TRELLIS_MTU ?? String(DEFAULTS.mtu);
-  const mtu = mtuRaw === '0' ? 0 : positiveInt('--mtu', mtuRaw, 68, 65535);
-  const vxlanVni = positiveInt(
-    '--vxlan-vni',
-    values['vxlan-vni'] ?? env.TRELLIS_VXLAN_VNI ?? String(DEFAULTS.vxlanVni),
-    1,
-    16_777_215,
-  );
-  const vxlanPort = positiveInt(
-    '--vxlan-port',
-    values['vxlan-port'] ?? env.TRELLIS_VXLAN_PORT ?? String(DEFAULTS.vxlanPort),
-    1,
-    65_535,
-  );
+  const logSetting = get('log-level', 'TRELLIS_LOG_LEVEL');
+  const logLevel = (logSetting.raw ?? DEFAULTS.logLevel) as LogLevel;
+  if (!LOG_LEVELS.includes(logLevel)) {
+    throw new ConfigError(
+      `${logSetting.name} must be one of ${LOG_LEVELS.join(', ')}, got ${JSON.stringify(logLevel)}`,
+    );
+  }
+  const int = (
+    s: { raw: string | undefined; name: string },
+    fallback: number,
+    min: number,
+    max: number,
+  ): number => (s.raw === undefined ? fallback : decimalInt(s.name, s.raw, min, max));
+  const mtuSetting = get('mtu', 'TRELLIS_MTU');
+  const mtu = mtuSetting.raw === '0' ? 0 : int(mtuSetting, DEFAULTS.mtu, 68, 65535);
+  const vxlanVni = int(get('vxlan-vni', 'TRELLIS_VXLAN_VNI'), DEFAULTS.vxlanVni, 1, 16_777_215);
+  const vxlanPort = int(get('vxlan-port', 'TRELLIS_VXLAN_PORT'), DEFAULTS.vxlanPort, 1, 65_535);
+  const resyncMs = int(get('resync-seconds'), DEFAULTS.resyncMs / 1000, 1, 86_400) * 1000;
+  const cniRequestTimeoutMs = int(get('cni-request-timeout-ms'), DEFAULTS.cniRequestTimeoutMs, 100, 600_000);
   const stateDir = values['state-dir'] ?? DEFAULTS.stateDir;
   const noMasq = values['no-masquerade-cidr'] ?? splitList(env.TRELLIS_NO_MASQUERADE_CIDRS);
-  const resyncMs =
-    values['resync-seconds'] === undefined
-      ? DEFAULTS.resyncMs
-      : positiveInt('--resync-seconds', values['resync-seconds'], 1, 86_400) * 1000;
-  const cniRequestTimeoutMs =
-    values['cni-request-timeout-ms'] === undefined
-      ? DEFAULTS.cniRequestTimeoutMs
-      : positiveInt('--cni-request-timeout-ms', values['cni-request-timeout-ms'], 100, 600_000);
   const config: AgentConfig = {
     podCIDRs: values['pod-cidr'] ?? [],
     nodeName: values['node-name'] ?? emptyToUndefined(env.NODE_NAME),
@@ -203,19 +229,33 @@ export function parseAgentConfig(
     resyncMs,
     cniRequestTimeoutMs,
   };
-  for (const key of ['socket', 'stateDir', 'spoolDir', 'cniConfDir', 'cniBinDir'] as const) {
-    if (!config[key].startsWith('/'))
-      throw new ConfigError(`${key} must be an absolute path, got ${config[key]}`);
+  const paths = [
+    ['--socket', config.socket],
+    ['--state-dir', config.stateDir],
+    ['--spool-dir', config.spoolDir],
+    ['--cni-conf-dir', config.cniConfDir],
+    ['--cni-bin-dir', config.cniBinDir],
+  ] as const;
+  for (const [name, path] of paths) {
+    if (!path.startsWith('/')) {
+      throw new ConfigError(`${name} must be an absolute path, got ${JSON.stringify(path)}`);
+    }
   }
   if (config.adminSocket !== '' && !config.adminSocket.startsWith('/')) {
-    throw new ConfigError(`--admin-socket must be an absolute path or '', got ${config.adminSocket}`);
+    throw new ConfigError(
+      `--admin-socket must be an absolute path or '', got ${JSON.stringify(config.adminSocket)}`,
+    );
   }
   // Checked here, not at the first pass: a bad entry would otherwise fail every pass's nft update
   // while the agent still went Ready, leaving pods without masquerade (or an old table in force).
+  const noMasqName =
+    values['no-masquerade-cidr'] === undefined && env.TRELLIS_NO_MASQUERADE_CIDRS !== undefined
+      ? '--no-masquerade-cidr (from $TRELLIS_NO_MASQUERADE_CIDRS)'
+      : '--no-masquerade-cidr';
   try {
     validateNoMasqueradeCIDRs(config.noMasqueradeCIDRs);
   } catch (err) {
-    throw new ConfigError(`--no-masquerade-cidr: ${(err as Error).message}`);
+    throw new ConfigError(`${noMasqName}: ${(err as Error).message}`);
   }
   for (const cidr of config.podCIDRs) {
     try {

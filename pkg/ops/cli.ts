@@ -7,7 +7,7 @@
  * the agent unreachable); 2 bad usage.
  */
 import { parseArgs } from 'node:util';
-import { DEFAULTS } from '../agent/config.ts';
+import { DEFAULTS, parseDecimal } from '../agent/config.ts';
 import { CONFLIST_FILE_NAME } from '../cniconf/render.ts';
 import type { NetlinkHandle } from '../datapath/ports.ts';
 import type { NodeReader } from '../k8s/index.ts';
@@ -108,11 +108,14 @@ export async function runOpsCommand(cmd: OpsCommand, argv: string[], deps: OpsDe
       }
       case 'coverage': {
         const staleRaw = values['stale-minutes'];
-        const staleMs = staleRaw === undefined ? STALE_AFTER_MS : Number(staleRaw) * 60_000;
-        if (!Number.isFinite(staleMs) || staleMs <= 0) {
-          deps.stderr(`trellis-agent coverage: --stale-minutes must be a positive number, got ${staleRaw}\n`);
+        const staleMinutes = staleRaw === undefined ? undefined : parseDecimal(staleRaw);
+        if (staleRaw !== undefined && (staleMinutes === undefined || staleMinutes < 1)) {
+          deps.stderr(
+            `trellis-agent coverage: --stale-minutes must be a decimal integer of at least 1, got ${JSON.stringify(staleRaw)}\n`,
+          );
           return 2;
         }
+        const staleMs = staleMinutes === undefined ? STALE_AFTER_MS : staleMinutes * 60_000;
         const kubeconfig = values.kubeconfig ?? emptyToUndefined(deps.env.KUBECONFIG);
         const nodes = await deps.nodeReader(kubeconfig).listNodes();
         const report = coverage(nodes.items, (deps.now ?? Date.now)(), staleMs);

@@ -31,22 +31,81 @@ describe('parseAgentConfig', () => {
 
   it.each([
     [['--mode', 'bgp'], {}, '--mode must be one of auto, host-gw, vxlan, got "bgp"'],
-    [['--mtu', '9'], { NODE_NAME: 'n' }, '--mtu must be an integer from 68 to 65535, got "9"'],
+    [['--mtu', '9'], { NODE_NAME: 'n' }, '--mtu must be a decimal integer from 68 to 65535, got "9"'],
     [['--log-level', 'loud'], { NODE_NAME: 'n' }, '--log-level must be one of'],
     [['--pod-cidr', '10.244.1.1/24'], {}, '--pod-cidr "10.244.1.1/24"'],
     [['--pod-cidr', '10.244.1.0/24', '--pod-cidr', '10.245.0.0/24'], {}, 'two IPv4 ranges'],
-    [['--socket', 'relative.sock', '--pod-cidr', '10.244.1.0/24'], {}, 'socket must be an absolute path'],
+    [['--socket', 'relative.sock', '--pod-cidr', '10.244.1.0/24'], {}, '--socket must be an absolute path'],
     [['--bogus'], { NODE_NAME: 'n' }, "Unknown option '--bogus'"],
     [
       [],
       { NODE_NAME: 'n', TRELLIS_NO_MASQUERADE_CIDRS: '10.0.0.1/8, 192.168.0.0/16' },
-      '--no-masquerade-cidr: invalid noMasqueradeCIDRs[0] "10.0.0.1/8": expected a CIDR with no host bits',
+      '--no-masquerade-cidr (from $TRELLIS_NO_MASQUERADE_CIDRS): invalid noMasqueradeCIDRs[0] "10.0.0.1/8": expected a CIDR with no host bits',
     ],
     [['--no-masquerade-cidr', 'fd00::/200'], { NODE_NAME: 'n' }, 'noMasqueradeCIDRs[0] "fd00::/200"'],
     [[], {}, 'the node name is unknown: set NODE_NAME'],
   ] as [string[], Record<string, string>, string][])('%j fails naming the setting', (argv, env, message) => {
     expect(() => parseAgentConfig(argv, env)).toThrow(ConfigError);
     expect(() => parseAgentConfig(argv, env)).toThrow(message);
+  });
+
+  it.each([
+    ['--mtu', '0x500'],
+    ['--mtu', '1.5e3'],
+    ['--mtu', ' 1500'],
+    ['--mtu', '01500'],
+    ['--mtu', '+1500'],
+    ['--mtu', ''],
+    ['--vxlan-vni', '0x10'],
+    ['--vxlan-port', '8472.0'],
+    ['--resync-seconds', '6e1'],
+    ['--cni-request-timeout-ms', '0b1111101000'],
+  ])('%s %j: integers are decimal digits only, and the message names the flag', (flag, raw) => {
+    const argv = ['--pod-cidr', '10.244.1.0/24', flag, raw];
+    expect(() => parseAgentConfig(argv, {})).toThrow(ConfigError);
+    let message = '';
+    try {
+      parseAgentConfig(argv, {});
+    } catch (err) {
+      message = (err as Error).message;
+    }
+    expect(message.startsWith(`${flag} must be a decimal integer from `), message).toBe(true);
+    expect(message.endsWith(`, got ${JSON.stringify(raw)}`), message).toBe(true);
+  });
+
+  it('a bad value from the environment names the flag and the variable it came from', () => {
+    const env = { NODE_NAME: 'n' };
+    expect(() => parseAgentConfig([], { ...env, TRELLIS_MTU: '0x500' })).toThrow(
+      '--mtu (from $TRELLIS_MTU) must be a decimal integer from 68 to 65535, got "0x500"',
+    );
+    expect(() => parseAgentConfig([], { ...env, TRELLIS_VXLAN_PORT: '1e3' })).toThrow(
+      '--vxlan-port (from $TRELLIS_VXLAN_PORT) must be',
+    );
+    expect(() => parseAgentConfig([], { ...env, TRELLIS_MODE: 'bgp' })).toThrow(
+      '--mode (from $TRELLIS_MODE) must be one of',
+    );
+    expect(() => parseAgentConfig([], { ...env, TRELLIS_NO_MASQUERADE_CIDRS: '10.0.0.1/8' })).toThrow(
+      '--no-masquerade-cidr (from $TRELLIS_NO_MASQUERADE_CIDRS): ',
+    );
+    // The flag wins over the environment, so a good flag hides a bad variable.
+    expect(parseAgentConfig(['--mtu', '1400'], { ...env, TRELLIS_MTU: '0x500' }).mtu).toBe(1400);
+    expect(parseAgentConfig([], { ...env, TRELLIS_MTU: '1400', TRELLIS_VXLAN_VNI: '77' })).toMatchObject({
+      mtu: 1400,
+      vxlanVni: 77,
+    });
+    expect(parseAgentConfig(['--resync-seconds', '5'], env).resyncMs).toBe(5000);
+  });
+
+  it.each([
+    ['--socket', 'rel.sock'],
+    ['--state-dir', 'rel'],
+    ['--spool-dir', 'spool'],
+    ['--cni-conf-dir', 'net.d'],
+    ['--cni-bin-dir', 'relative'],
+  ])('%s %s: a relative path is refused naming the flag, not an internal key', (flag, path) => {
+    expect(() => parseAgentConfig([flag, path], {}, { requireNode: false })).toThrow(
+      `${flag} must be an absolute path, got "${path}"`,
+    );
   });
 
   it('subcommands that need no node (install-cni, uninstall) do not demand a node name', () => {

@@ -1,0 +1,48 @@
+import { describe, expect, it } from 'vitest';
+import type { NodeReader } from '../../../pkg/k8s/index.ts';
+import { runOpsCommand } from '../../../pkg/ops/cli.ts';
+
+/** `trellis-agent coverage ARGS` in-process: what it printed, its exit code, and what it asked the API for. */
+async function coverage(args: string[], env: Record<string, string | undefined> = {}) {
+  let out = '';
+  let err = '';
+  const readers: (string | undefined)[] = [];
+  const code = await runOpsCommand('coverage', args, {
+    stdout: (t) => {
+      out += t;
+    },
+    stderr: (t) => {
+      err += t;
+    },
+    env,
+    openHost: () => {
+      throw new Error('not used');
+    },
+    nodeReader: (kubeconfig) => {
+      readers.push(kubeconfig);
+      return { listNodes: async () => ({ items: [], problems: [] }) } as unknown as NodeReader;
+    },
+    now: () => 0,
+  });
+  return { code, out, err, readers };
+}
+
+describe('trellis-agent coverage: usage', () => {
+  it.each(['0x10', '1e1', ' 10', '0', '-5', '1.5', ''])(
+    '--stale-minutes %j: exit 2, naming the flag, before asking the API',
+    async (raw) => {
+      const r = await coverage([`--stale-minutes=${raw}`]);
+      expect(r.code).toBe(2);
+      expect(r.err).toBe(
+        `trellis-agent coverage: --stale-minutes must be a decimal integer of at least 1, got ${JSON.stringify(raw)}\n`,
+      );
+      expect(r.readers).toEqual([]);
+    },
+  );
+
+  it('--stale-minutes 45 is taken', async () => {
+    const r = await coverage(['--stale-minutes', '45', '--json']);
+    expect(r.code).toBe(0);
+    expect(r.readers).toHaveLength(1);
+  });
+});
