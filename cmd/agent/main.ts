@@ -140,6 +140,18 @@ async function main(argv: string[]): Promise<number> {
     observer.hooks(),
   );
   observer.attach(agent);
+  // The metrics and health listener first: an address that cannot be bound stops the start before the
+  // agent takes the node (socket, routes, rules, config list).
+  try {
+    await observer.listen();
+  } catch (err) {
+    log.fatal(
+      { error: `${config.names.metricsAddr} ${config.metricsAddr} cannot be bound: ${errorText(err)}` },
+      'agent failed to start',
+    );
+    await observer.stop().catch(() => {});
+    return 1;
+  }
   try {
     await agent.start();
     await observer.start();

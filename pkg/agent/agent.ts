@@ -414,6 +414,9 @@ export class Agent {
         internalIPs: [...self.internalIPs],
       });
     }
+    // Stopping (SIGTERM, or a start that failed after the controller began its first pass): a pass
+    // still in flight neither publishes the config list nor declares the node ready.
+    if (this.abort.signal.aborted) return;
     if (config.publishCniConfig) {
       const missing = await publishCniConfig(config, this.mtu, log);
       if (missing.length > 0) {

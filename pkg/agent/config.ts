@@ -3,6 +3,7 @@ import { parseArgs } from 'node:util';
 import { errorText } from '../error-text.ts';
 import { parseRanges } from '../ipam/ipam.ts';
 import { validateNoMasqueradeCIDRs } from '../masq/render.ts';
+import { LISTEN_ADDR_FORMS, splitListenAddr } from '../observe/listen-addr.ts';
 import { LOG_LEVELS, type LogLevel } from '../observe/logger.ts';
 import { DEFAULT_VXLAN_PORT, DEFAULT_VXLAN_VNI } from '../vxlan/constants.ts';
 
@@ -31,6 +32,11 @@ export interface AgentConfig {
   vxlanPort: number;
   /** host:port, [v6]:port or :port (every address of both families) for /metrics, /healthz, /readyz; '' disables. */
   metricsAddr: string;
+  /**
+   * How messages name the settings whose values are used after the start: the flag, and the environment
+   * variable when the value came from there.
+   */
+  names: Readonly<{ metricsAddr: string }>;
   /** Root-only unix socket for `trellis-agent status|routes|leases|doctor`; admin.sock next to the CNI socket by default, '' disables. */
   adminSocket: string;
   logLevel: LogLevel;
@@ -204,6 +210,13 @@ export function parseAgentConfig(
   const vxlanPort = int(get('vxlan-port', 'TRELLIS_VXLAN_PORT'), DEFAULTS.vxlanPort, 1, 65_535);
   const resyncMs = int(get('resync-seconds'), DEFAULTS.resyncMs / 1000, 1, 86_400) * 1000;
   const cniRequestTimeoutMs = int(get('cni-request-timeout-ms'), DEFAULTS.cniRequestTimeoutMs, 100, 600_000);
+  const metrics = get('metrics-addr', 'TRELLIS_METRICS_ADDR');
+  const metricsAddr = metrics.raw ?? DEFAULTS.metricsAddr;
+  if (metricsAddr !== '' && splitListenAddr(metricsAddr) === undefined) {
+    throw new ConfigError(
+      `${metrics.name} must be ${LISTEN_ADDR_FORMS}, or '' to disable, got ${JSON.stringify(metricsAddr)}`,
+    );
+  }
   const stateDir = values['state-dir'] ?? DEFAULTS.stateDir;
   const noMasq = values['no-masquerade-cidr'] ?? splitList(env.TRELLIS_NO_MASQUERADE_CIDRS);
   const config: AgentConfig = {
@@ -220,7 +233,7 @@ export function parseAgentConfig(
     mtu,
     vxlanVni,
     vxlanPort,
-    metricsAddr: values['metrics-addr'] ?? env.TRELLIS_METRICS_ADDR ?? DEFAULTS.metricsAddr,
+    metricsAddr,
     adminSocket: values['admin-socket'] ?? join(dirname(values.socket ?? DEFAULTS.socket), 'admin.sock'),
     logLevel,
     noMasqueradeCIDRs: noMasq,
@@ -228,6 +241,7 @@ export function parseAgentConfig(
     masquerade: values['no-masquerade'] !== true,
     resyncMs,
     cniRequestTimeoutMs,
+    names: Object.freeze({ metricsAddr: metrics.name }),
   };
   const paths = [
     ['--socket', config.socket],

@@ -13,6 +13,7 @@ import type { AddressInfo } from 'node:net';
 import { dirname } from 'node:path';
 import { errorText } from '../error-text.ts';
 import type { Verdict } from './health.ts';
+import { LISTEN_ADDR_FORMS, splitListenAddr } from './listen-addr.ts';
 
 // node:http through process.getBuiltinModule, not an ESM import: building the ESM namespace of node:http
 // reads its lazy exports (WebSocket and friends) and so loads undici, http2 and web streams (~8 MB RSS
@@ -91,17 +92,13 @@ function closer(server: Server, cleanup: () => void = () => {}): () => Promise<v
     });
 }
 
-/**
- * "0.0.0.0:9743", "[::]:9743", "10.0.0.1:0" -> host and port; ":9743" -> every address of both families
- * (host undefined). Throws a message naming the flag.
- */
+/** splitListenAddr, or an error naming the flag. */
 export function parseListenAddr(addr: string): { host: string | undefined; port: number } {
-  const m = /^(?:\[([^\]]+)\]|([^:[\]]*)):(\d{1,5})$/.exec(addr);
-  const port = m === null ? Number.NaN : Number(m[3]);
-  if (m === null || port > 65535) {
-    throw new Error(`--metrics-addr must be HOST:PORT, [IPv6]:PORT or :PORT, got ${JSON.stringify(addr)}`);
+  const parsed = splitListenAddr(addr);
+  if (parsed === undefined) {
+    throw new Error(`--metrics-addr must be ${LISTEN_ADDR_FORMS}, got ${JSON.stringify(addr)}`);
   }
-  return { host: m[1] ?? (m[2] === '' ? undefined : m[2]!), port };
+  return parsed;
 }
 
 /**

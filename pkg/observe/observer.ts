@@ -1,7 +1,8 @@
 /**
  * Everything that watches the agent from outside: metrics, health verdicts, the Node coverage
  * annotation, and the two listeners that serve them (--metrics-addr, the admin socket). cmd/agent
- * builds one, passes its hooks to the Agent, then attaches and starts it.
+ * builds one, passes its hooks to the Agent and attaches it, opens the metrics listener (listen), starts
+ * the Agent, then starts the rest (start).
  */
 import type { Agent, AgentHooks } from '../agent/agent.ts';
 import type { CniCallRecord } from '../agent/cni-service.ts';
@@ -34,6 +35,7 @@ export class AgentObserver {
   private readonly reporter: NodeReporter | undefined;
   private agent: Agent | undefined;
   private readonly listeners: HttpListener[] = [];
+  private listening = false;
 
   constructor(opts: ObserverOptions) {
     this.opts = opts;
@@ -102,13 +104,17 @@ export class AgentObserver {
     });
   }
 
-  /** Starts the listeners; a port or socket that cannot be bound fails the start (the probes would fail anyway). */
-  async start(): Promise<void> {
-    const agent = this.agent;
-    if (agent === undefined) throw new Error('AgentObserver.start before attach');
+  /**
+   * The health timer and the --metrics-addr listener. cmd/agent calls it before Agent.start, so an
+   * address that cannot be bound stops the start before anything on the node is changed; the probes
+   * answer from then on (/readyz: not ready until the agent is).
+   */
+  async listen(): Promise<void> {
+    if (this.agent === undefined) throw new Error('AgentObserver.listen before attach');
+    if (this.listening) return;
+    this.listening = true;
     const { opts } = this;
     this.health.start();
-    this.reporter?.start();
     if (opts.metricsAddr !== '') {
       const l = await startMetricsServer({
         addr: opts.metricsAddr,
@@ -119,6 +125,19 @@ export class AgentObserver {
       this.listeners.push(l);
       opts.log.info({ address: l.address }, 'metrics and health listening (/metrics, /healthz, /readyz)');
     }
+  }
+
+  /**
+   * The rest, once the agent has started (it holds the node's state lock, which makes removing a stale
+   * admin socket safe): the admin socket and the Node annotation; listen() too if not called yet. A
+   * port or socket that cannot be bound fails the start (the probes would fail anyway).
+   */
+  async start(): Promise<void> {
+    const agent = this.agent;
+    if (agent === undefined) throw new Error('AgentObserver.start before attach');
+    const { opts } = this;
+    await this.listen();
+    this.reporter?.start();
     if (opts.adminSocket !== '') {
       const l = await startAdminServer(opts.adminSocket, {
         '/status': () => statusView(agent.snapshot(), opts.version, process.version, this.health.readiness()),

@@ -108,6 +108,33 @@ describe('parseAgentConfig', () => {
     );
   });
 
+  it.each(['foo', '9743', 'h:70000', ':09743', '[::1]9743', '1.2.3.4:'])(
+    '--metrics-addr %j is refused at parse, naming the flag',
+    (addr) => {
+      expect(() => parseAgentConfig(['--metrics-addr', addr], { NODE_NAME: 'n' })).toThrow(ConfigError);
+      expect(() => parseAgentConfig(['--metrics-addr', addr], { NODE_NAME: 'n' })).toThrow(
+        `--metrics-addr must be HOST:PORT, [IPv6]:PORT or :PORT, or '' to disable, got ${JSON.stringify(addr)}`,
+      );
+    },
+  );
+
+  it('--metrics-addr: the accepted forms, and the variable named when the value came from it', () => {
+    const env = { NODE_NAME: 'n' };
+    for (const addr of ['', ':9743', '0.0.0.0:9743', '[::1]:0', 'localhost:9743']) {
+      expect(parseAgentConfig(['--metrics-addr', addr], env).metricsAddr).toBe(addr);
+    }
+    expect(parseAgentConfig([], env)).toMatchObject({
+      metricsAddr: ':9743',
+      names: { metricsAddr: '--metrics-addr' },
+    });
+    expect(parseAgentConfig([], { ...env, TRELLIS_METRICS_ADDR: '127.0.0.1:1' }).names.metricsAddr).toBe(
+      '--metrics-addr (from $TRELLIS_METRICS_ADDR)',
+    );
+    expect(() => parseAgentConfig([], { ...env, TRELLIS_METRICS_ADDR: 'foo' })).toThrow(
+      `--metrics-addr (from $TRELLIS_METRICS_ADDR) must be HOST:PORT, [IPv6]:PORT or :PORT, or '' to disable, got "foo"`,
+    );
+  });
+
   it('subcommands that need no node (install-cni, uninstall) do not demand a node name', () => {
     expect(parseAgentConfig(['--cni-bin-dir', '/tmp/x'], {}, { requireNode: false }).cniBinDir).toBe(
       '/tmp/x',

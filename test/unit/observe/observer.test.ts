@@ -1,4 +1,4 @@
-import { mkdtempSync, rmSync } from 'node:fs';
+import { existsSync, mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import pino from 'pino';
@@ -103,6 +103,45 @@ describe('AgentObserver', () => {
     const good = await last();
     expect(good).toMatchObject({ peersMissing: 0, missing: [] });
     expect(good.lastPass).toBeUndefined();
+  });
+
+  it('listen() opens only the metrics and health listener (before the agent starts); start() the admin socket', async () => {
+    dir = mkdtempSync(join(tmpdir(), 'trl-observer-'));
+    const adminSocket = join(dir, 'admin.sock');
+    obs = new AgentObserver({
+      nodeName: 'n1',
+      version: '9.9.9',
+      metricsAddr: '127.0.0.1:0',
+      adminSocket,
+      kube: undefined,
+      log: pino({ level: 'silent' }),
+    });
+    obs.attach(fakeAgent({ reason: 'the CNI socket is not listening yet' }));
+    await obs.listen();
+    const [metricsAddr] = obs.addresses() as [string];
+    expect(obs.addresses()).toHaveLength(1);
+    expect(existsSync(adminSocket)).toBe(false);
+    expect((await fetch(`http://${metricsAddr}/healthz`)).status).toBe(200);
+    const ready = await fetch(`http://${metricsAddr}/readyz`);
+    expect(ready.status).toBe(503);
+    expect(((await ready.json()) as { checks: { agent: string } }).checks.agent).toBe(
+      'the CNI socket is not listening yet',
+    );
+    await obs.start();
+    expect(obs.addresses()).toEqual([metricsAddr, adminSocket]);
+  });
+
+  it('a metrics address that cannot be bound fails listen()', async () => {
+    obs = new AgentObserver({
+      nodeName: 'n1',
+      version: '9.9.9',
+      metricsAddr: '203.0.113.77:0',
+      adminSocket: '',
+      kube: undefined,
+      log: pino({ level: 'silent' }),
+    });
+    obs.attach(fakeAgent({ reason: undefined }));
+    await expect(obs.listen()).rejects.toThrow(/EADDRNOTAVAIL/);
   });
 
   it('feeds metrics, health and the Node annotation from the agent hooks, and serves them', async () => {

@@ -1,0 +1,129 @@
+import { spawnSync } from 'node:child_process';
+import { chmodSync, existsSync, mkdirSync, mkdtempSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { afterEach, beforeEach, describe, expect, it } from 'vitest';
+import { TRELLIS_ROUTE_PROTOCOL } from '../../../pkg/datapath/ports.ts';
+import { AGENT_BINARY, builtSkipReason } from '../../support/cni-driver.ts';
+import { ip, NetnsPool, netnsSkipReason } from '../../support/netns.ts';
+
+/**
+ * dist/bin/trellis-agent started with a bad setting, inside a throwaway network namespace (its host):
+ * it must stop at start with one line that names the setting, and leave the node as it was: no config
+ * list in --cni-conf-dir, no route, no CNI socket.
+ */
+const skip = netnsSkipReason ?? builtSkipReason();
+
+interface Run {
+  code: number | null;
+  stdout: string;
+  stderr: string;
+  /** stdout's JSON log lines. */
+  logs: Record<string, unknown>[];
+}
+
+describe.skipIf(skip !== undefined)(`agent start errors${skip ? ` (skipped: ${skip})` : ''}`, () => {
+  const pool = new NetnsPool();
+  let ns: string;
+  let dir: string;
+  let confDir: string;
+  let binDir: string;
+
+  beforeEach(() => {
+    ns = pool.add('cfg').name;
+    dir = mkdtempSync(join(tmpdir(), 'trl-agent-cfg-'));
+    confDir = join(dir, 'net.d');
+    binDir = join(dir, 'bin');
+    mkdirSync(confDir);
+    mkdirSync(binDir);
+    // What the config list needs, so an agent that got as far as its first pass would publish it.
+    for (const name of ['trellis', 'loopback', 'portmap']) {
+      writeFileSync(join(binDir, name), '#!/bin/sh\nexit 1\n');
+      chmodSync(join(binDir, name), 0o755);
+    }
+  });
+  afterEach(() => {
+    pool.cleanup();
+    rmSync(dir, { recursive: true, force: true });
+  });
+
+  /** The agent, standalone, in the test namespace; `env` replaces the environment (PATH kept). */
+  function agent(args: string[], env: Record<string, string> = {}): Run {
+    const r = spawnSync(
+      'ip',
+      [
+        'netns',
+        'exec',
+        ns,
+        AGENT_BINARY,
+        '--pod-cidr',
+        '10.244.1.0/24',
+        '--socket',
+        join(dir, 'cni.sock'),
+        '--state-dir',
+        join(dir, 'state'),
+        '--cni-conf-dir',
+        confDir,
+        '--cni-bin-dir',
+        binDir,
+        ...args,
+      ],
+      { encoding: 'utf8', timeout: 30_000, env: { PATH: process.env.PATH ?? '', ...env } },
+    );
+    const logs = r.stdout
+      .split('\n')
+      .filter((l) => l.startsWith('{'))
+      .map((l) => JSON.parse(l) as Record<string, unknown>);
+    return { code: r.status, stdout: r.stdout, stderr: r.stderr, logs };
+  }
+
+  function expectNodeUntouched(r: Run): void {
+    const what = `${r.stdout}\n${r.stderr}`;
+    expect(readdirSync(confDir), what).toEqual([]);
+    expect(existsSync(join(dir, 'cni.sock')), what).toBe(false);
+    expect(ip(ns, 'route', 'show', 'proto', String(TRELLIS_ROUTE_PROTOCOL)).trim(), what).toBe('');
+    expect(r.logs.map((l) => l.msg)).not.toContain('trellis agent ready');
+    expect(r.logs.map((l) => l.msg)).not.toContain('CNI config published');
+  }
+
+  it('--metrics-addr foo: exit 2 with one line naming the flag, before anything starts', () => {
+    const r = agent(['--metrics-addr', 'foo']);
+    expect(r.code, r.stdout).toBe(2);
+    expect(r.stderr).toBe(
+      `trellis-agent: --metrics-addr must be HOST:PORT, [IPv6]:PORT or :PORT, or '' to disable, got "foo"\n`,
+    );
+    expectNodeUntouched(r);
+  });
+
+  it('$TRELLIS_METRICS_ADDR foo: exit 2, naming the variable', () => {
+    const r = agent([], { TRELLIS_METRICS_ADDR: 'foo' });
+    expect(r.code, r.stdout).toBe(2);
+    expect(r.stderr).toMatch(/^trellis-agent: --metrics-addr \(from \$TRELLIS_METRICS_ADDR\) must be /);
+    expectNodeUntouched(r);
+  });
+
+  it('an address the node does not have: exit 1 naming --metrics-addr, no config list, no route, no socket', () => {
+    const r = agent(['--metrics-addr', '192.0.2.77:9743']);
+    expect(r.code, r.stdout).toBe(1);
+    const fatal = r.logs.find((l) => l.level === 'fatal');
+    expect(fatal, r.stdout).toMatchObject({ msg: 'agent failed to start' });
+    expect(String(fatal!.error)).toMatch(
+      /^--metrics-addr 192\.0\.2\.77:9743 cannot be bound: .*EADDRNOTAVAIL/,
+    );
+    expect(r.logs.map((l) => l.msg)).not.toContain('CNI socket listening');
+    expectNodeUntouched(r);
+  });
+
+  it('a start that fails after the first pass began (admin socket): the pass in flight publishes nothing', () => {
+    // A regular file where the admin socket's directory should be: it cannot be bound.
+    writeFileSync(join(dir, 'not-a-dir'), '');
+    const r = agent(['--metrics-addr', '', '--admin-socket', join(dir, 'not-a-dir', 'admin.sock')]);
+    expect(r.code, r.stdout).toBe(1);
+    expect(
+      r.logs.find((l) => l.level === 'fatal'),
+      r.stdout,
+    ).toMatchObject({ msg: 'agent failed to start' });
+    expect(readdirSync(confDir), r.stdout).toEqual([]);
+    expect(r.logs.map((l) => l.msg)).not.toContain('trellis agent ready');
+  });
+});
