@@ -11,7 +11,7 @@ import { Agent } from '../../pkg/agent/agent.ts';
 import { ConfigError, parseAgentConfig, USAGE } from '../../pkg/agent/config.ts';
 import { describeCniInstall, installCniBinaries, uninstallTrellis } from '../../pkg/agent/host-setup.ts';
 import { errorText } from '../../pkg/error-text.ts';
-import { createK8sClient, loadKubeConfig } from '../../pkg/k8s/index.ts';
+import { createK8sClient, K8sError, K8sReason, loadKubeConfig } from '../../pkg/k8s/index.ts';
 import { MasqSyncer, NftRunner } from '../../pkg/masq/index.ts';
 import { createNetlinkEvents, createNetnsPort, lockFile, openHostNetlink } from '../../pkg/netns/index.ts';
 import { createLogger } from '../../pkg/observe/logger.ts';
@@ -49,22 +49,16 @@ async function main(argv: string[]): Promise<number> {
       stderr: (t) => process.stderr.write(t),
       env: process.env,
       openHost: openHostNetlink,
-      nodeReader: (kubeconfig) =>
-        createK8sClient(loadKubeConfig(kubeconfig === undefined ? {} : { kubeconfigPath: kubeconfig })),
+      nodeReader: (kubeconfig, env) =>
+        createK8sClient(
+          loadKubeConfig({ env, ...(kubeconfig === undefined ? {} : { kubeconfigPath: kubeconfig }) }),
+        ),
     });
   }
   const sub = SUBCOMMANDS.find((s) => s === argv[0]) ?? 'run';
   const rest = sub === argv[0] ? argv.slice(1) : argv;
-  let config: ReturnType<typeof parseAgentConfig>;
-  try {
-    config = parseAgentConfig(rest, process.env, { requireNode: sub === 'run' });
-  } catch (err) {
-    if (err instanceof ConfigError) {
-      process.stderr.write(`trellis-agent: ${err.message}\n`);
-      return 2;
-    }
-    throw err;
-  }
+  // A ConfigError (or an unusable kubeconfig) ends the process with exit 2 at the bottom of this file.
+  const config = parseAgentConfig(rest, process.env, { requireNode: sub === 'run' });
   // The node the agent runs as (standalone: the host name), so every line, CNI calls' included, names it.
   const log = createLogger({ level: config.logLevel, base: { node: config.nodeName ?? hostname() } });
 
@@ -105,6 +99,7 @@ async function main(argv: string[]): Promise<number> {
       {
         server: conn.server,
         source: conn.source,
+        ...(conn.file === undefined ? {} : { kubeconfig: conn.file }),
         transport: conn.transport,
         ...(conn.transportReason === '' ? {} : { transportReason: conn.transportReason }),
       },
@@ -177,10 +172,18 @@ process.on('unhandledRejection', (reason) => {
   );
 });
 
+/** A setting the operator has to fix (a flag, a variable, the kubeconfig): its message, for exit 2. */
+function usageError(err: unknown): string | undefined {
+  if (err instanceof ConfigError) return err.message;
+  if (err instanceof K8sError && err.reason === K8sReason.CONFIG) return err.message;
+  return undefined;
+}
+
 main(process.argv.slice(2)).then(
   (code) => process.exit(code),
   (err: unknown) => {
-    process.stderr.write(`trellis-agent: ${err instanceof Error ? err.stack : String(err)}\n`);
-    process.exit(1);
+    const usage = usageError(err);
+    process.stderr.write(`trellis-agent: ${usage ?? (err instanceof Error ? err.stack : String(err))}\n`);
+    process.exit(usage === undefined ? 1 : 2);
   },
 );

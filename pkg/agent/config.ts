@@ -15,6 +15,7 @@ export interface AgentConfig {
   /** Standalone when set: pod CIDRs from flags, no Kubernetes. */
   podCIDRs: readonly string[];
   nodeName: string | undefined;
+  /** --kubeconfig; undefined: $KUBECONFIG, else the service account (pkg/k8s loadKubeConfig decides). */
   kubeconfig: string | undefined;
   socket: string;
   stateDir: string;
@@ -108,7 +109,7 @@ export const USAGE = `usage: trellis-agent [flags]               run the agent
 flags (environment variable in brackets):
   --pod-cidr CIDR            standalone mode: a pod CIDR of this node, repeat for IPv4 and IPv6
   --node-name NAME           [NODE_NAME] this node's name in Kubernetes
-  --kubeconfig FILE          [KUBECONFIG] default: in-cluster service account
+  --kubeconfig FILE          [KUBECONFIG, a list: its first file that exists] default: in-cluster service account
   --socket PATH              CNI socket (default ${DEFAULTS.socket})
   --state-dir DIR            leases, spool, the Node's last pod CIDRs and MTU (node.json) (default ${DEFAULTS.stateDir})
   --spool-dir DIR            spooled DELs (default STATE_DIR/spool)
@@ -222,7 +223,8 @@ export function parseAgentConfig(
   const config: AgentConfig = {
     podCIDRs: values['pod-cidr'] ?? [],
     nodeName: values['node-name'] ?? emptyToUndefined(env.NODE_NAME),
-    kubeconfig: values.kubeconfig ?? emptyToUndefined(env.KUBECONFIG),
+    // The flag alone: $KUBECONFIG is a list, which loadKubeConfig reads itself (and names in its messages).
+    kubeconfig: emptyToUndefined(values.kubeconfig),
     socket: values.socket ?? DEFAULTS.socket,
     stateDir,
     spoolDir: values['spool-dir'] ?? `${stateDir}/spool`,

@@ -54,12 +54,18 @@ const FALLBACK_USER_FIELDS: readonly [string, string][] = [
 export function parseKubeconfig(
   text: string,
   file: string,
-  opts: { context?: string | undefined; tokenReloadMs: number },
+  opts: {
+    context?: string | undefined;
+    tokenReloadMs: number;
+    /** Where the path came from, for messages: "--kubeconfig", "$KUBECONFIG". */
+    origin?: string | undefined;
+  },
 ): ParsedKubeconfig {
+  const where = opts.origin === undefined ? file : `${file} (from ${opts.origin})`;
   const fail = (message: string, cause?: unknown): K8sError =>
     new K8sError(
       'load kubeconfig',
-      `kubeconfig ${file}: ${message}`,
+      `kubeconfig ${where}: ${message}`,
       undefined,
       K8sReason.CONFIG,
       cause === undefined ? undefined : { cause },
@@ -70,7 +76,7 @@ export function parseKubeconfig(
   } catch (err) {
     throw new K8sError(
       'load kubeconfig',
-      `kubeconfig ${file} could not be read: ${firstLine((err as Error).message)}`,
+      `kubeconfig ${where} could not be read: ${firstLine((err as Error).message)}`,
       undefined,
       K8sReason.CONFIG,
       { cause: err },

@@ -1,7 +1,8 @@
 /**
  * Where the agent's Kubernetes credentials come from, decided once at start:
  *   1. an explicit kubeconfig path (the --kubeconfig flag),
- *   2. else $KUBECONFIG (the first entry of the list),
+ *   2. else $KUBECONFIG: the first file of the list that exists (kubectl merges every file of the list;
+ *      we read one, so it must hold the cluster, user and context itself),
  *   3. else the pod's service account, when running in a pod ($KUBERNETES_SERVICE_HOST set).
  * Anything else is an error that names what was tried.
  *
@@ -30,6 +31,8 @@ export class KubeConnection {
   readonly source: KubeConfigSource;
   /** The kubeconfig context in use ('' in-cluster). */
   readonly context: string;
+  /** The kubeconfig file read (undefined in-cluster). */
+  readonly file: string | undefined;
   /** Which transport createK8sClient will use. */
   readonly transport: TransportName;
   /** Why client-node is used ('' for the native transport), for the log. */
@@ -38,13 +41,20 @@ export class KubeConnection {
   readonly #fallback: FallbackSpec | undefined;
 
   constructor(
-    fields: { server: string; source: KubeConfigSource; context: string; transportReason?: string },
+    fields: {
+      server: string;
+      source: KubeConfigSource;
+      context: string;
+      file?: string;
+      transportReason?: string;
+    },
     http: HttpSpec | undefined,
     fallback: FallbackSpec | undefined,
   ) {
     this.server = fields.server;
     this.source = fields.source;
     this.context = fields.context;
+    this.file = fields.file;
     this.#http = http;
     this.#fallback = fallback;
     this.transport = http === undefined ? 'client-node' : 'native';
@@ -67,7 +77,7 @@ export interface LoadKubeConfigOptions {
   /** A kubeconfig context other than its current-context. */
   context?: string;
   /** Default process.env. */
-  env?: Record<string, string | undefined>;
+  env?: Readonly<Record<string, string | undefined>>;
   /** Prefix for the service account files (tests); default ''. */
   serviceAccountRoot?: string;
   /**
@@ -107,27 +117,36 @@ export function loadKubeConfig(opts: LoadKubeConfigOptions = {}): KubeConnection
   if (path !== undefined && path !== '') {
     source = 'flag';
   } else {
-    path = (env.KUBECONFIG ?? '').split(':').find((p) => p !== '');
+    // A list, as kubectl takes it: the first file that exists (entries that do not are skipped, as
+    // kubectl skips them).
+    const list = (env.KUBECONFIG ?? '').split(':').filter((p) => p !== '');
+    path = list.find((p) => existsSync(p));
+    if (path === undefined && list.length > 1) {
+      throw configError(`none of the kubeconfigs $KUBECONFIG lists exists: ${list.join(', ')}`);
+    }
+    path ??= list[0];
     source = 'env';
   }
 
   if (path !== undefined) {
+    const origin = source === 'flag' ? '--kubeconfig' : '$KUBECONFIG';
     if (!existsSync(path)) {
-      throw configError(
-        `kubeconfig ${path} (from ${source === 'flag' ? '--kubeconfig' : '$KUBECONFIG'}) does not exist`,
-      );
+      throw configError(`kubeconfig ${path} (from ${origin}) does not exist`);
     }
     let text: string;
     try {
       text = readFileSync(path, 'utf8');
     } catch (err) {
-      throw configError(`kubeconfig ${path} could not be read: ${(err as Error).message}`, err);
+      throw configError(
+        `kubeconfig ${path} (from ${origin}) could not be read: ${(err as Error).message}`,
+        err,
+      );
     }
-    const parsed = parseKubeconfig(text, path, { context: opts.context, tokenReloadMs });
+    const parsed = parseKubeconfig(text, path, { context: opts.context, tokenReloadMs, origin });
     const fallback: FallbackSpec = { kind: 'file', path, text, context: parsed.context };
     const reason = forceFallback ? 'forced by the transport option' : parsed.unsupported;
     return new KubeConnection(
-      { server: parsed.server, source, context: parsed.context, transportReason: reason },
+      { server: parsed.server, source, context: parsed.context, file: path, transportReason: reason },
       forceFallback ? undefined : parsed.http,
       fallback,
     );

@@ -4,13 +4,13 @@
  * cmd/agent exits.
  *
  * Exit codes: 0 all good; 1 something is wrong (not ready, drift, a doctor finding, a coverage gap, or
- * the agent unreachable); 2 bad usage.
+ * the agent unreachable); 2 bad usage (a flag, or a kubeconfig that cannot be used).
  */
 import { parseArgs } from 'node:util';
 import { DEFAULTS, parseDecimal } from '../agent/config.ts';
 import { CONFLIST_FILE_NAME } from '../cniconf/render.ts';
 import type { NetlinkHandle } from '../datapath/ports.ts';
-import type { NodeReader } from '../k8s/index.ts';
+import { K8sError, K8sReason, type NodeReader } from '../k8s/index.ts';
 import { AdminError, adminGet, defaultAdminSocket } from './admin-client.ts';
 import { coverage } from './coverage.ts';
 import { runDoctor } from './doctor.ts';
@@ -53,8 +53,12 @@ export interface OpsDeps {
   env: Readonly<Record<string, string | undefined>>;
   /** The node's (this network namespace's) netlink handle; doctor only. */
   openHost(): NetlinkHandle;
-  /** The API; coverage only. */
-  nodeReader(kubeconfig: string | undefined): NodeReader;
+  /**
+   * The API; coverage only. `kubeconfig` is --kubeconfig; without it the reader looks at `env`
+   * ($KUBECONFIG, a list) and then at the service account. Throws a K8sError with reason CONFIG when
+   * none can be used.
+   */
+  nodeReader(kubeconfig: string | undefined, env: Readonly<Record<string, string | undefined>>): NodeReader;
   now?: () => number;
 }
 
@@ -116,8 +120,7 @@ export async function runOpsCommand(cmd: OpsCommand, argv: string[], deps: OpsDe
           return 2;
         }
         const staleMs = staleMinutes === undefined ? STALE_AFTER_MS : staleMinutes * 60_000;
-        const kubeconfig = values.kubeconfig ?? emptyToUndefined(deps.env.KUBECONFIG);
-        const nodes = await deps.nodeReader(kubeconfig).listNodes();
+        const nodes = await deps.nodeReader(emptyToUndefined(values.kubeconfig), deps.env).listNodes();
         const report = coverage(nodes.items, (deps.now ?? Date.now)(), staleMs);
         for (const p of nodes.problems) deps.stderr(`warning: a Node could not be read: ${p}\n`);
         print(report, () => formatCoverage(report));
@@ -127,7 +130,7 @@ export async function runOpsCommand(cmd: OpsCommand, argv: string[], deps: OpsDe
   } catch (err) {
     const msg = err instanceof AdminError ? err.message : err instanceof Error ? err.message : String(err);
     deps.stderr(`trellis-agent ${cmd}: ${msg}\n`);
-    return 1;
+    return err instanceof K8sError && err.reason === K8sReason.CONFIG ? 2 : 1;
   }
 }
 

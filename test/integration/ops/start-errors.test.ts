@@ -47,17 +47,15 @@ describe.skipIf(skip !== undefined)(`agent start errors${skip ? ` (skipped: ${sk
     rmSync(dir, { recursive: true, force: true });
   });
 
-  /** The agent, standalone, in the test namespace; `env` replaces the environment (PATH kept). */
+  /**
+   * The agent in the test namespace, standalone unless `--node-name` is among `args` (Kubernetes mode);
+   * `env` replaces the environment (PATH kept).
+   */
   function agent(args: string[], env: Record<string, string> = {}): Run {
-    const r = spawnSync(
-      'ip',
+    const standalone = args.includes('--node-name') ? [] : ['--pod-cidr', '10.244.1.0/24'];
+    return run(
       [
-        'netns',
-        'exec',
-        ns,
-        AGENT_BINARY,
-        '--pod-cidr',
-        '10.244.1.0/24',
+        ...standalone,
         '--socket',
         join(dir, 'cni.sock'),
         '--state-dir',
@@ -68,8 +66,17 @@ describe.skipIf(skip !== undefined)(`agent start errors${skip ? ` (skipped: ${sk
         binDir,
         ...args,
       ],
-      { encoding: 'utf8', timeout: 30_000, env: { PATH: process.env.PATH ?? '', ...env } },
+      env,
     );
+  }
+
+  /** `trellis-agent ARGS` in the test namespace. */
+  function run(args: string[], env: Record<string, string> = {}): Run {
+    const r = spawnSync('ip', ['netns', 'exec', ns, AGENT_BINARY, ...args], {
+      encoding: 'utf8',
+      timeout: 30_000,
+      env: { PATH: process.env.PATH ?? '', ...env },
+    });
     const logs = r.stdout
       .split('\n')
       .filter((l) => l.startsWith('{'))
@@ -125,5 +132,51 @@ describe.skipIf(skip !== undefined)(`agent start errors${skip ? ` (skipped: ${sk
     ).toMatchObject({ msg: 'agent failed to start' });
     expect(readdirSync(confDir), r.stdout).toEqual([]);
     expect(r.logs.map((l) => l.msg)).not.toContain('trellis agent ready');
+  });
+
+  /** Exit 2 and one line on stderr, the message, without a stack trace. */
+  function expectUsageError(r: Run, message: string | RegExp): void {
+    expect(r.code, `${r.stdout}\n${r.stderr}`).toBe(2);
+    expect(r.stderr.trimEnd().split('\n'), r.stderr).toHaveLength(1);
+    expect(r.stderr).not.toMatch(/^\s+at /m);
+    if (typeof message === 'string') expect(r.stderr).toBe(`${message}\n`);
+    else expect(r.stderr).toMatch(message);
+  }
+
+  it('a kubeconfig that cannot be used: exit 2, one line naming --kubeconfig or $KUBECONFIG, no stack', () => {
+    const node = ['--node-name', 'n1'];
+    const missing = join(dir, 'missing');
+    expectUsageError(
+      agent([...node, '--kubeconfig', missing]),
+      `trellis-agent: load kubeconfig: kubeconfig ${missing} (from --kubeconfig) does not exist`,
+    );
+    const bad = join(dir, 'bad.yaml');
+    writeFileSync(bad, 'clusters: [\n');
+    expectUsageError(
+      agent([...node, '--kubeconfig', bad]),
+      new RegExp(
+        `^trellis-agent: load kubeconfig: kubeconfig ${bad} \\(from --kubeconfig\\) could not be read: `,
+      ),
+    );
+    expectUsageError(
+      agent(node),
+      'trellis-agent: load kubeconfig: no Kubernetes credentials: pass --kubeconfig, set $KUBECONFIG, or run in a pod with a service account',
+    );
+    // A list, as kubectl takes it: entries that do not exist are skipped, the first that does is read.
+    expectUsageError(
+      agent(node, { KUBECONFIG: `${missing}:${bad}` }),
+      new RegExp(
+        `^trellis-agent: load kubeconfig: kubeconfig ${bad} \\(from \\$KUBECONFIG\\) could not be read: `,
+      ),
+    );
+    expectUsageError(
+      agent(node, { KUBECONFIG: `${missing}:${missing}2` }),
+      `trellis-agent: load kubeconfig: none of the kubeconfigs $KUBECONFIG lists exists: ${missing}, ${missing}2`,
+    );
+    expectUsageError(
+      run(['coverage', '--kubeconfig', missing]),
+      `trellis-agent coverage: load kubeconfig: kubeconfig ${missing} (from --kubeconfig) does not exist`,
+    );
+    expect(existsSync(join(dir, 'state')), 'the agent took its state dir').toBe(false);
   });
 });

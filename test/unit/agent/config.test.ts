@@ -135,6 +135,13 @@ describe('parseAgentConfig', () => {
     );
   });
 
+  it('--kubeconfig is the flag alone: $KUBECONFIG, a list, is left to loadKubeConfig', () => {
+    const env = { NODE_NAME: 'n', KUBECONFIG: '/a/config:/b/config' };
+    expect(parseAgentConfig([], env).kubeconfig).toBeUndefined();
+    expect(parseAgentConfig(['--kubeconfig', '/c/config'], env).kubeconfig).toBe('/c/config');
+    expect(parseAgentConfig(['--kubeconfig', ''], env).kubeconfig).toBeUndefined();
+  });
+
   it('subcommands that need no node (install-cni, uninstall) do not demand a node name', () => {
     expect(parseAgentConfig(['--cni-bin-dir', '/tmp/x'], {}, { requireNode: false }).cniBinDir).toBe(
       '/tmp/x',

@@ -50,6 +50,36 @@ describe('loadKubeConfig', () => {
     expect(loadKubeConfig({ env })).toMatchObject({ source: 'env', server: 'http://127.0.0.1:2' });
   });
 
+  it('$KUBECONFIG is a list: its first file that exists is read; the messages name $KUBECONFIG', () => {
+    const a = join(dir, 'a');
+    const missing = join(dir, 'missing');
+    writeKubeconfig(a, 'http://127.0.0.1:1');
+    const env = { KUBECONFIG: `${missing}::${a}` };
+    expect(loadKubeConfig({ env })).toMatchObject({ source: 'env', file: a, server: 'http://127.0.0.1:1' });
+    expect(
+      configError(() => loadKubeConfig({ env: { KUBECONFIG: `${missing}:${join(dir, 'b')}` } })).message,
+    ).toBe(
+      `load kubeconfig: none of the kubeconfigs $KUBECONFIG lists exists: ${missing}, ${join(dir, 'b')}`,
+    );
+    writeFileSync(join(dir, 'bad'), 'clusters: [');
+    expect(
+      configError(() => loadKubeConfig({ env: { KUBECONFIG: `${missing}:${join(dir, 'bad')}` } })).message,
+    ).toMatch(
+      new RegExp(
+        `^load kubeconfig: kubeconfig ${join(dir, 'bad')} \\(from \\$KUBECONFIG\\) could not be read: `,
+      ),
+    );
+    expect(configError(() => loadKubeConfig({ kubeconfigPath: join(dir, 'bad'), env })).message).toMatch(
+      new RegExp(
+        `^load kubeconfig: kubeconfig ${join(dir, 'bad')} \\(from --kubeconfig\\) could not be read: `,
+      ),
+    );
+    writeFileSync(join(dir, 'list'), '[]');
+    expect(configError(() => loadKubeConfig({ kubeconfigPath: join(dir, 'list'), env })).message).toBe(
+      `load kubeconfig: kubeconfig ${join(dir, 'list')} (from --kubeconfig): is not a YAML mapping`,
+    );
+  });
+
   it('uses the service account in a pod when no kubeconfig is given', () => {
     serviceAccount(dir);
     const c = loadKubeConfig({

@@ -177,7 +177,7 @@ describe('native transport over TLS', () => {
     expect(
       configError(() => loadKubeConfig({ kubeconfigPath: path, env: {}, context: 'nope' })).message,
     ).toBe(
-      `load kubeconfig: kubeconfig ${path}: the context option names contexts "nope", which is not in contexts`,
+      `load kubeconfig: kubeconfig ${path} (from --kubeconfig): the context option names contexts "nope", which is not in contexts`,
     );
   });
 });
@@ -237,32 +237,34 @@ describe('malformed kubeconfigs', () => {
       return configError(() => loadKubeConfig({ kubeconfigPath: p, env: {} })).message.replace(p, 'KC');
     };
     expect(msg({ 'certificate-authority-data': b64('not a pem') }, { token: 't' })).toBe(
-      'load kubeconfig: kubeconfig KC: clusters[name=c].cluster.certificate-authority-data holds no PEM block',
+      'load kubeconfig: kubeconfig KC (from --kubeconfig): clusters[name=c].cluster.certificate-authority-data holds no PEM block',
     );
     expect(
       msg({ 'insecure-skip-tls-verify': true }, { 'client-certificate': 'missing.crt', 'client-key': 'k' }),
     ).toMatch(
-      /^load kubeconfig: kubeconfig KC: users\[name=u\]\.user\.client-certificate \/.*\/missing\.crt could not be read: ENOENT/,
+      /^load kubeconfig: kubeconfig KC \(from --kubeconfig\): users\[name=u\]\.user\.client-certificate \/.*\/missing\.crt could not be read: ENOENT/,
     );
     expect(msg({ 'insecure-skip-tls-verify': true }, { 'client-key-data': b64(pki.clientKey) })).toBe(
-      'load kubeconfig: kubeconfig KC: users[name=u].user.client-key(-data) is set without client-certificate(-data)',
+      'load kubeconfig: kubeconfig KC (from --kubeconfig): users[name=u].user.client-key(-data) is set without client-certificate(-data)',
     );
     expect(msg({ server: 'not a url', 'insecure-skip-tls-verify': true }, {})).toBe(
-      'load kubeconfig: kubeconfig KC: clusters[name=c].cluster.server "not a url" is not a URL',
+      'load kubeconfig: kubeconfig KC (from --kubeconfig): clusters[name=c].cluster.server "not a url" is not a URL',
     );
     expect(msg({ 'insecure-skip-tls-verify': 'yes' }, {})).toBe(
-      'load kubeconfig: kubeconfig KC: clusters[name=c].cluster.insecure-skip-tls-verify must be true or false',
+      'load kubeconfig: kubeconfig KC (from --kubeconfig): clusters[name=c].cluster.insecure-skip-tls-verify must be true or false',
     );
     expect(msg({ 'insecure-skip-tls-verify': true }, { tokenFile: 'nope' })).toMatch(
       /users\[name=u\]\.user\.tokenFile \/.*\/nope could not be read/,
     );
     expect(msg({}, {}, { 'current-context': undefined })).toBe(
-      'load kubeconfig: kubeconfig KC: current-context is not set (and no context was named)',
+      'load kubeconfig: kubeconfig KC (from --kubeconfig): current-context is not set (and no context was named)',
     );
     expect(msg({}, {}, { contexts: [{ name: 'main', context: { cluster: 'gone', user: 'u' } }] })).toBe(
-      'load kubeconfig: kubeconfig KC: contexts[name=main].context.cluster names clusters "gone", which is not in clusters',
+      'load kubeconfig: kubeconfig KC (from --kubeconfig): contexts[name=main].context.cluster names clusters "gone", which is not in clusters',
     );
-    expect(msg({}, {}, { clusters: 'oops' })).toBe('load kubeconfig: kubeconfig KC: clusters must be a list');
+    expect(msg({}, {}, { clusters: 'oops' })).toBe(
+      'load kubeconfig: kubeconfig KC (from --kubeconfig): clusters must be a list',
+    );
     writeFileSync(join(dir, 'kubeconfig'), '- just\n- a list\n');
     expect(
       configError(() => loadKubeConfig({ kubeconfigPath: join(dir, 'kubeconfig'), env: {} })).message,

@@ -1,12 +1,12 @@
 import { describe, expect, it } from 'vitest';
-import type { NodeReader } from '../../../pkg/k8s/index.ts';
+import { K8sError, K8sReason, type NodeReader } from '../../../pkg/k8s/index.ts';
 import { runOpsCommand } from '../../../pkg/ops/cli.ts';
 
 /** `trellis-agent coverage ARGS` in-process: what it printed, its exit code, and what it asked the API for. */
 async function coverage(args: string[], env: Record<string, string | undefined> = {}) {
   let out = '';
   let err = '';
-  const readers: (string | undefined)[] = [];
+  const readers: { kubeconfig: string | undefined; env: Readonly<Record<string, string | undefined>> }[] = [];
   const code = await runOpsCommand('coverage', args, {
     stdout: (t) => {
       out += t;
@@ -18,8 +18,16 @@ async function coverage(args: string[], env: Record<string, string | undefined> 
     openHost: () => {
       throw new Error('not used');
     },
-    nodeReader: (kubeconfig) => {
-      readers.push(kubeconfig);
+    nodeReader: (kubeconfig, readerEnv) => {
+      readers.push({ kubeconfig, env: readerEnv });
+      if (kubeconfig === '/nonexistent') {
+        throw new K8sError(
+          'load kubeconfig',
+          'kubeconfig /nonexistent (from --kubeconfig) does not exist',
+          undefined,
+          K8sReason.CONFIG,
+        );
+      }
       return { listNodes: async () => ({ items: [], problems: [] }) } as unknown as NodeReader;
     },
     now: () => 0,
@@ -44,5 +52,21 @@ describe('trellis-agent coverage: usage', () => {
     const r = await coverage(['--stale-minutes', '45', '--json']);
     expect(r.code).toBe(0);
     expect(r.readers).toHaveLength(1);
+  });
+
+  it('$KUBECONFIG is not taken for --kubeconfig: the reader gets the environment and reads the list itself', async () => {
+    const env = { KUBECONFIG: '/a/config:/b/config' };
+    const r = await coverage(['--json'], env);
+    expect(r.code).toBe(0);
+    expect(r.readers).toEqual([{ kubeconfig: undefined, env }]);
+    expect((await coverage(['--kubeconfig', '/c/config'], env)).readers[0]!.kubeconfig).toBe('/c/config');
+  });
+
+  it('a kubeconfig that cannot be used is bad usage: exit 2 with its message', async () => {
+    const r = await coverage(['--kubeconfig', '/nonexistent']);
+    expect(r.code).toBe(2);
+    expect(r.err).toBe(
+      'trellis-agent coverage: load kubeconfig: kubeconfig /nonexistent (from --kubeconfig) does not exist\n',
+    );
   });
 });
