@@ -9,7 +9,12 @@ import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { Agent } from '../../pkg/agent/agent.ts';
 import { ConfigError, parseAgentConfig, USAGE } from '../../pkg/agent/config.ts';
-import { describeCniInstall, installCniBinaries, uninstallTrellis } from '../../pkg/agent/host-setup.ts';
+import {
+  cniSourceDirProblem,
+  describeCniInstall,
+  installCniBinaries,
+  uninstallTrellis,
+} from '../../pkg/agent/host-setup.ts';
 import { errorText } from '../../pkg/error-text.ts';
 import { createK8sClient, K8sError, K8sReason, loadKubeConfig } from '../../pkg/k8s/index.ts';
 import { MasqSyncer, NftRunner } from '../../pkg/masq/index.ts';
@@ -63,6 +68,11 @@ async function main(argv: string[]): Promise<number> {
   const log = createLogger({ level: config.logLevel, base: { node: config.nodeName ?? hostname() } });
 
   if (sub === 'install-cni') {
+    // Set by the operator (or the image): it must be what it claims, not silently replaced by the defaults.
+    const sourceProblem = config.cniSourceDir === '' ? undefined : cniSourceDirProblem(config.cniSourceDir);
+    if (sourceProblem !== undefined) {
+      throw new ConfigError(`${config.names.cniSourceDir} ${config.cniSourceDir} ${sourceProblem}`);
+    }
     mkdirSync(config.cniBinDir, { recursive: true });
     const results = await installCniBinaries({
       binDir: config.cniBinDir,

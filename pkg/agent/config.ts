@@ -37,7 +37,7 @@ export interface AgentConfig {
    * How messages name the settings whose values are used after the start: the flag, and the environment
    * variable when the value came from there.
    */
-  names: Readonly<{ metricsAddr: string }>;
+  names: Readonly<{ metricsAddr: string; cniSourceDir: string }>;
   /** Root-only unix socket for `trellis-agent status|routes|leases|doctor`; admin.sock next to the CNI socket by default, '' disables. */
   adminSocket: string;
   logLevel: LogLevel;
@@ -117,7 +117,8 @@ flags (environment variable in brackets):
   --cni-bin-dir DIR          where CNI binaries are installed (default ${DEFAULTS.cniBinDir})
   --cni-source-dir DIR       [TRELLIS_CNI_SOURCE_DIR] install-cni: where trellis, loopback and portmap
                              are taken from (default: the shim next to the agent, Debian's plugins);
-                             loopback and portmap are copied only when the bin dir has none
+                             a set one must exist and hold trellis; a plugin it lacks comes from
+                             Debian's; loopback and portmap are copied only when the bin dir has none
   --mode auto|host-gw|vxlan  [TRELLIS_MODE] (default auto)
   --mtu N                    [TRELLIS_MTU] pod MTU, 0 = detect (default 0)
   --vxlan-vni N              [TRELLIS_VXLAN_VNI] VXLAN network identifier (default ${DEFAULTS.vxlanVni})
@@ -218,6 +219,7 @@ export function parseAgentConfig(
       `${metrics.name} must be ${LISTEN_ADDR_FORMS}, or '' to disable, got ${JSON.stringify(metricsAddr)}`,
     );
   }
+  const cniSource = get('cni-source-dir', 'TRELLIS_CNI_SOURCE_DIR');
   const stateDir = values['state-dir'] ?? DEFAULTS.stateDir;
   const noMasq = values['no-masquerade-cidr'] ?? splitList(env.TRELLIS_NO_MASQUERADE_CIDRS);
   const config: AgentConfig = {
@@ -230,7 +232,7 @@ export function parseAgentConfig(
     spoolDir: values['spool-dir'] ?? `${stateDir}/spool`,
     cniConfDir: values['cni-conf-dir'] ?? DEFAULTS.cniConfDir,
     cniBinDir: values['cni-bin-dir'] ?? DEFAULTS.cniBinDir,
-    cniSourceDir: values['cni-source-dir'] ?? env.TRELLIS_CNI_SOURCE_DIR ?? '',
+    cniSourceDir: cniSource.raw ?? '',
     mode,
     mtu,
     vxlanVni,
@@ -243,7 +245,7 @@ export function parseAgentConfig(
     masquerade: values['no-masquerade'] !== true,
     resyncMs,
     cniRequestTimeoutMs,
-    names: Object.freeze({ metricsAddr: metrics.name }),
+    names: Object.freeze({ metricsAddr: metrics.name, cniSourceDir: cniSource.name }),
   };
   const paths = [
     ['--socket', config.socket],

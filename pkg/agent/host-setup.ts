@@ -1,5 +1,5 @@
-import { existsSync, rmSync } from 'node:fs';
-import { join } from 'node:path';
+import { existsSync, rmSync, statSync } from 'node:fs';
+import { dirname, join } from 'node:path';
 import {
   CONFLIST_FILE_NAME,
   entryExists,
@@ -24,6 +24,31 @@ const NODE_PLUGINS = ['loopback', 'portmap'] as const;
 /** installed: written now; unchanged: trellis, already identical; kept: the node's own plugin, untouched. */
 export type CniBinaryOutcome = 'installed' | 'unchanged' | 'kept';
 
+/** One binary install-cni handled; `from` is the file it was copied (or compared) from, none when kept. */
+export interface CniBinaryResult {
+  name: string;
+  outcome: CniBinaryOutcome;
+  from?: string;
+}
+
+/**
+ * Why an explicitly set source directory (--cni-source-dir, $TRELLIS_CNI_SOURCE_DIR) cannot be used,
+ * undefined when it can: it must exist and hold the trellis binary. Without it install-cni would
+ * silently take the shim next to the agent and the plugins of /usr/lib/cni instead.
+ */
+export function cniSourceDirProblem(dir: string): string | undefined {
+  let isDir: boolean;
+  try {
+    isDir = statSync(dir).isDirectory();
+  } catch (err) {
+    const code = (err as NodeJS.ErrnoException).code;
+    return code === 'ENOENT' ? 'does not exist' : `cannot be read: ${(err as Error).message}`;
+  }
+  if (!isDir) return 'is not a directory';
+  if (!existsSync(join(dir, 'trellis'))) return 'holds no trellis binary';
+  return undefined;
+}
+
 /**
  * `trellis-agent install-cni` (the init container). The trellis shim is always brought up to date:
  * replaced atomically (temp file + rename) unless identical. loopback and portmap are installed only
@@ -36,7 +61,7 @@ export async function installCniBinaries(opts: {
   /** Looked in first for loopback and portmap (the image stages all three in one directory). */
   sourceDir?: string;
   referenceDir?: string;
-}): Promise<{ name: string; outcome: CniBinaryOutcome }[]> {
+}): Promise<CniBinaryResult[]> {
   const ref = opts.referenceDir ?? REFERENCE_PLUGIN_DIR;
   const pick = (name: string): string => {
     const staged =
@@ -57,32 +82,58 @@ export async function installCniBinaries(opts: {
   if (missing.length > 0) {
     throw new Error(`cannot install CNI binaries: missing ${missing.join(', ')}`);
   }
-  const out: { name: string; outcome: CniBinaryOutcome }[] = [
-    { name: 'trellis', outcome: await installBinary(opts.shimPath, opts.binDir, 'trellis') },
+  const out: CniBinaryResult[] = [
+    {
+      name: 'trellis',
+      outcome: await installBinary(opts.shimPath, opts.binDir, 'trellis'),
+      from: opts.shimPath,
+    },
   ];
   for (const p of plugins) {
-    out.push({
-      name: p.name,
-      outcome: p.kept ? 'kept' : await installBinaryIfAbsent(p.src, opts.binDir, p.name),
-    });
+    out.push(
+      p.kept
+        ? { name: p.name, outcome: 'kept' }
+        : {
+            name: p.name,
+            outcome: await installBinaryIfAbsent(p.src, opts.binDir, p.name),
+            from: p.src,
+          },
+    );
   }
   return out;
 }
 
-/** install-cni's log line: the names by outcome, and a message that says them in words. */
-export function describeCniInstall(results: { name: string; outcome: CniBinaryOutcome }[]): {
-  fields: { installed: string[]; unchanged: string[]; kept: string[] };
+/**
+ * install-cni's log line: the names by outcome, where each installed or compared file came from
+ * (`from`), and a message that says them in words.
+ */
+export function describeCniInstall(results: CniBinaryResult[]): {
+  fields: {
+    installed: string[];
+    unchanged: string[];
+    kept: string[];
+    from: Record<string, string>;
+  };
   message: string;
 } {
   const by = (o: CniBinaryOutcome) => results.filter((r) => r.outcome === o).map((r) => r.name);
-  const fields = { installed: by('installed'), unchanged: by('unchanged'), kept: by('kept') };
+  const from: Record<string, string> = {};
+  for (const r of results) if (r.from !== undefined) from[r.name] = r.from;
+  const fields = { installed: by('installed'), unchanged: by('unchanged'), kept: by('kept'), from };
   const parts: string[] = [];
   const plugins = fields.installed.filter((n) => n !== 'trellis');
-  if (fields.installed.includes('trellis')) parts.push('installed trellis');
+  if (fields.installed.includes('trellis')) parts.push(`installed trellis from ${dirname(from.trellis!)}`);
   if (fields.unchanged.length > 0) parts.push(`${fields.unchanged.join(', ')} already up to date`);
   if (plugins.length > 0) {
+    // By source directory: an explicit one may lack a plugin, which then comes from Debian's.
+    const dirs = new Map<string, string[]>();
+    for (const n of plugins) {
+      const d = dirname(from[n]!);
+      dirs.set(d, [...(dirs.get(d) ?? []), n]);
+    }
+    const where = [...dirs].map(([d, names]) => `${names.join(', ')} from ${d}`).join(' and ');
     parts.push(
-      `installed ${plugins.join(', ')} from the image, as the node had none (Debian builds: they need glibc >= 2.34 on the node)`,
+      `installed ${where}, as the node had none (the image's are Debian builds: they need glibc >= 2.34 on the node)`,
     );
   }
   if (fields.kept.length > 0) parts.push(`kept the node's own ${fields.kept.join(', ')} (never replaced)`);

@@ -16,7 +16,11 @@ import {
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
-import { installCniBinaries } from '../../../pkg/agent/host-setup.ts';
+import {
+  cniSourceDirProblem,
+  describeCniInstall,
+  installCniBinaries,
+} from '../../../pkg/agent/host-setup.ts';
 import { repoRoot } from '../manifests/support.ts';
 
 /**
@@ -128,7 +132,71 @@ describe('installCniBinaries', () => {
   });
 });
 
+describe('an explicit CNI source dir', () => {
+  it('must exist, be a directory and hold trellis', () => {
+    expect(cniSourceDirProblem(src)).toBeUndefined();
+    expect(cniSourceDirProblem(join(tmp, 'nope'))).toBe('does not exist');
+    expect(cniSourceDirProblem(join(src, 'loopback'))).toBe('is not a directory');
+    rmSync(join(src, 'trellis'));
+    expect(cniSourceDirProblem(src)).toBe('holds no trellis binary');
+  });
+
+  it('a plugin it lacks comes from the reference dir, and the log line says where each file came from', async () => {
+    const ref = join(tmp, 'reference');
+    mkdirSync(ref);
+    writeFileSync(join(ref, 'portmap'), '#!/bin/sh\necho debian portmap\n');
+    rmSync(join(src, 'portmap'));
+    const r = await installCniBinaries({
+      binDir: bin,
+      shimPath: join(src, 'trellis'),
+      sourceDir: src,
+      referenceDir: ref,
+    });
+    const { fields, message } = describeCniInstall(r);
+    expect(fields).toEqual({
+      installed: ['trellis', 'loopback', 'portmap'],
+      unchanged: [],
+      kept: [],
+      from: { trellis: join(src, 'trellis'), loopback: join(src, 'loopback'), portmap: join(ref, 'portmap') },
+    });
+    expect(message).toBe(
+      `CNI binaries: installed trellis from ${src}; installed loopback from ${src} and portmap from ${ref}, ` +
+        "as the node had none (the image's are Debian builds: they need glibc >= 2.34 on the node)",
+    );
+  });
+});
+
 describe('trellis-agent install-cni (the init container command)', () => {
+  const installCni = (args: string[], env: Record<string, string> = {}) =>
+    spawnSync(process.execPath, [join(repoRoot, 'cmd', 'agent', 'main.ts'), 'install-cni', ...args], {
+      encoding: 'utf8',
+      timeout: 60_000,
+      env: { PATH: process.env.PATH ?? '', TRELLIS_LOG_LEVEL: 'info', ...env },
+    });
+
+  it('an explicit source dir that does not exist, or lacks trellis: exit 2 naming it, nothing installed', () => {
+    const nope = join(tmp, 'nope');
+    const flag = installCni([`--cni-bin-dir=${bin}`, `--cni-source-dir=${nope}`]);
+    expect(flag.status, flag.stdout).toBe(2);
+    expect(flag.stderr).toBe(`trellis-agent: --cni-source-dir ${nope} does not exist\n`);
+    const env = installCni([`--cni-bin-dir=${bin}`], { TRELLIS_CNI_SOURCE_DIR: nope });
+    expect(env.status, env.stdout).toBe(2);
+    expect(env.stderr).toBe(
+      `trellis-agent: --cni-source-dir (from $TRELLIS_CNI_SOURCE_DIR) ${nope} does not exist\n`,
+    );
+    rmSync(join(src, 'trellis'));
+    const noShim = installCni([`--cni-bin-dir=${bin}`, `--cni-source-dir=${src}`]);
+    expect(noShim.status, noShim.stdout).toBe(2);
+    expect(noShim.stderr).toBe(`trellis-agent: --cni-source-dir ${src} holds no trellis binary\n`);
+    expect(readdirSync(bin)).toEqual([]);
+  });
+
+  it('a relative --cni-bin-dir: exit 2 naming the flag', () => {
+    const r = installCni(['--cni-bin-dir=relative', `--cni-source-dir=${src}`]);
+    expect(r.status).toBe(2);
+    expect(r.stderr).toBe('trellis-agent: --cni-bin-dir must be an absolute path, got "relative"\n');
+  });
+
   it('logs which binaries it installed and which of the node it kept', () => {
     nodePlugin('portmap');
     const before = sha(join(bin, 'portmap'));
@@ -150,7 +218,12 @@ describe('trellis-agent install-cni (the init container command)', () => {
       .map((l) => JSON.parse(l) as Record<string, unknown>);
     const line = lines.find((l) => l.dir === bin);
     expect(line, r.stdout).toBeDefined();
-    expect(line).toMatchObject({ installed: ['trellis', 'loopback'], unchanged: [], kept: ['portmap'] });
+    expect(line).toMatchObject({
+      installed: ['trellis', 'loopback'],
+      unchanged: [],
+      kept: ['portmap'],
+      from: { trellis: join(src, 'trellis'), loopback: join(src, 'loopback') },
+    });
     expect(String(line!.msg)).toMatch(/kept.*portmap/);
     expect(sha(join(bin, 'portmap'))).toBe(before);
     expect(sha(join(bin, 'loopback'))).toBe(sha(join(src, 'loopback')));
