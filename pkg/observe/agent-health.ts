@@ -12,6 +12,7 @@ import {
   WatchFreshness,
   type WatchSample,
 } from './health.ts';
+import type { Logger } from './logger.ts';
 
 export interface HealthSource {
   notReadyReason(): string | undefined;
@@ -30,6 +31,11 @@ export interface AgentHealthOptions {
   restartGapMs?: number;
   /** A run of restarts longer than this fails readiness; default 5 min. */
   maxRestartingMs?: number;
+  /**
+   * Told when the event-loop check turns failing (warn) and when it passes again (info): once per
+   * change, not per probe, so a stall the kubelet restarts the agent for is in its log.
+   */
+  log?: Pick<Logger, 'warn' | 'info'>;
 }
 
 export class AgentHealth {
@@ -41,6 +47,11 @@ export class AgentHealth {
   private readonly freshness: WatchFreshness;
   private timer: NodeJS.Timeout | undefined;
   private lastPass: LastPass = { kind: 'none' };
+  private readonly log: Pick<Logger, 'warn' | 'info'> | undefined;
+  /** What the event-loop check said last (undefined: passing). */
+  private loopProblem: string | undefined;
+  /** When it turned failing (this.now() ms). */
+  private loopFailingSince = 0;
 
   constructor(opts: AgentHealthOptions) {
     this.source = opts.source;
@@ -52,6 +63,7 @@ export class AgentHealth {
       restartGapMs: opts.restartGapMs ?? 65_000,
       maxRestartingMs: opts.maxRestartingMs ?? 300_000,
     });
+    this.log = opts.log;
   }
 
   start(): void {
@@ -67,8 +79,31 @@ export class AgentHealth {
   tick(): void {
     const now = this.now();
     this.loop.tick(now);
+    this.checkLoop(now);
     const w = this.source.watch();
     if (w !== undefined) this.freshness.observe(now, w);
+  }
+
+  /**
+   * The event-loop check, logged when its verdict changes. Looked at on every tick (a late tick is
+   * the stall) and every probe (a timer that stopped firing).
+   */
+  private checkLoop(now: number): void {
+    const problem = this.loop.problem(now, this.maxLagMs);
+    const was = this.loopProblem;
+    this.loopProblem = problem;
+    if (problem !== undefined && was === undefined) {
+      this.loopFailingSince = now;
+      this.log?.warn(
+        { problem, lagMs: Math.round(this.loop.lagMs), maxLagMs: this.maxLagMs },
+        'event loop stalled: /healthz fails (the kubelet restarts the agent if this lasts)',
+      );
+    } else if (problem === undefined && was !== undefined) {
+      this.log?.info(
+        { failedMs: Math.round(now - this.loopFailingSince), was },
+        'event loop responsive again: /healthz passes',
+      );
+    }
   }
 
   onPass = (outcome: PassOutcome): void => {
@@ -82,7 +117,9 @@ export class AgentHealth {
   };
 
   liveness(): Verdict {
-    return liveness({ now: this.now(), loop: this.loop, maxLagMs: this.maxLagMs });
+    const now = this.now();
+    this.checkLoop(now);
+    return liveness({ now, loop: this.loop, maxLagMs: this.maxLagMs });
   }
 
   readiness(): Verdict {

@@ -46,6 +46,7 @@ export class AgentObserver {
           this.agent === undefined ? 'the agent has not started' : this.agent.notReadyReason(),
         watch: () => this.agent?.watchSample(),
       },
+      log: opts.log,
     });
     const kube = opts.kube;
     this.reporter =

@@ -1,4 +1,5 @@
 import { networkInterfaces } from 'node:os';
+import pino from 'pino';
 import { afterEach, describe, expect, it } from 'vitest';
 import { AgentHealth } from '../../../pkg/observe/agent-health.ts';
 import { LoopLag, readiness, WatchFreshness } from '../../../pkg/observe/health.ts';
@@ -123,6 +124,55 @@ describe('AgentHealth with an injected clock', () => {
     // Nobody ticks for 8 s: the loop is blocked.
     now += 8000;
     expect(h.liveness().checks.eventLoop).toMatch(/has not fired/);
+  });
+
+  it('logs one warn when the event-loop check turns failing and one info when it recovers, not one per probe', () => {
+    let now = 0;
+    const lines: Record<string, unknown>[] = [];
+    const h = new AgentHealth({
+      now: () => now,
+      source: { notReadyReason: () => undefined, watch: () => undefined },
+      log: pino(
+        { base: undefined, timestamp: false },
+        { write: (t: string) => void lines.push(JSON.parse(t)) },
+      ),
+    });
+    for (now = 1000; now <= 5000; now += 1000) h.tick();
+    expect(h.liveness().ok).toBe(true);
+    expect(lines).toEqual([]);
+
+    // A 7 s stall: the next tick is 6 s late; every probe until the loop catches up fails.
+    now += 6000;
+    h.tick();
+    for (let i = 0; i < 5; i++)
+      expect(h.liveness().checks.eventLoop).toBe('event-loop lag 6000 ms exceeds 5000 ms');
+    expect(lines).toEqual([
+      {
+        level: 40,
+        problem: 'event-loop lag 6000 ms exceeds 5000 ms',
+        lagMs: 6000,
+        maxLagMs: 5000,
+        msg: 'event loop stalled: /healthz fails (the kubelet restarts the agent if this lasts)',
+      },
+    ]);
+
+    // On time again.
+    now += 1000;
+    h.tick();
+    expect(h.liveness().ok).toBe(true);
+    expect(h.liveness().ok).toBe(true);
+    expect(lines).toHaveLength(2);
+    expect(lines[1]).toEqual({
+      level: 30,
+      failedMs: 1000,
+      was: 'event-loop lag 6000 ms exceeds 5000 ms',
+      msg: 'event loop responsive again: /healthz passes',
+    });
+
+    // A timer that stops firing is seen by the probe: one warn, however many probes.
+    now += 8000;
+    for (let i = 0; i < 3; i++) expect(h.liveness().checks.eventLoop).toMatch(/has not fired for 8000 ms/);
+    expect(lines.map((l) => l.level)).toEqual([40, 30, 40]);
   });
 
   it('standalone (no watch) is always fresh', () => {
