@@ -164,6 +164,7 @@ describe.skipIf(skip !== undefined)(skip === undefined ? title : `${title} (skip
     const n1 = tb.node('node-1');
     const router = '10.100.0.1';
     ip(n1.ns, 'route', 'add', q.cidrs[0], 'via', router, 'proto', 'static');
+    let foreign = true;
     try {
       const mark = marks();
       await tb.api.createNode(q.object);
@@ -186,10 +187,18 @@ describe.skipIf(skip !== undefined)(skip === undefined ? title : `${title} (skip
       expect(ip(n1.ns, 'route', 'show', q.cidrs[0])).toContain(`via ${router}`);
       expect(ip(n1.ns, 'route', 'show', q.cidrs[0])).toContain('proto static');
       expect(stepsFor(since(mark, 'node-2'), q.name)[0]).toMatchObject({ changed: ['added'], added: 2 });
-    } finally {
+      // The foreign route gone, ours takes the prefix at once: the watch asks for a full pass.
       ip(n1.ns, 'route', 'del', q.cidrs[0], 'via', router, 'proto', 'static');
+      foreign = false;
+      await within(2500, `node-1: route to ${q.name} once the foreign one is gone`, () =>
+        hasRoute(tb, 'node-1', q.cidrs[0], q.v4),
+      );
+    } finally {
+      if (foreign) ip(n1.ns, 'route', 'del', q.cidrs[0], 'via', router, 'proto', 'static');
       await tb.api.deleteNode(q.name);
     }
+    // Settled before the next test looks at full passes.
+    for (const n of AGENTS) await within(5000, `${n}: ${q.name} gone`, () => !hasRoute(tb, n, q.cidrs[0]));
   });
 
   it('overlapping pod CIDRs fall back to a full pass, which drops them on both nodes as before', async () => {
