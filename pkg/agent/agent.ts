@@ -93,6 +93,8 @@ export class Agent {
   private server: CniServer | undefined;
   private deleter: BackgroundDeleter | undefined;
   private informer: NodeInformer | undefined;
+  /** The last failed list or watch of Nodes, for status and doctor. */
+  private lastWatchFailure: { at: string; error: string } | undefined;
   private cluster: ClusterView | undefined;
   private controller: NodeController | undefined;
   private routes: RouteReconciler | undefined;
@@ -374,6 +376,7 @@ export class Agent {
           { error: err.message, restartInMs },
           'node list or watch failed; retrying with backoff',
         );
+        this.lastWatchFailure = { at: new Date().toISOString(), error: err.message };
         this.serveFromMemory(`the first list of Nodes failed: ${err.message}`);
       },
       onInvalid: (problem) => this.log.warn({ problem }, 'Node object skipped'),
@@ -493,6 +496,7 @@ export class Agent {
           relists: inf.relists,
           resourceVersion: inf.resourceVersion,
           synced: inf.hasSynced(),
+          ...(this.lastWatchFailure === undefined ? {} : { lastFailure: this.lastWatchFailure }),
         };
   }
 

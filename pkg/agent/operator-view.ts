@@ -8,6 +8,16 @@ import { vtepMacsFromAnnotations } from '../vxlan/annotations.ts';
 import type { DeviceState } from '../vxlan/device.ts';
 import type { ClusterNode, ClusterView } from './cluster.ts';
 
+/** The Node watch as the operator sees it. */
+export interface WatchState {
+  restarts: number;
+  relists: number;
+  resourceVersion: string;
+  synced: boolean;
+  /** The last failed list or watch of Nodes (when, ISO 8601, and why); absent until one fails. */
+  lastFailure?: { at: string; error: string };
+}
+
 /** What the agent holds, for the operator's view (admin socket, metrics, doctor). */
 export interface AgentSnapshot {
   node: string;
@@ -27,7 +37,7 @@ export interface AgentSnapshot {
   leases: Lease[];
   ipamUsage: RangeUsage[];
   /** The Node watch; undefined in standalone mode. */
-  watch: { restarts: number; relists: number; resourceVersion: string; synced: boolean } | undefined;
+  watch: WatchState | undefined;
   /** Where the pod MTU came from and the encapsulation overhead subtracted (docs/overlay.md). */
   mtuSource?: string;
   mtuOverhead?: number;

@@ -42,6 +42,8 @@ export function formatStatus(s: StatusView): string {
       'node watch',
       `${s.watch.synced ? 'synced' : 'not synced'}, resourceVersion ${s.watch.resourceVersion || '-'}, ${s.watch.restarts} restarts, ${s.watch.relists} lists`,
     ]);
+    const f = s.watch.lastFailure;
+    if (f !== undefined) kv.push(['last API failure', `${f.at}: ${f.error}`]);
   }
   const w = Math.max(...kv.map(([k]) => k.length));
   let out = `${kv.map(([k, v]) => `${`${k}:`.padEnd(w + 2)}${v}`).join('\n')}\n`;

@@ -3,6 +3,7 @@
  * pure functions. The CLI reads the same types back, so the wire format has one definition.
  */
 import type { AgentRouteState, AgentSnapshot } from '../agent/agent.ts';
+import type { WatchState } from '../agent/operator-view.ts';
 import { hostVethName } from '../datapath/names.ts';
 import type { LinkInfo, RouteInfo } from '../datapath/ports.ts';
 import { diffRoutes, routeKey } from '../routes/diff.ts';
@@ -33,7 +34,7 @@ export interface StatusView {
   leases: number;
   /** Capacity as a decimal string: an IPv6 /64 does not fit a JSON number. */
   ipam: { family: 4 | 6; range: string; capacity: string; used: number }[];
-  watch?: { restarts: number; relists: number; resourceVersion: string; synced: boolean };
+  watch?: WatchState;
   /** Absent from older agents. */
   masquerade?: { enabled: boolean; noMasqueradeCIDRs: string[] };
 }

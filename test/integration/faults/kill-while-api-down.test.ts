@@ -15,6 +15,7 @@ import {
   logsSince,
   monitorRoutes,
   nftTable,
+  operatorCli,
   probe,
   sleep,
   within,
@@ -203,6 +204,13 @@ describe.skipIf(skip !== undefined)(skip === undefined ? title : `${title} (skip
     expect(during.some((l) => l.msg === 'reconciled')).toBe(false);
     expect(await probe(tb, 'node-1', '/readyz')).toBe(503);
     expect(await probe(tb, 'node-1', '/healthz')).toBe(200);
+    // status and doctor say what the agent last heard from the API server (no other check looks at it).
+    const status = operatorCli(tb, 'node-1', 'status');
+    expect(status.code).toBe(1);
+    expect(status.stdout).toMatch(/^last API failure:\s+\S+Z: list nodes: /m);
+    const doctor = operatorCli(tb, 'node-1', 'doctor');
+    expect(doctor.code).toBe(1);
+    expect(doctor.stdout).toMatch(/the last list or watch of Nodes failed at \S+Z: list nodes: /);
     // What the two DELs took with them: the pods' host routes and their veths' link-local routes.
     // The pod added during the outage brought its own host routes and veth; nothing else may differ.
     const gonePods = [spooled, direct, outage].flatMap((p) => [p.v4, p.v6]);

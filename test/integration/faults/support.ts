@@ -3,9 +3,10 @@
  * snapshots, `ip monitor route`, pings that run through a fault) and what the agents logged. Every
  * command runs inside the test bed's own namespaces.
  */
-import { execFile } from 'node:child_process';
+import { execFile, spawnSync } from 'node:child_process';
 import { promisify } from 'node:util';
 import { DEFAULT_BACKOFF } from '../../../pkg/k8s/backoff.ts';
+import { AGENT_BINARY } from '../../support/cni-driver.ts';
 import { ipJson, nsExec } from '../../support/netns.ts';
 import { addrOf, type Family, nodeObject, planNode, type Testbed } from '../../support/testbed/index.ts';
 
@@ -120,6 +121,20 @@ export function backoffCeiling(failure: number): number {
  * The agent's /readyz (or /healthz) status code, asked from inside the node's namespace at the node's
  * address of `family` (default: the cluster's first), as a kubelet would on a node of that family.
  */
+/** `trellis-agent CMD` (status, doctor) inside a node's namespace, against its agent, as an operator runs it. */
+export function operatorCli(
+  tb: Testbed,
+  node: string,
+  cmd: 'status' | 'doctor',
+): { code: number | null; stdout: string } {
+  const n = tb.node(node);
+  const r = spawnSync('ip', ['netns', 'exec', n.ns, AGENT_BINARY, cmd, '--socket', n.agent!.socket], {
+    encoding: 'utf8',
+    timeout: 30_000,
+  });
+  return { code: r.status, stdout: r.stdout };
+}
+
 export async function probe<F extends Family>(
   tb: Testbed<F>,
   node: string,

@@ -144,6 +144,27 @@ const cases: Case[] = [
     /reason names/,
   ],
   [
+    'agent waiting for the first list of Nodes, the API unreachable',
+    (f) => {
+      const status = agentValue(f).status;
+      status.ready = false;
+      status.notReadyReason = 'waiting for the first list of Nodes';
+      status.watch = {
+        restarts: 3,
+        relists: 0,
+        resourceVersion: '',
+        synced: false,
+        lastFailure: {
+          at: '2026-11-30T06:30:00.000Z',
+          error: 'list nodes: connect ECONNREFUSED 10.96.0.1:443',
+        },
+      };
+    },
+    'agent',
+    /last list or watch of Nodes failed at 2026-11-30T06:30:00.000Z: list nodes: connect ECONNREFUSED/,
+    /reaches the API server/,
+  ],
+  [
     'agent not ready',
     (f) => {
       agentValue(f).status.ready = false;
