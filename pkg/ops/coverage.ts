@@ -121,7 +121,8 @@ export function coverage(nodes: readonly CoverageNode[], now: number, staleAfter
     }
   }
   for (const row of rows) {
-    if (row.missingOn.length === 0) continue;
+    // A node without a pod CIDR has nothing to route to: its own finding says so already.
+    if (row.missingOn.length === 0 || row.podCIDRs.length === 0) continue;
     row.problems.push({
       problem: `its pod CIDRs are not routed from ${row.missingOn.length} node(s): ${row.missingOn.join(', ')}`,
       fix: 'run trellis-agent routes (or doctor) in the trellis pod of those nodes: an unreachable InternalIP (not on a connected subnet for host-gw), a failed or conflicting route',

@@ -43,7 +43,7 @@ describe('coverage', () => {
   it('lists each kind of gap with a fix', () => {
     const r = coverage(
       [
-        node('ok', ['10.244.1.0/24'], { missing: ['far/v4'], peersMissing: 1 }),
+        node('ok', ['10.244.1.0/24'], { missing: ['far/v4', 'nocidr'], peersMissing: 2 }),
         node('far', ['10.244.2.0/24'], {}),
         node('nocidr', [], { ready: false, reason: 'Node nocidr has no spec.podCIDRs yet' }),
         node('noagent', ['10.244.4.0/24']),
@@ -59,6 +59,8 @@ describe('coverage', () => {
     expect(by.far!.missingOn).toEqual(['ok/v4']);
     expect(by.far!.problems[0]!.problem).toMatch(/not routed from 1 node\(s\): ok\/v4/);
     expect(by.nocidr!.agent).toBe('not-ready');
+    // Its peers report it unrouted; with no pod CIDR that says nothing more than its own finding.
+    expect(by.nocidr!.missingOn).toEqual(['ok']);
     expect(by.nocidr!.problems.map((p) => p.problem)).toEqual([
       'the node has no pod CIDR (spec.podCIDRs is empty)',
       'the agent is not ready: Node nocidr has no spec.podCIDRs yet',
