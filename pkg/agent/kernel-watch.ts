@@ -41,10 +41,12 @@ function isOwnedRouteChange(route: RouteInfo, nexthopId: number | undefined): bo
 }
 
 /**
- * The protocols of routes people and routing daemons write: boot (`ip route` without `proto`), static,
- * zebra (FRR), bird, dhcp, and the routing protocols FRR reports (bgp, isis, ospf, rip, eigrp).
+ * The protocols of the routes people write by hand or with a network manager: boot (`ip route` without
+ * `proto`), static and dhcp. Routing daemons' (zebra, bird, bgp...) are left out on purpose: a daemon
+ * loading a full table would flood the watch (and overflow it into full passes) for routes that
+ * almost never touch a pod CIDR; a takeover by one shows at the next resync.
  */
-const FOREIGN_PROTOCOLS = [3, 4, 11, 12, 16, 186, 187, 188, 189, 192] as const;
+const FOREIGN_PROTOCOLS = [3, 4, 16] as const;
 
 /** A route someone else wrote (not the kernel's own, not ours): the watch asks concernsPrefix about it. */
 function isForeignRoute(r: RouteInfo): boolean {
@@ -60,7 +62,7 @@ export const WATCHED_ROUTES: RouteEventInterest = {
   routes: [
     { change: 'any', table: MAIN_TABLE, protocol: RTPROT_KERNEL, type: 'unicast' }, // isConnectedSubnetRoute
     { change: 'delete', protocol: TRELLIS_ROUTE_PROTOCOL }, // isOwnedRouteChange
-    ...FOREIGN_PROTOCOLS.map((protocol) => ({ change: 'any' as const, protocol })), // isForeignRoute
+    ...FOREIGN_PROTOCOLS.map((protocol) => ({ change: 'any' as const, table: MAIN_TABLE, protocol })), // isForeignRoute
   ],
   nexthopDeletions: { protocol: TRELLIS_ROUTE_PROTOCOL },
 };

@@ -7,6 +7,7 @@ import {
   buildPeerState,
   changedFields,
   commitPeerStep,
+  concernsPrefix,
   describesInputs,
   kernelHolds,
   type PeerState,
@@ -334,5 +335,36 @@ describe('describesInputs and kernelHolds (a full pass that needs no plan)', () 
     for (const [what, routes] of variants) expect([what, kernelHolds(s, routes)]).toEqual([what, false]);
     // A conflict from the last pass is for the full diff to re-check.
     expect(kernelHolds(state(cluster, 'host-gw', '10.244.2.0/24'), k)).toBe(false);
+  });
+});
+
+describe('concernsPrefix', () => {
+  const foreign = (dst: string, table?: number): RouteInfo => ({
+    family: 4,
+    dst,
+    gateway: '10.0.0.99',
+    protocol: 4,
+    ...(table === undefined ? {} : { table }),
+  });
+
+  it("is true for a peer's prefix, this node's blackhole and a key a foreign route holds; false elsewhere", () => {
+    const s = state([peer(1), peer(2)], 'host-gw', '10.244.2.0/24');
+    expect(concernsPrefix(s, foreign('10.244.1.0/24'))).toBe(true);
+    expect(concernsPrefix(s, foreign('10.244.0.0/24'))).toBe(true); // the blackhole
+    expect(concernsPrefix(s, foreign('10.244.2.0/24'))).toBe(true); // held by a foreign route
+    expect(concernsPrefix(s, foreign('10.244.3.0/24'))).toBe(false);
+    expect(concernsPrefix(s, foreign('10.244.1.0/25'))).toBe(false);
+    expect(concernsPrefix(s, foreign('10.244.1.0/24', 100))).toBe(false); // another table
+  });
+
+  it('follows per-node steps: a peer added or deleted changes the answer', () => {
+    const s = state([peer(1)]);
+    expect(concernsPrefix(s, foreign('10.244.5.0/24'))).toBe(false);
+    const step = applied(planPeerStep(s, 'n5', peer(5)));
+    commitPeerStep(s, 'n5', step.record);
+    expect(concernsPrefix(s, foreign('10.244.5.0/24'))).toBe(true);
+    const gone = applied(planPeerStep(s, 'n5', undefined));
+    commitPeerStep(s, 'n5', gone.record);
+    expect(concernsPrefix(s, foreign('10.244.5.0/24'))).toBe(false);
   });
 });

@@ -1,0 +1,83 @@
+import pino from 'pino';
+import { describe, expect, it } from 'vitest';
+import { WATCHED_ROUTES, watchKernel } from '../../../pkg/agent/kernel-watch.ts';
+import type { NetlinkEventsPort, RouteEvent, RouteInfo } from '../../../pkg/datapath/ports.ts';
+
+const MAIN = 254;
+
+/** The watch over a fake events port: `route()` delivers a route notification as the kernel would. */
+function setup(concerned: (r: RouteInfo) => boolean) {
+  let onRoute: ((ev: RouteEvent) => void) | undefined;
+  const events: NetlinkEventsPort = {
+    subscribeRouteEvents: (cb) => {
+      onRoute = cb;
+      return { close: () => {} };
+    },
+    subscribeLinkEvents: () => ({ close: () => {} }),
+  };
+  let passes = 0;
+  const asked: RouteInfo[] = [];
+  const subs = watchKernel({
+    events,
+    masq: undefined,
+    routesNexthop: () => false,
+    isOwnDeletion: () => false,
+    concernsPrefix: (r) => {
+      asked.push(r);
+      return concerned(r);
+    },
+    markDirty: () => {
+      passes++;
+    },
+    log: pino({ level: 'silent' }),
+  });
+  const route = (type: 'add' | 'delete', r: Partial<RouteInfo>, table = MAIN): void =>
+    onRoute!({ type, table, route: { family: 4, dst: '10.244.2.0/24', ...r } });
+  const settled = (): Promise<void> => new Promise((r) => setTimeout(r, 60));
+  return {
+    route,
+    settled,
+    passes: () => passes,
+    asked,
+    close: () => {
+      for (const s of subs) s.close();
+    },
+  };
+}
+
+describe('watchKernel: routes someone else writes', () => {
+  it('a static route taking or leaving a prefix of ours asks for one full pass; elsewhere, nothing', async () => {
+    const t = setup((r) => r.dst === '10.244.2.0/24');
+    t.route('add', { gateway: '10.0.0.99', protocol: 4 });
+    t.route('delete', { gateway: '10.0.0.99', protocol: 4 });
+    await t.settled();
+    expect(t.passes()).toBe(1); // the two folded into one by the debounce
+    t.route('add', { dst: '192.168.7.0/24', gateway: '10.0.0.99', protocol: 3 });
+    await t.settled();
+    expect(t.passes()).toBe(1);
+    // The table travels with the question: concernsPrefix decides on it.
+    expect(t.asked.map((r) => r.table)).toEqual([MAIN, MAIN, MAIN]);
+    t.close();
+  });
+
+  it('our own route additions never ask (only deletions of ours, by someone else, do)', async () => {
+    const t = setup(() => true);
+    t.route('add', { gateway: '10.0.0.3', protocol: 126 });
+    await t.settled();
+    expect(t.passes()).toBe(0);
+    expect(t.asked).toEqual([]);
+    t.route('delete', { gateway: '10.0.0.3', protocol: 126 });
+    await t.settled();
+    expect(t.passes()).toBe(1);
+    t.close();
+  });
+
+  it("the kernel's filter keeps boot, static and dhcp routes of the main table, not routing daemons'", () => {
+    const foreign = WATCHED_ROUTES.routes.filter((r) => r.protocol !== 2 && r.protocol !== 126);
+    expect(foreign.map((r) => [r.protocol, r.table, r.change])).toEqual([
+      [3, MAIN, 'any'],
+      [4, MAIN, 'any'],
+      [16, MAIN, 'any'],
+    ]);
+  });
+});
