@@ -376,7 +376,8 @@ export class Agent {
           { error: err.message, restartInMs },
           'node list or watch failed; retrying with backoff',
         );
-        this.lastWatchFailure = { at: new Date().toISOString(), error: err.message };
+        // restartInMs 0: a callback of ours threw (the informer carries on), not the API server.
+        if (restartInMs > 0) this.lastWatchFailure = { at: new Date().toISOString(), error: err.message };
         this.serveFromMemory(`the first list of Nodes failed: ${err.message}`);
       },
       onInvalid: (problem) => this.log.warn({ problem }, 'Node object skipped'),

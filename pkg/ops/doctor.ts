@@ -4,7 +4,7 @@
  * comes with the fix an operator can apply.
  */
 import { cidrContains, familyName, familyOfText, parseCidr, parseIp } from '../ip/index.ts';
-import { failingReadiness, isReady, type LeasesView, type RoutesView, type StatusView } from './views.ts';
+import { failingReadiness, type LeasesView, type RoutesView, type StatusView } from './views.ts';
 
 export interface Finding {
   problem: string;
@@ -87,9 +87,11 @@ export function checkAgent(f: DoctorFacts): CheckResult {
       fix: 'the reason names what it waits for; the other checks below usually show the cause',
     });
   }
-  // No check below looks at the API server: say what the agent last heard from it.
+  // No check below looks at the API server: say what the agent last heard from it, while that is what
+  // it waits for (no list of Nodes yet, or a watch that keeps failing), not after an old outage.
   const failure = s.watch?.lastFailure;
-  if (failure !== undefined && (s.watch?.synced === false || !isReady(s))) {
+  const watchFailing = s.readiness !== undefined && !s.readiness.checks.nodeWatch?.startsWith('ok');
+  if (failure !== undefined && (s.watch?.synced === false || watchFailing)) {
     r.findings.push({
       problem: `the last list or watch of Nodes failed at ${failure.at}: ${failure.error}`,
       fix: 'check that this node reaches the API server (the kubernetes Service or the address in the kubeconfig) and that the trellis service account may list and watch nodes',

@@ -436,6 +436,42 @@ describe('doctor', () => {
     ).toBe(true);
   });
 
+  it('an old API failure is not blamed for a reconcile pass that waits on something else', () => {
+    const f = healthy();
+    const status = agentValue(f).status;
+    status.readiness = {
+      ok: false,
+      checks: {
+        agent: 'ok',
+        reconcile: 'the last reconcile pass is waiting: Node n1 has no spec.podCIDRs yet',
+        nodeWatch: 'ok',
+      },
+    };
+    status.watch = {
+      restarts: 1,
+      relists: 2,
+      resourceVersion: '42',
+      synced: true,
+      lastFailure: {
+        at: '2026-11-27T06:30:00.000Z',
+        error: 'list nodes: connect ECONNREFUSED 10.96.0.1:443',
+      },
+    };
+    const agent = runDoctor(f).checks.find((c) => c.name === 'agent')!;
+    expect(agent.findings.map((x) => x.problem)).toEqual([
+      'the agent is not ready: reconcile: the last reconcile pass is waiting: Node n1 has no spec.podCIDRs yet',
+    ]);
+    // The same failure while the watch keeps failing is reported.
+    status.readiness.checks.nodeWatch = 'the Node watch has been restarting for 6 minutes';
+    expect(
+      runDoctor(f)
+        .checks.find((c) => c.name === 'agent')!
+        .findings.map((x) => x.problem),
+    ).toContain(
+      'the last list or watch of Nodes failed at 2026-11-27T06:30:00.000Z: list nodes: connect ECONNREFUSED 10.96.0.1:443',
+    );
+  });
+
   it('strict rp_filter everywhere passes every path trellis builds with masquerading on: no finding', () => {
     const f = healthy();
     addVxlanPeer(f);
