@@ -151,7 +151,13 @@ async function main(argv: string[]): Promise<number> {
     await observer.listen();
   } catch (err) {
     log.fatal(
-      { error: `${config.names.metricsAddr} ${config.metricsAddr} cannot be bound: ${errorText(err)}` },
+      {
+        error: `${config.names.metricsAddr} ${config.metricsAddr} cannot be bound: ${errorText(err)}${
+          (err as { code?: unknown }).code === 'EADDRINUSE'
+            ? ' (is another trellis agent running on this node?)'
+            : ''
+        }`,
+      },
       'agent failed to start',
     );
     await observer.stop().catch(() => {});

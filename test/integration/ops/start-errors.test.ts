@@ -1,4 +1,4 @@
-import { spawnSync } from 'node:child_process';
+import { spawn, spawnSync } from 'node:child_process';
 import { chmodSync, existsSync, mkdirSync, mkdtempSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -13,6 +13,8 @@ import { ip, NetnsPool, netnsSkipReason } from '../../support/netns.ts';
  * list in --cni-conf-dir, no route, no CNI socket.
  */
 const skip = netnsSkipReason ?? builtSkipReason();
+/** Binds 127.0.0.1:9743 and says so on stdout, then waits to be killed. */
+const HOLD_PORT = "require('node:net').createServer().listen(9743, '127.0.0.1', () => console.log('bound'))";
 
 interface Run {
   code: number | null;
@@ -119,6 +121,28 @@ describe.skipIf(skip !== undefined)(`agent start errors${skip ? ` (skipped: ${sk
     );
     expect(r.logs.map((l) => l.msg)).not.toContain('CNI socket listening');
     expectNodeUntouched(r);
+  });
+
+  it('a port another process holds: exit 1, and the message asks whether another agent runs', async () => {
+    // Another agent's listener, as far as the new one can tell: a process bound to the port in the namespace.
+    const holder = spawn('ip', ['netns', 'exec', ns, process.execPath, '-e', HOLD_PORT], {
+      stdio: ['ignore', 'pipe', 'inherit'],
+    });
+    try {
+      await new Promise<void>((resolve, reject) => {
+        holder.stdout!.once('data', () => resolve());
+        holder.once('exit', (code) => reject(new Error(`port holder exited with ${code}`)));
+      });
+      const r = agent(['--metrics-addr', '127.0.0.1:9743']);
+      expect(r.code, r.stdout).toBe(1);
+      const fatal = r.logs.find((l) => l.level === 'fatal');
+      expect(String(fatal?.error)).toMatch(
+        /^--metrics-addr 127\.0\.0\.1:9743 cannot be bound: .*EADDRINUSE.* \(is another trellis agent running on this node\?\)$/,
+      );
+      expectNodeUntouched(r);
+    } finally {
+      holder.kill('SIGKILL');
+    }
   });
 
   it('a start that fails after the first pass began (admin socket): the pass in flight publishes nothing', () => {
