@@ -224,8 +224,15 @@ describe.skipIf(skip !== undefined)(skip === undefined ? title : `${title} (skip
     await within(2500, `${a.name}: forwarding back on`, () =>
       ['net/ipv4/ip_forward', 'net/ipv6/conf/all/forwarding'].every((k) => forwarding(k) === '1'),
     );
-    const lines = a.logs.slice(mark).filter((l) => String(l.msg).startsWith('IP forwarding was off'));
-    expect(lines.map((l) => [l.sysctl, l.was]).sort()).toEqual([
+    const lines = (): Record<string, unknown>[] =>
+      a.logs.slice(mark).filter((l) => String(l.msg).startsWith('IP forwarding was off'));
+    // The lines come through the agent's stdout pipe, read between the polls above (spawnSync blocks).
+    await within(2500, `${a.name}: forwarding logged`, () => lines().length >= 2);
+    expect(
+      lines()
+        .map((l) => [l.sysctl, l.was])
+        .sort(),
+    ).toEqual([
       ['net/ipv4/ip_forward', '0'],
       ['net/ipv6/conf/all/forwarding', '0'],
     ]);
