@@ -7,7 +7,7 @@
  * stdout carries only the CNI result or error object; diagnostics go to stderr.
  */
 import { CniCode, CniError } from '../../pkg/cni/errors.ts';
-import { LATEST_VERSION } from '../../pkg/cni/version.ts';
+import { LATEST_VERSION, SUPPORTED_VERSIONS } from '../../pkg/cni/version.ts';
 import { blockingTransport } from '../../pkg/shim/blocking-transport.ts';
 import { runShim } from '../../pkg/shim/shim.ts';
 import { writeSpooledDel } from '../../pkg/shim/spool-fs.ts';
@@ -19,6 +19,14 @@ const version = typeof TRELLIS_VERSION === 'string' ? TRELLIS_VERSION : 'dev';
 // A function, not top-level await: Bun's --bytecode (start-up compiled ahead of time, 12.6 -> 9.9 ms
 // per call when it was measured, bench/HISTORY.md) needs the CommonJS output format, which has no
 // top-level await.
+/** For a person at a terminal; the container runtime never passes arguments (built only when asked). */
+const help =
+  (): string => `trellis ${version}: the trellis CNI plugin. The container runtime runs it with the CNI_* variables
+and the network configuration on stdin; it hands each call to the trellis agent on this node over the
+unix socket the configuration names, and prints the agent's answer. CNI versions: ${SUPPORTED_VERSIONS.join(', ')}.
+Usage: trellis --version | --help. On the node: kubectl -n kube-system exec ds/trellis -- trellis-agent doctor
+`;
+
 async function main(): Promise<void> {
   let libc: Libc;
   try {
@@ -32,6 +40,10 @@ async function main(): Promise<void> {
   const arg = process.argv[2];
   if (arg === '--version' || arg === '-v') {
     libc.writeAll(1, `trellis ${version}\n`);
+    process.exit(0);
+  }
+  if (arg === '--help' || arg === '-h') {
+    libc.writeAll(1, help());
     process.exit(0);
   }
 

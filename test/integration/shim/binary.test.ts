@@ -99,6 +99,16 @@ describe.skipIf(skipReason !== undefined)(
       }
     });
 
+    it('--help and -h say what the binary is, without reading stdin', async () => {
+      for (const flag of ['--help', '-h']) {
+        const r = await runBin({}, '', [flag]);
+        expect(r.code).toBe(0);
+        expect(r.stderr).toBe('');
+        expect(r.stdout).toContain(`trellis ${VERSION}: the trellis CNI plugin.`);
+        expect(r.stdout).toContain(`CNI versions: ${SUPPORTED_VERSIONS.join(', ')}.`);
+      }
+    });
+
     it('VERSION is answered without an agent', async () => {
       const r = await runBin({ CNI_COMMAND: 'VERSION' }, '{"cniVersion":"1.0.0"}');
       expect(r.code).toBe(0);
