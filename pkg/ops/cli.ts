@@ -47,6 +47,15 @@ const FLAGS = {
   'stale-minutes': { type: 'string' },
 } as const;
 
+/** The flags each command reads (beyond --json): another one is a mistake worth saying, not ignoring. */
+const FLAGS_OF: Readonly<Record<OpsCommand, readonly (keyof typeof FLAGS)[]>> = {
+  status: ['admin-socket', 'socket'],
+  routes: ['admin-socket', 'socket'],
+  leases: ['admin-socket', 'socket'],
+  doctor: ['admin-socket', 'socket', 'cni-conf-dir', 'cni-bin-dir', 'state-dir'],
+  coverage: ['kubeconfig', 'stale-minutes'],
+};
+
 export interface OpsDeps {
   stdout(text: string): void;
   stderr(text: string): void;
@@ -70,6 +79,13 @@ export async function runOpsCommand(cmd: OpsCommand, argv: string[], deps: OpsDe
     values = parseArgs({ args: argv, options: FLAGS, strict: true, allowPositionals: false }).values;
   } catch (err) {
     deps.stderr(`trellis-agent ${cmd}: ${(err as Error).message}\n\n${OPS_USAGE}`);
+    return 2;
+  }
+  const unused = Object.keys(values).filter(
+    (k) => k !== 'json' && !FLAGS_OF[cmd].includes(k as keyof typeof FLAGS),
+  );
+  if (unused.length > 0) {
+    deps.stderr(`trellis-agent ${cmd}: --${unused[0]} means nothing to ${cmd}\n\n${OPS_USAGE}`);
     return 2;
   }
   const json = values.json === true;

@@ -70,3 +70,28 @@ describe('trellis-agent coverage: usage', () => {
     );
   });
 });
+
+describe('trellis-agent operator commands: flags', () => {
+  it.each([
+    ['leases', ['--stale-minutes', '5'], '--stale-minutes means nothing to leases'],
+    ['status', ['--kubeconfig', '/k'], '--kubeconfig means nothing to status'],
+    ['coverage', ['--admin-socket', '/a.sock'], '--admin-socket means nothing to coverage'],
+  ] as const)('%s %j: exit 2, naming the flag, before doing anything', async (cmd, args, message) => {
+    let err = '';
+    const code = await runOpsCommand(cmd, [...args], {
+      stdout: () => {},
+      stderr: (t) => {
+        err += t;
+      },
+      env: {},
+      openHost: () => {
+        throw new Error('not used');
+      },
+      nodeReader: () => {
+        throw new Error('not used');
+      },
+    });
+    expect(code).toBe(2);
+    expect(err).toMatch(new RegExp(`^trellis-agent ${cmd}: ${message}\\n`));
+  });
+});
