@@ -46,14 +46,6 @@ const ATTACHMENT_VERBS: ReadonlySet<CniCommand> = new Set(['ADD', 'DEL', 'CHECK'
 
 const MAX_IFNAME_BYTES = 15;
 
-/**
- * Longest container id ADD and CHECK accept. The spec sets no limit, but the id names trellis's lease
- * files ("<containerId>@<ifname>.json", and ".<ms>-<n>.reason" when quarantined), which must stay
- * under NAME_MAX (255 bytes); runtimes use 64 hex digits. DEL takes any length: no lease can exist
- * for a longer id, and a DEL that failed would be retried forever.
- */
-export const MAX_CONTAINER_ID_LENGTH = 192;
-
 export function isCniCommand(s: string): s is CniCommand {
   return (CNI_COMMANDS as readonly string[]).includes(s);
 }
@@ -94,11 +86,6 @@ export function parseCniEnv(env: Readonly<Record<string, string | undefined>>): 
   if (containerId !== undefined) {
     const p = containerIdProblem(containerId);
     if (p !== undefined) problems.push(p);
-    else if (command !== 'DEL' && containerId.length > MAX_CONTAINER_ID_LENGTH) {
-      problems.push(
-        `CNI_CONTAINERID is ${containerId.length} characters long; the limit is ${MAX_CONTAINER_ID_LENGTH}`,
-      );
-    }
   }
   if (netns !== undefined) {
     const p = netnsProblem(netns);
@@ -142,10 +129,7 @@ function netnsProblem(netns: string): string | undefined {
 /**
  * Why an interface name is invalid, or undefined when it is valid. Mirrors Go's
  * utils.ValidateInterfaceName (non-empty, at most 15 bytes, not "." or "..", no '/', ':' or Unicode
- * whitespace) and also refuses NUL, which the kernel would truncate at, and a lone UTF-16 surrogate,
- * which has no UTF-8 form (two such names would reach the kernel and the file system as the same
- * bytes). The one rule for interface names: IPAM's lease keys (ipam/key.ts) and the spool use it too,
- * since a name it accepts is a safe path component.
+ * whitespace) and also refuses NUL, which the kernel would truncate at.
  */
 export function interfaceNameProblem(name: string): string | undefined {
   if (name === '') return 'is empty';
@@ -156,9 +140,7 @@ export function interfaceNameProblem(name: string): string | undefined {
     if (ch === '/') return "contains '/'";
     if (ch === ':') return "contains ':'";
     if (ch === '\0') return 'contains a NUL byte';
-    const c = ch.codePointAt(0)!;
-    if (c >= 0xd800 && c <= 0xdfff) return 'contains a lone UTF-16 surrogate (not valid Unicode)';
-    if (isGoSpace(c)) return 'contains whitespace';
+    if (isGoSpace(ch.codePointAt(0)!)) return 'contains whitespace';
   }
   return undefined;
 }

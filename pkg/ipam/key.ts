@@ -1,31 +1,32 @@
-import { interfaceNameProblem, MAX_CONTAINER_ID_LENGTH } from '../cni/env.ts';
 import { CniCode, CniError } from '../cni/errors.ts';
-import { isCniName } from '../cni/text.ts';
 import type { LeaseKey } from './types.ts';
 
 /**
  * A lease key becomes a file name (the owner name "<containerId>@<ifname>"), so it is validated here
  * even though the CNI layer validated it already: nothing that could climb out of the state directory
- * or collide with another key may reach the file system. The rules are the CNI layer's own
- * (cni/env.ts), so every attachment the environment check lets through has a lease key:
- * - the container id is the spec's alphabet (letters, digits, '_', '.', '-'), at most
- *   MAX_CONTAINER_ID_LENGTH characters: no '/', never "." or "..", and no '@';
- * - the interface name is any name Linux accepts (interfaceNameProblem): no '/' or NUL, not "." or
- *   "..", at most 15 bytes. It may contain '@' ("e@1"): owner names split at the FIRST '@', which
- *   the container id never holds, so the split is unambiguous.
+ * or collide with another key may reach the file system.
  */
+
+// The CNI specification's container id alphabet; '@' is not in it, which keeps owner names unambiguous.
+const CONTAINER_ID = /^[A-Za-z0-9][A-Za-z0-9_.-]*$/;
+// A safe subset of Linux interface names (IFNAMSIZ - 1 = 15 bytes). Narrower than what Linux and the
+// CNI spec allow (`e@1`, `a+b`), on purpose: lease file names of a wider alphabet would be quarantined
+// by the agents of earlier releases, whose start-up sweep then removes those pods' veths on a rollback.
+const IFNAME = /^[A-Za-z0-9][A-Za-z0-9_.-]{0,14}$/;
+// Keeps "<id>@<ifname>.json.<timestamp>" well under NAME_MAX (255).
+const MAX_CONTAINER_ID = 192;
 
 export function keyProblem(key: LeaseKey): string | undefined {
   const { containerId, ifname } = key;
-  if (typeof containerId !== 'string' || !isCniName(containerId)) {
-    return `invalid container id ${JSON.stringify(containerId)}: expected letters, digits, '_', '.', '-', starting with a letter or digit`;
+  if (typeof containerId !== 'string' || !CONTAINER_ID.test(containerId)) {
+    return `CNI_CONTAINERID ${JSON.stringify(containerId)}: expected letters, digits, '_', '.', '-', starting with a letter or digit`;
   }
-  if (containerId.length > MAX_CONTAINER_ID_LENGTH) {
-    return `invalid container id: longer than ${MAX_CONTAINER_ID_LENGTH} characters`;
+  if (containerId.length > MAX_CONTAINER_ID) {
+    return `CNI_CONTAINERID is ${containerId.length} characters long; trellis takes at most ${MAX_CONTAINER_ID} (it names the pod's lease file)`;
   }
-  if (typeof ifname !== 'string') return `invalid interface name ${JSON.stringify(ifname)}: not a string`;
-  const problem = interfaceNameProblem(ifname);
-  if (problem !== undefined) return `invalid interface name ${JSON.stringify(ifname)}: ${problem}`;
+  if (typeof ifname !== 'string' || !IFNAME.test(ifname)) {
+    return `CNI_IFNAME ${JSON.stringify(ifname)}: trellis takes 1-15 letters, digits, '_', '.', '-', starting with a letter or digit (it names the pod's lease file)`;
+  }
   return undefined;
 }
 
@@ -40,7 +41,7 @@ export function ownerName(key: LeaseKey): string {
 
 /** The key an owner name stands for, or undefined when the name is not one ownerName produces. */
 export function parseOwnerName(name: string): LeaseKey | undefined {
-  const at = name.indexOf('@'); // the first: a container id holds none, an interface name may
+  const at = name.indexOf('@');
   if (at < 0) return undefined;
   const key = { containerId: name.slice(0, at), ifname: name.slice(at + 1) };
   return keyProblem(key) === undefined ? key : undefined;

@@ -3,20 +3,15 @@ import { SysctlError } from './errors.ts';
 
 /**
  * /proc/sys access by slash-separated key ("net/ipv4/conf/eth0/forwarding"). Keys are validated
- * because they are built from interface names: nothing may escape /proc/sys. Each part between the
- * slashes may be any interface name Linux accepts ("e@1", "a+b", "_x" name their own directories
- * under net/ipv6/conf), so a part is refused only when it is empty, "." or "..", or holds NUL or
- * whitespace (which no interface name holds).
+ * because they are built from interface names: nothing may escape /proc/sys. Upper case is
+ * accepted because interface names may contain it.
  */
 
-const PART = /^[^\s\0/]+$/u;
+const KEY = /^[A-Za-z0-9_][A-Za-z0-9_./-]*$/;
 
 export function sysctlPath(key: string): string {
-  if (!key.split('/').every((part) => PART.test(part) && part !== '.' && part !== '..')) {
-    throw new SysctlError(
-      key,
-      'invalid key (parts between "/" must not be empty, "." or "..", or hold NUL or whitespace)',
-    );
+  if (!KEY.test(key) || key.split('/').includes('..')) {
+    throw new SysctlError(key, 'invalid key (allowed: letters, digits, "_", ".", "-", "/"; no "..")');
   }
   return `/proc/sys/${key}`;
 }
