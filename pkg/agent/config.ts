@@ -133,12 +133,15 @@ flags (environment variable in brackets):
 `;
 
 /**
- * A whole number written in decimal digits, without sign, padding or leading zeros ("1500", "0"); undefined
- * for anything else. Number() alone would take "0x500", "1e3", " 1500" and "" (as 0).
+ * A whole number written in decimal digits, without sign ("1500", "0"); undefined for anything else.
+ * Number() alone would take "0x500" (1280), "1e3" and "" (as 0). Surrounding whitespace and leading
+ * zeros are taken, as earlier releases took them: a ConfigMap value written as a YAML block ("1500\n")
+ * must not stop an upgraded agent.
  */
 export function parseDecimal(raw: string): number | undefined {
-  if (!/^(?:0|[1-9][0-9]{0,14})$/.test(raw)) return undefined;
-  return Number(raw);
+  const digits = raw.trim();
+  if (!/^[0-9]{1,15}$/.test(digits)) return undefined;
+  return Number(digits);
 }
 
 function decimalInt(name: string, raw: string, min: number, max: number): number {

@@ -52,9 +52,8 @@ describe('parseAgentConfig', () => {
   it.each([
     ['--mtu', '0x500'],
     ['--mtu', '1.5e3'],
-    ['--mtu', ' 1500'],
-    ['--mtu', '01500'],
     ['--mtu', '+1500'],
+    ['--mtu', '1 500'],
     ['--mtu', ''],
     ['--vxlan-vni', '0x10'],
     ['--vxlan-port', '8472.0'],
@@ -71,6 +70,12 @@ describe('parseAgentConfig', () => {
     }
     expect(message.startsWith(`${flag} must be a decimal integer from `), message).toBe(true);
     expect(message.endsWith(`, got ${JSON.stringify(raw)}`), message).toBe(true);
+  });
+
+  it('takes surrounding whitespace and leading zeros, as earlier releases did (a ConfigMap block value)', () => {
+    const c = parseAgentConfig(['--resync-seconds', ' 030 '], { NODE_NAME: 'n', TRELLIS_MTU: '1450\n' });
+    expect(c.mtu).toBe(1450);
+    expect(c.resyncMs).toBe(30_000);
   });
 
   it('a bad value from the environment names the flag and the variable it came from', () => {

@@ -36,7 +36,7 @@ async function coverage(args: string[], env: Record<string, string | undefined> 
 }
 
 describe('trellis-agent coverage: usage', () => {
-  it.each(['0x10', '1e1', ' 10', '0', '-5', '1.5', ''])(
+  it.each(['0x10', '1e1', '1 0', '0', '-5', '1.5', ''])(
     '--stale-minutes %j: exit 2, naming the flag, before asking the API',
     async (raw) => {
       const r = await coverage([`--stale-minutes=${raw}`]);
