@@ -18,7 +18,9 @@
  * - In auto mode a node not routed directly is reached through our VXLAN device of that family; in vxlan mode every
  *   node is. A VXLAN route is `podCIDR via <peer VTEP address> dev trellis.vN onlink`, the VTEP address being
  *   the network address of the peer's first pod CIDR of the family (see vtepAddress). It needs the device
- *   (opts.overlay) and the peer's published VTEP MAC; without either the node is unreachable (a problem).
+ *   (opts.overlay) and the peer's published VTEP MAC; without either the node is unreachable (a problem),
+ *   except that in vxlan mode a peer that published no VTEP MAC (its agent runs host-gw, or has not set
+ *   up its overlay yet) and is directly reachable gets the direct route it uses back to us.
  * - Our own pod CIDRs get a blackhole route, so a packet for a pod that no longer exists dies here instead of
  *   following the default route out of the node (the per-pod /32 and /128 routes are more specific and win).
  * - Invalid or conflicting input (bad text, no InternalIP, no pod CIDR, overlapping CIDRs) is skipped and
@@ -345,6 +347,12 @@ export function desiredRoutes(
         const tunnel = vxlanDecision(node, family, candidates, podCIDRs, local, opts.overlay ?? []);
         if ('reason' in tunnel) reasons.push(`VXLAN: ${tunnel.reason}`);
         else decision = tunnel;
+        // A peer that publishes no VTEP tunnels nothing to us: its agent runs host-gw (a rolling change
+        // to vxlan mode, one node at a time) or has not started its overlay yet. On our subnet it routes
+        // to us directly, so the way back is direct too, rather than no route at all.
+        if (decision === undefined && opts.mode === 'vxlan' && node.vtepMac[family] === undefined) {
+          decision = directDecision(node, family, candidates, podCIDRs, local, reach.get(family)!, reasons);
+        }
       }
       if (decision === undefined) {
         const reason = reasons.join('; ');

@@ -384,7 +384,10 @@ export class Testbed<F extends Family = Family> {
    * `waitReady: false` returns once it is spawned (an agent that cannot become ready, e.g. during an
    * API outage; call waitReady() later).
    */
-  async startAgent(name: string, opts: { waitReady?: boolean } = {}): Promise<AgentProcess> {
+  async startAgent(
+    name: string,
+    opts: { waitReady?: boolean; mode?: DatapathMode } = {},
+  ): Promise<AgentProcess> {
     const node = this.node(name);
     if (
       node.agent !== undefined &&
@@ -416,7 +419,7 @@ export class Testbed<F extends Family = Family> {
             },
           }
         : { podCIDRs: [...node.plan.podCIDRs] }),
-      extraArgs: ['--mode', this.mode, ...(this.opts.agentArgs ?? [])],
+      extraArgs: ['--mode', opts.mode ?? this.mode, ...(this.opts.agentArgs ?? [])],
     });
     node.agent = agent;
     if (opts.waitReady !== false) await this.waitReady(name);
@@ -457,11 +460,17 @@ export class Testbed<F extends Family = Family> {
     await this.node(name).agent?.kill();
   }
 
-  /** Kill (default SIGKILL) and start again on the same state; resolves once ready again. */
-  async restartAgent(name: string, opts: { signal?: 'SIGKILL' | 'SIGTERM' } = {}): Promise<AgentProcess> {
+  /**
+   * Kill (default SIGKILL) and start again on the same state; resolves once ready again. With `mode`,
+   * that node's agent runs another --mode from then on (one step of a rolling mode change).
+   */
+  async restartAgent(
+    name: string,
+    opts: { signal?: 'SIGKILL' | 'SIGTERM'; mode?: DatapathMode } = {},
+  ): Promise<AgentProcess> {
     if ((opts.signal ?? 'SIGKILL') === 'SIGKILL') await this.killAgent(name);
     else await this.stopAgent(name);
-    return this.startAgent(name);
+    return this.startAgent(name, opts.mode === undefined ? {} : { mode: opts.mode });
   }
 
   /**

@@ -114,6 +114,26 @@ describe('desiredRoutes: per-mode decisions', () => {
     ]);
   });
 
+  it('vxlan: a peer that published no VTEP (its agent still host-gw, mid rolling change) is routed directly when on our subnet, and unreachable behind a router', () => {
+    const { vtepMacs: _near, ...nearHostGw } = near;
+    const { vtepMacs: _far, ...farHostGw } = far;
+    const p = plan('vxlan', [nearHostGw, farHostGw]);
+    expect(paths(p)).toEqual([
+      'node-b v4 direct',
+      'node-b v6 direct',
+      'node-c v4 unreachable',
+      'node-c v6 unreachable',
+    ]);
+    expect(p.problems.map((x) => x.node)).toEqual(['node-c', 'node-c']);
+    // Once it publishes its VTEP, it is tunnelled to like every other peer.
+    expect(paths(plan('vxlan', [near, far]))).toEqual([
+      'node-b v4 vxlan',
+      'node-b v6 vxlan',
+      'node-c v4 vxlan',
+      'node-c v6 vxlan',
+    ]);
+  });
+
   describe('a multi-homed node (a second leg on the subnet of a peer behind the router)', () => {
     const leg: LocalLink = {
       ifindex: 3,
