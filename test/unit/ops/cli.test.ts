@@ -1,23 +1,12 @@
 import { describe, expect, it } from 'vitest';
 import { K8sError, K8sReason, type NodeReader } from '../../../pkg/k8s/index.ts';
-import { runOpsCommand } from '../../../pkg/ops/cli.ts';
+import { runOps } from './run-ops.ts';
 
 /** `trellis-agent coverage ARGS` in-process: what it printed, its exit code, and what it asked the API for. */
 async function coverage(args: string[], env: Record<string, string | undefined> = {}) {
-  let out = '';
-  let err = '';
   const readers: { kubeconfig: string | undefined; env: Readonly<Record<string, string | undefined>> }[] = [];
-  const code = await runOpsCommand('coverage', args, {
-    stdout: (t) => {
-      out += t;
-    },
-    stderr: (t) => {
-      err += t;
-    },
+  const { code, out, err } = await runOps('coverage', args, {
     env,
-    openHost: () => {
-      throw new Error('not used');
-    },
     nodeReader: (kubeconfig, readerEnv) => {
       readers.push({ kubeconfig, env: readerEnv });
       if (kubeconfig === '/nonexistent') {
@@ -77,20 +66,7 @@ describe('trellis-agent operator commands: flags', () => {
     ['status', ['--kubeconfig', '/k'], '--kubeconfig means nothing to status'],
     ['coverage', ['--admin-socket', '/a.sock'], '--admin-socket means nothing to coverage'],
   ] as const)('%s %j: exit 2, naming the flag, before doing anything', async (cmd, args, message) => {
-    let err = '';
-    const code = await runOpsCommand(cmd, [...args], {
-      stdout: () => {},
-      stderr: (t) => {
-        err += t;
-      },
-      env: {},
-      openHost: () => {
-        throw new Error('not used');
-      },
-      nodeReader: () => {
-        throw new Error('not used');
-      },
-    });
+    const { code, err } = await runOps(cmd, args);
     expect(code).toBe(2);
     expect(err).toMatch(new RegExp(`^trellis-agent ${cmd}: ${message}\\n`));
   });

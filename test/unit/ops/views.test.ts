@@ -5,9 +5,9 @@ import { afterEach, describe, expect, it } from 'vitest';
 import type { AgentSnapshot } from '../../../pkg/agent/agent.ts';
 import type { RouteInfo } from '../../../pkg/datapath/ports.ts';
 import { type HttpListener, startAdminServer } from '../../../pkg/observe/http-server.ts';
-import { runOpsCommand } from '../../../pkg/ops/cli.ts';
 import { missingPeers, peerRouteStates } from '../../../pkg/ops/peer-state.ts';
 import { leasesView, routesView, statusView } from '../../../pkg/ops/views.ts';
+import { runOps } from './run-ops.ts';
 
 const via = (dst: string, gateway: string, ifindex = 2, protocol = 126): RouteInfo => ({
   family: dst.includes(':') ? 6 : 4,
@@ -156,26 +156,7 @@ describe('admin socket and the CLI over it', () => {
     if (dir !== undefined) rmSync(dir, { recursive: true, force: true });
   });
 
-  async function run(cmd: 'status' | 'routes' | 'leases', args: string[]) {
-    let out = '';
-    let err = '';
-    const code = await runOpsCommand(cmd, args, {
-      stdout: (t) => {
-        out += t;
-      },
-      stderr: (t) => {
-        err += t;
-      },
-      env: {},
-      openHost: () => {
-        throw new Error('not used');
-      },
-      nodeReader: () => {
-        throw new Error('not used');
-      },
-    });
-    return { code, out, err };
-  }
+  const run = (cmd: 'status' | 'routes' | 'leases', args: string[]) => runOps(cmd, args);
 
   it('serves /status /routes /leases on a 0600 socket; the CLI prints tables or JSON', async () => {
     dir = mkdtempSync(join(tmpdir(), 'trl-admin-'));
