@@ -81,7 +81,8 @@ export function checkAgent(f: DoctorFacts): CheckResult {
     return r;
   }
   const s = f.agent.value.status;
-  for (const why of failingReadiness(s)) {
+  const failing = failingReadiness(s);
+  for (const why of failing) {
     r.findings.push({
       problem: `the agent is not ready: ${why}`,
       fix: 'the reason names what it waits for; the other checks below usually show the cause',
@@ -90,7 +91,7 @@ export function checkAgent(f: DoctorFacts): CheckResult {
   // No check below looks at the API server: say what the agent last heard from it, while that is what
   // it waits for (no list of Nodes yet, or a watch that keeps failing), not after an old outage.
   const failure = s.watch?.lastFailure;
-  const watchFailing = s.readiness !== undefined && !s.readiness.checks.nodeWatch?.startsWith('ok');
+  const watchFailing = failing.some((why) => why.startsWith('nodeWatch: '));
   if (failure !== undefined && (s.watch?.synced === false || watchFailing)) {
     r.findings.push({
       problem: `the last list or watch of Nodes failed at ${failure.at}: ${failure.error}`,
