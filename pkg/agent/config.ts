@@ -210,7 +210,11 @@ export function parseAgentConfig(
     max: number,
   ): number => (s.raw === undefined ? fallback : decimalInt(s.name, s.raw, min, max));
   const mtuSetting = get('mtu', 'TRELLIS_MTU');
-  const mtu = mtuSetting.raw === '0' ? 0 : int(mtuSetting, DEFAULTS.mtu, 68, 65535);
+  // 0 asks for detection; any other value must be a usable MTU.
+  const mtu =
+    mtuSetting.raw !== undefined && parseDecimal(mtuSetting.raw) === 0
+      ? 0
+      : int(mtuSetting, DEFAULTS.mtu, 68, 65535);
   const vxlanVni = int(get('vxlan-vni', 'TRELLIS_VXLAN_VNI'), DEFAULTS.vxlanVni, 1, 16_777_215);
   const vxlanPort = int(get('vxlan-port', 'TRELLIS_VXLAN_PORT'), DEFAULTS.vxlanPort, 1, 65_535);
   const resyncMs = int(get('resync-seconds'), DEFAULTS.resyncMs / 1000, 1, 86_400) * 1000;

@@ -76,6 +76,8 @@ describe('parseAgentConfig', () => {
     const c = parseAgentConfig(['--resync-seconds', ' 030 '], { NODE_NAME: 'n', TRELLIS_MTU: '1450\n' });
     expect(c.mtu).toBe(1450);
     expect(c.resyncMs).toBe(30_000);
+    // 0 (detect) the same way.
+    expect(parseAgentConfig([], { NODE_NAME: 'n', TRELLIS_MTU: '0\n' }).mtu).toBe(0);
   });
 
   it('a bad value from the environment names the flag and the variable it came from', () => {
