@@ -6,6 +6,39 @@ import type { Family } from '../datapath/ports.ts';
  * helper so the adapter's wire format has exactly one definition.
  */
 
+/**
+ * The address as an unsigned 32-bit number when it is a dotted quad as node:net's isIPv4 accepts it
+ * (four decimal octets 0-255, no leading zeros, nothing else), -1 otherwise: checked and converted
+ * in one pass, without the split/map/Buffer.from a route burst paid per address. (A plain check is
+ * faster with isIPv4: the agent's V8 runs without optimizing tiers, scripts/build.ts, so its regex
+ * engine's compiled code beats a loop of interpreted JavaScript.)
+ */
+export function ipv4Value(address: string): number {
+  const n = address.length;
+  if (n < 7 || n > 15) return -1;
+  let value = 0;
+  let octet = 0;
+  let digits = 0;
+  let dots = 0;
+  for (let i = 0; i < n; i++) {
+    const c = address.charCodeAt(i);
+    if (c === 46) {
+      if (digits === 0 || dots === 3) return -1;
+      value = value * 256 + octet;
+      octet = 0;
+      digits = 0;
+      dots++;
+    } else if (c >= 48 && c <= 57) {
+      if (digits > 0 && octet === 0) return -1; // a leading zero
+      octet = octet * 10 + (c - 48);
+      if (octet > 255) return -1;
+      digits++;
+    } else return -1;
+  }
+  if (dots !== 3 || digits === 0) return -1;
+  return value * 256 + octet;
+}
+
 export function familyOf(address: string): Family {
   if (isIPv4(address)) return 4;
   if (isIPv6(address)) return 6;
@@ -13,7 +46,12 @@ export function familyOf(address: string): Family {
 }
 
 export function ipToBytes(address: string): Buffer {
-  if (isIPv4(address)) return Buffer.from(address.split('.').map(Number));
+  const v4 = ipv4Value(address);
+  if (v4 >= 0) {
+    const out = Buffer.allocUnsafe(4);
+    out.writeUInt32BE(v4, 0);
+    return out;
+  }
   if (!isIPv6(address)) throw new TypeError(`not an IP address: ${JSON.stringify(address)}`);
   let text = address;
   const zone = text.indexOf('%');

@@ -1,6 +1,10 @@
+import { isIPv4 } from 'node:net';
 import type { RouteInfo } from '../datapath/ports.ts';
 import { RT_TABLE_MAIN } from './constants.ts';
 import { bytesToIp, ipToBytes, parsePrefix } from './ip.ts';
+
+/** 0-32 without a leading zero: how the kernel's dumps spell an IPv4 prefix length. */
+const IPV4_PREFIX_LEN = /^(?:[0-9]|[12][0-9]|3[0-2])$/;
 
 /**
  * Which nexthop object each of our gateway routes points at, and which ids are free.
@@ -33,6 +37,10 @@ export function usesNexthop(r: RouteInfo, protocol: number): boolean {
 
 /** A prefix as the kernel's dumps spell it (parseRoute), whatever spelling the planner used. */
 export function canonicalPrefix(dst: string): string {
+  // An IPv4 prefix as the planner writes it is already spelled that way: checked, not rebuilt (a pass
+  // asks twice per route, and rebuilding cost ~4 µs each in the agent's interpreter).
+  const slash = dst.indexOf('/');
+  if (slash > 0 && isIPv4(dst.slice(0, slash)) && IPV4_PREFIX_LEN.test(dst.slice(slash + 1))) return dst;
   const p = parsePrefix(dst);
   return `${bytesToIp(ipToBytes(p.address))}/${p.prefixLen}`;
 }

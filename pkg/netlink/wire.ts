@@ -26,6 +26,14 @@ export function u32Attr(type: number, value: number): Buffer {
   return out;
 }
 
+/** u32Attr written into out at off; returns the offset after it. */
+export function putU32Attr(out: Buffer, off: number, type: number, value: number): number {
+  out.writeUInt16LE(8, off);
+  out.writeUInt16LE(type, off + 2);
+  out.writeUInt32LE(value >>> 0, off + 4);
+  return off + 8;
+}
+
 export function u16BeAttr(type: number, value: number): Buffer {
   const out = Buffer.alloc(8);
   out.writeUInt16LE(6, 0);

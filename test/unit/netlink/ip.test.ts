@@ -1,3 +1,4 @@
+import { isIPv4 } from 'node:net';
 import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
 import {
@@ -5,6 +6,7 @@ import {
   bytesToMac,
   familyOf,
   ipToBytes,
+  ipv4Value,
   macToBytes,
   parsePrefix,
 } from '../../../pkg/netlink/ip.ts';
@@ -51,6 +53,41 @@ describe('address bytes', () => {
         },
       ),
       { numRuns: 2000 },
+    );
+  });
+
+  it('reads a dotted quad exactly as node:net isIPv4 accepts it', () => {
+    expect(ipv4Value('10.244.1.5')).toBe(0x0af40105);
+    expect(ipv4Value('255.255.255.255')).toBe(0xffffffff);
+    expect(ipv4Value('0.0.0.0')).toBe(0);
+    for (const bad of [
+      '01.2.3.4',
+      '1.2.3.04',
+      '256.1.1.1',
+      '1.2.3',
+      '1.2.3.4.5',
+      '1..2.3',
+      ' 1.2.3.4',
+      '1.2.3.4/8',
+      '',
+    ]) {
+      expect(ipv4Value(bad)).toBe(-1);
+    }
+    const quad = fc
+      .array(
+        fc.oneof(fc.integer({ min: 0, max: 300 }).map(String), fc.constantFrom('0', '00', '01', '', 'x')),
+        {
+          minLength: 3,
+          maxLength: 5,
+        },
+      )
+      .map((parts) => parts.join('.'));
+    fc.assert(
+      fc.property(fc.oneof(quad, fc.string({ maxLength: 16 })), (text) => {
+        expect(ipv4Value(text) >= 0).toBe(isIPv4(text));
+        if (isIPv4(text)) expect([...ipToBytes(text)]).toEqual(text.split('.').map(Number));
+      }),
+      { numRuns: 3000 },
     );
   });
 

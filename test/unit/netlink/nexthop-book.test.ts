@@ -40,6 +40,16 @@ describe('usesNexthop: which routes get a nexthop object of their own', () => {
 });
 
 describe('route keys', () => {
+  it('spell a prefix as the kernel dumps it, whichever spelling came in', () => {
+    expect(canonicalPrefix('10.244.2.0/24')).toBe('10.244.2.0/24');
+    expect(canonicalPrefix('10.244.2.0/024')).toBe('10.244.2.0/24');
+    expect(canonicalPrefix('10.244.2.5')).toBe('10.244.2.5/32');
+    expect(canonicalPrefix('0.0.0.0/0')).toBe('0.0.0.0/0');
+    expect(canonicalPrefix('::ffff:10.0.0.0/120')).toBe('::ffff:10.0.0.0/120');
+    expect(() => canonicalPrefix('10.244.2.0/33')).toThrow(TypeError);
+    expect(() => canonicalPrefix('010.244.2.0/24')).toThrow(TypeError);
+  });
+
   it('are the kernel key: family, canonical prefix, table (main spelled out), metric; not the gateway', () => {
     expect(canonicalPrefix('fd00:0:0::/64')).toBe('fd00::/64');
     const book = new NexthopBook(P);
