@@ -268,7 +268,9 @@ export function desiredRoutes(
   const byName = new Map<string, PeerNode[]>();
   for (const p of peers) {
     if (p.name === self.name) continue;
-    byName.set(p.name, [...(byName.get(p.name) ?? []), p]);
+    const copies = byName.get(p.name);
+    if (copies === undefined) byName.set(p.name, [p]);
+    else copies.push(p);
   }
   const parsed: ParsedNode[] = [];
   for (const name of [...byName.keys()].sort()) {

@@ -83,11 +83,14 @@ export function diffRoutes(desired: RouteInfo[], programmed: RouteInfo[]): Route
       out.conflicts.push({ desired: d, existing: foreign });
       continue;
     }
+    if (existing.length === 0) {
+      out.add.push(d); // most of a cold pass: nothing to compare the shape with
+      continue;
+    }
     const shape = routeShape(d);
     const same = existing.find((e) => routeShape(e) === shape);
     if (same !== undefined) out.unchanged++;
-    else if (existing.length > 0) out.replace.push(d);
-    else out.add.push(d);
+    else out.replace.push(d);
     // Extra routes with the same key (IPv6 with several metrics, say) that are ours and not the one we keep.
     for (const e of existing) {
       if (e === same || (same === undefined && e === existing[0])) continue;
