@@ -29,7 +29,12 @@ export class RouteMonitor {
 
   /** `args` lets a caller add `-n NS`; by default the namespace this process runs in. */
   constructor(args: string[] = []) {
-    this.child = spawn('ip', [...args, '-ts', 'monitor', 'route'], { stdio: ['ignore', 'pipe', 'pipe'] });
+    // A 4 MiB receive buffer (ip asks 1 MiB by default; the kernel caps it at net.core.rmem_max): the
+    // agent writes 4,999 routes in ~100 ms, and a monitor behind on its pipe to us lost notifications
+    // to ENOBUFS and exited.
+    this.child = spawn('ip', [...args, '-rcvbuf', String(4 << 20), '-ts', 'monitor', 'route'], {
+      stdio: ['ignore', 'pipe', 'pipe'],
+    });
     this.child.stderr!.setEncoding('utf8').on('data', (d: string) => {
       this.errors += d;
     });
