@@ -32,7 +32,17 @@ import {
   VETH_INFO_PEER,
 } from './constants.ts';
 import { bytesToIp, bytesToMac, familyOf, ipToBytes, macToBytes, parsePrefix } from './ip.ts';
-import { attr, decodeAttrs, NLA_TYPE_MASK, nested, strAttr, u8Attr, u16BeAttr, u32Attr } from './wire.ts';
+import {
+  attr,
+  decodeAttrs,
+  NLA_TYPE_MASK,
+  nested,
+  strAttr,
+  u8Attr,
+  u16BeAttr,
+  u32Attr,
+  zeroed,
+} from './wire.ts';
 
 /**
  * Bodies of rtnetlink requests (fixed header struct + attributes) and parsers of the kernel's
@@ -348,7 +358,7 @@ export function routeBody(r: RouteInfo, forDelete = false, nhid?: number): Body 
     (r.src !== undefined ? 4 + alen : 0) +
     (r.metric !== undefined ? 8 : 0) +
     (r.mtu !== undefined ? 12 : 0);
-  const out = Buffer.alloc(size);
+  const out = zeroed(size);
   out[0] = afOf(r.family);
   out[1] = dst.prefixLen;
   out[4] = table < 256 ? table : 0;

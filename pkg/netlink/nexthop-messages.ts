@@ -2,7 +2,7 @@ import type { Family } from '../datapath/ports.ts';
 import { AF, NHA, RTNH_F_ONLINK } from './constants.ts';
 import { bytesToIp, familyOf, ipToBytes, ipv4Value } from './ip.ts';
 import type { Body } from './messages.ts';
-import { decodeAttrs, putU32Attr, u32Attr } from './wire.ts';
+import { decodeAttrs, putU32Attr, u32Attr, zeroed } from './wire.ts';
 
 /**
  * Nexthop objects (RTM_NEWNEXTHOP, Linux 5.3+), single-path only: what trellis writes for its
@@ -42,7 +42,7 @@ export function nexthopBody(nh: NexthopInfo & { family: Family; gateway: string;
     throw new TypeError(`gateway ${nh.gateway} is not IPv${nh.family}`);
   }
   const alen = nh.family === 4 ? 4 : 16;
-  const out = Buffer.alloc(8 + 8 + 4 + alen + 8);
+  const out = zeroed(8 + 8 + 4 + alen + 8);
   writeNhmsg(out, nh.family === 4 ? AF.INET : AF.INET6, nh.protocol, nh.onlink === true ? RTNH_F_ONLINK : 0);
   let off = 8;
   off = putU32Attr(out, off, NHA.ID, nh.id);

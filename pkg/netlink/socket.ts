@@ -5,7 +5,14 @@ import { RawNetlinkSocket } from 'netlink/dist/raw.js';
 import { NLM_F, NLMSG_DONE, NLMSG_ERROR } from './constants.ts';
 import { errorFromErrno, errorFromPackage, NetlinkError } from './errors.ts';
 import { fdOfSocket, netlinkInode } from './procfs.ts';
-import { decodeErrno, decodeMessages, encodeMessage, type RawMessage } from './wire.ts';
+import {
+  decodeErrno,
+  decodeMessages,
+  type EncodableMessage,
+  encodeMessage,
+  encodeMessages,
+  type RawMessage,
+} from './wire.ts';
 
 /**
  * One rtnetlink socket with request/ACK bookkeeping by sequence number.
@@ -210,35 +217,38 @@ export class RtnlSocket {
     let next = 0;
     const sendChunk = (start: number, count: number): Promise<void> =>
       new Promise<void>((done) => {
-        const bufs: Buffer[] = [];
         const seqs: number[] = [];
+        const settleRest = (): void => {
+          // Everything before the ACKed message that got no error succeeded.
+          for (const s of seqs) this.finish(s, undefined);
+          done();
+        };
+        const messages: EncodableMessage[] = [];
         for (let i = 0; i < count; i++) {
           const req = reqs[start + i]!;
           const last = i === count - 1;
           const seq = this.nextSeq();
-          const fail = (e: NetlinkError): void => {
-            results[start + i] = e;
-            if (last) settleRest();
-          };
-          const settleRest = (): void => {
-            // Everything before the ACKed message that got no error succeeded.
-            for (const s of seqs) this.finish(s, undefined);
-            done();
-          };
           this.register(seq, {
             op: req.op,
             parts: [],
             interrupted: false,
             resolve: last ? settleRest : noop,
-            reject: fail,
+            reject: (e: NetlinkError): void => {
+              results[start + i] = e;
+              if (last) settleRest();
+            },
           });
           seqs.push(seq);
-          bufs.push(
-            encodeMessage(req.type, NLM_F.REQUEST | (last ? NLM_F.ACK : 0) | req.flags, seq, req.body),
-          );
+          messages.push({
+            type: req.type,
+            flags: NLM_F.REQUEST | (last ? NLM_F.ACK : 0) | req.flags,
+            seq,
+            body: req.body,
+          });
         }
+        // One buffer for the datagram: a buffer per message was an allocation and a copy each.
         this.send(
-          bufs,
+          [encodeMessages(messages)],
           seqs,
           seqs.map((_, i) => reqs[start + i]!.op),
         );

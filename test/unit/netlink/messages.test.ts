@@ -37,6 +37,7 @@ import {
   decodeErrno,
   decodeMessages,
   encodeMessage,
+  encodeMessages,
   nested,
   strAttr,
   u32Attr,
@@ -54,6 +55,26 @@ describe('framing', () => {
     expect(two.map((m) => [m.type, m.flags, m.seq, m.payload.length])).toEqual([
       [24, 0x405, 77, 3],
       [3, 2, 78, 0],
+    ]);
+  });
+
+  it('packs a datagram of messages as encodeMessage writes each, zero padding included', () => {
+    // Dirty the shared pool first: the datagram is carved from it and must not carry its garbage.
+    Buffer.allocUnsafe(64).fill(0xff);
+    const messages = [
+      { type: 24, flags: 0x405, seq: 77, body: [Buffer.from([1, 2, 3])] },
+      { type: 104, flags: 1, seq: 78, body: [Buffer.from([9]), Buffer.from([8, 7])] },
+      { type: 3, flags: 2, seq: 79, body: [] },
+    ];
+    const datagram = encodeMessages(messages);
+    expect(datagram).toEqual(
+      Buffer.concat(messages.map((m) => encodeMessage(m.type, m.flags, m.seq, m.body))),
+    );
+    expect(datagram.subarray(19, 20)).toEqual(Buffer.from([0]));
+    expect(decodeMessages(datagram).map((m) => [m.type, m.flags, m.seq, [...m.payload]])).toEqual([
+      [24, 0x405, 77, [1, 2, 3]],
+      [104, 1, 78, [9, 8, 7]],
+      [3, 2, 79, []],
     ]);
   });
 
