@@ -549,6 +549,7 @@ export class Agent {
       nodeName: this.nodeName,
       mode: this.config.mode,
       overlayDevices: this.overlayDevices(),
+      unreadableHeld: this.routes?.unreadableHeld() ?? [],
     });
   }
 

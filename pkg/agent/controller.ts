@@ -3,6 +3,7 @@ import { familyOfText } from '../ip/index.ts';
 import { type Lease, RangeChangeError } from '../ipam/index.ts';
 import type { MasqOptions } from '../masq/render.ts';
 import type { Logger } from '../observe/logger.ts';
+import { UNREADABLE_HOLDER } from '../routes/diff.ts';
 import type { PeerStepOutcome, ReconcileInput, ReconcileReport } from '../routes/reconciler.ts';
 import type { PeerNode } from '../routes/types.ts';
 import { vtepMacsFromAnnotations } from '../vxlan/annotations.ts';
@@ -432,7 +433,9 @@ export class NodeController {
       for (const p of report.problems) deps.log.warn({ peer: p.node, problem: p.problem }, 'node skipped');
       for (const c of report.conflicts) {
         deps.log.warn(
-          { route: c.desired.dst, protocol: c.existing.protocol, gateway: c.existing.gateway },
+          c.unreadable === true
+            ? { route: c.desired.dst, holder: UNREADABLE_HOLDER }
+            : { route: c.desired.dst, protocol: c.existing.protocol, gateway: c.existing.gateway },
           'route not programmed: its prefix is held by a route trellis does not own',
         );
       }

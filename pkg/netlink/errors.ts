@@ -36,6 +36,19 @@ export class ExistsError extends NetlinkError {
   }
 }
 
+/**
+ * EEXIST on creating a route exclusively: another route holds its kernel key (prefix, table, metric).
+ * `routeKeyTaken` is what pkg/routes reads (it does not import this package).
+ */
+export class RouteKeyTakenError extends ExistsError {
+  readonly routeKeyTaken = true;
+
+  constructor(op: string) {
+    super(op);
+    this.name = 'RouteKeyTakenError';
+  }
+}
+
 /** The single mapping from a kernel errno (positive) to a typed error. */
 export function errorFromErrno(errno: number, op: string): NetlinkError {
   const name = errnoName(errno);

@@ -16,7 +16,7 @@ import type {
 } from '../datapath/ports.ts';
 import { TRELLIS_ROUTE_PROTOCOL } from '../datapath/ports.ts';
 import { AF, NLM_F, RT_TABLE_MAIN, RTM } from './constants.ts';
-import { ExistsError, LinkNotFoundError, NetlinkError } from './errors.ts';
+import { ExistsError, LinkNotFoundError, NetlinkError, RouteKeyTakenError } from './errors.ts';
 import {
   createVethBody,
   createVxlanBody,
@@ -328,7 +328,11 @@ class Handle implements ExtendedNetlinkHandle {
 
   async addRoute(route: RouteInfo): Promise<void> {
     if (!usesNexthop(route, P) || !(await this.nexthopsReady())) {
-      await this.sock.request(routeRequest(route, CREATE_EXCL));
+      try {
+        await this.sock.request(routeRequest(route, CREATE_EXCL));
+      } catch (e) {
+        throw keyTaken(e as NetlinkError);
+      }
       return;
     }
     // A fresh object even if the book knows one for this key: exclusive means nothing already there
@@ -346,7 +350,7 @@ class Handle implements ExtendedNetlinkHandle {
       await ignoreGone(this.sock.request(deleteNexthopRequest(id)));
       this.book.dropped([id]);
     }
-    throw nhErr ?? routeErr;
+    throw nhErr ?? keyTaken(routeErr);
   }
 
   /**
@@ -426,7 +430,7 @@ class Handle implements ExtendedNetlinkHandle {
    * addRoute for a burst, with per-route outcomes: each route is created only where no route holds
    * its kernel key (EEXIST otherwise). A full pass writes its new routes this way, so a route it cannot
    * see in a dump (a type or shape the parser skips: unreachable, prohibit, multipath) is never
-   * overwritten but reported.
+   * overwritten; its refusal is a RouteKeyTakenError, which pkg/routes reports as a conflict.
    */
   async addRoutesSettled(routes: readonly RouteInfo[]): Promise<(NetlinkError | undefined)[]> {
     return this.writeRoutesSettled(routes, CREATE_EXCL);
@@ -436,8 +440,12 @@ class Handle implements ExtendedNetlinkHandle {
     routes: readonly RouteInfo[],
     routeFlags: number,
   ): Promise<(NetlinkError | undefined)[]> {
+    const exclusive = (routeFlags & NLM_F.EXCL) !== 0;
     const viaNexthops = routes.some((r) => usesNexthop(r, P)) && (await this.nexthopsReady());
-    if (!viaNexthops) return this.sock.burst(routes.map((r) => routeRequest(r, routeFlags)));
+    if (!viaNexthops) {
+      const results = await this.sock.burst(routes.map((r) => routeRequest(r, routeFlags)));
+      return exclusive ? results.map((e) => keyTaken(e)) : results; // map keeps the holes (successes)
+    }
     const reqs: Request[] = [];
     /** Per route: index of its first request, and the object it is written through. */
     const firsts = new Array<number>(routes.length);
@@ -460,7 +468,9 @@ class Handle implements ExtendedNetlinkHandle {
     const out = new Array<NetlinkError | undefined>(routes.length);
     for (const [i, r] of routes.entries()) {
       const end = i + 1 < routes.length ? firsts[i + 1]! : reqs.length;
-      for (let j = firsts[i]!; j < end && out[i] === undefined; j++) out[i] = results[j];
+      // The route's own request comes last; a nexthop object's EEXIST (an id taken meanwhile) is not that.
+      for (let j = firsts[i]!; j < end && out[i] === undefined; j++)
+        out[i] = exclusive && j === end - 1 ? keyTaken(results[j]) : results[j];
       const id = objects[i];
       if (id !== undefined && out[i] === undefined) this.book.bind(r, id);
     }
@@ -599,6 +609,11 @@ class Handle implements ExtendedNetlinkHandle {
 
 function deleteRouteRequest(route: RouteInfo, description = describeRoute(route)): Request {
   return { type: RTM.DELROUTE, flags: 0, body: routeBody(route, true), op: `RTM_DELROUTE ${description}` };
+}
+
+/** An exclusive route create's EEXIST: another route holds the key (pkg/routes reports a conflict). */
+function keyTaken(err: NetlinkError | undefined): NetlinkError | undefined {
+  return err instanceof ExistsError ? new RouteKeyTakenError(err.op) : err;
 }
 
 function nexthopRequest(id: number, route: RouteInfo, flags: number): Request {

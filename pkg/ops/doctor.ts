@@ -4,6 +4,7 @@
  * comes with the fix an operator can apply.
  */
 import { cidrContains, familyName, familyOfText, parseCidr, parseIp } from '../ip/index.ts';
+import { UNREADABLE_HOLDER } from '../routes/diff.ts';
 import { failingReadiness, type LeasesView, type RoutesView, type StatusView } from './views.ts';
 
 export interface Finding {
@@ -358,6 +359,13 @@ export function checkRoutes(f: DoctorFacts): CheckResult {
         });
         break;
       case 'conflict':
+        if (row.unreadable === true) {
+          r.findings.push({
+            problem: `route ${row.dst} is held by ${UNREADABLE_HOLDER}; trellis wants ${row.want}`,
+            fix: `see what holds it (ip ${fam}route show ${row.dst}) and remove it if it is not needed; trellis never overwrites it, and programs its own at its next full pass after that one is gone (within --resync-seconds)`,
+          });
+          break;
+        }
         r.findings.push({
           problem: `route ${row.dst} is held by a route trellis does not own (${row.have}); trellis wants ${row.want}`,
           fix: `remove the foreign route if it is not needed (ip ${fam}route del ${row.dst} ${row.have.replace(/ proto \d+$/, '')}); trellis never overwrites it, and programs its own as soon as that one is gone`,

@@ -4,6 +4,7 @@
  * `trellis_peer_route_broken` metrics and the node's coverage annotation.
  */
 import { compareOrdinal } from '../compare.ts';
+import { UNREADABLE_HOLDER } from '../routes/diff.ts';
 import type { ReconcileReport } from '../routes/reconciler.ts';
 import type { PeerDecision } from '../routes/types.ts';
 
@@ -46,7 +47,9 @@ export function peerRouteStates(
   for (const c of report.conflicts) {
     broken.set(
       `${c.desired.family} ${c.desired.dst}`,
-      `${c.desired.dst} is held by a route trellis does not own (protocol ${c.existing.protocol ?? 'unknown'})`,
+      c.unreadable === true
+        ? `${c.desired.dst} is held by a route trellis does not own: ${UNREADABLE_HOLDER}`
+        : `${c.desired.dst} is held by a route trellis does not own (protocol ${c.existing.protocol ?? 'unknown'})`,
     );
   }
   const out: PeerRouteState[] = [];

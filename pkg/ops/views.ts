@@ -53,6 +53,8 @@ export interface RouteRow {
   /** What the kernel has for that prefix; '' when nothing. */
   have: string;
   state: RouteState;
+  /** conflict: the holder is a route trellis cannot read (multipath, unreachable, prohibit, throw). */
+  unreadable?: true;
 }
 
 export interface RoutesView {
@@ -145,10 +147,23 @@ export function routesView(node: string, st: AgentRouteState): RoutesView {
   const missing = new Set(diff.add.map(routeKey));
   const differs = new Set(diff.replace.map(routeKey));
   const conflicts = new Set(diff.conflicts.map((c) => routeKey(c.desired)));
+  // Absent from the dump, yet the agent's last pass was refused its key: something it cannot read holds it.
+  const unreadable = new Set((st.unreadableHeld ?? []).map(routeKey));
   const rows: RouteRow[] = [];
   for (const d of st.desired) {
     const k = routeKey(d);
     const have = byKey.get(k);
+    if (missing.has(k) && unreadable.has(k)) {
+      rows.push({
+        family: d.family,
+        dst: d.dst,
+        want: describe(d, links),
+        have: 'unreadable route',
+        state: 'conflict',
+        unreadable: true,
+      });
+      continue;
+    }
     const state: RouteState = conflicts.has(k)
       ? 'conflict'
       : missing.has(k)

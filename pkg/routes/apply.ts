@@ -20,6 +20,11 @@ export interface ApplyResult {
   replaced: number;
   removed: number;
   errors: RouteError[];
+  /**
+   * New routes refused because another route holds their key: one the diff could not see (the dump
+   * parser skips multipath, unreachable, prohibit and throw routes). A conflict, not a failure.
+   */
+  taken: RouteInfo[];
 }
 
 /** Below this many routes, one request at a time is fast enough and the error is per route already. */
@@ -50,18 +55,27 @@ function hasExclusiveBurst(h: NetlinkHandle): h is NetlinkHandle & ExclusiveBurs
   return typeof (h as Partial<ExclusiveBurst>).addRoutesSettled === 'function';
 }
 
+/**
+ * The adapter's mark on an exclusive add refused with EEXIST (pkg/netlink RouteKeyTakenError), read by
+ * shape so that this package does not depend on the adapter.
+ */
+function isKeyTaken(e: Error): boolean {
+  return (e as { routeKeyTaken?: unknown }).routeKeyTaken === true;
+}
+
 function collectSettled(
   routes: readonly RouteInfo[],
   results: readonly (Error | undefined)[],
   op: 'replace' | 'add',
-  errors: RouteError[],
+  out: Pick<ApplyResult, 'errors' | 'taken'>,
 ): number {
   let ok = 0;
   // An index loop, not forEach: the adapter may return a sparse array (holes are successes).
   for (let i = 0; i < routes.length; i++) {
     const error = results[i];
     if (error === undefined) ok++;
-    else errors.push({ op, route: routes[i]!, error });
+    else if (op === 'add' && isKeyTaken(error)) out.taken.push(routes[i]!);
+    else out.errors.push({ op, route: routes[i]!, error });
   }
   return ok;
 }
@@ -70,17 +84,18 @@ async function writeAll(
   handle: NetlinkHandle,
   routes: RouteInfo[],
   op: 'replace' | 'add',
-  errors: RouteError[],
+  out: Pick<ApplyResult, 'errors' | 'taken'>,
 ): Promise<number> {
+  const { errors } = out;
   if (routes.length === 0) return 0;
   // New routes are created, never replaced: the diff found no route on their keys, but a route of a
   // kind the dump parser skips (unreachable, prohibit, multipath) may hold one, and it is not ours.
   // (A handle with only the port's replaceRoute, as in some tests, replaces.)
   if (op === 'add' && hasExclusiveBurst(handle)) {
-    return collectSettled(routes, await handle.addRoutesSettled(routes), op, errors);
+    return collectSettled(routes, await handle.addRoutesSettled(routes), op, out);
   }
   if (hasSettledBurst(handle) && routes.length >= BATCH_MIN) {
-    return collectSettled(routes, await handle.replaceRoutesSettled(routes), op, errors);
+    return collectSettled(routes, await handle.replaceRoutesSettled(routes), op, out);
   }
   if (handle.replaceRoutes !== undefined && routes.length >= BATCH_MIN) {
     try {
@@ -107,8 +122,9 @@ export async function applyRouteDiff(
   diff: Pick<RouteDiff, 'add' | 'replace' | 'remove'>,
 ): Promise<ApplyResult> {
   const errors: RouteError[] = [];
-  const replaced = await writeAll(handle, diff.replace, 'replace', errors);
-  const added = await writeAll(handle, diff.add, 'add', errors);
+  const taken: RouteInfo[] = [];
+  const replaced = await writeAll(handle, diff.replace, 'replace', { errors, taken });
+  const added = await writeAll(handle, diff.add, 'add', { errors, taken });
   let removed = 0;
   for (const route of diff.remove) {
     try {
@@ -118,5 +134,5 @@ export async function applyRouteDiff(
       errors.push({ op: 'remove', route, error: asError(e) });
     }
   }
-  return { added, replaced, removed, errors };
+  return { added, replaced, removed, errors, taken };
 }

@@ -34,7 +34,22 @@ export interface RouteDiff {
    * Desired routes whose identity is held by a programmed route we do not own (e.g. a pod host route with
    * the same prefix). Left alone and reported: clobbering it would cut off a local pod.
    */
-  conflicts: { desired: RouteInfo; existing: RouteInfo }[];
+  conflicts: RouteConflict[];
+}
+
+/**
+ * A desired route whose key another route holds. `unreadable`: the holder is a route the dump parser
+ * cannot express (multipath, unreachable, prohibit, throw), found when the exclusive add was refused;
+ * `existing` then carries only its key.
+ */
+/** How logs and operator commands name the holder of an `unreadable` conflict. */
+export const UNREADABLE_HOLDER =
+  'a multipath, unreachable, prohibit or throw route, which trellis cannot read';
+
+export interface RouteConflict {
+  desired: RouteInfo;
+  existing: RouteInfo;
+  unreadable?: true;
 }
 
 /** True when the route is one this reconciler created and may change or delete (see the file comment). */

@@ -2,7 +2,15 @@
 
 export { type ApplyResult, applyRouteDiff, type RouteError } from './apply.ts';
 export { desiredRoutes, vtepAddress } from './desired.ts';
-export { diffRoutes, isOwnedRoute, MAIN_TABLE, type RouteDiff, routeKey } from './diff.ts';
+export {
+  diffRoutes,
+  isOwnedRoute,
+  MAIN_TABLE,
+  type RouteConflict,
+  type RouteDiff,
+  routeKey,
+  UNREADABLE_HOLDER,
+} from './diff.ts';
 export { OwnRouteChanges } from './own-changes.ts';
 export { applyPeerStep, type PeerApplyResult, PeerStepError } from './peer-apply.ts';
 export {

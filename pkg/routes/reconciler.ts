@@ -16,7 +16,7 @@ import type { Family, NetlinkHandle, RouteFilter, RouteInfo, RouteLookup } from 
 import { errorText } from '../error-text.ts';
 import { applyRouteDiff, type RouteError } from './apply.ts';
 import { desiredRoutes } from './desired.ts';
-import { diffRoutes, MAIN_TABLE, type RouteDiff } from './diff.ts';
+import { diffRoutes, MAIN_TABLE, type RouteConflict, type RouteDiff } from './diff.ts';
 import { OwnRouteChanges } from './own-changes.ts';
 import { applyPeerStep, hasExclusiveAdd, type PeerApplyResult } from './peer-apply.ts';
 import {
@@ -168,6 +168,13 @@ function foldedReport(state: PeerState, durationMs: number): ReconcileReport {
   };
 }
 
+/** A new route the kernel refused because a route the dump could not show holds its key. */
+function unreadableConflict(desired: RouteInfo): RouteConflict {
+  const existing: RouteInfo = { family: desired.family, dst: desired.dst };
+  if (desired.table !== undefined) existing.table = desired.table;
+  return { desired, existing, unreadable: true };
+}
+
 export interface RouteReconcilerOptions {
   handle: NetlinkHandle;
   mode?: RoutingMode;
@@ -233,6 +240,8 @@ export class RouteReconciler {
   private state: PeerState | undefined;
   /** Deletions made by per-node steps, so their notifications do not trigger a full pass. */
   readonly ownChanges = new OwnRouteChanges();
+  /** Desired routes the last full pass found held by a route the dump cannot show (unreadableConflict). */
+  private unreadable: RouteInfo[] = [];
 
   constructor(opts: RouteReconcilerOptions) {
     this.handle = opts.handle;
@@ -279,6 +288,14 @@ export class RouteReconciler {
    */
   concernsPrefix(route: RouteInfo): boolean {
     return this.state !== undefined && concernsPrefix(this.state, route);
+  }
+
+  /**
+   * The desired routes that the last full pass found held by a route it cannot read (multipath,
+   * unreachable, prohibit, throw): the operator view shows them as conflicts, not as missing.
+   */
+  unreadableHeld(): readonly RouteInfo[] {
+    return this.unreadable;
   }
 
   /** True (once) when a route deletion notification is one a per-node step caused. */
@@ -357,6 +374,11 @@ export class RouteReconciler {
     // The pass's own removals are not tampering either: their notifications must not run another pass.
     for (const r of remove) this.ownChanges.expectDelete(r);
     const applied = await applyRouteDiff(this.handle, { add: diff.add, replace: diff.replace, remove });
+    const conflicts =
+      applied.taken.length === 0
+        ? diff.conflicts
+        : [...diff.conflicts, ...applied.taken.map(unreadableConflict)];
+    this.unreadable = applied.taken;
     const overlay = await this.overlay?.prune(plan.decisions, input.synced === true);
     // Only a pass that found the kernel off its plan can have left objects behind (a route deleted or
     // replaced by someone else, a crash mid-write); quiet passes skip the two extra dumps.
@@ -376,7 +398,7 @@ export class RouteReconciler {
     }
     // Per-node steps start from a pass that left the kernel exactly as planned, over a complete node list.
     const clean = input.synced && applied.errors.length === 0 && (overlay?.errors.length ?? 0) === 0;
-    this.state = clean ? buildPeerState(basis, input.peers, plan, diff.conflicts) : undefined;
+    this.state = clean ? buildPeerState(basis, input.peers, plan, conflicts) : undefined;
     return {
       added: applied.added,
       replaced: applied.replaced,
@@ -386,7 +408,7 @@ export class RouteReconciler {
       errors: applied.errors,
       problems: [...prepared.problems, ...plan.problems, ...pruneProblems],
       decisions: plan.decisions,
-      conflicts: diff.conflicts,
+      conflicts,
       ...(overlay === undefined ? {} : { overlay }),
       ...(nexthopsPruned > 0 ? { nexthopsPruned } : {}),
       durationMs: this.now() - start,

@@ -291,6 +291,47 @@ describe.skipIf(skip !== undefined)(skip === undefined ? title : `${title} (skip
     );
   });
 
+  it('doctor: a route trellis cannot read (prohibit) holding a peer prefix is a conflict, not a missing route', async () => {
+    const dst = n2.plan.podCIDRs[0]!;
+    // With a holder field: the previous test's conflict (a readable static route) may still be on its way.
+    const held = (l: Record<string, unknown>) =>
+      l.msg === 'route not programmed: its prefix is held by a route trellis does not own' &&
+      l.route === dst &&
+      l.holder !== undefined;
+    const from = n1.logs.length;
+    ip(n1.ns, 'route', 'replace', 'prohibit', dst, 'proto', 'static');
+    try {
+      // The dump cannot show a prohibit route: the agent learns of it when its exclusive add is refused.
+      await until(
+        'doctor names the unreadable holder',
+        (RESYNC_S + 5) * 1000,
+        () => findings(doctor(n1).report, 'routes').join('\n'),
+        (t) => t.includes(`route ${dst} is held by a multipath, unreachable, prohibit or throw route`),
+      );
+      expect(findings(doctor(n1).report, 'routes').join('\n')).toContain(`ip route show ${dst}`);
+      const rt = cliJson<RoutesView>(n1, 'routes');
+      expect(rt.doc.routes.find((r) => r.dst === dst)).toMatchObject({ state: 'conflict', unreadable: true });
+      // The agent's log line (its stdout reaches the test bed a moment later).
+      const line = await until(
+        'the conflict in the agent log',
+        (RESYNC_S + 5) * 1000,
+        () => n1.logs.slice(from).find(held),
+        (l) => l !== undefined,
+      );
+      expect(line).toMatchObject({ holder: expect.stringContaining('cannot read') });
+      const since = n1.logs.slice(from);
+      expect(since.filter((l) => l.msg === 'route could not be programmed' && l.route === dst)).toEqual([]);
+    } finally {
+      ip(n1.ns, 'route', 'del', dst);
+    }
+    await until(
+      'doctor clean again',
+      (RESYNC_S + 5) * 1000,
+      () => doctor(n1).code,
+      (c) => c === 0,
+    );
+  });
+
   it('doctor: the config list removed, and another one sorting first', async () => {
     const conf = tb.conflistPath(n1.name);
     const confDir = join(conf, '..');

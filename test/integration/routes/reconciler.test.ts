@@ -259,9 +259,11 @@ describe.skipIf(netnsSkipReason !== undefined)('RouteReconciler on a real kernel
     expect(nsPing(a.name, '10.244.0.5')).toBe(true);
   });
 
-  it('never overwrites a foreign route the dump parser skips (prohibit, multipath) on a peer prefix', async () => {
+  it('never overwrites a foreign route the dump parser skips (prohibit, multipath) on a peer prefix, and reports it as a conflict', async () => {
     // Routes of kinds RouteInfo cannot express are not in the diff's view of the table; the pass's
     // new routes are created exclusively, so such a route makes the add fail instead of being replaced.
+    // That is a conflict like a readable foreign route's, not a failed write: the pass stays clean (per-node
+    // steps go on) and the route comes once the holder is gone.
     const peers: PeerNode[] = [
       { name: 'n-prohibited', podCIDRs: ['10.247.1.0/24'], internalIPs: ['192.168.77.31'] },
       { name: 'n-ecmp', podCIDRs: ['10.247.2.0/24'], internalIPs: ['192.168.77.32'] },
@@ -290,13 +292,28 @@ describe.skipIf(netnsSkipReason !== undefined)('RouteReconciler on a real kernel
     const before = foreign();
     expect(before).toHaveLength(2);
     try {
-      const report = await new RouteReconciler({ handle: open(a) }).reconcile(input([self, ...peers]));
-      expect(report.errors.map((e) => [e.op, e.route.dst, e.error.message.includes('EEXIST')])).toEqual([
-        ['add', '10.247.1.0/24', true],
-        ['add', '10.247.2.0/24', true],
+      const r = new RouteReconciler({ handle: open(a) });
+      const report = await r.reconcile(input([self, ...peers]));
+      expect(report.errors).toEqual([]);
+      expect(report.conflicts.map((c) => [c.desired.dst, c.existing.dst, c.unreadable])).toEqual([
+        ['10.247.1.0/24', '10.247.1.0/24', true],
+        ['10.247.2.0/24', '10.247.2.0/24', true],
       ]);
+      expect(report.added).toBe(1);
       expect(foreign()).toEqual(before);
       expect(ours(a.name).some((x) => x.startsWith('10.247.3.0/24 '))).toBe(true);
+      // A clean pass: a peer's change is one step, not another full pass.
+      const moved = { ...peers[2]!, internalIPs: ['192.168.77.34'] };
+      expect(await r.reconcilePeer(moved.name, moved)).toMatchObject({ kind: 'applied', node: 'n-free' });
+      expect(ours(a.name).some((x) => x.startsWith('10.247.3.0/24 via 192.168.77.34 '))).toBe(true);
+      // The holder goes: the next full pass adds the route (no orphaned nexthop object from the refusals).
+      ip(a.name, 'route', 'del', '10.247.2.0/24');
+      const again = await r.reconcile(input([self, peers[0]!, peers[1]!, moved]));
+      expect(again.conflicts.map((c) => c.desired.dst)).toEqual(['10.247.1.0/24']);
+      expect(again).toMatchObject({ added: 1, errors: [] });
+      expect(ours(a.name).some((x) => x.startsWith('10.247.2.0/24 via 192.168.77.32 '))).toBe(true);
+      const objects = ip(a.name, 'nexthop', 'show', 'protocol', '126').trim().split('\n');
+      expect(objects).toHaveLength(ours(a.name).filter((x) => x.includes(' via ')).length);
     } finally {
       ip(a.name, 'route', 'del', '10.247.1.0/24');
       ip(a.name, 'route', 'del', '10.247.2.0/24');
@@ -425,7 +442,7 @@ describe.skipIf(netnsSkipReason !== undefined)('RouteReconciler on a real kernel
       replace: [],
       remove: [{ family: 4, dst: '10.244.77.0/24', gateway: '192.168.77.2', ifindex: 2, protocol: 126 }],
     });
-    expect(res).toEqual({ added: 0, replaced: 0, removed: 1, errors: [] });
+    expect(res).toEqual({ added: 0, replaced: 0, removed: 1, errors: [], taken: [] });
     expect(ours(a.name)).toContain('10.244.0.5 dev vpod scope link');
   });
 });

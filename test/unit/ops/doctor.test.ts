@@ -362,6 +362,17 @@ const cases: Case[] = [
     /ip route del 10\.244\.2\.0\/24 via 10\.0\.0\.1 dev eth0\)/,
   ],
   [
+    'a route trellis cannot read in the way',
+    (f) => {
+      agentValue(f).routes.routes = [
+        { ...okRoute, have: 'unreadable route', state: 'conflict', unreadable: true },
+      ];
+    },
+    'routes',
+    /held by a multipath, unreachable, prohibit or throw route, which trellis cannot read/,
+    /ip route show 10\.244\.2\.0\/24/,
+  ],
+  [
     'stale route',
     (f) => {
       agentValue(f).routes.routes.push({
