@@ -280,6 +280,11 @@ export type RouteEvent =
        * kernel leaves the gateway and device out of the notification: this is all there is.
        */
       nexthopId?: number;
+      /**
+       * A route RouteInfo cannot express (multipath, unreachable, prohibit, throw): `route` carries
+       * only its family, prefix, protocol and table.
+       */
+      unreadable?: true;
     }
   /**
    * A nexthop object was deleted. The kernel removes the IPv4 routes that named it without a route

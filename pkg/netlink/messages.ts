@@ -483,6 +483,30 @@ export function parseRoute(payload: Buffer, onNexthop?: (id: number) => void): R
 }
 
 /**
+ * The key and protocol of a route parseRoute cannot express (multipath, unreachable, prohibit, throw):
+ * family, prefix, protocol, table (omitted for main, as parseRoute does). Undefined for other families
+ * and cached clones. The self-healing watch needs no more to see such a route take or leave a prefix.
+ */
+export function parseRouteKey(payload: Buffer): RouteInfo | undefined {
+  const family = familyOfAf(payload.readUInt8(0));
+  if (family === undefined || (payload.readUInt32LE(8) & RTM_F_CLONED) !== 0) return undefined;
+  const prefixLen = payload.readUInt8(1);
+  let dst = `${family === 4 ? '0.0.0.0' : '::'}/${prefixLen}`;
+  let table = payload.readUInt8(4);
+  for (let off = 12; off + 4 <= payload.length; ) {
+    const len = payload.readUInt16LE(off);
+    if (len < 4 || off + len > payload.length) break;
+    const type = payload.readUInt16LE(off + 2) & NLA_TYPE_MASK;
+    if (type === RTA.DST) dst = prefixAt(payload, off + 4, len - 4, prefixLen);
+    else if (type === RTA.TABLE) table = payload.readUInt32LE(off + 4);
+    off += (len + 3) & ~3;
+  }
+  const route: RouteInfo = { family, dst, protocol: payload.readUInt8(5) };
+  if (table !== RT_TABLE_MAIN) route.table = table;
+  return route;
+}
+
+/**
  * RTM_GETROUTE for one address (no NLM_F_DUMP). fibMatch: the kernel answers with the FIB entry the
  * lookup matched (prefix, every nexthop of a multipath route), else with the resolved result (the one
  * device and gateway a packet would take: a multipath route's nexthop chosen by the flow hash).

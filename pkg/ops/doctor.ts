@@ -362,7 +362,7 @@ export function checkRoutes(f: DoctorFacts): CheckResult {
         if (row.unreadable === true) {
           r.findings.push({
             problem: `route ${row.dst} is held by ${UNREADABLE_HOLDER}; trellis wants ${row.want}`,
-            fix: `see what holds it (ip ${fam}route show ${row.dst}) and remove it if it is not needed; trellis never overwrites it, and programs its own at its next full pass after that one is gone (within --resync-seconds)`,
+            fix: `see what holds it (ip ${fam}route show ${row.dst}) and remove it if it is not needed; trellis never overwrites it, and programs its own once that one is gone (at once for a route written by hand, at the next resync for a routing daemon's)`,
           });
           break;
         }

@@ -440,6 +440,40 @@ describe.skipIf(netnsSkipReason !== undefined)('pkg/netlink (root, real kernel, 
     }
   });
 
+  it('reports routes it cannot express (prohibit, multipath) by their key and protocol', async () => {
+    const { ns } = track(await setup(pool, 'evu'));
+    const events: RouteEvent[] = [];
+    const sub = withNetns(ns.path, () => createNetlinkEvents().subscribeRouteEvents((e) => events.push(e)));
+    try {
+      ip(ns.name, 'route', 'add', 'prohibit', '10.244.8.0/24', 'proto', 'static');
+      ip(
+        ns.name,
+        'route',
+        'add',
+        '10.244.9.0/24',
+        'proto',
+        'boot',
+        'nexthop',
+        'via',
+        '10.88.0.2',
+        'nexthop',
+        'via',
+        '10.88.0.3',
+      );
+      ip(ns.name, 'route', 'del', '10.244.8.0/24');
+      const key = (dst: string, protocol: number): RouteInfo => ({ family: 4, dst, protocol });
+      const want: RouteEvent[] = [
+        { type: 'add', table: 254, route: key('10.244.8.0/24', 4), unreadable: true },
+        { type: 'add', table: 254, route: key('10.244.9.0/24', 3), unreadable: true },
+        { type: 'delete', table: 254, route: key('10.244.8.0/24', 4), unreadable: true },
+      ];
+      await waitFor(() => events.filter((e) => e.type !== 'overflow' && 'unreadable' in e).length >= 3);
+      expect(events.filter((e) => e.type !== 'overflow' && 'unreadable' in e)).toEqual(want);
+    } finally {
+      sub.close();
+    }
+  });
+
   it('reports link events and signals overflow when the kernel drops notifications', async () => {
     const { ns, h, dev } = track(await setup(pool, 'lev'));
     const links: LinkEvent[] = [];

@@ -33,9 +33,13 @@ function setup(concerned: (r: RouteInfo) => boolean) {
   });
   const route = (type: 'add' | 'delete', r: Partial<RouteInfo>, table = MAIN): void =>
     onRoute!({ type, table, route: { family: 4, dst: '10.244.2.0/24', ...r } });
+  /** A route the parser cannot express (multipath, prohibit...): its key and protocol only. */
+  const unreadable = (type: 'add' | 'delete', dst: string, protocol: number): void =>
+    onRoute!({ type, table: MAIN, route: { family: 4, dst, protocol }, unreadable: true });
   const settled = (): Promise<void> => new Promise((r) => setTimeout(r, 60));
   return {
     route,
+    unreadable,
     settled,
     passes: () => passes,
     asked,
@@ -57,6 +61,29 @@ describe('watchKernel: routes someone else writes', () => {
     expect(t.passes()).toBe(1);
     // The table travels with the question: concernsPrefix decides on it.
     expect(t.asked.map((r) => r.table)).toEqual([MAIN, MAIN, MAIN]);
+    t.close();
+  });
+
+  it('a multipath or prohibit route (key only) taking or leaving a prefix of ours asks too; elsewhere, nothing', async () => {
+    const t = setup((r) => r.dst === '10.244.2.0/24');
+    t.unreadable('add', '10.244.2.0/24', 4);
+    await t.settled();
+    expect(t.passes()).toBe(1);
+    t.unreadable('delete', '10.244.2.0/24', 4);
+    await t.settled();
+    expect(t.passes()).toBe(2);
+    t.unreadable('add', '192.168.7.0/24', 3);
+    await t.settled();
+    expect(t.passes()).toBe(2);
+    // Never mistaken for a connected subnet (the kernel's protocol, no type): not ours, no question.
+    t.unreadable('add', '10.9.0.0/16', 2);
+    await t.settled();
+    expect(t.passes()).toBe(2);
+    expect(t.asked.map((r) => [r.dst, r.table])).toEqual([
+      ['10.244.2.0/24', MAIN],
+      ['10.244.2.0/24', MAIN],
+      ['192.168.7.0/24', MAIN],
+    ]);
     t.close();
   });
 
