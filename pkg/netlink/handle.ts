@@ -66,12 +66,12 @@ export interface ExtendedNetlinkHandle extends NetlinkHandle {
   replaceRoutes(routes: RouteInfo[]): Promise<void>;
   /** replaceRoutes with the per-route outcome instead of throwing the first failure. */
   replaceRoutesSettled(routes: readonly RouteInfo[]): Promise<(NetlinkError | undefined)[]>;
-  /** addRoute for a burst, with the per-route outcome (EEXIST where a route holds the key). */
+  /** addRoute for a burst, with the per-route outcome (RouteKeyTakenError where a route holds the key). */
   addRoutesSettled(routes: readonly RouteInfo[]): Promise<(NetlinkError | undefined)[]>;
   /**
-   * NLM_F_CREATE|NLM_F_EXCL: creates the route or throws ExistsError when a route with the same kernel
-   * key (family, prefix, table, metric) exists, whoever owns it. The per-node route step uses it so that
-   * it never overwrites a route it did not know about.
+   * NLM_F_CREATE|NLM_F_EXCL: creates the route or throws RouteKeyTakenError (an ExistsError) when a
+   * route with the same kernel key (family, prefix, table, metric) exists, whoever owns it. The
+   * per-node route step uses it so that it never overwrites a route it did not know about.
    */
   addRoute(route: RouteInfo): Promise<void>;
   /** Every nexthop object in the namespace (empty on kernels without them). */
