@@ -102,12 +102,10 @@ export function buildPeerState(
   }
   const blackholes: RouteInfo[] = [];
   for (const r of plan.routes) {
-    if (r.type === 'blackhole') {
-      blackholes.push(r);
-      continue;
-    }
-    if (conflictKeys.has(routeKey(r))) continue;
-    ownerOf.get(`${r.family} ${r.dst}`)?.routes.push(r);
+    // A held key is not ours, a blackhole's neither (counted as programmed, it was one route too many).
+    if (conflictKeys.size > 0 && conflictKeys.has(routeKey(r))) continue;
+    if (r.type === 'blackhole') blackholes.push(r);
+    else ownerOf.get(`${r.family} ${r.dst}`)?.routes.push(r);
   }
   const selfProblems: Problem[] = [];
   for (const p of plan.problems) {
