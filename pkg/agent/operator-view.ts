@@ -72,8 +72,8 @@ export async function computeRouteState(opts: {
   const [links, localLinks, v4, v6] = await Promise.all([
     host.listLinks(),
     readLocalLinks(host),
-    host.listRoutes({ family: 4, table: MAIN_TABLE }),
-    host.listRoutes({ family: 6, table: MAIN_TABLE }),
+    host.listRoutes({ family: 4, table: MAIN_TABLE, unreadable: true }),
+    host.listRoutes({ family: 6, table: MAIN_TABLE, unreadable: true }),
   ]);
   const self = cluster.get(opts.nodeName);
   const toPeer = (n: ClusterNode) => ({

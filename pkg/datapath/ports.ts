@@ -65,6 +65,11 @@ export interface RouteInfo {
   metric?: number;
   /** RTAX_MTU: the path MTU for this destination, below the device's (traffic that leaves the node). */
   mtu?: number;
+  /**
+   * A route of a kind RouteInfo cannot express (multipath, unreachable, prohibit, throw): only its
+   * family, dst, protocol and table are set. Listed only when a RouteFilter asks for them.
+   */
+  unreadable?: true;
 }
 
 /** NetlinkHandle.routeTo's answer: the route the kernel's lookup matched and where it sends. */
@@ -138,6 +143,8 @@ export interface RouteFilter {
   /** Main table (254) when unset: listRoutes lists one table. */
   table?: number;
   ifindex?: number;
+  /** Also the routes RouteInfo cannot express, by key (RouteInfo.unreadable): to see what holds a prefix. */
+  unreadable?: boolean;
 }
 
 /**

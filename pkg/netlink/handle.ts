@@ -33,6 +33,7 @@ import {
   parseLink,
   parseNeighbour,
   parseRoute,
+  parseRouteKey,
   routeBody,
   routeNexthopId,
   setLinkMtuBody,
@@ -280,7 +281,15 @@ class Handle implements ExtendedNetlinkHandle {
         try {
           nhid = undefined;
           const r = parseRoute(m.payload, onNexthop);
-          if (r === undefined || (r.table ?? RT_TABLE_MAIN) !== table) return;
+          if (r === undefined) {
+            const key = filter.unreadable === true ? parseRouteKey(m.payload) : undefined;
+            if (key !== undefined && (key.table ?? RT_TABLE_MAIN) === table) {
+              key.unreadable = true;
+              emit(key);
+            }
+            return;
+          }
+          if ((r.table ?? RT_TABLE_MAIN) !== table) return;
           if (nhid !== undefined) {
             if (r.gateway === undefined && r.ifindex === undefined) {
               unfilled.push([r, nhid]);

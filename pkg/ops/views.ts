@@ -147,13 +147,15 @@ export function routesView(node: string, st: AgentRouteState): RoutesView {
   const missing = new Set(diff.add.map(routeKey));
   const differs = new Set(diff.replace.map(routeKey));
   const conflicts = new Set(diff.conflicts.map((c) => routeKey(c.desired)));
-  // Absent from the dump, yet the agent's last pass was refused its key: something it cannot read holds it.
+  // Held by a route listed by key only, or absent from the dump while the agent's last pass was refused
+  // its key: either way something trellis cannot read holds it.
   const unreadable = new Set((st.unreadableHeld ?? []).map(routeKey));
+  for (const c of diff.conflicts) if (c.unreadable === true) unreadable.add(routeKey(c.desired));
   const rows: RouteRow[] = [];
   for (const d of st.desired) {
     const k = routeKey(d);
     const have = byKey.get(k);
-    if (missing.has(k) && unreadable.has(k)) {
+    if ((missing.has(k) || conflicts.has(k)) && unreadable.has(k)) {
       rows.push({
         family: d.family,
         dst: d.dst,

@@ -95,7 +95,11 @@ export function diffRoutes(desired: RouteInfo[], programmed: RouteInfo[]): Route
     const existing = have.get(k) ?? NONE;
     const foreign = existing.find((e) => !isOwnedRoute(e));
     if (foreign !== undefined) {
-      out.conflicts.push({ desired: d, existing: foreign });
+      out.conflicts.push(
+        foreign.unreadable === true
+          ? { desired: d, existing: foreign, unreadable: true }
+          : { desired: d, existing: foreign },
+      );
       continue;
     }
     if (existing.length === 0) {

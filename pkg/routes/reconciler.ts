@@ -240,7 +240,7 @@ export class RouteReconciler {
   private state: PeerState | undefined;
   /** Deletions made by per-node steps, so their notifications do not trigger a full pass. */
   readonly ownChanges = new OwnRouteChanges();
-  /** Desired routes the last full pass found held by a route the dump cannot show (unreadableConflict). */
+  /** Desired routes the last full pass found held by a route it cannot read (listed by key, or refused). */
   private unreadable: RouteInfo[] = [];
 
   constructor(opts: RouteReconcilerOptions) {
@@ -260,7 +260,7 @@ export class RouteReconciler {
   async listProgrammed(): Promise<RouteInfo[]> {
     const lists = await Promise.all(
       ([4, 6] as Family[]).map((family) =>
-        this.handle.listRoutes({ family, table: this.table ?? MAIN_TABLE }),
+        this.handle.listRoutes({ family, table: this.table ?? MAIN_TABLE, unreadable: true }),
       ),
     );
     return lists.flat();
@@ -378,7 +378,7 @@ export class RouteReconciler {
       applied.taken.length === 0
         ? diff.conflicts
         : [...diff.conflicts, ...applied.taken.map(unreadableConflict)];
-    this.unreadable = applied.taken;
+    this.unreadable = conflicts.filter((c) => c.unreadable === true).map((c) => c.desired);
     const overlay = await this.overlay?.prune(plan.decisions, input.synced === true);
     // Only a pass that found the kernel off its plan can have left objects behind (a route deleted or
     // replaced by someone else, a crash mid-write); quiet passes skip the two extra dumps.
@@ -426,7 +426,7 @@ export class RouteReconciler {
     const table = this.table ?? MAIN_TABLE;
     for (const family of [4, 6] as Family[]) {
       await this.handle.scanRoutes(
-        { family, table },
+        { family, table, unreadable: true },
         (r) => check.see(r),
         () => check.fail(),
       );

@@ -469,6 +469,16 @@ describe.skipIf(netnsSkipReason !== undefined)('pkg/netlink (root, real kernel, 
       ];
       await waitFor(() => events.filter((e) => e.type !== 'overflow' && 'unreadable' in e).length >= 3);
       expect(events.filter((e) => e.type !== 'overflow' && 'unreadable' in e)).toEqual(want);
+      // A listing shows the multipath route by key only when asked to.
+      const h = port.openNetlinkIn(ns.path);
+      try {
+        expect((await h.listRoutes({ family: 4 })).some((r) => r.dst === '10.244.9.0/24')).toBe(false);
+        expect((await h.listRoutes({ family: 4, unreadable: true })).filter((r) => r.unreadable)).toEqual([
+          { ...key('10.244.9.0/24', 3), unreadable: true },
+        ]);
+      } finally {
+        h.close();
+      }
     } finally {
       sub.close();
     }

@@ -7,7 +7,7 @@ import {
   RouteReconciler,
 } from '../../../pkg/routes/reconciler.ts';
 import type { PeerNode } from '../../../pkg/routes/types.ts';
-import { ip, NetnsPool, netnsSkipReason, type TestNetns } from '../../support/netns.ts';
+import { ip, NetnsPool, netnsSkipReason, nsSysctl, type TestNetns } from '../../support/netns.ts';
 
 /**
  * A foreign route holding this node's own pod CIDR (where trellis puts its blackhole): the per-node
@@ -74,3 +74,50 @@ describe.skipIf(netnsSkipReason !== undefined)(
     );
   },
 );
+
+describe.skipIf(netnsSkipReason !== undefined)('an IPv6 route in front of ours (a lower metric)', () => {
+  const pool = new NetnsPool();
+  const handles: NetlinkHandle[] = [];
+  let a: TestNetns;
+  const self: PeerNode = { name: 'node-a', podCIDRs: ['fd00:10:244::/64'], internalIPs: ['fd00:77::1'] };
+  const p1: PeerNode = { name: 'p1', podCIDRs: ['fd00:10:244:1::/64'], internalIPs: ['fd00:77::2'] };
+  const input = (ps: PeerNode[]): ReconcileInput => ({ synced: true, self, peers: [self, ...ps] });
+
+  beforeAll(() => {
+    a = pool.add('cm');
+    const b = pool.add('cmb');
+    ip(a.name, 'link', 'add', 'eth0', 'type', 'veth', 'peer', 'name', 'eth0', 'netns', b.name);
+    for (const ns of [a, b]) {
+      nsSysctl(ns.name, 'net.ipv6.conf.eth0.accept_dad', '0');
+      ip(ns.name, 'link', 'set', 'eth0', 'up');
+    }
+    ip(a.name, 'addr', 'add', 'fd00:77::1/64', 'dev', 'eth0', 'nodad');
+  });
+  afterAll(() => {
+    for (const h of handles.splice(0)) h.close();
+    pool.cleanup();
+  });
+
+  // IPv6 keys a route by its metric too, so the kernel takes a holder at metric 100 beside ours at 1024
+  // (no EEXIST), and the holder wins the lookup: the pass must see it in its dump to report it.
+  it.each([
+    ['a readable one', ['fd00:10:244:1::/64', 'via', 'fd00:77::9', 'dev', 'eth0'], undefined],
+    ['a prohibit route (unreadable)', ['prohibit', 'fd00:10:244:1::/64'], true],
+  ] as const)('%s is reported as a conflict', async (_, holder, unreadable) => {
+    const h = port!.openNetlinkIn(a.path);
+    handles.push(h);
+    const r = new RouteReconciler({ handle: h });
+    expect((await r.reconcile(input([p1]))).errors).toEqual([]);
+    ip(a.name, '-6', 'route', 'add', ...holder, 'metric', '100', 'proto', 'static');
+    try {
+      const rep = await r.reconcile(input([p1]));
+      expect(rep.quiet).toBeUndefined();
+      expect(rep.conflicts.map((c) => [c.desired.dst, c.existing.protocol, c.unreadable])).toEqual([
+        ['fd00:10:244:1::/64', 4, unreadable],
+      ]);
+      expect(r.unreadableHeld().map((d) => d.dst)).toEqual(unreadable === true ? ['fd00:10:244:1::/64'] : []);
+    } finally {
+      ip(a.name, '-6', 'route', 'del', 'fd00:10:244:1::/64', 'metric', '100');
+    }
+  });
+});

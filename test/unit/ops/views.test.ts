@@ -117,6 +117,18 @@ describe('routesView', () => {
       ['10.244.2.0/24', 'missing', '', undefined],
       ['10.244.3.0/24', 'conflict', 'unreadable route', true],
     ]);
+    // Listed by key (RouteFilter.unreadable): the same row, whatever the last pass saw.
+    const listed = routesView('n1', {
+      desired,
+      programmed: [{ family: 4, dst: '10.244.2.0/24', protocol: 4, unreadable: true }],
+      problems: [],
+      decisions: [],
+      links,
+    });
+    expect(listed.routes.map((r) => [r.dst, r.state, r.have, r.unreadable])).toEqual([
+      ['10.244.2.0/24', 'conflict', 'unreadable route', true],
+      ['10.244.3.0/24', 'missing', '', undefined],
+    ]);
   });
 });
 
