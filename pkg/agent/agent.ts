@@ -549,7 +549,6 @@ export class Agent {
       nodeName: this.nodeName,
       mode: this.config.mode,
       overlayDevices: this.overlayDevices(),
-      unreadableHeld: this.routes?.unreadableHeld() ?? [],
     });
   }
 

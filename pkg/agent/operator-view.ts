@@ -55,8 +55,6 @@ export interface AgentRouteState {
   problems: Problem[];
   decisions: PeerDecision[];
   links: LinkInfo[];
-  /** Desired routes the last full pass found held by a route the dump cannot show (multipath, prohibit...). */
-  unreadableHeld?: RouteInfo[];
 }
 
 /** The planner's input and output recomputed from the cache, as the controller's passes see it. */
@@ -66,7 +64,6 @@ export async function computeRouteState(opts: {
   nodeName: string;
   mode: RoutingMode;
   overlayDevices: readonly DeviceState[];
-  unreadableHeld?: readonly RouteInfo[];
 }): Promise<AgentRouteState> {
   const { host, cluster } = opts;
   const [links, localLinks, v4, v6] = await Promise.all([
@@ -97,6 +94,5 @@ export async function computeRouteState(opts: {
     problems: plan.problems,
     decisions: plan.decisions,
     links,
-    unreadableHeld: [...(opts.unreadableHeld ?? [])],
   };
 }

@@ -129,6 +129,7 @@ export function statusView(
 }
 
 function describe(r: RouteInfo, links: ReadonlyMap<number, string>): string {
+  if (r.unreadable === true) return 'unreadable route'; // listed by key only (RouteFilter.unreadable)
   if (r.type === 'blackhole') return 'blackhole';
   const parts: string[] = [];
   if (r.gateway !== undefined && r.gateway !== '') parts.push(`via ${r.gateway}`);
@@ -146,39 +147,21 @@ export function routesView(node: string, st: AgentRouteState): RoutesView {
   for (const r of st.programmed) if (!byKey.has(routeKey(r))) byKey.set(routeKey(r), r);
   const missing = new Set(diff.add.map(routeKey));
   const differs = new Set(diff.replace.map(routeKey));
-  const conflicts = new Set(diff.conflicts.map((c) => routeKey(c.desired)));
-  // Held by a route listed by key only, or absent from the dump while the agent's last pass was refused
-  // its key: either way something trellis cannot read holds it.
-  const unreadable = new Set((st.unreadableHeld ?? []).map(routeKey));
-  for (const c of diff.conflicts) if (c.unreadable === true) unreadable.add(routeKey(c.desired));
+  const conflicts = new Map(diff.conflicts.map((c) => [routeKey(c.desired), c]));
   const rows: RouteRow[] = [];
   for (const d of st.desired) {
     const k = routeKey(d);
-    const have = byKey.get(k);
-    if ((missing.has(k) || conflicts.has(k)) && unreadable.has(k)) {
-      rows.push({
-        family: d.family,
-        dst: d.dst,
-        want: describe(d, links),
-        have: 'unreadable route',
-        state: 'conflict',
-        unreadable: true,
-      });
-      continue;
-    }
-    const state: RouteState = conflicts.has(k)
-      ? 'conflict'
-      : missing.has(k)
-        ? 'missing'
-        : differs.has(k)
-          ? 'differs'
-          : 'ok';
+    const conflict = conflicts.get(k);
+    const have = conflict?.existing ?? byKey.get(k);
+    const state: RouteState =
+      conflict !== undefined ? 'conflict' : missing.has(k) ? 'missing' : differs.has(k) ? 'differs' : 'ok';
     rows.push({
       family: d.family,
       dst: d.dst,
       want: describe(d, links),
       have: have === undefined ? '' : describe(have, links),
       state,
+      ...(conflict?.unreadable === true ? { unreadable: true as const } : {}),
     });
   }
   const desiredKeys = new Set(st.desired.map(routeKey));

@@ -240,8 +240,6 @@ export class RouteReconciler {
   private state: PeerState | undefined;
   /** Deletions made by per-node steps, so their notifications do not trigger a full pass. */
   readonly ownChanges = new OwnRouteChanges();
-  /** Desired routes the last full pass found held by a route it cannot read (listed by key, or refused). */
-  private unreadable: RouteInfo[] = [];
 
   constructor(opts: RouteReconcilerOptions) {
     this.handle = opts.handle;
@@ -288,14 +286,6 @@ export class RouteReconciler {
    */
   concernsPrefix(route: RouteInfo): boolean {
     return this.state !== undefined && concernsPrefix(this.state, route);
-  }
-
-  /**
-   * The desired routes that the last full pass found held by a route it cannot read (multipath,
-   * unreachable, prohibit, throw): the operator view shows them as conflicts, not as missing.
-   */
-  unreadableHeld(): readonly RouteInfo[] {
-    return this.unreadable;
   }
 
   /** True (once) when a route deletion notification is one a per-node step caused. */
@@ -378,7 +368,6 @@ export class RouteReconciler {
       applied.taken.length === 0
         ? diff.conflicts
         : [...diff.conflicts, ...applied.taken.map(unreadableConflict)];
-    this.unreadable = conflicts.filter((c) => c.unreadable === true).map((c) => c.desired);
     const overlay = await this.overlay?.prune(plan.decisions, input.synced === true);
     // Only a pass that found the kernel off its plan can have left objects behind (a route deleted or
     // replaced by someone else, a crash mid-write); quiet passes skip the two extra dumps.
