@@ -121,7 +121,7 @@ export function watchKernel(deps: KernelWatchDeps): Subscription[] {
         if (ev.protocol === TRELLIS_ROUTE_PROTOCOL && deps.routesNexthop(ev.id)) markSoon();
         return;
       }
-      if (ev.unreadable === true) {
+      if (ev.route.unreadable === true) {
         // Only its key is known: it matters when it takes or leaves a prefix of ours (a conflict).
         if (isForeignRoute(ev.route) && deps.concernsPrefix({ ...ev.route, table: ev.table })) markSoon();
         return;

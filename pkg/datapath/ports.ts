@@ -67,7 +67,8 @@ export interface RouteInfo {
   mtu?: number;
   /**
    * A route of a kind RouteInfo cannot express (multipath, unreachable, prohibit, throw): only its
-   * family, dst, protocol and table are set. Listed only when a RouteFilter asks for them.
+   * family, dst, protocol and table are set. Listed only when a RouteFilter asks for them; route
+   * notifications carry them too.
    */
   unreadable?: true;
 }
@@ -287,11 +288,6 @@ export type RouteEvent =
        * kernel leaves the gateway and device out of the notification: this is all there is.
        */
       nexthopId?: number;
-      /**
-       * A route RouteInfo cannot express (multipath, unreachable, prohibit, throw): `route` carries
-       * only its family, prefix, protocol and table.
-       */
-      unreadable?: true;
     }
   /**
    * A nexthop object was deleted. The kernel removes the IPv4 routes that named it without a route

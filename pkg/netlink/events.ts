@@ -8,7 +8,7 @@ import type {
   Subscription,
 } from '../datapath/ports.ts';
 import { RTM, RTN, RTNLGRP } from './constants.ts';
-import { parseLink, parseRoute, parseRouteKey, routeTable } from './messages.ts';
+import { parseLink, parseRoute, routeTable } from './messages.ts';
 import { parseNexthop } from './nexthop-messages.ts';
 import { NFNLGRP_NFTABLES, nftablesEventClauses, parseNftablesMessage } from './nft-messages.ts';
 import { RtnlSocket, type SocketProbe, type SocketWants } from './socket.ts';
@@ -147,16 +147,16 @@ export function subscribeRouteEvents(
       }
       if (type !== RTM.NEWROUTE && type !== RTM.DELROUTE) return undefined;
       let nexthopId: number | undefined;
-      const route = parseRoute(payload, (id) => {
-        nexthopId = id;
-      });
+      // Routes RouteInfo cannot express come by key: enough to see one take or leave a prefix.
+      const route = parseRoute(
+        payload,
+        (id) => {
+          nexthopId = id;
+        },
+        true,
+      );
+      if (route === undefined) return undefined;
       const change = type === RTM.NEWROUTE ? 'add' : 'delete';
-      if (route === undefined) {
-        const key = parseRouteKey(payload);
-        return key === undefined
-          ? undefined
-          : { type: change, route: key, table: routeTable(payload), unreadable: true };
-      }
       return nexthopId === undefined
         ? { type: change, route, table: routeTable(payload) }
         : { type: change, route, table: routeTable(payload), nexthopId };

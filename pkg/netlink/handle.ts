@@ -33,7 +33,6 @@ import {
   parseLink,
   parseNeighbour,
   parseRoute,
-  parseRouteKey,
   routeBody,
   routeNexthopId,
   setLinkMtuBody,
@@ -280,16 +279,8 @@ class Handle implements ExtendedNetlinkHandle {
         // This runs inside the socket's native callback, where nothing may throw: failures wait.
         try {
           nhid = undefined;
-          const r = parseRoute(m.payload, onNexthop);
-          if (r === undefined) {
-            const key = filter.unreadable === true ? parseRouteKey(m.payload) : undefined;
-            if (key !== undefined && (key.table ?? RT_TABLE_MAIN) === table) {
-              key.unreadable = true;
-              emit(key);
-            }
-            return;
-          }
-          if ((r.table ?? RT_TABLE_MAIN) !== table) return;
+          const r = parseRoute(m.payload, onNexthop, filter.unreadable === true);
+          if (r === undefined || (r.table ?? RT_TABLE_MAIN) !== table) return;
           if (nhid !== undefined) {
             if (r.gateway === undefined && r.ifindex === undefined) {
               unfilled.push([r, nhid]);

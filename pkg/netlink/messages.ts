@@ -399,13 +399,19 @@ export function dumpRoutesBody(family?: Family): Body {
 }
 
 /**
- * RTM_NEWROUTE payload -> RouteInfo. Returns undefined for what the port cannot express or what is
- * not a configured route: other families, cached clones, multipath, and types other than
- * unicast/blackhole/local. `table` is omitted for the main table so a listed route equals the
- * RouteInfo that created it; protocol, scope and type are always set. onNexthop hears the id of
- * the nexthop object the route points at (RTA_NH_ID), which RouteInfo does not carry.
+ * RTM_NEWROUTE payload -> RouteInfo. Returns undefined for what is not a configured route (other
+ * families, cached clones) and for what the port cannot express (multipath, types other than
+ * unicast/blackhole/local), unless `keyOfUnreadable`: such a route then comes back by key only
+ * (family, dst, protocol, table; RouteInfo.unreadable). `table` is omitted for the main table so a
+ * listed route equals the RouteInfo that created it; protocol, scope and type are always set on a
+ * readable one. onNexthop hears the id of the nexthop object the route points at (RTA_NH_ID), which
+ * RouteInfo does not carry.
  */
-export function parseRoute(payload: Buffer, onNexthop?: (id: number) => void): RouteInfo | undefined {
+export function parseRoute(
+  payload: Buffer,
+  onNexthop?: (id: number) => void,
+  keyOfUnreadable = false,
+): RouteInfo | undefined {
   const family = familyOfAf(payload.readUInt8(0));
   if (family === undefined) return undefined;
   const flags = payload.readUInt32LE(8);
@@ -419,7 +425,8 @@ export function parseRoute(payload: Buffer, onNexthop?: (id: number) => void): R
         : typeN === RTN.LOCAL
           ? 'local'
           : undefined;
-  if (type === undefined) return undefined;
+  let unreadable = type === undefined;
+  if (unreadable && !keyOfUnreadable) return undefined;
   // One walk over the attributes, reading values in place: a resync parses every route of the table,
   // and a Map plus a Buffer view per attribute came to ~13 MB of garbage at 5,000 routes.
   let dst: string | undefined;
@@ -436,7 +443,9 @@ export function parseRoute(payload: Buffer, onNexthop?: (id: number) => void): R
     const at = off + 4;
     switch (payload.readUInt16LE(off + 2) & NLA_TYPE_MASK) {
       case RTA.MULTIPATH:
-        return undefined;
+        if (!keyOfUnreadable) return undefined;
+        unreadable = true;
+        break;
       case RTA.DST:
         dst = prefixAt(payload, at, len - 4, payload.readUInt8(1));
         break;
@@ -464,9 +473,15 @@ export function parseRoute(payload: Buffer, onNexthop?: (id: number) => void): R
     }
     off += (len + 3) & ~3;
   }
+  dst ??= `${family === 4 ? '0.0.0.0' : '::'}/${payload.readUInt8(1)}`;
+  if (unreadable || type === undefined) {
+    const key: RouteInfo = { family, dst, protocol: payload.readUInt8(5), unreadable: true };
+    if (table !== RT_TABLE_MAIN) key.table = table;
+    return key;
+  }
   const route: RouteInfo = {
     family,
-    dst: dst ?? `${family === 4 ? '0.0.0.0' : '::'}/${payload.readUInt8(1)}`,
+    dst,
     protocol: payload.readUInt8(5),
     scope: scopeName(payload.readUInt8(6)),
     type,
@@ -479,30 +494,6 @@ export function parseRoute(payload: Buffer, onNexthop?: (id: number) => void): R
   if (metric !== undefined) route.metric = metric;
   if (mtu !== undefined) route.mtu = mtu;
   if (nhid !== undefined) onNexthop?.(nhid);
-  return route;
-}
-
-/**
- * The key and protocol of a route parseRoute cannot express (multipath, unreachable, prohibit, throw):
- * family, prefix, protocol, table (omitted for main, as parseRoute does). Undefined for other families
- * and cached clones. The self-healing watch needs no more to see such a route take or leave a prefix.
- */
-export function parseRouteKey(payload: Buffer): RouteInfo | undefined {
-  const family = familyOfAf(payload.readUInt8(0));
-  if (family === undefined || (payload.readUInt32LE(8) & RTM_F_CLONED) !== 0) return undefined;
-  const prefixLen = payload.readUInt8(1);
-  let dst = `${family === 4 ? '0.0.0.0' : '::'}/${prefixLen}`;
-  let table = payload.readUInt8(4);
-  for (let off = 12; off + 4 <= payload.length; ) {
-    const len = payload.readUInt16LE(off);
-    if (len < 4 || off + len > payload.length) break;
-    const type = payload.readUInt16LE(off + 2) & NLA_TYPE_MASK;
-    if (type === RTA.DST) dst = prefixAt(payload, off + 4, len - 4, prefixLen);
-    else if (type === RTA.TABLE) table = payload.readUInt32LE(off + 4);
-    off += (len + 3) & ~3;
-  }
-  const route: RouteInfo = { family, dst, protocol: payload.readUInt8(5) };
-  if (table !== RT_TABLE_MAIN) route.table = table;
   return route;
 }
 

@@ -35,7 +35,7 @@ function setup(concerned: (r: RouteInfo) => boolean) {
     onRoute!({ type, table, route: { family: 4, dst: '10.244.2.0/24', ...r } });
   /** A route the parser cannot express (multipath, prohibit...): its key and protocol only. */
   const unreadable = (type: 'add' | 'delete', dst: string, protocol: number): void =>
-    onRoute!({ type, table: MAIN, route: { family: 4, dst, protocol }, unreadable: true });
+    onRoute!({ type, table: MAIN, route: { family: 4, dst, protocol, unreadable: true } });
   const settled = (): Promise<void> => new Promise((r) => setTimeout(r, 60));
   return {
     route,
