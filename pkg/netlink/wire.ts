@@ -20,9 +20,7 @@ export function attr(type: number, payload: Uint8Array): Buffer {
 
 export function u32Attr(type: number, value: number): Buffer {
   const out = Buffer.alloc(8);
-  out.writeUInt16LE(8, 0);
-  out.writeUInt16LE(type, 2);
-  out.writeUInt32LE(value >>> 0, 4);
+  putU32Attr(out, 0, type, value);
   return out;
 }
 
