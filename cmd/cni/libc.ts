@@ -1,16 +1,16 @@
 /**
- * The shim's IO as plain libc calls through bun:ffi: stdin, stdout and the agent's unix socket, all
- * blocking on the one JS thread. Bun's own async stdin and socket client start its event loop and
- * wake threads, ~1.2 ms of the shim's ~7 ms per call here (bench/HISTORY.md); these calls need none
- * of that. bun:ffi is marked experimental; the shim uses only its plainest part (ints and pointers
- * to typed arrays, into glibc, which the Bun executable links anyway), and test/integration/shim
- * runs every path of it through the compiled binary.
+ * The shim's IO as plain libc calls through Bun's FFI (bun-ffi.ts): stdin, stdout and the agent's
+ * unix socket, all blocking on the one JS thread. Bun's own async stdin and socket client start its
+ * event loop and wake threads, ~1.2 ms of the shim's ~7 ms per call here (bench/HISTORY.md); these
+ * calls need none of that. Bun's FFI is marked experimental; the shim uses only its plainest part
+ * (ints and pointers to typed arrays, into glibc, which the Bun executable links anyway), and
+ * test/integration/shim runs every path of it through the compiled binary.
  *
  * Linux x86-64 and arm64 (little-endian, LP64): the struct layouts below assume both.
  */
-import { dlopen, type Pointer, ptr, read } from 'bun:ffi';
 import { errnoName } from '../../pkg/errno.ts';
 import { type BlockingSocket, type Readiness, SyscallError } from '../../pkg/shim/blocking-transport.ts';
+import { bunFfi, type Pointer } from './bun-ffi.ts';
 
 const AF_UNIX = 1;
 const SOCK_STREAM = 1;
@@ -37,9 +37,10 @@ export interface Libc extends BlockingSocket {
   writeAll(fd: number, text: string): void;
 }
 
-/** Binds libc; throws when bun:ffi cannot (the caller reports it as a CNI error). */
+/** Binds libc; throws when Bun's FFI cannot (the caller reports it as a CNI error). */
 export function openLibc(): Libc {
-  const { symbols: c } = dlopen('libc.so.6', {
+  const { dlopen, ptr, read } = bunFfi();
+  const c = dlopen('libc.so.6', {
     read: { args: ['i32', 'ptr', 'u64'], returns: 'i64_fast' },
     write: { args: ['i32', 'ptr', 'u64'], returns: 'i64_fast' },
     socket: { args: ['i32', 'i32', 'i32'], returns: 'i32' },

@@ -32,7 +32,10 @@ async function main(): Promise<void> {
   try {
     libc = openLibc();
   } catch (err) {
-    const e = new CniError(CniCode.INTERNAL, `trellis shim cannot call libc through bun:ffi: ${String(err)}`);
+    const e = new CniError(
+      CniCode.INTERNAL,
+      `trellis shim cannot call libc through Bun's FFI: ${String(err)}`,
+    );
     console.log(JSON.stringify(e.toJSON(LATEST_VERSION)));
     process.exit(1);
   }
