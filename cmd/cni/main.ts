@@ -16,9 +16,6 @@ import { type Libc, openLibc } from './libc.ts';
 declare const TRELLIS_VERSION: string;
 const version = typeof TRELLIS_VERSION === 'string' ? TRELLIS_VERSION : 'dev';
 
-// A function, not top-level await: Bun's --bytecode (start-up compiled ahead of time, 12.6 -> 9.9 ms
-// per call when it was measured, bench/HISTORY.md) needs the CommonJS output format, which has no
-// top-level await.
 /** For a person at a terminal; the container runtime never passes arguments (built only when asked). */
 const help =
   (): string => `trellis ${version}: the trellis CNI plugin. The container runtime runs it with the CNI_* variables
@@ -27,7 +24,7 @@ unix socket the configuration names, and prints the agent's answer. CNI versions
 Usage: trellis --version | --help. On the node: kubectl -n kube-system exec ds/trellis -- trellis-agent doctor
 `;
 
-async function main(): Promise<void> {
+function main(): void {
   let libc: Libc;
   try {
     libc = openLibc();
@@ -50,9 +47,9 @@ async function main(): Promise<void> {
     process.exit(0);
   }
 
-  const out = await runShim({
+  const out = runShim({
     env: process.env,
-    stdin: () => Promise.resolve(libc.readAll(0)),
+    stdin: () => libc.readAll(0),
     connect: blockingTransport(libc),
     spool: { spoolDel: writeSpooledDel },
   });
@@ -67,4 +64,4 @@ async function main(): Promise<void> {
   process.exit(out.exitCode);
 }
 
-void main();
+main();

@@ -1,8 +1,7 @@
 /**
  * A Transport over blocking system calls: connect, then one poll loop that sends the request and reads
  * the answer, all on the calling thread. The shim binary uses it with libc (cmd/cni/libc.ts): no event
- * loop to start, no thread to wake, which is ~1 ms of every CNI call (bench/HISTORY.md). The call's
- * timeouts, framing and failure kinds are the ones startCall gives the event-loop clients.
+ * loop to start, no thread to wake, which is ~1 ms of every CNI call (bench/HISTORY.md).
  */
 import { CniCode } from '../cni/errors.ts';
 import { LineReader } from './framing.ts';
@@ -50,13 +49,7 @@ export interface BlockingSocket {
 const PEER_GONE = new Set(['EPIPE', 'ECONNRESET']);
 
 export function blockingTransport(sys: BlockingSocket): Transport {
-  return (socketPath, requestLine, timeouts) => {
-    try {
-      return Promise.resolve(blockingCall(sys, socketPath, requestLine, timeouts));
-    } catch (err) {
-      return Promise.reject(err);
-    }
-  };
+  return (socketPath, requestLine, timeouts) => blockingCall(sys, socketPath, requestLine, timeouts);
 }
 
 /** Sends one request line and returns the answer line; throws TransportError or CniError. */

@@ -83,12 +83,12 @@ function ensureDir(fs: Fs, dir: string): void {
  * Records a DEL request line durably. Returns the spool file path. A second DEL for the same pair
  * replaces the first (the newer config wins; both would do the same). Throws CniError IO_FAILURE.
  */
-export async function writeSpooledDel(
+export function writeSpooledDel(
   dir: string,
   containerId: string,
   ifname: string,
   requestLine: string,
-): Promise<string> {
+): string {
   const fs = loadFs();
   const name = spoolFileName(containerId, ifname);
   const file = join(dir, name);

@@ -1,8 +1,7 @@
 /**
- * What the shim needs from a socket client, and how a client reports failure. The shim binary's
- * blocking libc client (blocking-transport.ts over cmd/cni/libc.ts) and the Node client
- * (transport-node.ts) both implement Transport and both fail only with TransportError or CniError,
- * so the dispatcher can decide per verb.
+ * What the shim needs from a socket client, and how a client reports failure: the shim binary's
+ * blocking libc client (blocking-transport.ts over cmd/cni/libc.ts) fails only with TransportError
+ * or CniError, so the dispatcher can decide per verb.
  */
 
 export interface TransportTimeouts {
@@ -13,14 +12,11 @@ export interface TransportTimeouts {
 }
 
 /**
- * Sends one request line to the unix socket and resolves with the answer line (without its
- * newline), or with whatever arrived when the agent closed before sending a newline.
+ * Sends one request line to the unix socket and returns the answer line (without its newline), or
+ * whatever arrived when the agent closed before sending a newline. Blocking: the shim has nothing
+ * else to do meanwhile (shim.ts says why it has no event loop and no promises).
  */
-export type Transport = (
-  socketPath: string,
-  requestLine: string,
-  timeouts: TransportTimeouts,
-) => Promise<string>;
+export type Transport = (socketPath: string, requestLine: string, timeouts: TransportTimeouts) => string;
 
 /**
  * - unreachable: no connection was made (ENOENT, ECONNREFUSED, EACCES, connect timeout);

@@ -2,17 +2,32 @@
  * The compiled shim (dist/bin/trellis, built by `node scripts/build.ts`) run the way a container
  * runtime runs it: CNI_* environment, network config on stdin, result on stdout, exit status. The
  * agent is a node:net server on a real unix socket in this process, answering with the real
- * protocol code. This is what exercises the shim's libc IO (cmd/cni/libc.ts, bun:ffi), which vitest (Node) cannot load.
+ * protocol code. This is what exercises the shim's libc IO (cmd/cni/libc.ts over Bun's FFI), which vitest
+ * (Node) cannot load, and every way its socket can fail.
  */
 import { spawn, spawnSync } from 'node:child_process';
-import { existsSync, mkdtempSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import {
+  existsSync,
+  linkSync,
+  mkdtempSync,
+  readdirSync,
+  readFileSync,
+  rmSync,
+  statSync,
+  writeFileSync,
+} from 'node:fs';
 import { createConnection, type Socket } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { CniCode, CniError } from '../../../pkg/cni/errors.ts';
 import { SUPPORTED_VERSIONS } from '../../../pkg/cni/version.ts';
-import { decodeRequest, encodeResponse, errorResponse } from '../../../pkg/shim/protocol.ts';
+import {
+  decodeRequest,
+  encodeResponse,
+  errorResponse,
+  MAX_RESPONSE_BYTES,
+} from '../../../pkg/shim/protocol.ts';
 import { type AgentStub, answerOk, type StubHandler, startAgentStub } from '../../unit/shim/agent-stub.ts';
 
 const root = join(import.meta.dirname, '..', '..', '..');
@@ -281,6 +296,59 @@ describe.skipIf(skipReason !== undefined)(
       expect(JSON.parse(r.stdout)).toMatchObject({
         code: 11,
         msg: expect.stringContaining('closed the connection without answering ADD'),
+      });
+    });
+
+    it('agent cut off mid-answer: ADD 11; a complete answer without its newline: accepted', async () => {
+      const cut = await start(() => ({ answer: '{"ok":true,"res' }));
+      const r = await runBin(ADD_ENV, conf({ socket: cut.socketPath }));
+      expect(r.code).toBe(1);
+      expect(JSON.parse(r.stdout)).toMatchObject({
+        code: 11,
+        msg: expect.stringContaining(
+          'closed the connection without answering ADD (connection closed in the middle of the answer)',
+        ),
+      });
+      await cut.close();
+      const unterminated = await start(() => ({ answer: JSON.stringify({ ok: true, result: RESULT }) }));
+      const ok = await runBin(ADD_ENV, conf({ socket: unterminated.socketPath }));
+      expect(ok).toEqual({ stdout: `${JSON.stringify(RESULT)}\n`, stderr: '', code: 0 });
+    });
+
+    it('an answer beyond MAX_RESPONSE_BYTES is refused as INTERNAL, not buffered', async () => {
+      const s = await start(() => ({
+        answer: `{"ok":true,"result":"${'x'.repeat(MAX_RESPONSE_BYTES + 10)}"}\n`,
+      }));
+      const r = await runBin(ADD_ENV, conf({ socket: s.socketPath }));
+      expect(r.code).toBe(1);
+      expect(JSON.parse(r.stdout)).toMatchObject({
+        code: CniCode.INTERNAL,
+        msg: `the trellis agent answer exceeds ${MAX_RESPONSE_BYTES} bytes`,
+      });
+    });
+
+    it('a stale socket left by a dead agent (ECONNREFUSED): STATUS 50', async () => {
+      const s = await start(() => answerOk(null));
+      const stale = join(scratch, 'stale.sock');
+      linkSync(s.socketPath, stale); // keeps the socket inode after the server unlinks its own path
+      await s.close();
+      stub = undefined;
+      const r = await runBin(envFor('STATUS'), conf({ socket: stale }));
+      expect(r.code).toBe(1);
+      expect(JSON.parse(r.stdout)).toMatchObject({
+        code: 50,
+        msg: expect.stringContaining(`${stale} (ECONNREFUSED)`),
+      });
+    });
+
+    it('a regular file where the socket should be: ADD 11 naming it, not a crash', async () => {
+      const file = join(scratch, 'not-a-socket');
+      writeFileSync(file, '');
+      const r = await runBin(ADD_ENV, conf({ socket: file }));
+      expect(r.code).toBe(1);
+      expect(JSON.parse(r.stdout)).toMatchObject({
+        code: 11,
+        msg: expect.stringContaining(`${file} (ECONNREFUSED)`),
       });
     });
 

@@ -1,21 +1,11 @@
-import { linkSync, mkdtempSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
 import { CniCode, CniError } from '../../../pkg/cni/errors.ts';
 import { LATEST_VERSION, SUPPORTED_VERSIONS } from '../../../pkg/cni/version.ts';
 import { DEFAULT_SOCKET, DEFAULT_SPOOL_DIR } from '../../../pkg/shim/config.ts';
-import {
-  decodeRequest,
-  encodeResponse,
-  errorResponse,
-  MAX_RESPONSE_BYTES,
-} from '../../../pkg/shim/protocol.ts';
+import { decodeRequest, encodeResponse, errorResponse } from '../../../pkg/shim/protocol.ts';
 import { runShim, type ShimIo, type SpoolPort } from '../../../pkg/shim/shim.ts';
-import { writeSpooledDel } from '../../../pkg/shim/spool-fs.ts';
 import { type Transport, TransportError, type TransportTimeouts } from '../../../pkg/shim/transport.ts';
-import { nodeTransport } from '../../../pkg/shim/transport-node.ts';
-import { type AgentStub, answerOk, type StubHandler, startAgentStub } from './agent-stub.ts';
 
 const ADD_ENV = {
   CNI_COMMAND: 'ADD',
@@ -48,7 +38,7 @@ interface Call {
 /** An in-process transport: records calls and answers (or fails) as told. */
 function fakeTransport(outcome: string | TransportError | CniError): { connect: Transport; calls: Call[] } {
   const calls: Call[] = [];
-  const connect: Transport = async (socket, line, timeouts) => {
+  const connect: Transport = (socket, line, timeouts) => {
     calls.push({ socket, line, timeouts });
     if (typeof outcome === 'string') return outcome;
     throw outcome;
@@ -80,23 +70,23 @@ function io(
 const unreachable = new TransportError('unreachable', 'ECONNREFUSED');
 
 describe('runShim decisions (in-process transport)', () => {
-  it('answers VERSION itself, echoing the config version, without calling the agent', async () => {
+  it('answers VERSION itself, echoing the config version, without calling the agent', () => {
     const t = fakeTransport(unreachable);
-    const out = await runShim(io({ CNI_COMMAND: 'VERSION' }, '{"cniVersion":"0.4.0"}', t.connect));
+    const out = runShim(io({ CNI_COMMAND: 'VERSION' }, '{"cniVersion":"0.4.0"}', t.connect));
     expect(out.exitCode).toBe(0);
     expect(JSON.parse(out.stdout)).toEqual({
       cniVersion: '0.4.0',
       supportedVersions: [...SUPPORTED_VERSIONS],
     });
     expect(t.calls).toEqual([]);
-    const bare = await runShim(io({ CNI_COMMAND: 'VERSION' }, '', t.connect));
+    const bare = runShim(io({ CNI_COMMAND: 'VERSION' }, '', t.connect));
     expect(JSON.parse(bare.stdout).cniVersion).toBe(LATEST_VERSION);
   });
 
-  it('forwards ADD to the default socket and prints the agent result', async () => {
+  it('forwards ADD to the default socket and prints the agent result', () => {
     const t = fakeTransport(encodeResponse({ ok: true, result: RESULT }));
     const stdin = conf();
-    const out = await runShim(io({ ...ADD_ENV, HOME: '/root', SECRET: 's3cr3t' }, stdin, t.connect));
+    const out = runShim(io({ ...ADD_ENV, HOME: '/root', SECRET: 's3cr3t' }, stdin, t.connect));
     expect(out).toEqual({ stdout: `${JSON.stringify(RESULT)}\n`, stderr: '', exitCode: 0 });
     expect(t.calls).toHaveLength(1);
     expect(t.calls[0]?.socket).toBe(DEFAULT_SOCKET);
@@ -104,32 +94,32 @@ describe('runShim decisions (in-process transport)', () => {
     expect(decodeRequest(t.calls[0]!.line)).toEqual({ v: 1, env: ADD_ENV, stdin });
   });
 
-  it('uses the config socket and timeoutMs, and a shorter default for STATUS', async () => {
+  it('uses the config socket and timeoutMs, and a shorter default for STATUS', () => {
     const t = fakeTransport(encodeResponse({ ok: true, result: {} }));
-    await runShim(io(ADD_ENV, conf({ socket: '/tmp/x/agent.sock', timeoutMs: 500 }), t.connect));
+    runShim(io(ADD_ENV, conf({ socket: '/tmp/x/agent.sock', timeoutMs: 500 }), t.connect));
     expect(t.calls[0]).toMatchObject({
       socket: '/tmp/x/agent.sock',
       timeouts: { connectMs: 500, totalMs: 500 },
     });
-    await runShim(io(envFor('STATUS'), conf(), t.connect));
+    runShim(io(envFor('STATUS'), conf(), t.connect));
     expect(t.calls[1]?.timeouts).toEqual({ connectMs: 2000, totalMs: 10_000 });
   });
 
   for (const command of ['DEL', 'CHECK', 'STATUS', 'GC']) {
-    it(`prints nothing when the agent accepts ${command}`, async () => {
+    it(`prints nothing when the agent accepts ${command}`, () => {
       const spool = recordingSpool();
       const t = fakeTransport(encodeResponse({ ok: true, result: null }));
-      const out = await runShim(io(envFor(command), conf({ cniVersion: '1.1.0' }), t.connect, spool));
+      const out = runShim(io(envFor(command), conf({ cniVersion: '1.1.0' }), t.connect, spool));
       expect(out).toEqual({ stdout: '', stderr: '', exitCode: 0 });
       expect(spool.spooled).toEqual([]);
     });
   }
 
-  it('prints the agent error with the config cniVersion and exits 1', async () => {
+  it('prints the agent error with the config cniVersion and exits 1', () => {
     const t = fakeTransport(
       encodeResponse(errorResponse(new CniError(101, 'pool exhausted', '10.244.1.0/24'))),
     );
-    const out = await runShim(io(ADD_ENV, conf({ cniVersion: '0.4.0' }), t.connect));
+    const out = runShim(io(ADD_ENV, conf({ cniVersion: '0.4.0' }), t.connect));
     expect(out.exitCode).toBe(1);
     expect(JSON.parse(out.stdout)).toEqual({
       cniVersion: '0.4.0',
@@ -139,12 +129,12 @@ describe('runShim decisions (in-process transport)', () => {
     });
   });
 
-  it('fails a DEL the agent rejected (only transport failures are spooled)', async () => {
+  it('fails a DEL the agent rejected (only transport failures are spooled)', () => {
     const spool = recordingSpool();
     const t = fakeTransport(
       encodeResponse(errorResponse(new CniError(CniCode.TRY_AGAIN_LATER, 'not ready'))),
     );
-    const out = await runShim(io(envFor('DEL'), conf(), t.connect, spool));
+    const out = runShim(io(envFor('DEL'), conf(), t.connect, spool));
     expect(out.exitCode).toBe(1);
     expect(JSON.parse(out.stdout).code).toBe(11);
     expect(spool.spooled).toEqual([]);
@@ -158,17 +148,17 @@ describe('runShim decisions (in-process transport)', () => {
     ['GC', 11],
     ['STATUS', 50],
   ] as const) {
-    it(`agent unreachable: ${command} fails with ${code} naming the socket`, async () => {
-      const out = await runShim(io(envFor(command), conf(), fakeTransport(unreachable).connect));
+    it(`agent unreachable: ${command} fails with ${code} naming the socket`, () => {
+      const out = runShim(io(envFor(command), conf(), fakeTransport(unreachable).connect));
       expect(out.exitCode).toBe(1);
       expect(JSON.parse(out.stdout)).toEqual({ cniVersion: '1.0.0', code, msg: unreachableMsg });
     });
   }
 
-  it('agent unreachable: DEL is spooled (config spoolDir) and succeeds with empty stdout', async () => {
+  it('agent unreachable: DEL is spooled (config spoolDir) and succeeds with empty stdout', () => {
     const spool = recordingSpool();
     const stdin = conf({ spoolDir: '/tmp/trl-spool' });
-    const out = await runShim(io(envFor('DEL'), stdin, fakeTransport(unreachable).connect, spool));
+    const out = runShim(io(envFor('DEL'), stdin, fakeTransport(unreachable).connect, spool));
     expect(out.exitCode).toBe(0);
     expect(out.stdout).toBe('');
     expect(out.stderr).toContain('DEL recorded in /tmp/trl-spool/x.del.json');
@@ -178,7 +168,7 @@ describe('runShim decisions (in-process transport)', () => {
     expect(decodeRequest(line)).toEqual({ v: 1, env: envFor('DEL'), stdin });
   });
 
-  it('agent unreachable: a DEL whose prevResult does not parse is spooled as it is (the shim never reads it)', async () => {
+  it('agent unreachable: a DEL whose prevResult does not parse is spooled as it is (the shim never reads it)', () => {
     for (const prevResult of [
       { cniVersion: '1.0.0', ips: [{ address: '10.244.1.9/32', interface: 4 }] },
       { cniVersion: '0.2.0', ip4: { ip: '10.244.1.9/32' } },
@@ -186,22 +176,22 @@ describe('runShim decisions (in-process transport)', () => {
     ]) {
       const spool = recordingSpool();
       const stdin = conf({ prevResult });
-      const out = await runShim(io(envFor('DEL'), stdin, fakeTransport(unreachable).connect, spool));
+      const out = runShim(io(envFor('DEL'), stdin, fakeTransport(unreachable).connect, spool));
       expect(out.exitCode, out.stdout).toBe(0);
       expect(out.stdout).toBe('');
       expect(decodeRequest(spool.spooled[0]![3]).stdin).toBe(stdin);
     }
   });
 
-  it('spools DEL to the default directory when the config names none', async () => {
+  it('spools DEL to the default directory when the config names none', () => {
     const spool = recordingSpool();
-    await runShim(io(envFor('DEL'), conf(), fakeTransport(unreachable).connect, spool));
+    runShim(io(envFor('DEL'), conf(), fakeTransport(unreachable).connect, spool));
     expect(spool.spooled[0]?.[0]).toBe(DEFAULT_SPOOL_DIR);
   });
 
-  it('DEL fails with 5 when the agent is down and the spool cannot be written', async () => {
+  it('DEL fails with 5 when the agent is down and the spool cannot be written', () => {
     const spool = recordingSpool(new CniError(CniCode.IO_FAILURE, 'could not spool the DEL to /x: EROFS'));
-    const out = await runShim(io(envFor('DEL'), conf(), fakeTransport(unreachable).connect, spool));
+    const out = runShim(io(envFor('DEL'), conf(), fakeTransport(unreachable).connect, spool));
     expect(out.exitCode).toBe(1);
     const err = JSON.parse(out.stdout);
     expect(err.code).toBe(CniCode.IO_FAILURE);
@@ -209,56 +199,54 @@ describe('runShim decisions (in-process transport)', () => {
     expect(err.msg).toContain('EROFS');
   });
 
-  it('agent too slow: 105 for ADD, spool for DEL', async () => {
+  it('agent too slow: 105 for ADD, spool for DEL', () => {
     const slow = new TransportError('timeout', 'no answer within 60000 ms');
-    const add = await runShim(io(ADD_ENV, conf(), fakeTransport(slow).connect));
+    const add = runShim(io(ADD_ENV, conf(), fakeTransport(slow).connect));
     expect(JSON.parse(add.stdout)).toMatchObject({
       code: CniCode.AGENT_TIMEOUT,
       msg: 'trellis agent at /run/trellis/cni.sock did not answer ADD within 60000 ms',
     });
     const spool = recordingSpool();
-    const del = await runShim(io(envFor('DEL'), conf(), fakeTransport(slow).connect, spool));
+    const del = runShim(io(envFor('DEL'), conf(), fakeTransport(slow).connect, spool));
     expect(del.exitCode).toBe(0);
     expect(spool.spooled).toHaveLength(1);
   });
 
-  it('agent hung up: 11 for ADD, 50 for STATUS, spool for DEL', async () => {
+  it('agent hung up: 11 for ADD, 50 for STATUS, spool for DEL', () => {
     const closed = new TransportError('closed', 'ECONNRESET');
-    expect(JSON.parse((await runShim(io(ADD_ENV, conf(), fakeTransport(closed).connect))).stdout).code).toBe(
-      11,
+    expect(JSON.parse(runShim(io(ADD_ENV, conf(), fakeTransport(closed).connect)).stdout).code).toBe(11);
+    expect(JSON.parse(runShim(io(envFor('STATUS'), conf(), fakeTransport(closed).connect)).stdout).code).toBe(
+      50,
     );
-    expect(
-      JSON.parse((await runShim(io(envFor('STATUS'), conf(), fakeTransport(closed).connect))).stdout).code,
-    ).toBe(50);
     const spool = recordingSpool();
-    expect((await runShim(io(envFor('DEL'), conf(), fakeTransport(closed).connect, spool))).exitCode).toBe(0);
+    expect(runShim(io(envFor('DEL'), conf(), fakeTransport(closed).connect, spool)).exitCode).toBe(0);
     expect(spool.spooled).toHaveLength(1);
   });
 
-  it('reports a malformed agent answer as INTERNAL', async () => {
-    const out = await runShim(io(ADD_ENV, conf(), fakeTransport('{"ok":maybe}').connect));
+  it('reports a malformed agent answer as INTERNAL', () => {
+    const out = runShim(io(ADD_ENV, conf(), fakeTransport('{"ok":maybe}').connect));
     expect(JSON.parse(out.stdout)).toMatchObject({ code: CniCode.INTERNAL });
     expect(JSON.parse(out.stdout).msg).toMatch(/malformed answer from the trellis agent/);
-    const noResult = await runShim(io(ADD_ENV, conf(), fakeTransport('{"ok":true,"result":[1]}').connect));
+    const noResult = runShim(io(ADD_ENV, conf(), fakeTransport('{"ok":true,"result":[1]}').connect));
     expect(JSON.parse(noResult.stdout).msg).toBe('the trellis agent answered ADD without a result object');
   });
 
-  it('bad environment, agent down: code 4 naming every missing variable, with the config cniVersion', async () => {
+  it('bad environment, agent down: code 4 naming every missing variable, with the config cniVersion', () => {
     const t = fakeTransport(unreachable);
-    const out = await runShim(io({ CNI_COMMAND: 'ADD' }, conf({ cniVersion: '0.3.1' }), t.connect));
+    const out = runShim(io({ CNI_COMMAND: 'ADD' }, conf({ cniVersion: '0.3.1' }), t.connect));
     expect(out.exitCode).toBe(1);
     const err = JSON.parse(out.stdout);
     expect(err).toMatchObject({ cniVersion: '0.3.1', code: CniCode.INVALID_ENV });
     for (const v of ['CNI_CONTAINERID', 'CNI_NETNS', 'CNI_IFNAME']) expect(err.msg).toContain(v);
     expect(t.calls).toHaveLength(1); // the agent was asked first: it checks (and logs) the call
-    const none = JSON.parse((await runShim(io({}, conf(), t.connect))).stdout);
+    const none = JSON.parse(runShim(io({}, conf(), t.connect)).stdout);
     expect(none).toMatchObject({ code: 4, msg: expect.stringContaining('CNI_COMMAND is required') });
-    const unknown = JSON.parse((await runShim(io({ CNI_COMMAND: 'ATTACH' }, conf(), t.connect))).stdout);
+    const unknown = JSON.parse(runShim(io({ CNI_COMMAND: 'ATTACH' }, conf(), t.connect)).stdout);
     expect(unknown).toMatchObject({ code: 4, msg: expect.stringContaining('unknown CNI_COMMAND') });
     expect(t.calls).toHaveLength(1); // no verb to ask the agent about
   });
 
-  it('bad environment, agent up: the call is forwarded and the agent refusal printed', async () => {
+  it('bad environment, agent up: the call is forwarded and the agent refusal printed', () => {
     const refusal = encodeResponse(
       errorResponse(
         new CniError(CniCode.INVALID_ENV, 'invalid CNI environment: CNI_IFNAME is required for ADD'),
@@ -266,7 +254,7 @@ describe('runShim decisions (in-process transport)', () => {
     );
     const t = fakeTransport(refusal);
     const env = { ...ADD_ENV, CNI_IFNAME: undefined };
-    const out = await runShim(io(env, conf({ cniVersion: '0.4.0' }), t.connect));
+    const out = runShim(io(env, conf({ cniVersion: '0.4.0' }), t.connect));
     expect(out.exitCode).toBe(1);
     expect(JSON.parse(out.stdout)).toEqual({
       cniVersion: '0.4.0',
@@ -276,17 +264,17 @@ describe('runShim decisions (in-process transport)', () => {
     expect(JSON.parse(t.calls[0]!.line).env).not.toHaveProperty('CNI_IFNAME');
   });
 
-  it('bad environment and a failure of the shim itself: the environment error comes first', async () => {
+  it('bad environment and a failure of the shim itself: the environment error comes first', () => {
     const t = fakeTransport(unreachable);
     const badConfig = JSON.parse(
-      (await runShim(io({ CNI_COMMAND: 'ADD' }, conf({ socket: 'relative.sock' }), t.connect))).stdout,
+      runShim(io({ CNI_COMMAND: 'ADD' }, conf({ socket: 'relative.sock' }), t.connect)).stdout,
     );
     expect(badConfig).toMatchObject({ code: CniCode.INVALID_ENV });
     const huge = conf({ pad: 'x'.repeat(1024 * 1024) });
-    expect(JSON.parse((await runShim(io({ CNI_COMMAND: 'CHECK' }, huge, t.connect))).stdout).code).toBe(4);
+    expect(JSON.parse(runShim(io({ CNI_COMMAND: 'CHECK' }, huge, t.connect)).stdout).code).toBe(4);
     expect(t.calls).toEqual([]);
     const spool = recordingSpool();
-    const del = await runShim(io({ CNI_COMMAND: 'DEL', CNI_IFNAME: 'eth0' }, conf(), t.connect, spool));
+    const del = runShim(io({ CNI_COMMAND: 'DEL', CNI_IFNAME: 'eth0' }, conf(), t.connect, spool));
     expect(JSON.parse(del.stdout)).toMatchObject({
       code: 4,
       msg: expect.stringContaining('CNI_CONTAINERID'),
@@ -294,183 +282,33 @@ describe('runShim decisions (in-process transport)', () => {
     expect(spool.spooled).toEqual([]); // nothing spooled for a DEL that names no container
   });
 
-  it('unreadable stdin: code 5; malformed config: 6; bad shim fields: 7; oversized: 106', async () => {
+  it('unreadable stdin: code 5; malformed config: 6; bad shim fields: 7; oversized: 106', () => {
     const t = fakeTransport(unreachable);
-    const unreadable = await runShim(
-      io(ADD_ENV, () => Promise.reject(new Error('EIO: read failed')), t.connect),
+    const unreadable = runShim(
+      io(
+        ADD_ENV,
+        () => {
+          throw new Error('EIO: read failed');
+        },
+        t.connect,
+      ),
     );
     expect(JSON.parse(unreadable.stdout)).toMatchObject({
       cniVersion: LATEST_VERSION,
       code: 5,
       msg: expect.stringContaining('EIO: read failed'),
     });
-    expect(JSON.parse((await runShim(io(ADD_ENV, '{"cniVersion":', t.connect))).stdout).code).toBe(6);
-    expect(JSON.parse((await runShim(io(ADD_ENV, '[]', t.connect))).stdout).code).toBe(6);
-    const badSocket = JSON.parse(
-      (await runShim(io(ADD_ENV, conf({ socket: 'relative.sock' }), t.connect))).stdout,
-    );
+    expect(JSON.parse(runShim(io(ADD_ENV, '{"cniVersion":', t.connect)).stdout).code).toBe(6);
+    expect(JSON.parse(runShim(io(ADD_ENV, '[]', t.connect)).stdout).code).toBe(6);
+    const badSocket = JSON.parse(runShim(io(ADD_ENV, conf({ socket: 'relative.sock' }), t.connect)).stdout);
     expect(badSocket).toMatchObject({
       code: 7,
       msg: expect.stringContaining('"socket" must be an absolute path'),
     });
-    const badTimeout = JSON.parse((await runShim(io(ADD_ENV, conf({ timeoutMs: 0 }), t.connect))).stdout);
+    const badTimeout = JSON.parse(runShim(io(ADD_ENV, conf({ timeoutMs: 0 }), t.connect)).stdout);
     expect(badTimeout).toMatchObject({ code: 7, msg: expect.stringContaining('"timeoutMs"') });
     const huge = conf({ pad: 'x'.repeat(1024 * 1024) });
-    expect(JSON.parse((await runShim(io(ADD_ENV, huge, t.connect))).stdout).code).toBe(CniCode.BAD_REQUEST);
+    expect(JSON.parse(runShim(io(ADD_ENV, huge, t.connect)).stdout).code).toBe(CniCode.BAD_REQUEST);
     expect(t.calls).toEqual([]);
-  });
-});
-
-describe('runShim over a real unix socket (node:net transport)', () => {
-  let stub: AgentStub | undefined;
-  let scratch: string;
-  beforeAll(() => {
-    scratch = mkdtempSync(join(tmpdir(), 'trl-shimu-'));
-  });
-  afterAll(() => rmSync(scratch, { recursive: true, force: true }));
-  afterEach(async () => {
-    await stub?.close();
-    stub = undefined;
-  });
-  const fsSpool: SpoolPort = { spoolDel: writeSpooledDel };
-  const start = async (h: StubHandler): Promise<AgentStub> => {
-    stub = await startAgentStub(h);
-    return stub;
-  };
-
-  it('ADD: sends exactly one line with only the CNI variables and prints the answer', async () => {
-    const s = await start(() => answerOk(RESULT));
-    const stdin = conf({ socket: s.socketPath });
-    const out = await runShim(io({ ...ADD_ENV, TOKEN: 'secret' }, stdin, nodeTransport, fsSpool));
-    expect(out).toEqual({ stdout: `${JSON.stringify(RESULT)}\n`, stderr: '', exitCode: 0 });
-    expect(s.requests).toEqual([{ v: 1, env: ADD_ENV, stdin }]);
-    expect(s.rawLines[0]).not.toContain('secret');
-  });
-
-  it('a large config (near the 1 MiB limit) crosses the socket intact', async () => {
-    const s = await start((r) => answerOk({ cniVersion: '1.0.0', echoed: r.stdin.length }));
-    const stdin = conf({ socket: s.socketPath, pad: 'é'.repeat(400_000) });
-    const out = await runShim(io(ADD_ENV, stdin, nodeTransport, fsSpool));
-    expect(JSON.parse(out.stdout)).toEqual({ cniVersion: '1.0.0', echoed: stdin.length });
-  });
-
-  it('no socket file (ENOENT): ADD 11 naming the path; DEL spooled to disk', async () => {
-    const sock = join(scratch, 'absent.sock');
-    const spoolDir = join(scratch, 'spool-enoent');
-    const add = await runShim(io(ADD_ENV, conf({ socket: sock }), nodeTransport, fsSpool));
-    expect(JSON.parse(add.stdout)).toEqual({
-      cniVersion: '1.0.0',
-      code: 11,
-      msg: `trellis agent is not reachable at ${sock} (ENOENT); is the trellis DaemonSet pod running on this node?`,
-    });
-    const stdin = conf({ socket: sock, spoolDir });
-    const del = await runShim(io(envFor('DEL'), stdin, nodeTransport, fsSpool));
-    expect(del).toMatchObject({ stdout: '', exitCode: 0 });
-    const file = join(spoolDir, 'c0ffee01.eth0.del.json');
-    expect(readdirSync(spoolDir)).toEqual(['c0ffee01.eth0.del.json']);
-    expect(statSync(file).mode & 0o777).toBe(0o600);
-    expect(decodeRequest(readFileSync(file, 'utf8'))).toEqual({ v: 1, env: envFor('DEL'), stdin });
-  });
-
-  it('stale socket left by a dead agent (ECONNREFUSED): STATUS 50', async () => {
-    const s = await start(() => answerOk({}));
-    const stale = join(scratch, 'stale.sock');
-    linkSync(s.socketPath, stale); // keeps the socket inode after the server unlinks its own path
-    await s.close();
-    stub = undefined;
-    const out = await runShim(
-      io(envFor('STATUS'), conf({ cniVersion: '1.1.0', socket: stale }), nodeTransport),
-    );
-    expect(JSON.parse(out.stdout)).toMatchObject({
-      code: 50,
-      msg: expect.stringContaining(`${stale} (ECONNREFUSED)`),
-    });
-  });
-
-  it('a regular file where the socket should be: 11, not a crash', async () => {
-    const file = join(scratch, 'not-a-socket');
-    writeFileSync(file, '');
-    const out = await runShim(io(ADD_ENV, conf({ socket: file }), nodeTransport));
-    expect(JSON.parse(out.stdout)).toMatchObject({ code: 11, msg: expect.stringContaining(file) });
-  });
-
-  it('agent never answers: ADD 105 after timeoutMs; DEL spooled', async () => {
-    const s = await start(() => ({ silent: true }));
-    const t0 = Date.now();
-    const add = await runShim(io(ADD_ENV, conf({ socket: s.socketPath, timeoutMs: 300 }), nodeTransport));
-    const took = Date.now() - t0;
-    expect(JSON.parse(add.stdout)).toMatchObject({ code: CniCode.AGENT_TIMEOUT });
-    expect(took).toBeGreaterThanOrEqual(290);
-    expect(took).toBeLessThan(3000);
-    const spoolDir = join(scratch, 'spool-timeout');
-    const del = await runShim(
-      io(envFor('DEL'), conf({ socket: s.socketPath, timeoutMs: 200, spoolDir }), nodeTransport, fsSpool),
-    );
-    expect(del.exitCode).toBe(0);
-    expect(readdirSync(spoolDir)).toEqual(['c0ffee01.eth0.del.json']);
-    expect(s.requests).toHaveLength(2); // the agent did get both requests
-  });
-
-  it('agent hangs up without answering: ADD 11 saying so', async () => {
-    const s = await start(() => ({ hangUp: true }));
-    const out = await runShim(io(ADD_ENV, conf({ socket: s.socketPath }), nodeTransport));
-    expect(JSON.parse(out.stdout)).toMatchObject({
-      code: 11,
-      msg: expect.stringContaining('closed the connection without answering ADD'),
-    });
-  });
-
-  it('agent cut off mid-answer: 11; complete JSON without newline: accepted', async () => {
-    const cut = await start(() => ({ answer: '{"ok":true,"res' }));
-    const out = await runShim(io(ADD_ENV, conf({ socket: cut.socketPath }), nodeTransport));
-    expect(JSON.parse(out.stdout)).toMatchObject({
-      code: 11,
-      msg: expect.stringContaining('middle of the answer'),
-    });
-    await cut.close();
-    const unterminated = await start(() => ({ answer: JSON.stringify({ ok: true, result: RESULT }) }));
-    const ok = await runShim(io(ADD_ENV, conf({ socket: unterminated.socketPath }), nodeTransport));
-    expect(JSON.parse(ok.stdout)).toEqual(RESULT);
-  });
-
-  it('an answer beyond MAX_RESPONSE_BYTES is refused as INTERNAL, not buffered', async () => {
-    const s = await start(() => ({
-      answer: `{"ok":true,"result":"${'x'.repeat(MAX_RESPONSE_BYTES + 10)}"}\n`,
-    }));
-    const out = await runShim(io(ADD_ENV, conf({ socket: s.socketPath }), nodeTransport));
-    expect(JSON.parse(out.stdout)).toMatchObject({
-      code: CniCode.INTERNAL,
-      msg: 'the trellis agent answer exceeds 1048576 bytes',
-    });
-  });
-
-  it('agent error crosses the socket with code, msg and details', async () => {
-    const s = await start(() => ({
-      answer: encodeResponse(
-        errorResponse(new CniError(CniCode.NETNS_NOT_FOUND, 'no netns', '/var/run/netns/x')),
-      ),
-    }));
-    const out = await runShim(io(envFor('CHECK'), conf({ socket: s.socketPath }), nodeTransport));
-    expect(out.exitCode).toBe(1);
-    expect(JSON.parse(out.stdout)).toEqual({
-      cniVersion: '1.0.0',
-      code: CniCode.NETNS_NOT_FOUND,
-      msg: 'no netns',
-      details: '/var/run/netns/x',
-    });
-  });
-
-  it('serves parallel calls independently (no shared state in the dispatcher)', async () => {
-    const s = await start(async (r) => {
-      await new Promise((res) => setTimeout(res, 20));
-      return answerOk({ cniVersion: '1.0.0', id: r.env.CNI_CONTAINERID });
-    });
-    const ids = Array.from({ length: 20 }, (_, i) => `pod${i}`);
-    const outs = await Promise.all(
-      ids.map((id) =>
-        runShim(io({ ...ADD_ENV, CNI_CONTAINERID: id }, conf({ socket: s.socketPath }), nodeTransport)),
-      ),
-    );
-    expect(outs.map((o) => JSON.parse(o.stdout).id)).toEqual(ids);
   });
 });

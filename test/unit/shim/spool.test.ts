@@ -80,9 +80,9 @@ describe('spool on disk', () => {
   });
   afterEach(() => rmSync(root, { recursive: true, force: true }));
 
-  it('writes the request line to <id>.<ifname>.del.json, dir 0700 and file 0600, no temp left', async () => {
+  it('writes the request line to <id>.<ifname>.del.json, dir 0700 and file 0600, no temp left', () => {
     const line = delLine('abc', 'eth0');
-    const file = await writeSpooledDel(dir, 'abc', 'eth0', line);
+    const file = writeSpooledDel(dir, 'abc', 'eth0', line);
     expect(file).toBe(join(dir, 'abc.eth0.del.json'));
     expect(readFileSync(file, 'utf8')).toBe(line);
     expect(statSync(dir).mode & 0o777).toBe(0o700);
@@ -90,10 +90,10 @@ describe('spool on disk', () => {
     expect(readdirSync(dir)).toEqual(['abc.eth0.del.json']);
   });
 
-  it('sets mode 0600 whatever the umask', async () => {
+  it('sets mode 0600 whatever the umask', () => {
     const old = process.umask(0o000);
     try {
-      const file = await writeSpooledDel(dir, 'abc', 'eth0', delLine('abc', 'eth0'));
+      const file = writeSpooledDel(dir, 'abc', 'eth0', delLine('abc', 'eth0'));
       expect(statSync(file).mode & 0o777).toBe(0o600);
     } finally {
       process.umask(old);
@@ -101,9 +101,9 @@ describe('spool on disk', () => {
   });
 
   it('replaces an earlier DEL for the same pair and keeps pairs apart', async () => {
-    await writeSpooledDel(dir, 'abc', 'eth0', delLine('abc', 'eth0', '{"first":1}'));
-    await writeSpooledDel(dir, 'abc', 'eth0', delLine('abc', 'eth0', '{"second":2}'));
-    await writeSpooledDel(dir, 'abc', 'net1', delLine('abc', 'net1'));
+    writeSpooledDel(dir, 'abc', 'eth0', delLine('abc', 'eth0', '{"first":1}'));
+    writeSpooledDel(dir, 'abc', 'eth0', delLine('abc', 'eth0', '{"second":2}'));
+    writeSpooledDel(dir, 'abc', 'net1', delLine('abc', 'net1'));
     const { entries, bad } = await listSpooled(dir);
     expect(bad).toEqual([]);
     expect(entries.map((e) => [e.file, e.request.stdin])).toEqual([
@@ -117,13 +117,15 @@ describe('spool on disk', () => {
     });
   });
 
-  it('fails with IO_FAILURE naming the directory when it cannot write', async () => {
+  it('fails with IO_FAILURE naming the directory when it cannot write', () => {
     writeFileSync(join(root, 'file'), 'x');
     const blocked = join(root, 'file', 'spool'); // a path under a regular file
-    await expect(writeSpooledDel(blocked, 'abc', 'eth0', delLine('abc', 'eth0'))).rejects.toMatchObject({
-      code: CniCode.IO_FAILURE,
-      message: expect.stringContaining(`could not spool the DEL to ${blocked}`),
-    });
+    expect(() => writeSpooledDel(blocked, 'abc', 'eth0', delLine('abc', 'eth0'))).toThrow(
+      expect.objectContaining({
+        code: CniCode.IO_FAILURE,
+        message: expect.stringContaining(`could not spool the DEL to ${blocked}`),
+      }),
+    );
   });
 
   it('lists a missing directory as empty', async () => {
@@ -131,7 +133,7 @@ describe('spool on disk', () => {
   });
 
   it('moves corrupt files aside and reports them instead of throwing', async () => {
-    await writeSpooledDel(dir, 'good', 'eth0', delLine('good', 'eth0'));
+    writeSpooledDel(dir, 'good', 'eth0', delLine('good', 'eth0'));
     writeFileSync(join(dir, 'junk.eth0.del.json'), '{"v":1,"env":');
     writeFileSync(join(dir, 'moved.eth0.del.json'), delLine('other', 'eth0'));
     writeFileSync(join(dir, 'README'), 'not a spool file');
@@ -154,7 +156,7 @@ describe('spool on disk', () => {
   });
 
   it('deletes temp files left by a shim that died mid-write, but not fresh ones', async () => {
-    await writeSpooledDel(dir, 'abc', 'eth0', delLine('abc', 'eth0'));
+    writeSpooledDel(dir, 'abc', 'eth0', delLine('abc', 'eth0'));
     const stale = join(dir, 'abc.eth1.del.json.1.x.tmp');
     const fresh = join(dir, 'abc.eth2.del.json.2.y.tmp');
     writeFileSync(stale, 'partial');
@@ -167,7 +169,7 @@ describe('spool on disk', () => {
   });
 
   it('removeSpooled deletes and is idempotent', async () => {
-    const file = await writeSpooledDel(dir, 'abc', 'eth0', delLine('abc', 'eth0'));
+    const file = writeSpooledDel(dir, 'abc', 'eth0', delLine('abc', 'eth0'));
     await removeSpooled(file);
     await removeSpooled(file);
     expect(readdirSync(dir)).toEqual([]);
