@@ -1,7 +1,8 @@
 /**
  * Bun's native FFI functions, taken from the object `bun:ffi` wraps (`Bun.FFI`) instead of from the
  * module. `bun:ffi` is a JavaScript module that Bun compiles from source on every start: importing it
- * cost the shim ~1.6 ms here, twice the dlopen it exists for, in every CNI call (bench/HISTORY.md).
+ * cost the shim 1.6-2 ms on the test VM, twice the dlopen it exists for, in every CNI call
+ * (bench/HISTORY.md).
  * The three functions the shim uses are the module's own exports or thin wrappers of them (dlopen's
  * turns a returned Error into a throw, as this one does). `Bun.FFI` is not documented, but the shim
  * is compiled with the Bun that package-lock pins and carries it inside: it cannot change under a

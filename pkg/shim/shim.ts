@@ -18,9 +18,9 @@
  * out the error's cniVersion) on every call cost the shim's run 0.3-0.45 ms: in a process that runs
  * its code once, each first call of a function costs tens of microseconds (bench/HISTORY.md).
  *
- * Synchronous throughout, ports included: the binary's IO blocks anyway, and JavaScriptCore compiles
- * the builtins behind async functions and promises (generators too) on their first use, ~0.3-0.6 ms
- * of every call on the test VM for a shim that awaits nothing that is not already there.
+ * Synchronous throughout, ports included: the binary's IO blocks anyway (cmd/cni/libc.ts), so a
+ * promise would only wrap a value that is already there, and in a fresh process the first async
+ * call alone costs ~0.3 ms (bench/HISTORY.md).
  */
 import { type CniCommand, isCniCommand, parseCniEnv } from '../cni/env.ts';
 import { CniCode, CniError, toCniError } from '../cni/errors.ts';
