@@ -83,14 +83,18 @@ function causesOf(s: StatusLike | undefined): string[] {
     .filter((r): r is string => typeof r === 'string');
 }
 
+const DELAY_SECONDS = /^\d+$/;
+
 /**
  * The wait the server asked for, in ms: the Retry-After header (delay-seconds; the HTTP-date form is
  * not used by the API server) or else the Status's details.retryAfterSeconds. Undefined when neither
  * says a positive number of seconds.
  */
 export function retryAfterMsOf(header: string | undefined, status?: StatusLike): number | undefined {
-  const fromHeader = header === undefined ? Number.NaN : Number(header.trim());
-  if (Number.isInteger(fromHeader) && fromHeader > 0) return fromHeader * 1000;
+  // delay-seconds is digits only (RFC 9110 10.2.3); Number() alone would take "1e2", "0x10" or "+3".
+  const text = header?.trim() ?? '';
+  const fromHeader = DELAY_SECONDS.test(text) ? Number(text) : 0;
+  if (fromHeader > 0) return fromHeader * 1000;
   const d = status?.details;
   const seconds =
     typeof d === 'object' && d !== null

@@ -69,6 +69,9 @@ describe('Retry-After', () => {
     ['nothing from an HTTP-date', 'Wed, 21 Oct 2015 07:28:00 GMT', undefined, undefined],
     ['nothing from zero', '0', { details: { retryAfterSeconds: 0 } }, undefined],
     ['nothing from a fraction', '1.5', undefined, undefined],
+    ['nothing from what is not delay-seconds (RFC 9110: digits only)', '1e2', undefined, undefined],
+    ['the Status details when the header is hex', '0x10', { details: { retryAfterSeconds: 4 } }, 4000],
+    ['nothing from a signed number', '+3', undefined, undefined],
     ['nothing at all', undefined, undefined, undefined],
   ])('takes %s', (_what, header, status, expected) => {
     expect(retryAfterMsOf(header, status)).toBe(expected);
