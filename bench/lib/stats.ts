@@ -40,14 +40,27 @@ export function table(header: readonly string[], rows: readonly (readonly (strin
     .join('\n');
 }
 
-/** The short commit hash of the checkout (with "+dirty" when tracked files differ). */
+/**
+ * The short commit hash of the checkout, with "+dirty" when tracked files differ. The benchmarks' own
+ * outputs (bench/results/, the chart) do not count: a sweep rewrites them as it goes, and every script
+ * after the first would otherwise be measured on a "dirty" tree.
+ */
 export function commitId(): string {
   const root = new URL('../..', import.meta.url).pathname;
   try {
     const git = (...args: string[]): string =>
       execFileSync('git', ['-C', root, ...args], { encoding: 'utf8' }).trim();
     const head = git('rev-parse', '--short', 'HEAD');
-    return git('status', '--porcelain', '--untracked-files=no') === '' ? head : `${head}+dirty`;
+    const changed = git(
+      'status',
+      '--porcelain',
+      '--untracked-files=no',
+      '--',
+      '.',
+      ':(exclude)bench/results',
+      ':(exclude)bench/cni-add-latency.svg',
+    );
+    return changed === '' ? head : `${head}+dirty`;
   } catch {
     return 'unknown';
   }
