@@ -1,0 +1,76 @@
+/**
+ * Every benchmark, one after the other, the way the latest figures in bench/README.md were taken:
+ * three runs of the latency bench and two of the datapath interleaved with the others, one of each
+ * other script, the 10-minute footprint check and the 2-minute one, then the chart. Each script
+ * writes the result file bench/README.md names; nothing else should run on the machine meanwhile
+ * (~35 min on the slower test VM). Stops at the first script that fails.
+ *
+ *   node_modules/.bin/node scripts/build.ts
+ *   node_modules/.bin/node bench/sweep.ts [--out-dir DIR] [--only SCRIPT,...]
+ *
+ * --out-dir: where the result files go (default bench/results; the chart goes there too when it is
+ * given, else to bench/). --only: just these scripts' steps, in the sweep's order (e.g.
+ * `--only datapath.ts,chart.ts`).
+ */
+import { spawnSync } from 'node:child_process';
+import { join } from 'node:path';
+import { parseArgs } from 'node:util';
+
+const { values: opts } = parseArgs({
+  options: { 'out-dir': { type: 'string' }, only: { type: 'string' } },
+});
+const bench = import.meta.dirname;
+const outDir = opts['out-dir'] ?? join(bench, 'results');
+const chart =
+  opts['out-dir'] === undefined ? join(bench, 'cni-add-latency.svg') : join(outDir, 'cni-add-latency.svg');
+
+interface Step {
+  script: string;
+  args: string[];
+  /** Node flags before the script (event-filter measures under the agent's V8 flags). */
+  nodeFlags?: string[];
+}
+const out = (file: string): string[] => ['--out', join(outDir, file)];
+const STEPS: Step[] = [
+  { script: 'cni-latency.ts', args: out('cni-latency.json') },
+  { script: 'shim-startup.ts', args: ['--runs', '300', ...out('shim-startup.json')] },
+  { script: 'route-convergence.ts', args: out('route-convergence.json') },
+  { script: 'cni-latency.ts', args: out('cni-latency-2.json') },
+  { script: 'datapath.ts', args: out('datapath.json') },
+  { script: 'event-filter.ts', args: out('event-filter.json'), nodeFlags: ['--no-opt', '--no-maglev'] },
+  { script: 'cni-latency.ts', args: out('cni-latency-3.json') },
+  { script: 'datapath.ts', args: out('datapath-repeat.json') },
+  { script: 'footprint.ts', args: ['--minutes', '10', ...out('footprint-10min.json')] },
+  { script: 'footprint.ts', args: out('footprint.json') },
+  { script: 'chart.ts', args: ['--in', join(outDir, 'cni-latency.json'), '--out', chart] },
+];
+
+const only = opts.only?.split(',').map((s) => s.trim());
+const unknown = only?.filter((name) => !STEPS.some((step) => step.script === name)) ?? [];
+if (unknown.length > 0) {
+  process.stderr.write(
+    `--only: no step runs ${unknown.join(', ')} (scripts: ${[...new Set(STEPS.map((s) => s.script))].join(', ')})\n`,
+  );
+  process.exit(2);
+}
+const steps = only === undefined ? STEPS : STEPS.filter((step) => only.includes(step.script));
+
+const started = new Date();
+process.stdout.write(`sweep started ${started.toISOString()}, results in ${outDir}\n`);
+for (const [i, step] of steps.entries()) {
+  process.stdout.write(`\n== ${i + 1}/${steps.length} ${step.script} ${step.args.join(' ')}\n`);
+  const run = spawnSync(
+    process.execPath,
+    [...(step.nodeFlags ?? []), join(bench, step.script), ...step.args],
+    {
+      stdio: 'inherit',
+    },
+  );
+  if (run.status !== 0) {
+    process.stderr.write(`${step.script} failed (${run.signal ?? `exit ${run.status}`}): sweep stopped\n`);
+    process.exit(1);
+  }
+}
+process.stdout.write(
+  `\nsweep done ${new Date().toISOString()} (${Math.round((Date.now() - started.getTime()) / 60_000)} min)\n`,
+);
