@@ -178,7 +178,7 @@ describe.skipIf(skip !== undefined)(`faults${skip ? ` (skipped: ${skip})` : ''}`
       expect(ok.code, ok.stdout).toBe(0);
       const before = holdings(node, ipamDir);
       const mountpoint = join(node.agent.stateDir, 'ipam');
-      inAgentMountNs(pid, 'mount', ['-o', 'remount,ro', mountpoint]);
+      await remountReadOnly(pid, mountpoint);
       try {
         const r = await node.add(node.podNs(), containerId());
         expect(r.json).toMatchObject({ code: 107 });
@@ -200,6 +200,24 @@ describe.skipIf(skip !== undefined)(`faults${skip ? ` (skipped: ${skip})` : ''}`
       expect(isAlive(pid)).toBe(true);
     });
   });
+
+  /**
+   * `mount -o remount,ro` fails with EBUSY while a file on the mount is open for writing: the agent
+   * has one open for a moment ~50 ms after an ADD (a spare lease file being created by the idle
+   * top-up, pkg/ipam/spares.ts). An administrator would retry; so does the test.
+   */
+  async function remountReadOnly(agentPid: number, mountpoint: string): Promise<void> {
+    const deadline = Date.now() + 5000;
+    for (;;) {
+      try {
+        inAgentMountNs(agentPid, 'mount', ['-o', 'remount,ro', mountpoint]);
+        return;
+      } catch (err) {
+        if (!String(err).includes('busy') || Date.now() > deadline) throw err;
+        await new Promise((r) => setTimeout(r, 20));
+      }
+    }
+  }
 
   describe('a corrupted lease file', () => {
     // A /29: 5 addresses, so reuse of the corrupted lease's address would show quickly.
