@@ -68,11 +68,7 @@ export interface RawMessage {
 
 /** One netlink message: nlmsghdr + body parts. */
 export function encodeMessage(type: number, flags: number, seq: number, body: readonly Uint8Array[]): Buffer {
-  let len = NLMSG_HDRLEN;
-  for (const b of body) len += b.length;
-  const out = zeroed(align4(len));
-  writeMessage(out, 0, type, flags, seq, body);
-  return out;
+  return encodeMessages([{ type, flags, seq, body }]);
 }
 
 export interface EncodableMessage {
