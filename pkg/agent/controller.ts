@@ -433,7 +433,7 @@ export class NodeController {
       for (const p of report.problems) deps.log.warn({ peer: p.node, problem: p.problem }, 'node skipped');
       for (const c of report.conflicts) {
         deps.log.warn(
-          c.unreadable === true
+          c.existing.unreadable === true
             ? { route: c.desired.dst, holder: UNREADABLE_HOLDER }
             : { route: c.desired.dst, protocol: c.existing.protocol, gateway: c.existing.gateway },
           'route not programmed: its prefix is held by a route trellis does not own',

@@ -47,7 +47,7 @@ export function peerRouteStates(
   for (const c of report.conflicts) {
     broken.set(
       `${c.desired.family} ${c.desired.dst}`,
-      c.unreadable === true
+      c.existing.unreadable === true
         ? `${c.desired.dst} is held by a route trellis does not own: ${UNREADABLE_HOLDER}`
         : `${c.desired.dst} is held by a route trellis does not own (protocol ${c.existing.protocol ?? 'unknown'})`,
     );

@@ -161,7 +161,7 @@ export function routesView(node: string, st: AgentRouteState): RoutesView {
       want: describe(d, links),
       have: have === undefined ? '' : describe(have, links),
       state,
-      ...(conflict?.unreadable === true ? { unreadable: true as const } : {}),
+      ...(conflict?.existing.unreadable === true ? { unreadable: true as const } : {}),
     });
   }
   const desiredKeys = new Set(st.desired.map(routeKey));

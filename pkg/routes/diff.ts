@@ -37,19 +37,18 @@ export interface RouteDiff {
   conflicts: RouteConflict[];
 }
 
-/**
- * A desired route whose key another route holds. `unreadable`: the holder is a route the dump parser
- * cannot express (multipath, unreachable, prohibit, throw), found when the exclusive add was refused;
- * `existing` then carries only its key.
- */
-/** How logs and operator commands name the holder of an `unreadable` conflict. */
+/** How logs and operator commands name a holder that is a route RouteInfo cannot express. */
 export const UNREADABLE_HOLDER =
   'a multipath, unreachable, prohibit or throw route, which trellis cannot read';
 
+/**
+ * A desired route whose key another route holds. When the holder is a route the dump parser cannot
+ * express (multipath, unreachable, prohibit, throw: listed by key, or found when the exclusive add was
+ * refused), `existing` carries only its key and `existing.unreadable`.
+ */
 export interface RouteConflict {
   desired: RouteInfo;
   existing: RouteInfo;
-  unreadable?: true;
 }
 
 /** True when the route is one this reconciler created and may change or delete (see the file comment). */
@@ -95,11 +94,7 @@ export function diffRoutes(desired: RouteInfo[], programmed: RouteInfo[]): Route
     const existing = have.get(k) ?? NONE;
     const foreign = existing.find((e) => !isOwnedRoute(e));
     if (foreign !== undefined) {
-      out.conflicts.push(
-        foreign.unreadable === true
-          ? { desired: d, existing: foreign, unreadable: true }
-          : { desired: d, existing: foreign },
-      );
+      out.conflicts.push({ desired: d, existing: foreign });
       continue;
     }
     if (existing.length === 0) {

@@ -170,9 +170,9 @@ function foldedReport(state: PeerState, durationMs: number): ReconcileReport {
 
 /** A new route the kernel refused because a route the dump could not show holds its key. */
 function unreadableConflict(desired: RouteInfo): RouteConflict {
-  const existing: RouteInfo = { family: desired.family, dst: desired.dst };
+  const existing: RouteInfo = { family: desired.family, dst: desired.dst, unreadable: true };
   if (desired.table !== undefined) existing.table = desired.table;
-  return { desired, existing, unreadable: true };
+  return { desired, existing };
 }
 
 export interface RouteReconcilerOptions {

@@ -54,7 +54,7 @@ describe.skipIf(netnsSkipReason !== undefined)(
           const r = new RouteReconciler({ handle: h });
           const full = await r.reconcile(input([p1]));
           expect(full.errors).toEqual([]);
-          expect(full.conflicts.map((c) => [c.desired.dst, c.unreadable])).toEqual([
+          expect(full.conflicts.map((c) => [c.desired.dst, c.existing.unreadable])).toEqual([
             ['10.244.0.0/24', unreadable],
           ]);
           expect(programmed(full)).toBe(1); // p1's route; the blackhole is held from us
@@ -112,7 +112,7 @@ describe.skipIf(netnsSkipReason !== undefined)('an IPv6 route in front of ours (
     try {
       const rep = await r.reconcile(input([p1]));
       expect(rep.quiet).toBeUndefined();
-      expect(rep.conflicts.map((c) => [c.desired.dst, c.existing.protocol, c.unreadable])).toEqual([
+      expect(rep.conflicts.map((c) => [c.desired.dst, c.existing.protocol, c.existing.unreadable])).toEqual([
         ['fd00:10:244:1::/64', 4, unreadable],
       ]);
     } finally {

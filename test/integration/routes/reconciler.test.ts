@@ -295,7 +295,7 @@ describe.skipIf(netnsSkipReason !== undefined)('RouteReconciler on a real kernel
       const r = new RouteReconciler({ handle: open(a) });
       const report = await r.reconcile(input([self, ...peers]));
       expect(report.errors).toEqual([]);
-      expect(report.conflicts.map((c) => [c.desired.dst, c.existing.dst, c.unreadable])).toEqual([
+      expect(report.conflicts.map((c) => [c.desired.dst, c.existing.dst, c.existing.unreadable])).toEqual([
         ['10.247.1.0/24', '10.247.1.0/24', true],
         ['10.247.2.0/24', '10.247.2.0/24', true],
       ]);
