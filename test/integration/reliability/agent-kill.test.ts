@@ -8,14 +8,13 @@
  * route) and connectivity; no address is ever answered to two live pods; no two leases share an
  * address. At the end, after every pod is deleted and one more restart: nothing left.
  */
-import { watch } from 'node:fs';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { PluginRun } from '../../support/cni-driver.ts';
 import { builtSkipReason } from '../../support/cni-driver.ts';
 import { delNetns, netnsSkipReason, nsPing, type TestNetns } from '../../support/netns.ts';
 import { type AddResult, containerId, NodeHarness, podAddr } from '../datapath/harness.ts';
-import { holdings, leaseAddresses, waitFor } from './support.ts';
+import { holdings, leaseAddresses, leaseCreated, waitFor } from './support.ts';
 
 const skip = netnsSkipReason ?? builtSkipReason();
 const ROUNDS = 22;
@@ -219,18 +218,3 @@ describe.skipIf(skip !== undefined)(
     }, 240_000);
   },
 );
-
-/** Resolves when a new lease file shows up in dir (or after timeoutMs). */
-function leaseCreated(dir: string, timeoutMs: number): Promise<void> {
-  return new Promise((resolve) => {
-    const done = (): void => {
-      clearTimeout(timer);
-      watcher.close();
-      resolve();
-    };
-    const watcher = watch(dir, (event, name) => {
-      if (event === 'rename' && name?.endsWith('.json') === true) done();
-    });
-    const timer = setTimeout(done, timeoutMs);
-  });
-}

@@ -4,7 +4,7 @@
  * and a live pod's lease file corrupted while the agent was down.
  */
 import { type ChildProcess, spawnSync } from 'node:child_process';
-import { appendFileSync, readFileSync, rmSync, watch, writeFileSync } from 'node:fs';
+import { appendFileSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { hostVethName } from '../../../pkg/datapath/names.ts';
@@ -19,6 +19,7 @@ import {
   inAgentMountNs,
   isAlive,
   leaseAddresses,
+  leaseCreated,
   spawnShim,
   startAgentWithTmpfsState,
   waitFor,
@@ -104,17 +105,7 @@ describe.skipIf(skip !== undefined)(`faults${skip ? ` (skipped: ${skip})` : ''}`
       const randomHits = outcomes.killedAfterAgentGotIt;
       for (let i = 24; i < 28; i++) {
         await killedAdd(i, async (id, shim) => {
-          const watcher = watch(leasesDir);
-          try {
-            await new Promise<void>((resolve) => {
-              watcher.on('change', (_event, name) => {
-                if (String(name).startsWith(id)) resolve();
-              });
-              shim.once('exit', () => resolve());
-            });
-          } finally {
-            watcher.close();
-          }
+          await leaseCreated(leasesDir, 2_000, id);
           shim.kill('SIGKILL');
         });
       }

@@ -4,7 +4,7 @@
  * good ADD/DEL probe. Everything runs inside the NodeHarness's test namespaces.
  */
 import { type ChildProcess, execFileSync, spawn } from 'node:child_process';
-import { existsSync, mkdtempSync, readdirSync, readFileSync } from 'node:fs';
+import { existsSync, mkdtempSync, readdirSync, readFileSync, watch } from 'node:fs';
 import { createConnection } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -330,4 +330,19 @@ export function spawnShim(
     child.on('close', (code, signal) => resolve({ code, signal, stdout })),
   );
   return { child, done };
+}
+
+/** Resolves when a lease file (of containerId, if given) shows up in dir, or after timeoutMs. */
+export function leaseCreated(dir: string, timeoutMs: number, containerId = ''): Promise<void> {
+  return new Promise((resolve) => {
+    const done = (): void => {
+      clearTimeout(timer);
+      watcher.close();
+      resolve();
+    };
+    const watcher = watch(dir, (event, name) => {
+      if (event === 'rename' && name?.startsWith(containerId) === true && name.endsWith('.json')) done();
+    });
+    const timer = setTimeout(done, timeoutMs);
+  });
 }
