@@ -7,7 +7,7 @@
  * - Bearer token from the kubeconfig, or from a file re-read every reloadMs (bound service account
  *   tokens rotate; client-go re-reads about every minute). A failed re-read keeps the last token.
  * - Non-watch requests time out after requestTimeoutMs; a watch after watchIdleMs without a byte
- *   (as client-node's Watch: a partitioned connection must not hang the informer forever).
+ *   (a partitioned connection must not hang the informer forever; WATCH_IDLE_MS).
  * - A watch line that is not JSON fails the watch (resumed from the last resourceVersion, so the
  *   event is replayed) instead of being skipped: a skipped event would never come back.
  */
@@ -16,7 +16,14 @@ import type * as Http from 'node:http';
 import * as https from 'node:https';
 import { fromHttpResponse, K8sError, K8sReason, toK8sError } from './errors.ts';
 import type { HttpSpec } from './kubeconfig-parse.ts';
-import type { Page, PatchType, Transport, WatchEnd, WatchParams } from './transport.ts';
+import {
+  type Page,
+  type PatchType,
+  type Transport,
+  WATCH_IDLE_MS,
+  type WatchEnd,
+  type WatchParams,
+} from './transport.ts';
 
 // node:http through process.getBuiltinModule, not an ESM import: building the ESM namespace of node:http
 // reads its lazy exports (WebSocket and friends) and so loads undici, http2 and web streams (~8 MB RSS
@@ -27,7 +34,7 @@ export interface HttpTransportOptions {
   userAgent: string;
   /** Default 60_000. */
   requestTimeoutMs?: number;
-  /** Default 30_000, client-node's Watch inactivity timeout. */
+  /** Default WATCH_IDLE_MS. */
   watchIdleMs?: number;
   /** For the token reload; default Date.now. */
   now?: () => number;
@@ -62,7 +69,7 @@ export class HttpTransport implements Transport {
     this.#spec = spec;
     this.#userAgent = opts.userAgent;
     this.#requestTimeoutMs = opts.requestTimeoutMs ?? 60_000;
-    this.#watchIdleMs = opts.watchIdleMs ?? 30_000;
+    this.#watchIdleMs = opts.watchIdleMs ?? WATCH_IDLE_MS;
     this.#now = opts.now ?? Date.now;
     const common = { keepAlive: true, keepAliveMsecs: 30_000 };
     if (spec.server.protocol === 'https:') {

@@ -8,7 +8,7 @@
  * - 410 Gone (an ERROR event with a 410 Status, or an HTTP 410) -> relist after a random wait in
  *   [0, 2 x backoff.initialMs), 0-1 s by default: an API server restart expires every agent's watch
  *   at once, and the wait spreads their full lists (client-go waits ~0.8-1.6 s through its backoff).
- * - A clean close (server timeout) or the client's 30 s inactivity timeout -> watch again from the
+ * - A clean close (server timeout) or the transport's inactivity timeout -> watch again from the
  *   last resourceVersion seen (events or BOOKMARKs), no relist.
  * - Any other failure (list or watch) -> onError(err, delay), capped jittered exponential backoff,
  *   then retry the same step (a failed watch resumes from its resourceVersion; 410 then relists).

@@ -4,7 +4,7 @@
  */
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import type { AddressInfo } from 'node:net';
-import { afterEach, describe, expect, it } from 'vitest';
+import { afterEach, describe, expect, it, vi } from 'vitest';
 import { HttpTransport } from '../../../pkg/k8s/http-transport.ts';
 import { rejection } from './helpers.ts';
 
@@ -168,6 +168,61 @@ describe('HttpTransport', () => {
     expect(new URL(urls[0]!, 'http://x').searchParams.toString()).toBe(
       'watch=true&allowWatchBookmarks=true&timeoutSeconds=60&resourceVersion=5',
     );
+  });
+
+  it('by default keeps a watch that gets a BOOKMARK once a minute, and ends one silent for 90 s', async () => {
+    // The API server's cacher sends each watch a BOOKMARK every minute: a quiet cluster's healthy
+    // watch must not be taken for dead (and re-made) between two of them.
+    let res: ServerResponse | undefined;
+    server = createServer((_req, r) => {
+      open.add(r);
+      r.writeHead(200, { 'content-type': 'application/json' });
+      r.flushHeaders();
+      res = r;
+    });
+    await new Promise<void>((r) => server!.listen(0, '127.0.0.1', () => r()));
+    const { port } = server.address() as AddressInfo;
+    const t = new HttpTransport(
+      { server: new URL(`http://127.0.0.1:${port}`), insecure: true },
+      { userAgent: 'trellis-agent/test' },
+    );
+    const turn = (): Promise<void> => new Promise((r) => setImmediate(r));
+    const until = async (cond: () => boolean): Promise<void> => {
+      for (let i = 0; i < 10_000 && !cond(); i++) await turn();
+      expect(cond()).toBe(true);
+    };
+    vi.useFakeTimers({ toFake: ['setTimeout', 'clearTimeout'] });
+    try {
+      const rvs: string[] = [];
+      let end: string | undefined;
+      void t
+        .watch(
+          'watch nodes',
+          '/api/v1/nodes',
+          params,
+          (_type, o) => rvs.push((o as { metadata: { resourceVersion: string } }).metadata.resourceVersion),
+          new AbortController().signal,
+        )
+        .then((e) => {
+          end = e;
+        });
+      // The idle timer is armed once the answer's headers are in.
+      await until(() => res !== undefined && vi.getTimerCount() > 0);
+      for (let minute = 1; minute <= 5; minute++) {
+        vi.advanceTimersByTime(60_000);
+        res!.write(`{"type":"BOOKMARK","object":{"metadata":{"resourceVersion":"${minute}"}}}\n`);
+        await until(() => rvs.length === minute);
+      }
+      expect(end).toBeUndefined();
+      vi.advanceTimersByTime(89_000);
+      for (let i = 0; i < 20; i++) await turn();
+      expect(end).toBeUndefined();
+      vi.advanceTimersByTime(1_000);
+      await until(() => end !== undefined);
+      expect([end, rvs]).toEqual(['timeout', ['1', '2', '3', '4', '5']]);
+    } finally {
+      vi.useRealTimers();
+    }
   });
 
   it('rejects (never throws) when node:http refuses the request itself', async () => {
