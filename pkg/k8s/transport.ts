@@ -32,8 +32,9 @@ export type WatchEnd = 'closed' | 'timeout';
  * The inactivity timeout of a watch, so a partitioned connection cannot hang the informer forever.
  * The API server sends a BOOKMARK to every watch that allows them once a minute (its cacher's
  * bookmark frequency), so a healthy watch of a quiet cluster is never silent this long; a 30 s
- * timeout cut it and re-watched twice a minute. (The client-node fallback transport keeps its
- * Watch's private 30 s.)
+ * timeout cut it and re-watched twice a minute. A dead peer is mostly found sooner, by TCP keepalive
+ * (probes after 30 s idle; `read ETIMEDOUT` ~40 s into a partition, api-partition.test.ts). (The
+ * client-node fallback transport keeps its Watch's private 30 s.)
  */
 export const WATCH_IDLE_MS = 90_000;
 
