@@ -73,6 +73,12 @@ export interface RouteInfo {
   unreadable?: true;
 }
 
+/** Who holds a route key, as far as one lookup tells: nothing, a route, or not plain to see. */
+export type KeyHolder =
+  | { kind: 'free' }
+  | { kind: 'route'; protocol: number; table: number }
+  | { kind: 'unknown'; why: string };
+
 /** NetlinkHandle.routeTo's answer: the route the kernel's lookup matched and where it sends. */
 export interface RouteLookup {
   family: Family;

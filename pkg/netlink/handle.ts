@@ -5,6 +5,7 @@ import type {
   CreateVxlan,
   Family,
   FdbEntry,
+  KeyHolder,
   LinkInfo,
   NeighbourEntry,
   NetlinkHandle,
@@ -54,7 +55,7 @@ import {
   setUpOutcomes,
   setUpRequest,
 } from './requests.ts';
-import { routeTo } from './route-lookup.ts';
+import { keyHolder, routeTo } from './route-lookup.ts';
 import { type Request, RtnlSocket, type SocketProbe } from './socket.ts';
 import type { RawMessage } from './wire.ts';
 
@@ -319,6 +320,11 @@ class Handle implements ExtendedNetlinkHandle {
 
   routeTo(address: string): Promise<RouteLookup | undefined> {
     return routeTo((req) => this.sock.request(req), address);
+  }
+
+  /** Who holds the key of `dst` (one lookup, see route-lookup.ts); for a per-node step's replaces. */
+  keyHolder(dst: string): Promise<KeyHolder> {
+    return keyHolder((req) => this.sock.request(req), dst);
   }
 
   async replaceRoute(route: RouteInfo): Promise<void> {

@@ -521,6 +521,10 @@ export interface RouteAnswer {
    */
   ifindexes: number[];
   nexthopId?: number;
+  /** rtm_protocol: who put the route there (126 trellis, 4 static, 3 boot, 2 kernel...). */
+  protocol: number;
+  /** RTA_TABLE, else rtm_table. */
+  table: number;
 }
 
 export function parseRouteAnswer(payload: Buffer): RouteAnswer | undefined {
@@ -547,7 +551,14 @@ export function parseRouteAnswer(payload: Buffer): RouteAnswer | undefined {
       }
     }
   }
-  const answer: RouteAnswer = { family, dst, unicast: payload.readUInt8(7) === RTN.UNICAST, ifindexes };
+  const answer: RouteAnswer = {
+    family,
+    dst,
+    unicast: payload.readUInt8(7) === RTN.UNICAST,
+    ifindexes,
+    protocol: payload.readUInt8(5),
+    table: routeTable(payload),
+  };
   if (nexthopId !== undefined) answer.nexthopId = nexthopId;
   return answer;
 }

@@ -1,6 +1,7 @@
-import type { RouteLookup } from '../datapath/ports.ts';
+import type { KeyHolder, RouteLookup } from '../datapath/ports.ts';
 import { RTM } from './constants.ts';
 import { NetlinkError } from './errors.ts';
+import { parsePrefix } from './ip.ts';
 import { parseRouteAnswer, type RouteAnswer, routeLookupBody } from './messages.ts';
 import { getNexthopBody, nexthopGroupMembers, parseNexthop } from './nexthop-messages.ts';
 import type { Request } from './socket.ts';
@@ -80,4 +81,37 @@ async function getNexthop(send: Send, id: number): Promise<Buffer | undefined> {
     if (e instanceof NetlinkError && (e.errno === 'ENOENT' || e.errno === 'EOPNOTSUPP')) return undefined;
     throw e;
   }
+}
+
+/**
+ * NetlinkHandle.keyHolder: who holds the route key `dst` (a canonical prefix), from one FIB-match
+ * lookup of its first address. The entry that matches is the key's own route when one is there and
+ * wins; a shorter prefix means the key is free; anything the lookup cannot show plainly (a longer
+ * prefix in front of it, a blackhole, unreachable or prohibit route answering for the address) is
+ * 'unknown', for the caller to treat as taken.
+ */
+export async function keyHolder(send: Send, dst: string): Promise<KeyHolder> {
+  const { address, prefixLen } = parsePrefix(dst);
+  let matched: RouteAnswer | undefined;
+  try {
+    const msgs = await send({
+      type: RTM.GETROUTE,
+      flags: 0,
+      body: routeLookupBody(address, true),
+      op: `RTM_GETROUTE fibmatch ${address}`,
+    });
+    const answer = msgs.find((m) => m.type === RTM.NEWROUTE);
+    matched = answer === undefined ? undefined : parseRouteAnswer(answer.payload);
+  } catch (e) {
+    // No route matches the address at all, so none holds the key.
+    if (e instanceof NetlinkError && e.errno === 'ENETUNREACH') return { kind: 'free' };
+    if (e instanceof NetlinkError && NO_ROUTE.has(e.errno))
+      return { kind: 'unknown', why: `the lookup of ${address} answered ${e.errno}` };
+    throw e;
+  }
+  if (matched === undefined) return { kind: 'unknown', why: `no answer to the lookup of ${address}` };
+  const matchedLen = parsePrefix(matched.dst).prefixLen;
+  if (matchedLen < prefixLen) return { kind: 'free' };
+  if (matchedLen > prefixLen) return { kind: 'unknown', why: `${matched.dst} answers for ${address}` };
+  return { kind: 'route', protocol: matched.protocol, table: matched.table };
 }

@@ -6,22 +6,26 @@
  *
  * New routes are created with NLM_F_EXCL, never replaced: the step's state says no route of ours holds the
  * key, so anything there is someone else's (or ours unknown to the state) and a replace would overwrite
- * it. EEXIST, like any other failure, stops the step; the caller runs a full pass, which lists the table
- * and reports the conflict. A step that fails halfway leaves the kernel partly changed; the full pass
+ * it. A changed route is replaced in place (no gap for the pods' traffic) only after a lookup showed its
+ * key free or held by ours. EEXIST, like any other failure, stops the step; the caller runs a full pass,
+ * which lists the table and reports the conflict. A step that fails halfway leaves the kernel partly changed; the full pass
  * after it makes the whole table match again.
  */
 
-import type { NetlinkHandle, RouteInfo } from '../datapath/ports.ts';
+import type { KeyHolder, NetlinkHandle, RouteInfo } from '../datapath/ports.ts';
+import { MAIN_TABLE } from './diff.ts';
 import type { OwnRouteChanges } from './own-changes.ts';
 import type { PeerStep } from './peer-state.ts';
 
-/** The exclusive create is the netlink adapter's (ExtendedNetlinkHandle), not part of the port. */
-interface ExclusiveAdd {
+/** The exclusive create and the key check are the netlink adapter's (ExtendedNetlinkHandle), not the port's. */
+interface PeerStepWrites {
   addRoute(route: RouteInfo): Promise<void>;
+  keyHolder(dst: string): Promise<KeyHolder>;
 }
 
-export function hasExclusiveAdd(h: NetlinkHandle): h is NetlinkHandle & ExclusiveAdd {
-  return typeof (h as Partial<ExclusiveAdd>).addRoute === 'function';
+export function hasPeerStepWrites(h: NetlinkHandle): h is NetlinkHandle & PeerStepWrites {
+  const w = h as Partial<PeerStepWrites>;
+  return typeof w.addRoute === 'function' && typeof w.keyHolder === 'function';
 }
 
 export interface PeerApplyResult {
@@ -44,7 +48,7 @@ export class PeerStepError extends Error {
 }
 
 export async function applyPeerStep(
-  handle: NetlinkHandle & ExclusiveAdd,
+  handle: NetlinkHandle & PeerStepWrites,
   step: Extract<PeerStep, { kind: 'apply' }>,
   own: OwnRouteChanges,
 ): Promise<PeerApplyResult> {
@@ -73,6 +77,8 @@ export async function applyPeerStep(
     out.fdb++;
   }
   for (const [i, r] of step.replace.entries()) {
+    // The step's state says the key holds our route; a replace would overwrite whatever holds it now.
+    await run(`replace route ${r.dst}`, async () => ensureOurs(r, await handle.keyHolder(r.dst)));
     // Replacing IPv6 routes can be notified as a deletion of the old one.
     const prev = step.replaced[i];
     if (prev !== undefined) own.expectDelete(prev);
@@ -97,4 +103,18 @@ export async function applyPeerStep(
     out.fdb++;
   }
   return out;
+}
+
+/**
+ * Throws unless the key of `route` is free or held by a route of ours in its table: someone else's
+ * route may have taken it since the last full pass without the kernel watch passing it on (a routing
+ * daemon's protocol, which the watch filters out, or a change inside its debounce).
+ */
+function ensureOurs(route: RouteInfo, holder: KeyHolder): void {
+  if (holder.kind === 'free') return;
+  if (holder.kind === 'unknown') throw new Error(`cannot tell what holds the key: ${holder.why}`);
+  if (holder.protocol === route.protocol && holder.table === (route.table ?? MAIN_TABLE)) return;
+  throw Object.assign(new Error(`held by a route of protocol ${holder.protocol} in table ${holder.table}`), {
+    errno: 'EEXIST',
+  });
 }

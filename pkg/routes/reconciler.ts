@@ -18,7 +18,7 @@ import { applyRouteDiff, type RouteError } from './apply.ts';
 import { desiredRoutes } from './desired.ts';
 import { diffRoutes, MAIN_TABLE, type RouteConflict, type RouteDiff } from './diff.ts';
 import { OwnRouteChanges } from './own-changes.ts';
-import { applyPeerStep, hasExclusiveAdd, type PeerApplyResult } from './peer-apply.ts';
+import { applyPeerStep, hasPeerStepWrites, type PeerApplyResult } from './peer-apply.ts';
 import {
   buildPeerState,
   commitPeerStep,
@@ -297,8 +297,8 @@ export class RouteReconciler {
     const start = this.now();
     const state = this.state;
     if (state === undefined) return { kind: 'full', reason: 'no clean full pass yet' };
-    if (!hasExclusiveAdd(this.handle))
-      return { kind: 'full', reason: 'netlink handle cannot add exclusively' };
+    if (!hasPeerStepWrites(this.handle))
+      return { kind: 'full', reason: 'netlink handle cannot add exclusively or check a key' };
     this.ownChanges.sweep();
     const step = planPeerStep(state, name, peer);
     if (step.kind !== 'apply') return step;

@@ -3,7 +3,7 @@ import { AF, NHA, RTA, RTM, RTM_F_FIB_MATCH } from '../../../pkg/netlink/constan
 import { NetlinkError } from '../../../pkg/netlink/errors.ts';
 import { parseRoute, parseRouteAnswer, routeLookupBody } from '../../../pkg/netlink/messages.ts';
 import { getNexthopBody, nexthopGroupMembers, parseNexthop } from '../../../pkg/netlink/nexthop-messages.ts';
-import { routeTo } from '../../../pkg/netlink/route-lookup.ts';
+import { keyHolder, routeTo } from '../../../pkg/netlink/route-lookup.ts';
 import type { Request } from '../../../pkg/netlink/socket.ts';
 import { decodeAttrs, type RawMessage } from '../../../pkg/netlink/wire.ts';
 
@@ -54,12 +54,16 @@ describe('route lookups: request and answer', () => {
       dst: '0.0.0.0/0',
       unicast: true,
       ifindexes: [2, 3],
+      protocol: 3, // boot: `ip route add`
+      table: 254,
     });
     expect(parseRouteAnswer(hex(KERNEL.fibmatch6))).toEqual({
       family: 6,
       dst: '::/0',
       unicast: true,
       ifindexes: [3, 2],
+      protocol: 3,
+      table: 254,
     });
   });
 
@@ -69,6 +73,8 @@ describe('route lookups: request and answer', () => {
       dst: '8.8.8.8/32',
       unicast: true,
       ifindexes: [2],
+      protocol: 0,
+      table: 254,
     });
     expect(parseRouteAnswer(hex(KERNEL.local4))).toMatchObject({ dst: '10.100.99.11/32', unicast: false });
   });
@@ -80,6 +86,8 @@ describe('route lookups: request and answer', () => {
       unicast: true,
       ifindexes: [],
       nexthopId: 10,
+      protocol: 3,
+      table: 254,
     });
     expect(parseRouteAnswer(hex(KERNEL.groupCompat4))).toMatchObject({ ifindexes: [2, 3], nexthopId: 10 });
     expect(nexthopGroupMembers(hex(NEXTHOPS[10]!))).toEqual([1, 2]);
@@ -145,5 +153,37 @@ describe('routeTo', () => {
     expect(await routeTo(replay({ fib: KERNEL.local4 }).send, '10.100.99.11')).toBeUndefined();
     const broken = replay({ fib: KERNEL.fibmatch4 }, { 'RTM_GETROUTE fibmatch 8.8.8.8': 'ENOBUFS' });
     await expect(routeTo(broken.send, '8.8.8.8')).rejects.toThrow(NetlinkError);
+  });
+});
+
+describe('keyHolder', () => {
+  it('the key’s own route: its protocol and table; a shorter match: free; a longer one: unknown', async () => {
+    const local = replay({ fib: KERNEL.local4 });
+    expect(await keyHolder(local.send, '10.100.99.11/32')).toEqual({
+      kind: 'route',
+      protocol: 2,
+      table: 254,
+    });
+    expect(local.ops).toEqual(['RTM_GETROUTE fibmatch 10.100.99.11']);
+    expect(await keyHolder(replay({ fib: KERNEL.fibmatch4 }).send, '10.244.1.0/24')).toEqual({
+      kind: 'free',
+    });
+    expect(await keyHolder(replay({ fib: KERNEL.local4 }).send, '10.100.99.0/24')).toEqual({
+      kind: 'unknown',
+      why: '10.100.99.11/32 answers for 10.100.99.0',
+    });
+  });
+
+  it('no route at all: free; a blackhole, unreachable or prohibit answer: unknown; other failures thrown', async () => {
+    const failing = (errno: string) =>
+      replay({ fib: KERNEL.fibmatch4 }, { 'RTM_GETROUTE fibmatch 10.244.1.0': errno });
+    expect(await keyHolder(failing('ENETUNREACH').send, '10.244.1.0/24')).toEqual({ kind: 'free' });
+    for (const errno of ['EHOSTUNREACH', 'EACCES', 'EINVAL']) {
+      expect(await keyHolder(failing(errno).send, '10.244.1.0/24'), errno).toEqual({
+        kind: 'unknown',
+        why: `the lookup of 10.244.1.0 answered ${errno}`,
+      });
+    }
+    await expect(keyHolder(failing('ENOBUFS').send, '10.244.1.0/24')).rejects.toThrow(NetlinkError);
   });
 });
