@@ -7,9 +7,9 @@
  * New routes are created with NLM_F_EXCL, never replaced: the step's state says no route of ours holds the
  * key, so anything there is someone else's (or ours unknown to the state) and a replace would overwrite
  * it. A changed route is replaced in place (no gap for the pods' traffic) only after a lookup showed its
- * key free or held by ours. EEXIST, like any other failure, stops the step; the caller runs a full pass,
- * which lists the table and reports the conflict. A step that fails halfway leaves the kernel partly changed; the full pass
- * after it makes the whole table match again.
+ * key free or still held by ours. EEXIST, like any other failure, stops the step; the caller runs a full
+ * pass, which lists the table and reports the conflict. A step that fails halfway leaves the kernel partly
+ * changed; the full pass after it makes the whole table match again.
  */
 
 import type { KeyHolder, NetlinkHandle, RouteInfo } from '../datapath/ports.ts';
@@ -57,6 +57,7 @@ export async function applyPeerStep(
     try {
       await fn();
     } catch (e) {
+      if (e instanceof PeerStepError) throw e;
       const errno = (e as { errno?: unknown } | null)?.errno;
       const exists = errno === 'EEXIST';
       const why = exists
@@ -78,7 +79,10 @@ export async function applyPeerStep(
   }
   for (const [i, r] of step.replace.entries()) {
     // The step's state says the key holds our route; a replace would overwrite whatever holds it now.
-    await run(`replace route ${r.dst}`, async () => ensureOurs(r, await handle.keyHolder(r.dst)));
+    await run(`look up route ${r.dst}`, async () => {
+      const why = notOurs(r, await handle.keyHolder(r.dst));
+      if (why !== undefined) throw new PeerStepError(`replace route ${r.dst}: ${why}`, true);
+    });
     // Replacing IPv6 routes can be notified as a deletion of the old one.
     const prev = step.replaced[i];
     if (prev !== undefined) own.expectDelete(prev);
@@ -106,15 +110,14 @@ export async function applyPeerStep(
 }
 
 /**
- * Throws unless the key of `route` is free or held by a route of ours in its table: someone else's
- * route may have taken it since the last full pass without the kernel watch passing it on (a routing
- * daemon's protocol, which the watch filters out, or a change inside its debounce).
+ * Why `route` must not be replaced, unless its key is free or held by a route of ours in its table:
+ * someone else's route may have taken it since the last full pass without the kernel watch passing it
+ * on (a routing daemon's protocol, which the watch filters out, or a change inside its debounce).
  */
-function ensureOurs(route: RouteInfo, holder: KeyHolder): void {
-  if (holder.kind === 'free') return;
-  if (holder.kind === 'unknown') throw new Error(`cannot tell what holds the key: ${holder.why}`);
-  if (holder.protocol === route.protocol && holder.table === (route.table ?? MAIN_TABLE)) return;
-  throw Object.assign(new Error(`held by a route of protocol ${holder.protocol} in table ${holder.table}`), {
-    errno: 'EEXIST',
-  });
+function notOurs(route: RouteInfo, holder: KeyHolder): string | undefined {
+  if (holder.kind === 'free') return undefined;
+  if (holder.kind === 'unknown')
+    return `cannot tell what holds the key (${holder.why}); a full pass reads it`;
+  if (holder.protocol === route.protocol && holder.table === (route.table ?? MAIN_TABLE)) return undefined;
+  return `the key is held by a route of protocol ${holder.protocol} in table ${holder.table} (a full pass reports it)`;
 }
