@@ -208,6 +208,10 @@ async function concurrentRound(p: Plugin): Promise<number> {
 const samples = new Map<string, Sample[]>();
 const agentAddMs: number[] = [];
 const agentDelMs: number[] = [];
+/** The agent's ADDs of the sequential rounds alone: the concurrent bursts' wait in its queue. */
+const agentSequentialAddMs: number[] = [];
+/** The agent log's [start, end) of each sequential round. */
+const sequentialLogs: [number, number][] = [];
 /**
  * The agent's CPU (user + system, all its threads) and its JS thread's alone over its timed rounds,
  * and the CNI calls it served in them.
@@ -261,12 +265,16 @@ try {
     const order = selected.map((_, i) => selected[(i + run) % selected.length]!);
     const sequential = new Map<string, { add: number[]; del: number[] }>();
     if (opts.interleave === 'pods') {
+      const from = a.logs.length;
       for (const [name, r] of await sequentialRound(selected, run)) sequential.set(name, r);
+      sequentialLogs.push([from, a.logs.length]);
       await sleep(300); // let the kernel's namespace cleanup run outside the next round
     }
     for (const p of order) {
       if (opts.interleave === 'rounds') {
+        const from = a.logs.length;
         sequential.set(p.name, (await sequentialRound([p], 0)).get(p.name)!);
+        sequentialLogs.push([from, a.logs.length]);
         await sleep(300);
       }
       const concurrentWall = await concurrentRound(p);
@@ -289,6 +297,10 @@ try {
   for (const l of a.logs.slice(logStart)) {
     if (l.msg === 'CNI ADD ok') agentAddMs.push(Number(l.durationMs));
     if (l.msg === 'CNI DEL ok') agentDelMs.push(Number(l.durationMs));
+  }
+  for (const [from, to] of sequentialLogs) {
+    for (const l of a.logs.slice(from, to))
+      if (l.msg === 'CNI ADD ok') agentSequentialAddMs.push(Number(l.durationMs));
   }
 } finally {
   for (const p of plugins) p.runner.close();
@@ -370,7 +382,7 @@ process.stdout.write(
       r.concurrentWall!,
       r.concurrentWallPaired!,
     ]),
-  )}\n\nagent-side ADD p50 ${round(median(agentAddMs))} ms p99 ${round(pct(agentAddMs, 99))} ms; DEL p50 ${round(median(agentDelMs))} ms; agent CPU ${agentCpuMsPerCall} ms per CNI call, its JS thread ${agentJsThreadMsPerCall} ms (commit ${commit}, ${RUNS} runs x ${PODS} pods, interleaved by ${opts.interleave})\n`,
+  )}\n\nagent-side ADD p50 ${round(median(agentAddMs))} ms p99 ${round(pct(agentAddMs, 99))} ms (sequential alone p50 ${round(median(agentSequentialAddMs))} p99 ${round(pct(agentSequentialAddMs, 99))} ms); DEL p50 ${round(median(agentDelMs))} ms; agent CPU ${agentCpuMsPerCall} ms per CNI call, its JS thread ${agentJsThreadMsPerCall} ms (commit ${commit}, ${RUNS} runs x ${PODS} pods, interleaved by ${opts.interleave})\n`,
 );
 writeResult(
   opts.out,
@@ -386,6 +398,9 @@ writeResult(
     agentSide: {
       addP50: round(median(agentAddMs)),
       addP99: round(pct(agentAddMs, 99)),
+      /** The sequential rounds' ADDs alone (the bursts' include waiting behind each other). */
+      sequentialAddP50: round(median(agentSequentialAddMs)),
+      sequentialAddP99: round(pct(agentSequentialAddMs, 99)),
       delP50: round(median(agentDelMs)),
       /** The agent's CPU time over its rounds (ADDs and DELs, sequential and concurrent) per call. */
       cpuMsPerCall: agentCpuMsPerCall,
