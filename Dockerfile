@@ -37,7 +37,8 @@ LABEL org.opencontainers.image.title="trellis" \
       org.opencontainers.image.version="${VERSION}"
 ARG DEBIAN_FRONTEND=noninteractive
 # containernetworking-plugins puts Debian's reference plugins in /usr/lib/cni (install-cni copies loopback
-# and portmap from there to a node that has none). npm, corepack and yarn are removed: nothing installs
+# and portmap from there to a node that has none). The agent does its networking over netlink and runs
+# only `nft`; iproute2 is there for the operator (`kubectl exec ds/trellis -- ip route`, as the docs use). npm, corepack and yarn are removed: nothing installs
 # packages at run time.
 RUN apt-get update \
  && apt-get install -y --no-install-recommends nftables iproute2 containernetworking-plugins \

@@ -12,7 +12,7 @@ import type { MasqSyncer } from '../masq/index.ts';
 import type { Logger } from '../observe/logger.ts';
 import { RouteReconciler } from '../routes/reconciler.ts';
 import type { DeviceState } from '../vxlan/device.ts';
-import { IpRouteTool, type VxlanLinkTool } from '../vxlan/iproute.ts';
+import { netlinkVxlanTool, type VxlanLinkTool } from '../vxlan/link-tool.ts';
 import { VxlanOverlay } from '../vxlan/overlay.ts';
 import { type ClusterNode, type ClusterView, staticCluster } from './cluster.ts';
 import { CniServer } from './cni-server.ts';
@@ -51,7 +51,7 @@ export interface AgentPorts {
   kube:
     | Pick<K8sClient, 'startNodeInformer' | 'setNetworkUnavailable' | 'listPodsOnNode' | 'annotateNode'>
     | undefined;
-  /** VXLAN link details and MAC setter (auto and vxlan modes); iproute2 in this namespace by default. */
+  /** VXLAN link details and MAC setter (auto and vxlan modes); the host netlink handle's by default. */
   vxlanTool?: VxlanLinkTool;
 }
 
@@ -243,7 +243,7 @@ export class Agent {
     this.cluster = this.startCluster();
     this.overlay = new VxlanOverlay({
       handle: this.host,
-      tool: this.ports.vxlanTool ?? new IpRouteTool(),
+      tool: this.ports.vxlanTool ?? netlinkVxlanTool(this.host),
       nodeName: this.nodeName,
       vni: config.vxlanVni,
       port: config.vxlanPort,

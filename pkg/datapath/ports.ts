@@ -144,6 +144,15 @@ export interface CreateVxlan {
   mac?: string;
 }
 
+/** A VXLAN device's parameters as the kernel reports them (IFLA_INFO_DATA). */
+export interface VxlanParams {
+  vni: number;
+  port: number;
+  /** IFLA_VXLAN_LOCAL / LOCAL6; undefined when the device has none. */
+  localIp: string | undefined;
+  learning: boolean;
+}
+
 export interface RouteFilter {
   family?: Family;
   protocol?: number;
@@ -210,6 +219,10 @@ export interface NetlinkHandle {
   replaceRoutes?(routes: RouteInfo[]): Promise<void>;
   /** VXLAN backend: creates the device (down) and returns it as the kernel reports it. */
   createVxlan?(spec: CreateVxlan): Promise<LinkInfo>;
+  /** VXLAN backend: a device's parameters; undefined when no link has the name, null when it is no VXLAN. */
+  vxlanParams?(name: string): Promise<VxlanParams | undefined | null>;
+  /** VXLAN backend: sets a link's MAC (IFLA_ADDRESS). */
+  setLinkMac?(index: number, mac: string): Promise<void>;
 
   replaceNeighbour(entry: NeighbourEntry): Promise<void>;
   deleteNeighbour(entry: NeighbourEntry): Promise<void>;

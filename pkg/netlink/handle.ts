@@ -14,6 +14,7 @@ import type {
   RouteLookup,
   SetUpOutcome,
   SetUpStep,
+  VxlanParams,
 } from '../datapath/ports.ts';
 import { TRELLIS_ROUTE_PROTOCOL } from '../datapath/ports.ts';
 import { AF, NLM_F, RT_TABLE_MAIN, RTM } from './constants.ts';
@@ -34,8 +35,10 @@ import {
   parseLink,
   parseNeighbour,
   parseRoute,
+  parseVxlanParams,
   routeBody,
   routeNexthopId,
+  setLinkMacBody,
   setLinkMtuBody,
 } from './messages.ts';
 import { NexthopBook, usesNexthop } from './nexthop-book.ts';
@@ -63,6 +66,10 @@ import type { RawMessage } from './wire.ts';
 export interface ExtendedNetlinkHandle extends NetlinkHandle {
   /** Creates a VXLAN device (down) and returns it as the kernel reports it. */
   createVxlan(spec: CreateVxlan): Promise<LinkInfo>;
+  /** Always present here (optional in the port). */
+  vxlanParams(name: string): Promise<VxlanParams | undefined | null>;
+  /** Always present here (optional in the port). */
+  setLinkMac(index: number, mac: string): Promise<void>;
   /** Always present here (optional in the port). Throws the first failure after all were tried. */
   replaceRoutes(routes: RouteInfo[]): Promise<void>;
   /** replaceRoutes with the per-route outcome instead of throwing the first failure. */
@@ -191,6 +198,31 @@ class Handle implements ExtendedNetlinkHandle {
     const link = await this.getLink(spec.name);
     if (link === undefined) throw new LinkNotFoundError(`RTM_GETLINK ${spec.name} after create`);
     return link;
+  }
+
+  async vxlanParams(name: string): Promise<VxlanParams | undefined | null> {
+    try {
+      const msgs = await this.sock.request({
+        type: RTM.GETLINK,
+        flags: 0,
+        body: getLinkByNameBody(name),
+        op: `RTM_GETLINK ${name}`,
+      });
+      const payload = msgs.find((m) => m.type === RTM.NEWLINK)?.payload;
+      return payload === undefined ? undefined : parseVxlanParams(payload);
+    } catch (e) {
+      if (e instanceof LinkNotFoundError) return undefined;
+      throw e;
+    }
+  }
+
+  async setLinkMac(index: number, mac: string): Promise<void> {
+    await this.sock.request({
+      type: RTM.NEWLINK,
+      flags: 0,
+      body: setLinkMacBody(index, mac),
+      op: `RTM_NEWLINK #${index} address ${mac}`,
+    });
   }
 
   async setLinkUp(index: number): Promise<void> {

@@ -8,6 +8,7 @@ import type {
   LinkInfo,
   NeighbourEntry,
   RouteInfo,
+  VxlanParams,
 } from '../datapath/ports.ts';
 import {
   AF,
@@ -78,6 +79,10 @@ export function getLinkByNameBody(name: string): Body {
 
 export function setLinkUpBody(index: number, up: boolean): Body {
   return [ifinfomsg(index, up ? IFF_UP : 0, IFF_UP)];
+}
+
+export function setLinkMacBody(index: number, mac: string): Body {
+  return [ifinfomsg(index), attr(IFLA.ADDRESS, macToBytes(mac))];
 }
 
 export function setLinkMtuBody(index: number, mtu: number): Body {
@@ -170,6 +175,31 @@ export function parseLink(payload: Buffer): LinkInfo {
   if (peer !== 0) link.peerIndex = peer;
   if ((flags & IFF_LOOPBACK) !== 0) link.loopback = true;
   return link;
+}
+
+/**
+ * RTM_NEWLINK payload -> the VXLAN parameters in its IFLA_LINKINFO (null: not a VXLAN device). A
+ * parameter the kernel leaves out reads as -1 (VNI, port) or absent (local address), so that it never
+ * matches what trellis wants.
+ */
+export function parseVxlanParams(payload: Buffer): VxlanParams | null {
+  const linkinfo = decodeAttrs(payload, 16).get(IFLA.LINKINFO);
+  if (linkinfo === undefined) return null;
+  const info = decodeAttrs(linkinfo, 0);
+  const kind = info.get(IFLA_INFO.KIND);
+  if (kind === undefined || cStringAt(kind, 0, kind.length) !== 'vxlan') return null;
+  const data = decodeAttrs(info.get(IFLA_INFO.DATA) ?? Buffer.alloc(0), 0);
+  const id = data.get(IFLA_VXLAN.ID);
+  const port = data.get(IFLA_VXLAN.PORT);
+  const local = data.get(IFLA_VXLAN.LOCAL) ?? data.get(IFLA_VXLAN.LOCAL6);
+  const learning = data.get(IFLA_VXLAN.LEARNING);
+  return {
+    vni: id !== undefined && id.length >= 4 ? id.readUInt32LE(0) : -1,
+    port: port !== undefined && port.length >= 2 ? port.readUInt16BE(0) : -1, // network byte order
+    localIp:
+      local !== undefined && (local.length === 4 || local.length === 16) ? bytesToIp(local) : undefined,
+    learning: learning !== undefined && learning.length >= 1 && learning.readUInt8(0) !== 0,
+  };
 }
 
 /** IFLA_INFO_KIND inside an IFLA_LINKINFO nest that spans [start, end). */

@@ -1,6 +1,6 @@
 /**
  * This node's VXLAN devices: which ones it should have (pure) and making one exist with exactly those
- * parameters (thin, over the netlink port plus the iproute2 tool for what the port lacks).
+ * parameters (thin, over the netlink port and its VXLAN operations, link-tool.ts).
  *
  * A device's VNI, port, local address and learning flag are fixed at creation, so a difference recreates it
  * (its neighbours, FDB entries and routes go with it; the same pass programs them again). MAC, MTU and up
@@ -14,7 +14,7 @@ import { vtepAddress } from '../routes/desired.ts';
 import { internalIPsOf, nodeLinkOf, wayOutLink } from '../routes/node-link.ts';
 import type { LocalLink, Problem, RoutingMode, SelfNode } from '../routes/types.ts';
 import { VXLAN_OVERHEAD, vxlanDeviceName } from './constants.ts';
-import type { VxlanLinkTool } from './iproute.ts';
+import type { VxlanLinkTool } from './link-tool.ts';
 import { vtepMac } from './mac.ts';
 
 export interface VxlanSettings {
@@ -207,7 +207,7 @@ export async function ensureDevice(
   }
   const changed: string[] = [];
   if (link.mac !== spec.mac) {
-    await tool.setMac(spec.name, spec.mac);
+    await tool.setMac(link.index, spec.mac);
     changed.push('mac');
   }
   if (link.mtu !== spec.mtu) {

@@ -19,13 +19,6 @@ export {
   type VxlanSettings,
 } from './device.ts';
 export { desiredEntries, diffFdb, diffNeighbours, type EntryDiff, type OverlayEntries } from './entries.ts';
-export {
-  IpCommandError,
-  IpRouteTool,
-  type IpRouteToolOptions,
-  parseIpLinkJson,
-  type VxlanLinkTool,
-  type VxlanParams,
-} from './iproute.ts';
+export { netlinkVxlanTool, type VxlanLinkTool, type VxlanParams } from './link-tool.ts';
 export { parseVtepMac, vtepMac } from './mac.ts';
 export { VxlanOverlay, type VxlanOverlayOptions } from './overlay.ts';

@@ -27,7 +27,7 @@ import {
   type VxlanSettings,
 } from './device.ts';
 import { desiredEntries, diffFdb, diffNeighbours } from './entries.ts';
-import type { VxlanLinkTool } from './iproute.ts';
+import type { VxlanLinkTool } from './link-tool.ts';
 
 export interface VxlanOverlayOptions extends VxlanSettings {
   handle: NetlinkHandle;
@@ -113,7 +113,7 @@ export class VxlanOverlay implements OverlayPort {
         }
       } catch (e) {
         this.errors.push({ op: 'ensure device', what: spec.name, error: asError(e) });
-        // A check that failed (a spawn, a dump) says nothing about the device itself. Dropping it
+        // A check that failed (a netlink request) says nothing about the device itself. Dropping it
         // here would take every tunnel route of its family off this node and withdraw its VTEP MAC
         // from the whole cluster until the retry; the device the last pass made, still in the
         // kernel under the same index, is kept instead. The pass reports the error and is retried.

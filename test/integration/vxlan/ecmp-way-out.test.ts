@@ -7,7 +7,7 @@ import { CONFLIST_FILE_NAME } from '../../../pkg/cniconf/render.ts';
 import type { NetlinkHandle } from '../../../pkg/datapath/ports.ts';
 import { createNetnsPort } from '../../../pkg/netns/index.ts';
 import { gatherDoctorFacts } from '../../../pkg/ops/doctor-gather.ts';
-import { IpRouteTool, VxlanOverlay } from '../../../pkg/vxlan/index.ts';
+import { netlinkVxlanTool, VxlanOverlay } from '../../../pkg/vxlan/index.ts';
 import { ip, ipJson, NetnsPool, netnsSkipReason, nsSysctl, type TestNetns } from '../../support/netns.ts';
 
 /**
@@ -152,9 +152,10 @@ describe.skipIf(netnsSkipReason !== undefined)(
 
     /** The VXLAN overlay on the node's handle; `warnings` collects what it warns. */
     function overlay(warnings: string[] = []): VxlanOverlay {
+      const handle = open();
       return new VxlanOverlay({
-        handle: open(),
-        tool: new IpRouteTool({ netns: node.name }),
+        handle,
+        tool: netlinkVxlanTool(handle),
         nodeName: self.name,
         vni: 4096,
         port: 8472,

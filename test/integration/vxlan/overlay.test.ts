@@ -7,7 +7,7 @@ import type { Family, NetlinkHandle } from '../../../pkg/datapath/ports.ts';
 import { createNetnsPort } from '../../../pkg/netns/index.ts';
 import { type ReconcileReport, RouteReconciler } from '../../../pkg/routes/reconciler.ts';
 import type { PeerNode, RoutingMode } from '../../../pkg/routes/types.ts';
-import { IpRouteTool, type VxlanLinkTool, VxlanOverlay, vtepMac } from '../../../pkg/vxlan/index.ts';
+import { netlinkVxlanTool, type VxlanLinkTool, VxlanOverlay, vtepMac } from '../../../pkg/vxlan/index.ts';
 import { AGENT_BINARY, builtSkipReason } from '../../support/cni-driver.ts';
 import {
   ip,
@@ -24,7 +24,7 @@ import {
  * Two "nodes" on DIFFERENT subnets joined by a router namespace, a pod behind each node (a namespace on a
  * veth, wired the way the datapath wires pods: host route `podIP dev vpod scope link proto 126`, the pod's
  * default route via the link-local gateway the host veth holds). Each node runs the real RouteReconciler
- * with the real VxlanOverlay over netlink + iproute2. Dual-stack underlay: IPv4 pods tunnel over IPv4,
+ * with the real VxlanOverlay over netlink. Dual-stack underlay: IPv4 pods tunnel over IPv4,
  * IPv6 pods over IPv6.
  *
  *   pod-a (10.244.1.5, fd00:244:1::5) -- node-a eth0 192.168.10.2 fd00:10::2 --+
@@ -114,7 +114,7 @@ describe.skipIf(netnsSkipReason !== undefined)(
       const handle = open(ns);
       const overlay = new VxlanOverlay({
         handle,
-        tool: opts.tool ?? new IpRouteTool({ netns: ns.name }),
+        tool: opts.tool ?? netlinkVxlanTool(handle),
         nodeName: name,
         vni: opts.vni ?? 4096,
         port: opts.port ?? 8472,
@@ -125,13 +125,13 @@ describe.skipIf(netnsSkipReason !== undefined)(
 
     /** The real tool, with `beforeCheck` run ahead of each device check (it may throw or change the kernel). */
     function toolWithCheckHook(ns: TestNetns, beforeCheck: (name: string) => void): VxlanLinkTool {
-      const real = new IpRouteTool({ netns: ns.name });
+      const real = netlinkVxlanTool(open(ns));
       return {
         vxlanParams: async (name) => {
           beforeCheck(name);
           return real.vxlanParams(name);
         },
-        setMac: (name, mac) => real.setMac(name, mac),
+        setMac: (index, mac) => real.setMac(index, mac),
       };
     }
 
@@ -360,13 +360,13 @@ describe.skipIf(netnsSkipReason !== undefined)(
       // A device created without IFLA_ADDRESS gets a random MAC (addr_assign_type 1), which
       // systemd-udevd's MACAddressPolicy=persistent rewrites, racing a MAC set afterwards.
       for (const family of [4, 6] as const) ip(nodeA.name, 'link', 'del', `trellis.v${family}`);
-      const macsSet: string[] = [];
-      const real = new IpRouteTool({ netns: nodeA.name });
+      const macsSet: number[] = [];
+      const real = netlinkVxlanTool(open(nodeA));
       const tool: VxlanLinkTool = {
         vxlanParams: (name) => real.vxlanParams(name),
-        setMac: (name, mac) => {
-          macsSet.push(name);
-          return real.setMac(name, mac);
+        setMac: (index, mac) => {
+          macsSet.push(index);
+          return real.setMac(index, mac);
         },
       };
       await pass(reconciler(nodeA, 'node-a', { tool }), selfA, [published(selfB)]);

@@ -3,6 +3,7 @@ import { DEFAULTS, parseAgentConfig } from '../../../pkg/agent/config.ts';
 import { chooseMtu, encapOverhead } from '../../../pkg/agent/mtu.ts';
 import { isHostVethName } from '../../../pkg/datapath/names.ts';
 import type { LinkInfo, RouteLookup } from '../../../pkg/datapath/ports.ts';
+import { createVethBody, createVxlanBody, parseVxlanParams } from '../../../pkg/netlink/messages.ts';
 import type { LocalLink, PeerNode } from '../../../pkg/routes/types.ts';
 import {
   DEFAULT_VXLAN_PORT,
@@ -10,7 +11,6 @@ import {
   desiredDevices,
   familiesNeedingWayOut,
   isVxlanDeviceName,
-  parseIpLinkJson,
   VXLAN_OVERHEAD,
   vtepMac,
 } from '../../../pkg/vxlan/index.ts';
@@ -215,26 +215,27 @@ describe('MTU arithmetic', () => {
   });
 });
 
-describe('parseIpLinkJson (iproute2 -d -j link show)', () => {
-  it('reads VNI, port, local/local6 and learning; null for other kinds', () => {
-    const v4 = JSON.stringify([
-      {
-        ifname: 'trellis.v4',
-        linkinfo: {
-          info_kind: 'vxlan',
-          info_data: { id: 4096, local: '192.168.10.2', port: 8472, learning: false },
-        },
-      },
-    ]);
-    expect(parseIpLinkJson(v4)).toEqual({ vni: 4096, port: 8472, localIp: '192.168.10.2', learning: false });
-    const v6 = JSON.stringify([
-      {
-        linkinfo: { info_kind: 'vxlan', info_data: { id: 7, local6: 'fd00::1', port: 4789, learning: true } },
-      },
-    ]);
-    expect(parseIpLinkJson(v6)).toEqual({ vni: 7, port: 4789, localIp: 'fd00::1', learning: true });
-    expect(parseIpLinkJson(JSON.stringify([{ ifname: 'eth0' }]))).toBeNull();
-    expect(parseIpLinkJson(JSON.stringify([{ linkinfo: { info_kind: 'veth' } }]))).toBeNull();
+describe('parseVxlanParams (RTM_NEWLINK)', () => {
+  // A creating request has the layout of the kernel's answer: ifinfomsg, then IFLA_LINKINFO with kind and data.
+  const payload = (body: Buffer[]) => Buffer.concat(body);
+  it('reads VNI, port (network byte order), local/local6 and learning back; null for other kinds', () => {
+    const v4 = { name: 'trellis.v4', vni: 4096, port: 8472, localIp: '192.168.10.2', mtu: 1450 };
+    expect(parseVxlanParams(payload(createVxlanBody(v4)))).toEqual({
+      vni: 4096,
+      port: 8472,
+      localIp: '192.168.10.2',
+      learning: false,
+    });
+    const v6 = { name: 'trellis.v6', vni: 7, port: 4789, localIp: 'fd00::1', learning: true, mtu: 1430 };
+    expect(parseVxlanParams(payload(createVxlanBody(v6)))).toEqual({
+      vni: 7,
+      port: 4789,
+      localIp: 'fd00::1',
+      learning: true,
+    });
+    const veth = createVethBody({ name: 'a', peerName: 'b', mtu: 1500, peerNetnsFd: 3, peerMtu: 1500 });
+    expect(parseVxlanParams(payload(veth))).toBeNull();
+    expect(parseVxlanParams(payload(createVxlanBody(v4)).subarray(0, 16))).toBeNull(); // no IFLA_LINKINFO
   });
 });
 
