@@ -140,6 +140,12 @@ class Handle implements ExtendedNetlinkHandle {
   // ---------------------------------------------------------------------------------------- links
 
   async getLink(name: string): Promise<LinkInfo | undefined> {
+    const payload = await this.linkMessage(name);
+    return payload === undefined ? undefined : parseLink(payload);
+  }
+
+  /** The kernel's RTM_NEWLINK payload for the link called `name`; undefined when there is none. */
+  private async linkMessage(name: string): Promise<Buffer | undefined> {
     try {
       const msgs = await this.sock.request({
         type: RTM.GETLINK,
@@ -147,7 +153,7 @@ class Handle implements ExtendedNetlinkHandle {
         body: getLinkByNameBody(name),
         op: `RTM_GETLINK ${name}`,
       });
-      return collect(msgs, RTM.NEWLINK, parseLink)[0];
+      return msgs.find((m) => m.type === RTM.NEWLINK)?.payload;
     } catch (e) {
       if (e instanceof LinkNotFoundError) return undefined;
       throw e;
@@ -201,19 +207,8 @@ class Handle implements ExtendedNetlinkHandle {
   }
 
   async vxlanParams(name: string): Promise<VxlanParams | undefined | null> {
-    try {
-      const msgs = await this.sock.request({
-        type: RTM.GETLINK,
-        flags: 0,
-        body: getLinkByNameBody(name),
-        op: `RTM_GETLINK ${name}`,
-      });
-      const payload = msgs.find((m) => m.type === RTM.NEWLINK)?.payload;
-      return payload === undefined ? undefined : parseVxlanParams(payload);
-    } catch (e) {
-      if (e instanceof LinkNotFoundError) return undefined;
-      throw e;
-    }
+    const payload = await this.linkMessage(name);
+    return payload === undefined ? undefined : parseVxlanParams(payload);
   }
 
   async setLinkMac(index: number, mac: string): Promise<void> {
