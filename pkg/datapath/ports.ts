@@ -227,7 +227,11 @@ export interface NetlinkHandle {
   replaceNeighbour(entry: NeighbourEntry): Promise<void>;
   deleteNeighbour(entry: NeighbourEntry): Promise<void>;
   listNeighbours(ifindex?: number): Promise<NeighbourEntry[]>;
-  appendFdb(entry: FdbEntry): Promise<void>;
+  /**
+   * Points the (unicast) MAC's FDB entry at entry.dst, creating it when missing. A unicast MAC has one
+   * remote, which NLM_F_REPLACE moves in place: no moment without an entry, as a delete and add has.
+   */
+  replaceFdb(entry: FdbEntry): Promise<void>;
   deleteFdb(entry: FdbEntry): Promise<void>;
   listFdb(ifindex?: number): Promise<FdbEntry[]>;
 

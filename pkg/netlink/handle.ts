@@ -599,18 +599,13 @@ class Handle implements ExtendedNetlinkHandle {
     return ifindex === undefined ? all : all.filter((n) => n.ifindex === ifindex);
   }
 
-  /** NLM_F_APPEND adds one more remote for the MAC (all-zero MAC = flood list); EEXIST = present. */
-  async appendFdb(entry: FdbEntry): Promise<void> {
-    try {
-      await this.sock.request({
-        type: RTM.NEWNEIGH,
-        flags: NLM_F.CREATE | NLM_F.APPEND,
-        body: fdbBody(entry),
-        op: `RTM_NEWNEIGH fdb ${entry.mac} dst ${entry.dst} dev #${entry.ifindex}`,
-      });
-    } catch (e) {
-      if (!(e instanceof ExistsError)) throw e;
-    }
+  async replaceFdb(entry: FdbEntry): Promise<void> {
+    await this.sock.request({
+      type: RTM.NEWNEIGH,
+      flags: NLM_F.CREATE | NLM_F.REPLACE,
+      body: fdbBody(entry),
+      op: `RTM_NEWNEIGH fdb ${entry.mac} dst ${entry.dst} dev #${entry.ifindex} (replace)`,
+    });
   }
 
   async deleteFdb(entry: FdbEntry): Promise<void> {

@@ -1,6 +1,6 @@
 /**
  * Executes one per-node step (peer-state.ts) on a NetlinkHandle. Thin: the plan decides, this writes, in
- * the order that keeps traffic working: stale FDB entry of a moved MAC, neighbours, FDB entries (an onlink
+ * the order that keeps traffic working: neighbours, FDB entries (re-pointed in place when moved; an onlink
  * VXLAN route must never exist before them), replaced routes, new routes, removed routes, and last the
  * neighbours and FDB entries only the removed or changed routes used.
  *
@@ -68,13 +68,12 @@ export async function applyPeerStep(
       throw new PeerStepError(`${what}: ${why}`, exists, { cause: e });
     }
   };
-  for (const f of step.fdbRemove) await run(`delete fdb ${f.mac} dst ${f.dst}`, () => handle.deleteFdb(f));
   for (const n of step.neighbours) {
     await run(`replace neighbour ${n.address} lladdr ${n.mac}`, () => handle.replaceNeighbour(n));
     out.neighbours++;
   }
   for (const f of step.fdb) {
-    await run(`append fdb ${f.mac} dst ${f.dst}`, () => handle.appendFdb(f));
+    await run(`replace fdb ${f.mac} dst ${f.dst}`, () => handle.replaceFdb(f));
     out.fdb++;
   }
   for (const [i, r] of step.replace.entries()) {

@@ -134,8 +134,6 @@ export type PeerStep =
       /** VXLAN: written before the routes. */
       neighbours: NeighbourEntry[];
       fdb: FdbEntry[];
-      /** FDB entries of the same MAC towards an old address: removed before the new one is appended. */
-      fdbRemove: FdbEntry[];
       /** Entries only the peer's old decisions used: removed after the routes that went through them. */
       staleNeighbours: NeighbourEntry[];
       staleFdb: FdbEntry[];
@@ -188,7 +186,7 @@ export function planPeerStep(state: PeerState, name: string, current: PeerNode |
   }
   const remove = [...before.values()];
 
-  const { neighbours, fdb, fdbRemove } = overlayWrites(old?.decisions ?? [], plan.decisions);
+  const { neighbours, fdb } = overlayWrites(old?.decisions ?? [], plan.decisions);
   const { staleNeighbours, staleFdb } = overlayStale(state, name, old?.decisions ?? [], plan.decisions);
   const record: PeerRecord | undefined =
     current === undefined
@@ -210,7 +208,6 @@ export function planPeerStep(state: PeerState, name: string, current: PeerNode |
     remove,
     neighbours,
     fdb,
-    fdbRemove,
     staleNeighbours,
     staleFdb,
     record,
@@ -398,10 +395,9 @@ function routeCount(d: PeerDecision): number {
 function overlayWrites(
   old: readonly PeerDecision[],
   next: readonly PeerDecision[],
-): { neighbours: NeighbourEntry[]; fdb: FdbEntry[]; fdbRemove: FdbEntry[] } {
+): { neighbours: NeighbourEntry[]; fdb: FdbEntry[] } {
   const neighbours: NeighbourEntry[] = [];
   const fdb: FdbEntry[] = [];
-  const fdbRemove: FdbEntry[] = [];
   for (const d of next) {
     if (d.path !== 'vxlan') continue;
     const prev = old.find((o) => o.family === d.family && o.path === 'vxlan');
@@ -420,25 +416,18 @@ function overlayWrites(
       mac: d.vtepMac,
       permanent: true,
     });
+    // Replaced, not appended: a MAC that moved to a new address keeps its one entry, re-pointed.
     fdb.push({ ifindex: d.ifindex, mac: d.vtepMac, dst: d.nodeIP });
-    // A unicast MAC has one remote and NLM_F_APPEND does not move it: the old one goes first.
-    if (
-      prev?.path === 'vxlan' &&
-      prev.ifindex === d.ifindex &&
-      prev.vtepMac.toLowerCase() === d.vtepMac.toLowerCase() &&
-      prev.nodeIP !== d.nodeIP
-    ) {
-      fdbRemove.push({ ifindex: prev.ifindex, mac: prev.vtepMac, dst: prev.nodeIP });
-    }
   }
-  return { neighbours, fdb, fdbRemove };
+  return { neighbours, fdb };
 }
 
 /**
  * The neighbour and FDB entries of the peer's old VXLAN decisions that neither its new decisions nor any
  * other peer's use (a peer deleted, moved to a direct route, or with a new MAC or VTEP address). Removing
  * them at once rather than at the next full pass keeps a deleted node from being reachable through the
- * tunnel by anyone holding its old address. FDB entries of a MAC moved to a new address are fdbRemove.
+ * tunnel by anyone holding its old address. The FDB entry of a MAC moved to a new address is re-pointed
+ * by the write (replaceFdb), not removed.
  */
 function overlayStale(
   state: PeerState,

@@ -161,13 +161,9 @@ export class VxlanOverlay implements OverlayPort {
         1,
       );
     }
-    // A unicast MAC has one remote: NLM_F_APPEND does not add a second one, and the port has no FDB
-    // replace, so a peer whose address changed loses its old entry first (a gap of one request).
-    for (const f of fd.replaced) {
-      await this.try('delete fdb', `${f.mac} dst ${f.dst}`, () => handle.deleteFdb(f), 0, 1);
-    }
+    // A unicast MAC has one remote, which the write re-points (fd.replaced: the entries it moves).
     for (const f of fd.write) {
-      await this.try('append fdb', `${f.mac} dst ${f.dst}`, () => handle.appendFdb(f), 1);
+      await this.try('replace fdb', `${f.mac} dst ${f.dst}`, () => handle.replaceFdb(f), 1);
     }
     this.pending = { neighbours: nd.remove, fdb: fd.remove };
   }

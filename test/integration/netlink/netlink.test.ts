@@ -1,4 +1,4 @@
-import { execFileSync, spawnSync } from 'node:child_process';
+import { execFileSync, spawn, spawnSync } from 'node:child_process';
 import { afterEach, describe, expect, it } from 'vitest';
 import { TRELLIS_ROUTE_PROTOCOL as PROTO, type RouteInfo } from '../../../pkg/datapath/ports.ts';
 import {
@@ -378,10 +378,9 @@ describe.skipIf(netnsSkipReason !== undefined)('pkg/netlink (root, real kernel, 
     ).rejects.toBeInstanceOf(ExistsError);
     await h.setLinkUp(vx.index);
 
-    const flood1 = { ifindex: vx.index, mac: '00:00:00:00:00:00', dst: '10.88.0.2' };
-    const flood2 = { ifindex: vx.index, mac: '00:00:00:00:00:00', dst: '10.88.0.3' };
     const remote = { ifindex: vx.index, mac: '0a:00:00:00:00:02', dst: '10.88.0.2' };
-    for (const e of [flood1, flood2, remote, flood1]) await h.appendFdb(e);
+    const other = { ifindex: vx.index, mac: '0a:00:00:00:00:03', dst: '10.88.0.3' };
+    const moved = { ...remote, dst: '10.88.0.9' };
     const bridge = () =>
       (
         JSON.parse(
@@ -394,19 +393,34 @@ describe.skipIf(netnsSkipReason !== undefined)('pkg/netlink (root, real kernel, 
         .filter((e) => e.dst !== undefined)
         .map((e) => `${e.mac}>${e.dst}`)
         .sort();
-    expect(bridge()).toEqual([
-      '00:00:00:00:00:00>10.88.0.2',
-      '00:00:00:00:00:00>10.88.0.3',
-      '0a:00:00:00:00:02>10.88.0.2',
-    ]);
-    const listed = await h.listFdb(vx.index);
-    expect(listed).toHaveLength(3);
-    expect(listed).toEqual(expect.arrayContaining([flood1, flood2, remote]));
+    // Created when missing, unchanged when written again.
+    for (const e of [remote, other, remote]) await h.replaceFdb(e);
+    expect(bridge()).toEqual(['0a:00:00:00:00:02>10.88.0.2', '0a:00:00:00:00:03>10.88.0.3']);
+    expect(await h.listFdb(vx.index)).toEqual(expect.arrayContaining([remote, other]));
 
-    await h.deleteFdb(flood1);
-    await h.deleteFdb(flood1);
-    expect(bridge()).toEqual(['00:00:00:00:00:00>10.88.0.3', '0a:00:00:00:00:02>10.88.0.2']);
-    expect(await h.listFdb(vx.index)).toEqual(expect.arrayContaining([flood2, remote]));
+    // A MAC written with a new address: its one entry re-pointed, no second remote, and the kernel
+    // never reports the entry deleted (a delete and add would leave a moment without it).
+    const monitor = spawn('bridge', ['-n', ns.name, 'monitor', 'fdb'], {
+      stdio: ['ignore', 'pipe', 'ignore'],
+    });
+    let seen = '';
+    monitor.stdout.on('data', (d: Buffer) => {
+      seen += d.toString();
+    });
+    try {
+      await new Promise((r) => setTimeout(r, 200)); // the monitor subscribed
+      await h.replaceFdb(moved);
+      await waitFor(() => seen.includes('10.88.0.9'));
+    } finally {
+      monitor.kill();
+    }
+    expect(seen).not.toMatch(/Deleted/);
+    expect(bridge()).toEqual(['0a:00:00:00:00:02>10.88.0.9', '0a:00:00:00:00:03>10.88.0.3']);
+
+    await h.deleteFdb(moved);
+    await h.deleteFdb(moved);
+    expect(bridge()).toEqual(['0a:00:00:00:00:03>10.88.0.3']);
+    expect(await h.listFdb(vx.index)).toEqual([other]);
   });
 
   it('reports route events, including a delete done by someone else with `ip route del`', async () => {

@@ -400,7 +400,7 @@ describe.skipIf(netnsSkipReason !== undefined)('RouteReconciler on a real kernel
             'replaceNeighbour',
             'deleteNeighbour',
             'listNeighbours',
-            'appendFdb',
+            'replaceFdb',
             'deleteFdb',
             'listFdb',
             'close',

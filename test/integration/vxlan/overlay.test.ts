@@ -428,7 +428,7 @@ describe.skipIf(netnsSkipReason !== undefined)(
       expect(nsPing(podA.name, 'fd00:244:2::5')).toBe(true);
 
       // node-a's InternalIP changes: its device is recreated with the new local address, node-b's FDB
-      // entry follows the Node (the old remote of the same MAC goes at once), and traffic flows again.
+      // entry follows the Node (its one remote re-pointed in place), and traffic flows again.
       ip(nodeA.name, 'addr', 'add', '192.168.10.9/24', 'dev', 'eth0');
       const movedA = { ...selfA, internalIPs: ['192.168.10.9', 'fd00:10::2'] };
       const m = await pass(reconciler(nodeA, 'node-a', { vni: 4097, port: 4789 }), movedA, [
