@@ -60,12 +60,11 @@ export function fdbKey(f: FdbEntry): string {
 }
 
 export interface EntryDiff<T> {
-  /** Missing or different entries; written with replace (neighbours) or append (FDB), both idempotent. */
+  /** Missing or different entries; written with replace (neighbours and FDB alike), idempotent. */
   write: T[];
   /**
-   * Stale entries that block a desired one: a neighbour cannot be, an FDB MAC pointing at an old underlay
-   * address (the node's IP changed). The kernel keeps one remote per unicast MAC and ignores an append for
-   * a MAC it has, so these are removed BEFORE the writes, even before the node list is synced.
+   * Listed entries a write re-points rather than adds beside: an FDB MAC at an old underlay address
+   * (the node's IP changed; a unicast MAC has one remote). Nothing to remove; a neighbour has none.
    */
   replaced: T[];
   /** Entries no decision wants: removed only after the routes, and only once synced. */
