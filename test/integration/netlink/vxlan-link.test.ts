@@ -26,38 +26,11 @@ describe.skipIf(netnsSkipReason !== undefined)('VXLAN device parameters and MAC 
 
   beforeAll(() => {
     ns = pool.add('vx');
-    ip(ns.name, 'link', 'add', 'eth0', 'type', 'veth', 'peer', 'name', 'eth1');
-    ip(
-      ns.name,
-      'link',
-      'add',
-      'a4',
-      'type',
-      'vxlan',
-      'id',
-      '4096',
-      'local',
-      '192.168.10.2',
-      'dstport',
-      '8472',
-      'nolearning',
-    );
-    ip(
-      ns.name,
-      'link',
-      'add',
-      'a6',
-      'type',
-      'vxlan',
-      'id',
-      '16777215',
-      'local',
-      'fd00:10::2',
-      'dstport',
-      '4789',
-      'learning',
-    );
-    ip(ns.name, 'link', 'add', 'nolocal', 'type', 'vxlan', 'id', '1', 'dstport', '0');
+    const add = (spec: string): string => ip(ns.name, 'link', 'add', ...spec.split(' '));
+    add('eth0 type veth peer name eth1');
+    add('a4 type vxlan id 4096 local 192.168.10.2 dstport 8472 nolearning');
+    add('a6 type vxlan id 16777215 local fd00:10::2 dstport 4789 learning');
+    add('nolocal type vxlan id 1 dstport 0');
     h = port!.openNetlinkIn(ns.path);
   });
   afterAll(() => {
