@@ -101,6 +101,8 @@ export const RTNH_F_ONLINK = 0x4;
 export const RTM_F_CLONED = 0x200;
 /** RTM_GETROUTE for one address: answer with the FIB entry that matched, not the resolved result. */
 export const RTM_F_FIB_MATCH = 0x2000;
+/** RTM_GETROUTE: report the table the answer came from (IPv4 says main otherwise, whatever the rules chose). */
+export const RTM_F_LOOKUP_TABLE = 0x1000;
 
 export const NDA = { DST: 1, LLADDR: 2 } as const;
 export const NUD = { REACHABLE: 0x02, NOARP: 0x40, PERMANENT: 0x80 } as const;

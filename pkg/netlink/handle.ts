@@ -349,9 +349,9 @@ class Handle implements ExtendedNetlinkHandle {
     return routeTo((req) => this.sock.request(req), address);
   }
 
-  /** Who holds the key of `dst` (one lookup, see route-lookup.ts); for a per-node step's replaces. */
-  keyHolder(dst: string): Promise<KeyHolder> {
-    return keyHolder((req) => this.sock.request(req), dst);
+  /** Who holds the key of `dst` in `table` (one lookup, see route-lookup.ts); for a per-node step's replaces. */
+  keyHolder(dst: string, table?: number): Promise<KeyHolder> {
+    return keyHolder((req) => this.sock.request(req), dst, table);
   }
 
   async replaceRoute(route: RouteInfo): Promise<void> {

@@ -28,6 +28,7 @@ import {
   RTAX,
   RTM_F_CLONED,
   RTM_F_FIB_MATCH,
+  RTM_F_LOOKUP_TABLE,
   RTN,
   RTNH_F_ONLINK,
   VETH_INFO_PEER,
@@ -532,10 +533,11 @@ export function parseRoute(
  * lookup matched (prefix, every nexthop of a multipath route), else with the resolved result (the one
  * device and gateway a packet would take: a multipath route's nexthop chosen by the flow hash).
  */
-export function routeLookupBody(address: string, fibMatch: boolean): Body {
+export function routeLookupBody(address: string, fibMatch: boolean, reportTable = false): Body {
   const bytes = ipToBytes(address);
   const af = bytes.length === 4 ? AF.INET : AF.INET6;
-  return [rtmsg(af, bytes.length * 8, 0, 0, 0, 0, fibMatch ? RTM_F_FIB_MATCH : 0), attr(RTA.DST, bytes)];
+  const flags = (fibMatch ? RTM_F_FIB_MATCH : 0) | (reportTable ? RTM_F_LOOKUP_TABLE : 0);
+  return [rtmsg(af, bytes.length * 8, 0, 0, 0, 0, flags), attr(RTA.DST, bytes)];
 }
 
 /** The kernel's answer to routeLookupBody, as far as finding the way out needs it. */

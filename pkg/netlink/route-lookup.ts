@@ -1,5 +1,5 @@
 import type { KeyHolder, RouteLookup } from '../datapath/ports.ts';
-import { RTM } from './constants.ts';
+import { RT_TABLE_MAIN, RTM } from './constants.ts';
 import { NetlinkError } from './errors.ts';
 import { parsePrefix } from './ip.ts';
 import { parseRouteAnswer, type RouteAnswer, routeLookupBody } from './messages.ts';
@@ -84,20 +84,21 @@ async function getNexthop(send: Send, id: number): Promise<Buffer | undefined> {
 }
 
 /**
- * NetlinkHandle.keyHolder: who holds the route key `dst` (a canonical prefix), from one FIB-match
- * lookup of its first address. The entry that matches is the key's own route when one is there and
- * wins; a shorter prefix means the key is free; anything the lookup cannot show plainly (a longer
- * prefix in front of it, a blackhole, unreachable or prohibit route answering for the address) is
+ * NetlinkHandle.keyHolder: who holds the route key `dst` (a canonical prefix) in `table`, from one
+ * FIB-match lookup of its first address. The entry that matches is the key's own route when one is
+ * there and wins; a shorter prefix in that table means the key is free; anything the lookup cannot
+ * show plainly (a longer prefix in front of it, an entry of another table, which a policy rule
+ * consulted first, a blackhole, unreachable or prohibit route answering for the address) is
  * 'unknown', for the caller to treat as taken.
  */
-export async function keyHolder(send: Send, dst: string): Promise<KeyHolder> {
+export async function keyHolder(send: Send, dst: string, table = RT_TABLE_MAIN): Promise<KeyHolder> {
   const { address, prefixLen } = parsePrefix(dst);
   let matched: RouteAnswer | undefined;
   try {
     const msgs = await send({
       type: RTM.GETROUTE,
       flags: 0,
-      body: routeLookupBody(address, true),
+      body: routeLookupBody(address, true, true),
       op: `RTM_GETROUTE fibmatch ${address}`,
     });
     const answer = msgs.find((m) => m.type === RTM.NEWROUTE);
@@ -110,6 +111,9 @@ export async function keyHolder(send: Send, dst: string): Promise<KeyHolder> {
     throw e;
   }
   if (matched === undefined) return { kind: 'unknown', why: `no answer to the lookup of ${address}` };
+  if (matched.table !== table) {
+    return { kind: 'unknown', why: `${matched.dst} of table ${matched.table} answers for ${address}` };
+  }
   const matchedLen = parsePrefix(matched.dst).prefixLen;
   if (matchedLen < prefixLen) return { kind: 'free' };
   if (matchedLen > prefixLen) return { kind: 'unknown', why: `${matched.dst} answers for ${address}` };

@@ -20,7 +20,7 @@ import type { PeerStep } from './peer-state.ts';
 /** The exclusive create and the key check are the netlink adapter's (ExtendedNetlinkHandle), not the port's. */
 interface PeerStepWrites {
   addRoute(route: RouteInfo): Promise<void>;
-  keyHolder(dst: string): Promise<KeyHolder>;
+  keyHolder(dst: string, table?: number): Promise<KeyHolder>;
 }
 
 export function hasPeerStepWrites(h: NetlinkHandle): h is NetlinkHandle & PeerStepWrites {
@@ -79,7 +79,7 @@ export async function applyPeerStep(
   for (const [i, r] of step.replace.entries()) {
     // The step's state says the key holds our route; a replace would overwrite whatever holds it now.
     await run(`look up route ${r.dst}`, async () => {
-      const why = notOurs(r, await handle.keyHolder(r.dst));
+      const why = notOurs(r, await handle.keyHolder(r.dst, r.table ?? MAIN_TABLE));
       if (why !== undefined) throw new PeerStepError(`replace route ${r.dst}: ${why}`, true);
     });
     // Replacing IPv6 routes can be notified as a deletion of the old one.

@@ -124,6 +124,25 @@ describe.skipIf(netnsSkipReason !== undefined).each(FAMILIES)(
       }
     });
 
+    it('a policy rule sends the lookup to another table first: not plain to see, a full pass moves it', async () => {
+      const r = await reconciler();
+      const other = f.flag === '-4' ? '192.168.78.7' : 'fd00:78::7';
+      ip(a.name, f.flag, 'route', 'add', 'default', 'via', other, 'table', '100');
+      // Only for the key's addresses: the new gateway itself still resolves through main.
+      ip(a.name, f.flag, 'rule', 'add', 'pref', '10', 'to', key, 'lookup', '100');
+      try {
+        const step = await r.reconcilePeer(moved.name, moved);
+        expect(step).toEqual({ kind: 'full', reason: expect.stringContaining('of table 100 answers for') });
+        const full = await r.reconcile(input([moved]));
+        expect(full.errors.map((e) => String(e.error))).toEqual([]);
+        expect(onKey()).toEqual([`via ${f.moved} proto 126`]);
+      } finally {
+        ip(a.name, f.flag, 'rule', 'del', 'pref', '10');
+        ip(a.name, f.flag, 'route', 'flush', 'table', '100');
+        cleanUp();
+      }
+    });
+
     it.each([
       [
         'a gateway route',

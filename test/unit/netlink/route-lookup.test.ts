@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { AF, NHA, RTA, RTM, RTM_F_FIB_MATCH } from '../../../pkg/netlink/constants.ts';
+import { AF, NHA, RTA, RTM, RTM_F_FIB_MATCH, RTM_F_LOOKUP_TABLE } from '../../../pkg/netlink/constants.ts';
 import { NetlinkError } from '../../../pkg/netlink/errors.ts';
 import { parseRoute, parseRouteAnswer, routeLookupBody } from '../../../pkg/netlink/messages.ts';
 import { getNexthopBody, nexthopGroupMembers, parseNexthop } from '../../../pkg/netlink/nexthop-messages.ts';
@@ -45,6 +45,9 @@ describe('route lookups: request and answer', () => {
     expect([...decodeAttrs(v4, 12).get(RTA.DST)!]).toEqual([8, 8, 8, 8]);
     const v6 = Buffer.concat(routeLookupBody('2001:4860:4860::8888', false));
     expect([v6[0], v6[1], v6.readUInt32LE(8)]).toEqual([AF.INET6, 128, 0]);
+    // keyHolder's: the answer names the table the rules chose (IPv4 says main otherwise).
+    const key = Buffer.concat(routeLookupBody('10.244.1.0', true, true));
+    expect(key.readUInt32LE(8)).toBe(RTM_F_FIB_MATCH | RTM_F_LOOKUP_TABLE);
   });
 
   it('a multipath default route: every nexthop’s device, where the dump parser sees nothing', () => {
@@ -171,6 +174,11 @@ describe('keyHolder', () => {
     expect(await keyHolder(replay({ fib: KERNEL.local4 }).send, '10.100.99.0/24')).toEqual({
       kind: 'unknown',
       why: '10.100.99.11/32 answers for 10.100.99.0',
+    });
+    // The key asked about in another table than the one the lookup answered from (a policy rule).
+    expect(await keyHolder(replay({ fib: KERNEL.fibmatch4 }).send, '10.244.1.0/24', 100)).toEqual({
+      kind: 'unknown',
+      why: '0.0.0.0/0 of table 254 answers for 10.244.1.0',
     });
   });
 
