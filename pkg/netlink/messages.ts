@@ -555,7 +555,7 @@ export interface RouteAnswer {
   nexthopId?: number;
   /** rtm_protocol: who put the route there (126 trellis, 4 static, 3 boot, 2 kernel...). */
   protocol: number;
-  /** RTA_TABLE, else rtm_table. */
+  /** RTA_TABLE, else rtm_table: the table that answered when asked with reportTable (IPv4 says main otherwise). */
   table: number;
 }
 
