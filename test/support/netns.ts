@@ -108,6 +108,21 @@ export class NetnsPool {
     return ns;
   }
 
+  /**
+   * Two namespaces joined by a veth whose ends are both eth0, up, with IPv6 DAD off: a node and the
+   * segment it sits on, for tests that route over eth0.
+   */
+  addLinkedPair(tag: string): [TestNetns, TestNetns] {
+    const a = this.add(tag);
+    const b = this.add(`${tag}b`);
+    ip(a.name, 'link', 'add', 'eth0', 'type', 'veth', 'peer', 'name', 'eth0', 'netns', b.name);
+    for (const ns of [a, b]) {
+      nsSysctl(ns.name, 'net.ipv6.conf.eth0.accept_dad', '0');
+      ip(ns.name, 'link', 'set', 'eth0', 'up');
+    }
+    return [a, b];
+  }
+
   /** Registers a namespace created elsewhere (e.g. by a helper) for cleanup. */
   track(name: string): void {
     this.names.push(name);

@@ -7,7 +7,7 @@ import {
   RouteReconciler,
 } from '../../../pkg/routes/reconciler.ts';
 import type { PeerNode } from '../../../pkg/routes/types.ts';
-import { ip, NetnsPool, netnsSkipReason, nsSysctl, type TestNetns } from '../../support/netns.ts';
+import { ip, NetnsPool, netnsSkipReason, type TestNetns } from '../../support/netns.ts';
 
 /**
  * A foreign route holding this node's own pod CIDR (where trellis puts its blackhole): the per-node
@@ -29,11 +29,7 @@ describe.skipIf(netnsSkipReason !== undefined)(
     const programmed = (r: ReconcileReport): number => r.added + r.replaced + r.unchanged;
 
     beforeAll(() => {
-      a = pool.add('cc');
-      const b = pool.add('ccb');
-      ip(a.name, 'link', 'add', 'eth0', 'type', 'veth', 'peer', 'name', 'eth0', 'netns', b.name);
-      ip(a.name, 'link', 'set', 'eth0', 'up');
-      ip(b.name, 'link', 'set', 'eth0', 'up');
+      [a] = pool.addLinkedPair('cc');
       ip(a.name, 'addr', 'add', '192.168.77.1/24', 'dev', 'eth0');
     });
     afterAll(() => {
@@ -84,13 +80,7 @@ describe.skipIf(netnsSkipReason !== undefined)('an IPv6 route in front of ours (
   const input = (ps: PeerNode[]): ReconcileInput => ({ synced: true, self, peers: [self, ...ps] });
 
   beforeAll(() => {
-    a = pool.add('cm');
-    const b = pool.add('cmb');
-    ip(a.name, 'link', 'add', 'eth0', 'type', 'veth', 'peer', 'name', 'eth0', 'netns', b.name);
-    for (const ns of [a, b]) {
-      nsSysctl(ns.name, 'net.ipv6.conf.eth0.accept_dad', '0');
-      ip(ns.name, 'link', 'set', 'eth0', 'up');
-    }
+    [a] = pool.addLinkedPair('cm');
     ip(a.name, 'addr', 'add', 'fd00:77::1/64', 'dev', 'eth0', 'nodad');
   });
   afterAll(() => {

@@ -3,7 +3,7 @@ import type { NetlinkHandle } from '../../../pkg/datapath/ports.ts';
 import { createNetnsPort } from '../../../pkg/netns/index.ts';
 import { type ReconcileInput, RouteReconciler } from '../../../pkg/routes/reconciler.ts';
 import type { PeerNode } from '../../../pkg/routes/types.ts';
-import { ip, NetnsPool, netnsSkipReason, nsSysctl, type TestNetns } from '../../support/netns.ts';
+import { ip, NetnsPool, netnsSkipReason, type TestNetns } from '../../support/netns.ts';
 
 /**
  * A per-node step that moves a peer's route to its new InternalIP replaces the route in place. The
@@ -76,13 +76,7 @@ describe.skipIf(netnsSkipReason !== undefined).each(FAMILIES)(
       });
 
     beforeAll(() => {
-      a = pool.add('pr');
-      const b = pool.add('prb');
-      ip(a.name, 'link', 'add', 'eth0', 'type', 'veth', 'peer', 'name', 'eth0', 'netns', b.name);
-      for (const ns of [a, b]) {
-        nsSysctl(ns.name, 'net.ipv6.conf.eth0.accept_dad', '0');
-        ip(ns.name, 'link', 'set', 'eth0', 'up');
-      }
+      [a] = pool.addLinkedPair('pr');
       const self = f.self.internalIPs[0]!;
       ip(
         a.name,
