@@ -20,6 +20,7 @@ import { TRELLIS_ROUTE_PROTOCOL } from '../datapath/ports.ts';
 import { AF, NLM_F, RT_TABLE_MAIN, RTM } from './constants.ts';
 import { ExistsError, LinkNotFoundError, NetlinkError, RouteKeyTakenError } from './errors.ts';
 import {
+  type Body,
   createVethBody,
   createVxlanBody,
   describeRoute,
@@ -211,13 +212,8 @@ class Handle implements ExtendedNetlinkHandle {
     return payload === undefined ? undefined : parseVxlanParams(payload);
   }
 
-  async setLinkMac(index: number, mac: string): Promise<void> {
-    await this.sock.request({
-      type: RTM.NEWLINK,
-      flags: 0,
-      body: setLinkMacBody(index, mac),
-      op: `RTM_NEWLINK #${index} address ${mac}`,
-    });
+  setLinkMac(index: number, mac: string): Promise<void> {
+    return this.changeLink(index, setLinkMacBody(index, mac), `address ${mac}`);
   }
 
   async setLinkUp(index: number): Promise<void> {
@@ -228,13 +224,13 @@ class Handle implements ExtendedNetlinkHandle {
     return setUpOutcomes(steps, await this.sock.burst(steps.map(setUpRequest)));
   }
 
-  async setLinkMtu(index: number, mtu: number): Promise<void> {
-    await this.sock.request({
-      type: RTM.NEWLINK,
-      flags: 0,
-      body: setLinkMtuBody(index, mtu),
-      op: `RTM_NEWLINK #${index} mtu ${mtu}`,
-    });
+  setLinkMtu(index: number, mtu: number): Promise<void> {
+    return this.changeLink(index, setLinkMtuBody(index, mtu), `mtu ${mtu}`);
+  }
+
+  /** RTM_NEWLINK without NLM_F_CREATE: sets the attributes in `body` on the existing link. */
+  private async changeLink(index: number, body: Body, what: string): Promise<void> {
+    await this.sock.request({ type: RTM.NEWLINK, flags: 0, body, op: `RTM_NEWLINK #${index} ${what}` });
   }
 
   async deleteLink(index: number): Promise<void> {
