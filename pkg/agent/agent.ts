@@ -3,7 +3,7 @@ import { join } from 'node:path';
 import { BackgroundDeleter } from '../datapath/background-deleter.ts';
 import { sweepOrphans } from '../datapath/gc.ts';
 import { KeyedMutex } from '../datapath/keyed-mutex.ts';
-import type { NetlinkEventsPort, NetlinkHandle, NetnsPort, Subscription } from '../datapath/ports.ts';
+import type { Family, NetlinkEventsPort, NetlinkHandle, NetnsPort, Subscription } from '../datapath/ports.ts';
 import type { DatapathDeps } from '../datapath/types.ts';
 import { errorText } from '../error-text.ts';
 import { type Ipam, openIpam } from '../ipam/index.ts';
@@ -266,7 +266,7 @@ export class Agent {
         enableForwarding(this.ports.netns, ranges);
         return this.rebuildHeldLeases();
       },
-      onSynced: (self, report) => this.onSynced(self, report.overlay?.devices),
+      onSynced: (self, report) => this.onSynced(self, report.overlay?.devices, report.directSubnets),
       onPass: this.hooks.onPass,
       log: log.child({ component: 'routes' }),
       resyncMs: config.resyncMs,
@@ -390,9 +390,10 @@ export class Agent {
   private async onSynced(
     self: ClusterNode,
     vteps: readonly Pick<DeviceState, 'family' | 'mac'>[] = [],
+    directSubnets: Partial<Record<Family, string>> = {},
   ): Promise<void> {
     const { config, log } = this;
-    this.nodeStatus?.publishVteps(self, vteps);
+    this.nodeStatus?.publishAnnotations(self, vteps, directSubnets);
     if (config.mtu === 0) {
       const choice = await detectMtu(this.host!, self, config.mode, { last: this.mtuChoice, log });
       const changed = choice.mtu !== this.mtuChoice.mtu || choice.overhead !== this.mtuChoice.overhead;

@@ -4,6 +4,7 @@ import { type Lease, RangeChangeError } from '../ipam/index.ts';
 import type { MasqOptions } from '../masq/render.ts';
 import type { Logger } from '../observe/logger.ts';
 import { UNREADABLE_HOLDER } from '../routes/diff.ts';
+import { DIRECT_SUBNET_ANNOTATIONS, directSubnetsFromAnnotations } from '../routes/direct-subnets.ts';
 import type { PeerStepOutcome, ReconcileInput, ReconcileReport } from '../routes/reconciler.ts';
 import type { PeerNode } from '../routes/types.ts';
 import { vtepMacsFromAnnotations } from '../vxlan/annotations.ts';
@@ -221,7 +222,7 @@ export class NodeController {
     }
     let step: PeerStepOutcome;
     try {
-      step = await reconcilePeer.call(deps.routes, name, node === undefined ? undefined : toPeer(node));
+      step = await reconcilePeer.call(deps.routes, name, node === undefined ? undefined : toPeerNode(node));
     } catch (err) {
       step = { kind: 'full', reason: errorText(err) };
     }
@@ -394,8 +395,8 @@ export class NodeController {
       const nodes = deps.cluster.list();
       const report = await deps.routes.reconcile({
         synced: deps.cluster.hasSynced(),
-        self: toPeer(self),
-        peers: nodes.map(toPeer),
+        self: toPeerNode(self),
+        peers: nodes.map(toPeerNode),
       });
       let masq: 'applied' | 'unchanged' | 'failed' | 'off' = 'off';
       if (deps.masq !== undefined) {
@@ -518,13 +519,15 @@ export class NodeController {
 
 /**
  * True when this node changed in a way a full pass would act on: its pod CIDRs (IPAM ranges, blackholes),
- * its InternalIPs (MTU, VXLAN source address) or its VTEP MAC annotations (the pass republishes them when
- * they are missing or wrong). Labels, conditions, heartbeats and other annotations (the agent's own
+ * its InternalIPs (MTU, VXLAN source address) or the annotations it publishes (VTEP MACs, direct subnets:
+ * the pass republishes them when they are missing or wrong). Labels, conditions, heartbeats and other annotations (the agent's own
  * coverage report among them) are not read by a pass.
  */
 export function selfChanged(before: ClusterNode, now: ClusterNode): boolean {
   if (!sameList(before.podCIDRs, now.podCIDRs) || !sameList(before.internalIPs, now.internalIPs)) return true;
-  return Object.values(VTEP_MAC_ANNOTATIONS).some((k) => before.annotations?.[k] !== now.annotations?.[k]);
+  return [...Object.values(VTEP_MAC_ANNOTATIONS), ...Object.values(DIRECT_SUBNET_ANNOTATIONS)].some(
+    (k) => before.annotations?.[k] !== now.annotations?.[k],
+  );
 }
 
 /**
@@ -534,7 +537,7 @@ export function selfChanged(before: ClusterNode, now: ClusterNode): boolean {
  */
 const peers = new WeakMap<ClusterNode, PeerNode>();
 
-function toPeer(n: ClusterNode): PeerNode {
+export function toPeerNode(n: ClusterNode): PeerNode {
   let p = peers.get(n);
   if (p === undefined) {
     p = {
@@ -542,6 +545,7 @@ function toPeer(n: ClusterNode): PeerNode {
       podCIDRs: n.podCIDRs,
       internalIPs: n.internalIPs,
       vtepMacs: vtepMacsFromAnnotations(n.annotations),
+      directSubnets: directSubnetsFromAnnotations(n.annotations),
     };
     peers.set(n, p);
   }

@@ -1,6 +1,9 @@
+import type { Family } from '../datapath/ports.ts';
+import { annotationPatch } from '../k8s/annotation-patch.ts';
 import type { K8sClient } from '../k8s/index.ts';
 import type { Logger } from '../observe/logger.ts';
-import { vtepAnnotationPatch } from '../vxlan/annotations.ts';
+import { directSubnetAnnotations } from '../routes/direct-subnets.ts';
+import { vtepAnnotations } from '../vxlan/annotations.ts';
 import type { DeviceState } from '../vxlan/device.ts';
 import type { ClusterNode } from './cluster.ts';
 
@@ -8,7 +11,7 @@ export type NodeStatusPort = Pick<K8sClient, 'setNetworkUnavailable' | 'annotate
 
 /**
  * What the agent writes to its own Node: NetworkUnavailable=False once the datapath is programmed,
- * and the VTEP MAC annotations that peers need before they tunnel to us. Every Node write wakes every
+ * and the annotations peers plan their routes to us with (publishAnnotations). Every Node write wakes every
  * agent's watch, so both are written only when they differ; failures are retried.
  */
 export class NodeStatusReporter {
@@ -16,8 +19,8 @@ export class NodeStatusReporter {
   private readonly nodeName: string;
   private readonly log: Logger;
   private readonly signal: AbortSignal;
-  /** The VTEP annotation patch in flight or last sent; cleared once the Node shows it. */
-  private vtepPatch: string | undefined;
+  /** The annotation patch in flight or last sent; cleared once the Node shows it. */
+  private pendingPatch: string | undefined;
 
   constructor(opts: { kube: NodeStatusPort; nodeName: string; log: Logger; signal: AbortSignal }) {
     this.kube = opts.kube;
@@ -49,26 +52,35 @@ export class NodeStatusReporter {
   }
 
   /**
-   * Our Node's VTEP MAC annotations follow the devices (none in host-gw). Patched when the cached Node
-   * differs; a failure is retried on the next pass. Peers only tunnel to a node that published its MAC.
+   * Our Node's annotations follow this pass's view: the VTEP MACs of the devices (none in host-gw),
+   * which peers need before they tunnel to us, and the subnets we route peers directly on (auto mode),
+   * which make peers take the path we take back. Patched when the cached Node differs; a failure is
+   * retried on the next pass.
    */
-  publishVteps(self: ClusterNode, vteps: readonly Pick<DeviceState, 'family' | 'mac'>[]): void {
-    const wanted: Partial<Record<4 | 6, string>> = {};
-    for (const v of vteps) wanted[v.family] = v.mac;
-    const patch = vtepAnnotationPatch(self.annotations, wanted);
+  publishAnnotations(
+    self: ClusterNode,
+    vteps: readonly Pick<DeviceState, 'family' | 'mac'>[],
+    directSubnets: Partial<Record<Family, string>>,
+  ): void {
+    const macs: Partial<Record<Family, string>> = {};
+    for (const v of vteps) macs[v.family] = v.mac;
+    const patch = annotationPatch(self.annotations, {
+      ...vtepAnnotations(macs),
+      ...directSubnetAnnotations(directSubnets),
+    });
     const key = patch === undefined ? undefined : JSON.stringify(patch);
-    if (key === undefined || key === this.vtepPatch) {
-      if (key === undefined) this.vtepPatch = undefined;
+    if (key === undefined || key === this.pendingPatch) {
+      if (key === undefined) this.pendingPatch = undefined;
       return;
     }
-    this.vtepPatch = key;
+    this.pendingPatch = key;
     this.kube.annotateNode(this.nodeName, patch!).then(
-      () => this.log.info({ annotations: patch }, 'VTEP annotations published'),
+      () => this.log.info({ annotations: patch }, 'Node annotations published'),
       (err: unknown) => {
-        this.vtepPatch = undefined;
+        this.pendingPatch = undefined;
         this.log.warn(
           { error: (err as Error).message },
-          'could not publish the VTEP annotations; will retry',
+          'could not publish the Node annotations; will retry',
         );
       },
     );

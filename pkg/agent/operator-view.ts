@@ -4,9 +4,9 @@ import { desiredRoutes } from '../routes/desired.ts';
 import { MAIN_TABLE } from '../routes/diff.ts';
 import { readLocalLinks } from '../routes/reconciler.ts';
 import type { PeerDecision, Problem, RoutingMode } from '../routes/types.ts';
-import { vtepMacsFromAnnotations } from '../vxlan/annotations.ts';
 import type { DeviceState } from '../vxlan/device.ts';
-import type { ClusterNode, ClusterView } from './cluster.ts';
+import type { ClusterView } from './cluster.ts';
+import { toPeerNode } from './controller.ts';
 
 /** The Node watch as the operator sees it. */
 export interface WatchState {
@@ -73,12 +73,6 @@ export async function computeRouteState(opts: {
     host.listRoutes({ family: 6, table: MAIN_TABLE, unreadable: true }),
   ]);
   const self = cluster.get(opts.nodeName);
-  const toPeer = (n: ClusterNode) => ({
-    name: n.name,
-    podCIDRs: [...n.podCIDRs],
-    internalIPs: [...n.internalIPs],
-    vtepMacs: vtepMacsFromAnnotations(n.annotations),
-  });
   const overlay = opts.overlayDevices.map((d) => ({ family: d.family, ifindex: d.ifindex, name: d.name }));
   const plan =
     self === undefined
@@ -87,7 +81,10 @@ export async function computeRouteState(opts: {
           problems: [{ node: opts.nodeName, problem: 'this node is not known yet' }],
           decisions: [],
         }
-      : desiredRoutes(toPeer(self), cluster.list().map(toPeer), localLinks, { mode: opts.mode, overlay });
+      : desiredRoutes(toPeerNode(self), cluster.list().map(toPeerNode), localLinks, {
+          mode: opts.mode,
+          overlay,
+        });
   return {
     desired: plan.routes,
     programmed: [...v4, ...v6],

@@ -6,15 +6,16 @@
  *   error: the rest of the cluster still gets its routes.
  * - In auto mode a node is routed directly only when the connected subnet its InternalIP falls in (longest
  *   prefix, the one the kernel would use) holds this node's own InternalIP of the family too (Calico's
- *   CrossSubnet, Antrea's hybrid mode and Cilium's auto-direct-node-routes draw the same line): the peer,
- *   finding ours on its own subnet, decides the same, so both directions take one path. That holds when
- *   both nodes' subnets have the same prefix length and the underlay between them is itself symmetric; a
- *   node cannot see its peer's prefix length. A peer reached over another leg of a multi-homed node (or a
- *   longer-prefix leg inside the home subnet) would tunnel back, and strict reverse-path filtering
- *   (rp_filter=1, RHEL's default) drops the asymmetric packets. A node whose own InternalIP is on no
+ *   CrossSubnet, Antrea's hybrid mode and Cilium's auto-direct-node-routes draw the same line), and,
+ *   when the peer published the subnets it routes directly on (directSubnets, pkg/routes/direct-subnets.ts),
+ *   one of them holds ours: the peer then routes directly back, so both directions take one path. Without
+ *   the second check, subnets of different prefix lengths on one L2 (a /16 here, a /24 there) would route
+ *   one way and tunnel the other, and strict reverse-path filtering (rp_filter=1, RHEL's default) drops the
+ *   asymmetric packets. A peer reached over another leg of a multi-homed node (or a longer-prefix leg
+ *   inside the home subnet) tunnels, as the peer tunnels back. A node whose own InternalIP is on no
  *   connected subnet (a /32 on lo, from a range of its own) tunnels to every peer of the family, as they
- *   tunnel to it (they find it on no subnet of theirs); only without a VXLAN device of the family does it
- *   route over any connected subnet.
+ *   tunnel to it (it publishes no subnet); only without a VXLAN device of the family does it route over
+ *   any connected subnet.
  * - In auto mode a node not routed directly is reached through our VXLAN device of that family; in vxlan mode every
  *   node is. A VXLAN route is `podCIDR via <peer VTEP address> dev trellis.vN onlink`, the VTEP address being
  *   the network address of the peer's first pod CIDR of the family (see vtepAddress). It needs the device
@@ -42,6 +43,12 @@ import {
   parseCidr,
   parseIp,
 } from '../ip/index.ts';
+import {
+  DIRECT_SUBNET_ANNOTATIONS,
+  formatDirectSubnets,
+  parseDirectSubnets,
+  subnetsHoldAny,
+} from './direct-subnets.ts';
 import { isUnusableNodeIp } from './node-ip.ts';
 import type {
   DesiredRoutes,
@@ -60,6 +67,8 @@ interface ParsedNode {
   cidrs: Cidr[];
   ips: IpAddress[];
   vtepMac: Partial<Record<Family, string>>;
+  /** The published subnets' text per family (parsed only for a peer the local rule would route directly). */
+  directSubnets: Partial<Record<Family, string>>;
 }
 
 function parseNode(node: PeerNode, problems: Problem[]): ParsedNode {
@@ -95,7 +104,13 @@ function parseNode(node: PeerNode, problems: Problem[]): ParsedNode {
       ips.push(ip);
     }
   }
-  return { name: node.name, cidrs, ips, vtepMac: node.vtepMacs ?? {} };
+  return {
+    name: node.name,
+    cidrs,
+    ips,
+    vtepMac: node.vtepMacs ?? {},
+    directSubnets: node.directSubnets ?? {},
+  };
 }
 
 /**
@@ -166,7 +181,9 @@ function findDirectLink(
  * Which peers of one family may be routed directly (the rest go through VXLAN, in auto mode):
  *   any   every peer on a connected subnet (host-gw; and auto where there is nothing else, below)
  *   home  auto: a peer whose longest-prefix subnet is one holding this node's own InternalIP of the family
- *         (`subnets`, by identity). The peer, finding ours on its subnet, decides the same way.
+ *         (`subnets`, by identity), unless the subnets the peer published hold none of `ownIPs` and this
+ *         node can tunnel (without a VXLAN device here, no peer tunnels to us: a vxlan-mode peer routes
+ *         to a node without a VTEP directly). These subnets are what this node publishes for the family.
  *   none  auto: this node's InternalIP of the family is on no connected subnet (a /32 on lo): no peer
  *         finds it on a subnet of its own, so every peer tunnels to this node, and this node to them.
  * Auto falls back to `any` for a family without an own InternalIP (no peer can route to this node in it
@@ -174,7 +191,7 @@ function findDirectLink(
  */
 type DirectReach =
   | { kind: 'any' }
-  | { kind: 'home'; subnets: ReadonlySet<Cidr> }
+  | { kind: 'home'; subnets: ReadonlySet<Cidr>; ownIPs: readonly IpAddress[]; tunnel: boolean }
   | { kind: 'none'; ownIPs: readonly IpAddress[] };
 
 function directReach(
@@ -189,8 +206,9 @@ function directReach(
   const home = local.subnets
     .map(({ subnet }) => subnet)
     .filter((subnet) => subnet.family === family && mine.some((ip) => cidrContains(subnet, ip)));
-  if (home.length > 0) return { kind: 'home', subnets: new Set(home) };
-  if (!(opts.overlay ?? []).some((d) => d.family === family)) return { kind: 'any' };
+  const tunnel = (opts.overlay ?? []).some((d) => d.family === family);
+  if (home.length > 0) return { kind: 'home', subnets: new Set(home), ownIPs: mine, tunnel };
+  if (!tunnel) return { kind: 'any' };
   return { kind: 'none', ownIPs: mine };
 }
 
@@ -228,6 +246,11 @@ function directDecision(
       reasons.push(
         `InternalIP ${nodeIP} is on ${found.link.name}'s subnet ${formatCidr(found.subnet)} (its longest match here), which does not hold this node's InternalIP (the node would route back through VXLAN)`,
       );
+    } else if (reach.kind === 'home' && reach.tunnel && !routesBackDirectly(node, family, reach.ownIPs)) {
+      const published = node.directSubnets[family];
+      reasons.push(
+        `the node routes directly only on ${published === '' ? 'no subnet' : published} (its ${DIRECT_SUBNET_ANNOTATIONS[family]}), which does not hold this node's InternalIP (it would route back through VXLAN)`,
+      );
     } else {
       const decision: PeerDecision = {
         node: node.name,
@@ -244,6 +267,50 @@ function directDecision(
     }
   }
   return best?.decision;
+}
+
+/**
+ * False when the peer published the subnets it routes directly on and none holds one of our InternalIPs
+ * of the family: it tunnels to us, so we tunnel to it. A malformed annotation counts as absent.
+ */
+function routesBackDirectly(node: ParsedNode, family: Family, ownIPs: readonly IpAddress[]): boolean {
+  const text = node.directSubnets[family];
+  if (text === undefined) return true;
+  const subnets = parseDirectSubnets(text, family);
+  return subnets === undefined || subnetsHoldAny(subnets, ownIPs);
+}
+
+/**
+ * The annotations' text this node publishes (DIRECT_SUBNET_ANNOTATIONS), per family: in auto mode
+ * the connected subnets holding its own InternalIP, or none when that is on no connected subnet and a
+ * VXLAN device of the family carries every peer; in vxlan mode none (it routes directly only to peers
+ * that publish no VTEP, which have no tunnel to choose), so an auto node tunnels to it too while a
+ * rolling change of mode has nodes of both. Nothing for a family where it routes directly to any peer
+ * on a connected subnet (host-gw; vxlan without a VXLAN device of the family; auto without one, its
+ * InternalIP on no connected subnet) or that it has no InternalIP in.
+ */
+export function ownDirectSubnets(
+  self: SelfNode,
+  localLinks: LocalLink[],
+  opts: Pick<DesiredRoutesOptions, 'mode' | 'overlay'>,
+): Partial<Record<Family, string>> {
+  const out: Partial<Record<Family, string>> = {};
+  if (opts.mode === 'host-gw') return out;
+  const me = parseNode(self, []);
+  if (opts.mode === 'vxlan') {
+    for (const family of [4, 6] as Family[]) {
+      const tunnel = (opts.overlay ?? []).some((d) => d.family === family);
+      if (tunnel && me.ips.some((ip) => ip.family === family)) out[family] = '';
+    }
+    return out;
+  }
+  const local = indexLocalLinks(localLinks);
+  for (const family of [4, 6] as Family[]) {
+    const reach = directReach(family, opts, me.ips, local);
+    if (reach.kind === 'home') out[family] = formatDirectSubnets(reach.subnets);
+    else if (reach.kind === 'none') out[family] = '';
+  }
+  return out;
 }
 
 export function desiredRoutes(

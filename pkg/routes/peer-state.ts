@@ -124,7 +124,7 @@ export type PeerStep =
   | {
       kind: 'apply';
       node: string;
-      /** What changed, for the log: added, deleted, podCIDRs, internalIPs, vtepMacs. */
+      /** What changed, for the log: added, deleted, podCIDRs, internalIPs, vtepMacs, directSubnets. */
       changed: string[];
       add: RouteInfo[];
       replace: RouteInfo[];
@@ -365,7 +365,9 @@ function sameRouteFields(old: PeerNode, current: PeerNode): boolean {
     sameList(old.podCIDRs, current.podCIDRs) &&
     sameList(old.internalIPs, current.internalIPs) &&
     old.vtepMacs?.[4] === current.vtepMacs?.[4] &&
-    old.vtepMacs?.[6] === current.vtepMacs?.[6]
+    old.vtepMacs?.[6] === current.vtepMacs?.[6] &&
+    old.directSubnets?.[4] === current.directSubnets?.[4] &&
+    old.directSubnets?.[6] === current.directSubnets?.[6]
   );
 }
 
@@ -377,6 +379,12 @@ export function changedFields(old: PeerNode | undefined, current: PeerNode | und
   if (!sameList(old.internalIPs, current.internalIPs)) out.push('internalIPs');
   if (old.vtepMacs?.[4] !== current.vtepMacs?.[4] || old.vtepMacs?.[6] !== current.vtepMacs?.[6]) {
     out.push('vtepMacs');
+  }
+  if (
+    old.directSubnets?.[4] !== current.directSubnets?.[4] ||
+    old.directSubnets?.[6] !== current.directSubnets?.[6]
+  ) {
+    out.push('directSubnets');
   }
   return out;
 }
@@ -499,9 +507,10 @@ function validCidrs(p: PeerNode): Cidr[] {
   return out;
 }
 
-/** The lists are read-only (PeerNode), so a record shares them; an empty vtepMacs is left out. */
+/** The lists are read-only (PeerNode), so a record shares them; an empty vtepMacs or directSubnets is left out. */
 function copyPeer(p: PeerNode): PeerNode {
   const macs = p.vtepMacs;
+  const subnets = p.directSubnets;
   return {
     name: p.name,
     podCIDRs: p.podCIDRs ?? [],
@@ -509,6 +518,9 @@ function copyPeer(p: PeerNode): PeerNode {
     ...(macs === undefined || (macs[4] === undefined && macs[6] === undefined)
       ? {}
       : { vtepMacs: { ...macs } }),
+    ...(subnets === undefined || (subnets[4] === undefined && subnets[6] === undefined)
+      ? {}
+      : { directSubnets: { ...subnets } }),
   };
 }
 

@@ -15,7 +15,7 @@
 import type { Family, NetlinkHandle, RouteFilter, RouteInfo, RouteLookup } from '../datapath/ports.ts';
 import { errorText } from '../error-text.ts';
 import { applyRouteDiff, type RouteError } from './apply.ts';
-import { desiredRoutes } from './desired.ts';
+import { desiredRoutes, ownDirectSubnets } from './desired.ts';
 import { diffRoutes, MAIN_TABLE, type RouteConflict, type RouteDiff } from './diff.ts';
 import { OwnRouteChanges } from './own-changes.ts';
 import { applyPeerStep, hasPeerStepWrites, type PeerApplyResult } from './peer-apply.ts';
@@ -98,6 +98,11 @@ export interface ReconcileReport {
   conflicts: RouteDiff['conflicts'];
   /** Present when the reconciler drives an overlay. */
   overlay?: OverlayReport;
+  /**
+   * What this node publishes as the subnets it routes peers directly on (ownDirectSubnets), from the
+   * pass's view of its links; absent from per-node steps' reports, which do not read the links.
+   */
+  directSubnets?: Partial<Record<Family, string>>;
   /**
    * True when the inputs were the ones the last clean pass and the steps since had planned, and the
    * kernel held exactly that plan: nothing was planned or changed (most periodic resyncs).
@@ -335,6 +340,10 @@ export class RouteReconciler {
       mode: this.mode,
       ...(this.table === undefined ? {} : { table: this.table }),
     };
+    const directSubnets = ownDirectSubnets(input.self, localLinks, {
+      mode: this.mode,
+      overlay: prepared.devices,
+    });
     // Inputs the last clean pass (and the steps since) already planned: the plan is the state's, and
     // what is left to do is the level-triggered part, reading the kernel and checking it holds that plan.
     // An idle resync at 5,000 nodes spent most of its time and garbage re-planning an unchanged cluster.
@@ -352,6 +361,7 @@ export class RouteReconciler {
         ...folded,
         problems: [...prepared.problems, ...folded.problems],
         ...(overlay === undefined ? {} : { overlay }),
+        directSubnets,
         quiet: true,
         durationMs: this.now() - start,
       };
@@ -399,6 +409,7 @@ export class RouteReconciler {
       decisions: plan.decisions,
       conflicts,
       ...(overlay === undefined ? {} : { overlay }),
+      directSubnets,
       ...(nexthopsPruned > 0 ? { nexthopsPruned } : {}),
       durationMs: this.now() - start,
     };

@@ -15,6 +15,11 @@ export interface PeerNode {
    * the Node annotations). Absent: the node has no VTEP (yet), so VXLAN to it would go nowhere.
    */
   vtepMacs?: Partial<Record<Family, string>>;
+  /**
+   * The subnets its agent routes peers directly on, per family, as it published them (the annotations'
+   * text: pkg/routes/direct-subnets.ts). Absent: it publishes none, and only this node's rule decides.
+   */
+  directSubnets?: Partial<Record<Family, string>>;
 }
 
 /** The node this agent runs on: same shape, its pod CIDRs become blackhole routes. */

@@ -17,24 +17,7 @@ export function vtepMacsFromAnnotations(
   return out;
 }
 
-/**
- * The merge patch that makes our Node's VTEP annotations say `wanted` (a family without a device loses its
- * annotation: null removes it), or undefined when they already do.
- */
-export function vtepAnnotationPatch(
-  current: Readonly<Record<string, string>> | undefined,
-  wanted: Partial<Record<Family, string>>,
-): Record<string, string | null> | undefined {
-  const patch: Record<string, string | null> = {};
-  for (const family of [4, 6] as Family[]) {
-    const key = VTEP_MAC_ANNOTATIONS[family];
-    const want = wanted[family];
-    const have = current?.[key];
-    if (want === undefined) {
-      if (have !== undefined) patch[key] = null;
-    } else if (have !== want) {
-      patch[key] = want;
-    }
-  }
-  return Object.keys(patch).length === 0 ? undefined : patch;
+/** Our VTEP annotations as they should read (annotationPatch): a family without a device has none. */
+export function vtepAnnotations(wanted: Partial<Record<Family, string>>): Record<string, string | undefined> {
+  return { [VTEP_MAC_ANNOTATIONS[4]]: wanted[4], [VTEP_MAC_ANNOTATIONS[6]]: wanted[6] };
 }

@@ -1,6 +1,6 @@
 /** The VXLAN overlay: devices, VTEP MACs and annotations, neighbour and FDB entries (docs/overlay.md). */
 
-export { vtepAnnotationPatch, vtepMacsFromAnnotations } from './annotations.ts';
+export { vtepAnnotations, vtepMacsFromAnnotations } from './annotations.ts';
 export {
   DEFAULT_VXLAN_PORT,
   DEFAULT_VXLAN_VNI,

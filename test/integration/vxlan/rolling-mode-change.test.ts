@@ -1,10 +1,14 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { strictRpFilter } from '../../support/netns.ts';
 import { Testbed, type TestbedNode, testbedSkipReason } from '../../support/testbed/index.ts';
 
 /**
  * Changing --mode the way install.md says (a rolling restart of the DaemonSet) runs nodes of two modes
  * side by side for a while. host-gw to vxlan on one segment: the switched node must not drop the peer
  * that publishes no VTEP yet (it used to: "node skipped", no route, no pod traffic between the two).
+ * auto to vxlan and back, under strict reverse-path filtering: the auto node must tunnel to the vxlan
+ * one, which tunnels to everyone (it used to route it directly, and the filter dropped the pods' IPv4
+ * packets both ways until both had switched).
  */
 const skip = testbedSkipReason();
 
@@ -70,3 +74,54 @@ describe.skipIf(skip !== undefined)(skip === undefined ? title : `${title} (skip
     expect((await tb.connectivityMatrix()).failures).toEqual([]);
   }, 120_000);
 });
+
+const autoTitle =
+  'cluster: a rolling change from auto to vxlan and back keeps pod traffic under strict rp_filter (real agents)';
+describe.skipIf(skip !== undefined)(
+  skip === undefined ? autoTitle : `${autoTitle} (skipped: ${skip})`,
+  () => {
+    let tb: Testbed;
+
+    beforeAll(async () => {
+      tb = await Testbed.create({ segments: [{ nodes: 2 }], mode: 'auto' });
+      for (const n of tb.nodes()) strictRpFilter(n.ns, ['all', 'default', 'eth0', 'trellis.v4']);
+      await tb.addPod('node-1');
+      await tb.addPod('node-2');
+    }, 120_000);
+
+    afterAll(async () => {
+      if (tb === undefined) return;
+      await tb.teardown();
+      expect(tb.leftovers()).toEqual([]);
+    });
+
+    const devTo = (from: TestbedNode, to: TestbedNode, family: 4 | 6) =>
+      tb.routes(from.name, family).find((r) => r.dst === to.plan.podCIDRs[family === 4 ? 0 : 1])?.dev;
+
+    it('one node switched to vxlan: both tunnel; switched back: both direct; every pod reaches every pod', async () => {
+      const [n1, n2] = tb.nodes();
+      const both = async (dev: (family: 4 | 6) => string) => {
+        for (const family of [4, 6] as const) {
+          for (const [from, to] of [
+            [n1!, n2!],
+            [n2!, n1!],
+          ] as const) {
+            await within(5000, `${from.name}: IPv${family} route to ${to.name} via ${dev(family)}`, () => {
+              return devTo(from, to, family) === dev(family);
+            });
+          }
+        }
+      };
+      await both(() => 'eth0');
+      expect((await tb.connectivityMatrix()).failures).toEqual([]);
+
+      await tb.restartAgent('node-1', { signal: 'SIGTERM', mode: 'vxlan' });
+      await both((family) => `trellis.v${family}`);
+      expect((await tb.connectivityMatrix()).failures).toEqual([]);
+
+      await tb.restartAgent('node-1', { signal: 'SIGTERM', mode: 'auto' });
+      await both(() => 'eth0');
+      expect((await tb.connectivityMatrix()).failures).toEqual([]);
+    }, 120_000);
+  },
+);

@@ -385,7 +385,13 @@ describe('NodeController per-node steps', () => {
     await settle();
     expect(t.steps[0]).toEqual({
       name: 'n3',
-      peer: { name: 'n3', podCIDRs: ['10.244.3.0/24'], internalIPs: ['10.0.0.3'], vtepMacs: {} },
+      peer: {
+        name: 'n3',
+        podCIDRs: ['10.244.3.0/24'],
+        internalIPs: ['10.0.0.3'],
+        vtepMacs: {},
+        directSubnets: {},
+      },
     });
     expect(t.full).toHaveLength(1);
     // The new CIDR leaves the masquerade set (after the route, coalesced), and metrics see a per-node pass.

@@ -132,6 +132,30 @@ describe('planPeerStep', () => {
     expect([...moved.staleNeighbours, ...moved.staleFdb]).toEqual([]);
   });
 
+  it('moves a peer into the tunnel when its published direct subnets stop holding our InternalIP, and back', () => {
+    const mac = '02:00:00:00:00:04';
+    const s = state(
+      [peer(1, { vtepMacs: { 4: '02:00:00:00:00:01' } }), peer(4, { vtepMacs: { 4: mac } })],
+      'auto',
+    );
+    // Our /24 holds n4's 10.0.0.5, but n4's published /30 (10.0.0.4-7) does not hold our 10.0.0.1.
+    const narrowed = applied(
+      planPeerStep(s, 'n4', peer(4, { vtepMacs: { 4: mac }, directSubnets: { 4: '10.0.0.4/30' } })),
+    );
+    expect(narrowed.changed).toEqual(['directSubnets']);
+    expect(narrowed.replace.map((r) => [r.dst, r.gateway, r.ifindex, r.onlink])).toEqual([
+      ['10.244.4.0/24', '10.244.4.0', 7, true],
+    ]);
+    expect(narrowed.fdb).toEqual([{ ifindex: 7, mac, dst: '10.0.0.5' }]);
+    commitPeerStep(s, 'n4', narrowed.record);
+    const widened = applied(
+      planPeerStep(s, 'n4', peer(4, { vtepMacs: { 4: mac }, directSubnets: { 4: '10.0.0.0/24' } })),
+    );
+    expect(widened.replace.map((r) => [r.dst, r.gateway, r.ifindex])).toEqual([
+      ['10.244.4.0/24', '10.0.0.5', 2],
+    ]);
+  });
+
   it('removes the neighbour and FDB entries only a deleted or changed VXLAN peer used', () => {
     const mac = '02:00:00:00:00:04';
     const s = state(
@@ -203,6 +227,12 @@ describe('changedFields', () => {
     expect(changedFields(undefined, peer(1))).toEqual(['added']);
     expect(changedFields(peer(1), undefined)).toEqual(['deleted']);
     expect(changedFields(peer(1), peer(1, { vtepMacs: { 4: '02:00:00:00:00:01' } }))).toEqual(['vtepMacs']);
+    expect(changedFields(peer(1), peer(1, { directSubnets: { 4: '10.0.0.0/24' } }))).toEqual([
+      'directSubnets',
+    ]);
+    expect(
+      changedFields(peer(1, { directSubnets: { 6: '' } }), peer(1, { directSubnets: { 6: '' } })),
+    ).toEqual([]);
     expect(changedFields(peer(1), peer(1, { internalIPs: ['10.0.0.2', '10.0.0.3'] }))).toEqual([
       'internalIPs',
     ]);

@@ -1,6 +1,7 @@
 import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
-import { vtepAnnotationPatch, vtepMacsFromAnnotations } from '../../../pkg/vxlan/annotations.ts';
+import { annotationPatch } from '../../../pkg/k8s/annotation-patch.ts';
+import { vtepAnnotations, vtepMacsFromAnnotations } from '../../../pkg/vxlan/annotations.ts';
 import { VTEP_MAC_ANNOTATIONS } from '../../../pkg/vxlan/constants.ts';
 import { parseVtepMac, vtepMac } from '../../../pkg/vxlan/mac.ts';
 
@@ -63,10 +64,12 @@ describe('VTEP annotations', () => {
   it('patches only what differs, removes the annotation of a family without a device, else nothing', () => {
     const mac4 = vtepMac('n', 4);
     const mac6 = vtepMac('n', 6);
-    expect(vtepAnnotationPatch({}, { 4: mac4, 6: mac6 })).toEqual({ [v4]: mac4, [v6]: mac6 });
-    expect(vtepAnnotationPatch({ [v4]: mac4, [v6]: mac6, other: 'x' }, { 4: mac4, 6: mac6 })).toBeUndefined();
-    expect(vtepAnnotationPatch({ [v4]: mac4, [v6]: mac6 }, { 4: mac4 })).toEqual({ [v6]: null });
-    expect(vtepAnnotationPatch({ [v4]: 'stale' }, {})).toEqual({ [v4]: null });
-    expect(vtepAnnotationPatch(undefined, {})).toBeUndefined();
+    const patch = (current: Record<string, string> | undefined, macs: { 4?: string; 6?: string }) =>
+      annotationPatch(current, vtepAnnotations(macs));
+    expect(patch({}, { 4: mac4, 6: mac6 })).toEqual({ [v4]: mac4, [v6]: mac6 });
+    expect(patch({ [v4]: mac4, [v6]: mac6, other: 'x' }, { 4: mac4, 6: mac6 })).toBeUndefined();
+    expect(patch({ [v4]: mac4, [v6]: mac6 }, { 4: mac4 })).toEqual({ [v6]: null });
+    expect(patch({ [v4]: 'stale' }, {})).toEqual({ [v4]: null });
+    expect(patch(undefined, {})).toBeUndefined();
   });
 });

@@ -1,6 +1,6 @@
 import { describe, expect, it } from 'vitest';
 import { TRELLIS_ROUTE_PROTOCOL } from '../../../pkg/datapath/ports.ts';
-import { desiredRoutes, vtepAddress } from '../../../pkg/routes/desired.ts';
+import { desiredRoutes, ownDirectSubnets, vtepAddress } from '../../../pkg/routes/desired.ts';
 import { diffRoutes, isOwnedRoute } from '../../../pkg/routes/diff.ts';
 import type { LocalLink, OverlayDevice, PeerNode, RoutingMode } from '../../../pkg/routes/types.ts';
 import { vtepMac } from '../../../pkg/vxlan/mac.ts';
@@ -319,37 +319,133 @@ describe('desiredRoutes: per-mode decisions', () => {
     });
   });
 
-  describe("prefix lengths: a node cannot see its peer's, so the pair agrees only when both are the same", () => {
-    // Two nodes on one L2, 10.0.0.5 and 10.0.1.7: each plans from its own view of the subnet.
-    const nodeA: PeerNode = { ...self, internalIPs: ['10.0.0.5'], podCIDRs: ['10.244.1.0/24'] };
+  describe('prefix lengths: each node publishes the subnets it routes directly on, so the pair agrees', () => {
+    // Two nodes on one L2, 10.0.0.5 and 10.0.1.7: each plans from its own view of the subnet and the
+    // subnets the other published (ownDirectSubnets, read back as the Node annotations would carry it).
+    const nodeA: PeerNode = {
+      ...self,
+      internalIPs: ['10.0.0.5'],
+      podCIDRs: ['10.244.1.0/24'],
+      vtepMacs: macs('node-a'),
+    };
     const nodeB: PeerNode = {
       name: 'node-b',
       internalIPs: ['10.0.1.7'],
       podCIDRs: ['10.244.2.0/24'],
       vtepMacs: macs('node-b'),
     };
-    const aTo = (prefixLen: number) =>
-      desiredRoutes(
-        nodeA,
-        [nodeA, nodeB],
-        [{ ifindex: 2, name: 'eth0', addresses: [{ family: 4, address: '10.0.0.5', prefixLen }] }],
-        { mode: 'auto', overlay },
-      ).decisions[0]?.path;
-    const bTo = (prefixLen: number) =>
-      desiredRoutes(
-        { ...nodeB, vtepMacs: {} },
-        [{ ...nodeA, vtepMacs: macs('node-a') }, nodeB],
-        [{ ifindex: 2, name: 'eth0', addresses: [{ family: 4, address: '10.0.1.7', prefixLen }] }],
-        { mode: 'auto', overlay },
-      ).decisions[0]?.path;
+    const eth0 = (address: string, prefixLen: number): LocalLink[] => [
+      { ifindex: 2, name: 'eth0', addresses: [{ family: 4, address, prefixLen }] },
+    ];
+    /** Each node's path to the other; `published` false: the peer's agent publishes nothing (older). */
+    const paths2 = (aLen: number, bLen: number, published = true) => {
+      const aLinks = eth0('10.0.0.5', aLen);
+      const bLinks = eth0('10.0.1.7', bLen);
+      const withSubnets = (n: PeerNode, l: LocalLink[]): PeerNode =>
+        published ? { ...n, directSubnets: ownDirectSubnets(n, l, { mode: 'auto', overlay }) } : n;
+      const a = desiredRoutes(nodeA, [nodeA, withSubnets(nodeB, bLinks)], aLinks, { mode: 'auto', overlay });
+      const b = desiredRoutes(nodeB, [withSubnets(nodeA, aLinks), nodeB], bLinks, { mode: 'auto', overlay });
+      return [a.decisions[0]?.path, b.decisions[0]?.path];
+    };
 
     it('both /16: direct both ways; both /24: VXLAN both ways', () => {
-      expect([aTo(16), bTo(16)]).toEqual(['direct', 'direct']);
-      expect([aTo(24), bTo(24)]).toEqual(['vxlan', 'vxlan']);
+      expect(paths2(16, 16)).toEqual(['direct', 'direct']);
+      expect(paths2(24, 24)).toEqual(['vxlan', 'vxlan']);
     });
 
-    it('/16 on one, /24 on the other: the paths differ (documented; the planner cannot see it)', () => {
-      expect([aTo(16), bTo(24)]).toEqual(['direct', 'vxlan']);
+    it('/16 on one, /24 on the other: VXLAN both ways, the /16 node saying why', () => {
+      expect(paths2(16, 24)).toEqual(['vxlan', 'vxlan']);
+      expect(paths2(24, 16)).toEqual(['vxlan', 'vxlan']);
+      const a = desiredRoutes(
+        { ...nodeA, vtepMacs: {} },
+        [{ ...nodeB, vtepMacs: {}, directSubnets: { 4: '10.0.1.0/24' } }],
+        eth0('10.0.0.5', 16),
+        { mode: 'auto', overlay },
+      );
+      expect(a.problems.map((x) => x.problem)).toEqual([
+        "unreachable: the node routes directly only on 10.0.1.0/24 (its trellis.dev/direct-subnets-v4), which does not hold this node's InternalIP (it would route back through VXLAN); VXLAN: the node has not published an IPv4 VTEP MAC",
+      ]);
+    });
+
+    it('a rolling change between auto and vxlan: the auto node tunnels to the vxlan one, as it tunnels back', () => {
+      const bLinks = eth0('10.0.1.7', 16);
+      const vxlanB = { ...nodeB, directSubnets: ownDirectSubnets(nodeB, bLinks, { mode: 'vxlan', overlay }) };
+      const a = desiredRoutes(nodeA, [vxlanB], eth0('10.0.0.5', 16), { mode: 'auto', overlay });
+      const b = desiredRoutes(nodeB, [nodeA], bLinks, { mode: 'vxlan', overlay });
+      expect([a.decisions[0]?.path, b.decisions[0]?.path]).toEqual(['vxlan', 'vxlan']);
+      // Without a VXLAN device here the vxlan node, seeing no VTEP of ours, routes to us directly: so do we.
+      const noTunnel = desiredRoutes({ ...nodeA, vtepMacs: {} }, [vxlanB], eth0('10.0.0.5', 16), {
+        mode: 'auto',
+        overlay: [],
+      });
+      expect(noTunnel.decisions[0]?.path).toBe('direct');
+      expect(
+        desiredRoutes(nodeB, [{ ...nodeA, vtepMacs: {} }], bLinks, { mode: 'vxlan', overlay }).decisions[0]
+          ?.path,
+      ).toBe('direct');
+    });
+
+    it('a peer that publishes nothing (an older agent) or a malformed list: only our own view decides', () => {
+      expect(paths2(16, 24, false)).toEqual(['direct', 'vxlan']);
+      for (const text of ['10.0.1.0/33', 'fd00::/64', '10.0.1.0/24,', 'x']) {
+        const a = desiredRoutes(nodeA, [{ ...nodeB, directSubnets: { 4: text } }], eth0('10.0.0.5', 16), {
+          mode: 'auto',
+          overlay,
+        });
+        expect(a.decisions[0]?.path, text).toBe('direct');
+      }
+    });
+
+    it('a peer with its InternalIP on lo, inside our subnet, publishes no subnet: we tunnel, as it does', () => {
+      const onLo: PeerNode = { ...nodeB, internalIPs: ['10.0.9.9'] };
+      const loLinks: LocalLink[] = [
+        { ifindex: 1, name: 'lo', addresses: [{ family: 4, address: '10.0.9.9', prefixLen: 32 }] },
+        ...eth0('10.0.1.7', 24),
+      ];
+      expect(ownDirectSubnets(onLo, loLinks, { mode: 'auto', overlay })).toEqual({ 4: '' });
+      const a = desiredRoutes(
+        nodeA,
+        [{ ...onLo, directSubnets: ownDirectSubnets(onLo, loLinks, { mode: 'auto', overlay }) }],
+        eth0('10.0.0.5', 16),
+        { mode: 'auto', overlay },
+      );
+      expect(a.decisions[0]?.path).toBe('vxlan');
+      expect(
+        desiredRoutes(nodeA, [onLo], eth0('10.0.0.5', 16), { mode: 'auto', overlay }).decisions[0]?.path,
+      ).toBe('direct');
+    });
+
+    it('ownDirectSubnets: auto only, per family, the subnets holding our InternalIP; none where any subnet is direct', () => {
+      expect(ownDirectSubnets(self, links, { mode: 'auto', overlay })).toEqual({
+        4: '192.168.10.0/24',
+        6: 'fd00:10::/64',
+      });
+      // Two addresses on one subnet, and a wider one also holding the InternalIP: each network once, in order.
+      const more: LocalLink[] = [
+        {
+          ifindex: 2,
+          name: 'eth0',
+          addresses: [
+            { family: 4, address: '192.168.10.2', prefixLen: 24 },
+            { family: 4, address: '192.168.10.9', prefixLen: 24 },
+          ],
+        },
+        { ifindex: 3, name: 'eth1', addresses: [{ family: 4, address: '192.168.11.1', prefixLen: 16 }] },
+      ];
+      expect(ownDirectSubnets(self, more, { mode: 'auto', overlay })).toEqual({
+        4: '192.168.0.0/16,192.168.10.0/24',
+        6: '', // our IPv6 InternalIP is on none of these links
+      });
+      expect(ownDirectSubnets(self, links, { mode: 'host-gw' })).toEqual({});
+      // vxlan mode tunnels to every peer that has a VTEP: no subnet, per family with a device.
+      expect(ownDirectSubnets(self, links, { mode: 'vxlan', overlay })).toEqual({ 4: '', 6: '' });
+      expect(ownDirectSubnets(self, links, { mode: 'vxlan', overlay: overlay.slice(0, 1) })).toEqual({
+        4: '',
+      });
+      // On no connected subnet and no VXLAN device of the family: direct over any subnet, so nothing.
+      const onLo: PeerNode = { ...self, internalIPs: ['10.9.9.9'] };
+      expect(ownDirectSubnets(onLo, links, { mode: 'auto', overlay: [] })).toEqual({});
+      expect(ownDirectSubnets(onLo, links, { mode: 'auto', overlay })).toEqual({ 4: '' });
     });
   });
 

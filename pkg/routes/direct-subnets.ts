@@ -1,0 +1,70 @@
+/**
+ * The subnets a node in auto mode routes peers directly on, published as Node annotations so each end of
+ * a pair can see the other's rule and both take the same path. Pure.
+ *
+ * A node alone cannot tell: with 10.0.0.5/16 on one node and 10.0.1.7/24 on the other, on one L2, the
+ * first finds its peer on its own subnet and routes directly, the second does not and tunnels, and strict
+ * reverse-path filtering drops the pods' packets on both. Published, the first sees that the /24 does not
+ * hold its address and tunnels too.
+ */
+
+import type { Family } from '../datapath/ports.ts';
+import { type Cidr, cidrContains, compareCidr, formatCidr, type IpAddress, parseCidr } from '../ip/index.ts';
+
+/**
+ * Per underlay family. Absent: the node routes directly to any peer on a subnet connected to it (host-gw,
+ * vxlan, auto without a tunnel of the family) or its agent predates the annotation; peers keep their own
+ * rule. Empty: it routes directly to no peer (its InternalIP is on no connected subnet).
+ */
+export const DIRECT_SUBNET_ANNOTATIONS: Readonly<Record<Family, string>> = Object.freeze({
+  4: 'trellis.dev/direct-subnets-v4',
+  6: 'trellis.dev/direct-subnets-v6',
+});
+
+/** The annotations' text per family, as published (parsed where a plan needs it: parseDirectSubnets). */
+export function directSubnetsFromAnnotations(
+  annotations: Readonly<Record<string, string>> | undefined,
+): Partial<Record<Family, string>> {
+  const out: Partial<Record<Family, string>> = {};
+  for (const family of [4, 6] as Family[]) {
+    const text = annotations?.[DIRECT_SUBNET_ANNOTATIONS[family]];
+    if (text !== undefined) out[family] = text;
+  }
+  return out;
+}
+
+/** Our direct-subnet annotations as they should read (annotationPatch): absent for a family without. */
+export function directSubnetAnnotations(
+  wanted: Partial<Record<Family, string>>,
+): Record<string, string | undefined> {
+  return { [DIRECT_SUBNET_ANNOTATIONS[4]]: wanted[4], [DIRECT_SUBNET_ANNOTATIONS[6]]: wanted[6] };
+}
+
+/** The annotation's text: comma-separated networks in CIDR order, "" for none. */
+export function formatDirectSubnets(subnets: Iterable<Cidr>): string {
+  return [...subnets]
+    .sort(compareCidr)
+    .map(formatCidr)
+    .filter((t, i, all) => all.indexOf(t) === i)
+    .join(',');
+}
+
+/**
+ * The published subnets of one family, or undefined when the text is not a list of that family's
+ * networks: a malformed annotation counts as absent, so the peer's own rule decides as before.
+ */
+export function parseDirectSubnets(text: string, family: Family): Cidr[] | undefined {
+  if (text === '') return [];
+  const out: Cidr[] = [];
+  for (const part of text.split(',')) {
+    const c = parseCidr(part.trim());
+    if (c === undefined || c.family !== family) return undefined;
+    out.push(c);
+  }
+  return out;
+}
+
+/** True when one of the published subnets holds one of the addresses. */
+export function subnetsHoldAny(subnets: readonly Cidr[], ips: readonly IpAddress[]): boolean {
+  return subnets.some((s) => ips.some((ip) => ip.family === s.family && cidrContains(s, ip)));
+}

@@ -1,0 +1,112 @@
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { ip, strictRpFilter } from '../../support/netns.ts';
+import { Testbed, type TestbedPod, testbedSkipReason } from '../../support/testbed/index.ts';
+import { within } from '../faults/support.ts';
+
+/**
+ * Two nodes on one L2 whose InternalIP subnets have different prefix lengths, auto mode, real agents,
+ * strict reverse-path filtering. node-1 keeps 10.100.0.11/24 (fd00:100::11/64), which holds node-2's
+ * address; node-2 is re-addressed to 10.100.0.12/30 (fd00:100::12/127), which does not hold node-1's,
+ * and reaches the rest of the segment through an on-link route. On its own view node-1 would route
+ * node-2's pods directly while node-2 tunnels back, and node-2's kernel would drop node-1's pods'
+ * packets (they arrive on eth0, their source routes via trellis.v4). Each agent publishes the subnets it
+ * routes directly on, so node-1 sees that node-2 does not route to it directly and tunnels too. Read from
+ * the kernel and the API; the pods talk both ways.
+ */
+const skip = testbedSkipReason();
+
+const NARROW = { v4: '10.100.0.12/30', v6: 'fd00:100::12/127' };
+
+const title = 'cluster: two nodes on one L2 with different subnet prefix lengths (auto mode, real agents)';
+describe.skipIf(skip !== undefined)(skip === undefined ? title : `${title} (skipped: ${skip})`, () => {
+  let tb: Testbed;
+  let p1: TestbedPod;
+  let p2: TestbedPod;
+
+  beforeAll(async () => {
+    tb = await Testbed.create({ segments: [{ nodes: 2 }] });
+    const n2 = tb.node('node-2');
+    expect(n2.plan.v4).toBe('10.100.0.12');
+    // The agent starts again on the new addressing, as it would on a node configured so from boot.
+    await tb.stopAgent('node-2');
+    ip(n2.ns, 'addr', 'del', `${n2.plan.v4}/24`, 'dev', 'eth0');
+    ip(n2.ns, 'addr', 'add', NARROW.v4, 'dev', 'eth0');
+    ip(n2.ns, 'route', 'add', '10.100.0.0/24', 'dev', 'eth0');
+    ip(n2.ns, 'route', 'replace', 'default', 'via', n2.plan.gateway4);
+    ip(n2.ns, '-6', 'addr', 'del', `${n2.plan.v6}/64`, 'dev', 'eth0');
+    ip(n2.ns, '-6', 'addr', 'add', NARROW.v6, 'dev', 'eth0', 'nodad');
+    ip(n2.ns, '-6', 'route', 'add', 'fd00:100::/64', 'dev', 'eth0');
+    ip(n2.ns, '-6', 'route', 'replace', 'default', 'via', n2.plan.gateway6);
+    strictRpFilter(tb.node('node-1').ns, ['all', 'default', 'eth0', 'trellis.v4']);
+    strictRpFilter(n2.ns, ['all', 'default', 'eth0', 'trellis.v4']);
+    await tb.startAgent('node-2');
+    p1 = await tb.addPod('node-1');
+    p2 = await tb.addPod('node-2');
+  }, 120_000);
+
+  afterAll(async () => {
+    if (tb === undefined) return;
+    await tb.teardown();
+    expect(tb.leftovers()).toEqual([]);
+  });
+
+  it('each node publishes the subnets it routes peers directly on', async () => {
+    const published = async (node: string): Promise<Record<string, string>> => {
+      const o = (await tb.api.call('GET', `/api/v1/nodes/${node}`)) as {
+        metadata: { annotations?: Record<string, string> };
+      };
+      const a = o.metadata.annotations ?? {};
+      return Object.fromEntries(
+        Object.entries(a).filter(([k]) => k.startsWith('trellis.dev/direct-subnets')),
+      );
+    };
+    const want = {
+      'node-1': {
+        'trellis.dev/direct-subnets-v4': '10.100.0.0/24',
+        'trellis.dev/direct-subnets-v6': 'fd00:100::/64',
+      },
+      'node-2': {
+        'trellis.dev/direct-subnets-v4': '10.100.0.12/30',
+        'trellis.dev/direct-subnets-v6': 'fd00:100::12/127',
+      },
+    };
+    const deadline = Date.now() + 10_000;
+    for (const [node, wanted] of Object.entries(want)) {
+      let seen = await published(node);
+      while (JSON.stringify(seen) !== JSON.stringify(wanted) && Date.now() < deadline) {
+        await new Promise((r) => setTimeout(r, 100));
+        seen = await published(node);
+      }
+      expect(seen, node).toEqual(wanted);
+    }
+  });
+
+  it("both nodes route each other's pods through VXLAN, and the pods talk both ways", async () => {
+    const n1 = tb.node('node-1');
+    const n2 = tb.node('node-2');
+    const devOf = (node: string, family: 4 | 6, dst: string): string | undefined =>
+      tb.routes(node, family).find((r) => r.dst === dst)?.dev;
+    for (const [from, to] of [
+      ['node-1', n2],
+      ['node-2', n1],
+    ] as const) {
+      for (const [family, cidr, dev] of [
+        [4, to.plan.podCIDRs[0], 'trellis.v4'],
+        [6, to.plan.podCIDRs[1], 'trellis.v6'],
+      ] as const) {
+        await within(
+          10_000,
+          `${from} -> ${to.name}'s pods through ${dev}`,
+          () => devOf(from, family, cidr) === dev,
+        );
+      }
+    }
+    for (const [from, to] of [
+      [p1, p2],
+      [p2, p1],
+    ] as const) {
+      expect((await tb.ping(from.ns, to.v4, 3)).rttMs, `${from.name} -> ${to.name} (IPv4)`).toBeDefined();
+      expect((await tb.ping(from.ns, to.v6, 3)).rttMs, `${from.name} -> ${to.name} (IPv6)`).toBeDefined();
+    }
+  }, 60_000);
+});
