@@ -520,8 +520,8 @@ export class NodeController {
 /**
  * True when this node changed in a way a full pass would act on: its pod CIDRs (IPAM ranges, blackholes),
  * its InternalIPs (MTU, VXLAN source address) or the annotations it publishes (VTEP MACs, direct subnets:
- * the pass republishes them when they are missing or wrong). Labels, conditions, heartbeats and other annotations (the agent's own
- * coverage report among them) are not read by a pass.
+ * the pass republishes them when they are missing or wrong). Labels, conditions, heartbeats and other
+ * annotations (the agent's own coverage report among them) are not read by a pass.
  */
 export function selfChanged(before: ClusterNode, now: ClusterNode): boolean {
   if (!sameList(before.podCIDRs, now.podCIDRs) || !sameList(before.internalIPs, now.internalIPs)) return true;

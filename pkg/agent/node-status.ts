@@ -11,8 +11,8 @@ export type NodeStatusPort = Pick<K8sClient, 'setNetworkUnavailable' | 'annotate
 
 /**
  * What the agent writes to its own Node: NetworkUnavailable=False once the datapath is programmed,
- * and the annotations peers plan their routes to us with (publishAnnotations). Every Node write wakes every
- * agent's watch, so both are written only when they differ; failures are retried.
+ * and the annotations peers plan their routes to us with (publishAnnotations). Every Node write wakes
+ * every agent's watch, so both are written only when they differ; failures are retried.
  */
 export class NodeStatusReporter {
   private readonly kube: NodeStatusPort;
