@@ -84,6 +84,7 @@ export async function computeRouteState(opts: {
       : desiredRoutes(toPeerNode(self), cluster.list().map(toPeerNode), localLinks, {
           mode: opts.mode,
           overlay,
+          explain: true,
         });
   return {
     desired: plan.routes,

@@ -74,6 +74,11 @@ export function formatRoutes(v: RoutesView): string {
       ]),
     )}`;
   }
+  // Why a peer on a connected subnet is tunnelled is not visible in the kernel; say it.
+  for (const p of v.peers) {
+    if (p.path === 'vxlan' && p.why !== undefined && p.why !== '')
+      out += `tunnelled: ${p.node} IPv${p.family}: ${p.why}\n`;
+  }
   for (const p of v.problems) out += `problem: ${p.node}: ${p.problem}\n`;
   return out;
 }

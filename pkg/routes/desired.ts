@@ -241,7 +241,7 @@ function directDecision(
     if (found !== undefined && 'ownAddress' in found) {
       reasons.push(`InternalIP ${nodeIP} is one of this node's own addresses`);
     } else if (found === undefined) {
-      reasons.push(`InternalIP ${nodeIP} is not on a subnet connected to this node`);
+      reasons.push(`InternalIP ${nodeIP} ${NOT_CONNECTED}`);
     } else if (reach.kind === 'home' && !reach.subnets.has(found.subnet)) {
       reasons.push(
         `InternalIP ${nodeIP} is on ${found.link.name}'s subnet ${formatCidr(found.subnet)} (its longest match here), which does not hold this node's InternalIP (the node would route back through VXLAN)`,
@@ -268,6 +268,12 @@ function directDecision(
   }
   return best?.decision;
 }
+
+/** A reason against routing directly other than the plain one, a peer on no subnet of ours. */
+function isNotObvious(reason: string): boolean {
+  return !reason.endsWith(NOT_CONNECTED);
+}
+const NOT_CONNECTED = 'is not on a subnet connected to this node';
 
 /**
  * False when the peer published the subnets it routes directly on and none holds one of our InternalIPs
@@ -415,6 +421,8 @@ export function desiredRoutes(
       if (decision === undefined && opts.mode !== 'host-gw') {
         const tunnel = vxlanDecision(node, family, candidates, podCIDRs, local, opts.overlay ?? []);
         if ('reason' in tunnel) reasons.push(`VXLAN: ${tunnel.reason}`);
+        else if (opts.explain === true && opts.mode === 'auto' && reasons.some(isNotObvious))
+          decision = { ...tunnel, why: reasons.join('; ') };
         else decision = tunnel;
         // A peer that publishes no VTEP tunnels nothing to us: its agent runs host-gw (a rolling change
         // to vxlan mode, one node at a time) or has not started its overlay yet. On our subnet it routes
@@ -537,7 +545,7 @@ function vxlanDecision(
   podCIDRs: string[],
   local: LocalIndex,
   overlay: readonly OverlayDevice[],
-): PeerDecision | { reason: string } {
+): Extract<PeerDecision, { path: 'vxlan' }> | { reason: string } {
   const device = overlay.find((d) => d.family === family);
   if (device === undefined) return { reason: `this node has no IPv${family} VXLAN device` };
   const mac = node.vtepMac[family];

@@ -60,6 +60,11 @@ export interface DesiredRoutesOptions {
   table?: number;
   /** The usable VXLAN devices (auto and vxlan modes); a family without one cannot use VXLAN. */
   overlay?: readonly OverlayDevice[];
+  /**
+   * Keep, on each peer auto mode tunnels to, why it is not routed directly (PeerDecision.why): for the
+   * operator's `trellis routes`, not the agent's passes, which would hold thousands of such strings.
+   */
+  explain?: boolean;
 }
 
 export interface Problem {
@@ -95,6 +100,8 @@ export type PeerDecision =
       ifindex: number;
       linkName: string;
       podCIDRs: string[];
+      /** auto mode, asked for (DesiredRoutesOptions.explain): why the peer is not routed directly. */
+      why?: string;
     }
   | { node: string; family: Family; path: 'unreachable'; nodeIP: string; podCIDRs: string[]; reason: string };
 

@@ -1,4 +1,6 @@
+import { spawnSync } from 'node:child_process';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { AGENT_BINARY } from '../../support/cni-driver.ts';
 import { ip, strictRpFilter } from '../../support/netns.ts';
 import { Testbed, type TestbedPod, testbedSkipReason } from '../../support/testbed/index.ts';
 import { within } from '../faults/support.ts';
@@ -109,4 +111,18 @@ describe.skipIf(skip !== undefined)(skip === undefined ? title : `${title} (skip
       expect((await tb.ping(from.ns, to.v6, 3)).rttMs, `${from.name} -> ${to.name} (IPv6)`).toBeDefined();
     }
   }, 60_000);
+
+  it('`trellis-agent routes` on node-1 says why node-2, on its subnet, is tunnelled', () => {
+    const n1 = tb.node('node-1');
+    const r = spawnSync(
+      'ip',
+      ['netns', 'exec', n1.ns, AGENT_BINARY, 'routes', '--socket', n1.agent!.socket],
+      { encoding: 'utf8', timeout: 30_000 },
+    );
+    expect(r.status, r.stderr).toBe(0);
+    expect(r.stdout).toContain(
+      "tunnelled: node-2 IPv4: the node routes directly only on 10.100.0.12/30 (its trellis.dev/direct-subnets-v4), which does not hold this node's InternalIP (it would route back through VXLAN)",
+    );
+    expect(r.stdout).toContain('tunnelled: node-2 IPv6: the node routes directly only on fd00:100::12/127');
+  });
 });

@@ -385,6 +385,32 @@ describe('desiredRoutes: per-mode decisions', () => {
       ).toBe('direct');
     });
 
+    it('explain: a tunnelled peer on our subnet says why; one behind a router needs no word', () => {
+      const narrowB = { ...nodeB, directSubnets: { 4: '10.0.1.0/24' } };
+      const behindRouter = {
+        ...nodeB,
+        name: 'node-c',
+        internalIPs: ['10.9.0.1'],
+        podCIDRs: ['10.244.3.0/24'],
+      };
+      const p = desiredRoutes(nodeA, [narrowB, behindRouter], eth0('10.0.0.5', 16), {
+        mode: 'auto',
+        overlay,
+        explain: true,
+      });
+      expect(p.decisions.map((d) => [d.node, d.path, 'why' in d ? d.why : undefined])).toEqual([
+        [
+          'node-b',
+          'vxlan',
+          "the node routes directly only on 10.0.1.0/24 (its trellis.dev/direct-subnets-v4), which does not hold this node's InternalIP (it would route back through VXLAN)",
+        ],
+        ['node-c', 'vxlan', undefined],
+      ]);
+      // Without explain (the agent's own passes), no decision keeps the text.
+      const quiet = desiredRoutes(nodeA, [narrowB], eth0('10.0.0.5', 16), { mode: 'auto', overlay });
+      expect(quiet.decisions[0]).not.toHaveProperty('why');
+    });
+
     it('a peer that publishes nothing (an older agent) or a malformed list: only our own view decides', () => {
       expect(paths2(16, 24, false)).toEqual(['direct', 'vxlan']);
       for (const text of ['10.0.1.0/33', 'fd00::/64', '10.0.1.0/24,', 'x']) {
