@@ -12,8 +12,9 @@ import { within } from '../faults/support.ts';
  * and reaches the rest of the segment through an on-link route. On its own view node-1 would route
  * node-2's pods directly while node-2 tunnels back, and node-2's kernel would drop node-1's pods'
  * packets (they arrive on eth0, their source routes via trellis.v4). Each agent publishes the subnets it
- * routes directly on, so node-1 sees that node-2 does not route to it directly and tunnels too. Read from
- * the kernel and the API; the pods talk both ways.
+ * routes directly on, so node-1 sees that node-2 does not route to it directly and tunnels too. Then
+ * node-2 gets its /24 and /64 back while both agents run: it republishes, and both go direct. Read from
+ * the kernel and the API; the pods talk both ways throughout.
  */
 const skip = testbedSkipReason();
 
@@ -125,4 +126,38 @@ describe.skipIf(skip !== undefined)(skip === undefined ? title : `${title} (skip
     );
     expect(r.stdout).toContain('tunnelled: node-2 IPv6: the node routes directly only on fd00:100::12/127');
   });
+
+  it('node-2 widened back to /24 and /64 while running: it republishes, and both go direct', async () => {
+    const n1 = tb.node('node-1');
+    const n2 = tb.node('node-2');
+    ip(n2.ns, 'addr', 'add', `${n2.plan.v4}/24`, 'dev', 'eth0');
+    ip(n2.ns, 'addr', 'del', NARROW.v4, 'dev', 'eth0');
+    // IPv6 holds one prefix per address: replaced, not added beside.
+    ip(n2.ns, '-6', 'addr', 'del', NARROW.v6, 'dev', 'eth0');
+    ip(n2.ns, '-6', 'addr', 'add', `${n2.plan.v6}/64`, 'dev', 'eth0', 'nodad');
+    const devOf = (node: string, family: 4 | 6, dst: string): string | undefined =>
+      tb.routes(node, family).find((r) => r.dst === dst)?.dev;
+    for (const [from, to] of [
+      ['node-1', n2],
+      ['node-2', n1],
+    ] as const) {
+      for (const [family, cidr] of [
+        [4, to.plan.podCIDRs[0]],
+        [6, to.plan.podCIDRs[1]],
+      ] as const) {
+        await within(
+          10_000,
+          `${from} -> ${to.name}'s pods on eth0`,
+          () => devOf(from, family, cidr) === 'eth0',
+        );
+      }
+    }
+    for (const [from, to] of [
+      [p1, p2],
+      [p2, p1],
+    ] as const) {
+      expect((await tb.ping(from.ns, to.v4, 3)).rttMs, `${from.name} -> ${to.name} (IPv4)`).toBeDefined();
+      expect((await tb.ping(from.ns, to.v6, 3)).rttMs, `${from.name} -> ${to.name} (IPv6)`).toBeDefined();
+    }
+  }, 60_000);
 });
