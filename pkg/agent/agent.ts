@@ -23,6 +23,7 @@ import { enableForwarding, keepForwardingOn } from './forwarding.ts';
 import { watchKernel } from './kernel-watch.ts';
 import { collectLeases, removeAttachments } from './lease-collector.ts';
 import { rebuildHeldLeases } from './lease-rebuild.ts';
+import { LinkMtuWatch } from './link-mtu-watch.ts';
 import type { MtuChoice } from './mtu.ts';
 import { NodeStatusReporter } from './node-status.ts';
 import { type AgentRouteState, type AgentSnapshot, computeRouteState } from './operator-view.ts';
@@ -100,6 +101,8 @@ export class Agent {
   private routes: RouteReconciler | undefined;
   private nodeStatus: NodeStatusReporter | undefined;
   private readonly subscriptions: Subscription[] = [];
+  /** Follows the MTU of the links the detected pod MTU comes from (absent with --mtu set). */
+  private linkMtuWatch: LinkMtuWatch | undefined;
   private overlay: VxlanOverlay | undefined;
   private mtuChoice: MtuChoice & { overhead: number } = {
     mtu: 1500,
@@ -283,6 +286,19 @@ export class Agent {
         log: this.log,
       }),
     );
+    if (config.mtu === 0) {
+      const uplinks = new LinkMtuWatch(this.ports.events, (change) => {
+        if ('link' in change) {
+          log.info(
+            { link: change.link.name, mtu: change.link.mtu, was: change.was },
+            'MTU of the link the pod MTU comes from changed; reconciling now',
+          );
+        }
+        this.controller?.markDirty();
+      });
+      this.linkMtuWatch = uplinks;
+      this.subscriptions.push(uplinks);
+    }
     this.controller.start(this.abort.signal);
     if (kube !== undefined) this.every(LEASE_GC_INTERVAL_MS, () => this.collectLeases(), false);
     if (this.remembered !== undefined) {
@@ -396,6 +412,7 @@ export class Agent {
     this.nodeStatus?.publishAnnotations(self, vteps, directSubnets);
     if (config.mtu === 0) {
       const choice = await detectMtu(this.host!, self, config.mode, { last: this.mtuChoice, log });
+      this.linkMtuWatch?.follow(choice.links ?? []);
       const changed = choice.mtu !== this.mtuChoice.mtu || choice.overhead !== this.mtuChoice.overhead;
       this.mtuChoice = choice;
       if (changed || !this.ready) {

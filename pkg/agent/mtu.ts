@@ -12,6 +12,8 @@ export interface MtuChoice {
   fallback?: true;
   /** Nothing tells the MTU now: the last one found is kept. */
   kept?: true;
+  /** The links it was read from, with the MTU read (LinkMtuWatch follows them); absent when none. */
+  links?: readonly Pick<LinkInfo, 'index' | 'mtu'>[];
 }
 
 /**
@@ -44,13 +46,17 @@ export function chooseMtu(opts: {
     return {
       mtu: linkMtu - opts.overhead,
       source: `${nodeLink.name} (InternalIP)${overheadNote(opts.overhead)}`,
+      links: [{ index: nodeLink.ifindex, mtu: linkMtu }],
     };
   }
   const out = wayOutLink(opts.waysOut, opts.links);
   if (out !== undefined) {
+    // Every device of the ways out: a change on any of them can make it the smallest.
+    const indexes = new Set(opts.waysOut.flatMap((w) => w.ifindexes));
     return {
       mtu: out.link.mtu - opts.overhead,
       source: `${out.link.name} (${out.via})${overheadNote(opts.overhead)}`,
+      links: opts.links.filter((l) => indexes.has(l.index)).map((l) => ({ index: l.index, mtu: l.mtu })),
     };
   }
   const last = opts.last;

@@ -363,6 +363,8 @@ export interface RouteEventInterest {
 
 export interface LinkEventInterest {
   changes: readonly ('add' | 'delete')[];
+  /** Only these links' notifications (by ifindex); all links' when absent. */
+  links?: readonly number[];
 }
 
 export interface NetlinkEventsPort {

@@ -48,6 +48,8 @@ const RTM_TABLE = NLMSG_HDRLEN + 4;
 const RTM_PROTOCOL = NLMSG_HDRLEN + 5;
 const RTM_TYPE = NLMSG_HDRLEN + 7;
 const NHM_PROTOCOL = NLMSG_HDRLEN + 2;
+/** ifinfomsg: family (1), pad (1), type (2), then the index (4). */
+const IFI_INDEX = NLMSG_HDRLEN + 4;
 const ROUTE_TYPE = { unicast: RTN.UNICAST, blackhole: RTN.BLACKHOLE, local: RTN.LOCAL } as const;
 
 /** The socket filter that keeps the route changes and nexthop deletions `interest` names. */
@@ -72,7 +74,11 @@ function routeEventFilter(interest: RouteEventInterest): Buffer {
 /** The socket filter that keeps the link changes `interest` names. */
 function linkEventFilter(interest: LinkEventInterest): Buffer {
   return compileAcceptFilter(
-    interest.changes.map((c) => ({ type: c === 'add' ? RTM.NEWLINK : RTM.DELLINK })),
+    interest.changes.flatMap((c) => {
+      const type = c === 'add' ? RTM.NEWLINK : RTM.DELLINK;
+      if (interest.links === undefined) return [{ type }];
+      return interest.links.map((index) => ({ type, words: [{ offset: IFI_INDEX, value: index }] }));
+    }),
   );
 }
 

@@ -8,7 +8,8 @@ import { endianness } from 'node:os';
  * counter (our overflow signal) does not move.
  *
  * The program accepts a message when any clause matches: a clause is the message type and, where
- * given, bytes of the fixed header after the nlmsghdr (rtmsg, nhmsg, …) at known offsets.
+ * given, bytes or 32-bit words of the fixed header after the nlmsghdr (rtmsg, nhmsg, ifinfomsg, …) at
+ * known offsets.
  */
 
 export interface FilterClause {
@@ -16,6 +17,8 @@ export interface FilterClause {
   type: number;
   /** Bytes of the message that must hold these values (offsets from the start of the nlmsghdr). */
   bytes?: readonly { offset: number; value: number }[];
+  /** 32-bit fields in host order (an ifindex) that must hold these values, offsets as for bytes. */
+  words?: readonly { offset: number; value: number }[];
 }
 
 /** Offset of the family header (rtmsg, ifinfomsg, nhmsg) after the 16-byte nlmsghdr. */
@@ -25,6 +28,7 @@ const NLMSG_TYPE_OFFSET = 4;
 // linux/filter.h: class | size | mode for loads, class | op | source for jumps.
 const LD_H_ABS = 0x00 | 0x08 | 0x20;
 const LD_B_ABS = 0x00 | 0x10 | 0x20;
+const LD_W_ABS = 0x00 | 0x00 | 0x20;
 const JMP_JEQ_K = 0x05 | 0x10 | 0x00;
 const RET_K = 0x06;
 /** A return value is how many bytes of the packet to keep: all of it, or 0 for none (rejected). */
@@ -46,6 +50,13 @@ function asLoadedHalfword(value: number): number {
   return littleEndian ? ((value & 0xff) << 8) | (value >> 8) : value;
 }
 
+/** BPF_W loads read network (big-endian) order too; netlink's 32-bit fields are in host order. */
+function asLoadedWord(value: number): number {
+  const v = value >>> 0;
+  if (!littleEndian) return v;
+  return (((v & 0xff) << 24) | ((v & 0xff00) << 8) | ((v >>> 8) & 0xff00) | (v >>> 24)) >>> 0;
+}
+
 /**
  * The program as struct sock_filter[] bytes (host order), for SO_ATTACH_FILTER. Each check that
  * fails jumps to the next clause; a clause whose checks all pass accepts; after the last, reject.
@@ -56,6 +67,11 @@ export function compileAcceptFilter(clauses: readonly FilterClause[]): Buffer {
     const checks: { code: number; offset: number; value: number }[] = [
       { code: LD_H_ABS, offset: NLMSG_TYPE_OFFSET, value: asLoadedHalfword(clause.type) },
       ...(clause.bytes ?? []).map((b) => ({ code: LD_B_ABS, offset: b.offset, value: b.value & 0xff })),
+      ...(clause.words ?? []).map((w) => ({
+        code: LD_W_ABS,
+        offset: w.offset,
+        value: asLoadedWord(w.value),
+      })),
     ];
     // Instructions of this clause after each jump: the remaining checks (2 each) and the accept.
     checks.forEach((check, i) => {

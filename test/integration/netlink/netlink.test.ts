@@ -615,6 +615,42 @@ describe.skipIf(netnsSkipReason !== undefined)('pkg/netlink (root, real kernel, 
     }
   });
 
+  it("has the kernel keep only the named links' notifications (an ifindex interest), of any index", async () => {
+    const ns = pool.add('lidx');
+    ip(ns.name, 'link', 'add', 'a0', 'type', 'veth', 'peer', 'name', 'a1');
+    ip(ns.name, 'link', 'add', 'b0', 'type', 'veth', 'peer', 'name', 'b1');
+    // An index above 255 and above 65535 too: the filter compares all four bytes.
+    ip(ns.name, 'link', 'add', 'c0', 'index', '70000', 'type', 'veth', 'peer', 'name', 'c1');
+    const index = (dev: string) =>
+      ipJson<{ ifindex: number }[]>(ns.name, 'link', 'show', 'dev', dev)[0]!.ifindex;
+    const [a0, b0] = [index('a0'), index('b0')];
+    expect(index('c0')).toBe(70000);
+    const all: LinkEvent[] = [];
+    const kept: LinkEvent[] = [];
+    const subs = withNetns(ns.path, () => {
+      const events = createNetlinkEvents();
+      return [
+        events.subscribeLinkEvents((e) => all.push(e)),
+        events.subscribeLinkEvents((e) => kept.push(e), { changes: ['add'], links: [a0, 70000] }),
+      ];
+    });
+    try {
+      ip(ns.name, 'link', 'set', 'b0', 'mtu', '1300'); // not named: dropped
+      ip(ns.name, 'link', 'set', 'a0', 'mtu', '1400');
+      ip(ns.name, 'link', 'set', 'c0', 'mtu', '1200');
+      ip(ns.name, 'link', 'del', 'a0'); // a deletion: not asked for
+      await waitFor(() => all.some((e) => e.type === 'delete' && e.link.name === 'a0'));
+      await waitFor(() =>
+        kept.some((e) => e.type === 'add' && e.link.index === 70000 && e.link.mtu === 1200),
+      );
+      expect(all).toContainEqual({ type: 'add', link: expect.objectContaining({ index: b0, mtu: 1300 }) });
+      expect(kept).toContainEqual({ type: 'add', link: expect.objectContaining({ index: a0, mtu: 1400 }) });
+      expect(kept.every((e) => e.type === 'add' && [a0, 70000].includes(e.link.index))).toBe(true);
+    } finally {
+      for (const s of subs) s.close();
+    }
+  });
+
   it('turns an exception thrown by a subscriber into an ordinary uncaught exception, not an abort', () => {
     const ns = pool.add('throw');
     const mod = (p: string) => JSON.stringify(new URL(`../../../pkg/${p}`, import.meta.url).pathname);

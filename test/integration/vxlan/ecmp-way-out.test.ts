@@ -143,10 +143,17 @@ describe.skipIf(netnsSkipReason !== undefined)(
       }
     });
 
+    /** Both uplinks as the MTU choice names them (the links LinkMtuWatch follows), in index order. */
+    const uplinks = () =>
+      ['up1', 'up2']
+        .map((dev) => ipJson<{ ifindex: number; mtu: number }[]>(node.name, 'link', 'show', 'dev', dev)[0]!)
+        .map((l) => ({ index: l.ifindex, mtu: l.mtu }))
+        .sort((a, b) => a.index - b.index);
+
     it('the pod MTU is the smaller uplink’s less the overhead, found without a route dump', async () => {
       dumps = 0;
       const choice = await detectMtu(open(), self, 'auto');
-      expect(choice).toEqual({ mtu: 1330, overhead: 70, source: LONG });
+      expect(choice).toEqual({ mtu: 1330, overhead: 70, source: LONG, links: uplinks() });
       expect(dumps).toBe(0);
     });
 
@@ -218,6 +225,7 @@ describe.skipIf(netnsSkipReason !== undefined)(
             mtu: 1350,
             overhead: 50,
             source: 'up2 (default route, smallest MTU of up1, up2) minus 50 bytes of encapsulation',
+            links: uplinks(),
           });
         }
       } finally {

@@ -68,11 +68,13 @@ describe('detectMtu', () => {
   it('an InternalIP on lo behind an ECMP default route: the smaller uplink MTU, not lo’s, not 1500', async () => {
     const x = host({ 4: ecmp });
     const choice = await detectMtu(x.h, onLo, 'auto');
-    expect(choice).toEqual({
+    expect(choice).toMatchObject({
       mtu: 1350,
       overhead: 50,
       source: 'ens6 (default route, smallest MTU of ens5, ens6) minus 50 bytes of encapsulation',
     });
+    // Both uplinks are followed: either one's change can make it the smallest.
+    expect(choice.links?.map((l) => l.mtu).sort((a, b) => a - b)).toEqual([1400, 1500]);
     expect(x.state.routeListings).toBe(0);
   });
 

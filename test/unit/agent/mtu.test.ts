@@ -43,6 +43,7 @@ describe('chooseMtu', () => {
     });
     expect(c.mtu).toBe(8950);
     expect(c.source).toContain('eth0');
+    expect(c.links).toEqual([{ index: 2, mtu: 9000 }]);
   });
 
   it("an InternalIP on lo (a /32, or any address on a loopback device) is not the way out: the default route's device", () => {
@@ -69,6 +70,7 @@ describe('chooseMtu', () => {
     expect(choose(['10.9.9.9', 'fd00:99::9'])).toEqual({
       mtu: 1430,
       source: 'eth1 (default route) minus 70 bytes of encapsulation',
+      links: [{ index: 3, mtu: 1500 }],
     });
     // A subnet on the loopback device (IFF_LOOPBACK) does not make it the node link either.
     const loSubnet = [
@@ -106,6 +108,11 @@ describe('chooseMtu: an InternalIP on lo behind a multipath default route', () =
     expect(chooseMtu({ ...base, waysOut: [{ family: 4, dst: '0.0.0.0/0', ifindexes: [2, 3] }] })).toEqual({
       mtu: 1350,
       source: 'up2 (default route, smallest MTU of up1, up2) minus 50 bytes of encapsulation',
+      // Both devices are watched: either one's change can make it the smallest.
+      links: [
+        { index: 2, mtu: 9000 },
+        { index: 3, mtu: 1400 },
+      ],
     });
     // Both families: one route MTU serves both, so the smaller way out wins.
     const both = [

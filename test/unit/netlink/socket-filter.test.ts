@@ -22,6 +22,10 @@ function run(program: Buffer, packet: Buffer): number {
         if (k + 2 > packet.length) return 0;
         a = packet.readUInt16BE(k);
         break;
+      case 0x20: // ld w [k]: network order
+        if (k + 4 > packet.length) return 0;
+        a = packet.readUInt32BE(k);
+        break;
       case 0x30: // ld b [k]
         if (k + 1 > packet.length) return 0;
         a = packet.readUInt8(k);
@@ -83,5 +87,33 @@ describe('compileAcceptFilter', () => {
   it('rejects everything without clauses, and a message too short to hold the bytes checked', () => {
     expect(run(compileAcceptFilter([]), message(24, []))).toBe(0);
     expect(run(program, message(24, []).subarray(0, NLMSG_HDRLEN + 4))).toBe(0);
+  });
+});
+
+describe('compileAcceptFilter: 32-bit fields (an ifinfomsg index)', () => {
+  const at = NLMSG_HDRLEN + 4;
+  const program = compileAcceptFilter([
+    { type: 16, words: [{ offset: at, value: 2 }] },
+    { type: 16, words: [{ offset: at, value: 0x01020304 }] },
+  ]);
+  const link = (index: number): Buffer => {
+    const b = message(16, []);
+    if (LE) b.writeUInt32LE(index, at);
+    else b.writeUInt32BE(index, at);
+    return b;
+  };
+
+  it('accepts exactly the indexes named, read in host order, all four bytes', () => {
+    expect(run(program, link(2))).toBe(ACCEPT);
+    expect(run(program, link(0x01020304))).toBe(ACCEPT);
+    for (const other of [3, 2 + 256, 2 + 2 ** 24, 0x04030201, 0x01020305]) {
+      expect(run(program, link(other)), String(other)).toBe(0);
+    }
+  });
+
+  it('takes an index above 2^31 (unsigned)', () => {
+    const high = compileAcceptFilter([{ type: 16, words: [{ offset: at, value: 0xfffffffe }] }]);
+    expect(run(high, link(0xfffffffe))).toBe(ACCEPT);
+    expect(run(high, link(0x7ffffffe))).toBe(0);
   });
 });

@@ -203,9 +203,11 @@ describe('MTU arithmetic', () => {
 
   it('pod MTU = the InternalIP interface MTU minus the overhead; --mtu wins', () => {
     const base = { internalIPs: self.internalIPs, localLinks, links, waysOut: [] };
+    const eth0 = links.find((l) => l.name === 'eth0')!;
     expect(chooseMtu({ ...base, configured: 0, overhead: 70 })).toEqual({
       mtu: 8930,
       source: 'eth0 (InternalIP) minus 70 bytes of encapsulation',
+      links: [{ index: eth0.index, mtu: 9000 }],
     });
     expect(chooseMtu({ ...base, configured: 0, overhead: 0 }).mtu).toBe(9000);
     expect(chooseMtu({ ...base, configured: 1400, overhead: 70 })).toEqual({

@@ -1,0 +1,54 @@
+import type { LinkInfo, NetlinkEventsPort, Subscription } from '../datapath/ports.ts';
+
+/**
+ * Watches the MTU of the links the pod MTU was read from (MtuChoice.links): the node's uplink, or the
+ * devices of its ways out. A change there asks for a full pass at once, which re-reads the MTU for new
+ * pods' config and the VXLAN devices, instead of the next resync up to --resync-seconds later (a VXLAN
+ * device left above a lowered underlay MTU drops every full-size frame meanwhile). The kernel filters
+ * the notifications to these links: every pod ADD and DEL would otherwise wake the agent for its veth.
+ */
+export class LinkMtuWatch {
+  private readonly events: NetlinkEventsPort;
+  private readonly onChange: (change: { link: LinkInfo; was: number } | { overflow: true }) => void;
+  private subscription: Subscription | undefined;
+  /** ifindex -> the MTU last seen (read by the pass, or by a notification since). */
+  private watched = new Map<number, number>();
+
+  constructor(
+    events: NetlinkEventsPort,
+    onChange: (change: { link: LinkInfo; was: number } | { overflow: true }) => void,
+  ) {
+    this.events = events;
+    this.onChange = onChange;
+  }
+
+  /** From now on, these links (as a pass read them); the subscription is replaced only when the set changes. */
+  follow(links: readonly Pick<LinkInfo, 'index' | 'mtu'>[]): void {
+    const sameSet = links.length === this.watched.size && links.every((l) => this.watched.has(l.index));
+    this.watched = new Map(links.map((l) => [l.index, l.mtu]));
+    if (sameSet && (this.subscription !== undefined || links.length === 0)) return;
+    this.subscription?.close();
+    this.subscription = undefined;
+    if (links.length === 0) return;
+    this.subscription = this.events.subscribeLinkEvents(
+      (ev) => {
+        if (ev.type === 'overflow') {
+          this.onChange({ overflow: true });
+          return;
+        }
+        if (ev.type !== 'add') return;
+        const was = this.watched.get(ev.link.index);
+        if (was === undefined || was === ev.link.mtu) return;
+        this.watched.set(ev.link.index, ev.link.mtu);
+        this.onChange({ link: ev.link, was });
+      },
+      { changes: ['add'], links: links.map((l) => l.index) },
+    );
+  }
+
+  close(): void {
+    this.subscription?.close();
+    this.subscription = undefined;
+    this.watched.clear();
+  }
+}
