@@ -53,12 +53,26 @@ writeFileSync(join(dist, 'version.json'), `${JSON.stringify({ version })}\n`);
  * slower in the first three runs (1.18-1.26 × ptp against 0.95-1.12 with the tiers on), but later
  * runs measure 0.86-1.13 with them off, and Maglev back on did not shorten the burst (bench/HISTORY.md,
  * section 1). TRELLIS_NODE_FLAGS="--opt --maglev" turns them back on.
+ * --no-concurrent-sparkplug: Sparkplug compiles on the main thread. On a background thread, an exit
+ * could deadlock (nodejs/node#54918): the main thread, exiting, joins the platform's workers while one
+ * of them, in the middle of a Sparkplug job, waits for a garbage collection only the main thread could
+ * run. `trellis-agent --version` exiting on a missing dependency hung 4 times in 800 runs here at
+ * 17cb39e (Node 24.9, gdb: main thread in NodePlatform::Shutdown, V8Worker in
+ * CollectionBarrier::AwaitCollectionBackground under BaselineCompiler::Build), 0 in 800 with the flag;
+ * every exit of the agent and of its operator commands takes the same path. Maglev's concurrent jobs
+ * would be the other way in, and --no-maglev keeps it shut.
  * Not used: larger young generations (4, 8, 16 MB: same peak, more CPU), --single-threaded-gc (more
  * RSS), --jitless (87-97 MB without pods, but a resync pass costs twice the CPU and every other path
  * runs interpreted). --max-opt=2 (Maglev kept) was tried before the resync garbage was fixed: it
  * saved ~5 MB between resyncs but not at their peaks, which no longer exist.
  */
-const AGENT_NODE_FLAGS = ['--max-semi-space-size=1', '--optimize-for-size', '--no-opt', '--no-maglev'];
+const AGENT_NODE_FLAGS = [
+  '--max-semi-space-size=1',
+  '--optimize-for-size',
+  '--no-opt',
+  '--no-maglev',
+  '--no-concurrent-sparkplug',
+];
 
 /**
  * MALLOC_ARENA_MAX=2 (unless the environment sets it): glibc gives each thread that mallocs its own
