@@ -2,8 +2,8 @@ import { spawnSync } from 'node:child_process';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { AGENT_BINARY } from '../../support/cni-driver.ts';
 import { ip, strictRpFilter } from '../../support/netns.ts';
-import { Testbed, type TestbedPod, testbedSkipReason } from '../../support/testbed/index.ts';
-import { within } from '../faults/support.ts';
+import { Testbed, testbedSkipReason } from '../../support/testbed/index.ts';
+import { direct, throughTunnel, untilPairRoutes } from './pod-paths.ts';
 
 /**
  * Two nodes on one L2 whose InternalIP subnets have different prefix lengths, auto mode, real agents,
@@ -23,8 +23,6 @@ const NARROW = { v4: '10.100.0.12/30', v6: 'fd00:100::12/127' };
 const title = 'cluster: two nodes on one L2 with different subnet prefix lengths (auto mode, real agents)';
 describe.skipIf(skip !== undefined)(skip === undefined ? title : `${title} (skipped: ${skip})`, () => {
   let tb: Testbed;
-  let p1: TestbedPod;
-  let p2: TestbedPod;
 
   beforeAll(async () => {
     tb = await Testbed.create({ segments: [{ nodes: 2 }] });
@@ -43,8 +41,8 @@ describe.skipIf(skip !== undefined)(skip === undefined ? title : `${title} (skip
     strictRpFilter(tb.node('node-1').ns, ['all', 'default', 'eth0', 'trellis.v4']);
     strictRpFilter(n2.ns, ['all', 'default', 'eth0', 'trellis.v4']);
     await tb.startAgent('node-2');
-    p1 = await tb.addPod('node-1');
-    p2 = await tb.addPod('node-2');
+    await tb.addPod('node-1');
+    await tb.addPod('node-2');
   }, 120_000);
 
   afterAll(async () => {
@@ -85,32 +83,8 @@ describe.skipIf(skip !== undefined)(skip === undefined ? title : `${title} (skip
   });
 
   it("both nodes route each other's pods through VXLAN, and the pods talk both ways", async () => {
-    const n1 = tb.node('node-1');
-    const n2 = tb.node('node-2');
-    const devOf = (node: string, family: 4 | 6, dst: string): string | undefined =>
-      tb.routes(node, family).find((r) => r.dst === dst)?.dev;
-    for (const [from, to] of [
-      ['node-1', n2],
-      ['node-2', n1],
-    ] as const) {
-      for (const [family, cidr, dev] of [
-        [4, to.plan.podCIDRs[0], 'trellis.v4'],
-        [6, to.plan.podCIDRs[1], 'trellis.v6'],
-      ] as const) {
-        await within(
-          10_000,
-          `${from} -> ${to.name}'s pods through ${dev}`,
-          () => devOf(from, family, cidr) === dev,
-        );
-      }
-    }
-    for (const [from, to] of [
-      [p1, p2],
-      [p2, p1],
-    ] as const) {
-      expect((await tb.ping(from.ns, to.v4, 3)).rttMs, `${from.name} -> ${to.name} (IPv4)`).toBeDefined();
-      expect((await tb.ping(from.ns, to.v6, 3)).rttMs, `${from.name} -> ${to.name} (IPv6)`).toBeDefined();
-    }
+    await untilPairRoutes(tb, [tb.node('node-1'), tb.node('node-2')], throughTunnel);
+    expect((await tb.connectivityMatrix()).failures).toEqual([]);
   }, 60_000);
 
   it('`trellis-agent routes` on node-1 says why node-2, on its subnet, is tunnelled', () => {
@@ -135,29 +109,7 @@ describe.skipIf(skip !== undefined)(skip === undefined ? title : `${title} (skip
     // IPv6 holds one prefix per address: replaced, not added beside.
     ip(n2.ns, '-6', 'addr', 'del', NARROW.v6, 'dev', 'eth0');
     ip(n2.ns, '-6', 'addr', 'add', `${n2.plan.v6}/64`, 'dev', 'eth0', 'nodad');
-    const devOf = (node: string, family: 4 | 6, dst: string): string | undefined =>
-      tb.routes(node, family).find((r) => r.dst === dst)?.dev;
-    for (const [from, to] of [
-      ['node-1', n2],
-      ['node-2', n1],
-    ] as const) {
-      for (const [family, cidr] of [
-        [4, to.plan.podCIDRs[0]],
-        [6, to.plan.podCIDRs[1]],
-      ] as const) {
-        await within(
-          10_000,
-          `${from} -> ${to.name}'s pods on eth0`,
-          () => devOf(from, family, cidr) === 'eth0',
-        );
-      }
-    }
-    for (const [from, to] of [
-      [p1, p2],
-      [p2, p1],
-    ] as const) {
-      expect((await tb.ping(from.ns, to.v4, 3)).rttMs, `${from.name} -> ${to.name} (IPv4)`).toBeDefined();
-      expect((await tb.ping(from.ns, to.v6, 3)).rttMs, `${from.name} -> ${to.name} (IPv6)`).toBeDefined();
-    }
+    await untilPairRoutes(tb, [n1, n2], direct);
+    expect((await tb.connectivityMatrix()).failures).toEqual([]);
   }, 60_000);
 });

@@ -1,6 +1,7 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { strictRpFilter } from '../../support/netns.ts';
 import { Testbed, type TestbedNode, testbedSkipReason } from '../../support/testbed/index.ts';
+import { direct, throughTunnel, untilPairRoutes } from './pod-paths.ts';
 
 /**
  * Changing --mode the way install.md says (a rolling restart of the DaemonSet) runs nodes of two modes
@@ -58,19 +59,7 @@ describe.skipIf(skip !== undefined)(skip === undefined ? title : `${title} (skip
     expect((await tb.connectivityMatrix()).failures).toEqual([]);
 
     await tb.restartAgent('node-2', { signal: 'SIGTERM', mode: 'vxlan' });
-    for (const family of [4, 6] as const) {
-      const dev = `trellis.v${family}`;
-      await within(
-        5000,
-        `node-1: IPv${family} route to node-2 through ${dev}`,
-        () => routeTo(n1!, n2!, family)?.dev === dev,
-      );
-      await within(
-        5000,
-        `node-2: IPv${family} route to node-1 through ${dev}`,
-        () => routeTo(n2!, n1!, family)?.dev === dev,
-      );
-    }
+    await untilPairRoutes(tb, [n1!, n2!], throughTunnel, 5000);
     expect((await tb.connectivityMatrix()).failures).toEqual([]);
   }, 120_000);
 });
@@ -95,32 +84,18 @@ describe.skipIf(skip !== undefined)(
       expect(tb.leftovers()).toEqual([]);
     });
 
-    const devTo = (from: TestbedNode, to: TestbedNode, family: 4 | 6) =>
-      tb.routes(from.name, family).find((r) => r.dst === to.plan.podCIDRs[family === 4 ? 0 : 1])?.dev;
-
     it('one node switched to vxlan: both tunnel; switched back: both direct; every pod reaches every pod', async () => {
       const [n1, n2] = tb.nodes();
-      const both = async (dev: (family: 4 | 6) => string) => {
-        for (const family of [4, 6] as const) {
-          for (const [from, to] of [
-            [n1!, n2!],
-            [n2!, n1!],
-          ] as const) {
-            await within(5000, `${from.name}: IPv${family} route to ${to.name} via ${dev(family)}`, () => {
-              return devTo(from, to, family) === dev(family);
-            });
-          }
-        }
-      };
-      await both(() => 'eth0');
+      const both = (dev: (family: 4 | 6) => string) => untilPairRoutes(tb, [n1!, n2!], dev, 5000);
+      await both(direct);
       expect((await tb.connectivityMatrix()).failures).toEqual([]);
 
       await tb.restartAgent('node-1', { signal: 'SIGTERM', mode: 'vxlan' });
-      await both((family) => `trellis.v${family}`);
+      await both(throughTunnel);
       expect((await tb.connectivityMatrix()).failures).toEqual([]);
 
       await tb.restartAgent('node-1', { signal: 'SIGTERM', mode: 'auto' });
-      await both(() => 'eth0');
+      await both(direct);
       expect((await tb.connectivityMatrix()).failures).toEqual([]);
     }, 120_000);
   },
