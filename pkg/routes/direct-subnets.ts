@@ -12,9 +12,10 @@ import type { Family } from '../datapath/ports.ts';
 import { type Cidr, cidrContains, compareCidr, formatCidr, type IpAddress, parseCidr } from '../ip/index.ts';
 
 /**
- * Per underlay family. Absent: the node routes directly to any peer on a subnet connected to it (host-gw,
- * vxlan, auto without a tunnel of the family) or its agent predates the annotation; peers keep their own
- * rule. Empty: it routes directly to no peer (its InternalIP is on no connected subnet).
+ * Per underlay family. Absent: the node routes directly to any peer on a subnet connected to it (host-gw;
+ * no VXLAN device of the family, in vxlan mode or in auto with its InternalIP on no connected subnet) or
+ * its agent predates the annotation; peers keep their own rule. Empty: it routes directly to no peer that
+ * has a tunnel (vxlan mode, or auto with its InternalIP on no connected subnet). See ownDirectSubnets.
  */
 export const DIRECT_SUBNET_ANNOTATIONS: Readonly<Record<Family, string>> = Object.freeze({
   4: 'trellis.dev/direct-subnets-v4',
