@@ -241,7 +241,7 @@ function directDecision(
     if (found !== undefined && 'ownAddress' in found) {
       reasons.push(`InternalIP ${nodeIP} is one of this node's own addresses`);
     } else if (found === undefined) {
-      reasons.push(`InternalIP ${nodeIP} ${NOT_CONNECTED}`);
+      reasons.push(`InternalIP ${nodeIP} is not on a subnet connected to this node`);
     } else if (reach.kind === 'home' && !reach.subnets.has(found.subnet)) {
       reasons.push(
         `InternalIP ${nodeIP} is on ${found.link.name}'s subnet ${formatCidr(found.subnet)} (its longest match here), which does not hold this node's InternalIP (the node would route back through VXLAN)`,
@@ -269,11 +269,13 @@ function directDecision(
   return best?.decision;
 }
 
-/** A reason against routing directly other than the plain one, a peer on no subnet of ours. */
-function isNotObvious(reason: string): boolean {
-  return !reason.endsWith(NOT_CONNECTED);
+/**
+ * For `explain`: the peer is tunnelled for a reason other than the plain one, its InternalIPs on no
+ * subnet of ours (one is on a connected subnet, or ours is on none).
+ */
+function notPlainlyRemote(candidates: readonly IpAddress[], local: LocalIndex, reach: DirectReach): boolean {
+  return reach.kind === 'none' || candidates.some((ip) => findDirectLink(ip, local) !== undefined);
 }
-const NOT_CONNECTED = 'is not on a subnet connected to this node';
 
 /**
  * False when the peer published the subnets it routes directly on and none holds one of our InternalIPs
@@ -421,7 +423,11 @@ export function desiredRoutes(
       if (decision === undefined && opts.mode !== 'host-gw') {
         const tunnel = vxlanDecision(node, family, candidates, podCIDRs, local, opts.overlay ?? []);
         if ('reason' in tunnel) reasons.push(`VXLAN: ${tunnel.reason}`);
-        else if (opts.explain === true && opts.mode === 'auto' && reasons.some(isNotObvious))
+        else if (
+          opts.explain === true &&
+          opts.mode === 'auto' &&
+          notPlainlyRemote(candidates, local, reach.get(family)!)
+        )
           decision = { ...tunnel, why: reasons.join('; ') };
         else decision = tunnel;
         // A peer that publishes no VTEP tunnels nothing to us: its agent runs host-gw (a rolling change

@@ -1,6 +1,7 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { strictRpFilter } from '../../support/netns.ts';
 import { Testbed, type TestbedNode, testbedSkipReason } from '../../support/testbed/index.ts';
+import { within } from '../faults/support.ts';
 import { direct, throughTunnel, untilPairRoutes } from './pod-paths.ts';
 
 /**
@@ -12,18 +13,6 @@ import { direct, throughTunnel, untilPairRoutes } from './pod-paths.ts';
  * packets both ways until both had switched).
  */
 const skip = testbedSkipReason();
-
-function sleep(ms: number): Promise<void> {
-  return new Promise((r) => setTimeout(r, ms));
-}
-
-async function within(timeoutMs: number, what: string, pred: () => boolean): Promise<void> {
-  const start = Date.now();
-  while (!pred()) {
-    if (Date.now() - start > timeoutMs) throw new Error(`${what}: not true after ${timeoutMs} ms`);
-    await sleep(50);
-  }
-}
 
 const title = 'cluster: a rolling change from host-gw to vxlan keeps pod traffic (real agents)';
 describe.skipIf(skip !== undefined)(skip === undefined ? title : `${title} (skipped: ${skip})`, () => {
