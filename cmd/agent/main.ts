@@ -15,6 +15,7 @@ import {
   installCniBinaries,
   uninstallTrellis,
 } from '../../pkg/agent/host-setup.ts';
+import { needsTable, tableRules } from '../../pkg/agent/table-rules.ts';
 import { errorText } from '../../pkg/error-text.ts';
 import { createK8sClient, K8sError, K8sReason, loadKubeConfig } from '../../pkg/k8s/index.ts';
 import { MasqSyncer, NftRunner } from '../../pkg/masq/index.ts';
@@ -137,7 +138,7 @@ async function main(argv: string[]): Promise<number> {
         mkdirSync(dir, { recursive: true, mode: 0o700 });
         return lockFile(join(dir, 'agent.lock'));
       },
-      masq: config.masquerade ? new MasqSyncer(new NftRunner()) : undefined,
+      masq: needsTable(tableRules(config, standalone)) ? new MasqSyncer(new NftRunner()) : undefined,
       removeMasqLeftovers: () => new NftRunner().deleteTableIfPresent(),
       kube,
     },

@@ -30,6 +30,7 @@ import { type AgentRouteState, type AgentSnapshot, computeRouteState } from './o
 import { detectMtu, publishCniConfig } from './publication.ts';
 import { memoryRefusal, type RememberedNode, RememberedNodeFile, rememberedMtu } from './remembered-node.ts';
 import { drainSpool, spooledDelsIn } from './spool-drain.ts';
+import { type TableRules, tableRules } from './table-rules.ts';
 
 export type { AgentRouteState, AgentSnapshot } from './operator-view.ts';
 export { REQUIRED_CNI_BINARIES } from './publication.ts';
@@ -41,10 +42,10 @@ export interface AgentPorts {
   events: NetlinkEventsPort;
   /** Exclusive lock on the state directory: one agent per node. */
   lockStateDir(dir: string): { release(): void };
-  /** Masquerade syncer; undefined disables masquerading. */
+  /** The nftables table's syncer (masquerade, MSS clamp: table-rules.ts); undefined when none is needed. */
   masq: (Pick<MasqSyncer, 'sync' | 'invalidate'> & Partial<Pick<MasqSyncer, 'committedBy'>>) | undefined;
   /**
-   * With masquerading off: removes the table a run with it on left behind (it would keep masquerading
+   * With no table needed (table-rules.ts): removes the table a run with one left behind (it would keep masquerading
    * and never learn new nodes' pod CIDRs). Resolves true when there was one.
    */
   removeMasqLeftovers?: () => Promise<boolean>;
@@ -134,6 +135,11 @@ export class Agent {
   /** The MTU of pod traffic that leaves the node: `mtu` less the overlay's headers (pod-routes.ts). */
   get routeMtu(): number {
     return this.mtuChoice.mtu;
+  }
+
+  /** What the nftables table holds here (masquerade, MSS clamp into the VXLAN devices). */
+  private get tableRules(): TableRules {
+    return tableRules(this.config, this.ports.kube === undefined);
   }
 
   constructor(config: AgentConfig, ports: AgentPorts, log: Logger, hooks: AgentHooks = {}) {
@@ -262,6 +268,7 @@ export class Agent {
       routes: this.routes,
       masq: this.ports.masq,
       noMasqueradeCIDRs: config.noMasqueradeCIDRs,
+      tableRules: this.tableRules,
       onLeasesInvalidated: (leases) => removeAttachments(this.datapath!, leases),
       // Forwarding for the pod CIDRs' families before the pass programs routes; quarantined leases
       // are rebuilt from the kernel once restore can check addresses against the ranges.
@@ -551,8 +558,9 @@ export class Agent {
         mtu,
       })),
       watch: this.watchSample(),
+      mssClamp: this.ports.masq === undefined ? [] : [...this.tableRules.clampMssInto],
       masquerade: {
-        enabled: this.ports.masq !== undefined,
+        enabled: this.ports.masq !== undefined && config.masquerade,
         noMasqueradeCIDRs: [...config.noMasqueradeCIDRs],
       },
     };

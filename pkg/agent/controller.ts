@@ -10,6 +10,7 @@ import type { PeerNode } from '../routes/types.ts';
 import { vtepMacsFromAnnotations } from '../vxlan/annotations.ts';
 import { VTEP_MAC_ANNOTATIONS } from '../vxlan/constants.ts';
 import type { ClusterNode, ClusterView } from './cluster.ts';
+import type { TableRules } from './table-rules.ts';
 
 export interface ControllerDeps {
   nodeName: string;
@@ -23,8 +24,11 @@ export interface ControllerDeps {
     /** One peer against what is programmed for it (absent: full passes only). */
     reconcilePeer?(name: string, peer: PeerNode | undefined): Promise<PeerStepOutcome>;
   };
+  /** The nftables table's syncer (masquerade, MSS clamp); undefined when the node needs no table. */
   masq: { sync(opts: MasqOptions): Promise<'applied' | 'unchanged'>; invalidate(): void } | undefined;
   noMasqueradeCIDRs: readonly string[];
+  /** What the table holds; masquerade only (no clamp) by default. */
+  tableRules?: TableRules;
   /** Leases invalidated by a pod CIDR change: their pods are unusable, remove their veths. */
   onLeasesInvalidated(leases: Lease[]): Promise<void>;
   /**
@@ -331,7 +335,7 @@ export class NodeController {
         if (deps.masq === undefined || self === undefined || this.stopped) return;
         try {
           const outcome = await deps.masq.sync(
-            masqOptions(self, deps.cluster.list(), deps.noMasqueradeCIDRs),
+            masqOptions(self, deps.cluster.list(), deps.noMasqueradeCIDRs, deps.tableRules),
           );
           deps.log.debug({ masq: outcome }, 'masquerade set updated after a node change');
         } catch (err) {
@@ -403,7 +407,7 @@ export class NodeController {
         // One nft run at a time: a per-node step's may still be in flight.
         await this.masqRunning;
         try {
-          masq = await deps.masq.sync(masqOptions(self, nodes, deps.noMasqueradeCIDRs));
+          masq = await deps.masq.sync(masqOptions(self, nodes, deps.noMasqueradeCIDRs, deps.tableRules));
         } catch (err) {
           // Masquerade matters for egress only; pods and routes keep working, the next pass retries.
           masq = 'failed';
@@ -556,6 +560,7 @@ export function masqOptions(
   self: ClusterNode,
   nodes: readonly ClusterNode[],
   noMasqueradeCIDRs: readonly string[],
+  rules: TableRules = { masquerade: true, clampMssInto: [] },
 ): MasqOptions {
   const cluster = new Set<string>();
   for (const n of nodes) for (const c of n.podCIDRs) cluster.add(c);
@@ -567,6 +572,8 @@ export function masqOptions(
     },
     clusterCIDRs: [...cluster].sort(),
     noMasqueradeCIDRs: [...noMasqueradeCIDRs],
+    masquerade: rules.masquerade,
+    clampMssInto: [...rules.clampMssInto],
   };
 }
 

@@ -21,7 +21,7 @@ export interface MtuChoice {
  * otherwise the MTU of the interface that carries this node's InternalIP on a subnet (the one that
  * reaches the other nodes; not lo, see nodeLinkOf), else the smallest of the devices traffic leaves
  * the node through (waysOut: the kernel's route off the node, reconciler.ts findWaysOut), minus the
- * encapsulation overhead when that traffic may be tunnelled. The pod interfaces themselves get this
+ * encapsulation overhead when all of that traffic is tunnelled (encapOverhead). The pod interfaces get this
  * plus the overhead (Agent.mtu).
  *
  * When neither tells (no way out found: a default route learned by BGP and not there yet, or gone
@@ -72,15 +72,17 @@ function overheadNote(overhead: number): string {
 }
 
 /**
- * Bytes to subtract from the underlay MTU for pod traffic that leaves the node. host-gw never
- * encapsulates: 0. auto and vxlan: the VXLAN overhead of the largest underlay this node tunnels over
- * (50 for IPv4, 70 for IPv6; a dual-stack node uses 70: one route MTU serves both families' routes).
- * auto subtracts even while every peer is direct: a pod's routes are fixed when it starts, and a node
- * on another subnet may join later.
+ * Bytes to subtract from the underlay MTU for pod traffic that leaves the node (the pods' RTAX_MTU).
+ * vxlan: the VXLAN overhead of the largest underlay this node tunnels over (50 for IPv4, 70 for IPv6; a
+ * dual-stack node uses 70: one route MTU serves both families' routes), since every peer is tunnelled.
+ * host-gw never encapsulates: 0. auto: 0 as well, so direct peers get the full MTU: TCP into a VXLAN
+ * device is clamped by the node (table-rules.ts), and a larger packet of another protocol is answered
+ * by the node, its first hop ("fragmentation needed" / "packet too big"), or fragmented (IPv4 without
+ * DF). A pod's routes are fixed when it starts, so auto cannot follow which peers are tunnelled.
  */
 export function encapOverhead(mode: 'auto' | 'host-gw' | 'vxlan', internalIPs: readonly string[]): number {
   // Without an InternalIP (standalone mode) there is no VXLAN device and no peer: nothing to subtract.
-  if (mode === 'host-gw' || internalIPs.length === 0) return 0;
+  if (mode !== 'vxlan' || internalIPs.length === 0) return 0;
   const families = new Set(internalIPs.map(familyOfText));
   return families.has(6) ? VXLAN_OVERHEAD[6] : VXLAN_OVERHEAD[4];
 }

@@ -43,6 +43,8 @@ export interface AgentSnapshot {
   mtuOverhead?: number;
   /** The VXLAN devices after the last pass (auto and vxlan modes). */
   vxlan?: { family: 4 | 6; name: string; ifindex: number; mac: string; mtu: number }[];
+  /** Devices whose forwarded TCP SYNs the node clamps to the route MTU (table-rules.ts); [] none. */
+  mssClamp: string[];
   /** Whether pod traffic leaving the cluster is masqueraded, and the destinations that keep the pod address. */
   masquerade: { enabled: boolean; noMasqueradeCIDRs: string[] };
 }

@@ -104,13 +104,16 @@ export function parseRememberedNode(
 }
 
 /**
- * The MTU to serve ADD with from memory: as remembered for the same --mode; for another, the link MTU
- * it was taken from less the new mode's overhead (the route MTU a pod gets never changes later).
+ * The MTU to serve ADD with from memory: as remembered for the same --mode and overhead; otherwise
+ * (another mode, or a run of an older version that subtracted another overhead for it: auto did until
+ * pods kept the full MTU) the link MTU it was taken from less this mode's overhead now (the route MTU
+ * a pod gets never changes later).
  */
 export function rememberedMtu(mem: RememberedNode, mode: RoutingMode): MtuChoice & { overhead: number } {
   // A remembered fallback stays one: it is no MTU found, and must not be kept as one later.
   const fallback = mem.mtuSource.startsWith('fallback') ? ({ fallback: true } as const) : {};
-  if (mem.mode === mode) {
+  const overhead = encapOverhead(mode, mem.internalIPs);
+  if (mem.mode === mode && mem.overhead === overhead) {
     return {
       mtu: mem.mtu,
       overhead: mem.overhead,
@@ -118,11 +121,10 @@ export function rememberedMtu(mem: RememberedNode, mode: RoutingMode): MtuChoice
       ...fallback,
     };
   }
-  const overhead = encapOverhead(mode, mem.internalIPs);
   return {
     mtu: mem.mtu + mem.overhead - overhead,
     overhead,
-    source: `remembered from the last run in ${mem.mode} mode (${mem.mtuSource}), less ${mode} mode's overhead`,
+    source: `remembered from the last run in ${mem.mode} mode (${mem.mtuSource}), less ${mode} mode's overhead (${overhead})`,
     ...fallback,
   };
 }

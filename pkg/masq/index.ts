@@ -1,4 +1,7 @@
-/** Masquerade for pod traffic leaving the cluster: nftables text (pure) and the nft runner (adapter). */
+/**
+ * The agent's nftables table: masquerade for pod traffic leaving the cluster and the MSS clamp into the
+ * VXLAN devices, as nftables text (pure), and the nft runner (adapter).
+ */
 
 export { NftError, NftRunner, type NftRunnerOptions } from './nft.ts';
 export {

@@ -1,10 +1,18 @@
 /**
- * The masquerade ruleset as nftables text. Pure: options in, `nft -f -` input out.
+ * The agent's nftables table as text. Pure: options in, `nft -f -` input out.
  *
- * Traffic from this node's pods to anything outside the cluster's pod CIDRs (and outside the operator's
+ * Masquerade: traffic from this node's pods to anything outside the cluster's pod CIDRs (and outside the operator's
  * no-masquerade CIDRs) leaves with the node's address; pod-to-pod traffic keeps the pod's address. One
  * table `inet trellis`, one nat chain at the srcnat hook, one rule per family matching named interval sets,
  * so a cluster of thousands of nodes is still two rules (sets are hash/interval lookups, not rule walks).
+ *
+ * MSS clamp: pods keep their interface's full MTU on every route (auto mode), so a TCP connection into a
+ * VXLAN device would pick segments too large for it. A filter chain at the forward hook lowers the MSS
+ * of SYNs the node forwards into those devices to the route's MTU (what `iptables -j TCPMSS
+ * --clamp-mss-to-pmtu` does; the kernel only ever lowers it), both ways, since each end's node clamps
+ * the SYN it tunnels. A filter chain needs no connection tracking, so it costs nothing where
+ * masquerading is off. Other protocols meet the node as the first hop: "fragmentation needed" / "packet
+ * too big" from the node itself, or IPv4 fragmentation without DF.
  *
  * The text replaces the whole table in ONE transaction: `table` (creates it if missing, so the delete cannot
  * fail), `delete table`, then the full definition. nft applies a file atomically, so packets see either the
@@ -28,6 +36,10 @@ export interface MasqOptions {
   noMasqueradeCIDRs: readonly string[];
   /** nftables table name; 'trellis' by default. */
   tableName?: string;
+  /** Render the masquerade sets and nat chain; true by default (--no-masquerade: false). */
+  masquerade?: boolean;
+  /** Devices whose forwarded TCP SYNs get their MSS clamped to the route MTU (the VXLAN devices). */
+  clampMssInto?: readonly string[];
 }
 
 export class MasqConfigError extends Error {
@@ -44,6 +56,8 @@ export class MasqConfigError extends Error {
 
 export const DEFAULT_TABLE = 'trellis';
 const TABLE_NAME = /^[a-z][a-z0-9_]{0,31}$/;
+/** A Linux interface name (IFNAMSIZ - 1), restricted to characters nft takes inside quotes as is. */
+const IFNAME = /^[A-Za-z0-9_.-]{1,15}$/;
 
 export function validateTableName(name: string | undefined): string {
   const t = name ?? DEFAULT_TABLE;
@@ -152,6 +166,14 @@ export function planMasq(opts: MasqOptions): MasqPlan {
   ];
 
   const lines = [...renderDeleteTable(table).trimEnd().split('\n'), `table inet ${table} {`];
+  if (opts.masquerade !== false) lines.push(...masqueradeBlock(pods, keep));
+  lines.push(...clampBlock(opts.clampMssInto ?? []), '}');
+  return { ruleset: `${lines.join('\n')}\n`, skipped };
+}
+
+/** The sets and the nat chain: one rule per family with pods here. */
+function masqueradeBlock(pods: Cidr[], keep: Cidr[]): string[] {
+  const lines: string[] = [];
   const rules: string[] = [];
   for (const family of [4, 6] as Family[]) {
     const src = elements(pods, family);
@@ -171,7 +193,31 @@ export function planMasq(opts: MasqOptions): MasqPlan {
     '\t\ttype nat hook postrouting priority srcnat; policy accept;',
     ...rules,
     '\t}',
-    '}',
   );
-  return { ruleset: `${lines.join('\n')}\n`, skipped };
+  return lines;
+}
+
+/**
+ * The forward chain clamping TCP SYNs into `devices`. The SYN test comes first: almost every forwarded
+ * packet fails it, so the chain costs one header check per packet (and GSO packets carry up to 64 KB).
+ */
+function clampBlock(devices: readonly string[]): string[] {
+  if (!Array.isArray(devices)) throw new MasqConfigError('clampMssInto', devices, 'expected device names');
+  if (devices.length === 0) return [];
+  for (const [i, d] of devices.entries()) {
+    if (typeof d !== 'string' || !IFNAME.test(d)) {
+      throw new MasqConfigError(
+        `clampMssInto[${i}]`,
+        d,
+        'expected an interface name of [A-Za-z0-9_.-]{1,15}',
+      );
+    }
+  }
+  const names = [...new Set(devices)].sort().map((d) => `"${d}"`);
+  return [
+    '\tchain forward {',
+    '\t\ttype filter hook forward priority mangle; policy accept;',
+    `\t\ttcp flags syn / syn,rst oifname { ${names.join(', ')} } counter tcp option maxseg size set rt mtu comment "trellis: TCP into the tunnels fits their MTU"`,
+    '\t}',
+  ];
 }

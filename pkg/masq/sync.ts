@@ -1,5 +1,5 @@
 /**
- * Keeps the masquerade table equal to the rendered ruleset. The text is deterministic, so an unchanged
+ * Keeps the agent's nftables table (masquerade, MSS clamp) equal to the rendered ruleset. The text is deterministic, so an unchanged
  * cluster renders the same bytes and the kernel is left alone; the first pass after a restart applies once
  * (harmless: the replacement is atomic).
  */
@@ -40,6 +40,7 @@ export class MasqSyncer {
         podCIDRs: { v4: [...opts.podCIDRs.v4], v6: [...opts.podCIDRs.v6] },
         clusterCIDRs: [...opts.clusterCIDRs],
         noMasqueradeCIDRs: [...opts.noMasqueradeCIDRs],
+        ...(opts.clampMssInto === undefined ? {} : { clampMssInto: [...opts.clampMssInto] }),
       };
       this.lastPlan = { opts: copy, plan };
     }
@@ -64,6 +65,8 @@ export class MasqSyncer {
 function sameOptions(a: MasqOptions, b: MasqOptions): boolean {
   return (
     a.tableName === b.tableName &&
+    a.masquerade === b.masquerade &&
+    sameList(a.clampMssInto ?? [], b.clampMssInto ?? []) &&
     typeof b.podCIDRs === 'object' &&
     b.podCIDRs !== null &&
     sameList(a.podCIDRs.v4, b.podCIDRs.v4) &&

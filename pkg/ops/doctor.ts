@@ -317,8 +317,11 @@ export function checkMtu(f: DoctorFacts): CheckResult {
   const names = new Set<string>();
   for (const p of f.agent.value.routes.peers) if ('linkName' in p) names.add(p.linkName);
   if (names.size === 0) for (const n of f.defaultRouteIfaces) names.add(n);
+  // Tunnels the node clamps TCP into (auto mode: pods keep the full MTU there by design, and the node
+  // answers larger packets of other protocols itself).
+  const clamped = new Set(f.agent.value.status.mssClamp ?? []);
   for (const l of f.links) {
-    if (!names.has(l.name)) continue;
+    if (!names.has(l.name) || clamped.has(l.name)) continue;
     if (leavingMtu > l.mtu - f.overhead) {
       r.findings.push({
         problem: `pod MTU ${leavingMtu}${leavingMtu < podMtu ? ' (off the node)' : ''} is larger than ${l.name}'s MTU ${l.mtu}${f.overhead > 0 ? ` minus ${f.overhead} bytes of encapsulation` : ''}: large packets between nodes are dropped or fragmented`,

@@ -31,6 +31,9 @@ export function formatStatus(s: StatusView): string {
       'pod MTU',
       s.routeMtu === undefined ? String(s.mtu) : `${s.mtu} (${s.routeMtu} for traffic leaving the node)`,
     ],
+    ...(s.mssClamp === undefined
+      ? []
+      : [['TCP MSS clamp', `SYNs into ${s.mssClamp.join(', ')} (route MTU)`] as [string, string]]),
     ['leases', String(s.leases)],
     ['CNI socket', s.socket],
     ['CNI config', s.cniConfDir],

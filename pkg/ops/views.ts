@@ -37,6 +37,8 @@ export interface StatusView {
   watch?: WatchState;
   /** Absent from older agents. */
   masquerade?: { enabled: boolean; noMasqueradeCIDRs: string[] };
+  /** Devices whose TCP SYNs the node clamps to the route MTU; absent from older agents and when none. */
+  mssClamp?: string[];
 }
 
 /**
@@ -125,6 +127,7 @@ export function statusView(
     })),
     ...(s.watch === undefined ? {} : { watch: s.watch }),
     masquerade: s.masquerade,
+    ...(s.mssClamp.length === 0 ? {} : { mssClamp: s.mssClamp }),
   };
 }
 

@@ -167,6 +167,10 @@ describe.skipIf(skip !== undefined)(skip === undefined ? title : `${title} (skip
     });
     const human = cli(n1, 'status', '--socket', n1.agent!.socket);
     expect(human.stdout).toMatch(new RegExp(`^node:\\s+${n1.name}$`, 'm'));
+    // auto mode: pods at the full MTU, TCP clamped into the tunnels.
+    expect(human.stdout).toMatch(/^pod MTU:\s+1500$/m);
+    expect(human.stdout).toMatch(/^TCP MSS clamp:\s+SYNs into trellis\.v4, trellis\.v6 \(route MTU\)$/m);
+    expect(st.doc.mssClamp).toEqual(['trellis.v4', 'trellis.v6']);
 
     const rt = cliJson<RoutesView>(n1, 'routes');
     expect(rt.code).toBe(0);
@@ -530,6 +534,12 @@ describe.skipIf(skip !== undefined)(skip === undefined ? rpTitle : `${rpTitle} (
     });
     try {
       const [n1, n2] = tb.nodes() as [TestbedNode, TestbedNode];
+      // Masquerading off: the table holds the MSS clamp alone, and no nat chain (no connection tracking).
+      const table = spawnSync('ip', ['netns', 'exec', n1.ns, 'nft', 'list', 'table', 'inet', 'trellis'], {
+        encoding: 'utf8',
+      }).stdout;
+      expect(table).toMatch(/chain forward \{/);
+      expect(table).not.toMatch(/\bnat\b|masquerade/);
       const pod = await tb.addPod(n1.name);
       await until(
         'pod -> node-2 address',

@@ -8,6 +8,7 @@ import {
   type TestbedPod,
   testbedSkipReason,
 } from '../../support/testbed/index.ts';
+import { tcpMss } from './tcp-mss.ts';
 
 /**
  * The overlay as a cluster runs it: real agents (Kubernetes mode against the test API server) on two L2
@@ -132,37 +133,78 @@ describe.skipIf(skip !== undefined)(skip === undefined ? title : `${title} (skip
     expect(link(n1, 'trellis.v6').stats64!.tx.packets).toBeGreaterThanOrEqual(mid.v6 + 5);
   });
 
-  it('pods of one node talk at the full MTU; what leaves the node is held to the overlay MTU', async () => {
-    const [p1, , p3] = pods as [TestbedPod, TestbedPod, TestbedPod];
-    const n1 = tb.node('node-1');
+  it('pods keep the full MTU to every node: TCP into the tunnel is clamped, other packets learn its MTU from the node', async () => {
+    const [p1, p2, p3] = pods as [TestbedPod, TestbedPod, TestbedPod];
     const p4 = await tb.addPod('node-1');
     type PodRoute = { dst: string; gateway?: string; metrics?: { mtu?: number }[] };
     const routes = (family: 4 | 6) =>
       ipJson<PodRoute[]>(p1.ns, `-${family}`, 'route', 'show', 'dev', 'eth0')
         .filter((r) => r.gateway !== undefined)
         .map((r) => ({ dst: r.dst, mtu: r.metrics?.[0]?.mtu }));
-    expect(routes(4)).toEqual([
-      { dst: 'default', mtu: 1430 },
-      { dst: n1.plan.podCIDRs[0], mtu: undefined },
-    ]);
-    expect(routes(6)).toEqual(
-      expect.arrayContaining([
-        { dst: 'default', mtu: 1430 },
-        { dst: n1.plan.podCIDRs[1], mtu: undefined },
-      ]),
-    );
-    // Don't-fragment pings of a full 1500-byte packet: through on the node, refused off it (the
-    // route MTU stops them in the sender, where a larger interface MTU alone would lose them).
-    const ping = (ns: string, addr: string, size: number) =>
-      spawnSync('ip', ['netns', 'exec', ns, 'ping', '-c1', '-W2', '-M', 'do', '-s', String(size), addr], {
+    // auto mode: no route MTU in the pod (vxlan mode holds the default routes to the overlay's).
+    expect(routes(4)).toEqual([{ dst: 'default', mtu: undefined }]);
+    expect(routes(6)).toEqual(expect.arrayContaining([{ dst: 'default', mtu: undefined }]));
+    // TCP: each node lowers the MSS of the SYN it sends into its tunnel, so no packet is ever too big
+    // (first: the pings below teach the pods' kernels the tunnel's MTU, which TCP would use too). 12
+    // bytes of every segment are the timestamp option, so ss's mss is the MSS less 12.
+    const clamp = (node: string): number => {
+      const text = spawnSync(
+        'ip',
+        ['netns', 'exec', tb.node(node).ns, 'nft', 'list', 'chain', 'inet', 'trellis', 'forward'],
+        {
+          encoding: 'utf8',
+        },
+      ).stdout;
+      return Number(/counter packets (\d+)/.exec(text)?.[1] ?? -1);
+    };
+    const [before1, before3] = [clamp('node-1'), clamp('node-3')];
+    const v4 = await tcpMss(p1.ns, p3.ns, p3.v4);
+    expect(v4).toEqual({ client: 1450 - 40 - 12, server: 1450 - 40 - 12, received: 1 << 20 });
+    const v6 = await tcpMss(p1.ns, p3.ns, p3.v6);
+    expect(v6).toEqual({ client: 1430 - 60 - 12, server: 1430 - 60 - 12, received: 1 << 20 });
+    // The SYNs node-1 tunnelled, the SYN-ACKs node-3 did.
+    expect([clamp('node-1') - before1, clamp('node-3') - before3]).toEqual([2, 2]);
+    // The direct peer's connection keeps the full MTU's segments.
+    expect(await tcpMss(p1.ns, p2.ns, p2.v4)).toEqual({ client: 1448, server: 1448, received: 1 << 20 });
+    expect(clamp('node-1') - before1).toBe(2);
+    // Don't-fragment pings of a full 1500-byte packet: through on the node and to the direct peer.
+    const ping = (ns: string, addr: string, size: number) => {
+      const r = spawnSync(
+        'ip',
+        ['netns', 'exec', ns, 'ping', '-c1', '-W2', '-M', 'do', '-s', String(size), addr],
+        {
+          encoding: 'utf8',
+        },
+      );
+      return { ok: r.status === 0, out: `${r.stdout}${r.stderr}` };
+    };
+    for (const [to, what] of [
+      [p4, 'same node'],
+      [p2, 'direct peer'],
+    ] as const) {
+      expect(ping(p1.ns, to.v4, 1472).ok, `IPv4 ${what}`).toBe(true);
+      expect(ping(p1.ns, to.v6, 1452).ok, `IPv6 ${what}`).toBe(true);
+    }
+    // Into the tunnel (trellis.v4 1450, trellis.v6 1430): node-1, the first hop, answers the first
+    // one with the tunnel's MTU, the pod's kernel keeps it for that destination, and what fits passes.
+    // Without DF (IPv4), node-1 fragments it on the way in, and node-3 the answer.
+    const dont = spawnSync(
+      'ip',
+      ['netns', 'exec', p1.ns, 'ping', '-c1', '-W2', '-M', 'dont', '-s', '1472', p3.v4],
+      {
         encoding: 'utf8',
-      });
-    expect(ping(p1.ns, p4.v4, 1472).status).toBe(0);
-    expect(ping(p1.ns, p4.v6, 1452).status).toBe(0);
-    const off = ping(p1.ns, p3.v4, 1472);
-    expect(off.status).not.toBe(0);
-    expect(`${off.stdout}${off.stderr}`).toMatch(/mtu = 1430|message too long/i);
-    expect(ping(p1.ns, p3.v4, 1430 - 28).status).toBe(0);
+      },
+    );
+    expect(dont.status, `${dont.stdout}${dont.stderr}`).toBe(0);
+    const first = ping(p1.ns, p3.v4, 1472);
+    expect(first.ok).toBe(false);
+    expect(first.out).toMatch(/Frag needed and DF set \(mtu = 1450\)/);
+    expect(ping(p1.ns, p3.v4, 1472).out).toMatch(/message too long, mtu=1450/);
+    expect(ping(p1.ns, p3.v4, 1450 - 28).ok).toBe(true);
+    const first6 = ping(p1.ns, p3.v6, 1452);
+    expect(first6.ok).toBe(false);
+    expect(first6.out).toMatch(/Packet too big: mtu=1430/);
+    expect(ping(p1.ns, p3.v6, 1430 - 48).ok).toBe(true);
   });
 
   it('a deleted node loses its neighbour, FDB entry and tunnel route on the other segment', async () => {
@@ -222,6 +264,25 @@ describe.skipIf(skip !== undefined)(
         expect((await tb.ping(p1.ns, p2.v4)).rttMs).toBeDefined();
         expect((await tb.ping(p2.ns, p1.v6)).rttMs).toBeDefined();
         expect(link(n1, 'trellis.v4').stats64!.tx.packets).toBeGreaterThan(tx);
+        // Every peer is tunnelled: the pods' routes off the node carry the overlay MTU (1430, the IPv6
+        // overhead on this dual-stack bed), their own node's pod CIDR the full one, so a large
+        // don't-fragment packet is refused in the sender instead of being lost on the way.
+        type PodRoute = { dst: string; gateway?: string; metrics?: { mtu?: number }[] };
+        const routes = ipJson<PodRoute[]>(p1.ns, '-4', 'route', 'show', 'dev', 'eth0')
+          .filter((r) => r.gateway !== undefined)
+          .map((r) => ({ dst: r.dst, mtu: r.metrics?.[0]?.mtu }));
+        expect(routes).toEqual([
+          { dst: 'default', mtu: 1430 },
+          { dst: n1.plan.podCIDRs[0], mtu: undefined },
+        ]);
+        const big = spawnSync(
+          'ip',
+          ['netns', 'exec', p1.ns, 'ping', '-c1', '-W2', '-M', 'do', '-s', '1472', p2.v4],
+          {
+            encoding: 'utf8',
+          },
+        );
+        expect(`${big.stdout}${big.stderr}`).toMatch(/message too long, mtu=1430/);
       } finally {
         await tb.teardown();
       }

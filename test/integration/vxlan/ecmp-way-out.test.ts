@@ -152,7 +152,7 @@ describe.skipIf(netnsSkipReason !== undefined)(
 
     it('the pod MTU is the smaller uplink’s less the overhead, found without a route dump', async () => {
       dumps = 0;
-      const choice = await detectMtu(open(), self, 'auto');
+      const choice = await detectMtu(open(), self, 'vxlan');
       expect(choice).toEqual({ mtu: 1330, overhead: 70, source: LONG, links: uplinks() });
       expect(dumps).toBe(0);
     });
@@ -221,7 +221,7 @@ describe.skipIf(netnsSkipReason !== undefined)(
         for (const compat of ['1', '0']) {
           nsSysctl(node.name, 'net.ipv4.nexthop_compat_mode', compat);
           const v4 = { ...self, internalIPs: ['10.100.99.11'] };
-          expect(await detectMtu(open(), v4, 'auto'), `compat mode ${compat}`).toEqual({
+          expect(await detectMtu(open(), v4, 'vxlan'), `compat mode ${compat}`).toEqual({
             mtu: 1350,
             overhead: 50,
             source: 'up2 (default route, smallest MTU of up1, up2) minus 50 bytes of encapsulation',
@@ -237,15 +237,15 @@ describe.skipIf(netnsSkipReason !== undefined)(
     });
 
     it('without a default route for a moment: the last MTU is kept, 1500 assumed only with none', async () => {
-      const found = await detectMtu(open(), self, 'auto');
+      const found = await detectMtu(open(), self, 'vxlan');
       try {
         ip(node.name, 'route', 'del', 'default');
         ip(node.name, '-6', 'route', 'del', 'default');
-        expect(await detectMtu(open(), self, 'auto', { last: found })).toMatchObject({
+        expect(await detectMtu(open(), self, 'vxlan', { last: found })).toMatchObject({
           mtu: 1330,
           kept: true,
         });
-        expect(await detectMtu(open(), self, 'auto')).toMatchObject({ mtu: 1430, fallback: true });
+        expect(await detectMtu(open(), self, 'vxlan')).toMatchObject({ mtu: 1430, fallback: true });
         // The VXLAN devices keep theirs too, with one warning each however many passes it lasts.
         const warnings: string[] = [];
         const o = overlay(warnings);
@@ -257,7 +257,7 @@ describe.skipIf(netnsSkipReason !== undefined)(
       } finally {
         ecmpDefaults();
       }
-      expect(await detectMtu(open(), self, 'auto', { last: found })).toEqual(found);
+      expect(await detectMtu(open(), self, 'vxlan', { last: found })).toEqual(found);
     });
   },
 );

@@ -67,7 +67,7 @@ describe('detectMtu', () => {
 
   it('an InternalIP on lo behind an ECMP default route: the smaller uplink MTU, not lo’s, not 1500', async () => {
     const x = host({ 4: ecmp });
-    const choice = await detectMtu(x.h, onLo, 'auto');
+    const choice = await detectMtu(x.h, onLo, 'vxlan');
     expect(choice).toMatchObject({
       mtu: 1350,
       overhead: 50,
@@ -80,15 +80,15 @@ describe('detectMtu', () => {
 
   it('no way out for a pass: the last MTU is kept, with one warning; found again, it follows', async () => {
     const { log, warnings } = logger();
-    const first = await detectMtu(host({ 4: ecmp }).h, onLo, 'auto', { log });
+    const first = await detectMtu(host({ 4: ecmp }).h, onLo, 'vxlan', { log });
     const missing = host({});
-    const kept = await detectMtu(missing.h, onLo, 'auto', { last: first, log });
+    const kept = await detectMtu(missing.h, onLo, 'vxlan', { last: first, log });
     expect(kept).toMatchObject({ mtu: 1350, overhead: 50, kept: true });
-    const again = await detectMtu(missing.h, onLo, 'auto', { last: kept, log });
+    const again = await detectMtu(missing.h, onLo, 'vxlan', { last: kept, log });
     expect(again).toEqual(kept);
     expect(warnings).toEqual(['no way out of the node found now: keeping the pod MTU found before']);
     expect(missing.state.routeListings).toBe(0);
-    expect(await detectMtu(host({ 4: single }).h, onLo, 'auto', { last: again, log })).toMatchObject({
+    expect(await detectMtu(host({ 4: single }).h, onLo, 'vxlan', { last: again, log })).toMatchObject({
       mtu: 1450,
       source: 'ens5 (default route) minus 50 bytes of encapsulation',
     });
@@ -97,14 +97,14 @@ describe('detectMtu', () => {
   it('nothing to keep: 1500 is assumed, and said once', async () => {
     const { log, warnings } = logger();
     const initial = { mtu: 1500, source: 'not detected yet', overhead: 0, fallback: true as const };
-    const first = await detectMtu(host({}).h, onLo, 'auto', { last: initial, log });
+    const first = await detectMtu(host({}).h, onLo, 'vxlan', { last: initial, log });
     expect(first).toEqual({
       mtu: 1450,
       overhead: 50,
       source: 'fallback 1500 minus 50 bytes of encapsulation',
       fallback: true,
     });
-    await detectMtu(host({}).h, onLo, 'auto', { last: first, log });
+    await detectMtu(host({}).h, onLo, 'vxlan', { last: first, log });
     expect(warnings).toEqual([
       'no way out of the node found: the pod MTU assumes 1500 (set --mtu if the network differs)',
     ]);

@@ -22,7 +22,7 @@ const node: RememberedNode = {
   mtu: 1430,
   overhead: 70,
   mtuSource: 'link eth0 (holds InternalIP 172.18.0.2)',
-  mode: 'auto',
+  mode: 'vxlan',
   internalIPs: ['172.18.0.2', 'fc00:f853:ccd:e793::2'],
 };
 
@@ -82,7 +82,7 @@ describe('leasesOutside', () => {
 
 describe('rememberedMtu', () => {
   it('serves the remembered MTU for the same mode', () => {
-    expect(rememberedMtu(node, 'auto')).toEqual({
+    expect(rememberedMtu(node, 'vxlan')).toEqual({
       mtu: 1430,
       overhead: 70,
       source: 'remembered from the last run (link eth0 (holds InternalIP 172.18.0.2))',
@@ -90,24 +90,34 @@ describe('rememberedMtu', () => {
   });
 
   it("takes another mode's overhead from the link MTU the last run saw", () => {
-    // 1500 on the link: host-gw has no overhead; vxlan, like auto, IPv6's 70 with an IPv6 InternalIP.
+    // 1500 on the link: host-gw and auto have no overhead; vxlan IPv6's 70 with an IPv6 InternalIP.
     expect(rememberedMtu(node, 'host-gw')).toMatchObject({ mtu: 1500, overhead: 0 });
+    expect(rememberedMtu(node, 'auto')).toMatchObject({ mtu: 1500, overhead: 0 });
     expect(rememberedMtu({ ...node, mode: 'host-gw', mtu: 1500, overhead: 0 }, 'vxlan')).toMatchObject({
       mtu: 1430,
       overhead: 70,
-      source: expect.stringMatching(/host-gw mode .* less vxlan mode's overhead/),
+      source: expect.stringMatching(/host-gw mode .* less vxlan mode's overhead \(70\)/),
     });
     const v4only = { ...node, mode: 'host-gw' as const, mtu: 1500, overhead: 0, internalIPs: ['172.18.0.2'] };
-    expect(rememberedMtu(v4only, 'auto')).toMatchObject({ mtu: 1450, overhead: 50 });
+    expect(rememberedMtu(v4only, 'vxlan')).toMatchObject({ mtu: 1450, overhead: 50 });
+  });
+
+  it('an older run in auto mode subtracted the overhead: the same mode now gets the link MTU', () => {
+    const older = { ...node, mode: 'auto' as const, mtu: 1430, overhead: 70 };
+    expect(rememberedMtu(older, 'auto')).toMatchObject({
+      mtu: 1500,
+      overhead: 0,
+      source: expect.stringMatching(/in auto mode .* less auto mode's overhead \(0\)/),
+    });
   });
 });
 
 describe('rememberedMtu of a fallback', () => {
   it('stays a fallback (never kept later as an MTU found)', () => {
     const fell = { ...node, mtu: 1430, mtuSource: 'fallback 1500 minus 70 bytes of encapsulation' };
-    expect(rememberedMtu(fell, 'auto')).toMatchObject({ mtu: 1430, fallback: true });
+    expect(rememberedMtu(fell, 'vxlan')).toMatchObject({ mtu: 1430, fallback: true });
     expect(rememberedMtu(fell, 'host-gw')).toMatchObject({ mtu: 1500, fallback: true });
-    expect(rememberedMtu(node, 'auto').fallback).toBeUndefined();
+    expect(rememberedMtu(node, 'vxlan').fallback).toBeUndefined();
   });
 });
 

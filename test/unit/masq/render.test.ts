@@ -149,6 +149,41 @@ describe('renderMasqRuleset', () => {
   });
 });
 
+describe('the MSS clamp into the tunnels', () => {
+  const clamp =
+    'tcp flags syn / syn,rst oifname { "trellis.v4", "trellis.v6" } counter tcp option maxseg size set rt mtu';
+
+  it('adds a filter chain at the forward hook clamping SYNs into the named devices, beside masquerade', () => {
+    const text = renderMasqRuleset({ ...base, clampMssInto: ['trellis.v6', 'trellis.v4', 'trellis.v4'] });
+    expect(text).toContain('chain forward {\n\t\ttype filter hook forward priority mangle; policy accept;\n');
+    expect(text).toContain(clamp);
+    expect(text.match(/masquerade comment/g)).toHaveLength(2);
+    expect(renderMasqRuleset(base)).not.toContain('forward');
+  });
+
+  it('without masquerade: the clamp alone, no sets and no nat chain (no connection tracking)', () => {
+    const text = renderMasqRuleset({
+      ...base,
+      masquerade: false,
+      clampMssInto: ['trellis.v4', 'trellis.v6'],
+    });
+    expect(text).toContain(clamp);
+    expect(text).not.toMatch(/\bnat\b|masquerade|\tset /);
+    // Neither: the table is only replaced by an empty one.
+    expect(renderMasqRuleset({ ...base, masquerade: false })).toBe(
+      'table inet trellis {}\ndelete table inet trellis\ntable inet trellis {\n}\n',
+    );
+  });
+
+  it('rejects a device name nft would read as something else', () => {
+    for (const bad of ['', 'a"b', 'eth0 }', 'a-very-long-interface', 7]) {
+      expect(() => renderMasqRuleset({ ...base, clampMssInto: [bad as string] })).toThrow(
+        /invalid clampMssInto\[0\]/,
+      );
+    }
+  });
+});
+
 describe('renderDeleteTable', () => {
   it('is idempotent nft input: create-if-missing then delete', () => {
     expect(renderDeleteTable()).toBe('table inet trellis {}\ndelete table inet trellis\n');

@@ -71,6 +71,16 @@ describe('MasqSyncer', () => {
     expect(applied.at(-1)).toContain('10.244.9.0/24');
   });
 
+  it("renders again when the table's parts change: masquerade off, the clamp devices", async () => {
+    const { s, applied } = syncer();
+    await s.sync(opts());
+    expect(await s.sync({ ...opts(), clampMssInto: ['trellis.v4'] })).toBe('applied');
+    expect(await s.sync({ ...opts(), clampMssInto: ['trellis.v4'] })).toBe('unchanged');
+    expect(await s.sync({ ...opts(), clampMssInto: ['trellis.v4'], masquerade: false })).toBe('applied');
+    expect(applied[1]).toContain('maxseg');
+    expect(applied[2]).not.toContain('masquerade');
+  });
+
   it('still rejects bad operator config after a good sync', async () => {
     const { s } = syncer();
     await s.sync(opts());

@@ -28,6 +28,7 @@ function fakeAgent(state: { reason: string | undefined }): Agent {
     leases: [],
     ipamUsage: [{ family: 4, range: '10.244.1.0/24', capacity: 253, used: 4 }],
     watch: { restarts: 1, relists: 1, resourceVersion: '7', synced: true },
+    mssClamp: [],
     masquerade: { enabled: true, noMasqueradeCIDRs: [] },
   });
   return {

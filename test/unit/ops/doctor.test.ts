@@ -521,6 +521,22 @@ describe('doctor', () => {
     expect(runDoctor(f).checks.find((c) => c.name === 'mtu')?.findings).toEqual([]);
   });
 
+  it('auto mode: full-MTU pods and a VXLAN peer are healthy while the node clamps TCP into the tunnel', () => {
+    const f = healthy();
+    addVxlanPeer(f);
+    agentValue(f).status.mtu = 1500;
+    f.ourConflist = { ok: true, value: { firstType: 'trellis', mtu: 1500 } };
+    f.links[2]!.mtu = 1500;
+    const mtu = (): string[] =>
+      runDoctor(f)
+        .checks.find((c) => c.name === 'mtu')!
+        .findings.map((x) => x.problem);
+    // Without the clamp (an agent that does not report one): 1500 does not fit trellis.v4's 1450.
+    expect(mtu()).toEqual([expect.stringMatching(/^pod MTU 1500 is larger than trellis\.v4's MTU 1450/)]);
+    agentValue(f).status.mssClamp = ['trellis.v4', 'trellis.v6'];
+    expect(mtu()).toEqual([]);
+  });
+
   it('skips what needs the agent when it is unreachable, and still checks the host', () => {
     const f = healthy();
     f.agent = { ok: false, error: 'ECONNREFUSED' };

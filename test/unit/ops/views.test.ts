@@ -64,6 +64,7 @@ function snapshot(): AgentSnapshot {
     ],
     ipamUsage: [{ family: 4, range: '10.244.1.0/24', capacity: 253, used: 2 }],
     watch: undefined,
+    mssClamp: [],
     masquerade: { enabled: true, noMasqueradeCIDRs: ['10.0.0.0/8'] },
   };
 }
@@ -154,6 +155,10 @@ describe('status and leases views', () => {
     expect(s.ipam).toEqual([{ family: 4, range: '10.244.1.0/24', capacity: '253', used: 2 }]);
     expect(s).not.toHaveProperty('notReadyReason');
     expect(s.masquerade).toEqual({ enabled: true, noMasqueradeCIDRs: ['10.0.0.0/8'] });
+    expect(s).not.toHaveProperty('mssClamp'); // none: left out, as older agents leave it
+    expect(statusView({ ...snapshot(), mssClamp: ['trellis.v4'] }, '0.1.0', 'v24').mssClamp).toEqual([
+      'trellis.v4',
+    ]);
     const l = leasesView(snapshot());
     expect(l.leases.map((x) => [x.addresses[0], x.podName, x.netns])).toEqual([
       ['10.244.1.2', '', ''],
@@ -194,6 +199,7 @@ describe('admin socket and the CLI over it', () => {
     const st = await run('status', ['--admin-socket', path]);
     expect(st.code).toBe(0);
     expect(st.out).toMatch(/^node:\s+n1$/m);
+    expect(st.out).not.toMatch(/MSS/);
     expect(st.out).toMatch(/^IPv4\s+10\.244\.1\.0\/24\s+2\s+253$/m);
     const js = await run('status', ['--admin-socket', path, '--json']);
     expect(JSON.parse(js.out)).toMatchObject({ node: 'n1', ready: true, mtu: 1500 });
