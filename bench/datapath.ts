@@ -6,8 +6,8 @@
  * - same node: pod -> host veth -> routed -> host veth -> pod;
  * - direct: two nodes on one L2 segment (a bridge in a fabric namespace), routes via the peer's
  *   InternalIP, agents in Kubernetes mode with --mode auto;
- * - direct, --mode host-gw: the same two-node layout with direct routes only, so pod routes off the node
- *   keep the full MTU (auto holds them to the overlay MTU);
+ * - direct, --mode host-gw: the same two-node layout with direct routes only: no VXLAN device, no MSS
+ *   clamp (auto gives pods the same full MTU and clamps TCP into its tunnels, docs/overlay.md#mtu);
  * - vxlan: the same two-node layout with --mode vxlan (when the agent supports it);
  * - node to node (underlay): the two nodes of the direct layout themselves, no pod involved. A path
  *   across nodes crosses the test bed's underlay (two more veths and a bridge) that the veth-pair
@@ -120,8 +120,8 @@ try {
   // nodes has to cross anyway, so pod / underlay is trellis's own cost there.
   paths.push({ name: UNDERLAY, run: () => iperf(n1!.ns, n2!.ns, n2!.plan.v4) });
 
-  // host-gw: direct routes only, so pods need no room for VXLAN headers even off the node (auto keeps
-  // its routes off the node at the overlay MTU, since a node on another subnet may join later).
+  // host-gw: direct routes only: no VXLAN device and no MSS clamp chain (auto has both, and the same
+  // full pod MTU), so against the auto row it shows what auto's readiness to tunnel costs.
   const hostGw = await Testbed.create({ mode: 'host-gw', segments: [{ nodes: 2 }] });
   beds.push(hostGw);
   const [h1, h2] = hostGw.nodes();
