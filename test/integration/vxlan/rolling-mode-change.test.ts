@@ -1,8 +1,15 @@
+import { spawnSync } from 'node:child_process';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { strictRpFilter } from '../../support/netns.ts';
-import { Testbed, type TestbedNode, testbedSkipReason } from '../../support/testbed/index.ts';
+import { ipJson, strictRpFilter } from '../../support/netns.ts';
+import {
+  Testbed,
+  type TestbedNode,
+  type TestbedPod,
+  testbedSkipReason,
+} from '../../support/testbed/index.ts';
 import { within } from '../faults/support.ts';
 import { direct, throughTunnel, untilPairRoutes } from './pod-paths.ts';
+import { tcpMss } from './tcp-mss.ts';
 
 /**
  * Changing --mode the way install.md says (a rolling restart of the DaemonSet) runs nodes of two modes
@@ -10,7 +17,9 @@ import { direct, throughTunnel, untilPairRoutes } from './pod-paths.ts';
  * that publishes no VTEP yet (it used to: "node skipped", no route, no pod traffic between the two).
  * auto to vxlan and back, under strict reverse-path filtering: the auto node must tunnel to the vxlan
  * one, which tunnels to everyone (it used to route it directly, and the filter dropped the pods' IPv4
- * packets both ways until both had switched).
+ * packets both ways until both had switched). The pods started under auto keep the full MTU on their
+ * routes, so TCP between them through the tunnel relies on both nodes' MSS clamp, vxlan mode's too.
+ * Then to host-gw: no VXLAN device and no clamp left on that node, pods still reach each other.
  */
 const skip = testbedSkipReason();
 
@@ -54,17 +63,17 @@ describe.skipIf(skip !== undefined)(skip === undefined ? title : `${title} (skip
 });
 
 const autoTitle =
-  'cluster: a rolling change from auto to vxlan and back keeps pod traffic under strict rp_filter (real agents)';
+  'cluster: a rolling change from auto to vxlan, back, and to host-gw keeps pod traffic under strict rp_filter (real agents)';
 describe.skipIf(skip !== undefined)(
   skip === undefined ? autoTitle : `${autoTitle} (skipped: ${skip})`,
   () => {
     let tb: Testbed;
+    let pods: [TestbedPod, TestbedPod];
 
     beforeAll(async () => {
       tb = await Testbed.create({ segments: [{ nodes: 2 }], mode: 'auto' });
       for (const n of tb.nodes()) strictRpFilter(n.ns, ['all', 'default', 'eth0', 'trellis.v4']);
-      await tb.addPod('node-1');
-      await tb.addPod('node-2');
+      pods = [await tb.addPod('node-1'), await tb.addPod('node-2')];
     }, 120_000);
 
     afterAll(async () => {
@@ -73,7 +82,7 @@ describe.skipIf(skip !== undefined)(
       expect(tb.leftovers()).toEqual([]);
     });
 
-    it('one node switched to vxlan: both tunnel; switched back: both direct; every pod reaches every pod', async () => {
+    it('one node switched to vxlan: both tunnel, TCP clamped; back: both direct; to host-gw: no device, no clamp; every pod reaches every pod', async () => {
       const [n1, n2] = tb.nodes();
       const both = (dev: (family: 4 | 6) => string) => untilPairRoutes(tb, [n1!, n2!], dev, 5000);
       await both(direct);
@@ -82,10 +91,25 @@ describe.skipIf(skip !== undefined)(
       await tb.restartAgent('node-1', { signal: 'SIGTERM', mode: 'vxlan' });
       await both(throughTunnel);
       expect((await tb.connectivityMatrix()).failures).toEqual([]);
+      // trellis.v4 is 1450 here: 1410 of MSS, less 12 of timestamps in every segment.
+      const [p1, p2] = pods;
+      expect(await tcpMss(p1.ns, p2.ns, p2.v4)).toEqual({ client: 1398, server: 1398, received: 1 << 20 });
 
       await tb.restartAgent('node-1', { signal: 'SIGTERM', mode: 'auto' });
       await both(direct);
       expect((await tb.connectivityMatrix()).failures).toEqual([]);
+
+      await tb.restartAgent('node-1', { signal: 'SIGTERM', mode: 'host-gw' });
+      await both(direct);
+      expect((await tb.connectivityMatrix()).failures).toEqual([]);
+      const n1ns = n1!.ns;
+      expect(ipJson<unknown[]>(n1ns, 'link', 'show', 'type', 'vxlan')).toEqual([]);
+      const table = spawnSync('ip', ['netns', 'exec', n1ns, 'nft', 'list', 'table', 'inet', 'trellis'], {
+        encoding: 'utf8',
+      }).stdout;
+      expect(table).toContain('masquerade');
+      expect(table).not.toContain('maxseg');
+      expect(await tcpMss(p1.ns, p2.ns, p2.v4)).toEqual({ client: 1448, server: 1448, received: 1 << 20 });
     }, 120_000);
   },
 );
