@@ -45,8 +45,8 @@ export interface AgentPorts {
   /** The nftables table's syncer (masquerade, MSS clamp: table-rules.ts); undefined when none is needed. */
   masq: (Pick<MasqSyncer, 'sync' | 'invalidate'> & Partial<Pick<MasqSyncer, 'committedBy'>>) | undefined;
   /**
-   * With no table needed (table-rules.ts): removes the table a run with one left behind (it would keep masquerading
-   * and never learn new nodes' pod CIDRs). Resolves true when there was one.
+   * With no table needed (table-rules.ts): removes the table a run with one left behind (it would keep
+   * masquerading and never learn new nodes' pod CIDRs). Resolves true when there was one.
    */
   removeMasqLeftovers?: () => Promise<boolean>;
   /** The Kubernetes API; undefined in standalone mode. */

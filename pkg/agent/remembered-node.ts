@@ -121,10 +121,11 @@ export function rememberedMtu(mem: RememberedNode, mode: RoutingMode): MtuChoice
       ...fallback,
     };
   }
+  const last = `the last run in ${mem.mode} mode (${mem.mtuSource})`;
   return {
     mtu: mem.mtu + mem.overhead - overhead,
     overhead,
-    source: `remembered from the last run in ${mem.mode} mode (${mem.mtuSource}), less ${mode} mode's overhead (${overhead})`,
+    source: `remembered from ${last}, less ${mode} mode's overhead (${overhead})`,
     ...fallback,
   };
 }

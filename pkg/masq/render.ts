@@ -1,10 +1,11 @@
 /**
  * The agent's nftables table as text. Pure: options in, `nft -f -` input out.
  *
- * Masquerade: traffic from this node's pods to anything outside the cluster's pod CIDRs (and outside the operator's
- * no-masquerade CIDRs) leaves with the node's address; pod-to-pod traffic keeps the pod's address. One
- * table `inet trellis`, one nat chain at the srcnat hook, one rule per family matching named interval sets,
- * so a cluster of thousands of nodes is still two rules (sets are hash/interval lookups, not rule walks).
+ * Masquerade: traffic from this node's pods to anything outside the cluster's pod CIDRs (and outside the
+ * operator's no-masquerade CIDRs) leaves with the node's address; pod-to-pod traffic keeps the pod's
+ * address. One table `inet trellis`, one nat chain at the srcnat hook, one rule per family matching named
+ * interval sets, so a cluster of thousands of nodes is still two rules (sets are hash/interval lookups,
+ * not rule walks).
  *
  * MSS clamp: pods keep their interface's full MTU on every route (auto mode), so a TCP connection into a
  * VXLAN device would pick segments too large for it. A filter chain at the forward hook lowers the MSS
@@ -214,10 +215,11 @@ function clampBlock(devices: readonly string[]): string[] {
     }
   }
   const names = [...new Set(devices)].sort().map((d) => `"${d}"`);
+  const rule = `tcp flags syn / syn,rst oifname { ${names.join(', ')} } counter tcp option maxseg size set rt mtu`;
   return [
     '\tchain forward {',
     '\t\ttype filter hook forward priority mangle; policy accept;',
-    `\t\ttcp flags syn / syn,rst oifname { ${names.join(', ')} } counter tcp option maxseg size set rt mtu comment "trellis: TCP into the tunnels fits their MTU"`,
+    `\t\t${rule} comment "trellis: TCP into the tunnels fits their MTU"`,
     '\t}',
   ];
 }

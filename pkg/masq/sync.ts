@@ -1,7 +1,7 @@
 /**
- * Keeps the agent's nftables table (masquerade, MSS clamp) equal to the rendered ruleset. The text is deterministic, so an unchanged
- * cluster renders the same bytes and the kernel is left alone; the first pass after a restart applies once
- * (harmless: the replacement is atomic).
+ * Keeps the agent's nftables table (masquerade, MSS clamp) equal to the rendered ruleset. The text is
+ * deterministic, so an unchanged cluster renders the same bytes and the kernel is left alone; the first
+ * pass after a restart applies once (harmless: the replacement is atomic).
  */
 
 import type { NftRunner } from './nft.ts';

@@ -33,16 +33,15 @@ function nodeIn(ns: string, program: string): ChildProcess {
   });
 }
 
+/** The child's complete stdout lines so far (a chunk may end mid-line). */
 function lines(child: ChildProcess): string[] {
   const out: string[] = [];
-  child.stdout!.on('data', (d: Buffer) =>
-    out.push(
-      ...d
-        .toString()
-        .split('\n')
-        .filter((l) => l !== ''),
-    ),
-  );
+  let partial = '';
+  child.stdout!.on('data', (d: Buffer) => {
+    const parts = (partial + d.toString()).split('\n');
+    partial = parts.pop()!;
+    out.push(...parts.filter((l) => l !== ''));
+  });
   return out;
 }
 
