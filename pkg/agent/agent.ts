@@ -43,7 +43,9 @@ export interface AgentPorts {
   /** Exclusive lock on the state directory: one agent per node. */
   lockStateDir(dir: string): { release(): void };
   /** The nftables table's syncer (masquerade, MSS clamp: table-rules.ts); undefined when none is needed. */
-  masq: (Pick<MasqSyncer, 'sync' | 'invalidate'> & Partial<Pick<MasqSyncer, 'committedBy'>>) | undefined;
+  masq:
+    | (Pick<MasqSyncer, 'sync' | 'invalidate'> & Partial<Pick<MasqSyncer, 'committedBy' | 'clampRefused'>>)
+    | undefined;
   /**
    * With no table needed (table-rules.ts): removes the table a run with one left behind (it would keep
    * masquerading and never learn new nodes' pod CIDRs). Resolves true when there was one.
@@ -135,6 +137,13 @@ export class Agent {
   /** The MTU of pod traffic that leaves the node: `mtu` less the overlay's headers (pod-routes.ts). */
   get routeMtu(): number {
     return this.mtuChoice.mtu;
+  }
+
+  /** The devices TCP's MSS is clamped into, and why none when the kernel refused the clamp. */
+  private clampState(): Pick<AgentSnapshot, 'mssClamp' | 'mssClampRefused'> {
+    const refused = this.ports.masq?.clampRefused;
+    if (refused !== undefined) return { mssClamp: [], mssClampRefused: refused };
+    return { mssClamp: this.ports.masq === undefined ? [] : [...this.tableRules.clampMssInto] };
   }
 
   /** What the nftables table holds here (masquerade, MSS clamp into the VXLAN devices). */
@@ -558,7 +567,7 @@ export class Agent {
         mtu,
       })),
       watch: this.watchSample(),
-      mssClamp: this.ports.masq === undefined ? [] : [...this.tableRules.clampMssInto],
+      ...this.clampState(),
       masquerade: {
         enabled: this.ports.masq !== undefined && config.masquerade,
         noMasqueradeCIDRs: [...config.noMasqueradeCIDRs],

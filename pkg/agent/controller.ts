@@ -25,7 +25,14 @@ export interface ControllerDeps {
     reconcilePeer?(name: string, peer: PeerNode | undefined): Promise<PeerStepOutcome>;
   };
   /** The nftables table's syncer (masquerade, MSS clamp); undefined when the node needs no table. */
-  masq: { sync(opts: MasqOptions): Promise<'applied' | 'unchanged'>; invalidate(): void } | undefined;
+  masq:
+    | {
+        sync(opts: MasqOptions): Promise<'applied' | 'unchanged'>;
+        invalidate(): void;
+        /** Why the kernel refused the MSS clamp (the rest of the table applied), or undefined. */
+        readonly clampRefused?: string | undefined;
+      }
+    | undefined;
   noMasqueradeCIDRs: readonly string[];
   /** What the table holds; masquerade only (no clamp) by default. */
   tableRules?: TableRules;
@@ -99,6 +106,8 @@ export class NodeController {
   /** The masquerade sync started by per-node steps, while it runs. */
   private masqRunning: Promise<void> | undefined;
   private masqAgain = false;
+  /** The clamp refusal last logged (noteClamp), so a lasting one is said once. */
+  private clampRefusal: string | undefined;
   /** Per-node steps not yet handed to onPass (flushNodePasses). */
   private nodePasses:
     | { report: () => ReconcileReport; added: number; replaced: number; removed: number; stepsMs: number[] }
@@ -338,6 +347,7 @@ export class NodeController {
             masqOptions(self, deps.cluster.list(), deps.noMasqueradeCIDRs, deps.tableRules),
           );
           deps.log.debug({ masq: outcome }, 'masquerade set updated after a node change');
+          this.noteClamp();
         } catch (err) {
           deps.log.error({ error: errorText(err) }, 'masquerade rules could not be applied');
           // The full pass retries it (and backs off if it keeps failing).
@@ -349,6 +359,21 @@ export class NodeController {
     this.masqRunning = run().finally(() => {
       this.masqRunning = undefined;
     });
+  }
+
+  /** Logs a refusal of the MSS clamp when it starts or changes, and its end. */
+  private noteClamp(): void {
+    const refused = this.deps.masq?.clampRefused;
+    if (refused === this.clampRefusal) return;
+    if (refused !== undefined) {
+      this.deps.log.warn(
+        { error: refused, devices: this.deps.tableRules?.clampMssInto },
+        'the kernel refused the TCP MSS clamp into the VXLAN devices (nft_exthdr, nft_rt?): masquerade is applied without it, and TCP into the tunnels relies on path MTU discovery',
+      );
+    } else {
+      this.deps.log.info({ devices: this.deps.tableRules?.clampMssInto }, 'TCP MSS clamp applied');
+    }
+    this.clampRefusal = refused;
   }
 
   /** Why the last pass waited (the first list, a Node without pod CIDRs...), until a pass runs. */
@@ -408,6 +433,7 @@ export class NodeController {
         await this.masqRunning;
         try {
           masq = await deps.masq.sync(masqOptions(self, nodes, deps.noMasqueradeCIDRs, deps.tableRules));
+          this.noteClamp();
         } catch (err) {
           // Masquerade matters for egress only; pods and routes keep working, the next pass retries.
           masq = 'failed';

@@ -45,6 +45,8 @@ export interface AgentSnapshot {
   vxlan?: { family: 4 | 6; name: string; ifindex: number; mac: string; mtu: number }[];
   /** Devices whose forwarded TCP SYNs the node clamps to the route MTU (table-rules.ts); [] none. */
   mssClamp: string[];
+  /** Why the kernel refused the clamp (mssClamp is then empty); absent otherwise. */
+  mssClampRefused?: string;
   /** Whether pod traffic leaving the cluster is masqueraded, and the destinations that keep the pod address. */
   masquerade: { enabled: boolean; noMasqueradeCIDRs: string[] };
 }

@@ -140,6 +140,8 @@ export function renderDeleteTable(tableName?: string): string {
 
 export interface MasqPlan {
   ruleset: string;
+  /** The same table without the MSS clamp, when the ruleset has one (MasqSyncer's fallback). */
+  withoutClamp?: string;
   /** Entries of podCIDRs / clusterCIDRs (they come from Node objects) that were not valid and were left out. */
   skipped: SkippedCidr[];
 }
@@ -168,8 +170,9 @@ export function planMasq(opts: MasqOptions): MasqPlan {
 
   const lines = [...renderDeleteTable(table).trimEnd().split('\n'), `table inet ${table} {`];
   if (opts.masquerade !== false) lines.push(...masqueradeBlock(pods, keep));
-  lines.push(...clampBlock(opts.clampMssInto ?? []), '}');
-  return { ruleset: `${lines.join('\n')}\n`, skipped };
+  const clamp = clampBlock(opts.clampMssInto ?? []);
+  const text = (extra: string[]): string => `${[...lines, ...extra, '}'].join('\n')}\n`;
+  return { ruleset: text(clamp), skipped, ...(clamp.length === 0 ? {} : { withoutClamp: text([]) }) };
 }
 
 /** The sets and the nat chain: one rule per family with pods here. */

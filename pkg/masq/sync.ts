@@ -4,6 +4,7 @@
  * pass after a restart applies once (harmless: the replacement is atomic).
  */
 
+import { errorText } from '../error-text.ts';
 import type { NftRunner } from './nft.ts';
 import { type MasqOptions, type MasqPlan, planMasq, type SkippedCidr } from './render.ts';
 
@@ -11,6 +12,8 @@ export class MasqSyncer {
   private readonly runner: Pick<NftRunner, 'apply'> & Partial<Pick<NftRunner, 'ran'>>;
   private lastApplied: string | undefined;
   private invalidations = 0;
+  /** The last ruleset whose clamp the kernel refused, and why. */
+  private refused: { ruleset: string; error: string } | undefined;
   /** The last plan and what it was made from: a resync over an unchanged cluster renders nothing. */
   private lastPlan: { opts: MasqOptions; plan: MasqPlan } | undefined;
   /** Node-provided CIDRs the last sync left out as invalid (for the caller to log or report). */
@@ -44,20 +47,44 @@ export class MasqSyncer {
       };
       this.lastPlan = { opts: copy, plan };
     }
-    const { ruleset: text, skipped } = plan!;
+    const { ruleset, skipped, withoutClamp } = plan!;
     this.lastSkipped = skipped;
+    // This very ruleset's clamp was refused: the table without it, until the ruleset changes.
+    let text = withoutClamp !== undefined && this.refused?.ruleset === ruleset ? withoutClamp : ruleset;
     if (text === this.lastApplied) return 'unchanged';
     const invalidations = this.invalidations;
-    await this.runner.apply(text);
+    try {
+      await this.runner.apply(text);
+    } catch (err) {
+      if (withoutClamp === undefined || text === withoutClamp) throw err;
+      // The clamp needs nft_exthdr and nft_rt; a kernel without them must not cost the pods their
+      // masquerade. A failure of the table without it is masquerade's own, and is thrown.
+      await this.runner.apply(withoutClamp);
+      this.refused = { ruleset, error: errorText(err) };
+      text = withoutClamp;
+    }
     // Someone changed the table while nft ran (invalidate() meanwhile): what it applied may already
     // be gone, so the next sync applies again instead of calling it unchanged.
     if (this.invalidations === invalidations) this.lastApplied = text;
     return 'applied';
   }
 
-  /** Forget the cache so the next sync re-applies (e.g. after someone flushed the ruleset). */
+  /**
+   * Why the kernel refused the MSS clamp of the current ruleset (the table holds the rest), or
+   * undefined. A changed ruleset (a node added, say) or the next resync tries the clamp again.
+   */
+  get clampRefused(): string | undefined {
+    const current = this.lastPlan?.plan.ruleset;
+    return this.refused !== undefined && this.refused.ruleset === current ? this.refused.error : undefined;
+  }
+
+  /**
+   * Forget the cache so the next sync re-applies (the periodic resync, or someone flushed the ruleset),
+   * and tries a refused clamp again: the refusal may have been passing, or the module loaded since.
+   */
   invalidate(): void {
     this.lastApplied = undefined;
+    this.refused = undefined;
     this.invalidations++;
   }
 }

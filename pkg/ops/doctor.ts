@@ -323,9 +323,13 @@ export function checkMtu(f: DoctorFacts): CheckResult {
   for (const l of f.links) {
     if (!names.has(l.name) || clamped.has(l.name)) continue;
     if (leavingMtu > l.mtu - f.overhead) {
+      const refused = l.kind === 'vxlan' ? f.agent.value.status.mssClampRefused : undefined;
       r.findings.push({
-        problem: `pod MTU ${leavingMtu}${leavingMtu < podMtu ? ' (off the node)' : ''} is larger than ${l.name}'s MTU ${l.mtu}${f.overhead > 0 ? ` minus ${f.overhead} bytes of encapsulation` : ''}: large packets between nodes are dropped or fragmented`,
-        fix: `set TRELLIS_MTU (ConfigMap trellis-config) to ${l.mtu - f.overhead} or less, or 0 to detect it, and restart the agents`,
+        problem: `pod MTU ${leavingMtu}${leavingMtu < podMtu ? ' (off the node)' : ''} is larger than ${l.name}'s MTU ${l.mtu}${f.overhead > 0 ? ` minus ${f.overhead} bytes of encapsulation` : ''}: large packets between nodes are dropped or fragmented${refused === undefined ? '' : `, and the kernel refused the TCP MSS clamp into it (${refused})`}`,
+        fix:
+          refused === undefined
+            ? `set TRELLIS_MTU (ConfigMap trellis-config) to ${l.mtu - f.overhead} or less, or 0 to detect it, and restart the agents`
+            : 'load the modules the clamp needs (modprobe nft_exthdr nft_rt; the agent tries again at its next resync), or use TRELLIS_MODE=vxlan, whose pods leave room for the tunnel',
       });
     }
   }

@@ -34,6 +34,9 @@ export function formatStatus(s: StatusView): string {
     ...(s.mssClamp === undefined
       ? []
       : [['TCP MSS clamp', `SYNs into ${s.mssClamp.join(', ')} (route MTU)`] as [string, string]]),
+    ...(s.mssClampRefused === undefined
+      ? []
+      : [['TCP MSS clamp', `refused by the kernel: ${s.mssClampRefused}`] as [string, string]]),
     ['leases', String(s.leases)],
     ['CNI socket', s.socket],
     ['CNI config', s.cniConfDir],

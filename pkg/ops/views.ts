@@ -39,6 +39,8 @@ export interface StatusView {
   masquerade?: { enabled: boolean; noMasqueradeCIDRs: string[] };
   /** Devices whose TCP SYNs the node clamps to the route MTU; absent from older agents and when none. */
   mssClamp?: string[];
+  /** Why the kernel refused the clamp; absent when it did not. */
+  mssClampRefused?: string;
 }
 
 /**
@@ -128,6 +130,7 @@ export function statusView(
     ...(s.watch === undefined ? {} : { watch: s.watch }),
     masquerade: s.masquerade,
     ...(s.mssClamp.length === 0 ? {} : { mssClamp: s.mssClamp }),
+    ...(s.mssClampRefused === undefined ? {} : { mssClampRefused: s.mssClampRefused }),
   };
 }
 

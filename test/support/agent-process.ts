@@ -51,6 +51,8 @@ export interface StartAgentOptions {
   onLog?: (line: Record<string, unknown>) => void;
   /** Start the agent in its own process group, so a terminal's Ctrl-C reaches only the test driver. */
   detached?: boolean;
+  /** Variables added to the agent's environment (e.g. a PATH that finds a stand-in nft first). */
+  env?: Record<string, string>;
 }
 
 export function startAgent(opts: StartAgentOptions): AgentProcess {
@@ -89,7 +91,11 @@ export function startAgent(opts: StartAgentOptions): AgentProcess {
     'debug',
     ...(opts.extraArgs ?? []),
   ];
-  const child = spawn('ip', args, { stdio: ['ignore', 'pipe', 'pipe'], detached: opts.detached === true });
+  const child = spawn('ip', args, {
+    stdio: ['ignore', 'pipe', 'pipe'],
+    detached: opts.detached === true,
+    ...(opts.env === undefined ? {} : { env: { ...process.env, ...opts.env } }),
+  });
   const logs: Record<string, unknown>[] = [];
   let stderr = '';
   let buf = '';

@@ -101,6 +101,8 @@ export interface TestbedOptions<F extends Family = Family> {
   onProgress?: (message: string) => void;
   /** Extra agent flags. */
   agentArgs?: string[];
+  /** Variables added to every agent's environment. */
+  agentEnv?: Record<string, string>;
 }
 
 export interface TestbedNode<F extends Family = Family> {
@@ -420,6 +422,7 @@ export class Testbed<F extends Family = Family> {
           }
         : { podCIDRs: [...node.plan.podCIDRs] }),
       extraArgs: ['--mode', opts.mode ?? this.mode, ...(this.opts.agentArgs ?? [])],
+      ...(this.opts.agentEnv === undefined ? {} : { env: this.opts.agentEnv }),
     });
     node.agent = agent;
     if (opts.waitReady !== false) await this.waitReady(name);

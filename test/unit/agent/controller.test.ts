@@ -2,6 +2,7 @@ import pino from 'pino';
 import { describe, expect, it } from 'vitest';
 import type { ClusterNode, ClusterView } from '../../../pkg/agent/cluster.ts';
 import {
+  type ControllerDeps,
   FIRST_LIST_WAIT,
   masqOptions,
   NodeController,
@@ -46,6 +47,7 @@ function setup(
     log?: pino.Logger;
     storeFailures?: number;
     onRangesSet?: (ranges: readonly string[]) => Promise<void>;
+    masq?: ControllerDeps['masq'];
   } = {},
 ) {
   let storeFailures = opts.storeFailures ?? 0;
@@ -93,8 +95,9 @@ function setup(
         return report({ errors } as Partial<ReconcileReport>);
       },
     },
-    masq: undefined,
+    masq: opts.masq,
     noMasqueradeCIDRs: [],
+    tableRules: { masquerade: true, clampMssInto: ['trellis.v4', 'trellis.v6'] },
     onLeasesInvalidated: async (l) => {
       invalidated.push(l);
     },
@@ -149,6 +152,33 @@ describe('NodeController', () => {
       [30, FIRST_LIST_WAIT],
       [40, 'Node n1 does not exist in the API'],
       [40, 'Node n1 has no spec.podCIDRs yet (is the controller-manager allocating node CIDRs?)'],
+    ]);
+  });
+
+  it('says once that the kernel refused the MSS clamp, and once that it took it later', async () => {
+    const { log, lines } = capturingLogger();
+    let refused: string | undefined = 'Error: Could not process rule: No such file or directory';
+    const t = setup({
+      log,
+      masq: {
+        sync: async () => 'applied',
+        invalidate: () => {},
+        get clampRefused() {
+          return refused;
+        },
+      },
+    });
+    t.cluster.synced = true;
+    t.cluster.nodes.set('n1', { name: 'n1', podCIDRs: ['10.244.1.0/24'], internalIPs: ['10.0.0.1'] });
+    await t.controller.runOnce();
+    await t.controller.runOnce();
+    refused = undefined;
+    await t.controller.runOnce();
+    await t.controller.runOnce();
+    const said = lines.filter((l) => /MSS clamp/.test(l.msg));
+    expect(said.map((l) => [l.level, l.msg.split(' (')[0]])).toEqual([
+      [40, 'the kernel refused the TCP MSS clamp into the VXLAN devices'],
+      [30, 'TCP MSS clamp applied'],
     ]);
   });
 

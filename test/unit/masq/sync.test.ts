@@ -81,6 +81,41 @@ describe('MasqSyncer', () => {
     expect(applied[2]).not.toContain('masquerade');
   });
 
+  it('a kernel that refuses the clamp keeps masquerade: the table without it, and why', async () => {
+    const applied: string[] = [];
+    let clampWorks = false;
+    const s = new MasqSyncer({
+      apply: async (text: string) => {
+        // What nft says on a kernel without nft_exthdr / nft_rt.
+        if (text.includes('maxseg') && !clampWorks)
+          throw new Error('nft -f -: exit code 1: Error: Could not process rule: No such file or directory');
+        applied.push(text);
+      },
+    });
+    const withClamp = { ...opts(), clampMssInto: ['trellis.v4'] };
+    expect(await s.sync(withClamp)).toBe('applied');
+    expect(applied).toEqual([renderMasqRuleset(opts())]);
+    expect(s.clampRefused).toMatch(/No such file or directory/);
+    // The same ruleset again: the table without the clamp is current, no nft run.
+    expect(await s.sync(withClamp)).toBe('unchanged');
+    // The resync tries the clamp again; once the kernel takes it, it is on and the refusal gone.
+    clampWorks = true;
+    s.invalidate();
+    expect(await s.sync(withClamp)).toBe('applied');
+    expect(applied.at(-1)).toContain('maxseg');
+    expect(s.clampRefused).toBeUndefined();
+  });
+
+  it('a table that fails without the clamp too fails as masquerade did before', async () => {
+    const s = new MasqSyncer({
+      apply: async () => {
+        throw new Error('nft: not found');
+      },
+    });
+    await expect(s.sync({ ...opts(), clampMssInto: ['trellis.v4'] })).rejects.toThrow(/nft: not found/);
+    expect(s.clampRefused).toBeUndefined();
+  });
+
   it('still rejects bad operator config after a good sync', async () => {
     const { s } = syncer();
     await s.sync(opts());

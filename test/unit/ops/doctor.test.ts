@@ -535,6 +535,16 @@ describe('doctor', () => {
     expect(mtu()).toEqual([expect.stringMatching(/^pod MTU 1500 is larger than trellis\.v4's MTU 1450/)]);
     agentValue(f).status.mssClamp = ['trellis.v4', 'trellis.v6'];
     expect(mtu()).toEqual([]);
+    // The kernel refused the clamp: the agent reports none, and why; doctor says what to load.
+    delete agentValue(f).status.mssClamp;
+    agentValue(f).status.mssClampRefused = 'Error: Could not process rule: No such file or directory';
+    const found = runDoctor(f).checks.find((c) => c.name === 'mtu')!.findings;
+    expect(found.map((x) => x.problem)).toEqual([
+      expect.stringMatching(
+        /trellis\.v4's MTU 1450.*the kernel refused the TCP MSS clamp into it \(Error: Could not/,
+      ),
+    ]);
+    expect(found[0]!.fix).toMatch(/^load the modules the clamp needs \(modprobe nft_exthdr nft_rt;/);
   });
 
   it('skips what needs the agent when it is unreachable, and still checks the host', () => {
