@@ -155,7 +155,9 @@ describe.skipIf(skip !== undefined)(skip === undefined ? title : `${title} (skip
           encoding: 'utf8',
         },
       ).stdout;
-      return Number(/counter packets (\d+)/.exec(text)?.[1] ?? -1);
+      const m = /counter packets (\d+)/.exec(text);
+      if (m === null) throw new Error(`${node}: no MSS clamp chain in inet trellis`);
+      return Number(m[1]);
     };
     const [before1, before3] = [clamp('node-1'), clamp('node-3')];
     const v4 = await tcpMss(p1.ns, p3.ns, p3.v4);
@@ -163,10 +165,13 @@ describe.skipIf(skip !== undefined)(skip === undefined ? title : `${title} (skip
     const v6 = await tcpMss(p1.ns, p3.ns, p3.v6);
     expect(v6).toEqual({ client: 1430 - 60 - 12, server: 1430 - 60 - 12, received: 1 << 20 });
     // The SYNs node-1 tunnelled, the SYN-ACKs node-3 did.
-    expect([clamp('node-1') - before1, clamp('node-3') - before3]).toEqual([2, 2]);
+    // (At least: a SYN the kernel retransmits is clamped again.)
+    const tunnelled = [clamp('node-1'), clamp('node-3')] as const;
+    expect(tunnelled[0] - before1).toBeGreaterThanOrEqual(2);
+    expect(tunnelled[1] - before3).toBeGreaterThanOrEqual(2);
     // The direct peer's connection keeps the full MTU's segments.
     expect(await tcpMss(p1.ns, p2.ns, p2.v4)).toEqual({ client: 1448, server: 1448, received: 1 << 20 });
-    expect(clamp('node-1') - before1).toBe(2);
+    expect(clamp('node-1')).toBe(tunnelled[0]); // nothing clamped on the direct path
     // Don't-fragment pings of a full 1500-byte packet: through on the node and to the direct peer.
     const ping = (ns: string, addr: string, size: number) => {
       const r = spawnSync(
