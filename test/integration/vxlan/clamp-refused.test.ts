@@ -72,8 +72,8 @@ exec ${real} "$@"
     expect(status.mssClampRefused).toContain(REFUSAL);
 
     // The nodes are on two segments: pods talk through the tunnel, TCP by path MTU discovery now.
-    const [p1, p2] = [await tb.addPod('node-1'), await tb.addPod('node-2')];
+    await tb.addPod('node-1');
+    await tb.addPod('node-2');
     expect((await tb.connectivityMatrix()).failures).toEqual([]);
-    expect(p1.v4).not.toBe(p2.v4);
   });
 });
