@@ -14,7 +14,8 @@ import { tcpMss } from './tcp-mss.ts';
 /**
  * Changing --mode the way install.md says (a rolling restart of the DaemonSet) runs nodes of two modes
  * side by side for a while. host-gw to vxlan on one segment: the switched node must not drop the peer
- * that publishes no VTEP yet (it used to: "node skipped", no route, no pod traffic between the two).
+ * that publishes no VTEP yet (it used to: "node skipped", no route, no pod traffic between the two);
+ * and back, the vxlan node routes the peer that withdrew its VTEP directly.
  * auto to vxlan and back, under strict reverse-path filtering: the auto node must tunnel to the vxlan
  * one, which tunnels to everyone (it used to route it directly, and the filter dropped the pods' IPv4
  * packets both ways until both had switched). The pods started under auto keep the full MTU on their
@@ -23,7 +24,7 @@ import { tcpMss } from './tcp-mss.ts';
  */
 const skip = testbedSkipReason();
 
-const title = 'cluster: a rolling change from host-gw to vxlan keeps pod traffic (real agents)';
+const title = 'cluster: a rolling change from host-gw to vxlan and back keeps pod traffic (real agents)';
 describe.skipIf(skip !== undefined)(skip === undefined ? title : `${title} (skipped: ${skip})`, () => {
   let tb: Testbed;
 
@@ -42,7 +43,7 @@ describe.skipIf(skip !== undefined)(skip === undefined ? title : `${title} (skip
   const routeTo = (from: TestbedNode, to: TestbedNode, family: 4 | 6) =>
     tb.routes(from.name, family).find((r) => r.dst === to.plan.podCIDRs[family === 4 ? 0 : 1]);
 
-  it('one node switched: it routes the host-gw peer directly; both switched: both tunnel; every pod reaches every pod throughout', async () => {
+  it('one node switched: it routes the host-gw peer directly; both switched: both tunnel; back one by one: direct; every pod reaches every pod throughout', async () => {
     const [n1, n2] = tb.nodes();
     expect((await tb.connectivityMatrix()).failures).toEqual([]);
 
@@ -58,6 +59,14 @@ describe.skipIf(skip !== undefined)(skip === undefined ? title : `${title} (skip
 
     await tb.restartAgent('node-2', { signal: 'SIGTERM', mode: 'vxlan' });
     await untilPairRoutes(tb, [n1!, n2!], throughTunnel, 5000);
+    expect((await tb.connectivityMatrix()).failures).toEqual([]);
+
+    // And back: the host-gw node withdraws its VTEP annotations, so the vxlan one routes it directly.
+    await tb.restartAgent('node-1', { signal: 'SIGTERM', mode: 'host-gw' });
+    await untilPairRoutes(tb, [n1!, n2!], direct, 5000);
+    expect((await tb.connectivityMatrix()).failures).toEqual([]);
+    await tb.restartAgent('node-2', { signal: 'SIGTERM', mode: 'host-gw' });
+    await untilPairRoutes(tb, [n1!, n2!], direct, 5000);
     expect((await tb.connectivityMatrix()).failures).toEqual([]);
   }, 120_000);
 });
