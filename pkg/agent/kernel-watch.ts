@@ -154,7 +154,10 @@ function watchMasqTable(deps: KernelWatchDeps, markSoon: () => void): Subscripti
         if (ev.type === 'overflow')
           watch.reset(); // a transaction's notifications may be missing
         else if (!watch.feed(ev)) return;
-        else log.warn('the masquerade table was changed by someone else; putting it back');
+        else
+          log.warn(
+            'the nftables table inet trellis (masquerade, MSS clamp) was changed by someone else; putting it back',
+          );
         masq.invalidate();
         markSoon();
       },

@@ -41,8 +41,11 @@ describe.skipIf(netnsSkipReason !== undefined)('masquerade table kept by a real 
       stdio: ['ignore', 'pipe', 'pipe'],
     });
   const warnings = (): number =>
-    agent!.logs.filter((l) => l.msg === 'the masquerade table was changed by someone else; putting it back')
-      .length;
+    agent!.logs.filter(
+      (l) =>
+        l.msg ===
+        'the nftables table inet trellis (masquerade, MSS clamp) was changed by someone else; putting it back',
+    ).length;
   const passes = (): number => agent!.logs.filter((l) => l.msg === 'reconciled').length;
 
   it('a deleted table is put back within the debounce, not at the next resync (60 s)', async () => {
