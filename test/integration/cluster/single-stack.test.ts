@@ -5,6 +5,7 @@ import type { DoctorReport } from '../../../pkg/ops/doctor.ts';
 import { VXLAN_OVERHEAD } from '../../../pkg/vxlan/constants.ts';
 import { AGENT_BINARY } from '../../support/cni-driver.ts';
 import { ipJson, nsExec } from '../../support/netns.ts';
+import { tcpMss } from '../../support/tcp-mss.ts';
 import {
   addrOf,
   type Family,
@@ -172,6 +173,25 @@ describe.each([4, 6] as const)('single-stack IPv%i cluster (real agents, real sh
         const [dev] = ipJson<Addr[]>(node.ns, 'link', 'show', 'dev', `trellis.v${family}`);
         expect(dev?.mtu, node.name).toBe(1500 - VXLAN_OVERHEAD[family]);
       }
+    });
+
+    it(`TCP into the IPv${family} tunnel is clamped at both ends; to the direct peer it keeps the full MSS`, async () => {
+      const from = tb.pods().find((p) => p.node === 'node-1')!;
+      const tunnelled = tb.pods().find((p) => p.node === 'node-3')!;
+      const direct = tb.pods().find((p) => p.node === 'node-2')!;
+      // The device's MTU less the IP and TCP headers, less 12 bytes of timestamps in every segment.
+      const clamped = 1500 - VXLAN_OVERHEAD[family] - (family === 4 ? 40 : 60) - 12;
+      const full = 1500 - (family === 4 ? 40 : 60) - 12;
+      expect(await tcpMss(from.ns, tunnelled.ns, addrOf(tunnelled, family))).toEqual({
+        client: clamped,
+        server: clamped,
+        received: 1 << 20,
+      });
+      expect(await tcpMss(from.ns, direct.ns, addrOf(direct, family))).toEqual({
+        client: full,
+        server: full,
+        received: 1 << 20,
+      });
     });
 
     it(`pods leaving the cluster over IPv${family} are masqueraded to their node's address; pod to pod is not`, async () => {

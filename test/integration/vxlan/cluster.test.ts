@@ -2,13 +2,13 @@ import { spawnSync } from 'node:child_process';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { VTEP_MAC_ANNOTATIONS, vtepMac } from '../../../pkg/vxlan/index.ts';
 import { ipJson } from '../../support/netns.ts';
+import { tcpMss } from '../../support/tcp-mss.ts';
 import {
   Testbed,
   type TestbedNode,
   type TestbedPod,
   testbedSkipReason,
 } from '../../support/testbed/index.ts';
-import { tcpMss } from './tcp-mss.ts';
 
 /**
  * The overlay as a cluster runs it: real agents (Kubernetes mode against the test API server) on two L2

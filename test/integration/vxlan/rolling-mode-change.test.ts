@@ -1,6 +1,7 @@
 import { spawnSync } from 'node:child_process';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { ipJson, strictRpFilter } from '../../support/netns.ts';
+import { tcpMss } from '../../support/tcp-mss.ts';
 import {
   Testbed,
   type TestbedNode,
@@ -9,7 +10,6 @@ import {
 } from '../../support/testbed/index.ts';
 import { within } from '../faults/support.ts';
 import { direct, throughTunnel, untilPairRoutes } from './pod-paths.ts';
-import { tcpMss } from './tcp-mss.ts';
 
 /**
  * Changing --mode the way install.md says (a rolling restart of the DaemonSet) runs nodes of two modes

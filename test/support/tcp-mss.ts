@@ -1,5 +1,4 @@
 import { type ChildProcess, execFileSync, spawn } from 'node:child_process';
-import { sleep } from '../faults/support.ts';
 
 /**
  * A real TCP connection between two pods, and the segment size each end's kernel settled on, read
@@ -16,6 +15,8 @@ export interface TcpMss {
 }
 
 const PORT = 5301;
+
+const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
 
 async function until<T>(timeoutMs: number, what: string, probe: () => T | undefined): Promise<T> {
   const end = Date.now() + timeoutMs;
