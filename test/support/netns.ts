@@ -1,4 +1,4 @@
-import { execFileSync } from 'node:child_process';
+import { type ChildProcess, execFileSync, spawn } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { existsSync } from 'node:fs';
 
@@ -39,6 +39,16 @@ export function ip(ns: string | undefined, ...args: string[]): string {
 export function ipJson<T = unknown>(ns: string, ...args: string[]): T {
   const out = execFileSync('ip', ['-n', ns, '-j', ...args], { encoding: 'utf8' });
   return (out.trim() === '' ? [] : JSON.parse(out)) as T;
+}
+
+/**
+ * Starts a one-line program on the test's own Node inside a namespace (a server or client in a pod);
+ * stdout piped, stderr piped or passed through.
+ */
+export function nodeIn(ns: string, program: string, stderr: 'pipe' | 'inherit' = 'pipe'): ChildProcess {
+  return spawn('ip', ['netns', 'exec', ns, process.execPath, '-e', program], {
+    stdio: ['ignore', 'pipe', stderr],
+  });
 }
 
 /** Runs a command inside a namespace (ping, sysctl, nft, ...). */

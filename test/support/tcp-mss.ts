@@ -1,4 +1,5 @@
-import { type ChildProcess, execFileSync, spawn } from 'node:child_process';
+import { type ChildProcess, execFileSync } from 'node:child_process';
+import { nodeIn } from './netns.ts';
 
 /**
  * A real TCP connection between two pods, and the segment size each end's kernel settled on, read
@@ -26,12 +27,6 @@ async function until<T>(timeoutMs: number, what: string, probe: () => T | undefi
     if (Date.now() > end) throw new Error(`${what}: nothing after ${timeoutMs} ms`);
     await sleep(25);
   }
-}
-
-function nodeIn(ns: string, program: string): ChildProcess {
-  return spawn('ip', ['netns', 'exec', ns, process.execPath, '-e', program], {
-    stdio: ['ignore', 'pipe', 'pipe'],
-  });
 }
 
 /** The child's complete stdout lines so far (a chunk may end mid-line). */

@@ -1,4 +1,4 @@
-import { type ChildProcess, spawn } from 'node:child_process';
+import type { ChildProcess } from 'node:child_process';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import {
   addList,
@@ -7,17 +7,10 @@ import {
   delList,
   referencePluginsSkipReason,
 } from '../../support/cni-driver.ts';
-import { ip, netnsSkipReason } from '../../support/netns.ts';
+import { ip, netnsSkipReason, nodeIn } from '../../support/netns.ts';
 import { type AddResult, containerId, NodeHarness, podAddr } from './harness.ts';
 
 const skip = netnsSkipReason ?? builtSkipReason() ?? referencePluginsSkipReason('portmap');
-
-/** Runs a one-line Node program inside a namespace (the test's own Node 24). */
-function nodeIn(ns: string, program: string): ChildProcess {
-  return spawn('ip', ['netns', 'exec', ns, process.execPath, '-e', program], {
-    stdio: ['ignore', 'pipe', 'pipe'],
-  });
-}
 
 function output(child: ChildProcess, timeoutMs = 5000): Promise<string> {
   return new Promise((resolve, reject) => {

@@ -1,10 +1,18 @@
-import { type ChildProcess, execFile, execFileSync, spawn } from 'node:child_process';
+import { type ChildProcess, execFile, execFileSync } from 'node:child_process';
 import { promisify } from 'node:util';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { NftError, NftRunner } from '../../../pkg/masq/nft.ts';
 import { renderMasqRuleset } from '../../../pkg/masq/render.ts';
 import { MasqSyncer } from '../../../pkg/masq/sync.ts';
-import { ip, NetnsPool, netnsSkipReason, nsExec, nsSysctl, type TestNetns } from '../../support/netns.ts';
+import {
+  ip,
+  NetnsPool,
+  netnsSkipReason,
+  nodeIn,
+  nsExec,
+  nsSysctl,
+  type TestNetns,
+} from '../../support/netns.ts';
 
 /**
  * Topology (all in throwaway namespaces):
@@ -37,9 +45,7 @@ interface Server {
 }
 
 function startServer(ns: string): Promise<Server> {
-  const proc = spawn('ip', ['netns', 'exec', ns, process.execPath, '-e', UDP_SERVER], {
-    stdio: ['ignore', 'pipe', 'inherit'],
-  });
+  const proc = nodeIn(ns, UDP_SERVER, 'inherit');
   const seen: string[] = [];
   return new Promise((resolve, reject) => {
     let buf = '';

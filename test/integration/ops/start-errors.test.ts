@@ -1,11 +1,11 @@
-import { spawn, spawnSync } from 'node:child_process';
+import { spawnSync } from 'node:child_process';
 import { chmodSync, existsSync, mkdirSync, mkdtempSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { TRELLIS_ROUTE_PROTOCOL } from '../../../pkg/datapath/ports.ts';
 import { AGENT_BINARY, builtSkipReason } from '../../support/cni-driver.ts';
-import { ip, NetnsPool, netnsSkipReason } from '../../support/netns.ts';
+import { ip, NetnsPool, netnsSkipReason, nodeIn } from '../../support/netns.ts';
 
 /**
  * dist/bin/trellis-agent started with a bad setting, inside a throwaway network namespace (its host):
@@ -125,9 +125,7 @@ describe.skipIf(skip !== undefined)(`agent start errors${skip ? ` (skipped: ${sk
 
   it('a port another process holds: exit 1, and the message asks whether another agent runs', async () => {
     // Another agent's listener, as far as the new one can tell: a process bound to the port in the namespace.
-    const holder = spawn('ip', ['netns', 'exec', ns, process.execPath, '-e', HOLD_PORT], {
-      stdio: ['ignore', 'pipe', 'inherit'],
-    });
+    const holder = nodeIn(ns, HOLD_PORT, 'inherit');
     try {
       await new Promise<void>((resolve, reject) => {
         holder.stdout!.once('data', () => resolve());
