@@ -15,6 +15,7 @@ import {
 } from '../../support/testbed/index.ts';
 import { nodeObject } from '../../support/testbed/plan.ts';
 import { parseExposition } from '../../unit/observe/prom-text.ts';
+import { nftTable } from '../faults/support.ts';
 
 /**
  * The operator's view against real agents: a two-node test bed (Kubernetes mode, test API server),
@@ -535,9 +536,7 @@ describe.skipIf(skip !== undefined)(skip === undefined ? rpTitle : `${rpTitle} (
     try {
       const [n1, n2] = tb.nodes() as [TestbedNode, TestbedNode];
       // Masquerading off: the table holds the MSS clamp alone, and no nat chain (no connection tracking).
-      const table = spawnSync('ip', ['netns', 'exec', n1.ns, 'nft', 'list', 'table', 'inet', 'trellis'], {
-        encoding: 'utf8',
-      }).stdout;
+      const table = nftTable(tb, n1.name);
       expect(table).toMatch(/chain forward \{/);
       expect(table).not.toMatch(/\bnat\b|masquerade/);
       const pod = await tb.addPod(n1.name);

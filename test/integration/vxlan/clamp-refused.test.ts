@@ -7,7 +7,7 @@ import type { StatusView } from '../../../pkg/ops/views.ts';
 import { AGENT_BINARY } from '../../support/cni-driver.ts';
 import { nsExec } from '../../support/netns.ts';
 import { Testbed, testbedSkipReason } from '../../support/testbed/index.ts';
-import { within } from '../faults/support.ts';
+import { nftTable, within } from '../faults/support.ts';
 
 /**
  * A kernel without nft_exthdr / nft_rt refuses the MSS clamp's rule. No such kernel runs here, so the
@@ -58,7 +58,7 @@ exec ${real} "$@"
 
   it('masquerade is applied without the clamp, the agent says why once, status and pods carry on', async () => {
     const n1 = tb.node('node-1');
-    const table = (): string => nsExec(n1.ns, 'nft', ['list', 'table', 'inet', 'trellis']);
+    const table = (): string => nftTable(tb, 'node-1');
     await within(5000, 'the masquerade table applied', () => table().includes('masquerade'));
     expect(table()).not.toContain('maxseg');
     const warned = n1.logs.filter((l) => String(l.msg).startsWith('the kernel refused the TCP MSS clamp'));

@@ -1,4 +1,3 @@
-import { spawnSync } from 'node:child_process';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { ipJson, strictRpFilter } from '../../support/netns.ts';
 import { tcpMss } from '../../support/tcp-mss.ts';
@@ -8,7 +7,7 @@ import {
   type TestbedPod,
   testbedSkipReason,
 } from '../../support/testbed/index.ts';
-import { within } from '../faults/support.ts';
+import { nftTable, within } from '../faults/support.ts';
 import { direct, throughTunnel, untilPairRoutes } from './pod-paths.ts';
 
 /**
@@ -111,11 +110,8 @@ describe.skipIf(skip !== undefined)(
       await tb.restartAgent('node-1', { signal: 'SIGTERM', mode: 'host-gw' });
       await both(direct);
       expect((await tb.connectivityMatrix()).failures).toEqual([]);
-      const n1ns = n1!.ns;
-      expect(ipJson<unknown[]>(n1ns, 'link', 'show', 'type', 'vxlan')).toEqual([]);
-      const table = spawnSync('ip', ['netns', 'exec', n1ns, 'nft', 'list', 'table', 'inet', 'trellis'], {
-        encoding: 'utf8',
-      }).stdout;
+      expect(ipJson<unknown[]>(n1!.ns, 'link', 'show', 'type', 'vxlan')).toEqual([]);
+      const table = nftTable(tb, 'node-1');
       expect(table).toContain('masquerade');
       expect(table).not.toContain('maxseg');
       expect(await tcpMss(p1.ns, p2.ns, p2.v4)).toEqual({ client: 1448, server: 1448, received: 1 << 20 });
