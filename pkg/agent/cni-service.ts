@@ -1,11 +1,12 @@
 import type { CniArgs } from '../cni/args.ts';
+import { appendToPrevResult } from '../cni/chain-result.ts';
 import { type CniEnv, parseCniEnv } from '../cni/env.ts';
 import { CniCode, CniError, toCniError } from '../cni/errors.ts';
 import { type NetConf, parseNetConf, versionRequestVersion } from '../cni/netconf.ts';
 import { convertResult } from '../cni/result.ts';
 import { checkVersionAllows, versionReply } from '../cni/version.ts';
 import { addAttachment } from '../datapath/add.ts';
-import { checkAttachment } from '../datapath/check.ts';
+import { checkAttachment, expectedFromResult } from '../datapath/check.ts';
 import { delAttachment } from '../datapath/del.ts';
 import { gcAttachments } from '../datapath/gc.ts';
 import type { KeyedMutex } from '../datapath/keyed-mutex.ts';
@@ -114,7 +115,11 @@ export function createCniService(deps: CniServiceDeps): {
         });
         fields.addresses = att.addresses.map((a) => a.address);
         fields.hostIf = att.host.name;
-        return convertResult(attachmentResult(att, conf.dns), conf.cniVersion);
+        if (conf.prevResult !== undefined) fields.chained = true;
+        return convertResult(
+          appendToPrevResult(conf.prevResult, attachmentResult(att, conf.dns)),
+          conf.cniVersion,
+        );
       }
       case 'DEL': {
         const containerId = env.containerId!;
@@ -136,18 +141,8 @@ export function createCniService(deps: CniServiceDeps): {
         if (prev === undefined) {
           throw new CniError(CniCode.INVALID_CONFIG, 'CHECK needs prevResult in the network configuration');
         }
-        const podIfIndex =
-          prev.interfaces?.findIndex((i) => i.name === ifname && i.sandbox !== undefined) ?? -1;
-        const podMac = podIfIndex >= 0 ? prev.interfaces?.[podIfIndex]?.mac : undefined;
-        const ips = (prev.ips ?? []).filter(
-          (ip) => ip.interface === undefined || ip.interface === podIfIndex,
-        );
         await locked(containerId, ifname, () =>
-          checkAttachment(
-            deps.datapath,
-            { containerId, ifname, netns },
-            { podMac, ips: ips.map((i) => i.address) },
-          ),
+          checkAttachment(deps.datapath, { containerId, ifname, netns }, expectedFromResult(prev, ifname)),
         );
         return null;
       }

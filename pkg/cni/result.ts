@@ -268,7 +268,8 @@ export function parseDns(v: unknown, path: string, problems: string[]): ResultDn
   return out;
 }
 
-function dnsIsEmpty(d: ResultDns | undefined): boolean {
+/** True when d says nothing (absent, or every field empty). */
+export function dnsIsEmpty(d: ResultDns | undefined): boolean {
   return (
     d === undefined ||
     ((d.nameservers ?? []).length === 0 &&

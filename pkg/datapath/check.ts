@@ -1,19 +1,45 @@
 import { CniCode, CniError } from '../cni/errors.ts';
-import { hostPrefixLen } from './gateway.ts';
+import type { CniResult } from '../cni/result.ts';
+import { defaultDst, hostPrefixLen } from './gateway.ts';
 import { inspectAttachment } from './inspect.ts';
+import type { Family } from './ports.ts';
 import type { AttachmentKey, DatapathDeps } from './types.ts';
 
 /** The parts of prevResult CHECK compares with the kernel. */
 export interface ExpectedAttachment {
   /** MAC of the pod interface from prevResult, when it carried one. */
-  podMac?: string;
-  /** "10.244.1.5/32" style addresses from prevResult.ips. */
+  podMac?: string | undefined;
+  /** "10.244.1.5/32" style addresses from prevResult.ips on the pod interface (or on none named). */
   ips: string[];
+  /** The families of the default routes prevResult lists: only those are looked for. */
+  defaultRoutes: Family[];
+}
+
+/**
+ * What CHECK looks for, from the runtime's prevResult for the pod interface `ifname`. A later plugin
+ * of the chain may have changed routes or added addresses (CNI 1.0.0, CHECK), so only what the
+ * result still lists is checked: a default route it dropped is not looked for.
+ */
+export function expectedFromResult(prev: CniResult, ifname: string): ExpectedAttachment {
+  const podIfIndex = prev.interfaces?.findIndex((i) => i.name === ifname && i.sandbox !== undefined) ?? -1;
+  const ips = (prev.ips ?? []).filter((ip) => ip.interface === undefined || ip.interface === podIfIndex);
+  const defaultRoutes = new Set<Family>();
+  for (const r of prev.routes ?? []) {
+    if (r.dst === defaultDst(4)) defaultRoutes.add(4);
+    if (r.dst === defaultDst(6)) defaultRoutes.add(6);
+  }
+  return {
+    podMac: podIfIndex >= 0 ? prev.interfaces?.[podIfIndex]?.mac : undefined,
+    ips: ips.map((i) => i.address),
+    defaultRoutes: [...defaultRoutes],
+  };
 }
 
 /**
  * CHECK: the kernel must still show what ADD set up and what prevResult claims. Every difference is
- * listed in one precise error (code 104) so an operator sees all drift at once.
+ * listed in one precise error (code 104) so an operator sees all drift at once. An address of
+ * prevResult that trellis did not lease (a later plugin's) must be on the interface, as ptp checks
+ * every address of its result.
  */
 export async function checkAttachment(
   deps: Pick<DatapathDeps, 'host' | 'netns' | 'ipam'>,
@@ -36,11 +62,14 @@ export async function checkAttachment(
   }
   const problems: string[] = [];
   const leased = new Set(lease.addresses.map((a) => `${a.address}/${hostPrefixLen(a.family)}`));
-  for (const ip of expected.ips) {
-    if (!leased.has(ip)) problems.push(`prevResult address ${ip} is not the address trellis leased`);
-  }
-  const inspection = await inspectAttachment(deps, req, lease.addresses);
+  const inspection = await inspectAttachment(deps, req, lease.addresses, expected.defaultRoutes);
   problems.push(...inspection.problems);
+  const onInterface = inspection.podAddresses;
+  for (const ip of expected.ips) {
+    if (!leased.has(ip) && onInterface !== undefined && !onInterface.includes(ip)) {
+      problems.push(`prevResult address ${ip} is neither trellis's lease nor on ${req.ifname}`);
+    }
+  }
   const podMac = inspection.attachment?.pod.mac;
   if (expected.podMac !== undefined && podMac !== undefined && podMac !== expected.podMac.toLowerCase()) {
     problems.push(`interface ${req.ifname} has MAC ${podMac}, prevResult says ${expected.podMac}`);

@@ -11,16 +11,21 @@ export interface Inspection {
   attachment: Attachment | undefined;
   /** Every way the kernel differs from what ADD sets up; empty when all is in place. */
   problems: string[];
+  /** The pod interface's addresses ("10.244.1.5/32"), when it was found. */
+  podAddresses?: string[];
 }
 
 /**
  * Reads an attachment back from the kernel and lists every difference from what ADD programs.
  * Used by CHECK (report the problems) and by a repeated ADD (answer only if nothing is missing).
+ * `defaultRoutes`: the families whose default route to look for (ADD sets one for each address;
+ * CHECK looks only for those its prevResult still lists).
  */
 export async function inspectAttachment(
   deps: Pick<DatapathDeps, 'host' | 'netns'>,
   req: AttachmentKey & { netns: string },
   addresses: LeasedAddress[],
+  defaultRoutes: readonly Family[] = addresses.map((a) => a.family),
 ): Promise<Inspection> {
   const problems: string[] = [];
   const hostName = hostVethName(req.containerId, req.ifname);
@@ -62,7 +67,7 @@ export async function inspectAttachment(
       if (!podAddrs.some((p) => p.address === a.address && p.prefixLen === prefixLen)) {
         problems.push(`address ${a.address}/${prefixLen} is missing on ${req.ifname}`);
       }
-      if (!hasDefaultRoute(allRoutes, a.family, podLink.index)) {
+      if (defaultRoutes.includes(a.family) && !hasDefaultRoute(allRoutes, a.family, podLink.index)) {
         problems.push(
           `default route ${defaultDst(a.family)} via ${gatewayFor(a.family)} is missing in the pod (IPv${a.family})`,
         );
@@ -90,7 +95,7 @@ export async function inspectAttachment(
             addresses,
             routes,
           };
-    return { attachment, problems };
+    return { attachment, problems, podAddresses: podAddrs.map((p) => `${p.address}/${p.prefixLen}`) };
   } finally {
     pod.close();
   }

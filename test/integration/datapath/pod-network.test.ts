@@ -205,6 +205,74 @@ describe.skipIf(skip !== undefined)(
       await node.del(id, pod.path);
     });
 
+    it('ADD after another plugin of a chain passes its prevResult through, ours appended', async () => {
+      const pod = node.podNs();
+      const id = containerId();
+      const prevResult = {
+        cniVersion: '1.0.0',
+        interfaces: [{ name: 'other0', sandbox: pod.path }],
+        ips: [{ address: '192.0.2.7/24', interface: 0 }],
+        routes: [{ dst: '198.51.100.0/24', gw: '192.0.2.1' }],
+        dns: { nameservers: ['192.0.2.53'] },
+      };
+      const run = await node.call(
+        { command: 'ADD', containerId: id, netns: pod.path, ifname: 'eth0' },
+        node.conf({ prevResult }),
+      );
+      expect(run.code, run.stdout + run.stderr).toBe(0);
+      const res = run.json as AddResult;
+      expect(res.interfaces.map((i) => i.name)).toEqual(['other0', expect.stringMatching(/^trl/), 'eth0']);
+      expect(res.ips[0]).toEqual({ address: '192.0.2.7/24', interface: 0 });
+      // Our addresses name our pod interface at its new index.
+      expect(res.ips.slice(1).map((i) => i.interface)).toEqual([2, 2]);
+      expect(res.routes[0]).toEqual({ dst: '198.51.100.0/24', gw: '192.0.2.1' });
+      expect(res.routes.map((r) => r.dst)).toContain('0.0.0.0/0');
+      expect(res.dns).toEqual({ nameservers: ['192.0.2.53'] });
+      // The whole chained result is CHECK's prevResult; the other plugin's address is not ours to check.
+      const check = await node.call(
+        { command: 'CHECK', containerId: id, netns: pod.path, ifname: 'eth0' },
+        node.conf({ prevResult: res }),
+      );
+      expect(check.code, check.stdout).toBe(0);
+      await node.del(id, pod.path);
+    });
+
+    it('CHECK allows what a later plugin changed and reported, and finds what it claims but is gone', async () => {
+      const pod = node.podNs();
+      const id = containerId();
+      const res = (await node.add(pod, id)).json as AddResult;
+      const check = (prevResult: AddResult) =>
+        node.call(
+          { command: 'CHECK', containerId: id, netns: pod.path, ifname: 'eth0' },
+          node.conf({ prevResult }),
+        );
+      // A later plugin replaced the IPv4 default route and dropped it from the result, and added an
+      // address to eth0 that it reports.
+      ip(pod.name, '-4', 'route', 'del', 'default');
+      ip(pod.name, 'addr', 'add', '192.0.2.9/32', 'dev', 'eth0');
+      const changed: AddResult = {
+        ...res,
+        routes: res.routes.filter((r) => r.dst !== '0.0.0.0/0'),
+        ips: [...res.ips, { address: '192.0.2.9/32', interface: 1 }],
+      };
+      const ok = await check(changed);
+      expect(ok.code, ok.stdout).toBe(0);
+      // The result still listing the default route: it is missed.
+      const drift = await check({ ...changed, routes: res.routes });
+      expect(drift.json).toMatchObject({ code: 104 });
+      expect((drift.json as { msg: string }).msg).toContain(
+        'default route 0.0.0.0/0 via 169.254.1.1 is missing',
+      );
+      // An address the result claims on eth0 that is neither ours nor there.
+      ip(pod.name, 'addr', 'del', '192.0.2.9/32', 'dev', 'eth0');
+      const gone = await check(changed);
+      expect(gone.json).toMatchObject({ code: 104 });
+      expect((gone.json as { msg: string }).msg).toContain(
+        "prevResult address 192.0.2.9/32 is neither trellis's lease nor on eth0",
+      );
+      await node.del(id, pod.path);
+    });
+
     it('a failed ADD leaves no lease, veth or route behind', async () => {
       await node.waitForVeths(0); // earlier tests' veths are deleted in the background
       const pod = node.podNs();
