@@ -19,7 +19,13 @@ import { needsTable, tableRules } from '../../pkg/agent/table-rules.ts';
 import { errorText } from '../../pkg/error-text.ts';
 import { createK8sClient, K8sError, K8sReason, loadKubeConfig } from '../../pkg/k8s/index.ts';
 import { MasqSyncer, NftRunner } from '../../pkg/masq/index.ts';
-import { createNetlinkEvents, createNetnsPort, lockFile, openHostNetlink } from '../../pkg/netns/index.ts';
+import {
+  createNetlinkEvents,
+  createNetnsPort,
+  hostProcProblem,
+  lockFile,
+  openHostNetlink,
+} from '../../pkg/netns/index.ts';
 import { createLogger } from '../../pkg/observe/logger.ts';
 import { AgentObserver } from '../../pkg/observe/observer.ts';
 import { OPS_COMMANDS, OPS_USAGE, runOpsCommand } from '../../pkg/ops/cli.ts';
@@ -101,6 +107,8 @@ async function main(argv: string[]): Promise<number> {
 
   const standalone = config.podCIDRs.length > 0;
   log.info({ version: trellisVersion(), runtime: process.version, standalone }, 'starting');
+  const hostProc = config.hostProc === '' ? undefined : hostProcProblem(config.hostProc);
+  if (hostProc !== undefined) throw new ConfigError(`--host-proc ${config.hostProc} ${hostProc}`);
   const conn = standalone
     ? undefined
     : loadKubeConfig(config.kubeconfig === undefined ? {} : { kubeconfigPath: config.kubeconfig });
@@ -129,7 +137,7 @@ async function main(argv: string[]): Promise<number> {
   const agent = new Agent(
     config,
     {
-      netns: createNetnsPort(),
+      netns: createNetnsPort({ hostProc: config.hostProc }),
       // Sockets with the options netlink@0.3.0 cannot set: a kernel drop becomes an 'overflow'
       // event (the controller resyncs) instead of aborting the process.
       openHostNetlink,

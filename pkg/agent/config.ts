@@ -24,6 +24,8 @@ export interface AgentConfig {
   cniBinDir: string;
   /** Where the agent finds the binaries it installs (the trellis shim, loopback, portmap). */
   cniSourceDir: string;
+  /** The host's /proc as mounted in the agent's container, for /proc/PID/ns/net paths; '' = /proc is the host's. */
+  hostProc: string;
   mode: Mode;
   /** 0 = detect. */
   mtu: number;
@@ -86,6 +88,7 @@ const FLAGS = {
   'cni-conf-dir': { type: 'string' },
   'cni-bin-dir': { type: 'string' },
   'cni-source-dir': { type: 'string' },
+  'host-proc': { type: 'string' },
   mode: { type: 'string' },
   mtu: { type: 'string' },
   'vxlan-vni': { type: 'string' },
@@ -119,6 +122,8 @@ flags (environment variable in brackets):
                              are taken from (default: the shim next to the agent, Debian's plugins);
                              a set one must exist and hold trellis; a plugin it lacks comes from
                              Debian's; loopback and portmap are copied only when the bin dir has none
+  --host-proc DIR            the host's /proc mounted in the agent's container: a pod namespace given as
+                             /proc/PID/ns/net (cri-dockerd) is opened there (default '': /proc is the host's)
   --mode auto|host-gw|vxlan  [TRELLIS_MODE] (default auto)
   --mtu N                    [TRELLIS_MTU] pod MTU, 0 = detect (default 0)
   --vxlan-vni N              [TRELLIS_VXLAN_VNI] VXLAN network identifier (default ${DEFAULTS.vxlanVni})
@@ -240,6 +245,7 @@ export function parseAgentConfig(
     cniConfDir: values['cni-conf-dir'] ?? DEFAULTS.cniConfDir,
     cniBinDir: values['cni-bin-dir'] ?? DEFAULTS.cniBinDir,
     cniSourceDir: cniSource.raw ?? '',
+    hostProc: values['host-proc'] ?? '',
     mode,
     mtu,
     vxlanVni,
@@ -265,6 +271,11 @@ export function parseAgentConfig(
     if (!path.startsWith('/')) {
       throw new ConfigError(`${name} must be an absolute path, got ${JSON.stringify(path)}`);
     }
+  }
+  if (config.hostProc !== '' && !config.hostProc.startsWith('/')) {
+    throw new ConfigError(
+      `--host-proc must be an absolute path or '', got ${JSON.stringify(config.hostProc)}`,
+    );
   }
   if (config.adminSocket !== '' && !config.adminSocket.startsWith('/')) {
     throw new ConfigError(

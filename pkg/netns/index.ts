@@ -3,6 +3,7 @@
  * /proc/sys access, and the NetnsPort built on them.
  */
 export { LockHeldError, NetnsNotFoundError, SysctlError } from './errors.ts';
+export { agentNetnsPath, hostProcProblem } from './host-proc.ts';
 export { type FileLock, lockFile } from './lock.ts';
 export {
   createNetlinkEvents,

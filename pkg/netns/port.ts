@@ -1,5 +1,6 @@
 import type { NetnsPort, PodNetlink } from '../datapath/ports.ts';
 import { type ExtendedNetlinkHandle, getLinkVia, openNetlink, setUpVia } from '../netlink/index.ts';
+import { agentNetnsPath } from './host-proc.ts';
 import { closeFd, isNetns, openNetnsFd, withNetns, withNetnsFd } from './netns.ts';
 import { openOffThreadNetlink } from './off-thread-netlink.ts';
 import { readSysctlSync, writeSysctlSync } from './sysctl.ts';
@@ -23,17 +24,23 @@ function openPodNetlink(fd: number, path: string): PodNetlink {
   };
 }
 
-/** The real NetnsPort: setns via ffi-rs, rtnetlink sockets opened inside the target namespace. */
-export function createNetnsPort(): ExtendedNetnsPort {
+/**
+ * The real NetnsPort: setns via ffi-rs, rtnetlink sockets opened inside the target namespace.
+ * `hostProc`: where the host's /proc is mounted, for runtimes that name /proc/PID/ns/net
+ * (host-proc.ts); '' opens every path as given.
+ */
+export function createNetnsPort(opts: { hostProc?: string } = {}): ExtendedNetnsPort {
+  const hostProc = opts.hostProc ?? '';
+  const at = (path: string): string => agentNetnsPath(path, hostProc);
   return {
-    isNetns,
+    isNetns: (path) => isNetns(at(path)),
     // Pod handles make a dozen requests, far below what the default receive buffer holds, so
     // they skip prepareFd's /proc lookup (a few hundred microseconds on the CNI ADD path).
-    openNetlinkIn: (path) => withNetns(path, () => openNetlink()),
+    openNetlinkIn: (path) => withNetns(at(path), () => openNetlink()),
     openPodNetlink,
-    openNetnsFd,
+    openNetnsFd: (path) => openNetnsFd(at(path)),
     closeFd,
-    writeSysctlIn: (path, key, value) => withNetns(path, () => writeSysctlSync(key, value)),
+    writeSysctlIn: (path, key, value) => withNetns(at(path), () => writeSysctlSync(key, value)),
     writeSysctlInFd: (fd, path, key, value) => withNetnsFd(fd, path, () => writeSysctlSync(key, value)),
     writeSysctl: writeSysctlSync,
     readSysctl: readSysctlSync,

@@ -53,6 +53,11 @@ export interface StartAgentOptions {
   detached?: boolean;
   /** Variables added to the agent's environment (e.g. a PATH that finds a stand-in nft first). */
   env?: Record<string, string>;
+  /**
+   * A command that runs the agent inside the namespace (its argv before the agent's own), e.g. an
+   * `unshare` into a PID namespace of its own, as a container has.
+   */
+  wrap?: string[];
 }
 
 export function startAgent(opts: StartAgentOptions): AgentProcess {
@@ -80,6 +85,7 @@ export function startAgent(opts: StartAgentOptions): AgentProcess {
     'netns',
     'exec',
     opts.ns,
+    ...(opts.wrap ?? []),
     AGENT_BINARY,
     ...(opts.podCIDRs ?? []).flatMap((c) => ['--pod-cidr', c]),
     '--socket',

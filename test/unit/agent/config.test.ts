@@ -13,6 +13,7 @@ describe('parseAgentConfig', () => {
       mtu: 0,
       logLevel: 'info',
       publishCniConfig: true,
+      hostProc: '',
     });
     expect(Object.isFrozen(c)).toBe(true);
   });
@@ -36,6 +37,7 @@ describe('parseAgentConfig', () => {
     [['--pod-cidr', '10.244.1.1/24'], {}, '--pod-cidr "10.244.1.1/24"'],
     [['--pod-cidr', '10.244.1.0/24', '--pod-cidr', '10.245.0.0/24'], {}, 'two IPv4 ranges'],
     [['--socket', 'relative.sock', '--pod-cidr', '10.244.1.0/24'], {}, '--socket must be an absolute path'],
+    [['--host-proc', 'host/proc', '--pod-cidr', '10.244.1.0/24'], {}, '--host-proc must be an absolute path'],
     [['--bogus'], { NODE_NAME: 'n' }, "Unknown option '--bogus'"],
     [
       [],

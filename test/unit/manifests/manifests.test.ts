@@ -205,6 +205,16 @@ describe.skipIf(kubectlSkipReason !== undefined)(
       }
     });
 
+    it("--host-proc is the host's /proc, mounted read-only (pod namespaces named /proc/PID/ns/net)", () => {
+      expect(agent().args).toContain('--host-proc=/host/proc');
+      const mount = agent().volumeMounts?.find((m) => m.mountPath === '/host/proc');
+      expect(mount?.readOnly).toBe(true);
+      expect(podSpec().volumes?.find((v) => v.name === mount!.name)?.hostPath).toEqual({
+        path: '/proc',
+        type: 'Directory',
+      });
+    });
+
     it('install-cni only installs binaries: it cannot write the config list', () => {
       const init = installCni();
       expect(init, 'init container install-cni').toBeDefined();
@@ -240,8 +250,11 @@ describe.skipIf(kubectlSkipReason !== undefined)(
       expect(init?.command).toEqual(['/app/dist/bin/trellis-agent', 'uninstall']);
       expect(init?.securityContext?.privileged).toBe(true);
       expect(init?.image).toBe(agent().image);
-      // The same flags as the agent, minus the listener: it must find exactly what the agent created.
-      expect(init?.args).toEqual((agent().args ?? []).filter((a) => !a.startsWith('--metrics-addr=')));
+      // The same flags as the agent, minus the listener and the way into pods: it must find exactly
+      // what the agent created.
+      expect(init?.args).toEqual(
+        (agent().args ?? []).filter((a) => !a.startsWith('--metrics-addr=') && !a.startsWith('--host-proc=')),
+      );
       // uninstall deletes the state directory: it must not be a mount point in the container (EBUSY).
       expect(init?.volumeMounts?.map((m) => m.mountPath)).not.toContain('/var/lib/trellis');
       for (const flag of init?.args ?? []) {

@@ -1,0 +1,155 @@
+import { type ChildProcess, spawn, spawnSync } from 'node:child_process';
+import { mkdtempSync, readdirSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
+import { type AgentProcess, removeAgentDir, startAgent } from '../../support/agent-process.ts';
+import { builtSkipReason, runPlugin, SHIM_BINARY } from '../../support/cni-driver.ts';
+import { ip, ipJson, NetnsPool, netnsSkipReason } from '../../support/netns.ts';
+import { type AddResult, containerId, V4_CIDR, V6_CIDR } from './harness.ts';
+
+/**
+ * cri-dockerd names a pod's namespace /proc/PID/ns/net, with a PID of the host's PID namespace. The
+ * DaemonSet's agent has a PID namespace of its own, whose /proc does not show that process: here the
+ * agent runs the same way, in a PID and mount namespace of its own with a fresh /proc, the test
+ * process's /proc bind-mounted at a directory first (the DaemonSet's read-only /host/proc).
+ */
+const skip =
+  netnsSkipReason ??
+  builtSkipReason() ??
+  (spawnSync('unshare', ['--version']).status === 0 ? undefined : 'unshare (util-linux) is missing');
+
+/** argv that runs the agent like the DaemonSet's container, the host's /proc at `hostProc`. */
+function containerised(hostProc: string): string[] {
+  return [
+    'unshare',
+    '--pid',
+    '--fork',
+    '--kill-child', // the agent goes when the test kills unshare
+    '--mount',
+    '--propagation',
+    'private',
+    '--',
+    'sh',
+    '-c',
+    'mount --bind /proc "$0" && mount -t proc proc /proc && exec "$@"',
+    hostProc,
+  ];
+}
+
+describe.skipIf(skip !== undefined)(
+  `pods named /proc/PID/ns/net, agent in a PID namespace of its own${skip ? ` (skipped: ${skip})` : ''}`,
+  () => {
+    const pool = new NetnsPool();
+    const hostProc = mkdtempSync(join(tmpdir(), 'trl-host-proc-'));
+    const sleepers: ChildProcess[] = [];
+    let host: string;
+    let withHostProc: AgentProcess;
+    let without: AgentProcess;
+
+    beforeAll(async () => {
+      host = pool.add('host').name;
+      const common = { ns: host, podCIDRs: [V4_CIDR, V6_CIDR], wrap: containerised(hostProc) };
+      withHostProc = startAgent({ ...common, extraArgs: ['--host-proc', hostProc] });
+      await withHostProc.ready();
+      // A second agent on the same node namespace would fight over the routes: it gets one of its own.
+      without = startAgent({ ...common, ns: pool.add('host2').name });
+      await without.ready();
+    });
+    afterEach(() => {
+      for (const s of sleepers.splice(0)) s.kill('SIGKILL');
+    });
+    afterAll(async () => {
+      for (const a of [withHostProc, without]) {
+        await a?.kill();
+        if (a !== undefined) removeAgentDir(a.dir);
+      }
+      pool.cleanup();
+      rmSync(hostProc, { recursive: true, force: true });
+    });
+
+    /** A process in a fresh pod namespace, and that namespace as cri-dockerd names it. */
+    function podProcess(): { ns: string; path: string } {
+      const ns = pool.add('pod', { loUp: false }).name;
+      const sleeper = spawn('ip', ['netns', 'exec', ns, 'sleep', '300'], { stdio: 'ignore' });
+      sleepers.push(sleeper);
+      return { ns, path: `/proc/${sleeper.pid}/ns/net` };
+    }
+
+    const conf = (agent: AgentProcess) =>
+      JSON.stringify({
+        cniVersion: '1.0.0',
+        name: 'trellis',
+        type: 'trellis',
+        socket: agent.socket,
+        spoolDir: agent.spoolDir,
+      });
+
+    it('with --host-proc the pod gets its interface, CHECK and DEL work, the result names the runtime path', async () => {
+      const pod = podProcess();
+      const id = containerId();
+      const call = { containerId: id, netns: pod.path, ifname: 'eth0', hostNetns: host };
+      const add = await runPlugin(SHIM_BINARY, { command: 'ADD', ...call }, conf(withHostProc));
+      expect(add.code, add.stdout + add.stderr).toBe(0);
+      const res = add.json as AddResult;
+      expect(res.interfaces[1]).toMatchObject({ name: 'eth0', sandbox: pod.path });
+      const shown = ipJson<{ ifname: string; addr_info: { local: string }[] }[]>(
+        pod.ns,
+        'addr',
+        'show',
+        'eth0',
+      );
+      expect(shown[0]!.addr_info.map((a) => a.local)).toEqual(
+        expect.arrayContaining(res.ips.map((i) => i.address.split('/')[0])),
+      );
+      const check = await runPlugin(
+        SHIM_BINARY,
+        { command: 'CHECK', ...call },
+        JSON.stringify({ ...JSON.parse(conf(withHostProc)), prevResult: res }),
+      );
+      expect(check.code, check.stdout).toBe(0);
+      const del = await runPlugin(SHIM_BINARY, { command: 'DEL', ...call }, conf(withHostProc));
+      expect(del.code, del.stdout).toBe(0);
+      // The veth pair goes in the background, right after DEL answered.
+      const deadline = Date.now() + 5000;
+      const podLinks = () => ipJson<{ ifname: string }[]>(pod.ns, 'link').map((l) => l.ifname);
+      while (podLinks().includes('eth0') && Date.now() < deadline)
+        await new Promise((r) => setTimeout(r, 20));
+      expect(podLinks()).toEqual(['lo']);
+    });
+
+    it('an agent given a --host-proc without a /proc there stops at start, exit 2, before it serves', async () => {
+      const empty = mkdtempSync(join(tmpdir(), 'trl-host-proc-empty-'));
+      const agent = startAgent({
+        ns: pool.add('host3').name,
+        podCIDRs: [V4_CIDR],
+        extraArgs: ['--host-proc', empty],
+      });
+      try {
+        await expect(agent.ready()).rejects.toThrow(`--host-proc ${empty} has no self/ns/net`);
+        expect(agent.child.exitCode).toBe(2);
+      } finally {
+        await agent.kill();
+        removeAgentDir(agent.dir);
+        rmSync(empty, { recursive: true, force: true });
+      }
+    });
+
+    it("without it the same path is not found in the agent's own /proc: code 102, no lease, no veth", async () => {
+      const pod = podProcess();
+      const id = containerId();
+      const add = await runPlugin(
+        SHIM_BINARY,
+        { command: 'ADD', containerId: id, netns: pod.path, ifname: 'eth0', hostNetns: without.ns },
+        conf(without),
+      );
+      expect(add.json, add.stdout).toMatchObject({ code: 102, msg: expect.stringContaining(pod.path) });
+      expect(ip(without.ns, 'link', 'show', 'type', 'veth')).toBe('');
+      expect(
+        readdirSync(join(without.stateDir, 'ipam', 'leases')).filter((f) => f.endsWith('.json')),
+      ).toEqual([]);
+      const line = without.logs.find((l) => l.verb === 'ADD' && l.containerId === id.slice(0, 12));
+      expect(line).toMatchObject({ code: 102 });
+    });
+  },
+);
