@@ -356,6 +356,16 @@ class Handle implements ExtendedNetlinkHandle {
   }
 
   async addRoute(route: RouteInfo): Promise<void> {
+    try {
+      await this.addRouteOnce(route);
+    } catch (e) {
+      if (!this.isOnlink6Refusal(e as NetlinkError, route)) throw e;
+      const err = await this.addOnlink6(route);
+      if (err !== undefined) throw err;
+    }
+  }
+
+  private async addRouteOnce(route: RouteInfo): Promise<void> {
     if (!usesNexthop(route, P) || !(await this.nexthopsReady())) {
       try {
         await this.sock.request(routeRequest(route, CREATE_EXCL));
@@ -416,11 +426,14 @@ class Handle implements ExtendedNetlinkHandle {
   async replaceRoutesSettled(routes: readonly RouteInfo[]): Promise<(NetlinkError | undefined)[]> {
     const out = await this.writeRoutesSettled(routes, CREATE_REPLACE);
     for (const [i, r] of routes.entries()) {
-      if (out[i]?.errno === 'EINVAL' && r.family === 6 && r.onlink === true && r.protocol === P) {
-        out[i] = await this.rewriteOnlink6(r);
-      }
+      if (this.isOnlink6Refusal(out[i], r)) out[i] = await this.rewriteOnlink6(r);
     }
     return out;
+  }
+
+  /** The kernel's refusal of an IPv6 onlink gateway of ours (rewriteOnlink6 says when). */
+  private isOnlink6Refusal(err: NetlinkError | undefined, r: RouteInfo): boolean {
+    return err?.errno === 'EINVAL' && r.family === 6 && r.onlink === true && r.protocol === P;
   }
 
   /**
@@ -456,13 +469,36 @@ class Handle implements ExtendedNetlinkHandle {
   }
 
   /**
+   * The same refusal for a key no route holds yet: a new tunnelled peer whose VTEP address an
+   * underlay route other than the default one covers (the pod network's /48 or a ULA fc00::/7 via the
+   * router: the kernel finds the gateway through the underlay device). The key is first created,
+   * exclusively, as the prefix on the VXLAN device without a gateway (never over anyone's route),
+   * then replaced by the onlink route; should that fail, the interim route is deleted again.
+   */
+  private async addOnlink6(route: RouteInfo): Promise<NetlinkError | undefined> {
+    const bridge: RouteInfo = { ...route, gateway: undefined, onlink: undefined };
+    try {
+      await this.sock.request(routeRequest(bridge, CREATE_EXCL));
+    } catch (e) {
+      return keyTaken(e as NetlinkError);
+    }
+    const [err] = await this.writeRoutesSettled([route], CREATE_REPLACE);
+    if (err !== undefined) await ignoreGone(this.sock.request(deleteRouteRequest(bridge)));
+    return err;
+  }
+
+  /**
    * addRoute for a burst, with per-route outcomes: each route is created only where no route holds
    * its kernel key (EEXIST otherwise). A full pass writes its new routes this way, so a route it cannot
    * see in a dump (a type or shape the parser skips: unreachable, prohibit, multipath) is never
    * overwritten; its refusal is a RouteKeyTakenError, which pkg/routes reports as a conflict.
    */
   async addRoutesSettled(routes: readonly RouteInfo[]): Promise<(NetlinkError | undefined)[]> {
-    return this.writeRoutesSettled(routes, CREATE_EXCL);
+    const out = await this.writeRoutesSettled(routes, CREATE_EXCL);
+    for (const [i, r] of routes.entries()) {
+      if (this.isOnlink6Refusal(out[i], r)) out[i] = await this.addOnlink6(r);
+    }
+    return out;
   }
 
   private async writeRoutesSettled(

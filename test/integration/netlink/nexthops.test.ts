@@ -171,6 +171,41 @@ describe.skipIf(netnsSkipReason !== undefined)(
       expect(await h.pruneNexthops()).toBe(0);
     });
 
+    it('IPv6, a new tunnelled peer whose VTEP address an underlay route (not the default) covers is added, never over a route someone holds', async () => {
+      const { ns, h } = await setup(pool, 'nh6add');
+      handles.push(h);
+      const tunnelDev = (await h.getLink('v1'))!.index;
+      // The pod network's /32 via the router on the underlay: the kernel looks up the onlink gateway
+      // through it, finds another device and refuses the route (EINVAL) unless it is bridged.
+      ip(ns.name, '-6', 'route', 'add', 'fd00:244::/32', 'via', 'fd00:88::9', 'dev', 'v0');
+      const tunnelled = (n: number): RouteInfo => ({
+        family: 6,
+        dst: `fd00:244:${n}::/64`,
+        gateway: `fd00:244:${n}::`,
+        ifindex: tunnelDev,
+        protocol: PROTO,
+        onlink: true,
+      });
+      ip(ns.name, '-6', 'route', 'add', 'fd00:244:4::/64', 'dev', 'v1', 'proto', 'static');
+      const settled = await h.addRoutesSettled([tunnelled(2), tunnelled(4)]);
+      expect(settled[0]).toBeUndefined();
+      expect(settled[1]).toBeInstanceOf(ExistsError); // the key is someone else's: untouched
+      await h.addRoute(tunnelled(3));
+      const ours = routes(ns.name, '-6');
+      expect(ours.map((r) => [r.dst, r.gateway, r.dev, r.flags.includes('onlink')])).toEqual([
+        ['fd00:244:2::/64', 'fd00:244:2::', 'v1', true],
+        ['fd00:244:3::/64', 'fd00:244:3::', 'v1', true],
+      ]);
+      expect(ipJson<IpRoute[]>(ns.name, '-6', 'route', 'show', 'fd00:244:4::/64')).toMatchObject([
+        { dst: 'fd00:244:4::/64', dev: 'v1', protocol: 'static' },
+      ]);
+      // Each route on an object of its own and no interim route; the object of a refused first try
+      // is left unbound for the pass's prune, as any refused route's.
+      await h.pruneNexthops();
+      const ids = nexthops(ns.name).map((o) => o.id);
+      expect(ids.sort()).toEqual(ours.map((r) => r.nhid).sort());
+    });
+
     it('a restarted agent (new handle) finds its objects through the table and deletes them with their routes', async () => {
       const { ns, h, dev } = await setup(pool, 'nhrestart');
       await h.replaceRoutes([peer(1, { ifindex: dev }), peer(2, { ifindex: dev })]);
