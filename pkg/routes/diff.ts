@@ -11,7 +11,10 @@
  *   - this reconciler owns the inter-node routes (they have a gateway: the peer's node IP for direct routes,
  *     the peer's VTEP address for the `onlink` VXLAN routes via trellis.v4/v6) and the blackholes for our own
  *     pod CIDRs (type blackhole).
- * So a programmed route is ours only when it carries protocol 126 AND (has a gateway OR is a blackhole). The
+ * So a programmed route is ours only when it carries protocol 126 AND (has a gateway OR is a blackhole OR is
+ * a gateway-less unicast route of universe scope: the interim route through which an IPv6 onlink route
+ * is written (pkg/netlink handle.ts, rewriteOnlink6), left behind if the agent died between the two
+ * writes; the datapath's host routes are all of link scope). The
  * diff never removes or replaces anything else, even if the caller passes it in: a pod's host route is never
  * touched by node churn. The reconciler passes the WHOLE table on purpose, so that a foreign route holding
  * the key of a desired route shows up as a conflict instead of being overwritten by a replace.
@@ -54,7 +57,8 @@ export interface RouteConflict {
 /** True when the route is one this reconciler created and may change or delete (see the file comment). */
 export function isOwnedRoute(r: RouteInfo): boolean {
   if (r.protocol !== TRELLIS_ROUTE_PROTOCOL) return false;
-  return r.type === 'blackhole' || (r.gateway !== undefined && r.gateway !== '');
+  if (r.type === 'blackhole' || (r.gateway !== undefined && r.gateway !== '')) return true;
+  return (r.type ?? 'unicast') === 'unicast' && r.scope === 'universe';
 }
 
 function canonicalDst(r: RouteInfo): string {

@@ -39,6 +39,24 @@ describe('isOwnedRoute', () => {
     expect(isOwnedRoute({ ...via('10.244.1.0/24', '192.168.1.11'), protocol: 4 })).toBe(false);
     expect(isOwnedRoute({ ...blackhole('10.244.0.0/24'), protocol: undefined })).toBe(false);
   });
+
+  it('owns the interim gateway-less route an IPv6 onlink write leaves if the agent dies in between', () => {
+    const interim: RouteInfo = {
+      family: 6,
+      dst: 'fd00:10:244:2::/64',
+      ifindex: 7,
+      protocol: 126,
+      scope: 'universe',
+    };
+    expect(isOwnedRoute(interim)).toBe(true);
+    expect(isOwnedRoute({ ...interim, type: 'unicast' })).toBe(true);
+    expect(isOwnedRoute({ ...interim, protocol: 4 })).toBe(false);
+    expect(isOwnedRoute({ ...interim, scope: 'link' })).toBe(false);
+    // So a pass finishes the write (a replace, not a conflict forever), or removes it when unwanted.
+    const onlink = via('fd00:10:244:2::/64', 'fd00:10:244:2::', 7, { onlink: true });
+    expect(diffRoutes([onlink], [interim])).toMatchObject({ replace: [onlink], conflicts: [], remove: [] });
+    expect(diffRoutes([], [interim])).toMatchObject({ remove: [interim], conflicts: [] });
+  });
 });
 
 describe('routeKey', () => {
