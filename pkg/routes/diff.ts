@@ -12,9 +12,9 @@
  *     the peer's VTEP address for the `onlink` VXLAN routes via trellis.v4/v6) and the blackholes for our own
  *     pod CIDRs (type blackhole).
  * So a programmed route is ours only when it carries protocol 126 AND (has a gateway OR is a blackhole OR is
- * a gateway-less unicast route of universe scope: the interim route through which an IPv6 onlink route
- * is written (pkg/netlink handle.ts, rewriteOnlink6), left behind if the agent died between the two
- * writes; the datapath's host routes are all of link scope). The
+ * an IPv6 gateway-less unicast route shorter than /128: the interim route through which an IPv6 onlink
+ * route is written (pkg/netlink handle.ts, rewriteOnlink6), left behind if the agent died between the
+ * two writes; the datapath's host routes are all /32 or /128). The
  * diff never removes or replaces anything else, even if the caller passes it in: a pod's host route is never
  * touched by node churn. The reconciler passes the WHOLE table on purpose, so that a foreign route holding
  * the key of a desired route shows up as a conflict instead of being overwritten by a replace.
@@ -58,7 +58,11 @@ export interface RouteConflict {
 export function isOwnedRoute(r: RouteInfo): boolean {
   if (r.protocol !== TRELLIS_ROUTE_PROTOCOL) return false;
   if (r.type === 'blackhole' || (r.gateway !== undefined && r.gateway !== '')) return true;
-  return (r.type ?? 'unicast') === 'unicast' && r.scope === 'universe';
+  // IPv6 reports every route at universe scope, so the prefix tells the interim route (a pod CIDR)
+  // from the datapath's host routes (/128).
+  if (r.family !== 6 || (r.type ?? 'unicast') !== 'unicast') return false;
+  const prefixLen = parseCidr(r.dst, { strict: false })?.prefixLen;
+  return prefixLen !== undefined && prefixLen < 128;
 }
 
 function canonicalDst(r: RouteInfo): string {

@@ -51,7 +51,10 @@ describe('isOwnedRoute', () => {
     expect(isOwnedRoute(interim)).toBe(true);
     expect(isOwnedRoute({ ...interim, type: 'unicast' })).toBe(true);
     expect(isOwnedRoute({ ...interim, protocol: 4 })).toBe(false);
-    expect(isOwnedRoute({ ...interim, scope: 'link' })).toBe(false);
+    // The kernel reports IPv6 host routes at universe scope too: their /128 tells them apart.
+    expect(isOwnedRoute({ ...interim, dst: 'fd00:10:244:1::5/128', ifindex: 10 })).toBe(false);
+    expect(isOwnedRoute({ ...podHostRoute('fd00:10:244:1::5/128', 10), scope: 'universe' })).toBe(false);
+    expect(isOwnedRoute({ ...podHostRoute('10.244.1.5/32', 10), scope: 'universe' })).toBe(false);
     // So a pass finishes the write (a replace, not a conflict forever), or removes it when unwanted.
     const onlink = via('fd00:10:244:2::/64', 'fd00:10:244:2::', 7, { onlink: true });
     expect(diffRoutes([onlink], [interim])).toMatchObject({ replace: [onlink], conflicts: [], remove: [] });
