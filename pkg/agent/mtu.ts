@@ -19,7 +19,8 @@ export interface MtuChoice {
 /**
  * The MTU of pod traffic that leaves the node (the pod routes' RTAX_MTU): an explicit setting wins;
  * otherwise the MTU of the interface that carries this node's InternalIP on a subnet (the one that
- * reaches the other nodes; not lo, see nodeLinkOf), else the smallest of the devices traffic leaves
+ * reaches the other nodes; not lo, see nodeLinkOf; the smaller of two when the families' InternalIPs
+ * sit on different interfaces), else the smallest of the devices traffic leaves
  * the node through (waysOut: the kernel's route off the node, reconciler.ts findWaysOut), minus the
  * encapsulation overhead when all of that traffic is tunnelled (encapOverhead). The pod interfaces get this
  * plus the overhead (Agent.mtu).
@@ -40,13 +41,24 @@ export function chooseMtu(opts: {
   last?: MtuChoice & { overhead: number };
 }): MtuChoice {
   if (opts.configured > 0) return { mtu: opts.configured, source: 'configured' };
-  const nodeLink = nodeLinkOf(opts.localLinks, opts.internalIPs, opts.links);
-  const linkMtu = opts.links.find((l) => l.index === nodeLink?.ifindex)?.mtu;
-  if (linkMtu !== undefined && nodeLink !== undefined) {
+  // Each InternalIP's own interface: a dual-stack node may hold its IPv4 and IPv6 InternalIPs on
+  // different links, and the pods' one MTU must fit the smaller (as the VXLAN devices, sized per
+  // family, do).
+  const nodeLinks = new Map<number, { name: string; mtu: number }>();
+  for (const ip of opts.internalIPs) {
+    const nodeLink = nodeLinkOf(opts.localLinks, [ip], opts.links);
+    const mtu = opts.links.find((l) => l.index === nodeLink?.ifindex)?.mtu;
+    if (nodeLink !== undefined && mtu !== undefined)
+      nodeLinks.set(nodeLink.ifindex, { name: nodeLink.name, mtu });
+  }
+  if (nodeLinks.size > 0) {
+    const smallest = [...nodeLinks.values()].reduce((a, b) => (b.mtu < a.mtu ? b : a));
+    const names = [...nodeLinks.values()].map((l) => l.name);
+    const via = names.length > 1 ? `InternalIPs, smallest MTU of ${names.join(', ')}` : 'InternalIP';
     return {
-      mtu: linkMtu - opts.overhead,
-      source: `${nodeLink.name} (InternalIP)${overheadNote(opts.overhead)}`,
-      links: [{ index: nodeLink.ifindex, mtu: linkMtu }],
+      mtu: smallest.mtu - opts.overhead,
+      source: `${smallest.name} (${via})${overheadNote(opts.overhead)}`,
+      links: [...nodeLinks].map(([index, l]) => ({ index, mtu: l.mtu })),
     };
   }
   const out = wayOutLink(opts.waysOut, opts.links);

@@ -46,6 +46,39 @@ describe('chooseMtu', () => {
     expect(c.links).toEqual([{ index: 2, mtu: 9000 }]);
   });
 
+  it("dual-stack with each family's InternalIP on its own interface: the smaller MTU, both links watched", () => {
+    const split = [
+      { ifindex: 2, name: 'eth0', addresses: [{ family: 6 as const, address: 'fd00::5', prefixLen: 64 }] },
+      { ifindex: 3, name: 'eth1', addresses: [{ family: 4 as const, address: '192.0.2.5', prefixLen: 24 }] },
+    ];
+    const c = chooseMtu({
+      configured: 0,
+      internalIPs: ['192.0.2.5', 'fd00::5'],
+      localLinks: split,
+      links,
+      waysOut,
+      overhead: 0,
+    });
+    expect(c).toEqual({
+      mtu: 1500,
+      source: 'eth1 (InternalIPs, smallest MTU of eth1, eth0)',
+      links: [
+        { index: 3, mtu: 1500 },
+        { index: 2, mtu: 9000 },
+      ],
+    });
+    // Both on one interface: that one, named as before.
+    const one = chooseMtu({
+      configured: 0,
+      internalIPs: ['10.0.0.5', '10.0.0.5'],
+      localLinks,
+      links,
+      waysOut,
+      overhead: 0,
+    });
+    expect(one).toEqual({ mtu: 9000, source: 'eth0 (InternalIP)', links: [{ index: 2, mtu: 9000 }] });
+  });
+
   it("an InternalIP on lo (a /32, or any address on a loopback device) is not the way out: the default route's device", () => {
     const onLo = [
       {
