@@ -465,9 +465,15 @@ class StoreIpam implements Ipam {
 
   setRanges(cidrs: string[]): Lease[] {
     const next = parseRanges(cidrs);
+    // Usable in a new range, not merely inside it: a range shrunk to a block of the old one makes
+    // addresses handed out before its network (the node's VTEP address), gateway or broadcast address.
     const inside = (a: LeasedAddress): boolean => {
       const ip = parseIpOrThrow(a.address);
-      return next.some((r) => cidrContains(r.cidr, ip));
+      return next.some((r) => {
+        if (!cidrContains(r.cidr, ip)) return false;
+        const { first, last } = usableBounds(r.cidr);
+        return ip.value >= first && ip.value <= last;
+      });
     };
     this.#ranges = next;
     this.#rebuildUsed();

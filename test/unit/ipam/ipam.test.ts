@@ -226,6 +226,24 @@ describe('ranges', () => {
     expect(ipam.usage()).toEqual([{ family: 4, range: '10.244.0.0/24', capacity: 253, used: 0 }]);
   });
 
+  it('setRanges releases a lease that the new range reserves: its network (the VTEP) or gateway address', () => {
+    const ipam = openIpam({ dir: tempDir(), ranges: ['10.244.0.0/28'] });
+    // .2 to .14: in the /28, .8 and .9 are ordinary addresses; in 10.244.0.8/29 they are its network
+    // and gateway address, and .15 its broadcast.
+    const leases = Array.from({ length: 13 }, (_, i) => ipam.allocate(key(`p${i}`)));
+    expect(addrs(leases[6]!)).toEqual(['10.244.0.8']);
+    const released = ipam.setRanges(['10.244.0.8/29']);
+    expect(released.map((l) => addrs(l)[0])).toEqual(leases.slice(0, 8).map((l) => addrs(l)[0]));
+    expect(ipam.list().map((l) => addrs(l)[0])).toEqual([
+      '10.244.0.10',
+      '10.244.0.11',
+      '10.244.0.12',
+      '10.244.0.13',
+      '10.244.0.14',
+    ]);
+    expect(ipam.usage()).toEqual([{ family: 4, range: '10.244.0.8/29', capacity: 5, used: 5 }]);
+  });
+
   it('setRanges releases every lease it can when one cannot go, says which went, and retries the rest', () => {
     const dir = tempDir();
     let refuse = '';

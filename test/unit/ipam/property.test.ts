@@ -283,7 +283,13 @@ function runScenario(cmds: Cmd[]): number {
       case 'ranges': {
         const next = RANGE_SETS[cmd.set]!;
         const cidrs = next.map(parseRange);
-        const inside = (a: string) => cidrs.some((c) => cidrContains(c, parseIp(a)!));
+        // Usable, not merely inside: /28 -> 10.0.0.8/29 makes .8 and .9 its network and gateway.
+        const inside = (a: string) =>
+          cidrs.some((c) => {
+            const ip = parseIp(a)!;
+            const { first, last } = usableBounds(c);
+            return cidrContains(c, ip) && ip.value >= first && ip.value <= last;
+          });
         const expected = [...live].filter(([, as]) => !as.every(inside)).map(([o]) => o);
         const released = (): string[] => ipam.setRanges(next).map((l) => `${l.containerId}@${l.ifname}`);
         // A lease released for being outside goes as a DEL takes it: with whatever a quarantined
