@@ -18,6 +18,7 @@ export interface ControllerDeps {
   ipam: {
     ranges(): string[];
     setRanges(cidrs: string[]): Lease[];
+    get(key: { containerId: string; ifname: string }): Lease | undefined;
   };
   routes: {
     reconcile(input: ReconcileInput): Promise<ReconcileReport>;
@@ -124,6 +125,8 @@ export class NodeController {
   private rangesIncomplete = false;
   /** The ranges came from the last run's memory (useRememberedRanges), not yet from the API. */
   private rangesRemembered = false;
+  /** Leases a range change released whose veths are still to be removed (the removal failed). */
+  private unremoved: Lease[] = [];
   private stopped = false;
   /** Resolves once the worker loop has exited. */
   done: Promise<void> = Promise.resolve();
@@ -496,7 +499,7 @@ export class NodeController {
   private async applyRanges(self: ClusterNode): Promise<void> {
     const current = this.deps.ipam.ranges();
     const unchanged = sameList(current, self.podCIDRs);
-    if (unchanged && !this.rangesIncomplete && !this.rangesRemembered) return;
+    if (unchanged && !this.rangesIncomplete && !this.rangesRemembered && this.unremoved.length === 0) return;
     let invalidated: Lease[];
     let failure: RangeChangeError | undefined;
     try {
@@ -519,12 +522,21 @@ export class NodeController {
             ? 'pod CIDRs confirmed by the API (ADD was served with them from the last run)'
             : 'pod CIDR change retried',
     );
-    if (invalidated.length > 0) {
-      await this.deps.onLeasesInvalidated(invalidated);
+    // An earlier pass's removal that failed goes again (the leases are released already, so nothing
+    // else would), except where the attachment has been set up again since (a lease of its key).
+    const toRemove = [...this.unremoved.filter((l) => this.deps.ipam.get(l) === undefined), ...invalidated];
+    if (toRemove.length > 0) {
+      try {
+        await this.deps.onLeasesInvalidated(toRemove);
+        this.unremoved = [];
+      } catch (err) {
+        this.unremoved = toRemove;
+        throw err;
+      }
       // Each one named: these pods have lost their network until the runtime recreates them.
       this.deps.log.warn(
         {
-          leases: invalidated.map((l) => ({
+          leases: toRemove.map((l) => ({
             containerId: l.containerId.slice(0, 12),
             ifname: l.ifname,
             pod: l.podName === undefined ? undefined : `${l.podNamespace ?? ''}/${l.podName}`,

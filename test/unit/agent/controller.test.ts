@@ -48,8 +48,11 @@ function setup(
     storeFailures?: number;
     onRangesSet?: (ranges: readonly string[]) => Promise<void>;
     masq?: ControllerDeps['masq'];
+    /** How many onLeasesInvalidated calls fail (the veth removal's listing, say). */
+    removalFailures?: number;
   } = {},
 ) {
+  let removalFailures = opts.removalFailures ?? 0;
   let storeFailures = opts.storeFailures ?? 0;
   const cluster = new FakeCluster();
   let ranges: string[] = [];
@@ -83,6 +86,7 @@ function setup(
         leases.splice(0, leases.length, ...leases.filter((l) => !outside.includes(l)));
         return outside;
       },
+      get: (k) => leases.find((l) => l.containerId === k.containerId && l.ifname === k.ifname),
     },
     routes: {
       reconcile: async (input) => {
@@ -100,6 +104,7 @@ function setup(
     tableRules: { masquerade: true, clampMssInto: ['trellis.v4', 'trellis.v6'] },
     onLeasesInvalidated: async (l) => {
       invalidated.push(l);
+      if (removalFailures-- > 0) throw new Error('RTM_GETLINK dump: EINTR');
     },
     onSynced: async (self) => {
       synced.push(self);
@@ -222,6 +227,36 @@ describe('NodeController', () => {
     expect(t.leases).toEqual([]);
   });
 
+  it('a failed veth removal after a range change is retried, and onRangesSet runs once it went', async () => {
+    const calls: string[][] = [];
+    const t = setup({ removalFailures: 1, onRangesSet: async (ranges) => void calls.push([...ranges]) });
+    t.cluster.synced = true;
+    t.cluster.nodes.set('n1', { name: 'n1', podCIDRs: ['10.244.7.0/24'], internalIPs: [] });
+    expect((await t.controller.runOnce()).kind).toBe('error');
+    expect(calls).toEqual([]);
+    // Same CIDRs: the released lease's veth is removed now, and the ranges' own work done.
+    expect((await t.controller.runOnce()).kind).toBe('ok');
+    expect(t.invalidated.map((ls) => ls.map((l) => l.containerId))).toEqual([['c1'], ['c1']]);
+    expect(calls).toEqual([['10.244.7.0/24']]);
+    await t.controller.runOnce();
+    expect(t.invalidated).toHaveLength(2);
+  });
+
+  it('a retried veth removal skips an attachment set up again meanwhile (a lease of its key)', async () => {
+    const t = setup({ removalFailures: 1 });
+    t.cluster.synced = true;
+    t.cluster.nodes.set('n1', { name: 'n1', podCIDRs: ['10.244.7.0/24'], internalIPs: [] });
+    expect((await t.controller.runOnce()).kind).toBe('error');
+    t.leases.push({
+      containerId: 'c1',
+      ifname: 'eth0',
+      addresses: [{ family: 4, address: '10.244.7.2', range: '10.244.7.0/24' }],
+      createdAt: '',
+    });
+    expect((await t.controller.runOnce()).kind).toBe('ok');
+    expect(t.invalidated.map((ls) => ls.map((l) => l.containerId))).toEqual([['c1']]);
+  });
+
   it('a failed onRangesSet (forwarding not turned on) fails the pass and is called again on the next', async () => {
     const calls: string[][] = [];
     let failures = 1;
@@ -326,7 +361,7 @@ function perNodeSetup(
   const controller = new NodeController({
     nodeName: 'n1',
     cluster,
-    ipam: { ranges: () => ['10.244.1.0/24'], setRanges: () => [] },
+    ipam: { ranges: () => ['10.244.1.0/24'], setRanges: () => [], get: () => undefined },
     routes: {
       reconcile: async (input) => {
         full.push(input);
