@@ -154,7 +154,9 @@ export function createCniService(deps: CniServiceDeps): {
         }
         const valid = conf.validAttachments.map((a) => ({ containerId: a.containerID, ifname: a.ifname }));
         const out = await gcAttachments(deps.datapath, valid, busy);
-        fields.released = out.releasedLeases.map((l) => `${shortId(l.containerId)}/${l.ifname}`);
+        fields.released = [...out.releasedLeases, ...(out.releasedHeld ?? [])].map(
+          (l) => `${shortId(l.containerId)}/${l.ifname}`,
+        );
         fields.removedLinks = out.removedLinks;
         return null;
       }

@@ -5,6 +5,8 @@ import type { AttachmentKey, DatapathDeps } from './types.ts';
 
 export interface GcOutcome {
   releasedLeases: Lease[];
+  /** Attachments whose quarantined lease record still held addresses, released with them. */
+  releasedHeld?: AttachmentKey[];
   removedLinks: string[];
 }
 
@@ -31,6 +33,18 @@ export async function gcAttachments(
       failures.push(`${lease.containerId}/${lease.ifname}: ${toCniError(err).message}`);
     }
   }
+  // An attachment whose lease record was quarantined (torn on disk) still holds its addresses; the
+  // runtime says it is gone (its DEL missed): they go with its veth, as its DEL would take them.
+  const releasedHeld: AttachmentKey[] = [];
+  for (const key of deps.ipam.heldKeys()) {
+    const k = attachmentKey(key);
+    if (validKeys.has(k) || busy.has(k)) continue;
+    try {
+      if (deps.ipam.release(key)) releasedHeld.push({ containerId: key.containerId, ifname: key.ifname });
+    } catch (err) {
+      failures.push(`${key.containerId}/${key.ifname} (held): ${toCniError(err).message}`);
+    }
+  }
   const removedLinks = await removeHostVethsExcept(deps, () => {
     const keep = leasedVethNames(deps);
     for (const k of valid) keep.add(hostVethName(k.containerId, k.ifname));
@@ -43,11 +57,11 @@ export async function gcAttachments(
   if (failures.length > 0) {
     throw new CniError(
       CniCode.IPAM_STORE_FAILED,
-      `GC released ${releasedLeases.length} leases and scheduled ${removedLinks.length} veths for deletion; ${failures.length} leases could not be released`,
+      `GC released ${releasedLeases.length + releasedHeld.length} leases and scheduled ${removedLinks.length} veths for deletion; ${failures.length} leases could not be released`,
       failures.join('\n'),
     );
   }
-  return { releasedLeases, removedLinks };
+  return { releasedLeases, releasedHeld, removedLinks };
 }
 
 /** The host veth names of every lease IPAM holds now. */

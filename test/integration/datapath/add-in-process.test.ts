@@ -246,6 +246,29 @@ describe.skipIf(netnsSkipReason !== undefined)('addAttachment (root, real namesp
     },
   );
 
+  it('GC of an attachment whose lease record was quarantined (its DEL missed) frees its held addresses with its veth', async () => {
+    const { host, deps } = setUp(true, ['10.244.1.0/29']);
+    for (const id of ['torn', 'kept']) {
+      await addAttachment(deps, { containerId: id, ifname: 'eth0', netns: pool.add('p').path, mtu: 1500 });
+    }
+    // The agent restarts over a torn lease file: the record is quarantined, its address stays held.
+    const file = join(dirs[0]!, 'leases', 'torn@eth0.json');
+    writeFileSync(file, '{"containerId": "torn", "addr');
+    const reopened: DatapathDeps = { ...deps, ipam: openIpam({ dir: dirs[0]!, ranges: ['10.244.1.0/29'] }) };
+    expect(reopened.ipam.heldKeys()).toEqual([{ containerId: 'torn', ifname: 'eth0' }]);
+    const out = await gcAttachments(reopened, [{ containerId: 'kept', ifname: 'eth0' }]);
+    expect(out.releasedHeld).toEqual([{ containerId: 'torn', ifname: 'eth0' }]);
+    expect(out.removedLinks).toEqual([hostVethName('torn', 'eth0')]);
+    await deps.deleter.drain();
+    expect(reopened.ipam.heldKeys()).toEqual([]);
+    expect(ipJson<IpLink[]>(host.name, 'link', 'show').map((l) => l.ifname)).not.toContain(
+      hostVethName('torn', 'eth0'),
+    );
+    // Its address is free again: the /29's five addresses can all be handed out.
+    for (const id of ['n1', 'n2', 'n3', 'n4']) reopened.ipam.allocate({ containerId: id, ifname: 'eth0' });
+    expect(reopened.ipam.list()).toHaveLength(5);
+  });
+
   it('a spooled DEL comes before a later ADD of the same attachment and is never replayed over it', async () => {
     // A runtime that reuses container IDs: DEL (spooled, the agent too slow to answer), then ADD of
     // the same container and ifname while the spool still holds that DEL.
