@@ -159,6 +159,11 @@ export class Agent {
     this.nodeName = config.nodeName ?? hostname();
   }
 
+  /** The uid of this node's Node object as the cache holds it (undefined standalone or before the list). */
+  nodeUid(): string | undefined {
+    return this.cluster?.get(this.nodeName)?.uid;
+  }
+
   notReadyReason(): string | undefined {
     if (this.server === undefined) return 'the CNI socket is not listening yet';
     // What the controller waits for (the first list, a Node without pod CIDRs) says more than ours.
@@ -462,7 +467,10 @@ export class Agent {
         return;
       }
     }
-    if (this.ready) return;
+    if (this.ready) {
+      this.nodeStatus?.networkUpFor(self);
+      return;
+    }
     this.ready = true;
     this.servingFromMemory = false;
     this.waitingFor = undefined;
@@ -477,7 +485,7 @@ export class Agent {
       },
       'trellis agent ready',
     );
-    void this.nodeStatus?.reportNetworkUp();
+    this.nodeStatus?.networkUpFor(self);
     void this.collectLeases();
   }
 

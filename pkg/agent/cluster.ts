@@ -4,6 +4,9 @@ export interface ClusterNode {
   podCIDRs: readonly string[];
   internalIPs: readonly string[];
   annotations?: Readonly<Record<string, string>>;
+  /** The Node object's identity and version, from the API (absent standalone). */
+  uid?: string;
+  resourceVersion?: string;
 }
 
 export interface ClusterView {

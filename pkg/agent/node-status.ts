@@ -19,14 +19,31 @@ export class NodeStatusReporter {
   private readonly nodeName: string;
   private readonly log: Logger;
   private readonly signal: AbortSignal;
-  /** The annotation patch in flight or last sent; cleared once the Node shows it. */
-  private pendingPatch: string | undefined;
+  /**
+   * The annotation patch in flight or last sent, and the version of the Node it was computed from;
+   * cleared once the Node shows it.
+   */
+  private pending: { patch: string; from: string | undefined } | undefined;
+  /** The uid of the Node object NetworkUnavailable=False was last written to. */
+  private networkUpUid: string | undefined;
 
   constructor(opts: { kube: NodeStatusPort; nodeName: string; log: Logger; signal: AbortSignal }) {
     this.kube = opts.kube;
     this.nodeName = opts.nodeName;
     this.log = opts.log;
     this.signal = opts.signal;
+  }
+
+  /**
+   * NetworkUnavailable=False on this Node object, once per object: a Node re-created under our name
+   * (`kubectl delete node`, and the kubelet registers it again) gets it too, where a cloud's route
+   * controller or an in-tree cloud kubelet may set it True and taint the node.
+   */
+  networkUpFor(self: ClusterNode): void {
+    const uid = self.uid ?? '';
+    if (this.networkUpUid === uid) return;
+    this.networkUpUid = uid;
+    void this.reportNetworkUp();
   }
 
   /** Retries with capped backoff until it succeeds or the agent stops. */
@@ -68,16 +85,21 @@ export class NodeStatusReporter {
       ...vtepAnnotations(macs),
       ...directSubnetAnnotations(directSubnets),
     });
-    const key = patch === undefined ? undefined : JSON.stringify(patch);
-    if (key === undefined || key === this.pendingPatch) {
-      if (key === undefined) this.pendingPatch = undefined;
+    if (patch === undefined) {
+      this.pending = undefined;
       return;
     }
-    this.pendingPatch = key;
-    this.kube.annotateNode(this.nodeName, patch!).then(
+    const key = JSON.stringify(patch);
+    // The same patch is not sent twice for one version of the Node (the watch brings our own write
+    // back a moment later). A newer version that still lacks it (the Node re-created under our name,
+    // a relist past our write, someone removing the annotations) gets it again.
+    const from = self.resourceVersion;
+    if (this.pending?.patch === key && (from === undefined || this.pending.from === from)) return;
+    this.pending = { patch: key, from };
+    this.kube.annotateNode(this.nodeName, patch).then(
       () => this.log.info({ annotations: patch }, 'Node annotations published'),
       (err: unknown) => {
-        this.pendingPatch = undefined;
+        this.pending = undefined;
         this.log.warn(
           { error: (err as Error).message },
           'could not publish the Node annotations; will retry',

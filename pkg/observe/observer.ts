@@ -79,12 +79,14 @@ export class AgentObserver {
         const agent = this.agent;
         if (this.reporter === undefined || agent === undefined) return;
         const reason = agent.notReadyReason();
+        const nodeUid = agent.nodeUid();
         // peers() is the last good pass's: a pass that failed or waits routed nothing new, so the peers
         // it left unrouted still are (an empty list would read as full coverage).
         void this.reporter.update({
           ready: reason === undefined,
           ...(reason === undefined ? {} : { reason }),
           missing: missingPeers(this.metrics.peers()),
+          ...(nodeUid === undefined ? {} : { nodeUid }),
           ...(outcome.kind === 'error'
             ? { lastPass: { outcome: 'failed', why: outcome.error } }
             : outcome.kind === 'waiting'

@@ -91,6 +91,8 @@ export interface ReportState {
   missing: string[];
   /** Set while the latest pass did not succeed. */
   lastPass?: { outcome: 'failed' | 'waiting'; why: string };
+  /** The Node object's uid: one re-created under the same name gets the report at once. */
+  nodeUid?: string;
 }
 
 export interface NodeReporterOptions {
@@ -159,6 +161,7 @@ export class NodeReporter {
         s.reason ?? '',
         s.missing,
         s.lastPass?.outcome,
+        s.nodeUid,
       ]);
       const now = this.now();
       if (this.written?.key === key && now - this.written.at < this.heartbeatMs) continue;

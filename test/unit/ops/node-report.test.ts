@@ -53,6 +53,23 @@ describe('NodeReporter', () => {
     ]);
   });
 
+  it('writes again at once to a Node re-created under the same name (a new uid), not to the same one', async () => {
+    let writes = 0;
+    const r = new NodeReporter({
+      nodeName: 'n1',
+      version: '1',
+      now: () => Date.parse('2026-11-29T06:00:00Z'),
+      annotate: async () => {
+        writes++;
+      },
+    });
+    await r.update({ ready: true, missing: [], nodeUid: 'u1' });
+    await r.update({ ready: true, missing: [], nodeUid: 'u1' });
+    expect(writes).toBe(1);
+    await r.update({ ready: true, missing: [], nodeUid: 'u2' });
+    expect(writes).toBe(2);
+  });
+
   it('writes on change and on heartbeat only; retries after a failure', async () => {
     let now = Date.parse('2026-11-29T06:00:00Z');
     const writes: { name: string; value: string | null | undefined }[] = [];

@@ -1,0 +1,64 @@
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { nodeObject, Testbed, type TestbedPod, testbedSkipReason } from '../../support/testbed/index.ts';
+
+const skip = testbedSkipReason();
+
+interface NodeObject {
+  metadata: { uid?: string; annotations?: Record<string, string> };
+  status?: { conditions?: { type: string; status: string; reason?: string }[] };
+}
+
+/** The trellis.dev annotations and the NetworkUnavailable condition the agent writes to its Node. */
+function written(node: NodeObject): { annotations: string[]; networkUp: boolean } {
+  const annotations = Object.keys(node.metadata.annotations ?? {}).filter((k) =>
+    k.startsWith('trellis.dev/'),
+  );
+  const cond = node.status?.conditions?.find((c) => c.type === 'NetworkUnavailable');
+  return {
+    annotations: annotations.sort(),
+    networkUp: cond?.status === 'False' && cond.reason === 'TrellisIsUp',
+  };
+}
+
+const title = 'faults: a Node deleted and re-created under the same name while its agent runs';
+describe.skipIf(skip !== undefined)(skip === undefined ? title : `${title} (skipped: ${skip})`, () => {
+  let tb: Testbed;
+  let far: TestbedPod;
+  let near: TestbedPod;
+
+  beforeAll(async () => {
+    tb = await Testbed.create({ mode: 'vxlan', segments: [{ nodes: 2 }] });
+    near = await tb.addPod('node-1');
+    far = await tb.addPod('node-2');
+  }, 90_000);
+
+  afterAll(async () => {
+    if (tb === undefined) return;
+    await tb.teardown();
+    expect(tb.leftovers()).toEqual([]);
+  });
+
+  it('the agent writes its annotations, its coverage report and NetworkUnavailable=False to the new object too', async () => {
+    const before = written((await tb.api.getNode('node-1')) as unknown as NodeObject);
+    expect(before.networkUp).toBe(true);
+    expect(before.annotations).toEqual(
+      expect.arrayContaining(['trellis.dev/vtep-mac-v4', 'trellis.dev/vtep-mac-v6']),
+    );
+    const oldUid = ((await tb.api.getNode('node-1')) as unknown as NodeObject).metadata.uid;
+
+    // As `kubectl delete node` and the kubelet registering it again: a bare object, same pod CIDRs.
+    await tb.api.deleteNode('node-1');
+    await tb.api.createNode(nodeObject(tb.node('node-1').plan));
+    const fresh = () => tb.api.getNode('node-1') as Promise<unknown> as Promise<NodeObject>;
+    expect((await fresh()).metadata.uid).not.toBe(oldUid);
+    let now = written(await fresh());
+    for (const deadline = Date.now() + 5000; Date.now() < deadline; ) {
+      now = written(await fresh());
+      if (now.networkUp && now.annotations.length === before.annotations.length) break;
+      await new Promise((r) => setTimeout(r, 50));
+    }
+    expect(now).toEqual(before);
+    // node-2 still tunnels to node-1's pods (it needs node-1's VTEP MAC from the new object).
+    expect((await tb.ping(far.ns, near.v4)).rttMs).toBeDefined();
+  });
+});

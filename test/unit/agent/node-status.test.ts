@@ -1,0 +1,64 @@
+import pino from 'pino';
+import { describe, expect, it } from 'vitest';
+import type { ClusterNode } from '../../../pkg/agent/cluster.ts';
+import { NodeStatusReporter } from '../../../pkg/agent/node-status.ts';
+
+function reporter() {
+  const patches: Record<string, string | null>[] = [];
+  const networkUp: string[] = [];
+  const r = new NodeStatusReporter({
+    kube: {
+      annotateNode: async (_name, annotations) => void patches.push({ ...annotations }),
+      setNetworkUnavailable: async (name) => void networkUp.push(name),
+    },
+    nodeName: 'n1',
+    log: pino({ level: 'silent' }),
+    signal: new AbortController().signal,
+  });
+  return { r, patches, networkUp };
+}
+
+const node = (over: Partial<ClusterNode> = {}): ClusterNode => ({
+  name: 'n1',
+  podCIDRs: ['10.244.1.0/24'],
+  internalIPs: ['10.0.0.1'],
+  uid: 'u1',
+  resourceVersion: '10',
+  ...over,
+});
+const vteps = [{ family: 4 as const, mac: '0a:00:00:00:00:01' }];
+const flush = () => new Promise((r) => setImmediate(r));
+
+describe('NodeStatusReporter', () => {
+  it('sends a missing annotation once per version of the Node, again to a newer one still without it', async () => {
+    const { r, patches } = reporter();
+    r.publishAnnotations(node(), vteps, {});
+    r.publishAnnotations(node(), vteps, {}); // our write is not back yet: not sent twice
+    await flush();
+    expect(patches).toHaveLength(1);
+    // The Node re-created under our name (or a relist past our write): newer, and without it.
+    r.publishAnnotations(node({ uid: 'u2', resourceVersion: '12' }), vteps, {});
+    await flush();
+    expect(patches).toHaveLength(2);
+    // Shown on the Node: nothing to send; lost again later: sent again.
+    r.publishAnnotations(
+      node({ resourceVersion: '13', annotations: patches[0] as Record<string, string> }),
+      vteps,
+      {},
+    );
+    r.publishAnnotations(node({ resourceVersion: '14' }), vteps, {});
+    await flush();
+    expect(patches).toHaveLength(3);
+  });
+
+  it('writes NetworkUnavailable=False once per Node object', async () => {
+    const { r, networkUp } = reporter();
+    r.networkUpFor(node());
+    r.networkUpFor(node({ resourceVersion: '11' }));
+    await flush();
+    expect(networkUp).toEqual(['n1']);
+    r.networkUpFor(node({ uid: 'u2' }));
+    await flush();
+    expect(networkUp).toEqual(['n1', 'n1']);
+  });
+});
