@@ -33,6 +33,7 @@ function fakeAgent(state: { reason: string | undefined }): Agent {
   });
   return {
     notReadyReason: () => state.reason,
+    nodeUid: () => 'uid-1',
     snapshot,
     watchSample: () => snapshot().watch,
     ipamUsage: () => snapshot().ipamUsage,
