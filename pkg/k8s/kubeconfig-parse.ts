@@ -185,21 +185,27 @@ export function parseKubeconfig(
     throw fail(`${uField(has)}(-data) is set without ${lacks}(-data)`);
   }
 
+  // Both set: the file wins, re-read as it rotates, and the inline token serves only while the file
+  // cannot be read (client-go's BearerTokenFile over BearerToken).
   let token: HttpSpec['token'];
   if (user.token !== undefined) {
     if (typeof user.token !== 'string' || user.token === '')
       throw fail(`${uField('token')} must be a string`);
     token = { kind: 'static', value: user.token };
-  } else if (user.tokenFile !== undefined) {
+  }
+  if (user.tokenFile !== undefined) {
     if (typeof user.tokenFile !== 'string' || user.tokenFile === '')
       throw fail(`${uField('tokenFile')} must be a file path`);
     const abs = isAbsolute(user.tokenFile) ? user.tokenFile : resolve(base, user.tokenFile);
+    let readable = true;
     try {
       readFileSync(abs);
     } catch (err) {
-      throw fail(`${uField('tokenFile')} ${abs} could not be read: ${(err as Error).message}`, err);
+      readable = false;
+      if (token === undefined)
+        throw fail(`${uField('tokenFile')} ${abs} could not be read: ${(err as Error).message}`, err);
     }
-    token = { kind: 'file', path: abs, reloadMs: opts.tokenReloadMs };
+    if (readable) token = { kind: 'file', path: abs, reloadMs: opts.tokenReloadMs };
   }
 
   if (unsupported !== '') return { server, context, http: undefined, unsupported };

@@ -149,6 +149,19 @@ describe('native transport over TLS', () => {
     ]);
   });
 
+  it('with both token and tokenFile, sends the file (rotating); the inline token only while the file is unreadable', async () => {
+    writeFileSync(join(dir, 'token'), 'file-token\n');
+    const ca = { 'certificate-authority-data': b64(pki.caCert) };
+    const both = kubeconfig(ca, { token: 'inline-token', tokenFile: 'token' });
+    await createK8sClient(loadKubeConfig({ kubeconfigPath: both, env: {} })).listNodes();
+    const missing = kubeconfig(ca, { token: 'inline-token', tokenFile: 'nope' });
+    await createK8sClient(loadKubeConfig({ kubeconfigPath: missing, env: {} })).listNodes();
+    expect(tlsServer.store.requests().map((r) => r.authorization)).toEqual([
+      'Bearer file-token',
+      'Bearer inline-token',
+    ]);
+  });
+
   it('uses an explicit context instead of current-context', async () => {
     const path = kubeconfig(
       { 'certificate-authority-data': b64(pki.caCert) },
