@@ -48,7 +48,7 @@ export function errorVersionOf(stdin: string): string {
 
 function absolutePath(conf: Record<string, unknown>, field: string, fallback: string): string {
   const v = conf[field];
-  if (v === undefined) return fallback;
+  if (v === undefined || v === null) return fallback; // null is "not set", as the agent reads it
   if (typeof v !== 'string' || !v.startsWith('/') || v.includes('\0')) {
     const shown = typeof v === 'string' ? quote(v) : jsonType(v);
     throw new CniError(
@@ -77,7 +77,7 @@ export function parseShimConfig(stdin: string): ShimConfig {
       `could not decode the network configuration on stdin: expected a JSON object, got ${jsonType(parsed)}`,
     );
   }
-  const t = parsed.timeoutMs;
+  const t = parsed.timeoutMs ?? undefined;
   if (t !== undefined && (typeof t !== 'number' || !Number.isInteger(t) || t < 1 || t > MAX_TIMEOUT_MS)) {
     throw new CniError(
       CniCode.INVALID_CONFIG,
@@ -88,6 +88,6 @@ export function parseShimConfig(stdin: string): ShimConfig {
     cniVersion: versionOrLatest(parsed.cniVersion),
     socket: absolutePath(parsed, 'socket', DEFAULT_SOCKET),
     spoolDir: absolutePath(parsed, 'spoolDir', DEFAULT_SPOOL_DIR),
-    timeoutMs: t,
+    timeoutMs: t as number | undefined,
   };
 }

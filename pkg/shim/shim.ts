@@ -116,10 +116,23 @@ export function runShim(io: ShimIo): ShimOutput {
       );
     }
     const config = parseShimConfig(stdin);
-    const line = encodeRequest(io.env, stdin);
-    return callAgent(io, command, config, line);
+    return callAgent(io, command, config, requestLine(io.env, command, stdin));
   } catch (err) {
     return failure(envError(io.env) ?? err, errorVersion());
+  }
+}
+
+/**
+ * The request line. DEL never reads prevResult, so a DEL too large with it (a long chain's result)
+ * goes without it rather than fail for good: a runtime would retry it forever, the lease held.
+ */
+function requestLine(env: ShimIo['env'], command: AgentVerb, stdin: string): string {
+  try {
+    return encodeRequest(env, stdin);
+  } catch (err) {
+    if (command !== 'DEL' || !(err instanceof CniError) || err.code !== CniCode.BAD_REQUEST) throw err;
+    const { prevResult: _dropped, ...conf } = JSON.parse(stdin) as Record<string, unknown>;
+    return encodeRequest(env, JSON.stringify(conf));
   }
 }
 

@@ -311,4 +311,25 @@ describe('runShim decisions (in-process transport)', () => {
     expect(JSON.parse(runShim(io(ADD_ENV, huge, t.connect)).stdout).code).toBe(CniCode.BAD_REQUEST);
     expect(t.calls).toEqual([]);
   });
+
+  it('null socket, spoolDir and timeoutMs are "not set", as the agent reads them: the defaults apply', () => {
+    const t = fakeTransport(encodeResponse({ ok: true, result: null }));
+    const out = runShim(
+      io(envFor('DEL'), conf({ socket: null, spoolDir: null, timeoutMs: null }), t.connect),
+    );
+    expect(out.exitCode).toBe(0);
+    expect(t.calls[0]).toMatchObject({ socket: DEFAULT_SOCKET, timeouts: { totalMs: 60_000 } });
+  });
+
+  it('a DEL too large with its prevResult goes without it (DEL never reads it); ADD and CHECK still refuse', () => {
+    const bigResult = { cniVersion: '1.0.0', ips: [{ address: '10.244.1.5/32', note: '"'.repeat(600_000) }] };
+    const t = fakeTransport(encodeResponse({ ok: true, result: null }));
+    const del = runShim(io(envFor('DEL'), conf({ prevResult: bigResult, socket: '/tmp/x.sock' }), t.connect));
+    expect(del.exitCode).toBe(0);
+    const sent = JSON.parse(decodeRequest(t.calls[0]!.line).stdin) as Record<string, unknown>;
+    expect(sent).toEqual({ cniVersion: '1.0.0', name: 'trellis', type: 'trellis', socket: '/tmp/x.sock' });
+    const check = runShim(io(envFor('CHECK'), conf({ prevResult: bigResult }), t.connect));
+    expect(JSON.parse(check.stdout).code).toBe(CniCode.BAD_REQUEST);
+    expect(t.calls).toHaveLength(1);
+  });
 });
