@@ -68,7 +68,7 @@ for (const f of [0, 0.25, 0.5, 0.75, 0.99, 1]) {
 }
 parts.push(
   `<rect x="${M.left}" y="${M.top}" width="${pw}" height="${ph}" fill="none" stroke="#888"/>`,
-  `<text x="${M.left + pw / 2}" y="${H - 12}" text-anchor="middle">milliseconds (axis cut at the overall p99, ${xMax} ms)</text>`,
+  `<text x="${M.left + pw / 2}" y="${H - 12}" text-anchor="middle">milliseconds (axis ends at ${xMax} ms, the first tick above the overall p99)</text>`,
 );
 let legendY = M.top + 10;
 for (const [name, s] of Object.entries(r.summary)) {
@@ -79,7 +79,7 @@ for (const [name, s] of Object.entries(r.summary)) {
     `<polyline fill="none" stroke="${color}" stroke-width="${name === 'trellis' ? 2.5 : 1.5}" points="${x(0)},${y(0)} ${pts.join(' ')}"/>`,
     `<line x1="${M.left + pw + 12}" y1="${legendY}" x2="${M.left + pw + 32}" y2="${legendY}" stroke="${color}" stroke-width="3"/>`,
     `<text x="${M.left + pw + 38}" y="${legendY + 4}">${esc(name)}</text>`,
-    `<text x="${M.left + pw + 38}" y="${legendY + 18}" fill="#555" font-size="11">p50 ${s.addP50} / p99 ${s.addP99} ms</text>`,
+    `<text x="${M.left + pw + 38}" y="${legendY + 18}" fill="#555" font-size="11">median of run p50s ${s.addP50} / p99 ${s.addP99} ms</text>`,
   );
   legendY += 40;
 }

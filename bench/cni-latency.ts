@@ -5,10 +5,11 @@
  * DEL with prevResult, each plugin timed from spawn to exit by a runner that lives in the node
  * namespace (so no `ip netns exec` start-up is counted, for anyone). Sequential ADDs alternate
  * between plugins pod by pod, DELs and concurrent rounds plugin by plugin (the order rotating per
- * run); ratios compare medians of per-run figures from the same run.
+ * run); ratios compare medians of per-run figures from the same run. DEL is also timed until every
+ * veth of the round is gone (trellis deletes its veth pairs after DEL answered).
  *
  *   node_modules/.bin/node scripts/build.ts
- *   node_modules/.bin/node bench/cni-latency.ts [--runs 5] [--pods 50] [--concurrent 20]
+ *   node_modules/.bin/node bench/cni-latency.ts [--runs 4] [--pods 50] [--concurrent 20]
  *     [--only trellis,ptp] [--interleave pods|rounds] [--out FILE]
  *
  * Prints a table and, last, one JSON line (also written to --out, default bench/results/cni-latency.json).
@@ -29,7 +30,9 @@ import { commitId, median, pct, ratio, round, sleep, table, writeResult } from '
 
 const { values: opts } = parseArgs({
   options: {
-    runs: { type: 'string', default: '5' },
+    // A multiple of the plugin count (4, or 2 with --only trellis,ptp): each plugin opens the run's
+    // phases (concurrent burst, DELs) equally often.
+    runs: { type: 'string', default: '4' },
     pods: { type: 'string', default: '50' },
     concurrent: { type: 'string', default: '20' },
     out: { type: 'string', default: join(import.meta.dirname, 'results', 'cni-latency.json') },
@@ -122,12 +125,14 @@ function check(r: TimedRun, what: string): TimedRun {
 interface Sample {
   add: number[];
   del: number[];
+  /** The round's DELs, from the first one's spawn until every veth of the round is gone. */
+  delAllGone: number;
   concurrentWall: number;
 }
 
 /**
  * One round of sequential pods for every plugin. The ADDs are interleaved pod by pod (pod i of each
- * plugin in turn, the order rotating from pod to pod), so that every plugin's ADDs meet the same
+ * plugin in turn, in orders where each plugin follows every other equally often: balancedOrders), so that every plugin's ADDs meet the same
  * machine: its speed drifts within minutes here, and alternating whole rounds left the paired ratios
  * of repeated runs ±0.1 apart. The DELs follow one plugin after the other, each plugin's followed by
  * its settle: trellis deletes its veths in the background, which would slow the next plugin's DELs.
@@ -135,7 +140,7 @@ interface Sample {
 async function sequentialRound(
   ps: readonly Plugin[],
   rotate: number,
-): Promise<Map<string, { add: number[]; del: number[] }>> {
+): Promise<Map<string, { add: number[]; del: number[]; delAllGone: number }>> {
   const rounds = ps.map((p) => {
     const pods = Array.from({ length: PODS }, () => addPod('p'));
     return {
@@ -145,13 +150,16 @@ async function sequentialRound(
       conf: JSON.stringify(p.conf),
       add: [] as number[],
       del: [] as number[],
+      delAllGone: 0,
       results: [] as string[],
     };
   });
+  const orders = balancedOrders(rounds.length);
   try {
     for (let i = 0; i < PODS; i++) {
+      const order = orders[(i + rotate) % orders.length]!;
       for (let k = 0; k < rounds.length; k++) {
-        const r = rounds[(k + i + rotate) % rounds.length]!;
+        const r = rounds[order[k]!]!;
         const run = check(
           await r.p.runner.run(r.p.binary, env('ADD', r.ids[i]!, r.pods[i]), r.conf),
           `${r.p.name} ADD`,
@@ -162,6 +170,7 @@ async function sequentialRound(
     }
     for (let k = 0; k < rounds.length; k++) {
       const r = rounds[(k + rotate) % rounds.length]!;
+      const t0 = performance.now();
       for (let i = 0; i < PODS; i++) {
         const delConf = JSON.stringify({ ...r.p.conf, prevResult: JSON.parse(r.results[i]!) });
         const run = check(
@@ -170,12 +179,26 @@ async function sequentialRound(
         );
         r.del.push(run.ms);
       }
+      // Until every veth of the round is gone: trellis deletes them after DEL answered.
       await r.p.settle();
+      r.delAllGone = performance.now() - t0;
     }
   } finally {
     for (const r of rounds) removePods(r.pods);
   }
-  return new Map(rounds.map((r) => [r.p.name, { add: r.add, del: r.del }]));
+  return new Map(rounds.map((r) => [r.p.name, { add: r.add, del: r.del, delAllGone: r.delAllGone }]));
+}
+
+/**
+ * Orders of n plugins in which each one follows every other equally often (a Williams design: n
+ * orders for even n, 2n for odd), so no plugin always runs right after the same one (whose kernel
+ * work, a veth deletion say, may still be settling).
+ */
+function balancedOrders(n: number): number[][] {
+  const first: number[] = [];
+  for (let k = 0, lo = 0, hi = n - 1; k < n; k++) first.push(k % 2 === 0 ? lo++ : hi--);
+  const rows = Array.from({ length: n }, (_, r) => first.map((x) => (x + r) % n));
+  return n % 2 === 0 ? rows : [...rows, ...rows.map((row) => [...row].reverse())];
 }
 
 async function concurrentRound(p: Plugin): Promise<number> {
@@ -217,6 +240,7 @@ const sequentialLogs: [number, number][] = [];
  * and the CNI calls it served in them.
  */
 let agentCpuTicks = 0;
+let agentIdleTicksPerMs = 0;
 let agentJsThreadMs = 0;
 let agentCalls = 0;
 try {
@@ -255,15 +279,29 @@ try {
   }
   const selected =
     opts.only === undefined ? plugins : plugins.filter((p) => opts.only!.split(',').includes(p.name));
+  if (RUNS % selected.length !== 0) {
+    process.stderr.write(
+      `note: --runs ${RUNS} is not a multiple of the ${selected.length} plugins: some open the runs' phases more often\n`,
+    );
+  }
   // Warm-up: page cache for the ~100 MB shim, the agent's JIT, iptables chains for ipMasq.
   for (const p of selected) await concurrentRound(p);
+  // The agent's idle CPU, subtracted from its CPU over the runs (which the other plugins' rounds and
+  // the pauses between them fill with idle time) to give its CPU per call.
+  if (selected.some((p) => p.name === 'trellis')) {
+    const ticks0 = cpuTicks(a.child.pid!);
+    const t0 = performance.now();
+    await sleep(3000);
+    agentIdleTicksPerMs = (cpuTicks(a.child.pid!) - ticks0) / (performance.now() - t0);
+  }
   const logStart = a.logs.length;
   const trellisSelected = selected.some((p) => p.name === 'trellis');
   for (let run = 0; run < RUNS; run++) {
+    const runStart = performance.now();
     const ticks0 = trellisSelected ? cpuTicks(a.child.pid!) : 0;
     const jsMs0 = trellisSelected ? mainThreadCpuMs(a.child.pid!) : 0;
     const order = selected.map((_, i) => selected[(i + run) % selected.length]!);
-    const sequential = new Map<string, { add: number[]; del: number[] }>();
+    const sequential = new Map<string, { add: number[]; del: number[]; delAllGone: number }>();
     if (opts.interleave === 'pods') {
       const from = a.logs.length;
       for (const [name, r] of await sequentialRound(selected, run)) sequential.set(name, r);
@@ -279,17 +317,17 @@ try {
       }
       const concurrentWall = await concurrentRound(p);
       await sleep(300);
-      const { add, del } = sequential.get(p.name)!;
+      const { add, del, delAllGone } = sequential.get(p.name)!;
       const list = samples.get(p.name) ?? [];
-      list.push({ add, del, concurrentWall });
+      list.push({ add, del, delAllGone, concurrentWall });
       samples.set(p.name, list);
       process.stderr.write(
         `run ${run + 1}/${RUNS} ${p.name}: ADD p50 ${round(median(add))} ms, DEL p50 ${round(median(del))} ms, ${CONCURRENT}x ADD ${round(concurrentWall)} ms\n`,
       );
     }
     if (trellisSelected) {
-      // The whole run: the agent idles (~0.3 % of a core) while the other plugins work.
-      agentCpuTicks += cpuTicks(a.child.pid!) - ticks0;
+      // The whole run, less what the agent spends idle (~0.3 % of a core) over it.
+      agentCpuTicks += cpuTicks(a.child.pid!) - ticks0 - agentIdleTicksPerMs * (performance.now() - runStart);
       agentJsThreadMs += mainThreadCpuMs(a.child.pid!) - jsMs0;
       agentCalls += 2 * (PODS + CONCURRENT);
     }
@@ -319,6 +357,8 @@ interface Summary {
   addP99: number;
   delP50: number;
   delP99: number;
+  /** Median over runs of the DEL round until every veth is gone (trellis's background deletions included). */
+  delAllGone: number;
   concurrentWall: number;
   addAll: number[];
 }
@@ -331,6 +371,7 @@ for (const [name, list] of samples) {
     addP99: round(pct(addAll, 99)),
     delP50: round(median(list.map((s) => median(s.del)))),
     delP99: round(pct(delAll, 99)),
+    delAllGone: round(median(list.map((s) => s.delAllGone))),
     concurrentWall: round(median(list.map((s) => s.concurrentWall))),
     addAll: addAll.map((x) => round(x)),
   };
@@ -350,6 +391,7 @@ if (t !== undefined) {
       addP50: ratio(t.addP50, s.addP50),
       addP99: ratio(t.addP99, s.addP99),
       delP50: ratio(t.delP50, s.delP50),
+      delAllGone: ratio(t.delAllGone, s.delAllGone),
       concurrentWall: ratio(t.concurrentWall, s.concurrentWall),
     };
   }
@@ -359,8 +401,24 @@ const agentCpuMsPerCall = agentCalls === 0 ? 0 : round(((agentCpuTicks / CLK_TCK
 const agentJsThreadMsPerCall = agentCalls === 0 ? 0 : round(agentJsThreadMs / agentCalls, 3);
 process.stdout.write(
   `${table(
-    ['plugin', 'ADD p50 ms', 'ADD p99 ms', 'DEL p50 ms', 'DEL p99 ms', `${CONCURRENT}x ADD wall ms`],
-    Object.entries(summary).map(([n, s]) => [n, s.addP50, s.addP99, s.delP50, s.delP99, s.concurrentWall]),
+    [
+      'plugin',
+      'ADD p50 ms',
+      'ADD p99 ms',
+      'DEL p50 ms',
+      'DEL p99 ms',
+      `${PODS} DELs, all veths gone, ms`,
+      `${CONCURRENT}x ADD wall ms`,
+    ],
+    Object.entries(summary).map(([n, s]) => [
+      n,
+      s.addP50,
+      s.addP99,
+      s.delP50,
+      s.delP99,
+      s.delAllGone,
+      s.concurrentWall,
+    ]),
   )}\n\n${table(
     [
       'trellis / ref',
@@ -369,6 +427,7 @@ process.stdout.write(
       'ADD p99',
       'DEL p50',
       'paired',
+      'DELs, veths gone',
       `${CONCURRENT}x ADD wall`,
       'paired',
     ],
@@ -379,6 +438,7 @@ process.stdout.write(
       r.addP99!,
       r.delP50!,
       r.delP50Paired!,
+      r.delAllGone!,
       r.concurrentWall!,
       r.concurrentWallPaired!,
     ]),
@@ -402,9 +462,13 @@ writeResult(
       sequentialAddP50: round(median(agentSequentialAddMs)),
       sequentialAddP99: round(pct(agentSequentialAddMs, 99)),
       delP50: round(median(agentDelMs)),
-      /** The agent's CPU time over its rounds (ADDs and DELs, sequential and concurrent) per call. */
+      /**
+       * The agent's CPU time over the runs (ADDs and DELs, sequential and concurrent), less its idle
+       * rate over them, per call.
+       */
       cpuMsPerCall: agentCpuMsPerCall,
       jsThreadCpuMsPerCall: agentJsThreadMsPerCall,
+      idleTicksPerSecond: round(agentIdleTicksPerMs * 1000, 3),
     },
   },
   { summary: Object.fromEntries(Object.entries(summary).map(([k, v]) => [k, { ...v, addAll: undefined }])) },

@@ -3,11 +3,12 @@
  * on as deployed) and 100 pods attached through the real shim. Then the agent is left alone and
  * sampled from /proc every few seconds: resident memory (VmRSS), CPU (utime + stime over the window,
  * as % of one core), and the RSS slope (growth). Reference in the same window: an idle Node 24
- * process (`setInterval`), the runtime's own floor.
+ * process (`setInterval`) with the launcher's flags and MALLOC_ARENA_MAX, the runtime's own floor.
  *
  *   node_modules/.bin/node bench/footprint.ts [--minutes 2] [--nodes 5000] [--pods 100] [--out FILE]
  *   node_modules/.bin/node bench/footprint.ts --minutes 10          # the 10-minute growth check
- *   node_modules/.bin/node bench/footprint.ts --metrics-addr 127.0.0.1:9743   # metrics on and scraped, as deployed
+ *   node_modules/.bin/node bench/footprint.ts --metrics-addr ''   # the metrics listener off (default: :9743
+ *                                                                 # and scraped every 30 s, as deployed)
  *
  * Runs inside the node namespace (re-executes itself with `ip netns exec`), like route-convergence.
  */
@@ -30,8 +31,8 @@ const { values: opts } = parseArgs({
     nodes: { type: 'string', default: '5000' },
     pods: { type: 'string', default: '100' },
     'sample-seconds': { type: 'string', default: '5' },
-    // The DaemonSet's default is ':9743'; '' (off) keeps the figures comparable with earlier runs.
-    'metrics-addr': { type: 'string', default: '' },
+    // As deployed: the DaemonSet passes ':9743' (and a scraper reads it); '' turns the listener off.
+    'metrics-addr': { type: 'string', default: ':9743' },
     // Scrape /metrics this often while metrics are on (Prometheus' default is 60 s, many use 15-30 s).
     'scrape-seconds': { type: 'string', default: '30' },
     out: { type: 'string', default: join(import.meta.dirname, 'results', 'footprint.json') },
@@ -82,7 +83,21 @@ interface Sample {
 
 const srv = await startTestApiServer({ host: '127.0.0.1', port: 0, historySize: 20_000 });
 let agent: AgentProcess | undefined;
-const idle = spawn(NODE, ['-e', 'setInterval(() => {}, 1000)'], { stdio: 'ignore' });
+// The reference runs as the agent's launcher runs node (dist/bin/trellis-agent): its flags and malloc
+// arenas, so their RSS and its growth compare like for like.
+const idle = spawn(
+  NODE,
+  [
+    '--max-semi-space-size=1',
+    '--optimize-for-size',
+    '--no-opt',
+    '--no-maglev',
+    '--no-concurrent-sparkplug',
+    '-e',
+    'setInterval(() => {}, 1000)',
+  ],
+  { stdio: 'ignore', env: { ...process.env, MALLOC_ARENA_MAX: '2' } },
+);
 const samples: Sample[] = [];
 let setupMs = 0;
 let pods = 0;
@@ -132,7 +147,8 @@ try {
   while (Date.now() - start <= WINDOW_MS) {
     if (opts['metrics-addr'] !== '' && Date.now() >= nextScrape) {
       nextScrape += Number(opts['scrape-seconds']) * 1000;
-      const res = await fetch(`http://${opts['metrics-addr']}/metrics`);
+      const addr = opts['metrics-addr']!;
+      const res = await fetch(`http://${addr.startsWith(':') ? `127.0.0.1${addr}` : addr}/metrics`);
       if (!res.ok) throw new Error(`GET /metrics: ${res.status}`);
       await res.text();
     }

@@ -24,7 +24,6 @@ import { execFileSync } from 'node:child_process';
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { performance } from 'node:perf_hooks';
 import { parseArgs } from 'node:util';
 import { type AgentProcess, removeAgentDir } from '../test/support/agent-process.ts';
 import { startTestApiServer } from '../test/support/apiserver/server.ts';
@@ -38,7 +37,7 @@ import {
   startClusterAgent,
   wireNodeNamespace,
 } from './lib/cluster.ts';
-import { nowMs, RouteMonitor } from './lib/route-monitor.ts';
+import { nowMs, type RouteEvent, RouteMonitor } from './lib/route-monitor.ts';
 import { commitId, median, pct, ratio, round, sleep, table, writeResult } from './lib/stats.ts';
 
 const { values: opts } = parseArgs({
@@ -111,17 +110,40 @@ function flushOurs(netns: string): void {
   execFileSync('ip', ['-n', netns, 'route', 'flush', 'proto', '126']);
 }
 
-/** `ip -batch` adding the same routes in a fresh namespace, spawn to exit; then flushed. */
-function referenceRun(file = batchFile): number {
-  const t0 = performance.now();
-  execFileSync('ip', ['-n', refNs, '-batch', file]);
-  const ms = performance.now() - t0;
-  const count = execFileSync('ip', ['-n', refNs, 'route', 'show', 'proto', '126'], { encoding: 'utf8' })
-    .trim()
-    .split('\n').length;
-  if (count !== NODES - 1) throw new Error(`reference programmed ${count} routes, expected ${NODES - 1}`);
-  flushOurs(refNs);
-  return ms;
+/**
+ * `ip -batch` adding the same routes in a fresh namespace, from its spawn to the last route's
+ * notification, timed by the same `ip -ts monitor` (in that namespace) as trellis's routes: both
+ * pay the monitor's parsing on the same cores. Then flushed.
+ */
+async function referenceRun(file = batchFile): Promise<number> {
+  const monitor = new RouteMonitor(['-n', refNs]);
+  try {
+    await monitor.ready();
+    const t0 = nowMs();
+    execFileSync('ip', ['-n', refNs, '-batch', file]);
+    const last = await monitor.waitFor(lastOf(new Set(peerCidrs())), 30_000);
+    const count = execFileSync('ip', ['-n', refNs, 'route', 'show', 'proto', '126'], { encoding: 'utf8' })
+      .trim()
+      .split('\n').length;
+    if (count !== NODES - 1) throw new Error(`reference programmed ${count} routes, expected ${NODES - 1}`);
+    flushOurs(refNs);
+    return last.at - t0;
+  } finally {
+    monitor.stop();
+  }
+}
+
+function peerCidrs(): string[] {
+  return Array.from({ length: NODES - 1 }, (_, k) => peerCidr(k + 1));
+}
+
+/** A monitor predicate true at the event that completes `wanted` (distinct prefixes of proto 126 added). */
+function lastOf(wanted: ReadonlySet<string>): (e: RouteEvent) => boolean {
+  const seen = new Set<string>();
+  return (e) => {
+    if (!e.deleted && wanted.has(e.dst) && e.line.includes('proto 126')) seen.add(e.dst);
+    return seen.size === wanted.size;
+  };
 }
 
 interface TrellisRun {
@@ -134,11 +156,10 @@ interface TrellisRun {
   agentPassMs: number;
   addLatency: number[];
   delLatency: number[];
-  /** The agent's own share of each event: its 'reconciled node' queuedMs + durationMs. */
+  /** The agent's own share of each added Node's event: its 'reconciled node' queuedMs + durationMs. */
   agentStepMs: number[];
-  /** Where each event's time went (see splitEvent), in event order. */
+  /** Where each added Node's time went (see splitEvent), in event order. */
   addSplit: EventSplit[];
-  delSplit: EventSplit[];
   routes: number;
 }
 
@@ -203,12 +224,7 @@ async function trellisRun(masquerade: boolean, events: number): Promise<TrellisR
     });
     await monitor.ready();
     agent = startClusterAgent(ns, srv, ['--log-level', 'info', ...(masquerade ? [] : ['--no-masquerade'])]);
-    const peers = new Set(Array.from({ length: NODES - 1 }, (_, k) => peerCidr(k + 1)));
-    let seen = 0;
-    const last = await monitor.waitFor((e) => {
-      if (!e.deleted && peers.has(e.dst) && e.line.includes('proto 126')) seen++;
-      return seen === peers.size;
-    }, 120_000);
+    const last = await monitor.waitFor(lastOf(new Set(peerCidrs())), 120_000);
     await agent.ready();
     const pass = agent.logs.find((l) => l.msg === 'reconciled' && Number(l.added) >= NODES - 1);
     const routes = execFileSync('ip', ['-n', ns, 'route', 'show', 'proto', '126'], { encoding: 'utf8' })
@@ -223,7 +239,6 @@ async function trellisRun(masquerade: boolean, events: number): Promise<TrellisR
     const addLatency: number[] = [];
     const delLatency: number[] = [];
     const addTimes: { node: string; t0: number; at: number }[] = [];
-    const delTimes: { node: string; t0: number; at: number }[] = [];
     for (let k = 0; k < events; k++) {
       const cidr = `10.200.${k}.0/24`;
       const t0 = nowMs();
@@ -233,13 +248,13 @@ async function trellisRun(masquerade: boolean, events: number): Promise<TrellisR
       addTimes.push({ node: `bench-ev-${k}`, t0, at: ev.at });
       await sleep(20);
     }
+    const delsFrom = agent.logs.length;
     for (let k = 0; k < events; k++) {
       const cidr = `10.200.${k}.0/24`;
       const t0 = nowMs();
       srv.store.deleteNode(`bench-ev-${k}`);
       const ev = await monitor.waitFor((e) => e.deleted && e.dst === cidr && e.at >= t0 - 1);
       delLatency.push(ev.at - t0);
-      delTimes.push({ node: `bench-ev-${k}`, t0, at: ev.at });
       await sleep(20);
     }
     const agentLogs = agent.logs;
@@ -250,12 +265,13 @@ async function trellisRun(masquerade: boolean, events: number): Promise<TrellisR
       agentPassMs: Number(pass?.durationMs ?? Number.NaN),
       addLatency,
       delLatency,
+      // Added Nodes only: a deletion's route goes early in its step, so the step's end (the log line)
+      // does not split a deletion's latency, and its step is not a share of it.
       agentStepMs: agent.logs
-        .slice(stepsFrom)
+        .slice(stepsFrom, delsFrom)
         .filter((l) => l.msg === 'reconciled node')
         .map((l) => Number(l.queuedMs ?? 0) + Number(l.durationMs)),
       addSplit: addTimes.flatMap((d) => splitEvent(agentLogs, d.node, d.t0, d.at) ?? []),
-      delSplit: delTimes.flatMap((d) => splitEvent(agentLogs, d.node, d.t0, d.at) ?? []),
       routes,
     };
   } catch (err) {
@@ -286,21 +302,28 @@ async function trellisRun(masquerade: boolean, events: number): Promise<TrellisR
 
 const reference: number[] = [];
 const nexthopReference: number[] = [];
+/** The reference run next to the masquerade repetition: its own, never among the plain ones. */
+let masqReference: number | undefined;
 const runs: TrellisRun[] = [];
 try {
-  referenceRun(); // warm-up
-  referenceRun(nexthopBatchFile);
+  // Warm-ups, not counted: both sides' first run pays for cold caches (binaries, page cache).
+  await referenceRun();
+  await referenceRun(nexthopBatchFile);
+  await trellisRun(false, 0);
   for (let rep = 0; rep < REPS; rep++) {
-    reference.push(referenceRun());
-    nexthopReference.push(referenceRun(nexthopBatchFile));
-    const r = await trellisRun(false, EVENTS);
+    // The order alternates: neither side always follows the other.
+    let r: TrellisRun | undefined;
+    if (rep % 2 === 1) r = await trellisRun(false, EVENTS);
+    reference.push(await referenceRun());
+    nexthopReference.push(await referenceRun(nexthopBatchFile));
+    r ??= await trellisRun(false, EVENTS);
     runs.push(r);
     process.stderr.write(
       `rep ${rep + 1}/${REPS}: ip -batch ${round(reference.at(-1)!)} ms, with nexthop objects ${round(nexthopReference.at(-1)!)} ms; trellis ${round(r.fromListEndMs)} ms from list end (agent pass ${r.agentPassMs} ms), add p99 ${round(pct(r.addLatency, 99))} ms, del p99 ${round(pct(r.delLatency, 99))} ms\n`,
     );
   }
   if (!opts['no-masq-rep']) {
-    reference.push(referenceRun());
+    masqReference = await referenceRun();
     const r = await trellisRun(true, Math.min(EVENTS, 20));
     runs.push(r);
     process.stderr.write(`masquerade rep: trellis ${round(r.fromListEndMs)} ms from list end\n`);
@@ -366,7 +389,6 @@ const summary = {
   },
   // Where the events' time went (splitEvent).
   nodeAddSplit: splitSummary(plain.flatMap((r) => r.addSplit)),
-  nodeDelSplit: splitSummary(plain.flatMap((r) => r.delSplit)),
   routesInKernel: plain.map((r) => r.routes),
 };
 const commit = commitId();
@@ -392,15 +414,15 @@ process.stdout.write(
         `${summary.nodeDel.p50Ms} / ${summary.nodeDel.p99Ms}`,
       ],
       [
-        `  the agent's share (queued + step, its log), p50 / p99 ms (${steps.length})`,
+        `  added: the agent's share (queued + step, its log), p50 / p99 ms (${steps.length})`,
         `${summary.agentStep.p50Ms} / ${summary.agentStep.p99Ms}`,
       ],
-      ...(['add', 'del'] as const).flatMap((kind) => {
-        const split = kind === 'add' ? summary.nodeAddSplit : summary.nodeDelSplit;
-        return (['delivery', 'agent', 'monitor'] as const).map((part) => [
-          `  ${kind === 'add' ? 'added' : 'deleted'}: ${part} part, p50 / p99; in the slowest ${split.total.slowestMs.length} (${split.total.slowestMs.join(', ')} ms)`,
+      ...(['delivery', 'agent', 'monitor'] as const).map((part) => {
+        const split = summary.nodeAddSplit;
+        return [
+          `  added: ${part} part, p50 / p99; in the slowest ${split.total.slowestMs.length} (${split.total.slowestMs.join(', ')} ms)`,
           `${split[part].p50Ms} / ${split[part].p99Ms}; ${split[part].slowestMs.join(', ')}`,
-        ]);
+        ];
       }),
     ],
   )}\n(commit ${commit}, ${REPS} reps, medians)\n`,
@@ -414,6 +436,7 @@ writeResult(
     reps: REPS,
     summary,
     referenceMs: reference.map((x) => round(x)),
+    masqReferenceMs: masqReference === undefined ? null : round(masqReference),
     nexthopReferenceMs: nexthopReference.map((x) => round(x)),
     runs: runs.map((r) => ({
       ...r,
