@@ -24,7 +24,7 @@ import { parseArgs } from 'node:util';
 import { removeAgentDir, startAgent } from '../test/support/agent-process.ts';
 import { REFERENCE_PLUGIN_DIR, SHIM_BINARY } from '../test/support/cni-driver.ts';
 import { addNetns, delNetns, NetnsPool, type TestNetns } from '../test/support/netns.ts';
-import { CLK_TCK, cpuTicks, mainThreadCpuMs } from './lib/proc.ts';
+import { CLK_TCK, cpuTicks, liveThreadsCpuMs, mainThreadCpuMs } from './lib/proc.ts';
 import { NsRunner, type TimedRun } from './lib/runner-client.ts';
 import { commitId, median, pct, ratio, round, sleep, table, writeResult } from './lib/stats.ts';
 
@@ -289,10 +289,12 @@ try {
   // The agent's idle CPU, subtracted from its CPU over the runs (which the other plugins' rounds and
   // the pauses between them fill with idle time) to give its CPU per call.
   if (selected.some((p) => p.name === 'trellis')) {
-    const ticks0 = cpuTicks(a.child.pid!);
+    // Per-thread schedstat (ns): a 3 s idle window holds about one clock tick.
+    const cpu0 = liveThreadsCpuMs(a.child.pid!);
     const t0 = performance.now();
     await sleep(3000);
-    agentIdleTicksPerMs = (cpuTicks(a.child.pid!) - ticks0) / (performance.now() - t0);
+    const idleMsPerMs = (liveThreadsCpuMs(a.child.pid!) - cpu0) / (performance.now() - t0);
+    agentIdleTicksPerMs = (idleMsPerMs * CLK_TCK) / 1000;
   }
   const logStart = a.logs.length;
   const trellisSelected = selected.some((p) => p.name === 'trellis');

@@ -127,6 +127,7 @@ async function referenceRun(file = batchFile): Promise<number> {
       .split('\n').length;
     if (count !== NODES - 1) throw new Error(`reference programmed ${count} routes, expected ${NODES - 1}`);
     flushOurs(refNs);
+    await sleep(SETTLE_MS);
     return last.at - t0;
   } finally {
     monitor.stop();
@@ -160,6 +161,8 @@ interface TrellisRun {
   agentStepMs: number[];
   /** Where each added Node's time went (see splitEvent), in event order. */
   addSplit: EventSplit[];
+  /** Full passes during the timed events: their log time and duration. */
+  fullPassesDuringEvents: string[];
   routes: number;
 }
 
@@ -272,6 +275,11 @@ async function trellisRun(masquerade: boolean, events: number): Promise<TrellisR
         .filter((l) => l.msg === 'reconciled node')
         .map((l) => Number(l.queuedMs ?? 0) + Number(l.durationMs)),
       addSplit: addTimes.flatMap((d) => splitEvent(agentLogs, d.node, d.t0, d.at) ?? []),
+      // Full passes (every peer) that ran while the events were timed: each holds the steps behind it.
+      fullPassesDuringEvents: agent.logs
+        .slice(stepsFrom)
+        .filter((l) => l.msg === 'reconciled')
+        .map((l) => `${String(l.time)} ${Number(l.durationMs)} ms`),
       routes,
     };
   } catch (err) {
@@ -288,6 +296,7 @@ async function trellisRun(masquerade: boolean, events: number): Promise<TrellisR
     }
     await srv.close();
     flushOurs(ns);
+    await sleep(SETTLE_MS);
     if (masquerade) {
       try {
         execFileSync('ip', ['netns', 'exec', ns, 'nft', 'delete', 'table', 'inet', 'trellis'], {
@@ -299,6 +308,12 @@ async function trellisRun(masquerade: boolean, events: number): Promise<TrellisR
     }
   }
 }
+
+/**
+ * After each run's flush: the kernel frees ~10,000 routes and objects in deferred work (RCU), which
+ * would otherwise land on whichever side runs next.
+ */
+const SETTLE_MS = 2000;
 
 const reference: number[] = [];
 const nexthopReference: number[] = [];
