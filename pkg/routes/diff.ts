@@ -59,10 +59,8 @@ export function isOwnedRoute(r: RouteInfo): boolean {
   if (r.protocol !== TRELLIS_ROUTE_PROTOCOL) return false;
   if (r.type === 'blackhole' || (r.gateway !== undefined && r.gateway !== '')) return true;
   // IPv6 reports every route at universe scope, so the prefix tells the interim route (a pod CIDR)
-  // from the datapath's host routes (/128).
-  if (r.family !== 6 || (r.type ?? 'unicast') !== 'unicast') return false;
-  const prefixLen = parseCidr(r.dst, { strict: false })?.prefixLen;
-  return prefixLen !== undefined && prefixLen < 128;
+  // from the datapath's host routes (/128); a dumped dst always carries its prefix length.
+  return r.family === 6 && (r.type ?? 'unicast') === 'unicast' && !r.dst.endsWith('/128');
 }
 
 function canonicalDst(r: RouteInfo): string {
