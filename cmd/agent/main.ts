@@ -19,6 +19,7 @@ import { needsTable, tableRules } from '../../pkg/agent/table-rules.ts';
 import { errorText } from '../../pkg/error-text.ts';
 import { createK8sClient, K8sError, K8sReason, loadKubeConfig } from '../../pkg/k8s/index.ts';
 import { MasqSyncer, NftRunner } from '../../pkg/masq/index.ts';
+import { NftSetWriter } from '../../pkg/netlink/index.ts';
 import {
   createNetlinkEvents,
   createNetnsPort,
@@ -146,7 +147,7 @@ async function main(argv: string[]): Promise<number> {
         mkdirSync(dir, { recursive: true, mode: 0o700 });
         return lockFile(join(dir, 'agent.lock'));
       },
-      masq: needsTable(tableRules(config, standalone)) ? new MasqSyncer(new NftRunner()) : undefined,
+      masq: needsTable(tableRules(config, standalone)) ? masqSyncer(log) : undefined,
       removeMasqLeftovers: () => new NftRunner().deleteTableIfPresent(),
       kube,
     },
@@ -212,3 +213,17 @@ main(process.argv.slice(2)).then(
     process.exit(usage === undefined ? 1 : 2);
   },
 );
+
+/** The table's syncer; Node events change set elements over netlink when the socket opens, else by nft. */
+function masqSyncer(log: ReturnType<typeof createLogger>): MasqSyncer {
+  let writer: NftSetWriter | undefined;
+  try {
+    writer = new NftSetWriter();
+  } catch (err) {
+    log.warn(
+      { error: errorText(err) },
+      'cannot open an nf_tables netlink socket: every masquerade change runs nft',
+    );
+  }
+  return new MasqSyncer(new NftRunner(), writer);
+}

@@ -44,7 +44,8 @@ export interface AgentPorts {
   lockStateDir(dir: string): { release(): void };
   /** The nftables table's syncer (masquerade, MSS clamp: table-rules.ts); undefined when none is needed. */
   masq:
-    | (Pick<MasqSyncer, 'sync' | 'invalidate'> & Partial<Pick<MasqSyncer, 'committedBy' | 'clampRefused'>>)
+    | (Pick<MasqSyncer, 'sync' | 'invalidate'> &
+        Partial<Pick<MasqSyncer, 'committedBy' | 'wroteElements' | 'clampRefused' | 'lastInPlaceError'>>)
     | undefined;
   /**
    * With no table needed (table-rules.ts): removes the table a run with one left behind (it would keep

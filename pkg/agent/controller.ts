@@ -28,8 +28,11 @@ export interface ControllerDeps {
   /** The nftables table's syncer (masquerade, MSS clamp); undefined when the node needs no table. */
   masq:
     | {
-        sync(opts: MasqOptions): Promise<'applied' | 'unchanged'>;
+        /** 'updated': set elements changed in place; 'applied': the table applied whole. */
+        sync(opts: MasqOptions): Promise<'applied' | 'updated' | 'unchanged'>;
         invalidate(): void;
+        /** Why the last in-place change of set elements was refused (the table was applied whole). */
+        readonly lastInPlaceError?: string | undefined;
         /** Why the kernel refused the MSS clamp (the rest of the table applied), or undefined. */
         readonly clampRefused?: string | undefined;
       }
@@ -346,10 +349,21 @@ export class NodeController {
         const self = deps.cluster.get(deps.nodeName);
         if (deps.masq === undefined || self === undefined || this.stopped) return;
         try {
+          const started = performance.now();
           const outcome = await deps.masq.sync(
             masqOptions(self, deps.cluster.list(), deps.noMasqueradeCIDRs, deps.tableRules),
           );
-          deps.log.debug({ masq: outcome }, 'masquerade set updated after a node change');
+          const fields = { masq: outcome, durationMs: round(performance.now() - started) };
+          const refused = deps.masq.lastInPlaceError;
+          if (outcome === 'applied' && refused !== undefined) {
+            // The table was not as last written: someone else's change the watch has not reported yet.
+            deps.log.info(
+              { ...fields, inPlaceError: refused },
+              'masquerade set could not be changed in place; applied the table whole',
+            );
+          } else {
+            deps.log.debug(fields, 'masquerade set updated after a node change');
+          }
           this.noteClamp();
         } catch (err) {
           deps.log.error({ error: errorText(err) }, 'masquerade rules could not be applied');
@@ -430,9 +444,9 @@ export class NodeController {
         self: toPeerNode(self),
         peers: nodes.map(toPeerNode),
       });
-      let masq: 'applied' | 'unchanged' | 'failed' | 'off' = 'off';
+      let masq: 'applied' | 'updated' | 'unchanged' | 'failed' | 'off' = 'off';
       if (deps.masq !== undefined) {
-        // One nft run at a time: a per-node step's may still be in flight.
+        // One change of the table at a time: a per-node step's may still be in flight.
         await this.masqRunning;
         try {
           masq = await deps.masq.sync(masqOptions(self, nodes, deps.noMasqueradeCIDRs, deps.tableRules));

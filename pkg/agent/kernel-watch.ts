@@ -72,7 +72,9 @@ export const WATCHED_LINKS: LinkEventInterest = { changes: ['delete'] };
 export interface KernelWatchDeps {
   events: NetlinkEventsPort;
   /** Undefined with masquerading off: the nftables table is then not watched. */
-  masq: (Pick<MasqSyncer, 'invalidate'> & Partial<Pick<MasqSyncer, 'committedBy'>>) | undefined;
+  masq:
+    | (Pick<MasqSyncer, 'invalidate'> & Partial<Pick<MasqSyncer, 'committedBy' | 'wroteElements'>>)
+    | undefined;
   /** A live route of ours was written through this nexthop object (the netlink handle's book). */
   routesNexthop(id: number): boolean;
   /** A deletion a per-node step made itself (RouteReconciler.isOwnDeletion): not someone else's. */
@@ -147,7 +149,10 @@ export function watchKernel(deps: KernelWatchDeps): Subscription[] {
 function watchMasqTable(deps: KernelWatchDeps, markSoon: () => void): Subscription | undefined {
   const { masq, events, log } = deps;
   if (masq === undefined || events.subscribeNftablesEvents === undefined) return undefined;
-  const watch = new MasqTableWatch({ ours: (portid) => masq.committedBy?.(portid) });
+  const watch = new MasqTableWatch({
+    ours: (portid) => masq.committedBy?.(portid),
+    ourElements: (portid) => masq.wroteElements?.(portid) === true,
+  });
   try {
     return events.subscribeNftablesEvents(
       (ev) => {

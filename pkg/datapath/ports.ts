@@ -321,6 +321,14 @@ export type RouteEvent =
 
 export type LinkEvent = { type: 'add' | 'delete'; link: LinkInfo } | { type: 'overflow' };
 
+/** Ranges [lo, hi] (inclusive) to take out of and put into one interval set of an inet table. */
+export interface IntervalSetChange {
+  set: string;
+  family: Family;
+  remove: readonly (readonly [bigint, bigint])[];
+  add: readonly (readonly [bigint, bigint])[];
+}
+
 export type NftObjectKind = 'table' | 'chain' | 'rule' | 'set' | 'element' | 'object' | 'flowtable';
 
 /**

@@ -108,9 +108,9 @@ export function validateNoMasqueradeCIDRs(cidrs: readonly string[]): void {
 }
 
 /** Set elements for an interval set: merged ranges, written as a prefix when they are one. */
-function elements(blocks: Cidr[], family: Family): string[] {
+function elements(ranges: readonly (readonly [bigint, bigint])[], family: Family): string[] {
   const bits = family === 4 ? 32 : 128;
-  return mergeRanges(blocks.filter((b) => b.family === family)).map(([lo, hi]) => {
+  return ranges.map(([lo, hi]) => {
     const size = hi - lo + 1n;
     const isPow2 = (size & (size - 1n)) === 0n;
     if (isPow2 && lo % size === 0n) {
@@ -121,13 +121,14 @@ function elements(blocks: Cidr[], family: Family): string[] {
   });
 }
 
-function setBlock(name: string, family: Family, elems: string[]): string[] {
+/** A set's block; without `elems`, its shape (what a change of elements alone leaves as it is). */
+function setBlock(set: MasqSet, elems: string[] | undefined): string[] {
   const lines = [
-    `\tset ${name} {`,
-    `\t\ttype ${family === 4 ? 'ipv4_addr' : 'ipv6_addr'}`,
+    `\tset ${set.name} {`,
+    `\t\ttype ${set.family === 4 ? 'ipv4_addr' : 'ipv6_addr'}`,
     '\t\tflags interval',
   ];
-  if (elems.length > 0) lines.push(`\t\telements = { ${elems.join(', ')} }`);
+  if (elems !== undefined && elems.length > 0) lines.push(`\t\telements = { ${elems.join(', ')} }`);
   lines.push('\t}');
   return lines;
 }
@@ -138,10 +139,26 @@ export function renderDeleteTable(tableName?: string): string {
   return `table inet ${t} {}\ndelete table inet ${t}\n`;
 }
 
+/** One interval set of the table and what it holds: merged, sorted, disjoint inclusive ranges. */
+export interface MasqSet {
+  name: string;
+  family: Family;
+  ranges: [bigint, bigint][];
+}
+
 export interface MasqPlan {
+  /** The table's name (validated). */
+  table: string;
   ruleset: string;
   /** The same table without the MSS clamp, when the ruleset has one (MasqSyncer's fallback). */
   withoutClamp?: string;
+  /**
+   * The ruleset and withoutClamp with every set left empty: two plans of equal shape differ in set
+   * elements only, which MasqSyncer can change in place.
+   */
+  shapes: { ruleset: string; withoutClamp?: string };
+  /** The table's sets with their elements. */
+  sets: MasqSet[];
   /** Entries of podCIDRs / clusterCIDRs (they come from Node objects) that were not valid and were left out. */
   skipped: SkippedCidr[];
 }
@@ -168,26 +185,49 @@ export function planMasq(opts: MasqOptions): MasqPlan {
     ...parseAll('noMasqueradeCIDRs', opts.noMasqueradeCIDRs, undefined, undefined),
   ];
 
-  const lines = [...renderDeleteTable(table).trimEnd().split('\n'), `table inet ${table} {`];
-  if (opts.masquerade !== false) lines.push(...masqueradeBlock(pods, keep));
+  const sets = opts.masquerade === false ? [] : masqueradeSets(pods, keep);
   const clamp = clampBlock(opts.clampMssInto ?? []);
-  const text = (extra: string[]): string => `${[...lines, ...extra, '}'].join('\n')}\n`;
-  return { ruleset: text(clamp), skipped, ...(clamp.length === 0 ? {} : { withoutClamp: text([]) }) };
+  const head = [...renderDeleteTable(table).trimEnd().split('\n'), `table inet ${table} {`];
+  const masq = opts.masquerade === false ? [] : masqueradeBlock(sets, true);
+  const masqShape = opts.masquerade === false ? [] : masqueradeBlock(sets, false);
+  const text = (block: string[], extra: string[]): string =>
+    `${[...head, ...block, ...extra, '}'].join('\n')}\n`;
+  return {
+    table,
+    ruleset: text(masq, clamp),
+    ...(clamp.length === 0 ? {} : { withoutClamp: text(masq, []) }),
+    shapes: {
+      ruleset: text(masqShape, clamp),
+      ...(clamp.length === 0 ? {} : { withoutClamp: text(masqShape, []) }),
+    },
+    sets,
+    skipped,
+  };
+}
+
+/** pods_vN (the sources) and nomasq_vN (destinations kept) for each family with pods here. */
+function masqueradeSets(pods: Cidr[], keep: Cidr[]): MasqSet[] {
+  const sets: MasqSet[] = [];
+  for (const family of [4, 6] as Family[]) {
+    const src = mergeRanges(pods.filter((b) => b.family === family));
+    if (src.length === 0) continue; // No pods of this family here: nothing to masquerade.
+    sets.push(
+      { name: `pods_v${family}`, family, ranges: src },
+      { name: `nomasq_v${family}`, family, ranges: mergeRanges(keep.filter((b) => b.family === family)) },
+    );
+  }
+  return sets;
 }
 
 /** The sets and the nat chain: one rule per family with pods here. */
-function masqueradeBlock(pods: Cidr[], keep: Cidr[]): string[] {
+function masqueradeBlock(sets: readonly MasqSet[], withElements: boolean): string[] {
   const lines: string[] = [];
   const rules: string[] = [];
-  for (const family of [4, 6] as Family[]) {
-    const src = elements(pods, family);
-    if (src.length === 0) continue; // No pods of this family here: nothing to masquerade.
-    const v = `v${family}`;
-    const ipKw = family === 4 ? 'ip' : 'ip6';
-    lines.push(
-      ...setBlock(`pods_${v}`, family, src),
-      ...setBlock(`nomasq_${v}`, family, elements(keep, family)),
-    );
+  for (const set of sets) {
+    lines.push(...setBlock(set, withElements ? elements(set.ranges, set.family) : undefined));
+    if (!set.name.startsWith('pods_')) continue;
+    const v = `v${set.family}`;
+    const ipKw = set.family === 4 ? 'ip' : 'ip6';
     rules.push(
       `\t\t${ipKw} saddr @pods_${v} ${ipKw} daddr != @nomasq_${v} counter masquerade comment "trellis: pods to outside the cluster"`,
     );

@@ -2,15 +2,35 @@
  * Keeps the agent's nftables table (masquerade, MSS clamp) equal to the rendered ruleset. The text is
  * deterministic, so an unchanged cluster renders the same bytes and the kernel is left alone; the first
  * pass after a restart applies once (harmless: the replacement is atomic).
+ *
+ * A Node added or deleted changes set elements only. With a SetElementWriter, such a change goes to
+ * the kernel as one netlink transaction of the ranges that differ from what the syncer last wrote
+ * (well under a millisecond) instead of an nft run rewriting the table (~30 ms of CPU at 5,000
+ * nodes, on the agent's two busiest cores). Whatever the in-place change meets that it did not
+ * expect (the table gone, an element missing) makes it fail whole, and the table is applied whole.
  */
 
+import type { IntervalSetChange } from '../datapath/ports.ts';
 import { errorText } from '../error-text.ts';
 import type { NftRunner } from './nft.ts';
-import { type MasqOptions, type MasqPlan, planMasq, type SkippedCidr } from './render.ts';
+import { type MasqOptions, type MasqPlan, type MasqSet, planMasq, type SkippedCidr } from './render.ts';
+import { diffSets, rangesMoved } from './set-diff.ts';
+
+/** Changes interval set elements in one transaction (pkg/netlink NftSetWriter). */
+export interface SetElementWriter {
+  /** The netlink port nf_tables notifications of its transactions carry. */
+  readonly port: number;
+  update(table: string, changes: readonly IntervalSetChange[]): Promise<void>;
+}
+
+/** More ranges than this to move and the table is applied whole: one transaction either way. */
+const MAX_RANGES_IN_PLACE = 1024;
 
 export class MasqSyncer {
   private readonly runner: Pick<NftRunner, 'apply'> & Partial<Pick<NftRunner, 'ran'>>;
-  private lastApplied: string | undefined;
+  private readonly elements: SetElementWriter | undefined;
+  /** What the kernel holds as far as the syncer knows: the text last applied, its shape and sets. */
+  private lastApplied: { text: string; shape: string; sets: readonly MasqSet[] } | undefined;
   private invalidations = 0;
   /** The last ruleset whose clamp the kernel refused, and why. */
   private refused: { ruleset: string; error: string } | undefined;
@@ -18,9 +38,20 @@ export class MasqSyncer {
   private lastPlan: { opts: MasqOptions; plan: MasqPlan } | undefined;
   /** Node-provided CIDRs the last sync left out as invalid (for the caller to log or report). */
   lastSkipped: SkippedCidr[] = [];
+  /** Why the last in-place change was refused (the table was then applied whole); undefined after one worked. */
+  lastInPlaceError: string | undefined;
 
-  constructor(runner: Pick<NftRunner, 'apply'> & Partial<Pick<NftRunner, 'ran'>>) {
+  constructor(
+    runner: Pick<NftRunner, 'apply'> & Partial<Pick<NftRunner, 'ran'>>,
+    elements?: SetElementWriter,
+  ) {
     this.runner = runner;
+    this.elements = elements;
+  }
+
+  /** Whether a transaction that changed only set elements was the element writer's (exact: ports are unique). */
+  wroteElements(portid: number): boolean {
+    return this.elements !== undefined && this.elements.port === portid;
   }
 
   /** Whether the process behind an nf_tables transaction was one of our nft runs; undefined: cannot tell. */
@@ -32,8 +63,11 @@ export class MasqSyncer {
     return this.runner.ran?.(portid);
   }
 
-  /** Renders (throws MasqConfigError on bad operator config) and applies when the text changed. */
-  async sync(opts: MasqOptions): Promise<'applied' | 'unchanged'> {
+  /**
+   * Renders (throws MasqConfigError on bad operator config) and brings the kernel to it: 'updated'
+   * when set elements were changed in place, 'applied' when the table was applied whole.
+   */
+  async sync(opts: MasqOptions): Promise<'applied' | 'updated' | 'unchanged'> {
     let plan = this.lastPlan?.plan;
     if (this.lastPlan === undefined || !sameOptions(this.lastPlan.opts, opts)) {
       plan = planMasq(opts);
@@ -47,12 +81,24 @@ export class MasqSyncer {
       };
       this.lastPlan = { opts: copy, plan };
     }
-    const { ruleset, skipped, withoutClamp } = plan!;
+    const { ruleset, skipped, withoutClamp, shapes, sets } = plan!;
     this.lastSkipped = skipped;
     // This very ruleset's clamp was refused: the table without it, until the ruleset changes.
-    let text = withoutClamp !== undefined && this.refused?.ruleset === ruleset ? withoutClamp : ruleset;
-    if (text === this.lastApplied) return 'unchanged';
+    const clampOff = withoutClamp !== undefined && this.refused?.ruleset === ruleset;
+    let text = clampOff ? withoutClamp : ruleset;
+    let shape = clampOff ? shapes.withoutClamp! : shapes.ruleset;
+    if (text === this.lastApplied?.text) return 'unchanged';
     const invalidations = this.invalidations;
+    const settled = (): void => {
+      // Someone changed the table meanwhile (invalidate()): what we wrote may already be gone, so
+      // the next sync applies again instead of calling it unchanged.
+      if (this.invalidations === invalidations) this.lastApplied = { text, shape, sets };
+    };
+    const changes = this.inPlaceChanges(shape, sets);
+    if (changes !== undefined && (await this.changeInPlace(plan!.table, changes))) {
+      settled();
+      return 'updated';
+    }
     try {
       await this.runner.apply(text);
     } catch (err) {
@@ -62,11 +108,31 @@ export class MasqSyncer {
       await this.runner.apply(withoutClamp);
       this.refused = { ruleset, error: errorText(err) };
       text = withoutClamp;
+      shape = shapes.withoutClamp!;
     }
-    // Someone changed the table while nft ran (invalidate() meanwhile): what it applied may already
-    // be gone, so the next sync applies again instead of calling it unchanged.
-    if (this.invalidations === invalidations) this.lastApplied = text;
+    settled();
     return 'applied';
+  }
+
+  /** The element changes from what was last written to `sets`; undefined when more than elements differ. */
+  private inPlaceChanges(shape: string, sets: readonly MasqSet[]): IntervalSetChange[] | undefined {
+    const last = this.lastApplied;
+    if (this.elements === undefined || last === undefined || last.shape !== shape) return undefined;
+    const changes = diffSets(last.sets, sets);
+    return changes === undefined || rangesMoved(changes) > MAX_RANGES_IN_PLACE ? undefined : changes;
+  }
+
+  /** True when the kernel took the changes (one transaction); false when it refused all of them. */
+  private async changeInPlace(table: string, changes: readonly IntervalSetChange[]): Promise<boolean> {
+    try {
+      await this.elements!.update(table, changes);
+      this.lastInPlaceError = undefined;
+      return true;
+    } catch (err) {
+      // The kernel's table is not what we last wrote (someone's change the watch has not reported yet).
+      this.lastInPlaceError = errorText(err);
+      return false;
+    }
   }
 
   /**

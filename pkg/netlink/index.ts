@@ -16,6 +16,7 @@ export type { SubscribeOptions } from './events.ts';
 export { subscribeLinkEvents, subscribeNftablesEvents, subscribeRouteEvents } from './events.ts';
 export type { ExtendedNetlinkHandle } from './handle.ts';
 export { type OpenNetlinkOptions, openNetlink } from './handle.ts';
+export { NftSetWriter } from './nft-set-writer.ts';
 export {
   createVethVia,
   deleteLinkVia,

@@ -151,6 +151,11 @@ export class RtnlSocket {
     if (!this.keepRef) this.raw.unref();
   }
 
+  /** The socket's netlink port id (the kernel names it in notifications of what this socket did). */
+  get port(): number {
+    return this.raw.address().port;
+  }
+
   /**
    * A non-dump request; resolves with any replies once the kernel ACKs it. At most MAX_INFLIGHT
    * are outstanding (the rest wait, in order), so callers firing thousands at once cannot overflow
@@ -263,6 +268,70 @@ export class RtnlSocket {
     };
     await Promise.all(Array.from({ length: LANES }, lane));
     return results;
+  }
+
+  /**
+   * One nfnetlink batch (an nf_tables transaction) in one datagram: begin, the requests (each
+   * ACKed), end. Resolves once every request is ACKed; rejects with the first error, and the kernel
+   * then committed none of them. begin and end ask for no ACK (kernels before 6.10 never send one),
+   * but an error answering either (the subsystem missing, a malformed batch) fails the whole batch:
+   * the kernel stopped there.
+   */
+  transaction(begin: Request, reqs: readonly Request[], end: Request): Promise<void> {
+    if (reqs.length === 0) return Promise.resolve();
+    return new Promise<void>((resolve, reject) => {
+      let left = reqs.length;
+      let failed: NetlinkError | undefined;
+      const guards: number[] = [];
+      const settle = (): void => {
+        for (const g of guards) this.finish(g, undefined);
+        if (failed === undefined) resolve();
+        else reject(failed);
+      };
+      const seqs: number[] = [];
+      const messages: EncodableMessage[] = [];
+      const add = (req: Request, flags: number, p: Pending): void => {
+        const seq = this.nextSeq();
+        this.register(seq, p);
+        seqs.push(seq);
+        messages.push({ type: req.type, flags: NLM_F.REQUEST | flags | req.flags, seq, body: req.body });
+      };
+      const guard = (req: Request): void => {
+        add(req, 0, {
+          op: req.op,
+          parts: [],
+          interrupted: false,
+          // No ACK comes for a guard; an error does, and nothing else of the batch will.
+          resolve: noop,
+          reject: (e: NetlinkError): void => {
+            failed ??= e;
+            for (const s of seqs) if (!guards.includes(s)) this.finish(s, e);
+          },
+        });
+        guards.push(seqs[seqs.length - 1]!);
+      };
+      guard(begin);
+      for (const req of reqs) {
+        add(req, NLM_F.ACK, {
+          op: req.op,
+          parts: [],
+          interrupted: false,
+          resolve: (): void => {
+            if (--left === 0) settle();
+          },
+          reject: (e: NetlinkError): void => {
+            failed ??= e;
+            if (--left === 0) settle();
+          },
+        });
+      }
+      guard(end);
+      this.send(
+        [encodeMessages(messages)],
+        seqs,
+        messages.map((_, i) => (i === 0 ? begin.op : i === messages.length - 1 ? end.op : reqs[i - 1]!.op)),
+      );
+    });
   }
 
   close(): void {

@@ -1,3 +1,4 @@
+import { spawnSync } from 'node:child_process';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { ip, nsSysctl } from '../../support/netns.ts';
 import { Testbed, testbedSkipReason } from '../../support/testbed/index.ts';
@@ -51,6 +52,31 @@ describe.skipIf(skip !== undefined)(skip === undefined ? title : `${title} (skip
   const fullPasses = (lines: Line[]): Line[] => lines.filter((l) => l.msg === 'reconciled');
   const stepsFor = (lines: Line[], name: string): Line[] =>
     lines.filter((l) => l.msg === 'reconciled node' && l.peer === name);
+  /** Whether agent n's masquerade table keeps pod addresses going to `cidr` (its network address). */
+  const keptFromMasq = (n: string, cidr: string): boolean => {
+    const [addr] = cidr.split('/');
+    const set = cidr.includes(':') ? 'nomasq_v6' : 'nomasq_v4';
+    const args = [
+      'netns',
+      'exec',
+      tb.node(n).ns,
+      'nft',
+      'get',
+      'element',
+      'inet',
+      'trellis',
+      set,
+      `{ ${addr} }`,
+    ];
+    return spawnSync('ip', args).status === 0;
+  };
+  /** The masquerade sync after per-node steps: set elements changed in place, never taken for tampering. */
+  const expectMasqInPlace = (lines: Line[]): void => {
+    const syncs = lines.filter((l) => l.msg === 'masquerade set updated after a node change');
+    expect(syncs.map((l) => l.masq)).toContain('updated');
+    expect(syncs.map((l) => l.masq)).not.toContain('applied');
+    expect(lines.filter((l) => String(l.msg).includes('changed by someone else'))).toEqual([]);
+  };
   const patch = (name: string, body: unknown) =>
     tb.api.call('PATCH', `/api/v1/nodes/${name}`, body, 'application/merge-patch+json');
 
@@ -66,9 +92,14 @@ describe.skipIf(skip !== undefined)(skip === undefined ? title : `${title} (skip
         () => hasRoute(tb, n, p.cidrs[0], p.v4) && hasRoute(tb, n, p.cidrs[1], p.v6),
       );
       await within(2000, `${n}: per-node log line`, () => stepsFor(since(mark, n), p.name).length > 0);
+      await within(2000, `${n}: ${p.name}'s pods kept from masquerade`, () =>
+        p.cidrs.every((c) => keptFromMasq(n, c)),
+      );
+      await sleep(300);
       const lines = since(mark, n);
       expect(stepsFor(lines, p.name)[0]).toMatchObject({ changed: ['added'], added: 2, removed: 0 });
       expect(fullPasses(lines)).toEqual([]);
+      expectMasqInPlace(lines);
     }
   });
 
@@ -109,26 +140,43 @@ describe.skipIf(skip !== undefined)(skip === undefined ? title : `${title} (skip
           !hasRoute(tb, n, p.cidrs[1]),
       );
       await within(2000, `${n}: per-node log line`, () => stepsFor(since(mark, n), p.name).length > 0);
+      await within(
+        2000,
+        `${n}: masquerade set moved with the pod CIDRs`,
+        () => next.every((c) => keptFromMasq(n, c)) && !p.cidrs.some((c) => keptFromMasq(n, c)),
+      );
       // Our own deletions come back as route notifications; they must not look like tampering.
       await sleep(300);
       const lines = since(mark, n);
       expect(stepsFor(lines, p.name)[0]).toMatchObject({ changed: ['podCIDRs'], added: 2, removed: 2 });
       expect(fullPasses(lines)).toEqual([]);
+      expectMasqInPlace(lines);
     }
   });
 
-  /** Deletes the Node; on every agent its routes go (`gone`) through one per-node step, no full pass. */
-  async function deleteThroughStep(name: string, gone: (agent: string) => boolean): Promise<void> {
+  /**
+   * Deletes the Node; on every agent its routes go (`gone`) through one per-node step, no full pass,
+   * and its pod CIDRs (`cidrs`) leave the masquerade set.
+   */
+  async function deleteThroughStep(
+    name: string,
+    gone: (agent: string) => boolean,
+    cidrs: readonly string[],
+  ): Promise<void> {
     const mark = marks();
     await tb.api.deleteNode(name);
     for (const n of AGENTS) {
       await within(5000, `${n}: routes to ${name} removed`, () => gone(n));
       await within(2000, `${n}: per-node log line`, () => stepsFor(since(mark, n), name).length > 0);
+      await within(2000, `${n}: ${name}'s pod CIDRs out of the masquerade set`, () =>
+        cidrs.every((c) => !keptFromMasq(n, c)),
+      );
       // Our own deletions come back as route notifications; they must not look like tampering.
       await sleep(300);
       const lines = since(mark, n);
       expect(stepsFor(lines, name)[0]).toMatchObject({ changed: ['deleted'], added: 0, removed: 2 });
       expect(fullPasses(lines)).toEqual([]);
+      expectMasqInPlace(lines);
     }
   }
 
@@ -137,6 +185,7 @@ describe.skipIf(skip !== undefined)(skip === undefined ? title : `${title} (skip
       p.name,
       (n) =>
         tb.routes(n, 4).every((r) => r.gateway !== p.v4) && tb.routes(n, 6).every((r) => r.gateway !== p.v6),
+      ['10.244.121.0/24', 'fd00:10:244:79::/64'], // its pod CIDRs since the test before
     );
   });
 
@@ -153,7 +202,11 @@ describe.skipIf(skip !== undefined)(skip === undefined ? title : `${title} (skip
     for (const n of AGENTS) nsSysctl(tb.node(n).ns, 'net.ipv4.nexthop_compat_mode', '0');
     try {
       // Without gateways in `ip route` now: by prefix.
-      await deleteThroughStep(q.name, (n) => !hasRoute(tb, n, q.cidrs[0]) && !hasRoute(tb, n, q.cidrs[1]));
+      await deleteThroughStep(
+        q.name,
+        (n) => !hasRoute(tb, n, q.cidrs[0]) && !hasRoute(tb, n, q.cidrs[1]),
+        q.cidrs,
+      );
     } finally {
       for (const n of AGENTS) nsSysctl(tb.node(n).ns, 'net.ipv4.nexthop_compat_mode', '1');
     }

@@ -1,7 +1,8 @@
 import { describe, expect, it } from 'vitest';
+import type { IntervalSetChange } from '../../../pkg/datapath/ports.ts';
 import type { MasqOptions } from '../../../pkg/masq/render.ts';
 import { renderMasqRuleset } from '../../../pkg/masq/render.ts';
-import { MasqSyncer } from '../../../pkg/masq/sync.ts';
+import { MasqSyncer, type SetElementWriter } from '../../../pkg/masq/sync.ts';
 
 function syncer(): { s: MasqSyncer; applied: string[] } {
   const applied: string[] = [];
@@ -123,5 +124,116 @@ describe('MasqSyncer', () => {
     await expect(s.sync({ ...opts(), podCIDRs: null as unknown as MasqOptions['podCIDRs'] })).rejects.toThrow(
       /podCIDRs/,
     );
+  });
+
+  describe('with an element writer', () => {
+    const v4 = (a: string): bigint => a.split('.').reduce((n, o) => (n << 8n) | BigInt(o), 0n);
+    /** The writer's calls; `fail` makes the next one throw as the kernel would. */
+    function withWriter(): {
+      s: MasqSyncer;
+      applied: string[];
+      updates: IntervalSetChange[][];
+      fail: { next?: Error };
+    } {
+      const applied: string[] = [];
+      const updates: IntervalSetChange[][] = [];
+      const fail: { next?: Error } = {};
+      const writer: SetElementWriter = {
+        port: 99,
+        update: async (table, changes) => {
+          expect(table).toBe('trellis');
+          const err = fail.next;
+          delete fail.next;
+          if (err !== undefined) throw err;
+          updates.push([...changes]);
+        },
+      };
+      const s = new MasqSyncer(
+        {
+          apply: async (text: string) => {
+            applied.push(text);
+          },
+        },
+        writer,
+      );
+      return { s, applied, updates, fail };
+    }
+    const grown = (): MasqOptions => ({ ...opts(), clusterCIDRs: [...opts().clusterCIDRs, '10.244.2.0/24'] });
+
+    it('moves only the ranges that changed once the table was applied whole, in one transaction', async () => {
+      const { s, applied, updates } = withWriter();
+      expect(await s.sync(opts())).toBe('applied');
+      // A Node added next to the others: the merged range grows, removed and added whole.
+      expect(await s.sync(grown())).toBe('updated');
+      // A Node far away: a range of its own.
+      expect(await s.sync({ ...grown(), clusterCIDRs: [...grown().clusterCIDRs, '10.250.0.0/24'] })).toBe(
+        'updated',
+      );
+      // Deleted again.
+      expect(await s.sync(grown())).toBe('updated');
+      expect(await s.sync(grown())).toBe('unchanged');
+      expect(applied).toHaveLength(1);
+      expect(updates).toEqual([
+        [
+          {
+            set: 'nomasq_v4',
+            family: 4,
+            remove: [[v4('10.244.0.0'), v4('10.244.1.255')]],
+            add: [[v4('10.244.0.0'), v4('10.244.2.255')]],
+          },
+        ],
+        [{ set: 'nomasq_v4', family: 4, remove: [], add: [[v4('10.250.0.0'), v4('10.250.0.255')]] }],
+        [{ set: 'nomasq_v4', family: 4, remove: [[v4('10.250.0.0'), v4('10.250.0.255')]], add: [] }],
+      ]);
+      expect(s.wroteElements(99)).toBe(true);
+      expect(s.wroteElements(98)).toBe(false);
+    });
+
+    it('applies the table whole when its shape changed, after invalidate, and when the kernel refuses', async () => {
+      const { s, applied, updates, fail } = withWriter();
+      await s.sync(opts());
+      // IPv6 pods too: new sets and a rule, not an element change.
+      const dual: MasqOptions = { ...opts(), podCIDRs: { v4: ['10.244.0.0/24'], v6: ['fd00::/64'] } };
+      expect(await s.sync(dual)).toBe('applied');
+      s.invalidate();
+      expect(await s.sync({ ...dual, clusterCIDRs: [...dual.clusterCIDRs, '10.244.2.0/24'] })).toBe(
+        'applied',
+      );
+      // The table is not what was written last (someone deleted an element): ENOENT, then whole.
+      fail.next = new Error('NFT_MSG_DELSETELEM inet trellis nomasq_v4 (1 ranges): ENOENT');
+      expect(await s.sync(dual)).toBe('applied');
+      expect(s.lastInPlaceError).toMatch(/ENOENT/);
+      expect(await s.sync({ ...dual, noMasqueradeCIDRs: ['192.0.2.0/24'] })).toBe('updated');
+      expect(s.lastInPlaceError).toBeUndefined();
+      expect(applied).toEqual([
+        renderMasqRuleset(opts()),
+        renderMasqRuleset(dual),
+        renderMasqRuleset({ ...dual, clusterCIDRs: [...dual.clusterCIDRs, '10.244.2.0/24'] }),
+        renderMasqRuleset(dual),
+      ]);
+      expect(updates).toHaveLength(1);
+    });
+
+    it('applies the table whole when more than 1,024 ranges move', async () => {
+      const { s, applied, updates } = withWriter();
+      await s.sync(opts());
+      const sparse = Array.from({ length: 1100 }, (_, i) => `10.${100 + (i >> 7)}.${(i & 127) * 2}.0/24`);
+      expect(await s.sync({ ...opts(), clusterCIDRs: [...opts().clusterCIDRs, ...sparse] })).toBe('applied');
+      expect(await s.sync({ ...opts(), clusterCIDRs: [...opts().clusterCIDRs, ...sparse.slice(1)] })).toBe(
+        'updated',
+      );
+      expect(applied).toHaveLength(2);
+      expect(updates).toHaveLength(1);
+    });
+
+    it('an invalidate while the writer runs is not lost', async () => {
+      const { s, applied } = withWriter();
+      await s.sync(opts());
+      const pending = s.sync(grown());
+      s.invalidate();
+      expect(await pending).toBe('updated');
+      expect(await s.sync(grown())).toBe('applied');
+      expect(applied).toHaveLength(2);
+    });
   });
 });

@@ -7,7 +7,7 @@ const THEIRS = 777;
 
 const change = (
   c: 'new' | 'del',
-  object: 'table' | 'rule',
+  object: 'table' | 'rule' | 'element',
   opts: { table?: string; family?: number; portid?: number } = {},
 ): NftablesEvent => ({
   type: 'change',
@@ -79,6 +79,32 @@ describe('MasqTableWatch', () => {
     expect(
       verdicts(new MasqTableWatch({ table: 'mine' }), [change('del', 'table', { table: 'mine' }), gen()]),
     ).toEqual([true]);
+  });
+
+  it("takes set element changes for ours only when they alone came from the element writer's port", () => {
+    const WRITER = 0x80001234;
+    const w = new MasqTableWatch({ ours: (portid) => portid === OURS, ourElements: (p) => p === WRITER });
+    expect(
+      verdicts(w, [
+        // A Node added: the writer moved a range of nomasq_v4.
+        change('del', 'element', { portid: WRITER }),
+        change('new', 'element', { portid: WRITER }),
+        gen(WRITER),
+        // `nft add element inet trellis nomasq_v4 { ... }` by hand.
+        change('new', 'element', { portid: THEIRS }),
+        gen(THEIRS),
+        // The same change by one of our nft runs: ours only when it re-creates the table.
+        change('new', 'element', { portid: OURS }),
+        gen(OURS),
+        // Anything beyond elements from the writer's port is not what the writer does.
+        change('new', 'element', { portid: WRITER }),
+        change('del', 'rule', { portid: WRITER }),
+        gen(WRITER),
+        // The next element-only transaction is judged afresh.
+        change('new', 'element', { portid: WRITER }),
+        gen(WRITER),
+      ]),
+    ).toEqual([false, true, true, true, false]);
   });
 
   it('reset forgets a transaction whose notifications were partly lost', () => {
