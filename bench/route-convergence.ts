@@ -339,7 +339,7 @@ try {
   }
   if (!opts['no-masq-rep']) {
     masqReference = await referenceRun();
-    const r = await trellisRun(true, Math.min(EVENTS, 20));
+    const r = await trellisRun(true, EVENTS);
     runs.push(r);
     process.stderr.write(`masquerade rep: trellis ${round(r.fromListEndMs)} ms from list end\n`);
   }
@@ -370,6 +370,14 @@ function splitSummary(splits: readonly EventSplit[]) {
     monitor: part((s) => s.monitorMs),
   };
 }
+function latencySummary(ms: readonly number[]) {
+  return {
+    samples: ms.length,
+    p50Ms: round(median(ms)),
+    p99Ms: round(pct(ms, 99)),
+    maxMs: round(Math.max(...ms)),
+  };
+}
 const refMs = median(reference);
 const summary = {
   peers: NODES - 1,
@@ -396,6 +404,9 @@ const summary = {
     p99Ms: round(pct(dels, 99)),
     maxMs: round(Math.max(...dels)),
   },
+  // As deployed: the masquerade set follows each Node event too.
+  masqueradeNodeAdd: masq === undefined ? null : latencySummary(masq.addLatency),
+  masqueradeNodeDel: masq === undefined ? null : latencySummary(masq.delLatency),
   agentStep: {
     samples: steps.length,
     p50Ms: round(median(steps)),
@@ -427,6 +438,12 @@ process.stdout.write(
       [
         `node deleted -> route gone, p50 / p99 ms (${dels.length})`,
         `${summary.nodeDel.p50Ms} / ${summary.nodeDel.p99Ms}`,
+      ],
+      [
+        `  with masquerade: added / deleted, p50 / p99 ms (${summary.masqueradeNodeAdd?.samples ?? 0} each)`,
+        summary.masqueradeNodeAdd === null || summary.masqueradeNodeDel === null
+          ? 'not run'
+          : `${summary.masqueradeNodeAdd.p50Ms} / ${summary.masqueradeNodeAdd.p99Ms}; ${summary.masqueradeNodeDel.p50Ms} / ${summary.masqueradeNodeDel.p99Ms}`,
       ],
       [
         `  added: the agent's share (queued + step, its log), p50 / p99 ms (${steps.length})`,

@@ -614,15 +614,17 @@ export function masqOptions(
   noMasqueradeCIDRs: readonly string[],
   rules: TableRules = { masquerade: true, clampMssInto: [] },
 ): MasqOptions {
-  const cluster = new Set<string>();
-  for (const n of nodes) for (const c of n.podCIDRs) cluster.add(c);
-  for (const c of self.podCIDRs) cluster.add(c);
+  // Unsorted and not deduplicated: the planner merges the ranges (duplicates included), and an order
+  // that stays the same from one Node event to the next lets the syncer see an unchanged list cheaply.
+  const cluster: string[] = [];
+  for (const n of nodes) for (const c of n.podCIDRs) cluster.push(c);
+  for (const c of self.podCIDRs) cluster.push(c);
   return {
     podCIDRs: {
       v4: self.podCIDRs.filter((c) => familyOfText(c) === 4),
       v6: self.podCIDRs.filter((c) => familyOfText(c) === 6),
     },
-    clusterCIDRs: [...cluster].sort(),
+    clusterCIDRs: cluster,
     noMasqueradeCIDRs: [...noMasqueradeCIDRs],
     masquerade: rules.masquerade,
     clampMssInto: [...rules.clampMssInto],
