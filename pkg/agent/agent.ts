@@ -45,7 +45,12 @@ export interface AgentPorts {
   /** The nftables table's syncer (masquerade, MSS clamp: table-rules.ts); undefined when none is needed. */
   masq:
     | (Pick<MasqSyncer, 'sync' | 'invalidate'> &
-        Partial<Pick<MasqSyncer, 'committedBy' | 'wroteElements' | 'clampRefused' | 'lastInPlaceError'>>)
+        Partial<
+          Pick<
+            MasqSyncer,
+            'changeCluster' | 'committedBy' | 'wroteElements' | 'clampRefused' | 'lastInPlaceError'
+          >
+        >)
     | undefined;
   /**
    * With no table needed (table-rules.ts): removes the table a run with one left behind (it would keep

@@ -10,6 +10,7 @@ import type { PeerNode } from '../routes/types.ts';
 import { vtepMacsFromAnnotations } from '../vxlan/annotations.ts';
 import { VTEP_MAC_ANNOTATIONS } from '../vxlan/constants.ts';
 import type { ClusterNode, ClusterView } from './cluster.ts';
+import { MasqGiven } from './masq-given.ts';
 import type { TableRules } from './table-rules.ts';
 
 export interface ControllerDeps {
@@ -30,6 +31,11 @@ export interface ControllerDeps {
     | {
         /** 'updated': set elements changed in place; 'applied': the table applied whole. */
         sync(opts: MasqOptions): Promise<'applied' | 'updated' | 'unchanged'>;
+        /** Cluster pod CIDRs that left and joined since the last sync; 'unsupported': sync whole. */
+        changeCluster?(
+          removed: readonly string[],
+          added: readonly string[],
+        ): Promise<'updated' | 'unchanged' | 'unsupported'>;
         invalidate(): void;
         /** Why the last in-place change of set elements was refused (the table was applied whole). */
         readonly lastInPlaceError?: string | undefined;
@@ -110,6 +116,8 @@ export class NodeController {
   /** The masquerade sync started by per-node steps, while it runs. */
   private masqRunning: Promise<void> | undefined;
   private masqAgain = false;
+  /** What each Node gave the masquerade sets, for per-node changes of them. */
+  private readonly masqGiven = new MasqGiven();
   /** The clamp refusal last logged (noteClamp), so a lasting one is said once. */
   private clampRefusal: string | undefined;
   /** Per-node steps not yet handed to onPass (flushNodePasses). */
@@ -258,7 +266,10 @@ export class NodeController {
     // for long, but nft is a process spawn, so it runs beside the next steps, coalesced (masqSoon). A
     // failure there runs a full pass.
     const masq = deps.masq === undefined ? 'off' : step.cidrsChanged ? 'scheduled' : 'unchanged';
-    if (masq === 'scheduled') this.masqSoon();
+    if (masq === 'scheduled') {
+      this.masqGiven.markChanged(name);
+      this.masqSoon();
+    }
     const durationMs = round(performance.now() - started);
     const r = step.result;
     deps.log.info(
@@ -350,9 +361,7 @@ export class NodeController {
         if (deps.masq === undefined || self === undefined || this.stopped) return;
         try {
           const started = performance.now();
-          const outcome = await deps.masq.sync(
-            masqOptions(self, deps.cluster.list(), deps.noMasqueradeCIDRs, deps.tableRules),
-          );
+          const outcome = await this.masqByNode(deps.masq);
           const fields = { masq: outcome, durationMs: round(performance.now() - started) };
           const refused = deps.masq.lastInPlaceError;
           if (outcome === 'applied' && refused !== undefined) {
@@ -376,6 +385,31 @@ export class NodeController {
     this.masqRunning = run().finally(() => {
       this.masqRunning = undefined;
     });
+  }
+
+  /**
+   * The masquerade sets after per-node steps: only what the changed Nodes added and took away when
+   * the syncer can do that (O(change), not O(cluster)), else a whole sync from the cache.
+   */
+  private async masqByNode(
+    masq: NonNullable<ControllerDeps['masq']>,
+  ): Promise<'applied' | 'updated' | 'unchanged'> {
+    const { deps } = this;
+    const delta =
+      masq.changeCluster === undefined
+        ? undefined
+        : this.masqGiven.take((n) => deps.cluster.get(n), deps.nodeName);
+    if (delta !== undefined) {
+      const outcome = await masq.changeCluster!(delta.removed, delta.added);
+      if (outcome !== 'unsupported') return outcome;
+    }
+    const nodes = deps.cluster.list();
+    this.masqGiven.reset(undefined);
+    const outcome = await masq.sync(
+      masqOptions(deps.cluster.get(deps.nodeName)!, nodes, deps.noMasqueradeCIDRs, deps.tableRules),
+    );
+    this.masqGiven.reset(nodes);
+    return outcome;
   }
 
   /** Logs a refusal of the MSS clamp when it starts or changes, and its end. */
@@ -448,8 +482,10 @@ export class NodeController {
       if (deps.masq !== undefined) {
         // One change of the table at a time: a per-node step's may still be in flight.
         await this.masqRunning;
+        this.masqGiven.reset(undefined);
         try {
           masq = await deps.masq.sync(masqOptions(self, nodes, deps.noMasqueradeCIDRs, deps.tableRules));
+          this.masqGiven.reset(nodes);
           this.noteClamp();
         } catch (err) {
           // Masquerade matters for egress only; pods and routes keep working, the next pass retries.

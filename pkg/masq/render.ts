@@ -159,6 +159,8 @@ export interface MasqPlan {
   shapes: { ruleset: string; withoutClamp?: string };
   /** The table's sets with their elements. */
   sets: MasqSet[];
+  /** The blocks the nomasq sets merge (our pod CIDRs, the cluster's, the no-masquerade CIDRs), parsed. */
+  nomasqBlocks: Cidr[];
   /** Entries of podCIDRs / clusterCIDRs (they come from Node objects) that were not valid and were left out. */
   skipped: SkippedCidr[];
 }
@@ -201,6 +203,7 @@ export function planMasq(opts: MasqOptions): MasqPlan {
       ...(clamp.length === 0 ? {} : { withoutClamp: text(masqShape, []) }),
     },
     sets,
+    nomasqBlocks: keep,
     skipped,
   };
 }

@@ -12,6 +12,7 @@
 
 import type { IntervalSetChange } from '../datapath/ports.ts';
 import { errorText } from '../error-text.ts';
+import { ClusterSets } from './cluster-sets.ts';
 import type { NftRunner } from './nft.ts';
 import { type MasqOptions, type MasqPlan, type MasqSet, planMasq, type SkippedCidr } from './render.ts';
 import { diffSets, rangesMoved } from './set-diff.ts';
@@ -29,8 +30,16 @@ const MAX_RANGES_IN_PLACE = 1024;
 export class MasqSyncer {
   private readonly runner: Pick<NftRunner, 'apply'> & Partial<Pick<NftRunner, 'ran'>>;
   private readonly elements: SetElementWriter | undefined;
-  /** What the kernel holds as far as the syncer knows: the text last applied, its shape and sets. */
-  private lastApplied: { text: string; shape: string; sets: readonly MasqSet[] } | undefined;
+  /**
+   * What the kernel holds as far as the syncer knows: the text last applied (undefined after a
+   * changeCluster, which renders none), its shape and sets.
+   */
+  private lastApplied: { text: string | undefined; shape: string; sets: readonly MasqSet[] } | undefined;
+  /**
+   * The nomasq sets the kernel holds as unions of blocks, for changeCluster; `from` is the plan they
+   * were built from, undefined once changeCluster moved them on. Kept only with an element writer.
+   */
+  private cluster: { sets: ClusterSets; from: MasqPlan | undefined } | undefined;
   private invalidations = 0;
   /** The last ruleset whose clamp the kernel refused, and why. */
   private refused: { ruleset: string; error: string } | undefined;
@@ -83,6 +92,14 @@ export class MasqSyncer {
     }
     const { ruleset, skipped, withoutClamp, shapes, sets } = plan!;
     this.lastSkipped = skipped;
+    const last = this.lastApplied;
+    if (last !== undefined && this.cluster !== undefined && this.cluster.from === undefined) {
+      // changeCluster moved the kernel's nomasq sets on since the last sync: compare with them.
+      this.lastApplied = { ...last, sets: this.cluster.sets.current(last.sets) };
+    }
+    if (this.elements !== undefined && this.cluster?.from !== plan) {
+      this.cluster = { sets: ClusterSets.fromPlan(plan!), from: plan };
+    }
     // This very ruleset's clamp was refused: the table without it, until the ruleset changes.
     const clampOff = withoutClamp !== undefined && this.refused?.ruleset === ruleset;
     let text = clampOff ? withoutClamp : ruleset;
@@ -95,6 +112,11 @@ export class MasqSyncer {
       if (this.invalidations === invalidations) this.lastApplied = { text, shape, sets };
     };
     const changes = this.inPlaceChanges(shape, sets);
+    if (changes?.length === 0) {
+      // The sets changeCluster left are what this plan has.
+      settled();
+      return 'unchanged';
+    }
     if (changes !== undefined && (await this.changeInPlace(plan!.table, changes))) {
       settled();
       return 'updated';
@@ -112,6 +134,38 @@ export class MasqSyncer {
     }
     settled();
     return 'applied';
+  }
+
+  /**
+   * Cluster pod CIDRs that left and joined since the last sync (a Node added, deleted, or given other
+   * pod CIDRs; strings as the Nodes hold them): the nomasq sets are changed in place, in steps of the
+   * change's size, not the cluster's. 'unsupported' when the syncer cannot (no element writer, no
+   * table written yet, or the last change was refused): the caller then syncs whole. A refusal
+   * (someone changed the table) also answers 'unsupported', after forgetting what it knew.
+   */
+  async changeCluster(
+    removed: readonly string[],
+    added: readonly string[],
+  ): Promise<'updated' | 'unchanged' | 'unsupported'> {
+    const { lastApplied, cluster, lastPlan } = this;
+    if (
+      this.elements === undefined ||
+      lastApplied === undefined ||
+      cluster === undefined ||
+      lastPlan === undefined
+    ) {
+      return 'unsupported';
+    }
+    const changes = cluster.sets.change(removed, added);
+    // The unions moved on from the plan; the kernel follows below, or everything is forgotten.
+    cluster.from = undefined;
+    if (changes.length === 0) return 'unchanged';
+    lastApplied.text = undefined;
+    // (An invalidate() while it runs drops lastApplied and the unions: the next sync is whole.)
+    if (await this.changeInPlace(lastPlan.plan.table, changes)) return 'updated';
+    this.lastApplied = undefined;
+    this.cluster = undefined;
+    return 'unsupported';
   }
 
   /** The element changes from what was last written to `sets`; undefined when more than elements differ. */
@@ -150,6 +204,7 @@ export class MasqSyncer {
    */
   invalidate(): void {
     this.lastApplied = undefined;
+    this.cluster = undefined;
     this.refused = undefined;
     this.invalidations++;
   }

@@ -354,7 +354,11 @@ describe('NodeController', () => {
 /** A controller whose reconciler supports per-node steps; the full pass can be held open with `gate`. */
 function perNodeSetup(
   answer: (name: string) => PeerStepOutcome['kind'] = () => 'applied',
-  opts: { problems?: Problem[]; log?: pino.Logger } = {},
+  opts: {
+    problems?: Problem[];
+    log?: pino.Logger;
+    changeCluster?: (removed: readonly string[], added: readonly string[]) => 'updated' | 'unsupported';
+  } = {},
 ) {
   const cluster = new FakeCluster();
   cluster.synced = true;
@@ -363,6 +367,7 @@ function perNodeSetup(
   const full: ReconcileInput[] = [];
   const steps: { name: string; peer: PeerNode | undefined }[] = [];
   const masq: MasqOptions[] = [];
+  const deltas: { removed: string[]; added: string[] }[] = [];
   const passes: PassOutcome[] = [];
   let gate: Promise<void> | undefined;
   const controller = new NodeController({
@@ -396,6 +401,14 @@ function perNodeSetup(
         masq.push(opts);
         return 'applied';
       },
+      ...(opts.changeCluster === undefined
+        ? {}
+        : {
+            changeCluster: async (removed: readonly string[], added: readonly string[]) => {
+              deltas.push({ removed: [...removed], added: [...added] });
+              return opts.changeCluster!(removed, added);
+            },
+          }),
       invalidate: () => {},
     },
     noMasqueradeCIDRs: [],
@@ -421,7 +434,7 @@ function perNodeSetup(
     abort.abort();
     await controller.done;
   };
-  return { cluster, controller, full, steps, masq, passes, hold, stop };
+  return { cluster, controller, full, steps, masq, deltas, passes, hold, stop };
 }
 
 async function until(what: string, pred: () => boolean): Promise<void> {
@@ -432,6 +445,48 @@ async function until(what: string, pred: () => boolean): Promise<void> {
 const settle = (): Promise<void> => new Promise((r) => setTimeout(r, 20));
 
 describe('NodeController per-node steps', () => {
+  it("hands the masquerade syncer only what the changed nodes added and took, and syncs whole when it can't", async () => {
+    let answer: 'updated' | 'unsupported' = 'updated';
+    const t = perNodeSetup(undefined, { changeCluster: () => answer });
+    await until('first full pass', () => t.full.length === 1 && t.masq.length === 1);
+    t.cluster.nodes.set('n3', {
+      name: 'n3',
+      podCIDRs: ['10.244.3.0/24', 'fd00:3::/64'],
+      internalIPs: ['10.0.0.3'],
+    });
+    t.controller.enqueue('n3');
+    await until('delta', () => t.deltas.length === 1);
+    expect(t.deltas[0]).toEqual({ removed: [], added: ['10.244.3.0/24', 'fd00:3::/64'] });
+    // Other pod CIDRs, then deleted.
+    t.cluster.nodes.set('n3', {
+      name: 'n3',
+      podCIDRs: ['10.244.4.0/24', 'fd00:3::/64'],
+      internalIPs: ['10.0.0.3'],
+    });
+    t.controller.enqueue('n3');
+    await until('delta', () => t.deltas.length === 2);
+    expect(t.deltas[1]).toEqual({ removed: ['10.244.3.0/24'], added: ['10.244.4.0/24'] });
+    t.cluster.nodes.delete('n3');
+    t.controller.enqueue('n3');
+    await until('delta', () => t.deltas.length === 3);
+    expect(t.deltas[2]).toEqual({ removed: ['10.244.4.0/24', 'fd00:3::/64'], added: [] });
+    expect(t.masq).toHaveLength(1);
+    // The syncer cannot (its change was refused): the whole cluster, from the cache.
+    answer = 'unsupported';
+    t.cluster.nodes.set('n5', { name: 'n5', podCIDRs: ['10.244.5.0/24'], internalIPs: ['10.0.0.5'] });
+    t.controller.enqueue('n5');
+    await until('whole sync', () => t.masq.length === 2);
+    expect(t.masq[1]!.clusterCIDRs).toContain('10.244.5.0/24');
+    // And from there on deltas again, against what that sync gave.
+    answer = 'updated';
+    t.cluster.nodes.delete('n5');
+    t.controller.enqueue('n5');
+    await until('delta', () => t.deltas.length === 5);
+    expect(t.deltas[4]).toEqual({ removed: ['10.244.5.0/24'], added: [] });
+    expect(t.full).toHaveLength(1);
+    await t.stop();
+  });
+
   it('says at once, at warn, why a node the step could not route was skipped', async () => {
     const { log, lines } = capturingLogger();
     const problem = 'no InternalIP of the family of pod CIDR 10.244.3.0/24; skipped';

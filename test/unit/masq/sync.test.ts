@@ -235,5 +235,46 @@ describe('MasqSyncer', () => {
       expect(await s.sync(grown())).toBe('applied');
       expect(applied).toHaveLength(2);
     });
+
+    it('changeCluster moves only what a Node event changed, and a whole sync of the same cluster then writes nothing', async () => {
+      const { s, applied, updates, fail } = withWriter();
+      expect(await s.changeCluster([], ['10.244.2.0/24'])).toBe('unsupported'); // nothing written yet
+      await s.sync(opts());
+      expect(await s.changeCluster([], ['10.244.2.0/24', '10.250.0.0/24'])).toBe('updated');
+      expect(updates.at(-1)).toEqual([
+        {
+          set: 'nomasq_v4',
+          family: 4,
+          remove: [[v4('10.244.0.0'), v4('10.244.1.255')]],
+          add: [
+            [v4('10.244.0.0'), v4('10.244.2.255')],
+            [v4('10.250.0.0'), v4('10.250.0.255')],
+          ],
+        },
+      ]);
+      // A CIDR that came and went at once, text that is no CIDR, an IPv6 block without IPv6 pods here.
+      expect(await s.changeCluster(['10.244.2.0/24'], ['10.244.2.0/24', 'junk', 'fd00::/64'])).toBe(
+        'unchanged',
+      );
+      expect(updates).toHaveLength(1);
+      // The full pass after: the cluster the events built, nothing left to write.
+      const now = { ...opts(), clusterCIDRs: [...opts().clusterCIDRs, '10.250.0.0/24', '10.244.2.0/24'] };
+      expect(await s.sync(now)).toBe('unchanged');
+      expect(applied).toHaveLength(1);
+      expect(updates).toHaveLength(1);
+      // Refused (someone took the element away): forgotten, the next sync is whole.
+      fail.next = new Error('NFT_MSG_DELSETELEM inet trellis nomasq_v4 (1 ranges): ENOENT');
+      expect(await s.changeCluster(['10.250.0.0/24'], [])).toBe('unsupported');
+      expect(await s.changeCluster(['10.250.0.0/24'], [])).toBe('unsupported');
+      expect(await s.sync(grown())).toBe('applied');
+      expect(applied.at(-1)).toBe(renderMasqRuleset(grown()));
+      expect(await s.changeCluster([], ['10.250.0.0/24'])).toBe('updated');
+    });
+
+    it('without an element writer, changeCluster leaves it to a whole sync', async () => {
+      const { s } = syncer();
+      await s.sync(opts());
+      expect(await s.changeCluster([], ['10.244.2.0/24'])).toBe('unsupported');
+    });
   });
 });
