@@ -271,6 +271,32 @@ describe('MasqSyncer', () => {
       expect(await s.changeCluster([], ['10.250.0.0/24'])).toBe('updated');
     });
 
+    it('after a resync (invalidate) the next Node event is measured against the plan applied whole', async () => {
+      const { s, applied, updates } = withWriter();
+      await s.sync(opts());
+      s.invalidate();
+      expect(await s.changeCluster([], ['10.244.2.0/24'])).toBe('unsupported'); // the kernel is unknown
+      expect(await s.sync(opts())).toBe('applied');
+      expect(await s.changeCluster([], ['10.250.0.0/24'])).toBe('updated');
+      expect(updates.at(-1)).toEqual([
+        { set: 'nomasq_v4', family: 4, remove: [], add: [[v4('10.250.0.0'), v4('10.250.0.255')]] },
+      ]);
+      // Moved on by an event, then a resync with the cluster of before the event: whole, and from it.
+      s.invalidate();
+      expect(await s.sync(opts())).toBe('applied');
+      // 10.250.0.0/24 is not in the table any more: taking it away again changes nothing.
+      expect(await s.changeCluster(['10.250.0.0/24'], ['10.244.2.0/24'])).toBe('updated');
+      expect(updates.at(-1)).toEqual([
+        {
+          set: 'nomasq_v4',
+          family: 4,
+          remove: [[v4('10.244.0.0'), v4('10.244.1.255')]],
+          add: [[v4('10.244.0.0'), v4('10.244.2.255')]],
+        },
+      ]);
+      expect(applied).toHaveLength(3);
+    });
+
     it('without an element writer, changeCluster leaves it to a whole sync', async () => {
       const { s } = syncer();
       await s.sync(opts());
