@@ -36,8 +36,8 @@ export class MasqSyncer {
    */
   private lastApplied: { text: string | undefined; shape: string; sets: readonly MasqSet[] } | undefined;
   /**
-   * The nomasq sets the kernel holds as unions of blocks, for changeCluster; `from` is the plan they
-   * were built from, undefined once changeCluster moved them on. Kept only with an element writer.
+   * The nomasq sets as unions of blocks, for changeCluster: those of plan `from` once it was synced,
+   * or (from undefined) moved on from there by changeCluster. Kept only with an element writer.
    */
   private cluster: { sets: ClusterSets; from: MasqPlan | undefined } | undefined;
   private invalidations = 0;
@@ -97,19 +97,20 @@ export class MasqSyncer {
       // changeCluster moved the kernel's nomasq sets on since the last sync: compare with them.
       this.lastApplied = { ...last, sets: this.cluster.sets.current(last.sets) };
     }
-    if (this.elements !== undefined && this.cluster?.from !== plan) {
-      this.cluster = { sets: ClusterSets.fromPlan(plan!), from: plan };
-    }
     // This very ruleset's clamp was refused: the table without it, until the ruleset changes.
     const clampOff = withoutClamp !== undefined && this.refused?.ruleset === ruleset;
     let text = clampOff ? withoutClamp : ruleset;
     let shape = clampOff ? shapes.withoutClamp! : shapes.ruleset;
-    if (text === this.lastApplied?.text) return 'unchanged';
+    if (text === this.lastApplied?.text) {
+      this.unionsFrom(plan!);
+      return 'unchanged';
+    }
     const invalidations = this.invalidations;
     const settled = (): void => {
       // Someone changed the table meanwhile (invalidate()): what we wrote may already be gone, so
       // the next sync applies again instead of calling it unchanged.
       if (this.invalidations === invalidations) this.lastApplied = { text, shape, sets };
+      this.unionsFrom(plan!);
     };
     const changes = this.inPlaceChanges(shape, sets);
     if (changes?.length === 0) {
@@ -134,6 +135,13 @@ export class MasqSyncer {
     }
     settled();
     return 'applied';
+  }
+
+  /** The kernel's sets are the plan's now: the unions for changeCluster are built from it (once per plan). */
+  private unionsFrom(plan: MasqPlan): void {
+    if (this.elements !== undefined && this.cluster?.from !== plan) {
+      this.cluster = { sets: ClusterSets.fromPlan(plan), from: plan };
+    }
   }
 
   /**
@@ -161,7 +169,7 @@ export class MasqSyncer {
     cluster.from = undefined;
     if (changes.length === 0) return 'unchanged';
     lastApplied.text = undefined;
-    // (An invalidate() while it runs drops lastApplied and the unions: the next sync is whole.)
+    // (An invalidate() while it runs drops lastApplied: the next sync is whole, and rebuilds the unions.)
     if (await this.changeInPlace(lastPlan.plan.table, changes)) return 'updated';
     this.lastApplied = undefined;
     this.cluster = undefined;
