@@ -263,8 +263,8 @@ export class NodeController {
       return;
     }
     // After the routes (their latency is what matters): a new node's pod CIDR must not stay masqueraded
-    // for long, but nft is a process spawn, so it runs beside the next steps, coalesced (masqSoon). A
-    // failure there runs a full pass.
+    // for long, but the masquerade sets change beside the next steps, coalesced (masqSoon): a netlink
+    // transaction of what this node added and took, or a whole nft apply. A failure there runs a full pass.
     const masq = deps.masq === undefined ? 'off' : step.cidrsChanged ? 'scheduled' : 'unchanged';
     if (masq === 'scheduled') {
       this.masqGiven.markChanged(name);
@@ -403,12 +403,13 @@ export class NodeController {
       const outcome = await masq.changeCluster!(delta.removed, delta.added);
       if (outcome !== 'unsupported') return outcome;
     }
+    // Steps run while this sync awaits the kernel: the changes they mark are not in `nodes`.
     const nodes = deps.cluster.list();
-    this.masqGiven.reset(undefined);
+    this.masqGiven.forget();
     const outcome = await masq.sync(
       masqOptions(deps.cluster.get(deps.nodeName)!, nodes, deps.noMasqueradeCIDRs, deps.tableRules),
     );
-    this.masqGiven.reset(nodes);
+    this.masqGiven.synced(nodes);
     return outcome;
   }
 
@@ -482,10 +483,10 @@ export class NodeController {
       if (deps.masq !== undefined) {
         // One change of the table at a time: a per-node step's may still be in flight.
         await this.masqRunning;
-        this.masqGiven.reset(undefined);
+        this.masqGiven.forget();
         try {
           masq = await deps.masq.sync(masqOptions(self, nodes, deps.noMasqueradeCIDRs, deps.tableRules));
-          this.masqGiven.reset(nodes);
+          this.masqGiven.synced(nodes);
           this.noteClamp();
         } catch (err) {
           // Masquerade matters for egress only; pods and routes keep working, the next pass retries.

@@ -9,10 +9,18 @@ export class MasqGiven {
   private given: Map<string, readonly string[]> | undefined;
   private readonly changed = new Set<string>();
 
-  /** The sets were synced from these Nodes (a full sync); undefined: unknown (a failed sync). */
-  reset(nodes: readonly ClusterNode[] | undefined): void {
+  /**
+   * A whole sync has read its list of Nodes: that list covers every change marked so far, and until
+   * the sync succeeds (synced) what the kernel holds is not known.
+   */
+  forget(): void {
     this.changed.clear();
-    this.given = nodes === undefined ? undefined : new Map(nodes.map((n) => [n.name, n.podCIDRs]));
+    this.given = undefined;
+  }
+
+  /** The whole sync from `nodes` succeeded. Changes marked while it ran stay marked: the list predates them. */
+  synced(nodes: readonly ClusterNode[]): void {
+    this.given = new Map(nodes.map((n) => [n.name, n.podCIDRs]));
   }
 
   /** Node `name`'s pod CIDRs changed (added, deleted, or other CIDRs). */
