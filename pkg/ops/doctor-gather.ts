@@ -115,12 +115,10 @@ export async function gatherDoctorFacts(opts: GatherOptions): Promise<DoctorFact
     // default routes (which a dump's parser skips or cannot name a device for) and policy rules included.
     const waysOut = await findWaysOut(host, [4, 6]);
     defaultRouteIfaces = [...new Set(waysOut.flatMap((w) => names(w.ifindexes)))];
-    // Where the underlay traffic of IPv4 VXLAN peers comes and goes (the rp-filter check); a lookup
-    // that fails leaves that peer out. A multipath route names its first leg. In batches: one round trip
-    // each, 5,000 at 5,000 nodes.
-    const vxlanPeers = (agent.ok ? agent.value.routes.peers : []).filter(
-      (p) => p.path === 'vxlan' && p.family === 4,
-    );
+    // Where the underlay traffic of VXLAN peers comes and goes (the rp-filter check, IPv4; the MTU
+    // check); a lookup that fails leaves that peer out. A multipath route names its first leg. In
+    // batches: one round trip each, 5,000 at 5,000 nodes.
+    const vxlanPeers = (agent.ok ? agent.value.routes.peers : []).filter((p) => p.path === 'vxlan');
     for (let i = 0; i < vxlanPeers.length; i += LOOKUP_BATCH) {
       const batch = vxlanPeers.slice(i, i + LOOKUP_BATCH);
       const ways = await Promise.all(batch.map((p) => host.routeTo(p.nodeIP).catch(() => undefined)));

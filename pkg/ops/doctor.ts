@@ -5,6 +5,7 @@
  */
 import { cidrContains, familyName, familyOfText, parseCidr, parseIp } from '../ip/index.ts';
 import { UNREADABLE_HOLDER } from '../routes/diff.ts';
+import { VXLAN_OVERHEAD } from '../vxlan/constants.ts';
 import { failingReadiness, type LeasesView, type RoutesView, type StatusView } from './views.ts';
 
 export interface Finding {
@@ -57,7 +58,7 @@ export interface DoctorFacts {
   links: LinkFact[];
   /** Interfaces carrying the default routes (for the MTU check when there are no peers). */
   defaultRouteIfaces: string[];
-  /** IPv4 VXLAN peers' InternalIP -> the interface the main table routes it through. */
+  /** VXLAN peers' InternalIP -> the interface the main table routes it through. */
   peerUplinks: Record<string, string>;
   /** Lease netns path -> still exists. */
   netnsExists: Record<string, boolean>;
@@ -332,6 +333,24 @@ export function checkMtu(f: DoctorFacts): CheckResult {
             : 'load the modules the clamp needs (modprobe nft_exthdr nft_rt; the agent tries again at its next resync), or use TRELLIS_MODE=vxlan, whose pods leave room for the tunnel',
       });
     }
+  }
+  // A VXLAN device's packets leave the node larger by the encapsulation: they must fit the uplink
+  // toward the peer (an --mtu set to the underlay's own MTU sizes the devices at it, and every full-size
+  // packet through the tunnel is then fragmented or dropped on the way).
+  const byName = new Map(f.links.map((l) => [l.name, l]));
+  const tooBig = new Set<string>();
+  for (const p of f.agent.value.routes.peers) {
+    if (p.path !== 'vxlan') continue;
+    const dev = byName.get(p.linkName);
+    const uplink = byName.get(f.peerUplinks[p.nodeIP] ?? '');
+    const overhead = VXLAN_OVERHEAD[p.family];
+    if (dev === undefined || uplink === undefined || dev.mtu + overhead <= uplink.mtu) continue;
+    if (tooBig.has(`${dev.name} ${uplink.name}`)) continue;
+    tooBig.add(`${dev.name} ${uplink.name}`);
+    r.findings.push({
+      problem: `VXLAN device ${dev.name} has MTU ${dev.mtu}: with ${overhead} bytes of encapsulation its packets to ${p.node} (${p.nodeIP}) are ${dev.mtu + overhead} bytes, larger than ${uplink.name}'s MTU ${uplink.mtu}, so full-size packets through the tunnel are fragmented or dropped`,
+      fix: `set TRELLIS_MTU (ConfigMap trellis-config) to 0 to detect it (the devices then get ${uplink.mtu - overhead}), or to ${uplink.mtu - overhead} or less, and restart the agents`,
+    });
   }
   for (const l of f.links) {
     if (l.kind === 'veth' && l.name.startsWith('trl') && l.mtu > podMtu) {

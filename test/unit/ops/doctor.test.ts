@@ -547,6 +547,27 @@ describe('doctor', () => {
     expect(found[0]!.fix).toMatch(/^load the modules the clamp needs \(modprobe nft_exthdr nft_rt;/);
   });
 
+  it('a VXLAN device as large as its uplink (--mtu at the underlay MTU): its packets no longer fit once wrapped', () => {
+    const f = healthy();
+    addVxlanPeer(f);
+    agentValue(f).status.mtu = 1500;
+    agentValue(f).status.mssClamp = ['trellis.v4'];
+    f.ourConflist = { ok: true, value: { firstType: 'trellis', mtu: 1500 } };
+    f.links[2]!.mtu = 1500;
+    const found = () => runDoctor(f).checks.find((c) => c.name === 'mtu')!.findings;
+    expect(found()).toEqual([]); // 1450 + 50 fits eth0's 1500
+    f.links.find((l) => l.name === 'trellis.v4')!.mtu = 1500;
+    expect(found().map((x) => x.problem)).toEqual([
+      "VXLAN device trellis.v4 has MTU 1500: with 50 bytes of encapsulation its packets to n3 (192.168.20.3) are 1550 bytes, larger than eth0's MTU 1500, so full-size packets through the tunnel are fragmented or dropped",
+    ]);
+    expect(found()[0]!.fix).toMatch(
+      /^set TRELLIS_MTU .* to 0 to detect it \(the devices then get 1450\), or to 1450 or less/,
+    );
+    // Where the peer's underlay goes is unknown (its lookup failed): nothing to judge by.
+    delete f.peerUplinks['192.168.20.3'];
+    expect(found()).toEqual([]);
+  });
+
   it('skips what needs the agent when it is unreachable, and still checks the host', () => {
     const f = healthy();
     f.agent = { ok: false, error: 'ECONNREFUSED' };
