@@ -1,4 +1,4 @@
-import { type ChildProcess, execFileSync, spawn } from 'node:child_process';
+import { type ChildProcess, execFileSync, spawn, spawnSync } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { existsSync } from 'node:fs';
 
@@ -155,4 +155,13 @@ export function nsSysctl(ns: string, key: string, value: string): void {
  */
 export function strictRpFilter(ns: string, confs: readonly string[]): void {
   for (const conf of confs) nsSysctl(ns, `net/ipv4/conf/${conf}/rp_filter`, '1');
+}
+
+/**
+ * Whether the kernel finds `addr` in set `set` of table `inet TABLE` in namespace ns (`nft get element`
+ * asks the kernel's own lookup, intervals included).
+ */
+export function nftSetHas(ns: string, set: string, addr: string, table = 'trellis'): boolean {
+  const args = ['netns', 'exec', ns, 'nft', 'get', 'element', 'inet', table, set, `{ ${addr} }`];
+  return spawnSync('ip', args, { stdio: 'ignore' }).status === 0;
 }

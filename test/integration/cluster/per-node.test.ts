@@ -1,6 +1,5 @@
-import { spawnSync } from 'node:child_process';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { ip, nsSysctl } from '../../support/netns.ts';
+import { ip, nftSetHas, nsSysctl } from '../../support/netns.ts';
 import { Testbed, testbedSkipReason } from '../../support/testbed/index.ts';
 import { monitorRoutes } from '../../support/testbed/observe.ts';
 import { hasRoute, phantomNode, sleep, within } from '../faults/support.ts';
@@ -53,23 +52,8 @@ describe.skipIf(skip !== undefined)(skip === undefined ? title : `${title} (skip
   const stepsFor = (lines: Line[], name: string): Line[] =>
     lines.filter((l) => l.msg === 'reconciled node' && l.peer === name);
   /** Whether agent n's masquerade table keeps pod addresses going to `cidr` (its network address). */
-  const keptFromMasq = (n: string, cidr: string): boolean => {
-    const [addr] = cidr.split('/');
-    const set = cidr.includes(':') ? 'nomasq_v6' : 'nomasq_v4';
-    const args = [
-      'netns',
-      'exec',
-      tb.node(n).ns,
-      'nft',
-      'get',
-      'element',
-      'inet',
-      'trellis',
-      set,
-      `{ ${addr} }`,
-    ];
-    return spawnSync('ip', args).status === 0;
-  };
+  const keptFromMasq = (n: string, cidr: string): boolean =>
+    nftSetHas(tb.node(n).ns, cidr.includes(':') ? 'nomasq_v6' : 'nomasq_v4', cidr.split('/')[0]!);
   /** The masquerade sync after per-node steps: set elements changed in place, never taken for tampering. */
   const expectMasqInPlace = (lines: Line[]): void => {
     const syncs = lines.filter((l) => l.msg === 'masquerade set updated after a node change');
