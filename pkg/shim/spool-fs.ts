@@ -178,12 +178,20 @@ function moveAside(fs: Fs, file: string, reason: string): BadSpoolFile {
   }
 }
 
-/** Deletes a replayed spool file. Already gone is fine (idempotent). */
+/**
+ * Deletes a replayed spool file, durably. Already gone is fine (idempotent). The directory is synced
+ * because a removal a crash undoes would replay the DEL at the next start, and by then a runtime that
+ * reuses container IDs may have ADDed the same attachment again (its lease is durable): the replay
+ * would delete that pod's network. On the leases' filesystem their own syncs would often carry the
+ * unlink along; on another one nothing would.
+ */
 export async function removeSpooled(file: string): Promise<void> {
   const fs = loadFs();
   try {
     fs.unlinkSync(file);
   } catch (err) {
     if (errno(err) !== 'ENOENT') throw err;
+    return;
   }
+  fsyncDir(fs, file.slice(0, Math.max(1, file.lastIndexOf('/'))));
 }
