@@ -112,6 +112,31 @@ describe.skipIf(netnsSkipReason !== undefined)(title, () => {
     expect(nftSetHas(inPlace.name, 'nomasq_v4', '10.244.2.1')).toBe(false);
   });
 
+  it('Node events through changeCluster leave the elements a whole apply of the same cluster has', async () => {
+    let cidrs = [...base.clusterCIDRs];
+    syncer.invalidate(); // as the periodic resync does: the next sync applies the table whole
+    await step(base, 'applied');
+    /** One event: CIDRs taken and given, then the namespace against a whole apply of the result. */
+    const event = async (removed: string[], added: string[]): Promise<void> => {
+      expect(await syncer.changeCluster(removed, added)).toBe('updated');
+      for (const c of removed) cidrs.splice(cidrs.indexOf(c), 1);
+      cidrs = [...cidrs, ...added];
+      await new NftRunner({ argvPrefix: ['ip', 'netns', 'exec', whole.name] }).apply(
+        renderMasqRuleset({ ...base, clusterCIDRs: cidrs }),
+      );
+      expect(setElements(inPlace.name)).toEqual(setElements(whole.name));
+    };
+    await event([], ['10.244.2.0/24']); // next to the others
+    await event([], ['10.250.0.0/24', 'fd00:10:244:7::/64']); // far away, both families
+    await event(['10.244.1.0/24'], []); // the middle one: the range splits
+    await event(['10.244.2.0/24'], ['10.244.1.0/24', '10.244.3.0/24']); // other CIDRs
+    await event(['fd00:10:244:7::/64', '10.250.0.0/24'], []);
+    expect(nftSetHas(inPlace.name, 'nomasq_v4', '10.244.3.9')).toBe(true);
+    expect(nftSetHas(inPlace.name, 'nomasq_v4', '10.244.2.9')).toBe(false);
+    // The full pass after it finds nothing to write.
+    expect(await syncer.sync({ ...base, clusterCIDRs: cidrs })).toBe('unchanged');
+  });
+
   it('a transaction the kernel refuses in part changes nothing; the syncer then applies the table whole', async () => {
     const before = setElements(inPlace.name);
     const err = await writer
