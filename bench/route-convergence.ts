@@ -392,27 +392,12 @@ const summary = {
   ratioVsIpBatchNexthops: ratio(median(plain.map((r) => r.fromListEndMs)), median(nexthopReference)),
   masqueradeConvergenceMs: masq === undefined ? null : round(masq.fromListEndMs),
   masqueradeAgentPassMs: masq === undefined ? null : masq.agentPassMs,
-  nodeAdd: {
-    samples: adds.length,
-    p50Ms: round(median(adds)),
-    p99Ms: round(pct(adds, 99)),
-    maxMs: round(Math.max(...adds)),
-  },
-  nodeDel: {
-    samples: dels.length,
-    p50Ms: round(median(dels)),
-    p99Ms: round(pct(dels, 99)),
-    maxMs: round(Math.max(...dels)),
-  },
+  nodeAdd: latencySummary(adds),
+  nodeDel: latencySummary(dels),
   // As deployed: the masquerade set follows each Node event too.
   masqueradeNodeAdd: masq === undefined ? null : latencySummary(masq.addLatency),
   masqueradeNodeDel: masq === undefined ? null : latencySummary(masq.delLatency),
-  agentStep: {
-    samples: steps.length,
-    p50Ms: round(median(steps)),
-    p99Ms: round(pct(steps, 99)),
-    maxMs: round(Math.max(...steps)),
-  },
+  agentStep: latencySummary(steps),
   // Where the events' time went (splitEvent).
   nodeAddSplit: splitSummary(plain.flatMap((r) => r.addSplit)),
   routesInKernel: plain.map((r) => r.routes),

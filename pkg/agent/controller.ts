@@ -361,7 +361,7 @@ export class NodeController {
         if (deps.masq === undefined || self === undefined || this.stopped) return;
         try {
           const started = performance.now();
-          const outcome = await this.masqByNode(deps.masq);
+          const outcome = await this.masqByNode(deps.masq, self);
           const fields = { masq: outcome, durationMs: round(performance.now() - started) };
           const refused = deps.masq.lastInPlaceError;
           if (outcome === 'applied' && refused !== undefined) {
@@ -393,6 +393,7 @@ export class NodeController {
    */
   private async masqByNode(
     masq: NonNullable<ControllerDeps['masq']>,
+    self: ClusterNode,
   ): Promise<'applied' | 'updated' | 'unchanged'> {
     const { deps } = this;
     const delta =
@@ -406,9 +407,7 @@ export class NodeController {
     // Steps run while this sync awaits the kernel: the changes they mark are not in `nodes`.
     const nodes = deps.cluster.list();
     this.masqGiven.forget();
-    const outcome = await masq.sync(
-      masqOptions(deps.cluster.get(deps.nodeName)!, nodes, deps.noMasqueradeCIDRs, deps.tableRules),
-    );
+    const outcome = await masq.sync(masqOptions(self, nodes, deps.noMasqueradeCIDRs, deps.tableRules));
     this.masqGiven.synced(nodes);
     return outcome;
   }

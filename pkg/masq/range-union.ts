@@ -1,5 +1,6 @@
 import type { Family } from '../datapath/ports.ts';
 import { type Cidr, cidrRange } from '../ip/index.ts';
+import { mergeRanges } from './ranges.ts';
 
 /** A change of a union: ranges that left it and ranges that joined it (inclusive). */
 export interface UnionChange {
@@ -32,25 +33,16 @@ export class RangeUnion {
   /** The distinct blocks, sorted by start, the larger first at one start. */
   private readonly blocks: Block[] = [];
   /** The union. */
-  private readonly merged: [bigint, bigint][] = [];
+  private readonly merged: [bigint, bigint][];
 
   constructor(family: Family, blocks: readonly Cidr[] = []) {
     this.family = family;
     this.bits = family === 4 ? 32n : 128n;
-    // Built in one sort and one pass, not block by block: a full pass hands over thousands.
-    for (const b of blocks) {
-      if (b.family !== family) continue;
-      if (this.count(b, 1) === 1) this.blocks.push(blockOf(b));
-    }
+    // Built in one sort and one merge, not block by block: a full pass hands over thousands.
+    const mine = blocks.filter((b) => b.family === family);
+    for (const b of mine) if (this.count(b, 1) === 1) this.blocks.push(blockOf(b));
     this.blocks.sort((x, y) => (x.lo < y.lo ? -1 : x.lo > y.lo ? 1 : x.hi > y.hi ? -1 : x.hi < y.hi ? 1 : 0));
-    for (const { lo, hi } of this.blocks) {
-      const last = this.merged[this.merged.length - 1];
-      if (last !== undefined && lo <= last[1] + 1n) {
-        if (hi > last[1]) last[1] = hi;
-      } else {
-        this.merged.push([lo, hi]);
-      }
-    }
+    this.merged = mergeRanges(mine);
   }
 
   /** The union as merged ranges (a copy). */

@@ -75,6 +75,18 @@ export function ipToBytes(address: string): Buffer {
   return out;
 }
 
+/** An address given as its number (pkg/ip's value), as 4 or 16 bytes in network order. */
+export function ipValueToBytes(family: Family, value: bigint): Buffer {
+  const len = family === 4 ? 4 : 16;
+  const out = Buffer.alloc(len);
+  let v = value;
+  for (let i = len - 1; i >= 0; i--) {
+    out[i] = Number(v & 0xffn);
+    v >>= 8n;
+  }
+  return out;
+}
+
 /** Formats 4 or 16 bytes; IPv6 in RFC 5952 canonical form (what `ip -j` prints). */
 export function bytesToIp(bytes: Uint8Array): string {
   if (bytes.length === 4) return `${bytes[0]}.${bytes[1]}.${bytes[2]}.${bytes[3]}`;

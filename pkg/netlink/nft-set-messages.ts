@@ -10,6 +10,7 @@
  * start carries nft's "open interval" user data so that `nft list` prints it as nft would.
  */
 import type { Family, IntervalSetChange } from '../datapath/ports.ts';
+import { ipValueToBytes } from './ip.ts';
 import { attr, nested, strAttr } from './wire.ts';
 
 /** NFNL_SUBSYS_NFTABLES: the high byte of an nf_tables message type. */
@@ -58,17 +59,6 @@ export function batchBody(): Buffer[] {
   return [nfgenmsg(0, SUBSYS_NFTABLES)];
 }
 
-function addressBytes(family: Family, value: bigint): Buffer {
-  const len = family === 4 ? 4 : 16;
-  const b = Buffer.alloc(len);
-  let v = value;
-  for (let i = len - 1; i >= 0; i--) {
-    b[i] = Number(v & 0xffn);
-    v >>= 8n;
-  }
-  return b;
-}
-
 /** The kernel elements of inclusive ranges [lo, hi] of one family. */
 export function intervalElements(
   family: Family,
@@ -78,8 +68,8 @@ export function intervalElements(
   const out: IntervalElement[] = [];
   for (const [lo, hi] of ranges) {
     const open = hi === max;
-    out.push({ key: addressBytes(family, lo), end: false, open });
-    if (!open) out.push({ key: addressBytes(family, hi + 1n), end: true, open: false });
+    out.push({ key: ipValueToBytes(family, lo), end: false, open });
+    if (!open) out.push({ key: ipValueToBytes(family, hi + 1n), end: true, open: false });
   }
   return out;
 }
