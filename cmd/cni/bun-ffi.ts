@@ -14,7 +14,7 @@
  */
 
 export type Pointer = number & { readonly __pointer: unique symbol };
-type ArgType = 'i32' | 'u32' | 'u64' | 'ptr';
+type ArgType = 'i32' | 'u32' | 'i64' | 'u64' | 'ptr';
 type ReturnType = 'i32' | 'i64_fast' | 'ptr';
 interface Signature {
   readonly args: readonly ArgType[];

@@ -37,35 +37,70 @@ export interface Libc extends BlockingSocket {
   writeAll(fd: number, text: string): void;
 }
 
-/** Binds libc; throws when Bun's FFI cannot (the caller reports it as a CNI error). */
+/** The system call numbers the shim uses; arm64 has no poll(2), so both take ppoll. */
+const SYSCALLS = {
+  x64: {
+    read: 0,
+    write: 1,
+    close: 3,
+    socket: 41,
+    connect: 42,
+    sendto: 44,
+    recvfrom: 45,
+    setsockopt: 54,
+    ppoll: 271,
+  },
+  arm64: {
+    read: 63,
+    write: 64,
+    close: 57,
+    socket: 198,
+    connect: 203,
+    sendto: 206,
+    recvfrom: 207,
+    setsockopt: 208,
+    ppoll: 73,
+  },
+} as const;
+
+/**
+ * Binds libc; throws when Bun's FFI cannot (the caller reports it as a CNI error). Two symbols,
+ * `syscall` and `__errno_location`, instead of one per call: Bun compiles a trampoline for every
+ * symbol it binds, and ten of them cost each CNI call ~0.7 ms more than two on the test VM
+ * (bench/HISTORY.md). glibc's `syscall` returns -1 and sets errno as the wrappers do; its variadic
+ * arguments travel in the same registers as fixed ones on both architectures.
+ */
 export function openLibc(): Libc {
   const { dlopen, ptr, read } = bunFfi();
+  const nr = process.arch === 'arm64' ? SYSCALLS.arm64 : process.arch === 'x64' ? SYSCALLS.x64 : undefined;
+  if (nr === undefined) throw new Error(`no system call table for ${process.arch}`);
   const c = dlopen('libc.so.6', {
-    read: { args: ['i32', 'ptr', 'u64'], returns: 'i64_fast' },
-    write: { args: ['i32', 'ptr', 'u64'], returns: 'i64_fast' },
-    socket: { args: ['i32', 'i32', 'i32'], returns: 'i32' },
-    setsockopt: { args: ['i32', 'i32', 'i32', 'ptr', 'u32'], returns: 'i32' },
-    connect: { args: ['i32', 'ptr', 'u32'], returns: 'i32' },
-    send: { args: ['i32', 'ptr', 'u64', 'i32'], returns: 'i64_fast' },
-    recv: { args: ['i32', 'ptr', 'u64', 'i32'], returns: 'i64_fast' },
-    poll: { args: ['ptr', 'u64', 'i32'], returns: 'i32' },
-    close: { args: ['i32'], returns: 'i32' },
+    syscall: { args: ['i64', 'i64', 'i64', 'i64', 'i64', 'i64'], returns: 'i64_fast' },
     __errno_location: { args: [], returns: 'ptr' },
   });
+  const sys = (n: number, a = 0, b = 0, d = 0, e = 0, f = 0): number => Number(c.syscall(n, a, b, d, e, f));
   // The JS thread's errno lives at a fixed address. It is read right after the call that failed,
   // with no allocation in between, so nothing else in the runtime can have overwritten it.
   const errnoAt = c.__errno_location() as Pointer;
   const errno = (): number => read.i32(errnoAt);
   const fail = (syscall: string, e: number): SyscallError => new SyscallError(syscall, errnoName(e));
 
-  // struct pollfd { int fd; short events; short revents; }, reused by every poll.
+  // struct pollfd { int fd; short events; short revents; }, reused by every poll, and the
+  // struct timespec ppoll waits at most (null: no limit).
   const pollfd = new Int32Array(2);
   const pollShorts = new Int16Array(pollfd.buffer);
+  const timespec = new BigInt64Array(2);
   const pollOnce = (fd: number, events: number, timeoutMs: number): number => {
     pollfd[0] = fd;
     pollShorts[2] = events;
     pollShorts[3] = 0;
-    if (c.poll(ptr(pollfd), 1, timeoutMs) < 0) {
+    let limit = 0;
+    if (timeoutMs >= 0) {
+      timespec[0] = BigInt(Math.floor(timeoutMs / 1000));
+      timespec[1] = BigInt((timeoutMs % 1000) * 1_000_000);
+      limit = ptr(timespec);
+    }
+    if (sys(nr.ppoll, ptr(pollfd), 1, limit, 0, 0) < 0) {
       const e = errno();
       if (e === EINTR) return 0;
       throw fail('poll', e);
@@ -80,23 +115,23 @@ export function openLibc(): Libc {
       const addr = new Uint8Array(2 + SUN_PATH_MAX); // sa_family_t, then the NUL-terminated path
       addr[0] = AF_UNIX;
       addr.set(name, 2);
-      const fd = c.socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+      const fd = sys(nr.socket, AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
       if (fd < 0) throw fail('socket', errno());
       try {
         // A blocking connect to a unix socket waits only while the listener's backlog is full; the
         // send timeout bounds that wait (0 would mean forever) and ends it with EAGAIN.
         const ms = Math.max(1, Math.ceil(timeoutMs));
         const timeval = new BigInt64Array([BigInt(Math.floor(ms / 1000)), BigInt((ms % 1000) * 1000)]);
-        if (c.setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, ptr(timeval), 16) < 0)
+        if (sys(nr.setsockopt, fd, SOL_SOCKET, SO_SNDTIMEO, ptr(timeval), 16) < 0)
           throw fail('setsockopt', errno());
         for (;;) {
-          if (c.connect(fd, ptr(addr), 2 + name.length + 1) === 0) return fd;
+          if (sys(nr.connect, fd, ptr(addr), 2 + name.length + 1) === 0) return fd;
           const e = errno();
           if (e === EISCONN) return fd; // an earlier, interrupted attempt got through
           if (e !== EINTR) throw fail('connect', e);
         }
       } catch (err) {
-        c.close(fd);
+        sys(nr.close, fd);
         throw err;
       }
     },
@@ -109,7 +144,7 @@ export function openLibc(): Libc {
 
     send(fd, data, offset) {
       if (offset >= data.length) return 0;
-      const n = Number(c.send(fd, ptr(data, offset), data.length - offset, MSG_DONTWAIT | MSG_NOSIGNAL));
+      const n = sys(nr.sendto, fd, ptr(data, offset), data.length - offset, MSG_DONTWAIT | MSG_NOSIGNAL, 0);
       if (n >= 0) return n;
       const e = errno();
       if (e === EAGAIN || e === EINTR) return 0;
@@ -117,7 +152,7 @@ export function openLibc(): Libc {
     },
 
     recv(fd, buf) {
-      const n = Number(c.recv(fd, ptr(buf), buf.length, MSG_DONTWAIT));
+      const n = sys(nr.recvfrom, fd, ptr(buf), buf.length, MSG_DONTWAIT, 0);
       if (n >= 0) return n;
       const e = errno();
       if (e === EAGAIN || e === EINTR) return -1;
@@ -125,7 +160,7 @@ export function openLibc(): Libc {
     },
 
     close(fd) {
-      c.close(fd);
+      sys(nr.close, fd);
     },
 
     now: () => performance.now(),
@@ -139,7 +174,7 @@ export function openLibc(): Libc {
           bigger.set(buf);
           buf = bigger;
         }
-        const n = Number(c.read(fd, ptr(buf, size), buf.length - size));
+        const n = sys(nr.read, fd, ptr(buf, size), buf.length - size);
         if (n === 0) return new TextDecoder().decode(buf.subarray(0, size));
         if (n > 0) {
           size += n;
@@ -156,7 +191,7 @@ export function openLibc(): Libc {
       const data = new TextEncoder().encode(text);
       let done = 0;
       while (done < data.length) {
-        const n = Number(c.write(fd, ptr(data, done), data.length - done));
+        const n = sys(nr.write, fd, ptr(data, done), data.length - done);
         if (n >= 0) {
           done += n;
           continue;

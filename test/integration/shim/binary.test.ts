@@ -142,6 +142,42 @@ describe.skipIf(skipReason !== undefined)(
       expect(s.rawLines[0]).not.toContain('do-not-leak');
     });
 
+    it('stdin a non-blocking pipe that has nothing yet: the shim waits for the config (EAGAIN, then poll)', async () => {
+      const s = await start(() => answerOk(RESULT));
+      const stdin = conf({ socket: s.socketPath });
+      // Node hands a child blocking stdio; perl (Debian's perl-base is essential) makes the pipe
+      // non-blocking, as a runtime's may be, and execs the shim in its place.
+      const nonBlocking =
+        'use Fcntl; fcntl(STDIN, F_SETFL, fcntl(STDIN, F_GETFL, 0) | O_NONBLOCK) or die; exec {$ARGV[0]} @ARGV or die';
+      const child = spawn('perl', ['-e', nonBlocking, BIN], {
+        env: ADD_ENV,
+        stdio: ['pipe', 'pipe', 'pipe'],
+      });
+      let stdout = '';
+      child.stdout.setEncoding('utf8').on('data', (d: string) => {
+        stdout += d;
+      });
+      const exited = new Promise<number | null>((resolve) => child.on('close', resolve));
+      // Write only once the shim, having read nothing, waits in poll(2) or ppoll(2) (/proc/PID/syscall).
+      const polls = process.arch === 'arm64' ? ['73'] : ['7', '271'];
+      const inPoll = (): boolean => {
+        try {
+          return polls.includes(readFileSync(`/proc/${child.pid}/syscall`, 'utf8').split(' ')[0]!);
+        } catch {
+          return false;
+        }
+      };
+      for (const until = Date.now() + 10_000; !inPoll(); ) {
+        expect(child.exitCode, 'the shim exited without its config').toBeNull();
+        expect(Date.now(), 'the shim never waited in poll').toBeLessThan(until);
+        await new Promise((r) => setTimeout(r, 5));
+      }
+      child.stdin.end(stdin);
+      expect(await exited).toBe(0);
+      expect(stdout).toBe(`${JSON.stringify(RESULT)}\n`);
+      expect(s.requests[0]?.stdin).toBe(stdin);
+    });
+
     it('a ~900 KB config crosses the socket intact (partial writes are resumed)', async () => {
       const s = await start((req) => answerOk({ cniVersion: '1.1.0', length: req.stdin.length }));
       const stdin = conf({ socket: s.socketPath, pad: 'ü'.repeat(450_000) });
