@@ -14,7 +14,9 @@
  *   reference does not, so it is also reported against this.
  * - same node, ptp: Debian's reference ptp + host-local plugins (MTU 1500) set up two more pods in the
  *   --no-masquerade node's namespace below, beside trellis's pods there: the reference plugin's
- *   same-node path in the very same node, next to the "same node, --no-masquerade" row;
+ *   same-node path in the very same node, next to the "same node, --no-masquerade" row; and two
+ *   more in the node of the "same node" row, where the agent's masquerade table has connection
+ *   tracking on for every packet, ptp's included;
  * - the same node and direct paths once more with agents run with --mode host-gw --no-masquerade: no
  *   nat hook in the node's namespace, so no connection tracking. Against the host-gw row it splits the
  *   cost of conntrack (which masquerading, and in a real cluster kube-proxy's NAT, switch on for every
@@ -76,6 +78,7 @@ interface Path {
 const UNDERLAY = 'node to node (underlay)';
 const HOST_GW = 'across nodes, direct, --mode host-gw';
 const PTP_SAME = 'same node, ptp + host-local, in the --no-masquerade node';
+const PTP_SAME_MASQ = 'same node, ptp + host-local, in the masquerading node';
 const PTP_ACROSS = 'across nodes, ptp + host-local, static routes, no masquerade';
 const NO_MASQ_SAME = 'same node, --no-masquerade';
 const NO_MASQ_DIRECT = 'across nodes, direct, host-gw, --no-masquerade';
@@ -153,6 +156,7 @@ try {
     const nets = new Map([
       [m1!.ns, { name: 'bench-ptp-n1', subnet: '10.251.0.0/24' }],
       [m2!.ns, { name: 'bench-ptp-n2', subnet: '10.252.0.0/24' }],
+      [n1!.ns, { name: 'bench-ptp-d1', subnet: '10.253.0.0/24' }],
     ]);
     const ptpPod = async (tag: string, nodeNs: string): Promise<{ ns: string; v4: string }> => {
       const net = nets.get(nodeNs)!;
@@ -190,6 +194,11 @@ try {
     ip(m2!.ns, 'route', 'add', nets.get(m1!.ns)!.subnet, 'via', m1!.plan.v4);
     paths.push({ name: PTP_SAME, run: () => iperf(q1.ns, q2.ns, q2.v4) });
     paths.push({ name: PTP_ACROSS, run: () => iperf(q1.ns, q3.ns, q3.v4) });
+    // ptp's pods beside trellis's "same node" pods: connection tracking on for both (the agent's
+    // masquerade table; ptp's own addresses are not masqueraded between each other).
+    const q4 = await ptpPod('dpptp4', n1!.ns);
+    const q5 = await ptpPod('dpptp5', n1!.ns);
+    paths.push({ name: PTP_SAME_MASQ, run: () => iperf(q4.ns, q5.ns, q5.v4) });
   } else
     notMeasured.ptp = `${REFERENCE_PLUGIN_DIR}/ptp is missing (apt-get install containernetworking-plugins)`;
 
