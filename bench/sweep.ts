@@ -1,8 +1,8 @@
 /**
  * Every benchmark, one after the other, the way the latest figures in bench/README.md were taken:
  * three runs of the latency bench and two of the datapath interleaved with the others, one of each
- * other script, the 10-minute footprint check and the 2-minute one, the chart, then a datapath run of
- * 9 repetitions. Each script
+ * other script, the 10-minute footprint check and the 2-minute one, the chart, the ADD percentiles
+ * pooled over the three latency runs, then a datapath run of 9 repetitions. Each script
  * writes the result file bench/README.md names; nothing else should run on the machine meanwhile
  * (~40 min on the slower test VM). Stops at the first script that fails.
  *
@@ -45,6 +45,16 @@ const STEPS: Step[] = [
   { script: 'footprint.ts', args: ['--minutes', '10', ...out('footprint-10min.json')] },
   { script: 'footprint.ts', args: out('footprint.json') },
   { script: 'chart.ts', args: ['--in', join(outDir, 'cni-latency.json'), '--out', chart] },
+  {
+    script: 'pooled.ts',
+    args: [
+      ...['cni-latency.json', 'cni-latency-2.json', 'cni-latency-3.json'].flatMap((f) => [
+        '--in',
+        join(outDir, f),
+      ]),
+      ...out('cni-latency-pooled.json'),
+    ],
+  },
   // A 3-repetition datapath run moves by ±5 % on the test VM: 9 repetitions give the median that moves least.
   { script: 'datapath.ts', args: ['--reps', '9', ...out('datapath-9reps.json')] },
 ];
