@@ -7,14 +7,9 @@ import { CniCode, CniError } from './errors.ts';
 /**
  * The spec versions trellis implements, oldest first. 0.1.0/0.2.0 are left out on purpose: their result
  * shape (ip4/ip6) cannot describe more than one address per family, and no runtime we target sends them.
+ * Readonly, not frozen: see CNI_COMMANDS (env.ts).
  */
-export const SUPPORTED_VERSIONS: readonly string[] = Object.freeze([
-  '0.3.0',
-  '0.3.1',
-  '0.4.0',
-  '1.0.0',
-  '1.1.0',
-]);
+export const SUPPORTED_VERSIONS: readonly string[] = ['0.3.0', '0.3.1', '0.4.0', '1.0.0', '1.1.0'];
 
 /** The newest spec version trellis implements. */
 export const LATEST_VERSION = '1.1.0';
@@ -91,14 +86,14 @@ export function checkVersion(cniVersion: string): string {
  * The earliest spec version that defines each verb; the skel refuses CHECK below 0.4.0 and GC below 1.1.0
  * with code 1, and STATUS arrived with GC in 1.1.0.
  */
-export const MIN_VERSION_FOR: Readonly<Record<string, string>> = Object.freeze({
+export const MIN_VERSION_FOR: Readonly<Record<string, string>> = {
   ADD: '0.3.0',
   DEL: '0.3.0',
   CHECK: '0.4.0',
   GC: '1.1.0',
   STATUS: '1.1.0',
   VERSION: '0.3.0',
-});
+};
 
 /** Throws CniError(INCOMPATIBLE_VERSION) when the config's version predates the verb. */
 export function checkVersionAllows(cniVersion: string, command: string): void {

@@ -32,14 +32,14 @@ import { type Transport, TransportError } from './transport.ts';
 /** Connecting to a local unix socket is immediate when the agent is up; two seconds is generous. */
 export const CONNECT_TIMEOUT_MS = 2_000;
 
-/** Whole-call timeout per verb when the config sets no `timeoutMs`. */
-export const DEFAULT_TIMEOUT_MS: Readonly<Record<Exclude<CniCommand, 'VERSION'>, number>> = Object.freeze({
+/** Whole-call timeout per verb when the config sets no `timeoutMs` (readonly, not frozen: see env.ts). */
+export const DEFAULT_TIMEOUT_MS: Readonly<Record<Exclude<CniCommand, 'VERSION'>, number>> = {
   ADD: 60_000,
   DEL: 60_000,
   CHECK: 60_000,
   GC: 60_000,
   STATUS: 10_000,
-});
+};
 
 export interface SpoolPort {
   /** Durably records a DEL request line; returns where. Throws CniError IO_FAILURE when it cannot. */

@@ -18,7 +18,6 @@ describe('versions', () => {
   it('supports exactly 0.3.0, 0.3.1, 0.4.0, 1.0.0 and 1.1.0', () => {
     expect(SUPPORTED_VERSIONS).toEqual(['0.3.0', '0.3.1', '0.4.0', '1.0.0', '1.1.0']);
     expect(LATEST_VERSION).toBe('1.1.0');
-    expect(Object.isFrozen(SUPPORTED_VERSIONS)).toBe(true);
   });
 
   it('parses x, x.y and x.y.z like Go ParseVersion', () => {
