@@ -449,22 +449,15 @@ describe('NodeController per-node steps', () => {
     let answer: 'updated' | 'unsupported' = 'updated';
     const t = perNodeSetup(undefined, { changeCluster: () => answer });
     await until('first full pass', () => t.full.length === 1 && t.masq.length === 1);
-    t.cluster.nodes.set('n3', {
-      name: 'n3',
-      podCIDRs: ['10.244.3.0/24', 'fd00:3::/64'],
-      internalIPs: ['10.0.0.3'],
-    });
-    t.controller.enqueue('n3');
-    await until('delta', () => t.deltas.length === 1);
+    const setN3 = async (podCIDRs: string[], deltas: number): Promise<void> => {
+      t.cluster.nodes.set('n3', { name: 'n3', podCIDRs, internalIPs: ['10.0.0.3'] });
+      t.controller.enqueue('n3');
+      await until('delta', () => t.deltas.length === deltas);
+    };
+    await setN3(['10.244.3.0/24', 'fd00:3::/64'], 1);
     expect(t.deltas[0]).toEqual({ removed: [], added: ['10.244.3.0/24', 'fd00:3::/64'] });
     // Other pod CIDRs, then deleted.
-    t.cluster.nodes.set('n3', {
-      name: 'n3',
-      podCIDRs: ['10.244.4.0/24', 'fd00:3::/64'],
-      internalIPs: ['10.0.0.3'],
-    });
-    t.controller.enqueue('n3');
-    await until('delta', () => t.deltas.length === 2);
+    await setN3(['10.244.4.0/24', 'fd00:3::/64'], 2);
     expect(t.deltas[1]).toEqual({ removed: ['10.244.3.0/24'], added: ['10.244.4.0/24'] });
     t.cluster.nodes.delete('n3');
     t.controller.enqueue('n3');
