@@ -4,31 +4,43 @@
 # init container to copy onto the host, the Bun-compiled CNI binary plus Debian's reference loopback and
 # portmap plugins (copied only to a node that has none: they need glibc >= 2.34).
 #
-#   docker build -t ghcr.io/trellis-net/trellis:0.1.0 .
+#   docker build -t ghcr.io/trellis-net/trellis:0.1.0 .                     # the builder's own CPU
+#   docker buildx build --platform linux/amd64,linux/arm64 -t ghcr.io/trellis-net/trellis:0.1.0 .
 #
-# linux/amd64 only: the Bun compiler comes from the npm package @oven/bun-linux-x64-baseline.
-# The build needs no network beyond the npm registry and Debian's mirrors.
+# linux/amd64 and linux/arm64. The build stage runs on the builder's platform: the agent is JavaScript,
+# the CNI binary is cross-compiled by Bun for the image's CPU (Bun fetches that CPU's runtime from the
+# npm registry), and the production dependencies are installed for that CPU. Only the runtime stage's
+# apt-get and its checks run under emulation. The build needs no network beyond the npm registry and
+# Debian's mirrors, and BuildKit (the default builder), which sets BUILDPLATFORM and TARGETARCH.
 
 ARG NODE_IMAGE=node:24-bookworm-slim
 
 # ---- build: compile the agent and the CNI binary, then stage the runtime layout in /app ----
-FROM --platform=linux/amd64 ${NODE_IMAGE} AS build
+FROM --platform=$BUILDPLATFORM ${NODE_IMAGE} AS build
+ARG TARGETARCH
 WORKDIR /src
 ENV CI=true \
     npm_config_audit=false \
     npm_config_fund=false \
     npm_config_update_notifier=false
-COPY package.json package-lock.json ./
+# The lockfile, .npmrc and the Bun toolchain's manifest (a local dev dependency) first, so this layer
+# is cached across source edits.
+COPY package.json package-lock.json .npmrc ./
+COPY scripts/bun-toolchain/package.json scripts/bun-toolchain/package.json
 # --ignore-scripts: no dependency runs code at build time. The native addons (netlink, ffi-rs) ship
 # prebuilt binaries, and the `node` dev dependency's installer is not wanted: the image's Node 24 builds.
 RUN npm ci --ignore-scripts
 # The rest of the checkout; .dockerignore keeps out node_modules, dist, tests and docs.
 COPY . .
-RUN npm run build && npm prune --omit=dev
+RUN npm run build -- --shim-arch="${TARGETARCH:?build with BuildKit, which sets TARGETARCH}"
+# The production tree again, for the image's CPU (ffi-rs ships one package per CPU; netlink carries
+# every CPU's prebuilt addon in its own).
+RUN case "$TARGETARCH" in amd64) cpu=x64 ;; arm64) cpu=arm64 ;; *) echo "no trellis image for $TARGETARCH" >&2; exit 1 ;; esac \
+ && npm ci --omit=dev --ignore-scripts --os=linux --cpu="$cpu" --libc=glibc
 RUN scripts/image-stage.sh /src /app /usr/lib/cni
 
 # ---- runtime: Node 24, nftables, iproute2 and the reference CNI plugins; no compilers, no npm ----
-FROM --platform=linux/amd64 ${NODE_IMAGE}
+FROM ${NODE_IMAGE}
 ARG VERSION=0.1.0
 LABEL org.opencontainers.image.title="trellis" \
       org.opencontainers.image.description="trellis Kubernetes pod network: node agent and CNI plugin" \

@@ -3,19 +3,27 @@
  *  - dist/            the agent compiled to JavaScript (tsc), run by Node >= 24;
  *  - dist/bin/trellis-agent   a launcher for it that prefers the checkout's Node 24;
  *  - dist/bin/trellis the CNI shim compiled by Bun into one executable that needs only glibc on the
- *                     host (the `-baseline` Bun build, so CPUs without AVX2 run it too).
+ *                     host (the `-baseline` Bun build on x64, so CPUs without AVX2 run it too).
+ *
+ * `--shim-arch=arm64` (or x64/amd64) builds the CNI binary for that CPU instead of the build machine's:
+ * the image's build stage runs on the builder's platform and cross-compiles for the image's. The
+ * agent is JavaScript; only its native dependencies differ by CPU, and npm installs those.
  */
 import { execFileSync } from 'node:child_process';
 import { chmodSync, mkdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { bunBinary, SHIM_COMPILE_FLAGS } from './shim-compile.ts';
+import { parseArgs } from 'node:util';
+import { compileShim, hostArch, parseShimArch } from './shim-compile.ts';
 
 const root = join(dirname(fileURLToPath(import.meta.url)), '..');
 const dist = join(root, 'dist');
 const bin = join(dist, 'bin');
-const bun = bunBinary(root);
 const version = (JSON.parse(readFileSync(join(root, 'package.json'), 'utf8')) as { version: string }).version;
+
+const { values: opts } = parseArgs({ options: { 'shim-arch': { type: 'string' } } });
+// Checked before dist/ is removed: a typo must not leave the checkout without a build.
+const shimArch = opts['shim-arch'] === undefined ? hostArch() : parseShimArch(opts['shim-arch']);
 
 function run(cmd: string, args: string[]): void {
   execFileSync(cmd, args, { cwd: root, stdio: 'inherit' });
@@ -96,11 +104,5 @@ exec "$node" ${AGENT_NODE_FLAGS.join(' ')} \${TRELLIS_NODE_FLAGS:-} "$root/dist/
 writeFileSync(join(bin, 'trellis-agent'), launcher);
 chmodSync(join(bin, 'trellis-agent'), 0o755);
 
-run(bun, [
-  ...SHIM_COMPILE_FLAGS,
-  `--define=TRELLIS_VERSION="${version}"`,
-  join(root, 'cmd', 'cni', 'main.ts'),
-  '--outfile',
-  join(bin, 'trellis'),
-]);
-console.log(`built trellis ${version}: dist/bin/trellis (CNI shim), dist/bin/trellis-agent`);
+compileShim({ root, arch: shimArch, version, outfile: join(bin, 'trellis') });
+console.log(`built trellis ${version}: dist/bin/trellis (CNI shim, ${shimArch}), dist/bin/trellis-agent`);

@@ -35,6 +35,21 @@ major=$(node -p 'process.versions.node.split(".")[0]')
   console.log(`image-verify: ${deps.length} production dependencies load`);
 ') || fail "a production dependency does not load from $app/node_modules"
 
+# The CNI binary is built for this image's CPU. The build stage cross-compiles it on the builder's
+# platform, and a binary for another CPU could still start here (the builder's own CPU runs natively
+# under emulation) or fail with a bare "not found" from a missing loader: compare the ELF header's
+# machine (e_machine, 2 bytes at offset 18; both CPUs are little-endian) with this one.
+case $(uname -m) in
+  x86_64) want_machine=62 ;;
+  aarch64) want_machine=183 ;;
+  *) fail "no trellis image for CPU $(uname -m)" ;;
+esac
+shim=$app/cni-bin/trellis
+[ "$(od -An -c -N4 "$shim" 2>/dev/null | tr -d ' ')" = '177ELF' ] || fail "$shim is not an ELF executable"
+machine=$(od -An -tu2 -j18 -N2 "$shim" | tr -d ' ')
+[ "$machine" = "$want_machine" ] ||
+  fail "$shim is built for ELF machine $machine, this image's CPU ($(uname -m)) is $want_machine"
+
 # What install-cni copies to the host: the trellis binary, and the reference plugins where the node has
 # none; each answers VERSION on its own (the runtime may ask before the agent is up).
 for p in trellis loopback portmap; do

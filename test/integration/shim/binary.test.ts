@@ -4,6 +4,11 @@
  * agent is a node:net server on a real unix socket in this process, answering with the real
  * protocol code. This is what exercises the shim's libc IO (cmd/cni/libc.ts over Bun's FFI), which vitest
  * (Node) cannot load, and every way its socket can fail.
+ *
+ * The same tests run against the arm64 build under qemu-user when this machine has it (`qemu-user` and
+ * `libc6-arm64-cross`, which .ci/run installs): the shim cross-compiled for arm64 (scripts/shim-compile.ts)
+ * makes its system calls by arm64's numbers, which qemu translates, so every path below checks that
+ * table too; a wrong number there is a wrong system call, not a crash in a test.
  */
 import { spawn, spawnSync } from 'node:child_process';
 import {
@@ -17,7 +22,7 @@ import {
   writeFileSync,
 } from 'node:fs';
 import { createConnection, type Socket } from 'node:net';
-import { tmpdir } from 'node:os';
+import { arch, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { CniCode, CniError } from '../../../pkg/cni/errors.ts';
@@ -28,14 +33,49 @@ import {
   errorResponse,
   MAX_RESPONSE_BYTES,
 } from '../../../pkg/shim/protocol.ts';
+import { compileShim } from '../../../scripts/shim-compile.ts';
 import { type AgentStub, answerOk, type StubHandler, startAgentStub } from '../../unit/shim/agent-stub.ts';
 
 const root = join(import.meta.dirname, '..', '..', '..');
 const BIN = join(root, 'dist', 'bin', 'trellis');
-const skipReason = existsSync(BIN)
-  ? undefined
-  : 'dist/bin/trellis is missing: run `node_modules/.bin/node scripts/build.ts` first';
 const VERSION = (JSON.parse(readFileSync(join(root, 'package.json'), 'utf8')) as { version: string }).version;
+
+/** qemu-user runs an arm64 executable here, with Debian's arm64 glibc as its root for the loader. */
+const QEMU = '/usr/bin/qemu-aarch64';
+const ARM64_SYSROOT = '/usr/aarch64-linux-gnu';
+
+/** One build of the shim under test and how to start it. */
+interface ShimUnderTest {
+  label: string;
+  skipReason: string | undefined;
+  /** Makes the binary (once, before the tests); returns the argv that starts it. */
+  prepare: (scratch: string) => string[];
+}
+
+const SHIMS: ShimUnderTest[] = [
+  {
+    label: 'compiled shim',
+    skipReason: existsSync(BIN)
+      ? undefined
+      : 'dist/bin/trellis is missing: run `node_modules/.bin/node scripts/build.ts` first',
+    prepare: () => [BIN],
+  },
+  {
+    label: 'compiled shim, arm64 build under qemu-user',
+    skipReason:
+      process.arch !== 'x64'
+        ? `runs the arm64 build on an x64 machine; this one is ${arch()}`
+        : !existsSync(QEMU) || !existsSync(join(ARM64_SYSROOT, 'lib', 'ld-linux-aarch64.so.1'))
+          ? `needs ${QEMU} and an arm64 glibc in ${ARM64_SYSROOT} (apt-get install qemu-user libc6-arm64-cross)`
+          : undefined,
+    prepare: (scratch) => {
+      // Bun fetches its arm64 runtime (the same version) from the npm registry on the first build.
+      const outfile = join(scratch, 'trellis-arm64');
+      compileShim({ root, arch: 'arm64', version: VERSION, outfile, quiet: true });
+      return [QEMU, '-L', ARM64_SYSROOT, outfile];
+    },
+  },
+];
 
 interface Run {
   stdout: string;
@@ -44,9 +84,15 @@ interface Run {
 }
 
 /** Async on purpose: the agent stub answers from this process's event loop. */
-function runBin(env: Record<string, string>, stdin: string, args: string[] = [], cwd?: string): Promise<Run> {
+function runArgv(
+  argv: readonly string[],
+  env: Record<string, string>,
+  stdin: string,
+  args: string[] = [],
+  cwd?: string,
+): Promise<Run> {
   return new Promise((resolve, reject) => {
-    const child = spawn(BIN, args, { env, cwd, stdio: ['pipe', 'pipe', 'pipe'] });
+    const child = spawn(argv[0]!, [...argv.slice(1), ...args], { env, cwd, stdio: ['pipe', 'pipe', 'pipe'] });
     let stdout = '';
     let stderr = '';
     child.stdout.setEncoding('utf8').on('data', (d: string) => {
@@ -89,331 +135,338 @@ const RESULT = {
   dns: {},
 };
 
-describe.skipIf(skipReason !== undefined)(
-  skipReason === undefined ? 'compiled shim' : `compiled shim (skipped: ${skipReason})`,
-  () => {
-    let scratch: string;
-    let stub: AgentStub | undefined;
-    beforeAll(() => {
-      scratch = mkdtempSync(join(tmpdir(), 'trl-shimbin-'));
-    });
-    afterAll(() => rmSync(scratch, { recursive: true, force: true }));
-    afterEach(async () => {
-      await stub?.close();
-      stub = undefined;
-    });
-    const start = async (h: StubHandler): Promise<AgentStub> => {
-      stub = await startAgentStub(h);
-      return stub;
-    };
-
-    it('--version and -v print the build version', async () => {
-      for (const flag of ['--version', '-v']) {
-        const r = await runBin({}, '', [flag]);
-        expect(r).toEqual({ stdout: `trellis ${VERSION}\n`, stderr: '', code: 0 });
-      }
-    });
-
-    it('--help and -h say what the binary is, without reading stdin', async () => {
-      for (const flag of ['--help', '-h']) {
-        const r = await runBin({}, '', [flag]);
-        expect(r.code).toBe(0);
-        expect(r.stderr).toBe('');
-        expect(r.stdout).toContain(`trellis ${VERSION}: the trellis CNI plugin.`);
-        expect(r.stdout).toContain(`CNI versions: ${SUPPORTED_VERSIONS.join(', ')}.`);
-      }
-    });
-
-    it('VERSION is answered without an agent', async () => {
-      const r = await runBin({ CNI_COMMAND: 'VERSION' }, '{"cniVersion":"1.0.0"}');
-      expect(r.code).toBe(0);
-      expect(JSON.parse(r.stdout)).toEqual({
-        cniVersion: '1.0.0',
-        supportedVersions: [...SUPPORTED_VERSIONS],
+for (const shim of SHIMS) {
+  describe.skipIf(shim.skipReason !== undefined)(
+    shim.skipReason === undefined ? shim.label : `${shim.label} (skipped: ${shim.skipReason})`,
+    () => {
+      let scratch: string;
+      let stub: AgentStub | undefined;
+      let argv: string[] = [];
+      const runBin = (env: Record<string, string>, stdin: string, args: string[] = [], cwd?: string) =>
+        runArgv(argv, env, stdin, args, cwd);
+      beforeAll(() => {
+        scratch = mkdtempSync(join(tmpdir(), 'trl-shimbin-'));
+        argv = shim.prepare(scratch);
+      }, 180_000);
+      afterAll(() => rmSync(scratch, { recursive: true, force: true }));
+      afterEach(async () => {
+        await stub?.close();
+        stub = undefined;
       });
-    });
-
-    it('ADD: forwards only CNI_* and stdin, prints the agent result verbatim, exit 0', async () => {
-      const s = await start(() => answerOk(RESULT));
-      const stdin = conf({ socket: s.socketPath });
-      const r = await runBin({ ...ADD_ENV, API_TOKEN: 'do-not-leak', HOME: '/root' }, stdin);
-      expect(r).toEqual({ stdout: `${JSON.stringify(RESULT)}\n`, stderr: '', code: 0 });
-      expect(s.requests).toEqual([{ v: 1, env: ADD_ENV, stdin }]);
-      expect(s.rawLines[0]).not.toContain('do-not-leak');
-    });
-
-    it('stdin a non-blocking pipe that has nothing yet: the shim waits for the config (EAGAIN, then poll)', async () => {
-      const s = await start(() => answerOk(RESULT));
-      const stdin = conf({ socket: s.socketPath });
-      // Node hands a child blocking stdio; perl (Debian's perl-base is essential) makes the pipe
-      // non-blocking, as a runtime's may be, and execs the shim in its place.
-      const nonBlocking =
-        'use Fcntl; fcntl(STDIN, F_SETFL, fcntl(STDIN, F_GETFL, 0) | O_NONBLOCK) or die; exec {$ARGV[0]} @ARGV or die';
-      const child = spawn('perl', ['-e', nonBlocking, BIN], {
-        env: ADD_ENV,
-        stdio: ['pipe', 'pipe', 'pipe'],
-      });
-      let stdout = '';
-      child.stdout.setEncoding('utf8').on('data', (d: string) => {
-        stdout += d;
-      });
-      const exited = new Promise<number | null>((resolve) => child.on('close', resolve));
-      // Write only once the shim, having read nothing, waits in poll(2) or ppoll(2) (/proc/PID/syscall).
-      const polls = process.arch === 'arm64' ? ['73'] : ['7', '271'];
-      const inPoll = (): boolean => {
-        try {
-          return polls.includes(readFileSync(`/proc/${child.pid}/syscall`, 'utf8').split(' ')[0]!);
-        } catch {
-          return false;
-        }
+      const start = async (h: StubHandler): Promise<AgentStub> => {
+        stub = await startAgentStub(h);
+        return stub;
       };
-      for (const until = Date.now() + 10_000; !inPoll(); ) {
-        expect(child.exitCode, 'the shim exited without its config').toBeNull();
-        expect(Date.now(), 'the shim never waited in poll').toBeLessThan(until);
-        await new Promise((r) => setTimeout(r, 5));
-      }
-      child.stdin.end(stdin);
-      expect(await exited).toBe(0);
-      expect(stdout).toBe(`${JSON.stringify(RESULT)}\n`);
-      expect(s.requests[0]?.stdin).toBe(stdin);
-    });
 
-    it('a ~900 KB config crosses the socket intact (partial writes are resumed)', async () => {
-      const s = await start((req) => answerOk({ cniVersion: '1.1.0', length: req.stdin.length }));
-      const stdin = conf({ socket: s.socketPath, pad: 'ü'.repeat(450_000) });
-      const r = await runBin(ADD_ENV, stdin);
-      expect(r.code).toBe(0);
-      expect(JSON.parse(r.stdout)).toEqual({ cniVersion: '1.1.0', length: stdin.length });
-      expect(s.requests[0]?.stdin).toBe(stdin);
-    });
-
-    it('agent error: printed as the CNI error object, exit 1', async () => {
-      const s = await start(() => ({
-        answer: encodeResponse(
-          errorResponse(new CniError(CniCode.IPAM_EXHAUSTED, 'no free address', '10.244.1.0/24')),
-        ),
-      }));
-      const r = await runBin(ADD_ENV, conf({ cniVersion: '0.4.0', socket: s.socketPath }));
-      expect(r.code).toBe(1);
-      expect(JSON.parse(r.stdout)).toEqual({
-        cniVersion: '0.4.0',
-        code: CniCode.IPAM_EXHAUSTED,
-        msg: 'no free address',
-        details: '10.244.1.0/24',
+      it('--version and -v print the build version', async () => {
+        for (const flag of ['--version', '-v']) {
+          const r = await runBin({}, '', [flag]);
+          expect(r).toEqual({ stdout: `trellis ${VERSION}\n`, stderr: '', code: 0 });
+        }
       });
-    });
 
-    it('DEL, CHECK, STATUS and GC print nothing on success', async () => {
-      const s = await start(() => answerOk(null));
-      for (const command of ['DEL', 'CHECK', 'STATUS', 'GC']) {
-        const r = await runBin(envFor(command), conf({ socket: s.socketPath }));
-        expect(r, command).toEqual({ stdout: '', stderr: '', code: 0 });
-      }
-      expect(s.requests.map((q) => q.env.CNI_COMMAND)).toEqual(['DEL', 'CHECK', 'STATUS', 'GC']);
-    });
+      it('--help and -h say what the binary is, without reading stdin', async () => {
+        for (const flag of ['--help', '-h']) {
+          const r = await runBin({}, '', [flag]);
+          expect(r.code).toBe(0);
+          expect(r.stderr).toBe('');
+          expect(r.stdout).toContain(`trellis ${VERSION}: the trellis CNI plugin.`);
+          expect(r.stdout).toContain(`CNI versions: ${SUPPORTED_VERSIONS.join(', ')}.`);
+        }
+      });
 
-    describe('agent down', () => {
-      const sock = (): string => join(scratch, 'down.sock');
+      it('VERSION is answered without an agent', async () => {
+        const r = await runBin({ CNI_COMMAND: 'VERSION' }, '{"cniVersion":"1.0.0"}');
+        expect(r.code).toBe(0);
+        expect(JSON.parse(r.stdout)).toEqual({
+          cniVersion: '1.0.0',
+          supportedVersions: [...SUPPORTED_VERSIONS],
+        });
+      });
 
-      it('ADD: code 11 naming the socket', async () => {
-        const r = await runBin(ADD_ENV, conf({ socket: sock() }));
+      it('ADD: forwards only CNI_* and stdin, prints the agent result verbatim, exit 0', async () => {
+        const s = await start(() => answerOk(RESULT));
+        const stdin = conf({ socket: s.socketPath });
+        const r = await runBin({ ...ADD_ENV, API_TOKEN: 'do-not-leak', HOME: '/root' }, stdin);
+        expect(r).toEqual({ stdout: `${JSON.stringify(RESULT)}\n`, stderr: '', code: 0 });
+        expect(s.requests).toEqual([{ v: 1, env: ADD_ENV, stdin }]);
+        expect(s.rawLines[0]).not.toContain('do-not-leak');
+      });
+
+      it('stdin a non-blocking pipe that has nothing yet: the shim waits for the config (EAGAIN, then poll)', async () => {
+        const s = await start(() => answerOk(RESULT));
+        const stdin = conf({ socket: s.socketPath });
+        // Node hands a child blocking stdio; perl (Debian's perl-base is essential) makes the pipe
+        // non-blocking, as a runtime's may be, and execs the shim in its place.
+        const nonBlocking =
+          'use Fcntl; fcntl(STDIN, F_SETFL, fcntl(STDIN, F_GETFL, 0) | O_NONBLOCK) or die; exec {$ARGV[0]} @ARGV or die';
+        const child = spawn('perl', ['-e', nonBlocking, ...argv], {
+          env: ADD_ENV,
+          stdio: ['pipe', 'pipe', 'pipe'],
+        });
+        let stdout = '';
+        child.stdout.setEncoding('utf8').on('data', (d: string) => {
+          stdout += d;
+        });
+        const exited = new Promise<number | null>((resolve) => child.on('close', resolve));
+        // Write only once the shim, having read nothing, waits in poll(2) or ppoll(2) (/proc/PID/syscall,
+        // the host's numbers: under qemu-user it is qemu that waits, in the host's ppoll).
+        const polls = process.arch === 'arm64' ? ['73'] : ['7', '271'];
+        const inPoll = (): boolean => {
+          try {
+            return polls.includes(readFileSync(`/proc/${child.pid}/syscall`, 'utf8').split(' ')[0]!);
+          } catch {
+            return false;
+          }
+        };
+        for (const until = Date.now() + 10_000; !inPoll(); ) {
+          expect(child.exitCode, 'the shim exited without its config').toBeNull();
+          expect(Date.now(), 'the shim never waited in poll').toBeLessThan(until);
+          await new Promise((r) => setTimeout(r, 5));
+        }
+        child.stdin.end(stdin);
+        expect(await exited).toBe(0);
+        expect(stdout).toBe(`${JSON.stringify(RESULT)}\n`);
+        expect(s.requests[0]?.stdin).toBe(stdin);
+      });
+
+      it('a ~900 KB config crosses the socket intact (partial writes are resumed)', async () => {
+        const s = await start((req) => answerOk({ cniVersion: '1.1.0', length: req.stdin.length }));
+        const stdin = conf({ socket: s.socketPath, pad: 'ü'.repeat(450_000) });
+        const r = await runBin(ADD_ENV, stdin);
+        expect(r.code).toBe(0);
+        expect(JSON.parse(r.stdout)).toEqual({ cniVersion: '1.1.0', length: stdin.length });
+        expect(s.requests[0]?.stdin).toBe(stdin);
+      });
+
+      it('agent error: printed as the CNI error object, exit 1', async () => {
+        const s = await start(() => ({
+          answer: encodeResponse(
+            errorResponse(new CniError(CniCode.IPAM_EXHAUSTED, 'no free address', '10.244.1.0/24')),
+          ),
+        }));
+        const r = await runBin(ADD_ENV, conf({ cniVersion: '0.4.0', socket: s.socketPath }));
         expect(r.code).toBe(1);
         expect(JSON.parse(r.stdout)).toEqual({
-          cniVersion: '1.1.0',
-          code: 11,
-          msg: `trellis agent is not reachable at ${sock()} (ENOENT); is the trellis DaemonSet pod running on this node?`,
+          cniVersion: '0.4.0',
+          code: CniCode.IPAM_EXHAUSTED,
+          msg: 'no free address',
+          details: '10.244.1.0/24',
         });
       });
 
-      it('STATUS: code 50; GC: code 11', async () => {
-        const status = await runBin(envFor('STATUS'), conf({ socket: sock() }));
-        expect(status.code).toBe(1);
-        expect(JSON.parse(status.stdout)).toMatchObject({ code: 50, msg: expect.stringContaining(sock()) });
-        const gc = await runBin(envFor('GC'), conf({ socket: sock() }));
-        expect(JSON.parse(gc.stdout)).toMatchObject({ code: 11 });
+      it('DEL, CHECK, STATUS and GC print nothing on success', async () => {
+        const s = await start(() => answerOk(null));
+        for (const command of ['DEL', 'CHECK', 'STATUS', 'GC']) {
+          const r = await runBin(envFor(command), conf({ socket: s.socketPath }));
+          expect(r, command).toEqual({ stdout: '', stderr: '', code: 0 });
+        }
+        expect(s.requests.map((q) => q.env.CNI_COMMAND)).toEqual(['DEL', 'CHECK', 'STATUS', 'GC']);
       });
 
-      it('DEL: exit 0, nothing on stdout, the request spooled durably with mode 0600', async () => {
-        const spoolDir = join(scratch, 'spool');
-        const stdin = conf({ socket: sock(), spoolDir });
-        const r = await runBin(envFor('DEL'), stdin);
-        expect(r.code).toBe(0);
-        expect(r.stdout).toBe('');
-        expect(r.stderr).toContain('DEL recorded in');
-        expect(readdirSync(spoolDir)).toEqual(['9f86d081884c7d65.eth0.del.json']);
-        const file = join(spoolDir, '9f86d081884c7d65.eth0.del.json');
-        expect(statSync(file).mode & 0o777).toBe(0o600);
-        expect(statSync(spoolDir).mode & 0o777).toBe(0o700);
-        const line = readFileSync(file, 'utf8');
-        expect(line.endsWith('\n')).toBe(true);
-        expect(decodeRequest(line)).toEqual({ v: 1, env: envFor('DEL'), stdin });
-      });
+      describe('agent down', () => {
+        const sock = (): string => join(scratch, 'down.sock');
 
-      it('DEL whose stderr cannot be written still succeeds (its diagnostic has nowhere to go)', async () => {
-        const spoolDir = join(scratch, 'spool-nostderr');
-        // /dev/full fails every write with ENOSPC.
-        const r = spawnSync('sh', ['-c', 'exec 2>/dev/full; exec "$0"', BIN], {
-          env: envFor('DEL'),
-          input: conf({ socket: sock(), spoolDir }),
-          encoding: 'utf8',
+        it('ADD: code 11 naming the socket', async () => {
+          const r = await runBin(ADD_ENV, conf({ socket: sock() }));
+          expect(r.code).toBe(1);
+          expect(JSON.parse(r.stdout)).toEqual({
+            cniVersion: '1.1.0',
+            code: 11,
+            msg: `trellis agent is not reachable at ${sock()} (ENOENT); is the trellis DaemonSet pod running on this node?`,
+          });
         });
-        expect([r.status, r.stdout]).toEqual([0, '']);
-        expect(readdirSync(spoolDir)).toEqual(['9f86d081884c7d65.eth0.del.json']);
+
+        it('STATUS: code 50; GC: code 11', async () => {
+          const status = await runBin(envFor('STATUS'), conf({ socket: sock() }));
+          expect(status.code).toBe(1);
+          expect(JSON.parse(status.stdout)).toMatchObject({ code: 50, msg: expect.stringContaining(sock()) });
+          const gc = await runBin(envFor('GC'), conf({ socket: sock() }));
+          expect(JSON.parse(gc.stdout)).toMatchObject({ code: 11 });
+        });
+
+        it('DEL: exit 0, nothing on stdout, the request spooled durably with mode 0600', async () => {
+          const spoolDir = join(scratch, 'spool');
+          const stdin = conf({ socket: sock(), spoolDir });
+          const r = await runBin(envFor('DEL'), stdin);
+          expect(r.code).toBe(0);
+          expect(r.stdout).toBe('');
+          expect(r.stderr).toContain('DEL recorded in');
+          expect(readdirSync(spoolDir)).toEqual(['9f86d081884c7d65.eth0.del.json']);
+          const file = join(spoolDir, '9f86d081884c7d65.eth0.del.json');
+          expect(statSync(file).mode & 0o777).toBe(0o600);
+          expect(statSync(spoolDir).mode & 0o777).toBe(0o700);
+          const line = readFileSync(file, 'utf8');
+          expect(line.endsWith('\n')).toBe(true);
+          expect(decodeRequest(line)).toEqual({ v: 1, env: envFor('DEL'), stdin });
+        });
+
+        it('DEL whose stderr cannot be written still succeeds (its diagnostic has nowhere to go)', async () => {
+          const spoolDir = join(scratch, 'spool-nostderr');
+          // /dev/full fails every write with ENOSPC.
+          const r = spawnSync('sh', ['-c', 'exec 2>/dev/full; exec "$@"', 'sh', ...argv], {
+            env: envFor('DEL'),
+            input: conf({ socket: sock(), spoolDir }),
+            encoding: 'utf8',
+          });
+          expect([r.status, r.stdout]).toEqual([0, '']);
+          expect(readdirSync(spoolDir)).toEqual(['9f86d081884c7d65.eth0.del.json']);
+        });
+
+        it('DEL with an unwritable spool directory fails with 5', async () => {
+          const r = await runBin(envFor('DEL'), conf({ socket: sock(), spoolDir: '/proc/trellis-spool' }));
+          expect(r.code).toBe(1);
+          expect(JSON.parse(r.stdout)).toMatchObject({ code: CniCode.IO_FAILURE });
+        });
       });
 
-      it('DEL with an unwritable spool directory fails with 5', async () => {
-        const r = await runBin(envFor('DEL'), conf({ socket: sock(), spoolDir: '/proc/trellis-spool' }));
-        expect(r.code).toBe(1);
-        expect(JSON.parse(r.stdout)).toMatchObject({ code: CniCode.IO_FAILURE });
+      it('agent silent: ADD 105 after timeoutMs, DEL spooled', async () => {
+        const s = await start(() => ({ silent: true }));
+        const t0 = Date.now();
+        const add = await runBin(ADD_ENV, conf({ socket: s.socketPath, timeoutMs: 300 }));
+        expect(Date.now() - t0).toBeGreaterThanOrEqual(290);
+        expect(add.code).toBe(1);
+        expect(JSON.parse(add.stdout)).toMatchObject({
+          code: CniCode.AGENT_TIMEOUT,
+          msg: `trellis agent at ${s.socketPath} did not answer ADD within 300 ms`,
+        });
+        const spoolDir = join(scratch, 'spool-slow');
+        const del = await runBin(envFor('DEL'), conf({ socket: s.socketPath, timeoutMs: 200, spoolDir }));
+        expect(del.code).toBe(0);
+        expect(readdirSync(spoolDir)).toHaveLength(1);
       });
-    });
 
-    it('agent silent: ADD 105 after timeoutMs, DEL spooled', async () => {
-      const s = await start(() => ({ silent: true }));
-      const t0 = Date.now();
-      const add = await runBin(ADD_ENV, conf({ socket: s.socketPath, timeoutMs: 300 }));
-      expect(Date.now() - t0).toBeGreaterThanOrEqual(290);
-      expect(add.code).toBe(1);
-      expect(JSON.parse(add.stdout)).toMatchObject({
-        code: CniCode.AGENT_TIMEOUT,
-        msg: `trellis agent at ${s.socketPath} did not answer ADD within 300 ms`,
-      });
-      const spoolDir = join(scratch, 'spool-slow');
-      const del = await runBin(envFor('DEL'), conf({ socket: s.socketPath, timeoutMs: 200, spoolDir }));
-      expect(del.code).toBe(0);
-      expect(readdirSync(spoolDir)).toHaveLength(1);
-    });
-
-    it('a listener that never accepts: ADD 11 "connect timed out" after timeoutMs', async () => {
-      // A process that listens with a backlog of 1 and then blocks its only thread, so nothing ever
-      // accepts: two pending connections fill the queue and the shim's connect has to wait for room.
-      const dir = mkdtempSync(join(scratch, 'backlog-'));
-      const path = join(dir, 'cni.sock');
-      const holder = spawn(
-        process.execPath,
-        [
-          '-e',
-          `require('node:net').createServer().listen({ path: ${JSON.stringify(path)}, backlog: 1 });
+      it('a listener that never accepts: ADD 11 "connect timed out" after timeoutMs', async () => {
+        // A process that listens with a backlog of 1 and then blocks its only thread, so nothing ever
+        // accepts: two pending connections fill the queue and the shim's connect has to wait for room.
+        const dir = mkdtempSync(join(scratch, 'backlog-'));
+        const path = join(dir, 'cni.sock');
+        const holder = spawn(
+          process.execPath,
+          [
+            '-e',
+            `require('node:net').createServer().listen({ path: ${JSON.stringify(path)}, backlog: 1 });
            process.stdout.write('listening\\n');
            Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 0, 30000);`,
-        ],
-        { stdio: ['ignore', 'pipe', 'inherit'] },
-      );
-      const fillers: Socket[] = [];
-      try {
-        await new Promise<void>((resolve, reject) => {
-          holder.stdout.once('data', () => resolve());
-          holder.once('exit', (code) => reject(new Error(`backlog holder exited ${code}`)));
-        });
-        for (let i = 0; i < 2; i++) {
-          const c = createConnection(path);
-          fillers.push(c);
-          await new Promise<void>((resolve, reject) => c.once('connect', resolve).once('error', reject));
+          ],
+          { stdio: ['ignore', 'pipe', 'inherit'] },
+        );
+        const fillers: Socket[] = [];
+        try {
+          await new Promise<void>((resolve, reject) => {
+            holder.stdout.once('data', () => resolve());
+            holder.once('exit', (code) => reject(new Error(`backlog holder exited ${code}`)));
+          });
+          for (let i = 0; i < 2; i++) {
+            const c = createConnection(path);
+            fillers.push(c);
+            await new Promise<void>((resolve, reject) => c.once('connect', resolve).once('error', reject));
+          }
+          const t0 = Date.now();
+          const r = await runBin(ADD_ENV, conf({ socket: path, timeoutMs: 300 }));
+          expect(Date.now() - t0).toBeGreaterThanOrEqual(290);
+          expect(r.code).toBe(1);
+          expect(JSON.parse(r.stdout)).toMatchObject({
+            code: CniCode.TRY_AGAIN_LATER,
+            msg: expect.stringContaining(`not reachable at ${path} (connect timed out after 300 ms)`),
+          });
+        } finally {
+          for (const c of fillers) c.destroy();
+          holder.kill('SIGKILL');
+          rmSync(dir, { recursive: true, force: true });
         }
-        const t0 = Date.now();
-        const r = await runBin(ADD_ENV, conf({ socket: path, timeoutMs: 300 }));
-        expect(Date.now() - t0).toBeGreaterThanOrEqual(290);
+      });
+
+      it('agent hangs up without answering: ADD 11', async () => {
+        const s = await start(() => ({ hangUp: true }));
+        const r = await runBin(ADD_ENV, conf({ socket: s.socketPath }));
         expect(r.code).toBe(1);
         expect(JSON.parse(r.stdout)).toMatchObject({
-          code: CniCode.TRY_AGAIN_LATER,
-          msg: expect.stringContaining(`not reachable at ${path} (connect timed out after 300 ms)`),
+          code: 11,
+          msg: expect.stringContaining('closed the connection without answering ADD'),
         });
-      } finally {
-        for (const c of fillers) c.destroy();
-        holder.kill('SIGKILL');
-        rmSync(dir, { recursive: true, force: true });
-      }
-    });
-
-    it('agent hangs up without answering: ADD 11', async () => {
-      const s = await start(() => ({ hangUp: true }));
-      const r = await runBin(ADD_ENV, conf({ socket: s.socketPath }));
-      expect(r.code).toBe(1);
-      expect(JSON.parse(r.stdout)).toMatchObject({
-        code: 11,
-        msg: expect.stringContaining('closed the connection without answering ADD'),
       });
-    });
 
-    it('agent cut off mid-answer: ADD 11; a complete answer without its newline: accepted', async () => {
-      const cut = await start(() => ({ answer: '{"ok":true,"res' }));
-      const r = await runBin(ADD_ENV, conf({ socket: cut.socketPath }));
-      expect(r.code).toBe(1);
-      expect(JSON.parse(r.stdout)).toMatchObject({
-        code: 11,
-        msg: expect.stringContaining(
-          'closed the connection without answering ADD (connection closed in the middle of the answer)',
-        ),
+      it('agent cut off mid-answer: ADD 11; a complete answer without its newline: accepted', async () => {
+        const cut = await start(() => ({ answer: '{"ok":true,"res' }));
+        const r = await runBin(ADD_ENV, conf({ socket: cut.socketPath }));
+        expect(r.code).toBe(1);
+        expect(JSON.parse(r.stdout)).toMatchObject({
+          code: 11,
+          msg: expect.stringContaining(
+            'closed the connection without answering ADD (connection closed in the middle of the answer)',
+          ),
+        });
+        await cut.close();
+        const unterminated = await start(() => ({ answer: JSON.stringify({ ok: true, result: RESULT }) }));
+        const ok = await runBin(ADD_ENV, conf({ socket: unterminated.socketPath }));
+        expect(ok).toEqual({ stdout: `${JSON.stringify(RESULT)}\n`, stderr: '', code: 0 });
       });
-      await cut.close();
-      const unterminated = await start(() => ({ answer: JSON.stringify({ ok: true, result: RESULT }) }));
-      const ok = await runBin(ADD_ENV, conf({ socket: unterminated.socketPath }));
-      expect(ok).toEqual({ stdout: `${JSON.stringify(RESULT)}\n`, stderr: '', code: 0 });
-    });
 
-    it('an answer beyond MAX_RESPONSE_BYTES is refused as INTERNAL, not buffered', async () => {
-      const s = await start(() => ({
-        answer: `{"ok":true,"result":"${'x'.repeat(MAX_RESPONSE_BYTES + 10)}"}\n`,
-      }));
-      const r = await runBin(ADD_ENV, conf({ socket: s.socketPath }));
-      expect(r.code).toBe(1);
-      expect(JSON.parse(r.stdout)).toMatchObject({
-        code: CniCode.INTERNAL,
-        msg: `the trellis agent answer exceeds ${MAX_RESPONSE_BYTES} bytes`,
+      it('an answer beyond MAX_RESPONSE_BYTES is refused as INTERNAL, not buffered', async () => {
+        const s = await start(() => ({
+          answer: `{"ok":true,"result":"${'x'.repeat(MAX_RESPONSE_BYTES + 10)}"}\n`,
+        }));
+        const r = await runBin(ADD_ENV, conf({ socket: s.socketPath }));
+        expect(r.code).toBe(1);
+        expect(JSON.parse(r.stdout)).toMatchObject({
+          code: CniCode.INTERNAL,
+          msg: `the trellis agent answer exceeds ${MAX_RESPONSE_BYTES} bytes`,
+        });
       });
-    });
 
-    it('a stale socket left by a dead agent (ECONNREFUSED): STATUS 50', async () => {
-      const s = await start(() => answerOk(null));
-      const stale = join(scratch, 'stale.sock');
-      linkSync(s.socketPath, stale); // keeps the socket inode after the server unlinks its own path
-      await s.close();
-      stub = undefined;
-      const r = await runBin(envFor('STATUS'), conf({ socket: stale }));
-      expect(r.code).toBe(1);
-      expect(JSON.parse(r.stdout)).toMatchObject({
-        code: 50,
-        msg: expect.stringContaining(`${stale} (ECONNREFUSED)`),
+      it('a stale socket left by a dead agent (ECONNREFUSED): STATUS 50', async () => {
+        const s = await start(() => answerOk(null));
+        const stale = join(scratch, 'stale.sock');
+        linkSync(s.socketPath, stale); // keeps the socket inode after the server unlinks its own path
+        await s.close();
+        stub = undefined;
+        const r = await runBin(envFor('STATUS'), conf({ socket: stale }));
+        expect(r.code).toBe(1);
+        expect(JSON.parse(r.stdout)).toMatchObject({
+          code: 50,
+          msg: expect.stringContaining(`${stale} (ECONNREFUSED)`),
+        });
       });
-    });
 
-    it('a regular file where the socket should be: ADD 11 naming it, not a crash', async () => {
-      const file = join(scratch, 'not-a-socket');
-      writeFileSync(file, '');
-      const r = await runBin(ADD_ENV, conf({ socket: file }));
-      expect(r.code).toBe(1);
-      expect(JSON.parse(r.stdout)).toMatchObject({
-        code: 11,
-        msg: expect.stringContaining(`${file} (ECONNREFUSED)`),
+      it('a regular file where the socket should be: ADD 11 naming it, not a crash', async () => {
+        const file = join(scratch, 'not-a-socket');
+        writeFileSync(file, '');
+        const r = await runBin(ADD_ENV, conf({ socket: file }));
+        expect(r.code).toBe(1);
+        expect(JSON.parse(r.stdout)).toMatchObject({
+          code: 11,
+          msg: expect.stringContaining(`${file} (ECONNREFUSED)`),
+        });
       });
-    });
 
-    it('bad environment: code 4 naming every missing variable', async () => {
-      const r = await runBin({ CNI_COMMAND: 'ADD' }, conf({}));
-      expect(r.code).toBe(1);
-      const err = JSON.parse(r.stdout);
-      expect(err.code).toBe(CniCode.INVALID_ENV);
-      for (const v of ['CNI_CONTAINERID', 'CNI_NETNS', 'CNI_IFNAME']) expect(err.msg).toContain(v);
-    });
+      it('bad environment: code 4 naming every missing variable', async () => {
+        const r = await runBin({ CNI_COMMAND: 'ADD' }, conf({}));
+        expect(r.code).toBe(1);
+        const err = JSON.parse(r.stdout);
+        expect(err.code).toBe(CniCode.INVALID_ENV);
+        for (const v of ['CNI_CONTAINERID', 'CNI_NETNS', 'CNI_IFNAME']) expect(err.msg).toContain(v);
+      });
 
-    it('a .env or bunfig.toml in the working directory changes nothing', async () => {
-      // Runtimes run plugins from wherever they are; Bun executables would read both by default.
-      const cwd = mkdtempSync(join(scratch, 'cwd-'));
-      writeFileSync(join(cwd, '.env'), 'CNI_CONTAINERID=from-dotenv\nCNI_NETNS=/x\nCNI_IFNAME=eth9\n');
-      writeFileSync(join(cwd, 'bunfig.toml'), 'preload = ["./evil.ts"]\n');
-      writeFileSync(join(cwd, 'evil.ts'), 'process.stdout.write("preloaded\\n");\n');
-      const r = await runBin({ CNI_COMMAND: 'ADD' }, conf({}), [], cwd);
-      expect(r.code).toBe(1);
-      expect(r.stdout).not.toContain('preloaded');
-      const err = JSON.parse(r.stdout);
-      expect(err.code).toBe(CniCode.INVALID_ENV);
-      for (const v of ['CNI_CONTAINERID', 'CNI_NETNS', 'CNI_IFNAME']) expect(err.msg).toContain(v);
-    });
+      it('a .env or bunfig.toml in the working directory changes nothing', async () => {
+        // Runtimes run plugins from wherever they are; Bun executables would read both by default.
+        const cwd = mkdtempSync(join(scratch, 'cwd-'));
+        writeFileSync(join(cwd, '.env'), 'CNI_CONTAINERID=from-dotenv\nCNI_NETNS=/x\nCNI_IFNAME=eth9\n');
+        writeFileSync(join(cwd, 'bunfig.toml'), 'preload = ["./evil.ts"]\n');
+        writeFileSync(join(cwd, 'evil.ts'), 'process.stdout.write("preloaded\\n");\n');
+        const r = await runBin({ CNI_COMMAND: 'ADD' }, conf({}), [], cwd);
+        expect(r.code).toBe(1);
+        expect(r.stdout).not.toContain('preloaded');
+        const err = JSON.parse(r.stdout);
+        expect(err.code).toBe(CniCode.INVALID_ENV);
+        for (const v of ['CNI_CONTAINERID', 'CNI_NETNS', 'CNI_IFNAME']) expect(err.msg).toContain(v);
+      });
 
-    it('malformed stdin: code 6', async () => {
-      const r = await runBin(ADD_ENV, '{"cniVersion": "1.0.0", ');
-      expect(r.code).toBe(1);
-      expect(JSON.parse(r.stdout)).toMatchObject({ cniVersion: '1.1.0', code: CniCode.DECODE_FAILED });
-    });
-  },
-);
+      it('malformed stdin: code 6', async () => {
+        const r = await runBin(ADD_ENV, '{"cniVersion": "1.0.0", ');
+        expect(r.code).toBe(1);
+        expect(JSON.parse(r.stdout)).toMatchObject({ cniVersion: '1.1.0', code: CniCode.DECODE_FAILED });
+      });
+    },
+  );
+}

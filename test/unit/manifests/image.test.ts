@@ -42,29 +42,40 @@ describe('Dockerfile', () => {
   const all = stages(instructions);
   const [build, final] = all as [Stage, Stage];
 
-  it('has a build stage and a runtime stage, both on Node 24 bookworm-slim for linux/amd64', () => {
+  it("has a build stage on the builder's platform and a runtime stage on the image's, both Node 24 bookworm-slim", () => {
     expect(all).toHaveLength(2);
     expect(build.name).toBe('build');
-    for (const s of all) {
-      expect(s.image).toBe('node:24-bookworm-slim');
-      // The Bun compiler dependency (@oven/bun-linux-x64-baseline) exists for x64 only.
-      expect(s.platform).toBe('linux/amd64');
-    }
+    for (const s of all) expect(s.image).toBe('node:24-bookworm-slim');
+    // Multi-platform (linux/amd64, linux/arm64): the build stage cross-compiles, so it runs natively.
+    expect(build.platform).toBe('$BUILDPLATFORM');
+    expect(final.platform).toBeUndefined();
+    expect(build.instructions.some((i) => i.keyword === 'ARG' && i.args === 'TARGETARCH')).toBe(true);
   });
 
-  it('the build stage installs, builds, prunes dev dependencies and stages /app with the project script', () => {
-    const ci = indexOfRun(build, /\bnpm ci\b/);
-    const compile = indexOfRun(build, /\bnpm run build\b/);
-    const prune = indexOfRun(build, /\bnpm prune --omit=dev\b/);
+  it('the build stage installs, builds for TARGETARCH, reinstalls production deps for it and stages /app', () => {
+    const ci = indexOfRun(build, /^npm ci --ignore-scripts$/);
+    const compile = indexOfRun(build, /\bnpm run build -- --shim-arch="\$\{TARGETARCH:\?/);
+    const prod = indexOfRun(
+      build,
+      /\bnpm ci --omit=dev --ignore-scripts --os=linux --cpu="\$cpu" --libc=glibc$/,
+    );
     const stage = indexOfRun(build, /(^|\s)scripts\/image-stage\.sh \/src \/app \/usr\/lib\/cni$/);
     expect(
-      [ci, compile, prune, stage].every((i) => i >= 0),
+      [ci, compile, prod, stage].every((i) => i >= 0),
       runs(build).join('\n'),
     ).toBe(true);
-    expect(ci < compile && compile <= prune && prune < stage).toBe(true);
-    // Lockfile first, so the npm ci layer is cached across source edits.
-    const firstCopy = build.instructions.find((i) => i.keyword === 'COPY');
-    expect(firstCopy?.args).toBe('package.json package-lock.json ./');
+    expect(ci < compile && compile < prod && prod < stage).toBe(true);
+    // Docker's CPU names to npm's, and nothing else.
+    expect(build.instructions[prod]?.args).toMatch(
+      /case "\$TARGETARCH" in amd64\) cpu=x64 ;; arm64\) cpu=arm64 ;; \*\)/,
+    );
+    // Lockfile, .npmrc and the Bun toolchain's manifest first, so the npm ci layer is cached across
+    // source edits (the toolchain is a local dev dependency npm ci installs from that directory).
+    const copies = build.instructions.filter((i) => i.keyword === 'COPY').map((i) => i.args);
+    expect(copies.slice(0, 2)).toEqual([
+      'package.json package-lock.json .npmrc ./',
+      'scripts/bun-toolchain/package.json scripts/bun-toolchain/package.json',
+    ]);
   });
 
   it('the runtime stage installs only nftables, iproute2 and the reference plugins, non-interactively', () => {
@@ -155,7 +166,10 @@ describe('Dockerfile', () => {
       'package-lock.json',
       'tsconfig.json',
       'tsconfig.build.json',
+      '.npmrc',
+      'scripts/bun-toolchain/package.json',
       'scripts/build.ts',
+      'scripts/shim-compile.ts',
       'scripts/image-stage.sh',
       'scripts/image-verify.sh',
       'cmd/agent/main.ts',
@@ -226,10 +240,13 @@ describe.skipIf(distSkipReason !== undefined)(
         expect(existsSync(join(app, 'node_modules', dep, 'package.json')), dep).toBe(true);
       }
       // Dev-only packages (some dev dependencies, like @types/node, are also in the production tree).
-      for (const dev of ['typescript', 'vitest', '@oven/bun-linux-x64-baseline', 'node', '@biomejs/biome']) {
+      for (const dev of ['typescript', 'vitest', 'trellis-bun-toolchain', 'node', '@biomejs/biome']) {
         expect(Object.keys(pkg.devDependencies), dev).toContain(dev);
         expect(existsSync(join(app, 'node_modules', dev)), dev).toBe(false);
       }
+      // The toolchain's Bun (~100 MB) is dev-only too, whichever CPU's npm installed.
+      expect(existsSync(join(repoRoot, 'node_modules', '@oven'))).toBe(true);
+      expect(existsSync(join(app, 'node_modules', '@oven'))).toBe(false);
       expect(existsSync(join(app, 'node_modules', '.bin', 'node'))).toBe(false);
     });
 
@@ -277,6 +294,27 @@ describe.skipIf(distSkipReason !== undefined)(
         const r = sh(verifyScript, [app], imageEnv());
         expect(r.status).not.toBe(0);
         expect(r.stderr).toContain(`${link} is missing or not executable`);
+      } finally {
+        unlinkSync(link);
+        symlinkSync(target, link);
+      }
+    });
+
+    it('image-verify.sh rejects a CNI binary built for another CPU', () => {
+      // The staged binary's ELF header with its machine set to the other CPU (x86-64 62, aarch64 183).
+      const link = join(app, 'cni-bin', 'trellis');
+      const target = readlinkSync(link);
+      const header = readFileSync(join(app, 'dist', 'bin', 'trellis')).subarray(0, 64);
+      const other = header.readUInt16LE(18) === 62 ? 183 : 62;
+      header.writeUInt16LE(other, 18);
+      const foreign = join(tmp, 'foreign-trellis');
+      writeFileSync(foreign, header, { mode: 0o755 });
+      unlinkSync(link);
+      symlinkSync(foreign, link);
+      try {
+        const r = sh(verifyScript, [app], imageEnv());
+        expect(r.status).not.toBe(0);
+        expect(r.stderr).toContain(`${link} is built for ELF machine ${other}`);
       } finally {
         unlinkSync(link);
         symlinkSync(target, link);

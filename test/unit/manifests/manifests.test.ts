@@ -95,7 +95,19 @@ describe.skipIf(kubectlSkipReason !== undefined)(
       expect(ds.metadata?.namespace).toBe('kube-system');
       expect(spec.hostNetwork).toBe(true);
       expect(spec.priorityClassName).toBe('system-node-critical');
-      expect(spec.nodeSelector).toEqual({ 'kubernetes.io/os': 'linux', 'kubernetes.io/arch': 'amd64' });
+      expect(spec.nodeSelector).toEqual({ 'kubernetes.io/os': 'linux' });
+      // The CPUs the image is built for (Dockerfile: linux/amd64, linux/arm64), and only those.
+      expect(spec.affinity).toEqual({
+        nodeAffinity: {
+          requiredDuringSchedulingIgnoredDuringExecution: {
+            nodeSelectorTerms: [
+              {
+                matchExpressions: [{ key: 'kubernetes.io/arch', operator: 'In', values: ['amd64', 'arm64'] }],
+              },
+            ],
+          },
+        },
+      });
       // One toleration with operator Exists and no key/effect tolerates every taint.
       expect(spec.tolerations).toEqual([{ operator: 'Exists' }]);
       expect(spec.serviceAccountName).toBe('trellis');
@@ -243,8 +255,9 @@ describe.skipIf(kubectlSkipReason !== undefined)(
       const spec = findOne<IDaemonSet>(objects, 'DaemonSet', 'trellis-uninstall').spec!.template.spec!;
       expect(spec.hostNetwork).toBe(true);
       expect(spec.tolerations).toEqual([{ operator: 'Exists' }]);
-      // Every node the agent ran on, and only those (the image is x86-64 only).
+      // Every node the agent ran on, and only those.
       expect(spec.nodeSelector).toEqual(ds.spec!.template.spec!.nodeSelector);
+      expect(spec.affinity).toEqual(ds.spec!.template.spec!.affinity);
       expect(spec.automountServiceAccountToken).toBe(false);
       const init = spec.initContainers?.[0];
       expect(init?.command).toEqual(['/app/dist/bin/trellis-agent', 'uninstall']);
