@@ -23,6 +23,7 @@ import { enableForwarding, keepForwardingOn } from './forwarding.ts';
 import { watchKernel } from './kernel-watch.ts';
 import { collectLeases, removeAttachments } from './lease-collector.ts';
 import { rebuildHeldLeases } from './lease-rebuild.ts';
+import { LinkCarrierWatch } from './link-carrier-watch.ts';
 import { LinkMtuWatch } from './link-mtu-watch.ts';
 import type { MtuChoice } from './mtu.ts';
 import { NodeStatusReporter } from './node-status.ts';
@@ -112,6 +113,7 @@ export class Agent {
   private readonly subscriptions: Subscription[] = [];
   /** Follows the MTU of the links the detected pod MTU comes from (absent with --mtu set). */
   private linkMtuWatch: LinkMtuWatch | undefined;
+  private linkCarrierWatch: LinkCarrierWatch | undefined;
   private overlay: VxlanOverlay | undefined;
   private mtuChoice: MtuChoice & { overhead: number } = {
     mtu: 1500,
@@ -296,7 +298,10 @@ export class Agent {
         enableForwarding(this.ports.netns, ranges);
         return this.rebuildHeldLeases();
       },
-      onSynced: (self, report) => this.onSynced(self, report.overlay?.devices, report.directSubnets),
+      onSynced: (self, report) => {
+        this.linkCarrierWatch?.follow(report.routeDevices ?? []);
+        return this.onSynced(self, report.overlay?.devices, report.directSubnets);
+      },
       onPass: this.hooks.onPass,
       log: log.child({ component: 'routes' }),
       resyncMs: config.resyncMs,
@@ -313,6 +318,29 @@ export class Agent {
         log: this.log,
       }),
     );
+    // Down: the kernel drops the routes through it (IPv4 silently) and refuses new ones until the
+    // carrier is back ("Carrier for nexthop device is down"), so the pass that puts them back is the
+    // one when it is up again.
+    const carriers = new LinkCarrierWatch(this.ports.events, (change) => {
+      if ('link' in change) {
+        if (!change.running) {
+          log.warn(
+            { link: change.link.name, up: change.link.up, carrier: change.link.lowerUp === true },
+            'a link routes to peers leave by is down; its routes are put back when it is up again',
+          );
+          return;
+        }
+        log.info({ link: change.link.name }, 'a link routes to peers leave by is up; reconciling now');
+      } else if ('deleted' in change) {
+        log.warn(
+          { link: change.deleted.name },
+          'a link routes to peers leave by was deleted; reconciling now',
+        );
+      }
+      this.controller?.markDirty();
+    });
+    this.linkCarrierWatch = carriers;
+    this.subscriptions.push(carriers);
     if (config.mtu === 0) {
       const uplinks = new LinkMtuWatch(this.ports.events, (change) => {
         if ('link' in change) {

@@ -24,6 +24,8 @@ export interface LinkInfo {
   peerIndex?: number;
   /** IFF_LOOPBACK (lo); absent on every other link. */
   loopback?: true;
+  /** IFF_LOWER_UP: the device has carrier; absent when it has not (or the source does not say). */
+  lowerUp?: true;
 }
 
 export interface AddressInfo {

@@ -47,6 +47,8 @@ export const AF = { UNSPEC: 0, INET: 2, BRIDGE: 7, INET6: 10 } as const;
 
 export const IFF_UP = 0x1;
 export const IFF_LOOPBACK = 0x8;
+/** The device has carrier (operational state up below the admin flag). */
+export const IFF_LOWER_UP = 0x10000;
 
 export const IFLA = {
   ADDRESS: 1,

@@ -15,6 +15,7 @@ import {
   IFA,
   IFA_F,
   IFF_LOOPBACK,
+  IFF_LOWER_UP,
   IFF_UP,
   IFLA,
   IFLA_INFO,
@@ -175,6 +176,7 @@ export function parseLink(payload: Buffer): LinkInfo {
   // namespace, where it may even equal our own index; a VXLAN's underlay device).
   if (peer !== 0) link.peerIndex = peer;
   if ((flags & IFF_LOOPBACK) !== 0) link.loopback = true;
+  if ((flags & IFF_LOWER_UP) !== 0) link.lowerUp = true;
   return link;
 }
 

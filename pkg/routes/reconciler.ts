@@ -110,6 +110,12 @@ export interface ReconcileReport {
   quiet?: boolean;
   /** Orphaned nexthop objects of ours deleted by this pass (pkg/netlink nexthop-book.ts), when any. */
   nexthopsPruned?: number;
+  /**
+   * The devices (ifindex, ascending) the pass's plan routes peers through: the agent watches their
+   * state, since the kernel deletes a device's nexthop objects, and with them our IPv4 routes, without
+   * a route notification when it goes down or loses carrier. Absent from per-node steps' reports.
+   */
+  routeDevices?: readonly number[];
   durationMs: number;
 }
 
@@ -192,6 +198,15 @@ export interface RouteReconcilerOptions {
 }
 
 /** Reads the agent's interfaces and addresses through netlink (the connected subnets host-gw needs). */
+/** The devices routes through a gateway leave by: distinct ifindexes, ascending. */
+export function gatewayDevices(routes: readonly RouteInfo[]): number[] {
+  const devices = new Set<number>();
+  for (const r of routes) {
+    if (r.gateway !== undefined && r.gateway !== '' && r.ifindex !== undefined) devices.add(r.ifindex);
+  }
+  return [...devices].sort((a, b) => a - b);
+}
+
 export async function readLocalLinks(handle: NetlinkHandle): Promise<LocalLink[]> {
   const [links, addresses] = await Promise.all([handle.listLinks(), handle.listAddresses()]);
   return links
@@ -245,6 +260,8 @@ export class RouteReconciler {
   private state: PeerState | undefined;
   /** Deletions made by per-node steps, so their notifications do not trigger a full pass. */
   readonly ownChanges = new OwnRouteChanges();
+  /** routeDevices of the last plan (a quiet pass plans nothing and reports these). */
+  private planDevices: readonly number[] = [];
 
   constructor(opts: RouteReconcilerOptions) {
     this.handle = opts.handle;
@@ -351,7 +368,7 @@ export class RouteReconciler {
       previous !== undefined && input.synced && describesInputs(previous, basis, input.peers)
         ? previous
         : undefined;
-    let plan = known === undefined ? this.plan(basis, input.peers) : undefined;
+    let plan = known === undefined ? this.planAndNote(basis, input.peers) : undefined;
     const folded = known === undefined ? undefined : foldedReport(known, 0);
     await this.overlay?.program((plan ?? folded)?.decisions ?? []);
     if (known !== undefined && folded !== undefined && (await this.kernelStillHolds(known))) {
@@ -362,13 +379,14 @@ export class RouteReconciler {
         problems: [...prepared.problems, ...folded.problems],
         ...(overlay === undefined ? {} : { overlay }),
         directSubnets,
+        routeDevices: this.planDevices,
         quiet: true,
         durationMs: this.now() - start,
       };
     }
     // Something differs (an input, or the kernel behind our back): plan from scratch and diff.
     const programmed = await this.listProgrammed();
-    plan ??= this.plan(basis, input.peers);
+    plan ??= this.planAndNote(basis, input.peers);
     const diff = diffRoutes(plan.routes, programmed);
     const remove = input.synced === true ? diff.remove : [];
     // The pass's own removals are not tampering either: their notifications must not run another pass.
@@ -411,6 +429,7 @@ export class RouteReconciler {
       ...(overlay === undefined ? {} : { overlay }),
       directSubnets,
       ...(nexthopsPruned > 0 ? { nexthopsPruned } : {}),
+      routeDevices: this.planDevices,
       durationMs: this.now() - start,
     };
   }
@@ -432,6 +451,12 @@ export class RouteReconciler {
       );
     }
     return check.holds();
+  }
+
+  private planAndNote(basis: PeerStateBasis, peers: PeerNode[]): DesiredRoutes {
+    const plan = this.plan(basis, peers);
+    this.planDevices = gatewayDevices(plan.routes);
+    return plan;
   }
 
   private plan(basis: PeerStateBasis, peers: PeerNode[]): DesiredRoutes {

@@ -163,6 +163,30 @@ describe.skipIf(skip !== undefined)(skip === undefined ? title : `${title} (skip
     expect(ms).toBeLessThan(2500);
   });
 
+  it('the uplink losing carrier: the routes the kernel drops with it (IPv4 silently) are back within about a second of the carrier', async () => {
+    const [a, b] = tb.nodes();
+    const wanted = [routeTo(b!, 4), routeTo(b!, 6)] as const;
+    // A cable pulled: the node's eth0 is a veth whose other end is its port on the fabric's bridge.
+    ip(tb.fabricNs, 'link', 'set', `n${a!.plan.index}`, 'down');
+    try {
+      // The kernel deletes the nexthop objects on a device without carrier, and the routes through
+      // them (linkwatch applies the change within about a second); IPv4 announces neither.
+      await within(5000, `${a!.name}: routes through eth0 dropped by the kernel`, () =>
+        wanted.every((w, i) => !hasRoute(tb.routes(a!.name, i === 0 ? 4 : 6), w)),
+      );
+    } finally {
+      ip(tb.fabricNs, 'link', 'set', `n${a!.plan.index}`, 'up');
+    }
+    // Without a route notification only the link's state says they must be put back: the resync is 60 s.
+    const ms = await within(3000, `${a!.name}: routes to ${b!.name} back with the carrier`, () =>
+      wanted.every((w, i) => hasRoute(tb.routes(a!.name, i === 0 ? 4 : 6), w)),
+    );
+    expect(ms).toBeLessThan(3000);
+    const pod = tb.pods().find((p) => p.node === 'node-1')!;
+    const peerPod = await tb.addPod(b!.name);
+    expect((await tb.ping(pod.ns, peerPod.v4)).rttMs).toBeDefined();
+  });
+
   it('a blackhole for its own pod CIDR deleted by hand comes back too', async () => {
     const a = tb.nodes()[0]!;
     ip(a.ns, 'route', 'del', 'blackhole', a.plan.podCIDRs[0]);

@@ -4,7 +4,7 @@ import { cidrContains, parseCidr, parseIp } from '../../../pkg/ip/index.ts';
 import type { DoctorReport } from '../../../pkg/ops/doctor.ts';
 import { VXLAN_OVERHEAD } from '../../../pkg/vxlan/constants.ts';
 import { AGENT_BINARY } from '../../support/cni-driver.ts';
-import { ipJson, nsExec } from '../../support/netns.ts';
+import { ip, ipJson, nsExec } from '../../support/netns.ts';
 import { tcpMss } from '../../support/tcp-mss.ts';
 import {
   addrOf,
@@ -14,7 +14,7 @@ import {
   Testbed,
   testbedSkipReason,
 } from '../../support/testbed/index.ts';
-import { errorLines, probe } from '../faults/support.ts';
+import { errorLines, probe, within } from '../faults/support.ts';
 
 /**
  * Single-stack clusters, as kubeadm or kind build them with ipFamily ipv4 or ipv6: every node has an
@@ -220,6 +220,36 @@ describe.each([4, 6] as const)('single-stack IPv%i cluster (real agents, real sh
         expect(table).toContain(`pods_v${family}`);
         expect(table).not.toContain(`pods_v${other}`);
       }
+    });
+
+    it(`the uplink losing carrier: the direct IPv${family} route the kernel drops with it is back within about a second of the carrier`, async () => {
+      const [a, b] = tb.nodes();
+      const direct = { dst: podCIDROf(b!.plan, family), gateway: addrOf(b!.plan, family), dev: 'eth0' };
+      const holds = () =>
+        tb.routes(a!.name, family).some((r) => r.dst === direct.dst && r.gateway === direct.gateway);
+      expect(holds()).toBe(true);
+      // A cable pulled: node-1's eth0 is a veth whose other end is its port on the fabric's bridge. The
+      // kernel deletes the nexthop objects on a device without carrier and the routes through them
+      // (after linkwatch's delay), for IPv4 without a route or nexthop notification.
+      const port = `n${a!.plan.index}`;
+      ip(tb.fabricNs, 'link', 'set', port, 'down');
+      try {
+        await within(5000, `${a!.name}: route through eth0 dropped by the kernel`, () => !holds());
+      } finally {
+        ip(tb.fabricNs, 'link', 'set', port, 'up');
+      }
+      // Only the link's state says it must be put back (the resync is 60 s away).
+      expect(await within(3000, `${a!.name}: route to ${b!.name} back with the carrier`, holds)).toBeLessThan(
+        3000,
+      );
+      const from = tb.pods().find((p) => p.node === a!.name)!;
+      const to = tb.pods().find((p) => p.node === b!.name)!;
+      expect((await tb.ping(from.ns, to.ips[0]!)).rttMs).toBeDefined();
+      const said = (msg: string) => a!.logs.filter((l) => l.msg === msg && l.link === 'eth0');
+      expect(
+        said('a link routes to peers leave by is down; its routes are put back when it is up again'),
+      ).toHaveLength(1);
+      expect(said('a link routes to peers leave by is up; reconciling now')).toHaveLength(1);
     });
 
     it('no agent logged an error while pods came and went', async () => {

@@ -1,0 +1,73 @@
+import type { LinkInfo, NetlinkEventsPort, Subscription } from '../datapath/ports.ts';
+
+/** What the watch reports: a followed link went down or came back, was deleted, or events were lost. */
+export type LinkCarrierChange =
+  | { link: LinkInfo; running: boolean; was: boolean | undefined }
+  | { deleted: LinkInfo }
+  | { overflow: true };
+
+/** Up and with carrier: the state in which the kernel keeps a device's nexthop objects. */
+function isRunning(link: LinkInfo): boolean {
+  return link.up && link.lowerUp === true;
+}
+
+/**
+ * Watches the links the routes to peers leave by (ReconcileReport.routeDevices: the uplink, the VXLAN
+ * devices). When such a device goes down or loses carrier (a cable pulled, a switch rebooted, a bond
+ * failing over, `ip link set dev X down`), the kernel deletes the nexthop objects on it, and every
+ * IPv4 route written through them, without a route or nexthop notification (IPv6 announces its own):
+ * kernel-watch.ts cannot see it, and peers' pods would be unreachable until the next resync. Each
+ * change of a followed link's state therefore asks for a full pass; the one after carrier returns puts
+ * the routes back. The kernel filters the notifications to these links: every pod ADD and DEL would
+ * otherwise wake the agent for its veth.
+ */
+export class LinkCarrierWatch {
+  private readonly events: NetlinkEventsPort;
+  private readonly onChange: (change: LinkCarrierChange) => void;
+  private subscription: Subscription | undefined;
+  /** ifindex -> running at the last notification; undefined until one came (a pass reads no flags). */
+  private watched = new Map<number, boolean | undefined>();
+
+  constructor(events: NetlinkEventsPort, onChange: (change: LinkCarrierChange) => void) {
+    this.events = events;
+    this.onChange = onChange;
+  }
+
+  /** From now on, these links; the subscription is replaced only when the set changes. */
+  follow(indexes: readonly number[]): void {
+    const next = new Map(indexes.map((i) => [i, this.watched.get(i)]));
+    const sameSet = next.size === this.watched.size && indexes.every((i) => this.watched.has(i));
+    this.watched = next;
+    if (sameSet && (this.subscription !== undefined || next.size === 0)) return;
+    this.subscription?.close();
+    this.subscription = undefined;
+    if (next.size === 0) return;
+    this.subscription = this.events.subscribeLinkEvents(
+      (ev) => {
+        if (ev.type === 'overflow') {
+          this.onChange({ overflow: true });
+          return;
+        }
+        if (!this.watched.has(ev.link.index)) return;
+        if (ev.type === 'delete') {
+          this.watched.delete(ev.link.index);
+          this.onChange({ deleted: ev.link });
+          return;
+        }
+        // RTM_NEWLINK also reports changes that leave the state alone (MTU, address, statistics).
+        const was = this.watched.get(ev.link.index);
+        const running = isRunning(ev.link);
+        if (was === running) return;
+        this.watched.set(ev.link.index, running);
+        this.onChange({ link: ev.link, running, was });
+      },
+      { changes: ['add', 'delete'], links: [...next.keys()] },
+    );
+  }
+
+  close(): void {
+    this.subscription?.close();
+    this.subscription = undefined;
+    this.watched.clear();
+  }
+}

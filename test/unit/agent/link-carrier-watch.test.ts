@@ -1,0 +1,115 @@
+import { describe, expect, it } from 'vitest';
+import { type LinkCarrierChange, LinkCarrierWatch } from '../../../pkg/agent/link-carrier-watch.ts';
+import type {
+  LinkEvent,
+  LinkEventInterest,
+  LinkInfo,
+  NetlinkEventsPort,
+} from '../../../pkg/datapath/ports.ts';
+import { gatewayDevices } from '../../../pkg/routes/reconciler.ts';
+
+/** The watch over a fake events port that records each subscription's interest, as the kernel filter gets it. */
+function setup() {
+  const subscriptions: { interest: LinkEventInterest | undefined; closed: boolean }[] = [];
+  let deliver: ((ev: LinkEvent) => void) | undefined;
+  const events: NetlinkEventsPort = {
+    subscribeRouteEvents: () => ({ close: () => {} }),
+    subscribeLinkEvents: (cb, interest) => {
+      const sub = { interest, closed: false };
+      subscriptions.push(sub);
+      deliver = cb;
+      return {
+        close: () => {
+          sub.closed = true;
+        },
+      };
+    },
+  };
+  const changes: LinkCarrierChange[] = [];
+  const watch = new LinkCarrierWatch(events, (c) => changes.push(c));
+  const link = (index: number, up: boolean, carrier: boolean): LinkInfo => ({
+    index,
+    name: `eth${index}`,
+    kind: undefined,
+    mac: '02:00:00:00:00:01',
+    mtu: 1500,
+    up,
+    ...(carrier ? { lowerUp: true as const } : {}),
+  });
+  return {
+    watch,
+    changes,
+    subscriptions,
+    newLink: (index: number, up: boolean, carrier: boolean) =>
+      deliver!({ type: 'add', link: link(index, up, carrier) }),
+    delLink: (index: number) => deliver!({ type: 'delete', link: link(index, false, false) }),
+    overflow: () => deliver!({ type: 'overflow' }),
+  };
+}
+
+describe('LinkCarrierWatch', () => {
+  it('reports a followed link losing carrier, going down and coming back, once per change of state', () => {
+    const t = setup();
+    t.watch.follow([2, 7]);
+    expect(t.subscriptions).toEqual([
+      { interest: { changes: ['add', 'delete'], links: [2, 7] }, closed: false },
+    ]);
+    t.newLink(2, true, true); // first word on it: the state was not known
+    t.newLink(2, true, true); // an MTU or address change: same state, nothing
+    t.newLink(2, true, false); // carrier lost
+    t.newLink(2, true, false);
+    t.newLink(2, false, false); // then set down: still not running, nothing new
+    t.newLink(2, true, true); // back
+    expect(t.changes.map((c) => ('link' in c ? [c.link.index, c.running, c.was] : c))).toEqual([
+      [2, true, undefined],
+      [2, false, true],
+      [2, true, false],
+    ]);
+  });
+
+  it('ignores links it does not follow (the kernel filter is a superset), reports deletion and overflow', () => {
+    const t = setup();
+    t.watch.follow([2]);
+    t.newLink(9, true, false);
+    t.delLink(9);
+    expect(t.changes).toEqual([]);
+    t.delLink(2);
+    t.overflow();
+    expect(t.changes).toEqual([{ deleted: expect.objectContaining({ index: 2 }) }, { overflow: true }]);
+    // A deleted link is no longer followed: a new link reusing the index says nothing until a pass follows it.
+    t.newLink(2, true, true);
+    expect(t.changes).toHaveLength(2);
+  });
+
+  it('replaces its subscription only when the set of links changes, and keeps what it knew', () => {
+    const t = setup();
+    t.watch.follow([7, 2]);
+    t.watch.follow([2, 7]);
+    expect(t.subscriptions).toHaveLength(1);
+    t.newLink(2, true, true);
+    t.watch.follow([2, 7, 11]);
+    expect(t.subscriptions.map((s) => [s.interest?.links, s.closed])).toEqual([
+      [[7, 2], true],
+      [[2, 7, 11], false],
+    ]);
+    t.newLink(2, true, true); // still known as running: nothing
+    expect(t.changes).toHaveLength(1);
+    t.watch.follow([]);
+    expect(t.subscriptions.every((s) => s.closed)).toBe(true);
+    t.watch.close();
+  });
+});
+
+describe('gatewayDevices', () => {
+  it('the devices of routes through a gateway, once each, ascending; blackholes and local routes left out', () => {
+    expect(
+      gatewayDevices([
+        { family: 4, dst: '10.244.2.0/24', gateway: '10.0.0.12', ifindex: 9 },
+        { family: 6, dst: 'fd00:10:244:2::/64', gateway: 'fd00::12', ifindex: 9 },
+        { family: 4, dst: '10.244.3.0/24', gateway: '10.244.3.0', ifindex: 4 },
+        { family: 4, dst: '10.244.1.0/24', type: 'blackhole' },
+        { family: 4, dst: '10.244.1.7/32', ifindex: 30 },
+      ]),
+    ).toEqual([4, 9]);
+  });
+});
