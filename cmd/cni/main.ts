@@ -9,6 +9,7 @@
 import { CniCode, CniError } from '../../pkg/cni/errors.ts';
 import { LATEST_VERSION, SUPPORTED_VERSIONS } from '../../pkg/cni/version.ts';
 import { blockingTransport } from '../../pkg/shim/blocking-transport.ts';
+import { readyMarkerAgeMs } from '../../pkg/shim/ready-marker.ts';
 import { runShim } from '../../pkg/shim/shim.ts';
 import { writeSpooledDel } from '../../pkg/shim/spool-fs.ts';
 import { type Libc, openLibc } from './libc.ts';
@@ -52,6 +53,7 @@ function main(): void {
     stdin: () => libc.readAll(0),
     connect: blockingTransport(libc),
     spool: { spoolDel: writeSpooledDel },
+    fileAgeMs: (path) => readyMarkerAgeMs(path),
   });
   if (out.stderr !== '') {
     try {

@@ -11,6 +11,7 @@ import type { K8sClient, NodeInformer } from '../k8s/index.ts';
 import type { MasqSyncer } from '../masq/index.ts';
 import type { Logger } from '../observe/logger.ts';
 import { RouteReconciler } from '../routes/reconciler.ts';
+import { READY_MARK_REFRESH_MS } from '../shim/ready-marker.ts';
 import type { DeviceState } from '../vxlan/device.ts';
 import { netlinkVxlanTool, type VxlanLinkTool } from '../vxlan/link-tool.ts';
 import { VxlanOverlay } from '../vxlan/overlay.ts';
@@ -29,6 +30,7 @@ import type { MtuChoice } from './mtu.ts';
 import { NodeStatusReporter } from './node-status.ts';
 import { type AgentRouteState, type AgentSnapshot, computeRouteState } from './operator-view.ts';
 import { detectMtu, publishCniConfig } from './publication.ts';
+import { ReadyMark } from './ready-mark.ts';
 import { memoryRefusal, type RememberedNode, RememberedNodeFile, rememberedMtu } from './remembered-node.ts';
 import { drainSpool, spooledDelsIn } from './spool-drain.ts';
 import { type TableRules, tableRules } from './table-rules.ts';
@@ -114,6 +116,8 @@ export class Agent {
   /** Follows the MTU of the links the detected pod MTU comes from (absent with --mtu set). */
   private linkMtuWatch: LinkMtuWatch | undefined;
   private linkCarrierWatch: LinkCarrierWatch | undefined;
+  /** Vouches for STATUS through a restart (pkg/shim/ready-marker.ts); kept fresh once ready. */
+  private readyMark: ReadyMark | undefined;
   private overlay: VxlanOverlay | undefined;
   private mtuChoice: MtuChoice & { overhead: number } = {
     mtu: 1500,
@@ -204,6 +208,7 @@ export class Agent {
   async start(): Promise<void> {
     const { config, log } = this;
     this.lock = this.ports.lockStateDir(config.stateDir);
+    this.readyMark = new ReadyMark(config.socket, log);
     // Ranges come from the controller (flags or the Node object); leases outside them go then.
     this.ipam = openIpam({ dir: join(config.stateDir, 'ipam'), ranges: [] });
     for (const q of this.ipam.loadReport.quarantined) {
@@ -228,7 +233,10 @@ export class Agent {
       datapath: this.datapath,
       mutex: new KeyedMutex(),
       log: log.child({ component: 'cni' }),
-      readiness: { notReadyReason: () => this.cniRefusal() },
+      readiness: {
+        notReadyReason: () => this.cniRefusal(),
+        restarting: () => this.readyMark?.vouches() === true,
+      },
       defaultMtu: () => this.mtu,
       routeMtu: () => this.routeMtu,
       nodeCidrs: () => this.ipam?.ranges() ?? [],
@@ -521,6 +529,13 @@ export class Agent {
     );
     this.nodeStatus?.networkUpFor(self);
     void this.collectLeases();
+    this.every(
+      READY_MARK_REFRESH_MS,
+      async () => {
+        if (this.cniRefusal() === undefined) this.readyMark?.touch();
+      },
+      true,
+    );
   }
 
   private async rebuildHeldLeases(): Promise<void> {

@@ -19,6 +19,11 @@ import { type AgentRequest, type AgentResponse, errorResponse, okResponse } from
 export interface Readiness {
   /** Undefined when ready to serve ADD; otherwise why not (logged and returned to the runtime). */
   notReadyReason(): string | undefined;
+  /**
+   * While not ready: true when an agent was ready on this node moments ago (a fresh ready marker,
+   * pkg/shim/ready-marker.ts), so STATUS answers ready through the restart; ADD is refused still.
+   */
+  restarting?(): boolean;
 }
 
 export interface CniCallRecord {
@@ -162,9 +167,12 @@ export function createCniService(deps: CniServiceDeps): {
       }
       case 'STATUS': {
         const reason = deps.readiness.notReadyReason();
-        if (reason !== undefined)
-          throw new CniError(CniCode.NOT_AVAILABLE, `trellis agent is not ready: ${reason}`);
-        return null;
+        if (reason === undefined) return null;
+        if (deps.readiness.restarting?.() === true) {
+          fields.note = `not ready yet (${reason}), but ready moments ago on this node: STATUS answers ready`;
+          return null;
+        }
+        throw new CniError(CniCode.NOT_AVAILABLE, `trellis agent is not ready: ${reason}`);
       }
     }
   }

@@ -9,6 +9,7 @@ import {
 } from '../cniconf/index.ts';
 import { isHostVethName } from '../datapath/names.ts';
 import { type NetlinkHandle, TRELLIS_ROUTE_PROTOCOL } from '../datapath/ports.ts';
+import { removeReadyMark } from './ready-mark.ts';
 
 /** Debian's reference plugins (containernetworking-plugins), in the image and on test hosts. */
 export const REFERENCE_PLUGIN_DIR = '/usr/lib/cni';
@@ -191,5 +192,6 @@ export async function uninstallTrellis(opts: {
   const stateDir = existsSync(opts.stateDir);
   rmSync(opts.stateDir, { recursive: true, force: true });
   rmSync(opts.socket, { force: true });
+  removeReadyMark(opts.socket);
   return { conflist, binary, routes, links, nftTable, stateDir };
 }

@@ -7,6 +7,8 @@
  *   VERSION          answered here, never asks the agent;
  *   ADD, CHECK, GC   agent unreachable or hung up -> 11 (try again later); no answer in time -> 105;
  *   STATUS           agent unreachable or hung up -> 50 (plugin not available); no answer in time -> 105;
+ *                    either way success while the agent's ready marker is fresh: a restart, not an
+ *                    outage (ready-marker.ts);
  *   DEL              unreachable, hung up or no answer in time -> spool the DEL and report success:
  *                    a failed DEL makes the runtime retry forever, DEL is idempotent, and the agent
  *                    replays the spool. Only an error the agent itself returns fails a DEL.
@@ -27,6 +29,7 @@ import { CniCode, CniError, toCniError } from '../cni/errors.ts';
 import { LATEST_VERSION, versionReply } from '../cni/version.ts';
 import { errorVersionOf, parseShimConfig, type ShimConfig } from './config.ts';
 import { type AgentResponse, decodeResponse, encodeRequest } from './protocol.ts';
+import { markerVouches, readyMarkerPath } from './ready-marker.ts';
 import { type Transport, TransportError } from './transport.ts';
 
 /** Connecting to a local unix socket is immediate when the agent is up; two seconds is generous. */
@@ -52,6 +55,8 @@ export interface ShimIo {
   stdin: string | (() => string);
   connect: Transport;
   spool: SpoolPort;
+  /** The age in ms of the file at `path` (the agent's ready marker), undefined when there is none. */
+  fileAgeMs?: (path: string) => number | undefined;
 }
 
 export interface ShimOutput {
@@ -150,7 +155,19 @@ function callAgent(io: ShimIo, command: AgentVerb, config: ShimConfig, line: str
     // The agent would have named a bad variable; without it, the shim does, before any spooling.
     const env = parseCniEnv(io.env);
     if (command === 'DEL') return spoolDel(io, config, env.containerId, env.ifname, line, err);
-    return failure(transportCniError(command, config.socket, totalMs, err), config.cniVersion);
+    const error = transportCniError(command, config.socket, totalMs, err);
+    if (command === 'STATUS') {
+      // A restart, not an outage, while the agent's ready marker is fresh (ready-marker.ts).
+      const age = io.fileAgeMs?.(readyMarkerPath(config.socket));
+      if (markerVouches(age)) {
+        const s = Math.max(0, Math.round((age ?? 0) / 1000));
+        return success(
+          '',
+          `${error.message}; it was ready ${s} s ago, so STATUS answers ready while it restarts\n`,
+        );
+      }
+    }
+    return failure(error, config.cniVersion);
   }
 
   let response: AgentResponse;

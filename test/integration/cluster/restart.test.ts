@@ -1,4 +1,6 @@
+import { existsSync, rmSync, statSync } from 'node:fs';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { pluginConfig, runPlugin, SHIM_BINARY } from '../../support/cni-driver.ts';
 import { nsExec } from '../../support/netns.ts';
 import {
   backgroundPing,
@@ -103,5 +105,32 @@ describe.skipIf(skip !== undefined)(skip === undefined ? title : `${title} (skip
     expect(monitor.lines.filter((l) => /10\.244\.|fd00:10:244:/.test(l))).toEqual([]);
     expect(r.transmitted).toBeGreaterThan(30);
     expect(r.transmitted - r.received, r.output).toBeLessThanOrEqual(1);
+  });
+
+  it('while no agent listens, CNI STATUS still answers ready through the ready marker; without one it fails', async () => {
+    const list = tb.conflist('node-2');
+    const plugin = list.plugins.find((p) => p.type === 'trellis')!;
+    const stdin = pluginConfig({ ...list, cniVersion: '1.1.0' }, plugin);
+    const marker = `${String(plugin.socket)}.ready`;
+    // The ready agent keeps it fresh (every 5 s, and at once when it became ready).
+    expect(Date.now() - statSync(marker).mtimeMs).toBeLessThan(15_000);
+    expect((await runPlugin(SHIM_BINARY, { command: 'STATUS' }, stdin)).code).toBe(0);
+    await tb.stopAgent('node-2');
+    try {
+      // An upgrade's gap: the socket is closed, the node's network works on. The runtime asks STATUS
+      // every ~5 s and would report the node's network not ready (the node NotReady) on a failure.
+      const gap = await runPlugin(SHIM_BINARY, { command: 'STATUS' }, stdin);
+      expect(gap.code, gap.stdout).toBe(0);
+      expect(gap.stderr).toContain('so STATUS answers ready while it restarts');
+      // A node that never had a ready agent since boot (/run is a tmpfs): no marker, not ready.
+      rmSync(marker);
+      const cold = await runPlugin(SHIM_BINARY, { command: 'STATUS' }, stdin);
+      expect(cold.code).toBe(1);
+      expect(cold.json).toMatchObject({ code: 50 });
+    } finally {
+      await tb.startAgent('node-2');
+    }
+    expect(existsSync(marker)).toBe(true);
+    expect((await runPlugin(SHIM_BINARY, { command: 'STATUS' }, stdin)).code).toBe(0);
   });
 });

@@ -19,6 +19,7 @@ import {
   readFileSync,
   rmSync,
   statSync,
+  utimesSync,
   writeFileSync,
 } from 'node:fs';
 import { createConnection, type Socket } from 'node:net';
@@ -33,6 +34,7 @@ import {
   errorResponse,
   MAX_RESPONSE_BYTES,
 } from '../../../pkg/shim/protocol.ts';
+import { STATUS_GRACE_MS } from '../../../pkg/shim/ready-marker.ts';
 import { compileShim } from '../../../scripts/shim-compile.ts';
 import { type AgentStub, answerOk, type StubHandler, startAgentStub } from '../../unit/shim/agent-stub.ts';
 
@@ -283,6 +285,24 @@ for (const shim of SHIMS) {
           expect(JSON.parse(status.stdout)).toMatchObject({ code: 50, msg: expect.stringContaining(sock()) });
           const gc = await runBin(envFor('GC'), conf({ socket: sock() }));
           expect(JSON.parse(gc.stdout)).toMatchObject({ code: 11 });
+        });
+
+        it("STATUS: ready while the agent's ready marker is fresh (a restart); 50 once it is older than the grace", async () => {
+          const marker = `${sock()}.ready`;
+          writeFileSync(marker, '');
+          try {
+            const r = await runBin(envFor('STATUS'), conf({ socket: sock() }));
+            expect([r.code, r.stdout]).toEqual([0, '']);
+            expect(r.stderr).toContain(`not reachable at ${sock()} (ENOENT)`);
+            expect(r.stderr).toMatch(/it was ready \d+ s ago, so STATUS answers ready while it restarts/);
+            const old = new Date(Date.now() - STATUS_GRACE_MS - 5_000);
+            utimesSync(marker, old, old);
+            const stale = await runBin(envFor('STATUS'), conf({ socket: sock() }));
+            expect(stale.code).toBe(1);
+            expect(JSON.parse(stale.stdout)).toMatchObject({ code: 50 });
+          } finally {
+            rmSync(marker, { force: true });
+          }
         });
 
         it('DEL: exit 0, nothing on stdout, the request spooled durably with mode 0600', async () => {

@@ -1,6 +1,6 @@
 import { PassThrough } from 'node:stream';
 import { describe, expect, it } from 'vitest';
-import { createCniService } from '../../../pkg/agent/cni-service.ts';
+import { createCniService, type Readiness } from '../../../pkg/agent/cni-service.ts';
 import { CniCode, CniError } from '../../../pkg/cni/errors.ts';
 import { KeyedMutex } from '../../../pkg/datapath/keyed-mutex.ts';
 import type { DatapathDeps } from '../../../pkg/datapath/types.ts';
@@ -46,7 +46,8 @@ async function call(
   datapath: DatapathDeps,
   command: string,
   conf: Record<string, unknown> = CONF,
-): Promise<{ ok: boolean; line: Record<string, unknown> }> {
+  readiness: Readiness = { notReadyReason: () => undefined },
+): Promise<{ ok: boolean; line: Record<string, unknown>; code?: number }> {
   const out = new PassThrough();
   const lines: Record<string, unknown>[] = [];
   out.on('data', (d: Buffer) => {
@@ -57,7 +58,7 @@ async function call(
     datapath,
     mutex: new KeyedMutex(),
     log: createLogger({ level: 'info', destination: out }),
-    readiness: { notReadyReason: () => undefined },
+    readiness,
     defaultMtu: () => 1500,
   });
   const response = await handle({
@@ -67,7 +68,7 @@ async function call(
   });
   for (let i = 0; i < 20 && lines.length === 0; i++) await new Promise((r) => setImmediate(r));
   expect(lines).toHaveLength(1);
-  return { ok: response.ok, line: lines[0]! };
+  return { ok: response.ok, line: lines[0]!, ...(response.ok ? {} : { code: response.error.code }) };
 }
 
 async function logOf(error: Error): Promise<Record<string, unknown>> {
@@ -112,5 +113,30 @@ describe('the CNI call log line', () => {
     const plain = await call(emptyDatapath(), 'DEL', { ...CONF, prevResult: { cniVersion: '1.0.0' } });
     expect(plain.line).toMatchObject({ level: 'info', msg: 'CNI DEL ok' });
     expect(plain.line).not.toHaveProperty('prevResultIgnored');
+  });
+});
+
+describe('STATUS of an agent that is not ready', () => {
+  const notReady = (restarting: boolean): Readiness => ({
+    notReadyReason: () => 'waiting for the first reconcile',
+    restarting: () => restarting,
+  });
+
+  it('fails with 50 naming the reason, unless an agent was ready here moments ago (a restart)', async () => {
+    const cold = await call(emptyDatapath(), 'STATUS', { ...CONF, cniVersion: '1.1.0' }, notReady(false));
+    expect(cold.ok).toBe(false);
+    expect(cold.code).toBe(CniCode.NOT_AVAILABLE);
+    const warm = await call(emptyDatapath(), 'STATUS', { ...CONF, cniVersion: '1.1.0' }, notReady(true));
+    expect(warm.ok).toBe(true);
+    expect(warm.line).toMatchObject({
+      msg: 'CNI STATUS ok',
+      note: 'not ready yet (waiting for the first reconcile), but ready moments ago on this node: STATUS answers ready',
+    });
+  });
+
+  it('ADD is refused either way: STATUS vouches for the node, not for a pod', async () => {
+    const add = await call(emptyDatapath(), 'ADD', CONF, notReady(true));
+    expect(add.ok).toBe(false);
+    expect(add.code).toBe(CniCode.TRY_AGAIN_LATER);
   });
 });

@@ -4,6 +4,7 @@ import { CniCode, CniError } from '../../../pkg/cni/errors.ts';
 import { LATEST_VERSION, SUPPORTED_VERSIONS } from '../../../pkg/cni/version.ts';
 import { DEFAULT_SOCKET, DEFAULT_SPOOL_DIR } from '../../../pkg/shim/config.ts';
 import { decodeRequest, encodeResponse, errorResponse } from '../../../pkg/shim/protocol.ts';
+import { markerVouches, READY_MARK_REFRESH_MS, STATUS_GRACE_MS } from '../../../pkg/shim/ready-marker.ts';
 import { runShim, type ShimIo, type SpoolPort } from '../../../pkg/shim/shim.ts';
 import { type Transport, TransportError, type TransportTimeouts } from '../../../pkg/shim/transport.ts';
 
@@ -221,6 +222,62 @@ describe('runShim decisions (in-process transport)', () => {
     const spool = recordingSpool();
     expect(runShim(io(envFor('DEL'), conf(), fakeTransport(closed).connect, spool)).exitCode).toBe(0);
     expect(spool.spooled).toHaveLength(1);
+  });
+
+  describe('STATUS through an agent restart (the ready marker)', () => {
+    const withMarker = (ageMs: number | undefined, connect: Transport, command = 'STATUS') => {
+      const asked: string[] = [];
+      const out = runShim({
+        ...io(envFor(command), conf(), connect),
+        fileAgeMs: (path) => {
+          asked.push(path);
+          return ageMs;
+        },
+      });
+      return { out, asked };
+    };
+    const closed = new TransportError('closed', 'ECONNRESET');
+    const slow = new TransportError('timeout', 'no answer within 10000 ms');
+
+    it('succeeds while the marker is younger than the grace, whatever kept the agent from answering', () => {
+      for (const err of [unreachable, closed, slow]) {
+        const { out, asked } = withMarker(12_000, fakeTransport(err).connect);
+        expect(out.exitCode, err.kind).toBe(0);
+        expect(out.stdout).toBe('');
+        expect(out.stderr).toContain('it was ready 12 s ago, so STATUS answers ready while it restarts');
+        expect(asked).toEqual([`${DEFAULT_SOCKET}.ready`]);
+      }
+    });
+
+    it('fails as before without a marker, with one older than the grace, or one from the future', () => {
+      for (const age of [undefined, STATUS_GRACE_MS + 1, -60_000]) {
+        const { out } = withMarker(age, fakeTransport(unreachable).connect);
+        expect(out.exitCode, String(age)).toBe(1);
+        expect(JSON.parse(out.stdout)).toMatchObject({ code: CniCode.NOT_AVAILABLE });
+      }
+    });
+
+    it('never for ADD (refused, to be retried), nor when the agent answers STATUS itself', () => {
+      const add = withMarker(1_000, fakeTransport(unreachable).connect, 'ADD');
+      expect(JSON.parse(add.out.stdout)).toMatchObject({ code: CniCode.TRY_AGAIN_LATER });
+      expect(add.asked).toEqual([]);
+      const refused = encodeResponse(errorResponse(new CniError(CniCode.NOT_AVAILABLE, 'not ready: x')));
+      const answered = withMarker(1_000, fakeTransport(refused).connect);
+      expect(JSON.parse(answered.out.stdout)).toMatchObject({
+        code: CniCode.NOT_AVAILABLE,
+        msg: 'not ready: x',
+      });
+      expect(answered.asked).toEqual([]);
+    });
+
+    it('markerVouches: from a refresh ahead (clock skew) to the grace', () => {
+      expect(markerVouches(undefined)).toBe(false);
+      expect(markerVouches(-READY_MARK_REFRESH_MS - 1)).toBe(false);
+      expect(markerVouches(-READY_MARK_REFRESH_MS)).toBe(true);
+      expect(markerVouches(0)).toBe(true);
+      expect(markerVouches(STATUS_GRACE_MS)).toBe(true);
+      expect(markerVouches(STATUS_GRACE_MS + 1)).toBe(false);
+    });
   });
 
   it('reports a malformed agent answer as INTERNAL', () => {
