@@ -210,8 +210,11 @@ export function startNodeInformerOn(api: CoreApi, opts: NodeInformerOptions): No
     if (typeof meta?.resourceVersion === 'string' && meta.resourceVersion !== '') rv = meta.resourceVersion;
   };
 
+  /** Events (bookmarks included) the current watch has delivered; read when it fails mid-stream. */
+  let watchEvents = 0;
   const watchOnce = async (fromRv: string): Promise<WatchOutcome> => {
     let events = 0;
+    watchEvents = 0;
     let expired = false;
     let failure: K8sError | undefined;
     // Aborted by the informer's signal, or by us after an ERROR event.
@@ -227,6 +230,7 @@ export function startNodeInformerOn(api: CoreApi, opts: NodeInformerOptions): No
         (type, obj) => {
           if (stopper.signal.aborted) return;
           events++;
+          watchEvents++;
           if (type === 'ERROR') {
             const e = fromStatus('watch nodes', obj);
             if (e.isGone) expired = true;
@@ -281,6 +285,11 @@ export function startNodeInformerOn(api: CoreApi, opts: NodeInformerOptions): No
         }
       } catch (err) {
         if (signal.aborted) break;
+        // A watch that delivered events and then broke (a connection reset, an API server replaced
+        // behind its load balancer) was healthy: its break starts the backoff over, or a few such
+        // cuts hours apart would leave every later reconnect at the 30 s cap, blind to Node events.
+        if (watchEvents > 0) failures = 0;
+        watchEvents = 0;
         failures++;
         restarts++;
         const e = toK8sError('node informer', err);

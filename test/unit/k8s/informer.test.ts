@@ -217,6 +217,22 @@ describe.each(['auto', 'client-node'] as const)('node informer, transport %s', (
     expect(informer!.relists).toBe(1);
   });
 
+  it('a watch cut after it delivered events starts the backoff over: cuts hours apart never reach the cap', async () => {
+    await startServer();
+    server.store.addNode(nodeObject('a'));
+    const rec = start({ resyncMs: 0, random: () => 0.999999 });
+    await waitFor(() => informer!.hasSynced() && server.store.openWatches() === 1, 'sync and open watch');
+    for (const [i, name] of ['b', 'c', 'd', 'e', 'f'].entries()) {
+      server.store.addNode(nodeObject(name));
+      await waitFor(() => informer!.get(name) !== undefined, `${name} through the watch`);
+      server.store.closeAllWatches('destroy');
+      await waitFor(() => rec.errors.length === i + 1 && server.store.openWatches() === 1, 'watch reopened');
+    }
+    // Each cut is the first failure after a healthy watch: the first backoff step, never 40, 80, ...
+    expect(rec.errors.map((e) => e.delay)).toEqual([20, 20, 20, 20, 20]);
+    expect(informer!.relists).toBe(1);
+  });
+
   it('resumes from its resourceVersion when the server ends a watch at timeoutSeconds, without relisting', async () => {
     await startServer({ bookmarkIntervalMs: 100 });
     server.store.addNode(nodeObject('a'));
