@@ -5,6 +5,7 @@ import { CniCode, CniError, toCniError } from '../cni/errors.ts';
 import { type NetConf, parseNetConf, versionRequestVersion } from '../cni/netconf.ts';
 import { convertResult } from '../cni/result.ts';
 import { checkVersionAllows, versionReply } from '../cni/version.ts';
+import { PUBLISHED_NETWORK_NAME } from '../cniconf/render.ts';
 import { addAttachment } from '../datapath/add.ts';
 import { checkAttachment, expectedFromResult } from '../datapath/check.ts';
 import { delAttachment } from '../datapath/del.ts';
@@ -113,6 +114,7 @@ export function createCniService(deps: CniServiceDeps): {
               routeMtu: deps.routeMtu?.(),
               nodeCidrs: deps.nodeCidrs?.(),
               pod: { namespace: env.args.podNamespace, name: env.args.podName, uid: env.args.podUid },
+              network: conf.name,
             },
             // Only this call in progress: the kernel's work may hold the thread (types.ts).
             { alone: busy.size === 1 },
@@ -158,7 +160,10 @@ export function createCniService(deps: CniServiceDeps): {
           return null;
         }
         const valid = conf.validAttachments.map((a) => ({ containerId: a.containerID, ifname: a.ifname }));
-        const out = await gcAttachments(deps.datapath, valid, busy);
+        const out = await gcAttachments(deps.datapath, valid, busy, {
+          network: conf.name,
+          unrecorded: PUBLISHED_NETWORK_NAME,
+        });
         fields.released = [...out.releasedLeases, ...(out.releasedHeld ?? [])].map(
           (l) => `${shortId(l.containerId)}/${l.ifname}`,
         );

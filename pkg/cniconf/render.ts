@@ -100,6 +100,9 @@ function dnsConf(dns: DnsConfig): DnsConfig {
   return out;
 }
 
+/** The `name` of the network the agent publishes (the template's): attachments recorded without one are its. */
+export const PUBLISHED_NETWORK_NAME: string = template.name;
+
 /** The config list as an object: the template with the options applied. Throws ConflistConfigError. */
 export function buildConflist(opts: ConflistOptions): Conflist {
   const base = structuredClone(template) as Conflist;

@@ -93,6 +93,7 @@ async function addInNetns(
       podNamespace: req.pod?.namespace,
       podName: req.pod?.name,
       podUid: req.pod?.uid,
+      network: req.network,
     });
     if (existing === undefined) undo.push('release lease', () => void deps.ipam.release(key));
     const synced = durable.then(

@@ -11,22 +11,39 @@ export interface GcOutcome {
 }
 
 /**
- * GC (CNI 1.1): everything trellis holds that is not a valid attachment goes: leases and host veths.
- * `busy` names attachments with a call in flight, which a concurrent GC must not touch.
+ * Which network a GC is for. `valid-attachments` lists the valid attachments of that one network
+ * (libcni builds it per config list), so only its attachments may go: a pod with interfaces on two
+ * trellis networks (Multus) keeps the other one. Attachments recorded without a network (leases from
+ * before networks were recorded, records quarantined on disk) count as `unrecorded`'s: the config
+ * list the agent publishes, which every one of them was added through unless an operator wrote
+ * another.
+ */
+export interface GcScope {
+  network: string;
+  unrecorded: string;
+}
+
+/**
+ * GC (CNI 1.1): everything trellis holds for the scope's network that is not a valid attachment goes:
+ * leases and host veths. `busy` names attachments with a call in flight, which a concurrent GC must not
+ * touch. Without a scope, every attachment counts (the agent's own sweeps).
  */
 export async function gcAttachments(
   deps: DatapathDeps,
   valid: AttachmentKey[],
   busy: ReadonlySet<string> = new Set(),
+  scope?: GcScope,
 ): Promise<GcOutcome> {
   const validKeys = new Set(valid.map(attachmentKey));
+  const inScope = (network: string | undefined): boolean =>
+    scope === undefined || (network ?? scope.unrecorded) === scope.network;
   const releasedLeases: Lease[] = [];
   // CNI 1.1: GC cleans up as much as it can and reports what it could not, so one lease the store
   // fails to release does not keep the others (or the veths) from going.
   const failures: string[] = [];
   for (const lease of deps.ipam.list()) {
     const k = attachmentKey(lease);
-    if (validKeys.has(k) || busy.has(k)) continue;
+    if (validKeys.has(k) || busy.has(k) || !inScope(lease.network)) continue;
     try {
       if (deps.ipam.release(lease)) releasedLeases.push(lease);
     } catch (err) {
@@ -36,9 +53,14 @@ export async function gcAttachments(
   // An attachment whose lease record was quarantined (torn on disk) still holds its addresses; the
   // runtime says it is gone (its DEL missed): they go with its veth, as its DEL would take them.
   const releasedHeld: AttachmentKey[] = [];
+  const keptHeld: AttachmentKey[] = [];
   for (const key of deps.ipam.heldKeys()) {
     const k = attachmentKey(key);
     if (validKeys.has(k) || busy.has(k)) continue;
+    if (!inScope(undefined)) {
+      keptHeld.push(key); // another network's, maybe: its veth stays with it
+      continue;
+    }
     try {
       if (deps.ipam.release(key)) releasedHeld.push({ containerId: key.containerId, ifname: key.ifname });
     } catch (err) {
@@ -47,7 +69,7 @@ export async function gcAttachments(
   }
   const removedLinks = await removeHostVethsExcept(deps, () => {
     const keep = leasedVethNames(deps);
-    for (const k of valid) keep.add(hostVethName(k.containerId, k.ifname));
+    for (const k of [...valid, ...keptHeld]) keep.add(hostVethName(k.containerId, k.ifname));
     for (const k of busy) {
       const { containerId, ifname } = attachmentOfKey(k);
       keep.add(hostVethName(containerId, ifname));

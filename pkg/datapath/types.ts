@@ -40,6 +40,8 @@ export interface AttachRequest extends AttachmentKey {
   /** This node's pod CIDRs, for those routes. */
   nodeCidrs?: readonly string[];
   pod?: PodRef;
+  /** The CNI network (config list name) the call is for; recorded in the lease for GC. */
+  network?: string;
 }
 
 /** How ADD may spend the agent's JS thread. */

@@ -33,7 +33,7 @@ export type { Lease, LeasedAddress, LeaseKey, LeaseMeta, LoadReport, RangeUsage 
  * as with allocate and release.
  */
 export interface Ipam {
-  /** Idempotent per key: the same key returns the same lease (meta updated only if missing). All families or nothing: on failure of one family nothing stays reserved. */
+  /** Idempotent per key: the same key returns the same lease (meta filled in where missing, `netns` updated). All families or nothing: on failure of one family nothing stays reserved. */
   allocate(key: LeaseKey, meta?: LeaseMeta): Lease;
   /**
    * allocate with the fsyncs still running when it returns: the caller sets up the pod meanwhile and
@@ -273,11 +273,19 @@ class StoreIpam implements Ipam {
     }
   }
 
+  /**
+   * A repeated ADD fills in what the record lacks. An ADD of the same attachment in another namespace
+   * (a runtime reusing a container id after a lost DEL) moves it there, veth and all, so `netns`
+   * follows: a record left naming the old one would fail every later ADD's idempotence check, and the
+   * sweeps would judge the pod's liveness by a namespace it left.
+   */
   #fillMeta(owner: string, lease: Lease, meta: LeaseMeta): Lease {
-    const missing = META_FIELDS.filter((f) => typeof meta[f] === 'string' && lease[f] === undefined);
-    if (missing.length === 0) return lease;
+    const given = (f: (typeof META_FIELDS)[number]) =>
+      typeof meta[f] === 'string' && (lease[f] === undefined || (f === 'netns' && lease[f] !== meta[f]));
+    const changed = META_FIELDS.filter(given);
+    if (changed.length === 0) return lease;
     const merged: LeaseMeta = {};
-    for (const f of META_FIELDS) merged[f] = lease[f] ?? meta[f];
+    for (const f of META_FIELDS) merged[f] = changed.includes(f) ? meta[f] : lease[f];
     const ordered = makeLease(lease, merged, lease.addresses, lease.createdAt);
     this.#store.replaceLease(ordered);
     this.#store.flush();

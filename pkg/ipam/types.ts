@@ -17,6 +17,11 @@ export interface LeaseMeta {
   podNamespace?: string;
   podName?: string;
   podUid?: string;
+  /**
+   * The CNI network (its config list's `name`) the attachment was added to: GC collects per network.
+   * Absent in records written before it was kept (and ignored by agents from before then).
+   */
+  network?: string;
 }
 
 export interface Lease extends LeaseKey, LeaseMeta {
@@ -37,4 +42,4 @@ export interface LoadReport {
   quarantined: { file: string; reason: string }[];
 }
 
-export const META_FIELDS = ['netns', 'podNamespace', 'podName', 'podUid'] as const;
+export const META_FIELDS = ['netns', 'podNamespace', 'podName', 'podUid', 'network'] as const;

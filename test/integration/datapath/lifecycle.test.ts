@@ -1,4 +1,5 @@
-import { existsSync, readdirSync, statSync } from 'node:fs';
+import { existsSync, readdirSync, readFileSync, rmSync, statSync } from 'node:fs';
+import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { builtSkipReason } from '../../support/cni-driver.ts';
 import { netnsSkipReason, nsPing } from '../../support/netns.ts';
@@ -14,12 +15,15 @@ describe.skipIf(skip !== undefined)(
     beforeAll(() => node.start());
     afterAll(() => node.stop());
 
-    it('STATUS succeeds when the agent is ready and returns 50 when it is not running', async () => {
+    it('STATUS succeeds when the agent is ready, through its restart (the ready marker), and returns 50 without one', async () => {
       const ready = await node.call({ command: 'STATUS' }, node.conf({}, '1.1.0'));
       expect(ready.code, ready.stdout).toBe(0);
       expect(ready.stdout).toBe('');
 
       await node.agent.stop();
+      const restarting = await node.call({ command: 'STATUS' }, node.conf({}, '1.1.0'));
+      expect(restarting.code, restarting.stdout).toBe(0);
+      rmSync(`${node.agent.socket}.ready`);
       const down = await node.call({ command: 'STATUS' }, node.conf({}, '1.1.0'));
       expect(down.code).toBe(1);
       expect(down.json).toMatchObject({ code: 50 });
@@ -67,6 +71,51 @@ describe.skipIf(skip !== undefined)(
       await node.del(ids[0]!, pods[0]!.path);
     });
 
+    it("GC for one network leaves another network's attachments alone (a pod on two trellis networks)", async () => {
+      const pod = node.podNs();
+      const id = containerId();
+      const eth0 = await node.add(pod, id);
+      expect(eth0.code, eth0.stdout).toBe(0);
+      const net1 = await node.add(pod, id, node.conf({ name: 'trellis-b' }), 'net1');
+      expect(net1.code, net1.stdout).toBe(0);
+      const before = node.hostVeths().length;
+      expect(readLeaseFile(node, `${id}@net1`)).toMatchObject({ network: 'trellis-b' });
+      expect(readLeaseFile(node, `${id}@eth0`)).toMatchObject({ network: 'trellis' });
+
+      // The runtime's GC of the first network lists that network's valid attachments: eth0 only.
+      const gcA = await node.call(
+        { command: 'GC' },
+        node.conf({ 'cni.dev/valid-attachments': [{ containerID: id, ifname: 'eth0' }] }, '1.1.0'),
+      );
+      expect(gcA.code, gcA.stdout).toBe(0);
+      // And the second network's, which has none left: net1 goes, eth0 stays.
+      const gcB = await node.call(
+        { command: 'GC' },
+        node.conf({ name: 'trellis-b', 'cni.dev/valid-attachments': [] }, '1.1.0'),
+      );
+      expect(gcB.code, gcB.stdout).toBe(0);
+      expect(await node.waitForVeths(before - 1)).toHaveLength(before - 1);
+      const leases = leaseAddresses(node);
+      expect([leases.has(`${id}@eth0`), leases.has(`${id}@net1`)]).toEqual([true, false]);
+      expect(nsPing(node.host.name, podAddr(eth0.json as AddResult, 4))).toBe(true);
+      await node.del(id, pod.path);
+    });
+
+    it('an attachment added again in another namespace moves there, and a repeated ADD is idempotent again', async () => {
+      // A runtime reusing a container id whose DEL was lost: the new namespace gets the attachment.
+      const [a, b] = [node.podNs(), node.podNs()];
+      const id = containerId();
+      expect((await node.add(a, id)).code).toBe(0);
+      const inB = await node.add(b, id);
+      expect(inB.code, inB.stdout).toBe(0);
+      expect(readLeaseFile(node, `${id}@eth0`)).toMatchObject({ netns: b.path });
+      // The same ADD again answers with what is there: same interface, same MAC, no veth rebuilt.
+      const again = await node.add(b, id);
+      expect((again.json as AddResult).interfaces).toEqual((inB.json as AddResult).interfaces);
+      expect(nsPing(node.host.name, podAddr(inB.json as AddResult, 4))).toBe(true);
+      await node.del(id, b.path);
+    });
+
     it('DEL while the agent is down succeeds, is spooled durably and is completed when the agent restarts', async () => {
       const pod = node.podNs();
       const id = containerId();
@@ -103,3 +152,8 @@ describe.skipIf(skip !== undefined)(
     });
   },
 );
+
+/** One lease record as the agent wrote it (state dir ipam/leases/<containerId>@<ifname>.json). */
+function readLeaseFile(node: NodeHarness, owner: string): unknown {
+  return JSON.parse(readFileSync(join(node.agent.stateDir, 'ipam', 'leases', `${owner}.json`), 'utf8'));
+}

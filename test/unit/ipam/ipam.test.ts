@@ -84,6 +84,25 @@ describe('allocate / reopen', () => {
     expect(openIpam({ dir, ranges: DUAL }).get(key('aaa'))?.podNamespace).toBe('ns1');
   });
 
+  it('moves an attachment added again in another namespace: netns follows, the addresses stay', () => {
+    const dir = tempDir();
+    const ipam = openIpam({ dir, ranges: DUAL });
+    const first = ipam.allocate(key('aaa'), {
+      netns: '/var/run/netns/cni-a',
+      podName: 'web-0',
+      network: 'trellis',
+    });
+    const moved = ipam.allocate(key('aaa'), {
+      netns: '/var/run/netns/cni-b',
+      podName: 'web-1',
+      network: 'other',
+    });
+    expect(moved.addresses).toEqual(first.addresses);
+    // Only netns follows the call; the pod and the network it was added for stay as recorded.
+    expect([moved.netns, moved.podName, moved.network]).toEqual(['/var/run/netns/cni-b', 'web-0', 'trellis']);
+    expect(openIpam({ dir, ranges: DUAL }).get(key('aaa'))?.netns).toBe('/var/run/netns/cni-b');
+  });
+
   it('returns copies: callers cannot change the stored lease', () => {
     const ipam = openIpam({ dir: tempDir(), ranges: DUAL });
     const lease = ipam.allocate(key('a'));
