@@ -90,6 +90,8 @@ export function createCniService(deps: CniServiceDeps): {
     fields.cniVersion = conf.cniVersion;
     // A verb that never reads prevResult went on without the one it could not parse: said at warn.
     if (conf.prevResultIgnored !== undefined) fields.prevResultIgnored = conf.prevResultIgnored;
+    if (conf.configIgnored !== undefined) fields.configIgnored = conf.configIgnored;
+    if (env.ignored !== undefined) fields.envIgnored = env.ignored.join('; ');
     switch (env.command) {
       case 'ADD': {
         const reason = deps.readiness.notReadyReason();
@@ -221,13 +223,13 @@ export function createCniService(deps: CniServiceDeps): {
     // On the next turn of the event loop, after the server has written the answer: the runtime
     // need not wait for the log line's serialization and write (~0.15 ms of an ADD here).
     setImmediate(() => {
-      // warn: a failure, or a success that went on without something it was given (prevResultIgnored).
-      const level =
-        code === CniCode.INTERNAL
-          ? 'error'
-          : response.ok && fields.prevResultIgnored === undefined
-            ? 'info'
-            : 'warn';
+      // warn: a failure, or a success that went on without something it was given (a prevResult,
+      // config fields or CNI_* values it could not use).
+      const wentWithout =
+        fields.prevResultIgnored !== undefined ||
+        fields.configIgnored !== undefined ||
+        fields.envIgnored !== undefined;
+      const level = code === CniCode.INTERNAL ? 'error' : response.ok && !wentWithout ? 'info' : 'warn';
       deps.log[level](fields, `CNI ${fields.verb} ${response.ok ? 'ok' : 'failed'}`);
       deps.onCall?.({
         verb: String(fields.verb),

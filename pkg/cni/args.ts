@@ -42,6 +42,11 @@ export function cniArgsProblems(s: string): string[] {
  * Throws CniError(INVALID_ENV) naming CNI_ARGS for a pair without '=', an empty key, or a bad
  * IgnoreUnknown value.
  */
+/** What parses of CNI_ARGS, and what does not: for DEL, which reads nothing of it that matters. */
+export function parseCniArgsLeniently(s: string): { args: CniArgs; problems: string[] } {
+  return parse(s);
+}
+
 export function parseCniArgs(s: string): CniArgs {
   const { args, problems } = parse(s);
   if (problems.length > 0) {

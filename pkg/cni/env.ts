@@ -3,7 +3,7 @@
  * into a typed request, validated per verb. Takes the environment as a parameter so callers never read
  * process globals here.
  */
-import { type CniArgs, cniArgsProblems, parseCniArgs } from './args.ts';
+import { type CniArgs, parseCniArgsLeniently } from './args.ts';
 import { CniCode, CniError } from './errors.ts';
 import { isCniName, quote, utf8Length } from './text.ts';
 
@@ -24,6 +24,11 @@ export interface CniEnv {
   args: CniArgs;
   /** CNI_PATH split on ':' with empty entries dropped. */
   path: string[];
+  /**
+   * DEL only: what was wrong with CNI_NETNS or CNI_ARGS, which DEL does not need (it finds the
+   * attachment by container id and ifname), so it went on without them; the agent logs it at warn.
+   */
+  ignored?: string[];
 }
 
 type Var = 'CNI_CONTAINERID' | 'CNI_NETNS' | 'CNI_IFNAME' | 'CNI_PATH';
@@ -89,23 +94,33 @@ export function parseCniEnv(env: Readonly<Record<string, string | undefined>>): 
     const p = containerIdProblem(containerId);
     if (p !== undefined) problems.push(p);
   }
+  // A DEL that fails is retried by the runtime for ever while the lease, veth and routes stay: it
+  // fails only on what it needs to find the attachment (the id and the interface name).
+  const lenient = command === 'DEL';
+  const ignored: string[] = [];
+  let netnsOk = netns !== undefined;
   if (netns !== undefined) {
     const p = netnsProblem(netns);
-    if (p !== undefined) problems.push(p);
+    if (p !== undefined) {
+      (lenient ? ignored : problems).push(p);
+      netnsOk = false;
+    }
   }
   if (ifname !== undefined) {
     const p = interfaceNameProblem(ifname);
     if (p !== undefined) problems.push(`CNI_IFNAME ${quote(ifname)} ${p}`);
   }
-  problems.push(...cniArgsProblems(rawArgs));
+  const parsedArgs = parseCniArgsLeniently(rawArgs);
+  (lenient ? ignored : problems).push(...parsedArgs.problems);
 
   if (problems.length > 0) {
     throw new CniError(CniCode.INVALID_ENV, `invalid CNI environment: ${problems.join('; ')}`);
   }
-  const out: CniEnv = { command, args: parseCniArgs(rawArgs), path: splitPath(get('CNI_PATH')) };
+  const out: CniEnv = { command, args: parsedArgs.args, path: splitPath(get('CNI_PATH')) };
   if (containerId !== undefined) out.containerId = containerId;
-  if (netns !== undefined) out.netns = netns;
+  if (netns !== undefined && netnsOk) out.netns = netns;
   if (ifname !== undefined) out.ifname = ifname;
+  if (ignored.length > 0) out.ignored = ignored;
   return out;
 }
 

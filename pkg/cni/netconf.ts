@@ -83,6 +83,11 @@ export interface NetConf {
    * parse. Names the problem and where it is ("prevResult.ips[0].gateway ..."); the agent logs it.
    */
   prevResultIgnored?: string;
+  /**
+   * DEL, GC and STATUS: what was wrong with fields only ADD and CHECK read (mtu, dns, ...), which the
+   * verb went on without; the agent logs it at warn.
+   */
+  configIgnored?: string;
   runtimeConfig?: RuntimeConfig;
   /** The `args` object as given (conventions: args.cni.ips, labels, ...). */
   args?: Record<string, unknown>;
@@ -201,33 +206,39 @@ export function parseNetConf(stdin: string | Uint8Array, command: NetConfCommand
     spoolDir: absolutePath(raw, 'spoolDir', problems) ?? DEFAULT_SPOOL_DIR,
     raw,
   };
-  const mtu = integer(raw, 'mtu', MTU_MIN, MTU_MAX, problems);
-  if (mtu !== undefined) conf.mtu = mtu;
   const timeoutMs = integer(raw, 'timeoutMs', 1, TIMEOUT_MS_MAX, problems);
   if (timeoutMs !== undefined) conf.timeoutMs = timeoutMs;
+  // What only ADD and CHECK read (the pod's interface, DNS, runtime options). libcni hands DEL, GC and
+  // STATUS the config list as it is now: one bad edit there must not fail every DEL on the node (the
+  // runtime would retry them for ever, leases and veths held), so those verbs go on without it.
+  const podSetup = POD_SETUP_VERBS.has(command) ? problems : [];
+  const mtu = integer(raw, 'mtu', MTU_MIN, MTU_MAX, podSetup);
+  if (mtu !== undefined) conf.mtu = mtu;
   if (raw.dns !== undefined) {
-    const dns = parseDns(raw.dns, 'dns', problems);
-    if (dns !== undefined) conf.dns = dns;
+    const before = podSetup.length;
+    const dns = parseDns(raw.dns, 'dns', podSetup);
+    if (dns !== undefined && podSetup.length === before) conf.dns = dns;
   }
   if (raw.logLevel !== undefined) {
     if (typeof raw.logLevel === 'string' && (LOG_LEVELS as readonly string[]).includes(raw.logLevel)) {
       conf.logLevel = raw.logLevel as LogLevel;
     } else {
-      problems.push(`logLevel must be one of ${LOG_LEVELS.join(', ')}, not ${describe(raw.logLevel)}`);
+      podSetup.push(`logLevel must be one of ${LOG_LEVELS.join(', ')}, not ${describe(raw.logLevel)}`);
     }
   }
   if (raw.args !== undefined && raw.args !== null) {
     if (isObject(raw.args)) conf.args = raw.args;
-    else problems.push(`args must be an object, not ${jsonType(raw.args)}`);
+    else podSetup.push(`args must be an object, not ${jsonType(raw.args)}`);
   }
   if (raw.capabilities !== undefined && raw.capabilities !== null) {
-    const caps = capabilities(raw.capabilities, problems);
+    const caps = capabilities(raw.capabilities, podSetup);
     if (caps !== undefined) conf.capabilities = caps;
   }
   if (raw.runtimeConfig !== undefined && raw.runtimeConfig !== null) {
-    const rc = runtimeConfig(raw.runtimeConfig, problems);
+    const rc = runtimeConfig(raw.runtimeConfig, podSetup);
     if (rc !== undefined) conf.runtimeConfig = rc;
   }
+  if (podSetup !== problems && podSetup.length > 0) conf.configIgnored = podSetup.join('; ');
   const attachmentsKey =
     raw['cni.dev/valid-attachments'] !== undefined ? 'cni.dev/valid-attachments' : 'cni.dev/attachments';
   const rawAttachments = raw[attachmentsKey];
@@ -258,6 +269,9 @@ export function parseNetConf(stdin: string | Uint8Array, command: NetConfCommand
  * by the runtime forever while the lease, veth and routes stay (ptp's DEL succeeds on the same input).
  */
 const PREV_RESULT_VERBS: ReadonlySet<NetConfCommand> = new Set(['ADD', 'CHECK']);
+
+/** The verbs that read the fields that set up a pod (mtu, dns, logLevel, args, capabilities, runtimeConfig). */
+const POD_SETUP_VERBS: ReadonlySet<NetConfCommand> = new Set(['ADD', 'CHECK']);
 
 /** prevResult validated and normalized to the LATEST_VERSION shape, or what is wrong with it and where. */
 function parsePrevResult(v: unknown, cniVersion: string): CniResult | string {

@@ -116,6 +116,29 @@ describe.skipIf(skip !== undefined)(
       await node.del(id, b.path);
     });
 
+    it('DEL with a config list edited badly since the ADD, and a relative CNI_NETNS, still releases everything', async () => {
+      const pod = node.podNs();
+      const id = containerId();
+      const add = await node.add(pod, id);
+      expect(add.code, add.stdout).toBe(0);
+      const before = node.hostVeths().length;
+      // libcni sends DEL the config list as it is now; DEL reads none of these.
+      const edited = node.conf({ mtu: 9_999_999, dns: { nameservers: ['x'] }, logLevel: 'trace' });
+      const del = await node.call(
+        { command: 'DEL', containerId: id, netns: 'var/run/x', ifname: 'eth0' },
+        edited,
+      );
+      expect(del.code, del.stdout).toBe(0);
+      expect(leaseAddresses(node).has(`${id}@eth0`)).toBe(false);
+      expect(await node.waitForVeths(before - 1)).toHaveLength(before - 1);
+      const line = await node.logLine((l) => l.verb === 'DEL' && l.level === 'warn');
+      expect(line?.configIgnored).toContain('mtu must be an integer');
+      expect(line?.envIgnored).toContain('CNI_NETNS "var/run/x" is not an absolute path');
+      // ADD with the same config is refused, naming the field.
+      const again = await node.add(node.podNs(), containerId(), edited);
+      expect(again.json).toMatchObject({ code: 7 });
+    });
+
     it('DEL while the agent is down succeeds, is spooled durably and is completed when the agent restarts', async () => {
       const pod = node.podNs();
       const id = containerId();

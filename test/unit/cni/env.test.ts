@@ -150,9 +150,30 @@ describe('parseCniEnv: value validation', () => {
     });
   }
 
-  it('requires an absolute CNI_NETNS when it is given, also for DEL', () => {
-    const err = envError({ ...full, CNI_COMMAND: 'DEL', CNI_NETNS: 'netns/x' });
-    expect(err.message).toContain('CNI_NETNS "netns/x" is not an absolute path');
+  it('requires an absolute CNI_NETNS when it is given, for ADD and CHECK', () => {
+    for (const verb of ['ADD', 'CHECK']) {
+      const err = envError({ ...full, CNI_COMMAND: verb, CNI_NETNS: 'netns/x' });
+      expect(err.message).toContain('CNI_NETNS "netns/x" is not an absolute path');
+    }
+  });
+
+  it('DEL goes on without a CNI_NETNS or CNI_ARGS it cannot use (it needs neither), and says so', () => {
+    const env = parseCniEnv({
+      ...full,
+      CNI_COMMAND: 'DEL',
+      CNI_NETNS: 'netns/x',
+      CNI_ARGS: 'junk;K8S_POD_NAME=web-0',
+    });
+    expect(env.netns).toBeUndefined();
+    expect(env.containerId).toBe(full.CNI_CONTAINERID);
+    expect(env.args.podName).toBe('web-0');
+    expect(env.ignored).toEqual([
+      'CNI_NETNS "netns/x" is not an absolute path',
+      expect.stringContaining('junk'),
+    ]);
+    // What DEL finds the attachment by still counts.
+    expect(envError({ ...full, CNI_COMMAND: 'DEL', CNI_IFNAME: 'a/b' }).code).toBe(CniCode.INVALID_ENV);
+    expect(parseCniEnv({ ...full, CNI_COMMAND: 'ADD' }).ignored).toBeUndefined();
   });
 });
 

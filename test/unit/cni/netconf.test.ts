@@ -348,14 +348,37 @@ describe('parseNetConf: a prevResult that does not parse', () => {
     });
   }
 
-  it('DEL keeps a prevResult that parses, and still refuses the rest of a bad config', () => {
+  it('DEL keeps a prevResult that parses, and still refuses a config it cannot be sure of the network of', () => {
     const good = conf({ prevResult: { cniVersion: '1.0.0', ips: [{ address: '10.244.1.9/32' }] } }, 'DEL');
     expect(good.prevResult?.ips).toEqual([{ address: '10.244.1.9/32' }]);
     expect(good.prevResultIgnored).toBeUndefined();
-    const err = thrown(() => conf({ mtu: 1, prevResult: 'x' }, 'DEL'));
-    expect(err.code).toBe(CniCode.INVALID_CONFIG);
-    expect(err.message).toBe('invalid network configuration: mtu must be an integer from 68 to 65535, not 1');
     expect(thrown(() => conf({ name: 42 }, 'DEL')).code).toBe(CniCode.INVALID_CONFIG);
+    expect(thrown(() => conf({ socket: 'relative' }, 'DEL')).code).toBe(CniCode.INVALID_CONFIG);
+  });
+
+  it('DEL, GC and STATUS go on without the fields only ADD and CHECK read, and say which', () => {
+    const bad = { mtu: 1, dns: { nameservers: ['x'] }, logLevel: 'trace', args: 3, runtimeConfig: [] };
+    for (const [verb, extra] of [
+      ['DEL', {}],
+      ['GC', { cniVersion: '1.1.0' }],
+      ['STATUS', { cniVersion: '1.1.0' }],
+    ] as const) {
+      const c = conf({ ...bad, ...extra }, verb);
+      expect([c.mtu, c.dns, c.logLevel, c.args, c.runtimeConfig], verb).toEqual([
+        undefined,
+        undefined,
+        undefined,
+        undefined,
+        undefined,
+      ]);
+      expect(c.configIgnored).toContain('mtu must be an integer from 68 to 65535, not 1');
+      expect(c.configIgnored).toContain('logLevel must be one of');
+      expect(c.configIgnored).toContain('runtimeConfig must be an object');
+    }
+    for (const verb of ['ADD', 'CHECK'] as const) {
+      const err = thrown(() => conf({ mtu: 1, prevResult: { cniVersion: '1.0.0' } }, verb));
+      expect(err.message, verb).toContain('mtu must be an integer from 68 to 65535, not 1');
+    }
   });
 });
 
