@@ -517,7 +517,13 @@ export class LeaseStore {
   }
 
   /** Forgets a directory fd whose fsync failed, so the next one starts from a fresh open. */
+  /**
+   * Closes a directory fd that failed a sync. Only while it is still the one kept for `d`: a sync on
+   * the thread pool may fail after a synchronous one on the same fd already dropped it, and closing
+   * the number again could close whatever file or socket the kernel has given it since.
+   */
   #dropDirFd(d: string, fd: number): void {
+    if (this.#dirFds.get(d) !== fd) return;
     this.#dirFds.delete(d);
     try {
       this.#fs.closeSync(fd);

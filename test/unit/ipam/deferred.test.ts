@@ -34,7 +34,8 @@ const RANGES = ['10.0.0.0/29', 'fd00::/125'];
 const key = (n: number) => ({ containerId: `c${n}`, ifname: 'eth0' });
 
 /** An fsync that fails the way a dying disk does. */
-const eio = (): Promise<never> => Promise.reject(Object.assign(new Error('EIO: i/o error'), { code: 'EIO' }));
+const eioError = (): Error => Object.assign(new Error('EIO: i/o error'), { code: 'EIO' });
+const eio = (): Promise<never> => Promise.reject(eioError());
 
 /** The real file system, whose fsyncs fail with EIO while `failing()` says so. */
 function fsyncFailingWhen(failing: () => boolean): StoreFs {
@@ -166,6 +167,51 @@ describe('IPAM allocateDeferred', () => {
     expect(ipam.release(key(1))).toBe(true);
     expect(leaseFilesOnDisk(dir)).toEqual([]);
     expect(reservationsOnDisk(dir).size).toBe(0);
+  });
+
+  it('a directory fd a failed sync closed is never closed again by a sync that was in flight on it', async () => {
+    const dir = tempDir();
+    const isDir = (path: string) => path === join(dir, 'leases') || path === join(dir, 'addrs');
+    const inFlight: (() => void)[] = [];
+    let failSync = false;
+    const base = byPath({
+      // The directories' fsyncs on the thread pool wait until the test fails them.
+      fsync: (fd, path) =>
+        isDir(path) ? new Promise((_, reject) => inFlight.push(() => reject(eioError()))) : realFs.fsync(fd),
+      fsyncSync: (fd, path) => {
+        if (failSync && isDir(path)) throw eioError();
+        realFs.fsyncSync(fd);
+      },
+    });
+    // Each open is its own generation: a number the kernel reuses is another file.
+    const generation = new Map<number, number>();
+    const closes = new Map<string, number>();
+    let opens = 0;
+    const fs: StoreFs = {
+      ...base,
+      openSync: (path, flags, mode) => {
+        const fd = base.openSync(path, flags, mode);
+        generation.set(fd, ++opens);
+        return fd;
+      },
+      closeSync: (fd) => {
+        const k = `${fd}#${generation.get(fd)}`;
+        closes.set(k, (closes.get(k) ?? 0) + 1);
+        base.closeSync(fd);
+      },
+    };
+    const ipam = openIpamWith({ dir, ranges: RANGES }, fs);
+    const first = ipam.allocateDeferred(key(1));
+    for (let i = 0; i < 50 && inFlight.length < 2; i++) await new Promise((r) => setImmediate(r));
+    expect(inFlight.length).toBeGreaterThan(0);
+    // A synchronous sync of the same directories fails first (a release flushes on the JS thread)...
+    failSync = true;
+    expect(() => ipam.release(key(1))).toThrow(/EIO/);
+    // ...then the syncs in flight fail on the fds it already closed.
+    for (const fail of inFlight) fail();
+    await first.durable.catch(() => undefined);
+    const twice = [...closes].filter(([, n]) => n > 1).map(([k]) => k);
+    expect(twice).toEqual([]);
   });
 
   it("runs the lease file's and both directories' fsyncs at once, and is durable only after all three", async () => {
