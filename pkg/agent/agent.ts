@@ -1,3 +1,4 @@
+import { readFileSync } from 'node:fs';
 import { hostname } from 'node:os';
 import { join } from 'node:path';
 import { BackgroundDeleter } from '../datapath/background-deleter.ts';
@@ -20,7 +21,7 @@ import { CniServer } from './cni-server.ts';
 import { type CniCallRecord, createCniService } from './cni-service.ts';
 import type { AgentConfig } from './config.ts';
 import { NodeController, type PassOutcome } from './controller.ts';
-import { enableForwarding, keepForwardingOn } from './forwarding.ts';
+import { enableForwarding, keepForwardingOn, type RouterAdvertisementGuard } from './forwarding.ts';
 import { watchKernel } from './kernel-watch.ts';
 import { collectLeases, removeAttachments } from './lease-collector.ts';
 import { rebuildHeldLeases } from './lease-rebuild.ts';
@@ -303,7 +304,7 @@ export class Agent {
       // Forwarding for the pod CIDRs' families before the pass programs routes; quarantined leases
       // are rebuilt from the kernel once restore can check addresses against the ranges.
       onRangesSet: (ranges) => {
-        enableForwarding(this.ports.netns, ranges);
+        enableForwarding(this.ports.netns, ranges, this.raGuard());
         return this.rebuildHeldLeases();
       },
       onSynced: (self, report) => {
@@ -412,10 +413,19 @@ export class Agent {
     );
   }
 
+  /** The node's IPv6 routes from router advertisements survive IPv6 forwarding (forwarding.ts). */
+  private raGuard(): RouterAdvertisementGuard {
+    return {
+      // Read on the JS thread, whose namespace is the node's (an async read would run elsewhere).
+      ipv6RouteTable: () => readFileSync('/proc/thread-self/net/ipv6_route', 'utf8'),
+      log: this.log,
+    };
+  }
+
   /** Turns forwarding on for the remembered CIDRs; why memory cannot be used when that fails. */
   private forwardingRefusal(podCIDRs: readonly string[]): string | undefined {
     try {
-      enableForwarding(this.ports.netns, podCIDRs);
+      enableForwarding(this.ports.netns, podCIDRs, this.raGuard());
       return undefined;
     } catch (err) {
       return `IP forwarding could not be turned on: ${errorText(err)}`;
@@ -485,7 +495,7 @@ export class Agent {
         );
       }
     }
-    keepForwardingOn(this.ports.netns, self.podCIDRs, log);
+    keepForwardingOn(this.ports.netns, self.podCIDRs, log, this.raGuard());
     if (this.nodeFile !== undefined && this.ipam !== undefined) {
       // A pass ran, so the ranges are this Node's pod CIDRs.
       const { mtu, overhead, source } = this.mtuChoice;
