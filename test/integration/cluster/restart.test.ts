@@ -130,7 +130,11 @@ describe.skipIf(skip !== undefined)(skip === undefined ? title : `${title} (skip
     } finally {
       await tb.startAgent('node-2');
     }
-    expect(existsSync(marker)).toBe(true);
+    // Written once the agent is ready, which is a moment after it published its config list.
+    for (let i = 0; !existsSync(marker); i++) {
+      expect(i, 'the ready marker is back').toBeLessThan(250);
+      await new Promise((r) => setTimeout(r, 20));
+    }
     expect((await runPlugin(SHIM_BINARY, { command: 'STATUS' }, stdin)).code).toBe(0);
   });
 });
