@@ -82,20 +82,30 @@ export class NftRunner {
     const [cmd, ...rest] = argv as [string, ...string[]];
     return new Promise((resolve, reject) => {
       const child = spawn(cmd, rest, { stdio: ['pipe', 'pipe', 'pipe'], timeout: this.timeoutMs });
-      const pid = child.pid;
-      if (pid !== undefined) this.pids.set(pid, Number.POSITIVE_INFINITY);
-      const out: Buffer[] = [];
-      const err: Buffer[] = [];
       let timedOut = false;
       let spawnError: Error | undefined;
-      child.stdout.on('data', (b: Buffer) => out.push(b));
-      child.stderr.on('data', (b: Buffer) => err.push(b));
+      // Listening first: a spawn that could not even make its pipes (EMFILE, ENFILE, EAGAIN) returns
+      // a child without stdio and emits 'error' on the next tick, and an 'error' nobody listens to
+      // would end the agent.
       child.on('error', (e) => {
         // ETIMEDOUT comes from the timeout option; ENOENT/EACCES when the binary cannot start.
         if ((e as NodeJS.ErrnoException).code === 'ETIMEDOUT') timedOut = true;
         else spawnError = e;
+        if (stdio === undefined) {
+          reject(new NftError(argv, { exitCode: null, signal: null, stderr: '', timedOut: false }, e));
+        }
       });
-      child.stdin.on('error', () => {
+      // (undefined then, despite the types' null)
+      const { stdin, stdout, stderr } = child as Partial<typeof child>;
+      const stdio = stdin && stdout && stderr ? { stdin, stdout, stderr } : undefined;
+      if (stdio === undefined) return; // no 'close' follows: the 'error' above settles it
+      const pid = child.pid;
+      if (pid !== undefined) this.pids.set(pid, Number.POSITIVE_INFINITY);
+      const out: Buffer[] = [];
+      const err: Buffer[] = [];
+      stdio.stdout.on('data', (b: Buffer) => out.push(b));
+      stdio.stderr.on('data', (b: Buffer) => err.push(b));
+      stdio.stdin.on('error', () => {
         // EPIPE when nft exits before reading all input; its exit status tells the story.
       });
       child.on('close', (exitCode, signal) => {
@@ -109,7 +119,7 @@ export class NftRunner {
           reject(new NftError(argv, { exitCode, signal, stderr, timedOut }, spawnError));
         }
       });
-      child.stdin.end(input ?? '');
+      stdio.stdin.end(input ?? '');
     });
   }
 

@@ -1,3 +1,5 @@
+import { spawnSync } from 'node:child_process';
+import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { NftError, NftRunner } from '../../../pkg/masq/nft.ts';
 
@@ -43,5 +45,32 @@ describe('NftRunner process handling', () => {
     expect(Date.now() - t0).toBeLessThan(5000);
     expect(err).toBeInstanceOf(NftError);
     expect((err as NftError).timedOut).toBe(true);
+  });
+});
+
+describe('NftRunner when the process is out of file descriptors', () => {
+  it('rejects with NftError instead of taking the process down (spawn without pipes: EMFILE)', () => {
+    // A Node process with a tiny fd limit that uses up its descriptors, then asks the runner for nft:
+    // spawn cannot make its pipes, hands back a child without stdio and emits 'error' a tick later.
+    const program = `
+      import { openSync } from 'node:fs';
+      import { NftRunner } from ${JSON.stringify(join(import.meta.dirname, '..', '..', '..', 'pkg', 'masq', 'nft.ts'))};
+      const held = [];
+      try { for (;;) held.push(openSync('/dev/null', 'r')); } catch {}
+      const err = await new NftRunner({ nftPath: 'true' }).run([]).then(() => undefined, (e) => e);
+      console.log(JSON.stringify({ name: err?.name, message: err?.message, cause: err?.cause?.code }));
+    `;
+    const r = spawnSync(
+      'prlimit',
+      ['--nofile=40:40', process.execPath, '--input-type=module', '-e', program],
+      {
+        encoding: 'utf8',
+      },
+    );
+    expect(r.stderr).toBe('');
+    expect(r.status).toBe(0);
+    const out = JSON.parse(r.stdout) as { name: string; message: string; cause: string };
+    expect(out).toMatchObject({ name: 'NftError', cause: 'EMFILE' });
+    expect(out.message).toContain('could not start');
   });
 });
