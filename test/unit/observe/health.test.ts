@@ -2,6 +2,7 @@ import { networkInterfaces } from 'node:os';
 import pino from 'pino';
 import { afterEach, describe, expect, it } from 'vitest';
 import { AgentHealth } from '../../../pkg/observe/agent-health.ts';
+import { isLocalConnection } from '../../../pkg/observe/connection-limits.ts';
 import { LoopLag, readiness, WatchFreshness } from '../../../pkg/observe/health.ts';
 import { type HttpListener, parseListenAddr, startMetricsServer } from '../../../pkg/observe/http-server.ts';
 import { reconcileReport } from '../routes/report-fixture.ts';
@@ -264,5 +265,18 @@ describe('metrics server', () => {
         readiness: () => ({ ok: true, checks: {} }),
       }),
     ).rejects.toThrow(/EADDRINUSE/);
+  });
+});
+
+describe('isLocalConnection (the metrics port never turns the node itself away)', () => {
+  it('loopback and connections from the address they reached are local; others are not', () => {
+    expect(isLocalConnection('127.0.0.1', '127.0.0.1')).toBe(true);
+    expect(isLocalConnection('::ffff:127.0.0.1', '::ffff:127.0.0.1')).toBe(true);
+    expect(isLocalConnection('::1', '::1')).toBe(true);
+    expect(isLocalConnection('::ffff:10.0.0.5', '::ffff:10.0.0.5')).toBe(true);
+    expect(isLocalConnection('10.0.0.5', '::ffff:10.0.0.5')).toBe(true);
+    expect(isLocalConnection('::ffff:10.244.1.7', '::ffff:10.0.0.5')).toBe(false);
+    expect(isLocalConnection('fd00:10:244:1::7', 'fd00::5')).toBe(false);
+    expect(isLocalConnection(undefined, '10.0.0.5')).toBe(false);
   });
 });
