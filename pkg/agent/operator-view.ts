@@ -53,6 +53,11 @@ export interface AgentSnapshot {
 
 /** Desired inter-node routes (computed now from the node cache) next to what the kernel has. */
 export interface AgentRouteState {
+  /**
+   * False until the node cache has a full list with this node in it (the API unreachable at start):
+   * the desired routes are unknown then, and no route of ours may be called stale.
+   */
+  synced: boolean;
   desired: RouteInfo[];
   /** Every route of the main table, both families (the diff decides which are ours). */
   programmed: RouteInfo[];
@@ -91,6 +96,7 @@ export async function computeRouteState(opts: {
           explain: true,
         });
   return {
+    synced: self !== undefined && cluster.hasSynced(),
     desired: plan.routes,
     programmed: [...v4, ...v6],
     problems: plan.problems,

@@ -367,6 +367,13 @@ export function checkRoutes(f: DoctorFacts): CheckResult {
   const r: CheckResult = { name: 'routes', title: 'inter-node routes programmed as desired', findings: [] };
   const skip = needsAgent(f);
   if (skip !== undefined || !f.agent.ok) return { ...r, skipped: skip };
+  if (f.agent.value.routes.synced === false) {
+    return {
+      ...r,
+      skipped:
+        'the agent has no list of Nodes with this node yet (is the API server reachable?): the routes it wants are not known, and it keeps those it programmed',
+    };
+  }
   for (const row of f.agent.value.routes.routes) {
     const fam = row.family === 6 ? '-6 ' : '';
     switch (row.state) {

@@ -63,6 +63,8 @@ export interface RouteRow {
 
 export interface RoutesView {
   node: string;
+  /** False while the agent has no list of Nodes with this one: nothing is judged stale then. */
+  synced?: boolean;
   routes: RouteRow[];
   drift: number;
   problems: Problem[];
@@ -171,13 +173,15 @@ export function routesView(node: string, st: AgentRouteState): RoutesView {
     });
   }
   const desiredKeys = new Set(st.desired.map(routeKey));
-  for (const r of diff.remove) {
+  // Without a list of Nodes every route of ours would look stale: the agent keeps them, and so do we.
+  for (const r of st.synced ? diff.remove : []) {
     // Same-key duplicates of a desired route are cleanup, not drift an operator acts on.
     if (desiredKeys.has(routeKey(r))) continue;
     rows.push({ family: r.family, dst: r.dst, want: '', have: describe(r, links), state: 'stale' });
   }
   return {
     node,
+    synced: st.synced,
     routes: rows,
     drift: rows.filter((r) => r.state !== 'ok').length,
     problems: st.problems,

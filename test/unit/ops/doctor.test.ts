@@ -511,6 +511,15 @@ describe('doctor', () => {
     expect(runDoctor(f).checks.find((c) => c.name === 'rp-filter')?.skipped).toMatch(/masquerade/);
   });
 
+  it('skips the routes check while the agent has no list of Nodes: no route of ours is called stale', () => {
+    const f = healthy();
+    agentValue(f).routes.synced = false;
+    agentValue(f).routes.routes = [];
+    const check = runDoctor(f).checks.find((c) => c.name === 'routes')!;
+    expect(check.findings).toEqual([]);
+    expect(check.skipped).toMatch(/no list of Nodes with this node yet/);
+  });
+
   it('full-MTU pod interfaces whose routes off the node leave room for the overlay are healthy', () => {
     const f = healthy();
     agentValue(f).status.mtu = 1500;

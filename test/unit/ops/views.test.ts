@@ -87,7 +87,7 @@ describe('routesView', () => {
       { family: 4, dst: '10.244.1.7/32', ifindex: 9, protocol: 126, scope: 'link', type: 'unicast' },
       { family: 4, dst: '0.0.0.0/0', gateway: '192.168.1.254', ifindex: 2, protocol: 3 },
     ];
-    const v = routesView('n1', { desired, programmed, problems: [], decisions: [], links });
+    const v = routesView('n1', { synced: true, desired, programmed, problems: [], decisions: [], links });
     expect(v.routes.map((r) => [r.dst, r.state, r.want, r.have])).toEqual([
       ['10.244.2.0/24', 'ok', 'via 192.168.1.2 dev eth0 proto 126', 'via 192.168.1.2 dev eth0 proto 126'],
       ['10.244.3.0/24', 'missing', 'via 192.168.1.3 dev eth0 proto 126', ''],
@@ -104,9 +104,25 @@ describe('routesView', () => {
     expect(v.drift).toBe(4);
   });
 
+  it('before a list of Nodes with this node in it, calls none of our routes stale (the agent keeps them)', () => {
+    const programmed = [via('10.244.2.0/24', '192.168.1.2'), via('10.244.3.0/24', '192.168.1.3')];
+    const v = routesView('n1', {
+      synced: false,
+      desired: [],
+      programmed,
+      problems: [],
+      decisions: [],
+      links,
+    });
+    expect(v.routes).toEqual([]);
+    expect(v.drift).toBe(0);
+    expect(v.synced).toBe(false);
+  });
+
   it('shows a desired route held by a route it can list only by key as a conflict, not missing', () => {
     const desired = [via('10.244.2.0/24', '192.168.1.2'), via('10.244.3.0/24', '192.168.1.3')];
     const listed = routesView('n1', {
+      synced: true,
       desired,
       programmed: [{ family: 4, dst: '10.244.2.0/24', protocol: 4, unreadable: true }],
       problems: [],
@@ -187,6 +203,7 @@ describe('admin socket and the CLI over it', () => {
       '/status': () => statusView(snapshot(), '0.1.0', 'v24', readiness),
       '/routes': () =>
         routesView('n1', {
+          synced: true,
           desired: [via('10.244.2.0/24', '192.168.1.2')],
           programmed: drift ? [] : [via('10.244.2.0/24', '192.168.1.2')],
           problems: [],
