@@ -172,6 +172,14 @@ export class Agent {
     this.nodeName = config.nodeName ?? hostname();
   }
 
+  /**
+   * Whether a pod's namespace path names a live network namespace, as the agent's own sweeps judge
+   * it (through --host-proc for /proc/PID paths, and a namespace, not merely a file): for doctor.
+   */
+  netnsAlive(path: string): boolean {
+    return this.ports.netns.isNetns(path);
+  }
+
   /** The uid of this node's Node object as the cache holds it (undefined standalone or before the list). */
   nodeUid(): string | undefined {
     return this.cluster?.get(this.nodeName)?.uid;
@@ -623,6 +631,7 @@ export class Agent {
       cniConfDir: config.cniConfDir,
       cniBinDir: config.cniBinDir,
       leases: this.ipam?.list() ?? [],
+      held: (this.ipam?.heldKeys() ?? []).map(({ containerId, ifname }) => ({ containerId, ifname })),
       ipamUsage: this.ipam?.usage() ?? [],
       mtuSource: this.mtuChoice.source,
       mtuOverhead: this.mtuChoice.overhead,

@@ -35,6 +35,11 @@ export interface AgentSnapshot {
   cniConfDir: string;
   cniBinDir: string;
   leases: Lease[];
+  /**
+   * Attachments whose lease record was quarantined and not rebuilt: IPAM holds their addresses and
+   * the agent keeps their veths (their pods may be running) until a DEL or GC says otherwise.
+   */
+  held?: { containerId: string; ifname: string }[];
   ipamUsage: RangeUsage[];
   /** The Node watch; undefined in standalone mode. */
   watch: WatchState | undefined;

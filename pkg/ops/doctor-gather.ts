@@ -139,7 +139,11 @@ export async function gatherDoctorFacts(opts: GatherOptions): Promise<DoctorFact
   }
   const netnsExists: Record<string, boolean> = {};
   if (agent.ok) {
-    for (const l of agent.value.leases.leases) if (l.netns !== '') netnsExists[l.netns] = existsSync(l.netns);
+    // The agent's verdict where it gives one: it sees the host's /proc (--host-proc) and tells a
+    // namespace from a leftover file; this process may not.
+    for (const l of agent.value.leases.leases) {
+      if (l.netns !== '') netnsExists[l.netns] = l.netnsAlive ?? existsSync(l.netns);
+    }
   }
   return {
     agent,

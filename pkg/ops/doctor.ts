@@ -459,7 +459,9 @@ export function checkVeths(f: DoctorFacts): CheckResult {
   };
   const skip = needsAgent(f);
   if (skip !== undefined || !f.agent.ok) return { ...r, skipped: skip };
-  const owned = new Set(f.agent.value.leases.leases.map((l) => l.hostVeth));
+  // Held attachments' veths are kept on purpose (their pods may be running): not orphans.
+  const { leases, held = [] } = f.agent.value.leases;
+  const owned = new Set([...leases, ...held].map((l) => l.hostVeth));
   for (const l of f.links) {
     if (!/^trl[0-9a-f]{12}$/.test(l.name) || owned.has(l.name)) continue;
     r.findings.push({

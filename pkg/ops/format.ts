@@ -98,9 +98,17 @@ export function formatLeases(v: LeasesView): string {
       l.containerId.slice(0, 12),
       l.ifname,
       l.hostVeth,
-      l.netns || '-',
+      `${l.netns || '-'}${l.netnsAlive === false ? ' (gone)' : ''}`,
     ]),
-  )}\n${v.leases.length} leases\n`;
+  )}\n${v.leases.length} leases\n${heldLines(v)}`;
+}
+
+/** Attachments whose lease record was quarantined: their addresses and veths are held, not listed above. */
+function heldLines(v: LeasesView): string {
+  const held = v.held ?? [];
+  if (held.length === 0) return '';
+  const rows = held.map((h) => `  ${h.containerId.slice(0, 12)} ${h.ifname} (host veth ${h.hostVeth})`);
+  return `${held.length} held (lease record quarantined; addresses and veth kept until DEL or GC):\n${rows.join('\n')}\n`;
 }
 
 export function formatDoctor(r: DoctorReport): string {

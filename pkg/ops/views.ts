@@ -80,11 +80,18 @@ export interface LeaseRow {
   addresses: string[];
   hostVeth: string;
   createdAt: string;
+  /**
+   * Whether `netns` is a live network namespace, as the agent sees it (its /proc, --host-proc): the
+   * CLI's own view may differ (a cri-dockerd /proc/PID path). Absent when netns is '' or from older agents.
+   */
+  netnsAlive?: boolean;
 }
 
 export interface LeasesView {
   node: string;
   leases: LeaseRow[];
+  /** Attachments with a quarantined record the agent holds addresses and veths for (AgentSnapshot.held). */
+  held?: { containerId: string; ifname: string; hostVeth: string }[];
 }
 
 /** Whether the node is ready as its readiness probe sees it (older agents: as CNI ADD does). */
@@ -189,18 +196,22 @@ export function routesView(node: string, st: AgentRouteState): RoutesView {
   };
 }
 
-export function leasesView(s: AgentSnapshot): LeasesView {
+export function leasesView(s: AgentSnapshot, netnsAlive?: (path: string) => boolean): LeasesView {
   const leases = s.leases
-    .map((l) => ({
-      containerId: l.containerId,
-      ifname: l.ifname,
-      podNamespace: l.podNamespace ?? '',
-      podName: l.podName ?? '',
-      netns: l.netns ?? '',
-      addresses: l.addresses.map((a) => a.address),
-      hostVeth: hostVethName(l.containerId, l.ifname),
-      createdAt: l.createdAt,
-    }))
+    .map(
+      (l): LeaseRow => ({
+        containerId: l.containerId,
+        ifname: l.ifname,
+        podNamespace: l.podNamespace ?? '',
+        podName: l.podName ?? '',
+        netns: l.netns ?? '',
+        addresses: l.addresses.map((a) => a.address),
+        hostVeth: hostVethName(l.containerId, l.ifname),
+        createdAt: l.createdAt,
+        ...(netnsAlive === undefined || (l.netns ?? '') === '' ? {} : { netnsAlive: netnsAlive(l.netns!) }),
+      }),
+    )
     .sort((a, b) => (a.createdAt < b.createdAt ? -1 : a.createdAt > b.createdAt ? 1 : 0));
-  return { node: s.node, leases };
+  const held = (s.held ?? []).map((k) => ({ ...k, hostVeth: hostVethName(k.containerId, k.ifname) }));
+  return { node: s.node, leases, ...(held.length > 0 ? { held } : {}) };
 }

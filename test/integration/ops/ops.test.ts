@@ -223,6 +223,8 @@ describe.skipIf(skip !== undefined)(skip === undefined ? title : `${title} (skip
     for (const l of ls.doc.leases) {
       expect(links).toContain(l.hostVeth);
       expect(l.netns).toBe(pods.find((p) => p.name === l.podName)!.netnsPath);
+      // The agent's own verdict on the namespace, which doctor takes over its own view.
+      expect(l.netnsAlive).toBe(true);
     }
     const table = cli(n1, 'leases', '--socket', n1.agent!.socket).stdout;
     for (const p of pods) expect(table).toContain(`default/${p.name}`);
@@ -405,6 +407,8 @@ describe.skipIf(skip !== undefined)(skip === undefined ? title : `${title} (skip
   it('doctor: a leaked lease (the pod namespace vanished without DEL); the agent restart sweeps it', async () => {
     const pod = pods.pop()!;
     delNetns(pod.ns); // the kernel destroys the veth pair with it
+    const gone = cliJson<LeasesView>(n1, 'leases').doc.leases.find((l) => l.podName === pod.name);
+    expect(gone?.netnsAlive).toBe(false);
     const d = doctor(n1);
     expect(d.code).toBe(1);
     const f = findings(d.report, 'leases').join('\n');

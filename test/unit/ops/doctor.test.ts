@@ -511,6 +511,13 @@ describe('doctor', () => {
     expect(runDoctor(f).checks.find((c) => c.name === 'rp-filter')?.skipped).toMatch(/masquerade/);
   });
 
+  it("a held attachment's veth (its lease record quarantined, its pod maybe running) is not an orphan", () => {
+    const f = healthy();
+    f.links.push({ name: 'trlffffffffffff', mtu: 1450, kind: 'veth' });
+    agentValue(f).leases.held = [{ containerId: 'ffff', ifname: 'eth0', hostVeth: 'trlffffffffffff' }];
+    expect(runDoctor(f).checks.find((c) => c.name === 'veths')!.findings).toEqual([]);
+  });
+
   it('skips the routes check while the agent has no list of Nodes: no route of ours is called stale', () => {
     const f = healthy();
     agentValue(f).routes.synced = false;

@@ -3,8 +3,11 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
 import type { AgentSnapshot } from '../../../pkg/agent/agent.ts';
+import { hostVethName } from '../../../pkg/datapath/names.ts';
 import type { RouteInfo } from '../../../pkg/datapath/ports.ts';
+import type { Lease } from '../../../pkg/ipam/index.ts';
 import { type HttpListener, startAdminServer } from '../../../pkg/observe/http-server.ts';
+import { formatLeases } from '../../../pkg/ops/format.ts';
 import { missingPeers, peerRouteStates } from '../../../pkg/ops/peer-state.ts';
 import { leasesView, routesView, statusView } from '../../../pkg/ops/views.ts';
 import { runOps } from './run-ops.ts';
@@ -251,5 +254,31 @@ describe('admin socket and the CLI over it', () => {
     expect(r.code).toBe(1);
     expect(r.err).toMatch(/no such socket: is the agent running on this node\?/);
     expect((await run('status', ['--bogus'])).code).toBe(2);
+  });
+});
+
+describe('leasesView: what the agent knows that the CLI may not', () => {
+  it("carries the agent's verdict on each pod namespace and the attachments it holds", () => {
+    const lease = (id: string, netns: string): Lease => ({
+      containerId: id,
+      ifname: 'eth0',
+      netns,
+      addresses: [{ family: 4, address: `10.244.1.${id.length}`, range: '10.244.1.0/24' }],
+      createdAt: '2026-12-01T00:00:00.000Z',
+    });
+    const s = {
+      ...snapshot(),
+      leases: [lease('aaaa', '/proc/708/ns/net'), lease('bbbbb', '/var/run/netns/gone'), lease('cccccc', '')],
+      held: [{ containerId: 'dddd', ifname: 'eth0' }],
+    };
+    const v = leasesView(s, (path) => path.startsWith('/proc/'));
+    expect(v.leases.map((l) => [l.containerId, l.netnsAlive])).toEqual([
+      ['aaaa', true],
+      ['bbbbb', false],
+      ['cccccc', undefined],
+    ]);
+    expect(v.held).toEqual([{ containerId: 'dddd', ifname: 'eth0', hostVeth: hostVethName('dddd', 'eth0') }]);
+    expect(formatLeases(v)).toContain('/var/run/netns/gone (gone)');
+    expect(formatLeases(v)).toMatch(/1 held \(lease record quarantined/);
   });
 });
