@@ -362,9 +362,12 @@ export function desiredRoutes(
     parsed.push(node);
   }
 
-  // Drop CIDRs that overlap ours or another peer's, on every node involved. Comparing every pair is
-  // quadratic (25 million comparisons at 5,000 nodes); a sort finds the few CIDRs that overlap anything,
-  // and only those go through the pairwise search that names the clash.
+  // Drop CIDRs that overlap ours, and a peer's CIDR that contains another peer's (or equals it): the
+  // same CIDR on two nodes is ambiguous, so both go; a broader one (one Node given a /16 where the
+  // others have /24s) goes alone, and the narrower ones inside it keep their routes, so one bad Node
+  // object cannot cut every node off from every peer it overlaps. Every agent decides the same from
+  // the same Node objects. Comparing every pair is quadratic (25 million comparisons at 5,000 nodes);
+  // a sort finds the few CIDRs that overlap anything, and only those go through the pairwise search.
   const overlapping = overlappingCidrs(parsed);
   const conflicted = new Set<string>();
   for (const node of parsed) {
@@ -382,12 +385,16 @@ export function desiredRoutes(
       if (!overlapping.has(c)) continue;
       for (const other of parsed) {
         if (other === node) continue;
-        const clash = other.cidrs.find((o) => cidrsOverlap(o, c));
-        if (clash !== undefined) {
+        // Overlapping CIDRs nest: c goes when it holds the other one (a prefix as long or longer).
+        const held = other.cidrs.find((o) => cidrsOverlap(o, c) && o.prefixLen >= c.prefixLen);
+        if (held !== undefined) {
           conflicted.add(key);
           problems.push({
             node: node.name,
-            problem: `pod CIDR ${formatCidr(c)} overlaps ${formatCidr(clash)} of node ${other.name}; skipped`,
+            problem:
+              held.prefixLen === c.prefixLen
+                ? `pod CIDR ${formatCidr(c)} is also node ${other.name}'s; skipped on both`
+                : `pod CIDR ${formatCidr(c)} contains ${formatCidr(held)} of node ${other.name}; skipped (the narrower keeps its route)`,
           });
           break;
         }

@@ -150,7 +150,11 @@ describe('desiredRoutes (host-gw)', () => {
       links,
       opts,
     );
-    expect(out.routes.filter((r) => r.type === 'unicast').map((r) => r.dst)).toEqual(['10.244.13.0/24']);
+    // x2's /23 holds x1's /24: x2 goes, x1 keeps its route.
+    expect(out.routes.filter((r) => r.type === 'unicast').map((r) => r.dst)).toEqual([
+      '10.244.6.0/24',
+      '10.244.13.0/24',
+    ]);
     const byNode = new Map<string, string[]>();
     for (const p of out.problems) byNode.set(p.node, [...(byNode.get(p.node) ?? []), p.problem]);
     expect([...byNode.keys()].sort()).toEqual(
@@ -164,14 +168,46 @@ describe('desiredRoutes (host-gw)', () => {
         'no-ip',
         'overlaps-us',
         'v6-only-ip',
-        'x1',
         'x2',
       ].sort(),
     );
     expect(byNode.get('overlaps-us')!.join()).toMatch(/overlaps this node's pod CIDR 10\.244\.0\.0\/24/);
-    expect(byNode.get('x1')!.join()).toMatch(/overlaps 10\.244\.6\.0\/23 of node x2/);
+    expect(byNode.get('x2')!.join()).toMatch(
+      /pod CIDR 10\.244\.6\.0\/23 contains 10\.244\.6\.0\/24 of node x1; skipped \(the narrower keeps its route\)/,
+    );
     expect(byNode.get('v6-only-ip')!.join()).toMatch(/no IPv4 InternalIP/);
     expect(byNode.get('claims-our-ip')!.join()).toMatch(/own addresses/);
+  });
+
+  it("one Node with a CIDR over everyone else's loses its route alone; the same CIDR on two nodes goes on both", () => {
+    const nodes = [1, 2, 3].map((i) => peer(`n${i}`, [`10.244.${i}.0/24`], [`192.168.1.${20 + i}`]));
+    const wide = desiredRoutes(
+      self,
+      [...nodes, peer('wide', ['10.244.0.0/16'], ['192.168.1.30'])],
+      links,
+      opts,
+    );
+    // The /16 also overlaps this node's own /24, which is reason enough on its own.
+    expect(wide.routes.filter((r) => r.type === 'unicast').map((r) => r.dst)).toEqual([
+      '10.244.1.0/24',
+      '10.244.2.0/24',
+      '10.244.3.0/24',
+    ]);
+    expect(wide.problems.map((p) => p.node)).toEqual(['wide']);
+    const twins = desiredRoutes(
+      self,
+      [...nodes, peer('twin', ['10.244.2.0/24'], ['192.168.1.31'])],
+      links,
+      opts,
+    );
+    expect(twins.routes.filter((r) => r.type === 'unicast').map((r) => r.dst)).toEqual([
+      '10.244.1.0/24',
+      '10.244.3.0/24',
+    ]);
+    expect(twins.problems.map((p) => [p.node, p.problem])).toEqual([
+      ['n2', "pod CIDR 10.244.2.0/24 is also node twin's; skipped on both"],
+      ['twin', "pod CIDR 10.244.2.0/24 is also node n2's; skipped on both"],
+    ]);
   });
 
   it('reports a self node without pod CIDRs and emits no blackhole', () => {
