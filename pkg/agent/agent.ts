@@ -647,6 +647,7 @@ export class Agent {
       masquerade: {
         enabled: this.ports.masq !== undefined && config.masquerade,
         noMasqueradeCIDRs: [...config.noMasqueradeCIDRs],
+        ...(this.controller?.masqError === undefined ? {} : { lastError: this.controller.masqError }),
       },
     };
   }

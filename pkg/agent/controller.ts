@@ -92,6 +92,8 @@ export type PassOutcome =
       scope?: 'full' | 'node';
       /** scope 'node': the duration of each per-node step folded into this outcome (durationMs is their sum). */
       stepsMs?: readonly number[];
+      /** Full passes with a table to write: whether it was written (false: nft failed). */
+      masqueradeApplied?: boolean;
     }
   | { kind: 'error'; error: string; durationMs: number; scope?: 'full' | 'node' };
 
@@ -120,6 +122,11 @@ export class NodeController {
   private readonly masqGiven = new MasqGiven();
   /** The clamp refusal last logged (noteClamp), so a lasting one is said once. */
   private clampRefusal: string | undefined;
+  /**
+   * Why the nftables table (masquerade, MSS clamp) could not be written the last time it was tried;
+   * undefined once it was. Pods and routes work on without it, so nothing else would show it.
+   */
+  masqError: string | undefined;
   /** Per-node steps not yet handed to onPass (flushNodePasses). */
   private nodePasses:
     | { report: () => ReconcileReport; added: number; replaced: number; removed: number; stepsMs: number[] }
@@ -374,8 +381,10 @@ export class NodeController {
             deps.log.debug(fields, 'masquerade set updated after a node change');
           }
           this.noteClamp();
+          this.masqError = undefined;
         } catch (err) {
-          deps.log.error({ error: errorText(err) }, 'masquerade rules could not be applied');
+          this.masqError = errorText(err);
+          deps.log.error({ error: this.masqError }, 'masquerade rules could not be applied');
           // The full pass retries it (and backs off if it keeps failing).
           this.markDirty();
           return;
@@ -487,14 +496,16 @@ export class NodeController {
           masq = await deps.masq.sync(masqOptions(self, nodes, deps.noMasqueradeCIDRs, deps.tableRules));
           this.masqGiven.synced(nodes);
           this.noteClamp();
+          this.masqError = undefined;
         } catch (err) {
           // Masquerade matters for egress only; pods and routes keep working, the next pass retries.
           masq = 'failed';
-          deps.log.error({ error: errorText(err) }, 'masquerade rules could not be applied');
+          this.masqError = errorText(err);
+          deps.log.error({ error: this.masqError }, 'masquerade rules could not be applied');
         }
       }
       const durationMs = round(performance.now() - started);
-      const level = report.errors.length > 0 ? 'warn' : 'info';
+      const level = report.errors.length > 0 || masq === 'failed' ? 'warn' : 'info';
       deps.log[level](
         {
           nodes: nodes.length,
@@ -534,7 +545,14 @@ export class NodeController {
       // after a backoff rather than at once (such failures tend to persist for a while).
       const partial =
         report.errors.length > 0 || (report.overlay?.errors.length ?? 0) > 0 || masq === 'failed';
-      const outcome: PassOutcome = { kind: 'ok', report, durationMs, partial, scope: 'full' };
+      const outcome: PassOutcome = {
+        kind: 'ok',
+        report,
+        durationMs,
+        partial,
+        scope: 'full',
+        ...(masq === 'off' ? {} : { masqueradeApplied: masq !== 'failed' }),
+      };
       deps.onPass?.(outcome);
       return outcome;
     } catch (err) {

@@ -53,7 +53,12 @@ export interface AgentSnapshot {
   /** Why the kernel refused the clamp (mssClamp is then empty); absent otherwise. */
   mssClampRefused?: string;
   /** Whether pod traffic leaving the cluster is masqueraded, and the destinations that keep the pod address. */
-  masquerade: { enabled: boolean; noMasqueradeCIDRs: string[] };
+  masquerade: {
+    enabled: boolean;
+    noMasqueradeCIDRs: string[];
+    /** Why the nftables table could not be written the last time it was tried; absent once it was. */
+    lastError?: string;
+  };
 }
 
 /** Desired inter-node routes (computed now from the node cache) next to what the kernel has. */

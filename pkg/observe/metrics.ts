@@ -75,6 +75,7 @@ export class AgentMetrics {
   private readonly peerBroken: Prom.Gauge<'peer' | 'family' | 'path'>;
   private readonly peerCount: Prom.Gauge<'family' | 'path' | 'state'>;
   private readonly lastSuccess: Prom.Gauge;
+  private readonly masqFailures: Prom.Counter;
 
   constructor(opts: AgentMetricsOptions) {
     const registers = [this.registry];
@@ -166,6 +167,12 @@ export class AgentMetrics {
       help: 'Unix time of the last successful reconcile pass.',
       registers,
     });
+    // A counter that starts at 0: `increase(...) > 0` fires on the first failure too.
+    this.masqFailures = new Counter({
+      name: 'trellis_masquerade_failures_total',
+      help: 'Full passes that could not write the nftables table (masquerade, MSS clamp): pods leave the cluster unmasqueraded until one does.',
+      registers,
+    });
 
     const self = this;
     new Gauge({
@@ -241,6 +248,7 @@ export class AgentMetrics {
       this.passDuration.observe(outcome.durationMs / 1000);
     }
     if (outcome.kind === 'error') return;
+    if (outcome.masqueradeApplied === false) this.masqFailures.inc();
     const r = outcome.report;
     // added and replaced count the writes that succeeded (applyRouteDiff); a failed add or replace is
     // only in errors, and still desired. A failed remove is a route nobody wants.

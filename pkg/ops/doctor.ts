@@ -363,6 +363,28 @@ export function checkMtu(f: DoctorFacts): CheckResult {
   return r;
 }
 
+/** The nftables table the agent writes (masquerade, MSS clamp) went in the last time it tried. */
+export function checkMasquerade(f: DoctorFacts): CheckResult {
+  const r: CheckResult = {
+    name: 'masquerade',
+    title: 'the nftables table inet trellis (masquerade, MSS clamp) is written',
+    findings: [],
+  };
+  const skip = needsAgent(f);
+  if (skip !== undefined || !f.agent.ok) return { ...r, skipped: skip };
+  const masq = f.agent.value.status.masquerade;
+  if (masq === undefined)
+    return { ...r, skipped: 'the agent does not report its masquerade settings (an older version)' };
+  if (!masq.enabled) return { ...r, skipped: 'masquerading is off' };
+  if (masq.lastError !== undefined) {
+    r.findings.push({
+      problem: `the agent could not write its nftables table: ${masq.lastError}; pods leave the cluster with their own addresses`,
+      fix: 'check nft in the agent container (nft list ruleset) and the agent log ("masquerade rules could not be applied"); each pass retries',
+    });
+  }
+  return r;
+}
+
 export function checkRoutes(f: DoctorFacts): CheckResult {
   const r: CheckResult = { name: 'routes', title: 'inter-node routes programmed as desired', findings: [] };
   const skip = needsAgent(f);
@@ -480,6 +502,7 @@ export const CHECKS = [
   checkForwarding,
   checkRpFilter,
   checkMtu,
+  checkMasquerade,
   checkRoutes,
   checkLeases,
   checkVeths,

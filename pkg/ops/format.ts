@@ -20,6 +20,12 @@ function readyText(s: StatusView): string {
   return s.ready ? `no: ${why} (CNI ADD is served)` : `no: ${why}`;
 }
 
+function masqueradeText(m: NonNullable<StatusView['masquerade']>): string {
+  if (!m.enabled) return 'off';
+  if (m.lastError !== undefined) return `FAILING: the nftables table could not be written: ${m.lastError}`;
+  return m.noMasqueradeCIDRs.length === 0 ? 'on' : `on (not to ${m.noMasqueradeCIDRs.join(', ')})`;
+}
+
 export function formatStatus(s: StatusView): string {
   const kv: [string, string][] = [
     ['node', s.node],
@@ -37,6 +43,7 @@ export function formatStatus(s: StatusView): string {
     ...(s.mssClampRefused === undefined
       ? []
       : [['TCP MSS clamp', `refused by the kernel: ${s.mssClampRefused}`] as [string, string]]),
+    ...(s.masquerade === undefined ? [] : [['masquerade', masqueradeText(s.masquerade)] as [string, string]]),
     ['leases', String(s.leases)],
     ['CNI socket', s.socket],
     ['CNI config', s.cniConfDir],

@@ -36,7 +36,7 @@ export interface StatusView {
   ipam: { family: 4 | 6; range: string; capacity: string; used: number }[];
   watch?: WatchState;
   /** Absent from older agents. */
-  masquerade?: { enabled: boolean; noMasqueradeCIDRs: string[] };
+  masquerade?: { enabled: boolean; noMasqueradeCIDRs: string[]; lastError?: string };
   /** Devices whose TCP SYNs the node clamps to the route MTU; absent from older agents and when none. */
   mssClamp?: string[];
   /** Why the kernel refused the clamp; absent when it did not. */

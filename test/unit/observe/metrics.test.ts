@@ -236,6 +236,15 @@ describe('AgentMetrics', () => {
     expect(e.get('trellis_routes', { state: 'failed' })).toBe(2);
   });
 
+  it('counts full passes that could not write the nftables table, from 0', async () => {
+    const m = new AgentMetrics({ version: '1', nodeName: 'n1' });
+    m.onPass({ kind: 'ok', scope: 'full', durationMs: 100, report: report({ unchanged: 1 }) });
+    expect((await scrape(m)).get('trellis_masquerade_failures_total')).toBe(0);
+    m.onPass({ kind: 'ok', scope: 'full', durationMs: 100, report: report({}), masqueradeApplied: false });
+    m.onPass({ kind: 'ok', scope: 'full', durationMs: 100, report: report({}), masqueradeApplied: true });
+    expect((await scrape(m)).get('trellis_masquerade_failures_total')).toBe(1);
+  });
+
   it('per-node steps count separately from full passes; their folded-in report updates the peer series', async () => {
     const m = new AgentMetrics({ version: '1', nodeName: 'n1' });
     m.onPass({ kind: 'ok', scope: 'full', durationMs: 100, report: report({ unchanged: 1 }) });

@@ -518,6 +518,21 @@ describe('doctor', () => {
     expect(runDoctor(f).checks.find((c) => c.name === 'veths')!.findings).toEqual([]);
   });
 
+  it('the nftables table the agent could not write is a finding; masquerading off skips the check', () => {
+    const f = healthy();
+    agentValue(f).status.masquerade = {
+      enabled: true,
+      noMasqueradeCIDRs: [],
+      lastError: 'nft -f -: exit code 1: Error: x',
+    };
+    const check = () => runDoctor(f).checks.find((c) => c.name === 'masquerade')!;
+    expect(check().findings.map((x) => x.problem)).toEqual([
+      'the agent could not write its nftables table: nft -f -: exit code 1: Error: x; pods leave the cluster with their own addresses',
+    ]);
+    agentValue(f).status.masquerade = { enabled: false, noMasqueradeCIDRs: [] };
+    expect(check().skipped).toBe('masquerading is off');
+  });
+
   it('skips the routes check while the agent has no list of Nodes: no route of ours is called stale', () => {
     const f = healthy();
     agentValue(f).routes.synced = false;
