@@ -123,9 +123,10 @@ export function checkConfig(f: DoctorFacts): CheckResult {
       fix: 'the agent writes it once ready: see the agent check, or restart the trellis pod on this node',
     });
   } else if (confs[0] !== f.expectedConflist) {
+    const others = confs.slice(1, confs.indexOf(f.expectedConflist));
     r.findings.push({
       problem: `${confs[0]} sorts before ${f.expectedConflist} in ${f.confDir}: containerd and CRI-O use the first file, so pods get that network, not trellis`,
-      fix: `remove ${f.confDir}/${confs[0]} (a previous network plugin's config)${confs.length > 2 ? ` and the others before ${f.expectedConflist}: ${confs.slice(1, confs.indexOf(f.expectedConflist)).join(', ')}` : ''}`,
+      fix: `remove ${f.confDir}/${confs[0]} (a previous network plugin's config)${others.length > 0 ? ` and the others before ${f.expectedConflist}: ${others.join(', ')}` : ''}`,
     });
   }
   const c = f.ourConflist;
@@ -385,6 +386,14 @@ export function checkMasquerade(f: DoctorFacts): CheckResult {
   return r;
 }
 
+/** The `ip route del` that takes back a route shown as `have` (views.ts describe): a type goes first. */
+function deleteCommand(fam: string, dst: string, have: string): string {
+  const blackhole = /^blackhole(?: (proto \d+))?$/.exec(have);
+  if (blackhole !== null)
+    return `ip ${fam}route del blackhole ${dst}${blackhole[1] === undefined ? '' : ` ${blackhole[1]}`}`;
+  return `ip ${fam}route del ${dst} ${have.replace(/ proto \d+$/, '')}`;
+}
+
 export function checkRoutes(f: DoctorFacts): CheckResult {
   const r: CheckResult = { name: 'routes', title: 'inter-node routes programmed as desired', findings: [] };
   const skip = needsAgent(f);
@@ -423,7 +432,7 @@ export function checkRoutes(f: DoctorFacts): CheckResult {
         }
         r.findings.push({
           problem: `route ${row.dst} is held by a route trellis does not own (${row.have}); trellis wants ${row.want}`,
-          fix: `remove the foreign route if it is not needed (ip ${fam}route del ${row.dst} ${row.have.replace(/ proto \d+$/, '')}); trellis never overwrites it, and programs its own as soon as that one is gone`,
+          fix: `remove the foreign route if it is not needed (${deleteCommand(fam, row.dst, row.have)}); trellis never overwrites it, and programs its own as soon as that one is gone`,
         });
         break;
       case 'stale':

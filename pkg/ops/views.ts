@@ -145,7 +145,8 @@ export function statusView(
 
 function describe(r: RouteInfo, links: ReadonlyMap<number, string>): string {
   if (r.unreadable === true) return 'unreadable route'; // listed by key only (RouteFilter.unreadable)
-  if (r.type === 'blackhole') return 'blackhole';
+  // ip route's own word order: the type first (ip route del blackhole DST proto N takes it back).
+  if (r.type === 'blackhole') return r.protocol === undefined ? 'blackhole' : `blackhole proto ${r.protocol}`;
   const parts: string[] = [];
   if (r.gateway !== undefined && r.gateway !== '') parts.push(`via ${r.gateway}`);
   if (r.ifindex !== undefined) parts.push(`dev ${links.get(r.ifindex) ?? `#${r.ifindex}`}`);

@@ -194,6 +194,27 @@ const cases: Case[] = [
     /remove \/etc\/cni\/net\.d\/05-flannel\.conflist/,
   ],
   [
+    'another config sorts first, and one after ours: only the ones before are named',
+    (f) => {
+      f.confFiles = { ok: true, value: ['99-z.conflist', '10-trellis.conflist', '05-other.conf'] };
+    },
+    'cni-config',
+    /05-other\.conf sorts before 10-trellis\.conflist/,
+    /^remove \/etc\/cni\/net\.d\/05-other\.conf \(a previous network plugin's config\)$/,
+  ],
+  [
+    'two configs before ours',
+    (f) => {
+      f.confFiles = {
+        ok: true,
+        value: ['10-trellis.conflist', '05-a.conf', '07-b.conflist', '99-z.conflist'],
+      };
+    },
+    'cni-config',
+    /05-a\.conf sorts before/,
+    /and the others before 10-trellis\.conflist: 07-b\.conflist$/,
+  ],
+  [
     'conf dir unreadable',
     (f) => {
       f.confFiles = { ok: false, error: 'EACCES' };
@@ -360,6 +381,15 @@ const cases: Case[] = [
     'routes',
     /held by a route trellis does not own/,
     /ip route del 10\.244\.2\.0\/24 via 10\.0\.0\.1 dev eth0\)/,
+  ],
+  [
+    'a foreign blackhole in the way',
+    (f) => {
+      agentValue(f).routes.routes = [{ ...okRoute, have: 'blackhole proto 4', state: 'conflict' }];
+    },
+    'routes',
+    /held by a route trellis does not own \(blackhole proto 4\)/,
+    /\(ip route del blackhole 10\.244\.2\.0\/24 proto 4\)/,
   ],
   [
     'a route trellis cannot read in the way',

@@ -101,7 +101,7 @@ describe('routesView', () => {
         'via 192.168.1.40 dev eth1 proto 126',
       ],
       ['10.244.5.0/24', 'conflict', 'via 192.168.1.5 dev eth0 proto 126', 'via 10.0.0.1 dev eth0 proto 4'],
-      ['10.244.1.0/24', 'ok', 'blackhole', 'blackhole'],
+      ['10.244.1.0/24', 'ok', 'blackhole proto 126', 'blackhole proto 126'],
       ['10.244.9.0/24', 'stale', '', 'via 192.168.1.9 dev eth0 proto 126'],
     ]);
     expect(v.drift).toBe(4);
