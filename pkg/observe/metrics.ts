@@ -10,7 +10,7 @@ import { createRequire } from 'node:module';
 import type * as Prom from 'prom-client';
 import type { CniCallRecord } from '../agent/cni-service.ts';
 import type { PassOutcome } from '../agent/controller.ts';
-import { isCniCommand } from '../cni/env.ts';
+import { CNI_COMMANDS, isCniCommand } from '../cni/env.ts';
 import {
   comparePeerStates,
   type PeerRouteState,
@@ -93,6 +93,12 @@ export class AgentMetrics {
       labelNames: ['verb', 'outcome'],
       registers,
     });
+    // Every verb and outcome from 0: `increase(...{outcome="error"}[10m]) > 0` then fires on the first
+    // failure of a verb too, which a series born at 1 would never show as an increase.
+    for (const verb of CNI_COMMANDS) {
+      if (verb === 'VERSION') continue;
+      for (const outcome of ['ok', 'error']) this.cniCalls.inc({ verb, outcome }, 0);
+    }
     this.cniErrors = new Counter({
       name: 'trellis_cni_errors_total',
       help: 'Failed CNI calls by verb and CNI error code.',
@@ -199,14 +205,16 @@ export class AgentMetrics {
         }
       },
     });
-    new Gauge({
-      name: 'trellis_node_watch_restarts',
-      help: 'Times the Node watch restarted after a failure (counter semantics; 0 in standalone mode, which has no watch).',
+    let restartsSeen = 0;
+    new Counter({
+      name: 'trellis_node_watch_restarts_total',
+      help: 'Times the Node watch restarted after a failure (0 in standalone mode, which has no watch).',
       registers,
       collect() {
-        this.reset();
-        const n = self.source?.watchRestarts();
-        if (n !== undefined) this.set(n);
+        // The informer counts; the counter follows it (it only ever grows).
+        const n = self.source?.watchRestarts() ?? restartsSeen;
+        if (n > restartsSeen) this.inc(n - restartsSeen);
+        restartsSeen = Math.max(restartsSeen, n);
       },
     });
     new Gauge({

@@ -86,13 +86,14 @@ describe('AgentMetrics', () => {
     expect(e.get('trellis_ipam_capacity', { family: '4' })).toBe(253);
     expect(e.get('trellis_ipam_used', { family: '4', range: '10.244.1.0/24' })).toBe(3);
     expect(e.get('trellis_ipam_capacity', { family: '6' })).toBeCloseTo(2 ** 64, -5);
-    expect(e.get('trellis_node_watch_restarts')).toBe(2);
+    expect(e.get('trellis_node_watch_restarts_total')).toBe(2);
     expect(e.get('trellis_agent_ready')).toBe(0);
     used = 7;
     restarts = undefined;
     e = await scrape(m);
     expect(e.get('trellis_ipam_used', { family: '4' })).toBe(7);
-    expect(e.get('trellis_node_watch_restarts')).toBe(0);
+    // A counter: what the informer no longer says (restarted, standalone) never makes it go down.
+    expect(e.get('trellis_node_watch_restarts_total')).toBe(2);
     expect(e.get('trellis_agent_ready')).toBe(1);
   });
 
@@ -355,8 +356,8 @@ describe('AgentMetrics', () => {
     const a = new AgentMetrics({ version: '1', nodeName: 'a' });
     const b = new AgentMetrics({ version: '2', nodeName: 'b' });
     a.onCniCall({ verb: 'ADD', outcome: 'ok', code: undefined, durationMs: 1 });
-    expect((await scrape(a)).get('trellis_cni_calls_total', { verb: 'ADD' })).toBe(1);
-    expect((await scrape(b)).get('trellis_cni_calls_total', { verb: 'ADD' })).toBeUndefined();
+    expect((await scrape(a)).get('trellis_cni_calls_total', { verb: 'ADD', outcome: 'ok' })).toBe(1);
+    expect((await scrape(b)).get('trellis_cni_calls_total', { verb: 'ADD', outcome: 'ok' })).toBe(0);
     expect((await scrape(b)).get('trellis_build_info', { version: '2' })).toBe(1);
   });
 });

@@ -199,7 +199,7 @@ describe('AgentObserver', () => {
     expect(m.get('trellis_ipam_leases_reclaimed_total', { reason: 'startup-sweep' })).toBe(1);
     expect(m.get('trellis_cni_calls_total', { verb: 'GC', outcome: 'ok' })).toBe(1);
     expect(m.get('trellis_ipam_used', { family: '4' })).toBe(4);
-    expect(m.get('trellis_node_watch_restarts')).toBe(1);
+    expect(m.get('trellis_node_watch_restarts_total')).toBe(1);
     expect(m.get('trellis_peer_route_broken', { peer: 'n2', path: 'unreachable' })).toBe(1);
     expect(m.get('trellis_peers', { path: 'unreachable', state: 'broken' })).toBe(1);
 
