@@ -172,6 +172,11 @@ export class Agent {
     this.nodeName = config.nodeName ?? hostname();
   }
 
+  /** ADD is served: ready, or serving from the pod CIDRs remembered from the last run. */
+  servesAdd(): boolean {
+    return this.cniRefusal() === undefined;
+  }
+
   /**
    * Whether a pod's namespace path names a live network namespace, as the agent's own sweeps judge
    * it (through --host-proc for /proc/PID paths, and a namespace, not merely a file): for doctor.

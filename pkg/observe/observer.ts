@@ -103,7 +103,8 @@ export class AgentObserver {
     this.metrics.bind({
       ipamUsage: () => agent.ipamUsage(),
       watchRestarts: () => agent.watchSample()?.restarts,
-      ready: () => agent.notReadyReason() === undefined,
+      // What the metric says: ADD is served (also from the pod CIDRs remembered while the API is away).
+      ready: () => agent.servesAdd(),
     });
   }
 

@@ -33,6 +33,8 @@ function fakeAgent(state: { reason: string | undefined }): Agent {
   });
   return {
     notReadyReason: () => state.reason,
+    servesAdd: () => state.reason === undefined,
+    netnsAlive: () => true,
     nodeUid: () => 'uid-1',
     snapshot,
     watchSample: () => snapshot().watch,
