@@ -450,7 +450,9 @@ export class Agent {
     if (remove === undefined) return;
     try {
       if (await remove())
-        this.log.info('masquerading is off: removed the masquerade table an earlier run left');
+        this.log.info(
+          'masquerading and the source check are off: removed the nftables table an earlier run left',
+        );
     } catch (err) {
       // Not fatal: routing works either way; the operator needs to know pods may still be masqueraded.
       this.log.warn(

@@ -48,6 +48,8 @@ export interface AgentConfig {
   publishCniConfig: boolean;
   /** Masquerade pod traffic leaving the cluster (nftables table `inet trellis`). */
   masquerade: boolean;
+  /** Drop packets from pods whose source is not the sending pod's own address (--no-source-check: off). */
+  sourceCheck: boolean;
   resyncMs: number;
   /**
    * A CNI socket client must send its whole request within this time. Hidden flag
@@ -99,6 +101,7 @@ const FLAGS = {
   'no-masquerade-cidr': { type: 'string', multiple: true },
   'no-cni-config': { type: 'boolean' },
   'no-masquerade': { type: 'boolean' },
+  'no-source-check': { type: 'boolean' },
   'resync-seconds': { type: 'string' },
   'cni-request-timeout-ms': { type: 'string' },
 } as const;
@@ -134,6 +137,7 @@ flags (environment variable in brackets):
   --no-masquerade-cidr CIDR  [TRELLIS_NO_MASQUERADE_CIDRS, comma-separated] never masquerade to it
   --no-cni-config            do not publish the CNI config list
   --no-masquerade            do not masquerade pod traffic leaving the cluster
+  --no-source-check          let pods send with addresses that are not theirs (a pod that routes for others)
   --resync-seconds N         periodic full reconcile (default 60)
 `;
 
@@ -256,6 +260,7 @@ export function parseAgentConfig(
     noMasqueradeCIDRs: noMasq,
     publishCniConfig: values['no-cni-config'] !== true,
     masquerade: values['no-masquerade'] !== true,
+    sourceCheck: values['no-source-check'] !== true,
     resyncMs,
     cniRequestTimeoutMs,
     names: Object.freeze({ metricsAddr: metrics.name, cniSourceDir: cniSource.name }),

@@ -666,7 +666,7 @@ export function masqOptions(
   self: ClusterNode,
   nodes: readonly ClusterNode[],
   noMasqueradeCIDRs: readonly string[],
-  rules: TableRules = { masquerade: true, clampMssInto: [] },
+  rules: TableRules = { masquerade: true, clampMssInto: [], sourceCheck: false },
 ): MasqOptions {
   // Unsorted and not deduplicated: the planner merges the ranges (duplicates included), and an order
   // that stays the same from one Node event to the next lets the syncer see an unchanged list cheaply.
@@ -682,6 +682,7 @@ export function masqOptions(
     noMasqueradeCIDRs: [...noMasqueradeCIDRs],
     masquerade: rules.masquerade,
     clampMssInto: [...rules.clampMssInto],
+    sourceCheck: rules.sourceCheck,
   };
 }
 

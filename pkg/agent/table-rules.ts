@@ -10,6 +10,8 @@ export interface TableRules {
   masquerade: boolean;
   /** Devices whose forwarded TCP SYNs get the MSS of the route's MTU: the VXLAN devices. */
   clampMssInto: readonly string[];
+  /** Pods' packets must carry their own address (off with --no-source-check). */
+  sourceCheck: boolean;
 }
 
 /**
@@ -18,17 +20,18 @@ export interface TableRules {
  * standalone agent has no peers and no VXLAN device; host-gw never tunnels.
  */
 export function tableRules(
-  config: Pick<AgentConfig, 'masquerade' | 'mode'>,
+  config: Pick<AgentConfig, 'masquerade' | 'mode'> & Partial<Pick<AgentConfig, 'sourceCheck'>>,
   standalone: boolean,
 ): TableRules {
   const tunnels = !standalone && config.mode !== 'host-gw';
   return {
     masquerade: config.masquerade,
     clampMssInto: tunnels ? [VXLAN_DEVICE_NAMES[4], VXLAN_DEVICE_NAMES[6]] : [],
+    sourceCheck: config.sourceCheck !== false,
   };
 }
 
 /** Whether the node needs the table at all; without it, a table an earlier run left is removed. */
 export function needsTable(rules: TableRules): boolean {
-  return rules.masquerade || rules.clampMssInto.length > 0;
+  return rules.masquerade || rules.clampMssInto.length > 0 || rules.sourceCheck;
 }

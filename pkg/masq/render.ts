@@ -41,6 +41,8 @@ export interface MasqOptions {
   masquerade?: boolean;
   /** Devices whose forwarded TCP SYNs get their MSS clamped to the route MTU (the VXLAN devices). */
   clampMssInto?: readonly string[];
+  /** Drop what a pod sends from an address that is not its own (sourceCheckBlock); off by default here. */
+  sourceCheck?: boolean;
 }
 
 export class MasqConfigError extends Error {
@@ -189,7 +191,11 @@ export function planMasq(opts: MasqOptions): MasqPlan {
 
   const sets = opts.masquerade === false ? [] : masqueradeSets(pods, keep);
   const clamp = clampBlock(opts.clampMssInto ?? []);
-  const head = [...renderDeleteTable(table).trimEnd().split('\n'), `table inet ${table} {`];
+  const head = [
+    ...renderDeleteTable(table).trimEnd().split('\n'),
+    `table inet ${table} {`,
+    ...(opts.sourceCheck === true ? sourceCheckBlock() : []),
+  ];
   const masq = opts.masquerade === false ? [] : masqueradeBlock(sets, true);
   const masqShape = opts.masquerade === false ? [] : masqueradeBlock(sets, false);
   const text = (block: string[], extra: string[]): string =>
@@ -242,6 +248,28 @@ function masqueradeBlock(sets: readonly MasqSet[], withElements: boolean): strin
     '\t}',
   );
   return lines;
+}
+
+/**
+ * Pods send with their own addresses only. A packet that comes in on a pod's host veth (trl...) from
+ * an address whose route does not lead back out of that same veth (the kernel's FIB, as strict
+ * reverse-path filtering asks it) is dropped before connection tracking sees it: one pod cannot pass
+ * itself off as another, or as a node, to pods, nodes or anything the node forwards to. IPv4's
+ * rp_filter cannot be relied on for it (the kernel takes the looser of `all` and the interface's, and
+ * distributions set `all` to loose), and IPv6 has none. The unspecified address (IPv6 duplicate
+ * address detection, MLD before a link-local address) has no route and stays allowed; link-local
+ * sources route back through the veth they came in on. The first test is the interface name, so a
+ * packet from anywhere else costs one comparison.
+ */
+function sourceCheckBlock(): string[] {
+  const comment = 'comment "trellis: a pod sends from its own addresses"';
+  return [
+    '\tchain prerouting {',
+    '\t\ttype filter hook prerouting priority raw; policy accept;',
+    `\t\tiifname "trl*" ip saddr != 0.0.0.0 fib saddr . iif oif missing counter drop ${comment}`,
+    `\t\tiifname "trl*" ip6 saddr != :: fib saddr . iif oif missing counter drop ${comment}`,
+    '\t}',
+  ];
 }
 
 /**

@@ -223,6 +223,7 @@ function sameOptions(a: MasqOptions, b: MasqOptions): boolean {
   return (
     a.tableName === b.tableName &&
     a.masquerade === b.masquerade &&
+    a.sourceCheck === b.sourceCheck &&
     sameList(a.clampMssInto ?? [], b.clampMssInto ?? []) &&
     typeof b.podCIDRs === 'object' &&
     b.podCIDRs !== null &&

@@ -97,20 +97,31 @@ describe.skipIf(netnsSkipReason !== undefined)('masquerade table kept by a real 
     expect([passes(), warnings()]).toEqual(settled);
   });
 
-  it('restarted with --no-masquerade, the agent removes the table the earlier run left', async () => {
+  it('restarted with --no-masquerade, the table keeps the source check and loses the masquerade', async () => {
     await agent!.stop();
     expect(hasTable(ns)).toBe(true); // a stop leaves rules in place (documented)
     agent = startAgent({ ns: ns.name, podCIDRs: POD_CIDRS, dir, extraArgs: ['--no-masquerade'] });
     await agent.ready();
+    const table = nsExec(ns.name, 'nft', ['list', 'table', 'inet', 'trellis']);
+    expect(table).toContain('fib saddr . iif oif missing');
+    expect(table).not.toContain('masquerade');
+  });
+
+  it('restarted with --no-masquerade --no-source-check, the agent removes the table the earlier run left', async () => {
+    const off = ['--no-masquerade', '--no-source-check'];
+    await agent!.stop();
+    expect(hasTable(ns)).toBe(true);
+    agent = startAgent({ ns: ns.name, podCIDRs: POD_CIDRS, dir, extraArgs: off });
+    await agent.ready();
     expect(hasTable(ns)).toBe(false);
     expect(agent.logs.map((l) => l.msg)).toContain(
-      'masquerading is off: removed the masquerade table an earlier run left',
+      'masquerading and the source check are off: removed the nftables table an earlier run left',
     );
     // Nothing left to remove on the next start: no line, no error.
     await agent.stop();
-    agent = startAgent({ ns: ns.name, podCIDRs: POD_CIDRS, dir, extraArgs: ['--no-masquerade'] });
+    agent = startAgent({ ns: ns.name, podCIDRs: POD_CIDRS, dir, extraArgs: off });
     await agent.ready();
     expect(hasTable(ns)).toBe(false);
-    expect(agent.logs.filter((l) => String(l.msg).includes('masquerade table'))).toEqual([]);
+    expect(agent.logs.filter((l) => String(l.msg).includes('nftables table'))).toEqual([]);
   });
 });

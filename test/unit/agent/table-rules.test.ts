@@ -7,6 +7,7 @@ describe('tableRules', () => {
       expect(tableRules({ mode, masquerade: true }, false)).toEqual({
         masquerade: true,
         clampMssInto: ['trellis.v4', 'trellis.v6'],
+        sourceCheck: true,
       });
     }
     expect(tableRules({ mode: 'host-gw', masquerade: true }, false).clampMssInto).toEqual([]);
@@ -14,10 +15,22 @@ describe('tableRules', () => {
     expect(tableRules({ mode: 'auto', masquerade: true }, true).clampMssInto).toEqual([]);
   });
 
-  it('needs a table for masquerade or for the clamp, and none for host-gw without masquerade', () => {
-    expect(needsTable(tableRules({ mode: 'auto', masquerade: false }, false))).toBe(true);
-    expect(needsTable(tableRules({ mode: 'host-gw', masquerade: true }, false))).toBe(true);
-    expect(needsTable(tableRules({ mode: 'host-gw', masquerade: false }, false))).toBe(false);
-    expect(needsTable(tableRules({ mode: 'auto', masquerade: false }, true))).toBe(false);
+  it('checks pod source addresses unless told not to (--no-source-check)', () => {
+    expect(tableRules({ mode: 'host-gw', masquerade: false }, true).sourceCheck).toBe(true);
+    expect(tableRules({ mode: 'host-gw', masquerade: false, sourceCheck: false }, true).sourceCheck).toBe(
+      false,
+    );
+  });
+
+  it('needs a table for masquerade, the clamp or the source check; none without all three', () => {
+    expect(needsTable(tableRules({ mode: 'auto', masquerade: false, sourceCheck: false }, false))).toBe(true);
+    expect(needsTable(tableRules({ mode: 'host-gw', masquerade: true, sourceCheck: false }, false))).toBe(
+      true,
+    );
+    expect(needsTable(tableRules({ mode: 'host-gw', masquerade: false }, false))).toBe(true);
+    expect(needsTable(tableRules({ mode: 'host-gw', masquerade: false, sourceCheck: false }, false))).toBe(
+      false,
+    );
+    expect(needsTable(tableRules({ mode: 'auto', masquerade: false, sourceCheck: false }, true))).toBe(false);
   });
 });
