@@ -5,7 +5,7 @@ import { join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
 import type { DoctorReport } from '../../../pkg/ops/doctor.ts';
 import type { StatusView } from '../../../pkg/ops/views.ts';
-import { type AgentProcess, startAgent } from '../../support/agent-process.ts';
+import { type AgentProcess, removeAgentDir, startAgent } from '../../support/agent-process.ts';
 import { AGENT_BINARY, builtSkipReason } from '../../support/cni-driver.ts';
 import { NetnsPool, netnsSkipReason } from '../../support/netns.ts';
 
@@ -25,6 +25,7 @@ describe.skipIf(skip !== undefined)(skip === undefined ? title : `${title} (skip
 
   afterAll(async () => {
     await agent?.kill();
+    if (agent !== undefined) removeAgentDir(agent.dir);
     pool.cleanup();
     rmSync(bin, { recursive: true, force: true });
   });

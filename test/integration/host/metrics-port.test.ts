@@ -1,7 +1,7 @@
 import { spawn } from 'node:child_process';
 import { afterAll, describe, expect, it } from 'vitest';
 import { METRICS_CONNECTION_LIMITS } from '../../../pkg/observe/connection-limits.ts';
-import { type AgentProcess, startAgent } from '../../support/agent-process.ts';
+import { type AgentProcess, removeAgentDir, startAgent } from '../../support/agent-process.ts';
 import { builtSkipReason } from '../../support/cni-driver.ts';
 import { ip, NetnsPool, netnsSkipReason } from '../../support/netns.ts';
 
@@ -64,6 +64,7 @@ describe.skipIf(skip !== undefined)(skip === undefined ? title : `${title} (skip
 
   afterAll(async () => {
     await agent?.kill();
+    if (agent !== undefined) removeAgentDir(agent.dir);
     pool.cleanup();
   });
 

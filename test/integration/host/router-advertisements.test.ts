@@ -1,7 +1,7 @@
 import { execFileSync, spawnSync } from 'node:child_process';
 import { join } from 'node:path';
 import { afterAll, afterEach, describe, expect, it } from 'vitest';
-import { type AgentProcess, startAgent } from '../../support/agent-process.ts';
+import { type AgentProcess, removeAgentDir, startAgent } from '../../support/agent-process.ts';
 import { builtSkipReason } from '../../support/cni-driver.ts';
 import { ip, ipJson, NetnsPool, netnsSkipReason, nsExec, nsSysctl } from '../../support/netns.ts';
 
@@ -29,6 +29,7 @@ describe.skipIf(skip !== undefined)(skip === undefined ? title : `${title} (skip
 
   afterEach(async () => {
     await agent?.kill();
+    if (agent !== undefined) removeAgentDir(agent.dir);
     agent = undefined;
   });
   afterAll(() => pool.cleanup());
