@@ -156,7 +156,9 @@ export class Agent {
   private clampState(): Pick<AgentSnapshot, 'mssClamp' | 'mssClampRefused'> {
     const refused = this.ports.masq?.clampRefused;
     if (refused !== undefined) return { mssClamp: [], mssClampRefused: refused };
-    return { mssClamp: this.ports.masq === undefined ? [] : [...this.tableRules.clampMssInto] };
+    // Not while the table could not be written at all (doctor's MTU check trusts this list).
+    if (this.ports.masq === undefined || this.controller?.masqError !== undefined) return { mssClamp: [] };
+    return { mssClamp: [...this.tableRules.clampMssInto] };
   }
 
   /** What the nftables table holds here (masquerade, MSS clamp into the VXLAN devices). */
