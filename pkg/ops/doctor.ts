@@ -368,7 +368,7 @@ export function checkMtu(f: DoctorFacts): CheckResult {
 export function checkMasquerade(f: DoctorFacts): CheckResult {
   const r: CheckResult = {
     name: 'masquerade',
-    title: 'the nftables table inet trellis (masquerade, MSS clamp) is written',
+    title: 'the nftables table inet trellis (masquerade, MSS clamp, source check) is written',
     findings: [],
   };
   const skip = needsAgent(f);
@@ -376,10 +376,12 @@ export function checkMasquerade(f: DoctorFacts): CheckResult {
   const masq = f.agent.value.status.masquerade;
   if (masq === undefined)
     return { ...r, skipped: 'the agent does not report its masquerade settings (an older version)' };
-  if (!masq.enabled) return { ...r, skipped: 'masquerading is off' };
   if (masq.lastError !== undefined) {
+    const lost = masq.enabled
+      ? 'pods leave the cluster with their own addresses, and nothing checks their source addresses'
+      : 'nothing checks the source addresses of pods, nor clamps TCP into the tunnels';
     r.findings.push({
-      problem: `the agent could not write its nftables table: ${masq.lastError}; pods leave the cluster with their own addresses`,
+      problem: `the agent could not write its nftables table: ${masq.lastError}; ${lost}`,
       fix: 'check nft in the agent container (nft list ruleset) and the agent log ("masquerade rules could not be applied"); each pass retries',
     });
   }

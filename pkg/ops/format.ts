@@ -21,8 +21,8 @@ function readyText(s: StatusView): string {
 }
 
 function masqueradeText(m: NonNullable<StatusView['masquerade']>): string {
-  if (!m.enabled) return 'off';
   if (m.lastError !== undefined) return `FAILING: the nftables table could not be written: ${m.lastError}`;
+  if (!m.enabled) return 'off';
   return m.noMasqueradeCIDRs.length === 0 ? 'on' : `on (not to ${m.noMasqueradeCIDRs.join(', ')})`;
 }
 

@@ -548,7 +548,7 @@ describe('doctor', () => {
     expect(runDoctor(f).checks.find((c) => c.name === 'veths')!.findings).toEqual([]);
   });
 
-  it('the nftables table the agent could not write is a finding; masquerading off skips the check', () => {
+  it('the nftables table the agent could not write is a finding, masquerading on or off', () => {
     const f = healthy();
     agentValue(f).status.masquerade = {
       enabled: true,
@@ -557,10 +557,15 @@ describe('doctor', () => {
     };
     const check = () => runDoctor(f).checks.find((c) => c.name === 'masquerade')!;
     expect(check().findings.map((x) => x.problem)).toEqual([
-      'the agent could not write its nftables table: nft -f -: exit code 1: Error: x; pods leave the cluster with their own addresses',
+      'the agent could not write its nftables table: nft -f -: exit code 1: Error: x; pods leave the cluster with their own addresses, and nothing checks their source addresses',
+    ]);
+    // With masquerading off the table still holds the source check (and the clamp): still a finding.
+    agentValue(f).status.masquerade = { enabled: false, noMasqueradeCIDRs: [], lastError: 'boom' };
+    expect(check().findings.map((x) => x.problem)).toEqual([
+      'the agent could not write its nftables table: boom; nothing checks the source addresses of pods, nor clamps TCP into the tunnels',
     ]);
     agentValue(f).status.masquerade = { enabled: false, noMasqueradeCIDRs: [] };
-    expect(check().skipped).toBe('masquerading is off');
+    expect(check().findings).toEqual([]);
   });
 
   it('skips the routes check while the agent has no list of Nodes: no route of ours is called stale', () => {
