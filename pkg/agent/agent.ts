@@ -1,4 +1,4 @@
-import { readFileSync } from 'node:fs';
+import { existsSync, readFileSync } from 'node:fs';
 import { hostname } from 'node:os';
 import { join } from 'node:path';
 import { BackgroundDeleter } from '../datapath/background-deleter.ts';
@@ -559,7 +559,9 @@ export class Agent {
     this.every(
       READY_MARK_REFRESH_MS,
       async () => {
-        if (this.cniRefusal() === undefined) this.readyMark?.touch();
+        // Only while the socket the shim connects to is there: an agent whose socket file was removed
+        // under it serves no ADD, and STATUS must not go on vouching for it.
+        if (this.cniRefusal() === undefined && existsSync(config.socket)) this.readyMark?.touch();
       },
       true,
     );

@@ -1,4 +1,4 @@
-import { existsSync, readdirSync, readFileSync, rmSync, statSync } from 'node:fs';
+import { existsSync, readdirSync, readFileSync, rmSync, statSync, utimesSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { builtSkipReason } from '../../support/cni-driver.ts';
@@ -173,6 +173,20 @@ describe.skipIf(skip !== undefined)(
       expect((again.json as AddResult).ips).toEqual(res.ips);
       await node.del(id, pod.path);
     });
+
+    it('an agent whose socket file was removed under it stops vouching for STATUS (the marker ages out)', async () => {
+      const marker = `${node.agent.socket}.ready`;
+      rmSync(node.agent.socket); // the agent lives on, but no shim can reach it
+      const old = new Date(Date.now() - 60_000);
+      utimesSync(marker, old, old);
+      // Longer than the marker's refresh period (5 s): a refresh would have made it fresh again.
+      await new Promise((r) => setTimeout(r, 6_000));
+      expect(Date.now() - statSync(marker).mtimeMs).toBeGreaterThan(60_000);
+      const status = await node.call({ command: 'STATUS' }, node.conf({}, '1.1.0'));
+      expect(status.code).toBe(1);
+      expect(status.json).toMatchObject({ code: 50 });
+      await node.restart();
+    }, 30_000);
   },
 );
 
