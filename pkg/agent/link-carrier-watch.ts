@@ -27,6 +27,8 @@ export class LinkCarrierWatch {
   private subscription: Subscription | undefined;
   /** ifindex -> running at the last notification; undefined until one came (a pass reads no flags). */
   private watched = new Map<number, boolean | undefined>();
+  /** After close(): a pass still in flight while the agent stops must not subscribe again. */
+  private closed = false;
 
   constructor(events: NetlinkEventsPort, onChange: (change: LinkCarrierChange) => void) {
     this.events = events;
@@ -35,6 +37,7 @@ export class LinkCarrierWatch {
 
   /** From now on, these links; the subscription is replaced only when the set changes. */
   follow(indexes: readonly number[]): void {
+    if (this.closed) return;
     const next = new Map(indexes.map((i) => [i, this.watched.get(i)]));
     const sameSet = next.size === this.watched.size && indexes.every((i) => this.watched.has(i));
     this.watched = next;
@@ -59,6 +62,9 @@ export class LinkCarrierWatch {
         const running = isRunning(ev.link);
         if (was === running) return;
         this.watched.set(ev.link.index, running);
+        // The first word on a link that is running says nothing new (an MTU or address change): the
+        // pass that followed it saw it up. Down is always news.
+        if (was === undefined && running) return;
         this.onChange({ link: ev.link, running, was });
       },
       { changes: ['add', 'delete'], links: [...next.keys()] },
@@ -66,6 +72,7 @@ export class LinkCarrierWatch {
   }
 
   close(): void {
+    this.closed = true;
     this.subscription?.close();
     this.subscription = undefined;
     this.watched.clear();

@@ -13,6 +13,7 @@ export class LinkMtuWatch {
   private subscription: Subscription | undefined;
   /** ifindex -> the MTU last seen (read by the pass, or by a notification since). */
   private watched = new Map<number, number>();
+  private closed = false;
 
   constructor(
     events: NetlinkEventsPort,
@@ -24,6 +25,7 @@ export class LinkMtuWatch {
 
   /** From now on, these links (as a pass read them); the subscription is replaced only when the set changes. */
   follow(links: readonly Pick<LinkInfo, 'index' | 'mtu'>[]): void {
+    if (this.closed) return; // a pass in flight while the agent stops must not subscribe again
     const sameSet = links.length === this.watched.size && links.every((l) => this.watched.has(l.index));
     this.watched = new Map(links.map((l) => [l.index, l.mtu]));
     if (sameSet && (this.subscription !== undefined || links.length === 0)) return;
@@ -47,6 +49,7 @@ export class LinkMtuWatch {
   }
 
   close(): void {
+    this.closed = true;
     this.subscription?.close();
     this.subscription = undefined;
     this.watched.clear();

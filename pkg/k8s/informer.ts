@@ -210,7 +210,7 @@ export function startNodeInformerOn(api: CoreApi, opts: NodeInformerOptions): No
     if (typeof meta?.resourceVersion === 'string' && meta.resourceVersion !== '') rv = meta.resourceVersion;
   };
 
-  /** Events (bookmarks included) the current watch has delivered; read when it fails mid-stream. */
+  /** Events (bookmarks included, ERROR not) the current watch has delivered; read when it fails mid-stream. */
   let watchEvents = 0;
   const watchOnce = async (fromRv: string): Promise<WatchOutcome> => {
     let events = 0;
@@ -230,7 +230,6 @@ export function startNodeInformerOn(api: CoreApi, opts: NodeInformerOptions): No
         (type, obj) => {
           if (stopper.signal.aborted) return;
           events++;
-          watchEvents++;
           if (type === 'ERROR') {
             const e = fromStatus('watch nodes', obj);
             if (e.isGone) expired = true;
@@ -238,6 +237,8 @@ export function startNodeInformerOn(api: CoreApi, opts: NodeInformerOptions): No
             stop();
             return;
           }
+          // An ERROR is the server failing, not a healthy watch: it must not start the backoff over.
+          watchEvents++;
           apply(type, obj);
         },
         stopper.signal,

@@ -81,9 +81,11 @@ export type RequestPredicate = (r: RequestInfo) => boolean;
 /**
  * 'error500': answer a 500 InternalError Status; 'gone410': answer a 410 Expired Status (as an HTTP
  * status, not a watch ERROR event); 'throttle429': answer 429 TooManyRequests with `Retry-After: 2`, as
- * API Priority and Fairness sheds load; 'drop': destroy the connection without a response.
+ * API Priority and Fairness sheds load; 'drop': destroy the connection without a response;
+ * 'watchError500': a watch is answered 200 and its stream carries one ERROR event with a 500
+ * InternalError Status, then ends (as a real server does when etcd fails under an open watch).
  */
-export type FailMode = 'error500' | 'gone410' | 'throttle429' | 'drop';
+export type FailMode = 'error500' | 'gone410' | 'throttle429' | 'drop' | 'watchError500';
 
 /** The Retry-After, in seconds, of the 'throttle429' failure. */
 export const THROTTLE_RETRY_AFTER_SECONDS = 2;
@@ -524,6 +526,13 @@ export async function startTestApiServer(opts: TestApiServerOptions = {}): Promi
     if (fail === 'error500') {
       record.status = 500;
       sendJson(res, 500, internalError('injected failure (test API server)').toStatus());
+      return;
+    }
+    if (fail === 'watchError500') {
+      record.status = 200;
+      res.writeHead(200, { 'content-type': 'application/json', 'transfer-encoding': 'chunked' });
+      const status = internalError('injected watch failure (test API server)').toStatus();
+      res.end(`${JSON.stringify({ type: 'ERROR', object: status })}\n`);
       return;
     }
     handle(req, res, info).then(

@@ -54,16 +54,17 @@ describe('LinkCarrierWatch', () => {
     expect(t.subscriptions).toEqual([
       { interest: { changes: ['add', 'delete'], links: [2, 7] }, closed: false },
     ]);
-    t.newLink(2, true, true); // first word on it: the state was not known
+    t.newLink(2, true, true); // first word on it, running: nothing new (the pass saw it up)
     t.newLink(2, true, true); // an MTU or address change: same state, nothing
     t.newLink(2, true, false); // carrier lost
     t.newLink(2, true, false);
     t.newLink(2, false, false); // then set down: still not running, nothing new
     t.newLink(2, true, true); // back
+    t.newLink(7, false, false); // first word on another, down: news
     expect(t.changes.map((c) => ('link' in c ? [c.link.index, c.running, c.was] : c))).toEqual([
-      [2, true, undefined],
       [2, false, true],
       [2, true, false],
+      [7, false, undefined],
     ]);
   });
 
@@ -77,8 +78,16 @@ describe('LinkCarrierWatch', () => {
     t.overflow();
     expect(t.changes).toEqual([{ deleted: expect.objectContaining({ index: 2 }) }, { overflow: true }]);
     // A deleted link is no longer followed: a new link reusing the index says nothing until a pass follows it.
-    t.newLink(2, true, true);
+    t.newLink(2, false, false);
     expect(t.changes).toHaveLength(2);
+  });
+
+  it('after close(), a pass still in flight cannot subscribe again', () => {
+    const t = setup();
+    t.watch.follow([2]);
+    t.watch.close();
+    t.watch.follow([2, 3]);
+    expect(t.subscriptions.map((s) => s.closed)).toEqual([true]);
   });
 
   it('replaces its subscription only when the set of links changes, and keeps what it knew', () => {
@@ -86,13 +95,13 @@ describe('LinkCarrierWatch', () => {
     t.watch.follow([7, 2]);
     t.watch.follow([2, 7]);
     expect(t.subscriptions).toHaveLength(1);
-    t.newLink(2, true, true);
+    t.newLink(2, true, false);
     t.watch.follow([2, 7, 11]);
     expect(t.subscriptions.map((s) => [s.interest?.links, s.closed])).toEqual([
       [[7, 2], true],
       [[2, 7, 11], false],
     ]);
-    t.newLink(2, true, true); // still known as running: nothing
+    t.newLink(2, true, false); // still known as down: nothing
     expect(t.changes).toHaveLength(1);
     t.watch.follow([]);
     expect(t.subscriptions.every((s) => s.closed)).toBe(true);

@@ -233,6 +233,38 @@ describe.each(['auto', 'client-node'] as const)('node informer, transport %s', (
     expect(informer!.relists).toBe(1);
   });
 
+  it('a server that answers every watch with an ERROR event is backed off from, not retried at once', async () => {
+    await startServer();
+    server.store.addNode(nodeObject('a'));
+    server.store.failRequests({
+      count: 5,
+      match: (r) => r.path === '/api/v1/nodes' && r.watch,
+      mode: 'watchError500',
+    });
+    const delays: number[] = [];
+    const rec = start({
+      resyncMs: 0,
+      random: () => 0.999999,
+      sleep: (ms, signal) => {
+        delays.push(ms);
+        return new Promise((r) => {
+          const t = setTimeout(r, 5);
+          signal.addEventListener('abort', () => {
+            clearTimeout(t);
+            r();
+          });
+        });
+      },
+    });
+    await waitFor(
+      () => rec.errors.length >= 5 && server.store.openWatches() === 1,
+      'five refused watches, then one',
+    );
+    // The ERROR event is the server failing: it is not a watch that worked, so the backoff grows.
+    expect(delays.slice(0, 5)).toEqual([20, 40, 80, 160, 200]);
+    expect(rec.errors.slice(0, 5).every((e) => e.err.statusCode === 500)).toBe(true);
+  });
+
   it('resumes from its resourceVersion when the server ends a watch at timeoutSeconds, without relisting', async () => {
     await startServer({ bookmarkIntervalMs: 100 });
     server.store.addNode(nodeObject('a'));
