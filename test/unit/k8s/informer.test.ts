@@ -53,6 +53,20 @@ function start(extra: Partial<NodeInformerOptions> = {}): Recorded {
   return rec;
 }
 
+/** A sleep that records the delay asked for and waits 5 ms instead (the backoff tests' clock). */
+function recordingSleep(delays: number[]): NonNullable<NodeInformerOptions['sleep']> {
+  return (ms, signal) => {
+    delays.push(ms);
+    return new Promise((r) => {
+      const t = setTimeout(r, 5);
+      signal.addEventListener('abort', () => {
+        clearTimeout(t);
+        r();
+      });
+    });
+  };
+}
+
 const names = (): string[] => informer!.list().map((n) => n.name);
 const requestsTo = (path: string, watch: boolean) =>
   server.store.requests().filter((r) => r.method === 'GET' && r.path === path && r.watch === watch);
@@ -173,20 +187,7 @@ describe.each(['auto', 'client-node'] as const)('node informer, transport %s', (
     server.store.addNode(nodeObject('a'));
     server.store.failRequests({ count: 4, match: (r) => r.path === '/api/v1/nodes' && !r.watch });
     const delays: number[] = [];
-    const rec = start({
-      resyncMs: 0,
-      random: () => 0.999999,
-      sleep: (ms, signal) => {
-        delays.push(ms);
-        return new Promise((r) => {
-          const t = setTimeout(r, 5);
-          signal.addEventListener('abort', () => {
-            clearTimeout(t);
-            r();
-          });
-        });
-      },
-    });
+    const rec = start({ resyncMs: 0, random: () => 0.999999, sleep: recordingSleep(delays) });
     await waitFor(() => informer!.hasSynced(), 'sync after failures');
     expect(names()).toEqual(['a']);
     expect(informer!.restarts).toBe(4);
@@ -242,20 +243,7 @@ describe.each(['auto', 'client-node'] as const)('node informer, transport %s', (
       mode: 'watchError500',
     });
     const delays: number[] = [];
-    const rec = start({
-      resyncMs: 0,
-      random: () => 0.999999,
-      sleep: (ms, signal) => {
-        delays.push(ms);
-        return new Promise((r) => {
-          const t = setTimeout(r, 5);
-          signal.addEventListener('abort', () => {
-            clearTimeout(t);
-            r();
-          });
-        });
-      },
-    });
+    const rec = start({ resyncMs: 0, random: () => 0.999999, sleep: recordingSleep(delays) });
     await waitFor(
       () => rec.errors.length >= 5 && server.store.openWatches() === 1,
       'five refused watches, then one',
