@@ -176,7 +176,7 @@ export class AgentMetrics {
     // A counter that starts at 0: `increase(...) > 0` fires on the first failure too.
     this.masqFailures = new Counter({
       name: 'trellis_masquerade_failures_total',
-      help: 'Full passes that could not write the nftables table (masquerade, MSS clamp): pods leave the cluster unmasqueraded until one does.',
+      help: 'Full passes that could not write the nftables table (masquerade, MSS clamp, source check): until one does, pods leave the cluster unmasqueraded and their sources go unchecked.',
       registers,
     });
 
