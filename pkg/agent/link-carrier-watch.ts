@@ -1,4 +1,5 @@
-import type { LinkInfo, NetlinkEventsPort, Subscription } from '../datapath/ports.ts';
+import type { LinkInfo, NetlinkEventsPort } from '../datapath/ports.ts';
+import { LinkSubscription } from './link-subscription.ts';
 
 /** What the watch reports: a followed link went down or came back, was deleted, or events were lost. */
 export type LinkCarrierChange =
@@ -22,59 +23,46 @@ function isRunning(link: LinkInfo): boolean {
  * otherwise wake the agent for its veth.
  */
 export class LinkCarrierWatch {
-  private readonly events: NetlinkEventsPort;
   private readonly onChange: (change: LinkCarrierChange) => void;
-  private subscription: Subscription | undefined;
+  private readonly subscription: LinkSubscription;
   /** ifindex -> running at the last notification; undefined until one came (a pass reads no flags). */
   private watched = new Map<number, boolean | undefined>();
-  /** After close(): a pass still in flight while the agent stops must not subscribe again. */
-  private closed = false;
 
   constructor(events: NetlinkEventsPort, onChange: (change: LinkCarrierChange) => void) {
-    this.events = events;
+    this.subscription = new LinkSubscription(events);
     this.onChange = onChange;
   }
 
   /** From now on, these links; the subscription is replaced only when the set changes. */
   follow(indexes: readonly number[]): void {
-    if (this.closed) return;
     const next = new Map(indexes.map((i) => [i, this.watched.get(i)]));
     const sameSet = next.size === this.watched.size && indexes.every((i) => this.watched.has(i));
     this.watched = next;
-    if (sameSet && (this.subscription !== undefined || next.size === 0)) return;
-    this.subscription?.close();
-    this.subscription = undefined;
-    if (next.size === 0) return;
-    this.subscription = this.events.subscribeLinkEvents(
-      (ev) => {
-        if (ev.type === 'overflow') {
-          this.onChange({ overflow: true });
-          return;
-        }
-        if (!this.watched.has(ev.link.index)) return;
-        if (ev.type === 'delete') {
-          this.watched.delete(ev.link.index);
-          this.onChange({ deleted: ev.link });
-          return;
-        }
-        // RTM_NEWLINK also reports changes that leave the state alone (MTU, address, statistics).
-        const was = this.watched.get(ev.link.index);
-        const running = isRunning(ev.link);
-        if (was === running) return;
-        this.watched.set(ev.link.index, running);
-        // The first word on a link that is running says nothing new (an MTU or address change): the
-        // pass that followed it saw it up. Down is always news.
-        if (was === undefined && running) return;
-        this.onChange({ link: ev.link, running, was });
-      },
-      { changes: ['add', 'delete'], links: [...next.keys()] },
-    );
+    this.subscription.follow([...next.keys()], sameSet, ['add', 'delete'], (ev) => {
+      if (ev.type === 'overflow') {
+        this.onChange({ overflow: true });
+        return;
+      }
+      if (!this.watched.has(ev.link.index)) return;
+      if (ev.type === 'delete') {
+        this.watched.delete(ev.link.index);
+        this.onChange({ deleted: ev.link });
+        return;
+      }
+      // RTM_NEWLINK also reports changes that leave the state alone (MTU, address, statistics).
+      const was = this.watched.get(ev.link.index);
+      const running = isRunning(ev.link);
+      if (was === running) return;
+      this.watched.set(ev.link.index, running);
+      // The first word on a link that is running says nothing new (an MTU or address change): the
+      // pass that followed it saw it up. Down is always news.
+      if (was === undefined && running) return;
+      this.onChange({ link: ev.link, running, was });
+    });
   }
 
   close(): void {
-    this.closed = true;
-    this.subscription?.close();
-    this.subscription = undefined;
+    this.subscription.close();
     this.watched.clear();
   }
 }

@@ -1,4 +1,5 @@
-import type { LinkInfo, NetlinkEventsPort, Subscription } from '../datapath/ports.ts';
+import type { LinkInfo, NetlinkEventsPort } from '../datapath/ports.ts';
+import { LinkSubscription } from './link-subscription.ts';
 
 /**
  * Watches the MTU of the links the pod MTU was read from (MtuChoice.links): the node's uplink, or the
@@ -8,50 +9,39 @@ import type { LinkInfo, NetlinkEventsPort, Subscription } from '../datapath/port
  * the notifications to these links: every pod ADD and DEL would otherwise wake the agent for its veth.
  */
 export class LinkMtuWatch {
-  private readonly events: NetlinkEventsPort;
   private readonly onChange: (change: { link: LinkInfo; was: number } | { overflow: true }) => void;
-  private subscription: Subscription | undefined;
+  private readonly subscription: LinkSubscription;
   /** ifindex -> the MTU last seen (read by the pass, or by a notification since). */
   private watched = new Map<number, number>();
-  private closed = false;
 
   constructor(
     events: NetlinkEventsPort,
     onChange: (change: { link: LinkInfo; was: number } | { overflow: true }) => void,
   ) {
-    this.events = events;
+    this.subscription = new LinkSubscription(events);
     this.onChange = onChange;
   }
 
   /** From now on, these links (as a pass read them); the subscription is replaced only when the set changes. */
   follow(links: readonly Pick<LinkInfo, 'index' | 'mtu'>[]): void {
-    if (this.closed) return; // a pass in flight while the agent stops must not subscribe again
     const sameSet = links.length === this.watched.size && links.every((l) => this.watched.has(l.index));
     this.watched = new Map(links.map((l) => [l.index, l.mtu]));
-    if (sameSet && (this.subscription !== undefined || links.length === 0)) return;
-    this.subscription?.close();
-    this.subscription = undefined;
-    if (links.length === 0) return;
-    this.subscription = this.events.subscribeLinkEvents(
-      (ev) => {
-        if (ev.type === 'overflow') {
-          this.onChange({ overflow: true });
-          return;
-        }
-        if (ev.type !== 'add') return;
-        const was = this.watched.get(ev.link.index);
-        if (was === undefined || was === ev.link.mtu) return;
-        this.watched.set(ev.link.index, ev.link.mtu);
-        this.onChange({ link: ev.link, was });
-      },
-      { changes: ['add'], links: links.map((l) => l.index) },
-    );
+    const indexes = links.map((l) => l.index);
+    this.subscription.follow(indexes, sameSet, ['add'], (ev) => {
+      if (ev.type === 'overflow') {
+        this.onChange({ overflow: true });
+        return;
+      }
+      if (ev.type !== 'add') return;
+      const was = this.watched.get(ev.link.index);
+      if (was === undefined || was === ev.link.mtu) return;
+      this.watched.set(ev.link.index, ev.link.mtu);
+      this.onChange({ link: ev.link, was });
+    });
   }
 
   close(): void {
-    this.closed = true;
-    this.subscription?.close();
-    this.subscription = undefined;
+    this.subscription.close();
     this.watched.clear();
   }
 }
