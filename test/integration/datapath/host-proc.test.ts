@@ -1,5 +1,5 @@
 import { type ChildProcess, spawn, spawnSync } from 'node:child_process';
-import { mkdtempSync, readdirSync, rmSync } from 'node:fs';
+import { mkdtempSync, readdirSync, rmSync, statSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
@@ -68,12 +68,22 @@ describe.skipIf(skip !== undefined)(
       rmSync(hostProc, { recursive: true, force: true });
     });
 
-    /** A process in a fresh pod namespace, and that namespace as cri-dockerd names it. */
-    function podProcess(): { ns: string; path: string } {
+    /**
+     * A process in a fresh pod namespace, and that namespace as cri-dockerd names it. Returned only once
+     * the process has entered it: until `ip netns exec` has called setns, /proc/PID/ns/net is the
+     * namespace the test runs in, and an ADD there would configure that one.
+     */
+    async function podProcess(): Promise<{ ns: string; path: string }> {
       const ns = pool.add('pod', { loUp: false }).name;
       const sleeper = spawn('ip', ['netns', 'exec', ns, 'sleep', '300'], { stdio: 'ignore' });
       sleepers.push(sleeper);
-      return { ns, path: `/proc/${sleeper.pid}/ns/net` };
+      const path = `/proc/${sleeper.pid}/ns/net`;
+      const want = statSync(`/var/run/netns/${ns}`).ino;
+      for (let i = 0; ; i++) {
+        if (statSync(path, { throwIfNoEntry: false })?.ino === want) return { ns, path };
+        if (i === 1000) throw new Error(`pid ${sleeper.pid} did not enter ${ns} within 10 s`);
+        await new Promise((r) => setTimeout(r, 10));
+      }
     }
 
     const conf = (agent: AgentProcess) =>
@@ -86,7 +96,7 @@ describe.skipIf(skip !== undefined)(
       });
 
     it('with --host-proc the pod gets its interface, CHECK and DEL work, the result names the runtime path', async () => {
-      const pod = podProcess();
+      const pod = await podProcess();
       const id = containerId();
       const call = { containerId: id, netns: pod.path, ifname: 'eth0', hostNetns: host };
       const add = await runPlugin(SHIM_BINARY, { command: 'ADD', ...call }, conf(withHostProc));
@@ -136,7 +146,7 @@ describe.skipIf(skip !== undefined)(
     });
 
     it("without it the same path is not found in the agent's own /proc: code 102, no lease, no veth", async () => {
-      const pod = podProcess();
+      const pod = await podProcess();
       const id = containerId();
       const add = await runPlugin(
         SHIM_BINARY,
