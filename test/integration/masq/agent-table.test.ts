@@ -58,14 +58,13 @@ describe.skipIf(netnsSkipReason !== undefined)('masquerade table kept by a real 
     ]) {
       const warned = warnings();
       nsExec(ns.name, 'nft', how);
-      const ms = await within(2500, `after nft ${how.join(' ')}: masquerade rule back`, () => {
+      await within(10_000, `after nft ${how.join(' ')}: masquerade rule back`, () => {
         try {
           return rules().includes('masquerade');
         } catch {
           return false; // the table is not there yet
         }
       });
-      expect(ms).toBeLessThan(2500);
       await within(1000, 'the warning logged', () => warnings() === warned + 1);
     }
     // A rule added by hand to the agent's table goes too: the table is the agent's alone.
@@ -80,7 +79,7 @@ describe.skipIf(netnsSkipReason !== undefined)('masquerade table kept by a real 
       '192.0.2.1',
       'counter',
     ]);
-    await within(2500, 'the hand-added rule removed', () => !rules().includes('192.0.2.1'));
+    await within(10_000, 'the hand-added rule removed', () => !rules().includes('192.0.2.1'));
     // A saved copy restored the way nftables.service does (flush ruleset, then the table): the same
     // shape as an apply of the agent's own, but another process committed it.
     const warned = warnings();
@@ -88,7 +87,7 @@ describe.skipIf(netnsSkipReason !== undefined)('masquerade table kept by a real 
       input:
         'flush ruleset\ntable inet trellis {\n\tchain postrouting {\n\t\ttype nat hook postrouting priority srcnat; policy accept;\n\t}\n}\n',
     });
-    await within(2500, 'the restored stale copy replaced', () => rules().includes('masquerade'));
+    await within(10_000, 'the restored stale copy replaced', () => rules().includes('masquerade'));
     await within(1000, 'the warning logged', () => warnings() === warned + 1);
     // The agent's own re-applies are not taken for someone else's: it settles.
     await sleep(300);

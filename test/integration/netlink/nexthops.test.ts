@@ -150,7 +150,11 @@ describe.skipIf(netnsSkipReason !== undefined)(
           protocol: PROTO,
           onlink: true,
         });
-        await new Promise((r) => setTimeout(r, 200));
+        // A delete of the key would come before its add: once the add is in, both would have been seen.
+        for (const end = Date.now() + 5000; !events.some((e) => e.type === 'add' && e.route.dst === dst); ) {
+          if (Date.now() > end) throw new Error('no add event for the replaced route');
+          await new Promise((r) => setTimeout(r, 10));
+        }
       } finally {
         sub.close();
       }

@@ -228,7 +228,7 @@ describe.skipIf(skip !== undefined)(`least privilege and hygiene${skip ? ` (skip
       );
     }
     const last = await goodCycle(node);
-    expect(last.ms).toBeLessThan(5000);
+    expect(last.ms, 'still answers (not hung on its log pipe)').toBeLessThan(20_000);
     expect(isAlive(pid)).toBe(true);
     expect(node.agent.child.exitCode).toBeNull();
     // Log lines that cannot be written must not pile up in memory (500+ lines here).

@@ -136,7 +136,7 @@ describe.skipIf(skip !== undefined)(
         const out = await rawExchange(node.agent.socket, payload);
         expect(out.ended).toBe('closed');
         expect(expectOneErrorLine(out.answer, CniCode.BAD_REQUEST).msg).toBe('request exceeds 1048576 bytes');
-        expect(out.ms).toBeLessThan(REQUEST_TIMEOUT_MS + LINGER_MS + 1000);
+        expect(out.ms).toBeLessThan(REQUEST_TIMEOUT_MS + LINGER_MS + 5000); // cut off, not held until rawExchange gives up
       }
       // One log line per refused connection, with the code.
       const refused = (): number =>
@@ -163,7 +163,7 @@ describe.skipIf(skip !== undefined)(
           `request not received within ${REQUEST_TIMEOUT_MS} ms`,
         );
         expect(out.ms).toBeGreaterThanOrEqual(REQUEST_TIMEOUT_MS - 50);
-        expect(out.ms).toBeLessThan(REQUEST_TIMEOUT_MS + LINGER_MS + 1500);
+        expect(out.ms).toBeLessThan(REQUEST_TIMEOUT_MS + LINGER_MS + 5000);
       }
       // A slow trickle that never completes is cut at the deadline too, not kept alive by each byte.
       const trickle = await rawExchange(node.agent.socket, 'x'.repeat(400), {
@@ -172,7 +172,7 @@ describe.skipIf(skip !== undefined)(
         end: false,
       });
       expect(expectOneErrorLine(trickle.answer, CniCode.BAD_REQUEST).msg).toMatch(/not received within/);
-      expect(trickle.ms).toBeLessThan(REQUEST_TIMEOUT_MS + LINGER_MS + 1500);
+      expect(trickle.ms).toBeLessThan(REQUEST_TIMEOUT_MS + LINGER_MS + 5000);
     });
 
     it('half-closed connections: a partial line is refused at once, a whole line still gets its answer', async () => {
@@ -180,7 +180,7 @@ describe.skipIf(skip !== undefined)(
       expect(expectOneErrorLine(partial.answer, CniCode.BAD_REQUEST).msg).toBe(
         'connection closed before a complete request line',
       );
-      expect(partial.ms).toBeLessThan(500);
+      expect(partial.ms, 'refused on the close, not at the deadline').toBeLessThan(REQUEST_TIMEOUT_MS);
       const whole = await rawExchange(node.agent.socket, VERSION_LINE, { end: true });
       expect(parseAnswer(whole.answer)?.ok, whole.answer).toBe(true);
     });
