@@ -134,6 +134,13 @@ async function addInNetns(
         // DAD off: the pod's link-local and global addresses are usable at once (no 1-2 s wait).
         deps.netns.writeSysctlInFd(nsFd, req.netns, `net/ipv6/conf/${req.ifname}/accept_dad`, '0');
         deps.netns.writeSysctl(`net/ipv6/conf/${hostName}/accept_dad`, '0');
+        // A pod must never route the node: its host end takes no router advertisements, whatever the
+        // node's `default` says (accept_ra=2, common on routers, takes them with forwarding on).
+        deps.netns.writeSysctl(`net/ipv6/conf/${hostName}/accept_ra`, '0');
+      } else {
+        // No IPv6 for this pod, so none on its host end: no link-local path from the pod to the
+        // node's [::] listeners, no advertisements heard from it.
+        disableIpv6(deps, hostName);
       }
       [hostLink, podSide] = await Promise.all([
         configureHostSide(deps.host, hostName, created.value, lease.addresses),
@@ -163,6 +170,21 @@ async function addInNetns(
     throw new CniError(err.code, err.message, `${err.details ?? ''}\nundo failed: ${undoText}`.trim(), {
       cause: error,
     });
+  }
+}
+
+/** disable_ipv6 on a host link; nothing to do on a kernel without IPv6 (no net/ipv6 at all). */
+function disableIpv6(deps: DatapathDeps, link: string): void {
+  try {
+    deps.netns.writeSysctl(`net/ipv6/conf/${link}/disable_ipv6`, '1');
+  } catch (err) {
+    if ((err as { cause?: NodeJS.ErrnoException }).cause?.code !== 'ENOENT') throw err;
+    try {
+      deps.netns.readSysctl('net/ipv6/conf/default/disable_ipv6');
+    } catch {
+      return; // The kernel has no IPv6.
+    }
+    throw err;
   }
 }
 

@@ -17,8 +17,10 @@ export class NodeHarness {
     this.podCIDRs = podCIDRs;
   }
 
-  async start(extraArgs: string[] = []): Promise<void> {
+  /** `prepare` runs in the new host namespace's name before the agent starts there. */
+  async start(extraArgs: string[] = [], prepare?: (host: string) => void): Promise<void> {
     this.host = this.pool.add('host');
+    prepare?.(this.host.name);
     this.agent = startAgent({ ns: this.host.name, podCIDRs: this.podCIDRs, extraArgs });
     await this.agent.ready();
   }
