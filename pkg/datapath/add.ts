@@ -1,6 +1,6 @@
 import { CniCode, CniError, toCniError } from '../cni/errors.ts';
 import type { LeasedAddress } from '../ipam/index.ts';
-import { GATEWAY_V4, GATEWAY_V6, hostPrefixLen } from './gateway.ts';
+import { GATEWAY_V4, GATEWAY_V6, gatewayPrefixLen, hostPrefixLen } from './gateway.ts';
 import { readAttachment } from './inspect.ts';
 import { randomMac } from './mac.ts';
 import { hostVethName } from './names.ts';
@@ -287,12 +287,18 @@ async function configureHostSide(
       kind: 'address',
       address:
         a.family === 4
-          ? { family: 4, ifindex: link.index, address: GATEWAY_V4, prefixLen: 32, scope: 'link' }
+          ? {
+              family: 4,
+              ifindex: link.index,
+              address: GATEWAY_V4,
+              prefixLen: gatewayPrefixLen(4),
+              scope: 'link',
+            }
           : {
               family: 6,
               ifindex: link.index,
               address: GATEWAY_V6,
-              prefixLen: 64,
+              prefixLen: gatewayPrefixLen(6),
               scope: 'link',
               noDad: true,
             },

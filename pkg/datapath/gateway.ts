@@ -10,6 +10,11 @@ export function gatewayFor(family: 4 | 6): string {
   return family === 4 ? GATEWAY_V4 : GATEWAY_V6;
 }
 
+/** The prefix length the host end holds its gateway address with (add.ts configureHostSide). */
+export function gatewayPrefixLen(family: 4 | 6): number {
+  return family === 4 ? 32 : 64;
+}
+
 export function hostPrefixLen(family: 4 | 6): number {
   return family === 4 ? 32 : 128;
 }

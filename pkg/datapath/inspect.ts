@@ -1,6 +1,13 @@
 import { parseCidr } from '../ip/cidr.ts';
 import type { LeasedAddress } from '../ipam/index.ts';
-import { defaultDst, GATEWAY_V4, GATEWAY_V6, gatewayFor, hostPrefixLen } from './gateway.ts';
+import {
+  defaultDst,
+  GATEWAY_V4,
+  GATEWAY_V6,
+  gatewayFor,
+  gatewayPrefixLen,
+  hostPrefixLen,
+} from './gateway.ts';
 import { hostVethName } from './names.ts';
 import type { PodRoute } from './pod-routes.ts';
 import { type Family, type RouteInfo, TRELLIS_ROUTE_PROTOCOL } from './ports.ts';
@@ -33,10 +40,18 @@ export async function inspectAttachment(
   if (hostLink === undefined) problems.push(`host veth ${hostName} is missing`);
   else {
     if (!hostLink.up) problems.push(`host veth ${hostName} is down`);
-    const hostRoutes = await deps.host.listRoutes({
-      protocol: TRELLIS_ROUTE_PROTOCOL,
-      ifindex: hostLink.index,
-    });
+    const [hostRoutes, hostAddrs] = await Promise.all([
+      deps.host.listRoutes({ protocol: TRELLIS_ROUTE_PROTOCOL, ifindex: hostLink.index }),
+      deps.host.listAddresses(undefined, hostLink.index),
+    ]);
+    // The pod's gateway: without it on the host end, the pod's default route of that family leads nowhere.
+    for (const family of new Set(addresses.map((a) => a.family))) {
+      const gw = gatewayFor(family);
+      const len = gatewayPrefixLen(family);
+      if (!hostAddrs.some((p) => p.address === gw && p.prefixLen === len)) {
+        problems.push(`gateway address ${gw}/${len} is missing on host veth ${hostName}`);
+      }
+    }
     for (const a of addresses) {
       const dst = `${a.address}/${hostPrefixLen(a.family)}`;
       if (!hostRoutes.some((r) => r.dst === dst && r.ifindex === hostLink.index)) {

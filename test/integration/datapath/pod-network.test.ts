@@ -205,6 +205,45 @@ describe.skipIf(skip !== undefined)(
       await node.del(id, pod.path);
     });
 
+    it('CHECK names a gateway address gone from the host veth; a repeated ADD puts it back', async () => {
+      const pod = node.podNs();
+      const id = containerId();
+      const first = await node.add(pod, id);
+      expect(first.code, first.stdout + first.stderr).toBe(0);
+      const res = first.json as AddResult;
+      const hostEnd = res.interfaces[0]!.name;
+      const check = (prevResult: AddResult) =>
+        node.call(
+          { command: 'CHECK', containerId: id, netns: pod.path, ifname: 'eth0' },
+          node.conf({ prevResult }),
+        );
+      ip(node.host.name, 'addr', 'del', 'fe80::1/64', 'dev', hostEnd);
+      ip(node.host.name, 'addr', 'del', '169.254.1.1/32', 'dev', hostEnd);
+      const drift = await check(res);
+      expect(drift.json).toMatchObject({ code: 104 });
+      expect((drift.json as { msg: string }).msg).toContain(
+        `gateway address fe80::1/64 is missing on host veth ${hostEnd}`,
+      );
+      expect((drift.json as { msg: string }).msg).toContain('gateway address 169.254.1.1/32 is missing');
+
+      // The runtime's retry: ADD again sets the attachment up anew, with the same addresses.
+      const again = await node.add(pod, id);
+      expect(again.code, again.stdout + again.stderr).toBe(0);
+      expect((again.json as AddResult).ips).toEqual(res.ips);
+      const held = ipJson<{ addr_info: { local: string; prefixlen: number }[] }[]>(
+        node.host.name,
+        'addr',
+        'show',
+        'dev',
+        (again.json as AddResult).interfaces[0]!.name,
+      )[0]!.addr_info.map((a) => `${a.local}/${a.prefixlen}`);
+      expect(held).toEqual(expect.arrayContaining(['169.254.1.1/32', 'fe80::1/64']));
+      expect(nsPing(pod.name, 'fe80::1%eth0')).toBe(true);
+      const ok = await check(again.json as AddResult);
+      expect(ok.code, ok.stdout).toBe(0);
+      await node.del(id, pod.path);
+    });
+
     it('ADD after another plugin of a chain passes its prevResult through, ours appended', async () => {
       const pod = node.podNs();
       const id = containerId();
