@@ -1,5 +1,7 @@
 import { CniCode, CniError } from '../cni/errors.ts';
 import type { CniResult } from '../cni/result.ts';
+import { canonicalIp } from '../ip/address.ts';
+import { canonicalCidr } from '../ip/cidr.ts';
 import { defaultDst, hostPrefixLen } from './gateway.ts';
 import { inspectAttachment } from './inspect.ts';
 import type { Family } from './ports.ts';
@@ -25,14 +27,23 @@ export function expectedFromResult(prev: CniResult, ifname: string): ExpectedAtt
   const ips = (prev.ips ?? []).filter((ip) => ip.interface === undefined || ip.interface === podIfIndex);
   const defaultRoutes = new Set<Family>();
   for (const r of prev.routes ?? []) {
-    if (r.dst === defaultDst(4)) defaultRoutes.add(4);
-    if (r.dst === defaultDst(6)) defaultRoutes.add(6);
+    // Compared as numbers, not text: "::0/0" is "::/0", "FD00::2/128" is "fd00::2/128".
+    const dst = canonicalCidr(r.dst);
+    if (dst === defaultDst(4)) defaultRoutes.add(4);
+    if (dst === defaultDst(6)) defaultRoutes.add(6);
   }
   return {
     podMac: podIfIndex >= 0 ? prev.interfaces?.[podIfIndex]?.mac : undefined,
-    ips: ips.map((i) => i.address),
+    ips: ips.map((i) => canonicalInterfaceAddress(i.address)),
     defaultRoutes: [...defaultRoutes],
   };
+}
+
+/** "FD00:0:0::2/128" as the kernel's listing writes it ("fd00::2/128"); other text as it is. */
+function canonicalInterfaceAddress(text: string): string {
+  const slash = text.indexOf('/');
+  const ip = slash < 0 ? undefined : canonicalIp(text.slice(0, slash));
+  return ip === undefined ? text : `${ip}${text.slice(slash)}`;
 }
 
 /**
