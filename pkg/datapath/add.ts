@@ -68,6 +68,9 @@ function openPodNetns(deps: DatapathDeps, path: string): number {
 
 type Settled<T> = { ok: true; value: T } | { ok: false; error: unknown };
 
+/** RFC 8200: every link that carries IPv6 takes packets of 1280 bytes. */
+const IPV6_MIN_MTU = 1280;
+
 async function addInNetns(
   deps: DatapathDeps,
   req: AttachRequest,
@@ -78,6 +81,14 @@ async function addInNetns(
   const hostName = hostVethName(req.containerId, req.ifname);
   await deps.deleter.wait(hostName);
 
+  if (req.mtu < IPV6_MIN_MTU && deps.ipam.ranges().some((r) => r.includes(':'))) {
+    // The kernel takes IPv6 off a link below IPv6's minimum MTU: refuse before anything is made,
+    // rather than fail half-way on a missing net/ipv6/conf entry.
+    throw new CniError(
+      CniCode.INVALID_CONFIG,
+      `mtu ${req.mtu} is below 1280, the smallest MTU IPv6 runs on, and this node gives pods IPv6 addresses`,
+    );
+  }
   const existing = deps.ipam.get(key);
   if (existing !== undefined && existing.netns === req.netns) {
     // A repeated ADD for an attachment that is fully in place answers with what is there.

@@ -238,6 +238,15 @@ describe.skipIf(skip !== undefined)(
         by: 'agent',
       },
       {
+        // The node gives pods IPv6 (the harness is dual-stack): the kernel turns IPv6 off below 1280.
+        name: 'mtu below IPv6 minimum on a node with IPv6 pods',
+        call: add(),
+        stdin: (g) => json({ ...g, mtu: 1279 }),
+        code: 7,
+        msg: /mtu 1279 is below 1280, the smallest MTU IPv6 runs on/,
+        by: 'agent',
+      },
+      {
         name: 'dns not an object',
         call: add(),
         stdin: (g) => json({ ...g, dns: 'x' }),
