@@ -228,7 +228,14 @@ export class Agent {
     // Ranges come from the controller (flags or the Node object); leases outside them go then.
     this.ipam = openIpam({ dir: join(config.stateDir, 'ipam'), ranges: [] });
     for (const q of this.ipam.loadReport.quarantined) {
-      log.warn({ file: q.file, reason: q.reason }, 'IPAM record quarantined at load');
+      if (q.leftInPlace === undefined)
+        log.warn({ file: q.file, reason: q.reason }, 'IPAM record quarantined at load');
+      else {
+        log.error(
+          { file: q.file, reason: q.reason, error: q.leftInPlace },
+          'IPAM record unreadable and could not be quarantined; left in place, its addresses held until its DEL',
+        );
+      }
     }
     this.host = this.ports.openHostNetlink();
     this.deleter = new BackgroundDeleter((name, error) =>

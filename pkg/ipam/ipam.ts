@@ -78,7 +78,7 @@ export interface Ipam {
   setRanges(cidrs: string[]): Lease[];
   usage(): RangeUsage[];
   /** Problems found at load (torn/corrupt records quarantined), for the agent to log. */
-  readonly loadReport: { quarantined: { file: string; reason: string }[] };
+  readonly loadReport: LoadReport;
 }
 
 /** setRanges could not release every lease outside the new ranges; `released` are those it did. */
@@ -329,6 +329,8 @@ class StoreIpam implements Ipam {
     if (held !== undefined) {
       this.#store.dropHeld(owner);
       this.#held.delete(owner);
+      // A record load could not move aside is still in leases/ (LoadReport.leftInPlace).
+      if (lease === undefined) this.#store.deleteLease(owner);
     }
     if (lease !== undefined) {
       const failure = this.#dropLease(owner, lease);

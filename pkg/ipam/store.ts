@@ -233,17 +233,36 @@ export class LeaseStore {
       const owner = file.endsWith(LEASE_SUFFIX) ? file.slice(0, -LEASE_SUFFIX.length) : '';
       const target = this.#quarantineName(file);
       const keep = [...reservations].filter(([, o]) => o === owner && owner !== '').map(([a]) => a);
-      this.#try(`quarantining leases/${file}`, () => {
-        if (keep.length > 0) {
-          this.#writeFile(join(this.#quarantine, `${target}${HELD_SUFFIX}`), `${keep.join('\n')}\n`, true);
-          this.flush(true);
-          const set = setOf(held, owner);
-          for (const a of keep) set.add(a);
-        }
-        this.#writeFile(join(this.#quarantine, `${target}.reason`), `${reason}\n`, false);
-        fs.renameSync(join(this.#leases, file), join(this.#quarantine, target));
-      });
-      report.quarantined.push({ file: join(this.#leases, file), reason });
+      const heldFile = join(this.#quarantine, `${target}${HELD_SUFFIX}`);
+      const reasonFile = join(this.#quarantine, `${target}.reason`);
+      try {
+        this.#try(`quarantining leases/${file}`, () => {
+          if (keep.length > 0) {
+            this.#writeFile(heldFile, `${keep.join('\n')}\n`, true);
+            this.flush(true);
+          }
+          try {
+            this.#writeFile(reasonFile, `${reason}\n`, false);
+          } catch {
+            this.#removeQuietly(reasonFile); // Only for a reader; the record moves without it.
+          }
+          fs.renameSync(join(this.#leases, file), join(this.#quarantine, target));
+        });
+        report.quarantined.push({ file: join(this.#leases, file), reason });
+      } catch (err) {
+        // Left where it is, its addresses held in memory: an agent that cannot start cannot serve
+        // the DELs that would free the disk. The next load tries again.
+        for (const f of [heldFile, reasonFile]) this.#removeQuietly(f);
+        report.quarantined.push({
+          file: join(this.#leases, file),
+          reason,
+          leftInPlace: (err as Error).message,
+        });
+      }
+      if (keep.length > 0) {
+        const set = setOf(held, owner);
+        for (const a of keep) set.add(a);
+      }
       changed = true;
     };
 
@@ -318,6 +337,14 @@ export class LeaseStore {
     if (changed) this.flush(true);
     this.spares.load();
     return { leases, reservations, held, last: this.#readLast(), report };
+  }
+
+  #removeQuietly(path: string): void {
+    try {
+      this.#fs.unlinkSync(path);
+    } catch {
+      // Absent, or the disk refuses this too: the next load cleans up what it can read.
+    }
   }
 
   /** owner -> addresses, from quarantine/<owner>.json.<ms>.held */

@@ -39,7 +39,12 @@ export interface RangeUsage {
 }
 
 export interface LoadReport {
-  quarantined: { file: string; reason: string }[];
+  /**
+   * Records set aside at load. `leftInPlace`: moving it to quarantine/ failed (the error; e.g. a full
+   * disk), so it stays in leases/, its owner's addresses held in memory until its DEL, and the next
+   * load tries again. The agent starts either way: DEL is what frees a full disk.
+   */
+  quarantined: { file: string; reason: string; leftInPlace?: string }[];
 }
 
 export const META_FIELDS = ['netns', 'podNamespace', 'podName', 'podUid', 'network'] as const;

@@ -157,6 +157,55 @@ describe('IPAM store on a failing disk', () => {
   );
 
   it.skipIf(!canUnshare)(
+    `loads with a torn lease on a full disk: the record stays in place, its addresses held, and DEL frees it${canUnshare ? '' : ` (skipped: ${UNSHARE_SKIP})`}`,
+    () => {
+      const base = tempDir('tornfull');
+      const r = spawnSync(
+        'unshare',
+        [
+          '-m',
+          '--propagation',
+          'private',
+          'sh',
+          '-ec',
+          `mount -t tmpfs -o size=256k,nr_inodes=64,mode=0700 tmpfs ${base}\nexec "$@"`,
+          'sh',
+          process.execPath,
+          CHILD,
+          'tornfull',
+          join(base, 'state'),
+        ],
+        { encoding: 'utf8', timeout: 30_000 },
+      );
+      expect(r.status, r.stderr).toBe(0);
+      const out = JSON.parse(r.stdout) as {
+        load: { quarantined: { file: string; reason: string; leftInPlace?: string }[]; leases: number };
+        tornAddresses: string[];
+        reservedForTorn: string[];
+        releaseTorn: { ok?: boolean };
+        releaseFine: { ok?: boolean };
+        after: { leases: unknown[]; reservations: Record<string, string>; files: string[] };
+        quarantineDir: string[];
+      };
+      // The agent starts: the torn record could not be moved aside (no room for its .held list).
+      expect(out.load.leases).toBe(1);
+      expect(out.load.quarantined).toEqual([
+        expect.objectContaining({
+          file: expect.stringMatching(/torn@eth0\.json$/),
+          leftInPlace: expect.stringContaining('ENOSPC'),
+        }),
+      ]);
+      // Its addresses stay reserved on disk, so nothing hands them out; and DEL works, for both.
+      expect(out.reservedForTorn.sort()).toEqual([...out.tornAddresses].sort());
+      expect(out.releaseTorn).toEqual({ ok: true });
+      expect(out.releaseFine).toEqual({ ok: true });
+      expect(out.after).toMatchObject({ leases: [], reservations: {}, files: [] });
+      // No partial .held or .reason file left behind by the failed attempt.
+      expect(out.quarantineDir).toEqual([]);
+    },
+  );
+
+  it.skipIf(!canUnshare)(
     `refuses to allocate on a read-only state directory (EROFS) and keeps what was there${canUnshare ? '' : ` (skipped: ${UNSHARE_SKIP})`}`,
     () => {
       const dir = tempDir('erofs');
