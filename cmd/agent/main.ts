@@ -23,8 +23,11 @@ import { NftSetWriter } from '../../pkg/netlink/index.ts';
 import {
   createNetlinkEvents,
   createNetnsPort,
+  type FileLock,
   hostProcProblem,
+  LockHeldError,
   lockFile,
+  lockFileWaiting,
   openHostNetlink,
 } from '../../pkg/netns/index.ts';
 import { createLogger } from '../../pkg/observe/logger.ts';
@@ -92,6 +95,28 @@ async function main(argv: string[]): Promise<number> {
     return 0;
   }
   if (sub === 'uninstall') {
+    // Never from under a running agent (it would put its routes and table back, and serve on without
+    // a socket): wait for the one whose pod was just deleted to finish shutting down.
+    const lockPath = join(config.stateDir, 'agent.lock');
+    let lock: FileLock | undefined;
+    if (existsSync(config.stateDir)) {
+      try {
+        lock = await lockFileWaiting(lockPath, config.uninstallWaitMs, {
+          onWait: () =>
+            log.info(
+              { lock: lockPath, waitMs: config.uninstallWaitMs },
+              'a trellis agent is running on this node; waiting for it to stop',
+            ),
+        });
+      } catch (err) {
+        if (!(err instanceof LockHeldError)) throw err;
+        log.fatal(
+          { lock: lockPath, waitedMs: config.uninstallWaitMs },
+          'a trellis agent is still running on this node; stop it (delete its DaemonSet) before uninstalling',
+        );
+        return 1;
+      }
+    }
     const nft = new NftRunner();
     const report = await uninstallTrellis({
       host: openHostNetlink(),
@@ -102,6 +127,7 @@ async function main(argv: string[]): Promise<number> {
       isTrellisDevice: isVxlanDeviceName,
       deleteNftTable: () => nft.deleteTableIfPresent(),
     });
+    lock?.release();
     log.info(report, 'trellis uninstalled from this node');
     return 0;
   }

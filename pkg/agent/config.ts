@@ -51,6 +51,8 @@ export interface AgentConfig {
   /** Drop packets from pods whose source is not the sending pod's own address (--no-source-check: off). */
   sourceCheck: boolean;
   resyncMs: number;
+  /** `uninstall`: how long to wait for a running agent (its state dir's lock) to stop. */
+  uninstallWaitMs: number;
   /**
    * A CNI socket client must send its whole request within this time. Hidden flag
    * --cni-request-timeout-ms (not in USAGE): tests shorten it; operators have no reason to.
@@ -70,6 +72,8 @@ export const DEFAULTS = Object.freeze({
   metricsAddr: ':9743',
   logLevel: 'info' as LogLevel,
   resyncMs: 60_000,
+  // The DaemonSet's terminationGracePeriodSeconds (30) and some: an agent's shutdown ends well inside it.
+  uninstallWaitMs: 45_000,
   cniRequestTimeoutMs: 10_000,
 });
 
@@ -103,6 +107,7 @@ const FLAGS = {
   'no-masquerade': { type: 'boolean' },
   'no-source-check': { type: 'boolean' },
   'resync-seconds': { type: 'string' },
+  'uninstall-wait-seconds': { type: 'string' },
   'cni-request-timeout-ms': { type: 'string' },
 } as const;
 
@@ -139,6 +144,7 @@ flags (environment variable in brackets):
   --no-masquerade            do not masquerade pod traffic leaving the cluster
   --no-source-check          let pods send with addresses that are not theirs (a pod that routes for others)
   --resync-seconds N         periodic full reconcile (default 60)
+  --uninstall-wait-seconds N uninstall: wait this long for a running agent on the node to stop (default 45)
 `;
 
 /**
@@ -227,6 +233,7 @@ export function parseAgentConfig(
   const vxlanVni = int(get('vxlan-vni', 'TRELLIS_VXLAN_VNI'), DEFAULTS.vxlanVni, 1, 16_777_215);
   const vxlanPort = int(get('vxlan-port', 'TRELLIS_VXLAN_PORT'), DEFAULTS.vxlanPort, 1, 65_535);
   const resyncMs = int(get('resync-seconds'), DEFAULTS.resyncMs / 1000, 1, 86_400) * 1000;
+  const uninstallWaitMs = int(get('uninstall-wait-seconds'), DEFAULTS.uninstallWaitMs / 1000, 0, 3600) * 1000;
   const cniRequestTimeoutMs = int(get('cni-request-timeout-ms'), DEFAULTS.cniRequestTimeoutMs, 100, 600_000);
   const metrics = get('metrics-addr', 'TRELLIS_METRICS_ADDR');
   const metricsAddr = metrics.raw ?? DEFAULTS.metricsAddr;
@@ -262,6 +269,7 @@ export function parseAgentConfig(
     masquerade: values['no-masquerade'] !== true,
     sourceCheck: values['no-source-check'] !== true,
     resyncMs,
+    uninstallWaitMs,
     cniRequestTimeoutMs,
     names: Object.freeze({ metricsAddr: metrics.name, cniSourceDir: cniSource.name }),
   };

@@ -32,3 +32,25 @@ export function lockFile(path: string): FileLock {
     },
   };
 }
+
+/**
+ * lockFile, retried every `pollMs` while another process holds it, for up to `waitMs`; then the
+ * LockHeldError. For `uninstall`, which must not pull the node from under an agent that is still
+ * shutting down (its pod deleted moments before).
+ */
+export async function lockFileWaiting(
+  path: string,
+  waitMs: number,
+  opts: { pollMs?: number; onWait?: () => void } = {},
+): Promise<FileLock> {
+  const deadline = Date.now() + waitMs;
+  for (let first = true; ; first = false) {
+    try {
+      return lockFile(path);
+    } catch (err) {
+      if (!(err instanceof LockHeldError) || Date.now() >= deadline) throw err;
+      if (first) opts.onWait?.();
+      await new Promise((r) => setTimeout(r, opts.pollMs ?? 250));
+    }
+  }
+}

@@ -1,0 +1,108 @@
+import { spawn } from 'node:child_process';
+import { existsSync } from 'node:fs';
+import { join } from 'node:path';
+import { afterEach, describe, expect, it } from 'vitest';
+import { AGENT_BINARY, builtSkipReason } from '../../support/cni-driver.ts';
+import { ipJson, netnsSkipReason } from '../../support/netns.ts';
+import { containerId, NodeHarness } from '../datapath/harness.ts';
+
+/**
+ * `trellis-agent uninstall` never pulls the node from under a running agent: it takes the agent's
+ * state-dir lock first, waiting for an agent that is shutting down (its pod deleted a moment before)
+ * and giving up with exit 1 on one that keeps running. Real agent, real uninstall, in a test namespace.
+ */
+const skip = netnsSkipReason ?? builtSkipReason();
+
+interface Run {
+  code: number | null;
+  lines: Record<string, unknown>[];
+}
+
+function uninstall(node: NodeHarness, waitSeconds: number, onLine?: (l: Record<string, unknown>) => void) {
+  const dir = node.agent.dir;
+  const child = spawn(
+    'ip',
+    [
+      'netns',
+      'exec',
+      node.host.name,
+      AGENT_BINARY,
+      'uninstall',
+      '--state-dir',
+      node.agent.stateDir,
+      '--socket',
+      node.agent.socket,
+      '--cni-conf-dir',
+      join(dir, 'net.d'),
+      '--cni-bin-dir',
+      join(dir, 'bin'),
+      '--uninstall-wait-seconds',
+      String(waitSeconds),
+    ],
+    { stdio: ['ignore', 'pipe', 'pipe'] },
+  );
+  const lines: Record<string, unknown>[] = [];
+  let buf = '';
+  child.stdout.setEncoding('utf8').on('data', (d: string) => {
+    buf += d;
+    for (let nl = buf.indexOf('\n'); nl >= 0; nl = buf.indexOf('\n')) {
+      const line = JSON.parse(buf.slice(0, nl)) as Record<string, unknown>;
+      buf = buf.slice(nl + 1);
+      lines.push(line);
+      onLine?.(line);
+    }
+  });
+  return new Promise<Run>((resolve) => child.on('close', (code) => resolve({ code, lines })));
+}
+
+const title = 'uninstall waits for a running agent to stop, and gives up on one that does not';
+describe.skipIf(skip !== undefined)(skip === undefined ? title : `${title} (skipped: ${skip})`, () => {
+  let node: NodeHarness | undefined;
+  afterEach(async () => {
+    await node?.stop();
+    node = undefined;
+  });
+
+  it('an agent that keeps running: exit 1 after the wait, and the agent and its pods untouched', async () => {
+    node = new NodeHarness();
+    await node.start();
+    const pod = node.podNs();
+    const id = containerId();
+    expect((await node.add(pod, id)).code).toBe(0);
+    const veths = () =>
+      ipJson<{ ifname: string }[]>(node!.host.name, 'link', 'show').filter((l) => l.ifname.startsWith('trl'));
+    expect(veths()).toHaveLength(1);
+
+    const run = await uninstall(node, 1);
+    expect(run.code).toBe(1);
+    expect(run.lines.map((l) => l.msg)).toEqual([
+      'a trellis agent is running on this node; waiting for it to stop',
+      'a trellis agent is still running on this node; stop it (delete its DaemonSet) before uninstalling',
+    ]);
+    expect(run.lines[1]).toMatchObject({ lock: join(node.agent.stateDir, 'agent.lock') });
+    // Nothing was removed: the agent serves on.
+    expect(veths()).toHaveLength(1);
+    expect(existsSync(node.agent.socket)).toBe(true);
+    expect(existsSync(join(node.agent.stateDir, 'agent.lock'))).toBe(true);
+    const del = await node.del(id, pod.path);
+    expect(del.code, del.stdout).toBe(0);
+  });
+
+  it('an agent that stops meanwhile: uninstall goes ahead once it is gone and removes everything', async () => {
+    node = new NodeHarness();
+    await node.start();
+    const pod = node.podNs();
+    expect((await node.add(pod, containerId())).code).toBe(0);
+    const agent = node.agent;
+    // Stopped only once uninstall says it waits: the lock, not luck, orders the two.
+    const run = await uninstall(node, 30, (l) => {
+      if (typeof l.msg === 'string' && l.msg.includes('waiting for it to stop')) void agent.stop();
+    });
+    expect(run.code, JSON.stringify(run.lines)).toBe(0);
+    expect(run.lines.at(-1)).toMatchObject({ msg: 'trellis uninstalled from this node', stateDir: true });
+    expect(agent.child.exitCode ?? agent.child.signalCode).not.toBeNull();
+    expect(ipJson<{ ifname: string }[]>(node.host.name, 'link', 'show').map((l) => l.ifname)).toEqual(['lo']);
+    expect(existsSync(node.agent.stateDir)).toBe(false);
+    expect(existsSync(node.agent.socket)).toBe(false);
+  });
+});
