@@ -9,6 +9,9 @@
  *   node_modules/.bin/node bench/footprint.ts --minutes 10          # the 10-minute growth check
  *   node_modules/.bin/node bench/footprint.ts --metrics-addr ''   # the metrics listener off (default: :9743
  *                                                                 # and scraped every 30 s, as deployed)
+ *   node_modules/.bin/node bench/footprint.ts --no-kubelet-status # small Nodes that never change (default:
+ *                                                                 # kubelet-sized Nodes, each one's status
+ *                                                                 # reported every 5 min: 16.7 events/s at 5,000)
  *
  * Runs inside the node namespace (re-executes itself with `ip netns exec`), like route-convergence.
  */
@@ -21,6 +24,7 @@ import { startTestApiServer } from '../test/support/apiserver/server.ts';
 import { runPlugin, SHIM_BINARY } from '../test/support/cni-driver.ts';
 import { NetnsPool } from '../test/support/netns.ts';
 import { populate, runInsideNamespace, SELF, startClusterAgent, wireNodeNamespace } from './lib/cluster.ts';
+import { heartbeat, STATUS_REPORT_SECONDS, withKubeletStatus } from './lib/kubelet-status.ts';
 import { CLK_TCK, childCpuTicks, cpuTicks, rssBytes, rssParts, slope } from './lib/proc.ts';
 import { NODE } from './lib/runner-client.ts';
 import { commitId, round, sleep, table, writeResult } from './lib/stats.ts';
@@ -35,6 +39,9 @@ const { values: opts } = parseArgs({
     'metrics-addr': { type: 'string', default: ':9743' },
     // Scrape /metrics this often while metrics are on (Prometheus' default is 60 s, many use 15-30 s).
     'scrape-seconds': { type: 'string', default: '30' },
+    // As in a real cluster: Nodes of a kubelet's size, each kubelet's status report every 5 minutes
+    // (--no-kubelet-status: the small, silent Nodes of route-convergence).
+    'no-kubelet-status': { type: 'boolean', default: false },
     out: { type: 'string', default: join(import.meta.dirname, 'results', 'footprint.json') },
     inner: { type: 'boolean', default: false },
     ns: { type: 'string' },
@@ -45,6 +52,9 @@ const NODES = Number(opts.nodes);
 const PODS = Number(opts.pods);
 const WINDOW_MS = Number(opts.minutes) * 60_000;
 const SAMPLE_MS = Number(opts['sample-seconds']) * 1000;
+const KUBELET_STATUS = opts['no-kubelet-status'] !== true;
+/** The target's unit: 10^6 bytes (a MiB is 5 % more). */
+const MB = 1e6;
 
 if (!opts.inner) {
   // Outer: the namespaces (pod namespaces too: made here, they are visible to the agent's mount namespace).
@@ -99,10 +109,36 @@ const idle = spawn(
   { stdio: 'ignore', env: { ...process.env, MALLOC_ARENA_MAX: '2' } },
 );
 const samples: Sample[] = [];
+let heartbeatsSent = 0;
+/** Each kubelet's status report, round-robin over the Nodes: NODES per STATUS_REPORT_SECONDS. */
+function startHeartbeats(names: readonly string[]): () => number {
+  const perTick = names.length / STATUS_REPORT_SECONDS / 10;
+  let due = 0;
+  let next = 0;
+  let sent = 0;
+  const timer = setInterval(() => {
+    due += perTick;
+    const t = new Date().toISOString();
+    for (; due >= 1; due--, sent++) {
+      srv.store.updateNode(names[next]!, (n) => heartbeat(n, t));
+      next = (next + 1) % names.length;
+    }
+  }, 100);
+  return () => {
+    clearInterval(timer);
+    return sent;
+  };
+}
 let setupMs = 0;
 let pods = 0;
+let stopHeartbeats = (): number => 0;
 try {
   populate(srv, NODES);
+  const names = [SELF, ...Array.from({ length: NODES - 1 }, (_, i) => `bench-peer-${i + 1}`)];
+  if (KUBELET_STATUS) {
+    const t = new Date().toISOString();
+    for (const [i, name] of names.entries()) srv.store.updateNode(name, (n) => withKubeletStatus(n, i, t));
+  }
   const t0 = Date.now();
   agent = startClusterAgent(ns, srv, ['--log-level', 'info', '--metrics-addr', opts['metrics-addr']!]);
   await agent.ready();
@@ -141,6 +177,7 @@ try {
   process.stderr.write(
     `${NODES} nodes, ${pods} pods attached in ${setupMs} ms; sampling for ${opts.minutes} min\n`,
   );
+  if (KUBELET_STATUS) stopHeartbeats = startHeartbeats(names);
   await sleep(5000); // let the start-up garbage settle before the window opens
   const start = Date.now();
   let nextScrape = start;
@@ -155,12 +192,12 @@ try {
     const parts = rssParts(pid);
     samples.push({
       tSec: (Date.now() - start) / 1000,
-      agentRssMb: rssBytes(pid) / 2 ** 20,
+      agentRssMb: rssBytes(pid) / MB,
       agentTicks: cpuTicks(pid),
-      agentAnonMb: parts.anonBytes / 2 ** 20,
-      agentFileMb: parts.fileBytes / 2 ** 20,
+      agentAnonMb: parts.anonBytes / MB,
+      agentFileMb: parts.fileBytes / MB,
       agentChildTicks: childCpuTicks(pid),
-      refRssMb: rssBytes(idle.pid!) / 2 ** 20,
+      refRssMb: rssBytes(idle.pid!) / MB,
       refTicks: cpuTicks(idle.pid!),
     });
     await sleep(SAMPLE_MS);
@@ -170,6 +207,7 @@ try {
     1;
   process.stderr.write(`kernel: ${routes} routes with protocol 126\n`);
 } finally {
+  heartbeatsSent = stopHeartbeats();
   idle.kill('SIGKILL');
   if (agent !== undefined) {
     await Promise.race([agent.stop(), sleep(10_000)]);
@@ -184,6 +222,11 @@ const last = samples.at(-1)!;
 const windowSec = last.tSec - first.tSec;
 const cpuPct = (ticks: number): number => round((ticks / CLK_TCK / windowSec) * 100, 3);
 const xsMin = samples.map((s) => s.tSec / 60);
+// Growth as a leak shows it: the lowest RSS of each minute (what the garbage collector leaves) rising.
+// The overall slope also follows where in its cycle the collector was when the window closed.
+const lows = Array.from({ length: Math.floor(windowSec / 60) }, (_, m) =>
+  Math.min(...samples.filter((s) => s.tSec >= m * 60 && s.tSec < (m + 1) * 60).map((s) => s.agentRssMb)),
+);
 const summary = {
   nodes: NODES,
   pods,
@@ -200,6 +243,22 @@ const summary = {
     ),
     3,
   ),
+  /** The lowest RSS of each whole minute of the window, MB. */
+  agentRssMinuteLowsMb: lows.map((v) => round(v, 1)),
+  /** Their slope from minute 2 on (the first two still settle), MB/min; null for a window under 4 minutes. */
+  agentRssLowsSlopeMbPerMin:
+    lows.length < 4
+      ? null
+      : round(
+          slope(
+            lows.slice(2).map((_, i) => i + 2),
+            lows.slice(2),
+          ),
+          3,
+        ),
+  /** Kubelet status reports the Nodes received per second (0: --no-kubelet-status), and how many in all. */
+  nodeUpdatesPerSecond: KUBELET_STATUS ? round(NODES / STATUS_REPORT_SECONDS, 1) : 0,
+  nodeUpdatesSent: heartbeatsSent,
   agentCpuPctOfCore: cpuPct(last.agentTicks - first.agentTicks),
   /** The agent's waited-for children (nft, ip) over the window: not in agentCpuPctOfCore. */
   agentChildCpuPctOfCore: cpuPct(last.agentChildTicks - first.agentChildTicks),
@@ -232,7 +291,16 @@ process.stdout.write(
           3,
         ),
       ],
-      ['CPU over the window, % of a core', summary.agentCpuPctOfCore, summary.idleNodeCpuPctOfCore],
+      [
+        'RSS, lowest of each minute (slope from minute 2), MB',
+        `${summary.agentRssMinuteLowsMb.join(' ')} (${summary.agentRssLowsSlopeMbPerMin ?? '-'}/min)`,
+        '-',
+      ],
+      [
+        `CPU over the window, % of a core (${summary.nodeUpdatesPerSecond} Node updates/s)`,
+        summary.agentCpuPctOfCore,
+        summary.idleNodeCpuPctOfCore,
+      ],
       ["  its children's (nft, ip), not included", summary.agentChildCpuPctOfCore, '-'],
       [
         'RSS at max: anonymous / file-backed, MB',

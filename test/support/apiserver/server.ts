@@ -75,6 +75,8 @@ export interface RequestRecord extends RequestInfo {
   clientCertCN: string | undefined;
   /** When it arrived (performance.now()). */
   at: number;
+  /** When the whole response had been handed to the OS (performance.now()); unset for a watch still open. */
+  sentAt?: number;
 }
 
 export type RequestPredicate = (r: RequestInfo) => boolean;
@@ -506,6 +508,9 @@ export async function startTestApiServer(opts: TestApiServerOptions = {}): Promi
     };
     log.push(record);
     if (log.length > 20_000) log = log.slice(-10_000);
+    res.once('finish', () => {
+      record.sentAt = performance.now();
+    });
     const fail = takeFailure(info);
     if (fail === 'drop') {
       record.status = -1;
