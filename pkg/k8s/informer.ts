@@ -24,7 +24,7 @@
 import { type CoreApi, NODES_PATH } from './api.ts';
 import { type BackoffOptions, backoffDelay, DEFAULT_BACKOFF, validateBackoff } from './backoff.ts';
 import { fromStatus, K8sError, K8sReason, toK8sError } from './errors.ts';
-import { type NodeView, sameNodeView, toNodeView } from './views.ts';
+import { type NodeView, sameNodeContent, toNodeView } from './views.ts';
 
 export type NodeEventType = 'ADDED' | 'MODIFIED' | 'DELETED';
 
@@ -69,6 +69,8 @@ export interface NodeInformer {
   readonly restarts: number;
   /** Full lists done (the first sync included). */
   readonly relists: number;
+  /** MODIFIED events that changed nothing the views hold (kubelets' status reports): not passed on. */
+  readonly unchangedEvents: number;
   /** The last resourceVersion seen (list, event or BOOKMARK). */
   readonly resourceVersion: string;
   /** Resolves once the signal aborted and the loops have stopped. */
@@ -108,6 +110,7 @@ export function startNodeInformerOn(api: CoreApi, opts: NodeInformerOptions): No
   let synced = false;
   let restarts = 0;
   let relists = 0;
+  let unchanged = 0;
   let rv = '';
 
   /**
@@ -168,7 +171,7 @@ export function startNodeInformerOn(api: CoreApi, opts: NodeInformerOptions): No
     for (const [name, node] of next) {
       const old = cache.get(name);
       // An unchanged Node keeps its view: consumers may key derived data on it (the controller does).
-      if (old !== undefined && sameNodeView(old, node)) continue;
+      if (old !== undefined && sameNodeContent(old, node)) continue;
       put(name, node);
       emit(old === undefined ? 'ADDED' : 'MODIFIED', node);
     }
@@ -191,9 +194,16 @@ export function startNodeInformerOn(api: CoreApi, opts: NodeInformerOptions): No
     } else if (type === 'ADDED' || type === 'MODIFIED') {
       const r = toNodeView(obj);
       if (r.ok) {
-        const existed = cache.has(r.node.name);
-        put(r.node.name, r.node);
-        emit(existed ? 'MODIFIED' : 'ADDED', r.node);
+        const old = cache.get(r.node.name);
+        // Most MODIFIED events of a cluster are kubelets' status reports (every Node every 5 minutes,
+        // ~17 a second at 5,000 Nodes), which change nothing a view holds: the cached view stays (its
+        // identity keys consumers' derived data) and no one is woken.
+        if (old !== undefined && sameNodeContent(old, r.node)) {
+          unchanged++;
+        } else {
+          put(r.node.name, r.node);
+          emit(old !== undefined ? 'MODIFIED' : 'ADDED', r.node);
+        }
       } else {
         // Keep the cache equal to the valid subset of the server: a node that turned bad leaves it.
         const name = typeof meta?.name === 'string' ? meta.name : undefined;
@@ -322,6 +332,9 @@ export function startNodeInformerOn(api: CoreApi, opts: NodeInformerOptions): No
     hasSynced: () => synced,
     get restarts() {
       return restarts;
+    },
+    get unchangedEvents() {
+      return unchanged;
     },
     get relists() {
       return relists;

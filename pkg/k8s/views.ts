@@ -186,10 +186,17 @@ export function toNodeView(obj: unknown): NodeViewResult {
  * content.
  */
 export function sameNodeView(a: NodeView, b: NodeView): boolean {
+  return a.resourceVersion === b.resourceVersion && sameNodeContent(a, b);
+}
+
+/**
+ * Whether two views of a Node say the same to the agent, whatever their resourceVersions: a kubelet's
+ * status report (heartbeat times, conditions, images) changes none of what a view holds.
+ */
+export function sameNodeContent(a: NodeView, b: NodeView): boolean {
   return (
     a.name === b.name &&
     a.uid === b.uid &&
-    a.resourceVersion === b.resourceVersion &&
     sameStrings(a.podCIDRs, b.podCIDRs) &&
     sameStrings(a.internalIPs, b.internalIPs) &&
     sameAnnotations(a.annotations, b.annotations)

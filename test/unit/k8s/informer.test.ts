@@ -141,6 +141,37 @@ describe.each(['auto', 'client-node'] as const)('node informer, transport %s', (
     expect(requestsTo('/api/v1/nodes', true)).toHaveLength(1);
   });
 
+  it('passes on no kubelet status report: a MODIFIED that changes nothing a view holds keeps the view', async () => {
+    await startServer();
+    server.store.addNode(nodeObject('a', { podCIDRs: ['10.244.1.0/24'], ips: ['192.168.0.1'] }));
+    const rec = start();
+    await waitFor(() => informer!.hasSynced() && server.store.openWatches() === 1, 'sync and open watch');
+    const view = informer!.get('a');
+    // Heartbeats: conditions and images change, the resourceVersion moves; twice.
+    for (const beat of ['2026-12-01T06:00:00Z', '2026-12-01T06:05:00Z']) {
+      server.store.updateNode('a', (n) => ({
+        ...n,
+        status: {
+          ...(n.status as object),
+          conditions: [{ type: 'Ready', status: 'True', lastHeartbeatTime: beat }],
+          images: [{ names: [`img@${beat}`], sizeBytes: 1 }],
+        },
+      }));
+    }
+    const rv = String(server.store.currentResourceVersion());
+    await waitFor(() => informer!.resourceVersion === rv, 'both reports read');
+    expect(informer!.unchangedEvents).toBe(2);
+    expect(informer!.get('a')).toBe(view); // the same object: derived data keyed on it stays valid
+    // A change the agent reads is passed on at once.
+    server.store.updateNode('a', (n) => ({ ...n, spec: { podCIDRs: ['10.244.7.0/24'] } }));
+    await waitFor(() => informer!.get('a')?.podCIDRs[0] === '10.244.7.0/24', 'MODIFIED a');
+    expect(rec.events).toEqual([
+      { type: 'ADDED', name: 'a' },
+      { type: 'MODIFIED', name: 'a' },
+    ]);
+    expect(informer!.unchangedEvents).toBe(2);
+  });
+
   it('relists after 410 Gone and converges on what it missed', async () => {
     await startServer();
     server.store.addNode(nodeObject('a'));
