@@ -117,10 +117,14 @@ function once(c: Case): Promise<number> {
 
 const times = new Map<string, number[]>(cases.map((c) => [c.name, []]));
 try {
-  // Warm the page cache (the Bun executables are ~100 MB), then alternate: drift hits every case alike.
+  // Warm the page cache (the Bun executables are ~100 MB), then alternate, the order rotating each
+  // round: drift hits every case alike, and no case always follows the same one.
   for (const c of cases) for (let i = 0; i < 5; i++) await once(c);
   for (let i = 0; i < runs; i++) {
-    for (const c of cases) times.get(c.name)!.push(await once(c));
+    for (let k = 0; k < cases.length; k++) {
+      const c = cases[(i + k) % cases.length]!;
+      times.get(c.name)!.push(await once(c));
+    }
   }
 } finally {
   server.close();

@@ -44,6 +44,8 @@ const STEPS: Step[] = [
   { script: 'datapath.ts', args: out('datapath-repeat.json') },
   { script: 'footprint.ts', args: ['--minutes', '10', ...out('footprint-10min.json')] },
   { script: 'footprint.ts', args: out('footprint.json') },
+  // The small Nodes that never change of the sweeps before kubelet-sized Nodes and their status reports.
+  { script: 'footprint.ts', args: ['--no-kubelet-status', ...out('footprint-small-nodes.json')] },
   { script: 'chart.ts', args: ['--in', join(outDir, 'cni-latency.json'), '--out', chart] },
   {
     script: 'pooled.ts',
