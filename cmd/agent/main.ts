@@ -27,7 +27,8 @@ import {
   hostProcProblem,
   LockHeldError,
   lockFile,
-  lockFileWaiting,
+  lockNetns,
+  lockWaiting,
   openHostNetlink,
 } from '../../pkg/netns/index.ts';
 import { createLogger } from '../../pkg/observe/logger.ts';
@@ -37,6 +38,8 @@ import { trellisVersion } from '../../pkg/version.ts';
 import { isVxlanDeviceName } from '../../pkg/vxlan/constants.ts';
 
 const SUBCOMMANDS = ['run', 'install-cni', 'uninstall'] as const;
+/** The abstract unix socket name that holds one agent per network namespace (pkg/netns lockNetns). */
+const NETNS_LOCK = 'trellis-agent';
 
 /** The CNI shim next to this build: dist/bin/trellis (from dist/cmd/agent or from a checkout). */
 function findShim(sourceDir: string): string {
@@ -96,22 +99,29 @@ async function main(argv: string[]): Promise<number> {
   }
   if (sub === 'uninstall') {
     // Never from under a running agent (it would put its routes and table back, and serve on without
-    // a socket): wait for the one whose pod was just deleted to finish shutting down.
-    const lockPath = join(config.stateDir, 'agent.lock');
-    let lock: FileLock | undefined;
-    if (existsSync(config.stateDir)) {
+    // a socket): wait for the one whose pod was just deleted to finish shutting down. Both of its
+    // locks: the network namespace's, and the state directory's (all an older agent takes).
+    const locks: FileLock[] = [];
+    const statePath = join(config.stateDir, 'agent.lock');
+    const takes: [string, () => FileLock][] = [[`@${NETNS_LOCK}`, () => lockNetns(NETNS_LOCK)]];
+    if (existsSync(config.stateDir)) takes.push([statePath, () => lockFile(statePath)]);
+    const deadline = Date.now() + config.uninstallWaitMs;
+    for (const [lock, take] of takes) {
       try {
-        lock = await lockFileWaiting(lockPath, config.uninstallWaitMs, {
-          onWait: () =>
-            log.info(
-              { lock: lockPath, waitMs: config.uninstallWaitMs },
-              'a trellis agent is running on this node; waiting for it to stop',
-            ),
-        });
+        locks.push(
+          await lockWaiting(take, Math.max(0, deadline - Date.now()), {
+            onWait: () =>
+              log.info(
+                { lock, waitMs: config.uninstallWaitMs },
+                'a trellis agent is running on this node; waiting for it to stop',
+              ),
+          }),
+        );
       } catch (err) {
         if (!(err instanceof LockHeldError)) throw err;
+        for (const l of locks) l.release();
         log.fatal(
-          { lock: lockPath, waitedMs: config.uninstallWaitMs },
+          { lock, waitedMs: config.uninstallWaitMs },
           'a trellis agent is still running on this node; stop it (delete its DaemonSet) before uninstalling',
         );
         return 1;
@@ -127,7 +137,7 @@ async function main(argv: string[]): Promise<number> {
       isTrellisDevice: isVxlanDeviceName,
       deleteNftTable: () => nft.deleteTableIfPresent(),
     });
-    lock?.release();
+    for (const l of locks) l.release();
     log.info(report, 'trellis uninstalled from this node');
     return 0;
   }
@@ -171,7 +181,19 @@ async function main(argv: string[]): Promise<number> {
       events: createNetlinkEvents(),
       lockStateDir: (dir) => {
         mkdirSync(dir, { recursive: true, mode: 0o700 });
-        return lockFile(join(dir, 'agent.lock'));
+        const state = lockFile(join(dir, 'agent.lock'));
+        try {
+          const netns = lockNetns(NETNS_LOCK);
+          return {
+            release: () => {
+              netns.release();
+              state.release();
+            },
+          };
+        } catch (err) {
+          state.release();
+          throw err;
+        }
       },
       masq: needsTable(tableRules(config, standalone)) ? masqSyncer(log) : undefined,
       removeMasqLeftovers: () => new NftRunner().deleteTableIfPresent(),

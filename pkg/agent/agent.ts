@@ -484,6 +484,8 @@ export class Agent {
       onSync: () => this.controller?.markDirty(),
       // Per-node steps: the controller reads the node's current state from the cache by name.
       onEvent: (_type, node) => this.controller?.enqueue(node.name),
+      // The controller's own wording for a step with nothing to do: this one never reaches it.
+      onUnchanged: (name) => this.log.debug({ peer: name, watch: 'unchanged' }, 'node unchanged'),
       onError: (err, restartInMs) => {
         this.log.warn(
           { error: err.message, restartInMs },

@@ -340,6 +340,8 @@ class StoreIpam implements Ipam {
       const failure = this.#unreserveAll([...held].filter((a) => this.#reserved.get(a) === owner));
       if (failure !== undefined) return { found: true, failure };
     }
+    // The attachment is gone: so is what quarantine/ kept of it.
+    this.#store.dropQuarantined(owner);
     return { found: lease !== undefined || held !== undefined };
   }
 
@@ -418,6 +420,7 @@ class StoreIpam implements Ipam {
       store.dropHeld(owner);
       store.flush(true);
       this.#held.delete(owner);
+      store.dropQuarantined(owner); // The records were hints for this restore.
     } catch {
       // Harmless: a .held list next to a valid lease of the same key changes nothing at load.
     }

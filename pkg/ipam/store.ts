@@ -117,6 +117,13 @@ const TMP_SUFFIX = '.tmp';
 const HELD_SUFFIX = '.held';
 const HELD = /^(.+)\.json\.\d+(-\d+)?\.held$/;
 const RECORD = /^(.+)\.json\.\d+(-\d+)?$/;
+/** A record's .reason, a record or a .held list: the owner it is of. */
+const QUARANTINED = /^(.+)\.json\.\d+(-\d+)?(\.held|\.reason)?$/;
+
+function quarantineOwner(name: string): string | undefined {
+  const owner = QUARANTINED.exec(name)?.[1];
+  return owner !== undefined && parseOwnerName(owner) !== undefined ? owner : undefined;
+}
 const MAX_RECORD_HINT = 64 * 1024;
 
 /** What load found and repaired; the facade builds its indexes from it. */
@@ -161,6 +168,8 @@ export class LeaseStore {
    * from being remounted read-only.
    */
   readonly #dirFds = new Map<string, number>();
+  /** Owners with files in quarantine/ (records, their .reason, .held lists), so release need not look. */
+  readonly #quarantinedOwners = new Set<string>();
 
   constructor(dir: string, fs: StoreFs = realFs) {
     this.dir = dir;
@@ -249,6 +258,7 @@ export class LeaseStore {
           fs.renameSync(join(this.#leases, file), join(this.#quarantine, target));
         });
         report.quarantined.push({ file: join(this.#leases, file), reason });
+        if (owner !== '') this.#quarantinedOwners.add(owner);
       } catch (err) {
         // Left where it is, its addresses held in memory: an agent that cannot start cannot serve
         // the DELs that would free the disk. The next load tries again.
@@ -347,10 +357,12 @@ export class LeaseStore {
     }
   }
 
-  /** owner -> addresses, from quarantine/<owner>.json.<ms>.held */
+  /** owner -> addresses, from quarantine/<owner>.json.<ms>.held; notes every owner with files there. */
   #readHeld(): Map<string, Set<string>> {
     const held = new Map<string, Set<string>>();
     for (const name of this.#try('listing quarantine/', () => this.#fs.readdirSync(this.#quarantine))) {
+      const owner = quarantineOwner(name);
+      if (owner !== undefined) this.#quarantinedOwners.add(owner);
       const m = HELD.exec(name);
       if (m === null || parseOwnerName(m[1]!) === undefined) continue;
       const text = Buffer.from(
@@ -380,6 +392,29 @@ export class LeaseStore {
       removed++;
     }
     if (removed > 0) this.#syncDir(this.#quarantine);
+  }
+
+  /**
+   * Removes what quarantine/ holds of an owner (its records and their reasons; its .held lists, which
+   * dropHeld removes first and durably where it matters), once its attachment is released or its lease
+   * restored: they were kept for diagnosis and as hints for the restore. Best effort: a file left
+   * behind is removed the next time, or stays as a diagnosis. Synced when something went, as every
+   * change a returned call made is; nothing to do (no readdir, no fsync) for most owners.
+   */
+  dropQuarantined(owner: string): void {
+    if (!this.#quarantinedOwners.has(owner)) return;
+    this.#quarantinedOwners.delete(owner);
+    try {
+      let removed = 0;
+      for (const name of this.#fs.readdirSync(this.#quarantine)) {
+        if (quarantineOwner(name) !== owner) continue;
+        this.#removeQuietly(join(this.#quarantine, name));
+        removed++;
+      }
+      if (removed > 0) this.#syncDir(this.#quarantine);
+    } catch {
+      // The records stay, as a diagnosis; they no longer hold anything.
+    }
   }
 
   /**

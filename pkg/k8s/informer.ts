@@ -39,6 +39,8 @@ export interface NodeInformerOptions {
   onSync?: (nodes: readonly NodeView[]) => void;
   /** Every change to the cache, from the watch or found by a relist. */
   onEvent?: (type: NodeEventType, node: NodeView) => void;
+  /** A MODIFIED event that changed nothing a view holds (not passed to onEvent): for a debug log. */
+  onUnchanged?: (name: string) => void;
   /**
    * A failure; the informer restarts by itself after restartInMs. Also called (restartInMs 0) when
    * one of these callbacks threw: the exception is reported here and otherwise ignored.
@@ -200,6 +202,7 @@ export function startNodeInformerOn(api: CoreApi, opts: NodeInformerOptions): No
         // identity keys consumers' derived data) and no one is woken.
         if (old !== undefined && sameNodeContent(old, r.node)) {
           unchanged++;
+          if (opts.onUnchanged) safely(() => opts.onUnchanged?.(r.node.name));
         } else {
           put(r.node.name, r.node);
           emit(old !== undefined ? 'MODIFIED' : 'ADDED', r.node);

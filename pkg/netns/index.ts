@@ -4,7 +4,7 @@
  */
 export { LockHeldError, NetnsNotFoundError, SysctlError } from './errors.ts';
 export { agentNetnsPath, hostProcProblem } from './host-proc.ts';
-export { type FileLock, lockFile, lockFileWaiting } from './lock.ts';
+export { type FileLock, lockFile, lockNetns, lockWaiting } from './lock.ts';
 export {
   createNetlinkEvents,
   openHostNetlink,

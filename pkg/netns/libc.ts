@@ -19,6 +19,8 @@ export const NETLINK_NO_ENOBUFS = 5;
 export const NETLINK_CAP_ACK = 10;
 export const SO_MEMINFO = 55;
 export const AF_NETLINK = 16;
+export const AF_UNIX = 1;
+export const SOCK_STREAM = 1;
 export const SOCK_RAW = 3;
 export const SOCK_CLOEXEC = 0x80000;
 export const NETLINK_ROUTE = 0;
@@ -46,6 +48,8 @@ interface Libc {
   /** getsockopt into out (its length is the option length). */
   getsockopt(fd: number, level: number, name: number, out: Buffer): CallResult;
   socket(domain: number, type: number, protocol: number): CallResult;
+  /** bind(2) to a socket address given as its bytes (struct sockaddr_*, addrlen = its length). */
+  bind(fd: number, address: Buffer): CallResult;
   /**
    * send(2) on a thread of ffi-rs's, not the JS thread: the promise settles when the kernel returned.
    * For netlink requests the kernel does the whole operation inside send, however long it takes.
@@ -85,6 +89,12 @@ function load(): Libc {
       library,
       retType: DataType.I32,
       paramsType: [DataType.I32, DataType.I32, DataType.I32],
+      errno: true,
+    },
+    bind: {
+      library,
+      retType: DataType.I32,
+      paramsType: [DataType.I32, DataType.U8Array, DataType.I32],
       errno: true,
     },
     send: {
@@ -150,6 +160,10 @@ function load(): Libc {
     },
     socket: (domain, type, protocol) => {
       const r = fns.socket([domain, type, protocol]);
+      return { value: r.value, errno: r.value === -1 ? r.errnoCode : 0 };
+    },
+    bind: (fd, address) => {
+      const r = fns.bind([fd, address, address.length]);
       return { value: r.value, errno: r.value === -1 ? r.errnoCode : 0 };
     },
     sendOffThread: async (fd, data) => {

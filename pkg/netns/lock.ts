@@ -2,7 +2,7 @@ import { closeSync, constants, openSync } from 'node:fs';
 import { constants as os } from 'node:os';
 import { errnoName } from '../errno.ts';
 import { LockHeldError } from './errors.ts';
-import { getLibc, LOCK_EX, LOCK_NB, LOCK_UN } from './libc.ts';
+import { AF_UNIX, getLibc, LOCK_EX, LOCK_NB, LOCK_UN, SOCK_CLOEXEC, SOCK_STREAM } from './libc.ts';
 
 export interface FileLock {
   /** Unlocks and closes; idempotent. The kernel also drops the lock when the process dies. */
@@ -33,20 +33,54 @@ export function lockFile(path: string): FileLock {
   };
 }
 
+/** EADDRINUSE on Linux. */
+const EADDRINUSE = 98;
+
 /**
- * lockFile, retried every `pollMs` while another process holds it, for up to `waitMs`; then the
- * LockHeldError. For `uninstall`, which must not pull the node from under an agent that is still
- * shutting down (its pod deleted moments before).
+ * A lock on the network namespace the process is in: a unix socket bound to the abstract name `name`
+ * (abstract names are per network namespace, and the kernel frees one when its last fd closes, also
+ * when the process dies). The state directory's lock does not see a second agent given another
+ * --state-dir (or a node whose state directory was lost): that one would take the first one's pod
+ * veths for half-done work and delete them. Throws LockHeldError naming `@name`.
  */
-export async function lockFileWaiting(
-  path: string,
+export function lockNetns(name: string): FileLock {
+  const libc = getLibc();
+  const fd = libc.socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  if (fd.value < 0) throw new Error(`socket(AF_UNIX): ${errnoName(fd.errno)}`);
+  // struct sockaddr_un { sa_family_t sun_family; char sun_path[108]; }, the path's first byte NUL.
+  const address = Buffer.alloc(3 + Buffer.byteLength(name));
+  address.writeUInt16LE(AF_UNIX, 0);
+  address.write(name, 3);
+  const r = libc.bind(fd.value, address);
+  if (r.value !== 0) {
+    closeSync(fd.value);
+    if (r.errno === EADDRINUSE) throw new LockHeldError(`@${name} (this network namespace)`);
+    throw new Error(`bind @${name}: ${errnoName(r.errno)}`);
+  }
+  let held = true;
+  return {
+    release(): void {
+      if (!held) return;
+      held = false;
+      closeSync(fd.value);
+    },
+  };
+}
+
+/**
+ * `take` (lockFile, lockNetns), retried every `pollMs` while another process holds the lock, for up to
+ * `waitMs`; then the LockHeldError. For `uninstall`, which must not pull the node from under an agent
+ * that is still shutting down (its pod deleted moments before).
+ */
+export async function lockWaiting(
+  take: () => FileLock,
   waitMs: number,
   opts: { pollMs?: number; onWait?: () => void } = {},
 ): Promise<FileLock> {
   const deadline = Date.now() + waitMs;
   for (let first = true; ; first = false) {
     try {
-      return lockFile(path);
+      return take();
     } catch (err) {
       if (!(err instanceof LockHeldError) || Date.now() >= deadline) throw err;
       if (first) opts.onWait?.();
