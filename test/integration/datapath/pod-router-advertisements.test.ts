@@ -1,8 +1,8 @@
 import { spawnSync } from 'node:child_process';
-import { join } from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
 import { builtSkipReason } from '../../support/cni-driver.ts';
 import { ipJson, netnsSkipReason, nsExec, nsSysctl, type TestNetns } from '../../support/netns.ts';
+import { raSkipReason, SEND_RA } from '../../support/ra/index.ts';
 import { type AddResult, containerId, NodeHarness, V4_CIDR } from './harness.ts';
 
 /**
@@ -12,12 +12,7 @@ import { type AddResult, containerId, NodeHarness, V4_CIDR } from './harness.ts'
  * accept_ra=0 on the host end of every IPv6 pod, and turns IPv6 off on the host end of a pod without
  * IPv6. Real agent, real shim, real advertisements.
  */
-const SEND_RA = join(import.meta.dirname, '..', '..', 'support', 'ra', 'send-ra.py');
-const python = spawnSync('python3', ['-c', 'import socket'], { stdio: 'ignore' }).status === 0;
-const skip =
-  netnsSkipReason ??
-  builtSkipReason() ??
-  (python ? undefined : 'needs python3 to send a router advertisement (apt-get install python3-minimal)');
+const skip = netnsSkipReason ?? builtSkipReason() ?? raSkipReason();
 
 type Route = { dst: string; gateway?: string; dev?: string; protocol?: string };
 

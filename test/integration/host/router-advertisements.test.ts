@@ -1,9 +1,9 @@
 import { execFileSync, spawnSync } from 'node:child_process';
-import { join } from 'node:path';
 import { afterAll, afterEach, describe, expect, it } from 'vitest';
 import { type AgentProcess, removeAgentDir, startAgent } from '../../support/agent-process.ts';
 import { builtSkipReason } from '../../support/cni-driver.ts';
 import { ip, ipJson, NetnsPool, netnsSkipReason, nsExec, nsSysctl } from '../../support/netns.ts';
+import { raSkipReason, SEND_RA } from '../../support/ra/index.ts';
 
 /**
  * A node that takes its IPv6 default route from a router's advertisements (SLAAC; EC2 does this
@@ -12,12 +12,7 @@ import { ip, ipJson, NetnsPool, netnsSkipReason, nsExec, nsSysctl } from '../../
  * forwarding goes on; the agent sets accept_ra=2 there first. A real advertisement, sent by a
  * script in the "router" namespace, installs the route.
  */
-const SEND_RA = join(import.meta.dirname, '..', '..', 'support', 'ra', 'send-ra.py');
-const python = spawnSync('python3', ['-c', 'import socket'], { stdio: 'ignore' }).status === 0;
-const skip =
-  netnsSkipReason ??
-  builtSkipReason() ??
-  (python ? undefined : 'needs python3 to send a router advertisement (apt-get install python3-minimal)');
+const skip = netnsSkipReason ?? builtSkipReason() ?? raSkipReason();
 
 type Route = { dst: string; gateway?: string; dev?: string; protocol?: string };
 

@@ -55,7 +55,7 @@ interface ChildResult {
 }
 
 /** Runs the child under `unshare -m` after the given shell setup (mounts inside the new namespace). */
-function inPrivateMounts(setup: string, args: string[]): ChildResult[] {
+function inPrivateMounts<T = ChildResult[]>(setup: string, args: string[]): T {
   const r = spawnSync(
     'unshare',
     [
@@ -73,7 +73,7 @@ function inPrivateMounts(setup: string, args: string[]): ChildResult[] {
     { encoding: 'utf8', timeout: 30_000 },
   );
   if (r.status !== 0) throw new Error(`child failed (${r.status}): ${r.stderr}`);
-  return JSON.parse(r.stdout) as ChildResult[];
+  return JSON.parse(r.stdout) as T;
 }
 
 /** Every reservation belongs to a lease with that address, and every lease has its reservations. */
@@ -160,25 +160,7 @@ describe('IPAM store on a failing disk', () => {
     `loads with a torn lease on a full disk: the record stays in place, its addresses held, and DEL frees it${canUnshare ? '' : ` (skipped: ${UNSHARE_SKIP})`}`,
     () => {
       const base = tempDir('tornfull');
-      const r = spawnSync(
-        'unshare',
-        [
-          '-m',
-          '--propagation',
-          'private',
-          'sh',
-          '-ec',
-          `mount -t tmpfs -o size=256k,nr_inodes=64,mode=0700 tmpfs ${base}\nexec "$@"`,
-          'sh',
-          process.execPath,
-          CHILD,
-          'tornfull',
-          join(base, 'state'),
-        ],
-        { encoding: 'utf8', timeout: 30_000 },
-      );
-      expect(r.status, r.stderr).toBe(0);
-      const out = JSON.parse(r.stdout) as {
+      const out = inPrivateMounts<{
         load: { quarantined: { file: string; reason: string; leftInPlace?: string }[]; leases: number };
         tornAddresses: string[];
         reservedForTorn: string[];
@@ -186,7 +168,10 @@ describe('IPAM store on a failing disk', () => {
         releaseFine: { ok?: boolean };
         after: { leases: unknown[]; reservations: Record<string, string>; files: string[] };
         quarantineDir: string[];
-      };
+      }>(`mount -t tmpfs -o size=256k,nr_inodes=64,mode=0700 tmpfs ${base}`, [
+        'tornfull',
+        join(base, 'state'),
+      ]);
       // The agent starts: the torn record could not be moved aside (no room for its .held list).
       expect(out.load.leases).toBe(1);
       expect(out.load.quarantined).toEqual([
