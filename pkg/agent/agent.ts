@@ -624,6 +624,7 @@ export class Agent {
       : {
           restarts: inf.restarts,
           relists: inf.relists,
+          unchangedEvents: inf.unchangedEvents,
           resourceVersion: inf.resourceVersion,
           synced: inf.hasSynced(),
           ...(this.lastWatchFailure === undefined ? {} : { lastFailure: this.lastWatchFailure }),

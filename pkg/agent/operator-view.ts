@@ -12,6 +12,8 @@ import { toPeerNode } from './controller.ts';
 export interface WatchState {
   restarts: number;
   relists: number;
+  /** Node events that changed nothing the agent reads (kubelets' status reports), not acted on. */
+  unchangedEvents?: number;
   resourceVersion: string;
   synced: boolean;
   /** The last failed list or watch of Nodes (when, ISO 8601, and why); absent until one fails. */

@@ -53,7 +53,11 @@ export function formatStatus(s: StatusView): string {
   if (s.watch !== undefined) {
     kv.push([
       'node watch',
-      `${s.watch.synced ? 'synced' : 'not synced'}, resourceVersion ${s.watch.resourceVersion || '-'}, ${s.watch.restarts} restarts, ${s.watch.relists} lists`,
+      `${s.watch.synced ? 'synced' : 'not synced'}, resourceVersion ${s.watch.resourceVersion || '-'}, ${s.watch.restarts} restarts, ${s.watch.relists} lists${
+        s.watch.unchangedEvents === undefined
+          ? ''
+          : `, ${s.watch.unchangedEvents} unchanged Node events skipped`
+      }`,
     ]);
     const f = s.watch.lastFailure;
     if (f !== undefined) kv.push(['last API failure', `${f.at}: ${f.error}`]);

@@ -174,6 +174,9 @@ describe.skipIf(skip !== undefined)(skip === undefined ? title : `${title} (skip
     // auto mode: pods at the full MTU, TCP clamped into the tunnels.
     expect(human.stdout).toMatch(/^pod MTU:\s+1500$/m);
     expect(human.stdout).toMatch(/^TCP MSS clamp:\s+SYNs into trellis\.v4, trellis\.v6 \(route MTU\)$/m);
+    // The Node watch, with the events it read and let go (this test bed's own status writes count).
+    expect(st.doc.watch).toMatchObject({ synced: true, unchangedEvents: expect.any(Number) });
+    expect(human.stdout).toMatch(/^node watch:\s+synced, .* lists, \d+ unchanged Node events skipped$/m);
     expect(st.doc.mssClamp).toEqual(['trellis.v4', 'trellis.v6']);
 
     const rt = cliJson<RoutesView>(n1, 'routes');
