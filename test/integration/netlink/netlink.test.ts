@@ -408,13 +408,14 @@ describe.skipIf(netnsSkipReason !== undefined)('pkg/netlink (root, real kernel, 
       seen += d.toString();
     });
     // The monitor is listening once it shows a probe entry written after it started.
-    const probe = { ifindex: vx.index, mac: '0a:00:00:00:00:0f', dst: '10.88.0.100' };
+    let probe = { ifindex: vx.index, mac: '0a:00:00:00:00:0f', dst: '10.88.0.100' };
     let from = 0;
     try {
       // Re-pointed until one change shows: a change made before the monitor subscribed is never shown.
       for (let i = 0; !seen.includes('10.88.0.1'); i++) {
         if (i === 100) throw new Error('bridge monitor showed nothing in 5 s');
-        await h.replaceFdb({ ...probe, dst: `10.88.0.${100 + (i % 100)}` });
+        probe = { ...probe, dst: `10.88.0.${100 + (i % 100)}` };
+        await h.replaceFdb(probe);
         await new Promise((r) => setTimeout(r, 50));
       }
       from = seen.length;
