@@ -36,9 +36,8 @@ export class LinkCarrierWatch {
   /** From now on, these links; the subscription is replaced only when the set changes. */
   follow(indexes: readonly number[]): void {
     const next = new Map(indexes.map((i) => [i, this.watched.get(i)]));
-    const sameSet = next.size === this.watched.size && indexes.every((i) => this.watched.has(i));
     this.watched = next;
-    this.subscription.follow([...next.keys()], sameSet, ['add', 'delete'], (ev) => {
+    this.subscription.follow([...next.keys()], ['add', 'delete'], (ev) => {
       if (ev.type === 'overflow') {
         this.onChange({ overflow: true });
         return;

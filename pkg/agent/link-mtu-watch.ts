@@ -24,20 +24,22 @@ export class LinkMtuWatch {
 
   /** From now on, these links (as a pass read them); the subscription is replaced only when the set changes. */
   follow(links: readonly Pick<LinkInfo, 'index' | 'mtu'>[]): void {
-    const sameSet = links.length === this.watched.size && links.every((l) => this.watched.has(l.index));
     this.watched = new Map(links.map((l) => [l.index, l.mtu]));
-    const indexes = links.map((l) => l.index);
-    this.subscription.follow(indexes, sameSet, ['add'], (ev) => {
-      if (ev.type === 'overflow') {
-        this.onChange({ overflow: true });
-        return;
-      }
-      if (ev.type !== 'add') return;
-      const was = this.watched.get(ev.link.index);
-      if (was === undefined || was === ev.link.mtu) return;
-      this.watched.set(ev.link.index, ev.link.mtu);
-      this.onChange({ link: ev.link, was });
-    });
+    this.subscription.follow(
+      links.map((l) => l.index),
+      ['add'],
+      (ev) => {
+        if (ev.type === 'overflow') {
+          this.onChange({ overflow: true });
+          return;
+        }
+        if (ev.type !== 'add') return;
+        const was = this.watched.get(ev.link.index);
+        if (was === undefined || was === ev.link.mtu) return;
+        this.watched.set(ev.link.index, ev.link.mtu);
+        this.onChange({ link: ev.link, was });
+      },
+    );
   }
 
   close(): void {

@@ -8,30 +8,31 @@ import type { LinkEvent, LinkEventInterest, NetlinkEventsPort, Subscription } fr
 export class LinkSubscription {
   private readonly events: NetlinkEventsPort;
   private current: Subscription | undefined;
+  /** The ifindexes `current` follows. */
+  private followed = new Set<number>();
   private closed = false;
 
   constructor(events: NetlinkEventsPort) {
     this.events = events;
   }
 
-  /** Follows `links` (`sameSet`: the links followed before) with `cb`, for these kinds of change. */
-  follow(
-    links: readonly number[],
-    sameSet: boolean,
-    changes: LinkEventInterest['changes'],
-    cb: (ev: LinkEvent) => void,
-  ): void {
+  /** Follows `links` with `cb`, for these kinds of change; the subscription stays while the set does. */
+  follow(links: readonly number[], changes: LinkEventInterest['changes'], cb: (ev: LinkEvent) => void): void {
     if (this.closed) return;
-    if (sameSet && (this.current !== undefined || links.length === 0)) return;
+    const next = new Set(links);
+    const sameSet = next.size === this.followed.size && links.every((i) => this.followed.has(i));
+    if (sameSet && (this.current !== undefined || next.size === 0)) return;
     this.current?.close();
     this.current = undefined;
-    if (links.length === 0) return;
-    this.current = this.events.subscribeLinkEvents(cb, { changes, links: [...links] });
+    this.followed = next;
+    if (next.size === 0) return;
+    this.current = this.events.subscribeLinkEvents(cb, { changes, links: [...next] });
   }
 
   close(): void {
     this.closed = true;
     this.current?.close();
     this.current = undefined;
+    this.followed.clear();
   }
 }

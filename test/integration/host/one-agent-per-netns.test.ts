@@ -31,11 +31,7 @@ describe.skipIf(skip !== undefined)(skip === undefined ? title : `${title} (skip
     const pod = node.podNs();
     const id = containerId();
     expect((await node.add(pod, id)).code).toBe(0);
-    const veths = () =>
-      ipJson<{ ifname: string }[]>(node!.host.name, 'link', 'show')
-        .map((l) => l.ifname)
-        .filter((n) => n.startsWith('trl'));
-    const before = veths();
+    const before = node.hostVeths();
     expect(before).toHaveLength(1);
 
     second = startAgent({ ns: node.host.name, podCIDRs: ['10.244.1.0/24', 'fd00:10:244:1::/64'] });
@@ -50,7 +46,7 @@ describe.skipIf(skip !== undefined)(skip === undefined ? title : `${title} (skip
       msg: 'agent failed to start',
       error: expect.stringContaining('@trellis-agent (this network namespace) is locked by another process'),
     });
-    expect(veths()).toEqual(before);
+    expect(node.hostVeths()).toEqual(before);
     const del = await node.del(id, pod.path);
     expect(del.code, del.stdout).toBe(0);
   });

@@ -69,9 +69,7 @@ describe.skipIf(skip !== undefined)(skip === undefined ? title : `${title} (skip
     const pod = node.podNs();
     const id = containerId();
     expect((await node.add(pod, id)).code).toBe(0);
-    const veths = () =>
-      ipJson<{ ifname: string }[]>(node!.host.name, 'link', 'show').filter((l) => l.ifname.startsWith('trl'));
-    expect(veths()).toHaveLength(1);
+    expect(node.hostVeths()).toHaveLength(1);
 
     const run = await uninstall(node, 1);
     expect(run.code).toBe(1);
@@ -81,7 +79,7 @@ describe.skipIf(skip !== undefined)(skip === undefined ? title : `${title} (skip
     ]);
     expect(run.lines[1]).toMatchObject({ lock: '@trellis-agent' });
     // Nothing was removed: the agent serves on.
-    expect(veths()).toHaveLength(1);
+    expect(node.hostVeths()).toHaveLength(1);
     expect(existsSync(node.agent.socket)).toBe(true);
     expect(existsSync(join(node.agent.stateDir, 'agent.lock'))).toBe(true);
     const del = await node.del(id, pod.path);
