@@ -1,7 +1,7 @@
 import { afterEach, describe, expect, it } from 'vitest';
 import { type AgentProcess, removeAgentDir, startAgent } from '../../support/agent-process.ts';
 import { builtSkipReason } from '../../support/cni-driver.ts';
-import { ipJson, netnsSkipReason } from '../../support/netns.ts';
+import { netnsSkipReason } from '../../support/netns.ts';
 import { containerId, NodeHarness } from '../datapath/harness.ts';
 
 /**
