@@ -1,9 +1,11 @@
 /**
  * The netns adapter: the only importer of `ffi-rs`. setns-based withNetns, nsfs checks, flock,
- * /proc/sys access, and the NetnsPort built on them.
+ * /proc/sys access, and the NetnsPort built on them (and malloc_trim, the one libc call that is not
+ * about namespaces).
  */
 export { LockHeldError, NetnsNotFoundError, SysctlError } from './errors.ts';
 export { agentNetnsPath, hostProcProblem } from './host-proc.ts';
+export { trimMalloc } from './libc.ts';
 export { type FileLock, lockFile, lockNetns, lockWaiting } from './lock.ts';
 export {
   createNetlinkEvents,

@@ -59,6 +59,8 @@ interface Libc {
   send(fd: number, data: Buffer): CallResult;
   /** recv(2) into out on the JS thread (pass MSG_DONTWAIT unless blocking is intended). */
   recv(fd: number, out: Buffer, flags: number): CallResult;
+  /** malloc_trim(0): free memory of every malloc arena back to the kernel; 1 if any was released. */
+  mallocTrim(): number;
 }
 
 let libc: Libc | undefined;
@@ -85,6 +87,7 @@ function load(): Libc {
     malloc: { library, retType: DataType.I64, paramsType: [DataType.I64] },
     memcpy: { library, retType: DataType.I64, paramsType: [DataType.I64, DataType.U8Array, DataType.I64] },
     free: { library, retType: DataType.Void, paramsType: [DataType.I64] },
+    malloc_trim: { library, retType: DataType.I32, paramsType: [DataType.I64] },
     socket: {
       library,
       retType: DataType.I32,
@@ -179,10 +182,16 @@ function load(): Libc {
       const r = fns.recv([fd, out, out.length, flags]);
       return { value: Number(r.value), errno: Number(r.value) === -1 ? r.errnoCode : 0 };
     },
+    mallocTrim: () => fns.malloc_trim([0]),
   };
 }
 
 export function getLibc(): Libc {
   libc ??= load();
   return libc;
+}
+
+/** malloc_trim(0) (glibc): the free pages of malloc's arenas back to the kernel. */
+export function trimMalloc(): void {
+  getLibc().mallocTrim();
 }
