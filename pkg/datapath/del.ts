@@ -17,9 +17,9 @@ export interface DelOutcome {
  * pair off the critical path (see BackgroundDeleter). Success when any part is already gone.
  */
 export async function delAttachment(deps: DatapathDeps, key: AttachmentKey): Promise<DelOutcome> {
-  const lease = deps.ipam.get(key);
+  // A lease's addresses, or those a quarantined record kept held: what this DEL frees either way.
+  const released = deps.ipam.get(key)?.addresses ?? deps.ipam.heldAddresses(key);
   await deps.ipam.releaseDeferred(key).durable;
-  const released = lease?.addresses ?? [];
 
   const hostName = hostVethName(key.containerId, key.ifname);
   await deps.deleter.wait(hostName);

@@ -6,7 +6,15 @@ import type { NetlinkHandle, NetnsPort } from './ports.ts';
 /** What the datapath needs from IPAM: a narrow view of the agent's store. */
 export type IpamPort = Pick<
   Ipam,
-  'allocate' | 'allocateDeferred' | 'release' | 'releaseDeferred' | 'get' | 'list' | 'heldKeys' | 'ranges'
+  | 'allocate'
+  | 'allocateDeferred'
+  | 'release'
+  | 'releaseDeferred'
+  | 'get'
+  | 'list'
+  | 'heldKeys'
+  | 'heldAddresses'
+  | 'ranges'
 >;
 
 export interface DatapathDeps {

@@ -59,6 +59,11 @@ export interface Ipam {
    */
   heldKeys(): LeaseKey[];
   /**
+   * The addresses held for a key without a lease (heldKeys()), in range order; [] for any other key.
+   * What its DEL frees; `range` is '' for an address outside the current ranges.
+   */
+  heldAddresses(key: LeaseKey): LeasedAddress[];
+  /**
    * Turns a held attachment (heldKeys()) back into a normal lease with exactly `addresses` (what the
    * kernel shows its pod uses), so CHECK, re-ADD and DEL treat it like any other. Refused (typed
    * error, nothing changed) unless the key has no lease but held addresses, every held address is
@@ -385,6 +390,28 @@ class StoreIpam implements Ipam {
       .filter((owner) => !this.#leases.has(owner))
       .map(parseOwnerName)
       .filter((k): k is LeaseKey => k !== undefined);
+  }
+
+  heldAddresses(key: LeaseKey): LeasedAddress[] {
+    if (keyProblem(key) !== undefined) return [];
+    const owner = ownerName(key);
+    const held = this.#held.get(owner);
+    if (held === undefined || this.#leases.has(owner)) return [];
+    const out: LeasedAddress[] = [];
+    for (const text of held) {
+      const ip = parseIp(text);
+      if (ip === undefined) continue;
+      out.push({
+        family: ip.family,
+        address: formatIp(ip.family, ip.value),
+        range: this.#rangeOf(ip.family, ip.value)?.text ?? '',
+      });
+    }
+    const order = (a: LeasedAddress): number => {
+      const i = this.#ranges.findIndex((r) => r.text === a.range);
+      return i < 0 ? this.#ranges.length : i;
+    };
+    return out.sort((a, b) => order(a) - order(b));
   }
 
   restore(key: LeaseKey, addresses: readonly string[], meta: LeaseMeta = {}): Lease {

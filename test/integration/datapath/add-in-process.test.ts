@@ -10,6 +10,7 @@ import { spooledDelsIn } from '../../../pkg/agent/spool-drain.ts';
 import { CniCode, CniError } from '../../../pkg/cni/errors.ts';
 import { addAttachment } from '../../../pkg/datapath/add.ts';
 import { BackgroundDeleter } from '../../../pkg/datapath/background-deleter.ts';
+import { delAttachment } from '../../../pkg/datapath/del.ts';
 import { gcAttachments } from '../../../pkg/datapath/gc.ts';
 import { KeyedMutex } from '../../../pkg/datapath/keyed-mutex.ts';
 import { hostVethName } from '../../../pkg/datapath/names.ts';
@@ -267,6 +268,34 @@ describe.skipIf(netnsSkipReason !== undefined)('addAttachment (root, real namesp
     // Its address is free again: the /29's five addresses can all be handed out.
     for (const id of ['n1', 'n2', 'n3', 'n4']) reopened.ipam.allocate({ containerId: id, ifname: 'eth0' });
     expect(reopened.ipam.list()).toHaveLength(5);
+  });
+
+  it('DEL of an attachment whose lease record was quarantined reports the held addresses it frees', async () => {
+    const { host, deps } = setUp(true, ['10.244.1.0/29', 'fd00:10:244:1::/125']);
+    await addAttachment(deps, {
+      containerId: 'torn',
+      ifname: 'eth0',
+      netns: pool.add('p').path,
+      mtu: 1500,
+    });
+    const addresses = deps.ipam.get({ containerId: 'torn', ifname: 'eth0' })!.addresses;
+    expect(addresses).toHaveLength(2);
+    writeFileSync(join(dirs[0]!, 'leases', 'torn@eth0.json'), '{"containerId": "torn", "addr');
+    const reopened: DatapathDeps = {
+      ...deps,
+      ipam: openIpam({ dir: dirs[0]!, ranges: ['10.244.1.0/29', 'fd00:10:244:1::/125'] }),
+    };
+    const key = { containerId: 'torn', ifname: 'eth0' };
+    expect(reopened.ipam.heldKeys()).toEqual([key]);
+    const out = await delAttachment(reopened, key);
+    // What the DEL's log line shows (addresses), and the routes it removed before answering.
+    expect(out).toEqual({ released: addresses, vethScheduled: true });
+    expect(reopened.ipam.heldKeys()).toEqual([]);
+    expect(reopened.ipam.heldAddresses(key)).toEqual([]);
+    await deps.deleter.drain();
+    expect(ipJson<IpLink[]>(host.name, 'link', 'show').map((l) => l.ifname)).not.toContain(
+      hostVethName('torn', 'eth0'),
+    );
   });
 
   it('a spooled DEL comes before a later ADD of the same attachment and is never replayed over it', async () => {
