@@ -3,8 +3,9 @@
  * run of CNI calls or a full pass grows malloc's arenas and V8's heap. malloc returns free pages in
  * the middle of its heap only when asked (malloc_trim), and V8 its free pages only when its memory
  * reducer gets round to it, seconds later. At 5,000 kubelet-sized Nodes and 100 pods
- * (bench/footprint.ts, 90 s, one run each): RSS max 104.9 MB and 100.2 at the end without; 95.9 / 92.2
- * with the trim alone; 91.8 / 90.6 with the collection too, at the same CPU (0.72-0.78 % of a core).
+ * (bench/footprint.ts, 2 minutes, two runs each, alternating with the commit before): max RSS 101.4
+ * and 102.9 MB -> 92.0 and 92.1; CPU 0.64 and 0.77 % of a core -> 0.72 and 0.78. The trim alone
+ * (90 s, one run) reached 95.9 MB.
  *
  * After `idleMs` without work the tidy trims malloc (well under a millisecond), at most once per
  * `minIntervalMs`. The full collection, which compacts and blocks the JS thread for tens of
