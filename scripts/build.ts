@@ -69,10 +69,8 @@ writeFileSync(join(dist, 'version.json'), `${JSON.stringify({ version })}\n`);
  * CollectionBarrier::AwaitCollectionBackground under BaselineCompiler::Build), 0 in 800 with the flag;
  * every exit of the agent and of its operator commands takes the same path. Maglev's concurrent jobs
  * would be the other way in, and --no-maglev keeps it shut.
- * --expose-gc: the global gc(), which the agent calls with flavor 'last-resort' (the compacting
- * collection that also hands V8's free pages back) once a burst of work is over (pkg/agent/idle-tidy.ts,
- * the trade measured there). Without the flag the tidy trims malloc alone.
- * Not used: larger young generations (4, 8, 16 MB: same peak, more CPU), --single-threaded-gc (more
+ * Not used: --expose-gc for a compacting gc() after bursts of work (its 45-57 ms pause held back Node
+ * events, pkg/agent/idle-trim.ts), larger young generations (4, 8, 16 MB: same peak, more CPU), --single-threaded-gc (more
  * RSS), --jitless (87-97 MB without pods, but a resync pass costs twice the CPU and every other path
  * runs interpreted). --max-opt=2 (Maglev kept) was tried before the resync garbage was fixed: it
  * saved ~5 MB between resyncs but not at their peaks, which no longer exist.
@@ -83,7 +81,6 @@ const AGENT_NODE_FLAGS = [
   '--no-opt',
   '--no-maglev',
   '--no-concurrent-sparkplug',
-  '--expose-gc',
 ];
 
 /**

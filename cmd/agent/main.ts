@@ -15,7 +15,7 @@ import {
   installCniBinaries,
   uninstallTrellis,
 } from '../../pkg/agent/host-setup.ts';
-import { IdleTidy } from '../../pkg/agent/idle-tidy.ts';
+import { IdleTrim } from '../../pkg/agent/idle-trim.ts';
 import { needsTable, tableRules } from '../../pkg/agent/table-rules.ts';
 import { errorText } from '../../pkg/error-text.ts';
 import { createK8sClient, K8sError, K8sReason, loadKubeConfig } from '../../pkg/k8s/index.ts';
@@ -42,11 +42,9 @@ import { isVxlanDeviceName } from '../../pkg/vxlan/constants.ts';
 const SUBCOMMANDS = ['run', 'install-cni', 'uninstall'] as const;
 /** The abstract unix socket name that holds one agent per network namespace (pkg/netns lockNetns). */
 const NETNS_LOCK = 'trellis-agent';
-/** Quiet this long after a CNI call or a pass before the memory tidy; at most one tidy per interval. */
-const TIDY_IDLE_MS = 2000;
-const TIDY_MIN_INTERVAL_MS = 10_000;
-/** Resident growth since the last full collection that makes a tidy collect again (4 MB). */
-const TIDY_COLLECT_AFTER_GROWTH = 4e6;
+/** Quiet this long after a CNI call or a pass before malloc_trim; at most one trim per interval. */
+const TRIM_IDLE_MS = 2000;
+const TRIM_MIN_INTERVAL_MS = 10_000;
 
 /** The CNI shim next to this build: dist/bin/trellis (from dist/cmd/agent or from a checkout). */
 function findShim(sourceDir: string): string {
@@ -178,7 +176,7 @@ async function main(argv: string[]): Promise<number> {
     kube,
     log: log.child({ component: 'observe' }),
   });
-  const tidy = idleTidy(log.child({ component: 'memory' }));
+  const trim = idleTrim(log.child({ component: 'memory' }));
   const agent = new Agent(
     config,
     {
@@ -208,7 +206,7 @@ async function main(argv: string[]): Promise<number> {
       kube,
     },
     log,
-    withTidy(observer.hooks(), tidy),
+    withTrim(observer.hooks(), trim),
   );
   observer.attach(agent);
   // The metrics and health listener first: an address that cannot be bound stops the start before the
@@ -243,7 +241,7 @@ async function main(argv: string[]): Promise<number> {
     process.once('SIGINT', () => resolve('SIGINT'));
   });
   log.info({ signal }, 'stopping: finishing in-flight CNI calls; routes, config and rules stay in place');
-  tidy.stop();
+  trim.stop();
   await observer.stop();
   await agent.stop();
   return 0;
@@ -285,51 +283,42 @@ function masqSyncer(log: ReturnType<typeof createLogger>): MasqSyncer {
   return new MasqSyncer(new NftRunner(), writer);
 }
 
-/**
- * Memory back to the kernel after a burst of work (pkg/agent/idle-tidy.ts): V8's full collection when
- * the launcher exposes it (--expose-gc), and malloc_trim.
- */
-function idleTidy(log: ReturnType<typeof createLogger>): IdleTidy {
+/** malloc's free memory back to the kernel after a burst of work (pkg/agent/idle-trim.ts). */
+function idleTrim(log: ReturnType<typeof createLogger>): IdleTrim {
   const mb = (bytes: number) => Math.round(bytes / 1e5) / 10;
-  const gc = (globalThis as { gc?: (options: object) => void }).gc;
-  return new IdleTidy({
-    actions: {
-      // 'last-resort': the collection that also compacts and hands V8's free pages back (a plain
-      // gc() frees objects but leaves the pages resident until the memory reducer runs).
-      collectGarbage:
-        gc === undefined ? undefined : () => gc({ type: 'major', execution: 'sync', flavor: 'last-resort' }),
-      trimMalloc,
-    },
-    idleMs: TIDY_IDLE_MS,
-    minIntervalMs: TIDY_MIN_INTERVAL_MS,
-    collectAfterGrowth: TIDY_COLLECT_AFTER_GROWTH,
+  return new IdleTrim({
+    trim: trimMalloc,
+    idleMs: TRIM_IDLE_MS,
+    minIntervalMs: TRIM_MIN_INTERVAL_MS,
     rss: () => process.memoryUsage.rss(),
-    onTidy: (o) =>
+    onTrim: (o) =>
       log.debug(
         {
-          collected: o.collected,
           durationMs: Math.round(o.durationMs * 100) / 100,
           rssMbBefore: mb(o.rssBefore),
           rssMbAfter: mb(o.rssAfter),
         },
-        'memory tidied after a burst of work',
+        'malloc trimmed after a burst of work',
       ),
     onError: (err) =>
-      log.warn({ error: errorText(err) }, 'could not hand memory back to the kernel; not trying again'),
+      log.warn(
+        { error: errorText(err) },
+        'could not hand malloc memory back to the kernel; not trying again',
+      ),
   });
 }
 
-/** The agent's hooks, each CNI call and pass also counted as work for the tidy. */
-function withTidy(hooks: AgentHooks, tidy: IdleTidy): AgentHooks {
+/** The agent's hooks, each CNI call and pass also counted as work for the trim. */
+function withTrim(hooks: AgentHooks, trim: IdleTrim): AgentHooks {
   return {
     ...hooks,
     onCniCall: (record) => {
       hooks.onCniCall?.(record);
-      tidy.noteWork();
+      trim.noteWork();
     },
     onPass: (outcome) => {
       hooks.onPass?.(outcome);
-      tidy.noteWork();
+      trim.noteWork();
     },
   };
 }

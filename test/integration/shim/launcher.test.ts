@@ -40,15 +40,13 @@ describe.skipIf(skip !== undefined)(`agent launcher${skip ? ` (skipped: ${skip})
         }).stdout,
       );
     const [flags, arenas] = probe({});
-    expect(flags.slice(0, 6)).toEqual([
+    expect(flags.slice(0, 5)).toEqual([
       '--max-semi-space-size=1',
       '--optimize-for-size',
       '--no-opt',
       '--no-maglev',
       // An exit could deadlock with a Sparkplug job on a worker (scripts/build.ts says how it was found).
       '--no-concurrent-sparkplug',
-      // V8's compacting collection, for the memory tidy after a burst of work (pkg/agent/idle-tidy.ts).
-      '--expose-gc',
     ]);
     expect(arenas).toBe('2');
     expect(probe({ MALLOC_ARENA_MAX: '4' })[1]).toBe('4');
