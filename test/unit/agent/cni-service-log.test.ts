@@ -25,7 +25,11 @@ function failingDatapath(error: Error): DatapathDeps {
 /** A datapath with nothing in it: DEL finds no lease and no veth, which is success. */
 function emptyDatapath(): DatapathDeps {
   return {
-    ipam: { get: () => undefined, releaseDeferred: () => ({ found: false, durable: Promise.resolve() }) },
+    ipam: {
+      get: () => undefined,
+      heldAddresses: () => [],
+      releaseDeferred: () => ({ found: false, durable: Promise.resolve() }),
+    },
     deleter: { wait: async () => {} },
     host: { getLink: async () => undefined },
     netns: {},
