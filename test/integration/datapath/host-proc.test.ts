@@ -6,6 +6,7 @@ import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { type AgentProcess, removeAgentDir, startAgent } from '../../support/agent-process.ts';
 import { builtSkipReason, runPlugin, SHIM_BINARY } from '../../support/cni-driver.ts';
 import { ip, ipJson, NetnsPool, netnsSkipReason } from '../../support/netns.ts';
+import { within } from '../faults/support.ts';
 import { type AddResult, containerId, V4_CIDR, V6_CIDR } from './harness.ts';
 
 /**
@@ -158,8 +159,10 @@ describe.skipIf(skip !== undefined)(
       expect(
         readdirSync(join(without.stateDir, 'ipam', 'leases')).filter((f) => f.endsWith('.json')),
       ).toEqual([]);
-      const line = without.logs.find((l) => l.verb === 'ADD' && l.containerId === id.slice(0, 12));
-      expect(line).toMatchObject({ code: 102 });
+      // The call's log line is written after the answer (cni-service.ts), so it may still be on its way.
+      const line = () => without.logs.find((l) => l.verb === 'ADD' && l.containerId === id.slice(0, 12));
+      await within(5000, 'the ADD logged', () => line() !== undefined);
+      expect(line()).toMatchObject({ code: 102 });
     });
   },
 );
