@@ -407,11 +407,7 @@ class StoreIpam implements Ipam {
         range: this.#rangeOf(ip.family, ip.value)?.text ?? '',
       });
     }
-    const order = (a: LeasedAddress): number => {
-      const i = this.#ranges.findIndex((r) => r.text === a.range);
-      return i < 0 ? this.#ranges.length : i;
-    };
-    return out.sort((a, b) => order(a) - order(b));
+    return this.#inRangeOrder(out);
   }
 
   restore(key: LeaseKey, addresses: readonly string[], meta: LeaseMeta = {}): Lease {
@@ -495,8 +491,16 @@ class StoreIpam implements Ipam {
         `held address(es) ${dropped.join(', ')} would be dropped (the pod may still use them)`,
       );
     }
-    const order = (a: LeasedAddress): number => this.#ranges.findIndex((r) => r.text === a.range);
-    return wanted.sort((a, b) => order(a) - order(b));
+    return this.#inRangeOrder(wanted);
+  }
+
+  /** Sorted in place by the order of their ranges (an address outside every range last). */
+  #inRangeOrder(addresses: LeasedAddress[]): LeasedAddress[] {
+    const order = (a: LeasedAddress): number => {
+      const i = this.#ranges.findIndex((r) => r.text === a.range);
+      return i < 0 ? this.#ranges.length : i;
+    };
+    return addresses.sort((a, b) => order(a) - order(b));
   }
 
   ranges(): string[] {
