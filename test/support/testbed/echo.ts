@@ -3,10 +3,13 @@
  * address and port it saw; the client sends one datagram and prints the answer.
  *
  *   ip netns exec NS node test/support/testbed/echo.ts serve PORT
- *   ip netns exec NS node test/support/testbed/echo.ts ask HOST PORT   -> {"from":"10.100.0.11","port":40000}
+ *   ip netns exec NS node test/support/testbed/echo.ts ask HOST PORT
+ *     -> {"from":"10.100.0.11","port":40000,"replyFrom":"10.96.0.20","replyPort":53}
  *
  * The server binds one dual-stack socket and prints {"listening":PORT} once bound. The client tries
- * three times (300 ms apart) and exits 1 if no answer came within ~1 s of the last try.
+ * three times (300 ms apart) and exits 1 if no answer came within ~1 s of the last try. Its socket is
+ * unconnected, so it also reports where the answer came from (`replyFrom`, `replyPort`): a reply
+ * that NAT failed to rewrite arrives, but from the wrong address.
  */
 import { createSocket, type RemoteInfo } from 'node:dgram';
 
@@ -35,8 +38,10 @@ if (mode === 'serve' && a !== undefined) {
     tries++;
     sock.send('who am i', Number(b), a);
   };
-  sock.on('message', (msg) => {
-    process.stdout.write(`${msg.toString('utf8')}\n`);
+  sock.on('message', (msg, rinfo) => {
+    const reply = seen(rinfo);
+    const answer = { ...JSON.parse(msg.toString('utf8')), replyFrom: reply.from, replyPort: reply.port };
+    process.stdout.write(`${JSON.stringify(answer)}\n`);
     process.exit(0);
   });
   const timer = setInterval(() => {

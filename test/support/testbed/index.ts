@@ -10,6 +10,7 @@ export * from './report.ts';
 export {
   type AgentMode,
   type DatapathMode,
+  type EchoAnswer,
   type EchoServer,
   POD_NAMESPACE,
   Testbed,

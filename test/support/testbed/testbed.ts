@@ -133,6 +133,14 @@ interface TestbedPodBase extends Omit<PodEndpoint, 'v4' | 'v6'> {
 /** A pod: `v4` and `v6` are its addresses of the cluster's families (from the CNI result). */
 export type TestbedPod<F extends Family = Family> = TestbedPodBase & ByFamily<F>;
 
+/** What the echo server saw (`from`, `port`) and where its answer came from (`replyFrom`, `replyPort`). */
+export interface EchoAnswer {
+  from: string;
+  port: number;
+  replyFrom: string;
+  replyPort: number;
+}
+
 export interface EchoServer {
   readonly ns: string;
   readonly port: number;
@@ -707,8 +715,8 @@ export class Testbed<F extends Family = Family> {
     };
   }
 
-  /** Sends one datagram from a namespace to an echo server; the source address the server saw. */
-  async askEcho(fromNs: string, host: string, port = ECHO_PORT): Promise<{ from: string; port: number }> {
+  /** Sends one datagram from a namespace to an echo server: the source it saw, and the answer's source. */
+  async askEcho(fromNs: string, host: string, port = ECHO_PORT): Promise<EchoAnswer> {
     const { stdout } = await execFileP('ip', [
       'netns',
       'exec',
@@ -719,7 +727,7 @@ export class Testbed<F extends Family = Family> {
       host,
       String(port),
     ]);
-    return JSON.parse(stdout.trim()) as { from: string; port: number };
+    return JSON.parse(stdout.trim()) as EchoAnswer;
   }
 
   // ---- teardown ----
