@@ -18,8 +18,9 @@ import {
 import { IdleTrim } from '../../pkg/agent/idle-trim.ts';
 import { needsTable, tableRules } from '../../pkg/agent/table-rules.ts';
 import { errorText } from '../../pkg/error-text.ts';
+import { readForwardRuleset } from '../../pkg/firewall/index.ts';
 import { createK8sClient, K8sError, K8sReason, loadKubeConfig } from '../../pkg/k8s/index.ts';
-import { MasqSyncer, NftRunner } from '../../pkg/masq/index.ts';
+import { DEFAULT_TABLE, MasqSyncer, NftRunner } from '../../pkg/masq/index.ts';
 import { NftSetWriter } from '../../pkg/netlink/index.ts';
 import {
   createNetlinkEvents,
@@ -203,6 +204,10 @@ async function main(argv: string[]): Promise<number> {
       },
       masq: needsTable(tableRules(config, standalone)) ? masqSyncer(log) : undefined,
       removeMasqLeftovers: () => new NftRunner().deleteTableIfPresent(),
+      readForwardFirewall: (podCIDRs) => {
+        const nft = new NftRunner();
+        return readForwardRuleset((args) => nft.run(args), podCIDRs, DEFAULT_TABLE);
+      },
       kube,
     },
     log,

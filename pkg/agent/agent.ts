@@ -7,6 +7,7 @@ import { KeyedMutex } from '../datapath/keyed-mutex.ts';
 import type { Family, NetlinkEventsPort, NetlinkHandle, NetnsPort, Subscription } from '../datapath/ports.ts';
 import type { DatapathDeps } from '../datapath/types.ts';
 import { errorText } from '../error-text.ts';
+import type { ForwardBlock, ForwardRuleset } from '../firewall/index.ts';
 import { type Ipam, openIpam } from '../ipam/index.ts';
 import type { K8sClient, NodeInformer } from '../k8s/index.ts';
 import type { MasqSyncer } from '../masq/index.ts';
@@ -21,6 +22,7 @@ import { CniServer } from './cni-server.ts';
 import { type CniCallRecord, createCniService } from './cni-service.ts';
 import type { AgentConfig } from './config.ts';
 import { NodeController, type PassOutcome } from './controller.ts';
+import { ForwardFirewallWatch } from './forward-firewall.ts';
 import { enableForwarding, keepForwardingOn, type RouterAdvertisementGuard } from './forwarding.ts';
 import { watchKernel } from './kernel-watch.ts';
 import { collectLeases, removeAttachments } from './lease-collector.ts';
@@ -67,6 +69,11 @@ export interface AgentPorts {
     | undefined;
   /** VXLAN link details and MAC setter (auto and vxlan modes); the host netlink handle's by default. */
   vxlanTool?: VxlanLinkTool;
+  /**
+   * The host firewall's forward chains, read for these pod CIDRs (forward-firewall.ts); without it the
+   * agent does not look.
+   */
+  readForwardFirewall?: (podCIDRs: readonly string[]) => Promise<ForwardRuleset>;
 }
 
 export interface AgentHooks {
@@ -117,6 +124,8 @@ export class Agent {
   /** Follows the MTU of the links the detected pod MTU comes from (absent with --mtu set). */
   private linkMtuWatch: LinkMtuWatch | undefined;
   private linkCarrierWatch: LinkCarrierWatch | undefined;
+  /** Forward chains of the host's own firewall that drop pod traffic; absent without the port. */
+  private forwardFirewall: ForwardFirewallWatch | undefined;
   /** Vouches for STATUS through a restart (pkg/shim/ready-marker.ts); kept fresh once ready. */
   private readyMark: ReadyMark | undefined;
   private overlay: VxlanOverlay | undefined;
@@ -313,6 +322,16 @@ export class Agent {
       log: log.child({ component: 'vxlan' }),
     });
     this.routes = new RouteReconciler({ handle: this.host, mode: config.mode, overlay: this.overlay });
+    const readFirewall = this.ports.readForwardFirewall;
+    if (readFirewall !== undefined && config.firewallCheckMs > 0) {
+      const firewall = new ForwardFirewallWatch({
+        read: readFirewall,
+        log: log.child({ component: 'firewall' }),
+      });
+      this.forwardFirewall = firewall;
+      // The first check runs when the pod CIDRs are known (onRangesSet below), then periodically.
+      this.every(config.firewallCheckMs, () => firewall.check(this.ipam?.ranges() ?? []), false);
+    }
     this.controller = new NodeController({
       nodeName: this.nodeName,
       cluster: this.cluster,
@@ -327,6 +346,7 @@ export class Agent {
       // are rebuilt from the kernel once restore can check addresses against the ranges.
       onRangesSet: (ranges) => {
         enableForwarding(this.ports.netns, ranges, this.raGuard());
+        void this.forwardFirewall?.check(ranges);
         return this.rebuildHeldLeases();
       },
       onSynced: (self, report) => {
@@ -631,6 +651,11 @@ export class Agent {
         };
   }
 
+  /** Forward chains of the host firewall that drop pod traffic, at the last check (metrics). */
+  forwardFirewallBlocks(): readonly ForwardBlock[] {
+    return this.forwardFirewall?.state().blocks ?? [];
+  }
+
   /** Address use per range (the metrics' IPAM gauges). */
   ipamUsage(): AgentSnapshot['ipamUsage'] {
     return this.ipam?.usage() ?? [];
@@ -670,6 +695,7 @@ export class Agent {
         noMasqueradeCIDRs: [...config.noMasqueradeCIDRs],
         ...(this.controller?.masqError === undefined ? {} : { lastError: this.controller.masqError }),
       },
+      ...(this.forwardFirewall === undefined ? {} : { forwardFirewall: this.forwardFirewall.state() }),
     };
   }
 

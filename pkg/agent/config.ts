@@ -51,6 +51,8 @@ export interface AgentConfig {
   /** Drop packets from pods whose source is not the sending pod's own address (--no-source-check: off). */
   sourceCheck: boolean;
   resyncMs: number;
+  /** How often the host firewall's forward chains are read (forward-firewall.ts); 0: never. */
+  firewallCheckMs: number;
   /** `uninstall`: how long to wait for a running agent (its state dir's lock) to stop. */
   uninstallWaitMs: number;
   /**
@@ -72,6 +74,7 @@ export const DEFAULTS = Object.freeze({
   metricsAddr: ':9743',
   logLevel: 'info' as LogLevel,
   resyncMs: 60_000,
+  firewallCheckMs: 60_000,
   // The DaemonSet's terminationGracePeriodSeconds (30) and some: an agent's shutdown ends well inside it.
   uninstallWaitMs: 45_000,
   cniRequestTimeoutMs: 10_000,
@@ -107,6 +110,7 @@ const FLAGS = {
   'no-masquerade': { type: 'boolean' },
   'no-source-check': { type: 'boolean' },
   'resync-seconds': { type: 'string' },
+  'firewall-check-seconds': { type: 'string' },
   'uninstall-wait-seconds': { type: 'string' },
   'cni-request-timeout-ms': { type: 'string' },
 } as const;
@@ -144,6 +148,8 @@ flags (environment variable in brackets):
   --no-masquerade            do not masquerade pod traffic leaving the cluster
   --no-source-check          let pods send with addresses that are not theirs (a pod that routes for others)
   --resync-seconds N         periodic full reconcile (default 60)
+  --firewall-check-seconds N read the host firewall's forward chains this often and log any that drop
+                             pod traffic (at start too; 0: never) (default 60)
   --uninstall-wait-seconds N uninstall: wait this long for a running agent on the node to stop (default 45)
 `;
 
@@ -233,6 +239,8 @@ export function parseAgentConfig(
   const vxlanVni = int(get('vxlan-vni', 'TRELLIS_VXLAN_VNI'), DEFAULTS.vxlanVni, 1, 16_777_215);
   const vxlanPort = int(get('vxlan-port', 'TRELLIS_VXLAN_PORT'), DEFAULTS.vxlanPort, 1, 65_535);
   const resyncMs = int(get('resync-seconds'), DEFAULTS.resyncMs / 1000, 1, 86_400) * 1000;
+  const firewallCheckMs =
+    int(get('firewall-check-seconds'), DEFAULTS.firewallCheckMs / 1000, 0, 86_400) * 1000;
   const uninstallWaitMs = int(get('uninstall-wait-seconds'), DEFAULTS.uninstallWaitMs / 1000, 0, 3600) * 1000;
   const cniRequestTimeoutMs = int(get('cni-request-timeout-ms'), DEFAULTS.cniRequestTimeoutMs, 100, 600_000);
   const metrics = get('metrics-addr', 'TRELLIS_METRICS_ADDR');
@@ -269,6 +277,7 @@ export function parseAgentConfig(
     masquerade: values['no-masquerade'] !== true,
     sourceCheck: values['no-source-check'] !== true,
     resyncMs,
+    firewallCheckMs,
     uninstallWaitMs,
     cniRequestTimeoutMs,
     names: Object.freeze({ metricsAddr: metrics.name, cniSourceDir: cniSource.name }),

@@ -7,6 +7,7 @@ import type { PeerDecision, Problem, RoutingMode } from '../routes/types.ts';
 import type { DeviceState } from '../vxlan/device.ts';
 import type { ClusterView } from './cluster.ts';
 import { toPeerNode } from './controller.ts';
+import type { ForwardFirewallState } from './forward-firewall.ts';
 
 /** The Node watch as the operator sees it. */
 export interface WatchState {
@@ -61,6 +62,8 @@ export interface AgentSnapshot {
     /** Why the nftables table could not be written the last time it was tried; absent once it was. */
     lastError?: string;
   };
+  /** The host firewall's forward chains that drop pod traffic (forward-firewall.ts); absent unchecked. */
+  forwardFirewall?: ForwardFirewallState;
 }
 
 /** Desired inter-node routes (computed now from the node cache) next to what the kernel has. */

@@ -35,6 +35,8 @@ export interface MetricsSource {
   /** The node watch's restart count; undefined in standalone mode (no watch). */
   watchRestarts(): number | undefined;
   ready(): boolean;
+  /** The host firewall's forward chains that drop pod traffic (pkg/firewall); [] when none or unread. */
+  forwardFirewallBlocks?(): readonly { family: 4 | 6; direction: string; chain: string }[];
 }
 
 export type ReclaimReason = 'startup-sweep' | 'api-gc' | 'cni-gc';
@@ -215,6 +217,18 @@ export class AgentMetrics {
         const n = self.source?.watchRestarts() ?? restartsSeen;
         if (n > restartsSeen) this.inc(n - restartsSeen);
         restartsSeen = Math.max(restartsSeen, n);
+      },
+    });
+    new Gauge({
+      name: 'trellis_host_firewall_drops',
+      help: "1 per forward chain of the host's own firewall (iptables FORWARD, firewalld, ufw, Docker) that drops this node's pod traffic, by family and direction (from-pods, to-pods); no series when none does. The agent's log and trellis-agent doctor give the fix.",
+      labelNames: ['family', 'direction', 'chain'],
+      registers,
+      collect() {
+        this.reset();
+        for (const b of self.source?.forwardFirewallBlocks?.() ?? []) {
+          this.set({ family: String(b.family), direction: b.direction, chain: b.chain }, 1);
+        }
       },
     });
     new Gauge({

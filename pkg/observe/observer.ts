@@ -105,6 +105,7 @@ export class AgentObserver {
       watchRestarts: () => agent.watchSample()?.restarts,
       // What the metric says: ADD is served (also from the pod CIDRs remembered while the API is away).
       ready: () => agent.servesAdd(),
+      forwardFirewallBlocks: () => agent.forwardFirewallBlocks(),
     });
   }
 

@@ -3,6 +3,7 @@
  * gathered beforehand (doctor-gather.ts), so each fault is a table row in a unit test. Every problem
  * comes with the fix an operator can apply.
  */
+import { acceptCommand, DOCKER_NOTE, describeBlock } from '../firewall/index.ts';
 import { cidrContains, familyName, familyOfText, parseCidr, parseIp } from '../ip/index.ts';
 import { UNREADABLE_HOLDER } from '../routes/diff.ts';
 import { VXLAN_OVERHEAD } from '../vxlan/constants.ts';
@@ -388,6 +389,40 @@ export function checkMasquerade(f: DoctorFacts): CheckResult {
   return r;
 }
 
+/**
+ * No forward chain of another program's table (iptables' FORWARD, firewalld, ufw, Docker) drops what
+ * this node forwards to or from its pods: one drop there is final, whatever trellis's table accepts.
+ */
+export function checkFirewall(f: DoctorFacts): CheckResult {
+  const r: CheckResult = {
+    name: 'firewall',
+    title: "the host firewall's forward chains let pod traffic through",
+    findings: [],
+  };
+  const skip = needsAgent(f);
+  if (skip !== undefined || !f.agent.ok) return { ...r, skipped: skip };
+  const fw = f.agent.value.status.forwardFirewall;
+  if (fw === undefined)
+    return { ...r, skipped: 'the agent does not check the host firewall (an older version)' };
+  if (fw.checkedAt === undefined) {
+    return {
+      ...r,
+      skipped:
+        fw.error === undefined
+          ? 'the agent has not checked it yet (it does once it has its pod CIDRs)'
+          : `the agent could not read it: ${fw.error}`,
+    };
+  }
+  for (const b of fw.blocks) {
+    const what = b.direction === 'from-pods' ? 'leave this node' : 'reach pods on this node';
+    r.findings.push({
+      problem: `${describeBlock(b)}; IPv${b.family} pod traffic cannot ${what}`,
+      fix: `${acceptCommand(b)} (${DOCKER_NOTE})`,
+    });
+  }
+  return r;
+}
+
 /** The `ip route del` that takes back a route shown as `have` (views.ts describe): a type goes first. */
 function deleteCommand(fam: string, dst: string, have: string): string {
   const blackhole = /^blackhole(?: (proto \d+))?$/.exec(have);
@@ -514,6 +549,7 @@ export const CHECKS = [
   checkRpFilter,
   checkMtu,
   checkMasquerade,
+  checkFirewall,
   checkRoutes,
   checkLeases,
   checkVeths,

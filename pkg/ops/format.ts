@@ -26,6 +26,13 @@ function masqueradeText(m: NonNullable<StatusView['masquerade']>): string {
   return m.noMasqueradeCIDRs.length === 0 ? 'on' : `on (not to ${m.noMasqueradeCIDRs.join(', ')})`;
 }
 
+function firewallText(f: NonNullable<StatusView['forwardFirewall']>): string {
+  if (f.checkedAt === undefined) return f.error === undefined ? 'not checked yet' : `unreadable: ${f.error}`;
+  if (f.blocks.length === 0) return `lets pod traffic through (checked ${f.checkedAt})`;
+  const chains = [...new Set(f.blocks.map((b) => b.chain))];
+  return `DROPS pod traffic in ${chains.join(', ')} (checked ${f.checkedAt}; trellis-agent doctor gives the fix)`;
+}
+
 export function formatStatus(s: StatusView): string {
   const kv: [string, string][] = [
     ['node', s.node],
@@ -44,6 +51,9 @@ export function formatStatus(s: StatusView): string {
       ? []
       : [['TCP MSS clamp', `refused by the kernel: ${s.mssClampRefused}`] as [string, string]]),
     ...(s.masquerade === undefined ? [] : [['masquerade', masqueradeText(s.masquerade)] as [string, string]]),
+    ...(s.forwardFirewall === undefined
+      ? []
+      : [['host firewall', firewallText(s.forwardFirewall)] as [string, string]]),
     ['leases', String(s.leases)],
     ['CNI socket', s.socket],
     ['CNI config', s.cniConfDir],

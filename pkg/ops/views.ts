@@ -3,6 +3,7 @@
  * pure functions. The CLI reads the same types back, so the wire format has one definition.
  */
 import type { AgentRouteState, AgentSnapshot } from '../agent/agent.ts';
+import type { ForwardFirewallState } from '../agent/forward-firewall.ts';
 import type { WatchState } from '../agent/operator-view.ts';
 import { hostVethName } from '../datapath/names.ts';
 import type { LinkInfo, RouteInfo } from '../datapath/ports.ts';
@@ -41,6 +42,8 @@ export interface StatusView {
   mssClamp?: string[];
   /** Why the kernel refused the clamp; absent when it did not. */
   mssClampRefused?: string;
+  /** The host firewall's forward chains that drop pod traffic; absent from older agents. */
+  forwardFirewall?: ForwardFirewallState;
 }
 
 /**
@@ -140,6 +143,7 @@ export function statusView(
     masquerade: s.masquerade,
     ...(s.mssClamp.length === 0 ? {} : { mssClamp: s.mssClamp }),
     ...(s.mssClampRefused === undefined ? {} : { mssClampRefused: s.mssClampRefused }),
+    ...(s.forwardFirewall === undefined ? {} : { forwardFirewall: s.forwardFirewall }),
   };
 }
 

@@ -103,7 +103,7 @@ describe.skipIf(skip !== undefined)(skip === undefined ? title : `${title} (skip
   beforeAll(async () => {
     tb = await Testbed.create({
       segments: [{ nodes: 2 }],
-      agentArgs: ['--resync-seconds', String(RESYNC_S)],
+      agentArgs: ['--resync-seconds', String(RESYNC_S), '--firewall-check-seconds', '1'],
     });
     [n1, n2] = tb.nodes() as [TestbedNode, TestbedNode];
     for (let i = 0; i < 3; i++) pods.push(await tb.addPod(n1.name));
@@ -127,6 +127,7 @@ describe.skipIf(skip !== undefined)(skip === undefined ? title : `${title} (skip
     expect(m.get('trellis_ipam_used', { family: '6', range: n1.plan.podCIDRs[1] })).toBe(3);
     expect(m.get('trellis_ipam_capacity', { family: '4', range: n1.plan.podCIDRs[0] })).toBe(253);
     expect(m.get('trellis_agent_ready')).toBe(1);
+    expect(m.all('trellis_host_firewall_drops')).toEqual([]);
     expect(m.get('trellis_node_watch_restarts_total')).toBe(0);
     // n2 is fully routed in both families: counted, and no per-peer series.
     expect(m.get('trellis_peers', { family: '4', path: 'direct', state: 'ok' })).toBe(1);
@@ -178,6 +179,9 @@ describe.skipIf(skip !== undefined)(skip === undefined ? title : `${title} (skip
     expect(st.doc.watch).toMatchObject({ synced: true, unchangedEvents: expect.any(Number) });
     expect(human.stdout).toMatch(/^node watch:\s+synced, .* lists, \d+ unchanged Node events skipped$/m);
     expect(st.doc.mssClamp).toEqual(['trellis.v4', 'trellis.v6']);
+    // The host's own firewall, read at start: nothing in the test bed drops forwarded traffic.
+    expect(st.doc.forwardFirewall).toMatchObject({ checkedAt: expect.any(String), blocks: [] });
+    expect(human.stdout).toMatch(/^host firewall:\s+lets pod traffic through \(checked \d{4}-/m);
 
     const rt = cliJson<RoutesView>(n1, 'routes');
     expect(rt.code).toBe(0);
@@ -258,6 +262,74 @@ describe.skipIf(skip !== undefined)(skip === undefined ? title : `${title} (skip
       );
     } finally {
       nsSysctl(n1.ns, 'net.ipv4.ip_forward', '1');
+    }
+    expect(doctor(n1).code).toBe(0);
+  });
+
+  it("a host firewall dropping what the node forwards (Docker's FORWARD policy DROP): the log and doctor say where, and their fix lets pods through", async () => {
+    const pod = pods[0]!;
+    const mark = n1.logs.length;
+    const logged = (msg: RegExp) => n1.logs.slice(mark).find((l) => msg.test(String(l.msg)));
+    // iptables-nft by name (Debian's default backend): legacy x_tables rules are invisible to nft.
+    const nftBackend = (tool: string) => `${tool}-nft`;
+    for (const tool of ['iptables', 'ip6tables']) nsExec(n1.ns, nftBackend(tool), ['-P', 'FORWARD', 'DROP']);
+    try {
+      // The real effect first: n1 routes nothing to or from its pods.
+      expect(nsPing(pod.ns, n2.plan.v4)).toBe(false);
+      expect(nsPing(n2.ns, pod.v6)).toBe(false);
+      const warning = await until(
+        'the firewall warning',
+        10_000,
+        () => logged(/^the host firewall drops pod traffic this node forwards/),
+        (l) => l !== undefined,
+      );
+      const [v4, v6] = n1.plan.podCIDRs;
+      expect(warning).toMatchObject({
+        level: 'warn',
+        blocked: [
+          `ip filter FORWARD drops IPv4 packets from pods (${v4}): policy drop`,
+          `ip filter FORWARD drops IPv4 packets to pods (${v4}): policy drop`,
+          `ip6 filter FORWARD drops IPv6 packets from pods (${v6}): policy drop`,
+          `ip6 filter FORWARD drops IPv6 packets to pods (${v6}): policy drop`,
+        ],
+      });
+      const drops = parseExposition(curl(n1, '/metrics').body);
+      expect(
+        drops.get('trellis_host_firewall_drops', {
+          family: '6',
+          direction: 'to-pods',
+          chain: 'ip6 filter FORWARD',
+        }),
+      ).toBe(1);
+      expect(drops.all('trellis_host_firewall_drops')).toHaveLength(4);
+      expect(cli(n1, 'status', '--socket', n1.agent!.socket).stdout).toMatch(
+        /^host firewall:\s+DROPS pod traffic in ip filter FORWARD, ip6 filter FORWARD \(checked /m,
+      );
+      const d = doctor(n1);
+      expect(d.code).toBe(1);
+      expect(findings(d.report, 'firewall')).toHaveLength(4);
+      expect(findings(d.report, 'firewall')[0]).toMatch(
+        /^ip filter FORWARD drops IPv4 packets from pods .*: policy drop; IPv4 pod traffic cannot leave this node \| fix: iptables -I FORWARD -s /,
+      );
+      // The fix the log line gives, as an operator would paste it.
+      for (const command of warning!.fix as string[]) {
+        const [tool, ...args] = command.split(' ');
+        nsExec(n1.ns, nftBackend(tool!), args);
+      }
+      expect(nsPing(pod.ns, n2.plan.v4)).toBe(true);
+      expect(nsPing(n2.ns, pod.v6)).toBe(true);
+      await until(
+        'the all-clear',
+        10_000,
+        () => logged(/^the host firewall no longer drops pod traffic/),
+        (l) => l !== undefined,
+      );
+      expect(findings(doctor(n1).report, 'firewall')).toEqual([]);
+    } finally {
+      for (const tool of ['iptables', 'ip6tables']) {
+        nsExec(n1.ns, nftBackend(tool), ['-P', 'FORWARD', 'ACCEPT']);
+        nsExec(n1.ns, nftBackend(tool), ['-F', 'FORWARD']);
+      }
     }
     expect(doctor(n1).code).toBe(0);
   });

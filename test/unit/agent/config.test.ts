@@ -60,6 +60,7 @@ describe('parseAgentConfig', () => {
     ['--vxlan-vni', '0x10'],
     ['--vxlan-port', '8472.0'],
     ['--resync-seconds', '6e1'],
+    ['--firewall-check-seconds', '1.5'],
     ['--cni-request-timeout-ms', '0b1111101000'],
   ])('%s %j: integers are decimal digits only, and the message names the flag', (flag, raw) => {
     const argv = ['--pod-cidr', '10.244.1.0/24', flag, raw];
@@ -103,6 +104,13 @@ describe('parseAgentConfig', () => {
       vxlanVni: 77,
     });
     expect(parseAgentConfig(['--resync-seconds', '5'], env).resyncMs).toBe(5000);
+  });
+
+  it('reads the host firewall every 60 s by default; --firewall-check-seconds 0 turns that off', () => {
+    const env = { NODE_NAME: 'n' };
+    expect(parseAgentConfig([], env).firewallCheckMs).toBe(60_000);
+    expect(parseAgentConfig(['--firewall-check-seconds', '0'], env).firewallCheckMs).toBe(0);
+    expect(parseAgentConfig(['--firewall-check-seconds', '5'], env).firewallCheckMs).toBe(5000);
   });
 
   it.each([

@@ -39,6 +39,15 @@ function fakeAgent(state: { reason: string | undefined }): Agent {
     snapshot,
     watchSample: () => snapshot().watch,
     ipamUsage: () => snapshot().ipamUsage,
+    forwardFirewallBlocks: () => [
+      {
+        family: 4,
+        podCIDR: '10.244.1.0/24',
+        direction: 'to-pods',
+        chain: 'ip filter FORWARD',
+        by: 'policy drop',
+      },
+    ],
     routeState: async () => undefined,
   } as unknown as Agent;
 }
@@ -202,6 +211,9 @@ describe('AgentObserver', () => {
     expect(m.get('trellis_cni_calls_total', { verb: 'GC', outcome: 'ok' })).toBe(1);
     expect(m.get('trellis_ipam_used', { family: '4' })).toBe(4);
     expect(m.get('trellis_node_watch_restarts_total')).toBe(1);
+    expect(
+      m.get('trellis_host_firewall_drops', { family: '4', direction: 'to-pods', chain: 'ip filter FORWARD' }),
+    ).toBe(1);
     expect(m.get('trellis_peer_route_broken', { peer: 'n2', path: 'unreachable' })).toBe(1);
     expect(m.get('trellis_peers', { path: 'unreachable', state: 'broken' })).toBe(1);
 

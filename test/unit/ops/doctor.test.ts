@@ -30,6 +30,7 @@ const status: StatusView = {
   leases: 1,
   ipam: [],
   masquerade: { enabled: true, noMasqueradeCIDRs: [] },
+  forwardFirewall: { checkedAt: '2026-12-01T10:00:00.000Z', blocks: [] },
 };
 
 const okRoute: RouteRow = {
@@ -566,6 +567,39 @@ describe('doctor', () => {
     ]);
     agentValue(f).status.masquerade = { enabled: false, noMasqueradeCIDRs: [] };
     expect(check().findings).toEqual([]);
+  });
+
+  it("a forward chain of the host's firewall that drops pod traffic is a finding, with the accept rule to add", () => {
+    const f = healthy();
+    agentValue(f).status.forwardFirewall = {
+      checkedAt: '2026-12-01T10:00:00.000Z',
+      blocks: [
+        {
+          family: 4,
+          podCIDR: '10.244.1.0/24',
+          direction: 'to-pods',
+          chain: 'ip filter FORWARD',
+          by: 'policy drop',
+        },
+      ],
+    };
+    const r = runDoctor(f);
+    expect(r.ok).toBe(false);
+    const check = r.checks.find((c) => c.name === 'firewall')!;
+    expect(check.findings).toHaveLength(1);
+    expect(check.findings[0]!.problem).toBe(
+      'ip filter FORWARD drops IPv4 packets to pods (10.244.1.0/24): policy drop; IPv4 pod traffic cannot reach pods on this node',
+    );
+    expect(check.findings[0]!.fix).toMatch(
+      /^iptables -I FORWARD -d 10\.244\.1\.0\/24 -j ACCEPT \(on a Docker host .*DOCKER-USER/,
+    );
+    // Not read yet, unreadable, or an agent that does not look: skipped with the reason, never a pass.
+    agentValue(f).status.forwardFirewall = { blocks: [], error: 'nft: not found' };
+    expect(runDoctor(f).checks.find((c) => c.name === 'firewall')!.skipped).toBe(
+      'the agent could not read it: nft: not found',
+    );
+    delete agentValue(f).status.forwardFirewall;
+    expect(runDoctor(f).checks.find((c) => c.name === 'firewall')!.skipped).toMatch(/older version/);
   });
 
   it('skips the routes check while the agent has no list of Nodes: no route of ours is called stale', () => {

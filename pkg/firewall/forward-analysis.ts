@@ -1,0 +1,203 @@
+/**
+ * Does the host's own firewall let this node forward its pods' traffic? A packet the node routes to
+ * or from a pod passes every base chain at the forward hook, and one drop in any of them is final: an
+ * accept in trellis's table cannot undo Docker's `FORWARD` policy DROP, ufw's or firewalld's reject.
+ * So each such chain is walked for the two kinds of packets that matter, from the node's pods (source
+ * in a pod CIDR, in through a `trl*` veth) and to them (destination in a pod CIDR, out through one),
+ * per family: the first rule that certainly applies and decides (accept, drop, reject, or a jump whose
+ * chain decides) settles it; rules whose match this cannot judge (conntrack state, marks, sets) are
+ * passed over, as if they did not match; falling off the end is the policy. A chain that drops either
+ * kind is reported with the rule or policy that does it.
+ *
+ * Deliberately narrow: it recognises the matches an operator writes to let pods through (source or
+ * destination prefix, `iifname`/`oifname "trl*"`, `meta nfproto`), never guesses at the others, and
+ * calls a chain that hands packets to user space (`queue`) or jumps to a chain it did not read
+ * undecided rather than blocking.
+ */
+import { type Cidr, cidrsOverlap, parseCidr } from '../ip/index.ts';
+import {
+  type BaseChain,
+  type ChainRef,
+  chainKey,
+  type ForwardRuleset,
+  jumpTarget,
+  type Rule,
+} from './ruleset.ts';
+
+export type Direction = 'from-pods' | 'to-pods';
+
+/** What one walk asks: packets of `family` from or to the node's pod CIDR `podCIDR`. */
+export interface PacketKind {
+  family: 4 | 6;
+  podCIDR: string;
+  direction: Direction;
+}
+
+export interface ForwardBlock extends PacketKind {
+  /** The base chain, as `nft list chain` names it: "ip filter FORWARD". */
+  chain: string;
+  /** "policy drop", or the rule: "rule 12 in ip filter DOCKER-USER: reject". */
+  by: string;
+}
+
+type Match = 'always' | 'never' | 'maybe';
+
+/** Statements that neither filter nor decide. */
+const NEUTRAL = new Set(['counter', 'log', 'mangle']);
+const VERDICTS = new Set(['accept', 'drop', 'reject', 'jump', 'goto', 'return', 'continue', 'queue']);
+
+/** nft's wildcard interface names end in `*`; "trl*" covers every trellis host veth. */
+function ifnameMatch(pattern: unknown): Match {
+  if (typeof pattern !== 'string') return 'maybe';
+  if (pattern === '*') return 'always';
+  const fixed = pattern.endsWith('*') ? pattern.slice(0, -1) : undefined;
+  if (fixed !== undefined && 'trl'.startsWith(fixed)) return 'always';
+  // One pod's veth, or some of them ("trl3*"): not every pod.
+  return (fixed ?? pattern).startsWith('trl') ? 'maybe' : 'never';
+}
+
+function prefixOf(right: unknown): string | undefined {
+  if (typeof right === 'string')
+    return right.includes('/') ? right : `${right}/${right.includes(':') ? 128 : 32}`;
+  const p = (right as { prefix?: { addr?: unknown; len?: unknown } } | null)?.prefix;
+  if (p !== undefined && typeof p.addr === 'string' && typeof p.len === 'number') return `${p.addr}/${p.len}`;
+  return undefined;
+}
+
+/** `outer` holds all of `inner`. */
+function covers(outer: Cidr, inner: Cidr): boolean {
+  return outer.prefixLen <= inner.prefixLen && cidrsOverlap(outer, inner);
+}
+
+function matchExpr(m: Record<string, unknown>, kind: PacketKind): Match {
+  const op = m.op;
+  const left = m.left as Record<string, Record<string, unknown>> | undefined;
+  if (left === undefined) return 'maybe';
+  const positive = op === '==';
+  const negative = op === '!=';
+  if (!positive && !negative) return 'maybe';
+  const invert = (x: Match): Match => (!negative || x === 'maybe' ? x : x === 'always' ? 'never' : 'always');
+  if (left.payload !== undefined) {
+    const { protocol, field } = left.payload;
+    if (protocol !== 'ip' && protocol !== 'ip6') return 'maybe';
+    if ((protocol === 'ip') !== (kind.family === 4)) return 'never';
+    const ours = kind.direction === 'from-pods' ? 'saddr' : 'daddr';
+    if (field !== ours) return 'maybe';
+    const text = prefixOf(m.right);
+    const cidr = text === undefined ? undefined : parseCidr(text, { strict: false });
+    const pods = parseCidr(kind.podCIDR, { strict: false });
+    if (cidr === undefined || pods === undefined) return 'maybe';
+    if (covers(cidr, pods)) return invert('always');
+    return cidrsOverlap(cidr, pods) ? 'maybe' : invert('never');
+  }
+  if (left.meta !== undefined) {
+    const key = left.meta.key;
+    if (key === 'nfproto') {
+      const want = kind.family === 4 ? 'ipv4' : 'ipv6';
+      return m.right === want ? invert('always') : typeof m.right === 'string' ? invert('never') : 'maybe';
+    }
+    const ours = kind.direction === 'from-pods' ? 'iifname' : 'oifname';
+    if (key === ours) return invert(ifnameMatch(m.right));
+  }
+  return 'maybe';
+}
+
+/** Whether a rule's matches certainly hold for `kind` (statements and verdicts aside). */
+export function ruleMatches(rule: Rule, kind: PacketKind): Match {
+  let result: Match = 'always';
+  for (const e of rule.expr) {
+    const [key] = Object.keys(e);
+    if (key === undefined || NEUTRAL.has(key) || VERDICTS.has(key)) continue;
+    const m = key === 'match' ? matchExpr(e.match as Record<string, unknown>, kind) : 'maybe';
+    if (m === 'never') return 'never';
+    if (m === 'maybe') result = 'maybe';
+  }
+  return result;
+}
+
+function verdictOf(rule: Rule): string | undefined {
+  let v: string | undefined;
+  for (const e of rule.expr) {
+    const [key] = Object.keys(e);
+    if (key !== undefined && VERDICTS.has(key)) v = key;
+  }
+  return v;
+}
+
+type Outcome =
+  | { kind: 'accept' }
+  | { kind: 'drop'; by: string }
+  | { kind: 'undecided' }
+  /** Fell off the end or returned: the caller goes on. */
+  | { kind: 'next' };
+
+const MAX_DEPTH = 16;
+
+function walk(rs: ForwardRuleset, chain: ChainRef, kind: PacketKind, depth: number): Outcome {
+  const rules = rs.rules.get(chainKey(chain));
+  if (rules === undefined || depth > MAX_DEPTH) return { kind: 'undecided' };
+  for (const rule of rules) {
+    if (ruleMatches(rule, kind) !== 'always') continue;
+    const v = verdictOf(rule);
+    switch (v) {
+      case undefined:
+      case 'continue':
+        continue;
+      case 'accept':
+        return { kind: 'accept' };
+      case 'drop':
+      case 'reject':
+        return { kind: 'drop', by: `rule ${rule.handle} in ${chainKey(chain)}: ${v}` };
+      case 'return':
+        return { kind: 'next' };
+      case 'queue':
+        return { kind: 'undecided' };
+      case 'jump':
+      case 'goto': {
+        const target = jumpTarget(rule);
+        if (target === undefined) return { kind: 'undecided' };
+        const r = walk(rs, { ...chain, name: target }, kind, depth + 1);
+        if (r.kind !== 'next') return r;
+        if (v === 'goto') return { kind: 'next' };
+        continue;
+      }
+      default:
+        return { kind: 'undecided' };
+    }
+  }
+  return { kind: 'next' };
+}
+
+function applies(chain: BaseChain, family: 4 | 6): boolean {
+  return chain.family === 'inet' || (chain.family === 'ip') === (family === 4);
+}
+
+/** Every (base chain, packet kind) the host's firewall drops, for the node's pod CIDRs. */
+export function forwardBlocks(rs: ForwardRuleset, podCIDRs: readonly string[]): ForwardBlock[] {
+  const blocks: ForwardBlock[] = [];
+  for (const podCIDR of podCIDRs) {
+    const family = podCIDR.includes(':') ? 6 : 4;
+    for (const chain of rs.baseChains) {
+      if (!applies(chain, family)) continue;
+      for (const direction of ['from-pods', 'to-pods'] as const) {
+        const kind = { family, podCIDR, direction } as const;
+        const r = walk(rs, chain, kind, 0);
+        const by =
+          r.kind === 'drop' ? r.by : r.kind === 'next' && chain.policy === 'drop' ? 'policy drop' : undefined;
+        if (by !== undefined) blocks.push({ ...kind, chain: chainKey(chain), by });
+      }
+    }
+  }
+  return blocks;
+}
+
+/** All packet kinds a rule is weighed for: the reader follows a jump that certainly applies to one. */
+export function packetKinds(podCIDRs: readonly string[]): PacketKind[] {
+  return podCIDRs.flatMap((podCIDR) =>
+    (['from-pods', 'to-pods'] as const).map((direction) => ({
+      family: podCIDR.includes(':') ? (6 as const) : (4 as const),
+      podCIDR,
+      direction,
+    })),
+  );
+}

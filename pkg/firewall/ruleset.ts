@@ -1,0 +1,96 @@
+/**
+ * The part of the host's nftables ruleset that decides whether the node forwards pod traffic: the
+ * base chains at the forward hook (other programs' tables: iptables-nft's `ip filter`, firewalld,
+ * Docker) and the regular chains they jump to, as `nft -j` prints them. Plain data; parsing only.
+ */
+
+/** nftables address families whose forward hook sees routed IP packets. */
+export type ForwardFamily = 'ip' | 'ip6' | 'inet';
+
+export interface ChainRef {
+  family: ForwardFamily;
+  table: string;
+  name: string;
+}
+
+export interface BaseChain extends ChainRef {
+  /** The verdict for packets no rule decided. */
+  policy: 'accept' | 'drop';
+  prio: number;
+}
+
+/** One rule's expressions, as `nft -j` gives them (objects with one key each). */
+export interface Rule {
+  handle: number;
+  expr: Record<string, unknown>[];
+}
+
+export interface ForwardRuleset {
+  baseChains: BaseChain[];
+  /** chainKey() -> its rules, for the base chains and every chain fetched for a jump. */
+  rules: Map<string, Rule[]>;
+}
+
+export function chainKey(c: ChainRef): string {
+  return `${c.family} ${c.table} ${c.name}`;
+}
+
+const FAMILIES = new Set<string>(['ip', 'ip6', 'inet']);
+
+function items(json: string, what: string): Record<string, unknown>[] {
+  let parsed: unknown;
+  try {
+    parsed = JSON.parse(json);
+  } catch (err) {
+    throw new Error(`${what}: nft printed no JSON (${(err as Error).message})`);
+  }
+  const list = (parsed as { nftables?: unknown }).nftables;
+  if (!Array.isArray(list)) throw new Error(`${what}: nft's JSON has no "nftables" array`);
+  return list.filter((x): x is Record<string, unknown> => typeof x === 'object' && x !== null);
+}
+
+/**
+ * The forward-hook base chains in `nft -j list chains` output, except those of `ownTable` (trellis's
+ * own, `inet trellis`: it accepts everything it does not drop on purpose).
+ */
+export function parseForwardBaseChains(json: string, ownTable: ChainRef['table']): BaseChain[] {
+  const out: BaseChain[] = [];
+  for (const item of items(json, 'nft list chains')) {
+    const c = item.chain as Record<string, unknown> | undefined;
+    if (c === undefined || c.hook !== 'forward') continue;
+    const family = String(c.family);
+    if (!FAMILIES.has(family)) continue;
+    if (family === 'inet' && c.table === ownTable) continue;
+    out.push({
+      family: family as ForwardFamily,
+      table: String(c.table),
+      name: String(c.name),
+      policy: c.policy === 'drop' ? 'drop' : 'accept',
+      prio: typeof c.prio === 'number' ? c.prio : 0,
+    });
+  }
+  return out;
+}
+
+/** The rules in `nft -j list chain FAMILY TABLE NAME` output. */
+export function parseChainRules(json: string, chain: ChainRef): Rule[] {
+  const out: Rule[] = [];
+  for (const item of items(json, `nft list chain ${chainKey(chain)}`)) {
+    const r = item.rule as Record<string, unknown> | undefined;
+    if (r === undefined || !Array.isArray(r.expr)) continue;
+    out.push({
+      handle: typeof r.handle === 'number' ? r.handle : 0,
+      expr: r.expr.filter((e): e is Record<string, unknown> => typeof e === 'object' && e !== null),
+    });
+  }
+  return out;
+}
+
+/** The chains a rule jumps or goes to (the target is in the rule's own table). */
+export function jumpTarget(rule: Rule): string | undefined {
+  for (const e of rule.expr) {
+    const j = (e.jump ?? e.goto) as { target?: unknown } | undefined;
+    if (j !== undefined && typeof j.target === 'string') return j.target;
+  }
+  return undefined;
+}

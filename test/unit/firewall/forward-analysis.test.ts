@@ -1,0 +1,300 @@
+import { describe, expect, it } from 'vitest';
+import {
+  acceptCommand,
+  type BaseChain,
+  chainKey,
+  type ForwardBlock,
+  type ForwardRuleset,
+  forwardBlocks,
+  parseChainRules,
+  parseForwardBaseChains,
+  type Rule,
+} from '../../../pkg/firewall/index.ts';
+
+/** Expressions as `nft -j` prints them (iptables-nft's rules included). */
+const counter = { counter: { packets: 0, bytes: 0 } };
+const accept = { accept: null };
+const drop = { drop: null };
+const reject = { reject: null };
+const jump = (target: string) => ({ jump: { target } });
+const goto = (target: string) => ({ goto: { target } });
+const ret = { return: null };
+const addr = (protocol: 'ip' | 'ip6', field: 'saddr' | 'daddr', cidr: string, op = '==') => {
+  const [a, len] = cidr.split('/');
+  return {
+    match: {
+      op,
+      left: { payload: { protocol, field } },
+      right: len === undefined ? a : { prefix: { addr: a, len: Number(len) } },
+    },
+  };
+};
+const ifname = (key: 'iifname' | 'oifname', name: string) => ({
+  match: { op: '==', left: { meta: { key } }, right: name },
+});
+const conntrack = { xt: { type: 'match', name: 'conntrack' } };
+
+const V4 = '10.244.1.0/24';
+const V6 = 'fd00:10:244:1::/64';
+
+function ruleset(base: BaseChain[], chains: Record<string, Record<string, unknown>[][]>): ForwardRuleset {
+  const rules = new Map<string, Rule[]>();
+  for (const [key, list] of Object.entries(chains)) {
+    rules.set(
+      key,
+      list.map((expr, i) => ({ handle: i + 1, expr })),
+    );
+  }
+  return { baseChains: base, rules };
+}
+
+const ipFilterForward = (policy: 'accept' | 'drop'): BaseChain => ({
+  family: 'ip',
+  table: 'filter',
+  name: 'FORWARD',
+  policy,
+  prio: 0,
+});
+
+function summary(blocks: ForwardBlock[]): string[] {
+  return blocks.map((b) => `${b.family} ${b.direction} ${b.chain}: ${b.by}`);
+}
+
+describe('forwardBlocks: which forward chains of the host firewall drop pod traffic', () => {
+  it("Docker's FORWARD policy DROP with an empty DOCKER-USER drops IPv4 both ways, and leaves IPv6 alone", () => {
+    const rs = ruleset([ipFilterForward('drop')], {
+      'ip filter FORWARD': [
+        [counter, jump('DOCKER-USER')],
+        [ifname('oifname', 'docker0'), conntrack, counter, accept],
+      ],
+      'ip filter DOCKER-USER': [[counter, ret]],
+    });
+    expect(summary(forwardBlocks(rs, [V4, V6]))).toEqual([
+      '4 from-pods ip filter FORWARD: policy drop',
+      '4 to-pods ip filter FORWARD: policy drop',
+    ]);
+  });
+
+  it('accepting the pod CIDR (or a cluster CIDR holding it) both ways in DOCKER-USER lets both through', () => {
+    const rs = ruleset([ipFilterForward('drop')], {
+      'ip filter FORWARD': [[counter, jump('DOCKER-USER')]],
+      'ip filter DOCKER-USER': [
+        [addr('ip', 'saddr', '10.244.0.0/16'), counter, accept],
+        [addr('ip', 'daddr', V4), counter, accept],
+        [counter, ret],
+      ],
+    });
+    expect(forwardBlocks(rs, [V4])).toEqual([]);
+  });
+
+  it('accepting only the source lets pods out but nothing in', () => {
+    const rs = ruleset([ipFilterForward('drop')], {
+      'ip filter FORWARD': [[addr('ip', 'saddr', V4), accept]],
+    });
+    expect(summary(forwardBlocks(rs, [V4]))).toEqual(['4 to-pods ip filter FORWARD: policy drop']);
+  });
+
+  it('`-i trl+ -j ACCEPT` and `-o trl+ -j ACCEPT` (iifname/oifname "trl*") cover every pod', () => {
+    const rs = ruleset([ipFilterForward('drop')], {
+      'ip filter FORWARD': [
+        [ifname('iifname', 'trl*'), counter, accept],
+        [ifname('oifname', 'trl*'), counter, accept],
+      ],
+    });
+    expect(forwardBlocks(rs, [V4])).toEqual([]);
+    const one = ruleset([ipFilterForward('drop')], {
+      'ip filter FORWARD': [
+        [ifname('iifname', 'trl3f9c0aa1b2c3'), accept],
+        [ifname('oifname', 'eth0'), accept],
+      ],
+    });
+    expect(summary(forwardBlocks(one, [V4]))).toEqual([
+      '4 from-pods ip filter FORWARD: policy drop',
+      '4 to-pods ip filter FORWARD: policy drop',
+    ]);
+  });
+
+  it('a match it cannot judge (conntrack state) is passed over: new connections still meet the policy', () => {
+    const rs = ruleset([ipFilterForward('drop')], {
+      'ip filter FORWARD': [[conntrack, counter, accept]],
+    });
+    expect(forwardBlocks(rs, [V4])).toHaveLength(2);
+  });
+
+  it("firewalld's inet chain: policy accept, a final reject: both families, unless an earlier rule accepts", () => {
+    const base: BaseChain = {
+      family: 'inet',
+      table: 'firewalld',
+      name: 'filter_FORWARD',
+      policy: 'accept',
+      prio: 10,
+    };
+    const rs = ruleset([base], {
+      'inet firewalld filter_FORWARD': [[conntrack, accept], [reject]],
+    });
+    expect(summary(forwardBlocks(rs, [V4, V6]))).toEqual([
+      '4 from-pods inet firewalld filter_FORWARD: rule 2 in inet firewalld filter_FORWARD: reject',
+      '4 to-pods inet firewalld filter_FORWARD: rule 2 in inet firewalld filter_FORWARD: reject',
+      '6 from-pods inet firewalld filter_FORWARD: rule 2 in inet firewalld filter_FORWARD: reject',
+      '6 to-pods inet firewalld filter_FORWARD: rule 2 in inet firewalld filter_FORWARD: reject',
+    ]);
+    const trusted = ruleset([base], {
+      'inet firewalld filter_FORWARD': [
+        [ifname('iifname', 'trl*'), accept],
+        [addr('ip6', 'daddr', 'fd00:10:244::/48'), accept],
+        [reject],
+      ],
+    });
+    expect(summary(forwardBlocks(trusted, [V4, V6]))).toEqual([
+      '4 to-pods inet firewalld filter_FORWARD: rule 3 in inet firewalld filter_FORWARD: reject',
+    ]);
+  });
+
+  it('a drop for other addresses or the other family does not count; one for a block holding the pods does', () => {
+    const base = ipFilterForward('accept');
+    const others = ruleset([base], {
+      'ip filter FORWARD': [
+        [addr('ip', 'saddr', '192.168.0.0/16'), drop],
+        [addr('ip6', 'saddr', '::/0'), drop],
+        [addr('ip', 'saddr', V4, '!='), drop],
+      ],
+    });
+    expect(forwardBlocks(others, [V4])).toEqual([]);
+    const wide = ruleset([base], {
+      'ip filter FORWARD': [[addr('ip', 'daddr', '10.0.0.0/8'), counter, drop]],
+    });
+    expect(summary(forwardBlocks(wide, [V4]))).toEqual([
+      '4 to-pods ip filter FORWARD: rule 1 in ip filter FORWARD: drop',
+    ]);
+    // Part of the pods only (one address): it cannot say, so it does not claim a block.
+    const some = ruleset([base], { 'ip filter FORWARD': [[addr('ip', 'daddr', '10.244.1.7'), drop]] });
+    expect(forwardBlocks(some, [V4])).toEqual([]);
+  });
+
+  it('goto: the end of the target chain ends the caller too, so the policy decides', () => {
+    const rs = ruleset([ipFilterForward('drop')], {
+      'ip filter FORWARD': [[goto('CHECKS')], [accept]],
+      'ip filter CHECKS': [[addr('ip', 'saddr', '192.0.2.0/24'), accept]],
+    });
+    expect(forwardBlocks(rs, [V4])).toHaveLength(2);
+    const jumped = ruleset([ipFilterForward('drop')], {
+      'ip filter FORWARD': [[jump('CHECKS')], [accept]],
+      'ip filter CHECKS': [[addr('ip', 'saddr', '192.0.2.0/24'), accept]],
+    });
+    expect(forwardBlocks(jumped, [V4])).toEqual([]);
+  });
+
+  it('hands to user space (queue) or into a chain it did not read: undecided, not a block', () => {
+    const queued = ruleset([ipFilterForward('drop')], { 'ip filter FORWARD': [[{ queue: { num: 100 } }]] });
+    expect(forwardBlocks(queued, [V4])).toEqual([]);
+    const unread = ruleset([ipFilterForward('drop')], { 'ip filter FORWARD': [[jump('ELSEWHERE')]] });
+    expect(forwardBlocks(unread, [V4])).toEqual([]);
+    const cycle = ruleset([ipFilterForward('accept')], {
+      'ip filter FORWARD': [[jump('A')]],
+      'ip filter A': [[jump('A')]],
+    });
+    expect(forwardBlocks(cycle, [V4])).toEqual([]);
+  });
+});
+
+describe('parsing nft -j output', () => {
+  it('keeps forward base chains of ip, ip6 and inet tables, not trellis’s own', () => {
+    const json = JSON.stringify({
+      nftables: [
+        { metainfo: { version: '1.0.6' } },
+        {
+          chain: {
+            family: 'ip',
+            table: 'filter',
+            name: 'FORWARD',
+            handle: 1,
+            type: 'filter',
+            hook: 'forward',
+            prio: 0,
+            policy: 'drop',
+          },
+        },
+        { chain: { family: 'ip', table: 'filter', name: 'DOCKER-USER', handle: 2 } },
+        { chain: { family: 'ip6', table: 'filter', name: 'INPUT', hook: 'input', prio: 0, policy: 'drop' } },
+        {
+          chain: {
+            family: 'inet',
+            table: 'trellis',
+            name: 'forward',
+            hook: 'forward',
+            prio: -150,
+            policy: 'accept',
+          },
+        },
+        {
+          chain: {
+            family: 'bridge',
+            table: 'filter',
+            name: 'FORWARD',
+            hook: 'forward',
+            prio: 0,
+            policy: 'drop',
+          },
+        },
+        {
+          chain: {
+            family: 'inet',
+            table: 'firewalld',
+            name: 'filter_FORWARD',
+            hook: 'forward',
+            prio: 10,
+            policy: 'accept',
+          },
+        },
+      ],
+    });
+    expect(parseForwardBaseChains(json, 'trellis').map(chainKey)).toEqual([
+      'ip filter FORWARD',
+      'inet firewalld filter_FORWARD',
+    ]);
+    expect(parseForwardBaseChains(json, 'trellis')[0]?.policy).toBe('drop');
+    expect(() => parseForwardBaseChains('Error: oops', 'trellis')).toThrow(/no JSON/);
+  });
+
+  it('reads rules with their handles and expressions', () => {
+    const json = JSON.stringify({
+      nftables: [
+        { metainfo: {} },
+        { chain: { family: 'ip', table: 'filter', name: 'FORWARD' } },
+        {
+          rule: {
+            family: 'ip',
+            table: 'filter',
+            chain: 'FORWARD',
+            handle: 5,
+            expr: [ifname('iifname', 'trl*'), counter, accept],
+          },
+        },
+      ],
+    });
+    const rules = parseChainRules(json, { family: 'ip', table: 'filter', name: 'FORWARD' });
+    expect(rules).toEqual([{ handle: 5, expr: [ifname('iifname', 'trl*'), counter, accept] }]);
+  });
+});
+
+describe('acceptCommand', () => {
+  const block = (chain: string, family: 4 | 6, direction: 'from-pods' | 'to-pods'): ForwardBlock => ({
+    family,
+    podCIDR: family === 4 ? V4 : V6,
+    direction,
+    chain,
+    by: 'policy drop',
+  });
+
+  it("iptables-nft's tables get iptables commands, others an nft rule at the top of the chain", () => {
+    expect(acceptCommand(block('ip filter FORWARD', 4, 'from-pods'))).toBe(
+      'iptables -I FORWARD -s 10.244.1.0/24 -j ACCEPT',
+    );
+    expect(acceptCommand(block('ip6 filter FORWARD', 6, 'to-pods'))).toBe(
+      'ip6tables -I FORWARD -d fd00:10:244:1::/64 -j ACCEPT',
+    );
+    expect(acceptCommand(block('inet firewalld filter_FORWARD', 6, 'from-pods'))).toBe(
+      'nft insert rule inet firewalld filter_FORWARD ip6 saddr fd00:10:244:1::/64 accept',
+    );
+  });
+});
