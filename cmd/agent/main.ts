@@ -18,7 +18,7 @@ import {
 import { IdleTrim } from '../../pkg/agent/idle-trim.ts';
 import { needsTable, tableRules } from '../../pkg/agent/table-rules.ts';
 import { errorText } from '../../pkg/error-text.ts';
-import { readForwardRuleset } from '../../pkg/firewall/index.ts';
+import { deleteOwnAccepts, readForwardRuleset } from '../../pkg/firewall/index.ts';
 import { createK8sClient, K8sError, K8sReason, loadKubeConfig } from '../../pkg/k8s/index.ts';
 import { DEFAULT_TABLE, MasqSyncer, NftRunner } from '../../pkg/masq/index.ts';
 import { NftSetWriter } from '../../pkg/netlink/index.ts';
@@ -142,6 +142,7 @@ async function main(argv: string[]): Promise<number> {
       socket: config.socket,
       isTrellisDevice: isVxlanDeviceName,
       deleteNftTable: () => nft.deleteTableIfPresent(),
+      deleteForwardAccepts: () => deleteOwnAccepts((args) => nft.run(args)),
     });
     for (const l of locks) l.release();
     log.info(report, 'trellis uninstalled from this node');
@@ -208,6 +209,7 @@ async function main(argv: string[]): Promise<number> {
         const nft = new NftRunner();
         return readForwardRuleset((args) => nft.run(args), podCIDRs, DEFAULT_TABLE);
       },
+      writeForwardFirewall: (args) => new NftRunner().run(args),
       kube,
     },
     log,

@@ -74,6 +74,8 @@ export interface AgentPorts {
    * agent does not look.
    */
   readForwardFirewall?: (podCIDRs: readonly string[]) => Promise<ForwardRuleset>;
+  /** Runs nft to insert or delete the agent's accept rules there (skipped with --no-accept-forward). */
+  writeForwardFirewall?: (args: string[]) => Promise<unknown>;
 }
 
 export interface AgentHooks {
@@ -324,8 +326,10 @@ export class Agent {
     this.routes = new RouteReconciler({ handle: this.host, mode: config.mode, overlay: this.overlay });
     const readFirewall = this.ports.readForwardFirewall;
     if (readFirewall !== undefined && config.firewallCheckMs > 0) {
+      const write = config.acceptForward ? this.ports.writeForwardFirewall : undefined;
       const firewall = new ForwardFirewallWatch({
         read: readFirewall,
+        ...(write === undefined ? {} : { write }),
         log: log.child({ component: 'firewall' }),
       });
       this.forwardFirewall = firewall;

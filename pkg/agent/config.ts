@@ -53,6 +53,8 @@ export interface AgentConfig {
   resyncMs: number;
   /** How often the host firewall's forward chains are read (forward-firewall.ts); 0: never. */
   firewallCheckMs: number;
+  /** Insert accepts for the node's pod CIDRs where they drop pod traffic (--no-accept-forward: report only). */
+  acceptForward: boolean;
   /** `uninstall`: how long to wait for a running agent (its state dir's lock) to stop. */
   uninstallWaitMs: number;
   /**
@@ -111,6 +113,7 @@ const FLAGS = {
   'no-source-check': { type: 'boolean' },
   'resync-seconds': { type: 'string' },
   'firewall-check-seconds': { type: 'string' },
+  'no-accept-forward': { type: 'boolean' },
   'uninstall-wait-seconds': { type: 'string' },
   'cni-request-timeout-ms': { type: 'string' },
 } as const;
@@ -148,8 +151,9 @@ flags (environment variable in brackets):
   --no-masquerade            do not masquerade pod traffic leaving the cluster
   --no-source-check          let pods send with addresses that are not theirs (a pod that routes for others)
   --resync-seconds N         periodic full reconcile (default 60)
-  --firewall-check-seconds N read the host firewall's forward chains this often and log any that drop
-                             pod traffic (at start too; 0: never) (default 60)
+  --firewall-check-seconds N read the host firewall's forward chains this often (and at start) and let
+                             this node's pod CIDRs through any that drop them (0: never) (default 60)
+  --no-accept-forward        only report such chains (log, status, doctor, metric); insert nothing
   --uninstall-wait-seconds N uninstall: wait this long for a running agent on the node to stop (default 45)
 `;
 
@@ -278,6 +282,7 @@ export function parseAgentConfig(
     sourceCheck: values['no-source-check'] !== true,
     resyncMs,
     firewallCheckMs,
+    acceptForward: values['no-accept-forward'] !== true,
     uninstallWaitMs,
     cniRequestTimeoutMs,
     names: Object.freeze({ metricsAddr: metrics.name, cniSourceDir: cniSource.name }),

@@ -1,41 +1,57 @@
 /**
  * Watches the host's own firewall for forward chains that drop this node's pod traffic (Docker's
  * FORWARD policy DROP, ufw's, firewalld's final reject): trellis's routes and rules are all in place
- * then, and pods still cannot reach other nodes, so the log must say where the packets die. The agent
- * reads the chains once it has its pod CIDRs and every --firewall-check-seconds (one `nft -j list chains`, and the rules of
- * the forward chains), logs a warning when what is blocked changes and a line when it clears, and
- * keeps the last verdict for `status` and `doctor`. It never writes other programs' tables.
+ * then, and pods still cannot reach other nodes. The agent reads the chains once it has its pod CIDRs
+ * and every --firewall-check-seconds (one `nft -j list chains`, and the rules of the forward chains).
+ *
+ * With `write` (the default; --no-accept-forward leaves it out) it does what flannel and Calico do:
+ * inserts one accept per blocked pod CIDR and direction, matching this node's pod CIDRs only, before
+ * the rule that drops (pkg/firewall/accept.ts), reads again, and logs what it inserted and anything
+ * still dropped; accepts of a pod CIDR the node no longer has are deleted. Without it, it logs the
+ * chains and the commands that would let the pods through. Either way it logs when what is blocked
+ * changes, not at every check, and keeps the last verdict for `status`, `doctor` and the metrics.
  */
-
 import { errorText } from '../error-text.ts';
 import {
   acceptCommand,
   DOCKER_NOTE,
+  deleteArgs,
   describeBlock,
+  describeRule,
+  distinctAccepts,
   type ForwardBlock,
   forwardBlocks,
+  ownAccepts,
+  rulesWithChains,
 } from '../firewall/index.ts';
 import type { ForwardRuleset } from '../firewall/ruleset.ts';
+import { canonicalCidr } from '../ip/index.ts';
 import type { Logger } from '../observe/logger.ts';
 
 export interface ForwardFirewallState {
   /** ISO 8601; absent until the first check finished. */
   checkedAt?: string;
+  /** What still drops pod traffic after the check (and after trellis's accepts, when it inserts them). */
   blocks: ForwardBlock[];
   /** Why the last read failed (the blocks are then the last known); absent when it worked. */
   error?: string;
 }
 
+export interface ForwardFirewallDeps {
+  read: (podCIDRs: readonly string[]) => Promise<ForwardRuleset>;
+  /** Runs nft with these arguments (a rule inserted or deleted); absent: report only. */
+  write?: (args: string[]) => Promise<unknown>;
+  log: Logger;
+}
+
 export class ForwardFirewallWatch {
-  private readonly read: (podCIDRs: readonly string[]) => Promise<ForwardRuleset>;
-  private readonly log: Logger;
+  private readonly deps: ForwardFirewallDeps;
   private current: ForwardFirewallState = { blocks: [] };
   private reported = '[]';
   private running: Promise<void> | undefined;
 
-  constructor(deps: { read: (podCIDRs: readonly string[]) => Promise<ForwardRuleset>; log: Logger }) {
-    this.read = deps.read;
-    this.log = deps.log;
+  constructor(deps: ForwardFirewallDeps) {
+    this.deps = deps;
   }
 
   state(): ForwardFirewallState {
@@ -55,30 +71,94 @@ export class ForwardFirewallWatch {
   private async run(podCIDRs: readonly string[]): Promise<void> {
     let blocks: ForwardBlock[];
     try {
-      blocks = forwardBlocks(await this.read(podCIDRs), podCIDRs);
+      const rs = await this.deps.read(podCIDRs);
+      blocks = forwardBlocks(rs, podCIDRs);
+      if (this.deps.write !== undefined) {
+        await this.dropStale(rs, podCIDRs, this.deps.write);
+        if (blocks.length > 0) blocks = await this.accept(blocks, podCIDRs, this.deps.write);
+      }
     } catch (err) {
       const error = errorText(err);
       if (error !== this.current.error) {
-        this.log.warn({ error }, "could not read the host firewall's forward chains; checked again later");
+        this.deps.log.warn(
+          { error },
+          "could not read the host firewall's forward chains; checked again later",
+        );
       }
       this.current = { ...this.current, error };
       return;
     }
     this.current = { checkedAt: new Date().toISOString(), blocks };
-    const key = JSON.stringify(blocks);
+    const key = JSON.stringify(blocks.map(describeBlock));
     if (key === this.reported) return;
     this.reported = key;
     if (blocks.length === 0) {
-      this.log.info('the host firewall no longer drops pod traffic this node forwards');
+      this.deps.log.info('the host firewall no longer drops pod traffic this node forwards');
       return;
     }
-    this.log.warn(
-      {
-        blocked: blocks.map(describeBlock),
-        fix: [...new Set(blocks.map(acceptCommand))],
-        note: DOCKER_NOTE,
-      },
+    this.deps.log.warn(
+      { blocked: blocks.map(describeBlock), fix: [...new Set(blocks.map(acceptCommand))], note: DOCKER_NOTE },
       "the host firewall drops pod traffic this node forwards: pods here cannot reach other nodes' pods or leave the node until it accepts the pod CIDRs",
     );
+  }
+
+  /** Inserts the accepts, reads again; what still drops. */
+  private async accept(
+    blocks: ForwardBlock[],
+    podCIDRs: readonly string[],
+    write: (args: string[]) => Promise<unknown>,
+  ): Promise<ForwardBlock[]> {
+    const inserted: string[] = [];
+    const errors: string[] = [];
+    for (const args of distinctAccepts(blocks)) {
+      try {
+        await write(args);
+        inserted.push(`nft ${args.join(' ')}`);
+      } catch (err) {
+        errors.push(errorText(err));
+      }
+    }
+    const after = forwardBlocks(await this.deps.read(podCIDRs), podCIDRs);
+    this.deps.log.warn(
+      {
+        blocked: blocks.map(describeBlock),
+        inserted,
+        ...(errors.length === 0 ? {} : { errors }),
+        ...(after.length === 0 ? {} : { stillBlocked: after.map(describeBlock) }),
+      },
+      after.length === 0
+        ? 'the host firewall dropped pod traffic this node forwards; inserted rules that accept it (--no-accept-forward: report only)'
+        : 'the host firewall drops pod traffic this node forwards, and the accept rules trellis inserted did not let all of it through',
+    );
+    return after;
+  }
+
+  /** Deletes our accepts of pod CIDRs the node no longer has (its pod CIDRs changed). */
+  private async dropStale(
+    rs: ForwardRuleset,
+    podCIDRs: readonly string[],
+    write: (args: string[]) => Promise<unknown>,
+  ): Promise<void> {
+    const wanted = new Set(podCIDRs.map((c) => canonicalCidr(c) ?? c));
+    const stale = ownAccepts(
+      rulesWithChains(rs),
+      (p) => p !== undefined && wanted.has(canonicalCidr(p) ?? p),
+    );
+    if (stale.length === 0) return;
+    const removed: string[] = [];
+    for (const at of stale) {
+      try {
+        await write(deleteArgs(at));
+        removed.push(describeRule(at));
+      } catch (err) {
+        this.deps.log.warn(
+          { rule: describeRule(at), error: errorText(err) },
+          'could not delete a stale accept rule',
+        );
+      }
+    }
+    if (removed.length > 0) {
+      this.deps.log.info({ removed }, 'deleted accept rules for pod CIDRs this node no longer has');
+    }
   }
 }

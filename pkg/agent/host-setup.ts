@@ -147,6 +147,8 @@ export interface UninstallReport {
   routes: number;
   links: string[];
   nftTable: boolean;
+  /** Accept rules trellis had inserted into other programs' forward chains, deleted. */
+  forwardAccepts: number;
   stateDir: boolean;
 }
 
@@ -154,7 +156,8 @@ export interface UninstallReport {
  * `trellis-agent uninstall`: removes everything trellis created on this node, and nothing else: its
  * config list, its binary (loopback and portmap stay, also any install-cni put on a node that had none:
  * the runtime and other networks use them, and which ones came from trellis is not recorded), every
- * route carrying its protocol, its veths and devices, its nftables table and its state.
+ * route carrying its protocol, its veths and devices, its nftables table, the accept rules it inserted
+ * into the host firewall's forward chains, and its state.
  */
 export async function uninstallTrellis(opts: {
   host: NetlinkHandle;
@@ -163,6 +166,11 @@ export async function uninstallTrellis(opts: {
   stateDir: string;
   socket: string;
   deleteNftTable: () => Promise<boolean>;
+  /**
+   * Deletes the accept rules the agent inserted into other programs' forward chains (their comment:
+   * pkg/firewall/accept.ts) and resolves with how many; absent: none are looked for.
+   */
+  deleteForwardAccepts?: () => Promise<number>;
   /** Devices trellis creates besides pod veths (VXLAN). */
   isTrellisDevice?: (name: string) => boolean;
 }): Promise<UninstallReport> {
@@ -189,9 +197,10 @@ export async function uninstallTrellis(opts: {
     }
   }
   const nftTable = await opts.deleteNftTable();
+  const forwardAccepts = (await opts.deleteForwardAccepts?.()) ?? 0;
   const stateDir = existsSync(opts.stateDir);
   rmSync(opts.stateDir, { recursive: true, force: true });
   rmSync(opts.socket, { force: true });
   removeReadyMark(opts.socket);
-  return { conflist, binary, routes, links, nftTable, stateDir };
+  return { conflist, binary, routes, links, nftTable, forwardAccepts, stateDir };
 }

@@ -38,6 +38,8 @@ export interface ForwardBlock extends PacketKind {
   chain: string;
   /** "policy drop", or the rule: "rule 12 in ip filter DOCKER-USER: reject". */
   by: string;
+  /** The rule that drops (a rule of the base chain or of a chain it jumps to); absent: the policy. */
+  rule?: { chain: ChainRef; handle: number };
 }
 
 type Match = 'always' | 'never' | 'maybe';
@@ -126,7 +128,7 @@ function verdictOf(rule: Rule): string | undefined {
 
 type Outcome =
   | { kind: 'accept' }
-  | { kind: 'drop'; by: string }
+  | { kind: 'drop'; by: string; rule: { chain: ChainRef; handle: number } }
   | { kind: 'undecided' }
   /** Fell off the end or returned: the caller goes on. */
   | { kind: 'next' };
@@ -147,7 +149,14 @@ function walk(rs: ForwardRuleset, chain: ChainRef, kind: PacketKind, depth: numb
         return { kind: 'accept' };
       case 'drop':
       case 'reject':
-        return { kind: 'drop', by: `rule ${rule.handle} in ${chainKey(chain)}: ${v}` };
+        return {
+          kind: 'drop',
+          by: `rule ${rule.handle} in ${chainKey(chain)}: ${v}`,
+          rule: {
+            chain: { family: chain.family, table: chain.table, name: chain.name },
+            handle: rule.handle,
+          },
+        };
       case 'return':
         return { kind: 'next' };
       case 'queue':
@@ -182,9 +191,10 @@ export function forwardBlocks(rs: ForwardRuleset, podCIDRs: readonly string[]): 
       for (const direction of ['from-pods', 'to-pods'] as const) {
         const kind = { family, podCIDR, direction } as const;
         const r = walk(rs, chain, kind, 0);
-        const by =
-          r.kind === 'drop' ? r.by : r.kind === 'next' && chain.policy === 'drop' ? 'policy drop' : undefined;
-        if (by !== undefined) blocks.push({ ...kind, chain: chainKey(chain), by });
+        if (r.kind === 'drop') blocks.push({ ...kind, chain: chainKey(chain), by: r.by, rule: r.rule });
+        else if (r.kind === 'next' && chain.policy === 'drop') {
+          blocks.push({ ...kind, chain: chainKey(chain), by: 'policy drop' });
+        }
       }
     }
   }

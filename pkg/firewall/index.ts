@@ -1,4 +1,12 @@
 /** The host's own firewall, as far as it decides whether the node forwards its pods' traffic. */
+export {
+  ACCEPT_COMMENT,
+  acceptArgs,
+  deleteArgs,
+  describeRule,
+  distinctAccepts,
+  ownAccepts,
+} from './accept.ts';
 export { acceptCommand, DOCKER_NOTE, describeBlock } from './advice.ts';
 export {
   type Direction,
@@ -8,7 +16,7 @@ export {
   packetKinds,
   ruleMatches,
 } from './forward-analysis.ts';
-export { type NftRun, readForwardRuleset } from './read.ts';
+export { deleteOwnAccepts, type NftRun, readForwardRuleset } from './read.ts';
 export {
   type BaseChain,
   type ChainRef,
@@ -17,5 +25,7 @@ export {
   type ForwardRuleset,
   parseChainRules,
   parseForwardBaseChains,
+  parseRulesetRules,
   type Rule,
+  rulesWithChains,
 } from './ruleset.ts';

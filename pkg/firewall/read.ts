@@ -4,6 +4,7 @@
  * forward base chain and of the chains they certainly jump to, one `nft -j list chain` each, at most
  * MAX_CHAINS of them. Chains that vanish meanwhile are left out (their walk is undecided).
  */
+import { deleteArgs, ownAccepts } from './accept.ts';
 import { packetKinds, ruleMatches } from './forward-analysis.ts';
 import {
   type ChainRef,
@@ -12,6 +13,7 @@ import {
   jumpTarget,
   parseChainRules,
   parseForwardBaseChains,
+  parseRulesetRules,
   type Rule,
 } from './ruleset.ts';
 
@@ -54,4 +56,14 @@ export async function readForwardRuleset(
     }
   }
   return { baseChains, rules };
+}
+
+/**
+ * `uninstall`: deletes every accept rule the agent inserted into other programs' chains (found by
+ * comment in one `nft -j list ruleset`); resolves with how many.
+ */
+export async function deleteOwnAccepts(run: NftRun): Promise<number> {
+  const accepts = ownAccepts(parseRulesetRules(await run(['-j', 'list', 'ruleset'])));
+  for (const at of accepts) await run(deleteArgs(at));
+  return accepts.length;
 }

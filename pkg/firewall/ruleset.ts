@@ -23,6 +23,8 @@ export interface BaseChain extends ChainRef {
 export interface Rule {
   handle: number;
   expr: Record<string, unknown>[];
+  /** The rule's comment (iptables' `-m comment` too), if any. */
+  comment?: string;
 }
 
 export interface ForwardRuleset {
@@ -81,6 +83,25 @@ export function parseChainRules(json: string, chain: ChainRef): Rule[] {
     out.push({
       handle: typeof r.handle === 'number' ? r.handle : 0,
       expr: r.expr.filter((e): e is Record<string, unknown> => typeof e === 'object' && e !== null),
+      ...(typeof r.comment === 'string' ? { comment: r.comment } : {}),
+    });
+  }
+  return out;
+}
+
+/** Every rule of ip, ip6 and inet tables in `nft -j list ruleset` output, with the chain it is in. */
+export function parseRulesetRules(json: string): { chain: ChainRef; rule: Rule }[] {
+  const out: { chain: ChainRef; rule: Rule }[] = [];
+  for (const item of items(json, 'nft list ruleset')) {
+    const r = item.rule as Record<string, unknown> | undefined;
+    if (r === undefined || !FAMILIES.has(String(r.family)) || !Array.isArray(r.expr)) continue;
+    out.push({
+      chain: { family: r.family as ForwardFamily, table: String(r.table), name: String(r.chain) },
+      rule: {
+        handle: typeof r.handle === 'number' ? r.handle : 0,
+        expr: r.expr.filter((e): e is Record<string, unknown> => typeof e === 'object' && e !== null),
+        ...(typeof r.comment === 'string' ? { comment: r.comment } : {}),
+      },
     });
   }
   return out;
@@ -93,4 +114,18 @@ export function jumpTarget(rule: Rule): string | undefined {
     if (j !== undefined && typeof j.target === 'string') return j.target;
   }
   return undefined;
+}
+
+/** The chain a chainKey() names (the name is the rest: nft allows spaces in quoted names). */
+export function chainOfKey(key: string): ChainRef {
+  const [family, table, ...name] = key.split(' ');
+  return { family: family as ForwardFamily, table: table ?? '', name: name.join(' ') };
+}
+
+/** Every rule read, with its chain. */
+export function* rulesWithChains(rs: ForwardRuleset): Generator<{ chain: ChainRef; rule: Rule }> {
+  for (const [key, rules] of rs.rules) {
+    const chain = chainOfKey(key);
+    for (const rule of rules) yield { chain, rule };
+  }
 }

@@ -3,13 +3,14 @@ import { existsSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
 import { AGENT_BINARY, builtSkipReason } from '../../support/cni-driver.ts';
-import { ipJson, netnsSkipReason } from '../../support/netns.ts';
+import { ipJson, netnsSkipReason, nsExec } from '../../support/netns.ts';
 import { containerId, NodeHarness } from '../datapath/harness.ts';
 
 /**
  * `trellis-agent uninstall` never pulls the node from under a running agent: it takes the agent's
  * state-dir lock first, waiting for an agent that is shutting down (its pod deleted a moment before)
- * and giving up with exit 1 on one that keeps running. Real agent, real uninstall, in a test namespace.
+ * and giving up with exit 1 on one that keeps running. Real agent, real uninstall, in a test namespace;
+ * it also deletes the accept rules the agent inserted into the host firewall's FORWARD chain.
  */
 const skip = netnsSkipReason ?? builtSkipReason();
 
@@ -88,7 +89,18 @@ describe.skipIf(skip !== undefined)(skip === undefined ? title : `${title} (skip
 
   it('an agent that stops meanwhile: uninstall goes ahead once it is gone and removes everything', async () => {
     node = new NodeHarness();
-    await node.start();
+    // Docker's FORWARD policy DROP: the agent accepts its pod CIDRs there, and uninstall takes that back.
+    await node.start([], (host) => {
+      for (const tool of ['iptables-nft', 'ip6tables-nft']) nsExec(host, tool, ['-P', 'FORWARD', 'DROP']);
+    });
+    const ours = () =>
+      ['iptables-nft', 'ip6tables-nft'].flatMap((tool) =>
+        nsExec(node!.host.name, tool, ['-S', 'FORWARD'])
+          .split('\n')
+          .filter((l) => l.includes('trellis')),
+      );
+    for (let i = 0; i < 100 && ours().length < 4; i++) await new Promise((r) => setTimeout(r, 50));
+    expect(ours()).toHaveLength(4);
     const pod = node.podNs();
     expect((await node.add(pod, containerId())).code).toBe(0);
     const agent = node.agent;
@@ -97,7 +109,13 @@ describe.skipIf(skip !== undefined)(skip === undefined ? title : `${title} (skip
       if (typeof l.msg === 'string' && l.msg.includes('waiting for it to stop')) void agent.stop();
     });
     expect(run.code, JSON.stringify(run.lines)).toBe(0);
-    expect(run.lines.at(-1)).toMatchObject({ msg: 'trellis uninstalled from this node', stateDir: true });
+    expect(run.lines.at(-1)).toMatchObject({
+      msg: 'trellis uninstalled from this node',
+      stateDir: true,
+      forwardAccepts: 4,
+    });
+    expect(ours()).toEqual([]);
+    expect(nsExec(node.host.name, 'iptables-nft', ['-S', 'FORWARD'])).toContain('-P FORWARD DROP');
     expect(agent.child.exitCode ?? agent.child.signalCode).not.toBeNull();
     expect(ipJson<{ ifname: string }[]>(node.host.name, 'link', 'show').map((l) => l.ifname)).toEqual(['lo']);
     expect(existsSync(node.agent.stateDir)).toBe(false);

@@ -266,13 +266,70 @@ describe.skipIf(skip !== undefined)(skip === undefined ? title : `${title} (skip
     expect(doctor(n1).code).toBe(0);
   });
 
-  it("a host firewall dropping what the node forwards (Docker's FORWARD policy DROP): the log and doctor say where, and their fix lets pods through", async () => {
+  /** Docker's FORWARD policy DROP on n1, through iptables-nft (legacy x_tables rules are invisible to nft). */
+  function forwardPolicy(policy: 'DROP' | 'ACCEPT'): void {
+    for (const tool of ['iptables-nft', 'ip6tables-nft']) {
+      nsExec(n1.ns, tool, ['-P', 'FORWARD', policy]);
+      if (policy === 'ACCEPT') nsExec(n1.ns, tool, ['-F', 'FORWARD']);
+    }
+  }
+
+  it("a host firewall dropping what the node forwards (Docker's FORWARD policy DROP): the agent accepts its own pod CIDRs there, once", async () => {
+    const pod = pods[0]!;
+    const mark = n1.logs.length;
+    const [v4, v6] = n1.plan.podCIDRs;
+    forwardPolicy('DROP');
+    try {
+      const inserted = await until(
+        'the accept rules',
+        10_000,
+        () =>
+          n1.logs.slice(mark).find((l) => String(l.msg).startsWith('the host firewall dropped pod traffic')),
+        (l) => l !== undefined,
+      );
+      expect(inserted).toMatchObject({
+        level: 'warn',
+        blocked: [
+          `ip filter FORWARD drops IPv4 packets from pods (${v4}): policy drop`,
+          `ip filter FORWARD drops IPv4 packets to pods (${v4}): policy drop`,
+          `ip6 filter FORWARD drops IPv6 packets from pods (${v6}): policy drop`,
+          `ip6 filter FORWARD drops IPv6 packets to pods (${v6}): policy drop`,
+        ],
+      });
+      expect(inserted!.inserted).toHaveLength(4);
+      expect(inserted!.stillBlocked).toBeUndefined();
+      // Both ways, both families, through n1's forward hook; iptables reads the rules as its own.
+      expect(nsPing(pod.ns, n2.plan.v4)).toBe(true);
+      expect(nsPing(n2.ns, pod.v6)).toBe(true);
+      const rules = nsExec(n1.ns, 'iptables-nft', ['-S', 'FORWARD']);
+      expect(rules).toContain(
+        `-A FORWARD -s ${v4} -m comment --comment "trellis: the pods of this node" -j ACCEPT`,
+      );
+      expect(rules).toContain(
+        `-A FORWARD -d ${v4} -m comment --comment "trellis: the pods of this node" -j ACCEPT`,
+      );
+      expect(cliJson<StatusView>(n1, 'status').doc.forwardFirewall).toMatchObject({ blocks: [] });
+      expect(parseExposition(curl(n1, '/metrics').body).all('trellis_host_firewall_drops')).toEqual([]);
+      // The next checks find nothing to do: no second insert, no warning.
+      const lines = n1.logs.length;
+      await sleep(2500);
+      expect(n1.logs.slice(lines).filter((l) => l.level === 'warn')).toEqual([]);
+      expect(
+        nsExec(n1.ns, 'iptables-nft', ['-S', 'FORWARD'])
+          .split('\n')
+          .filter((l) => l.includes('trellis')),
+      ).toHaveLength(2);
+    } finally {
+      forwardPolicy('ACCEPT');
+    }
+  });
+
+  it('with --no-accept-forward the agent only reports: the log, status, metric and doctor say where, and their fix lets pods through', async () => {
+    await tb.restartAgent(n1.name, { args: ['--no-accept-forward'] });
     const pod = pods[0]!;
     const mark = n1.logs.length;
     const logged = (msg: RegExp) => n1.logs.slice(mark).find((l) => msg.test(String(l.msg)));
-    // iptables-nft by name (Debian's default backend): legacy x_tables rules are invisible to nft.
-    const nftBackend = (tool: string) => `${tool}-nft`;
-    for (const tool of ['iptables', 'ip6tables']) nsExec(n1.ns, nftBackend(tool), ['-P', 'FORWARD', 'DROP']);
+    forwardPolicy('DROP');
     try {
       // The real effect first: n1 routes nothing to or from its pods.
       expect(nsPing(pod.ns, n2.plan.v4)).toBe(false);
@@ -293,6 +350,7 @@ describe.skipIf(skip !== undefined)(skip === undefined ? title : `${title} (skip
           `ip6 filter FORWARD drops IPv6 packets to pods (${v6}): policy drop`,
         ],
       });
+      expect(nsExec(n1.ns, 'iptables-nft', ['-S', 'FORWARD'])).not.toContain('trellis');
       const drops = parseExposition(curl(n1, '/metrics').body);
       expect(
         drops.get('trellis_host_firewall_drops', {
@@ -311,10 +369,10 @@ describe.skipIf(skip !== undefined)(skip === undefined ? title : `${title} (skip
       expect(findings(d.report, 'firewall')[0]).toMatch(
         /^ip filter FORWARD drops IPv4 packets from pods .*: policy drop; IPv4 pod traffic cannot leave this node \| fix: iptables -I FORWARD -s /,
       );
-      // The fix the log line gives, as an operator would paste it.
+      // The fix the log line gives, as an operator would paste it (iptables-nft by name, as above).
       for (const command of warning!.fix as string[]) {
         const [tool, ...args] = command.split(' ');
-        nsExec(n1.ns, nftBackend(tool!), args);
+        nsExec(n1.ns, `${tool}-nft`, args);
       }
       expect(nsPing(pod.ns, n2.plan.v4)).toBe(true);
       expect(nsPing(n2.ns, pod.v6)).toBe(true);
@@ -326,10 +384,8 @@ describe.skipIf(skip !== undefined)(skip === undefined ? title : `${title} (skip
       );
       expect(findings(doctor(n1).report, 'firewall')).toEqual([]);
     } finally {
-      for (const tool of ['iptables', 'ip6tables']) {
-        nsExec(n1.ns, nftBackend(tool), ['-P', 'FORWARD', 'ACCEPT']);
-        nsExec(n1.ns, nftBackend(tool), ['-F', 'FORWARD']);
-      }
+      forwardPolicy('ACCEPT');
+      await tb.restartAgent(n1.name);
     }
     expect(doctor(n1).code).toBe(0);
   });

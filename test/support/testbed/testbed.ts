@@ -396,7 +396,7 @@ export class Testbed<F extends Family = Family> {
    */
   async startAgent(
     name: string,
-    opts: { waitReady?: boolean; mode?: DatapathMode } = {},
+    opts: { waitReady?: boolean; mode?: DatapathMode; args?: string[] } = {},
   ): Promise<AgentProcess> {
     const node = this.node(name);
     if (
@@ -429,7 +429,7 @@ export class Testbed<F extends Family = Family> {
             },
           }
         : { podCIDRs: [...node.plan.podCIDRs] }),
-      extraArgs: ['--mode', opts.mode ?? this.mode, ...(this.opts.agentArgs ?? [])],
+      extraArgs: ['--mode', opts.mode ?? this.mode, ...(this.opts.agentArgs ?? []), ...(opts.args ?? [])],
       ...(this.opts.agentEnv === undefined ? {} : { env: this.opts.agentEnv }),
     });
     node.agent = agent;
@@ -473,15 +473,19 @@ export class Testbed<F extends Family = Family> {
 
   /**
    * Kill (default SIGKILL) and start again on the same state; resolves once ready again. With `mode`,
-   * that node's agent runs another --mode from then on (one step of a rolling mode change).
+   * that node's agent runs another --mode from then on (one step of a rolling mode change); `args` are
+   * extra flags for this start only.
    */
   async restartAgent(
     name: string,
-    opts: { signal?: 'SIGKILL' | 'SIGTERM'; mode?: DatapathMode } = {},
+    opts: { signal?: 'SIGKILL' | 'SIGTERM'; mode?: DatapathMode; args?: string[] } = {},
   ): Promise<AgentProcess> {
     if ((opts.signal ?? 'SIGKILL') === 'SIGKILL') await this.killAgent(name);
     else await this.stopAgent(name);
-    return this.startAgent(name, opts.mode === undefined ? {} : { mode: opts.mode });
+    return this.startAgent(name, {
+      ...(opts.mode === undefined ? {} : { mode: opts.mode }),
+      ...(opts.args === undefined ? {} : { args: opts.args }),
+    });
   }
 
   /**

@@ -106,11 +106,13 @@ describe('parseAgentConfig', () => {
     expect(parseAgentConfig(['--resync-seconds', '5'], env).resyncMs).toBe(5000);
   });
 
-  it('reads the host firewall every 60 s by default; --firewall-check-seconds 0 turns that off', () => {
+  it('reads the host firewall every 60 s and accepts its pod CIDRs there by default; 0 and --no-accept-forward turn that off', () => {
     const env = { NODE_NAME: 'n' };
     expect(parseAgentConfig([], env).firewallCheckMs).toBe(60_000);
     expect(parseAgentConfig(['--firewall-check-seconds', '0'], env).firewallCheckMs).toBe(0);
     expect(parseAgentConfig(['--firewall-check-seconds', '5'], env).firewallCheckMs).toBe(5000);
+    expect(parseAgentConfig([], env).acceptForward).toBe(true);
+    expect(parseAgentConfig(['--no-accept-forward'], env).acceptForward).toBe(false);
   });
 
   it.each([

@@ -1,7 +1,7 @@
 import pino from 'pino';
 import { describe, expect, it } from 'vitest';
 import { ForwardFirewallWatch } from '../../../pkg/agent/forward-firewall.ts';
-import type { ForwardRuleset } from '../../../pkg/firewall/index.ts';
+import { ACCEPT_COMMENT, type ForwardRuleset, type Rule } from '../../../pkg/firewall/index.ts';
 
 const POD_CIDRS = ['10.244.1.0/24'];
 
@@ -31,10 +31,50 @@ function dockerForward(acceptPods: boolean): ForwardRuleset {
   };
 }
 
-function setup(read: (cidrs: readonly string[]) => Promise<ForwardRuleset>) {
+function setup(
+  read: (cidrs: readonly string[]) => Promise<ForwardRuleset>,
+  write?: (args: string[]) => Promise<unknown>,
+) {
   const lines: Record<string, unknown>[] = [];
   const log = pino({ level: 'debug' }, { write: (s: string) => void lines.push(JSON.parse(s)) });
-  return { watch: new ForwardFirewallWatch({ read, log }), lines };
+  return { watch: new ForwardFirewallWatch({ read, log, ...(write === undefined ? {} : { write }) }), lines };
+}
+
+/** A FORWARD chain held as rule lists, which the fake nft below edits as nft would. */
+function fakeNft(initial: Rule[]) {
+  let rules = [...initial];
+  let next = 100;
+  const writes: string[] = [];
+  const read = async (): Promise<ForwardRuleset> => ({
+    baseChains: [{ family: 'ip', table: 'filter', name: 'FORWARD', policy: 'drop', prio: 0 }],
+    rules: new Map([['ip filter FORWARD', [...rules]]]),
+  });
+  const write = async (args: string[]): Promise<void> => {
+    writes.push(args.join(' '));
+    if (args[0] === 'delete') {
+      const handle = Number(args.at(-1));
+      rules = rules.filter((r) => r.handle !== handle);
+      return;
+    }
+    // add rule ip filter FORWARD ip saddr|daddr CIDR counter accept comment "..."
+    const [, , , , , proto, field, cidr] = args;
+    const [a, len] = cidr!.split('/');
+    rules.push({
+      handle: next++,
+      expr: [
+        {
+          match: {
+            op: '==',
+            left: { payload: { protocol: proto, field } },
+            right: { prefix: { addr: a, len: Number(len) } },
+          },
+        },
+        { accept: null },
+      ],
+      comment: ACCEPT_COMMENT,
+    });
+  };
+  return { read, write, writes, rules: () => rules };
 }
 
 describe('ForwardFirewallWatch', () => {
@@ -113,5 +153,64 @@ describe('ForwardFirewallWatch', () => {
     release();
     await Promise.all([a, b]);
     expect(reads).toBe(1);
+  });
+
+  it('with write: inserts one accept per blocked direction, reads again, logs once, and deletes accepts of a pod CIDR it no longer has', async () => {
+    const nft = fakeNft([]);
+    const { watch, lines } = setup(nft.read, nft.write);
+    await watch.check(POD_CIDRS);
+    expect(nft.writes).toEqual([
+      `add rule ip filter FORWARD ip saddr 10.244.1.0/24 counter accept comment "${ACCEPT_COMMENT}"`,
+      `add rule ip filter FORWARD ip daddr 10.244.1.0/24 counter accept comment "${ACCEPT_COMMENT}"`,
+    ]);
+    expect(lines).toHaveLength(1);
+    expect(lines[0]).toMatchObject({
+      level: 40,
+      msg: expect.stringMatching(/^the host firewall dropped pod traffic this node forwards; inserted rules/),
+      blocked: [
+        'ip filter FORWARD drops IPv4 packets from pods (10.244.1.0/24): policy drop',
+        'ip filter FORWARD drops IPv4 packets to pods (10.244.1.0/24): policy drop',
+      ],
+      inserted: nft.writes.map((w) => `nft ${w}`),
+    });
+    expect(lines[0]!.stillBlocked).toBeUndefined();
+    expect(watch.state().blocks).toEqual([]);
+
+    // Nothing to do next time.
+    await watch.check(POD_CIDRS);
+    expect(nft.writes).toHaveLength(2);
+    expect(lines).toHaveLength(1);
+
+    // The node's pod CIDR changed: the old accepts go, new ones come.
+    await watch.check(['10.244.7.0/24']);
+    expect(nft.writes.slice(2)).toEqual([
+      'delete rule ip filter FORWARD handle 100',
+      'delete rule ip filter FORWARD handle 101',
+      `add rule ip filter FORWARD ip saddr 10.244.7.0/24 counter accept comment "${ACCEPT_COMMENT}"`,
+      `add rule ip filter FORWARD ip daddr 10.244.7.0/24 counter accept comment "${ACCEPT_COMMENT}"`,
+    ]);
+    expect(lines.map((l) => l.msg).slice(1, 2)).toEqual([
+      'deleted accept rules for pod CIDRs this node no longer has',
+    ]);
+    expect(nft.rules().map((r) => r.handle)).toEqual([102, 103]);
+  });
+
+  it('with write: an insert nft refuses is logged with what still drops, and reported as blocked', async () => {
+    const nft = fakeNft([]);
+    const { watch, lines } = setup(nft.read, async () => {
+      throw new Error('nft: exit code 1: Error: Could not process rule: Operation not supported');
+    });
+    await watch.check(POD_CIDRS);
+    expect(lines[0]).toMatchObject({
+      msg: expect.stringMatching(/did not let all of it through$/),
+      inserted: [],
+      errors: [
+        'nft: exit code 1: Error: Could not process rule: Operation not supported',
+        'nft: exit code 1: Error: Could not process rule: Operation not supported',
+      ],
+      stillBlocked: expect.any(Array),
+    });
+    expect(lines[1]).toMatchObject({ msg: expect.stringMatching(/^the host firewall drops pod traffic/) });
+    expect(watch.state().blocks).toHaveLength(2);
   });
 });

@@ -1,11 +1,16 @@
 import { describe, expect, it } from 'vitest';
 import {
+  ACCEPT_COMMENT,
+  acceptArgs,
   acceptCommand,
   type BaseChain,
   chainKey,
+  deleteArgs,
+  distinctAccepts,
   type ForwardBlock,
   type ForwardRuleset,
   forwardBlocks,
+  ownAccepts,
   parseChainRules,
   parseForwardBaseChains,
   type Rule,
@@ -296,5 +301,85 @@ describe('acceptCommand', () => {
     expect(acceptCommand(block('inet firewalld filter_FORWARD', 6, 'from-pods'))).toBe(
       'nft insert rule inet firewalld filter_FORWARD ip6 saddr fd00:10:244:1::/64 accept',
     );
+  });
+});
+
+describe('the accept rules trellis inserts', () => {
+  const policyBlock: ForwardBlock = {
+    family: 4,
+    podCIDR: V4,
+    direction: 'from-pods',
+    chain: 'ip filter FORWARD',
+    by: 'policy drop',
+  };
+
+  it('go at the end of a chain whose policy drops, and right before the rule that drops otherwise', () => {
+    expect(acceptArgs(policyBlock)).toEqual([
+      'add',
+      'rule',
+      'ip',
+      'filter',
+      'FORWARD',
+      'ip',
+      'saddr',
+      V4,
+      'counter',
+      'accept',
+      'comment',
+      `"${ACCEPT_COMMENT}"`,
+    ]);
+    const byRule: ForwardBlock = {
+      family: 6,
+      podCIDR: V6,
+      direction: 'to-pods',
+      chain: 'inet firewalld filter_FORWARD',
+      by: 'rule 9 in inet firewalld filter_FWDI_public: reject',
+      rule: { chain: { family: 'inet', table: 'firewalld', name: 'filter_FWDI_public' }, handle: 9 },
+    };
+    expect(acceptArgs(byRule).slice(0, 10)).toEqual([
+      'insert',
+      'rule',
+      'inet',
+      'firewalld',
+      'filter_FWDI_public',
+      'position',
+      '9',
+      'ip6',
+      'daddr',
+      V6,
+    ]);
+  });
+
+  it('one per place, family, direction and pod CIDR', () => {
+    expect(
+      distinctAccepts([policyBlock, { ...policyBlock }, { ...policyBlock, direction: 'to-pods' }]),
+    ).toHaveLength(2);
+  });
+
+  it('are found again by their comment; those of a pod CIDR still wanted are kept', () => {
+    const forward = { family: 'ip' as const, table: 'filter', name: 'FORWARD' };
+    const ours = (handle: number, cidr: string): { chain: typeof forward; rule: Rule } => ({
+      chain: forward,
+      rule: { handle, expr: [addr('ip', 'saddr', cidr), counter, accept], comment: ACCEPT_COMMENT },
+    });
+    const rules = [
+      ours(4, V4),
+      ours(5, '10.244.9.0/24'),
+      {
+        chain: forward,
+        rule: { handle: 6, expr: [addr('ip', 'saddr', V4), accept], comment: 'someone else' },
+      },
+    ];
+    expect(ownAccepts(rules).map((r) => r.handle)).toEqual([4, 5]);
+    expect(ownAccepts(rules, (p) => p === V4)).toEqual([{ chain: forward, handle: 5 }]);
+    expect(deleteArgs({ chain: forward, handle: 5 })).toEqual([
+      'delete',
+      'rule',
+      'ip',
+      'filter',
+      'FORWARD',
+      'handle',
+      '5',
+    ]);
   });
 });

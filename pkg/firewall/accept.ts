@@ -1,0 +1,75 @@
+/**
+ * The rules trellis inserts into another program's forward chain when that chain drops its pods'
+ * traffic (flannel's and Calico's answer to Docker's FORWARD policy DROP): one accept per blocked
+ * (pod CIDR, direction), matching the node's own pod CIDR only, placed right before the rule that drops
+ * (or at the end of a chain whose policy drops), so the operator's earlier rules (DOCKER-USER's among
+ * them) still come first. Each carries ACCEPT_COMMENT, by which the agent finds them again to drop
+ * those of a pod CIDR the node no longer has, and `uninstall` removes them. Pure: nft argv out.
+ */
+import type { ForwardBlock } from './forward-analysis.ts';
+import { type ChainRef, chainKey, type Rule } from './ruleset.ts';
+
+export const ACCEPT_COMMENT = 'trellis: the pods of this node';
+
+/** nft's argv (it joins and parses them) for the rule that lets `block`'s packets through. */
+export function acceptArgs(block: ForwardBlock): string[] {
+  const [family, table, chain] = block.chain.split(' ') as [string, string, string];
+  const where =
+    block.rule === undefined
+      ? ['add', 'rule', family, table, chain]
+      : [
+          'insert',
+          'rule',
+          block.rule.chain.family,
+          block.rule.chain.table,
+          block.rule.chain.name,
+          'position',
+          String(block.rule.handle),
+        ];
+  const addr = block.family === 4 ? 'ip' : 'ip6';
+  const field = block.direction === 'from-pods' ? 'saddr' : 'daddr';
+  return [...where, addr, field, block.podCIDR, 'counter', 'accept', 'comment', `"${ACCEPT_COMMENT}"`];
+}
+
+/** The blocks that need a rule each: one per (where it goes, family, direction, pod CIDR). */
+export function distinctAccepts(blocks: readonly ForwardBlock[]): string[][] {
+  const seen = new Map<string, string[]>();
+  for (const b of blocks) {
+    const args = acceptArgs(b);
+    seen.set(args.join(' '), args);
+  }
+  return [...seen.values()];
+}
+
+/** The prefix an accept rule of ours matches ("10.244.1.0/24"), read back from its expressions. */
+function acceptedPrefix(rule: Rule): string | undefined {
+  for (const e of rule.expr) {
+    const m = e.match as { right?: unknown } | undefined;
+    const p = (m?.right as { prefix?: { addr?: unknown; len?: unknown } } | undefined)?.prefix;
+    if (p !== undefined && typeof p.addr === 'string' && typeof p.len === 'number')
+      return `${p.addr}/${p.len}`;
+  }
+  return undefined;
+}
+
+/** Our accept rules (by comment) among `rules`; `keep` tells those still wanted by their prefix. */
+export function ownAccepts(
+  rules: Iterable<{ chain: ChainRef; rule: Rule }>,
+  keep: (prefix: string | undefined) => boolean = () => false,
+): { chain: ChainRef; handle: number }[] {
+  const out: { chain: ChainRef; handle: number }[] = [];
+  for (const { chain, rule } of rules) {
+    if (rule.comment !== ACCEPT_COMMENT || keep(acceptedPrefix(rule))) continue;
+    out.push({ chain, handle: rule.handle });
+  }
+  return out;
+}
+
+export function deleteArgs(at: { chain: ChainRef; handle: number }): string[] {
+  return ['delete', 'rule', at.chain.family, at.chain.table, at.chain.name, 'handle', String(at.handle)];
+}
+
+/** "ip filter FORWARD handle 7", for log lines. */
+export function describeRule(at: { chain: ChainRef; handle: number }): string {
+  return `${chainKey(at.chain)} handle ${at.handle}`;
+}
