@@ -74,17 +74,21 @@ export function parseForwardBaseChains(json: string, ownTable: ChainRef['table']
   return out;
 }
 
+function toRule(r: Record<string, unknown>, expr: unknown[]): Rule {
+  return {
+    handle: typeof r.handle === 'number' ? r.handle : 0,
+    expr: expr.filter((e): e is Record<string, unknown> => typeof e === 'object' && e !== null),
+    ...(typeof r.comment === 'string' ? { comment: r.comment } : {}),
+  };
+}
+
 /** The rules in `nft -j list chain FAMILY TABLE NAME` output. */
 export function parseChainRules(json: string, chain: ChainRef): Rule[] {
   const out: Rule[] = [];
   for (const item of items(json, `nft list chain ${chainKey(chain)}`)) {
     const r = item.rule as Record<string, unknown> | undefined;
     if (r === undefined || !Array.isArray(r.expr)) continue;
-    out.push({
-      handle: typeof r.handle === 'number' ? r.handle : 0,
-      expr: r.expr.filter((e): e is Record<string, unknown> => typeof e === 'object' && e !== null),
-      ...(typeof r.comment === 'string' ? { comment: r.comment } : {}),
-    });
+    out.push(toRule(r, r.expr));
   }
   return out;
 }
@@ -97,11 +101,7 @@ export function parseRulesetRules(json: string): { chain: ChainRef; rule: Rule }
     if (r === undefined || !FAMILIES.has(String(r.family)) || !Array.isArray(r.expr)) continue;
     out.push({
       chain: { family: r.family as ForwardFamily, table: String(r.table), name: String(r.chain) },
-      rule: {
-        handle: typeof r.handle === 'number' ? r.handle : 0,
-        expr: r.expr.filter((e): e is Record<string, unknown> => typeof e === 'object' && e !== null),
-        ...(typeof r.comment === 'string' ? { comment: r.comment } : {}),
-      },
+      rule: toRule(r, r.expr),
     });
   }
   return out;

@@ -266,6 +266,17 @@ describe.skipIf(skip !== undefined)(skip === undefined ? title : `${title} (skip
     expect(doctor(n1).code).toBe(0);
   });
 
+  /** What the agent says Docker's FORWARD policy DROP (forwardPolicy below) blocks on n1. */
+  function dockerPolicyBlocks(): string[] {
+    const [v4, v6] = n1.plan.podCIDRs;
+    return [
+      `ip filter FORWARD drops IPv4 packets from pods (${v4}): policy drop`,
+      `ip filter FORWARD drops IPv4 packets to pods (${v4}): policy drop`,
+      `ip6 filter FORWARD drops IPv6 packets from pods (${v6}): policy drop`,
+      `ip6 filter FORWARD drops IPv6 packets to pods (${v6}): policy drop`,
+    ];
+  }
+
   /** Docker's FORWARD policy DROP on n1, through iptables-nft (legacy x_tables rules are invisible to nft). */
   function forwardPolicy(policy: 'DROP' | 'ACCEPT'): void {
     for (const tool of ['iptables-nft', 'ip6tables-nft']) {
@@ -277,7 +288,7 @@ describe.skipIf(skip !== undefined)(skip === undefined ? title : `${title} (skip
   it("a host firewall dropping what the node forwards (Docker's FORWARD policy DROP): the agent accepts its own pod CIDRs there, once", async () => {
     const pod = pods[0]!;
     const mark = n1.logs.length;
-    const [v4, v6] = n1.plan.podCIDRs;
+    const [v4] = n1.plan.podCIDRs;
     forwardPolicy('DROP');
     try {
       const inserted = await until(
@@ -289,12 +300,7 @@ describe.skipIf(skip !== undefined)(skip === undefined ? title : `${title} (skip
       );
       expect(inserted).toMatchObject({
         level: 'warn',
-        blocked: [
-          `ip filter FORWARD drops IPv4 packets from pods (${v4}): policy drop`,
-          `ip filter FORWARD drops IPv4 packets to pods (${v4}): policy drop`,
-          `ip6 filter FORWARD drops IPv6 packets from pods (${v6}): policy drop`,
-          `ip6 filter FORWARD drops IPv6 packets to pods (${v6}): policy drop`,
-        ],
+        blocked: dockerPolicyBlocks(),
       });
       expect(inserted!.inserted).toHaveLength(4);
       expect(inserted!.stillBlocked).toBeUndefined();
@@ -340,15 +346,9 @@ describe.skipIf(skip !== undefined)(skip === undefined ? title : `${title} (skip
         () => logged(/^the host firewall drops pod traffic this node forwards/),
         (l) => l !== undefined,
       );
-      const [v4, v6] = n1.plan.podCIDRs;
       expect(warning).toMatchObject({
         level: 'warn',
-        blocked: [
-          `ip filter FORWARD drops IPv4 packets from pods (${v4}): policy drop`,
-          `ip filter FORWARD drops IPv4 packets to pods (${v4}): policy drop`,
-          `ip6 filter FORWARD drops IPv6 packets from pods (${v6}): policy drop`,
-          `ip6 filter FORWARD drops IPv6 packets to pods (${v6}): policy drop`,
-        ],
+        blocked: dockerPolicyBlocks(),
       });
       expect(nsExec(n1.ns, 'iptables-nft', ['-S', 'FORWARD'])).not.toContain('trellis');
       const drops = parseExposition(curl(n1, '/metrics').body);
