@@ -41,7 +41,7 @@ describe.skipIf(skip !== undefined)(
     beforeAll(() => node.start());
     afterAll(() => node.stop());
 
-    it('our result is a valid prevResult for portmap, and a hostPort reaches the pod', async () => {
+    it('our result is a valid prevResult for portmap, and a hostPort reaches the pod from outside, a neighbour pod, itself (hairpin) and the node (its address and localhost)', async () => {
       // A client outside the node, on a link to the node's "host" namespace.
       const client = node.pool.add('cli');
       ip(
@@ -84,25 +84,48 @@ describe.skipIf(skip !== undefined)(
       const result = added.json as AddResult;
       expect(podAddr(result, 4)).toMatch(/^10\.244\.1\./);
 
+      // A second pod on the same node, a client of the hostPort like any other.
+      const neighbour = node.podNs();
+      const neighbourCall = { ...call, containerId: containerId(), netns: neighbour.path };
+      const neighbourAdded = await addList(list, neighbourCall);
+      expect(neighbourAdded.code, neighbourAdded.stdout + neighbourAdded.stderr).toBe(0);
+
       const server = nodeIn(
         pod.name,
         "require('net').createServer(s => s.end('hello from the pod')).listen(80, '0.0.0.0', () => console.log('up'))",
       );
-      try {
-        await new Promise<void>((resolve) => server.stdout!.once('data', () => resolve()));
-        const reply = await output(
+      // What the server answers a client in `ns` connecting to host:port.
+      const ask = (ns: string, host: string, port = 8080) =>
+        output(
           nodeIn(
-            client.name,
-            "const s = require('net').connect(8080, '192.0.2.1'); let d=''; s.on('data', c => d += c); s.on('end', () => { process.stdout.write(d); });",
+            ns,
+            `const s = require('net').connect(${port}, '${host}'); let d=''; s.on('data', c => d += c); s.on('end', () => { process.stdout.write(d); });`,
           ),
         );
-        expect(reply).toBe('hello from the pod');
+      try {
+        await new Promise<void>((resolve) => server.stdout!.once('data', () => resolve()));
+        // From outside the node, to its address.
+        expect(await ask(client.name, '192.0.2.1')).toBe('hello from the pod');
+        // From another pod on the node, to the node's address.
+        expect(await ask(neighbour.name, '192.0.2.1')).toBe('hello from the pod');
+        // Hairpin: the pod reaches itself through its own hostPort (portmap masquerades it, so the
+        // answer goes back through the host and is un-DNATed there).
+        expect(await ask(pod.name, '192.0.2.1')).toBe('hello from the pod');
+        // From the node itself (a hostNetwork client), to its own address and to localhost (portmap's
+        // "snat": true covers that case).
+        expect(await ask(node.host.name, '192.0.2.1')).toBe('hello from the pod');
+        expect(await ask(node.host.name, '127.0.0.1')).toBe('hello from the pod');
       } finally {
         server.kill('SIGKILL');
       }
 
-      const dels = await delList(list, call, result);
-      for (const d of dels) expect(d.code, d.stdout + d.stderr).toBe(0);
+      for (const [c, r] of [
+        [call, result],
+        [neighbourCall, neighbourAdded.json as AddResult],
+      ] as const) {
+        const dels = await delList(list, c, r);
+        for (const d of dels) expect(d.code, d.stdout + d.stderr).toBe(0);
+      }
     });
   },
 );
