@@ -22,7 +22,8 @@ import { CniServer } from './cni-server.ts';
 import { type CniCallRecord, createCniService } from './cni-service.ts';
 import type { AgentConfig } from './config.ts';
 import { NodeController, type PassOutcome } from './controller.ts';
-import { ForwardFirewallWatch } from './forward-firewall.ts';
+import { FirewallTableTrigger } from './firewall-tables.ts';
+import { ForwardFirewallWatch, type NftTableId } from './forward-firewall.ts';
 import { enableForwarding, keepForwardingOn, type RouterAdvertisementGuard } from './forwarding.ts';
 import { watchKernel } from './kernel-watch.ts';
 import { collectLeases, removeAttachments } from './lease-collector.ts';
@@ -324,18 +325,7 @@ export class Agent {
       log: log.child({ component: 'vxlan' }),
     });
     this.routes = new RouteReconciler({ handle: this.host, mode: config.mode, overlay: this.overlay });
-    const readFirewall = this.ports.readForwardFirewall;
-    if (readFirewall !== undefined && config.firewallCheckMs > 0) {
-      const write = config.acceptForward ? this.ports.writeForwardFirewall : undefined;
-      const firewall = new ForwardFirewallWatch({
-        read: readFirewall,
-        ...(write === undefined ? {} : { write }),
-        log: log.child({ component: 'firewall' }),
-      });
-      this.forwardFirewall = firewall;
-      // The first check runs when the pod CIDRs are known (onRangesSet below), then periodically.
-      this.every(config.firewallCheckMs, () => firewall.check(this.ipam?.ranges() ?? []), false);
-    }
+    this.startFirewallWatch();
     this.controller = new NodeController({
       nodeName: this.nodeName,
       cluster: this.cluster,
@@ -653,6 +643,47 @@ export class Agent {
           synced: inf.hasSynced(),
           ...(this.lastWatchFailure === undefined ? {} : { lastFailure: this.lastWatchFailure }),
         };
+  }
+
+  /**
+   * The host firewall's forward chains: the first check runs when the pod CIDRs are known
+   * (onRangesSet), then every --firewall-check-seconds, and soon after a table that dropped pod
+   * traffic changes (firewall-tables.ts).
+   */
+  private startFirewallWatch(): void {
+    const { config, log } = this;
+    const read = this.ports.readForwardFirewall;
+    if (read === undefined || config.firewallCheckMs === 0) return;
+    const flog = log.child({ component: 'firewall' });
+    const events = this.ports.events;
+    const check = (): Promise<void> =>
+      this.forwardFirewall?.check(this.ipam?.ranges() ?? []) ?? Promise.resolve();
+    let trigger: FirewallTableTrigger | undefined;
+    if (events.subscribeNftablesEvents !== undefined) {
+      const subscribe = events.subscribeNftablesEvents.bind(events);
+      const tables = new FirewallTableTrigger({
+        subscribe: (cb, table) => {
+          try {
+            return subscribe(cb, table);
+          } catch (err) {
+            // The periodic check still runs.
+            flog.debug({ table: table.name, error: errorText(err) }, 'cannot watch a firewall table');
+            return { close: () => {} };
+          }
+        },
+        onChange: () => void check(),
+      });
+      this.subscriptions.push({ close: () => tables.close() });
+      trigger = tables;
+    }
+    const write = config.acceptForward ? this.ports.writeForwardFirewall : undefined;
+    this.forwardFirewall = new ForwardFirewallWatch({
+      read,
+      ...(write === undefined ? {} : { write }),
+      ...(trigger === undefined ? {} : { onTables: (t: NftTableId[]) => trigger.follow(t) }),
+      log: flog,
+    });
+    this.every(config.firewallCheckMs, check, false);
   }
 
   /** Forward chains of the host firewall that drop pod traffic, at the last check (metrics). */

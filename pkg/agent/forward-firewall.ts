@@ -1,8 +1,9 @@
 /**
  * Watches the host's own firewall for forward chains that drop this node's pod traffic (Docker's
  * FORWARD policy DROP, ufw's, firewalld's final reject): trellis's routes and rules are all in place
- * then, and pods still cannot reach other nodes. The agent reads the chains once it has its pod CIDRs
- * and every --firewall-check-seconds (one `nft -j list chains`, and the rules of the forward chains).
+ * then, and pods still cannot reach other nodes. The agent reads the chains once it has its pod CIDRs,
+ * every --firewall-check-seconds, and soon after a table that dropped pod traffic changes (onTables,
+ * firewall-tables.ts): one `nft -j list chains`, and the rules of the forward chains.
  *
  * With `write` (the default; --no-accept-forward leaves it out) it does what flannel and Calico do:
  * inserts one accept per blocked pod CIDR and direction, matching this node's pod CIDRs only, before
@@ -24,7 +25,7 @@ import {
   ownAccepts,
   rulesWithChains,
 } from '../firewall/index.ts';
-import type { ForwardRuleset } from '../firewall/ruleset.ts';
+import { type ChainRef, chainOfKey, type ForwardRuleset } from '../firewall/ruleset.ts';
 import { canonicalCidr } from '../ip/index.ts';
 import type { Logger } from '../observe/logger.ts';
 
@@ -37,12 +38,26 @@ export interface ForwardFirewallState {
   error?: string;
 }
 
+/** An nftables table by its name and its family's NFPROTO number (as its notifications carry them). */
+export interface NftTableId {
+  family: number;
+  name: string;
+}
+
 export interface ForwardFirewallDeps {
   read: (podCIDRs: readonly string[]) => Promise<ForwardRuleset>;
   /** Runs nft with these arguments (a rule inserted or deleted); absent: report only. */
   write?: (args: string[]) => Promise<unknown>;
+  /**
+   * After each check: the tables that dropped pod traffic or hold trellis's accepts. A change there
+   * (Docker restarting, `ufw reload`, firewalld's reload) may take the accepts away before the next
+   * periodic check; the agent watches them (firewall-tables.ts).
+   */
+  onTables?: (tables: NftTableId[]) => void;
   log: Logger;
 }
+
+const NFPROTO: Record<ChainRef['family'], number> = { inet: 1, ip: 2, ip6: 10 };
 
 export class ForwardFirewallWatch {
   private readonly deps: ForwardFirewallDeps;
@@ -73,6 +88,7 @@ export class ForwardFirewallWatch {
     try {
       const rs = await this.deps.read(podCIDRs);
       blocks = forwardBlocks(rs, podCIDRs);
+      this.deps.onTables?.(tablesOf(rs, blocks));
       if (this.deps.write !== undefined) {
         await this.dropStale(rs, podCIDRs, this.deps.write);
         if (blocks.length > 0) blocks = await this.accept(blocks, podCIDRs, this.deps.write);
@@ -161,4 +177,15 @@ export class ForwardFirewallWatch {
       this.deps.log.info({ removed }, 'deleted accept rules for pod CIDRs this node no longer has');
     }
   }
+}
+
+/** The tables of the chains that drop and of trellis's accepts, each once. */
+function tablesOf(rs: ForwardRuleset, blocks: readonly ForwardBlock[]): NftTableId[] {
+  const chains: ChainRef[] = [
+    ...blocks.map((b) => chainOfKey(b.chain)),
+    ...ownAccepts(rulesWithChains(rs)).map((a) => a.chain),
+  ];
+  const seen = new Map<string, NftTableId>();
+  for (const c of chains) seen.set(`${c.family} ${c.table}`, { family: NFPROTO[c.family], name: c.table });
+  return [...seen.values()];
 }

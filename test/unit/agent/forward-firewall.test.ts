@@ -213,4 +213,26 @@ describe('ForwardFirewallWatch', () => {
     expect(lines[1]).toMatchObject({ msg: expect.stringMatching(/^the host firewall drops pod traffic/) });
     expect(watch.state().blocks).toHaveLength(2);
   });
+
+  it('names the tables to watch: those that dropped pod traffic, then those holding its accepts', async () => {
+    const nft = fakeNft([]);
+    const seen: unknown[] = [];
+    const log = pino({ level: 'silent' });
+    const watch = new ForwardFirewallWatch({
+      read: nft.read,
+      write: nft.write,
+      log,
+      onTables: (t) => seen.push(t),
+    });
+    await watch.check(POD_CIDRS);
+    await watch.check(POD_CIDRS);
+    expect(seen).toEqual([[{ family: 2, name: 'filter' }], [{ family: 2, name: 'filter' }]]);
+    const healthy = new ForwardFirewallWatch({
+      read: async () => dockerForward(true),
+      log,
+      onTables: (t) => seen.push(t),
+    });
+    await healthy.check(POD_CIDRS);
+    expect(seen.at(-1)).toEqual([]);
+  });
 });

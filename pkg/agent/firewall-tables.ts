@@ -1,0 +1,76 @@
+/**
+ * Asks for a firewall check soon after a table that dropped pod traffic (or holds trellis's accepts)
+ * changes: Docker re-creating its chains when it restarts, `ufw reload` or firewalld's reload take the
+ * accepts away with the rest, and pods across nodes would wait for the next periodic check. One
+ * nf_tables subscription per followed table, filtered in the kernel, and none on a node whose
+ * firewall never dropped pod traffic. A burst of changes (kube-proxy writing the same `ip filter`
+ * table, the agent's own inserts) yields one check DELAY_MS after it starts, and checks stay at least
+ * MIN_GAP_MS apart.
+ */
+import type { NftablesEvent, Subscription } from '../datapath/ports.ts';
+import type { NftTableId } from './forward-firewall.ts';
+
+export const DELAY_MS = 1000;
+export const MIN_GAP_MS = 5000;
+
+export type SubscribeTable = (
+  cb: (ev: NftablesEvent | { type: 'overflow' }) => void,
+  table: NftTableId,
+) => Subscription;
+
+export class FirewallTableTrigger {
+  private readonly subscribe: SubscribeTable;
+  private readonly onChange: () => void;
+  private readonly now: () => number;
+  private readonly followed = new Map<string, Subscription>();
+  private timer: NodeJS.Timeout | undefined;
+  private last = Number.NEGATIVE_INFINITY;
+
+  constructor(opts: { subscribe: SubscribeTable; onChange: () => void; now?: () => number }) {
+    this.subscribe = opts.subscribe;
+    this.onChange = opts.onChange;
+    this.now = opts.now ?? (() => performance.now());
+  }
+
+  /** From now on these tables; subscriptions of others are closed. */
+  follow(tables: readonly NftTableId[]): void {
+    const wanted = new Map(tables.map((t) => [`${t.family} ${t.name}`, t]));
+    for (const [key, sub] of this.followed) {
+      if (wanted.has(key)) continue;
+      sub.close();
+      this.followed.delete(key);
+    }
+    for (const [key, table] of wanted) {
+      if (this.followed.has(key)) continue;
+      this.followed.set(
+        key,
+        this.subscribe((ev) => {
+          if (ev.type !== 'generation') this.soon();
+        }, table),
+      );
+    }
+  }
+
+  /** How many tables are followed (status, tests). */
+  get size(): number {
+    return this.followed.size;
+  }
+
+  private soon(): void {
+    if (this.timer !== undefined) return;
+    const delay = Math.max(DELAY_MS, this.last + MIN_GAP_MS - this.now());
+    this.timer = setTimeout(() => {
+      this.timer = undefined;
+      this.last = this.now();
+      this.onChange();
+    }, delay);
+    this.timer.unref();
+  }
+
+  close(): void {
+    clearTimeout(this.timer);
+    this.timer = undefined;
+    for (const sub of this.followed.values()) sub.close();
+    this.followed.clear();
+  }
+}

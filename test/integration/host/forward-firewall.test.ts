@@ -1,0 +1,77 @@
+import { afterEach, describe, expect, it } from 'vitest';
+import { builtSkipReason } from '../../support/cni-driver.ts';
+import { ip, netnsSkipReason, nsExec, nsPing, type TestNetns } from '../../support/netns.ts';
+import { type AddResult, containerId, NodeHarness, podAddr } from '../datapath/harness.ts';
+
+/**
+ * The host firewall drops what the node forwards (Docker's FORWARD policy DROP, set through
+ * iptables-nft before the agent starts): the agent lets its pod CIDRs through at start, and when a
+ * firewall reload takes its accepts away (`iptables -F FORWARD`, as Docker re-creating its chains or
+ * `ufw reload` do) it puts them back within seconds, not at the next periodic check a minute later.
+ * Real agent with its default interval, a pod, and a client beyond the node, in test namespaces.
+ */
+const skip = netnsSkipReason ?? builtSkipReason();
+
+const TOOLS = ['iptables-nft', 'ip6tables-nft'];
+
+function sleep(ms: number): Promise<void> {
+  return new Promise((r) => setTimeout(r, ms));
+}
+
+const title = 'the host firewall: accepts for the pod CIDRs, put back after a firewall reload';
+describe.skipIf(skip !== undefined)(skip === undefined ? title : `${title} (skipped: ${skip})`, () => {
+  let node: NodeHarness | undefined;
+  afterEach(async () => {
+    await node?.stop();
+    node = undefined;
+  });
+
+  it('a flushed FORWARD chain gets its accepts back within seconds, and the pod is reachable again', async () => {
+    node = new NodeHarness();
+    await node.start([], (host) => {
+      for (const tool of TOOLS) nsExec(host, tool, ['-P', 'FORWARD', 'DROP']);
+    });
+    const host = node.host.name;
+    const ours = () =>
+      TOOLS.flatMap((tool) =>
+        nsExec(host, tool, ['-S', 'FORWARD'])
+          .split('\n')
+          .filter((l) => l.includes('trellis: the pods of this node')),
+      );
+    const until = async (what: string, ms: number, ok: () => boolean): Promise<number> => {
+      const start = Date.now();
+      while (!ok()) {
+        if (Date.now() - start > ms) throw new Error(`${what}: not within ${ms} ms`);
+        await sleep(50);
+      }
+      return Date.now() - start;
+    };
+    await until('the accepts at start', 5000, () => ours().length === 4);
+
+    // A client beyond the node, reaching the pod through the node's forward hook.
+    const client: TestNetns = node.pool.add('fwc');
+    ip(host, 'link', 'add', 'up0', 'type', 'veth', 'peer', 'name', 'eth0', 'netns', client.name);
+    ip(host, 'addr', 'add', '192.0.2.1/24', 'dev', 'up0');
+    ip(host, 'link', 'set', 'up0', 'up');
+    ip(client.name, 'addr', 'add', '192.0.2.2/24', 'dev', 'eth0');
+    ip(client.name, 'link', 'set', 'eth0', 'up');
+    ip(client.name, 'route', 'add', 'default', 'via', '192.0.2.1');
+    const pod = node.podNs();
+    const added = await node.add(pod, containerId());
+    expect(added.code, added.stdout).toBe(0);
+    const podV4 = podAddr(added.json as AddResult, 4);
+    expect(nsPing(client.name, podV4)).toBe(true);
+
+    const inserts = () =>
+      node!.agent.logs.filter((l) => String(l.msg).startsWith('the host firewall dropped'));
+    expect(inserts()).toHaveLength(1);
+    for (const tool of TOOLS) nsExec(host, tool, ['-F', 'FORWARD']);
+    expect(ours()).toEqual([]);
+    expect(nsPing(client.name, podV4)).toBe(false);
+    const tookMs = await until('the accepts back', 8000, () => ours().length === 4);
+    expect(tookMs).toBeLessThan(8000);
+    expect(nsPing(client.name, podV4)).toBe(true);
+    // The line is written after the rules are in and read back.
+    await until('the second insert logged', 5000, () => inserts().length === 2);
+  });
+});
