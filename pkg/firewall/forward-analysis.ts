@@ -47,6 +47,25 @@ type Match = 'always' | 'never' | 'maybe';
 /** Statements that neither filter nor decide. */
 const NEUTRAL = new Set(['counter', 'log', 'mangle']);
 const VERDICTS = new Set(['accept', 'drop', 'reject', 'jump', 'goto', 'return', 'continue', 'queue']);
+/**
+ * iptables-nft's extensions nft has no native form for (`{"xt": {"type", "name"}}`): `-m comment`
+ * filters nothing; `-j REJECT` is a reject; the non-terminating targets below decide nothing.
+ */
+const XT_NEUTRAL_MATCHES = new Set(['comment']);
+const XT_NEUTRAL_TARGETS = new Set(['LOG', 'NFLOG', 'MARK', 'CONNMARK', 'TRACE', 'TCPMSS', 'CLASSIFY']);
+
+/** The xt extension an expression is, if it is one: a match, or a target. */
+function xtOf(e: Record<string, unknown>): { match: boolean; name: string } | undefined {
+  const xt = e.xt as { type?: unknown; name?: unknown } | undefined;
+  if (xt === undefined || typeof xt.name !== 'string') return undefined;
+  return { match: xt.type === 'match', name: xt.name };
+}
+
+/** An xt target as a verdict: 'reject', undefined (decides nothing), or 'other' (undecided). */
+function xtVerdict(name: string): string | undefined {
+  if (name === 'REJECT') return 'reject';
+  return XT_NEUTRAL_TARGETS.has(name) ? undefined : 'other';
+}
 
 /** nft's wildcard interface names end in `*`; "trl*" covers every trellis host veth. */
 function ifnameMatch(pattern: unknown): Match {
@@ -110,6 +129,8 @@ export function ruleMatches(rule: Rule, kind: PacketKind): Match {
   for (const e of rule.expr) {
     const [key] = Object.keys(e);
     if (key === undefined || NEUTRAL.has(key) || VERDICTS.has(key)) continue;
+    const xt = xtOf(e);
+    if (xt !== undefined && (!xt.match || XT_NEUTRAL_MATCHES.has(xt.name))) continue;
     const m = key === 'match' ? matchExpr(e.match as Record<string, unknown>, kind) : 'maybe';
     if (m === 'never') return 'never';
     if (m === 'maybe') result = 'maybe';
@@ -122,6 +143,8 @@ function verdictOf(rule: Rule): string | undefined {
   for (const e of rule.expr) {
     const [key] = Object.keys(e);
     if (key !== undefined && VERDICTS.has(key)) v = key;
+    const xt = xtOf(e);
+    if (xt !== undefined && !xt.match) v = xtVerdict(xt.name) ?? v;
   }
   return v;
 }

@@ -1,14 +1,15 @@
 import { afterEach, describe, expect, it } from 'vitest';
 import { builtSkipReason } from '../../support/cni-driver.ts';
 import { ip, netnsSkipReason, nsExec, nsPing, type TestNetns } from '../../support/netns.ts';
-import { type AddResult, containerId, NodeHarness, podAddr } from '../datapath/harness.ts';
+import { type AddResult, containerId, NodeHarness, podAddr, V4_CIDR } from '../datapath/harness.ts';
 
 /**
  * The host firewall drops what the node forwards (Docker's FORWARD policy DROP, set through
  * iptables-nft before the agent starts): the agent lets its pod CIDRs through at start, and when a
  * firewall reload takes its accepts away (`iptables -F FORWARD`, as Docker re-creating its chains or
  * `ufw reload` do) it puts them back within seconds, not at the next periodic check a minute later.
- * Real agent with its default interval, a pod, and a client beyond the node, in test namespaces.
+ * On RHEL's stock rules (policy ACCEPT, a final REJECT) the accepts go right before the reject. Real
+ * agent with its default interval, a pod, and a client beyond the node, in test namespaces.
  */
 const skip = netnsSkipReason ?? builtSkipReason();
 
@@ -16,6 +17,30 @@ const TOOLS = ['iptables-nft', 'ip6tables-nft'];
 
 function sleep(ms: number): Promise<void> {
   return new Promise((r) => setTimeout(r, ms));
+}
+
+/** A client beyond the node (reaching the pod through the node's forward hook) and a pod. */
+async function clientAndPod(node: NodeHarness): Promise<{ client: TestNetns; podV4: string }> {
+  const host = node.host.name;
+  const client = node.pool.add('fwc');
+  ip(host, 'link', 'add', 'up0', 'type', 'veth', 'peer', 'name', 'eth0', 'netns', client.name);
+  ip(host, 'addr', 'add', '192.0.2.1/24', 'dev', 'up0');
+  ip(host, 'link', 'set', 'up0', 'up');
+  ip(client.name, 'addr', 'add', '192.0.2.2/24', 'dev', 'eth0');
+  ip(client.name, 'link', 'set', 'eth0', 'up');
+  ip(client.name, 'route', 'add', 'default', 'via', '192.0.2.1');
+  const added = await node.add(node.podNs(), containerId());
+  expect(added.code, added.stdout).toBe(0);
+  return { client, podV4: podAddr(added.json as AddResult, 4) };
+}
+
+async function until(what: string, ms: number, ok: () => boolean): Promise<number> {
+  const start = Date.now();
+  while (!ok()) {
+    if (Date.now() - start > ms) throw new Error(`${what}: not within ${ms} ms`);
+    await sleep(50);
+  }
+  return Date.now() - start;
 }
 
 const title = 'the host firewall: accepts for the pod CIDRs, put back after a firewall reload';
@@ -38,28 +63,9 @@ describe.skipIf(skip !== undefined)(skip === undefined ? title : `${title} (skip
           .split('\n')
           .filter((l) => l.includes('trellis: the pods of this node')),
       );
-    const until = async (what: string, ms: number, ok: () => boolean): Promise<number> => {
-      const start = Date.now();
-      while (!ok()) {
-        if (Date.now() - start > ms) throw new Error(`${what}: not within ${ms} ms`);
-        await sleep(50);
-      }
-      return Date.now() - start;
-    };
     await until('the accepts at start', 5000, () => ours().length === 4);
 
-    // A client beyond the node, reaching the pod through the node's forward hook.
-    const client: TestNetns = node.pool.add('fwc');
-    ip(host, 'link', 'add', 'up0', 'type', 'veth', 'peer', 'name', 'eth0', 'netns', client.name);
-    ip(host, 'addr', 'add', '192.0.2.1/24', 'dev', 'up0');
-    ip(host, 'link', 'set', 'up0', 'up');
-    ip(client.name, 'addr', 'add', '192.0.2.2/24', 'dev', 'eth0');
-    ip(client.name, 'link', 'set', 'eth0', 'up');
-    ip(client.name, 'route', 'add', 'default', 'via', '192.0.2.1');
-    const pod = node.podNs();
-    const added = await node.add(pod, containerId());
-    expect(added.code, added.stdout).toBe(0);
-    const podV4 = podAddr(added.json as AddResult, 4);
+    const { client, podV4 } = await clientAndPod(node);
     expect(nsPing(client.name, podV4)).toBe(true);
 
     const inserts = () =>
@@ -73,5 +79,33 @@ describe.skipIf(skip !== undefined)(skip === undefined ? title : `${title} (skip
     expect(nsPing(client.name, podV4)).toBe(true);
     // The line is written after the rules are in and read back.
     await until('the second insert logged', 5000, () => inserts().length === 2);
+  });
+
+  it("RHEL's stock FORWARD (policy ACCEPT, then -j REJECT): the accepts go right before the reject", async () => {
+    node = new NodeHarness();
+    await node.start([], (host) => {
+      nsExec(host, 'iptables-nft', [
+        '-A',
+        'FORWARD',
+        '-j',
+        'REJECT',
+        '--reject-with',
+        'icmp-host-prohibited',
+      ]);
+    });
+    const host = node.host.name;
+    const forward = () => nsExec(host, 'iptables-nft', ['-S', 'FORWARD']).trim().split('\n');
+    await until('the accepts', 5000, () => forward().some((l) => l.includes('trellis')));
+    const v4 = V4_CIDR;
+    expect(forward()).toEqual([
+      '-P FORWARD ACCEPT',
+      `-A FORWARD -s ${v4} -m comment --comment "trellis: the pods of this node" -j ACCEPT`,
+      `-A FORWARD -d ${v4} -m comment --comment "trellis: the pods of this node" -j ACCEPT`,
+      '-A FORWARD -j REJECT --reject-with icmp-host-prohibited',
+    ]);
+    const { client, podV4 } = await clientAndPod(node);
+    expect(nsPing(client.name, podV4)).toBe(true);
+    // Anything else the node forwards is still rejected: nothing but the pods was let through.
+    expect(nsPing(client.name, '192.0.2.77')).toBe(false);
   });
 });

@@ -176,6 +176,31 @@ describe('forwardBlocks: which forward chains of the host firewall drop pod traf
     expect(forwardBlocks(some, [V4])).toEqual([]);
   });
 
+  it("iptables' own extensions: -j REJECT rejects, -j LOG and -m comment decide and filter nothing", () => {
+    const xt = (type: 'match' | 'target', name: string) => ({ xt: { type, name } });
+    // RHEL's stock rules: policy ACCEPT, then -A FORWARD -j REJECT --reject-with icmp-host-prohibited.
+    const rhel = ruleset([ipFilterForward('accept')], {
+      'ip filter FORWARD': [
+        [counter, xt('target', 'LOG')],
+        [counter, xt('target', 'REJECT')],
+      ],
+    });
+    expect(summary(forwardBlocks(rhel, [V4]))).toEqual([
+      '4 from-pods ip filter FORWARD: rule 2 in ip filter FORWARD: reject',
+      '4 to-pods ip filter FORWARD: rule 2 in ip filter FORWARD: reject',
+    ]);
+    const commented = ruleset([ipFilterForward('drop')], {
+      'ip filter FORWARD': [
+        [addr('ip', 'saddr', V4), xt('match', 'comment'), counter, accept],
+        [addr('ip', 'daddr', V4), xt('match', 'comment'), counter, accept],
+      ],
+    });
+    expect(forwardBlocks(commented, [V4])).toEqual([]);
+    // A target this does not know (a jump into user space of its own kind): undecided, not a block.
+    const other = ruleset([ipFilterForward('drop')], { 'ip filter FORWARD': [[xt('target', 'NFQUEUE')]] });
+    expect(forwardBlocks(other, [V4])).toEqual([]);
+  });
+
   it('goto: the end of the target chain ends the caller too, so the policy decides', () => {
     const rs = ruleset([ipFilterForward('drop')], {
       'ip filter FORWARD': [[goto('CHECKS')], [accept]],
