@@ -730,7 +730,11 @@ export class Agent {
         noMasqueradeCIDRs: [...config.noMasqueradeCIDRs],
         ...(this.controller?.masqError === undefined ? {} : { lastError: this.controller.masqError }),
       },
-      ...(this.forwardFirewall === undefined ? {} : { forwardFirewall: this.forwardFirewall.state() }),
+      ...(this.forwardFirewall !== undefined
+        ? { forwardFirewall: this.forwardFirewall.state() }
+        : config.firewallCheckMs === 0
+          ? { forwardFirewall: { blocks: [], off: true as const } }
+          : {}),
     };
   }
 

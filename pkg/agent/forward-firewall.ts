@@ -36,6 +36,8 @@ export interface ForwardFirewallState {
   blocks: ForwardBlock[];
   /** Why the last read failed (the blocks are then the last known); absent when it worked. */
   error?: string;
+  /** The agent does not look (--firewall-check-seconds 0). */
+  off?: true;
 }
 
 /** An nftables table by its name and its family's NFPROTO number (as its notifications carry them). */

@@ -404,6 +404,7 @@ export function checkFirewall(f: DoctorFacts): CheckResult {
   const fw = f.agent.value.status.forwardFirewall;
   if (fw === undefined)
     return { ...r, skipped: 'the agent does not check the host firewall (an older version)' };
+  if (fw.off === true) return { ...r, skipped: 'the agent does not check it (--firewall-check-seconds 0)' };
   if (fw.checkedAt === undefined) {
     return {
       ...r,

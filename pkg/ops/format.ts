@@ -27,6 +27,7 @@ function masqueradeText(m: NonNullable<StatusView['masquerade']>): string {
 }
 
 function firewallText(f: NonNullable<StatusView['forwardFirewall']>): string {
+  if (f.off === true) return 'not checked (--firewall-check-seconds 0)';
   if (f.checkedAt === undefined) return f.error === undefined ? 'not checked yet' : `unreadable: ${f.error}`;
   if (f.blocks.length === 0) return `lets pod traffic through (checked ${f.checkedAt})`;
   const chains = [...new Set(f.blocks.map((b) => b.chain))];

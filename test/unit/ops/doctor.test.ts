@@ -598,6 +598,10 @@ describe('doctor', () => {
     expect(runDoctor(f).checks.find((c) => c.name === 'firewall')!.skipped).toBe(
       'the agent could not read it: nft: not found',
     );
+    agentValue(f).status.forwardFirewall = { blocks: [], off: true };
+    expect(runDoctor(f).checks.find((c) => c.name === 'firewall')!.skipped).toBe(
+      'the agent does not check it (--firewall-check-seconds 0)',
+    );
     delete agentValue(f).status.forwardFirewall;
     expect(runDoctor(f).checks.find((c) => c.name === 'firewall')!.skipped).toMatch(/older version/);
   });
