@@ -7,8 +7,10 @@
  *
  * With `write` (the default; --no-accept-forward leaves it out) it does what flannel and Calico do:
  * inserts one accept per blocked pod CIDR and direction, matching this node's pod CIDRs only, before
- * the rule that drops (pkg/firewall/accept.ts), reads again, and logs what it inserted and anything
- * still dropped; accepts of a pod CIDR the node no longer has are deleted. Without it, it logs the
+ * the catch-all rule or at the end of the policy that drops (pkg/firewall/accept.ts), reads again, and
+ * logs what it inserted and anything still dropped; accepts of a pod CIDR the node no longer has are
+ * deleted. A rule that names the pods (their addresses, their veths) is the operator's: reported, never
+ * overridden. Without it, it logs the
  * chains and the commands that would let the pods through. Either way it logs when what is blocked
  * changes, not at every check, and keeps the last verdict for `status`, `doctor` and the metrics.
  */
@@ -93,7 +95,9 @@ export class ForwardFirewallWatch {
       this.deps.onTables?.(tablesOf(rs, blocks));
       if (this.deps.write !== undefined) {
         await this.dropStale(rs, podCIDRs, this.deps.write);
-        if (blocks.length > 0) blocks = await this.accept(blocks, podCIDRs, this.deps.write);
+        // A drop that names the pods is the operator's: reported below, never lifted.
+        if (blocks.some((b) => b.targeted !== true))
+          blocks = await this.accept(blocks, podCIDRs, this.deps.write);
       }
     } catch (err) {
       const error = errorText(err);
@@ -137,14 +141,15 @@ export class ForwardFirewallWatch {
       }
     }
     const after = forwardBlocks(await this.deps.read(podCIDRs), podCIDRs);
+    const still = after.filter((b) => b.targeted !== true);
     this.deps.log.warn(
       {
-        blocked: blocks.map(describeBlock),
+        blocked: blocks.filter((b) => b.targeted !== true).map(describeBlock),
         inserted,
         ...(errors.length === 0 ? {} : { errors }),
-        ...(after.length === 0 ? {} : { stillBlocked: after.map(describeBlock) }),
+        ...(still.length === 0 ? {} : { stillBlocked: still.map(describeBlock) }),
       },
-      after.length === 0
+      still.length === 0
         ? 'the host firewall dropped pod traffic this node forwards; inserted rules that accept it (--no-accept-forward: report only)'
         : 'the host firewall drops pod traffic this node forwards, and the accept rules trellis inserted did not let all of it through',
     );

@@ -1,9 +1,9 @@
 /**
  * The rules trellis inserts into another program's forward chain when that chain drops its pods'
- * traffic (flannel's and Calico's answer to Docker's FORWARD policy DROP): one accept per blocked
- * (pod CIDR, direction), matching the node's own pod CIDR only, placed right before the rule that drops
- * (or at the end of a chain whose policy drops), so the operator's earlier rules (DOCKER-USER's among
- * them) still come first. Each carries ACCEPT_COMMENT, by which the agent finds them again to drop
+ * traffic by default (flannel's and Calico's answer to Docker's FORWARD policy DROP): one accept per
+ * blocked (pod CIDR, direction), matching the node's own pod CIDR only, placed right before the
+ * catch-all rule that drops (or at the end of a chain whose policy drops), so the operator's earlier
+ * rules (DOCKER-USER's among them) still come first. A drop that names the pods is never lifted. Each carries ACCEPT_COMMENT, by which the agent finds them again to drop
  * those of a pod CIDR the node no longer has, and `uninstall` removes them. Pure: nft argv out.
  */
 import type { ForwardBlock } from './forward-analysis.ts';
@@ -31,10 +31,14 @@ export function acceptArgs(block: ForwardBlock): string[] {
   return [...where, addr, field, block.podCIDR, 'counter', 'accept', 'comment', `"${ACCEPT_COMMENT}"`];
 }
 
-/** The blocks that need a rule each: one per (where it goes, family, direction, pod CIDR). */
+/**
+ * The rules for the blocks trellis may lift: one per (where it goes, family, direction, pod CIDR); a
+ * rule that names the pods (`targeted`) is the operator's, and is left alone.
+ */
 export function distinctAccepts(blocks: readonly ForwardBlock[]): string[][] {
   const seen = new Map<string, string[]>();
   for (const b of blocks) {
+    if (b.targeted === true) continue;
     const args = acceptArgs(b);
     seen.set(args.join(' '), args);
   }

@@ -6,6 +6,10 @@ import type { ForwardBlock } from './forward-analysis.ts';
  * by iptables; any other table takes an nft rule inserted at the top of the chain.
  */
 export function acceptCommand(block: ForwardBlock): string {
+  if (block.targeted === true && block.rule !== undefined) {
+    const { chain, handle } = block.rule;
+    return `the rule names the pods' addresses or veths; if they should pass, delete it: nft delete rule ${chain.family} ${chain.table} ${chain.name} handle ${handle}`;
+  }
   const [family, table, chain] = block.chain.split(' ') as [string, string, string];
   const from = block.direction === 'from-pods';
   if ((family === 'ip' || family === 'ip6') && table === 'filter') {

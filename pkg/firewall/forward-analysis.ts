@@ -40,6 +40,11 @@ export interface ForwardBlock extends PacketKind {
   by: string;
   /** The rule that drops (a rule of the base chain or of a chain it jumps to); absent: the policy. */
   rule?: { chain: ChainRef; handle: number };
+  /**
+   * The rule names the pods (their addresses or their veths): an operator's choice, which trellis
+   * reports and never overrides. A catch-all drop or reject (no such match) is the firewall's default.
+   */
+  targeted?: true;
 }
 
 type Match = 'always' | 'never' | 'maybe';
@@ -138,6 +143,15 @@ export function ruleMatches(rule: Rule, kind: PacketKind): Match {
   return result;
 }
 
+/** A rule that matches on addresses or interface names: it picks its packets, as a catch-all does not. */
+function namesPods(rule: Rule): boolean {
+  return rule.expr.some((e) => {
+    const left = (e.match as { left?: Record<string, { key?: unknown }> } | undefined)?.left;
+    if (left === undefined) return false;
+    return left.payload !== undefined || (left.meta !== undefined && left.meta.key !== 'nfproto');
+  });
+}
+
 function verdictOf(rule: Rule): string | undefined {
   let v: string | undefined;
   for (const e of rule.expr) {
@@ -151,7 +165,7 @@ function verdictOf(rule: Rule): string | undefined {
 
 type Outcome =
   | { kind: 'accept' }
-  | { kind: 'drop'; by: string; rule: { chain: ChainRef; handle: number } }
+  | { kind: 'drop'; by: string; rule: { chain: ChainRef; handle: number }; targeted: boolean }
   | { kind: 'undecided' }
   /** Fell off the end or returned: the caller goes on. */
   | { kind: 'next' };
@@ -179,6 +193,7 @@ function walk(rs: ForwardRuleset, chain: ChainRef, kind: PacketKind, depth: numb
             chain: { family: chain.family, table: chain.table, name: chain.name },
             handle: rule.handle,
           },
+          targeted: namesPods(rule),
         };
       case 'return':
         return { kind: 'next' };
@@ -214,8 +229,10 @@ export function forwardBlocks(rs: ForwardRuleset, podCIDRs: readonly string[]): 
       for (const direction of ['from-pods', 'to-pods'] as const) {
         const kind = { family, podCIDR, direction } as const;
         const r = walk(rs, chain, kind, 0);
-        if (r.kind === 'drop') blocks.push({ ...kind, chain: chainKey(chain), by: r.by, rule: r.rule });
-        else if (r.kind === 'next' && chain.policy === 'drop') {
+        if (r.kind === 'drop') {
+          const { by, rule, targeted } = r;
+          blocks.push({ ...kind, chain: chainKey(chain), by, rule, ...(targeted ? { targeted: true } : {}) });
+        } else if (r.kind === 'next' && chain.policy === 'drop') {
           blocks.push({ ...kind, chain: chainKey(chain), by: 'policy drop' });
         }
       }

@@ -108,4 +108,25 @@ describe.skipIf(skip !== undefined)(skip === undefined ? title : `${title} (skip
     // Anything else the node forwards is still rejected: nothing but the pods was let through.
     expect(nsPing(client.name, '192.0.2.77')).toBe(false);
   });
+
+  it("an operator's own drop of the pod CIDR is left alone: reported, nothing inserted", async () => {
+    node = new NodeHarness();
+    await node.start([], (host) => {
+      nsExec(host, 'iptables-nft', ['-A', 'FORWARD', '-d', V4_CIDR, '-j', 'DROP']);
+    });
+    const agent = node.agent;
+    await until('the report', 5000, () =>
+      agent.logs.some((l) =>
+        String(l.msg).startsWith('the host firewall drops pod traffic this node forwards'),
+      ),
+    );
+    const report = agent.logs.find((l) => String(l.msg).startsWith('the host firewall drops pod traffic'))!;
+    expect(report.blocked).toEqual([
+      `ip filter FORWARD drops IPv4 packets to pods (${V4_CIDR}): rule 2 in ip filter FORWARD: drop`,
+    ]);
+    expect(agent.logs.some((l) => String(l.msg).startsWith('the host firewall dropped'))).toBe(false);
+    expect(nsExec(node.host.name, 'iptables-nft', ['-S', 'FORWARD'])).not.toContain('trellis');
+    const { client, podV4 } = await clientAndPod(node);
+    expect(nsPing(client.name, podV4)).toBe(false);
+  });
 });

@@ -235,4 +235,44 @@ describe('ForwardFirewallWatch', () => {
     await healthy.check(POD_CIDRS);
     expect(seen.at(-1)).toEqual([]);
   });
+
+  it("with write: a drop that names the pods is the operator's: nothing inserted, reported with its handle", async () => {
+    const writes: string[][] = [];
+    const read = async (): Promise<ForwardRuleset> => ({
+      baseChains: [{ family: 'ip', table: 'filter', name: 'FORWARD', policy: 'accept', prio: 0 }],
+      rules: new Map([
+        [
+          'ip filter FORWARD',
+          [
+            {
+              handle: 7,
+              expr: [
+                {
+                  match: {
+                    op: '==',
+                    left: { payload: { protocol: 'ip', field: 'daddr' } },
+                    right: { prefix: { addr: '10.244.1.0', len: 24 } },
+                  },
+                },
+                { drop: null },
+              ],
+            },
+          ],
+        ],
+      ]),
+    });
+    const { watch, lines } = setup(read, async (args) => writes.push(args));
+    await watch.check(POD_CIDRS);
+    expect(writes).toEqual([]);
+    expect(lines).toHaveLength(1);
+    expect(lines[0]).toMatchObject({
+      msg: expect.stringMatching(/^the host firewall drops pod traffic this node forwards/),
+      blocked: [
+        'ip filter FORWARD drops IPv4 packets to pods (10.244.1.0/24): rule 7 in ip filter FORWARD: drop',
+      ],
+      fix: [
+        "the rule names the pods' addresses or veths; if they should pass, delete it: nft delete rule ip filter FORWARD handle 7",
+      ],
+    });
+  });
 });

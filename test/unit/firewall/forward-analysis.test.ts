@@ -201,6 +201,31 @@ describe('forwardBlocks: which forward chains of the host firewall drop pod traf
     expect(forwardBlocks(other, [V4])).toEqual([]);
   });
 
+  it("a drop that names the pods (their addresses or veths) is marked as the operator's; a catch-all is not", () => {
+    const rs = ruleset([ipFilterForward('accept')], {
+      'ip filter FORWARD': [
+        [addr('ip', 'daddr', '10.0.0.0/8'), drop],
+        [ifname('iifname', 'trl*'), drop],
+      ],
+    });
+    expect(forwardBlocks(rs, [V4]).map((b) => [b.direction, b.targeted])).toEqual([
+      ['from-pods', true],
+      ['to-pods', true],
+    ]);
+    const catchAll = ruleset([ipFilterForward('accept')], {
+      'ip filter FORWARD': [
+        [{ match: { op: '==', left: { meta: { key: 'nfproto' } }, right: 'ipv4' } }, reject],
+      ],
+    });
+    expect(forwardBlocks(catchAll, [V4]).map((b) => b.targeted)).toEqual([undefined, undefined]);
+    // Never lifted: no accept for it, and the advice is to delete it if pods should pass.
+    const targeted = forwardBlocks(rs, [V4]);
+    expect(distinctAccepts(targeted)).toEqual([]);
+    expect(acceptCommand(targeted[1]!)).toBe(
+      "the rule names the pods' addresses or veths; if they should pass, delete it: nft delete rule ip filter FORWARD handle 1",
+    );
+  });
+
   it('goto: the end of the target chain ends the caller too, so the policy decides', () => {
     const rs = ruleset([ipFilterForward('drop')], {
       'ip filter FORWARD': [[goto('CHECKS')], [accept]],
