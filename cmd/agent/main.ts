@@ -179,6 +179,8 @@ async function main(argv: string[]): Promise<number> {
     log: log.child({ component: 'observe' }),
   });
   const trim = idleTrim(log.child({ component: 'memory' }));
+  // Reads and writes other programs' forward chains (pkg/firewall); never the masquerade table.
+  const firewallNft = new NftRunner();
   const agent = new Agent(
     config,
     {
@@ -205,11 +207,9 @@ async function main(argv: string[]): Promise<number> {
       },
       masq: needsTable(tableRules(config, standalone)) ? masqSyncer(log) : undefined,
       removeMasqLeftovers: () => new NftRunner().deleteTableIfPresent(),
-      readForwardFirewall: (podCIDRs) => {
-        const nft = new NftRunner();
-        return readForwardRuleset((args) => nft.run(args), podCIDRs, DEFAULT_TABLE);
-      },
-      writeForwardFirewall: (args) => new NftRunner().run(args),
+      readForwardFirewall: (podCIDRs) =>
+        readForwardRuleset((args) => firewallNft.run(args), podCIDRs, DEFAULT_TABLE),
+      writeForwardFirewall: (args) => firewallNft.run(args),
       kube,
     },
     log,

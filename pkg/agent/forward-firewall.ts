@@ -16,13 +16,13 @@
  */
 import { errorText } from '../error-text.ts';
 import {
-  acceptCommand,
   DOCKER_NOTE,
   deleteArgs,
   describeBlock,
   describeRule,
   distinctAccepts,
   type ForwardBlock,
+  fixCommand,
   forwardBlocks,
   ownAccepts,
   rulesWithChains,
@@ -119,7 +119,7 @@ export class ForwardFirewallWatch {
       return;
     }
     this.deps.log.warn(
-      { blocked: blocks.map(describeBlock), fix: [...new Set(blocks.map(acceptCommand))], note: DOCKER_NOTE },
+      { blocked: blocks.map(describeBlock), fix: [...new Set(blocks.map(fixCommand))], note: DOCKER_NOTE },
       "the host firewall drops pod traffic this node forwards: pods here cannot reach other nodes' pods or leave the node until it accepts the pod CIDRs",
     );
   }

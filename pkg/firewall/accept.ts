@@ -7,25 +7,16 @@
  * those of a pod CIDR the node no longer has, and `uninstall` removes them. Pure: nft argv out.
  */
 import type { ForwardBlock } from './forward-analysis.ts';
-import { type ChainRef, chainKey, type Rule } from './ruleset.ts';
+import { type ChainRef, chainKey, chainOfKey, type Rule } from './ruleset.ts';
 
 export const ACCEPT_COMMENT = 'trellis: the pods of this node';
 
 /** nft's argv (it joins and parses them) for the rule that lets `block`'s packets through. */
 export function acceptArgs(block: ForwardBlock): string[] {
-  const [family, table, chain] = block.chain.split(' ') as [string, string, string];
   const where =
     block.rule === undefined
-      ? ['add', 'rule', family, table, chain]
-      : [
-          'insert',
-          'rule',
-          block.rule.chain.family,
-          block.rule.chain.table,
-          block.rule.chain.name,
-          'position',
-          String(block.rule.handle),
-        ];
+      ? ['add', 'rule', ...chainArgs(chainOfKey(block.chain))]
+      : ['insert', 'rule', ...chainArgs(block.rule.chain), 'position', String(block.rule.handle)];
   const addr = block.family === 4 ? 'ip' : 'ip6';
   const field = block.direction === 'from-pods' ? 'saddr' : 'daddr';
   return [...where, addr, field, block.podCIDR, 'counter', 'accept', 'comment', `"${ACCEPT_COMMENT}"`];
@@ -70,7 +61,11 @@ export function ownAccepts(
 }
 
 export function deleteArgs(at: { chain: ChainRef; handle: number }): string[] {
-  return ['delete', 'rule', at.chain.family, at.chain.table, at.chain.name, 'handle', String(at.handle)];
+  return ['delete', 'rule', ...chainArgs(at.chain), 'handle', String(at.handle)];
+}
+
+function chainArgs(c: ChainRef): string[] {
+  return [c.family, c.table, c.name];
 }
 
 /** "ip filter FORWARD handle 7", for log lines. */

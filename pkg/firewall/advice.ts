@@ -1,16 +1,18 @@
 /** What an operator runs to let pods through a chain that drops them (doctor and the agent's log). */
+import { deleteArgs } from './accept.ts';
 import type { ForwardBlock } from './forward-analysis.ts';
+import { chainOfKey } from './ruleset.ts';
 
 /**
- * iptables-nft's tables (`ip filter`, `ip6 filter`) take iptables commands, which keep them readable
- * by iptables; any other table takes an nft rule inserted at the top of the chain.
+ * A rule that names the pods is the operator's: the fix is deleting it, if they should pass. Otherwise
+ * an accept at the top of the chain: iptables-nft's tables (`ip filter`, `ip6 filter`) take iptables
+ * commands, which keep them readable by iptables; any other table takes an nft rule.
  */
-export function acceptCommand(block: ForwardBlock): string {
+export function fixCommand(block: ForwardBlock): string {
   if (block.targeted === true && block.rule !== undefined) {
-    const { chain, handle } = block.rule;
-    return `the rule names the pods' addresses or veths; if they should pass, delete it: nft delete rule ${chain.family} ${chain.table} ${chain.name} handle ${handle}`;
+    return `the rule names the pods' addresses or veths; if they should pass, delete it: nft ${deleteArgs(block.rule).join(' ')}`;
   }
-  const [family, table, chain] = block.chain.split(' ') as [string, string, string];
+  const { family, table, name: chain } = chainOfKey(block.chain);
   const from = block.direction === 'from-pods';
   if ((family === 'ip' || family === 'ip6') && table === 'filter') {
     const tool = family === 'ip' ? 'iptables' : 'ip6tables';

@@ -222,26 +222,22 @@ function applies(chain: BaseChain, family: 4 | 6): boolean {
 /** Every (base chain, packet kind) the host's firewall drops, for the node's pod CIDRs. */
 export function forwardBlocks(rs: ForwardRuleset, podCIDRs: readonly string[]): ForwardBlock[] {
   const blocks: ForwardBlock[] = [];
-  for (const podCIDR of podCIDRs) {
-    const family = podCIDR.includes(':') ? 6 : 4;
+  for (const kind of packetKinds(podCIDRs)) {
     for (const chain of rs.baseChains) {
-      if (!applies(chain, family)) continue;
-      for (const direction of ['from-pods', 'to-pods'] as const) {
-        const kind = { family, podCIDR, direction } as const;
-        const r = walk(rs, chain, kind, 0);
-        if (r.kind === 'drop') {
-          const { by, rule, targeted } = r;
-          blocks.push({ ...kind, chain: chainKey(chain), by, rule, ...(targeted ? { targeted: true } : {}) });
-        } else if (r.kind === 'next' && chain.policy === 'drop') {
-          blocks.push({ ...kind, chain: chainKey(chain), by: 'policy drop' });
-        }
+      if (!applies(chain, kind.family)) continue;
+      const r = walk(rs, chain, kind, 0);
+      if (r.kind === 'drop') {
+        const { by, rule, targeted } = r;
+        blocks.push({ ...kind, chain: chainKey(chain), by, rule, ...(targeted ? { targeted: true } : {}) });
+      } else if (r.kind === 'next' && chain.policy === 'drop') {
+        blocks.push({ ...kind, chain: chainKey(chain), by: 'policy drop' });
       }
     }
   }
   return blocks;
 }
 
-/** All packet kinds a rule is weighed for: the reader follows a jump that certainly applies to one. */
+/** The packets each walk asks about: per pod CIDR, from the pods and to them (the reader follows a jump that certainly applies to one). */
 export function packetKinds(podCIDRs: readonly string[]): PacketKind[] {
   return podCIDRs.flatMap((podCIDR) =>
     (['from-pods', 'to-pods'] as const).map((direction) => ({

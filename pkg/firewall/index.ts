@@ -7,7 +7,7 @@ export {
   distinctAccepts,
   ownAccepts,
 } from './accept.ts';
-export { acceptCommand, DOCKER_NOTE, describeBlock } from './advice.ts';
+export { DOCKER_NOTE, describeBlock, fixCommand } from './advice.ts';
 export {
   type Direction,
   type ForwardBlock,

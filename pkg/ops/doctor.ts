@@ -3,7 +3,7 @@
  * gathered beforehand (doctor-gather.ts), so each fault is a table row in a unit test. Every problem
  * comes with the fix an operator can apply.
  */
-import { acceptCommand, DOCKER_NOTE, describeBlock } from '../firewall/index.ts';
+import { DOCKER_NOTE, describeBlock, fixCommand } from '../firewall/index.ts';
 import { cidrContains, familyName, familyOfText, parseCidr, parseIp } from '../ip/index.ts';
 import { UNREADABLE_HOLDER } from '../routes/diff.ts';
 import { VXLAN_OVERHEAD } from '../vxlan/constants.ts';
@@ -418,7 +418,7 @@ export function checkFirewall(f: DoctorFacts): CheckResult {
     const what = b.direction === 'from-pods' ? 'leave this node' : 'reach pods on this node';
     r.findings.push({
       problem: `${describeBlock(b)}; IPv${b.family} pod traffic cannot ${what}`,
-      fix: `${acceptCommand(b)} (${DOCKER_NOTE})`,
+      fix: `${fixCommand(b)} (${DOCKER_NOTE})`,
     });
   }
   return r;

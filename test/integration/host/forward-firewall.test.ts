@@ -1,6 +1,7 @@
 import { afterEach, describe, expect, it } from 'vitest';
 import { builtSkipReason } from '../../support/cni-driver.ts';
 import { ip, netnsSkipReason, nsExec, nsPing, type TestNetns } from '../../support/netns.ts';
+import { sleep } from '../../support/testbed/processes.ts';
 import { type AddResult, containerId, NodeHarness, podAddr, V4_CIDR } from '../datapath/harness.ts';
 
 /**
@@ -14,10 +15,6 @@ import { type AddResult, containerId, NodeHarness, podAddr, V4_CIDR } from '../d
 const skip = netnsSkipReason ?? builtSkipReason();
 
 const TOOLS = ['iptables-nft', 'ip6tables-nft'];
-
-function sleep(ms: number): Promise<void> {
-  return new Promise((r) => setTimeout(r, ms));
-}
 
 /** A client beyond the node (reaching the pod through the node's forward hook) and a pod. */
 async function clientAndPod(node: NodeHarness): Promise<{ client: TestNetns; podV4: string }> {

@@ -2,13 +2,13 @@ import { describe, expect, it } from 'vitest';
 import {
   ACCEPT_COMMENT,
   acceptArgs,
-  acceptCommand,
   type BaseChain,
   chainKey,
   deleteArgs,
   distinctAccepts,
   type ForwardBlock,
   type ForwardRuleset,
+  fixCommand,
   forwardBlocks,
   ownAccepts,
   parseChainRules,
@@ -221,7 +221,7 @@ describe('forwardBlocks: which forward chains of the host firewall drop pod traf
     // Never lifted: no accept for it, and the advice is to delete it if pods should pass.
     const targeted = forwardBlocks(rs, [V4]);
     expect(distinctAccepts(targeted)).toEqual([]);
-    expect(acceptCommand(targeted[1]!)).toBe(
+    expect(fixCommand(targeted[1]!)).toBe(
       "the rule names the pods' addresses or veths; if they should pass, delete it: nft delete rule ip filter FORWARD handle 1",
     );
   });
@@ -332,7 +332,7 @@ describe('parsing nft -j output', () => {
   });
 });
 
-describe('acceptCommand', () => {
+describe('fixCommand', () => {
   const block = (chain: string, family: 4 | 6, direction: 'from-pods' | 'to-pods'): ForwardBlock => ({
     family,
     podCIDR: family === 4 ? V4 : V6,
@@ -342,13 +342,13 @@ describe('acceptCommand', () => {
   });
 
   it("iptables-nft's tables get iptables commands, others an nft rule at the top of the chain", () => {
-    expect(acceptCommand(block('ip filter FORWARD', 4, 'from-pods'))).toBe(
+    expect(fixCommand(block('ip filter FORWARD', 4, 'from-pods'))).toBe(
       'iptables -I FORWARD -s 10.244.1.0/24 -j ACCEPT',
     );
-    expect(acceptCommand(block('ip6 filter FORWARD', 6, 'to-pods'))).toBe(
+    expect(fixCommand(block('ip6 filter FORWARD', 6, 'to-pods'))).toBe(
       'ip6tables -I FORWARD -d fd00:10:244:1::/64 -j ACCEPT',
     );
-    expect(acceptCommand(block('inet firewalld filter_FORWARD', 6, 'from-pods'))).toBe(
+    expect(fixCommand(block('inet firewalld filter_FORWARD', 6, 'from-pods'))).toBe(
       'nft insert rule inet firewalld filter_FORWARD ip6 saddr fd00:10:244:1::/64 accept',
     );
   });
