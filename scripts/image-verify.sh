@@ -35,6 +35,12 @@ major=$(node -p 'process.versions.node.split(".")[0]')
   console.log(`image-verify: ${deps.length} production dependencies load`);
 ') || fail "a production dependency does not load from $app/node_modules"
 
+# The programs the agent runs: nft for its own table and the host firewall, legacy iptables where the
+# host's firewall still uses it (pkg/firewall/legacy-host.ts).
+for t in nft iptables-legacy ip6tables-legacy iptables-legacy-save ip6tables-legacy-save; do
+  command -v "$t" >/dev/null || fail "$t is not on PATH (nftables and iptables installed?)"
+done
+
 # The CNI binary is built for this image's CPU. The build stage cross-compiles it on the builder's
 # platform, and a binary for another CPU could still start here (the builder's own CPU runs natively
 # under emulation) or fail with a bare "not found" from a missing loader: compare the ELF header's

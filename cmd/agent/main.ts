@@ -18,7 +18,13 @@ import {
 import { IdleTrim } from '../../pkg/agent/idle-trim.ts';
 import { needsTable, tableRules } from '../../pkg/agent/table-rules.ts';
 import { errorText } from '../../pkg/error-text.ts';
-import { deleteOwnAccepts, readForwardRuleset } from '../../pkg/firewall/index.ts';
+import {
+  deleteOwnAccepts,
+  type FirewallCommand,
+  hostLegacyIptables,
+  type LegacyIptables,
+  readForwardRuleset,
+} from '../../pkg/firewall/index.ts';
 import { createK8sClient, K8sError, K8sReason, loadKubeConfig } from '../../pkg/k8s/index.ts';
 import { DEFAULT_TABLE, MasqSyncer, NftRunner } from '../../pkg/masq/index.ts';
 import { NftSetWriter } from '../../pkg/netlink/index.ts';
@@ -134,6 +140,7 @@ async function main(argv: string[]): Promise<number> {
       }
     }
     const nft = new NftRunner();
+    const firewall = firewallTools();
     const report = await uninstallTrellis({
       host: openHostNetlink(),
       cniConfDir: config.cniConfDir,
@@ -142,7 +149,7 @@ async function main(argv: string[]): Promise<number> {
       socket: config.socket,
       isTrellisDevice: isVxlanDeviceName,
       deleteNftTable: () => nft.deleteTableIfPresent(),
-      deleteForwardAccepts: () => deleteOwnAccepts((args) => nft.run(args)),
+      deleteForwardAccepts: () => deleteOwnAccepts(firewall.run, firewall.legacy),
     });
     for (const l of locks) l.release();
     log.info(report, 'trellis uninstalled from this node');
@@ -180,7 +187,7 @@ async function main(argv: string[]): Promise<number> {
   });
   const trim = idleTrim(log.child({ component: 'memory' }));
   // Reads and writes other programs' forward chains (pkg/firewall); never the masquerade table.
-  const firewallNft = new NftRunner();
+  const firewall = firewallTools();
   const agent = new Agent(
     config,
     {
@@ -208,8 +215,13 @@ async function main(argv: string[]): Promise<number> {
       masq: needsTable(tableRules(config, standalone)) ? masqSyncer(log) : undefined,
       removeMasqLeftovers: () => new NftRunner().deleteTableIfPresent(),
       readForwardFirewall: (podCIDRs) =>
-        readForwardRuleset((args) => firewallNft.run(args), podCIDRs, DEFAULT_TABLE),
-      writeForwardFirewall: (args) => firewallNft.run(args),
+        readForwardRuleset(
+          (args) => firewall.run({ tool: 'nft', args }),
+          podCIDRs,
+          DEFAULT_TABLE,
+          firewall.legacy,
+        ),
+      writeForwardFirewall: firewall.run,
       kube,
     },
     log,
@@ -288,6 +300,26 @@ function masqSyncer(log: ReturnType<typeof createLogger>): MasqSyncer {
     );
   }
   return new MasqSyncer(new NftRunner(), writer);
+}
+
+/**
+ * The programs that read and edit the host's own firewall: nft, and legacy iptables where the kernel
+ * holds its tables (pkg/firewall/legacy-host.ts). NftRunner runs any of them: argv, timeout, stderr.
+ */
+function firewallTools(): {
+  run: (cmd: FirewallCommand) => Promise<string>;
+  legacy: LegacyIptables;
+} {
+  const runners = new Map<string, NftRunner>();
+  const run = (tool: string, args: string[]): Promise<string> => {
+    let r = runners.get(tool);
+    if (r === undefined) {
+      r = new NftRunner({ nftPath: tool });
+      runners.set(tool, r);
+    }
+    return r.run(args);
+  };
+  return { run: (cmd) => run(cmd.tool, cmd.args), legacy: hostLegacyIptables(run) };
 }
 
 /** malloc's free memory back to the kernel after a burst of work (pkg/agent/idle-trim.ts). */

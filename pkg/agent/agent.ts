@@ -7,7 +7,7 @@ import { KeyedMutex } from '../datapath/keyed-mutex.ts';
 import type { Family, NetlinkEventsPort, NetlinkHandle, NetnsPort, Subscription } from '../datapath/ports.ts';
 import type { DatapathDeps } from '../datapath/types.ts';
 import { errorText } from '../error-text.ts';
-import type { ForwardBlock, ForwardRuleset } from '../firewall/index.ts';
+import type { FirewallCommand, ForwardBlock, ForwardRuleset } from '../firewall/index.ts';
 import { type Ipam, openIpam } from '../ipam/index.ts';
 import type { K8sClient, NodeInformer } from '../k8s/index.ts';
 import type { MasqSyncer } from '../masq/index.ts';
@@ -76,7 +76,7 @@ export interface AgentPorts {
    */
   readForwardFirewall?: (podCIDRs: readonly string[]) => Promise<ForwardRuleset>;
   /** Runs nft to insert or delete the agent's accept rules there (skipped with --no-accept-forward). */
-  writeForwardFirewall?: (args: string[]) => Promise<unknown>;
+  writeForwardFirewall?: (cmd: FirewallCommand) => Promise<unknown>;
 }
 
 export interface AgentHooks {

@@ -16,11 +16,13 @@
  */
 import { errorText } from '../error-text.ts';
 import {
+  commandText,
   DOCKER_NOTE,
-  deleteArgs,
+  deleteCommand,
   describeBlock,
   describeRule,
   distinctAccepts,
+  type FirewallCommand,
   type ForwardBlock,
   fixCommand,
   forwardBlocks,
@@ -50,8 +52,8 @@ export interface NftTableId {
 
 export interface ForwardFirewallDeps {
   read: (podCIDRs: readonly string[]) => Promise<ForwardRuleset>;
-  /** Runs nft with these arguments (a rule inserted or deleted); absent: report only. */
-  write?: (args: string[]) => Promise<unknown>;
+  /** Runs nft or legacy iptables (a rule inserted or deleted); absent: report only. */
+  write?: (cmd: FirewallCommand) => Promise<unknown>;
   /**
    * After each check: the tables that dropped pod traffic or hold trellis's accepts. A change there
    * (Docker restarting, `ufw reload`, firewalld's reload) may take the accepts away before the next
@@ -61,7 +63,8 @@ export interface ForwardFirewallDeps {
   log: Logger;
 }
 
-const NFPROTO: Record<ChainRef['family'], number> = { inet: 1, ip: 2, ip6: 10 };
+/** nf_tables' families; legacy iptables' tables send no nf_tables notifications (the periodic check reads them). */
+const NFPROTO: Partial<Record<ChainRef['family'], number>> = { inet: 1, ip: 2, ip6: 10 };
 
 export class ForwardFirewallWatch {
   private readonly deps: ForwardFirewallDeps;
@@ -128,14 +131,14 @@ export class ForwardFirewallWatch {
   private async accept(
     blocks: ForwardBlock[],
     podCIDRs: readonly string[],
-    write: (args: string[]) => Promise<unknown>,
+    write: (cmd: FirewallCommand) => Promise<unknown>,
   ): Promise<ForwardBlock[]> {
     const inserted: string[] = [];
     const errors: string[] = [];
-    for (const args of distinctAccepts(blocks)) {
+    for (const cmd of distinctAccepts(blocks)) {
       try {
-        await write(args);
-        inserted.push(`nft ${args.join(' ')}`);
+        await write(cmd);
+        inserted.push(commandText(cmd));
       } catch (err) {
         errors.push(errorText(err));
       }
@@ -160,7 +163,7 @@ export class ForwardFirewallWatch {
   private async dropStale(
     rs: ForwardRuleset,
     podCIDRs: readonly string[],
-    write: (args: string[]) => Promise<unknown>,
+    write: (cmd: FirewallCommand) => Promise<unknown>,
   ): Promise<void> {
     const wanted = new Set(podCIDRs.map((c) => canonicalCidr(c) ?? c));
     const stale = ownAccepts(
@@ -171,7 +174,7 @@ export class ForwardFirewallWatch {
     const removed: string[] = [];
     for (const at of stale) {
       try {
-        await write(deleteArgs(at));
+        await write(deleteCommand(at));
         removed.push(describeRule(at));
       } catch (err) {
         this.deps.log.warn(
@@ -193,6 +196,9 @@ function tablesOf(rs: ForwardRuleset, blocks: readonly ForwardBlock[]): NftTable
     ...ownAccepts(rulesWithChains(rs)).map((a) => a.chain),
   ];
   const seen = new Map<string, NftTableId>();
-  for (const c of chains) seen.set(`${c.family} ${c.table}`, { family: NFPROTO[c.family], name: c.table });
+  for (const c of chains) {
+    const family = NFPROTO[c.family];
+    if (family !== undefined) seen.set(`${c.family} ${c.table}`, { family, name: c.table });
+  }
   return [...seen.values()];
 }

@@ -4,34 +4,73 @@
  * blocked (pod CIDR, direction), matching the node's own pod CIDR only, placed right before the
  * catch-all rule that drops (or at the end of a chain whose policy drops), so the operator's earlier
  * rules (DOCKER-USER's among them) still come first. A drop that names the pods is never lifted. Each carries ACCEPT_COMMENT, by which the agent finds them again to drop
- * those of a pod CIDR the node no longer has, and `uninstall` removes them. Pure: nft argv out.
+ * those of a pod CIDR the node no longer has, and `uninstall` removes them. Pure: commands out (nft's
+ * argv, or legacy iptables' for a chain nft cannot see).
  */
 import type { ForwardBlock } from './forward-analysis.ts';
-import { type ChainRef, chainKey, chainOfKey, type Rule } from './ruleset.ts';
+import { type ChainRef, chainKey, chainOfKey, isLegacy, type LegacyFamily, type Rule } from './ruleset.ts';
+
+/** A program that edits the host's firewall, and its arguments (never a shell). */
+export interface FirewallCommand {
+  tool: 'nft' | LegacyFamily;
+  args: string[];
+}
+
+/** Legacy iptables waits up to 5 s for the xtables lock other iptables users hold (kube-proxy's). */
+const XT_WAIT = ['-w', '5'];
 
 export const ACCEPT_COMMENT = 'trellis: the pods of this node';
 
-/** nft's argv (it joins and parses them) for the rule that lets `block`'s packets through. */
-export function acceptArgs(block: ForwardBlock): string[] {
+/**
+ * The command for the rule that lets `block`'s packets through: nft's argv (it joins and parses
+ * them), or for legacy iptables `-I CHAIN N` (before rule N) or `-A CHAIN` (the policy drops).
+ */
+export function acceptCommand(block: ForwardBlock): FirewallCommand {
+  const chain = block.rule?.chain ?? chainOfKey(block.chain);
+  const from = block.direction === 'from-pods';
+  if (isLegacy(chain.family)) {
+    const where =
+      block.rule === undefined ? ['-A', chain.name] : ['-I', chain.name, String(block.rule.handle)];
+    return {
+      tool: chain.family,
+      args: [
+        ...XT_WAIT,
+        ...where,
+        from ? '-s' : '-d',
+        block.podCIDR,
+        '-m',
+        'comment',
+        '--comment',
+        ACCEPT_COMMENT,
+        '-j',
+        'ACCEPT',
+      ],
+    };
+  }
   const where =
     block.rule === undefined
-      ? ['add', 'rule', ...chainArgs(chainOfKey(block.chain))]
-      : ['insert', 'rule', ...chainArgs(block.rule.chain), 'position', String(block.rule.handle)];
+      ? ['add', 'rule', ...chainArgs(chain)]
+      : ['insert', 'rule', ...chainArgs(chain), 'position', String(block.rule.handle)];
   const addr = block.family === 4 ? 'ip' : 'ip6';
-  const field = block.direction === 'from-pods' ? 'saddr' : 'daddr';
-  return [...where, addr, field, block.podCIDR, 'counter', 'accept', 'comment', `"${ACCEPT_COMMENT}"`];
+  const field = from ? 'saddr' : 'daddr';
+  return {
+    tool: 'nft',
+    args: [...where, addr, field, block.podCIDR, 'counter', 'accept', 'comment', `"${ACCEPT_COMMENT}"`],
+  };
 }
 
 /**
  * The rules for the blocks trellis may lift: one per (where it goes, family, direction, pod CIDR); a
  * rule that names the pods (`targeted`) is the operator's, and is left alone.
  */
-export function distinctAccepts(blocks: readonly ForwardBlock[]): string[][] {
-  const seen = new Map<string, string[]>();
-  for (const b of blocks) {
+export function distinctAccepts(blocks: readonly ForwardBlock[]): FirewallCommand[] {
+  const seen = new Map<string, FirewallCommand>();
+  // Later rules first: a legacy insert shifts the positions of the rules after it, never before.
+  const ordered = [...blocks].sort((a, b) => (b.rule?.handle ?? 0) - (a.rule?.handle ?? 0));
+  for (const b of ordered) {
     if (b.targeted === true) continue;
-    const args = acceptArgs(b);
-    seen.set(args.join(' '), args);
+    const cmd = acceptCommand(b);
+    seen.set(commandText(cmd), cmd);
   }
   return [...seen.values()];
 }
@@ -51,24 +90,52 @@ function acceptedPrefix(rule: Rule): string | undefined {
 export function ownAccepts(
   rules: Iterable<{ chain: ChainRef; rule: Rule }>,
   keep: (prefix: string | undefined) => boolean = () => false,
-): { chain: ChainRef; handle: number }[] {
-  const out: { chain: ChainRef; handle: number }[] = [];
+): RuleAt[] {
+  const out: RuleAt[] = [];
   for (const { chain, rule } of rules) {
     if (rule.comment !== ACCEPT_COMMENT || keep(acceptedPrefix(rule))) continue;
-    out.push({ chain, handle: rule.handle });
+    out.push({ chain, handle: rule.handle, ...(rule.spec === undefined ? {} : { spec: rule.spec }) });
   }
   return out;
 }
 
-export function deleteArgs(at: { chain: ChainRef; handle: number }): string[] {
-  return ['delete', 'rule', ...chainArgs(at.chain), 'handle', String(at.handle)];
+/** A rule in a chain: nft's handle, or legacy iptables' position and its options as saved. */
+export interface RuleAt {
+  chain: ChainRef;
+  handle: number;
+  spec?: readonly string[];
+}
+
+/**
+ * The command that deletes one rule: nft's by its handle; legacy iptables' by what the rule is
+ * (`-D CHAIN spec`), as a position may have moved since the chain was read.
+ */
+export function deleteCommand(at: RuleAt): FirewallCommand {
+  if (isLegacy(at.chain.family)) {
+    const where = at.spec === undefined ? [String(at.handle)] : at.spec;
+    return { tool: at.chain.family, args: [...XT_WAIT, '-D', at.chain.name, ...where] };
+  }
+  return { tool: 'nft', args: ['delete', 'rule', ...chainArgs(at.chain), 'handle', String(at.handle)] };
 }
 
 function chainArgs(c: ChainRef): string[] {
   return [c.family, c.table, c.name];
 }
 
-/** "ip filter FORWARD handle 7", for log lines. */
-export function describeRule(at: { chain: ChainRef; handle: number }): string {
-  return `${chainKey(at.chain)} handle ${at.handle}`;
+/** "ip filter FORWARD handle 7" or "iptables-legacy filter FORWARD rule 3", for log lines. */
+export function describeRule(at: RuleAt): string {
+  return `${chainKey(at.chain)} ${isLegacy(at.chain.family) ? 'rule' : 'handle'} ${at.handle}`;
+}
+
+/**
+ * A command as one line to read or paste: nft's words as nft joins them (its comment already
+ * quoted); legacy iptables' quoted for a shell where they need it.
+ */
+export function commandText(c: FirewallCommand): string {
+  const words = c.tool === 'nft' ? c.args : c.args.map(shellWord);
+  return [c.tool, ...words].join(' ');
+}
+
+function shellWord(w: string): string {
+  return /^[A-Za-z0-9_./:,=+@%-]+$/.test(w) ? w : `'${w.replaceAll("'", `'\\''`)}'`;
 }

@@ -1,19 +1,21 @@
 /** What an operator runs to let pods through a chain that drops them (doctor and the agent's log). */
-import { deleteArgs } from './accept.ts';
+import { commandText, deleteCommand } from './accept.ts';
 import type { ForwardBlock } from './forward-analysis.ts';
-import { chainOfKey } from './ruleset.ts';
+import { chainOfKey, isLegacy } from './ruleset.ts';
 
 /**
  * A rule that names the pods is the operator's: the fix is deleting it, if they should pass. Otherwise
  * an accept at the top of the chain: iptables-nft's tables (`ip filter`, `ip6 filter`) take iptables
- * commands, which keep them readable by iptables; any other table takes an nft rule.
+ * commands, which keep them readable by iptables; legacy iptables' tables take iptables-legacy (ip6tables-legacy) commands;
+ * any other table takes an nft rule.
  */
 export function fixCommand(block: ForwardBlock): string {
   if (block.targeted === true && block.rule !== undefined) {
-    return `the rule names the pods' addresses or veths; if they should pass, delete it: nft ${deleteArgs(block.rule).join(' ')}`;
+    return `the rule names the pods' addresses or veths; if they should pass, delete it: ${commandText(deleteCommand(block.rule))}`;
   }
   const { family, table, name: chain } = chainOfKey(block.chain);
   const from = block.direction === 'from-pods';
+  if (isLegacy(family)) return `${family} -I ${chain} ${from ? '-s' : '-d'} ${block.podCIDR} -j ACCEPT`;
   if ((family === 'ip' || family === 'ip6') && table === 'filter') {
     const tool = family === 'ip' ? 'iptables' : 'ip6tables';
     return `${tool} -I ${chain} ${from ? '-s' : '-d'} ${block.podCIDR} -j ACCEPT`;

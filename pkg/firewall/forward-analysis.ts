@@ -20,6 +20,7 @@ import {
   type ChainRef,
   chainKey,
   type ForwardRuleset,
+  ipFamilyOf,
   jumpTarget,
   type Rule,
 } from './ruleset.ts';
@@ -38,8 +39,11 @@ export interface ForwardBlock extends PacketKind {
   chain: string;
   /** "policy drop", or the rule: "rule 12 in ip filter DOCKER-USER: reject". */
   by: string;
-  /** The rule that drops (a rule of the base chain or of a chain it jumps to); absent: the policy. */
-  rule?: { chain: ChainRef; handle: number };
+  /**
+   * The rule that drops (a rule of the base chain or of a chain it jumps to); absent: the policy.
+   * `spec`: a legacy iptables rule's options as saved.
+   */
+  rule?: { chain: ChainRef; handle: number; spec?: readonly string[] };
   /**
    * The rule names the pods (their addresses or their veths): an operator's choice, which trellis
    * reports and never overrides. A catch-all drop or reject (no such match) is the firewall's default.
@@ -165,7 +169,7 @@ function verdictOf(rule: Rule): string | undefined {
 
 type Outcome =
   | { kind: 'accept' }
-  | { kind: 'drop'; by: string; rule: { chain: ChainRef; handle: number }; targeted: boolean }
+  | { kind: 'drop'; by: string; rule: NonNullable<ForwardBlock['rule']>; targeted: boolean }
   | { kind: 'undecided' }
   /** Fell off the end or returned: the caller goes on. */
   | { kind: 'next' };
@@ -192,6 +196,7 @@ function walk(rs: ForwardRuleset, chain: ChainRef, kind: PacketKind, depth: numb
           rule: {
             chain: { family: chain.family, table: chain.table, name: chain.name },
             handle: rule.handle,
+            ...(rule.spec === undefined ? {} : { spec: rule.spec }),
           },
           targeted: namesPods(rule),
         };
@@ -216,7 +221,8 @@ function walk(rs: ForwardRuleset, chain: ChainRef, kind: PacketKind, depth: numb
 }
 
 function applies(chain: BaseChain, family: 4 | 6): boolean {
-  return chain.family === 'inet' || (chain.family === 'ip') === (family === 4);
+  const only = ipFamilyOf(chain.family);
+  return only === undefined || only === family;
 }
 
 /** Every (base chain, packet kind) the host's firewall drops, for the node's pod CIDRs. */

@@ -1,11 +1,14 @@
 /** The host's own firewall, as far as it decides whether the node forwards its pods' traffic. */
 export {
   ACCEPT_COMMENT,
-  acceptArgs,
-  deleteArgs,
+  acceptCommand,
+  commandText,
+  deleteCommand,
   describeRule,
   distinctAccepts,
+  type FirewallCommand,
   ownAccepts,
+  type RuleAt,
 } from './accept.ts';
 export { DOCKER_NOTE, describeBlock, fixCommand } from './advice.ts';
 export {
@@ -16,13 +19,18 @@ export {
   packetKinds,
   ruleMatches,
 } from './forward-analysis.ts';
-export { deleteOwnAccepts, type NftRun, readForwardRuleset } from './read.ts';
+export { IptablesSaveError, parseIptablesSave, splitSaveLine } from './iptables-save.ts';
+export { hostLegacyIptables } from './legacy-host.ts';
+export { deleteOwnAccepts, type LegacyIptables, type NftRun, readForwardRuleset } from './read.ts';
 export {
   type BaseChain,
+  type ChainFamily,
   type ChainRef,
   chainKey,
   type ForwardFamily,
   type ForwardRuleset,
+  isLegacy,
+  type LegacyFamily,
   parseChainRules,
   parseForwardBaseChains,
   parseRulesetRules,

@@ -7,8 +7,25 @@
 /** nftables address families whose forward hook sees routed IP packets. */
 export type ForwardFamily = 'ip' | 'ip6' | 'inet';
 
+/** Legacy iptables' filter tables (x_tables, invisible to nft), named by the tool that edits them. */
+export type LegacyFamily = 'iptables-legacy' | 'ip6tables-legacy';
+
+/** Where a chain lives: an nftables family, or a legacy iptables table (iptables-save.ts). */
+export type ChainFamily = ForwardFamily | LegacyFamily;
+
+export function isLegacy(family: ChainFamily): family is LegacyFamily {
+  return family === 'iptables-legacy' || family === 'ip6tables-legacy';
+}
+
+/** The IP family a chain's packets are of; undefined for nftables' inet (both). */
+export function ipFamilyOf(family: ChainFamily): 4 | 6 | undefined {
+  if (family === 'ip' || family === 'iptables-legacy') return 4;
+  if (family === 'ip6' || family === 'ip6tables-legacy') return 6;
+  return undefined;
+}
+
 export interface ChainRef {
-  family: ForwardFamily;
+  family: ChainFamily;
   table: string;
   name: string;
 }
@@ -25,6 +42,8 @@ export interface Rule {
   expr: Record<string, unknown>[];
   /** The rule's comment (iptables' `-m comment` too), if any. */
   comment?: string;
+  /** Legacy iptables: the rule's options as saved after `-A CHAIN` (it is deleted by them). */
+  spec?: string[];
 }
 
 export interface ForwardRuleset {
@@ -119,7 +138,7 @@ export function jumpTarget(rule: Rule): string | undefined {
 /** The chain a chainKey() names (the name is the rest: nft allows spaces in quoted names). */
 export function chainOfKey(key: string): ChainRef {
   const [family, table, ...name] = key.split(' ');
-  return { family: family as ForwardFamily, table: table ?? '', name: name.join(' ') };
+  return { family: family as ChainFamily, table: table ?? '', name: name.join(' ') };
 }
 
 /** Every rule read, with its chain. */

@@ -9,12 +9,14 @@ import { type AddResult, containerId, NodeHarness, podAddr, V4_CIDR } from '../d
  * iptables-nft before the agent starts): the agent lets its pod CIDRs through at start, and when a
  * firewall reload takes its accepts away (`iptables -F FORWARD`, as Docker re-creating its chains or
  * `ufw reload` do) it puts them back within seconds, not at the next periodic check a minute later.
- * On RHEL's stock rules (policy ACCEPT, a final REJECT) the accepts go right before the reject. Real
+ * On RHEL's stock rules (policy ACCEPT, a final REJECT) the accepts go right before the reject. Legacy
+ * iptables (x_tables, invisible to nft) is read and written through iptables-legacy. Real
  * agent with its default interval, a pod, and a client beyond the node, in test namespaces.
  */
 const skip = netnsSkipReason ?? builtSkipReason();
 
 const TOOLS = ['iptables-nft', 'ip6tables-nft'];
+const LEGACY = ['iptables-legacy', 'ip6tables-legacy'];
 
 /** A client beyond the node (reaching the pod through the node's forward hook) and a pod. */
 async function clientAndPod(node: NodeHarness): Promise<{ client: TestNetns; podV4: string }> {
@@ -125,5 +127,44 @@ describe.skipIf(skip !== undefined)(skip === undefined ? title : `${title} (skip
     expect(nsExec(node.host.name, 'iptables-nft', ['-S', 'FORWARD'])).not.toContain('trellis');
     const { client, podV4 } = await clientAndPod(node);
     expect(nsPing(client.name, podV4)).toBe(false);
+  });
+
+  it("legacy iptables, which nft cannot list: Docker's policy DROP there gets its accepts, and a flush is answered at the next periodic check", async () => {
+    node = new NodeHarness();
+    await node.start(['--firewall-check-seconds', '1'], (host) => {
+      for (const tool of LEGACY) nsExec(host, tool, ['-P', 'FORWARD', 'DROP']);
+    });
+    const host = node.host.name;
+    const ours = () =>
+      LEGACY.flatMap((tool) =>
+        nsExec(host, tool, ['-S', 'FORWARD'])
+          .split('\n')
+          .filter((l) => l.includes('trellis: the pods of this node')),
+      );
+    await until('the accepts at start', 5000, () => ours().length === 4);
+    // Only x_tables drops here: nft's view of the forward hook is empty.
+    expect(nsExec(host, 'nft', ['list', 'ruleset'])).not.toContain('FORWARD');
+    expect(ours()).toEqual([
+      `-A FORWARD -s ${V4_CIDR} -m comment --comment "trellis: the pods of this node" -j ACCEPT`,
+      `-A FORWARD -d ${V4_CIDR} -m comment --comment "trellis: the pods of this node" -j ACCEPT`,
+      expect.stringMatching(/^-A FORWARD -s \S+\/64 -m comment/),
+      expect.stringMatching(/^-A FORWARD -d \S+\/64 -m comment/),
+    ]);
+    const { client, podV4 } = await clientAndPod(node);
+    expect(nsPing(client.name, podV4)).toBe(true);
+    const first = node.agent.logs.find((l) => String(l.msg).startsWith('the host firewall dropped'));
+    expect(first?.blocked).toContain(
+      `iptables-legacy filter FORWARD drops IPv4 packets from pods (${V4_CIDR}): policy drop`,
+    );
+    expect(first?.inserted).toContain(
+      `iptables-legacy -w 5 -A FORWARD -s ${V4_CIDR} -m comment --comment 'trellis: the pods of this node' -j ACCEPT`,
+    );
+
+    // No nf_tables notification tells of x_tables changes: the periodic check (1 s here) puts them back.
+    for (const tool of LEGACY) nsExec(host, tool, ['-F', 'FORWARD']);
+    expect(ours()).toEqual([]);
+    expect(nsPing(client.name, podV4)).toBe(false);
+    await until('the accepts back', 5000, () => ours().length === 4);
+    expect(nsPing(client.name, podV4)).toBe(true);
   });
 });

@@ -89,12 +89,14 @@ describe.skipIf(skip !== undefined)(skip === undefined ? title : `${title} (skip
 
   it('an agent that stops meanwhile: uninstall goes ahead once it is gone and removes everything', async () => {
     node = new NodeHarness();
-    // Docker's FORWARD policy DROP: the agent accepts its pod CIDRs there, and uninstall takes that back.
+    // Docker's FORWARD policy DROP: the agent accepts its pod CIDRs there, and uninstall takes that
+    // back; IPv6's in legacy iptables (x_tables), which nft cannot list.
+    const tools = ['iptables-nft', 'ip6tables-legacy'];
     await node.start([], (host) => {
-      for (const tool of ['iptables-nft', 'ip6tables-nft']) nsExec(host, tool, ['-P', 'FORWARD', 'DROP']);
+      for (const tool of tools) nsExec(host, tool, ['-P', 'FORWARD', 'DROP']);
     });
     const ours = () =>
-      ['iptables-nft', 'ip6tables-nft'].flatMap((tool) =>
+      tools.flatMap((tool) =>
         nsExec(node!.host.name, tool, ['-S', 'FORWARD'])
           .split('\n')
           .filter((l) => l.includes('trellis')),
@@ -115,7 +117,8 @@ describe.skipIf(skip !== undefined)(skip === undefined ? title : `${title} (skip
       forwardAccepts: 4,
     });
     expect(ours()).toEqual([]);
-    expect(nsExec(node.host.name, 'iptables-nft', ['-S', 'FORWARD'])).toContain('-P FORWARD DROP');
+    for (const tool of tools)
+      expect(nsExec(node.host.name, tool, ['-S', 'FORWARD'])).toContain('-P FORWARD DROP');
     expect(agent.child.exitCode ?? agent.child.signalCode).not.toBeNull();
     expect(ipJson<{ ifname: string }[]>(node.host.name, 'link', 'show').map((l) => l.ifname)).toEqual(['lo']);
     expect(existsSync(node.agent.stateDir)).toBe(false);

@@ -1,7 +1,12 @@
 import pino from 'pino';
 import { describe, expect, it } from 'vitest';
 import { ForwardFirewallWatch } from '../../../pkg/agent/forward-firewall.ts';
-import { ACCEPT_COMMENT, type ForwardRuleset, type Rule } from '../../../pkg/firewall/index.ts';
+import {
+  ACCEPT_COMMENT,
+  type FirewallCommand,
+  type ForwardRuleset,
+  type Rule,
+} from '../../../pkg/firewall/index.ts';
 
 const POD_CIDRS = ['10.244.1.0/24'];
 
@@ -33,7 +38,7 @@ function dockerForward(acceptPods: boolean): ForwardRuleset {
 
 function setup(
   read: (cidrs: readonly string[]) => Promise<ForwardRuleset>,
-  write?: (args: string[]) => Promise<unknown>,
+  write?: (cmd: FirewallCommand) => Promise<unknown>,
 ) {
   const lines: Record<string, unknown>[] = [];
   const log = pino({ level: 'debug' }, { write: (s: string) => void lines.push(JSON.parse(s)) });
@@ -49,7 +54,8 @@ function fakeNft(initial: Rule[]) {
     baseChains: [{ family: 'ip', table: 'filter', name: 'FORWARD', policy: 'drop', prio: 0 }],
     rules: new Map([['ip filter FORWARD', [...rules]]]),
   });
-  const write = async (args: string[]): Promise<void> => {
+  const write = async ({ tool, args }: FirewallCommand): Promise<void> => {
+    expect(tool).toBe('nft');
     writes.push(args.join(' '));
     if (args[0] === 'delete') {
       const handle = Number(args.at(-1));
@@ -261,7 +267,7 @@ describe('ForwardFirewallWatch', () => {
         ],
       ]),
     });
-    const { watch, lines } = setup(read, async (args) => writes.push(args));
+    const { watch, lines } = setup(read, async (cmd) => writes.push(cmd.args));
     await watch.check(POD_CIDRS);
     expect(writes).toEqual([]);
     expect(lines).toHaveLength(1);

@@ -1,10 +1,10 @@
 import { describe, expect, it } from 'vitest';
 import {
   ACCEPT_COMMENT,
-  acceptArgs,
+  acceptCommand,
   type BaseChain,
   chainKey,
-  deleteArgs,
+  deleteCommand,
   distinctAccepts,
   type ForwardBlock,
   type ForwardRuleset,
@@ -364,7 +364,8 @@ describe('the accept rules trellis inserts', () => {
   };
 
   it('go at the end of a chain whose policy drops, and right before the rule that drops otherwise', () => {
-    expect(acceptArgs(policyBlock)).toEqual([
+    expect(acceptCommand(policyBlock).tool).toBe('nft');
+    expect(acceptCommand(policyBlock).args).toEqual([
       'add',
       'rule',
       'ip',
@@ -386,7 +387,7 @@ describe('the accept rules trellis inserts', () => {
       by: 'rule 9 in inet firewalld filter_FWDI_public: reject',
       rule: { chain: { family: 'inet', table: 'firewalld', name: 'filter_FWDI_public' }, handle: 9 },
     };
-    expect(acceptArgs(byRule).slice(0, 10)).toEqual([
+    expect(acceptCommand(byRule).args.slice(0, 10)).toEqual([
       'insert',
       'rule',
       'inet',
@@ -422,7 +423,7 @@ describe('the accept rules trellis inserts', () => {
     ];
     expect(ownAccepts(rules).map((r) => r.handle)).toEqual([4, 5]);
     expect(ownAccepts(rules, (p) => p === V4)).toEqual([{ chain: forward, handle: 5 }]);
-    expect(deleteArgs({ chain: forward, handle: 5 })).toEqual([
+    expect(deleteCommand({ chain: forward, handle: 5 }).args).toEqual([
       'delete',
       'rule',
       'ip',

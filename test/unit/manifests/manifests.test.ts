@@ -193,6 +193,11 @@ describe.skipIf(kubectlSkipReason !== undefined)(
       expect(mounts.get('/var/run/netns')?.mountPropagation).toBe('HostToContainer');
       expect(mounts.get('/lib/modules')?.readOnly).toBe(true);
       expect(hostPathOf(mounts.get('/lib/modules')!.name)?.path).toBe('/lib/modules');
+      // Legacy iptables' lock, shared with kube-proxy: a file, created where the host has none.
+      expect(hostPathOf(mounts.get('/run/xtables.lock')!.name)).toEqual({
+        path: '/run/xtables.lock',
+        type: 'FileOrCreate',
+      });
       // No volume is declared without being mounted somewhere.
       const used = new Set(
         [...spec.containers, ...(spec.initContainers ?? [])].flatMap((c) =>
