@@ -23,11 +23,23 @@ const DEBOUNCE_MS = 20;
 /** rtm_protocol RTPROT_KERNEL: routes the kernel installs for an interface address. */
 const RTPROT_KERNEL = 2;
 
-/** The kernel's route for a subnet connected through an address (not IPv6 link-local, main table only). */
+/** rtm_protocol RTPROT_RA: routes an IPv6 router advertisement installs (on-link prefixes, default routers). */
+const RTPROT_RA = 9;
+
+/**
+ * The kernel's route for a subnet connected through an address (not IPv6 link-local, main table
+ * only), or an on-link prefix someone else keeps (no gateway, not a default route: an RA's /64, a
+ * DHCP client's), which makes a host-length address of that link a subnet (pkg/routes/on-link.ts).
+ */
 function isConnectedSubnetRoute(r: RouteInfo, table: number): boolean {
-  if (table !== MAIN_TABLE || r.protocol !== RTPROT_KERNEL || (r.type ?? 'unicast') !== 'unicast')
-    return false;
-  return !r.dst.toLowerCase().startsWith('fe80:');
+  if (table !== MAIN_TABLE || (r.type ?? 'unicast') !== 'unicast') return false;
+  if (r.dst.toLowerCase().startsWith('fe80:')) return false;
+  if (r.protocol === RTPROT_KERNEL) return true;
+  const onLinkPrefix = r.gateway === undefined && !r.dst.endsWith('/0');
+  return (
+    onLinkPrefix &&
+    (r.protocol === RTPROT_RA || (FOREIGN_PROTOCOLS as readonly number[]).includes(r.protocol ?? -1))
+  );
 }
 
 /**
@@ -61,6 +73,7 @@ function isForeignRoute(r: RouteInfo): boolean {
 export const WATCHED_ROUTES: RouteEventInterest = {
   routes: [
     { change: 'any', table: MAIN_TABLE, protocol: RTPROT_KERNEL, type: 'unicast' }, // isConnectedSubnetRoute
+    { change: 'any', table: MAIN_TABLE, protocol: RTPROT_RA, type: 'unicast' }, // isConnectedSubnetRoute: on-link
     { change: 'delete', protocol: TRELLIS_ROUTE_PROTOCOL }, // isOwnedRouteChange
     ...FOREIGN_PROTOCOLS.map((protocol) => ({ change: 'any' as const, table: MAIN_TABLE, protocol })), // isForeignRoute
   ],
@@ -93,7 +106,8 @@ export interface KernelWatchDeps {
  * Deletions a per-node step made itself are recognised and ignored; so are deleted nexthop objects no
  * live route of ours was written through (the handle deletes a route's object after the route, and
  * prunes only orphans). A connected subnet appearing or going (an address added to or removed from an
- * interface: the kernel's own route in the main table) changes which peers host-gw reaches directly,
+ * interface: the kernel's own route in the main table; an on-link prefix around a host-length
+ * address: an RA's route) changes which peers host-gw reaches directly,
  * and per-node steps plan with the links of the last full pass, so it asks for a full pass too. The
  * masquerade table changed by someone else (`nft flush ruleset` on an nftables or firewalld restart,
  * say) goes the same way: a connection that starts meanwhile leaves unmasqueraded, and NAT is

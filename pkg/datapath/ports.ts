@@ -91,6 +91,8 @@ export interface RouteLookup {
    * (flows are spread over all of them). Never empty.
    */
   ifindexes: number[];
+  /** The route has no gateway: the address is on the link of its one device (an on-link prefix). */
+  onLink?: true;
 }
 
 export interface NeighbourEntry {

@@ -87,6 +87,7 @@ export const RTA = {
   METRICS: 8,
   MULTIPATH: 9,
   TABLE: 15,
+  VIA: 18,
   NH_ID: 30,
 } as const;
 

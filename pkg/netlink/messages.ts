@@ -559,6 +559,11 @@ export interface RouteAnswer {
   protocol: number;
   /** RTA_TABLE, else rtm_table: the table that answered when asked with reportTable (IPv4 says main otherwise). */
   table: number;
+  /**
+   * The route sends straight to the destination on its one device: no gateway (RTA_GATEWAY, RTA_VIA),
+   * no multipath, no nexthop object (whose gateway this answer does not show).
+   */
+  onLink: boolean;
 }
 
 export function parseRouteAnswer(payload: Buffer): RouteAnswer | undefined {
@@ -571,11 +576,14 @@ export function parseRouteAnswer(payload: Buffer): RouteAnswer | undefined {
     if (ifindex > 0 && !ifindexes.includes(ifindex)) ifindexes.push(ifindex);
   };
   let nexthopId: number | undefined;
+  let viaSomewhere = false;
   for (const [type, value] of decodeAttrs(payload, 12)) {
+    if (type === RTA.GATEWAY || type === RTA.VIA) viaSomewhere = true;
     if (type === RTA.DST) dst = `${bytesToIp(value)}/${prefixLen}`;
     else if (type === RTA.OIF && value.length >= 4) add(value.readUInt32LE(0));
     else if (type === RTA.NH_ID && value.length >= 4) nexthopId = value.readUInt32LE(0);
     else if (type === RTA.MULTIPATH) {
+      viaSomewhere = true;
       // struct rtnexthop { u16 len; u8 flags; u8 hops; s32 ifindex; } then its attributes, 4-aligned.
       for (let off = 0; off + 8 <= value.length; ) {
         const len = value.readUInt16LE(off);
@@ -592,6 +600,7 @@ export function parseRouteAnswer(payload: Buffer): RouteAnswer | undefined {
     ifindexes,
     protocol: payload.readUInt8(5),
     table: routeTable(payload),
+    onLink: !viaSomewhere && nexthopId === undefined,
   };
   if (nexthopId !== undefined) answer.nexthopId = nexthopId;
   return answer;

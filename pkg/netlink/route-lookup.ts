@@ -27,7 +27,7 @@ export async function routeTo(send: Send, address: string): Promise<RouteLookup 
   }
   if (ifindexes.length === 0) ifindexes = (await lookup(send, address, false))?.ifindexes ?? [];
   if (ifindexes.length === 0) return undefined;
-  return { family: matched.family, dst: matched.dst, ifindexes };
+  return { family: matched.family, dst: matched.dst, ifindexes, ...(matched.onLink ? { onLink: true } : {}) };
 }
 
 /**

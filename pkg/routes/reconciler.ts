@@ -17,6 +17,7 @@ import { errorText } from '../error-text.ts';
 import { applyRouteDiff, type RouteError } from './apply.ts';
 import { desiredRoutes, ownDirectSubnets } from './desired.ts';
 import { diffRoutes, MAIN_TABLE, type RouteConflict, type RouteDiff } from './diff.ts';
+import { onLinkPrefixLen, onLinkProbe } from './on-link.ts';
 import { OwnRouteChanges } from './own-changes.ts';
 import { applyPeerStep, hasPeerStepWrites, type PeerApplyResult } from './peer-apply.ts';
 import {
@@ -207,9 +208,15 @@ export function gatewayDevices(routes: readonly RouteInfo[]): number[] {
   return [...devices].sort((a, b) => a - b);
 }
 
+/**
+ * The agent's interfaces and their addresses. A usable host-length address inside an on-link prefix
+ * of its own link (an RA's /64 beside a DHCPv6 /128) is given that prefix's length (on-link.ts): one
+ * route lookup per such address, usually none.
+ */
 export async function readLocalLinks(handle: NetlinkHandle): Promise<LocalLink[]> {
   const [links, addresses] = await Promise.all([handle.listLinks(), handle.listAddresses()]);
-  return links
+  const loopbacks = new Set(links.filter((l) => l.loopback === true).map((l) => l.index));
+  const local = links
     .map((l) => ({
       ifindex: l.index,
       name: l.name,
@@ -218,6 +225,26 @@ export async function readLocalLinks(handle: NetlinkHandle): Promise<LocalLink[]
         .map((a) => ({ family: a.family, address: a.address, prefixLen: a.prefixLen })),
     }))
     .sort((a, b) => a.ifindex - b.ifindex);
+  const widen: Promise<void>[] = [];
+  for (const link of local) {
+    // An address on lo (a BGP-announced /32) is on no link, whatever routes lead elsewhere.
+    if (loopbacks.has(link.ifindex)) continue;
+    for (const a of link.addresses) {
+      const probe = onLinkProbe(a);
+      if (probe === undefined) continue;
+      widen.push(
+        handle.routeTo(probe).then(
+          (found) => {
+            a.prefixLen = onLinkPrefixLen(a, link.ifindex, found);
+          },
+          // The lookup is a refinement: the address keeps its own length when it fails.
+          () => undefined,
+        ),
+      );
+    }
+  }
+  await Promise.all(widen);
+  return local;
 }
 
 /**

@@ -71,11 +71,12 @@ describe.skipIf(netnsSkipReason !== undefined)('routeTo (RTM_GETROUTE for one ad
     expect(v6?.ifindexes.sort()).toEqual([index.up1, index.up2].sort());
   });
 
-  it('a more specific route: its own prefix and device', async () => {
+  it('a more specific route: its own prefix and device, on-link (no gateway: the connected /30)', async () => {
     expect(await h.routeTo('169.254.22.1')).toEqual({
       family: 4,
       dst: '169.254.22.0/30',
       ifindexes: [index.up2],
+      onLink: true,
     });
   });
 

@@ -99,9 +99,26 @@ describe('watchKernel: routes someone else writes', () => {
     t.close();
   });
 
+  it("an on-link prefix appearing or going (an RA's /64, a DHCP client's /24: no gateway) asks for a full pass; a default route does not", async () => {
+    const t = setup(() => false);
+    t.route('add', { family: 6, dst: '2001:db8:5::/64', protocol: 9 });
+    await t.settled();
+    expect(t.passes()).toBe(1);
+    t.route('delete', { dst: '192.168.90.0/24', protocol: 16 });
+    await t.settled();
+    expect(t.passes()).toBe(2);
+    t.route('add', { family: 6, dst: '::/0', gateway: 'fe80::1', protocol: 9 });
+    t.route('add', { family: 6, dst: '::/0', protocol: 9 });
+    t.route('add', { dst: '0.0.0.0/0', protocol: 4 });
+    await t.settled();
+    expect(t.passes()).toBe(2);
+    t.close();
+  });
+
   it("the kernel's filter keeps boot, static and dhcp routes of the main table, not routing daemons'", () => {
     const foreign = WATCHED_ROUTES.routes.filter((r) => r.protocol !== 2 && r.protocol !== 126);
     expect(foreign.map((r) => [r.protocol, r.table, r.change])).toEqual([
+      [9, MAIN, 'any'],
       [3, MAIN, 'any'],
       [4, MAIN, 'any'],
       [16, MAIN, 'any'],

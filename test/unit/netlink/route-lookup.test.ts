@@ -59,6 +59,7 @@ describe('route lookups: request and answer', () => {
       ifindexes: [2, 3],
       protocol: 3, // boot: `ip route add`
       table: 254,
+      onLink: false, // several nexthops, each with a gateway
     });
     expect(parseRouteAnswer(hex(KERNEL.fibmatch6))).toEqual({
       family: 6,
@@ -67,6 +68,7 @@ describe('route lookups: request and answer', () => {
       ifindexes: [3, 2],
       protocol: 3,
       table: 254,
+      onLink: false,
     });
   });
 
@@ -78,6 +80,7 @@ describe('route lookups: request and answer', () => {
       ifindexes: [2],
       protocol: 0,
       table: 254,
+      onLink: false, // via 169.254.1.1
     });
     expect(parseRouteAnswer(hex(KERNEL.local4))).toMatchObject({ dst: '10.100.99.11/32', unicast: false });
   });
@@ -91,6 +94,7 @@ describe('route lookups: request and answer', () => {
       nexthopId: 10,
       protocol: 3,
       table: 254,
+      onLink: false, // the object's gateway is not in the answer
     });
     expect(parseRouteAnswer(hex(KERNEL.groupCompat4))).toMatchObject({ ifindexes: [2, 3], nexthopId: 10 });
     expect(nexthopGroupMembers(hex(NEXTHOPS[10]!))).toEqual([1, 2]);
