@@ -33,6 +33,15 @@ async function clientAndPod(node: NodeHarness): Promise<{ client: TestNetns; pod
   return { client, podV4: podAddr(added.json as AddResult, 4) };
 }
 
+/** trellis's accept rules in FORWARD, as each tool (`iptables-nft`, `ip6tables-legacy`...) lists them. */
+function acceptsIn(host: string, tools: readonly string[]): string[] {
+  return tools.flatMap((tool) =>
+    nsExec(host, tool, ['-S', 'FORWARD'])
+      .split('\n')
+      .filter((l) => l.includes('trellis: the pods of this node')),
+  );
+}
+
 async function until(what: string, ms: number, ok: () => boolean): Promise<number> {
   const start = Date.now();
   while (!ok()) {
@@ -56,12 +65,7 @@ describe.skipIf(skip !== undefined)(skip === undefined ? title : `${title} (skip
       for (const tool of TOOLS) nsExec(host, tool, ['-P', 'FORWARD', 'DROP']);
     });
     const host = node.host.name;
-    const ours = () =>
-      TOOLS.flatMap((tool) =>
-        nsExec(host, tool, ['-S', 'FORWARD'])
-          .split('\n')
-          .filter((l) => l.includes('trellis: the pods of this node')),
-      );
+    const ours = () => acceptsIn(host, TOOLS);
     await until('the accepts at start', 5000, () => ours().length === 4);
 
     const { client, podV4 } = await clientAndPod(node);
@@ -135,12 +139,7 @@ describe.skipIf(skip !== undefined)(skip === undefined ? title : `${title} (skip
       for (const tool of LEGACY) nsExec(host, tool, ['-P', 'FORWARD', 'DROP']);
     });
     const host = node.host.name;
-    const ours = () =>
-      LEGACY.flatMap((tool) =>
-        nsExec(host, tool, ['-S', 'FORWARD'])
-          .split('\n')
-          .filter((l) => l.includes('trellis: the pods of this node')),
-      );
+    const ours = () => acceptsIn(host, LEGACY);
     await until('the accepts at start', 5000, () => ours().length === 4);
     // Only x_tables drops here: nft's view of the forward hook is empty.
     expect(nsExec(host, 'nft', ['list', 'ruleset'])).not.toContain('FORWARD');
