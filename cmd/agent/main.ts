@@ -214,12 +214,13 @@ async function main(argv: string[]): Promise<number> {
       },
       masq: needsTable(tableRules(config, standalone)) ? masqSyncer(log) : undefined,
       removeMasqLeftovers: () => new NftRunner().deleteTableIfPresent(),
-      readForwardFirewall: (podCIDRs) =>
+      readForwardFirewall: (podCIDRs, vxlan) =>
         readForwardRuleset(
           (args) => firewall.run({ tool: 'nft', args }),
           podCIDRs,
           DEFAULT_TABLE,
           firewall.legacy,
+          vxlan,
         ),
       writeForwardFirewall: firewall.run,
       kube,

@@ -7,12 +7,13 @@ import { KeyedMutex } from '../datapath/keyed-mutex.ts';
 import type { Family, NetlinkEventsPort, NetlinkHandle, NetnsPort, Subscription } from '../datapath/ports.ts';
 import type { DatapathDeps } from '../datapath/types.ts';
 import { errorText } from '../error-text.ts';
-import type { FirewallCommand, ForwardBlock, ForwardRuleset } from '../firewall/index.ts';
+import type { FirewallCommand, ForwardRuleset, VxlanInKind } from '../firewall/index.ts';
 import { type Ipam, openIpam } from '../ipam/index.ts';
 import type { K8sClient, NodeInformer } from '../k8s/index.ts';
 import type { MasqSyncer } from '../masq/index.ts';
 import type { Logger } from '../observe/logger.ts';
 import { RouteReconciler } from '../routes/reconciler.ts';
+import type { PeerDecision } from '../routes/types.ts';
 import { READY_MARK_REFRESH_MS } from '../shim/ready-marker.ts';
 import type { DeviceState } from '../vxlan/device.ts';
 import { netlinkVxlanTool, type VxlanLinkTool } from '../vxlan/link-tool.ts';
@@ -38,6 +39,7 @@ import { ReadyMark } from './ready-mark.ts';
 import { memoryRefusal, type RememberedNode, RememberedNodeFile, rememberedMtu } from './remembered-node.ts';
 import { drainSpool, spooledDelsIn } from './spool-drain.ts';
 import { type TableRules, tableRules } from './table-rules.ts';
+import { tunnelledPeers, vxlanInKinds } from './vxlan-peers.ts';
 
 export type { AgentRouteState, AgentSnapshot } from './operator-view.ts';
 export { REQUIRED_CNI_BINARIES } from './publication.ts';
@@ -74,7 +76,10 @@ export interface AgentPorts {
    * The host firewall's forward chains, read for these pod CIDRs (forward-firewall.ts); without it the
    * agent does not look.
    */
-  readForwardFirewall?: (podCIDRs: readonly string[]) => Promise<ForwardRuleset>;
+  readForwardFirewall?: (
+    podCIDRs: readonly string[],
+    vxlan: readonly VxlanInKind[],
+  ) => Promise<ForwardRuleset>;
   /** Runs nft to insert or delete the agent's accept rules there (skipped with --no-accept-forward). */
   writeForwardFirewall?: (cmd: FirewallCommand) => Promise<unknown>;
 }
@@ -129,6 +134,8 @@ export class Agent {
   private linkCarrierWatch: LinkCarrierWatch | undefined;
   /** Forward chains of the host's own firewall that drop pod traffic; absent without the port. */
   private forwardFirewall: ForwardFirewallWatch | undefined;
+  /** Underlay addresses of the peers the last full pass tunnels to, per family (vxlan-peers.ts). */
+  private tunnelled = new Map<Family, string[]>();
   /** Vouches for STATUS through a restart (pkg/shim/ready-marker.ts); kept fresh once ready. */
   private readyMark: ReadyMark | undefined;
   private overlay: VxlanOverlay | undefined;
@@ -345,6 +352,7 @@ export class Agent {
       },
       onSynced: (self, report) => {
         this.linkCarrierWatch?.follow(report.routeDevices ?? []);
+        this.noteTunnelled(report.decisions);
         return this.onSynced(self, report.overlay?.devices, report.directSubnets);
       },
       onPass: this.hooks.onPass,
@@ -679,6 +687,9 @@ export class Agent {
     const write = config.acceptForward ? this.ports.writeForwardFirewall : undefined;
     this.forwardFirewall = new ForwardFirewallWatch({
       read,
+      ...(config.mode === 'host-gw'
+        ? {}
+        : { vxlan: () => vxlanInKinds(this.host!, this.tunnelled, config.vxlanPort) }),
       ...(write === undefined ? {} : { write }),
       ...(trigger === undefined ? {} : { onTables: (t: NftTableId[]) => trigger.follow(t) }),
       log: flog,
@@ -686,9 +697,24 @@ export class Agent {
     this.every(config.firewallCheckMs, check, false);
   }
 
-  /** Forward chains of the host firewall that drop pod traffic, at the last check (metrics). */
-  forwardFirewallBlocks(): readonly ForwardBlock[] {
-    return this.forwardFirewall?.state().blocks ?? [];
+  /**
+   * The peers the last full pass tunnels to, for the firewall's VXLAN check; a family gaining or losing
+   * its first tunnelled peer checks at once rather than at the next periodic check.
+   */
+  private noteTunnelled(decisions: readonly PeerDecision[]): void {
+    const before = [...this.tunnelled.keys()].sort().join();
+    this.tunnelled = tunnelledPeers(decisions);
+    if ([...this.tunnelled.keys()].sort().join() !== before)
+      void this.forwardFirewall?.check(this.ipam?.ranges() ?? []);
+  }
+
+  /** Chains of the host firewall that drop pod traffic or tunnelled peers' VXLAN, at the last check (metrics). */
+  forwardFirewallBlocks(): readonly { family: 4 | 6; direction: string; chain: string }[] {
+    const state = this.forwardFirewall?.state();
+    return [
+      ...(state?.blocks ?? []),
+      ...(state?.vxlanBlocks ?? []).map((b) => ({ family: b.family, direction: 'vxlan-in', chain: b.chain })),
+    ];
   }
 
   /** Address use per range (the metrics' IPAM gauges). */

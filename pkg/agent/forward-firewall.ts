@@ -13,6 +13,8 @@
  * overridden. Without it, it logs the
  * chains and the commands that would let the pods through. Either way it logs when what is blocked
  * changes, not at every check, and keeps the last verdict for `status`, `doctor` and the metrics.
+ * With the VXLAN packets of the peers this node tunnels to (deps.vxlan), it also walks the input
+ * chains for them (pkg/firewall/vxlan-input.ts) and reports a drop there; that it never fixes.
  */
 import { errorText } from '../error-text.ts';
 import {
@@ -21,6 +23,7 @@ import {
   deleteCommand,
   describeBlock,
   describeRule,
+  describeVxlanBlock,
   distinctAccepts,
   type FirewallCommand,
   type ForwardBlock,
@@ -28,6 +31,11 @@ import {
   forwardBlocks,
   ownAccepts,
   rulesWithChains,
+  VXLAN_NOTE,
+  type VxlanInBlock,
+  type VxlanInKind,
+  vxlanFixCommand,
+  vxlanInputBlocks,
 } from '../firewall/index.ts';
 import { type ChainRef, chainOfKey, type ForwardRuleset } from '../firewall/ruleset.ts';
 import { canonicalCidr } from '../ip/index.ts';
@@ -38,6 +46,8 @@ export interface ForwardFirewallState {
   checkedAt?: string;
   /** What still drops pod traffic after the check (and after trellis's accepts, when it inserts them). */
   blocks: ForwardBlock[];
+  /** Input chains that drop the VXLAN packets of the nodes this node tunnels to (reported, never fixed). */
+  vxlanBlocks?: VxlanInBlock[];
   /** Why the last read failed (the blocks are then the last known); absent when it worked. */
   error?: string;
   /** The agent does not look (--firewall-check-seconds 0). */
@@ -51,7 +61,10 @@ export interface NftTableId {
 }
 
 export interface ForwardFirewallDeps {
-  read: (podCIDRs: readonly string[]) => Promise<ForwardRuleset>;
+  /** The forward chains, and the input chains too when VXLAN packets are asked about. */
+  read: (podCIDRs: readonly string[], vxlan: readonly VxlanInKind[]) => Promise<ForwardRuleset>;
+  /** The VXLAN packets of the peers this node tunnels to, at check time; absent or []: none. */
+  vxlan?: () => VxlanInKind[] | Promise<VxlanInKind[]>;
   /** Runs nft or legacy iptables (a rule inserted or deleted); absent: report only. */
   write?: (cmd: FirewallCommand) => Promise<unknown>;
   /**
@@ -70,6 +83,7 @@ export class ForwardFirewallWatch {
   private readonly deps: ForwardFirewallDeps;
   private current: ForwardFirewallState = { blocks: [] };
   private reported = '[]';
+  private reportedVxlan = '[]';
   private running: Promise<void> | undefined;
 
   constructor(deps: ForwardFirewallDeps) {
@@ -92,10 +106,14 @@ export class ForwardFirewallWatch {
   /** Never rejects: a failure is logged (once per distinct error) and kept in the state. */
   private async run(podCIDRs: readonly string[]): Promise<void> {
     let blocks: ForwardBlock[];
+    let vxlanBlocks: VxlanInBlock[];
+    let vxlan: VxlanInKind[] = [];
     try {
-      const rs = await this.deps.read(podCIDRs);
+      if (this.deps.vxlan !== undefined) vxlan = await this.deps.vxlan();
+      const rs = await this.deps.read(podCIDRs, vxlan);
       blocks = forwardBlocks(rs, podCIDRs);
-      this.deps.onTables?.(tablesOf(rs, blocks));
+      vxlanBlocks = vxlanInputBlocks(rs, vxlan);
+      this.deps.onTables?.(tablesOf(rs, blocks, vxlanBlocks));
       if (this.deps.write !== undefined) {
         await this.dropStale(rs, podCIDRs, this.deps.write);
         // A drop that names the pods is the operator's: reported below, never lifted.
@@ -113,7 +131,8 @@ export class ForwardFirewallWatch {
       this.current = { ...this.current, error };
       return;
     }
-    this.current = { checkedAt: new Date().toISOString(), blocks };
+    this.current = { checkedAt: new Date().toISOString(), blocks, vxlanBlocks };
+    this.reportVxlan(vxlanBlocks, vxlan);
     const key = JSON.stringify(blocks.map(describeBlock));
     if (key === this.reported) return;
     this.reported = key;
@@ -124,6 +143,27 @@ export class ForwardFirewallWatch {
     this.deps.log.warn(
       { blocked: blocks.map(describeBlock), fix: [...new Set(blocks.map(fixCommand))], note: DOCKER_NOTE },
       "the host firewall drops pod traffic this node forwards: pods here cannot reach other nodes' pods or leave the node until it accepts the pod CIDRs",
+    );
+  }
+
+  /** Logs when what drops the VXLAN packets of the tunnelled peers changes. Never fixed here. */
+  private reportVxlan(blocks: readonly VxlanInBlock[], kinds: readonly VxlanInKind[]): void {
+    const key = JSON.stringify(blocks.map(describeVxlanBlock));
+    if (key === this.reportedVxlan) return;
+    this.reportedVxlan = key;
+    if (blocks.length === 0) {
+      this.deps.log.info('the host firewall lets in the VXLAN packets of the nodes this node tunnels to');
+      return;
+    }
+    const peers = Math.max(...kinds.map((k) => k.sources.length));
+    this.deps.log.warn(
+      {
+        blocked: blocks.map(describeVxlanBlock),
+        fix: [...new Set(blocks.map(vxlanFixCommand))],
+        note: VXLAN_NOTE.replaceAll('<port>', String(blocks[0]!.port)),
+        peers,
+      },
+      'the host firewall drops the VXLAN packets of the nodes this node tunnels to: pods here and on those nodes cannot reach each other until it accepts their UDP port (trellis does not open it)',
     );
   }
 
@@ -143,7 +183,7 @@ export class ForwardFirewallWatch {
         errors.push(errorText(err));
       }
     }
-    const after = forwardBlocks(await this.deps.read(podCIDRs), podCIDRs);
+    const after = forwardBlocks(await this.deps.read(podCIDRs, []), podCIDRs);
     const still = after.filter((b) => b.targeted !== true);
     this.deps.log.warn(
       {
@@ -190,9 +230,14 @@ export class ForwardFirewallWatch {
 }
 
 /** The tables of the chains that drop and of trellis's accepts, each once. */
-function tablesOf(rs: ForwardRuleset, blocks: readonly ForwardBlock[]): NftTableId[] {
+function tablesOf(
+  rs: ForwardRuleset,
+  blocks: readonly ForwardBlock[],
+  vxlanBlocks: readonly VxlanInBlock[],
+): NftTableId[] {
   const chains: ChainRef[] = [
     ...blocks.map((b) => chainOfKey(b.chain)),
+    ...vxlanBlocks.map((b) => chainOfKey(b.chain)),
     ...ownAccepts(rulesWithChains(rs)).map((a) => a.chain),
   ];
   const seen = new Map<string, NftTableId>();

@@ -51,7 +51,10 @@ export interface ForwardBlock extends PacketKind {
   targeted?: true;
 }
 
-type Match = 'always' | 'never' | 'maybe';
+export type Match = 'always' | 'never' | 'maybe';
+
+/** Whether one `match` expression (nft JSON) holds for the packets a walk asks about. */
+export type Judge = (match: Record<string, unknown>) => Match;
 
 /** Statements that neither filter nor decide. */
 const NEUTRAL = new Set(['counter', 'log', 'mangle']);
@@ -134,13 +137,18 @@ function matchExpr(m: Record<string, unknown>, kind: PacketKind): Match {
 
 /** Whether a rule's matches certainly hold for `kind` (statements and verdicts aside). */
 export function ruleMatches(rule: Rule, kind: PacketKind): Match {
+  return ruleMatchesWith(rule, (m) => matchExpr(m, kind));
+}
+
+/** Whether a rule's matches certainly hold for the packets `judge` knows (statements and verdicts aside). */
+export function ruleMatchesWith(rule: Rule, judge: Judge): Match {
   let result: Match = 'always';
   for (const e of rule.expr) {
     const [key] = Object.keys(e);
     if (key === undefined || NEUTRAL.has(key) || VERDICTS.has(key)) continue;
     const xt = xtOf(e);
     if (xt !== undefined && (!xt.match || XT_NEUTRAL_MATCHES.has(xt.name))) continue;
-    const m = key === 'match' ? matchExpr(e.match as Record<string, unknown>, kind) : 'maybe';
+    const m = key === 'match' ? judge(e.match as Record<string, unknown>) : 'maybe';
     if (m === 'never') return 'never';
     if (m === 'maybe') result = 'maybe';
   }
@@ -167,7 +175,7 @@ function verdictOf(rule: Rule): string | undefined {
   return v;
 }
 
-type Outcome =
+export type Outcome =
   | { kind: 'accept' }
   | { kind: 'drop'; by: string; rule: NonNullable<ForwardBlock['rule']>; targeted: boolean }
   | { kind: 'undecided' }
@@ -176,11 +184,15 @@ type Outcome =
 
 const MAX_DEPTH = 16;
 
-function walk(rs: ForwardRuleset, chain: ChainRef, kind: PacketKind, depth: number): Outcome {
+/**
+ * The fate of the packets `judge` knows in `chain`: the first rule that certainly applies and decides
+ * (a jump's chain walked in turn), or 'next' when none does (the caller goes on, or the policy decides).
+ */
+export function walk(rs: ForwardRuleset, chain: ChainRef, judge: Judge, depth = 0): Outcome {
   const rules = rs.rules.get(chainKey(chain));
   if (rules === undefined || depth > MAX_DEPTH) return { kind: 'undecided' };
   for (const rule of rules) {
-    if (ruleMatches(rule, kind) !== 'always') continue;
+    if (ruleMatchesWith(rule, judge) !== 'always') continue;
     const v = verdictOf(rule);
     switch (v) {
       case undefined:
@@ -208,7 +220,7 @@ function walk(rs: ForwardRuleset, chain: ChainRef, kind: PacketKind, depth: numb
       case 'goto': {
         const target = jumpTarget(rule);
         if (target === undefined) return { kind: 'undecided' };
-        const r = walk(rs, { ...chain, name: target }, kind, depth + 1);
+        const r = walk(rs, { ...chain, name: target }, judge, depth + 1);
         if (r.kind !== 'next') return r;
         if (v === 'goto') return { kind: 'next' };
         continue;
@@ -220,7 +232,9 @@ function walk(rs: ForwardRuleset, chain: ChainRef, kind: PacketKind, depth: numb
   return { kind: 'next' };
 }
 
-function applies(chain: BaseChain, family: 4 | 6): boolean {
+/** The chain is at `hook` and sees packets of `family`. */
+export function applies(chain: BaseChain, family: 4 | 6, hook: BaseChain['hook'] = 'forward'): boolean {
+  if ((chain.hook ?? 'forward') !== hook) return false;
   const only = ipFamilyOf(chain.family);
   return only === undefined || only === family;
 }
@@ -231,7 +245,7 @@ export function forwardBlocks(rs: ForwardRuleset, podCIDRs: readonly string[]): 
   for (const kind of packetKinds(podCIDRs)) {
     for (const chain of rs.baseChains) {
       if (!applies(chain, kind.family)) continue;
-      const r = walk(rs, chain, kind, 0);
+      const r = walk(rs, chain, (m) => matchExpr(m, kind));
       if (r.kind === 'drop') {
         const { by, rule, targeted } = r;
         blocks.push({ ...kind, chain: chainKey(chain), by, rule, ...(targeted ? { targeted: true } : {}) });

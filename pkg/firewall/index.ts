@@ -37,3 +37,12 @@ export {
   type Rule,
   rulesWithChains,
 } from './ruleset.ts';
+export {
+  describeVxlanBlock,
+  VXLAN_NOTE,
+  type VxlanInBlock,
+  type VxlanInKind,
+  vxlanFixCommand,
+  vxlanInputBlocks,
+  vxlanJudge,
+} from './vxlan-input.ts';

@@ -4,9 +4,9 @@
  * legacy) can drop pod traffic at the forward hook while `nft list chains` shows nothing. Its filter
  * table's FORWARD chain is one more base chain at that hook (priority 0). This parses
  * `iptables-legacy-save -t filter` into the same shape the nft reader gives (ruleset.ts), translating
- * the options the walk judges (-s, -d, -i, -o, negated or not, `-m comment`, the verdicts, jumps and
- * gotos) into nft's JSON expressions, and every other option into an xt match or target the walk
- * cannot judge. Each rule keeps its options as saved, so it can be deleted by what it is (`-D CHAIN
+ * the options the walks judge (-s, -d, -i, -o, -p, negated or not, destination ports, `-m comment`,
+ * the verdicts, jumps and gotos) into nft's JSON expressions, and every other option into an xt match
+ * or target they cannot judge. Each rule keeps its options as saved, so it can be deleted by what it is (`-D CHAIN
  * spec`) rather than by a position that moves whenever another program edits the chain.
  */
 import type { BaseChain, ForwardRuleset, LegacyFamily, Rule } from './ruleset.ts';
@@ -59,6 +59,39 @@ const BUILTIN_VERDICTS: Readonly<Record<string, string>> = {
   NFQUEUE: 'queue',
 };
 
+/** Modules whose options are ports: loading one filters nothing by itself. */
+const PORT_MODULES = new Set(['tcp', 'udp', 'multiport']);
+
+/** `8472`, `6000:6100` (a range) or undefined. */
+function portValue(text: string): unknown {
+  if (/^\d+$/.test(text)) return Number(text);
+  const range = /^(\d+):(\d+)$/.exec(text);
+  return range === null ? undefined : { range: [Number(range[1]), Number(range[2])] };
+}
+
+/**
+ * One option of a module, as a match: a destination port of `-m tcp`/`-m udp` (`--dport`), or of
+ * `-m multiport` (`--dports a,b:c`), as nft's `th dport`; anything else an xt match the walk cannot
+ * judge (`udp --sport`, `conntrack --ctstate`).
+ */
+function moduleMatch(
+  module: string,
+  option: string,
+  args: readonly string[],
+  op: string,
+): Record<string, unknown> {
+  const ports = (args[0] ?? '').split(',').map(portValue);
+  const isDport =
+    ((module === 'tcp' || module === 'udp') && (option === '--dport' || option === '--destination-port')) ||
+    (module === 'multiport' && (option === '--dports' || option === '--destination-ports'));
+  if (isDport && ports.length > 0 && ports.every((p) => p !== undefined)) {
+    const protocol = module === 'multiport' ? 'th' : module;
+    const right = ports.length === 1 ? ports[0] : { set: ports };
+    return { match: { op, left: { payload: { protocol, field: 'dport' } }, right } };
+  }
+  return { xt: { type: 'match', name: `${module} ${option}` } };
+}
+
 /** `10.0.0.0/8`, `10.1.2.3` (a host), or a dotted mask the walk cannot judge (undefined). */
 function prefixExpr(value: string): unknown {
   const [addr, len] = value.split('/');
@@ -86,6 +119,7 @@ function ruleExpr(
   let comment: string | undefined;
   let negate = false;
   let module: string | undefined;
+  let inTarget = false;
   const op = (): string => (negate ? '!=' : '==');
   for (let i = 0; i < words.length; i++) {
     const w = words[i]!;
@@ -122,7 +156,7 @@ function ruleExpr(
         break;
       case '-p':
         i++;
-        expr.push({ xt: { type: 'match', name: `protocol ${value ?? ''}` } });
+        expr.push({ match: { op: op(), left: { meta: { key: 'l4proto' } }, right: value ?? '' } });
         module = undefined;
         break;
       case '-f':
@@ -132,12 +166,14 @@ function ruleExpr(
       case '-m':
         i++;
         module = value ?? '';
-        // An xt match the walk judges by name: `comment` filters nothing, any other may.
-        expr.push({ xt: { type: 'match', name: module } });
+        // The port modules' options become matches of their own (below); any other module is an xt
+        // match the walk judges by name: `comment` filters nothing, any other may.
+        if (!PORT_MODULES.has(module)) expr.push({ xt: { type: 'match', name: module } });
         break;
       case '-j':
       case '-g': {
         i++;
+        inTarget = true;
         const target = value ?? '';
         if (w === '-g') expr.push({ goto: { target } });
         else if (chains.has(target)) expr.push({ jump: { target } });
@@ -146,11 +182,16 @@ function ruleExpr(
         module = undefined;
         break;
       }
-      default:
+      default: {
         // A module's or target's own option (`--comment TEXT`, `--ctstate NEW`, `--reject-with X`):
         // it takes the words up to the next option.
-        if (w === '--comment' && module === 'comment') comment = value;
-        while (i + 1 < words.length && !words[i + 1]!.startsWith('-') && words[i + 1] !== '!') i++;
+        const args: string[] = [];
+        while (i + 1 < words.length && !words[i + 1]!.startsWith('-') && words[i + 1] !== '!')
+          args.push(words[++i]!);
+        if (inTarget) break; // a target's option decides nothing more
+        if (w === '--comment' && module === 'comment') comment = args[0];
+        else if (module !== undefined && module !== 'comment') expr.push(moduleMatch(module, w, args, op()));
+      }
     }
     negate = false;
   }
@@ -159,11 +200,11 @@ function ruleExpr(
 
 /**
  * The filter table of `iptables-legacy-save -t filter` (or ip6tables-legacy-save) as a ruleset: its
- * FORWARD chain as the base chain, rules numbered from 1 as iptables numbers them (`-I CHAIN N`
+ * FORWARD chain as the base chain (and INPUT, with `input`), rules numbered from 1 as iptables numbers them (`-I CHAIN N`
  * inserts before rule N), every chain's rules kept (the table is small: its big chains are nat's).
  * No filter table in the output: nothing.
  */
-export function parseIptablesSave(text: string, family: 4 | 6): ForwardRuleset {
+export function parseIptablesSave(text: string, family: 4 | 6, input = false): ForwardRuleset {
   const tool: LegacyFamily = family === 4 ? 'iptables-legacy' : 'ip6tables-legacy';
   const baseChains: BaseChain[] = [];
   const rules = new Map<string, Rule[]>();
@@ -189,13 +230,14 @@ export function parseIptablesSave(text: string, family: 4 | 6): ForwardRuleset {
         throw new IptablesSaveError(tool, n + 1, 'a chain without a name');
       rules.set(key(name), []);
       if (policy === '-') chains.add(name);
-      else if (name === 'FORWARD') {
+      else if (name === 'FORWARD' || (input && name === 'INPUT')) {
         baseChains.push({
           family: tool,
           table: 'filter',
           name,
           policy: policy === 'DROP' ? 'drop' : 'accept',
           prio: 0,
+          ...(name === 'INPUT' ? { hook: 'input' as const } : {}),
         });
       }
       continue;

@@ -4,10 +4,11 @@
  * forward base chain and of the chains they certainly jump to, one `nft -j list chain` each, at most
  * MAX_CHAINS of them. Chains that vanish meanwhile are left out (their walk is undecided). Where the
  * kernel holds a legacy iptables filter table (x_tables, which nft cannot list), its FORWARD chain is
- * read too, through `iptables-legacy-save` (iptables-save.ts).
+ * read too, through `iptables-legacy-save` (iptables-save.ts). With VXLAN packets to judge
+ * (vxlan-input.ts), the input hook's chains are read the same way.
  */
 import { deleteCommand, type FirewallCommand, ownAccepts } from './accept.ts';
-import { packetKinds, ruleMatches } from './forward-analysis.ts';
+import { packetKinds, ruleMatches, ruleMatchesWith } from './forward-analysis.ts';
 import { parseIptablesSave } from './iptables-save.ts';
 import {
   type ChainRef,
@@ -21,6 +22,7 @@ import {
   type Rule,
   rulesWithChains,
 } from './ruleset.ts';
+import { type VxlanInKind, vxlanJudge } from './vxlan-input.ts';
 
 /** Runs nft with these arguments and resolves with its stdout (NftRunner.run). */
 export type NftRun = (args: string[]) => Promise<string>;
@@ -34,9 +36,13 @@ export interface LegacyIptables {
 }
 
 /** The nft reader's ruleset and the legacy tables' in one: their chains' keys never collide. */
-async function withLegacy(rs: ForwardRuleset, legacy: LegacyIptables | undefined): Promise<ForwardRuleset> {
+async function withLegacy(
+  rs: ForwardRuleset,
+  legacy: LegacyIptables | undefined,
+  input = false,
+): Promise<ForwardRuleset> {
   for (const family of legacy?.tables() ?? []) {
-    const more = parseIptablesSave(await legacy!.save(family), family === 'iptables-legacy' ? 4 : 6);
+    const more = parseIptablesSave(await legacy!.save(family), family === 'iptables-legacy' ? 4 : 6, input);
     rs.baseChains.push(...more.baseChains);
     for (const [key, rules] of more.rules) rs.rules.set(key, rules);
   }
@@ -50,9 +56,12 @@ export async function readForwardRuleset(
   podCIDRs: readonly string[],
   ownTable: string,
   legacy?: LegacyIptables,
+  vxlan: readonly VxlanInKind[] = [],
 ): Promise<ForwardRuleset> {
-  const baseChains = parseForwardBaseChains(await run(['-j', 'list', 'chains']), ownTable);
+  const input = vxlan.length > 0;
+  const baseChains = parseForwardBaseChains(await run(['-j', 'list', 'chains']), ownTable, input);
   const kinds = packetKinds(podCIDRs);
+  const judges = vxlan.map(vxlanJudge);
   const rules = new Map<string, Rule[]>();
   const queue: ChainRef[] = baseChains.map(({ family, table, name }) => ({ family, table, name }));
   const queued = new Set(queue.map(chainKey));
@@ -74,12 +83,15 @@ export async function readForwardRuleset(
       const next = { ...chain, name: target };
       if (queued.has(chainKey(next))) continue;
       // Only jumps the walk will take: one whose matches it cannot judge is passed over anyway.
-      if (!kinds.some((k) => ruleMatches(rule, k) === 'always')) continue;
+      const taken =
+        kinds.some((k) => ruleMatches(rule, k) === 'always') ||
+        judges.some((j) => ruleMatchesWith(rule, j) === 'always');
+      if (!taken) continue;
       queued.add(chainKey(next));
       queue.push(next);
     }
   }
-  return withLegacy({ baseChains, rules }, legacy);
+  return withLegacy({ baseChains, rules }, legacy, input);
 }
 
 /**

@@ -34,6 +34,8 @@ export interface BaseChain extends ChainRef {
   /** The verdict for packets no rule decided. */
   policy: 'accept' | 'drop';
   prio: number;
+  /** The netfilter hook: forward (routed packets, the default) or input (packets for the node itself). */
+  hook?: 'forward' | 'input';
 }
 
 /** One rule's expressions, as `nft -j` gives them (objects with one key each). */
@@ -71,14 +73,19 @@ function items(json: string, what: string): Record<string, unknown>[] {
 }
 
 /**
- * The forward-hook base chains in `nft -j list chains` output, except those of `ownTable` (trellis's
- * own, `inet trellis`: it accepts everything it does not drop on purpose).
+ * The forward-hook base chains in `nft -j list chains` output (and the input hook's with `input`),
+ * except those of `ownTable` (trellis's own, `inet trellis`: it accepts everything it does not drop
+ * on purpose).
  */
-export function parseForwardBaseChains(json: string, ownTable: ChainRef['table']): BaseChain[] {
+export function parseForwardBaseChains(
+  json: string,
+  ownTable: ChainRef['table'],
+  input = false,
+): BaseChain[] {
   const out: BaseChain[] = [];
   for (const item of items(json, 'nft list chains')) {
     const c = item.chain as Record<string, unknown> | undefined;
-    if (c === undefined || c.hook !== 'forward') continue;
+    if (c === undefined || (c.hook !== 'forward' && !(input && c.hook === 'input'))) continue;
     const family = String(c.family);
     if (!FAMILIES.has(family)) continue;
     if (family === 'inet' && c.table === ownTable) continue;
@@ -88,6 +95,7 @@ export function parseForwardBaseChains(json: string, ownTable: ChainRef['table']
       name: String(c.name),
       policy: c.policy === 'drop' ? 'drop' : 'accept',
       prio: typeof c.prio === 'number' ? c.prio : 0,
+      ...(c.hook === 'input' ? { hook: 'input' as const } : {}),
     });
   }
   return out;

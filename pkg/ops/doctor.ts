@@ -3,7 +3,14 @@
  * gathered beforehand (doctor-gather.ts), so each fault is a table row in a unit test. Every problem
  * comes with the fix an operator can apply.
  */
-import { DOCKER_NOTE, describeBlock, fixCommand } from '../firewall/index.ts';
+import {
+  DOCKER_NOTE,
+  describeBlock,
+  describeVxlanBlock,
+  fixCommand,
+  VXLAN_NOTE,
+  vxlanFixCommand,
+} from '../firewall/index.ts';
 import { cidrContains, familyName, familyOfText, parseCidr, parseIp } from '../ip/index.ts';
 import { UNREADABLE_HOLDER } from '../routes/diff.ts';
 import { VXLAN_OVERHEAD } from '../vxlan/constants.ts';
@@ -396,7 +403,8 @@ export function checkMasquerade(f: DoctorFacts): CheckResult {
 export function checkFirewall(f: DoctorFacts): CheckResult {
   const r: CheckResult = {
     name: 'firewall',
-    title: "the host firewall's forward chains let pod traffic through",
+    title:
+      "the host firewall lets pod traffic through (its forward chains; its input chains for tunnelled nodes' VXLAN)",
     findings: [],
   };
   const skip = needsAgent(f);
@@ -419,6 +427,12 @@ export function checkFirewall(f: DoctorFacts): CheckResult {
     r.findings.push({
       problem: `${describeBlock(b)}; IPv${b.family} pod traffic cannot ${what}`,
       fix: `${fixCommand(b)} (${DOCKER_NOTE})`,
+    });
+  }
+  for (const b of fw.vxlanBlocks ?? []) {
+    r.findings.push({
+      problem: `${describeVxlanBlock(b)}; pods here and on those nodes cannot reach each other`,
+      fix: `${vxlanFixCommand(b)} (${VXLAN_NOTE.replaceAll('<port>', String(b.port))})`,
     });
   }
   return r;

@@ -29,9 +29,15 @@ function masqueradeText(m: NonNullable<StatusView['masquerade']>): string {
 function firewallText(f: NonNullable<StatusView['forwardFirewall']>): string {
   if (f.off === true) return 'not checked (--firewall-check-seconds 0)';
   if (f.checkedAt === undefined) return f.error === undefined ? 'not checked yet' : `unreadable: ${f.error}`;
-  if (f.blocks.length === 0) return `lets pod traffic through (checked ${f.checkedAt})`;
-  const chains = [...new Set(f.blocks.map((b) => b.chain))];
-  return `DROPS pod traffic in ${chains.join(', ')} (checked ${f.checkedAt}; trellis-agent doctor gives the fix)`;
+  const vxlan = f.vxlanBlocks ?? [];
+  if (f.blocks.length === 0 && vxlan.length === 0) return `lets pod traffic through (checked ${f.checkedAt})`;
+  const parts: string[] = [];
+  const chains = (bs: readonly { chain: string }[]): string =>
+    [...new Set(bs.map((b) => b.chain))].join(', ');
+  if (f.blocks.length > 0) parts.push(`DROPS pod traffic in ${chains(f.blocks)}`);
+  if (vxlan.length > 0)
+    parts.push(`DROPS VXLAN (UDP ${vxlan[0]!.port}) from tunnelled nodes in ${chains(vxlan)}`);
+  return `${parts.join('; ')} (checked ${f.checkedAt}; trellis-agent doctor gives the fix)`;
 }
 
 export function formatStatus(s: StatusView): string {

@@ -138,6 +138,7 @@ describe('ForwardFirewallWatch', () => {
     expect(watch.state()).toEqual({
       checkedAt,
       blocks: [],
+      vxlanBlocks: [],
       error: 'nft: exit code 1: Error: Could not process rule',
     });
   });
@@ -279,6 +280,63 @@ describe('ForwardFirewallWatch', () => {
       fix: [
         "the rule names the pods' addresses or veths; if they should pass, delete it: nft delete rule ip filter FORWARD handle 7",
       ],
+    });
+  });
+
+  it("reports an input chain that drops the tunnelled peers' VXLAN once, never fixes it, and says when it lets it in", async () => {
+    let open = false;
+    const asked: unknown[] = [];
+    const kind = { family: 4 as const, port: 8472, sources: ['10.100.1.12'], devices: ['eth0'] };
+    const read = async (_: readonly string[], vxlan: readonly unknown[]): Promise<ForwardRuleset> => {
+      asked.push(vxlan);
+      const rs = dockerForward(true);
+      rs.baseChains.push({
+        family: 'ip',
+        table: 'filter',
+        name: 'INPUT',
+        policy: 'drop',
+        prio: 0,
+        hook: 'input',
+      });
+      const udp8472 = {
+        match: { op: '==', left: { payload: { protocol: 'udp', field: 'dport' } }, right: 8472 },
+      };
+      rs.rules.set('ip filter INPUT', open ? [{ handle: 1, expr: [udp8472, { accept: null }] }] : []);
+      return rs;
+    };
+    const writes: FirewallCommand[] = [];
+    const lines: Record<string, unknown>[] = [];
+    const log = pino({ level: 'debug' }, { write: (s: string) => void lines.push(JSON.parse(s)) });
+    const watch = new ForwardFirewallWatch({
+      read,
+      vxlan: () => [kind],
+      write: async (c) => writes.push(c),
+      log,
+    });
+    await watch.check(POD_CIDRS);
+    await watch.check(POD_CIDRS);
+    expect(asked).toEqual([[kind], [kind]]);
+    expect(writes).toEqual([]);
+    expect(watch.state().vxlanBlocks).toEqual([
+      { family: 4, port: 8472, chain: 'ip filter INPUT', by: 'policy drop' },
+    ]);
+    expect(lines.map((l) => [l.level, l.msg])).toEqual([
+      [
+        40,
+        'the host firewall drops the VXLAN packets of the nodes this node tunnels to: pods here and on those nodes cannot reach each other until it accepts their UDP port (trellis does not open it)',
+      ],
+    ]);
+    expect(lines[0]).toMatchObject({
+      fix: ['iptables -I INPUT -p udp --dport 8472 -j ACCEPT'],
+      peers: 1,
+      note: expect.stringContaining('--add-port=8472/udp'),
+    });
+    open = true;
+    await watch.check(POD_CIDRS);
+    expect(watch.state().vxlanBlocks).toEqual([]);
+    expect(lines.at(-1)).toMatchObject({
+      level: 30,
+      msg: 'the host firewall lets in the VXLAN packets of the nodes this node tunnels to',
     });
   });
 });

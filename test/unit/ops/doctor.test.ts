@@ -606,6 +606,22 @@ describe('doctor', () => {
     expect(runDoctor(f).checks.find((c) => c.name === 'firewall')!.skipped).toMatch(/older version/);
   });
 
+  it("an input chain that drops the tunnelled nodes' VXLAN is a finding, with the port to open (never opened by trellis)", () => {
+    const f = healthy();
+    agentValue(f).status.forwardFirewall = {
+      checkedAt: '2026-12-01T10:00:00.000Z',
+      blocks: [],
+      vxlanBlocks: [{ family: 4, port: 8472, chain: 'ip filter INPUT', by: 'policy drop' }],
+    };
+    const check = runDoctor(f).checks.find((c) => c.name === 'firewall')!;
+    expect(check.findings.map((x) => x.problem)).toEqual([
+      'ip filter INPUT drops IPv4 VXLAN (UDP 8472) from the nodes this node tunnels to: policy drop; pods here and on those nodes cannot reach each other',
+    ]);
+    expect(check.findings[0]!.fix).toMatch(
+      /^iptables -I INPUT -p udp --dport 8472 -j ACCEPT \(better, only from the nodes' own addresses .*ufw allow proto udp from <node subnet> to any port 8472.*--add-port=8472\/udp/,
+    );
+  });
+
   it('skips the routes check while the agent has no list of Nodes: no route of ours is called stale', () => {
     const f = healthy();
     agentValue(f).routes.synced = false;

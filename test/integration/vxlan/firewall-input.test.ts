@@ -1,0 +1,126 @@
+import { spawnSync } from 'node:child_process';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import type { DoctorReport } from '../../../pkg/ops/doctor.ts';
+import { AGENT_BINARY } from '../../support/cni-driver.ts';
+import { nsExec } from '../../support/netns.ts';
+import {
+  Testbed,
+  type TestbedNode,
+  type TestbedPod,
+  testbedSkipReason,
+} from '../../support/testbed/index.ts';
+import { parseExposition } from '../../unit/observe/prom-text.ts';
+import { within } from '../faults/support.ts';
+
+/**
+ * ufw's default `deny (incoming)` on a node that tunnels: node-1 and node-2 on two segments (auto mode:
+ * VXLAN between them), node-1's INPUT set to policy DROP with the usual openings (established
+ * connections, lo), its VXLAN port not among them. The pods of the two nodes cannot reach each other
+ * while every route and VXLAN entry is in place; node-1's agent says so (log line, status, doctor,
+ * metric), with the command that opens the port, and does not open it itself. Pasting that command
+ * brings the pods together, and the agent says the firewall lets the packets in.
+ */
+const skip = testbedSkipReason();
+
+function cli(node: TestbedNode, ...args: string[]): { code: number; stdout: string } {
+  const r = spawnSync(
+    'ip',
+    ['netns', 'exec', node.ns, AGENT_BINARY, ...args, '--socket', node.agent!.socket],
+    {
+      encoding: 'utf8',
+      timeout: 30_000,
+    },
+  );
+  return { code: r.status ?? -1, stdout: r.stdout };
+}
+
+const title =
+  "cluster: the host firewall's INPUT drops VXLAN from the tunnelled nodes (auto mode, real agents)";
+describe.skipIf(skip !== undefined)(skip === undefined ? title : `${title} (skipped: ${skip})`, () => {
+  let tb: Testbed;
+  let pods: TestbedPod[];
+  let n1: TestbedNode;
+
+  beforeAll(async () => {
+    tb = await Testbed.create({
+      segments: [{ nodes: 1 }, { nodes: 1 }],
+      agentArgs: ['--firewall-check-seconds', '1'],
+    });
+    n1 = tb.node('node-1');
+    pods = [await tb.addPod('node-1'), await tb.addPod('node-2')];
+    expect((await tb.connectivityMatrix()).failures).toEqual([]);
+  }, 120_000);
+
+  afterAll(async () => {
+    if (tb === undefined) return;
+    await tb.teardown();
+    expect(tb.leftovers()).toEqual([]);
+  });
+
+  const logged = (msg: string) => n1.logs.filter((l) => String(l.msg).startsWith(msg));
+
+  it('a DROP policy without the VXLAN port: the pods are cut off, and the agent says so, not opening it', async () => {
+    for (const tool of ['iptables-nft', 'ip6tables-nft']) {
+      nsExec(n1.ns, tool, [
+        '-A',
+        'INPUT',
+        '-m',
+        'conntrack',
+        '--ctstate',
+        'ESTABLISHED,RELATED',
+        '-j',
+        'ACCEPT',
+      ]);
+      nsExec(n1.ns, tool, ['-A', 'INPUT', '-i', 'lo', '-j', 'ACCEPT']);
+      nsExec(n1.ns, tool, ['-P', 'INPUT', 'DROP']);
+    }
+    expect((await tb.ping(pods[1]!.ns, pods[0]!.v4)).rttMs).toBeUndefined();
+    await within(10_000, 'the warning', () => logged('the host firewall drops the VXLAN packets').length > 0);
+    const [warning] = logged('the host firewall drops the VXLAN packets');
+    expect(warning).toMatchObject({
+      level: 'warn',
+      blocked: [
+        'ip filter INPUT drops IPv4 VXLAN (UDP 8472) from the nodes this node tunnels to: policy drop',
+        'ip6 filter INPUT drops IPv6 VXLAN (UDP 8472) from the nodes this node tunnels to: policy drop',
+      ],
+      fix: [
+        'iptables -I INPUT -p udp --dport 8472 -j ACCEPT',
+        'ip6tables -I INPUT -p udp --dport 8472 -j ACCEPT',
+      ],
+      peers: 1,
+    });
+    expect(nsExec(n1.ns, 'iptables-nft', ['-S', 'INPUT'])).not.toContain('8472');
+    expect(cli(n1, 'status').stdout).toMatch(
+      /^host firewall:\s+DROPS VXLAN \(UDP 8472\) from tunnelled nodes in ip filter INPUT, ip6 filter INPUT \(checked /m,
+    );
+    const d = cli(n1, 'doctor', '--json');
+    expect(d.code).toBe(1);
+    const report = JSON.parse(d.stdout) as DoctorReport;
+    const firewall = report.checks.find((c) => c.name === 'firewall')!;
+    expect(firewall.findings.map((f) => f.fix)).toEqual([
+      expect.stringMatching(/^iptables -I INPUT -p udp --dport 8472 -j ACCEPT \(better, only from/),
+      expect.stringMatching(/^ip6tables -I INPUT -p udp --dport 8472 -j ACCEPT/),
+    ]);
+    const metrics = nsExec(n1.ns, 'curl', ['-s', '-m', '5', `http://${n1.plan.v4}:9743/metrics`]);
+    expect(
+      parseExposition(metrics).get('trellis_host_firewall_drops', {
+        family: '4',
+        direction: 'vxlan-in',
+        chain: 'ip filter INPUT',
+      }),
+    ).toBe(1);
+
+    // The logged fix, pasted as an operator would (iptables-nft by name).
+    for (const command of warning!.fix as string[]) {
+      const [tool, ...args] = command.split(' ');
+      nsExec(n1.ns, `${tool}-nft`, args);
+    }
+    expect((await tb.connectivityMatrix()).failures).toEqual([]);
+    await within(
+      5000,
+      'the all-clear',
+      () => logged('the host firewall lets in the VXLAN packets').length > 0,
+    );
+    expect(cli(n1, 'status').stdout).toMatch(/^host firewall:\s+lets pod traffic through/m);
+  }, 60_000);
+});
