@@ -127,11 +127,8 @@ export function vxlanJudge(kind: VxlanInKind): Judge {
         const hit = portMatches(m.right, kind.port);
         return hit === undefined ? 'maybe' : invert(hit ? 'always' : 'never');
       }
-      return typeof protocol === 'string' && OTHER_TRANSPORTS.has(protocol)
-        ? negative
-          ? 'maybe'
-          : 'never'
-        : 'maybe';
+      // `tcp dport != 22` still needs a TCP header (nft adds the dependency): never a UDP packet.
+      return typeof protocol === 'string' && OTHER_TRANSPORTS.has(protocol) ? 'never' : 'maybe';
     }
     const key = left?.meta?.key;
     if (key === 'l4proto') return invert(udpMatch(m.right));

@@ -69,6 +69,9 @@ describe('vxlanInputBlocks: the input chains that drop the tunnelled peers’ VX
     expect(blocked(input('drop', [[dport('udp', 4789), accept]]))).toHaveLength(1);
     expect(blocked(input('drop', [[l4proto('udp'), accept]]))).toEqual([]);
     expect(blocked(input('drop', [[l4proto('tcp'), accept]]))).toHaveLength(1);
+    // `tcp dport != 22` needs a TCP header all the same: it accepts no UDP.
+    const notSsh = { match: { op: '!=', left: { payload: { protocol: 'tcp', field: 'dport' } }, right: 22 } };
+    expect(blocked(input('drop', [[notSsh, accept]]))).toHaveLength(1);
   });
 
   it('a source prefix holding every tunnelled peer accepts; one holding some is undecided, so the policy decides', () => {
