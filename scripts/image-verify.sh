@@ -36,8 +36,9 @@ major=$(node -p 'process.versions.node.split(".")[0]')
 ') || fail "a production dependency does not load from $app/node_modules"
 
 # The programs the agent runs: nft for its own table and the host firewall, legacy iptables where the
-# host's firewall still uses it (pkg/firewall/legacy-host.ts).
-for t in nft iptables-legacy ip6tables-legacy iptables-legacy-save ip6tables-legacy-save; do
+# host's firewall still uses it (pkg/firewall/legacy-host.ts), iptables-nft-save for what iptables-nft's
+# extensions match (pkg/firewall/read.ts).
+for t in nft iptables-legacy ip6tables-legacy iptables-legacy-save ip6tables-legacy-save iptables-nft-save ip6tables-nft-save; do
   command -v "$t" >/dev/null || fail "$t is not on PATH (nftables and iptables installed?)"
 done
 

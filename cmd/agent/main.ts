@@ -215,13 +215,12 @@ async function main(argv: string[]): Promise<number> {
       masq: needsTable(tableRules(config, standalone)) ? masqSyncer(log) : undefined,
       removeMasqLeftovers: () => new NftRunner().deleteTableIfPresent(),
       readForwardFirewall: (podCIDRs, vxlan) =>
-        readForwardRuleset(
-          (args) => firewall.run({ tool: 'nft', args }),
-          podCIDRs,
-          DEFAULT_TABLE,
-          firewall.legacy,
+        readForwardRuleset((args) => firewall.run({ tool: 'nft', args }), podCIDRs, DEFAULT_TABLE, {
+          legacy: firewall.legacy,
           vxlan,
-        ),
+          iptablesNftSave: (family) =>
+            firewall.runTool(family === 4 ? 'iptables-nft-save' : 'ip6tables-nft-save', ['-t', 'filter']),
+        }),
       writeForwardFirewall: firewall.run,
       kube,
     },
@@ -309,6 +308,7 @@ function masqSyncer(log: ReturnType<typeof createLogger>): MasqSyncer {
  */
 function firewallTools(): {
   run: (cmd: FirewallCommand) => Promise<string>;
+  runTool: (tool: string, args: string[]) => Promise<string>;
   legacy: LegacyIptables;
 } {
   const runners = new Map<string, NftRunner>();
@@ -320,7 +320,7 @@ function firewallTools(): {
     }
     return r.run(args);
   };
-  return { run: (cmd) => run(cmd.tool, cmd.args), legacy: hostLegacyIptables(run) };
+  return { run: (cmd) => run(cmd.tool, cmd.args), runTool: run, legacy: hostLegacyIptables(run) };
 }
 
 /** malloc's free memory back to the kernel after a burst of work (pkg/agent/idle-trim.ts). */

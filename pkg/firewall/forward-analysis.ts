@@ -184,15 +184,22 @@ export type Outcome =
 
 const MAX_DEPTH = 16;
 
+/** Verdicts by which a packet may leave the walk before a later drop: accept, return, a jump... */
+const ESCAPES = new Set(['accept', 'return', 'jump', 'goto', 'queue', 'other']);
+
 /**
  * The fate of the packets `judge` knows in `chain`: the first rule that certainly applies and decides
  * (a jump's chain walked in turn), or 'next' when none does (the caller goes on, or the policy decides).
+ * A rule the judge cannot decide is passed over; `strict` instead makes the walk undecided when such a
+ * rule could let the packets escape (accept, return, jump): a drop after it is then not certain.
  */
-export function walk(rs: ForwardRuleset, chain: ChainRef, judge: Judge, depth = 0): Outcome {
+export function walk(rs: ForwardRuleset, chain: ChainRef, judge: Judge, depth = 0, strict = false): Outcome {
   const rules = rs.rules.get(chainKey(chain));
   if (rules === undefined || depth > MAX_DEPTH) return { kind: 'undecided' };
   for (const rule of rules) {
-    if (ruleMatchesWith(rule, judge) !== 'always') continue;
+    const m = ruleMatchesWith(rule, judge);
+    if (m === 'maybe' && strict && ESCAPES.has(verdictOf(rule) ?? '')) return { kind: 'undecided' };
+    if (m !== 'always') continue;
     const v = verdictOf(rule);
     switch (v) {
       case undefined:
@@ -220,7 +227,7 @@ export function walk(rs: ForwardRuleset, chain: ChainRef, judge: Judge, depth = 
       case 'goto': {
         const target = jumpTarget(rule);
         if (target === undefined) return { kind: 'undecided' };
-        const r = walk(rs, { ...chain, name: target }, judge, depth + 1);
+        const r = walk(rs, { ...chain, name: target }, judge, depth + 1, strict);
         if (r.kind !== 'next') return r;
         if (v === 'goto') return { kind: 'next' };
         continue;

@@ -21,7 +21,13 @@ export {
 } from './forward-analysis.ts';
 export { IptablesSaveError, parseIptablesSave, splitSaveLine } from './iptables-save.ts';
 export { hostLegacyIptables } from './legacy-host.ts';
-export { deleteOwnAccepts, type LegacyIptables, type NftRun, readForwardRuleset } from './read.ts';
+export {
+  deleteOwnAccepts,
+  type LegacyIptables,
+  type NftRun,
+  type ReadOptions,
+  readForwardRuleset,
+} from './read.ts';
 export {
   type BaseChain,
   type ChainFamily,

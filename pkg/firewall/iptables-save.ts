@@ -59,8 +59,11 @@ const BUILTIN_VERDICTS: Readonly<Record<string, string>> = {
   NFQUEUE: 'queue',
 };
 
-/** Modules whose options are ports: loading one filters nothing by itself. */
-const PORT_MODULES = new Set(['tcp', 'udp', 'multiport']);
+/**
+ * Modules whose options become matches of their own (moduleMatch): loading one filters nothing by
+ * itself. An option of theirs moduleMatch does not know stays an xt match the walks cannot judge.
+ */
+const TRANSLATED_MODULES = new Set(['tcp', 'udp', 'multiport', 'conntrack', 'state', 'addrtype']);
 
 /** `8472`, `6000:6100` (a range) or undefined. */
 function portValue(text: string): unknown {
@@ -89,6 +92,12 @@ function moduleMatch(
     const right = ports.length === 1 ? ports[0] : { set: ports };
     return { match: { op, left: { payload: { protocol, field: 'dport' } }, right } };
   }
+  const values = (args[0] ?? '').toLowerCase().split(',');
+  // Conntrack's states and address types as nft writes them natively (`ct state`, `fib daddr type`).
+  if ((module === 'conntrack' && option === '--ctstate') || (module === 'state' && option === '--state'))
+    return { match: { op: op === '!=' ? '!=' : 'in', left: { ct: { key: 'state' } }, right: values } };
+  if (module === 'addrtype' && option === '--dst-type')
+    return { match: { op, left: { fib: { result: 'type', flags: ['daddr'] } }, right: values } };
   return { xt: { type: 'match', name: `${module} ${option}` } };
 }
 
@@ -168,7 +177,7 @@ function ruleExpr(
         module = value ?? '';
         // The port modules' options become matches of their own (below); any other module is an xt
         // match the walk judges by name: `comment` filters nothing, any other may.
-        if (!PORT_MODULES.has(module)) expr.push({ xt: { type: 'match', name: module } });
+        if (!TRANSLATED_MODULES.has(module)) expr.push({ xt: { type: 'match', name: module } });
         break;
       case '-j':
       case '-g': {

@@ -51,13 +51,25 @@ async function withLegacy(
 
 const MAX_CHAINS = 32;
 
+/** What the reader may ask besides nft. */
+export interface ReadOptions {
+  legacy?: LegacyIptables;
+  /** The VXLAN packets to judge too: the input hook's chains are read as well. */
+  vxlan?: readonly VxlanInKind[];
+  /**
+   * `iptables-nft-save -t filter` (ip6tables-nft-save for 6): what iptables-nft's extensions in its
+   * tables match, which nft shows only by name (refineXt).
+   */
+  iptablesNftSave?: (family: 4 | 6) => Promise<string>;
+}
+
 export async function readForwardRuleset(
   run: NftRun,
   podCIDRs: readonly string[],
   ownTable: string,
-  legacy?: LegacyIptables,
-  vxlan: readonly VxlanInKind[] = [],
+  opts: ReadOptions = {},
 ): Promise<ForwardRuleset> {
+  const { legacy, vxlan = [], iptablesNftSave } = opts;
   const input = vxlan.length > 0;
   const baseChains = parseForwardBaseChains(await run(['-j', 'list', 'chains']), ownTable, input);
   const kinds = packetKinds(podCIDRs);
@@ -91,7 +103,53 @@ export async function readForwardRuleset(
       queue.push(next);
     }
   }
+  // The forward walk never needs the refinement (what it cannot judge, it passes over); the input
+  // walk, strict, would be undecided at every `-m conntrack` iptables-nft writes.
+  if (input && iptablesNftSave !== undefined) await refineXt(rules, iptablesNftSave);
   return withLegacy({ baseChains, rules }, legacy, input);
+}
+
+/** An xt match other than `-m comment`: nft shows its name and not what it matches. */
+function hasOpaqueMatch(rule: Rule): boolean {
+  return rule.expr.some((e) => {
+    const xt = e.xt as { type?: unknown; name?: unknown } | undefined;
+    return xt?.type === 'match' && xt.name !== 'comment';
+  });
+}
+
+/**
+ * iptables-nft stores what nft has no native form for (`-m conntrack --ctstate`, `-m addrtype`) as an
+ * xt extension, which `nft -j` shows by name only. Where an `ip filter` or `ip6 filter` chain holds one,
+ * its rules are read once more from `iptables-nft-save`, which prints them whole, and translated
+ * (iptables-save.ts); a chain whose rule count differs (changed between the two reads) keeps nft's.
+ */
+async function refineXt(rules: Map<string, Rule[]>, save: (family: 4 | 6) => Promise<string>): Promise<void> {
+  for (const [family, nftFamily] of [
+    [4, 'ip'],
+    [6, 'ip6'],
+  ] as const) {
+    const opaque = [...rules].filter(
+      ([key, list]) => key.startsWith(`${nftFamily} filter `) && list.some(hasOpaqueMatch),
+    );
+    if (opaque.length === 0) continue;
+    let saved: ForwardRuleset;
+    try {
+      saved = parseIptablesSave(await save(family), family);
+    } catch {
+      continue; // no iptables-nft here, or a table it cannot print: nft's view stays
+    }
+    // The save format is legacy's: the parser names the chains so; only their rules are taken.
+    const tool = family === 4 ? 'iptables-legacy' : 'ip6tables-legacy';
+    for (const [key, list] of opaque) {
+      const name = key.slice(`${nftFamily} filter `.length);
+      const translated = saved.rules.get(`${tool} filter ${name}`);
+      if (translated === undefined || translated.length !== list.length) continue;
+      rules.set(
+        key,
+        list.map((r, i) => ({ ...r, expr: translated[i]!.expr })),
+      );
+    }
+  }
 }
 
 /**

@@ -11,8 +11,10 @@
  * protocol`, `ip6 nexthdr`; a match on another transport's header cannot hold), to `port` (`udp` or
  * `th dport`, a set or range of ports), from the peers' InternalIPs (a source prefix holding all of
  * them holds, one holding none does not), in through the devices the node reaches those peers by
- * (`iifname` judged the same way). Anything else (conntrack state: each VXLAN flow's first packet is
- * new, as the source port is a hash of the inner flow; marks, sets) is passed over.
+ * (`iifname` judged the same way), new to conntrack and not NATed, for the node's own address (`fib
+ * daddr type local`). A rule it cannot judge (marks, sets, limits, an extension nft cannot show, such
+ * as iptables-nft's `-m addrtype`) is passed over when it could only drop, and makes the verdict
+ * undecided when it could let the packets through: a warning is given only for a certain drop.
  */
 import { type Cidr, cidrContains, parseCidr, parseIp } from '../ip/index.ts';
 import { applies, type Judge, type Match, type Outcome, walk } from './forward-analysis.ts';
@@ -81,6 +83,13 @@ function udpMatch(right: unknown): Match {
   return typeof right === 'string' || typeof right === 'number' ? 'never' : 'maybe';
 }
 
+/** A flag match (`ct state established,related`, `fib daddr type local`): one of them holds, or none. */
+function flagsHold(right: unknown, holds: (flag: string) => boolean): Match {
+  const flags = typeof right === 'string' ? [right] : Array.isArray(right) ? right : undefined;
+  if (flags === undefined || !flags.every((f) => typeof f === 'string')) return 'maybe';
+  return flags.some(holds) ? 'always' : 'never';
+}
+
 /** nft's wildcard interface names end in `*`. */
 function ifnameHolds(pattern: unknown, name: string): boolean | undefined {
   if (typeof pattern !== 'string') return undefined;
@@ -110,7 +119,7 @@ export function vxlanJudge(kind: VxlanInKind): Judge {
   const devices = tally(kind.devices);
   return (m) => {
     const negative = m.op === '!=';
-    if (m.op !== '==' && !negative) return 'maybe';
+    if (m.op !== '==' && m.op !== 'in' && !negative) return 'maybe';
     const invert = (x: Match): Match =>
       !negative || x === 'maybe' ? x : x === 'always' ? 'never' : 'always';
     const left = m.left as Record<string, Record<string, unknown>> | undefined;
@@ -130,6 +139,20 @@ export function vxlanJudge(kind: VxlanInKind): Judge {
       // `tcp dport != 22` still needs a TCP header (nft adds the dependency): never a UDP packet.
       return typeof protocol === 'string' && OTHER_TRANSPORTS.has(protocol) ? 'never' : 'maybe';
     }
+    const ct = left?.ct?.key;
+    // Each VXLAN packet is new to conntrack: the source port hashes the inner flow, and the peer's
+    // packets back go to the VXLAN port too, so no flow of them ever sees a reply. Nor is one NATed.
+    if (ct === 'state') return invert(flagsHold(m.right, (f) => f === 'new'));
+    if (ct === 'status') return invert(flagsHold(m.right, () => false));
+    // fib daddr type: the node's own address, as every packet at the input hook.
+    const fib = left?.fib as { result?: unknown; flags?: unknown } | undefined;
+    if (
+      fib?.result === 'type' &&
+      Array.isArray(fib.flags) &&
+      fib.flags.length === 1 &&
+      fib.flags[0] === 'daddr'
+    )
+      return invert(flagsHold(m.right, (t) => t === 'local'));
     const key = left?.meta?.key;
     if (key === 'l4proto') return invert(udpMatch(m.right));
     if (key === 'nfproto') {
@@ -148,7 +171,8 @@ export function vxlanInputBlocks(rs: ForwardRuleset, kinds: readonly VxlanInKind
     const judge = vxlanJudge(kind);
     for (const chain of rs.baseChains) {
       if (!applies(chain, kind.family, 'input')) continue;
-      const r: Outcome = walk(rs, chain, judge);
+      // Strict: a warning is given only where the drop is certain.
+      const r: Outcome = walk(rs, chain, judge, 0, true);
       const base = { family: kind.family, port: kind.port, chain: chainKey(chain) };
       if (r.kind === 'drop')
         blocks.push({ ...base, by: r.by, rule: { chain: r.rule.chain, handle: r.rule.handle } });

@@ -14,8 +14,8 @@ import { within } from '../faults/support.ts';
 
 /**
  * ufw's default `deny (incoming)` on a node that tunnels: node-1 and node-2 on two segments (auto mode:
- * VXLAN between them), node-1's INPUT set to policy DROP with the usual openings (established
- * connections, lo), its VXLAN port not among them. The pods of the two nodes cannot reach each other
+ * VXLAN between them), node-1's INPUT set to policy DROP with ufw's usual openings (established
+ * connections, lo, its not-local check, ssh), its VXLAN port not among them. The pods of the two nodes cannot reach each other
  * while every route and VXLAN entry is in place; node-1's agent says so (log line, status, doctor,
  * metric), with the command that opens the port, and does not open it itself. Pasting that command
  * brings the pods together, and the agent says the firewall lets the packets in.
@@ -60,19 +60,19 @@ describe.skipIf(skip !== undefined)(skip === undefined ? title : `${title} (skip
   const logged = (msg: string) => n1.logs.filter((l) => String(l.msg).startsWith(msg));
 
   it('a DROP policy without the VXLAN port: the pods are cut off, and the agent says so, not opening it', async () => {
+    // ufw's shape, through iptables-nft: extensions nft shows by name only (conntrack, addrtype),
+    // which the agent reads back from iptables-nft-save.
     for (const tool of ['iptables-nft', 'ip6tables-nft']) {
-      nsExec(n1.ns, tool, [
-        '-A',
-        'INPUT',
-        '-m',
-        'conntrack',
-        '--ctstate',
-        'ESTABLISHED,RELATED',
-        '-j',
-        'ACCEPT',
-      ]);
-      nsExec(n1.ns, tool, ['-A', 'INPUT', '-i', 'lo', '-j', 'ACCEPT']);
-      nsExec(n1.ns, tool, ['-P', 'INPUT', 'DROP']);
+      const rule = (...args: string[]) => nsExec(n1.ns, tool, args);
+      rule('-N', 'ufw-not-local');
+      rule('-A', 'ufw-not-local', '-m', 'addrtype', '--dst-type', 'LOCAL', '-j', 'RETURN');
+      rule('-A', 'ufw-not-local', '-m', 'addrtype', '--dst-type', 'MULTICAST', '-j', 'RETURN');
+      rule('-A', 'ufw-not-local', '-j', 'DROP');
+      rule('-A', 'INPUT', '-m', 'conntrack', '--ctstate', 'ESTABLISHED,RELATED', '-j', 'ACCEPT');
+      rule('-A', 'INPUT', '-i', 'lo', '-j', 'ACCEPT');
+      rule('-A', 'INPUT', '-j', 'ufw-not-local');
+      rule('-A', 'INPUT', '-p', 'tcp', '-m', 'tcp', '--dport', '22', '-j', 'ACCEPT');
+      rule('-P', 'INPUT', 'DROP');
     }
     expect((await tb.ping(pods[1]!.ns, pods[0]!.v4)).rttMs).toBeUndefined();
     await within(10_000, 'the warning', () => logged('the host firewall drops the VXLAN packets').length > 0);
