@@ -73,14 +73,14 @@ export interface AgentPorts {
   /** VXLAN link details and MAC setter (auto and vxlan modes); the host netlink handle's by default. */
   vxlanTool?: VxlanLinkTool;
   /**
-   * The host firewall's forward chains, read for these pod CIDRs (forward-firewall.ts); without it the
-   * agent does not look.
+   * The host firewall's forward chains, read for these pod CIDRs, and its input chains when there are
+   * tunnelled peers' VXLAN packets to judge (forward-firewall.ts); without it the agent does not look.
    */
   readForwardFirewall?: (
     podCIDRs: readonly string[],
     vxlan: readonly VxlanInKind[],
   ) => Promise<ForwardRuleset>;
-  /** Runs nft to insert or delete the agent's accept rules there (skipped with --no-accept-forward). */
+  /** Runs nft or legacy iptables to insert or delete the agent's accept rules there (skipped with --no-accept-forward). */
   writeForwardFirewall?: (cmd: FirewallCommand) => Promise<unknown>;
 }
 
