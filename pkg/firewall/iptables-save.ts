@@ -4,10 +4,12 @@
  * legacy) can drop pod traffic at the forward hook while `nft list chains` shows nothing. Its filter
  * table's FORWARD chain is one more base chain at that hook (priority 0). This parses
  * `iptables-legacy-save -t filter` into the same shape the nft reader gives (ruleset.ts), translating
- * the options the walks judge (-s, -d, -i, -o, -p, negated or not, destination ports, `-m comment`,
- * the verdicts, jumps and gotos) into nft's JSON expressions, and every other option into an xt match
- * or target they cannot judge. Each rule keeps its options as saved, so it can be deleted by what it is (`-D CHAIN
- * spec`) rather than by a position that moves whenever another program edits the chain.
+ * the options the walks judge (-s, -d, -i, -o, -p, negated or not, destination ports, conntrack
+ * states, address types, `-m comment`, the verdicts, jumps and gotos) into nft's JSON expressions, and
+ * every other option into an xt match or target they cannot judge. Each rule keeps its options as
+ * saved, so it can be deleted by what it is (`-D CHAIN spec`) rather than by a position that moves
+ * whenever another program edits the chain. iptables-nft-save prints the same format: read.ts uses
+ * this parser for what iptables-nft's extensions match, which nft shows by name only.
  */
 import type { BaseChain, ForwardRuleset, LegacyFamily, Rule } from './ruleset.ts';
 
@@ -74,8 +76,9 @@ function portValue(text: string): unknown {
 
 /**
  * One option of a module, as a match: a destination port of `-m tcp`/`-m udp` (`--dport`), or of
- * `-m multiport` (`--dports a,b:c`), as nft's `th dport`; anything else an xt match the walk cannot
- * judge (`udp --sport`, `conntrack --ctstate`).
+ * `-m multiport` (`--dports a,b:c`, as nft's `th dport`); `--ctstate`/`--state` as `ct state`;
+ * `-m addrtype --dst-type` as `fib daddr type`; anything else an xt match the walks cannot judge
+ * (`udp --sport`, `conntrack --ctproto`).
  */
 function moduleMatch(
   module: string,
