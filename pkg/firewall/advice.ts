@@ -13,15 +13,27 @@ export function fixCommand(block: ForwardBlock): string {
   if (block.targeted === true && block.rule !== undefined) {
     return `the rule names the pods' addresses or veths; if they should pass, delete it: ${commandText(deleteCommand(block.rule))}`;
   }
-  const { family, table, name: chain } = chainOfKey(block.chain);
   const from = block.direction === 'from-pods';
-  if (isLegacy(family)) return `${family} -I ${chain} ${from ? '-s' : '-d'} ${block.podCIDR} -j ACCEPT`;
-  if ((family === 'ip' || family === 'ip6') && table === 'filter') {
-    const tool = family === 'ip' ? 'iptables' : 'ip6tables';
-    return `${tool} -I ${chain} ${from ? '-s' : '-d'} ${block.podCIDR} -j ACCEPT`;
-  }
   const addr = block.family === 4 ? 'ip' : 'ip6';
-  return `nft insert rule ${family} ${table} ${chain} ${addr} ${from ? 'saddr' : 'daddr'} ${block.podCIDR} accept`;
+  return acceptAtTop(
+    block.chain,
+    `${from ? '-s' : '-d'} ${block.podCIDR}`,
+    `${addr} ${from ? 'saddr' : 'daddr'} ${block.podCIDR}`,
+  );
+}
+
+/**
+ * The command that accepts what `iptablesMatch` (or, in an nft table, `nftMatch`) matches at the top
+ * of `chain` (a chainKey): iptables (ip6tables, or their -legacy) for the tables iptables keeps, so
+ * they stay readable by it; nft for any other table.
+ */
+export function acceptAtTop(chain: string, iptablesMatch: string, nftMatch: string): string {
+  const { family, table, name } = chainOfKey(chain);
+  if (isLegacy(family)) return `${family} -I ${name} ${iptablesMatch} -j ACCEPT`;
+  if ((family === 'ip' || family === 'ip6') && table === 'filter') {
+    return `${family === 'ip' ? 'iptables' : 'ip6tables'} -I ${name} ${iptablesMatch} -j ACCEPT`;
+  }
+  return `nft insert rule ${family} ${table} ${name} ${nftMatch} accept`;
 }
 
 /** One line per block, for a log field or a doctor finding. */

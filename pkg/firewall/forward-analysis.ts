@@ -89,7 +89,8 @@ function ifnameMatch(pattern: unknown): Match {
   return (fixed ?? pattern).startsWith('trl') ? 'maybe' : 'never';
 }
 
-function prefixOf(right: unknown): string | undefined {
+/** A prefix match's right side as text: `10.0.0.0/8`, a host address as /32 or /128. */
+export function prefixOf(right: unknown): string | undefined {
   if (typeof right === 'string')
     return right.includes('/') ? right : `${right}/${right.includes(':') ? 128 : 32}`;
   const p = (right as { prefix?: { addr?: unknown; len?: unknown } } | null)?.prefix;

@@ -16,9 +16,10 @@
  * as iptables-nft's `-m addrtype`) is passed over when it could only drop, and makes the verdict
  * undecided when it could let the packets through: a warning is given only for a certain drop.
  */
-import { type Cidr, cidrContains, parseCidr, parseIp } from '../ip/index.ts';
-import { applies, type Judge, type Match, type Outcome, walk } from './forward-analysis.ts';
-import { type ChainRef, chainKey, type ForwardRuleset, ipFamilyOf, isLegacy } from './ruleset.ts';
+import { cidrContains, parseCidr, parseIp } from '../ip/index.ts';
+import { acceptAtTop } from './advice.ts';
+import { applies, type Judge, type Match, type Outcome, prefixOf, walk } from './forward-analysis.ts';
+import { type ChainRef, chainKey, chainOfKey, type ForwardRuleset, ipFamilyOf } from './ruleset.ts';
 
 /** The VXLAN packets of one family this node receives from the peers it tunnels to. */
 export interface VxlanInKind {
@@ -96,20 +97,12 @@ function ifnameHolds(pattern: unknown, name: string): boolean | undefined {
   return pattern.endsWith('*') ? name.startsWith(pattern.slice(0, -1)) : name === pattern;
 }
 
-function sourceIn(right: unknown, family: 4 | 6): (ip: string) => boolean | undefined {
-  let prefix: Cidr | undefined;
-  if (typeof right === 'string') {
-    prefix = parseCidr(right.includes('/') ? right : `${right}/${family === 4 ? 32 : 128}`, {
-      strict: false,
-    });
-  } else {
-    const p = (right as { prefix?: { addr?: unknown; len?: unknown } } | null)?.prefix;
-    if (p !== undefined && typeof p.addr === 'string' && typeof p.len === 'number')
-      prefix = parseCidr(`${p.addr}/${p.len}`, { strict: false });
-  }
-  return (text) => {
-    const ip = parseIp(text);
-    return prefix === undefined || ip === undefined ? undefined : cidrContains(prefix, ip);
+function sourceIn(right: unknown): (ip: string) => boolean | undefined {
+  const text = prefixOf(right);
+  const prefix = text === undefined ? undefined : parseCidr(text, { strict: false });
+  return (ip) => {
+    const addr = parseIp(ip);
+    return prefix === undefined || addr === undefined ? undefined : cidrContains(prefix, addr);
   };
 }
 
@@ -127,7 +120,7 @@ export function vxlanJudge(kind: VxlanInKind): Judge {
       const { protocol, field } = left.payload;
       if (protocol === 'ip' || protocol === 'ip6') {
         if ((protocol === 'ip') !== (kind.family === 4)) return 'never';
-        if (field === 'saddr') return invert(sources(sourceIn(m.right, kind.family)));
+        if (field === 'saddr') return invert(sources(sourceIn(m.right)));
         if (field === 'protocol' || field === 'nexthdr') return invert(udpMatch(m.right));
         return 'maybe';
       }
@@ -192,15 +185,9 @@ export function describeVxlanBlock(b: VxlanInBlock): string {
  * and legacy iptables' tables, nft otherwise); ufw and firewalld have their own, which survive reloads.
  */
 export function vxlanFixCommand(b: VxlanInBlock): string {
-  const [family, table, ...rest] = b.chain.split(' ');
-  const chain = rest.join(' ');
-  const f = family as ChainRef['family'];
-  if (isLegacy(f)) return `${f} -I ${chain} -p udp --dport ${b.port} -j ACCEPT`;
-  if ((f === 'ip' || f === 'ip6') && table === 'filter') {
-    return `${f === 'ip' ? 'iptables' : 'ip6tables'} -I ${chain} -p udp --dport ${b.port} -j ACCEPT`;
-  }
-  const nfproto = ipFamilyOf(f) === undefined ? `meta nfproto ipv${b.family} ` : '';
-  return `nft insert rule ${family} ${table} ${chain} ${nfproto}udp dport ${b.port} accept`;
+  const inet = ipFamilyOf(chainOfKey(b.chain).family) === undefined;
+  const nft = `${inet ? `meta nfproto ipv${b.family} ` : ''}udp dport ${b.port}`;
+  return acceptAtTop(b.chain, `-p udp --dport ${b.port}`, nft);
 }
 
 export const VXLAN_NOTE =
