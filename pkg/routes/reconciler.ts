@@ -215,7 +215,11 @@ export function gatewayDevices(routes: readonly RouteInfo[]): number[] {
  */
 export async function readLocalLinks(handle: NetlinkHandle): Promise<LocalLink[]> {
   const [links, addresses] = await Promise.all([handle.listLinks(), handle.listAddresses()]);
-  const loopbacks = new Set(links.filter((l) => l.loopback === true).map((l) => l.index));
+  // An address on lo (a BGP-announced /32) is on no link, whatever routes lead elsewhere; a VXLAN
+  // device's host-length address is its VTEP address, never a node's. Neither is looked up.
+  const unprobed = new Set(
+    links.filter((l) => l.loopback === true || l.kind === 'vxlan').map((l) => l.index),
+  );
   const local = links
     .map((l) => ({
       ifindex: l.index,
@@ -227,8 +231,7 @@ export async function readLocalLinks(handle: NetlinkHandle): Promise<LocalLink[]
     .sort((a, b) => a.ifindex - b.ifindex);
   const widen: Promise<void>[] = [];
   for (const link of local) {
-    // An address on lo (a BGP-announced /32) is on no link, whatever routes lead elsewhere.
-    if (loopbacks.has(link.ifindex)) continue;
+    if (unprobed.has(link.ifindex)) continue;
     for (const a of link.addresses) {
       const probe = onLinkProbe(a);
       if (probe === undefined) continue;
