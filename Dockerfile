@@ -50,12 +50,13 @@ LABEL org.opencontainers.image.title="trellis" \
 ARG DEBIAN_FRONTEND=noninteractive
 # containernetworking-plugins puts Debian's reference plugins in /usr/lib/cni (install-cni copies loopback
 # and portmap from there to a node that has none). The agent does its networking over netlink and runs
-# only `nft`, and `iptables-legacy` on a host whose firewall still uses legacy iptables (x_tables, which
-# nft cannot see; pkg/firewall/iptables-save.ts); iproute2 is there for the operator (`kubectl exec
+# only `nft`, `iptables-legacy` on a host whose firewall still uses legacy iptables (x_tables, which
+# nft cannot see; pkg/firewall/iptables-save.ts) and util-linux's `nsenter`, which runs the CNI binaries'
+# VERSION in the host's mount namespace before the config list is written; iproute2 is there for the operator (`kubectl exec
 # ds/trellis -- ip route`, as the docs use). npm, corepack and yarn are removed: nothing installs
 # packages at run time.
 RUN apt-get update \
- && apt-get install -y --no-install-recommends nftables iptables iproute2 containernetworking-plugins \
+ && apt-get install -y --no-install-recommends nftables iptables iproute2 util-linux containernetworking-plugins \
  && rm -rf /var/lib/apt/lists/* \
  && rm -rf /usr/local/lib/node_modules/npm /usr/local/lib/node_modules/corepack /opt/yarn-* \
  && rm -f /usr/local/bin/npm /usr/local/bin/npx /usr/local/bin/corepack /usr/local/bin/yarn /usr/local/bin/yarnpkg

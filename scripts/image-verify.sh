@@ -37,9 +37,10 @@ major=$(node -p 'process.versions.node.split(".")[0]')
 
 # The programs the agent runs: nft for its own table and the host firewall, legacy iptables where the
 # host's firewall still uses it (pkg/firewall/legacy-host.ts), iptables-nft-save for what iptables-nft's
-# extensions match (pkg/firewall/read.ts).
-for t in nft iptables-legacy ip6tables-legacy iptables-legacy-save ip6tables-legacy-save iptables-nft-save ip6tables-nft-save; do
-  command -v "$t" >/dev/null || fail "$t is not on PATH (nftables and iptables installed?)"
+# extensions match (pkg/firewall/read.ts), nsenter (util-linux) to run the CNI binaries' VERSION in the
+# host's mount namespace before the config list is written (pkg/cniconf/chain-versions.ts).
+for t in nft iptables-legacy ip6tables-legacy iptables-legacy-save ip6tables-legacy-save iptables-nft-save ip6tables-nft-save nsenter; do
+  command -v "$t" >/dev/null || fail "$t is not on PATH (nftables, iptables and util-linux installed?)"
 done
 
 # The CNI binary is built for this image's CPU. The build stage cross-compiles it on the builder's

@@ -34,7 +34,7 @@ import { LinkMtuWatch } from './link-mtu-watch.ts';
 import type { MtuChoice } from './mtu.ts';
 import { NodeStatusReporter } from './node-status.ts';
 import { type AgentRouteState, type AgentSnapshot, computeRouteState } from './operator-view.ts';
-import { detectMtu, publishCniConfig } from './publication.ts';
+import { CniConfigPublisher, describePublishBlock, detectMtu } from './publication.ts';
 import { ReadyMark } from './ready-mark.ts';
 import { memoryRefusal, type RememberedNode, RememberedNodeFile, rememberedMtu } from './remembered-node.ts';
 import { drainSpool, spooledDelsIn } from './spool-drain.ts';
@@ -148,6 +148,8 @@ export class Agent {
   private readonly timers: NodeJS.Timeout[] = [];
   private busyKeys: ReadonlySet<string> = new Set();
   private waitingFor: string | undefined = 'the first reconcile';
+  /** Publishes the CNI config list once its binaries run (created at the first publication). */
+  private publisher: CniConfigPublisher | undefined;
   /** This Node's pod CIDRs and MTU as the last run knew them (remembered-node.ts); Kubernetes mode only. */
   private nodeFile: RememberedNodeFile | undefined;
   private remembered: RememberedNode | undefined;
@@ -561,9 +563,10 @@ export class Agent {
     // still in flight neither publishes the config list nor declares the node ready.
     if (this.abort.signal.aborted) return;
     if (config.publishCniConfig) {
-      const missing = await publishCniConfig(config, this.mtu, log);
-      if (missing.length > 0) {
-        this.waitingFor = `CNI binaries ${missing.join(', ')} in ${config.cniBinDir} (the install-cni init container puts them there)`;
+      this.publisher ??= new CniConfigPublisher(config, log);
+      const block = await this.publisher.publish(this.mtu);
+      if (block !== undefined) {
+        this.waitingFor = describePublishBlock(block, config.cniBinDir);
         return;
       }
     }
@@ -737,6 +740,9 @@ export class Agent {
       stateDir: config.stateDir,
       cniConfDir: config.cniConfDir,
       cniBinDir: config.cniBinDir,
+      ...(this.publisher !== undefined && this.publisher.problems.length > 0
+        ? { cniBinaryProblems: this.publisher.problems }
+        : {}),
       leases: this.ipam?.list() ?? [],
       held: (this.ipam?.heldKeys() ?? []).map(({ containerId, ifname }) => ({ containerId, ifname })),
       ipamUsage: this.ipam?.usage() ?? [],

@@ -37,6 +37,11 @@ export interface AgentSnapshot {
   stateDir: string;
   cniConfDir: string;
   cniBinDir: string;
+  /**
+   * CNI binaries of the config list that are missing or do not run where the runtime runs them, at
+   * the last publication; absent when they were fine. Until they are, the list is not published.
+   */
+  cniBinaryProblems?: { binary: string; problem: string }[];
   leases: Lease[];
   /**
    * Attachments whose lease record was quarantined and not rebuilt: IPAM holds their addresses and

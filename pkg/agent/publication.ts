@@ -1,6 +1,12 @@
 import { existsSync } from 'node:fs';
 import { join } from 'node:path';
-import { ChainVersionProbe, CONFLIST_FILE_NAME, publishConflist, renderConflist } from '../cniconf/index.ts';
+import {
+  ChainVersionProbe,
+  CONFLIST_FILE_NAME,
+  describeChainProblems,
+  publishConflist,
+  renderConflist,
+} from '../cniconf/index.ts';
 import type { Family, NetlinkHandle } from '../datapath/ports.ts';
 import { parseIp } from '../ip/index.ts';
 import type { Logger } from '../observe/logger.ts';
@@ -61,24 +67,86 @@ function familiesOf(internalIPs: readonly string[]): Family[] {
   return families.size === 0 ? [4, 6] : ([4, 6] as Family[]).filter((f) => families.has(f));
 }
 
-/**
- * Writes the config list once the binaries it names are in place (the runtime would fail every pod
- * otherwise). Returns the missing binaries, empty when published or unchanged.
- */
-const chainProbe = new ChainVersionProbe();
+/** What keeps the config list unpublished: the binaries it names missing, or unable to serve it. */
+export type PublishBlock = { missing: string[] } | { problems: { binary: string; problem: string }[] };
 
-export async function publishCniConfig(config: AgentConfig, mtu: number, log: Logger): Promise<string[]> {
-  const missing = REQUIRED_CNI_BINARIES.filter((b) => !existsSync(join(config.cniBinDir, b)));
-  if (missing.length > 0) {
-    log.warn({ missing, dir: config.cniBinDir }, 'not publishing the CNI config yet: binaries missing');
-    return missing;
+/**
+ * Writes the config list once the binaries it names are in place and run where the runtime runs them
+ * (it would fail every pod otherwise). One per agent: it keeps the VERSION probe's cache and what it
+ * last logged, so a pass that finds the same problem again does not log it again.
+ */
+export class CniConfigPublisher {
+  readonly #config: AgentConfig;
+  readonly #log: Logger;
+  readonly #probe: ChainVersionProbe;
+  #lastLogged = '';
+  #fellBack = false;
+  /** The problems of the last check, [] when the binaries were fine (the operator's status). */
+  problems: { binary: string; problem: string }[] = [];
+
+  constructor(config: AgentConfig, log: Logger) {
+    this.#config = config;
+    this.#log = log;
+    // PID 1's mount namespace is the host's, where the kubelet's runtime runs (containerd, CRI-O).
+    const mountNs = config.hostProc === '' ? undefined : join(config.hostProc, '1', 'ns', 'mnt');
+    this.#probe = new ChainVersionProbe(mountNs === undefined ? {} : { mountNs });
   }
-  // The versions every plugin of the chain speaks (our own shim speaks all of them): 1.1.0 only when the
-  // installed portmap does too.
-  const cniVersions = await chainProbe.versions([join(config.cniBinDir, 'portmap')]);
-  const text = renderConflist({ socket: config.socket, spoolDir: config.spoolDir, mtu, cniVersions });
-  if ((await publishConflist(config.cniConfDir, CONFLIST_FILE_NAME, text)) === 'written') {
-    log.info({ file: join(config.cniConfDir, CONFLIST_FILE_NAME) }, 'CNI config published');
+
+  /** Publishes (or leaves an unchanged list alone); returns what blocks it, undefined when published. */
+  async publish(mtu: number): Promise<PublishBlock | undefined> {
+    const config = this.#config;
+    const log = this.#log;
+    const missing = REQUIRED_CNI_BINARIES.filter((b) => !existsSync(join(config.cniBinDir, b)));
+    if (missing.length > 0) {
+      this.problems = missing.map((b) => ({ binary: join(config.cniBinDir, b), problem: 'is missing' }));
+      log.warn({ missing, dir: config.cniBinDir }, 'not publishing the CNI config yet: binaries missing');
+      return { missing };
+    }
+    // The versions every plugin of the chain speaks (our own shim speaks all of them): 1.1.0 only when
+    // the installed portmap does too. loopback is not in the list (the runtime runs it on its own), but
+    // a pod's sandbox fails without it all the same.
+    const check = await this.#probe.check(
+      REQUIRED_CNI_BINARIES.map((b) => ({ path: join(config.cniBinDir, b), chained: b !== 'loopback' })),
+    );
+    if (check.hostUnreachable !== undefined && !this.#fellBack) {
+      this.#fellBack = true;
+      log.warn(
+        { hostProc: config.hostProc, error: check.hostUnreachable },
+        "cannot enter the host's mount namespace: the CNI binaries are checked in the agent's own, which may have a newer glibc than the host",
+      );
+    }
+    this.problems = check.problems;
+    if (check.problems.length > 0) {
+      const text = describeChainProblems(check.problems);
+      if (text !== this.#lastLogged) {
+        this.#lastLogged = text;
+        log.error(
+          { problems: check.problems, dir: config.cniBinDir },
+          `not publishing the CNI config: ${text} (the runtime would fail every pod)`,
+        );
+      }
+      return { problems: check.problems };
+    }
+    if (this.#lastLogged !== '') {
+      this.#lastLogged = '';
+      log.info({ dir: config.cniBinDir }, 'the CNI binaries run now');
+    }
+    const text = renderConflist({
+      socket: config.socket,
+      spoolDir: config.spoolDir,
+      mtu,
+      cniVersions: check.versions,
+    });
+    if ((await publishConflist(config.cniConfDir, CONFLIST_FILE_NAME, text)) === 'written') {
+      log.info({ file: join(config.cniConfDir, CONFLIST_FILE_NAME) }, 'CNI config published');
+    }
+    return undefined;
   }
-  return [];
+}
+
+/** What the agent waits for while `block` keeps the list unpublished (its not-ready reason). */
+export function describePublishBlock(block: PublishBlock, binDir: string): string {
+  return 'missing' in block
+    ? `CNI binaries ${block.missing.join(', ')} in ${binDir} (the install-cni init container puts them there)`
+    : `CNI binaries that run where the runtime runs them: ${describeChainProblems(block.problems)}`;
 }

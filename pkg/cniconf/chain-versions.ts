@@ -1,33 +1,152 @@
-import { execFile } from 'node:child_process';
+import { spawn } from 'node:child_process';
+import { closeSync, openSync } from 'node:fs';
 import { stat } from 'node:fs/promises';
+import { basename } from 'node:path';
 import { KNOWN_CNI_VERSIONS } from './render.ts';
 
 /**
- * Which of KNOWN_CNI_VERSIONS every chained plugin speaks, asked the way a runtime asks: VERSION.
- * libcni >= 1.2 sends the highest `cniVersions` entry to every plugin in the list, so 1.1.0 (GC,
- * STATUS) is advertised only when the installed portmap accepts it too; Debian's 1.1.1 does not.
+ * Whether the CNI binaries the published config list needs run, and which of KNOWN_CNI_VERSIONS the
+ * chained ones speak, asked the way a runtime asks: VERSION. libcni >= 1.2 sends the highest
+ * `cniVersions` entry to every plugin in the list, so 1.1.0 (GC, STATUS) is advertised only when the
+ * installed portmap accepts it too; Debian's 1.1.1 does not. A binary that cannot run, or a chained
+ * one without 1.0.0, keeps the list unpublished: the runtime would fail every pod in it.
+ *
+ * The agent runs in a container, the runtime on the host: a binary linked against a newer glibc than
+ * the host's runs here and not there. So with the host's mount namespace at hand (--host-proc) the
+ * binary runs there, through nsenter, from an fd the agent opened (no path needs translating).
  */
+
 export function commonVersions(supported: readonly (readonly string[])[]): string[] {
   return KNOWN_CNI_VERSIONS.filter((v) => supported.every((list) => list.includes(v)));
 }
 
-/** A plugin's `supportedVersions` from its VERSION answer; [] when it cannot be run or answers oddly. */
-export function pluginVersions(path: string): Promise<string[]> {
+/** A plugin's `supportedVersions`, or why it gave none. */
+export type VersionAnswer = { versions: string[] } | { problem: string };
+
+export interface VersionProbeOptions {
+  /** A mount namespace (a /proc/PID/ns/mnt path) to run the binary in: the runtime's. */
+  mountNs?: string;
+  timeoutMs?: number;
+}
+
+/** nsenter could not enter the namespace (exit 1 and one of its own messages): not the binary's fault. */
+export class MountNsUnreachable extends Error {
+  override readonly name = 'MountNsUnreachable';
+}
+
+const NSENTER_FAILED = /^nsenter: (cannot open|reassociate|setns|failed to open|neither filename)/m;
+/** nsenter's own exec failing: the namespace was entered, the binary cannot start in it. */
+const NSENTER_EXEC_FAILED = /^nsenter: failed to execute [^\n]*?: ([^:\n]+)$/m;
+/** The fd the binary is passed as, in the nsenter child: /proc/self/fd/3 is the binary itself. */
+const BINARY_FD = 3;
+
+/**
+ * VERSION from one binary. Rejects with MountNsUnreachable only when `mountNs` cannot be entered;
+ * every other failure is an answer with a problem that says what happened.
+ */
+export async function pluginVersions(path: string, opts: VersionProbeOptions = {}): Promise<VersionAnswer> {
+  const timeoutMs = opts.timeoutMs ?? 5_000;
+  let fd: number | undefined;
+  if (opts.mountNs !== undefined) {
+    try {
+      fd = openSync(path, 'r');
+    } catch (err) {
+      return { problem: `cannot be opened: ${(err as NodeJS.ErrnoException).code ?? String(err)}` };
+    }
+  }
+  try {
+    const run = await runVersion(path, fd, opts.mountNs, timeoutMs);
+    if ('spawnError' in run) return { problem: `cannot be run: ${run.spawnError}` };
+    // nsenter names the binary by its fd; the operator knows it by its path.
+    const stderr = run.stderr.replaceAll(`/proc/self/fd/${BINARY_FD}`, path);
+    if (opts.mountNs !== undefined && run.code === 1 && NSENTER_FAILED.test(stderr)) {
+      throw new MountNsUnreachable(firstLine(stderr));
+    }
+    const notExecuted = opts.mountNs === undefined ? null : NSENTER_EXEC_FAILED.exec(stderr);
+    if (notExecuted !== null) {
+      const why = notExecuted[1]!;
+      return {
+        problem: `cannot be executed in the runtime's mount namespace: ${why}${why === 'No such file or directory' ? ' (its interpreter or dynamic loader is missing there)' : ''}`,
+      };
+    }
+    if (run.timedOut) return { problem: `did not answer VERSION within ${timeoutMs / 1000} s` };
+    if (run.signal !== null) return { problem: `was killed by ${run.signal}` };
+    if (run.code !== 0) {
+      const why = firstLine(stderr) || firstLine(errorMessage(run.stdout) ?? run.stdout);
+      return { problem: `exited with status ${run.code}${why === '' ? '' : `: ${why}`}` };
+    }
+    return parseVersionReply(run.stdout);
+  } finally {
+    if (fd !== undefined) closeSync(fd);
+  }
+}
+
+/** The answer to VERSION: its supportedVersions, or what is wrong with it. */
+export function parseVersionReply(stdout: string): VersionAnswer {
+  let reply: unknown;
+  try {
+    reply = JSON.parse(stdout);
+  } catch {
+    return {
+      problem: `answered VERSION with something other than JSON: ${JSON.stringify(stdout.slice(0, 80))}`,
+    };
+  }
+  const error = errorMessage(stdout);
+  if (error !== undefined) return { problem: `answered VERSION with an error: ${error}` };
+  const list = (reply as { supportedVersions?: unknown } | null)?.supportedVersions;
+  if (!Array.isArray(list)) return { problem: 'answered VERSION without supportedVersions' };
+  return { versions: list.filter((v): v is string => typeof v === 'string') };
+}
+
+/** A CNI error object's code and message, when `text` is one. */
+function errorMessage(text: string): string | undefined {
+  try {
+    const e = JSON.parse(text) as { code?: unknown; msg?: unknown };
+    return typeof e?.code === 'number' ? `code ${e.code}: ${String(e.msg ?? '')}` : undefined;
+  } catch {
+    return undefined;
+  }
+}
+
+function firstLine(text: string): string {
+  return text.trim().split('\n')[0]?.trim() ?? '';
+}
+
+type Run =
+  | { spawnError: string }
+  | { code: number | null; signal: NodeJS.Signals | null; stdout: string; stderr: string; timedOut: boolean };
+
+function runVersion(
+  path: string,
+  fd: number | undefined,
+  mountNs: string | undefined,
+  timeoutMs: number,
+): Promise<Run> {
   return new Promise((resolve) => {
-    const child = execFile(
-      path,
-      [],
-      { env: { CNI_COMMAND: 'VERSION' }, timeout: 5_000, encoding: 'utf8' },
-      (err, stdout) => {
-        if (err !== null) return resolve([]);
-        try {
-          const reply = JSON.parse(stdout) as { supportedVersions?: unknown };
-          const list = reply.supportedVersions;
-          resolve(Array.isArray(list) ? list.filter((v): v is string => typeof v === 'string') : []);
-        } catch {
-          resolve([]);
-        }
-      },
+    const [file, args] =
+      fd === undefined ? [path, []] : ['nsenter', [`--mount=${mountNs}`, '--', `/proc/self/fd/${BINARY_FD}`]];
+    const child = spawn(file, args, {
+      env: { CNI_COMMAND: 'VERSION' },
+      stdio: fd === undefined ? 'pipe' : ['pipe', 'pipe', 'pipe', fd],
+      timeout: timeoutMs,
+    });
+    let stdout = '';
+    let stderr = '';
+    child.stdout?.setEncoding('utf8').on('data', (d: string) => {
+      if (stdout.length < 65_536) stdout += d;
+    });
+    child.stderr?.setEncoding('utf8').on('data', (d: string) => {
+      if (stderr.length < 65_536) stderr += d;
+    });
+    child.on('error', (err: NodeJS.ErrnoException) => resolve({ spawnError: err.code ?? err.message }));
+    child.on('close', (code, signal) =>
+      resolve({
+        code,
+        signal,
+        stdout,
+        stderr,
+        timedOut: signal !== null && child.killed && signal === 'SIGTERM',
+      }),
     );
     // A plugin may answer VERSION and exit without reading stdin; writing to its closed pipe then fails
     // with EPIPE, which without a listener is an uncaught 'error' that kills the agent. The answer is
@@ -37,29 +156,89 @@ export function pluginVersions(path: string): Promise<string[]> {
   });
 }
 
-/** Caches each binary's answer by size and mtime: the agent publishes on every pass. */
+/** One binary of the chain: its path, and whether it is a plugin of the list (its versions count). */
+export interface ChainBinary {
+  path: string;
+  chained: boolean;
+}
+
+export interface ChainCheck {
+  /** The versions every chained binary speaks; what the list may advertise. */
+  versions: string[];
+  /** Binaries that cannot serve the list, and why; the list must not be published while any is here. */
+  problems: { binary: string; problem: string }[];
+  /** Why the binaries ran in the agent's mount namespace rather than the runtime's, when they did. */
+  hostUnreachable?: string;
+}
+
+/**
+ * Runs each binary's VERSION, in `mountNs` when given and enterable. A good answer is cached by the
+ * file's identity, size and mtime (the agent checks after every pass); a problem is asked again
+ * next time, so a fixed binary is seen without a restart.
+ */
 export class ChainVersionProbe {
   private readonly cache = new Map<string, { key: string; versions: string[] }>();
+  private readonly mountNs: string | undefined;
 
-  async versions(paths: readonly string[]): Promise<string[]> {
-    const lists = await Promise.all(paths.map((p) => this.one(p)));
-    const common = commonVersions(lists);
-    // 1.0.0 is what runtimes of the containerd 1.6 generation read; never publish an empty list.
-    return common.length > 0 ? common : ['1.0.0'];
+  constructor(opts: { mountNs?: string } = {}) {
+    this.mountNs = opts.mountNs;
   }
 
-  private async one(path: string): Promise<string[]> {
+  async check(binaries: readonly ChainBinary[]): Promise<ChainCheck> {
+    let hostUnreachable: string | undefined;
+    const answers = await Promise.all(
+      binaries.map(async (b) => {
+        try {
+          return await this.one(b.path, this.mountNs);
+        } catch (err) {
+          if (!(err instanceof MountNsUnreachable)) throw err;
+          hostUnreachable = err.message;
+          return this.one(b.path, undefined);
+        }
+      }),
+    );
+    const problems: ChainCheck['problems'] = [];
+    const lists: string[][] = [];
+    for (const [i, b] of binaries.entries()) {
+      const a = answers[i]!;
+      if ('problem' in a) {
+        problems.push({ binary: b.path, problem: a.problem });
+      } else if (b.chained) {
+        if (!a.versions.includes('1.0.0')) {
+          problems.push({
+            binary: b.path,
+            problem: `speaks CNI ${a.versions.join(', ') || 'no version'}, not 1.0.0, the version the config list is written in`,
+          });
+        }
+        lists.push(a.versions);
+      }
+    }
+    return {
+      versions: commonVersions(lists),
+      problems,
+      ...(hostUnreachable === undefined ? {} : { hostUnreachable }),
+    };
+  }
+
+  private async one(path: string, mountNs: string | undefined): Promise<VersionAnswer> {
     let key: string;
     try {
       const st = await stat(path);
-      key = `${st.size}:${st.mtimeMs}`;
-    } catch {
-      return [];
+      key = `${st.dev}:${st.ino}:${st.size}:${st.mtimeMs}:${mountNs ?? ''}`;
+    } catch (err) {
+      const code = (err as NodeJS.ErrnoException).code;
+      return { problem: code === 'ENOENT' ? 'is missing' : `cannot be read: ${code ?? String(err)}` };
     }
     const hit = this.cache.get(path);
-    if (hit !== undefined && hit.key === key) return hit.versions;
-    const versions = await pluginVersions(path);
-    this.cache.set(path, { key, versions });
-    return versions;
+    if (hit !== undefined && hit.key === key) return { versions: hit.versions };
+    const answer = await pluginVersions(path, mountNs === undefined ? {} : { mountNs });
+    if ('versions' in answer) this.cache.set(path, { key, versions: answer.versions });
+    else this.cache.delete(path);
+    return answer;
   }
+}
+
+/** "portmap: exited with status 1: …" for a log line or a readiness reason. */
+export function describeChainProblems(problems: ChainCheck['problems']): string {
+  return problems.map((p) => `${basename(p.binary)} ${p.problem}`).join('; ');
 }

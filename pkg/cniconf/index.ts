@@ -1,7 +1,17 @@
 /** CNI config publication: the config list (pure rendering) and atomic host-file writes (thin fs). */
 
 export { checkFileName, entryExists, HostFileError } from './atomic.ts';
-export { ChainVersionProbe, commonVersions, pluginVersions } from './chain-versions.ts';
+export {
+  type ChainBinary,
+  type ChainCheck,
+  ChainVersionProbe,
+  commonVersions,
+  describeChainProblems,
+  MountNsUnreachable,
+  parseVersionReply,
+  pluginVersions,
+  type VersionAnswer,
+} from './chain-versions.ts';
 export {
   CNI_CONF_EXTENSIONS,
   installBinary,

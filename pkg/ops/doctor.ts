@@ -182,6 +182,18 @@ export function checkBinaries(f: DoctorFacts): CheckResult {
       });
     }
   }
+  // What the agent found running each binary's VERSION where the runtime runs it (the host's mount
+  // namespace): a binary that is there and executable but cannot run on this host (its glibc).
+  const seen = new Set(r.findings.map((x) => x.problem));
+  for (const p of f.agent.ok ? (f.agent.value.status.cniBinaryProblems ?? []) : []) {
+    if (p.problem === 'is missing' && seen.has(`${p.binary} is missing`)) continue;
+    r.findings.push({
+      problem: `${p.binary} ${p.problem} (the agent runs its VERSION where the runtime runs it); the config list stays unpublished`,
+      fix: p.binary.endsWith('/trellis')
+        ? 'the trellis binary does not run on this host: check the node is linux/amd64 or linux/arm64 with glibc, then restart the trellis pod'
+        : `replace ${p.binary} with a build that runs on this host (the distribution's containernetworking-plugins >= 1.0, or the static upstream release); the agent publishes at its next pass`,
+    });
+  }
   return r;
 }
 

@@ -1,4 +1,5 @@
 /** Human output of the operator commands: aligned tables and short key/value blocks. Pure. */
+import { basename } from 'node:path';
 import type { CoverageReport } from './coverage.ts';
 import type { DoctorReport } from './doctor.ts';
 import { failingReadiness, isReady, type LeasesView, type RoutesView, type StatusView } from './views.ts';
@@ -64,7 +65,12 @@ export function formatStatus(s: StatusView): string {
     ['leases', String(s.leases)],
     ['CNI socket', s.socket],
     ['CNI config', s.cniConfDir],
-    ['CNI binaries', s.cniBinDir],
+    [
+      'CNI binaries',
+      s.cniBinaryProblems === undefined
+        ? s.cniBinDir
+        : `${s.cniBinDir}: ${s.cniBinaryProblems.map((p) => `${basename(p.binary)} ${p.problem}`).join('; ')}`,
+    ],
     ['state', s.stateDir],
   ];
   if (s.watch !== undefined) {

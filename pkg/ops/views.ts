@@ -32,6 +32,8 @@ export interface StatusView {
   stateDir: string;
   cniConfDir: string;
   cniBinDir: string;
+  /** Config-list binaries missing or not running where the runtime runs them; absent when fine. */
+  cniBinaryProblems?: { binary: string; problem: string }[];
   leases: number;
   /** Capacity as a decimal string: an IPv6 /64 does not fit a JSON number. */
   ipam: { family: 4 | 6; range: string; capacity: string; used: number }[];
@@ -132,6 +134,7 @@ export function statusView(
     stateDir: s.stateDir,
     cniConfDir: s.cniConfDir,
     cniBinDir: s.cniBinDir,
+    ...(s.cniBinaryProblems === undefined ? {} : { cniBinaryProblems: s.cniBinaryProblems }),
     leases: s.leases.length,
     ipam: s.ipamUsage.map((u) => ({
       family: u.family,

@@ -47,6 +47,8 @@ export interface StartAgentOptions {
     /** Default '' (off). */
     metricsAddr?: string;
   };
+  /** Standalone mode publishing its config list into `confDir`, its binaries in `binDir`. */
+  publish?: { confDir: string; binDir: string };
   /** Called with every parsed log line as it arrives (live streaming). */
   onLog?: (line: Record<string, unknown>) => void;
   /** Start the agent in its own process group, so a terminal's Ctrl-C reaches only the test driver. */
@@ -68,7 +70,13 @@ export function startAgent(opts: StartAgentOptions): AgentProcess {
   const k8s = opts.kubernetes;
   const modeArgs =
     k8s === undefined
-      ? ['--metrics-addr', '', '--no-cni-config']
+      ? [
+          '--metrics-addr',
+          '',
+          ...(opts.publish === undefined
+            ? ['--no-cni-config']
+            : ['--cni-conf-dir', opts.publish.confDir, '--cni-bin-dir', opts.publish.binDir]),
+        ]
       : [
           '--node-name',
           k8s.nodeName,

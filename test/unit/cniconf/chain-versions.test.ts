@@ -1,8 +1,15 @@
+import { spawnSync } from 'node:child_process';
 import { chmodSync, existsSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { describe, expect, it } from 'vitest';
-import { ChainVersionProbe, commonVersions, pluginVersions } from '../../../pkg/cniconf/index.ts';
+import { afterEach, beforeEach, describe, expect, it } from 'vitest';
+import {
+  ChainVersionProbe,
+  commonVersions,
+  describeChainProblems,
+  MountNsUnreachable,
+  pluginVersions,
+} from '../../../pkg/cniconf/index.ts';
 import { SHIM_BINARY } from '../../support/cni-driver.ts';
 
 const PORTMAP = '/usr/lib/cni/portmap';
@@ -27,43 +34,166 @@ describe('the versions a config list may advertise', () => {
   it.skipIf(!existsSync(PORTMAP))(
     `Debian's portmap answers VERSION without 1.1.0, so only 1.0.0 is advertised${existsSync(PORTMAP) ? '' : ` (skipped: no ${PORTMAP}; apt-get install containernetworking-plugins)`}`,
     async () => {
-      const versions = await pluginVersions(PORTMAP);
+      const answer = await pluginVersions(PORTMAP);
+      expect(answer).toHaveProperty('versions');
+      const versions = 'versions' in answer ? answer.versions : [];
       expect(versions).toContain('1.0.0');
       expect(versions).not.toContain('1.1.0');
-      expect(await new ChainVersionProbe().versions([PORTMAP])).toEqual(['1.0.0']);
+      expect(await new ChainVersionProbe().check([{ path: PORTMAP, chained: true }])).toEqual({
+        versions: ['1.0.0'],
+        problems: [],
+      });
     },
   );
 
   it.skipIf(!existsSync(SHIM_BINARY))(
     `a chain of plugins that speak 1.1.0 (our shim) advertises it${existsSync(SHIM_BINARY) ? '' : ` (skipped: no ${SHIM_BINARY}; npm run build)`}`,
     async () => {
-      expect(await new ChainVersionProbe().versions([SHIM_BINARY])).toEqual(['1.0.0', '1.1.0']);
+      expect(await new ChainVersionProbe().check([{ path: SHIM_BINARY, chained: true }])).toEqual({
+        versions: ['1.0.0', '1.1.0'],
+        problems: [],
+      });
     },
   );
-
-  it('a plugin that cannot run counts as supporting nothing, and the list never goes empty', async () => {
-    expect(await pluginVersions('/nonexistent/portmap')).toEqual([]);
-    expect(await new ChainVersionProbe().versions(['/nonexistent/portmap'])).toEqual(['1.0.0']);
-  });
 
   it('a plugin that exits without reading stdin (EPIPE on our write) neither crashes us nor loses its answer', async () => {
     // Before the fix, the EPIPE on the plugin's closed stdin was an uncaught 'error' event: the
     // agent died at start-up (seen in the fault suite's test bed). 1,000 quick probes reproduced it
     // every time here.
     const dir = mkdtempSync(join(tmpdir(), 'trl-chain-'));
-    const plugin = join(dir, 'plug');
-    writeFileSync(
-      plugin,
-      `#!/bin/sh\nexec 0<&-\necho '{"cniVersion":"1.0.0","supportedVersions":["0.4.0","1.0.0"]}'\n`,
+    const plugin = script(
+      dir,
+      'plug',
+      `exec 0<&-\necho '{"cniVersion":"1.0.0","supportedVersions":["0.4.0","1.0.0"]}'`,
     );
-    chmodSync(plugin, 0o755);
     try {
       for (let round = 0; round < 20; round++) {
         const answers = await Promise.all(Array.from({ length: 50 }, () => pluginVersions(plugin)));
-        for (const a of answers) expect(a).toEqual(['0.4.0', '1.0.0']);
+        for (const a of answers) expect(a).toEqual({ versions: ['0.4.0', '1.0.0'] });
       }
     } finally {
       rmSync(dir, { recursive: true, force: true });
     }
   }, 60_000);
 });
+
+/** An executable shell script in `dir`. */
+function script(dir: string, name: string, body: string): string {
+  const path = join(dir, name);
+  writeFileSync(path, `#!/bin/sh\n${body}\n`);
+  chmodSync(path, 0o755);
+  return path;
+}
+
+describe('a binary that cannot serve the config list is a problem that says why, never a default', () => {
+  let dir: string;
+  beforeEach(() => {
+    dir = mkdtempSync(join(tmpdir(), 'trl-chain-'));
+  });
+  afterEach(() => rmSync(dir, { recursive: true, force: true }));
+
+  it('missing, failing, killed, silent, not JSON, a CNI error: each named', async () => {
+    expect(await pluginVersions(join(dir, 'absent'))).toEqual({ problem: 'cannot be run: ENOENT' });
+    const glibc = script(
+      dir,
+      'old-host',
+      `echo "$0: /lib/x86_64-linux-gnu/libc.so.6: version \\\`GLIBC_2.34' not found (required by $0)" >&2; exit 1`,
+    );
+    expect(await pluginVersions(glibc)).toEqual({
+      problem: `exited with status 1: ${glibc}: /lib/x86_64-linux-gnu/libc.so.6: version \`GLIBC_2.34' not found (required by ${glibc})`,
+    });
+    expect(await pluginVersions(script(dir, 'sigill', 'kill -ILL $$'))).toEqual({
+      problem: 'was killed by SIGILL',
+    });
+    expect(await pluginVersions(script(dir, 'slow', 'exec sleep 30'), { timeoutMs: 300 })).toEqual({
+      problem: 'did not answer VERSION within 0.3 s',
+    });
+    expect(await pluginVersions(script(dir, 'chatty', 'echo hello'))).toEqual({
+      problem: 'answered VERSION with something other than JSON: "hello\\n"',
+    });
+    expect(
+      await pluginVersions(script(dir, 'refuses', `echo '{"code":4,"msg":"unknown command"}'; exit 1`)),
+    ).toEqual({ problem: 'exited with status 1: code 4: unknown command' });
+    expect(await pluginVersions(script(dir, 'odd', `echo '{"code":4,"msg":"no"}'`))).toEqual({
+      problem: 'answered VERSION with an error: code 4: no',
+    });
+  });
+
+  it('the check lists every problem, counts a chained plugin without 1.0.0, and not loopback (unchained)', async () => {
+    const old = script(dir, 'portmap', `echo '{"cniVersion":"0.4.0","supportedVersions":["0.3.1","0.4.0"]}'`);
+    const loopback = script(dir, 'loopback', `echo '{"cniVersion":"0.4.0","supportedVersions":["0.4.0"]}'`);
+    const shim = script(
+      dir,
+      'trellis',
+      `echo '{"cniVersion":"1.1.0","supportedVersions":["1.0.0","1.1.0"]}'`,
+    );
+    const check = await new ChainVersionProbe().check([
+      { path: shim, chained: true },
+      { path: old, chained: true },
+      { path: loopback, chained: false },
+      { path: join(dir, 'gone'), chained: true },
+    ]);
+    expect(check.problems).toEqual([
+      {
+        binary: old,
+        problem: 'speaks CNI 0.3.1, 0.4.0, not 1.0.0, the version the config list is written in',
+      },
+      { binary: join(dir, 'gone'), problem: 'is missing' },
+    ]);
+    expect(describeChainProblems(check.problems)).toBe(
+      'portmap speaks CNI 0.3.1, 0.4.0, not 1.0.0, the version the config list is written in; gone is missing',
+    );
+  });
+
+  it('a problem is asked again at the next check, so a fixed binary is seen without a restart', async () => {
+    const probe = new ChainVersionProbe();
+    const plugin = script(dir, 'portmap', 'exit 127');
+    expect((await probe.check([{ path: plugin, chained: true }])).problems).toHaveLength(1);
+    writeFileSync(plugin, `#!/bin/sh\necho '{"cniVersion":"1.0.0","supportedVersions":["1.0.0"]}'\n`);
+    expect(await probe.check([{ path: plugin, chained: true }])).toEqual({
+      versions: ['1.0.0'],
+      problems: [],
+    });
+  });
+});
+
+describe.skipIf(spawnSync('nsenter', ['--version']).status !== 0)(
+  "in the runtime's mount namespace, through nsenter and the binary's fd",
+  () => {
+    let dir: string;
+    beforeEach(() => {
+      dir = mkdtempSync(join(tmpdir(), 'trl-chain-'));
+    });
+    afterEach(() => rmSync(dir, { recursive: true, force: true }));
+
+    it('runs the binary there and names it by its path, not its fd', async () => {
+      const ok = script(dir, 'portmap', `echo '{"cniVersion":"1.0.0","supportedVersions":["1.0.0"]}'`);
+      const mountNs = '/proc/self/ns/mnt';
+      expect(await pluginVersions(ok, { mountNs })).toEqual({ versions: ['1.0.0'] });
+      const failing = script(dir, 'failing', 'echo "$0: broken" >&2; exit 3');
+      const answer = await pluginVersions(failing, { mountNs });
+      expect(answer).toHaveProperty('problem');
+      expect('problem' in answer && answer.problem).toMatch(/^exited with status 3: .*: broken$/);
+      const orphan = join(dir, 'orphan');
+      writeFileSync(orphan, '#!/nonexistent/sh\n');
+      chmodSync(orphan, 0o755);
+      expect(await pluginVersions(orphan, { mountNs })).toEqual({
+        problem:
+          "cannot be executed in the runtime's mount namespace: No such file or directory (its interpreter or dynamic loader is missing there)",
+      });
+    });
+
+    it("a namespace it cannot enter is not the binary's fault: the check falls back to its own and says so", async () => {
+      const ok = script(dir, 'portmap', `echo '{"cniVersion":"1.0.0","supportedVersions":["1.0.0"]}'`);
+      await expect(pluginVersions(ok, { mountNs: join(dir, 'no-such-ns') })).rejects.toThrow(
+        MountNsUnreachable,
+      );
+      const check = await new ChainVersionProbe({ mountNs: join(dir, 'no-such-ns') }).check([
+        { path: ok, chained: true },
+      ]);
+      expect(check.versions).toEqual(['1.0.0']);
+      expect(check.problems).toEqual([]);
+      expect(check.hostUnreachable).toMatch(/^nsenter: cannot open .*no-such-ns/);
+    });
+  },
+);

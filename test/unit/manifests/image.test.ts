@@ -78,7 +78,7 @@ describe('Dockerfile', () => {
     ]);
   });
 
-  it('the runtime stage installs only nftables, iptables (legacy hosts), iproute2 and the reference plugins, non-interactively', () => {
+  it('the runtime stage installs only nftables, iptables (legacy hosts), iproute2, util-linux (nsenter) and the reference plugins, non-interactively', () => {
     const installs = runs(final).filter((r) => /apt-get install/.test(r));
     expect(installs).toHaveLength(1);
     const cmd = installs[0]!.split('&&').find((c) => c.includes('apt-get install'))!;
@@ -86,7 +86,7 @@ describe('Dockerfile', () => {
     expect(words).toContain('--no-install-recommends');
     expect(words).toContain('-y');
     expect(words.filter((w) => !w.startsWith('-')).sort()).toEqual(
-      ['containernetworking-plugins', 'iproute2', 'iptables', 'nftables'].sort(),
+      ['containernetworking-plugins', 'iproute2', 'iptables', 'nftables', 'util-linux'].sort(),
     );
     expect(installs[0]).toMatch(/rm -rf \/var\/lib\/apt\/lists/);
     const noninteractive = final.instructions.some(

@@ -261,6 +261,22 @@ const cases: Case[] = [
     /chmod 0755/,
   ],
   [
+    'portmap does not run on the host (the agent found it)',
+    (f) => {
+      if (f.agent.ok) {
+        f.agent.value.status.cniBinaryProblems = [
+          {
+            binary: '/opt/cni/bin/portmap',
+            problem: "exited with status 1: /lib/x86_64-linux-gnu/libc.so.6: version `GLIBC_2.34' not found",
+          },
+        ];
+      }
+    },
+    'cni-binaries',
+    /\/opt\/cni\/bin\/portmap exited with status 1: .*GLIBC_2\.34.*config list stays unpublished/,
+    /a build that runs on this host/,
+  ],
+  [
     'shim version mismatch',
     (f) => {
       f.shimVersion = { ok: true, value: 'trellis 0.0.9\n' };

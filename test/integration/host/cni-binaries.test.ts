@@ -1,0 +1,162 @@
+import { spawnSync } from 'node:child_process';
+import {
+  copyFileSync,
+  existsSync,
+  mkdirSync,
+  mkdtempSync,
+  rmSync,
+  symlinkSync,
+  writeFileSync,
+} from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import type { StatusView } from '../../../pkg/ops/views.ts';
+import { type AgentProcess, removeAgentDir, startAgent } from '../../support/agent-process.ts';
+import {
+  AGENT_BINARY,
+  builtSkipReason,
+  REFERENCE_PLUGIN_DIR,
+  SHIM_BINARY,
+} from '../../support/cni-driver.ts';
+import { NetnsPool, netnsSkipReason } from '../../support/netns.ts';
+import { within } from '../faults/support.ts';
+
+/**
+ * The agent runs in a container, the runtime on the host: a chained plugin the agent can run may not
+ * run on the host (the image's Debian portmap needs glibc >= 2.34; Ubuntu 20.04 has 2.31). Published
+ * anyway, the list fails every pod while the node reports Ready. Here the "host" is this test's mount
+ * namespace and the agent has one of its own, as a container does, in which alone portmap's
+ * interpreter exists (a tmpfs over an empty directory). With --host-proc the agent runs VERSION in
+ * the host's namespace, finds portmap cannot start there, and keeps the list unpublished, saying why
+ * in its log and status, until the host can run it.
+ */
+const skip =
+  netnsSkipReason ??
+  builtSkipReason() ??
+  (spawnSync('unshare', ['--version']).status === 0 && spawnSync('nsenter', ['--version']).status === 0
+    ? undefined
+    : 'unshare or nsenter (util-linux) is missing') ??
+  (existsSync(join(REFERENCE_PLUGIN_DIR, 'loopback')) ? undefined : 'no reference loopback plugin');
+
+const VERSION_REPLY = '{"cniVersion":"1.0.0","supportedVersions":["0.4.0","1.0.0"]}';
+
+describe.skipIf(skip !== undefined)(
+  `the config list waits for CNI binaries that run where the runtime runs them${skip ? ` (skipped: ${skip})` : ''}`,
+  () => {
+    const pool = new NetnsPool();
+    const dir = mkdtempSync(join(tmpdir(), 'trl-cnibin-'));
+    const interp = join(dir, 'interp');
+    const agents: AgentProcess[] = [];
+
+    /** A node dir: bin/ with trellis, loopback and a portmap whose interpreter is `interp`/sh. */
+    function nodeDirs(name: string): { confDir: string; binDir: string } {
+      const confDir = join(dir, name, 'net.d');
+      const binDir = join(dir, name, 'bin');
+      mkdirSync(confDir, { recursive: true });
+      mkdirSync(binDir, { recursive: true });
+      symlinkSync(SHIM_BINARY, join(binDir, 'trellis'));
+      symlinkSync(join(REFERENCE_PLUGIN_DIR, 'loopback'), join(binDir, 'loopback'));
+      writeFileSync(join(binDir, 'portmap'), `#!${interp}/sh\necho '${VERSION_REPLY}'\n`, { mode: 0o755 });
+      return { confDir, binDir };
+    }
+
+    /** The agent in a mount namespace of its own, where a tmpfs over `interp` holds a shell. */
+    const containerised = [
+      'unshare',
+      '--mount',
+      '--propagation',
+      'private',
+      '--',
+      'sh',
+      '-c',
+      'mount -t tmpfs tmpfs "$0" && cp /bin/sh "$0/sh" && exec "$@"',
+      interp,
+    ];
+
+    function status(agent: AgentProcess): StatusView {
+      const r = spawnSync(
+        'ip',
+        ['netns', 'exec', agent.ns, AGENT_BINARY, 'status', '--socket', agent.socket, '--json'],
+        { encoding: 'utf8', timeout: 30_000 },
+      );
+      return JSON.parse(r.stdout) as StatusView;
+    }
+
+    let checked: AgentProcess;
+    let unchecked: AgentProcess;
+    let checkedDirs: { confDir: string; binDir: string };
+    let uncheckedDirs: { confDir: string; binDir: string };
+
+    beforeAll(async () => {
+      mkdirSync(interp);
+      // The host's /proc as the DaemonSet mounts it: PID 1 is this test's process (its mount namespace).
+      const hostProc = join(dir, 'host-proc');
+      mkdirSync(hostProc);
+      symlinkSync('/proc/self', join(hostProc, 'self'));
+      symlinkSync(`/proc/${process.pid}`, join(hostProc, '1'));
+      checkedDirs = nodeDirs('checked');
+      uncheckedDirs = nodeDirs('unchecked');
+      const common = {
+        podCIDRs: ['10.244.1.0/24'],
+        wrap: containerised,
+        extraArgs: ['--resync-seconds', '1'],
+      };
+      checked = startAgent({
+        ...common,
+        ns: pool.add('checked').name,
+        publish: checkedDirs,
+        extraArgs: [...common.extraArgs, '--host-proc', hostProc],
+      });
+      unchecked = startAgent({ ...common, ns: pool.add('unchecked').name, publish: uncheckedDirs });
+      agents.push(checked, unchecked);
+      // Without --host-proc the agent checks in its own namespace, where portmap runs: published.
+      await unchecked.ready();
+    });
+
+    afterAll(async () => {
+      for (const a of agents) {
+        await a.kill();
+        removeAgentDir(a.dir);
+      }
+      pool.cleanup();
+      rmSync(dir, { recursive: true, force: true });
+    });
+
+    it('not published, not ready, the log and status say which binary and why; the list appears once the host runs it', async () => {
+      const conflist = join(checkedDirs.confDir, '10-trellis.conflist');
+      expect(existsSync(join(uncheckedDirs.confDir, '10-trellis.conflist'))).toBe(true);
+
+      const why = `cannot be executed in the runtime's mount namespace: No such file or directory (its interpreter or dynamic loader is missing there)`;
+      const refusal = (l: Record<string, unknown>): boolean =>
+        String(l.msg).startsWith('not publishing the CNI config:');
+      await within(10_000, 'the refusal logged', () => checked.logs.some(refusal));
+      const line = checked.logs.find(refusal);
+      expect(line).toMatchObject({
+        level: 'error',
+        msg: `not publishing the CNI config: portmap ${why} (the runtime would fail every pod)`,
+        problems: [{ binary: join(checkedDirs.binDir, 'portmap'), problem: why }],
+      });
+      // Several passes later: still unpublished, logged once, not ready, and the status names it.
+      const passes = (): number => checked.logs.filter((l) => l.msg === 'reconciled').length;
+      const seen = passes();
+      await within(10_000, 'three more passes', () => passes() >= seen + 3);
+      expect(existsSync(conflist)).toBe(false);
+      expect(checked.logs.filter(refusal)).toHaveLength(1);
+      expect(checked.logs.some((l) => l.msg === 'trellis agent ready')).toBe(false);
+      const st = status(checked);
+      expect(st.ready).toBe(false);
+      expect(st.notReadyReason).toBe(
+        `waiting for CNI binaries that run where the runtime runs them: portmap ${why}`,
+      );
+      expect(st.cniBinaryProblems).toEqual([{ binary: join(checkedDirs.binDir, 'portmap'), problem: why }]);
+
+      // The host gets the interpreter (the agent's namespace still sees its own tmpfs there).
+      copyFileSync('/bin/sh', join(interp, 'sh'));
+      await within(10_000, 'the list published', () => existsSync(conflist));
+      await checked.ready();
+      expect(checked.logs.some((l) => l.msg === 'the CNI binaries run now')).toBe(true);
+      expect(status(checked).cniBinaryProblems).toBeUndefined();
+    });
+  },
+);
