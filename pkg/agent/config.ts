@@ -144,7 +144,7 @@ flags (environment variable in brackets):
   --vxlan-vni N              [TRELLIS_VXLAN_VNI] VXLAN network identifier (default ${DEFAULTS.vxlanVni})
   --vxlan-port N             [TRELLIS_VXLAN_PORT] VXLAN UDP port (default ${DEFAULTS.vxlanPort})
   --metrics-addr HOST:PORT   [TRELLIS_METRICS_ADDR] metrics and health; :PORT = every IPv4 and IPv6 address, '' disables (default ${DEFAULTS.metricsAddr})
-  --admin-socket PATH        local admin socket for status/routes/leases/doctor, '' disables (default admin.sock next to --socket)
+  --admin-socket PATH        [TRELLIS_ADMIN_SOCKET] local admin socket for status/routes/leases/doctor, '' disables (default admin.sock next to --socket)
   --log-level LEVEL          [TRELLIS_LOG_LEVEL] ${LOG_LEVELS.join('|')} (default info)
   --no-masquerade-cidr CIDR  [TRELLIS_NO_MASQUERADE_CIDRS, comma-separated] never masquerade to it
   --no-cni-config            do not publish the CNI config list
@@ -274,7 +274,10 @@ export function parseAgentConfig(
     vxlanVni,
     vxlanPort,
     metricsAddr,
-    adminSocket: values['admin-socket'] ?? join(dirname(values.socket ?? DEFAULTS.socket), 'admin.sock'),
+    // The CLI reads $TRELLIS_ADMIN_SOCKET too: one ConfigMap key moves both ends.
+    adminSocket:
+      get('admin-socket', 'TRELLIS_ADMIN_SOCKET').raw ??
+      join(dirname(values.socket ?? DEFAULTS.socket), 'admin.sock'),
     logLevel,
     noMasqueradeCIDRs: noMasq,
     publishCniConfig: values['no-cni-config'] !== true,

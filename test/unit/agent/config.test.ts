@@ -25,9 +25,17 @@ describe('parseAgentConfig', () => {
       TRELLIS_MTU: '1400',
       TRELLIS_LOG_LEVEL: 'debug',
       TRELLIS_NO_MASQUERADE_CIDRS: '192.168.0.0/16, 172.16.0.0/12',
+      TRELLIS_ADMIN_SOCKET: '/run/trellis/ops.sock',
     });
     expect(c).toMatchObject({ nodeName: 'worker-1', mode: 'vxlan', mtu: 1400, logLevel: 'debug' });
     expect(c.noMasqueradeCIDRs).toEqual(['192.168.0.0/16', '172.16.0.0/12']);
+    // The CLI reads the same variable (kubectl exec inherits the ConfigMap's environment).
+    expect(c.adminSocket).toBe('/run/trellis/ops.sock');
+    expect(
+      parseAgentConfig(['--admin-socket', '/x.sock'], { NODE_NAME: 'n', TRELLIS_ADMIN_SOCKET: '/y.sock' })
+        .adminSocket,
+    ).toBe('/x.sock');
+    expect(parseAgentConfig([], { NODE_NAME: 'n' }).adminSocket).toBe('/run/trellis/admin.sock');
   });
 
   it.each([
