@@ -135,7 +135,7 @@ export function createCniService(deps: CniServiceDeps): {
         const ifname = env.ifname!;
         const outcome = await locked(containerId, ifname, async () => {
           if (spooled && deps.spooledDels?.has(containerId, ifname) === false) return undefined;
-          return delAttachment(deps.datapath, { containerId, ifname });
+          return delAttachment(deps.datapath, { containerId, ifname }, { netns: env.netns });
         });
         if (outcome === undefined) {
           fields.note = 'spooled DEL already run by an ADD of the same attachment';

@@ -80,6 +80,7 @@ async function addInNetns(
   const key = { containerId: req.containerId, ifname: req.ifname };
   const hostName = hostVethName(req.containerId, req.ifname);
   await deps.deleter.wait(hostName);
+  await deps.deleter.waitForNetns(req.netns);
 
   if (req.mtu < IPV6_MIN_MTU && deps.ipam.ranges().some((r) => r.includes(':'))) {
     // The kernel takes IPv6 off a link below IPv6's minimum MTU: refuse before anything is made,

@@ -1,31 +1,52 @@
 /**
  * Deleting a veth pair costs the kernel 15-33 ms. DEL takes it off the critical path safely: the
  * lease and the host routes are gone before DEL answers (the address is unreachable and reusable),
- * the link itself is deleted right after. An ADD that needs the same host name waits for it; a crash
+ * the link itself is deleted right after. An ADD that needs the same host name, or goes into the
+ * namespace the pair's pod end is in, waits for it; a crash
  * before it ran leaves an orphan veth without a lease, which the start-up sweep and GC remove.
  */
 export class BackgroundDeleter {
   private readonly pending = new Map<string, Promise<void>>();
+  /**
+   * The pod namespace (the runtime's path) each pending pair's pod end is in, where known: until the
+   * pair is gone that end still holds its interface name, addresses and the pod's default routes.
+   */
+  private readonly podNetns = new Map<string, string>();
   private readonly onError: (name: string, error: unknown) => void;
 
   constructor(onError: (name: string, error: unknown) => void) {
     this.onError = onError;
   }
 
-  schedule(name: string, work: () => Promise<void>): void {
+  schedule(name: string, work: () => Promise<void>, podNetns?: string): void {
     const previous = this.pending.get(name) ?? Promise.resolve();
     const next = previous
       .then(work)
       .catch((error: unknown) => this.onError(name, error))
       .finally(() => {
-        if (this.pending.get(name) === next) this.pending.delete(name);
+        if (this.pending.get(name) !== next) return;
+        this.pending.delete(name);
+        this.podNetns.delete(name);
       });
     this.pending.set(name, next);
+    if (podNetns !== undefined && podNetns !== '') this.podNetns.set(name, podNetns);
+    else this.podNetns.delete(name);
   }
 
   /** Resolves once no deletion of `name` is pending. */
   async wait(name: string): Promise<void> {
     await this.pending.get(name);
+  }
+
+  /**
+   * Resolves once no pair with its pod end in `netns` is pending: a runtime that reuses a namespace
+   * for a new container (cnitool, podman, Multus) must find the old pod end gone, not an `eth0` that
+   * already exists or default routes that vanish with it.
+   */
+  async waitForNetns(netns: string): Promise<void> {
+    if (this.podNetns.size === 0) return;
+    const mine = [...this.podNetns].filter(([, ns]) => ns === netns).map(([name]) => this.pending.get(name));
+    await Promise.all(mine);
   }
 
   isPending(name: string): boolean {

@@ -16,9 +16,16 @@ export interface DelOutcome {
  * on the thread pool, not on the agent's JS thread), removes the host routes, then deletes the veth
  * pair off the critical path (see BackgroundDeleter). Success when any part is already gone.
  */
-export async function delAttachment(deps: DatapathDeps, key: AttachmentKey): Promise<DelOutcome> {
+export async function delAttachment(
+  deps: DatapathDeps,
+  key: AttachmentKey,
+  opts: { netns?: string } = {},
+): Promise<DelOutcome> {
   // A lease's addresses, or those a quarantined record kept held: what this DEL frees either way.
-  const released = deps.ipam.get(key)?.addresses ?? deps.ipam.heldAddresses(key);
+  const lease = deps.ipam.get(key);
+  const released = lease?.addresses ?? deps.ipam.heldAddresses(key);
+  // Where the pod end is: the lease knows the ADD's namespace; containerd's second DEL names none.
+  const podNetns = lease?.netns || opts.netns;
   await deps.ipam.releaseDeferred(key).durable;
 
   const hostName = hostVethName(key.containerId, key.ifname);
@@ -38,11 +45,15 @@ export async function delAttachment(deps: DatapathDeps, key: AttachmentKey): Pro
       }),
     ),
   );
-  deps.deleter.schedule(hostName, async () => {
-    // Re-resolve: the index may have been reused if a new ADD recreated the name meanwhile (it waits
-    // for us, so it cannot), but a deleted-by-someone-else link must not fail the work.
-    const current = await deps.host.getLinkByIndex(link.index);
-    if (current !== undefined && current.name === hostName) await deps.host.deleteLink(link.index);
-  });
+  deps.deleter.schedule(
+    hostName,
+    async () => {
+      // Re-resolve: the index may have been reused if a new ADD recreated the name meanwhile (it waits
+      // for us, so it cannot), but a deleted-by-someone-else link must not fail the work.
+      const current = await deps.host.getLinkByIndex(link.index);
+      if (current !== undefined && current.name === hostName) await deps.host.deleteLink(link.index);
+    },
+    podNetns,
+  );
   return { released, vethScheduled: true };
 }

@@ -2,7 +2,7 @@ import { existsSync, readdirSync, readFileSync, rmSync, statSync, utimesSync } f
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { builtSkipReason } from '../../support/cni-driver.ts';
-import { netnsSkipReason, nsPing } from '../../support/netns.ts';
+import { ipJson, netnsSkipReason, nsPing } from '../../support/netns.ts';
 import { leaseAddresses } from '../reliability/support.ts';
 import { type AddResult, containerId, NodeHarness, podAddr } from './harness.ts';
 
@@ -114,6 +114,32 @@ describe.skipIf(skip !== undefined)(
       expect((again.json as AddResult).interfaces).toEqual((inB.json as AddResult).interfaces);
       expect(nsPing(node.host.name, podAddr(inB.json as AddResult, 4))).toBe(true);
       await node.del(id, b.path);
+    });
+
+    it('a namespace reused by another container right after a DEL: the new ADD waits for the old veth, whatever its interface name', async () => {
+      // cnitool, podman reconnects, Multus hot-plug: one namespace, a new container ID. DEL answers
+      // before the old pair is deleted (15-33 ms of kernel work): without the wait the old pod end was
+      // still there, so an ADD of eth0 failed "already exists" (code 4), and one of net1 kept the dying
+      // eth0's default routes as the pod's and added none (the pod lost them a moment later).
+      const pod = node.podNs();
+      for (const ifname of ['eth0', 'net1']) {
+        const old = containerId();
+        const first = await node.add(pod, old);
+        expect(first.code, first.stdout).toBe(0);
+        expect((await node.del(old, pod.path)).code).toBe(0);
+        const id = containerId();
+        const next = await node.add(pod, id, undefined, ifname);
+        expect(next.code, next.stdout).toBe(0);
+        const result = next.json as AddResult;
+        expect(result.routes.map((r) => r.dst).sort()).toEqual(['0.0.0.0/0', '::/0']);
+        const links = ipJson<{ ifname: string }[]>(pod.name, 'link', 'show').map((l) => l.ifname);
+        expect(links.sort()).toEqual([ifname, 'lo'].sort());
+        const routes = ipJson<{ dst: string; dev: string }[]>(pod.name, '-4', 'route', 'show', 'default');
+        expect(routes.map((r) => r.dev)).toEqual([ifname]);
+        expect(nsPing(node.host.name, podAddr(result, 4))).toBe(true);
+        expect((await node.call({ command: 'DEL', containerId: id, netns: pod.path, ifname })).code).toBe(0);
+        await node.waitForVeths(0);
+      }
     });
 
     it('DEL with a config list edited badly since the ADD, and a relative CNI_NETNS, still releases everything', async () => {

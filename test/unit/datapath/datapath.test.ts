@@ -161,4 +161,24 @@ describe('BackgroundDeleter', () => {
     expect(errors).toEqual(['trl2']);
     expect(d.isPending('trl1')).toBe(false);
   });
+
+  it('lets an ADD wait for every pending pair whose pod end is in its namespace, and no other', async () => {
+    const d = new BackgroundDeleter(() => {});
+    const done: string[] = [];
+    const slow = (name: string, ms: number) => async () => {
+      await new Promise((r) => setTimeout(r, ms));
+      done.push(name);
+    };
+    d.schedule('trlA', slow('trlA', 30), '/var/run/netns/pod-1');
+    d.schedule('trlB', slow('trlB', 10), '/var/run/netns/pod-1');
+    d.schedule('trlC', slow('trlC', 200), '/var/run/netns/pod-2');
+    d.schedule('trlD', slow('trlD', 200)); // a GC orphan: namespace unknown
+    await d.waitForNetns('/var/run/netns/pod-1');
+    expect(done.sort()).toEqual(['trlA', 'trlB']);
+    await d.waitForNetns('/var/run/netns/pod-3'); // nothing there: at once
+    expect(done).toHaveLength(2);
+    await d.drain();
+    await d.waitForNetns('/var/run/netns/pod-2');
+    expect(done).toHaveLength(4);
+  });
 });
