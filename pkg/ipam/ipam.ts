@@ -178,6 +178,12 @@ class StoreIpam implements Ipam {
   readonly #reserved: Map<string, string>;
   /** Addresses still reserved for quarantined leases, by owner. */
   readonly #held: Map<string, Set<string>>;
+  /**
+   * Reservations whose unlink failed in a release that had already dropped their lease or .held list,
+   * by owner: nothing else names them, so the owner's next release (the runtime retries a failed DEL)
+   * tries them again rather than leave them taken until a restart's load frees them.
+   */
+  readonly #stranded = new Map<string, Set<string>>();
   /** Per range text: the reserved addresses inside it (what the allocator must skip). */
   #used = new Map<string, Set<bigint>>();
   /** Per range text: the last address handed out (round-robin pointer). */
@@ -342,12 +348,24 @@ class StoreIpam implements Ipam {
       if (failure !== undefined) return { found: true, failure };
     }
     if (held !== undefined) {
-      const failure = this.#unreserveAll([...held].filter((a) => this.#reserved.get(a) === owner));
+      const failure = this.#unreserveAll(
+        owner,
+        [...held].filter((a) => this.#reserved.get(a) === owner),
+      );
+      if (failure !== undefined) return { found: true, failure };
+    }
+    const stranded = this.#stranded.get(owner);
+    if (stranded !== undefined) {
+      this.#stranded.delete(owner);
+      const failure = this.#unreserveAll(
+        owner,
+        [...stranded].filter((a) => this.#reserved.get(a) === owner),
+      );
       if (failure !== undefined) return { found: true, failure };
     }
     // The attachment is gone: so is what quarantine/ kept of it.
     this.#store.dropQuarantined(owner);
-    return { found: lease !== undefined || held !== undefined };
+    return { found: lease !== undefined || held !== undefined || stranded !== undefined };
   }
 
   /**
@@ -358,11 +376,14 @@ class StoreIpam implements Ipam {
     this.#store.deleteLease(owner);
     this.#leases.delete(owner);
     const mine = lease.addresses.map((a) => a.address).filter((a) => this.#reserved.get(a) === owner);
-    return this.#unreserveAll(mine);
+    return this.#unreserveAll(owner, mine);
   }
 
-  /** Unlinks each reservation and frees it in memory; one that fails stays reserved. The first failure. */
-  #unreserveAll(addresses: string[]): unknown {
+  /**
+   * Unlinks each of an owner's reservations and frees it in memory; one that fails stays reserved,
+   * noted as stranded for the owner's next release. The first failure.
+   */
+  #unreserveAll(owner: string, addresses: string[]): unknown {
     let failure: unknown;
     for (const address of addresses) {
       try {
@@ -370,6 +391,9 @@ class StoreIpam implements Ipam {
         this.#removeReserved(address);
       } catch (err) {
         failure ??= err;
+        const set = this.#stranded.get(owner) ?? new Set<string>();
+        set.add(address);
+        this.#stranded.set(owner, set);
       }
     }
     return failure;

@@ -292,6 +292,34 @@ describe('ranges', () => {
     expect(reservationsOnDisk(dir).size).toBe(0);
   });
 
+  it("an address whose unlink failed is freed by the key's next release (the runtime's retried DEL), not kept until a restart", () => {
+    const dir = tempDir();
+    let refuse = '';
+    const fs: StoreFs = {
+      ...realFs,
+      unlinkSync: (path) => {
+        if (refuse !== '' && path.endsWith(refuse)) {
+          throw Object.assign(new Error(`EIO: i/o error, unlink '${path}'`), { code: 'EIO' });
+        }
+        realFs.unlinkSync(path);
+      },
+    };
+    // Room for one pod.
+    const ipam = openIpamWith({ dir, ranges: ['10.244.1.0/30'] }, fs);
+    const address = addrs(ipam.allocate(key('a')))[0]!;
+    expect(() => ipam.allocate(key('full'))).toThrow();
+    refuse = `addrs/${address}`;
+    expect(() => ipam.release(key('a'))).toThrow(/EIO/);
+    expect(ipam.get(key('a'))).toBeUndefined();
+    expect(reservationsOnDisk(dir).has(address)).toBe(true);
+    refuse = '';
+    expect(ipam.release(key('a'))).toBe(true);
+    expect(reservationsOnDisk(dir).has(address)).toBe(false);
+    expect(addrs(ipam.allocate(key('b')))).toEqual([address]);
+    // Freed once: a further DEL of 'a' finds nothing.
+    expect(ipam.release(key('a'))).toBe(false);
+  });
+
   it('keeps leases outside the ranges at open, for the agent to prune with setRanges', () => {
     const dir = tempDir();
     const old = openIpam({ dir, ranges: ['10.244.1.0/24'] });
