@@ -1,4 +1,4 @@
-import { closeSync, constants, openSync, writeSync } from 'node:fs';
+import { closeSync, constants, openSync, statfsSync, writeSync } from 'node:fs';
 import { errnoName } from '../errno.ts';
 import { NetnsNotFoundError } from './errors.ts';
 import { CLONE_NEWNET, getLibc, NS_GET_NSTYPE } from './libc.ts';
@@ -37,8 +37,32 @@ function fdIsNetns(fd: number): boolean {
   return getLibc().ioctl(fd, NS_GET_NSTYPE).value === CLONE_NEWNET;
 }
 
+/** statfs(2)'s f_type of the namespace file system (linux/magic.h). */
+const NSFS_MAGIC = 0x6e736673;
+
+/**
+ * Why `path` cannot be a namespace file, asked of the file system before anything opens it: opening
+ * is not harmless for every path a runtime could name (a watchdog device arms at open, and its close
+ * without the magic character reboots the node). undefined when it is on nsfs.
+ */
+function notNsfs(path: string): { why: string; cause?: unknown } | undefined {
+  try {
+    return statfsSync(path).type === NSFS_MAGIC ? undefined : { why: 'not a network namespace' };
+  } catch (e) {
+    return { why: (e as NodeJS.ErrnoException).code ?? 'cannot stat', cause: e };
+  }
+}
+
 /** Opens path as a namespace fd for setns or IFLA_NET_NS_FD; NetnsNotFoundError when it is none. */
 export function openNetnsFd(path: string): number {
+  const refused = notNsfs(path);
+  if (refused !== undefined) {
+    throw new NetnsNotFoundError(
+      path,
+      refused.why,
+      refused.cause === undefined ? {} : { cause: refused.cause },
+    );
+  }
   let fd: number;
   try {
     fd = openSync(path, OPEN_FLAGS);
@@ -58,6 +82,7 @@ export function closeFd(fd: number): void {
 
 /** True when path exists and is a network namespace (a bind-mounted nsfs file or /proc/PID/ns/net). */
 export function isNetns(path: string): boolean {
+  if (notNsfs(path) !== undefined) return false;
   let fd: number;
   try {
     fd = openSync(path, OPEN_FLAGS);

@@ -1,4 +1,7 @@
-import { hostname } from 'node:os';
+import { execFileSync, spawn } from 'node:child_process';
+import { mkdtempSync, rmSync } from 'node:fs';
+import { hostname, tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { builtSkipReason } from '../../support/cni-driver.ts';
 import { ip, ipJson, netnsSkipReason, nsPing } from '../../support/netns.ts';
@@ -355,6 +358,39 @@ describe.skipIf(skip !== undefined)(
       expect((missing.json as { msg: string }).msg).toContain('/var/run/netns/trl-nope');
       expect(leaseAddresses(node)).toEqual(leasesBefore);
       expect(leaseAddresses(node).has(`${id}@eth0`)).toBe(false);
+    });
+
+    it('a CNI_NETNS that is no namespace file is refused without being opened (a device can act on open)', async () => {
+      // A FIFO with a writer blocked in open(2) until some reader opens it: the agent's open would let
+      // it through. /dev/watchdog is the harmful case (armed at open, rebooting the node at close).
+      const dir = mkdtempSync(join(tmpdir(), 'trl-fifo-'));
+      const fifo = join(dir, 'fifo');
+      execFileSync('mkfifo', [fifo]);
+      const writer = spawn('sh', ['-c', 'exec 3>"$0"; echo opened', fifo], {
+        stdio: ['ignore', 'pipe', 'ignore'],
+      });
+      let out = '';
+      writer.stdout.setEncoding('utf8').on('data', (d: string) => {
+        out += d;
+      });
+      try {
+        for (const command of ['ADD', 'CHECK'] as const) {
+          const run = await node.call(
+            { command, containerId: containerId(), netns: fifo, ifname: 'eth0' },
+            command === 'CHECK'
+              ? node.conf({ prevResult: { cniVersion: '1.0.0', interfaces: [], ips: [] } })
+              : node.conf(),
+          );
+          expect(run.json, run.stdout).toMatchObject({ code: 102 });
+        }
+        // Anything the agent opened was opened before it answered; the writer's line takes a pipe.
+        await new Promise((r) => setTimeout(r, 200));
+        expect(out).toBe('');
+        expect(writer.exitCode).toBeNull();
+      } finally {
+        writer.kill();
+        rmSync(dir, { recursive: true, force: true });
+      }
     });
   },
 );
