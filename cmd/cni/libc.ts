@@ -30,9 +30,19 @@ const EINTR = 4;
 const EAGAIN = 11;
 const EISCONN = 106;
 
+export class StdinTooLarge extends Error {
+  constructor(maxBytes: number) {
+    super(`more than ${maxBytes} bytes`);
+    this.name = 'StdinTooLarge';
+  }
+}
+
 export interface Libc extends BlockingSocket {
-  /** Reads `fd` to its end (waiting when it is non-blocking) and decodes it as UTF-8. */
-  readAll(fd: number): string;
+  /**
+   * Reads `fd` to its end (waiting when it is non-blocking); throws StdinTooLarge past `maxBytes`
+   * without reading further.
+   */
+  readAll(fd: number, maxBytes: number): Uint8Array;
   /** Writes all of `text` to `fd`. */
   writeAll(fd: number, text: string): void;
 }
@@ -165,17 +175,18 @@ export function openLibc(): Libc {
 
     now: () => performance.now(),
 
-    readAll(fd) {
+    readAll(fd, maxBytes) {
       let buf = new Uint8Array(16 * 1024);
       let size = 0;
       for (;;) {
+        if (size > maxBytes) throw new StdinTooLarge(maxBytes);
         if (size === buf.length) {
           const bigger = new Uint8Array(buf.length * 2);
           bigger.set(buf);
           buf = bigger;
         }
         const n = sys(nr.read, fd, ptr(buf, size), buf.length - size);
-        if (n === 0) return new TextDecoder().decode(buf.subarray(0, size));
+        if (n === 0) return buf.subarray(0, size);
         if (n > 0) {
           size += n;
           continue;

@@ -9,6 +9,7 @@
 import { CniCode, CniError } from '../../pkg/cni/errors.ts';
 import { LATEST_VERSION, SUPPORTED_VERSIONS } from '../../pkg/cni/version.ts';
 import { blockingTransport } from '../../pkg/shim/blocking-transport.ts';
+import { decodeStdin, MAX_STDIN_BYTES } from '../../pkg/shim/protocol.ts';
 import { readyMarkerAgeMs } from '../../pkg/shim/ready-marker.ts';
 import { runShim } from '../../pkg/shim/shim.ts';
 import { writeSpooledDel } from '../../pkg/shim/spool-fs.ts';
@@ -50,7 +51,7 @@ function main(): void {
 
   const out = runShim({
     env: process.env,
-    stdin: () => libc.readAll(0),
+    stdin: () => decodeStdin(libc.readAll(0, MAX_STDIN_BYTES)),
     connect: blockingTransport(libc),
     spool: { spoolDel: writeSpooledDel },
     fileAgeMs: (path) => readyMarkerAgeMs(path),

@@ -18,6 +18,11 @@ export const PROTOCOL_VERSION = 1;
 
 /** Largest request line (without its newline), in UTF-8 bytes. Network configs are a few KiB. */
 export const MAX_REQUEST_BYTES = 1024 * 1024;
+/**
+ * Most of stdin the shim reads: above MAX_REQUEST_BYTES, since a DEL too large with its prevResult
+ * goes without it (shim.ts), but bounded, so a runaway writer cannot grow the shim without limit.
+ */
+export const MAX_STDIN_BYTES = 16 * MAX_REQUEST_BYTES;
 /** Largest response line (without its newline), in UTF-8 bytes. */
 export const MAX_RESPONSE_BYTES = 1024 * 1024;
 
@@ -196,5 +201,14 @@ export function decodeResponse(text: string): AgentResponse {
   } catch (err) {
     if (err instanceof CniError) throw err;
     throw badResponse('could not be decoded', String(err));
+  }
+}
+
+/** stdin's bytes as text: the CNI spec's configuration is UTF-8 JSON, and a lossy decode would hide that. */
+export function decodeStdin(bytes: Uint8Array): string {
+  try {
+    return new TextDecoder('utf-8', { fatal: true }).decode(bytes);
+  } catch {
+    throw new CniError(CniCode.DECODE_FAILED, 'the network configuration on stdin is not valid UTF-8');
   }
 }

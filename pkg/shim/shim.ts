@@ -115,6 +115,7 @@ export function runShim(io: ShimIo): ShimOutput {
       if (env.command === 'VERSION') {
         return success(`${JSON.stringify(versionReply(errorVersion()))}\n`);
       }
+      if (stdinError instanceof CniError) throw stdinError; // not UTF-8 (code 6)
       throw new CniError(
         CniCode.IO_FAILURE,
         `could not read the network configuration from stdin: ${stdinError instanceof Error ? stdinError.message : String(stdinError)}`,

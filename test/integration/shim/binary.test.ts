@@ -89,7 +89,7 @@ interface Run {
 function runArgv(
   argv: readonly string[],
   env: Record<string, string>,
-  stdin: string,
+  stdin: string | Uint8Array,
   args: string[] = [],
   cwd?: string,
 ): Promise<Run> {
@@ -144,8 +144,12 @@ for (const shim of SHIMS) {
       let scratch: string;
       let stub: AgentStub | undefined;
       let argv: string[] = [];
-      const runBin = (env: Record<string, string>, stdin: string, args: string[] = [], cwd?: string) =>
-        runArgv(argv, env, stdin, args, cwd);
+      const runBin = (
+        env: Record<string, string>,
+        stdin: string | Uint8Array,
+        args: string[] = [],
+        cwd?: string,
+      ) => runArgv(argv, env, stdin, args, cwd);
       beforeAll(() => {
         scratch = mkdtempSync(join(tmpdir(), 'trl-shimbin-'));
         argv = shim.prepare(scratch);
@@ -239,6 +243,28 @@ for (const shim of SHIMS) {
         expect(r.code).toBe(0);
         expect(JSON.parse(r.stdout)).toEqual({ cniVersion: '1.1.0', length: stdin.length });
         expect(s.requests[0]?.stdin).toBe(stdin);
+      });
+
+      it('stdin that is not UTF-8 is code 6, and one past 16 MiB code 5 without reading it all; the agent is not asked', async () => {
+        const s = await start(() => answerOk(RESULT));
+        const text = conf({ socket: s.socketPath, name: 'x' });
+        // "x" -> a lone continuation byte and an overlong encoding: invalid UTF-8 a lossy decode would hide.
+        const bytes = Buffer.from(text.replace('"name":"x"', '"name":"\u0001"'));
+        bytes[bytes.indexOf(1)] = 0x80;
+        const bad = await runBin(ADD_ENV, Buffer.concat([bytes, Buffer.from([0xc0, 0xaf])]));
+        expect(bad.code).toBe(1);
+        expect(JSON.parse(bad.stdout)).toEqual({
+          cniVersion: '1.1.0',
+          code: 6,
+          msg: 'the network configuration on stdin is not valid UTF-8',
+        });
+        const huge = await runBin(ADD_ENV, conf({ socket: s.socketPath, pad: 'x'.repeat(17 * 1024 * 1024) }));
+        expect(huge.code).toBe(1);
+        expect(JSON.parse(huge.stdout)).toMatchObject({
+          code: 5,
+          msg: 'could not read the network configuration from stdin: more than 16777216 bytes',
+        });
+        expect(s.requests).toEqual([]);
       });
 
       it('agent error: printed as the CNI error object, exit 1', async () => {
