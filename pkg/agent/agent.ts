@@ -22,7 +22,7 @@ import { type ClusterNode, type ClusterView, staticCluster } from './cluster.ts'
 import { CniServer } from './cni-server.ts';
 import { type CniCallRecord, createCniService } from './cni-service.ts';
 import type { AgentConfig } from './config.ts';
-import { NodeController, type PassOutcome } from './controller.ts';
+import { FIRST_LIST_WAIT, NodeController, type PassOutcome } from './controller.ts';
 import { FirewallTableTrigger } from './firewall-tables.ts';
 import { ForwardFirewallWatch, type NftTableId } from './forward-firewall.ts';
 import { enableForwarding, keepForwardingOn, type RouterAdvertisementGuard } from './forwarding.ts';
@@ -226,6 +226,10 @@ export class Agent {
         : '';
       return `${waiting ?? `waiting for ${this.waitingFor ?? 'the first reconcile'}`}${serving}`;
     }
+    // Ready once, but the Node has gone from the API since (or lost its pod CIDRs): the controller
+    // frees its range on delete and may give it to another node, so no address from it goes out
+    // until a pass reads this node again.
+    if (waiting !== undefined && waiting !== FIRST_LIST_WAIT) return waiting;
     return undefined;
   }
 

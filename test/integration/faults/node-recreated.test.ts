@@ -61,4 +61,32 @@ describe.skipIf(skip !== undefined)(skip === undefined ? title : `${title} (skip
     // node-2 still tunnels to node-1's pods (it needs node-1's VTEP MAC from the new object).
     expect((await tb.ping(far.ns, near.v4)).rttMs).toBeDefined();
   });
+
+  it('while its Node is gone the agent refuses ADD (code 11, saying why): the pod CIDR may be given to another node', async () => {
+    const agent = tb.node('node-1');
+    const waiting = (): boolean =>
+      agent.logs.some(
+        (l) =>
+          l.msg === 'waiting before programming the node' &&
+          l.reason === 'Node node-1 does not exist in the API',
+      );
+    await tb.api.deleteNode('node-1');
+    for (const deadline = Date.now() + 5000; !waiting() && Date.now() < deadline; ) {
+      await new Promise((r) => setTimeout(r, 20));
+    }
+    expect(waiting()).toBe(true);
+    await expect(tb.addPod('node-1')).rejects.toThrow(
+      /"code":11,"msg":"trellis agent is not ready yet: Node node-1 does not exist in the API"/,
+    );
+    // The kubelet registers it again: pods start again, and the old ones still talk.
+    await tb.api.createNode(nodeObject(tb.node('node-1').plan));
+    let pod: TestbedPod | undefined;
+    for (const deadline = Date.now() + 5000; pod === undefined && Date.now() < deadline; ) {
+      pod = await tb.addPod('node-1').catch(() => undefined);
+      if (pod === undefined) await new Promise((r) => setTimeout(r, 50));
+    }
+    expect(pod).toBeDefined();
+    expect((await tb.ping(far.ns, pod!.v4)).rttMs).toBeDefined();
+    expect((await tb.ping(far.ns, near.v4)).rttMs).toBeDefined();
+  });
 });
