@@ -191,37 +191,58 @@ export class NodeController {
   private async loop(): Promise<void> {
     const sleep = this.deps.sleep ?? ((ms: number) => new Promise<void>((r) => setTimeout(r, ms)));
     while (!this.stopped) {
-      if (!this.dirty && this.queue.size > 0) {
-        const [name, queuedAt] = this.queue.entries().next().value as [string, number];
-        this.queue.delete(name);
-        await this.runNode(name, queuedAt);
-        continue;
-      }
-      if (!this.dirty) {
-        // Metrics and the coverage report a little after a burst of per-node steps, not after each one.
-        this.flushNodePassesSoon();
-        await new Promise<void>((resolve) => {
-          this.wake = resolve;
-        });
-        this.wake = undefined;
-        continue;
-      }
-      this.dirty = false;
-      // The full pass reads the cache as it is now: it covers every name queued so far. The steps before
-      // it reach the metrics hook before it does.
-      this.queue.clear();
-      this.flushNodePasses();
-      const outcome = await this.runOnce();
-      if (outcome.kind === 'error' || (outcome.kind === 'ok' && outcome.partial)) {
-        const { initialMs, maxMs } = this.deps.backoff ?? { initialMs: 200, maxMs: 10_000 };
-        const delay = Math.min(maxMs, initialMs * 2 ** Math.min(this.failures, 16));
-        this.failures++;
-        await sleep(delay);
+      try {
+        await this.turn(sleep);
+      } catch (err) {
+        // Passes and steps catch their own failures; this is a bug around them (a hook that threw).
+        // The loop must outlive it: a dead loop would leave routes stale while health stays green.
+        this.deps.log.error(
+          { error: errorText(err), stack: (err as Error | undefined)?.stack },
+          'reconcile loop failed unexpectedly: a full pass follows',
+        );
+        await sleep(this.backoffDelay());
         this.dirty = true;
-      } else {
-        this.failures = 0;
       }
     }
+  }
+
+  /** One turn of the loop: a per-node step, a wait for work, or a full pass (with its backoff). */
+  private async turn(sleep: (ms: number) => Promise<void>): Promise<void> {
+    if (!this.dirty && this.queue.size > 0) {
+      const [name, queuedAt] = this.queue.entries().next().value as [string, number];
+      this.queue.delete(name);
+      await this.runNode(name, queuedAt);
+      return;
+    }
+    if (!this.dirty) {
+      // Metrics and the coverage report a little after a burst of per-node steps, not after each one.
+      this.flushNodePassesSoon();
+      await new Promise<void>((resolve) => {
+        this.wake = resolve;
+      });
+      this.wake = undefined;
+      return;
+    }
+    this.dirty = false;
+    // The full pass reads the cache as it is now: it covers every name queued so far. The steps before
+    // it reach the metrics hook before it does.
+    this.queue.clear();
+    this.flushNodePasses();
+    const outcome = await this.runOnce();
+    if (outcome.kind === 'error' || (outcome.kind === 'ok' && outcome.partial)) {
+      await sleep(this.backoffDelay());
+      this.dirty = true;
+    } else {
+      this.failures = 0;
+    }
+  }
+
+  /** The capped exponential delay before the next try; counts the failure. */
+  private backoffDelay(): number {
+    const { initialMs, maxMs } = this.deps.backoff ?? { initialMs: 200, maxMs: 10_000 };
+    const delay = Math.min(maxMs, initialMs * 2 ** Math.min(this.failures, 16));
+    this.failures++;
+    return delay;
   }
 
   /**

@@ -444,6 +444,56 @@ async function until(what: string, pred: () => boolean): Promise<void> {
 
 const settle = (): Promise<void> => new Promise((r) => setTimeout(r, 20));
 
+describe('NodeController loop', () => {
+  it('outlives a hook that throws (a bug around the passes): logs it, backs off, and runs the next full pass', async () => {
+    const { log, lines } = capturingLogger();
+    const cluster = new FakeCluster();
+    cluster.synced = true; // but no own Node yet: the pass waits, and its outcome reaches the hook
+    let passes = 0;
+    let throws = 1;
+    const sleeps: number[] = [];
+    const controller = new NodeController({
+      nodeName: 'n1',
+      cluster,
+      ipam: { ranges: () => ['10.244.1.0/24'], setRanges: () => [], get: () => undefined },
+      routes: {
+        reconcile: async () => {
+          passes++;
+          return report({});
+        },
+      },
+      masq: undefined,
+      noMasqueradeCIDRs: [],
+      onLeasesInvalidated: async () => {},
+      onSynced: async () => {},
+      onPass: () => {
+        if (throws-- > 0) throw new TypeError('a metrics bug');
+      },
+      log,
+      resyncMs: 60_000,
+      backoff: { initialMs: 100, maxMs: 400 },
+      sleep: async (ms) => {
+        sleeps.push(ms);
+        await new Promise((r) => setImmediate(r));
+      },
+    });
+    const abort = new AbortController();
+    controller.start(abort.signal);
+    controller.markDirty();
+    await until('the throw logged', () =>
+      lines.some((l) => l.msg.startsWith('reconcile loop failed unexpectedly')),
+    );
+    cluster.nodes.set('n1', { name: 'n1', podCIDRs: ['10.244.1.0/24'], internalIPs: ['10.0.0.1'] });
+    controller.markDirty();
+    await until('a pass after the throw', () => passes >= 1);
+    expect(sleeps).toEqual([100]);
+    controller.markDirty();
+    await until('another pass', () => passes >= 2);
+    abort.abort();
+    await controller.done;
+  });
+});
+
 describe('NodeController per-node steps', () => {
   it("hands the masquerade syncer only what the changed nodes added and took, and syncs whole when it can't", async () => {
     let answer: 'updated' | 'unsupported' = 'updated';
