@@ -356,6 +356,7 @@ export class Agent {
         void this.forwardFirewall?.check(ranges);
         return this.rebuildHeldLeases();
       },
+      onRouteDevices: (devices) => this.linkCarrierWatch?.follow(devices),
       onSynced: (self, report) => {
         this.linkCarrierWatch?.follow(report.routeDevices ?? []);
         this.noteTunnelled(report.decisions);

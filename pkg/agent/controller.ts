@@ -55,6 +55,8 @@ export interface ControllerDeps {
   onRangesSet?(ranges: readonly string[]): Promise<void>;
   /** Called after every successful pass with the own node (readiness, config publication, condition). */
   onSynced(self: ClusterNode, report: ReconcileReport): Promise<void>;
+  /** A per-node step routed a peer through a device the last report did not name: every device now. */
+  onRouteDevices?(devices: readonly number[]): void;
   /** Metrics hook. */
   onPass?: (outcome: PassOutcome) => void;
   log: Logger;
@@ -319,6 +321,7 @@ export class NodeController {
     );
     // As a full pass says it (reconcile below), so that a node added unroutable is not silent until then.
     for (const p of step.problems) deps.log.warn({ peer: p.node, problem: p.problem }, 'node skipped');
+    if (step.routeDevices !== undefined) deps.onRouteDevices?.(step.routeDevices);
     const p = this.nodePasses;
     this.nodePasses = {
       report: step.report,

@@ -157,7 +157,21 @@ export type PeerStepOutcome =
        * caller sets added/replaced/removed; here they are 0 and every programmed route is `unchanged`).
        */
       report: () => ReconcileReport;
+      /**
+       * Set when this step's routes leave by a device the last report's routeDevices did not name (a
+       * peer on another uplink's subnet): every device now, for the link carrier watch.
+       */
+      routeDevices?: readonly number[];
     };
+
+/** The devices the state's routes through a gateway leave by (gatewayDevices over every record). */
+function stateDevices(state: PeerState): number[] {
+  const devices = new Set<number>();
+  for (const rec of state.peers.values()) {
+    for (const i of gatewayDevices(rec.routes)) devices.add(i);
+  }
+  return [...devices].sort((a, b) => a - b);
+}
 
 function foldedReport(state: PeerState, durationMs: number): ReconcileReport {
   const decisions: PeerDecision[] = [];
@@ -367,7 +381,20 @@ export class RouteReconciler {
     // Built on demand: assembling thousands of decisions per step would be garbage the next event pays for.
     const report = (): ReconcileReport => foldedReport(state, this.now() - start);
     const problems = step.record?.problems ?? [];
-    return { kind: 'applied', node: name, changed: step.changed, cidrsChanged, result, problems, report };
+    // A device the carrier watch does not follow yet (a device no longer used stays followed until the
+    // next full pass: a needless pass on its flap is all that costs).
+    const fresh = gatewayDevices(step.record?.routes ?? []).filter((i) => !this.planDevices.includes(i));
+    if (fresh.length > 0) this.planDevices = [...this.planDevices, ...fresh].sort((a, b) => a - b);
+    return {
+      kind: 'applied',
+      node: name,
+      changed: step.changed,
+      cidrsChanged,
+      result,
+      problems,
+      report,
+      ...(fresh.length > 0 ? { routeDevices: this.planDevices } : {}),
+    };
   }
 
   private async pass(input: ReconcileInput): Promise<ReconcileReport> {
@@ -404,6 +431,8 @@ export class RouteReconciler {
     if (known !== undefined && folded !== undefined && (await this.kernelStillHolds(known))) {
       const overlay = await this.overlay?.prune(folded.decisions, true);
       if ((overlay?.errors.length ?? 0) === 0) this.state = known;
+      // The steps since the last plan may have routed peers through other devices (or none through one).
+      this.planDevices = stateDevices(known);
       return {
         ...folded,
         problems: [...prepared.problems, ...folded.problems],

@@ -179,6 +179,37 @@ describe.skipIf(netnsSkipReason !== undefined)('RouteReconciler on a real kernel
     expect(ours(a.name)).toEqual(before);
   });
 
+  it('names the devices its routes leave by, exact through per-node steps and quiet passes (the carrier watch follows them)', async () => {
+    // A second uplink, to node C's subnet: a peer there is routed through eth1.
+    const c = pool.add('rt-c');
+    ip(a.name, 'link', 'add', 'eth1', 'type', 'veth', 'peer', 'name', 'eth0', 'netns', c.name);
+    try {
+      ip(a.name, 'link', 'set', 'eth1', 'up');
+      ip(c.name, 'link', 'set', 'eth0', 'up');
+      ip(a.name, 'addr', 'add', '192.168.78.1/24', 'dev', 'eth1');
+      ip(c.name, 'addr', 'add', '192.168.78.2/24', 'dev', 'eth0');
+      const index = (dev: string): number =>
+        ipJson<{ ifindex: number }[]>(a.name, 'link', 'show', 'dev', dev)[0]!.ifindex;
+      const [eth0, eth1] = [index('eth0'), index('eth1')];
+      const both = [eth0, eth1].sort((x, y) => x - y);
+      const nodeC: PeerNode = { name: 'node-c', podCIDRs: ['10.244.3.0/24'], internalIPs: ['192.168.78.2'] };
+      const r = new RouteReconciler({ handle: open(a) });
+      expect((await r.reconcile(input([self, nodeB]))).routeDevices).toEqual([eth0]);
+      // Node C joins between full passes: its step names the new device at once.
+      expect(await r.reconcilePeer('node-c', nodeC)).toMatchObject({ kind: 'applied', routeDevices: both });
+      expect(ours(a.name)).toContain('10.244.3.0/24 via 192.168.78.2 dev eth1');
+      const quiet = await r.reconcile(input([self, nodeB, nodeC]));
+      expect(quiet).toMatchObject({ quiet: true, routeDevices: both });
+      // It leaves: the next quiet pass stops naming eth1.
+      const gone = await r.reconcilePeer('node-c', undefined);
+      expect(gone.kind).toBe('applied');
+      expect(gone).not.toHaveProperty('routeDevices');
+      expect(await r.reconcile(input([self, nodeB]))).toMatchObject({ quiet: true, routeDevices: [eth0] });
+    } finally {
+      ip(a.name, 'link', 'del', 'eth1');
+    }
+  });
+
   it('replaces in place when a node IP changes', async () => {
     const mon = await monitorRoutes(a.name);
     monitors.push(mon);

@@ -358,8 +358,11 @@ function perNodeSetup(
     problems?: Problem[];
     log?: pino.Logger;
     changeCluster?: (removed: readonly string[], added: readonly string[]) => 'updated' | 'unsupported';
+    /** The devices a step names (a peer routed through a device the last report did not name). */
+    routeDevices?: (name: string) => readonly number[] | undefined;
   } = {},
 ) {
+  const followed: (readonly number[])[] = [];
   const cluster = new FakeCluster();
   cluster.synced = true;
   cluster.nodes.set('n1', { name: 'n1', podCIDRs: ['10.244.1.0/24'], internalIPs: ['10.0.0.1'] });
@@ -393,6 +396,7 @@ function perNodeSetup(
           result: { added: 1, replaced: 0, removed: 0, neighbours: 0, fdb: 0 },
           problems: opts.problems ?? [],
           report: () => report({ unchanged: 5 }),
+          ...(opts.routeDevices?.(name) === undefined ? {} : { routeDevices: opts.routeDevices(name)! }),
         };
       },
     },
@@ -415,6 +419,7 @@ function perNodeSetup(
     onLeasesInvalidated: async () => {},
     onSynced: async () => {},
     onPass: (o) => passes.push(o),
+    onRouteDevices: (d) => followed.push(d),
     log: opts.log ?? silent,
     resyncMs: 60_000,
   });
@@ -434,7 +439,7 @@ function perNodeSetup(
     abort.abort();
     await controller.done;
   };
-  return { cluster, controller, full, steps, masq, deltas, passes, hold, stop };
+  return { cluster, controller, full, steps, masq, deltas, passes, followed, hold, stop };
 }
 
 async function until(what: string, pred: () => boolean): Promise<void> {
@@ -543,6 +548,20 @@ describe('NodeController per-node steps', () => {
       expect.objectContaining({ level: 40, peer: 'n3', problem }),
     ]);
     expect(t.full).toHaveLength(1);
+    await t.stop();
+  });
+
+  it('hands the devices a step names to the carrier watch at once, and nothing for a step that names none', async () => {
+    const t = perNodeSetup(undefined, { routeDevices: (name) => (name === 'n3' ? [2, 3] : undefined) });
+    await until('first full pass', () => t.full.length === 1);
+    t.cluster.nodes.set('n4', { name: 'n4', podCIDRs: ['10.244.4.0/24'], internalIPs: ['10.0.0.4'] });
+    t.controller.enqueue('n4');
+    await until('step', () => t.steps.length === 1);
+    t.cluster.nodes.set('n3', { name: 'n3', podCIDRs: ['10.244.3.0/24'], internalIPs: ['10.1.0.3'] });
+    t.controller.enqueue('n3');
+    await until('step', () => t.steps.length === 2);
+    await settle();
+    expect(t.followed).toEqual([[2, 3]]);
     await t.stop();
   });
 
