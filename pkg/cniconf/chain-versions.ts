@@ -16,6 +16,7 @@ import { KNOWN_CNI_VERSIONS } from './render.ts';
  * binary runs there, through nsenter, from an fd the agent opened (no path needs translating).
  */
 
+/** The known versions every list in `supported` has. */
 export function commonVersions(supported: readonly (readonly string[])[]): string[] {
   return KNOWN_CNI_VERSIONS.filter((v) => supported.every((list) => list.includes(v)));
 }
@@ -178,31 +179,35 @@ export interface ChainCheck {
  */
 export class ChainVersionProbe {
   private readonly cache = new Map<string, { key: string; versions: string[] }>();
-  private readonly mountNs: string | undefined;
+  private mountNs: string | undefined;
+  /** Why `mountNs` could not be entered, once it could not: not tried again (a permission stays). */
+  private unreachable: string | undefined;
 
   constructor(opts: { mountNs?: string } = {}) {
     this.mountNs = opts.mountNs;
   }
 
   async check(binaries: readonly ChainBinary[]): Promise<ChainCheck> {
-    let hostUnreachable: string | undefined;
     const answers = await Promise.all(
       binaries.map(async (b) => {
         try {
           return await this.one(b.path, this.mountNs);
         } catch (err) {
           if (!(err instanceof MountNsUnreachable)) throw err;
-          hostUnreachable = err.message;
+          this.unreachable ??= err.message;
+          this.mountNs = undefined;
           return this.one(b.path, undefined);
         }
       }),
     );
+    const hostUnreachable = this.unreachable;
     const problems: ChainCheck['problems'] = [];
     const lists: string[][] = [];
     for (const [i, b] of binaries.entries()) {
       const a = answers[i]!;
       if ('problem' in a) {
         problems.push({ binary: b.path, problem: a.problem });
+        if (b.chained) lists.push([]); // it speaks nothing, as far as the list is concerned
       } else if (b.chained) {
         if (!a.versions.includes('1.0.0')) {
           problems.push({

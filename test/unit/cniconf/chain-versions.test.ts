@@ -188,12 +188,18 @@ describe.skipIf(spawnSync('nsenter', ['--version']).status !== 0)(
       await expect(pluginVersions(ok, { mountNs: join(dir, 'no-such-ns') })).rejects.toThrow(
         MountNsUnreachable,
       );
-      const check = await new ChainVersionProbe({ mountNs: join(dir, 'no-such-ns') }).check([
-        { path: ok, chained: true },
-      ]);
+      const probe = new ChainVersionProbe({ mountNs: join(dir, 'no-such-ns') });
+      const check = await probe.check([{ path: ok, chained: true }]);
       expect(check.versions).toEqual(['1.0.0']);
       expect(check.problems).toEqual([]);
       expect(check.hostUnreachable).toMatch(/^nsenter: cannot open .*no-such-ns/);
+      // Not tried again (a permission stays), still said: a binary that fails now fails in our namespace.
+      writeFileSync(ok, '#!/bin/sh\nexit 7\n');
+      expect(await probe.check([{ path: ok, chained: true }])).toEqual({
+        versions: [],
+        problems: [{ binary: ok, problem: 'exited with status 7' }],
+        hostUnreachable: check.hostUnreachable,
+      });
     });
   },
 );
