@@ -30,6 +30,7 @@ import {
   fixCommand,
   forwardBlocks,
   ownAccepts,
+  planAccepts,
   rulesWithChains,
   VXLAN_NOTE,
   type VxlanInBlock,
@@ -84,6 +85,7 @@ export class ForwardFirewallWatch {
   private current: ForwardFirewallState = { blocks: [] };
   private reported = '[]';
   private reportedVxlan = '[]';
+  private reportedIneffective = '';
   private running: Promise<void> | undefined;
 
   constructor(deps: ForwardFirewallDeps) {
@@ -110,16 +112,17 @@ export class ForwardFirewallWatch {
     let vxlan: VxlanInKind[] = [];
     try {
       if (this.deps.vxlan !== undefined) vxlan = await this.deps.vxlan();
-      const rs = await this.deps.read(podCIDRs, vxlan);
+      let rs = await this.deps.read(podCIDRs, vxlan);
+      if (this.deps.write !== undefined && (await this.dropStale(rs, podCIDRs, this.deps.write))) {
+        // Deleting rules moved the positions of legacy iptables' rules after them: read again.
+        rs = await this.deps.read(podCIDRs, vxlan);
+      }
       blocks = forwardBlocks(rs, podCIDRs);
       vxlanBlocks = vxlanInputBlocks(rs, vxlan);
       this.deps.onTables?.(tablesOf(rs, blocks, vxlanBlocks));
-      if (this.deps.write !== undefined) {
-        await this.dropStale(rs, podCIDRs, this.deps.write);
-        // A drop that names the pods is the operator's: reported below, never lifted.
-        if (blocks.some((b) => b.targeted !== true))
-          blocks = await this.accept(blocks, podCIDRs, this.deps.write);
-      }
+      // A drop that names the pods is the operator's: reported below, never lifted.
+      if (this.deps.write !== undefined && blocks.some((b) => b.targeted !== true))
+        blocks = await this.accept(rs, blocks, podCIDRs, this.deps.write);
     } catch (err) {
       const error = errorText(err);
       if (error !== this.current.error) {
@@ -167,15 +170,35 @@ export class ForwardFirewallWatch {
     );
   }
 
-  /** Inserts the accepts, reads again; what still drops. */
+  /**
+   * Inserts the accepts, reads again; what still drops. A block that one of our accepts in the same
+   * place already answers is not answered again: that accept is where the kernel never gets to (a
+   * rule before it sends the packets elsewhere), and another one would not be either; it is reported
+   * as ineffective, so the checks that follow every change of the table cannot stack rules up.
+   */
   private async accept(
+    rs: ForwardRuleset,
     blocks: ForwardBlock[],
     podCIDRs: readonly string[],
     write: (cmd: FirewallCommand) => Promise<unknown>,
   ): Promise<ForwardBlock[]> {
     const inserted: string[] = [];
     const errors: string[] = [];
-    for (const cmd of distinctAccepts(blocks)) {
+    const { insert, misplaced, ineffective } = planAccepts(rs, blocks);
+    if (insert.length === 0) {
+      this.reportIneffective(ineffective);
+      return blocks;
+    }
+    const moved: string[] = [];
+    for (const at of misplaced) {
+      try {
+        await write(deleteCommand(at));
+        moved.push(describeRule(at));
+      } catch (err) {
+        errors.push(errorText(err));
+      }
+    }
+    for (const cmd of distinctAccepts(insert)) {
       try {
         await write(cmd);
         inserted.push(commandText(cmd));
@@ -189,8 +212,10 @@ export class ForwardFirewallWatch {
       {
         blocked: blocks.filter((b) => b.targeted !== true).map(describeBlock),
         inserted,
+        ...(moved.length === 0 ? {} : { movedFrom: moved }),
         ...(errors.length === 0 ? {} : { errors }),
         ...(still.length === 0 ? {} : { stillBlocked: still.map(describeBlock) }),
+        ...(ineffective.length === 0 ? {} : { ineffective: ineffective.map(describeBlock) }),
       },
       still.length === 0
         ? 'the host firewall dropped pod traffic this node forwards; inserted rules that accept it (--no-accept-forward: report only)'
@@ -199,18 +224,30 @@ export class ForwardFirewallWatch {
     return after;
   }
 
-  /** Deletes our accepts of pod CIDRs the node no longer has (its pod CIDRs changed). */
+  /** Says once (per distinct set) that accepts of ours are in place and the packets still dropped. */
+  private reportIneffective(blocks: readonly ForwardBlock[]): void {
+    if (blocks.length === 0) return;
+    const key = JSON.stringify(blocks.map(describeBlock));
+    if (key === this.reportedIneffective) return;
+    this.reportedIneffective = key;
+    this.deps.log.warn(
+      { stillBlocked: blocks.map(describeBlock), fix: [...new Set(blocks.map(fixCommand))] },
+      "the host firewall drops pod traffic this node forwards although trellis's accept rules are in place: a rule before them sends the packets elsewhere; not inserting more (accept the pod CIDRs where that rule sends them)",
+    );
+  }
+
+  /** Deletes our accepts of pod CIDRs the node no longer has (its pod CIDRs changed); true when any went. */
   private async dropStale(
     rs: ForwardRuleset,
     podCIDRs: readonly string[],
     write: (cmd: FirewallCommand) => Promise<unknown>,
-  ): Promise<void> {
+  ): Promise<boolean> {
     const wanted = new Set(podCIDRs.map((c) => canonicalCidr(c) ?? c));
     const stale = ownAccepts(
       rulesWithChains(rs),
       (p) => p !== undefined && wanted.has(canonicalCidr(p) ?? p),
     );
-    if (stale.length === 0) return;
+    if (stale.length === 0) return false;
     const removed: string[] = [];
     for (const at of stale) {
       try {
@@ -226,6 +263,7 @@ export class ForwardFirewallWatch {
     if (removed.length > 0) {
       this.deps.log.info({ removed }, 'deleted accept rules for pod CIDRs this node no longer has');
     }
+    return removed.length > 0;
   }
 }
 

@@ -7,8 +7,17 @@
  * those of a pod CIDR the node no longer has, and `uninstall` removes them. Pure: commands out (nft's
  * argv, or legacy iptables' for a chain nft cannot see).
  */
+import { canonicalCidr } from '../ip/index.ts';
 import type { ForwardBlock } from './forward-analysis.ts';
-import { type ChainRef, chainKey, chainOfKey, isLegacy, type LegacyFamily, type Rule } from './ruleset.ts';
+import {
+  type ChainRef,
+  chainKey,
+  chainOfKey,
+  type ForwardRuleset,
+  isLegacy,
+  type LegacyFamily,
+  type Rule,
+} from './ruleset.ts';
 
 /** A program that edits the host's firewall, and its arguments (never a shell). */
 export interface FirewallCommand {
@@ -26,11 +35,12 @@ export const ACCEPT_COMMENT = 'trellis: the pods of this node';
  * them), or for legacy iptables `-I CHAIN N` (before rule N) or `-A CHAIN` (the policy drops).
  */
 export function acceptCommand(block: ForwardBlock): FirewallCommand {
-  const chain = block.rule?.chain ?? chainOfKey(block.chain);
+  const chain = acceptChain(block);
   const from = block.direction === 'from-pods';
+  // Before the rule that drops; for a policy, before the goto or return that would skip the end.
+  const before = block.rule ?? block.before;
   if (isLegacy(chain.family)) {
-    const where =
-      block.rule === undefined ? ['-A', chain.name] : ['-I', chain.name, String(block.rule.handle)];
+    const where = before === undefined ? ['-A', chain.name] : ['-I', chain.name, String(before.handle)];
     return {
       tool: chain.family,
       args: [
@@ -48,9 +58,9 @@ export function acceptCommand(block: ForwardBlock): FirewallCommand {
     };
   }
   const where =
-    block.rule === undefined
+    before === undefined
       ? ['add', 'rule', ...chainArgs(chain)]
-      : ['insert', 'rule', ...chainArgs(chain), 'position', String(block.rule.handle)];
+      : ['insert', 'rule', ...chainArgs(chain), 'position', String(before.handle)];
   const addr = block.family === 4 ? 'ip' : 'ip6';
   const field = from ? 'saddr' : 'daddr';
   return {
@@ -66,7 +76,8 @@ export function acceptCommand(block: ForwardBlock): FirewallCommand {
 export function distinctAccepts(blocks: readonly ForwardBlock[]): FirewallCommand[] {
   const seen = new Map<string, FirewallCommand>();
   // Later rules first: a legacy insert shifts the positions of the rules after it, never before.
-  const ordered = [...blocks].sort((a, b) => (b.rule?.handle ?? 0) - (a.rule?.handle ?? 0));
+  const at = (b: ForwardBlock): number => (b.rule ?? b.before)?.handle ?? 0;
+  const ordered = [...blocks].sort((a, b) => at(b) - at(a));
   for (const b of ordered) {
     if (b.targeted === true) continue;
     const cmd = acceptCommand(b);
@@ -75,13 +86,92 @@ export function distinctAccepts(blocks: readonly ForwardBlock[]): FirewallComman
   return [...seen.values()];
 }
 
+/** The chain an accept for `block` goes into: the dropping rule's, or the base chain's. */
+function acceptChain(block: ForwardBlock): ChainRef {
+  return block.rule?.chain ?? chainOfKey(block.chain);
+}
+
+/** What each block still dropping needs, given the accepts of ours already in the chains. */
+export interface AcceptPlan {
+  /** Blocks with no accept of ours for them yet: insert one. */
+  insert: ForwardBlock[];
+  /**
+   * Accepts of ours after the rule they must precede (the firewall gained a drop, a goto or a return
+   * above them since): delete them; their blocks are in `insert` again, to go in the right place.
+   */
+  misplaced: RuleAt[];
+  /**
+   * Blocks an accept of ours already precedes the rule for, and the packets are dropped all the same:
+   * another accept would not be reached either. Reported, never inserted again (the checks that follow
+   * every change of the table would stack them up without end).
+   */
+  ineffective: ForwardBlock[];
+}
+
+/**
+ * Sorts the blocks (the operator's targeted drops left out) by the accepts of ours already in the
+ * chain the accept goes into, for the same direction and pod CIDR: none, one that sits after the rule
+ * it must precede (misplaced), or one in place that does not help (ineffective).
+ */
+export function planAccepts(rs: ForwardRuleset, blocks: readonly ForwardBlock[]): AcceptPlan {
+  const plan: AcceptPlan = { insert: [], misplaced: [], ineffective: [] };
+  for (const b of blocks) {
+    if (b.targeted === true) continue;
+    const chain = acceptChain(b);
+    const rules = rs.rules.get(chainKey(chain)) ?? [];
+    const field = b.direction === 'from-pods' ? 'saddr' : 'daddr';
+    const cidr = canonicalCidr(b.podCIDR) ?? b.podCIDR;
+    const mine = rules
+      .map((rule, index) => ({ rule, index }))
+      .filter(({ rule }) => rule.comment === ACCEPT_COMMENT && acceptTarget(rule) === `${field} ${cidr}`);
+    if (mine.length === 0) {
+      plan.insert.push(b);
+      continue;
+    }
+    const target = b.rule ?? b.before;
+    const targetIndex = target === undefined ? -1 : rules.findIndex((r) => r.handle === target.handle);
+    // Only when every one of ours is late: deleting legacy rules by their options removes the first
+    // that matches, which could be an earlier one of ours.
+    if (targetIndex < 0 || mine.some(({ index }) => index < targetIndex)) {
+      plan.ineffective.push(b);
+      continue;
+    }
+    for (const { rule } of mine) {
+      plan.misplaced.push({
+        chain,
+        handle: rule.handle,
+        ...(rule.spec === undefined ? {} : { spec: rule.spec }),
+      });
+    }
+    plan.insert.push(b);
+  }
+  return plan;
+}
+
+/** "saddr 10.244.1.0/24": the address field and prefix an accept of ours matches, read back. */
+function acceptTarget(rule: Rule): string | undefined {
+  for (const e of rule.expr) {
+    const m = e.match as { left?: { payload?: { field?: unknown } }; right?: unknown } | undefined;
+    const field = m?.left?.payload?.field;
+    const prefix = acceptedPrefixOf(m?.right);
+    if (typeof field === 'string' && prefix !== undefined)
+      return `${field} ${canonicalCidr(prefix) ?? prefix}`;
+  }
+  return undefined;
+}
+
+function acceptedPrefixOf(right: unknown): string | undefined {
+  const p = (right as { prefix?: { addr?: unknown; len?: unknown } } | undefined)?.prefix;
+  return p !== undefined && typeof p.addr === 'string' && typeof p.len === 'number'
+    ? `${p.addr}/${p.len}`
+    : undefined;
+}
+
 /** The prefix an accept rule of ours matches ("10.244.1.0/24"), read back from its expressions. */
 function acceptedPrefix(rule: Rule): string | undefined {
   for (const e of rule.expr) {
-    const m = e.match as { right?: unknown } | undefined;
-    const p = (m?.right as { prefix?: { addr?: unknown; len?: unknown } } | undefined)?.prefix;
-    if (p !== undefined && typeof p.addr === 'string' && typeof p.len === 'number')
-      return `${p.addr}/${p.len}`;
+    const prefix = acceptedPrefixOf((e.match as { right?: unknown } | undefined)?.right);
+    if (prefix !== undefined) return prefix;
   }
   return undefined;
 }

@@ -45,6 +45,12 @@ export interface ForwardBlock extends PacketKind {
    */
   rule?: { chain: ChainRef; handle: number; spec?: readonly string[] };
   /**
+   * A policy drop only: the first rule of the base chain that can send the packets on without coming
+   * back (a goto or a return that applies or may apply): an accept appended after it might never be
+   * reached, so it goes right before it.
+   */
+  before?: { chain: ChainRef; handle: number; spec?: readonly string[] };
+  /**
    * The rule names the pods (their addresses or their veths): an operator's choice, which trellis
    * reports and never overrides. A catch-all drop or reject (no such match) is the firewall's default.
    */
@@ -66,10 +72,15 @@ const VERDICTS = new Set(['accept', 'drop', 'reject', 'jump', 'goto', 'return', 
 const XT_NEUTRAL_MATCHES = new Set(['comment']);
 const XT_NEUTRAL_TARGETS = new Set(['LOG', 'NFLOG', 'MARK', 'CONNMARK', 'TRACE', 'TCPMSS', 'CLASSIFY']);
 
+const UNKNOWN_XT = '';
+
 /** The xt extension an expression is, if it is one: a match, or a target. */
 function xtOf(e: Record<string, unknown>): { match: boolean; name: string } | undefined {
-  const xt = e.xt as { type?: unknown; name?: unknown } | undefined;
-  if (xt === undefined || typeof xt.name !== 'string') return undefined;
+  const xt = e.xt as { type?: unknown; name?: unknown } | null | undefined;
+  if (xt === undefined) return undefined;
+  // nft before 1.0.6 prints every xt extension as `"xt": null`, match or target: judged as a match
+  // that may hold (verdictOf takes a rule with no other verdict as an unknown target).
+  if (xt === null || typeof xt.name !== 'string') return { match: true, name: UNKNOWN_XT };
   return { match: xt.type === 'match', name: xt.name };
 }
 
@@ -167,13 +178,16 @@ function namesPods(rule: Rule): boolean {
 
 function verdictOf(rule: Rule): string | undefined {
   let v: string | undefined;
+  let unknownXt = false;
   for (const e of rule.expr) {
     const [key] = Object.keys(e);
     if (key !== undefined && VERDICTS.has(key)) v = key;
     const xt = xtOf(e);
     if (xt !== undefined && !xt.match) v = xtVerdict(xt.name) ?? v;
+    if (xt?.name === UNKNOWN_XT) unknownXt = true;
   }
-  return v;
+  // A rule of unknown extensions and no verdict of its own: one of them may be its target (REJECT).
+  return v ?? (unknownXt ? 'other' : undefined);
 }
 
 export type Outcome =
@@ -240,6 +254,22 @@ export function walk(rs: ForwardRuleset, chain: ChainRef, judge: Judge, depth = 
   return { kind: 'next' };
 }
 
+/**
+ * The first goto or return of a base chain that applies, or may apply, to the packets: after it the
+ * policy decides without the rest of the chain (a goto's chain falls through to it, a return goes
+ * straight to it).
+ */
+function firstExit(rs: ForwardRuleset, chain: ChainRef, judge: Judge): ForwardBlock['before'] {
+  for (const rule of rs.rules.get(chainKey(chain)) ?? []) {
+    const v = verdictOf(rule);
+    if ((v === 'goto' || v === 'return') && ruleMatchesWith(rule, judge) !== 'never') {
+      const ref = { family: chain.family, table: chain.table, name: chain.name };
+      return { chain: ref, handle: rule.handle, ...(rule.spec === undefined ? {} : { spec: rule.spec }) };
+    }
+  }
+  return undefined;
+}
+
 /** The chain is at `hook` and sees packets of `family`. */
 export function applies(chain: BaseChain, family: 4 | 6, hook: BaseChain['hook'] = 'forward'): boolean {
   if ((chain.hook ?? 'forward') !== hook) return false;
@@ -258,7 +288,8 @@ export function forwardBlocks(rs: ForwardRuleset, podCIDRs: readonly string[]): 
         const { by, rule, targeted } = r;
         blocks.push({ ...kind, chain: chainKey(chain), by, rule, ...(targeted ? { targeted: true } : {}) });
       } else if (r.kind === 'next' && chain.policy === 'drop') {
-        blocks.push({ ...kind, chain: chainKey(chain), by: 'policy drop' });
+        const before = firstExit(rs, chain, (m) => matchExpr(m, kind));
+        blocks.push({ ...kind, chain: chainKey(chain), by: 'policy drop', ...(before ? { before } : {}) });
       }
     }
   }

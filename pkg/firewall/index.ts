@@ -1,6 +1,7 @@
 /** The host's own firewall, as far as it decides whether the node forwards its pods' traffic. */
 export {
   ACCEPT_COMMENT,
+  type AcceptPlan,
   acceptCommand,
   commandText,
   deleteCommand,
@@ -8,6 +9,7 @@ export {
   distinctAccepts,
   type FirewallCommand,
   ownAccepts,
+  planAccepts,
   type RuleAt,
 } from './accept.ts';
 export { DOCKER_NOTE, describeBlock, fixCommand } from './advice.ts';

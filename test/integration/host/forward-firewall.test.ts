@@ -112,6 +112,55 @@ describe.skipIf(skip !== undefined)(skip === undefined ? title : `${title} (skip
     expect(nsPing(client.name, '192.0.2.77')).toBe(false);
   });
 
+  it('a chain that sends packets on with goto before its policy drops: the accepts go before the goto, once, whatever the checks that follow', async () => {
+    // Appended at the end they were never reached (a goto's chain falls through to the policy), the
+    // drop stayed, and every check the table's own change set off appended two more, without end.
+    node = new NodeHarness();
+    await node.start([], (host) => {
+      nsExec(host, 'nft', ['-f', '-'], {
+        input: `table inet fw {
+  chain zones { iifname "eth9" accept; }
+  chain forward {
+    type filter hook forward priority 0; policy drop;
+    ct state established,related accept
+    iifname "up0" goto zones
+    goto zones
+  }
+}
+`,
+      });
+    });
+    const host = node.host.name;
+    const forward = () =>
+      nsExec(host, 'nft', ['-a', 'list', 'chain', 'inet', 'fw', 'forward'])
+        .split('\n')
+        .map((l) => l.trim())
+        .filter((l) => /accept|goto/.test(l) && !l.startsWith('ct state'));
+    const ours = () => forward().filter((l) => l.includes('trellis: the pods of this node'));
+    await until('the accepts', 5000, () => ours().length === 4);
+    // Each before the first goto its packets may take: packets to the pods may come in on up0; those
+    // from the pods come in on their veths (trl*), so only the last goto sends them on.
+    expect(
+      forward().map((l) => l.replace(/ counter packets \d+ bytes \d+| comment ".*"| # handle \d+/g, '')),
+    ).toEqual([
+      'ip daddr 10.244.1.0/24 accept',
+      'ip6 daddr fd00:10:244:1::/64 accept',
+      'iifname "up0" goto zones',
+      'ip saddr 10.244.1.0/24 accept',
+      'ip6 saddr fd00:10:244:1::/64 accept',
+      'goto zones',
+    ]);
+    const { client, podV4 } = await clientAndPod(node);
+    expect(nsPing(client.name, podV4)).toBe(true);
+    // A change of the table runs a check within seconds: nothing more is inserted.
+    nsExec(host, 'nft', ['add', 'rule', 'inet', 'fw', 'zones', 'counter']);
+    await sleep(3000);
+    expect(ours()).toHaveLength(4);
+    const inserts = node.agent.logs.filter((l) => String(l.msg).startsWith('the host firewall dropped'));
+    expect(inserts).toHaveLength(1);
+    expect(inserts[0]!.stillBlocked).toBeUndefined();
+  });
+
   it("an operator's own drop of the pod CIDR is left alone: reported, nothing inserted", async () => {
     node = new NodeHarness();
     await node.start([], (host) => {

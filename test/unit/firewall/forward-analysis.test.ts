@@ -13,6 +13,7 @@ import {
   ownAccepts,
   parseChainRules,
   parseForwardBaseChains,
+  planAccepts,
   type Rule,
 } from '../../../pkg/firewall/index.ts';
 
@@ -239,6 +240,57 @@ describe('forwardBlocks: which forward chains of the host firewall drop pod traf
     expect(forwardBlocks(jumped, [V4])).toEqual([]);
   });
 
+  it('a policy drop names the first goto or return that may send the packets on: the accept goes before it', () => {
+    const rs = ruleset([ipFilterForward('drop')], {
+      'ip filter FORWARD': [
+        [conntrack, accept],
+        [ifname('iifname', 'eth0'), goto('ZONES')],
+        [ret],
+        [goto('ZONES')],
+      ],
+      'ip filter ZONES': [[ifname('iifname', 'eth9'), accept]],
+    });
+    const blocks = forwardBlocks(rs, [V4]);
+    const forward = { family: 'ip', table: 'filter', name: 'FORWARD' };
+    // To the pods: may come in on eth0, so before rule 2. From them: in on their veths, never eth0: rule 3.
+    expect(blocks.map((b) => [b.direction, b.by, b.before])).toEqual([
+      ['from-pods', 'policy drop', { chain: forward, handle: 3 }],
+      ['to-pods', 'policy drop', { chain: forward, handle: 2 }],
+    ]);
+    expect(acceptCommand(blocks[1]!).args.slice(0, 7)).toEqual([
+      'insert',
+      'rule',
+      'ip',
+      'filter',
+      'FORWARD',
+      'position',
+      '2',
+    ]);
+    // Legacy iptables: -I at that rule's number.
+    const legacy = {
+      ...blocks[1]!,
+      before: { chain: { ...forward, family: 'iptables-legacy' as const }, handle: 2 },
+    };
+    expect(acceptCommand({ ...legacy, chain: 'iptables-legacy filter FORWARD' }).args.slice(0, 5)).toEqual([
+      '-w',
+      '5',
+      '-I',
+      'FORWARD',
+      '2',
+    ]);
+  });
+
+  it("nft older than 1.0.6 prints iptables' extensions as xt null: judged as rules that may apply, never a crash", () => {
+    const old = { xt: null };
+    // Docker's FORWARD as nft 1.0.2 prints it: `-m conntrack ... -j ACCEPT` is [xt null, accept], passed
+    // over as a match it cannot judge, as conntrack is on newer nft; the policy then drops.
+    const rs = ruleset([ipFilterForward('drop')], { 'ip filter FORWARD': [[old, accept], [old]] });
+    expect(forwardBlocks(rs, [V4]).map((b) => [b.direction, b.by])).toEqual([
+      ['from-pods', 'policy drop'],
+      ['to-pods', 'policy drop'],
+    ]);
+  });
+
   it('hands to user space (queue) or into a chain it did not read: undecided, not a block', () => {
     const queued = ruleset([ipFilterForward('drop')], { 'ip filter FORWARD': [[{ queue: { num: 100 } }]] });
     expect(forwardBlocks(queued, [V4])).toEqual([]);
@@ -399,6 +451,46 @@ describe('the accept rules trellis inserts', () => {
       'daddr',
       V6,
     ]);
+  });
+
+  it('are planned against the accepts of ours already there: none, misplaced after their rule, or in place and ineffective', () => {
+    const forward = { family: 'ip' as const, table: 'filter', name: 'FORWARD' };
+    const ours = (handle: number, field: 'saddr' | 'daddr'): Rule => ({
+      handle,
+      expr: [addr('ip', field, V4), counter, accept],
+      comment: ACCEPT_COMMENT,
+    });
+    const gotoRule: Rule = { handle: 7, expr: [goto('ZONES')] };
+    const from: ForwardBlock = { ...policyBlock, before: { chain: forward, handle: 7 } };
+    const to: ForwardBlock = { ...from, direction: 'to-pods' };
+    const rs = (rules: Rule[]): ForwardRuleset => ({
+      baseChains: [ipFilterForward('drop')],
+      rules: new Map([['ip filter FORWARD', rules]]),
+    });
+    // Nothing of ours yet: both inserted.
+    expect(planAccepts(rs([gotoRule]), [from, to])).toEqual({
+      insert: [from, to],
+      misplaced: [],
+      ineffective: [],
+    });
+    // Ours after the goto (appended by an older agent, or the goto came later): moved before it.
+    expect(planAccepts(rs([gotoRule, ours(8, 'saddr')]), [from, to])).toEqual({
+      insert: [from, to],
+      misplaced: [{ chain: forward, handle: 8 }],
+      ineffective: [],
+    });
+    // Ours before it and still dropped: nothing more is inserted, ever.
+    expect(planAccepts(rs([ours(5, 'saddr'), gotoRule]), [from, to])).toEqual({
+      insert: [to],
+      misplaced: [],
+      ineffective: [from],
+    });
+    // The operator's own drop is never answered.
+    expect(planAccepts(rs([]), [{ ...from, targeted: true }])).toEqual({
+      insert: [],
+      misplaced: [],
+      ineffective: [],
+    });
   });
 
   it('one per place, family, direction and pod CIDR', () => {
