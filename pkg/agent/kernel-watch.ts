@@ -125,7 +125,9 @@ export function watchKernel(deps: KernelWatchDeps): Subscription[] {
   const subscriptions = [
     // Deleting a device takes its routes with it without route notifications (IPv4): watch our VXLAN devices.
     deps.events.subscribeLinkEvents((ev) => {
-      if (ev.type === 'delete' && isVxlanDeviceName(ev.link.name)) markSoon();
+      // Lost notifications may have held a device's deletion: a full pass finds out.
+      if (ev.type === 'overflow') markSoon();
+      else if (ev.type === 'delete' && isVxlanDeviceName(ev.link.name)) markSoon();
     }, WATCHED_LINKS),
     deps.events.subscribeRouteEvents((ev) => {
       if (ev.type === 'overflow') {

@@ -35,6 +35,16 @@ export function isLocalConnection(remote: string | undefined, local: string | un
 export function limitConnections(server: Server, limits: ConnectionLimits): void {
   const bySource = new Map<string, number>();
   let total = 0;
+  // Node puts a keep-alive connection's timeout back to server.timeout at its next request: left at 0,
+  // that cancelled the idle limit below, and a client that sent requests and never read the answers
+  // held them (and their memory) for good.
+  server.timeout = limits.idleMs;
+  // One request per connection, as probes and scrapers send them: pipelined requests (a thousand in
+  // one write) would each get a rendered answer, queued in memory for a client that need not read.
+  server.maxRequestsPerSocket = 1;
+  // Node answers each request past that with a 503 of its own, parsed and queued all the same: a
+  // second request on a connection ends it instead.
+  server.on('dropRequest', (_req, socket: Socket) => socket.destroy());
   server.on('connection', (socket: Socket) => {
     socket.setTimeout(limits.idleMs, () => socket.destroy());
     if (isLocalConnection(socket.remoteAddress, socket.localAddress)) return;

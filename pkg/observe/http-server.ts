@@ -127,6 +127,15 @@ export interface MetricsServerOptions {
 }
 
 export async function startMetricsServer(opts: MetricsServerOptions): Promise<HttpListener> {
+  // Requests that arrive while a rendering is under way share it (a burst renders once); the next
+  // one after it renders afresh, so no answer is older than the rendering its request found running.
+  let rendering: Promise<string> | undefined;
+  const render = (): Promise<string> => {
+    rendering ??= opts.metrics.render().finally(() => {
+      rendering = undefined;
+    });
+    return rendering;
+  };
   const server = createServer(
     {
       // A client that opens a connection and sends nothing (or dribbles) is dropped within seconds;
@@ -138,7 +147,7 @@ export async function startMetricsServer(opts: MetricsServerOptions): Promise<Ht
     },
     route({
       '/metrics': async (_req, res) => {
-        const text = await opts.metrics.render();
+        const text = await render();
         res.writeHead(200, { 'content-type': opts.metrics.contentType });
         res.end(text);
       },

@@ -1,9 +1,10 @@
 import { spawn } from 'node:child_process';
+import { readFileSync } from 'node:fs';
 import { afterAll, describe, expect, it } from 'vitest';
 import { METRICS_CONNECTION_LIMITS } from '../../../pkg/observe/connection-limits.ts';
 import { type AgentProcess, removeAgentDir, startAgent } from '../../support/agent-process.ts';
 import { builtSkipReason } from '../../support/cni-driver.ts';
-import { ip, NetnsPool, netnsSkipReason } from '../../support/netns.ts';
+import { ip, NetnsPool, netnsSkipReason, nsExec } from '../../support/netns.ts';
 
 /**
  * The metrics and health port listens on the node's addresses without authentication, so any pod can
@@ -57,10 +58,46 @@ function get(ns: string, url: string): Promise<string> {
   });
 }
 
+/**
+ * In `ns`: `count` connections that each send `pipelined` GET /metrics in one write and never read;
+ * prints how many are still open every second.
+ */
+function pipelineAndStall(ns: string, addr: string, count: number, pipelined: number) {
+  const program = `
+    const net = require('node:net');
+    let open = 0;
+    const req = 'GET /metrics HTTP/1.1\\r\\nHost: x\\r\\n\\r\\n'.repeat(${pipelined});
+    for (let i = 0; i < ${count}; i++) {
+      const s = net.connect(${PORT}, ${JSON.stringify(addr)});
+      s.on('connect', () => { open++; s.write(req); s.pause(); });
+      s.on('close', () => open--);
+      s.on('error', () => {});
+    }
+    setInterval(() => console.log('open ' + open), 1000);
+  `;
+  const child = spawn('ip', ['netns', 'exec', ns, process.execPath, '-e', program], {
+    stdio: ['ignore', 'pipe', 'inherit'],
+  });
+  const counts: number[] = [];
+  child.stdout.setEncoding('utf8').on('data', (d: string) => {
+    for (const m of d.matchAll(/open (\d+)/g)) counts.push(Number(m[1]));
+  });
+  return { child, counts };
+}
+
+/** The agent's resident memory, kB. */
+function rssKb(pid: number): number {
+  const m = /VmRSS:\s+(\d+)/.exec(readFileSync(`/proc/${pid}/status`, 'utf8'));
+  return Number(m?.[1] ?? 0);
+}
+
 const title = 'the metrics and health port bounds what pods can hold open (real agent)';
 describe.skipIf(skip !== undefined)(skip === undefined ? title : `${title} (skipped: ${skip})`, () => {
   const pool = new NetnsPool();
   let agent: AgentProcess | undefined;
+  /** The namespaces of the first test, which the second reuses with its agent. */
+  let podName = '';
+  let nodeName = '';
 
   afterAll(async () => {
     await agent?.kill();
@@ -71,6 +108,8 @@ describe.skipIf(skip !== undefined)(skip === undefined ? title : `${title} (skip
   it('a pod holding connections gets its share; the node itself is answered meanwhile; idle ones are dropped', async () => {
     const node = pool.add('mnode', { loUp: true }).name;
     const pod = pool.add('mpod', { loUp: true }).name;
+    podName = pod;
+    nodeName = node;
     ip(node, 'link', 'add', 'trlm0', 'type', 'veth', 'peer', 'name', 'eth0', 'netns', pod);
     ip(node, 'addr', 'add', '10.77.0.1/24', 'dev', 'trlm0');
     ip(pod, 'addr', 'add', '10.77.0.2/24', 'dev', 'eth0');
@@ -100,6 +139,34 @@ describe.skipIf(skip !== undefined)(skip === undefined ? title : `${title} (skip
       expect(await get(pod, `http://10.77.0.1:${PORT}/healthz`)).toBe('200');
     } finally {
       flood.child.kill('SIGKILL');
+    }
+  }, 30_000);
+
+  it('requests pipelined by the thousand and never read: one answer each connection, dropped when idle, memory flat', async () => {
+    // Each pipelined request used to get its own rendering (~11 KB) queued for a client that need not
+    // read, and the first answer cancelled the idle timeout: 16 such connections held ~700 MB.
+    const a = agent!;
+    const before = rssKb(a.child.pid!);
+    const stall = pipelineAndStall(podName, '10.77.0.1', METRICS_CONNECTION_LIMITS.perSource, 2000);
+    try {
+      // Counted on the agent's side: a client that does not read never sees its connection close.
+      const established = (): number =>
+        nsExec(nodeName, 'ss', ['-Htn', 'state', 'established', `( sport = :${PORT} )`])
+          .split('\n')
+          .filter((l) => l.trim() !== '').length;
+      for (let i = 0; stall.counts.length === 0; i++) {
+        expect(i, 'the stalling client reported').toBeLessThan(200);
+        await new Promise((r) => setTimeout(r, 20));
+      }
+      expect(stall.counts[0]).toBe(METRICS_CONNECTION_LIMITS.perSource);
+      for (let i = 0; established() > 0; i++) {
+        expect(i, 'the connections dropped within 15 s').toBeLessThan(150);
+        await new Promise((r) => setTimeout(r, 100));
+      }
+      expect(rssKb(a.child.pid!) - before).toBeLessThan(32 * 1024);
+      expect(await get(podName, `http://10.77.0.1:${PORT}/metrics`)).toBe('200');
+    } finally {
+      stall.child.kill('SIGKILL');
     }
   }, 30_000);
 });

@@ -8,12 +8,16 @@ const MAIN = 254;
 /** The watch over a fake events port: `route()` delivers a route notification as the kernel would. */
 function setup(concerned: (r: RouteInfo) => boolean) {
   let onRoute: ((ev: RouteEvent) => void) | undefined;
+  let onLink: Parameters<NetlinkEventsPort['subscribeLinkEvents']>[0] | undefined;
   const events: NetlinkEventsPort = {
     subscribeRouteEvents: (cb) => {
       onRoute = cb;
       return { close: () => {} };
     },
-    subscribeLinkEvents: () => ({ close: () => {} }),
+    subscribeLinkEvents: (cb) => {
+      onLink = cb;
+      return { close: () => {} };
+    },
   };
   let passes = 0;
   const asked: RouteInfo[] = [];
@@ -39,6 +43,7 @@ function setup(concerned: (r: RouteInfo) => boolean) {
   const settled = (): Promise<void> => new Promise((r) => setTimeout(r, 60));
   return {
     route,
+    link: (ev: Parameters<NonNullable<typeof onLink>>[0]) => onLink!(ev),
     unreadable,
     settled,
     passes: () => passes,
@@ -48,6 +53,23 @@ function setup(concerned: (r: RouteInfo) => boolean) {
     },
   };
 }
+
+describe('watchKernel: links', () => {
+  it('a VXLAN device of ours deleted, or link notifications lost, asks for a full pass; another link going does not', async () => {
+    const t = setup(() => false);
+    const link = (name: string) => ({ index: 7, name, kind: undefined, mac: '', mtu: 1500, up: true });
+    t.link({ type: 'delete', link: link('eth1') });
+    await t.settled();
+    expect(t.passes()).toBe(0);
+    t.link({ type: 'delete', link: link('trellis.v4') });
+    await t.settled();
+    expect(t.passes()).toBe(1);
+    t.link({ type: 'overflow' });
+    await t.settled();
+    expect(t.passes()).toBe(2);
+    t.close();
+  });
+});
 
 describe('watchKernel: routes someone else writes', () => {
   it('a static route taking or leaving a prefix of ours asks for one full pass; elsewhere, nothing', async () => {
