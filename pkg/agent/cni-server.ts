@@ -49,18 +49,20 @@ export class CniServer {
     // A socket file left by a previous agent (crash, SIGKILL) would make listen fail with EADDRINUSE;
     // only one agent runs per state directory (flock), so it is stale.
     rmSync(path, { force: true });
-    const oldUmask = process.umask(0o177);
-    try {
-      await new Promise<void>((resolve, reject) => {
-        this.server.once('error', reject);
+    await new Promise<void>((resolve, reject) => {
+      this.server.once('error', reject);
+      // The socket file is made 0600 from the start; the umask is the process's, so it is back
+      // before anything else runs (listen binds a unix socket synchronously, 'listening' comes later).
+      const oldUmask = process.umask(0o177);
+      try {
         this.server.listen(path, () => {
           this.server.off('error', reject);
           resolve();
         });
-      });
-    } finally {
-      process.umask(oldUmask);
-    }
+      } finally {
+        process.umask(oldUmask);
+      }
+    });
     chmodSync(path, 0o600);
   }
 

@@ -70,15 +70,29 @@ export interface HttpListener {
   close(): Promise<void>;
 }
 
-async function listen(server: Server, target: { host: string; port: number } | string): Promise<void> {
+/**
+ * listen, resolved once listening. `umask`: in force only during the synchronous listen call, which
+ * binds a unix socket there and then: the umask is the whole process's, and async work that creates
+ * files or directories meanwhile must not get it.
+ */
+async function listen(
+  server: Server,
+  target: { host: string; port: number } | string,
+  umask?: number,
+): Promise<void> {
   await new Promise<void>((resolve, reject) => {
     server.once('error', reject);
     const done = (): void => {
       server.off('error', reject);
       resolve();
     };
-    if (typeof target === 'string') server.listen(target, done);
-    else server.listen(target.port, target.host, done);
+    const oldUmask = umask === undefined ? undefined : process.umask(umask);
+    try {
+      if (typeof target === 'string') server.listen(target, done);
+      else server.listen(target.port, target.host, done);
+    } finally {
+      if (oldUmask !== undefined) process.umask(oldUmask);
+    }
   });
 }
 
@@ -178,12 +192,7 @@ export async function startAdminServer(
   mkdirSync(dirname(path), { recursive: true, mode: 0o700 });
   // Stale from a killed agent: the caller holds the node's state lock, so no live agent owns it.
   rmSync(path, { force: true });
-  const oldUmask = process.umask(0o177);
-  try {
-    await listen(server, path);
-  } finally {
-    process.umask(oldUmask);
-  }
+  await listen(server, path, 0o177);
   chmodSync(path, 0o600);
   return { address: path, close: closer(server, () => rmSync(path, { force: true })) };
 }

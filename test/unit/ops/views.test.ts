@@ -1,4 +1,4 @@
-import { mkdtempSync, rmSync, statSync } from 'node:fs';
+import { mkdirSync, mkdtempSync, rmSync, statSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
@@ -216,6 +216,12 @@ describe('admin socket and the CLI over it', () => {
       '/leases': () => leasesView(snapshot()),
     });
     expect(statSync(path).mode & 0o777).toBe(0o600);
+    // The socket's umask is not the process's while it waits to listen.
+    const meanwhile = join(dir, 'meanwhile');
+    const second = startAdminServer(join(dir, 'second', 'admin.sock'), {});
+    mkdirSync(meanwhile, { mode: 0o755 });
+    await (await second).close();
+    expect(statSync(meanwhile).mode & 0o777).toBe(0o755);
     const st = await run('status', ['--admin-socket', path]);
     expect(st.code).toBe(0);
     expect(st.out).toMatch(/^node:\s+n1$/m);

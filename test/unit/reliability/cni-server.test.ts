@@ -3,7 +3,7 @@
  * integration suite checks against the real agent, here so they hold wherever unit tests run.
  * The handler is a real function answering VERSION-like requests; nothing is mocked below it.
  */
-import { mkdtempSync, rmSync, statSync } from 'node:fs';
+import { mkdirSync, mkdtempSync, rmSync, statSync } from 'node:fs';
 import { createConnection } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -85,6 +85,23 @@ describe('CniServer limits', () => {
   it('listens on a 0600 socket in a 0700 directory', () => {
     expect(statSync(sock()).mode & 0o777).toBe(0o600);
     expect(statSync(join(dir, 'run')).mode & 0o777).toBe(0o700);
+  });
+
+  it("the socket's umask is not the process's while it waits to listen: a directory made meanwhile keeps its mode", async () => {
+    const other = new CniServer({
+      socketPath: join(dir, 'other', 'cni.sock'),
+      handler: async () => okResponse(null),
+      log: createLogger({ level: 'silent' }),
+    });
+    const listening = other.listen();
+    mkdirSync(join(dir, 'made-meanwhile'), { mode: 0o755 }); // other async work of the agent
+    await listening;
+    try {
+      expect(statSync(join(dir, 'made-meanwhile')).mode & 0o777).toBe(0o755);
+      expect(statSync(join(dir, 'other', 'cni.sock')).mode & 0o777).toBe(0o600);
+    } finally {
+      await other.close(100);
+    }
   });
 
   it('answers a good request and refuses an oversized one at 1 MiB, logging the code', async () => {
