@@ -1,3 +1,5 @@
+import { existsSync } from 'node:fs';
+import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { ipJson } from '../../support/netns.ts';
 import { INTERNET, Testbed, testbedSkipReason } from '../../support/testbed/index.ts';
@@ -139,7 +141,16 @@ describe.skipIf(skip !== undefined)(skip === undefined ? title : `${title} (skip
     const victim = tb.pods().find((p) => p.node === 'node-2')!;
     const prober = tb.pods().find((p) => p.node === 'node-1')!;
     expect((await tb.ping(prober.ns, victim.v4)).rttMs).toBeDefined();
+    const lease = join(
+      tb.node('node-2').agent!.stateDir,
+      'ipam',
+      'leases',
+      `${victim.containerId}@eth0.json`,
+    );
+    expect(existsSync(lease)).toBe(true);
     await tb.removePod(victim);
+    // The agent released it (the namespace's removal would take the veth and its routes anyway).
+    expect(existsSync(lease)).toBe(false);
     expect(tb.pods()).not.toContain(victim);
     await expect(tb.api.call('GET', `/api/v1/namespaces/default/pods/${victim.name}`)).rejects.toMatchObject({
       status: 404,

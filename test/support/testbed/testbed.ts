@@ -627,7 +627,7 @@ export class Testbed<F extends Family = Family> {
   /** CNI DEL through the config list (as a runtime stops a pod), then the namespace goes. */
   async removePod(pod: TestbedPod<F>): Promise<void> {
     const node = this.node(pod.node);
-    await delList(
+    const runs = await delList(
       this.conflist(pod.node),
       {
         containerId: pod.containerId,
@@ -639,6 +639,11 @@ export class Testbed<F extends Family = Family> {
       },
       pod.result,
     );
+    // DEL always succeeds (spooled when the agent is down): a failure is a bug, not a test's choice.
+    const failed = runs.find((r) => r.code !== 0);
+    if (failed !== undefined) {
+      throw new Error(`${pod.name}: CNI DEL failed (${failed.code}): ${failed.stdout}${failed.stderr}`);
+    }
     this.killNsProcesses(pod.ns);
     delNetns(pod.ns);
     const i = this.podList.indexOf(pod);
