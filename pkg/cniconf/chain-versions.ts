@@ -28,6 +28,8 @@ export interface VersionProbeOptions {
   /** A mount namespace (a /proc/PID/ns/mnt path) to run the binary in: the runtime's. */
   mountNs?: string;
   timeoutMs?: number;
+  /** The nsenter to run (default: util-linux's, by PATH). */
+  nsenter?: string;
 }
 
 /** nsenter could not enter the namespace (exit 1 and one of its own messages): not the binary's fault. */
@@ -56,7 +58,7 @@ export async function pluginVersions(path: string, opts: VersionProbeOptions = {
     }
   }
   try {
-    const run = await runVersion(path, fd, opts.mountNs, timeoutMs);
+    const run = await runVersion(path, fd, opts.mountNs, timeoutMs, opts.nsenter ?? 'nsenter');
     if ('spawnError' in run) return { problem: `cannot be run: ${run.spawnError}` };
     // nsenter names the binary by its fd; the operator knows it by its path.
     const stderr = run.stderr.replaceAll(`/proc/self/fd/${BINARY_FD}`, path);
@@ -122,10 +124,11 @@ function runVersion(
   fd: number | undefined,
   mountNs: string | undefined,
   timeoutMs: number,
+  nsenter: string,
 ): Promise<Run> {
   return new Promise((resolve) => {
     const [file, args] =
-      fd === undefined ? [path, []] : ['nsenter', [`--mount=${mountNs}`, '--', `/proc/self/fd/${BINARY_FD}`]];
+      fd === undefined ? [path, []] : [nsenter, [`--mount=${mountNs}`, '--', `/proc/self/fd/${BINARY_FD}`]];
     const child = spawn(file, args, {
       env: { CNI_COMMAND: 'VERSION' },
       stdio: fd === undefined ? 'pipe' : ['pipe', 'pipe', 'pipe', fd],
@@ -183,8 +186,11 @@ export class ChainVersionProbe {
   /** Why `mountNs` could not be entered, once it could not: not tried again (a permission stays). */
   private unreachable: string | undefined;
 
-  constructor(opts: { mountNs?: string } = {}) {
+  private readonly nsenter: string | undefined;
+
+  constructor(opts: { mountNs?: string; nsenter?: string } = {}) {
     this.mountNs = opts.mountNs;
+    this.nsenter = opts.nsenter;
   }
 
   async check(binaries: readonly ChainBinary[]): Promise<ChainCheck> {
@@ -236,7 +242,10 @@ export class ChainVersionProbe {
     }
     const hit = this.cache.get(path);
     if (hit !== undefined && hit.key === key) return { versions: hit.versions };
-    const answer = await pluginVersions(path, mountNs === undefined ? {} : { mountNs });
+    const answer = await pluginVersions(path, {
+      ...(mountNs === undefined ? {} : { mountNs }),
+      ...(this.nsenter === undefined ? {} : { nsenter: this.nsenter }),
+    });
     if ('versions' in answer) this.cache.set(path, { key, versions: answer.versions });
     else this.cache.delete(path);
     return answer;

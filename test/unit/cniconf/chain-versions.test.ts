@@ -1,5 +1,5 @@
 import { spawnSync } from 'node:child_process';
-import { chmodSync, existsSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { chmodSync, existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
@@ -188,8 +188,12 @@ describe.skipIf(spawnSync('nsenter', ['--version']).status !== 0)(
       await expect(pluginVersions(ok, { mountNs: join(dir, 'no-such-ns') })).rejects.toThrow(
         MountNsUnreachable,
       );
-      const probe = new ChainVersionProbe({ mountNs: join(dir, 'no-such-ns') });
+      // nsenter through a wrapper that counts its runs.
+      const runs = join(dir, 'nsenter-runs');
+      const nsenter = script(dir, 'nsenter', `echo run >> ${runs}; exec nsenter "$@"`);
+      const probe = new ChainVersionProbe({ mountNs: join(dir, 'no-such-ns'), nsenter });
       const check = await probe.check([{ path: ok, chained: true }]);
+      expect(readFileSync(runs, 'utf8')).toBe('run\n');
       expect(check.versions).toEqual(['1.0.0']);
       expect(check.problems).toEqual([]);
       expect(check.hostUnreachable).toMatch(/^nsenter: cannot open .*no-such-ns/);
@@ -200,6 +204,7 @@ describe.skipIf(spawnSync('nsenter', ['--version']).status !== 0)(
         problems: [{ binary: ok, problem: 'exited with status 7' }],
         hostUnreachable: check.hostUnreachable,
       });
+      expect(readFileSync(runs, 'utf8')).toBe('run\n');
     });
   },
 );
