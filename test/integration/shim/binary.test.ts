@@ -85,13 +85,17 @@ interface Run {
   code: number | null;
 }
 
-/** Async on purpose: the agent stub answers from this process's event loop. */
+/**
+ * Async on purpose: the agent stub answers from this process's event loop. `keepOpen`: stdin gets
+ * `stdin` and is never closed, as from a writer that does not stop: the binary must not wait for it.
+ */
 function runArgv(
   argv: readonly string[],
   env: Record<string, string>,
   stdin: string | Uint8Array,
   args: string[] = [],
   cwd?: string,
+  keepOpen = false,
 ): Promise<Run> {
   return new Promise((resolve, reject) => {
     const child = spawn(argv[0]!, [...argv.slice(1), ...args], { env, cwd, stdio: ['pipe', 'pipe', 'pipe'] });
@@ -103,14 +107,16 @@ function runArgv(
     child.stderr.setEncoding('utf8').on('data', (d: string) => {
       stderr += d;
     });
-    const killer = setTimeout(() => child.kill('SIGKILL'), 20_000);
+    const killer = setTimeout(() => child.kill('SIGKILL'), keepOpen ? 5_000 : 20_000);
     child.on('error', reject);
     child.on('close', (code) => {
       clearTimeout(killer);
+      child.stdin.destroy();
       resolve({ stdout, stderr, code });
     });
     child.stdin.on('error', () => {}); // VERSION may exit before reading everything
-    child.stdin.end(stdin);
+    if (keepOpen) child.stdin.write(stdin);
+    else child.stdin.end(stdin);
   });
 }
 
@@ -149,7 +155,8 @@ for (const shim of SHIMS) {
         stdin: string | Uint8Array,
         args: string[] = [],
         cwd?: string,
-      ) => runArgv(argv, env, stdin, args, cwd);
+        keepOpen?: boolean,
+      ) => runArgv(argv, env, stdin, args, cwd, keepOpen);
       beforeAll(() => {
         scratch = mkdtempSync(join(tmpdir(), 'trl-shimbin-'));
         argv = shim.prepare(scratch);
@@ -173,7 +180,8 @@ for (const shim of SHIMS) {
 
       it('--help and -h say what the binary is, without reading stdin', async () => {
         for (const flag of ['--help', '-h']) {
-          const r = await runBin({}, '', [flag]);
+          // stdin left open: reading it would never end (killed after 5 s: code null).
+          const r = await runBin({}, '', [flag], undefined, true);
           expect(r.code).toBe(0);
           expect(r.stderr).toBe('');
           expect(r.stdout).toContain(`trellis ${VERSION}: the trellis CNI plugin.`);
@@ -258,7 +266,14 @@ for (const shim of SHIMS) {
           code: 6,
           msg: 'the network configuration on stdin is not valid UTF-8',
         });
-        const huge = await runBin(ADD_ENV, conf({ socket: s.socketPath, pad: 'x'.repeat(17 * 1024 * 1024) }));
+        // Past the limit it stops reading: the writer never closes stdin (killed after 5 s: code null).
+        const huge = await runBin(
+          ADD_ENV,
+          conf({ socket: s.socketPath, pad: 'x'.repeat(17 * 1024 * 1024) }),
+          [],
+          undefined,
+          true,
+        );
         expect(huge.code).toBe(1);
         expect(JSON.parse(huge.stdout)).toMatchObject({
           code: 5,
