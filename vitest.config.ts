@@ -1,20 +1,26 @@
 import { defineConfig } from 'vitest/config';
 
 // Unit tests run in parallel; integration tests share the kernel (namespaces, veths) and
-// real processes, so they run one file at a time to keep timing and resource use sane.
+// real processes, so they run one file at a time to keep timing and resource use sane, and only
+// after the unit tests (groupOrder: projects run side by side otherwise, and the property tests'
+// CPU would sit beside integration tests that time backoffs and count lost pings).
 export default defineConfig({
   test: {
     testTimeout: 60_000,
     hookTimeout: 60_000,
     pool: 'forks',
     projects: [
-      { extends: true, test: { name: 'unit', include: ['test/unit/**/*.test.ts'] } },
+      {
+        extends: true,
+        test: { name: 'unit', include: ['test/unit/**/*.test.ts'], sequence: { groupOrder: 0 } },
+      },
       {
         extends: true,
         test: {
           name: 'integration',
           include: ['test/integration/**/*.test.ts', 'test/e2e/**/*.test.ts'],
           fileParallelism: false,
+          sequence: { groupOrder: 1 },
         },
       },
     ],

@@ -4,6 +4,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { NftError, NftRunner } from '../../../pkg/masq/nft.ts';
 import { renderMasqRuleset } from '../../../pkg/masq/render.ts';
 import { MasqSyncer } from '../../../pkg/masq/sync.ts';
+import { createNetlinkEvents, withNetns } from '../../../pkg/netns/index.ts';
 import {
   ip,
   NetnsPool,
@@ -13,6 +14,7 @@ import {
   nsSysctl,
   type TestNetns,
 } from '../../support/netns.ts';
+import { sleep } from '../faults/support.ts';
 
 /**
  * Topology (all in throwaway namespaces):
@@ -193,9 +195,29 @@ describe.skipIf(netnsSkipReason !== undefined)('masquerade with nftables (namesp
     expect(await ruleCounter(nft)).toEqual(before);
   });
 
-  it('replaces the table atomically on re-apply; noMasqueradeCIDRs take effect', async () => {
-    await nft.apply(renderMasqRuleset(opts));
-    await nft.apply(renderMasqRuleset({ ...opts, noMasqueradeCIDRs: ['203.0.113.0/24'] }));
+  it('replaces the table atomically on re-apply (one transaction each); noMasqueradeCIDRs take effect', async () => {
+    // Every nf_tables transaction ends with one generation message: a re-apply in two steps (delete,
+    // then add) would leave pods unmasqueraded in between, and count two.
+    let generations = 0;
+    const sub = withNetns(node.path, () =>
+      createNetlinkEvents().subscribeNftablesEvents!(
+        (e) => {
+          if (e.type === 'generation') generations++;
+        },
+        { family: 1, name: 'trellis' },
+      ),
+    );
+    try {
+      for (const o of [opts, { ...opts, noMasqueradeCIDRs: ['203.0.113.0/24'] }]) {
+        const before = generations;
+        await nft.apply(renderMasqRuleset(o));
+        for (let i = 0; generations === before && i < 200; i++) await sleep(10);
+        await sleep(200); // a second transaction's generation would be here by now
+        expect(generations - before).toBe(1);
+      }
+    } finally {
+      sub.close();
+    }
     const tables = nsExec(node.name, 'nft', ['list', 'tables']);
     expect(tables.trim().split('\n')).toEqual(['table inet trellis']);
     servers[0]!.seen.length = 0;
