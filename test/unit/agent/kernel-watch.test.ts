@@ -137,7 +137,7 @@ describe('watchKernel: routes someone else writes', () => {
     t.close();
   });
 
-  it("the kernel's filter keeps boot, static and dhcp routes of the main table, not routing daemons'", () => {
+  it("asks the kernel for boot, static and dhcp routes of the main table, not routing daemons' (the kernel keeping to it: netlink/watched-routes.test.ts)", () => {
     const foreign = WATCHED_ROUTES.routes.filter((r) => r.protocol !== 2 && r.protocol !== 126);
     expect(foreign.map((r) => [r.protocol, r.table, r.change])).toEqual([
       [9, MAIN, 'any'],
