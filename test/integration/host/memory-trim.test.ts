@@ -22,10 +22,11 @@ describe.skipIf(skip !== undefined)(skip === undefined ? title : `${title} (skip
     node = new NodeHarness();
     await node.start();
     const agent = node.agent;
-    // Four ADDs 1 s apart: each one starts the idle wait over, so the start-up pass's trim (2 s after
-    // ready) must not come until 2 s after the last of them.
-    for (let i = 0; i < 4; i++) {
-      if (i > 0) await new Promise((r) => setTimeout(r, 1000));
+    // Six ADDs 0.5 s apart (2.5 s in all, 1.5 s to spare against the 2 s idle wait on a slow machine):
+    // each one starts the idle wait over, so the start-up pass's trim (2 s after ready) must not come
+    // until 2 s after the last of them.
+    for (let i = 0; i < 6; i++) {
+      if (i > 0) await new Promise((r) => setTimeout(r, 500));
       const r = await node.add(node.podNs(), containerId());
       expect(r.code, r.stdout).toBe(0);
     }

@@ -38,8 +38,17 @@ describe.skipIf(skip !== undefined)(skip === undefined ? title : `${title} (skip
     expect(mtus('node-1')).toEqual({ conf: 1500, v4: 1450, v6: 1430 });
     // A pod added and deleted is no MTU change: nothing is logged for it.
     const mark = n1.logs.length;
+    const veths = () =>
+      ipJson<{ ifname: string }[]>(n1.ns, 'link', 'show').filter((l) => l.ifname.startsWith('trl')).length;
+    const before = veths();
     const pod = await tb.addPod('node-1');
     await tb.removePod(pod);
+    // The pair goes after DEL answered: wait for it, and for what its deletion could set off.
+    for (let i = 0; veths() !== before; i++) {
+      expect(i, 'the veth pair deleted').toBeLessThan(100);
+      await new Promise((r) => setTimeout(r, 50));
+    }
+    await new Promise((r) => setTimeout(r, 200));
     expect(logsSince(tb, 'node-1', mark).filter((l) => String(l.msg).startsWith('MTU of the link'))).toEqual(
       [],
     );
