@@ -2,10 +2,12 @@
  * The rules trellis inserts into another program's forward chain when that chain drops its pods'
  * traffic by default (flannel's and Calico's answer to Docker's FORWARD policy DROP): one accept per
  * blocked (pod CIDR, direction), matching the node's own pod CIDR only, placed right before the
- * catch-all rule that drops (or at the end of a chain whose policy drops), so the operator's earlier
- * rules (DOCKER-USER's among them) still come first. A drop that names the pods is never lifted. Each carries ACCEPT_COMMENT, by which the agent finds them again to drop
- * those of a pod CIDR the node no longer has, and `uninstall` removes them. Pure: commands out (nft's
- * argv, or legacy iptables' for a chain nft cannot see).
+ * catch-all rule that drops (or, where the policy drops, at the end of the chain or before a goto or
+ * return that would skip the end), so the operator's earlier rules (DOCKER-USER's among them) still
+ * come first. A drop that names the pods is never lifted. Each carries ACCEPT_COMMENT, by which the
+ * agent finds them again (planAccepts: never a second in one place), drops those of a pod CIDR the
+ * node no longer has, and `uninstall` removes them. Pure: commands out (nft's argv, or legacy
+ * iptables' for a chain nft cannot see).
  */
 import { canonicalCidr } from '../ip/index.ts';
 import type { ForwardBlock } from './forward-analysis.ts';
