@@ -23,6 +23,26 @@ const DUAL = ['10.244.1.0/24', 'fd00:10:244:1::/64'];
 const key = (id: string, ifname = 'eth0') => ({ containerId: id, ifname });
 const addrs = (lease: Lease | undefined): string[] => (lease?.addresses ?? []).map((a) => a.address);
 
+/** The real file system, except that unlinking a path ending in what `refuse` was last given fails (EIO). */
+function unlinkRefusingFs(): { fs: StoreFs; refuse: (suffix: string) => void } {
+  let refused = '';
+  const fs: StoreFs = {
+    ...realFs,
+    unlinkSync: (path) => {
+      if (refused !== '' && path.endsWith(refused)) {
+        throw Object.assign(new Error(`EIO: i/o error, unlink '${path}'`), { code: 'EIO' });
+      }
+      realFs.unlinkSync(path);
+    },
+  };
+  return {
+    fs,
+    refuse: (suffix) => {
+      refused = suffix;
+    },
+  };
+}
+
 describe('allocate / reopen', () => {
   it('hands out one address per family in range order and keeps them across a reopen', () => {
     const dir = join(tempDir(), 'state');
@@ -265,19 +285,10 @@ describe('ranges', () => {
 
   it('setRanges releases every lease it can when one cannot go, says which went, and retries the rest', () => {
     const dir = tempDir();
-    let refuse = '';
-    const fs: StoreFs = {
-      ...realFs,
-      unlinkSync: (path) => {
-        if (refuse !== '' && path.endsWith(refuse)) {
-          throw Object.assign(new Error(`EIO: i/o error, unlink '${path}'`), { code: 'EIO' });
-        }
-        realFs.unlinkSync(path);
-      },
-    };
+    const { fs, refuse } = unlinkRefusingFs();
     const ipam = openIpamWith({ dir, ranges: ['10.244.1.0/29'] }, fs);
     const [a, b, c] = ['a', 'b', 'c'].map((k) => ipam.allocate(key(k)));
-    refuse = 'b@eth0.json';
+    refuse('b@eth0.json');
     const err = catchCni(() => ipam.setRanges(['10.244.2.0/29']));
     expect(err).toBeInstanceOf(RangeChangeError);
     expect(err.code).toBe(CniCode.IPAM_STORE_FAILED);
@@ -285,7 +296,7 @@ describe('ranges', () => {
     expect(ipam.list()).toEqual([b]);
     expect(leaseFilesOnDisk(dir)).toEqual(['b@eth0.json']);
     // The store works again: the same ranges release what is left.
-    refuse = '';
+    refuse('');
     expect(ipam.setRanges(['10.244.2.0/29'])).toEqual([b]);
     expect(ipam.list()).toEqual([]);
     expect(leaseFilesOnDisk(dir)).toEqual([]);
@@ -294,25 +305,16 @@ describe('ranges', () => {
 
   it("an address whose unlink failed is freed by the key's next release (the runtime's retried DEL), not kept until a restart", () => {
     const dir = tempDir();
-    let refuse = '';
-    const fs: StoreFs = {
-      ...realFs,
-      unlinkSync: (path) => {
-        if (refuse !== '' && path.endsWith(refuse)) {
-          throw Object.assign(new Error(`EIO: i/o error, unlink '${path}'`), { code: 'EIO' });
-        }
-        realFs.unlinkSync(path);
-      },
-    };
+    const { fs, refuse } = unlinkRefusingFs();
     // Room for one pod.
     const ipam = openIpamWith({ dir, ranges: ['10.244.1.0/30'] }, fs);
     const address = addrs(ipam.allocate(key('a')))[0]!;
     expect(() => ipam.allocate(key('full'))).toThrow();
-    refuse = `addrs/${address}`;
+    refuse(`addrs/${address}`);
     expect(() => ipam.release(key('a'))).toThrow(/EIO/);
     expect(ipam.get(key('a'))).toBeUndefined();
     expect(reservationsOnDisk(dir).has(address)).toBe(true);
-    refuse = '';
+    refuse('');
     expect(ipam.release(key('a'))).toBe(true);
     expect(reservationsOnDisk(dir).has(address)).toBe(false);
     expect(addrs(ipam.allocate(key('b')))).toEqual([address]);
