@@ -147,12 +147,22 @@ async function main(argv: string[]): Promise<number> {
       cniBinDir: config.cniBinDir,
       stateDir: config.stateDir,
       socket: config.socket,
+      adminSocket: config.adminSocket,
+      spoolDir: config.spoolDir,
       isTrellisDevice: isVxlanDeviceName,
       deleteNftTable: () => nft.deleteTableIfPresent(),
       deleteForwardAccepts: () => deleteOwnAccepts(firewall.run, firewall.legacy),
     });
     for (const l of locks) l.release();
-    log.info(report, 'trellis uninstalled from this node');
+    // What the agent turned on stays: other networks need forwarding too, and what it was before is
+    // not recorded.
+    const kept =
+      'IP forwarding (net.ipv4.ip_forward, net.ipv6.conf.all.forwarding) and accept_ra=2 on uplinks stay as the agent set them';
+    if (report.failed.length > 0) {
+      log.error({ ...report, kept }, 'trellis uninstall left something behind; run it again');
+      return 1;
+    }
+    log.info({ ...report, kept }, 'trellis uninstalled from this node');
     return 0;
   }
 

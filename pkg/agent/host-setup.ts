@@ -6,9 +6,11 @@ import {
   installBinary,
   installBinaryIfAbsent,
   removeConflist,
+  removeStaleTemps,
 } from '../cniconf/index.ts';
 import { isHostVethName } from '../datapath/names.ts';
 import { type NetlinkHandle, TRELLIS_ROUTE_PROTOCOL } from '../datapath/ports.ts';
+import { errorText } from '../error-text.ts';
 import { removeReadyMark } from './ready-mark.ts';
 
 /** Debian's reference plugins (containernetworking-plugins), in the image and on test hosts. */
@@ -150,14 +152,18 @@ export interface UninstallReport {
   /** Accept rules trellis had inserted into other programs' forward chains, deleted. */
   forwardAccepts: number;
   stateDir: boolean;
+  /** Steps that failed, "what: why"; every other step ran all the same. Empty: all done. */
+  failed: string[];
 }
 
 /**
  * `trellis-agent uninstall`: removes everything trellis created on this node, and nothing else: its
  * config list, its binary (loopback and portmap stay, also any install-cni put on a node that had none:
- * the runtime and other networks use them, and which ones came from trellis is not recorded), every
- * route carrying its protocol, its veths and devices, its nftables table, the accept rules it inserted
- * into the host firewall's forward chains, and its state.
+ * the runtime and other networks use them, and which ones came from trellis is not recorded), and the
+ * temp files of an install-cni cut short, every route carrying its protocol, its veths and devices,
+ * its nftables table, the accept rules it inserted into the host firewall's forward chains, its state,
+ * its sockets and its spool. A step that fails does not stop the others (a pod deleted meanwhile takes
+ * its veth with it): they are all tried, and the failures listed.
  */
 export async function uninstallTrellis(opts: {
   host: NetlinkHandle;
@@ -165,6 +171,9 @@ export async function uninstallTrellis(opts: {
   cniBinDir: string;
   stateDir: string;
   socket: string;
+  /** The admin socket, and the spool directory (both may live outside the state directory). */
+  adminSocket?: string;
+  spoolDir?: string;
   deleteNftTable: () => Promise<boolean>;
   /**
    * Deletes the accept rules the agent inserted into other programs' forward chains (their comment:
@@ -174,33 +183,70 @@ export async function uninstallTrellis(opts: {
   /** Devices trellis creates besides pod veths (VXLAN). */
   isTrellisDevice?: (name: string) => boolean;
 }): Promise<UninstallReport> {
-  const conflist = await removeConflist(opts.cniConfDir, CONFLIST_FILE_NAME);
+  const failed: string[] = [];
+  const step = async <T>(what: string, fallback: T, fn: () => Promise<T> | T): Promise<T> => {
+    try {
+      return await fn();
+    } catch (err) {
+      failed.push(`${what}: ${errorText(err)}`);
+      return fallback;
+    }
+  };
+  const conflist = await step('removing the config list', 'absent' as const, () =>
+    removeConflist(opts.cniConfDir, CONFLIST_FILE_NAME),
+  );
   const binPath = join(opts.cniBinDir, 'trellis');
   const binary = existsSync(binPath);
-  rmSync(binPath, { force: true });
+  await step('removing the binary', undefined, async () => {
+    rmSync(binPath, { force: true });
+    // What an install-cni cut short left (a temp file of up to the binary's size), ours alone.
+    const temps = async (d: string, name: string): Promise<void> =>
+      removeStaleTemps(d, name).catch((err: NodeJS.ErrnoException) => {
+        if (err.code !== 'ENOENT') throw err; // no such directory: nothing was installed there
+      });
+    for (const name of ['trellis', 'loopback', 'portmap']) await temps(opts.cniBinDir, name);
+    await temps(opts.cniConfDir, CONFLIST_FILE_NAME);
+  });
   let routes = 0;
   for (const family of [4, 6] as const) {
-    for (const r of await opts.host.listRoutes({ family, protocol: TRELLIS_ROUTE_PROTOCOL })) {
-      if (r.protocol !== TRELLIS_ROUTE_PROTOCOL) continue;
-      await opts.host.deleteRoute(r);
-      routes++;
-    }
+    await step(`removing IPv${family} routes`, undefined, async () => {
+      for (const r of await opts.host.listRoutes({ family, protocol: TRELLIS_ROUTE_PROTOCOL })) {
+        if (r.protocol !== TRELLIS_ROUTE_PROTOCOL) continue;
+        await opts.host.deleteRoute(r);
+        routes++;
+      }
+    });
   }
   // The routes' nexthop objects went with them; this catches any a crash left without a route.
   const host = opts.host as Partial<{ pruneNexthops(): Promise<number> }>;
-  if (typeof host.pruneNexthops === 'function') await host.pruneNexthops();
-  const links: string[] = [];
-  for (const l of await opts.host.listLinks()) {
-    if (isHostVethName(l.name) || opts.isTrellisDevice?.(l.name) === true) {
-      await opts.host.deleteLink(l.index);
-      links.push(l.name);
-    }
+  if (typeof host.pruneNexthops === 'function') {
+    await step('pruning nexthop objects', 0, () => host.pruneNexthops!());
   }
-  const nftTable = await opts.deleteNftTable();
-  const forwardAccepts = (await opts.deleteForwardAccepts?.()) ?? 0;
+  const links: string[] = [];
+  for (const l of await step('listing links', [], () => opts.host.listLinks())) {
+    if (!isHostVethName(l.name) && opts.isTrellisDevice?.(l.name) !== true) continue;
+    await step(`deleting ${l.name}`, undefined, async () => {
+      try {
+        await opts.host.deleteLink(l.index);
+      } catch (err) {
+        // Gone since the listing (its pod deleted, the peer taking the pair with it): done already.
+        const now = await opts.host.getLinkByIndex(l.index);
+        if (now !== undefined && now.name === l.name) throw err;
+      }
+      links.push(l.name);
+    });
+  }
+  const nftTable = await step('deleting the nftables table', false, () => opts.deleteNftTable());
+  const forwardAccepts = await step('deleting the firewall accepts', 0, async () =>
+    opts.deleteForwardAccepts === undefined ? 0 : opts.deleteForwardAccepts(),
+  );
   const stateDir = existsSync(opts.stateDir);
-  rmSync(opts.stateDir, { recursive: true, force: true });
-  rmSync(opts.socket, { force: true });
-  removeReadyMark(opts.socket);
-  return { conflist, binary, routes, links, nftTable, forwardAccepts, stateDir };
+  await step('removing the state and sockets', undefined, () => {
+    rmSync(opts.stateDir, { recursive: true, force: true });
+    if (opts.spoolDir !== undefined) rmSync(opts.spoolDir, { recursive: true, force: true });
+    rmSync(opts.socket, { force: true });
+    if (opts.adminSocket !== undefined && opts.adminSocket !== '') rmSync(opts.adminSocket, { force: true });
+    removeReadyMark(opts.socket);
+  });
+  return { conflist, binary, routes, links, nftTable, forwardAccepts, stateDir, failed };
 }

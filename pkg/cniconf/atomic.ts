@@ -73,7 +73,7 @@ async function fsyncPath(path: string, flags: string): Promise<void> {
 }
 
 /** Removes `.<name>.<pid>.<hex>.tmp` files left behind by an earlier writer that crashed mid-write. */
-async function removeStaleTemps(dir: string, name: string): Promise<void> {
+export async function removeStaleTemps(dir: string, name: string): Promise<void> {
   const re = new RegExp(`^\\.${escapeRe(name)}\\.[0-9]+\\.[0-9a-f]{8}\\.tmp$`);
   for (const entry of await readdir(dir)) {
     if (re.test(entry)) await unlink(join(dir, entry)).catch(() => undefined);

@@ -1,0 +1,94 @@
+import { existsSync, mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { afterAll, describe, expect, it } from 'vitest';
+import { uninstallTrellis } from '../../../pkg/agent/host-setup.ts';
+import type { NetlinkHandle } from '../../../pkg/datapath/ports.ts';
+import { createNetnsPort } from '../../../pkg/netns/index.ts';
+import { ip, ipJson, NetnsPool, netnsSkipReason } from '../../support/netns.ts';
+
+/**
+ * `trellis-agent uninstall`'s steps on a real kernel: a pod deleted while it runs (the kubelet tearing
+ * pods down meanwhile) takes its veth with it, which is done, not a failure; a step that does fail
+ * does not stop the others, and is reported; and it removes its own files wherever they are: the
+ * admin socket, a spool directory outside the state directory, an install-cni temp file.
+ */
+const title = 'uninstall runs every step and removes its own files (real kernel, test namespace)';
+describe.skipIf(netnsSkipReason !== undefined)(title, () => {
+  const pool = new NetnsPool();
+  const dir = mkdtempSync(join(tmpdir(), 'trl-uninst-'));
+  const handles: NetlinkHandle[] = [];
+  afterAll(() => {
+    for (const h of handles) h.close();
+    pool.cleanup();
+    rmSync(dir, { recursive: true, force: true });
+  });
+
+  it('a veth gone since the listing is done; a failing step is listed and the rest still run', async () => {
+    const host = pool.add('uhost');
+    const pods = pool.add('upods');
+    const names = ['trl0123456789ab', 'trl0123456789ac', 'trl0123456789ad'];
+    for (const [i, name] of names.entries()) {
+      ip(host.name, 'link', 'add', name, 'type', 'veth', 'peer', 'name', `eth${i}`, 'netns', pods.name);
+    }
+    ip(host.name, 'link', 'set', names[0]!, 'up');
+    ip(host.name, 'route', 'add', '10.244.1.5/32', 'dev', names[0]!, 'proto', '126');
+    const real = createNetnsPort().openNetlinkIn(host.path);
+    handles.push(real);
+    // The first deletion finds its link gone: the pods' namespace went between listing and deleting.
+    let raced = false;
+    const racing: NetlinkHandle = Object.create(real, {
+      deleteLink: {
+        value: async (index: number) => {
+          if (!raced) {
+            raced = true;
+            ip(host.name, 'link', 'del', names[0]!); // its peer in `pods` goes with it
+          }
+          return real.deleteLink(index);
+        },
+      },
+    });
+    const cniConfDir = join(dir, 'net.d');
+    const cniBinDir = join(dir, 'bin');
+    const stateDir = join(dir, 'state');
+    const spoolDir = join(dir, 'spool-elsewhere');
+    const runDir = join(dir, 'run');
+    for (const d of [cniConfDir, cniBinDir, stateDir, spoolDir, runDir]) mkdirSync(d, { recursive: true });
+    writeFileSync(join(cniBinDir, 'trellis'), 'binary');
+    writeFileSync(join(cniBinDir, '.trellis.4242.0a1b2c3d.tmp'), 'half a binary'); // install-cni cut short
+    writeFileSync(join(cniBinDir, 'portmap'), 'the node’s own');
+    writeFileSync(join(cniBinDir, '.bridge.4242.0a1b2c3d.tmp'), 'not ours');
+    writeFileSync(join(spoolDir, 'c1@eth0.json'), '{}');
+    writeFileSync(join(runDir, 'admin.sock'), '');
+    writeFileSync(join(runDir, 'cni.sock'), '');
+
+    const report = await uninstallTrellis({
+      host: racing,
+      cniConfDir,
+      cniBinDir,
+      stateDir,
+      socket: join(runDir, 'cni.sock'),
+      adminSocket: join(runDir, 'admin.sock'),
+      spoolDir,
+      isTrellisDevice: () => false,
+      deleteNftTable: async () => {
+        throw new Error('nft: Could not process rule: Device or resource busy');
+      },
+      deleteForwardAccepts: async () => 0,
+    });
+    expect(raced).toBe(true);
+    expect(report.links.sort()).toEqual(names);
+    expect(report.routes).toBe(1);
+    expect(report.failed).toEqual([
+      'deleting the nftables table: nft: Could not process rule: Device or resource busy',
+    ]);
+    expect(ipJson<{ ifname: string }[]>(host.name, 'link', 'show').map((l) => l.ifname)).toEqual(['lo']);
+    expect(existsSync(join(cniBinDir, 'trellis'))).toBe(false);
+    expect(existsSync(join(cniBinDir, '.trellis.4242.0a1b2c3d.tmp'))).toBe(false);
+    expect(existsSync(join(cniBinDir, 'portmap'))).toBe(true);
+    expect(existsSync(join(cniBinDir, '.bridge.4242.0a1b2c3d.tmp'))).toBe(true);
+    for (const gone of [stateDir, spoolDir, join(runDir, 'admin.sock'), join(runDir, 'cni.sock')]) {
+      expect(existsSync(gone), gone).toBe(false);
+    }
+  });
+});
