@@ -93,6 +93,8 @@ export interface AgentHooks {
 
 const SPOOL_DRAIN_INTERVAL_MS = 30_000;
 const LEASE_GC_INTERVAL_MS = 5 * 60_000;
+/** How long stop waits for background work (a firewall check behind the xtables lock: `-w 5`). */
+const STOP_BACKGROUND_WAIT_MS = 8_000;
 /**
  * How long a start waits for its first list of Nodes before it serves ADD with the pod CIDRs it
  * remembers (sooner when the list fails). Not at once: with the API up, pods wait the moment it
@@ -146,6 +148,7 @@ export class Agent {
     fallback: true,
   };
   private readonly timers: NodeJS.Timeout[] = [];
+  private readonly inFlight = new Set<Promise<void>>();
   private busyKeys: ReadonlySet<string> = new Set();
   private waitingFor: string | undefined = 'the first reconcile';
   /** Publishes the CNI config list once its binaries run (created at the first publication). */
@@ -594,7 +597,7 @@ export class Agent {
       'trellis agent ready',
     );
     this.nodeStatus?.networkUpFor(self);
-    void this.collectLeases();
+    this.track(this.collectLeases());
     this.every(
       READY_MARK_REFRESH_MS,
       async () => {
@@ -787,9 +790,24 @@ export class Agent {
     });
   }
 
+  /** Work started in the background (periodic tasks, the lease collection): stop waits for it. */
+  private track(work: Promise<unknown>): void {
+    const p = work.then(
+      () => undefined,
+      () => undefined,
+    );
+    this.inFlight.add(p);
+    void p.finally(() => this.inFlight.delete(p));
+  }
+
   private every(ms: number, fn: () => Promise<unknown>, runNow: boolean): void {
     const run = (): void => {
-      fn().catch((err: unknown) => this.log.warn({ error: (err as Error).message }, 'periodic task failed'));
+      if (this.abort.signal.aborted) return;
+      this.track(
+        fn().catch((err: unknown) =>
+          this.log.warn({ error: (err as Error).message }, 'periodic task failed'),
+        ),
+      );
     };
     if (runNow) run();
     const t = setInterval(run, ms);
@@ -807,6 +825,19 @@ export class Agent {
     await this.controller?.done;
     await this.informer?.done;
     await this.deleter?.drain();
+    // A firewall check or a periodic task still running could write after the locks are released
+    // (an accept inserted once uninstall has removed them all): waited for, within reason.
+    const background = Promise.all([this.forwardFirewall?.stop(), ...this.inFlight]);
+    let waited: NodeJS.Timeout | undefined;
+    const late = await Promise.race([
+      background.then(() => false),
+      new Promise<boolean>((r) => {
+        waited = setTimeout(() => r(true), STOP_BACKGROUND_WAIT_MS);
+      }),
+    ]);
+    clearTimeout(waited);
+    if (late)
+      this.log.warn({ waitedMs: STOP_BACKGROUND_WAIT_MS }, 'stopping with background work still running');
     this.host?.close();
     this.lock?.release();
     this.log.info('trellis agent stopped');

@@ -86,6 +86,7 @@ export class ForwardFirewallWatch {
   private reported = '[]';
   private reportedVxlan = '[]';
   private reportedIneffective = '';
+  private stopped = false;
   private running: Promise<void> | undefined;
 
   constructor(deps: ForwardFirewallDeps) {
@@ -96,9 +97,18 @@ export class ForwardFirewallWatch {
     return this.current;
   }
 
+  /**
+   * No write after the one under way (if any), which it resolves after: the agent stops, and releases
+   * the locks `uninstall` waits on only then; a check may not insert after that.
+   */
+  stop(): Promise<void> {
+    this.stopped = true;
+    return this.running ?? Promise.resolve();
+  }
+
   /** One check for these pod CIDRs; a check still running is awaited instead of a second one. */
   check(podCIDRs: readonly string[]): Promise<void> {
-    if (podCIDRs.length === 0) return Promise.resolve();
+    if (podCIDRs.length === 0 || this.stopped) return Promise.resolve();
     this.running ??= this.run(podCIDRs).finally(() => {
       this.running = undefined;
     });
@@ -191,6 +201,7 @@ export class ForwardFirewallWatch {
     }
     const moved: string[] = [];
     for (const at of misplaced) {
+      if (this.stopped) return blocks;
       try {
         await write(deleteCommand(at));
         moved.push(describeRule(at));
@@ -199,6 +210,7 @@ export class ForwardFirewallWatch {
       }
     }
     for (const cmd of distinctAccepts(insert)) {
+      if (this.stopped) return blocks;
       try {
         await write(cmd);
         inserted.push(commandText(cmd));
@@ -250,6 +262,7 @@ export class ForwardFirewallWatch {
     if (stale.length === 0) return false;
     const removed: string[] = [];
     for (const at of stale) {
+      if (this.stopped) break;
       try {
         await write(deleteCommand(at));
         removed.push(describeRule(at));

@@ -17,11 +17,23 @@ export class NodeHarness {
     this.podCIDRs = podCIDRs;
   }
 
-  /** `prepare` runs in the new host namespace's name before the agent starts there. */
-  async start(extraArgs: string[] = [], prepare?: (host: string) => void): Promise<void> {
+  /**
+   * `prepare` runs in the new host namespace's name before the agent starts there; `env` is added to
+   * the agent's environment (a PATH that finds a stand-in tool first).
+   */
+  async start(
+    extraArgs: string[] = [],
+    prepare?: (host: string) => void,
+    env?: Record<string, string>,
+  ): Promise<void> {
     this.host = this.pool.add('host');
     prepare?.(this.host.name);
-    this.agent = startAgent({ ns: this.host.name, podCIDRs: this.podCIDRs, extraArgs });
+    this.agent = startAgent({
+      ns: this.host.name,
+      podCIDRs: this.podCIDRs,
+      extraArgs,
+      ...(env === undefined ? {} : { env }),
+    });
     await this.agent.ready();
   }
 

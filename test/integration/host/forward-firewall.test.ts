@@ -1,3 +1,7 @@
+import { execFileSync } from 'node:child_process';
+import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
 import { builtSkipReason } from '../../support/cni-driver.ts';
 import { ip, netnsSkipReason, nsExec, nsPing, type TestNetns } from '../../support/netns.ts';
@@ -159,6 +163,44 @@ describe.skipIf(skip !== undefined)(skip === undefined ? title : `${title} (skip
     const inserts = node.agent.logs.filter((l) => String(l.msg).startsWith('the host firewall dropped'));
     expect(inserts).toHaveLength(1);
     expect(inserts[0]!.stillBlocked).toBeUndefined();
+  });
+
+  it('SIGTERM while an accept is being inserted: the agent exits only once the insert is done, never leaving it to run after', async () => {
+    // Behind the xtables lock (kube-proxy holding it, `-w 5`) an insert can take seconds; an agent that
+    // released its locks meanwhile let `uninstall` run and the insert land after it. Here the stand-in
+    // nft takes 2 s for each rule it adds.
+    const bin = mkdtempSync(join(tmpdir(), 'trl-slow-nft-'));
+    const real = execFileSync('sh', ['-c', 'command -v nft'], { encoding: 'utf8' }).trim();
+    const marks = join(bin, 'marks');
+    writeFileSync(
+      join(bin, 'nft'),
+      `#!/bin/sh
+case "$*" in
+  *"insert rule"*|*"add rule"*) echo start >> ${marks}; sleep 2; ${real} "$@"; rc=$?; echo done >> ${marks}; exit $rc ;;
+esac
+exec ${real} "$@"
+`,
+      { mode: 0o755 },
+    );
+    try {
+      node = new NodeHarness();
+      await node.start(
+        [],
+        (host) => {
+          for (const tool of TOOLS) nsExec(host, tool, ['-P', 'FORWARD', 'DROP']);
+        },
+        { PATH: `${bin}:${process.env.PATH ?? ''}` },
+      );
+      await until('an insert under way', 10_000, () => existsSync(marks));
+      const stopped = node.agent.stop();
+      await stopped;
+      // Exited: every insert it started had finished by then.
+      const m = readFileSync(marks, 'utf8').trim().split('\n');
+      expect(m.filter((l) => l === 'start').length).toBe(m.filter((l) => l === 'done').length);
+      expect(node.agent.logs.some((l) => l.msg === 'trellis agent stopped')).toBe(true);
+    } finally {
+      rmSync(bin, { recursive: true, force: true });
+    }
   });
 
   it("an operator's own drop of the pod CIDR is left alone: reported, nothing inserted", async () => {
