@@ -8,10 +8,18 @@ import { staleLeases } from './lease-gc.ts';
 
 /**
  * Deletes the host veths of these (released) leases, off the critical path: exactly those, never
- * "every veth but the others", which would take a veth an ADD made meanwhile.
+ * "every veth but the others", which would take a veth an ADD made meanwhile; and none whose
+ * attachment has a lease again by the time the links are listed (a runtime reusing a container ID:
+ * its ADD made the veth anew under the same name).
  */
 export async function removeAttachments(datapath: DatapathDeps, leases: readonly Lease[]): Promise<void> {
-  await removeHostVeths(datapath, new Set(leases.map((l) => hostVethName(l.containerId, l.ifname))));
+  const keys = new Map(leases.map((l) => [hostVethName(l.containerId, l.ifname), l]));
+  await removeHostVeths(datapath, new Set(keys.keys()), (name) => {
+    const l = keys.get(name);
+    return (
+      l !== undefined && datapath.ipam.get({ containerId: l.containerId, ifname: l.ifname }) !== undefined
+    );
+  });
 }
 
 /**

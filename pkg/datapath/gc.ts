@@ -108,15 +108,19 @@ export async function removeHostVethsExcept(
   );
 }
 
-/** Deletes exactly these trellis host veths, where they exist (scheduled off the critical path). */
+/**
+ * Deletes exactly these trellis host veths, where they exist (scheduled off the critical path), but
+ * none `spare` names once the links are listed: an ADD meanwhile may have made one anew.
+ */
 export async function removeHostVeths(
   deps: Pick<DatapathDeps, 'host' | 'deleter'>,
   names: ReadonlySet<string>,
+  spare: (name: string) => boolean = () => false,
 ): Promise<string[]> {
   const links = await deps.host.listLinks();
   return scheduleDeletions(
     deps,
-    links.filter((l) => names.has(l.name)),
+    links.filter((l) => names.has(l.name) && !spare(l.name)),
   );
 }
 

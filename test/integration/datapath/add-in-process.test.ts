@@ -216,6 +216,35 @@ describe.skipIf(netnsSkipReason !== undefined)('addAttachment (root, real namesp
     }
   }
 
+  it('the lease collector keeps the veth of the same container added again while the links were listed (a runtime reusing its ID)', async () => {
+    const { host, deps } = setUp(true, ['10.244.1.0/24']);
+    const add = () =>
+      addAttachment(deps, { containerId: 'reused', ifname: 'eth0', netns: pool.add('p').path, mtu: 1500 });
+    await add();
+    const old = deps.ipam.get({ containerId: 'reused', ifname: 'eth0' })!;
+    let added = false;
+    const racing: DatapathDeps = {
+      ...deps,
+      host: Object.assign(Object.create(deps.host) as NetlinkHandle, {
+        listLinks: async () => {
+          if (!added) {
+            added = true;
+            // The old pair is still there (not ours to delete yet): the ADD replaces it, as a stale one.
+            await add();
+          }
+          return deps.host.listLinks();
+        },
+      }),
+    };
+    deps.ipam.release(old);
+    await removeAttachments(racing, [old]);
+    expect(added).toBe(true);
+    await deps.deleter.drain();
+    const links = ipJson<IpLink[]>(host.name, 'link', 'show').map((l) => l.ifname);
+    expect(links).toContain(hostVethName('reused', 'eth0'));
+    expect(deps.ipam.get({ containerId: 'reused', ifname: 'eth0' })).toBeDefined();
+  });
+
   it.skipIf(immutableSkip !== undefined)(
     `GC goes on past a lease the store cannot release, then reports it (CNI 1.1)${immutableSkip === undefined ? '' : ` (skipped: ${immutableSkip})`}`,
     async () => {
