@@ -32,6 +32,7 @@ import {
   ownAccepts,
   planAccepts,
   rulesWithChains,
+  undecidedChains,
   VXLAN_NOTE,
   type VxlanInBlock,
   type VxlanInKind,
@@ -49,6 +50,11 @@ export interface ForwardFirewallState {
   blocks: ForwardBlock[];
   /** Input chains that drop the VXLAN packets of the nodes this node tunnels to (reported, never fixed). */
   vxlanBlocks?: VxlanInBlock[];
+  /**
+   * Forward chains whose fate for the pods' packets the check cannot tell (a rule it cannot read):
+   * neither reported as dropping nor known to let them through. Absent when none.
+   */
+  undecided?: string[];
   /** Why the last read failed (the blocks are then the last known); absent when it worked. */
   error?: string;
   /** The agent does not look (--firewall-check-seconds 0). */
@@ -86,6 +92,7 @@ export class ForwardFirewallWatch {
   private reported = '[]';
   private reportedVxlan = '[]';
   private reportedIneffective = '';
+  private reportedUndecided = '';
   private stopped = false;
   private running: Promise<void> | undefined;
 
@@ -119,6 +126,7 @@ export class ForwardFirewallWatch {
   private async run(podCIDRs: readonly string[]): Promise<void> {
     let blocks: ForwardBlock[];
     let vxlanBlocks: VxlanInBlock[];
+    let undecided: string[];
     let vxlan: VxlanInKind[] = [];
     try {
       if (this.deps.vxlan !== undefined) vxlan = await this.deps.vxlan();
@@ -129,6 +137,7 @@ export class ForwardFirewallWatch {
       }
       blocks = forwardBlocks(rs, podCIDRs);
       vxlanBlocks = vxlanInputBlocks(rs, vxlan);
+      undecided = undecidedChains(rs, podCIDRs);
       this.deps.onTables?.(tablesOf(rs, blocks, vxlanBlocks));
       // A drop that names the pods is the operator's: reported below, never lifted.
       if (this.deps.write !== undefined && blocks.some((b) => b.targeted !== true))
@@ -144,7 +153,13 @@ export class ForwardFirewallWatch {
       this.current = { ...this.current, error };
       return;
     }
-    this.current = { checkedAt: new Date().toISOString(), blocks, vxlanBlocks };
+    this.current = {
+      checkedAt: new Date().toISOString(),
+      blocks,
+      vxlanBlocks,
+      ...(undecided.length === 0 ? {} : { undecided }),
+    };
+    this.reportUndecided(undecided);
     this.reportVxlan(vxlanBlocks, vxlan);
     const key = JSON.stringify(blocks.map(describeBlock));
     if (key === this.reported) return;
@@ -234,6 +249,18 @@ export class ForwardFirewallWatch {
         : 'the host firewall drops pod traffic this node forwards, and the accept rules trellis inserted did not let all of it through',
     );
     return after;
+  }
+
+  /** Says (at info, once per distinct set) which forward chains the check cannot judge. */
+  private reportUndecided(chains: readonly string[]): void {
+    const key = chains.join();
+    if (key === this.reportedUndecided) return;
+    this.reportedUndecided = key;
+    if (chains.length === 0) return;
+    this.deps.log.info(
+      { chains },
+      "the host firewall's forward chains hold rules trellis cannot judge (a queue, a chain it did not read, an unknown target): whether they let pod traffic through is not checked there",
+    );
   }
 
   /** Says once (per distinct set) that accepts of ours are in place and the packets still dropped. */

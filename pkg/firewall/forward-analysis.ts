@@ -296,6 +296,22 @@ export function forwardBlocks(rs: ForwardRuleset, podCIDRs: readonly string[]): 
   return blocks;
 }
 
+/**
+ * The forward base chains whose fate for some of the pods' packets the walk cannot tell (a rule it
+ * cannot read: a queue, a chain it did not fetch, a target it does not know), each once: not a
+ * block, but not known to let the packets through either.
+ */
+export function undecidedChains(rs: ForwardRuleset, podCIDRs: readonly string[]): string[] {
+  const out = new Set<string>();
+  for (const kind of packetKinds(podCIDRs)) {
+    for (const chain of rs.baseChains) {
+      if (!applies(chain, kind.family)) continue;
+      if (walk(rs, chain, (m) => matchExpr(m, kind)).kind === 'undecided') out.add(chainKey(chain));
+    }
+  }
+  return [...out].sort();
+}
+
 /** The packets each walk asks about: per pod CIDR, from the pods and to them (the reader follows a jump that certainly applies to one). */
 export function packetKinds(podCIDRs: readonly string[]): PacketKind[] {
   return podCIDRs.flatMap((podCIDR) =>

@@ -20,6 +20,7 @@ export {
   type PacketKind,
   packetKinds,
   ruleMatches,
+  undecidedChains,
 } from './forward-analysis.ts';
 export { IptablesSaveError, parseIptablesSave, splitSaveLine } from './iptables-save.ts';
 export { hostLegacyIptables } from './legacy-host.ts';

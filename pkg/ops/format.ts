@@ -31,14 +31,22 @@ function firewallText(f: NonNullable<StatusView['forwardFirewall']>): string {
   if (f.off === true) return 'not checked (--firewall-check-seconds 0)';
   if (f.checkedAt === undefined) return f.error === undefined ? 'not checked yet' : `unreadable: ${f.error}`;
   const vxlan = f.vxlanBlocks ?? [];
-  if (f.blocks.length === 0 && vxlan.length === 0) return `lets pod traffic through (checked ${f.checkedAt})`;
+  const unjudged =
+    f.undecided === undefined || f.undecided.length === 0
+      ? ''
+      : `; cannot judge ${f.undecided.join(', ')} (rules it cannot read)`;
+  if (f.blocks.length === 0 && vxlan.length === 0) {
+    return unjudged === ''
+      ? `lets pod traffic through (checked ${f.checkedAt})`
+      : `no drop of pod traffic found (checked ${f.checkedAt})${unjudged}`;
+  }
   const parts: string[] = [];
   const chains = (bs: readonly { chain: string }[]): string =>
     [...new Set(bs.map((b) => b.chain))].join(', ');
   if (f.blocks.length > 0) parts.push(`DROPS pod traffic in ${chains(f.blocks)}`);
   if (vxlan.length > 0)
     parts.push(`DROPS VXLAN (UDP ${vxlan[0]!.port}) from tunnelled nodes in ${chains(vxlan)}`);
-  return `${parts.join('; ')} (checked ${f.checkedAt}; trellis-agent doctor gives the fix)`;
+  return `${parts.join('; ')} (checked ${f.checkedAt}; trellis-agent doctor gives the fix)${unjudged}`;
 }
 
 export function formatStatus(s: StatusView): string {

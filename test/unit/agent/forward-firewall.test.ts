@@ -143,6 +143,18 @@ describe('ForwardFirewallWatch', () => {
     });
   });
 
+  it('a chain it cannot judge (a queue) is in the state and said once at info, not reported as a drop', async () => {
+    const queued: ForwardRuleset = {
+      baseChains: [{ family: 'ip', table: 'filter', name: 'FORWARD', policy: 'drop', prio: 0 }],
+      rules: new Map([['ip filter FORWARD', [{ handle: 1, expr: [{ queue: { num: 100 } }] }]]]),
+    };
+    const { watch, lines } = setup(async () => queued);
+    await watch.check(POD_CIDRS);
+    await watch.check(POD_CIDRS);
+    expect(watch.state()).toMatchObject({ blocks: [], undecided: ['ip filter FORWARD'] });
+    expect(lines.map((l) => [l.level, l.chains])).toEqual([[30, ['ip filter FORWARD']]]);
+  });
+
   it('a check while one runs shares it; no pod CIDRs yet: nothing read', async () => {
     let reads = 0;
     let release: () => void = () => {};

@@ -15,6 +15,7 @@ import {
   parseForwardBaseChains,
   planAccepts,
   type Rule,
+  undecidedChains,
 } from '../../../pkg/firewall/index.ts';
 
 /** Expressions as `nft -j` prints them (iptables-nft's rules included). */
@@ -296,6 +297,12 @@ describe('forwardBlocks: which forward chains of the host firewall drop pod traf
     expect(forwardBlocks(queued, [V4])).toEqual([]);
     const unread = ruleset([ipFilterForward('drop')], { 'ip filter FORWARD': [[jump('ELSEWHERE')]] });
     expect(forwardBlocks(unread, [V4])).toEqual([]);
+    // Neither is known to let the packets through: named, for status and the log.
+    expect(undecidedChains(queued, [V4])).toEqual(['ip filter FORWARD']);
+    expect(undecidedChains(unread, [V4])).toEqual(['ip filter FORWARD']);
+    expect(undecidedChains(ruleset([ipFilterForward('drop')], { 'ip filter FORWARD': [] }), [V4])).toEqual(
+      [],
+    );
     const cycle = ruleset([ipFilterForward('accept')], {
       'ip filter FORWARD': [[jump('A')]],
       'ip filter A': [[jump('A')]],
