@@ -256,6 +256,12 @@ async function main(argv: string[]): Promise<number> {
     await observer.stop().catch(() => {});
     return 1;
   }
+  // Heard from here on: a SIGTERM while the agent starts (its pod deleted at once) stops it as one
+  // after the start would, in-flight calls finished, rather than killing it halfway.
+  const signalled = new Promise<NodeJS.Signals>((resolve) => {
+    process.once('SIGTERM', () => resolve('SIGTERM'));
+    process.once('SIGINT', () => resolve('SIGINT'));
+  });
   try {
     await agent.start();
     await observer.start();
@@ -265,10 +271,7 @@ async function main(argv: string[]): Promise<number> {
     await agent.stop().catch(() => {});
     return 1;
   }
-  const signal = await new Promise<NodeJS.Signals>((resolve) => {
-    process.once('SIGTERM', () => resolve('SIGTERM'));
-    process.once('SIGINT', () => resolve('SIGINT'));
-  });
+  const signal = await signalled;
   log.info({ signal }, 'stopping: finishing in-flight CNI calls; routes, config and rules stay in place');
   trim.stop();
   await observer.stop();
