@@ -575,7 +575,10 @@ export class Agent {
       const block = await this.publisher.publish(this.mtu);
       if (block !== undefined) {
         this.waitingFor = describePublishBlock(block, config.cniBinDir);
-        return;
+        // Before the first publication it keeps the node from being ready; after it, the list in
+        // place stays, the problem shows in status and doctor (cniBinaryProblems), and the node's
+        // condition is still kept up to date below.
+        if (!this.ready) return;
       }
     }
     if (this.ready) {

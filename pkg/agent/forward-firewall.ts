@@ -91,7 +91,7 @@ export class ForwardFirewallWatch {
   private current: ForwardFirewallState = { blocks: [] };
   private reported = '[]';
   private reportedVxlan = '[]';
-  private reportedIneffective = '';
+  private reportedUnanswered = '';
   private reportedUndecided = '';
   private stopped = false;
   private running: Promise<void> | undefined;
@@ -209,11 +209,9 @@ export class ForwardFirewallWatch {
   ): Promise<ForwardBlock[]> {
     const inserted: string[] = [];
     const errors: string[] = [];
-    const { insert, misplaced, ineffective } = planAccepts(rs, blocks);
-    if (insert.length === 0) {
-      this.reportIneffective(ineffective);
-      return blocks;
-    }
+    const { insert, misplaced, ineffective, unanswerable } = planAccepts(rs, blocks);
+    this.reportUnanswered(ineffective, unanswerable);
+    if (insert.length === 0) return blocks;
     const moved: string[] = [];
     for (const at of misplaced) {
       if (this.stopped) return blocks;
@@ -242,7 +240,6 @@ export class ForwardFirewallWatch {
         ...(moved.length === 0 ? {} : { movedFrom: moved }),
         ...(errors.length === 0 ? {} : { errors }),
         ...(still.length === 0 ? {} : { stillBlocked: still.map(describeBlock) }),
-        ...(ineffective.length === 0 ? {} : { ineffective: ineffective.map(describeBlock) }),
       },
       still.length === 0
         ? 'the host firewall dropped pod traffic this node forwards; inserted rules that accept it (--no-accept-forward: report only)'
@@ -263,16 +260,32 @@ export class ForwardFirewallWatch {
     );
   }
 
-  /** Says once (per distinct set) that accepts of ours are in place and the packets still dropped. */
-  private reportIneffective(blocks: readonly ForwardBlock[]): void {
-    if (blocks.length === 0) return;
-    const key = JSON.stringify(blocks.map(describeBlock));
-    if (key === this.reportedIneffective) return;
-    this.reportedIneffective = key;
-    this.deps.log.warn(
-      { stillBlocked: blocks.map(describeBlock), fix: [...new Set(blocks.map(fixCommand))] },
-      "the host firewall drops pod traffic this node forwards although trellis's accept rules are in place: a rule before them sends the packets elsewhere; not inserting more (accept the pod CIDRs where that rule sends them)",
-    );
+  /**
+   * Says once (per distinct set) what trellis leaves to the operator: drops its accepts in place do
+   * not lift, and policy drops reached through a goto or return.
+   */
+  private reportUnanswered(
+    ineffective: readonly ForwardBlock[],
+    unanswerable: readonly ForwardBlock[],
+  ): void {
+    const key = JSON.stringify([ineffective.map(describeBlock), unanswerable.map(describeBlock)]);
+    if (key === this.reportedUnanswered) return;
+    this.reportedUnanswered = key;
+    if (ineffective.length > 0) {
+      this.deps.log.warn(
+        { stillBlocked: ineffective.map(describeBlock), fix: [...new Set(ineffective.map(fixCommand))] },
+        "the host firewall drops pod traffic this node forwards although trellis's accept rules are in place; not inserting more",
+      );
+    }
+    if (unanswerable.length > 0) {
+      this.deps.log.warn(
+        {
+          blocked: unanswerable.map(describeBlock),
+          after: unanswerable.map((b) => describeRule(b.exit!)),
+        },
+        "the host firewall's policy drops pod traffic this node forwards after a goto or return sends it there: trellis does not insert an accept (before that rule it would come ahead of the rules it leads to); accept the pod CIDRs in the chain the goto leads to, or before the return",
+      );
+    }
   }
 
   /** Deletes our accepts of pod CIDRs the node no longer has (its pod CIDRs changed); true when any went. */

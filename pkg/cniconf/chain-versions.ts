@@ -59,7 +59,11 @@ export async function pluginVersions(path: string, opts: VersionProbeOptions = {
   }
   try {
     const run = await runVersion(path, fd, opts.mountNs, timeoutMs, opts.nsenter ?? 'nsenter');
-    if ('spawnError' in run) return { problem: `cannot be run: ${run.spawnError}` };
+    if ('spawnError' in run) {
+      // nsenter itself missing: the namespace cannot be entered, which is no binary's fault.
+      if (fd !== undefined) throw new MountNsUnreachable(`nsenter cannot be run: ${run.spawnError}`);
+      return { problem: `cannot be run: ${run.spawnError}` };
+    }
     // nsenter names the binary by its fd; the operator knows it by its path.
     const stderr = run.stderr.replaceAll(`/proc/self/fd/${BINARY_FD}`, path);
     if (opts.mountNs !== undefined && run.code === 1 && NSENTER_FAILED.test(stderr)) {

@@ -2,12 +2,12 @@
  * The rules trellis inserts into another program's forward chain when that chain drops its pods'
  * traffic by default (flannel's and Calico's answer to Docker's FORWARD policy DROP): one accept per
  * blocked (pod CIDR, direction), matching the node's own pod CIDR only, placed right before the
- * catch-all rule that drops (or, where the policy drops, at the end of the chain or before a goto or
- * return that would skip the end), so the operator's earlier rules (DOCKER-USER's among them) still
- * come first. A drop that names the pods is never lifted. Each carries ACCEPT_COMMENT, by which the
- * agent finds them again (planAccepts: never a second in one place), drops those of a pod CIDR the
- * node no longer has, and `uninstall` removes them. Pure: commands out (nft's argv, or legacy
- * iptables' for a chain nft cannot see).
+ * catch-all rule that drops (or at the end of a chain whose policy drops), so the operator's earlier
+ * rules (DOCKER-USER's among them) still come first. A drop that names the pods is never lifted, nor
+ * a policy reached through a goto or return (no place there is both reached and after the operator's
+ * rules). Each carries ACCEPT_COMMENT, by which the agent finds them again (planAccepts: never a
+ * second in one place), drops those of a pod CIDR the node no longer has, and `uninstall` removes
+ * them. Pure: commands out (nft's argv, or legacy iptables' for a chain nft cannot see).
  */
 import { canonicalCidr } from '../ip/index.ts';
 import type { ForwardBlock } from './forward-analysis.ts';
@@ -39,8 +39,7 @@ export const ACCEPT_COMMENT = 'trellis: the pods of this node';
 export function acceptCommand(block: ForwardBlock): FirewallCommand {
   const chain = acceptChain(block);
   const from = block.direction === 'from-pods';
-  // Before the rule that drops; for a policy, before the goto or return that would skip the end.
-  const before = block.rule ?? block.before;
+  const before = block.rule;
   if (isLegacy(chain.family)) {
     const where = before === undefined ? ['-A', chain.name] : ['-I', chain.name, String(before.handle)];
     return {
@@ -78,7 +77,7 @@ export function acceptCommand(block: ForwardBlock): FirewallCommand {
 export function distinctAccepts(blocks: readonly ForwardBlock[]): FirewallCommand[] {
   const seen = new Map<string, FirewallCommand>();
   // Later rules first: a legacy insert shifts the positions of the rules after it, never before.
-  const at = (b: ForwardBlock): number => (b.rule ?? b.before)?.handle ?? 0;
+  const at = (b: ForwardBlock): number => b.rule?.handle ?? 0;
   const ordered = [...blocks].sort((a, b) => at(b) - at(a));
   for (const b of ordered) {
     if (b.targeted === true) continue;
@@ -108,6 +107,11 @@ export interface AcceptPlan {
    * every change of the table would stack them up without end).
    */
   ineffective: ForwardBlock[];
+  /**
+   * Policy drops reached through a goto or return (ForwardBlock.exit): no place for an accept that is
+   * reached and still comes after the operator's rules. Reported with where to accept them instead.
+   */
+  unanswerable: ForwardBlock[];
 }
 
 /**
@@ -116,9 +120,13 @@ export interface AcceptPlan {
  * it must precede (misplaced), or one in place that does not help (ineffective).
  */
 export function planAccepts(rs: ForwardRuleset, blocks: readonly ForwardBlock[]): AcceptPlan {
-  const plan: AcceptPlan = { insert: [], misplaced: [], ineffective: [] };
+  const plan: AcceptPlan = { insert: [], misplaced: [], ineffective: [], unanswerable: [] };
   for (const b of blocks) {
     if (b.targeted === true) continue;
+    if (b.exit !== undefined) {
+      plan.unanswerable.push(b);
+      continue;
+    }
     const chain = acceptChain(b);
     const rules = rs.rules.get(chainKey(chain)) ?? [];
     const field = b.direction === 'from-pods' ? 'saddr' : 'daddr';
@@ -130,7 +138,7 @@ export function planAccepts(rs: ForwardRuleset, blocks: readonly ForwardBlock[])
       plan.insert.push(b);
       continue;
     }
-    const target = b.rule ?? b.before;
+    const target = b.rule;
     const targetIndex = target === undefined ? -1 : rules.findIndex((r) => r.handle === target.handle);
     // Only when every one of ours is late: deleting legacy rules by their options removes the first
     // that matches, which could be an earlier one of ours.

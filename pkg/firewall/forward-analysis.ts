@@ -45,11 +45,12 @@ export interface ForwardBlock extends PacketKind {
    */
   rule?: { chain: ChainRef; handle: number; spec?: readonly string[] };
   /**
-   * A policy drop only: the first rule of the base chain that can send the packets on without coming
-   * back (a goto or a return that applies or may apply): an accept appended after it might never be
-   * reached, so it goes right before it.
+   * A policy drop only: the rule of the base chain (a goto or a return that certainly applies) after
+   * which the policy decides without the rest of the chain. An accept appended at the end would never
+   * be reached, and one put before it would come before the rules it leads to (the operator's): the
+   * block is reported, not answered.
    */
-  before?: { chain: ChainRef; handle: number; spec?: readonly string[] };
+  exit?: { chain: ChainRef; handle: number; spec?: readonly string[] };
   /**
    * The rule names the pods (their addresses or their veths): an operator's choice, which trellis
    * reports and never overrides. A catch-all drop or reject (no such match) is the firewall's default.
@@ -79,7 +80,7 @@ function xtOf(e: Record<string, unknown>): { match: boolean; name: string } | un
   const xt = e.xt as { type?: unknown; name?: unknown } | null | undefined;
   if (xt === undefined) return undefined;
   // nft before 1.0.6 prints every xt extension as `"xt": null`, match or target: judged as a match
-  // that may hold (verdictOf takes a rule with no other verdict as an unknown target).
+  // that may hold, or in a rule with no verdict of its own as its target (ruleMatchesWith, verdictOf).
   if (xt === null || typeof xt.name !== 'string') return { match: true, name: UNKNOWN_XT };
   return { match: xt.type === 'match', name: xt.name };
 }
@@ -155,10 +156,14 @@ export function ruleMatches(rule: Rule, kind: PacketKind): Match {
 /** Whether a rule's matches certainly hold for the packets `judge` knows (statements and verdicts aside). */
 export function ruleMatchesWith(rule: Rule, judge: Judge): Match {
   let result: Match = 'always';
+  // nft < 1.0.6's `xt: null` in a rule without a verdict of its own is taken as its target (an
+  // iptables -j REJECT), not as a match: verdictOf makes it 'other', so the walk cannot call it clear.
+  const unknownIsTarget = !rule.expr.some((e) => VERDICTS.has(Object.keys(e)[0] ?? ''));
   for (const e of rule.expr) {
     const [key] = Object.keys(e);
     if (key === undefined || NEUTRAL.has(key) || VERDICTS.has(key)) continue;
     const xt = xtOf(e);
+    if (xt?.name === UNKNOWN_XT && unknownIsTarget) continue;
     if (xt !== undefined && (!xt.match || XT_NEUTRAL_MATCHES.has(xt.name))) continue;
     const m = key === 'match' ? judge(e.match as Record<string, unknown>) : 'maybe';
     if (m === 'never') return 'never';
@@ -255,14 +260,14 @@ export function walk(rs: ForwardRuleset, chain: ChainRef, judge: Judge, depth = 
 }
 
 /**
- * The first goto or return of a base chain that applies, or may apply, to the packets: after it the
- * policy decides without the rest of the chain (a goto's chain falls through to it, a return goes
- * straight to it).
+ * The first goto or return of a base chain that certainly applies to the packets: after it the policy
+ * decides without the rest of the chain (a goto's chain falls through to it, a return goes straight
+ * to it). One that may apply is passed over, as the walk passes over every rule it cannot judge.
  */
-function firstExit(rs: ForwardRuleset, chain: ChainRef, judge: Judge): ForwardBlock['before'] {
+function firstExit(rs: ForwardRuleset, chain: ChainRef, judge: Judge): ForwardBlock['exit'] {
   for (const rule of rs.rules.get(chainKey(chain)) ?? []) {
     const v = verdictOf(rule);
-    if ((v === 'goto' || v === 'return') && ruleMatchesWith(rule, judge) !== 'never') {
+    if ((v === 'goto' || v === 'return') && ruleMatchesWith(rule, judge) === 'always') {
       const ref = { family: chain.family, table: chain.table, name: chain.name };
       return { chain: ref, handle: rule.handle, ...(rule.spec === undefined ? {} : { spec: rule.spec }) };
     }
@@ -288,8 +293,8 @@ export function forwardBlocks(rs: ForwardRuleset, podCIDRs: readonly string[]): 
         const { by, rule, targeted } = r;
         blocks.push({ ...kind, chain: chainKey(chain), by, rule, ...(targeted ? { targeted: true } : {}) });
       } else if (r.kind === 'next' && chain.policy === 'drop') {
-        const before = firstExit(rs, chain, (m) => matchExpr(m, kind));
-        blocks.push({ ...kind, chain: chainKey(chain), by: 'policy drop', ...(before ? { before } : {}) });
+        const exit = firstExit(rs, chain, (m) => matchExpr(m, kind));
+        blocks.push({ ...kind, chain: chainKey(chain), by: 'policy drop', ...(exit ? { exit } : {}) });
       }
     }
   }

@@ -205,6 +205,14 @@ describe.skipIf(spawnSync('nsenter', ['--version']).status !== 0)(
         hostUnreachable: check.hostUnreachable,
       });
       expect(readFileSync(runs, 'utf8')).toBe('run\n');
+      // No nsenter at all: the same fallback, not every binary blamed.
+      const lost = new ChainVersionProbe({ mountNs: '/proc/self/ns/mnt', nsenter: join(dir, 'no-nsenter') });
+      writeFileSync(ok, `#!/bin/sh\necho '{"cniVersion":"1.0.0","supportedVersions":["1.0.0"]}'\n`);
+      expect(await lost.check([{ path: ok, chained: true }])).toEqual({
+        versions: ['1.0.0'],
+        problems: [],
+        hostUnreachable: 'nsenter cannot be run: ENOENT',
+      });
     });
   },
 );

@@ -241,55 +241,36 @@ describe('forwardBlocks: which forward chains of the host firewall drop pod traf
     expect(forwardBlocks(jumped, [V4])).toEqual([]);
   });
 
-  it('a policy drop names the first goto or return that may send the packets on: the accept goes before it', () => {
+  it('a policy drop reached through a goto or return that certainly applies names it (one that may apply is passed over)', () => {
     const rs = ruleset([ipFilterForward('drop')], {
-      'ip filter FORWARD': [
-        [conntrack, accept],
-        [ifname('iifname', 'eth0'), goto('ZONES')],
-        [ret],
-        [goto('ZONES')],
-      ],
+      'ip filter FORWARD': [[conntrack, accept], [ifname('iifname', 'eth0'), goto('ZONES')], [goto('ZONES')]],
       'ip filter ZONES': [[ifname('iifname', 'eth9'), accept]],
     });
-    const blocks = forwardBlocks(rs, [V4]);
     const forward = { family: 'ip', table: 'filter', name: 'FORWARD' };
-    // To the pods: may come in on eth0, so before rule 2. From them: in on their veths, never eth0: rule 3.
-    expect(blocks.map((b) => [b.direction, b.by, b.before])).toEqual([
+    expect(forwardBlocks(rs, [V4]).map((b) => [b.direction, b.by, b.exit])).toEqual([
       ['from-pods', 'policy drop', { chain: forward, handle: 3 }],
-      ['to-pods', 'policy drop', { chain: forward, handle: 2 }],
+      ['to-pods', 'policy drop', { chain: forward, handle: 3 }],
     ]);
-    expect(acceptCommand(blocks[1]!).args.slice(0, 7)).toEqual([
-      'insert',
-      'rule',
-      'ip',
-      'filter',
-      'FORWARD',
-      'position',
-      '2',
-    ]);
-    // Legacy iptables: -I at that rule's number.
-    const legacy = {
-      ...blocks[1]!,
-      before: { chain: { ...forward, family: 'iptables-legacy' as const }, handle: 2 },
-    };
-    expect(acceptCommand({ ...legacy, chain: 'iptables-legacy filter FORWARD' }).args.slice(0, 5)).toEqual([
-      '-w',
-      '5',
-      '-I',
-      'FORWARD',
-      '2',
-    ]);
+    // A return that may apply (a mark): passed over, the policy at the end answered as always.
+    const marked = ruleset([ipFilterForward('drop')], {
+      'ip filter FORWARD': [[{ match: { op: '==', left: { meta: { key: 'mark' } }, right: 1 } }, ret]],
+    });
+    expect(forwardBlocks(marked, [V4]).map((b) => b.exit)).toEqual([undefined, undefined]);
   });
 
   it("nft older than 1.0.6 prints iptables' extensions as xt null: judged as rules that may apply, never a crash", () => {
     const old = { xt: null };
     // Docker's FORWARD as nft 1.0.2 prints it: `-m conntrack ... -j ACCEPT` is [xt null, accept], passed
     // over as a match it cannot judge, as conntrack is on newer nft; the policy then drops.
-    const rs = ruleset([ipFilterForward('drop')], { 'ip filter FORWARD': [[old, accept], [old]] });
+    const rs = ruleset([ipFilterForward('drop')], { 'ip filter FORWARD': [[old, accept]] });
     expect(forwardBlocks(rs, [V4]).map((b) => [b.direction, b.by])).toEqual([
       ['from-pods', 'policy drop'],
       ['to-pods', 'policy drop'],
     ]);
+    // RHEL's final `-j REJECT` as [xt null]: its target, unknown, so the chain cannot be called clear.
+    const rhel = ruleset([ipFilterForward('accept')], { 'ip filter FORWARD': [[old]] });
+    expect(forwardBlocks(rhel, [V4])).toEqual([]);
+    expect(undecidedChains(rhel, [V4])).toEqual(['ip filter FORWARD']);
   });
 
   it('hands to user space (queue) or into a chain it did not read: undecided, not a block', () => {
@@ -467,37 +448,37 @@ describe('the accept rules trellis inserts', () => {
       expr: [addr('ip', field, V4), counter, accept],
       comment: ACCEPT_COMMENT,
     });
-    const gotoRule: Rule = { handle: 7, expr: [goto('ZONES')] };
-    const from: ForwardBlock = { ...policyBlock, before: { chain: forward, handle: 7 } };
-    const to: ForwardBlock = { ...from, direction: 'to-pods' };
+    const rejectRule: Rule = { handle: 7, expr: [reject] };
+    const byReject = {
+      ...policyBlock,
+      by: 'rule 7 in ip filter FORWARD: reject',
+      rule: { chain: forward, handle: 7 },
+    };
+    const from: ForwardBlock = byReject;
+    const to: ForwardBlock = { ...byReject, direction: 'to-pods' };
     const rs = (rules: Rule[]): ForwardRuleset => ({
-      baseChains: [ipFilterForward('drop')],
+      baseChains: [ipFilterForward('accept')],
       rules: new Map([['ip filter FORWARD', rules]]),
     });
+    const none = { insert: [], misplaced: [], ineffective: [], unanswerable: [] };
     // Nothing of ours yet: both inserted.
-    expect(planAccepts(rs([gotoRule]), [from, to])).toEqual({
-      insert: [from, to],
-      misplaced: [],
-      ineffective: [],
-    });
-    // Ours after the goto (appended by an older agent, or the goto came later): moved before it.
-    expect(planAccepts(rs([gotoRule, ours(8, 'saddr')]), [from, to])).toEqual({
+    expect(planAccepts(rs([rejectRule]), [from, to])).toEqual({ ...none, insert: [from, to] });
+    // Ours after the reject (the reject came later): moved before it.
+    expect(planAccepts(rs([rejectRule, ours(8, 'saddr')]), [from, to])).toEqual({
+      ...none,
       insert: [from, to],
       misplaced: [{ chain: forward, handle: 8 }],
-      ineffective: [],
     });
     // Ours before it and still dropped: nothing more is inserted, ever.
-    expect(planAccepts(rs([ours(5, 'saddr'), gotoRule]), [from, to])).toEqual({
+    expect(planAccepts(rs([ours(5, 'saddr'), rejectRule]), [from, to])).toEqual({
+      ...none,
       insert: [to],
-      misplaced: [],
       ineffective: [from],
     });
-    // The operator's own drop is never answered.
-    expect(planAccepts(rs([]), [{ ...from, targeted: true }])).toEqual({
-      insert: [],
-      misplaced: [],
-      ineffective: [],
-    });
+    // The operator's own drop is never answered; a policy behind a goto is left to the operator.
+    expect(planAccepts(rs([]), [{ ...from, targeted: true }])).toEqual(none);
+    const behindGoto: ForwardBlock = { ...policyBlock, exit: { chain: forward, handle: 3 } };
+    expect(planAccepts(rs([]), [behindGoto])).toEqual({ ...none, unanswerable: [behindGoto] });
   });
 
   it('one per place, family, direction and pod CIDR', () => {
