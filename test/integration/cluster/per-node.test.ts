@@ -182,6 +182,11 @@ describe.skipIf(skip !== undefined)(skip === undefined ? title : `${title} (skip
     for (const n of AGENTS) {
       await within(5000, `${n}: routes to ${q.name}`, () => stepsFor(since(added, n), q.name).length > 0);
       expect(hasRoute(tb, n, q.cidrs[0], q.v4) && hasRoute(tb, n, q.cidrs[1], q.v6)).toBe(true);
+      // Its pod CIDRs in the masquerade set too (coalesced 50 ms after the step): a deletion sooner
+      // would net out with the addition in one sync, and there would be no change to see.
+      await within(2000, `${n}: ${q.name}'s pod CIDRs in the masquerade set`, () =>
+        q.cidrs.every((c) => keptFromMasq(n, c)),
+      );
     }
     for (const n of AGENTS) nsSysctl(tb.node(n).ns, 'net.ipv4.nexthop_compat_mode', '0');
     try {
