@@ -1,4 +1,4 @@
-import { spawn } from 'node:child_process';
+import { type ChildProcess, spawn } from 'node:child_process';
 import { afterAll, describe, expect, it } from 'vitest';
 import { METRICS_CONNECTION_LIMITS } from '../../../pkg/observe/connection-limits.ts';
 import { type AgentProcess, removeAgentDir, startAgent } from '../../support/agent-process.ts';
@@ -14,6 +14,22 @@ import { ip, NetnsPool, netnsSkipReason, nsExec } from '../../support/netns.ts';
  */
 const skip = netnsSkipReason ?? builtSkipReason();
 const PORT = 19743;
+
+/** A Node.js program run in `ns`, its stdout piped to us. */
+function nodeIn(ns: string, program: string): ChildProcess {
+  return spawn('ip', ['netns', 'exec', ns, process.execPath, '-e', program], {
+    stdio: ['ignore', 'pipe', 'inherit'],
+  });
+}
+
+/** The "open N" lines a connection-holding program prints, as they come. */
+function withOpenCounts(child: ChildProcess): { child: ChildProcess; counts: number[] } {
+  const counts: number[] = [];
+  child.stdout!.setEncoding('utf8').on('data', (d: string) => {
+    for (const m of d.matchAll(/open (\d+)/g)) counts.push(Number(m[1]));
+  });
+  return { child, counts };
+}
 
 /**
  * In `ns`: opens `count` connections to addr:port and sends nothing; prints how many are still open
@@ -32,25 +48,16 @@ function holdConnections(ns: string, addr: string, count: number, holdMs: number
     setTimeout(() => console.log('open ' + open), ${holdMs});
     setTimeout(() => console.log('open ' + open), ${holdMs} + 7000);
   `;
-  const child = spawn('ip', ['netns', 'exec', ns, process.execPath, '-e', program], {
-    stdio: ['ignore', 'pipe', 'inherit'],
-  });
-  const counts: number[] = [];
-  child.stdout.setEncoding('utf8').on('data', (d: string) => {
-    for (const m of d.matchAll(/open (\d+)/g)) counts.push(Number(m[1]));
-  });
-  return { child, counts };
+  return withOpenCounts(nodeIn(ns, program));
 }
 
 /** GET path from inside `ns`; the status code, or the error. */
 function get(ns: string, url: string): Promise<string> {
   const program = `fetch(${JSON.stringify(url)}, { signal: AbortSignal.timeout(3000) }).then((r) => console.log(r.status), (e) => console.log(String(e.cause?.code ?? e)));`;
   return new Promise((resolve) => {
-    const child = spawn('ip', ['netns', 'exec', ns, process.execPath, '-e', program], {
-      stdio: ['ignore', 'pipe', 'inherit'],
-    });
+    const child = nodeIn(ns, program);
     let out = '';
-    child.stdout.setEncoding('utf8').on('data', (d: string) => {
+    child.stdout!.setEncoding('utf8').on('data', (d: string) => {
       out += d;
     });
     child.on('close', () => resolve(out.trim()));
@@ -74,14 +81,7 @@ function pipelineAndStall(ns: string, addr: string, count: number, pipelined: nu
     }
     setInterval(() => console.log('open ' + open), 1000);
   `;
-  const child = spawn('ip', ['netns', 'exec', ns, process.execPath, '-e', program], {
-    stdio: ['ignore', 'pipe', 'inherit'],
-  });
-  const counts: number[] = [];
-  child.stdout.setEncoding('utf8').on('data', (d: string) => {
-    for (const m of d.matchAll(/open (\d+)/g)) counts.push(Number(m[1]));
-  });
-  return { child, counts };
+  return withOpenCounts(nodeIn(ns, program));
 }
 
 /**
@@ -101,11 +101,9 @@ function pipelineAndRead(ns: string, addr: string, pipelined: number): Promise<n
     setTimeout(() => process.exit(3), 15000);
   `;
   return new Promise((resolve, reject) => {
-    const child = spawn('ip', ['netns', 'exec', ns, process.execPath, '-e', program], {
-      stdio: ['ignore', 'pipe', 'inherit'],
-    });
+    const child = nodeIn(ns, program);
     let out = '';
-    child.stdout.setEncoding('utf8').on('data', (d: string) => {
+    child.stdout!.setEncoding('utf8').on('data', (d: string) => {
       out += d;
     });
     child.on('close', () => {
