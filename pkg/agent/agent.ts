@@ -5,6 +5,7 @@ import { BackgroundDeleter } from '../datapath/background-deleter.ts';
 import { sweepOrphans } from '../datapath/gc.ts';
 import { KeyedMutex } from '../datapath/keyed-mutex.ts';
 import type { Family, NetlinkEventsPort, NetlinkHandle, NetnsPort, Subscription } from '../datapath/ports.ts';
+import { type PreparedOutcome, PreparedPairs } from '../datapath/prepared-pairs.ts';
 import type { DatapathDeps } from '../datapath/types.ts';
 import { errorText } from '../error-text.ts';
 import type { FirewallCommand, ForwardRuleset, VxlanInKind } from '../firewall/index.ts';
@@ -32,6 +33,7 @@ import { rebuildHeldLeases } from './lease-rebuild.ts';
 import { LinkCarrierWatch } from './link-carrier-watch.ts';
 import { LinkMtuWatch } from './link-mtu-watch.ts';
 import type { MtuChoice } from './mtu.ts';
+import { NetnsDirWatch } from './netns-dir-watch.ts';
 import { NodeStatusReporter } from './node-status.ts';
 import { type AgentRouteState, type AgentSnapshot, computeRouteState } from './operator-view.ts';
 import { CniConfigPublisher, describePublishBlock, detectMtu } from './publication.ts';
@@ -89,6 +91,8 @@ export interface AgentHooks {
   onPass?: (outcome: PassOutcome) => void;
   /** Leases released by the start-up sweep or the API-driven IPAM GC (metrics). */
   onLeasesReclaimed?: (reason: 'startup-sweep' | 'api-gc', count: number) => void;
+  /** What became of a veth pair prepared when a pod namespace appeared (metrics). */
+  onPreparedPair?: (outcome: PreparedOutcome) => void;
 }
 
 const SPOOL_DRAIN_INTERVAL_MS = 30_000;
@@ -123,6 +127,9 @@ export class Agent {
   private host: NetlinkHandle | undefined;
   private server: CniServer | undefined;
   private deleter: BackgroundDeleter | undefined;
+  /** Veth pairs made as pod namespaces appear in --netns-dir, and the watch of that directory. */
+  private prepared: PreparedPairs | undefined;
+  private netnsDirWatch: NetnsDirWatch | undefined;
   private informer: NodeInformer | undefined;
   /** The last failed list or watch of Nodes, for status and doctor. */
   private lastWatchFailure: { at: string; error: string } | undefined;
@@ -419,6 +426,7 @@ export class Agent {
     }
     this.controller.start(this.abort.signal);
     if (kube !== undefined) this.every(LEASE_GC_INTERVAL_MS, () => this.collectLeases(), false);
+    if (config.netnsDir !== '') this.prepareAsNamespacesAppear(config.netnsDir);
     if (this.remembered !== undefined) {
       const t = setTimeout(
         () => this.serveFromMemory(`no list of Nodes after ${REMEMBERED_NODE_GRACE_MS} ms`),
@@ -793,6 +801,34 @@ export class Agent {
     });
   }
 
+  /**
+   * Makes a pod's veth pair when its namespace is pinned in `dir`, while the runtime starts the CNI
+   * plugin (prepared-pairs.ts); only while ADD is served, for what ADD would give a pod now.
+   */
+  private prepareAsNamespacesAppear(dir: string): void {
+    const datapath = this.datapath!;
+    const ipam = this.ipam!;
+    const prepared = new PreparedPairs({
+      host: datapath.host,
+      netns: datapath.netns,
+      deleter: datapath.deleter,
+      settings: () =>
+        this.servesAdd() ? { mtu: this.mtu, ipv6: ipam.ranges().some((r) => r.includes(':')) } : undefined,
+      log: this.log.child({ component: 'cni' }),
+      onOutcome: this.hooks.onPreparedPair,
+    });
+    const watch = new NetnsDirWatch(
+      dir,
+      { appeared: (path) => prepared.prepare(path), removed: (path) => prepared.discard(path) },
+      this.log,
+    );
+    if (!watch.start()) return;
+    this.prepared = prepared;
+    this.netnsDirWatch = watch;
+    datapath.prepared = prepared;
+    this.log.info({ dir }, 'preparing veth pairs as pod namespaces appear');
+  }
+
   /** Work started in the background (periodic tasks, the lease collection): stop waits for it. */
   private track(work: Promise<unknown>): void {
     const p = work.then(
@@ -824,6 +860,9 @@ export class Agent {
     clearTimeout(this.graceTimer);
     for (const t of this.timers) clearInterval(t);
     for (const s of this.subscriptions) s.close();
+    // Pairs no ADD took go now (a call in flight makes its own); their deletions are drained below.
+    this.netnsDirWatch?.stop();
+    await this.prepared?.stop();
     await this.server?.close();
     await this.controller?.done;
     await this.informer?.done;

@@ -124,6 +124,7 @@ export function createCniService(deps: CniServiceDeps): {
         });
         fields.addresses = att.addresses.map((a) => a.address);
         fields.hostIf = att.host.name;
+        if (att.prepared === true) fields.preparedVeth = true;
         if (conf.prevResult !== undefined) fields.chained = true;
         return convertResult(
           appendToPrevResult(conf.prevResult, attachmentResult(att, conf.dns)),

@@ -26,6 +26,11 @@ export interface AgentConfig {
   cniSourceDir: string;
   /** The host's /proc as mounted in the agent's container, for /proc/PID/ns/net paths; '' = /proc is the host's. */
   hostProc: string;
+  /**
+   * Where the runtime pins pod network namespaces (/var/run/netns for containerd and CRI-O): a pod's
+   * veth pair is made when its namespace appears there, before its ADD (prepared-pairs.ts); '' = off.
+   */
+  netnsDir: string;
   mode: Mode;
   /** 0 = detect. */
   mtu: number;
@@ -100,6 +105,7 @@ const FLAGS = {
   'cni-bin-dir': { type: 'string' },
   'cni-source-dir': { type: 'string' },
   'host-proc': { type: 'string' },
+  'netns-dir': { type: 'string' },
   mode: { type: 'string' },
   mtu: { type: 'string' },
   'vxlan-vni': { type: 'string' },
@@ -139,6 +145,9 @@ flags (environment variable in brackets):
                              Debian's; loopback and portmap are copied only when the bin dir has none
   --host-proc DIR            the host's /proc mounted in the agent's container: a pod namespace given as
                              /proc/PID/ns/net (cri-dockerd) is opened there (default '': /proc is the host's)
+  --netns-dir DIR            where the runtime pins pod network namespaces (/var/run/netns for containerd
+                             and CRI-O): a pod's veth pair is made as soon as its namespace appears there,
+                             while the runtime starts the CNI plugin (default '': made by ADD)
   --mode auto|host-gw|vxlan  [TRELLIS_MODE] (default auto)
   --mtu N                    [TRELLIS_MTU] pod MTU, 0 = detect (default 0)
   --vxlan-vni N              [TRELLIS_VXLAN_VNI] VXLAN network identifier (default ${DEFAULTS.vxlanVni})
@@ -269,6 +278,7 @@ export function parseAgentConfig(
     cniBinDir: values['cni-bin-dir'] ?? DEFAULTS.cniBinDir,
     cniSourceDir: cniSource.raw ?? '',
     hostProc: values['host-proc'] ?? '',
+    netnsDir: values['netns-dir'] ?? '',
     mode,
     mtu,
     vxlanVni,
@@ -305,6 +315,11 @@ export function parseAgentConfig(
   if (config.hostProc !== '' && !config.hostProc.startsWith('/')) {
     throw new ConfigError(
       `--host-proc must be an absolute path or '', got ${JSON.stringify(config.hostProc)}`,
+    );
+  }
+  if (config.netnsDir !== '' && !config.netnsDir.startsWith('/')) {
+    throw new ConfigError(
+      `--netns-dir must be an absolute path or '', got ${JSON.stringify(config.netnsDir)}`,
     );
   }
   if (config.adminSocket !== '' && !config.adminSocket.startsWith('/')) {

@@ -10,6 +10,7 @@ import {
 } from '../cniconf/index.ts';
 import { isHostVethName } from '../datapath/names.ts';
 import { type NetlinkHandle, TRELLIS_ROUTE_PROTOCOL } from '../datapath/ports.ts';
+import { isPreparedName } from '../datapath/prepared-pairs.ts';
 import { errorText } from '../error-text.ts';
 import { removeReadyMark } from './ready-mark.ts';
 
@@ -224,7 +225,8 @@ export async function uninstallTrellis(opts: {
   }
   const links: string[] = [];
   for (const l of await step('listing links', [], () => opts.host.listLinks())) {
-    if (!isHostVethName(l.name) && opts.isTrellisDevice?.(l.name) !== true) continue;
+    const ours = isHostVethName(l.name) || isPreparedName(l.name) || opts.isTrellisDevice?.(l.name) === true;
+    if (!ours) continue;
     await step(`deleting ${l.name}`, undefined, async () => {
       try {
         await opts.host.deleteLink(l.index);

@@ -14,16 +14,19 @@ import {
   type SetUpStep,
   TRELLIS_ROUTE_PROTOCOL,
 } from './ports.ts';
+import type { PreparedPair } from './prepared-pairs.ts';
 import type { Attachment, AttachOptions, AttachRequest, DatapathDeps } from './types.ts';
 import { UndoStack } from './undo.ts';
+import { setVethSysctls } from './veth-sysctls.ts';
 
 /** The loopback device's index in every network namespace (linux/netdevice.h LOOPBACK_IFINDEX). */
 const LOOPBACK_IFINDEX = 1;
 
 /**
- * ADD: lease (its fsyncs running meanwhile) -> veth pair (pod end created directly in the pod's
- * namespace; off the JS thread unless opts.alone) -> host side, then pod side, one datagram each ->
- * lease durable -> Attachment. Any failure unwinds what was done, in reverse, before the
+ * ADD: lease (its fsyncs running meanwhile) -> veth pair (the one prepared when the namespace
+ * appeared, else created now with its pod end directly in the pod's namespace; off the JS thread
+ * unless opts.alone) -> host side, then pod side, one datagram each (renaming a prepared pair's ends
+ * first) -> lease durable -> Attachment. Any failure unwinds what was done, in reverse, before the
  * error is returned, so a failed ADD leaves no lease, veth or route behind.
  */
 export async function addAttachment(
@@ -113,25 +116,26 @@ async function addInNetns(
       (err: unknown) => err,
     );
     undo.push('finish the lease fsync', async () => void (await synced));
+    const ipv6 = lease.addresses.some((a) => a.family === 6);
 
+    const prepared = await takePrepared(deps, nsFd, ipv6);
+    if (prepared !== undefined) undo.push('delete veth', () => deletePrepared(deps.host, prepared, hostName));
     // After the lease, not beside it: the kernel's veth creation overlapped with IPAM's file creation
     // took 2.2-2.5 ms instead of ~1 ms here (both in the kernel at once), which made ADD no faster.
     // It overlaps with the fsyncs instead, which only wait for the disk.
-    const podMac = randomMac();
-    const veth: Promise<Settled<LinkInfo | undefined>> = createVethReplacingStale(
-      deps,
-      req,
-      hostName,
-      nsFd,
-      podMac,
-      opts.alone === true,
-    ).then(
-      (value) => ({ ok: true, value }),
-      (error: unknown) => ({ ok: false, error }),
-    );
-    undo.push('delete veth', async () => {
-      if ((await veth).ok) await deleteLinkByName(deps.host, hostName);
-    });
+    const podMac = prepared?.podMac ?? randomMac();
+    const veth: Promise<Settled<LinkInfo | undefined>> =
+      prepared !== undefined
+        ? Promise.resolve({ ok: true, value: prepared.host })
+        : createVethReplacingStale(deps, req, hostName, nsFd, podMac, opts.alone === true).then(
+            (value) => ({ ok: true, value }),
+            (error: unknown) => ({ ok: false, error }),
+          );
+    if (prepared === undefined) {
+      undo.push('delete veth', async () => {
+        if ((await veth).ok) await deleteLinkByName(deps.host, hostName);
+      });
+    }
 
     const wanted = podRoutes(familiesOf(lease.addresses), req);
     // Opened before the pair is waited for (while the kernel makes it, unless inline): a socket
@@ -142,21 +146,28 @@ async function addInNetns(
     try {
       const created = await veth;
       if (!created.ok) throw created.error;
-      if (lease.addresses.some((a) => a.family === 6)) {
-        // DAD off: the pod's link-local and global addresses are usable at once (no 1-2 s wait).
-        deps.netns.writeSysctlInFd(nsFd, req.netns, `net/ipv6/conf/${req.ifname}/accept_dad`, '0');
-        deps.netns.writeSysctl(`net/ipv6/conf/${hostName}/accept_dad`, '0');
-        // A pod must never route the node: its host end takes no router advertisements, whatever the
-        // node's `default` says (accept_ra=2, common on routers, takes them with forwarding on).
-        deps.netns.writeSysctl(`net/ipv6/conf/${hostName}/accept_ra`, '0');
-      } else {
-        // No IPv6 for this pod, so none on its host end: no link-local path from the pod to the
-        // node's [::] listeners, no advertisements heard from it.
-        disableIpv6(deps, hostName);
+      // A prepared pair has them already, written under its temporary names (a rename keeps them).
+      if (prepared === undefined) {
+        setVethSysctls(deps.netns, { fd: nsFd, path: req.netns, name: req.ifname }, hostName, ipv6);
       }
+      const mtuChange = prepared !== undefined && prepared.mtu !== req.mtu ? req.mtu : undefined;
       [hostLink, podSide] = await Promise.all([
-        configureHostSide(deps.host, hostName, created.value, lease.addresses),
-        configurePodSide(pod, req, podEnd(req, created.value, podMac), lease.addresses, wanted),
+        prepared === undefined
+          ? configureHostSide(deps.host, hostName, created.value, lease.addresses)
+          : configurePreparedHostSide(deps.host, hostName, prepared, mtuChange, lease.addresses),
+        configurePodSide(
+          pod,
+          req,
+          prepared === undefined ? podEnd(req, created.value, podMac) : preparedPodEnd(prepared),
+          lease.addresses,
+          wanted,
+          prepared === undefined ? undefined : { mtu: mtuChange },
+        ).catch((err: unknown) => {
+          // Renaming the pod end: the pod has an interface of that name already.
+          throw prepared !== undefined && (err as { errno?: unknown }).errno === 'EEXIST'
+            ? podIfnameTaken(req, err)
+            : err;
+        }),
       ]);
     } finally {
       pod.close();
@@ -173,6 +184,7 @@ async function addInNetns(
       pod: { name: podLink.name, index: podLink.index, mac: podLink.mac, mtu: podLink.mtu },
       addresses: lease.addresses,
       routes: podSide.routes,
+      ...(prepared === undefined ? {} : { prepared: true }),
     };
   } catch (error) {
     const failures = await undo.unwind();
@@ -185,18 +197,27 @@ async function addInNetns(
   }
 }
 
-/** disable_ipv6 on a host link; nothing to do on a kernel without IPv6 (no net/ipv6 at all). */
-function disableIpv6(deps: DatapathDeps, link: string): void {
-  try {
-    deps.netns.writeSysctl(`net/ipv6/conf/${link}/disable_ipv6`, '1');
-  } catch (err) {
-    if ((err as { cause?: NodeJS.ErrnoException }).cause?.code !== 'ENOENT') throw err;
-    try {
-      deps.netns.readSysctl('net/ipv6/conf/default/disable_ipv6');
-    } catch {
-      return; // The kernel has no IPv6.
-    }
-    throw err;
+/**
+ * The pair prepared for this namespace when it appeared, if any and its sysctls suit the lease
+ * (written for IPv6 or not); one that does not suit is deleted and ADD makes its own.
+ */
+async function takePrepared(
+  deps: DatapathDeps,
+  nsFd: number,
+  ipv6: boolean,
+): Promise<PreparedPair | undefined> {
+  const prepared = await deps.prepared?.take(nsFd);
+  if (prepared === undefined || prepared.ipv6 === ipv6) return prepared;
+  const index = prepared.host.index;
+  deps.deleter.schedule(prepared.host.name, () => deps.host.deleteLink(index));
+  return undefined;
+}
+
+/** Undo of a prepared pair: deleted by index, under its temporary name or the one ADD gave it. */
+async function deletePrepared(host: NetlinkHandle, prepared: PreparedPair, hostName: string): Promise<void> {
+  const current = await host.getLinkByIndex(prepared.host.index);
+  if (current !== undefined && (current.name === prepared.host.name || current.name === hostName)) {
+    await host.deleteLink(current.index);
   }
 }
 
@@ -211,6 +232,11 @@ function familiesOf(addresses: readonly LeasedAddress[]): (4 | 6)[] {
 function podEnd(req: AttachRequest, host: LinkInfo | undefined, mac: string): LinkInfo | undefined {
   if (host?.peerIndex === undefined) return undefined;
   return { index: host.peerIndex, name: req.ifname, kind: 'veth', mac, mtu: req.mtu, up: false };
+}
+
+/** A prepared pair's pod end as it was made: down, under its temporary name. */
+function preparedPodEnd(p: PreparedPair): LinkInfo {
+  return { index: p.podIndex, name: p.podName, kind: 'veth', mac: p.podMac, mtu: p.mtu, up: false };
 }
 
 /**
@@ -283,17 +309,47 @@ async function requireLink(
 }
 
 /**
+ * configureHostSide for a prepared pair, whose host end is renamed in the same datagram. A host end
+ * of that name left by a crashed ADD of the same container and ifname makes the rename fail with
+ * EEXIST (the later steps still apply to the prepared link: same index): it is deleted and the
+ * datagram sent once more.
+ */
+async function configurePreparedHostSide(
+  host: NetlinkHandle,
+  name: string,
+  prepared: PreparedPair,
+  mtu: number | undefined,
+  addresses: LeasedAddress[],
+): Promise<LinkInfo> {
+  const rename: SetUpStep = { kind: 'link', index: prepared.host.index, name, mtu };
+  for (let attempt = 0; ; attempt++) {
+    try {
+      const link = await configureHostSide(host, name, prepared.host, addresses, rename);
+      return { ...link, name, mtu: mtu ?? prepared.mtu };
+    } catch (err) {
+      if (attempt > 0 || (err as { errno?: unknown }).errno !== 'EEXIST') throw err;
+      const stale = await host.getLink(name);
+      if (stale === undefined || stale.index === prepared.host.index) throw err;
+      await host.deleteLink(stale.index);
+    }
+  }
+}
+
+/**
  * Host end: up, the link-local gateway addresses, and a /32 and /128 route to the pod, in one
- * netlink datagram (the kernel applies it in order: the routes need the link up).
+ * netlink datagram (the kernel applies it in order: the routes need the link up). `first`: a step
+ * ahead of them (a prepared pair's rename).
  */
 async function configureHostSide(
   host: NetlinkHandle,
   name: string,
   created: LinkInfo | undefined,
   addresses: LeasedAddress[],
+  first?: SetUpStep,
 ): Promise<LinkInfo> {
   const link = created ?? (await requireLink(host, name, 'host namespace'));
-  const steps: SetUpStep[] = [{ kind: 'up', index: link.index }];
+  const steps: SetUpStep[] = first === undefined ? [] : [first];
+  steps.push({ kind: 'up', index: link.index });
   for (const a of addresses) {
     steps.push({
       kind: 'address',
@@ -349,7 +405,8 @@ interface PodSide {
  * net1) would write the same destinations. The first interface keeps them (keepExisting), so a
  * second one neither takes over the pod's default route (another plugin's, or eth0's, which DEL
  * of net1 would then take away) nor reports it; the kernel says which of them were taken, in the
- * same answer.
+ * same answer. `rename`: the interface is a prepared pair's end, renamed to CNI_IFNAME (and given
+ * `mtu` when set) before it goes up.
  */
 async function configurePodSide(
   pod: PodNetlink,
@@ -357,6 +414,7 @@ async function configurePodSide(
   known: LinkInfo | undefined,
   addresses: LeasedAddress[],
   routes: readonly PodRoute[],
+  rename?: { mtu: number | undefined },
 ): Promise<PodSide> {
   const steps: SetUpStep[] = [];
   let link: LinkInfo;
@@ -368,6 +426,8 @@ async function configurePodSide(
     link = found;
     if (lo !== undefined && !lo.up) steps.push({ kind: 'up', index: lo.index });
   }
+  if (rename !== undefined)
+    steps.push({ kind: 'link', index: link.index, name: req.ifname, mtu: rename.mtu });
   steps.push({ kind: 'up', index: link.index });
   for (const a of addresses) {
     steps.push({
@@ -398,7 +458,7 @@ async function configurePodSide(
   }
   const outcomes = await pod.setUp(steps);
   return {
-    link: { ...link, up: true },
+    link: { ...link, name: req.ifname, mtu: rename?.mtu ?? link.mtu, up: true },
     routes: routes.filter((_, i) => outcomes[firstRouteStep + i] === 'done'),
   };
 }

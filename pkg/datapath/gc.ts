@@ -1,6 +1,7 @@
 import { CniCode, CniError, toCniError } from '../cni/errors.ts';
 import type { Lease } from '../ipam/index.ts';
 import { attachmentKey, attachmentOfKey, hostVethName, isHostVethName } from './names.ts';
+import { isPreparedName } from './prepared-pairs.ts';
 import type { AttachmentKey, DatapathDeps } from './types.ts';
 
 export interface GcOutcome {
@@ -127,10 +128,11 @@ export async function removeHostVeths(
 function scheduleDeletions(
   deps: Pick<DatapathDeps, 'host' | 'deleter'>,
   links: readonly { name: string; index: number }[],
+  isOurs: (name: string) => boolean = isHostVethName,
 ): string[] {
   const removed: string[] = [];
   for (const link of links) {
-    if (!isHostVethName(link.name) || deps.deleter.isPending(link.name)) continue;
+    if (!isOurs(link.name) || deps.deleter.isPending(link.name)) continue;
     removed.push(link.name);
     // By index, checked again when the deletion runs: a veth made later under the same name (a new
     // ADD for the same container and ifname waits for this deletion first) is another link.
@@ -148,13 +150,15 @@ function scheduleDeletions(
  * namespace), and a trellis veth without a lease is half-done work. Requiring both signals keeps a
  * mount-propagation problem (netns path invisible to the agent) from ever releasing a live pod's IP.
  * `held` names attachments whose lease record was quarantined (corrupt on disk) while IPAM still
- * holds their addresses: their pods may be running, so their veths stay until a DEL.
+ * holds their addresses: their pods may be running, so their veths stay until a DEL. A pair an
+ * earlier run prepared for an ADD that never came (prepared-pairs.ts) goes too.
  */
 export async function sweepOrphans(
   deps: DatapathDeps,
   held: readonly AttachmentKey[] = [],
 ): Promise<GcOutcome> {
-  const links = new Set((await deps.host.listLinks()).map((l) => l.name));
+  const listed = await deps.host.listLinks();
+  const links = new Set(listed.map((l) => l.name));
   const releasedLeases: Lease[] = [];
   for (const lease of deps.ipam.list()) {
     const name = hostVethName(lease.containerId, lease.ifname);
@@ -166,5 +170,6 @@ export async function sweepOrphans(
     for (const k of held) keep.add(hostVethName(k.containerId, k.ifname));
     return keep;
   });
+  removedLinks.push(...scheduleDeletions(deps, listed, isPreparedName));
   return { releasedLeases, removedLinks };
 }

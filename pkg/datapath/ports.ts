@@ -265,6 +265,8 @@ export interface NetnsPort {
    */
   openPodNetlink(fd: number, path: string): PodNetlink;
   closeFd(fd: number): void;
+  /** The namespace an fd from openNetnsFd is open on, as "dev:ino" of its nsfs inode. */
+  namespaceId(fd: number): string;
   /** Synchronous /proc/sys write inside the namespace at path, e.g. ('net/ipv6/conf/eth0/accept_dad', '0'). */
   writeSysctlIn(path: string, key: string, value: string): void;
   /** writeSysctlIn through an fd from openNetnsFd. */
@@ -277,6 +279,8 @@ export interface NetnsPort {
 /** One step of NetlinkHandle.setUp. */
 export type SetUpStep =
   | { kind: 'up'; index: number }
+  /** A new name and/or MTU for a link that is down (the kernel renames no link that is up). */
+  | { kind: 'link'; index: number; name?: string; mtu?: number }
   | { kind: 'address'; address: AddAddress }
   | {
       kind: 'route';

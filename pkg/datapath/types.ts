@@ -2,6 +2,7 @@ import type { Ipam, LeasedAddress } from '../ipam/index.ts';
 import type { BackgroundDeleter } from './background-deleter.ts';
 import type { PodRoute } from './pod-routes.ts';
 import type { NetlinkHandle, NetnsPort } from './ports.ts';
+import type { PreparedPairs } from './prepared-pairs.ts';
 
 /** What the datapath needs from IPAM: a narrow view of the agent's store. */
 export type IpamPort = Pick<
@@ -23,6 +24,8 @@ export interface DatapathDeps {
   netns: NetnsPort;
   ipam: IpamPort;
   deleter: BackgroundDeleter;
+  /** Veth pairs made when a pod's namespace appeared, before its ADD (absent: ADD makes its own). */
+  prepared?: Pick<PreparedPairs, 'take'>;
 }
 
 export interface AttachmentKey {
@@ -75,4 +78,6 @@ export interface Attachment extends AttachmentKey {
   addresses: LeasedAddress[];
   /** The pod's routes via its gateways, as the result reports them. */
   routes: PodRoute[];
+  /** The veth pair was made when the pod's namespace appeared (prepared-pairs.ts), not by this ADD. */
+  prepared?: boolean;
 }

@@ -91,6 +91,14 @@ export function setLinkMtuBody(index: number, mtu: number): Body {
   return [ifinfomsg(index), u32Attr(IFLA.MTU, mtu)];
 }
 
+/** A new name and MTU for a link in one RTM_NEWLINK (the kernel renames only a link that is down). */
+export function setLinkNameMtuBody(index: number, change: { name?: string; mtu?: number }): Body {
+  const body: Body = [ifinfomsg(index)];
+  if (change.name !== undefined) body.push(strAttr(IFLA.IFNAME, change.name));
+  if (change.mtu !== undefined) body.push(u32Attr(IFLA.MTU, change.mtu));
+  return body;
+}
+
 /**
  * A veth pair whose peer is created directly inside another namespace (IFLA_NET_NS_FD in the
  * peer's ifinfomsg): one request, no move afterwards, no window where the peer is visible on the host.

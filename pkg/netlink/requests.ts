@@ -1,7 +1,7 @@
 import type { AddAddress, RouteInfo, SetUpOutcome, SetUpStep } from '../datapath/ports.ts';
 import { NLM_F, RTM } from './constants.ts';
 import { ExistsError, type NetlinkError } from './errors.ts';
-import { addAddressBody, describeRoute, routeBody, setLinkUpBody } from './messages.ts';
+import { addAddressBody, describeRoute, routeBody, setLinkNameMtuBody, setLinkUpBody } from './messages.ts';
 import type { Request } from './socket.ts';
 
 /** Requests built the same way whichever socket sends them (handle.ts, off-thread-requests.ts). */
@@ -11,6 +11,19 @@ export const CREATE_REPLACE = NLM_F.CREATE | NLM_F.REPLACE;
 
 export function setLinkUpRequest(index: number): Request {
   return { type: RTM.NEWLINK, flags: 0, body: setLinkUpBody(index, true), op: `RTM_NEWLINK #${index} up` };
+}
+
+export function setLinkRequest(index: number, change: { name?: string; mtu?: number }): Request {
+  const what = [
+    change.name === undefined ? '' : ` name ${change.name}`,
+    change.mtu === undefined ? '' : ` mtu ${change.mtu}`,
+  ].join('');
+  return {
+    type: RTM.NEWLINK,
+    flags: 0,
+    body: setLinkNameMtuBody(index, change),
+    op: `RTM_NEWLINK #${index}${what}`,
+  };
 }
 
 export function addAddressRequest(spec: AddAddress): Request {
@@ -39,6 +52,8 @@ export function setUpRequest(step: SetUpStep): Request {
   switch (step.kind) {
     case 'up':
       return setLinkUpRequest(step.index);
+    case 'link':
+      return setLinkRequest(step.index, step);
     case 'address':
       return addAddressRequest(step.address);
     case 'route':

@@ -1,3 +1,4 @@
+import { fstatSync } from 'node:fs';
 import type { NetnsPort, PodNetlink } from '../datapath/ports.ts';
 import { type ExtendedNetlinkHandle, getLinkVia, openNetlink, setUpVia } from '../netlink/index.ts';
 import { agentNetnsPath } from './host-proc.ts';
@@ -40,6 +41,10 @@ export function createNetnsPort(opts: { hostProc?: string } = {}): ExtendedNetns
     openPodNetlink,
     openNetnsFd: (path) => openNetnsFd(at(path)),
     closeFd,
+    namespaceId: (fd) => {
+      const st = fstatSync(fd);
+      return `${st.dev}:${st.ino}`;
+    },
     writeSysctlIn: (path, key, value) => withNetns(at(path), () => writeSysctlSync(key, value)),
     writeSysctlInFd: (fd, path, key, value) => withNetnsFd(fd, path, () => writeSysctlSync(key, value)),
     writeSysctl: writeSysctlSync,

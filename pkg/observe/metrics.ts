@@ -11,6 +11,7 @@ import type * as Prom from 'prom-client';
 import type { CniCallRecord } from '../agent/cni-service.ts';
 import type { PassOutcome } from '../agent/controller.ts';
 import { CNI_COMMANDS, isCniCommand } from '../cni/env.ts';
+import type { PreparedOutcome } from '../datapath/prepared-pairs.ts';
 import {
   comparePeerStates,
   type PeerRouteState,
@@ -68,6 +69,7 @@ export class AgentMetrics {
   private readonly cniErrors: Prom.Counter<'verb' | 'code'>;
   private readonly cniDuration: Prom.Histogram<'verb'>;
   private readonly reclaimed: Prom.Counter<'reason'>;
+  private readonly preparedPairs: Prom.Counter<'outcome'>;
   private readonly passes: Prom.Counter<'outcome'>;
   private readonly passDuration: Prom.Histogram;
   private readonly nodeSteps: Prom.Counter;
@@ -118,6 +120,12 @@ export class AgentMetrics {
       name: 'trellis_ipam_leases_reclaimed_total',
       help: 'Leases released by garbage collection (start-up sweep, API-driven GC, CNI GC).',
       labelNames: ['reason'],
+      registers,
+    });
+    this.preparedPairs = new Counter({
+      name: 'trellis_prepared_veth_pairs_total',
+      help: 'Veth pairs made when a pod namespace appeared (--netns-dir), by what became of them: used by its ADD, expired, gone with the namespace, failed, skipped (too many waiting).',
+      labelNames: ['outcome'],
       registers,
     });
     this.passes = new Counter({
@@ -252,6 +260,10 @@ export class AgentMetrics {
     this.cniCalls.inc({ verb, outcome: record.outcome });
     if (record.outcome === 'error') this.cniErrors.inc({ verb, code: String(record.code ?? 999) });
     this.cniDuration.observe({ verb }, record.durationMs / 1000);
+  };
+
+  onPreparedPair = (outcome: PreparedOutcome): void => {
+    this.preparedPairs.inc({ outcome });
   };
 
   onLeasesReclaimed = (reason: ReclaimReason, count: number): void => {

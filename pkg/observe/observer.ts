@@ -95,6 +95,7 @@ export class AgentObserver {
         });
       },
       onLeasesReclaimed: (reason, count) => this.metrics.onLeasesReclaimed(reason, count),
+      onPreparedPair: (outcome) => this.metrics.onPreparedPair(outcome),
     };
   }
 

@@ -1,0 +1,230 @@
+import { randomBytes } from 'node:crypto';
+import type { Logger } from '../observe/logger.ts';
+import type { BackgroundDeleter } from './background-deleter.ts';
+import { randomMac } from './mac.ts';
+import { isOwnNetnsFd } from './own-netns.ts';
+import type { LinkInfo, NetlinkHandle, NetnsPort } from './ports.ts';
+import { setVethSysctls } from './veth-sysctls.ts';
+
+/** Host ends of prepared pairs: "trlp" + 11 hex, never a name isHostVethName accepts (no GC takes one). */
+export const PREPARED_PREFIX = 'trlp';
+
+export function isPreparedName(name: string): boolean {
+  return name.length === 15 && name.startsWith(PREPARED_PREFIX) && /^[0-9a-f]{11}$/.test(name.slice(4));
+}
+
+/** A veth pair made for a pod's namespace before its ADD: both ends down, under a temporary name. */
+export interface PreparedPair {
+  /** The host end as the kernel made it (its temporary name). */
+  host: LinkInfo;
+  /** The pod end: its index in the pod's namespace, its name there (the same temporary name). */
+  podIndex: number;
+  podName: string;
+  podMac: string;
+  /** Both ends' MTU. */
+  mtu: number;
+  /** The sysctls were written for a pod with IPv6 (true) or without (false); ADD rewrites on a mismatch. */
+  ipv6: boolean;
+}
+
+export type PreparedOutcome = 'used' | 'expired' | 'gone' | 'failed' | 'skipped';
+
+export interface PreparedPairsDeps {
+  host: Pick<NetlinkHandle, 'createVeth' | 'getLink' | 'getLinkByIndex' | 'deleteLink'>;
+  netns: Pick<
+    NetnsPort,
+    | 'openNetnsFd'
+    | 'closeFd'
+    | 'namespaceId'
+    | 'openPodNetlink'
+    | 'writeSysctl'
+    | 'writeSysctlInFd'
+    | 'readSysctl'
+  >;
+  deleter: BackgroundDeleter;
+  /** What ADD would give a pod now (MTU, IPv6 or not); undefined while ADD is not served. */
+  settings(): { mtu: number; ipv6: boolean } | undefined;
+  log: Logger;
+  /** How long a pair waits for its ADD before it is deleted. */
+  ttlMs?: number;
+  /** At most this many pairs wait at once; a namespace beyond is left to its ADD. */
+  max?: number;
+  onOutcome?(outcome: PreparedOutcome): void;
+}
+
+/** containerd and CRI-O run the plugin right after pinning the namespace; 10 s is long past that. */
+export const PREPARED_TTL_MS = 10_000;
+export const PREPARED_MAX = 64;
+
+interface Entry {
+  id: string;
+  path: string;
+  /** Held open while the entry lives: the namespace (and so its inode number, the key) stays unique. */
+  fd: number;
+  pair: Promise<PreparedPair | undefined>;
+  timer: NodeJS.Timeout | undefined;
+}
+
+/**
+ * Veth pairs made ahead of ADD. A runtime pins a pod's namespace (/var/run/netns/...) and then
+ * starts the CNI plugin; the few milliseconds the plugin takes to start are enough for the agent
+ * to make the pair into that namespace, which ADD then only renames and configures (the kernel's
+ * veth creation, ~0.5-0.8 ms of an ADD here, leaves the critical path). Keyed by the namespace's
+ * identity (nsfs dev:ino), not its path: ADD finds the pair whatever path it is given, and never one
+ * made for another namespace. A pair not taken within the TTL, or whose namespace file goes, is
+ * deleted; one left by a crashed agent is removed by the next start-up sweep (its prefix).
+ */
+export class PreparedPairs {
+  private readonly deps: PreparedPairsDeps;
+  private readonly entries = new Map<string, Entry>();
+  private stopped = false;
+
+  constructor(deps: PreparedPairsDeps) {
+    this.deps = deps;
+  }
+
+  get size(): number {
+    return this.entries.size;
+  }
+
+  /**
+   * A namespace appeared at `path`: makes its pair (off the JS thread's critical work; resolves
+   * when done). Nothing when ADD is not served, the path is no network namespace (yet: the caller
+   * tries again), the agent's own, already prepared, or too many wait.
+   */
+  prepare(path: string): 'started' | 'not-a-netns' | 'ignored' {
+    if (this.stopped) return 'ignored';
+    const settings = this.deps.settings();
+    if (settings === undefined) return 'ignored';
+    let fd: number;
+    try {
+      fd = this.deps.netns.openNetnsFd(path);
+    } catch {
+      return 'not-a-netns';
+    }
+    let id: string;
+    try {
+      id = this.deps.netns.namespaceId(fd);
+    } catch {
+      this.deps.netns.closeFd(fd);
+      return 'not-a-netns';
+    }
+    if (this.entries.has(id) || isOwnNetnsFd(fd)) {
+      this.deps.netns.closeFd(fd);
+      return 'ignored';
+    }
+    if (this.entries.size >= (this.deps.max ?? PREPARED_MAX)) {
+      this.deps.netns.closeFd(fd);
+      this.deps.onOutcome?.('skipped');
+      return 'ignored';
+    }
+    const entry: Entry = { id, path, fd, pair: Promise.resolve(undefined), timer: undefined };
+    entry.pair = this.make(entry, settings);
+    entry.timer = setTimeout(() => this.drop(entry, 'expired'), this.deps.ttlMs ?? PREPARED_TTL_MS);
+    entry.timer.unref();
+    this.entries.set(id, entry);
+    return 'started';
+  }
+
+  /**
+   * ADD: the pair prepared for the namespace `nsFd` is open on, once made; undefined when there is
+   * none (or making it failed). The caller owns it from here (and deletes it if ADD fails).
+   */
+  async take(nsFd: number): Promise<PreparedPair | undefined> {
+    if (this.entries.size === 0) return undefined;
+    let id: string;
+    try {
+      id = this.deps.netns.namespaceId(nsFd);
+    } catch {
+      return undefined;
+    }
+    const entry = this.entries.get(id);
+    if (entry === undefined) return undefined;
+    this.forget(entry);
+    const pair = await entry.pair;
+    this.deps.netns.closeFd(entry.fd);
+    if (pair !== undefined) this.deps.onOutcome?.('used');
+    return pair;
+  }
+
+  /** The namespace file at `path` went (the runtime removed the pod): its pair goes too. */
+  discard(path: string): void {
+    for (const entry of this.entries.values()) if (entry.path === path) this.drop(entry, 'gone');
+  }
+
+  /** Deletes every waiting pair and prepares no more; resolves when their deletions are scheduled. */
+  async stop(): Promise<void> {
+    this.stopped = true;
+    const entries = [...this.entries.values()];
+    for (const entry of entries) this.drop(entry, 'gone');
+    await Promise.all(entries.map((e) => e.pair));
+  }
+
+  private forget(entry: Entry): void {
+    clearTimeout(entry.timer);
+    this.entries.delete(entry.id);
+  }
+
+  private drop(entry: Entry, outcome: 'expired' | 'gone'): void {
+    if (this.entries.get(entry.id) !== entry) return;
+    this.forget(entry);
+    void entry.pair.then((pair) => {
+      this.deps.netns.closeFd(entry.fd);
+      if (pair === undefined) return;
+      this.deps.onOutcome?.(outcome);
+      this.deps.log.debug({ netns: entry.path, link: pair.host.name, outcome }, 'prepared veth pair deleted');
+      this.delete(pair.host);
+    });
+  }
+
+  private delete(host: LinkInfo): void {
+    // By index, and only while it still has its temporary name: never a link ADD has renamed.
+    this.deps.deleter.schedule(host.name, async () => {
+      const current = await this.deps.host.getLinkByIndex(host.index);
+      if (current !== undefined && current.name === host.name) await this.deps.host.deleteLink(host.index);
+    });
+  }
+
+  private async make(
+    entry: Entry,
+    settings: { mtu: number; ipv6: boolean },
+  ): Promise<PreparedPair | undefined> {
+    const name = `${PREPARED_PREFIX}${randomBytes(6).toString('hex').slice(0, 11)}`;
+    const podMac = randomMac();
+    let host: LinkInfo | undefined;
+    try {
+      const created = await this.deps.host.createVeth({
+        name,
+        mtu: settings.mtu,
+        peerName: name,
+        peerNetnsFd: entry.fd,
+        peerMtu: settings.mtu,
+        peerMac: podMac,
+      });
+      host = created ?? (await this.deps.host.getLink(name));
+      if (host === undefined) throw new Error(`link ${name} is missing right after its creation`);
+      const podIndex = host.peerIndex ?? (await this.lookUpPodEnd(entry, name));
+      setVethSysctls(this.deps.netns, { fd: entry.fd, path: entry.path, name }, name, settings.ipv6);
+      return { host, podIndex, podName: name, podMac, mtu: settings.mtu, ipv6: settings.ipv6 };
+    } catch (err) {
+      this.deps.onOutcome?.('failed');
+      this.deps.log.warn(
+        { netns: entry.path, link: name, error: err instanceof Error ? err.message : String(err) },
+        'preparing a veth pair failed; the ADD makes its own',
+      );
+      if (host !== undefined) this.delete(host);
+      return undefined;
+    }
+  }
+
+  private async lookUpPodEnd(entry: Entry, name: string): Promise<number> {
+    const pod = this.deps.netns.openPodNetlink(entry.fd, entry.path);
+    try {
+      const link = await pod.getLink(name);
+      if (link === undefined) throw new Error(`the pod end ${name} is missing in ${entry.path}`);
+      return link.index;
+    } finally {
+      pod.close();
+    }
+  }
+}

@@ -1,0 +1,286 @@
+import { mkdtempSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { afterEach, describe, expect, it } from 'vitest';
+import { CniCode, CniError } from '../../../pkg/cni/errors.ts';
+import { addAttachment } from '../../../pkg/datapath/add.ts';
+import { BackgroundDeleter } from '../../../pkg/datapath/background-deleter.ts';
+import { hostVethName } from '../../../pkg/datapath/names.ts';
+import { isPreparedName, type PreparedOutcome, PreparedPairs } from '../../../pkg/datapath/prepared-pairs.ts';
+import type { DatapathDeps } from '../../../pkg/datapath/types.ts';
+import { openIpam } from '../../../pkg/ipam/index.ts';
+import { createNetnsPort, openHostNetlink, withNetns } from '../../../pkg/netns/index.ts';
+import { createLogger } from '../../../pkg/observe/logger.ts';
+import {
+  ip,
+  ipJson,
+  NetnsPool,
+  netnsSkipReason,
+  nsExec,
+  nsPing,
+  type TestNetns,
+} from '../../support/netns.ts';
+
+/**
+ * Veth pairs made when a pod's namespace appears, before its ADD (prepared-pairs.ts), in real
+ * namespaces: what a pair is before ADD, what ADD makes of it, and that every way a pair can end
+ * (taken, expired, its namespace gone, the agent stopping, an ADD that fails) leaves nothing behind.
+ */
+
+interface IpLink {
+  ifname: string;
+  ifindex: number;
+  address: string;
+  mtu: number;
+  flags: string[];
+}
+
+const silent = createLogger({ level: 'silent' });
+
+describe.skipIf(netnsSkipReason !== undefined)('prepared veth pairs (root, real namespaces)', () => {
+  const pool = new NetnsPool();
+  const cleanups: (() => void)[] = [];
+  afterEach(() => {
+    for (const c of cleanups.splice(0).reverse()) c();
+    pool.cleanup();
+  });
+
+  function setUp(
+    ranges: string[],
+    opts: { ttlMs?: number; max?: number; mtu?: number } = {},
+  ): { host: TestNetns; deps: DatapathDeps; pairs: PreparedPairs; outcomes: PreparedOutcome[] } {
+    const host = pool.add('host');
+    const port = createNetnsPort();
+    const handle = withNetns(host.path, () => openHostNetlink());
+    const dir = mkdtempSync(join(tmpdir(), 'trl-prep-'));
+    const ipam = openIpam({ dir, ranges });
+    const deleter = new BackgroundDeleter(() => undefined);
+    // The "host" is the test's namespace: its sysctls go there, never to the test process's own.
+    const netns = {
+      ...port,
+      writeSysctl: (key: string, value: string) => port.writeSysctlIn(host.path, key, value),
+    };
+    const outcomes: PreparedOutcome[] = [];
+    const pairs = new PreparedPairs({
+      host: handle,
+      netns,
+      deleter,
+      settings: () => ({ mtu: opts.mtu ?? 1500, ipv6: ranges.some((r) => r.includes(':')) }),
+      log: silent,
+      ...(opts.ttlMs === undefined ? {} : { ttlMs: opts.ttlMs }),
+      ...(opts.max === undefined ? {} : { max: opts.max }),
+      onOutcome: (o) => outcomes.push(o),
+    });
+    cleanups.push(() => {
+      handle.close();
+      rmSync(dir, { recursive: true, force: true });
+    });
+    cleanups.push(() => void pairs.stop());
+    return { host, deps: { host: handle, netns, ipam, deleter, prepared: pairs }, pairs, outcomes };
+  }
+
+  const links = (ns: string): IpLink[] => ipJson<IpLink[]>(ns, 'link', 'show');
+  const names = (ns: string): string[] => links(ns).map((l) => l.ifname);
+  const sysctl = (ns: string, key: string): string => nsExec(ns, 'sysctl', ['-n', key]).trim();
+
+  /** The pair made for `pod`, waited for (prepare only starts it). */
+  async function prepared(pairs: PreparedPairs, host: TestNetns, pod: TestNetns): Promise<IpLink> {
+    expect(pairs.prepare(pod.path)).toBe('started');
+    const deadline = Date.now() + 3000;
+    for (;;) {
+      const inPod = names(pod.name);
+      const found = links(host.name).find((l) => isPreparedName(l.ifname) && inPod.includes(l.ifname));
+      if (found !== undefined) return found;
+      if (Date.now() > deadline) throw new Error(`no prepared pair for ${pod.name}`);
+      await new Promise((r) => setTimeout(r, 5));
+    }
+  }
+
+  it('makes the pair down under a temporary name, its sysctls set, and ADD renames and configures it', async () => {
+    const { host, deps, pairs, outcomes } = setUp(['10.244.1.0/24', 'fd00:10:244:1::/64']);
+    const pod = pool.add('pod', { loUp: false });
+    const made = await prepared(pairs, host, pod);
+    const podEnd = links(pod.name).find((l) => l.ifname === made.ifname)!;
+    expect(made.flags).not.toContain('UP');
+    expect(podEnd.flags).not.toContain('UP');
+    expect(sysctl(pod.name, `net.ipv6.conf.${made.ifname}.accept_dad`)).toBe('0');
+    expect(sysctl(host.name, `net.ipv6.conf.${made.ifname}.accept_dad`)).toBe('0');
+    expect(sysctl(host.name, `net.ipv6.conf.${made.ifname}.accept_ra`)).toBe('0');
+
+    const att = await addAttachment(deps, { containerId: 'c1', ifname: 'eth0', netns: pod.path, mtu: 1500 });
+    expect(att.prepared).toBe(true);
+    const name = hostVethName('c1', 'eth0');
+    const hostEnd = links(host.name).find((l) => l.ifname === name)!;
+    // The same links, renamed: nothing was created by ADD.
+    expect(hostEnd.ifindex).toBe(made.ifindex);
+    expect(att.host).toEqual({ name, index: made.ifindex, mac: made.address });
+    const eth0 = links(pod.name).find((l) => l.ifname === 'eth0')!;
+    expect(eth0.ifindex).toBe(podEnd.ifindex);
+    expect(att.pod).toEqual({ name: 'eth0', index: podEnd.ifindex, mac: podEnd.address, mtu: 1500 });
+    expect(names(pod.name).sort()).toEqual(['eth0', 'lo']);
+    expect(names(host.name).filter(isPreparedName)).toEqual([]);
+    // The sysctls went along with the rename.
+    expect(sysctl(pod.name, 'net.ipv6.conf.eth0.accept_dad')).toBe('0');
+    expect(sysctl(host.name, `net.ipv6.conf.${name}.accept_ra`)).toBe('0');
+    for (const a of att.addresses) expect(nsPing(host.name, a.address)).toBe(true);
+    expect(outcomes).toEqual(['used']);
+    expect(pairs.size).toBe(0);
+  });
+
+  it('an IPv4-only pod: IPv6 off on the host end before ADD', async () => {
+    const { host, deps, pairs } = setUp(['10.244.1.0/24']);
+    const pod = pool.add('pod', { loUp: false });
+    const made = await prepared(pairs, host, pod);
+    expect(sysctl(host.name, `net.ipv6.conf.${made.ifname}.disable_ipv6`)).toBe('1');
+    const att = await addAttachment(deps, { containerId: 'c1', ifname: 'eth0', netns: pod.path, mtu: 1500 });
+    expect(att.prepared).toBe(true);
+    expect(sysctl(host.name, `net.ipv6.conf.${hostVethName('c1', 'eth0')}.disable_ipv6`)).toBe('1');
+    expect(nsPing(host.name, att.addresses[0]!.address)).toBe(true);
+  });
+
+  it("ADD gives both ends the config's MTU when it differs from the one the pair was made with", async () => {
+    const { host, deps, pairs } = setUp(['10.244.1.0/24'], { mtu: 1500 });
+    const pod = pool.add('pod', { loUp: false });
+    await prepared(pairs, host, pod);
+    const att = await addAttachment(deps, { containerId: 'c1', ifname: 'eth0', netns: pod.path, mtu: 1400 });
+    expect(att.prepared).toBe(true);
+    expect(att.pod.mtu).toBe(1400);
+    expect(links(pod.name).find((l) => l.ifname === 'eth0')!.mtu).toBe(1400);
+    expect(links(host.name).find((l) => l.ifname === hostVethName('c1', 'eth0'))!.mtu).toBe(1400);
+  });
+
+  it('a host end left by a crashed ADD of the same attachment is replaced by the prepared one', async () => {
+    const { host, deps, pairs } = setUp(['10.244.1.0/24']);
+    const pod = pool.add('pod', { loUp: false });
+    const name = hostVethName('c1', 'eth0');
+    ip(host.name, 'link', 'add', name, 'type', 'veth', 'peer', 'name', 'trl-orphan');
+    const made = await prepared(pairs, host, pod);
+    const att = await addAttachment(deps, { containerId: 'c1', ifname: 'eth0', netns: pod.path, mtu: 1500 });
+    expect(att.prepared).toBe(true);
+    expect(att.host.index).toBe(made.ifindex);
+    expect(names(host.name)).not.toContain('trl-orphan');
+    expect(nsPing(host.name, att.addresses[0]!.address)).toBe(true);
+  });
+
+  it('a pod ifname already taken: code 4, and the pair, lease and routes are gone', async () => {
+    const { host, deps, pairs } = setUp(['10.244.1.0/24']);
+    const pod = pool.add('pod', { loUp: false });
+    ip(pod.name, 'link', 'add', 'eth0', 'type', 'veth', 'peer', 'name', 'other0');
+    await prepared(pairs, host, pod);
+    const err = await addAttachment(deps, {
+      containerId: 'c1',
+      ifname: 'eth0',
+      netns: pod.path,
+      mtu: 1500,
+    }).catch((e: unknown) => e);
+    expect(err).toBeInstanceOf(CniError);
+    expect((err as CniError).code).toBe(CniCode.INVALID_ENV);
+    expect((err as CniError).message).toContain(`interface eth0 already exists in ${pod.path}`);
+    await deps.deleter.drain();
+    expect(names(host.name)).toEqual(['lo']);
+    expect(names(pod.name).sort()).toEqual(['eth0', 'lo', 'other0']);
+    expect(ipJson<unknown[]>(pod.name, 'route', 'show')).toEqual([]);
+    expect(ipJson<unknown[]>(host.name, 'route', 'show')).toEqual([]);
+    expect(deps.ipam.list()).toEqual([]);
+  });
+
+  it('a pair made for IPv4 alone is not used for a dual-stack lease: ADD makes its own, the pair goes', async () => {
+    const { host, deps } = setUp(['10.244.1.0/24', 'fd00:10:244:1::/64']);
+    // As if the node's ranges gained IPv6 between the namespace's appearance and its ADD.
+    const ipv4Only = new PreparedPairs({
+      host: deps.host,
+      netns: deps.netns,
+      deleter: deps.deleter,
+      settings: () => ({ mtu: 1500, ipv6: false }),
+      log: silent,
+    });
+    cleanups.push(() => void ipv4Only.stop());
+    const pod = pool.add('pod', { loUp: false });
+    const made = await prepared(ipv4Only, host, pod);
+    const att = await addAttachment(
+      { ...deps, prepared: ipv4Only },
+      {
+        containerId: 'c1',
+        ifname: 'eth0',
+        netns: pod.path,
+        mtu: 1500,
+      },
+    );
+    expect(att.prepared).toBeUndefined();
+    expect(att.host.index).not.toBe(made.ifindex);
+    await deps.deleter.drain();
+    expect(names(host.name).filter(isPreparedName)).toEqual([]);
+    expect(names(pod.name).sort()).toEqual(['eth0', 'lo']);
+    for (const a of att.addresses) expect(nsPing(host.name, a.address)).toBe(true);
+  });
+
+  it('ADD into another namespace does not take it; an unused pair expires and is deleted', async () => {
+    const { host, deps, pairs, outcomes } = setUp(['10.244.1.0/24'], { ttlMs: 300 });
+    const [waiting, other] = [pool.add('pod', { loUp: false }), pool.add('pod', { loUp: false })];
+    const made = await prepared(pairs, host, waiting);
+    const att = await addAttachment(deps, {
+      containerId: 'c1',
+      ifname: 'eth0',
+      netns: other.path,
+      mtu: 1500,
+    });
+    expect(att.prepared).toBeUndefined();
+    expect(names(host.name)).toContain(made.ifname);
+    await new Promise((r) => setTimeout(r, 400));
+    await deps.deleter.drain();
+    expect(names(host.name).filter(isPreparedName)).toEqual([]);
+    expect(names(waiting.name)).toEqual(['lo']);
+    expect(outcomes).toEqual(['expired']);
+  });
+
+  it('discard (the namespace file went) and stop delete the waiting pairs', async () => {
+    const { host, deps, pairs, outcomes } = setUp(['10.244.1.0/24']);
+    const pods = [pool.add('pod', { loUp: false }), pool.add('pod', { loUp: false })];
+    await prepared(pairs, host, pods[0]!);
+    await prepared(pairs, host, pods[1]!);
+    expect(names(host.name).filter(isPreparedName)).toHaveLength(2);
+    pairs.discard(pods[0]!.path);
+    await new Promise((r) => setTimeout(r, 20));
+    await deps.deleter.drain();
+    expect(names(pods[0]!.name)).toEqual(['lo']);
+    expect(names(host.name).filter(isPreparedName)).toHaveLength(1);
+    await pairs.stop();
+    await deps.deleter.drain();
+    expect(names(host.name)).toEqual(['lo']);
+    expect(names(pods[1]!.name)).toEqual(['lo']);
+    expect(outcomes).toEqual(['gone', 'gone']);
+    // Stopped: nothing more is prepared, and ADD makes its own pair.
+    const pod = pool.add('pod', { loUp: false });
+    expect(pairs.prepare(pod.path)).toBe('ignored');
+    expect(
+      (await addAttachment(deps, { containerId: 'c', ifname: 'eth0', netns: pod.path, mtu: 1500 })).prepared,
+    ).toBeUndefined();
+  });
+
+  it('prepares nothing for a file that is no namespace, the own namespace, twice, or beyond the limit', async () => {
+    const { host, pairs, outcomes } = setUp(['10.244.1.0/24'], { max: 1 });
+    const dir = mkdtempSync(join(tmpdir(), 'trl-prep-file-'));
+    cleanups.push(() => rmSync(dir, { recursive: true, force: true }));
+    writeFileSync(join(dir, 'plain'), '');
+    expect(pairs.prepare(join(dir, 'plain'))).toBe('not-a-netns');
+    expect(pairs.prepare(join(dir, 'missing'))).toBe('not-a-netns');
+    expect(pairs.prepare('/proc/self/ns/net')).toBe('ignored');
+    const pod = pool.add('pod', { loUp: false });
+    await prepared(pairs, host, pod);
+    expect(pairs.prepare(pod.path)).toBe('ignored');
+    expect(pairs.prepare(pool.add('pod', { loUp: false }).path)).toBe('ignored');
+    expect(outcomes).toEqual(['skipped']);
+    expect(names(host.name).filter(isPreparedName)).toHaveLength(1);
+    expect(readdirSync(dir)).toEqual(['plain']);
+  });
+
+  it('take waits for a pair still being made', async () => {
+    const { deps, pairs } = setUp(['10.244.1.0/24']);
+    const pod = pool.add('pod', { loUp: false });
+    expect(pairs.prepare(pod.path)).toBe('started');
+    // At once: the kernel has not made the pair yet; ADD takes it all the same.
+    const att = await addAttachment(deps, { containerId: 'c1', ifname: 'eth0', netns: pod.path, mtu: 1500 });
+    expect(att.prepared).toBe(true);
+    expect(pairs.size).toBe(0);
+  });
+});
