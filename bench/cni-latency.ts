@@ -1,12 +1,23 @@
 /**
  * Pod setup latency: CNI ADD and DEL through the shipped shim (dist/bin/trellis) talking to a real
  * agent, against Debian's reference plugins (ptp + host-local, bridge + host-local, ptp with ipMasq),
- * driven like a runtime: cniVersion 1.0.0, a fresh pod namespace per pod (created before timing),
- * DEL with prevResult, each plugin timed from spawn to exit by a runner that lives in the node
- * namespace (so no `ip netns exec` start-up is counted, for anyone). Sequential ADDs alternate
- * between plugins pod by pod, DELs and concurrent rounds plugin by plugin (the order rotating per
- * run); ratios compare medians of per-run figures from the same run. DEL is also timed until every
- * veth of the round is gone (trellis deletes its veth pairs after DEL answered).
+ * driven like a runtime: cniVersion 1.0.0, a fresh pod namespace per pod, DEL with prevResult, each
+ * plugin timed from spawn to exit by a runner that lives in the node namespace (so no `ip netns exec`
+ * start-up is counted, for anyone). Sequential ADDs alternate between plugins pod by pod, DELs and
+ * concurrent rounds plugin by plugin (the order rotating per run); ratios compare medians of per-run
+ * figures from the same run. DEL is also timed until every veth of the round is gone (trellis deletes
+ * its veth pairs after DEL answered).
+ *
+ * Pod namespaces appear as a runtime makes them appear. Each is created beforehand (`ip netns add`,
+ * untimed), then pinned at its plugin's pod directory, /run/trl-pins-HEX/PLUGIN/NAME (an empty
+ * file, the namespace's nsfs bind-mounted onto it, as containerd and CRI-O do in /var/run/netns), right
+ * before its ADD is spawned, for every plugin alike: that path is its CNI_NETNS, and it is unpinned
+ * after its DEL. Why: the agent runs with --netns-dir on trellis's directory alone, and prepares a
+ * pod's veth pair as soon as the pod's namespace appears there, ahead of its ADD. So a namespace must
+ * not appear any earlier than a runtime makes it appear (that would hand the agent a head start no
+ * runtime gives), and the agent must never see, and so prepare anything for, the reference plugins'
+ * pods. The root is a shared mount made before the agent and the runners start, so that their mount
+ * namespaces (slave copies made by `ip netns exec`) receive the pins. Pinning is not timed.
  *
  *   node_modules/.bin/node scripts/build.ts
  *   node_modules/.bin/node bench/cni-latency.ts [--runs 4] [--pods 50] [--concurrent 20]
@@ -24,6 +35,7 @@ import { parseArgs } from 'node:util';
 import { removeAgentDir, startAgent } from '../test/support/agent-process.ts';
 import { REFERENCE_PLUGIN_DIR, SHIM_BINARY } from '../test/support/cni-driver.ts';
 import { addNetns, delNetns, NetnsPool, type TestNetns } from '../test/support/netns.ts';
+import { createPodPins, type PodPins } from '../test/support/pod-pins.ts';
 import { liveThreadsCpuMs, mainThreadCpuMs } from './lib/proc.ts';
 import { NsRunner, type TimedRun } from './lib/runner-client.ts';
 import { commitId, median, pct, ratio, round, sleep, table, writeResult } from './lib/stats.ts';
@@ -62,6 +74,8 @@ interface Plugin {
   node: TestNetns;
   runner: NsRunner;
   conf: Record<string, unknown>;
+  /** Its pod directory: its pods' namespaces are pinned there, right before their ADD. */
+  podDir: string;
   /** Waits for work the plugin left running after DEL answered (trellis's deferred veth deletion). */
   settle: () => Promise<void>;
 }
@@ -80,8 +94,24 @@ function removePods(pods: readonly TestNetns[]): void {
     podNs.delete(p.name);
   }
 }
+/** Where pod `pod` of plugin `p` appears, its CNI_NETNS: pinned right before its ADD. */
+function podPath(p: Plugin, pod: TestNetns): string {
+  return join(p.podDir, pod.name);
+}
+/** Unpins the pods (those still pinned), then removes their staging namespaces, even if an unpin failed. */
+function releasePods(p: Plugin, pods: readonly TestNetns[]): void {
+  try {
+    for (const pod of pods) pins!.unpin(podPath(p, pod));
+  } finally {
+    removePods(pods);
+  }
+}
 const tmp = mkdtempSync(join(tmpdir(), 'trl-bench-cni-'));
 const plugins: Plugin[] = [];
+/** The plugins' pod directories under the pins' root. */
+const POD_DIRS = ['trellis', 'ptp', 'bridge', 'ptp-ipMasq'] as const;
+type PodDir = (typeof POD_DIRS)[number];
+let pins: PodPins<PodDir> | undefined;
 let agent: ReturnType<typeof startAgent> | undefined;
 
 function linkCount(ns: string, prefix: string): number {
@@ -105,12 +135,12 @@ function hostLocal(subnet: string, name: string): Record<string, unknown> {
   };
 }
 
-function env(command: string, id: string, pod: TestNetns | undefined): Record<string, string | undefined> {
+function env(command: string, id: string, netns: string): Record<string, string | undefined> {
   return {
     PATH: process.env.PATH,
     CNI_COMMAND: command,
     CNI_CONTAINERID: id,
-    CNI_NETNS: pod?.path ?? '',
+    CNI_NETNS: netns,
     CNI_IFNAME: 'eth0',
     CNI_PATH: `${dirname(SHIM_BINARY)}:${REFERENCE_PLUGIN_DIR}`,
     CNI_ARGS: `IgnoreUnknown=1;K8S_POD_NAMESPACE=bench;K8S_POD_NAME=pod-${id.slice(0, 8)};K8S_POD_INFRA_CONTAINER_ID=${id}`,
@@ -160,8 +190,9 @@ async function sequentialRound(
       const order = orders[(i + rotate) % orders.length]!;
       for (let k = 0; k < rounds.length; k++) {
         const r = rounds[order[k]!]!;
+        const netns = pins!.pin(podPath(r.p, r.pods[i]!), r.pods[i]!.path);
         const run = check(
-          await r.p.runner.run(r.p.binary, env('ADD', r.ids[i]!, r.pods[i]), r.conf),
+          await r.p.runner.run(r.p.binary, env('ADD', r.ids[i]!, netns), r.conf),
           `${r.p.name} ADD`,
         );
         r.add.push(run.ms);
@@ -171,20 +202,27 @@ async function sequentialRound(
     for (let k = 0; k < rounds.length; k++) {
       const r = rounds[(k + rotate) % rounds.length]!;
       const t0 = performance.now();
+      /** The unpins' time, left out of delAllGone. */
+      let unpinMs = 0;
       for (let i = 0; i < PODS; i++) {
         const delConf = JSON.stringify({ ...r.p.conf, prevResult: JSON.parse(r.results[i]!) });
+        const netns = podPath(r.p, r.pods[i]!);
         const run = check(
-          await r.p.runner.run(r.p.binary, env('DEL', r.ids[i]!, r.pods[i]), delConf),
+          await r.p.runner.run(r.p.binary, env('DEL', r.ids[i]!, netns), delConf),
           `${r.p.name} DEL`,
         );
         r.del.push(run.ms);
+        // As a runtime: the pod's namespace goes right after its DEL.
+        const u0 = performance.now();
+        pins!.unpin(netns);
+        unpinMs += performance.now() - u0;
       }
       // Until every veth of the round is gone: trellis deletes them after DEL answered.
       await r.p.settle();
-      r.delAllGone = performance.now() - t0;
+      r.delAllGone = performance.now() - t0 - unpinMs;
     }
   } finally {
-    for (const r of rounds) removePods(r.pods);
+    for (const r of rounds) releasePods(r.p, r.pods);
   }
   return new Map(rounds.map((r) => [r.p.name, { add: r.add, del: r.del, delAllGone: r.delAllGone }]));
 }
@@ -204,27 +242,33 @@ function balancedOrders(n: number): number[][] {
 async function concurrentRound(p: Plugin): Promise<number> {
   const pods = Array.from({ length: CONCURRENT }, () => addPod('c'));
   const ids = pods.map(() => randomBytes(32).toString('hex'));
+  const paths = pods.map((pod) => podPath(p, pod));
   const conf = JSON.stringify(p.conf);
   try {
+    // All the burst's namespaces appear, then all its ADDs start: the pins stay out of the wall time.
+    for (let i = 0; i < pods.length; i++) pins!.pin(paths[i]!, pods[i]!.path);
     const t0 = performance.now();
     const runs = await Promise.all(
-      pods.map((pod, i) => p.runner.run(p.binary, env('ADD', ids[i]!, pod), conf)),
+      paths.map((netns, i) => p.runner.run(p.binary, env('ADD', ids[i]!, netns), conf)),
     );
     const wall = performance.now() - t0;
     for (const r of runs) check(r, `${p.name} concurrent ADD`);
-    await Promise.all(
-      pods.map((pod, i) =>
-        p.runner.run(
+    const dels = await Promise.all(
+      paths.map(async (netns, i) => {
+        const r = await p.runner.run(
           p.binary,
-          env('DEL', ids[i]!, pod),
+          env('DEL', ids[i]!, netns),
           JSON.stringify({ ...p.conf, prevResult: JSON.parse(runs[i]!.stdout) }),
-        ),
-      ),
+        );
+        if (r.code === 0) pins!.unpin(netns); // a failed DEL's pin stays for the finally
+        return r;
+      }),
     );
+    for (const r of dels) check(r, `${p.name} concurrent DEL`);
     await p.settle();
     return wall;
   } finally {
-    removePods(pods);
+    releasePods(p, pods);
   }
 }
 
@@ -245,9 +289,18 @@ let agentJsThreadMs = 0;
 let agentIdle = { all: 0, js: 0 };
 let agentCalls = 0;
 try {
-  // trellis: a real agent (standalone, IPv4 like the references) in its node namespace.
+  // Before the agent and the runners start: their mount namespaces are copies made then, slaves of the
+  // root's shared mount from that moment on.
+  pins = createPodPins(POD_DIRS);
+  const podPins = pins;
+  // trellis: a real agent (standalone, IPv4 like the references) in its node namespace, watching its
+  // own pod directory alone.
   const tNode = pool.add('tn');
-  agent = startAgent({ ns: tNode.name, podCIDRs: ['10.244.0.0/20'], extraArgs: ['--log-level', 'info'] });
+  agent = startAgent({
+    ns: tNode.name,
+    podCIDRs: ['10.244.0.0/20'],
+    extraArgs: ['--log-level', 'info', '--netns-dir', podPins.dir('trellis')],
+  });
   await agent.ready();
   const a = agent;
   plugins.push({
@@ -256,18 +309,25 @@ try {
     node: tNode,
     runner: new NsRunner(tNode.name),
     conf: { cniVersion: '1.0.0', name: 'trellis', type: 'trellis', socket: a.socket, spoolDir: a.spoolDir },
+    podDir: podPins.dir('trellis'),
     settle: () => waitLinks(tNode.name, 'trl'),
   });
-  const refs: [string, string, Record<string, unknown>][] = [
-    ['ptp', 'ptp', { type: 'ptp', ipam: hostLocal('10.250.0.0/20', 'ptp') }],
+  const refs: [string, string, PodDir, Record<string, unknown>][] = [
+    ['ptp', 'ptp', 'ptp', { type: 'ptp', ipam: hostLocal('10.250.0.0/20', 'ptp') }],
     [
+      'bridge',
       'bridge',
       'bridge',
       { type: 'bridge', bridge: 'cni0', isGateway: true, ipam: hostLocal('10.251.0.0/20', 'br') },
     ],
-    ['ptp+ipMasq', 'ptp', { type: 'ptp', ipMasq: true, ipam: hostLocal('10.252.0.0/20', 'masq') }],
+    [
+      'ptp+ipMasq',
+      'ptp',
+      'ptp-ipMasq',
+      { type: 'ptp', ipMasq: true, ipam: hostLocal('10.252.0.0/20', 'masq') },
+    ],
   ];
-  for (const [name, type, conf] of refs) {
+  for (const [name, type, podDir, conf] of refs) {
     const node = pool.add('rn');
     plugins.push({
       name,
@@ -275,6 +335,7 @@ try {
       node,
       runner: new NsRunner(node.name),
       conf: { cniVersion: '1.0.0', name: `bench-${name.replace('+', '-')}`, ...conf },
+      podDir: podPins.dir(podDir),
       settle: () => waitLinks(node.name, 'veth'),
     });
   }
@@ -364,6 +425,8 @@ try {
     await Promise.race([agent.stop(), sleep(10_000)]); // SIGTERM first: lets --cpu-prof write its profile
     await agent.kill();
   }
+  // The pins before their staging namespaces (teardown never throws).
+  pins?.teardown();
   for (const name of podNs) delNetns(name);
   pool.cleanup();
   if (agent !== undefined) removeAgentDir(agent.dir);

@@ -43,8 +43,8 @@ export class NodeHarness {
     await this.startAgain();
   }
 
-  async startAgain(): Promise<void> {
-    this.agent = startAgent({ ns: this.host.name, podCIDRs: this.podCIDRs, dir: this.agent.dir });
+  async startAgain(extraArgs: string[] = []): Promise<void> {
+    this.agent = startAgent({ ns: this.host.name, podCIDRs: this.podCIDRs, dir: this.agent.dir, extraArgs });
     await this.agent.ready();
   }
 

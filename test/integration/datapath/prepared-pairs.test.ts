@@ -1,6 +1,7 @@
 import { mkdtempSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { PassThrough } from 'node:stream';
 import { afterEach, describe, expect, it } from 'vitest';
 import { CniCode, CniError } from '../../../pkg/cni/errors.ts';
 import { addAttachment } from '../../../pkg/datapath/add.ts';
@@ -35,7 +36,7 @@ interface IpLink {
   flags: string[];
 }
 
-const silent = createLogger({ level: 'silent' });
+const silent = createLogger({ level: 'silent', destination: new PassThrough() });
 
 describe.skipIf(netnsSkipReason !== undefined)('prepared veth pairs (root, real namespaces)', () => {
   const pool = new NetnsPool();

@@ -14,6 +14,7 @@ describe('parseAgentConfig', () => {
       logLevel: 'info',
       publishCniConfig: true,
       hostProc: '',
+      netnsDir: '',
     });
     expect(Object.isFrozen(c)).toBe(true);
   });
@@ -46,6 +47,11 @@ describe('parseAgentConfig', () => {
     [['--pod-cidr', '10.244.1.0/24', '--pod-cidr', '10.245.0.0/24'], {}, 'two IPv4 ranges'],
     [['--socket', 'relative.sock', '--pod-cidr', '10.244.1.0/24'], {}, '--socket must be an absolute path'],
     [['--host-proc', 'host/proc', '--pod-cidr', '10.244.1.0/24'], {}, '--host-proc must be an absolute path'],
+    [
+      ['--netns-dir', 'var/run/netns', '--pod-cidr', '10.244.1.0/24'],
+      {},
+      '--netns-dir must be an absolute path',
+    ],
     [['--bogus'], { NODE_NAME: 'n' }, "Unknown option '--bogus'"],
     [
       [],

@@ -268,11 +268,10 @@ describe.skipIf(kubectlSkipReason !== undefined)(
       expect(init?.command).toEqual(['/app/dist/bin/trellis-agent', 'uninstall']);
       expect(init?.securityContext?.privileged).toBe(true);
       expect(init?.image).toBe(agent().image);
-      // The same flags as the agent, minus the listener and the way into pods: it must find exactly
-      // what the agent created.
-      expect(init?.args).toEqual(
-        (agent().args ?? []).filter((a) => !a.startsWith('--metrics-addr=') && !a.startsWith('--host-proc=')),
-      );
+      // The same flags as the agent, minus the listener and the ways into pods: it must find exactly
+      // what the agent created (prepared veth pairs by their name, not through --netns-dir).
+      const intoPods = ['--metrics-addr=', '--host-proc=', '--netns-dir='];
+      expect(init?.args).toEqual((agent().args ?? []).filter((a) => !intoPods.some((f) => a.startsWith(f))));
       // uninstall deletes the state directory: it must not be a mount point in the container (EBUSY).
       expect(init?.volumeMounts?.map((m) => m.mountPath)).not.toContain('/var/lib/trellis');
       for (const flag of init?.args ?? []) {
