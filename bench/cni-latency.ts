@@ -21,7 +21,7 @@
  *
  *   node_modules/.bin/node scripts/build.ts
  *   node_modules/.bin/node bench/cni-latency.ts [--runs 4] [--pods 50] [--concurrent 20]
- *     [--only trellis,ptp] [--interleave pods|rounds] [--out FILE]
+ *     [--only trellis,ptp] [--interleave pods|rounds] [--no-prepare] [--out FILE]
  *
  * Prints a table and, last, one JSON line (also written to --out, default bench/results/cni-latency.json).
  */
@@ -49,6 +49,8 @@ const { values: opts } = parseArgs({
     concurrent: { type: 'string', default: '20' },
     out: { type: 'string', default: join(import.meta.dirname, 'results', 'cni-latency.json') },
     only: { type: 'string' },
+    /** The agent without --netns-dir: every ADD makes its veth pair (for A/B runs). */
+    'no-prepare': { type: 'boolean', default: false },
     /** pods: sequential ADDs alternate between plugins pod by pod; rounds: whole rounds alternate. */
     interleave: { type: 'string', default: 'pods' },
   },
@@ -274,6 +276,8 @@ async function concurrentRound(p: Plugin): Promise<number> {
 
 const samples = new Map<string, Sample[]>();
 const agentAddMs: number[] = [];
+/** The agent's ADDs that found their veth pair made when the namespace appeared (preparedVeth). */
+let agentPreparedAdds = 0;
 const agentDelMs: number[] = [];
 /** The agent's ADDs of the sequential rounds alone: the concurrent bursts' wait in its queue. */
 const agentSequentialAddMs: number[] = [];
@@ -299,7 +303,11 @@ try {
   agent = startAgent({
     ns: tNode.name,
     podCIDRs: ['10.244.0.0/20'],
-    extraArgs: ['--log-level', 'info', '--netns-dir', podPins.dir('trellis')],
+    extraArgs: [
+      '--log-level',
+      'info',
+      ...(opts['no-prepare'] ? [] : ['--netns-dir', podPins.dir('trellis')]),
+    ],
   });
   await agent.ready();
   const a = agent;
@@ -413,6 +421,7 @@ try {
   }
   for (const l of a.logs.slice(logStart)) {
     if (l.msg === 'CNI ADD ok') agentAddMs.push(Number(l.durationMs));
+    if (l.msg === 'CNI ADD ok' && l.preparedVeth === true) agentPreparedAdds++;
     if (l.msg === 'CNI DEL ok') agentDelMs.push(Number(l.durationMs));
   }
   for (const [from, to] of sequentialLogs) {
@@ -523,7 +532,7 @@ process.stdout.write(
       r.concurrentWall!,
       r.concurrentWallPaired!,
     ]),
-  )}\n\nagent-side ADD p50 ${round(median(agentAddMs))} ms p99 ${round(pct(agentAddMs, 99))} ms (sequential alone p50 ${round(median(agentSequentialAddMs))} p99 ${round(pct(agentSequentialAddMs, 99))} ms); DEL p50 ${round(median(agentDelMs))} ms; agent CPU ${agentCpuMsPerCall} ms per CNI call, its JS thread ${agentJsThreadMsPerCall} ms, idle subtracted (commit ${commit}, ${RUNS} runs x ${PODS} pods, interleaved by ${opts.interleave})\n`,
+  )}\n\nagent-side ADD p50 ${round(median(agentAddMs))} ms p99 ${round(pct(agentAddMs, 99))} ms (sequential alone p50 ${round(median(agentSequentialAddMs))} p99 ${round(pct(agentSequentialAddMs, 99))} ms; ${agentPreparedAdds} of ${agentAddMs.length} with their veth pair prepared); DEL p50 ${round(median(agentDelMs))} ms; agent CPU ${agentCpuMsPerCall} ms per CNI call, its JS thread ${agentJsThreadMsPerCall} ms, idle subtracted (commit ${commit}, ${RUNS} runs x ${PODS} pods, interleaved by ${opts.interleave})\n`,
 );
 writeResult(
   opts.out,
@@ -542,6 +551,8 @@ writeResult(
       /** The sequential rounds' ADDs alone (the bursts' include waiting behind each other). */
       sequentialAddP50: round(median(agentSequentialAddMs)),
       sequentialAddP99: round(pct(agentSequentialAddMs, 99)),
+      /** ADDs whose veth pair the agent made when the pod's namespace appeared (--netns-dir). */
+      preparedAdds: agentPreparedAdds,
       delP50: round(median(agentDelMs)),
       /**
        * The agent's CPU time over the runs (ADDs and DELs, sequential and concurrent), less its idle

@@ -814,6 +814,7 @@ export class Agent {
       deleter: datapath.deleter,
       settings: () =>
         this.servesAdd() ? { mtu: this.mtu, ipv6: ipam.ranges().some((r) => r.includes(':')) } : undefined,
+      busy: () => this.busyKeys.size > 0,
       log: this.log.child({ component: 'cni' }),
       onOutcome: this.hooks.onPreparedPair,
     });

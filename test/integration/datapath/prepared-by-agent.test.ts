@@ -101,9 +101,12 @@ describe.skipIf(skip !== undefined)(
 
     it('SIGTERM deletes the waiting pairs; a pair a killed agent left is removed by the next start', async () => {
       const pods = [node.podNs(), node.podNs()];
-      const paths = pods.map((p) => pins.pin(`${pins.dir('watched')}/${p.name}`, p.path));
-      await until('the first pair', () => preparedFor(pods[0]!));
-      await until('the second pair', () => preparedFor(pods[1]!));
+      const paths: string[] = [];
+      // One after the other: a namespace that appears while a pair is being made gets none.
+      for (const [i, p] of pods.entries()) {
+        paths.push(pins.pin(`${pins.dir('watched')}/${p.name}`, p.path));
+        await until(`pair ${i}`, () => preparedFor(p));
+      }
       await node.agent.stop();
       expect(hostLinks().filter((l) => isPreparedName(l.ifname))).toEqual([]);
       expect(pods.map(podLinks)).toEqual([['lo'], ['lo']]);

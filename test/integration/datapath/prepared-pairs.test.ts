@@ -87,14 +87,11 @@ describe.skipIf(netnsSkipReason !== undefined)('prepared veth pairs (root, real 
   /** The pair made for `pod`, waited for (prepare only starts it). */
   async function prepared(pairs: PreparedPairs, host: TestNetns, pod: TestNetns): Promise<IpLink> {
     expect(pairs.prepare(pod.path)).toBe('started');
-    const deadline = Date.now() + 3000;
-    for (;;) {
-      const inPod = names(pod.name);
-      const found = links(host.name).find((l) => isPreparedName(l.ifname) && inPod.includes(l.ifname));
-      if (found !== undefined) return found;
-      if (Date.now() > deadline) throw new Error(`no prepared pair for ${pod.name}`);
-      await new Promise((r) => setTimeout(r, 5));
-    }
+    await pairs.settled();
+    const inPod = names(pod.name);
+    const found = links(host.name).find((l) => isPreparedName(l.ifname) && inPod.includes(l.ifname));
+    if (found === undefined) throw new Error(`no prepared pair for ${pod.name}`);
+    return found;
   }
 
   it('makes the pair down under a temporary name, its sysctls set, and ADD renames and configures it', async () => {
@@ -273,6 +270,35 @@ describe.skipIf(netnsSkipReason !== undefined)('prepared veth pairs (root, real 
     expect(outcomes).toEqual(['skipped']);
     expect(names(host.name).filter(isPreparedName)).toHaveLength(1);
     expect(readdirSync(dir)).toEqual(['plain']);
+  });
+
+  it('makes none while the agent is busy: a CNI call in progress, or another pair being made', async () => {
+    let calls = 0;
+    const { host, deps, outcomes } = setUp(['10.244.1.0/24']);
+    const pairs = new PreparedPairs({
+      host: deps.host,
+      netns: deps.netns,
+      deleter: deps.deleter,
+      settings: () => ({ mtu: 1500, ipv6: false }),
+      busy: () => calls > 0,
+      log: silent,
+      onOutcome: (o) => outcomes.push(o),
+    });
+    cleanups.push(() => void pairs.stop());
+    const pods = [0, 1, 2, 3].map(() => pool.add('pod', { loUp: false }));
+    calls = 1;
+    expect(pairs.prepare(pods[0]!.path)).toBe('ignored');
+    calls = 0;
+    expect(pairs.prepare(pods[1]!.path)).toBe('started');
+    // The first is being made (the kernel's work is under way on another thread).
+    expect(pairs.prepare(pods[2]!.path)).toBe('ignored');
+    await pairs.settled();
+    expect(pairs.prepare(pods[3]!.path)).toBe('started');
+    await pairs.settled();
+    expect(outcomes).toEqual(['skipped', 'skipped']);
+    expect(names(host.name).filter(isPreparedName)).toHaveLength(2);
+    expect(names(pods[0]!.name)).toEqual(['lo']);
+    expect(names(pods[2]!.name)).toEqual(['lo']);
   });
 
   it('take waits for a pair still being made', async () => {
