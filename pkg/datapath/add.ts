@@ -208,8 +208,7 @@ async function takePrepared(
 ): Promise<PreparedPair | undefined> {
   const prepared = await deps.prepared?.take(nsFd);
   if (prepared === undefined || prepared.ipv6 === ipv6) return prepared;
-  const index = prepared.host.index;
-  deps.deleter.schedule(prepared.host.name, () => deps.host.deleteLink(index));
+  deps.deleter.schedule(prepared.host.name, () => deletePrepared(deps.host, prepared, prepared.host.name));
   return undefined;
 }
 
@@ -311,8 +310,9 @@ async function requireLink(
 /**
  * configureHostSide for a prepared pair, whose host end is renamed in the same datagram. A host end
  * of that name left by a crashed ADD of the same container and ifname makes the rename fail with
- * EEXIST (the later steps still apply to the prepared link: same index): it is deleted and the
- * datagram sent once more.
+ * EEXIST (the later steps still apply to the prepared link: same index, now up): it is deleted and
+ * the datagram sent once more, the link taken down first (kernels before 6.x rename no link that is
+ * up: EBUSY).
  */
 async function configurePreparedHostSide(
   host: NetlinkHandle,
@@ -321,15 +321,17 @@ async function configurePreparedHostSide(
   mtu: number | undefined,
   addresses: LeasedAddress[],
 ): Promise<LinkInfo> {
-  const rename: SetUpStep = { kind: 'link', index: prepared.host.index, name, mtu };
+  const index = prepared.host.index;
   for (let attempt = 0; ; attempt++) {
+    const rename: SetUpStep[] = [{ kind: 'link', index, name, mtu }];
+    if (attempt > 0) rename.unshift({ kind: 'down', index });
     try {
       const link = await configureHostSide(host, name, prepared.host, addresses, rename);
       return { ...link, name, mtu: mtu ?? prepared.mtu };
     } catch (err) {
       if (attempt > 0 || (err as { errno?: unknown }).errno !== 'EEXIST') throw err;
       const stale = await host.getLink(name);
-      if (stale === undefined || stale.index === prepared.host.index) throw err;
+      if (stale === undefined || stale.index === index) throw err;
       await host.deleteLink(stale.index);
     }
   }
@@ -337,7 +339,7 @@ async function configurePreparedHostSide(
 
 /**
  * Host end: up, the link-local gateway addresses, and a /32 and /128 route to the pod, in one
- * netlink datagram (the kernel applies it in order: the routes need the link up). `first`: a step
+ * netlink datagram (the kernel applies it in order: the routes need the link up). `first`: steps
  * ahead of them (a prepared pair's rename).
  */
 async function configureHostSide(
@@ -345,11 +347,10 @@ async function configureHostSide(
   name: string,
   created: LinkInfo | undefined,
   addresses: LeasedAddress[],
-  first?: SetUpStep,
+  first: readonly SetUpStep[] = [],
 ): Promise<LinkInfo> {
   const link = created ?? (await requireLink(host, name, 'host namespace'));
-  const steps: SetUpStep[] = first === undefined ? [] : [first];
-  steps.push({ kind: 'up', index: link.index });
+  const steps: SetUpStep[] = [...first, { kind: 'up', index: link.index }];
   for (const a of addresses) {
     steps.push({
       kind: 'address',

@@ -279,6 +279,7 @@ export interface NetnsPort {
 /** One step of NetlinkHandle.setUp. */
 export type SetUpStep =
   | { kind: 'up'; index: number }
+  | { kind: 'down'; index: number }
   /** A new name and/or MTU for a link that is down (the kernel renames no link that is up). */
   | { kind: 'link'; index: number; name?: string; mtu?: number }
   | { kind: 'address'; address: AddAddress }

@@ -52,6 +52,13 @@ export function setUpRequest(step: SetUpStep): Request {
   switch (step.kind) {
     case 'up':
       return setLinkUpRequest(step.index);
+    case 'down':
+      return {
+        type: RTM.NEWLINK,
+        flags: 0,
+        body: setLinkUpBody(step.index, false),
+        op: `RTM_NEWLINK #${step.index} down`,
+      };
     case 'link':
       return setLinkRequest(step.index, step);
     case 'address':

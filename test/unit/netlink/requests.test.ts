@@ -13,6 +13,20 @@ const steps: SetUpStep[] = [
 ];
 
 describe('setUp requests', () => {
+  it("a prepared pair's rename and MTU go in one RTM_NEWLINK, a link goes down in another", () => {
+    const rename = setUpRequest({ kind: 'link', index: 7, name: 'eth0', mtu: 1400 });
+    expect(rename.op).toBe('RTM_NEWLINK #7 name eth0 mtu 1400');
+    expect(rename.flags).toBe(0);
+    const body = Buffer.concat(rename.body);
+    expect(body.readInt32LE(4)).toBe(7); // ifi_index
+    expect(body.readUInt32LE(12)).toBe(0); // ifi_change: no flag changes
+    expect(body.includes(Buffer.from('eth0\0'))).toBe(true);
+    const down = setUpRequest({ kind: 'down', index: 7 });
+    expect(down.op).toBe('RTM_NEWLINK #7 down');
+    const d = Buffer.concat(down.body);
+    expect([d.readUInt32LE(8), d.readUInt32LE(12)]).toEqual([0, 1]); // IFF_UP cleared
+  });
+
   it('creates or replaces a route, and creates a keepExisting route only where its destination is free', () => {
     const flags = steps.map((s) => setUpRequest(s).flags);
     expect(flags).toEqual([

@@ -107,6 +107,15 @@ describe('AgentMetrics', () => {
     expect(e.get('trellis_ipam_leases_reclaimed_total', { reason: 'api-gc' })).toBe(3);
   });
 
+  it('counts prepared veth pairs by what became of them', async () => {
+    const m = new AgentMetrics({ version: '1', nodeName: 'n1' });
+    for (const o of ['used', 'used', 'expired', 'skipped'] as const) m.onPreparedPair(o);
+    const e = await scrape(m);
+    expect(e.get('trellis_prepared_veth_pairs_total', { outcome: 'used' })).toBe(2);
+    expect(e.get('trellis_prepared_veth_pairs_total', { outcome: 'expired' })).toBe(1);
+    expect(e.get('trellis_prepared_veth_pairs_total', { outcome: 'skipped' })).toBe(1);
+  });
+
   it('records passes, route counts and per-peer route state; a peer that left disappears', async () => {
     const m = new AgentMetrics({ version: '1', nodeName: 'n1' });
     // As the reconciler builds its report: added counts the writes that succeeded, errors the others.
