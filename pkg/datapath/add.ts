@@ -311,7 +311,7 @@ async function requireLink(
  * configureHostSide for a prepared pair, whose host end is renamed in the same datagram. A host end
  * of that name left by a crashed ADD of the same container and ifname makes the rename fail with
  * EEXIST (the later steps still apply to the prepared link: same index, now up): it is deleted and
- * the datagram sent once more, the link taken down first (kernels before 6.x rename no link that is
+ * the datagram sent once more, the link taken down first (kernels before 6.2 rename no link that is
  * up: EBUSY).
  */
 async function configurePreparedHostSide(

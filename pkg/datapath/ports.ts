@@ -280,7 +280,7 @@ export interface NetnsPort {
 export type SetUpStep =
   | { kind: 'up'; index: number }
   | { kind: 'down'; index: number }
-  /** A new name and/or MTU for a link that is down (the kernel renames no link that is up). */
+  /** A new name and/or MTU for a link (kernels before 6.2 rename no link that is up: EBUSY). */
   | { kind: 'link'; index: number; name?: string; mtu?: number }
   | { kind: 'address'; address: AddAddress }
   | {

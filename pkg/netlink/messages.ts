@@ -91,7 +91,7 @@ export function setLinkMtuBody(index: number, mtu: number): Body {
   return [ifinfomsg(index), u32Attr(IFLA.MTU, mtu)];
 }
 
-/** A new name and MTU for a link in one RTM_NEWLINK (the kernel renames only a link that is down). */
+/** A new name and MTU for a link in one RTM_NEWLINK (kernels before 6.2 rename no link that is up: EBUSY). */
 export function setLinkNameMtuBody(index: number, change: { name?: string; mtu?: number }): Body {
   const body: Body = [ifinfomsg(index)];
   if (change.name !== undefined) body.push(strAttr(IFLA.IFNAME, change.name));
