@@ -58,6 +58,8 @@ export interface PreparedPairsDeps {
 /** containerd and CRI-O run the plugin right after pinning the namespace; 10 s is long past that. */
 export const PREPARED_TTL_MS = 10_000;
 export const PREPARED_MAX = 64;
+/** How many namespaces ADD has been into are remembered (see PreparedPairs.served). */
+const SERVED_REMEMBERED = 256;
 
 interface Entry {
   id: string;
@@ -82,6 +84,11 @@ export class PreparedPairs {
   private readonly entries = new Map<string, Entry>();
   /** Pairs being made (the kernel's creation under way). */
   private making = 0;
+  /**
+   * Namespaces an ADD has been into lately (ids, oldest first): a namespace whose ADD came before its
+   * watch event (a busy agent, a runtime quicker than inotify) needs no pair any more.
+   */
+  private readonly served = new Set<string>();
   private stopped = false;
 
   constructor(deps: PreparedPairsDeps) {
@@ -118,7 +125,7 @@ export class PreparedPairs {
       this.deps.netns.closeFd(fd);
       return 'not-a-netns';
     }
-    if (this.entries.has(id) || isOwnNetnsFd(fd)) {
+    if (this.entries.has(id) || this.served.has(id) || isOwnNetnsFd(fd)) {
       this.deps.netns.closeFd(fd);
       return 'ignored';
     }
@@ -144,13 +151,14 @@ export class PreparedPairs {
    * none (or making it failed). The caller owns it from here (and deletes it if ADD fails).
    */
   async take(nsFd: number): Promise<PreparedPair | undefined> {
-    if (this.entries.size === 0) return undefined;
     let id: string;
     try {
       id = this.deps.netns.namespaceId(nsFd);
     } catch {
       return undefined;
     }
+    this.served.add(id);
+    if (this.served.size > SERVED_REMEMBERED) this.served.delete(this.served.values().next().value!);
     const entry = this.entries.get(id);
     if (entry === undefined) return undefined;
     this.forget(entry);

@@ -301,6 +301,18 @@ describe.skipIf(netnsSkipReason !== undefined)('prepared veth pairs (root, real 
     expect(names(pods[2]!.name)).toEqual(['lo']);
   });
 
+  it('a namespace whose ADD came before its watch event gets no pair', async () => {
+    const { host, deps, pairs, outcomes } = setUp(['10.244.1.0/24']);
+    const pod = pool.add('pod', { loUp: false });
+    const att = await addAttachment(deps, { containerId: 'c1', ifname: 'eth0', netns: pod.path, mtu: 1500 });
+    expect(att.prepared).toBeUndefined();
+    expect(pairs.prepare(pod.path)).toBe('ignored');
+    await pairs.settled();
+    expect(names(host.name).filter(isPreparedName)).toEqual([]);
+    expect(names(pod.name).sort()).toEqual(['eth0', 'lo']);
+    expect(outcomes).toEqual([]);
+  });
+
   it('take waits for a pair still being made', async () => {
     const { deps, pairs } = setUp(['10.244.1.0/24']);
     const pod = pool.add('pod', { loUp: false });
