@@ -391,24 +391,28 @@ export class Agent {
     // Down: the kernel drops the routes through it (IPv4 silently) and refuses new ones until the
     // carrier is back ("Carrier for nexthop device is down"), so the pass that puts them back is the
     // one when it is up again.
-    const carriers = new LinkCarrierWatch(this.ports.events, (change) => {
-      if ('link' in change) {
-        if (!change.running) {
+    const carriers = new LinkCarrierWatch(
+      this.ports.events,
+      (change) => {
+        if ('link' in change) {
+          if (!change.running) {
+            log.warn(
+              { link: change.link.name, up: change.link.up, carrier: change.link.lowerUp === true },
+              'a link routes to peers leave by is down; its routes are put back when it is up again',
+            );
+            return;
+          }
+          log.info({ link: change.link.name }, 'a link routes to peers leave by is up; reconciling now');
+        } else if ('deleted' in change) {
           log.warn(
-            { link: change.link.name, up: change.link.up, carrier: change.link.lowerUp === true },
-            'a link routes to peers leave by is down; its routes are put back when it is up again',
+            { link: change.deleted.name },
+            'a link routes to peers leave by was deleted; reconciling now',
           );
-          return;
         }
-        log.info({ link: change.link.name }, 'a link routes to peers leave by is up; reconciling now');
-      } else if ('deleted' in change) {
-        log.warn(
-          { link: change.deleted.name },
-          'a link routes to peers leave by was deleted; reconciling now',
-        );
-      }
-      this.controller?.markDirty();
-    });
+        this.controller?.markDirty();
+      },
+      (index) => this.host!.getLinkByIndex(index),
+    );
     this.linkCarrierWatch = carriers;
     this.subscriptions.push(carriers);
     if (config.mtu === 0) {

@@ -25,18 +25,33 @@ function isRunning(link: LinkInfo): boolean {
 export class LinkCarrierWatch {
   private readonly onChange: (change: LinkCarrierChange) => void;
   private readonly subscription: LinkSubscription;
-  /** ifindex -> running at the last notification; undefined until one came (a pass reads no flags). */
+  private readonly readLink: ((index: number) => Promise<LinkInfo | undefined>) | undefined;
+  /**
+   * ifindex -> running, from the last notification or, before one came, from the link as read when
+   * it was first followed; undefined until either (a pass reads no flags).
+   */
   private watched = new Map<number, boolean | undefined>();
 
-  constructor(events: NetlinkEventsPort, onChange: (change: LinkCarrierChange) => void) {
+  /**
+   * `readLink`: reads a link's state when it is first followed, so that one followed while down
+   * reports coming up (its routes then go back at once, not at the failed pass's next retry).
+   */
+  constructor(
+    events: NetlinkEventsPort,
+    onChange: (change: LinkCarrierChange) => void,
+    readLink?: (index: number) => Promise<LinkInfo | undefined>,
+  ) {
     this.subscription = new LinkSubscription(events);
     this.onChange = onChange;
+    this.readLink = readLink;
   }
 
   /** From now on, these links; the subscription is replaced only when the set changes. */
   follow(indexes: readonly number[]): void {
     const next = new Map(indexes.map((i) => [i, this.watched.get(i)]));
+    const fresh = indexes.filter((i) => !this.watched.has(i));
     this.watched = next;
+    for (const index of fresh) this.seed(index);
     this.subscription.follow([...next.keys()], ['add', 'delete'], (ev) => {
       if (ev.type === 'overflow') {
         this.onChange({ overflow: true });
@@ -63,5 +78,17 @@ export class LinkCarrierWatch {
   close(): void {
     this.subscription.close();
     this.watched.clear();
+  }
+
+  /** The state of a newly followed link, unless a notification said it first (it is newer). */
+  private seed(index: number): void {
+    if (this.readLink === undefined) return;
+    this.readLink(index).then(
+      (link) => {
+        if (link === undefined || !this.watched.has(index) || this.watched.get(index) !== undefined) return;
+        this.watched.set(index, isRunning(link));
+      },
+      () => undefined, // unread: the first notification decides, as without a reader
+    );
   }
 }

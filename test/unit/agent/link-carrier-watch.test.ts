@@ -48,6 +48,55 @@ function setup() {
 }
 
 describe('LinkCarrierWatch', () => {
+  it('a link followed while down reports coming up: its state is read when it is first followed', async () => {
+    const subscribed: ((ev: LinkEvent) => void)[] = [];
+    const events: NetlinkEventsPort = {
+      subscribeRouteEvents: () => ({ close: () => {} }),
+      subscribeLinkEvents: (cb) => {
+        subscribed.push(cb);
+        return { close: () => {} };
+      },
+    };
+    const state = (index: number, up: boolean): LinkInfo => ({
+      index,
+      name: `eth${index}`,
+      kind: undefined,
+      mac: '02:00:00:00:00:01',
+      mtu: 1500,
+      up,
+      ...(up ? { lowerUp: true as const } : {}),
+    });
+    const reads: number[] = [];
+    const changes: LinkCarrierChange[] = [];
+    // 3 down when read, 4 up when read; 5 is read, but a notification comes before the answer.
+    let answer5: ((l: LinkInfo) => void) | undefined;
+    const watch = new LinkCarrierWatch(
+      events,
+      (c) => changes.push(c),
+      (index) => {
+        reads.push(index);
+        if (index === 5) return new Promise((r) => (answer5 = r));
+        return Promise.resolve(state(index, index === 4));
+      },
+    );
+    watch.follow([3, 4, 5]);
+    const deliver = (index: number, up: boolean) =>
+      subscribed.at(-1)!({ type: 'add', link: state(index, up) });
+    deliver(5, false); // news before the read's answer: down
+    answer5!(state(5, true)); // the older answer does not overwrite it
+    await new Promise((r) => setImmediate(r));
+    deliver(3, true); // was down when followed: back up is news
+    deliver(4, true); // was up: an MTU or address change, nothing
+    deliver(5, true);
+    watch.follow([3, 4, 5, 6]); // only the new link is read
+    expect(reads).toEqual([3, 4, 5, 6]);
+    expect(changes.map((c) => ('link' in c ? [c.link.index, c.running, c.was] : c))).toEqual([
+      [5, false, undefined],
+      [3, true, false],
+      [5, true, false],
+    ]);
+  });
+
   it('reports a followed link losing carrier, going down and coming back, once per change of state', () => {
     const t = setup();
     t.watch.follow([2, 7]);
