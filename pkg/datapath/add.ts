@@ -118,7 +118,8 @@ async function addInNetns(
     undo.push('finish the lease fsync', async () => void (await synced));
     const ipv6 = lease.addresses.some((a) => a.family === 6);
 
-    const prepared = await takePrepared(deps, nsFd, ipv6);
+    // A pair made when the namespace appeared, whose sysctls suit the lease (prepared-pairs.ts).
+    const prepared = await deps.prepared?.take(nsFd, req.netns, ipv6);
     if (prepared !== undefined) undo.push('delete veth', () => deletePrepared(deps.host, prepared, hostName));
     // After the lease, not beside it: the kernel's veth creation overlapped with IPAM's file creation
     // took 2.2-2.5 ms instead of ~1 ms here (both in the kernel at once), which made ADD no faster.
@@ -195,21 +196,6 @@ async function addInNetns(
       cause: error,
     });
   }
-}
-
-/**
- * The pair prepared for this namespace when it appeared, if any and its sysctls suit the lease
- * (written for IPv6 or not); one that does not suit is deleted and ADD makes its own.
- */
-async function takePrepared(
-  deps: DatapathDeps,
-  nsFd: number,
-  ipv6: boolean,
-): Promise<PreparedPair | undefined> {
-  const prepared = await deps.prepared?.take(nsFd);
-  if (prepared === undefined || prepared.ipv6 === ipv6) return prepared;
-  deps.deleter.schedule(prepared.host.name, () => deletePrepared(deps.host, prepared, prepared.host.name));
-  return undefined;
 }
 
 /** Undo of a prepared pair: deleted by index, under its temporary name or the one ADD gave it. */

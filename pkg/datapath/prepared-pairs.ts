@@ -27,8 +27,11 @@ export interface PreparedPair {
   ipv6: boolean;
 }
 
-/** skipped: not made, the agent being busy (a call or another pair in progress) or 64 waiting. */
-export type PreparedOutcome = 'used' | 'expired' | 'gone' | 'failed' | 'skipped';
+/**
+ * skipped: not made, the agent being busy (a call or another pair in progress) or 64 waiting;
+ * unsuitable: made for a pod with(out) IPv6 and taken by an ADD whose lease says otherwise (deleted).
+ */
+export type PreparedOutcome = 'used' | 'expired' | 'gone' | 'failed' | 'skipped' | 'unsuitable';
 
 export interface PreparedPairsDeps {
   host: Pick<NetlinkHandle, 'createVeth' | 'getLink' | 'getLinkByIndex' | 'deleteLink'>;
@@ -85,10 +88,12 @@ export class PreparedPairs {
   /** Pairs being made (the kernel's creation under way). */
   private making = 0;
   /**
-   * Namespaces an ADD has been into lately (ids, oldest first): a namespace whose ADD came before its
-   * watch event (a busy agent, a runtime quicker than inotify) needs no pair any more.
+   * The namespaces ADD has been into lately, path -> id (oldest first): a namespace whose ADD came
+   * before its watch event (a busy agent, a runtime quicker than inotify) needs no pair any more. By
+   * path and id both: the kernel gives a freed namespace's inode number to the next one made, but
+   * containerd and CRI-O pin every pod at a path of its own, so a new pod never matches an old one.
    */
-  private readonly served = new Set<string>();
+  private readonly served = new Map<string, string>();
   private stopped = false;
 
   constructor(deps: PreparedPairsDeps) {
@@ -125,10 +130,13 @@ export class PreparedPairs {
       this.deps.netns.closeFd(fd);
       return 'not-a-netns';
     }
-    if (this.entries.has(id) || this.served.has(id) || isOwnNetnsFd(fd)) {
+    if (this.entries.has(id) || this.served.get(path) === id || isOwnNetnsFd(fd)) {
       this.deps.netns.closeFd(fd);
       return 'ignored';
     }
+    // Another namespace at this path: the one an entry was made for was unpinned (its removal event
+    // read after the new pin), so its pair goes now rather than at its TTL.
+    for (const e of this.entries.values()) if (e.path === path) this.drop(e, 'gone');
     if (
       this.making > 0 ||
       this.deps.busy?.() === true ||
@@ -147,24 +155,33 @@ export class PreparedPairs {
   }
 
   /**
-   * ADD: the pair prepared for the namespace `nsFd` is open on, once made; undefined when there is
-   * none (or making it failed). The caller owns it from here (and deletes it if ADD fails).
+   * ADD into the namespace `nsFd` is open on (CNI_NETNS `path`): the pair prepared for it, once made,
+   * if its sysctls suit the lease (written for a pod with IPv6 or without: `ipv6`); undefined when
+   * there is none, making it failed, or it does not suit (then it is deleted). The caller owns it from
+   * here (and deletes it if ADD fails).
    */
-  async take(nsFd: number): Promise<PreparedPair | undefined> {
+  async take(nsFd: number, path: string, ipv6: boolean): Promise<PreparedPair | undefined> {
     let id: string;
     try {
       id = this.deps.netns.namespaceId(nsFd);
     } catch {
       return undefined;
     }
-    this.served.add(id);
-    if (this.served.size > SERVED_REMEMBERED) this.served.delete(this.served.values().next().value!);
+    this.served.delete(path); // set again, last: the oldest goes first
+    this.served.set(path, id);
+    if (this.served.size > SERVED_REMEMBERED) this.served.delete(this.served.keys().next().value!);
     const entry = this.entries.get(id);
     if (entry === undefined) return undefined;
     this.forget(entry);
     const pair = await entry.pair;
     this.deps.netns.closeFd(entry.fd);
-    if (pair !== undefined) this.deps.onOutcome?.('used');
+    if (pair === undefined) return undefined;
+    if (pair.ipv6 !== ipv6) {
+      this.deps.onOutcome?.('unsuitable');
+      this.delete(pair.host);
+      return undefined;
+    }
+    this.deps.onOutcome?.('used');
     return pair;
   }
 
@@ -176,6 +193,7 @@ export class PreparedPairs {
   /** The namespace file at `path` went (the runtime removed the pod): its pair goes too. */
   discard(path: string): void {
     for (const entry of this.entries.values()) if (entry.path === path) this.drop(entry, 'gone');
+    this.served.delete(path);
   }
 
   /** Deletes every waiting pair and prepares no more; resolves when their deletions are scheduled. */
@@ -239,7 +257,9 @@ export class PreparedPairs {
         { netns: entry.path, link: name, error: err instanceof Error ? err.message : String(err) },
         'preparing a veth pair failed; the ADD makes its own',
       );
-      if (host !== undefined) this.delete(host);
+      // Made but not reported (an error reading the kernel's answer): found by its name.
+      const made = host ?? (await this.deps.host.getLink(name).catch(() => undefined));
+      if (made !== undefined) this.delete(made);
       return undefined;
     } finally {
       this.making--;

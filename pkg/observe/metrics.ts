@@ -124,7 +124,7 @@ export class AgentMetrics {
     });
     this.preparedPairs = new Counter({
       name: 'trellis_prepared_veth_pairs_total',
-      help: 'Veth pairs made when a pod namespace appeared (--netns-dir), by what became of them: used by its ADD, expired, gone with the namespace, failed, skipped (too many waiting).',
+      help: 'Veth pairs made when a pod namespace appeared (--netns-dir), by what became of them: used by its ADD, expired, gone with the namespace, failed, skipped (the agent busy or 64 waiting), unsuitable (made for other IP families than the lease).',
       labelNames: ['outcome'],
       registers,
     });

@@ -21,6 +21,7 @@ import {
   nsPing,
   type TestNetns,
 } from '../../support/netns.ts';
+import { createPodPins } from '../../support/pod-pins.ts';
 
 /**
  * Veth pairs made when a pod's namespace appears, before its ADD (prepared-pairs.ts), in real
@@ -183,7 +184,7 @@ describe.skipIf(netnsSkipReason !== undefined)('prepared veth pairs (root, real 
   });
 
   it('a pair made for IPv4 alone is not used for a dual-stack lease: ADD makes its own, the pair goes', async () => {
-    const { host, deps } = setUp(['10.244.1.0/24', 'fd00:10:244:1::/64']);
+    const { host, deps, outcomes } = setUp(['10.244.1.0/24', 'fd00:10:244:1::/64']);
     // As if the node's ranges gained IPv6 between the namespace's appearance and its ADD.
     const ipv4Only = new PreparedPairs({
       host: deps.host,
@@ -191,6 +192,7 @@ describe.skipIf(netnsSkipReason !== undefined)('prepared veth pairs (root, real 
       deleter: deps.deleter,
       settings: () => ({ mtu: 1500, ipv6: false }),
       log: silent,
+      onOutcome: (o) => outcomes.push(o),
     });
     cleanups.push(() => void ipv4Only.stop());
     const pod = pool.add('pod', { loUp: false });
@@ -210,6 +212,7 @@ describe.skipIf(netnsSkipReason !== undefined)('prepared veth pairs (root, real 
     expect(names(host.name).filter(isPreparedName)).toEqual([]);
     expect(names(pod.name).sort()).toEqual(['eth0', 'lo']);
     for (const a of att.addresses) expect(nsPing(host.name, a.address)).toBe(true);
+    expect(outcomes).toEqual(['unsuitable']);
   });
 
   it('ADD into another namespace does not take it; an unused pair expires and is deleted', async () => {
@@ -311,6 +314,45 @@ describe.skipIf(netnsSkipReason !== undefined)('prepared veth pairs (root, real 
     expect(names(host.name).filter(isPreparedName)).toEqual([]);
     expect(names(pod.name).sort()).toEqual(['eth0', 'lo']);
     expect(outcomes).toEqual([]);
+  });
+
+  // The kernel gives a freed namespace's inode number to the next namespace made: a namespace an ADD
+  // went into is remembered with its path, so a later pod, pinned at a path of its own, is not taken
+  // for it. Here one namespace at two paths stands for the reused number.
+  it('a namespace ADD went into is remembered by path and id: at another path it gets a pair', async () => {
+    const { host, deps, pairs } = setUp(['10.244.1.0/24']);
+    const pins = createPodPins(['pods']);
+    cleanups.push(() => pins.teardown());
+    const pod = pool.add('pod', { loUp: false });
+    await addAttachment(deps, { containerId: 'c1', ifname: 'eth0', netns: pod.path, mtu: 1500 });
+    expect(pairs.prepare(pod.path)).toBe('ignored'); // its late watch event
+    const elsewhere = pins.pin(`${pins.dir('pods')}/again`, pod.path);
+    expect(pairs.prepare(elsewhere)).toBe('started');
+    await pairs.settled();
+    expect(names(host.name).filter(isPreparedName)).toHaveLength(1);
+    await pairs.stop();
+    await deps.deleter.drain();
+    expect(names(host.name).filter(isPreparedName)).toEqual([]);
+  });
+
+  it('a path pinned again before its removal was seen: the old pair goes at once', async () => {
+    const { host, deps, pairs, outcomes } = setUp(['10.244.1.0/24']);
+    const pins = createPodPins(['pods']);
+    cleanups.push(() => pins.teardown());
+    const [first, second] = [pool.add('pod', { loUp: false }), pool.add('pod', { loUp: false })];
+    const path = pins.pin(`${pins.dir('pods')}/cni-1`, first.path);
+    expect(pairs.prepare(path)).toBe('started');
+    await pairs.settled();
+    pins.unpin(path);
+    pins.pin(path, second.path);
+    expect(pairs.prepare(path)).toBe('started');
+    await pairs.settled();
+    await new Promise((r) => setImmediate(r));
+    await deps.deleter.drain();
+    expect(names(first.name)).toEqual(['lo']);
+    expect(names(second.name).filter(isPreparedName)).toHaveLength(1);
+    expect(names(host.name).filter(isPreparedName)).toHaveLength(1);
+    expect(outcomes).toEqual(['gone']);
   });
 
   it('take waits for a pair still being made', async () => {
