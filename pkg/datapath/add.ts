@@ -250,6 +250,7 @@ async function createVethReplacingStale(
         {
           name: hostName,
           mtu: req.mtu,
+          mac: randomMac(),
           peerName: req.ifname,
           peerNetnsFd: nsFd,
           peerMtu: req.mtu,

@@ -115,6 +115,14 @@ export interface CreateVeth {
   /** Name of the end that stays in the handle's namespace. */
   name: string;
   mtu: number;
+  /**
+   * That end's MAC, set in the creating request. Without one the kernel picks a random MAC
+   * (addr_assign_type RANDOM), which systemd-udevd's MACAddressPolicy=persistent (the default since
+   * systemd 242) rewrites on the device's "add" event, some time after the pod may have learnt the
+   * old one for its gateway: its packets then go to a MAC no device has until its ARP entry is
+   * replaced (seconds).
+   */
+  mac?: string;
   /** Name of the peer inside the target namespace. */
   peerName: string;
   /** An open fd of the target network namespace (IFLA_NET_NS_FD). */

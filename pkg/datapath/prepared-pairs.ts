@@ -241,6 +241,7 @@ export class PreparedPairs {
       const created = await this.deps.host.createVeth({
         name,
         mtu: settings.mtu,
+        mac: randomMac(),
         peerName: name,
         peerNetnsFd: entry.fd,
         peerMtu: settings.mtu,

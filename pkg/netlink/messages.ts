@@ -102,7 +102,8 @@ export function setLinkNameMtuBody(index: number, change: { name?: string; mtu?:
 /**
  * A veth pair whose peer is created directly inside another namespace (IFLA_NET_NS_FD in the
  * peer's ifinfomsg): one request, no move afterwards, no window where the peer is visible on the host.
- * spec.peerMac, when set, is the peer's MAC (so the caller knows it without asking).
+ * spec.peerMac, when set, is the peer's MAC (so the caller knows it without asking); spec.mac the
+ * near end's (CreateVeth.mac: no udev rewrite).
  */
 export function createVethBody(spec: CreateVeth): Body {
   const peerParts = [
@@ -117,6 +118,7 @@ export function createVethBody(spec: CreateVeth): Body {
     ifinfomsg(),
     strAttr(IFLA.IFNAME, spec.name),
     u32Attr(IFLA.MTU, spec.mtu),
+    ...(spec.mac === undefined ? [] : [attr(IFLA.ADDRESS, macToBytes(spec.mac))]),
     nested(IFLA.LINKINFO, [
       strAttr(IFLA_INFO.KIND, 'veth'),
       nested(IFLA_INFO.DATA, [attr(VETH_INFO_PEER, peer)]),

@@ -20,7 +20,7 @@ import { openIpam } from '../../../pkg/ipam/index.ts';
 import { createNetnsPort, openHostNetlink, withNetns } from '../../../pkg/netns/index.ts';
 import { createLogger } from '../../../pkg/observe/logger.ts';
 import { spoolFileName } from '../../../pkg/shim/spool.ts';
-import { ip, ipJson, NetnsPool, netnsSkipReason, type TestNetns } from '../../support/netns.ts';
+import { ip, ipJson, NetnsPool, netnsSkipReason, nsExec, type TestNetns } from '../../support/netns.ts';
 
 /**
  * addAttachment in-process against real namespaces, on both of its paths: the agent's host handle
@@ -60,6 +60,11 @@ const immutableSkip = ((): string | undefined => {
     rmSync(probe, { recursive: true, force: true });
   }
 })();
+
+/** /sys/class/net/IF/addr_assign_type in a namespace (`ip netns exec` mounts that namespace's sysfs). */
+function addrAssignType(ns: string, ifname: string): string {
+  return nsExec(ns, 'cat', [`/sys/class/net/${ifname}/addr_assign_type`]).trim();
+}
 
 describe.skipIf(netnsSkipReason !== undefined)('addAttachment (root, real namespaces)', () => {
   const pool = new NetnsPool();
@@ -109,6 +114,10 @@ describe.skipIf(netnsSkipReason !== undefined)('addAttachment (root, real namesp
       const hostEnd = ipJson<IpLink[]>(host.name, 'link', 'show', hostVethName('c1', 'eth0'))[0]!;
       expect(att.host).toEqual({ name: hostEnd.ifname, index: hostEnd.ifindex, mac: hostEnd.address });
       expect(hostEnd.flags).toContain('UP');
+      // Both MACs set by the creating request (NET_ADDR_SET, 3), not random (1): systemd-udevd's
+      // MACAddressPolicy=persistent leaves them alone, so they never change under the pod.
+      expect(addrAssignType(host.name, hostEnd.ifname)).toBe('3');
+      expect(addrAssignType(pod.name, 'eth0')).toBe('3');
 
       const [v4, v6] = att.addresses.map((a) => a.address);
       const podAddrs = ipJson<IpAddr[]>(pod.name, 'addr', 'show', 'dev', 'eth0')[0]!.addr_info;

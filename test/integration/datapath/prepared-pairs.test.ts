@@ -105,6 +105,10 @@ describe.skipIf(netnsSkipReason !== undefined)('prepared veth pairs (root, real 
     expect(sysctl(pod.name, `net.ipv6.conf.${made.ifname}.accept_dad`)).toBe('0');
     expect(sysctl(host.name, `net.ipv6.conf.${made.ifname}.accept_dad`)).toBe('0');
     expect(sysctl(host.name, `net.ipv6.conf.${made.ifname}.accept_ra`)).toBe('0');
+    // Both MACs set when made (NET_ADDR_SET): systemd-udevd's MACAddressPolicy leaves them alone.
+    for (const ns of [host.name, pod.name]) {
+      expect(nsExec(ns, 'cat', [`/sys/class/net/${made.ifname}/addr_assign_type`]).trim()).toBe('3');
+    }
 
     const att = await addAttachment(deps, { containerId: 'c1', ifname: 'eth0', netns: pod.path, mtu: 1500 });
     expect(att.prepared).toBe(true);
