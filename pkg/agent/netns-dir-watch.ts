@@ -72,6 +72,15 @@ export class NetnsDirWatch {
   private changed(path: string): void {
     if (this.pending.has(path)) return; // being looked at already
     if (!existsSync(path)) {
+      if (!existsSync(this.dir)) {
+        // The directory itself went (inotify reports that last, then nothing more).
+        this.log.warn(
+          { dir: this.dir },
+          'the pod namespace directory (--netns-dir) was removed: veth pairs are made by ADD from now on',
+        );
+        this.stop();
+        return;
+      }
       this.handlers.removed(path);
       return;
     }

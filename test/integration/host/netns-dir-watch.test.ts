@@ -64,6 +64,31 @@ describe('NetnsDirWatch (real directory)', () => {
     expect(calls.appeared).toHaveLength(PIN_RETRY_MS.length);
   });
 
+  it('the directory removed: said once, and the watch stops', async () => {
+    const out = new PassThrough();
+    const logs: Record<string, unknown>[] = [];
+    out.on('data', (d: Buffer) => {
+      for (const l of d.toString().split('\n'))
+        if (l !== '') logs.push(JSON.parse(l) as Record<string, unknown>);
+    });
+    const dir = mkdtempSync(join(tmpdir(), 'trl-pins-watch-'));
+    const watch = new NetnsDirWatch(
+      dir,
+      { appeared: () => 'ignored', removed: () => undefined },
+      createLogger({ level: 'warn', destination: out, pretty: false }),
+    );
+    cleanups.push(() => {
+      watch.stop();
+      rmSync(dir, { recursive: true, force: true });
+    });
+    expect(watch.start()).toBe(true);
+    rmSync(dir, { recursive: true });
+    const deadline = Date.now() + 2000;
+    while (logs.length === 0 && Date.now() < deadline) await settle(5);
+    expect(logs).toHaveLength(1);
+    expect(String(logs[0]!.msg)).toContain('was removed');
+  });
+
   it('a directory that does not exist: start says so and nothing is watched', async () => {
     const out = new PassThrough();
     const logs: Record<string, unknown>[] = [];
