@@ -766,6 +766,15 @@ export class Agent {
       ...(this.publisher !== undefined && this.publisher.problems.length > 0
         ? { cniBinaryProblems: this.publisher.problems }
         : {}),
+      ...(config.netnsDir === ''
+        ? {}
+        : {
+            preparedPairs: {
+              dir: config.netnsDir,
+              watching: this.netnsDirWatch?.watching === true,
+              waiting: this.prepared?.size ?? 0,
+            },
+          }),
       leases: this.ipam?.list() ?? [],
       held: (this.ipam?.heldKeys() ?? []).map(({ containerId, ifname }) => ({ containerId, ifname })),
       ipamUsage: this.ipam?.usage() ?? [],

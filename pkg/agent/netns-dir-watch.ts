@@ -62,6 +62,11 @@ export class NetnsDirWatch {
     return true;
   }
 
+  /** Started and not stopped (the directory removed or a watch error stop it too). */
+  get watching(): boolean {
+    return this.watcher !== undefined;
+  }
+
   stop(): void {
     this.watcher?.close();
     this.watcher = undefined;

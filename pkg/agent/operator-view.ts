@@ -42,6 +42,12 @@ export interface AgentSnapshot {
    * the last publication; absent when they were fine. Until they are, the list is not published.
    */
   cniBinaryProblems?: { binary: string; problem: string }[];
+  /**
+   * Veth pairs made as pod namespaces appear (--netns-dir): the directory, whether it is watched (not
+   * when it could not be, or the watch failed since), and the pairs waiting for their ADD. Absent when
+   * --netns-dir is off.
+   */
+  preparedPairs?: { dir: string; watching: boolean; waiting: number };
   leases: Lease[];
   /**
    * Attachments whose lease record was quarantined and not rebuilt: IPAM holds their addresses and

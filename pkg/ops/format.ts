@@ -49,6 +49,11 @@ function firewallText(f: NonNullable<StatusView['forwardFirewall']>): string {
   return `${parts.join('; ')} (checked ${f.checkedAt}; trellis-agent doctor gives the fix)${unjudged}`;
 }
 
+function preparedPairsText(p: NonNullable<StatusView['preparedPairs']>): string {
+  if (!p.watching) return `${p.dir} not watched (the log says why): ADD makes every pair`;
+  return `made as pod namespaces appear in ${p.dir}; ${p.waiting} waiting for their ADD`;
+}
+
 export function formatStatus(s: StatusView): string {
   const kv: [string, string][] = [
     ['node', s.node],
@@ -70,6 +75,9 @@ export function formatStatus(s: StatusView): string {
     ...(s.forwardFirewall === undefined
       ? []
       : [['host firewall', firewallText(s.forwardFirewall)] as [string, string]]),
+    ...(s.preparedPairs === undefined
+      ? []
+      : [['veth pairs ahead', preparedPairsText(s.preparedPairs)] as [string, string]]),
     ['leases', String(s.leases)],
     ['CNI socket', s.socket],
     ['CNI config', s.cniConfDir],

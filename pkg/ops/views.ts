@@ -34,6 +34,8 @@ export interface StatusView {
   cniBinDir: string;
   /** Config-list binaries missing or not running where the runtime runs them; absent when fine. */
   cniBinaryProblems?: { binary: string; problem: string }[];
+  /** Veth pairs made as pod namespaces appear; absent when --netns-dir is off and from older agents. */
+  preparedPairs?: { dir: string; watching: boolean; waiting: number };
   leases: number;
   /** Capacity as a decimal string: an IPv6 /64 does not fit a JSON number. */
   ipam: { family: 4 | 6; range: string; capacity: string; used: number }[];
@@ -135,6 +137,7 @@ export function statusView(
     cniConfDir: s.cniConfDir,
     cniBinDir: s.cniBinDir,
     ...(s.cniBinaryProblems === undefined ? {} : { cniBinaryProblems: s.cniBinaryProblems }),
+    ...(s.preparedPairs === undefined ? {} : { preparedPairs: s.preparedPairs }),
     leases: s.leases.length,
     ipam: s.ipamUsage.map((u) => ({
       family: u.family,

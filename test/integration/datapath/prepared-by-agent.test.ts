@@ -1,7 +1,9 @@
+import { spawnSync } from 'node:child_process';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { hostVethName } from '../../../pkg/datapath/names.ts';
 import { isPreparedName } from '../../../pkg/datapath/prepared-pairs.ts';
-import { builtSkipReason } from '../../support/cni-driver.ts';
+import type { StatusView } from '../../../pkg/ops/views.ts';
+import { AGENT_BINARY, builtSkipReason } from '../../support/cni-driver.ts';
 import { ipJson, netnsSkipReason, nsPing, type TestNetns } from '../../support/netns.ts';
 import { createPodPins, type PodPins } from '../../support/pod-pins.ts';
 import { type AddResult, containerId, NodeHarness, podAddr } from './harness.ts';
@@ -51,6 +53,16 @@ describe.skipIf(skip !== undefined)(
       }
     }
 
+    /** `trellis-agent status --json` through the agent's admin socket, in the node's namespace. */
+    const status = (): StatusView => {
+      const r = spawnSync(
+        'ip',
+        ['netns', 'exec', node.host.name, AGENT_BINARY, 'status', '--socket', node.agent.socket, '--json'],
+        { encoding: 'utf8', timeout: 30_000 },
+      );
+      return JSON.parse(r.stdout) as StatusView;
+    };
+
     const preparedFor = (pod: TestNetns): IpLink | undefined => {
       const inPod = podLinks(pod);
       return hostLinks().find((l) => isPreparedName(l.ifname) && inPod.includes(l.ifname));
@@ -83,10 +95,11 @@ describe.skipIf(skip !== undefined)(
       expect(await node.waitForVeths(0)).toEqual([]);
     });
 
-    it('a pair whose namespace file goes before any ADD is deleted', async () => {
+    it('a pair whose namespace file goes before any ADD is deleted; status counts it while it waits', async () => {
       const pod = node.podNs();
       const path = pins.pin(`${pins.dir('watched')}/${pod.name}`, pod.path);
       const made = await until('the prepared pair', () => preparedFor(pod));
+      expect(status().preparedPairs).toEqual({ dir: pins.dir('watched'), watching: true, waiting: 1 });
       // As containerd removes a pod's namespace: a lazy unmount, then the file.
       pins.unpin(path);
       await until('the pair deleted', () =>
@@ -97,6 +110,7 @@ describe.skipIf(skip !== undefined)(
         (l) => l.msg === 'prepared veth pair deleted' && l.link === made.ifname,
       );
       expect(line).toMatchObject({ outcome: 'gone', netns: path });
+      expect(status().preparedPairs?.waiting).toBe(0);
     });
 
     it('SIGTERM deletes the waiting pairs; a pair a killed agent left is removed by the next start', async () => {

@@ -7,7 +7,7 @@ import { hostVethName } from '../../../pkg/datapath/names.ts';
 import type { RouteInfo } from '../../../pkg/datapath/ports.ts';
 import type { Lease } from '../../../pkg/ipam/index.ts';
 import { type HttpListener, startAdminServer } from '../../../pkg/observe/http-server.ts';
-import { formatLeases } from '../../../pkg/ops/format.ts';
+import { formatLeases, formatStatus } from '../../../pkg/ops/format.ts';
 import { missingPeers, peerRouteStates } from '../../../pkg/ops/peer-state.ts';
 import { leasesView, routesView, statusView } from '../../../pkg/ops/views.ts';
 import { runOps } from './run-ops.ts';
@@ -184,6 +184,20 @@ describe('status and leases views', () => {
       ['10.244.1.3', 'late', '/var/run/netns/p2'],
     ]);
     expect(l.leases[0]!.hostVeth).toMatch(/^trl[0-9a-f]{12}$/);
+  });
+
+  it('status says whether veth pairs are made ahead, and how many wait; nothing when --netns-dir is off', () => {
+    expect(statusView(snapshot(), '0.1.0', 'v24')).not.toHaveProperty('preparedPairs');
+    expect(formatStatus(statusView(snapshot(), '0.1.0', 'v24'))).not.toContain('veth pairs ahead');
+    const on = { dir: '/var/run/netns', watching: true, waiting: 2 };
+    const text = formatStatus(statusView({ ...snapshot(), preparedPairs: on }, '0.1.0', 'v24'));
+    expect(text).toMatch(
+      /veth pairs ahead:\s+made as pod namespaces appear in \/var\/run\/netns; 2 waiting for their ADD/,
+    );
+    const off = formatStatus(
+      statusView({ ...snapshot(), preparedPairs: { ...on, watching: false, waiting: 0 } }, '0.1.0', 'v24'),
+    );
+    expect(off).toContain('/var/run/netns not watched (the log says why): ADD makes every pair');
   });
 });
 
