@@ -1,5 +1,6 @@
 import { CniCode, CniError, toCniError } from '../cni/errors.ts';
 import type { LeasedAddress } from '../ipam/index.ts';
+import { deleteLinkIfNamed } from './delete-link.ts';
 import { GATEWAY_V4, GATEWAY_V6, gatewayPrefixLen, hostPrefixLen } from './gateway.ts';
 import { readAttachment } from './inspect.ts';
 import { randomMac } from './mac.ts';
@@ -120,7 +121,12 @@ async function addInNetns(
 
     // A pair made when the namespace appeared, whose sysctls suit the lease (prepared-pairs.ts).
     const prepared = await deps.prepared?.take(nsFd, req.netns, ipv6);
-    if (prepared !== undefined) undo.push('delete veth', () => deletePrepared(deps.host, prepared, hostName));
+    if (prepared !== undefined) {
+      // By index, under its temporary name or the one ADD gave it.
+      undo.push('delete veth', () =>
+        deleteLinkIfNamed(deps.host, prepared.host.index, prepared.host.name, hostName),
+      );
+    }
     // After the lease, not beside it: the kernel's veth creation overlapped with IPAM's file creation
     // took 2.2-2.5 ms instead of ~1 ms here (both in the kernel at once), which made ADD no faster.
     // It overlaps with the fsyncs instead, which only wait for the disk.
@@ -195,14 +201,6 @@ async function addInNetns(
     throw new CniError(err.code, err.message, `${err.details ?? ''}\nundo failed: ${undoText}`.trim(), {
       cause: error,
     });
-  }
-}
-
-/** Undo of a prepared pair: deleted by index, under its temporary name or the one ADD gave it. */
-async function deletePrepared(host: NetlinkHandle, prepared: PreparedPair, hostName: string): Promise<void> {
-  const current = await host.getLinkByIndex(prepared.host.index);
-  if (current !== undefined && (current.name === prepared.host.name || current.name === hostName)) {
-    await host.deleteLink(current.index);
   }
 }
 

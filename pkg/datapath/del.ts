@@ -1,4 +1,5 @@
 import type { LeasedAddress } from '../ipam/index.ts';
+import { deleteLinkIfNamed } from './delete-link.ts';
 import { hostPrefixLen } from './gateway.ts';
 import { hostVethName } from './names.ts';
 import { TRELLIS_ROUTE_PROTOCOL } from './ports.ts';
@@ -47,12 +48,9 @@ export async function delAttachment(
   );
   deps.deleter.schedule(
     hostName,
-    async () => {
-      // Re-resolve: the index may have been reused if a new ADD recreated the name meanwhile (it waits
-      // for us, so it cannot), but a deleted-by-someone-else link must not fail the work.
-      const current = await deps.host.getLinkByIndex(link.index);
-      if (current !== undefined && current.name === hostName) await deps.host.deleteLink(link.index);
-    },
+    // Re-resolved: the index may have been reused if a new ADD recreated the name meanwhile (it waits
+    // for us, so it cannot), but a deleted-by-someone-else link must not fail the work.
+    () => deleteLinkIfNamed(deps.host, link.index, hostName),
     podNetns,
   );
   return { released, vethScheduled: true };

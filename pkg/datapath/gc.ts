@@ -1,5 +1,6 @@
 import { CniCode, CniError, toCniError } from '../cni/errors.ts';
 import type { Lease } from '../ipam/index.ts';
+import { deleteLinkIfNamed } from './delete-link.ts';
 import { attachmentKey, attachmentOfKey, hostVethName, isHostVethName } from './names.ts';
 import { isPreparedName } from './prepared-pairs.ts';
 import type { AttachmentKey, DatapathDeps } from './types.ts';
@@ -136,10 +137,7 @@ function scheduleDeletions(
     removed.push(link.name);
     // By index, checked again when the deletion runs: a veth made later under the same name (a new
     // ADD for the same container and ifname waits for this deletion first) is another link.
-    deps.deleter.schedule(link.name, async () => {
-      const current = await deps.host.getLinkByIndex(link.index);
-      if (current !== undefined && current.name === link.name) await deps.host.deleteLink(link.index);
-    });
+    deps.deleter.schedule(link.name, () => deleteLinkIfNamed(deps.host, link.index, link.name));
   }
   return removed;
 }

@@ -1,6 +1,7 @@
 import { randomBytes } from 'node:crypto';
 import type { Logger } from '../observe/logger.ts';
 import type { BackgroundDeleter } from './background-deleter.ts';
+import { deleteLinkIfNamed } from './delete-link.ts';
 import { randomMac } from './mac.ts';
 import { isOwnNetnsFd } from './own-netns.ts';
 import type { LinkInfo, NetlinkHandle, NetnsPort } from './ports.ts';
@@ -224,10 +225,7 @@ export class PreparedPairs {
 
   private delete(host: LinkInfo): void {
     // By index, and only while it still has its temporary name: never a link ADD has renamed.
-    this.deps.deleter.schedule(host.name, async () => {
-      const current = await this.deps.host.getLinkByIndex(host.index);
-      if (current !== undefined && current.name === host.name) await this.deps.host.deleteLink(host.index);
-    });
+    this.deps.deleter.schedule(host.name, () => deleteLinkIfNamed(this.deps.host, host.index, host.name));
   }
 
   private async make(

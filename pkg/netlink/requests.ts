@@ -13,6 +13,10 @@ export function setLinkUpRequest(index: number): Request {
   return { type: RTM.NEWLINK, flags: 0, body: setLinkUpBody(index, true), op: `RTM_NEWLINK #${index} up` };
 }
 
+export function setLinkDownRequest(index: number): Request {
+  return { type: RTM.NEWLINK, flags: 0, body: setLinkUpBody(index, false), op: `RTM_NEWLINK #${index} down` };
+}
+
 export function setLinkRequest(index: number, change: { name?: string; mtu?: number }): Request {
   const what = [
     change.name === undefined ? '' : ` name ${change.name}`,
@@ -53,12 +57,7 @@ export function setUpRequest(step: SetUpStep): Request {
     case 'up':
       return setLinkUpRequest(step.index);
     case 'down':
-      return {
-        type: RTM.NEWLINK,
-        flags: 0,
-        body: setLinkUpBody(step.index, false),
-        op: `RTM_NEWLINK #${step.index} down`,
-      };
+      return setLinkDownRequest(step.index);
     case 'link':
       return setLinkRequest(step.index, step);
     case 'address':

@@ -4,6 +4,7 @@ import { join } from 'node:path';
 // biome-ignore lint/style/noRestrictedImports: test tooling, not agent code: mount(2) and umount2(2), which Node does not expose and pkg/netns has no port for.
 import { DataType, define, open } from 'ffi-rs';
 import { errnoName } from '../../pkg/errno.ts';
+import type { CallResult } from '../../pkg/netns/libc.ts';
 
 /**
  * Pod network namespaces pinned the way a runtime pins them (containerd's pkg/netns, CRI-O's pinns):
@@ -26,14 +27,9 @@ const MNT_DETACH = 2;
 const EINVAL = 22;
 const ENOENT = 2;
 
-interface Result {
-  value: number;
-  errno: number;
-}
-
 interface MountCalls {
-  mount(source: string, target: string, flags: number): Result;
-  umount2(target: string, flags: number): Result;
+  mount(source: string, target: string, flags: number): CallResult;
+  umount2(target: string, flags: number): CallResult;
 }
 
 let calls: MountCalls | undefined;
@@ -51,7 +47,7 @@ function libc(): MountCalls {
     },
     umount2: { library, retType: DataType.I32, paramsType: [DataType.String, DataType.I32], errno: true },
   });
-  const result = (r: { value: number; errnoCode: number }): Result => ({
+  const result = (r: { value: number; errnoCode: number }): CallResult => ({
     value: r.value,
     errno: r.value === -1 ? r.errnoCode : 0,
   });

@@ -9,7 +9,7 @@ import type {
 import { gatewayDevices } from '../../../pkg/routes/reconciler.ts';
 
 /** The watch over a fake events port that records each subscription's interest, as the kernel filter gets it. */
-function setup() {
+function setup(readLink?: (index: number) => Promise<LinkInfo | undefined>) {
   const subscriptions: { interest: LinkEventInterest | undefined; closed: boolean }[] = [];
   let deliver: ((ev: LinkEvent) => void) | undefined;
   const events: NetlinkEventsPort = {
@@ -26,7 +26,7 @@ function setup() {
     },
   };
   const changes: LinkCarrierChange[] = [];
-  const watch = new LinkCarrierWatch(events, (c) => changes.push(c));
+  const watch = new LinkCarrierWatch(events, (c) => changes.push(c), readLink);
   const link = (index: number, up: boolean, carrier: boolean): LinkInfo => ({
     index,
     name: `eth${index}`,
@@ -40,6 +40,7 @@ function setup() {
     watch,
     changes,
     subscriptions,
+    link,
     newLink: (index: number, up: boolean, carrier: boolean) =>
       deliver!({ type: 'add', link: link(index, up, carrier) }),
     delLink: (index: number) => deliver!({ type: 'delete', link: link(index, false, false) }),
@@ -49,48 +50,24 @@ function setup() {
 
 describe('LinkCarrierWatch', () => {
   it('a link followed while down reports coming up: its state is read when it is first followed', async () => {
-    const subscribed: ((ev: LinkEvent) => void)[] = [];
-    const events: NetlinkEventsPort = {
-      subscribeRouteEvents: () => ({ close: () => {} }),
-      subscribeLinkEvents: (cb) => {
-        subscribed.push(cb);
-        return { close: () => {} };
-      },
-    };
-    const state = (index: number, up: boolean): LinkInfo => ({
-      index,
-      name: `eth${index}`,
-      kind: undefined,
-      mac: '02:00:00:00:00:01',
-      mtu: 1500,
-      up,
-      ...(up ? { lowerUp: true as const } : {}),
-    });
     const reads: number[] = [];
-    const changes: LinkCarrierChange[] = [];
     // 3 down when read, 4 up when read; 5 is read, but a notification comes before the answer.
     let answer5: ((l: LinkInfo) => void) | undefined;
-    const watch = new LinkCarrierWatch(
-      events,
-      (c) => changes.push(c),
-      (index) => {
-        reads.push(index);
-        if (index === 5) return new Promise((r) => (answer5 = r));
-        return Promise.resolve(state(index, index === 4));
-      },
-    );
-    watch.follow([3, 4, 5]);
-    const deliver = (index: number, up: boolean) =>
-      subscribed.at(-1)!({ type: 'add', link: state(index, up) });
-    deliver(5, false); // news before the read's answer: down
-    answer5!(state(5, true)); // the older answer does not overwrite it
+    const t = setup((index) => {
+      reads.push(index);
+      if (index === 5) return new Promise((r) => (answer5 = r));
+      return Promise.resolve(t.link(index, index === 4, index === 4));
+    });
+    t.watch.follow([3, 4, 5]);
+    t.newLink(5, false, false); // news before the read's answer: down
+    answer5!(t.link(5, true, true)); // the older answer does not overwrite it
     await new Promise((r) => setImmediate(r));
-    deliver(3, true); // was down when followed: back up is news
-    deliver(4, true); // was up: an MTU or address change, nothing
-    deliver(5, true);
-    watch.follow([3, 4, 5, 6]); // only the new link is read
+    t.newLink(3, true, true); // was down when followed: back up is news
+    t.newLink(4, true, true); // was up: an MTU or address change, nothing
+    t.newLink(5, true, true);
+    t.watch.follow([3, 4, 5, 6]); // only the new link is read
     expect(reads).toEqual([3, 4, 5, 6]);
-    expect(changes.map((c) => ('link' in c ? [c.link.index, c.running, c.was] : c))).toEqual([
+    expect(t.changes.map((c) => ('link' in c ? [c.link.index, c.running, c.was] : c))).toEqual([
       [5, false, undefined],
       [3, true, false],
       [5, true, false],
