@@ -41,6 +41,17 @@ describe('NetnsDirWatch (real directory)', () => {
 
   const settle = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
+  /** A logger at warn whose lines are collected, parsed. */
+  function warnings() {
+    const out = new PassThrough();
+    const logs: Record<string, unknown>[] = [];
+    out.on('data', (d: Buffer) => {
+      for (const l of d.toString().split('\n'))
+        if (l !== '') logs.push(JSON.parse(l) as Record<string, unknown>);
+    });
+    return { log: createLogger({ level: 'warn', destination: out, pretty: false }), logs };
+  }
+
   it('looks at a new file again until it is a namespace, then no more; its removal is reported', async () => {
     let looks = 0;
     const { dir, calls } = watchDir(() => (++looks < 4 ? 'not-a-netns' : 'started'));
@@ -65,18 +76,9 @@ describe('NetnsDirWatch (real directory)', () => {
   });
 
   it('the directory removed: said once, and the watch stops', async () => {
-    const out = new PassThrough();
-    const logs: Record<string, unknown>[] = [];
-    out.on('data', (d: Buffer) => {
-      for (const l of d.toString().split('\n'))
-        if (l !== '') logs.push(JSON.parse(l) as Record<string, unknown>);
-    });
+    const { log, logs } = warnings();
     const dir = mkdtempSync(join(tmpdir(), 'trl-pins-watch-'));
-    const watch = new NetnsDirWatch(
-      dir,
-      { appeared: () => 'ignored', removed: () => undefined },
-      createLogger({ level: 'warn', destination: out, pretty: false }),
-    );
+    const watch = new NetnsDirWatch(dir, { appeared: () => 'ignored', removed: () => undefined }, log);
     cleanups.push(() => {
       watch.stop();
       rmSync(dir, { recursive: true, force: true });
@@ -90,13 +92,7 @@ describe('NetnsDirWatch (real directory)', () => {
   });
 
   it('a directory that does not exist: start says so and nothing is watched', async () => {
-    const out = new PassThrough();
-    const logs: Record<string, unknown>[] = [];
-    out.on('data', (d: Buffer) => {
-      for (const l of d.toString().split('\n'))
-        if (l !== '') logs.push(JSON.parse(l) as Record<string, unknown>);
-    });
-    const log = createLogger({ level: 'warn', destination: out, pretty: false });
+    const { log, logs } = warnings();
     const watch = new NetnsDirWatch(
       join(tmpdir(), 'trl-no-such-dir-xyz'),
       { appeared: () => 'ignored', removed: () => undefined },
