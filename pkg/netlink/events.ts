@@ -10,8 +10,9 @@ import type {
 import { RTM, RTN, RTNLGRP } from './constants.ts';
 import { parseLink, parseRoute, routeTable } from './messages.ts';
 import { parseNexthop } from './nexthop-messages.ts';
-import { NFNLGRP_NFTABLES, nftablesEventClauses, parseNftablesMessage } from './nft-messages.ts';
-import { RtnlSocket, type SocketProbe, type SocketWants } from './socket.ts';
+import { NFNLGRP_NFTABLES, nftablesSkipRule, parseNftablesMessage } from './nft-messages.ts';
+import { compileSkipFilters } from './skip-filter.ts';
+import { RtnlSocket, type SocketFilter, type SocketProbe, type SocketWants } from './socket.ts';
 import { compileAcceptFilter, type FilterClause, NLMSG_HDRLEN } from './socket-filter.ts';
 
 /**
@@ -87,7 +88,7 @@ function subscribe<E>(
   parse: (type: number, payload: Buffer, portid: number) => E | undefined,
   cb: (ev: E | { type: 'overflow' }) => void,
   opts: SubscribeOptions,
-  filter: Buffer | undefined,
+  filter: SocketFilter | undefined,
 ): Subscription {
   const onOverflow = (): void => cb({ type: 'overflow' });
   const sock = new RtnlSocket({
@@ -197,8 +198,8 @@ export function subscribeLinkEvents(
 /**
  * nf_tables changes in the namespace (NETLINK_NETFILTER, NFNLGRP_NFTABLES): object changes and a
  * 'generation' event after each committed transaction (nft-messages.ts). With `table`, the kernel
- * drops datagrams of other tables' set element changes (when opts.prepareFd attaches the filter):
- * kube-proxy's or firewalld's churn never reaches JS (nftablesEventClauses says why no more).
+ * drops datagrams made only of other tables' set element changes (when opts.prepareFd attaches the
+ * filter): kube-proxy's or firewalld's churn never reaches JS (nftablesSkipRule).
  */
 export function subscribeNftablesEvents(
   cb: (ev: NftablesEvent | { type: 'overflow' }) => void,
@@ -210,6 +211,6 @@ export function subscribeNftablesEvents(
     parseNftablesMessage,
     cb,
     opts,
-    table === undefined ? undefined : compileAcceptFilter(nftablesEventClauses(table.family, table.name)),
+    table === undefined ? undefined : compileSkipFilters(nftablesSkipRule(table.family, table.name)),
   );
 }

@@ -24,5 +24,5 @@ export {
   getLinkVia,
   setUpVia,
 } from './off-thread-requests.ts';
-export type { SocketProbe, SocketWants } from './socket.ts';
+export type { SocketFilter, SocketProbe, SocketWants } from './socket.ts';
 export { endsReplyTo } from './wire.ts';

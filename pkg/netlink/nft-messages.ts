@@ -7,7 +7,8 @@
  */
 import { endianness } from 'node:os';
 import type { NftablesEvent, NftObjectKind } from '../datapath/ports.ts';
-import { type FilterClause, NLMSG_HDRLEN } from './socket-filter.ts';
+import type { SkipRule } from './skip-filter.ts';
+import { NLMSG_HDRLEN } from './socket-filter.ts';
 import { NLA_TYPE_MASK } from './wire.ts';
 
 /** NFNLGRP_NFTABLES. */
@@ -62,28 +63,27 @@ export function parseNftablesMessage(type: number, payload: Buffer, portid = 0):
 }
 
 /**
- * Socket filter clauses that drop other tables' set element changes (kube-proxy's and firewalld's
- * churn) before they reach the agent, and keep everything else. Only that much: the kernel coalesces a
- * transaction's notifications into few datagrams and a socket filter sees only each datagram's first
- * message, so a filter on the table name would also drop the datagram of a `flush ruleset` that
- * happens to start with another table. A transaction that changes only other tables' elements starts
- * its datagrams with element messages; the commit (NEWGEN) comes in a datagram of its own.
+ * The socket filter's rule (skip-filter.ts): a datagram made only of other tables' set element
+ * changes (kube-proxy's and firewalld's churn) is dropped before it reaches the agent; any datagram
+ * with another message (a commit, a change of any object but an element, an element of our table) is
+ * kept whole. The kernel coalesces a transaction's notifications into few datagrams, so the filter
+ * walks each datagram's messages: a `flush ruleset` that deletes another table first, or one
+ * transaction that changes another table's elements and then our table, still arrives.
  */
-export function nftablesEventClauses(family: number, name: string): FilterClause[] {
+export function nftablesSkipRule(family: number, name: string): SkipRule {
   const at = NLMSG_HDRLEN + NFGENMSG_LEN; // the first attribute's header: len u16, type u16 (host order)
   const nameBytes = [...Buffer.from(`${name}\0`, 'utf8')];
-  const ours = [
-    { offset: NLMSG_HDRLEN, value: family },
-    ...u16HostBytes(ATTR_TABLE).map((value, i) => ({ offset: at + 2 + i, value })),
-    ...nameBytes.map((value, i) => ({ offset: at + 4 + i, value })),
-  ];
   const type = (msg: number): number => (SUBSYS_NFTABLES << 8) | msg;
-  return [
-    { type: type(NEWGEN) },
-    ...Object.entries(OBJECTS).map(([msg, kind]) =>
-      kind.object === 'element' ? { type: type(Number(msg)), bytes: ours } : { type: type(Number(msg)) },
+  return {
+    types: Object.entries(OBJECTS).flatMap(([msg, kind]) =>
+      kind.object === 'element' ? [type(Number(msg))] : [],
     ),
-  ];
+    unless: [
+      { offset: NLMSG_HDRLEN, value: family },
+      ...u16HostBytes(ATTR_TABLE).map((value, i) => ({ offset: at + 2 + i, value })),
+      ...nameBytes.map((value, i) => ({ offset: at + 4 + i, value })),
+    ],
+  };
 }
 
 function u16HostBytes(v: number): number[] {

@@ -36,7 +36,7 @@ const ACCEPT = 0xffffffff;
 const REJECT = 0;
 const MAX_JUMP = 255;
 
-interface Instruction {
+export interface Instruction {
   code: number;
   jt: number;
   jf: number;
@@ -46,7 +46,7 @@ interface Instruction {
 const littleEndian = endianness() === 'LE';
 
 /** BPF_H loads read network (big-endian) order; nlmsg_type is in host order. */
-function asLoadedHalfword(value: number): number {
+export function asLoadedHalfword(value: number): number {
   return littleEndian ? ((value & 0xff) << 8) | (value >> 8) : value;
 }
 
@@ -83,6 +83,11 @@ export function compileAcceptFilter(clauses: readonly FilterClause[]): Buffer {
     program.push({ code: RET_K, jt: 0, jf: 0, k: ACCEPT });
   }
   program.push({ code: RET_K, jt: 0, jf: 0, k: REJECT });
+  return encodeProgram(program);
+}
+
+/** struct sock_filter[] bytes in host order, for SO_ATTACH_FILTER. */
+export function encodeProgram(program: readonly Instruction[]): Buffer {
   const out = Buffer.alloc(program.length * 8);
   program.forEach((ins, i) => {
     const at = i * 8;

@@ -71,16 +71,22 @@ export interface SocketOptions {
    */
   prepareFd?: (fd: number, wants: SocketWants) => SocketProbe | undefined;
   /**
-   * A socket filter (socket-filter.ts) for prepareFd to attach. Without a prepareFd it is not
-   * attached: consumers of a filtered socket still check every message.
+   * A socket filter (socket-filter.ts, skip-filter.ts) for prepareFd to attach. Without a prepareFd
+   * it is not attached: consumers of a filtered socket still check every message.
    */
-  filter?: Buffer;
+  filter?: SocketFilter;
 }
+
+/**
+ * A classic BPF program, or programs in order of preference: the first the kernel takes is attached
+ * (a longer one can exceed the socket's option memory: ENOMEM).
+ */
+export type SocketFilter = Buffer | readonly Buffer[];
 
 /** What the socket asks of its prepareFd hook beyond the hook's own options. */
 export interface SocketWants {
   /** Attach with SO_ATTACH_FILTER. */
-  filter?: Buffer;
+  filter?: SocketFilter;
 }
 
 /** What a prepareFd hook can tell about the socket later. */

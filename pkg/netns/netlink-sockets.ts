@@ -6,6 +6,7 @@ import {
   type ExtendedNetlinkHandle,
   NetlinkError,
   openNetlink,
+  type SocketFilter,
   type SocketProbe,
   type SocketWants,
   setUpVia,
@@ -47,6 +48,17 @@ function setInt(fd: number, level: number, name: number, value: number, what: st
   setsockoptOrThrow(getLibc().setsockoptInt(fd, level, name, value), what);
 }
 
+/** The first program the kernel takes; past ENOMEM (the socket's option memory) the next, shorter one. */
+function attachFirstTaken(fd: number, filter: SocketFilter): void {
+  const programs: readonly Buffer[] = Buffer.isBuffer(filter) ? [filter] : filter;
+  for (const [i, program] of programs.entries()) {
+    const r = getLibc().attachFilter(fd, program);
+    if (r.value === 0) return;
+    if (errnoName(r.errno) !== 'ENOMEM' || i === programs.length - 1)
+      setsockoptOrThrow(r, 'SO_ATTACH_FILTER');
+  }
+}
+
 /** For request sockets (nothing to probe later). */
 export function prepareRequestSocket(fd: number): undefined {
   setInt(fd, SOL_SOCKET, SO_RCVBUFFORCE, REQUEST_RCVBUF, 'SO_RCVBUFFORCE');
@@ -64,8 +76,7 @@ export function prepareEventSocket(
   wants: SocketWants = {},
   recvBuffer = EVENTS_RCVBUF,
 ): SocketProbe {
-  if (wants.filter !== undefined)
-    setsockoptOrThrow(getLibc().attachFilter(fd, wants.filter), 'SO_ATTACH_FILTER');
+  if (wants.filter !== undefined) attachFirstTaken(fd, wants.filter);
   setInt(fd, SOL_SOCKET, SO_RCVBUFFORCE, recvBuffer, 'SO_RCVBUFFORCE');
   setInt(fd, SOL_NETLINK, NETLINK_NO_ENOBUFS, 1, 'NETLINK_NO_ENOBUFS');
   const meminfo = Buffer.alloc(4 * (SK_MEMINFO_DROPS + 1));

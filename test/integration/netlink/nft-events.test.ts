@@ -2,7 +2,10 @@ import { spawnSync } from 'node:child_process';
 import { afterAll, describe, expect, it } from 'vitest';
 import type { NftablesEvent } from '../../../pkg/datapath/ports.ts';
 import { MasqTableWatch, renderMasqRuleset } from '../../../pkg/masq/index.ts';
-import { createNetlinkEvents, withNetns } from '../../../pkg/netns/index.ts';
+import { nftablesSkipRule } from '../../../pkg/netlink/nft-messages.ts';
+import { compileSkipFilters } from '../../../pkg/netlink/skip-filter.ts';
+import { closeFd, createNetlinkEvents, withNetns } from '../../../pkg/netns/index.ts';
+import { getLibc } from '../../../pkg/netns/libc.ts';
 import { NetnsPool, netnsSkipReason } from '../../support/netns.ts';
 import { sleep } from '../faults/support.ts';
 
@@ -12,6 +15,15 @@ import { sleep } from '../faults/support.ts';
  * changes.
  */
 type Seen = NftablesEvent | { type: 'overflow' };
+
+/**
+ * Whether net.core.optmem_max is the namespace's own (Linux 6.9+): a kernel with one copy for all
+ * shows it in the initial namespace alone, so its presence inside the test namespace tells, without
+ * writing anything.
+ */
+function perNamespaceOptmem(ns: string): boolean {
+  return spawnSync('ip', ['netns', 'exec', ns, 'test', '-e', '/proc/sys/net/core/optmem_max']).status === 0;
+}
 
 /** nft in the namespace; `ip netns exec` execs it in place, so the pid returned is nft's. */
 function nft(ns: string, args: string[], input?: string): number {
@@ -126,6 +138,117 @@ describe.skipIf(netnsSkipReason !== undefined)(title, () => {
       expect(changes).toContain(`new table 2 other ${other}`);
       expect(changes).toContain(`del table 1 trellis ${flush}`);
       expect(changes).toContain(`del table 2 other ${flush}`);
+    } finally {
+      sub.close();
+    }
+  });
+
+  it('filtered for one table: a transaction that starts with other tables’ elements and then changes ours arrives', async () => {
+    const ns = pool.add('nftmix');
+    const seen: Seen[] = [];
+    const sub = withNetns(ns.path, () =>
+      createNetlinkEvents().subscribeNftablesEvents!((e) => seen.push(e), { family: 1, name: 'trellis' }),
+    );
+    try {
+      nft(ns.name, ['-f', '-'], 'table ip other {\n\tset s {\n\t\ttype ipv4_addr\n\t}\n}\n');
+      nft(ns.name, ['-f', '-'], 'table inet trellis {\n\tchain c {\n\t}\n}\n');
+      // One transaction: the kernel puts its notifications into one datagram, the other table's
+      // elements first. A filter that looks at a datagram's first message alone drops all of it.
+      const elements = Array.from({ length: 20 }, (_, i) => `192.0.2.${i + 1}`).join(', ');
+      const mixed = nft(
+        ns.name,
+        ['-f', '-'],
+        `add element ip other s { ${elements} }\nadd rule inet trellis c counter\n`,
+      );
+      // Then one that changes the other table's elements alone: still dropped whole.
+      const othersOnly = nft(ns.name, [
+        'add',
+        'element',
+        'ip',
+        'other',
+        's',
+        '{ 198.51.100.1, 198.51.100.2 }',
+      ]);
+      const deadline = Date.now() + 2000;
+      while (!seen.some((e) => e.type === 'generation' && e.portid === othersOnly) && Date.now() < deadline) {
+        await sleep(10);
+      }
+      const changes = seen.flatMap((e) =>
+        e.type === 'change' ? [`${e.change} ${e.object} ${e.family} ${e.table} ${e.portid}`] : [],
+      );
+      expect(changes).toContain(`new rule 1 trellis ${mixed}`);
+      expect(changes.filter((c) => c.endsWith(` ${othersOnly}`))).toEqual([]);
+      const watch = new MasqTableWatch();
+      const foreign = seen.flatMap((e) => (e.type === 'overflow' ? [] : [watch.feed(e) ? e.portid : -1]));
+      expect(foreign.filter((p) => p !== -1)).toContain(mixed);
+    } finally {
+      sub.close();
+    }
+  });
+
+  it('filtered under 20 KB of socket option memory (kernels before 6.7): a shorter walk is attached', async (ctx) => {
+    const ns = pool.add('nftoptm');
+    // Written only where the namespace has its own copy; elsewhere it would be the host's.
+    if (!perNamespaceOptmem(ns.name)) ctx.skip();
+    const set = spawnSync('ip', ['netns', 'exec', ns.name, 'sysctl', '-qw', 'net.core.optmem_max=20480']);
+    expect(set.status).toBe(0);
+    const longest = compileSkipFilters(nftablesSkipRule(1, 'trellis'))[0]!;
+    const refused = withNetns(ns.path, () => {
+      const s = getLibc().socket(16, 3, 12); // AF_NETLINK, SOCK_RAW, NETLINK_NETFILTER
+      try {
+        return getLibc().attachFilter(s.value, longest);
+      } finally {
+        closeFd(s.value);
+      }
+    });
+    expect(refused.errno).toBe(12); // ENOMEM: the longest walk does not fit here
+    const seen: Seen[] = [];
+    const sub = withNetns(ns.path, () =>
+      createNetlinkEvents().subscribeNftablesEvents!((e) => seen.push(e), { family: 1, name: 'trellis' }),
+    );
+    try {
+      nft(ns.name, ['-f', '-'], 'table ip other {\n\tset s {\n\t\ttype ipv4_addr\n\t}\n}\n');
+      nft(ns.name, ['-f', '-'], 'table inet trellis {\n\tchain c {\n\t}\n}\n');
+      const mixed = nft(
+        ns.name,
+        ['-f', '-'],
+        'add element ip other s { 192.0.2.1, 192.0.2.2 }\nadd rule inet trellis c counter\n',
+      );
+      const othersOnly = nft(ns.name, ['add', 'element', 'ip', 'other', 's', '{ 198.51.100.1 }']);
+      const deadline = Date.now() + 2000;
+      while (!seen.some((e) => e.type === 'generation' && e.portid === othersOnly) && Date.now() < deadline) {
+        await sleep(10);
+      }
+      const changes = seen.flatMap((e) =>
+        e.type === 'change' ? [`${e.change} ${e.object} ${e.table} ${e.portid}`] : [],
+      );
+      expect(changes).toContain(`new rule trellis ${mixed}`);
+      expect(changes.filter((c) => c.endsWith(` ${othersOnly}`))).toEqual([]);
+    } finally {
+      sub.close();
+    }
+  });
+
+  it('filtered for the longest table name the agent takes: the kernel accepts the program and it filters', async () => {
+    const ns = pool.add('nftlong');
+    const name = `t${'x'.repeat(31)}`;
+    const seen: Seen[] = [];
+    const sub = withNetns(ns.path, () =>
+      createNetlinkEvents().subscribeNftablesEvents!((e) => seen.push(e), { family: 1, name }),
+    );
+    try {
+      nft(ns.name, ['-f', '-'], 'table ip other {\n\tset s {\n\t\ttype ipv4_addr\n\t}\n}\n');
+      const othersOnly = nft(ns.name, ['add', 'element', 'ip', 'other', 's', '{ 198.51.100.1 }']);
+      const ours = nft(ns.name, ['add', 'table', 'inet', name]);
+      const deadline = Date.now() + 2000;
+      while (!seen.some((e) => e.type === 'generation' && e.portid === ours) && Date.now() < deadline) {
+        await sleep(10);
+      }
+      const changes = seen.flatMap((e) =>
+        e.type === 'change' ? [`${e.change} ${e.object} ${e.table} ${e.portid}`] : [],
+      );
+      expect(changes).toContain(`new table ${name} ${ours}`);
+      expect(changes.filter((c) => c.endsWith(` ${othersOnly}`))).toEqual([]);
     } finally {
       sub.close();
     }

@@ -1,45 +1,17 @@
 import { endianness } from 'node:os';
 import { describe, expect, it } from 'vitest';
 import { compileAcceptFilter, NLMSG_HDRLEN } from '../../../pkg/netlink/socket-filter.ts';
+import { runClassicBpf } from '../../support/classic-bpf.ts';
 
 /**
- * The program's jumps and encodings, run by a reference interpreter of the four classic BPF
- * instructions it uses (the kernel runs the same bytes in the integration test: netlink.test.ts).
+ * The program's jumps and encodings, run by a reference interpreter (the kernel runs the same bytes in
+ * the integration test: netlink.test.ts).
  */
 
 const LE = endianness() === 'LE';
 
 function run(program: Buffer, packet: Buffer): number {
-  let a = 0;
-  for (let pc = 0; pc < program.length / 8; pc++) {
-    const at = pc * 8;
-    const code = LE ? program.readUInt16LE(at) : program.readUInt16BE(at);
-    const jf = program.readUInt8(at + 3);
-    const jt = program.readUInt8(at + 2);
-    const k = LE ? program.readUInt32LE(at + 4) : program.readUInt32BE(at + 4);
-    switch (code) {
-      case 0x28: // ld h [k]: network order; out of bounds rejects
-        if (k + 2 > packet.length) return 0;
-        a = packet.readUInt16BE(k);
-        break;
-      case 0x20: // ld w [k]: network order
-        if (k + 4 > packet.length) return 0;
-        a = packet.readUInt32BE(k);
-        break;
-      case 0x30: // ld b [k]
-        if (k + 1 > packet.length) return 0;
-        a = packet.readUInt8(k);
-        break;
-      case 0x15: // jeq #k
-        pc += a === k ? jt : jf;
-        break;
-      case 0x06: // ret #k
-        return k;
-      default:
-        throw new Error(`unexpected instruction ${code.toString(16)}`);
-    }
-  }
-  throw new Error('fell off the end of the program');
+  return runClassicBpf(program, packet).verdict;
 }
 
 /** An nlmsghdr of this type followed by the given header bytes. */
