@@ -734,6 +734,11 @@ export class Agent {
       void this.forwardFirewall?.check(this.ipam?.ranges() ?? []);
   }
 
+  /** Config files that sort before ours in the conf dir, at the last publication (metrics). */
+  cniConfigShadowedBy(): readonly string[] {
+    return this.publisher?.shadowedBy ?? [];
+  }
+
   /** Chains of the host firewall that drop pod traffic or tunnelled peers' VXLAN, at the last check (metrics). */
   forwardFirewallBlocks(): readonly { family: 4 | 6; direction: string; chain: string }[] {
     const state = this.forwardFirewall?.state();
@@ -765,6 +770,9 @@ export class Agent {
       cniBinDir: config.cniBinDir,
       ...(this.publisher !== undefined && this.publisher.problems.length > 0
         ? { cniBinaryProblems: this.publisher.problems }
+        : {}),
+      ...(this.publisher !== undefined && this.publisher.shadowedBy.length > 0
+        ? { cniConfigShadowedBy: this.publisher.shadowedBy }
         : {}),
       ...(config.netnsDir === ''
         ? {}

@@ -43,6 +43,11 @@ export interface AgentSnapshot {
    */
   cniBinaryProblems?: { binary: string; problem: string }[];
   /**
+   * Config files in the conf dir that sort before trellis's (the runtime takes the first), at the
+   * last publication; absent when trellis's is first.
+   */
+  cniConfigShadowedBy?: string[];
+  /**
    * Veth pairs made as pod namespaces appear (--netns-dir): the directory, whether it is watched (not
    * when it could not be, or the watch failed since), and the pairs waiting for their ADD. Absent when
    * --netns-dir is off.

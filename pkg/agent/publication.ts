@@ -1,8 +1,10 @@
 import { existsSync } from 'node:fs';
+import { readdir } from 'node:fs/promises';
 import { join } from 'node:path';
 import {
   ChainVersionProbe,
   CONFLIST_FILE_NAME,
+  configsBefore,
   describeChainProblems,
   publishConflist,
   renderConflist,
@@ -83,6 +85,11 @@ export class CniConfigPublisher {
   #fellBack = false;
   /** The problems of the last check, [] when the binaries were fine (the operator's status). */
   problems: { binary: string; problem: string }[] = [];
+  /**
+   * Config files in the conf dir that sort before ours, as of the last publication: the runtime takes
+   * the first, so new pods get its network, not trellis ([] when ours is first).
+   */
+  shadowedBy: string[] = [];
 
   constructor(config: AgentConfig, log: Logger) {
     this.#config = config;
@@ -140,7 +147,34 @@ export class CniConfigPublisher {
     if ((await publishConflist(config.cniConfDir, CONFLIST_FILE_NAME, text)) === 'written') {
       log.info({ file: join(config.cniConfDir, CONFLIST_FILE_NAME) }, 'CNI config published');
     }
+    await this.#checkFirst();
     return undefined;
+  }
+
+  /**
+   * Another network's config left in the conf dir (kindnet's 10-kindnet.conflist, flannel's, a
+   * runtime's default 10-containerd-net.conflist) takes new pods if it sorts first, while everything
+   * trellis reports looks healthy: logged when that starts or changes, and when it ends.
+   */
+  async #checkFirst(): Promise<void> {
+    const dir = this.#config.cniConfDir;
+    let before: string[];
+    try {
+      before = configsBefore(await readdir(dir), CONFLIST_FILE_NAME);
+    } catch {
+      return; // just written there: a passing error; the next pass looks again
+    }
+    if (before.join('\n') === this.shadowedBy.join('\n')) return;
+    const was = this.shadowedBy;
+    this.shadowedBy = before;
+    if (before.length > 0) {
+      this.#log.warn(
+        { dir, files: before, fix: `remove ${before.map((f) => join(dir, f)).join(' ')}` },
+        `CNI config ${before[0]} sorts before ${CONFLIST_FILE_NAME}: containerd and CRI-O use the first file, so new pods get its network, not trellis`,
+      );
+    } else if (was.length > 0) {
+      this.#log.info({ dir }, `${CONFLIST_FILE_NAME} is the first CNI config again: new pods get trellis`);
+    }
   }
 }
 

@@ -14,6 +14,7 @@ export {
 } from './chain-versions.ts';
 export {
   CNI_CONF_EXTENSIONS,
+  configsBefore,
   installBinary,
   installBinaryIfAbsent,
   publishConflist,

@@ -11,6 +11,17 @@ import { copyFileAtomic, copyFileIfAbsent, removeFile, sameContent, writeFileAto
 /** File extensions libcni loads from the conf dir; the config list must use one of them to be seen. */
 export const CNI_CONF_EXTENSIONS = ['.conf', '.conflist', '.json'] as const;
 
+/**
+ * The config files among a conf dir's entries that the runtime loads before `ours`: containerd and
+ * CRI-O take the first by name (libcni's ConfFiles, sorted bytewise), so the first of these, not
+ * trellis, gives new pods their network. [] when ours is first, or not there at all.
+ */
+export function configsBefore(entries: readonly string[], ours: string): string[] {
+  const confs = entries.filter((n) => CNI_CONF_EXTENSIONS.some((e) => n.endsWith(e))).sort();
+  const at = confs.indexOf(ours);
+  return at < 0 ? [] : confs.slice(0, at);
+}
+
 function checkConfName(fileName: string): void {
   if (!CNI_CONF_EXTENSIONS.some((ext) => fileName.endsWith(ext))) {
     throw new Error(

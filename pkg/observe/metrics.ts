@@ -38,6 +38,8 @@ export interface MetricsSource {
   ready(): boolean;
   /** The host firewall's forward chains that drop pod traffic (pkg/firewall); [] when none or unread. */
   forwardFirewallBlocks?(): readonly { family: 4 | 6; direction: string; chain: string }[];
+  /** Config files in the conf dir that sort before trellis's; [] when it is first. */
+  cniConfigShadowedBy?(): readonly string[];
 }
 
 export type ReclaimReason = 'startup-sweep' | 'api-gc' | 'cni-gc';
@@ -237,6 +239,14 @@ export class AgentMetrics {
         for (const b of self.source?.forwardFirewallBlocks?.() ?? []) {
           this.set({ family: String(b.family), direction: b.direction, chain: b.chain }, 1);
         }
+      },
+    });
+    new Gauge({
+      name: 'trellis_cni_config_shadowed',
+      help: "Config files in the CNI conf dir that sort before trellis's, as of the last publication: containerd and CRI-O use the first, so above 0 new pods get another network. The agent's log names them.",
+      registers,
+      collect() {
+        this.set(self.source?.cniConfigShadowedBy?.().length ?? 0);
       },
     });
     new Gauge({

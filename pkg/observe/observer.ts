@@ -107,6 +107,7 @@ export class AgentObserver {
       // What the metric says: ADD is served (also from the pod CIDRs remembered while the API is away).
       ready: () => agent.servesAdd(),
       forwardFirewallBlocks: () => agent.forwardFirewallBlocks(),
+      cniConfigShadowedBy: () => agent.cniConfigShadowedBy(),
     });
   }
 

@@ -3,6 +3,7 @@
  * gathered beforehand (doctor-gather.ts), so each fault is a table row in a unit test. Every problem
  * comes with the fix an operator can apply.
  */
+import { configsBefore } from '../cniconf/index.ts';
 import {
   DOCKER_NOTE,
   describeBlock,
@@ -74,8 +75,6 @@ export interface DoctorFacts {
   overhead: number;
 }
 
-/** containerd and CRI-O read the lexically first of these in the conf dir. */
-export const CNI_CONF_EXTENSIONS = ['.conf', '.conflist', '.json'];
 export const REQUIRED_BINARIES = ['trellis', 'portmap', 'loopback'];
 
 const needsAgent = (f: DoctorFacts): string | undefined =>
@@ -124,17 +123,17 @@ export function checkConfig(f: DoctorFacts): CheckResult {
     });
     return r;
   }
-  const confs = f.confFiles.value.filter((n) => CNI_CONF_EXTENSIONS.some((e) => n.endsWith(e))).sort();
-  if (!confs.includes(f.expectedConflist)) {
+  const before = configsBefore(f.confFiles.value, f.expectedConflist);
+  if (!f.confFiles.value.includes(f.expectedConflist)) {
     r.findings.push({
       problem: `${f.expectedConflist} is missing from ${f.confDir}: the runtime cannot create pod networks with trellis`,
       fix: 'the agent writes it once ready: see the agent check, or restart the trellis pod on this node',
     });
-  } else if (confs[0] !== f.expectedConflist) {
-    const others = confs.slice(1, confs.indexOf(f.expectedConflist));
+  } else if (before.length > 0) {
+    const others = before.slice(1);
     r.findings.push({
-      problem: `${confs[0]} sorts before ${f.expectedConflist} in ${f.confDir}: containerd and CRI-O use the first file, so pods get that network, not trellis`,
-      fix: `remove ${f.confDir}/${confs[0]} (a previous network plugin's config)${others.length > 0 ? ` and the others before ${f.expectedConflist}: ${others.join(', ')}` : ''}`,
+      problem: `${before[0]} sorts before ${f.expectedConflist} in ${f.confDir}: containerd and CRI-O use the first file, so pods get that network, not trellis`,
+      fix: `remove ${f.confDir}/${before[0]} (a previous network plugin's config)${others.length > 0 ? ` and the others before ${f.expectedConflist}: ${others.join(', ')}` : ''}`,
     });
   }
   const c = f.ourConflist;

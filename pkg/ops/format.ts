@@ -80,7 +80,12 @@ export function formatStatus(s: StatusView): string {
       : [['veth pairs ahead', preparedPairsText(s.preparedPairs)] as [string, string]]),
     ['leases', String(s.leases)],
     ['CNI socket', s.socket],
-    ['CNI config', s.cniConfDir],
+    [
+      'CNI config',
+      s.cniConfigShadowedBy === undefined
+        ? s.cniConfDir
+        : `${s.cniConfDir}: ${s.cniConfigShadowedBy.join(', ')} sorts first, so new pods get that network, not trellis`,
+    ],
     [
       'CNI binaries',
       s.cniBinaryProblems === undefined

@@ -34,6 +34,8 @@ export interface StatusView {
   cniBinDir: string;
   /** Config-list binaries missing or not running where the runtime runs them; absent when fine. */
   cniBinaryProblems?: { binary: string; problem: string }[];
+  /** Config files that sort before trellis's and so take new pods; absent when trellis's is first. */
+  cniConfigShadowedBy?: string[];
   /** Veth pairs made as pod namespaces appear; absent when --netns-dir is off and from older agents. */
   preparedPairs?: { dir: string; watching: boolean; waiting: number };
   leases: number;
@@ -137,6 +139,7 @@ export function statusView(
     cniConfDir: s.cniConfDir,
     cniBinDir: s.cniBinDir,
     ...(s.cniBinaryProblems === undefined ? {} : { cniBinaryProblems: s.cniBinaryProblems }),
+    ...(s.cniConfigShadowedBy === undefined ? {} : { cniConfigShadowedBy: s.cniConfigShadowedBy }),
     ...(s.preparedPairs === undefined ? {} : { preparedPairs: s.preparedPairs }),
     leases: s.leases.length,
     ipam: s.ipamUsage.map((u) => ({

@@ -158,5 +158,38 @@ describe.skipIf(skip !== undefined)(
       expect(checked.logs.some((l) => l.msg === 'the CNI binaries run now')).toBe(true);
       expect(status(checked).cniBinaryProblems).toBeUndefined();
     });
+
+    it('another network’s config that sorts first is named in the log and status until it goes (the metric: unit tests)', async () => {
+      const dir = uncheckedDirs.confDir;
+      const shadowing = (l: Record<string, unknown>): boolean =>
+        String(l.msg).includes('sorts before 10-trellis.conflist');
+      expect(unchecked.logs.some(shadowing)).toBe(false);
+      expect(status(unchecked).cniConfigShadowedBy).toBeUndefined();
+      // kindnet's, a stray one, and files the runtime does not load (one sorts first, one after).
+      writeFileSync(join(dir, '10-kindnet.conflist'), '{}');
+      writeFileSync(join(dir, '05-old.conf'), '{}');
+      writeFileSync(join(dir, '00-notes.txt'), '');
+      writeFileSync(join(dir, '99-late.conflist'), '{}');
+      await within(10_000, 'the warning', () => unchecked.logs.some(shadowing));
+      expect(unchecked.logs.find(shadowing)).toMatchObject({
+        level: 'warn',
+        msg: 'CNI config 05-old.conf sorts before 10-trellis.conflist: containerd and CRI-O use the first file, so new pods get its network, not trellis',
+        dir,
+        files: ['05-old.conf', '10-kindnet.conflist'],
+      });
+      expect(status(unchecked).cniConfigShadowedBy).toEqual(['05-old.conf', '10-kindnet.conflist']);
+      const passes = (): number => unchecked.logs.filter((l) => l.msg === 'reconciled').length;
+      const seen = passes();
+      await within(10_000, 'two more passes', () => passes() >= seen + 2);
+      expect(unchecked.logs.filter(shadowing)).toHaveLength(1); // logged when it starts, not every pass
+
+      rmSync(join(dir, '10-kindnet.conflist'));
+      rmSync(join(dir, '05-old.conf'));
+      const first = (l: Record<string, unknown>): boolean =>
+        String(l.msg).includes('is the first CNI config again');
+      await within(10_000, 'the all-clear', () => unchecked.logs.some(first));
+      expect(unchecked.logs.find(first)).toMatchObject({ level: 'info', dir });
+      expect(status(unchecked).cniConfigShadowedBy).toBeUndefined();
+    });
   },
 );

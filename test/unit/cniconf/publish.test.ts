@@ -18,6 +18,7 @@ import { join } from 'node:path';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { HostFileError } from '../../../pkg/cniconf/atomic.ts';
 import {
+  configsBefore,
   installBinary,
   installBinaryIfAbsent,
   publishConflist,
@@ -169,5 +170,35 @@ describe('installBinaryIfAbsent', () => {
     expect([after.ino, after.mtimeMs]).toEqual([before.ino, before.mtimeMs]);
     expect(sha(join(dir, 'loopback'))).toBe(sha('/bin/false'));
     expect(readdirSync(dir).sort()).toEqual(['bandwidth', 'loopback', 'portmap']);
+  });
+});
+
+describe('configsBefore', () => {
+  const ours = '10-trellis.conflist';
+
+  it('names the config files the runtime would load first, in its order', () => {
+    const dir = ['99-loopback.conf', '10-kindnet.conflist', ours, '05-cilium.conflist', '10-calico.conflist'];
+    expect(configsBefore(dir, ours)).toEqual([
+      '05-cilium.conflist',
+      '10-calico.conflist',
+      '10-kindnet.conflist',
+    ]);
+  });
+
+  it('counts .conf, .conflist and .json files only, as libcni does', () => {
+    const dir = ['00-notes.txt', '01-old.conflist.bak', '02-x.json', '03-y.conf', 'README', ours];
+    expect(configsBefore(dir, ours)).toEqual(['02-x.json', '03-y.conf']);
+  });
+
+  it('is empty when ours is first or not there at all', () => {
+    expect(configsBefore([ours, '20-other.conflist', '99-z.conf'], ours)).toEqual([]);
+    expect(configsBefore(['05-cilium.conflist'], ours)).toEqual([]);
+  });
+
+  it('sorts bytewise, as Go does: upper case before lower, digits before letters', () => {
+    expect(configsBefore(['10-Zeta.conflist', '10-beta.conflist', '10-zeta.conflist', ours], ours)).toEqual([
+      '10-Zeta.conflist',
+      '10-beta.conflist',
+    ]);
   });
 });

@@ -97,6 +97,21 @@ describe('AgentMetrics', () => {
     expect(e.get('trellis_agent_ready')).toBe(1);
   });
 
+  it('counts the config files that sort before trellis’s, 0 when it is first or nothing is bound', async () => {
+    const m = new AgentMetrics({ version: '1', nodeName: 'n1' });
+    expect((await scrape(m)).get('trellis_cni_config_shadowed')).toBe(0);
+    let shadowedBy = ['05-cilium.conflist', '10-kindnet.conflist'];
+    m.bind({
+      ipamUsage: () => [],
+      watchRestarts: () => undefined,
+      ready: () => true,
+      cniConfigShadowedBy: () => shadowedBy,
+    });
+    expect((await scrape(m)).get('trellis_cni_config_shadowed')).toBe(2);
+    shadowedBy = [];
+    expect((await scrape(m)).get('trellis_cni_config_shadowed')).toBe(0);
+  });
+
   it('counts reclaimed leases by reason, GC calls included', async () => {
     const m = new AgentMetrics({ version: '1', nodeName: 'n1' });
     m.onLeasesReclaimed('startup-sweep', 2);

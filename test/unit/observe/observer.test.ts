@@ -48,6 +48,7 @@ function fakeAgent(state: { reason: string | undefined }): Agent {
         by: 'policy drop',
       },
     ],
+    cniConfigShadowedBy: () => ['05-other.conflist'],
     routeState: async () => undefined,
   } as unknown as Agent;
 }
@@ -208,6 +209,7 @@ describe('AgentObserver', () => {
     const m = parseExposition(await (await fetch(`http://${metricsAddr}/metrics`)).text());
     expect(m.get('trellis_ipam_leases_reclaimed_total', { reason: 'cni-gc' })).toBe(2);
     expect(m.get('trellis_ipam_leases_reclaimed_total', { reason: 'startup-sweep' })).toBe(1);
+    expect(m.get('trellis_cni_config_shadowed')).toBe(1);
     expect(m.get('trellis_cni_calls_total', { verb: 'GC', outcome: 'ok' })).toBe(1);
     expect(m.get('trellis_ipam_used', { family: '4' })).toBe(4);
     expect(m.get('trellis_node_watch_restarts_total')).toBe(1);
