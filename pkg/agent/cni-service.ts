@@ -136,10 +136,18 @@ export function createCniService(deps: CniServiceDeps): {
         const ifname = env.ifname!;
         const outcome = await locked(containerId, ifname, async () => {
           if (spooled && deps.spooledDels?.has(containerId, ifname) === false) return undefined;
-          return delAttachment(deps.datapath, { containerId, ifname }, { netns: env.netns });
+          return delAttachment(
+            deps.datapath,
+            { containerId, ifname },
+            { netns: env.netns, network: conf.name },
+          );
         });
         if (outcome === undefined) {
           fields.note = 'spooled DEL already run by an ADD of the same attachment';
+          return null;
+        }
+        if (outcome.otherNetwork !== undefined) {
+          fields.note = `the attachment is network ${JSON.stringify(outcome.otherNetwork)}'s, not this DEL's: left alone`;
           return null;
         }
         fields.addresses = outcome.released.map((a) => a.address);

@@ -95,6 +95,15 @@ async function addInNetns(
     );
   }
   const existing = deps.ipam.get(key);
+  if (existing?.network !== undefined && req.network !== undefined && existing.network !== req.network) {
+    // Attachments are known by container id and ifname (and so are their veth names): a second
+    // network on the same pair would be handed the first one's interface, and its DEL, after this
+    // failure, would take it away.
+    throw new CniError(
+      CniCode.INVALID_ENV,
+      `${req.ifname} of container ${req.containerId} is attached to network ${JSON.stringify(existing.network)} already: network ${JSON.stringify(req.network)} needs a CNI_IFNAME of its own`,
+    );
+  }
   if (existing !== undefined && existing.netns === req.netns) {
     // A repeated ADD for an attachment that is fully in place answers with what is there.
     const current = await readAttachment(deps, req, existing.addresses);

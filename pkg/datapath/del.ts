@@ -9,6 +9,8 @@ export interface DelOutcome {
   released: LeasedAddress[];
   /** The host veth existed and its deletion was scheduled. */
   vethScheduled: boolean;
+  /** The attachment is another network's (its lease says which): nothing was touched. */
+  otherNetwork?: string;
 }
 
 /**
@@ -16,14 +18,19 @@ export interface DelOutcome {
  * has no CNI_NETNS). Releases the lease first (durable before DEL answers: its directory fsyncs run
  * on the thread pool, not on the agent's JS thread), removes the host routes, then deletes the veth
  * pair off the critical path (see BackgroundDeleter). Success when any part is already gone.
+ * `network`: the DEL's network; an attachment whose lease records another is left alone (a runtime
+ * cleaning up after another network's failed ADD on the same container id and ifname).
  */
 export async function delAttachment(
   deps: DatapathDeps,
   key: AttachmentKey,
-  opts: { netns?: string } = {},
+  opts: { netns?: string; network?: string } = {},
 ): Promise<DelOutcome> {
   // A lease's addresses, or those a quarantined record kept held: what this DEL frees either way.
   const lease = deps.ipam.get(key);
+  if (lease?.network !== undefined && opts.network !== undefined && lease.network !== opts.network) {
+    return { released: [], vethScheduled: false, otherNetwork: lease.network };
+  }
   const released = lease?.addresses ?? deps.ipam.heldAddresses(key);
   // Where the pod end is: the lease knows the ADD's namespace; containerd's second DEL names none.
   const podNetns = lease?.netns || opts.netns;

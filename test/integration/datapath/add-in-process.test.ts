@@ -414,6 +414,78 @@ describe.skipIf(netnsSkipReason !== undefined)('addAttachment (root, real namesp
     expect(deps.ipam.get({ containerId: 'c1', ifname: 'eth0' })).toBeUndefined();
   });
 
+  it('a second network on the same container id and ifname is refused, and its cleanup DEL leaves the first one’s attachment alone', async () => {
+    // cnitool against two networks on one namespace, or a secondary network given the primary's ifname:
+    // the runtime's DEL after the failed ADD must not take the pod's eth0 away.
+    const { host, deps } = setUp(true, ['10.244.1.0/24']);
+    const lines: Record<string, unknown>[] = [];
+    const out = new PassThrough();
+    out.on('data', (d: Buffer) => {
+      for (const l of d.toString('utf8').trim().split('\n'))
+        lines.push(JSON.parse(l) as Record<string, unknown>);
+    });
+    const { handle } = createCniService({
+      datapath: deps,
+      mutex: new KeyedMutex(),
+      log: createLogger({ level: 'info', destination: out }),
+      readiness: { notReadyReason: () => undefined },
+      defaultMtu: () => 1500,
+    });
+    const pod = pool.add('p');
+    const request = (command: string, network: string) => ({
+      v: 1 as const,
+      env: {
+        CNI_COMMAND: command,
+        CNI_CONTAINERID: 'c1',
+        CNI_NETNS: pod.path,
+        CNI_IFNAME: 'eth0',
+        CNI_PATH: '/opt/cni/bin',
+      },
+      stdin: JSON.stringify({ cniVersion: '1.0.0', name: network, type: 'trellis' }),
+    });
+    const podAddresses = () =>
+      ipJson<{ ifname: string; addr_info: { local: string }[] }[]>(
+        pod.name,
+        'addr',
+        'show',
+        'dev',
+        'eth0',
+      ).flatMap((l) => l.addr_info.map((a) => a.local));
+    const hostIndex = () =>
+      ipJson<IpLink[]>(host.name, 'link', 'show').find((l) => l.ifname === hostVethName('c1', 'eth0'))
+        ?.ifindex;
+
+    const first = await handle(request('ADD', 'trellis'));
+    expect(first.ok).toBe(true);
+    const lease = deps.ipam.get({ containerId: 'c1', ifname: 'eth0' });
+    expect(lease?.network).toBe('trellis');
+    const index = hostIndex();
+    const addresses = podAddresses();
+    expect(addresses).toContain(lease!.addresses[0]!.address);
+
+    const second = await handle(request('ADD', 'netb'));
+    expect(second.ok).toBe(false);
+    expect(second.ok ? undefined : second.error.code).toBe(CniCode.INVALID_ENV);
+    expect(second.ok ? '' : second.error.msg).toContain('attached to network "trellis" already');
+
+    expect((await handle(request('DEL', 'netb'))).ok).toBe(true);
+    await deps.deleter.drain();
+    await new Promise((r) => setImmediate(r));
+    expect(lines.filter((l) => l.verb === 'DEL').at(-1)).toMatchObject({
+      outcome: 'ok',
+      note: expect.stringContaining('network "trellis"'),
+    });
+    expect(deps.ipam.get({ containerId: 'c1', ifname: 'eth0' })).toEqual(lease);
+    expect(hostIndex()).toBe(index);
+    expect(podAddresses()).toEqual(addresses);
+
+    // The first network's own DEL still removes it.
+    expect((await handle(request('DEL', 'trellis'))).ok).toBe(true);
+    await deps.deleter.drain();
+    expect(deps.ipam.get({ containerId: 'c1', ifname: 'eth0' })).toBeUndefined();
+    expect(hostIndex()).toBeUndefined();
+  });
+
   it('leaves no lease, reservation or veth of its own when the pod already has the interface name', async () => {
     const { host, deps } = setUp(true, ['10.244.1.0/24']);
     const pod = pool.add('p');
