@@ -1,8 +1,9 @@
 import { existsSync } from 'node:fs';
 import { join } from 'node:path';
+import { CniCode } from '../cni/errors.ts';
 import type { Logger } from '../observe/logger.ts';
 import { spoolFileName } from '../shim/spool.ts';
-import { listSpooled, removeSpooled } from '../shim/spool-fs.ts';
+import { listSpooled, removeSpooled, setSpooledAside } from '../shim/spool-fs.ts';
 import type { CniHandler, SpooledDels } from './cni-service.ts';
 
 /** The spool directory as cni-service sees it: is a DEL of this attachment waiting there? */
@@ -13,6 +14,15 @@ export function spooledDelsIn(dir: string): SpooledDels {
     remove: (containerId, ifname) => removeSpooled(path(containerId, ifname)),
   };
 }
+
+/** Codes a DEL's config or environment earns whenever it runs (CNI's 1, 2, 4, 6, 7). */
+const REFUSED_FOR_GOOD: ReadonlySet<number> = new Set([
+  CniCode.INCOMPATIBLE_VERSION,
+  CniCode.UNSUPPORTED_FIELD,
+  CniCode.INVALID_ENV,
+  CniCode.DECODE_FAILED,
+  CniCode.INVALID_CONFIG,
+]);
 
 /**
  * Completes the DELs the shim recorded while the agent was unreachable. Runs before the socket
@@ -28,19 +38,29 @@ export async function drainSpool(
     log.warn({ file: b.file, movedTo: b.movedTo, reason: b.reason }, 'bad spooled DEL set aside');
   let completed = 0;
   let failed = 0;
+  let refused = 0;
   for (const entry of entries) {
     // As a spooled DEL: it is skipped if an ADD of the same attachment ran it first meanwhile.
     const response = await handle(entry.request, { spooled: true });
     if (response.ok) {
       await removeSpooled(entry.file);
       completed++;
+    } else if (REFUSED_FOR_GOOD.has(response.error.code)) {
+      // Its config or variables can never pass (the shim checks the plain cases before spooling): a
+      // replay every 30 s would fail the same way for ever. Its lease goes with the lease GC.
+      const aside = setSpooledAside(entry.file, response.error.msg);
+      log.warn(
+        { file: aside.file, movedTo: aside.movedTo, code: response.error.code, reason: aside.reason },
+        'spooled DEL refused for good: set aside',
+      );
+      refused++;
     } else {
-      // Kept for the next start; the log line of the call says why.
+      // Kept for the next drain; the log line of the call says why.
       failed++;
     }
   }
   if (entries.length > 0 || bad.length > 0) {
-    log.info({ completed, failed, bad: bad.length, dir }, 'spooled DELs drained');
+    log.info({ completed, failed, bad: bad.length + refused, dir }, 'spooled DELs drained');
   }
-  return { completed, failed, bad: bad.length };
+  return { completed, failed, bad: bad.length + refused };
 }

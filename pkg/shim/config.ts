@@ -7,8 +7,8 @@
  *   timeoutMs  whole-call timeout for every verb, 1..600000 (default per verb, see DEFAULT_TIMEOUT_MS)
  */
 import { CniCode, CniError } from '../cni/errors.ts';
-import { isObject, jsonType, quote } from '../cni/text.ts';
-import { LATEST_VERSION, parseVersion } from '../cni/version.ts';
+import { isCniName, isObject, jsonType, quote } from '../cni/text.ts';
+import { checkVersion, checkVersionAllows, LATEST_VERSION, parseVersion } from '../cni/version.ts';
 
 export const DEFAULT_SOCKET = '/run/trellis/cni.sock';
 export const DEFAULT_SPOOL_DIR = '/var/lib/trellis/spool';
@@ -21,6 +21,8 @@ export interface ShimConfig {
   spoolDir: string;
   /** undefined: the per-verb default applies. */
   timeoutMs: number | undefined;
+  /** The config object as parsed, for checkWithoutAgent. */
+  raw: Record<string, unknown>;
 }
 
 function versionOrLatest(v: unknown): string {
@@ -89,5 +91,37 @@ export function parseShimConfig(stdin: string): ShimConfig {
     socket: absolutePath(parsed, 'socket', DEFAULT_SOCKET),
     spoolDir: absolutePath(parsed, 'spoolDir', DEFAULT_SPOOL_DIR),
     timeoutMs: t as number | undefined,
+    raw: parsed,
   };
+}
+
+/**
+ * When the agent cannot be asked: throws the error it would answer for a config it can never accept
+ * (the spec's checks every plugin makes: a supported cniVersion that defines the verb, a valid name),
+ * so a runtime is not told "try again later" for an ADD that will fail, nor "done" for a spooled DEL
+ * the agent would refuse at every replay.
+ */
+export function checkWithoutAgent(config: ShimConfig, command: string): void {
+  const { cniVersion, name } = config.raw;
+  if (cniVersion === undefined || cniVersion === '') {
+    throw new CniError(
+      CniCode.INCOMPATIBLE_VERSION,
+      'network configuration has no cniVersion (libcni reads that as 0.1.0, which trellis does not support)',
+    );
+  }
+  if (typeof cniVersion !== 'string') {
+    throw new CniError(
+      CniCode.INVALID_CONFIG,
+      `invalid network configuration: cniVersion must be a string, not ${jsonType(cniVersion)}`,
+    );
+  }
+  checkVersion(cniVersion);
+  checkVersionAllows(cniVersion, command);
+  if (typeof name !== 'string' || !isCniName(name)) {
+    const shown = typeof name === 'string' ? quote(name) : jsonType(name);
+    throw new CniError(
+      CniCode.INVALID_CONFIG,
+      `invalid network configuration: name ${shown} must start with a letter or digit and contain only letters, digits, '_', '.' and '-'`,
+    );
+  }
 }

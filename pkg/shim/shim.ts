@@ -27,7 +27,7 @@
 import { type CniCommand, isCniCommand, parseCniEnv } from '../cni/env.ts';
 import { CniCode, CniError, toCniError } from '../cni/errors.ts';
 import { LATEST_VERSION, versionReply } from '../cni/version.ts';
-import { errorVersionOf, parseShimConfig, type ShimConfig } from './config.ts';
+import { checkWithoutAgent, errorVersionOf, parseShimConfig, type ShimConfig } from './config.ts';
 import { type AgentResponse, decodeResponse, encodeRequest } from './protocol.ts';
 import { markerVouches, readyMarkerPath } from './ready-marker.ts';
 import { type Transport, TransportError } from './transport.ts';
@@ -153,8 +153,13 @@ function callAgent(io: ShimIo, command: AgentVerb, config: ShimConfig, line: str
     });
   } catch (err) {
     if (!(err instanceof TransportError)) return failure(err, config.cniVersion);
-    // The agent would have named a bad variable; without it, the shim does, before any spooling.
+    // The agent would have named a bad variable or config; without it, the shim does, before any spooling.
     const env = parseCniEnv(io.env);
+    try {
+      checkWithoutAgent(config, command);
+    } catch (e) {
+      return failure(e, config.cniVersion);
+    }
     if (command === 'DEL') return spoolDel(io, config, env.containerId, env.ifname, line, err);
     const error = transportCniError(command, config.socket, totalMs, err);
     if (command === 'STATUS') {

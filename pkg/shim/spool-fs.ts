@@ -168,6 +168,11 @@ function removeStaleTmp(fs: Fs, file: string, now: number): void {
   }
 }
 
+/** Moves a spooled DEL the agent refuses for good aside (`.bad`), never throwing. */
+export function setSpooledAside(file: string, reason: string): BadSpoolFile {
+  return moveAside(loadFs(), file, reason);
+}
+
 function moveAside(fs: Fs, file: string, reason: string): BadSpoolFile {
   const movedTo = `${file}${SPOOL_BAD_SUFFIX}`;
   try {

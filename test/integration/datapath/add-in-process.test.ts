@@ -6,7 +6,7 @@ import { PassThrough } from 'node:stream';
 import { afterEach, describe, expect, it } from 'vitest';
 import { createCniService } from '../../../pkg/agent/cni-service.ts';
 import { removeAttachments } from '../../../pkg/agent/lease-collector.ts';
-import { spooledDelsIn } from '../../../pkg/agent/spool-drain.ts';
+import { drainSpool, spooledDelsIn } from '../../../pkg/agent/spool-drain.ts';
 import { CniCode, CniError } from '../../../pkg/cni/errors.ts';
 import { addAttachment } from '../../../pkg/datapath/add.ts';
 import { BackgroundDeleter } from '../../../pkg/datapath/background-deleter.ts';
@@ -412,6 +412,60 @@ describe.skipIf(netnsSkipReason !== undefined)('addAttachment (root, real namesp
     await deps.deleter.drain();
     expect(hostIndex()).toBeUndefined();
     expect(deps.ipam.get({ containerId: 'c1', ifname: 'eth0' })).toBeUndefined();
+  });
+
+  it('a spooled DEL the agent refuses for good is set aside, not replayed for ever; the others complete', async () => {
+    const { deps } = setUp(true, ['10.244.1.0/24']);
+    const spoolDir = mkdtempSync(join(tmpdir(), 'trl-spool-'));
+    dirs.push(spoolDir);
+    const lines: Record<string, unknown>[] = [];
+    const out = new PassThrough();
+    out.on('data', (d: Buffer) => {
+      for (const l of d.toString('utf8').trim().split('\n'))
+        lines.push(JSON.parse(l) as Record<string, unknown>);
+    });
+    const log = createLogger({ level: 'info', destination: out });
+    const { handle } = createCniService({
+      datapath: deps,
+      mutex: new KeyedMutex(),
+      log,
+      readiness: { notReadyReason: () => undefined },
+      defaultMtu: () => 1500,
+      spooledDels: spooledDelsIn(spoolDir),
+    });
+    const pod = pool.add('p');
+    const request = (command: string, containerId: string, config: Record<string, unknown>) => ({
+      v: 1 as const,
+      env: {
+        CNI_COMMAND: command,
+        CNI_CONTAINERID: containerId,
+        CNI_NETNS: pod.path,
+        CNI_IFNAME: 'eth0',
+        CNI_PATH: '/opt/cni/bin',
+      },
+      stdin: JSON.stringify({ cniVersion: '1.0.0', type: 'trellis', ...config }),
+    });
+    expect((await handle(request('ADD', 'c1', { name: 'trellis' }))).ok).toBe(true);
+    // Spooled by an older shim, or written by hand: no name, which every replay refuses (code 7).
+    const refused = join(spoolDir, spoolFileName('c2', 'eth0'));
+    writeFileSync(refused, JSON.stringify(request('DEL', 'c2', {})), { mode: 0o600 });
+    const good = join(spoolDir, spoolFileName('c1', 'eth0'));
+    writeFileSync(good, JSON.stringify(request('DEL', 'c1', { name: 'trellis' })), { mode: 0o600 });
+
+    expect(await drainSpool(spoolDir, handle, log)).toEqual({ completed: 1, failed: 0, bad: 1 });
+    await new Promise((r) => setImmediate(r));
+    expect(readdirSync(spoolDir).sort()).toEqual([`${spoolFileName('c2', 'eth0')}.bad`]);
+    expect(deps.ipam.get({ containerId: 'c1', ifname: 'eth0' })).toBeUndefined();
+    expect(lines.find((l) => l.msg === 'spooled DEL refused for good: set aside')).toMatchObject({
+      level: 'warn',
+      file: refused,
+      movedTo: `${refused}.bad`,
+      code: CniCode.INVALID_CONFIG,
+      reason: expect.stringContaining('name is required'),
+    });
+    // The next drain has nothing left to replay.
+    expect(await drainSpool(spoolDir, handle, log)).toEqual({ completed: 0, failed: 0, bad: 0 });
+    await deps.deleter.drain();
   });
 
   it('a second network on the same container id and ifname is refused, and its cleanup DEL leaves the first one’s attachment alone', async () => {

@@ -23,6 +23,9 @@ const envFor = (command: string): Record<string, string> =>
 
 const conf = (extra: Record<string, unknown> = {}): string =>
   JSON.stringify({ cniVersion: '1.0.0', name: 'trellis', type: 'trellis', ...extra });
+/** GC and STATUS arrived in 1.1.0: a config of an older version is refused for them. */
+const confFor = (command: string): string =>
+  conf(command === 'GC' || command === 'STATUS' ? { cniVersion: '1.1.0' } : {});
 
 const RESULT = {
   cniVersion: '1.0.0',
@@ -150,9 +153,10 @@ describe('runShim decisions (in-process transport)', () => {
     ['STATUS', 50],
   ] as const) {
     it(`agent unreachable: ${command} fails with ${code} naming the socket`, () => {
-      const out = runShim(io(envFor(command), conf(), fakeTransport(unreachable).connect));
+      const out = runShim(io(envFor(command), confFor(command), fakeTransport(unreachable).connect));
       expect(out.exitCode).toBe(1);
-      expect(JSON.parse(out.stdout)).toEqual({ cniVersion: '1.0.0', code, msg: unreachableMsg });
+      const cniVersion = JSON.parse(confFor(command)).cniVersion as string;
+      expect(JSON.parse(out.stdout)).toEqual({ cniVersion, code, msg: unreachableMsg });
     });
   }
 
@@ -182,6 +186,29 @@ describe('runShim decisions (in-process transport)', () => {
       expect(out.stdout).toBe('');
       expect(decodeRequest(spool.spooled[0]![3]).stdin).toBe(stdin);
     }
+  });
+
+  it('agent unreachable: a config the agent would refuse for good is refused as it would, never spooled', () => {
+    const cases: [string, Record<string, unknown>, number, string][] = [
+      ['DEL', { name: undefined }, 7, 'name undefined must start'],
+      ['DEL', { name: 'bad name' }, 7, 'name "bad name" must start'],
+      ['DEL', { cniVersion: undefined }, 1, 'no cniVersion'],
+      ['DEL', { cniVersion: '1.0' }, 1, 'incompatible CNI versions: config is "1.0"'],
+      ['DEL', { cniVersion: 1 }, 7, 'cniVersion must be a string, not number'],
+      ['ADD', { cniVersion: '0.2.0' }, 1, 'incompatible CNI versions'],
+      ['CHECK', { cniVersion: '0.3.1' }, 1, 'CHECK'],
+    ];
+    for (const [command, extra, code, msg] of cases) {
+      const spool = recordingSpool();
+      const out = runShim(io(envFor(command), conf(extra), fakeTransport(unreachable).connect, spool));
+      const what = `${command} ${JSON.stringify(extra)}`;
+      expect(out.exitCode, what).toBe(1);
+      expect(JSON.parse(out.stdout), what).toMatchObject({ code, msg: expect.stringContaining(msg) });
+      expect(spool.spooled, what).toEqual([]);
+    }
+    // The same ADD with a good config is "try again later": the agent may come back.
+    const out = runShim(io(envFor('ADD'), conf(), fakeTransport(unreachable).connect));
+    expect(JSON.parse(out.stdout)).toMatchObject({ code: 11 });
   });
 
   it('spools DEL to the default directory when the config names none', () => {
@@ -216,9 +243,9 @@ describe('runShim decisions (in-process transport)', () => {
   it('agent hung up: 11 for ADD, 50 for STATUS, spool for DEL', () => {
     const closed = new TransportError('closed', 'ECONNRESET');
     expect(JSON.parse(runShim(io(ADD_ENV, conf(), fakeTransport(closed).connect)).stdout).code).toBe(11);
-    expect(JSON.parse(runShim(io(envFor('STATUS'), conf(), fakeTransport(closed).connect)).stdout).code).toBe(
-      50,
-    );
+    expect(
+      JSON.parse(runShim(io(envFor('STATUS'), confFor('STATUS'), fakeTransport(closed).connect)).stdout).code,
+    ).toBe(50);
     const spool = recordingSpool();
     expect(runShim(io(envFor('DEL'), conf(), fakeTransport(closed).connect, spool)).exitCode).toBe(0);
     expect(spool.spooled).toHaveLength(1);
@@ -228,7 +255,7 @@ describe('runShim decisions (in-process transport)', () => {
     const withMarker = (ageMs: number | undefined, connect: Transport, command = 'STATUS') => {
       const asked: string[] = [];
       const out = runShim({
-        ...io(envFor(command), conf(), connect),
+        ...io(envFor(command), confFor(command), connect),
         fileAgeMs: (path) => {
           asked.push(path);
           return ageMs;
