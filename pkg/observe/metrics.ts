@@ -231,7 +231,7 @@ export class AgentMetrics {
     });
     new Gauge({
       name: 'trellis_host_firewall_drops',
-      help: "1 per forward chain of the host's own firewall (iptables FORWARD, firewalld, ufw, Docker) that drops this node's pod traffic, by family and direction (from-pods, to-pods); no series when none does. The agent's log and trellis-agent doctor give the fix.",
+      help: "1 per forward chain of the host's own firewall (iptables FORWARD, firewalld, ufw, Docker) that drops this node's pod traffic (direction from-pods, to-pods), and per input chain that drops the VXLAN packets of the nodes it tunnels to (vxlan-in), by family; no series when none does. The agent's log and trellis-agent doctor give the fix.",
       labelNames: ['family', 'direction', 'chain'],
       registers,
       collect() {

@@ -5,9 +5,10 @@
  * Runtimes that speak CNI 1.1 (containerd 2, CRI-O) call STATUS on every status poll of the kubelet
  * (every ~5 s) and report the node's network not ready when it fails: the kubelet sets the node
  * NotReady, and the node lifecycle controller marks its pods not ready, out of their Services. An
- * upgrade or a restart leaves the socket closed for ~10-15 s while the routes, the rules and every
- * pod keep working. So STATUS still succeeds while the marker is younger than STATUS_GRACE_MS: the
- * shim checks it when the agent does not answer, and a restarted agent while it is not ready yet. An
+ * upgrade or a restart leaves the socket closed for ~10-15 s, longer while a new image is pulled,
+ * while the routes, the rules and every pod keep working. So STATUS still succeeds while the marker
+ * is younger than STATUS_GRACE_MS: the shim checks it when the agent does not answer, and a restarted
+ * agent while it is not ready yet. An
  * agent that stays down longer (crash-looping) fails STATUS after the grace, as it should. The socket's
  * directory is on /run, a tmpfs: after a reboot there is no marker, and STATUS waits for the agent.
  */
@@ -20,8 +21,12 @@ export function readyMarkerPath(socket: string): string {
 /** How often a ready agent touches the marker. */
 export const READY_MARK_REFRESH_MS = 5_000;
 
-/** How long after the marker's last refresh STATUS still answers ready: a restart, not an outage. */
-export const STATUS_GRACE_MS = 30_000;
+/**
+ * How long after the marker's last refresh STATUS still answers ready: a restart, not an outage. Two
+ * minutes cover a restart with a cold image pull of a few hundred MB; an agent away for longer is an
+ * outage, and new pods are better scheduled elsewhere.
+ */
+export const STATUS_GRACE_MS = 120_000;
 
 /**
  * Whether a marker this old (ms; undefined: none) still vouches for the node. A marker from the
