@@ -205,7 +205,8 @@ function transportCniError(
 ): CniError {
   if (err.kind === 'timeout') {
     return new CniError(
-      CniCode.AGENT_TIMEOUT,
+      // STATUS speaks the spec's "not available" whatever kept the agent from answering.
+      command === 'STATUS' ? CniCode.NOT_AVAILABLE : CniCode.AGENT_TIMEOUT,
       `trellis agent at ${socket} did not answer ${command} within ${totalMs} ms`,
       'raise "timeoutMs" in the network config if the agent is merely slow',
       { cause: err },

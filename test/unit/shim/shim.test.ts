@@ -227,12 +227,17 @@ describe('runShim decisions (in-process transport)', () => {
     expect(err.msg).toContain('EROFS');
   });
 
-  it('agent too slow: 105 for ADD, spool for DEL', () => {
+  it('agent too slow: 105 for ADD, 50 for STATUS (without a fresh ready marker), spool for DEL', () => {
     const slow = new TransportError('timeout', 'no answer within 60000 ms');
     const add = runShim(io(ADD_ENV, conf(), fakeTransport(slow).connect));
     expect(JSON.parse(add.stdout)).toMatchObject({
       code: CniCode.AGENT_TIMEOUT,
       msg: 'trellis agent at /run/trellis/cni.sock did not answer ADD within 60000 ms',
+    });
+    const status = runShim(io(envFor('STATUS'), confFor('STATUS'), fakeTransport(slow).connect));
+    expect(JSON.parse(status.stdout)).toMatchObject({
+      code: CniCode.NOT_AVAILABLE,
+      msg: expect.stringContaining('did not answer STATUS'),
     });
     const spool = recordingSpool();
     const del = runShim(io(envFor('DEL'), conf(), fakeTransport(slow).connect, spool));
