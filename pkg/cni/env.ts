@@ -146,13 +146,16 @@ function netnsProblem(netns: string): string | undefined {
 /**
  * Why an interface name is invalid, or undefined when it is valid. Mirrors Go's
  * utils.ValidateInterfaceName (non-empty, at most 15 bytes, not "." or "..", no '/', ':' or Unicode
- * whitespace) and also refuses NUL, which the kernel would truncate at.
+ * whitespace) and also refuses NUL, which the kernel would truncate at, and "all" and "default", the
+ * names of every interface's sysctl directories (the kernel refuses a link of either name).
  */
 export function interfaceNameProblem(name: string): string | undefined {
   if (name === '') return 'is empty';
   const bytes = utf8Length(name);
   if (bytes > MAX_IFNAME_BYTES) return `is ${bytes} bytes long; the limit is ${MAX_IFNAME_BYTES}`;
   if (name === '.' || name === '..') return 'must not be "." or ".."';
+  if (name === 'all' || name === 'default')
+    return `must not be "${name}" (a sysctl directory of every interface)`;
   for (const ch of name) {
     if (ch === '/') return "contains '/'";
     if (ch === ':') return "contains ':'";

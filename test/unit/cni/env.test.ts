@@ -185,6 +185,8 @@ describe('interfaceNameProblem mirrors Go ValidateInterfaceName', () => {
     ['éééééééé', 'is 16 bytes long; the limit is 15'],
     ['.', 'must not be "." or ".."'],
     ['..', 'must not be "." or ".."'],
+    ['all', 'must not be "all" (a sysctl directory of every interface)'],
+    ['default', 'must not be "default" (a sysctl directory of every interface)'],
     ['a/b', "contains '/'"],
     ['a:b', "contains ':'"],
     ['a b', 'contains whitespace'],
