@@ -540,6 +540,7 @@ export class Agent {
         this.serveFromMemory(`the first list of Nodes failed: ${err.message}`);
       },
       onInvalid: (problem) => this.log.warn({ problem }, 'Node object skipped'),
+      onIgnored: (problem) => this.log.warn({ problem }, 'part of a Node object ignored'),
     });
     this.informer = informer;
     return informer;

@@ -107,7 +107,10 @@ export type PassOutcome =
  * whole cache, the links, the devices and the route table: at start, after every (re)list (onSync), on the
  * periodic resync, on kernel route/link changes we did not make, on changes of this node, and whenever a
  * per-node step cannot decide safely (markDirty). Per-node steps and full passes never overlap (one
- * worker); a full pass drops the names queued before it started, since it covers them.
+ * worker); a full pass drops the names queued before it started, since it covers them. While passes
+ * wait (this node missing, or without pod CIDRs), no peer's step runs: a relist meanwhile names no
+ * node, so steps would apply the watch's changes and not the relist's. Only a full pass ends a wait,
+ * and it covers both.
  */
 export class NodeController {
   private readonly deps: ControllerDeps;
@@ -250,6 +253,7 @@ export class NodeController {
   /**
    * One per-node step. Escalates (markDirty) when the cache is not synced yet, when the reconciler has no
    * clean full pass to work from, and whenever it says the change reaches beyond this peer or failed.
+   * A peer's step is dropped while the last pass waited (see the class comment).
    */
   async runNode(name: string, queuedAt?: number): Promise<void> {
     const started = performance.now();
@@ -257,6 +261,13 @@ export class NodeController {
     const reconcilePeer = deps.routes.reconcilePeer;
     if (!deps.cluster.hasSynced() || reconcilePeer === undefined) {
       this.markDirty();
+      return;
+    }
+    if (this.lastWaitReason !== undefined && name !== deps.nodeName) {
+      deps.log.debug(
+        { peer: name, reason: this.lastWaitReason },
+        'node change left to the pass that ends the wait',
+      );
       return;
     }
     const node = deps.cluster.get(name);
@@ -484,7 +495,7 @@ export class NodeController {
       !deps.cluster.hasSynced() && self === undefined
         ? FIRST_LIST_WAIT
         : self === undefined
-          ? `Node ${deps.nodeName} does not exist in the API`
+          ? `Node ${deps.nodeName} is not in the API, or its object is unusable (see 'Node object skipped')`
           : self.podCIDRs.length === 0
             ? `Node ${deps.nodeName} has no spec.podCIDRs yet (is the controller-manager allocating node CIDRs?)`
             : undefined;

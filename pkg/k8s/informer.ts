@@ -48,6 +48,11 @@ export interface NodeInformerOptions {
   onError?: (err: K8sError, restartInMs: number) => void;
   /** A Node the server returned that toNodeView rejected (it is left out of the cache). */
   onInvalid?: (problem: string) => void;
+  /**
+   * Part of a Node that toNodeView left out (NodeView.problems: a malformed InternalIP), the rest being in
+   * the cache. Called when the Node's view changes, not for every status report of an unchanged Node.
+   */
+  onIgnored?: (problem: string) => void;
   signal: AbortSignal;
   /** Period of onSync(list()) from the cache (no API call). Default 300_000 ms; 0 disables. */
   resyncMs?: number;
@@ -123,6 +128,8 @@ export function startNodeInformerOn(api: CoreApi, opts: NodeInformerOptions): No
   const put = (name: string, node: NodeView): void => {
     cache.set(name, node);
     sorted = undefined;
+    // Only a new or changed view is put: its problems are said once per change.
+    for (const problem of node.problems ?? []) if (opts.onIgnored) safely(() => opts.onIgnored?.(problem));
   };
   const drop = (name: string): void => {
     cache.delete(name);

@@ -3,7 +3,8 @@
  * @kubernetes/client-node leaves pkg/k8s: these views are what the rest of the agent sees.
  *
  * The conversions never throw. An object we cannot use is reported as a problem, and the caller
- * skips it and says so (a bad Node must not stop routes to the good ones).
+ * skips it and says so (a bad Node must not stop routes to the good ones). A bad entry of a list that
+ * stands on its own (one InternalIP of several) is left out alone, and said so in the view's `problems`.
  */
 import { isIP } from 'node:net';
 
@@ -12,8 +13,14 @@ export interface NodeView {
   readonly uid: string;
   /** spec.podCIDRs (or the legacy spec.podCIDR alone); empty until the node IPAM controller assigns one. */
   readonly podCIDRs: readonly string[];
-  /** Every status.addresses entry of type InternalIP, both families, in the server's order. */
+  /** Every status.addresses entry of type InternalIP that is an IP address, both families, in the server's order. */
   readonly internalIPs: readonly string[];
+  /**
+   * What was left out of the object, one line each naming the node and the value (an InternalIP that is
+   * not an IP address). Part of the content (sameNodeContent): reported when it changes, not with every
+   * kubelet status report.
+   */
+  readonly problems?: readonly string[];
   /** Only the trellis.dev/ ones (see ownAnnotations). */
   readonly annotations: Readonly<Record<string, string>>;
   readonly resourceVersion: string;
@@ -145,19 +152,22 @@ export function toNodeView(obj: unknown): NodeViewResult {
     }
 
     const internalIPs: string[] = [];
+    const problems: string[] = [];
     if (status.addresses !== undefined && status.addresses !== null) {
       if (!Array.isArray(status.addresses))
         return { ok: false, problem: `node ${name}: status.addresses is not a list` };
       for (const a of status.addresses as unknown[]) {
         const addr = rec(a);
         if (addr?.type !== 'InternalIP') continue;
+        // Each address stands alone: a bad one must not take the node's good ones (both families'
+        // routes, or this node's own start) with it.
         if (typeof addr.address !== 'string' || isIP(addr.address) === 0) {
-          return {
-            ok: false,
-            problem: `node ${name}: InternalIP ${JSON.stringify(addr.address)} is not an IP address`,
-          };
+          problems.push(
+            `node ${name}: InternalIP ${JSON.stringify(addr.address)} is not an IP address; ignored`,
+          );
+        } else if (!internalIPs.includes(addr.address)) {
+          internalIPs.push(addr.address);
         }
-        if (!internalIPs.includes(addr.address)) internalIPs.push(addr.address);
       }
     }
 
@@ -172,6 +182,7 @@ export function toNodeView(obj: unknown): NodeViewResult {
         internalIPs,
         annotations: ownAnnotations(annotations.value),
         resourceVersion,
+        ...(problems.length === 0 ? {} : { problems }),
       },
     };
   } catch (err) {
@@ -199,6 +210,7 @@ export function sameNodeContent(a: NodeView, b: NodeView): boolean {
     a.uid === b.uid &&
     sameStrings(a.podCIDRs, b.podCIDRs) &&
     sameStrings(a.internalIPs, b.internalIPs) &&
+    sameStrings(a.problems ?? [], b.problems ?? []) &&
     sameAnnotations(a.annotations, b.annotations)
   );
 }

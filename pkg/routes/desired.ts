@@ -27,6 +27,10 @@
  * - Invalid or conflicting input (bad text, no InternalIP, no pod CIDR, overlapping CIDRs) is skipped and
  *   reported per node. Conflicting CIDRs are dropped on every node involved: we cannot tell which claim is
  *   right, and routing a pod's traffic to the wrong node is worse than not routing it.
+ * - A peer's pod CIDR that holds a node's InternalIP (any node's: the same on every agent) or a whole
+ *   subnet connected to this node is skipped and reported: routed, it would take the underlay's traffic
+ *   (to a peer, to a control-plane node) off its path, and could cut the agent off from the API that
+ *   would bring the fix.
  */
 
 import { compareOrdinal } from '../compare.ts';
@@ -43,6 +47,8 @@ import {
   parseCidr,
   parseIp,
 } from '../ip/index.ts';
+import { VTEP_MAC_ANNOTATIONS } from '../vxlan/constants.ts';
+import { parseVtepMac } from '../vxlan/mac.ts';
 import {
   DIRECT_SUBNET_ANNOTATIONS,
   formatDirectSubnets,
@@ -66,6 +72,7 @@ interface ParsedNode {
   name: string;
   cidrs: Cidr[];
   ips: IpAddress[];
+  /** As published (checked where a plan uses it: usableVtepMac). */
   vtepMac: Partial<Record<Family, string>>;
   /** The published subnets' text per family (parsed only for a peer the local rule would route directly). */
   directSubnets: Partial<Record<Family, string>>;
@@ -227,6 +234,7 @@ function directDecision(
   local: LocalIndex,
   reach: DirectReach,
   reasons: string[],
+  problems: Problem[],
 ): PeerDecision | undefined {
   if (reach.kind === 'none') {
     reasons.push(
@@ -235,6 +243,12 @@ function directDecision(
     return undefined;
   }
   let best: { decision: PeerDecision; subnet: Cidr } | undefined;
+  // Read when a candidate gets that far, and once: a malformed entry is reported once.
+  let published: { subnets: Cidr[] | undefined } | undefined;
+  const routesBack = (ownIPs: readonly IpAddress[]): boolean => {
+    published ??= { subnets: publishedDirectSubnets(node, family, problems) };
+    return published.subnets === undefined || subnetsHoldAny(published.subnets, ownIPs);
+  };
   for (const ip of candidates) {
     const found = findDirectLink(ip, local);
     const nodeIP = formatIp(ip);
@@ -246,10 +260,10 @@ function directDecision(
       reasons.push(
         `InternalIP ${nodeIP} is on ${found.link.name}'s subnet ${formatCidr(found.subnet)} (its longest match here), which does not hold this node's InternalIP (the node would route back through VXLAN)`,
       );
-    } else if (reach.kind === 'home' && reach.tunnel && !routesBackDirectly(node, family, reach.ownIPs)) {
-      const published = node.directSubnets[family];
+    } else if (reach.kind === 'home' && reach.tunnel && !routesBack(reach.ownIPs)) {
+      const subnets = published?.subnets ?? [];
       reasons.push(
-        `the node routes directly only on ${published === '' ? 'no subnet' : published} (its ${DIRECT_SUBNET_ANNOTATIONS[family]}), which does not hold this node's InternalIP (it would route back through VXLAN)`,
+        `the node routes directly only on ${subnets.length === 0 ? 'no subnet' : formatDirectSubnets(subnets)} (its ${DIRECT_SUBNET_ANNOTATIONS[family]}), which does not hold this node's InternalIP (it would route back through VXLAN)`,
       );
     } else {
       const decision: PeerDecision = {
@@ -278,14 +292,23 @@ function notPlainlyRemote(candidates: readonly IpAddress[], local: LocalIndex, r
 }
 
 /**
- * False when the peer published the subnets it routes directly on and none holds one of our InternalIPs
- * of the family: it tunnels to us, so we tunnel to it. A malformed annotation counts as absent.
+ * The subnets the peer published that it routes directly on in the family, undefined when it published
+ * none (then only this node's rule decides). When none holds one of our InternalIPs it tunnels to us, so
+ * we tunnel to it. An entry that is not a network of the family is reported and ignored: the rest still
+ * say where the peer routes directly, and they decide. A list of nothing else says nothing, and counts
+ * as none published.
  */
-function routesBackDirectly(node: ParsedNode, family: Family, ownIPs: readonly IpAddress[]): boolean {
+function publishedDirectSubnets(node: ParsedNode, family: Family, problems: Problem[]): Cidr[] | undefined {
   const text = node.directSubnets[family];
-  if (text === undefined) return true;
-  const subnets = parseDirectSubnets(text, family);
-  return subnets === undefined || subnetsHoldAny(subnets, ownIPs);
+  if (text === undefined) return undefined;
+  const { subnets, invalid } = parseDirectSubnets(text, family);
+  if (invalid.length > 0) {
+    problems.push({
+      node: node.name,
+      problem: `${DIRECT_SUBNET_ANNOTATIONS[family]} ${JSON.stringify(text)}: ${invalid.map((t) => JSON.stringify(t)).join(', ')} ${invalid.length === 1 ? `is not an IPv${family} network` : `are not IPv${family} networks`}; ignored`,
+    });
+  }
+  return subnets.length === 0 && invalid.length > 0 ? undefined : subnets;
 }
 
 /**
@@ -348,19 +371,24 @@ export function desiredRoutes(
     else copies.push(p);
   }
   const parsed: ParsedNode[] = [];
+  // Every node's InternalIPs, the skipped nodes' too: their underlay is there all the same.
+  const withIPs: Pick<ParsedNode, 'name' | 'ips'>[] = [me];
   for (const name of [...byName.keys()].sort()) {
     const copies = byName.get(name)!;
     if (copies.length > 1) {
       problems.push({ node: name, problem: `node listed ${copies.length} times; skipped` });
+      for (const copy of copies) withIPs.push(parseNode(copy, []));
       continue;
     }
     const node = parseNode(copies[0]!, problems);
+    withIPs.push(node);
     if (node.cidrs.length === 0) {
       problems.push({ node: name, problem: 'no valid pod CIDR; skipped' });
       continue;
     }
     parsed.push(node);
   }
+  const nodeIPs = indexNodeIPs(withIPs);
 
   // Drop CIDRs that overlap ours, and a peer's CIDR that contains another peer's (or equals it): the
   // same CIDR on two nodes is ambiguous, so both go; a broader one (one Node given a /16 where the
@@ -380,6 +408,12 @@ export function desiredRoutes(
           node: node.name,
           problem: `pod CIDR ${formatCidr(c)} overlaps this node's pod CIDR ${formatCidr(mine)}; skipped`,
         });
+        continue;
+      }
+      const underlay = underlayConflict(c, node.name, self.name, nodeIPs, local);
+      if (underlay !== undefined) {
+        conflicted.add(key);
+        problems.push({ node: node.name, problem: `pod CIDR ${formatCidr(c)} ${underlay}; skipped` });
         continue;
       }
       if (!overlapping.has(c)) continue;
@@ -426,7 +460,7 @@ export function desiredRoutes(
       let decision =
         opts.mode === 'vxlan'
           ? undefined
-          : directDecision(node, family, candidates, podCIDRs, local, reach.get(family)!, reasons);
+          : directDecision(node, family, candidates, podCIDRs, local, reach.get(family)!, reasons, problems);
       if (decision === undefined && opts.mode !== 'host-gw') {
         const tunnel = vxlanDecision(node, family, candidates, podCIDRs, local, opts.overlay ?? []);
         if ('reason' in tunnel) reasons.push(`VXLAN: ${tunnel.reason}`);
@@ -440,8 +474,17 @@ export function desiredRoutes(
         // A peer that publishes no VTEP tunnels nothing to us: its agent runs host-gw (a rolling change
         // to vxlan mode, one node at a time) or has not started its overlay yet. On our subnet it routes
         // to us directly, so the way back is direct too, rather than no route at all.
-        if (decision === undefined && opts.mode === 'vxlan' && node.vtepMac[family] === undefined) {
-          decision = directDecision(node, family, candidates, podCIDRs, local, reach.get(family)!, reasons);
+        if (decision === undefined && opts.mode === 'vxlan' && usableVtepMac(node, family) === undefined) {
+          const r = reach.get(family)!;
+          decision = directDecision(node, family, candidates, podCIDRs, local, r, reasons, problems);
+          // A malformed MAC counts as none, as ever, but is said: the node did publish one.
+          const published = node.vtepMac[family];
+          if (decision !== undefined && published !== undefined) {
+            problems.push({
+              node: node.name,
+              problem: `${malformedVtepMac(family, published)}; routed directly, as a node that published none`,
+            });
+          }
         }
       }
       if (decision === undefined) {
@@ -508,6 +551,65 @@ export function desiredRoutes(
   return { routes: keyed.map((k) => k.r), problems, decisions };
 }
 
+interface NodeIP {
+  value: bigint;
+  node: string;
+}
+
+/** Every node's InternalIPs per family, sorted by address (then node name), for nodeIPIn's binary search. */
+function indexNodeIPs(nodes: readonly Pick<ParsedNode, 'name' | 'ips'>[]): Record<Family, NodeIP[]> {
+  const out: Record<Family, NodeIP[]> = { 4: [], 6: [] };
+  for (const n of nodes) for (const ip of n.ips) out[ip.family].push({ value: ip.value, node: n.name });
+  for (const list of Object.values(out)) {
+    list.sort((a, b) => (a.value < b.value ? -1 : a.value > b.value ? 1 : compareOrdinal(a.node, b.node)));
+  }
+  return out;
+}
+
+/** The lowest node InternalIP inside c: a binary search, so 5,000 peers' CIDRs are not checked 5,000 times each. */
+function nodeIPIn(index: Record<Family, NodeIP[]>, c: Cidr): NodeIP | undefined {
+  const list = index[c.family];
+  const [start, end] = cidrRange(c);
+  let lo = 0;
+  let hi = list.length;
+  while (lo < hi) {
+    const mid = (lo + hi) >>> 1;
+    if (list[mid]!.value < start) lo = mid + 1;
+    else hi = mid;
+  }
+  const hit = list[lo];
+  return hit !== undefined && hit.value <= end ? hit : undefined;
+}
+
+/**
+ * Why a peer's pod CIDR would take traffic off the underlay, if it would: it holds a node's InternalIP
+ * (anyone's, the peer's own too: every agent judges it the same), so this node would send that node's
+ * traffic, its VXLAN frames among it, to the peer; or it holds a whole subnet connected here (this
+ * node's view alone: its peers may route the CIDR). A pod CIDR inside a connected subnet is routed: a
+ * node on 10.0.0.0/8 with pods in 10.244.0.0/16 works with every pod network, and only the addresses
+ * of that part of the segment, which the cluster gave to pods, go to the peer.
+ */
+function underlayConflict(
+  c: Cidr,
+  owner: string,
+  selfName: string,
+  nodeIPs: Record<Family, NodeIP[]>,
+  local: LocalIndex,
+): string | undefined {
+  const ip = nodeIPIn(nodeIPs, c);
+  if (ip !== undefined) {
+    const whose =
+      ip.node === owner ? "the node's own" : ip.node === selfName ? "this node's" : `node ${ip.node}'s`;
+    return `contains ${whose} InternalIP ${formatIp({ family: c.family, value: ip.value })}`;
+  }
+  for (const { link, subnet } of local.subnets) {
+    if (subnet.family === c.family && c.prefixLen <= subnet.prefixLen && cidrsOverlap(subnet, c)) {
+      return `contains ${formatCidr(subnet)}, a subnet connected to this node (${link.name})`;
+    }
+  }
+  return undefined;
+}
+
 /**
  * The CIDRs (by identity) that overlap a CIDR of another node. Two CIDRs are nested or disjoint, so after
  * sorting by (start, end descending) a block overlaps an earlier one exactly when it starts before the
@@ -551,6 +653,16 @@ export function vtepAddress(podCIDRs: readonly string[], family: Family): string
   return first === undefined ? undefined : formatIp({ family, value: first.network });
 }
 
+/** The peer's usable VTEP MAC of the family (pkg/vxlan/annotations.ts passes a malformed one on as written). */
+function usableVtepMac(node: ParsedNode, family: Family): string | undefined {
+  const text = node.vtepMac[family];
+  return text === undefined ? undefined : parseVtepMac(text);
+}
+
+function malformedVtepMac(family: Family, text: string): string {
+  return `its ${VTEP_MAC_ANNOTATIONS[family]} ${JSON.stringify(text)} is not a usable VTEP MAC`;
+}
+
 function vxlanDecision(
   node: ParsedNode,
   family: Family,
@@ -561,8 +673,10 @@ function vxlanDecision(
 ): Extract<PeerDecision, { path: 'vxlan' }> | { reason: string } {
   const device = overlay.find((d) => d.family === family);
   if (device === undefined) return { reason: `this node has no IPv${family} VXLAN device` };
-  const mac = node.vtepMac[family];
-  if (mac === undefined) return { reason: `the node has not published an IPv${family} VTEP MAC` };
+  const published = node.vtepMac[family];
+  if (published === undefined) return { reason: `the node has not published an IPv${family} VTEP MAC` };
+  const mac = parseVtepMac(published);
+  if (mac === undefined) return { reason: malformedVtepMac(family, published) };
   // Frames go to the peer's first InternalIP of the family that is not one of ours.
   const nodeIp = candidates.find((ip) => {
     const found = findDirectLink(ip, local);

@@ -1,9 +1,15 @@
 /**
  * Desired vs programmed routes -> the smallest set of kernel changes. Pure.
  *
- * Identity: family + destination + table. That is the kernel's key for a unicast route in a table when
- * no metric is set, so two routes with the same identity cannot coexist: a different gateway, device,
- * type or onlink flag is a `replace`, never an add plus a remove.
+ * Identity: family + destination + table (routeKey), plus the metric: the kernel keys a route by prefix,
+ * table, tos and metric (priority), so two routes of one key cannot coexist, and a different gateway,
+ * device, type or onlink flag is a `replace`, never an add plus a remove. The routes we write carry no
+ * metric, which the kernel stores as 0 (IPv4) or 1024 (IPv6); a route of ours at another is removed.
+ *
+ * A route we do not own on a desired prefix is a conflict when it holds our key (the same metric: ours
+ * cannot be there beside it) or sits in front of ours (a lower metric, IPv6 only: it wins every lookup).
+ * One behind ours (a higher metric) changes nothing: ours is added, replaced and removed as usual. tos
+ * is not read (RouteInfo has none): a foreign route with one counts as holding the key.
  *
  * Ownership. trellis tags every route it creates with protocol 126, but two parts of the agent create them:
  *   - the datapath (pkg/datapath) owns the per-pod host routes: `10.244.1.5/32 dev vethX scope link`, no
@@ -34,8 +40,9 @@ export interface RouteDiff {
   remove: RouteInfo[];
   unchanged: number;
   /**
-   * Desired routes whose identity is held by a programmed route we do not own (e.g. a pod host route with
-   * the same prefix). Left alone and reported: clobbering it would cut off a local pod.
+   * Desired routes whose key is held by a programmed route we do not own (e.g. a pod host route with
+   * the same prefix), or that such a route shadows (IPv6, a lower metric). Left alone and reported:
+   * clobbering it would cut off a local pod.
    */
   conflicts: RouteConflict[];
 }
@@ -73,6 +80,23 @@ export function routeKey(r: RouteInfo): string {
   return `${r.family} ${canonicalDst(r)} ${r.table ?? MAIN_TABLE}`;
 }
 
+/** IP6_RT_PRIO_USER: what the kernel stores for an IPv6 route written without a metric (or with 0). */
+const IP6_DEFAULT_METRIC = 1024;
+
+/** The metric the kernel stores: unset is 0 for IPv4 (left out of dumps), 1024 for IPv6 (0 becomes it too). */
+export function kernelMetric(r: RouteInfo): number {
+  return r.family === 6 ? r.metric || IP6_DEFAULT_METRIC : (r.metric ?? 0);
+}
+
+/**
+ * True when a route we do not own, on the prefix of one of ours at `metric`, holds its key or wins its
+ * lookups (see the file comment). A holder listed by key only carries no metric: it may be either.
+ */
+export function outranks(foreign: RouteInfo, metric: number): boolean {
+  if (foreign.unreadable === true && foreign.metric === undefined) return true;
+  return kernelMetric(foreign) <= metric;
+}
+
 /** The attributes that make two routes with the same key different kernel state. */
 function routeShape(r: RouteInfo): string {
   const type = r.type ?? 'unicast';
@@ -98,24 +122,35 @@ export function diffRoutes(desired: RouteInfo[], programmed: RouteInfo[]): Route
     if (wanted.has(k)) continue; // The planner never emits duplicates; the first one wins if it did.
     wanted.add(k);
     const existing = have.get(k) ?? NONE;
-    const foreign = existing.find((e) => !isOwnedRoute(e));
-    if (foreign !== undefined) {
-      out.conflicts.push({ desired: d, existing: foreign });
-      continue;
-    }
     if (existing.length === 0) {
       out.add.push(d); // most of a cold pass: nothing to compare the shape with
       continue;
     }
-    const shape = routeShape(d);
-    const same = existing.find((e) => routeShape(e) === shape);
-    if (same !== undefined) out.unchanged++;
-    else out.replace.push(d);
-    // Extra routes with the same key (IPv6 with several metrics, say) that are ours and not the one we keep.
-    for (const e of existing) {
-      if (e === same || (same === undefined && e === existing[0])) continue;
-      out.remove.push(e);
+    const metric = kernelMetric(d);
+    const foreign = existing.find((e) => !isOwnedRoute(e) && outranks(e, metric));
+    if (foreign !== undefined) {
+      out.conflicts.push({ desired: d, existing: foreign });
+      continue;
     }
+    // Ours on the key: one in the desired shape stays, else the first is replaced in place (a replace
+    // writes at our metric, so only a route there can be the one replaced).
+    const shape = routeShape(d);
+    let same: RouteInfo | undefined;
+    let first: RouteInfo | undefined;
+    for (const e of existing) {
+      if (!isOwnedRoute(e) || kernelMetric(e) !== metric) continue;
+      first ??= e;
+      if (routeShape(e) === shape) {
+        same = e;
+        break;
+      }
+    }
+    const kept = same ?? first;
+    if (same !== undefined) out.unchanged++;
+    else if (first !== undefined) out.replace.push(d);
+    else out.add.push(d);
+    // Our other routes on the prefix: a second one on the key, or ours at another metric.
+    for (const e of existing) if (e !== kept && isOwnedRoute(e)) out.remove.push(e);
   }
   for (const [k, rs] of have) {
     if (wanted.has(k)) continue;

@@ -51,18 +51,20 @@ export function formatDirectSubnets(subnets: Iterable<Cidr>): string {
 }
 
 /**
- * The published subnets of one family, or undefined when the text is not a list of that family's
- * networks: a malformed annotation counts as absent, so the peer's own rule decides as before.
+ * The published subnets of one family, and the entries that are not networks of that family (as
+ * written, for the report). The valid entries stand on their own: "10.0.0.0/24,bogus" still says the
+ * node routes directly on 10.0.0.0/24, and only there.
  */
-export function parseDirectSubnets(text: string, family: Family): Cidr[] | undefined {
-  if (text === '') return [];
-  const out: Cidr[] = [];
+export function parseDirectSubnets(text: string, family: Family): { subnets: Cidr[]; invalid: string[] } {
+  const subnets: Cidr[] = [];
+  const invalid: string[] = [];
+  if (text === '') return { subnets, invalid };
   for (const part of text.split(',')) {
     const c = parseCidr(part.trim());
-    if (c === undefined || c.family !== family) return undefined;
-    out.push(c);
+    if (c === undefined || c.family !== family) invalid.push(part);
+    else subnets.push(c);
   }
-  return out;
+  return { subnets, invalid };
 }
 
 /** True when one of the published subnets holds one of the addresses. */

@@ -9,6 +9,8 @@
  *   - this node itself (blackholes, IPAM ranges, VXLAN devices, the connected subnets all depend on it);
  *   - an old or new pod CIDR that overlaps another peer's: the planner drops conflicting CIDRs on EVERY
  *     node involved, so one node's change adds or removes another node's routes;
+ *   - a pod CIDR that holds another peer's InternalIP, or an old or new InternalIP inside another peer's
+ *     pod CIDR: the planner drops a CIDR holding any node's InternalIP, and a step sees one peer's only;
  *   - a peer whose routes the last full pass found held by a foreign route (the full pass reports it);
  *   - no state (no clean full pass over a synced cache yet).
  * The executor escalates too on any netlink error and when an exclusive add finds the key taken (see
@@ -16,10 +18,11 @@
  */
 
 import type { FdbEntry, NeighbourEntry, RouteInfo } from '../datapath/ports.ts';
-import { type Cidr, formatCidr, parseCidr } from '../ip/index.ts';
+import { type Cidr, familyBits, formatCidr, formatIp, parseCidr, parseIp } from '../ip/index.ts';
 import { CidrIndex } from './cidr-index.ts';
 import { desiredRoutes, localLinksKey } from './desired.ts';
-import { isOwnedRoute, MAIN_TABLE, type RouteDiff, routeKey } from './diff.ts';
+import { isOwnedRoute, kernelMetric, MAIN_TABLE, outranks, type RouteDiff, routeKey } from './diff.ts';
+import { isUnusableNodeIp } from './node-ip.ts';
 import type {
   DesiredRoutes,
   LocalLink,
@@ -46,6 +49,8 @@ export interface PeerRecord {
   peer: PeerNode;
   /** Its valid pod CIDRs: the overlap index. */
   cidrs: Cidr[];
+  /** Its usable InternalIPs as host prefixes (/32, /128): the InternalIP index. */
+  ips: Cidr[];
   decisions: PeerDecision[];
   /** Our routes in the kernel for it: the planned ones minus those held by a foreign route. */
   routes: RouteInfo[];
@@ -64,6 +69,8 @@ export interface PeerState {
   conflictKeys: Set<string>;
   /** Every record's `cidrs` by owner (kept in step with `peers` by buildPeerState and commitPeerStep). */
   cidrIndex: CidrIndex;
+  /** Every record's `ips` by owner, kept the same way. */
+  ipIndex: CidrIndex;
   /** The programmed routes by family and destination, for kernelHolds; built on first use, dropped on a step. */
   programmedIndex?: ProgrammedIndex;
 }
@@ -91,7 +98,14 @@ export function buildPeerState(
   for (const p of peers) {
     if (p.name === basis.self.name) continue;
     if (records.has(p.name)) return undefined;
-    records.set(p.name, { peer: copyPeer(p), cidrs: validCidrs(p), decisions: [], routes: [], problems: [] });
+    records.set(p.name, {
+      peer: copyPeer(p),
+      cidrs: validCidrs(p),
+      ips: hostPrefixes(p),
+      decisions: [],
+      routes: [],
+      problems: [],
+    });
   }
   const ownerOf = new Map<string, PeerRecord>();
   for (const d of plan.decisions) {
@@ -114,8 +128,12 @@ export function buildPeerState(
     else rec.problems.push(p);
   }
   const cidrIndex = new CidrIndex();
-  for (const [name, rec] of records) cidrIndex.add(name, rec.cidrs);
-  return { basis, peers: records, selfProblems, blackholes, conflicts, conflictKeys, cidrIndex };
+  const ipIndex = new CidrIndex();
+  for (const [name, rec] of records) {
+    cidrIndex.add(name, rec.cidrs);
+    ipIndex.add(name, rec.ips);
+  }
+  return { basis, peers: records, selfProblems, blackholes, conflicts, conflictKeys, cidrIndex, ipIndex };
 }
 
 export type PeerStep =
@@ -151,7 +169,10 @@ export function planPeerStep(state: PeerState, name: string, current: PeerNode |
   if (changed.length === 0) return { kind: 'unchanged' };
 
   const cidrs = current === undefined ? [] : validCidrs(current);
-  const clash = overlapWithOthers(state, name, [...(old?.cidrs ?? []), ...cidrs]);
+  const ips = current === undefined ? [] : hostPrefixes(current);
+  const clash =
+    overlapWithOthers(state, name, [...(old?.cidrs ?? []), ...cidrs]) ??
+    underlayOfOthers(state, name, cidrs, [...(old?.ips ?? []), ...ips]);
   if (clash !== undefined) return { kind: 'full', reason: clash };
   if (old?.routes.length !== old?.decisions.reduce((n, d) => n + routeCount(d), 0)) {
     return { kind: 'full', reason: `a route of node ${name} was held by a route trellis does not own` };
@@ -194,6 +215,7 @@ export function planPeerStep(state: PeerState, name: string, current: PeerNode |
       : {
           peer: copyPeer(current),
           cidrs,
+          ips,
           decisions: plan.decisions,
           routes,
           problems: plan.problems.filter((p) => p.node === name),
@@ -218,11 +240,15 @@ export function planPeerStep(state: PeerState, name: string, current: PeerNode |
 export function commitPeerStep(state: PeerState, name: string, record: PeerRecord | undefined): void {
   state.programmedIndex = undefined;
   const old = state.peers.get(name);
-  if (old !== undefined) state.cidrIndex.remove(name, old.cidrs);
+  if (old !== undefined) {
+    state.cidrIndex.remove(name, old.cidrs);
+    state.ipIndex.remove(name, old.ips);
+  }
   if (record === undefined) state.peers.delete(name);
   else {
     state.peers.set(name, record);
     state.cidrIndex.add(name, record.cidrs);
+    state.ipIndex.add(name, record.ips);
   }
 }
 
@@ -269,7 +295,8 @@ export function describesInputs(
 
 /**
  * True when the route table holds exactly the routes the state says are programmed: each one once, with
- * the same shape, no other route of ours, and no foreign route on any of their keys. Routes are compared
+ * the same shape and metric, no other route of ours, and no foreign route on any of their keys or in
+ * front of them (one behind them is no conflict for the diff either: diff.ts). Routes are compared
  * as the kernel dump and the planner spell them (both canonical); a difference of spelling alone counts
  * as a difference, so it can cost a full plan but never hide drift. False whenever the state holds a
  * conflict (a foreign route in our way): whether that route is still there, and what it is now, is for
@@ -308,11 +335,16 @@ export class KernelCheck {
     }
     const slot = (r.family === 4 ? this.index.v4 : this.index.v6).get(r.dst);
     if (!isOwnedRoute(r)) {
-      if (slot !== undefined) this.ok = false;
+      if (slot !== undefined && outranks(r, kernelMetric(slot.route))) this.ok = false;
       return;
     }
-    // Ours and not wanted, wanted in another shape, or a second route of ours on the same key.
-    if (slot === undefined || slot.seen === this.call || !sameRoute(slot.route, r)) {
+    // Ours and not wanted, wanted in another shape or at another metric, or a second route of ours there.
+    if (
+      slot === undefined ||
+      slot.seen === this.call ||
+      kernelMetric(r) !== kernelMetric(slot.route) ||
+      !sameRoute(slot.route, r)
+    ) {
       this.ok = false;
       return;
     }
@@ -331,15 +363,16 @@ export class KernelCheck {
 }
 
 /**
- * Whether a route's prefix is one this state programs or wants (a route of ours, a blackhole, or a
- * key held by a foreign route): someone else's route appearing or going there changes what a full
- * pass would do.
+ * Whether someone else's route appearing or going changes what a full pass would do: it holds the key
+ * of a route this state programs (a route of ours, a blackhole) or sits in front of it, or its prefix
+ * is one a foreign route keeps from us. One behind ours (a higher metric) changes nothing (diff.ts).
  */
 export function concernsPrefix(state: PeerState, r: RouteInfo): boolean {
   if ((r.table ?? MAIN_TABLE) !== (state.basis.table ?? MAIN_TABLE)) return false;
   state.programmedIndex ??= indexProgrammed(state);
   const index = state.programmedIndex;
-  if ((r.family === 4 ? index.v4 : index.v6).has(r.dst)) return true;
+  const slot = (r.family === 4 ? index.v4 : index.v6).get(r.dst);
+  if (slot !== undefined && outranks(r, kernelMetric(slot.route))) return true;
   return state.conflictKeys.size > 0 && state.conflictKeys.has(routeKey(r));
 }
 
@@ -393,6 +426,30 @@ function overlapWithOthers(state: PeerState, name: string, cidrs: readonly Cidr[
   const clash = state.cidrIndex.firstOverlap(cidrs, name);
   if (clash === undefined) return undefined;
   return `pod CIDR ${formatCidr(clash.cidr)} of node ${name} overlaps ${formatCidr(clash.otherCidr)} of node ${clash.other}`;
+}
+
+/**
+ * The planner skips a pod CIDR holding any node's InternalIP (desired.ts), and a step plans with one
+ * peer's: another peer's InternalIP in this one's CIDR, or this one's old or new InternalIP in another's
+ * CIDR (skipped, or no longer), is the full pass's to judge.
+ */
+function underlayOfOthers(
+  state: PeerState,
+  name: string,
+  cidrs: readonly Cidr[],
+  ips: readonly Cidr[],
+): string | undefined {
+  const held = state.ipIndex.firstOverlap(cidrs, name);
+  if (held !== undefined) {
+    const ip = formatIp({ family: held.otherCidr.family, value: held.otherCidr.network });
+    return `pod CIDR ${formatCidr(held.cidr)} of node ${name} holds InternalIP ${ip} of node ${held.other}`;
+  }
+  const within = state.cidrIndex.firstOverlap(ips, name);
+  if (within !== undefined) {
+    const ip = formatIp({ family: within.cidr.family, value: within.cidr.network });
+    return `InternalIP ${ip} of node ${name} is in pod CIDR ${formatCidr(within.otherCidr)} of node ${within.other}`;
+  }
+  return undefined;
 }
 
 function routeCount(d: PeerDecision): number {
@@ -503,6 +560,18 @@ function validCidrs(p: PeerNode): Cidr[] {
   for (const text of p.podCIDRs ?? []) {
     const c = parseCidr(text);
     if (c !== undefined) out.push(c);
+  }
+  return out;
+}
+
+/** The InternalIPs the planner uses (usable ones: node-ip.ts), as /32 and /128 prefixes for a CidrIndex. */
+function hostPrefixes(p: PeerNode): Cidr[] {
+  const out: Cidr[] = [];
+  for (const text of p.internalIPs ?? []) {
+    const ip = parseIp(text);
+    if (ip === undefined || isUnusableNodeIp(ip) !== undefined) continue;
+    if (out.some((c) => c.family === ip.family && c.network === ip.value)) continue;
+    out.push({ family: ip.family, network: ip.value, prefixLen: familyBits(ip.family) });
   }
   return out;
 }

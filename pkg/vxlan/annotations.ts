@@ -4,15 +4,18 @@ import type { Family } from '../datapath/ports.ts';
 import { VTEP_MAC_ANNOTATIONS } from './constants.ts';
 import { parseVtepMac } from './mac.ts';
 
-/** The usable VTEP MACs a node publishes; a malformed value counts as absent. */
+/**
+ * The VTEP MACs a node publishes, canonical (lower case). A malformed value is passed on as written: the
+ * planner counts it as none (pkg/routes/desired.ts) but says the node published a bad one, where
+ * dropping it here made the log say the node had published nothing.
+ */
 export function vtepMacsFromAnnotations(
   annotations: Readonly<Record<string, string>> | undefined,
 ): Partial<Record<Family, string>> {
   const out: Partial<Record<Family, string>> = {};
   for (const family of [4, 6] as Family[]) {
     const raw = annotations?.[VTEP_MAC_ANNOTATIONS[family]];
-    const mac = raw === undefined ? undefined : parseVtepMac(raw);
-    if (mac !== undefined) out[family] = mac;
+    if (raw !== undefined) out[family] = parseVtepMac(raw) ?? raw;
   }
   return out;
 }

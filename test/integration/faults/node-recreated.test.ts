@@ -68,7 +68,7 @@ describe.skipIf(skip !== undefined)(skip === undefined ? title : `${title} (skip
       agent.logs.some(
         (l) =>
           l.msg === 'waiting before programming the node' &&
-          l.reason === 'Node node-1 does not exist in the API',
+          l.reason === "Node node-1 is not in the API, or its object is unusable (see 'Node object skipped')",
       );
     await tb.api.deleteNode('node-1');
     for (const deadline = Date.now() + 5000; !waiting() && Date.now() < deadline; ) {
@@ -76,7 +76,7 @@ describe.skipIf(skip !== undefined)(skip === undefined ? title : `${title} (skip
     }
     expect(waiting()).toBe(true);
     await expect(tb.addPod('node-1')).rejects.toThrow(
-      /"code":11,"msg":"trellis agent is not ready yet: Node node-1 does not exist in the API"/,
+      /"code":11,"msg":"trellis agent is not ready yet: Node node-1 is not in the API, or its object is unusable \(see 'Node object skipped'\)"/,
     );
     // The kubelet registers it again: pods start again, and the old ones still talk.
     await tb.api.createNode(nodeObject(tb.node('node-1').plan));

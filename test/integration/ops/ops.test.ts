@@ -642,8 +642,8 @@ describe.skipIf(skip !== undefined)(skip === undefined ? title : `${title} (skip
         status: 'failing',
         checks: {
           // Its pod CIDR may go to another node meanwhile: no ADD is served from it.
-          agent: `Node ${n2.name} does not exist in the API`,
-          reconcile: `the last reconcile pass is waiting: Node ${n2.name} does not exist in the API`,
+          agent: `Node ${n2.name} is not in the API, or its object is unusable (see 'Node object skipped')`,
+          reconcile: `the last reconcile pass is waiting: Node ${n2.name} is not in the API, or its object is unusable (see 'Node object skipped')`,
           nodeWatch: 'ok',
         },
       });

@@ -155,7 +155,7 @@ describe('NodeController', () => {
     const waits = lines.filter((l) => l.msg === 'waiting before programming the node');
     expect(waits.map((l) => [l.level, l.reason])).toEqual([
       [30, FIRST_LIST_WAIT],
-      [40, 'Node n1 does not exist in the API'],
+      [40, "Node n1 is not in the API, or its object is unusable (see 'Node object skipped')"],
       [40, 'Node n1 has no spec.podCIDRs yet (is the controller-manager allocating node CIDRs?)'],
     ]);
   });
@@ -672,6 +672,62 @@ describe('NodeController per-node steps', () => {
     await until('a pass after the CIDRs came back', () => t.passes.length > passes);
     expect(t.passes.at(-1)?.kind).toBe('ok');
     expect(t.controller.waitReason).toBeUndefined();
+    await t.stop();
+  });
+
+  it('this node missing: no step runs, for a relist nor for a watch event; the pass that ends the wait covers both', async () => {
+    const t = perNodeSetup();
+    await until('first full pass', () => t.full.length === 1);
+    const self = t.cluster.nodes.get('n1')!;
+    t.cluster.nodes.delete('n1');
+    t.controller.enqueue('n1');
+    await until('a waiting pass', () => t.passes.at(-1)?.kind === 'waiting');
+    // A relist (onSync) brings a deletion and an addition without naming them; a resync finds them too.
+    t.cluster.nodes.delete('n2');
+    t.cluster.nodes.set('m2', { name: 'm2', podCIDRs: ['10.244.12.0/24'], internalIPs: ['10.0.0.12'] });
+    t.controller.markDirty();
+    const waited = t.passes.length;
+    await until('another waiting pass', () => t.passes.length > waited);
+    // A watch event then: held back like the relist's changes, not applied on its own.
+    t.cluster.nodes.set('m3', { name: 'm3', podCIDRs: ['10.244.13.0/24'], internalIPs: ['10.0.0.13'] });
+    t.controller.enqueue('m3');
+    await settle();
+    expect(t.steps).toEqual([]);
+    t.controller.markDirty(); // the periodic resync: still waiting
+    await until('a third waiting pass', () => t.passes.length > waited + 1);
+    await settle();
+    expect(t.steps).toEqual([]);
+    expect(t.full).toHaveLength(1);
+    t.cluster.nodes.set('n1', self);
+    t.controller.enqueue('n1');
+    await until('the pass that ends the wait', () => t.full.length === 2);
+    expect(t.full[1]!.peers.map((p) => p.name).sort()).toEqual(['m2', 'm3', 'n1']);
+    await settle();
+    expect(t.steps).toEqual([]); // covered by that pass
+    expect(t.controller.waitReason).toBeUndefined();
+    // And steps run again after it.
+    t.cluster.nodes.set('m4', { name: 'm4', podCIDRs: ['10.244.14.0/24'], internalIPs: ['10.0.0.14'] });
+    t.controller.enqueue('m4');
+    await until('a step', () => t.steps.length === 1);
+    expect(t.steps[0]!.name).toBe('m4');
+    await t.stop();
+  });
+
+  it('this node without pod CIDRs: a peer step asked for directly is left to the pass that ends the wait', async () => {
+    const t = perNodeSetup();
+    await until('first full pass', () => t.full.length === 1);
+    const self = t.cluster.nodes.get('n1')!;
+    t.cluster.nodes.set('n1', { ...self, podCIDRs: [] });
+    t.controller.enqueue('n1');
+    await until('a waiting pass', () => t.passes.at(-1)?.kind === 'waiting');
+    t.cluster.nodes.set('m3', { name: 'm3', podCIDRs: ['10.244.13.0/24'], internalIPs: ['10.0.0.13'] });
+    await t.controller.runNode('m3');
+    await settle();
+    expect(t.steps).toEqual([]);
+    t.cluster.nodes.set('n1', self);
+    t.controller.enqueue('n1');
+    await until('the pass that ends the wait', () => t.full.length === 2);
+    expect(t.full[1]!.peers.map((p) => p.name)).toContain('m3');
     await t.stop();
   });
 

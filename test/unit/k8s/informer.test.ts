@@ -37,10 +37,11 @@ interface Recorded {
   events: { type: NodeEventType; name: string }[];
   errors: { err: K8sError; delay: number }[];
   invalid: string[];
+  ignored: string[];
 }
 
 function start(extra: Partial<NodeInformerOptions> = {}): Recorded {
-  const rec: Recorded = { syncs: [], events: [], errors: [], invalid: [] };
+  const rec: Recorded = { syncs: [], events: [], errors: [], invalid: [], ignored: [] };
   informer = client.startNodeInformer({
     signal: ac.signal,
     backoff: { initialMs: 20, maxMs: 200 },
@@ -48,6 +49,7 @@ function start(extra: Partial<NodeInformerOptions> = {}): Recorded {
     onEvent: (type, node) => rec.events.push({ type, name: node.name }),
     onError: (err, delay) => rec.errors.push({ err, delay }),
     onInvalid: (p) => rec.invalid.push(p),
+    onIgnored: (p) => rec.ignored.push(p),
     ...extra,
   });
   return rec;
@@ -425,11 +427,11 @@ describe.each(['auto', 'client-node'] as const)('node informer, transport %s', (
   it('skips and reports nodes it cannot read, and drops a node that turns bad', async () => {
     await startServer();
     server.store.addNode(nodeObject('good', { ips: ['10.0.0.1'] }));
-    server.store.addNode(nodeObject('bad', { ips: ['not-an-ip'] }), { unchecked: true });
+    server.store.addNode(nodeObject('bad', { podCIDRs: ['10.244.0.0/33'] }), { unchecked: true });
     const rec = start();
     await waitFor(() => informer!.hasSynced() && server.store.openWatches() === 1, 'sync');
     expect(names()).toEqual(['good']);
-    expect(rec.invalid).toEqual(['node bad: InternalIP "not-an-ip" is not an IP address']);
+    expect(rec.invalid).toEqual(['node bad: spec.podCIDRs has an invalid CIDR "10.244.0.0/33"']);
     server.store.updateNode(
       'good',
       (n) => ({ ...n, metadata: { ...(n.metadata as object), annotations: { x: 1 } } }) as never,
@@ -438,6 +440,44 @@ describe.each(['auto', 'client-node'] as const)('node informer, transport %s', (
     await waitFor(() => informer!.get('good') === undefined, 'good turned bad');
     expect(rec.invalid).toHaveLength(2);
     expect(rec.events.at(-1)).toEqual({ type: 'DELETED', name: 'good' });
+  });
+
+  it('keeps a node with a malformed InternalIP, its good ones used, and says so once per change, not per status report', async () => {
+    await startServer();
+    const status = (n: never, reason: string) =>
+      ({
+        ...(n as object),
+        status: {
+          ...(n as { status: object }).status,
+          conditions: [{ type: 'Ready', status: 'True', reason }],
+        },
+      }) as never;
+    server.store.addNode(nodeObject('n1', { ips: ['10.100.0.101', 'fd00:100::101', 'not-an-ip'] }), {
+      unchecked: true,
+    });
+    const rec = start();
+    await waitFor(() => informer!.hasSynced() && server.store.openWatches() === 1, 'sync');
+    expect(informer!.get('n1')?.internalIPs).toEqual(['10.100.0.101', 'fd00:100::101']);
+    expect(rec.invalid).toEqual([]);
+    expect(rec.ignored).toEqual(['node n1: InternalIP "not-an-ip" is not an IP address; ignored']);
+    // Kubelet status reports change nothing the view holds: not said again.
+    for (const reason of ['a', 'b', 'c'])
+      server.store.updateNode('n1', (n) => status(n as never, reason), { unchecked: true });
+    await waitFor(() => informer!.unchangedEvents === 3, 'three status reports');
+    expect(rec.ignored).toHaveLength(1);
+    // Another bad value is a change: said once.
+    server.store.updateNode(
+      'n1',
+      (n) =>
+        ({
+          ...nodeObject('n1', { ips: ['10.100.0.101', 'fd00:100::101', 'nope'] }),
+          metadata: n.metadata,
+        }) as never,
+      { unchecked: true },
+    );
+    await waitFor(() => rec.ignored.length === 2, 'the new value reported');
+    expect(rec.ignored[1]).toBe('node n1: InternalIP "nope" is not an IP address; ignored');
+    expect(rec.events.map((e) => e.type)).toEqual(['ADDED', 'MODIFIED']);
   });
 
   it('lists 1,200 nodes in pages of 100', async () => {

@@ -96,6 +96,33 @@ describe('toNodeView', () => {
     const r = toNodeView(input);
     expect(r.ok).toBe(true);
     if (r.ok) expect(r.node).toMatchObject(expected);
+    if (r.ok) expect(r.node).not.toHaveProperty('problems');
+  });
+
+  it('drops a malformed InternalIP alone, keeping the others, and says so naming the node and the value', () => {
+    const r = toNodeView({
+      metadata: meta('n1'),
+      spec: { podCIDRs: ['10.244.1.0/24', 'fd00:10:244:1::/64'] },
+      status: {
+        addresses: [
+          { type: 'InternalIP', address: '10.100.0.101' },
+          { type: 'InternalIP', address: 'fd00:100::101' },
+          { type: 'InternalIP', address: 'not-an-ip' },
+          { type: 'InternalIP', address: 5 },
+        ],
+      },
+    });
+    expect(r).toMatchObject({
+      ok: true,
+      node: {
+        name: 'n1',
+        internalIPs: ['10.100.0.101', 'fd00:100::101'],
+        problems: [
+          'node n1: InternalIP "not-an-ip" is not an IP address; ignored',
+          'node n1: InternalIP 5 is not an IP address; ignored',
+        ],
+      },
+    });
   });
 
   const bad: [string, unknown, RegExp][] = [
@@ -122,11 +149,6 @@ describe('toNodeView', () => {
       'bad legacy podCIDR',
       { metadata: meta('x'), spec: { podCIDR: 'nope' } },
       /spec\.podCIDR is an invalid CIDR/,
-    ],
-    [
-      'InternalIP not an IP',
-      { metadata: meta('x'), status: { addresses: [{ type: 'InternalIP', address: 'node-1' }] } },
-      /InternalIP "node-1" is not an IP/,
     ],
     [
       'addresses not a list',
@@ -221,6 +243,7 @@ describe('sameNodeView', () => {
     ['pod CIDRs, same resourceVersion', { podCIDRs: ['10.244.9.0/24'] }],
     ['pod CIDR order', { podCIDRs: ['fd00:10:244:1::/64', '10.244.1.0/24'] }],
     ['InternalIPs', { internalIPs: ['192.168.1.11'] }],
+    ['entries left out', { problems: ['node n1: InternalIP "x" is not an IP address; ignored'] }],
     ['an annotation value', { annotations: { 'trellis.dev/vtep-mac': 'aa:bb:cc:dd:ee:00' } }],
     ['an annotation more', { annotations: { ...base.annotations, 'trellis.dev/agent': '{}' } }],
   ])('is false when the %s differ', (_what, change) => {

@@ -99,7 +99,7 @@ describe('desiredRoutes (host-gw)', () => {
       { ifindex: 9, name: 'narrow-b', addresses: [{ family: 4, address: '10.1.0.2', prefixLen: 16 }] },
       { ifindex: 8, name: 'narrow-a', addresses: [{ family: 4, address: '10.1.0.1', prefixLen: 16 }] },
     ];
-    const out = desiredRoutes(self, [peer('b', ['10.244.1.0/24'], ['10.1.2.3'])], l, opts);
+    const out = desiredRoutes(self, [peer('b', ['172.20.1.0/24'], ['10.1.2.3'])], l, opts);
     expect(out.routes.find((r) => r.gateway !== undefined)?.ifindex).toBe(8);
   });
 
@@ -208,6 +208,123 @@ describe('desiredRoutes (host-gw)', () => {
       ['n2', "pod CIDR 10.244.2.0/24 is also node twin's; skipped on both"],
       ['twin', "pod CIDR 10.244.2.0/24 is also node n2's; skipped on both"],
     ]);
+  });
+
+  describe('a peer pod CIDR over the underlay', () => {
+    // node-1's view: its eth0 is 10.100.0.101/24; node-2 sits behind a router, on 10.100.1.0/24.
+    const node1: PeerNode = { name: 'node-1', podCIDRs: ['10.244.1.0/24'], internalIPs: ['10.100.0.101'] };
+    const node2 = peer('node-2', ['10.244.2.0/24'], ['10.100.1.7']);
+    const ethLinks = (address: string): LocalLink[] => [
+      { ifindex: 2, name: 'eth0', addresses: [{ family: 4, address, prefixLen: 24 }] },
+    ];
+    const peerRoutes = (out: ReturnType<typeof desiredRoutes>) =>
+      out.routes.filter((r) => r.type === 'unicast').map((r) => `${r.dst} via ${r.gateway}`);
+
+    it("skips one holding another node's InternalIP, on every agent alike (ph-hijack)", () => {
+      const hijack = peer('ph-hijack', ['10.100.1.0/24'], ['10.100.0.124']);
+      const want = {
+        node: 'ph-hijack',
+        problem: "pod CIDR 10.100.1.0/24 contains node node-2's InternalIP 10.100.1.7; skipped",
+      };
+      const out = desiredRoutes(node1, [node1, node2, hijack], ethLinks('10.100.0.101'), opts);
+      expect(peerRoutes(out)).not.toContain('10.100.1.0/24 via 10.100.0.124');
+      expect(out.problems).toContainEqual(want);
+      // A third node, with no subnet near either, decides the same from the same Node objects.
+      const node3: PeerNode = { name: 'node-3', podCIDRs: ['10.244.3.0/24'], internalIPs: ['10.100.0.3'] };
+      const third = desiredRoutes(node3, [node1, node2, hijack], ethLinks('10.100.0.3'), opts);
+      expect(third.problems).toContainEqual(want);
+      expect(peerRoutes(third)).toEqual(['10.244.1.0/24 via 10.100.0.101']);
+    });
+
+    it("names whose InternalIP it holds: this node's, the peer's own, a node skipped for want of a pod CIDR", () => {
+      const self9: PeerNode = { name: 'node-1', podCIDRs: ['10.244.1.0/24'], internalIPs: ['10.9.9.9'] };
+      const out = desiredRoutes(
+        self9,
+        [
+          peer('over-us', ['10.9.9.0/24'], ['10.100.0.20']),
+          peer('over-itself', ['10.50.0.0/16'], ['10.50.0.1']),
+          peer('bare', [], ['10.60.0.5']),
+          peer('over-bare', ['10.60.0.0/24'], ['10.100.0.21']),
+          peer('fine', ['10.244.5.0/24'], ['10.100.0.22']),
+        ],
+        ethLinks('10.100.0.101'),
+        opts,
+      );
+      expect(out.problems.filter((p) => p.problem.startsWith('pod CIDR'))).toEqual([
+        {
+          node: 'over-bare',
+          problem: "pod CIDR 10.60.0.0/24 contains node bare's InternalIP 10.60.0.5; skipped",
+        },
+        {
+          node: 'over-itself',
+          problem: "pod CIDR 10.50.0.0/16 contains the node's own InternalIP 10.50.0.1; skipped",
+        },
+        {
+          node: 'over-us',
+          problem: "pod CIDR 10.9.9.0/24 contains this node's InternalIP 10.9.9.9; skipped",
+        },
+      ]);
+      expect(peerRoutes(out)).toEqual(['10.244.5.0/24 via 10.100.0.22']);
+    });
+
+    it('skips one that holds a whole subnet connected to this node; one inside a connected subnet is routed', () => {
+      const links = [
+        {
+          ifindex: 2,
+          name: 'eth0',
+          addresses: [
+            { family: 4 as const, address: '10.100.0.101', prefixLen: 24 },
+            { family: 6 as const, address: 'fd00:100::101', prefixLen: 64 },
+          ],
+        },
+        // A leg no InternalIP is on.
+        {
+          ifindex: 3,
+          name: 'eth1',
+          addresses: [{ family: 4 as const, address: '172.16.5.10', prefixLen: 24 }],
+        },
+      ];
+      const out = desiredRoutes(
+        node1,
+        [
+          // The API server on a control-plane node: its InternalIP protects it (ph-cut).
+          peer('cp', ['10.244.9.0/24'], ['10.100.0.2']),
+          peer('ph-cut', ['10.100.0.0/30'], ['10.100.0.124']),
+          peer('ph-wide', ['172.16.0.0/16'], ['10.100.0.125']),
+          peer('v6-wide', ['fd00::/16'], ['fd00:100::126']),
+          // Inside eth0's subnet and holding no node: the cluster gave that part of the segment to pods.
+          peer('inside', ['10.100.0.128/28'], ['10.100.0.127']),
+        ],
+        links,
+        opts,
+      );
+      expect(peerRoutes(out)).toEqual(['10.100.0.128/28 via 10.100.0.127', '10.244.9.0/24 via 10.100.0.2']);
+      expect(out.problems.filter((p) => p.problem.startsWith('pod CIDR'))).toEqual([
+        {
+          node: 'ph-cut',
+          problem: "pod CIDR 10.100.0.0/30 contains node cp's InternalIP 10.100.0.2; skipped",
+        },
+        {
+          node: 'ph-wide',
+          problem:
+            'pod CIDR 172.16.0.0/16 contains 172.16.5.0/24, a subnet connected to this node (eth1); skipped',
+        },
+        {
+          node: 'v6-wide',
+          problem: "pod CIDR fd00::/16 contains the node's own InternalIP fd00:100::126; skipped",
+        },
+      ]);
+    });
+
+    it('routes pod CIDRs inside a wide subnet of the node’s own (a node on 10.0.0.0/8, pods in 10.244.0.0/16)', () => {
+      const me: PeerNode = { name: 'node-1', podCIDRs: ['10.244.1.0/24'], internalIPs: ['10.0.0.5'] };
+      const wide = [
+        { ifindex: 2, name: 'eth0', addresses: [{ family: 4 as const, address: '10.0.0.5', prefixLen: 8 }] },
+      ];
+      const out = desiredRoutes(me, [me, peer('node-2', ['10.244.2.0/24'], ['10.0.0.6'])], wide, opts);
+      expect(peerRoutes(out)).toEqual(['10.244.2.0/24 via 10.0.0.6']);
+      expect(out.problems).toEqual([]);
+    });
   });
 
   it('reports a self node without pod CIDRs and emits no blackhole', () => {

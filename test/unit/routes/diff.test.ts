@@ -141,6 +141,62 @@ describe('diffRoutes', () => {
     expect(d.remove).toEqual([extra]);
   });
 
+  it('a foreign route behind ours (a higher metric) holds no key of ours; one on it or in front of it does', () => {
+    // An IPv4 dump leaves metric 0 out; IPv6 says 1024.
+    const ours4 = via('10.244.152.0/24', '10.100.0.152');
+    const behind4 = { ...via('10.244.152.0/24', '10.100.0.1'), protocol: 4, metric: 100 };
+    const want4 = via('10.244.152.0/24', '10.100.0.153');
+    const ours6 = via('fd00:10:244:98::/64', 'fd00:100::152', 2, { metric: 1024 });
+    const behind6 = { ...via('fd00:10:244:98::/64', 'fd00:100::1'), protocol: 4, metric: 2000 };
+    const want6 = via('fd00:10:244:98::/64', 'fd00:100::153');
+    const d = diffRoutes([want4, want6], [behind4, ours4, behind6, ours6]);
+    expect(d).toMatchObject({ replace: [want4, want6], add: [], remove: [], conflicts: [] });
+    // And unchanged, or added where ours is missing.
+    expect(diffRoutes([want4], [behind4, { ...want4 }])).toMatchObject({ unchanged: 1, conflicts: [] });
+    expect(diffRoutes([want4, want6], [behind4, behind6])).toMatchObject({
+      add: [want4, want6],
+      conflicts: [],
+      remove: [],
+    });
+    // On our key (the same metric) or in front of ours (IPv6, lower: it wins the lookups) it stays a conflict.
+    const foreign = (r: RouteInfo, metric?: number): RouteInfo => ({
+      ...r,
+      gateway: r.family === 4 ? '10.100.0.1' : 'fd00:100::1',
+      protocol: 4,
+      ...(metric === undefined ? {} : { metric }),
+    });
+    for (const [what, desired, programmed] of [
+      [
+        'IPv4 metric 0, left out',
+        want4,
+        [foreign(want4), via('10.244.152.0/24', '10.100.0.152', 2, { metric: 5 })],
+      ],
+      ['IPv4 metric 0, spelled out', want4, [foreign(want4, 0)]],
+      ['IPv6 metric 1024', want6, [foreign(want6, 1024)]],
+      ['IPv6 metric 100, in front', want6, [foreign(want6, 100), ours6]],
+      [
+        'a holder listed by key only',
+        want6,
+        [{ family: 6, dst: want6.dst, protocol: 4, unreadable: true }, ours6],
+      ],
+    ] as [string, RouteInfo, RouteInfo[]][]) {
+      const d = diffRoutes([desired], programmed);
+      expect([what, d.conflicts.map((c) => c.existing)]).toEqual([what, [programmed[0]]]);
+      expect([what, d.add, d.replace, d.remove]).toEqual([what, [], [], []]);
+    }
+  });
+
+  it('a route of ours only at another metric is not on our key: ours is added, that one removed', () => {
+    const stray = via('10.244.152.0/24', '10.100.0.153', 2, { metric: 5 });
+    const want = via('10.244.152.0/24', '10.100.0.153');
+    expect(diffRoutes([want], [stray])).toMatchObject({
+      add: [want],
+      replace: [],
+      remove: [stray],
+      unchanged: 0,
+    });
+  });
+
   it('applying the diff to the programmed set yields exactly the desired set (property)', () => {
     const arbRoute = fc
       .record({

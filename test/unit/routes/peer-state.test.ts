@@ -109,6 +109,34 @@ describe('planPeerStep', () => {
     expect(planPeerStep(gone, 'n9', peer(9)).kind).toBe('full');
   });
 
+  it("sends a CIDR holding another peer's InternalIP, or an InternalIP into or out of another's CIDR, to a full pass", () => {
+    // Behind a router (VXLAN): no connected subnet of ours is involved, only the cluster-wide rule.
+    const far = (i: number, over: Partial<PeerNode> = {}): PeerNode =>
+      peer(i, { internalIPs: [`10.1.0.${i}`], vtepMacs: { 4: `02:00:00:00:00:0${i}` }, ...over });
+    const s = state([far(1), far(2), far(3, { podCIDRs: ['10.1.9.0/24'] })], 'vxlan');
+    expect(planPeerStep(s, 'n4', far(4, { podCIDRs: ['10.1.0.0/24'] }))).toEqual({
+      kind: 'full',
+      reason: 'pod CIDR 10.1.0.0/24 of node n4 holds InternalIP 10.1.0.1 of node n1',
+    });
+    expect(planPeerStep(s, 'n2', far(2, { internalIPs: ['10.1.9.2'] }))).toEqual({
+      kind: 'full',
+      reason: 'InternalIP 10.1.9.2 of node n2 is in pod CIDR 10.1.9.0/24 of node n3',
+    });
+    // Once a full pass skipped n3's CIDR: n3's own step must not route it, and n2 leaving it frees it.
+    const held = state(
+      [far(1), far(2, { internalIPs: ['10.1.9.2'] }), far(3, { podCIDRs: ['10.1.9.0/24'] })],
+      'vxlan',
+    );
+    expect(held.peers.get('n3')!.routes).toEqual([]);
+    expect(planPeerStep(held, 'n3', far(3, { podCIDRs: ['10.1.9.0/24'], vtepMacs: {} })).kind).toBe('full');
+    expect(planPeerStep(held, 'n2', far(2)).kind).toBe('full');
+    expect(planPeerStep(held, 'n2', undefined).kind).toBe('full');
+    // Elsewhere a step stays a step.
+    expect(applied(planPeerStep(held, 'n1', far(1, { internalIPs: ['10.1.0.11'] }))).changed).toEqual([
+      'internalIPs',
+    ]);
+  });
+
   it('keeps an overlap with this node local to the peer (dropped, reported, no route)', () => {
     const step = applied(planPeerStep(state(cluster), 'n5', peer(5, { podCIDRs: ['10.244.0.0/25'] })));
     expect(step.add).toEqual([]);
@@ -173,6 +201,39 @@ describe('planPeerStep', () => {
       { family: 4, ifindex: 7, address: '10.244.4.0', mac, permanent: true },
     ]);
     expect(gone.staleFdb).toEqual([{ ifindex: 7, mac, dst: '10.0.0.5' }]);
+  });
+
+  it('after any sequence of steps over InternalIPs and CIDRs that hold them, the state matches a full pass', () => {
+    let seed = 11;
+    const rand = (n: number): number => {
+      seed = (seed * 1103515245 + 12345) % 2 ** 31;
+      return Math.floor(seed / 65536) % n;
+    };
+    // Behind a router (VXLAN), pod CIDRs and InternalIPs drawn from one /22: CIDRs often hold InternalIPs.
+    const node = (i: number): PeerNode =>
+      peer(i, {
+        podCIDRs: [`10.1.${rand(4)}.${rand(4) * 64}/${26 + rand(2)}`],
+        internalIPs: [`10.1.${rand(4)}.${1 + rand(250)}`],
+        vtepMacs: { 4: '02:00:00:00:00:01' },
+      });
+    const nodes = new Map<string, PeerNode>();
+    for (let i = 1; i <= 8; i++) nodes.set(`n${i}`, node(i));
+    let s = state([...nodes.values()], 'vxlan');
+    for (let k = 0; k < 300; k++) {
+      const i = 1 + rand(10);
+      const next = rand(4) === 0 ? undefined : node(i);
+      const step = planPeerStep(s, `n${i}`, next);
+      if (next === undefined) nodes.delete(`n${i}`);
+      else nodes.set(`n${i}`, next);
+      if (step.kind === 'full') s = state([...nodes.values()], 'vxlan');
+      else if (step.kind === 'apply') commitPeerStep(s, `n${i}`, step.record);
+      const routesOf = (x: PeerState) =>
+        [...x.peers.values()]
+          .flatMap((r) => r.routes)
+          .map((r) => `${r.dst} via ${r.gateway}`)
+          .sort();
+      expect(routesOf(s), `after step ${k}`).toEqual(routesOf(state([...nodes.values()], 'vxlan')));
+    }
   });
 
   it('after any sequence of steps, the state matches a full pass over the final cluster', () => {
@@ -317,6 +378,18 @@ describe('describesInputs and kernelHolds (a full pass that needs no plan)', () 
     expect(describesInputs(s, { ...basis, overlay: VXLAN }, cluster)).toBe(false);
   });
 
+  it('holds with a foreign route behind ours (a higher metric): the full diff would not act on it', () => {
+    const s = state(cluster);
+    const behind: RouteInfo = {
+      family: 4,
+      dst: '10.244.2.0/24',
+      gateway: '10.0.0.9',
+      protocol: 4,
+      metric: 100,
+    };
+    expect(kernelHolds(s, [...kernel(s), behind])).toBe(true);
+  });
+
   it('holds when only pod veths came or went (they change no own address or connected subnet)', () => {
     const s = state(cluster);
     const veth = (ifindex: number): LocalLink => ({
@@ -363,6 +436,12 @@ describe('describesInputs and kernelHolds (a full pass that needs no plan)', () 
       ['another table', k.map((r) => ({ ...r, table: 100 }))],
     ];
     for (const [what, routes] of variants) expect([what, kernelHolds(s, routes)]).toEqual([what, false]);
+    // A foreign route on our key spelled with its metric, and ours only at another metric.
+    const onKey = { family: 4 as const, dst: '10.244.2.0/24', gateway: '10.0.0.3', protocol: 4, metric: 0 };
+    expect(kernelHolds(s, [...k.filter((r) => r.dst !== '10.244.2.0/24'), onKey])).toBe(false);
+    expect(kernelHolds(s, k.with(at('10.244.2.0/24'), { ...k[at('10.244.2.0/24')]!, metric: 5 }))).toBe(
+      false,
+    );
     // A conflict from the last pass is for the full diff to re-check.
     expect(kernelHolds(state(cluster, 'host-gw', '10.244.2.0/24'), k)).toBe(false);
   });
@@ -385,6 +464,25 @@ describe('concernsPrefix', () => {
     expect(concernsPrefix(s, foreign('10.244.3.0/24'))).toBe(false);
     expect(concernsPrefix(s, foreign('10.244.1.0/25'))).toBe(false);
     expect(concernsPrefix(s, foreign('10.244.1.0/24', 100))).toBe(false); // another table
+  });
+
+  it('is false for a route behind ours (a higher metric), true for one on our key or in front of it', () => {
+    const s = state([peer(1)]);
+    expect(concernsPrefix(s, { ...foreign('10.244.1.0/24'), metric: 100 })).toBe(false);
+    expect(concernsPrefix(s, { ...foreign('10.244.1.0/24'), metric: 0 })).toBe(true);
+    const self6: PeerNode = { name: 'self', podCIDRs: ['fd00:10:244::/64'], internalIPs: ['fd00::1'] };
+    const links6: LocalLink[] = [
+      { ifindex: 2, name: 'eth0', addresses: [{ family: 6, address: 'fd00::1', prefixLen: 64 }] },
+    ];
+    const peers6 = [{ name: 'n1', podCIDRs: ['fd00:10:244:1::/64'], internalIPs: ['fd00::2'] }];
+    const basis6 = { self: self6, localLinks: links6, overlay: [], mode: 'host-gw' as const };
+    const s6 = buildPeerState(basis6, peers6, desiredRoutes(self6, peers6, links6, { mode: 'host-gw' }), [])!;
+    const v6 = { family: 6 as const, dst: 'fd00:10:244:1::/64', gateway: 'fd00::99', protocol: 4 };
+    expect(s6.peers.get('n1')!.routes).toHaveLength(1);
+    expect(concernsPrefix(s6, { ...v6, metric: 2000 })).toBe(false);
+    expect(concernsPrefix(s6, { ...v6, metric: 1024 })).toBe(true);
+    expect(concernsPrefix(s6, { ...v6, metric: 100 })).toBe(true);
+    expect(concernsPrefix(s6, { family: 6, dst: v6.dst, protocol: 4, unreadable: true })).toBe(true);
   });
 
   it('follows per-node steps: a peer added or deleted changes the answer', () => {

@@ -54,9 +54,10 @@ describe('parseVtepMac', () => {
 describe('VTEP annotations', () => {
   const v4 = VTEP_MAC_ANNOTATIONS[4];
   const v6 = VTEP_MAC_ANNOTATIONS[6];
-  it('reads valid MACs per family, ignores malformed ones', () => {
+  it('reads MACs per family, canonical, and passes a malformed one on as written (for the planner to report)', () => {
     expect(vtepMacsFromAnnotations({ [v4]: '0A:00:00:00:00:01', [v6]: 'nope', other: 'x' })).toEqual({
       4: '0a:00:00:00:00:01',
+      6: 'nope',
     });
     expect(vtepMacsFromAnnotations(undefined)).toEqual({});
   });

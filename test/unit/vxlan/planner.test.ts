@@ -3,6 +3,7 @@ import { TRELLIS_ROUTE_PROTOCOL } from '../../../pkg/datapath/ports.ts';
 import { desiredRoutes, ownDirectSubnets, vtepAddress } from '../../../pkg/routes/desired.ts';
 import { diffRoutes, isOwnedRoute } from '../../../pkg/routes/diff.ts';
 import type { LocalLink, OverlayDevice, PeerNode, RoutingMode } from '../../../pkg/routes/types.ts';
+import { vtepMacsFromAnnotations } from '../../../pkg/vxlan/annotations.ts';
 import { vtepMac } from '../../../pkg/vxlan/mac.ts';
 
 const self: PeerNode = {
@@ -411,15 +412,54 @@ describe('desiredRoutes: per-mode decisions', () => {
       expect(quiet.decisions[0]).not.toHaveProperty('why');
     });
 
-    it('a peer that publishes nothing (an older agent) or a malformed list: only our own view decides', () => {
+    it('a peer that publishes nothing (an older agent) or no valid subnet: only our own view decides', () => {
       expect(paths2(16, 24, false)).toEqual(['direct', 'vxlan']);
-      for (const text of ['10.0.1.0/33', 'fd00::/64', '10.0.1.0/24,', 'x']) {
+      for (const text of ['10.0.1.0/33', 'fd00::/64', 'x']) {
         const a = desiredRoutes(nodeA, [{ ...nodeB, directSubnets: { 4: text } }], eth0('10.0.0.5', 16), {
           mode: 'auto',
           overlay,
         });
         expect(a.decisions[0]?.path, text).toBe('direct');
+        expect(a.problems, text).toEqual([
+          {
+            node: 'node-b',
+            problem: `trellis.dev/direct-subnets-v4 "${text}": "${text}" is not an IPv4 network; ignored`,
+          },
+        ]);
       }
+    });
+
+    it('a published list with bad entries: the valid ones decide the path, the bad ones are reported', () => {
+      const plan = (text: string) =>
+        desiredRoutes(nodeA, [{ ...nodeB, directSubnets: { 4: text } }], eth0('10.0.0.5', 16), {
+          mode: 'auto',
+          overlay,
+        });
+      // 10.0.1.0/24 does not hold our 10.0.0.5: node-b tunnels to us, bad entry or not, so we tunnel too.
+      for (const text of ['10.0.1.0/24,bogus', '10.0.1.0/24,', 'bogus, 10.0.1.0/24,fd00::/64']) {
+        const a = plan(text);
+        expect(a.decisions[0]?.path, text).toBe('vxlan');
+        expect(
+          a.problems.map((p) => [p.node, p.problem]),
+          text,
+        ).toEqual([
+          [
+            'node-b',
+            expect.stringMatching(
+              /^trellis\.dev\/direct-subnets-v4 ".*": .* not (an )?IPv4 networks?; ignored$/,
+            ),
+          ],
+        ]);
+      }
+      expect(plan('bogus, 10.0.1.0/24,fd00::/64').problems[0]?.problem).toBe(
+        'trellis.dev/direct-subnets-v4 "bogus, 10.0.1.0/24,fd00::/64": "bogus", "fd00::/64" are not IPv4 networks; ignored',
+      );
+      // A valid part that holds our address keeps the direct route.
+      const direct = plan('10.0.0.0/16,bogus');
+      expect(direct.decisions[0]?.path).toBe('direct');
+      expect(direct.problems.map((p) => p.problem)).toEqual([
+        'trellis.dev/direct-subnets-v4 "10.0.0.0/16,bogus": "bogus" is not an IPv4 network; ignored',
+      ]);
     });
 
     it('a peer with its InternalIP on lo, inside our subnet, publishes no subnet: we tunnel, as it does', () => {
@@ -546,6 +586,42 @@ describe('desiredRoutes: per-mode decisions', () => {
       'unreachable: InternalIP fd00:20::2 is not on a subnet connected to this node; VXLAN: this node has no IPv6 VXLAN device',
     ]);
     expect(p.routes.filter((r) => r.type === 'unicast')).toEqual([]);
+  });
+
+  it('a malformed VTEP MAC annotation: reported as malformed, with its value, not as none published', () => {
+    const bad = {
+      ...far,
+      vtepMacs: vtepMacsFromAnnotations({
+        'trellis.dev/vtep-mac-v4': 'zz:zz',
+        'trellis.dev/vtep-mac-v6': 'AA:00:00:00:00:01',
+      }),
+    };
+    const p = plan('auto', [bad]);
+    expect(paths(p)).toEqual(['node-c v4 unreachable', 'node-c v6 vxlan']);
+    expect(p.problems).toEqual([
+      {
+        node: 'node-c',
+        problem:
+          'unreachable: InternalIP 192.168.20.2 is not on a subnet connected to this node; VXLAN: its trellis.dev/vtep-mac-v4 "zz:zz" is not a usable VTEP MAC',
+      },
+    ]);
+    expect(p.decisions[1]).toMatchObject({ path: 'vxlan', vtepMac: 'aa:00:00:00:00:01' });
+    // A multicast MAC is as unusable as a malformed one.
+    expect(plan('auto', [{ ...far, vtepMacs: { 4: '01:00:5e:00:00:01' } }]).problems[0]?.problem).toMatch(
+      /its trellis\.dev\/vtep-mac-v4 "01:00:5e:00:00:01" is not a usable VTEP MAC/,
+    );
+  });
+
+  it('vxlan: a peer on our subnet with a malformed VTEP MAC is routed directly, as one without, and reported', () => {
+    const p = plan('vxlan', [{ ...near, vtepMacs: { 4: 'zz:zz' } }]);
+    expect(paths(p)).toEqual(['node-b v4 direct', 'node-b v6 direct']);
+    expect(p.problems).toEqual([
+      {
+        node: 'node-b',
+        problem:
+          'its trellis.dev/vtep-mac-v4 "zz:zz" is not a usable VTEP MAC; routed directly, as a node that published none',
+      },
+    ]);
   });
 
   it('never tunnels to a node claiming our own address as its InternalIP', () => {
