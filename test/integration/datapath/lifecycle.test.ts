@@ -1,6 +1,7 @@
 import { existsSync, readdirSync, readFileSync, rmSync, statSync, utimesSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { STATUS_GRACE_MS } from '../../../pkg/shim/ready-marker.ts';
 import { builtSkipReason } from '../../support/cni-driver.ts';
 import { ipJson, netnsSkipReason, nsPing } from '../../support/netns.ts';
 import { leaseAddresses } from '../reliability/support.ts';
@@ -203,11 +204,11 @@ describe.skipIf(skip !== undefined)(
     it('an agent whose socket file was removed under it stops vouching for STATUS (the marker ages out)', async () => {
       const marker = `${node.agent.socket}.ready`;
       rmSync(node.agent.socket); // the agent lives on, but no shim can reach it
-      const old = new Date(Date.now() - 60_000);
+      const old = new Date(Date.now() - STATUS_GRACE_MS - 60_000);
       utimesSync(marker, old, old);
       // Longer than the marker's refresh period (5 s): a refresh would have made it fresh again.
       await new Promise((r) => setTimeout(r, 6_000));
-      expect(Date.now() - statSync(marker).mtimeMs).toBeGreaterThan(60_000);
+      expect(Date.now() - statSync(marker).mtimeMs).toBeGreaterThan(STATUS_GRACE_MS);
       const status = await node.call({ command: 'STATUS' }, node.conf({}, '1.1.0'));
       expect(status.code).toBe(1);
       expect(status.json).toMatchObject({ code: 50 });
