@@ -12,6 +12,8 @@ export class ReadyMark {
   readonly path: string;
   private readonly log: Logger;
   private failing = false;
+  /** This agent touched it: a fresh marker is then its own, not a previous agent's. */
+  private touched = false;
 
   constructor(socket: string, log: Logger) {
     this.path = readyMarkerPath(socket);
@@ -23,6 +25,7 @@ export class ReadyMark {
     try {
       closeSync(openSync(this.path, 'a', 0o644));
       utimesSync(this.path, now, now);
+      this.touched = true;
       if (this.failing) this.log.info({ file: this.path }, 'ready marker written again');
       this.failing = false;
     } catch (err) {
@@ -36,9 +39,13 @@ export class ReadyMark {
     }
   }
 
-  /** An agent was ready here within the grace (STATUS_GRACE_MS). */
+  /**
+   * Another agent was ready here within the grace (STATUS_GRACE_MS) and this one has not been yet: a
+   * restart warming up. An agent that was ready and stopped being so (its Node gone, say) is not
+   * restarting, and its STATUS says so at once.
+   */
   vouches(): boolean {
-    return markerVouches(readyMarkerAgeMs(this.path));
+    return !this.touched && markerVouches(readyMarkerAgeMs(this.path));
   }
 }
 
