@@ -61,6 +61,8 @@ export interface CniServiceDeps {
  */
 export interface SpooledDels {
   has(containerId: string, ifname: string): boolean;
+  /** The network (config name) of the spooled DEL, undefined when it cannot be read. */
+  network?(containerId: string, ifname: string): string | undefined;
   remove(containerId: string, ifname: string): Promise<void>;
 }
 
@@ -102,7 +104,13 @@ export function createCniService(deps: CniServiceDeps): {
         const att = await locked(containerId, ifname, async () => {
           const spool = deps.spooledDels;
           if (spool?.has(containerId, ifname) === true) {
-            await delAttachment(deps.datapath, { containerId, ifname });
+            // Another network's DEL leaves this one's attachment alone, as it would have on time.
+            const network = spool.network?.(containerId, ifname);
+            await delAttachment(
+              deps.datapath,
+              { containerId, ifname },
+              network === undefined ? {} : { network, unrecorded: PUBLISHED_NETWORK_NAME },
+            );
             await spool.remove(containerId, ifname);
             fields.spooledDelFirst = true;
           }
@@ -117,6 +125,7 @@ export function createCniService(deps: CniServiceDeps): {
               nodeCidrs: deps.nodeCidrs?.(),
               pod: { namespace: env.args.podNamespace, name: env.args.podName, uid: env.args.podUid },
               network: conf.name,
+              unrecordedNetwork: PUBLISHED_NETWORK_NAME,
             },
             // Only this call in progress: the kernel's work may hold the thread (types.ts).
             { alone: busy.size === 1 },
@@ -139,7 +148,7 @@ export function createCniService(deps: CniServiceDeps): {
           return delAttachment(
             deps.datapath,
             { containerId, ifname },
-            { netns: env.netns, network: conf.name },
+            { netns: env.netns, network: conf.name, unrecorded: PUBLISHED_NETWORK_NAME },
           );
         });
         if (outcome === undefined) {

@@ -1,4 +1,4 @@
-import { existsSync } from 'node:fs';
+import { existsSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { CniCode } from '../cni/errors.ts';
 import type { Logger } from '../observe/logger.ts';
@@ -11,6 +11,16 @@ export function spooledDelsIn(dir: string): SpooledDels {
   const path = (containerId: string, ifname: string): string => join(dir, spoolFileName(containerId, ifname));
   return {
     has: (containerId, ifname) => existsSync(path(containerId, ifname)),
+    network: (containerId, ifname) => {
+      try {
+        const request = JSON.parse(readFileSync(path(containerId, ifname), 'utf8')) as { stdin?: unknown };
+        const conf =
+          typeof request.stdin === 'string' ? (JSON.parse(request.stdin) as { name?: unknown }) : {};
+        return typeof conf.name === 'string' ? conf.name : undefined;
+      } catch {
+        return undefined; // unreadable: the DEL runs unscoped, as the drain would replay it
+      }
+    },
     remove: (containerId, ifname) => removeSpooled(path(containerId, ifname)),
   };
 }

@@ -95,13 +95,14 @@ async function addInNetns(
     );
   }
   const existing = deps.ipam.get(key);
-  if (existing?.network !== undefined && req.network !== undefined && existing.network !== req.network) {
+  const existingNetwork = existing?.network ?? (existing === undefined ? undefined : req.unrecordedNetwork);
+  if (existingNetwork !== undefined && req.network !== undefined && existingNetwork !== req.network) {
     // Attachments are known by container id and ifname (and so are their veth names): a second
     // network on the same pair would be handed the first one's interface, and its DEL, after this
     // failure, would take it away.
     throw new CniError(
       CniCode.INVALID_ENV,
-      `${req.ifname} of container ${req.containerId} is attached to network ${JSON.stringify(existing.network)} already: network ${JSON.stringify(req.network)} needs a CNI_IFNAME of its own`,
+      `${req.ifname} of container ${req.containerId} is attached to network ${JSON.stringify(existingNetwork)} already: network ${JSON.stringify(req.network)} needs a CNI_IFNAME of its own`,
     );
   }
   if (existing !== undefined && existing.netns === req.netns) {

@@ -18,18 +18,20 @@ export interface DelOutcome {
  * has no CNI_NETNS). Releases the lease first (durable before DEL answers: its directory fsyncs run
  * on the thread pool, not on the agent's JS thread), removes the host routes, then deletes the veth
  * pair off the critical path (see BackgroundDeleter). Success when any part is already gone.
- * `network`: the DEL's network; an attachment whose lease records another is left alone (a runtime
- * cleaning up after another network's failed ADD on the same container id and ifname).
+ * `network`: the DEL's network; an attachment whose lease records another (or none, and `unrecorded`
+ * is another) is left alone: a runtime cleaning up after another network's failed ADD on the same
+ * container id and ifname.
  */
 export async function delAttachment(
   deps: DatapathDeps,
   key: AttachmentKey,
-  opts: { netns?: string; network?: string } = {},
+  opts: { netns?: string; network?: string; unrecorded?: string } = {},
 ): Promise<DelOutcome> {
   // A lease's addresses, or those a quarantined record kept held: what this DEL frees either way.
   const lease = deps.ipam.get(key);
-  if (lease?.network !== undefined && opts.network !== undefined && lease.network !== opts.network) {
-    return { released: [], vethScheduled: false, otherNetwork: lease.network };
+  const leaseNetwork = lease === undefined ? undefined : (lease.network ?? opts.unrecorded);
+  if (leaseNetwork !== undefined && opts.network !== undefined && leaseNetwork !== opts.network) {
+    return { released: [], vethScheduled: false, otherNetwork: leaseNetwork };
   }
   const released = lease?.addresses ?? deps.ipam.heldAddresses(key);
   // Where the pod end is: the lease knows the ADD's namespace; containerd's second DEL names none.

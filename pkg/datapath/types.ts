@@ -53,6 +53,11 @@ export interface AttachRequest extends AttachmentKey {
   pod?: PodRef;
   /** The CNI network (config list name) the call is for; recorded in the lease for GC. */
   network?: string;
+  /**
+   * The network of a lease that records none (written before leases did, or rebuilt from a pod's
+   * namespace): the published one, as GC takes it.
+   */
+  unrecordedNetwork?: string;
 }
 
 /** How ADD may spend the agent's JS thread. */

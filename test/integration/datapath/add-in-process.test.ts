@@ -540,6 +540,58 @@ describe.skipIf(netnsSkipReason !== undefined)('addAttachment (root, real namesp
     expect(hostIndex()).toBeUndefined();
   });
 
+  it('a lease that records no network is the published one’s; a spooled DEL of another network leaves it alone too', async () => {
+    const { host, deps } = setUp(true, ['10.244.1.0/24']);
+    const spoolDir = mkdtempSync(join(tmpdir(), 'trl-spool-'));
+    dirs.push(spoolDir);
+    const { handle } = createCniService({
+      datapath: deps,
+      mutex: new KeyedMutex(),
+      log: createLogger({ level: 'silent' }),
+      readiness: { notReadyReason: () => undefined },
+      defaultMtu: () => 1500,
+      spooledDels: spooledDelsIn(spoolDir),
+    });
+    const pod = pool.add('p');
+    const request = (command: string, network: string) => ({
+      v: 1 as const,
+      env: {
+        CNI_COMMAND: command,
+        CNI_CONTAINERID: 'c1',
+        CNI_NETNS: pod.path,
+        CNI_IFNAME: 'eth0',
+        CNI_PATH: '/opt/cni/bin',
+      },
+      stdin: JSON.stringify({ cniVersion: '1.0.0', name: network, type: 'trellis' }),
+    });
+    const hostIndex = () =>
+      ipJson<IpLink[]>(host.name, 'link', 'show').find((l) => l.ifname === hostVethName('c1', 'eth0'))
+        ?.ifindex;
+    // As an older release or the lease rebuild leaves it: no network recorded.
+    await addAttachment(deps, { containerId: 'c1', ifname: 'eth0', netns: pod.path, mtu: 1500 });
+    const lease = deps.ipam.get({ containerId: 'c1', ifname: 'eth0' });
+    expect(lease?.network).toBeUndefined();
+    const index = hostIndex();
+
+    const other = await handle(request('ADD', 'netb'));
+    expect(other.ok ? undefined : other.error.msg).toContain('attached to network "trellis" already');
+    expect((await handle(request('DEL', 'netb'))).ok).toBe(true);
+    expect(deps.ipam.get({ containerId: 'c1', ifname: 'eth0' })).toEqual(lease);
+
+    // netb's DEL spooled while the agent was away, then the published network's ADD of the same pair.
+    const spoolFile = join(spoolDir, spoolFileName('c1', 'eth0'));
+    writeFileSync(spoolFile, JSON.stringify(request('DEL', 'netb')), { mode: 0o600 });
+    expect((await handle(request('ADD', 'trellis'))).ok).toBe(true);
+    expect(existsSync(spoolFile)).toBe(false);
+    await deps.deleter.drain();
+    expect(hostIndex()).toBe(index);
+    expect(deps.ipam.get({ containerId: 'c1', ifname: 'eth0' })?.addresses).toEqual(lease?.addresses);
+
+    expect((await handle(request('DEL', 'trellis'))).ok).toBe(true);
+    await deps.deleter.drain();
+    expect(hostIndex()).toBeUndefined();
+  });
+
   it('leaves no lease, reservation or veth of its own when the pod already has the interface name', async () => {
     const { host, deps } = setUp(true, ['10.244.1.0/24']);
     const pod = pool.add('p');
