@@ -109,6 +109,13 @@ export function parseCniEnv(env: Readonly<Record<string, string | undefined>>): 
   if (ifname !== undefined) {
     const p = interfaceNameProblem(ifname);
     if (p !== undefined) problems.push(`CNI_IFNAME ${quote(ifname)} ${p}`);
+    // The kernel refuses a link named after every interface's sysctl directories. Only what creates
+    // one is refused: the runtime's DEL after that failed ADD finds nothing, and succeeds.
+    else if (!lenient && (ifname === 'all' || ifname === 'default')) {
+      problems.push(
+        `CNI_IFNAME ${quote(ifname)} must not be "${ifname}" (a sysctl directory of every interface)`,
+      );
+    }
   }
   const parsedArgs = parseCniArgsLeniently(rawArgs);
   (lenient ? ignored : problems).push(...parsedArgs.problems);
@@ -146,16 +153,13 @@ function netnsProblem(netns: string): string | undefined {
 /**
  * Why an interface name is invalid, or undefined when it is valid. Mirrors Go's
  * utils.ValidateInterfaceName (non-empty, at most 15 bytes, not "." or "..", no '/', ':' or Unicode
- * whitespace) and also refuses NUL, which the kernel would truncate at, and "all" and "default", the
- * names of every interface's sysctl directories (the kernel refuses a link of either name).
+ * whitespace) and also refuses NUL, which the kernel would truncate at.
  */
 export function interfaceNameProblem(name: string): string | undefined {
   if (name === '') return 'is empty';
   const bytes = utf8Length(name);
   if (bytes > MAX_IFNAME_BYTES) return `is ${bytes} bytes long; the limit is ${MAX_IFNAME_BYTES}`;
   if (name === '.' || name === '..') return 'must not be "." or ".."';
-  if (name === 'all' || name === 'default')
-    return `must not be "${name}" (a sysctl directory of every interface)`;
   for (const ch of name) {
     if (ch === '/') return "contains '/'";
     if (ch === ':') return "contains ':'";

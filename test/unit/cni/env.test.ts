@@ -177,6 +177,20 @@ describe('parseCniEnv: value validation', () => {
   });
 });
 
+describe('CNI_IFNAME "all" and "default", the names of every interface’s sysctl directories', () => {
+  const full = { CNI_CONTAINERID: 'c1', CNI_NETNS: '/var/run/netns/p', CNI_PATH: '/opt/cni/bin' };
+  for (const name of ['all', 'default']) {
+    it(`refuses ${name} for ADD and CHECK (code 4), takes it for DEL (which then finds nothing)`, () => {
+      for (const command of ['ADD', 'CHECK']) {
+        const err = envError({ ...full, CNI_COMMAND: command, CNI_IFNAME: name });
+        expect(err.code).toBe(CniCode.INVALID_ENV);
+        expect(err.message).toContain(`CNI_IFNAME "${name}" must not be "${name}"`);
+      }
+      expect(parseCniEnv({ ...full, CNI_COMMAND: 'DEL', CNI_IFNAME: name }).ifname).toBe(name);
+    });
+  }
+});
+
 describe('interfaceNameProblem mirrors Go ValidateInterfaceName', () => {
   const valid = ['eth0', 'a', 'net1', '123456789012345', 'veth-a.b_c', 'é', '@x'];
   const invalid: [string, string][] = [
@@ -185,8 +199,6 @@ describe('interfaceNameProblem mirrors Go ValidateInterfaceName', () => {
     ['éééééééé', 'is 16 bytes long; the limit is 15'],
     ['.', 'must not be "." or ".."'],
     ['..', 'must not be "." or ".."'],
-    ['all', 'must not be "all" (a sysctl directory of every interface)'],
-    ['default', 'must not be "default" (a sysctl directory of every interface)'],
     ['a/b', "contains '/'"],
     ['a:b', "contains ':'"],
     ['a b', 'contains whitespace'],
