@@ -735,7 +735,7 @@ export class Agent {
       void this.forwardFirewall?.check(this.ipam?.ranges() ?? []);
   }
 
-  /** Config files that sort before ours in the conf dir, at the last publication (metrics). */
+  /** Config files that sort before ours in the conf dir, at the last pass (metrics). */
   cniConfigShadowedBy(): readonly string[] {
     return this.publisher?.shadowedBy ?? [];
   }

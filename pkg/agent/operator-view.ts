@@ -44,7 +44,7 @@ export interface AgentSnapshot {
   cniBinaryProblems?: { binary: string; problem: string }[];
   /**
    * Config files in the conf dir that sort before trellis's (the runtime takes the first), at the
-   * last publication; absent when trellis's is first.
+   * last pass; absent when trellis's is first.
    */
   cniConfigShadowedBy?: string[];
   /**

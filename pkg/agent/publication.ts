@@ -86,7 +86,7 @@ export class CniConfigPublisher {
   /** The problems of the last check, [] when the binaries were fine (the operator's status). */
   problems: { binary: string; problem: string }[] = [];
   /**
-   * Config files in the conf dir that sort before ours, as of the last publication: the runtime takes
+   * Config files in the conf dir that sort before ours, as of the last pass: the runtime takes
    * the first, so new pods get its network, not trellis ([] when ours is first).
    */
   shadowedBy: string[] = [];
@@ -101,6 +101,13 @@ export class CniConfigPublisher {
 
   /** Publishes (or leaves an unchanged list alone); returns what blocks it, undefined when published. */
   async publish(mtu: number): Promise<PublishBlock | undefined> {
+    const block = await this.#publish(mtu);
+    // Every pass, published or blocked: a list already in place may be shadowed all the same.
+    await this.#checkFirst();
+    return block;
+  }
+
+  async #publish(mtu: number): Promise<PublishBlock | undefined> {
     const config = this.#config;
     const log = this.#log;
     const missing = REQUIRED_CNI_BINARIES.filter((b) => !existsSync(join(config.cniBinDir, b)));
@@ -147,7 +154,6 @@ export class CniConfigPublisher {
     if ((await publishConflist(config.cniConfDir, CONFLIST_FILE_NAME, text)) === 'written') {
       log.info({ file: join(config.cniConfDir, CONFLIST_FILE_NAME) }, 'CNI config published');
     }
-    await this.#checkFirst();
     return undefined;
   }
 

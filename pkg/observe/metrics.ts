@@ -243,7 +243,7 @@ export class AgentMetrics {
     });
     new Gauge({
       name: 'trellis_cni_config_shadowed',
-      help: "Config files in the CNI conf dir that sort before trellis's, as of the last publication: containerd and CRI-O use the first, so above 0 new pods get another network. The agent's log names them.",
+      help: "Config files in the CNI conf dir that sort before trellis's, as of the last reconcile pass: containerd and CRI-O use the first, so above 0 new pods get another network. The agent's log names them.",
       registers,
       collect() {
         this.set(self.source?.cniConfigShadowedBy?.().length ?? 0);

@@ -84,7 +84,7 @@ export function formatStatus(s: StatusView): string {
       'CNI config',
       s.cniConfigShadowedBy === undefined
         ? s.cniConfDir
-        : `${s.cniConfDir}: ${s.cniConfigShadowedBy.join(', ')} sorts first, so new pods get that network, not trellis`,
+        : `${s.cniConfDir}: ${s.cniConfigShadowedBy.join(', ')} ${s.cniConfigShadowedBy.length === 1 ? 'sorts' : 'sort'} before trellis's, so new pods get ${s.cniConfigShadowedBy[0]}'s network`,
     ],
     [
       'CNI binaries',
