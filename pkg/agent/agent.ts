@@ -384,7 +384,7 @@ export class Agent {
         routesNexthop: (id) => this.host?.routesNexthop?.(id) === true,
         isOwnDeletion: (route) => this.routes?.isOwnDeletion(route) === true,
         concernsPrefix: (route) => this.routes?.concernsPrefix(route) === true,
-        markDirty: () => this.controller?.markDirty(),
+        markDirty: (why) => this.controller?.markDirty(why),
         log: this.log,
       }),
     );
@@ -409,7 +409,7 @@ export class Agent {
             'a link routes to peers leave by was deleted; reconciling now',
           );
         }
-        this.controller?.markDirty();
+        this.controller?.markDirty('a link routes to peers leave by changed');
       },
       (index) => this.host!.getLinkByIndex(index),
     );
@@ -423,7 +423,7 @@ export class Agent {
             'MTU of the link the pod MTU comes from changed; reconciling now',
           );
         }
-        this.controller?.markDirty();
+        this.controller?.markDirty('the MTU of the link the pod MTU comes from changed');
       });
       this.linkMtuWatch = uplinks;
       this.subscriptions.push(uplinks);
@@ -525,7 +525,7 @@ export class Agent {
       // No periodic onSync from the cache: the controller's own resync timer already runs a full pass
       // every resyncMs, and the two timers meant two full passes per period (off by the start-up gap).
       resyncMs: 0,
-      onSync: () => this.controller?.markDirty(),
+      onSync: () => this.controller?.markDirty('the list of Nodes was read'),
       // Per-node steps: the controller reads the node's current state from the cache by name.
       onEvent: (_type, node) => this.controller?.enqueue(node.name),
       // The controller's own wording for a step with nothing to do: this one never reaches it.

@@ -115,6 +115,8 @@ export type PassOutcome =
 export class NodeController {
   private readonly deps: ControllerDeps;
   private dirty = true;
+  /** Why the next full pass runs (its log line's `why`), gathered since the last one. */
+  private why = new Set<string>(['start']);
   /**
    * Node names waiting for a per-node step, with when they were first queued (a name queued twice is
    * reconciled once; the step reads the cache as it is then).
@@ -158,9 +160,10 @@ export class NodeController {
     this.deps = deps;
   }
 
-  /** Requests a full pass. */
-  markDirty(): void {
+  /** Requests a full pass; `why` goes into its log line (several requests before it: all of them). */
+  markDirty(why: string): void {
     this.dirty = true;
+    this.why.add(why);
     this.wake?.();
   }
 
@@ -171,7 +174,7 @@ export class NodeController {
    */
   enqueue(name: string): void {
     if (this.deps.routes.reconcilePeer === undefined) {
-      this.markDirty();
+      this.markDirty(`node ${name} changed`);
       return;
     }
     if (!this.queue.has(name)) this.queue.set(name, performance.now());
@@ -181,7 +184,7 @@ export class NodeController {
   start(signal: AbortSignal): void {
     const resync = setInterval(() => {
       this.deps.masq?.invalidate();
-      this.markDirty();
+      this.markDirty('periodic resync');
     }, this.deps.resyncMs);
     resync.unref();
     signal.addEventListener('abort', () => {
@@ -206,7 +209,7 @@ export class NodeController {
           'reconcile loop failed unexpectedly: a full pass follows',
         );
         await sleep(this.backoffDelay());
-        this.dirty = true;
+        this.markDirty('retry after a failure');
       }
     }
   }
@@ -229,14 +232,20 @@ export class NodeController {
       return;
     }
     this.dirty = false;
+    const why = [...this.why];
+    this.why.clear();
     // The full pass reads the cache as it is now: it covers every name queued so far. The steps before
     // it reach the metrics hook before it does.
     this.queue.clear();
     this.flushNodePasses();
-    const outcome = await this.runOnce();
+    const outcome = await this.runOnce(why);
     if (outcome.kind === 'error' || (outcome.kind === 'ok' && outcome.partial)) {
       await sleep(this.backoffDelay());
-      this.dirty = true;
+      this.markDirty(
+        outcome.kind === 'error'
+          ? 'retry after a failed pass'
+          : 'retry of what the last pass could not change',
+      );
     } else {
       this.failures = 0;
     }
@@ -260,7 +269,7 @@ export class NodeController {
     const { deps } = this;
     const reconcilePeer = deps.routes.reconcilePeer;
     if (!deps.cluster.hasSynced() || reconcilePeer === undefined) {
-      this.markDirty();
+      this.markDirty(`node ${name} changed before the first list`);
       return;
     }
     if (this.lastWaitReason !== undefined && name !== deps.nodeName) {
@@ -285,7 +294,7 @@ export class NodeController {
         return;
       }
       deps.log.info('this node changed; full pass');
-      this.markDirty();
+      this.markDirty('this node changed');
       return;
     }
     let step: PeerStepOutcome;
@@ -300,7 +309,7 @@ export class NodeController {
     }
     if (step.kind === 'full') {
       deps.log.info({ peer: name, reason: step.reason }, 'node change needs a full pass');
-      this.markDirty();
+      this.markDirty(`node ${name}: ${step.reason}`);
       return;
     }
     // After the routes (their latency is what matters): a new node's pod CIDR must not stay masqueraded
@@ -421,7 +430,7 @@ export class NodeController {
           this.masqError = errorText(err);
           deps.log.error({ error: this.masqError }, 'masquerade rules could not be applied');
           // The full pass retries it (and backs off if it keeps failing).
-          this.markDirty();
+          this.markDirty('a masquerade change failed');
           return;
         }
       } while (this.masqAgain);
@@ -486,8 +495,11 @@ export class NodeController {
     this.rangesRemembered = true;
   }
 
-  /** One full pass; exported for tests and for the first synchronous sync at start. */
-  async runOnce(): Promise<PassOutcome> {
+  /**
+   * One full pass; exported for tests and for the first synchronous sync at start. `why`: what asked
+   * for it, for its log line (at most the first MAX_WHY reasons, and how many more).
+   */
+  async runOnce(why: readonly string[] = []): Promise<PassOutcome> {
     const started = performance.now();
     const { deps } = this;
     const self = deps.cluster.get(deps.nodeName);
@@ -556,6 +568,7 @@ export class NodeController {
           // The kernel held exactly the routes of the last pass and the steps since, for the same inputs.
           ...(report.quiet === true ? { quiet: true } : {}),
           ...(report.nexthopsPruned === undefined ? {} : { nexthopsPruned: report.nexthopsPruned }),
+          ...(why.length === 0 ? {} : { why: whyField(why) }),
           durationMs,
         },
         'reconciled',
@@ -727,4 +740,11 @@ function sameList(a: readonly string[], b: readonly string[]): boolean {
 
 function round(ms: number): number {
   return Math.round(ms * 100) / 100;
+}
+
+/** Reasons a pass's log line lists: a burst of kernel or Node changes can gather many. */
+const MAX_WHY = 5;
+
+function whyField(why: readonly string[]): string[] {
+  return why.length <= MAX_WHY ? [...why] : [...why.slice(0, MAX_WHY), `and ${why.length - MAX_WHY} more`];
 }

@@ -94,8 +94,8 @@ export interface KernelWatchDeps {
   isOwnDeletion(route: RouteInfo): boolean;
   /** The prefix is one of ours or one a foreign route keeps from us (RouteReconciler.concernsPrefix). */
   concernsPrefix(route: RouteInfo): boolean;
-  /** Asks for a full pass. */
-  markDirty(): void;
+  /** Asks for a full pass, saying why (the pass's log line lists the reasons). */
+  markDirty(why: string): void;
   log: Logger;
 }
 
@@ -115,46 +115,54 @@ export interface KernelWatchDeps {
  */
 export function watchKernel(deps: KernelWatchDeps): Subscription[] {
   let timer: NodeJS.Timeout | undefined;
-  const markSoon = (): void => {
+  const reasons = new Set<string>();
+  const markSoon = (why: string): void => {
+    reasons.add(why);
     if (timer !== undefined) return;
     timer = setTimeout(() => {
       timer = undefined;
-      deps.markDirty();
+      for (const r of reasons) deps.markDirty(r);
+      reasons.clear();
     }, DEBOUNCE_MS);
   };
   const subscriptions = [
     // Deleting a device takes its routes with it without route notifications (IPv4): watch our VXLAN devices.
     deps.events.subscribeLinkEvents((ev) => {
       // Lost notifications may have held a device's deletion: a full pass finds out.
-      if (ev.type === 'overflow') markSoon();
-      else if (ev.type === 'delete' && isVxlanDeviceName(ev.link.name)) markSoon();
+      if (ev.type === 'overflow') markSoon('link notifications lost');
+      else if (ev.type === 'delete' && isVxlanDeviceName(ev.link.name))
+        markSoon('a VXLAN device was deleted');
     }, WATCHED_LINKS),
     deps.events.subscribeRouteEvents((ev) => {
       if (ev.type === 'overflow') {
         deps.masq?.invalidate();
-        markSoon();
+        markSoon('route notifications lost');
         return;
       }
       if (ev.type === 'nexthop-deleted') {
-        if (ev.protocol === TRELLIS_ROUTE_PROTOCOL && deps.routesNexthop(ev.id)) markSoon();
+        if (ev.protocol === TRELLIS_ROUTE_PROTOCOL && deps.routesNexthop(ev.id))
+          markSoon('a nexthop of ours was deleted');
         return;
       }
       if (ev.route.unreadable === true) {
         // Only its key is known: it matters when it takes or leaves a prefix of ours (a conflict).
-        if (isForeignRoute(ev.route) && deps.concernsPrefix({ ...ev.route, table: ev.table })) markSoon();
+        if (isForeignRoute(ev.route) && deps.concernsPrefix({ ...ev.route, table: ev.table })) {
+          markSoon(`a foreign route on ${ev.route.dst}`);
+        }
         return;
       }
       if (isConnectedSubnetRoute(ev.route, ev.table)) {
-        markSoon();
+        markSoon('a connected subnet changed');
         return;
       }
       if (isForeignRoute(ev.route)) {
-        if (deps.concernsPrefix({ ...ev.route, table: ev.table })) markSoon();
+        if (deps.concernsPrefix({ ...ev.route, table: ev.table }))
+          markSoon(`a foreign route on ${ev.route.dst}`);
         return;
       }
       if (ev.type === 'add' || !isOwnedRouteChange(ev.route, ev.nexthopId)) return;
       if (deps.isOwnDeletion(ev.route)) return;
-      markSoon();
+      markSoon(`a route of ours to ${ev.route.dst} was deleted`);
     }, WATCHED_ROUTES),
   ];
   const masqTable = watchMasqTable(deps, markSoon);
@@ -162,7 +170,7 @@ export function watchKernel(deps: KernelWatchDeps): Subscription[] {
   return subscriptions;
 }
 
-function watchMasqTable(deps: KernelWatchDeps, markSoon: () => void): Subscription | undefined {
+function watchMasqTable(deps: KernelWatchDeps, markSoon: (why: string) => void): Subscription | undefined {
   const { masq, events, log } = deps;
   if (masq === undefined || events.subscribeNftablesEvents === undefined) return undefined;
   const watch = new MasqTableWatch({
@@ -180,7 +188,7 @@ function watchMasqTable(deps: KernelWatchDeps, markSoon: () => void): Subscripti
             'the nftables table inet trellis (masquerade, MSS clamp) was changed by someone else; putting it back',
           );
         masq.invalidate();
-        markSoon();
+        markSoon(ev.type === 'overflow' ? 'nftables notifications lost' : 'the nftables table was changed');
       },
       { family: NFPROTO_INET, name: DEFAULT_TABLE },
     );

@@ -35,8 +35,11 @@ class FakeCluster implements ClusterView {
 }
 
 /** A pino logger whose lines land in `lines` (level as a number, 30 info, 40 warn). */
-function capturingLogger(): { log: pino.Logger; lines: { level: number; msg: string; reason?: string }[] } {
-  const lines: { level: number; msg: string; reason?: string }[] = [];
+function capturingLogger(): {
+  log: pino.Logger;
+  lines: { level: number; msg: string; reason?: string; why?: string[] }[];
+} {
+  const lines: { level: number; msg: string; reason?: string; why?: string[] }[] = [];
   const log = pino({ level: 'debug' }, { write: (s: string) => void lines.push(JSON.parse(s)) });
   return { log, lines };
 }
@@ -311,12 +314,43 @@ describe('NodeController', () => {
     t.controller.start(abort.signal);
     await new Promise((r) => setTimeout(r, 20));
     const after = t.inputs.length;
-    for (let i = 0; i < 50; i++) t.controller.markDirty();
+    for (let i = 0; i < 50; i++) t.controller.markDirty('test');
     await new Promise((r) => setTimeout(r, 20));
     abort.abort();
     await t.controller.done;
     expect(after).toBe(1);
     expect(t.inputs.length).toBe(2);
+  });
+
+  it('each full pass says why it ran: start, then the reasons gathered since the last one (five at most)', async () => {
+    const { log, lines } = capturingLogger();
+    const t = setup({ log });
+    t.cluster.synced = true;
+    t.cluster.nodes.set('n1', { name: 'n1', podCIDRs: ['10.244.1.0/24'], internalIPs: [] });
+    const abort = new AbortController();
+    const passes = () => lines.filter((l) => l.msg === 'reconciled');
+    t.controller.start(abort.signal);
+    await until('the first pass', () => passes().length === 1);
+    t.controller.markDirty('periodic resync');
+    t.controller.markDirty('the list of Nodes was read');
+    t.controller.markDirty('periodic resync'); // once, however often
+    await until('the second pass', () => passes().length === 2);
+    for (let i = 1; i <= 7; i++) t.controller.markDirty(`a foreign route on 10.244.${i}.0/24`);
+    await until('the third pass', () => passes().length === 3);
+    abort.abort();
+    await t.controller.done;
+    expect(passes().map((l) => l.why)).toEqual([
+      ['start'],
+      ['periodic resync', 'the list of Nodes was read'],
+      [
+        'a foreign route on 10.244.1.0/24',
+        'a foreign route on 10.244.2.0/24',
+        'a foreign route on 10.244.3.0/24',
+        'a foreign route on 10.244.4.0/24',
+        'a foreign route on 10.244.5.0/24',
+        'and 2 more',
+      ],
+    ]);
   });
 
   it('a pass with failed routes is retried after a capped, growing backoff instead of in a hot loop', async () => {
@@ -484,15 +518,15 @@ describe('NodeController loop', () => {
     });
     const abort = new AbortController();
     controller.start(abort.signal);
-    controller.markDirty();
+    controller.markDirty('test');
     await until('the throw logged', () =>
       lines.some((l) => l.msg.startsWith('reconcile loop failed unexpectedly')),
     );
     cluster.nodes.set('n1', { name: 'n1', podCIDRs: ['10.244.1.0/24'], internalIPs: ['10.0.0.1'] });
-    controller.markDirty();
+    controller.markDirty('test');
     await until('a pass after the throw', () => passes >= 1);
     expect(sleeps).toEqual([100]);
-    controller.markDirty();
+    controller.markDirty('test');
     await until('another pass', () => passes >= 2);
     abort.abort();
     await controller.done;
@@ -685,7 +719,7 @@ describe('NodeController per-node steps', () => {
     // A relist (onSync) brings a deletion and an addition without naming them; a resync finds them too.
     t.cluster.nodes.delete('n2');
     t.cluster.nodes.set('m2', { name: 'm2', podCIDRs: ['10.244.12.0/24'], internalIPs: ['10.0.0.12'] });
-    t.controller.markDirty();
+    t.controller.markDirty('test');
     const waited = t.passes.length;
     await until('another waiting pass', () => t.passes.length > waited);
     // A watch event then: held back like the relist's changes, not applied on its own.
@@ -693,7 +727,7 @@ describe('NodeController per-node steps', () => {
     t.controller.enqueue('m3');
     await settle();
     expect(t.steps).toEqual([]);
-    t.controller.markDirty(); // the periodic resync: still waiting
+    t.controller.markDirty('test'); // the periodic resync: still waiting
     await until('a third waiting pass', () => t.passes.length > waited + 1);
     await settle();
     expect(t.steps).toEqual([]);
@@ -735,13 +769,13 @@ describe('NodeController per-node steps', () => {
     const t = perNodeSetup();
     await until('first full pass', () => t.full.length === 1);
     t.controller.enqueue('n2');
-    t.controller.markDirty();
+    t.controller.markDirty('test');
     await until('second full pass', () => t.full.length === 2);
     await settle();
     expect(t.steps).toHaveLength(0);
 
     const release = t.hold();
-    t.controller.markDirty();
+    t.controller.markDirty('test');
     await until('third full pass running', () => t.full.length === 3);
     t.controller.enqueue('n2');
     await settle();
