@@ -199,6 +199,7 @@ class StoreIpam implements Ipam {
     this.loadReport = state.report;
     this.#last = state.last;
     this.#rebuildUsed();
+    this.#carryLast(false);
   }
 
   allocate(key: LeaseKey, meta: LeaseMeta = {}): Lease {
@@ -545,6 +546,7 @@ class StoreIpam implements Ipam {
     };
     this.#ranges = next;
     this.#rebuildUsed();
+    this.#carryLast(true);
     const released: Lease[] = [];
     // Every lease outside is tried, whatever fails before it: the caller must learn of each one that
     // went (its pod's veth and routes go too), and a failure leaves only that lease behind. It goes
@@ -566,6 +568,38 @@ class StoreIpam implements Ipam {
     }
     if (failure !== undefined) throw new RangeChangeError(released, failure);
     return released;
+  }
+
+  /**
+   * A range new since the last allocation (the node's pod CIDR widened, narrowed or moved) goes on
+   * from the last address handed out in an earlier range that lies inside it: without it the next pod
+   * would get the first address, as likely as not one just freed, while other nodes and caches still
+   * know it as another pod's. The highest such address, when several do. `prune`: pointers of ranges
+   * gone are dropped (a pod CIDR change), not kept in last.json for ever.
+   */
+  #carryLast(prune: boolean): void {
+    let changed = false;
+    for (const range of this.#ranges) {
+      if (this.#last.has(range.text)) continue;
+      let best: { text: string; value: bigint } | undefined;
+      for (const text of this.#last.values()) {
+        const ip = parseIp(text);
+        if (ip === undefined || !cidrContains(range.cidr, ip)) continue;
+        if (best === undefined || ip.value > best.value) best = { text, value: ip.value };
+      }
+      if (best === undefined) continue;
+      this.#last.set(range.text, best.text);
+      changed = true;
+    }
+    if (prune) {
+      const current = new Set(this.#ranges.map((r) => r.text));
+      for (const key of [...this.#last.keys()]) {
+        if (current.has(key)) continue;
+        this.#last.delete(key);
+        changed = true;
+      }
+    }
+    if (changed) this.#store.putLast(this.#last);
   }
 
   usage(): RangeUsage[] {

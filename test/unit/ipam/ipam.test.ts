@@ -190,6 +190,35 @@ describe('release', () => {
   });
 });
 
+describe('round-robin across a pod CIDR change', () => {
+  it('a widened range goes on after the last address of the old one, across a restart and in place', () => {
+    const dir = tempDir();
+    let ipam = openIpam({ dir, ranges: ['10.99.0.0/28'] });
+    expect(addrs(ipam.allocate(key('a')))).toEqual(['10.99.0.2']);
+    expect(addrs(ipam.allocate(key('b')))).toEqual(['10.99.0.3']);
+    ipam.release(key('a'));
+    // The agent restarted with the Node's new pod CIDR: .2, just freed, is not the next one.
+    ipam = openIpam({ dir, ranges: ['10.99.0.0/27'] });
+    expect(ipam.setRanges(['10.99.0.0/27'])).toEqual([]);
+    expect(addrs(ipam.allocate(key('c')))).toEqual(['10.99.0.4']);
+    // In place, both families, and the old ranges' pointers leave last.json.
+    ipam.setRanges(['10.99.0.0/26', 'fd00::/120']);
+    expect(addrs(ipam.allocate(key('d')))).toEqual(['10.99.0.5', 'fd00::2']);
+    expect(JSON.parse(readFileSync(join(dir, 'last.json'), 'utf8'))).toEqual({
+      '10.99.0.0/26': '10.99.0.5',
+      'fd00::/120': 'fd00::2',
+    });
+  });
+
+  it('a range that holds none of the last addresses starts at its first, as a new node’s does', () => {
+    const dir = tempDir();
+    const ipam = openIpam({ dir, ranges: ['10.99.0.0/28'] });
+    ipam.allocate(key('a'));
+    ipam.setRanges(['10.98.0.0/28']);
+    expect(addrs(ipam.allocate(key('b')))).toEqual(['10.98.0.2']);
+  });
+});
+
 describe('exhaustion and all-or-nothing', () => {
   it('fails with IPAM_EXHAUSTED naming the range and keeps nothing of the other family', () => {
     const dir = tempDir();
@@ -257,12 +286,13 @@ describe('ranges', () => {
     expect(ipam.ranges()).toEqual(['10.244.0.0/16', 'fd00:2::/120']);
 
     const c = ipam.allocate(key('c'));
-    expect(addrs(c)).toEqual(['10.244.0.2', 'fd00:2::2']);
+    // IPv4 goes on after the old range's last address (.3, inside the new range), IPv6 starts afresh.
+    expect(addrs(c)).toEqual(['10.244.1.4', 'fd00:2::2']);
     // Shrinking to a range that still holds c keeps it; dropping IPv6 keeps it too (its IPv6
     // address is no longer inside any range, so it is released).
-    expect(ipam.setRanges(['10.244.0.0/24', 'fd00:2::/120'])).toEqual([]);
-    expect(ipam.setRanges(['10.244.0.0/24'])).toEqual([c]);
-    expect(ipam.usage()).toEqual([{ family: 4, range: '10.244.0.0/24', capacity: 253, used: 0 }]);
+    expect(ipam.setRanges(['10.244.1.0/24', 'fd00:2::/120'])).toEqual([]);
+    expect(ipam.setRanges(['10.244.1.0/24'])).toEqual([c]);
+    expect(ipam.usage()).toEqual([{ family: 4, range: '10.244.1.0/24', capacity: 253, used: 0 }]);
   });
 
   it('setRanges releases a lease that the new range reserves: its network (the VTEP) or gateway address', () => {
