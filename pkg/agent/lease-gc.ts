@@ -5,12 +5,15 @@ export interface PodOnNode {
   namespace: string;
   name: string;
   uid: string;
+  /** status.phase: a Succeeded or Failed pod has no sandbox left to keep an address for. */
+  phase?: string;
 }
 
 /**
  * Leases to release in IPAM garbage collection: the pod no longer runs on this node (per the API's
- * pods with spec.nodeName = this node) AND its network namespace is gone. Requiring both keeps a
- * pod that the API lists late, or a netns the agent cannot see, from losing its address.
+ * pods with spec.nodeName = this node, a finished one, Succeeded or Failed, not counting: a Job's pod
+ * stays listed until it is deleted) AND its network namespace is gone. Requiring both keeps a pod
+ * that the API lists late, or a netns the agent cannot see, from losing its address.
  */
 export function staleLeases(
   leases: readonly Lease[],
@@ -23,8 +26,9 @@ export function staleLeases(
    */
   hostVethExists: (l: Lease) => boolean = () => false,
 ): Lease[] {
-  const running = new Set(podsOnNode.map((p) => `${p.namespace}/${p.name}`));
-  const runningUids = new Set(podsOnNode.map((p) => p.uid));
+  const live = podsOnNode.filter((p) => p.phase !== 'Succeeded' && p.phase !== 'Failed');
+  const running = new Set(live.map((p) => `${p.namespace}/${p.name}`));
+  const runningUids = new Set(live.map((p) => p.uid));
   return leases.filter((l) => {
     if (busy.has(attachmentKey(l))) return false;
     const known = l.podNamespace !== undefined && l.podName !== undefined;

@@ -29,6 +29,18 @@ describe('staleLeases (IPAM GC against the API)', () => {
     expect(stale.map((l) => l.containerId).sort()).toEqual(['gone', 'old-sandbox']);
   });
 
+  it('a finished pod (Succeeded, Failed) still listed keeps no lease whose netns is gone; one still there stays', () => {
+    const pods = [
+      { namespace: 'default', name: 'job', uid: 'uid-job', phase: 'Succeeded' },
+      { namespace: 'default', name: 'crashed', uid: 'uid-crashed', phase: 'Failed' },
+      { namespace: 'default', name: 'done', uid: 'uid-done', phase: 'Succeeded' },
+      { namespace: 'default', name: 'alive', uid: 'uid-alive', phase: 'Running' },
+    ];
+    const leases = [lease('job'), lease('crashed'), lease('done'), lease('alive')];
+    const stale = staleLeases(leases, pods, exists(['/var/run/netns/done']), new Set());
+    expect(stale.map((l) => l.containerId).sort()).toEqual(['crashed', 'job']);
+  });
+
   it('never touches an attachment with a CNI call in flight', () => {
     const stale = staleLeases([lease('gone')], [], exists([]), new Set(['gone\0eth0']));
     expect(stale).toEqual([]);
