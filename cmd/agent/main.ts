@@ -151,7 +151,7 @@ async function main(argv: string[]): Promise<number> {
       spoolDir: config.spoolDir,
       isTrellisDevice: isVxlanDeviceName,
       deleteNftTable: () => nft.deleteTableIfPresent(),
-      deleteForwardAccepts: () => deleteOwnAccepts(firewall.run, firewall.legacy),
+      deleteForwardAccepts: () => deleteOwnAccepts(firewall.run, firewall.legacy, iptablesNftSave(firewall)),
     });
     for (const l of locks) l.release();
     // What the agent turned on stays: other networks need forwarding too, and what it was before is
@@ -228,8 +228,7 @@ async function main(argv: string[]): Promise<number> {
         readForwardRuleset((args) => firewall.run({ tool: 'nft', args }), podCIDRs, DEFAULT_TABLE, {
           legacy: firewall.legacy,
           vxlan,
-          iptablesNftSave: (family) =>
-            firewall.runTool(family === 4 ? 'iptables-nft-save' : 'ip6tables-nft-save', ['-t', 'filter']),
+          iptablesNftSave: iptablesNftSave(firewall),
         }),
       writeForwardFirewall: firewall.run,
       kube,
@@ -374,4 +373,10 @@ function withTrim(hooks: AgentHooks, trim: IdleTrim): AgentHooks {
       trim.noteWork();
     },
   };
+}
+
+/** `iptables-nft-save -t filter` (ip6tables-nft-save for 6): what nft shows of iptables-nft's xt matches by name only. */
+function iptablesNftSave(firewall: ReturnType<typeof firewallTools>): (family: 4 | 6) => Promise<string> {
+  return (family) =>
+    firewall.runTool(family === 4 ? 'iptables-nft-save' : 'ip6tables-nft-save', ['-t', 'filter']);
 }

@@ -106,7 +106,56 @@ export async function readForwardRuleset(
   // The forward walk never needs the refinement (what it cannot judge, it passes over); the input
   // walk, strict, would be undecided at every `-m conntrack` iptables-nft writes.
   if (input && iptablesNftSave !== undefined) await refineXt(rules, iptablesNftSave);
+  if (iptablesNftSave !== undefined) await recoverXtComments(rules, iptablesNftSave);
   return withLegacy({ baseChains, rules }, legacy, input);
+}
+
+/** A rule whose comment iptables-nft wrote as an xt match: nft -j shows the match, not the text. */
+function hasXtComment(rule: Rule): boolean {
+  return (
+    rule.comment === undefined &&
+    rule.expr.some((e) => (e.xt as { name?: unknown } | undefined)?.name === 'comment')
+  );
+}
+
+/**
+ * iptables-nft-restore (netfilter-persistent at boot, after a save) writes back our accepts with their
+ * comment as an xt match, which `nft -j` shows without its text: unrecognised, they would outlive a
+ * pod CIDR change and `uninstall`. Where an `ip filter` or `ip6 filter` chain holds such a rule, the
+ * texts are read from `iptables-nft-save`, rule for rule; a chain whose rule count differs (changed
+ * between the two reads) keeps nft's view until the next read.
+ */
+export async function recoverXtComments(
+  rules: Map<string, Rule[]>,
+  save: (family: 4 | 6) => Promise<string>,
+): Promise<void> {
+  for (const [family, nftFamily] of [
+    [4, 'ip'],
+    [6, 'ip6'],
+  ] as const) {
+    const chains = [...rules].filter(
+      ([key, list]) => key.startsWith(`${nftFamily} filter `) && list.some(hasXtComment),
+    );
+    if (chains.length === 0) continue;
+    let saved: ForwardRuleset;
+    try {
+      saved = parseIptablesSave(await save(family), family);
+    } catch {
+      continue; // no iptables-nft here, or a table it cannot print: nft's view stays
+    }
+    const tool = family === 4 ? 'iptables-legacy' : 'ip6tables-legacy';
+    for (const [key, list] of chains) {
+      const translated = saved.rules.get(`${tool} filter ${key.slice(`${nftFamily} filter `.length)}`);
+      if (translated === undefined || translated.length !== list.length) continue;
+      rules.set(
+        key,
+        list.map((r, i) => {
+          const comment = translated[i]!.comment;
+          return hasXtComment(r) && comment !== undefined ? { ...r, comment } : r;
+        }),
+      );
+    }
+  }
 }
 
 /** An xt match other than `-m comment`: nft shows its name and not what it matches. */
@@ -154,13 +203,26 @@ async function refineXt(rules: Map<string, Rule[]>, save: (family: 4 | 6) => Pro
 
 /**
  * `uninstall`: deletes every accept rule the agent inserted into other programs' chains (found by
- * comment in one `nft -j list ruleset`, and in the legacy filter tables); resolves with how many.
+ * comment in one `nft -j list ruleset`, those iptables-nft wrote back with their comment as an xt
+ * match through `iptables-nft-save`, and in the legacy filter tables); resolves with how many.
  */
 export async function deleteOwnAccepts(
   run: (cmd: FirewallCommand) => Promise<string>,
   legacy?: LegacyIptables,
+  iptablesNftSave?: (family: 4 | 6) => Promise<string>,
 ): Promise<number> {
-  const nft = ownAccepts(parseRulesetRules(await run({ tool: 'nft', args: ['-j', 'list', 'ruleset'] })));
+  const listed = parseRulesetRules(await run({ tool: 'nft', args: ['-j', 'list', 'ruleset'] }));
+  const byChain = new Map<string, Rule[]>();
+  const chains = new Map<string, ChainRef>();
+  for (const { chain, rule } of listed) {
+    const key = chainKey(chain);
+    chains.set(key, chain);
+    byChain.set(key, [...(byChain.get(key) ?? []), rule]);
+  }
+  if (iptablesNftSave !== undefined) await recoverXtComments(byChain, iptablesNftSave);
+  const nft = ownAccepts(
+    [...byChain].flatMap(([key, list]) => list.map((rule) => ({ chain: chains.get(key)!, rule }))),
+  );
   const old = ownAccepts(rulesWithChains(await withLegacy({ baseChains: [], rules: new Map() }, legacy)));
   const accepts = [...nft, ...old];
   for (const at of accepts) await run(deleteCommand(at));

@@ -124,4 +124,38 @@ describe.skipIf(skip !== undefined)(skip === undefined ? title : `${title} (skip
     expect(existsSync(node.agent.stateDir)).toBe(false);
     expect(existsSync(node.agent.socket)).toBe(false);
   });
+
+  it('accepts iptables-nft wrote back (netfilter-persistent: save, then restore at boot) are found and removed', async () => {
+    node = new NodeHarness();
+    const tools = ['iptables-nft', 'ip6tables-nft'];
+    await node.start([], (host) => {
+      for (const tool of tools) nsExec(host, tool, ['-P', 'FORWARD', 'DROP']);
+    });
+    const host = node.host.name;
+    const ours = () =>
+      tools.flatMap((tool) =>
+        nsExec(host, tool, ['-S', 'FORWARD'])
+          .split('\n')
+          .filter((l) => l.includes('trellis')),
+      );
+    for (let i = 0; i < 100 && ours().length < 4; i++) await new Promise((r) => setTimeout(r, 50));
+    expect(ours()).toHaveLength(4);
+    await node.agent.stop();
+    for (const tool of tools) nsExec(host, 'sh', ['-c', `${tool}-save | ${tool}-restore`]);
+    expect(ours()).toHaveLength(4);
+    // nft now shows the comment as an xt match, without its text.
+    const listed = JSON.parse(nsExec(host, 'nft', ['-j', 'list', 'chain', 'ip', 'filter', 'FORWARD'])) as {
+      nftables: { rule?: { comment?: string; expr: { xt?: { name?: string } }[] } }[];
+    };
+    const rules = listed.nftables.flatMap((i) => (i.rule === undefined ? [] : [i.rule]));
+    expect(rules.some((r) => r.comment === undefined && r.expr.some((e) => e.xt?.name === 'comment'))).toBe(
+      true,
+    );
+
+    const run = await uninstall(node, 1);
+    expect(run.code, JSON.stringify(run.lines)).toBe(0);
+    expect(run.lines.at(-1)).toMatchObject({ msg: 'trellis uninstalled from this node', forwardAccepts: 4 });
+    expect(ours()).toEqual([]);
+    for (const tool of tools) expect(nsExec(host, tool, ['-S', 'FORWARD'])).toContain('-P FORWARD DROP');
+  });
 });
