@@ -567,6 +567,10 @@ export class NodeController {
           masq,
           // The kernel held exactly the routes of the last pass and the steps since, for the same inputs.
           ...(report.quiet === true ? { quiet: true } : {}),
+          // VXLAN neighbour and FDB entries written or removed (a peer changed, or someone else's change undone).
+          ...(report.overlay === undefined || report.overlay.added + report.overlay.removed === 0
+            ? {}
+            : { overlayAdded: report.overlay.added, overlayRemoved: report.overlay.removed }),
           ...(report.nexthopsPruned === undefined ? {} : { nexthopsPruned: report.nexthopsPruned }),
           ...(why.length === 0 ? {} : { why: whyField(why) }),
           durationMs,

@@ -433,13 +433,15 @@ export class RouteReconciler {
       if ((overlay?.errors.length ?? 0) === 0) this.state = known;
       // The steps since the last plan may have routed peers through other devices (or none through one).
       this.planDevices = stateDevices(known);
+      // Neighbour or FDB entries written back (deleted or changed by someone else) make it no quiet pass.
+      const repaired = (overlay?.added ?? 0) + (overlay?.removed ?? 0) > 0;
       return {
         ...folded,
         problems: [...prepared.problems, ...folded.problems],
         ...(overlay === undefined ? {} : { overlay }),
         directSubnets,
         routeDevices: this.planDevices,
-        quiet: true,
+        ...(repaired ? {} : { quiet: true }),
         durationMs: this.now() - start,
       };
     }

@@ -317,6 +317,39 @@ describe.skipIf(netnsSkipReason !== undefined)(
       expect(routesOn(nodeA, 4)).toEqual(before.routes);
     });
 
+    it('neighbour and FDB entries deleted by hand are written back by the next pass, which says so and is not quiet', async () => {
+      const a = reconciler(nodeA, 'node-a');
+      await pass(a, selfA, [published(selfB), sameSubnet]);
+      expect((await pass(a, selfA, [published(selfB), sameSubnet])).quiet).toBe(true);
+      const neighs = neighsOn(nodeA, 'trellis.v4');
+      const fdb = fdbOn(nodeA, 'trellis.v4');
+      expect(neighs).toHaveLength(1);
+      expect(fdb).toHaveLength(1);
+      ip(nodeA.name, 'neigh', 'del', neighs[0]!.split(' ')[0]!, 'dev', 'trellis.v4');
+      const [mac, , dst] = fdb[0]!.split(' ');
+      execFileSync('bridge', [
+        '-n',
+        nodeA.name,
+        'fdb',
+        'del',
+        mac!,
+        'dev',
+        'trellis.v4',
+        'dst',
+        dst!,
+        'self',
+      ]);
+      expect(neighsOn(nodeA, 'trellis.v4')).toEqual([]);
+
+      const repaired = await pass(a, selfA, [published(selfB), sameSubnet]);
+      expect(repaired.quiet).toBeUndefined();
+      expect(repaired.overlay).toMatchObject({ added: 2, removed: 0 });
+      expect(repaired).toMatchObject({ added: 0, replaced: 0, removed: 0 });
+      expect(neighsOn(nodeA, 'trellis.v4')).toEqual(neighs);
+      expect(fdbOn(nodeA, 'trellis.v4')).toEqual(fdb);
+      expect((await pass(a, selfA, [published(selfB), sameSubnet])).quiet).toBe(true);
+    });
+
     it('a device check that fails (a spawn, say) keeps the devices and their tunnel routes; the pass reports it', async () => {
       let failing = false;
       const tool = toolWithCheckHook(nodeA, () => {
