@@ -59,7 +59,7 @@ export interface AgentPorts {
         Partial<
           Pick<
             MasqSyncer,
-            'changeCluster' | 'committedBy' | 'wroteElements' | 'clampRefused' | 'lastInPlaceError'
+            'changeCluster' | 'committedBy' | 'wroteElements' | 'clampRefused' | 'lastInPlaceError' | 'resync'
           >
         >)
     | undefined;

@@ -37,6 +37,8 @@ export interface ControllerDeps {
           added: readonly string[],
         ): Promise<'updated' | 'unchanged' | 'unsupported'>;
         invalidate(): void;
+        /** The periodic resync's check (MasqSyncer.resync); without it, invalidate. */
+        resync?(): void;
         /** Why the last in-place change of set elements was refused (the table was applied whole). */
         readonly lastInPlaceError?: string | undefined;
         /** Why the kernel refused the MSS clamp (the rest of the table applied), or undefined. */
@@ -183,7 +185,9 @@ export class NodeController {
 
   start(signal: AbortSignal): void {
     const resync = setInterval(() => {
-      this.deps.masq?.invalidate();
+      const masq = this.deps.masq;
+      if (masq?.resync !== undefined) masq.resync();
+      else masq?.invalidate();
       this.markDirty('periodic resync');
     }, this.deps.resyncMs);
     resync.unref();

@@ -150,6 +150,14 @@ export class NftRunner {
     }
   }
 
+  /**
+   * `nft -s list table inet NAME`: the table as the kernel holds it, without counter values
+   * (stateless), so two listings of an unchanged table are equal byte for byte.
+   */
+  async snapshot(tableName?: string): Promise<string> {
+    return this.run(['-s', 'list', 'table', 'inet', validateTableName(tableName)]);
+  }
+
   /** `nft -j list table inet NAME` parsed; undefined when the table does not exist. */
   async listTable(tableName?: string): Promise<unknown[] | undefined> {
     const t = validateTableName(tableName);

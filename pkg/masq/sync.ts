@@ -28,7 +28,7 @@ export interface SetElementWriter {
 const MAX_RANGES_IN_PLACE = 1024;
 
 export class MasqSyncer {
-  private readonly runner: Pick<NftRunner, 'apply'> & Partial<Pick<NftRunner, 'ran'>>;
+  private readonly runner: Pick<NftRunner, 'apply'> & Partial<Pick<NftRunner, 'ran' | 'snapshot'>>;
   private readonly elements: SetElementWriter | undefined;
   /**
    * What the kernel holds as far as the syncer knows: the text last applied (undefined after a
@@ -49,9 +49,16 @@ export class MasqSyncer {
   lastSkipped: SkippedCidr[] = [];
   /** Why the last in-place change was refused (the table was then applied whole); undefined after one worked. */
   lastInPlaceError: string | undefined;
+  /**
+   * The kernel's table listed (runner.snapshot) right after the last whole apply; undefined once set
+   * elements were changed in place or someone else changed the table since.
+   */
+  private listed: string | undefined;
+  /** The next sync checks the kernel against `listed` (resync()). */
+  private verifyNext = false;
 
   constructor(
-    runner: Pick<NftRunner, 'apply'> & Partial<Pick<NftRunner, 'ran'>>,
+    runner: Pick<NftRunner, 'apply'> & Partial<Pick<NftRunner, 'ran' | 'snapshot'>>,
     elements?: SetElementWriter,
   ) {
     this.runner = runner;
@@ -101,6 +108,11 @@ export class MasqSyncer {
     const clampOff = withoutClamp !== undefined && this.refused?.ruleset === ruleset;
     let text = clampOff ? withoutClamp : ruleset;
     let shape = clampOff ? shapes.withoutClamp! : shapes.ruleset;
+    if (this.verifyNext) {
+      this.verifyNext = false;
+      if (text !== this.lastApplied?.text || !(await this.kernelAsListed(plan!.table)))
+        this.lastApplied = undefined;
+    }
     if (text === this.lastApplied?.text) {
       this.unionsFrom(plan!);
       return 'unchanged';
@@ -134,7 +146,31 @@ export class MasqSyncer {
       shape = shapes.withoutClamp!;
     }
     settled();
+    await this.list(plan!.table, invalidations);
     return 'applied';
+  }
+
+  /** Lists the table just applied, for resync's check; none when someone changed it meanwhile. */
+  private async list(table: string, invalidations: number): Promise<void> {
+    this.listed = undefined;
+    if (this.runner.snapshot === undefined) return;
+    try {
+      const listed = await this.runner.snapshot(table);
+      if (this.invalidations === invalidations) this.listed = listed;
+    } catch {
+      // The next resync applies the table whole, as it did before listings.
+    }
+  }
+
+  /** Whether the kernel's table is still as listed after the last whole apply (resync's check). */
+  private async kernelAsListed(table: string): Promise<boolean> {
+    const listed = this.listed;
+    if (listed === undefined || this.runner.snapshot === undefined) return false;
+    try {
+      return (await this.runner.snapshot(table)) === listed;
+    } catch {
+      return false;
+    }
   }
 
   /** The kernel's sets are the plan's now: the unions for changeCluster are built from it (once per plan). */
@@ -186,6 +222,7 @@ export class MasqSyncer {
 
   /** True when the kernel took the changes (one transaction); false when it refused all of them. */
   private async changeInPlace(table: string, changes: readonly IntervalSetChange[]): Promise<boolean> {
+    this.listed = undefined; // the sets move on from the listing, whatever the kernel answers
     try {
       await this.elements!.update(table, changes);
       this.lastInPlaceError = undefined;
@@ -207,15 +244,28 @@ export class MasqSyncer {
   }
 
   /**
-   * Forget the cache so the next sync re-applies (the periodic resync, or someone flushed the ruleset),
-   * and tries a refused clamp again: the refusal may have been passing, or the module loaded since.
+   * Forget the cache so the next sync re-applies (someone changed the table, or its notifications were
+   * lost), and tries a refused clamp again: the refusal may have been passing, or the module loaded since.
    * The unions stay: built from a plan, they hold again once that plan is applied whole (rebuilding
    * them at every resync would cost tens of milliseconds of interpreted JS at 5,000 nodes for nothing).
    */
   invalidate(): void {
     this.lastApplied = undefined;
+    this.listed = undefined;
     this.refused = undefined;
     this.invalidations++;
+  }
+
+  /**
+   * The periodic resync: the next sync lists the kernel's table and applies only when it differs
+   * from the listing taken after the last whole apply (or when there is none: set elements changed
+   * in place since). A table rewritten every minute would zero the counters operators read (the
+   * masquerade rule's, the source check's drops); someone else's change is caught by the table watch
+   * at once, and by this check when its notifications were lost. A refused clamp is tried again.
+   */
+  resync(): void {
+    this.refused = undefined;
+    this.verifyNext = true;
   }
 }
 

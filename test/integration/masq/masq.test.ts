@@ -248,6 +248,27 @@ describe.skipIf(netnsSkipReason !== undefined)('masquerade with nftables (namesp
     );
   });
 
+  it('a resync over an unchanged table leaves it (and its counters) alone; one that differs is applied again', async () => {
+    const syncer = new MasqSyncer(nft);
+    expect(await syncer.sync(opts)).toBe('applied');
+    // Rule handles change when the table is applied again (deleted and created), and its counters
+    // with them: the same handles mean the same rules, counters and all.
+    const handles = () => nsExec(node.name, 'nft', ['-a', 'list', 'table', 'inet', 'trellis']);
+    const before = handles();
+    syncer.resync();
+    expect(await syncer.sync(opts)).toBe('unchanged');
+    expect(handles()).toBe(before);
+    // Someone's change the watch missed (its notifications lost): the resync finds it.
+    nsExec(node.name, 'nft', ['add', 'element', 'inet', 'trellis', 'nomasq_v4', '{ 203.0.113.0/24 }']);
+    syncer.resync();
+    expect(await syncer.sync(opts)).toBe('applied');
+    expect(nsExec(node.name, 'nft', ['list', 'set', 'inet', 'trellis', 'nomasq_v4'])).not.toContain(
+      '203.0.113.0/24',
+    );
+    syncer.resync();
+    expect(await syncer.sync(opts)).toBe('unchanged');
+  });
+
   it('deleteTable removes it and is idempotent; the root namespace was never touched', async () => {
     const rootBefore = execFileSync('nft', ['list', 'tables'], { encoding: 'utf8' });
     await nft.deleteTable();

@@ -32,6 +32,45 @@ describe('MasqSyncer', () => {
     expect(applied).toEqual([renderMasqRuleset(opts()), renderMasqRuleset(opts())]);
   });
 
+  it('resync: applies again only when the kernel differs from its listing after the last apply, or none is current', async () => {
+    let kernel = 'listing 1';
+    const applied: string[] = [];
+    const updates: IntervalSetChange[][] = [];
+    const s = new MasqSyncer(
+      {
+        apply: async (text: string) => {
+          applied.push(text);
+        },
+        snapshot: async () => kernel,
+      },
+      { port: 7, update: async (_table, changes) => void updates.push([...changes]) },
+    );
+    expect(await s.sync(opts())).toBe('applied');
+    s.resync();
+    expect(await s.sync(opts())).toBe('unchanged'); // the kernel as listed: left alone
+    kernel = 'listing 2'; // changed behind the watch's back
+    s.resync();
+    expect(await s.sync(opts())).toBe('applied');
+    s.resync();
+    expect(await s.sync(opts())).toBe('unchanged'); // listed again after that apply
+    // Set elements changed in place: the listing no longer describes the kernel, the resync applies.
+    expect(await s.sync({ ...opts(), clusterCIDRs: [...opts().clusterCIDRs, '10.250.0.0/24'] })).toBe(
+      'updated',
+    );
+    s.resync();
+    expect(await s.sync({ ...opts(), clusterCIDRs: [...opts().clusterCIDRs, '10.250.0.0/24'] })).toBe(
+      'applied',
+    );
+    expect(applied).toHaveLength(3);
+    expect(updates).toHaveLength(1);
+    // Without a snapshot (an older runner), a resync is an invalidate.
+    const { s: plain, applied: plainApplied } = syncer();
+    await plain.sync(opts());
+    plain.resync();
+    expect(await plain.sync(opts())).toBe('applied');
+    expect(plainApplied).toHaveLength(2);
+  });
+
   it('an invalidate while nft runs is not lost: the next sync applies again', async () => {
     // Someone flushes the ruleset right after our transaction, and the watch's invalidate() lands
     // before our nft has exited: what was applied may be gone already.
