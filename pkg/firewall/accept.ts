@@ -159,7 +159,7 @@ export function planAccepts(rs: ForwardRuleset, blocks: readonly ForwardBlock[])
 }
 
 /** "saddr 10.244.1.0/24": the address field and prefix an accept of ours matches, read back. */
-function acceptTarget(rule: Rule): string | undefined {
+export function acceptTarget(rule: Rule): string | undefined {
   for (const e of rule.expr) {
     const m = e.match as { left?: { payload?: { field?: unknown } }; right?: unknown } | undefined;
     const field = m?.left?.payload?.field;

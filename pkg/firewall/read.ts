@@ -7,7 +7,7 @@
  * read too, through `iptables-legacy-save` (iptables-save.ts). With VXLAN packets to judge
  * (vxlan-input.ts), the input hook's chains are read the same way.
  */
-import { deleteCommand, type FirewallCommand, ownAccepts } from './accept.ts';
+import { acceptTarget, deleteCommand, type FirewallCommand, ownAccepts } from './accept.ts';
 import { packetKinds, ruleMatches, ruleMatchesWith } from './forward-analysis.ts';
 import { parseIptablesSave } from './iptables-save.ts';
 import {
@@ -69,7 +69,9 @@ export async function readForwardRuleset(
   ownTable: string,
   opts: ReadOptions = {},
 ): Promise<ForwardRuleset> {
-  const { legacy, vxlan = [], iptablesNftSave } = opts;
+  const { legacy, vxlan = [] } = opts;
+  // Read once per family and read: the refinement and the comments both want it.
+  const iptablesNftSave = opts.iptablesNftSave === undefined ? undefined : onceEach(opts.iptablesNftSave);
   const input = vxlan.length > 0;
   const baseChains = parseForwardBaseChains(await run(['-j', 'list', 'chains']), ownTable, input);
   const kinds = packetKinds(podCIDRs);
@@ -108,6 +110,11 @@ export async function readForwardRuleset(
   if (input && iptablesNftSave !== undefined) await refineXt(rules, iptablesNftSave);
   if (iptablesNftSave !== undefined) await recoverXtComments(rules, iptablesNftSave);
   return withLegacy({ baseChains, rules }, legacy, input);
+}
+
+/** The rule ends in a plain accept. */
+function isAccept(rule: Rule): boolean {
+  return rule.expr.some((e) => 'accept' in e);
 }
 
 /** A rule whose comment iptables-nft wrote as an xt match: nft -j shows the match, not the text. */
@@ -150,8 +157,16 @@ export async function recoverXtComments(
       rules.set(
         key,
         list.map((r, i) => {
-          const comment = translated[i]!.comment;
-          return hasXtComment(r) && comment !== undefined ? { ...r, comment } : r;
+          // By position, so only where both reads show the same accept of the same prefix: a chain
+          // edited between the reads (same count, rules moved) must not lend our comment to another
+          // program's rule, which the agent or uninstall would then delete.
+          const saved = translated[i]!;
+          const target = acceptTarget(r);
+          const same =
+            target !== undefined && target === acceptTarget(saved) && isAccept(r) && isAccept(saved);
+          return hasXtComment(r) && same && saved.comment !== undefined
+            ? { ...r, comment: saved.comment }
+            : r;
         }),
       );
     }
@@ -217,7 +232,9 @@ export async function deleteOwnAccepts(
   for (const { chain, rule } of listed) {
     const key = chainKey(chain);
     chains.set(key, chain);
-    byChain.set(key, [...(byChain.get(key) ?? []), rule]);
+    const list = byChain.get(key);
+    if (list === undefined) byChain.set(key, [rule]);
+    else list.push(rule);
   }
   if (iptablesNftSave !== undefined) await recoverXtComments(byChain, iptablesNftSave);
   const nft = ownAccepts(
@@ -227,4 +244,17 @@ export async function deleteOwnAccepts(
   const accepts = [...nft, ...old];
   for (const at of accepts) await run(deleteCommand(at));
   return accepts.length;
+}
+
+/** `save`, called at most once per family (its later calls share the first one's answer). */
+function onceEach(save: (family: 4 | 6) => Promise<string>): (family: 4 | 6) => Promise<string> {
+  const answers = new Map<4 | 6, Promise<string>>();
+  return (family) => {
+    let answer = answers.get(family);
+    if (answer === undefined) {
+      answer = save(family);
+      answers.set(family, answer);
+    }
+    return answer;
+  };
 }

@@ -571,8 +571,8 @@ class StoreIpam implements Ipam {
   }
 
   /**
-   * A range new since the last allocation (the node's pod CIDR widened, narrowed or moved) goes on
-   * from the last address handed out in an earlier range that lies inside it: without it the next pod
+   * A range new since the last allocation (the node's pod CIDR widened or narrowed) goes on from the
+   * last address handed out in an earlier range that lies inside it: without it the next pod
    * would get the first address, as likely as not one just freed, while other nodes and caches still
    * know it as another pod's. The highest such address, when several do. `prune`: pointers of ranges
    * gone are dropped (a pod CIDR change), not kept in last.json for ever.

@@ -28,7 +28,7 @@ export interface SetElementWriter {
 const MAX_RANGES_IN_PLACE = 1024;
 
 export class MasqSyncer {
-  private readonly runner: Pick<NftRunner, 'apply'> & Partial<Pick<NftRunner, 'ran' | 'snapshot'>>;
+  private readonly runner: Pick<NftRunner, 'apply'> & Partial<Pick<NftRunner, 'ran' | 'snapshot' | 'check'>>;
   private readonly elements: SetElementWriter | undefined;
   /**
    * What the kernel holds as far as the syncer knows: the text last applied (undefined after a
@@ -58,7 +58,7 @@ export class MasqSyncer {
   private verifyNext = false;
 
   constructor(
-    runner: Pick<NftRunner, 'apply'> & Partial<Pick<NftRunner, 'ran' | 'snapshot'>>,
+    runner: Pick<NftRunner, 'apply'> & Partial<Pick<NftRunner, 'ran' | 'snapshot' | 'check'>>,
     elements?: SetElementWriter,
   ) {
     this.runner = runner;
@@ -104,14 +104,24 @@ export class MasqSyncer {
       // changeCluster moved the kernel's nomasq sets on since the last sync: compare with them.
       this.lastApplied = { ...last, sets: this.cluster.sets.current(last.sets) };
     }
+    const verify = this.verifyNext;
+    this.verifyNext = false;
+    if (verify && this.refused?.ruleset === ruleset && this.runner.check !== undefined) {
+      // The refused clamp again, without committing (nft -c): the module may have loaded since. Only
+      // a clamp the kernel now takes changes the table, so a refusal that lasts keeps its counters.
+      try {
+        await this.runner.check(ruleset);
+        this.refused = undefined;
+      } catch {
+        // Still refused: the table without it stays.
+      }
+    }
     // This very ruleset's clamp was refused: the table without it, until the ruleset changes.
     const clampOff = withoutClamp !== undefined && this.refused?.ruleset === ruleset;
     let text = clampOff ? withoutClamp : ruleset;
     let shape = clampOff ? shapes.withoutClamp! : shapes.ruleset;
-    if (this.verifyNext) {
-      this.verifyNext = false;
-      if (text !== this.lastApplied?.text || !(await this.kernelAsListed(plan!.table)))
-        this.lastApplied = undefined;
+    if (verify && (text !== this.lastApplied?.text || !(await this.kernelAsListed(plan!.table)))) {
+      this.lastApplied = undefined;
     }
     if (text === this.lastApplied?.text) {
       this.unionsFrom(plan!);
@@ -261,10 +271,12 @@ export class MasqSyncer {
    * from the listing taken after the last whole apply (or when there is none: set elements changed
    * in place since). A table rewritten every minute would zero the counters operators read (the
    * masquerade rule's, the source check's drops); someone else's change is caught by the table watch
-   * at once, and by this check when its notifications were lost. A refused clamp is tried again.
+   * at once, and by this check when its notifications were lost. A refused clamp is tried again
+   * (nft -c first, so a kernel that still refuses it keeps the table and its counters).
    */
   resync(): void {
-    this.refused = undefined;
+    // Without a check to try the clamp with, it is tried by applying, as invalidate does.
+    if (this.runner.check === undefined) this.refused = undefined;
     this.verifyNext = true;
   }
 }

@@ -71,6 +71,33 @@ describe('MasqSyncer', () => {
     expect(plainApplied).toHaveLength(2);
   });
 
+  it('resync with a refused clamp: nft -c tries it, and only a clamp the kernel now takes changes the table', async () => {
+    let modules = false; // nft_exthdr, nft_rt
+    const applied: string[] = [];
+    const refuse = async (text: string): Promise<void> => {
+      if (!modules && text.includes('maxseg'))
+        throw new Error('Could not process rule: No such file or directory');
+    };
+    const s = new MasqSyncer({
+      apply: async (text: string) => {
+        await refuse(text);
+        applied.push(text);
+      },
+      check: refuse,
+      snapshot: async () => (applied.at(-1)?.includes('maxseg') ? 'with clamp' : 'without clamp'),
+    });
+    const clamped: MasqOptions = { ...opts(), clampMssInto: ['trellis.v4'] };
+    expect(await s.sync(clamped)).toBe('applied');
+    expect(s.clampRefused).toContain('No such file or directory');
+    s.resync();
+    expect(await s.sync(clamped)).toBe('unchanged'); // still refused: the table and its counters stay
+    modules = true;
+    s.resync();
+    expect(await s.sync(clamped)).toBe('applied');
+    expect(s.clampRefused).toBeUndefined();
+    expect(applied.map((t) => t.includes('maxseg'))).toEqual([false, true]);
+  });
+
   it('an invalidate while nft runs is not lost: the next sync applies again', async () => {
     // Someone flushes the ruleset right after our transaction, and the watch's invalidate() lands
     // before our nft has exited: what was applied may be gone already.
