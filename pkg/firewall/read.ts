@@ -105,10 +105,11 @@ export async function readForwardRuleset(
       queue.push(next);
     }
   }
+  // Comments first, while nft's expressions still show which rules carry one as an xt match.
+  if (iptablesNftSave !== undefined) await recoverXtComments(rules, iptablesNftSave);
   // The forward walk never needs the refinement (what it cannot judge, it passes over); the input
   // walk, strict, would be undecided at every `-m conntrack` iptables-nft writes.
   if (input && iptablesNftSave !== undefined) await refineXt(rules, iptablesNftSave);
-  if (iptablesNftSave !== undefined) await recoverXtComments(rules, iptablesNftSave);
   return withLegacy({ baseChains, rules }, legacy, input);
 }
 
@@ -128,49 +129,23 @@ function hasXtComment(rule: Rule): boolean {
 /**
  * iptables-nft-restore (netfilter-persistent at boot, after a save) writes back our accepts with their
  * comment as an xt match, which `nft -j` shows without its text: unrecognised, they would outlive a
- * pod CIDR change and `uninstall`. Where an `ip filter` or `ip6 filter` chain holds such a rule, the
- * texts are read from `iptables-nft-save`, rule for rule; a chain whose rule count differs (changed
- * between the two reads) keeps nft's view until the next read.
+ * pod CIDR change and `uninstall`. Their texts are read from `iptables-nft-save` (withSavedRules).
  */
 export async function recoverXtComments(
   rules: Map<string, Rule[]>,
   save: (family: 4 | 6) => Promise<string>,
 ): Promise<void> {
-  for (const [family, nftFamily] of [
-    [4, 'ip'],
-    [6, 'ip6'],
-  ] as const) {
-    const chains = [...rules].filter(
-      ([key, list]) => key.startsWith(`${nftFamily} filter `) && list.some(hasXtComment),
-    );
-    if (chains.length === 0) continue;
-    let saved: ForwardRuleset;
-    try {
-      saved = parseIptablesSave(await save(family), family);
-    } catch {
-      continue; // no iptables-nft here, or a table it cannot print: nft's view stays
-    }
-    const tool = family === 4 ? 'iptables-legacy' : 'ip6tables-legacy';
-    for (const [key, list] of chains) {
-      const translated = saved.rules.get(`${tool} filter ${key.slice(`${nftFamily} filter `.length)}`);
-      if (translated === undefined || translated.length !== list.length) continue;
-      rules.set(
-        key,
-        list.map((r, i) => {
-          // By position, so only where both reads show the same accept of the same prefix: a chain
-          // edited between the reads (same count, rules moved) must not lend our comment to another
-          // program's rule, which the agent or uninstall would then delete.
-          const saved = translated[i]!;
-          const target = acceptTarget(r);
-          const same =
-            target !== undefined && target === acceptTarget(saved) && isAccept(r) && isAccept(saved);
-          return hasXtComment(r) && same && saved.comment !== undefined
-            ? { ...r, comment: saved.comment }
-            : r;
-        }),
-      );
-    }
-  }
+  await withSavedRules(rules, save, hasXtComment, (list, translated) =>
+    list.map((r, i) => {
+      // By position, so only where both reads show the same accept of the same prefix: a chain
+      // edited between the reads (same count, rules moved) must not lend our comment to another
+      // program's rule, which the agent or uninstall would then delete.
+      const saved = translated[i]!;
+      const target = acceptTarget(r);
+      const same = target !== undefined && target === acceptTarget(saved) && isAccept(r) && isAccept(saved);
+      return hasXtComment(r) && same && saved.comment !== undefined ? { ...r, comment: saved.comment } : r;
+    }),
+  );
 }
 
 /** An xt match other than `-m comment`: nft shows its name and not what it matches. */
@@ -183,19 +158,34 @@ function hasOpaqueMatch(rule: Rule): boolean {
 
 /**
  * iptables-nft stores what nft has no native form for (`-m conntrack --ctstate`, `-m addrtype`) as an
- * xt extension, which `nft -j` shows by name only. Where an `ip filter` or `ip6 filter` chain holds one,
- * its rules are read once more from `iptables-nft-save`, which prints them whole, and translated
- * (iptables-save.ts); a chain whose rule count differs (changed between the two reads) keeps nft's.
+ * xt extension, which `nft -j` shows by name only: such chains take the expressions of their rules as
+ * `iptables-nft-save` prints them, translated (iptables-save.ts).
  */
 async function refineXt(rules: Map<string, Rule[]>, save: (family: 4 | 6) => Promise<string>): Promise<void> {
+  await withSavedRules(rules, save, hasOpaqueMatch, (list, translated) =>
+    list.map((r, i) => ({ ...r, expr: translated[i]!.expr })),
+  );
+}
+
+/**
+ * For each `ip filter` and `ip6 filter` chain with a rule that `wanted` picks, its rules as
+ * `iptables-nft-save` prints them (read once per family), handed to `merge` with nft's to make the
+ * chain's list. A chain whose rule count differs (changed between the two reads) keeps nft's view.
+ */
+async function withSavedRules(
+  rules: Map<string, Rule[]>,
+  save: (family: 4 | 6) => Promise<string>,
+  wanted: (rule: Rule) => boolean,
+  merge: (list: Rule[], translated: Rule[]) => Rule[],
+): Promise<void> {
   for (const [family, nftFamily] of [
     [4, 'ip'],
     [6, 'ip6'],
   ] as const) {
-    const opaque = [...rules].filter(
-      ([key, list]) => key.startsWith(`${nftFamily} filter `) && list.some(hasOpaqueMatch),
+    const chains = [...rules].filter(
+      ([key, list]) => key.startsWith(`${nftFamily} filter `) && list.some(wanted),
     );
-    if (opaque.length === 0) continue;
+    if (chains.length === 0) continue;
     let saved: ForwardRuleset;
     try {
       saved = parseIptablesSave(await save(family), family);
@@ -204,14 +194,10 @@ async function refineXt(rules: Map<string, Rule[]>, save: (family: 4 | 6) => Pro
     }
     // The save format is legacy's: the parser names the chains so; only their rules are taken.
     const tool = family === 4 ? 'iptables-legacy' : 'ip6tables-legacy';
-    for (const [key, list] of opaque) {
-      const name = key.slice(`${nftFamily} filter `.length);
-      const translated = saved.rules.get(`${tool} filter ${name}`);
+    for (const [key, list] of chains) {
+      const translated = saved.rules.get(`${tool} filter ${key.slice(`${nftFamily} filter `.length)}`);
       if (translated === undefined || translated.length !== list.length) continue;
-      rules.set(
-        key,
-        list.map((r, i) => ({ ...r, expr: translated[i]!.expr })),
-      );
+      rules.set(key, merge(list, translated));
     }
   }
 }
