@@ -63,8 +63,8 @@ type Step = Instruction & { jtTo?: string; jfTo?: string; at?: string };
 
 /**
  * The program walking SKIP_FILTER_MAX_MESSAGES messages, then shorter ones, for a socket to attach the
- * first the kernel takes: a filter is charged to the socket's option memory (net.core.optmem_max,
- * 20 KB before Linux 6.7, where the longest program does not fit; 128 KB since).
+ * first the kernel takes: a filter is charged to the socket's option memory (net.core.optmem_max:
+ * 20 KB by default on older kernels, where the longest program does not fit; 128 KB on newer ones).
  */
 export function compileSkipFilters(rule: SkipRule): Buffer[] {
   return [SKIP_FILTER_MAX_MESSAGES, 16, 4, 1].map((n) => compileSkipFilter(rule, n));

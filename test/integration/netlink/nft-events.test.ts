@@ -186,7 +186,7 @@ describe.skipIf(netnsSkipReason !== undefined)(title, () => {
     }
   });
 
-  it('filtered under 20 KB of socket option memory (kernels before 6.7): a shorter walk is attached', async (ctx) => {
+  it('filtered under 20 KB of socket option memory (the default of older kernels): a shorter walk is attached', async (ctx) => {
     const ns = pool.add('nftoptm');
     // Written only where the namespace has its own copy; elsewhere it would be the host's.
     if (!perNamespaceOptmem(ns.name)) ctx.skip();
