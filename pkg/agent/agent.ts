@@ -372,7 +372,12 @@ export class Agent {
         this.noteTunnelled(report.decisions);
         return this.onSynced(self, report.overlay?.devices, report.directSubnets);
       },
-      onPass: this.hooks.onPass,
+      onPass: (outcome) => {
+        // Per-node steps move peers onto VXLAN and off it too (a VTEP MAC published after the first
+        // full pass, say): the firewall's input check must not wait for the next full pass to know.
+        if (outcome.kind === 'ok' && outcome.scope === 'node') this.noteTunnelled(outcome.report.decisions);
+        this.hooks.onPass?.(outcome);
+      },
       log: log.child({ component: 'routes' }),
       resyncMs: config.resyncMs,
     });
@@ -725,7 +730,7 @@ export class Agent {
   }
 
   /**
-   * The peers the last full pass tunnels to, for the firewall's VXLAN check; a family gaining or losing
+   * The peers the last full pass and the per-node steps since tunnel to, for the firewall's VXLAN check; a family gaining or losing
    * its first tunnelled peer checks at once rather than at the next periodic check.
    */
   private noteTunnelled(decisions: readonly PeerDecision[]): void {

@@ -1,6 +1,6 @@
 /**
  * The VXLAN packets this node receives, for the host firewall's input check (pkg/firewall/vxlan-input.ts):
- * per underlay family, the peers the last full pass tunnels to (their InternalIPs, where their packets
+ * per underlay family, the peers the routes tunnel to (their InternalIPs, where their packets
  * come from) and the devices they come in on, which are the ones the node's routes to them leave by
  * (a reverse path like the forward one; a few lookups, never a dump).
  */

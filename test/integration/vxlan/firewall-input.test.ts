@@ -123,4 +123,43 @@ describe.skipIf(skip !== undefined)(skip === undefined ? title : `${title} (skip
     );
     expect(cli(n1, 'status').stdout).toMatch(/^host firewall:\s+lets pod traffic through/m);
   }, 60_000);
+
+  it('a peer that goes onto VXLAN through a per-node step (its VTEP MAC published late) is checked at once, not at the next full pass', async () => {
+    // The port closed again, and node-2 as its agent leaves it before it publishes: no VTEP MAC.
+    for (const [tool, command] of [
+      ['iptables-nft', '-D'],
+      ['ip6tables-nft', '-D'],
+    ] as const) {
+      nsExec(n1.ns, tool, [command, 'INPUT', '-p', 'udp', '--dport', '8472', '-j', 'ACCEPT']);
+    }
+    await tb.stopAgent('node-2');
+    const node2 = (await tb.api.getNode('node-2')) as { metadata: { annotations?: Record<string, string> } };
+    const macs = Object.fromEntries(
+      Object.entries(node2.metadata.annotations ?? {}).filter(([k]) => k.startsWith('trellis.dev/vtep-mac-')),
+    );
+    expect(Object.keys(macs).sort()).toEqual(['trellis.dev/vtep-mac-v4', 'trellis.dev/vtep-mac-v6']);
+    const patch = (annotations: Record<string, string | null>) =>
+      tb.api.call(
+        'PATCH',
+        '/api/v1/nodes/node-2',
+        { metadata: { annotations } },
+        'application/merge-patch+json',
+      );
+    await patch(Object.fromEntries(Object.keys(macs).map((k) => [k, null])));
+    // node-1's agent starts afresh: its full passes find nothing to tunnel to.
+    await tb.restartAgent('node-1');
+    const from = n1.logs.length;
+    const warned = () =>
+      n1.logs.slice(from).some((l) => String(l.msg).startsWith('the host firewall drops the VXLAN packets'));
+    await new Promise((r) => setTimeout(r, 3000));
+    expect(warned()).toBe(false);
+    // Published now: a per-node step routes node-2 through VXLAN; the next full pass is a minute away.
+    await patch(macs);
+    await within(10_000, 'the warning after the step', warned);
+    expect(
+      n1.logs.slice(from).some((l) => l.msg === 'reconciled node' && l.peer === 'node-2'),
+      'the route came from a per-node step',
+    ).toBe(true);
+    await tb.startAgent('node-2');
+  }, 90_000);
 });
