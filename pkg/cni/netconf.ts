@@ -17,8 +17,8 @@ import { CniCode, CniError } from './errors.ts';
 import { parseCidr, parseIp } from './ip.ts';
 import { jsonErrorPosition } from './json-position.ts';
 import { type CniResult, convertResult, parseDns, parseResult, type ResultDns } from './result.ts';
-import { isCniName, isObject, jsonType, quote, utf8Length } from './text.ts';
-import { checkVersion, checkVersionAllows, LATEST_VERSION } from './version.ts';
+import { cniNameProblem, isObject, jsonType, quote, utf8Length } from './text.ts';
+import { configVersion, LATEST_VERSION } from './version.ts';
 
 /** Largest accepted stdin. Real configs are a few KiB; this only bounds a runaway or hostile input. */
 export const MAX_NETCONF_BYTES = 1024 * 1024;
@@ -174,28 +174,10 @@ export function parseNetConf(stdin: string | Uint8Array, command: NetConfCommand
   const raw = decoded;
   const problems: string[] = [];
 
-  const cniVersion = raw.cniVersion;
-  if (cniVersion === undefined || cniVersion === '') {
-    throw new CniError(
-      CniCode.INCOMPATIBLE_VERSION,
-      'network configuration has no cniVersion (libcni reads that as 0.1.0, which trellis does not support)',
-    );
-  }
-  if (typeof cniVersion !== 'string') {
-    throw new CniError(
-      CniCode.INVALID_CONFIG,
-      `invalid network configuration: cniVersion must be a string, not ${jsonType(cniVersion)}`,
-    );
-  }
-  checkVersion(cniVersion);
-  checkVersionAllows(cniVersion, command);
-
-  const name = requiredString(raw, 'name', problems);
-  if (name !== undefined && !isCniName(name)) {
-    problems.push(
-      `name ${quote(name)} must start with a letter or digit and contain only letters, digits, '_', '.' and '-'`,
-    );
-  }
+  const cniVersion = configVersion(raw, command);
+  const nameProblem = cniNameProblem(raw.name);
+  if (nameProblem !== undefined) problems.push(nameProblem);
+  const name = nameProblem === undefined ? (raw.name as string) : undefined;
   const type = requiredString(raw, 'type', problems);
 
   const conf: NetConf = {

@@ -48,3 +48,13 @@ export function isCniName(s: string): boolean {
 export function utf8Length(s: string): number {
   return Buffer.byteLength(s, 'utf8');
 }
+
+/** Why a configuration's `name` is not a usable network name, or undefined when it is. */
+export function cniNameProblem(name: unknown): string | undefined {
+  if (name === undefined || name === null || name === '') return 'name is required';
+  if (typeof name !== 'string') return `name must be a string, not ${jsonType(name)}`;
+  if (!isCniName(name)) {
+    return `name ${quote(name)} must start with a letter or digit and contain only letters, digits, '_', '.' and '-'`;
+  }
+  return undefined;
+}

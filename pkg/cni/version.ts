@@ -3,6 +3,7 @@
  * version checks the reference skel applies before calling a verb.
  */
 import { CniCode, CniError } from './errors.ts';
+import { jsonType } from './text.ts';
 
 /**
  * The spec versions trellis implements, oldest first. 0.1.0/0.2.0 are left out on purpose: their result
@@ -176,4 +177,27 @@ export function selectConfigVersion(
     );
   }
   return best;
+}
+
+/**
+ * A network configuration's cniVersion, checked as the reference skel does before any verb: present
+ * (libcni reads a missing one as 0.1.0: code 1), a string (7), supported and defining `command` (1).
+ */
+export function configVersion(raw: Readonly<Record<string, unknown>>, command: string): string {
+  const cniVersion = raw.cniVersion;
+  if (cniVersion === undefined || cniVersion === '') {
+    throw new CniError(
+      CniCode.INCOMPATIBLE_VERSION,
+      'network configuration has no cniVersion (libcni reads that as 0.1.0, which trellis does not support)',
+    );
+  }
+  if (typeof cniVersion !== 'string') {
+    throw new CniError(
+      CniCode.INVALID_CONFIG,
+      `invalid network configuration: cniVersion must be a string, not ${jsonType(cniVersion)}`,
+    );
+  }
+  checkVersion(cniVersion);
+  checkVersionAllows(cniVersion, command);
+  return cniVersion;
 }

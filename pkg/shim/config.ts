@@ -7,8 +7,8 @@
  *   timeoutMs  whole-call timeout for every verb, 1..600000 (default per verb, see DEFAULT_TIMEOUT_MS)
  */
 import { CniCode, CniError } from '../cni/errors.ts';
-import { isCniName, isObject, jsonType, quote } from '../cni/text.ts';
-import { checkVersion, checkVersionAllows, LATEST_VERSION, parseVersion } from '../cni/version.ts';
+import { cniNameProblem, isObject, jsonType, quote } from '../cni/text.ts';
+import { configVersion, LATEST_VERSION, parseVersion } from '../cni/version.ts';
 
 export const DEFAULT_SOCKET = '/run/trellis/cni.sock';
 export const DEFAULT_SPOOL_DIR = '/var/lib/trellis/spool';
@@ -102,26 +102,8 @@ export function parseShimConfig(stdin: string): ShimConfig {
  * the agent would refuse at every replay.
  */
 export function checkWithoutAgent(config: ShimConfig, command: string): void {
-  const { cniVersion, name } = config.raw;
-  if (cniVersion === undefined || cniVersion === '') {
-    throw new CniError(
-      CniCode.INCOMPATIBLE_VERSION,
-      'network configuration has no cniVersion (libcni reads that as 0.1.0, which trellis does not support)',
-    );
-  }
-  if (typeof cniVersion !== 'string') {
-    throw new CniError(
-      CniCode.INVALID_CONFIG,
-      `invalid network configuration: cniVersion must be a string, not ${jsonType(cniVersion)}`,
-    );
-  }
-  checkVersion(cniVersion);
-  checkVersionAllows(cniVersion, command);
-  if (typeof name !== 'string' || !isCniName(name)) {
-    const shown = typeof name === 'string' ? quote(name) : jsonType(name);
-    throw new CniError(
-      CniCode.INVALID_CONFIG,
-      `invalid network configuration: name ${shown} must start with a letter or digit and contain only letters, digits, '_', '.' and '-'`,
-    );
-  }
+  configVersion(config.raw, command);
+  const problem = cniNameProblem(config.raw.name);
+  if (problem !== undefined)
+    throw new CniError(CniCode.INVALID_CONFIG, `invalid network configuration: ${problem}`);
 }

@@ -190,7 +190,7 @@ describe('runShim decisions (in-process transport)', () => {
 
   it('agent unreachable: a config the agent would refuse for good is refused as it would, never spooled', () => {
     const cases: [string, Record<string, unknown>, number, string][] = [
-      ['DEL', { name: undefined }, 7, 'name undefined must start'],
+      ['DEL', { name: undefined }, 7, 'name is required'],
       ['DEL', { name: 'bad name' }, 7, 'name "bad name" must start'],
       ['DEL', { cniVersion: undefined }, 1, 'no cniVersion'],
       ['DEL', { cniVersion: '1.0' }, 1, 'incompatible CNI versions: config is "1.0"'],
