@@ -4,6 +4,7 @@ import { createNetnsPort } from '../../../pkg/netns/index.ts';
 import { type ReconcileInput, RouteReconciler } from '../../../pkg/routes/reconciler.ts';
 import type { PeerNode } from '../../../pkg/routes/types.ts';
 import { ip, NetnsPool, netnsSkipReason, type TestNetns } from '../../support/netns.ts';
+import { clearKey, nodeWithAddress, routesOnKey } from './peer-key.ts';
 
 /**
  * Someone else's route on a peer's prefix at a higher metric than ours sits beside ours on another
@@ -62,29 +63,10 @@ describe.skipIf(netnsSkipReason !== undefined).each(FAMILIES)(
     const ours = (via: string): string => `via ${via} proto 126 metric ${f.flag === '-4' ? 0 : 1024}`;
     /** The routes on the peer's prefix, in lookup order (nexthop objects resolved). */
     const onKey = (): string[] =>
-      (
-        JSON.parse(ip(a.name, '-j', f.flag, 'route', 'show', 'exact', key)) as {
-          gateway?: string;
-          protocol: string;
-          metric?: number;
-          nhid?: number;
-        }[]
-      ).map((r) => {
-        let via = r.gateway;
-        if (via === undefined && r.nhid !== undefined) {
-          const nh = JSON.parse(ip(a.name, '-j', 'nexthop', 'show', 'id', String(r.nhid))) as {
-            gateway?: string;
-          }[];
-          via = nh[0]?.gateway;
-        }
-        return `via ${via} proto ${r.protocol} metric ${r.metric ?? 0}`;
-      });
+      routesOnKey(a, f.flag, key).map((r) => `via ${r.via} proto ${r.protocol} metric ${r.metric}`);
 
     beforeAll(() => {
-      [a] = pool.addLinkedPair('fm');
-      const self = f.self.internalIPs[0]!;
-      const len = f.flag === '-4' ? 24 : 64;
-      ip(a.name, 'addr', 'add', `${self}/${len}`, 'dev', 'eth0', ...(f.flag === '-6' ? ['nodad'] : []));
+      a = nodeWithAddress(pool, 'fm', f.flag, f.self.internalIPs[0]!);
     });
     afterAll(() => {
       for (const h of handles.splice(0)) h.close();
@@ -115,11 +97,7 @@ describe.skipIf(netnsSkipReason !== undefined).each(FAMILIES)(
       expect([rep.conflicts, rep.added + rep.replaced + rep.removed]).toEqual([[], 0]);
       return r;
     };
-    const cleanUp = (): void => {
-      // Deleting our nexthop objects takes their routes (`ip route flush` refuses routes naming one).
-      ip(a.name, 'nexthop', 'flush', 'protocol', '126');
-      ip(a.name, f.flag, 'route', 'flush', 'exact', key);
-    };
+    const cleanUp = (): void => clearKey(a, f.flag, key);
 
     it('the InternalIP changes: a per-node step replaces ours, theirs stays', async () => {
       const r = await setUp();

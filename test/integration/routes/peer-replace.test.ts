@@ -4,6 +4,7 @@ import { createNetnsPort } from '../../../pkg/netns/index.ts';
 import { type ReconcileInput, RouteReconciler } from '../../../pkg/routes/reconciler.ts';
 import type { PeerNode } from '../../../pkg/routes/types.ts';
 import { ip, NetnsPool, netnsSkipReason, type TestNetns } from '../../support/netns.ts';
+import { clearKey, nodeWithAddress, routesOnKey } from './peer-key.ts';
 
 /**
  * A per-node step that moves a peer's route to its new InternalIP replaces the route in place. The
@@ -57,36 +58,12 @@ describe.skipIf(netnsSkipReason !== undefined).each(FAMILIES)(
     const moved: PeerNode = { ...f.peer, internalIPs: [f.moved] };
     /** The routes on the peer's key: "via GATEWAY proto PROTOCOL" (nexthop objects resolved). */
     const onKey = (): string[] =>
-      (
-        JSON.parse(ip(a.name, '-j', f.flag, 'route', 'show', 'exact', key)) as {
-          gateway?: string;
-          type?: string;
-          protocol: string;
-          nhid?: number;
-        }[]
-      ).map((r) => {
-        let via = r.gateway;
-        if (via === undefined && r.nhid !== undefined) {
-          const nh = JSON.parse(ip(a.name, '-j', 'nexthop', 'show', 'id', String(r.nhid))) as {
-            gateway?: string;
-          }[];
-          via = nh[0]?.gateway;
-        }
-        return `${r.type === undefined || r.type === 'unicast' ? `via ${via}` : r.type} proto ${r.protocol}`;
-      });
+      routesOnKey(a, f.flag, key).map(
+        (r) => `${r.type === 'unicast' ? `via ${r.via}` : r.type} proto ${r.protocol}`,
+      );
 
     beforeAll(() => {
-      [a] = pool.addLinkedPair('pr');
-      const self = f.self.internalIPs[0]!;
-      ip(
-        a.name,
-        'addr',
-        'add',
-        `${self}/${f.flag === '-4' ? 24 : 64}`,
-        'dev',
-        'eth0',
-        ...(f.flag === '-6' ? ['nodad'] : []),
-      );
+      a = nodeWithAddress(pool, 'pr', f.flag, f.self.internalIPs[0]!);
     });
     afterAll(() => {
       for (const h of handles.splice(0)) h.close();
@@ -101,11 +78,7 @@ describe.skipIf(netnsSkipReason !== undefined).each(FAMILIES)(
       expect(onKey()).toEqual([`via ${f.peer.internalIPs[0]} proto 126`]);
       return r;
     };
-    const cleanUp = (): void => {
-      // Deleting our nexthop objects takes their routes (`ip route flush` refuses routes naming one).
-      ip(a.name, 'nexthop', 'flush', 'protocol', '126');
-      ip(a.name, f.flag, 'route', 'flush', 'exact', key);
-    };
+    const cleanUp = (): void => clearKey(a, f.flag, key);
 
     it('ours on the key: replaced in place by the step, no full pass', async () => {
       const r = await reconciler();
