@@ -66,6 +66,41 @@ function addrAssignType(ns: string, ifname: string): string {
   return nsExec(ns, 'cat', [`/sys/class/net/${ifname}/addr_assign_type`]).trim();
 }
 
+/** A request as the shim sends it, for eth0 of `containerId` in `netns`; `config` beside cniVersion 1.0.0. */
+function cniRequest(command: string, netns: string, containerId: string, config: Record<string, unknown>) {
+  return {
+    v: 1 as const,
+    env: {
+      CNI_COMMAND: command,
+      CNI_CONTAINERID: containerId,
+      CNI_NETNS: netns,
+      CNI_IFNAME: 'eth0',
+      CNI_PATH: '/opt/cni/bin',
+    },
+    stdin: JSON.stringify({ cniVersion: '1.0.0', type: 'trellis', ...config }),
+  };
+}
+
+/** The agent's CNI service over `deps` (its spool in `spoolDir`), with its log lines collected. */
+function cniService(deps: DatapathDeps, spoolDir?: string) {
+  const lines: Record<string, unknown>[] = [];
+  const out = new PassThrough();
+  out.on('data', (d: Buffer) => {
+    for (const l of d.toString('utf8').trim().split('\n'))
+      lines.push(JSON.parse(l) as Record<string, unknown>);
+  });
+  const log = createLogger({ level: 'info', destination: out });
+  const { handle } = createCniService({
+    datapath: deps,
+    mutex: new KeyedMutex(),
+    log,
+    readiness: { notReadyReason: () => undefined },
+    defaultMtu: () => 1500,
+    ...(spoolDir === undefined ? {} : { spooledDels: spooledDelsIn(spoolDir) }),
+  });
+  return { handle, lines, log };
+}
+
 describe.skipIf(netnsSkipReason !== undefined)('addAttachment (root, real namespaces)', () => {
   const pool = new NetnsPool();
   const dirs: string[] = [];
@@ -342,32 +377,9 @@ describe.skipIf(netnsSkipReason !== undefined)('addAttachment (root, real namesp
     const { host, deps } = setUp(true, ['10.244.1.0/24', 'fd00:10:244:1::/64']);
     const spoolDir = mkdtempSync(join(tmpdir(), 'trl-spool-'));
     dirs.push(spoolDir);
-    const lines: Record<string, unknown>[] = [];
-    const out = new PassThrough();
-    out.on('data', (d: Buffer) => {
-      for (const l of d.toString('utf8').trim().split('\n'))
-        lines.push(JSON.parse(l) as Record<string, unknown>);
-    });
-    const { handle } = createCniService({
-      datapath: deps,
-      mutex: new KeyedMutex(),
-      log: createLogger({ level: 'info', destination: out }),
-      readiness: { notReadyReason: () => undefined },
-      defaultMtu: () => 1500,
-      spooledDels: spooledDelsIn(spoolDir),
-    });
+    const { handle, lines } = cniService(deps, spoolDir);
     const pod = pool.add('p');
-    const request = (command: string) => ({
-      v: 1 as const,
-      env: {
-        CNI_COMMAND: command,
-        CNI_CONTAINERID: 'c1',
-        CNI_NETNS: pod.path,
-        CNI_IFNAME: 'eth0',
-        CNI_PATH: '/opt/cni/bin',
-      },
-      stdin: JSON.stringify({ cniVersion: '1.0.0', name: 'trellis', type: 'trellis' }),
-    });
+    const request = (command: string) => cniRequest(command, pod.path, 'c1', { name: 'trellis' });
     const spoolFile = join(spoolDir, spoolFileName('c1', 'eth0'));
     const spoolDel = () => writeFileSync(spoolFile, JSON.stringify(request('DEL')), { mode: 0o600 });
     const hostIndex = () =>
@@ -418,33 +430,10 @@ describe.skipIf(netnsSkipReason !== undefined)('addAttachment (root, real namesp
     const { deps } = setUp(true, ['10.244.1.0/24']);
     const spoolDir = mkdtempSync(join(tmpdir(), 'trl-spool-'));
     dirs.push(spoolDir);
-    const lines: Record<string, unknown>[] = [];
-    const out = new PassThrough();
-    out.on('data', (d: Buffer) => {
-      for (const l of d.toString('utf8').trim().split('\n'))
-        lines.push(JSON.parse(l) as Record<string, unknown>);
-    });
-    const log = createLogger({ level: 'info', destination: out });
-    const { handle } = createCniService({
-      datapath: deps,
-      mutex: new KeyedMutex(),
-      log,
-      readiness: { notReadyReason: () => undefined },
-      defaultMtu: () => 1500,
-      spooledDels: spooledDelsIn(spoolDir),
-    });
+    const { handle, lines, log } = cniService(deps, spoolDir);
     const pod = pool.add('p');
-    const request = (command: string, containerId: string, config: Record<string, unknown>) => ({
-      v: 1 as const,
-      env: {
-        CNI_COMMAND: command,
-        CNI_CONTAINERID: containerId,
-        CNI_NETNS: pod.path,
-        CNI_IFNAME: 'eth0',
-        CNI_PATH: '/opt/cni/bin',
-      },
-      stdin: JSON.stringify({ cniVersion: '1.0.0', type: 'trellis', ...config }),
-    });
+    const request = (command: string, containerId: string, config: Record<string, unknown>) =>
+      cniRequest(command, pod.path, containerId, config);
     expect((await handle(request('ADD', 'c1', { name: 'trellis' }))).ok).toBe(true);
     // Spooled by an older shim, or written by hand: no name, which every replay refuses (code 7).
     const refused = join(spoolDir, spoolFileName('c2', 'eth0'));
@@ -472,31 +461,10 @@ describe.skipIf(netnsSkipReason !== undefined)('addAttachment (root, real namesp
     // cnitool against two networks on one namespace, or a secondary network given the primary's ifname:
     // the runtime's DEL after the failed ADD must not take the pod's eth0 away.
     const { host, deps } = setUp(true, ['10.244.1.0/24']);
-    const lines: Record<string, unknown>[] = [];
-    const out = new PassThrough();
-    out.on('data', (d: Buffer) => {
-      for (const l of d.toString('utf8').trim().split('\n'))
-        lines.push(JSON.parse(l) as Record<string, unknown>);
-    });
-    const { handle } = createCniService({
-      datapath: deps,
-      mutex: new KeyedMutex(),
-      log: createLogger({ level: 'info', destination: out }),
-      readiness: { notReadyReason: () => undefined },
-      defaultMtu: () => 1500,
-    });
+    const { handle, lines } = cniService(deps);
     const pod = pool.add('p');
-    const request = (command: string, network: string) => ({
-      v: 1 as const,
-      env: {
-        CNI_COMMAND: command,
-        CNI_CONTAINERID: 'c1',
-        CNI_NETNS: pod.path,
-        CNI_IFNAME: 'eth0',
-        CNI_PATH: '/opt/cni/bin',
-      },
-      stdin: JSON.stringify({ cniVersion: '1.0.0', name: network, type: 'trellis' }),
-    });
+    const request = (command: string, network: string) =>
+      cniRequest(command, pod.path, 'c1', { name: network });
     const podAddresses = () =>
       ipJson<{ ifname: string; addr_info: { local: string }[] }[]>(
         pod.name,
@@ -544,26 +512,10 @@ describe.skipIf(netnsSkipReason !== undefined)('addAttachment (root, real namesp
     const { host, deps } = setUp(true, ['10.244.1.0/24']);
     const spoolDir = mkdtempSync(join(tmpdir(), 'trl-spool-'));
     dirs.push(spoolDir);
-    const { handle } = createCniService({
-      datapath: deps,
-      mutex: new KeyedMutex(),
-      log: createLogger({ level: 'silent' }),
-      readiness: { notReadyReason: () => undefined },
-      defaultMtu: () => 1500,
-      spooledDels: spooledDelsIn(spoolDir),
-    });
+    const { handle } = cniService(deps, spoolDir);
     const pod = pool.add('p');
-    const request = (command: string, network: string) => ({
-      v: 1 as const,
-      env: {
-        CNI_COMMAND: command,
-        CNI_CONTAINERID: 'c1',
-        CNI_NETNS: pod.path,
-        CNI_IFNAME: 'eth0',
-        CNI_PATH: '/opt/cni/bin',
-      },
-      stdin: JSON.stringify({ cniVersion: '1.0.0', name: network, type: 'trellis' }),
-    });
+    const request = (command: string, network: string) =>
+      cniRequest(command, pod.path, 'c1', { name: network });
     const hostIndex = () =>
       ipJson<IpLink[]>(host.name, 'link', 'show').find((l) => l.ifname === hostVethName('c1', 'eth0'))
         ?.ifindex;
