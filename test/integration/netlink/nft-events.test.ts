@@ -32,6 +32,24 @@ function nft(ns: string, args: string[], input?: string): number {
   return r.pid;
 }
 
+/** Another program's table with a set, whose element churn the filtered subscriptions drop. */
+const OTHER_TABLE = 'table ip other {\n\tset s {\n\t\ttype ipv4_addr\n\t}\n}\n';
+
+/** Until the transaction `portid` committed was reported (2 s at most). */
+async function untilCommitted(seen: readonly Seen[], portid: number): Promise<void> {
+  const deadline = Date.now() + 2000;
+  while (!seen.some((e) => e.type === 'generation' && e.portid === portid) && Date.now() < deadline) {
+    await sleep(10);
+  }
+}
+
+/** The object changes seen: "new rule 1 trellis PORTID" (change, object, family, table, committer). */
+function changesOf(seen: readonly Seen[]): string[] {
+  return seen.flatMap((e) =>
+    e.type === 'change' ? [`${e.change} ${e.object} ${e.family} ${e.table} ${e.portid}`] : [],
+  );
+}
+
 const title = 'nf_tables notifications (root, real kernel, test namespace)';
 describe.skipIf(netnsSkipReason !== undefined)(title, () => {
   const pool = new NetnsPool();
@@ -112,7 +130,7 @@ describe.skipIf(netnsSkipReason !== undefined)(title, () => {
       createNetlinkEvents().subscribeNftablesEvents!((e) => seen.push(e), { family: 1, name: 'trellis' }),
     );
     try {
-      const other = nft(ns.name, ['-f', '-'], 'table ip other {\n\tset s {\n\t\ttype ipv4_addr\n\t}\n}\n');
+      const other = nft(ns.name, ['-f', '-'], OTHER_TABLE);
       const elements = nft(ns.name, ['add', 'element', 'ip', 'other', 's', '{ 192.0.2.1, 192.0.2.2 }']);
       const ours = nft(ns.name, ['-f', '-'], 'table inet trellis {\n\tset s {\n\t\ttype ipv4_addr\n\t}\n}\n');
       const ourElements = nft(ns.name, ['add', 'element', 'inet', 'trellis', 's', '{ 192.0.2.3 }']);
@@ -150,7 +168,7 @@ describe.skipIf(netnsSkipReason !== undefined)(title, () => {
       createNetlinkEvents().subscribeNftablesEvents!((e) => seen.push(e), { family: 1, name: 'trellis' }),
     );
     try {
-      nft(ns.name, ['-f', '-'], 'table ip other {\n\tset s {\n\t\ttype ipv4_addr\n\t}\n}\n');
+      nft(ns.name, ['-f', '-'], OTHER_TABLE);
       nft(ns.name, ['-f', '-'], 'table inet trellis {\n\tchain c {\n\t}\n}\n');
       // One transaction: the kernel puts its notifications into one datagram, the other table's
       // elements first. A filter that looks at a datagram's first message alone drops all of it.
@@ -169,13 +187,8 @@ describe.skipIf(netnsSkipReason !== undefined)(title, () => {
         's',
         '{ 198.51.100.1, 198.51.100.2 }',
       ]);
-      const deadline = Date.now() + 2000;
-      while (!seen.some((e) => e.type === 'generation' && e.portid === othersOnly) && Date.now() < deadline) {
-        await sleep(10);
-      }
-      const changes = seen.flatMap((e) =>
-        e.type === 'change' ? [`${e.change} ${e.object} ${e.family} ${e.table} ${e.portid}`] : [],
-      );
+      await untilCommitted(seen, othersOnly);
+      const changes = changesOf(seen);
       expect(changes).toContain(`new rule 1 trellis ${mixed}`);
       expect(changes.filter((c) => c.endsWith(` ${othersOnly}`))).toEqual([]);
       const watch = new MasqTableWatch();
@@ -207,7 +220,7 @@ describe.skipIf(netnsSkipReason !== undefined)(title, () => {
       createNetlinkEvents().subscribeNftablesEvents!((e) => seen.push(e), { family: 1, name: 'trellis' }),
     );
     try {
-      nft(ns.name, ['-f', '-'], 'table ip other {\n\tset s {\n\t\ttype ipv4_addr\n\t}\n}\n');
+      nft(ns.name, ['-f', '-'], OTHER_TABLE);
       nft(ns.name, ['-f', '-'], 'table inet trellis {\n\tchain c {\n\t}\n}\n');
       const mixed = nft(
         ns.name,
@@ -215,14 +228,9 @@ describe.skipIf(netnsSkipReason !== undefined)(title, () => {
         'add element ip other s { 192.0.2.1, 192.0.2.2 }\nadd rule inet trellis c counter\n',
       );
       const othersOnly = nft(ns.name, ['add', 'element', 'ip', 'other', 's', '{ 198.51.100.1 }']);
-      const deadline = Date.now() + 2000;
-      while (!seen.some((e) => e.type === 'generation' && e.portid === othersOnly) && Date.now() < deadline) {
-        await sleep(10);
-      }
-      const changes = seen.flatMap((e) =>
-        e.type === 'change' ? [`${e.change} ${e.object} ${e.table} ${e.portid}`] : [],
-      );
-      expect(changes).toContain(`new rule trellis ${mixed}`);
+      await untilCommitted(seen, othersOnly);
+      const changes = changesOf(seen);
+      expect(changes).toContain(`new rule 1 trellis ${mixed}`);
       expect(changes.filter((c) => c.endsWith(` ${othersOnly}`))).toEqual([]);
     } finally {
       sub.close();
@@ -237,17 +245,12 @@ describe.skipIf(netnsSkipReason !== undefined)(title, () => {
       createNetlinkEvents().subscribeNftablesEvents!((e) => seen.push(e), { family: 1, name }),
     );
     try {
-      nft(ns.name, ['-f', '-'], 'table ip other {\n\tset s {\n\t\ttype ipv4_addr\n\t}\n}\n');
+      nft(ns.name, ['-f', '-'], OTHER_TABLE);
       const othersOnly = nft(ns.name, ['add', 'element', 'ip', 'other', 's', '{ 198.51.100.1 }']);
       const ours = nft(ns.name, ['add', 'table', 'inet', name]);
-      const deadline = Date.now() + 2000;
-      while (!seen.some((e) => e.type === 'generation' && e.portid === ours) && Date.now() < deadline) {
-        await sleep(10);
-      }
-      const changes = seen.flatMap((e) =>
-        e.type === 'change' ? [`${e.change} ${e.object} ${e.table} ${e.portid}`] : [],
-      );
-      expect(changes).toContain(`new table ${name} ${ours}`);
+      await untilCommitted(seen, ours);
+      const changes = changesOf(seen);
+      expect(changes).toContain(`new table 1 ${name} ${ours}`);
       expect(changes.filter((c) => c.endsWith(` ${othersOnly}`))).toEqual([]);
     } finally {
       sub.close();
