@@ -1,4 +1,28 @@
 import { endianness } from 'node:os';
+import {
+  ACCEPT,
+  ALU_ADD_K,
+  ALU_ADD_X,
+  ALU_AND_K,
+  ALU_LSH_K,
+  ALU_OR_X,
+  ALU_SUB_X,
+  JMP_JA,
+  JMP_JEQ_K,
+  JMP_JGE_K,
+  JMP_JGT_X,
+  LD_B_IND,
+  LD_H_IND,
+  LD_MEM,
+  LD_W_IND,
+  LD_W_LEN,
+  LDX_MEM,
+  REJECT,
+  RET_K,
+  ST,
+  STX,
+  TAX,
+} from './bpf-ops.ts';
 import { asLoadedHalfword, encodeProgram, type Instruction, NLMSG_HDRLEN } from './socket-filter.ts';
 
 /**
@@ -30,29 +54,6 @@ const BPF_MAXINSNS = 4096;
 /** The instructions after the last block. */
 const TAIL = 4;
 
-// linux/filter.h: class | size | mode for loads, class | op | source for ALU and jumps.
-const LD_W_LEN = 0x00 | 0x00 | 0x80;
-const LD_W_IND = 0x00 | 0x00 | 0x40;
-const LD_H_IND = 0x00 | 0x08 | 0x40;
-const LD_B_IND = 0x00 | 0x10 | 0x40;
-const LD_MEM = 0x00 | 0x60;
-const LDX_MEM = 0x01 | 0x60;
-const ST = 0x02;
-const STX = 0x03;
-const ALU_ADD_K = 0x04 | 0x00 | 0x00;
-const ALU_ADD_X = 0x04 | 0x00 | 0x08;
-const ALU_SUB_X = 0x04 | 0x10 | 0x08;
-const ALU_OR_X = 0x04 | 0x40 | 0x08;
-const ALU_AND_K = 0x04 | 0x50 | 0x00;
-const ALU_LSH_K = 0x04 | 0x60 | 0x00;
-const JMP_JA = 0x05 | 0x00;
-const JMP_JEQ_K = 0x05 | 0x10 | 0x00;
-const JMP_JGT_X = 0x05 | 0x20 | 0x08;
-const JMP_JGE_K = 0x05 | 0x30 | 0x00;
-const TAX = 0x07 | 0x00;
-const RET_K = 0x06;
-const ACCEPT = 0xffffffff;
-const REJECT = 0;
 /** Scratch memory: the message's length, its offset, what is left of the datagram from it. */
 const M_LEN = 0;
 const M_OFFSET = 1;

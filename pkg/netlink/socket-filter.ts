@@ -1,4 +1,5 @@
 import { endianness } from 'node:os';
+import { ACCEPT, JMP_JEQ_K, LD_B_ABS, LD_H_ABS, LD_W_ABS, REJECT, RET_K } from './bpf-ops.ts';
 
 /**
  * Classic BPF socket filters (SO_ATTACH_FILTER) for notification sockets: the kernel runs the
@@ -25,15 +26,6 @@ export interface FilterClause {
 export const NLMSG_HDRLEN = 16;
 const NLMSG_TYPE_OFFSET = 4;
 
-// linux/filter.h: class | size | mode for loads, class | op | source for jumps.
-const LD_H_ABS = 0x00 | 0x08 | 0x20;
-const LD_B_ABS = 0x00 | 0x10 | 0x20;
-const LD_W_ABS = 0x00 | 0x00 | 0x20;
-const JMP_JEQ_K = 0x05 | 0x10 | 0x00;
-const RET_K = 0x06;
-/** A return value is how many bytes of the packet to keep: all of it, or 0 for none (rejected). */
-const ACCEPT = 0xffffffff;
-const REJECT = 0;
 const MAX_JUMP = 255;
 
 export interface Instruction {
