@@ -169,7 +169,10 @@ export function createCniService(deps: CniServiceDeps): {
           throw new CniError(CniCode.INVALID_CONFIG, 'CHECK needs prevResult in the network configuration');
         }
         await locked(containerId, ifname, () =>
-          checkAttachment(deps.datapath, { containerId, ifname, netns }, expectedFromResult(prev, ifname)),
+          checkAttachment(deps.datapath, { containerId, ifname, netns }, expectedFromResult(prev, ifname), {
+            network: conf.name,
+            unrecorded: PUBLISHED_NETWORK_NAME,
+          }),
         );
         return null;
       }

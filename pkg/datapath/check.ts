@@ -56,6 +56,7 @@ export async function checkAttachment(
   deps: Pick<DatapathDeps, 'host' | 'netns' | 'ipam'>,
   req: AttachmentKey & { netns: string },
   expected: ExpectedAttachment,
+  scope: { network?: string; unrecorded?: string } = {},
 ): Promise<void> {
   const where = `${req.containerId.slice(0, 12)}/${req.ifname}`;
   if (!deps.netns.isNetns(req.netns)) {
@@ -69,6 +70,15 @@ export async function checkAttachment(
     throw new CniError(
       CniCode.CHECK_FAILED,
       `CHECK ${where}: trellis holds no address lease for this attachment`,
+    );
+  }
+  // As with ADD and DEL, the attachment is its network's: another network's pod on the same
+  // container id and ifname is not this network's to vouch for.
+  const leaseNetwork = lease.network ?? scope.unrecorded;
+  if (leaseNetwork !== undefined && scope.network !== undefined && leaseNetwork !== scope.network) {
+    throw new CniError(
+      CniCode.CHECK_FAILED,
+      `CHECK ${where}: the attachment is network ${JSON.stringify(leaseNetwork)}'s, not ${JSON.stringify(scope.network)}'s`,
     );
   }
   const problems: string[] = [];

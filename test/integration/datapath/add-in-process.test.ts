@@ -490,6 +490,17 @@ describe.skipIf(netnsSkipReason !== undefined)('addAttachment (root, real namesp
     expect(second.ok ? undefined : second.error.code).toBe(CniCode.INVALID_ENV);
     expect(second.ok ? '' : second.error.msg).toContain('attached to network "trellis" already');
 
+    // CHECK is scoped the same way: netb cannot vouch for trellis's attachment, trellis can.
+    const prevResult = first.ok ? first.result : undefined;
+    const check = (network: string) =>
+      handle(cniRequest('CHECK', pod.path, 'c1', { name: network, prevResult }));
+    const foreignCheck = await check('netb');
+    expect(foreignCheck.ok ? undefined : foreignCheck.error).toMatchObject({
+      code: CniCode.CHECK_FAILED,
+      msg: expect.stringContaining('the attachment is network "trellis"\'s, not "netb"\'s'),
+    });
+    expect((await check('trellis')).ok).toBe(true);
+
     expect((await handle(request('DEL', 'netb'))).ok).toBe(true);
     await deps.deleter.drain();
     await new Promise((r) => setImmediate(r));
