@@ -8,7 +8,7 @@ import { hostname } from 'node:os';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { Agent, type AgentHooks } from '../../pkg/agent/agent.ts';
-import { ConfigError, parseAgentConfig, USAGE } from '../../pkg/agent/config.ts';
+import { ConfigError, parseAgentConfig, subcommandUsage, USAGE } from '../../pkg/agent/config.ts';
 import {
   cniSourceDirProblem,
   describeCniInstall,
@@ -71,7 +71,14 @@ async function main(argv: string[]): Promise<number> {
   }
   const ops = OPS_COMMANDS.find((c) => c === argv[0]);
   if (argv.includes('--help') || argv.includes('-h')) {
-    process.stdout.write(ops === undefined ? `${USAGE}\n${OPS_USAGE}` : OPS_USAGE);
+    const maintenance = (['install-cni', 'uninstall'] as const).find((s) => s === argv[0]);
+    process.stdout.write(
+      ops !== undefined
+        ? OPS_USAGE
+        : maintenance !== undefined
+          ? subcommandUsage(maintenance)
+          : `${USAGE}\n${OPS_USAGE}`,
+    );
     return 0;
   }
   if (ops !== undefined) {

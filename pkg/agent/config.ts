@@ -166,6 +166,43 @@ flags (environment variable in brackets):
   --uninstall-wait-seconds N uninstall: wait this long for a running agent on the node to stop (default 45)
 `;
 
+/** The flags each maintenance subcommand reads; the rest of USAGE is the running agent's. */
+const SUBCOMMAND_FLAGS = {
+  'install-cni': {
+    what: 'copy the trellis shim, and loopback/portmap if missing, into the CNI bin dir (init container)',
+    flags: ['cni-bin-dir', 'cni-source-dir', 'log-level'],
+  },
+  uninstall: {
+    what: 'remove everything trellis created on this node (run it once the DaemonSet is deleted)',
+    flags: [
+      'socket',
+      'admin-socket',
+      'state-dir',
+      'spool-dir',
+      'cni-conf-dir',
+      'cni-bin-dir',
+      'log-level',
+      'uninstall-wait-seconds',
+    ],
+  },
+} as const;
+
+/** `trellis-agent install-cni|uninstall --help`: what it does and just the flags it reads. */
+export function subcommandUsage(sub: keyof typeof SUBCOMMAND_FLAGS): string {
+  const { what, flags } = SUBCOMMAND_FLAGS[sub];
+  const wanted = new Set<string>(flags);
+  const lines: string[] = [];
+  let keep = false;
+  for (const line of USAGE.slice(USAGE.indexOf('\nflags')).split('\n')) {
+    // A flag's line starts "  --name"; its continuation lines are indented further.
+    const flag = /^ {2}--([a-z-]+)/.exec(line)?.[1];
+    if (flag !== undefined) keep = wanted.has(flag);
+    else if (!line.startsWith('   ')) keep = false;
+    if (keep) lines.push(line);
+  }
+  return `usage: trellis-agent ${sub} [flags]   ${what}\n\nflags (environment variable in brackets):\n${lines.join('\n')}\n`;
+}
+
 /**
  * A whole number written in decimal digits, without sign ("1500", "0"); undefined for anything else.
  * Number() alone would take "0x500" (1280), "1e3" and "" (as 0). Surrounding whitespace and leading

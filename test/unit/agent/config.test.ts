@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { ConfigError, parseAgentConfig } from '../../../pkg/agent/config.ts';
+import { ConfigError, parseAgentConfig, subcommandUsage } from '../../../pkg/agent/config.ts';
 
 describe('parseAgentConfig', () => {
   it('standalone: pod CIDRs from flags, documented defaults, frozen', () => {
@@ -179,5 +179,44 @@ describe('parseAgentConfig', () => {
     expect(parseAgentConfig(['--cni-bin-dir', '/tmp/x'], {}, { requireNode: false }).cniBinDir).toBe(
       '/tmp/x',
     );
+  });
+});
+
+describe('subcommandUsage', () => {
+  const flagsOf = (text: string) => [...text.matchAll(/^ {2}--([a-z-]+)/gm)].map((m) => m[1]);
+
+  it('lists just the flags uninstall reads, each one the parser takes', () => {
+    const text = subcommandUsage('uninstall');
+    expect(text).toMatch(/^usage: trellis-agent uninstall \[flags\]/);
+    expect(flagsOf(text)).toEqual([
+      'socket',
+      'state-dir',
+      'spool-dir',
+      'cni-conf-dir',
+      'cni-bin-dir',
+      'admin-socket',
+      'log-level',
+      'uninstall-wait-seconds',
+    ]);
+    expect(text).not.toContain('--pod-cidr');
+    const config = parseAgentConfig(
+      ['--socket=/s/c.sock', '--state-dir=/st', '--spool-dir=/sp', '--cni-conf-dir=/cc', '--cni-bin-dir=/cb'],
+      {},
+      { requireNode: false },
+    );
+    expect([config.socket, config.stateDir, config.spoolDir, config.cniConfDir, config.cniBinDir]).toEqual([
+      '/s/c.sock',
+      '/st',
+      '/sp',
+      '/cc',
+      '/cb',
+    ]);
+  });
+
+  it("keeps a flag's continuation lines (install-cni's --cni-source-dir)", () => {
+    const text = subcommandUsage('install-cni');
+    expect(flagsOf(text)).toEqual(['cni-bin-dir', 'cni-source-dir', 'log-level']);
+    expect(text).toContain('loopback and portmap are copied only when the bin dir has none');
+    expect(text).not.toContain('--host-proc');
   });
 });
