@@ -26,6 +26,12 @@ export interface SetElementWriter {
 
 /** More ranges than this to move and the table is applied whole: one transaction either way. */
 const MAX_RANGES_IN_PLACE = 1024;
+/**
+ * After set elements changed in place, the table is listed again once they have stopped changing for
+ * this long: the periodic resync then checks against that listing instead of rewriting the table
+ * (and zeroing its counters) whenever a Node came or went within the last resync period.
+ */
+export const RELIST_QUIET_MS = 1000;
 
 export class MasqSyncer {
   private readonly runner: Pick<NftRunner, 'apply'> & Partial<Pick<NftRunner, 'ran' | 'snapshot' | 'check'>>;
@@ -50,12 +56,16 @@ export class MasqSyncer {
   /** Why the last in-place change was refused (the table was then applied whole); undefined after one worked. */
   lastInPlaceError: string | undefined;
   /**
-   * The kernel's table listed (runner.snapshot) right after the last whole apply; undefined once set
-   * elements were changed in place or someone else changed the table since.
+   * The kernel's table listed (runner.snapshot) right after the last whole apply, or once in-place
+   * changes of set elements since have settled; undefined while they have not, or once someone else
+   * changed the table.
    */
   private listed: string | undefined;
   /** The next sync checks the kernel against `listed` (resync()). */
   private verifyNext = false;
+  /** Counts our writes (whole applies and in-place changes): a listing taken across one is stale. */
+  private writes = 0;
+  private relistTimer: NodeJS.Timeout | undefined;
 
   constructor(
     runner: Pick<NftRunner, 'apply'> & Partial<Pick<NftRunner, 'ran' | 'snapshot' | 'check'>>,
@@ -120,7 +130,7 @@ export class MasqSyncer {
     const clampOff = withoutClamp !== undefined && this.refused?.ruleset === ruleset;
     let text = clampOff ? withoutClamp : ruleset;
     let shape = clampOff ? shapes.withoutClamp! : shapes.ruleset;
-    if (verify && (text !== this.lastApplied?.text || !(await this.kernelAsListed(plan!.table)))) {
+    if (verify && (!this.isLastWritten(text, shape, sets) || !(await this.kernelAsListed(plan!.table)))) {
       this.lastApplied = undefined;
     }
     if (text === this.lastApplied?.text) {
@@ -144,6 +154,7 @@ export class MasqSyncer {
       settled();
       return 'updated';
     }
+    this.writes++;
     try {
       await this.runner.apply(text);
     } catch (err) {
@@ -156,20 +167,48 @@ export class MasqSyncer {
       shape = shapes.withoutClamp!;
     }
     settled();
-    await this.list(plan!.table, invalidations);
+    await this.list(plan!.table, invalidations, this.writes);
     return 'applied';
   }
 
-  /** Lists the table just applied, for resync's check; none when someone changed it meanwhile. */
-  private async list(table: string, invalidations: number): Promise<void> {
+  /**
+   * Whether the kernel holds what this ruleset renders as far as the syncer knows: its text was
+   * applied, or its elements were reached in place from an applied table of the same shape.
+   */
+  private isLastWritten(text: string, shape: string, sets: readonly MasqSet[]): boolean {
+    const last = this.lastApplied;
+    if (last === undefined) return false;
+    if (last.text !== undefined) return last.text === text;
+    return this.inPlaceChanges(shape, sets)?.length === 0;
+  }
+
+  /**
+   * Lists the table for resync's check; none when someone changed it (invalidations) or we wrote to it
+   * (writes) since the caller's counts, as the listing may then be of neither state.
+   */
+  private async list(table: string, invalidations: number, writes: number): Promise<void> {
     this.listed = undefined;
     if (this.runner.snapshot === undefined) return;
     try {
       const listed = await this.runner.snapshot(table);
-      if (this.invalidations === invalidations) this.listed = listed;
+      if (this.invalidations === invalidations && this.writes === writes && this.lastApplied !== undefined) {
+        this.listed = listed;
+      }
     } catch {
       // The next resync applies the table whole, as it did before listings.
     }
+  }
+
+  /** In-place changes went in: list the table again once they settle (RELIST_QUIET_MS without one). */
+  private relistSoon(table: string): void {
+    if (this.runner.snapshot === undefined) return;
+    clearTimeout(this.relistTimer);
+    const invalidations = this.invalidations;
+    // unref: a pending listing never keeps the process alive.
+    this.relistTimer = setTimeout(() => {
+      this.relistTimer = undefined;
+      void this.list(table, invalidations, this.writes);
+    }, RELIST_QUIET_MS).unref();
   }
 
   /** Whether the kernel's table is still as listed after the last whole apply (resync's check). */
@@ -233,15 +272,22 @@ export class MasqSyncer {
   /** True when the kernel took the changes (one transaction); false when it refused all of them. */
   private async changeInPlace(table: string, changes: readonly IntervalSetChange[]): Promise<boolean> {
     this.listed = undefined; // the sets move on from the listing, whatever the kernel answers
+    this.writes++;
     try {
       await this.elements!.update(table, changes);
       this.lastInPlaceError = undefined;
+      this.relistSoon(table);
       return true;
     } catch (err) {
       // The kernel's table is not what we last wrote (someone's change the watch has not reported yet).
       this.lastInPlaceError = errorText(err);
       return false;
     }
+  }
+
+  /** Whether the next resync can check the kernel against a listing instead of applying whole. */
+  get listingCurrent(): boolean {
+    return this.listed !== undefined;
   }
 
   /**
@@ -262,14 +308,16 @@ export class MasqSyncer {
   invalidate(): void {
     this.lastApplied = undefined;
     this.listed = undefined;
+    clearTimeout(this.relistTimer);
+    this.relistTimer = undefined;
     this.refused = undefined;
     this.invalidations++;
   }
 
   /**
    * The periodic resync: the next sync lists the kernel's table and applies only when it differs
-   * from the listing taken after the last whole apply (or when there is none: set elements changed
-   * in place since). A table rewritten every minute would zero the counters operators read (the
+   * from the listing taken after the last whole apply or after in-place changes settled (or when
+   * there is none: such changes went in within the last RELIST_QUIET_MS). A table rewritten every minute would zero the counters operators read (the
    * masquerade rule's, the source check's drops); someone else's change is caught by the table watch
    * at once, and by this check when its notifications were lost. A refused clamp is tried again
    * (nft -c first, so a kernel that still refuses it keeps the table and its counters).

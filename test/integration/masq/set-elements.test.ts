@@ -1,5 +1,5 @@
 import { spawnSync } from 'node:child_process';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
 import type { NftablesEvent } from '../../../pkg/datapath/ports.ts';
 import {
   type MasqOptions,
@@ -8,6 +8,7 @@ import {
   NftRunner,
   renderMasqRuleset,
 } from '../../../pkg/masq/index.ts';
+import { RELIST_QUIET_MS } from '../../../pkg/masq/sync.ts';
 import { NetlinkError, NftSetWriter } from '../../../pkg/netlink/index.ts';
 import {
   NFNL_MSG_BATCH_BEGIN,
@@ -135,6 +136,25 @@ describe.skipIf(netnsSkipReason !== undefined)(title, () => {
     expect(nftSetHas(inPlace.name, 'nomasq_v4', '10.244.2.9')).toBe(false);
     // The full pass after it finds nothing to write.
     expect(await syncer.sync({ ...base, clusterCIDRs: cidrs })).toBe('unchanged');
+  });
+
+  it('once in-place changes settle, the resync checks a fresh listing and leaves the table and its counters alone', async () => {
+    const handles = () => nft(inPlace.name, ['-a', 'list', 'table', 'inet', 'trellis']).out;
+    syncer.invalidate();
+    await step(base, 'applied');
+    expect(await syncer.changeCluster([], ['10.244.2.0/24'])).toBe('updated');
+    expect(syncer.listingCurrent).toBe(false);
+    await vi.waitFor(() => expect(syncer.listingCurrent).toBe(true), { timeout: RELIST_QUIET_MS + 5000 });
+    const before = handles();
+    syncer.resync();
+    expect(await syncer.sync(withCluster('10.244.2.0/24'))).toBe('unchanged');
+    expect(handles()).toBe(before); // same rule handles: not rewritten, counters kept
+    // A change whose notification the watch lost, after that listing: the next resync finds it.
+    nft(inPlace.name, ['add', 'element', 'inet', 'trellis', 'nomasq_v4', '{ 203.0.113.0/24 }']);
+    syncer.resync();
+    expect(await syncer.sync(withCluster('10.244.2.0/24'))).toBe('applied');
+    expect(nftSetHas(inPlace.name, 'nomasq_v4', '203.0.113.9')).toBe(false);
+    await step(base, 'updated'); // as the next test expects it
   });
 
   it('a transaction the kernel refuses in part changes nothing; the syncer then applies the table whole', async () => {

@@ -1,8 +1,8 @@
-import { describe, expect, it } from 'vitest';
+import { afterEach, describe, expect, it, vi } from 'vitest';
 import type { IntervalSetChange } from '../../../pkg/datapath/ports.ts';
 import type { MasqOptions } from '../../../pkg/masq/render.ts';
 import { renderMasqRuleset } from '../../../pkg/masq/render.ts';
-import { MasqSyncer, type SetElementWriter } from '../../../pkg/masq/sync.ts';
+import { MasqSyncer, RELIST_QUIET_MS, type SetElementWriter } from '../../../pkg/masq/sync.ts';
 
 function syncer(): { s: MasqSyncer; applied: string[] } {
   const applied: string[] = [];
@@ -69,6 +69,82 @@ describe('MasqSyncer', () => {
     plain.resync();
     expect(await plain.sync(opts())).toBe('applied');
     expect(plainApplied).toHaveLength(2);
+  });
+
+  describe('after in-place changes settle', () => {
+    afterEach(() => {
+      vi.useRealTimers();
+    });
+
+    /** A syncer over a fake kernel whose listing is `kernel.text`; snapshots wait for `kernel.hold`. */
+    function settling() {
+      vi.useFakeTimers();
+      const kernel = { text: 'table as applied', snapshots: 0, hold: undefined as Promise<void> | undefined };
+      const applied: string[] = [];
+      const s = new MasqSyncer(
+        {
+          apply: async (text: string) => {
+            applied.push(text);
+          },
+          snapshot: async () => {
+            kernel.snapshots++;
+            const text = kernel.text;
+            await kernel.hold;
+            return text;
+          },
+        },
+        { port: 7, update: async () => {} },
+      );
+      return { s, kernel, applied };
+    }
+    const grown = (): MasqOptions => ({ ...opts(), clusterCIDRs: [...opts().clusterCIDRs, '10.250.0.0/24'] });
+
+    it('the table is listed again, and the resync leaves it (and its counters) alone', async () => {
+      const { s, kernel, applied } = settling();
+      expect(await s.sync(opts())).toBe('applied');
+      // A Node came (per-node step) and another went (a full pass's sync): both in place.
+      expect(await s.changeCluster([], ['10.250.0.0/24'])).toBe('updated');
+      expect(await s.sync(grown())).toBe('unchanged');
+      expect(await s.changeCluster(['10.244.1.0/24'], [])).toBe('updated');
+      kernel.text = 'table with the new elements';
+      await vi.advanceTimersByTimeAsync(RELIST_QUIET_MS - 10);
+      expect(kernel.snapshots).toBe(1); // the one after the apply: not yet quiet for long enough
+      await vi.advanceTimersByTimeAsync(20);
+      expect(kernel.snapshots).toBe(2);
+      const shrunk: MasqOptions = { ...grown(), clusterCIDRs: ['10.244.0.0/24', '10.250.0.0/24'] };
+      s.resync();
+      expect(await s.sync(shrunk)).toBe('unchanged');
+      expect(applied).toHaveLength(1);
+      // Changed behind the watch's back after that listing: the resync applies.
+      kernel.text = "someone else's table";
+      s.resync();
+      expect(await s.sync(shrunk)).toBe('applied');
+      expect(applied).toHaveLength(2);
+    });
+
+    it('a listing that a write or an invalidate overtook is not the reference', async () => {
+      const { s, kernel, applied } = settling();
+      expect(await s.sync(opts())).toBe('applied');
+      expect(await s.changeCluster([], ['10.250.0.0/24'])).toBe('updated');
+      let release: () => void = () => {};
+      kernel.hold = new Promise((r) => (release = r));
+      await vi.advanceTimersByTimeAsync(RELIST_QUIET_MS);
+      expect(kernel.snapshots).toBe(2); // under way: another Node changes meanwhile
+      expect(await s.changeCluster([], ['10.251.0.0/24'])).toBe('updated');
+      kernel.hold = undefined;
+      release();
+      await vi.advanceTimersByTimeAsync(0);
+      const both: MasqOptions = { ...opts(), clusterCIDRs: [...grown().clusterCIDRs, '10.251.0.0/24'] };
+      s.resync();
+      expect(await s.sync(both)).toBe('applied'); // no listing of the last state: applied whole
+      // After an invalidate, a pending listing is dropped: the next sync applies anyway.
+      expect(await s.changeCluster(['10.251.0.0/24'], [])).toBe('updated');
+      s.invalidate();
+      await vi.advanceTimersByTimeAsync(RELIST_QUIET_MS * 2);
+      expect(kernel.snapshots).toBe(3); // the one after the last apply only
+      expect(await s.sync(grown())).toBe('applied');
+      expect(applied).toHaveLength(3);
+    });
   });
 
   it('resync with a refused clamp: nft -c tries it, and only a clamp the kernel now takes changes the table', async () => {
