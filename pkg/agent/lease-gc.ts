@@ -13,7 +13,8 @@ export interface PodOnNode {
  * Leases to release in IPAM garbage collection: the pod no longer runs on this node (per the API's
  * pods with spec.nodeName = this node, a finished one, Succeeded or Failed, not counting: a Job's pod
  * stays listed until it is deleted) AND its network namespace is gone. Requiring both keeps a pod
- * that the API lists late, or a netns the agent cannot see, from losing its address.
+ * that the API lists late, or a netns the agent cannot see, from losing its address. A lease without
+ * a pod uid whose pod name runs goes only when its host veth is gone too.
  */
 export function staleLeases(
   leases: readonly Lease[],
@@ -32,12 +33,16 @@ export function staleLeases(
   return leases.filter((l) => {
     if (busy.has(attachmentKey(l))) return false;
     const known = l.podNamespace !== undefined && l.podName !== undefined;
-    const podRuns =
-      known &&
-      running.has(`${l.podNamespace}/${l.podName}`) &&
-      (l.podUid === undefined || runningUids.has(l.podUid));
-    if (podRuns) return false;
+    const nameRuns = known && running.has(`${l.podNamespace}/${l.podName}`);
+    if (nameRuns && l.podUid !== undefined && runningUids.has(l.podUid)) return false;
+    const netnsGone = l.netns !== undefined && l.netns !== '' && !netnsExists(l.netns);
+    if (nameRuns && l.podUid === undefined) {
+      // No uid (the runtime sent no K8S_POD_UID): a pod of that name may be a later one (a StatefulSet's
+      // pod deleted and created again). The attachment is dead when its namespace AND its host veth are
+      // gone; either still there, it may be the running pod's.
+      return netnsGone && !hostVethExists(l);
+    }
     if (l.netns === undefined || l.netns === '') return !hostVethExists(l);
-    return !netnsExists(l.netns);
+    return netnsGone;
   });
 }

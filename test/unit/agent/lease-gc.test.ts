@@ -41,6 +41,22 @@ describe('staleLeases (IPAM GC against the API)', () => {
     expect(stale.map((l) => l.containerId).sort()).toEqual(['crashed', 'job']);
   });
 
+  it('a lease without a pod uid whose name runs again goes once its netns and its host veth are both gone', () => {
+    // A StatefulSet's pod deleted and created under the same name, by a runtime that sends no K8S_POD_UID.
+    const old = lease('alive', {
+      containerId: 'old-sandbox',
+      podUid: undefined,
+      netns: '/var/run/netns/old',
+    });
+    const veth = (present: boolean) => () => present;
+    expect(staleLeases([old], running, exists([]), new Set(), veth(false))).toEqual([old]);
+    expect(staleLeases([old], running, exists([]), new Set(), veth(true))).toEqual([]);
+    expect(staleLeases([old], running, exists([old.netns!]), new Set(), veth(false))).toEqual([]);
+    // No namespace path to judge by: kept while a pod of that name runs.
+    const pathless = { ...old, netns: undefined };
+    expect(staleLeases([pathless], running, exists([]), new Set(), veth(false))).toEqual([]);
+  });
+
   it('never touches an attachment with a CNI call in flight', () => {
     const stale = staleLeases([lease('gone')], [], exists([]), new Set(['gone\0eth0']));
     expect(stale).toEqual([]);
