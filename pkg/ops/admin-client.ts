@@ -19,7 +19,20 @@ export class AdminError extends Error {
   }
 }
 
+/** Why `socketPath` names no admin socket ('' turns it off; node:http takes '' for TCP to localhost:80). */
+export function adminSocketProblem(socketPath: string): string | undefined {
+  if (socketPath === '') {
+    return "the agent's admin socket is turned off (--admin-socket '' or TRELLIS_ADMIN_SOCKET=''): status, routes and leases need it";
+  }
+  if (!socketPath.startsWith('/')) {
+    return `the admin socket must be an absolute path, got ${JSON.stringify(socketPath)}`;
+  }
+  return undefined;
+}
+
 export function adminGet<T>(socketPath: string, path: string, timeoutMs = 5000): Promise<T> {
+  const problem = adminSocketProblem(socketPath);
+  if (problem !== undefined) return Promise.reject(new AdminError(problem));
   return new Promise<T>((resolve, reject) => {
     const req = request({ socketPath, path, method: 'GET', timeout: timeoutMs }, (res) => {
       const chunks: Buffer[] = [];

@@ -11,7 +11,7 @@ import { DEFAULTS, parseDecimal } from '../agent/config.ts';
 import { CONFLIST_FILE_NAME } from '../cniconf/render.ts';
 import type { NetlinkHandle } from '../datapath/ports.ts';
 import { K8sError, K8sReason, type NodeReader } from '../k8s/index.ts';
-import { AdminError, adminGet, defaultAdminSocket } from './admin-client.ts';
+import { AdminError, adminGet, adminSocketProblem, defaultAdminSocket } from './admin-client.ts';
 import { coverage } from './coverage.ts';
 import { runDoctor } from './doctor.ts';
 import { gatherDoctorFacts } from './doctor-gather.ts';
@@ -93,6 +93,12 @@ export async function runOpsCommand(cmd: OpsCommand, argv: string[], deps: OpsDe
     values['admin-socket'] ??
     deps.env.TRELLIS_ADMIN_SOCKET ??
     defaultAdminSocket(values.socket ?? DEFAULTS.socket);
+  // doctor goes on without the agent (its own checks of the node); coverage reads the API alone.
+  const adminProblem = cmd === 'coverage' ? undefined : adminSocketProblem(admin);
+  if (adminProblem !== undefined && (cmd !== 'doctor' || admin !== '')) {
+    deps.stderr(`trellis-agent ${cmd}: ${adminProblem}\n`);
+    return 2;
+  }
   const print = (doc: unknown, human: () => string): void => {
     deps.stdout(json ? `${JSON.stringify(doc, null, 2)}\n` : human());
   };
