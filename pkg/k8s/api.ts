@@ -65,10 +65,15 @@ export class CoreApi {
    * A paged quorum read, not resourceVersion=0: the watch cache would answer every Node in one
    * response (thousands of them in a large cluster, all in memory at once).
    */
-  listNodes(): Promise<RawList> {
+  listNodes(signal?: AbortSignal): Promise<RawList> {
     const op = 'list nodes';
     return this.listAll(op, (cont, limit) =>
-      this.transport.listPage(op, NODES_PATH, { limit, ...(cont !== undefined ? { continue: cont } : {}) }),
+      this.transport.listPage(
+        op,
+        NODES_PATH,
+        { limit, ...(cont !== undefined ? { continue: cont } : {}) },
+        signal,
+      ),
     );
   }
 

@@ -93,12 +93,13 @@ export class HttpTransport implements Transport {
     op: string,
     path: string,
     params: { limit: number; continue?: string; fieldSelector?: string; resourceVersion?: string },
+    signal?: AbortSignal,
   ): Promise<Page> {
     const query = new URLSearchParams({ limit: String(params.limit) });
     if (params.fieldSelector !== undefined) query.set('fieldSelector', params.fieldSelector);
     if (params.resourceVersion !== undefined) query.set('resourceVersion', params.resourceVersion);
     if (params.continue !== undefined) query.set('continue', params.continue);
-    const page = await this.#json(op, { method: 'GET', path, query });
+    const page = await this.#json(op, { method: 'GET', path, query }, signal);
     if (typeof page !== 'object' || page === null || !Array.isArray((page as Page).items))
       throw new K8sError(op, 'the list response has no items array', undefined, K8sReason.INVALID_OBJECT);
     return page as Page;
@@ -217,17 +218,26 @@ export class HttpTransport implements Transport {
     });
   }
 
-  /** One request with a JSON answer; non-2xx becomes a K8sError from the Status in the body. */
-  #json(op: string, r: Request): Promise<unknown> {
+  /**
+   * One request with a JSON answer; non-2xx becomes a K8sError from the Status in the body. `signal`
+   * ends it at once (rejected as a network error saying so).
+   */
+  #json(op: string, r: Request, signal?: AbortSignal): Promise<unknown> {
     return new Promise<unknown>((resolve, reject) => {
       let settled = false;
+      const onAbort = (): void =>
+        fail(new K8sError(op, 'abandoned: the client is stopping', undefined, K8sReason.NETWORK));
       const fail = (err: unknown): void => {
         if (settled) return;
         settled = true;
         clearTimeout(timer);
+        signal?.removeEventListener('abort', onAbort);
         req.destroy();
         reject(toK8sError(op, err));
       };
+      if (signal?.aborted) {
+        return reject(new K8sError(op, 'abandoned: the client is stopping', undefined, K8sReason.NETWORK));
+      }
       let req: Http.ClientRequest;
       try {
         req = this.#request(r);
@@ -242,12 +252,14 @@ export class HttpTransport implements Transport {
           ),
         this.#requestTimeoutMs,
       );
+      signal?.addEventListener('abort', onAbort, { once: true });
       req.on('error', fail);
       req.on('response', (res) => {
         readAll(res).then((text) => {
           if (settled) return;
           settled = true;
           clearTimeout(timer);
+          signal?.removeEventListener('abort', onAbort);
           const status = res.statusCode ?? 0;
           if (status < 200 || status > 299)
             return reject(fromHttpResponse(op, status, text, retryAfterOf(res)));

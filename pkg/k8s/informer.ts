@@ -164,7 +164,7 @@ export function startNodeInformerOn(api: CoreApi, opts: NodeInformerOptions): No
   };
 
   const relist = async (): Promise<void> => {
-    const raw = await api.listNodes();
+    const raw = await api.listNodes(signal);
     const next = new Map<string, NodeView>();
     for (const o of raw.items) {
       const r = toNodeView(o);

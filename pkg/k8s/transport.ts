@@ -40,11 +40,16 @@ export const WATCH_IDLE_MS = 90_000;
 
 export interface Transport {
   readonly name: TransportName;
-  /** GET of one list page with limit/continue, an optional fieldSelector and resourceVersion. */
+  /**
+   * GET of one list page with limit/continue, an optional fieldSelector and resourceVersion. `signal`
+   * ends the request at once (a stopping agent must not wait out the request timeout of an API server
+   * that accepted the connection and never answers); the client-node fallback cannot end its own.
+   */
   listPage(
     op: string,
     path: string,
     params: { limit: number; continue?: string; fieldSelector?: string; resourceVersion?: string },
+    signal?: AbortSignal,
   ): Promise<Page>;
   patch(op: string, path: string, type: PatchType, body: unknown): Promise<unknown>;
   /**

@@ -26,7 +26,7 @@ export function transportFor(conn: KubeConnection): Transport {
   };
   return {
     name: 'client-node',
-    listPage: async (op, path, params) => (await load(op)).listPage(op, path, params),
+    listPage: async (op, path, params, signal) => (await load(op)).listPage(op, path, params, signal),
     patch: async (op, path, type, body) => (await load(op)).patch(op, path, type, body),
     watch: async (op, path, params, onEvent, signal) =>
       (await load(op)).watch(op, path, params, onEvent, signal),

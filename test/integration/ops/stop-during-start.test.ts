@@ -1,6 +1,10 @@
-import { existsSync } from 'node:fs';
-import { afterAll, describe, expect, it } from 'vitest';
+import { type ChildProcess, spawn } from 'node:child_process';
+import { existsSync, mkdirSync, mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { afterAll, describe, expect, it, vi } from 'vitest';
 import { type AgentProcess, removeAgentDir, startAgent } from '../../support/agent-process.ts';
+import { writeKubeconfig } from '../../support/apiserver/server.ts';
 import { builtSkipReason } from '../../support/cni-driver.ts';
 import { NetnsPool, netnsSkipReason } from '../../support/netns.ts';
 
@@ -15,11 +19,22 @@ const title = 'SIGTERM during start-up stops the agent the usual way';
 describe.skipIf(skip !== undefined)(skip === undefined ? title : `${title} (skipped: ${skip})`, () => {
   const pool = new NetnsPool();
   let agent: AgentProcess | undefined;
+  let silent: ChildProcess | undefined;
+  const dirs: string[] = [];
   afterAll(async () => {
     await agent?.kill();
     if (agent !== undefined) removeAgentDir(agent.dir);
+    silent?.kill('SIGKILL');
+    for (const d of dirs) rmSync(d, { recursive: true, force: true });
     pool.cleanup();
   });
+
+  const exited = (a: AgentProcess): Promise<number | null> =>
+    new Promise((resolve) => {
+      const c = a.child;
+      if (c.exitCode !== null || c.signalCode !== null) resolve(c.exitCode);
+      else c.once('exit', (exitCode) => resolve(exitCode));
+    });
 
   it('exit 0 after "trellis agent stopped", the CNI socket removed', async () => {
     const ns = pool.add('sigstart').name;
@@ -35,14 +50,58 @@ describe.skipIf(skip !== undefined)(skip === undefined ? title : `${title} (skip
         }
       },
     });
-    const code = await new Promise<number | null>((resolve) => {
-      const c = agent!.child;
-      if (c.exitCode !== null || c.signalCode !== null) resolve(c.exitCode);
-      else c.once('exit', (exitCode) => resolve(exitCode));
-    });
+    const code = await exited(agent);
     expect(sent).toBe(true);
     expect([code, agent.child.signalCode]).toEqual([0, null]);
     expect(agent.logs.some((l) => l.msg === 'trellis agent stopped')).toBe(true);
     expect(existsSync(agent.socket)).toBe(false);
   });
+
+  it('an API server that accepted the list request and never answers does not hold the stop (60 s request timeout)', async () => {
+    const ns = pool.add('sigsilent').name;
+    // Accepts connections and never says a word: no TLS handshake, no HTTP answer.
+    silent = spawn(
+      'ip',
+      [
+        'netns',
+        'exec',
+        ns,
+        process.execPath,
+        '-e',
+        "require('node:net').createServer((c) => console.log('connection')).listen(6443, '127.0.0.1', () => console.log('listening'))",
+      ],
+      { stdio: ['ignore', 'pipe', 'inherit'] },
+    );
+    let connections = 0;
+    const listening = new Promise<void>((resolve) =>
+      silent!.stdout!.on('data', (d: Buffer) => {
+        if (d.toString().includes('listening')) resolve();
+        connections += d.toString().split('connection').length - 1;
+      }),
+    );
+    await listening;
+    const dir = mkdtempSync(join(tmpdir(), 'trl-silent-api-'));
+    dirs.push(dir);
+    const kubeconfig = join(dir, 'kubeconfig');
+    writeKubeconfig(kubeconfig, 'https://127.0.0.1:6443');
+    for (const d of ['net.d', 'bin']) mkdirSync(join(dir, d));
+    const a = startAgent({
+      ns,
+      kubernetes: {
+        nodeName: 'node-1',
+        kubeconfig,
+        cniConfDir: join(dir, 'net.d'),
+        cniBinDir: join(dir, 'bin'),
+      },
+    });
+    agent = a;
+    await vi.waitFor(() => expect(connections).toBeGreaterThan(0), { timeout: 15_000, interval: 50 });
+    const started = performance.now();
+    a.child.kill('SIGTERM');
+    const code = await exited(a);
+    // Well inside the DaemonSet's 30 s grace period, and nowhere near the request's own 60 s timeout.
+    expect(performance.now() - started).toBeLessThan(10_000);
+    expect([code, a.child.signalCode]).toEqual([0, null]);
+    expect(a.logs.some((l) => l.msg === 'trellis agent stopped')).toBe(true);
+  }, 40_000);
 });

@@ -94,6 +94,34 @@ describe('HttpTransport', () => {
     ]);
   });
 
+  it('a list page that gets no answer ends at once when its signal aborts, connection closed', async () => {
+    let closed: Promise<void> = new Promise(() => {});
+    await serve((req) => {
+      closed = new Promise((r) => req.socket.once('close', () => r()));
+      // Never answer.
+    });
+    const { port } = server!.address() as AddressInfo;
+    const t = new HttpTransport(
+      { server: new URL(`http://127.0.0.1:${port}`), insecure: true },
+      { userAgent: 'trellis-agent/test', requestTimeoutMs: 60_000, watchIdleMs: 60_000 },
+    );
+    const stop = new AbortController();
+    const listing = rejection(t.listPage('list nodes', '/api/v1/nodes', { limit: 5 }, stop.signal));
+    await vi.waitFor(() => expect(open.size).toBe(1));
+    const started = performance.now();
+    stop.abort();
+    const e = await listing;
+    expect(performance.now() - started).toBeLessThan(1000);
+    expect([e.reason, e.message]).toEqual(['NetworkError', 'list nodes: abandoned: the client is stopping']);
+    await closed; // the request's connection is gone too, not left to the 60 s timeout
+    // Already aborted: no request at all.
+    const before = open.size;
+    expect(
+      (await rejection(t.listPage('list nodes', '/api/v1/nodes', { limit: 5 }, stop.signal))).message,
+    ).toContain('abandoned');
+    expect(open.size).toBe(before);
+  });
+
   it('sends the query, headers and body a patch needs', async () => {
     const seen: { url: string; headers: IncomingMessage['headers']; body: string }[] = [];
     const t = await serve((req, res) => {
