@@ -25,3 +25,4 @@ export {
   parseCidr,
 } from './cidr.ts';
 export { localUnicastMac } from './mac.ts';
+export { specialRangeProblem } from './special-ranges.ts';

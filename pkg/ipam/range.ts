@@ -8,6 +8,7 @@ import {
   type IpAddress,
   parseCidr,
   parseIp,
+  specialRangeProblem,
 } from '../ip/index.ts';
 
 /**
@@ -65,6 +66,8 @@ export function isReserved(cidr: Cidr, value: bigint): boolean {
 /** Parses a pod CIDR that addresses are allocated from; too-small ranges are rejected here. */
 export function parseRange(text: string): Cidr {
   const cidr = parseCidrOrThrow(text);
+  const special = specialRangeProblem(cidr, formatCidr(cidr));
+  if (special !== undefined) throw invalid(`pod CIDR ${special}`);
   if (usableBounds(cidr).count < 1n) {
     const longest = cidr.family === 4 ? 30 : 126;
     const reserved =

@@ -7,6 +7,7 @@
  * stands on its own (one InternalIP of several) is left out alone, and said so in the view's `problems`.
  */
 import { isIP } from 'node:net';
+import { parseCidr, specialRangeProblem } from '../ip/index.ts';
 
 export interface NodeView {
   readonly name: string;
@@ -142,6 +143,11 @@ export function toNodeView(obj: unknown): NodeViewResult {
       podCIDRs = [spec.podCIDR];
     } else {
       podCIDRs = [];
+    }
+    for (const c of podCIDRs) {
+      const parsed = parseCidr(c, { strict: false });
+      const special = parsed === undefined ? undefined : specialRangeProblem(parsed, c);
+      if (special !== undefined) return { ok: false, problem: `node ${name}: pod CIDR ${special}` };
     }
     const families = podCIDRs.map((c) => isIP(c.slice(0, c.indexOf('/'))));
     if (new Set(families).size !== families.length) {

@@ -138,6 +138,21 @@ describe('toNodeView', () => {
       { metadata: meta('x'), spec: { podCIDRs: ['10.0.0.0/33'] } },
       /invalid CIDR "10\.0\.0\.0\/33"/,
     ],
+    [
+      'a pod CIDR of every address (its blackhole would take the node off the network)',
+      { metadata: meta('x'), spec: { podCIDRs: ['0.0.0.0/0'] } },
+      /node x: pod CIDR 0\.0\.0\.0\/0 overlaps "this network" space/,
+    ],
+    [
+      'a loopback pod CIDR (legacy spec.podCIDR)',
+      { metadata: meta('x'), spec: { podCIDR: '127.1.0.0/24' } },
+      /pod CIDR 127\.1\.0\.0\/24 overlaps loopback space \(127\.0\.0\.0\/8\)/,
+    ],
+    [
+      'an IPv6 multicast pod CIDR',
+      { metadata: meta('x'), spec: { podCIDRs: ['10.244.1.0/24', 'ff05::/64'] } },
+      /pod CIDR ff05::\/64 overlaps multicast space/,
+    ],
     ['podCIDR without prefix', { metadata: meta('x'), spec: { podCIDRs: ['10.0.0.0'] } }, /invalid CIDR/],
     ['podCIDRs not a list', { metadata: meta('x'), spec: { podCIDRs: '10.0.0.0/24' } }, /not a list/],
     [
