@@ -1,5 +1,6 @@
 import { dirname, join } from 'node:path';
 import { parseArgs } from 'node:util';
+import { IPV6_MIN_MTU } from '../datapath/ports.ts';
 import { errorText } from '../error-text.ts';
 import { parseRanges } from '../ipam/ipam.ts';
 import { validateNoMasqueradeCIDRs } from '../masq/render.ts';
@@ -242,7 +243,8 @@ function setting(
 ): { raw: string | undefined; name: string } {
   const fromFlag = values[flag];
   if (fromFlag !== undefined) return { raw: fromFlag, name: `--${flag}` };
-  const fromEnv = envName === undefined ? undefined : env[envName];
+  // Trimmed: a ConfigMap value written as a YAML block ("vxlan\n") must not stop an upgraded agent.
+  const fromEnv = envName === undefined ? undefined : env[envName]?.trim();
   if (fromEnv !== undefined) return { raw: fromEnv, name: `--${flag} (from $${envName})` };
   return { raw: undefined, name: `--${flag}` };
 }
@@ -305,7 +307,7 @@ export function parseAgentConfig(
   const noMasq = values['no-masquerade-cidr'] ?? splitList(env.TRELLIS_NO_MASQUERADE_CIDRS);
   const config: AgentConfig = {
     podCIDRs: values['pod-cidr'] ?? [],
-    nodeName: values['node-name'] ?? emptyToUndefined(env.NODE_NAME),
+    nodeName: values['node-name'] ?? emptyToUndefined(env.NODE_NAME?.trim()),
     // The flag alone: $KUBECONFIG is a list, which loadKubeConfig reads itself (and names in its messages).
     kubeconfig: emptyToUndefined(values.kubeconfig),
     socket: values.socket ?? DEFAULTS.socket,
@@ -386,6 +388,14 @@ export function parseAgentConfig(
     parseRanges(config.podCIDRs);
   } catch (err) {
     throw new ConfigError(`--pod-cidr: ${(err as Error).message}`);
+  }
+  const v6Cidr = config.podCIDRs.find((c) => c.includes(':'));
+  if (config.mtu > 0 && config.mtu < IPV6_MIN_MTU && v6Cidr !== undefined) {
+    // Every ADD would fail (the kernel takes IPv6 off a smaller link); in Kubernetes mode, where the
+    // pod CIDRs come later, the agent stays not ready instead (Agent.onSynced).
+    throw new ConfigError(
+      `${mtuSetting.name} ${config.mtu} is below ${IPV6_MIN_MTU}, the smallest MTU IPv6 runs on, and --pod-cidr ${v6Cidr} is IPv6`,
+    );
   }
   if (opts.requireNode !== false && config.podCIDRs.length === 0 && config.nodeName === undefined) {
     throw new ConfigError(

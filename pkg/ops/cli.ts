@@ -91,7 +91,7 @@ export async function runOpsCommand(cmd: OpsCommand, argv: string[], deps: OpsDe
   const json = values.json === true;
   const admin =
     values['admin-socket'] ??
-    deps.env.TRELLIS_ADMIN_SOCKET ??
+    deps.env.TRELLIS_ADMIN_SOCKET?.trim() ??
     defaultAdminSocket(values.socket ?? DEFAULTS.socket);
   // doctor goes on without the agent (its own checks of the node); coverage reads the API alone.
   const adminProblem = cmd === 'coverage' ? undefined : adminSocketProblem(admin);

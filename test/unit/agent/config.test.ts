@@ -44,6 +44,11 @@ describe('parseAgentConfig', () => {
     [['--mtu', '9'], { NODE_NAME: 'n' }, '--mtu must be a decimal integer from 68 to 65535, got "9"'],
     [['--log-level', 'loud'], { NODE_NAME: 'n' }, '--log-level must be one of'],
     [['--pod-cidr', '10.244.1.1/24'], {}, '--pod-cidr "10.244.1.1/24"'],
+    [
+      ['--pod-cidr', '0.0.0.0/0'],
+      {},
+      '--pod-cidr "0.0.0.0/0": pod CIDR 0.0.0.0/0 overlaps "this network" space',
+    ],
     [['--pod-cidr', '10.244.1.0/24', '--pod-cidr', '10.245.0.0/24'], {}, 'two IPv4 ranges'],
     [['--socket', 'relative.sock', '--pod-cidr', '10.244.1.0/24'], {}, '--socket must be an absolute path'],
     [['--host-proc', 'host/proc', '--pod-cidr', '10.244.1.0/24'], {}, '--host-proc must be an absolute path'],
@@ -53,6 +58,16 @@ describe('parseAgentConfig', () => {
       '--netns-dir must be an absolute path',
     ],
     [['--bogus'], { NODE_NAME: 'n' }, "Unknown option '--bogus'"],
+    [
+      ['--pod-cidr', '10.244.1.0/24', '--pod-cidr', 'fd00:10:244:1::/64', '--mtu', '1000'],
+      {},
+      '--mtu 1000 is below 1280, the smallest MTU IPv6 runs on, and --pod-cidr fd00:10:244:1::/64 is IPv6',
+    ],
+    [
+      ['--pod-cidr', 'fd00:10:244:1::/64'],
+      { TRELLIS_MTU: '1279' },
+      '--mtu (from $TRELLIS_MTU) 1279 is below 1280',
+    ],
     [
       [],
       { NODE_NAME: 'n', TRELLIS_NO_MASQUERADE_CIDRS: '10.0.0.1/8, 192.168.0.0/16' },
@@ -95,6 +110,23 @@ describe('parseAgentConfig', () => {
     expect(c.resyncMs).toBe(30_000);
     // 0 (detect) the same way.
     expect(parseAgentConfig([], { NODE_NAME: 'n', TRELLIS_MTU: '0\n' }).mtu).toBe(0);
+  });
+
+  it("every setting from the environment is taken without the YAML block's newline, not just numbers", () => {
+    const c = parseAgentConfig([], {
+      NODE_NAME: 'worker-1\n',
+      TRELLIS_MODE: 'vxlan\n',
+      TRELLIS_LOG_LEVEL: ' debug\n',
+      TRELLIS_METRICS_ADDR: ':9743\n',
+      TRELLIS_ADMIN_SOCKET: '/run/trellis/admin.sock\n',
+    });
+    expect(c).toMatchObject({
+      nodeName: 'worker-1',
+      mode: 'vxlan',
+      logLevel: 'debug',
+      metricsAddr: ':9743',
+      adminSocket: '/run/trellis/admin.sock',
+    });
   });
 
   it('a bad value from the environment names the flag and the variable it came from', () => {
@@ -179,6 +211,17 @@ describe('parseAgentConfig', () => {
     expect(parseAgentConfig(['--cni-bin-dir', '/tmp/x'], {}, { requireNode: false }).cniBinDir).toBe(
       '/tmp/x',
     );
+  });
+});
+
+describe('parseAgentConfig: an MTU below 1280 and IPv6 pod CIDRs', () => {
+  it('IPv4 alone takes it, and 0 (detect) and 1280 are taken with IPv6', () => {
+    expect(parseAgentConfig(['--pod-cidr', '10.244.1.0/24', '--mtu', '1000'], {}).mtu).toBe(1000);
+    const v6 = ['--pod-cidr', 'fd00:10:244:1::/64'];
+    expect(parseAgentConfig([...v6, '--mtu', '0'], {}).mtu).toBe(0);
+    expect(parseAgentConfig([...v6, '--mtu', '1280'], {}).mtu).toBe(1280);
+    // Kubernetes mode: the pod CIDRs come with the Node (the agent then stays not ready).
+    expect(parseAgentConfig(['--mtu', '1000'], { NODE_NAME: 'n' }).mtu).toBe(1000);
   });
 });
 
