@@ -4,7 +4,14 @@ import { join } from 'node:path';
 import { BackgroundDeleter } from '../datapath/background-deleter.ts';
 import { sweepOrphans } from '../datapath/gc.ts';
 import { KeyedMutex } from '../datapath/keyed-mutex.ts';
-import type { Family, NetlinkEventsPort, NetlinkHandle, NetnsPort, Subscription } from '../datapath/ports.ts';
+import {
+  type Family,
+  IPV6_MIN_MTU,
+  type NetlinkEventsPort,
+  type NetlinkHandle,
+  type NetnsPort,
+  type Subscription,
+} from '../datapath/ports.ts';
 import { type PreparedOutcome, PreparedPairs } from '../datapath/prepared-pairs.ts';
 import type { DatapathDeps } from '../datapath/types.ts';
 import { errorText } from '../error-text.ts';
@@ -32,7 +39,7 @@ import { collectLeases, removeAttachments } from './lease-collector.ts';
 import { rebuildHeldLeases } from './lease-rebuild.ts';
 import { LinkCarrierWatch } from './link-carrier-watch.ts';
 import { LinkMtuWatch } from './link-mtu-watch.ts';
-import type { MtuChoice } from './mtu.ts';
+import { ipv6MtuProblem, type MtuChoice } from './mtu.ts';
 import { NetnsDirWatch } from './netns-dir-watch.ts';
 import { NodeStatusReporter } from './node-status.ts';
 import { type AgentRouteState, type AgentSnapshot, computeRouteState } from './operator-view.ts';
@@ -158,6 +165,8 @@ export class Agent {
   private readonly inFlight = new Set<Promise<void>>();
   private busyKeys: ReadonlySet<string> = new Set();
   private waitingFor: string | undefined = 'the first reconcile';
+  /** Why the pod MTU cannot carry this node's IPv6 pod CIDR (ipv6MtuProblem), as of the last pass. */
+  private mtuProblem: string | undefined;
   /** Publishes the CNI config list once its binaries run (created at the first publication). */
   private publisher: CniConfigPublisher | undefined;
   /** This Node's pod CIDRs and MTU as the last run knew them (remembered-node.ts); Kubernetes mode only. */
@@ -588,9 +597,24 @@ export class Agent {
     // Stopping (SIGTERM, or a start that failed after the controller began its first pass): a pass
     // still in flight neither publishes the config list nor declares the node ready.
     if (this.abort.signal.aborted) return;
-    if (config.publishCniConfig) {
-      this.publisher ??= new CniConfigPublisher(config, log);
+    const mtuProblem = ipv6MtuProblem(this.mtu, self.podCIDRs, this.mtuChoice.source);
+    if (mtuProblem !== this.mtuProblem) {
+      this.mtuProblem = mtuProblem;
+      if (mtuProblem !== undefined) log.error({ mtu: this.mtu, podCIDRs: self.podCIDRs }, mtuProblem);
+      else log.info({ mtu: this.mtu }, 'the pod MTU carries IPv6 again');
+    }
+    if (mtuProblem !== undefined) {
+      // Every ADD would fail: not ready, nothing published. Once ready, the list in place (with the
+      // MTU it had) stays; status and doctor show the problem.
+      if (!this.ready) {
+        this.waitingFor = `a pod MTU of ${IPV6_MIN_MTU} or more (${mtuProblem})`;
+        return;
+      }
+    } else if (config.publishCniConfig) {
+      this.publisher ??= new CniConfigPublisher(config, log, this.abort.signal);
       const block = await this.publisher.publish(this.mtu);
+      // SIGTERM while the VERSION probes ran: not ready now (the publisher wrote nothing).
+      if (this.abort.signal.aborted) return;
       if (block !== undefined) {
         this.waitingFor = describePublishBlock(block, config.cniBinDir);
         // Before the first publication it keeps the node from being ready; after it, the list in
@@ -767,6 +791,7 @@ export class Agent {
       mode: config.mode,
       mtu: this.mtu,
       routeMtu: this.routeMtu,
+      ...(this.mtuProblem === undefined ? {} : { mtuProblem: this.mtuProblem }),
       podCIDRs: this.ipam?.ranges() ?? [],
       ready: this.ready,
       notReadyReason: this.notReadyReason(),

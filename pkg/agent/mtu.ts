@@ -1,4 +1,4 @@
-import type { LinkInfo, RouteLookup } from '../datapath/ports.ts';
+import { IPV6_MIN_MTU, type LinkInfo, type RouteLookup } from '../datapath/ports.ts';
 import { familyOfText } from '../ip/index.ts';
 import { nodeLinkOf, wayOutLink } from '../routes/node-link.ts';
 import type { LocalLink } from '../routes/types.ts';
@@ -14,6 +14,20 @@ export interface MtuChoice {
   kept?: true;
   /** The links it was read from, with the MTU read (LinkMtuWatch follows them); absent when none. */
   links?: readonly Pick<LinkInfo, 'index' | 'mtu'>[];
+}
+
+/**
+ * Why pods cannot get `podMtu` on this node, or undefined: IPv6 needs 1280, and the kernel takes IPv6
+ * off a smaller link, so every ADD of a node with an IPv6 pod CIDR would fail.
+ */
+export function ipv6MtuProblem(
+  podMtu: number,
+  podCIDRs: readonly string[],
+  source: string,
+): string | undefined {
+  const v6 = podCIDRs.find((c) => c.includes(':'));
+  if (v6 === undefined || podMtu >= IPV6_MIN_MTU) return undefined;
+  return `pod MTU ${podMtu} (${source}) is below ${IPV6_MIN_MTU}, the smallest MTU IPv6 runs on, and pod CIDR ${v6} is IPv6: set --mtu to ${IPV6_MIN_MTU} or more, or raise the uplink's MTU`;
 }
 
 /**

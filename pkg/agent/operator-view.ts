@@ -30,6 +30,8 @@ export interface AgentSnapshot {
   mtu: number;
   /** The MTU of pod traffic leaving the node (the pod's default routes); absent from older agents. */
   routeMtu?: number;
+  /** Why the pod MTU cannot carry this node's IPv6 pod CIDR (below 1280); absent when it can. */
+  mtuProblem?: string;
   podCIDRs: string[];
   ready: boolean;
   notReadyReason: string | undefined;

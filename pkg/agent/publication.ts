@@ -91,9 +91,13 @@ export class CniConfigPublisher {
    */
   shadowedBy: string[] = [];
 
-  constructor(config: AgentConfig, log: Logger) {
+  readonly #stopping: AbortSignal | undefined;
+
+  /** `stopping`: once aborted, nothing more is written (an agent told to stop never became ready). */
+  constructor(config: AgentConfig, log: Logger, stopping?: AbortSignal) {
     this.#config = config;
     this.#log = log;
+    this.#stopping = stopping;
     // PID 1's mount namespace is the host's, where the kubelet's runtime runs (containerd, CRI-O).
     const mountNs = config.hostProc === '' ? undefined : join(config.hostProc, '1', 'ns', 'mnt');
     this.#probe = new ChainVersionProbe(mountNs === undefined ? {} : { mountNs });
@@ -145,6 +149,9 @@ export class CniConfigPublisher {
       this.#lastLogged = '';
       log.info({ dir: config.cniBinDir }, 'the CNI binaries run now');
     }
+    // The VERSION probes take a while: a SIGTERM meanwhile must not leave a list behind for a node
+    // this agent never served.
+    if (this.#stopping?.aborted === true) return undefined;
     const text = renderConflist({
       socket: config.socket,
       spoolDir: config.spoolDir,

@@ -8,6 +8,7 @@ import { hostVethName } from './names.ts';
 import { isOwnNetnsFd } from './own-netns.ts';
 import { type PodRoute, podRoutes } from './pod-routes.ts';
 import {
+  IPV6_MIN_MTU,
   type LinkInfo,
   type NetlinkHandle,
   type PodNetlink,
@@ -71,9 +72,6 @@ function openPodNetns(deps: DatapathDeps, path: string): number {
 }
 
 type Settled<T> = { ok: true; value: T } | { ok: false; error: unknown };
-
-/** RFC 8200: every link that carries IPv6 takes packets of 1280 bytes. */
-const IPV6_MIN_MTU = 1280;
 
 async function addInNetns(
   deps: DatapathDeps,

@@ -312,6 +312,9 @@ export type SetUpOutcome = 'done' | 'kept';
 /** rtm_protocol value that marks routes trellis created (RTPROT values < 20 are reserved by the kernel). */
 export const TRELLIS_ROUTE_PROTOCOL = 0x7e; // 126
 
+/** RFC 8200: every link that carries IPv6 takes packets of 1280 bytes; the kernel takes IPv6 off a smaller one. */
+export const IPV6_MIN_MTU = 1280;
+
 /**
  * Kernel change notifications (pkg/netlink subscribeRouteEvents / subscribeLinkEvents), bound to the
  * namespace of the caller. Events only say "look again": consumers re-list (level-triggered), and

@@ -331,6 +331,13 @@ export function checkMtu(f: DoctorFacts): CheckResult {
   const skip = needsAgent(f);
   if (skip !== undefined || !f.agent.ok) return { ...r, skipped: skip };
   const podMtu = f.agent.value.status.mtu;
+  const { mtuProblem } = f.agent.value.status;
+  if (mtuProblem !== undefined) {
+    r.findings.push({
+      problem: `${mtuProblem}: every pod ADD would fail, so the agent does not publish it`,
+      fix: `set TRELLIS_MTU (ConfigMap trellis-config) to 1280 or more, or 0 to detect it from an uplink of 1280 or more, and restart the agents`,
+    });
+  }
   // What leaves the node: the pod's default routes carry routeMtu when it is below the interface's.
   const leavingMtu = f.agent.value.status.routeMtu ?? podMtu;
   // The links toward peers: the underlay for direct (host-gw) peers, the VXLAN device (whose MTU already

@@ -63,7 +63,8 @@ export function formatStatus(s: StatusView): string {
     ['pod CIDRs', s.podCIDRs.length === 0 ? '(none yet)' : s.podCIDRs.join(', ')],
     [
       'pod MTU',
-      s.routeMtu === undefined ? String(s.mtu) : `${s.mtu} (${s.routeMtu} for traffic leaving the node)`,
+      s.mtuProblem ??
+        (s.routeMtu === undefined ? String(s.mtu) : `${s.mtu} (${s.routeMtu} for traffic leaving the node)`),
     ],
     ...(s.mssClamp === undefined
       ? []

@@ -17,6 +17,8 @@ export interface StatusView {
   standalone: boolean;
   mode: string;
   mtu: number;
+  /** Why pods cannot get `mtu` (IPv6 needs 1280); absent when they can, and from older agents. */
+  mtuProblem?: string;
   /** Below `mtu` when traffic leaving the node is encapsulated. */
   routeMtu?: number;
   podCIDRs: string[];
@@ -130,6 +132,7 @@ export function statusView(
     mode: s.mode,
     mtu: s.mtu,
     ...(s.routeMtu === undefined || s.routeMtu === s.mtu ? {} : { routeMtu: s.routeMtu }),
+    ...(s.mtuProblem === undefined ? {} : { mtuProblem: s.mtuProblem }),
     podCIDRs: s.podCIDRs,
     ready: s.ready,
     ...(s.notReadyReason === undefined ? {} : { notReadyReason: s.notReadyReason }),

@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { chooseMtu } from '../../../pkg/agent/mtu.ts';
+import { chooseMtu, ipv6MtuProblem } from '../../../pkg/agent/mtu.ts';
 import type { LinkInfo } from '../../../pkg/datapath/ports.ts';
 
 const link = (index: number, name: string, mtu: number): LinkInfo => ({
@@ -196,5 +196,15 @@ describe('chooseMtu: an InternalIP on lo behind a multipath default route', () =
     expect(chooseMtu({ ...base, waysOut: [], last: { mtu: 8930, source: 'x', overhead: 70 } })).toEqual(
       fallback,
     );
+  });
+});
+
+describe('ipv6MtuProblem', () => {
+  it('names the MTU, where it came from and the IPv6 pod CIDR; none at 1280 or for IPv4 alone', () => {
+    expect(ipv6MtuProblem(1279, ['10.244.1.0/24', 'fd00:10:244:1::/64'], 'eth0 (InternalIP)')).toBe(
+      "pod MTU 1279 (eth0 (InternalIP)) is below 1280, the smallest MTU IPv6 runs on, and pod CIDR fd00:10:244:1::/64 is IPv6: set --mtu to 1280 or more, or raise the uplink's MTU",
+    );
+    expect(ipv6MtuProblem(1280, ['fd00:10:244:1::/64'], 'configured')).toBeUndefined();
+    expect(ipv6MtuProblem(576, ['10.244.1.0/24'], 'configured')).toBeUndefined();
   });
 });

@@ -360,6 +360,16 @@ const cases: Case[] = [
     /TRELLIS_MTU .* 1450 or less/,
   ],
   [
+    'pod MTU below what IPv6 needs on a node with an IPv6 pod CIDR',
+    (f) => {
+      agentValue(f).status.mtuProblem =
+        'pod MTU 1000 (configured (--mtu)) is below 1280, the smallest MTU IPv6 runs on, and pod CIDR fd00:10:244:1::/64 is IPv6: set --mtu to 1280 or more';
+    },
+    'mtu',
+    /pod MTU 1000 .* is below 1280.*every pod ADD would fail/,
+    /TRELLIS_MTU .* to 1280 or more/,
+  ],
+  [
     'veth MTU above the pod MTU',
     (f) => {
       f.links[2]!.mtu = 9000;
