@@ -5,6 +5,7 @@
 
 import type { Family, LinkInfo, RouteLookup } from '../datapath/ports.ts';
 import { canonicalIp, parseIp } from '../ip/index.ts';
+import { isUnusableNodeIp } from './node-ip.ts';
 import type { LocalLink } from './types.ts';
 
 /**
@@ -62,7 +63,23 @@ export function wayOutLink(
   return best;
 }
 
-/** The InternalIPs of one family, canonical; unparsable ones are left out. */
-export function internalIPsOf(internalIPs: readonly string[], family: Family): string[] {
-  return internalIPs.filter((t) => parseIp(t)?.family === family).map((t) => canonicalIp(t)!);
+/**
+ * The family's InternalIPs a tunnel can leave from and peers can reach (canonical), and the others
+ * with why not: a link-local one (fe80::, listed first by some kubelets) must never become a VXLAN
+ * device's local address, as the peers already refuse it as a destination (desired.ts).
+ */
+export function usableInternalIPsOf(
+  internalIPs: readonly string[],
+  family: Family,
+): { usable: string[]; unusable: { ip: string; why: string }[] } {
+  const usable: string[] = [];
+  const unusable: { ip: string; why: string }[] = [];
+  for (const text of internalIPs) {
+    const ip = parseIp(text);
+    if (ip?.family !== family) continue;
+    const why = isUnusableNodeIp(ip);
+    if (why === undefined) usable.push(canonicalIp(text)!);
+    else unusable.push({ ip: canonicalIp(text)!, why });
+  }
+  return { usable, unusable };
 }

@@ -8,10 +8,17 @@
  * device holding a stale one (our pod CIDR changed) is recreated too.
  */
 
-import type { AddressInfo, Family, LinkInfo, NetlinkHandle, RouteLookup } from '../datapath/ports.ts';
+import {
+  type AddressInfo,
+  type Family,
+  IPV6_MIN_MTU,
+  type LinkInfo,
+  type NetlinkHandle,
+  type RouteLookup,
+} from '../datapath/ports.ts';
 import { canonicalIp } from '../ip/index.ts';
 import { vtepAddress } from '../routes/desired.ts';
-import { internalIPsOf, nodeLinkOf, wayOutLink } from '../routes/node-link.ts';
+import { nodeLinkOf, usableInternalIPsOf, wayOutLink } from '../routes/node-link.ts';
 import type { LocalLink, Problem, RoutingMode, SelfNode } from '../routes/types.ts';
 import { VXLAN_OVERHEAD, vxlanDeviceName } from './constants.ts';
 import type { VxlanLinkTool } from './link-tool.ts';
@@ -75,13 +82,15 @@ export function desiredDevices(
   for (const family of [4, 6] as Family[]) {
     const vtepIP = vtepAddress(self.podCIDRs, family);
     if (vtepIP === undefined) continue; // Not this family's node: no pods to reach.
-    const ips = internalIPsOf(self.internalIPs, family);
+    const { usable: ips, unusable } = usableInternalIPsOf(self.internalIPs, family);
     if (ips.length === 0) {
       // A node without any InternalIP (standalone mode) has no peers either: nothing to report.
       if (self.internalIPs.length === 0) continue;
+      const which = unusable.length === 0 ? 'no' : 'no usable';
+      const why = unusable.map((u) => ` (${u.ip}: ${u.why})`).join('');
       problems.push({
         node: nodeName,
-        problem: `no IPv${family} InternalIP: no IPv${family} VXLAN device, IPv${family} pod traffic can only use direct routes`,
+        problem: `${which} IPv${family} InternalIP${why}: no IPv${family} VXLAN device, IPv${family} pod traffic can only use direct routes`,
       });
       continue;
     }
@@ -104,6 +113,25 @@ export function desiredDevices(
     // Without an underlay (its route off the node missing for a moment, say) the device keeps the MTU
     // it has rather than drop to 1500's and back; only a new one gets that.
     const unknownMtu = links.find((l) => l.name === name)?.mtu ?? 1500 - VXLAN_OVERHEAD[family];
+    const mtu =
+      settings.mtu > 0
+        ? settings.mtu
+        : underlay === undefined
+          ? unknownMtu
+          : underlay.mtu - VXLAN_OVERHEAD[family];
+    if (family === 6 && mtu < IPV6_MIN_MTU) {
+      // The kernel takes IPv6 off a link below 1280: the device would hold no VTEP address and no
+      // neighbour, and every pass would fail writing them. Said once per pass instead.
+      const from =
+        settings.mtu > 0
+          ? `--mtu ${settings.mtu}`
+          : `${underlay?.name ?? 'the underlay'}'s MTU ${underlay?.mtu ?? mtu + VXLAN_OVERHEAD[6]} less ${VXLAN_OVERHEAD[6]} bytes of encapsulation`;
+      problems.push({
+        node: nodeName,
+        problem: `the IPv6 VXLAN device would get MTU ${mtu} (${from}), below the ${IPV6_MIN_MTU} IPv6 needs: no IPv6 VXLAN device, IPv6 pod traffic can only use direct routes (raise the underlay's MTU to ${IPV6_MIN_MTU + VXLAN_OVERHEAD[6]} or more${settings.mtu > 0 ? `, or --mtu to ${IPV6_MIN_MTU} or more` : ''})`,
+      });
+      continue;
+    }
     specs.push({
       family,
       name,
@@ -112,12 +140,7 @@ export function desiredDevices(
       localIp,
       underlay: underlay?.name ?? nodeLink?.name,
       mac: vtepMac(nodeName, family),
-      mtu:
-        settings.mtu > 0
-          ? settings.mtu
-          : underlay === undefined
-            ? unknownMtu
-            : underlay.mtu - VXLAN_OVERHEAD[family],
+      mtu,
       vtepIP,
     });
   }
@@ -137,7 +160,7 @@ export function familiesNeedingWayOut(
   if (mode === 'host-gw') return [];
   return ([4, 6] as Family[]).filter((family) => {
     if (vtepAddress(self.podCIDRs, family) === undefined) return false; // no device of the family
-    const ips = internalIPsOf(self.internalIPs, family);
+    const ips = usableInternalIPsOf(self.internalIPs, family).usable;
     return ips.length > 0 && nodeLinkOf(localLinks, ips, links) === undefined;
   });
 }

@@ -75,6 +75,56 @@ describe('desiredDevices', () => {
     expect(fixed.specs.map((s) => s.mtu)).toEqual([1400, 1400]);
   });
 
+  it("a link-local IPv6 InternalIP listed first is never the device's local address; only link-local: no device", () => {
+    const withLinkLocal: LocalLink[] = [
+      {
+        ...localLinks[0]!,
+        addresses: [...localLinks[0]!.addresses, { family: 6, address: 'fe80::2', prefixLen: 64 }],
+      },
+    ];
+    const first = { ...self, internalIPs: ['192.168.10.2', 'fe80::2', 'fd00:10::2'] };
+    const a = desiredDevices('node-a', first, withLinkLocal, links, 'auto', settings);
+    expect(a.problems).toEqual([]);
+    expect(a.specs.find((d) => d.family === 6)?.localIp).toBe('fd00:10::2');
+    const only = { ...self, internalIPs: ['192.168.10.2', 'fe80::2'] };
+    const b = desiredDevices('node-a', only, withLinkLocal, links, 'auto', settings);
+    expect(b.specs.map((d) => d.family)).toEqual([4]);
+    expect(b.problems).toEqual([
+      {
+        node: 'node-a',
+        problem:
+          'no usable IPv6 InternalIP (fe80::2: link-local address): no IPv6 VXLAN device, IPv6 pod traffic can only use direct routes',
+      },
+    ]);
+  });
+
+  it('an IPv6 device below 1280 (an underlay of 1280-1349, or --mtu under 1280) is not made: a problem says why', () => {
+    const small = links.map((l) => ({ ...l, mtu: 1340 }));
+    const a = desiredDevices('node-a', self, localLinks, small, 'auto', settings);
+    expect(a.specs.map((d) => [d.family, d.mtu])).toEqual([[4, 1290]]);
+    expect(a.problems).toEqual([
+      {
+        node: 'node-a',
+        problem:
+          "the IPv6 VXLAN device would get MTU 1270 (eth0's MTU 1340 less 70 bytes of encapsulation), below the 1280 IPv6 needs: no IPv6 VXLAN device, IPv6 pod traffic can only use direct routes (raise the underlay's MTU to 1350 or more)",
+      },
+    ]);
+    expect(
+      desiredDevices(
+        'node-a',
+        self,
+        localLinks,
+        links.map((l) => ({ ...l, mtu: 1350 })),
+        'auto',
+        settings,
+      ).specs,
+    ).toHaveLength(2);
+    const configured = desiredDevices('node-a', self, localLinks, links, 'auto', { ...settings, mtu: 1000 });
+    expect(configured.specs.map((d) => d.family)).toEqual([4]);
+    expect(configured.problems[0]?.problem).toContain('MTU 1000 (--mtu 1000)');
+    expect(configured.problems[0]?.problem).toContain('or --mtu to 1280 or more');
+  });
+
   it('a family without an InternalIP, or with one no interface holds, gets no device and a problem', () => {
     const v4only = { ...self, internalIPs: ['192.168.10.2'] };
     const a = desiredDevices('node-a', v4only, localLinks, links, 'auto', settings);
