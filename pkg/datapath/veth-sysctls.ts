@@ -12,6 +12,14 @@ export function setVethSysctls(
   ipv6: boolean,
 ): void {
   if (ipv6) {
+    if (ipv6OffByDefault(netns)) {
+      // A node hardened with net.ipv6.conf.default.disable_ipv6=1 gives new links no IPv6 (the
+      // addresses' writes fail EACCES); a pod of an IPv6 pod CIDR needs it on both ends, as a v4-only
+      // pod's host end gets it turned off below. (A pod namespace inherits that default only with
+      // net.core.devconf_inherit_init_net set.)
+      netns.writeSysctl(`net/ipv6/conf/${hostName}/disable_ipv6`, '0');
+      netns.writeSysctlInFd(pod.fd, pod.path, `net/ipv6/conf/${pod.name}/disable_ipv6`, '0');
+    }
     // DAD off: the pod's link-local and global addresses are usable at once (no 1-2 s wait).
     netns.writeSysctlInFd(pod.fd, pod.path, `net/ipv6/conf/${pod.name}/accept_dad`, '0');
     netns.writeSysctl(`net/ipv6/conf/${hostName}/accept_dad`, '0');
@@ -38,4 +46,23 @@ function disableIpv6(netns: Pick<NetnsPort, 'writeSysctl' | 'readSysctl'>, link:
     }
     throw err;
   }
+}
+
+/** How long a reading of the node's IPv6 default is trusted (one read per ADD would double its sysctl work). */
+const DEFAULT_READ_MS = 10_000;
+const defaults = new WeakMap<object, { at: number; off: boolean }>();
+
+/** Whether net.ipv6.conf.default.disable_ipv6 is 1 in the node's namespace (false without IPv6 at all). */
+function ipv6OffByDefault(netns: Pick<NetnsPort, 'readSysctl'>): boolean {
+  const now = performance.now();
+  const known = defaults.get(netns);
+  if (known !== undefined && now - known.at < DEFAULT_READ_MS) return known.off;
+  let off = false;
+  try {
+    off = netns.readSysctl('net/ipv6/conf/default/disable_ipv6').trim() === '1';
+  } catch {
+    // No IPv6 in this kernel: nothing to turn on (the pod's addresses fail with their own error).
+  }
+  defaults.set(netns, { at: now, off });
+  return off;
 }

@@ -17,10 +17,18 @@ import { hostVethName } from '../../../pkg/datapath/names.ts';
 import type { NetlinkHandle } from '../../../pkg/datapath/ports.ts';
 import type { DatapathDeps } from '../../../pkg/datapath/types.ts';
 import { openIpam } from '../../../pkg/ipam/index.ts';
-import { createNetnsPort, openHostNetlink, withNetns } from '../../../pkg/netns/index.ts';
+import { createNetnsPort, openHostNetlink, readSysctlSync, withNetns } from '../../../pkg/netns/index.ts';
 import { createLogger } from '../../../pkg/observe/logger.ts';
 import { spoolFileName } from '../../../pkg/shim/spool.ts';
-import { ip, ipJson, NetnsPool, netnsSkipReason, nsExec, type TestNetns } from '../../support/netns.ts';
+import {
+  ip,
+  ipJson,
+  NetnsPool,
+  netnsSkipReason,
+  nsExec,
+  nsSysctl,
+  type TestNetns,
+} from '../../support/netns.ts';
 
 /**
  * addAttachment in-process against real namespaces, on both of its paths: the agent's host handle
@@ -180,6 +188,22 @@ describe.skipIf(netnsSkipReason !== undefined)('addAttachment (root, real namesp
       ]);
     });
   }
+
+  it('a node with IPv6 off by default (default.disable_ipv6=1, a hardening) still gives pods of an IPv6 pod CIDR their address', async () => {
+    const { host, deps } = setUp(true, ['10.244.1.0/24', 'fd00:10:244:1::/64']);
+    deps.netns = { ...deps.netns, readSysctl: (key) => withNetns(host.path, () => readSysctlSync(key)) };
+    nsSysctl(host.name, 'net.ipv6.conf.default.disable_ipv6', '1');
+    const pod = pool.add('pod');
+    const att = await addAttachment(deps, { containerId: 'c1', ifname: 'eth0', netns: pod.path, mtu: 1500 });
+    const v6 = att.addresses.find((a) => a.family === 6)!.address;
+    const podAddrs = ipJson<IpAddr[]>(pod.name, 'addr', 'show', 'dev', 'eth0')[0]!.addr_info;
+    expect(podAddrs).toContainEqual(expect.objectContaining({ local: v6, prefixlen: 128 }));
+    const hostEnd = hostVethName('c1', 'eth0');
+    expect(nsExec(host.name, 'sysctl', ['-n', `net.ipv6.conf.${hostEnd}.disable_ipv6`]).trim()).toBe('0');
+    expect(ipJson<IpRoute[]>(host.name, '-6', 'route', 'show')).toContainEqual(
+      expect.objectContaining({ dst: v6, dev: hostEnd }),
+    );
+  });
 
   it('leaves no veth, lease or reservation when the range is exhausted', async () => {
     // A /30 holds one usable address here: the second ADD finds the range exhausted.
