@@ -531,6 +531,8 @@ class Handle implements ExtendedNetlinkHandle {
     }
     const results = await this.sock.burst(reqs);
     const out = new Array<NetlinkError | undefined>(routes.length);
+    /** Routes created exclusively through an object whose replacement the kernel refused. */
+    const stale: RouteInfo[] = [];
     for (const [i, r] of routes.entries()) {
       const end = i + 1 < routes.length ? firsts[i + 1]! : reqs.length;
       // The route's own request comes last; a nexthop object's EEXIST (an id taken meanwhile) is not that.
@@ -538,6 +540,21 @@ class Handle implements ExtendedNetlinkHandle {
         out[i] = exclusive && j === end - 1 ? keyTaken(results[j]) : results[j];
       const id = objects[i];
       if (id !== undefined && out[i] === undefined) this.book.bind(r, id);
+      // The object refused (an IPv6 onlink gateway an underlay route covers, say) but the route went in
+      // through it as it was: take the route out again, so the failure is the whole outcome and the
+      // caller's fallback (addOnlink6) finds the key free rather than calling our own route a conflict.
+      if (exclusive && id !== undefined && out[i] !== undefined && results[end - 1] === undefined)
+        stale.push(r);
+    }
+    if (stale.length > 0) {
+      await this.sock.burst(
+        stale.map((r) =>
+          deleteRouteRequest(
+            { ...r, gateway: undefined, ifindex: undefined, onlink: undefined, scope: r.scope ?? 'universe' },
+            describeRoute(r),
+          ),
+        ),
+      );
     }
     return out;
   }

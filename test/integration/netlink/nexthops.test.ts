@@ -210,6 +210,32 @@ describe.skipIf(netnsSkipReason !== undefined)(
       expect(ids.sort()).toEqual(ours.map((r) => r.nhid).sort());
     });
 
+    it('IPv6, such a tunnelled route deleted behind our back is added again cleanly, not reported as a conflict', async () => {
+      const { ns, h } = await setup(pool, 'nh6again');
+      handles.push(h);
+      const tunnelDev = (await h.getLink('v1'))!.index;
+      ip(ns.name, '-6', 'route', 'add', 'fd00:244::/32', 'via', 'fd00:88::9', 'dev', 'v0');
+      const route: RouteInfo = {
+        family: 6,
+        dst: 'fd00:244:2::/64',
+        gateway: 'fd00:244:2::',
+        ifindex: tunnelDev,
+        protocol: PROTO,
+        onlink: true,
+      };
+      expect(await h.addRoutesSettled([route])).toEqual([undefined]);
+      // Someone deletes the route; its object stays, known to the handle. Writing it again replaces
+      // that object (refused: the gateway's lookup leaves through v0) and adds the route through it.
+      ip(ns.name, '-6', 'route', 'del', 'fd00:244:2::/64', 'proto', String(PROTO));
+      expect(await h.addRoutesSettled([route])).toEqual([undefined]);
+      const ours = routes(ns.name, '-6');
+      expect(ours.map((r) => [r.dst, r.gateway, r.dev, r.flags.includes('onlink')])).toEqual([
+        ['fd00:244:2::/64', 'fd00:244:2::', 'v1', true],
+      ]);
+      await h.pruneNexthops();
+      expect(nexthops(ns.name).map((o) => o.id)).toEqual([ours[0]!.nhid]);
+    });
+
     it('a restarted agent (new handle) finds its objects through the table and deletes them with their routes', async () => {
       const { ns, h, dev } = await setup(pool, 'nhrestart');
       await h.replaceRoutes([peer(1, { ifindex: dev }), peer(2, { ifindex: dev })]);
