@@ -436,9 +436,22 @@ export function desiredRoutes(
     }
   }
 
+  // Without an InternalIP of a family (while it has others: not standalone), no peer routes that
+  // family back to this node's pods (they skip it, below): routes of ours for it would only send
+  // pods' packets whose answers take the default route with pod source addresses.
+  const oneWay = ([4, 6] as Family[]).filter(
+    (f) => me.ips.length > 0 && !me.ips.some((ip) => ip.family === f) && me.cidrs.some((c) => c.family === f),
+  );
+  for (const f of oneWay) {
+    problems.push({
+      node: self.name,
+      problem: `this node has no usable IPv${f} InternalIP, so no peer routes IPv${f} back to its pods: IPv${f} routes to peers skipped`,
+    });
+  }
   const routes: RouteInfo[] = [];
   for (const node of parsed) {
     for (const family of [4, 6] as Family[]) {
+      if (oneWay.length > 0 && oneWay.includes(family)) continue;
       const cidrs = node.cidrs
         .filter(
           (c) =>

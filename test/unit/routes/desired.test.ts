@@ -93,6 +93,23 @@ describe('desiredRoutes (host-gw)', () => {
     ]);
   });
 
+  it('a node without an InternalIP of a family routes none of that family to peers: they could not route back', () => {
+    const v4Only = { ...self, internalIPs: ['192.168.1.10'] };
+    const b = peer('node-b', ['10.244.1.0/24', 'fd00:10:244:1::/64'], ['192.168.1.11', 'fd00:1::11']);
+    const out = desiredRoutes(v4Only, [b], links, opts);
+    expect(out.routes.filter((r) => r.type !== 'blackhole').map((r) => r.dst)).toEqual(['10.244.1.0/24']);
+    expect(out.problems).toEqual([
+      {
+        node: 'node-a',
+        problem:
+          'this node has no usable IPv6 InternalIP, so no peer routes IPv6 back to its pods: IPv6 routes to peers skipped',
+      },
+    ]);
+    // A link-local one is no better (peers refuse it); no InternalIP at all is standalone: no peers to judge.
+    const linkLocal = desiredRoutes({ ...self, internalIPs: ['192.168.1.10', 'fe80::1'] }, [b], links, opts);
+    expect(linkLocal.routes.some((r) => r.family === 6 && r.type !== 'blackhole')).toBe(false);
+  });
+
   it('prefers the longest matching subnet, then the lowest ifindex', () => {
     const l: LocalLink[] = [
       { ifindex: 7, name: 'wide', addresses: [{ family: 4, address: '10.0.0.1', prefixLen: 8 }] },
