@@ -1,4 +1,3 @@
-import { existsSync } from 'node:fs';
 import { readdir } from 'node:fs/promises';
 import { join } from 'node:path';
 import {
@@ -6,6 +5,7 @@ import {
   CONFLIST_FILE_NAME,
   configsBefore,
   describeChainProblems,
+  entryExists,
   publishConflist,
   renderConflist,
 } from '../cniconf/index.ts';
@@ -114,7 +114,12 @@ export class CniConfigPublisher {
   async #publish(mtu: number): Promise<PublishBlock | undefined> {
     const config = this.#config;
     const log = this.#log;
-    const missing = REQUIRED_CNI_BINARIES.filter((b) => !existsSync(join(config.cniBinDir, b)));
+    // An entry counts, a dangling symlink too: it may point into a host path this container does not
+    // mount (install-cni keeps it); the VERSION probe below runs it where the runtime does.
+    const present = await Promise.all(
+      REQUIRED_CNI_BINARIES.map((b) => entryExists(join(config.cniBinDir, b))),
+    );
+    const missing = REQUIRED_CNI_BINARIES.filter((_, i) => !present[i]);
     if (missing.length > 0) {
       this.problems = missing.map((b) => ({ binary: join(config.cniBinDir, b), problem: 'is missing' }));
       log.warn({ missing, dir: config.cniBinDir }, 'not publishing the CNI config yet: binaries missing');

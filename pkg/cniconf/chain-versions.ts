@@ -1,5 +1,5 @@
 import { spawn } from 'node:child_process';
-import { closeSync, openSync } from 'node:fs';
+import { closeSync, lstatSync, openSync, readlinkSync } from 'node:fs';
 import { stat } from 'node:fs/promises';
 import { basename } from 'node:path';
 import { KNOWN_CNI_VERSIONS } from './render.ts';
@@ -50,18 +50,33 @@ const BINARY_FD = 3;
 export async function pluginVersions(path: string, opts: VersionProbeOptions = {}): Promise<VersionAnswer> {
   const timeoutMs = opts.timeoutMs ?? 5_000;
   let fd: number | undefined;
+  /** Run by its path in `mountNs`: a symlink into a host path this container does not mount. */
+  let byPath = false;
   if (opts.mountNs !== undefined) {
     try {
       fd = openSync(path, 'r');
     } catch (err) {
-      return { problem: `cannot be opened: ${(err as NodeJS.ErrnoException).code ?? String(err)}` };
+      const code = (err as NodeJS.ErrnoException).code;
+      if (!(code === 'ENOENT' && isSymlink(path)))
+        return { problem: `cannot be opened: ${code ?? String(err)}` };
+      // The bin dir is mounted at the same path as on the host: there, the link may well resolve.
+      byPath = true;
     }
   }
   try {
-    const run = await runVersion(path, fd, opts.mountNs, timeoutMs, opts.nsenter ?? 'nsenter');
+    const nsenter = opts.nsenter ?? 'nsenter';
+    const run = await runVersion(
+      path,
+      fd,
+      byPath ? opts.mountNs : undefined,
+      timeoutMs,
+      nsenter,
+      opts.mountNs,
+    );
     if ('spawnError' in run) {
       // nsenter itself missing: the namespace cannot be entered, which is no binary's fault.
-      if (fd !== undefined) throw new MountNsUnreachable(`nsenter cannot be run: ${run.spawnError}`);
+      if (fd !== undefined || byPath)
+        throw new MountNsUnreachable(`nsenter cannot be run: ${run.spawnError}`);
       return { problem: `cannot be run: ${run.spawnError}` };
     }
     // nsenter names the binary by its fd; the operator knows it by its path.
@@ -70,6 +85,11 @@ export async function pluginVersions(path: string, opts: VersionProbeOptions = {
       throw new MountNsUnreachable(firstLine(stderr));
     }
     const notExecuted = opts.mountNs === undefined ? null : NSENTER_EXEC_FAILED.exec(stderr);
+    if (notExecuted !== null && byPath && notExecuted[1] === 'No such file or directory') {
+      return {
+        problem: `is a symlink to ${readlinkSync(path)}, which does not exist in the runtime's mount namespace either`,
+      };
+    }
     if (notExecuted !== null) {
       const why = notExecuted[1]!;
       return {
@@ -115,6 +135,14 @@ function errorMessage(text: string): string | undefined {
   }
 }
 
+function isSymlink(path: string): boolean {
+  try {
+    return lstatSync(path).isSymbolicLink();
+  } catch {
+    return false;
+  }
+}
+
 function firstLine(text: string): string {
   return text.trim().split('\n')[0]?.trim() ?? '';
 }
@@ -123,16 +151,25 @@ type Run =
   | { spawnError: string }
   | { code: number | null; signal: NodeJS.Signals | null; stdout: string; stderr: string; timedOut: boolean };
 
+/**
+ * VERSION from the binary: passed as `fd` and run in `mountNs`; or, without an fd, run by `path`, in
+ * `byPathIn` when set (the runtime's mount namespace), else here.
+ */
 function runVersion(
   path: string,
   fd: number | undefined,
-  mountNs: string | undefined,
+  byPathIn: string | undefined,
   timeoutMs: number,
   nsenter: string,
+  mountNs?: string,
 ): Promise<Run> {
   return new Promise((resolve) => {
     const [file, args] =
-      fd === undefined ? [path, []] : [nsenter, [`--mount=${mountNs}`, '--', `/proc/self/fd/${BINARY_FD}`]];
+      fd !== undefined
+        ? [nsenter, [`--mount=${mountNs}`, '--', `/proc/self/fd/${BINARY_FD}`]]
+        : byPathIn !== undefined
+          ? [nsenter, [`--mount=${byPathIn}`, '--', path]]
+          : [path, []];
     const child = spawn(file, args, {
       env: { CNI_COMMAND: 'VERSION' },
       stdio: fd === undefined ? 'pipe' : ['pipe', 'pipe', 'pipe', fd],
@@ -242,6 +279,14 @@ export class ChainVersionProbe {
       key = `${st.dev}:${st.ino}:${st.size}:${st.mtimeMs}:${mountNs ?? ''}`;
     } catch (err) {
       const code = (err as NodeJS.ErrnoException).code;
+      if (code === 'ENOENT' && mountNs !== undefined && isSymlink(path)) {
+        // A link into a host path this container does not see: asked where the runtime runs it, each
+        // time (there is nothing here to key a cached answer on).
+        return pluginVersions(path, {
+          mountNs,
+          ...(this.nsenter === undefined ? {} : { nsenter: this.nsenter }),
+        });
+      }
       return { problem: code === 'ENOENT' ? 'is missing' : `cannot be read: ${code ?? String(err)}` };
     }
     const hit = this.cache.get(path);

@@ -3,7 +3,15 @@
  * the links of the network namespace doctor runs in, into DoctorFacts. Nothing here judges.
  */
 import { execFile } from 'node:child_process';
-import { accessSync, constants, existsSync, readdirSync, readFileSync } from 'node:fs';
+import {
+  accessSync,
+  constants,
+  existsSync,
+  lstatSync,
+  readdirSync,
+  readFileSync,
+  readlinkSync,
+} from 'node:fs';
 import { join } from 'node:path';
 import { rememberedPodCIDRs } from '../agent/remembered-node.ts';
 import type { NetlinkHandle } from '../datapath/ports.ts';
@@ -96,7 +104,17 @@ export async function gatherDoctorFacts(opts: GatherOptions): Promise<DoctorFact
     } catch {
       // Not executable or absent.
     }
-    binaries[name] = { present: existsSync(p), executable };
+    let danglingTo: string | undefined;
+    try {
+      if (lstatSync(p).isSymbolicLink() && !existsSync(p)) danglingTo = readlinkSync(p);
+    } catch {
+      // Absent.
+    }
+    binaries[name] = {
+      present: existsSync(p) || danglingTo !== undefined,
+      executable,
+      ...(danglingTo === undefined ? {} : { danglingTo }),
+    };
   }
   const shim = join(binDir, 'trellis');
   const shimVersion = binaries.trellis?.executable === true ? await runVersion(shim) : undefined;

@@ -54,8 +54,11 @@ export interface DoctorFacts {
   /** Our config list parsed (undefined when the file is absent). */
   ourConflist: Gathered<{ firstType: string | undefined; mtu: number | undefined }> | undefined;
   binDir: string;
-  /** Per required binary: present and executable. */
-  binaries: Record<string, { present: boolean; executable: boolean }>;
+  /**
+   * Per required binary: present and executable; `danglingTo`: a symlink whose target does not exist
+   * here (it may on the host: a symlink into a host path the agent's container does not mount).
+   */
+  binaries: Record<string, { present: boolean; executable: boolean; danglingTo?: string }>;
   /** `trellis --version` output of the installed shim; undefined when it is not installed. */
   shimVersion: Gathered<string> | undefined;
   /** The pod CIDRs the agent's last run saved (node.json), read when the agent cannot be asked. */
@@ -167,9 +170,19 @@ export function checkBinaries(f: DoctorFacts): CheckResult {
     title: `CNI plugins ${REQUIRED_BINARIES.join(', ')} in ${f.binDir}`,
     findings: [],
   };
+  // What the agent found running each binary where the runtime runs it (the host's mount namespace).
+  const agentProblems = f.agent.ok ? (f.agent.value.status.cniBinaryProblems ?? []) : undefined;
   for (const name of REQUIRED_BINARIES) {
     const b = f.binaries[name];
-    if (b === undefined || !b.present) {
+    if (b?.danglingTo !== undefined) {
+      // Judged where it runs: fine when the agent ran it on the host without a problem.
+      if (agentProblems !== undefined && !agentProblems.some((p) => p.binary === `${f.binDir}/${name}`))
+        continue;
+      r.findings.push({
+        problem: `${f.binDir}/${name} is a symlink to ${b.danglingTo}, which does not exist here${agentProblems === undefined ? '' : ' nor, by the agent, on the host'}`,
+        fix: `point it at a ${name} plugin that exists on the host, or delete it and restart the trellis pod on this node (install-cni keeps any entry it finds, and copies one only where there is none)`,
+      });
+    } else if (b === undefined || !b.present) {
       r.findings.push({
         problem: `${f.binDir}/${name} is missing`,
         fix: 'restart the trellis pod on this node: its install-cni init container copies the plugins',
@@ -186,6 +199,8 @@ export function checkBinaries(f: DoctorFacts): CheckResult {
   const seen = new Set(r.findings.map((x) => x.problem));
   for (const p of f.agent.ok ? (f.agent.value.status.cniBinaryProblems ?? []) : []) {
     if (p.problem === 'is missing' && seen.has(`${p.binary} is missing`)) continue;
+    // A dangling symlink's finding above says it already.
+    if (f.binaries[p.binary.slice(f.binDir.length + 1)]?.danglingTo !== undefined) continue;
     r.findings.push({
       problem: `${p.binary} ${p.problem} (the agent runs its VERSION where the runtime runs it); the config list stays unpublished`,
       fix: p.binary.endsWith('/trellis')

@@ -159,6 +159,47 @@ describe.skipIf(skip !== undefined)(
       expect(status(checked).cniBinaryProblems).toBeUndefined();
     });
 
+    it('a plugin symlinked into a host path the agent does not mount is run on the host: published, ready; gone there too, named', async () => {
+      // containerd's or a distribution's layout: /opt/cni/bin/portmap -> /usr/libexec/cni/portmap, a
+      // path only the host has (install-cni keeps it). In the agent's namespace the link dangles.
+      const hostOnly = join(dir, 'host-only');
+      mkdirSync(hostOnly);
+      writeFileSync(join(hostOnly, 'portmap'), `#!/bin/sh\necho '${VERSION_REPLY}'\n`, { mode: 0o755 });
+      const linked = nodeDirs('linked');
+      rmSync(join(linked.binDir, 'portmap'));
+      symlinkSync(join(hostOnly, 'portmap'), join(linked.binDir, 'portmap'));
+      const hostProc = join(dir, 'host-proc');
+      const agent = startAgent({
+        podCIDRs: ['10.244.1.0/24'],
+        ns: pool.add('linked').name,
+        publish: linked,
+        // Its own mount namespace, with nothing at the host-only path.
+        wrap: [
+          'unshare',
+          '--mount',
+          '--propagation',
+          'private',
+          '--',
+          'sh',
+          '-c',
+          'mount -t tmpfs tmpfs "$0" && exec "$@"',
+          hostOnly,
+        ],
+        extraArgs: ['--resync-seconds', '1', '--host-proc', hostProc],
+      });
+      agents.push(agent);
+      await agent.ready();
+      expect(existsSync(join(linked.confDir, '10-trellis.conflist'))).toBe(true);
+      expect(status(agent).cniBinaryProblems).toBeUndefined();
+
+      // Dangling on the host as well: the agent says so (the list in place stays).
+      rmSync(join(hostOnly, 'portmap'));
+      const dangling = `is a symlink to ${join(hostOnly, 'portmap')}, which does not exist in the runtime's mount namespace either`;
+      await within(10_000, 'the problem in status', () =>
+        (status(agent).cniBinaryProblems ?? []).some((p) => p.problem === dangling),
+      );
+    });
+
     it('another network’s config that sorts first is named in the log and status until it goes (the metric: unit tests)', async () => {
       const dir = uncheckedDirs.confDir;
       const shadowing = (l: Record<string, unknown>): boolean =>

@@ -277,6 +277,22 @@ const cases: Case[] = [
     /a build that runs on this host/,
   ],
   [
+    'portmap a symlink that dangles here and, by the agent, on the host too',
+    (f) => {
+      f.binaries.portmap = { present: true, executable: false, danglingTo: '/usr/libexec/cni/portmap' };
+      agentValue(f).status.cniBinaryProblems = [
+        {
+          binary: '/opt/cni/bin/portmap',
+          problem:
+            "is a symlink to /usr/libexec/cni/portmap, which does not exist in the runtime's mount namespace either",
+        },
+      ];
+    },
+    'cni-binaries',
+    /portmap is a symlink to \/usr\/libexec\/cni\/portmap, which does not exist here nor, by the agent, on the host/,
+    /install-cni keeps any entry it finds/,
+  ],
+  [
     'shim version mismatch',
     (f) => {
       f.shimVersion = { ok: true, value: 'trellis 0.0.9\n' };
@@ -502,6 +518,17 @@ describe('doctor', () => {
       findings.some((x) => problem.test(x.problem) && fix.test(x.fix)),
       JSON.stringify(findings, null, 2),
     ).toBe(true);
+  });
+
+  it('a plugin symlinked into a host path the agent does not mount is fine when the agent ran it on the host', () => {
+    const f = healthy();
+    f.binaries.portmap = { present: true, executable: false, danglingTo: '/usr/libexec/cni/portmap' };
+    expect(runDoctor(f).ok).toBe(true);
+    // Dangling there too: one finding, not the agent's second copy of it.
+    agentValue(f).status.cniBinaryProblems = [
+      { binary: '/opt/cni/bin/portmap', problem: 'is a symlink to …' },
+    ];
+    expect(runDoctor(f).checks.find((c) => c.name === 'cni-binaries')?.findings).toHaveLength(1);
   });
 
   it('an old API failure is not blamed for a reconcile pass that waits on something else', () => {
