@@ -9,6 +9,7 @@ import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { Agent, type AgentHooks } from '../../pkg/agent/agent.ts';
 import { ConfigError, parseAgentConfig, subcommandUsage, USAGE } from '../../pkg/agent/config.ts';
+import { configPathProblem } from '../../pkg/agent/config-paths.ts';
 import {
   cniSourceDirProblem,
   describeCniInstall,
@@ -177,6 +178,8 @@ async function main(argv: string[]): Promise<number> {
   log.info({ version: trellisVersion(), runtime: process.version, standalone }, 'starting');
   const hostProc = config.hostProc === '' ? undefined : hostProcProblem(config.hostProc);
   if (hostProc !== undefined) throw new ConfigError(`--host-proc ${config.hostProc} ${hostProc}`);
+  const pathProblem = configPathProblem(config);
+  if (pathProblem !== undefined) throw new ConfigError(pathProblem);
   const conn = standalone
     ? undefined
     : loadKubeConfig(config.kubeconfig === undefined ? {} : { kubeconfigPath: config.kubeconfig });

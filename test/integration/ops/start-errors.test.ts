@@ -104,6 +104,17 @@ describe.skipIf(skip !== undefined)(`agent start errors${skip ? ` (skipped: ${sk
     expectNodeUntouched(r);
   });
 
+  it('a socket path under a file: exit 2 naming --socket, and no state directory made', () => {
+    writeFileSync(join(dir, 'run'), '');
+    const r = agent(['--socket', join(dir, 'run', 'cni.sock')]);
+    expect(r.code, r.stdout).toBe(2);
+    expect(r.stderr).toBe(
+      `trellis-agent: --socket ${join(dir, 'run', 'cni.sock')}: its directory ${join(dir, 'run')} is not a directory\n`,
+    );
+    expect(existsSync(join(dir, 'state'))).toBe(false);
+    expectNodeUntouched(r);
+  });
+
   it('$TRELLIS_METRICS_ADDR foo: exit 2, naming the variable', () => {
     const r = agent([], { TRELLIS_METRICS_ADDR: 'foo' });
     expect(r.code, r.stdout).toBe(2);
@@ -144,9 +155,9 @@ describe.skipIf(skip !== undefined)(`agent start errors${skip ? ` (skipped: ${sk
   });
 
   it('a start that fails after the first pass began (admin socket): the pass in flight publishes nothing', () => {
-    // A regular file where the admin socket's directory should be: it cannot be bound.
-    writeFileSync(join(dir, 'not-a-dir'), '');
-    const r = agent(['--metrics-addr', '', '--admin-socket', join(dir, 'not-a-dir', 'admin.sock')]);
+    // A path longer than a unix socket address holds (108 bytes): it cannot be bound. (A file where
+    // its directory should be is refused before the start: the test above.)
+    const r = agent(['--metrics-addr', '', '--admin-socket', join(dir, 'a'.repeat(110), 'admin.sock')]);
     expect(r.code, r.stdout).toBe(1);
     expect(
       r.logs.find((l) => l.level === 'fatal'),
