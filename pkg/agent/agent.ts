@@ -491,6 +491,27 @@ export class Agent {
       { why, podCIDRs: mem.podCIDRs, mtu: this.mtu, routeMtu: this.routeMtu },
       'serving ADD with the pod CIDRs remembered from the last run; routes and rules wait for the API server',
     );
+    this.track(this.refreshListFromMemory(mem));
+  }
+
+  /**
+   * Pods get the MTU of the config list in place, the last run's. An MTU changed since (another
+   * --mtu, or detection after an --mtu, whose remembered value is no detected one) reaches the pods
+   * started while the API is away only if the list is written again now, not at the first pass.
+   */
+  private async refreshListFromMemory(mem: RememberedNode): Promise<void> {
+    const { config, log } = this;
+    if (config.mtu === 0 && mem.mtuSource.startsWith('configured')) {
+      const self = { name: this.nodeName, podCIDRs: mem.podCIDRs, internalIPs: mem.internalIPs };
+      const choice = await detectMtu(this.host!, self, config.mode, { log });
+      // A pass that came meanwhile decided with the API's Node: that choice stands.
+      if (this.servingFromMemory && !this.ready) this.mtuChoice = choice;
+    }
+    if (!config.publishCniConfig || !this.servingFromMemory || this.ready || this.abort.signal.aborted)
+      return;
+    if (ipv6MtuProblem(this.mtu, mem.podCIDRs, this.mtuChoice.source) !== undefined) return;
+    this.publisher ??= new CniConfigPublisher(config, log, this.abort.signal);
+    await this.publisher.publish(this.mtu);
   }
 
   /** The node's IPv6 routes from router advertisements survive IPv6 forwarding (forwarding.ts). */
