@@ -408,6 +408,13 @@ export class Agent {
     const carriers = new LinkCarrierWatch(
       this.ports.events,
       (change) => {
+        // A VXLAN device this agent recreated or removed: its own doing, logged as such by the overlay.
+        const index =
+          'link' in change ? change.link.index : 'deleted' in change ? change.deleted.index : undefined;
+        if (index !== undefined && this.overlay?.deletedItself(index) === true) {
+          this.controller?.markDirty('a VXLAN device was recreated');
+          return;
+        }
         if ('link' in change) {
           if (!change.running) {
             log.warn(

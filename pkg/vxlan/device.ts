@@ -198,11 +198,12 @@ function isVtepAddress(a: AddressInfo, spec: DeviceSpec): boolean {
   );
 }
 
-/** Makes the device match spec; returns it as it now is. */
+/** Makes the device match spec; returns it as it now is. `onDelete` hears of a device it deletes, first. */
 export async function ensureDevice(
   handle: NetlinkHandle,
   tool: VxlanLinkTool,
   spec: DeviceSpec,
+  onDelete?: (index: number) => void,
 ): Promise<DeviceState> {
   let link = await handle.getLink(spec.name);
   let action = 'unchanged';
@@ -210,7 +211,10 @@ export async function ensureDevice(
     const why = await mismatch(handle, tool, link, spec);
     if (why !== undefined) {
       // Deleted between the lookup and the check (by hand, say): nothing to delete, only to create.
-      if (why !== VANISHED) await handle.deleteLink(link.index);
+      if (why !== VANISHED) {
+        onDelete?.(link.index);
+        await handle.deleteLink(link.index);
+      }
       link = undefined;
       action = `recreated (${why})`;
     }

@@ -50,9 +50,24 @@ export class VxlanOverlay implements OverlayPort {
   private pending: { neighbours: NeighbourEntry[]; fdb: FdbEntry[] } = { neighbours: [], fdb: [] };
   /** Devices whose MTU no underlay tells now (warned once until one does again). */
   private withoutUnderlay = new Set<string>();
+  /** The last devices this overlay deleted (removed, or to recreate them), by index. */
+  private readonly deletedHere: number[] = [];
 
   constructor(opts: VxlanOverlayOptions) {
     this.opts = opts;
+  }
+
+  /**
+   * Whether this overlay deleted the link at `index` itself (recreating or removing a device): its
+   * going down and away is then no one else's doing, and no news for the link watches.
+   */
+  deletedItself(index: number): boolean {
+    return this.deletedHere.includes(index);
+  }
+
+  private noteDeleted(index: number): void {
+    this.deletedHere.push(index);
+    if (this.deletedHere.length > 8) this.deletedHere.shift();
   }
 
   /** The devices after the last pass (status CLI, VTEP annotation). */
@@ -84,6 +99,7 @@ export class VxlanOverlay implements OverlayPort {
     for (const l of links) {
       if (!isVxlanDeviceName(l.name) || specs.some((s) => s.name === l.name)) continue;
       try {
+        this.noteDeleted(l.index);
         await handle.deleteLink(l.index);
         log?.info({ device: l.name, mode }, 'VXLAN device removed');
       } catch (e) {
@@ -93,7 +109,7 @@ export class VxlanOverlay implements OverlayPort {
     const states: DeviceState[] = [];
     for (const spec of specs) {
       try {
-        const state = await ensureDevice(handle, tool, spec);
+        const state = await ensureDevice(handle, tool, spec, (index) => this.noteDeleted(index));
         states.push(state);
         if (state.action !== 'unchanged') {
           log?.info(

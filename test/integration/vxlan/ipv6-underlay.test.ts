@@ -90,6 +90,10 @@ describe.skipIf(skip !== undefined)(skip === undefined ? title : `${title} (skip
       // Nothing keeps failing: a pass or two more, and no device write was refused.
       await new Promise((r) => setTimeout(r, 1500));
       expect(node1.logs.slice(marks).filter((l) => l.msg === 'VXLAN overlay change failed')).toEqual([]);
+      // The agent removed its device itself: no warning that a link "was deleted" or "is down".
+      expect(
+        node1.logs.slice(marks).filter((l) => String(l.msg).startsWith('a link routes to peers leave by')),
+      ).toEqual([]);
     } finally {
       for (const n of tb.nodes()) ip(n.ns, 'link', 'set', 'eth0', 'mtu', '1500');
     }
