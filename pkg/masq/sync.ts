@@ -317,10 +317,11 @@ export class MasqSyncer {
   /**
    * The periodic resync: the next sync lists the kernel's table and applies only when it differs
    * from the listing taken after the last whole apply or after in-place changes settled (or when
-   * there is none: such changes went in within the last RELIST_QUIET_MS). A table rewritten every minute would zero the counters operators read (the
-   * masquerade rule's, the source check's drops); someone else's change is caught by the table watch
-   * at once, and by this check when its notifications were lost. A refused clamp is tried again
-   * (nft -c first, so a kernel that still refuses it keeps the table and its counters).
+   * there is none: such changes went in within the last RELIST_QUIET_MS). A table rewritten every
+   * minute would zero the counters operators read (the masquerade rule's, the source check's drops);
+   * someone else's change is caught by the table watch at once, and by this check when its
+   * notifications were lost. A refused clamp is tried again (nft -c first, so a kernel that still
+   * refuses it keeps the table and its counters).
    */
   resync(): void {
     // Without a check to try the clamp with, it is tried by applying, as invalidate does.
