@@ -61,8 +61,8 @@ describe.skipIf(skip !== undefined)(
       return { confDir, binDir };
     }
 
-    /** The agent in a mount namespace of its own, where a tmpfs over `interp` holds a shell. */
-    const containerised = [
+    /** Runs the agent in a mount namespace of its own, as a container, with an empty tmpfs over `dir` (then `more`). */
+    const ownMounts = (dir: string, more = ''): string[] => [
       'unshare',
       '--mount',
       '--propagation',
@@ -70,9 +70,11 @@ describe.skipIf(skip !== undefined)(
       '--',
       'sh',
       '-c',
-      'mount -t tmpfs tmpfs "$0" && cp /bin/sh "$0/sh" && exec "$@"',
-      interp,
+      `mount -t tmpfs tmpfs "$0"${more} && exec "$@"`,
+      dir,
     ];
+    /** The agent's own namespace, where a tmpfs over `interp` holds a shell. */
+    const containerised = ownMounts(interp, ' && cp /bin/sh "$0/sh"');
 
     function status(agent: AgentProcess): StatusView {
       const r = spawnSync(
@@ -174,17 +176,7 @@ describe.skipIf(skip !== undefined)(
         ns: pool.add('linked').name,
         publish: linked,
         // Its own mount namespace, with nothing at the host-only path.
-        wrap: [
-          'unshare',
-          '--mount',
-          '--propagation',
-          'private',
-          '--',
-          'sh',
-          '-c',
-          'mount -t tmpfs tmpfs "$0" && exec "$@"',
-          hostOnly,
-        ],
+        wrap: ownMounts(hostOnly),
         extraArgs: ['--resync-seconds', '1', '--host-proc', hostProc],
       });
       agents.push(agent);
