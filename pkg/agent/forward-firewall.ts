@@ -242,7 +242,7 @@ export class ForwardFirewallWatch {
         ...(still.length === 0 ? {} : { stillBlocked: still.map(describeBlock) }),
       },
       still.length === 0
-        ? 'the host firewall dropped pod traffic this node forwards; inserted rules that accept it (--no-accept-forward: report only)'
+        ? 'the host firewall dropped pod traffic this node forwards; inserted rules that accept it (--no-accept-forward would only report it)'
         : 'the host firewall drops pod traffic this node forwards, and the accept rules trellis inserted did not let all of it through',
     );
     return after;
