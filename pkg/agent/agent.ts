@@ -331,6 +331,20 @@ export class Agent {
     await server.listen();
     this.server = server;
     log.info({ socket: config.socket }, 'CNI socket listening');
+    // A socket file removed under the agent (a cleanup of /run/trellis) leaves every ADD failing while
+    // the agent looks healthy: it listens again at once.
+    this.every(
+      READY_MARK_REFRESH_MS,
+      async () => {
+        if (server.socketPresent() || this.abort.signal.aborted) return;
+        log.warn(
+          { socket: config.socket },
+          'the CNI socket file was removed under the agent; listening again',
+        );
+        await server.relisten();
+      },
+      false,
+    );
     // The shim also spools a DEL when a running agent answered too slowly, or one fell between the
     // drain above and listen(); those leases stay held (never reused) until drained here.
     this.every(SPOOL_DRAIN_INTERVAL_MS, () => drainSpool(config.spoolDir, service.handle, log), true);

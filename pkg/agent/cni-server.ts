@@ -1,4 +1,4 @@
-import { chmodSync, mkdirSync, rmSync } from 'node:fs';
+import { chmodSync, existsSync, mkdirSync, rmSync } from 'node:fs';
 import { createServer, type Server, type Socket } from 'node:net';
 import { dirname } from 'node:path';
 import { parseCniArgs } from '../cni/args.ts';
@@ -32,15 +32,36 @@ export interface CniServerOptions {
  * memory or a connection slot; every other client keeps being served meanwhile.
  */
 export class CniServer {
-  private readonly server: Server;
+  private server: Server;
   private readonly inFlight = new Set<Promise<void>>();
   private readonly sockets = new Set<Socket>();
   private readonly opts: Required<CniServerOptions>;
 
   constructor(opts: CniServerOptions) {
     this.opts = { requestTimeoutMs: 10_000, onReject: () => {}, ...opts };
+    this.server = this.newServer();
+  }
+
+  private newServer(): Server {
     // allowHalfOpen: the shim may half-close after its request line; we still owe it the answer.
-    this.server = createServer({ allowHalfOpen: true }, (socket) => this.onConnection(socket));
+    return createServer({ allowHalfOpen: true }, (socket) => this.onConnection(socket));
+  }
+
+  /** Whether the socket file the shim connects to is still there (something may remove it: `rm -rf /run/trellis`). */
+  socketPresent(): boolean {
+    return existsSync(this.opts.socketPath);
+  }
+
+  /**
+   * Listens again at the socket's path, its file having been removed under the agent (a listener
+   * without its file serves nobody: every ADD would fail with "is the agent running?"). Connections
+   * already accepted finish on the old listener, which stops accepting.
+   */
+  async relisten(): Promise<void> {
+    // Closed first: closing a unix socket listener unlinks its path, which would be the new file.
+    this.server.close();
+    this.server = this.newServer();
+    await this.listen();
   }
 
   async listen(): Promise<void> {
