@@ -3,7 +3,9 @@ import { hostname } from 'node:os';
 import { join } from 'node:path';
 import { BackgroundDeleter } from '../datapath/background-deleter.ts';
 import { sweepOrphans } from '../datapath/gc.ts';
+import { repairHostSides } from '../datapath/host-side.ts';
 import { KeyedMutex } from '../datapath/keyed-mutex.ts';
+import { shortId } from '../datapath/names.ts';
 import {
   type Family,
   IPV6_MIN_MTU,
@@ -16,7 +18,7 @@ import { type PreparedOutcome, PreparedPairs } from '../datapath/prepared-pairs.
 import type { DatapathDeps } from '../datapath/types.ts';
 import { errorText } from '../error-text.ts';
 import type { FirewallCommand, ForwardRuleset, VxlanInKind } from '../firewall/index.ts';
-import { type Ipam, openIpam } from '../ipam/index.ts';
+import { type Ipam, type Lease, openIpam } from '../ipam/index.ts';
 import type { K8sClient, NodeInformer } from '../k8s/index.ts';
 import type { MasqSyncer } from '../masq/index.ts';
 import type { Logger } from '../observe/logger.ts';
@@ -609,6 +611,7 @@ export class Agent {
     directSubnets: Partial<Record<Family, string>> = {},
   ): Promise<void> {
     const { config, log } = this;
+    this.track(this.repairPodHostSides());
     this.nodeStatus?.publishAnnotations(self, vteps, directSubnets);
     if (config.mtu === 0) {
       const choice = await detectMtu(this.host!, self, config.mode, { last: this.mtuChoice, log });
@@ -708,6 +711,32 @@ export class Agent {
         kube === undefined ? undefined : async () => (await kube.listPodsOnNode(this.nodeName)).items,
       log: this.log.child({ component: 'ipam' }),
     });
+  }
+
+  /**
+   * After every full pass: a pod's host end that lost what ADD gave it (its routes flushed, a route
+   * deleted by hand, the veth set down) gets it back, said at warn per pod.
+   */
+  private async repairPodHostSides(): Promise<void> {
+    if (this.datapath === undefined || this.ipam === undefined || this.abort.signal.aborted) return;
+    const { repaired, failed } = await repairHostSides(this.datapath.host, this.ipam.list(), this.busyKeys);
+    for (const d of repaired) {
+      this.log.warn(
+        { ...podFields(d.lease), hostIf: d.link.name, missing: d.missing },
+        "a pod's host end had lost what ADD gave it; put back",
+      );
+    }
+    for (const { drift, error } of failed) {
+      this.log.warn(
+        {
+          ...podFields(drift.lease),
+          hostIf: drift.link.name,
+          missing: drift.missing,
+          error: errorText(error),
+        },
+        "a pod's host end lacks what ADD gave it and could not be put back; the next pass tries again",
+      );
+    }
   }
 
   private async collectLeases(): Promise<void> {
@@ -979,4 +1008,13 @@ export class Agent {
     this.lock?.release();
     this.log.info('trellis agent stopped');
   }
+}
+
+/** A lease's pod as the log names it: pod (when the runtime said), container id and interface. */
+function podFields(l: Lease): Record<string, string> {
+  return {
+    ...(l.podName === undefined ? {} : { pod: `${l.podNamespace}/${l.podName}` }),
+    containerId: shortId(l.containerId),
+    ifname: l.ifname,
+  };
 }

@@ -1,7 +1,8 @@
 import { CniCode, CniError, toCniError } from '../cni/errors.ts';
 import type { LeasedAddress } from '../ipam/index.ts';
 import { deleteLinkIfNamed } from './delete-link.ts';
-import { GATEWAY_V4, GATEWAY_V6, gatewayPrefixLen, hostPrefixLen } from './gateway.ts';
+import { GATEWAY_V4, hostPrefixLen } from './gateway.ts';
+import { hostSideSteps } from './host-side.ts';
 import { readAttachment } from './inspect.ts';
 import { randomMac } from './mac.ts';
 import { hostVethName } from './names.ts';
@@ -14,7 +15,6 @@ import {
   type PodNetlink,
   type RouteInfo,
   type SetUpStep,
-  TRELLIS_ROUTE_PROTOCOL,
 } from './ports.ts';
 import type { PreparedPair } from './prepared-pairs.ts';
 import type { Attachment, AttachOptions, AttachRequest, DatapathDeps } from './types.ts';
@@ -343,42 +343,7 @@ async function configureHostSide(
   first: readonly SetUpStep[] = [],
 ): Promise<LinkInfo> {
   const link = created ?? (await requireLink(host, name, 'host namespace'));
-  const steps: SetUpStep[] = [...first, { kind: 'up', index: link.index }];
-  for (const a of addresses) {
-    steps.push({
-      kind: 'address',
-      address:
-        a.family === 4
-          ? {
-              family: 4,
-              ifindex: link.index,
-              address: GATEWAY_V4,
-              prefixLen: gatewayPrefixLen(4),
-              scope: 'link',
-            }
-          : {
-              family: 6,
-              ifindex: link.index,
-              address: GATEWAY_V6,
-              prefixLen: gatewayPrefixLen(6),
-              scope: 'link',
-              noDad: true,
-            },
-    });
-  }
-  for (const a of addresses) {
-    steps.push({
-      kind: 'route',
-      route: {
-        family: a.family,
-        dst: `${a.address}/${hostPrefixLen(a.family)}`,
-        ifindex: link.index,
-        scope: 'link',
-        protocol: TRELLIS_ROUTE_PROTOCOL,
-      },
-    });
-  }
-  await host.setUp(steps);
+  await host.setUp([...first, ...hostSideSteps(link.index, addresses)]);
   return link;
 }
 

@@ -1,0 +1,119 @@
+/**
+ * What a pod's host end holds once ADD is done, and putting it back: up, the link-local gateway
+ * addresses, and a /32 and /128 route to each of the pod's addresses (protocol 126, scope link).
+ * A route flush (`ip route flush proto 126`), a route deleted by hand or the veth set down and up
+ * (which drops its IPv6 addresses) takes them away while the pod runs; nothing else puts them back,
+ * and the pod is cut off until its next ADD.
+ */
+import type { Lease, LeasedAddress } from '../ipam/index.ts';
+import { GATEWAY_V4, GATEWAY_V6, gatewayPrefixLen, hostPrefixLen } from './gateway.ts';
+import { attachmentKey, hostVethName } from './names.ts';
+import {
+  type AddressInfo,
+  type LinkInfo,
+  type NetlinkHandle,
+  type RouteInfo,
+  type SetUpStep,
+  TRELLIS_ROUTE_PROTOCOL,
+} from './ports.ts';
+
+/** The steps that give host end `index` what ADD gives it, in the order the kernel needs (routes after up). */
+export function hostSideSteps(index: number, addresses: readonly LeasedAddress[]): SetUpStep[] {
+  const steps: SetUpStep[] = [{ kind: 'up', index }];
+  for (const a of addresses) {
+    steps.push({
+      kind: 'address',
+      address:
+        a.family === 4
+          ? { family: 4, ifindex: index, address: GATEWAY_V4, prefixLen: gatewayPrefixLen(4), scope: 'link' }
+          : {
+              family: 6,
+              ifindex: index,
+              address: GATEWAY_V6,
+              prefixLen: gatewayPrefixLen(6),
+              scope: 'link',
+              noDad: true,
+            },
+    });
+  }
+  for (const a of addresses) {
+    steps.push({
+      kind: 'route',
+      route: {
+        family: a.family,
+        dst: `${a.address}/${hostPrefixLen(a.family)}`,
+        ifindex: index,
+        scope: 'link',
+        protocol: TRELLIS_ROUTE_PROTOCOL,
+      },
+    });
+  }
+  return steps;
+}
+
+/** One lease whose host end lacks something, and what. */
+export interface HostSideDrift {
+  lease: Lease;
+  link: LinkInfo;
+  missing: string[];
+}
+
+/**
+ * The leases whose host end exists but lacks part of what ADD gave it. A lease without its host end
+ * is not this check's (its pod is gone: DEL, GC and the lease collector deal with it), nor one with a
+ * CNI call in flight (`busy`).
+ */
+export function hostSideDrift(
+  leases: readonly Lease[],
+  links: readonly LinkInfo[],
+  routes: readonly RouteInfo[],
+  addresses: readonly AddressInfo[],
+  busy: ReadonlySet<string>,
+): HostSideDrift[] {
+  const byName = new Map(links.map((l) => [l.name, l]));
+  const routed = new Set(routes.map((r) => `${r.ifindex} ${r.dst}`));
+  const held = new Set(addresses.map((a) => `${a.ifindex} ${a.family} ${a.address}`));
+  const out: HostSideDrift[] = [];
+  for (const lease of leases) {
+    if (busy.has(attachmentKey(lease))) continue;
+    const link = byName.get(hostVethName(lease.containerId, lease.ifname));
+    if (link === undefined) continue;
+    const missing: string[] = [];
+    if (!link.up) missing.push('up');
+    for (const a of lease.addresses) {
+      const gateway = a.family === 4 ? GATEWAY_V4 : GATEWAY_V6;
+      if (!held.has(`${link.index} ${a.family} ${gateway}`)) missing.push(`address ${gateway}`);
+      const dst = `${a.address}/${hostPrefixLen(a.family)}`;
+      if (!routed.has(`${link.index} ${dst}`)) missing.push(`route ${dst}`);
+    }
+    if (missing.length > 0) out.push({ lease, link, missing });
+  }
+  return out;
+}
+
+/** Finds the drift (one listing of links, addresses and each family's routes) and puts each back. */
+export async function repairHostSides(
+  host: Pick<NetlinkHandle, 'listLinks' | 'listRoutes' | 'listAddresses' | 'setUp'>,
+  leases: readonly Lease[],
+  busy: ReadonlySet<string>,
+): Promise<{ repaired: HostSideDrift[]; failed: { drift: HostSideDrift; error: unknown }[] }> {
+  if (leases.length === 0) return { repaired: [], failed: [] };
+  const [links, routes4, routes6, addresses] = await Promise.all([
+    host.listLinks(),
+    host.listRoutes({ family: 4, protocol: TRELLIS_ROUTE_PROTOCOL }),
+    host.listRoutes({ family: 6, protocol: TRELLIS_ROUTE_PROTOCOL }),
+    host.listAddresses(),
+  ]);
+  const repaired: HostSideDrift[] = [];
+  const failed: { drift: HostSideDrift; error: unknown }[] = [];
+  for (const drift of hostSideDrift(leases, links, [...routes4, ...routes6], addresses, busy)) {
+    try {
+      await host.setUp(hostSideSteps(drift.link.index, drift.lease.addresses));
+      repaired.push(drift);
+    } catch (error) {
+      // Gone meanwhile (its pod's DEL), or the kernel refused: the next pass looks again.
+      failed.push({ drift, error });
+    }
+  }
+  return { repaired, failed };
+}

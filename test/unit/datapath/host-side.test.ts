@@ -1,0 +1,79 @@
+import { describe, expect, it } from 'vitest';
+import { hostSideDrift, hostSideSteps } from '../../../pkg/datapath/host-side.ts';
+import { hostVethName } from '../../../pkg/datapath/names.ts';
+import type { AddressInfo, LinkInfo, RouteInfo } from '../../../pkg/datapath/ports.ts';
+import type { Lease } from '../../../pkg/ipam/index.ts';
+
+const lease = (id: string, n: number): Lease => ({
+  containerId: id,
+  ifname: 'eth0',
+  addresses: [
+    { family: 4, address: `10.244.1.${n}`, range: '10.244.1.0/24' },
+    { family: 6, address: `fd00:10:244:1::${n}`, range: 'fd00:10:244:1::/64' },
+  ],
+  createdAt: '2026-12-02T00:00:00Z',
+});
+const link = (id: string, index: number, up = true): LinkInfo => ({
+  index,
+  name: hostVethName(id, 'eth0'),
+  kind: 'veth',
+  mac: '02:00:00:00:00:01',
+  mtu: 1500,
+  up,
+});
+/** What ADD leaves for the pod on host end `index`. */
+function complete(l: Lease, index: number): { routes: RouteInfo[]; addresses: AddressInfo[] } {
+  const steps = hostSideSteps(index, l.addresses);
+  return {
+    routes: steps.flatMap((s) => (s.kind === 'route' ? [s.route] : [])),
+    addresses: steps.flatMap((s) =>
+      s.kind === 'address'
+        ? [
+            {
+              family: s.address.family,
+              ifindex: index,
+              address: s.address.address,
+              prefixLen: 64,
+              scope: 'link' as const,
+            },
+          ]
+        : [],
+    ),
+  };
+}
+
+describe('hostSideDrift', () => {
+  const a = lease('aaa', 2);
+  const b = lease('bbb', 3);
+  const ka = complete(a, 7);
+  const kb = complete(b, 8);
+
+  it('nothing when every host end holds what ADD gave it', () => {
+    const drift = hostSideDrift(
+      [a, b],
+      [link('aaa', 7), link('bbb', 8)],
+      [...ka.routes, ...kb.routes],
+      [...ka.addresses, ...kb.addresses],
+      new Set(),
+    );
+    expect(drift).toEqual([]);
+  });
+
+  it('names what one pod lost: its routes (a flush), the IPv6 gateway and up (down and up again)', () => {
+    const drift = hostSideDrift(
+      [a, b],
+      [link('aaa', 7, false), link('bbb', 8)],
+      [...kb.routes],
+      [ka.addresses[0]!, ...kb.addresses],
+      new Set(),
+    );
+    expect(drift.map((d) => [d.lease.containerId, d.missing])).toEqual([
+      ['aaa', ['up', 'route 10.244.1.2/32', 'address fe80::1', 'route fd00:10:244:1::2/128']],
+    ]);
+  });
+
+  it('leaves alone a lease without its host end (its pod is gone) and one with a CNI call in flight', () => {
+    expect(hostSideDrift([a], [], [], [], new Set())).toEqual([]);
+    expect(hostSideDrift([a], [link('aaa', 7)], [], [], new Set(['aaa\0eth0']))).toEqual([]);
+  });
+});
