@@ -323,6 +323,15 @@ export class Agent {
         'start-up sweep removed half-done work',
       );
     }
+    if (swept.removedRouted !== undefined) {
+      // Veths ADD had finished (routed) without a lease: a DEL cut off by a crash between its release
+      // and its route deletion, or running pods whose records are gone. Their addresses were free to
+      // hand out again, so the veths could not stay; in the second case the pods need recreating.
+      log.warn(
+        { veths: swept.removedRouted, stateDir: config.stateDir },
+        'start-up sweep removed routed pod veths that have no lease record (a DEL cut off by a crash, or a state directory lost or replaced): pods of this node without a network need recreating (kubectl delete pod)',
+      );
+    }
     const server = new CniServer({
       socketPath: config.socket,
       handler: service.handle,

@@ -2,6 +2,7 @@ import { CniCode, CniError, toCniError } from '../cni/errors.ts';
 import type { Lease } from '../ipam/index.ts';
 import { deleteLinkIfNamed } from './delete-link.ts';
 import { attachmentKey, attachmentOfKey, hostVethName, isHostVethName } from './names.ts';
+import { TRELLIS_ROUTE_PROTOCOL } from './ports.ts';
 import { isPreparedName } from './prepared-pairs.ts';
 import type { AttachmentKey, DatapathDeps } from './types.ts';
 
@@ -10,6 +11,11 @@ export interface GcOutcome {
   /** Attachments whose quarantined lease record still held addresses, released with them. */
   releasedHeld?: AttachmentKey[];
   removedLinks: string[];
+  /**
+   * The start-up sweep's removed veths that routed pod addresses (a finished ADD, not half-done work):
+   * their lease records were lost, and their pods are cut off. For an error line that names them.
+   */
+  removedRouted?: { name: string; addresses: string[] }[];
 }
 
 /**
@@ -163,11 +169,47 @@ export async function sweepOrphans(
     const nsGone = lease.netns === undefined || lease.netns === '' || !deps.netns.isNetns(lease.netns);
     if (nsGone && !links.has(name) && deps.ipam.release(lease)) releasedLeases.push(lease);
   }
-  const removedLinks = await removeHostVethsExcept(deps, () => {
-    const keep = leasedVethNames(deps);
-    for (const k of held) keep.add(hostVethName(k.containerId, k.ifname));
-    return keep;
-  });
+  const keep = (): Set<string> => {
+    const names = leasedVethNames(deps);
+    for (const k of held) names.add(hostVethName(k.containerId, k.ifname));
+    return names;
+  };
+  // Looked at before any is deleted: a deleted veth's routes go with it.
+  const kept = keep();
+  const routed = await routedBy(
+    deps.host,
+    listed,
+    listed.filter((l) => isHostVethName(l.name) && !kept.has(l.name)).map((l) => l.name),
+  );
+  const removedLinks = await removeHostVethsExcept(deps, keep);
+  const removedRouted = routed.filter((r) => removedLinks.includes(r.name));
   removedLinks.push(...scheduleDeletions(deps, listed, isPreparedName));
-  return { releasedLeases, removedLinks };
+  return { releasedLeases, removedLinks, ...(removedRouted.length === 0 ? {} : { removedRouted }) };
+}
+
+/**
+ * Of the veths `names`, those a pod host route of ours (a /32 or /128, scope link) goes through, with
+ * its addresses: ADD got that far, so the veth was a running pod's whose lease record is gone (a
+ * state directory lost or replaced), not an ADD that crashed half-way (its lease is written first).
+ */
+async function routedBy(
+  host: DatapathDeps['host'],
+  links: readonly { name: string; index: number }[],
+  names: readonly string[],
+): Promise<{ name: string; addresses: string[] }[]> {
+  if (names.length === 0) return [];
+  const wanted = new Set(names);
+  const byIndex = new Map(links.filter((l) => wanted.has(l.name)).map((l) => [l.index, l.name]));
+  const routes = (
+    await Promise.all(
+      ([4, 6] as const).map((family) => host.listRoutes({ family, protocol: TRELLIS_ROUTE_PROTOCOL })),
+    )
+  ).flat();
+  const out = new Map<string, string[]>();
+  for (const r of routes) {
+    const name = r.ifindex === undefined ? undefined : byIndex.get(r.ifindex);
+    if (name === undefined || r.gateway !== undefined || r.type === 'blackhole') continue;
+    out.set(name, [...(out.get(name) ?? []), r.dst.slice(0, r.dst.indexOf('/'))]);
+  }
+  return [...out].map(([name, addresses]) => ({ name, addresses }));
 }

@@ -1,3 +1,5 @@
+import { rmSync } from 'node:fs';
+import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
 import { hostVethName } from '../../../pkg/datapath/names.ts';
 import { builtSkipReason } from '../../support/cni-driver.ts';
@@ -58,5 +60,29 @@ describe.skipIf(skip !== undefined)(`a pod's host end put back${skip ? ` (skippe
     ).toBe(1);
     await vi.waitFor(() => expect(reach()).toBe(true), { timeout: 5000, interval: 200 });
     expect((await node.del(id, pod.path)).code).toBe(0);
+  }, 30_000);
+
+  it('a running pod whose lease record is gone at a restart: its veth goes, and a warning names it and its addresses', async () => {
+    const pod = node.podNs();
+    const id = containerId();
+    const add = await node.add(pod, id);
+    expect(add.code, add.stdout).toBe(0);
+    const result = add.json as AddResult;
+    await node.agent.stop();
+    rmSync(join(node.agent.stateDir, 'ipam', 'leases', `${id}@eth0.json`));
+    await node.startAgain(['--resync-seconds', '1']);
+    const line = await node.logLine((l) =>
+      String(l.msg).startsWith('start-up sweep removed routed pod veths'),
+    );
+    expect(line).toMatchObject({
+      level: 'warn',
+      veths: [
+        {
+          name: hostVethName(id, 'eth0'),
+          addresses: expect.arrayContaining([podAddr(result, 4), podAddr(result, 6)]),
+        },
+      ],
+    });
+    await node.waitForVeths(0);
   }, 30_000);
 });
