@@ -45,6 +45,7 @@ import { ipv6MtuProblem, type MtuChoice } from './mtu.ts';
 import { NetnsDirWatch } from './netns-dir-watch.ts';
 import { NodeStatusReporter } from './node-status.ts';
 import { type AgentRouteState, type AgentSnapshot, computeRouteState } from './operator-view.ts';
+import { OverlayEntryWatch } from './overlay-entry-watch.ts';
 import { CniConfigPublisher, describePublishBlock, detectMtu } from './publication.ts';
 import { ReadyMark } from './ready-mark.ts';
 import { memoryRefusal, type RememberedNode, RememberedNodeFile, rememberedMtu } from './remembered-node.ts';
@@ -150,6 +151,8 @@ export class Agent {
   /** Follows the MTU of the links the detected pod MTU comes from (absent with --mtu set). */
   private linkMtuWatch: LinkMtuWatch | undefined;
   private linkCarrierWatch: LinkCarrierWatch | undefined;
+  /** Asks for a pass when a VXLAN neighbour or FDB entry is deleted (the pass puts it back). */
+  private overlayEntryWatch: OverlayEntryWatch | undefined;
   /** Forward chains of the host's own firewall that drop pod traffic; absent without the port. */
   private forwardFirewall: ForwardFirewallWatch | undefined;
   /** Underlay addresses of the peers the last full pass tunnels to, per family (vxlan-peers.ts). */
@@ -403,6 +406,7 @@ export class Agent {
       onRouteDevices: (devices) => this.linkCarrierWatch?.follow(devices),
       onSynced: (self, report) => {
         this.linkCarrierWatch?.follow(report.routeDevices ?? []);
+        this.overlayEntryWatch?.follow(report.overlay?.devices ?? []);
         this.noteTunnelled(report.decisions);
         return this.onSynced(self, report.overlay?.devices, report.directSubnets);
       },
@@ -461,6 +465,9 @@ export class Agent {
     );
     this.linkCarrierWatch = carriers;
     this.subscriptions.push(carriers);
+    const entries = new OverlayEntryWatch(this.ports.events, (why) => this.controller?.markDirty(why));
+    this.overlayEntryWatch = entries;
+    this.subscriptions.push(entries);
     if (config.mtu === 0) {
       const uplinks = new LinkMtuWatch(this.ports.events, (change) => {
         if ('link' in change) {

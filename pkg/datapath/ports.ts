@@ -341,6 +341,9 @@ export type RouteEvent =
 
 export type LinkEvent = { type: 'add' | 'delete'; link: LinkInfo } | { type: 'overflow' };
 
+/** A neighbour or (a VXLAN device's) FDB entry deleted on link `ifindex`; family 7 (AF_BRIDGE) for FDB. */
+export type NeighbourDeletion = { type: 'deleted'; ifindex: number; family: number } | { type: 'overflow' };
+
 /** Ranges [lo, hi] (inclusive) to take out of and put into one interval set of an inet table. */
 export interface IntervalSetChange {
   set: string;
@@ -406,4 +409,6 @@ export interface NetlinkEventsPort {
     cb: (ev: NftablesEvent | { type: 'overflow' }) => void,
     table?: { family: number; name: string },
   ): Subscription;
+  /** Neighbour and FDB entries deleted on these links (pkg/netlink subscribeNeighbourDeletions). Absent where not wired. */
+  subscribeNeighbourDeletions?(cb: (ev: NeighbourDeletion) => void, links: readonly number[]): Subscription;
 }

@@ -112,4 +112,4 @@ export const NUD = { REACHABLE: 0x02, NOARP: 0x40, PERMANENT: 0x80 } as const;
 export const NTF_SELF = 0x02;
 
 /** rtnetlink multicast groups (RTNLGRP_*), joined with NETLINK_ADD_MEMBERSHIP. */
-export const RTNLGRP = { LINK: 1, IPV4_ROUTE: 7, IPV6_ROUTE: 11, NEXTHOP: 32 } as const;
+export const RTNLGRP = { LINK: 1, NEIGH: 3, IPV4_ROUTE: 7, IPV6_ROUTE: 11, NEXTHOP: 32 } as const;

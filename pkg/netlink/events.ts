@@ -2,6 +2,7 @@ import { Protocol } from 'netlink/dist/constants.js';
 import type {
   LinkEvent,
   LinkEventInterest,
+  NeighbourDeletion,
   NftablesEvent,
   RouteEvent,
   RouteEventInterest,
@@ -192,6 +193,30 @@ export function subscribeLinkEvents(
     cb,
     opts,
     interest === undefined ? undefined : linkEventFilter(interest),
+  );
+}
+
+/**
+ * Neighbour and FDB entries deleted on `links` (RTNLGRP_NEIGH, RTM_DELNEIGH: ndmsg's ifindex sits where
+ * ifinfomsg's does); the kernel drops every other neighbour notification (when opts.prepareFd attaches
+ * the filter), so ARP and NDP churn on the node's other links never reaches JS.
+ */
+export function subscribeNeighbourDeletions(
+  cb: (ev: NeighbourDeletion) => void,
+  opts: SubscribeOptions,
+  links: readonly number[],
+): Subscription {
+  return subscribe<NeighbourDeletion>(
+    { required: [RTNLGRP.NEIGH] },
+    (type, payload) =>
+      type === RTM.DELNEIGH && payload.length >= 8
+        ? { type: 'deleted', ifindex: payload.readInt32LE(4), family: payload[0]! }
+        : undefined,
+    cb,
+    opts,
+    compileAcceptFilter(
+      links.map((index) => ({ type: RTM.DELNEIGH, words: [{ offset: IFI_INDEX, value: index }] })),
+    ),
   );
 }
 

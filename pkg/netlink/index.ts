@@ -13,7 +13,12 @@ export type {
 } from '../datapath/ports.ts';
 export { ExistsError, errorFromErrno, LinkNotFoundError, NetlinkError } from './errors.ts';
 export type { SubscribeOptions } from './events.ts';
-export { subscribeLinkEvents, subscribeNftablesEvents, subscribeRouteEvents } from './events.ts';
+export {
+  subscribeLinkEvents,
+  subscribeNeighbourDeletions,
+  subscribeNftablesEvents,
+  subscribeRouteEvents,
+} from './events.ts';
 export type { ExtendedNetlinkHandle } from './handle.ts';
 export { type OpenNetlinkOptions, openNetlink } from './handle.ts';
 export { NftSetWriter } from './nft-set-writer.ts';

@@ -11,6 +11,7 @@ import {
   type SocketWants,
   setUpVia,
   subscribeLinkEvents,
+  subscribeNeighbourDeletions,
   subscribeNftablesEvents,
   subscribeRouteEvents,
 } from '../netlink/index.ts';
@@ -137,5 +138,7 @@ export function createNetlinkEvents(): NetlinkEventsPort {
       subscribeLinkEvents(cb, { prepareFd: prepareEventSocket }, interest),
     subscribeNftablesEvents: (cb, table) =>
       subscribeNftablesEvents(cb, { prepareFd: prepareEventSocket }, table),
+    subscribeNeighbourDeletions: (cb, links) =>
+      subscribeNeighbourDeletions(cb, { prepareFd: prepareEventSocket }, links),
   };
 }

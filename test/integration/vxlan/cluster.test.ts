@@ -1,7 +1,7 @@
 import { spawnSync } from 'node:child_process';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { VTEP_MAC_ANNOTATIONS, vtepMac } from '../../../pkg/vxlan/index.ts';
-import { ipJson } from '../../support/netns.ts';
+import { ip, ipJson } from '../../support/netns.ts';
 import { tcpMss } from '../../support/tcp-mss.ts';
 import {
   Testbed,
@@ -212,24 +212,55 @@ describe.skipIf(skip !== undefined)(skip === undefined ? title : `${title} (skip
     expect(ping(p1.ns, p3.v6, 1430 - 48).ok).toBe(true);
   });
 
-  it('a deleted node loses its neighbour, FDB entry and tunnel route on the other segment', async () => {
+  /** What node-1 holds for node-3 on its VXLAN device of `family`: neighbour, FDB entry, route. */
+  function node1Holds(family: 4 | 6, n3: TestbedNode = tb.node('node-3')): Record<string, boolean> {
     const n1 = tb.node('node-1');
-    const n3 = tb.node('node-3');
-    const vtep3 = { 4: n3.plan.podCIDRs[0]!.split('/')[0]!, 6: n3.plan.podCIDRs[1]!.split('/')[0]! };
-    const neighbours = (family: 4 | 6): string[] =>
-      ipJson<{ dst: string }[]>(n1.ns, 'neigh', 'show', 'dev', `trellis.v${family}`).map((n) => n.dst);
-    const fdbMacs = (family: 4 | 6): string[] => {
-      const r = spawnSync('bridge', ['-n', n1.ns, '-j', 'fdb', 'show', 'dev', `trellis.v${family}`], {
-        encoding: 'utf8',
-      });
-      expect(r.status, r.stderr).toBe(0);
-      return (JSON.parse(r.stdout || '[]') as { mac: string }[]).map((e) => e.mac);
-    };
-    const holds = (family: 4 | 6): Record<string, boolean> => ({
-      neighbour: neighbours(family).includes(vtep3[family]),
-      fdb: fdbMacs(family).includes(vtepMac('node-3', family)),
-      route: routeTo(tb, 'node-1', n3, family) !== undefined,
+    const vtep3 = n3.plan.podCIDRs[family === 4 ? 0 : 1]!.split('/')[0]!;
+    const neighbours = ipJson<{ dst: string }[]>(n1.ns, 'neigh', 'show', 'dev', `trellis.v${family}`).map(
+      (n) => n.dst,
+    );
+    const r = spawnSync('bridge', ['-n', n1.ns, '-j', 'fdb', 'show', 'dev', `trellis.v${family}`], {
+      encoding: 'utf8',
     });
+    expect(r.status, r.stderr).toBe(0);
+    const fdbMacs = (JSON.parse(r.stdout || '[]') as { mac: string }[]).map((e) => e.mac);
+    return {
+      neighbour: neighbours.includes(vtep3),
+      fdb: fdbMacs.includes(vtepMac('node-3', family)),
+      route: routeTo(tb, 'node-1', n3, family) !== undefined,
+    };
+  }
+
+  it('an FDB entry and a neighbour deleted by hand are back within seconds, not at the next resync', async () => {
+    const n1 = tb.node('node-1');
+    const all = { neighbour: true, fdb: true, route: true };
+    expect(node1Holds(4)).toEqual(all);
+    const mac = vtepMac('node-3', 4);
+    const vtep3 = tb.node('node-3').plan.podCIDRs[0]!.split('/')[0]!;
+    const fdb = spawnSync('bridge', [
+      '-n',
+      n1.ns,
+      'fdb',
+      'del',
+      mac,
+      'dev',
+      'trellis.v4',
+      'dst',
+      tb.node('node-3').plan.v4,
+      'self',
+    ]);
+    expect(fdb.status, fdb.stderr?.toString()).toBe(0);
+    ip(n1.ns, 'neigh', 'del', vtep3, 'dev', 'trellis.v4');
+    expect(node1Holds(4)).toEqual({ neighbour: false, fdb: false, route: true });
+    // The bed's resync period is a minute: only the deletion notices bring them back this soon.
+    await eventually(5_000, 'node-1 puts back the entries for node-3', () =>
+      JSON.stringify(node1Holds(4)) === JSON.stringify(all) ? true : undefined,
+    );
+  });
+
+  it('a deleted node loses its neighbour, FDB entry and tunnel route on the other segment', async () => {
+    const n3 = tb.node('node-3'); // its plan outlives its deletion
+    const holds = (family: 4 | 6) => node1Holds(family, n3);
     const all = { neighbour: true, fdb: true, route: true };
     expect(holds(4)).toEqual(all);
     expect(holds(6)).toEqual(all);
