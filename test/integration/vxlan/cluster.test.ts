@@ -250,8 +250,7 @@ describe.skipIf(skip !== undefined)(skip === undefined ? title : `${title} (skip
       'self',
     ]);
     expect(fdb.status, fdb.stderr?.toString()).toBe(0);
-    ip(n1.ns, 'neigh', 'del', vtep3, 'dev', 'trellis.v4');
-    expect(node1Holds(4)).toEqual({ neighbour: false, fdb: false, route: true });
+    ip(n1.ns, 'neigh', 'del', vtep3, 'dev', 'trellis.v4'); // throws unless it was there to delete
     // The bed's resync period is a minute: only the deletion notices bring them back this soon.
     await eventually(5_000, 'node-1 puts back the entries for node-3', () =>
       JSON.stringify(node1Holds(4)) === JSON.stringify(all) ? true : undefined,
