@@ -21,9 +21,12 @@ describe.skipIf(skip !== undefined)(skip === undefined ? title : `${title} (skip
   let agent: AgentProcess | undefined;
   let silent: ChildProcess | undefined;
   const dirs: string[] = [];
+  const started: AgentProcess[] = [];
   afterAll(async () => {
-    await agent?.kill();
-    if (agent !== undefined) removeAgentDir(agent.dir);
+    for (const a of started) {
+      await a.kill();
+      removeAgentDir(a.dir);
+    }
     silent?.kill('SIGKILL');
     for (const d of dirs) rmSync(d, { recursive: true, force: true });
     pool.cleanup();
@@ -50,6 +53,7 @@ describe.skipIf(skip !== undefined)(skip === undefined ? title : `${title} (skip
         }
       },
     });
+    started.push(agent);
     const code = await exited(agent);
     expect(sent).toBe(true);
     expect([code, agent.child.signalCode]).toEqual([0, null]);
@@ -94,13 +98,13 @@ describe.skipIf(skip !== undefined)(skip === undefined ? title : `${title} (skip
         cniBinDir: join(dir, 'bin'),
       },
     });
-    agent = a;
+    started.push(a);
     await vi.waitFor(() => expect(connections).toBeGreaterThan(0), { timeout: 15_000, interval: 50 });
-    const started = performance.now();
+    const sentAt = performance.now();
     a.child.kill('SIGTERM');
     const code = await exited(a);
     // Well inside the DaemonSet's 30 s grace period, and nowhere near the request's own 60 s timeout.
-    expect(performance.now() - started).toBeLessThan(10_000);
+    expect(performance.now() - sentAt).toBeLessThan(10_000);
     expect([code, a.child.signalCode]).toEqual([0, null]);
     expect(a.logs.some((l) => l.msg === 'trellis agent stopped')).toBe(true);
   }, 40_000);
