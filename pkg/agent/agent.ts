@@ -151,6 +151,8 @@ export class Agent {
   /** Follows the MTU of the links the detected pod MTU comes from (absent with --mtu set). */
   private linkMtuWatch: LinkMtuWatch | undefined;
   private linkCarrierWatch: LinkCarrierWatch | undefined;
+  /** A check of the pods' host ends is running (repairPodHostSides). */
+  private hostSideCheck = false;
   /** Asks for a pass when a VXLAN neighbour or FDB entry is deleted (the pass puts it back). */
   private overlayEntryWatch: OverlayEntryWatch | undefined;
   /** Forward chains of the host's own firewall that drop pod traffic; absent without the port. */
@@ -735,7 +737,16 @@ export class Agent {
    */
   private async repairPodHostSides(): Promise<void> {
     if (this.datapath === undefined || this.ipam === undefined || this.abort.signal.aborted) return;
-    const { repaired, failed } = await repairHostSides(this.datapath.host, this.ipam.list(), this.busyKeys);
+    // One at a time: a pass that ends while the last check runs has its look at the next pass.
+    if (this.hostSideCheck) return;
+    this.hostSideCheck = true;
+    let outcome: Awaited<ReturnType<typeof repairHostSides>>;
+    try {
+      outcome = await repairHostSides(this.datapath.host, this.ipam.list(), this.busyKeys);
+    } finally {
+      this.hostSideCheck = false;
+    }
+    const { repaired, failed } = outcome;
     for (const d of repaired) {
       this.log.warn(
         { ...podFields(d.lease), hostIf: d.link.name, missing: d.missing },

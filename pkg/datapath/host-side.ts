@@ -10,6 +10,7 @@ import { GATEWAY_V4, GATEWAY_V6, gatewayPrefixLen, hostPrefixLen } from './gatew
 import { attachmentKey, hostVethName } from './names.ts';
 import {
   type AddressInfo,
+  hasRouteScan,
   type LinkInfo,
   type NetlinkHandle,
   type RouteInfo,
@@ -91,22 +92,34 @@ export function hostSideDrift(
   return out;
 }
 
-/** Finds the drift (one listing of links, addresses and each family's routes) and puts each back. */
+/**
+ * Finds the drift and puts each back: one listing of links and addresses, and each family's routes
+ * streamed where the handle can (at every full pass: a whole listing of thousands of peer routes
+ * would be garbage each time), keeping only the routes through the leases' host ends.
+ */
 export async function repairHostSides(
   host: Pick<NetlinkHandle, 'listLinks' | 'listRoutes' | 'listAddresses' | 'setUp'>,
   leases: readonly Lease[],
   busy: ReadonlySet<string>,
 ): Promise<{ repaired: HostSideDrift[]; failed: { drift: HostSideDrift; error: unknown }[] }> {
   if (leases.length === 0) return { repaired: [], failed: [] };
-  const [links, routes4, routes6, addresses] = await Promise.all([
-    host.listLinks(),
-    host.listRoutes({ family: 4, protocol: TRELLIS_ROUTE_PROTOCOL }),
-    host.listRoutes({ family: 6, protocol: TRELLIS_ROUTE_PROTOCOL }),
-    host.listAddresses(),
-  ]);
+  const [links, addresses] = await Promise.all([host.listLinks(), host.listAddresses()]);
+  const names = new Set(leases.map((l) => hostVethName(l.containerId, l.ifname)));
+  const podEnds = new Set(links.filter((l) => names.has(l.name)).map((l) => l.index));
+  const routes: RouteInfo[] = [];
+  for (const family of [4, 6] as const) {
+    const filter = { family, protocol: TRELLIS_ROUTE_PROTOCOL };
+    const seen: RouteInfo[] = [];
+    const keep = (r: RouteInfo): void => {
+      if (r.ifindex !== undefined && podEnds.has(r.ifindex)) seen.push(r);
+    };
+    if (hasRouteScan(host)) await host.scanRoutes(filter, keep, () => seen.splice(0));
+    else for (const r of await host.listRoutes(filter)) keep(r);
+    routes.push(...seen);
+  }
   const repaired: HostSideDrift[] = [];
   const failed: { drift: HostSideDrift; error: unknown }[] = [];
-  for (const drift of hostSideDrift(leases, links, [...routes4, ...routes6], addresses, busy)) {
+  for (const drift of hostSideDrift(leases, links, routes, addresses, busy)) {
     try {
       await host.setUp(hostSideSteps(drift.link.index, drift.lease.addresses));
       repaired.push(drift);

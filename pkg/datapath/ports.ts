@@ -312,6 +312,16 @@ export type SetUpOutcome = 'done' | 'kept';
 /** rtm_protocol value that marks routes trellis created (RTPROT values < 20 are reserved by the kernel). */
 export const TRELLIS_ROUTE_PROTOCOL = 0x7e; // 126
 
+/** The netlink adapter's streamed listing (ExtendedNetlinkHandle.scanRoutes); optional in the port. */
+export interface RouteScan {
+  scanRoutes(filter: RouteFilter, visit: (r: RouteInfo) => void, restart?: () => void): Promise<void>;
+}
+
+/** Whether `h` streams route dumps (a whole listing of thousands of routes is garbage at every pass). */
+export function hasRouteScan<H extends object>(h: H): h is H & RouteScan {
+  return typeof (h as Partial<RouteScan>).scanRoutes === 'function';
+}
+
 /** RFC 8200: every link that carries IPv6 takes packets of 1280 bytes; the kernel takes IPv6 off a smaller one. */
 export const IPV6_MIN_MTU = 1280;
 

@@ -12,7 +12,14 @@
  * through it without ARP/NDP, and entries are removed only after the routes that used them.
  */
 
-import type { Family, NetlinkHandle, RouteFilter, RouteInfo, RouteLookup } from '../datapath/ports.ts';
+import {
+  type Family,
+  hasRouteScan,
+  type NetlinkHandle,
+  type RouteFilter,
+  type RouteInfo,
+  type RouteLookup,
+} from '../datapath/ports.ts';
 import { errorText } from '../error-text.ts';
 import { applyRouteDiff, type RouteError } from './apply.ts';
 import { desiredRoutes, ownDirectSubnets } from './desired.ts';
@@ -127,15 +134,6 @@ interface NexthopPruning {
 
 function hasNexthopPruning(h: NetlinkHandle): h is NetlinkHandle & NexthopPruning {
   return typeof (h as Partial<NexthopPruning>).pruneNexthops === 'function';
-}
-
-/** The netlink adapter's streamed listing (ExtendedNetlinkHandle.scanRoutes); optional. */
-interface RouteScan {
-  scanRoutes(filter: RouteFilter, visit: (r: RouteInfo) => void, restart?: () => void): Promise<void>;
-}
-
-function hasRouteScan(h: NetlinkHandle): h is NetlinkHandle & RouteScan {
-  return typeof (h as Partial<RouteScan>).scanRoutes === 'function';
 }
 
 /** The outcome of reconcilePeer. */
