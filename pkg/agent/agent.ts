@@ -551,8 +551,13 @@ export class Agent {
     if (!config.publishCniConfig || !this.servingFromMemory || this.ready || this.abort.signal.aborted)
       return;
     if (ipv6MtuProblem(this.mtu, mem.podCIDRs, this.mtuChoice.source) !== undefined) return;
-    this.publisher ??= new CniConfigPublisher(config, log, this.abort.signal);
-    await this.publisher.publish(this.mtu);
+    await this.cniPublisher().publish(this.mtu);
+  }
+
+  /** The one publisher of the config list (it keeps the VERSION probes' cache and what it logged). */
+  private cniPublisher(): CniConfigPublisher {
+    this.publisher ??= new CniConfigPublisher(this.config, this.log, this.abort.signal);
+    return this.publisher;
   }
 
   /** The node's IPv6 routes from router advertisements survive IPv6 forwarding (forwarding.ts). */
@@ -674,8 +679,7 @@ export class Agent {
         return;
       }
     } else if (config.publishCniConfig) {
-      this.publisher ??= new CniConfigPublisher(config, log, this.abort.signal);
-      const block = await this.publisher.publish(this.mtu);
+      const block = await this.cniPublisher().publish(this.mtu);
       // SIGTERM while the VERSION probes ran: not ready now (the publisher wrote nothing).
       if (this.abort.signal.aborted) return;
       if (block !== undefined) {
