@@ -277,7 +277,15 @@ export class Agent {
     this.lock = this.ports.lockStateDir(config.stateDir);
     this.readyMark = new ReadyMark(config.socket, log);
     // Ranges come from the controller (flags or the Node object); leases outside them go then.
-    this.ipam = openIpam({ dir: join(config.stateDir, 'ipam'), ranges: [] });
+    this.ipam = openIpam({
+      dir: join(config.stateDir, 'ipam'),
+      ranges: [],
+      onRewritten: (dir, leases) =>
+        log.warn(
+          { dir, leases },
+          'the IPAM state directory was removed under the agent; written back from memory',
+        ),
+    });
     for (const q of this.ipam.loadReport.quarantined) {
       if (q.leftInPlace === undefined)
         log.warn({ file: q.file, reason: q.reason }, 'IPAM record quarantined at load');
@@ -347,20 +355,10 @@ export class Agent {
     await server.listen();
     this.server = server;
     log.info({ socket: config.socket }, 'CNI socket listening');
-    // A socket file removed under the agent (a cleanup of /run/trellis) leaves every ADD failing while
-    // the agent looks healthy: it listens again at once.
-    this.every(
-      READY_MARK_REFRESH_MS,
-      async () => {
-        if (server.socketPresent() || this.abort.signal.aborted) return;
-        log.warn(
-          { socket: config.socket },
-          'the CNI socket file was removed under the agent; listening again',
-        );
-        await server.relisten();
-      },
-      false,
-    );
+    // Files removed under the agent (a cleanup of /run/trellis or /var/lib/trellis) are put back
+    // within seconds: a missing socket fails every ADD while the agent looks healthy, missing leases
+    // and node.json cost the running pods their network at the next restart.
+    this.every(READY_MARK_REFRESH_MS, () => this.keepFiles(server), false);
     // The shim also spools a DEL when a running agent answered too slowly, or one fell between the
     // drain above and listen(); those leases stay held (never reused) until drained here.
     this.every(SPOOL_DRAIN_INTERVAL_MS, () => drainSpool(config.spoolDir, service.handle, log), true);
@@ -494,6 +492,26 @@ export class Agent {
       t.unref();
       this.graceTimer = t;
     }
+  }
+
+  /** The CNI socket, the IPAM state directory and node.json, each put back if it was removed. */
+  private async keepFiles(server: CniServer): Promise<void> {
+    if (this.abort.signal.aborted) return;
+    try {
+      this.ipam?.keepLayout(); // logs through onRewritten
+    } catch (err) {
+      this.log.warn(
+        { error: errorText(err) },
+        'the IPAM state directory was removed under the agent and could not be written back',
+      );
+    }
+    await this.nodeFile?.keep();
+    if (server.socketPresent()) return;
+    this.log.warn(
+      { socket: this.config.socket },
+      'the CNI socket file was removed under the agent; listening again',
+    );
+    await server.relisten();
   }
 
   /**

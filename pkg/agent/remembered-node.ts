@@ -5,7 +5,7 @@
  * Only ADD's inputs are kept (pod CIDRs, the pod MTU and what it was worked out from); routes and
  * rules still wait for a full list.
  */
-import { readFileSync } from 'node:fs';
+import { existsSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { writeFileAtomic } from '../cniconf/atomic.ts';
 import { errorText } from '../error-text.ts';
@@ -217,6 +217,27 @@ export class RememberedNodeFile {
       'remembered node state ignored: ADD waits for the API server',
     );
     return undefined;
+  }
+
+  /**
+   * Writes the last saved state again if the file was removed under the agent (a cleanup of the
+   * state directory): a restart during an API outage needs it, and save() writes only on change.
+   */
+  async keep(): Promise<void> {
+    const text = this.#saved;
+    if (text === undefined || existsSync(join(this.#dir, REMEMBERED_NODE_FILE))) return;
+    try {
+      await writeFileAtomic(this.#dir, REMEMBERED_NODE_FILE, text, 0o600);
+      this.#log.warn(
+        { file: join(this.#dir, REMEMBERED_NODE_FILE) },
+        'node state file was removed under the agent; written again',
+      );
+    } catch (err) {
+      this.#log.warn(
+        { error: errorText(err) },
+        'node state not saved (used when the API is unreachable at start)',
+      );
+    }
   }
 
   async save(r: RememberedNode): Promise<void> {

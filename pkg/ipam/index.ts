@@ -1,5 +1,12 @@
 export { chooseNext } from './allocator.ts';
-export { type Ipam, openIpam, type PendingLease, type PendingRelease, RangeChangeError } from './ipam.ts';
+export {
+  type Ipam,
+  type IpamOptions,
+  openIpam,
+  type PendingLease,
+  type PendingRelease,
+  RangeChangeError,
+} from './ipam.ts';
 export {
   gatewayAddress,
   isReserved,

@@ -82,6 +82,11 @@ export interface Ipam {
    */
   setRanges(cidrs: string[]): Lease[];
   usage(): RangeUsage[];
+  /**
+   * Writes the state directory back from memory if it was removed under the agent (every change
+   * does this first too); true when it did. Throws IPAM_STORE_FAILED when it cannot.
+   */
+  keepLayout(): boolean;
   /** Problems found at load (torn/corrupt records quarantined), for the agent to log. */
   readonly loadReport: LoadReport;
 }
@@ -114,15 +119,25 @@ export interface PendingRelease {
  * Opens (creating if needed) the state directory and loads it. Leases outside `ranges` are kept (the
  * agent may still have to tear their pods down): call setRanges(ranges) to release and get them.
  */
-export function openIpam(opts: { dir: string; ranges: string[] }): Ipam {
+export function openIpam(opts: IpamOptions): Ipam {
   return openIpamWith(opts, realFs);
 }
 
+export interface IpamOptions {
+  dir: string;
+  ranges: string[];
+  /**
+   * The state directory was found removed under the agent and written back from memory (before the
+   * change that found it): `leases` records were rewritten. For a log line; the change then goes on.
+   */
+  onRewritten?: (dir: string, leases: number) => void;
+}
+
 /** openIpam over another file system (tests inject faults and crashes through it). */
-export function openIpamWith(opts: { dir: string; ranges: string[] }, fs: StoreFs): Ipam {
+export function openIpamWith(opts: IpamOptions, fs: StoreFs): Ipam {
   const ranges = parseRanges(opts.ranges);
   const store = new LeaseStore(opts.dir, fs);
-  return new StoreIpam(store, ranges);
+  return new StoreIpam(store, ranges, opts.onRewritten);
 }
 
 interface Range {
@@ -189,9 +204,12 @@ class StoreIpam implements Ipam {
   /** Per range text: the last address handed out (round-robin pointer). */
   readonly #last: Map<string, string>;
 
-  constructor(store: LeaseStore, ranges: Range[]) {
+  readonly #onRewritten: ((dir: string, leases: number) => void) | undefined;
+
+  constructor(store: LeaseStore, ranges: Range[], onRewritten?: (dir: string, leases: number) => void) {
     const state = store.load();
     this.#store = store;
+    this.#onRewritten = onRewritten;
     this.#ranges = ranges;
     this.#leases = state.leases;
     this.#reserved = state.reservations;
@@ -210,8 +228,21 @@ class StoreIpam implements Ipam {
     return this.#allocate(key, meta, false);
   }
 
+  /**
+   * Before every change too: two lstat calls (microseconds). Without them a state directory removed
+   * under the agent failed every ADD with 107 until a restart.
+   */
+  keepLayout(): boolean {
+    if (this.#store.layoutPresent()) return false;
+    this.#store.rewrite({ leases: this.#leases.values(), reservations: this.#reserved, held: this.#held });
+    this.#store.putLast(this.#last);
+    this.#onRewritten?.(this.#store.dir, this.#leases.size);
+    return true;
+  }
+
   #allocate(key: LeaseKey, meta: LeaseMeta, sync: boolean): PendingLease {
     validateKey(key);
+    this.keepLayout();
     const owner = ownerName(key);
     const existing = this.#leases.get(owner);
     if (existing !== undefined) {
@@ -330,6 +361,7 @@ class StoreIpam implements Ipam {
    */
   #release(key: LeaseKey): { found: boolean; failure?: unknown } {
     if (keyProblem(key) !== undefined) return { found: false };
+    this.keepLayout();
     const owner = ownerName(key);
     const lease = this.#leases.get(owner);
     const held = this.#held.get(owner);
@@ -437,6 +469,7 @@ class StoreIpam implements Ipam {
 
   restore(key: LeaseKey, addresses: readonly string[], meta: LeaseMeta = {}): Lease {
     validateKey(key);
+    this.keepLayout();
     const owner = ownerName(key);
     const wanted = this.#restorable(owner, addresses);
     const store = this.#store;

@@ -349,6 +349,57 @@ export class LeaseStore {
     return { leases, reservations, held, last: this.#readLast(), report };
   }
 
+  /** Whether leases/ and addrs/ are there: a state directory removed under a running agent is not. */
+  layoutPresent(): boolean {
+    for (const d of [this.#leases, this.#addrs]) {
+      try {
+        this.#fs.modeOf(d);
+      } catch {
+        return false;
+      }
+    }
+    return true;
+  }
+
+  /**
+   * Writes back a layout removed under a running agent (a cleanup's rm -rf of the state directory)
+   * from what memory holds: the directories, every lease, every reservation whose owner is known and
+   * the .held lists of quarantined owners, durably. Without it every ADD failed until a restart, and
+   * that restart found no lease for the pods still running.
+   */
+  rewrite(state: {
+    leases: Iterable<Lease>;
+    reservations: ReadonlyMap<string, string>;
+    held: ReadonlyMap<string, ReadonlySet<string>>;
+  }): void {
+    const fs = this.#fs;
+    // The directories kept open are the removed ones: an fsync through them makes nothing durable.
+    for (const [d, fd] of [...this.#dirFds]) this.#dropDirFd(d, fd);
+    for (const d of [this.dir, this.#leases, this.#addrs, this.#quarantine]) {
+      this.#try(`creating ${d}`, () => fs.mkdirSync(d, DIR_MODE));
+    }
+    for (const lease of state.leases) {
+      const name = `${ownerName(lease)}${LEASE_SUFFIX}`;
+      this.#try(`writing leases/${name}`, () =>
+        this.#writeFile(join(this.#leases, name), this.#render(lease), true),
+      );
+    }
+    for (const [address, owner] of state.reservations) {
+      if (owner === '') continue; // unreadable before: nothing says whose it is
+      if (!this.reserve(address, owner)) continue; // put back meanwhile; the next load judges it
+    }
+    for (const [owner, addresses] of state.held) {
+      if (addresses.size === 0) continue;
+      const name = `${this.#quarantineName(`${owner}${LEASE_SUFFIX}`)}${HELD_SUFFIX}`;
+      this.#try(`writing quarantine/${name}`, () =>
+        this.#writeFile(join(this.#quarantine, name), `${[...addresses].join('\n')}\n`, true),
+      );
+      this.#quarantinedOwners.add(owner);
+    }
+    this.flush(true);
+    this.spares.load();
+  }
+
   #removeQuietly(path: string): void {
     try {
       this.#fs.unlinkSync(path);

@@ -216,6 +216,37 @@ describe.skipIf(skip !== undefined)(
       expect((await node.call({ command: 'STATUS' }, node.conf({}, '1.1.0'))).code).toBe(0);
       expect((await node.del(id, pod.path)).code).toBe(0);
     }, 30_000);
+
+    it('an IPAM state directory removed under the agent is written back within seconds: leases survive a restart', async () => {
+      const pod = node.podNs();
+      const id = containerId();
+      const res = (await node.add(pod, id)).json as AddResult;
+      const veths = node.hostVeths();
+      // A node cleanup's rm -rf: without the write-back, ADD failed with 107 until a restart, and the
+      // restart's sweep removed this running pod's veth (no lease named it).
+      rmSync(join(node.agent.stateDir, 'ipam'), { recursive: true, force: true });
+      const line = await node.logLine(
+        (l) => l.msg === 'the IPAM state directory was removed under the agent; written back from memory',
+        10_000,
+      );
+      expect(line).toMatchObject({ level: 'warn', dir: join(node.agent.stateDir, 'ipam') });
+      expect(leaseAddresses(node).get(`${id}@eth0`)).toEqual(
+        expect.arrayContaining([podAddr(res, 4), podAddr(res, 6)]),
+      );
+      const other = node.podNs();
+      const otherId = containerId();
+      const add = await node.add(other, otherId);
+      expect(add.code, add.stdout).toBe(0);
+
+      await node.agent.kill();
+      await node.startAgain();
+      expect(node.hostVeths()).toEqual(expect.arrayContaining(veths));
+      expect(nsPing(node.host.name, podAddr(res, 4))).toBe(true);
+      const again = await node.add(pod, id);
+      expect((again.json as AddResult).ips).toEqual(res.ips);
+      expect((await node.del(id, pod.path)).code).toBe(0);
+      expect((await node.del(otherId, other.path)).code).toBe(0);
+    }, 40_000);
   },
 );
 

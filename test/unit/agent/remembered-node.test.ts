@@ -1,6 +1,7 @@
 import { mkdtempSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import pino from 'pino';
 import { afterEach, describe, expect, it } from 'vitest';
 import {
   leasesOutside,
@@ -8,6 +9,7 @@ import {
   parseRememberedNode,
   REMEMBERED_NODE_FILE,
   type RememberedNode,
+  RememberedNodeFile,
   readRememberedNode,
   rememberedMtu,
   rememberedPodCIDRs,
@@ -161,6 +163,20 @@ describe('the node.json file', () => {
     expect(rememberedPodCIDRs(dir)).toEqual(node.podCIDRs);
     writeFileSync(join(dir, REMEMBERED_NODE_FILE), '{"node":"node-1"}');
     expect(rememberedPodCIDRs(dir)).toBeUndefined();
+  });
+
+  it('is written again when removed under the agent (keep), and only once something was saved', async () => {
+    dir = mkdtempSync(join(tmpdir(), 'trl-remembered-'));
+    const file = new RememberedNodeFile(dir, 'node-1', pino({ level: 'silent' }));
+    await file.keep();
+    expect(readRememberedNode(dir, 'node-1')).toBeUndefined();
+    await file.save(node);
+    rmSync(join(dir, REMEMBERED_NODE_FILE));
+    await file.save(node); // unchanged: save alone does not look at the disk
+    expect(readRememberedNode(dir, 'node-1')).toBeUndefined();
+    await file.keep();
+    expect(readRememberedNode(dir, 'node-1')).toEqual({ ok: true, node });
+    expect(statSync(join(dir, REMEMBERED_NODE_FILE)).mode & 0o777).toBe(0o600);
   });
 
   it('says why a damaged file cannot be used', () => {

@@ -1,0 +1,94 @@
+import { existsSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { afterEach, describe, expect, it } from 'vitest';
+import { openIpam } from '../../../pkg/ipam/ipam.ts';
+import {
+  cleanupTempDirs,
+  expectConsistent,
+  leaseFilesOnDisk,
+  reservationsOnDisk,
+  tempDir,
+} from './helpers.ts';
+
+/**
+ * A state directory removed under a running agent (a node cleanup's rm -rf): the next change writes
+ * it back from memory, so ADD keeps working and a restart still finds every running pod's lease.
+ */
+
+afterEach(cleanupTempDirs);
+
+const RANGES = ['10.9.0.0/28', 'fd00:9::/124'];
+const key = (id: string) => ({ containerId: id, ifname: 'eth0' });
+
+describe('IPAM state directory removed under the agent', () => {
+  it('is written back by the next ADD, which then succeeds; a restart loads every lease', () => {
+    const dir = tempDir('removed');
+    const rewritten: [string, number][] = [];
+    const ipam = openIpam({ dir, ranges: RANGES, onRewritten: (d, n) => rewritten.push([d, n]) });
+    const a = ipam.allocate(key('aaaa'));
+    const b = ipam.allocate(key('bbbb'));
+    rmSync(dir, { recursive: true, force: true });
+
+    const c = ipam.allocate(key('cccc'));
+    expect(rewritten).toEqual([[dir, 2]]);
+    // No address handed out twice: c's are new.
+    const taken = [...a.addresses, ...b.addresses].map((x) => x.address);
+    for (const x of c.addresses) expect(taken).not.toContain(x.address);
+    expect(leaseFilesOnDisk(dir)).toEqual(['aaaa@eth0.json', 'bbbb@eth0.json', 'cccc@eth0.json']);
+    expect(reservationsOnDisk(dir).size).toBe(6);
+    expectConsistent(ipam, dir);
+
+    const again = openIpam({ dir, ranges: RANGES });
+    expect(again.loadReport.quarantined).toEqual([]);
+    expect(
+      again
+        .list()
+        .map((l) => l.containerId)
+        .sort(),
+    ).toEqual(['aaaa', 'bbbb', 'cccc']);
+    expect(again.get(key('aaaa'))?.addresses).toEqual(a.addresses);
+  });
+
+  it('is written back by a DEL, which then releases durably', () => {
+    const dir = tempDir('removed');
+    const ipam = openIpam({ dir, ranges: RANGES });
+    ipam.allocate(key('aaaa'));
+    ipam.allocate(key('bbbb'));
+    rmSync(join(dir, 'leases'), { recursive: true, force: true });
+
+    expect(ipam.release(key('aaaa'))).toBe(true);
+    expect(leaseFilesOnDisk(dir)).toEqual(['bbbb@eth0.json']);
+    expect(reservationsOnDisk(dir).size).toBe(2);
+    expectConsistent(ipam, dir);
+  });
+
+  it("keeps a quarantined record's held addresses held through the rewrite", () => {
+    const dir = tempDir('removed');
+    const first = openIpam({ dir, ranges: RANGES });
+    const torn = first.allocate(key('aaaa'));
+    writeFileSync(join(dir, 'leases', 'aaaa@eth0.json'), '{"tor');
+    const ipam = openIpam({ dir, ranges: RANGES });
+    expect(ipam.heldKeys()).toEqual([key('aaaa')]);
+    rmSync(dir, { recursive: true, force: true });
+
+    ipam.allocate(key('bbbb'));
+    expect(readdirSync(join(dir, 'quarantine')).filter((f) => f.endsWith('.held'))).toHaveLength(1);
+    const again = openIpam({ dir, ranges: RANGES });
+    expect(again.heldAddresses(key('aaaa'))).toEqual(torn.addresses);
+    // The held addresses are never handed out while held.
+    for (let i = 0; i < 5; i++) {
+      const l = again.allocate(key(`c${i}`));
+      for (const x of l.addresses) expect(torn.addresses.map((t) => t.address)).not.toContain(x.address);
+    }
+  });
+
+  it('does nothing while the layout is there', () => {
+    const dir = tempDir('removed');
+    const rewritten: number[] = [];
+    const ipam = openIpam({ dir, ranges: RANGES, onRewritten: (_d, n) => rewritten.push(n) });
+    ipam.allocate(key('aaaa'));
+    ipam.release(key('aaaa'));
+    expect(rewritten).toEqual([]);
+    expect(existsSync(join(dir, 'leases'))).toBe(true);
+  });
+});
