@@ -28,6 +28,7 @@ import { READY_MARK_REFRESH_MS } from '../shim/ready-marker.ts';
 import type { DeviceState } from '../vxlan/device.ts';
 import { netlinkVxlanTool, type VxlanLinkTool } from '../vxlan/link-tool.ts';
 import { VxlanOverlay } from '../vxlan/overlay.ts';
+import { Background } from './background.ts';
 import { type ClusterNode, type ClusterView, staticCluster } from './cluster.ts';
 import { CniServer } from './cni-server.ts';
 import { type CniCallRecord, createCniService } from './cni-service.ts';
@@ -132,6 +133,7 @@ export class Agent {
   private readonly log: Logger;
   private readonly hooks: AgentHooks;
   private readonly abort = new AbortController();
+  private readonly background: Background;
   private readonly nodeName: string;
   private lock: { release(): void } | undefined;
   private host: NetlinkHandle | undefined;
@@ -168,8 +170,6 @@ export class Agent {
     overhead: 0,
     fallback: true,
   };
-  private readonly timers: NodeJS.Timeout[] = [];
-  private readonly inFlight = new Set<Promise<void>>();
   private busyKeys: ReadonlySet<string> = new Set();
   private waitingFor: string | undefined = 'the first reconcile';
   /** Why the pod MTU cannot carry this node's IPv6 pod CIDR (ipv6MtuProblem), as of the last pass. */
@@ -219,6 +219,7 @@ export class Agent {
     this.log = log;
     this.hooks = hooks;
     this.nodeName = config.nodeName ?? hostname();
+    this.background = new Background(log, this.abort.signal);
   }
 
   /** ADD is served: ready, or serving from the pod CIDRs remembered from the last run. */
@@ -358,10 +359,20 @@ export class Agent {
     // Files removed under the agent (a cleanup of /run/trellis or /var/lib/trellis) are put back
     // within seconds: a missing socket fails every ADD while the agent looks healthy, missing leases
     // and node.json cost the running pods their network at the next restart.
-    this.every(READY_MARK_REFRESH_MS, () => this.keepFiles(server), false);
+    this.background.every(
+      'keeping the socket and state files',
+      READY_MARK_REFRESH_MS,
+      () => this.keepFiles(server),
+      false,
+    );
     // The shim also spools a DEL when a running agent answered too slowly, or one fell between the
     // drain above and listen(); those leases stay held (never reused) until drained here.
-    this.every(SPOOL_DRAIN_INTERVAL_MS, () => drainSpool(config.spoolDir, service.handle, log), true);
+    this.background.every(
+      'draining spooled DELs',
+      SPOOL_DRAIN_INTERVAL_MS,
+      () => drainSpool(config.spoolDir, service.handle, log),
+      true,
+    );
 
     const kube = this.ports.kube;
     if (kube !== undefined) {
@@ -482,7 +493,13 @@ export class Agent {
       this.subscriptions.push(uplinks);
     }
     this.controller.start(this.abort.signal);
-    if (kube !== undefined) this.every(LEASE_GC_INTERVAL_MS, () => this.collectLeases(), false);
+    if (kube !== undefined)
+      this.background.every(
+        'collecting leases of pods gone',
+        LEASE_GC_INTERVAL_MS,
+        () => this.collectLeases(),
+        false,
+      );
     if (config.netnsDir !== '') this.prepareAsNamespacesAppear(config.netnsDir);
     if (this.remembered !== undefined) {
       const t = setTimeout(
@@ -550,7 +567,7 @@ export class Agent {
       { why, podCIDRs: mem.podCIDRs, mtu: this.mtu, routeMtu: this.routeMtu },
       'serving ADD with the pod CIDRs remembered from the last run; routes and rules wait for the API server',
     );
-    this.track(this.refreshListFromMemory(mem));
+    this.background.track('publishing the config list from memory', this.refreshListFromMemory(mem));
   }
 
   /**
@@ -652,7 +669,7 @@ export class Agent {
     directSubnets: Partial<Record<Family, string>> = {},
   ): Promise<void> {
     const { config, log } = this;
-    this.track(this.repairPodHostSides());
+    this.background.track("checking the pods' host ends", this.repairPodHostSides());
     this.nodeStatus?.publishAnnotations(self, vteps, directSubnets);
     if (config.mtu === 0) {
       const choice = await detectMtu(this.host!, self, config.mode, { last: this.mtuChoice, log });
@@ -727,8 +744,9 @@ export class Agent {
       'trellis agent ready',
     );
     this.nodeStatus?.networkUpFor(self);
-    this.track(this.collectLeases());
-    this.every(
+    this.background.track('collecting leases of pods gone', this.collectLeases());
+    this.background.every(
+      'refreshing the ready mark',
       READY_MARK_REFRESH_MS,
       async () => {
         // Only while the socket the shim connects to is there: an agent whose socket file was removed
@@ -870,7 +888,7 @@ export class Agent {
       ...(trigger === undefined ? {} : { onTables: (t: NftTableId[]) => trigger.follow(t) }),
       log: flog,
     });
-    this.every(config.firewallCheckMs, check, false);
+    this.background.every('checking the host firewall', config.firewallCheckMs, check, false);
   }
 
   /**
@@ -1002,36 +1020,10 @@ export class Agent {
     this.log.info({ dir }, 'preparing veth pairs as pod namespaces appear');
   }
 
-  /** Work started in the background (periodic tasks, the lease collection): stop waits for it. */
-  private track(work: Promise<unknown>): void {
-    const p = work.then(
-      () => undefined,
-      () => undefined,
-    );
-    this.inFlight.add(p);
-    void p.finally(() => this.inFlight.delete(p));
-  }
-
-  private every(ms: number, fn: () => Promise<unknown>, runNow: boolean): void {
-    const run = (): void => {
-      if (this.abort.signal.aborted) return;
-      this.track(
-        fn().catch((err: unknown) =>
-          this.log.warn({ error: (err as Error).message }, 'periodic task failed'),
-        ),
-      );
-    };
-    if (runNow) run();
-    const t = setInterval(run, ms);
-    t.unref();
-    this.timers.push(t);
-  }
-
   /** SIGTERM: stop watches, finish in-flight calls, close the socket; routes, config and rules stay. */
   async stop(): Promise<void> {
     this.abort.abort();
     clearTimeout(this.graceTimer);
-    for (const t of this.timers) clearInterval(t);
     for (const s of this.subscriptions) s.close();
     // Pairs no ADD took go now (a call in flight makes its own); their deletions are drained below.
     this.netnsDirWatch?.stop();
@@ -1042,16 +1034,8 @@ export class Agent {
     await this.deleter?.drain();
     // A firewall check or a periodic task still running could write after the locks are released
     // (an accept inserted once uninstall has removed them all): waited for, within reason.
-    const background = Promise.all([this.forwardFirewall?.stop(), ...this.inFlight]);
-    let waited: NodeJS.Timeout | undefined;
-    const late = await Promise.race([
-      background.then(() => false),
-      new Promise<boolean>((r) => {
-        waited = setTimeout(() => r(true), STOP_BACKGROUND_WAIT_MS);
-      }),
-    ]);
-    clearTimeout(waited);
-    if (late)
+    const ended = await this.background.stop(STOP_BACKGROUND_WAIT_MS, [this.forwardFirewall?.stop()]);
+    if (!ended)
       this.log.warn({ waitedMs: STOP_BACKGROUND_WAIT_MS }, 'stopping with background work still running');
     this.host?.close();
     this.lock?.release();

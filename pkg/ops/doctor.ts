@@ -528,13 +528,21 @@ export function checkRoutes(f: DoctorFacts): CheckResult {
         break;
     }
   }
+  const mode = f.agent.value.status.mode;
   for (const p of f.agent.value.routes.peers) {
-    if (p.path === 'unreachable') {
-      r.findings.push({
-        problem: `peer ${p.node} (IPv${p.family}) is unreachable with host-gw: ${p.reason}`,
-        fix: 'put the nodes on one L2 subnet, or use the VXLAN mode (TRELLIS_MODE=vxlan) for nodes on different subnets',
-      });
-    }
+    if (p.path !== 'unreachable') continue;
+    // Only host-gw is cured by another mode; in auto and vxlan the tunnel itself is what is missing.
+    r.findings.push(
+      mode === 'host-gw'
+        ? {
+            problem: `peer ${p.node} (IPv${p.family}) is unreachable with host-gw: ${p.reason}`,
+            fix: 'put the nodes on one L2 subnet, or use the auto mode (TRELLIS_MODE=auto: VXLAN to nodes on other subnets)',
+          }
+        : {
+            problem: `peer ${p.node} (IPv${p.family}) is unreachable in ${mode} mode: ${p.reason}`,
+            fix: `a peer without a VTEP MAC has no trellis agent with an IPv${p.family} overlay running (kubectl -n kube-system get pods -o wide: its trellis pod, and that pod's log); without a VXLAN device of this family here, this agent's log says why it made none`,
+          },
+    );
   }
   return r;
 }

@@ -475,8 +475,27 @@ const cases: Case[] = [
       ];
     },
     'routes',
+    /peer n9 \(IPv4\) is unreachable in auto mode: InternalIP/,
+    /has no trellis agent with an IPv4 overlay running/,
+  ],
+  [
+    'peer unreachable with host-gw',
+    (f) => {
+      agentValue(f).status.mode = 'host-gw';
+      agentValue(f).routes.peers = [
+        {
+          node: 'n9',
+          family: 4,
+          path: 'unreachable',
+          nodeIP: '10.9.0.1',
+          podCIDRs: ['10.244.9.0/24'],
+          reason: 'InternalIP 10.9.0.1 is not on a subnet connected to this node',
+        },
+      ];
+    },
+    'routes',
     /peer n9 \(IPv4\) is unreachable with host-gw/,
-    /VXLAN/,
+    /TRELLIS_MODE=auto/,
   ],
   [
     'leaked lease',

@@ -1,0 +1,77 @@
+import { PassThrough } from 'node:stream';
+import { describe, expect, it } from 'vitest';
+import { Background } from '../../../pkg/agent/background.ts';
+import { createLogger } from '../../../pkg/observe/logger.ts';
+
+function logged(): { log: ReturnType<typeof createLogger>; lines: Record<string, unknown>[] } {
+  const out = new PassThrough();
+  const lines: Record<string, unknown>[] = [];
+  out.on('data', (d: Buffer) => {
+    for (const l of d.toString('utf8').trim().split('\n'))
+      lines.push(JSON.parse(l) as Record<string, unknown>);
+  });
+  return { log: createLogger({ level: 'info', destination: out }), lines };
+}
+
+const tick = (ms = 0) => new Promise((r) => setTimeout(r, ms));
+
+describe('Background', () => {
+  it('logs a failed task with its name and the error, at warn', async () => {
+    const { log, lines } = logged();
+    const bg = new Background(log, new AbortController().signal);
+    bg.track("checking the pods' host ends", Promise.reject(new Error('EPERM listing links')));
+    bg.track('fine', Promise.resolve(1));
+    expect(await bg.stop(1000)).toBe(true);
+    await tick();
+    expect(lines).toHaveLength(1);
+    expect(lines[0]).toMatchObject({
+      level: 'warn',
+      msg: 'background task failed',
+      task: "checking the pods' host ends",
+      error: 'EPERM listing links',
+    });
+  });
+
+  it('runs a periodic task until stopped or aborted, each run tracked', async () => {
+    const { log, lines } = logged();
+    const abort = new AbortController();
+    const bg = new Background(log, abort.signal);
+    let runs = 0;
+    bg.every(
+      'counting',
+      5,
+      async () => {
+        runs++;
+        if (runs === 2) throw new Error('second run fails');
+      },
+      true,
+    );
+    expect(runs).toBe(1);
+    await tick(40);
+    expect(runs).toBeGreaterThanOrEqual(3);
+    abort.abort();
+    const at = runs;
+    await tick(30);
+    expect(runs).toBe(at);
+    expect(await bg.stop(1000)).toBe(true);
+    await tick();
+    expect(lines.filter((l) => l.task === 'counting' && l.error === 'second run fails')).toHaveLength(1);
+  });
+
+  it('stop waits for work in flight (and the extra promises), within the time given', async () => {
+    const { log } = logged();
+    const bg = new Background(log, new AbortController().signal);
+    let finished = false;
+    bg.track(
+      'slow',
+      tick(30).then(() => {
+        finished = true;
+      }),
+    );
+    expect(await bg.stop(1000, [undefined, tick(10)])).toBe(true);
+    expect(finished).toBe(true);
+    const hung = new Background(log, new AbortController().signal);
+    hung.track('never ends', new Promise(() => {}));
+    expect(await hung.stop(20)).toBe(false);
+  });
+});
