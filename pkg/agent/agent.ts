@@ -2,10 +2,7 @@ import { existsSync, readFileSync } from 'node:fs';
 import { hostname } from 'node:os';
 import { join } from 'node:path';
 import { BackgroundDeleter } from '../datapath/background-deleter.ts';
-import { sweepOrphans } from '../datapath/gc.ts';
-import { repairHostSides } from '../datapath/host-side.ts';
 import { KeyedMutex } from '../datapath/keyed-mutex.ts';
-import { shortId } from '../datapath/names.ts';
 import {
   type Family,
   IPV6_MIN_MTU,
@@ -18,7 +15,7 @@ import { type PreparedOutcome, PreparedPairs } from '../datapath/prepared-pairs.
 import type { DatapathDeps } from '../datapath/types.ts';
 import { errorText } from '../error-text.ts';
 import type { FirewallCommand, ForwardRuleset, VxlanInKind } from '../firewall/index.ts';
-import { type Ipam, type Lease, openIpam } from '../ipam/index.ts';
+import { type Ipam, openIpam } from '../ipam/index.ts';
 import type { K8sClient, NodeInformer } from '../k8s/index.ts';
 import type { MasqSyncer } from '../masq/index.ts';
 import type { Logger } from '../observe/logger.ts';
@@ -34,23 +31,22 @@ import { CniServer } from './cni-server.ts';
 import { type CniCallRecord, createCniService } from './cni-service.ts';
 import type { AgentConfig } from './config.ts';
 import { FIRST_LIST_WAIT, NodeController, type PassOutcome } from './controller.ts';
-import { FirewallTableTrigger } from './firewall-tables.ts';
-import { ForwardFirewallWatch, type NftTableId } from './forward-firewall.ts';
+import { startFirewallChecks } from './firewall-checks.ts';
+import type { ForwardFirewallWatch } from './forward-firewall.ts';
 import { enableForwarding, keepForwardingOn, type RouterAdvertisementGuard } from './forwarding.ts';
-import { watchKernel } from './kernel-watch.ts';
+import { HostSideCheck } from './host-side-check.ts';
+import { type KernelTriggers, startKernelTriggers } from './kernel-triggers.ts';
 import { collectLeases, removeAttachments } from './lease-collector.ts';
 import { rebuildHeldLeases } from './lease-rebuild.ts';
-import { LinkCarrierWatch } from './link-carrier-watch.ts';
-import { LinkMtuWatch } from './link-mtu-watch.ts';
 import { ipv6MtuProblem, type MtuChoice } from './mtu.ts';
 import { NetnsDirWatch } from './netns-dir-watch.ts';
 import { NodeStatusReporter } from './node-status.ts';
 import { type AgentRouteState, type AgentSnapshot, computeRouteState } from './operator-view.ts';
-import { OverlayEntryWatch } from './overlay-entry-watch.ts';
 import { CniConfigPublisher, describePublishBlock, detectMtu } from './publication.ts';
 import { ReadyMark } from './ready-mark.ts';
 import { memoryRefusal, type RememberedNode, RememberedNodeFile, rememberedMtu } from './remembered-node.ts';
 import { drainSpool, spooledDelsIn } from './spool-drain.ts';
+import { recoverStartUpState } from './start-up-state.ts';
 import { type TableRules, tableRules } from './table-rules.ts';
 import { tunnelledPeers, vxlanInKinds } from './vxlan-peers.ts';
 
@@ -151,12 +147,12 @@ export class Agent {
   private nodeStatus: NodeStatusReporter | undefined;
   private readonly subscriptions: Subscription[] = [];
   /** Follows the MTU of the links the detected pod MTU comes from (absent with --mtu set). */
-  private linkMtuWatch: LinkMtuWatch | undefined;
-  private linkCarrierWatch: LinkCarrierWatch | undefined;
-  /** A check of the pods' host ends is running (repairPodHostSides). */
-  private hostSideCheck = false;
+  private linkMtuWatch: KernelTriggers['uplinkMtu'];
+  private linkCarrierWatch: KernelTriggers['carriers'] | undefined;
+  /** Puts back what the pods' host ends lost, after every full pass. */
+  private hostSideCheck: HostSideCheck | undefined;
   /** Asks for a pass when a VXLAN neighbour or FDB entry is deleted (the pass puts it back). */
-  private overlayEntryWatch: OverlayEntryWatch | undefined;
+  private overlayEntryWatch: KernelTriggers['overlayEntries'] | undefined;
   /** Forward chains of the host's own firewall that drop pod traffic; absent without the port. */
   private forwardFirewall: ForwardFirewallWatch | undefined;
   /** Underlay addresses of the peers the last full pass tunnels to, per family (vxlan-peers.ts). */
@@ -287,17 +283,8 @@ export class Agent {
           'the IPAM state directory was removed under the agent; written back from memory',
         ),
     });
-    for (const q of this.ipam.loadReport.quarantined) {
-      if (q.leftInPlace === undefined)
-        log.warn({ file: q.file, reason: q.reason }, 'IPAM record quarantined at load');
-      else {
-        log.error(
-          { file: q.file, reason: q.reason, error: q.leftInPlace },
-          'IPAM record unreadable and could not be quarantined; left in place, its addresses held until its DEL',
-        );
-      }
-    }
     this.host = this.ports.openHostNetlink();
+    this.hostSideCheck = new HostSideCheck(this.host, log);
     this.deleter = new BackgroundDeleter((name, error) =>
       log.warn({ link: name, error: errorText(error) }, 'veth deletion failed'),
     );
@@ -328,24 +315,8 @@ export class Agent {
     });
     this.busyKeys = service.busyKeys;
     await drainSpool(config.spoolDir, service.handle, log);
-    // Attachments whose lease record was quarantined keep their veths: their pods may be running.
-    const swept = await sweepOrphans(this.datapath, this.ipam.heldKeys());
-    this.hooks.onLeasesReclaimed?.('startup-sweep', swept.releasedLeases.length);
-    if (swept.releasedLeases.length > 0 || swept.removedLinks.length > 0) {
-      log.info(
-        { releasedLeases: swept.releasedLeases.length, removedLinks: swept.removedLinks },
-        'start-up sweep removed half-done work',
-      );
-    }
-    if (swept.removedRouted !== undefined) {
-      // Veths ADD had finished (routed) without a lease: a DEL cut off by a crash between its release
-      // and its route deletion, or running pods whose records are gone. Their addresses were free to
-      // hand out again, so the veths could not stay; in the second case the pods need recreating.
-      log.warn(
-        { veths: swept.removedRouted, stateDir: config.stateDir },
-        'start-up sweep removed routed pod veths that have no lease record (a DEL cut off by a crash, or a state directory lost or replaced): pods of this node without a network need recreating (kubectl delete pod)',
-      );
-    }
+    const released = await recoverStartUpState(this.datapath, this.ipam, config.stateDir, log);
+    this.hooks.onLeasesReclaimed?.('startup-sweep', released);
     const server = new CniServer({
       socketPath: config.socket,
       handler: service.handle,
@@ -431,67 +402,20 @@ export class Agent {
       resyncMs: config.resyncMs,
     });
     await this.removeMasqLeftovers();
-    this.subscriptions.push(
-      ...watchKernel({
-        events: this.ports.events,
-        masq: this.ports.masq,
-        routesNexthop: (id) => this.host?.routesNexthop?.(id) === true,
-        isOwnDeletion: (route) => this.routes?.isOwnDeletion(route) === true,
-        concernsPrefix: (route) => this.routes?.concernsPrefix(route) === true,
-        markDirty: (why) => this.controller?.markDirty(why),
-        log: this.log,
-      }),
-    );
-    // Down: the kernel drops the routes through it (IPv4 silently) and refuses new ones until the
-    // carrier is back ("Carrier for nexthop device is down"), so the pass that puts them back is the
-    // one when it is up again.
-    const carriers = new LinkCarrierWatch(
-      this.ports.events,
-      (change) => {
-        // A VXLAN device this agent recreated or removed: its own doing, logged as such by the overlay.
-        const index =
-          'link' in change ? change.link.index : 'deleted' in change ? change.deleted.index : undefined;
-        if (index !== undefined && this.overlay?.deletedItself(index) === true) {
-          this.controller?.markDirty('a VXLAN device was recreated');
-          return;
-        }
-        if ('link' in change) {
-          if (!change.running) {
-            log.warn(
-              { link: change.link.name, up: change.link.up, carrier: change.link.lowerUp === true },
-              'a link routes to peers leave by is down; its routes are put back when it is up again',
-            );
-            return;
-          }
-          log.info({ link: change.link.name }, 'a link routes to peers leave by is up; reconciling now');
-        } else if ('deleted' in change) {
-          log.warn(
-            { link: change.deleted.name },
-            'a link routes to peers leave by was deleted; reconciling now',
-          );
-        }
-        this.controller?.markDirty('a link routes to peers leave by changed');
-      },
-      (index) => this.host!.getLinkByIndex(index),
-    );
-    this.linkCarrierWatch = carriers;
-    this.subscriptions.push(carriers);
-    const entries = new OverlayEntryWatch(this.ports.events, (why) => this.controller?.markDirty(why));
-    this.overlayEntryWatch = entries;
-    this.subscriptions.push(entries);
-    if (config.mtu === 0) {
-      const uplinks = new LinkMtuWatch(this.ports.events, (change) => {
-        if ('link' in change) {
-          log.info(
-            { link: change.link.name, mtu: change.link.mtu, was: change.was },
-            'MTU of the link the pod MTU comes from changed; reconciling now',
-          );
-        }
-        this.controller?.markDirty('the MTU of the link the pod MTU comes from changed');
-      });
-      this.linkMtuWatch = uplinks;
-      this.subscriptions.push(uplinks);
-    }
+    const triggers = startKernelTriggers({
+      events: this.ports.events,
+      masq: this.ports.masq,
+      host: this.host,
+      overlay: this.overlay,
+      routes: this.routes,
+      markDirty: (why) => this.controller?.markDirty(why),
+      followUplinkMtu: config.mtu === 0,
+      log,
+    });
+    this.subscriptions.push(...triggers.subscriptions);
+    this.linkCarrierWatch = triggers.carriers;
+    this.overlayEntryWatch = triggers.overlayEntries;
+    this.linkMtuWatch = triggers.uplinkMtu;
     this.controller.start(this.abort.signal);
     if (kube !== undefined)
       this.background.every(
@@ -668,38 +592,59 @@ export class Agent {
     vteps: readonly Pick<DeviceState, 'family' | 'mac'>[] = [],
     directSubnets: Partial<Record<Family, string>> = {},
   ): Promise<void> {
-    const { config, log } = this;
-    this.background.track("checking the pods' host ends", this.repairPodHostSides());
+    if (this.hostSideCheck !== undefined && this.ipam !== undefined && !this.abort.signal.aborted) {
+      const check = this.hostSideCheck.run(this.ipam.list(), this.busyKeys);
+      this.background.track("checking the pods' host ends", check);
+    }
     this.nodeStatus?.publishAnnotations(self, vteps, directSubnets);
-    if (config.mtu === 0) {
-      const choice = await detectMtu(this.host!, self, config.mode, { last: this.mtuChoice, log });
-      this.linkMtuWatch?.follow(choice.links ?? []);
-      const changed = choice.mtu !== this.mtuChoice.mtu || choice.overhead !== this.mtuChoice.overhead;
-      this.mtuChoice = choice;
-      if (changed || !this.ready) {
-        log.info(
-          { mtu: this.mtu, routeMtu: this.routeMtu, source: choice.source, mode: config.mode },
-          'pod MTU',
-        );
-      }
-    }
-    keepForwardingOn(this.ports.netns, self.podCIDRs, log, this.raGuard());
-    if (this.nodeFile !== undefined && this.ipam !== undefined) {
-      // A pass ran, so the ranges are this Node's pod CIDRs.
-      const { mtu, overhead, source } = this.mtuChoice;
-      await this.nodeFile.save({
-        node: this.nodeName,
-        podCIDRs: this.ipam.ranges(),
-        mtu,
-        overhead,
-        mtuSource: source,
-        mode: config.mode,
-        internalIPs: [...self.internalIPs],
-      });
-    }
+    if (this.config.mtu === 0) await this.followDetectedMtu(self);
+    keepForwardingOn(this.ports.netns, self.podCIDRs, this.log, this.raGuard());
+    await this.rememberNode(self);
     // Stopping (SIGTERM, or a start that failed after the controller began its first pass): a pass
     // still in flight neither publishes the config list nor declares the node ready.
     if (this.abort.signal.aborted) return;
+    if (!(await this.publishConfig(self))) return;
+    if (this.ready) this.nodeStatus?.networkUpFor(self);
+    else this.becomeReady(self);
+  }
+
+  /** The pod MTU as the links are now (no --mtu); the uplinks it comes from are followed. */
+  private async followDetectedMtu(self: ClusterNode): Promise<void> {
+    const { config, log } = this;
+    const choice = await detectMtu(this.host!, self, config.mode, { last: this.mtuChoice, log });
+    this.linkMtuWatch?.follow(choice.links ?? []);
+    const changed = choice.mtu !== this.mtuChoice.mtu || choice.overhead !== this.mtuChoice.overhead;
+    this.mtuChoice = choice;
+    if (changed || !this.ready) {
+      log.info(
+        { mtu: this.mtu, routeMtu: this.routeMtu, source: choice.source, mode: config.mode },
+        'pod MTU',
+      );
+    }
+  }
+
+  /** node.json, for a restart while the API is unreachable (Kubernetes mode). */
+  private async rememberNode(self: ClusterNode): Promise<void> {
+    if (this.nodeFile === undefined || this.ipam === undefined) return;
+    // A pass ran, so the ranges are this Node's pod CIDRs.
+    const { mtu, overhead, source } = this.mtuChoice;
+    await this.nodeFile.save({
+      node: this.nodeName,
+      podCIDRs: this.ipam.ranges(),
+      mtu,
+      overhead,
+      mtuSource: source,
+      mode: this.config.mode,
+      internalIPs: [...self.internalIPs],
+    });
+  }
+
+  /**
+   * Writes the config list with the pod MTU of now (when the agent publishes it); false while that
+   * keeps the node from being ready: an MTU IPv6 pods cannot have, or CNI binaries that do not run.
+   */
+  private async publishConfig(self: ClusterNode): Promise<boolean> {
+    const { config, log } = this;
     const mtuProblem = ipv6MtuProblem(this.mtu, self.podCIDRs, this.mtuChoice.source);
     if (mtuProblem !== this.mtuProblem) {
       this.mtuProblem = mtuProblem;
@@ -709,26 +654,25 @@ export class Agent {
     if (mtuProblem !== undefined) {
       // Every ADD would fail: not ready, nothing published. Once ready, the list in place (with the
       // MTU it had) stays; status and doctor show the problem.
-      if (!this.ready) {
-        this.waitingFor = `a pod MTU of ${IPV6_MIN_MTU} or more (${mtuProblem})`;
-        return;
-      }
-    } else if (config.publishCniConfig) {
-      const block = await this.cniPublisher().publish(this.mtu);
-      // SIGTERM while the VERSION probes ran: not ready now (the publisher wrote nothing).
-      if (this.abort.signal.aborted) return;
-      if (block !== undefined) {
-        this.waitingFor = describePublishBlock(block, config.cniBinDir);
-        // Before the first publication it keeps the node from being ready; after it, the list in
-        // place stays, the problem shows in status and doctor (cniBinaryProblems), and the node's
-        // condition is still kept up to date below.
-        if (!this.ready) return;
-      }
+      if (this.ready) return true;
+      this.waitingFor = `a pod MTU of ${IPV6_MIN_MTU} or more (${mtuProblem})`;
+      return false;
     }
-    if (this.ready) {
-      this.nodeStatus?.networkUpFor(self);
-      return;
-    }
+    if (!config.publishCniConfig) return true;
+    const block = await this.cniPublisher().publish(this.mtu);
+    // SIGTERM while the VERSION probes ran: not ready now (the publisher wrote nothing).
+    if (this.abort.signal.aborted) return false;
+    if (block === undefined) return true;
+    this.waitingFor = describePublishBlock(block, config.cniBinDir);
+    // Before the first publication it keeps the node from being ready; after it, the list in place
+    // stays, the problem shows in status and doctor (cniBinaryProblems), and the node's condition is
+    // still kept up to date.
+    return this.ready;
+  }
+
+  /** The first pass that leaves nothing to wait for: ADD and STATUS are served from here on. */
+  private becomeReady(self: ClusterNode): void {
+    const { config, log } = this;
     this.ready = true;
     this.servingFromMemory = false;
     this.waitingFor = undefined;
@@ -769,41 +713,6 @@ export class Agent {
         kube === undefined ? undefined : async () => (await kube.listPodsOnNode(this.nodeName)).items,
       log: this.log.child({ component: 'ipam' }),
     });
-  }
-
-  /**
-   * After every full pass: a pod's host end that lost what ADD gave it (its routes flushed, a route
-   * deleted by hand, the veth set down) gets it back, said at warn per pod.
-   */
-  private async repairPodHostSides(): Promise<void> {
-    if (this.datapath === undefined || this.ipam === undefined || this.abort.signal.aborted) return;
-    // One at a time: a pass that ends while the last check runs has its look at the next pass.
-    if (this.hostSideCheck) return;
-    this.hostSideCheck = true;
-    let outcome: Awaited<ReturnType<typeof repairHostSides>>;
-    try {
-      outcome = await repairHostSides(this.datapath.host, this.ipam.list(), this.busyKeys);
-    } finally {
-      this.hostSideCheck = false;
-    }
-    const { repaired, failed } = outcome;
-    for (const d of repaired) {
-      this.log.warn(
-        { ...podFields(d.lease), hostIf: d.link.name, missing: d.missing },
-        "a pod's host end had lost what ADD gave it; put back",
-      );
-    }
-    for (const { drift, error } of failed) {
-      this.log.warn(
-        {
-          ...podFields(drift.lease),
-          hostIf: drift.link.name,
-          missing: drift.missing,
-          error: errorText(error),
-        },
-        "a pod's host end lacks what ADD gave it and could not be put back; the next pass tries again",
-      );
-    }
   }
 
   private async collectLeases(): Promise<void> {
@@ -856,38 +765,21 @@ export class Agent {
     const { config, log } = this;
     const read = this.ports.readForwardFirewall;
     if (read === undefined || config.firewallCheckMs === 0) return;
-    const flog = log.child({ component: 'firewall' });
-    const events = this.ports.events;
     const check = (): Promise<void> =>
       this.forwardFirewall?.check(this.ipam?.ranges() ?? []) ?? Promise.resolve();
-    let trigger: FirewallTableTrigger | undefined;
-    if (events.subscribeNftablesEvents !== undefined) {
-      const subscribe = events.subscribeNftablesEvents.bind(events);
-      const tables = new FirewallTableTrigger({
-        subscribe: (cb, table) => {
-          try {
-            return subscribe(cb, table);
-          } catch (err) {
-            // The periodic check still runs.
-            flog.debug({ table: table.name, error: errorText(err) }, 'cannot watch a firewall table');
-            return { close: () => {} };
-          }
-        },
-        onChange: () => void check(),
-      });
-      this.subscriptions.push({ close: () => tables.close() });
-      trigger = tables;
-    }
     const write = config.acceptForward ? this.ports.writeForwardFirewall : undefined;
-    this.forwardFirewall = new ForwardFirewallWatch({
+    const { watch, subscription } = startFirewallChecks({
+      events: this.ports.events,
+      check,
       read,
       ...(config.mode === 'host-gw'
         ? {}
         : { vxlan: () => vxlanInKinds(this.host!, this.tunnelled, config.vxlanPort) }),
       ...(write === undefined ? {} : { write }),
-      ...(trigger === undefined ? {} : { onTables: (t: NftTableId[]) => trigger.follow(t) }),
-      log: flog,
+      log: log.child({ component: 'firewall' }),
     });
+    this.forwardFirewall = watch;
+    this.subscriptions.push(subscription);
     this.background.every('checking the host firewall', config.firewallCheckMs, check, false);
   }
 
@@ -1041,13 +933,4 @@ export class Agent {
     this.lock?.release();
     this.log.info('trellis agent stopped');
   }
-}
-
-/** A lease's pod as the log names it: pod (when the runtime said), container id and interface. */
-function podFields(l: Lease): Record<string, string> {
-  return {
-    ...(l.podName === undefined ? {} : { pod: `${l.podNamespace}/${l.podName}` }),
-    containerId: shortId(l.containerId),
-    ifname: l.ifname,
-  };
 }

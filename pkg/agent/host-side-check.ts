@@ -1,0 +1,59 @@
+import { repairHostSides } from '../datapath/host-side.ts';
+import { shortId } from '../datapath/names.ts';
+import type { NetlinkHandle } from '../datapath/ports.ts';
+import { errorText } from '../error-text.ts';
+import type { Lease } from '../ipam/index.ts';
+import type { Logger } from '../observe/logger.ts';
+
+/**
+ * After every full pass: a pod's host end that lost what ADD gave it (its routes flushed, a route
+ * deleted by hand, the veth set down) gets it back, said at warn per pod. One check at a time: a
+ * pass that ends while the last check runs has its look at the next pass.
+ */
+export class HostSideCheck {
+  readonly #host: NetlinkHandle;
+  readonly #log: Logger;
+  #running = false;
+
+  constructor(host: NetlinkHandle, log: Logger) {
+    this.#host = host;
+    this.#log = log;
+  }
+
+  async run(leases: readonly Lease[], busy: ReadonlySet<string>): Promise<void> {
+    if (this.#running) return;
+    this.#running = true;
+    let outcome: Awaited<ReturnType<typeof repairHostSides>>;
+    try {
+      outcome = await repairHostSides(this.#host, leases, busy);
+    } finally {
+      this.#running = false;
+    }
+    for (const d of outcome.repaired) {
+      this.#log.warn(
+        { ...podFields(d.lease), hostIf: d.link.name, missing: d.missing },
+        "a pod's host end had lost what ADD gave it; put back",
+      );
+    }
+    for (const { drift, error } of outcome.failed) {
+      this.#log.warn(
+        {
+          ...podFields(drift.lease),
+          hostIf: drift.link.name,
+          missing: drift.missing,
+          error: errorText(error),
+        },
+        "a pod's host end lacks what ADD gave it and could not be put back; the next pass tries again",
+      );
+    }
+  }
+}
+
+/** A lease's pod as the log names it: pod (when the runtime said), container id and interface. */
+function podFields(l: Lease): Record<string, string> {
+  return {
+    ...(l.podName === undefined ? {} : { pod: `${l.podNamespace}/${l.podName}` }),
+    containerId: shortId(l.containerId),
+    ifname: l.ifname,
+  };
+}

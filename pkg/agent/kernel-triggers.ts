@@ -1,0 +1,96 @@
+import type { NetlinkEventsPort, NetlinkHandle, Subscription } from '../datapath/ports.ts';
+import type { Logger } from '../observe/logger.ts';
+import type { RouteReconciler } from '../routes/reconciler.ts';
+import type { VxlanOverlay } from '../vxlan/overlay.ts';
+import { type KernelWatchDeps, watchKernel } from './kernel-watch.ts';
+import { LinkCarrierWatch } from './link-carrier-watch.ts';
+import { LinkMtuWatch } from './link-mtu-watch.ts';
+import { OverlayEntryWatch } from './overlay-entry-watch.ts';
+
+export interface KernelTriggerDeps {
+  events: NetlinkEventsPort;
+  masq: KernelWatchDeps['masq'];
+  host: NetlinkHandle;
+  overlay: VxlanOverlay;
+  routes: RouteReconciler;
+  /** Asks the controller for a full pass, saying why. */
+  markDirty(why: string): void;
+  /** The pod MTU is detected (no --mtu): a change of the uplinks' MTU asks for a pass too. */
+  followUplinkMtu: boolean;
+  log: Logger;
+}
+
+/** The watches a pass follows (`follow`) to learn what to watch next; all closed with `subscriptions`. */
+export interface KernelTriggers {
+  carriers: LinkCarrierWatch;
+  overlayEntries: OverlayEntryWatch;
+  uplinkMtu: LinkMtuWatch | undefined;
+  subscriptions: Subscription[];
+}
+
+/**
+ * The kernel notifications that wake a pass, each with the log line that says why: our routes and
+ * the masquerade table changed behind our back (kernel-watch.ts), a link routes leave by went down,
+ * came back or went away, a VXLAN neighbour or FDB entry was deleted, the MTU the pod MTU comes from
+ * changed. Level-triggered like every other change: they only mark the state dirty.
+ */
+export function startKernelTriggers(d: KernelTriggerDeps): KernelTriggers {
+  const { log, markDirty } = d;
+  const subscriptions: Subscription[] = watchKernel({
+    events: d.events,
+    masq: d.masq,
+    routesNexthop: (id) => d.host.routesNexthop?.(id) === true,
+    isOwnDeletion: (route) => d.routes.isOwnDeletion(route),
+    concernsPrefix: (route) => d.routes.concernsPrefix(route),
+    markDirty,
+    log,
+  });
+  // Down: the kernel drops the routes through it (IPv4 silently) and refuses new ones until the
+  // carrier is back ("Carrier for nexthop device is down"), so the pass that puts them back is the
+  // one when it is up again.
+  const carriers = new LinkCarrierWatch(
+    d.events,
+    (change) => {
+      // A VXLAN device this agent recreated or removed: its own doing, logged as such by the overlay.
+      const index =
+        'link' in change ? change.link.index : 'deleted' in change ? change.deleted.index : undefined;
+      if (index !== undefined && d.overlay.deletedItself(index)) {
+        markDirty('a VXLAN device was recreated');
+        return;
+      }
+      if ('link' in change) {
+        if (!change.running) {
+          log.warn(
+            { link: change.link.name, up: change.link.up, carrier: change.link.lowerUp === true },
+            'a link routes to peers leave by is down; its routes are put back when it is up again',
+          );
+          return;
+        }
+        log.info({ link: change.link.name }, 'a link routes to peers leave by is up; reconciling now');
+      } else if ('deleted' in change) {
+        log.warn(
+          { link: change.deleted.name },
+          'a link routes to peers leave by was deleted; reconciling now',
+        );
+      }
+      markDirty('a link routes to peers leave by changed');
+    },
+    (index) => d.host.getLinkByIndex(index),
+  );
+  const overlayEntries = new OverlayEntryWatch(d.events, markDirty);
+  subscriptions.push(carriers, overlayEntries);
+  let uplinkMtu: LinkMtuWatch | undefined;
+  if (d.followUplinkMtu) {
+    uplinkMtu = new LinkMtuWatch(d.events, (change) => {
+      if ('link' in change) {
+        log.info(
+          { link: change.link.name, mtu: change.link.mtu, was: change.was },
+          'MTU of the link the pod MTU comes from changed; reconciling now',
+        );
+      }
+      markDirty('the MTU of the link the pod MTU comes from changed');
+    });
+    subscriptions.push(uplinkMtu);
+  }
+  return { carriers, overlayEntries, uplinkMtu, subscriptions };
+}

@@ -1,0 +1,44 @@
+import { sweepOrphans } from '../datapath/gc.ts';
+import type { DatapathDeps } from '../datapath/types.ts';
+import type { Ipam } from '../ipam/index.ts';
+import type { Logger } from '../observe/logger.ts';
+
+/**
+ * What a start finds of the last run: the IPAM records load could not trust, then the start-up
+ * sweep of half-done work (gc.ts), each said in the log. Returns how many leases the sweep released.
+ */
+export async function recoverStartUpState(
+  datapath: DatapathDeps,
+  ipam: Ipam,
+  stateDir: string,
+  log: Logger,
+): Promise<number> {
+  for (const q of ipam.loadReport.quarantined) {
+    if (q.leftInPlace === undefined)
+      log.warn({ file: q.file, reason: q.reason }, 'IPAM record quarantined at load');
+    else {
+      log.error(
+        { file: q.file, reason: q.reason, error: q.leftInPlace },
+        'IPAM record unreadable and could not be quarantined; left in place, its addresses held until its DEL',
+      );
+    }
+  }
+  // Attachments whose lease record was quarantined keep their veths: their pods may be running.
+  const swept = await sweepOrphans(datapath, ipam.heldKeys());
+  if (swept.releasedLeases.length > 0 || swept.removedLinks.length > 0) {
+    log.info(
+      { releasedLeases: swept.releasedLeases.length, removedLinks: swept.removedLinks },
+      'start-up sweep removed half-done work',
+    );
+  }
+  if (swept.removedRouted !== undefined) {
+    // Veths ADD had finished (routed) without a lease: a DEL cut off by a crash between its release
+    // and its route deletion, or running pods whose records are gone. Their addresses were free to
+    // hand out again, so the veths could not stay; in the second case the pods need recreating.
+    log.warn(
+      { veths: swept.removedRouted, stateDir },
+      'start-up sweep removed routed pod veths that have no lease record (a DEL cut off by a crash, or a state directory lost or replaced): pods of this node without a network need recreating (kubectl delete pod)',
+    );
+  }
+  return swept.releasedLeases.length;
+}
