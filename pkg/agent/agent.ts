@@ -9,6 +9,7 @@ import {
   type NetlinkEventsPort,
   type NetlinkHandle,
   type NetnsPort,
+  type RouteInfo,
   type Subscription,
 } from '../datapath/ports.ts';
 import { type PreparedOutcome, PreparedPairs } from '../datapath/prepared-pairs.ts';
@@ -106,6 +107,8 @@ const SPOOL_DRAIN_INTERVAL_MS = 30_000;
 const LEASE_GC_INTERVAL_MS = 5 * 60_000;
 /** How long stop waits for background work (a firewall check behind the xtables lock: `-w 5`). */
 const STOP_BACKGROUND_WAIT_MS = 8_000;
+/** Folds the burst of one flush (a route per pod and family) into one check of the host ends. */
+const HOST_SIDE_DEBOUNCE_MS = 20;
 /**
  * How long a start waits for its first list of Nodes before it serves ADD with the pod CIDRs it
  * remembers (sooner when the list fails). Not at once: with the API up, pods wait the moment it
@@ -151,6 +154,8 @@ export class Agent {
   private linkCarrierWatch: KernelTriggers['carriers'] | undefined;
   /** Puts back what the pods' host ends lost, after every full pass. */
   private hostSideCheck: HostSideCheck | undefined;
+  /** A check of the host ends is due (a pod's host route was deleted). */
+  private hostSideSoon: NodeJS.Timeout | undefined;
   /** Asks for a pass when a VXLAN neighbour or FDB entry is deleted (the pass puts it back). */
   private overlayEntryWatch: KernelTriggers['overlayEntries'] | undefined;
   /** Forward chains of the host's own firewall that drop pod traffic; absent without the port. */
@@ -409,6 +414,7 @@ export class Agent {
       overlay: this.overlay,
       routes: this.routes,
       markDirty: (why) => this.controller?.markDirty(why),
+      podRouteDeleted: (route) => this.onPodRouteDeleted(route),
       followUplinkMtu: config.mtu === 0,
       log,
     });
@@ -519,6 +525,33 @@ export class Agent {
     return this.publisher;
   }
 
+  /** The pods' host ends against their leases (host-side-check.ts), in the background. */
+  private checkHostSides(): void {
+    const check = this.hostSideCheck;
+    const ipam = this.ipam;
+    if (check === undefined || ipam === undefined || this.abort.signal.aborted) return;
+    this.background.track(
+      "checking the pods' host ends",
+      check.run(() => ipam.list(), this.busyKeys),
+    );
+  }
+
+  /**
+   * A route of ours without a gateway was deleted: when it was a pod's host route (its lease's
+   * address, host-length), the host ends are checked within the debounce, not at the next pass
+   * (up to a resync period). Our own DELs release the lease before they delete its routes.
+   */
+  private onPodRouteDeleted(route: RouteInfo): void {
+    const [address, length] = route.dst.split('/');
+    if (length !== (route.family === 4 ? '32' : '128') || this.hostSideSoon !== undefined) return;
+    if (!this.ipam?.list().some((l) => l.addresses.some((a) => a.address === address))) return;
+    this.hostSideSoon = setTimeout(() => {
+      this.hostSideSoon = undefined;
+      this.checkHostSides();
+    }, HOST_SIDE_DEBOUNCE_MS);
+    this.hostSideSoon.unref();
+  }
+
   /** The node's IPv6 routes from router advertisements survive IPv6 forwarding (forwarding.ts). */
   private raGuard(): RouterAdvertisementGuard {
     return {
@@ -592,10 +625,7 @@ export class Agent {
     vteps: readonly Pick<DeviceState, 'family' | 'mac'>[] = [],
     directSubnets: Partial<Record<Family, string>> = {},
   ): Promise<void> {
-    if (this.hostSideCheck !== undefined && this.ipam !== undefined && !this.abort.signal.aborted) {
-      const check = this.hostSideCheck.run(this.ipam.list(), this.busyKeys);
-      this.background.track("checking the pods' host ends", check);
-    }
+    this.checkHostSides();
     this.nodeStatus?.publishAnnotations(self, vteps, directSubnets);
     if (this.config.mtu === 0) await this.followDetectedMtu(self);
     keepForwardingOn(this.ports.netns, self.podCIDRs, this.log, this.raGuard());
@@ -916,6 +946,7 @@ export class Agent {
   async stop(): Promise<void> {
     this.abort.abort();
     clearTimeout(this.graceTimer);
+    clearTimeout(this.hostSideSoon);
     for (const s of this.subscriptions) s.close();
     // Pairs no ADD took go now (a call in flight makes its own); their deletions are drained below.
     this.netnsDirWatch?.stop();

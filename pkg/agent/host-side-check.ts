@@ -6,29 +6,39 @@ import type { Lease } from '../ipam/index.ts';
 import type { Logger } from '../observe/logger.ts';
 
 /**
- * After every full pass: a pod's host end that lost what ADD gave it (its routes flushed, a route
- * deleted by hand, the veth set down) gets it back, said at warn per pod. One check at a time: a
- * pass that ends while the last check runs has its look at the next pass.
+ * After every full pass, and soon after a pod's host route is deleted: a pod's host end that lost
+ * what ADD gave it (its routes flushed, a route deleted by hand, the veth set down) gets it back,
+ * said at warn per pod. One check at a time; one asked for while another runs runs after it.
  */
 export class HostSideCheck {
   readonly #host: NetlinkHandle;
   readonly #log: Logger;
   #running = false;
+  #again = false;
 
   constructor(host: NetlinkHandle, log: Logger) {
     this.#host = host;
     this.#log = log;
   }
 
-  async run(leases: readonly Lease[], busy: ReadonlySet<string>): Promise<void> {
-    if (this.#running) return;
+  /** `leases`: read at the start of each check (a check that runs again sees the leases of then). */
+  async run(leases: () => readonly Lease[], busy: ReadonlySet<string>): Promise<void> {
+    if (this.#running) {
+      this.#again = true;
+      return;
+    }
     this.#running = true;
-    let outcome: Awaited<ReturnType<typeof repairHostSides>>;
     try {
-      outcome = await repairHostSides(this.#host, leases, busy);
+      do {
+        this.#again = false;
+        this.#report(await repairHostSides(this.#host, leases(), busy));
+      } while (this.#again);
     } finally {
       this.#running = false;
     }
+  }
+
+  #report(outcome: Awaited<ReturnType<typeof repairHostSides>>): void {
     for (const d of outcome.repaired) {
       this.#log.warn(
         { ...podFields(d.lease), hostIf: d.link.name, missing: d.missing },

@@ -1,4 +1,4 @@
-import type { NetlinkEventsPort, NetlinkHandle, Subscription } from '../datapath/ports.ts';
+import type { NetlinkEventsPort, NetlinkHandle, RouteInfo, Subscription } from '../datapath/ports.ts';
 import type { Logger } from '../observe/logger.ts';
 import type { RouteReconciler } from '../routes/reconciler.ts';
 import type { VxlanOverlay } from '../vxlan/overlay.ts';
@@ -15,6 +15,8 @@ export interface KernelTriggerDeps {
   routes: RouteReconciler;
   /** Asks the controller for a full pass, saying why. */
   markDirty(why: string): void;
+  /** A route of ours without a gateway was deleted (kernel-watch.ts): a pod's host route, maybe. */
+  podRouteDeleted(route: RouteInfo): void;
   /** The pod MTU is detected (no --mtu): a change of the uplinks' MTU asks for a pass too. */
   followUplinkMtu: boolean;
   log: Logger;
@@ -43,6 +45,7 @@ export function startKernelTriggers(d: KernelTriggerDeps): KernelTriggers {
     isOwnDeletion: (route) => d.routes.isOwnDeletion(route),
     concernsPrefix: (route) => d.routes.concernsPrefix(route),
     markDirty,
+    podRouteDeleted: d.podRouteDeleted,
     log,
   });
   // Down: the kernel drops the routes through it (IPv4 silently) and refuses new ones until the

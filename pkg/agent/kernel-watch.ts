@@ -96,6 +96,11 @@ export interface KernelWatchDeps {
   concernsPrefix(route: RouteInfo): boolean;
   /** Asks for a full pass, saying why (the pass's log line lists the reasons). */
   markDirty(why: string): void;
+  /**
+   * A route of ours without a gateway was deleted: a pod's host route (`ip route del` of a pod's /32
+   * by hand), put back by the pods' host-end check rather than a full pass. Absent: left to the pass.
+   */
+  podRouteDeleted?(route: RouteInfo): void;
   log: Logger;
 }
 
@@ -160,7 +165,11 @@ export function watchKernel(deps: KernelWatchDeps): Subscription[] {
           markSoon(`a foreign route on ${ev.route.dst}`);
         return;
       }
-      if (ev.type === 'add' || !isOwnedRouteChange(ev.route, ev.nexthopId)) return;
+      if (ev.type === 'add') return;
+      if (!isOwnedRouteChange(ev.route, ev.nexthopId)) {
+        if (ev.route.protocol === TRELLIS_ROUTE_PROTOCOL) deps.podRouteDeleted?.(ev.route);
+        return;
+      }
       if (deps.isOwnDeletion(ev.route)) return;
       markSoon(`a route of ours to ${ev.route.dst} was deleted`);
     }, WATCHED_ROUTES),

@@ -21,6 +21,7 @@ function setup(concerned: (r: RouteInfo) => boolean) {
   };
   let passes = 0;
   const asked: RouteInfo[] = [];
+  const podRoutes: string[] = [];
   const subs = watchKernel({
     events,
     masq: undefined,
@@ -33,6 +34,7 @@ function setup(concerned: (r: RouteInfo) => boolean) {
     markDirty: () => {
       passes++;
     },
+    podRouteDeleted: (r) => podRoutes.push(r.dst),
     log: pino({ level: 'silent' }),
   });
   const route = (type: 'add' | 'delete', r: Partial<RouteInfo>, table = MAIN): void =>
@@ -48,6 +50,7 @@ function setup(concerned: (r: RouteInfo) => boolean) {
     settled,
     passes: () => passes,
     asked,
+    podRoutes,
     close: () => {
       for (const s of subs) s.close();
     },
@@ -145,5 +148,24 @@ describe('watchKernel: routes someone else writes', () => {
       [4, MAIN, 'any'],
       [16, MAIN, 'any'],
     ]);
+  });
+});
+
+describe('watchKernel: pod host routes', () => {
+  it('a deleted route of ours without a gateway goes to podRouteDeleted, not to a full pass; added ones go nowhere', async () => {
+    const t = setup(() => false);
+    t.route('delete', { dst: '10.244.1.5/32', ifindex: 9, scope: 'link', protocol: 126 });
+    t.route('add', { dst: '10.244.1.6/32', ifindex: 9, scope: 'link', protocol: 126 });
+    // Someone else's route with a gateway (not ours) is not a pod route of ours.
+    t.route('delete', { dst: '10.244.1.7/32', gateway: '10.0.0.3', protocol: 4 });
+    await t.settled();
+    expect(t.podRoutes).toEqual(['10.244.1.5/32']);
+    expect(t.passes()).toBe(0);
+    // A peer route of ours (a gateway) deleted is a full pass, as before.
+    t.route('delete', { dst: '10.244.2.0/24', gateway: '10.0.0.2', protocol: 126 });
+    await t.settled();
+    expect(t.passes()).toBe(1);
+    expect(t.podRoutes).toHaveLength(1);
+    t.close();
   });
 });
