@@ -158,6 +158,8 @@ export class Agent {
   private hostSideSoon: NodeJS.Timeout | undefined;
   /** Asks for a pass when a VXLAN neighbour or FDB entry is deleted (the pass puts it back). */
   private overlayEntryWatch: KernelTriggers['overlayEntries'] | undefined;
+  /** Asks for a pass when a VXLAN device's MTU is changed (the pass sets it back). */
+  private overlayMtuWatch: KernelTriggers['overlayMtu'] | undefined;
   /** Forward chains of the host's own firewall that drop pod traffic; absent without the port. */
   private forwardFirewall: ForwardFirewallWatch | undefined;
   /** Underlay addresses of the peers the last full pass tunnels to, per family (vxlan-peers.ts). */
@@ -394,6 +396,9 @@ export class Agent {
       onSynced: (self, report) => {
         this.linkCarrierWatch?.follow(report.routeDevices ?? []);
         this.overlayEntryWatch?.follow(report.overlay?.devices ?? []);
+        this.overlayMtuWatch?.follow(
+          (report.overlay?.devices ?? []).map((d) => ({ index: d.ifindex, mtu: d.mtu })),
+        );
         this.noteTunnelled(report.decisions);
         return this.onSynced(self, report.overlay?.devices, report.directSubnets);
       },
@@ -421,6 +426,7 @@ export class Agent {
     this.subscriptions.push(...triggers.subscriptions);
     this.linkCarrierWatch = triggers.carriers;
     this.overlayEntryWatch = triggers.overlayEntries;
+    this.overlayMtuWatch = triggers.overlayMtu;
     this.linkMtuWatch = triggers.uplinkMtu;
     this.controller.start(this.abort.signal);
     if (kube !== undefined)

@@ -26,6 +26,8 @@ export interface KernelTriggerDeps {
 export interface KernelTriggers {
   carriers: LinkCarrierWatch;
   overlayEntries: OverlayEntryWatch;
+  /** The VXLAN devices' MTU, which a pass sets (from the underlay's, or --mtu). */
+  overlayMtu: LinkMtuWatch;
   uplinkMtu: LinkMtuWatch | undefined;
   subscriptions: Subscription[];
 }
@@ -33,8 +35,8 @@ export interface KernelTriggers {
 /**
  * The kernel notifications that wake a pass, each with the log line that says why: our routes and
  * the masquerade table changed behind our back (kernel-watch.ts), a link routes leave by went down,
- * came back or went away, a VXLAN neighbour or FDB entry was deleted, the MTU the pod MTU comes from
- * changed. Level-triggered like every other change: they only mark the state dirty.
+ * came back or went away, a VXLAN neighbour or FDB entry was deleted or a VXLAN device's MTU changed,
+ * the MTU the pod MTU comes from changed. Level-triggered like every other change: they only mark the state dirty.
  */
 export function startKernelTriggers(d: KernelTriggerDeps): KernelTriggers {
   const { log, markDirty } = d;
@@ -81,7 +83,18 @@ export function startKernelTriggers(d: KernelTriggerDeps): KernelTriggers {
     (index) => d.host.getLinkByIndex(index),
   );
   const overlayEntries = new OverlayEntryWatch(d.events, markDirty);
-  subscriptions.push(carriers, overlayEntries);
+  // Someone else's MTU on a VXLAN device (`ip link set trellis.v4 mtu 9000`) drops or fragments
+  // tunnelled frames until a pass puts the pass's MTU back: that pass comes at once.
+  const overlayMtu = new LinkMtuWatch(d.events, (change) => {
+    if ('link' in change) {
+      log.info(
+        { link: change.link.name, mtu: change.link.mtu, was: change.was },
+        'MTU of a VXLAN device changed; reconciling now',
+      );
+    }
+    markDirty('the MTU of a VXLAN device changed');
+  });
+  subscriptions.push(carriers, overlayEntries, overlayMtu);
   let uplinkMtu: LinkMtuWatch | undefined;
   if (d.followUplinkMtu) {
     uplinkMtu = new LinkMtuWatch(d.events, (change) => {
@@ -95,5 +108,5 @@ export function startKernelTriggers(d: KernelTriggerDeps): KernelTriggers {
     });
     subscriptions.push(uplinkMtu);
   }
-  return { carriers, overlayEntries, uplinkMtu, subscriptions };
+  return { carriers, overlayEntries, overlayMtu, uplinkMtu, subscriptions };
 }

@@ -257,6 +257,22 @@ describe.skipIf(skip !== undefined)(skip === undefined ? title : `${title} (skip
     );
   });
 
+  it("a VXLAN device's MTU changed by hand is set back within seconds, not at the next resync", async () => {
+    const n1 = tb.node('node-1');
+    const mtu = link(n1, 'trellis.v4').mtu;
+    const mark = n1.logs.length;
+    ip(n1.ns, 'link', 'set', 'dev', 'trellis.v4', 'mtu', String(mtu - 100));
+    // The bed's resync period is a minute: only the link notification brings it back this soon.
+    await eventually(5_000, "node-1 sets trellis.v4's MTU back", () =>
+      link(n1, 'trellis.v4').mtu === mtu ? true : undefined,
+    );
+    // It was changed (not refused): the agent saw the hand-set MTU and reconciled.
+    const line = await eventually(2_000, 'the MTU change is logged', () =>
+      n1.logs.slice(mark).find((l) => l.msg === 'MTU of a VXLAN device changed; reconciling now'),
+    );
+    expect(line).toMatchObject({ link: 'trellis.v4', mtu: mtu - 100, was: mtu });
+  });
+
   it('a deleted node loses its neighbour, FDB entry and tunnel route on the other segment', async () => {
     const n3 = tb.node('node-3'); // its plan outlives its deletion
     const holds = (family: 4 | 6) => node1Holds(family, n3);
