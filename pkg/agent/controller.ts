@@ -1,3 +1,5 @@
+import { sameList } from '../compare.ts';
+import { shortId } from '../datapath/names.ts';
 import { errorText } from '../error-text.ts';
 import { familyOfText } from '../ip/index.ts';
 import { type Lease, RangeChangeError } from '../ipam/index.ts';
@@ -84,7 +86,8 @@ const NODE_PASS_MAX_DELAY_MS = 2_000;
 /**
  * scope 'full': a whole pass (every peer, links, devices, the route table); 'node': one or more per-node
  * steps (handed over together when the worker runs out of work), whose report is the last full pass's with
- * the steps folded in (added/replaced/removed are the steps' own). Absent scope means 'full'.
+ * the steps folded in (added/replaced/removed are the steps' own; unchanged, the programmed routes none of
+ * them wrote). Absent scope means 'full'.
  */
 export type PassOutcome =
   | { kind: 'waiting'; reason: string }
@@ -96,6 +99,11 @@ export type PassOutcome =
       scope?: 'full' | 'node';
       /** scope 'node': the duration of each per-node step folded into this outcome (durationMs is their sum). */
       stepsMs?: readonly number[];
+      /**
+       * scope 'node': the routes programmed after the steps. Not added + replaced + unchanged when a
+       * step removed a route an earlier one wrote; a full pass's report adds up to it.
+       */
+      programmed?: number;
       /** Full passes with a table to write: whether it was written (false: nft failed). */
       masqueradeApplied?: boolean;
     }
@@ -136,9 +144,19 @@ export class NodeController {
    * undefined once it was. Pods and routes work on without it, so nothing else would show it.
    */
   masqError: string | undefined;
-  /** Per-node steps not yet handed to onPass (flushNodePasses). */
+  /**
+   * Per-node steps not yet handed to onPass (flushNodePasses). `written`: the keys of the routes they
+   * added or replaced that are still programmed (a later step may have removed one).
+   */
   private nodePasses:
-    | { report: () => ReconcileReport; added: number; replaced: number; removed: number; stepsMs: number[] }
+    | {
+        report: () => ReconcileReport;
+        added: number;
+        replaced: number;
+        removed: number;
+        written: Set<string>;
+        stepsMs: number[];
+      }
     | undefined;
   private flushTimer: NodeJS.Timeout | undefined;
   /** When the pending per-node outcomes must reach the hook at the latest (performance.now() ms). */
@@ -347,11 +365,15 @@ export class NodeController {
     for (const p of step.problems) deps.log.warn({ peer: p.node, problem: p.problem }, 'node skipped');
     if (step.routeDevices !== undefined) deps.onRouteDevices?.(step.routeDevices);
     const p = this.nodePasses;
+    const written = p?.written ?? new Set<string>();
+    for (const k of step.routeKeys.removed) written.delete(k);
+    for (const k of step.routeKeys.written) written.add(k);
     this.nodePasses = {
       report: step.report,
       added: (p?.added ?? 0) + r.added,
       replaced: (p?.replaced ?? 0) + r.replaced,
       removed: (p?.removed ?? 0) + r.removed,
+      written,
       stepsMs: [...(p?.stepsMs ?? []), durationMs],
     };
   }
@@ -384,16 +406,24 @@ export class NodeController {
     if (p === undefined) return;
     this.nodePasses = undefined;
     const folded = p.report();
+    // folded.unchanged is every programmed route. added and replaced count the steps' writes, some of
+    // which a later step may have undone (a peer added, then deleted): only `written` is still there.
     const report: ReconcileReport = {
       ...folded,
       added: p.added,
       replaced: p.replaced,
       removed: p.removed,
-      // Every programmed route is desired: added + replaced + unchanged stays the total.
-      unchanged: folded.unchanged - p.added - p.replaced,
+      unchanged: folded.unchanged - p.written.size,
     };
     const durationMs = round(p.stepsMs.reduce((a, b) => a + b, 0));
-    this.deps.onPass?.({ kind: 'ok', scope: 'node', report, durationMs, stepsMs: p.stepsMs });
+    this.deps.onPass?.({
+      kind: 'ok',
+      scope: 'node',
+      report,
+      programmed: folded.unchanged,
+      durationMs,
+      stepsMs: p.stepsMs,
+    });
   }
 
   /**
@@ -500,8 +530,8 @@ export class NodeController {
   }
 
   /**
-   * One full pass; exported for tests and for the first synchronous sync at start. `why`: what asked
-   * for it, for its log line (at most the first MAX_WHY reasons, and how many more).
+   * One full pass, as the loop runs it (public for tests). `why`: what asked for it, for its log line
+   * (at most the first MAX_WHY reasons, and how many more).
    */
   async runOnce(why: readonly string[] = []): Promise<PassOutcome> {
     const started = performance.now();
@@ -661,7 +691,7 @@ export class NodeController {
       this.deps.log.warn(
         {
           leases: toRemove.map((l) => ({
-            containerId: l.containerId.slice(0, 12),
+            containerId: shortId(l.containerId),
             ifname: l.ifname,
             pod: l.podName === undefined ? undefined : `${l.podNamespace ?? ''}/${l.podName}`,
             addresses: l.addresses.map((a) => a.address),
@@ -740,10 +770,6 @@ export function masqOptions(
     clampMssInto: [...rules.clampMssInto],
     sourceCheck: rules.sourceCheck,
   };
-}
-
-function sameList(a: readonly string[], b: readonly string[]): boolean {
-  return a.length === b.length && a.every((v, i) => v === b[i]);
 }
 
 function round(ms: number): number {

@@ -30,6 +30,11 @@ export function cniArgsProblems(s: string): string[] {
   return parse(s).problems;
 }
 
+/** What parses of CNI_ARGS, and what does not: for DEL, which reads nothing of it that matters. */
+export function parseCniArgsLeniently(s: string): { args: CniArgs; problems: string[] } {
+  return parse(s);
+}
+
 /**
  * Parses CNI_ARGS. Keys are case-sensitive (Go's LoadArgs matches struct field names). Empty segments
  * (a trailing ';') are skipped. The value is everything after the first '=' (Go rejects a second '=';
@@ -42,11 +47,6 @@ export function cniArgsProblems(s: string): string[] {
  * Throws CniError(INVALID_ENV) naming CNI_ARGS for a pair without '=', an empty key, or a bad
  * IgnoreUnknown value.
  */
-/** What parses of CNI_ARGS, and what does not: for DEL, which reads nothing of it that matters. */
-export function parseCniArgsLeniently(s: string): { args: CniArgs; problems: string[] } {
-  return parse(s);
-}
-
 export function parseCniArgs(s: string): CniArgs {
   const { args, problems } = parse(s);
   if (problems.length > 0) {

@@ -5,7 +5,7 @@ import { GATEWAY_V4, hostPrefixLen } from './gateway.ts';
 import { hostSideSteps } from './host-side.ts';
 import { readAttachment } from './inspect.ts';
 import { randomMac } from './mac.ts';
-import { hostVethName } from './names.ts';
+import { hostVethName, otherNetworkOf } from './names.ts';
 import { isOwnNetnsFd } from './own-netns.ts';
 import { type PodRoute, podRoutes } from './pod-routes.ts';
 import {
@@ -93,8 +93,8 @@ async function addInNetns(
     );
   }
   const existing = deps.ipam.get(key);
-  const existingNetwork = existing?.network ?? (existing === undefined ? undefined : req.unrecordedNetwork);
-  if (existingNetwork !== undefined && req.network !== undefined && existingNetwork !== req.network) {
+  const existingNetwork = otherNetworkOf(existing, req.network, req.unrecordedNetwork);
+  if (existingNetwork !== undefined) {
     // Attachments are known by container id and ifname (and so are their veth names): a second
     // network on the same pair would be handed the first one's interface, and its DEL, after this
     // failure, would take it away.

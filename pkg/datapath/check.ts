@@ -4,6 +4,7 @@ import { canonicalIp } from '../ip/address.ts';
 import { canonicalCidr } from '../ip/cidr.ts';
 import { defaultDst, hostPrefixLen } from './gateway.ts';
 import { inspectAttachment } from './inspect.ts';
+import { otherNetworkOf, shortId } from './names.ts';
 import type { Family } from './ports.ts';
 import type { AttachmentKey, DatapathDeps } from './types.ts';
 
@@ -58,7 +59,7 @@ export async function checkAttachment(
   expected: ExpectedAttachment,
   scope: { network?: string; unrecorded?: string } = {},
 ): Promise<void> {
-  const where = `${req.containerId.slice(0, 12)}/${req.ifname}`;
+  const where = `${shortId(req.containerId)}/${req.ifname}`;
   if (!deps.netns.isNetns(req.netns)) {
     throw new CniError(
       CniCode.NETNS_NOT_FOUND,
@@ -74,8 +75,8 @@ export async function checkAttachment(
   }
   // As with ADD and DEL, the attachment is its network's: another network's pod on the same
   // container id and ifname is not this network's to vouch for.
-  const leaseNetwork = lease.network ?? scope.unrecorded;
-  if (leaseNetwork !== undefined && scope.network !== undefined && leaseNetwork !== scope.network) {
+  const leaseNetwork = otherNetworkOf(lease, scope.network, scope.unrecorded);
+  if (leaseNetwork !== undefined) {
     throw new CniError(
       CniCode.CHECK_FAILED,
       `CHECK ${where}: the attachment is network ${JSON.stringify(leaseNetwork)}'s, not ${JSON.stringify(scope.network)}'s`,

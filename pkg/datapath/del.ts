@@ -1,7 +1,7 @@
 import type { LeasedAddress } from '../ipam/index.ts';
 import { deleteLinkIfNamed } from './delete-link.ts';
 import { hostPrefixLen } from './gateway.ts';
-import { hostVethName } from './names.ts';
+import { hostVethName, otherNetworkOf } from './names.ts';
 import { TRELLIS_ROUTE_PROTOCOL } from './ports.ts';
 import type { AttachmentKey, DatapathDeps } from './types.ts';
 
@@ -29,9 +29,9 @@ export async function delAttachment(
 ): Promise<DelOutcome> {
   // A lease's addresses, or those a quarantined record kept held: what this DEL frees either way.
   const lease = deps.ipam.get(key);
-  const leaseNetwork = lease === undefined ? undefined : (lease.network ?? opts.unrecorded);
-  if (leaseNetwork !== undefined && opts.network !== undefined && leaseNetwork !== opts.network) {
-    return { released: [], vethScheduled: false, otherNetwork: leaseNetwork };
+  const otherNetwork = otherNetworkOf(lease, opts.network, opts.unrecorded);
+  if (otherNetwork !== undefined) {
+    return { released: [], vethScheduled: false, otherNetwork };
   }
   const released = lease?.addresses ?? deps.ipam.heldAddresses(key);
   // Where the pod end is: the lease knows the ADD's namespace; containerd's second DEL names none.

@@ -104,7 +104,7 @@ function leasedVethNames(deps: Pick<DatapathDeps, 'ipam'>): Set<string> {
  * the critical path). `keep` is asked once the dump is in, not before: an ADD can lease an address and
  * create its veth while the dump is read, and a set made earlier would not name that veth.
  */
-export async function removeHostVethsExcept(
+async function removeHostVethsExcept(
   deps: Pick<DatapathDeps, 'host' | 'deleter'>,
   keep: () => ReadonlySet<string>,
 ): Promise<string[]> {

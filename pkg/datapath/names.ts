@@ -24,6 +24,20 @@ export function attachmentKey(k: { containerId: string; ifname: string }): strin
   return `${k.containerId}\0${k.ifname}`;
 }
 
+/**
+ * The network a lease's attachment belongs to when it is not `network`, else undefined. A lease that
+ * records none is `unrecorded`'s; with no `network` to compare with, no attachment is another's.
+ */
+export function otherNetworkOf(
+  lease: { network?: string } | undefined,
+  network: string | undefined,
+  unrecorded: string | undefined,
+): string | undefined {
+  if (lease === undefined || network === undefined) return undefined;
+  const owner = lease.network ?? unrecorded;
+  return owner !== undefined && owner !== network ? owner : undefined;
+}
+
 /** The attachment an attachmentKey names. */
 export function attachmentOfKey(key: string): { containerId: string; ifname: string } {
   const at = key.indexOf('\0');

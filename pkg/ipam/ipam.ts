@@ -10,7 +10,7 @@ import {
 } from '../ip/index.ts';
 import { chooseNext } from './allocator.ts';
 import { keyProblem, ownerName, parseOwnerName, validateKey } from './key.ts';
-import { parseIpOrThrow, parseRange, usableBounds } from './range.ts';
+import { isReserved, parseIpOrThrow, parseRange, usableBounds } from './range.ts';
 import { LeaseStore, realFs, type StoreFs } from './store.ts';
 import {
   type Lease,
@@ -529,8 +529,7 @@ class StoreIpam implements Ipam {
       if (range === undefined) {
         throw refusal(owner, `${address} is outside the pod CIDRs [${this.ranges().join(', ')}]`);
       }
-      const { first, last } = usableBounds(range.cidr);
-      if (ip.value < first || ip.value > last) {
+      if (isReserved(range.cidr, ip.value)) {
         throw refusal(owner, `${address} is not a usable address of ${range.text}`);
       }
       if (wanted.some((w) => w.family === ip.family)) {
@@ -571,11 +570,7 @@ class StoreIpam implements Ipam {
     // addresses handed out before its network (the node's VTEP address), gateway or broadcast address.
     const inside = (a: LeasedAddress): boolean => {
       const ip = parseIpOrThrow(a.address);
-      return next.some((r) => {
-        if (!cidrContains(r.cidr, ip)) return false;
-        const { first, last } = usableBounds(r.cidr);
-        return ip.value >= first && ip.value <= last;
-      });
+      return next.some((r) => cidrContains(r.cidr, ip) && !isReserved(r.cidr, ip.value));
     };
     this.#ranges = next;
     this.#rebuildUsed();

@@ -7,6 +7,7 @@
  * stands on its own (one InternalIP of several) is left out alone, and said so in the view's `problems`.
  */
 import { isIP } from 'node:net';
+import { sameList } from '../compare.ts';
 import { parseCidr, specialRangeProblem } from '../ip/index.ts';
 
 export interface NodeView {
@@ -214,15 +215,11 @@ export function sameNodeContent(a: NodeView, b: NodeView): boolean {
   return (
     a.name === b.name &&
     a.uid === b.uid &&
-    sameStrings(a.podCIDRs, b.podCIDRs) &&
-    sameStrings(a.internalIPs, b.internalIPs) &&
-    sameStrings(a.problems ?? [], b.problems ?? []) &&
+    sameList(a.podCIDRs, b.podCIDRs) &&
+    sameList(a.internalIPs, b.internalIPs) &&
+    sameList(a.problems, b.problems) &&
     sameAnnotations(a.annotations, b.annotations)
   );
-}
-
-function sameStrings(a: readonly string[], b: readonly string[]): boolean {
-  return a.length === b.length && a.every((s, i) => s === b[i]);
 }
 
 function sameAnnotations(a: Readonly<Record<string, string>>, b: Readonly<Record<string, string>>): boolean {

@@ -10,6 +10,7 @@
  * expect (the table gone, an element missing) makes it fail whole, and the table is applied whole.
  */
 
+import { sameList } from '../compare.ts';
 import type { IntervalSetChange } from '../datapath/ports.ts';
 import { errorText } from '../error-text.ts';
 import { ClusterSets } from './cluster-sets.ts';
@@ -335,19 +336,17 @@ function sameOptions(a: MasqOptions, b: MasqOptions): boolean {
     a.tableName === b.tableName &&
     a.masquerade === b.masquerade &&
     a.sourceCheck === b.sourceCheck &&
-    sameList(a.clampMssInto ?? [], b.clampMssInto ?? []) &&
+    sameArray(a.clampMssInto ?? [], b.clampMssInto ?? []) &&
     typeof b.podCIDRs === 'object' &&
     b.podCIDRs !== null &&
-    sameList(a.podCIDRs.v4, b.podCIDRs.v4) &&
-    sameList(a.podCIDRs.v6, b.podCIDRs.v6) &&
-    sameList(a.clusterCIDRs, b.clusterCIDRs) &&
-    sameList(a.noMasqueradeCIDRs, b.noMasqueradeCIDRs)
+    sameArray(a.podCIDRs.v4, b.podCIDRs.v4) &&
+    sameArray(a.podCIDRs.v6, b.podCIDRs.v6) &&
+    sameArray(a.clusterCIDRs, b.clusterCIDRs) &&
+    sameArray(a.noMasqueradeCIDRs, b.noMasqueradeCIDRs)
   );
 }
 
 /** b comes from the caller unchecked (planMasq reports a bad one): anything but an equal array differs. */
-function sameList(a: readonly string[], b: readonly string[]): boolean {
-  if (!Array.isArray(b) || a.length !== b.length) return false;
-  for (let i = 0; i < a.length; i++) if (a[i] !== b[i]) return false;
-  return true;
+function sameArray(a: readonly string[], b: readonly string[]): boolean {
+  return Array.isArray(b) && sameList(a, b);
 }

@@ -38,11 +38,6 @@ export const RTM = {
   GETNEXTHOP: 106,
 } as const;
 
-/** Names for error messages ("RTM_NEWROUTE 10.244.2.0/24"). */
-export const RTM_NAMES: Readonly<Record<number, string>> = Object.fromEntries(
-  Object.entries(RTM).map(([k, v]) => [v, `RTM_${k}`]),
-);
-
 export const AF = { UNSPEC: 0, INET: 2, BRIDGE: 7, INET6: 10 } as const;
 
 export const IFF_UP = 0x1;

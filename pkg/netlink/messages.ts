@@ -292,12 +292,6 @@ export function parseAddress(payload: Buffer): AddressInfo | undefined {
   };
 }
 
-/** Effective address flags (IFA_FLAGS when present, else the u8 header field). */
-export function addressFlags(payload: Buffer): number {
-  const f = decodeAttrs(payload, 8).get(IFA.FLAGS);
-  return f !== undefined && f.length >= 4 ? f.readUInt32LE(0) : payload.readUInt8(2);
-}
-
 // --------------------------------------------------------------------------------------------- routes
 
 /** struct rtmsg (12 bytes). */

@@ -17,7 +17,7 @@ import {
   type PeerRouteState,
   type PeerStateCache,
   peerRouteStates,
-} from '../ops/peer-state.ts';
+} from '../ops/peer-coverage.ts';
 
 // The four prom-client classes the agent uses, loaded from their own files. prom-client's index also
 // loads its Pushgateway (node:https, zlib), Summary, the default process metrics and @opentelemetry/api
@@ -297,7 +297,7 @@ export class AgentMetrics {
     // added and replaced count the writes that succeeded (applyRouteDiff); a failed add or replace is
     // only in errors, and still desired. A failed remove is a route nobody wants.
     const failedWrites = r.errors.filter((e) => e.op !== 'remove').length;
-    const programmed = r.added + r.replaced + r.unchanged;
+    const programmed = outcome.programmed ?? r.added + r.replaced + r.unchanged;
     this.routes.set({ state: 'desired' }, programmed + failedWrites + r.conflicts.length);
     this.routes.set({ state: 'programmed' }, programmed);
     this.routes.set({ state: 'failed' }, r.errors.length);

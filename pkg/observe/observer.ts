@@ -9,7 +9,7 @@ import type { CniCallRecord } from '../agent/cni-service.ts';
 import type { PassOutcome } from '../agent/controller.ts';
 import type { NodeStatusWriter } from '../k8s/index.ts';
 import { NodeReporter } from '../ops/node-report.ts';
-import { missingPeers } from '../ops/peer-state.ts';
+import { missingPeers } from '../ops/peer-coverage.ts';
 import { leasesView, routesView, statusView } from '../ops/views.ts';
 import { AgentHealth } from './agent-health.ts';
 import { type HttpListener, startAdminServer, startMetricsServer } from './http-server.ts';

@@ -13,12 +13,13 @@ import {
   readlinkSync,
 } from 'node:fs';
 import { join } from 'node:path';
+import { REQUIRED_CNI_BINARIES } from '../agent/publication.ts';
 import { rememberedPodCIDRs } from '../agent/remembered-node.ts';
 import type { NetlinkHandle } from '../datapath/ports.ts';
 import { errorText } from '../error-text.ts';
 import { findWaysOut } from '../routes/reconciler.ts';
 import { adminGet } from './admin-client.ts';
-import { type DoctorFacts, type Gathered, REQUIRED_BINARIES } from './doctor.ts';
+import type { DoctorFacts, Gathered } from './doctor.ts';
 import type { LeasesView, RoutesView, StatusView } from './views.ts';
 
 /** Route lookups in flight at once while finding the VXLAN peers' uplinks. */
@@ -95,7 +96,7 @@ export async function gatherDoctorFacts(opts: GatherOptions): Promise<DoctorFact
     : undefined;
 
   const binaries: DoctorFacts['binaries'] = {};
-  for (const name of REQUIRED_BINARIES) {
+  for (const name of REQUIRED_CNI_BINARIES) {
     const p = join(binDir, name);
     let executable = false;
     try {

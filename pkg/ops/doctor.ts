@@ -3,7 +3,9 @@
  * gathered beforehand (doctor-gather.ts), so each fault is a table row in a unit test. Every problem
  * comes with the fix an operator can apply.
  */
+import { REQUIRED_CNI_BINARIES } from '../agent/publication.ts';
 import { configsBefore } from '../cniconf/index.ts';
+import { HOST_VETH_PREFIX, isHostVethName, shortId } from '../datapath/names.ts';
 import {
   DOCKER_NOTE,
   describeBlock,
@@ -78,12 +80,10 @@ export interface DoctorFacts {
   overhead: number;
 }
 
-export const REQUIRED_BINARIES = ['trellis', 'portmap', 'loopback'];
-
 const needsAgent = (f: DoctorFacts): string | undefined =>
   f.agent.ok ? undefined : 'the agent is not reachable (see the agent check)';
 
-export function checkAgent(f: DoctorFacts): CheckResult {
+function checkAgent(f: DoctorFacts): CheckResult {
   const r: CheckResult = { name: 'agent', title: 'agent running and ready', findings: [] };
   if (!f.agent.ok) {
     r.findings.push({
@@ -113,7 +113,7 @@ export function checkAgent(f: DoctorFacts): CheckResult {
   return r;
 }
 
-export function checkConfig(f: DoctorFacts): CheckResult {
+function checkConfig(f: DoctorFacts): CheckResult {
   const r: CheckResult = {
     name: 'cni-config',
     title: `CNI config ${f.expectedConflist} present and first in ${f.confDir}`,
@@ -164,15 +164,15 @@ export function checkConfig(f: DoctorFacts): CheckResult {
   return r;
 }
 
-export function checkBinaries(f: DoctorFacts): CheckResult {
+function checkBinaries(f: DoctorFacts): CheckResult {
   const r: CheckResult = {
     name: 'cni-binaries',
-    title: `CNI plugins ${REQUIRED_BINARIES.join(', ')} in ${f.binDir}`,
+    title: `CNI plugins ${REQUIRED_CNI_BINARIES.join(', ')} in ${f.binDir}`,
     findings: [],
   };
   // What the agent found running each binary where the runtime runs it (the host's mount namespace).
   const agentProblems = f.agent.ok ? (f.agent.value.status.cniBinaryProblems ?? []) : undefined;
-  for (const name of REQUIRED_BINARIES) {
+  for (const name of REQUIRED_CNI_BINARIES) {
     const b = f.binaries[name];
     if (b?.danglingTo !== undefined) {
       // Judged where it runs: fine when the agent ran it on the host without a problem.
@@ -211,7 +211,7 @@ export function checkBinaries(f: DoctorFacts): CheckResult {
   return r;
 }
 
-export function checkShimVersion(f: DoctorFacts): CheckResult {
+function checkShimVersion(f: DoctorFacts): CheckResult {
   const r: CheckResult = {
     name: 'shim-version',
     title: 'installed trellis plugin matches the agent version',
@@ -242,11 +242,10 @@ export function checkShimVersion(f: DoctorFacts): CheckResult {
  * Forwarding must be on for each family the node has pod CIDRs of, and only those (the agent turns on
  * just those: a single-stack node keeps the other family as it was). An agent that cannot be asked
  * left them in node.json. Without either (or an agent waiting for its Node) nothing says which
- * families it needs: an agent waiting
- * has not turned any on yet, and advising IPv6 forwarding for an IPv4-only node would break its
- * router advertisements.
+ * families it needs: an agent waiting has not turned any on yet, and advising IPv6 forwarding for an
+ * IPv4-only node would break its router advertisements.
  */
-export function checkForwarding(f: DoctorFacts): CheckResult {
+function checkForwarding(f: DoctorFacts): CheckResult {
   const podCIDRs = f.agent.ok ? f.agent.value.status.podCIDRs : (f.rememberedPodCIDRs ?? []);
   const families = ([4, 6] as const).filter((fam) => podCIDRs.some((c) => familyOfText(c) === fam));
   const r: CheckResult = {
@@ -285,7 +284,7 @@ export function checkForwarding(f: DoctorFacts): CheckResult {
  * the underlay one way and the tunnel the other, so strict filtering on the uplink drops the peer's pods'
  * packets to this node, and on the VXLAN device the peer's answers to pods here. Only that is flagged.
  */
-export function checkRpFilter(f: DoctorFacts): CheckResult {
+function checkRpFilter(f: DoctorFacts): CheckResult {
   const r: CheckResult = { name: 'rp-filter', title: 'reverse-path filter passes pod traffic', findings: [] };
   const skip = needsAgent(f);
   if (skip !== undefined || !f.agent.ok) return { ...r, skipped: skip };
@@ -341,7 +340,7 @@ export function checkRpFilter(f: DoctorFacts): CheckResult {
   return r;
 }
 
-export function checkMtu(f: DoctorFacts): CheckResult {
+function checkMtu(f: DoctorFacts): CheckResult {
   const r: CheckResult = { name: 'mtu', title: 'pod MTU fits the node interfaces', findings: [] };
   const skip = needsAgent(f);
   if (skip !== undefined || !f.agent.ok) return { ...r, skipped: skip };
@@ -395,7 +394,7 @@ export function checkMtu(f: DoctorFacts): CheckResult {
     });
   }
   for (const l of f.links) {
-    if (l.kind === 'veth' && l.name.startsWith('trl') && l.mtu > podMtu) {
+    if (l.kind === 'veth' && l.name.startsWith(HOST_VETH_PREFIX) && l.mtu > podMtu) {
       r.findings.push({
         problem: `host veth ${l.name} has MTU ${l.mtu}, above the pod MTU ${podMtu} (created before the MTU changed)`,
         fix: 'recreate that pod (kubectl delete pod) so its interface gets the current MTU',
@@ -406,7 +405,7 @@ export function checkMtu(f: DoctorFacts): CheckResult {
 }
 
 /** The nftables table the agent writes (masquerade, MSS clamp) went in the last time it tried. */
-export function checkMasquerade(f: DoctorFacts): CheckResult {
+function checkMasquerade(f: DoctorFacts): CheckResult {
   const r: CheckResult = {
     name: 'masquerade',
     title: 'the nftables table inet trellis (masquerade, MSS clamp, source check) is written',
@@ -433,7 +432,7 @@ export function checkMasquerade(f: DoctorFacts): CheckResult {
  * No forward chain of another program's table (iptables' FORWARD, firewalld, ufw, Docker) drops what
  * this node forwards to or from its pods: one drop there is final, whatever trellis's table accepts.
  */
-export function checkFirewall(f: DoctorFacts): CheckResult {
+function checkFirewall(f: DoctorFacts): CheckResult {
   const r: CheckResult = {
     name: 'firewall',
     title:
@@ -479,7 +478,7 @@ function deleteCommand(fam: string, dst: string, have: string): string {
   return `ip ${fam}route del ${dst} ${have.replace(/ proto \d+$/, '')}`;
 }
 
-export function checkRoutes(f: DoctorFacts): CheckResult {
+function checkRoutes(f: DoctorFacts): CheckResult {
   const r: CheckResult = { name: 'routes', title: 'inter-node routes programmed as desired', findings: [] };
   const skip = needsAgent(f);
   if (skip !== undefined || !f.agent.ok) return { ...r, skipped: skip };
@@ -547,14 +546,13 @@ export function checkRoutes(f: DoctorFacts): CheckResult {
   return r;
 }
 
-export function checkLeases(f: DoctorFacts): CheckResult {
+function checkLeases(f: DoctorFacts): CheckResult {
   const r: CheckResult = { name: 'leases', title: 'no leaked leases (pod namespace gone)', findings: [] };
   const skip = needsAgent(f);
   if (skip !== undefined || !f.agent.ok) return { ...r, skipped: skip };
   const links = new Set(f.links.map((x) => x.name));
   for (const l of f.agent.value.leases.leases) {
-    const pod =
-      l.podName === '' ? `container ${l.containerId.slice(0, 12)}` : `${l.podNamespace}/${l.podName}`;
+    const pod = l.podName === '' ? `container ${shortId(l.containerId)}` : `${l.podNamespace}/${l.podName}`;
     if (l.netns === '') {
       // lease-rebuild restores a quarantined lease without its namespace when it cannot find it: no
       // evidence of a leak while the veth lives (its pod may be running); veth pairs die together, so
@@ -575,7 +573,7 @@ export function checkLeases(f: DoctorFacts): CheckResult {
   return r;
 }
 
-export function checkVeths(f: DoctorFacts): CheckResult {
+function checkVeths(f: DoctorFacts): CheckResult {
   const r: CheckResult = {
     name: 'veths',
     title: 'no orphan trellis veths (veth without a lease)',
@@ -587,7 +585,7 @@ export function checkVeths(f: DoctorFacts): CheckResult {
   const { leases, held = [] } = f.agent.value.leases;
   const owned = new Set([...leases, ...held].map((l) => l.hostVeth));
   for (const l of f.links) {
-    if (!/^trl[0-9a-f]{12}$/.test(l.name) || owned.has(l.name)) continue;
+    if (!isHostVethName(l.name) || owned.has(l.name)) continue;
     r.findings.push({
       problem: `host veth ${l.name} has no lease: left over from an interrupted ADD or DEL`,
       fix: `ip link del ${l.name} (or restart the trellis pod: its start-up sweep removes it)`,

@@ -17,6 +17,7 @@
  * peer-apply.ts).
  */
 
+import { sameList } from '../compare.ts';
 import type { FdbEntry, NeighbourEntry, RouteInfo } from '../datapath/ports.ts';
 import { type Cidr, familyBits, formatCidr, formatIp, parseCidr, parseIp } from '../ip/index.ts';
 import { CidrIndex } from './cidr-index.ts';
@@ -388,10 +389,6 @@ function indexProgrammed(state: PeerState): ProgrammedIndex {
   return index;
 }
 
-/**
- * The relevant fields that differ. Labels, conditions, heartbeats and every other annotation do not
- * change routes: most MODIFIED events end here with nothing to do.
- */
 /** changedFields(old, current) is empty, without building the list (a resync asks for every peer). */
 function sameRouteFields(old: PeerNode, current: PeerNode): boolean {
   return (
@@ -404,6 +401,10 @@ function sameRouteFields(old: PeerNode, current: PeerNode): boolean {
   );
 }
 
+/**
+ * The relevant fields that differ. Labels, conditions, heartbeats and every other annotation do not
+ * change routes: most MODIFIED events end here with nothing to do.
+ */
 export function changedFields(old: PeerNode | undefined, current: PeerNode | undefined): string[] {
   if (old === undefined) return current === undefined ? [] : ['added'];
   if (current === undefined) return ['deleted'];
@@ -591,10 +592,4 @@ function copyPeer(p: PeerNode): PeerNode {
       ? {}
       : { directSubnets: { ...subnets } }),
   };
-}
-
-function sameList(a: readonly string[] | undefined, b: readonly string[] | undefined): boolean {
-  const x = a ?? [];
-  const y = b ?? [];
-  return x.length === y.length && x.every((v, i) => v === y[i]);
 }

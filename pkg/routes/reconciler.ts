@@ -16,14 +16,13 @@ import {
   type Family,
   hasRouteScan,
   type NetlinkHandle,
-  type RouteFilter,
   type RouteInfo,
   type RouteLookup,
 } from '../datapath/ports.ts';
 import { errorText } from '../error-text.ts';
 import { applyRouteDiff, type RouteError } from './apply.ts';
 import { desiredRoutes, ownDirectSubnets } from './desired.ts';
-import { diffRoutes, MAIN_TABLE, type RouteConflict, type RouteDiff } from './diff.ts';
+import { diffRoutes, MAIN_TABLE, type RouteConflict, type RouteDiff, routeKey } from './diff.ts';
 import { onLinkPrefixLen, onLinkProbe } from './on-link.ts';
 import { OwnRouteChanges } from './own-changes.ts';
 import { applyPeerStep, hasPeerStepWrites, type PeerApplyResult } from './peer-apply.ts';
@@ -148,6 +147,11 @@ export type PeerStepOutcome =
       /** The set of pod CIDRs in the cluster changed (masquerade needs an update). */
       cidrsChanged: boolean;
       result: PeerApplyResult;
+      /**
+       * The keys (routeKey) of the routes this step added or replaced, and of those it removed: for a
+       * caller that folds several steps into one report, which must tell the routes none of them wrote.
+       */
+      routeKeys: { written: readonly string[]; removed: readonly string[] };
       /** Why this node (or part of it) gets no route: said at once, not only by the next full pass. */
       problems: readonly Problem[];
       /**
@@ -210,7 +214,6 @@ export interface RouteReconcilerOptions {
   overlay?: OverlayPort;
 }
 
-/** Reads the agent's interfaces and addresses through netlink (the connected subnets host-gw needs). */
 /** The devices routes through a gateway leave by: distinct ifindexes, ascending. */
 export function gatewayDevices(routes: readonly RouteInfo[]): number[] {
   const devices = new Set<number>();
@@ -269,7 +272,7 @@ export async function readLocalLinks(handle: NetlinkHandle): Promise<LocalLink[]
  * 2001:db8::/32): labs and test beds number their networks from those, and bogon filters blackhole
  * them. They are only looked up: nothing is ever sent to them.
  */
-export const OFF_NODE: Readonly<Record<Family, string>> = { 4: '8.8.8.8', 6: '2001:4860:4860::8888' };
+const OFF_NODE: Readonly<Record<Family, string>> = { 4: '8.8.8.8', 6: '2001:4860:4860::8888' };
 
 /**
  * How traffic leaves the node, per family asked: the route the kernel would take to OFF_NODE, for
@@ -389,6 +392,10 @@ export class RouteReconciler {
       changed: step.changed,
       cidrsChanged,
       result,
+      routeKeys: {
+        written: [...step.add, ...step.replace].map(routeKey),
+        removed: step.remove.map(routeKey),
+      },
       problems,
       report,
       ...(fresh.length > 0 ? { routeDevices: this.planDevices } : {}),

@@ -406,6 +406,8 @@ function perNodeSetup(
   const masq: MasqOptions[] = [];
   const deltas: { removed: string[]; added: string[] }[] = [];
   const passes: PassOutcome[] = [];
+  // The routes the fake steps leave programmed (one per node, keyed by its name), n2's from the full pass.
+  const programmed = new Set(['n2']);
   let gate: Promise<void> | undefined;
   const controller = new NodeController({
     nodeName: 'n1',
@@ -422,14 +424,18 @@ function perNodeSetup(
         const kind = answer(name);
         if (kind === 'full') return { kind, reason: 'test says so' };
         if (kind === 'unchanged') return { kind };
+        const added = peer === undefined ? 0 : 1;
+        if (peer === undefined) programmed.delete(name);
+        else programmed.add(name);
         return {
           kind: 'applied',
           node: name,
-          changed: ['added'],
+          changed: [peer === undefined ? 'deleted' : 'added'],
           cidrsChanged: true,
-          result: { added: 1, replaced: 0, removed: 0, neighbours: 0, fdb: 0 },
+          result: { added, replaced: 0, removed: 1 - added, neighbours: 0, fdb: 0 },
+          routeKeys: peer === undefined ? { written: [], removed: [name] } : { written: [name], removed: [] },
           problems: opts.problems ?? [],
-          report: () => report({ unchanged: 5 }),
+          report: () => report({ unchanged: programmed.size }),
           ...(opts.routeDevices?.(name) === undefined ? {} : { routeDevices: opts.routeDevices(name)! }),
         };
       },
@@ -644,6 +650,34 @@ describe('NodeController per-node steps', () => {
     expect(node).toHaveLength(1);
     expect(node[0]).toMatchObject({ kind: 'ok', scope: 'node', report: { added: 3 } });
     expect(node[0]?.kind === 'ok' ? node[0].stepsMs : undefined).toHaveLength(3);
+    await t.stop();
+  });
+
+  it('counts as unchanged only the routes no step wrote, also when a later step removed what one added', async () => {
+    const t = perNodeSetup();
+    await until('first full pass', () => t.full.length === 1);
+    const before = t.passes.length;
+    // n3 and n4 added, then deleted again, in one burst: only n2's route is programmed, and untouched.
+    for (const [i, n] of ['n3', 'n4'].entries()) {
+      t.cluster.nodes.set(n, { name: n, podCIDRs: [], internalIPs: [] });
+      t.controller.enqueue(n);
+      await until('step', () => t.steps.length === i + 1);
+    }
+    for (const [i, n] of ['n3', 'n4'].entries()) {
+      t.cluster.nodes.delete(n);
+      t.controller.enqueue(n);
+      await until('deletion step', () => t.steps.length === i + 3);
+    }
+    await until('per-node outcome', () => t.passes.length > before);
+    await settle();
+    const node = t.passes.slice(before);
+    expect(node).toHaveLength(1);
+    expect(node[0]).toMatchObject({
+      kind: 'ok',
+      scope: 'node',
+      programmed: 1,
+      report: { added: 2, removed: 2, replaced: 0, unchanged: 1 },
+    });
     await t.stop();
   });
 

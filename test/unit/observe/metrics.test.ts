@@ -2,7 +2,7 @@ import { describe, expect, it } from 'vitest';
 import type { PassOutcome } from '../../../pkg/agent/controller.ts';
 import type { NetlinkHandle, RouteInfo } from '../../../pkg/datapath/ports.ts';
 import { AgentMetrics, CNI_BUCKETS } from '../../../pkg/observe/metrics.ts';
-import { peerRouteStates } from '../../../pkg/ops/peer-state.ts';
+import { peerRouteStates } from '../../../pkg/ops/peer-coverage.ts';
 import { applyRouteDiff } from '../../../pkg/routes/apply.ts';
 import type { ReconcileReport } from '../../../pkg/routes/reconciler.ts';
 import { reconcileReport } from '../routes/report-fixture.ts';
@@ -287,6 +287,23 @@ describe('AgentMetrics', () => {
     expect(e.get('trellis_route_changes_total', { op: 'add' })).toBe(1);
     expect(e.get('trellis_peers', { family: '4', path: 'direct', state: 'ok' })).toBe(1);
     expect(e.all('trellis_peer_route_broken')).toEqual([]);
+  });
+
+  it("per-node steps' routes gauge is what they left programmed, not the sum of their writes", async () => {
+    const m = new AgentMetrics({ version: '1', nodeName: 'n1' });
+    // A peer added and deleted again: one add and one remove, and the one route of before still there.
+    m.onPass({
+      kind: 'ok',
+      scope: 'node',
+      durationMs: 2,
+      programmed: 1,
+      report: report({ added: 1, removed: 1, unchanged: 1 }),
+    });
+    const e = await scrape(m);
+    expect(e.get('trellis_routes', { state: 'programmed' })).toBe(1);
+    expect(e.get('trellis_routes', { state: 'desired' })).toBe(1);
+    expect(e.get('trellis_route_changes_total', { op: 'add' })).toBe(1);
+    expect(e.get('trellis_route_changes_total', { op: 'remove' })).toBe(1);
   });
 
   it('per-peer series follow every state change, also across passes that change nothing', async () => {

@@ -8,7 +8,7 @@ import type { RouteInfo } from '../../../pkg/datapath/ports.ts';
 import type { Lease } from '../../../pkg/ipam/index.ts';
 import { type HttpListener, startAdminServer } from '../../../pkg/observe/http-server.ts';
 import { formatLeases, formatStatus } from '../../../pkg/ops/format.ts';
-import { missingPeers, peerRouteStates } from '../../../pkg/ops/peer-state.ts';
+import { missingPeers, peerRouteStates } from '../../../pkg/ops/peer-coverage.ts';
 import { leasesView, routesView, statusView } from '../../../pkg/ops/views.ts';
 import { runOps } from './run-ops.ts';
 

@@ -12,7 +12,10 @@ export interface PeerRouteState {
   peer: string;
   /** '4' or '6'; '' for a peer skipped as a whole (no family decision was made). */
   family: '4' | '6' | '';
-  /** direct: host-gw route via the peer's InternalIP; unreachable: no way found; skipped: invalid input. */
+  /**
+   * direct: host-gw route via the peer's InternalIP; vxlan: through our VXLAN device of that family;
+   * unreachable: no way found; skipped: invalid input.
+   */
   path: string;
   ok: boolean;
   /** Why not ok. */
