@@ -9,7 +9,9 @@
  *   [0, 2 x backoff.initialMs), 0-1 s by default: an API server restart expires every agent's watch
  *   at once, and the wait spreads their full lists (client-go waits ~0.8-1.6 s through its backoff).
  * - A clean close (server timeout) or the transport's inactivity timeout -> watch again from the
- *   last resourceVersion seen (events or BOOKMARKs), no relist.
+ *   last resourceVersion seen (events or BOOKMARKs), no relist; but two inactivity timeouts in a row
+ *   without a single line (an API server sends a BOOKMARK about every minute) are a failure that
+ *   relists: a server or proxy that holds watches open and silent would leave the cache stale.
  * - Any other failure (list or watch) -> onError(err, delay), capped jittered exponential backoff,
  *   then retry the same step (a failed watch resumes from its resourceVersion; 410 then relists).
  * - A watch answered "ResourceVersionTooLarge" (the server lost state, e.g. a restarted test server)
@@ -85,6 +87,8 @@ export interface NodeInformer {
 }
 
 const SHORT_WATCH_MS = 1000;
+/** Inactivity timeouts (WATCH_IDLE_MS each) in a row without a line before the informer relists. */
+const SILENT_WATCHES_BEFORE_RELIST = 2;
 /** A Retry-After beyond this is not taken at its word (a misconfigured proxy must not park the watch). */
 const MAX_RETRY_AFTER_MS = 60_000;
 
@@ -280,6 +284,8 @@ export function startNodeInformerOn(api: CoreApi, opts: NodeInformerOptions): No
 
   const mainLoop = async (): Promise<void> => {
     let failures = 0;
+    /** Watches in a row that ended on the transport's inactivity timeout without a line. */
+    let silentWatches = 0;
     while (!signal.aborted) {
       try {
         if (rv === '' || !synced) {
@@ -295,8 +301,22 @@ export function startNodeInformerOn(api: CoreApi, opts: NodeInformerOptions): No
           await sleep(Math.floor(random() * 2 * backoff.initialMs), signal).catch(() => undefined);
           continue;
         }
-        if (out.events > 0) failures = 0;
-        else if (out.kind === 'closed' && clock.now() - started < SHORT_WATCH_MS) {
+        if (out.events > 0) {
+          failures = 0;
+          silentWatches = 0;
+        } else if (out.kind === 'timeout' && ++silentWatches >= SILENT_WATCHES_BEFORE_RELIST) {
+          // An API server sends a BOOKMARK about every minute: watches that hear nothing at all are
+          // held by a server (or a proxy) that stopped serving them. Resuming from the same
+          // resourceVersion would go on hearing nothing while Nodes change: list again.
+          silentWatches = 0;
+          rv = '';
+          throw new K8sError(
+            'watch nodes',
+            `${SILENT_WATCHES_BEFORE_RELIST} watches in a row heard no event and no BOOKMARK (the API server sends one about every minute): listing again`,
+            undefined,
+            K8sReason.WATCH,
+          );
+        } else if (out.kind === 'closed' && clock.now() - started < SHORT_WATCH_MS) {
           throw new K8sError(
             'watch nodes',
             'the watch closed within a second without any event',

@@ -1,0 +1,63 @@
+/**
+ * A watch the API server (or a proxy) holds open and silent: not even a BOOKMARK, which a real
+ * API server sends about every minute. Resuming from the same resourceVersion would hear nothing
+ * for ever while Nodes change; two silent watches in a row are a failure that relists.
+ * Real HTTP against the test API server, with the transport's inactivity timeout shortened.
+ */
+import { afterEach, describe, expect, it } from 'vitest';
+import { CoreApi } from '../../../pkg/k8s/api.ts';
+import { HttpTransport } from '../../../pkg/k8s/http-transport.ts';
+import { type K8sError, loadKubeConfig, type NodeInformer } from '../../../pkg/k8s/index.ts';
+import { startNodeInformerOn } from '../../../pkg/k8s/informer.ts';
+import { startTestApiServer, type TestApiServer } from '../../support/apiserver/server.ts';
+import { nodeObject, waitFor } from './helpers.ts';
+
+let server: TestApiServer | undefined;
+let ac: AbortController | undefined;
+let informer: NodeInformer | undefined;
+
+afterEach(async () => {
+  ac?.abort();
+  await informer?.done;
+  await server?.close();
+  server = undefined;
+});
+
+async function start(bookmarkIntervalMs: number) {
+  server = await startTestApiServer({ bookmarkIntervalMs });
+  server.store.addNode(nodeObject('a'));
+  const spec = loadKubeConfig({ kubeconfigPath: server.kubeconfigPath }).httpSpec();
+  if (spec === undefined) throw new Error('the test kubeconfig needs the native transport');
+  const transport = new HttpTransport(spec, { userAgent: 'trellis-agent/test', watchIdleMs: 150 });
+  const errors: K8sError[] = [];
+  const events: string[] = [];
+  ac = new AbortController();
+  informer = startNodeInformerOn(new CoreApi(transport, 100), {
+    signal: ac.signal,
+    backoff: { initialMs: 20, maxMs: 50 },
+    onEvent: (type, node) => events.push(`${type} ${node.name}`),
+    onError: (err) => errors.push(err),
+  });
+  await waitFor(() => informer!.hasSynced(), 'first list');
+  return { errors, events, listed: informer.relists };
+}
+
+describe('node informer: a watch that hears nothing at all', () => {
+  it('is a failure after two in a row: reported once, counted as a restart, and a relist follows', async () => {
+    const { errors, events, listed } = await start(0);
+    await waitFor(() => errors.length > 0, 'the silent watches reported', 5_000);
+    expect(errors[0]!.message).toContain('2 watches in a row heard no event and no BOOKMARK');
+    await waitFor(() => informer!.relists > listed, 'a relist', 5_000);
+    expect(informer!.restarts).toBeGreaterThanOrEqual(1);
+    // The informer still follows changes.
+    server!.store.addNode(nodeObject('b'));
+    await waitFor(() => events.includes('ADDED b'), 'the new Node seen', 5_000);
+  });
+
+  it('a server that sends BOOKMARKs keeps the watch without errors or relists', async () => {
+    const { errors, listed } = await start(50);
+    await new Promise((r) => setTimeout(r, 800)); // five inactivity timeouts' worth
+    expect(errors).toEqual([]);
+    expect(informer!.relists).toBe(listed);
+  });
+});
