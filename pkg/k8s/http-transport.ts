@@ -161,7 +161,7 @@ export class HttpTransport implements Transport {
         const status = res.statusCode ?? 0;
         if (status !== 200) {
           readAll(res).then(
-            (text) => finish(fromHttpResponse(op, status, text, retryAfterOf(res))),
+            (text) => finish(this.#refused(fromHttpResponse(op, status, text, retryAfterOf(res)))),
             (err: unknown) => finish(toK8sError(op, err)),
           );
           return;
@@ -262,7 +262,7 @@ export class HttpTransport implements Transport {
           signal?.removeEventListener('abort', onAbort);
           const status = res.statusCode ?? 0;
           if (status < 200 || status > 299)
-            return reject(fromHttpResponse(op, status, text, retryAfterOf(res)));
+            return reject(this.#refused(fromHttpResponse(op, status, text, retryAfterOf(res))));
           try {
             resolve(JSON.parse(text));
           } catch (err) {
@@ -304,6 +304,23 @@ export class HttpTransport implements Transport {
       headers,
       agent: this.#agent,
     });
+  }
+
+  /**
+   * An error answer, with a 401's credentials named. A 401 with a token file read earlier has the file
+   * read again by the next request, not up to reloadMs later: the kubelet rotates it (client-go drops
+   * its cached token on 401 too).
+   */
+  #refused(err: K8sError): K8sError {
+    const t = this.#spec.token;
+    if (err.statusCode !== 401 || t === undefined) return err;
+    if (t.kind === 'static') {
+      err.message += ' (the bearer token of the kubeconfig)';
+      return err;
+    }
+    this.#tokenReadAt = Number.NEGATIVE_INFINITY;
+    err.message += ` (the bearer token of ${t.path}, read again for the next request)`;
+    return err;
   }
 
   #currentToken(): string | undefined {

@@ -2,8 +2,11 @@
  * The native transport against a raw node:http server that misbehaves in ways the test API server
  * does not: non-Status error bodies, non-JSON answers and watch lines, silence (timeouts).
  */
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import type { AddressInfo } from 'node:net';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { afterEach, describe, expect, it, vi } from 'vitest';
 import { HttpTransport } from '../../../pkg/k8s/http-transport.ts';
 import { rejection } from './helpers.ts';
@@ -250,6 +253,45 @@ describe('HttpTransport', () => {
       expect([end, rvs]).toEqual(['timeout', ['1', '2', '3', '4', '5']]);
     } finally {
       vi.useRealTimers();
+    }
+  });
+
+  it('after a 401 reads a token file again for the next request, and names the credentials', async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'trellis-token-'));
+    try {
+      const file = join(dir, 'token');
+      writeFileSync(file, 'old\n');
+      const seen: string[] = [];
+      server = createServer((req, res) => {
+        seen.push(req.headers.authorization ?? '');
+        const ok = req.headers.authorization === 'Bearer new';
+        res.writeHead(ok ? 200 : 401, { 'content-type': 'application/json' });
+        res.end(
+          ok
+            ? '{"items":[]}'
+            : '{"kind":"Status","code":401,"message":"Unauthorized","reason":"Unauthorized"}',
+        );
+      });
+      await new Promise<void>((r) => server!.listen(0, '127.0.0.1', () => r()));
+      const { port } = server.address() as AddressInfo;
+      const t = new HttpTransport(
+        {
+          server: new URL(`http://127.0.0.1:${port}`),
+          insecure: true,
+          token: { kind: 'file', path: file, reloadMs: 60_000 },
+        },
+        { userAgent: 'trellis-agent/test', requestTimeoutMs: 1000, watchIdleMs: 1000 },
+      );
+      const e = await rejection(t.listPage('list nodes', '/api/v1/nodes', { limit: 10 }));
+      expect(e.statusCode).toBe(401);
+      expect(e.message).toContain(`the bearer token of ${file}, read again for the next request`);
+      // The kubelet rotated the file: the next request sends the new token (the 60 s reload not waited for).
+      writeFileSync(file, 'new\n');
+      await t.listPage('list nodes', '/api/v1/nodes', { limit: 10 });
+      expect(seen).toEqual(['Bearer old', 'Bearer new']);
+      t.close();
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
     }
   });
 
