@@ -8,7 +8,7 @@
  */
 import { isIP } from 'node:net';
 import { sameList } from '../compare.ts';
-import { parseCidr, specialRangeProblem } from '../ip/index.ts';
+import { canonicalIp, parseCidr, specialRangeProblem } from '../ip/index.ts';
 
 export interface NodeView {
   readonly name: string;
@@ -48,6 +48,15 @@ type Rec = Record<string, unknown>;
 
 function rec(v: unknown): Rec | undefined {
   return typeof v === 'object' && v !== null && !Array.isArray(v) ? (v as Rec) : undefined;
+}
+
+/**
+ * A CIDR (isCidr) with its address in canonical text ("FD00:0010::/64" -> "fd00:10::/64"), host bits
+ * kept: compared as text with what the agent derived from it, other spellings read as a change.
+ */
+function cidrText(s: string): string {
+  const slash = s.indexOf('/');
+  return `${canonicalIp(s.slice(0, slash)) ?? s.slice(0, slash)}/${Number(s.slice(slash + 1))}`;
 }
 
 /** "10.244.1.0/24", "fd00:10:244:1::/64": an address of either family and a prefix length in range. */
@@ -133,7 +142,7 @@ export function toNodeView(obj: unknown): NodeViewResult {
             ok: false,
             problem: `node ${name}: spec.podCIDRs has an invalid CIDR ${JSON.stringify(c)}`,
           };
-        podCIDRs.push(c);
+        podCIDRs.push(cidrText(c));
       }
     } else if (typeof spec.podCIDR === 'string' && spec.podCIDR !== '') {
       if (!isCidr(spec.podCIDR))
@@ -141,7 +150,7 @@ export function toNodeView(obj: unknown): NodeViewResult {
           ok: false,
           problem: `node ${name}: spec.podCIDR is an invalid CIDR ${JSON.stringify(spec.podCIDR)}`,
         };
-      podCIDRs = [spec.podCIDR];
+      podCIDRs = [cidrText(spec.podCIDR)];
     } else {
       podCIDRs = [];
     }

@@ -99,6 +99,16 @@ describe('toNodeView', () => {
     if (r.ok) expect(r.node).not.toHaveProperty('problems');
   });
 
+  it('gives pod CIDRs in canonical text, as the agent derives them (other spellings would read as a change at every pass)', () => {
+    const both = toNodeView({
+      metadata: meta('n1'),
+      spec: { podCIDRs: ['10.244.1.0/24', 'FD00:0010:0244:0010::/064'] },
+    });
+    expect(both.ok && both.node.podCIDRs).toEqual(['10.244.1.0/24', 'fd00:10:244:10::/64']);
+    const legacy = toNodeView({ metadata: meta('n1'), spec: { podCIDR: 'FD00:0:0:1:0:0:0:0/64' } });
+    expect(legacy.ok && legacy.node.podCIDRs).toEqual(['fd00:0:0:1::/64']);
+  });
+
   it('drops a malformed InternalIP alone, keeping the others, and says so naming the node and the value', () => {
     const r = toNodeView({
       metadata: meta('n1'),
