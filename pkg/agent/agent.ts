@@ -19,6 +19,7 @@ import type { FirewallCommand, ForwardRuleset, VxlanInKind } from '../firewall/i
 import { type Ipam, openIpam } from '../ipam/index.ts';
 import type { K8sClient, NodeInformer } from '../k8s/index.ts';
 import type { MasqSyncer } from '../masq/index.ts';
+import { FailureLog } from '../observe/failure-log.ts';
 import type { Logger } from '../observe/logger.ts';
 import { RouteReconciler } from '../routes/reconciler.ts';
 import type { PeerDecision } from '../routes/types.ts';
@@ -599,21 +600,28 @@ export class Agent {
     if (kube === undefined) {
       return staticCluster({ name: this.nodeName, podCIDRs: this.config.podCIDRs, internalIPs: [] });
     }
+    // A failing list or watch retries with backoff: said when it starts, changes or recovers.
+    const failures = new FailureLog(this.log, 'node list or watch failed; retrying with backoff');
+    const recovered = (): void => failures.succeeded('the Node list and watch work again');
     const informer = kube.startNodeInformer({
       signal: this.abort.signal,
       // No periodic onSync from the cache: the controller's own resync timer already runs a full pass
       // every resyncMs, and the two timers meant two full passes per period (off by the start-up gap).
       resyncMs: 0,
-      onSync: () => this.controller?.markDirty('the list of Nodes was read'),
+      onSync: () => {
+        recovered();
+        this.controller?.markDirty('the list of Nodes was read');
+      },
       // Per-node steps: the controller reads the node's current state from the cache by name.
-      onEvent: (_type, node) => this.controller?.enqueue(node.name),
+      onEvent: (_type, node) => {
+        recovered();
+        this.controller?.enqueue(node.name);
+      },
       // The controller's own wording for a step with nothing to do: this one never reaches it.
       onUnchanged: (name) => this.log.debug({ peer: name, watch: 'unchanged' }, 'node unchanged'),
       onError: (err, restartInMs) => {
-        this.log.warn(
-          { error: err.message, restartInMs },
-          'node list or watch failed; retrying with backoff',
-        );
+        failures.failed(err, { restartInMs });
+        this.log.debug({ error: err.message, restartInMs }, 'node list or watch retry scheduled');
         // restartInMs 0: a callback of ours threw (the informer carries on), not the API server.
         if (restartInMs > 0) this.lastWatchFailure = { at: new Date().toISOString(), error: err.message };
         this.serveFromMemory(`the first list of Nodes failed: ${err.message}`);

@@ -159,6 +159,8 @@ export class NodeController {
       }
     | undefined;
   private flushTimer: NodeJS.Timeout | undefined;
+  /** The problems (node, text) already said, as of the last full pass and the steps since (sayProblems). */
+  private saidProblems = new Set<string>();
   /** When the pending per-node outcomes must reach the hook at the latest (performance.now() ms). */
   private flushDeadline: number | undefined;
   /** This node as the last full pass that ran read it. */
@@ -362,7 +364,7 @@ export class NodeController {
       'reconciled node',
     );
     // As a full pass says it (reconcile below), so that a node added unroutable is not silent until then.
-    for (const p of step.problems) deps.log.warn({ peer: p.node, problem: p.problem }, 'node skipped');
+    this.sayProblems(step.problems, false);
     if (step.routeDevices !== undefined) deps.onRouteDevices?.(step.routeDevices);
     const p = this.nodePasses;
     const written = p?.written ?? new Set<string>();
@@ -383,6 +385,22 @@ export class NodeController {
    * nodes, on the thread that also handles the next watch event): after NODE_PASS_QUIET_MS without a
    * step, or NODE_PASS_MAX_DELAY_MS after the first unflushed one under a steady stream of events.
    */
+  /**
+   * 'node skipped', once a problem: a peer without an InternalIP would otherwise be warned about at
+   * every pass, per family. A full pass's list replaces the known ones (a problem that went and came
+   * back is said again); a step's adds to them.
+   */
+  private sayProblems(problems: readonly { node: string; problem: string }[], full: boolean): void {
+    const said = full ? new Set<string>() : this.saidProblems;
+    for (const p of problems) {
+      const key = `${p.node}\0${p.problem}`;
+      if (!this.saidProblems.has(key))
+        this.deps.log.warn({ peer: p.node, problem: p.problem }, 'node skipped');
+      said.add(key);
+    }
+    this.saidProblems = said;
+  }
+
   private flushNodePassesSoon(): void {
     if (this.nodePasses === undefined) return;
     const now = performance.now();
@@ -611,7 +629,7 @@ export class NodeController {
         },
         'reconciled',
       );
-      for (const p of report.problems) deps.log.warn({ peer: p.node, problem: p.problem }, 'node skipped');
+      this.sayProblems(report.problems, true);
       for (const c of report.conflicts) {
         deps.log.warn(
           c.existing.unreadable === true

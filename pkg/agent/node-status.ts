@@ -1,6 +1,7 @@
 import type { Family } from '../datapath/ports.ts';
 import { annotationPatch } from '../k8s/annotation-patch.ts';
 import type { K8sClient } from '../k8s/index.ts';
+import { FailureLog } from '../observe/failure-log.ts';
 import type { Logger } from '../observe/logger.ts';
 import { directSubnetAnnotations } from '../routes/direct-subnets.ts';
 import { vtepAnnotations } from '../vxlan/annotations.ts';
@@ -26,12 +27,16 @@ export class NodeStatusReporter {
   private pending: { patch: string; from: string | undefined } | undefined;
   /** The uid of the Node object NetworkUnavailable=False was last written to. */
   private networkUpUid: string | undefined;
+  private readonly conditionWrites: FailureLog;
+  private readonly annotationWrites: FailureLog;
 
   constructor(opts: { kube: NodeStatusPort; nodeName: string; log: Logger; signal: AbortSignal }) {
     this.kube = opts.kube;
     this.nodeName = opts.nodeName;
     this.log = opts.log;
     this.signal = opts.signal;
+    this.conditionWrites = new FailureLog(opts.log, 'could not set NetworkUnavailable=False');
+    this.annotationWrites = new FailureLog(opts.log, 'could not publish the Node annotations; will retry');
   }
 
   /**
@@ -56,13 +61,11 @@ export class NodeStatusReporter {
           'TrellisIsUp',
           'trellis programmed routes and the CNI config on this node',
         );
+        this.conditionWrites.succeeded('NetworkUnavailable=False set');
         return;
       } catch (err) {
         const delay = Math.min(30_000, 500 * 2 ** attempt);
-        this.log.warn(
-          { error: (err as Error).message, retryInMs: delay },
-          'could not set NetworkUnavailable=False',
-        );
+        this.conditionWrites.failed(err, { retryInMs: delay });
         await new Promise((r) => setTimeout(r, delay).unref());
       }
     }
@@ -97,13 +100,13 @@ export class NodeStatusReporter {
     if (this.pending?.patch === key && (from === undefined || this.pending.from === from)) return;
     this.pending = { patch: key, from };
     this.kube.annotateNode(this.nodeName, patch).then(
-      () => this.log.info({ annotations: patch }, 'Node annotations published'),
+      () => {
+        this.annotationWrites.succeeded('the Node annotations could be published again');
+        this.log.info({ annotations: patch }, 'Node annotations published');
+      },
       (err: unknown) => {
         this.pending = undefined;
-        this.log.warn(
-          { error: (err as Error).message },
-          'could not publish the Node annotations; will retry',
-        );
+        this.annotationWrites.failed(err);
       },
     );
   }

@@ -12,6 +12,7 @@ import { NodeReporter } from '../ops/node-report.ts';
 import { missingPeers } from '../ops/peer-coverage.ts';
 import { leasesView, routesView, statusView } from '../ops/views.ts';
 import { AgentHealth } from './agent-health.ts';
+import { FailureLog } from './failure-log.ts';
 import { type HttpListener, startAdminServer, startMetricsServer } from './http-server.ts';
 import type { Logger } from './logger.ts';
 import { AgentMetrics } from './metrics.ts';
@@ -49,6 +50,7 @@ export class AgentObserver {
       log: opts.log,
     });
     const kube = opts.kube;
+    const writes = new FailureLog(opts.log, 'could not write the trellis.dev/agent annotation; will retry');
     this.reporter =
       kube === undefined
         ? undefined
@@ -56,11 +58,8 @@ export class AgentObserver {
             nodeName: opts.nodeName,
             version: opts.version,
             annotate: (name, ann) => kube.annotateNode(name, ann),
-            onError: (err) =>
-              opts.log.warn(
-                { error: err.message },
-                'could not write the trellis.dev/agent annotation; will retry',
-              ),
+            onError: (err) => writes.failed(err),
+            onWritten: () => writes.succeeded('the trellis.dev/agent annotation is written again'),
           });
   }
 

@@ -102,6 +102,8 @@ export interface NodeReporterOptions {
   now?: () => number;
   heartbeatMs?: number;
   onError?: (err: Error) => void;
+  /** After each write that succeeded (a failing run of writes is over). */
+  onWritten?: () => void;
 }
 
 /** Writes the annotation on change and on heartbeat; one write at a time, the latest state wins. */
@@ -177,6 +179,7 @@ export class NodeReporter {
       try {
         await this.opts.annotate(this.opts.nodeName, { [AGENT_ANNOTATION]: encodeReport(report) });
         this.written = { key, at: now };
+        this.opts.onWritten?.();
       } catch (err) {
         this.opts.onError?.(err instanceof Error ? err : new Error(String(err)));
         return;

@@ -96,7 +96,7 @@ export function phantomNode(index: number): {
   };
 }
 
-/** The watch restarts an agent logged (the informer's onError through the agent). */
+/** The watch restarts an agent logged at debug, one a retry (the warning says a failure once a run). */
 export interface WatchRestart {
   at: number;
   restartInMs: number;
@@ -105,7 +105,7 @@ export interface WatchRestart {
 
 export function watchRestarts(lines: readonly Record<string, unknown>[]): WatchRestart[] {
   return lines
-    .filter((l) => l.msg === 'node list or watch failed; retrying with backoff')
+    .filter((l) => l.msg === 'node list or watch retry scheduled')
     .map((l) => ({ at: logTime(l), restartInMs: Number(l.restartInMs), error: String(l.error) }));
 }
 

@@ -53,6 +53,8 @@ function setup(
     masq?: ControllerDeps['masq'];
     /** How many onLeasesInvalidated calls fail (the veth removal's listing, say). */
     removalFailures?: number;
+    /** What each full pass reports it could not route. */
+    passProblems?: () => Problem[];
   } = {},
 ) {
   let removalFailures = opts.removalFailures ?? 0;
@@ -99,7 +101,7 @@ function setup(
           route: { family: 4 as const, dst: '10.244.9.0/24' },
           error: new Error('ENETUNREACH'),
         }));
-        return report({ errors } as Partial<ReconcileReport>);
+        return report({ errors, problems: opts.passProblems?.() ?? [] } as Partial<ReconcileReport>);
       },
     },
     masq: opts.masq,
@@ -143,6 +145,23 @@ describe('NodeController', () => {
     expect(t.inputs[0]).toMatchObject({ synced: true, self: { name: 'n1' } });
     expect(t.inputs[0]!.peers.map((p) => p.name).sort()).toEqual(['n1', 'n2']);
     expect(t.synced.map((s) => s.name)).toEqual(['n1']);
+  });
+
+  it("warns 'node skipped' once a problem, not at every pass; a problem that went and came back again", async () => {
+    const { log, lines } = capturingLogger();
+    const problem = { node: 'n3', problem: 'no InternalIP of the family of pod CIDR 10.244.3.0/24; skipped' };
+    let problems = [problem];
+    const t = setup({ log, passProblems: () => problems });
+    t.cluster.synced = true;
+    t.cluster.nodes.set('n1', { name: 'n1', podCIDRs: ['10.244.1.0/24'], internalIPs: ['10.0.0.1'] });
+    for (let i = 0; i < 3; i++) expect((await t.controller.runOnce()).kind).toBe('ok');
+    const skipped = () => lines.filter((l) => l.msg === 'node skipped');
+    expect(skipped()).toHaveLength(1);
+    problems = [];
+    await t.controller.runOnce();
+    problems = [problem];
+    await t.controller.runOnce();
+    expect(skipped()).toHaveLength(2);
   });
 
   it('logs the start-up wait for the first list at info, a wait an operator must act on at warn, each once', async () => {
