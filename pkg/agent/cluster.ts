@@ -4,6 +4,8 @@ export interface ClusterNode {
   podCIDRs: readonly string[];
   internalIPs: readonly string[];
   annotations?: Readonly<Record<string, string>>;
+  /** The reason of a NetworkUnavailable=True condition on the Node (k8s NodeView); absent otherwise. */
+  networkUnavailable?: string;
   /** The Node object's identity and version, from the API (absent standalone). */
   uid?: string;
   resourceVersion?: string;

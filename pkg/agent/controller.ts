@@ -739,6 +739,8 @@ export class NodeController {
  */
 export function selfChanged(before: ClusterNode, now: ClusterNode): boolean {
   if (!sameList(before.podCIDRs, now.podCIDRs) || !sameList(before.internalIPs, now.internalIPs)) return true;
+  // Set True by someone else: the pass's end puts it back (node-status.ts). Our own False is no news.
+  if (now.networkUnavailable !== undefined && before.networkUnavailable === undefined) return true;
   return [...Object.values(VTEP_MAC_ANNOTATIONS), ...Object.values(DIRECT_SUBNET_ANNOTATIONS)].some(
     (k) => before.annotations?.[k] !== now.annotations?.[k],
   );

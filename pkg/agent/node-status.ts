@@ -8,6 +8,9 @@ import { vtepAnnotations } from '../vxlan/annotations.ts';
 import type { DeviceState } from '../vxlan/device.ts';
 import type { ClusterNode } from './cluster.ts';
 
+/** How often NetworkUnavailable is put back on a Node that someone else keeps setting True. */
+export const REASSERT_MS = 5 * 60_000;
+
 export type NodeStatusPort = Pick<K8sClient, 'setNetworkUnavailable' | 'annotateNode'>;
 
 /**
@@ -28,10 +31,22 @@ export class NodeStatusReporter {
   /** The uid of the Node object NetworkUnavailable=False was last written to. */
   private networkUpUid: string | undefined;
   private readonly conditionWrites: FailureLog;
+  /** A write of the condition is in flight or retrying. */
+  private writing = false;
+  /** When the condition was last put back on the same Node object (networkUpFor). */
+  private reassertedAt = Number.NEGATIVE_INFINITY;
+  private readonly now: () => number;
   private readonly annotationWrites: FailureLog;
 
-  constructor(opts: { kube: NodeStatusPort; nodeName: string; log: Logger; signal: AbortSignal }) {
+  constructor(opts: {
+    kube: NodeStatusPort;
+    nodeName: string;
+    log: Logger;
+    signal: AbortSignal;
+    now?: () => number;
+  }) {
     this.kube = opts.kube;
+    this.now = opts.now ?? Date.now;
     this.nodeName = opts.nodeName;
     this.log = opts.log;
     this.signal = opts.signal;
@@ -42,13 +57,28 @@ export class NodeStatusReporter {
   /**
    * NetworkUnavailable=False on this Node object, once per object: a Node re-created under our name
    * (`kubectl delete node`, and the kubelet registers it again) gets it too, where a cloud's route
-   * controller or an in-tree cloud kubelet may set it True and taint the node.
+   * controller or an in-tree cloud kubelet may set it True and taint the node. Set True again on the
+   * same object (a cloud controller, an etcd restore), it is put back, at most once every
+   * REASSERT_MS: the node controller taints a node with it and no pod is scheduled there.
    */
   networkUpFor(self: ClusterNode): void {
     const uid = self.uid ?? '';
-    if (this.networkUpUid === uid) return;
+    if (this.writing) return;
+    if (this.networkUpUid === uid) {
+      if (self.networkUnavailable === undefined) return;
+      const now = this.now();
+      if (now - this.reassertedAt < REASSERT_MS) return;
+      this.reassertedAt = now;
+      this.log.warn(
+        { reason: self.networkUnavailable },
+        'NetworkUnavailable=True was set on this Node by someone else; setting it False again',
+      );
+    }
     this.networkUpUid = uid;
-    void this.reportNetworkUp();
+    this.writing = true;
+    void this.reportNetworkUp().finally(() => {
+      this.writing = false;
+    });
   }
 
   /** Retries with capped backoff until it succeeds or the agent stops. */

@@ -25,6 +25,11 @@ export interface NodeView {
   readonly problems?: readonly string[];
   /** Only the trellis.dev/ ones (see ownAnnotations). */
   readonly annotations: Readonly<Record<string, string>>;
+  /**
+   * The reason of a NetworkUnavailable condition whose status is True ('' without one); absent when
+   * there is no such condition or it is not True. The agent set it False once its network was up.
+   */
+  readonly networkUnavailable?: string;
   readonly resourceVersion: string;
 }
 
@@ -189,6 +194,7 @@ export function toNodeView(obj: unknown): NodeViewResult {
 
     const annotations = stringMap(meta.annotations, `node ${name}: metadata.annotations`);
     if (!annotations.ok) return annotations;
+    const unavailable = networkUnavailableReason(status.conditions);
     return {
       ok: true,
       node: {
@@ -197,6 +203,7 @@ export function toNodeView(obj: unknown): NodeViewResult {
         podCIDRs,
         internalIPs,
         annotations: ownAnnotations(annotations.value),
+        ...(unavailable === undefined ? {} : { networkUnavailable: unavailable }),
         resourceVersion,
         ...(problems.length === 0 ? {} : { problems }),
       },
@@ -205,6 +212,18 @@ export function toNodeView(obj: unknown): NodeViewResult {
     // Exotic inputs (throwing getters, proxies): still never throw.
     return { ok: false, problem: `node ${describeObject(obj)}: unreadable object (${String(err)})` };
   }
+}
+
+/** The reason of a NetworkUnavailable=True condition ('' without one); undefined for anything else. */
+function networkUnavailableReason(conditions: unknown): string | undefined {
+  if (!Array.isArray(conditions)) return undefined;
+  for (const c of conditions as unknown[]) {
+    const r = rec(c);
+    if (r?.type !== 'NetworkUnavailable') continue;
+    if (r.status !== 'True') return undefined;
+    return typeof r.reason === 'string' ? r.reason : '';
+  }
+  return undefined;
 }
 
 /**
@@ -218,12 +237,13 @@ export function sameNodeView(a: NodeView, b: NodeView): boolean {
 
 /**
  * Whether two views of a Node say the same to the agent, whatever their resourceVersions: a kubelet's
- * status report (heartbeat times, conditions, images) changes none of what a view holds.
+ * status report (heartbeat times, other conditions, images) changes none of what a view holds.
  */
 export function sameNodeContent(a: NodeView, b: NodeView): boolean {
   return (
     a.name === b.name &&
     a.uid === b.uid &&
+    a.networkUnavailable === b.networkUnavailable &&
     sameList(a.podCIDRs, b.podCIDRs) &&
     sameList(a.internalIPs, b.internalIPs) &&
     sameList(a.problems, b.problems) &&

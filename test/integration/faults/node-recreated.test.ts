@@ -62,6 +62,28 @@ describe.skipIf(skip !== undefined)(skip === undefined ? title : `${title} (skip
     expect((await tb.ping(far.ns, near.v4)).rttMs).toBeDefined();
   });
 
+  it('NetworkUnavailable set True by someone else (a cloud route controller, an etcd restore) is set False again at once', async () => {
+    const fresh = async () => written((await tb.api.getNode('node-2')) as unknown as NodeObject);
+    expect((await fresh()).networkUp).toBe(true);
+    await tb.api.patchNodeStatus('node-2', {
+      conditions: [{ type: 'NetworkUnavailable', status: 'True', reason: 'NoRouteCreated', message: 'test' }],
+    });
+    let up = false;
+    for (const deadline = Date.now() + 5000; !up && Date.now() < deadline; ) {
+      up = (await fresh()).networkUp;
+      if (!up) await new Promise((r) => setTimeout(r, 50));
+    }
+    expect(up).toBe(true);
+    expect(
+      tb
+        .node('node-2')
+        .logs.find(
+          (l) =>
+            l.msg === 'NetworkUnavailable=True was set on this Node by someone else; setting it False again',
+        ),
+    ).toMatchObject({ level: 'warn', reason: 'NoRouteCreated' });
+  });
+
   it('while its Node is gone the agent refuses ADD (code 11, saying why): the pod CIDR may be given to another node', async () => {
     const agent = tb.node('node-1');
     const waiting = (): boolean =>

@@ -85,6 +85,16 @@ export class UnixApiClient {
     return this.call('DELETE', `/api/v1/nodes/${encodeURIComponent(name)}`);
   }
 
+  /** A strategic merge patch of the Node's status subresource (conditions merge by type), as a controller sends. */
+  patchNodeStatus(name: string, status: Record<string, unknown>): Promise<Record<string, unknown>> {
+    return this.call(
+      'PATCH',
+      `/api/v1/nodes/${encodeURIComponent(name)}/status`,
+      { status },
+      'application/strategic-merge-patch+json',
+    );
+  }
+
   createPod(namespace: string, pod: Record<string, unknown>): Promise<Record<string, unknown>> {
     return this.call('POST', `/api/v1/namespaces/${encodeURIComponent(namespace)}/pods`, pod);
   }

@@ -853,4 +853,11 @@ describe('selfChanged', () => {
     expect(selfChanged(base, { ...base, internalIPs: ['10.0.0.2'] })).toBe(true);
     expect(selfChanged(base, { ...base, annotations: { other: 'a' } })).toBe(true);
   });
+
+  it('sees NetworkUnavailable set True by someone else, not our own False coming back', () => {
+    const unavailable = { ...base, networkUnavailable: 'NoRouteCreated' };
+    expect(selfChanged(base, unavailable)).toBe(true);
+    expect(selfChanged(unavailable, base)).toBe(false);
+    expect(selfChanged(unavailable, { ...unavailable })).toBe(false);
+  });
 });

@@ -1,12 +1,13 @@
 import pino from 'pino';
 import { describe, expect, it } from 'vitest';
 import type { ClusterNode } from '../../../pkg/agent/cluster.ts';
-import { NodeStatusReporter } from '../../../pkg/agent/node-status.ts';
+import { NodeStatusReporter, REASSERT_MS } from '../../../pkg/agent/node-status.ts';
 
-function reporter() {
+function reporter(now: () => number = Date.now) {
   const patches: Record<string, string | null>[] = [];
   const networkUp: string[] = [];
   const r = new NodeStatusReporter({
+    now,
     kube: {
       annotateNode: async (_name, annotations) => void patches.push({ ...annotations }),
       setNetworkUnavailable: async (name) => void networkUp.push(name),
@@ -60,5 +61,31 @@ describe('NodeStatusReporter', () => {
     r.networkUpFor(node({ uid: 'u2' }));
     await flush();
     expect(networkUp).toEqual(['n1', 'n1']);
+  });
+
+  it('puts NetworkUnavailable=False back when someone sets it True on the same object, at most once every REASSERT_MS', async () => {
+    let now = 1_000;
+    const { r, networkUp } = reporter(() => now);
+    r.networkUpFor(node());
+    await flush();
+    expect(networkUp).toHaveLength(1);
+    // A cloud route controller (or an etcd restore) sets it True: the watch shows it, the pass asks.
+    r.networkUpFor(node({ networkUnavailable: 'NoRouteCreated' }));
+    await flush();
+    expect(networkUp).toHaveLength(2);
+    // It fights back at once: not again before REASSERT_MS.
+    now += 1_000;
+    r.networkUpFor(node({ networkUnavailable: 'NoRouteCreated' }));
+    await flush();
+    expect(networkUp).toHaveLength(2);
+    now += REASSERT_MS;
+    r.networkUpFor(node({ networkUnavailable: 'NoRouteCreated' }));
+    await flush();
+    expect(networkUp).toHaveLength(3);
+    // False on the Node: nothing to do.
+    now += REASSERT_MS;
+    r.networkUpFor(node());
+    await flush();
+    expect(networkUp).toHaveLength(3);
   });
 });

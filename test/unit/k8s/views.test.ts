@@ -109,6 +109,26 @@ describe('toNodeView', () => {
     expect(legacy.ok && legacy.node.podCIDRs).toEqual(['fd00:0:0:1::/64']);
   });
 
+  it('carries a NetworkUnavailable=True condition (its reason), and nothing for False or none', () => {
+    const withCondition = (status: string, reason?: string) =>
+      toNodeView({
+        metadata: meta('n1'),
+        spec: { podCIDRs: ['10.244.1.0/24'] },
+        status: {
+          conditions: [
+            { type: 'Ready', status: 'True' },
+            { type: 'NetworkUnavailable', status, reason },
+          ],
+        },
+      });
+    const t = withCondition('True', 'NoRouteCreated');
+    expect(t.ok && t.node.networkUnavailable).toBe('NoRouteCreated');
+    const f = withCondition('False', 'TrellisIsUp');
+    expect(f.ok && 'networkUnavailable' in f.node).toBe(false);
+    // A flip is a change of content (the informer passes it on), a heartbeat is not.
+    if (t.ok && f.ok) expect(sameNodeView(t.node, f.node)).toBe(false);
+  });
+
   it('drops a malformed InternalIP alone, keeping the others, and says so naming the node and the value', () => {
     const r = toNodeView({
       metadata: meta('n1'),
