@@ -29,7 +29,9 @@ export class CoreApi {
 
   /**
    * All pages of a list. Every page of one pass is the same snapshot (the server guarantees it
-   * through the continue token); if that snapshot expires midway (410), start over.
+   * through the continue token); if that snapshot expires midway (410), start over. The last attempt
+   * asks for everything in one answer (limit 0), which has no token to expire: a server that compacts
+   * faster than we page (a busy etcd) would otherwise fail every list. client-go's pager does the same.
    */
   async listAll(
     op: string,
@@ -39,9 +41,10 @@ export class CoreApi {
       const items: unknown[] = [];
       let cont: string | undefined;
       let rv = '';
+      const limit = attempt < LIST_ATTEMPTS ? this.pageSize : 0;
       try {
         do {
-          const page = await fetchPage(cont, this.pageSize);
+          const page = await fetchPage(cont, limit);
           for (const it of page.items) items.push(it);
           rv = page.metadata?.resourceVersion ?? rv;
           cont = page.metadata?.continue || undefined;

@@ -175,6 +175,36 @@ describe.each(['auto', 'client-node'] as const)('transport %s', (transport) => {
       }
     });
 
+    it('lists everything in one answer when every continue token expires (a history compacted faster than it pages)', async () => {
+      const s = await startTestApiServer({ bookmarkIntervalMs: 0 });
+      try {
+        for (let i = 0; i < 1200; i++) s.store.addNode(nodeObject(`x${String(i).padStart(4, '0')}`));
+        let late = 0;
+        s.store.failRequests((r) => {
+          if (r.query.has('continue')) {
+            s.store.addNode(nodeObject(`late${late++}`));
+            s.store.compactHistory();
+          }
+          return false;
+        });
+        const c = connect(s.kubeconfigPath, { pageSize: 500 });
+        const r = await c.listNodes();
+        expect(r.items).toHaveLength(1200 + late);
+        const asked = s.store
+          .requests()
+          .map((q) => [q.query.get('limit'), q.query.has('continue'), q.status]);
+        expect(asked).toEqual([
+          ['500', false, 200],
+          ['500', true, 410],
+          ['500', false, 200],
+          ['500', true, 410],
+          ['0', false, 200],
+        ]);
+      } finally {
+        await s.close();
+      }
+    });
+
     it('lists 5,000 nodes in 50 pages of 100 (speed is bench/route-convergence.ts)', async () => {
       const s = await startTestApiServer({ bookmarkIntervalMs: 0 });
       try {
