@@ -1,0 +1,118 @@
+/** The host adapters the agent's commands share: the firewall tools, the masquerade syncer, the locks, malloc trimming. */
+import { mkdirSync } from 'node:fs';
+import { join } from 'node:path';
+import type { AgentHooks } from '../../pkg/agent/agent.ts';
+import { IdleTrim } from '../../pkg/agent/idle-trim.ts';
+import { errorText } from '../../pkg/error-text.ts';
+import { type FirewallCommand, hostLegacyIptables, type LegacyIptables } from '../../pkg/firewall/index.ts';
+import { MasqSyncer, NftRunner } from '../../pkg/masq/index.ts';
+import { NftSetWriter } from '../../pkg/netlink/index.ts';
+import { lockFile, lockNetns, trimMalloc } from '../../pkg/netns/index.ts';
+import type { Logger } from '../../pkg/observe/logger.ts';
+
+/** The abstract unix socket name that holds one agent per network namespace (pkg/netns lockNetns). */
+export const NETNS_LOCK = 'trellis-agent';
+/** Quiet this long after a CNI call or a pass before malloc_trim; at most one trim per interval. */
+const TRIM_IDLE_MS = 2000;
+const TRIM_MIN_INTERVAL_MS = 10_000;
+
+/** One agent per state directory and per network namespace: both locks, or neither. */
+export function lockAgentState(dir: string): { release(): void } {
+  mkdirSync(dir, { recursive: true, mode: 0o700 });
+  const state = lockFile(join(dir, 'agent.lock'));
+  try {
+    const netns = lockNetns(NETNS_LOCK);
+    return {
+      release: () => {
+        netns.release();
+        state.release();
+      },
+    };
+  } catch (err) {
+    state.release();
+    throw err;
+  }
+}
+
+/** The table's syncer; Node events change set elements over netlink when the socket opens, else by nft. */
+export function masqSyncer(log: Logger): MasqSyncer {
+  let writer: NftSetWriter | undefined;
+  try {
+    writer = new NftSetWriter();
+  } catch (err) {
+    log.warn(
+      { error: errorText(err) },
+      'cannot open an nf_tables netlink socket: every masquerade change runs nft',
+    );
+  }
+  return new MasqSyncer(new NftRunner(), writer);
+}
+
+/**
+ * The programs that read and edit the host's own firewall: nft, and legacy iptables where the kernel
+ * holds its tables (pkg/firewall/legacy-host.ts). NftRunner runs any of them: argv, timeout, stderr.
+ */
+export function firewallTools(): {
+  run: (cmd: FirewallCommand) => Promise<string>;
+  runTool: (tool: string, args: string[]) => Promise<string>;
+  legacy: LegacyIptables;
+} {
+  const runners = new Map<string, NftRunner>();
+  const run = (tool: string, args: string[]): Promise<string> => {
+    let r = runners.get(tool);
+    if (r === undefined) {
+      r = new NftRunner({ nftPath: tool });
+      runners.set(tool, r);
+    }
+    return r.run(args);
+  };
+  return { run: (cmd) => run(cmd.tool, cmd.args), runTool: run, legacy: hostLegacyIptables(run) };
+}
+
+/** malloc's free memory back to the kernel after a burst of work (pkg/agent/idle-trim.ts). */
+export function idleTrim(log: Logger): IdleTrim {
+  const mb = (bytes: number) => Math.round(bytes / 1e5) / 10;
+  return new IdleTrim({
+    trim: trimMalloc,
+    idleMs: TRIM_IDLE_MS,
+    minIntervalMs: TRIM_MIN_INTERVAL_MS,
+    rss: () => process.memoryUsage.rss(),
+    onTrim: (o) =>
+      log.debug(
+        {
+          durationMs: Math.round(o.durationMs * 100) / 100,
+          rssMbBefore: mb(o.rssBefore),
+          rssMbAfter: mb(o.rssAfter),
+        },
+        'malloc trimmed after a burst of work',
+      ),
+    onError: (err) =>
+      log.warn(
+        { error: errorText(err) },
+        'could not hand malloc memory back to the kernel; not trying again',
+      ),
+  });
+}
+
+/** The agent's hooks, each CNI call and pass also counted as work for the trim. */
+export function withTrim(hooks: AgentHooks, trim: IdleTrim): AgentHooks {
+  return {
+    ...hooks,
+    onCniCall: (record) => {
+      hooks.onCniCall?.(record);
+      trim.noteWork();
+    },
+    onPass: (outcome) => {
+      hooks.onPass?.(outcome);
+      trim.noteWork();
+    },
+  };
+}
+
+/** `iptables-nft-save -t filter` (ip6tables-nft-save for 6): what nft shows of iptables-nft's xt matches by name only. */
+export function iptablesNftSave(
+  firewall: ReturnType<typeof firewallTools>,
+): (family: 4 | 6) => Promise<string> {
+  return (family) =>
+    firewall.runTool(family === 4 ? 'iptables-nft-save' : 'ip6tables-nft-save', ['-t', 'filter']);
+}

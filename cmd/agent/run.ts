@@ -1,0 +1,127 @@
+/** `trellis-agent [run]`: the agent itself, wired to the real adapters, until SIGTERM or SIGINT. */
+import { hostname } from 'node:os';
+import { Agent } from '../../pkg/agent/agent.ts';
+import { type AgentConfig, ConfigError } from '../../pkg/agent/config.ts';
+import { configPathProblem } from '../../pkg/agent/config-paths.ts';
+import { needsTable, tableRules } from '../../pkg/agent/table-rules.ts';
+import { errorText } from '../../pkg/error-text.ts';
+import { readForwardRuleset } from '../../pkg/firewall/index.ts';
+import { createK8sClient, loadKubeConfig } from '../../pkg/k8s/index.ts';
+import { DEFAULT_TABLE, NftRunner } from '../../pkg/masq/index.ts';
+import {
+  createNetlinkEvents,
+  createNetnsPort,
+  hostProcProblem,
+  openHostNetlink,
+} from '../../pkg/netns/index.ts';
+import type { Logger } from '../../pkg/observe/logger.ts';
+import { AgentObserver } from '../../pkg/observe/observer.ts';
+import { trellisVersion } from '../../pkg/version.ts';
+import {
+  firewallTools,
+  idleTrim,
+  iptablesNftSave,
+  lockAgentState,
+  masqSyncer,
+  withTrim,
+} from './adapters.ts';
+
+export async function runAgent(config: AgentConfig, log: Logger): Promise<number> {
+  const standalone = config.podCIDRs.length > 0;
+  log.info({ version: trellisVersion(), runtime: process.version, standalone }, 'starting');
+  const hostProc = config.hostProc === '' ? undefined : hostProcProblem(config.hostProc);
+  if (hostProc !== undefined) throw new ConfigError(`--host-proc ${config.hostProc} ${hostProc}`);
+  const pathProblem = configPathProblem(config);
+  if (pathProblem !== undefined) throw new ConfigError(pathProblem);
+  const conn = standalone
+    ? undefined
+    : loadKubeConfig(config.kubeconfig === undefined ? {} : { kubeconfigPath: config.kubeconfig });
+  if (conn !== undefined) {
+    // transport 'native' is pkg/k8s's own node:https client; 'client-node' the fallback library.
+    log.info(
+      {
+        server: conn.server,
+        source: conn.source,
+        ...(conn.file === undefined ? {} : { kubeconfig: conn.file }),
+        transport: conn.transport,
+        ...(conn.transportReason === '' ? {} : { transportReason: conn.transportReason }),
+      },
+      'kubernetes API client',
+    );
+  }
+  const kube = conn === undefined ? undefined : createK8sClient(conn);
+  const observer = new AgentObserver({
+    nodeName: config.nodeName ?? hostname(),
+    version: trellisVersion(),
+    metricsAddr: config.metricsAddr,
+    adminSocket: config.adminSocket,
+    kube,
+    log: log.child({ component: 'observe' }),
+  });
+  const trim = idleTrim(log.child({ component: 'memory' }));
+  // Reads and writes other programs' forward chains (pkg/firewall); never the masquerade table.
+  const firewall = firewallTools();
+  const agent = new Agent(
+    config,
+    {
+      netns: createNetnsPort({ hostProc: config.hostProc }),
+      // Sockets with the options netlink@0.3.0 cannot set: a kernel drop becomes an 'overflow'
+      // event (the controller resyncs) instead of aborting the process.
+      openHostNetlink,
+      events: createNetlinkEvents(),
+      lockStateDir: lockAgentState,
+      masq: needsTable(tableRules(config, standalone)) ? masqSyncer(log) : undefined,
+      removeMasqLeftovers: () => new NftRunner().deleteTableIfPresent(),
+      readForwardFirewall: (podCIDRs, vxlan) =>
+        readForwardRuleset((args) => firewall.run({ tool: 'nft', args }), podCIDRs, DEFAULT_TABLE, {
+          legacy: firewall.legacy,
+          vxlan,
+          iptablesNftSave: iptablesNftSave(firewall),
+        }),
+      writeForwardFirewall: firewall.run,
+      kube,
+    },
+    log,
+    withTrim(observer.hooks(), trim),
+  );
+  observer.attach(agent);
+  // The metrics and health listener first: an address that cannot be bound stops the start before the
+  // agent takes the node (socket, routes, rules, config list).
+  try {
+    await observer.listen();
+  } catch (err) {
+    log.fatal(
+      {
+        error: `${config.names.metricsAddr} ${config.metricsAddr} cannot be bound: ${errorText(err)}${
+          (err as { code?: unknown }).code === 'EADDRINUSE'
+            ? ' (is another trellis agent running on this node?)'
+            : ''
+        }`,
+      },
+      'agent failed to start',
+    );
+    await observer.stop().catch(() => {});
+    return 1;
+  }
+  // Heard from here on: a SIGTERM while the agent starts (its pod deleted at once) stops it as one
+  // after the start would, in-flight calls finished, rather than killing it halfway.
+  const signalled = new Promise<NodeJS.Signals>((resolve) => {
+    process.once('SIGTERM', () => resolve('SIGTERM'));
+    process.once('SIGINT', () => resolve('SIGINT'));
+  });
+  try {
+    await agent.start();
+    await observer.start();
+  } catch (err) {
+    log.fatal({ error: errorText(err) }, 'agent failed to start');
+    await observer.stop().catch(() => {});
+    await agent.stop().catch(() => {});
+    return 1;
+  }
+  const signal = await signalled;
+  log.info({ signal }, 'stopping: finishing in-flight CNI calls; routes, config and rules stay in place');
+  trim.stop();
+  await observer.stop();
+  await agent.stop();
+  return 0;
+}
