@@ -1,19 +1,18 @@
 import { CniCode, CniError, toCniError } from '../cni/errors.ts';
 import type { LeasedAddress } from '../ipam/index.ts';
 import { deleteLinkIfNamed } from './delete-link.ts';
-import { GATEWAY_V4, hostPrefixLen } from './gateway.ts';
 import { hostSideSteps } from './host-side.ts';
 import { readAttachment } from './inspect.ts';
 import { randomMac } from './mac.ts';
 import { hostVethName, otherNetworkOf } from './names.ts';
 import { isOwnNetnsFd } from './own-netns.ts';
 import { type PodRoute, podRoutes } from './pod-routes.ts';
+import { podSideSteps } from './pod-side.ts';
 import {
   IPV6_MIN_MTU,
   type LinkInfo,
   type NetlinkHandle,
   type PodNetlink,
-  type RouteInfo,
   type SetUpStep,
 } from './ports.ts';
 import type { PreparedPair } from './prepared-pairs.ts';
@@ -375,46 +374,23 @@ async function configurePodSide(
   routes: readonly PodRoute[],
   rename?: { mtu: number | undefined },
 ): Promise<PodSide> {
-  const steps: SetUpStep[] = [];
   let link: LinkInfo;
+  let loopback: number | undefined;
   if (known !== undefined) {
     link = known;
-    steps.push({ kind: 'up', index: LOOPBACK_IFINDEX });
+    loopback = LOOPBACK_IFINDEX;
   } else {
     const [lo, found] = await Promise.all([pod.getLink('lo'), requireLink(pod, req.ifname, 'pod namespace')]);
     link = found;
-    if (lo !== undefined && !lo.up) steps.push({ kind: 'up', index: lo.index });
+    if (lo !== undefined && !lo.up) loopback = lo.index;
   }
-  if (rename !== undefined)
-    steps.push({ kind: 'link', index: link.index, name: req.ifname, mtu: rename.mtu });
-  steps.push({ kind: 'up', index: link.index });
-  for (const a of addresses) {
-    steps.push({
-      kind: 'address',
-      address: {
-        family: a.family,
-        ifindex: link.index,
-        address: a.address,
-        prefixLen: hostPrefixLen(a.family),
-        noDad: a.family === 6,
-      },
-    });
-  }
-  if (addresses.some((a) => a.family === 4)) {
-    steps.push({
-      kind: 'route',
-      route: { family: 4, dst: `${GATEWAY_V4}/32`, ifindex: link.index, scope: 'link' },
-      keepExisting: true,
-    });
-  }
-  const firstRouteStep = steps.length;
-  for (const r of routes) {
-    const route: RouteInfo = { family: r.family, dst: r.dst, gateway: r.gateway, ifindex: link.index };
-    // onlink: valid before (and independent of) the link route above, even when that one is kept.
-    if (r.family === 4) route.onlink = true;
-    if (r.mtu !== undefined) route.mtu = r.mtu;
-    steps.push({ kind: 'route', route, keepExisting: true });
-  }
+  const { steps, firstRouteStep } = podSideSteps({
+    index: link.index,
+    loopback,
+    ...(rename === undefined ? {} : { rename: { ifname: req.ifname, mtu: rename.mtu } }),
+    addresses,
+    routes,
+  });
   const outcomes = await pod.setUp(steps);
   return {
     link: { ...link, name: req.ifname, mtu: rename?.mtu ?? link.mtu, up: true },
