@@ -35,7 +35,7 @@ export function ipv6MtuProblem(
  * otherwise the MTU of the interface that carries this node's InternalIP on a subnet (the one that
  * reaches the other nodes; not lo, see nodeLinkOf; the smaller of two when the families' InternalIPs
  * sit on different interfaces), else the smallest of the devices traffic leaves
- * the node through (waysOut: the kernel's route off the node, reconciler.ts findWaysOut), minus the
+ * the node through (waysOut: the kernel's route off the node, local-links.ts findWaysOut), minus the
  * encapsulation overhead when all of that traffic is tunnelled (encapOverhead). The pod interfaces get this
  * plus the overhead (Agent.mtu).
  *

@@ -2,7 +2,7 @@ import type { LinkInfo, NetlinkHandle, RouteInfo } from '../datapath/ports.ts';
 import type { Lease, RangeUsage } from '../ipam/index.ts';
 import { desiredRoutes } from '../routes/desired.ts';
 import { MAIN_TABLE } from '../routes/diff.ts';
-import { readLocalLinks } from '../routes/reconciler.ts';
+import { readLocalLinks } from '../routes/local-links.ts';
 import type { PeerDecision, Problem, RoutingMode } from '../routes/types.ts';
 import type { DeviceState } from '../vxlan/device.ts';
 import type { ClusterView } from './cluster.ts';

@@ -8,13 +8,7 @@ import { hostVethName, otherNetworkOf } from './names.ts';
 import { isOwnNetnsFd } from './own-netns.ts';
 import { type PodRoute, podRoutes } from './pod-routes.ts';
 import { podSideSteps } from './pod-side.ts';
-import {
-  IPV6_MIN_MTU,
-  type LinkInfo,
-  type NetlinkHandle,
-  type PodNetlink,
-  type SetUpStep,
-} from './ports.ts';
+import { IPV6_MIN_MTU, type LinkInfo, type NetlinkHandle, type PodNetlink, type SetUpStep } from './ports.ts';
 import type { PreparedPair } from './prepared-pairs.ts';
 import type { Attachment, AttachOptions, AttachRequest, DatapathDeps } from './types.ts';
 import { UndoStack } from './undo.ts';

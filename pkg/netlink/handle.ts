@@ -18,7 +18,7 @@ import type {
 } from '../datapath/ports.ts';
 import { TRELLIS_ROUTE_PROTOCOL } from '../datapath/ports.ts';
 import { AF, NLM_F, RT_TABLE_MAIN, RTM } from './constants.ts';
-import { ExistsError, LinkNotFoundError, NetlinkError, RouteKeyTakenError } from './errors.ts';
+import { ExistsError, LinkNotFoundError, NetlinkError } from './errors.ts';
 import {
   type Body,
   createVethBody,
@@ -37,23 +37,21 @@ import {
   parseNeighbour,
   parseRoute,
   parseVxlanParams,
-  routeBody,
   routeNexthopId,
   setLinkMacBody,
   setLinkMtuBody,
 } from './messages.ts';
 import { NexthopBook, usesNexthop } from './nexthop-book.ts';
-import {
-  deleteNexthopBody,
-  dumpNexthopsBody,
-  type NexthopInfo,
-  nexthopBody,
-  parseNexthop,
-} from './nexthop-messages.ts';
+import { dumpNexthopsBody, type NexthopInfo, parseNexthop } from './nexthop-messages.ts';
 import {
   addAddressRequest,
   CREATE_EXCL,
   CREATE_REPLACE,
+  deleteNexthopRequest,
+  deleteRouteRequest,
+  keyTaken,
+  nexthopRequest,
+  routeKeyOnly,
   routeRequest,
   setLinkUpRequest,
   setUpOutcomes,
@@ -403,9 +401,7 @@ class Handle implements ExtendedNetlinkHandle {
       return;
     }
     const id = this.book.unbind(route);
-    const byKey: RouteInfo = { ...route, gateway: undefined, ifindex: undefined, onlink: undefined };
-    byKey.scope ??= 'universe';
-    const reqs = [deleteRouteRequest(byKey, describeRoute(route))];
+    const reqs = [deleteRouteRequest(routeKeyOnly(route), describeRoute(route))];
     if (id !== undefined) reqs.push(deleteNexthopRequest(id));
     const results = await this.sock.burst(reqs);
     if (id !== undefined && (results[1] === undefined || GONE.has(results[1].errno))) this.book.dropped([id]);
@@ -547,14 +543,7 @@ class Handle implements ExtendedNetlinkHandle {
         stale.push(r);
     }
     if (stale.length > 0) {
-      await this.sock.burst(
-        stale.map((r) =>
-          deleteRouteRequest(
-            { ...r, gateway: undefined, ifindex: undefined, onlink: undefined, scope: r.scope ?? 'universe' },
-            describeRoute(r),
-          ),
-        ),
-      );
+      await this.sock.burst(stale.map((r) => deleteRouteRequest(routeKeyOnly(r), describeRoute(r))));
     }
     return out;
   }
@@ -682,35 +671,6 @@ class Handle implements ExtendedNetlinkHandle {
   close(): void {
     this.sock.close();
   }
-}
-
-function deleteRouteRequest(route: RouteInfo, description = describeRoute(route)): Request {
-  return { type: RTM.DELROUTE, flags: 0, body: routeBody(route, true), op: `RTM_DELROUTE ${description}` };
-}
-
-/** An exclusive route create's EEXIST: another route holds the key (pkg/routes reports a conflict). */
-function keyTaken(err: NetlinkError | undefined): NetlinkError | undefined {
-  return err instanceof ExistsError ? new RouteKeyTakenError(err.op) : err;
-}
-
-function nexthopRequest(id: number, route: RouteInfo, flags: number): Request {
-  return {
-    type: RTM.NEWNEXTHOP,
-    flags,
-    body: nexthopBody({
-      id,
-      family: route.family,
-      gateway: route.gateway!,
-      ifindex: route.ifindex!,
-      protocol: P,
-      ...(route.onlink === true ? { onlink: true } : {}),
-    }),
-    op: `RTM_NEWNEXTHOP id ${id} via ${route.gateway} dev #${route.ifindex} for ${route.dst}`,
-  };
-}
-
-function deleteNexthopRequest(id: number): Request {
-  return { type: RTM.DELNEXTHOP, flags: 0, body: deleteNexthopBody(id), op: `RTM_DELNEXTHOP id ${id}` };
 }
 
 /**

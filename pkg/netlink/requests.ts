@@ -1,7 +1,14 @@
-import type { AddAddress, RouteInfo, SetUpOutcome, SetUpStep } from '../datapath/ports.ts';
+import {
+  type AddAddress,
+  type RouteInfo,
+  type SetUpOutcome,
+  type SetUpStep,
+  TRELLIS_ROUTE_PROTOCOL,
+} from '../datapath/ports.ts';
 import { NLM_F, RTM } from './constants.ts';
-import { ExistsError, type NetlinkError } from './errors.ts';
+import { ExistsError, type NetlinkError, RouteKeyTakenError } from './errors.ts';
 import { addAddressBody, describeRoute, routeBody, setLinkNameMtuBody, setLinkUpBody } from './messages.ts';
+import { deleteNexthopBody, nexthopBody } from './nexthop-messages.ts';
 import type { Request } from './socket.ts';
 
 /** Requests built the same way whichever socket sends them (handle.ts, off-thread-requests.ts). */
@@ -45,6 +52,49 @@ export function routeRequest(route: RouteInfo, flags: number, nhid?: number): Re
     flags,
     body: routeBody(route, false, nhid),
     op: `RTM_NEWROUTE ${describeRoute(route)}${nhid === undefined ? '' : ` nhid ${nhid}`}`,
+  };
+}
+
+export function deleteRouteRequest(route: RouteInfo, description = describeRoute(route)): Request {
+  return { type: RTM.DELROUTE, flags: 0, body: routeBody(route, true), op: `RTM_DELROUTE ${description}` };
+}
+
+/** An exclusive route create's EEXIST: another route holds the key (pkg/routes reports a conflict). */
+export function keyTaken(err: NetlinkError | undefined): NetlinkError | undefined {
+  return err instanceof ExistsError ? new RouteKeyTakenError(err.op) : err;
+}
+
+export function nexthopRequest(id: number, route: RouteInfo, flags: number): Request {
+  return {
+    type: RTM.NEWNEXTHOP,
+    flags,
+    body: nexthopBody({
+      id,
+      family: route.family,
+      gateway: route.gateway!,
+      ifindex: route.ifindex!,
+      protocol: TRELLIS_ROUTE_PROTOCOL,
+      ...(route.onlink === true ? { onlink: true } : {}),
+    }),
+    op: `RTM_NEWNEXTHOP id ${id} via ${route.gateway} dev #${route.ifindex} for ${route.dst}`,
+  };
+}
+
+export function deleteNexthopRequest(id: number): Request {
+  return { type: RTM.DELNEXTHOP, flags: 0, body: deleteNexthopBody(id), op: `RTM_DELNEXTHOP id ${id}` };
+}
+
+/**
+ * The route as a delete of ours names it: key, protocol and scope only, so that an IPv4 route which
+ * names a nexthop object matches (a delete naming a gateway would not).
+ */
+export function routeKeyOnly(route: RouteInfo): RouteInfo {
+  return {
+    ...route,
+    gateway: undefined,
+    ifindex: undefined,
+    onlink: undefined,
+    scope: route.scope ?? 'universe',
   };
 }
 

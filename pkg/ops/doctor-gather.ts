@@ -17,7 +17,7 @@ import { REQUIRED_CNI_BINARIES } from '../agent/publication.ts';
 import { rememberedPodCIDRs } from '../agent/remembered-node.ts';
 import type { NetlinkHandle } from '../datapath/ports.ts';
 import { errorText } from '../error-text.ts';
-import { findWaysOut } from '../routes/reconciler.ts';
+import { findWaysOut } from '../routes/local-links.ts';
 import { adminGet } from './admin-client.ts';
 import type { DoctorFacts, Gathered } from './doctor.ts';
 import type { LeasesView, RoutesView, StatusView } from './views.ts';

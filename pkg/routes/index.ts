@@ -11,6 +11,7 @@ export {
   routeKey,
   UNREADABLE_HOLDER,
 } from './diff.ts';
+export { readLocalLinks } from './local-links.ts';
 export { OwnRouteChanges } from './own-changes.ts';
 export { applyPeerStep, type PeerApplyResult, PeerStepError } from './peer-apply.ts';
 export {
@@ -31,7 +32,6 @@ export {
   type ReconcileReport,
   RouteReconciler,
   type RouteReconcilerOptions,
-  readLocalLinks,
 } from './reconciler.ts';
 export type {
   DesiredRoutes,

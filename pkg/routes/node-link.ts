@@ -36,7 +36,7 @@ function isHostLength(family: Family, prefixLen: number): boolean {
 
 /**
  * The link that bounds traffic leaving the node by these ways out (the routes the kernel chose for an
- * address off the node, one per family: reconciler.ts findWaysOut), of the family when given: among
+ * address off the node, one per family: local-links.ts findWaysOut), of the family when given: among
  * every device their routes send through, the one with the smallest MTU, since a multipath route
  * spreads flows over all of its nexthops and each must carry them. `via` says which route it was
  * for logs and status: "default route", or "default route, smallest MTU of up1, up2".

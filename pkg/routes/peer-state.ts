@@ -22,10 +22,13 @@ import type { FdbEntry, NeighbourEntry, RouteInfo } from '../datapath/ports.ts';
 import { type Cidr, familyBits, formatCidr, formatIp, parseCidr, parseIp } from '../ip/index.ts';
 import { CidrIndex } from './cidr-index.ts';
 import { desiredRoutes, localLinksKey } from './desired.ts';
-import { isOwnedRoute, kernelMetric, MAIN_TABLE, outranks, type RouteDiff, routeKey } from './diff.ts';
+import { MAIN_TABLE, type RouteDiff, routeKey } from './diff.ts';
+import type { ProgrammedIndex } from './kernel-check.ts';
 import { isUnusableNodeIp } from './node-ip.ts';
+import { overlayStale, overlayWrites } from './peer-overlay.ts';
 import type {
   DesiredRoutes,
+  DesiredRoutesOptions,
   LocalLink,
   OverlayDevice,
   PeerDecision,
@@ -42,6 +45,15 @@ export interface PeerStateBasis {
   overlay: OverlayDevice[];
   mode: RoutingMode;
   table?: number;
+}
+
+/** The planner's options for a basis: a full pass and a per-node step must plan alike. */
+export function planOptions(basis: PeerStateBasis): DesiredRoutesOptions {
+  return {
+    mode: basis.mode,
+    ...(basis.table === undefined ? {} : { table: basis.table }),
+    overlay: basis.overlay,
+  };
 }
 
 /** One peer as last reconciled. */
@@ -74,14 +86,6 @@ export interface PeerState {
   ipIndex: CidrIndex;
   /** The programmed routes by family and destination, for kernelHolds; built on first use, dropped on a step. */
   programmedIndex?: ProgrammedIndex;
-}
-
-interface ProgrammedIndex {
-  v4: Map<string, { route: RouteInfo; seen: number }>;
-  v6: Map<string, { route: RouteInfo; seen: number }>;
-  size: number;
-  /** Numbers the kernelHolds calls, to find a second route of ours on one key without a set per call. */
-  calls: number;
 }
 
 /**
@@ -182,11 +186,7 @@ export function planPeerStep(state: PeerState, name: string, current: PeerNode |
   const plan =
     current === undefined
       ? { routes: [], problems: [], decisions: [] }
-      : desiredRoutes(basis.self, [current], basis.localLinks, {
-          mode: basis.mode,
-          ...(basis.table === undefined ? {} : { table: basis.table }),
-          overlay: basis.overlay,
-        });
+      : desiredRoutes(basis.self, [current], basis.localLinks, planOptions(basis));
   const routes = plan.routes.filter((r) => r.type !== 'blackhole');
   const held = routes.find((r) => state.conflictKeys.has(routeKey(r)));
   if (held !== undefined) {
@@ -265,7 +265,7 @@ export function programmedRouteCount(state: PeerState): number {
  * links that plan the same (localLinksKey: the same own addresses and connected subnets, whatever pod
  * veths came or went), and the same peers (every field that decides routes; none missing, added or
  * listed twice). A full plan from them would then be the state's own (per-node steps keep it so), and a
- * full pass only has to check that the kernel still holds it (kernelHolds).
+ * full pass only has to check that the kernel still holds it (kernel-check.ts).
  */
 export function describesInputs(
   state: PeerState,
@@ -292,101 +292,6 @@ export function describesInputs(
     seen.add(p.name);
   }
   return seen.size === state.peers.size;
-}
-
-/**
- * True when the route table holds exactly the routes the state says are programmed: each one once, with
- * the same shape and metric, no other route of ours, and no foreign route on any of their keys or in
- * front of them (one behind them is no conflict for the diff either: diff.ts). Routes are compared
- * as the kernel dump and the planner spell them (both canonical); a difference of spelling alone counts
- * as a difference, so it can cost a full plan but never hide drift. False whenever the state holds a
- * conflict (a foreign route in our way): whether that route is still there, and what it is now, is for
- * a full diff to report.
- */
-export function kernelHolds(state: PeerState, programmed: readonly RouteInfo[]): boolean {
-  const check = new KernelCheck(state);
-  for (const r of programmed) check.see(r);
-  return check.holds();
-}
-
-/**
- * kernelHolds fed one route at a time, as a streamed dump arrives: the routes need not all be alive
- * at once. see() every route of the table (both families), then holds().
- */
-export class KernelCheck {
-  private readonly index: ProgrammedIndex;
-  private readonly table: number;
-  private readonly call: number;
-  private held = 0;
-  private ok: boolean;
-
-  constructor(state: PeerState) {
-    this.ok = state.conflicts.length === 0;
-    this.table = state.basis.table ?? MAIN_TABLE;
-    state.programmedIndex ??= indexProgrammed(state);
-    this.index = state.programmedIndex;
-    this.call = ++this.index.calls;
-  }
-
-  see(r: RouteInfo): void {
-    if (!this.ok) return;
-    if ((r.table ?? MAIN_TABLE) !== this.table) {
-      this.ok = false;
-      return;
-    }
-    const slot = (r.family === 4 ? this.index.v4 : this.index.v6).get(r.dst);
-    if (!isOwnedRoute(r)) {
-      if (slot !== undefined && outranks(r, kernelMetric(slot.route))) this.ok = false;
-      return;
-    }
-    // Ours and not wanted, wanted in another shape or at another metric, or a second route of ours there.
-    if (
-      slot === undefined ||
-      slot.seen === this.call ||
-      kernelMetric(r) !== kernelMetric(slot.route) ||
-      !sameRoute(slot.route, r)
-    ) {
-      this.ok = false;
-      return;
-    }
-    slot.seen = this.call;
-    this.held++;
-  }
-
-  /** Gives up: the answer is no (a dump restarted, say). */
-  fail(): void {
-    this.ok = false;
-  }
-
-  holds(): boolean {
-    return this.ok && this.held === this.index.size;
-  }
-}
-
-/**
- * Whether someone else's route appearing or going changes what a full pass would do: it holds the key
- * of a route this state programs (a route of ours, a blackhole) or sits in front of it, or its prefix
- * is one a foreign route keeps from us. One behind ours (a higher metric) changes nothing (diff.ts).
- */
-export function concernsPrefix(state: PeerState, r: RouteInfo): boolean {
-  if ((r.table ?? MAIN_TABLE) !== (state.basis.table ?? MAIN_TABLE)) return false;
-  state.programmedIndex ??= indexProgrammed(state);
-  const index = state.programmedIndex;
-  const slot = (r.family === 4 ? index.v4 : index.v6).get(r.dst);
-  if (slot !== undefined && outranks(r, kernelMetric(slot.route))) return true;
-  return state.conflictKeys.size > 0 && state.conflictKeys.has(routeKey(r));
-}
-
-function indexProgrammed(state: PeerState): ProgrammedIndex {
-  const index: ProgrammedIndex = { v4: new Map(), v6: new Map(), size: 0, calls: 0 };
-  const add = (route: RouteInfo): void => {
-    const byDst = route.family === 4 ? index.v4 : index.v6;
-    if (!byDst.has(route.dst)) index.size++;
-    byDst.set(route.dst, { route, seen: 0 });
-  };
-  for (const r of state.blackholes) add(r);
-  for (const rec of state.peers.values()) for (const r of rec.routes) add(r);
-  return index;
 }
 
 /** changedFields(old, current) is empty, without building the list (a resync asks for every peer). */
@@ -457,88 +362,11 @@ function routeCount(d: PeerDecision): number {
   return d.path === 'unreachable' ? 0 : d.podCIDRs.length;
 }
 
-/** Neighbour and FDB entries a peer's new VXLAN decisions need and its old ones did not have. */
-function overlayWrites(
-  old: readonly PeerDecision[],
-  next: readonly PeerDecision[],
-): { neighbours: NeighbourEntry[]; fdb: FdbEntry[] } {
-  const neighbours: NeighbourEntry[] = [];
-  const fdb: FdbEntry[] = [];
-  for (const d of next) {
-    if (d.path !== 'vxlan') continue;
-    const prev = old.find((o) => o.family === d.family && o.path === 'vxlan');
-    const same =
-      prev !== undefined &&
-      prev.path === 'vxlan' &&
-      prev.ifindex === d.ifindex &&
-      prev.vtepIP === d.vtepIP &&
-      prev.vtepMac.toLowerCase() === d.vtepMac.toLowerCase() &&
-      prev.nodeIP === d.nodeIP;
-    if (same) continue;
-    neighbours.push({
-      family: d.family,
-      ifindex: d.ifindex,
-      address: d.vtepIP,
-      mac: d.vtepMac,
-      permanent: true,
-    });
-    // Replaced, not appended: a MAC that moved to a new address keeps its one entry, re-pointed.
-    fdb.push({ ifindex: d.ifindex, mac: d.vtepMac, dst: d.nodeIP });
-  }
-  return { neighbours, fdb };
-}
-
-/**
- * The neighbour and FDB entries of the peer's old VXLAN decisions that neither its new decisions nor any
- * other peer's use (a peer deleted, moved to a direct route, or with a new MAC or VTEP address). Removing
- * them at once rather than at the next full pass keeps a deleted node from being reachable through the
- * tunnel by anyone holding its old address. The FDB entry of a MAC moved to a new address is re-pointed
- * by the write (replaceFdb), not removed.
- */
-function overlayStale(
-  state: PeerState,
-  name: string,
-  old: readonly PeerDecision[],
-  next: readonly PeerDecision[],
-): { staleNeighbours: NeighbourEntry[]; staleFdb: FdbEntry[] } {
-  const staleNeighbours: NeighbourEntry[] = [];
-  const staleFdb: FdbEntry[] = [];
-  const olds = old.filter((d) => d.path === 'vxlan');
-  if (olds.length === 0) return { staleNeighbours, staleFdb };
-  const neighKey = (ifindex: number, ip: string): string => `${ifindex} ${ip}`;
-  const macKey = (ifindex: number, mac: string): string => `${ifindex} ${mac.toLowerCase()}`;
-  const usedNeigh = new Set<string>();
-  const usedMac = new Set<string>();
-  const use = (d: PeerDecision): void => {
-    if (d.path !== 'vxlan') return;
-    usedNeigh.add(neighKey(d.ifindex, d.vtepIP));
-    usedMac.add(macKey(d.ifindex, d.vtepMac));
-  };
-  for (const d of next) use(d);
-  for (const [other, rec] of state.peers) if (other !== name) for (const d of rec.decisions) use(d);
-  for (const d of olds) {
-    if (d.path !== 'vxlan') continue;
-    if (!usedNeigh.has(neighKey(d.ifindex, d.vtepIP))) {
-      staleNeighbours.push({
-        family: d.family,
-        ifindex: d.ifindex,
-        address: d.vtepIP,
-        mac: d.vtepMac,
-        permanent: true,
-      });
-    }
-    if (!usedMac.has(macKey(d.ifindex, d.vtepMac))) {
-      staleFdb.push({ ifindex: d.ifindex, mac: d.vtepMac, dst: d.nodeIP });
-    }
-  }
-  return { staleNeighbours, staleFdb };
-}
-
 /**
  * The planner and the kernel dump both emit canonical text, so routes compare field by field (the same
  * attributes the diff compares; a blackhole has no gateway or device).
  */
-function sameRoute(a: RouteInfo, b: RouteInfo): boolean {
+export function sameRoute(a: RouteInfo, b: RouteInfo): boolean {
   const type = a.type ?? 'unicast';
   if (type !== (b.type ?? 'unicast')) return false;
   if (type === 'blackhole') return true;

@@ -65,7 +65,7 @@ export interface DeviceState {
  * The devices this node should have: none in host-gw; otherwise one per family in which it has a pod CIDR,
  * provided it has an InternalIP of that family held by one of its interfaces (a problem otherwise). The
  * device's MTU derives from the underlay (see DeviceSpec.underlay); `waysOut` (the kernel's routes off
- * the node, reconciler.ts findWaysOut) are needed only for the families familiesNeedingWayOut names.
+ * the node, local-links.ts findWaysOut) are needed only for the families familiesNeedingWayOut names.
  */
 export function desiredDevices(
   nodeName: string,

@@ -8,7 +8,8 @@
  */
 
 import type { Family, FdbEntry, NeighbourEntry, NetlinkHandle } from '../datapath/ports.ts';
-import { findWaysOut, type OverlayPort, type OverlayReport } from '../routes/reconciler.ts';
+import { findWaysOut } from '../routes/local-links.ts';
+import type { OverlayPort, OverlayReport } from '../routes/reconciler.ts';
 import type {
   LocalLink,
   OverlayDevice,

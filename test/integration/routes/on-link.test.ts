@@ -1,7 +1,8 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { NetlinkHandle } from '../../../pkg/datapath/ports.ts';
 import { createNetnsPort } from '../../../pkg/netns/index.ts';
-import { RouteReconciler, readLocalLinks } from '../../../pkg/routes/reconciler.ts';
+import { readLocalLinks } from '../../../pkg/routes/local-links.ts';
+import { RouteReconciler } from '../../../pkg/routes/reconciler.ts';
 import type { PeerNode } from '../../../pkg/routes/types.ts';
 import {
   ip,

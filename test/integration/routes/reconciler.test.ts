@@ -372,7 +372,7 @@ describe.skipIf(netnsSkipReason !== undefined)('RouteReconciler on a real kernel
       internalIPs: [`192.168.77.${100 + i}`],
     }));
     const h = open(a);
-    const links = (await import('../../../pkg/routes/reconciler.ts')).readLocalLinks;
+    const links = (await import('../../../pkg/routes/local-links.ts')).readLocalLinks;
     const real = await links(h);
     // A stale view of the interfaces: 10.99.0.0/16 on an ifindex that no longer exists (the kernel refuses the route).
     const localLinks = [

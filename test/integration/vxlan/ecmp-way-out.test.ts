@@ -2,7 +2,7 @@ import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { detectMtu } from '../../../pkg/agent/publication.ts';
+import { detectMtu } from '../../../pkg/agent/mtu-detect.ts';
 import { CONFLIST_FILE_NAME } from '../../../pkg/cniconf/render.ts';
 import type { NetlinkHandle } from '../../../pkg/datapath/ports.ts';
 import { createNetnsPort } from '../../../pkg/netns/index.ts';

@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { detectMtu } from '../../../pkg/agent/publication.ts';
+import { detectMtu } from '../../../pkg/agent/mtu-detect.ts';
 import type { NetlinkHandle, RouteInfo, RouteLookup } from '../../../pkg/datapath/ports.ts';
 
 /**

@@ -6,7 +6,7 @@ import type {
   LinkInfo,
   NetlinkEventsPort,
 } from '../../../pkg/datapath/ports.ts';
-import { gatewayDevices } from '../../../pkg/routes/reconciler.ts';
+import { gatewayDevices } from '../../../pkg/routes/local-links.ts';
 
 /** The watch over a fake events port that records each subscription's interest, as the kernel filter gets it. */
 function setup(readLink?: (index: number) => Promise<LinkInfo | undefined>) {

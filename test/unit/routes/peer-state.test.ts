@@ -2,14 +2,13 @@ import { describe, expect, it } from 'vitest';
 import type { RouteInfo } from '../../../pkg/datapath/ports.ts';
 import { desiredRoutes } from '../../../pkg/routes/desired.ts';
 import { routeKey } from '../../../pkg/routes/diff.ts';
+import { concernsPrefix, kernelHolds } from '../../../pkg/routes/kernel-check.ts';
 import { OwnRouteChanges } from '../../../pkg/routes/own-changes.ts';
 import {
   buildPeerState,
   changedFields,
   commitPeerStep,
-  concernsPrefix,
   describesInputs,
-  kernelHolds,
   type PeerState,
   type PeerStep,
   planPeerStep,
