@@ -3,6 +3,7 @@ import { hostname } from 'node:os';
 import { join } from 'node:path';
 import { BackgroundDeleter } from '../datapath/background-deleter.ts';
 import { KeyedMutex } from '../datapath/keyed-mutex.ts';
+import { attachmentKey } from '../datapath/names.ts';
 import {
   type Family,
   IPV6_MIN_MTU,
@@ -36,7 +37,7 @@ import { FIRST_LIST_WAIT, NodeController, type PassOutcome } from './controller.
 import { startFirewallChecks } from './firewall-checks.ts';
 import type { ForwardFirewallWatch } from './forward-firewall.ts';
 import { enableForwarding, keepForwardingOn, type RouterAdvertisementGuard } from './forwarding.ts';
-import { HostSideCheck } from './host-side-check.ts';
+import { HostSideCheck, stillLeased } from './host-side-check.ts';
 import { type KernelTriggers, startKernelTriggers } from './kernel-triggers.ts';
 import { collectLeases, removeAttachments } from './lease-collector.ts';
 import { rebuildHeldLeases } from './lease-rebuild.ts';
@@ -293,7 +294,16 @@ export class Agent {
         ),
     });
     this.host = this.ports.openHostNetlink();
-    this.hostSideCheck = new HostSideCheck(this.host, log);
+    // One lock per attachment for CNI calls and the host-end repairs alike: a repair must not race
+    // the DEL that releases its lease.
+    const mutex = new KeyedMutex();
+    this.hostSideCheck = new HostSideCheck(this.host, log, (lease, put) =>
+      mutex.run(attachmentKey(lease), async () => {
+        if (!stillLeased(this.ipam?.get(lease), lease)) return false;
+        await put();
+        return true;
+      }),
+    );
     this.deleter = new BackgroundDeleter((name, error) =>
       log.warn({ link: name, error: errorText(error) }, 'veth deletion failed'),
     );
@@ -310,7 +320,7 @@ export class Agent {
 
     const service = createCniService({
       datapath: this.datapath,
-      mutex: new KeyedMutex(),
+      mutex,
       log: log.child({ component: 'cni' }),
       readiness: {
         notReadyReason: () => this.cniRefusal(),

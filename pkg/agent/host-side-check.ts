@@ -13,12 +13,15 @@ import type { Logger } from '../observe/logger.ts';
 export class HostSideCheck {
   readonly #host: NetlinkHandle;
   readonly #log: Logger;
+  readonly #whileLeased: Parameters<typeof repairHostSides>[3];
   #running = false;
   #again = false;
 
-  constructor(host: NetlinkHandle, log: Logger) {
+  /** `whileLeased`: runs a repair under the attachment's lock while its lease is current (repairHostSides). */
+  constructor(host: NetlinkHandle, log: Logger, whileLeased?: Parameters<typeof repairHostSides>[3]) {
     this.#host = host;
     this.#log = log;
+    this.#whileLeased = whileLeased;
   }
 
   /** `leases`: read at the start of each check (a check that runs again sees the leases of then). */
@@ -31,7 +34,7 @@ export class HostSideCheck {
     try {
       do {
         this.#again = false;
-        this.#report(await repairHostSides(this.#host, leases(), busy));
+        this.#report(await repairHostSides(this.#host, leases(), busy, this.#whileLeased));
       } while (this.#again);
     } finally {
       this.#running = false;
@@ -66,4 +69,14 @@ function podFields(l: Lease): Record<string, string> {
     containerId: shortId(l.containerId),
     ifname: l.ifname,
   };
+}
+
+/** The lease IPAM holds for `lease`'s attachment is still that one (same creation, same addresses). */
+export function stillLeased(current: Lease | undefined, lease: Lease): boolean {
+  return (
+    current !== undefined &&
+    current.createdAt === lease.createdAt &&
+    current.addresses.length === lease.addresses.length &&
+    current.addresses.every((a, i) => a.address === lease.addresses[i]?.address)
+  );
 }

@@ -18,8 +18,16 @@ import {
   TRELLIS_ROUTE_PROTOCOL,
 } from './ports.ts';
 
-/** The steps that give host end `index` what ADD gives it, in the order the kernel needs (routes after up). */
-export function hostSideSteps(index: number, addresses: readonly LeasedAddress[]): SetUpStep[] {
+/**
+ * The steps that give host end `index` what ADD gives it, in the order the kernel needs (routes after
+ * up). `keepRoutes`: a route to the address through another link stays (a repair must never take the
+ * address of a pod that got it since; ADD, whose lease is the address's owner now, replaces it).
+ */
+export function hostSideSteps(
+  index: number,
+  addresses: readonly LeasedAddress[],
+  opts: { keepRoutes?: boolean } = {},
+): SetUpStep[] {
   const steps: SetUpStep[] = [{ kind: 'up', index }];
   for (const a of addresses) {
     steps.push({
@@ -47,6 +55,7 @@ export function hostSideSteps(index: number, addresses: readonly LeasedAddress[]
         scope: 'link',
         protocol: TRELLIS_ROUTE_PROTOCOL,
       },
+      ...(opts.keepRoutes === true ? { keepExisting: true } : {}),
     });
   }
   return steps;
@@ -101,6 +110,13 @@ export async function repairHostSides(
   host: Pick<NetlinkHandle, 'listLinks' | 'listRoutes' | 'listAddresses' | 'setUp'>,
   leases: readonly Lease[],
   busy: ReadonlySet<string>,
+  /**
+   * Runs `put` for a lease as a CNI call on it would run (the attachment's lock), only while the lease
+   * is still the one read before the listings; false when it was not (released or replaced meanwhile:
+   * a DEL that finished during the listings leaves a veth about to go and an address maybe given to
+   * a new pod). Absent: put at once (tests of the listing alone).
+   */
+  whileLeased?: (lease: Lease, put: () => Promise<void>) => Promise<boolean>,
 ): Promise<{ repaired: HostSideDrift[]; failed: { drift: HostSideDrift; error: unknown }[] }> {
   if (leases.length === 0) return { repaired: [], failed: [] };
   const [links, addresses] = await Promise.all([host.listLinks(), host.listAddresses()]);
@@ -120,8 +136,12 @@ export async function repairHostSides(
   const repaired: HostSideDrift[] = [];
   const failed: { drift: HostSideDrift; error: unknown }[] = [];
   for (const drift of hostSideDrift(leases, links, routes, addresses, busy)) {
+    const put = async (): Promise<void> => {
+      await host.setUp(hostSideSteps(drift.link.index, drift.lease.addresses, { keepRoutes: true }));
+    };
     try {
-      await host.setUp(hostSideSteps(drift.link.index, drift.lease.addresses));
+      if (whileLeased === undefined) await put();
+      else if (!(await whileLeased(drift.lease, put))) continue;
       repaired.push(drift);
     } catch (error) {
       // Gone meanwhile (its pod's DEL), or the kernel refused: the next pass looks again.

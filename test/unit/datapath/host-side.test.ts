@@ -1,7 +1,7 @@
 import { describe, expect, it } from 'vitest';
-import { hostSideDrift, hostSideSteps } from '../../../pkg/datapath/host-side.ts';
+import { hostSideDrift, hostSideSteps, repairHostSides } from '../../../pkg/datapath/host-side.ts';
 import { hostVethName } from '../../../pkg/datapath/names.ts';
-import type { AddressInfo, LinkInfo, RouteInfo } from '../../../pkg/datapath/ports.ts';
+import type { AddressInfo, LinkInfo, RouteInfo, SetUpStep } from '../../../pkg/datapath/ports.ts';
 import type { Lease } from '../../../pkg/ipam/index.ts';
 
 const lease = (id: string, n: number): Lease => ({
@@ -75,5 +75,54 @@ describe('hostSideDrift', () => {
   it('leaves alone a lease without its host end (its pod is gone) and one with a CNI call in flight', () => {
     expect(hostSideDrift([a], [], [], [], new Set())).toEqual([]);
     expect(hostSideDrift([a], [link('aaa', 7)], [], [], new Set(['aaa\0eth0']))).toEqual([]);
+  });
+});
+
+describe('repairHostSides', () => {
+  const a = lease('aaa', 2);
+  const b = lease('bbb', 3);
+  /** A host whose pod ends lost everything but up; every setUp is recorded. */
+  function host() {
+    const applied: SetUpStep[][] = [];
+    return {
+      applied,
+      port: {
+        listLinks: async () => [link('aaa', 7), link('bbb', 8)],
+        listAddresses: async () => [] as AddressInfo[],
+        listRoutes: async () => [] as RouteInfo[],
+        setUp: async (steps: readonly SetUpStep[]) => {
+          applied.push([...steps]);
+          return steps.map(() => 'done' as const);
+        },
+      },
+    };
+  }
+
+  it("puts routes back without taking them from another link (the address may be a new pod's by then)", async () => {
+    const h = host();
+    const out = await repairHostSides(h.port, [a], new Set());
+    expect(out.repaired.map((d) => d.lease.containerId)).toEqual(['aaa']);
+    const routes = h.applied[0]!.filter((s) => s.kind === 'route');
+    expect(routes).toHaveLength(2);
+    for (const r of routes) expect(r).toMatchObject({ keepExisting: true });
+    // ADD's own steps replace: the lease there is the address's owner now.
+    expect(hostSideSteps(7, a.addresses).some((s) => s.kind === 'route' && s.keepExisting === true)).toBe(
+      false,
+    );
+  });
+
+  it('repairs only what is still leased when its turn comes under the lock: a DEL that finished during the listings is left alone', async () => {
+    const h = host();
+    const asked: string[] = [];
+    const out = await repairHostSides(h.port, [a, b], new Set(), async (l, put) => {
+      asked.push(l.containerId);
+      if (l.containerId === 'aaa') return false; // released meanwhile
+      await put();
+      return true;
+    });
+    expect(asked).toEqual(['aaa', 'bbb']);
+    expect(out.repaired.map((d) => d.lease.containerId)).toEqual(['bbb']);
+    expect(out.failed).toEqual([]);
+    expect(h.applied).toHaveLength(1);
   });
 });
