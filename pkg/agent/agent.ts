@@ -562,7 +562,7 @@ export class Agent {
   private onPodRouteDeleted(route: RouteInfo): void {
     const [address, length] = route.dst.split('/');
     if (length !== (route.family === 4 ? '32' : '128') || this.hostSideSoon !== undefined) return;
-    if (!this.ipam?.list().some((l) => l.addresses.some((a) => a.address === address))) return;
+    if (address === undefined || this.ipam?.isLeased(address) !== true) return;
     this.hostSideSoon = setTimeout(() => {
       this.hostSideSoon = undefined;
       this.checkHostSides();

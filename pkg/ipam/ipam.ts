@@ -52,6 +52,8 @@ export interface Ipam {
    */
   releaseDeferred(key: LeaseKey): PendingRelease;
   get(key: LeaseKey): Lease | undefined;
+  /** Whether a lease holds the address (canonical text): a lookup, no copy. */
+  isLeased(address: string): boolean;
   list(): Lease[];
   /**
    * Attachments whose lease record was quarantined while their addresses stay held (until
@@ -436,6 +438,11 @@ class StoreIpam implements Ipam {
     if (keyProblem(key) !== undefined) return undefined;
     const lease = this.#leases.get(ownerName(key));
     return lease === undefined ? undefined : copyLease(lease);
+  }
+
+  isLeased(address: string): boolean {
+    const owner = this.#reserved.get(address);
+    return owner !== undefined && this.#leases.has(owner);
   }
 
   list(): Lease[] {

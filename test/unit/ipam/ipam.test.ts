@@ -166,6 +166,11 @@ describe('release', () => {
     expect(ipam.release(key('a'))).toBe(true);
     expect(ipam.release(key('a'))).toBe(false);
     expect(ipam.get(key('a'))).toBeUndefined();
+    expect([
+      ipam.isLeased('10.244.1.2'),
+      ipam.isLeased('10.244.1.3'),
+      ipam.isLeased('fd00:10:244:1::3'),
+    ]).toEqual([false, true, true]);
     expect(leaseFilesOnDisk(dir)).toEqual(['b@eth0.json']);
     expect([...reservationsOnDisk(dir).keys()]).toEqual(['10.244.1.3', 'fd00:10:244:1::3']);
     expect(
