@@ -136,6 +136,7 @@ export class Agent {
   private readonly hooks: AgentHooks;
   private readonly abort = new AbortController();
   private readonly background: Background;
+  private readonly layoutWrites: FailureLog;
   private readonly nodeName: string;
   private lock: { release(): void } | undefined;
   private host: NetlinkHandle | undefined;
@@ -226,6 +227,10 @@ export class Agent {
     this.hooks = hooks;
     this.nodeName = config.nodeName ?? hostname();
     this.background = new Background(log, this.abort.signal);
+    this.layoutWrites = new FailureLog(
+      log,
+      'the IPAM state directory was removed under the agent and could not be written back',
+    );
   }
 
   /** ADD is served: ready, or serving from the pod CIDRs remembered from the last run. */
@@ -463,12 +468,11 @@ export class Agent {
   private async keepFiles(server: CniServer): Promise<void> {
     if (this.abort.signal.aborted) return;
     try {
-      this.ipam?.keepLayout(); // logs through onRewritten
+      // Logs through onRewritten; a failure every 5 s (a read-only disk) is said once a run.
+      if (this.ipam?.keepLayout() === true)
+        this.layoutWrites.succeeded('the IPAM state directory is written back');
     } catch (err) {
-      this.log.warn(
-        { error: errorText(err) },
-        'the IPAM state directory was removed under the agent and could not be written back',
-      );
+      this.layoutWrites.failed(err);
     }
     await this.nodeFile?.keep();
     if (server.socketPresent()) return;

@@ -8,10 +8,10 @@
 import { existsSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { writeFileAtomic } from '../cniconf/atomic.ts';
-import { errorText } from '../error-text.ts';
 import { parseIp } from '../ip/index.ts';
 import { parseRanges } from '../ipam/ipam.ts';
 import type { Lease } from '../ipam/types.ts';
+import { FailureLog } from '../observe/failure-log.ts';
 import type { Logger } from '../observe/logger.ts';
 import { ROUTING_MODES, type RoutingMode } from '../routes/types.ts';
 import { encapOverhead, type MtuChoice } from './mtu.ts';
@@ -201,11 +201,13 @@ export class RememberedNodeFile {
   readonly #nodeName: string;
   readonly #log: Logger;
   #saved: string | undefined;
+  readonly #failures: FailureLog;
 
   constructor(dir: string, nodeName: string, log: Logger) {
     this.#dir = dir;
     this.#nodeName = nodeName;
     this.#log = log;
+    this.#failures = new FailureLog(log, 'node state not saved (used when the API is unreachable at start)');
   }
 
   /** What the last run saved, or undefined (none, or unusable: logged). */
@@ -233,10 +235,7 @@ export class RememberedNodeFile {
         'node state file was removed under the agent; written again',
       );
     } catch (err) {
-      this.#log.warn(
-        { error: errorText(err) },
-        'node state not saved (used when the API is unreachable at start)',
-      );
+      this.#failures.failed(err); // every 5 s on a read-only disk: said once a run
     }
   }
 
@@ -246,11 +245,9 @@ export class RememberedNodeFile {
     try {
       await saveRememberedNode(this.#dir, r);
       this.#saved = text;
+      this.#failures.succeeded('node state saved again');
     } catch (err) {
-      this.#log.warn(
-        { error: errorText(err) },
-        'node state not saved (used when the API is unreachable at start)',
-      );
+      this.#failures.failed(err);
     }
   }
 }
