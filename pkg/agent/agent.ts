@@ -469,8 +469,8 @@ export class Agent {
     if (this.abort.signal.aborted) return;
     try {
       // Logs through onRewritten; a failure every 5 s (a read-only disk) is said once a run.
-      if (this.ipam?.keepLayout() === true)
-        this.layoutWrites.succeeded('the IPAM state directory is written back');
+      this.ipam?.keepLayout();
+      this.layoutWrites.succeeded('the IPAM state directory is there again');
     } catch (err) {
       this.layoutWrites.failed(err);
     }
