@@ -1,23 +1,12 @@
-import { PassThrough } from 'node:stream';
 import { describe, expect, it } from 'vitest';
 import { Background } from '../../../pkg/agent/background.ts';
-import { createLogger } from '../../../pkg/observe/logger.ts';
-
-function logged(): { log: ReturnType<typeof createLogger>; lines: Record<string, unknown>[] } {
-  const out = new PassThrough();
-  const lines: Record<string, unknown>[] = [];
-  out.on('data', (d: Buffer) => {
-    for (const l of d.toString('utf8').trim().split('\n'))
-      lines.push(JSON.parse(l) as Record<string, unknown>);
-  });
-  return { log: createLogger({ level: 'info', destination: out }), lines };
-}
+import { capturedLog } from '../../support/captured-log.ts';
 
 const tick = (ms = 0) => new Promise((r) => setTimeout(r, ms));
 
 describe('Background', () => {
   it('logs a failed task with its name and the error, at warn', async () => {
-    const { log, lines } = logged();
+    const { log, lines } = capturedLog();
     const bg = new Background(log, new AbortController().signal);
     bg.track("checking the pods' host ends", Promise.reject(new Error('EPERM listing links')));
     bg.track('fine', Promise.resolve(1));
@@ -33,7 +22,7 @@ describe('Background', () => {
   });
 
   it('runs a periodic task until stopped or aborted, each run tracked', async () => {
-    const { log, lines } = logged();
+    const { log, lines } = capturedLog();
     const abort = new AbortController();
     const bg = new Background(log, abort.signal);
     let runs = 0;
@@ -59,7 +48,7 @@ describe('Background', () => {
   });
 
   it('stop waits for work in flight (and the extra promises), within the time given', async () => {
-    const { log } = logged();
+    const { log } = capturedLog();
     const bg = new Background(log, new AbortController().signal);
     let finished = false;
     bg.track(

@@ -1,23 +1,12 @@
-import { PassThrough } from 'node:stream';
 import { describe, expect, it } from 'vitest';
 import { FAILURE_REPEAT_MS, FailureLog } from '../../../pkg/observe/failure-log.ts';
-import { createLogger } from '../../../pkg/observe/logger.ts';
-
-function logged() {
-  const out = new PassThrough();
-  const lines: Record<string, unknown>[] = [];
-  out.on('data', (d: Buffer) => {
-    for (const l of d.toString('utf8').trim().split('\n'))
-      lines.push(JSON.parse(l) as Record<string, unknown>);
-  });
-  return { log: createLogger({ level: 'info', destination: out }), lines };
-}
+import { capturedLog } from '../../support/captured-log.ts';
 
 const settle = () => new Promise((r) => setImmediate(r));
 
 describe('FailureLog', () => {
   it('warns when a failure starts, again only when it changes or every FAILURE_REPEAT_MS, and says when it is over', async () => {
-    const { log, lines } = logged();
+    const { log, lines } = capturedLog();
     let now = 1000;
     const f = new FailureLog(log, 'could not set NetworkUnavailable=False', () => now);
     f.succeeded('set'); // nothing was failing: nothing to say
