@@ -38,6 +38,7 @@ export interface CniCallRecord {
 
 export interface CniServiceDeps {
   datapath: DatapathDeps;
+  /** One lock per attachment, shared with the agent's host-end repairs (host-side-check.ts). */
   mutex: KeyedMutex;
   log: Logger;
   readiness: Readiness;
@@ -205,13 +206,25 @@ export function createCniService(deps: CniServiceDeps): {
     }
   }
 
+  /**
+   * CNI calls in flight (queued or running) per busy key: the mutex is shared with work that is not a
+   * CNI call (the agent's host-end repairs), so it cannot tell when the last call on a key is over.
+   */
+  const calls = new Map<string, number>();
+
   async function locked<T>(containerId: string, ifname: string, fn: () => Promise<T>): Promise<T> {
     const key = attachmentKey({ containerId, ifname });
     busy.add(key);
+    calls.set(key, (calls.get(key) ?? 0) + 1);
     try {
       return await deps.mutex.run(key, fn);
     } finally {
-      if (!deps.mutex.has(key)) busy.delete(key);
+      const left = calls.get(key)! - 1;
+      if (left > 0) calls.set(key, left);
+      else {
+        calls.delete(key);
+        busy.delete(key);
+      }
     }
   }
 

@@ -144,3 +144,33 @@ describe('STATUS of an agent that is not ready', () => {
     expect(add.code).toBe(CniCode.TRY_AGAIN_LATER);
   });
 });
+
+describe('busy keys with a lock shared with other work', () => {
+  it('a key is busy while CNI calls on it are queued or running, and not after, whatever else holds the lock', async () => {
+    const mutex = new KeyedMutex();
+    const { handle, busyKeys } = createCniService({
+      datapath: emptyDatapath(),
+      mutex,
+      log: createLogger({ level: 'silent' }),
+      readiness: { notReadyReason: () => undefined },
+      defaultMtu: () => 1500,
+    });
+    const key = 'c1\0eth0';
+    // A host-end repair holds the key; a DEL queues behind it; another repair queues behind the DEL.
+    let releaseFirst!: () => void;
+    const first = mutex.run(key, () => new Promise<void>((r) => (releaseFirst = r)));
+    const del = handle({ v: 1, env: { ...ENV, CNI_COMMAND: 'DEL' }, stdin: JSON.stringify(CONF) });
+    let releaseSecond!: () => void;
+    const second = mutex.run(key, () => new Promise<void>((r) => (releaseSecond = r)));
+    await new Promise((r) => setImmediate(r));
+    expect([...busyKeys]).toEqual([key]);
+    releaseFirst();
+    expect((await del).ok).toBe(true);
+    // The DEL is over while the second repair still holds the lock: the key is no longer busy.
+    expect([...busyKeys]).toEqual([]);
+    await new Promise((r) => setImmediate(r));
+    releaseSecond();
+    await Promise.all([first, second]);
+    expect([...busyKeys]).toEqual([]);
+  });
+});
