@@ -207,6 +207,8 @@ class StoreIpam implements Ipam {
   readonly #last: Map<string, string>;
 
   readonly #onRewritten: ((dir: string, leases: number) => void) | undefined;
+  /** A write-back of the state directory started and has not completed (keepLayout). */
+  #rewriting = false;
 
   constructor(store: LeaseStore, ranges: Range[], onRewritten?: (dir: string, leases: number) => void) {
     const state = store.load();
@@ -235,8 +237,11 @@ class StoreIpam implements Ipam {
    * under the agent failed every ADD with 107 until a restart.
    */
   keepLayout(): boolean {
-    if (this.#store.layoutPresent()) return false;
+    // A rewrite that failed halfway made the directories already: it is not done until it completes.
+    if (!this.#rewriting && this.#store.layoutPresent()) return false;
+    this.#rewriting = true;
     this.#store.rewrite({ leases: this.#leases.values(), reservations: this.#reserved, held: this.#held });
+    this.#rewriting = false;
     this.#store.putLast(this.#last);
     this.#onRewritten?.(this.#store.dir, this.#leases.size);
     return true;

@@ -1,5 +1,5 @@
 import * as nodeFs from 'node:fs';
-import { join } from 'node:path';
+import { dirname, join } from 'node:path';
 import { CniCode, CniError } from '../cni/errors.ts';
 import { compareOrdinal } from '../compare.ts';
 import { errorText } from '../error-text.ts';
@@ -45,6 +45,11 @@ import { type Lease, type LeasedAddress, type LoadReport, META_FIELDS } from './
    release: the key's .held lists removed + fsync, unlink lease, unlink symlinks, fsync dirs. A
  *     crash in between leaves the lease, or symlinks whose owner has neither lease nor .held list:
  *     freed.
+ *   rewrite (the state directory removed under a running agent, from memory): directories, .held
+ *     lists + fsync, every lease (tmp + rename) + fsync, THEN symlinks, fsync dirs. A crash midway
+ *     leaves leases without symlinks (recreated from them at load), never a reservation without its
+ *     lease; a quarantined record's addresses are held again only once their symlinks are back too
+ *     (a crash before that frees them, as the directory's loss alone would have at a restart).
  * The symlink decides ownership: a lease naming an address whose symlink points elsewhere is stale
  * (quarantined), so an old record can never resurrect an address that was handed out again.
  */
@@ -349,9 +354,9 @@ export class LeaseStore {
     return { leases, reservations, held, last: this.#readLast(), report };
   }
 
-  /** Whether leases/ and addrs/ are there: a state directory removed under a running agent is not. */
+  /** Whether the directories are there: a state directory removed under a running agent is not. */
   layoutPresent(): boolean {
-    for (const d of [this.#leases, this.#addrs]) {
+    for (const d of [this.#leases, this.#addrs, this.#quarantine]) {
       try {
         this.#fs.modeOf(d);
       } catch {
@@ -363,9 +368,13 @@ export class LeaseStore {
 
   /**
    * Writes back a layout removed under a running agent (a cleanup's rm -rf of the state directory)
-   * from what memory holds: the directories, every lease, every reservation whose owner is known and
-   * the .held lists of quarantined owners, durably. Without it every ADD failed until a restart, and
-   * that restart found no lease for the pods still running.
+   * from what memory holds, so that a crash at any point leaves what load can use (the file comment's
+   * Ordering): the directories (their entries fsynced up to the parent of the state directory), the
+   * .held lists of quarantined owners, every lease (tmp + fsync + rename, as replaceLease: one left in
+   * place may be read while it is rewritten) made durable, then every reservation whose owner is
+   * known, and a flush. Without it every ADD failed until a restart,
+   * and that restart found no lease for the pods still running. Throws on the first failure; the caller
+   * runs it again until it completes.
    */
   rewrite(state: {
     leases: Iterable<Lease>;
@@ -373,21 +382,13 @@ export class LeaseStore {
     held: ReadonlyMap<string, ReadonlySet<string>>;
   }): void {
     const fs = this.#fs;
-    // The directories kept open are the removed ones: an fsync through them makes nothing durable.
+    // The directories kept open may be the removed ones: an fsync through them makes nothing durable.
     for (const [d, fd] of [...this.#dirFds]) this.#dropDirFd(d, fd);
     for (const d of [this.dir, this.#leases, this.#addrs, this.#quarantine]) {
       this.#try(`creating ${d}`, () => fs.mkdirSync(d, DIR_MODE));
     }
-    for (const lease of state.leases) {
-      const name = `${ownerName(lease)}${LEASE_SUFFIX}`;
-      this.#try(`writing leases/${name}`, () =>
-        this.#writeFile(join(this.#leases, name), this.#render(lease), true),
-      );
-    }
-    for (const [address, owner] of state.reservations) {
-      if (owner === '') continue; // unreadable before: nothing says whose it is
-      if (!this.reserve(address, owner)) continue; // put back meanwhile; the next load judges it
-    }
+    for (const d of [dirname(this.dir), this.dir]) this.#syncDir(d);
+    let heldWritten = false;
     for (const [owner, addresses] of state.held) {
       if (addresses.size === 0) continue;
       const name = `${this.#quarantineName(`${owner}${LEASE_SUFFIX}`)}${HELD_SUFFIX}`;
@@ -395,6 +396,14 @@ export class LeaseStore {
         this.#writeFile(join(this.#quarantine, name), `${[...addresses].join('\n')}\n`, true),
       );
       this.#quarantinedOwners.add(owner);
+      heldWritten = true;
+    }
+    if (heldWritten) this.#syncDir(this.#quarantine);
+    for (const lease of state.leases) this.replaceLease(lease);
+    this.#syncDir(this.#leases); // every lease durable before any reservation it accounts for
+    for (const [address, owner] of state.reservations) {
+      if (owner === '') continue; // unreadable before: nothing says whose it is
+      if (!this.reserve(address, owner)) continue; // still there, or put back meanwhile: load judges it
     }
     this.flush(true);
     this.spares.load();

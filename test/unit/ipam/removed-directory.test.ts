@@ -1,7 +1,8 @@
 import { existsSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
-import { openIpam } from '../../../pkg/ipam/ipam.ts';
+import { openIpam, openIpamWith } from '../../../pkg/ipam/ipam.ts';
+import { realFs, type StoreFs } from '../../../pkg/ipam/store.ts';
 import {
   cleanupTempDirs,
   expectConsistent,
@@ -80,6 +81,45 @@ describe('IPAM state directory removed under the agent', () => {
       const l = again.allocate(key(`c${i}`));
       for (const x of l.addresses) expect(torn.addresses.map((t) => t.address)).not.toContain(x.address);
     }
+  });
+
+  it('a write-back that failed halfway (ENOSPC) is tried again until it completes, not taken as done', () => {
+    const dir = tempDir('removed');
+    let failures = 1;
+    const fs: StoreFs = {
+      ...realFs,
+      openSync: (path, flags, mode) => {
+        if (path.endsWith('.tmp') && failures-- > 0)
+          throw Object.assign(new Error('ENOSPC: no space left on device'), { code: 'ENOSPC' });
+        return realFs.openSync(path, flags, mode);
+      },
+    };
+    failures = 0;
+    const ipam = openIpamWith({ dir, ranges: RANGES }, fs);
+    ipam.allocate(key('aaaa'));
+    ipam.allocate(key('bbbb'));
+    rmSync(dir, { recursive: true, force: true });
+    failures = 1;
+    expect(() => ipam.keepLayout()).toThrow(/ENOSPC/);
+    // The directories are back, the leases not yet: the next look writes them.
+    expect(ipam.keepLayout()).toBe(true);
+    expect(leaseFilesOnDisk(dir)).toEqual(['aaaa@eth0.json', 'bbbb@eth0.json']);
+    expect(reservationsOnDisk(dir).size).toBe(4);
+    expect(ipam.keepLayout()).toBe(false);
+    expect(openIpam({ dir, ranges: RANGES }).list()).toHaveLength(2);
+  });
+
+  it('quarantine/ alone removed is written back too: a DEL of a quarantined attachment works', () => {
+    const dir = tempDir('removed');
+    const first = openIpam({ dir, ranges: RANGES });
+    first.allocate(key('aaaa'));
+    writeFileSync(join(dir, 'leases', 'aaaa@eth0.json'), '{"tor');
+    const ipam = openIpam({ dir, ranges: RANGES });
+    expect(ipam.heldKeys()).toEqual([key('aaaa')]);
+    rmSync(join(dir, 'quarantine'), { recursive: true, force: true });
+    expect(ipam.release(key('aaaa'))).toBe(true);
+    expect(ipam.heldKeys()).toEqual([]);
+    expect(reservationsOnDisk(dir).size).toBe(0);
   });
 
   it('does nothing while the layout is there', () => {
