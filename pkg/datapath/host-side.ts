@@ -20,14 +20,10 @@ import {
 
 /**
  * The steps that give host end `index` what ADD gives it, in the order the kernel needs (routes after
- * up). `keepRoutes`: a route to the address through another link stays (a repair must never take the
- * address of a pod that got it since; ADD, whose lease is the address's owner now, replaces it).
+ * up). The routes replace whatever holds their key: the lease owns the address (a repair makes sure
+ * the lease is still held first: repairHostSides).
  */
-export function hostSideSteps(
-  index: number,
-  addresses: readonly LeasedAddress[],
-  opts: { keepRoutes?: boolean } = {},
-): SetUpStep[] {
+export function hostSideSteps(index: number, addresses: readonly LeasedAddress[]): SetUpStep[] {
   const steps: SetUpStep[] = [{ kind: 'up', index }];
   for (const a of addresses) {
     steps.push({
@@ -55,7 +51,6 @@ export function hostSideSteps(
         scope: 'link',
         protocol: TRELLIS_ROUTE_PROTOCOL,
       },
-      ...(opts.keepRoutes === true ? { keepExisting: true } : {}),
     });
   }
   return steps;
@@ -119,6 +114,9 @@ export async function repairHostSides(
   whileLeased?: (lease: Lease, put: () => Promise<void>) => Promise<boolean>,
 ): Promise<{ repaired: HostSideDrift[]; failed: { drift: HostSideDrift; error: unknown }[] }> {
   if (leases.length === 0) return { repaired: [], failed: [] };
+  // A call in flight when the listings start may finish during them, its lease then complete and
+  // its key idle, the listings still without its routes: not drift.
+  const busyBefore = [...busy];
   const [links, addresses] = await Promise.all([host.listLinks(), host.listAddresses()]);
   const names = new Set(leases.map((l) => hostVethName(l.containerId, l.ifname)));
   const podEnds = new Set(links.filter((l) => names.has(l.name)).map((l) => l.index));
@@ -135,9 +133,9 @@ export async function repairHostSides(
   }
   const repaired: HostSideDrift[] = [];
   const failed: { drift: HostSideDrift; error: unknown }[] = [];
-  for (const drift of hostSideDrift(leases, links, routes, addresses, busy)) {
+  for (const drift of hostSideDrift(leases, links, routes, addresses, new Set([...busyBefore, ...busy]))) {
     const put = async (): Promise<void> => {
-      await host.setUp(hostSideSteps(drift.link.index, drift.lease.addresses, { keepRoutes: true }));
+      await host.setUp(hostSideSteps(drift.link.index, drift.lease.addresses));
     };
     try {
       if (whileLeased === undefined) await put();

@@ -9,8 +9,7 @@ import { type AddResult, containerId, NodeHarness, podAddr } from './harness.ts'
  * ADD is given, within milliseconds, while passes (every second here) check the host ends. A check
  * that listed before such a DEL once "put back" the dead pod's route through its dying veth,
  * replacing the new pod's, which was then cut off until the next pass, and warned about pods that
- * were gone. The repair now runs under the attachment's lock, only for a lease still held, and never
- * takes a route from another link.
+ * were gone. The repair now runs under the attachment's lock, and only for a lease still held.
  */
 const skip = netnsSkipReason ?? builtSkipReason();
 const CHURN_MS = 8_000;
