@@ -50,7 +50,7 @@ import { CniConfigPublisher, describePublishBlock } from './publication.ts';
 import { ReadyMark } from './ready-mark.ts';
 import { memoryRefusal, type RememberedNode, RememberedNodeFile, rememberedMtu } from './remembered-node.ts';
 import { drainSpool, spooledDelsIn } from './spool-drain.ts';
-import { recoverStartUpState } from './start-up-state.ts';
+import { logIpamLoad, sweepAtStart } from './start-up-state.ts';
 import { type TableRules, tableRules } from './table-rules.ts';
 import { tunnelledPeers, vxlanInKinds } from './vxlan-peers.ts';
 
@@ -298,6 +298,7 @@ export class Agent {
           'the IPAM state directory was removed under the agent; written back from memory',
         ),
     });
+    logIpamLoad(this.ipam, log);
     this.host = this.ports.openHostNetlink();
     // One lock per attachment for CNI calls and the host-end repairs alike: a repair must not race
     // the DEL that releases its lease.
@@ -339,7 +340,7 @@ export class Agent {
     });
     this.busyKeys = service.busyKeys;
     await drainSpool(config.spoolDir, service.handle, log);
-    const released = await recoverStartUpState(this.datapath, this.ipam, config.stateDir, log);
+    const released = await sweepAtStart(this.datapath, this.ipam, config.stateDir, log);
     this.hooks.onLeasesReclaimed?.('startup-sweep', released);
     const server = new CniServer({
       socketPath: config.socket,
@@ -468,7 +469,7 @@ export class Agent {
   private async keepFiles(server: CniServer): Promise<void> {
     if (this.abort.signal.aborted) return;
     try {
-      // Logs through onRewritten; a failure every 5 s (a read-only disk) is said once a run.
+      // Logs through onRewritten; a failure every 5 s (a read-only disk) is said when it starts.
       this.ipam?.keepLayout();
       this.layoutWrites.succeeded('the IPAM state directory is there again');
     } catch (err) {
@@ -633,7 +634,10 @@ export class Agent {
         this.controller?.enqueue(node.name);
       },
       // The controller's own wording for a step with nothing to do: this one never reaches it.
-      onUnchanged: (name) => this.log.debug({ peer: name, watch: 'unchanged' }, 'node unchanged'),
+      onUnchanged: (name) => {
+        recovered(); // most events in a steady cluster: a kubelet's status report
+        this.log.debug({ peer: name, watch: 'unchanged' }, 'node unchanged');
+      },
       onError: (err, restartInMs) => {
         failures.failed(err, { restartInMs });
         this.log.debug({ error: err.message, restartInMs }, 'node list or watch retry scheduled');

@@ -381,11 +381,6 @@ export class NodeController {
   }
 
   /**
-   * The metrics hook recomputes per-peer state over the whole cluster (milliseconds at thousands of
-   * nodes, on the thread that also handles the next watch event): after NODE_PASS_QUIET_MS without a
-   * step, or NODE_PASS_MAX_DELAY_MS after the first unflushed one under a steady stream of events.
-   */
-  /**
    * 'node skipped', once a problem: a peer without an InternalIP would otherwise be warned about at
    * every pass, per family. A full pass's list replaces the known ones (a problem that went and came
    * back is said again); a step's adds to them.
@@ -401,6 +396,11 @@ export class NodeController {
     this.saidProblems = said;
   }
 
+  /**
+   * The metrics hook recomputes per-peer state over the whole cluster (milliseconds at thousands of
+   * nodes, on the thread that also handles the next watch event): after NODE_PASS_QUIET_MS without a
+   * step, or NODE_PASS_MAX_DELAY_MS after the first unflushed one under a steady stream of events.
+   */
   private flushNodePassesSoon(): void {
     if (this.nodePasses === undefined) return;
     const now = performance.now();

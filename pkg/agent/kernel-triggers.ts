@@ -86,6 +86,8 @@ export function startKernelTriggers(d: KernelTriggerDeps): KernelTriggers {
   // Someone else's MTU on a VXLAN device (`ip link set trellis.v4 mtu 9000`) drops or fragments
   // tunnelled frames until a pass puts the pass's MTU back: that pass comes at once.
   const overlayMtu = new LinkMtuWatch(d.events, (change) => {
+    // A pass resizing the device to the underlay's new MTU: its own doing, not someone else's.
+    if ('link' in change && d.overlay.setMtuItself(change.link.index, change.link.mtu)) return;
     if ('link' in change) {
       log.info(
         { link: change.link.name, mtu: change.link.mtu, was: change.was },

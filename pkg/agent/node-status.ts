@@ -35,6 +35,8 @@ export class NodeStatusReporter {
   private writing = false;
   /** When the condition was last put back on the same Node object (networkUpFor). */
   private reassertedAt = Number.NEGATIVE_INFINITY;
+  /** The resourceVersion of the Node the last write was decided on. */
+  private writtenOver: string | undefined;
   private readonly now: () => number;
   private readonly annotationWrites: FailureLog;
 
@@ -66,6 +68,8 @@ export class NodeStatusReporter {
     if (this.writing) return;
     if (this.networkUpUid === uid) {
       if (self.networkUnavailable === undefined) return;
+      // The Node as it was when we wrote (our False not back through the watch yet): not news.
+      if (self.resourceVersion !== undefined && self.resourceVersion === this.writtenOver) return;
       const now = this.now();
       if (now - this.reassertedAt < REASSERT_MS) return;
       this.reassertedAt = now;
@@ -75,6 +79,7 @@ export class NodeStatusReporter {
       );
     }
     this.networkUpUid = uid;
+    this.writtenOver = self.resourceVersion;
     this.writing = true;
     void this.reportNetworkUp().finally(() => {
       this.writing = false;

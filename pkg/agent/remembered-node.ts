@@ -230,12 +230,13 @@ export class RememberedNodeFile {
     if (text === undefined || existsSync(join(this.#dir, REMEMBERED_NODE_FILE))) return;
     try {
       await writeFileAtomic(this.#dir, REMEMBERED_NODE_FILE, text, 0o600);
+      this.#failures.succeeded('node state saved again');
       this.#log.warn(
         { file: join(this.#dir, REMEMBERED_NODE_FILE) },
         'node state file was removed under the agent; written again',
       );
     } catch (err) {
-      this.#failures.failed(err); // every 5 s on a read-only disk: said once a run
+      this.#failures.failed(err); // every 5 s on a read-only disk: said when it starts
     }
   }
 

@@ -3,16 +3,8 @@ import type { DatapathDeps } from '../datapath/types.ts';
 import type { Ipam } from '../ipam/index.ts';
 import type { Logger } from '../observe/logger.ts';
 
-/**
- * What a start finds of the last run: the IPAM records load could not trust, then the start-up
- * sweep of half-done work (gc.ts), each said in the log. Returns how many leases the sweep released.
- */
-export async function recoverStartUpState(
-  datapath: DatapathDeps,
-  ipam: Ipam,
-  stateDir: string,
-  log: Logger,
-): Promise<number> {
+/** What IPAM's load could not trust of the last run's records, said as soon as it is known. */
+export function logIpamLoad(ipam: Ipam, log: Logger): void {
   for (const q of ipam.loadReport.quarantined) {
     if (q.leftInPlace === undefined)
       log.warn({ file: q.file, reason: q.reason }, 'IPAM record quarantined at load');
@@ -23,6 +15,18 @@ export async function recoverStartUpState(
       );
     }
   }
+}
+
+/**
+ * The start-up sweep of what the last run left half done (gc.ts), said in the log. Returns how many
+ * leases it released.
+ */
+export async function sweepAtStart(
+  datapath: DatapathDeps,
+  ipam: Ipam,
+  stateDir: string,
+  log: Logger,
+): Promise<number> {
   // Attachments whose lease record was quarantined keep their veths: their pods may be running.
   const swept = await sweepOrphans(datapath, ipam.heldKeys());
   if (swept.releasedLeases.length > 0 || swept.removedLinks.length > 0) {

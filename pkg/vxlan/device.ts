@@ -198,12 +198,16 @@ function isVtepAddress(a: AddressInfo, spec: DeviceSpec): boolean {
   );
 }
 
-/** Makes the device match spec; returns it as it now is. `onDelete` hears of a device it deletes, first. */
+/**
+ * Makes the device match spec; returns it as it now is. `onDelete` hears of a device it deletes, and
+ * `onMtu` of an MTU it sets, first (the agent's watches tell its own changes from someone else's).
+ */
 export async function ensureDevice(
   handle: NetlinkHandle,
   tool: VxlanLinkTool,
   spec: DeviceSpec,
   onDelete?: (index: number) => void,
+  onMtu?: (index: number, mtu: number) => void,
 ): Promise<DeviceState> {
   let link = await handle.getLink(spec.name);
   let action = 'unchanged';
@@ -238,6 +242,7 @@ export async function ensureDevice(
     changed.push('mac');
   }
   if (link.mtu !== spec.mtu) {
+    onMtu?.(link.index, spec.mtu);
     await handle.setLinkMtu(link.index, spec.mtu);
     changed.push('mtu');
   }

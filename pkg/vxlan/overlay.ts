@@ -53,6 +53,8 @@ export class VxlanOverlay implements OverlayPort {
   private withoutUnderlay = new Set<string>();
   /** The last devices this overlay deleted (removed, or to recreate them), by index. */
   private readonly deletedHere: number[] = [];
+  /** The MTU this overlay last set on each device, by index (one entry per device it ever resized). */
+  private readonly mtuSetHere = new Map<number, number>();
 
   constructor(opts: VxlanOverlayOptions) {
     this.opts = opts;
@@ -64,6 +66,11 @@ export class VxlanOverlay implements OverlayPort {
    */
   deletedItself(index: number): boolean {
     return this.deletedHere.includes(index);
+  }
+
+  /** Whether `mtu` on device `index` is the last MTU this overlay set there itself (a pass's change). */
+  setMtuItself(index: number, mtu: number): boolean {
+    return this.mtuSetHere.get(index) === mtu;
   }
 
   private noteDeleted(index: number): void {
@@ -110,7 +117,13 @@ export class VxlanOverlay implements OverlayPort {
     const states: DeviceState[] = [];
     for (const spec of specs) {
       try {
-        const state = await ensureDevice(handle, tool, spec, (index) => this.noteDeleted(index));
+        const state = await ensureDevice(
+          handle,
+          tool,
+          spec,
+          (index) => this.noteDeleted(index),
+          (index, mtu) => this.mtuSetHere.set(index, mtu),
+        );
         states.push(state);
         if (state.action !== 'unchanged') {
           log?.info(

@@ -69,17 +69,21 @@ describe('NodeStatusReporter', () => {
     r.networkUpFor(node());
     await flush();
     expect(networkUp).toHaveLength(1);
-    // A cloud route controller (or an etcd restore) sets it True: the watch shows it, the pass asks.
-    r.networkUpFor(node({ networkUnavailable: 'NoRouteCreated' }));
+    // A pass over the Node as it was when we wrote (True, our False not back yet): nothing.
+    r.networkUpFor(node({ networkUnavailable: 'NodeCreated' }));
+    await flush();
+    expect(networkUp).toHaveLength(1);
+    // A cloud route controller (or an etcd restore) sets it True later: a newer Node, put back.
+    r.networkUpFor(node({ resourceVersion: '12', networkUnavailable: 'NoRouteCreated' }));
     await flush();
     expect(networkUp).toHaveLength(2);
     // It fights back at once: not again before REASSERT_MS.
     now += 1_000;
-    r.networkUpFor(node({ networkUnavailable: 'NoRouteCreated' }));
+    r.networkUpFor(node({ resourceVersion: '14', networkUnavailable: 'NoRouteCreated' }));
     await flush();
     expect(networkUp).toHaveLength(2);
     now += REASSERT_MS;
-    r.networkUpFor(node({ networkUnavailable: 'NoRouteCreated' }));
+    r.networkUpFor(node({ resourceVersion: '16', networkUnavailable: 'NoRouteCreated' }));
     await flush();
     expect(networkUp).toHaveLength(3);
     // False on the Node: nothing to do.
