@@ -624,20 +624,12 @@ export class Agent {
       // No periodic onSync from the cache: the controller's own resync timer already runs a full pass
       // every resyncMs, and the two timers meant two full passes per period (off by the start-up gap).
       resyncMs: 0,
-      onSync: () => {
-        recovered();
-        this.controller?.markDirty('the list of Nodes was read');
-      },
+      onSync: () => this.controller?.markDirty('the list of Nodes was read'),
       // Per-node steps: the controller reads the node's current state from the cache by name.
-      onEvent: (_type, node) => {
-        recovered();
-        this.controller?.enqueue(node.name);
-      },
+      onEvent: (_type, node) => this.controller?.enqueue(node.name),
+      onAnswered: recovered,
       // The controller's own wording for a step with nothing to do: this one never reaches it.
-      onUnchanged: (name) => {
-        recovered(); // most events in a steady cluster: a kubelet's status report
-        this.log.debug({ peer: name, watch: 'unchanged' }, 'node unchanged');
-      },
+      onUnchanged: (name) => this.log.debug({ peer: name, watch: 'unchanged' }, 'node unchanged'),
       onError: (err, restartInMs) => {
         failures.failed(err, { restartInMs });
         this.log.debug({ error: err.message, restartInMs }, 'node list or watch retry scheduled');

@@ -167,6 +167,7 @@ export class HttpTransport implements Transport {
           return;
         }
         armIdle();
+        params.onOpen?.();
         res.setEncoding('utf8');
         let buf = '';
         res.on('data', (chunk: string) => {

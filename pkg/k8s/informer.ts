@@ -41,6 +41,11 @@ export interface NodeInformerOptions {
   onSync?: (nodes: readonly NodeView[]) => void;
   /** Every change to the cache, from the watch or found by a relist. */
   onEvent?: (type: NodeEventType, node: NodeView) => void;
+  /**
+   * The API answered: a list completed, or a watch was accepted (by a transport that says so) or
+   * delivered a line. For a log line saying a failure is over, at once rather than at the next change.
+   */
+  onAnswered?: () => void;
   /** A MODIFIED event that changed nothing a view holds (not passed to onEvent): for a debug log. */
   onUnchanged?: (name: string) => void;
   /**
@@ -191,6 +196,7 @@ export function startNodeInformerOn(api: CoreApi, opts: NodeInformerOptions): No
     rv = raw.resourceVersion;
     synced = true;
     relists++;
+    safely(() => opts.onAnswered?.());
     if (opts.onSync) safely(() => opts.onSync?.(snapshot()));
   };
 
@@ -250,10 +256,16 @@ export function startNodeInformerOn(api: CoreApi, opts: NodeInformerOptions): No
       const end = await api.transport.watch(
         'watch nodes',
         NODES_PATH,
-        { resourceVersion: fromRv, allowWatchBookmarks: true, timeoutSeconds },
+        {
+          resourceVersion: fromRv,
+          allowWatchBookmarks: true,
+          timeoutSeconds,
+          onOpen: () => safely(() => opts.onAnswered?.()),
+        },
         (type, obj) => {
           if (stopper.signal.aborted) return;
           events++;
+          if (events === 1 && type !== 'ERROR') safely(() => opts.onAnswered?.());
           if (type === 'ERROR') {
             const e = fromStatus('watch nodes', obj);
             if (e.isGone) expired = true;

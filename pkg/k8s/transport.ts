@@ -20,6 +20,8 @@ export interface WatchParams {
   resourceVersion: string;
   allowWatchBookmarks: boolean;
   timeoutSeconds: number;
+  /** The server accepted the watch (200): it works again, before any event (optional for a transport). */
+  onOpen?: () => void;
 }
 
 /**

@@ -23,7 +23,7 @@ afterEach(async () => {
   server = undefined;
 });
 
-async function start(bookmarkIntervalMs: number) {
+async function start(bookmarkIntervalMs: number, onAnswered?: () => void) {
   server = await startTestApiServer({ bookmarkIntervalMs });
   server.store.addNode(nodeObject('a'));
   const spec = loadKubeConfig({ kubeconfigPath: server.kubeconfigPath }).httpSpec();
@@ -37,6 +37,7 @@ async function start(bookmarkIntervalMs: number) {
     backoff: { initialMs: 20, maxMs: 50 },
     onEvent: (type, node) => events.push(`${type} ${node.name}`),
     onError: (err) => errors.push(err),
+    ...(onAnswered === undefined ? {} : { onAnswered }),
   });
   await waitFor(() => informer!.hasSynced(), 'first list');
   return { errors, events, listed: informer.relists };
@@ -59,5 +60,24 @@ describe('node informer: a watch that hears nothing at all', () => {
     await new Promise((r) => setTimeout(r, 800)); // five inactivity timeouts' worth
     expect(errors).toEqual([]);
     expect(informer!.relists).toBe(listed);
+  });
+});
+
+describe('node informer: the API answering again', () => {
+  it('is said as soon as a watch is accepted after failures, not at the next change of a Node', async () => {
+    let answered = 0;
+    const { errors } = await start(0, () => answered++);
+    expect(answered).toBeGreaterThanOrEqual(1); // the first list
+    // The API refuses watches for a while (an outage), then serves them again; no Node changes.
+    let refusing = true;
+    // The open watch hears nothing (no BOOKMARKs here) and ends on the inactivity timeout.
+    server!.store.failRequests(() => refusing);
+    await waitFor(() => errors.length > 0, 'a refused watch', 5_000);
+    const before = answered;
+    const relists = informer!.relists;
+    refusing = false;
+    await waitFor(() => answered > before, 'answered again', 5_000);
+    // Said by the watch being accepted, not by a list.
+    expect(informer!.relists).toBe(relists);
   });
 });
