@@ -303,12 +303,16 @@ export class Agent {
     // One lock per attachment for CNI calls and the host-end repairs alike: a repair must not race
     // the DEL that releases its lease.
     const mutex = new KeyedMutex();
-    this.hostSideCheck = new HostSideCheck(this.host, log, (lease, put) =>
-      mutex.run(attachmentKey(lease), async () => {
-        if (!stillLeased(this.ipam?.get(lease), lease)) return false;
-        await put();
-        return true;
-      }),
+    this.hostSideCheck = new HostSideCheck(
+      this.host,
+      log,
+      (lease, put) =>
+        mutex.run(attachmentKey(lease), async () => {
+          if (!stillLeased(this.ipam?.get(lease), lease)) return false;
+          await put();
+          return true;
+        }),
+      (path) => this.ports.netns.isNetns(path),
     );
     this.deleter = new BackgroundDeleter((name, error) =>
       log.warn({ link: name, error: errorText(error) }, 'veth deletion failed'),

@@ -1,5 +1,5 @@
 import { repairHostSides } from '../datapath/host-side.ts';
-import { shortId } from '../datapath/names.ts';
+import { hostVethName, shortId } from '../datapath/names.ts';
 import type { NetlinkHandle } from '../datapath/ports.ts';
 import { errorText } from '../error-text.ts';
 import type { Lease } from '../ipam/index.ts';
@@ -14,14 +14,26 @@ export class HostSideCheck {
   readonly #host: NetlinkHandle;
   readonly #log: Logger;
   readonly #whileLeased: Parameters<typeof repairHostSides>[3];
+  readonly #netnsAlive: ((path: string) => boolean) | undefined;
+  /** Leases already reported without a veth (attachment key and creation), so each is said once. */
+  #saidVethless = new Set<string>();
   #running = false;
   #again = false;
 
-  /** `whileLeased`: runs a repair under the attachment's lock while its lease is current (repairHostSides). */
-  constructor(host: NetlinkHandle, log: Logger, whileLeased?: Parameters<typeof repairHostSides>[3]) {
+  /**
+   * `whileLeased`: runs a repair under the attachment's lock while its lease is current
+   * (repairHostSides). `netnsAlive`: whether a pod's namespace still exists (its pod runs).
+   */
+  constructor(
+    host: NetlinkHandle,
+    log: Logger,
+    whileLeased?: Parameters<typeof repairHostSides>[3],
+    netnsAlive?: (path: string) => boolean,
+  ) {
     this.#host = host;
     this.#log = log;
     this.#whileLeased = whileLeased;
+    this.#netnsAlive = netnsAlive;
   }
 
   /** `leases`: read at the start of each check (a check that runs again sees the leases of then). */
@@ -41,7 +53,27 @@ export class HostSideCheck {
     }
   }
 
+  /**
+   * A running pod (its namespace is there) whose host veth is gone (`ip link del trl…`, which takes the
+   * pod's end with it): its network is gone and nothing here can bring it back. Said once a lease.
+   */
+  #reportVethless(vethless: readonly Lease[]): void {
+    const now = new Set<string>();
+    for (const lease of vethless) {
+      if (lease.netns === undefined || this.#netnsAlive?.(lease.netns) !== true) continue;
+      const id = leaseId(lease);
+      now.add(id);
+      if (this.#saidVethless.has(id)) continue;
+      this.#log.warn(
+        { ...podFields(lease), hostIf: hostVethName(lease.containerId, lease.ifname), netns: lease.netns },
+        "a running pod's veth pair was deleted by someone else: the pod has no network; recreate it (kubectl delete pod)",
+      );
+    }
+    this.#saidVethless = now;
+  }
+
   #report(outcome: Awaited<ReturnType<typeof repairHostSides>>): void {
+    this.#reportVethless(outcome.vethless);
     for (const d of outcome.repaired) {
       this.#log.warn(
         { ...podFields(d.lease), hostIf: d.link.name, missing: d.missing },
@@ -60,6 +92,11 @@ export class HostSideCheck {
       );
     }
   }
+}
+
+/** A lease's identity for the reports: its attachment and creation (a new ADD of the key is another). */
+function leaseId(l: Lease): string {
+  return `${l.containerId}\0${l.ifname}\0${l.createdAt}`;
 }
 
 /** A lease's pod as the log names it: pod (when the runtime said), container id and interface. */

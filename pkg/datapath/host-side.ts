@@ -112,8 +112,13 @@ export async function repairHostSides(
    * a new pod). Absent: put at once (tests of the listing alone).
    */
   whileLeased?: (lease: Lease, put: () => Promise<void>) => Promise<boolean>,
-): Promise<{ repaired: HostSideDrift[]; failed: { drift: HostSideDrift; error: unknown }[] }> {
-  if (leases.length === 0) return { repaired: [], failed: [] };
+): Promise<{
+  repaired: HostSideDrift[];
+  failed: { drift: HostSideDrift; error: unknown }[];
+  /** Leases (no call in flight) whose host end is gone altogether: nothing here can put a veth pair back. */
+  vethless: Lease[];
+}> {
+  if (leases.length === 0) return { repaired: [], failed: [], vethless: [] };
   // A call in flight when the listings start may finish during them, its lease then complete and
   // its key idle, the listings still without its routes: not drift.
   const busyBefore = [...busy];
@@ -133,6 +138,9 @@ export async function repairHostSides(
   }
   const repaired: HostSideDrift[] = [];
   const failed: { drift: HostSideDrift; error: unknown }[] = [];
+  const idle = (l: Lease): boolean => !busyBefore.includes(attachmentKey(l)) && !busy.has(attachmentKey(l));
+  const linkNames = new Set(links.map((l) => l.name));
+  const vethless = leases.filter((l) => idle(l) && !linkNames.has(hostVethName(l.containerId, l.ifname)));
   for (const drift of hostSideDrift(leases, links, routes, addresses, new Set([...busyBefore, ...busy]))) {
     const put = async (): Promise<void> => {
       await host.setUp(hostSideSteps(drift.link.index, drift.lease.addresses));
@@ -146,5 +154,5 @@ export async function repairHostSides(
       failed.push({ drift, error });
     }
   }
-  return { repaired, failed };
+  return { repaired, failed, vethless };
 }

@@ -123,5 +123,38 @@ describe.skipIf(skip !== undefined)(
       expect(passes.filter((l) => JSON.stringify(l.why ?? '').includes('deleted'))).toEqual([]);
       for (const [i, pod] of pods.entries()) expect((await node.del(ids[i]!, pod.path)).code).toBe(0);
     }, 30_000);
+
+    it("a running pod's veth pair deleted by hand is named at warn, once, with what to do", async () => {
+      const pod = node.podNs();
+      const id = containerId();
+      const add = await node.add(pod, id);
+      expect(add.code, add.stdout).toBe(0);
+      const hostIf = hostVethName(id, 'eth0');
+      ip(node.host.name, 'link', 'del', hostIf); // its IPv6 routes go with notices: the check runs
+      const msg =
+        "a running pod's veth pair was deleted by someone else: the pod has no network; recreate it (kubectl delete pod)";
+      const line = await node.logLine((l) => l.msg === msg, 5_000);
+      expect(line).toMatchObject({ level: 'warn', hostIf, netns: pod.path, containerId: id.slice(0, 12) });
+      // Said once, not at every check (a route deletion elsewhere wakes one more).
+      const other = node.podNs();
+      const otherId = containerId();
+      const otherAdd = await node.add(other, otherId);
+      expect(otherAdd.code, otherAdd.stdout).toBe(0);
+      const otherV4 = podAddr(otherAdd.json as AddResult, 4);
+      const mark = node.agent.logs.length;
+      ip(node.host.name, 'route', 'del', `${otherV4}/32`, 'dev', hostVethName(otherId, 'eth0'));
+      await vi.waitFor(
+        () =>
+          expect(
+            node.agent.logs
+              .slice(mark)
+              .some((l) => l.msg === "a pod's host end had lost what ADD gave it; put back"),
+          ).toBe(true),
+        { timeout: 5_000, interval: 50 },
+      );
+      expect(node.agent.logs.filter((l) => l.msg === msg)).toHaveLength(1);
+      expect((await node.del(id, pod.path)).code).toBe(0);
+      expect((await node.del(otherId, other.path)).code).toBe(0);
+    }, 30_000);
   },
 );
