@@ -82,6 +82,13 @@ export const FIRST_LIST_WAIT = 'waiting for the first list of Nodes';
  */
 const NODE_PASS_QUIET_MS = 150;
 const NODE_PASS_MAX_DELAY_MS = 2_000;
+/** How many skipped nodes a pass's log line names. */
+const MAX_SKIPPED_NAMED = 5;
+/**
+ * A peer that has not published its VTEP MAC yet (its agent starting, or a node joining) is said at
+ * warn only once it has lasted this long: at start-up every node waits for the others' for a moment.
+ */
+const VTEP_MAC_GRACE_MS = 30_000;
 
 /**
  * scope 'full': a whole pass (every peer, links, devices, the route table); 'node': one or more per-node
@@ -159,8 +166,11 @@ export class NodeController {
       }
     | undefined;
   private flushTimer: NodeJS.Timeout | undefined;
-  /** The problems (node, text) already said, as of the last full pass and the steps since (sayProblems). */
-  private saidProblems = new Set<string>();
+  /**
+   * The problems (node NUL text) known as of the last full pass and the steps since: since when, and
+   * whether they were said (sayProblems).
+   */
+  private saidProblems = new Map<string, { since: number; said: boolean }>();
   /** When the pending per-node outcomes must reach the hook at the latest (performance.now() ms). */
   private flushDeadline: number | undefined;
   /** This node as the last full pass that ran read it. */
@@ -317,7 +327,13 @@ export class NodeController {
         deps.log.debug({ peer: name }, 'node unchanged');
         return;
       }
-      deps.log.info('this node changed; full pass');
+      deps.log.info(
+        {
+          changed:
+            this.lastSelf === undefined || node === undefined ? ['node'] : selfChanges(this.lastSelf, node),
+        },
+        'this node changed; full pass',
+      );
       this.markDirty('this node changed');
       return;
     }
@@ -364,7 +380,7 @@ export class NodeController {
       'reconciled node',
     );
     // As a full pass says it (reconcile below), so that a node added unroutable is not silent until then.
-    this.sayProblems(step.problems, false);
+    this.sayProblems(step.problems, name);
     if (step.routeDevices !== undefined) deps.onRouteDevices?.(step.routeDevices);
     const p = this.nodePasses;
     const written = p?.written ?? new Set<string>();
@@ -382,18 +398,43 @@ export class NodeController {
 
   /**
    * 'node skipped', once a problem: a peer without an InternalIP would otherwise be warned about at
-   * every pass, per family. A full pass's list replaces the known ones (a problem that went and came
-   * back is said again); a step's adds to them.
+   * every pass, per family. A full pass's list replaces the known ones, and what it no longer has is
+   * said to be over; a step's list replaces its node's. A peer without a published VTEP MAC is a
+   * start-up race at first (debug), a warning once it lasts VTEP_MAC_GRACE_MS. A problem of this node
+   * itself (its own InternalIP on none of its interfaces, say) cuts its pods off from every peer in
+   * that family: an error, said as such.
    */
-  private sayProblems(problems: readonly { node: string; problem: string }[], full: boolean): void {
-    const said = full ? new Set<string>() : this.saidProblems;
+  private sayProblems(problems: readonly { node: string; problem: string }[], scope: 'full' | string): void {
+    const log = this.deps.log;
+    const now = performance.now();
+    const next = new Map(
+      scope === 'full' ? [] : [...this.saidProblems].filter(([k]) => nodeOfKey(k) !== scope),
+    );
     for (const p of problems) {
       const key = `${p.node}\0${p.problem}`;
-      if (!this.saidProblems.has(key))
-        this.deps.log.warn({ peer: p.node, problem: p.problem }, 'node skipped');
-      said.add(key);
+      const known = this.saidProblems.get(key);
+      const state = known ?? { since: now, said: false };
+      if (!state.said) {
+        if (p.node === this.deps.nodeName) {
+          log.error(
+            { problem: p.problem },
+            "this node's own setup cuts its pods off from other nodes in a family (see problem)",
+          );
+          state.said = true;
+        } else if (!p.problem.includes('has not published') || now - state.since >= VTEP_MAC_GRACE_MS) {
+          log.warn({ peer: p.node, problem: p.problem }, 'node skipped');
+          state.said = true;
+        } else if (known === undefined) {
+          log.debug({ peer: p.node, problem: p.problem }, 'node skipped for now (its agent may be starting)');
+        }
+      }
+      next.set(key, state);
     }
-    this.saidProblems = said;
+    for (const [key, state] of this.saidProblems) {
+      if (!next.has(key) && state.said && (scope === 'full' || nodeOfKey(key) === scope))
+        log.info({ peer: nodeOfKey(key) }, 'node no longer skipped');
+    }
+    this.saidProblems = next;
   }
 
   /**
@@ -616,6 +657,10 @@ export class NodeController {
           routeErrors: report.errors.length,
           conflicts: report.conflicts.length,
           problems: report.problems.length,
+          // Who is cut off, on every pass while it lasts (the warning is said once): the first few.
+          ...(report.problems.length === 0
+            ? {}
+            : { skipped: [...new Set(report.problems.map((p) => p.node))].slice(0, MAX_SKIPPED_NAMED) }),
           masq,
           // The kernel held exactly the routes of the last pass and the steps since, for the same inputs.
           ...(report.quiet === true ? { quiet: true } : {}),
@@ -629,7 +674,7 @@ export class NodeController {
         },
         'reconciled',
       );
-      this.sayProblems(report.problems, true);
+      this.sayProblems(report.problems, 'full');
       for (const c of report.conflicts) {
         deps.log.warn(
           c.existing.unreadable === true
@@ -738,12 +783,21 @@ export class NodeController {
  * annotations (the agent's own coverage report among them) are not read by a pass.
  */
 export function selfChanged(before: ClusterNode, now: ClusterNode): boolean {
-  if (!sameList(before.podCIDRs, now.podCIDRs) || !sameList(before.internalIPs, now.internalIPs)) return true;
+  return selfChanges(before, now).length > 0;
+}
+
+/** What of this node a full pass reads changed, by name (for the pass's log line). */
+export function selfChanges(before: ClusterNode, now: ClusterNode): string[] {
+  const changed: string[] = [];
+  if (!sameList(before.podCIDRs, now.podCIDRs)) changed.push('podCIDRs');
+  if (!sameList(before.internalIPs, now.internalIPs)) changed.push('internalIPs');
   // Set True by someone else: the pass's end puts it back (node-status.ts). Our own False is no news.
-  if (now.networkUnavailable !== undefined && before.networkUnavailable === undefined) return true;
-  return [...Object.values(VTEP_MAC_ANNOTATIONS), ...Object.values(DIRECT_SUBNET_ANNOTATIONS)].some(
-    (k) => before.annotations?.[k] !== now.annotations?.[k],
-  );
+  if (now.networkUnavailable !== undefined && before.networkUnavailable === undefined)
+    changed.push('NetworkUnavailable');
+  for (const k of [...Object.values(VTEP_MAC_ANNOTATIONS), ...Object.values(DIRECT_SUBNET_ANNOTATIONS)]) {
+    if (before.annotations?.[k] !== now.annotations?.[k]) changed.push(k);
+  }
+  return changed;
 }
 
 /**
@@ -801,4 +855,9 @@ const MAX_WHY = 5;
 
 function whyField(why: readonly string[]): string[] {
   return why.length <= MAX_WHY ? [...why] : [...why.slice(0, MAX_WHY), `and ${why.length - MAX_WHY} more`];
+}
+
+/** The node of a saidProblems key. */
+function nodeOfKey(key: string): string {
+  return key.slice(0, key.indexOf('\0'));
 }
