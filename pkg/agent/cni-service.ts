@@ -11,7 +11,7 @@ import { checkAttachment, expectedFromResult } from '../datapath/check.ts';
 import { delAttachment } from '../datapath/del.ts';
 import { gcAttachments } from '../datapath/gc.ts';
 import type { KeyedMutex } from '../datapath/keyed-mutex.ts';
-import { attachmentKey, shortId } from '../datapath/names.ts';
+import { attachmentKey, hostVethName, shortId } from '../datapath/names.ts';
 import { attachmentResult } from '../datapath/result.ts';
 import type { DatapathDeps } from '../datapath/types.ts';
 import type { Logger } from '../observe/logger.ts';
@@ -161,6 +161,9 @@ export function createCniService(deps: CniServiceDeps): {
           return null;
         }
         fields.addresses = outcome.released.map((a) => a.address);
+        // As ADD's line names it (`ip link show trl…`): the veth this DEL deleted, or found gone.
+        if (outcome.released.length > 0 || outcome.vethScheduled)
+          fields.hostIf = hostVethName(containerId, ifname);
         return null;
       }
       case 'CHECK': {

@@ -1,6 +1,7 @@
 import { existsSync, readdirSync, readFileSync, rmSync, statSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
+import { hostVethName } from '../../../pkg/datapath/names.ts';
 import { builtSkipReason } from '../../support/cni-driver.ts';
 import { ipJson, netnsSkipReason, nsPing } from '../../support/netns.ts';
 import { leaseAddresses } from '../reliability/support.ts';
@@ -181,7 +182,11 @@ describe.skipIf(skip !== undefined)(
       await node.startAgain();
       expect(existsSync(`${node.agent.spoolDir}/${spooled[0]}`)).toBe(false);
       const line = await node.logLine((l) => l.verb === 'DEL' && l.containerId === id.slice(0, 12));
-      expect(line).toMatchObject({ outcome: 'ok', addresses: [podAddr(res, 4), podAddr(res, 6)] });
+      expect(line).toMatchObject({
+        outcome: 'ok',
+        addresses: [podAddr(res, 4), podAddr(res, 6)],
+        hostIf: hostVethName(id, 'eth0'),
+      });
       expect(await node.waitForVeths(before - 1)).toHaveLength(before - 1);
       expect(node.hostRoutes(4).some((r) => r.dst === podAddr(res, 4))).toBe(false);
     });
