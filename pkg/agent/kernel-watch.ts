@@ -121,11 +121,20 @@ export interface KernelWatchDeps {
 export function watchKernel(deps: KernelWatchDeps): Subscription[] {
   let timer: NodeJS.Timeout | undefined;
   const reasons = new Set<string>();
+  /** Routes of ours someone else deleted within the burst: one warning for the burst, not one each. */
+  const deleted: string[] = [];
   const markSoon = (why: string): void => {
     reasons.add(why);
     if (timer !== undefined) return;
     timer = setTimeout(() => {
       timer = undefined;
+      if (deleted.length > 0) {
+        deps.log.warn(
+          { routes: deleted.slice(0, 5), count: deleted.length },
+          'routes of ours were deleted by someone else (or went with their link); putting them back',
+        );
+        deleted.length = 0;
+      }
       for (const r of reasons) deps.markDirty(r);
       reasons.clear();
     }, DEBOUNCE_MS);
@@ -171,6 +180,7 @@ export function watchKernel(deps: KernelWatchDeps): Subscription[] {
         return;
       }
       if (deps.isOwnDeletion(ev.route)) return;
+      deleted.push(ev.route.dst);
       markSoon(`a route of ours to ${ev.route.dst} was deleted`);
     }, WATCHED_ROUTES),
   ];

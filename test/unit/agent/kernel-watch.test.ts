@@ -2,11 +2,12 @@ import pino from 'pino';
 import { describe, expect, it } from 'vitest';
 import { WATCHED_ROUTES, watchKernel } from '../../../pkg/agent/kernel-watch.ts';
 import type { NetlinkEventsPort, RouteEvent, RouteInfo } from '../../../pkg/datapath/ports.ts';
+import { capturedLog } from '../../support/captured-log.ts';
 
 const MAIN = 254;
 
 /** The watch over a fake events port: `route()` delivers a route notification as the kernel would. */
-function setup(concerned: (r: RouteInfo) => boolean) {
+function setup(concerned: (r: RouteInfo) => boolean, log = pino({ level: 'silent' })) {
   let onRoute: ((ev: RouteEvent) => void) | undefined;
   let onLink: Parameters<NetlinkEventsPort['subscribeLinkEvents']>[0] | undefined;
   const events: NetlinkEventsPort = {
@@ -35,7 +36,7 @@ function setup(concerned: (r: RouteInfo) => boolean) {
       passes++;
     },
     podRouteDeleted: (r) => podRoutes.push(r.dst),
-    log: pino({ level: 'silent' }),
+    log,
   });
   const route = (type: 'add' | 'delete', r: Partial<RouteInfo>, table = MAIN): void =>
     onRoute!({ type, table, route: { family: 4, dst: '10.244.2.0/24', ...r } });
@@ -121,6 +122,22 @@ describe('watchKernel: routes someone else writes', () => {
     t.route('delete', { gateway: '10.0.0.3', protocol: 126 });
     await t.settled();
     expect(t.passes()).toBe(1);
+    t.close();
+  });
+
+  it('routes of ours deleted by someone else are warned about once a burst, with how many', async () => {
+    const { log, lines } = capturedLog();
+    const t = setup(() => true, log);
+    for (let i = 2; i < 10; i++)
+      t.route('delete', { dst: `10.244.${i}.0/24`, gateway: `10.0.0.${i}`, protocol: 126 });
+    await t.settled();
+    const warned = lines.filter((l) => l.level === 'warn');
+    expect(warned).toHaveLength(1);
+    expect(warned[0]).toMatchObject({
+      msg: 'routes of ours were deleted by someone else (or went with their link); putting them back',
+      count: 8,
+      routes: ['10.244.2.0/24', '10.244.3.0/24', '10.244.4.0/24', '10.244.5.0/24', '10.244.6.0/24'],
+    });
     t.close();
   });
 
