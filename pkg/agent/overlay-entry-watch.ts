@@ -38,8 +38,7 @@ export class OverlayEntryWatch {
       this.events,
       (ev: NeighbourDeletion) => {
         if (ev.type === 'overflow') this.onDeleted('VXLAN neighbour or FDB notifications were lost');
-        // The kernel's own entries (NDP on trellis.v6 as pods come and go) age out: not ours.
-        else if (ev.permanent)
+        else
           this.onDeleted(
             `a ${ev.family === AF_BRIDGE ? 'FDB' : 'neighbour'} entry of ${names.get(ev.ifindex) ?? `#${ev.ifindex}`} was deleted`,
           );

@@ -352,10 +352,7 @@ export type RouteEvent =
 export type LinkEvent = { type: 'add' | 'delete'; link: LinkInfo } | { type: 'overflow' };
 
 /** A neighbour or (a VXLAN device's) FDB entry deleted on link `ifindex`; family 7 (AF_BRIDGE) for FDB. */
-/** `permanent`: the entry was NUD_PERMANENT (the overlay writes only those; the kernel's own are not). */
-export type NeighbourDeletion =
-  | { type: 'deleted'; ifindex: number; family: number; permanent: boolean }
-  | { type: 'overflow' };
+export type NeighbourDeletion = { type: 'deleted'; ifindex: number; family: number } | { type: 'overflow' };
 
 /** Ranges [lo, hi] (inclusive) to take out of and put into one interval set of an inet table. */
 export interface IntervalSetChange {

@@ -8,7 +8,7 @@ import type {
   RouteEventInterest,
   Subscription,
 } from '../datapath/ports.ts';
-import { NUD, RTM, RTN, RTNLGRP } from './constants.ts';
+import { RTM, RTN, RTNLGRP } from './constants.ts';
 import { parseLink, parseRoute, routeTable } from './messages.ts';
 import { parseNexthop } from './nexthop-messages.ts';
 import { NFNLGRP_NFTABLES, nftablesSkipRule, parseNftablesMessage } from './nft-messages.ts';
@@ -209,13 +209,8 @@ export function subscribeNeighbourDeletions(
   return subscribe<NeighbourDeletion>(
     { required: [RTNLGRP.NEIGH] },
     (type, payload) =>
-      type === RTM.DELNEIGH && payload.length >= 10
-        ? {
-            type: 'deleted',
-            ifindex: payload.readInt32LE(4),
-            family: payload[0]!,
-            permanent: (payload.readUInt16LE(8) & NUD.PERMANENT) !== 0,
-          }
+      type === RTM.DELNEIGH && payload.length >= 8
+        ? { type: 'deleted', ifindex: payload.readInt32LE(4), family: payload[0]! }
         : undefined,
     cb,
     opts,
