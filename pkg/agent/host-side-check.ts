@@ -46,7 +46,7 @@ export class HostSideCheck {
     try {
       do {
         this.#again = false;
-        this.#report(await repairHostSides(this.#host, leases(), busy, this.#whileLeased));
+        await this.#report(await repairHostSides(this.#host, leases(), busy, this.#whileLeased));
       } while (this.#again);
     } finally {
       this.#running = false;
@@ -57,13 +57,19 @@ export class HostSideCheck {
    * A running pod (its namespace is there) whose host veth is gone (`ip link del trl…`, which takes the
    * pod's end with it): its network is gone and nothing here can bring it back. Said once a lease.
    */
-  #reportVethless(vethless: readonly Lease[]): void {
+  async #reportVethless(vethless: readonly Lease[]): Promise<void> {
     const now = new Set<string>();
     for (const lease of vethless) {
       if (lease.netns === undefined || this.#netnsAlive?.(lease.netns) !== true) continue;
       const id = leaseId(lease);
+      if (this.#saidVethless.has(id)) {
+        now.add(id);
+        continue;
+      }
+      // A DEL that ended during the listings (the runtime's first, its namespace still there) took the
+      // veth and the lease: only a lease still held, looked at under its lock, is a pod cut off.
+      if (this.#whileLeased !== undefined && !(await this.#whileLeased(lease, async () => {}))) continue;
       now.add(id);
-      if (this.#saidVethless.has(id)) continue;
       this.#log.warn(
         { ...podFields(lease), hostIf: hostVethName(lease.containerId, lease.ifname), netns: lease.netns },
         "a running pod's veth pair was deleted by someone else: the pod has no network; recreate it (kubectl delete pod)",
@@ -72,8 +78,8 @@ export class HostSideCheck {
     this.#saidVethless = now;
   }
 
-  #report(outcome: Awaited<ReturnType<typeof repairHostSides>>): void {
-    this.#reportVethless(outcome.vethless);
+  async #report(outcome: Awaited<ReturnType<typeof repairHostSides>>): Promise<void> {
+    await this.#reportVethless(outcome.vethless);
     for (const d of outcome.repaired) {
       this.#log.warn(
         { ...podFields(d.lease), hostIf: d.link.name, missing: d.missing },

@@ -67,7 +67,8 @@ describe.skipIf(skip !== undefined)(`host-end check under churn${skip ? ` (skipp
     expect(wrong).toEqual([]);
     const aboutTheDead = node.agent.logs.filter(
       (l) =>
-        String(l.msg).startsWith("a pod's host end") &&
+        (String(l.msg).startsWith("a pod's host end") ||
+          String(l.msg).startsWith("a running pod's veth pair")) &&
         [...deleted].some((d) => d.startsWith(String(l.containerId))),
     );
     expect(aboutTheDead).toEqual([]);
