@@ -49,6 +49,7 @@ import { type AgentRouteState, type AgentSnapshot, computeRouteState } from './o
 import { CniConfigPublisher, describePublishBlock } from './publication.ts';
 import { ReadyMark } from './ready-mark.ts';
 import { memoryRefusal, type RememberedNode, RememberedNodeFile, rememberedMtu } from './remembered-node.ts';
+import { markRunning, markStopped } from './run-marker.ts';
 import { drainSpool, spooledDelsIn } from './spool-drain.ts';
 import { logIpamLoad, sweepAtStart } from './start-up-state.ts';
 import { type TableRules, tableRules } from './table-rules.ts';
@@ -287,6 +288,12 @@ export class Agent {
   async start(): Promise<void> {
     const { config, log } = this;
     this.lock = this.ports.lockStateDir(config.stateDir);
+    if (markRunning(config.stateDir)) {
+      log.warn(
+        { stateDir: config.stateDir },
+        'the last agent on this node did not stop cleanly (killed, crashed, or the node lost power); what it left half done is swept now',
+      );
+    }
     this.readyMark = new ReadyMark(config.socket, log);
     // Ranges come from the controller (flags or the Node object); leases outside them go then.
     this.ipam = openIpam({
@@ -990,6 +997,7 @@ export class Agent {
     if (!ended)
       this.log.warn({ waitedMs: STOP_BACKGROUND_WAIT_MS }, 'stopping with background work still running');
     this.host?.close();
+    if (this.lock !== undefined) markStopped(this.config.stateDir);
     this.lock?.release();
     this.log.info('trellis agent stopped');
   }

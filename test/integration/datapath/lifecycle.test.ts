@@ -180,6 +180,12 @@ describe.skipIf(skip !== undefined)(
       expect(statSync(`${node.agent.spoolDir}/${spooled[0]}`).mode & 0o777).toBe(0o600);
 
       await node.startAgain();
+      // Stopped cleanly (SIGTERM): nothing to say about the last run.
+      expect(
+        node.agent.logs.some((l) =>
+          String(l.msg).startsWith('the last agent on this node did not stop cleanly'),
+        ),
+      ).toBe(false);
       expect(existsSync(`${node.agent.spoolDir}/${spooled[0]}`)).toBe(false);
       const line = await node.logLine((l) => l.verb === 'DEL' && l.containerId === id.slice(0, 12));
       expect(line).toMatchObject({
@@ -198,6 +204,11 @@ describe.skipIf(skip !== undefined)(
       const veths = node.hostVeths();
       await node.agent.kill();
       await node.startAgain();
+      // Killed, not stopped: the new agent says so.
+      const unclean = await node.logLine((l) =>
+        String(l.msg).startsWith('the last agent on this node did not stop cleanly'),
+      );
+      expect(unclean).toMatchObject({ level: 'warn', stateDir: node.agent.stateDir });
       expect(node.hostVeths()).toEqual(veths);
       expect(nsPing(node.host.name, podAddr(res, 4))).toBe(true);
       const again = await node.add(pod, id);
