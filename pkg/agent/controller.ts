@@ -1,5 +1,5 @@
 import { sameList } from '../compare.ts';
-import { shortId } from '../datapath/names.ts';
+import { leaseLogFields } from '../datapath/names.ts';
 import { errorText } from '../error-text.ts';
 import { familyOfText } from '../ip/index.ts';
 import { type Lease, RangeChangeError } from '../ipam/index.ts';
@@ -754,9 +754,7 @@ export class NodeController {
       this.deps.log.warn(
         {
           leases: toRemove.map((l) => ({
-            containerId: shortId(l.containerId),
-            ifname: l.ifname,
-            pod: l.podName === undefined ? undefined : `${l.podNamespace ?? ''}/${l.podName}`,
+            ...leaseLogFields(l),
             addresses: l.addresses.map((a) => a.address),
           })),
         },

@@ -1,5 +1,5 @@
 import { repairHostSides } from '../datapath/host-side.ts';
-import { hostVethName, shortId } from '../datapath/names.ts';
+import { hostVethName, leaseLogFields } from '../datapath/names.ts';
 import type { NetlinkHandle } from '../datapath/ports.ts';
 import { errorText } from '../error-text.ts';
 import type { Lease } from '../ipam/index.ts';
@@ -71,7 +71,11 @@ export class HostSideCheck {
       if (this.#whileLeased !== undefined && !(await this.#whileLeased(lease, async () => {}))) continue;
       now.add(id);
       this.#log.warn(
-        { ...podFields(lease), hostIf: hostVethName(lease.containerId, lease.ifname), netns: lease.netns },
+        {
+          ...leaseLogFields(lease),
+          hostIf: hostVethName(lease.containerId, lease.ifname),
+          netns: lease.netns,
+        },
         "a running pod's veth pair was deleted by someone else: the pod has no network; recreate it (kubectl delete pod)",
       );
     }
@@ -82,14 +86,14 @@ export class HostSideCheck {
     await this.#reportVethless(outcome.vethless);
     for (const d of outcome.repaired) {
       this.#log.warn(
-        { ...podFields(d.lease), hostIf: d.link.name, missing: d.missing },
+        { ...leaseLogFields(d.lease), hostIf: d.link.name, missing: d.missing },
         "a pod's host end had lost what ADD gave it; put back",
       );
     }
     for (const { drift, error } of outcome.failed) {
       this.#log.warn(
         {
-          ...podFields(drift.lease),
+          ...leaseLogFields(drift.lease),
           hostIf: drift.link.name,
           missing: drift.missing,
           error: errorText(error),
@@ -103,15 +107,6 @@ export class HostSideCheck {
 /** A lease's identity for the reports: its attachment and creation (a new ADD of the key is another). */
 function leaseId(l: Lease): string {
   return `${l.containerId}\0${l.ifname}\0${l.createdAt}`;
-}
-
-/** A lease's pod as the log names it: pod (when the runtime said), container id and interface. */
-function podFields(l: Lease): Record<string, string> {
-  return {
-    ...(l.podName === undefined ? {} : { pod: `${l.podNamespace}/${l.podName}` }),
-    containerId: shortId(l.containerId),
-    ifname: l.ifname,
-  };
 }
 
 /** The lease IPAM holds for `lease`'s attachment is still that one (same creation, same addresses). */

@@ -83,32 +83,24 @@ export function startKernelTriggers(d: KernelTriggerDeps): KernelTriggers {
     (index) => d.host.getLinkByIndex(index),
   );
   const overlayEntries = new OverlayEntryWatch(d.events, markDirty);
-  // Someone else's MTU on a VXLAN device (`ip link set trellis.v4 mtu 9000`) drops or fragments
-  // tunnelled frames until a pass puts the pass's MTU back: that pass comes at once.
-  const overlayMtu = new LinkMtuWatch(d.events, (change) => {
-    // A pass resizing the device to the underlay's new MTU: its own doing, not someone else's.
-    if ('link' in change && d.overlay.setMtuItself(change.link.index, change.link.mtu)) return;
-    if ('link' in change) {
-      log.info(
-        { link: change.link.name, mtu: change.link.mtu, was: change.was },
-        'MTU of a VXLAN device changed; reconciling now',
-      );
-    }
-    markDirty('the MTU of a VXLAN device changed');
-  });
-  subscriptions.push(carriers, overlayEntries, overlayMtu);
-  let uplinkMtu: LinkMtuWatch | undefined;
-  if (d.followUplinkMtu) {
-    uplinkMtu = new LinkMtuWatch(d.events, (change) => {
+  /** A watch of some links' MTU that asks for a pass, saying which: `ours` tells a pass's own change. */
+  const mtuWatch = (what: string, ours: (index: number, mtu: number) => boolean = () => false) =>
+    new LinkMtuWatch(d.events, (change) => {
       if ('link' in change) {
+        if (ours(change.link.index, change.link.mtu)) return;
         log.info(
           { link: change.link.name, mtu: change.link.mtu, was: change.was },
-          'MTU of the link the pod MTU comes from changed; reconciling now',
+          `MTU of ${what} changed; reconciling now`,
         );
       }
-      markDirty('the MTU of the link the pod MTU comes from changed');
+      markDirty(`the MTU of ${what} changed`);
     });
-    subscriptions.push(uplinkMtu);
-  }
+  // Someone else's MTU on a VXLAN device (`ip link set trellis.v4 mtu 9000`) drops or fragments
+  // tunnelled frames until a pass puts the pass's MTU back: that pass comes at once. A pass resizing
+  // the device to the underlay's new MTU is its own doing.
+  const overlayMtu = mtuWatch('a VXLAN device', (index, mtu) => d.overlay.setMtuItself(index, mtu));
+  subscriptions.push(carriers, overlayEntries, overlayMtu);
+  const uplinkMtu = d.followUplinkMtu ? mtuWatch('the link the pod MTU comes from') : undefined;
+  if (uplinkMtu !== undefined) subscriptions.push(uplinkMtu);
   return { carriers, overlayEntries, overlayMtu, uplinkMtu, subscriptions };
 }

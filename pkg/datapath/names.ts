@@ -48,3 +48,17 @@ export function attachmentOfKey(key: string): { containerId: string; ifname: str
 export function shortId(containerId: string): string {
   return containerId.slice(0, 12);
 }
+
+/** A lease's pod as log lines name it: pod (when the runtime said), short container id, interface. */
+export function leaseLogFields(l: {
+  containerId: string;
+  ifname: string;
+  podNamespace?: string;
+  podName?: string;
+}): Record<string, string> {
+  return {
+    ...(l.podName === undefined ? {} : { pod: `${l.podNamespace ?? ''}/${l.podName}` }),
+    containerId: shortId(l.containerId),
+    ifname: l.ifname,
+  };
+}

@@ -95,6 +95,16 @@ function healthy(): DoctorFacts {
 
 type Case = [string, (f: DoctorFacts) => void, string, RegExp, RegExp];
 
+/** A peer the last pass could not route (its InternalIP off every subnet of this node). */
+const UNREACHABLE_N9 = {
+  node: 'n9',
+  family: 4 as const,
+  path: 'unreachable' as const,
+  nodeIP: '10.9.0.1',
+  podCIDRs: ['10.244.9.0/24'],
+  reason: 'InternalIP 10.9.0.1 is not on a subnet connected to this node',
+};
+
 const agentValue = (f: DoctorFacts) => {
   if (!f.agent.ok) throw new Error('agent fact missing');
   return f.agent.value;
@@ -463,16 +473,7 @@ const cases: Case[] = [
   [
     'peer unreachable',
     (f) => {
-      agentValue(f).routes.peers = [
-        {
-          node: 'n9',
-          family: 4,
-          path: 'unreachable',
-          nodeIP: '10.9.0.1',
-          podCIDRs: ['10.244.9.0/24'],
-          reason: 'InternalIP 10.9.0.1 is not on a subnet connected to this node',
-        },
-      ];
+      agentValue(f).routes.peers = [UNREACHABLE_N9];
     },
     'routes',
     /peer n9 \(IPv4\) is unreachable in auto mode: InternalIP/,
@@ -482,16 +483,7 @@ const cases: Case[] = [
     'peer unreachable with host-gw',
     (f) => {
       agentValue(f).status.mode = 'host-gw';
-      agentValue(f).routes.peers = [
-        {
-          node: 'n9',
-          family: 4,
-          path: 'unreachable',
-          nodeIP: '10.9.0.1',
-          podCIDRs: ['10.244.9.0/24'],
-          reason: 'InternalIP 10.9.0.1 is not on a subnet connected to this node',
-        },
-      ];
+      agentValue(f).routes.peers = [UNREACHABLE_N9];
     },
     'routes',
     /peer n9 \(IPv4\) is unreachable with host-gw/,
