@@ -8,6 +8,7 @@ import {
   type NetnsPort,
   TRELLIS_ROUTE_PROTOCOL,
 } from '../datapath/ports.ts';
+import { ownerOfAlias, type VethOwner } from '../datapath/veth-alias.ts';
 import { canonicalIp } from '../ip/index.ts';
 import type { Ipam, LeaseKey, LeaseMeta } from '../ipam/index.ts';
 import type { Logger } from '../observe/logger.ts';
@@ -43,6 +44,8 @@ export interface HeldObservation {
   routes: { family: Family; dst: string }[];
   /** A namespace path checked against the kernel (see netnsFromRecord), when one was found. */
   netns?: string;
+  /** What the host veth's alias says of its attachment (veth-alias.ts), when it has trellis's. */
+  owner?: VethOwner;
 }
 
 export type RebuildDecision =
@@ -157,11 +160,15 @@ export async function rebuildHeldLeases(
   for (const key of deps.ipam.heldKeys()) {
     const fields = { containerId: shortId(key.containerId), ifname: key.ifname };
     let decision: RebuildDecision;
+    let observation: HeldObservation | undefined;
+    // Held without any record: its lease file was lost and the start-up sweep found its veth (gc.ts).
+    const recordless = deps.ipam.quarantinedRecords(key).length === 0;
     try {
       if (deps.busy.has(attachmentKey(key))) {
         decision = { kind: 'skip', key, reason: 'a CNI call for it is in flight' };
       } else {
-        decision = decideRebuild(await observe(deps, key));
+        observation = await observe(deps, key);
+        decision = decideRebuild(observation);
       }
       if (decision.kind === 'release') {
         // Re-checked synchronously after the reads yielded: a CNI call may have started, or an ADD
@@ -179,9 +186,21 @@ export async function rebuildHeldLeases(
         }
       }
       if (decision.kind === 'restore') {
+        const owner = observation?.owner;
         const meta: LeaseMeta = decision.netns === undefined ? {} : { netns: decision.netns };
+        // What the runtime said at ADD, kept in the veth's alias: the network and the pod.
+        if (owner?.network !== undefined) meta.network = owner.network;
         let api = 'not consulted (standalone)';
-        if (deps.podsOnNode !== undefined) {
+        let podFrom: string | undefined;
+        if (owner?.pod?.name !== undefined) {
+          Object.assign(meta, {
+            podNamespace: owner.pod.namespace,
+            podName: owner.pod.name,
+            ...(owner.pod.uid === undefined ? {} : { podUid: owner.pod.uid }),
+          });
+          api = `${owner.pod.namespace}/${owner.pod.name}`;
+          podFrom = "the veth's alias";
+        } else if (deps.podsOnNode !== undefined) {
           pods ??= withTimeout(deps.podsOnNode(), API_TIMEOUT_MS).catch(
             (err: unknown) => `pods unavailable: ${toCniError(err).message}`,
           );
@@ -190,6 +209,7 @@ export async function rebuildHeldLeases(
           if (pod !== undefined) {
             Object.assign(meta, { podNamespace: pod.namespace, podName: pod.name, podUid: pod.uid });
             api = `${pod.namespace}/${pod.name}`;
+            podFrom = 'the API';
           } else
             api = typeof listed === 'string' ? listed : 'no single running pod on this node has these IPs';
         }
@@ -202,9 +222,10 @@ export async function rebuildHeldLeases(
             addresses: lease.addresses.map((a) => a.address),
             netns: lease.netns ?? '',
             pod: api,
+            ...(podFrom === undefined ? {} : { podFrom }),
             source: 'kernel',
           },
-          'quarantined lease rebuilt',
+          recordless ? 'lease record missing; rebuilt from the kernel' : 'quarantined lease rebuilt',
         );
         continue;
       }
@@ -228,6 +249,8 @@ async function observe(deps: RebuildDeps, key: LeaseKey): Promise<HeldObservatio
     .filter((r) => r.ifindex === link.index && r.protocol === TRELLIS_ROUTE_PROTOCOL)
     .map((r) => ({ family: r.family, dst: r.dst }));
   const observation: HeldObservation = { key, hostVeth, link: { index: link.index }, routes };
+  const owner = ownerOfAlias(hostVeth, link.alias);
+  if (owner !== undefined) observation.owner = owner;
   const decided = decideRebuild(observation);
   if (decided.kind !== 'restore') return observation;
   const netns = await findNetns(deps, key, link.index, decided.addresses);

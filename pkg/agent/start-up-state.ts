@@ -1,4 +1,5 @@
 import { sweepOrphans } from '../datapath/gc.ts';
+import { leaseLogFields } from '../datapath/names.ts';
 import type { DatapathDeps } from '../datapath/types.ts';
 import type { Ipam } from '../ipam/index.ts';
 import type { Logger } from '../observe/logger.ts';
@@ -35,10 +36,28 @@ export async function sweepAtStart(
       'start-up sweep removed half-done work',
     );
   }
+  for (const h of swept.heldFromKernel ?? []) {
+    log.warn(
+      {
+        ...leaseLogFields({
+          containerId: h.owner.containerId,
+          ifname: h.owner.ifname,
+          podNamespace: h.owner.pod?.namespace,
+          podName: h.owner.pod?.name,
+        }),
+        hostIf: h.name,
+        addresses: h.addresses,
+        stateDir,
+      },
+      'lease record missing for a running pod (its veth routes its addresses): the addresses are held and the lease is rebuilt from the kernel',
+    );
+  }
   if (swept.removedRouted !== undefined) {
-    // Veths ADD had finished (routed) without a lease: a DEL cut off by a crash between its release
-    // and its route deletion, or running pods whose records are gone. Their addresses were free to
-    // hand out again, so the veths could not stay; in the second case the pods need recreating.
+    // Veths ADD had finished (routed) without a lease and without an alias that names their
+    // attachment (made by an earlier release), or whose addresses another lease holds: a DEL cut
+    // off by a crash between its release and its route deletion, or running pods whose records are
+    // gone. Their addresses were free to hand out again, so the veths could not stay; in the second
+    // case the pods need recreating.
     log.warn(
       { veths: swept.removedRouted, stateDir },
       'start-up sweep removed routed pod veths that have no lease record (a DEL cut off by a crash, or a state directory lost or replaced): pods of this node without a network need recreating (kubectl delete pod)',

@@ -12,6 +12,7 @@ import { IPV6_MIN_MTU, type LinkInfo, type NetlinkHandle, type PodNetlink, type 
 import type { PreparedPair } from './prepared-pairs.ts';
 import type { Attachment, AttachOptions, AttachRequest, DatapathDeps } from './types.ts';
 import { UndoStack } from './undo.ts';
+import { vethAlias } from './veth-alias.ts';
 import { setVethSysctls } from './veth-sysctls.ts';
 
 /** The loopback device's index in every network namespace (linux/netdevice.h LOOPBACK_IFINDEX). */
@@ -159,10 +160,17 @@ async function addInNetns(
         setVethSysctls(deps.netns, { fd: nsFd, path: req.netns, name: req.ifname }, hostName, ipv6);
       }
       const mtuChange = prepared !== undefined && prepared.mtu !== req.mtu ? req.mtu : undefined;
+      const alias = vethAlias(req);
       [hostLink, podSide] = await Promise.all([
         prepared === undefined
-          ? configureHostSide(deps.host, hostName, created.value, lease.addresses)
-          : configurePreparedHostSide(deps.host, hostName, prepared, mtuChange, lease.addresses),
+          ? configureHostSide(deps.host, hostName, created.value, lease.addresses, { alias })
+          : configurePreparedHostSide(
+              deps.host,
+              hostName,
+              prepared,
+              { mtu: mtuChange, alias },
+              lease.addresses,
+            ),
         configurePodSide(
           pod,
           req,
@@ -304,15 +312,16 @@ async function configurePreparedHostSide(
   host: NetlinkHandle,
   name: string,
   prepared: PreparedPair,
-  mtu: number | undefined,
+  change: { mtu: number | undefined; alias: string | undefined },
   addresses: LeasedAddress[],
 ): Promise<LinkInfo> {
   const index = prepared.host.index;
+  const { mtu, alias } = change;
   for (let attempt = 0; ; attempt++) {
-    const rename: SetUpStep[] = [{ kind: 'link', index, name, mtu }];
+    const rename: SetUpStep[] = [{ kind: 'link', index, name, mtu, alias }];
     if (attempt > 0) rename.unshift({ kind: 'down', index });
     try {
-      const link = await configureHostSide(host, name, prepared.host, addresses, rename);
+      const link = await configureHostSide(host, name, prepared.host, addresses, { first: rename });
       return { ...link, name, mtu: mtu ?? prepared.mtu };
     } catch (err) {
       if (attempt > 0 || (err as { errno?: unknown }).errno !== 'EEXIST') throw err;
@@ -324,19 +333,21 @@ async function configurePreparedHostSide(
 }
 
 /**
- * Host end: up, the link-local gateway addresses, and a /32 and /128 route to the pod, in one
- * netlink datagram (the kernel applies it in order: the routes need the link up). `first`: steps
- * ahead of them (a prepared pair's rename).
+ * Host end: its alias (veth-alias.ts), up, the link-local gateway addresses, and a /32 and /128
+ * route to the pod, in one netlink datagram (the kernel applies it in order: the routes need the link
+ * up). `first`: steps ahead of them (a prepared pair's rename, which carries the alias itself).
  */
 async function configureHostSide(
   host: NetlinkHandle,
   name: string,
   created: LinkInfo | undefined,
   addresses: LeasedAddress[],
-  first: readonly SetUpStep[] = [],
+  opts: { first?: readonly SetUpStep[]; alias?: string | undefined },
 ): Promise<LinkInfo> {
   const link = created ?? (await requireLink(host, name, 'host namespace'));
-  await host.setUp([...first, ...hostSideSteps(link.index, addresses)]);
+  const steps: SetUpStep[] = [...(opts.first ?? [])];
+  if (opts.alias !== undefined) steps.push({ kind: 'link', index: link.index, alias: opts.alias });
+  await host.setUp([...steps, ...hostSideSteps(link.index, addresses)]);
   return link;
 }
 

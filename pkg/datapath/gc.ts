@@ -5,6 +5,7 @@ import { attachmentKey, attachmentOfKey, hostVethName, isHostVethName } from './
 import { TRELLIS_ROUTE_PROTOCOL } from './ports.ts';
 import { isPreparedName } from './prepared-pairs.ts';
 import type { AttachmentKey, DatapathDeps } from './types.ts';
+import { ownerOfAlias, type VethOwner } from './veth-alias.ts';
 
 export interface GcOutcome {
   releasedLeases: Lease[];
@@ -15,7 +16,12 @@ export interface GcOutcome {
    * The start-up sweep's removed veths that routed pod addresses (a finished ADD, not half-done work):
    * their lease records were lost, and their pods are cut off. For an error line that names them.
    */
-  removedRouted?: { name: string; addresses: string[] }[];
+  removedRouted?: { name: string; addresses: string[]; why?: string }[];
+  /**
+   * The start-up sweep's routed veths without a lease record whose alias named their attachment
+   * (veth-alias.ts): kept, their addresses held in IPAM until the lease is rebuilt from the kernel.
+   */
+  heldFromKernel?: { name: string; addresses: string[]; owner: VethOwner }[];
 }
 
 /**
@@ -156,6 +162,11 @@ function scheduleDeletions(
  * `held` names attachments whose lease record was quarantined (corrupt on disk) while IPAM still
  * holds their addresses: their pods may be running, so their veths stay until a DEL. A pair an
  * earlier run prepared for an ADD that never came (prepared-pairs.ts) goes too.
+ *
+ * A veth that routes pod addresses had a lease (ADD leases first), so without one its record was
+ * lost: when its alias names its attachment, IPAM holds those addresses for it (Ipam.hold) and it
+ * stays, its lease rebuilt from the kernel later (lease-rebuild.ts); otherwise (made before veths had
+ * aliases, or an address another lease holds) it goes, as its addresses may be handed out again.
  */
 export async function sweepOrphans(
   deps: DatapathDeps,
@@ -169,9 +180,12 @@ export async function sweepOrphans(
     const nsGone = lease.netns === undefined || lease.netns === '' || !deps.netns.isNetns(lease.netns);
     if (nsGone && !links.has(name) && deps.ipam.release(lease)) releasedLeases.push(lease);
   }
+  const heldFromKernel: NonNullable<GcOutcome['heldFromKernel']> = [];
+  const refused = new Map<string, string>();
   const keep = (): Set<string> => {
     const names = leasedVethNames(deps);
     for (const k of held) names.add(hostVethName(k.containerId, k.ifname));
+    for (const h of heldFromKernel) names.add(h.name);
     return names;
   };
   // Looked at before any is deleted: a deleted veth's routes go with it.
@@ -181,10 +195,28 @@ export async function sweepOrphans(
     listed,
     listed.filter((l) => isHostVethName(l.name) && !kept.has(l.name)).map((l) => l.name),
   );
+  const aliases = new Map(listed.map((l) => [l.name, l.alias]));
+  for (const r of routed) {
+    const owner = ownerOfAlias(r.name, aliases.get(r.name));
+    if (owner === undefined) continue;
+    try {
+      deps.ipam.hold(owner, r.addresses);
+      heldFromKernel.push({ ...r, owner });
+    } catch (err) {
+      refused.set(r.name, toCniError(err).message);
+    }
+  }
   const removedLinks = await removeHostVethsExcept(deps, keep);
-  const removedRouted = routed.filter((r) => removedLinks.includes(r.name));
+  const removedRouted = routed
+    .filter((r) => removedLinks.includes(r.name))
+    .map((r) => (refused.has(r.name) ? { ...r, why: refused.get(r.name) } : r));
   removedLinks.push(...scheduleDeletions(deps, listed, isPreparedName));
-  return { releasedLeases, removedLinks, ...(removedRouted.length === 0 ? {} : { removedRouted }) };
+  return {
+    releasedLeases,
+    removedLinks,
+    ...(removedRouted.length === 0 ? {} : { removedRouted }),
+    ...(heldFromKernel.length === 0 ? {} : { heldFromKernel }),
+  };
 }
 
 /**

@@ -26,6 +26,8 @@ export interface LinkInfo {
   loopback?: true;
   /** IFF_LOWER_UP: the device has carrier; absent when it has not (or the source does not say). */
   lowerUp?: true;
+  /** IFLA_IFALIAS (`ip link set … alias`), when the link has one. */
+  alias?: string;
 }
 
 export interface AddressInfo {
@@ -289,7 +291,7 @@ export type SetUpStep =
   | { kind: 'up'; index: number }
   | { kind: 'down'; index: number }
   /** A new name and/or MTU for a link (kernels before 6.2 rename no link that is up: EBUSY). */
-  | { kind: 'link'; index: number; name?: string; mtu?: number }
+  | { kind: 'link'; index: number; name?: string; mtu?: number; alias?: string }
   | { kind: 'address'; address: AddAddress }
   | {
       kind: 'route';

@@ -15,6 +15,7 @@ export type IpamPort = Pick<
   | 'list'
   | 'heldKeys'
   | 'heldAddresses'
+  | 'hold'
   | 'ranges'
 >;
 

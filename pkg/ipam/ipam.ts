@@ -74,6 +74,14 @@ export interface Ipam {
    * guarantees as allocate: reservations first, the lease file fsynced before it returns.
    */
   restore(key: LeaseKey, addresses: readonly string[], meta?: LeaseMeta): Lease;
+  /**
+   * Holds `addresses` for an attachment that has no record at all, as a quarantined one's are (never
+   * handed out; heldKeys() names it; restore or release(key) ends it): its lease file was lost while
+   * the agent was down and the kernel shows its pod still using them (datapath/gc.ts). Durable when
+   * it returns. Refused (typed error, nothing changed) when the key has a lease or held addresses
+   * already, or an address is not an IP or is reserved by anyone.
+   */
+  hold(key: LeaseKey, addresses: readonly string[]): void;
   /** The raw text of the attachment's quarantined lease files, newest first: untrusted hints. */
   quarantinedRecords(key: LeaseKey): string[];
   ranges(): string[];
@@ -518,6 +526,50 @@ class StoreIpam implements Ipam {
       // Harmless: a .held list next to a valid lease of the same key changes nothing at load.
     }
     return copyLease(lease);
+  }
+
+  hold(key: LeaseKey, addresses: readonly string[]): void {
+    validateKey(key);
+    this.keepLayout();
+    const owner = ownerName(key);
+    const refuse = (why: string) =>
+      new CniError(CniCode.INVALID_CONFIG, `cannot hold the addresses of ${owner}: ${why}`);
+    if (this.#leases.has(owner)) throw refuse('it has a lease');
+    if (this.#held.has(owner)) throw refuse('IPAM holds addresses for it already');
+    const wanted: string[] = [];
+    for (const text of addresses) {
+      const ip = parseIp(text);
+      if (ip === undefined) throw refuse(`${JSON.stringify(text)} is not an IP address`);
+      const address = formatIp(ip.family, ip.value);
+      const holder = this.#reserved.get(address);
+      if (holder !== undefined)
+        throw refuse(`${address} is reserved by ${holder || 'an unreadable reservation'}`);
+      if (!wanted.includes(address)) wanted.push(address);
+    }
+    if (wanted.length === 0) throw refuse('no addresses given');
+    const store = this.#store;
+    store.writeHeld(owner, wanted);
+    const reservedHere: string[] = [];
+    try {
+      for (const address of wanted) {
+        if (!store.reserve(address, owner)) {
+          this.#addReserved(address, ''); // on disk but unknown here: the next load sorts it out
+          throw refuse(`${address} is already reserved on disk`);
+        }
+        reservedHere.push(address);
+      }
+      store.flush();
+    } catch (err) {
+      this.#rollback(owner, reservedHere, false);
+      try {
+        store.dropHeld(owner);
+      } catch {
+        // A .held list whose addresses its owner does not reserve holds nothing at load.
+      }
+      throw err;
+    }
+    for (const address of wanted) this.#addReserved(address, owner);
+    this.#held.set(owner, new Set(wanted));
   }
 
   quarantinedRecords(key: LeaseKey): string[] {

@@ -409,6 +409,21 @@ export class LeaseStore {
     this.spares.load();
   }
 
+  /**
+   * A .held list for an owner without any record (its lease file lost while the agent was down; the
+   * kernel shows its pod running), written and made durable BEFORE its reservations are made: load
+   * frees reservations nothing accounts for, and keeps held only what its owner still reserves, so a
+   * crash between the two holds nothing.
+   */
+  writeHeld(owner: string, addresses: readonly string[]): void {
+    const name = `${this.#quarantineName(`${owner}${LEASE_SUFFIX}`)}${HELD_SUFFIX}`;
+    this.#try(`writing quarantine/${name}`, () =>
+      this.#writeFile(join(this.#quarantine, name), `${addresses.join('\n')}\n`, true),
+    );
+    this.#quarantinedOwners.add(owner);
+    this.#syncDir(this.#quarantine);
+  }
+
   #removeQuietly(path: string): void {
     try {
       this.#fs.unlinkSync(path);

@@ -52,6 +52,7 @@ export const IFLA = {
   LINK: 5,
   MASTER: 10,
   LINKINFO: 18,
+  IFALIAS: 20,
   NET_NS_FD: 28,
   LINK_NETNSID: 37,
 } as const;

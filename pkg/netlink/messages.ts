@@ -91,11 +91,19 @@ export function setLinkMtuBody(index: number, mtu: number): Body {
   return [ifinfomsg(index), u32Attr(IFLA.MTU, mtu)];
 }
 
-/** A new name and MTU for a link in one RTM_NEWLINK (kernels before 6.2 rename no link that is up: EBUSY). */
-export function setLinkNameMtuBody(index: number, change: { name?: string; mtu?: number }): Body {
+/**
+ * A new name, MTU and alias for a link in one RTM_NEWLINK (kernels before 6.2 rename no link that is
+ * up: EBUSY). The alias only here: a creating RTM_NEWLINK ignores IFLA_IFALIAS.
+ */
+export function setLinkNameMtuBody(
+  index: number,
+  change: { name?: string; mtu?: number; alias?: string },
+): Body {
   const body: Body = [ifinfomsg(index)];
   if (change.name !== undefined) body.push(strAttr(IFLA.IFNAME, change.name));
   if (change.mtu !== undefined) body.push(u32Attr(IFLA.MTU, change.mtu));
+  // Without a NUL, as iproute2 sends it: the kernel keeps the attribute's bytes as the alias.
+  if (change.alias !== undefined) body.push(attr(IFLA.IFALIAS, Buffer.from(change.alias, 'utf8')));
   return body;
 }
 
@@ -158,6 +166,7 @@ export function parseLink(payload: Buffer): LinkInfo {
   let mac = '';
   let mtu = 0;
   let peer = 0;
+  let alias: string | undefined;
   for (let off = 16; off + 4 <= payload.length; ) {
     const len = payload.readUInt16LE(off);
     if (len < 4 || off + len > payload.length) break;
@@ -178,6 +187,9 @@ export function parseLink(payload: Buffer): LinkInfo {
       case IFLA.LINKINFO:
         kind = linkKind(payload, at, off + len);
         break;
+      case IFLA.IFALIAS:
+        alias = cStringAt(payload, at, off + len);
+        break;
     }
     off += (len + 3) & ~3;
   }
@@ -187,6 +199,7 @@ export function parseLink(payload: Buffer): LinkInfo {
   if (peer !== 0) link.peerIndex = peer;
   if ((flags & IFF_LOOPBACK) !== 0) link.loopback = true;
   if ((flags & IFF_LOWER_UP) !== 0) link.lowerUp = true;
+  if (alias !== undefined && alias !== '') link.alias = alias;
   return link;
 }
 

@@ -24,10 +24,14 @@ export function setLinkDownRequest(index: number): Request {
   return { type: RTM.NEWLINK, flags: 0, body: setLinkUpBody(index, false), op: `RTM_NEWLINK #${index} down` };
 }
 
-export function setLinkRequest(index: number, change: { name?: string; mtu?: number }): Request {
+export function setLinkRequest(
+  index: number,
+  change: { name?: string; mtu?: number; alias?: string },
+): Request {
   const what = [
     change.name === undefined ? '' : ` name ${change.name}`,
     change.mtu === undefined ? '' : ` mtu ${change.mtu}`,
+    change.alias === undefined ? '' : ` alias "${change.alias}"`,
   ].join('');
   return {
     type: RTM.NEWLINK,

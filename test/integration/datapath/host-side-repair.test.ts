@@ -3,7 +3,7 @@ import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
 import { hostVethName } from '../../../pkg/datapath/names.ts';
 import { builtSkipReason } from '../../support/cni-driver.ts';
-import { ip, netnsSkipReason, nsPing } from '../../support/netns.ts';
+import { ip, ipJson, netnsSkipReason, nsPing } from '../../support/netns.ts';
 import { type AddResult, containerId, NodeHarness, podAddr } from './harness.ts';
 
 /**
@@ -56,12 +56,66 @@ describe.skipIf(skip !== undefined)(`a pod's host end put back${skip ? ` (skippe
     expect((await node.del(id, pod.path)).code).toBe(0);
   }, 30_000);
 
-  it('a running pod whose lease record is gone at a restart: its veth goes, and a warning names it and its addresses', async () => {
+  it('a running pod whose lease record is gone at a restart keeps its network: the lease is rebuilt from its veth', async () => {
     const pod = node.podNs();
     const id = containerId();
     const add = await node.add(pod, id);
     expect(add.code, add.stdout).toBe(0);
     const result = add.json as AddResult;
+    const [v4, v6] = [podAddr(result, 4), podAddr(result, 6)];
+    const hostIf = hostVethName(id, 'eth0');
+    // The alias says whose the veth is, for an operator's `ip link` and for the rebuild.
+    const shown = ipJson<{ ifalias?: string }[]>(node.host.name, 'link', 'show', hostIf)[0];
+    expect(shown?.ifalias).toBe(`trellis id=${id} if=eth0 net=trellis pod=default/${id}`);
+
+    await node.agent.stop();
+    // The state directory lost while the agent was down (its only pod's lease with it).
+    rmSync(join(node.agent.stateDir, 'ipam'), { recursive: true });
+    await node.startAgain(['--resync-seconds', '1']);
+    const held = await node.logLine((l) =>
+      String(l.msg).startsWith('lease record missing for a running pod'),
+    );
+    expect(held).toMatchObject({ level: 'warn', hostIf, pod: `default/${id}`, addresses: [v4, v6] });
+    const rebuilt = await node.logLine(
+      (l) => l.msg === 'lease record missing; rebuilt from the kernel',
+      10_000,
+    );
+    expect(rebuilt).toMatchObject({
+      addresses: [v4, v6],
+      netns: pod.path,
+      pod: `default/${id}`,
+      podFrom: "the veth's alias",
+    });
+    expect(
+      node.agent.logs.some((l) => String(l.msg).startsWith('start-up sweep removed routed pod veths')),
+    ).toBe(false);
+
+    // Still reachable, and its addresses are not handed out again.
+    expect(nsPing(node.host.name, v4) && nsPing(node.host.name, v6)).toBe(true);
+    const other = node.podNs();
+    const otherId = containerId();
+    const next = await node.add(other, otherId);
+    expect(next.code, next.stdout).toBe(0);
+    expect([podAddr(next.json as AddResult, 4), podAddr(next.json as AddResult, 6)]).not.toContain(v4);
+    // A normal lease again: CHECK passes, DEL takes the veth and frees the addresses.
+    const check = await node.call(
+      { command: 'CHECK', containerId: id, netns: pod.path, ifname: 'eth0' },
+      node.conf({ prevResult: result }),
+    );
+    expect(check.code, check.stdout + check.stderr).toBe(0);
+    expect((await node.del(id, pod.path)).code).toBe(0);
+    expect((await node.del(otherId, other.path)).code).toBe(0);
+    expect(await node.waitForVeths(0)).toEqual([]);
+  }, 40_000);
+
+  it('a veth without its alias (made by an earlier release) and without a lease goes at a restart, named at warn', async () => {
+    const pod = node.podNs();
+    const id = containerId();
+    const add = await node.add(pod, id);
+    expect(add.code, add.stdout).toBe(0);
+    const result = add.json as AddResult;
+    const hostIf = hostVethName(id, 'eth0');
+    ip(node.host.name, 'link', 'set', 'dev', hostIf, 'alias', '');
     await node.agent.stop();
     rmSync(join(node.agent.stateDir, 'ipam', 'leases', `${id}@eth0.json`));
     await node.startAgain(['--resync-seconds', '1']);
@@ -72,7 +126,7 @@ describe.skipIf(skip !== undefined)(`a pod's host end put back${skip ? ` (skippe
       level: 'warn',
       veths: [
         {
-          name: hostVethName(id, 'eth0'),
+          name: hostIf,
           addresses: expect.arrayContaining([podAddr(result, 4), podAddr(result, 6)]),
         },
       ],

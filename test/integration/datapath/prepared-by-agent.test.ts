@@ -13,6 +13,7 @@ const skip = netnsSkipReason ?? builtSkipReason();
 interface IpLink {
   ifname: string;
   ifindex: number;
+  ifalias?: string;
 }
 
 /**
@@ -81,7 +82,10 @@ describe.skipIf(skip !== undefined)(
       const add = await node.call({ command: 'ADD', containerId: id, netns: path, ifname: 'eth0' });
       expect(add.code, add.stderr).toBe(0);
       const name = hostVethName(id, 'eth0');
-      expect(hostLinks().find((l) => l.ifname === name)?.ifindex).toBe(made.ifindex);
+      const taken = hostLinks().find((l) => l.ifname === name);
+      expect(taken?.ifindex).toBe(made.ifindex);
+      // Renamed and labelled in the same datagram: the alias says whose it is (veth-alias.ts).
+      expect(taken?.ifalias).toBe(`trellis id=${id} if=eth0 net=trellis`);
       expect(podLinks(watched).sort()).toEqual(['eth0', 'lo']);
       expect(nsPing(node.host.name, podAddr(add.json as AddResult, 4))).toBe(true);
       const line = await node.logLine((l) => l.msg === 'CNI ADD ok' && l.hostIf === name);

@@ -1,11 +1,14 @@
 /**
  * Kubernetes mode: a live pod's lease file corrupted while the agent is down is rebuilt once the
  * agent learns its pod CIDRs from the Node object, with the pod's name, namespace and UID from the
- * API (matched by its IPs), so the API-driven lease GC, which runs right after ready, keeps it.
+ * API (matched by its IPs) where its veth's alias does not give them (a pod set up by a release
+ * before aliases, as here), so the API-driven lease GC, which runs right after ready, keeps it.
  */
+import { execFileSync } from 'node:child_process';
 import { readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { hostVethName } from '../../../pkg/datapath/names.ts';
 import { nsPing } from '../../support/netns.ts';
 import { POD_NAMESPACE, Testbed, testbedSkipReason } from '../../support/testbed/index.ts';
 import { waitFor } from './support.ts';
@@ -33,6 +36,16 @@ describe.skipIf(skip !== undefined)(
 
       await tb.killAgent(name);
       writeFileSync(leaseFile, 'garbage');
+      execFileSync('ip', [
+        '-n',
+        node!.ns,
+        'link',
+        'set',
+        'dev',
+        hostVethName(pod.containerId, 'eth0'),
+        'alias',
+        '',
+      ]);
       const from = node!.logs.length;
       const requestsFrom = (await tb.faults.requests()).length;
       await tb.startAgent(name);
@@ -43,6 +56,7 @@ describe.skipIf(skip !== undefined)(
         addresses: [pod.v4, pod.v6],
         netns: pod.netnsPath,
         pod: `${POD_NAMESPACE}/${pod.name}`,
+        podFrom: 'the API',
         source: 'kernel',
       });
       const lease = JSON.parse(readFileSync(leaseFile, 'utf8')) as Record<string, unknown>;
