@@ -1,9 +1,11 @@
 import { existsSync, readFileSync } from 'node:fs';
 import { hostname } from 'node:os';
 import { join } from 'node:path';
+import { PUBLISHED_NETWORK_NAME } from '../cniconf/render.ts';
+import { addAttachment } from '../datapath/add.ts';
 import { BackgroundDeleter } from '../datapath/background-deleter.ts';
 import { KeyedMutex } from '../datapath/keyed-mutex.ts';
-import { attachmentKey } from '../datapath/names.ts';
+import { attachmentKey, hostVethName } from '../datapath/names.ts';
 import {
   type Family,
   IPV6_MIN_MTU,
@@ -17,7 +19,7 @@ import { type PreparedOutcome, PreparedPairs } from '../datapath/prepared-pairs.
 import type { DatapathDeps } from '../datapath/types.ts';
 import { errorText } from '../error-text.ts';
 import type { FirewallCommand, ForwardRuleset, VxlanInKind } from '../firewall/index.ts';
-import { type Ipam, openIpam } from '../ipam/index.ts';
+import { type Ipam, type Lease, openIpam } from '../ipam/index.ts';
 import type { K8sClient, NodeInformer } from '../k8s/index.ts';
 import type { MasqSyncer } from '../masq/index.ts';
 import { FailureLog } from '../observe/failure-log.ts';
@@ -310,17 +312,16 @@ export class Agent {
     // One lock per attachment for CNI calls and the host-end repairs alike: a repair must not race
     // the DEL that releases its lease.
     const mutex = new KeyedMutex();
-    this.hostSideCheck = new HostSideCheck(
-      this.host,
-      log,
-      (lease, put) =>
+    this.hostSideCheck = new HostSideCheck(this.host, log, {
+      whileLeased: (lease, put) =>
         mutex.run(attachmentKey(lease), async () => {
           if (!stillLeased(this.ipam?.get(lease), lease)) return false;
           await put();
           return true;
         }),
-      (path) => this.ports.netns.isNetns(path),
-    );
+      netnsAlive: (path) => this.ports.netns.isNetns(path),
+      reattach: (lease) => this.reattach(lease),
+    });
     this.deleter = new BackgroundDeleter((name, error) =>
       log.warn({ link: name, error: errorText(error) }, 'veth deletion failed'),
     );
@@ -449,6 +450,7 @@ export class Agent {
       routes: this.routes,
       markDirty: (why) => this.controller?.markDirty(why),
       podRouteDeleted: (route) => this.onPodRouteDeleted(route),
+      podVethDeleted: (name) => this.onPodVethDeleted(name),
       followUplinkMtu: config.mtu === 0,
       log,
     });
@@ -579,6 +581,17 @@ export class Agent {
     const [address, length] = route.dst.split('/');
     if (length !== (route.family === 4 ? '32' : '128') || this.hostSideSoon !== undefined) return;
     if (address === undefined || this.ipam?.isLeased(address) !== true) return;
+    this.checkHostSidesSoon();
+  }
+
+  /** DEL releases the lease before it deletes the veth: a veth whose lease is held went under its pod. */
+  private onPodVethDeleted(name: string): void {
+    if (this.hostSideSoon !== undefined || this.ipam === undefined) return;
+    if (this.ipam.list().some((l) => hostVethName(l.containerId, l.ifname) === name))
+      this.checkHostSidesSoon();
+  }
+
+  private checkHostSidesSoon(): void {
     this.hostSideSoon = setTimeout(() => {
       this.hostSideSoon = undefined;
       this.checkHostSides();
@@ -765,6 +778,22 @@ export class Agent {
       },
       true,
     );
+  }
+
+  /** A running pod's veth pair set up again from its lease, as its ADD did (HostSideCheck). */
+  private async reattach(lease: Lease): Promise<void> {
+    if (this.datapath === undefined || lease.netns === undefined) return;
+    await addAttachment(this.datapath, {
+      containerId: lease.containerId,
+      ifname: lease.ifname,
+      netns: lease.netns,
+      mtu: this.mtu,
+      routeMtu: this.routeMtu,
+      nodeCidrs: this.ipam?.ranges() ?? [],
+      pod: { namespace: lease.podNamespace, name: lease.podName, uid: lease.podUid },
+      network: lease.network,
+      unrecordedNetwork: PUBLISHED_NETWORK_NAME,
+    });
   }
 
   private async rebuildHeldLeases(): Promise<void> {

@@ -5,35 +5,37 @@ import { errorText } from '../error-text.ts';
 import type { Lease } from '../ipam/index.ts';
 import type { Logger } from '../observe/logger.ts';
 
+export interface HostSideCheckOptions {
+  /** Runs a repair under the attachment's lock while its lease is current (repairHostSides). */
+  whileLeased?: Parameters<typeof repairHostSides>[3];
+  /** Whether a pod's namespace still exists (its pod runs). */
+  netnsAlive?: (path: string) => boolean;
+  /**
+   * Sets a running pod's veth pair up again from its lease, as ADD did (called under the lock, for
+   * a lease still held). Without it such a pod is only reported.
+   */
+  reattach?: (lease: Lease) => Promise<void>;
+}
+
 /**
  * After every full pass, and soon after a pod's host route is deleted: a pod's host end that lost
  * what ADD gave it (its routes flushed, a route deleted by hand, the veth set down) gets it back,
- * said at warn per pod. One check at a time; one asked for while another runs runs after it.
+ * and a running pod whose veth pair was deleted gets a new one, said at warn per pod. One check at a
+ * time; one asked for while another runs runs after it.
  */
 export class HostSideCheck {
   readonly #host: NetlinkHandle;
   readonly #log: Logger;
-  readonly #whileLeased: Parameters<typeof repairHostSides>[3];
-  readonly #netnsAlive: ((path: string) => boolean) | undefined;
+  readonly #opts: HostSideCheckOptions;
   /** Leases already reported without a veth (attachment key and creation), so each is said once. */
   #saidVethless = new Set<string>();
   #running = false;
   #again = false;
 
-  /**
-   * `whileLeased`: runs a repair under the attachment's lock while its lease is current
-   * (repairHostSides). `netnsAlive`: whether a pod's namespace still exists (its pod runs).
-   */
-  constructor(
-    host: NetlinkHandle,
-    log: Logger,
-    whileLeased?: Parameters<typeof repairHostSides>[3],
-    netnsAlive?: (path: string) => boolean,
-  ) {
+  constructor(host: NetlinkHandle, log: Logger, opts: HostSideCheckOptions = {}) {
     this.#host = host;
     this.#log = log;
-    this.#whileLeased = whileLeased;
-    this.#netnsAlive = netnsAlive;
+    this.#opts = opts;
   }
 
   /** `leases`: read at the start of each check (a check that runs again sees the leases of then). */
@@ -46,7 +48,7 @@ export class HostSideCheck {
     try {
       do {
         this.#again = false;
-        await this.#report(await repairHostSides(this.#host, leases(), busy, this.#whileLeased));
+        await this.#report(await repairHostSides(this.#host, leases(), busy, this.#opts.whileLeased));
       } while (this.#again);
     } finally {
       this.#running = false;
@@ -55,27 +57,50 @@ export class HostSideCheck {
 
   /**
    * A running pod (its namespace is there) whose host veth is gone (`ip link del trl…`, which takes the
-   * pod's end with it): its network is gone and nothing here can bring it back. Said once a lease.
+   * pod's end with it): its network is gone. It gets a new pair from its lease, with the addresses,
+   * routes and alias ADD gave it, but new MACs and the node's MTU for new pods (the lease does not
+   * record a network config's own `mtu`). Without `reattach`, or when that fails, it is said once a
+   * lease, with what to do.
    */
-  async #reportVethless(vethless: readonly Lease[]): Promise<void> {
+  async #reattachVethless(vethless: readonly Lease[]): Promise<void> {
+    const { whileLeased, netnsAlive, reattach } = this.#opts;
     const now = new Set<string>();
     for (const lease of vethless) {
-      if (lease.netns === undefined || this.#netnsAlive?.(lease.netns) !== true) continue;
+      if (lease.netns === undefined || netnsAlive?.(lease.netns) !== true) continue;
       const id = leaseId(lease);
       if (this.#saidVethless.has(id)) {
         now.add(id);
         continue;
       }
+      const fields = {
+        ...leaseLogFields(lease),
+        hostIf: hostVethName(lease.containerId, lease.ifname),
+        netns: lease.netns,
+      };
       // A DEL that ended during the listings (the runtime's first, its namespace still there) took the
       // veth and the lease: only a lease still held, looked at under its lock, is a pod cut off.
-      if (this.#whileLeased !== undefined && !(await this.#whileLeased(lease, async () => {}))) continue;
+      let failure: unknown;
+      const held =
+        whileLeased === undefined
+          ? true
+          : await whileLeased(lease, async () => {
+              try {
+                await reattach?.(lease);
+              } catch (err) {
+                failure = err;
+              }
+            });
+      if (!held) continue;
+      if (reattach !== undefined && failure === undefined && whileLeased !== undefined) {
+        this.#log.warn(
+          { ...fields, addresses: lease.addresses.map((a) => a.address) },
+          "a running pod's veth pair was deleted by someone else; made again from its lease",
+        );
+        continue;
+      }
       now.add(id);
       this.#log.warn(
-        {
-          ...leaseLogFields(lease),
-          hostIf: hostVethName(lease.containerId, lease.ifname),
-          netns: lease.netns,
-        },
+        { ...fields, ...(failure === undefined ? {} : { error: errorText(failure) }) },
         "a running pod's veth pair was deleted by someone else: the pod has no network; recreate it (kubectl delete pod)",
       );
     }
@@ -83,7 +108,7 @@ export class HostSideCheck {
   }
 
   async #report(outcome: Awaited<ReturnType<typeof repairHostSides>>): Promise<void> {
-    await this.#reportVethless(outcome.vethless);
+    await this.#reattachVethless(outcome.vethless);
     for (const d of outcome.repaired) {
       this.#log.warn(
         { ...leaseLogFields(d.lease), hostIf: d.link.name, missing: d.missing },

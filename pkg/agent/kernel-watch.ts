@@ -1,3 +1,4 @@
+import { isHostVethName } from '../datapath/names.ts';
 import type {
   LinkEventInterest,
   NetlinkEventsPort,
@@ -101,6 +102,11 @@ export interface KernelWatchDeps {
    * by hand), put back by the pods' host-end check rather than a full pass. Absent: left to the pass.
    */
   podRouteDeleted?(route: RouteInfo): void;
+  /**
+   * A pod host veth (`trl…`) was deleted: DEL's, or someone else's under a running pod (an IPv4
+   * route goes with its link silently, so this is the only notice of it). Absent: left to the pass.
+   */
+  podVethDeleted?(name: string): void;
   log: Logger;
 }
 
@@ -146,6 +152,7 @@ export function watchKernel(deps: KernelWatchDeps): Subscription[] {
       if (ev.type === 'overflow') markSoon('link notifications lost');
       else if (ev.type === 'delete' && isVxlanDeviceName(ev.link.name))
         markSoon('a VXLAN device was deleted');
+      else if (ev.type === 'delete' && isHostVethName(ev.link.name)) deps.podVethDeleted?.(ev.link.name);
     }, WATCHED_LINKS),
     deps.events.subscribeRouteEvents((ev) => {
       if (ev.type === 'overflow') {

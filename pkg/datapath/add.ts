@@ -3,7 +3,7 @@ import type { LeasedAddress } from '../ipam/index.ts';
 import { deleteLinkIfNamed } from './delete-link.ts';
 import { hostSideSteps } from './host-side.ts';
 import { readAttachment } from './inspect.ts';
-import { randomMac } from './mac.ts';
+import { podMac, randomMac } from './mac.ts';
 import { hostVethName, otherNetworkOf } from './names.ts';
 import { isOwnNetnsFd } from './own-netns.ts';
 import { type PodRoute, podRoutes } from './pod-routes.ts';
@@ -132,11 +132,12 @@ async function addInNetns(
     // After the lease, not beside it: the kernel's veth creation overlapped with IPAM's file creation
     // took 2.2-2.5 ms instead of ~1 ms here (both in the kernel at once), which made ADD no faster.
     // It overlaps with the fsyncs instead, which only wait for the disk.
-    const podMac = prepared?.podMac ?? randomMac();
+    // Derived, not random: a pair made again for this attachment gives the pod the same MAC (mac.ts).
+    const mac = podMac(req.containerId, req.ifname);
     const veth: Promise<Settled<LinkInfo | undefined>> =
       prepared !== undefined
         ? Promise.resolve({ ok: true, value: prepared.host })
-        : createVethReplacingStale(deps, req, hostName, nsFd, podMac, opts.alone === true).then(
+        : createVethReplacingStale(deps, req, hostName, nsFd, mac, opts.alone === true).then(
             (value) => ({ ok: true, value }),
             (error: unknown) => ({ ok: false, error }),
           );
@@ -174,10 +175,10 @@ async function addInNetns(
         configurePodSide(
           pod,
           req,
-          prepared === undefined ? podEnd(req, created.value, podMac) : preparedPodEnd(prepared),
+          prepared === undefined ? podEnd(req, created.value, mac) : preparedPodEnd(prepared, mac),
           lease.addresses,
           wanted,
-          prepared === undefined ? undefined : { mtu: mtuChange },
+          prepared === undefined ? undefined : { mtu: mtuChange, mac },
         ).catch((err: unknown) => {
           // Renaming the pod end: the pod has an interface of that name already.
           throw prepared !== undefined && (err as { errno?: unknown }).errno === 'EEXIST'
@@ -226,9 +227,9 @@ function podEnd(req: AttachRequest, host: LinkInfo | undefined, mac: string): Li
   return { index: host.peerIndex, name: req.ifname, kind: 'veth', mac, mtu: req.mtu, up: false };
 }
 
-/** A prepared pair's pod end as it was made: down, under its temporary name. */
-function preparedPodEnd(p: PreparedPair): LinkInfo {
-  return { index: p.podIndex, name: p.podName, kind: 'veth', mac: p.podMac, mtu: p.mtu, up: false };
+/** A prepared pair's pod end as it was made (down, under its temporary name), with the MAC ADD gives it. */
+function preparedPodEnd(p: PreparedPair, mac: string): LinkInfo {
+  return { index: p.podIndex, name: p.podName, kind: 'veth', mac, mtu: p.mtu, up: false };
 }
 
 /**
@@ -368,8 +369,8 @@ interface PodSide {
  * net1) would write the same destinations. The first interface keeps them (keepExisting), so a
  * second one neither takes over the pod's default route (another plugin's, or eth0's, which DEL
  * of net1 would then take away) nor reports it; the kernel says which of them were taken, in the
- * same answer. `rename`: the interface is a prepared pair's end, renamed to CNI_IFNAME (and given
- * `mtu` when set) before it goes up.
+ * same answer. `rename`: the interface is a prepared pair's end, renamed to CNI_IFNAME and given the
+ * attachment's MAC (and `mtu` when set) before it goes up.
  */
 async function configurePodSide(
   pod: PodNetlink,
@@ -377,7 +378,7 @@ async function configurePodSide(
   known: LinkInfo | undefined,
   addresses: LeasedAddress[],
   routes: readonly PodRoute[],
-  rename?: { mtu: number | undefined },
+  rename?: { mtu: number | undefined; mac: string },
 ): Promise<PodSide> {
   let link: LinkInfo;
   let loopback: number | undefined;
@@ -392,7 +393,7 @@ async function configurePodSide(
   const { steps, firstRouteStep } = podSideSteps({
     index: link.index,
     loopback,
-    ...(rename === undefined ? {} : { rename: { ifname: req.ifname, mtu: rename.mtu } }),
+    ...(rename === undefined ? {} : { rename: { ifname: req.ifname, mtu: rename.mtu, mac: rename.mac } }),
     addresses,
     routes,
   });

@@ -1,4 +1,4 @@
-import { randomBytes } from 'node:crypto';
+import { createHash, randomBytes } from 'node:crypto';
 import { localUnicastMac } from '../ip/index.ts';
 
 /**
@@ -8,4 +8,20 @@ import { localUnicastMac } from '../ip/index.ts';
  */
 export function randomMac(): string {
   return localUnicastMac(randomBytes(6));
+}
+
+/**
+ * The pod end's MAC, derived from (container ID, ifname) like the host end's name: a pair made again
+ * for the same attachment (a running pod's pair deleted by someone else, HostSideCheck) gives the pod
+ * the MAC its ADD reported, so CHECK against that result still holds. Unique enough: it only has to
+ * differ from the host end's on their point-to-point link (the host end's is random).
+ */
+export function podMac(containerId: string, ifname: string): string {
+  const digest = createHash('sha256')
+    .update('pod-mac\0')
+    .update(containerId)
+    .update('\0')
+    .update(ifname)
+    .digest();
+  return localUnicastMac(digest.subarray(0, 6));
 }

@@ -13,8 +13,8 @@ export interface PodSideInput {
   index: number;
   /** Loopback's index when it must be set up (down, or not looked at), else undefined. */
   loopback: number | undefined;
-  /** A prepared pair's pod end: renamed to `ifname` (and given `mtu`) first. */
-  rename?: { ifname: string; mtu: number | undefined };
+  /** A prepared pair's pod end: renamed to `ifname` (and given `mtu` and `mac`) first. */
+  rename?: { ifname: string; mtu: number | undefined; mac?: string };
   addresses: readonly LeasedAddress[];
   routes: readonly PodRoute[];
 }
@@ -24,7 +24,13 @@ export function podSideSteps(p: PodSideInput): { steps: SetUpStep[]; firstRouteS
   const steps: SetUpStep[] = [];
   if (p.loopback !== undefined) steps.push({ kind: 'up', index: p.loopback });
   if (p.rename !== undefined)
-    steps.push({ kind: 'link', index: p.index, name: p.rename.ifname, mtu: p.rename.mtu });
+    steps.push({
+      kind: 'link',
+      index: p.index,
+      name: p.rename.ifname,
+      mtu: p.rename.mtu,
+      ...(p.rename.mac === undefined ? {} : { mac: p.rename.mac }),
+    });
   steps.push({ kind: 'up', index: p.index });
   for (const a of p.addresses) {
     steps.push({

@@ -21,7 +21,6 @@ export interface PreparedPair {
   /** The pod end: its index in the pod's namespace, its name there (the same temporary name). */
   podIndex: number;
   podName: string;
-  podMac: string;
   /** Both ends' MTU. */
   mtu: number;
   /** The sysctls were written for a pod with IPv6 (true) or without (false); ADD rewrites on a mismatch. */
@@ -233,7 +232,6 @@ export class PreparedPairs {
     settings: { mtu: number; ipv6: boolean },
   ): Promise<PreparedPair | undefined> {
     const name = `${PREPARED_PREFIX}${randomBytes(6).toString('hex').slice(0, 11)}`;
-    const podMac = randomMac();
     let host: LinkInfo | undefined;
     this.making++;
     try {
@@ -244,13 +242,13 @@ export class PreparedPairs {
         peerName: name,
         peerNetnsFd: entry.fd,
         peerMtu: settings.mtu,
-        peerMac: podMac,
+        peerMac: randomMac(), // ADD gives the pod end the attachment's own (mac.ts podMac)
       });
       host = created ?? (await this.deps.host.getLink(name));
       if (host === undefined) throw new Error(`link ${name} is missing right after its creation`);
       const podIndex = host.peerIndex ?? (await this.lookUpPodEnd(entry, name));
       setVethSysctls(this.deps.netns, { fd: entry.fd, path: entry.path, name }, name, settings.ipv6);
-      return { host, podIndex, podName: name, podMac, mtu: settings.mtu, ipv6: settings.ipv6 };
+      return { host, podIndex, podName: name, mtu: settings.mtu, ipv6: settings.ipv6 };
     } catch (err) {
       this.deps.onOutcome?.('failed');
       this.deps.log.warn(

@@ -92,16 +92,17 @@ export function setLinkMtuBody(index: number, mtu: number): Body {
 }
 
 /**
- * A new name, MTU and alias for a link in one RTM_NEWLINK (kernels before 6.2 rename no link that is
+ * A new name, MTU, MAC and alias for a link in one RTM_NEWLINK (kernels before 6.2 rename no link that is
  * up: EBUSY). The alias only here: a creating RTM_NEWLINK ignores IFLA_IFALIAS.
  */
 export function setLinkNameMtuBody(
   index: number,
-  change: { name?: string; mtu?: number; alias?: string },
+  change: { name?: string; mtu?: number; alias?: string; mac?: string },
 ): Body {
   const body: Body = [ifinfomsg(index)];
   if (change.name !== undefined) body.push(strAttr(IFLA.IFNAME, change.name));
   if (change.mtu !== undefined) body.push(u32Attr(IFLA.MTU, change.mtu));
+  if (change.mac !== undefined) body.push(attr(IFLA.ADDRESS, macToBytes(change.mac)));
   // Without a NUL, as iproute2 sends it: the kernel keeps the attribute's bytes as the alias.
   if (change.alias !== undefined) body.push(attr(IFLA.IFALIAS, Buffer.from(change.alias, 'utf8')));
   return body;

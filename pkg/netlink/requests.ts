@@ -26,11 +26,12 @@ export function setLinkDownRequest(index: number): Request {
 
 export function setLinkRequest(
   index: number,
-  change: { name?: string; mtu?: number; alias?: string },
+  change: { name?: string; mtu?: number; alias?: string; mac?: string },
 ): Request {
   const what = [
     change.name === undefined ? '' : ` name ${change.name}`,
     change.mtu === undefined ? '' : ` mtu ${change.mtu}`,
+    change.mac === undefined ? '' : ` address ${change.mac}`,
     change.alias === undefined ? '' : ` alias "${change.alias}"`,
   ].join('');
   return {

@@ -4,7 +4,7 @@ import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
 import { hostVethName } from '../../../pkg/datapath/names.ts';
 import { builtSkipReason } from '../../support/cni-driver.ts';
 import { ip, ipJson, netnsSkipReason, nsPing } from '../../support/netns.ts';
-import { type AddResult, containerId, NodeHarness, podAddr } from './harness.ts';
+import { type AddResult, containerId, NodeHarness, podAddr, V4_CIDR } from './harness.ts';
 
 /**
  * A running pod's host end loses what ADD gave it behind the agent's back: `ip route flush proto 126`
@@ -178,37 +178,70 @@ describe.skipIf(skip !== undefined)(
       for (const [i, pod] of pods.entries()) expect((await node.del(ids[i]!, pod.path)).code).toBe(0);
     }, 30_000);
 
-    it("a running pod's veth pair deleted by hand is named at warn, once, with what to do", async () => {
+    it("a running pod's veth pair deleted by hand is made again from its lease, said at warn", async () => {
       const pod = node.podNs();
       const id = containerId();
       const add = await node.add(pod, id);
       expect(add.code, add.stdout).toBe(0);
+      const result = add.json as AddResult;
+      const [v4, v6] = [podAddr(result, 4), podAddr(result, 6)];
       const hostIf = hostVethName(id, 'eth0');
-      ip(node.host.name, 'link', 'del', hostIf); // its IPv6 routes go with notices: the check runs
-      const msg =
-        "a running pod's veth pair was deleted by someone else: the pod has no network; recreate it (kubectl delete pod)";
-      const line = await node.logLine((l) => l.msg === msg, 5_000);
-      expect(line).toMatchObject({ level: 'warn', hostIf, netns: pod.path, containerId: id.slice(0, 12) });
-      // Said once, not at every check (a route deletion elsewhere wakes one more).
-      const other = node.podNs();
-      const otherId = containerId();
-      const otherAdd = await node.add(other, otherId);
-      expect(otherAdd.code, otherAdd.stdout).toBe(0);
-      const otherV4 = podAddr(otherAdd.json as AddResult, 4);
-      const mark = node.agent.logs.length;
-      ip(node.host.name, 'route', 'del', `${otherV4}/32`, 'dev', hostVethName(otherId, 'eth0'));
-      await vi.waitFor(
-        () =>
-          expect(
-            node.agent.logs
-              .slice(mark)
-              .some((l) => l.msg === "a pod's host end had lost what ADD gave it; put back"),
-          ).toBe(true),
-        { timeout: 5_000, interval: 50 },
+      ip(node.host.name, 'link', 'del', hostIf); // takes the pod's eth0 with it
+      const line = await node.logLine(
+        (l) => l.msg === "a running pod's veth pair was deleted by someone else; made again from its lease",
+        5_000,
       );
-      expect(node.agent.logs.filter((l) => l.msg === msg)).toHaveLength(1);
+      expect(line).toMatchObject({
+        level: 'warn',
+        hostIf,
+        netns: pod.path,
+        containerId: id.slice(0, 12),
+        addresses: [v4, v6],
+      });
+      await vi.waitFor(() => expect(nsPing(node.host.name, v4) && nsPing(node.host.name, v6)).toBe(true), {
+        timeout: 5_000,
+        interval: 100,
+      });
+      const shown = ipJson<{ ifalias?: string }[]>(node.host.name, 'link', 'show', hostIf)[0];
+      expect(shown?.ifalias).toBe(`trellis id=${id} if=eth0 net=trellis pod=default/${id}`);
+      // A lease like any other again: CHECK passes, DEL takes it all.
+      const check = await node.call(
+        { command: 'CHECK', containerId: id, netns: pod.path, ifname: 'eth0' },
+        node.conf({ prevResult: result }),
+      );
+      expect(check.code, check.stdout + check.stderr).toBe(0);
       expect((await node.del(id, pod.path)).code).toBe(0);
-      expect((await node.del(otherId, other.path)).code).toBe(0);
+      expect(await node.waitForVeths(0)).toEqual([]);
+    }, 30_000);
+  },
+);
+
+describe.skipIf(skip !== undefined)(
+  `an IPv4-only pod's veth pair deleted by hand${skip ? ` (skipped: ${skip})` : ''}`,
+  () => {
+    const node = new NodeHarness([V4_CIDR]);
+    beforeAll(() => node.start()); // the default resync: 60 s
+    afterAll(() => node.stop());
+
+    it('is made again within seconds: the link deletion wakes the check (an IPv4 route goes silently)', async () => {
+      const pod = node.podNs();
+      const id = containerId();
+      const add = await node.add(pod, id);
+      expect(add.code, add.stdout).toBe(0);
+      const v4 = podAddr(add.json as AddResult, 4);
+      ip(node.host.name, 'link', 'del', hostVethName(id, 'eth0'));
+      const made = "a running pod's veth pair was deleted by someone else; made again from its lease";
+      expect(await node.logLine((l) => l.msg === made, 5_000)).toMatchObject({ addresses: [v4] });
+      await vi.waitFor(() => expect(nsPing(node.host.name, v4)).toBe(true), {
+        timeout: 5_000,
+        interval: 100,
+      });
+      expect(node.agent.logs.filter((l) => l.msg === made)).toHaveLength(1);
+      // A DEL's own veth deletion (its lease released first) is not taken for one.
+      expect((await node.del(id, pod.path)).code).toBe(0);
+      expect(await node.waitForVeths(0)).toEqual([]);
+      await new Promise((r) => setTimeout(r, 500));
+      expect(node.hostVeths()).toEqual([]);
     }, 30_000);
   },
 );

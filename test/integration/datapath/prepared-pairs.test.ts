@@ -6,6 +6,7 @@ import { afterEach, describe, expect, it } from 'vitest';
 import { CniCode, CniError } from '../../../pkg/cni/errors.ts';
 import { addAttachment } from '../../../pkg/datapath/add.ts';
 import { BackgroundDeleter } from '../../../pkg/datapath/background-deleter.ts';
+import { podMac } from '../../../pkg/datapath/mac.ts';
 import { hostVethName } from '../../../pkg/datapath/names.ts';
 import { isPreparedName, type PreparedOutcome, PreparedPairs } from '../../../pkg/datapath/prepared-pairs.ts';
 import type { DatapathDeps } from '../../../pkg/datapath/types.ts';
@@ -119,7 +120,9 @@ describe.skipIf(netnsSkipReason !== undefined)('prepared veth pairs (root, real 
     expect(att.host).toEqual({ name, index: made.ifindex, mac: made.address });
     const eth0 = links(pod.name).find((l) => l.ifname === 'eth0')!;
     expect(eth0.ifindex).toBe(podEnd.ifindex);
-    expect(att.pod).toEqual({ name: 'eth0', index: podEnd.ifindex, mac: podEnd.address, mtu: 1500 });
+    // Given the attachment's own MAC in the rename (mac.ts podMac), as the kernel now shows it.
+    expect(att.pod).toEqual({ name: 'eth0', index: podEnd.ifindex, mac: podMac('c1', 'eth0'), mtu: 1500 });
+    expect(eth0.address).toBe(podMac('c1', 'eth0'));
     expect(names(pod.name).sort()).toEqual(['eth0', 'lo']);
     expect(names(host.name).filter(isPreparedName)).toEqual([]);
     // The sysctls went along with the rename.
