@@ -290,7 +290,7 @@ export interface NetnsPort {
 export type SetUpStep =
   | { kind: 'up'; index: number }
   | { kind: 'down'; index: number }
-  /** A new name and/or MTU for a link (kernels before 6.2 rename no link that is up: EBUSY). */
+  /** A new name, MTU, MAC and/or alias for a link (kernels before 6.2 rename no link that is up: EBUSY). */
   | { kind: 'link'; index: number; name?: string; mtu?: number; alias?: string; mac?: string }
   | { kind: 'address'; address: AddAddress }
   | {
