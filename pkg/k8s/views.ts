@@ -8,6 +8,7 @@
  */
 import { isIP } from 'node:net';
 import { sameList } from '../compare.ts';
+import { exact } from '../exact-list.ts';
 import { canonicalIp, parseCidr, specialRangeProblem } from '../ip/index.ts';
 
 export interface NodeView {
@@ -200,8 +201,9 @@ export function toNodeView(obj: unknown): NodeViewResult {
       node: {
         name,
         uid,
-        podCIDRs,
-        internalIPs,
+        // Kept as long as the Node is: without their push-grown spare slots (exact-list.ts).
+        podCIDRs: exact(podCIDRs),
+        internalIPs: exact(internalIPs),
         annotations: ownAnnotations(annotations.value),
         ...(unavailable === undefined ? {} : { networkUnavailable: unavailable }),
         resourceVersion,

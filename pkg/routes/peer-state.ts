@@ -1,3 +1,4 @@
+import { exact } from '../exact-list.ts';
 /**
  * Per-node reconciliation, the pure part: what a full pass left programmed for each peer, and what one
  * Node's change requires given that state (client-go's per-key pattern, still level-triggered: the step
@@ -132,6 +133,12 @@ export function buildPeerState(
     if (rec === undefined) selfProblems.push(p);
     else rec.problems.push(p);
   }
+  // Kept until the peer changes: built with push, each list would hold 16 slots (exact-list.ts).
+  for (const rec of records.values()) {
+    rec.decisions = exact(rec.decisions);
+    rec.routes = exact(rec.routes);
+    if (rec.problems.length > 0) rec.problems = exact(rec.problems);
+  }
   const cidrIndex = new CidrIndex();
   const ipIndex = new CidrIndex();
   for (const [name, rec] of records) {
@@ -217,9 +224,9 @@ export function planPeerStep(state: PeerState, name: string, current: PeerNode |
           peer: copyPeer(current),
           cidrs,
           ips,
-          decisions: plan.decisions,
-          routes,
-          problems: plan.problems.filter((p) => p.node === name),
+          decisions: exact(plan.decisions),
+          routes: exact(routes),
+          problems: exact(plan.problems.filter((p) => p.node === name)),
         };
   return {
     kind: 'apply',
@@ -390,7 +397,7 @@ function validCidrs(p: PeerNode): Cidr[] {
     const c = parseCidr(text);
     if (c !== undefined) out.push(c);
   }
-  return out;
+  return exact(out);
 }
 
 /** The InternalIPs the planner uses (usable ones: node-ip.ts), as /32 and /128 prefixes for a CidrIndex. */
@@ -402,7 +409,7 @@ function hostPrefixes(p: PeerNode): Cidr[] {
     if (out.some((c) => c.family === ip.family && c.network === ip.value)) continue;
     out.push({ family: ip.family, network: ip.value, prefixLen: familyBits(ip.family) });
   }
-  return out;
+  return exact(out);
 }
 
 /** The lists are read-only (PeerNode), so a record shares them; an empty vtepMacs or directSubnets is left out. */
