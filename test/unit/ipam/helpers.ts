@@ -2,7 +2,7 @@ import { mkdtempSync, readdirSync, readlinkSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { expect } from 'vitest';
-import { CniError } from '../../../pkg/cni/errors.ts';
+import { CniCode, CniError } from '../../../pkg/cni/errors.ts';
 import type { Ipam } from '../../../pkg/ipam/ipam.ts';
 
 /** Fresh temp directories, removed by cleanupTempDirs() (call it in afterEach). */
@@ -51,4 +51,18 @@ export function expectConsistent(ipam: Ipam, dir: string): void {
       expect(reservationsOnDisk(dir).get(a.address)).toBe(`${lease.containerId}@${lease.ifname}`);
     }
   }
+}
+
+/** Allocates for new attachments (p0, p1, …) until the ranges run out (at most `max`): every address handed out. */
+export function allocateUntilExhausted(ipam: Ipam, max = 10): string[] {
+  const handed: string[] = [];
+  for (let i = 0; i < max; i++) {
+    try {
+      handed.push(...ipam.allocate({ containerId: `p${i}`, ifname: 'eth0' }).addresses.map((a) => a.address));
+    } catch (err) {
+      expect((err as { code?: number }).code).toBe(CniCode.IPAM_EXHAUSTED);
+      break;
+    }
+  }
+  return handed;
 }

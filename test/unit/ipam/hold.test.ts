@@ -3,7 +3,7 @@ import { join } from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
 import { CniCode } from '../../../pkg/cni/errors.ts';
 import { openIpam } from '../../../pkg/ipam/ipam.ts';
-import { catchCni, cleanupTempDirs, reservationsOnDisk, tempDir } from './helpers.ts';
+import { allocateUntilExhausted, catchCni, cleanupTempDirs, reservationsOnDisk, tempDir } from './helpers.ts';
 
 /**
  * Ipam.hold: the addresses of a running pod whose lease record was lost while the agent was down
@@ -41,17 +41,7 @@ describe('Ipam.hold', () => {
     for (const a of addresses) expect(reservationsOnDisk(dir).get(a)).toBe('lost@eth0');
     expect(heldLists(dir)).toHaveLength(1);
 
-    const handed: string[] = [];
-    for (let i = 0; i < 10; i++) {
-      try {
-        handed.push(
-          ...ipam.allocate({ containerId: `p${i}`, ifname: 'eth0' }).addresses.map((a) => a.address),
-        );
-      } catch (err) {
-        expect((err as { code?: number }).code).toBe(CniCode.IPAM_EXHAUSTED);
-        break;
-      }
-    }
+    const handed = allocateUntilExhausted(ipam);
     for (const a of addresses) expect(handed).not.toContain(a);
 
     const again = openIpam({ dir, ranges: RANGES });

@@ -3,7 +3,14 @@ import { join } from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
 import { CniCode } from '../../../pkg/cni/errors.ts';
 import { type Ipam, openIpam } from '../../../pkg/ipam/ipam.ts';
-import { catchCni, cleanupTempDirs, leaseFilesOnDisk, reservationsOnDisk, tempDir } from './helpers.ts';
+import {
+  allocateUntilExhausted,
+  catchCni,
+  cleanupTempDirs,
+  leaseFilesOnDisk,
+  reservationsOnDisk,
+  tempDir,
+} from './helpers.ts';
 
 /** Ipam.restore: a quarantined (held) attachment turned back into a normal lease. */
 
@@ -60,17 +67,7 @@ describe('Ipam.restore', () => {
   it('never hands a restored address out to another attachment', () => {
     const { ipam, victim } = heldVictim();
     ipam.restore(VICTIM, victim);
-    const handed: string[] = [];
-    for (let i = 0; i < 10; i++) {
-      try {
-        handed.push(
-          ...ipam.allocate({ containerId: `p${i}`, ifname: 'eth0' }).addresses.map((a) => a.address),
-        );
-      } catch (err) {
-        expect((err as { code?: number }).code).toBe(CniCode.IPAM_EXHAUSTED);
-        break;
-      }
-    }
+    const handed = allocateUntilExhausted(ipam);
     expect(handed.length).toBeGreaterThan(0);
     for (const a of victim) expect(handed).not.toContain(a);
   });
