@@ -1,4 +1,3 @@
-import { exact } from '../exact-list.ts';
 /**
  * Per-node reconciliation, the pure part: what a full pass left programmed for each peer, and what one
  * Node's change requires given that state (client-go's per-key pattern, still level-triggered: the step
@@ -20,6 +19,7 @@ import { exact } from '../exact-list.ts';
 
 import { sameList } from '../compare.ts';
 import type { FdbEntry, NeighbourEntry, RouteInfo } from '../datapath/ports.ts';
+import { exact } from '../exact-list.ts';
 import { type Cidr, familyBits, formatCidr, formatIp, parseCidr, parseIp } from '../ip/index.ts';
 import { CidrIndex } from './cidr-index.ts';
 import { desiredRoutes, localLinksKey } from './desired.ts';
