@@ -80,18 +80,21 @@ export class HostSideCheck {
       // A DEL that ended during the listings (the runtime's first, its namespace still there) took the
       // veth and the lease: only a lease still held, looked at under its lock, is a pod cut off.
       let failure: unknown;
+      let reattached = false;
       const held =
         whileLeased === undefined
           ? true
           : await whileLeased(lease, async () => {
+              if (reattach === undefined) return;
               try {
-                await reattach?.(lease);
+                await reattach(lease);
+                reattached = true;
               } catch (err) {
                 failure = err;
               }
             });
       if (!held) continue;
-      if (reattach !== undefined && failure === undefined && whileLeased !== undefined) {
+      if (reattached) {
         this.#log.warn(
           { ...fields, addresses: lease.addresses.map((a) => a.address) },
           "a running pod's veth pair was deleted by someone else; made again from its lease",

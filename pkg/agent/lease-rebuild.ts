@@ -161,8 +161,6 @@ export async function rebuildHeldLeases(
     const fields = { containerId: shortId(key.containerId), ifname: key.ifname };
     let decision: RebuildDecision;
     let observation: HeldObservation | undefined;
-    // Held without any record: its lease file was lost and the start-up sweep found its veth (gc.ts).
-    const recordless = deps.ipam.quarantinedRecords(key).length === 0;
     try {
       if (deps.busy.has(attachmentKey(key))) {
         decision = { kind: 'skip', key, reason: 'a CNI call for it is in flight' };
@@ -213,6 +211,8 @@ export async function rebuildHeldLeases(
           } else
             api = typeof listed === 'string' ? listed : 'no single running pod on this node has these IPs';
         }
+        // Read before restore, which drops the records.
+        const recordless = deps.ipam.quarantinedRecords(key).length === 0;
         // The reads above yield: a DEL may have released the key meanwhile (restore refuses then).
         const lease = deps.ipam.restore(key, decision.addresses, meta);
         rebuilt++;
@@ -225,6 +225,7 @@ export async function rebuildHeldLeases(
             ...(podFrom === undefined ? {} : { podFrom }),
             source: 'kernel',
           },
+          // Held without any record: its lease file was lost and the start-up sweep found its veth (gc.ts).
           recordless ? 'lease record missing; rebuilt from the kernel' : 'quarantined lease rebuilt',
         );
         continue;

@@ -188,9 +188,9 @@ function copyLease(lease: Lease): Lease {
   return { ...lease, addresses: lease.addresses.map((a) => ({ ...a })) };
 }
 
-/** Why restore will not turn a held attachment back into a lease (nothing was changed). */
-function refusal(owner: string, why: string): CniError {
-  return new CniError(CniCode.INVALID_CONFIG, `cannot restore the lease of ${owner}: ${why}`);
+/** Why restore (or hold) will not do what it was asked (nothing was changed). */
+function refusal(owner: string, why: string, what = 'restore the lease of'): CniError {
+  return new CniError(CniCode.INVALID_CONFIG, `cannot ${what} ${owner}: ${why}`);
 }
 
 class StoreIpam implements Ipam {
@@ -532,8 +532,7 @@ class StoreIpam implements Ipam {
     validateKey(key);
     this.keepLayout();
     const owner = ownerName(key);
-    const refuse = (why: string) =>
-      new CniError(CniCode.INVALID_CONFIG, `cannot hold the addresses of ${owner}: ${why}`);
+    const refuse = (why: string) => refusal(owner, why, 'hold the addresses of');
     if (this.#leases.has(owner)) throw refuse('it has a lease');
     if (this.#held.has(owner)) throw refuse('IPAM holds addresses for it already');
     const wanted: string[] = [];

@@ -1,4 +1,5 @@
 import { randomBytes } from 'node:crypto';
+import { hostVethName } from '../../../pkg/datapath/names.ts';
 import { type AgentProcess, removeAgentDir, startAgent } from '../../support/agent-process.ts';
 import { type CniCall, type PluginRun, runPlugin, SHIM_BINARY } from '../../support/cni-driver.ts';
 import { ipJson, NetnsPool, type TestNetns } from '../../support/netns.ts';
@@ -92,6 +93,23 @@ export class NodeHarness {
         args: `IgnoreUnknown=1;K8S_POD_NAMESPACE=default;K8S_POD_NAME=${containerId}`,
       },
       conf,
+    );
+  }
+
+  /** A fresh pod namespace ADDed as eth0 through the shim; throws unless the ADD succeeded. */
+  async addPod(): Promise<{ pod: TestNetns; id: string; result: AddResult; hostIf: string }> {
+    const pod = this.podNs();
+    const id = containerId();
+    const add = await this.add(pod, id);
+    if (add.code !== 0) throw new Error(`ADD failed (exit ${add.code}): ${add.stdout}${add.stderr}`);
+    return { pod, id, result: add.json as AddResult, hostIf: hostVethName(id, 'eth0') };
+  }
+
+  /** CHECK of eth0 against the ADD's result, as a runtime sends it. */
+  check(containerId: string, pod: TestNetns, prevResult: AddResult): Promise<PluginRun> {
+    return this.call(
+      { command: 'CHECK', containerId, netns: pod.path, ifname: 'eth0' },
+      this.conf({ prevResult }),
     );
   }
 

@@ -20,13 +20,8 @@ describe.skipIf(skip !== undefined)(`a pod's host end put back${skip ? ` (skippe
   afterAll(() => node.stop());
 
   it('routes flushed, the veth down and up: all back within seconds, the warnings naming what was lost', async () => {
-    const pod = node.podNs();
-    const id = containerId();
-    const add = await node.add(pod, id);
-    expect(add.code, add.stdout).toBe(0);
-    const result = add.json as AddResult;
+    const { pod, id, result, hostIf } = await node.addPod();
     const [v4, v6] = [podAddr(result, 4), podAddr(result, 6)];
-    const hostIf = hostVethName(id, 'eth0');
     const reach = () => nsPing(node.host.name, v4) && nsPing(node.host.name, v6);
     expect(reach()).toBe(true);
 
@@ -57,13 +52,8 @@ describe.skipIf(skip !== undefined)(`a pod's host end put back${skip ? ` (skippe
   }, 30_000);
 
   it('a running pod whose lease record is gone at a restart keeps its network: the lease is rebuilt from its veth', async () => {
-    const pod = node.podNs();
-    const id = containerId();
-    const add = await node.add(pod, id);
-    expect(add.code, add.stdout).toBe(0);
-    const result = add.json as AddResult;
+    const { pod, id, result, hostIf } = await node.addPod();
     const [v4, v6] = [podAddr(result, 4), podAddr(result, 6)];
-    const hostIf = hostVethName(id, 'eth0');
     // The alias says whose the veth is, for an operator's `ip link` and for the rebuild.
     const shown = ipJson<{ ifalias?: string }[]>(node.host.name, 'link', 'show', hostIf)[0];
     expect(shown?.ifalias).toBe(`trellis id=${id} if=eth0 net=trellis pod=default/${id}`);
@@ -92,16 +82,10 @@ describe.skipIf(skip !== undefined)(`a pod's host end put back${skip ? ` (skippe
 
     // Still reachable, and its addresses are not handed out again.
     expect(nsPing(node.host.name, v4) && nsPing(node.host.name, v6)).toBe(true);
-    const other = node.podNs();
-    const otherId = containerId();
-    const next = await node.add(other, otherId);
-    expect(next.code, next.stdout).toBe(0);
-    expect([podAddr(next.json as AddResult, 4), podAddr(next.json as AddResult, 6)]).not.toContain(v4);
+    const { pod: other, id: otherId, result: next } = await node.addPod();
+    expect([podAddr(next, 4), podAddr(next, 6)]).not.toContain(v4);
     // A normal lease again: CHECK passes, DEL takes the veth and frees the addresses.
-    const check = await node.call(
-      { command: 'CHECK', containerId: id, netns: pod.path, ifname: 'eth0' },
-      node.conf({ prevResult: result }),
-    );
+    const check = await node.check(id, pod, result);
     expect(check.code, check.stdout + check.stderr).toBe(0);
     expect((await node.del(id, pod.path)).code).toBe(0);
     expect((await node.del(otherId, other.path)).code).toBe(0);
@@ -109,12 +93,7 @@ describe.skipIf(skip !== undefined)(`a pod's host end put back${skip ? ` (skippe
   }, 40_000);
 
   it('a veth without its alias (made by an earlier release) and without a lease goes at a restart, named at warn', async () => {
-    const pod = node.podNs();
-    const id = containerId();
-    const add = await node.add(pod, id);
-    expect(add.code, add.stdout).toBe(0);
-    const result = add.json as AddResult;
-    const hostIf = hostVethName(id, 'eth0');
+    const { id, result, hostIf } = await node.addPod();
     ip(node.host.name, 'link', 'set', 'dev', hostIf, 'alias', '');
     await node.agent.stop();
     rmSync(join(node.agent.stateDir, 'ipam', 'leases', `${id}@eth0.json`));
@@ -179,13 +158,8 @@ describe.skipIf(skip !== undefined)(
     }, 30_000);
 
     it("a running pod's veth pair deleted by hand is made again from its lease, said at warn", async () => {
-      const pod = node.podNs();
-      const id = containerId();
-      const add = await node.add(pod, id);
-      expect(add.code, add.stdout).toBe(0);
-      const result = add.json as AddResult;
+      const { pod, id, result, hostIf } = await node.addPod();
       const [v4, v6] = [podAddr(result, 4), podAddr(result, 6)];
-      const hostIf = hostVethName(id, 'eth0');
       ip(node.host.name, 'link', 'del', hostIf); // takes the pod's eth0 with it
       const line = await node.logLine(
         (l) => l.msg === "a running pod's veth pair was deleted by someone else; made again from its lease",
@@ -205,10 +179,7 @@ describe.skipIf(skip !== undefined)(
       const shown = ipJson<{ ifalias?: string }[]>(node.host.name, 'link', 'show', hostIf)[0];
       expect(shown?.ifalias).toBe(`trellis id=${id} if=eth0 net=trellis pod=default/${id}`);
       // A lease like any other again: CHECK passes, DEL takes it all.
-      const check = await node.call(
-        { command: 'CHECK', containerId: id, netns: pod.path, ifname: 'eth0' },
-        node.conf({ prevResult: result }),
-      );
+      const check = await node.check(id, pod, result);
       expect(check.code, check.stdout + check.stderr).toBe(0);
       expect((await node.del(id, pod.path)).code).toBe(0);
       expect(await node.waitForVeths(0)).toEqual([]);
@@ -224,12 +195,9 @@ describe.skipIf(skip !== undefined)(
     afterAll(() => node.stop());
 
     it('is made again within seconds: the link deletion wakes the check (an IPv4 route goes silently)', async () => {
-      const pod = node.podNs();
-      const id = containerId();
-      const add = await node.add(pod, id);
-      expect(add.code, add.stdout).toBe(0);
-      const v4 = podAddr(add.json as AddResult, 4);
-      ip(node.host.name, 'link', 'del', hostVethName(id, 'eth0'));
+      const { pod, id, result, hostIf } = await node.addPod();
+      const v4 = podAddr(result, 4);
+      ip(node.host.name, 'link', 'del', hostIf);
       const made = "a running pod's veth pair was deleted by someone else; made again from its lease";
       expect(await node.logLine((l) => l.msg === made, 5_000)).toMatchObject({ addresses: [v4] });
       await vi.waitFor(() => expect(nsPing(node.host.name, v4)).toBe(true), {
