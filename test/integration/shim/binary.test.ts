@@ -248,7 +248,7 @@ for (const shim of SHIMS) {
         const s = await start((req) => answerOk({ cniVersion: '1.1.0', length: req.stdin.length }));
         const stdin = conf({ socket: s.socketPath, pad: 'ü'.repeat(450_000) });
         const r = await runBin(ADD_ENV, stdin);
-        expect(r.code).toBe(0);
+        expect(r.code, `${r.stdout}${r.stderr}`).toBe(0);
         expect(JSON.parse(r.stdout)).toEqual({ cniVersion: '1.1.0', length: stdin.length });
         expect(s.requests[0]?.stdin).toBe(stdin);
       });
