@@ -6,7 +6,8 @@ import type { NeighbourDeletion, NetlinkEventsPort, Subscription } from '../data
  * hand (`bridge fdb del … dev trellis.v4`, `ip neigh flush dev trellis.v6`) cut the tunnel to that
  * peer until the next resync, up to a minute. The kernel announces deletions, filtered to these
  * devices: each asks for a pass at once. The overlay's own removals (a peer gone) ask for one more
- * pass too, which finds nothing to do.
+ * pass too, which finds nothing to do; the kernel's ageing of its own multicast entries (NOARP) is
+ * filtered out before it reaches us (pkg/netlink subscribeNeighbourDeletions).
  */
 export class OverlayEntryWatch {
   private readonly events: NetlinkEventsPort;

@@ -10,7 +10,7 @@ import { ACCEPT, JMP_JEQ_K, LD_B_ABS, LD_H_ABS, LD_W_ABS, REJECT, RET_K } from '
  *
  * The program accepts a message when any clause matches: a clause is the message type and, where
  * given, bytes or 32-bit words of the fixed header after the nlmsghdr (rtmsg, nhmsg, ifinfomsg, …) at
- * known offsets.
+ * known offsets, and 16-bit fields that must not hold a value.
  */
 
 export interface FilterClause {
@@ -20,6 +20,8 @@ export interface FilterClause {
   bytes?: readonly { offset: number; value: number }[];
   /** 32-bit fields in host order (an ifindex) that must hold these values, offsets as for bytes. */
   words?: readonly { offset: number; value: number }[];
+  /** 16-bit fields in host order (a neighbour's state) that must NOT hold these values. */
+  notHalfwords?: readonly { offset: number; value: number }[];
 }
 
 /** Offset of the family header (rtmsg, ifinfomsg, nhmsg) after the 16-byte nlmsghdr. */
@@ -56,7 +58,7 @@ function asLoadedWord(value: number): number {
 export function compileAcceptFilter(clauses: readonly FilterClause[]): Buffer {
   const program: Instruction[] = [];
   for (const clause of clauses) {
-    const checks: { code: number; offset: number; value: number }[] = [
+    const checks: { code: number; offset: number; value: number; not?: true }[] = [
       { code: LD_H_ABS, offset: NLMSG_TYPE_OFFSET, value: asLoadedHalfword(clause.type) },
       ...(clause.bytes ?? []).map((b) => ({ code: LD_B_ABS, offset: b.offset, value: b.value & 0xff })),
       ...(clause.words ?? []).map((w) => ({
@@ -64,13 +66,23 @@ export function compileAcceptFilter(clauses: readonly FilterClause[]): Buffer {
         offset: w.offset,
         value: asLoadedWord(w.value),
       })),
+      ...(clause.notHalfwords ?? []).map((h) => ({
+        code: LD_H_ABS,
+        offset: h.offset,
+        value: asLoadedHalfword(h.value & 0xffff),
+        not: true as const,
+      })),
     ];
     // Instructions of this clause after each jump: the remaining checks (2 each) and the accept.
     checks.forEach((check, i) => {
       const toNextClause = 2 * (checks.length - i - 1) + 1;
       if (toNextClause > MAX_JUMP) throw new RangeError('socket filter clause too long');
       program.push({ code: check.code, jt: 0, jf: 0, k: check.offset });
-      program.push({ code: JMP_JEQ_K, jt: 0, jf: toNextClause, k: check.value });
+      program.push(
+        check.not === true
+          ? { code: JMP_JEQ_K, jt: toNextClause, jf: 0, k: check.value }
+          : { code: JMP_JEQ_K, jt: 0, jf: toNextClause, k: check.value },
+      );
     });
     program.push({ code: RET_K, jt: 0, jf: 0, k: ACCEPT });
   }

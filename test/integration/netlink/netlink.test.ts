@@ -1,6 +1,10 @@
 import { execFileSync, spawn, spawnSync } from 'node:child_process';
 import { afterEach, describe, expect, it } from 'vitest';
-import { TRELLIS_ROUTE_PROTOCOL as PROTO, type RouteInfo } from '../../../pkg/datapath/ports.ts';
+import {
+  type NeighbourDeletion,
+  TRELLIS_ROUTE_PROTOCOL as PROTO,
+  type RouteInfo,
+} from '../../../pkg/datapath/ports.ts';
 import {
   ExistsError,
   type ExtendedNetlinkHandle,
@@ -662,6 +666,79 @@ describe.skipIf(netnsSkipReason !== undefined)('pkg/netlink (root, real kernel, 
       expect(kept.every((e) => e.type === 'add' && [a0, 70000].includes(e.link.index))).toBe(true);
     } finally {
       for (const s of subs) s.close();
+    }
+  });
+
+  it("has the kernel keep a link's neighbour deletions but those of NOARP entries (its own multicast ones)", async () => {
+    const ns = pool.add('ndel');
+    ip(ns.name, 'link', 'add', 'a0', 'type', 'veth', 'peer', 'name', 'a1');
+    ip(ns.name, 'link', 'set', 'a0', 'up');
+    ip(ns.name, 'link', 'set', 'a1', 'up');
+    const a0 = ipJson<{ ifindex: number }[]>(ns.name, 'link', 'show', 'dev', 'a0')[0]!.ifindex;
+    const kept: NeighbourDeletion[] = [];
+    const sub = withNetns(ns.path, () => {
+      const events = createNetlinkEvents();
+      return events.subscribeNeighbourDeletions!((e) => kept.push(e), [a0]);
+    });
+    try {
+      ip(
+        ns.name,
+        'neigh',
+        'add',
+        '10.88.0.9',
+        'lladdr',
+        '02:00:00:00:00:09',
+        'dev',
+        'a0',
+        'nud',
+        'permanent',
+      );
+      ip(ns.name, 'neigh', 'del', '10.88.0.9', 'dev', 'a0'); // announced FAILED: kept
+      await waitFor(() => kept.length === 1);
+      ip(ns.name, 'neigh', 'add', 'fd00::9', 'lladdr', '02:00:00:00:00:09', 'dev', 'a0', 'nud', 'noarp');
+      ip(ns.name, 'neigh', 'add', '10.88.0.8', 'lladdr', '02:00:00:00:00:08', 'dev', 'a0', 'nud', 'noarp');
+      ip(ns.name, 'neigh', 'add', 'fd00::7', 'lladdr', '02:00:00:00:00:07', 'dev', 'a0', 'nud', 'permanent');
+      // The link going down flushes its entries, each announced in the state it had: the two NOARP
+      // ones (and the kernel's own for ff02::16 and the like) dropped, the permanent one kept.
+      ip(ns.name, 'link', 'set', 'a0', 'down');
+      await waitFor(() => kept.length >= 2);
+      expect(ipJson<unknown[]>(ns.name, 'neigh', 'show', 'dev', 'a0')).toEqual([]);
+      // A last deletion, on a link not named, then one on a0: nothing else came in between.
+      ip(ns.name, 'link', 'set', 'a0', 'up');
+      ip(
+        ns.name,
+        'neigh',
+        'add',
+        '10.88.0.7',
+        'lladdr',
+        '02:00:00:00:00:07',
+        'dev',
+        'a1',
+        'nud',
+        'permanent',
+      );
+      ip(ns.name, 'neigh', 'del', '10.88.0.7', 'dev', 'a1');
+      ip(
+        ns.name,
+        'neigh',
+        'add',
+        '10.88.0.6',
+        'lladdr',
+        '02:00:00:00:00:06',
+        'dev',
+        'a0',
+        'nud',
+        'permanent',
+      );
+      ip(ns.name, 'neigh', 'del', '10.88.0.6', 'dev', 'a0');
+      await waitFor(() => kept.length >= 3);
+      expect(kept).toEqual([
+        { type: 'deleted', ifindex: a0, family: 2 },
+        { type: 'deleted', ifindex: a0, family: 10 },
+        { type: 'deleted', ifindex: a0, family: 2 },
+      ]);
+    } finally {
+      sub.close();
     }
   });
 

@@ -89,3 +89,33 @@ describe('compileAcceptFilter: 32-bit fields (an ifinfomsg index)', () => {
     expect(run(high, link(0x7ffffffe))).toBe(0);
   });
 });
+
+describe('compileAcceptFilter: 16-bit fields that must not hold a value (a neighbour state)', () => {
+  const index = NLMSG_HDRLEN + 4;
+  const state = NLMSG_HDRLEN + 8;
+  const program = compileAcceptFilter([
+    { type: 29, words: [{ offset: index, value: 5 }], notHalfwords: [{ offset: state, value: 0x40 }] },
+  ]);
+  const deletion = (ifindex: number, nud: number): Buffer => {
+    const b = message(29, []);
+    if (LE) {
+      b.writeUInt32LE(ifindex, index);
+      b.writeUInt16LE(nud, state);
+    } else {
+      b.writeUInt32BE(ifindex, index);
+      b.writeUInt16BE(nud, state);
+    }
+    return b;
+  };
+
+  it('accepts every other value, read in host order, both bytes', () => {
+    for (const nud of [0x80, 0x20, 0x04, 0x00, 0x40 << 8, 0x40 | 0x100]) {
+      expect(run(program, deletion(5, nud)), nud.toString(16)).toBe(ACCEPT);
+    }
+  });
+
+  it('rejects the value, and still requires the other checks of its clause', () => {
+    expect(run(program, deletion(5, 0x40))).toBe(0);
+    expect(run(program, deletion(6, 0x80))).toBe(0);
+  });
+});
