@@ -26,12 +26,38 @@ import { compileAcceptFilter, type FilterClause, NLMSG_HDRLEN } from './socket-f
  * Use pkg/netns createNetlinkEvents() (or pass its prepareFd): without NETLINK_NO_ENOBUFS on the
  * socket, a dropped notification makes netlink@0.3.0 abort the process (see socket.ts). With it,
  * the kernel drops silently and counts the drop; overflow is then detected from that counter
- * (the probe prepareFd returns), checked while notifications arrive and every DROP_CHECK_MS.
- * A notification that cannot be parsed is reported as an overflow too: the consumer resyncs.
+ * (the probe prepareFd returns), checked within BATCH_CHECK_MS of any notification read and every
+ * IDLE_DROP_CHECK_MS. A notification that cannot be parsed is reported as an overflow too: the
+ * consumer resyncs.
  */
 
-const DROP_CHECK_MS = 1000;
+/**
+ * A full queue is the usual drop, and its backlog is read, so the check after a batch sees it. With
+ * nothing queued the kernel drops only when it cannot allocate the notification: the idle check is
+ * for that, and shares one timer among all subscriptions (one each, a second apart, woke the agent
+ * four times a second; on a VM each wakeup costs most of a millisecond of CPU).
+ */
+const IDLE_DROP_CHECK_MS = 5000;
 const BATCH_CHECK_MS = 50;
+
+const idleChecks = new Set<() => void>();
+let idleTimer: NodeJS.Timeout | undefined;
+
+function addIdleCheck(check: () => void): void {
+  idleChecks.add(check);
+  if (idleTimer !== undefined) return;
+  idleTimer = setInterval(() => {
+    for (const c of idleChecks) c();
+  }, IDLE_DROP_CHECK_MS);
+  idleTimer.unref();
+}
+
+function removeIdleCheck(check: () => void): void {
+  idleChecks.delete(check);
+  if (idleChecks.size > 0 || idleTimer === undefined) return;
+  clearInterval(idleTimer);
+  idleTimer = undefined;
+}
 
 export interface SubscribeOptions {
   /** Keep the event loop alive while subscribed (default false: the agent's server does that). */
@@ -125,15 +151,22 @@ function subscribe<E>(
     if (drops !== undefined && now > drops) onOverflow();
     drops = now;
   };
-  const timer = setInterval(checkDrops, DROP_CHECK_MS);
-  timer.unref();
-  // While notifications flow, look at the counter every BATCH_CHECK_MS instead of once per datagram.
+  addIdleCheck(checkDrops);
+  // While notifications flow, look at the counter every BATCH_CHECK_MS instead of once per datagram,
+  // and once more after the last batch.
+  let trailing: NodeJS.Timeout | undefined;
   sock.onBatchEnd = () => {
     if (performance.now() - lastCheck >= BATCH_CHECK_MS) checkDrops();
+    else
+      trailing ??= setTimeout(() => {
+        trailing = undefined;
+        checkDrops();
+      }, BATCH_CHECK_MS).unref();
   };
   return {
     close: () => {
-      clearInterval(timer);
+      removeIdleCheck(checkDrops);
+      clearTimeout(trailing);
       sock.close();
     },
   };
