@@ -26,6 +26,7 @@
 import { type CoreApi, NODES_PATH } from './api.ts';
 import { type BackoffOptions, backoffDelay, DEFAULT_BACKOFF, validateBackoff } from './backoff.ts';
 import { fromStatus, K8sError, K8sReason, toK8sError } from './errors.ts';
+import { nodeUnchanged } from './node-unchanged.ts';
 import { type NodeView, sameNodeContent, toNodeView } from './views.ts';
 
 export type NodeEventType = 'ADDED' | 'MODIFIED' | 'DELETED';
@@ -202,35 +203,31 @@ export function startNodeInformerOn(api: CoreApi, opts: NodeInformerOptions): No
 
   const apply = (type: string, obj: unknown): void => {
     const meta = (obj as { metadata?: { resourceVersion?: unknown; name?: unknown } } | null)?.metadata;
+    const name = typeof meta?.name === 'string' ? meta.name : undefined;
+    const cached = name === undefined ? undefined : cache.get(name);
     if (type === 'DELETED') {
-      const name = typeof meta?.name === 'string' ? meta.name : undefined;
-      const old = name === undefined ? undefined : cache.get(name);
-      if (name !== undefined && old !== undefined) {
+      if (name !== undefined && cached !== undefined) {
         drop(name);
         const r = toNodeView(obj);
-        emit('DELETED', r.ok ? r.node : old);
+        emit('DELETED', r.ok ? r.node : cached);
       }
     } else if (type === 'ADDED' || type === 'MODIFIED') {
-      const r = toNodeView(obj);
-      if (r.ok) {
-        const old = cache.get(r.node.name);
-        // Most MODIFIED events of a cluster are kubelets' status reports (every Node every 5 minutes,
-        // ~17 a second at 5,000 Nodes), which change nothing a view holds: the cached view stays (its
-        // identity keys consumers' derived data) and no one is woken.
-        if (old !== undefined && sameNodeContent(old, r.node)) {
-          unchanged++;
-          if (opts.onUnchanged) safely(() => opts.onUnchanged?.(r.node.name));
-        } else {
-          put(r.node.name, r.node);
-          emit(old !== undefined ? 'MODIFIED' : 'ADDED', r.node);
-        }
+      // Most MODIFIED events of a cluster are kubelets' status reports (every Node every 5 minutes,
+      // ~17 a second at 5,000 Nodes), which change nothing a view holds: the cached view stays (its
+      // identity keys consumers' derived data) and no one is woken. Told from the raw object when
+      // it can be (nodeUnchanged), else from its view.
+      const r = cached !== undefined && nodeUnchanged(obj, cached) ? undefined : toNodeView(obj);
+      if (r === undefined || (r.ok && cached !== undefined && sameNodeContent(cached, r.node))) {
+        unchanged++;
+        if (opts.onUnchanged && name !== undefined) safely(() => opts.onUnchanged?.(name));
+      } else if (r.ok) {
+        put(r.node.name, r.node);
+        emit(cached !== undefined ? 'MODIFIED' : 'ADDED', r.node);
       } else {
         // Keep the cache equal to the valid subset of the server: a node that turned bad leaves it.
-        const name = typeof meta?.name === 'string' ? meta.name : undefined;
-        const old = name === undefined ? undefined : cache.get(name);
-        if (name !== undefined && old !== undefined) {
+        if (name !== undefined && cached !== undefined) {
           drop(name);
-          emit('DELETED', old);
+          emit('DELETED', cached);
         }
         if (opts.onInvalid) safely(() => opts.onInvalid?.(r.problem));
       }

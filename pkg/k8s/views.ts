@@ -217,7 +217,7 @@ export function toNodeView(obj: unknown): NodeViewResult {
 }
 
 /** The reason of a NetworkUnavailable=True condition ('' without one); undefined for anything else. */
-function networkUnavailableReason(conditions: unknown): string | undefined {
+export function networkUnavailableReason(conditions: unknown): string | undefined {
   if (!Array.isArray(conditions)) return undefined;
   for (const c of conditions as unknown[]) {
     const r = rec(c);
