@@ -2,8 +2,10 @@
  * Agent footprint at scale: 5,000 Nodes in the test API server (every peer a direct route, masquerade
  * on as deployed) and 100 pods attached through the real shim. Then the agent is left alone and
  * sampled from /proc every few seconds: resident memory (VmRSS), CPU (utime + stime over the window,
- * as % of one core), and the RSS slope (growth). Reference in the same window: an idle Node 24
- * process (`setInterval`) with the launcher's flags and MALLOC_ARENA_MAX, the runtime's own floor.
+ * as % of one core), and the RSS slope (growth). References in the same window, with the launcher's
+ * flags and MALLOC_ARENA_MAX: an idle Node 24 process (`setInterval`), the runtime's own floor; and,
+ * under the kubelets' status reports, one that only reads the same Node watch (lib/watch-reader.ts):
+ * what receiving those events costs the runtime before the agent does anything with them.
  *
  *   node_modules/.bin/node bench/footprint.ts [--minutes 2] [--nodes 5000] [--pods 100] [--out FILE]
  *   node_modules/.bin/node bench/footprint.ts --minutes 10          # the 10-minute growth check
@@ -15,7 +17,7 @@
  *
  * Runs inside the node namespace (re-executes itself with `ip netns exec`), like route-convergence.
  */
-import { execFileSync, spawn } from 'node:child_process';
+import { type ChildProcess, execFileSync, spawn } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { join } from 'node:path';
 import { parseArgs } from 'node:util';
@@ -89,25 +91,28 @@ interface Sample {
   agentChildTicks: number;
   refRssMb: number;
   refTicks: number;
+  /** The watch reader's CPU (0 without kubelet status reports: not started). */
+  readerTicks: number;
 }
 
 const srv = await startTestApiServer({ host: '127.0.0.1', port: 0, historySize: 20_000 });
 let agent: AgentProcess | undefined;
-// The reference runs as the agent's launcher runs node (dist/bin/trellis-agent): its flags and malloc
+// The references run as the agent's launcher runs node (dist/bin/trellis-agent): its flags and malloc
 // arenas, so their RSS and its growth compare like for like.
-const idle = spawn(
-  NODE,
-  [
-    '--max-semi-space-size=1',
-    '--optimize-for-size',
-    '--no-opt',
-    '--no-maglev',
-    '--no-concurrent-sparkplug',
-    '-e',
-    'setInterval(() => {}, 1000)',
-  ],
-  { stdio: 'ignore', env: { ...process.env, MALLOC_ARENA_MAX: '2' } },
-);
+const REFERENCE_FLAGS = [
+  '--max-semi-space-size=1',
+  '--optimize-for-size',
+  '--no-opt',
+  '--no-maglev',
+  '--no-concurrent-sparkplug',
+];
+const REFERENCE_ENV = { ...process.env, MALLOC_ARENA_MAX: '2' };
+const idle = spawn(NODE, [...REFERENCE_FLAGS, '-e', 'setInterval(() => {}, 1000)'], {
+  stdio: 'ignore',
+  env: REFERENCE_ENV,
+});
+let reader: ChildProcess | undefined;
+let readerEvents: Promise<number> | undefined;
 const samples: Sample[] = [];
 let heartbeatsSent = 0;
 /** Each kubelet's status report, round-robin over the Nodes: NODES per STATUS_REPORT_SECONDS. */
@@ -177,7 +182,31 @@ try {
   process.stderr.write(
     `${NODES} nodes, ${pods} pods attached in ${setupMs} ms; sampling for ${opts.minutes} min\n`,
   );
-  if (KUBELET_STATUS) stopHeartbeats = startHeartbeats(names);
+  if (KUBELET_STATUS) {
+    const r = spawn(
+      NODE,
+      [
+        ...REFERENCE_FLAGS,
+        join(import.meta.dirname, 'lib', 'watch-reader.ts'),
+        srv.url,
+        'trellis-test-token',
+      ],
+      {
+        stdio: ['ignore', 'pipe', 'inherit'],
+        env: REFERENCE_ENV,
+      },
+    );
+    reader = r;
+    readerEvents = new Promise((resolve) => {
+      let out = '';
+      r.stdout!.on('data', (d: Buffer) => {
+        out += d.toString();
+      });
+      r.on('exit', () => resolve(Number.parseInt(out, 10) || 0));
+    });
+    await sleep(1000); // connected before the first report is sent
+    stopHeartbeats = startHeartbeats(names);
+  }
   await sleep(5000); // let the start-up garbage settle before the window opens
   const start = Date.now();
   let nextScrape = start;
@@ -199,6 +228,7 @@ try {
       agentChildTicks: childCpuTicks(pid),
       refRssMb: rssBytes(idle.pid!) / MB,
       refTicks: cpuTicks(idle.pid!),
+      readerTicks: reader === undefined ? 0 : cpuTicks(reader.pid!),
     });
     await sleep(SAMPLE_MS);
   }
@@ -209,6 +239,7 @@ try {
 } finally {
   heartbeatsSent = stopHeartbeats();
   idle.kill('SIGKILL');
+  reader?.kill('SIGTERM');
   if (agent !== undefined) {
     await Promise.race([agent.stop(), sleep(10_000)]);
     await agent.kill();
@@ -270,16 +301,19 @@ const summary = {
   metricsAddr: opts['metrics-addr'],
   idleNodeRssMb: round(last.refRssMb, 1),
   idleNodeCpuPctOfCore: cpuPct(last.refTicks - first.refTicks),
+  /** A Node 24 process reading the same watch, same flags (null without status reports), and the events it read. */
+  watchReaderCpuPctOfCore: reader === undefined ? null : cpuPct(last.readerTicks - first.readerTicks),
+  watchReaderEvents: readerEvents === undefined ? null : await readerEvents,
   agentRssOverIdleNode: round(last.agentRssMb / last.refRssMb, 2),
 };
 const commit = commitId();
 process.stdout.write(
   `${table(
-    ['measure', 'trellis agent', 'idle node 24'],
+    ['measure', 'trellis agent', 'idle node 24', 'watch reader'],
     [
-      ['RSS at window start, MB', summary.agentRssMb.first, round(first.refRssMb, 1)],
-      ['RSS at window end, MB', summary.agentRssMb.last, summary.idleNodeRssMb],
-      ['RSS max, MB', summary.agentRssMb.max, '-'],
+      ['RSS at window start, MB', summary.agentRssMb.first, round(first.refRssMb, 1), '-'],
+      ['RSS at window end, MB', summary.agentRssMb.last, summary.idleNodeRssMb, '-'],
+      ['RSS max, MB', summary.agentRssMb.max, '-', '-'],
       [
         'RSS slope, MB/min',
         summary.agentRssSlopeMbPerMin,
@@ -290,21 +324,25 @@ process.stdout.write(
           ),
           3,
         ),
+        '-',
       ],
       [
         'RSS, lowest of each minute (slope from minute 2), MB',
         `${summary.agentRssMinuteLowsMb.join(' ')} (${summary.agentRssLowsSlopeMbPerMin ?? '-'}/min)`,
+        '-',
         '-',
       ],
       [
         `CPU over the window, % of a core (${summary.nodeUpdatesPerSecond} Node updates/s)`,
         summary.agentCpuPctOfCore,
         summary.idleNodeCpuPctOfCore,
+        summary.watchReaderCpuPctOfCore ?? '-',
       ],
-      ["  its children's (nft, ip), not included", summary.agentChildCpuPctOfCore, '-'],
+      ["  its children's (nft, ip), not included", summary.agentChildCpuPctOfCore, '-', '-'],
       [
         'RSS at max: anonymous / file-backed, MB',
         `${summary.agentRssAtMaxMb.anon} / ${summary.agentRssAtMaxMb.file}`,
+        '-',
         '-',
       ],
     ],
