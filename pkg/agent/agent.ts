@@ -24,6 +24,7 @@ import type { K8sClient, NodeInformer } from '../k8s/index.ts';
 import type { MasqSyncer } from '../masq/index.ts';
 import { FailureLog } from '../observe/failure-log.ts';
 import type { Logger } from '../observe/logger.ts';
+import { OwnRouteChanges } from '../routes/own-changes.ts';
 import { RouteReconciler } from '../routes/reconciler.ts';
 import type { PeerDecision } from '../routes/types.ts';
 import { READY_MARK_REFRESH_MS } from '../shim/ready-marker.ts';
@@ -394,6 +395,8 @@ export class Agent {
       });
     }
     this.cluster = this.startCluster();
+    // Deletions the agent makes (routes, VXLAN entries), so their notifications wake no pass.
+    const ownChanges = new OwnRouteChanges();
     this.overlay = new VxlanOverlay({
       handle: this.host,
       tool: this.ports.vxlanTool ?? netlinkVxlanTool(this.host),
@@ -402,8 +405,14 @@ export class Agent {
       port: config.vxlanPort,
       mtu: config.mtu,
       log: log.child({ component: 'vxlan' }),
+      own: ownChanges,
     });
-    this.routes = new RouteReconciler({ handle: this.host, mode: config.mode, overlay: this.overlay });
+    this.routes = new RouteReconciler({
+      handle: this.host,
+      mode: config.mode,
+      overlay: this.overlay,
+      ownChanges,
+    });
     this.startFirewallWatch();
     this.controller = new NodeController({
       nodeName: this.nodeName,

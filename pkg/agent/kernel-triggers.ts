@@ -85,7 +85,9 @@ export function startKernelTriggers(d: KernelTriggerDeps): KernelTriggers {
     },
     (index) => d.host.getLinkByIndex(index),
   );
-  const overlayEntries = new OverlayEntryWatch(d.events, markDirty);
+  const overlayEntries = new OverlayEntryWatch(d.events, markDirty, (entry) =>
+    d.routes.isOwnEntryDeletion(entry),
+  );
   /** A watch of some links' MTU that asks for a pass, saying which: `ours` tells a pass's own change. */
   const mtuWatch = (what: string, ours: (index: number, mtu: number) => boolean = () => false) =>
     new LinkMtuWatch(d.events, (change) => {

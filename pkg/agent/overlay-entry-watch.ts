@@ -1,24 +1,31 @@
-import type { NeighbourDeletion, NetlinkEventsPort, Subscription } from '../datapath/ports.ts';
+import type { DeletedEntry, NeighbourDeletion, NetlinkEventsPort, Subscription } from '../datapath/ports.ts';
 
 /**
  * Deleted neighbour and FDB entries of the VXLAN devices. A full pass compares the entries the
  * overlay writes (permanent) with the kernel's and puts back what is missing, but one deleted by
  * hand (`bridge fdb del … dev trellis.v4`, `ip neigh flush dev trellis.v6`) cut the tunnel to that
  * peer until the next resync, up to a minute. The kernel announces deletions, filtered to these
- * devices: each asks for a pass at once. The overlay's own removals (a peer gone) ask for one more
- * pass too, which finds nothing to do; the kernel's ageing of its own multicast entries (NOARP) is
- * filtered out before it reaches us (pkg/netlink subscribeNeighbourDeletions).
+ * devices: each asks for a pass at once. The agent's own removals (a peer gone) are recorded as
+ * they are made and wake nothing (`isOwn`, matched by device and address); the kernel's ageing of
+ * its own multicast entries (NOARP) is filtered out before it reaches us (pkg/netlink
+ * subscribeNeighbourDeletions).
  */
 export class OverlayEntryWatch {
   private readonly events: NetlinkEventsPort;
   private readonly onDeleted: (why: string) => void;
+  private readonly isOwn: (entry: DeletedEntry) => boolean;
   private current: Subscription | undefined;
   private followed = '';
   private closed = false;
 
-  constructor(events: NetlinkEventsPort, onDeleted: (why: string) => void) {
+  constructor(
+    events: NetlinkEventsPort,
+    onDeleted: (why: string) => void,
+    isOwn: (entry: DeletedEntry) => boolean = () => false,
+  ) {
     this.events = events;
     this.onDeleted = onDeleted;
+    this.isOwn = isOwn;
   }
 
   /** From now on, the entries of these devices (a new subscription only when the set changes). */
@@ -39,7 +46,7 @@ export class OverlayEntryWatch {
       this.events,
       (ev: NeighbourDeletion) => {
         if (ev.type === 'overflow') this.onDeleted('VXLAN neighbour or FDB notifications were lost');
-        else
+        else if (ev.entry === undefined || !this.isOwn(ev.entry))
           this.onDeleted(
             `a ${ev.family === AF_BRIDGE ? 'FDB' : 'neighbour'} entry of ${names.get(ev.ifindex) ?? `#${ev.ifindex}`} was deleted`,
           );

@@ -1,5 +1,6 @@
 import { Protocol } from 'netlink/dist/constants.js';
 import type {
+  DeletedEntry,
   LinkEvent,
   LinkEventInterest,
   NeighbourDeletion,
@@ -8,13 +9,15 @@ import type {
   RouteEventInterest,
   Subscription,
 } from '../datapath/ports.ts';
-import { RTM, RTN, RTNLGRP } from './constants.ts';
+import { AF, NDA, RTM, RTN, RTNLGRP } from './constants.ts';
+import { bytesToIp, bytesToMac } from './ip.ts';
 import { parseLink, parseRoute, routeTable } from './messages.ts';
 import { parseNexthop } from './nexthop-messages.ts';
 import { NFNLGRP_NFTABLES, nftablesSkipRule, parseNftablesMessage } from './nft-messages.ts';
 import { compileSkipFilters } from './skip-filter.ts';
 import { RtnlSocket, type SocketFilter, type SocketProbe, type SocketWants } from './socket.ts';
 import { compileAcceptFilter, type FilterClause, NLMSG_HDRLEN } from './socket-filter.ts';
+import { decodeAttrs } from './wire.ts';
 
 /**
  * Kernel change notifications for self-healing: the agent watches its own routes and re-adds one
@@ -248,10 +251,12 @@ export function subscribeNeighbourDeletions(
 ): Subscription {
   return subscribe<NeighbourDeletion>(
     { required: [RTNLGRP.NEIGH] },
-    (type, payload) =>
-      type === RTM.DELNEIGH && payload.length >= 8
-        ? { type: 'deleted', ifindex: payload.readInt32LE(4), family: payload[0]! }
-        : undefined,
+    (type, payload) => {
+      if (type !== RTM.DELNEIGH || payload.length < 8) return undefined;
+      const ifindex = payload.readInt32LE(4);
+      const entry = payload.length >= 12 ? deletedEntry(payload, ifindex) : undefined;
+      return { type: 'deleted', ifindex, family: payload[0]!, ...(entry === undefined ? {} : { entry }) };
+    },
     cb,
     opts,
     compileAcceptFilter(
@@ -262,6 +267,18 @@ export function subscribeNeighbourDeletions(
       })),
     ),
   );
+}
+
+/** What a neighbour deletion names: NDA_DST for a neighbour (a FAILED one has no NDA_LLADDR), both for an FDB entry. */
+function deletedEntry(payload: Buffer, ifindex: number): DeletedEntry | undefined {
+  const a = decodeAttrs(payload, 12);
+  const dst = a.get(NDA.DST);
+  if (dst === undefined || (dst.length !== 4 && dst.length !== 16)) return undefined;
+  if (payload[0] !== AF.BRIDGE) return { ifindex, address: bytesToIp(dst) };
+  const ll = a.get(NDA.LLADDR);
+  return ll === undefined || ll.length !== 6
+    ? undefined
+    : { ifindex, mac: bytesToMac(ll), dst: bytesToIp(dst) };
 }
 
 /**

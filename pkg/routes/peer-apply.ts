@@ -98,10 +98,12 @@ export async function applyPeerStep(
     out.removed++;
   }
   for (const n of step.staleNeighbours) {
+    own.expectEntryDelete(n);
     await run(`delete neighbour ${n.address}`, () => handle.deleteNeighbour(n));
     out.neighbours++;
   }
   for (const f of step.staleFdb) {
+    own.expectEntryDelete(f);
     await run(`delete fdb ${f.mac} dst ${f.dst}`, () => handle.deleteFdb(f));
     out.fdb++;
   }

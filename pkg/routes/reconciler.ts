@@ -12,7 +12,13 @@
  * through it without ARP/NDP, and entries are removed only after the routes that used them.
  */
 
-import { type Family, hasRouteScan, type NetlinkHandle, type RouteInfo } from '../datapath/ports.ts';
+import {
+  type DeletedEntry,
+  type Family,
+  hasRouteScan,
+  type NetlinkHandle,
+  type RouteInfo,
+} from '../datapath/ports.ts';
 import { errorText } from '../error-text.ts';
 import { applyRouteDiff, type RouteError } from './apply.ts';
 import { desiredRoutes, ownDirectSubnets } from './desired.ts';
@@ -205,6 +211,8 @@ export interface RouteReconcilerOptions {
   now?: () => number;
   /** VXLAN backend (auto and vxlan modes need it; in host-gw it removes its devices). */
   overlay?: OverlayPort;
+  /** Deletions this agent makes itself; shared with the overlay, whose removals it records too. */
+  ownChanges?: OwnRouteChanges;
 }
 
 export class RouteReconciler {
@@ -217,8 +225,8 @@ export class RouteReconciler {
   private tail: Promise<unknown> = Promise.resolve();
   /** Per-peer state of the last clean full pass and the steps since; undefined: a full pass is needed. */
   private state: PeerState | undefined;
-  /** Deletions made by per-node steps, so their notifications do not trigger a full pass. */
-  readonly ownChanges = new OwnRouteChanges();
+  /** Deletions made by per-node steps and passes, so their notifications do not trigger a full pass. */
+  readonly ownChanges: OwnRouteChanges;
   /** routeDevices of the last plan (a quiet pass plans nothing and reports these). */
   private planDevices: readonly number[] = [];
 
@@ -228,6 +236,7 @@ export class RouteReconciler {
     this.table = opts.table;
     this.now = opts.now ?? (() => performance.now());
     this.overlay = opts.overlay;
+    this.ownChanges = opts.ownChanges ?? new OwnRouteChanges();
   }
 
   /**
@@ -272,6 +281,11 @@ export class RouteReconciler {
   /** True (once) when a route deletion notification is one a per-node step caused. */
   isOwnDeletion(route: RouteInfo): boolean {
     return this.ownChanges.consumeDelete(route);
+  }
+
+  /** Whether a VXLAN neighbour or FDB entry's deletion is one this agent made (matched once). */
+  isOwnEntryDeletion(entry: DeletedEntry): boolean {
+    return this.ownChanges.consumeEntryDelete(entry);
   }
 
   private async peerStep(name: string, peer: PeerNode | undefined): Promise<PeerStepOutcome> {

@@ -7,7 +7,7 @@
  * the last pass's device states for status and the VTEP annotation.
  */
 
-import type { Family, FdbEntry, NeighbourEntry, NetlinkHandle } from '../datapath/ports.ts';
+import type { DeletedEntry, Family, FdbEntry, NeighbourEntry, NetlinkHandle } from '../datapath/ports.ts';
 import { findWaysOut } from '../routes/local-links.ts';
 import type { OverlayPort, OverlayReport } from '../routes/reconciler.ts';
 import type {
@@ -36,6 +36,8 @@ export interface VxlanOverlayOptions extends VxlanSettings {
   nodeName: string;
   /** Device changes are logged (created, recreated and why, removed), and a missing underlay. */
   log?: { info(obj: object, msg: string): void; warn?(obj: object, msg: string): void };
+  /** Told of each entry prune deletes, so its notification is not taken for someone else's. */
+  own?: { expectEntryDelete(entry: DeletedEntry): void };
 }
 
 function asError(e: unknown): Error {
@@ -204,9 +206,11 @@ export class VxlanOverlay implements OverlayPort {
     this.pending = { neighbours: [], fdb: [] };
     if (synced) {
       for (const n of neighbours) {
+        this.opts.own?.expectEntryDelete(n);
         await this.try('delete neighbour', n.address, () => handle.deleteNeighbour(n), 0, 1);
       }
       for (const f of fdb) {
+        this.opts.own?.expectEntryDelete(f);
         await this.try('delete fdb', `${f.mac} dst ${f.dst}`, () => handle.deleteFdb(f), 0, 1);
       }
     }

@@ -732,10 +732,11 @@ describe.skipIf(netnsSkipReason !== undefined)('pkg/netlink (root, real kernel, 
       );
       ip(ns.name, 'neigh', 'del', '10.88.0.6', 'dev', 'a0');
       await waitFor(() => kept.length >= 3);
+      // Each names the entry deleted (the agent tells its own deletions by it).
       expect(kept).toEqual([
-        { type: 'deleted', ifindex: a0, family: 2 },
-        { type: 'deleted', ifindex: a0, family: 10 },
-        { type: 'deleted', ifindex: a0, family: 2 },
+        { type: 'deleted', ifindex: a0, family: 2, entry: { ifindex: a0, address: '10.88.0.9' } },
+        { type: 'deleted', ifindex: a0, family: 10, entry: { ifindex: a0, address: 'fd00::7' } },
+        { type: 'deleted', ifindex: a0, family: 2, entry: { ifindex: a0, address: '10.88.0.6' } },
       ]);
     } finally {
       sub.close();

@@ -280,6 +280,8 @@ describe.skipIf(skip !== undefined)(skip === undefined ? title : `${title} (skip
     expect(holds(4)).toEqual(all);
     expect(holds(6)).toEqual(all);
 
+    const n1 = tb.node('node-1');
+    const mark = n1.logs.length;
     await tb.deleteNode('node-3');
     const none = { neighbour: false, fdb: false, route: false };
     await eventually(10_000, 'node-1 forgets node-3', () =>
@@ -287,6 +289,18 @@ describe.skipIf(skip !== undefined)(skip === undefined ? title : `${title} (skip
     );
     expect(holds(4)).toEqual(none);
     expect(holds(6)).toEqual(none);
+    // The entries it deleted itself wake no full pass (a hand-deleted one does: the test above).
+    const after = () => n1.logs.slice(mark);
+    await eventually(5_000, "the step that removed node-3's entries is logged", () =>
+      after().some((l) => l.msg === 'reconciled node' && l.peer === 'node-3' && Number(l.neighbours) > 0)
+        ? true
+        : undefined,
+    );
+    await new Promise((r) => setTimeout(r, 500));
+    const woken = after().flatMap((l) =>
+      l.msg === 'reconciled' ? ((l.why as string[] | undefined) ?? []) : [],
+    );
+    expect(woken.filter((w) => / entry of trellis\.v[46] was deleted/.test(w))).toEqual([]);
   });
 });
 

@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import type { RouteInfo } from '../../../pkg/datapath/ports.ts';
+import type { NeighbourEntry, RouteInfo } from '../../../pkg/datapath/ports.ts';
 import { desiredRoutes } from '../../../pkg/routes/desired.ts';
 import { routeKey } from '../../../pkg/routes/diff.ts';
 import { concernsPrefix, kernelHolds } from '../../../pkg/routes/kernel-check.ts';
@@ -330,6 +330,32 @@ describe('OwnRouteChanges', () => {
     own.expectDelete({ ...r, gateway: 'fd00::4' });
     expect(own.consumeDelete(bare)).toBe(true);
     expect(own.consumeDelete({ ...r, gateway: 'fd00::4' })).toBe(true);
+    expect(own.size).toBe(0);
+  });
+
+  it("matches a VXLAN entry's deletion once: a neighbour by device and address, an FDB entry by device, MAC and remote", () => {
+    let now = 0;
+    const own = new OwnRouteChanges({ now: () => now, expiryMs: 1000 });
+    // As the overlay deletes them (a neighbour entry carries a MAC too), and as the notification names them.
+    const neighbour: NeighbourEntry = {
+      family: 6,
+      ifindex: 8,
+      address: 'FD00:10:244:3::0',
+      mac: '0a:58:00:00:00:03',
+    };
+    own.expectEntryDelete(neighbour);
+    own.expectEntryDelete({ ifindex: 7, mac: '0A:58:00:00:00:03', dst: '10.10.0.3' });
+    expect(own.consumeEntryDelete({ ifindex: 7, address: 'fd00:10:244:3::' })).toBe(false); // another device
+    expect(own.consumeEntryDelete({ ifindex: 7, mac: '0a:58:00:00:00:03', dst: '10.10.0.4' })).toBe(false);
+    expect(own.consumeEntryDelete({ ifindex: 8, address: 'fd00:10:244:3::' })).toBe(true);
+    expect(own.consumeEntryDelete({ ifindex: 8, address: 'fd00:10:244:3::' })).toBe(false); // once
+    expect(own.consumeEntryDelete({ ifindex: 7, mac: '0a:58:00:00:00:03', dst: '10.10.0.3' })).toBe(true);
+    // Neither kind is taken for the other, nor for a route; and an expectation expires.
+    own.expectEntryDelete({ ifindex: 7, address: '10.10.0.3' });
+    expect(own.consumeEntryDelete({ ifindex: 7, mac: '0a:58:00:00:00:03', dst: '10.10.0.3' })).toBe(false);
+    now = 1500;
+    expect(own.consumeEntryDelete({ ifindex: 7, address: '10.10.0.3' })).toBe(false);
+    own.sweep();
     expect(own.size).toBe(0);
   });
 });
