@@ -384,6 +384,7 @@ export class RouteReconciler {
     const diff = diffRoutes(plan.routes, programmed);
     const remove = input.synced === true ? diff.remove : [];
     // The pass's own removals are not tampering either: their notifications must not run another pass.
+    this.ownChanges.sweep();
     for (const r of remove) this.ownChanges.expectDelete(r);
     const applied = await applyRouteDiff(this.handle, { add: diff.add, replace: diff.replace, remove });
     const conflicts =
