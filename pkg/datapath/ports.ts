@@ -353,13 +353,15 @@ export type RouteEvent =
 
 export type LinkEvent = { type: 'add' | 'delete'; link: LinkInfo } | { type: 'overflow' };
 
-/** A neighbour or (a VXLAN device's) FDB entry deleted on link `ifindex`; family 7 (AF_BRIDGE) for FDB. */
 /** A deleted VXLAN entry as its notification names it: a neighbour by address, an FDB entry by MAC and remote. */
 export type DeletedEntry =
   | { ifindex: number; address: string }
   | { ifindex: number; mac: string; dst: string };
 
-/** `entry`: what was deleted, where the notification says (a neighbour's address, an FDB entry's MAC and remote). */
+/**
+ * A neighbour or (a VXLAN device's) FDB entry deleted on link `ifindex`; family 7 (AF_BRIDGE) for FDB.
+ * `entry`: what was deleted, where the notification says.
+ */
 export type NeighbourDeletion =
   | { type: 'deleted'; ifindex: number; family: number; entry?: DeletedEntry }
   | { type: 'overflow' };
