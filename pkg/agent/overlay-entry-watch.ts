@@ -21,7 +21,7 @@ export class OverlayEntryWatch {
   constructor(
     events: NetlinkEventsPort,
     onDeleted: (why: string) => void,
-    isOwn: (entry: DeletedEntry) => boolean = () => false,
+    isOwn: (entry: DeletedEntry) => boolean,
   ) {
     this.events = events;
     this.onDeleted = onDeleted;

@@ -9,13 +9,14 @@
  * text equal to the view's, which toNodeView already checked. Anything else, including a spelling of
  * the same CIDR other than the view's canonical one, says false, and the caller converts.
  */
-import { type NodeView, networkUnavailableReason, TRELLIS_ANNOTATION_PREFIX } from './views.ts';
-
-type Rec = Record<string, unknown>;
-
-function rec(v: unknown): Rec | undefined {
-  return typeof v === 'object' && v !== null && !Array.isArray(v) ? (v as Rec) : undefined;
-}
+import { sameList } from '../compare.ts';
+import {
+  type NodeView,
+  networkUnavailableReason,
+  type Rec,
+  rec,
+  TRELLIS_ANNOTATION_PREFIX,
+} from './views.ts';
 
 export function nodeUnchanged(obj: unknown, view: NodeView): boolean {
   try {
@@ -39,11 +40,7 @@ export function nodeUnchanged(obj: unknown, view: NodeView): boolean {
 
 function samePodCIDRs(spec: Rec, cidrs: readonly string[]): boolean {
   const list = spec.podCIDRs;
-  if (list !== undefined && list !== null) {
-    if (!Array.isArray(list) || list.length !== cidrs.length) return false;
-    for (let i = 0; i < list.length; i++) if (list[i] !== cidrs[i]) return false;
-    return true;
-  }
+  if (list !== undefined && list !== null) return Array.isArray(list) && sameList(list as string[], cidrs);
   if (typeof spec.podCIDR === 'string' && spec.podCIDR !== '')
     return cidrs.length === 1 && spec.podCIDR === cidrs[0];
   return cidrs.length === 0;

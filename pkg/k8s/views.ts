@@ -50,9 +50,10 @@ export type ViewResult<T> = { ok: true; value: T } | { ok: false; problem: strin
 export type NodeViewResult = { ok: true; node: NodeView } | { ok: false; problem: string };
 export type PodViewResult = { ok: true; pod: PodView } | { ok: false; problem: string };
 
-type Rec = Record<string, unknown>;
+export type Rec = Record<string, unknown>;
 
-function rec(v: unknown): Rec | undefined {
+/** `v` as a plain object (not null, not an array), or undefined. */
+export function rec(v: unknown): Rec | undefined {
   return typeof v === 'object' && v !== null && !Array.isArray(v) ? (v as Rec) : undefined;
 }
 

@@ -10,8 +10,8 @@ import type {
   Subscription,
 } from '../datapath/ports.ts';
 import { AF, NDA, RTM, RTN, RTNLGRP } from './constants.ts';
-import { bytesToIp, bytesToMac } from './ip.ts';
-import { parseLink, parseRoute, routeTable } from './messages.ts';
+import { bytesToIp } from './ip.ts';
+import { parseFdb, parseLink, parseRoute, routeTable } from './messages.ts';
 import { parseNexthop } from './nexthop-messages.ts';
 import { NFNLGRP_NFTABLES, nftablesSkipRule, parseNftablesMessage } from './nft-messages.ts';
 import { compileSkipFilters } from './skip-filter.ts';
@@ -269,16 +269,16 @@ export function subscribeNeighbourDeletions(
   );
 }
 
-/** What a neighbour deletion names: NDA_DST for a neighbour (a FAILED one has no NDA_LLADDR), both for an FDB entry. */
+/**
+ * What a neighbour deletion names: an FDB entry as parseFdb reads it, a neighbour by NDA_DST alone (a
+ * neighbour deleted by hand is announced FAILED, without the NDA_LLADDR parseNeighbour needs).
+ */
 function deletedEntry(payload: Buffer, ifindex: number): DeletedEntry | undefined {
-  const a = decodeAttrs(payload, 12);
-  const dst = a.get(NDA.DST);
-  if (dst === undefined || (dst.length !== 4 && dst.length !== 16)) return undefined;
-  if (payload[0] !== AF.BRIDGE) return { ifindex, address: bytesToIp(dst) };
-  const ll = a.get(NDA.LLADDR);
-  return ll === undefined || ll.length !== 6
+  if (payload[0] === AF.BRIDGE) return parseFdb(payload);
+  const dst = decodeAttrs(payload, 12).get(NDA.DST);
+  return dst === undefined || (dst.length !== 4 && dst.length !== 16)
     ? undefined
-    : { ifindex, mac: bytesToMac(ll), dst: bytesToIp(dst) };
+    : { ifindex, address: bytesToIp(dst) };
 }
 
 /**
