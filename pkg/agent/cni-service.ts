@@ -122,6 +122,7 @@ export function createCniService(deps: CniServiceDeps): {
               ifname,
               netns,
               mtu: conf.mtu ?? deps.defaultMtu(),
+              configMtu: conf.mtu,
               routeMtu: deps.routeMtu?.(),
               nodeCidrs: deps.nodeCidrs?.(),
               pod: { namespace: env.args.podNamespace, name: env.args.podName, uid: env.args.podUid },

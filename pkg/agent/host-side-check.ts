@@ -58,8 +58,8 @@ export class HostSideCheck {
   /**
    * A running pod (its namespace is there) whose host veth is gone (`ip link del trl…`, which takes the
    * pod's end with it): its network is gone. It gets a new pair from its lease, with the addresses,
-   * routes, alias and pod MAC ADD gave it (the MAC is derived from the attachment), a new host-end
-   * MAC and the node's MTU for new pods (the lease does not record a network config's own `mtu`).
+   * routes, alias, pod MAC (derived from the attachment) and MTU ADD gave it (the network config's
+   * own `mtu`, which the lease records, or else the node's for new pods), and a new host-end MAC.
    * Without `reattach`, or when that fails, it is said once a lease, with what to do.
    */
   async #reattachVethless(vethless: readonly Lease[]): Promise<void> {

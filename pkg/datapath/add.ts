@@ -112,6 +112,7 @@ async function addInNetns(
       podName: req.pod?.name,
       podUid: req.pod?.uid,
       network: req.network,
+      mtu: req.configMtu,
     });
     if (existing === undefined) undo.push('release lease', () => void deps.ipam.release(key));
     const synced = durable.then(

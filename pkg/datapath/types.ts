@@ -44,6 +44,8 @@ export interface AttachRequest extends AttachmentKey {
   netns: string;
   /** The pod interface's MTU (both veth ends). */
   mtu: number;
+  /** The network config's own `mtu`, when it sets one (then `mtu` too): recorded in the lease. */
+  configMtu?: number;
   /**
    * The MTU of traffic leaving the node, when below `mtu` (the overlay's): the pod's default routes
    * carry it, and routes to `nodeCidrs` keep the full `mtu` (pod-routes.ts).

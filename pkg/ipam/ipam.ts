@@ -181,6 +181,7 @@ export function parseRanges(cidrs: readonly string[]): Range[] {
 function makeLease(key: LeaseKey, meta: LeaseMeta, addresses: LeasedAddress[], createdAt: string): Lease {
   const picked: LeaseMeta = {};
   for (const f of META_FIELDS) if (typeof meta[f] === 'string') picked[f] = meta[f];
+  if (meta.mtu !== undefined) picked.mtu = meta.mtu;
   return { containerId: key.containerId, ifname: key.ifname, ...picked, addresses, createdAt };
 }
 
@@ -341,8 +342,10 @@ class StoreIpam implements Ipam {
     const given = (f: (typeof META_FIELDS)[number]) =>
       typeof meta[f] === 'string' && (lease[f] === undefined || (f === 'netns' && lease[f] !== meta[f]));
     const changed = META_FIELDS.filter(given);
-    if (changed.length === 0) return lease;
-    const merged: LeaseMeta = {};
+    // The config's MTU follows a repeated ADD's, as the pod's veth does (ADD sets it on a pair it keeps).
+    const mtuChanged = meta.mtu !== lease.mtu && (meta.mtu !== undefined || lease.mtu !== undefined);
+    if (changed.length === 0 && !mtuChanged) return lease;
+    const merged: LeaseMeta = { mtu: meta.mtu };
     for (const f of META_FIELDS) merged[f] = changed.includes(f) ? meta[f] : lease[f];
     const ordered = makeLease(lease, merged, lease.addresses, lease.createdAt);
     this.#store.replaceLease(ordered);

@@ -795,5 +795,9 @@ export function parseLeaseRecord(owner: string, bytes: Uint8Array): Lease | stri
     if (typeof v !== 'string') return `bad ${f}`;
     lease[f] = v;
   }
+  if (r.mtu !== undefined) {
+    if (!Number.isInteger(r.mtu) || (r.mtu as number) < 68 || (r.mtu as number) > 65535) return 'bad mtu';
+    lease.mtu = r.mtu as number;
+  }
   return lease;
 }

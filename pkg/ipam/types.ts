@@ -22,6 +22,11 @@ export interface LeaseMeta {
    * Absent in records written before it was kept (and ignored by agents from before then).
    */
   network?: string;
+  /**
+   * The network config's own `mtu`, when it sets one: a pod's veth pair made again from the lease
+   * (HostSideCheck) gets it rather than the node's MTU for new pods. Absent for most pods.
+   */
+  mtu?: number;
 }
 
 export interface Lease extends LeaseKey, LeaseMeta {

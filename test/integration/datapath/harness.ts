@@ -97,10 +97,12 @@ export class NodeHarness {
   }
 
   /** A fresh pod namespace ADDed as eth0 through the shim; throws unless the ADD succeeded. */
-  async addPod(): Promise<{ pod: TestNetns; id: string; result: AddResult; hostIf: string }> {
+  async addPod(
+    conf?: Record<string, unknown>,
+  ): Promise<{ pod: TestNetns; id: string; result: AddResult; hostIf: string }> {
     const pod = this.podNs();
     const id = containerId();
-    const add = await this.add(pod, id);
+    const add = await this.add(pod, id, conf);
     if (add.code !== 0) throw new Error(`ADD failed (exit ${add.code}): ${add.stdout}${add.stderr}`);
     return { pod, id, result: add.json as AddResult, hostIf: hostVethName(id, 'eth0') };
   }

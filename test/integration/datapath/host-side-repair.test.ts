@@ -158,8 +158,14 @@ describe.skipIf(skip !== undefined)(
     }, 30_000);
 
     it("a running pod's veth pair deleted by hand is made again from its lease, said at warn", async () => {
-      const { pod, id, result, hostIf } = await node.addPod();
+      // A network config's own MTU, which the node's MTU for new pods must not replace.
+      const { pod, id, result, hostIf } = await node.addPod(node.conf({ mtu: 1300 }));
       const [v4, v6] = [podAddr(result, 4), podAddr(result, 6)];
+      const mtus = () => [
+        ipJson<{ mtu: number }[]>(node.host.name, 'link', 'show', hostIf)[0]?.mtu,
+        ipJson<{ mtu: number }[]>(pod.name, 'link', 'show', 'eth0')[0]?.mtu,
+      ];
+      expect(mtus()).toEqual([1300, 1300]);
       ip(node.host.name, 'link', 'del', hostIf); // takes the pod's eth0 with it
       const line = await node.logLine(
         (l) => l.msg === "a running pod's veth pair was deleted by someone else; made again from its lease",
@@ -178,6 +184,7 @@ describe.skipIf(skip !== undefined)(
       });
       const shown = ipJson<{ ifalias?: string }[]>(node.host.name, 'link', 'show', hostIf)[0];
       expect(shown?.ifalias).toBe(`trellis id=${id} if=eth0 net=trellis pod=default/${id}`);
+      expect(mtus()).toEqual([1300, 1300]);
       // A lease like any other again: CHECK passes, DEL takes it all.
       const check = await node.check(id, pod, result);
       expect(check.code, check.stdout + check.stderr).toBe(0);

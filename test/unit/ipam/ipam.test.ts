@@ -123,6 +123,20 @@ describe('allocate / reopen', () => {
     expect(openIpam({ dir, ranges: DUAL }).get(key('aaa'))?.netns).toBe('/var/run/netns/cni-b');
   });
 
+  it("records a network config's own MTU, which follows a repeated ADD's", () => {
+    const dir = tempDir();
+    const ipam = openIpam({ dir, ranges: DUAL });
+    expect(ipam.allocate(key('plain')).mtu).toBeUndefined();
+    expect(ipam.allocate(key('aaa'), { mtu: 1300 }).mtu).toBe(1300);
+    expect(openIpam({ dir, ranges: DUAL }).get(key('aaa'))?.mtu).toBe(1300);
+    // ADD sets the kept pair to the call's MTU (or the node's, without one): the record says which.
+    expect(ipam.allocate(key('aaa'), { mtu: 1400 }).mtu).toBe(1400);
+    expect(ipam.allocate(key('aaa')).mtu).toBeUndefined();
+    const reopened = openIpam({ dir, ranges: DUAL });
+    expect(reopened.get(key('aaa'))?.mtu).toBeUndefined();
+    expect(reopened.loadReport.quarantined).toEqual([]);
+  });
+
   it('returns copies: callers cannot change the stored lease', () => {
     const ipam = openIpam({ dir: tempDir(), ranges: DUAL });
     const lease = ipam.allocate(key('a'));
@@ -391,6 +405,10 @@ describe('corrupt and crash-left records', () => {
     ['torn in the middle', (p: string) => truncateSync(p, 40)],
     ['garbage', (p: string) => writeFileSync(p, '\u0000\u0001garbage')],
     ['for another key', (p: string) => writeFileSync(p, readFileSync(p, 'utf8').replace('"b"', '"z"'))],
+    [
+      'with a bad MTU',
+      (p: string) => writeFileSync(p, readFileSync(p, 'utf8').replace('{', '{"mtu":"1500",')),
+    ],
   ] as const) {
     it(`quarantines a lease file ${what} and never hands its addresses out again`, () => {
       const dir = tempDir();
