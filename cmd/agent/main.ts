@@ -52,8 +52,9 @@ async function main(argv: string[]): Promise<number> {
   // The node the agent runs as (standalone: the host name), so every line, CNI calls' included, names it.
   const log = createLogger({ level: config.logLevel, base: { node: config.nodeName ?? hostname() } });
 
-  if (sub === 'install-cni') return runInstallCni(config, log);
-  if (sub === 'uninstall') return runUninstall(config, log);
+  // Every line names its component once: children are made from this root, never from each other.
+  if (sub === 'install-cni') return runInstallCni(config, log.child({ component: 'install-cni' }));
+  if (sub === 'uninstall') return runUninstall(config, log.child({ component: 'uninstall' }));
   return runAgent(config, log);
 }
 

@@ -26,7 +26,9 @@ import {
   withTrim,
 } from './adapters.ts';
 
-export async function runAgent(config: AgentConfig, log: Logger): Promise<number> {
+/** `root`: the process's logger, without a component; each part gets a child naming its own. */
+export async function runAgent(config: AgentConfig, root: Logger): Promise<number> {
+  const log = root.child({ component: 'agent' });
   const standalone = config.podCIDRs.length > 0;
   log.info({ version: trellisVersion(), runtime: process.version, standalone }, 'starting');
   const hostProc = config.hostProc === '' ? undefined : hostProcProblem(config.hostProc);
@@ -56,9 +58,9 @@ export async function runAgent(config: AgentConfig, log: Logger): Promise<number
     metricsAddr: config.metricsAddr,
     adminSocket: config.adminSocket,
     kube,
-    log: log.child({ component: 'observe' }),
+    log: root.child({ component: 'observe' }),
   });
-  const trim = idleTrim(log.child({ component: 'memory' }));
+  const trim = idleTrim(root.child({ component: 'memory' }));
   // Reads and writes other programs' forward chains (pkg/firewall); never the masquerade table.
   const firewall = firewallTools();
   const agent = new Agent(
@@ -70,7 +72,7 @@ export async function runAgent(config: AgentConfig, log: Logger): Promise<number
       openHostNetlink,
       events: createNetlinkEvents(),
       lockStateDir: lockAgentState,
-      masq: needsTable(tableRules(config, standalone)) ? masqSyncer(log) : undefined,
+      masq: needsTable(tableRules(config, standalone)) ? masqSyncer(root.child({ component: 'masq' })) : undefined,
       removeMasqLeftovers: () => new NftRunner().deleteTableIfPresent(),
       readForwardFirewall: (podCIDRs, vxlan) =>
         readForwardRuleset((args) => firewall.run({ tool: 'nft', args }), podCIDRs, DEFAULT_TABLE, {
@@ -81,7 +83,7 @@ export async function runAgent(config: AgentConfig, log: Logger): Promise<number
       writeForwardFirewall: firewall.run,
       kube,
     },
-    log,
+    root,
     withTrim(observer.hooks(), trim),
   );
   observer.attach(agent);

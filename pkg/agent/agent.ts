@@ -137,6 +137,8 @@ export class Agent {
   private readonly config: AgentConfig;
   private readonly ports: AgentPorts;
   private readonly log: Logger;
+  /** Parts' loggers are its children (component()): a child of `log` would name two components. */
+  private readonly root: Logger;
   private readonly hooks: AgentHooks;
   private readonly abort = new AbortController();
   private readonly background: Background;
@@ -224,9 +226,12 @@ export class Agent {
     return tableRules(this.config, this.ports.kube === undefined);
   }
 
-  constructor(config: AgentConfig, ports: AgentPorts, log: Logger, hooks: AgentHooks = {}) {
+  /** `root`: a logger without a component; the agent's own lines say `agent`, its parts their own. */
+  constructor(config: AgentConfig, ports: AgentPorts, root: Logger, hooks: AgentHooks = {}) {
     this.config = config;
     this.ports = ports;
+    this.root = root;
+    const log = root.child({ component: 'agent' });
     this.log = log;
     this.hooks = hooks;
     this.nodeName = config.nodeName ?? hostname();
@@ -235,6 +240,10 @@ export class Agent {
       log,
       'the IPAM state directory was removed under the agent and could not be written back',
     );
+  }
+
+  private component(name: string): Logger {
+    return this.root.child({ component: name });
   }
 
   /** ADD is served: ready, or serving from the pod CIDRs remembered from the last run. */
@@ -340,7 +349,7 @@ export class Agent {
     const service = createCniService({
       datapath: this.datapath,
       mutex,
-      log: log.child({ component: 'cni' }),
+      log: this.component('cni'),
       readiness: {
         notReadyReason: () => this.cniRefusal(),
         restarting: () => this.readyMark?.vouches() === true,
@@ -404,7 +413,7 @@ export class Agent {
       vni: config.vxlanVni,
       port: config.vxlanPort,
       mtu: config.mtu,
-      log: log.child({ component: 'vxlan' }),
+      log: this.component('vxlan'),
       own: ownChanges,
     });
     this.routes = new RouteReconciler({
@@ -447,7 +456,7 @@ export class Agent {
         if (outcome.kind === 'ok' && outcome.scope === 'node') this.noteTunnelled(outcome.report.decisions);
         this.hooks.onPass?.(outcome);
       },
-      log: log.child({ component: 'routes' }),
+      log: this.component('routes'),
       resyncMs: config.resyncMs,
     });
     await this.removeMasqLeftovers();
@@ -816,7 +825,7 @@ export class Agent {
       busy: this.busyKeys,
       podsOnNode:
         kube === undefined ? undefined : async () => (await kube.listPodsOnNode(this.nodeName)).items,
-      log: this.log.child({ component: 'ipam' }),
+      log: this.component('ipam'),
     });
   }
 
@@ -881,7 +890,7 @@ export class Agent {
         ? {}
         : { vxlan: () => vxlanInKinds(this.host!, this.tunnelled, config.vxlanPort) }),
       ...(write === undefined ? {} : { write }),
-      log: log.child({ component: 'firewall' }),
+      log: this.component('firewall'),
     });
     this.forwardFirewall = watch;
     this.subscriptions.push(subscription);
@@ -1002,7 +1011,7 @@ export class Agent {
       settings: () =>
         this.servesAdd() ? { mtu: this.mtu, ipv6: ipam.ranges().some((r) => r.includes(':')) } : undefined,
       busy: () => this.busyKeys.size > 0,
-      log: this.log.child({ component: 'cni' }),
+      log: this.component('cni'),
       onOutcome: this.hooks.onPreparedPair,
     });
     const watch = new NetnsDirWatch(

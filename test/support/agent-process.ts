@@ -2,6 +2,7 @@ import { type ChildProcess, spawn } from 'node:child_process';
 import { existsSync, mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import type { Readable } from 'node:stream';
 import { AGENT_BINARY } from './cni-driver.ts';
 
 /**
@@ -16,6 +17,8 @@ export interface AgentProcess {
   readonly stateDir: string;
   readonly spoolDir: string;
   readonly logs: Record<string, unknown>[];
+  /** Lines that do not name their component exactly once (duplicate keys do not survive parsing). */
+  readonly unnamed: string[];
   readonly child: ChildProcess;
   /** Resolves once the agent logged that it is serving (a stale socket file from a killed agent is not proof). */
   ready(): Promise<void>;
@@ -50,7 +53,7 @@ export interface StartAgentOptions {
   /** Standalone mode publishing its config list into `confDir`, its binaries in `binDir`. */
   publish?: { confDir: string; binDir: string };
   /** Called with every parsed log line as it arrives (live streaming). */
-  onLog?: (line: Record<string, unknown>) => void;
+  onLog?: (line: Record<string, unknown>, raw: string) => void;
   /** Start the agent in its own process group, so a terminal's Ctrl-C reaches only the test driver. */
   detached?: boolean;
   /** Variables added to the agent's environment (e.g. a PATH that finds a stand-in nft first). */
@@ -110,26 +113,8 @@ export function startAgent(opts: StartAgentOptions): AgentProcess {
     detached: opts.detached === true,
     ...(opts.env === undefined ? {} : { env: { ...process.env, ...opts.env } }),
   });
-  const logs: Record<string, unknown>[] = [];
+  const { logs, unnamed } = readAgentLog(child.stdout!, opts.onLog);
   let stderr = '';
-  let buf = '';
-  child.stdout!.setEncoding('utf8').on('data', (d: string) => {
-    buf += d;
-    let nl = buf.indexOf('\n');
-    while (nl >= 0) {
-      const line = buf.slice(0, nl);
-      buf = buf.slice(nl + 1);
-      let parsed: Record<string, unknown>;
-      try {
-        parsed = JSON.parse(line) as Record<string, unknown>;
-      } catch {
-        parsed = { raw: line };
-      }
-      logs.push(parsed);
-      opts.onLog?.(parsed);
-      nl = buf.indexOf('\n');
-    }
-  });
   child.stderr!.setEncoding('utf8').on('data', (d: string) => {
     stderr += d;
   });
@@ -142,6 +127,7 @@ export function startAgent(opts: StartAgentOptions): AgentProcess {
     stateDir,
     spoolDir,
     logs,
+    unnamed,
     child,
     async ready() {
       const deadline = Date.now() + 15_000;
@@ -172,4 +158,39 @@ export function startAgent(opts: StartAgentOptions): AgentProcess {
 
 export function removeAgentDir(dir: string): void {
   if (dir.includes('trl-agent-')) rmSync(dir, { recursive: true, force: true });
+}
+
+/**
+ * An agent log line names the part of the agent it comes from once: `"component":"cni"`, say. A
+ * pino child of a child that names one too writes the key twice, which JSON.parse hides.
+ */
+export function namesOneComponent(line: string): boolean {
+  return line.split('"component":').length === 2;
+}
+
+/** Collects an agent's stdout as parsed lines (a line that is no JSON as `{ raw }`), as they come. */
+export function readAgentLog(
+  stdout: Readable,
+  onLog?: (line: Record<string, unknown>, raw: string) => void,
+): { logs: Record<string, unknown>[]; unnamed: string[] } {
+  const logs: Record<string, unknown>[] = [];
+  const unnamed: string[] = [];
+  let buf = '';
+  stdout.setEncoding('utf8').on('data', (d: string) => {
+    buf += d;
+    for (let nl = buf.indexOf('\n'); nl >= 0; nl = buf.indexOf('\n')) {
+      const line = buf.slice(0, nl);
+      buf = buf.slice(nl + 1);
+      let parsed: Record<string, unknown>;
+      try {
+        parsed = JSON.parse(line) as Record<string, unknown>;
+      } catch {
+        parsed = { raw: line };
+      }
+      logs.push(parsed);
+      if (!namesOneComponent(line)) unnamed.push(line);
+      onLog?.(parsed, line);
+    }
+  });
+  return { logs, unnamed };
 }

@@ -137,4 +137,18 @@ describe.skipIf(skip !== undefined)(skip === undefined ? title : `${title} (skip
     }
     expect((await runPlugin(SHIM_BINARY, { command: 'STATUS' }, stdin)).code).toBe(0);
   });
+
+  it('every line of every run, start to stop, names its component once (operators filter on it)', () => {
+    for (const name of ['node-1', 'node-2']) {
+      const node = tb.node(name);
+      expect(node.unnamed, name).toEqual([]);
+      const components = new Set(node.logs.map((l) => l.component));
+      for (const c of ['agent', 'cni', 'routes', 'observe']) expect(components, name).toContain(c);
+      // The lifecycle lines operators look for first (node-2's agent was also stopped with SIGTERM).
+      const said = (msg: string) => node.logs.find((l) => l.msg === msg)?.component;
+      const lifecycle = ['starting', 'trellis agent ready', 'CNI socket listening'];
+      if (name === 'node-2') lifecycle.push('trellis agent stopped');
+      expect(lifecycle.map(said)).toEqual(lifecycle.map(() => 'agent'));
+    }
+  });
 });

@@ -8,7 +8,7 @@ import { existsSync, mkdtempSync, readdirSync, readFileSync, watch } from 'node:
 import { createConnection } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import type { AgentProcess } from '../../support/agent-process.ts';
+import { type AgentProcess, readAgentLog } from '../../support/agent-process.ts';
 import { AGENT_BINARY, SHIM_BINARY } from '../../support/cni-driver.ts';
 import { type AddResult, containerId, type NodeHarness, podAddr } from '../datapath/harness.ts';
 
@@ -242,21 +242,8 @@ export function startAgentWithTmpfsState(opts: {
     ...(opts.extraArgs ?? []),
   ];
   const child = spawn('unshare', args, { stdio: ['ignore', 'pipe', 'pipe'] });
-  const logs: Record<string, unknown>[] = [];
+  const { logs, unnamed } = readAgentLog(child.stdout!);
   let stderr = '';
-  let buf = '';
-  child.stdout!.setEncoding('utf8').on('data', (d: string) => {
-    buf += d;
-    for (let nl = buf.indexOf('\n'); nl >= 0; nl = buf.indexOf('\n')) {
-      const line = buf.slice(0, nl);
-      buf = buf.slice(nl + 1);
-      try {
-        logs.push(JSON.parse(line) as Record<string, unknown>);
-      } catch {
-        logs.push({ raw: line });
-      }
-    }
-  });
   child.stderr!.setEncoding('utf8').on('data', (d: string) => {
     stderr += d;
   });
@@ -268,6 +255,7 @@ export function startAgentWithTmpfsState(opts: {
     stateDir,
     spoolDir: join(stateDir, 'spool'),
     logs,
+    unnamed,
     child,
     async ready() {
       const ok = await waitFor(

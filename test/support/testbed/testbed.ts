@@ -13,7 +13,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
 import { buildConflist, CONFLIST_FILE_NAME } from '../../../pkg/cniconf/index.ts';
-import { type AgentProcess, startAgent } from '../agent-process.ts';
+import { type AgentProcess, namesOneComponent, startAgent } from '../agent-process.ts';
 import {
   AGENT_BINARY,
   addList,
@@ -115,6 +115,8 @@ export interface TestbedNode<F extends Family = Family> {
   agent: AgentProcess | undefined;
   /** Every log line of every agent run on this node, in order. */
   readonly logs: Record<string, unknown>[];
+  /** Those lines that do not name their component exactly once (namesOneComponent). */
+  readonly unnamed: string[];
   podCount: number;
 }
 
@@ -322,7 +324,16 @@ export class Testbed<F extends Family = Family> {
     const dir = join(this.dir, plan.name);
     mkdirSync(join(dir, 'net.d'), { recursive: true });
     mkdirSync(join(dir, 'bin'), { recursive: true });
-    const node: TestbedNode<F> = { plan, name: plan.name, ns, dir, agent: undefined, logs: [], podCount: 0 };
+    const node: TestbedNode<F> = {
+      plan,
+      name: plan.name,
+      ns,
+      dir,
+      agent: undefined,
+      logs: [],
+      unnamed: [],
+      podCount: 0,
+    };
     this.nodeMap.set(plan.name, node);
     this.addNs(ns);
     // A fresh host routes nothing: what forwarding a node has is what its agent turned on. (A new
@@ -406,8 +417,9 @@ export class Testbed<F extends Family = Family> {
     ) {
       throw new Error(`${name}: agent already running`);
     }
-    const onLog = (line: Record<string, unknown>): void => {
+    const onLog = (line: Record<string, unknown>, raw: string): void => {
       node.logs.push(line);
+      if (!namesOneComponent(raw)) node.unnamed.push(raw);
       this.opts.onLog?.(name, line);
     };
     this.assertLive();
