@@ -5,7 +5,7 @@ import { PUBLISHED_NETWORK_NAME } from '../cniconf/render.ts';
 import { addAttachment } from '../datapath/add.ts';
 import { BackgroundDeleter } from '../datapath/background-deleter.ts';
 import { KeyedMutex } from '../datapath/keyed-mutex.ts';
-import { attachmentKey, hostVethName } from '../datapath/names.ts';
+import { attachmentKey, hostVethName, leaseLogFields } from '../datapath/names.ts';
 import {
   type Family,
   IPV6_MIN_MTU,
@@ -238,7 +238,7 @@ export class Agent {
     this.background = new Background(log, this.abort.signal);
     this.layoutWrites = new FailureLog(
       log,
-      'the IPAM state directory was removed under the agent and could not be written back',
+      'the IPAM state directory or a record in it was removed under the agent and could not be written back',
     );
   }
 
@@ -496,13 +496,22 @@ export class Agent {
     }
   }
 
-  /** The CNI socket, the IPAM state directory and node.json, each put back if it was removed. */
+  /**
+   * The CNI socket, the IPAM state directory, its lease records and node.json, each put back if it
+   * was removed.
+   */
   private async keepFiles(server: CniServer): Promise<void> {
     if (this.abort.signal.aborted) return;
     try {
       // Logs through onRewritten; a failure every 5 s (a read-only disk) is said when it starts.
       this.ipam?.keepLayout();
-      this.layoutWrites.succeeded('the IPAM state directory is there again');
+      for (const { lease, missing } of this.ipam?.keepRecords() ?? []) {
+        this.log.warn(
+          { ...leaseLogFields(lease), missing },
+          "a pod's lease record was removed under the agent; written back from memory",
+        );
+      }
+      this.layoutWrites.succeeded('the IPAM state directory and its records are there again');
     } catch (err) {
       this.layoutWrites.failed(err);
     }

@@ -6,6 +6,7 @@ export {
   type PendingLease,
   type PendingRelease,
   RangeChangeError,
+  type RecordRepair,
 } from './ipam.ts';
 export {
   gatewayAddress,

@@ -24,6 +24,12 @@ import {
 
 export type { Lease, LeasedAddress, LeaseKey, LeaseMeta, LoadReport, RangeUsage } from './types.ts';
 
+/** A lease whose records keepRecords wrote back: `missing` names them ('lease file', an address). */
+export interface RecordRepair {
+  lease: Lease;
+  missing: string[];
+}
+
 /**
  * The facade the agent uses. Synchronous on purpose: the agent serializes IPAM calls, and sync fs
  * calls on tiny files are the fastest way to record an allocation (see store.ts); an async API would
@@ -97,6 +103,13 @@ export interface Ipam {
    * does this first too); true when it did. Throws IPAM_STORE_FAILED when it cannot.
    */
   keepLayout(): boolean;
+  /**
+   * Writes back the records of leases held in memory whose lease file or address reservation was
+   * removed under the agent (by hand, a cleanup of the wrong files): without them the next start
+   * would find the pod without a lease. The lease file first, durable, then its reservations, as
+   * allocate orders them. Returns what it wrote back; throws IPAM_STORE_FAILED when it cannot.
+   */
+  keepRecords(): RecordRepair[];
   /** Problems found at load (torn/corrupt records quarantined), for the agent to log. */
   readonly loadReport: LoadReport;
 }
@@ -254,6 +267,25 @@ class StoreIpam implements Ipam {
     this.#store.putLast(this.#last);
     this.#onRewritten?.(this.#store.dir, this.#leases.size);
     return true;
+  }
+
+  keepRecords(): RecordRepair[] {
+    this.keepLayout();
+    const store = this.#store;
+    const repairs: RecordRepair[] = [];
+    for (const [owner, lease] of this.#leases) {
+      const missing = store.hasLease(owner) ? [] : ['lease file'];
+      for (const a of lease.addresses) if (!store.isReserved(a.address)) missing.push(a.address);
+      if (missing.length > 0) repairs.push({ lease, missing });
+    }
+    if (repairs.length === 0) return [];
+    for (const { lease, missing } of repairs) if (missing[0] === 'lease file') store.replaceLease(lease);
+    store.flush(); // every lease durable before a reservation it accounts for
+    for (const { lease, missing } of repairs) {
+      for (const a of missing) if (a !== 'lease file') store.reserve(a, ownerName(lease));
+    }
+    store.flush();
+    return repairs.map(({ lease, missing }) => ({ lease: copyLease(lease), missing }));
   }
 
   #allocate(key: LeaseKey, meta: LeaseMeta, sync: boolean): PendingLease {

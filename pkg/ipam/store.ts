@@ -518,6 +518,29 @@ export class LeaseStore {
     return name;
   }
 
+  /** Whether `owner`'s lease file is there (lstat). */
+  hasLease(owner: string): boolean {
+    const name = `${owner}${LEASE_SUFFIX}`;
+    try {
+      this.#fs.modeOf(join(this.#leases, name));
+      return true;
+    } catch (err) {
+      if (errnoOf(err) === 'ENOENT') return false;
+      throw this.fail(`reading leases/${name}`, err);
+    }
+  }
+
+  /** Whether an address has a reservation (by anyone): its symlink is there. */
+  isReserved(address: string): boolean {
+    try {
+      this.#fs.readlinkSync(join(this.#addrs, address));
+      return true;
+    } catch (err) {
+      if (errnoOf(err) === 'ENOENT') return false;
+      throw this.fail(`reading addrs/${address}`, err);
+    }
+  }
+
   /** Reserves an address for an owner; false when it is already reserved (by anyone). */
   reserve(address: string, owner: string): boolean {
     try {

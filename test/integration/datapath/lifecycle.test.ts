@@ -1,4 +1,4 @@
-import { existsSync, readdirSync, readFileSync, rmSync, statSync } from 'node:fs';
+import { existsSync, readdirSync, readFileSync, readlinkSync, rmSync, statSync, unlinkSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
 import { hostVethName } from '../../../pkg/datapath/names.ts';
@@ -262,6 +262,40 @@ describe.skipIf(skip !== undefined)(
       expect((again.json as AddResult).ips).toEqual(res.ips);
       expect((await node.del(id, pod.path)).code).toBe(0);
       expect((await node.del(otherId, other.path)).code).toBe(0);
+    }, 40_000);
+
+    it("a pod's lease file and an address link removed under the agent are written back within seconds: a restart finds them", async () => {
+      const pod = node.podNs();
+      const id = containerId();
+      const res = (await node.add(pod, id)).json as AddResult;
+      const [v4, v6] = [podAddr(res, 4), podAddr(res, 6)];
+      const ipamDir = join(node.agent.stateDir, 'ipam');
+      const before = readLeaseFile(node, `${id}@eth0`);
+      const mark = node.agent.logs.length;
+      // A hand cleanup of the wrong files: the restart after it rebuilt the lease from the veth's
+      // alias at best, and a veth from a release that wrote none was swept, the pod cut off.
+      rmSync(join(ipamDir, 'leases', `${id}@eth0.json`));
+      unlinkSync(join(ipamDir, 'addrs', v6));
+      const line = await node.logLine(
+        (l) => l.msg === "a pod's lease record was removed under the agent; written back from memory",
+        10_000,
+      );
+      expect(line).toMatchObject({
+        level: 'warn',
+        containerId: id.slice(0, 12),
+        missing: ['lease file', v6],
+      });
+      expect(readLeaseFile(node, `${id}@eth0`)).toEqual(before);
+      expect(readlinkSync(join(ipamDir, 'addrs', v6))).toBe(`${id}@eth0`);
+
+      await node.agent.kill();
+      await node.startAgain();
+      const restarted = node.agent.logs.slice(mark).map((l) => String(l.msg));
+      expect(restarted.filter((m) => m.startsWith('lease record missing'))).toEqual([]);
+      expect(nsPing(node.host.name, v4) && nsPing(node.host.name, v6)).toBe(true);
+      const again = await node.add(pod, id);
+      expect((again.json as AddResult).ips).toEqual(res.ips);
+      expect((await node.del(id, pod.path)).code).toBe(0);
     }, 40_000);
   },
 );

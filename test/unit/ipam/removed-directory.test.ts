@@ -1,4 +1,4 @@
-import { existsSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
+import { existsSync, readdirSync, rmSync, unlinkSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
 import { openIpam, openIpamWith } from '../../../pkg/ipam/ipam.ts';
@@ -130,5 +130,36 @@ describe('IPAM state directory removed under the agent', () => {
     ipam.release(key('aaaa'));
     expect(rewritten).toEqual([]);
     expect(existsSync(join(dir, 'leases'))).toBe(true);
+  });
+});
+
+describe('lease records removed under the agent (keepRecords)', () => {
+  it("writes back a lease file and a reservation removed by hand, and a restart loads them: the pod's addresses stay its own", () => {
+    const dir = tempDir('records');
+    const ipam = openIpam({ dir, ranges: RANGES });
+    const a = ipam.allocate(key('aaaa'), { podName: 'web-0', mtu: 1300 });
+    const b = ipam.allocate(key('bbbb'));
+    ipam.allocate(key('cccc'));
+    expect(ipam.keepRecords()).toEqual([]);
+    rmSync(join(dir, 'leases', 'aaaa@eth0.json'));
+    const bV6 = b.addresses[1]!.address;
+    unlinkSync(join(dir, 'addrs', bV6)); // rmSync leaves a dangling symlink in place
+
+    const repairs = ipam.keepRecords();
+    expect(repairs.map((r) => [r.lease.containerId, r.missing])).toEqual([
+      ['aaaa', ['lease file']],
+      ['bbbb', [bV6]],
+    ]);
+    expect(leaseFilesOnDisk(dir)).toEqual(['aaaa@eth0.json', 'bbbb@eth0.json', 'cccc@eth0.json']);
+    expect(reservationsOnDisk(dir).get(bV6)).toBe('bbbb@eth0');
+    expectConsistent(ipam, dir);
+    expect(ipam.keepRecords()).toEqual([]);
+
+    const again = openIpam({ dir, ranges: RANGES });
+    expect(again.loadReport.quarantined).toEqual([]);
+    expect(again.get(key('aaaa'))).toEqual(a);
+    // The written-back reservation holds: a new lease does not get b's address.
+    const d = again.allocate(key('dddd'));
+    expect(d.addresses.map((x) => x.address)).not.toContain(bV6);
   });
 });
