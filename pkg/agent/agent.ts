@@ -468,7 +468,7 @@ export class Agent {
       routes: this.routes,
       markDirty: (why) => this.controller?.markDirty(why),
       podRouteDeleted: (route) => this.onPodRouteDeleted(route),
-      podVethDeleted: (name) => this.onPodVethDeleted(name),
+      podVethLost: (name) => this.onPodVethLost(name),
       followUplinkMtu: config.mtu === 0,
       log,
     });
@@ -611,8 +611,11 @@ export class Agent {
     this.checkHostSidesSoon();
   }
 
-  /** DEL releases the lease before it deletes the veth: a veth whose lease is held went under its pod. */
-  private onPodVethDeleted(name: string): void {
+  /**
+   * A pod's host veth deleted or set down. DEL releases the lease before it deletes the veth: one
+   * whose lease is held went under its pod (an IPv4-only pod's has no other notice of it).
+   */
+  private onPodVethLost(name: string): void {
     if (this.hostSideSoon !== undefined || this.ipam === undefined) return;
     if (this.ipam.list().some((l) => hostVethName(l.containerId, l.ifname) === name))
       this.checkHostSidesSoon();

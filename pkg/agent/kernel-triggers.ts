@@ -17,8 +17,8 @@ export interface KernelTriggerDeps {
   markDirty(why: string): void;
   /** A route of ours without a gateway was deleted (kernel-watch.ts): a pod's host route, maybe. */
   podRouteDeleted(route: RouteInfo): void;
-  /** A pod host veth was deleted (kernel-watch.ts). */
-  podVethDeleted(name: string): void;
+  /** A pod host veth was deleted or set down (kernel-watch.ts). */
+  podVethLost(name: string): void;
   /** The pod MTU is detected (no --mtu): a change of the uplinks' MTU asks for a pass too. */
   followUplinkMtu: boolean;
   log: Logger;
@@ -50,7 +50,7 @@ export function startKernelTriggers(d: KernelTriggerDeps): KernelTriggers {
     concernsPrefix: (route) => d.routes.concernsPrefix(route),
     markDirty,
     podRouteDeleted: d.podRouteDeleted,
-    podVethDeleted: d.podVethDeleted,
+    podVethLost: d.podVethLost,
     log,
   });
   // Down: the kernel drops the routes through it (IPv4 silently) and refuses new ones until the

@@ -80,8 +80,8 @@ export const WATCHED_ROUTES: RouteEventInterest = {
   ],
   nexthopDeletions: { protocol: TRELLIS_ROUTE_PROTOCOL },
 };
-/** Deleted VXLAN devices (their routes go with them, unannounced for IPv4). */
-export const WATCHED_LINKS: LinkEventInterest = { changes: ['delete'] };
+/** Deleted VXLAN devices, pod veths deleted or set down (their IPv4 routes go with them, unannounced). */
+export const WATCHED_LINKS: LinkEventInterest = { changes: ['delete', 'down'] };
 
 export interface KernelWatchDeps {
   events: NetlinkEventsPort;
@@ -103,10 +103,11 @@ export interface KernelWatchDeps {
    */
   podRouteDeleted?(route: RouteInfo): void;
   /**
-   * A pod host veth (`trl…`) was deleted: DEL's, or someone else's under a running pod (an IPv4
-   * route goes with its link silently, so this is the only notice of it). Absent: left to the pass.
+   * A pod host veth (`trl…`) was deleted or set down: DEL's (its close and deletion), or someone
+   * else's under a running pod (an IPv4 route goes with its link, or with the link going down,
+   * silently, so this is the only notice of it). Absent: left to the pass.
    */
-  podVethDeleted?(name: string): void;
+  podVethLost?(name: string): void;
   log: Logger;
 }
 
@@ -152,7 +153,8 @@ export function watchKernel(deps: KernelWatchDeps): Subscription[] {
       if (ev.type === 'overflow') markSoon('link notifications lost');
       else if (ev.type === 'delete' && isVxlanDeviceName(ev.link.name))
         markSoon('a VXLAN device was deleted');
-      else if (ev.type === 'delete' && isHostVethName(ev.link.name)) deps.podVethDeleted?.(ev.link.name);
+      else if ((ev.type === 'delete' || ev.wentDown === true) && isHostVethName(ev.link.name))
+        deps.podVethLost?.(ev.link.name);
     }, WATCHED_LINKS),
     deps.events.subscribeRouteEvents((ev) => {
       if (ev.type === 'overflow') {

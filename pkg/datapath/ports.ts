@@ -351,7 +351,11 @@ export type RouteEvent =
   | { type: 'nexthop-deleted'; id: number; protocol: number }
   | { type: 'overflow' };
 
-export type LinkEvent = { type: 'add' | 'delete'; link: LinkInfo } | { type: 'overflow' };
+/**
+ * 'add' is RTM_NEWLINK: a link made or changed. `wentDown`: the change set it down (`ip link set
+ * down`, or the close before a deletion), which takes its IPv4 routes without a route notification.
+ */
+export type LinkEvent = { type: 'add' | 'delete'; link: LinkInfo; wentDown?: true } | { type: 'overflow' };
 
 /** A deleted VXLAN entry as its notification names it: a neighbour by address, an FDB entry by MAC and remote. */
 export type DeletedEntry =
@@ -415,7 +419,8 @@ export interface RouteEventInterest {
 }
 
 export interface LinkEventInterest {
-  changes: readonly ('add' | 'delete')[];
+  /** 'down': only the RTM_NEWLINKs that set a link down ('add' events with `wentDown`). */
+  changes: readonly ('add' | 'delete' | 'down')[];
   /** Only these links' notifications (by ifindex); all links' when absent. */
   links?: readonly number[];
 }

@@ -23,6 +23,7 @@ export const JMP_JA = 0x05 | 0x00;
 export const JMP_JEQ_K = 0x05 | 0x10 | 0x00;
 export const JMP_JGT_X = 0x05 | 0x20 | 0x08;
 export const JMP_JGE_K = 0x05 | 0x30 | 0x00;
+export const JMP_JSET_K = 0x05 | 0x40 | 0x00;
 export const TAX = 0x07 | 0x00;
 export const RET_K = 0x06;
 /** A return value is how many bytes of the packet to keep: all of it, or 0 for none (rejected). */

@@ -79,8 +79,13 @@ const RTM_TABLE = NLMSG_HDRLEN + 4;
 const RTM_PROTOCOL = NLMSG_HDRLEN + 5;
 const RTM_TYPE = NLMSG_HDRLEN + 7;
 const NHM_PROTOCOL = NLMSG_HDRLEN + 2;
-/** ifinfomsg: family (1), pad (1), type (2), then the index (4). */
+/** ifinfomsg: family (1), pad (1), type (2), then the index (4), flags (4) and change mask (4). */
 const IFI_INDEX = NLMSG_HDRLEN + 4;
+const IFI_FLAGS = NLMSG_HDRLEN + 8;
+const IFI_CHANGE = NLMSG_HDRLEN + 12;
+const IFF_UP = 0x1;
+/** The change mask of a new link's announcement (every bit: all of it is new). */
+const ALL_CHANGED = 0xffffffff;
 /** ndmsg: family (1), pads (3), the index (4), then the state (2). */
 const NDM_STATE = NLMSG_HDRLEN + 8;
 const NUD_NOARP = 0x40;
@@ -109,11 +114,29 @@ function routeEventFilter(interest: RouteEventInterest): Buffer {
 function linkEventFilter(interest: LinkEventInterest): Buffer {
   return compileAcceptFilter(
     interest.changes.flatMap((c) => {
-      const type = c === 'add' ? RTM.NEWLINK : RTM.DELLINK;
-      if (interest.links === undefined) return [{ type }];
-      return interest.links.map((index) => ({ type, words: [{ offset: IFI_INDEX, value: index }] }));
+      const type = c === 'delete' ? RTM.DELLINK : RTM.NEWLINK;
+      // Set down: IFF_UP among the changed flags and not among the flags, a new link's excepted.
+      const down: Partial<FilterClause> =
+        c !== 'down'
+          ? {}
+          : {
+              wordBits: [
+                { offset: IFI_CHANGE, mask: IFF_UP },
+                { offset: IFI_FLAGS, mask: IFF_UP, clear: true },
+              ],
+              notWords: [{ offset: IFI_CHANGE, value: ALL_CHANGED }],
+            };
+      if (interest.links === undefined) return [{ type, ...down }];
+      return interest.links.map((index) => ({ type, words: [{ offset: IFI_INDEX, value: index }], ...down }));
     }),
   );
+}
+
+/** An RTM_NEWLINK payload that set its link down (linkEventFilter's 'down', read in JS). */
+function setDown(payload: Buffer): boolean {
+  const change = payload.readUInt32LE(IFI_CHANGE - NLMSG_HDRLEN);
+  const flags = payload.readUInt32LE(IFI_FLAGS - NLMSG_HDRLEN);
+  return (change & IFF_UP) !== 0 && (flags & IFF_UP) === 0 && change >>> 0 !== ALL_CHANGED;
 }
 
 function subscribe<E>(
@@ -226,8 +249,11 @@ export function subscribeLinkEvents(
   return subscribe<LinkEvent>(
     { required: [RTNLGRP.LINK] },
     (type, payload) => {
-      if (type !== RTM.NEWLINK && type !== RTM.DELLINK) return undefined;
-      return { type: type === RTM.NEWLINK ? 'add' : 'delete', link: parseLink(payload) };
+      if (type === RTM.DELLINK) return { type: 'delete', link: parseLink(payload) };
+      if (type !== RTM.NEWLINK || payload.length < 16) return undefined;
+      return setDown(payload)
+        ? { type: 'add', link: parseLink(payload), wentDown: true }
+        : { type: 'add', link: parseLink(payload) };
     },
     cb,
     opts,

@@ -1,5 +1,5 @@
 import { endianness } from 'node:os';
-import { ACCEPT, JMP_JEQ_K, LD_B_ABS, LD_H_ABS, LD_W_ABS, REJECT, RET_K } from './bpf-ops.ts';
+import { ACCEPT, JMP_JEQ_K, JMP_JSET_K, LD_B_ABS, LD_H_ABS, LD_W_ABS, REJECT, RET_K } from './bpf-ops.ts';
 
 /**
  * Classic BPF socket filters (SO_ATTACH_FILTER) for notification sockets: the kernel runs the
@@ -10,7 +10,8 @@ import { ACCEPT, JMP_JEQ_K, LD_B_ABS, LD_H_ABS, LD_W_ABS, REJECT, RET_K } from '
  *
  * The program accepts a message when any clause matches: a clause is the message type and, where
  * given, bytes or 32-bit words of the fixed header after the nlmsghdr (rtmsg, nhmsg, ifinfomsg, …) at
- * known offsets, and 16-bit fields that must not hold a value.
+ * known offsets, 16-bit fields and 32-bit words that must not hold a value, and bits of 32-bit words
+ * that must be set or clear.
  */
 
 export interface FilterClause {
@@ -22,6 +23,10 @@ export interface FilterClause {
   words?: readonly { offset: number; value: number }[];
   /** 16-bit fields in host order (a neighbour's state) that must NOT hold these values. */
   notHalfwords?: readonly { offset: number; value: number }[];
+  /** 32-bit fields in host order that must NOT hold these values. */
+  notWords?: readonly { offset: number; value: number }[];
+  /** 32-bit fields in host order (a link's flags) with any of `mask`'s bits set, or (`clear`) none. */
+  wordBits?: readonly { offset: number; mask: number; clear?: true }[];
 }
 
 /** Offset of the family header (rtmsg, ifinfomsg, nhmsg) after the 16-byte nlmsghdr. */
@@ -58,7 +63,7 @@ function asLoadedWord(value: number): number {
 export function compileAcceptFilter(clauses: readonly FilterClause[]): Buffer {
   const program: Instruction[] = [];
   for (const clause of clauses) {
-    const checks: { code: number; offset: number; value: number; not?: true }[] = [
+    const checks: { code: number; offset: number; value: number; not?: true; test?: number }[] = [
       { code: LD_H_ABS, offset: NLMSG_TYPE_OFFSET, value: asLoadedHalfword(clause.type) },
       ...(clause.bytes ?? []).map((b) => ({ code: LD_B_ABS, offset: b.offset, value: b.value & 0xff })),
       ...(clause.words ?? []).map((w) => ({
@@ -72,16 +77,31 @@ export function compileAcceptFilter(clauses: readonly FilterClause[]): Buffer {
         value: asLoadedHalfword(h.value & 0xffff),
         not: true as const,
       })),
+      ...(clause.notWords ?? []).map((w) => ({
+        code: LD_W_ABS,
+        offset: w.offset,
+        value: asLoadedWord(w.value),
+        not: true as const,
+      })),
+      // JSET jumps when (A & k) != 0: "any bit set" passes on it, "clear" fails on it.
+      ...(clause.wordBits ?? []).map((w) => ({
+        code: LD_W_ABS,
+        offset: w.offset,
+        value: asLoadedWord(w.mask),
+        test: JMP_JSET_K,
+        ...(w.clear === true ? { not: true as const } : {}),
+      })),
     ];
     // Instructions of this clause after each jump: the remaining checks (2 each) and the accept.
     checks.forEach((check, i) => {
       const toNextClause = 2 * (checks.length - i - 1) + 1;
       if (toNextClause > MAX_JUMP) throw new RangeError('socket filter clause too long');
       program.push({ code: check.code, jt: 0, jf: 0, k: check.offset });
+      const code = check.test ?? JMP_JEQ_K;
       program.push(
         check.not === true
-          ? { code: JMP_JEQ_K, jt: toNextClause, jf: 0, k: check.value }
-          : { code: JMP_JEQ_K, jt: 0, jf: toNextClause, k: check.value },
+          ? { code, jt: toNextClause, jf: 0, k: check.value }
+          : { code, jt: 0, jf: toNextClause, k: check.value },
       );
     });
     program.push({ code: RET_K, jt: 0, jf: 0, k: ACCEPT });

@@ -104,6 +104,9 @@ export function runClassicBpf(program: Buffer, packet: Buffer): BpfRun {
       case 0x35: // jge #k
         jump(a >= k);
         break;
+      case 0x45: // jset #k
+        jump((a & k) !== 0);
+        break;
       case 0x2d: // jgt x
         jump(a > x);
         break;

@@ -218,5 +218,30 @@ describe.skipIf(skip !== undefined)(
       await new Promise((r) => setTimeout(r, 500));
       expect(node.hostVeths()).toEqual([]);
     }, 30_000);
+
+    it('set down by hand, is set up again within seconds, its route back (the kernel drops an IPv4 route silently)', async () => {
+      const { pod, id, result, hostIf } = await node.addPod();
+      const v4 = podAddr(result, 4);
+      const mark = node.agent.logs.length;
+      ip(node.host.name, 'link', 'set', hostIf, 'down');
+      const line = await vi.waitFor(
+        () => {
+          const put = "a pod's host end had lost what ADD gave it; put back";
+          const found = node.agent.logs.slice(mark).find((l) => l.msg === put);
+          expect(found).toBeDefined();
+          return found;
+        },
+        { timeout: 5_000, interval: 50 },
+      );
+      expect(line).toMatchObject({ level: 'warn', hostIf, missing: ['up', `route ${v4}/32`] });
+      await vi.waitFor(() => expect(nsPing(node.host.name, v4)).toBe(true), {
+        timeout: 5_000,
+        interval: 100,
+      });
+      // Woken by the link's notification, not by a pass (the resync is a minute away).
+      expect(node.agent.logs.slice(mark).filter((l) => l.msg === 'reconciled')).toEqual([]);
+      expect((await node.del(id, pod.path)).code).toBe(0);
+      expect(await node.waitForVeths(0)).toEqual([]);
+    }, 30_000);
   },
 );

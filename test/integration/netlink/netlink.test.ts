@@ -669,6 +669,45 @@ describe.skipIf(netnsSkipReason !== undefined)('pkg/netlink (root, real kernel, 
     }
   });
 
+  it("has the kernel keep only the notifications that set a link down ('down'): not a new link's, not other changes", async () => {
+    const ns = pool.add('ldown');
+    const all: LinkEvent[] = [];
+    const kept: LinkEvent[] = [];
+    const subs = withNetns(ns.path, () => {
+      const events = createNetlinkEvents();
+      return [
+        events.subscribeLinkEvents((e) => all.push(e)),
+        events.subscribeLinkEvents((e) => kept.push(e), { changes: ['down'] }),
+      ];
+    });
+    const said = (list: LinkEvent[]) =>
+      list.flatMap((e) =>
+        e.type === 'add' && e.wentDown === true && ['b0', 'b1'].includes(e.link.name)
+          ? [`${e.link.name} down`]
+          : [],
+      );
+    try {
+      // Made down (announced with every flag changed), set up, its MTU changed: none kept.
+      ip(ns.name, 'link', 'add', 'b0', 'type', 'veth', 'peer', 'name', 'b1');
+      ip(ns.name, 'link', 'set', 'b0', 'up');
+      ip(ns.name, 'link', 'set', 'b1', 'up'); // b0's carrier comes up: a change, not a down
+      ip(ns.name, 'link', 'set', 'b0', 'mtu', '1400');
+      ip(ns.name, 'link', 'set', 'b1', 'down'); // kept; b0 loses its carrier but stays up
+      ip(ns.name, 'link', 'set', 'b1', 'up');
+      // Deleting an up link closes it first: that close is announced as a down, for both ends.
+      ip(ns.name, 'link', 'del', 'b0');
+      await waitFor(() => all.some((e) => e.type === 'delete' && e.link.name === 'b1'));
+      await waitFor(() => said(kept).length === 3);
+      expect(said(kept)).toEqual(['b1 down', 'b0 down', 'b1 down']);
+      // The unfiltered socket read the same downs among the rest: the kernel dropped the rest.
+      expect(said(all)).toEqual(said(kept));
+      expect(all.length).toBeGreaterThan(kept.length + 4);
+      expect(kept.every((e) => e.type === 'add' && e.wentDown === true)).toBe(true);
+    } finally {
+      for (const s of subs) s.close();
+    }
+  });
+
   it("has the kernel keep a link's neighbour deletions but those of NOARP entries (its own multicast ones)", async () => {
     const ns = pool.add('ndel');
     ip(ns.name, 'link', 'add', 'a0', 'type', 'veth', 'peer', 'name', 'a1');

@@ -1,6 +1,6 @@
 import pino from 'pino';
 import { describe, expect, it } from 'vitest';
-import { WATCHED_ROUTES, watchKernel } from '../../../pkg/agent/kernel-watch.ts';
+import { WATCHED_LINKS, WATCHED_ROUTES, watchKernel } from '../../../pkg/agent/kernel-watch.ts';
 import type { NetlinkEventsPort, RouteEvent, RouteInfo } from '../../../pkg/datapath/ports.ts';
 import { capturedLog } from '../../support/captured-log.ts';
 
@@ -23,6 +23,7 @@ function setup(concerned: (r: RouteInfo) => boolean, log = pino({ level: 'silent
   let passes = 0;
   const asked: RouteInfo[] = [];
   const podRoutes: string[] = [];
+  const vethsLost: string[] = [];
   const subs = watchKernel({
     events,
     masq: undefined,
@@ -36,6 +37,7 @@ function setup(concerned: (r: RouteInfo) => boolean, log = pino({ level: 'silent
       passes++;
     },
     podRouteDeleted: (r) => podRoutes.push(r.dst),
+    podVethLost: (name) => vethsLost.push(name),
     log,
   });
   const route = (type: 'add' | 'delete', r: Partial<RouteInfo>, table = MAIN): void =>
@@ -52,6 +54,7 @@ function setup(concerned: (r: RouteInfo) => boolean, log = pino({ level: 'silent
     passes: () => passes,
     asked,
     podRoutes,
+    vethsLost,
     close: () => {
       for (const s of subs) s.close();
     },
@@ -71,6 +74,20 @@ describe('watchKernel: links', () => {
     t.link({ type: 'overflow' });
     await t.settled();
     expect(t.passes()).toBe(2);
+    t.close();
+  });
+
+  it("a pod's host veth deleted or set down goes to podVethLost, not to a full pass; other changes of it go nowhere", async () => {
+    const t = setup(() => false);
+    const veth = { index: 9, name: 'trl35da632a557a', kind: 'veth', mac: '', mtu: 1500, up: false };
+    t.link({ type: 'add', link: veth });
+    t.link({ type: 'add', link: { ...veth, name: 'eth0' }, wentDown: true });
+    t.link({ type: 'add', link: veth, wentDown: true });
+    t.link({ type: 'delete', link: veth });
+    await t.settled();
+    expect(t.vethsLost).toEqual(['trl35da632a557a', 'trl35da632a557a']);
+    expect(t.passes()).toBe(0);
+    expect(WATCHED_LINKS.changes).toEqual(['delete', 'down']);
     t.close();
   });
 });

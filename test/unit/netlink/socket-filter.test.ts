@@ -119,3 +119,51 @@ describe('compileAcceptFilter: 16-bit fields that must not hold a value (a neigh
     expect(run(program, deletion(6, 0x80))).toBe(0);
   });
 });
+
+describe('compileAcceptFilter: bits of 32-bit fields, and 32-bit fields that must not hold a value (a link set down)', () => {
+  const flagsAt = NLMSG_HDRLEN + 8;
+  const changeAt = NLMSG_HDRLEN + 12;
+  const program = compileAcceptFilter([
+    {
+      type: 16,
+      wordBits: [
+        { offset: changeAt, mask: 0x1 },
+        { offset: flagsAt, mask: 0x1, clear: true },
+      ],
+      notWords: [{ offset: changeAt, value: 0xffffffff }],
+    },
+  ]);
+  const newlink = (flags: number, change: number): Buffer => {
+    const b = Buffer.alloc(NLMSG_HDRLEN + 16);
+    b.set(message(16, []).subarray(0, NLMSG_HDRLEN));
+    if (LE) {
+      b.writeUInt32LE(flags >>> 0, flagsAt);
+      b.writeUInt32LE(change >>> 0, changeAt);
+    } else {
+      b.writeUInt32BE(flags >>> 0, flagsAt);
+      b.writeUInt32BE(change >>> 0, changeAt);
+    }
+    return b;
+  };
+
+  it('accepts a change of the bit to clear, whatever else changed or is set, read in host order', () => {
+    for (const [flags, change] of [
+      [0x1000, 0x1],
+      [0x0, 0x1 | 0x40],
+      [0x2 | 0x1000 | 0x10000, 0x1 | 0x10000],
+      [0xfffffffe, 0x7fffffff], // every bit changed but one: not a new link
+    ] as const) {
+      expect(run(program, newlink(flags, change)), `${flags} ${change}`).toBe(ACCEPT);
+    }
+  });
+
+  it("rejects the bit set, the bit unchanged (in any other byte), and a new link's all-changed mask", () => {
+    expect(run(program, newlink(0x1 | 0x1000, 0x1))).toBe(0); // set up
+    expect(run(program, newlink(0x0, 0x10000))).toBe(0); // carrier only
+    expect(run(program, newlink(0x0, 0x100))).toBe(0); // bit 8, where a byte-order slip would look
+    expect(run(program, newlink(0x0, 0x1000000))).toBe(0);
+    expect(run(program, newlink(0x0, 0))).toBe(0); // a rename, an MTU
+    expect(run(program, newlink(0x1000, 0xffffffff))).toBe(0); // a new link, made down
+    expect(run(program, newlink(0x1000000, 0x1))).toBe(ACCEPT); // flags' bit 24 is not IFF_UP
+  });
+});
