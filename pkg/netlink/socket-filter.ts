@@ -10,8 +10,8 @@ import { ACCEPT, JMP_JEQ_K, JMP_JSET_K, LD_B_ABS, LD_H_ABS, LD_W_ABS, REJECT, RE
  *
  * The program accepts a message when any clause matches: a clause is the message type and, where
  * given, bytes or 32-bit words of the fixed header after the nlmsghdr (rtmsg, nhmsg, ifinfomsg, …) at
- * known offsets, 16-bit fields and 32-bit words that must not hold a value, and bits of 32-bit words
- * that must be set or clear.
+ * known offsets, 16-bit fields that must not hold a value, and bits of 32-bit words that must be
+ * set or clear.
  */
 
 export interface FilterClause {
@@ -23,8 +23,6 @@ export interface FilterClause {
   words?: readonly { offset: number; value: number }[];
   /** 16-bit fields in host order (a neighbour's state) that must NOT hold these values. */
   notHalfwords?: readonly { offset: number; value: number }[];
-  /** 32-bit fields in host order that must NOT hold these values. */
-  notWords?: readonly { offset: number; value: number }[];
   /** 32-bit fields in host order (a link's flags) with any of `mask`'s bits set, or (`clear`) none. */
   wordBits?: readonly { offset: number; mask: number; clear?: true }[];
 }
@@ -75,12 +73,6 @@ export function compileAcceptFilter(clauses: readonly FilterClause[]): Buffer {
         code: LD_H_ABS,
         offset: h.offset,
         value: asLoadedHalfword(h.value & 0xffff),
-        not: true as const,
-      })),
-      ...(clause.notWords ?? []).map((w) => ({
-        code: LD_W_ABS,
-        offset: w.offset,
-        value: asLoadedWord(w.value),
         not: true as const,
       })),
       // JSET jumps when (A & k) != 0: "any bit set" passes on it, "clear" fails on it.
