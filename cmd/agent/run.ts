@@ -72,7 +72,9 @@ export async function runAgent(config: AgentConfig, root: Logger): Promise<numbe
       openHostNetlink,
       events: createNetlinkEvents(),
       lockStateDir: lockAgentState,
-      masq: needsTable(tableRules(config, standalone)) ? masqSyncer(root.child({ component: 'masq' })) : undefined,
+      masq: needsTable(tableRules(config, standalone))
+        ? masqSyncer(root.child({ component: 'masq' }))
+        : undefined,
       removeMasqLeftovers: () => new NftRunner().deleteTableIfPresent(),
       readForwardFirewall: (podCIDRs, vxlan) =>
         readForwardRuleset((args) => firewall.run({ tool: 'nft', args }), podCIDRs, DEFAULT_TABLE, {

@@ -888,7 +888,7 @@ export class Agent {
    * traffic changes (firewall-tables.ts).
    */
   private startFirewallWatch(): void {
-    const { config, log } = this;
+    const { config } = this;
     const read = this.ports.readForwardFirewall;
     if (read === undefined || config.firewallCheckMs === 0) return;
     const check = (): Promise<void> =>
