@@ -85,8 +85,11 @@ export function startKernelTriggers(d: KernelTriggerDeps): KernelTriggers {
     },
     (index) => d.host.getLinkByIndex(index),
   );
-  const overlayEntries = new OverlayEntryWatch(d.events, markDirty, (entry) =>
-    d.routes.isOwnEntryDeletion(entry),
+  // The agent's own removals, and entries it does not keep (learned by the kernel), wake nothing.
+  const overlayEntries = new OverlayEntryWatch(
+    d.events,
+    markDirty,
+    (entry) => d.routes.isOwnEntryDeletion(entry) || !d.routes.keepsEntry(entry),
   );
   /** A watch of some links' MTU that asks for a pass, saying which: `ours` tells a pass's own change. */
   const mtuWatch = (what: string, ours: (index: number, mtu: number) => boolean = () => false) =>

@@ -6,14 +6,14 @@ import type { DeletedEntry, NeighbourDeletion, NetlinkEventsPort, Subscription }
  * hand (`bridge fdb del … dev trellis.v4`, `ip neigh flush dev trellis.v6`) cut the tunnel to that
  * peer until the next resync, up to a minute. The kernel announces deletions, filtered to these
  * devices: each asks for a pass at once. The agent's own removals (a peer gone) are recorded as
- * they are made and wake nothing (`isOwn`, matched by device and address); the kernel's ageing of
- * its own multicast entries (NOARP) is filtered out before it reaches us (pkg/netlink
- * subscribeNeighbourDeletions).
+ * they are made and wake nothing, nor do entries the plan does not keep (`ignore`: a neighbour the
+ * kernel learned from a peer's NDP, aged out); the kernel's ageing of its own multicast entries
+ * (NOARP) is filtered out before it reaches us (pkg/netlink subscribeNeighbourDeletions).
  */
 export class OverlayEntryWatch {
   private readonly events: NetlinkEventsPort;
   private readonly onDeleted: (why: string) => void;
-  private readonly isOwn: (entry: DeletedEntry) => boolean;
+  private readonly ignore: (entry: DeletedEntry) => boolean;
   private current: Subscription | undefined;
   private followed = '';
   private closed = false;
@@ -21,11 +21,11 @@ export class OverlayEntryWatch {
   constructor(
     events: NetlinkEventsPort,
     onDeleted: (why: string) => void,
-    isOwn: (entry: DeletedEntry) => boolean,
+    ignore: (entry: DeletedEntry) => boolean,
   ) {
     this.events = events;
     this.onDeleted = onDeleted;
-    this.isOwn = isOwn;
+    this.ignore = ignore;
   }
 
   /** From now on, the entries of these devices (a new subscription only when the set changes). */
@@ -46,7 +46,7 @@ export class OverlayEntryWatch {
       this.events,
       (ev: NeighbourDeletion) => {
         if (ev.type === 'overflow') this.onDeleted('VXLAN neighbour or FDB notifications were lost');
-        else if (ev.entry === undefined || !this.isOwn(ev.entry))
+        else if (ev.entry === undefined || !this.ignore(ev.entry))
           this.onDeleted(
             `a ${ev.family === AF_BRIDGE ? 'FDB' : 'neighbour'} entry of ${names.get(ev.ifindex) ?? `#${ev.ifindex}`} was deleted`,
           );

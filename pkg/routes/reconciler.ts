@@ -23,6 +23,7 @@ import { errorText } from '../error-text.ts';
 import { applyRouteDiff, type RouteError } from './apply.ts';
 import { desiredRoutes, ownDirectSubnets } from './desired.ts';
 import { diffRoutes, MAIN_TABLE, type RouteConflict, type RouteDiff, routeKey } from './diff.ts';
+import { keepsOverlayEntry } from './kept-entries.ts';
 import { concernsPrefix, KernelCheck, kernelHolds } from './kernel-check.ts';
 import { gatewayDevices, readLocalLinks } from './local-links.ts';
 import { OwnRouteChanges } from './own-changes.ts';
@@ -286,6 +287,11 @@ export class RouteReconciler {
   /** Whether a VXLAN neighbour or FDB entry's deletion is one this agent made (matched once). */
   isOwnEntryDeletion(entry: DeletedEntry): boolean {
     return this.ownChanges.consumeEntryDelete(entry);
+  }
+
+  /** Whether the last clean plan keeps this VXLAN entry (kept-entries.ts); true without one. */
+  keepsEntry(entry: DeletedEntry): boolean {
+    return this.state === undefined || keepsOverlayEntry(this.state, entry);
   }
 
   private async peerStep(name: string, peer: PeerNode | undefined): Promise<PeerStepOutcome> {

@@ -2,6 +2,7 @@ import { describe, expect, it } from 'vitest';
 import type { NeighbourEntry, RouteInfo } from '../../../pkg/datapath/ports.ts';
 import { desiredRoutes } from '../../../pkg/routes/desired.ts';
 import { routeKey } from '../../../pkg/routes/diff.ts';
+import { keepsOverlayEntry } from '../../../pkg/routes/kept-entries.ts';
 import { concernsPrefix, kernelHolds } from '../../../pkg/routes/kernel-check.ts';
 import { OwnRouteChanges } from '../../../pkg/routes/own-changes.ts';
 import {
@@ -519,5 +520,36 @@ describe('concernsPrefix', () => {
     const gone = applied(planPeerStep(s, 'n5', undefined));
     commitPeerStep(s, 'n5', gone.record);
     expect(concernsPrefix(s, foreign('10.244.5.0/24'))).toBe(false);
+  });
+});
+
+describe('keepsOverlayEntry', () => {
+  const far = (i: number): PeerNode =>
+    peer(i, { internalIPs: [`10.1.0.${i}`], vtepMacs: { 4: `02:00:00:00:00:0${i}` } });
+
+  it("keeps a VXLAN peer's VTEP neighbour and FDB entry on its device, and nothing else", () => {
+    const s = state([far(1), far(2)], 'vxlan');
+    // n1's VTEP: its pod CIDR's network address; its FDB entry: its MAC to its InternalIP.
+    expect(keepsOverlayEntry(s, { ifindex: 7, address: '10.244.1.0' })).toBe(true);
+    expect(keepsOverlayEntry(s, { ifindex: 7, mac: '02:00:00:00:00:02', dst: '10.1.0.2' })).toBe(true);
+    expect(
+      keepsOverlayEntry(s, { ifindex: 7, mac: '02:00:00:00:00:02'.toUpperCase(), dst: '10.1.0.2' }),
+    ).toBe(true);
+    // Learned by the kernel, another device, a peer's MAC towards another node, a peer gone.
+    expect(keepsOverlayEntry(s, { ifindex: 7, address: '10.244.1.7' })).toBe(false);
+    expect(keepsOverlayEntry(s, { ifindex: 8, address: '10.244.1.0' })).toBe(false);
+    expect(keepsOverlayEntry(s, { ifindex: 7, mac: '02:00:00:00:00:02', dst: '10.1.0.1' })).toBe(false);
+    const gone = applied(planPeerStep(s, 'n2', undefined));
+    commitPeerStep(s, 'n2', gone.record);
+    expect(keepsOverlayEntry(s, { ifindex: 7, mac: '02:00:00:00:00:02', dst: '10.1.0.2' })).toBe(false);
+    // A peer a step added is kept at once.
+    const added = applied(planPeerStep(s, 'n3', far(3)));
+    commitPeerStep(s, 'n3', added.record);
+    expect(keepsOverlayEntry(s, { ifindex: 7, address: '10.244.3.0' })).toBe(true);
+  });
+
+  it('keeps nothing for peers routed directly', () => {
+    const s = state([peer(1, { vtepMacs: { 4: '02:00:00:00:00:01' } })], 'auto');
+    expect(keepsOverlayEntry(s, { ifindex: 7, address: '10.244.1.0' })).toBe(false);
   });
 });
