@@ -103,9 +103,9 @@ export interface KernelWatchDeps {
    */
   podRouteDeleted?(route: RouteInfo): void;
   /**
-   * A pod host veth (`trl…`) was deleted or set down: DEL's (its close and deletion), or someone
-   * else's under a running pod (an IPv4 route goes with its link, or with the link going down,
-   * silently, so this is the only notice of it). Absent: left to the pass.
+   * A pod host veth (`trl…`) was deleted or set down: DEL's deletion, or someone else's under a
+   * running pod (an IPv4 route goes with its link, or with the link going down, silently, so this
+   * is the only notice of it). Absent: left to the pass.
    */
   podVethLost?(name: string): void;
   log: Logger;

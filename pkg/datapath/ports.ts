@@ -353,7 +353,8 @@ export type RouteEvent =
 
 /**
  * 'add' is RTM_NEWLINK: a link made or changed. `wentDown`: the change set it down (`ip link set
- * down`, or the close before a deletion), which takes its IPv4 routes without a route notification.
+ * down`; not the close before a deletion, whose 'delete' follows), which takes its IPv4 routes
+ * without a route notification.
  */
 export type LinkEvent = { type: 'add' | 'delete'; link: LinkInfo; wentDown?: true } | { type: 'overflow' };
 
