@@ -503,8 +503,8 @@ export class Agent {
   private async keepFiles(server: CniServer): Promise<void> {
     if (this.abort.signal.aborted) return;
     try {
-      // Logs through onRewritten; a failure every 5 s (a read-only disk) is said when it starts.
-      this.ipam?.keepLayout();
+      // The layout first (keepLayout, which logs through onRewritten), then each record. A failure
+      // every 5 s (a read-only disk) is said when it starts.
       for (const { lease, missing } of this.ipam?.keepRecords() ?? []) {
         this.log.warn(
           { ...leaseLogFields(lease), missing },

@@ -76,6 +76,11 @@ export interface StoreFs {
   isSymlink(path: string): boolean;
   /** The permission bits of a path (lstat). */
   modeOf(path: string): number;
+  /**
+   * What changes whenever an entry is added to, removed from or renamed in a directory (its inode,
+   * mtime and ctime, lstat); optional: without it, records are scanned at every check.
+   */
+  stampOf?(path: string): string;
   /** An empty file (O_CREAT|O_EXCL, 0600) created on the thread pool (spares.ts); optional. */
   createEmpty?(path: string): Promise<void>;
 }
@@ -104,6 +109,10 @@ export const realFs: StoreFs = {
   readFileSync: (path) => nodeFs.readFileSync(path),
   isSymlink: (path) => nodeFs.lstatSync(path).isSymbolicLink(),
   modeOf: (path) => nodeFs.lstatSync(path).mode & 0o7777,
+  stampOf: (path) => {
+    const s = nodeFs.lstatSync(path, { bigint: true });
+    return `${s.ino}:${s.mtimeNs}:${s.ctimeNs}`;
+  },
   createEmpty: (path) =>
     new Promise<void>((resolve, reject) =>
       nodeFs.open(path, 'wx', FILE_MODE, (err, fd) => {
@@ -516,6 +525,17 @@ export class LeaseStore {
     let name = base;
     for (let i = 1; taken.has(name); i++) name = `${base}-${i}`;
     return name;
+  }
+
+  /** The stamps of leases/ and addrs/ (StoreFs.stampOf), or undefined where the fs gives none. */
+  recordsStamp(): string | undefined {
+    const stampOf = this.#fs.stampOf;
+    if (stampOf === undefined) return undefined;
+    try {
+      return `${stampOf(this.#leases)} ${stampOf(this.#addrs)}`;
+    } catch {
+      return undefined; // keepLayout writes them back; the scan then runs
+    }
   }
 
   /** Whether `owner`'s lease file is there (lstat). */

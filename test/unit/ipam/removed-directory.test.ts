@@ -163,3 +163,33 @@ describe('lease records removed under the agent (keepRecords)', () => {
     expect(d.addresses.map((x) => x.address)).not.toContain(bV6);
   });
 });
+
+describe('keepRecords: the cost of a check', () => {
+  it("reads no record while the directories' stamps stand still, and scans again once one moves", () => {
+    const dir = tempDir('records');
+    let reads = 0;
+    const fs: StoreFs = {
+      ...realFs,
+      readlinkSync: (path) => {
+        reads++;
+        return realFs.readlinkSync(path);
+      },
+    };
+    const ipam = openIpamWith({ dir, ranges: RANGES }, fs);
+    for (const id of ['aaaa', 'bbbb', 'cccc']) ipam.allocate(key(id));
+    expect(ipam.keepRecords()).toEqual([]);
+    expect(reads).toBe(6); // each address's link, once
+    reads = 0;
+    expect(ipam.keepRecords()).toEqual([]);
+    expect(ipam.keepRecords()).toEqual([]);
+    expect(reads).toBe(0);
+    // A removal moves the stamp of its directory: found at the next check.
+    rmSync(join(dir, 'leases', 'bbbb@eth0.json'));
+    expect(ipam.keepRecords().map((r) => r.missing)).toEqual([['lease file']]);
+    // The write-back moved it too: one more scan, which finds nothing, then quiet again.
+    expect(ipam.keepRecords()).toEqual([]);
+    reads = 0;
+    expect(ipam.keepRecords()).toEqual([]);
+    expect(reads).toBe(0);
+  });
+});
