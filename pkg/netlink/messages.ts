@@ -169,10 +169,11 @@ export function parseLink(payload: Buffer): LinkInfo {
   let peer = 0;
   let alias: string | undefined;
   for (let off = 16; off + 4 <= payload.length; ) {
-    const len = payload.readUInt16LE(off);
+    // By index, as parseRoute reads: ~50 attributes a link, every pass lists every veth.
+    const len = payload[off]! | (payload[off + 1]! << 8);
     if (len < 4 || off + len > payload.length) break;
     const at = off + 4;
-    switch (payload.readUInt16LE(off + 2) & NLA_TYPE_MASK) {
+    switch ((payload[off + 2]! | (payload[off + 3]! << 8)) & NLA_TYPE_MASK) {
       case IFLA.IFNAME:
         name = cStringAt(payload, at, off + len);
         break;
@@ -288,9 +289,9 @@ export function parseAddress(payload: Buffer): AddressInfo | undefined {
   let local: string | undefined;
   let address: string | undefined;
   for (let off = 8; off + 4 <= payload.length; ) {
-    const len = payload.readUInt16LE(off);
+    const len = payload[off]! | (payload[off + 1]! << 8);
     if (len < 4 || off + len > payload.length) break;
-    const type = payload.readUInt16LE(off + 2) & NLA_TYPE_MASK;
+    const type = (payload[off + 2]! | (payload[off + 3]! << 8)) & NLA_TYPE_MASK;
     if (type === IFA.LOCAL && family === 4) local = ipAt(payload, off + 4, len - 4);
     else if (type === IFA.ADDRESS) address = ipAt(payload, off + 4, len - 4);
     off += (len + 3) & ~3;
@@ -463,11 +464,14 @@ export function parseRoute(
   onNexthop?: (id: number) => void,
   keyOfUnreadable = false,
 ): RouteInfo | undefined {
-  const family = familyOfAf(payload.readUInt8(0));
+  // Bytes read by index, not through Buffer's read methods: a resync parses thousands of routes in
+  // an agent without V8's optimizing tiers, where each method call cost more than the parse itself.
+  if (payload.length < 12) return undefined;
+  const family = familyOfAf(payload[0]!);
   if (family === undefined) return undefined;
-  const flags = payload.readUInt32LE(8);
+  const flags = u32le(payload, 8);
   if ((flags & RTM_F_CLONED) !== 0) return undefined;
-  const typeN = payload.readUInt8(7);
+  const typeN = payload[7]!;
   const type =
     typeN === RTN.UNICAST
       ? 'unicast'
@@ -483,40 +487,43 @@ export function parseRoute(
   let dst: string | undefined;
   let gateway: string | undefined;
   let ifindex: number | undefined;
-  let table = payload.readUInt8(4);
+  let table = payload[4]!;
   let src: string | undefined;
   let metric: number | undefined;
   let nhid: number | undefined;
   let mtu: number | undefined;
-  for (let off = 12; off + 4 <= payload.length; ) {
-    const len = payload.readUInt16LE(off);
-    if (len < 4 || off + len > payload.length) break;
+  const end = payload.length;
+  for (let off = 12; off + 4 <= end; ) {
+    const len = payload[off]! | (payload[off + 1]! << 8);
+    if (len < 4 || off + len > end) break;
     const at = off + 4;
-    switch (payload.readUInt16LE(off + 2) & NLA_TYPE_MASK) {
+    // The u32 attributes are read only when the attribute holds one (a malformed one is skipped).
+    const u32 = len >= 8;
+    switch ((payload[off + 2]! | (payload[off + 3]! << 8)) & NLA_TYPE_MASK) {
       case RTA.MULTIPATH:
         if (!keyOfUnreadable) return undefined;
         unreadable = true;
         break;
       case RTA.DST:
-        dst = prefixAt(payload, at, len - 4, payload.readUInt8(1));
+        dst = prefixAt(payload, at, len - 4, payload[1]!);
         break;
       case RTA.GATEWAY:
         gateway = ipAt(payload, at, len - 4);
         break;
       case RTA.OIF:
-        ifindex = payload.readUInt32LE(at);
+        if (u32) ifindex = u32le(payload, at);
         break;
       case RTA.TABLE:
-        table = payload.readUInt32LE(at);
+        if (u32) table = u32le(payload, at);
         break;
       case RTA.PREFSRC:
         src = ipAt(payload, at, len - 4);
         break;
       case RTA.PRIORITY:
-        metric = payload.readUInt32LE(at);
+        if (u32) metric = u32le(payload, at);
         break;
       case RTA.NH_ID:
-        nhid = payload.readUInt32LE(at);
+        if (u32) nhid = u32le(payload, at);
         break;
       case RTA.METRICS:
         mtu = u32AttrIn(payload, at, off + len, RTAX.MTU); // nested: RTA_METRICS holds RTAX_*
@@ -524,17 +531,17 @@ export function parseRoute(
     }
     off += (len + 3) & ~3;
   }
-  dst ??= `${family === 4 ? '0.0.0.0' : '::'}/${payload.readUInt8(1)}`;
+  dst ??= `${family === 4 ? '0.0.0.0' : '::'}/${payload[1]!}`;
   if (unreadable || type === undefined) {
-    const key: RouteInfo = { family, dst, protocol: payload.readUInt8(5), unreadable: true };
+    const key: RouteInfo = { family, dst, protocol: payload[5]!, unreadable: true };
     if (table !== RT_TABLE_MAIN) key.table = table;
     return key;
   }
   const route: RouteInfo = {
     family,
     dst,
-    protocol: payload.readUInt8(5),
-    scope: scopeName(payload.readUInt8(6)),
+    protocol: payload[5]!,
+    scope: scopeName(payload[6]!),
     type,
   };
   if (gateway !== undefined) route.gateway = gateway;
@@ -670,14 +677,23 @@ function remember(key: number, s: string): string {
 /** An address of len bytes at off in buf, formatted without a view on it for IPv4. */
 function ipAt(buf: Buffer, off: number, len: number): string {
   if (len !== 4) return bytesToIp(buf.subarray(off, off + len));
-  const v = buf.readUInt32BE(off);
+  const v = u32be(buf, off);
   return ipv4Strings.get(v) ?? remember(v, `${buf[off]}.${buf[off + 1]}.${buf[off + 2]}.${buf[off + 3]}`);
+}
+
+/** A u32 in host (little-endian) and network order at off, read by index (parseRoute says why). */
+function u32le(b: Buffer, off: number): number {
+  return (b[off]! | (b[off + 1]! << 8) | (b[off + 2]! << 16) | (b[off + 3]! << 24)) >>> 0;
+}
+
+function u32be(b: Buffer, off: number): number {
+  return ((b[off]! << 24) | (b[off + 1]! << 16) | (b[off + 2]! << 8) | b[off + 3]!) >>> 0;
 }
 
 /** "a.b.c.d/len" for an IPv4 destination (cached like ipAt; keys above 2^32), or the IPv6 prefix. */
 function prefixAt(buf: Buffer, off: number, len: number, prefixLen: number): string {
   if (len !== 4) return `${bytesToIp(buf.subarray(off, off + len))}/${prefixLen}`;
-  const key = (prefixLen + 1) * 2 ** 32 + buf.readUInt32BE(off);
+  const key = (prefixLen + 1) * 2 ** 32 + u32be(buf, off);
   return ipv4Strings.get(key) ?? remember(key, `${ipAt(buf, off, len)}/${prefixLen}`);
 }
 
