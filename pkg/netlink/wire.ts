@@ -129,16 +129,16 @@ export function decodeMessages(buf: Buffer): RawMessage[] {
   let off = 0;
   // Read by index, not through Buffer's methods: a dump's thousands of messages pass here, in an
   // agent without V8's optimizing tiers (messages.ts parseRoute).
-  const u16 = (o: number): number => buf[o]! | (buf[o + 1]! << 8);
-  const u32 = (o: number): number => (u16(o) | (u16(o + 2) << 16)) >>> 0;
   while (off + NLMSG_HDRLEN <= buf.length) {
-    const len = u32(off);
+    const len = (buf[off]! | (buf[off + 1]! << 8) | (buf[off + 2]! << 16) | (buf[off + 3]! << 24)) >>> 0;
     if (len < NLMSG_HDRLEN || off + len > buf.length) break;
+    const seq = off + 8;
+    const pid = off + 12;
     out.push({
-      type: u16(off + 4),
-      flags: u16(off + 6),
-      seq: u32(off + 8),
-      pid: u32(off + 12),
+      type: buf[off + 4]! | (buf[off + 5]! << 8),
+      flags: buf[off + 6]! | (buf[off + 7]! << 8),
+      seq: (buf[seq]! | (buf[seq + 1]! << 8) | (buf[seq + 2]! << 16) | (buf[seq + 3]! << 24)) >>> 0,
+      pid: (buf[pid]! | (buf[pid + 1]! << 8) | (buf[pid + 2]! << 16) | (buf[pid + 3]! << 24)) >>> 0,
       payload: buf.subarray(off + NLMSG_HDRLEN, off + len),
     });
     off += align4(len);
