@@ -541,23 +541,22 @@ export class LeaseStore {
   /** Whether `owner`'s lease file is there (lstat). */
   hasLease(owner: string): boolean {
     const name = `${owner}${LEASE_SUFFIX}`;
-    try {
-      this.#fs.modeOf(join(this.#leases, name));
-      return true;
-    } catch (err) {
-      if (errnoOf(err) === 'ENOENT') return false;
-      throw this.fail(`reading leases/${name}`, err);
-    }
+    return this.#present(`reading leases/${name}`, () => this.#fs.modeOf(join(this.#leases, name)));
   }
 
   /** Whether an address has a reservation (by anyone): its symlink is there. */
   isReserved(address: string): boolean {
+    return this.#present(`reading addrs/${address}`, () => this.#fs.readlinkSync(join(this.#addrs, address)));
+  }
+
+  /** Whether `probe` finds its path: false on ENOENT, the store's typed error on any other failure. */
+  #present(what: string, probe: () => unknown): boolean {
     try {
-      this.#fs.readlinkSync(join(this.#addrs, address));
+      probe();
       return true;
     } catch (err) {
       if (errnoOf(err) === 'ENOENT') return false;
-      throw this.fail(`reading addrs/${address}`, err);
+      throw this.fail(what, err);
     }
   }
 

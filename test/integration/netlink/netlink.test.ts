@@ -1,6 +1,7 @@
 import { execFileSync, spawn, spawnSync } from 'node:child_process';
 import { afterEach, describe, expect, it } from 'vitest';
 import {
+  type LinkEventInterest,
   type NeighbourDeletion,
   TRELLIS_ROUTE_PROTOCOL as PROTO,
   type RouteInfo,
@@ -52,6 +53,20 @@ interface IpRoute {
 const port = createNetnsPort();
 
 /** A namespace with a veth pair (both ends inside it, up) and a handle opened in it. */
+/** Two link watches in `ns`: one unfiltered (what the kernel sent), one with the interest's filter. */
+function linkWatches(ns: TestNetns, interest: LinkEventInterest) {
+  const all: LinkEvent[] = [];
+  const kept: LinkEvent[] = [];
+  const subs = withNetns(ns.path, () => {
+    const events = createNetlinkEvents();
+    return [
+      events.subscribeLinkEvents((e) => all.push(e)),
+      events.subscribeLinkEvents((e) => kept.push(e), interest),
+    ];
+  });
+  return { all, kept, subs };
+}
+
 async function setup(
   pool: NetnsPool,
   tag: string,
@@ -643,15 +658,7 @@ describe.skipIf(netnsSkipReason !== undefined)('pkg/netlink (root, real kernel, 
       ipJson<{ ifindex: number }[]>(ns.name, 'link', 'show', 'dev', dev)[0]!.ifindex;
     const [a0, b0] = [index('a0'), index('b0')];
     expect(index('c0')).toBe(70000);
-    const all: LinkEvent[] = [];
-    const kept: LinkEvent[] = [];
-    const subs = withNetns(ns.path, () => {
-      const events = createNetlinkEvents();
-      return [
-        events.subscribeLinkEvents((e) => all.push(e)),
-        events.subscribeLinkEvents((e) => kept.push(e), { changes: ['add'], links: [a0, 70000] }),
-      ];
-    });
+    const { all, kept, subs } = linkWatches(ns, { changes: ['add'], links: [a0, 70000] });
     try {
       ip(ns.name, 'link', 'set', 'b0', 'mtu', '1300'); // not named: dropped
       ip(ns.name, 'link', 'set', 'a0', 'mtu', '1400');
@@ -671,15 +678,7 @@ describe.skipIf(netnsSkipReason !== undefined)('pkg/netlink (root, real kernel, 
 
   it("has the kernel keep only the notifications that set a link down ('down'): not a new link's, not other changes", async () => {
     const ns = pool.add('ldown');
-    const all: LinkEvent[] = [];
-    const kept: LinkEvent[] = [];
-    const subs = withNetns(ns.path, () => {
-      const events = createNetlinkEvents();
-      return [
-        events.subscribeLinkEvents((e) => all.push(e)),
-        events.subscribeLinkEvents((e) => kept.push(e), { changes: ['down'] }),
-      ];
-    });
+    const { all, kept, subs } = linkWatches(ns, { changes: ['down'] });
     const said = (list: LinkEvent[]) =>
       list.flatMap((e) =>
         e.type === 'add' && e.wentDown === true && ['b0', 'b1'].includes(e.link.name)
