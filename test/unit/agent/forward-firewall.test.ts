@@ -214,6 +214,46 @@ describe('ForwardFirewallWatch', () => {
     expect(nft.rules().map((r) => r.handle)).toEqual([102, 103]);
   });
 
+  it("with write: a drop that appears while its accepts go in is the next check's, not a failure of them", async () => {
+    const nft = fakeNft([]);
+    let reads = 0;
+    // From the re-read on, a second table drops pod traffic too (ip6tables-nft right after
+    // iptables-nft, as Docker's start does, or another tool's table just loaded).
+    const read = async (): Promise<ForwardRuleset> => {
+      const rs = await nft.read();
+      if (++reads < 2) return rs;
+      return {
+        baseChains: [
+          ...rs.baseChains,
+          { family: 'ip', table: 'other', name: 'FORWARD', policy: 'drop', prio: 10 },
+        ],
+        rules: new Map([...rs.rules, ['ip other FORWARD', []]]),
+      };
+    };
+    const { watch, lines } = setup(read, nft.write);
+    await watch.check(POD_CIDRS);
+    expect(lines[0]).toMatchObject({
+      msg: expect.stringMatching(/^the host firewall dropped pod traffic this node forwards; inserted rules/),
+      blocked: [
+        'ip filter FORWARD drops IPv4 packets from pods (10.244.1.0/24): policy drop',
+        'ip filter FORWARD drops IPv4 packets to pods (10.244.1.0/24): policy drop',
+      ],
+    });
+    expect(lines[0]!.stillBlocked).toBeUndefined();
+    // What the re-read found is what drops now, said as a new block: the next check (soon: its
+    // table is watched) accepts it.
+    expect(lines.slice(1)).toMatchObject([
+      {
+        msg: expect.stringMatching(/^the host firewall drops pod traffic this node forwards: /),
+        blocked: [
+          'ip other FORWARD drops IPv4 packets from pods (10.244.1.0/24): policy drop',
+          'ip other FORWARD drops IPv4 packets to pods (10.244.1.0/24): policy drop',
+        ],
+      },
+    ]);
+    expect(watch.state().blocks.map((b) => b.chain)).toEqual(['ip other FORWARD', 'ip other FORWARD']);
+  });
+
   it('with write: an insert nft refuses is logged with what still drops, and reported as blocked', async () => {
     const nft = fakeNft([]);
     const { watch, lines } = setup(nft.read, async () => {
