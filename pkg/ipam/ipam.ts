@@ -291,23 +291,24 @@ class StoreIpam implements Ipam {
     ) {
       return [];
     }
-    const repairs: RecordRepair[] = [];
+    const gaps: { owner: string; lease: Lease; fileGone: boolean; unreserved: string[] }[] = [];
     for (const [owner, lease] of this.#leases) {
-      const missing = store.hasLease(owner) ? [] : ['lease file'];
-      for (const a of lease.addresses) if (!store.isReserved(a.address)) missing.push(a.address);
-      if (missing.length > 0) repairs.push({ lease, missing });
+      const fileGone = !store.hasLease(owner);
+      const unreserved = lease.addresses.map((a) => a.address).filter((a) => !store.isReserved(a));
+      if (fileGone || unreserved.length > 0) gaps.push({ owner, lease, fileGone, unreserved });
     }
     this.#recordsScannedAt = now;
     // After a write-back the stamps move: the next check scans again and finds nothing.
-    this.#recordsStamp = repairs.length === 0 ? stamp : undefined;
-    if (repairs.length === 0) return [];
-    for (const { lease, missing } of repairs) if (missing[0] === 'lease file') store.replaceLease(lease);
+    this.#recordsStamp = gaps.length === 0 ? stamp : undefined;
+    if (gaps.length === 0) return [];
+    for (const g of gaps) if (g.fileGone) store.replaceLease(g.lease);
     store.flush(); // every lease durable before a reservation it accounts for
-    for (const { lease, missing } of repairs) {
-      for (const a of missing) if (a !== 'lease file') store.reserve(a, ownerName(lease));
-    }
+    for (const g of gaps) for (const a of g.unreserved) store.reserve(a, g.owner);
     store.flush();
-    return repairs.map(({ lease, missing }) => ({ lease: copyLease(lease), missing }));
+    return gaps.map((g) => ({
+      lease: copyLease(g.lease),
+      missing: [...(g.fileGone ? ['lease file'] : []), ...g.unreserved],
+    }));
   }
 
   #allocate(key: LeaseKey, meta: LeaseMeta, sync: boolean): PendingLease {
