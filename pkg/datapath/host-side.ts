@@ -14,6 +14,7 @@ import {
   type LinkInfo,
   type NetlinkHandle,
   type RouteInfo,
+  type SetUpOutcome,
   type SetUpStep,
   TRELLIS_ROUTE_PROTOCOL,
 } from './ports.ts';
@@ -142,17 +143,36 @@ export async function repairHostSides(
   const linkNames = new Set(links.map((l) => l.name));
   const vethless = leases.filter((l) => idle(l) && !linkNames.has(hostVethName(l.containerId, l.ifname)));
   for (const drift of hostSideDrift(leases, links, routes, addresses, new Set([...busyBefore, ...busy]))) {
+    let missing = drift.missing;
     const put = async (): Promise<void> => {
-      await host.setUp(hostSideSteps(drift.link.index, drift.lease.addresses));
+      const steps = hostSideSteps(drift.link.index, drift.lease.addresses);
+      missing = withAddressesAdded(missing, steps, await host.setUp(steps));
     };
     try {
       if (whileLeased === undefined) await put();
       else if (!(await whileLeased(drift.lease, put))) continue;
-      repaired.push(drift);
+      repaired.push({ ...drift, missing });
     } catch (error) {
       // Gone meanwhile (its pod's DEL), or the kernel refused: the next pass looks again.
       failed.push({ drift, error });
     }
   }
   return { repaired, failed, vethless };
+}
+
+/**
+ * What the listings found missing, and the gateway addresses the put found gone too: the veth set down
+ * after the listings (an operator's `ip link set down; up` under way) loses its IPv6 address then, and
+ * the put gives it back (an address it adds was absent; one still there is 'kept'). Routes are
+ * replaced either way, so only the listings can say which were gone.
+ */
+function withAddressesAdded(
+  missing: readonly string[],
+  steps: readonly SetUpStep[],
+  outcomes: readonly SetUpOutcome[],
+): string[] {
+  const added = steps.flatMap((s, i) =>
+    s.kind === 'address' && outcomes[i] === 'done' ? [`address ${s.address.address}`] : [],
+  );
+  return [...missing, ...added.filter((a) => !missing.includes(a))];
 }

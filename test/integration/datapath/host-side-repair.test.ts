@@ -31,7 +31,9 @@ describe.skipIf(skip !== undefined)(`a pod's host end put back${skip ? ` (skippe
     ip(node.host.name, 'link', 'set', hostIf, 'down');
     ip(node.host.name, 'link', 'set', hostIf, 'up');
     // The route deletions wake the check at once, so what was lost may be put back in one go or in
-    // two (the routes first, then what the veth lost going down): the warnings name all of it.
+    // two (the routes first, then what the veth lost going down), or by a check that listed the
+    // addresses before the veth went down and found the gateway gone when it put it back: the
+    // warnings name all of it.
     const warned = (): string[] =>
       node.agent.logs
         .slice(mark)
@@ -48,6 +50,10 @@ describe.skipIf(skip !== undefined)(`a pod's host end put back${skip ? ` (skippe
       { timeout: 10_000, interval: 100 },
     );
     await vi.waitFor(() => expect(reach()).toBe(true), { timeout: 5000, interval: 200 });
+    const gateways = ipJson<{ addr_info: { local: string }[] }[]>(node.host.name, 'addr', 'show', hostIf);
+    expect(gateways[0]?.addr_info.map((a) => a.local)).toEqual(
+      expect.arrayContaining(['169.254.1.1', 'fe80::1']),
+    );
     expect((await node.del(id, pod.path)).code).toBe(0);
   }, 30_000);
 
@@ -142,14 +148,22 @@ describe.skipIf(skip !== undefined)(
         },
         { timeout: 3000, interval: 100 },
       );
-      const lines = node.agent.logs
-        .slice(mark)
-        .filter((l) => l.msg === "a pod's host end had lost what ADD gave it; put back");
-      expect(lines.map((l) => [l.hostIf, l.missing]).sort()).toEqual(
-        [
-          [hostVethName(ids[0]!, 'eth0'), [`route ${v4}/32`]],
-          [hostVethName(ids[1]!, 'eth0'), [`route ${v6}/128`]],
-        ].sort(),
+      // The lines follow the repairs (and cross a pipe): waited for, not read as the pings succeed.
+      const named = () =>
+        node.agent.logs
+          .slice(mark)
+          .filter((l) => l.msg === "a pod's host end had lost what ADD gave it; put back")
+          .map((l) => [l.hostIf, l.missing])
+          .sort();
+      await vi.waitFor(
+        () =>
+          expect(named()).toEqual(
+            [
+              [hostVethName(ids[0]!, 'eth0'), [`route ${v4}/32`]],
+              [hostVethName(ids[1]!, 'eth0'), [`route ${v6}/128`]],
+            ].sort(),
+          ),
+        { timeout: 3000, interval: 50 },
       );
       // No full pass was needed for it: the deletion woke the host-end check alone.
       const passes = node.agent.logs.slice(mark).filter((l) => l.msg === 'reconciled');

@@ -124,4 +124,27 @@ describe('repairHostSides', () => {
     expect(out.failed).toEqual([]);
     expect(h.applied).toHaveLength(1);
   });
+
+  it('names a gateway address the put found gone though the listings had it (the veth set down after them)', async () => {
+    const ka = complete(a, 7);
+    const put: SetUpStep[][] = [];
+    const out = await repairHostSides(
+      {
+        listLinks: async () => [link('aaa', 7)],
+        listAddresses: async () => ka.addresses, // read before the veth went down
+        listRoutes: async () => [] as RouteInfo[],
+        // The kernel added the IPv6 gateway (gone by then) and kept the IPv4 one.
+        setUp: async (steps: readonly SetUpStep[]) => {
+          put.push([...steps]);
+          return steps.map((s) => (s.kind === 'address' && s.address.family === 4 ? 'kept' : 'done'));
+        },
+      },
+      [a],
+      new Set(),
+    );
+    expect(put).toHaveLength(1);
+    expect(out.repaired.map((d) => d.missing)).toEqual([
+      ['route 10.244.1.2/32', 'route fd00:10:244:1::2/128', 'address fe80::1'],
+    ]);
+  });
 });
