@@ -212,6 +212,12 @@ export interface NetlinkHandle {
    * nothing sent). Undefined when there is none: no route, unreachable, prohibit, blackhole, local.
    */
   routeTo(address: string): Promise<RouteLookup | undefined>;
+  /**
+   * Whether the FIB entry the kernel's lookup of `route`'s address matches (RTM_F_FIB_MATCH) is that
+   * route, straight out of its device: one small request where a dump reads every route. False says
+   * only that the lookup cannot vouch for it (another entry answers, or none).
+   */
+  answersFor?(route: RouteInfo): Promise<boolean>;
   /** NLM_F_CREATE|NLM_F_REPLACE: idempotent. */
   replaceRoute(route: RouteInfo): Promise<void>;
   /** Succeeds when the route is already gone. */

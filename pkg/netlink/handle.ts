@@ -57,7 +57,7 @@ import {
   setUpOutcomes,
   setUpRequest,
 } from './requests.ts';
-import { keyHolder, routeTo } from './route-lookup.ts';
+import { answersFor, keyHolder, routeTo } from './route-lookup.ts';
 import { type Request, RtnlSocket, type SocketProbe } from './socket.ts';
 import type { RawMessage } from './wire.ts';
 
@@ -69,6 +69,8 @@ export interface ExtendedNetlinkHandle extends NetlinkHandle {
   vxlanParams(name: string): Promise<VxlanParams | undefined | null>;
   /** Always present here (optional in the port). */
   setLinkMac(index: number, mac: string): Promise<void>;
+  /** Always present here (optional in the port). */
+  answersFor(route: RouteInfo): Promise<boolean>;
   /** Always present here (optional in the port). Throws the first failure after all were tried. */
   replaceRoutes(routes: RouteInfo[]): Promise<void>;
   /** replaceRoutes with the per-route outcome instead of throwing the first failure. */
@@ -341,6 +343,11 @@ class Handle implements ExtendedNetlinkHandle {
 
   routeTo(address: string): Promise<RouteLookup | undefined> {
     return routeTo((req) => this.sock.request(req), address);
+  }
+
+  /** Whether the lookup of `route`'s address matches `route` itself (one lookup, see route-lookup.ts). */
+  answersFor(route: RouteInfo): Promise<boolean> {
+    return answersFor((req) => this.sock.request(req), route);
   }
 
   /** Who holds the key of `dst` in `table` (one lookup, see route-lookup.ts); for a per-node step's replaces. */

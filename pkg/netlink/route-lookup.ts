@@ -1,4 +1,4 @@
-import type { KeyHolder, RouteLookup } from '../datapath/ports.ts';
+import type { KeyHolder, RouteInfo, RouteLookup } from '../datapath/ports.ts';
 import { RT_TABLE_MAIN, RTM } from './constants.ts';
 import { NetlinkError } from './errors.ts';
 import { parsePrefix } from './ip.ts';
@@ -36,12 +36,17 @@ export async function routeTo(send: Send, address: string): Promise<RouteLookup 
  */
 const NO_ROUTE = new Set(['ENETUNREACH', 'EHOSTUNREACH', 'EACCES', 'EINVAL']);
 
-async function lookup(send: Send, address: string, fibMatch: boolean): Promise<RouteAnswer | undefined> {
+async function lookup(
+  send: Send,
+  address: string,
+  fibMatch: boolean,
+  reportTable = false,
+): Promise<RouteAnswer | undefined> {
   try {
     const msgs = await send({
       type: RTM.GETROUTE,
       flags: 0,
-      body: routeLookupBody(address, fibMatch),
+      body: routeLookupBody(address, fibMatch, reportTable),
       op: `RTM_GETROUTE ${fibMatch ? 'fibmatch ' : ''}${address}`,
     });
     const answer = msgs.find((m) => m.type === RTM.NEWROUTE);
@@ -81,6 +86,28 @@ async function getNexthop(send: Send, id: number): Promise<Buffer | undefined> {
     if (e instanceof NetlinkError && (e.errno === 'ENOENT' || e.errno === 'EOPNOTSUPP')) return undefined;
     throw e;
   }
+}
+
+/**
+ * NetlinkHandle.answersFor: whether the FIB entry that matches `route`'s address is `route` itself, a
+ * route straight out of its one device (no gateway, no nexthop object): the same prefix, protocol and
+ * table (main when unset). False whenever the lookup shows anything else (another route in front of
+ * it, an entry of a table a policy rule consulted first, none at all), which says only that this
+ * lookup cannot vouch for it.
+ */
+export async function answersFor(send: Send, route: RouteInfo): Promise<boolean> {
+  const slash = route.dst.lastIndexOf('/');
+  const matched = await lookup(send, route.dst.slice(0, slash), true, true);
+  return (
+    matched !== undefined &&
+    matched.unicast &&
+    matched.onLink &&
+    matched.dst === route.dst &&
+    matched.protocol === (route.protocol ?? 0) &&
+    matched.table === (route.table ?? RT_TABLE_MAIN) &&
+    matched.ifindexes.length === 1 &&
+    matched.ifindexes[0] === route.ifindex
+  );
 }
 
 /**

@@ -123,3 +123,71 @@ describe.skipIf(netnsSkipReason !== undefined)('routeTo (RTM_GETROUTE for one ad
     expect(await h.routeTo('2001:4860:4860::8888')).toBeUndefined();
   });
 });
+
+describe.skipIf(netnsSkipReason !== undefined)(
+  'answersFor (a pod host route vouched for by one lookup)',
+  () => {
+    const pool = new NetnsPool();
+    let ns: TestNetns;
+    let h: ExtendedNetlinkHandle;
+    let veth = 0;
+    let other = 0;
+    const v4 = { family: 4 as const, dst: '10.244.7.5/32', scope: 'link' as const, protocol: 126 };
+    const v6 = { family: 6 as const, dst: 'fd00:10:244:7::5/128', scope: 'link' as const, protocol: 126 };
+
+    beforeAll(() => {
+      ns = pool.add('ansf');
+      for (const name of ['trlhost', 'trlother']) {
+        ip(ns.name, 'link', 'add', name, 'type', 'veth', 'peer', 'name', `p-${name}`);
+        ip(ns.name, 'link', 'set', name, 'up');
+        ip(ns.name, 'link', 'set', `p-${name}`, 'up');
+      }
+      veth = ipJson<{ ifindex: number }[]>(ns.name, 'link', 'show', 'dev', 'trlhost')[0]!.ifindex;
+      other = ipJson<{ ifindex: number }[]>(ns.name, 'link', 'show', 'dev', 'trlother')[0]!.ifindex;
+      h = port!.openNetlinkIn(ns.path);
+    });
+
+    afterAll(() => {
+      h?.close();
+      pool.cleanup();
+    });
+
+    it('true for the route itself, both families; false once it is gone, or is not quite it', async () => {
+      ip(ns.name, 'route', 'add', v4.dst, 'dev', 'trlhost', 'proto', '126', 'scope', 'link');
+      ip(ns.name, '-6', 'route', 'add', v6.dst, 'dev', 'trlhost', 'proto', '126');
+      expect(await h.answersFor({ ...v4, ifindex: veth })).toBe(true);
+      expect(await h.answersFor({ ...v6, ifindex: veth })).toBe(true);
+      // Another device, another protocol, another table asked for: not this route.
+      expect(await h.answersFor({ ...v4, ifindex: other })).toBe(false);
+      expect(await h.answersFor({ ...v6, ifindex: veth, protocol: 4 })).toBe(false);
+      expect(await h.answersFor({ ...v4, ifindex: veth, table: 100 })).toBe(false);
+
+      // Gone: a shorter prefix answers (or nothing does).
+      ip(ns.name, 'route', 'add', '10.244.7.0/24', 'dev', 'trlhost', 'proto', '126');
+      ip(ns.name, 'route', 'del', v4.dst, 'dev', 'trlhost');
+      ip(ns.name, '-6', 'route', 'del', v6.dst, 'dev', 'trlhost');
+      expect(await h.answersFor({ ...v4, ifindex: veth })).toBe(false);
+      expect(await h.answersFor({ ...v6, ifindex: veth })).toBe(false);
+
+      // Someone else's route of the same key: another protocol, or through a gateway.
+      ip(ns.name, 'route', 'add', v4.dst, 'dev', 'trlhost', 'scope', 'link');
+      expect(await h.answersFor({ ...v4, ifindex: veth })).toBe(false);
+      ip(ns.name, 'addr', 'add', '169.254.30.2/30', 'dev', 'trlother');
+      ip(ns.name, 'route', 'replace', v4.dst, 'via', '169.254.30.1', 'proto', '126');
+      expect(await h.answersFor({ ...v4, ifindex: other })).toBe(false);
+    });
+
+    it('false where a policy rule sends the lookup to another table first', async () => {
+      ip(ns.name, 'route', 'replace', v4.dst, 'dev', 'trlhost', 'proto', '126', 'scope', 'link');
+      expect(await h.answersFor({ ...v4, ifindex: veth })).toBe(true);
+      ip(ns.name, 'route', 'add', v4.dst, 'dev', 'trlother', 'proto', '126', 'table', '100');
+      ip(ns.name, 'rule', 'add', 'to', v4.dst, 'lookup', '100', 'pref', '100');
+      try {
+        expect(await h.answersFor({ ...v4, ifindex: veth })).toBe(false);
+      } finally {
+        ip(ns.name, 'rule', 'del', 'pref', '100');
+      }
+      expect(await h.answersFor({ ...v4, ifindex: veth })).toBe(true);
+    });
+  },
+);

@@ -125,6 +125,65 @@ describe('repairHostSides', () => {
     expect(h.applied).toHaveLength(1);
   });
 
+  it('asks one lookup per pod address, not a dump, when every lookup vouches for its route', async () => {
+    const ka = complete(a, 7);
+    const kb = complete(b, 8);
+    const asked: string[] = [];
+    let dumps = 0;
+    const out = await repairHostSides(
+      {
+        listLinks: async () => [link('aaa', 7), link('bbb', 8)],
+        listAddresses: async () => [...ka.addresses, ...kb.addresses],
+        listRoutes: async () => {
+          dumps++;
+          return [...ka.routes, ...kb.routes];
+        },
+        answersFor: async (r: RouteInfo) => {
+          asked.push(`${r.ifindex} ${r.dst} ${r.protocol}`);
+          return true;
+        },
+        setUp: async () => [],
+      },
+      [a, b],
+      new Set(['bbb\0eth0']), // a call in flight is looked up too: it may have ended before the drift is judged
+    );
+    expect(out.repaired).toEqual([]);
+    expect(dumps).toBe(0);
+    expect(asked).toEqual([
+      '7 10.244.1.2/32 126',
+      '7 fd00:10:244:1::2/128 126',
+      '8 10.244.1.3/32 126',
+      '8 fd00:10:244:1::3/128 126',
+    ]);
+  });
+
+  it('dumps both families when one lookup cannot vouch for its route, and the dump names what is missing', async () => {
+    const ka = complete(a, 7);
+    const kb = complete(b, 8);
+    const families: (number | undefined)[] = [];
+    const out = await repairHostSides(
+      {
+        listLinks: async () => [link('aaa', 7), link('bbb', 8)],
+        listAddresses: async () => [...ka.addresses, ...kb.addresses],
+        // bbb's IPv6 route deleted by hand: the lookup finds another entry answering.
+        listRoutes: async (f?: { family?: number }) => {
+          families.push(f?.family);
+          return [...ka.routes, ...kb.routes].filter(
+            (r) => r.family === f?.family && r.dst !== 'fd00:10:244:1::3/128',
+          );
+        },
+        answersFor: async (r: RouteInfo) => r.dst !== 'fd00:10:244:1::3/128',
+        setUp: async (steps: readonly SetUpStep[]) => steps.map(() => 'kept' as const),
+      },
+      [a, b],
+      new Set(),
+    );
+    expect(families).toEqual([4, 6]);
+    expect(out.repaired.map((d) => [d.lease.containerId, d.missing])).toEqual([
+      ['bbb', ['route fd00:10:244:1::3/128']],
+    ]);
+  });
+
   it('names a gateway address the put found gone though the listings had it (the veth set down after them)', async () => {
     const ka = complete(a, 7);
     const put: SetUpStep[][] = [];
