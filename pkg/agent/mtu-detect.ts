@@ -24,7 +24,8 @@ export async function detectMtu(
   mode: AgentConfig['mode'],
   opts: { last?: MtuChoice & { overhead: number }; log?: { warn(obj: object, msg: string): void } } = {},
 ): Promise<MtuChoice & { overhead: number }> {
-  const [links, localLinks] = await Promise.all([host.listLinks(), readLocalLinks(host)]);
+  const links = await host.listLinks();
+  const localLinks = await readLocalLinks(host, links);
   const nodeLink = nodeLinkOf(localLinks, self.internalIPs, links);
   const needWaysOut = nodeLink === undefined || !links.some((l) => l.index === nodeLink.ifindex);
   const waysOut = needWaysOut ? await findWaysOut(host, familiesOf(self.internalIPs)) : [];

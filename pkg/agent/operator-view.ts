@@ -108,9 +108,9 @@ export async function computeRouteState(opts: {
   overlayDevices: readonly DeviceState[];
 }): Promise<AgentRouteState> {
   const { host, cluster } = opts;
-  const [links, localLinks, v4, v6] = await Promise.all([
-    host.listLinks(),
-    readLocalLinks(host),
+  const links = await host.listLinks();
+  const [localLinks, v4, v6] = await Promise.all([
+    readLocalLinks(host, links),
     host.listRoutes({ family: 4, table: MAIN_TABLE, unreadable: true }),
     host.listRoutes({ family: 6, table: MAIN_TABLE, unreadable: true }),
   ]);

@@ -4,7 +4,7 @@
  * routes leave by (gatewayDevices).
  */
 
-import type { Family, NetlinkHandle, RouteInfo, RouteLookup } from '../datapath/ports.ts';
+import type { Family, LinkInfo, NetlinkHandle, RouteInfo, RouteLookup } from '../datapath/ports.ts';
 import { onLinkPrefixLen, onLinkProbe } from './on-link.ts';
 import type { LocalLink } from './types.ts';
 
@@ -22,8 +22,12 @@ export function gatewayDevices(routes: readonly RouteInfo[]): number[] {
  * of its own link (an RA's /64 beside a DHCPv6 /128) is given that prefix's length (on-link.ts): one
  * route lookup per such address, usually none.
  */
-export async function readLocalLinks(handle: NetlinkHandle): Promise<LocalLink[]> {
-  const [links, addresses] = await Promise.all([handle.listLinks(), handle.listAddresses()]);
+export async function readLocalLinks(
+  handle: NetlinkHandle,
+  /** The links, when the caller has just listed them for itself (one listing less a pass). */
+  listed?: readonly LinkInfo[],
+): Promise<LocalLink[]> {
+  const [links, addresses] = await Promise.all([listed ?? handle.listLinks(), handle.listAddresses()]);
   // An address on lo (a BGP-announced /32) is on no link, whatever routes lead elsewhere; a VXLAN
   // device's host-length address is its VTEP address, never a node's. Neither is looked up.
   const unprobed = new Set(

@@ -16,6 +16,7 @@ import {
   type DeletedEntry,
   type Family,
   hasRouteScan,
+  type LinkInfo,
   type NetlinkHandle,
   type RouteInfo,
 } from '../datapath/ports.ts';
@@ -72,6 +73,8 @@ export interface OverlayPort {
     self: SelfNode,
     localLinks: LocalLink[],
     mode: RoutingMode,
+    /** The node's links, when the pass has just listed them (else prepare lists them). */
+    links?: readonly LinkInfo[],
   ): Promise<{ devices: OverlayDevice[]; problems: Problem[] }>;
   /** Adds/replaces the neighbour and FDB entries the decisions need; before the routes. */
   program(decisions: readonly PeerDecision[]): Promise<void>;
@@ -341,11 +344,13 @@ export class RouteReconciler {
     // Whatever happens below, the old per-peer state no longer describes the kernel.
     const previous = this.state;
     this.state = undefined;
-    const localLinks = input.localLinks ?? (await readLocalLinks(this.handle));
+    // One listing of the links for both (a pass listed them twice, ~100 pod veths each time).
+    const links = input.localLinks === undefined ? await this.handle.listLinks() : undefined;
+    const localLinks = input.localLinks ?? (await readLocalLinks(this.handle, links));
     const prepared =
       this.overlay === undefined
         ? { devices: [], problems: [] }
-        : await this.overlay.prepare(input.self, localLinks, this.mode);
+        : await this.overlay.prepare(input.self, localLinks, this.mode, links);
     const basis: PeerStateBasis = {
       self: input.self,
       localLinks,

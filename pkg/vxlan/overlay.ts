@@ -7,7 +7,14 @@
  * the last pass's device states for status and the VTEP annotation.
  */
 
-import type { DeletedEntry, Family, FdbEntry, NeighbourEntry, NetlinkHandle } from '../datapath/ports.ts';
+import type {
+  DeletedEntry,
+  Family,
+  FdbEntry,
+  LinkInfo,
+  NeighbourEntry,
+  NetlinkHandle,
+} from '../datapath/ports.ts';
 import { findWaysOut } from '../routes/local-links.ts';
 import type { OverlayPort, OverlayReport } from '../routes/reconciler.ts';
 import type {
@@ -96,13 +103,14 @@ export class VxlanOverlay implements OverlayPort {
     self: SelfNode,
     localLinks: LocalLink[],
     mode: RoutingMode,
+    listed?: readonly LinkInfo[],
   ): Promise<{ devices: OverlayDevice[]; problems: Problem[] }> {
     const { handle, tool, nodeName, log } = this.opts;
     this.errors = [];
     this.added = 0;
     this.removed = 0;
     this.pending = { neighbours: [], fdb: [] };
-    const links = await handle.listLinks();
+    const links = listed ?? (await handle.listLinks());
     const waysOut = await findWaysOut(handle, familiesNeedingWayOut(self, localLinks, links, mode));
     const { specs, problems } = desiredDevices(nodeName, self, localLinks, links, mode, this.opts, waysOut);
     this.warnWithoutUnderlay(specs);
