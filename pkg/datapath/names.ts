@@ -8,9 +8,21 @@ export const HOST_VETH_PREFIX = 'trl';
  * state, and a retried ADD lands on the same name. 3 + 12 hex chars = 15, the kernel's IFNAMSIZ-1.
  */
 export function hostVethName(containerId: string, ifname: string): string {
-  const digest = createHash('sha256').update(containerId).update('\0').update(ifname).digest('hex');
-  return `${HOST_VETH_PREFIX}${digest.slice(0, 12)}`;
+  const key = `${containerId}\0${ifname}`;
+  let name = vethNames.get(key);
+  if (name === undefined) {
+    const digest = createHash('sha256').update(containerId).update('\0').update(ifname).digest('hex');
+    name = `${HOST_VETH_PREFIX}${digest.slice(0, 12)}`;
+    // Every host-end check names every lease's veth, a few times: a hash each was ~10 % of it.
+    if (vethNames.size >= VETH_NAMES_KEPT) vethNames.clear();
+    vethNames.set(key, name);
+  }
+  return name;
 }
+
+/** hostVethName's answers: more than a node's pods, cleared when full (a pure function of its key). */
+const vethNames = new Map<string, string>();
+const VETH_NAMES_KEPT = 4096;
 
 export function isHostVethName(name: string): boolean {
   return name.length === 15 && name.startsWith(HOST_VETH_PREFIX) && /^[0-9a-f]{12}$/.test(name.slice(3));
