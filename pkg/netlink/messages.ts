@@ -43,7 +43,10 @@ import {
   strAttr,
   u8Attr,
   u16BeAttr,
+  u16le,
   u32Attr,
+  u32be,
+  u32le,
   zeroed,
 } from './wire.ts';
 
@@ -170,10 +173,10 @@ export function parseLink(payload: Buffer): LinkInfo {
   let alias: string | undefined;
   for (let off = 16; off + 4 <= payload.length; ) {
     // By index, as parseRoute reads: ~50 attributes a link, every pass lists every veth.
-    const len = payload[off]! | (payload[off + 1]! << 8);
+    const len = u16le(payload, off);
     if (len < 4 || off + len > payload.length) break;
     const at = off + 4;
-    switch ((payload[off + 2]! | (payload[off + 3]! << 8)) & NLA_TYPE_MASK) {
+    switch (u16le(payload, off + 2) & NLA_TYPE_MASK) {
       case IFLA.IFNAME:
         name = cStringAt(payload, at, off + len);
         break;
@@ -289,9 +292,9 @@ export function parseAddress(payload: Buffer): AddressInfo | undefined {
   let local: string | undefined;
   let address: string | undefined;
   for (let off = 8; off + 4 <= payload.length; ) {
-    const len = payload[off]! | (payload[off + 1]! << 8);
+    const len = u16le(payload, off);
     if (len < 4 || off + len > payload.length) break;
-    const type = (payload[off + 2]! | (payload[off + 3]! << 8)) & NLA_TYPE_MASK;
+    const type = u16le(payload, off + 2) & NLA_TYPE_MASK;
     if (type === IFA.LOCAL && family === 4) local = ipAt(payload, off + 4, len - 4);
     else if (type === IFA.ADDRESS) address = ipAt(payload, off + 4, len - 4);
     off += (len + 3) & ~3;
@@ -494,12 +497,12 @@ export function parseRoute(
   let mtu: number | undefined;
   const end = payload.length;
   for (let off = 12; off + 4 <= end; ) {
-    const len = payload[off]! | (payload[off + 1]! << 8);
+    const len = u16le(payload, off);
     if (len < 4 || off + len > end) break;
     const at = off + 4;
     // The u32 attributes are read only when the attribute holds one (a malformed one is skipped).
     const u32 = len >= 8;
-    switch ((payload[off + 2]! | (payload[off + 3]! << 8)) & NLA_TYPE_MASK) {
+    switch (u16le(payload, off + 2) & NLA_TYPE_MASK) {
       case RTA.MULTIPATH:
         if (!keyOfUnreadable) return undefined;
         unreadable = true;
@@ -679,15 +682,6 @@ function ipAt(buf: Buffer, off: number, len: number): string {
   if (len !== 4) return bytesToIp(buf.subarray(off, off + len));
   const v = u32be(buf, off);
   return ipv4Strings.get(v) ?? remember(v, `${buf[off]}.${buf[off + 1]}.${buf[off + 2]}.${buf[off + 3]}`);
-}
-
-/** A u32 in host (little-endian) and network order at off, read by index (parseRoute says why). */
-function u32le(b: Buffer, off: number): number {
-  return (b[off]! | (b[off + 1]! << 8) | (b[off + 2]! << 16) | (b[off + 3]! << 24)) >>> 0;
-}
-
-function u32be(b: Buffer, off: number): number {
-  return ((b[off]! << 24) | (b[off + 1]! << 16) | (b[off + 2]! << 8) | b[off + 3]!) >>> 0;
 }
 
 /** "a.b.c.d/len" for an IPv4 destination (cached like ipAt; keys above 2^32), or the IPv6 prefix. */

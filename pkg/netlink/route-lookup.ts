@@ -96,8 +96,7 @@ async function getNexthop(send: Send, id: number): Promise<Buffer | undefined> {
  * lookup cannot vouch for it.
  */
 export async function answersFor(send: Send, route: RouteInfo): Promise<boolean> {
-  const slash = route.dst.lastIndexOf('/');
-  const matched = await lookup(send, route.dst.slice(0, slash), true, true);
+  const matched = await lookup(send, parsePrefix(route.dst).address, true, true);
   return (
     matched !== undefined &&
     matched.unicast &&

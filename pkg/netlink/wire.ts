@@ -123,22 +123,35 @@ export function zeroed(size: number): Buffer {
   return Buffer.allocUnsafe(size).fill(0);
 }
 
+/**
+ * A u16 or u32 in host (little-endian) or network order at off, read by index, not through Buffer's
+ * methods: a dump's thousands of messages and their attributes pass through these, in an agent
+ * without V8's optimizing tiers, where each method call cost more than the read itself.
+ */
+export function u16le(b: Buffer, off: number): number {
+  return b[off]! | (b[off + 1]! << 8);
+}
+
+export function u32le(b: Buffer, off: number): number {
+  return (b[off]! | (b[off + 1]! << 8) | (b[off + 2]! << 16) | (b[off + 3]! << 24)) >>> 0;
+}
+
+export function u32be(b: Buffer, off: number): number {
+  return ((b[off]! << 24) | (b[off + 1]! << 16) | (b[off + 2]! << 8) | b[off + 3]!) >>> 0;
+}
+
 /** Splits a datagram into messages; stops at a truncated tail instead of throwing. */
 export function decodeMessages(buf: Buffer): RawMessage[] {
   const out: RawMessage[] = [];
   let off = 0;
-  // Read by index, not through Buffer's methods: a dump's thousands of messages pass here, in an
-  // agent without V8's optimizing tiers (messages.ts parseRoute).
   while (off + NLMSG_HDRLEN <= buf.length) {
-    const len = (buf[off]! | (buf[off + 1]! << 8) | (buf[off + 2]! << 16) | (buf[off + 3]! << 24)) >>> 0;
+    const len = u32le(buf, off);
     if (len < NLMSG_HDRLEN || off + len > buf.length) break;
-    const seq = off + 8;
-    const pid = off + 12;
     out.push({
-      type: buf[off + 4]! | (buf[off + 5]! << 8),
-      flags: buf[off + 6]! | (buf[off + 7]! << 8),
-      seq: (buf[seq]! | (buf[seq + 1]! << 8) | (buf[seq + 2]! << 16) | (buf[seq + 3]! << 24)) >>> 0,
-      pid: (buf[pid]! | (buf[pid + 1]! << 8) | (buf[pid + 2]! << 16) | (buf[pid + 3]! << 24)) >>> 0,
+      type: u16le(buf, off + 4),
+      flags: u16le(buf, off + 6),
+      seq: u32le(buf, off + 8),
+      pid: u32le(buf, off + 12),
       payload: buf.subarray(off + NLMSG_HDRLEN, off + len),
     });
     off += align4(len);
