@@ -52,7 +52,6 @@ interface IpRoute {
 
 const port = createNetnsPort();
 
-/** A namespace with a veth pair (both ends inside it, up) and a handle opened in it. */
 /** Two link watches in `ns`: one unfiltered (what the kernel sent), one with the interest's filter. */
 function linkWatches(ns: TestNetns, interest: LinkEventInterest) {
   const all: LinkEvent[] = [];
@@ -67,6 +66,7 @@ function linkWatches(ns: TestNetns, interest: LinkEventInterest) {
   return { all, kept, subs };
 }
 
+/** A namespace with a veth pair (both ends inside it, up) and a handle opened in it. */
 async function setup(
   pool: NetnsPool,
   tag: string,
