@@ -1,8 +1,8 @@
 /**
  * The native transport: node:https (or node:http for a plain-HTTP test server) with one keep-alive
- * agent, JSON bodies, and watches read as newline-delimited JSON. It exists because
- * @kubernetes/client-node loads every generated API and model class on import (~90 MB of RSS),
- * while the agent needs five calls.
+ * agent and JSON bodies; each watch on its own connection (watch-connection.ts), read as
+ * newline-delimited JSON. It exists because @kubernetes/client-node loads every generated API and
+ * model class on import (~90 MB of RSS), while the agent needs five calls.
  *
  * - Bearer token from the kubeconfig, or from a file re-read every reloadMs (bound service account
  *   tokens rotate; client-go re-reads about every minute). A failed re-read keeps the last token.
@@ -24,6 +24,8 @@ import {
   type WatchEnd,
   type WatchParams,
 } from './transport.ts';
+import { openStream, type StreamConnection, type StreamTarget } from './watch-connection.ts';
+import { WatchLines } from './watch-lines.ts';
 
 // node:http through process.getBuiltinModule, not an ESM import: building the ESM namespace of node:http
 // reads its lazy exports (WebSocket and friends) and so loads undici, http2 and web streams (~8 MB RSS
@@ -62,6 +64,9 @@ export class HttpTransport implements Transport {
   readonly #requestTimeoutMs: number;
   readonly #watchIdleMs: number;
   readonly #now: () => number;
+  /** The server and TLS settings, for node:http and for watches' own connections. */
+  readonly #target: StreamTarget;
+  readonly #basePath: string;
   #token: string | undefined;
   #tokenReadAt = Number.NEGATIVE_INFINITY;
 
@@ -71,22 +76,25 @@ export class HttpTransport implements Transport {
     this.#requestTimeoutMs = opts.requestTimeoutMs ?? 60_000;
     this.#watchIdleMs = opts.watchIdleMs ?? WATCH_IDLE_MS;
     this.#now = opts.now ?? Date.now;
+    this.#target = streamTarget(spec);
     const common = { keepAlive: true, keepAliveMsecs: 30_000 };
-    if (spec.server.protocol === 'https:') {
+    if (this.#target.protocol === 'https:') {
+      const { ca, cert, key, rejectUnauthorized, servername } = this.#target;
       this.#mod = https;
       this.#agent = new https.Agent({
         ...common,
-        rejectUnauthorized: !spec.insecure,
-        ...(spec.ca !== undefined ? { ca: spec.ca } : {}),
-        ...(spec.cert !== undefined ? { cert: spec.cert } : {}),
-        ...(spec.key !== undefined ? { key: spec.key } : {}),
-        ...(spec.tlsServerName !== undefined ? { servername: spec.tlsServerName } : {}),
+        rejectUnauthorized,
+        ...(ca !== undefined ? { ca } : {}),
+        ...(cert !== undefined ? { cert } : {}),
+        ...(key !== undefined ? { key } : {}),
+        ...(servername !== undefined ? { servername } : {}),
       });
     } else {
       this.#mod = http;
       this.#agent = new http.Agent(common);
     }
     if (spec.token?.kind === 'static') this.#token = spec.token.value;
+    this.#basePath = spec.server.pathname.replace(/\/+$/, '');
   }
 
   async listPage(
@@ -131,91 +139,78 @@ export class HttpTransport implements Transport {
       if (signal.aborted) return resolve('closed');
       let settled = false;
       let idle: NodeJS.Timeout | undefined;
+      let conn: StreamConnection | undefined;
       const finish = (end: WatchEnd | K8sError): void => {
         if (settled) return;
         settled = true;
         if (idle !== undefined) clearTimeout(idle);
         signal.removeEventListener('abort', onAbort);
-        req.destroy();
+        conn?.destroy();
         if (end instanceof K8sError) reject(end);
         else resolve(end);
       };
       const onAbort = (): void => finish('closed');
-      // Re-armed on every chunk: refresh() moves the one timer, where clear + set made a new one each
+      // Re-armed on every read: refresh() moves the one timer, where clear + set made a new one each
       // time (a measurable share of an idle agent's CPU under thousands of Nodes' status reports).
       const armIdle = (): void => {
         if (idle !== undefined) idle.refresh();
         else idle = setTimeout(() => finish('timeout'), this.#watchIdleMs);
       };
-      let req: Http.ClientRequest;
+      // Each line one event, handed on as it completes; false stops the rest of the piece.
+      const onLine = (line: string): boolean => {
+        const ev = watchEvent(op, line);
+        if (ev instanceof K8sError) {
+          finish(ev);
+          return false;
+        }
+        try {
+          onEvent(ev.type, ev.object);
+        } catch (err) {
+          finish(toK8sError(op, err));
+          return false;
+        }
+        if (signal.aborted) finish('closed');
+        return !settled;
+      };
+      const lines = new WatchLines();
+      /** An error answer's body, read whole before it becomes the error. */
+      let refusal: { status: number; retryAfter: string | undefined; body: Buffer[] } | undefined;
       try {
-        req = this.#request({ method: 'GET', path, query });
+        conn = openStream(this.#target, this.#pathOf(path, query), this.#headers(), {
+          onActivity: armIdle,
+          onHead: (status, headers) => {
+            if (status !== 200) {
+              refusal = { status, retryAfter: headers.get('retry-after'), body: [] };
+              return;
+            }
+            params.onOpen?.();
+          },
+          onBody: (piece) => {
+            if (refusal !== undefined) refusal.body.push(Buffer.from(piece));
+            else lines.push(piece, onLine);
+          },
+          // A stream ended mid-line drops that line; its event comes again on the next watch, which
+          // resumes from the last resourceVersion applied.
+          onEnd: () => {
+            if (refusal === undefined) return finish('closed');
+            const text = Buffer.concat(refusal.body).toString('utf8');
+            finish(this.#refused(fromHttpResponse(op, refusal.status, text, refusal.retryAfter)));
+          },
+          onError: (err) =>
+            finish(
+              signal.aborted
+                ? 'closed'
+                : (err as { code?: unknown }).code === 'ECONNRESET' && refusal === undefined
+                  ? new K8sError(op, 'the watch connection broke mid-stream', undefined, K8sReason.NETWORK)
+                  : toK8sError(op, err),
+            ),
+        });
       } catch (err) {
-        // Synchronous refusals from node:http (e.g. a token with characters a header cannot carry).
+        // A header that cannot be sent (e.g. a token with a newline), refused before connecting.
         return reject(toK8sError(op, err));
       }
       signal.addEventListener('abort', onAbort, { once: true });
       armIdle();
-      req.on('error', (err) => finish(signal.aborted ? 'closed' : toK8sError(op, err)));
-      req.on('response', (res) => {
-        const status = res.statusCode ?? 0;
-        if (status !== 200) {
-          readAll(res).then(
-            (text) => finish(this.#refused(fromHttpResponse(op, status, text, retryAfterOf(res)))),
-            (err: unknown) => finish(toK8sError(op, err)),
-          );
-          return;
-        }
-        armIdle();
-        params.onOpen?.();
-        res.setEncoding('utf8');
-        let buf = '';
-        res.on('data', (chunk: string) => {
-          armIdle();
-          buf += chunk;
-          let nl = buf.indexOf('\n');
-          while (nl >= 0 && !settled) {
-            const line = buf.slice(0, nl).trim();
-            buf = buf.slice(nl + 1);
-            nl = buf.indexOf('\n');
-            if (line === '') continue;
-            let ev: { type?: unknown; object?: unknown };
-            try {
-              ev = JSON.parse(line) as { type?: unknown; object?: unknown };
-            } catch {
-              return finish(
-                new K8sError(
-                  op,
-                  `the watch sent a line that is not JSON: ${line.slice(0, 80)}`,
-                  undefined,
-                  K8sReason.WATCH,
-                ),
-              );
-            }
-            if (typeof ev.type !== 'string') {
-              return finish(
-                new K8sError(op, 'the watch sent an event without a type', undefined, K8sReason.WATCH),
-              );
-            }
-            try {
-              onEvent(ev.type, ev.object);
-            } catch (err) {
-              return finish(toK8sError(op, err));
-            }
-            if (signal.aborted) return finish('closed');
-          }
-        });
-        // A stream cut mid-line: the partial line in `buf` is dropped; its event comes again on the
-        // next watch, which resumes from the last resourceVersion applied.
-        res.on('end', () => finish('closed'));
-        res.on('error', (err) => finish(signal.aborted ? 'closed' : toK8sError(op, err)));
-        res.on('close', () => {
-          if (signal.aborted || res.complete) finish('closed');
-          else
-            finish(new K8sError(op, 'the watch connection broke mid-stream', undefined, K8sReason.NETWORK));
-        });
-      });
-      req.end();
     });
   }
 
@@ -283,28 +278,37 @@ export class HttpTransport implements Transport {
   }
 
   #request(r: Request): Http.ClientRequest {
+    const headers = this.#headers();
+    if (r.body !== undefined) {
+      headers['content-type'] = r.contentType ?? 'application/json';
+      headers['content-length'] = String(Buffer.byteLength(r.body));
+    }
+    return this.#mod.request({
+      protocol: this.#target.protocol,
+      hostname: this.#target.host,
+      port: this.#target.port,
+      method: r.method,
+      path: this.#pathOf(r.path, r.query),
+      headers,
+      agent: this.#agent,
+    });
+  }
+
+  /** The headers every request sends (the token as it is now). */
+  #headers(): Record<string, string> {
     const headers: Record<string, string> = {
       accept: 'application/json',
       'user-agent': this.#userAgent,
     };
     const token = this.#currentToken();
     if (token !== undefined) headers.authorization = `Bearer ${token}`;
-    if (r.body !== undefined) {
-      headers['content-type'] = r.contentType ?? 'application/json';
-      headers['content-length'] = String(Buffer.byteLength(r.body));
-    }
-    const q = r.query?.toString() ?? '';
-    const { server } = this.#spec;
-    const basePath = server.pathname.replace(/\/+$/, '');
-    return this.#mod.request({
-      protocol: server.protocol,
-      hostname: server.hostname.replace(/^\[(.*)\]$/, '$1'),
-      port: server.port === '' ? undefined : Number(server.port),
-      method: r.method,
-      path: `${basePath}${r.path}${q === '' ? '' : `?${q}`}`,
-      headers,
-      agent: this.#agent,
-    });
+    return headers;
+  }
+
+  /** An API path under the server URL's own path, with its query. */
+  #pathOf(path: string, query: URLSearchParams | undefined): string {
+    const q = query?.toString() ?? '';
+    return `${this.#basePath}${path}${q === '' ? '' : `?${q}`}`;
   }
 
   /**
@@ -345,6 +349,40 @@ export class HttpTransport implements Transport {
   close(): void {
     this.#agent.destroy();
   }
+}
+
+/** One line of a watch as its event, or the error that fails the watch (not JSON, no type). */
+function watchEvent(op: string, line: string): { type: string; object: unknown } | K8sError {
+  let ev: { type?: unknown; object?: unknown };
+  try {
+    ev = JSON.parse(line) as { type?: unknown; object?: unknown };
+  } catch {
+    return new K8sError(
+      op,
+      `the watch sent a line that is not JSON: ${line.slice(0, 80)}`,
+      undefined,
+      K8sReason.WATCH,
+    );
+  }
+  if (typeof ev.type !== 'string')
+    return new K8sError(op, 'the watch sent an event without a type', undefined, K8sReason.WATCH);
+  return { type: ev.type, object: ev.object };
+}
+
+/** Where the kubeconfig's server is, and its TLS settings. */
+function streamTarget(spec: HttpSpec): StreamTarget {
+  const { server } = spec;
+  const secure = server.protocol === 'https:';
+  return {
+    protocol: secure ? 'https:' : 'http:',
+    host: server.hostname.replace(/^\[(.*)\]$/, '$1'),
+    port: server.port === '' ? (secure ? 443 : 80) : Number(server.port),
+    rejectUnauthorized: !spec.insecure,
+    ...(spec.ca !== undefined ? { ca: spec.ca } : {}),
+    ...(spec.cert !== undefined ? { cert: spec.cert } : {}),
+    ...(spec.key !== undefined ? { key: spec.key } : {}),
+    ...(spec.tlsServerName !== undefined ? { servername: spec.tlsServerName } : {}),
+  };
 }
 
 function readAll(res: Http.IncomingMessage): Promise<string> {

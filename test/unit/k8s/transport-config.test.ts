@@ -8,7 +8,9 @@ import { chmodSync, mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:f
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, it } from 'vitest';
+import { HttpTransport } from '../../../pkg/k8s/http-transport.ts';
 import { createK8sClient, loadKubeConfig, USER_AGENT } from '../../../pkg/k8s/index.ts';
+import type { HttpSpec } from '../../../pkg/k8s/kubeconfig-parse.ts';
 import { startTestApiServer, type TestApiServer } from '../../support/apiserver/server.ts';
 import { makeTestPki, type TestPki } from '../../support/apiserver/tls.ts';
 import { configError, nodeObject, rejection } from './helpers.ts';
@@ -71,6 +73,84 @@ async function oneRequest(path: string, opts: { context?: string; tokenReloadMs?
   const r = tlsServer.store.requests().at(-1)!;
   return { conn, client: c, r };
 }
+
+/**
+ * One watch through the native transport (its own connection, not node:https): resolves with the
+ * first event's type and Node name and the server's record of the watch request, or rejects.
+ */
+async function oneWatchEvent(spec: Partial<HttpSpec>) {
+  const t = new HttpTransport(
+    { server: new URL(tlsServer.url), insecure: false, ...spec },
+    { userAgent: USER_AGENT, watchIdleMs: 5_000 },
+  );
+  const ac = new AbortController();
+  const name = `w-${Math.random().toString(36).slice(2, 8)}`;
+  const params = { resourceVersion: '', allowWatchBookmarks: false, timeoutSeconds: 60 };
+  let added = false;
+  try {
+    const got = await new Promise<string>((resolve, reject) => {
+      const opened = (): void => {
+        tlsServer.store.addNode(nodeObject(name));
+        added = true;
+      };
+      t.watch(
+        'watch nodes',
+        '/api/v1/nodes',
+        { ...params, onOpen: opened },
+        (type, o) => {
+          const n = (o as { metadata: { name: string } }).metadata.name;
+          if (n === name) resolve(`${type} ${n}`);
+        },
+        ac.signal,
+      ).then(() => reject(new Error('the watch ended without the event')), reject);
+    });
+    const r = tlsServer.store.requests().find((q) => q.watch)!;
+    return { got, name, r };
+  } finally {
+    ac.abort();
+    t.close();
+    // The other tests list exactly n1.
+    if (added) tlsServer.store.deleteNode(name);
+  }
+}
+
+describe('watches over TLS, on their own connection', () => {
+  it('verify the server by its CA and present the client certificate and the token', async () => {
+    const { got, name, r } = await oneWatchEvent({
+      ca: Buffer.from(pki.caCert),
+      cert: Buffer.from(pki.clientCert),
+      key: Buffer.from(pki.clientKey),
+      token: { kind: 'static', value: 'w-tok' },
+    });
+    expect(got).toBe(`ADDED ${name}`);
+    expect([r.clientCertCN, r.authorization, r.userAgent]).toEqual([
+      'trellis-client',
+      'Bearer w-tok',
+      USER_AGENT,
+    ]);
+  });
+
+  it('refuse an unknown CA before anything is sent, and skip the check only when insecure', async () => {
+    const e = await rejection(
+      oneWatchEvent({ ca: Buffer.from(other.caCert), token: { kind: 'static', value: 'x' } }),
+    );
+    expect([e.statusCode, e.reason]).toEqual([undefined, 'NetworkError']);
+    expect(e.message).toMatch(/certificate/i);
+    expect(tlsServer.store.requests()).toHaveLength(0);
+    expect((await oneWatchEvent({ insecure: true })).got).toMatch(/^ADDED /);
+  });
+
+  it('check the certificate against tls-server-name, not the address they connect to', async () => {
+    // The server's certificate names 127.0.0.1, ::1 and localhost.
+    const ok = await oneWatchEvent({ ca: Buffer.from(pki.caCert), tlsServerName: 'localhost' });
+    expect(ok.got).toMatch(/^ADDED /);
+    const e = await rejection(
+      oneWatchEvent({ ca: Buffer.from(pki.caCert), tlsServerName: 'api.example.com' }),
+    );
+    expect(e.reason).toBe('NetworkError');
+    expect(e.message).toMatch(/api\.example\.com/);
+  });
+});
 
 describe('native transport over TLS', () => {
   it('trusts certificate-authority-data, sends the token and its User-Agent', async () => {
