@@ -441,6 +441,7 @@ export class Agent {
         return this.rebuildHeldLeases();
       },
       onRouteDevices: (devices) => this.linkCarrierWatch?.follow(devices),
+      ownAnnotations: () => this.nodeStatus?.wantedAnnotations(),
       onSynced: (self, report) => {
         this.linkCarrierWatch?.follow(report.routeDevices ?? []);
         this.overlayEntryWatch?.follow(report.overlay?.devices ?? []);

@@ -61,6 +61,11 @@ export interface ControllerDeps {
   onSynced(self: ClusterNode, report: ReconcileReport): Promise<void>;
   /** A per-node step routed a peer through a device the last report did not name: every device now. */
   onRouteDevices?(devices: readonly number[]): void;
+  /**
+   * This node's trellis annotations as the last pass wants them (undefined: absent). The Node coming
+   * back with exactly these is the agent's own write, and no reason for another full pass.
+   */
+  ownAnnotations?(): Readonly<Record<string, string | undefined>> | undefined;
   /** Metrics hook. */
   onPass?: (outcome: PassOutcome) => void;
   log: Logger;
@@ -318,22 +323,15 @@ export class NodeController {
       // Compared with the Node of the last pass that ran: while a pass waits (its pod CIDRs were taken
       // away), the Node coming back as it was is a change all the same.
       const waiting = this.lastWaitReason !== undefined;
-      if (
-        !waiting &&
-        this.lastSelf !== undefined &&
-        node !== undefined &&
-        !selfChanged(this.lastSelf, node)
-      ) {
+      const changed =
+        this.lastSelf === undefined || node === undefined
+          ? ['node']
+          : selfChanges(this.lastSelf, node, deps.ownAnnotations?.());
+      if (!waiting && changed.length === 0) {
         deps.log.debug({ peer: name }, 'node unchanged');
         return;
       }
-      deps.log.info(
-        {
-          changed:
-            this.lastSelf === undefined || node === undefined ? ['node'] : selfChanges(this.lastSelf, node),
-        },
-        'this node changed; full pass',
-      );
+      deps.log.info({ changed }, 'this node changed; full pass');
       this.markDirty('this node changed');
       return;
     }
@@ -624,7 +622,7 @@ export class NodeController {
       const nodes = deps.cluster.list();
       const report = await deps.routes.reconcile({
         synced: deps.cluster.hasSynced(),
-        self: toPeerNode(self),
+        self: toSelfNode(self),
         peers: nodes.map(toPeerNode),
       });
       let masq: 'applied' | 'updated' | 'unchanged' | 'failed' | 'off' = 'off';
@@ -780,12 +778,24 @@ export class NodeController {
  * the pass republishes them when they are missing or wrong). Labels, conditions, heartbeats and other
  * annotations (the agent's own coverage report among them) are not read by a pass.
  */
-export function selfChanged(before: ClusterNode, now: ClusterNode): boolean {
-  return selfChanges(before, now).length > 0;
+export function selfChanged(
+  before: ClusterNode,
+  now: ClusterNode,
+  ownAnnotations?: Readonly<Record<string, string | undefined>>,
+): boolean {
+  return selfChanges(before, now, ownAnnotations).length > 0;
 }
 
-/** What of this node a full pass reads changed, by name (for the pass's log line). */
-export function selfChanges(before: ClusterNode, now: ClusterNode): string[] {
+/**
+ * What of this node a full pass reads changed, by name (for the pass's log line). An annotation that
+ * now reads as `ownAnnotations` says (the agent's own publication coming back) is no change: the pass
+ * that published it has nothing left to do for it (at start-up, at 5,000 nodes, another ~0.7 s pass).
+ */
+export function selfChanges(
+  before: ClusterNode,
+  now: ClusterNode,
+  ownAnnotations?: Readonly<Record<string, string | undefined>>,
+): string[] {
   const changed: string[] = [];
   if (!sameList(before.podCIDRs, now.podCIDRs)) changed.push('podCIDRs');
   if (!sameList(before.internalIPs, now.internalIPs)) changed.push('internalIPs');
@@ -793,9 +803,28 @@ export function selfChanges(before: ClusterNode, now: ClusterNode): string[] {
   if (now.networkUnavailable !== undefined && before.networkUnavailable === undefined)
     changed.push('NetworkUnavailable');
   for (const k of [...Object.values(VTEP_MAC_ANNOTATIONS), ...Object.values(DIRECT_SUBNET_ANNOTATIONS)]) {
-    if (before.annotations?.[k] !== now.annotations?.[k]) changed.push(k);
+    const value = now.annotations?.[k];
+    if (before.annotations?.[k] === value) continue;
+    if (ownAnnotations !== undefined && k in ownAnnotations && ownAnnotations[k] === value) continue;
+    changed.push(k);
   }
   return changed;
+}
+
+/**
+ * This node as the planner reads it: without the annotations it publishes, which only peers read
+ * (a pass plans nothing from its own VTEP MACs or direct subnets), so that its own publication coming
+ * back leaves the next pass's inputs as they were (describesInputs: a quiet pass, not a new plan).
+ */
+const selves = new WeakMap<ClusterNode, PeerNode>();
+
+export function toSelfNode(n: ClusterNode): PeerNode {
+  let p = selves.get(n);
+  if (p === undefined) {
+    p = { name: n.name, podCIDRs: n.podCIDRs, internalIPs: n.internalIPs };
+    selves.set(n, p);
+  }
+  return p;
 }
 
 /**

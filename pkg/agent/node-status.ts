@@ -28,6 +28,8 @@ export class NodeStatusReporter {
    * cleared once the Node shows it.
    */
   private pending: { patch: string; from: string | undefined } | undefined;
+  /** Our annotations as the last pass worked them out (undefined: absent). */
+  private wanted: Readonly<Record<string, string | undefined>> | undefined;
   /** The uid of the Node object NetworkUnavailable=False was last written to. */
   private networkUpUid: string | undefined;
   private readonly conditionWrites: FailureLog;
@@ -107,6 +109,14 @@ export class NodeStatusReporter {
   }
 
   /**
+   * This node's trellis annotations as the last pass wants them (undefined: absent); undefined before
+   * the first pass. The Node coming back with exactly these is our own write.
+   */
+  wantedAnnotations(): Readonly<Record<string, string | undefined>> | undefined {
+    return this.wanted;
+  }
+
+  /**
    * Our Node's annotations follow this pass's view: the VTEP MACs of the devices (none in host-gw),
    * which peers need before they tunnel to us, and the subnets we route peers directly on (auto mode),
    * which make peers take the path we take back. Patched when the cached Node differs; a failure is
@@ -119,10 +129,8 @@ export class NodeStatusReporter {
   ): void {
     const macs: Partial<Record<Family, string>> = {};
     for (const v of vteps) macs[v.family] = v.mac;
-    const patch = annotationPatch(self.annotations, {
-      ...vtepAnnotations(macs),
-      ...directSubnetAnnotations(directSubnets),
-    });
+    this.wanted = { ...vtepAnnotations(macs), ...directSubnetAnnotations(directSubnets) };
+    const patch = annotationPatch(self.annotations, this.wanted);
     if (patch === undefined) {
       this.pending = undefined;
       return;

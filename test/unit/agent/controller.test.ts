@@ -447,6 +447,7 @@ function perNodeSetup(
     changeCluster?: (removed: readonly string[], added: readonly string[]) => 'updated' | 'unsupported';
     /** The devices a step names (a peer routed through a device the last report did not name). */
     routeDevices?: (name: string) => readonly number[] | undefined;
+    ownAnnotations?: ControllerDeps['ownAnnotations'];
   } = {},
 ) {
   const followed: (readonly number[])[] = [];
@@ -513,6 +514,7 @@ function perNodeSetup(
     onSynced: async () => {},
     onPass: (o) => passes.push(o),
     onRouteDevices: (d) => followed.push(d),
+    ...(opts.ownAnnotations === undefined ? {} : { ownAnnotations: opts.ownAnnotations }),
     log: opts.log ?? silent,
     resyncMs: 60_000,
   });
@@ -779,6 +781,34 @@ describe('NodeController per-node steps', () => {
     await t.stop();
   });
 
+  it('this node: its own annotations coming back as the last pass wanted them run no pass; other values do', async () => {
+    const vtep = 'trellis.dev/vtep-mac-v4';
+    const direct = 'trellis.dev/direct-subnets-v4';
+    const wanted = { [vtep]: '02:00:00:00:00:01', [direct]: undefined };
+    const t = perNodeSetup(undefined, { ownAnnotations: () => wanted });
+    t.cluster.nodes.set('n1', { ...t.cluster.nodes.get('n1')!, annotations: { [direct]: '10.0.0.0/24' } });
+    await until('first full pass', () => t.full.length === 1);
+    // The planner never sees this node's own annotations: only peers read them.
+    expect(t.full[0]!.self).toEqual({ name: 'n1', podCIDRs: ['10.244.1.0/24'], internalIPs: ['10.0.0.1'] });
+    const self = t.cluster.nodes.get('n1')!;
+    // The pass published the MAC and took the subnets away: the Node comes back so.
+    t.cluster.nodes.set('n1', { ...self, annotations: { [vtep]: '02:00:00:00:00:01' } });
+    t.controller.enqueue('n1');
+    await settle();
+    expect([t.full.length, t.steps.length]).toEqual([1, 0]);
+    // Someone else's value is a change the pass puts right.
+    t.cluster.nodes.set('n1', { ...self, annotations: { [vtep]: '02:00:00:00:00:99' } });
+    t.controller.enqueue('n1');
+    await until('a pass for a foreign MAC', () => t.full.length === 2);
+    t.cluster.nodes.set('n1', {
+      ...self,
+      annotations: { [vtep]: '02:00:00:00:00:01', [direct]: '10.9.0.0/16' },
+    });
+    t.controller.enqueue('n1');
+    await until('a pass for subnets the pass had taken away', () => t.full.length === 3);
+    await t.stop();
+  });
+
   it('this node: pod CIDRs taken away and given back as they were run a pass each time (not ready meanwhile)', async () => {
     const t = perNodeSetup();
     await until('first full pass', () => t.passes.some((p) => p.kind === 'ok'));
@@ -894,6 +924,26 @@ describe('selfChanged', () => {
       'internalIPs',
     ]);
     expect(selfChanges(base, { ...base, annotations: { other: 'a' } })).toEqual(['trellis.dev/vtep-mac-v4']);
+  });
+
+  it('takes an annotation that reads as this agent published it for its own write, not a change', () => {
+    const own = {
+      'trellis.dev/vtep-mac-v4': '02:00:00:00:00:02',
+      'trellis.dev/direct-subnets-v4': undefined,
+    };
+    const back = { ...base, annotations: { other: 'a', 'trellis.dev/vtep-mac-v4': '02:00:00:00:00:02' } };
+    expect(selfChanged(base, back, own)).toBe(false);
+    expect(selfChanges(base, back)).toEqual(['trellis.dev/vtep-mac-v4']);
+    expect(
+      selfChanges(base, { ...back, annotations: { 'trellis.dev/vtep-mac-v4': '02:00:00:00:00:03' } }, own),
+    ).toEqual(['trellis.dev/vtep-mac-v4']);
+    const withSubnets = {
+      ...base,
+      annotations: { ...base.annotations, 'trellis.dev/direct-subnets-v4': '10.0.0.0/24' },
+    };
+    expect(selfChanges(withSubnets, base)).toEqual(['trellis.dev/direct-subnets-v4']);
+    expect(selfChanges(withSubnets, base, own)).toEqual([]);
+    expect(selfChanges(withSubnets, back, own)).toEqual([]);
   });
 
   it('sees NetworkUnavailable set True by someone else, not our own False coming back', () => {
