@@ -241,7 +241,9 @@ async function trellisRun(masquerade: boolean, events: number): Promise<TrellisR
     // Incremental: one Node at a time, API write -> kernel route. Measured from a quiet agent: right after
     // ready, the agent's own start-up writes (its VTEP annotation, its Node condition) come back as
     // events of its Node and may run one more full pass, which the first sample would otherwise wait for.
-    await quiet(agent, 500);
+    // That pass logs nothing until it ends, so the silence waited for outlasts a pass (0.7 s of the
+    // slowest VM's 1 s cold pass; 500 ms of silence let the first sample in mid-pass there).
+    await quiet(agent, Math.max(500, 1.5 * Number(pass?.durationMs ?? 0)));
     const stepsFrom = agent.logs.length;
     const addLatency: number[] = [];
     const delLatency: number[] = [];
