@@ -75,7 +75,12 @@ export interface OverlayPort {
     mode: RoutingMode,
     /** The node's links, when the pass has just listed them (else prepare lists them). */
     links?: readonly LinkInfo[],
-  ): Promise<{ devices: OverlayDevice[]; problems: Problem[] }>;
+  ): Promise<{
+    devices: OverlayDevice[];
+    problems: Problem[];
+    /** It made, changed or removed a device (a VTEP address added): the links read before are stale. */
+    linksChanged?: boolean;
+  }>;
   /** Adds/replaces the neighbour and FDB entries the decisions need; before the routes. */
   program(decisions: readonly PeerDecision[]): Promise<void>;
   /** Removes entries on our devices that no decision needs (only when synced); after the routes. */
@@ -346,11 +351,18 @@ export class RouteReconciler {
     this.state = undefined;
     // One listing of the links for both (a pass listed them twice, ~100 pod veths each time).
     const links = input.localLinks === undefined ? await this.handle.listLinks() : undefined;
-    const localLinks = input.localLinks ?? (await readLocalLinks(this.handle, links));
-    const prepared =
+    const linksBefore = input.localLinks ?? (await readLocalLinks(this.handle, links));
+    const prepared: Awaited<ReturnType<OverlayPort['prepare']>> =
       this.overlay === undefined
         ? { devices: [], problems: [] }
-        : await this.overlay.prepare(input.self, localLinks, this.mode, links);
+        : await this.overlay.prepare(input.self, linksBefore, this.mode, links);
+    // A device the overlay just made or changed is one of this node's links from now on: planned with
+    // the links as the next pass reads them, or that pass finds its inputs changed and plans it all again
+    // (~0.9 s at 5,000 nodes, at the first resync after every start).
+    const localLinks =
+      input.localLinks === undefined && prepared.linksChanged === true
+        ? await readLocalLinks(this.handle)
+        : linksBefore;
     const basis: PeerStateBasis = {
       self: input.self,
       localLinks,

@@ -104,8 +104,9 @@ export class VxlanOverlay implements OverlayPort {
     localLinks: LocalLink[],
     mode: RoutingMode,
     listed?: readonly LinkInfo[],
-  ): Promise<{ devices: OverlayDevice[]; problems: Problem[] }> {
+  ): Promise<{ devices: OverlayDevice[]; problems: Problem[]; linksChanged: boolean }> {
     const { handle, tool, nodeName, log } = this.opts;
+    let linksChanged = false;
     this.errors = [];
     this.added = 0;
     this.removed = 0;
@@ -118,6 +119,7 @@ export class VxlanOverlay implements OverlayPort {
       if (!isVxlanDeviceName(l.name) || specs.some((s) => s.name === l.name)) continue;
       try {
         this.noteDeleted(l.index);
+        linksChanged = true;
         await handle.deleteLink(l.index);
         log?.info({ device: l.name, mode }, 'VXLAN device removed');
       } catch (e) {
@@ -136,6 +138,7 @@ export class VxlanOverlay implements OverlayPort {
         );
         states.push(state);
         if (state.action !== 'unchanged') {
+          linksChanged = true;
           log?.info(
             {
               device: spec.name,
@@ -167,6 +170,7 @@ export class VxlanOverlay implements OverlayPort {
     return {
       devices: states.map((s) => ({ family: s.family, ifindex: s.ifindex, name: s.name })),
       problems,
+      linksChanged,
     };
   }
 

@@ -317,6 +317,18 @@ describe.skipIf(netnsSkipReason !== undefined)(
       expect(routesOn(nodeA, 4)).toEqual(before.routes);
     });
 
+    it('a pass that makes the devices plans with their VTEP addresses: the next pass over the same inputs is quiet', async () => {
+      ip(nodeA.name, 'link', 'del', 'trellis.v4');
+      ip(nodeA.name, 'link', 'del', 'trellis.v6');
+      const a = reconciler(nodeA, 'node-a');
+      const made = await pass(a, selfA, [published(selfB), sameSubnet]);
+      expect(made.overlay?.devices.map((d) => `${d.name} ${d.action}`)).toEqual([
+        'trellis.v4 created',
+        'trellis.v6 created',
+      ]);
+      expect((await pass(a, selfA, [published(selfB), sameSubnet])).quiet).toBe(true);
+    });
+
     it('neighbour and FDB entries deleted by hand are written back by the next pass, which says so and is not quiet', async () => {
       const a = reconciler(nodeA, 'node-a');
       await pass(a, selfA, [published(selfB), sameSubnet]);
