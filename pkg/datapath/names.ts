@@ -11,7 +11,7 @@ export function hostVethName(containerId: string, ifname: string): string {
   const key = `${containerId}\0${ifname}`;
   let name = vethNames.get(key);
   if (name === undefined) {
-    const digest = createHash('sha256').update(containerId).update('\0').update(ifname).digest('hex');
+    const digest = createHash('sha256').update(key).digest('hex');
     name = `${HOST_VETH_PREFIX}${digest.slice(0, 12)}`;
     // Every host-end check names every lease's veth, a few times: a hash each was ~10 % of it.
     if (vethNames.size >= VETH_NAMES_KEPT) vethNames.clear();

@@ -24,7 +24,7 @@ import {
   type WatchEnd,
   type WatchParams,
 } from './transport.ts';
-import { openStream, type StreamConnection, type StreamTarget } from './watch-connection.ts';
+import { brokenMidAnswer, openStream, type StreamConnection, type StreamTarget } from './watch-connection.ts';
 import { WatchLines } from './watch-lines.ts';
 
 // node:http through process.getBuiltinModule, not an ESM import: building the ESM namespace of node:http
@@ -196,14 +196,7 @@ export class HttpTransport implements Transport {
             const text = Buffer.concat(refusal.body).toString('utf8');
             finish(this.#refused(fromHttpResponse(op, refusal.status, text, refusal.retryAfter)));
           },
-          onError: (err) =>
-            finish(
-              signal.aborted
-                ? 'closed'
-                : (err as { code?: unknown }).code === 'ECONNRESET' && refusal === undefined
-                  ? new K8sError(op, 'the watch connection broke mid-stream', undefined, K8sReason.NETWORK)
-                  : toK8sError(op, err),
-            ),
+          onError: (err) => finish(signal.aborted ? 'closed' : watchFailure(op, err, refusal === undefined)),
         });
       } catch (err) {
         // A header that cannot be sent (e.g. a token with a newline), refused before connecting.
@@ -369,6 +362,13 @@ function watchEvent(op: string, line: string): { type: string; object: unknown }
   return { type: ev.type, object: ev.object };
 }
 
+/** Why a watch's connection failed; one cut while its events streamed is said as such. */
+function watchFailure(op: string, err: Error, streaming: boolean): K8sError {
+  if (streaming && (err as { code?: unknown }).code === 'ECONNRESET')
+    return new K8sError(op, 'the watch connection broke mid-stream', undefined, K8sReason.NETWORK);
+  return toK8sError(op, err);
+}
+
 /** Where the kubeconfig's server is, and its TLS settings. */
 function streamTarget(spec: HttpSpec): StreamTarget {
   const { server } = spec;
@@ -392,8 +392,7 @@ function readAll(res: Http.IncomingMessage): Promise<string> {
     res.on('end', () => resolve(Buffer.concat(chunks).toString('utf8')));
     res.on('error', reject);
     res.on('close', () => {
-      if (!res.complete)
-        reject(Object.assign(new Error('the connection broke mid-answer'), { code: 'ECONNRESET' }));
+      if (!res.complete) reject(brokenMidAnswer());
     });
   });
 }

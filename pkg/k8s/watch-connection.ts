@@ -134,7 +134,8 @@ export function openStream(
   };
 }
 
-function brokenMidAnswer(): Error {
+/** A connection that closed before its answer was complete (ECONNRESET, as node:http says it). */
+export function brokenMidAnswer(): Error {
   return Object.assign(new Error('the connection broke mid-answer'), { code: 'ECONNRESET' });
 }
 

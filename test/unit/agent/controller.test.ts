@@ -7,7 +7,6 @@ import {
   masqOptions,
   NodeController,
   type PassOutcome,
-  selfChanged,
   selfChanges,
 } from '../../../pkg/agent/controller.ts';
 import { CniCode, CniError } from '../../../pkg/cni/errors.ts';
@@ -904,7 +903,12 @@ describe('NodeController per-node steps', () => {
   });
 });
 
-describe('selfChanged', () => {
+/** Whether selfChanges finds anything: a full pass runs. */
+function selfChanged(...args: Parameters<typeof selfChanges>): boolean {
+  return selfChanges(...args).length > 0;
+}
+
+describe('selfChanges', () => {
   const base = {
     name: 'n1',
     podCIDRs: ['10.244.1.0/24'],
