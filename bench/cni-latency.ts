@@ -1,6 +1,8 @@
 /**
  * Pod setup latency: CNI ADD and DEL through the shipped shim (dist/bin/trellis) talking to a real
  * agent, against Debian's reference plugins (ptp + host-local, bridge + host-local, ptp with ipMasq),
+ * every binary copied into one bin directory at the start as the DaemonSet's install-cni copies the shim
+ * (lib/installed-plugin.ts),
  * driven like a runtime: cniVersion 1.0.0, a fresh pod namespace per pod, DEL with prevResult, each
  * plugin timed from spawn to exit by a runner that lives in the node namespace (so no `ip netns exec`
  * start-up is counted, for anyone). Sequential ADDs alternate between plugins pod by pod, DELs and
@@ -29,15 +31,16 @@
  */
 import { execFileSync } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
-import { existsSync, mkdtempSync, rmSync } from 'node:fs';
+import { existsSync, mkdirSync, mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
-import { dirname, join } from 'node:path';
+import { join } from 'node:path';
 import { performance } from 'node:perf_hooks';
 import { parseArgs } from 'node:util';
 import { removeAgentDir, startAgent } from '../test/support/agent-process.ts';
 import { REFERENCE_PLUGIN_DIR, SHIM_BINARY } from '../test/support/cni-driver.ts';
 import { addNetns, delNetns, NetnsPool, type TestNetns } from '../test/support/netns.ts';
 import { createPodPins, type PodPins } from '../test/support/pod-pins.ts';
+import { installPlugin } from './lib/installed-plugin.ts';
 import { liveThreadsCpuMs, mainThreadCpuMs } from './lib/proc.ts';
 import { NsRunner, type TimedRun } from './lib/runner-client.ts';
 import { commitId, median, pct, ratio, round, sleep, table, writeResult } from './lib/stats.ts';
@@ -65,7 +68,10 @@ const RUNS = Number(opts.runs);
 const PODS = Number(opts.pods);
 const CONCURRENT = Number(opts.concurrent);
 
-for (const bin of [SHIM_BINARY, join(REFERENCE_PLUGIN_DIR, 'ptp'), join(REFERENCE_PLUGIN_DIR, 'bridge')]) {
+for (const bin of [
+  SHIM_BINARY,
+  ...['ptp', 'bridge', 'host-local'].map((n) => join(REFERENCE_PLUGIN_DIR, n)),
+]) {
   if (!existsSync(bin)) {
     process.stderr.write(`${bin} is missing (npm run build; apt-get install containernetworking-plugins)\n`);
     process.exit(2);
@@ -111,6 +117,14 @@ function releasePods(p: Plugin, pods: readonly TestNetns[]): void {
   }
 }
 const tmp = mkdtempSync(join(tmpdir(), 'trl-bench-cni-'));
+// Every plugin's binary copied into one bin directory by the same code, the one install-cni puts the
+// shim on a node with (lib/installed-plugin.ts): all of them start from a freshly written file, whatever
+// state the page cache left the originals in. That directory is the runtime's CNI_PATH.
+const binDir = join(tmp, 'bin');
+mkdirSync(binDir);
+const shimBinary = await installPlugin(binDir, 'trellis', SHIM_BINARY);
+for (const name of ['ptp', 'bridge', 'host-local'])
+  await installPlugin(binDir, name, join(REFERENCE_PLUGIN_DIR, name));
 const plugins: Plugin[] = [];
 /** The plugins' pod directories under the pins' root. */
 const POD_DIRS = ['trellis', 'ptp', 'bridge', 'ptp-ipMasq'] as const;
@@ -146,7 +160,7 @@ function env(command: string, id: string, netns: string): Record<string, string 
     CNI_CONTAINERID: id,
     CNI_NETNS: netns,
     CNI_IFNAME: 'eth0',
-    CNI_PATH: `${dirname(SHIM_BINARY)}:${REFERENCE_PLUGIN_DIR}`,
+    CNI_PATH: binDir,
     CNI_ARGS: `IgnoreUnknown=1;K8S_POD_NAMESPACE=bench;K8S_POD_NAME=pod-${id.slice(0, 8)};K8S_POD_INFRA_CONTAINER_ID=${id}`,
   };
 }
@@ -316,7 +330,7 @@ try {
   const a = agent;
   plugins.push({
     name: 'trellis',
-    binary: SHIM_BINARY,
+    binary: shimBinary,
     node: tNode,
     runner: new NsRunner(tNode.name),
     conf: { cniVersion: '1.0.0', name: 'trellis', type: 'trellis', socket: a.socket, spoolDir: a.spoolDir },
@@ -342,7 +356,7 @@ try {
     const node = pool.add('rn');
     plugins.push({
       name,
-      binary: join(REFERENCE_PLUGIN_DIR, type),
+      binary: join(binDir, type),
       node,
       runner: new NsRunner(node.name),
       conf: { cniVersion: '1.0.0', name: `bench-${name.replace('+', '-')}`, ...conf },

@@ -3,10 +3,16 @@
  * Rounds alternate between (each timed from spawn to exit, medians):
  *
  * - `trellis VERSION`: dist/bin/trellis answering VERSION (reads stdin, no socket);
- * - `trellis ADD`: one round trip to a trivial agent on a unix socket in this process;
+ * - `trellis ADD`: the same, one round trip to a trivial agent on a unix socket in this process;
+ * - `evicted VERSION`: another copy of it whose page cache is dropped once before the rounds, so its
+ *   execs fault it back in small folios: the state a shim left alone drifts into where page cache is
+ *   reclaimed (lib/installed-plugin.ts);
  * - `bun floor`: an empty program (`process.exit(0)`) compiled by the same Bun with the same flags,
  *   the least any Bun-compiled shim can cost;
  * - `ptp VERSION`: Debian's Go `ptp` plugin answering VERSION, the reference's own start.
+ *
+ * Every binary is first copied into one directory as install-cni copies the shim onto a node
+ * (lib/installed-plugin.ts), so all start from a freshly written file.
  *
  * Prints a table and, last, one JSON line (also written to --out, default
  * bench/results/shim-startup.json). No assertions.
@@ -15,7 +21,7 @@
  *     [--other PATH]   (another shim build, e.g. an older commit's, timed on the same ADD: `other ADD`)
  */
 import { execFileSync, spawn } from 'node:child_process';
-import { existsSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -24,6 +30,7 @@ import { parseArgs } from 'node:util';
 import { encodeResponse, okResponse } from '../pkg/shim/protocol.ts';
 import { bunBinary, SHIM_COMPILE_FLAGS } from '../scripts/shim-compile.ts';
 import { REFERENCE_PLUGIN_DIR } from '../test/support/cni-driver.ts';
+import { installPlugin } from './lib/installed-plugin.ts';
 import { commitId, median, pct, ratio, round, table, writeResult } from './lib/stats.ts';
 
 const root = join(import.meta.dirname, '..');
@@ -51,6 +58,12 @@ if (!Number.isInteger(runs) || runs < 1) {
 
 const dir = mkdtempSync(join(tmpdir(), 'trl-bench-'));
 const socket = join(dir, 'cni.sock');
+const binDir = join(dir, 'bin');
+mkdirSync(binDir);
+const installed = await installPlugin(binDir, 'trellis', shim);
+const evicted = await installPlugin(binDir, 'evicted', shim);
+// Drops the file's pages from the page cache (coreutils: iflag=nocache with count=0, the whole file).
+execFileSync('dd', [`if=${evicted}`, 'iflag=nocache', 'count=0', 'status=none']);
 const answer = encodeResponse(
   okResponse({
     cniVersion: '1.1.0',
@@ -85,10 +98,12 @@ interface Case {
   env: Record<string, string>;
 }
 const cases: Case[] = [
-  { name: 'trellis VERSION', bin: shim, env: { CNI_COMMAND: 'VERSION' } },
-  { name: 'trellis ADD', bin: shim, env: addEnv },
+  { name: 'trellis VERSION', bin: installed, env: { CNI_COMMAND: 'VERSION' } },
+  { name: 'trellis ADD', bin: installed, env: addEnv },
+  { name: 'evicted VERSION', bin: evicted, env: { CNI_COMMAND: 'VERSION' } },
 ];
-if (opts.other !== undefined) cases.push({ name: 'other ADD', bin: opts.other, env: addEnv });
+if (opts.other !== undefined)
+  cases.push({ name: 'other ADD', bin: await installPlugin(binDir, 'other', opts.other), env: addEnv });
 const notMeasured: Record<string, string> = {};
 if (existsSync(bun)) {
   // The shim's own build flags (scripts/build.ts) on a program that does nothing.
@@ -96,9 +111,14 @@ if (existsSync(bun)) {
   writeFileSync(src, 'process.exit(0);\n');
   const floor = join(dir, 'floor');
   execFileSync(bun, [...SHIM_COMPILE_FLAGS, src, '--outfile', floor]);
-  cases.push({ name: 'bun floor', bin: floor, env: {} });
+  cases.push({ name: 'bun floor', bin: await installPlugin(binDir, 'floor', floor), env: {} });
 } else notMeasured['bun floor'] = `${bun} is missing (npm ci)`;
-if (existsSync(ptp)) cases.push({ name: 'ptp VERSION', bin: ptp, env: { CNI_COMMAND: 'VERSION' } });
+if (existsSync(ptp))
+  cases.push({
+    name: 'ptp VERSION',
+    bin: await installPlugin(binDir, 'ptp', ptp),
+    env: { CNI_COMMAND: 'VERSION' },
+  });
 else notMeasured['ptp VERSION'] = `${ptp} is missing (apt-get install containernetworking-plugins)`;
 
 function once(c: Case): Promise<number> {
