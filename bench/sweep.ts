@@ -7,18 +7,19 @@
  * (~40 min on the slower test VM). Stops at the first script that fails.
  *
  *   node_modules/.bin/node scripts/build.ts
- *   node_modules/.bin/node bench/sweep.ts [--out-dir DIR] [--only SCRIPT,...]
+ *   node_modules/.bin/node bench/sweep.ts [--out-dir DIR] [--only SCRIPT,...] [--from N]
  *
  * --out-dir: where the result files go (default bench/results; the chart goes there too when it is
  * given, else to bench/). --only: just these scripts' steps, in the sweep's order (e.g.
- * `--only datapath.ts,chart.ts`).
+ * `--only datapath.ts,chart.ts`). --from: start at step N of those (the number each step prints), to
+ * resume a sweep that stopped.
  */
 import { spawnSync } from 'node:child_process';
 import { join } from 'node:path';
 import { parseArgs } from 'node:util';
 
 const { values: opts } = parseArgs({
-  options: { 'out-dir': { type: 'string' }, only: { type: 'string' } },
+  options: { 'out-dir': { type: 'string' }, only: { type: 'string' }, from: { type: 'string' } },
 });
 const bench = import.meta.dirname;
 const outDir = opts['out-dir'] ?? join(bench, 'results');
@@ -69,12 +70,27 @@ if (unknown.length > 0) {
   );
   process.exit(2);
 }
-const steps = only === undefined ? STEPS : STEPS.filter((step) => only.includes(step.script));
+const selected = only === undefined ? STEPS : STEPS.filter((step) => only.includes(step.script));
+const from = opts.from === undefined ? 1 : Number(opts.from);
+if (!Number.isInteger(from) || from < 1 || from > selected.length) {
+  process.stderr.write(`--from must be a step number from 1 to ${selected.length}, not ${opts.from}\n`);
+  process.exit(2);
+}
+const steps = selected.slice(from - 1);
+// A sweep takes most of an hour: what a step needs is checked before the first one starts, not when
+// that step comes (datapath.ts, the fifth, needs iperf3, which the tests do not).
+if (
+  steps.some((step) => step.script === 'datapath.ts') &&
+  spawnSync('iperf3', ['--version']).error !== undefined
+) {
+  process.stderr.write('the datapath steps need iperf3 (apt-get install iperf3), which is not on PATH\n');
+  process.exit(2);
+}
 
 const started = new Date();
 process.stdout.write(`sweep started ${started.toISOString()}, results in ${outDir}\n`);
 for (const [i, step] of steps.entries()) {
-  process.stdout.write(`\n== ${i + 1}/${steps.length} ${step.script} ${step.args.join(' ')}\n`);
+  process.stdout.write(`\n== ${i + from}/${selected.length} ${step.script} ${step.args.join(' ')}\n`);
   const run = spawnSync(
     process.execPath,
     [...(step.nodeFlags ?? []), join(bench, step.script), ...step.args],
