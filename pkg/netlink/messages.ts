@@ -40,6 +40,8 @@ import {
   decodeAttrs,
   NLA_TYPE_MASK,
   nested,
+  putU16le,
+  putU32le,
   strAttr,
   u8Attr,
   u16BeAttr,
@@ -369,8 +371,8 @@ function writeIp(out: Buffer, off: number, address: string, family: Family): voi
 }
 
 function putAttrHeader(out: Buffer, off: number, len: number, type: number): void {
-  out.writeUInt16LE(len, off);
-  out.writeUInt16LE(type, off + 2);
+  putU16le(out, off, len);
+  putU16le(out, off + 2, type);
 }
 
 /**
@@ -420,10 +422,10 @@ export function routeBody(r: RouteInfo, forDelete = false, nhid?: number): Body 
   out[5] = r.protocol ?? 0;
   out[6] = scope;
   out[7] = type;
-  out.writeUInt32LE(r.onlink === true && !viaNexthop ? RTNH_F_ONLINK : 0, 8);
+  putU32le(out, 8, r.onlink === true && !viaNexthop ? RTNH_F_ONLINK : 0);
   let off = 12;
   putAttrHeader(out, off, 8, RTA.TABLE);
-  out.writeUInt32LE(table, off + 4);
+  putU32le(out, off + 4, table);
   off += 8;
   const ipAttr = (type: number, address: string): void => {
     putAttrHeader(out, off, 4 + alen, type);
@@ -432,7 +434,7 @@ export function routeBody(r: RouteInfo, forDelete = false, nhid?: number): Body 
   };
   const u32 = (type: number, v: number): void => {
     putAttrHeader(out, off, 8, type);
-    out.writeUInt32LE(v >>> 0, off + 4);
+    putU32le(out, off + 4, v);
     off += 8;
   };
   if (dst.prefixLen > 0) ipAttr(RTA.DST, dst.address);

@@ -12,8 +12,8 @@ export const NLA_TYPE_MASK = 0x3fff; // strips NLA_F_NESTED and NLA_F_NET_BYTEOR
 export function attr(type: number, payload: Uint8Array): Buffer {
   const len = 4 + payload.length;
   const out = Buffer.alloc(align4(len));
-  out.writeUInt16LE(len, 0);
-  out.writeUInt16LE(type, 2);
+  putU16le(out, 0, len);
+  putU16le(out, 2, type);
   out.set(payload, 4);
   return out;
 }
@@ -26,9 +26,9 @@ export function u32Attr(type: number, value: number): Buffer {
 
 /** u32Attr written into out at off; returns the offset after it. */
 export function putU32Attr(out: Buffer, off: number, type: number, value: number): number {
-  out.writeUInt16LE(8, off);
-  out.writeUInt16LE(type, off + 2);
-  out.writeUInt32LE(value >>> 0, off + 4);
+  putU16le(out, off, 8);
+  putU16le(out, off + 2, type);
+  putU32le(out, off + 4, value);
   return off + 8;
 }
 
@@ -106,10 +106,10 @@ function writeMessage(
     out.set(b, pos);
     pos += b.length;
   }
-  out.writeUInt32LE(pos - off, off);
-  out.writeUInt16LE(type, off + 4);
-  out.writeUInt16LE(flags, off + 6);
-  out.writeUInt32LE(seq >>> 0, off + 8);
+  putU32le(out, off, pos - off);
+  putU16le(out, off + 4, type);
+  putU16le(out, off + 6, flags);
+  putU32le(out, off + 8, seq);
   // pid (off + 12) stays 0: the kernel fills in our port.
   return align4(pos);
 }
@@ -138,6 +138,30 @@ export function u32le(b: Buffer, off: number): number {
 
 export function u32be(b: Buffer, off: number): number {
   return ((b[off]! << 24) | (b[off + 1]! << 16) | (b[off + 2]! << 8) | b[off + 3]!) >>> 0;
+}
+
+/**
+ * The writing side of u16le/u32le, by index for the same reason: Buffer's writeUInt16LE and
+ * writeUInt32LE go through three more calls each (range and bounds checks), and a cold pass's burst
+ * writes ~100,000 of these fields. The value is truncated to its width, as a C store would.
+ */
+export function putU16le(b: Uint8Array, off: number, v: number): void {
+  b[off] = v;
+  b[off + 1] = v >>> 8;
+}
+
+export function putU32le(b: Uint8Array, off: number, v: number): void {
+  b[off] = v;
+  b[off + 1] = v >>> 8;
+  b[off + 2] = v >>> 16;
+  b[off + 3] = v >>> 24;
+}
+
+export function putU32be(b: Uint8Array, off: number, v: number): void {
+  b[off] = v >>> 24;
+  b[off + 1] = v >>> 16;
+  b[off + 2] = v >>> 8;
+  b[off + 3] = v;
 }
 
 /** Splits a datagram into messages; stops at a truncated tail instead of throwing. */
