@@ -72,3 +72,13 @@ export function errorFromPackage(err: unknown, op: string): NetlinkError {
   if (name === 'EEXIST') return new ExistsError(op);
   return new NetlinkError(name ?? (err instanceof Error ? err.message : String(err)), op, { cause: err });
 }
+
+/**
+ * A request's name, or how to make it: a cold pass sends 10,000 route and nexthop requests and names
+ * almost none of them (only a failure is named), so the hot requests defer the text.
+ */
+export type OpText = string | (() => string);
+
+export function opText(op: OpText): string {
+  return typeof op === 'string' ? op : op();
+}

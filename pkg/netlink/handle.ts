@@ -23,7 +23,6 @@ import {
   type Body,
   createVethBody,
   createVxlanBody,
-  describeRoute,
   dumpAddressesBody,
   dumpNeighboursBody,
   dumpRoutesBody,
@@ -408,7 +407,7 @@ class Handle implements ExtendedNetlinkHandle {
       return;
     }
     const id = this.book.unbind(route);
-    const reqs = [deleteRouteRequest(routeKeyOnly(route), describeRoute(route))];
+    const reqs = [deleteRouteRequest(routeKeyOnly(route), route)];
     if (id !== undefined) reqs.push(deleteNexthopRequest(id));
     const results = await this.sock.burst(reqs);
     if (id !== undefined && (results[1] === undefined || GONE.has(results[1].errno))) this.book.dropped([id]);
@@ -550,7 +549,7 @@ class Handle implements ExtendedNetlinkHandle {
         stale.push(r);
     }
     if (stale.length > 0) {
-      await this.sock.burst(stale.map((r) => deleteRouteRequest(routeKeyOnly(r), describeRoute(r))));
+      await this.sock.burst(stale.map((r) => deleteRouteRequest(routeKeyOnly(r), r)));
     }
     return out;
   }

@@ -1,6 +1,6 @@
 import type { CreateVeth, LinkInfo, SetUpOutcome, SetUpStep } from '../datapath/ports.ts';
 import { NLM_F, NLMSG_ERROR, RTM } from './constants.ts';
-import { errorFromErrno, LinkNotFoundError, NetlinkError } from './errors.ts';
+import { errorFromErrno, LinkNotFoundError, NetlinkError, opText } from './errors.ts';
 import { createVethBody, getLinkByNameBody, ifinfomsg, parseLink } from './messages.ts';
 import { setUpOutcomes, setUpRequest } from './requests.ts';
 import { decodeErrno, decodeMessages, encodeMessage, type RawMessage } from './wire.ts';
@@ -114,9 +114,10 @@ export async function setUpVia(exchange: Exchange, steps: readonly SetUpStep[]):
     if (m.type !== NLMSG_ERROR || i >= requests.length) continue;
     if (i === requests.length - 1) acked = true;
     const errno = decodeErrno(m.payload);
-    if (errno !== 0) results[i] = errorFromErrno(errno, requests[i]!.op);
+    if (errno !== 0) results[i] = errorFromErrno(errno, opText(requests[i]!.op));
   }
   const outcomes = setUpOutcomes(steps, results);
-  if (!acked) throw new NetlinkError('EPROTO', `${requests.at(-1)!.op}: no acknowledgement in the reply`);
+  if (!acked)
+    throw new NetlinkError('EPROTO', `${opText(requests.at(-1)!.op)}: no acknowledgement in the reply`);
   return outcomes;
 }

@@ -56,12 +56,18 @@ export function routeRequest(route: RouteInfo, flags: number, nhid?: number): Re
     type: RTM.NEWROUTE,
     flags,
     body: routeBody(route, false, nhid),
-    op: `RTM_NEWROUTE ${describeRoute(route)}${nhid === undefined ? '' : ` nhid ${nhid}`}`,
+    op: () => `RTM_NEWROUTE ${describeRoute(route)}${nhid === undefined ? '' : ` nhid ${nhid}`}`,
   };
 }
 
-export function deleteRouteRequest(route: RouteInfo, description = describeRoute(route)): Request {
-  return { type: RTM.DELROUTE, flags: 0, body: routeBody(route, true), op: `RTM_DELROUTE ${description}` };
+/** `named`: the route its error names, when the request carries less of it (a key-only delete). */
+export function deleteRouteRequest(route: RouteInfo, named: RouteInfo = route): Request {
+  return {
+    type: RTM.DELROUTE,
+    flags: 0,
+    body: routeBody(route, true),
+    op: () => `RTM_DELROUTE ${describeRoute(named)}`,
+  };
 }
 
 /** An exclusive route create's EEXIST: another route holds the key (pkg/routes reports a conflict). */
@@ -81,12 +87,12 @@ export function nexthopRequest(id: number, route: RouteInfo, flags: number): Req
       protocol: TRELLIS_ROUTE_PROTOCOL,
       ...(route.onlink === true ? { onlink: true } : {}),
     }),
-    op: `RTM_NEWNEXTHOP id ${id} via ${route.gateway} dev #${route.ifindex} for ${route.dst}`,
+    op: () => `RTM_NEWNEXTHOP id ${id} via ${route.gateway} dev #${route.ifindex} for ${route.dst}`,
   };
 }
 
 export function deleteNexthopRequest(id: number): Request {
-  return { type: RTM.DELNEXTHOP, flags: 0, body: deleteNexthopBody(id), op: `RTM_DELNEXTHOP id ${id}` };
+  return { type: RTM.DELNEXTHOP, flags: 0, body: deleteNexthopBody(id), op: () => `RTM_DELNEXTHOP id ${id}` };
 }
 
 /**

@@ -3,7 +3,7 @@
 import { Protocol } from 'netlink/dist/constants.js';
 import { RawNetlinkSocket } from 'netlink/dist/raw.js';
 import { NLM_F, NLMSG_DONE, NLMSG_ERROR } from './constants.ts';
-import { errorFromErrno, errorFromPackage, NetlinkError } from './errors.ts';
+import { errorFromErrno, errorFromPackage, NetlinkError, type OpText, opText } from './errors.ts';
 import { fdOfSocket, netlinkInode } from './procfs.ts';
 import {
   decodeErrno,
@@ -46,7 +46,7 @@ export interface Request {
   flags: number;
   body: readonly Uint8Array[];
   /** For errors: 'RTM_NEWROUTE 10.244.2.0/24'. */
-  op: string;
+  op: OpText;
 }
 
 export interface SocketOptions {
@@ -96,7 +96,7 @@ export interface SocketProbe {
 }
 
 interface Pending {
-  op: string;
+  op: OpText;
   parts: RawMessage[];
   /** A streamed dump's consumer: each part goes here as it arrives instead of into parts. */
   onPart?: (msg: RawMessage) => void;
@@ -377,12 +377,12 @@ export class RtnlSocket {
     return [promise, encodeMessage(req.type, flags, seq, req.body), seq];
   }
 
-  private send(bufs: Buffer[], seqs: number[], ops: string[]): void {
+  private send(bufs: Buffer[], seqs: number[], ops: OpText[]): void {
     this.raw.send(bufs.length === 1 ? bufs[0]! : bufs, undefined, (err?: unknown) => {
       if (err === undefined || err === null) return;
       // sendmsg failed: none of these requests reached the kernel.
       seqs.forEach((seq, i) => {
-        this.finish(seq, errorFromPackage(err, ops[i] ?? 'sendmsg'));
+        this.finish(seq, errorFromPackage(err, opText(ops[i] ?? 'sendmsg')));
       });
     });
   }
@@ -415,12 +415,12 @@ export class RtnlSocket {
       }
       if (msg.type === NLMSG_ERROR) {
         const errno = decodeErrno(msg.payload);
-        this.finish(msg.seq, errno === 0 ? undefined : errorFromErrno(errno, p.op));
+        this.finish(msg.seq, errno === 0 ? undefined : errorFromErrno(errno, opText(p.op)));
       } else if (msg.type === NLMSG_DONE) {
         // A failed dump reports its errno in DONE's payload.
         const errno = decodeErrno(msg.payload);
-        if (errno !== 0) this.finish(msg.seq, errorFromErrno(errno, p.op));
-        else this.finish(msg.seq, p.interrupted ? new NetlinkError('EINTR', p.op) : undefined);
+        if (errno !== 0) this.finish(msg.seq, errorFromErrno(errno, opText(p.op)));
+        else this.finish(msg.seq, p.interrupted ? new NetlinkError('EINTR', opText(p.op)) : undefined);
       } else {
         if ((msg.flags & NLM_F.DUMP_INTR) !== 0) p.interrupted = true;
         if (p.onPart === undefined) p.parts.push(msg);
@@ -441,7 +441,7 @@ export class RtnlSocket {
   private failAll(err: NetlinkError): void {
     for (const seq of [...this.pending.keys()]) {
       const p = this.pending.get(seq)!;
-      this.finish(seq, new NetlinkError(err.errno, p.op, { cause: err }));
+      this.finish(seq, new NetlinkError(err.errno, opText(p.op), { cause: err }));
     }
   }
 }

@@ -1,8 +1,16 @@
 import { describe, expect, it } from 'vitest';
 import type { SetUpStep } from '../../../pkg/datapath/ports.ts';
 import { NLM_F } from '../../../pkg/netlink/constants.ts';
-import { ExistsError, LinkNotFoundError, NetlinkError } from '../../../pkg/netlink/errors.ts';
-import { firstSetUpFailure, setUpOutcomes, setUpRequest } from '../../../pkg/netlink/requests.ts';
+import { ExistsError, LinkNotFoundError, NetlinkError, opText } from '../../../pkg/netlink/errors.ts';
+import {
+  deleteNexthopRequest,
+  deleteRouteRequest,
+  firstSetUpFailure,
+  nexthopRequest,
+  routeRequest,
+  setUpOutcomes,
+  setUpRequest,
+} from '../../../pkg/netlink/requests.ts';
 
 const route = { family: 4, dst: '0.0.0.0/0', gateway: '169.254.1.1', ifindex: 2, onlink: true } as const;
 const steps: SetUpStep[] = [
@@ -52,5 +60,23 @@ describe('setUp requests', () => {
     expect(() => setUpOutcomes(steps, [undefined, undefined, undefined, gone])).toThrow(gone);
     const first = new NetlinkError('EINVAL', 'up');
     expect(() => setUpOutcomes(steps, [first, undefined, undefined, gone])).toThrow(first);
+  });
+});
+
+describe('request names', () => {
+  it('the hot route and nexthop requests name themselves only when asked (an error), as the eager ones do', () => {
+    const peer = { family: 4, dst: '10.244.7.0/24', gateway: '10.0.0.7', ifindex: 3, table: 100 } as const;
+    expect(opText(routeRequest(peer, 0, 42).op)).toBe(
+      'RTM_NEWROUTE 10.244.7.0/24 via 10.0.0.7 dev #3 table 100 nhid 42',
+    );
+    expect(opText(nexthopRequest(42, peer, 0).op)).toBe(
+      'RTM_NEWNEXTHOP id 42 via 10.0.0.7 dev #3 for 10.244.7.0/24',
+    );
+    // A key-only delete is named after the whole route it removes.
+    expect(opText(deleteRouteRequest({ family: 4, dst: peer.dst, table: 100 }, peer).op)).toBe(
+      'RTM_DELROUTE 10.244.7.0/24 via 10.0.0.7 dev #3 table 100',
+    );
+    expect(opText(deleteNexthopRequest(42).op)).toBe('RTM_DELNEXTHOP id 42');
+    expect(opText('RTM_GETLINK dump')).toBe('RTM_GETLINK dump');
   });
 });

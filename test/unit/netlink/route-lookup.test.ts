@@ -1,6 +1,6 @@
 import { describe, expect, it } from 'vitest';
 import { AF, NHA, RTA, RTM, RTM_F_FIB_MATCH, RTM_F_LOOKUP_TABLE } from '../../../pkg/netlink/constants.ts';
-import { NetlinkError } from '../../../pkg/netlink/errors.ts';
+import { NetlinkError, opText } from '../../../pkg/netlink/errors.ts';
 import { parseRoute, parseRouteAnswer, routeLookupBody } from '../../../pkg/netlink/messages.ts';
 import { getNexthopBody, nexthopGroupMembers, parseNexthop } from '../../../pkg/netlink/nexthop-messages.ts';
 import { keyHolder, routeTo } from '../../../pkg/netlink/route-lookup.ts';
@@ -112,9 +112,10 @@ describe('route lookups: request and answer', () => {
 function replay(answers: { fib: string; resolved?: string }, fail: Record<string, string> = {}) {
   const ops: string[] = [];
   const send = async (req: Request): Promise<RawMessage[]> => {
-    ops.push(req.op);
-    const errno = fail[req.op];
-    if (errno !== undefined) throw new NetlinkError(errno, req.op);
+    const op = opText(req.op);
+    ops.push(op);
+    const errno = fail[op];
+    if (errno !== undefined) throw new NetlinkError(errno, op);
     const body = Buffer.concat(req.body);
     const msg = (type: number, payload: string) => [
       { type, flags: 0, seq: 1, pid: 0, payload: hex(payload) },
