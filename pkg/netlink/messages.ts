@@ -40,7 +40,7 @@ import {
   decodeAttrs,
   NLA_TYPE_MASK,
   nested,
-  putU16le,
+  putAttrHeader,
   putU32le,
   strAttr,
   u8Attr,
@@ -368,11 +368,6 @@ function writeIp(out: Buffer, off: number, address: string, family: Family): voi
     }
     out[off + n] = octet;
   } else out.set(ipToBytes(address), off);
-}
-
-function putAttrHeader(out: Buffer, off: number, len: number, type: number): void {
-  putU16le(out, off, len);
-  putU16le(out, off + 2, type);
 }
 
 /**

@@ -2,7 +2,7 @@ import type { Family } from '../datapath/ports.ts';
 import { AF, NHA, RTNH_F_ONLINK } from './constants.ts';
 import { bytesToIp, familyOf, ipToBytes, ipv4Value } from './ip.ts';
 import type { Body } from './messages.ts';
-import { decodeAttrs, putU16le, putU32Attr, putU32be, putU32le, u32Attr, zeroed } from './wire.ts';
+import { decodeAttrs, putAttrHeader, putU32Attr, putU32be, putU32le, u32Attr, zeroed } from './wire.ts';
 
 /**
  * Nexthop objects (RTM_NEWNEXTHOP, Linux 5.3+), single-path only: what trellis writes for its
@@ -46,8 +46,7 @@ export function nexthopBody(nh: NexthopInfo & { family: Family; gateway: string;
   writeNhmsg(out, nh.family === 4 ? AF.INET : AF.INET6, nh.protocol, nh.onlink === true ? RTNH_F_ONLINK : 0);
   let off = 8;
   off = putU32Attr(out, off, NHA.ID, nh.id);
-  putU16le(out, off, 4 + alen);
-  putU16le(out, off + 2, NHA.GATEWAY);
+  putAttrHeader(out, off, 4 + alen, NHA.GATEWAY);
   if (v4 >= 0) putU32be(out, off + 4, v4);
   else out.set(ipToBytes(nh.gateway), off + 4);
   off += 4 + alen;

@@ -12,10 +12,15 @@ export const NLA_TYPE_MASK = 0x3fff; // strips NLA_F_NESTED and NLA_F_NET_BYTEOR
 export function attr(type: number, payload: Uint8Array): Buffer {
   const len = 4 + payload.length;
   const out = Buffer.alloc(align4(len));
-  putU16le(out, 0, len);
-  putU16le(out, 2, type);
+  putAttrHeader(out, 0, len, type);
   out.set(payload, 4);
   return out;
+}
+
+/** An attribute's length and type at off (the payload follows at off + 4). */
+export function putAttrHeader(out: Uint8Array, off: number, len: number, type: number): void {
+  putU16le(out, off, len);
+  putU16le(out, off + 2, type);
 }
 
 export function u32Attr(type: number, value: number): Buffer {
@@ -26,8 +31,7 @@ export function u32Attr(type: number, value: number): Buffer {
 
 /** u32Attr written into out at off; returns the offset after it. */
 export function putU32Attr(out: Buffer, off: number, type: number, value: number): number {
-  putU16le(out, off, 8);
-  putU16le(out, off + 2, type);
+  putAttrHeader(out, off, 8, type);
   putU32le(out, off + 4, value);
   return off + 8;
 }
