@@ -26,6 +26,8 @@ const POLLHUP = 0x10;
 /** sizeof(sockaddr_un.sun_path), NUL included. */
 const SUN_PATH_MAX = 108;
 
+const CLOCK_MONOTONIC = 1;
+
 const EINTR = 4;
 const EAGAIN = 11;
 const EISCONN = 106;
@@ -47,6 +49,18 @@ export interface Libc extends BlockingSocket {
   writeAll(fd: number, text: string): void;
 }
 
+/**
+ * Writes a struct timespec or timeval (two 64-bit fields) as little-endian int pairs; both values
+ * are below 2^31, so each high half is 0.
+ */
+function setTimespec(t: Int32Array, seconds: number, fraction: number): Int32Array {
+  t[0] = seconds;
+  t[1] = 0;
+  t[2] = fraction;
+  t[3] = 0;
+  return t;
+}
+
 /** The system call numbers the shim uses; arm64 has no poll(2), so both take ppoll. */
 const SYSCALLS = {
   x64: {
@@ -59,6 +73,7 @@ const SYSCALLS = {
     recvfrom: 45,
     setsockopt: 54,
     ppoll: 271,
+    clock_gettime: 228,
   },
   arm64: {
     read: 63,
@@ -70,6 +85,7 @@ const SYSCALLS = {
     recvfrom: 207,
     setsockopt: 208,
     ppoll: 73,
+    clock_gettime: 113,
   },
 } as const;
 
@@ -95,19 +111,20 @@ export function openLibc(): Libc {
   const errno = (): number => read.i32(errnoAt);
   const fail = (syscall: string, e: number): SyscallError => new SyscallError(syscall, errnoName(e));
 
-  // struct pollfd { int fd; short events; short revents; }, reused by every poll, and the
-  // struct timespec ppoll waits at most (null: no limit).
+  // The structs are Int32Arrays, little-endian: a 16-bit view or a BigInt64Array would each be a
+  // first use JavaScriptCore sets up in every run of the shim, ~0.2 ms together (bench/HISTORY.md).
+  // struct pollfd { int fd; short events; short revents; }: events the low half of the second int,
+  // revents (zeroed with it) the high half. Reused by every poll.
   const pollfd = new Int32Array(2);
-  const pollShorts = new Int16Array(pollfd.buffer);
-  const timespec = new BigInt64Array(2);
+  // struct timespec { 64-bit tv_sec; long tv_nsec; }, as low/high int pairs: what ppoll waits at
+  // most, and what clock_gettime writes. Every value here fits the low half.
+  const timespec = new Int32Array(4);
   const pollOnce = (fd: number, events: number, timeoutMs: number): number => {
     pollfd[0] = fd;
-    pollShorts[2] = events;
-    pollShorts[3] = 0;
+    pollfd[1] = events;
     let limit = 0;
     if (timeoutMs >= 0) {
-      timespec[0] = BigInt(Math.floor(timeoutMs / 1000));
-      timespec[1] = BigInt((timeoutMs % 1000) * 1_000_000);
+      setTimespec(timespec, Math.floor(timeoutMs / 1000), (timeoutMs % 1000) * 1_000_000);
       limit = ptr(timespec);
     }
     if (sys(nr.ppoll, ptr(pollfd), 1, limit, 0, 0) < 0) {
@@ -115,7 +132,7 @@ export function openLibc(): Libc {
       if (e === EINTR) return 0;
       throw fail('poll', e);
     }
-    return pollShorts[3]!;
+    return pollfd[1]! >>> 16;
   };
 
   return {
@@ -131,7 +148,7 @@ export function openLibc(): Libc {
         // A blocking connect to a unix socket waits only while the listener's backlog is full; the
         // send timeout bounds that wait (0 would mean forever) and ends it with EAGAIN.
         const ms = Math.max(1, Math.ceil(timeoutMs));
-        const timeval = new BigInt64Array([BigInt(Math.floor(ms / 1000)), BigInt((ms % 1000) * 1000)]);
+        const timeval = setTimespec(new Int32Array(4), Math.floor(ms / 1000), (ms % 1000) * 1000);
         if (sys(nr.setsockopt, fd, SOL_SOCKET, SO_SNDTIMEO, ptr(timeval), 16) < 0)
           throw fail('setsockopt', errno());
         for (;;) {
@@ -173,7 +190,11 @@ export function openLibc(): Libc {
       sys(nr.close, fd);
     },
 
-    now: () => performance.now(),
+    // CLOCK_MONOTONIC through the bound syscall: `performance` is another first use (~0.05-0.1 ms).
+    now: () => {
+      sys(nr.clock_gettime, CLOCK_MONOTONIC, ptr(timespec));
+      return timespec[0]! * 1000 + timespec[2]! / 1e6;
+    },
 
     readAll(fd, maxBytes) {
       let buf = new Uint8Array(16 * 1024);

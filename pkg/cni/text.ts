@@ -39,14 +39,15 @@ export function isCniName(s: string): boolean {
 }
 
 /**
- * UTF-8 length of a string, without encoding it. Native, not a loop over the characters: the shim
- * measures its request line (~600 characters from a Kubernetes runtime) and the agent's answer, and
- * in a process that runs its code once, JavaScriptCore interprets such a loop and then compiles it
- * midway; that was ~0.6 ms of every ADD through the shim (bench/HISTORY.md). An unpaired surrogate
- * counts 3 bytes, as the encoder writes U+FFFD.
+ * UTF-8 length of a string. Native, not a loop over the characters: the shim measures its request
+ * line (~600 characters from a Kubernetes runtime) and the agent's answer, and in a process that runs
+ * its code once, JavaScriptCore interprets such a loop and then compiles it midway; that was ~0.6 ms
+ * of every ADD through the shim. Nor `Buffer.byteLength`: Bun sets up its Buffer on first use, ~0.2
+ * ms of the shim's run, where TextEncoder is one the shim has already used (bench/HISTORY.md). An
+ * unpaired surrogate counts 3 bytes, as the encoder writes U+FFFD.
  */
 export function utf8Length(s: string): number {
-  return Buffer.byteLength(s, 'utf8');
+  return new TextEncoder().encode(s).length;
 }
 
 /** Why a configuration's `name` is not a usable network name, or undefined when it is. */
