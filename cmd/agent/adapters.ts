@@ -45,7 +45,11 @@ export function masqSyncer(log: Logger): MasqSyncer {
       'cannot open an nf_tables netlink socket: every masquerade change runs nft',
     );
   }
-  return new MasqSyncer(new NftRunner(), writer);
+  return new MasqSyncer(
+    new NftRunner(),
+    writer,
+    writer === undefined ? undefined : () => writer.generation(),
+  );
 }
 
 /**

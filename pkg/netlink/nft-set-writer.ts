@@ -1,13 +1,16 @@
 /**
  * Changes interval set elements of an nf_tables table over netlink, each call one transaction. The
  * masquerade syncer's fast path for a Node added or deleted: spawning nft costs ~20 ms of CPU and
- * reads the whole set (~50 ms with 5,000 ranges), a netlink batch well under a millisecond.
+ * reads the whole set (~50 ms with 5,000 ranges), a netlink batch well under a millisecond. It also
+ * reads the ruleset's generation, with which the syncer's periodic check skips listing a table that
+ * no transaction can have changed (nft-generation.ts).
  *
  * The socket binds to the network namespace of the thread that creates the writer.
  */
 import { Protocol } from 'netlink/dist/constants.js';
 import type { IntervalSetChange } from '../datapath/ports.ts';
 import { NLM_F } from './constants.ts';
+import { generationRequestBody, NFT_MSG_GETGEN, parseGeneration } from './nft-generation.ts';
 import {
   batchBody,
   NFNL_MSG_BATCH_BEGIN,
@@ -37,6 +40,17 @@ export class NftSetWriter {
       reqs,
       { type: NFNL_MSG_BATCH_END, flags: 0, body: batchBody(), op: 'NFNL_MSG_BATCH_END' },
     );
+  }
+
+  /** The namespace's nf_tables ruleset generation; rejects (NetlinkError) when the kernel refuses. */
+  async generation(): Promise<number> {
+    const replies = await this.sock.request({
+      type: NFT_MSG_GETGEN,
+      flags: 0,
+      body: generationRequestBody(),
+      op: 'NFT_MSG_GETGEN',
+    });
+    return parseGeneration(replies);
   }
 
   close(): void {

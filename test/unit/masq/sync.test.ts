@@ -71,6 +71,64 @@ describe('MasqSyncer', () => {
     expect(plainApplied).toHaveLength(2);
   });
 
+  describe('resync with the ruleset generation', () => {
+    /** A fake kernel: every apply is a committed transaction; `race` commits one while a listing runs. */
+    function withGeneration() {
+      const kernel = { text: 'listing 1', generation: 1, snapshots: 0, race: false };
+      const s = new MasqSyncer(
+        {
+          apply: async () => {
+            kernel.generation++;
+          },
+          snapshot: async () => {
+            kernel.snapshots++;
+            if (kernel.race) {
+              kernel.race = false;
+              kernel.generation++;
+            }
+            return kernel.text;
+          },
+        },
+        undefined,
+        async () => kernel.generation,
+      );
+      return { s, kernel };
+    }
+
+    it('lists the table only when a transaction was committed since the last listing', async () => {
+      const { s, kernel } = withGeneration();
+      expect(await s.sync(opts())).toBe('applied');
+      expect(kernel.snapshots).toBe(1);
+      s.resync();
+      expect(await s.sync(opts())).toBe('unchanged');
+      expect(kernel.snapshots).toBe(1); // no transaction since: not listed
+      kernel.generation++; // another table's
+      s.resync();
+      expect(await s.sync(opts())).toBe('unchanged');
+      expect(kernel.snapshots).toBe(2);
+      s.resync();
+      expect(await s.sync(opts())).toBe('unchanged');
+      expect(kernel.snapshots).toBe(2);
+      kernel.generation++; // ours, its notification lost
+      kernel.text = 'listing 2';
+      s.resync();
+      expect(await s.sync(opts())).toBe('applied');
+      expect(kernel.snapshots).toBe(4);
+    });
+
+    it('a transaction committed while the table was being listed brings the listing back next time', async () => {
+      const { s, kernel } = withGeneration();
+      kernel.race = true;
+      expect(await s.sync(opts())).toBe('applied');
+      s.resync();
+      expect(await s.sync(opts())).toBe('unchanged');
+      expect(kernel.snapshots).toBe(2); // the generation read before the first listing had moved on
+      s.resync();
+      expect(await s.sync(opts())).toBe('unchanged');
+      expect(kernel.snapshots).toBe(2);
+    });
+  });
+
   describe('after in-place changes settle', () => {
     afterEach(() => {
       vi.useRealTimers();
