@@ -34,21 +34,29 @@ export function lockAgentState(dir: string): { release(): void } {
   }
 }
 
-/** The table's syncer; Node events change set elements over netlink when the socket opens, else by nft. */
-export function masqSyncer(log: Logger): MasqSyncer {
-  let writer: NftSetWriter | undefined;
+/**
+ * The agent's nf_tables netlink socket: the masquerade sets' elements, and the ruleset generation
+ * with which the periodic checks skip listing what no transaction changed. Undefined (warned) when it
+ * cannot open: nft then does all of it.
+ */
+export function nftSocket(log: Logger): NftSetWriter | undefined {
   try {
-    writer = new NftSetWriter();
+    return new NftSetWriter();
   } catch (err) {
     log.warn(
       { error: errorText(err) },
-      'cannot open an nf_tables netlink socket: every masquerade change runs nft',
+      'cannot open an nf_tables netlink socket: every masquerade change and every periodic check runs nft',
     );
+    return undefined;
   }
+}
+
+/** The table's syncer; Node events change set elements over netlink when the socket opened, else by nft. */
+export function masqSyncer(socket: NftSetWriter | undefined): MasqSyncer {
   return new MasqSyncer(
     new NftRunner(),
-    writer,
-    writer === undefined ? undefined : () => writer.generation(),
+    socket,
+    socket === undefined ? undefined : () => socket.generation(),
   );
 }
 

@@ -5,7 +5,7 @@ import { type AgentConfig, ConfigError } from '../../pkg/agent/config.ts';
 import { configPathProblem } from '../../pkg/agent/config-paths.ts';
 import { needsTable, tableRules } from '../../pkg/agent/table-rules.ts';
 import { errorText } from '../../pkg/error-text.ts';
-import { readForwardRuleset } from '../../pkg/firewall/index.ts';
+import { type ForwardRead, readForwardRuleset, readOnChange } from '../../pkg/firewall/index.ts';
 import { createK8sClient, loadKubeConfig } from '../../pkg/k8s/index.ts';
 import { DEFAULT_TABLE, NftRunner } from '../../pkg/masq/index.ts';
 import {
@@ -23,6 +23,7 @@ import {
   iptablesNftSave,
   lockAgentState,
   masqSyncer,
+  nftSocket,
   withTrim,
 } from './adapters.ts';
 
@@ -63,6 +64,15 @@ export async function runAgent(config: AgentConfig, root: Logger): Promise<numbe
   const trim = idleTrim(root.child({ component: 'memory' }));
   // Reads and writes other programs' forward chains (pkg/firewall); never the masquerade table.
   const firewall = firewallTools();
+  const masqNeeded = needsTable(tableRules(config, standalone));
+  const nft =
+    masqNeeded || config.firewallCheckMs > 0 ? nftSocket(root.child({ component: 'netlink' })) : undefined;
+  const readFirewall: ForwardRead = (podCIDRs, vxlan) =>
+    readForwardRuleset((args) => firewall.run({ tool: 'nft', args }), podCIDRs, DEFAULT_TABLE, {
+      legacy: firewall.legacy,
+      vxlan,
+      iptablesNftSave: iptablesNftSave(firewall),
+    });
   const agent = new Agent(
     config,
     {
@@ -72,16 +82,17 @@ export async function runAgent(config: AgentConfig, root: Logger): Promise<numbe
       openHostNetlink,
       events: createNetlinkEvents(),
       lockStateDir: lockAgentState,
-      masq: needsTable(tableRules(config, standalone))
-        ? masqSyncer(root.child({ component: 'masq' }))
-        : undefined,
+      masq: masqNeeded ? masqSyncer(nft) : undefined,
       removeMasqLeftovers: () => new NftRunner().deleteTableIfPresent(),
-      readForwardFirewall: (podCIDRs, vxlan) =>
-        readForwardRuleset((args) => firewall.run({ tool: 'nft', args }), podCIDRs, DEFAULT_TABLE, {
-          legacy: firewall.legacy,
-          vxlan,
-          iptablesNftSave: iptablesNftSave(firewall),
-        }),
+      // Read again only once a transaction was committed (or with legacy iptables tables about).
+      readForwardFirewall:
+        nft === undefined
+          ? readFirewall
+          : readOnChange({
+              read: readFirewall,
+              generation: () => nft.generation(),
+              legacyTables: firewall.legacy.tables,
+            }),
       writeForwardFirewall: firewall.run,
       kube,
     },

@@ -31,6 +31,7 @@ export {
   type ReadOptions,
   readForwardRuleset,
 } from './read.ts';
+export { type ForwardRead, type ReadOnChangeDeps, readOnChange } from './read-on-change.ts';
 export {
   type BaseChain,
   type ChainFamily,
