@@ -48,7 +48,11 @@ export function readOnChange(d: ReadOnChangeDeps): ForwardRead {
     }
     last = undefined;
     const ruleset = await d.read(podCIDRs, vxlan);
-    if (cacheable) last = { generation, podCIDRs: [...podCIDRs], vxlan: [...vxlan], ruleset };
+    if (cacheable) {
+      // Copies: the caller's arrays may change under the comparison.
+      const kinds = vxlan.map((k) => ({ ...k, sources: [...k.sources], devices: [...k.devices] }));
+      last = { generation, podCIDRs: [...podCIDRs], vxlan: kinds, ruleset };
+    }
     return ruleset;
   };
 }

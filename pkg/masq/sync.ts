@@ -237,14 +237,15 @@ export class MasqSyncer {
    * to list it, which was most of an idle agent's periodic pass (bench/HISTORY.md, session 40).
    */
   private async kernelAsListed(table: string): Promise<boolean> {
-    const listed = this.listed;
+    const { listed, listedGeneration } = this;
     if (listed === undefined || this.runner.snapshot === undefined) return false;
     const generation = await this.readGeneration();
-    if (generation !== undefined && generation === this.listedGeneration) return true;
+    if (generation !== undefined && generation === listedGeneration) return true;
     try {
       if ((await this.runner.snapshot(table)) !== listed) return false;
-      // Some other table's transaction, or one that left ours as it was: as listed at `generation`.
-      this.listedGeneration = generation;
+      // Some other table's transaction, or one that left ours as it was: as listed at `generation`
+      // (unless a listing of its own replaced that one meanwhile).
+      if (this.listed === listed) this.listedGeneration = generation;
       return true;
     } catch {
       return false;

@@ -2,8 +2,8 @@
  * Changes interval set elements of an nf_tables table over netlink, each call one transaction. The
  * masquerade syncer's fast path for a Node added or deleted: spawning nft costs ~20 ms of CPU and
  * reads the whole set (~50 ms with 5,000 ranges), a netlink batch well under a millisecond. It also
- * reads the ruleset's generation, with which the syncer's periodic check skips listing a table that
- * no transaction can have changed (nft-generation.ts).
+ * reads the ruleset's generation, with which the periodic checks (the masquerade table's, the host
+ * firewall's) skip listing what no transaction can have changed (nft-generation.ts).
  *
  * The socket binds to the network namespace of the thread that creates the writer.
  */
