@@ -65,8 +65,7 @@ export async function runAgent(config: AgentConfig, root: Logger): Promise<numbe
   // Reads and writes other programs' forward chains (pkg/firewall); never the masquerade table.
   const firewall = firewallTools();
   const masqNeeded = needsTable(tableRules(config, standalone));
-  const nft =
-    masqNeeded || config.firewallCheckMs > 0 ? nftSocket(root.child({ component: 'netlink' })) : undefined;
+  const nft = masqNeeded || config.firewallCheckMs > 0 ? nftSocket(log) : undefined;
   const readFirewall: ForwardRead = (podCIDRs, vxlan) =>
     readForwardRuleset((args) => firewall.run({ tool: 'nft', args }), podCIDRs, DEFAULT_TABLE, {
       legacy: firewall.legacy,
