@@ -31,6 +31,24 @@ describe.skipIf(netnsSkipReason !== undefined)(title, () => {
     pool.cleanup();
   });
 
+  /** A syncer over the namespace's real nft, counting the table's listings. */
+  function countingSyncer(generation: () => Promise<number>): { syncer: MasqSyncer; listings: () => number } {
+    const runner = new NftRunner({ argvPrefix: ['ip', 'netns', 'exec', ns.name] });
+    let listings = 0;
+    const syncer = new MasqSyncer(
+      {
+        apply: (text) => runner.apply(text),
+        snapshot: (table) => {
+          listings++;
+          return runner.snapshot(table);
+        },
+      },
+      writer,
+      generation,
+    );
+    return { syncer, listings: () => listings };
+  }
+
   const opts: MasqOptions = {
     podCIDRs: { v4: ['10.244.0.0/24'], v6: [] },
     clusterCIDRs: ['10.244.0.0/24', '10.244.1.0/24'],
@@ -53,34 +71,22 @@ describe.skipIf(netnsSkipReason !== undefined)(title, () => {
   });
 
   it('a resync lists the table only when a transaction was committed since the last listing', async () => {
-    const runner = new NftRunner({ argvPrefix: ['ip', 'netns', 'exec', ns.name] });
-    let listings = 0;
-    const syncer = new MasqSyncer(
-      {
-        apply: (text) => runner.apply(text),
-        snapshot: (table) => {
-          listings++;
-          return runner.snapshot(table);
-        },
-      },
-      writer,
-      () => writer.generation(),
-    );
+    const { syncer, listings } = countingSyncer(() => writer.generation());
     expect(await syncer.sync(opts)).toBe('applied');
-    expect(listings).toBe(1); // the listing after the apply
+    expect(listings()).toBe(1); // the listing after the apply
 
     syncer.resync();
     expect(await syncer.sync(opts)).toBe('unchanged');
-    expect(listings).toBe(1); // nothing committed since: not listed
+    expect(listings()).toBe(1); // nothing committed since: not listed
 
     // Another table's transaction: listed once, found as it was, and that generation remembered.
     expect(nft(ns.name, ['add', 'table', 'inet', 'another']).status).toBe(0);
     syncer.resync();
     expect(await syncer.sync(opts)).toBe('unchanged');
-    expect(listings).toBe(2);
+    expect(listings()).toBe(2);
     syncer.resync();
     expect(await syncer.sync(opts)).toBe('unchanged');
-    expect(listings).toBe(2);
+    expect(listings()).toBe(2);
 
     // Our table changed behind the table watch's back (its notification lost): listed, and applied.
     expect(
@@ -90,29 +96,17 @@ describe.skipIf(netnsSkipReason !== undefined)(title, () => {
     syncer.resync();
     expect(await syncer.sync(opts)).toBe('applied');
     expect(nftSetHas(ns.name, 'nomasq_v4', '203.0.113.9')).toBe(false);
-    expect(listings).toBe(4); // the check's, and the one after the apply
+    expect(listings()).toBe(4); // the check's, and the one after the apply
   });
 
   it('without an answer to the generation request, every resync lists the table as before', async () => {
-    const runner = new NftRunner({ argvPrefix: ['ip', 'netns', 'exec', ns.name] });
-    let listings = 0;
-    const syncer = new MasqSyncer(
-      {
-        apply: (text) => runner.apply(text),
-        snapshot: (table) => {
-          listings++;
-          return runner.snapshot(table);
-        },
-      },
-      writer,
-      () => Promise.reject(new Error('EPERM')),
-    );
+    const { syncer, listings } = countingSyncer(() => Promise.reject(new Error('EPERM')));
     syncer.invalidate();
     expect(await syncer.sync(opts)).toBe('applied');
     for (let i = 0; i < 2; i++) {
       syncer.resync();
       expect(await syncer.sync(opts)).toBe('unchanged');
     }
-    expect(listings).toBe(3);
+    expect(listings()).toBe(3);
   });
 });
