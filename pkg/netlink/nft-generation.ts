@@ -4,6 +4,7 @@
  * (nft's own cache uses it to tell whether what it listed is still current). An unchanged generation
  * means nothing in any table changed since it was read. Pure encoders and parsers.
  */
+import { nfgenmsg } from './nft-set-messages.ts';
 import { decodeAttrs, type RawMessage, u32be } from './wire.ts';
 
 /** NFNL_SUBSYS_NFTABLES in the high byte; NFT_MSG_GETGEN and NFT_MSG_NEWGEN in the low. */
@@ -14,7 +15,7 @@ const NFGENMSG_LEN = 4;
 
 /** The request's body: struct nfgenmsg for no family (AF_UNSPEC), version NFNETLINK_V0. */
 export function generationRequestBody(): Buffer[] {
-  return [Buffer.alloc(NFGENMSG_LEN)];
+  return [nfgenmsg(0, 0)];
 }
 
 /** NFTA_GEN_ID of the NEWGEN answer among `replies`; throws when there is none. */

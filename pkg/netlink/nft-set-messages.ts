@@ -47,7 +47,7 @@ export interface IntervalElement {
 }
 
 /** struct nfgenmsg: family, version NFNETLINK_V0, res_id (big-endian). */
-function nfgenmsg(family: number, resId: number): Buffer {
+export function nfgenmsg(family: number, resId: number): Buffer {
   const b = Buffer.alloc(4);
   b.writeUInt8(family, 0);
   b.writeUInt16BE(resId, 2);
