@@ -9,6 +9,7 @@ import { MasqSyncer, NftRunner } from '../../pkg/masq/index.ts';
 import { NftSetWriter } from '../../pkg/netlink/index.ts';
 import { lockFile, lockNetns, trimMalloc } from '../../pkg/netns/index.ts';
 import type { Logger } from '../../pkg/observe/logger.ts';
+import { readOnChange } from '../../pkg/read-on-change.ts';
 
 /** The abstract unix socket name that holds one agent per network namespace (pkg/netns lockNetns). */
 export const NETNS_LOCK = 'trellis-agent';
@@ -51,12 +52,26 @@ export function nftSocket(log: Logger): NftSetWriter | undefined {
   }
 }
 
-/** The table's syncer; Node events change set elements over netlink when the socket opened, else by nft. */
+/**
+ * The table's syncer; Node events change set elements over netlink when the socket opened, else by
+ * nft. With the socket, its resync's check lists the table again only once the ruleset generation
+ * moved (pkg/read-on-change.ts): an unchanged table is not listed with a spawned nft every minute.
+ */
 export function masqSyncer(socket: NftSetWriter | undefined): MasqSyncer {
+  const runner = new NftRunner();
+  if (socket === undefined) return new MasqSyncer(runner);
+  const snapshot = readOnChange((table?: string) => runner.snapshot(table), {
+    generation: () => socket.generation(),
+    sameArgs: ([a], [b]) => a === b,
+  });
   return new MasqSyncer(
-    new NftRunner(),
+    {
+      apply: (text) => runner.apply(text),
+      check: (text) => runner.check(text),
+      ran: (pid) => runner.ran(pid),
+      snapshot,
+    },
     socket,
-    socket === undefined ? undefined : () => socket.generation(),
   );
 }
 

@@ -25,12 +25,6 @@ export interface SetElementWriter {
   update(table: string, changes: readonly IntervalSetChange[]): Promise<void>;
 }
 
-/**
- * Reads the namespace's nf_tables ruleset generation (pkg/netlink NftSetWriter.generation): every
- * committed transaction, any table's, moves it on.
- */
-export type RulesetGeneration = () => Promise<number>;
-
 /** More ranges than this to move and the table is applied whole: one transaction either way. */
 const MAX_RANGES_IN_PLACE = 1024;
 /**
@@ -68,27 +62,18 @@ export class MasqSyncer {
    * changed the table.
    */
   private listed: string | undefined;
-  /**
-   * The ruleset generation read right before `listed` was taken: while the kernel still reports it,
-   * no transaction has been committed since, and the table is as listed without listing it again.
-   */
-  private listedGeneration: number | undefined;
   /** The next sync checks the kernel against `listed` (resync()). */
   private verifyNext = false;
   /** Counts our writes (whole applies and in-place changes): a listing taken across one is stale. */
   private writes = 0;
   private relistTimer: NodeJS.Timeout | undefined;
 
-  private readonly generation: RulesetGeneration | undefined;
-
   constructor(
     runner: Pick<NftRunner, 'apply'> & Partial<Pick<NftRunner, 'ran' | 'snapshot' | 'check'>>,
     elements?: SetElementWriter,
-    generation?: RulesetGeneration,
   ) {
     this.runner = runner;
     this.elements = elements;
-    this.generation = generation;
   }
 
   /** Whether a transaction that changed only set elements was the element writer's (exact: ports are unique). */
@@ -206,13 +191,9 @@ export class MasqSyncer {
     this.listed = undefined;
     if (this.runner.snapshot === undefined) return;
     try {
-      // Before the listing: a transaction committed after this read, even one the listing already
-      // shows, moves the generation on, and the next check lists again.
-      const generation = await this.readGeneration();
       const listed = await this.runner.snapshot(table);
       if (this.invalidations === invalidations && this.writes === writes && this.lastApplied !== undefined) {
         this.listed = listed;
-        this.listedGeneration = generation;
       }
     } catch {
       // The next resync applies the table whole, as it did before listings.
@@ -231,33 +212,14 @@ export class MasqSyncer {
     }, RELIST_QUIET_MS).unref();
   }
 
-  /**
-   * Whether the kernel's table is still as listed after the last whole apply (resync's check). No
-   * transaction committed since the listing (the same generation): as listed, without spawning nft
-   * to list it, which was most of an idle agent's periodic pass (bench/HISTORY.md, session 40).
-   */
+  /** Whether the kernel's table is still as listed after the last whole apply (resync's check). */
   private async kernelAsListed(table: string): Promise<boolean> {
-    const { listed, listedGeneration } = this;
+    const listed = this.listed;
     if (listed === undefined || this.runner.snapshot === undefined) return false;
-    const generation = await this.readGeneration();
-    if (generation !== undefined && generation === listedGeneration) return true;
     try {
-      if ((await this.runner.snapshot(table)) !== listed) return false;
-      // Some other table's transaction, or one that left ours as it was: as listed at `generation`
-      // (unless a listing of its own replaced that one meanwhile).
-      if (this.listed === listed) this.listedGeneration = generation;
-      return true;
+      return (await this.runner.snapshot(table)) === listed;
     } catch {
       return false;
-    }
-  }
-
-  /** The ruleset generation, or undefined without a reader or when it fails (the table is then listed). */
-  private async readGeneration(): Promise<number | undefined> {
-    try {
-      return await this.generation?.();
-    } catch {
-      return undefined;
     }
   }
 

@@ -3,6 +3,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { type MasqOptions, MasqSyncer, NftRunner } from '../../../pkg/masq/index.ts';
 import { NftSetWriter } from '../../../pkg/netlink/index.ts';
 import { withNetns } from '../../../pkg/netns/index.ts';
+import { readOnChange } from '../../../pkg/read-on-change.ts';
 import { NetnsPool, netnsSkipReason, nftSetHas, type TestNetns } from '../../support/netns.ts';
 
 /**
@@ -35,17 +36,15 @@ describe.skipIf(netnsSkipReason !== undefined)(title, () => {
   function countingSyncer(generation: () => Promise<number>): { syncer: MasqSyncer; listings: () => number } {
     const runner = new NftRunner({ argvPrefix: ['ip', 'netns', 'exec', ns.name] });
     let listings = 0;
-    const syncer = new MasqSyncer(
-      {
-        apply: (text) => runner.apply(text),
-        snapshot: (table) => {
-          listings++;
-          return runner.snapshot(table);
-        },
+    // The listing as cmd/agent/adapters.ts wraps it.
+    const snapshot = readOnChange(
+      (table?: string) => {
+        listings++;
+        return runner.snapshot(table);
       },
-      writer,
-      generation,
+      { generation, sameArgs: ([a], [b]) => a === b },
     );
+    const syncer = new MasqSyncer({ apply: (text) => runner.apply(text), snapshot }, writer);
     return { syncer, listings: () => listings };
   }
 

@@ -3,6 +3,7 @@ import type { IntervalSetChange } from '../../../pkg/datapath/ports.ts';
 import type { MasqOptions } from '../../../pkg/masq/render.ts';
 import { renderMasqRuleset } from '../../../pkg/masq/render.ts';
 import { MasqSyncer, RELIST_QUIET_MS, type SetElementWriter } from '../../../pkg/masq/sync.ts';
+import { readOnChange } from '../../../pkg/read-on-change.ts';
 
 function syncer(): { s: MasqSyncer; applied: string[] } {
   const applied: string[] = [];
@@ -75,23 +76,24 @@ describe('MasqSyncer', () => {
     /** A fake kernel: every apply is a committed transaction; `race` commits one while a listing runs. */
     function withGeneration() {
       const kernel = { text: 'listing 1', generation: 1, snapshots: 0, race: false };
-      const s = new MasqSyncer(
-        {
-          apply: async () => {
+      // The listing as cmd/agent/adapters.ts wraps it: taken again only once the generation moved.
+      const snapshot = readOnChange(
+        async (_table?: string) => {
+          kernel.snapshots++;
+          if (kernel.race) {
+            kernel.race = false;
             kernel.generation++;
-          },
-          snapshot: async () => {
-            kernel.snapshots++;
-            if (kernel.race) {
-              kernel.race = false;
-              kernel.generation++;
-            }
-            return kernel.text;
-          },
+          }
+          return kernel.text;
         },
-        undefined,
-        async () => kernel.generation,
+        { generation: async () => kernel.generation, sameArgs: ([a], [b]) => a === b },
       );
+      const s = new MasqSyncer({
+        apply: async () => {
+          kernel.generation++;
+        },
+        snapshot,
+      });
       return { s, kernel };
     }
 
