@@ -122,6 +122,7 @@ async function addInNetns(
     undo.push('finish the lease fsync', async () => void (await synced));
     const ipv6 = lease.addresses.some((a) => a.family === 6);
 
+    const wanted = podRoutes(familiesOf(lease.addresses), req);
     // A pair made when the namespace appeared, whose sysctls suit the lease (prepared-pairs.ts).
     const prepared = await deps.prepared?.take(nsFd, req.netns, ipv6);
     if (prepared !== undefined) {
@@ -148,10 +149,10 @@ async function addInNetns(
       });
     }
 
-    const wanted = podRoutes(familiesOf(lease.addresses), req);
-    // Opened before the pair is waited for (while the kernel makes it, unless inline): a socket
-    // does not need the interface.
-    const pod = deps.netns.openPodNetlink(nsFd, req.netns);
+    // A prepared pair brings a socket it opened in the pod's namespace (nothing between take and
+    // here throws, so it cannot leak). Else one is opened before the pair is waited for (while the
+    // kernel makes it, unless inline): a socket does not need the interface.
+    const pod = prepared?.pod ?? deps.netns.openPodNetlink(nsFd, req.netns);
     let hostLink: LinkInfo;
     let podSide: PodSide;
     try {

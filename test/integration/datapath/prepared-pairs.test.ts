@@ -40,6 +40,12 @@ interface IpLink {
 
 const silent = createLogger({ level: 'silent', destination: new PassThrough() });
 
+/** Pod netlink sockets opened through the port (the namespace path of each) and how many were closed. */
+interface PodSockets {
+  opened: string[];
+  closed: number;
+}
+
 describe.skipIf(netnsSkipReason !== undefined)('prepared veth pairs (root, real namespaces)', () => {
   const pool = new NetnsPool();
   const cleanups: (() => void)[] = [];
@@ -51,17 +57,36 @@ describe.skipIf(netnsSkipReason !== undefined)('prepared veth pairs (root, real 
   function setUp(
     ranges: string[],
     opts: { ttlMs?: number; max?: number; mtu?: number } = {},
-  ): { host: TestNetns; deps: DatapathDeps; pairs: PreparedPairs; outcomes: PreparedOutcome[] } {
+  ): {
+    host: TestNetns;
+    deps: DatapathDeps;
+    pairs: PreparedPairs;
+    outcomes: PreparedOutcome[];
+    podSockets: PodSockets;
+  } {
     const host = pool.add('host');
     const port = createNetnsPort();
     const handle = withNetns(host.path, () => openHostNetlink());
     const dir = mkdtempSync(join(tmpdir(), 'trl-prep-'));
     const ipam = openIpam({ dir, ranges });
     const deleter = new BackgroundDeleter(() => undefined);
+    // The pod sockets the real port opens, and how many were closed again (by whom: see PodSockets).
+    const podSockets: PodSockets = { opened: [], closed: 0 };
     // The "host" is the test's namespace: its sysctls go there, never to the test process's own.
     const netns = {
       ...port,
       writeSysctl: (key: string, value: string) => port.writeSysctlIn(host.path, key, value),
+      openPodNetlink: (fd: number, path: string) => {
+        const sock = port.openPodNetlink(fd, path);
+        podSockets.opened.push(path);
+        return {
+          ...sock,
+          close: () => {
+            podSockets.closed++;
+            sock.close();
+          },
+        };
+      },
     };
     const outcomes: PreparedOutcome[] = [];
     const pairs = new PreparedPairs({
@@ -79,7 +104,13 @@ describe.skipIf(netnsSkipReason !== undefined)('prepared veth pairs (root, real 
       rmSync(dir, { recursive: true, force: true });
     });
     cleanups.push(() => void pairs.stop());
-    return { host, deps: { host: handle, netns, ipam, deleter, prepared: pairs }, pairs, outcomes };
+    return {
+      host,
+      deps: { host: handle, netns, ipam, deleter, prepared: pairs },
+      pairs,
+      outcomes,
+      podSockets,
+    };
   }
 
   const links = (ns: string): IpLink[] => ipJson<IpLink[]>(ns, 'link', 'show');
@@ -131,6 +162,41 @@ describe.skipIf(netnsSkipReason !== undefined)('prepared veth pairs (root, real 
     for (const a of att.addresses) expect(nsPing(host.name, a.address)).toBe(true);
     expect(outcomes).toEqual(['used']);
     expect(pairs.size).toBe(0);
+  });
+
+  it('ADD configures the pod end through the socket the pair opened when made; every other end closes it', async () => {
+    const { host, deps, pairs, podSockets } = setUp(['10.244.1.0/24'], { ttlMs: 300 });
+    const [pod, expiring, discarded] = [0, 1, 2].map(() => pool.add('pod', { loUp: false })) as [
+      TestNetns,
+      TestNetns,
+      TestNetns,
+    ];
+    await prepared(pairs, host, pod);
+    // Opened in the pod's namespace as the pair was made, and held for its ADD.
+    expect(podSockets).toEqual({ opened: [pod.path], closed: 0 });
+    const att = await addAttachment(deps, { containerId: 'c1', ifname: 'eth0', netns: pod.path, mtu: 1500 });
+    expect(att.prepared).toBe(true);
+    // ADD opened none of its own, configured the pod through that one (eth0 is up and addressed in
+    // the pod's namespace, its routes there) and closed it.
+    expect(podSockets).toEqual({ opened: [pod.path], closed: 1 });
+    type IpAddr = { addr_info: { family: string; local: string }[]; flags: string[] };
+    const eth0 = ipJson<IpAddr[]>(pod.name, 'addr', 'show', 'eth0')[0]!;
+    expect(eth0.flags).toContain('UP');
+    expect(eth0.addr_info.filter((a) => a.family === 'inet').map((a) => a.local)).toEqual(
+      att.addresses.map((a) => a.address),
+    );
+    expect(ipJson<{ dst: string }[]>(pod.name, 'route', 'show').map((r) => r.dst)).toContain('default');
+    expect(nsPing(host.name, att.addresses[0]!.address)).toBe(true);
+
+    // A pair that expires and one whose namespace file goes close theirs too.
+    await prepared(pairs, host, expiring);
+    await prepared(pairs, host, discarded);
+    expect(podSockets.opened).toEqual([pod.path, expiring.path, discarded.path]);
+    pairs.discard(discarded.path);
+    await new Promise((r) => setTimeout(r, 400));
+    await deps.deleter.drain();
+    expect(podSockets.closed).toBe(3);
+    expect(names(host.name).filter(isPreparedName)).toEqual([]);
   });
 
   it('an IPv4-only pod: IPv6 off on the host end before ADD', async () => {
@@ -191,7 +257,7 @@ describe.skipIf(netnsSkipReason !== undefined)('prepared veth pairs (root, real 
   });
 
   it('a pair made for IPv4 alone is not used for a dual-stack lease: ADD makes its own, the pair goes', async () => {
-    const { host, deps, outcomes } = setUp(['10.244.1.0/24', 'fd00:10:244:1::/64']);
+    const { host, deps, outcomes, podSockets } = setUp(['10.244.1.0/24', 'fd00:10:244:1::/64']);
     // As if the node's ranges gained IPv6 between the namespace's appearance and its ADD.
     const ipv4Only = new PreparedPairs({
       host: deps.host,
@@ -220,6 +286,8 @@ describe.skipIf(netnsSkipReason !== undefined)('prepared veth pairs (root, real 
     expect(names(pod.name).sort()).toEqual(['eth0', 'lo']);
     for (const a of att.addresses) expect(nsPing(host.name, a.address)).toBe(true);
     expect(outcomes).toEqual(['unsuitable']);
+    // The unsuitable pair's socket was closed when it was turned down; ADD opened and closed its own.
+    expect(podSockets).toEqual({ opened: [pod.path, pod.path], closed: 2 });
   });
 
   it('ADD into another namespace does not take it; an unused pair expires and is deleted', async () => {
@@ -242,7 +310,7 @@ describe.skipIf(netnsSkipReason !== undefined)('prepared veth pairs (root, real 
   });
 
   it('discard (the namespace file went) and stop delete the waiting pairs', async () => {
-    const { host, deps, pairs, outcomes } = setUp(['10.244.1.0/24']);
+    const { host, deps, pairs, outcomes, podSockets } = setUp(['10.244.1.0/24']);
     const pods = [pool.add('pod', { loUp: false }), pool.add('pod', { loUp: false })];
     await prepared(pairs, host, pods[0]!);
     await prepared(pairs, host, pods[1]!);
@@ -257,6 +325,7 @@ describe.skipIf(netnsSkipReason !== undefined)('prepared veth pairs (root, real 
     expect(names(host.name)).toEqual(['lo']);
     expect(names(pods[1]!.name)).toEqual(['lo']);
     expect(outcomes).toEqual(['gone', 'gone']);
+    expect(podSockets).toEqual({ opened: [pods[0]!.path, pods[1]!.path], closed: 2 });
     // Stopped: nothing more is prepared, and ADD makes its own pair.
     const pod = pool.add('pod', { loUp: false });
     expect(pairs.prepare(pod.path)).toBe('ignored');
