@@ -39,7 +39,7 @@ export interface HeldObservation {
   key: LeaseKey;
   hostVeth: string;
   /** Undefined when the host veth does not exist. */
-  link: { index: number } | undefined;
+  link: { index: number; mtu: number } | undefined;
   /** Routes with trellis's protocol in the main table via the host veth. */
   routes: { family: Family; dst: string }[];
   /** A namespace path checked against the kernel (see netnsFromRecord), when one was found. */
@@ -188,6 +188,10 @@ export async function rebuildHeldLeases(
         const meta: LeaseMeta = decision.netns === undefined ? {} : { netns: decision.netns };
         // What the runtime said at ADD, kept in the veth's alias: the network and the pod.
         if (owner?.network !== undefined) meta.network = owner.network;
+        // The MTU ADD gave both ends, as a lease from the published config records it (its `mtu`):
+        // the host end's, so that setting the pair up again from this lease keeps the pod's MTU.
+        const mtu = observation?.link?.mtu;
+        if (mtu !== undefined) meta.mtu = mtu;
         let api = 'not consulted (standalone)';
         let podFrom: string | undefined;
         if (owner?.pod?.name !== undefined) {
@@ -249,7 +253,7 @@ async function observe(deps: RebuildDeps, key: LeaseKey): Promise<HeldObservatio
   const routes = (await deps.host.listRoutes({ protocol: TRELLIS_ROUTE_PROTOCOL, ifindex: link.index }))
     .filter((r) => r.ifindex === link.index && r.protocol === TRELLIS_ROUTE_PROTOCOL)
     .map((r) => ({ family: r.family, dst: r.dst }));
-  const observation: HeldObservation = { key, hostVeth, link: { index: link.index }, routes };
+  const observation: HeldObservation = { key, hostVeth, link: { index: link.index, mtu: link.mtu }, routes };
   const owner = ownerOfAlias(hostVeth, link.alias);
   if (owner !== undefined) observation.owner = owner;
   const decided = decideRebuild(observation);

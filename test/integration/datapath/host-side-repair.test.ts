@@ -58,8 +58,14 @@ describe.skipIf(skip !== undefined)(`a pod's host end put back${skip ? ` (skippe
   }, 30_000);
 
   it('a running pod whose lease record is gone at a restart keeps its network: the lease is rebuilt from its veth', async () => {
-    const { pod, id, result, hostIf } = await node.addPod();
+    // A network config's own MTU, which the rebuilt lease must keep as the lost one did.
+    const { pod, id, result, hostIf } = await node.addPod(node.conf({ mtu: 1300 }));
     const [v4, v6] = [podAddr(result, 4), podAddr(result, 6)];
+    const mtus = () => [
+      ipJson<{ mtu: number }[]>(node.host.name, 'link', 'show', hostIf)[0]?.mtu,
+      ipJson<{ mtu: number }[]>(pod.name, 'link', 'show', 'eth0')[0]?.mtu,
+    ];
+    expect(mtus()).toEqual([1300, 1300]);
     // The alias says whose the veth is, for an operator's `ip link` and for the rebuild.
     const shown = ipJson<{ ifalias?: string }[]>(node.host.name, 'link', 'show', hostIf)[0];
     expect(shown?.ifalias).toBe(`trellis id=${id} if=eth0 net=trellis pod=default/${id}`);
@@ -88,6 +94,18 @@ describe.skipIf(skip !== undefined)(`a pod's host end put back${skip ? ` (skippe
 
     // Still reachable, and its addresses are not handed out again.
     expect(nsPing(node.host.name, v4) && nsPing(node.host.name, v6)).toBe(true);
+    // The pair made again from the rebuilt lease (deleted by hand here) has the MTU ADD gave it, not
+    // the node's for new pods.
+    ip(node.host.name, 'link', 'del', hostIf);
+    await node.logLine(
+      (l) => l.msg === "a running pod's veth pair was deleted by someone else; made again from its lease",
+      5_000,
+    );
+    await vi.waitFor(() => expect(nsPing(node.host.name, v4) && nsPing(node.host.name, v6)).toBe(true), {
+      timeout: 5_000,
+      interval: 100,
+    });
+    expect(mtus()).toEqual([1300, 1300]);
     const { pod: other, id: otherId, result: next } = await node.addPod();
     expect([podAddr(next, 4), podAddr(next, 6)]).not.toContain(v4);
     // A normal lease again: CHECK passes, DEL takes the veth and frees the addresses.

@@ -248,18 +248,19 @@ describe.skipIf(skip !== undefined)(`faults${skip ? ` (skipped: ${skip})` : ''}`
     it('is quarantined at restart and rebuilt from the kernel: CHECK passes, the pod keeps its address and connectivity across restarts; no other pod gets it; DEL frees it', async () => {
       const victim = node.podNs();
       const victimId = containerId();
-      const r = await node.add(victim, victimId);
+      // An MTU of the config's own, which the lease records and the rebuilt one must record again.
+      const r = await node.add(victim, victimId, node.conf({ mtu: 1400 }));
       expect(r.code, r.stdout).toBe(0);
+      const leaseFile = join(node.agent.stateDir, 'ipam', 'leases', `${victimId}@eth0.json`);
+      const leaseMtu = (): unknown => (JSON.parse(readFileSync(leaseFile, 'utf8')) as { mtu?: unknown }).mtu;
+      expect(leaseMtu()).toBe(1400);
       const victimV4 = podAddr(r.json as AddResult, 4);
       const victimV6 = podAddr(r.json as AddResult, 6);
       const other = await node.add(node.podNs(), containerId());
       expect(other.code).toBe(0);
 
       await node.agent.kill();
-      writeFileSync(
-        join(node.agent.stateDir, 'ipam', 'leases', `${victimId}@eth0.json`),
-        '{"containerId":"tor',
-      );
+      writeFileSync(leaseFile, '{"containerId":"tor');
       await node.startAgain();
       const quarantined = node.agent.logs.find((l) => l.msg === 'IPAM record quarantined at load');
       expect(quarantined).toMatchObject({ reason: expect.stringMatching(/not valid JSON/) });
@@ -275,12 +276,14 @@ describe.skipIf(skip !== undefined)(`faults${skip ? ` (skipped: ${skip})` : ''}`
         source: 'kernel',
       });
       expect(leaseAddresses(node).get(`${victimId}@eth0`)).toEqual([victimV4, victimV6]);
+      // With the MTU the pair was set up with (its host end's), so setting it up again keeps it.
+      expect(leaseMtu()).toBe(1400);
       // The lease restored, quarantine/ keeps nothing of it (the record and its reason were hints for this).
       expect(holdings(node).quarantine.filter((f) => f.startsWith(`${victimId}@eth0.json.`))).toEqual([]);
       expect(holdings(node).quarantine.some((f) => f.endsWith('.held'))).toBe(false);
       const check = await node.call(
         { command: 'CHECK', containerId: victimId, netns: victim.path, ifname: 'eth0' },
-        node.conf({ prevResult: r.json }),
+        node.conf({ mtu: 1400, prevResult: r.json }),
       );
       expect(check.code, check.stdout).toBe(0);
 

@@ -10,7 +10,7 @@ const key = { containerId: 'abc', ifname: 'eth0' };
 const seen = (routes: HeldObservation['routes'], extra: Partial<HeldObservation> = {}): HeldObservation => ({
   key,
   hostVeth: 'trl0123456789ab',
-  link: { index: 7 },
+  link: { index: 7, mtu: 1500 },
   routes,
   ...extra,
 });
