@@ -17,8 +17,9 @@ import type { Logger } from '../observe/logger.ts';
  * Rebuilding the lease of an attachment whose lease file was corrupt (quarantined at load, its
  * addresses held, Ipam.heldKeys()). The kernel still knows what ADD set up: the host veth is named
  * after (container id, ifname), and the pod's addresses are the destinations of the /32 and /128
- * host routes with trellis's protocol via that veth. Those become the lease again (Ipam.restore), so
- * CHECK, a repeated ADD, the GCs and DEL treat the pod like any other.
+ * host routes with trellis's protocol via that veth; its MTU is the one ADD gave both ends. Those
+ * become the lease again (Ipam.restore), so CHECK, a repeated ADD, the GCs and DEL treat the pod
+ * like any other.
  *
  * When: once the pod CIDRs are known (the controller's first range change; restore only accepts
  * addresses inside the current ranges, and Kubernetes mode learns them after start-up). Until then
