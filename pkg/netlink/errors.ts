@@ -1,5 +1,5 @@
 import { CniCode, CniError } from '../cni/errors.ts';
-import { errnoName } from '../errno.ts';
+import { canonicalErrnoName, errnoName } from '../errno.ts';
 
 /**
  * Typed netlink failures. Every kernel refusal becomes one of these in exactly one place
@@ -70,6 +70,7 @@ export function errorFromPackage(err: unknown, op: string): NetlinkError {
   }
   if (name === 'ENODEV') return new LinkNotFoundError(op);
   if (name === 'EEXIST') return new ExistsError(op);
+  if (name !== undefined) name = canonicalErrnoName(name);
   return new NetlinkError(name ?? (err instanceof Error ? err.message : String(err)), op, { cause: err });
 }
 

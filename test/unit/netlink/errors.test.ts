@@ -30,4 +30,15 @@ describe('netlink errors', () => {
     const nobufs = Object.assign(new Error('Error when receiving'), { code: 'ENOBUFS' });
     expect(errorFromPackage(nobufs, 'recvmsg')).toMatchObject({ errno: 'ENOBUFS', op: 'recvmsg' });
   });
+
+  it('names 95 EOPNOTSUPP, as the kernel answers what it does not support, whichever way it arrives', () => {
+    // Node and libuv call 95 ENOTSUP (the same number on Linux); the callers' fallbacks (a kernel
+    // without nexthop objects or without IPv6) test for EOPNOTSUPP, and never matched before.
+    expect(errorFromErrno(95, 'RTM_GETNEXTHOP dump').errno).toBe('EOPNOTSUPP');
+    expect(errorFromPackage(new Error('Request rejected: ENOTSUP'), 'op').errno).toBe('EOPNOTSUPP');
+    expect(errorFromPackage(Object.assign(new Error('x'), { code: 'ENOTSUP' }), 'op').errno).toBe(
+      'EOPNOTSUPP',
+    );
+    expect(errorFromErrno(-95, 'op').message).toBe('op: EOPNOTSUPP');
+  });
 });
