@@ -63,6 +63,8 @@ export interface StartAgentOptions {
    * `unshare` into a PID namespace of its own, as a container has.
    */
   wrap?: string[];
+  /** The agent's launcher; dist/bin/trellis-agent by default (another CPU's build: arm64-agent.ts). */
+  binary?: string;
 }
 
 export function startAgent(opts: StartAgentOptions): AgentProcess {
@@ -97,7 +99,7 @@ export function startAgent(opts: StartAgentOptions): AgentProcess {
     'exec',
     opts.ns,
     ...(opts.wrap ?? []),
-    AGENT_BINARY,
+    opts.binary ?? AGENT_BINARY,
     ...(opts.podCIDRs ?? []).flatMap((c) => ['--pod-cidr', c]),
     '--socket',
     socket,

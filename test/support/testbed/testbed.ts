@@ -103,6 +103,11 @@ export interface TestbedOptions<F extends Family = Family> {
   agentArgs?: string[];
   /** Variables added to every agent's environment. */
   agentEnv?: Record<string, string>;
+  /**
+   * Per node: another launcher for its agent (another CPU's build, run under emulation) and variables
+   * added to its environment after agentEnv's.
+   */
+  agentOverrides?: Record<string, { binary: string; env?: Record<string, string> }>;
 }
 
 export interface TestbedNode<F extends Family = Family> {
@@ -424,6 +429,7 @@ export class Testbed<F extends Family = Family> {
     };
     this.assertLive();
     const k8s = this.agentMode === 'kubernetes';
+    const override = this.opts.agentOverrides?.[name];
     const agent = startAgent({
       ns: node.ns,
       dir: node.dir,
@@ -442,7 +448,10 @@ export class Testbed<F extends Family = Family> {
           }
         : { podCIDRs: [...node.plan.podCIDRs] }),
       extraArgs: ['--mode', opts.mode ?? this.mode, ...(this.opts.agentArgs ?? []), ...(opts.args ?? [])],
-      ...(this.opts.agentEnv === undefined ? {} : { env: this.opts.agentEnv }),
+      ...(this.opts.agentEnv === undefined && override?.env === undefined
+        ? {}
+        : { env: { ...this.opts.agentEnv, ...override?.env } }),
+      ...(override === undefined ? {} : { binary: override.binary }),
     });
     node.agent = agent;
     if (opts.waitReady !== false) await this.waitReady(name);
