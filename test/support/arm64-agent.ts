@@ -22,8 +22,9 @@ import { REPO_ROOT } from './cni-driver.ts';
  * the netlink addon's sockets) run as arm64 code against this kernel, qemu translating the system calls.
  *
  * qemu-user does not emulate everything the kernel offers: no NS_GET_NSTYPE ioctl (ENOSYS), so the
- * agent refuses every pod namespace there and ADD cannot be run this way; no NETLINK_NETFILTER
- * sockets, so the agent reads nftables through `nft` alone, as it does without a reader.
+ * agent refuses every pod namespace there and ADD cannot be run this way; of rtnetlink only links,
+ * addresses and routes (neighbours and nexthop objects get EOPNOTSUPP: no VXLAN, plain routes); no
+ * NETLINK_NETFILTER sockets, so the agent reads nftables through `nft` alone, as it does without one.
  */
 
 const QEMU = '/usr/bin/qemu-aarch64';
