@@ -2,6 +2,7 @@ import { readFileSync, readlinkSync } from 'node:fs';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { NETWORK_UP_REASON } from '../../../pkg/k8s/client.ts';
 import { type Arm64Agent, arm64AgentSkipReason, stageArm64Agent } from '../../support/arm64-agent.ts';
+import { nsExec } from '../../support/netns.ts';
 import {
   Testbed,
   type TestbedNode,
@@ -63,8 +64,12 @@ describe.skipIf(skip !== undefined)(skip === undefined ? title : `${title} (skip
     expect(argv.some((a) => a.endsWith('/app/dist/cmd/agent/main.js'))).toBe(true);
   });
 
-  it('it published its config list and told the API its network is up', async () => {
+  it('it published its config list, applied its nftables table and told the API its network is up', async () => {
     expect(tb.conflist('node-1').plugins[0]).toMatchObject({ type: 'trellis', mtu: 1500 });
+    // Through `nft` alone: qemu-user opens no nf_tables netlink socket for the agent.
+    const table = nsExec(tb.node('node-1').ns, 'nft', ['-s', 'list', 'table', 'inet', 'trellis']);
+    expect(table).toMatch(/masquerade/);
+    expect(table).toMatch(/fib saddr \. iif oif missing counter drop/);
     const obj = (await tb.api.getNode('node-1')) as {
       status?: { conditions?: { type: string; status: string; reason?: string }[] };
     };
