@@ -94,17 +94,21 @@ const SYSCALLS = {
  * `syscall` and `__errno_location`, instead of one per call: Bun compiles a trampoline for every
  * symbol it binds, and ten of them cost each CNI call ~0.7 ms more than two on the test VM
  * (bench/HISTORY.md). glibc's `syscall` returns -1 and sets errno as the wrappers do; its variadic
- * arguments travel in the same registers as fixed ones on both architectures.
+ * arguments travel where fixed ones do (registers, then the stack on x86-64) on both architectures.
  */
 export function openLibc(): Libc {
   const { dlopen, ptr, read } = bunFfi();
   const nr = process.arch === 'arm64' ? SYSCALLS.arm64 : process.arch === 'x64' ? SYSCALLS.x64 : undefined;
   if (nr === undefined) throw new Error(`no system call table for ${process.arch}`);
   const c = dlopen('libc.so.6', {
-    syscall: { args: ['i64', 'i64', 'i64', 'i64', 'i64', 'i64'], returns: 'i64_fast' },
+    // The number and all six arguments: a system call reads every register it takes, and an argument
+    // left out is whatever the register held (sendto's addrlen: Linux ignores it beside a NULL
+    // address, qemu-user refused a negative one with EINVAL).
+    syscall: { args: ['i64', 'i64', 'i64', 'i64', 'i64', 'i64', 'i64'], returns: 'i64_fast' },
     __errno_location: { args: [], returns: 'ptr' },
   });
-  const sys = (n: number, a = 0, b = 0, d = 0, e = 0, f = 0): number => Number(c.syscall(n, a, b, d, e, f));
+  const sys = (n: number, a = 0, b = 0, d = 0, e = 0, f = 0, g = 0): number =>
+    Number(c.syscall(n, a, b, d, e, f, g));
   // The JS thread's errno lives at a fixed address. It is read right after the call that failed,
   // with no allocation in between, so nothing else in the runtime can have overwritten it.
   const errnoAt = c.__errno_location() as Pointer;
@@ -171,7 +175,15 @@ export function openLibc(): Libc {
 
     send(fd, data, offset) {
       if (offset >= data.length) return 0;
-      const n = sys(nr.sendto, fd, ptr(data, offset), data.length - offset, MSG_DONTWAIT | MSG_NOSIGNAL, 0);
+      const n = sys(
+        nr.sendto,
+        fd,
+        ptr(data, offset),
+        data.length - offset,
+        MSG_DONTWAIT | MSG_NOSIGNAL,
+        0,
+        0,
+      );
       if (n >= 0) return n;
       const e = errno();
       if (e === EAGAIN || e === EINTR) return 0;
@@ -179,7 +191,7 @@ export function openLibc(): Libc {
     },
 
     recv(fd, buf) {
-      const n = sys(nr.recvfrom, fd, ptr(buf), buf.length, MSG_DONTWAIT, 0);
+      const n = sys(nr.recvfrom, fd, ptr(buf), buf.length, MSG_DONTWAIT, 0, 0);
       if (n >= 0) return n;
       const e = errno();
       if (e === EAGAIN || e === EINTR) return -1;
