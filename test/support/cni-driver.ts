@@ -1,6 +1,7 @@
 import { spawn } from 'node:child_process';
 import { existsSync } from 'node:fs';
 import { join } from 'node:path';
+import { childOutput } from './child-output.ts';
 
 /**
  * Drives CNI plugins the way a container runtime (libcni) does: env + config on stdin, one process
@@ -72,29 +73,17 @@ export async function runPlugin(binary: string, call: CniCall, stdin: string | B
   }
   const [cmd, argv] =
     call.hostNetns === undefined ? [binary, []] : ['ip', ['netns', 'exec', call.hostNetns, binary]];
-  return new Promise((resolve, reject) => {
-    const child = spawn(cmd, argv, { env: env as NodeJS.ProcessEnv, stdio: ['pipe', 'pipe', 'pipe'] });
-    let stdout = '';
-    let stderr = '';
-    child.stdout.setEncoding('utf8').on('data', (d: string) => {
-      stdout += d;
-    });
-    child.stderr.setEncoding('utf8').on('data', (d: string) => {
-      stderr += d;
-    });
-    child.on('error', reject);
-    child.on('close', (code) => {
-      let json: unknown;
-      try {
-        json = stdout.trim() === '' ? undefined : JSON.parse(stdout);
-      } catch {
-        json = undefined;
-      }
-      resolve({ code, stdout, stderr, json });
-    });
-    child.stdin.on('error', () => {});
-    child.stdin.end(stdin);
-  });
+  const child = spawn(cmd, argv, { env: env as NodeJS.ProcessEnv, stdio: ['pipe', 'pipe', 'pipe'] });
+  child.stdin.on('error', () => {});
+  child.stdin.end(stdin);
+  const { code, stdout, stderr } = await childOutput(child);
+  let json: unknown;
+  try {
+    json = stdout.trim() === '' ? undefined : JSON.parse(stdout);
+  } catch {
+    json = undefined;
+  }
+  return { code, stdout, stderr, json };
 }
 
 export interface ConfList {

@@ -36,6 +36,7 @@ import {
 } from '../../../pkg/shim/protocol.ts';
 import { STATUS_GRACE_MS } from '../../../pkg/shim/ready-marker.ts';
 import { compileShim } from '../../../scripts/shim-compile.ts';
+import { type ChildOutput, childOutput } from '../../support/child-output.ts';
 import { ARM64_SYSROOT, QEMU_AARCH64, qemuArm64SkipReason } from '../../support/qemu.ts';
 import { type AgentStub, answerOk, type StubHandler, startAgentStub } from '../../unit/shim/agent-stub.ts';
 
@@ -81,12 +82,6 @@ const SHIMS: ShimUnderTest[] = [
   },
 ];
 
-interface Run {
-  stdout: string;
-  stderr: string;
-  code: number | null;
-}
-
 /**
  * Async on purpose: the agent stub answers from this process's event loop. `keepOpen`: stdin gets
  * `stdin` and is never closed, as from a writer that does not stop: the binary must not wait for it.
@@ -98,27 +93,15 @@ function runArgv(
   args: string[] = [],
   cwd?: string,
   keepOpen = false,
-): Promise<Run> {
-  return new Promise((resolve, reject) => {
-    const child = spawn(argv[0]!, [...argv.slice(1), ...args], { env, cwd, stdio: ['pipe', 'pipe', 'pipe'] });
-    let stdout = '';
-    let stderr = '';
-    child.stdout.setEncoding('utf8').on('data', (d: string) => {
-      stdout += d;
-    });
-    child.stderr.setEncoding('utf8').on('data', (d: string) => {
-      stderr += d;
-    });
-    const killer = setTimeout(() => child.kill('SIGKILL'), keepOpen ? 5_000 : 20_000);
-    child.on('error', reject);
-    child.on('close', (code) => {
-      clearTimeout(killer);
-      child.stdin.destroy();
-      resolve({ stdout, stderr, code });
-    });
-    child.stdin.on('error', () => {}); // VERSION may exit before reading everything
-    if (keepOpen) child.stdin.write(stdin);
-    else child.stdin.end(stdin);
+): Promise<ChildOutput> {
+  const child = spawn(argv[0]!, [...argv.slice(1), ...args], { env, cwd, stdio: ['pipe', 'pipe', 'pipe'] });
+  const killer = setTimeout(() => child.kill('SIGKILL'), keepOpen ? 5_000 : 20_000);
+  child.stdin.on('error', () => {}); // VERSION may exit before reading everything
+  if (keepOpen) child.stdin.write(stdin);
+  else child.stdin.end(stdin);
+  return childOutput(child).finally(() => {
+    clearTimeout(killer);
+    child.stdin.destroy();
   });
 }
 
