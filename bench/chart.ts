@@ -7,14 +7,13 @@
  */
 import { readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { parseArgs } from 'node:util';
+import { benchArgs } from './lib/cli.ts';
 import { pct } from './lib/stats.ts';
 
-const { values: opts } = parseArgs({
-  options: {
-    in: { type: 'string', default: join(import.meta.dirname, 'results', 'cni-latency.json') },
-    out: { type: 'string', default: join(import.meta.dirname, 'cni-add-latency.svg') },
-  },
+const SCRIPT = import.meta.filename;
+const opts = benchArgs(SCRIPT, {
+  in: { type: 'string', default: join(import.meta.dirname, 'results', 'cni-latency.json') },
+  out: { type: 'string', default: join(import.meta.dirname, 'cni-add-latency.svg') },
 });
 
 interface Result {

@@ -35,38 +35,37 @@ import { existsSync, mkdirSync, mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { performance } from 'node:perf_hooks';
-import { parseArgs } from 'node:util';
 import { removeAgentDir, startAgent } from '../test/support/agent-process.ts';
 import { REFERENCE_PLUGIN_DIR, SHIM_BINARY } from '../test/support/cni-driver.ts';
 import { addNetns, delNetns, NetnsPool, type TestNetns } from '../test/support/netns.ts';
 import { createPodPins, type PodPins } from '../test/support/pod-pins.ts';
+import { benchArgs, numberArg } from './lib/cli.ts';
 import { installPlugin } from './lib/installed-plugin.ts';
 import { liveThreadsCpuMs, mainThreadCpuMs } from './lib/proc.ts';
 import { NsRunner, type TimedRun } from './lib/runner-client.ts';
 import { commitId, median, pct, ratio, round, sleep, table, writeResult } from './lib/stats.ts';
 
-const { values: opts } = parseArgs({
-  options: {
-    // A multiple of the plugin count (4, or 2 with --only trellis,ptp): each plugin opens the run's
-    // phases (concurrent burst, DELs) equally often.
-    runs: { type: 'string', default: '4' },
-    pods: { type: 'string', default: '50' },
-    concurrent: { type: 'string', default: '20' },
-    out: { type: 'string', default: join(import.meta.dirname, 'results', 'cni-latency.json') },
-    only: { type: 'string' },
-    /** The agent without --netns-dir: every ADD makes its veth pair (for A/B runs). */
-    'no-prepare': { type: 'boolean', default: false },
-    /** pods: sequential ADDs alternate between plugins pod by pod; rounds: whole rounds alternate. */
-    interleave: { type: 'string', default: 'pods' },
-  },
+const SCRIPT = import.meta.filename;
+const opts = benchArgs(SCRIPT, {
+  // A multiple of the plugin count (4, or 2 with --only trellis,ptp): each plugin opens the run's
+  // phases (concurrent burst, DELs) equally often.
+  runs: { type: 'string', default: '4' },
+  pods: { type: 'string', default: '50' },
+  concurrent: { type: 'string', default: '20' },
+  out: { type: 'string', default: join(import.meta.dirname, 'results', 'cni-latency.json') },
+  only: { type: 'string' },
+  /** The agent without --netns-dir: every ADD makes its veth pair (for A/B runs). */
+  'no-prepare': { type: 'boolean', default: false },
+  /** pods: sequential ADDs alternate between plugins pod by pod; rounds: whole rounds alternate. */
+  interleave: { type: 'string', default: 'pods' },
 });
 if (opts.interleave !== 'pods' && opts.interleave !== 'rounds') {
   process.stderr.write(`--interleave must be pods or rounds, not ${opts.interleave}\n`);
   process.exit(2);
 }
-const RUNS = Number(opts.runs);
-const PODS = Number(opts.pods);
-const CONCURRENT = Number(opts.concurrent);
+const RUNS = numberArg(SCRIPT, 'runs', opts.runs);
+const PODS = numberArg(SCRIPT, 'pods', opts.pods);
+const CONCURRENT = numberArg(SCRIPT, 'concurrent', opts.concurrent);
 
 for (const bin of [
   SHIM_BINARY,

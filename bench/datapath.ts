@@ -32,22 +32,21 @@ import { execFileSync, spawn } from 'node:child_process';
 import { existsSync, mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { parseArgs } from 'node:util';
 import { addList, REFERENCE_PLUGIN_DIR } from '../test/support/cni-driver.ts';
 import { ip, NetnsPool } from '../test/support/netns.ts';
 import { Testbed, type TestbedPod } from '../test/support/testbed/index.ts';
+import { benchArgs, numberArg } from './lib/cli.ts';
 import { commitId, median, ratio, round, sleep, table, writeResult } from './lib/stats.ts';
 
-const { values: opts } = parseArgs({
-  options: {
-    seconds: { type: 'string', default: '5' },
-    reps: { type: 'string', default: '3' },
-    'no-vxlan': { type: 'boolean', default: false },
-    out: { type: 'string', default: join(import.meta.dirname, 'results', 'datapath.json') },
-  },
+const SCRIPT = import.meta.filename;
+const opts = benchArgs(SCRIPT, {
+  seconds: { type: 'string', default: '5' },
+  reps: { type: 'string', default: '3' },
+  'no-vxlan': { type: 'boolean', default: false },
+  out: { type: 'string', default: join(import.meta.dirname, 'results', 'datapath.json') },
 });
-const SECONDS = Number(opts.seconds);
-const REPS = Number(opts.reps);
+const SECONDS = numberArg(SCRIPT, 'seconds', opts.seconds);
+const REPS = numberArg(SCRIPT, 'reps', opts.reps);
 
 /** One iperf3 TCP run from `clientNs` to `addr` (served from `serverNs`), in Gbit/s. */
 async function iperf(clientNs: string, serverNs: string, addr: string): Promise<number> {

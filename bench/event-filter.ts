@@ -14,22 +14,21 @@ import { execFileSync } from 'node:child_process';
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { parseArgs } from 'node:util';
 import { WATCHED_LINKS, WATCHED_ROUTES } from '../pkg/agent/kernel-watch.ts';
 import { TRELLIS_ROUTE_PROTOCOL } from '../pkg/datapath/ports.ts';
 import { createNetlinkEvents, withNetns } from '../pkg/netns/index.ts';
 import { NetnsPool } from '../test/support/netns.ts';
+import { benchArgs, numberArg } from './lib/cli.ts';
 import { commitId, median, ratio, round, sleep, table, writeResult } from './lib/stats.ts';
 
-const { values: opts } = parseArgs({
-  options: {
-    pods: { type: 'string', default: '200' },
-    reps: { type: 'string', default: '7' },
-    out: { type: 'string', default: join(import.meta.dirname, 'results', 'event-filter.json') },
-  },
+const SCRIPT = import.meta.filename;
+const opts = benchArgs(SCRIPT, {
+  pods: { type: 'string', default: '200' },
+  reps: { type: 'string', default: '7' },
+  out: { type: 'string', default: join(import.meta.dirname, 'results', 'event-filter.json') },
 });
-const PODS = Number(opts.pods);
-const REPS = Number(opts.reps);
+const PODS = numberArg(SCRIPT, 'pods', opts.pods);
+const REPS = numberArg(SCRIPT, 'reps', opts.reps);
 
 const pool = new NetnsPool();
 const tmp = mkdtempSync(join(tmpdir(), 'trl-bench-events-'));

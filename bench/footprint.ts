@@ -20,40 +20,42 @@
 import { type ChildProcess, execFileSync, spawn } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { join } from 'node:path';
-import { parseArgs } from 'node:util';
 import { type AgentProcess, removeAgentDir } from '../test/support/agent-process.ts';
 import { startTestApiServer } from '../test/support/apiserver/server.ts';
 import { runPlugin, SHIM_BINARY } from '../test/support/cni-driver.ts';
 import { NetnsPool } from '../test/support/netns.ts';
+import { benchArgs, numberArg } from './lib/cli.ts';
 import { populate, runInsideNamespace, SELF, startClusterAgent, wireNodeNamespace } from './lib/cluster.ts';
 import { heartbeat, STATUS_REPORT_SECONDS, withKubeletStatus } from './lib/kubelet-status.ts';
 import { CLK_TCK, childCpuTicks, cpuTicks, rssBytes, rssParts, slope } from './lib/proc.ts';
 import { NODE } from './lib/runner-client.ts';
 import { commitId, round, sleep, table, writeResult } from './lib/stats.ts';
 
-const { values: opts } = parseArgs({
-  options: {
-    minutes: { type: 'string', default: '2' },
-    nodes: { type: 'string', default: '5000' },
-    pods: { type: 'string', default: '100' },
-    'sample-seconds': { type: 'string', default: '5' },
-    // As deployed: the DaemonSet passes ':9743' (and a scraper reads it); '' turns the listener off.
-    'metrics-addr': { type: 'string', default: ':9743' },
-    // Scrape /metrics this often while metrics are on (Prometheus' default is 60 s, many use 15-30 s).
-    'scrape-seconds': { type: 'string', default: '30' },
-    // As in a real cluster: Nodes of a kubelet's size, each kubelet's status report every 5 minutes
-    // (--no-kubelet-status: the small, silent Nodes of route-convergence).
-    'no-kubelet-status': { type: 'boolean', default: false },
-    out: { type: 'string', default: join(import.meta.dirname, 'results', 'footprint.json') },
-    inner: { type: 'boolean', default: false },
-    ns: { type: 'string' },
-    'pod-ns': { type: 'string' },
-  },
+const SCRIPT = import.meta.filename;
+const opts = benchArgs(SCRIPT, {
+  minutes: { type: 'string', default: '2' },
+  nodes: { type: 'string', default: '5000' },
+  pods: { type: 'string', default: '100' },
+  'sample-seconds': { type: 'string', default: '5' },
+  // As deployed: the DaemonSet passes ':9743' (and a scraper reads it); '' turns the listener off.
+  'metrics-addr': { type: 'string', default: ':9743' },
+  // Scrape /metrics this often while metrics are on (Prometheus' default is 60 s, many use 15-30 s).
+  'scrape-seconds': { type: 'string', default: '30' },
+  // As in a real cluster: Nodes of a kubelet's size, each kubelet's status report every 5 minutes
+  // (--no-kubelet-status: the small, silent Nodes of route-convergence).
+  'no-kubelet-status': { type: 'boolean', default: false },
+  out: { type: 'string', default: join(import.meta.dirname, 'results', 'footprint.json') },
+  inner: { type: 'boolean', default: false },
+  ns: { type: 'string' },
+  'pod-ns': { type: 'string' },
 });
-const NODES = Number(opts.nodes);
-const PODS = Number(opts.pods);
-const WINDOW_MS = Number(opts.minutes) * 60_000;
-const SAMPLE_MS = Number(opts['sample-seconds']) * 1000;
+const NODES = numberArg(SCRIPT, 'nodes', opts.nodes);
+const PODS = numberArg(SCRIPT, 'pods', opts.pods, { min: 0 });
+const WINDOW_MS = numberArg(SCRIPT, 'minutes', opts.minutes, { min: 0.1, fraction: true }) * 60_000;
+const SAMPLE_MS =
+  numberArg(SCRIPT, 'sample-seconds', opts['sample-seconds'], { min: 0.1, fraction: true }) * 1000;
+const SCRAPE_MS =
+  numberArg(SCRIPT, 'scrape-seconds', opts['scrape-seconds'], { min: 0.1, fraction: true }) * 1000;
 const KUBELET_STATUS = opts['no-kubelet-status'] !== true;
 /** The target's unit: 10^6 bytes (a MiB is 5 % more). */
 const MB = 1e6;
@@ -212,7 +214,7 @@ try {
   let nextScrape = start;
   while (Date.now() - start <= WINDOW_MS) {
     if (opts['metrics-addr'] !== '' && Date.now() >= nextScrape) {
-      nextScrape += Number(opts['scrape-seconds']) * 1000;
+      nextScrape += SCRAPE_MS;
       const addr = opts['metrics-addr']!;
       const res = await fetch(`http://${addr.startsWith(':') ? `127.0.0.1${addr}` : addr}/metrics`);
       if (!res.ok) throw new Error(`GET /metrics: ${res.status}`);

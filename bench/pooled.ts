@@ -11,19 +11,18 @@
  */
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { parseArgs } from 'node:util';
+import { benchArgs } from './lib/cli.ts';
 import { pct, ratio, round, table, writeResult } from './lib/stats.ts';
 
 const results = join(import.meta.dirname, 'results');
-const { values: opts } = parseArgs({
-  options: {
-    in: {
-      type: 'string',
-      multiple: true,
-      default: ['cni-latency.json', 'cni-latency-2.json', 'cni-latency-3.json'].map((f) => join(results, f)),
-    },
-    out: { type: 'string', default: join(results, 'cni-latency-pooled.json') },
+const SCRIPT = import.meta.filename;
+const opts = benchArgs(SCRIPT, {
+  in: {
+    type: 'string',
+    multiple: true,
+    default: ['cni-latency.json', 'cni-latency-2.json', 'cni-latency-3.json'].map((f) => join(results, f)),
   },
+  out: { type: 'string', default: join(results, 'cni-latency-pooled.json') },
 });
 
 interface Run {

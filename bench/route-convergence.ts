@@ -26,10 +26,10 @@ import { execFileSync } from 'node:child_process';
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { parseArgs } from 'node:util';
 import { type AgentProcess, removeAgentDir } from '../test/support/agent-process.ts';
 import { startTestApiServer } from '../test/support/apiserver/server.ts';
 import { NetnsPool } from '../test/support/netns.ts';
+import { benchArgs, numberArg } from './lib/cli.ts';
 import {
   nodeObject,
   peerCidr,
@@ -42,21 +42,20 @@ import {
 import { nowMs, type RouteEvent, RouteMonitor } from './lib/route-monitor.ts';
 import { commitId, median, pct, ratio, round, sleep, table, writeResult } from './lib/stats.ts';
 
-const { values: opts } = parseArgs({
-  options: {
-    nodes: { type: 'string', default: '5000' },
-    reps: { type: 'string', default: '3' },
-    events: { type: 'string', default: '50' },
-    'no-masq-rep': { type: 'boolean', default: false },
-    out: { type: 'string', default: join(import.meta.dirname, 'results', 'route-convergence.json') },
-    inner: { type: 'boolean', default: false },
-    ns: { type: 'string' },
-    'ref-ns': { type: 'string' },
-  },
+const SCRIPT = import.meta.filename;
+const opts = benchArgs(SCRIPT, {
+  nodes: { type: 'string', default: '5000' },
+  reps: { type: 'string', default: '3' },
+  events: { type: 'string', default: '50' },
+  'no-masq-rep': { type: 'boolean', default: false },
+  out: { type: 'string', default: join(import.meta.dirname, 'results', 'route-convergence.json') },
+  inner: { type: 'boolean', default: false },
+  ns: { type: 'string' },
+  'ref-ns': { type: 'string' },
 });
-const NODES = Number(opts.nodes);
-const REPS = Number(opts.reps);
-const EVENTS = Number(opts.events);
+const NODES = numberArg(SCRIPT, 'nodes', opts.nodes, { min: 2 });
+const REPS = numberArg(SCRIPT, 'reps', opts.reps);
+const EVENTS = numberArg(SCRIPT, 'events', opts.events);
 
 if (!opts.inner) {
   // Outer: namespaces only; everything else runs inside the node namespace.

@@ -26,10 +26,10 @@ import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { performance } from 'node:perf_hooks';
-import { parseArgs } from 'node:util';
 import { encodeResponse, okResponse } from '../pkg/shim/protocol.ts';
 import { bunBinary, SHIM_COMPILE_FLAGS } from '../scripts/shim-compile.ts';
 import { REFERENCE_PLUGIN_DIR } from '../test/support/cni-driver.ts';
+import { benchArgs, numberArg } from './lib/cli.ts';
 import { installPlugin } from './lib/installed-plugin.ts';
 import { commitId, median, pct, ratio, round, table, writeResult } from './lib/stats.ts';
 
@@ -41,16 +41,15 @@ if (!existsSync(shim)) {
   process.stderr.write('dist/bin/trellis is missing: run `node_modules/.bin/node scripts/build.ts` first\n');
   process.exit(2);
 }
-const { values: opts } = parseArgs({
-  options: {
-    runs: { type: 'string', default: '200' },
-    out: { type: 'string', default: join(root, 'bench', 'results', 'shim-startup.json') },
-    // Another build of the shim (an older commit's dist/bin/trellis), timed on the same ADD in the
-    // same rounds: a before/after that the machine's drift cannot skew.
-    other: { type: 'string' },
-  },
+const SCRIPT = import.meta.filename;
+const opts = benchArgs(SCRIPT, {
+  runs: { type: 'string', default: '200' },
+  out: { type: 'string', default: join(root, 'bench', 'results', 'shim-startup.json') },
+  // Another build of the shim (an older commit's dist/bin/trellis), timed on the same ADD in the
+  // same rounds: a before/after that the machine's drift cannot skew.
+  other: { type: 'string' },
 });
-const runs = Number(opts.runs);
+const runs = numberArg(SCRIPT, 'runs', opts.runs);
 if (!Number.isInteger(runs) || runs < 1) {
   process.stderr.write(`--runs must be a positive integer, not ${opts.runs}\n`);
   process.exit(2);

@@ -6,10 +6,11 @@
  *     an address is live from its ADD's answer until its DEL is sent, while the agent still holds it);
  *   - leaks at the end: leases and reservations on disk, host veths, protocol-126 routes, spool files;
  *   - the agent's RSS sampled over time, with the least-squares slope (whole run and second half);
- *   - connectivity: every `--ping-every`th pod is pinged from the node before its DEL.
+ *   - connectivity: every `--ping-every`th pod (default 25, 0 for none) is pinged from the node before its DEL.
  *
  *   node_modules/.bin/node scripts/build.ts
- *   node_modules/.bin/node bench/soak.ts [--cycles 2000] [--concurrency 16] [--sample-ms 500] [--out FILE]
+ *   node_modules/.bin/node bench/soak.ts [--cycles 2000] [--concurrency 16] [--sample-ms 500]
+ *     [--ping-every 25] [--out FILE]
  *
  * Prints a table and, last, one JSON line (also written to --out, default bench/results/soak.json).
  * The reliability suite runs a short version (test/integration/reliability/soak.test.ts).
@@ -18,11 +19,11 @@ import { chmodSync, copyFileSync, mkdirSync, mkdtempSync, rmSync, writeFileSync 
 import { tmpdir } from 'node:os';
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { parseArgs } from 'node:util';
 import { type AddResult, containerId, NodeHarness, podAddr } from '../test/integration/datapath/harness.ts';
 import { agentPid, holdings, type NodeHoldings, rssKiB } from '../test/integration/reliability/support.ts';
 import { type CniCall, type PluginRun, runPlugin, SHIM_BINARY } from '../test/support/cni-driver.ts';
 import { delNetns, nsPing } from '../test/support/netns.ts';
+import { benchArgs, numberArg } from './lib/cli.ts';
 import { commitId, machine, pct, round, table } from './lib/stats.ts';
 
 export interface SoakOptions {
@@ -298,14 +299,18 @@ export function formatReport(r: SoakReport): string {
 }
 
 async function main(): Promise<void> {
-  const { values } = parseArgs({
-    options: {
-      cycles: { type: 'string', default: '2000' },
-      concurrency: { type: 'string', default: '16' },
-      'sample-ms': { type: 'string', default: '500' },
-      out: { type: 'string', default: join(import.meta.dirname, 'results', 'soak.json') },
-    },
+  const script = import.meta.filename;
+  const values = benchArgs(script, {
+    cycles: { type: 'string', default: '2000' },
+    concurrency: { type: 'string', default: '16' },
+    'sample-ms': { type: 'string', default: '500' },
+    'ping-every': { type: 'string', default: '25' },
+    out: { type: 'string', default: join(import.meta.dirname, 'results', 'soak.json') },
   });
+  const cycles = numberArg(script, 'cycles', values.cycles);
+  const concurrency = numberArg(script, 'concurrency', values.concurrency);
+  const sampleMs = numberArg(script, 'sample-ms', values['sample-ms']);
+  const pingEvery = numberArg(script, 'ping-every', values['ping-every'], { min: 0 });
   const shim = privateShimCopy();
   const node = new NodeHarness();
   const stop = (): void => {
@@ -319,12 +324,12 @@ async function main(): Promise<void> {
   let report: SoakReport;
   try {
     await node.start(); // inside the try: an agent that fails to start still has its namespace removed
-    const cycles = Number(values.cycles);
     let lastPrint = 0;
     report = await runSoak(node, {
       cycles,
-      concurrency: Number(values.concurrency),
-      sampleMs: Number(values['sample-ms']),
+      concurrency,
+      sampleMs,
+      pingEvery,
       shim: shim.path,
       onProgress: (n) => {
         if (n - lastPrint >= Math.max(1, Math.floor(cycles / 10))) {

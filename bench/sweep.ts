@@ -16,10 +16,12 @@
  */
 import { spawnSync } from 'node:child_process';
 import { join } from 'node:path';
-import { parseArgs } from 'node:util';
+import { benchArgs } from './lib/cli.ts';
 
-const { values: opts } = parseArgs({
-  options: { 'out-dir': { type: 'string' }, only: { type: 'string' }, from: { type: 'string' } },
+const opts = benchArgs(import.meta.filename, {
+  'out-dir': { type: 'string' },
+  only: { type: 'string' },
+  from: { type: 'string' },
 });
 const bench = import.meta.dirname;
 const outDir = opts['out-dir'] ?? join(bench, 'results');
