@@ -192,9 +192,10 @@ describe('writes', () => {
     expect((await api(s.url, 'GET', '/api/v1/namespaces/ns2/pods/p1')).status).toBe(404);
     const d = await api(s.url, 'DELETE', '/api/v1/namespaces/ns1/pods/p1');
     expect([d.status, d.json.kind]).toEqual([200, 'Pod']);
-    const dn = await api(s.url, 'DELETE', '/api/v1/nodes/w-4');
+    expect((await api(s.url, 'POST', '/api/v1/nodes', nodeObject('w-del'))).status).toBe(201);
+    const dn = await api(s.url, 'DELETE', '/api/v1/nodes/w-del');
     expect([dn.status, dn.json.kind, dn.json.status]).toEqual([200, 'Status', 'Success']);
-    expect((await api(s.url, 'DELETE', '/api/v1/nodes/w-4')).status).toBe(404);
+    expect((await api(s.url, 'DELETE', '/api/v1/nodes/w-del')).status).toBe(404);
   });
 });
 
