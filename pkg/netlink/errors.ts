@@ -70,8 +70,9 @@ export function errorFromPackage(err: unknown, op: string): NetlinkError {
   }
   if (name === 'ENODEV') return new LinkNotFoundError(op);
   if (name === 'EEXIST') return new ExistsError(op);
-  if (name !== undefined) name = canonicalErrnoName(name);
-  return new NetlinkError(name ?? (err instanceof Error ? err.message : String(err)), op, { cause: err });
+  const what =
+    name === undefined ? (err instanceof Error ? err.message : String(err)) : canonicalErrnoName(name);
+  return new NetlinkError(what, op, { cause: err });
 }
 
 /**
