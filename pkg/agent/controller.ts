@@ -178,7 +178,7 @@ export class NodeController {
   private saidProblems = new Map<string, { since: number; said: boolean }>();
   /** When the pending per-node outcomes must reach the hook at the latest (performance.now() ms). */
   private flushDeadline: number | undefined;
-  /** This node as the last full pass that ran read it. */
+  /** This node as the last full pass that ran read it, or as it came back since with nothing a pass reads changed. */
   private lastSelf: ClusterNode | undefined;
   private wake: (() => void) | undefined;
   private failures = 0;
@@ -327,7 +327,11 @@ export class NodeController {
         this.lastSelf === undefined || node === undefined
           ? ['node']
           : selfChanges(this.lastSelf, node, deps.ownAnnotations?.());
-      if (!waiting && changed.length === 0) {
+      if (!waiting && changed.length === 0 && node !== undefined) {
+        // The new baseline: a pass would read the same from it. Else, on a Node that came with
+        // NetworkUnavailable=True, our False coming back would leave the True in the baseline, and
+        // someone setting it True again would read as no change until the next resync.
+        this.lastSelf = node;
         deps.log.debug({ peer: name }, 'node unchanged');
         return;
       }

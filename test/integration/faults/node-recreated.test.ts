@@ -20,6 +20,13 @@ function written(node: NodeObject): { annotations: string[]; networkUp: boolean 
   };
 }
 
+const noRouteCreated = {
+  type: 'NetworkUnavailable',
+  status: 'True',
+  reason: 'NoRouteCreated',
+  message: 'test',
+};
+
 const title = 'faults: a Node deleted and re-created under the same name while its agent runs';
 describe.skipIf(skip !== undefined)(skip === undefined ? title : `${title} (skipped: ${skip})`, () => {
   let tb: Testbed;
@@ -38,7 +45,7 @@ describe.skipIf(skip !== undefined)(skip === undefined ? title : `${title} (skip
     expect(tb.leftovers()).toEqual([]);
   });
 
-  it('the agent writes its annotations, its coverage report and NetworkUnavailable=False to the new object too', async () => {
+  it('the agent writes its annotations, its coverage report and NetworkUnavailable=False to the new object too, and again when it is set True again', async () => {
     const before = written((await tb.api.getNode('node-1')) as unknown as NodeObject);
     expect(before.networkUp).toBe(true);
     expect(before.annotations).toEqual(
@@ -46,9 +53,12 @@ describe.skipIf(skip !== undefined)(skip === undefined ? title : `${title} (skip
     );
     const oldUid = ((await tb.api.getNode('node-1')) as unknown as NodeObject).metadata.uid;
 
-    // As `kubectl delete node` and the kubelet registering it again: a bare object, same pod CIDRs.
+    // As `kubectl delete node` and a cloud's kubelet registering it again: a bare object, same pod
+    // CIDRs, NetworkUnavailable=True until the network plugin says otherwise.
     await tb.api.deleteNode('node-1');
-    await tb.api.createNode(nodeObject(tb.node('node-1').plan));
+    const object = nodeObject(tb.node('node-1').plan) as { status: { conditions: unknown[] } };
+    object.status.conditions.push(noRouteCreated);
+    await tb.api.createNode(object);
     const fresh = () => tb.api.getNode('node-1') as Promise<unknown> as Promise<NodeObject>;
     expect((await fresh()).metadata.uid).not.toBe(oldUid);
     let now = written(await fresh());
@@ -58,6 +68,15 @@ describe.skipIf(skip !== undefined)(skip === undefined ? title : `${title} (skip
       await new Promise((r) => setTimeout(r, 50));
     }
     expect(now).toEqual(before);
+    // Set True again on the same object (the cloud's route controller): put back at once, not at the
+    // next resync, although the object came with it True.
+    await tb.api.patchNodeStatus('node-1', { conditions: [noRouteCreated] });
+    for (const deadline = Date.now() + 5000; Date.now() < deadline; ) {
+      now = written(await fresh());
+      if (now.networkUp) break;
+      await new Promise((r) => setTimeout(r, 50));
+    }
+    expect(now.networkUp).toBe(true);
     // node-2 still tunnels to node-1's pods (it needs node-1's VTEP MAC from the new object).
     expect((await tb.ping(far.ns, near.v4)).rttMs).toBeDefined();
   });
@@ -65,9 +84,7 @@ describe.skipIf(skip !== undefined)(skip === undefined ? title : `${title} (skip
   it('NetworkUnavailable set True by someone else (a cloud route controller, an etcd restore) is set False again at once', async () => {
     const fresh = async () => written((await tb.api.getNode('node-2')) as unknown as NodeObject);
     expect((await fresh()).networkUp).toBe(true);
-    await tb.api.patchNodeStatus('node-2', {
-      conditions: [{ type: 'NetworkUnavailable', status: 'True', reason: 'NoRouteCreated', message: 'test' }],
-    });
+    await tb.api.patchNodeStatus('node-2', { conditions: [noRouteCreated] });
     let up = false;
     for (const deadline = Date.now() + 5000; !up && Date.now() < deadline; ) {
       up = (await fresh()).networkUp;

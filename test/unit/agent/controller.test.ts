@@ -447,12 +447,19 @@ function perNodeSetup(
     /** The devices a step names (a peer routed through a device the last report did not name). */
     routeDevices?: (name: string) => readonly number[] | undefined;
     ownAnnotations?: ControllerDeps['ownAnnotations'];
+    /** This node's fields as the first pass reads them, beside its name, pod CIDR and InternalIP. */
+    self?: Partial<ClusterNode>;
   } = {},
 ) {
   const followed: (readonly number[])[] = [];
   const cluster = new FakeCluster();
   cluster.synced = true;
-  cluster.nodes.set('n1', { name: 'n1', podCIDRs: ['10.244.1.0/24'], internalIPs: ['10.0.0.1'] });
+  cluster.nodes.set('n1', {
+    name: 'n1',
+    podCIDRs: ['10.244.1.0/24'],
+    internalIPs: ['10.0.0.1'],
+    ...opts.self,
+  });
   cluster.nodes.set('n2', { name: 'n2', podCIDRs: ['10.244.2.0/24'], internalIPs: ['10.0.0.2'] });
   const full: ReconcileInput[] = [];
   const steps: { name: string; peer: PeerNode | undefined }[] = [];
@@ -805,6 +812,21 @@ describe('NodeController per-node steps', () => {
     });
     t.controller.enqueue('n1');
     await until('a pass for subnets the pass had taken away', () => t.full.length === 3);
+    await t.stop();
+  });
+
+  it('this node: registered with NetworkUnavailable=True, our False back, then True again: a pass (which puts it back)', async () => {
+    // As a cloud's kubelet or route controller registers a node.
+    const t = perNodeSetup(undefined, { self: { networkUnavailable: 'NoRouteCreated' } });
+    await until('first full pass', () => t.full.length === 1);
+    const self = t.cluster.nodes.get('n1')!;
+    t.cluster.nodes.set('n1', { ...self, networkUnavailable: undefined }); // our False, back through the watch
+    t.controller.enqueue('n1');
+    await settle();
+    expect(t.full).toHaveLength(1);
+    t.cluster.nodes.set('n1', { ...self }); // set True again
+    t.controller.enqueue('n1');
+    await until('a pass for NetworkUnavailable set True again', () => t.full.length === 2);
     await t.stop();
   });
 
