@@ -12,7 +12,7 @@ import type { PeerNode } from '../routes/types.ts';
 import { vtepMacsFromAnnotations } from '../vxlan/annotations.ts';
 import { VTEP_MAC_ANNOTATIONS } from '../vxlan/constants.ts';
 import type { ClusterNode, ClusterView } from './cluster.ts';
-import { MasqGiven } from './masq-given.ts';
+import { clusterCidrsOf, MasqGiven, type RefusedCidrs, refusedCidrs, sameRefusal } from './masq-given.ts';
 import type { TableRules } from './table-rules.ts';
 
 export interface ControllerDeps {
@@ -149,6 +149,8 @@ export class NodeController {
   private masqAgain = false;
   /** What each Node gave the masquerade sets, for per-node changes of them. */
   private readonly masqGiven = new MasqGiven();
+  /** The pod CIDRs the route planner refused, per node: left out of the masquerade's cluster destinations. */
+  private refused = new Map<string, Set<string>>();
   /** The clamp refusal last logged (noteClamp), so a lasting one is said once. */
   private clampRefusal: string | undefined;
   /**
@@ -357,7 +359,13 @@ export class NodeController {
     // After the routes (their latency is what matters): a new node's pod CIDR must not stay masqueraded
     // for long, but the masquerade sets change beside the next steps, coalesced (masqSoon): a netlink
     // transaction of what this node added and took, or a whole nft apply. A failure there runs a full pass.
-    const masq = deps.masq === undefined ? 'off' : step.cidrsChanged ? 'scheduled' : 'unchanged';
+    // A refusal can also come or go with the CIDRs unchanged (an InternalIP moved into them).
+    const refused = refusedCidrs(step.problems).get(name);
+    const refusalChanged = !sameRefusal(this.refused.get(name), refused);
+    if (refused === undefined) this.refused.delete(name);
+    else this.refused.set(name, refused);
+    const masq =
+      deps.masq === undefined ? 'off' : step.cidrsChanged || refusalChanged ? 'scheduled' : 'unchanged';
     if (masq === 'scheduled') {
       this.masqGiven.markChanged(name);
       this.masqSoon();
@@ -547,7 +555,7 @@ export class NodeController {
     const delta =
       masq.changeCluster === undefined
         ? undefined
-        : this.masqGiven.take((n) => deps.cluster.get(n), deps.nodeName);
+        : this.masqGiven.take((n) => deps.cluster.get(n), deps.nodeName, this.refused);
     if (delta !== undefined) {
       const outcome = await masq.changeCluster!(delta.removed, delta.added);
       if (outcome !== 'unsupported') return outcome;
@@ -555,8 +563,10 @@ export class NodeController {
     // Steps run while this sync awaits the kernel: the changes they mark are not in `nodes`.
     const nodes = deps.cluster.list();
     this.masqGiven.forget();
-    const outcome = await masq.sync(masqOptions(self, nodes, deps.noMasqueradeCIDRs, deps.tableRules));
-    this.masqGiven.synced(nodes);
+    const outcome = await masq.sync(
+      masqOptions(self, nodes, deps.noMasqueradeCIDRs, deps.tableRules, this.refused),
+    );
+    this.masqGiven.synced(nodes, this.refused);
     return outcome;
   }
 
@@ -629,14 +639,17 @@ export class NodeController {
         self: toSelfNode(self),
         peers: nodes.map(toPeerNode),
       });
+      this.refused = refusedCidrs(report.problems);
       let masq: 'applied' | 'updated' | 'unchanged' | 'failed' | 'off' = 'off';
       if (deps.masq !== undefined) {
         // One change of the table at a time: a per-node step's may still be in flight.
         await this.masqRunning;
         this.masqGiven.forget();
         try {
-          masq = await deps.masq.sync(masqOptions(self, nodes, deps.noMasqueradeCIDRs, deps.tableRules));
-          this.masqGiven.synced(nodes);
+          masq = await deps.masq.sync(
+            masqOptions(self, nodes, deps.noMasqueradeCIDRs, deps.tableRules, this.refused),
+          );
+          this.masqGiven.synced(nodes, this.refused);
           this.noteClamp();
           this.masqError = undefined;
         } catch (err) {
@@ -848,11 +861,12 @@ export function masqOptions(
   nodes: readonly ClusterNode[],
   noMasqueradeCIDRs: readonly string[],
   rules: TableRules = { masquerade: true, clampMssInto: [], sourceCheck: false },
+  refused: RefusedCidrs = new Map(),
 ): MasqOptions {
   // Unsorted and not deduplicated: the planner merges the ranges (duplicates included), and an order
   // that stays the same from one Node event to the next lets the syncer see an unchanged list cheaply.
   const cluster: string[] = [];
-  for (const n of nodes) for (const c of n.podCIDRs) cluster.push(c);
+  for (const n of nodes) for (const c of clusterCidrsOf(n, refused)) cluster.push(c);
   for (const c of self.podCIDRs) cluster.push(c);
   return {
     podCIDRs: {

@@ -407,13 +407,18 @@ export function desiredRoutes(
         problems.push({
           node: node.name,
           problem: `pod CIDR ${formatCidr(c)} overlaps this node's pod CIDR ${formatCidr(mine)}; skipped`,
+          refusedCidr: formatCidr(c),
         });
         continue;
       }
       const underlay = underlayConflict(c, node.name, self.name, nodeIPs, local);
       if (underlay !== undefined) {
         conflicted.add(key);
-        problems.push({ node: node.name, problem: `pod CIDR ${formatCidr(c)} ${underlay}; skipped` });
+        problems.push({
+          node: node.name,
+          problem: `pod CIDR ${formatCidr(c)} ${underlay}; skipped`,
+          refusedCidr: formatCidr(c),
+        });
         continue;
       }
       if (!overlapping.has(c)) continue;
@@ -429,6 +434,7 @@ export function desiredRoutes(
               held.prefixLen === c.prefixLen
                 ? `pod CIDR ${formatCidr(c)} is also node ${other.name}'s; skipped on both`
                 : `pod CIDR ${formatCidr(c)} contains ${formatCidr(held)} of node ${other.name}; skipped (the narrower keeps its route)`,
+            refusedCidr: formatCidr(c),
           });
           break;
         }

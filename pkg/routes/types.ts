@@ -70,6 +70,12 @@ export interface DesiredRoutesOptions {
 export interface Problem {
   node: string;
   problem: string;
+  /**
+   * The pod CIDR (canonical text) the problem keeps from being routed: a claim that overlaps this
+   * node's pod CIDRs, holds the underlay, or holds or equals another node's. Masquerade does not
+   * count it among the cluster's destinations either (pkg/agent/masq-given.ts).
+   */
+  refusedCidr?: string;
 }
 
 /**

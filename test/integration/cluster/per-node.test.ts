@@ -1,6 +1,6 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { ip, nftSetHas, nsSysctl } from '../../support/netns.ts';
-import { Testbed, testbedSkipReason } from '../../support/testbed/index.ts';
+import { INTERNET, Testbed, testbedSkipReason } from '../../support/testbed/index.ts';
 import { monitorRoutes } from '../../support/testbed/observe.ts';
 import { hasRoute, phantomNode, sleep, within } from '../faults/support.ts';
 
@@ -267,6 +267,9 @@ describe.skipIf(skip !== undefined)(skip === undefined ? title : `${title} (skip
           .map((l) => l.peer);
       await within(2000, `${n}: the wide node reported skipped`, () => skipped().includes(b.name));
       expect(skipped()).not.toContain(a.name);
+      // Not routed, not the cluster's either: its other half stays masqueraded (the pass's whole sync).
+      expect(nftSetHas(tb.node(n).ns, 'nomasq_v4', '10.244.105.7')).toBe(false);
+      expect(nftSetHas(tb.node(n).ns, 'nomasq_v4', '10.244.104.7')).toBe(true);
       const lines = since(mark, n);
       expect(lines.some((l) => l.msg === 'node change needs a full pass' && l.peer === b.name)).toBe(true);
       expect(stepsFor(lines, b.name)).toEqual([]);
@@ -280,5 +283,38 @@ describe.skipIf(skip !== undefined)(skip === undefined ? title : `${title} (skip
       await within(5000, `${n}: route to ${a.name} kept`, () => hasRoute(tb, n, a.cidrs[0], a.v4));
     }
     await tb.api.deleteNode(a.name);
+  });
+
+  it("a Node whose pod CIDR holds its own InternalIP (a bad object): skipped, and pods' traffic there is still masqueraded", async () => {
+    // The "internet" host's own address and range: routed or kept from masquerade, the pods' traffic
+    // to it would leave with pod addresses, which it has no way back to.
+    const rogue = {
+      metadata: { name: 'rogue' },
+      spec: { podCIDR: '203.0.113.0/24', podCIDRs: ['203.0.113.0/24', 'fd00:10:244:88::/64'] },
+      status: { addresses: [{ type: 'InternalIP', address: INTERNET.v4 }] },
+    };
+    const pod = await tb.addPod('node-1');
+    const echo = await tb.startEcho(tb.internetNs);
+    const mark = marks();
+    try {
+      await tb.api.createNode(rogue);
+      for (const n of AGENTS) {
+        // Its IPv6 CIDR is no bad claim (only unroutable, with no IPv6 InternalIP): kept from masquerade,
+        // which also says the step's masquerade change is done.
+        await within(5000, `${n}: rogue's IPv6 pod CIDR kept from masquerade`, () =>
+          keptFromMasq(n, 'fd00:10:244:88::/64'),
+        );
+        expect(keptFromMasq(n, '203.0.113.0/24')).toBe(false);
+        const lines = since(mark, n);
+        expect(lines.find((l) => l.msg === 'node skipped' && l.peer === 'rogue')).toMatchObject({
+          problem: `pod CIDR 203.0.113.0/24 contains the node's own InternalIP ${INTERNET.v4}; skipped`,
+        });
+        expect(fullPasses(lines)).toEqual([]);
+      }
+      expect(await tb.askEcho(pod.ns, INTERNET.v4)).toMatchObject({ from: tb.node('node-1').plan.v4 });
+    } finally {
+      await echo.stop();
+      await tb.api.deleteNode('rogue');
+    }
   });
 });

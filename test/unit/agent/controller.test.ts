@@ -435,13 +435,53 @@ describe('NodeController', () => {
     ]);
     expect(opts.noMasqueradeCIDRs).toEqual(['192.168.0.0/16']);
   });
+
+  it('leaves out of the no-masquerade destinations the pod CIDRs the pass refused to route', async () => {
+    const synced: MasqOptions[] = [];
+    const t = setup({
+      masq: {
+        sync: async (o) => {
+          synced.push(o);
+          return 'applied';
+        },
+        invalidate: () => {},
+      },
+      // A Node given a /8 by mistake: routed, it would hold the others' /24s; exempt, every node's
+      // pods would reach the rest of 10/8 with their own addresses, which cannot answer them.
+      passProblems: () => [
+        {
+          node: 'wide',
+          problem: 'pod CIDR 10.0.0.0/8 contains 10.244.2.0/24 of node n2; skipped',
+          refusedCidr: '10.0.0.0/8',
+        },
+      ],
+    });
+    t.cluster.synced = true;
+    t.cluster.nodes.set('n1', { name: 'n1', podCIDRs: ['10.244.1.0/24'], internalIPs: ['10.0.0.1'] });
+    t.cluster.nodes.set('n2', { name: 'n2', podCIDRs: ['10.244.2.0/24'], internalIPs: ['10.0.0.2'] });
+    t.cluster.nodes.set('wide', {
+      name: 'wide',
+      podCIDRs: ['10.0.0.0/8', 'fd00:9::/64'],
+      internalIPs: ['10.0.0.9'],
+    });
+    await t.controller.runOnce();
+    expect(synced[0]!.clusterCIDRs).toEqual([
+      '10.244.1.0/24',
+      '10.244.2.0/24',
+      'fd00:9::/64',
+      '10.244.1.0/24',
+    ]);
+  });
 });
 
 /** A controller whose reconciler supports per-node steps; the full pass can be held open with `gate`. */
 function perNodeSetup(
   answer: (name: string) => PeerStepOutcome['kind'] = () => 'applied',
   opts: {
-    problems?: Problem[];
+    /** What each step reports it could not route. */
+    problems?: () => Problem[];
+    /** Whether each step says the node's pod CIDRs changed (default: yes). */
+    cidrsChanged?: () => boolean;
     log?: pino.Logger;
     changeCluster?: (removed: readonly string[], added: readonly string[]) => 'updated' | 'unsupported';
     /** The devices a step names (a peer routed through a device the last report did not name). */
@@ -491,10 +531,10 @@ function perNodeSetup(
           kind: 'applied',
           node: name,
           changed: [peer === undefined ? 'deleted' : 'added'],
-          cidrsChanged: true,
+          cidrsChanged: opts.cidrsChanged?.() ?? true,
           result: { added, replaced: 0, removed: 1 - added, neighbours: 0, fdb: 0 },
           routeKeys: peer === undefined ? { written: [], removed: [name] } : { written: [name], removed: [] },
-          problems: opts.problems ?? [],
+          problems: opts.problems?.() ?? [],
           report: () => report({ unchanged: programmed.size }),
           ...(opts.routeDevices?.(name) === undefined ? {} : { routeDevices: opts.routeDevices(name)! }),
         };
@@ -636,10 +676,75 @@ describe('NodeController per-node steps', () => {
     await t.stop();
   });
 
+  it("a step's refused pod CIDR stays out of the masquerade sets, and joins once a step routes it", async () => {
+    let problems: Problem[] = [
+      {
+        node: 'wide',
+        problem: 'pod CIDR 10.0.0.0/8 contains 10.244.2.0/24 of node n2; skipped',
+        refusedCidr: '10.0.0.0/8',
+      },
+    ];
+    const t = perNodeSetup(undefined, { changeCluster: () => 'updated', problems: () => problems });
+    await until('first full pass', () => t.full.length === 1 && t.masq.length === 1);
+    t.cluster.nodes.set('wide', {
+      name: 'wide',
+      podCIDRs: ['10.0.0.0/8', 'fd00:9::/64'],
+      internalIPs: ['10.0.0.9'],
+    });
+    t.controller.enqueue('wide');
+    await until('delta', () => t.deltas.length === 1);
+    expect(t.deltas[0]).toEqual({ removed: [], added: ['fd00:9::/64'] });
+    // Routed now (say the /24 inside it went away): the next step hands the /8 over.
+    problems = [];
+    t.cluster.nodes.set('wide', { name: 'wide', podCIDRs: ['10.0.0.0/8'], internalIPs: ['10.0.0.9'] });
+    t.controller.enqueue('wide');
+    await until('delta', () => t.deltas.length === 2);
+    expect(t.deltas[1]).toEqual({ removed: ['fd00:9::/64'], added: ['10.0.0.0/8'] });
+    await t.stop();
+  });
+
+  it('a refusal that comes and goes with the pod CIDRs unchanged (an InternalIP moved into them) changes the sets too', async () => {
+    const refusal = {
+      node: 'wide',
+      problem: "pod CIDR 10.0.0.0/8 contains the node's own InternalIP 10.0.0.9; skipped",
+      refusedCidr: '10.0.0.0/8',
+    };
+    let problems: Problem[] = [];
+    let cidrsChanged = true;
+    const t = perNodeSetup(undefined, {
+      changeCluster: () => 'updated',
+      problems: () => problems,
+      cidrsChanged: () => cidrsChanged,
+    });
+    await until('first full pass', () => t.full.length === 1 && t.masq.length === 1);
+    const step = async (internalIP: string, deltas: number): Promise<void> => {
+      t.cluster.nodes.set('wide', { name: 'wide', podCIDRs: ['10.0.0.0/8'], internalIPs: [internalIP] });
+      t.controller.enqueue('wide');
+      await until('delta', () => t.deltas.length === deltas);
+    };
+    await step('192.168.0.9', 1);
+    expect(t.deltas[0]).toEqual({ removed: [], added: ['10.0.0.0/8'] });
+    cidrsChanged = false;
+    problems = [refusal];
+    await step('10.0.0.9', 2);
+    expect(t.deltas[1]).toEqual({ removed: ['10.0.0.0/8'], added: [] });
+    problems = [];
+    await step('192.168.0.9', 3);
+    expect(t.deltas[2]).toEqual({ removed: [], added: ['10.0.0.0/8'] });
+    // Neither the CIDRs nor the refusal changed: the sets are left alone (past the 50 ms coalescing).
+    const steps = t.steps.length;
+    t.cluster.nodes.set('wide', { name: 'wide', podCIDRs: ['10.0.0.0/8'], internalIPs: ['192.168.0.10'] });
+    t.controller.enqueue('wide');
+    await until('the step', () => t.steps.length === steps + 1);
+    await new Promise((r) => setTimeout(r, 200));
+    expect(t.deltas).toHaveLength(3);
+    await t.stop();
+  });
+
   it('says at once, at warn, why a node the step could not route was skipped', async () => {
     const { log, lines } = capturingLogger();
     const problem = 'no InternalIP of the family of pod CIDR 10.244.3.0/24; skipped';
-    const t = perNodeSetup(undefined, { log, problems: [{ node: 'n3', problem }] });
+    const t = perNodeSetup(undefined, { log, problems: () => [{ node: 'n3', problem }] });
     await until('first full pass', () => t.full.length === 1);
     t.cluster.nodes.set('n3', { name: 'n3', podCIDRs: ['10.244.3.0/24'], internalIPs: [] });
     t.controller.enqueue('n3');

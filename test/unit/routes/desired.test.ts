@@ -194,6 +194,13 @@ describe('desiredRoutes (host-gw)', () => {
     );
     expect(byNode.get('v6-only-ip')!.join()).toMatch(/no IPv4 InternalIP/);
     expect(byNode.get('claims-our-ip')!.join()).toMatch(/own addresses/);
+    // The claims refused as such (masquerade leaves them out too); a node skipped whole refuses none.
+    expect(
+      out.problems.flatMap((p) => (p.refusedCidr === undefined ? [] : [[p.node, p.refusedCidr]])),
+    ).toEqual([
+      ['overlaps-us', '10.244.0.128/25'],
+      ['x2', '10.244.6.0/23'],
+    ]);
   });
 
   it("one Node with a CIDR over everyone else's loses its route alone; the same CIDR on two nodes goes on both", () => {
@@ -221,9 +228,9 @@ describe('desiredRoutes (host-gw)', () => {
       '10.244.1.0/24',
       '10.244.3.0/24',
     ]);
-    expect(twins.problems.map((p) => [p.node, p.problem])).toEqual([
-      ['n2', "pod CIDR 10.244.2.0/24 is also node twin's; skipped on both"],
-      ['twin', "pod CIDR 10.244.2.0/24 is also node n2's; skipped on both"],
+    expect(twins.problems.map((p) => [p.node, p.problem, p.refusedCidr])).toEqual([
+      ['n2', "pod CIDR 10.244.2.0/24 is also node twin's; skipped on both", '10.244.2.0/24'],
+      ['twin', "pod CIDR 10.244.2.0/24 is also node n2's; skipped on both", '10.244.2.0/24'],
     ]);
   });
 
@@ -242,6 +249,7 @@ describe('desiredRoutes (host-gw)', () => {
       const want = {
         node: 'ph-hijack',
         problem: "pod CIDR 10.100.1.0/24 contains node node-2's InternalIP 10.100.1.7; skipped",
+        refusedCidr: '10.100.1.0/24',
       };
       const out = desiredRoutes(node1, [node1, node2, hijack], ethLinks('10.100.0.101'), opts);
       expect(peerRoutes(out)).not.toContain('10.100.1.0/24 via 10.100.0.124');
@@ -271,14 +279,17 @@ describe('desiredRoutes (host-gw)', () => {
         {
           node: 'over-bare',
           problem: "pod CIDR 10.60.0.0/24 contains node bare's InternalIP 10.60.0.5; skipped",
+          refusedCidr: '10.60.0.0/24',
         },
         {
           node: 'over-itself',
           problem: "pod CIDR 10.50.0.0/16 contains the node's own InternalIP 10.50.0.1; skipped",
+          refusedCidr: '10.50.0.0/16',
         },
         {
           node: 'over-us',
           problem: "pod CIDR 10.9.9.0/24 contains this node's InternalIP 10.9.9.9; skipped",
+          refusedCidr: '10.9.9.0/24',
         },
       ]);
       expect(peerRoutes(out)).toEqual(['10.244.5.0/24 via 10.100.0.22']);
@@ -320,15 +331,18 @@ describe('desiredRoutes (host-gw)', () => {
         {
           node: 'ph-cut',
           problem: "pod CIDR 10.100.0.0/30 contains node cp's InternalIP 10.100.0.2; skipped",
+          refusedCidr: '10.100.0.0/30',
         },
         {
           node: 'ph-wide',
           problem:
             'pod CIDR 172.16.0.0/16 contains 172.16.5.0/24, a subnet connected to this node (eth1); skipped',
+          refusedCidr: '172.16.0.0/16',
         },
         {
           node: 'v6-wide',
           problem: "pod CIDR fd00::/16 contains the node's own InternalIP fd00:100::126; skipped",
+          refusedCidr: 'fd00::/16',
         },
       ]);
     });
