@@ -1,4 +1,4 @@
-import { formatCidr, parseCidr } from '../ip/index.ts';
+import { canonicalCidr } from '../ip/index.ts';
 import type { Problem } from '../routes/types.ts';
 import type { ClusterNode } from './cluster.ts';
 
@@ -33,10 +33,7 @@ export function sameRefusal(a: ReadonlySet<string> | undefined, b: ReadonlySet<s
 export function clusterCidrsOf(n: ClusterNode, refused: RefusedCidrs): readonly string[] {
   const mine = refused.get(n.name);
   if (mine === undefined) return n.podCIDRs;
-  return n.podCIDRs.filter((text) => {
-    const c = parseCidr(text);
-    return !mine.has(c === undefined ? text : formatCidr(c));
-  });
+  return n.podCIDRs.filter((text) => !mine.has(canonicalCidr(text) ?? text));
 }
 
 /**
