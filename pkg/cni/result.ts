@@ -195,7 +195,8 @@ function parseIpConfig(v: unknown, path: string, legacy: boolean, ifCount: numbe
     out.address = address;
   }
   const gateway = str(v, 'gateway', path, problems);
-  if (gateway !== undefined) {
+  // "" is unset, as Go's net.IP reads it: some plugins write the empty string for "no gateway".
+  if (gateway !== undefined && gateway !== '') {
     if (parseIp(gateway) === undefined)
       problems.push(`${path}.gateway ${JSON.stringify(gateway)} is not an IP address`);
     out.gateway = gateway;
@@ -230,7 +231,7 @@ function parseRoute(v: unknown, path: string, problems: string[]): ResultRoute {
     out.dst = dst;
   }
   const gw = str(v, 'gw', path, problems);
-  if (gw !== undefined) {
+  if (gw !== undefined && gw !== '') {
     if (parseIp(gw) === undefined) problems.push(`${path}.gw ${JSON.stringify(gw)} is not an IP address`);
     out.gw = gw;
   }
@@ -293,7 +294,10 @@ function copyDns(d: ResultDns): ResultDns {
  * Rules (Go's types100/types040 converters):
  * - to 0.3.x/0.4.0: interfaces keep name/mac/sandbox only; every ip gets `version` from its address
  *   ("4" also for IPv4-mapped IPv6); routes are copied as they are.
- * - to 1.x: ips lose `version`; interface and route fields are copied.
+ * - to 1.x: ips lose `version`; interface and route fields are copied, for 1.0.0 too. Go's types100
+ *   serves 1.0.0 and 1.1.0 with one type ("the types did not change"), so the reference plugins emit
+ *   the 1.1 fields at 1.0.0 as well: a 1.0 runtime ignores what it does not know, and a 1.0 CHECK's
+ *   prevResult keeps the MTUs it compares.
  * - empty interfaces/ips/routes lists and an empty dns are omitted, as Go's omitempty does.
  * - 0.1.0/0.2.0 (ip4/ip6 shape) and unknown versions: CniError(INCOMPATIBLE_VERSION).
  */

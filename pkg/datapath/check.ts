@@ -1,9 +1,9 @@
 import { CniCode, CniError } from '../cni/errors.ts';
 import type { CniResult } from '../cni/result.ts';
 import { canonicalIp } from '../ip/address.ts';
-import { canonicalCidr } from '../ip/cidr.ts';
-import { defaultDst, hostPrefixLen } from './gateway.ts';
-import { inspectAttachment } from './inspect.ts';
+import { canonicalCidr, parseCidr } from '../ip/cidr.ts';
+import { defaultDst, gatewayFor, hostPrefixLen } from './gateway.ts';
+import { type Inspection, inspectAttachment } from './inspect.ts';
 import { otherNetworkOf, shortId } from './names.ts';
 import type { Family } from './ports.ts';
 import type { AttachmentKey, DatapathDeps } from './types.ts';
@@ -16,6 +16,21 @@ export interface ExpectedAttachment {
   ips: string[];
   /** The families of the default routes prevResult lists: only those are looked for. */
   defaultRoutes: Family[];
+  /**
+   * The routes prevResult lists through trellis's gateways (169.254.1.1, fe80::1), the default ones
+   * among them: ADD made them on the pod interface. Another plugin's routes are its own to check.
+   */
+  gatewayRoutes: ExpectedRoute[];
+  /** The pod interface's MTU, when prevResult's interface carries one (CNI 1.1). */
+  podMtu?: number | undefined;
+}
+
+export interface ExpectedRoute {
+  family: Family;
+  /** Canonical, as the kernel lists it: "10.244.1.0/24", "::/0". */
+  dst: string;
+  /** The route's own MTU (RTAX_MTU), when prevResult lists one. */
+  mtu?: number;
 }
 
 /**
@@ -27,16 +42,25 @@ export function expectedFromResult(prev: CniResult, ifname: string): ExpectedAtt
   const podIfIndex = prev.interfaces?.findIndex((i) => i.name === ifname && i.sandbox !== undefined) ?? -1;
   const ips = (prev.ips ?? []).filter((ip) => ip.interface === undefined || ip.interface === podIfIndex);
   const defaultRoutes = new Set<Family>();
+  const gatewayRoutes: ExpectedRoute[] = [];
   for (const r of prev.routes ?? []) {
     // Compared as numbers, not text: "::0/0" is "::/0", "FD00::2/128" is "fd00::2/128".
     const dst = canonicalCidr(r.dst);
     if (dst === defaultDst(4)) defaultRoutes.add(4);
     if (dst === defaultDst(6)) defaultRoutes.add(6);
+    const family = dst === undefined ? undefined : parseCidr(dst)?.family;
+    if (dst === undefined || family === undefined || r.gw === undefined) continue;
+    if (canonicalIp(r.gw) !== gatewayFor(family)) continue;
+    // 0 is Go's unset.
+    gatewayRoutes.push(r.mtu === undefined || r.mtu === 0 ? { family, dst } : { family, dst, mtu: r.mtu });
   }
+  const podInterface = podIfIndex >= 0 ? prev.interfaces?.[podIfIndex] : undefined;
   return {
-    podMac: podIfIndex >= 0 ? prev.interfaces?.[podIfIndex]?.mac : undefined,
+    podMac: podInterface?.mac,
     ips: ips.map((i) => canonicalInterfaceAddress(i.address)),
     defaultRoutes: [...defaultRoutes],
+    gatewayRoutes,
+    podMtu: podInterface?.mtu === 0 ? undefined : podInterface?.mtu,
   };
 }
 
@@ -92,6 +116,7 @@ export async function checkAttachment(
       problems.push(`prevResult address ${ip} is neither trellis's lease nor on ${req.ifname}`);
     }
   }
+  if (inspection.pod !== undefined) problems.push(...podDrift(inspection.pod, expected, req.ifname));
   const podMac = inspection.attachment?.pod.mac;
   if (expected.podMac !== undefined && podMac !== undefined && podMac !== expected.podMac.toLowerCase()) {
     problems.push(`interface ${req.ifname} has MAC ${podMac}, prevResult says ${expected.podMac}`);
@@ -99,4 +124,36 @@ export async function checkAttachment(
   if (problems.length > 0) {
     throw new CniError(CniCode.CHECK_FAILED, `CHECK ${where} found drift: ${problems.join('; ')}`);
   }
+}
+
+/**
+ * What the pod itself shows against prevResult beyond addresses and default routes (inspect.ts
+ * looks for those): the routes through trellis's gateways with their MTUs, and the interface MTU.
+ * A missing default route is inspect.ts's to report, so only a present one's MTU is compared here.
+ */
+function podDrift(
+  pod: NonNullable<Inspection['pod']>,
+  expected: ExpectedAttachment,
+  ifname: string,
+): string[] {
+  const problems: string[] = [];
+  if (expected.podMtu !== undefined && pod.mtu !== expected.podMtu) {
+    problems.push(`interface ${ifname} has MTU ${pod.mtu}, prevResult says ${expected.podMtu}`);
+  }
+  for (const want of expected.gatewayRoutes) {
+    const gw = gatewayFor(want.family);
+    const found = pod.routes.find(
+      (r) => r.ifindex === pod.index && r.gateway === gw && canonicalCidr(r.dst) === want.dst,
+    );
+    const isDefault = want.dst === defaultDst(want.family);
+    if (found === undefined) {
+      if (!isDefault) problems.push(`route ${want.dst} via ${gw} dev ${ifname} is missing in the pod`);
+      continue;
+    }
+    if (want.mtu !== undefined && found.mtu !== want.mtu) {
+      const has = found.mtu === undefined ? 'no MTU of its own' : `MTU ${found.mtu}`;
+      problems.push(`route ${want.dst} via ${gw} has ${has}, prevResult says ${want.mtu}`);
+    }
+  }
+  return problems;
 }

@@ -20,6 +20,8 @@ export interface Inspection {
   problems: string[];
   /** The pod interface's addresses ("10.244.1.5/32"), when it was found. */
   podAddresses?: string[];
+  /** The pod interface and every main-table route of the pod (all interfaces), when it was found. */
+  pod?: { index: number; mtu: number; routes: RouteInfo[] };
 }
 
 /**
@@ -110,7 +112,12 @@ export async function inspectAttachment(
             addresses,
             routes,
           };
-    return { attachment, problems, podAddresses: podAddrs.map((p) => `${p.address}/${p.prefixLen}`) };
+    return {
+      attachment,
+      problems,
+      podAddresses: podAddrs.map((p) => `${p.address}/${p.prefixLen}`),
+      pod: { index: podLink.index, mtu: podLink.mtu, routes: allRoutes },
+    };
   } finally {
     pod.close();
   }

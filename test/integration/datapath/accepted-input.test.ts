@@ -21,9 +21,9 @@ const BROKEN_PREV_RESULTS: [string, unknown, RegExp][] = [
     /^prevResult\.ips\[0\]\.interface 4/,
   ],
   [
-    'ips[].gateway ""',
-    { cniVersion: '1.0.0', ips: [{ address: '10.244.1.9/32', gateway: '' }] },
-    /^prevResult\.ips\[0\]\.gateway ""/,
+    'ips[].gateway not an address',
+    { cniVersion: '1.0.0', ips: [{ address: '10.244.1.9/32', gateway: '10.244.1' }] },
+    /^prevResult\.ips\[0\]\.gateway "10\.244\.1"/,
   ],
   [
     'a route without dst',

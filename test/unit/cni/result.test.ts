@@ -97,6 +97,22 @@ describe('parseResult', () => {
     }
   });
 
+  it('reads an empty gateway or gw as unset, as Go does', () => {
+    const r = parseResult(
+      {
+        cniVersion: '1.0.0',
+        ips: [{ address: '10.0.0.5/24', gateway: '' }],
+        routes: [{ dst: '0.0.0.0/0', gw: '' }],
+      },
+      '1.0.0',
+    );
+    expect(r).toEqual({
+      cniVersion: '1.0.0',
+      ips: [{ address: '10.0.0.5/24' }],
+      routes: [{ dst: '0.0.0.0/0' }],
+    });
+  });
+
   it('uses the code the caller asks for', () => {
     expect(thrown(() => parseResult([], '1.0.0', { code: CniCode.DECODE_FAILED })).code).toBe(
       CniCode.DECODE_FAILED,

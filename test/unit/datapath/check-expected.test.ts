@@ -29,4 +29,29 @@ describe('expectedFromResult: what CHECK looks for, read from a prevResult', () 
     prev.ips.push({ address: '192.0.2.7/24', interface: 0 });
     expect(expectedFromResult(prev, 'eth0').ips).toEqual(['10.244.1.5/32']);
   });
+
+  it("keeps the routes through trellis's gateways with their MTUs, and the pod interface's MTU", () => {
+    const got = expectedFromResult(
+      {
+        cniVersion: '1.1.0',
+        interfaces: [{ name: 'trl0' }, { name: 'eth0', mtu: 1500, sandbox: '/var/run/netns/p' }],
+        routes: [
+          { dst: '0.0.0.0/0', gw: '169.254.1.1', mtu: 1450 },
+          { dst: '10.244.1.0/24', gw: '169.254.1.1' },
+          { dst: 'FD00:10:244:1::/64', gw: 'FE80::1', mtu: 0 },
+          // Another plugin's routes are its own to check.
+          { dst: '198.51.100.0/24', gw: '192.0.2.1' },
+          { dst: '203.0.113.0/24' },
+        ],
+      },
+      'eth0',
+    );
+    expect(got.gatewayRoutes).toEqual([
+      { family: 4, dst: '0.0.0.0/0', mtu: 1450 },
+      { family: 4, dst: '10.244.1.0/24' },
+      { family: 6, dst: 'fd00:10:244:1::/64' },
+    ]);
+    expect(got.podMtu).toBe(1500);
+    expect(expectedFromResult(result([], []), 'eth0').podMtu).toBeUndefined();
+  });
 });
