@@ -104,14 +104,14 @@ describe('the CNI call log line', () => {
   });
 
   it('a DEL that ignored a prevResult it could not parse says so at warn, naming what and where', async () => {
-    const prevResult = { cniVersion: '1.0.0', ips: [{ address: '10.244.1.9/32', gateway: '' }] };
+    const prevResult = { cniVersion: '1.0.0', ips: [{ address: '10.244.1.9/32', gateway: '10.244.1' }] };
     const { ok, line } = await call(emptyDatapath(), 'DEL', { ...CONF, prevResult });
     expect(ok).toBe(true);
     expect(line).toMatchObject({
       level: 'warn',
       msg: 'CNI DEL ok',
       outcome: 'ok',
-      prevResultIgnored: 'prevResult.ips[0].gateway "" is not an IP address',
+      prevResultIgnored: 'prevResult.ips[0].gateway "10.244.1" is not an IP address',
     });
     // With a prevResult that parses (or none) the line stays at info, without the field.
     const plain = await call(emptyDatapath(), 'DEL', { ...CONF, prevResult: { cniVersion: '1.0.0' } });

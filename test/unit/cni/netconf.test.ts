@@ -303,9 +303,9 @@ describe('parseNetConf: a prevResult that does not parse', () => {
       /^prevResult\.ips\[0\]\.interface 4 does not index the 0 interfaces$/,
     ],
     [
-      'ips[].gateway ""',
-      { cniVersion: '1.0.0', ips: [{ address: '10.244.1.9/32', gateway: '' }] },
-      /^prevResult\.ips\[0\]\.gateway "" is not an IP address$/,
+      'ips[].gateway not an address',
+      { cniVersion: '1.0.0', ips: [{ address: '10.244.1.9/32', gateway: '10.244.1' }] },
+      /^prevResult\.ips\[0\]\.gateway "10\.244\.1" is not an IP address$/,
     ],
     [
       'a route without dst',
