@@ -1,17 +1,12 @@
-import { mkdtempSync, rmSync } from 'node:fs';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
 import { CniCode, CniError } from '../../../pkg/cni/errors.ts';
 import { convertResult } from '../../../pkg/cni/result.ts';
 import { addAttachment } from '../../../pkg/datapath/add.ts';
-import { BackgroundDeleter } from '../../../pkg/datapath/background-deleter.ts';
 import { checkAttachment, expectedFromResult } from '../../../pkg/datapath/check.ts';
 import { attachmentResult } from '../../../pkg/datapath/result.ts';
 import type { DatapathDeps } from '../../../pkg/datapath/types.ts';
-import { openIpam } from '../../../pkg/ipam/index.ts';
-import { createNetnsPort } from '../../../pkg/netns/index.ts';
 import { ip, NetnsPool, netnsSkipReason } from '../../support/netns.ts';
+import { inProcessDeps } from './in-process-deps.ts';
 
 /**
  * CHECK against everything ADD made and listed, on an overlay node (route MTU below the interface
@@ -22,26 +17,14 @@ describe.skipIf(netnsSkipReason !== undefined)(
   'CHECK finds drift in routes and MTUs (root, real namespaces)',
   () => {
     const pool = new NetnsPool();
-    const closers: (() => void)[] = [];
+    const cleanups: (() => void)[] = [];
     afterEach(() => {
-      for (const c of closers.splice(0)) c();
+      for (const c of cleanups.splice(0)) c();
       pool.cleanup();
     });
 
-    function setUp(): DatapathDeps {
-      const host = pool.add('host');
-      const port = createNetnsPort();
-      const handle = port.openNetlinkIn(host.path);
-      const dir = mkdtempSync(join(tmpdir(), 'trl-check-'));
-      closers.push(() => handle.close());
-      closers.push(() => rmSync(dir, { recursive: true, force: true }));
-      return {
-        host: handle,
-        netns: { ...port, writeSysctl: (key, value) => port.writeSysctlIn(host.path, key, value) },
-        ipam: openIpam({ dir, ranges: ['10.244.1.0/24', 'fd00:10:244:1::/64'] }),
-        deleter: new BackgroundDeleter(() => undefined),
-      };
-    }
+    const setUp = (): DatapathDeps =>
+      inProcessDeps(pool.add('host'), ['10.244.1.0/24', 'fd00:10:244:1::/64'], cleanups, { echo: false });
 
     it('names a missing pod-CIDR route, a default route MTU and an interface MTU that changed', async () => {
       const deps = setUp();

@@ -3,14 +3,11 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { addAttachment } from '../../../pkg/datapath/add.ts';
-import { BackgroundDeleter } from '../../../pkg/datapath/background-deleter.ts';
 import { checkAttachment, expectedFromResult } from '../../../pkg/datapath/check.ts';
 import { delAttachment } from '../../../pkg/datapath/del.ts';
 import { hostVethName } from '../../../pkg/datapath/names.ts';
 import { attachmentResult } from '../../../pkg/datapath/result.ts';
 import type { DatapathDeps } from '../../../pkg/datapath/types.ts';
-import { openIpam } from '../../../pkg/ipam/index.ts';
-import { createNetnsPort, openHostNetlink, withNetns } from '../../../pkg/netns/index.ts';
 import {
   builtSkipReason,
   REFERENCE_PLUGIN_DIR,
@@ -20,6 +17,7 @@ import {
 import { ip, ipJson, NetnsPool, netnsSkipReason, nsPing, type TestNetns } from '../../support/netns.ts';
 import { leaseAddresses } from '../reliability/support.ts';
 import { type AddResult, containerId, NodeHarness, podAddr, V4_CIDR, V6_CIDR } from './harness.ts';
+import { inProcessDeps } from './in-process-deps.ts';
 
 /**
  * A pod with two interfaces in one namespace, as Multus makes them: eth0 and net1, same container ID.
@@ -193,21 +191,8 @@ describe.skipIf(netnsSkipReason !== undefined)(
       pool.cleanup();
     });
 
-    function deps(host: TestNetns): DatapathDeps {
-      const port = createNetnsPort();
-      const handle = withNetns(host.path, () => openHostNetlink());
-      const dir = mkdtempSync(join(tmpdir(), 'trl-multi-if-'));
-      cleanups.push(
-        () => handle.close(),
-        () => rmSync(dir, { recursive: true, force: true }),
-      );
-      return {
-        host: handle,
-        netns: { ...port, writeSysctl: (key, value) => port.writeSysctlIn(host.path, key, value) },
-        ipam: openIpam({ dir, ranges: [V4_CIDR, V6_CIDR] }),
-        deleter: new BackgroundDeleter(() => undefined),
-      };
-    }
+    const deps = (host: TestNetns): DatapathDeps =>
+      inProcessDeps(host, [V4_CIDR, V6_CIDR], cleanups, { echo: true });
 
     /** eth0 then net1 in one pod, with the route MTU split. */
     async function twoInterfaces() {

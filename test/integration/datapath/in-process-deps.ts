@@ -1,0 +1,38 @@
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { BackgroundDeleter } from '../../../pkg/datapath/background-deleter.ts';
+import type { NetlinkHandle } from '../../../pkg/datapath/ports.ts';
+import type { DatapathDeps } from '../../../pkg/datapath/types.ts';
+import { openIpam } from '../../../pkg/ipam/index.ts';
+import { createNetnsPort, openHostNetlink, withNetns } from '../../../pkg/netns/index.ts';
+import type { TestNetns } from '../../support/netns.ts';
+
+/**
+ * The datapath's dependencies for in-process tests, with the test's `host` namespace as the node:
+ * its netlink handle, its sysctls (never the test process's own), and leases in a scratch directory.
+ * `echo`: the agent's own host handle (the kernel echoes a new pair); otherwise a plain handle, whose
+ * pairs are looked up. What needs closing or removing is pushed onto `cleanups`.
+ */
+export function inProcessDeps(
+  host: TestNetns,
+  ranges: string[],
+  cleanups: (() => void)[],
+  opts: { echo: boolean },
+): DatapathDeps {
+  const port = createNetnsPort();
+  const handle: NetlinkHandle = opts.echo
+    ? withNetns(host.path, () => openHostNetlink())
+    : port.openNetlinkIn(host.path);
+  const dir = mkdtempSync(join(tmpdir(), 'trl-dp-'));
+  cleanups.push(
+    () => handle.close(),
+    () => rmSync(dir, { recursive: true, force: true }),
+  );
+  return {
+    host: handle,
+    netns: { ...port, writeSysctl: (key, value) => port.writeSysctlIn(host.path, key, value) },
+    ipam: openIpam({ dir, ranges }),
+    deleter: new BackgroundDeleter(() => undefined),
+  };
+}
