@@ -323,6 +323,7 @@ class StoreIpam implements Ipam {
       throw new CniError(CniCode.INVALID_CONFIG, 'no pod CIDR ranges are configured: cannot allocate');
     }
     const store = this.#store;
+    store.secureLeftInPlace(owner); // before anything is reserved: a refusal leaves nothing to undo
     const reservedHere: string[] = [];
     const addresses: LeasedAddress[] = [];
     let written = false;
@@ -439,21 +440,23 @@ class StoreIpam implements Ipam {
     const lease = this.#leases.get(owner);
     const held = this.#held.get(owner);
     // A quarantined record of this attachment kept its addresses reserved: DEL is the moment they can
-    // go. Its .held list goes before anything else, the lease included (a restore that crashed after
-    // making the lease durable leaves both): a crash after it leaves a valid lease, or reservations
-    // that nothing accounts for, which the next load frees. Dropped after the lease, a crash in
-    // between kept an address held by a key that no longer had a lease until the next DEL.
+    // go. Its .held list goes before the lease (a restore that crashed after making the lease durable
+    // leaves both): a crash after it leaves a valid lease, or reservations that nothing accounts for,
+    // which the next load frees. Dropped after the lease, a crash in between kept an address held by
+    // a key that no longer had a lease until the next DEL. A record load could not move aside
+    // (LoadReport.leftInPlace) is still in leases/ and goes first: while it is there a reload holds
+    // its addresses again. The key stays held in memory until its addresses are freed, so a DEL that
+    // failed part-way (a lease file the disk would not remove) finds it again when retried.
     if (held !== undefined) {
-      this.#store.dropHeld(owner);
-      this.#held.delete(owner);
-      // A record load could not move aside is still in leases/ (LoadReport.leftInPlace).
       if (lease === undefined) this.#store.deleteLease(owner);
+      this.#store.dropHeld(owner);
     }
     if (lease !== undefined) {
       const failure = this.#dropLease(owner, lease);
       if (failure !== undefined) return { found: true, failure };
     }
     if (held !== undefined) {
+      this.#held.delete(owner);
       const failure = this.#unreserveAll(
         owner,
         [...held].filter((a) => this.#reserved.get(a) === owner),
@@ -551,6 +554,7 @@ class StoreIpam implements Ipam {
     const owner = ownerName(key);
     const wanted = this.#restorable(owner, addresses);
     const store = this.#store;
+    store.secureLeftInPlace(owner); // before the rollback below could remove the record it replaces
     const reservedHere: string[] = [];
     let written = false;
     let lease: Lease;

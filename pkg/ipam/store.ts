@@ -184,6 +184,13 @@ export class LeaseStore {
   readonly #dirFds = new Map<string, number>();
   /** Owners with files in quarantine/ (records, their .reason, .held lists), so release need not look. */
   readonly #quarantinedOwners = new Set<string>();
+  /**
+   * Records load could not move aside (LoadReport.leftInPlace): owner -> the addresses they hold. Such
+   * a record is all that holds them on disk (a reload quarantines it again, keeping its owner's
+   * reservations), so nothing may overwrite or remove it before a durable .held list has taken over
+   * (secureLeftInPlace); a release, which frees them, may.
+   */
+  readonly #leftInPlace = new Map<string, string[]>();
 
   constructor(dir: string, fs: StoreFs = realFs) {
     this.dir = dir;
@@ -277,6 +284,7 @@ export class LeaseStore {
         // Left where it is, its addresses held in memory: an agent that cannot start cannot serve
         // the DELs that would free the disk. The next load tries again.
         for (const f of [heldFile, reasonFile]) this.#removeQuietly(f);
+        if (owner !== '' && keep.length > 0) this.#leftInPlace.set(owner, keep);
         report.quarantined.push({
           file: join(this.#leases, file),
           reason,
@@ -408,6 +416,7 @@ export class LeaseStore {
       heldWritten = true;
     }
     if (heldWritten) this.#syncDir(this.#quarantine);
+    this.#leftInPlace.clear(); // the directory was removed; every held address has its .held list now
     for (const lease of state.leases) this.replaceLease(lease);
     this.#syncDir(this.#leases); // every lease durable before any reservation it accounts for
     for (const [address, owner] of state.reservations) {
@@ -431,6 +440,19 @@ export class LeaseStore {
     );
     this.#quarantinedOwners.add(owner);
     this.#syncDir(this.#quarantine);
+  }
+
+  /**
+   * Before a new lease file takes the place of a record load left in place (createLease renames a
+   * spare over it, and removes it on failure), the addresses that record holds get a durable .held
+   * list. Without it a reload would find a reservation nothing accounts for and free the address of
+   * a pod that may still use it. Throws, the record untouched, when the list cannot be written.
+   */
+  secureLeftInPlace(owner: string): void {
+    const keep = this.#leftInPlace.get(owner);
+    if (keep === undefined) return;
+    this.writeHeld(owner, keep);
+    this.#leftInPlace.delete(owner);
   }
 
   #removeQuietly(path: string): void {
@@ -615,6 +637,7 @@ export class LeaseStore {
   #createLeaseFile(lease: Lease, sync: boolean): number {
     const name = `${ownerName(lease)}${LEASE_SUFFIX}`;
     const path = join(this.#leases, name);
+    this.secureLeftInPlace(ownerName(lease)); // outside the try: its failure must not unlink the record
     try {
       // An empty spare renamed into place is what open(O_CREAT) would leave, minus the slow inode
       // allocation (spares.ts). Opened without O_TRUNC: it is empty, and truncating an empty file
@@ -652,7 +675,10 @@ export class LeaseStore {
     return `${JSON.stringify({ version: RECORD_VERSION, ...lease }, null, 2)}\n`;
   }
 
-  /** Removes a lease file; a missing one is fine. Not durable until flush(). */
+  /**
+   * Removes a lease file, or the record load left in place (a release frees what it held); a missing
+   * one is fine. Not durable until flush().
+   */
   deleteLease(owner: string): void {
     this.spares.scheduleTopUp();
     try {
@@ -660,6 +686,7 @@ export class LeaseStore {
     } catch (err) {
       if (errnoOf(err) !== 'ENOENT') throw this.fail(`removing leases/${owner}${LEASE_SUFFIX}`, err);
     }
+    this.#leftInPlace.delete(owner);
   }
 
   /**
