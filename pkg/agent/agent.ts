@@ -467,7 +467,7 @@ export class Agent {
       host: this.host,
       overlay: this.overlay,
       routes: this.routes,
-      markDirty: (why) => this.controller?.markDirty(why),
+      markDirty: (why, endsBackoff) => this.controller?.markDirty(why, endsBackoff),
       podRouteDeleted: (route) => this.onPodRouteDeleted(route),
       podVethLost: (name) => this.onPodVethLost(name),
       followUplinkMtu: config.mtu === 0,

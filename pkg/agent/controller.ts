@@ -184,6 +184,11 @@ export class NodeController {
   private lastSelf: ClusterNode | undefined;
   private wake: (() => void) | undefined;
   private failures = 0;
+  /**
+   * A change that may remedy a failed pass came since the last full pass started (markDirty's
+   * endsBackoff): the retry runs at once, not after the backoff.
+   */
+  private remedy = false;
   private lastWaitReason: string | undefined;
   /** The last pod CIDR change left leases outside the ranges (a store failure): retry it. */
   private rangesIncomplete = false;
@@ -199,10 +204,16 @@ export class NodeController {
     this.deps = deps;
   }
 
-  /** Requests a full pass; `why` goes into its log line (several requests before it: all of them). */
-  markDirty(why: string): void {
+  /**
+   * Requests a full pass; `why` goes into its log line (several requests before it: all of them).
+   * `endsBackoff`: the change may be what a failed pass was missing (a link's carrier back, this Node
+   * changed), so a retry waiting out its backoff runs at once. Only for changes the agent's own passes
+   * do not cause, or a failing pass could wake itself in a loop.
+   */
+  markDirty(why: string, endsBackoff = false): void {
     this.dirty = true;
     this.why.add(why);
+    if (endsBackoff) this.remedy = true;
     this.wake?.();
   }
 
@@ -273,6 +284,7 @@ export class NodeController {
       return;
     }
     this.dirty = false;
+    this.remedy = false;
     const why = [...this.why];
     this.why.clear();
     // The full pass reads the cache as it is now: it covers every name queued so far. The steps before
@@ -281,7 +293,7 @@ export class NodeController {
     this.flushNodePasses();
     const outcome = await this.runOnce(why);
     if (outcome.kind === 'error' || (outcome.kind === 'ok' && outcome.partial)) {
-      await sleep(this.backoffDelay());
+      await this.backOff(sleep);
       this.markDirty(
         outcome.kind === 'error'
           ? 'retry after a failed pass'
@@ -289,6 +301,34 @@ export class NodeController {
       );
     } else {
       this.failures = 0;
+    }
+  }
+
+  /**
+   * The wait before a failed or partial pass is retried. Per-node steps run meanwhile: one route or
+   * the nft table that cannot be changed must not hold every other node's change for up to maxMs (a
+   * step that needs a full pass marks it, and it waits for the retry). A remedy ends the wait.
+   */
+  private async backOff(sleep: (ms: number) => Promise<void>): Promise<void> {
+    let over = false;
+    const timer = sleep(this.backoffDelay()).then(() => {
+      over = true;
+    });
+    while (!over && !this.stopped && !this.remedy) {
+      if (this.queue.size > 0) {
+        const [name, queuedAt] = this.queue.entries().next().value as [string, number];
+        this.queue.delete(name);
+        await this.runNode(name, queuedAt);
+        continue;
+      }
+      this.flushNodePassesSoon();
+      await Promise.race([
+        timer,
+        new Promise<void>((resolve) => {
+          this.wake = resolve;
+        }),
+      ]);
+      this.wake = undefined;
     }
   }
 
@@ -338,7 +378,7 @@ export class NodeController {
         return;
       }
       deps.log.info({ changed }, 'this node changed; full pass');
-      this.markDirty('this node changed');
+      this.markDirty('this node changed', true);
       return;
     }
     let step: PeerStepOutcome;

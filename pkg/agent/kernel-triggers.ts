@@ -13,8 +13,8 @@ export interface KernelTriggerDeps {
   host: NetlinkHandle;
   overlay: VxlanOverlay;
   routes: RouteReconciler;
-  /** Asks the controller for a full pass, saying why. */
-  markDirty(why: string): void;
+  /** Asks the controller for a full pass, saying why; `endsBackoff` as NodeController.markDirty's. */
+  markDirty(why: string, endsBackoff?: boolean): void;
   /** A route of ours without a gateway was deleted (kernel-watch.ts): a pod's host route, maybe. */
   podRouteDeleted(route: RouteInfo): void;
   /** A pod host veth was deleted or set down (kernel-watch.ts). */
@@ -81,7 +81,8 @@ export function startKernelTriggers(d: KernelTriggerDeps): KernelTriggers {
           'a link routes to peers leave by was deleted; reconciling now',
         );
       }
-      markDirty('a link routes to peers leave by changed');
+      // Routes refused while the carrier was down go in now, not after the failed pass's backoff.
+      markDirty('a link routes to peers leave by changed', true);
     },
     (index) => d.host.getLinkByIndex(index),
   );

@@ -489,6 +489,10 @@ function perNodeSetup(
     ownAnnotations?: ControllerDeps['ownAnnotations'];
     /** This node's fields as the first pass reads them, beside its name, pod CIDR and InternalIP. */
     self?: Partial<ClusterNode>;
+    /** Whether each nft apply fails (a full pass with a failed one is partial: retried after a backoff). */
+    masqFails?: () => boolean;
+    /** The backoff's wait (default: a real timer). */
+    sleep?: (ms: number) => Promise<void>;
   } = {},
 ) {
   const followed: (readonly number[])[] = [];
@@ -541,8 +545,9 @@ function perNodeSetup(
       },
     },
     masq: {
-      sync: async (opts) => {
-        masq.push(opts);
+      sync: async (masqOpts) => {
+        masq.push(masqOpts);
+        if (opts.masqFails?.() === true) throw new Error('nft: Could not process rule: No such file');
         return 'applied';
       },
       ...(opts.changeCluster === undefined
@@ -563,6 +568,7 @@ function perNodeSetup(
     ...(opts.ownAnnotations === undefined ? {} : { ownAnnotations: opts.ownAnnotations }),
     log: opts.log ?? silent,
     resyncMs: 60_000,
+    ...(opts.sleep === undefined ? {} : { sleep: opts.sleep }),
   });
   const abort = new AbortController();
   controller.start(abort.signal);
@@ -1005,6 +1011,45 @@ describe('NodeController per-node steps', () => {
     t.controller.enqueue('n1');
     await until('the pass that ends the wait', () => t.full.length === 2);
     expect(t.full[1]!.peers.map((p) => p.name)).toContain('m3');
+    await t.stop();
+  });
+
+  it("runs per-node steps while a partial pass's retry waits out its backoff; their own escalations wait for the retry", async () => {
+    const sleeps: number[] = [];
+    const t = perNodeSetup(() => 'applied', {
+      masqFails: () => true,
+      sleep: (ms) => {
+        sleeps.push(ms);
+        return new Promise<void>(() => {}); // a backoff that outlasts the test
+      },
+    });
+    await until('the partial pass and its backoff', () => t.full.length === 1 && sleeps.length === 1);
+    t.cluster.nodes.set('n3', { name: 'n3', podCIDRs: ['10.244.3.0/24'], internalIPs: ['10.0.0.3'] });
+    t.controller.enqueue('n3');
+    await until('the step for n3', () => t.steps.some((s) => s.name === 'n3'));
+    // The step's masquerade change failed too and asked for a full pass: that waits for the retry.
+    await until('the masquerade change tried', () => t.masq.length >= 2 || t.deltas.length >= 1);
+    await settle();
+    expect(t.full).toHaveLength(1);
+    await t.stop();
+  });
+
+  it('a remedy (a link back up, this node changed) ends the backoff of a failed pass at once; other requests wait', async () => {
+    let failing = true;
+    const t = perNodeSetup(() => 'applied', {
+      masqFails: () => failing,
+      sleep: () => new Promise<void>(() => {}),
+    });
+    await until('the partial pass', () => t.full.length === 1);
+    t.controller.markDirty('periodic resync');
+    await settle();
+    expect(t.full).toHaveLength(1);
+    failing = false;
+    t.controller.markDirty('a link routes to peers leave by changed', true);
+    await until('the retry, at once', () => t.full.length === 2);
+    // It covered the request that waited, and, clean, leaves nothing to retry.
+    await settle();
+    expect(t.full).toHaveLength(2);
     await t.stop();
   });
 
