@@ -295,24 +295,45 @@ export function startNodeInformerOn(api: CoreApi, opts: NodeInformerOptions): No
     let failures = 0;
     /** Watches in a row that ended on the transport's inactivity timeout without a line. */
     let silentWatches = 0;
+    /** Watches in a row that a fresh list's resourceVersion could not start (410 Gone at once). */
+    let goneAfterList = 0;
     while (!signal.aborted) {
       try {
+        let listed = false;
         if (rv === '' || !synced) {
           await relist();
-          failures = 0;
+          listed = true;
+          // A list that works ends a backoff, unless the watches from it keep expiring: that loop
+          // would otherwise list every Node again every second, forever.
+          if (goneAfterList === 0) failures = 0;
         }
         if (signal.aborted) break;
         const started = clock.now();
-        const out = await watchOnce(rv);
+        const fromRv = rv;
+        const out = await watchOnce(fromRv);
         if (signal.aborted) break;
         if (out.kind === 'expired') {
           rv = '';
+          if (listed && watchEvents === 0) {
+            // The protocol's 410 is for a resourceVersion compacted away while we were not watching;
+            // one the server listed a moment ago is not (a watch cache far behind its list, a proxy
+            // mixing API servers). Counted as a failure: backoff, a log line, a restart.
+            goneAfterList++;
+            throw new K8sError(
+              'watch nodes',
+              `the watch from a fresh list's resourceVersion ${fromRv} expired at once (410 Gone, ${goneAfterList} in a row): listing again after a backoff`,
+              undefined,
+              K8sReason.WATCH,
+            );
+          }
+          goneAfterList = 0;
           await sleep(Math.floor(random() * 2 * backoff.initialMs), signal).catch(() => undefined);
           continue;
         }
         if (out.events > 0) {
           failures = 0;
           silentWatches = 0;
+          goneAfterList = 0;
         } else if (out.kind === 'timeout' && ++silentWatches >= SILENT_WATCHES_BEFORE_RELIST) {
           // An API server sends a BOOKMARK about every minute: watches that hear nothing at all are
           // held by a server (or a proxy) that stopped serving them. Resuming from the same

@@ -519,6 +519,32 @@ describe.each(['auto', 'client-node'] as const)('node informer, transport %s', (
     expect(rec.errors).toEqual([]);
   });
 
+  it('backs off and reports when watches from a fresh list keep expiring at once, instead of listing every second', async () => {
+    await startServer();
+    server.store.addNode(nodeObject('a'));
+    // Every watch is answered 410, the first one (from the start-up list) included: a watch cache
+    // behind its list, or a proxy mixing API servers.
+    server.store.failRequests({ count: 4, mode: 'gone410', match: (r) => r.watch });
+    const sleeps: number[] = [];
+    const rec = start({ resyncMs: 0, random: () => 1, sleep: recordingSleep(sleeps) });
+    await waitFor(
+      () => informer!.relists === 5 && server.store.openWatches() === 1,
+      'watching after 4 refusals',
+    );
+    // Failures: growing delays (initialMs 20, maxMs 200), each said through onError, each a restart.
+    expect(sleeps).toEqual([20, 40, 80, 160]);
+    expect(rec.errors.map((e) => e.delay)).toEqual([20, 40, 80, 160]);
+    expect(rec.errors[0]?.err.message).toMatch(
+      /the watch from a fresh list's resourceVersion \S+ expired at once \(410 Gone, 1 in a row\)/,
+    );
+    expect(rec.errors[3]?.err.message).toContain('4 in a row');
+    expect(informer!.restarts).toBe(4);
+    // And once the server serves the watch, the informer works as ever.
+    server.store.addNode(nodeObject('b'));
+    await waitFor(() => informer!.get('b') !== undefined, 'ADDED b over the watch');
+    expect(informer!.relists).toBe(5);
+  });
+
   for (const how of ['ERROR event', 'HTTP 410'] as const) {
     it(`waits a jittered moment after 410 Gone (${how}) before relisting, and loses no change`, async () => {
       await startServer();
