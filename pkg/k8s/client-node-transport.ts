@@ -8,7 +8,14 @@ import { dirname, resolve } from 'node:path';
 import { CoreV1Api, KubeConfig, PatchStrategy, setHeaderOptions, Watch } from '@kubernetes/client-node';
 import { K8sError, K8sReason, toK8sError } from './errors.ts';
 import type { FallbackSpec } from './kubeconfig.ts';
-import type { Page, PatchType, Transport, WatchEnd, WatchParams } from './transport.ts';
+import {
+  type Page,
+  type PatchType,
+  type Transport,
+  WATCH_IDLE_MS,
+  type WatchEnd,
+  type WatchParams,
+} from './transport.ts';
 
 const PATCH_OPTIONS = {
   'strategic-merge': setHeaderOptions('Content-Type', PatchStrategy.StrategicMergePatch),
@@ -56,10 +63,18 @@ function nodePath(path: string): [string, string] {
   return [decodeURIComponent(m[1]!), m[2] ?? ''];
 }
 
-export function createClientNodeTransport(spec: FallbackSpec): Transport {
+export function createClientNodeTransport(
+  spec: FallbackSpec,
+  opts: { /** Default WATCH_IDLE_MS. */ watchIdleMs?: number } = {},
+): Transport {
   const kc = loadConfig(spec);
   const core = kc.makeApiClient(CoreV1Api);
   const watcher = new Watch(kc);
+  // Watch's own 30 s (connect, then inactivity) is shorter than the ~60 s between an API server's
+  // BOOKMARKs: a quiet cluster's watch would time out before its first one, and two such timeouts
+  // in a row relist (informer.ts). The native transport's inactivity timeout, for the same reason.
+  // The field is `private` in client-node's typings (2.0.1) but a plain property, read per watch.
+  (watcher as unknown as { requestTimeoutMs: number }).requestTimeoutMs = opts.watchIdleMs ?? WATCH_IDLE_MS;
 
   const call = async <T>(op: string, fn: () => Promise<T>): Promise<T> => {
     try {
