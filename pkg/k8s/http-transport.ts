@@ -19,6 +19,7 @@ import type { HttpSpec } from './kubeconfig-parse.ts';
 import {
   type Page,
   type PatchType,
+  TCP_KEEPALIVE_IDLE_MS,
   type Transport,
   WATCH_IDLE_MS,
   type WatchEnd,
@@ -77,7 +78,7 @@ export class HttpTransport implements Transport {
     this.#watchIdleMs = opts.watchIdleMs ?? WATCH_IDLE_MS;
     this.#now = opts.now ?? Date.now;
     this.#target = streamTarget(spec);
-    const common = { keepAlive: true, keepAliveMsecs: 30_000 };
+    const common = { keepAlive: true, keepAliveMsecs: TCP_KEEPALIVE_IDLE_MS };
     if (this.#target.protocol === 'https:') {
       const { ca, cert, key, rejectUnauthorized, servername } = this.#target;
       this.#mod = https;

@@ -35,10 +35,13 @@ export type WatchEnd = 'closed' | 'timeout';
  * The API server sends a BOOKMARK to every watch that allows them once a minute (its cacher's
  * bookmark frequency), so a healthy watch of a quiet cluster is never silent this long; a 30 s
  * timeout cut it and re-watched twice a minute. A dead peer is mostly found sooner, by TCP keepalive
- * (probes after 30 s idle; `read ETIMEDOUT` ~40 s into a partition, api-partition.test.ts). (The
- * client-node fallback transport keeps its Watch's private 30 s.)
+ * (TCP_KEEPALIVE_IDLE_MS; `read ETIMEDOUT` ~40 s into a partition, api-partition.test.ts). The
+ * client-node fallback transport sets its Watch's timeout to this too.
  */
 export const WATCH_IDLE_MS = 90_000;
+
+/** Idle time before TCP keepalive probes (libuv then probes every 1 s, 10 times) on API connections. */
+export const TCP_KEEPALIVE_IDLE_MS = 30_000;
 
 export interface Transport {
   readonly name: TransportName;

@@ -10,6 +10,7 @@
 import * as net from 'node:net';
 import * as tls from 'node:tls';
 import { HTTPParser } from 'http-parser-js';
+import { TCP_KEEPALIVE_IDLE_MS } from './transport.ts';
 
 // node:http through process.getBuiltinModule (see http-transport.ts): only for its header checks.
 const { validateHeaderName, validateHeaderValue } = process.getBuiltinModule('node:http');
@@ -118,6 +119,9 @@ export function openStream(
         })
       : net.connect(options);
   socket.setNoDelay(true);
+  // A watch can stay quiet for a minute between BOOKMARKs: keepalive probes (after 30 s idle) find a
+  // partitioned peer (`read ETIMEDOUT`) before the 90 s inactivity timeout does (WATCH_IDLE_MS).
+  socket.setKeepAlive(true, TCP_KEEPALIVE_IDLE_MS);
   socket.write(head); // held until the connection (and its TLS handshake) is up
   socket.on('error', (err) => finish(err));
   socket.on('close', () => {

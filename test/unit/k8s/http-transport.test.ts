@@ -2,6 +2,7 @@
  * The native transport against a raw node:http server that misbehaves in ways the test API server
  * does not: non-Status error bodies, non-JSON answers and watch lines, silence (timeouts).
  */
+import { execFileSync } from 'node:child_process';
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import type { AddressInfo } from 'node:net';
@@ -312,6 +313,33 @@ describe('HttpTransport', () => {
       t.watch('watch nodes', '/api/v1/nodes', params, () => undefined, new AbortController().signal),
     );
     expect(w.op).toBe('watch nodes');
+  });
+
+  it('turns on TCP keepalive (30 s idle) for a watch: a partition is found before the 90 s inactivity timeout', async () => {
+    const t = await serve((_req, res) => {
+      res.writeHead(200, { 'content-type': 'application/json' });
+      res.write('{"type":"BOOKMARK","object":{"metadata":{"resourceVersion":"6"}}}\n');
+    });
+    const { port } = server!.address() as AddressInfo;
+    const ac = new AbortController();
+    let timers = '';
+    const ended = t.watch(
+      'watch nodes',
+      '/api/v1/nodes',
+      params,
+      () => {
+        // The watch's own socket, as the kernel has it: its timer is keepalive's, due within 30 s.
+        timers ||= execFileSync('ss', ['-tnoH', 'state', 'established', 'dst', `127.0.0.1:${port}`], {
+          encoding: 'utf8',
+        });
+        ac.abort();
+      },
+      ac.signal,
+    );
+    expect(await ended).toBe('closed');
+    const due = /timer:\(keepalive,(\d+)sec,0\)/.exec(timers);
+    expect(due, timers).not.toBeNull();
+    expect(Number(due![1])).toBeLessThanOrEqual(30);
   });
 
   it('reports a refused connection as NetworkError with its errno', async () => {
