@@ -14,6 +14,7 @@
 import { readFileSync } from 'node:fs';
 import type * as Http from 'node:http';
 import * as https from 'node:https';
+import { ClientCertFiles } from './client-cert-files.ts';
 import { fromHttpResponse, K8sError, K8sReason, toK8sError } from './errors.ts';
 import type { HttpSpec } from './kubeconfig-parse.ts';
 import {
@@ -59,14 +60,16 @@ interface Request {
 export class HttpTransport implements Transport {
   readonly name = 'native' as const;
   readonly #spec: HttpSpec;
-  readonly #agent: Http.Agent;
+  /** Replaced when the client certificate files change (#freshCerts). */
+  #agent: Http.Agent;
   readonly #mod: typeof Http | typeof https;
   readonly #userAgent: string;
   readonly #requestTimeoutMs: number;
   readonly #watchIdleMs: number;
   readonly #now: () => number;
   /** The server and TLS settings, for node:http and for watches' own connections. */
-  readonly #target: StreamTarget;
+  #target: StreamTarget;
+  readonly #certs: ClientCertFiles | undefined;
   readonly #basePath: string;
   #token: string | undefined;
   #tokenReadAt = Number.NEGATIVE_INFINITY;
@@ -78,22 +81,12 @@ export class HttpTransport implements Transport {
     this.#watchIdleMs = opts.watchIdleMs ?? WATCH_IDLE_MS;
     this.#now = opts.now ?? Date.now;
     this.#target = streamTarget(spec);
-    const common = { keepAlive: true, keepAliveMsecs: TCP_KEEPALIVE_IDLE_MS };
-    if (this.#target.protocol === 'https:') {
-      const { ca, cert, key, rejectUnauthorized, servername } = this.#target;
-      this.#mod = https;
-      this.#agent = new https.Agent({
-        ...common,
-        rejectUnauthorized,
-        ...(ca !== undefined ? { ca } : {}),
-        ...(cert !== undefined ? { cert } : {}),
-        ...(key !== undefined ? { key } : {}),
-        ...(servername !== undefined ? { servername } : {}),
-      });
-    } else {
-      this.#mod = http;
-      this.#agent = new http.Agent(common);
-    }
+    this.#mod = this.#target.protocol === 'https:' ? https : http;
+    this.#agent = agentFor(this.#target);
+    this.#certs =
+      spec.certFiles !== undefined && spec.cert !== undefined && spec.key !== undefined
+        ? new ClientCertFiles(spec.certFiles, { cert: spec.cert, key: spec.key }, this.#now)
+        : undefined;
     if (spec.token?.kind === 'static') this.#token = spec.token.value;
     this.#basePath = spec.server.pathname.replace(/\/+$/, '');
   }
@@ -177,6 +170,7 @@ export class HttpTransport implements Transport {
       /** An error answer's body, read whole before it becomes the error. */
       let refusal: { status: number; retryAfter: string | undefined; body: Buffer[] } | undefined;
       try {
+        this.#freshCerts();
         conn = openStream(this.#target, this.#pathOf(path, query), this.#headers(), {
           onActivity: armIdle,
           onHead: (status, headers) => {
@@ -272,6 +266,7 @@ export class HttpTransport implements Transport {
   }
 
   #request(r: Request): Http.ClientRequest {
+    this.#freshCerts();
     const headers = this.#headers();
     if (r.body !== undefined) {
       headers['content-type'] = r.contentType ?? 'application/json';
@@ -311,6 +306,10 @@ export class HttpTransport implements Transport {
    * its cached token on 401 too).
    */
   #refused(err: K8sError): K8sError {
+    if (err.statusCode === 401 && this.#certs !== undefined) {
+      this.#certs.expire();
+      err.message += ` (the client certificate of ${this.#certs.paths}, read again for the next request)`;
+    }
     const t = this.#spec.token;
     if (err.statusCode !== 401 || t === undefined) return err;
     if (t.kind === 'static') {
@@ -339,10 +338,40 @@ export class HttpTransport implements Transport {
     return this.#token;
   }
 
+  /**
+   * A rotated client certificate goes into every connection made from now on: a new agent (its
+   * pool's TLS sessions were made with the old one) and the watches' target. The old agent is
+   * destroyed once its requests in flight are over (they end within the request timeout).
+   */
+  #freshCerts(): void {
+    if (this.#certs === undefined) return;
+    const { pair, changed } = this.#certs.current();
+    if (!changed) return;
+    const old = this.#agent;
+    this.#target = { ...this.#target, cert: pair.cert, key: pair.key };
+    this.#agent = agentFor(this.#target);
+    setTimeout(() => old.destroy(), this.#requestTimeoutMs).unref();
+  }
+
   /** Closes the idle keep-alive sockets. */
   close(): void {
     this.#agent.destroy();
   }
+}
+
+/** The keep-alive pool for the API server's connections, with the target's TLS settings. */
+function agentFor(target: StreamTarget): Http.Agent {
+  const common = { keepAlive: true, keepAliveMsecs: TCP_KEEPALIVE_IDLE_MS };
+  if (target.protocol !== 'https:') return new http.Agent(common);
+  const { ca, cert, key, rejectUnauthorized, servername } = target;
+  return new https.Agent({
+    ...common,
+    rejectUnauthorized,
+    ...(ca !== undefined ? { ca } : {}),
+    ...(cert !== undefined ? { cert } : {}),
+    ...(key !== undefined ? { key } : {}),
+    ...(servername !== undefined ? { servername } : {}),
+  });
 }
 
 /** One line of a watch as its event, or the error that fails the watch (not JSON, no type). */

@@ -23,6 +23,11 @@ export interface HttpSpec {
   readonly tlsServerName?: string;
   readonly cert?: Buffer;
   readonly key?: Buffer;
+  /**
+   * Where cert and key were read from, when both came from files: read again every reloadMs, as
+   * client-go does, since the kubelet's client certificate (and others managed so) rotates in place.
+   */
+  readonly certFiles?: { readonly cert: string; readonly key: string; readonly reloadMs: number };
   readonly token?: TokenSource;
 }
 
@@ -57,6 +62,8 @@ export function parseKubeconfig(
   opts: {
     context?: string | undefined;
     tokenReloadMs: number;
+    /** How often client-certificate and client-key files are read again (HttpSpec.certFiles). */
+    certReloadMs: number;
     /** Where the path came from, for messages: "--kubeconfig", "$KUBECONFIG". */
     origin?: string | undefined;
   },
@@ -143,6 +150,8 @@ export function parseKubeconfig(
     ]),
   ].join(', ');
 
+  /** The files PEM blocks were read from, by field (a *-data field has none). */
+  const readFrom = new Map<string, string>();
   const pem = (
     obj: Obj,
     fileKey: string,
@@ -166,6 +175,7 @@ export function parseKubeconfig(
       } catch (err) {
         throw fail(`${where} ${abs} could not be read: ${(err as Error).message}`, err);
       }
+      readFrom.set(fileKey, abs);
     } else {
       return undefined;
     }
@@ -209,12 +219,17 @@ export function parseKubeconfig(
   }
 
   if (unsupported !== '') return { server, context, http: undefined, unsupported };
+  const certFile = readFrom.get('client-certificate');
+  const keyFile = readFrom.get('client-key');
   const http: HttpSpec = {
     server: url,
     insecure,
     ...(ca !== undefined && !insecure ? { ca } : {}),
     ...(typeof tlsServerName === 'string' && tlsServerName !== '' ? { tlsServerName } : {}),
     ...(cert !== undefined && key !== undefined ? { cert, key } : {}),
+    ...(certFile !== undefined && keyFile !== undefined
+      ? { certFiles: { cert: certFile, key: keyFile, reloadMs: opts.certReloadMs } }
+      : {}),
     ...(token !== undefined ? { token } : {}),
   };
   return { server, context, http, unsupported: '' };

@@ -91,10 +91,16 @@ export interface LoadKubeConfigOptions {
    * client-go.
    */
   tokenReloadMs?: number;
+  /**
+   * How long a client certificate and key read from files are used before the files are read
+   * again (the kubelet's rotate in place). Default 300_000 ms, as client-go.
+   */
+  certReloadMs?: number;
 }
 
 const SA_DIR = '/var/run/secrets/kubernetes.io/serviceaccount';
 const DEFAULT_TOKEN_RELOAD_MS = 60_000;
+const DEFAULT_CERT_RELOAD_MS = 300_000;
 
 function configError(message: string, cause?: unknown): K8sError {
   return new K8sError(
@@ -111,6 +117,9 @@ export function loadKubeConfig(opts: LoadKubeConfigOptions = {}): KubeConnection
   const tokenReloadMs = opts.tokenReloadMs ?? DEFAULT_TOKEN_RELOAD_MS;
   if (!(Number.isFinite(tokenReloadMs) && tokenReloadMs >= 0))
     throw new RangeError(`tokenReloadMs must be a number >= 0 (got ${tokenReloadMs})`);
+  const certReloadMs = opts.certReloadMs ?? DEFAULT_CERT_RELOAD_MS;
+  if (!(Number.isFinite(certReloadMs) && certReloadMs >= 0))
+    throw new RangeError(`certReloadMs must be a number >= 0 (got ${certReloadMs})`);
   const forceFallback = opts.transport === 'client-node';
   let source: KubeConfigSource;
   let path = opts.kubeconfigPath;
@@ -142,7 +151,12 @@ export function loadKubeConfig(opts: LoadKubeConfigOptions = {}): KubeConnection
         err,
       );
     }
-    const parsed = parseKubeconfig(text, path, { context: opts.context, tokenReloadMs, origin });
+    const parsed = parseKubeconfig(text, path, {
+      context: opts.context,
+      tokenReloadMs,
+      certReloadMs,
+      origin,
+    });
     const fallback: FallbackSpec = { kind: 'file', path, text, context: parsed.context };
     const reason = forceFallback ? 'forced by the transport option' : parsed.unsupported;
     return new KubeConnection(

@@ -95,3 +95,12 @@ export function makeTestPki(): TestPki {
     remove: () => rmSync(dir, { recursive: true, force: true }),
   };
 }
+
+/** Another client certificate (and its key) signed by the PKI's CA, for rotation tests. */
+export function makeClientCert(pki: TestPki, name: string, cn: string): { cert: string; key: string } {
+  signed(pki.dir, name, `/CN=${cn}`, 'extendedKeyUsage=clientAuth\n');
+  return {
+    cert: readFileSync(join(pki.dir, `${name}.crt`), 'utf8'),
+    key: readFileSync(join(pki.dir, `${name}.key`), 'utf8'),
+  };
+}

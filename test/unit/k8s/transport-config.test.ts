@@ -12,7 +12,7 @@ import { HttpTransport } from '../../../pkg/k8s/http-transport.ts';
 import { createK8sClient, loadKubeConfig, USER_AGENT } from '../../../pkg/k8s/index.ts';
 import type { HttpSpec } from '../../../pkg/k8s/kubeconfig-parse.ts';
 import { startTestApiServer, type TestApiServer } from '../../support/apiserver/server.ts';
-import { makeTestPki, type TestPki } from '../../support/apiserver/tls.ts';
+import { makeClientCert, makeTestPki, type TestPki } from '../../support/apiserver/tls.ts';
 import { configError, nodeObject, rejection } from './helpers.ts';
 
 let pki: TestPki;
@@ -187,6 +187,44 @@ describe('native transport over TLS', () => {
       ),
     );
     expect(fromData.r.clientCertCN).toBe('trellis-client');
+  });
+
+  it('reads rotated client certificate files again after certReloadMs (default 5 min), never half a pair', async () => {
+    const next = makeClientCert(pki, 'client-next', 'trellis-client-next');
+    mkdirSync(join(dir, 'pki'));
+    const certFile = join(dir, 'pki', 'client.crt');
+    const keyFile = join(dir, 'pki', 'client.key');
+    writeFileSync(certFile, pki.clientCert);
+    writeFileSync(keyFile, pki.clientKey);
+    const path = kubeconfig(
+      { 'certificate-authority-data': b64(pki.caCert) },
+      { 'client-certificate': 'pki/client.crt', 'client-key': 'pki/client.key' },
+    );
+    const cached = createK8sClient(loadKubeConfig({ kubeconfigPath: path, env: {} }));
+    const fresh = createK8sClient(loadKubeConfig({ kubeconfigPath: path, env: {}, certReloadMs: 0 }));
+    await cached.listNodes();
+    await fresh.listNodes();
+    // Half a rotation (the new certificate beside the old key) is not taken: the old pair serves.
+    writeFileSync(certFile, next.cert);
+    await fresh.listNodes();
+    writeFileSync(keyFile, next.key);
+    await cached.listNodes();
+    await fresh.listNodes();
+    expect(tlsServer.store.requests().map((r) => r.clientCertCN)).toEqual([
+      'trellis-client',
+      'trellis-client',
+      'trellis-client',
+      'trellis-client', // within the default 5 min: the pair read before
+      'trellis-client-next', // a new connection with the new pair
+    ]);
+    // A watch's own connection presents the new pair too.
+    const { r } = await oneWatchEvent({
+      ca: Buffer.from(pki.caCert),
+      cert: Buffer.from(pki.clientCert),
+      key: Buffer.from(pki.clientKey),
+      certFiles: { cert: certFile, key: keyFile, reloadMs: 0 },
+    });
+    expect(r.clientCertCN).toBe('trellis-client-next');
   });
 
   it('skips verification only with insecure-skip-tls-verify, and refuses an unknown CA otherwise', async () => {
