@@ -9,7 +9,6 @@ import { removeAttachments } from '../../../pkg/agent/lease-collector.ts';
 import { drainSpool, spooledDelsIn } from '../../../pkg/agent/spool-drain.ts';
 import { CniCode, CniError } from '../../../pkg/cni/errors.ts';
 import { addAttachment } from '../../../pkg/datapath/add.ts';
-import { BackgroundDeleter } from '../../../pkg/datapath/background-deleter.ts';
 import { delAttachment } from '../../../pkg/datapath/del.ts';
 import { gcAttachments } from '../../../pkg/datapath/gc.ts';
 import { KeyedMutex } from '../../../pkg/datapath/keyed-mutex.ts';
@@ -17,7 +16,7 @@ import { hostVethName } from '../../../pkg/datapath/names.ts';
 import type { NetlinkHandle } from '../../../pkg/datapath/ports.ts';
 import type { DatapathDeps } from '../../../pkg/datapath/types.ts';
 import { openIpam } from '../../../pkg/ipam/index.ts';
-import { createNetnsPort, openHostNetlink, readSysctlSync, withNetns } from '../../../pkg/netns/index.ts';
+import { readSysctlSync, withNetns } from '../../../pkg/netns/index.ts';
 import { createLogger } from '../../../pkg/observe/logger.ts';
 import { spoolFileName } from '../../../pkg/shim/spool.ts';
 import {
@@ -29,6 +28,7 @@ import {
   nsSysctl,
   type TestNetns,
 } from '../../support/netns.ts';
+import { type InProcessDeps, inProcessDeps } from './in-process-deps.ts';
 
 /**
  * addAttachment in-process against real namespaces, on both of its paths: the agent's host handle
@@ -111,31 +111,15 @@ function cniService(deps: DatapathDeps, spoolDir?: string) {
 
 describe.skipIf(netnsSkipReason !== undefined)('addAttachment (root, real namespaces)', () => {
   const pool = new NetnsPool();
-  const dirs: string[] = [];
   const closers: (() => void)[] = [];
   afterEach(() => {
     for (const c of closers.splice(0)) c();
     pool.cleanup();
-    for (const d of dirs.splice(0)) rmSync(d, { recursive: true, force: true });
   });
 
-  function setUp(echo: boolean, ranges: string[]): { host: TestNetns; deps: DatapathDeps } {
+  function setUp(echo: boolean, ranges: string[]): { host: TestNetns; deps: InProcessDeps } {
     const host = pool.add('host');
-    const port = createNetnsPort();
-    const handle: NetlinkHandle = echo
-      ? withNetns(host.path, () => openHostNetlink())
-      : port.openNetlinkIn(host.path);
-    closers.push(() => handle.close());
-    const dir = mkdtempSync(join(tmpdir(), 'trl-add-'));
-    dirs.push(dir);
-    const deps: DatapathDeps = {
-      host: handle,
-      // The "host" is the test's namespace: its sysctls go there, never to the test process's own.
-      netns: { ...port, writeSysctl: (key, value) => port.writeSysctlIn(host.path, key, value) },
-      ipam: openIpam({ dir, ranges }),
-      deleter: new BackgroundDeleter(() => undefined),
-    };
-    return { host, deps };
+    return { host, deps: inProcessDeps(host, ranges, closers, { echo }) };
   }
 
   for (const echo of [true, false]) {
@@ -225,8 +209,8 @@ describe.skipIf(netnsSkipReason !== undefined)('addAttachment (root, real namesp
     expect(ipJson<IpLink[]>(pods[1]!.name, 'link', 'show').map((l) => l.ifname)).toEqual(['lo']);
     expect(deps.ipam.get({ containerId: 'c2', ifname: 'eth0' })).toBeUndefined();
     expect(deps.ipam.list()).toHaveLength(1);
-    expect(readdirSync(join(dirs[0]!, 'leases'))).toEqual(['c1@eth0.json']);
-    expect(readdirSync(join(dirs[0]!, 'addrs'))).toHaveLength(1);
+    expect(readdirSync(join(deps.leaseDir, 'leases'))).toEqual(['c1@eth0.json']);
+    expect(readdirSync(join(deps.leaseDir, 'addrs'))).toHaveLength(1);
   });
 
   // GC (the runtime's) and the lease collector (pods gone from the API) list the host's links and
@@ -321,7 +305,7 @@ describe.skipIf(netnsSkipReason !== undefined)('addAttachment (root, real namesp
         await addAttachment(deps, { containerId: id, ifname: 'eth0', netns: pool.add('p').path, mtu: 1500 });
       }
       // An immutable lease file: its unlink fails with EPERM, as on a disk gone bad.
-      const stuck = join(dirs[0]!, 'leases', 'stuck@eth0.json');
+      const stuck = join(deps.leaseDir, 'leases', 'stuck@eth0.json');
       const chattr = (flag: string) => spawnSync('chattr', [flag, stuck], { encoding: 'utf8' });
       const set = chattr('+i');
       expect(set.status, set.stderr).toBe(0);
@@ -350,9 +334,12 @@ describe.skipIf(netnsSkipReason !== undefined)('addAttachment (root, real namesp
       await addAttachment(deps, { containerId: id, ifname: 'eth0', netns: pool.add('p').path, mtu: 1500 });
     }
     // The agent restarts over a torn lease file: the record is quarantined, its address stays held.
-    const file = join(dirs[0]!, 'leases', 'torn@eth0.json');
+    const file = join(deps.leaseDir, 'leases', 'torn@eth0.json');
     writeFileSync(file, '{"containerId": "torn", "addr');
-    const reopened: DatapathDeps = { ...deps, ipam: openIpam({ dir: dirs[0]!, ranges: ['10.244.1.0/29'] }) };
+    const reopened: DatapathDeps = {
+      ...deps,
+      ipam: openIpam({ dir: deps.leaseDir, ranges: ['10.244.1.0/29'] }),
+    };
     expect(reopened.ipam.heldKeys()).toEqual([{ containerId: 'torn', ifname: 'eth0' }]);
     const out = await gcAttachments(reopened, [{ containerId: 'kept', ifname: 'eth0' }]);
     expect(out.releasedHeld).toEqual([{ containerId: 'torn', ifname: 'eth0' }]);
@@ -377,10 +364,10 @@ describe.skipIf(netnsSkipReason !== undefined)('addAttachment (root, real namesp
     });
     const addresses = deps.ipam.get({ containerId: 'torn', ifname: 'eth0' })!.addresses;
     expect(addresses).toHaveLength(2);
-    writeFileSync(join(dirs[0]!, 'leases', 'torn@eth0.json'), '{"containerId": "torn", "addr');
+    writeFileSync(join(deps.leaseDir, 'leases', 'torn@eth0.json'), '{"containerId": "torn", "addr');
     const reopened: DatapathDeps = {
       ...deps,
-      ipam: openIpam({ dir: dirs[0]!, ranges: ['10.244.1.0/29', 'fd00:10:244:1::/125'] }),
+      ipam: openIpam({ dir: deps.leaseDir, ranges: ['10.244.1.0/29', 'fd00:10:244:1::/125'] }),
     };
     const key = { containerId: 'torn', ifname: 'eth0' };
     expect(reopened.ipam.heldKeys()).toEqual([key]);
@@ -400,7 +387,7 @@ describe.skipIf(netnsSkipReason !== undefined)('addAttachment (root, real namesp
     // the same container and ifname while the spool still holds that DEL.
     const { host, deps } = setUp(true, ['10.244.1.0/24', 'fd00:10:244:1::/64']);
     const spoolDir = mkdtempSync(join(tmpdir(), 'trl-spool-'));
-    dirs.push(spoolDir);
+    closers.push(() => rmSync(spoolDir, { recursive: true, force: true }));
     const { handle, lines } = cniService(deps, spoolDir);
     const pod = pool.add('p');
     const request = (command: string) => cniRequest(command, pod.path, 'c1', { name: 'trellis' });
@@ -453,7 +440,7 @@ describe.skipIf(netnsSkipReason !== undefined)('addAttachment (root, real namesp
   it('a spooled DEL the agent refuses for good is set aside, not replayed for ever; the others complete', async () => {
     const { deps } = setUp(true, ['10.244.1.0/24']);
     const spoolDir = mkdtempSync(join(tmpdir(), 'trl-spool-'));
-    dirs.push(spoolDir);
+    closers.push(() => rmSync(spoolDir, { recursive: true, force: true }));
     const { handle, lines, log } = cniService(deps, spoolDir);
     const pod = pool.add('p');
     const request = (command: string, containerId: string, config: Record<string, unknown>) =>
@@ -546,7 +533,7 @@ describe.skipIf(netnsSkipReason !== undefined)('addAttachment (root, real namesp
   it('a lease that records no network is the published one’s; a spooled DEL of another network leaves it alone too', async () => {
     const { host, deps } = setUp(true, ['10.244.1.0/24']);
     const spoolDir = mkdtempSync(join(tmpdir(), 'trl-spool-'));
-    dirs.push(spoolDir);
+    closers.push(() => rmSync(spoolDir, { recursive: true, force: true }));
     const { handle } = cniService(deps, spoolDir);
     const pod = pool.add('p');
     const request = (command: string, network: string) =>
@@ -602,7 +589,7 @@ describe.skipIf(netnsSkipReason !== undefined)('addAttachment (root, real namesp
         .sort(),
     ).toEqual(['eth0', 'lo', 'other0']);
     expect(deps.ipam.list()).toEqual([]);
-    expect(readdirSync(join(dirs[0]!, 'leases'))).toEqual([]);
-    expect(readdirSync(join(dirs[0]!, 'addrs'))).toEqual([]);
+    expect(readdirSync(join(deps.leaseDir, 'leases'))).toEqual([]);
+    expect(readdirSync(join(deps.leaseDir, 'addrs'))).toEqual([]);
   });
 });

@@ -8,6 +8,9 @@ import { openIpam } from '../../../pkg/ipam/index.ts';
 import { createNetnsPort, openHostNetlink, withNetns } from '../../../pkg/netns/index.ts';
 import type { TestNetns } from '../../support/netns.ts';
 
+/** The datapath's dependencies, and the scratch directory their leases are in. */
+export type InProcessDeps = DatapathDeps & { readonly leaseDir: string };
+
 /**
  * The datapath's dependencies for in-process tests, with the test's `host` namespace as the node:
  * its netlink handle, its sysctls (never the test process's own), and leases in a scratch directory.
@@ -19,7 +22,7 @@ export function inProcessDeps(
   ranges: string[],
   cleanups: (() => void)[],
   opts: { echo: boolean },
-): DatapathDeps {
+): InProcessDeps {
   const port = createNetnsPort();
   const handle: NetlinkHandle = opts.echo
     ? withNetns(host.path, () => openHostNetlink())
@@ -34,5 +37,6 @@ export function inProcessDeps(
     netns: { ...port, writeSysctl: (key, value) => port.writeSysctlIn(host.path, key, value) },
     ipam: openIpam({ dir, ranges }),
     deleter: new BackgroundDeleter(() => undefined),
+    leaseDir: dir,
   };
 }

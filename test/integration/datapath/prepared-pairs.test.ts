@@ -5,13 +5,10 @@ import { PassThrough } from 'node:stream';
 import { afterEach, describe, expect, it } from 'vitest';
 import { CniCode, CniError } from '../../../pkg/cni/errors.ts';
 import { addAttachment } from '../../../pkg/datapath/add.ts';
-import { BackgroundDeleter } from '../../../pkg/datapath/background-deleter.ts';
 import { podMac } from '../../../pkg/datapath/mac.ts';
 import { hostVethName } from '../../../pkg/datapath/names.ts';
 import { isPreparedName, type PreparedOutcome, PreparedPairs } from '../../../pkg/datapath/prepared-pairs.ts';
 import type { DatapathDeps } from '../../../pkg/datapath/types.ts';
-import { openIpam } from '../../../pkg/ipam/index.ts';
-import { createNetnsPort, openHostNetlink, withNetns } from '../../../pkg/netns/index.ts';
 import { createLogger } from '../../../pkg/observe/logger.ts';
 import {
   ip,
@@ -23,6 +20,7 @@ import {
   type TestNetns,
 } from '../../support/netns.ts';
 import { createPodPins } from '../../support/pod-pins.ts';
+import { inProcessDeps } from './in-process-deps.ts';
 
 /**
  * Veth pairs made when a pod's namespace appears, before its ADD (prepared-pairs.ts), in real
@@ -65,19 +63,14 @@ describe.skipIf(netnsSkipReason !== undefined)('prepared veth pairs (root, real 
     podSockets: PodSockets;
   } {
     const host = pool.add('host');
-    const port = createNetnsPort();
-    const handle = withNetns(host.path, () => openHostNetlink());
-    const dir = mkdtempSync(join(tmpdir(), 'trl-prep-'));
-    const ipam = openIpam({ dir, ranges });
-    const deleter = new BackgroundDeleter(() => undefined);
+    const base = inProcessDeps(host, ranges, cleanups, { echo: true });
+    const { host: handle, deleter } = base;
     // The pod sockets the real port opens, and how many were closed again (by whom: see PodSockets).
     const podSockets: PodSockets = { opened: [], closed: 0 };
-    // The "host" is the test's namespace: its sysctls go there, never to the test process's own.
     const netns = {
-      ...port,
-      writeSysctl: (key: string, value: string) => port.writeSysctlIn(host.path, key, value),
+      ...base.netns,
       openPodNetlink: (fd: number, path: string) => {
-        const sock = port.openPodNetlink(fd, path);
+        const sock = base.netns.openPodNetlink(fd, path);
         podSockets.opened.push(path);
         return {
           ...sock,
@@ -99,14 +92,10 @@ describe.skipIf(netnsSkipReason !== undefined)('prepared veth pairs (root, real 
       ...(opts.max === undefined ? {} : { max: opts.max }),
       onOutcome: (o) => outcomes.push(o),
     });
-    cleanups.push(() => {
-      handle.close();
-      rmSync(dir, { recursive: true, force: true });
-    });
     cleanups.push(() => void pairs.stop());
     return {
       host,
-      deps: { host: handle, netns, ipam, deleter, prepared: pairs },
+      deps: { ...base, netns, prepared: pairs },
       pairs,
       outcomes,
       podSockets,
