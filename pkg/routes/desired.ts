@@ -20,8 +20,9 @@
  *   node is. A VXLAN route is `podCIDR via <peer VTEP address> dev trellis.vN onlink`, the VTEP address being
  *   the network address of the peer's first pod CIDR of the family (see vtepAddress). It needs the device
  *   (opts.overlay) and the peer's published VTEP MAC; without either the node is unreachable (a problem),
- *   except that in vxlan mode a peer that published no VTEP MAC (its agent runs host-gw, or has not set
- *   up its overlay yet) and is directly reachable gets the direct route it uses back to us.
+ *   except that in vxlan mode a directly reachable peer gets the direct route it uses back to us when it
+ *   published no VTEP MAC (its agent runs host-gw, or has not set up its overlay yet) or when we have no
+ *   device of the family (we publish no MAC then, so the peer routes to us directly).
  * - Our own pod CIDRs get a blackhole route, so a packet for a pod that no longer exists dies here instead of
  *   following the default route out of the node (the per-pod /32 and /128 routes are more specific and win).
  * - Invalid or conflicting input (bad text, no InternalIP, no pod CIDR, overlapping CIDRs) is skipped and
@@ -492,13 +493,17 @@ export function desiredRoutes(
         else decision = tunnel;
         // A peer that publishes no VTEP tunnels nothing to us: its agent runs host-gw (a rolling change
         // to vxlan mode, one node at a time) or has not started its overlay yet. On our subnet it routes
-        // to us directly, so the way back is direct too, rather than no route at all.
-        if (decision === undefined && opts.mode === 'vxlan' && usableVtepMac(node, family) === undefined) {
+        // to us directly, so the way back is direct too, rather than no route at all. The same holds the
+        // other way round: without a VXLAN device of the family (an underlay MTU too low for IPv6, no
+        // local InternalIP) we publish no VTEP MAC, so every peer on our subnet routes to us directly.
+        const noMac = decision === undefined && usableVtepMac(node, family) === undefined;
+        const noDevice = decision === undefined && !(opts.overlay ?? []).some((d) => d.family === family);
+        if (decision === undefined && opts.mode === 'vxlan' && (noMac || noDevice)) {
           const r = reach.get(family)!;
           decision = directDecision(node, family, candidates, podCIDRs, local, r, reasons, problems);
           // A malformed MAC counts as none, as ever, but is said: the node did publish one.
           const published = node.vtepMac[family];
-          if (decision !== undefined && published !== undefined) {
+          if (decision !== undefined && noMac && !noDevice && published !== undefined) {
             problems.push({
               node: node.name,
               problem: `${malformedVtepMac(family, published)}; routed directly, as a node that published none`,

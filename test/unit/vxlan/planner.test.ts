@@ -135,6 +135,43 @@ describe('desiredRoutes: per-mode decisions', () => {
     ]);
   });
 
+  it('vxlan without our own device of a family: peers on our subnet routed directly in it, as they route to us (we publish no MAC)', () => {
+    // No IPv6 device (the underlay's MTU too low for IPv6): we publish no IPv6 VTEP MAC, so node-b,
+    // in vxlan mode too, routes IPv6 to us directly; node-c, behind the router, cannot.
+    const p = plan('vxlan', [near, far], [overlay[0]!]);
+    expect(paths(p)).toEqual([
+      'node-b v4 vxlan',
+      'node-b v6 direct',
+      'node-c v4 vxlan',
+      'node-c v6 unreachable',
+    ]);
+    expect(p.decisions[1]).toMatchObject({ nodeIP: 'fd00:10::3', linkName: 'eth0' });
+    expect(p.problems).toEqual([
+      {
+        node: 'node-c',
+        problem:
+          'unreachable: VXLAN: this node has no IPv6 VXLAN device; InternalIP fd00:20::2 is not on a subnet connected to this node',
+      },
+    ]);
+    // What node-b plans for us: we published no IPv6 MAC, so it routes to us directly too.
+    const fromB = desiredRoutes(
+      near,
+      [{ ...self, vtepMacs: { 4: vtepMac('node-a', 4) } }, near],
+      [
+        {
+          ifindex: 2,
+          name: 'eth0',
+          addresses: links[0]!.addresses.map((a) => ({
+            ...a,
+            address: a.family === 4 ? '192.168.10.3' : 'fd00:10::3',
+          })),
+        },
+      ],
+      { mode: 'vxlan', overlay },
+    );
+    expect(paths(fromB)).toEqual(['node-a v4 vxlan', 'node-a v6 direct']);
+  });
+
   describe('a multi-homed node (a second leg on the subnet of a peer behind the router)', () => {
     const leg: LocalLink = {
       ifindex: 3,
