@@ -24,7 +24,8 @@
  *   published no VTEP MAC (its agent runs host-gw, or has not set up its overlay yet) or when we have no
  *   device of the family (we publish no MAC then, so the peer routes to us directly).
  * - Our own pod CIDRs get a blackhole route, so a packet for a pod that no longer exists dies here instead of
- *   following the default route out of the node (the per-pod /32 and /128 routes are more specific and win).
+ *   following the default route out of the node (the per-pod /32 and /128 routes are more specific and win);
+ *   not one that holds the underlay (below), which is reported as the peers report it.
  * - Invalid or conflicting input (bad text, no InternalIP, no pod CIDR, overlapping CIDRs) is skipped and
  *   reported per node. Conflicting CIDRs are dropped on every node involved: we cannot tell which claim is
  *   right, and routing a pod's traffic to the wrong node is worse than not routing it.
@@ -559,6 +560,17 @@ export function desiredRoutes(
   }
 
   for (const c of [...me.cidrs].sort(compareCidr)) {
+    // Every peer skips such a CIDR of ours (underlayConflict, above), and a blackhole over the underlay
+    // would drop this node's own traffic to the nodes inside it (the API server's among them), or take
+    // the place of the connected route of the same prefix.
+    const underlay = underlayConflict(c, self.name, self.name, nodeIPs, local);
+    if (underlay !== undefined) {
+      problems.push({
+        node: self.name,
+        problem: `this node's pod CIDR ${formatCidr(c)} ${underlay}: no blackhole route for it, and every peer skips it`,
+      });
+      continue;
+    }
     routes.push({
       family: c.family,
       dst: formatCidr(c),

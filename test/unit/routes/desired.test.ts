@@ -347,6 +347,37 @@ describe('desiredRoutes (host-gw)', () => {
       ]);
     });
 
+    it("this node's own pod CIDR over the underlay: no blackhole for it, reported as its peers report it", () => {
+      // node-1 given 10.100.0.0/16: it holds node-1's own InternalIP and node-2's, and eth0's subnet.
+      // A blackhole there would drop node-1's traffic to node-2 (and to an API server among them).
+      const wide: PeerNode = { ...node1, podCIDRs: ['10.100.0.0/16', '10.244.1.0/24'] };
+      const out = desiredRoutes(wide, [wide, node2], ethLinks('10.100.0.101'), opts);
+      expect(out.routes.filter((r) => r.type === 'blackhole').map((r) => r.dst)).toEqual(['10.244.1.0/24']);
+      expect(out.problems).toContainEqual({
+        node: 'node-1',
+        problem:
+          "this node's pod CIDR 10.100.0.0/16 contains the node's own InternalIP 10.100.0.101: no blackhole route for it, and every peer skips it",
+      });
+      // node-2 skips it the same way.
+      const fromNode2 = desiredRoutes(node2, [wide, node2], ethLinks('10.100.1.7'), opts);
+      expect(fromNode2.problems).toContainEqual({
+        node: 'node-1',
+        problem: "pod CIDR 10.100.0.0/16 contains the node's own InternalIP 10.100.0.101; skipped",
+        refusedCidr: '10.100.0.0/16',
+      });
+      // One holding a whole connected subnet (eth1's), though no InternalIP: no blackhole either.
+      const leg: LocalLink[] = [
+        ...ethLinks('10.100.0.101'),
+        { ifindex: 3, name: 'eth1', addresses: [{ family: 4, address: '172.16.5.10', prefixLen: 24 }] },
+      ];
+      const overLeg: PeerNode = { ...node1, podCIDRs: ['172.16.0.0/16'] };
+      const second = desiredRoutes(overLeg, [overLeg], leg, opts);
+      expect(second.routes).toEqual([]);
+      expect(second.problems.map((p) => p.problem)).toEqual([
+        "this node's pod CIDR 172.16.0.0/16 contains 172.16.5.0/24, a subnet connected to this node (eth1): no blackhole route for it, and every peer skips it",
+      ]);
+    });
+
     it('routes pod CIDRs inside a wide subnet of the node’s own (a node on 10.0.0.0/8, pods in 10.244.0.0/16)', () => {
       const me: PeerNode = { name: 'node-1', podCIDRs: ['10.244.1.0/24'], internalIPs: ['10.0.0.5'] };
       const wide = [
