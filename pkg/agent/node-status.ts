@@ -41,6 +41,7 @@ export class NodeStatusReporter {
   private writtenOver: string | undefined;
   private readonly now: () => number;
   private readonly annotationWrites: FailureLog;
+  private readonly retryBaseMs: number;
 
   constructor(opts: {
     kube: NodeStatusPort;
@@ -48,8 +49,11 @@ export class NodeStatusReporter {
     log: Logger;
     signal: AbortSignal;
     now?: () => number;
+    /** The first retry's delay of a failed annotation patch, doubling up to 30 s. */
+    retryBaseMs?: number;
   }) {
     this.kube = opts.kube;
+    this.retryBaseMs = opts.retryBaseMs ?? 500;
     this.now = opts.now ?? Date.now;
     this.nodeName = opts.nodeName;
     this.log = opts.log;
@@ -120,7 +124,7 @@ export class NodeStatusReporter {
    * Our Node's annotations follow this pass's view: the VTEP MACs of the devices (none in host-gw),
    * which peers need before they tunnel to us, and the subnets we route peers directly on (auto mode),
    * which make peers take the path we take back. Patched when the cached Node differs; a failure is
-   * retried on the next pass.
+   * retried with backoff (sendAnnotations).
    */
   publishAnnotations(
     self: ClusterNode,
@@ -141,15 +145,34 @@ export class NodeStatusReporter {
     // a relist past our write, someone removing the annotations) gets it again.
     const from = self.resourceVersion;
     if (this.pending?.patch === key && (from === undefined || this.pending.from === from)) return;
-    this.pending = { patch: key, from };
+    const pending = { patch: key, from };
+    this.pending = pending;
+    this.sendAnnotations(pending, patch, 0);
+  }
+
+  /**
+   * Sends until it succeeds, a newer patch takes its place, or the agent stops: a full pass may not
+   * come for the resync period, and until peers see our VTEP MAC (or our direct subnets) they route
+   * us one way or not at all. The patch is a merge of absolute values, so sending it again is harmless.
+   */
+  private sendAnnotations(
+    pending: NonNullable<NodeStatusReporter['pending']>,
+    patch: Record<string, string | null>,
+    attempt: number,
+  ): void {
     this.kube.annotateNode(this.nodeName, patch).then(
       () => {
         this.annotationWrites.succeeded('the Node annotations could be published again');
         this.log.info({ annotations: patch }, 'Node annotations published');
       },
       (err: unknown) => {
-        this.pending = undefined;
-        this.annotationWrites.failed(err);
+        if (this.pending !== pending || this.signal.aborted) return;
+        const delay = Math.min(30_000, this.retryBaseMs * 2 ** attempt);
+        this.annotationWrites.failed(err, { retryInMs: delay });
+        setTimeout(() => {
+          if (this.pending === pending && !this.signal.aborted)
+            this.sendAnnotations(pending, patch, attempt + 1);
+        }, delay).unref();
       },
     );
   }

@@ -1,5 +1,5 @@
 import pino from 'pino';
-import { describe, expect, it } from 'vitest';
+import { describe, expect, it, vi } from 'vitest';
 import type { ClusterNode } from '../../../pkg/agent/cluster.ts';
 import { NodeStatusReporter, REASSERT_MS } from '../../../pkg/agent/node-status.ts';
 
@@ -50,6 +50,50 @@ describe('NodeStatusReporter', () => {
     r.publishAnnotations(node({ resourceVersion: '14' }), vteps, {});
     await flush();
     expect(patches).toHaveLength(3);
+  });
+
+  it('retries a failed annotation patch with backoff, without waiting for the next pass; a newer patch replaces it', async () => {
+    const sent: Record<string, string | null>[] = [];
+    let failures = 2;
+    const stop = new AbortController();
+    const r = new NodeStatusReporter({
+      kube: {
+        annotateNode: async (_name, annotations) => {
+          sent.push({ ...annotations });
+          if (failures-- > 0) throw new Error('503 Service Unavailable');
+        },
+        setNetworkUnavailable: async () => {},
+      },
+      nodeName: 'n1',
+      log: pino({ level: 'silent' }),
+      signal: stop.signal,
+      retryBaseMs: 5,
+    });
+    r.publishAnnotations(node(), vteps, {});
+    await vi.waitFor(() => expect(sent).toHaveLength(3));
+    await new Promise((res) => setTimeout(res, 50));
+    expect(sent).toHaveLength(3); // succeeded on the third: no more
+    expect(new Set(sent.map((p) => JSON.stringify(p))).size).toBe(1);
+
+    // Failing for good: a newer patch (the IPv6 device came up) takes the retries over.
+    failures = Number.POSITIVE_INFINITY;
+    r.publishAnnotations(node({ resourceVersion: '20' }), [{ family: 4, mac: '0a:00:00:00:00:09' }], {});
+    await vi.waitFor(() => expect(sent.length).toBeGreaterThanOrEqual(5));
+    r.publishAnnotations(
+      node({ resourceVersion: '21' }),
+      [...vteps, { family: 6, mac: '0a:00:00:00:00:06' }],
+      {},
+    );
+    await vi.waitFor(() => expect(sent.at(-1)).toHaveProperty('trellis.dev/vtep-mac-v6'));
+    await new Promise((res) => setTimeout(res, 30));
+    const later = sent.slice(sent.findIndex((p) => 'trellis.dev/vtep-mac-v6' in p));
+    expect(later.every((p) => 'trellis.dev/vtep-mac-v6' in p)).toBe(true);
+    // Stopped: no more tries.
+    stop.abort();
+    await new Promise((res) => setTimeout(res, 400));
+    const n = sent.length;
+    await new Promise((res) => setTimeout(res, 400));
+    expect(sent).toHaveLength(n);
   });
 
   it('writes NetworkUnavailable=False once per Node object', async () => {
