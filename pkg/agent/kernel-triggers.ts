@@ -67,6 +67,13 @@ export function startKernelTriggers(d: KernelTriggerDeps): KernelTriggers {
         return;
       }
       if ('link' in change) {
+        // Our own VXLAN device set down by someone else (`ip link set trellis.v4 down`): nothing brings
+        // it back but a pass, so one runs now instead of at the resync, and sets it up again.
+        if (!change.link.up && d.overlay.devices().some((dev) => dev.ifindex === change.link.index)) {
+          log.warn({ link: change.link.name }, 'a VXLAN device of trellis was set down; setting it up again');
+          markDirty('a VXLAN device was set down', true);
+          return;
+        }
         if (!change.running) {
           log.warn(
             { link: change.link.name, up: change.link.up, carrier: change.link.lowerUp === true },
