@@ -11,7 +11,8 @@
  *     node involved, so one node's change adds or removes another node's routes;
  *   - a pod CIDR that holds another peer's InternalIP, or an old or new InternalIP inside another peer's
  *     pod CIDR: the planner drops a CIDR holding any node's InternalIP, and a step sees one peer's only;
- *   - a peer whose routes the last full pass found held by a foreign route (the full pass reports it);
+ *   - a peer whose routes the last full pass found held by a foreign route (the full pass reports it),
+ *     or could not write (the kernel refused it: only a full pass retries it);
  *   - no state (no clean full pass over a synced cache yet).
  * The executor escalates too on any netlink error and when an exclusive add finds the key taken (see
  * peer-apply.ts).
@@ -21,6 +22,7 @@ import { sameList } from '../compare.ts';
 import type { FdbEntry, NeighbourEntry, RouteInfo } from '../datapath/ports.ts';
 import { exact } from '../exact-list.ts';
 import { type Cidr, familyBits, formatCidr, formatIp, parseCidr, parseIp } from '../ip/index.ts';
+import type { RouteError } from './apply.ts';
 import { CidrIndex } from './cidr-index.ts';
 import { desiredRoutes, localLinksKey } from './desired.ts';
 import { MAIN_TABLE, type RouteDiff, routeKey } from './diff.ts';
@@ -81,6 +83,15 @@ export interface PeerState {
   conflicts: RouteDiff['conflicts'];
   /** routeKey of every conflicting desired route. */
   conflictKeys: Set<string>;
+  /**
+   * The kernel's refusals of the full pass (a route, a removal): the kernel is off the plan there, so
+   * no pass is quiet (kernel-check.ts) and a step touching such a route escalates, while every other
+   * peer still gets per-node steps. One error that never clears would otherwise send every Node event
+   * of the cluster to a full pass at the longest backoff.
+   */
+  failed: RouteError[];
+  /** routeKey of every failed route. */
+  failedKeys: Set<string>;
   /** Every record's `cidrs` by owner (kept in step with `peers` by buildPeerState and commitPeerStep). */
   cidrIndex: CidrIndex;
   /** Every record's `ips` by owner, kept the same way. */
@@ -90,16 +101,18 @@ export interface PeerState {
 }
 
 /**
- * The state after a clean full pass (no route or overlay errors) over a synced cache. undefined when the
- * input cannot support per-node steps (a name listed twice).
+ * The state after a full pass over a synced cache that left no overlay errors; its route errors are
+ * `failed`. undefined when the input cannot support per-node steps (a name listed twice).
  */
 export function buildPeerState(
   basis: PeerStateBasis,
   peers: readonly PeerNode[],
   plan: DesiredRoutes,
   conflicts: RouteDiff['conflicts'],
+  failed: readonly RouteError[] = [],
 ): PeerState | undefined {
   const conflictKeys = new Set(conflicts.map((c) => routeKey(c.desired)));
+  const failedKeys = new Set(failed.map((e) => routeKey(e.route)));
   const records = new Map<string, PeerRecord>();
   for (const p of peers) {
     if (p.name === basis.self.name) continue;
@@ -122,8 +135,10 @@ export function buildPeerState(
   }
   const blackholes: RouteInfo[] = [];
   for (const r of plan.routes) {
-    // A held key is not ours, a blackhole's neither (counted as programmed, it was one route too many).
+    // A held key is not ours, a blackhole's neither (counted as programmed, it was one route too many);
+    // a refused one is not programmed (a refused replace left the old route: the next full pass's).
     if (conflictKeys.size > 0 && conflictKeys.has(routeKey(r))) continue;
+    if (failedKeys.size > 0 && failedKeys.has(routeKey(r))) continue;
     if (r.type === 'blackhole') blackholes.push(r);
     else ownerOf.get(`${r.family} ${r.dst}`)?.routes.push(r);
   }
@@ -145,7 +160,18 @@ export function buildPeerState(
     cidrIndex.add(name, rec.cidrs);
     ipIndex.add(name, rec.ips);
   }
-  return { basis, peers: records, selfProblems, blackholes, conflicts, conflictKeys, cidrIndex, ipIndex };
+  return {
+    basis,
+    peers: records,
+    selfProblems,
+    blackholes,
+    conflicts,
+    conflictKeys,
+    failed: [...failed],
+    failedKeys,
+    cidrIndex,
+    ipIndex,
+  };
 }
 
 export type PeerStep =
@@ -186,6 +212,18 @@ export function planPeerStep(state: PeerState, name: string, current: PeerNode |
     overlapWithOthers(state, name, [...(old?.cidrs ?? []), ...cidrs]) ??
     underlayOfOthers(state, name, cidrs, [...(old?.ips ?? []), ...ips]);
   if (clash !== undefined) return { kind: 'full', reason: clash };
+  const refused =
+    old === undefined || state.failed.length === 0
+      ? undefined
+      : state.failed.find((e) =>
+          old.decisions.some((d) => d.family === e.route.family && d.podCIDRs.includes(e.route.dst)),
+        );
+  if (refused !== undefined) {
+    return {
+      kind: 'full',
+      reason: `the kernel refused a route of node ${name} (${refused.route.dst}) at the last full pass`,
+    };
+  }
   if (old?.routes.length !== old?.decisions.reduce((n, d) => n + routeCount(d), 0)) {
     return { kind: 'full', reason: `a route of node ${name} was held by a route trellis does not own` };
   }
@@ -198,6 +236,11 @@ export function planPeerStep(state: PeerState, name: string, current: PeerNode |
   const held = routes.find((r) => state.conflictKeys.has(routeKey(r)));
   if (held !== undefined) {
     return { kind: 'full', reason: `${held.dst} was held by a route trellis does not own` };
+  }
+  const stuck =
+    state.failedKeys.size === 0 ? undefined : routes.find((r) => state.failedKeys.has(routeKey(r)));
+  if (stuck !== undefined) {
+    return { kind: 'full', reason: `the kernel refused a change of ${stuck.dst} at the last full pass` };
   }
 
   const before = new Map((old?.routes ?? []).map((r) => [routeKey(r), r]));

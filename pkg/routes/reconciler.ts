@@ -196,7 +196,7 @@ function foldedReport(state: PeerState, durationMs: number): ReconcileReport {
     removed: 0,
     unchanged: programmedRouteCount(state),
     removalsDeferred: 0,
-    errors: [],
+    errors: state.failed,
     problems,
     decisions,
     conflicts: state.conflicts,
@@ -431,9 +431,10 @@ export class RouteReconciler {
         });
       }
     }
-    // Per-node steps start from a pass that left the kernel exactly as planned, over a complete node list.
-    const clean = input.synced && applied.errors.length === 0 && (overlay?.errors.length ?? 0) === 0;
-    this.state = clean ? buildPeerState(basis, input.peers, plan, conflicts) : undefined;
+    // Per-node steps start from a pass over a complete node list that left the kernel as planned, but
+    // for the routes it knows were refused (a step touching one escalates; the backoff's pass retries).
+    const clean = input.synced && (overlay?.errors.length ?? 0) === 0;
+    this.state = clean ? buildPeerState(basis, input.peers, plan, conflicts, applied.errors) : undefined;
     return {
       added: applied.added,
       replaced: applied.replaced,

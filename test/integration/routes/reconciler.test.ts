@@ -394,6 +394,24 @@ describe.skipIf(netnsSkipReason !== undefined)('RouteReconciler on a real kernel
     expect(report.added).toBe(40);
     expect(ours(a.name).filter((x) => x.startsWith('10.245.'))).toHaveLength(40);
     expect(ours(a.name).some((x) => x.startsWith('10.246.0.0/24'))).toBe(false);
+    // The refusal keeps per-node steps for every other peer (one error that never clears would
+    // otherwise send every Node event to a full pass), escalates the broken one's ...
+    const added: PeerNode = { name: 'n-new', podCIDRs: ['10.245.99.0/24'], internalIPs: ['192.168.77.99'] };
+    const step = await r.reconcilePeer('n-new', added);
+    expect(step).toMatchObject({ kind: 'applied', node: 'n-new' });
+    expect(ours(a.name)).toContain('10.245.99.0/24 via 192.168.77.99 dev eth0');
+    // ... its report still carries the error (status shows it) ...
+    if (step.kind === 'applied')
+      expect(step.report().errors.map((e) => e.route.dst)).toEqual(['10.246.0.0/24']);
+    expect(await r.reconcilePeer('n-broken', { ...broken, internalIPs: ['10.99.0.8'] })).toEqual({
+      kind: 'full',
+      reason: 'the kernel refused a route of node n-broken (10.246.0.0/24) at the last full pass',
+    });
+    // ... and a full pass over unchanged inputs is no quiet one: it tries the refused route again.
+    const retried = await r.reconcile({ synced: true, self, peers: [...many, added, broken], localLinks });
+    expect(retried.quiet).toBeUndefined();
+    expect(retried.errors.map((e) => e.route.dst)).toEqual(['10.246.0.0/24']);
+    expect(await r.reconcilePeer('n-new', undefined)).toMatchObject({ kind: 'applied' });
     // Next pass, with the peer's subnet now really on a link: only the missing route is written.
     ip(a.name, 'addr', 'add', '10.99.0.1/16', 'dev', 'eth0');
     try {
