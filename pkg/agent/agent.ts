@@ -184,6 +184,10 @@ export class Agent {
     fallback: true,
   };
   private busyKeys: ReadonlySet<string> = new Set();
+  /** The CNI service's lock of an attachment, which marks it busy (createCniService's `locked`). */
+  private lockAttachment:
+    | (<T>(containerId: string, ifname: string, fn: () => Promise<T>) => Promise<T>)
+    | undefined;
   private waitingFor: string | undefined = 'the first reconcile';
   /** Why the pod MTU cannot carry this node's IPv6 pod CIDR (ipv6MtuProblem), as of the last pass. */
   private mtuProblem: string | undefined;
@@ -323,12 +327,19 @@ export class Agent {
     // the DEL that releases its lease.
     const mutex = new KeyedMutex();
     this.hostSideCheck = new HostSideCheck(this.host, log, {
-      whileLeased: (lease, put) =>
-        mutex.run(attachmentKey(lease), async () => {
+      whileLeased: (lease, put) => {
+        const work = async () => {
           if (!stillLeased(this.ipam?.get(lease), lease)) return false;
           await put();
           return true;
-        }),
+        };
+        // Through the CNI service once it exists: the key busy while a pair is made again, so GC
+        // and the lease collector leave the lease and its new veth alone.
+        const locked = this.lockAttachment;
+        return locked === undefined
+          ? mutex.run(attachmentKey(lease), work)
+          : locked(lease.containerId, lease.ifname, work);
+      },
       netnsAlive: (path) => this.ports.netns.isNetns(path),
       reattach: (lease) => this.reattach(lease),
     });
@@ -361,6 +372,7 @@ export class Agent {
       spooledDels: spooledDelsIn(config.spoolDir),
     });
     this.busyKeys = service.busyKeys;
+    this.lockAttachment = service.locked;
     await drainSpool(config.spoolDir, service.handle, log);
     const released = await sweepAtStart(this.datapath, this.ipam, config.stateDir, log);
     this.hooks.onLeasesReclaimed?.('startup-sweep', released);

@@ -77,7 +77,13 @@ export type CniHandler = (req: AgentRequest, opts?: { spooled?: boolean }) => Pr
  */
 export function createCniService(deps: CniServiceDeps): {
   handle: CniHandler;
+  /** Attachments with work in flight (queued or running) through `locked`: GC and the sweeps skip them. */
   busyKeys: ReadonlySet<string>;
+  /**
+   * Runs fn under the attachment's lock, the key busy meanwhile: CNI calls, and the agent's own work
+   * on a pod's veth (a pair made again from its lease), which GC must not take away half made.
+   */
+  locked<T>(containerId: string, ifname: string, fn: () => Promise<T>): Promise<T>;
 } {
   const busy = new Set<string>();
 
@@ -211,8 +217,8 @@ export function createCniService(deps: CniServiceDeps): {
   }
 
   /**
-   * CNI calls in flight (queued or running) per busy key: the mutex is shared with work that is not a
-   * CNI call (the agent's host-end repairs), so it cannot tell when the last call on a key is over.
+   * Work in flight (queued or running) per busy key: the mutex is shared with work that does not go
+   * through here (the agent's quick host-end repairs), so it cannot tell when the last call is over.
    */
   const calls = new Map<string, number>();
 
@@ -280,7 +286,7 @@ export function createCniService(deps: CniServiceDeps): {
     return response;
   }
 
-  return { handle, busyKeys: busy };
+  return { handle, busyKeys: busy, locked };
 }
 
 /** Milliseconds since `started` (performance.now()) to 0.01 ms: a call's durationMs. */

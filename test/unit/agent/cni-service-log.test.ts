@@ -173,4 +173,34 @@ describe('busy keys with a lock shared with other work', () => {
     await Promise.all([first, second]);
     expect([...busyKeys]).toEqual([]);
   });
+
+  it("the agent's own work through `locked` (a veth pair made again) makes the key busy, and CNI calls wait for it", async () => {
+    const { handle, busyKeys, locked } = createCniService({
+      datapath: emptyDatapath(),
+      mutex: new KeyedMutex(),
+      log: createLogger({ level: 'silent' }),
+      readiness: { notReadyReason: () => undefined },
+      defaultMtu: () => 1500,
+    });
+    const order: string[] = [];
+    let finish!: () => void;
+    const reattach = locked('c1', 'eth0', async () => {
+      order.push('reattach');
+      await new Promise<void>((r) => (finish = r));
+      order.push('reattached');
+    });
+    const del = handle({ v: 1, env: { ...ENV, CNI_COMMAND: 'DEL' }, stdin: JSON.stringify(CONF) }).then(
+      (r) => {
+        order.push('DEL');
+        return r;
+      },
+    );
+    await new Promise((r) => setImmediate(r));
+    expect([...busyKeys]).toEqual(['c1\0eth0']);
+    finish();
+    await reattach;
+    expect((await del).ok).toBe(true);
+    expect(order).toEqual(['reattach', 'reattached', 'DEL']);
+    expect([...busyKeys]).toEqual([]);
+  });
 });
