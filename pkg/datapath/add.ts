@@ -1,5 +1,5 @@
 import { CniCode, CniError, toCniError } from '../cni/errors.ts';
-import type { LeasedAddress } from '../ipam/index.ts';
+import type { Lease, LeasedAddress } from '../ipam/index.ts';
 import { deleteLinkIfNamed } from './delete-link.ts';
 import { hostSideSteps } from './host-side.ts';
 import { readAttachment } from './inspect.ts';
@@ -86,7 +86,7 @@ async function addInNetns(
       `mtu ${req.mtu} is below 1280, the smallest MTU IPv6 runs on, and this node gives pods IPv6 addresses`,
     );
   }
-  const existing = deps.ipam.get(key);
+  const existing = deps.ipam.get(key) ?? restoreHeld(deps, req);
   const existingNetwork = otherNetworkOf(existing, req.network, req.unrecordedNetwork);
   if (existingNetwork !== undefined) {
     // Attachments are known by container id and ifname (and so are their veth names): a second
@@ -213,6 +213,40 @@ async function addInNetns(
     throw new CniError(err.code, err.message, `${err.details ?? ''}\nundo failed: ${undoText}`.trim(), {
       cause: error,
     });
+  }
+}
+
+/**
+ * The lease of an attachment whose record IPAM could not read (quarantined, its addresses held: the
+ * pod may still use them), made again from the held addresses: this ADD is the same attachment's
+ * (container id and ifname), so it gets them back rather than new ones beside them, and a failed ADD
+ * cannot free them. Undefined when nothing is held. Refused when they cannot be given back (outside
+ * the pod CIDRs now, say): the runtime's DEL frees them, and its next ADD starts afresh.
+ */
+function restoreHeld(deps: DatapathDeps, req: AttachRequest): Lease | undefined {
+  const key = { containerId: req.containerId, ifname: req.ifname };
+  const held = deps.ipam.heldAddresses(key);
+  if (held.length === 0) return undefined;
+  try {
+    return deps.ipam.restore(
+      key,
+      held.map((a) => a.address),
+      {
+        netns: req.netns,
+        podNamespace: req.pod?.namespace,
+        podName: req.pod?.name,
+        podUid: req.pod?.uid,
+        network: req.network,
+        mtu: req.configMtu,
+      },
+    );
+  } catch (err) {
+    throw new CniError(
+      CniCode.IPAM_STORE_FAILED,
+      `IPAM holds ${held.map((a) => a.address).join(', ')} for ${req.ifname} of container ${req.containerId} from a lease record it could not read, and cannot give them back to this ADD: DEL the attachment to free them`,
+      toCniError(err).message,
+      { cause: err },
+    );
   }
 }
 

@@ -16,6 +16,7 @@ export type IpamPort = Pick<
   | 'heldKeys'
   | 'heldAddresses'
   | 'hold'
+  | 'restore'
   | 'ranges'
 >;
 

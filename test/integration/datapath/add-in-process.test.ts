@@ -382,6 +382,58 @@ describe.skipIf(netnsSkipReason !== undefined)('addAttachment (root, real namesp
     );
   });
 
+  it('ADD of an attachment whose lease record was quarantined gives it back its held addresses, never new ones beside them', async () => {
+    const ranges = ['10.244.1.0/29', 'fd00:10:244:1::/125'];
+    const { host, deps } = setUp(true, ranges);
+    const netns = pool.add('p').path;
+    const key = { containerId: 'torn', ifname: 'eth0' };
+    const first = await addAttachment(deps, { ...key, netns, mtu: 1500 });
+    writeFileSync(join(deps.leaseDir, 'leases', 'torn@eth0.json'), '{"containerId": "torn", "addr');
+    const reopened: DatapathDeps = { ...deps, ipam: openIpam({ dir: deps.leaseDir, ranges }) };
+    expect(reopened.ipam.heldKeys()).toEqual([key]);
+    // The runtime repeats the ADD (its answer was lost with the agent): the pod is answered with what it has.
+    const again = await addAttachment(reopened, { ...key, netns, mtu: 1500 });
+    expect(again.addresses).toEqual(first.addresses);
+    expect(again.host.index).toBe(first.host.index); // the same pair: the pod kept its interface
+    expect(reopened.ipam.heldKeys()).toEqual([]);
+    expect(reopened.ipam.get(key)).toMatchObject({ netns, addresses: first.addresses });
+    // In another namespace (a sandbox made again under the same id): a new pair, the same addresses.
+    const moved = await addAttachment(reopened, { ...key, netns: pool.add('p2').path, mtu: 1500 });
+    expect(moved.addresses).toEqual(first.addresses);
+    expect(reopened.ipam.list()).toHaveLength(1);
+    expect((await delAttachment(reopened, key)).released).toEqual(first.addresses);
+    await deps.deleter.drain();
+    expect(ipJson<IpLink[]>(host.name, 'link', 'show').map((l) => l.ifname)).not.toContain(
+      hostVethName('torn', 'eth0'),
+    );
+  });
+
+  it('ADD of a quarantined attachment whose held address is outside the pod CIDRs now is refused, and changes nothing', async () => {
+    const { host, deps } = setUp(true, ['10.244.1.0/29']);
+    const netns = pool.add('p').path;
+    const key = { containerId: 'torn', ifname: 'eth0' };
+    const first = await addAttachment(deps, { ...key, netns, mtu: 1500 });
+    writeFileSync(join(deps.leaseDir, 'leases', 'torn@eth0.json'), '{"containerId": "torn", "addr');
+    const ipam = openIpam({ dir: deps.leaseDir, ranges: ['10.244.1.0/29'] });
+    ipam.setRanges(['10.244.2.0/29']);
+    const reopened: DatapathDeps = { ...deps, ipam };
+    const err = await addAttachment(reopened, { ...key, netns, mtu: 1500 }).catch((e: unknown) => e);
+    expect(err).toBeInstanceOf(CniError);
+    expect(err).toMatchObject({
+      code: CniCode.IPAM_STORE_FAILED,
+      message: `IPAM holds ${first.addresses[0]!.address} for eth0 of container torn from a lease record it could not read, and cannot give them back to this ADD: DEL the attachment to free them`,
+    });
+    expect(reopened.ipam.heldKeys()).toEqual([key]);
+    expect(reopened.ipam.list()).toEqual([]);
+    const link = ipJson<IpLink[]>(host.name, 'link', 'show', 'dev', hostVethName('torn', 'eth0'))[0]!;
+    expect(link.ifindex).toBe(first.host.index);
+    // DEL frees it; the next ADD starts afresh in the new range.
+    await delAttachment(reopened, key);
+    await deps.deleter.drain();
+    const fresh = await addAttachment(reopened, { ...key, netns: pool.add('p2').path, mtu: 1500 });
+    expect(fresh.addresses[0]!.address).toMatch(/^10\.244\.2\./);
+  });
+
   it('a spooled DEL comes before a later ADD of the same attachment and is never replayed over it', async () => {
     // A runtime that reuses container IDs: DEL (spooled, the agent too slow to answer), then ADD of
     // the same container and ifname while the spool still holds that DEL.
