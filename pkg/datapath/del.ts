@@ -2,7 +2,7 @@ import type { LeasedAddress } from '../ipam/index.ts';
 import { deleteLinkIfNamed } from './delete-link.ts';
 import { hostPrefixLen } from './gateway.ts';
 import { hostVethName, otherNetworkOf } from './names.ts';
-import { TRELLIS_ROUTE_PROTOCOL } from './ports.ts';
+import { type Family, type RouteInfo, TRELLIS_ROUTE_PROTOCOL } from './ports.ts';
 import type { AttachmentKey, DatapathDeps } from './types.ts';
 
 export interface DelOutcome {
@@ -44,17 +44,19 @@ export async function delAttachment(
   if (link === undefined) return { released, vethScheduled: false };
 
   // Routes first: the released address is unreachable through the old veth before DEL answers.
-  await Promise.all(
-    released.map((a) =>
-      deps.host.deleteRoute({
-        family: a.family,
-        dst: `${a.address}/${hostPrefixLen(a.family)}`,
-        ifindex: link.index,
-        scope: 'link',
-        protocol: TRELLIS_ROUTE_PROTOCOL,
-      }),
-    ),
-  );
+  // Without a lease (a DEL again after one that released it and then failed) the veth's own host
+  // routes say which: left until the veth goes, the address could already be another pod's.
+  const routes: RouteInfo[] =
+    released.length > 0
+      ? released.map((a) => ({
+          family: a.family,
+          dst: `${a.address}/${hostPrefixLen(a.family)}`,
+          ifindex: link.index,
+          scope: 'link',
+          protocol: TRELLIS_ROUTE_PROTOCOL,
+        }))
+      : await podRoutesVia(deps, link.index);
+  await Promise.all(routes.map((r) => deps.host.deleteRoute(r)));
   deps.deleter.schedule(
     hostName,
     // Re-resolved: the index may have been reused if a new ADD recreated the name meanwhile (it waits
@@ -63,4 +65,21 @@ export async function delAttachment(
     podNetns,
   );
   return { released, vethScheduled: true };
+}
+
+/** The host routes ADD gave a pod through its host veth: trellis's, to one address, no gateway. */
+async function podRoutesVia(deps: DatapathDeps, ifindex: number): Promise<RouteInfo[]> {
+  const lists = await Promise.all(
+    ([4, 6] as Family[]).map((family) =>
+      deps.host.listRoutes({ family, protocol: TRELLIS_ROUTE_PROTOCOL, ifindex }),
+    ),
+  );
+  return lists
+    .flat()
+    .filter(
+      (r) =>
+        r.ifindex === ifindex &&
+        (r.gateway === undefined || r.gateway === '') &&
+        r.dst.endsWith(`/${hostPrefixLen(r.family)}`),
+    );
 }

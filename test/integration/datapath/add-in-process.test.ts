@@ -434,6 +434,31 @@ describe.skipIf(netnsSkipReason !== undefined)('addAttachment (root, real namesp
     expect(fresh.addresses[0]!.address).toMatch(/^10\.244\.2\./);
   });
 
+  it('a DEL again after one that released the lease and then failed still takes the host routes off before answering', async () => {
+    const { host, deps } = setUp(true, ['10.244.1.0/29', 'fd00:10:244:1::/125']);
+    const key = { containerId: 'half', ifname: 'eth0' };
+    await addAttachment(deps, { ...key, netns: pool.add('p').path, mtu: 1500 });
+    const hostIf = hostVethName('half', 'eth0');
+    const hostRoutes = () =>
+      [
+        ...ipJson<IpRoute[]>(host.name, '-4', 'route', 'show', 'dev', hostIf, 'proto', '126'),
+        ...ipJson<IpRoute[]>(host.name, '-6', 'route', 'show', 'dev', hostIf, 'proto', '126'),
+      ].map((r) => r.dst);
+    expect(hostRoutes()).toHaveLength(2);
+    // The first DEL released the lease, then failed (the runtime retries it).
+    deps.ipam.release(key);
+    // The veth's deletion is held back, to see what DEL itself left before it answered.
+    const scheduled: string[] = [];
+    const held = {
+      ...deps,
+      deleter: { wait: async () => {}, schedule: (name: string) => void scheduled.push(name) },
+    };
+    const out = await delAttachment(held as unknown as DatapathDeps, key);
+    expect(out).toEqual({ released: [], vethScheduled: true });
+    expect(scheduled).toEqual([hostIf]);
+    expect(hostRoutes()).toEqual([]);
+  });
+
   it('a spooled DEL comes before a later ADD of the same attachment and is never replayed over it', async () => {
     // A runtime that reuses container IDs: DEL (spooled, the agent too slow to answer), then ADD of
     // the same container and ifname while the spool still holds that DEL.
