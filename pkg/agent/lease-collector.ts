@@ -14,12 +14,17 @@ import { staleLeases } from './lease-gc.ts';
  */
 export async function removeAttachments(datapath: DatapathDeps, leases: readonly Lease[]): Promise<void> {
   const keys = new Map(leases.map((l) => [hostVethName(l.containerId, l.ifname), l]));
-  await removeHostVeths(datapath, new Set(keys.keys()), (name) => {
-    const l = keys.get(name);
-    return (
-      l !== undefined && datapath.ipam.get({ containerId: l.containerId, ifname: l.ifname }) !== undefined
-    );
-  });
+  await removeHostVeths(
+    datapath,
+    new Set(keys.keys()),
+    (name) => {
+      const l = keys.get(name);
+      return (
+        l !== undefined && datapath.ipam.get({ containerId: l.containerId, ifname: l.ifname }) !== undefined
+      );
+    },
+    (name) => keys.get(name)?.netns,
+  );
 }
 
 /**

@@ -81,15 +81,20 @@ export async function gcAttachments(
       failures.push(`${key.containerId}/${key.ifname} (held): ${toCniError(err).message}`);
     }
   }
-  const removedLinks = await removeHostVethsExcept(deps, () => {
-    const keep = leasedVethNames(deps);
-    for (const k of [...valid, ...keptHeld]) keep.add(hostVethName(k.containerId, k.ifname));
-    for (const k of busy) {
-      const { containerId, ifname } = attachmentOfKey(k);
-      keep.add(hostVethName(containerId, ifname));
-    }
-    return keep;
-  });
+  const netnsOf = new Map(releasedLeases.map((l) => [hostVethName(l.containerId, l.ifname), l.netns]));
+  const removedLinks = await removeHostVethsExcept(
+    deps,
+    () => {
+      const keep = leasedVethNames(deps);
+      for (const k of [...valid, ...keptHeld]) keep.add(hostVethName(k.containerId, k.ifname));
+      for (const k of busy) {
+        const { containerId, ifname } = attachmentOfKey(k);
+        keep.add(hostVethName(containerId, ifname));
+      }
+      return keep;
+    },
+    (name) => netnsOf.get(name),
+  );
   if (failures.length > 0) {
     throw new CniError(
       CniCode.IPAM_STORE_FAILED,
@@ -113,12 +118,14 @@ function leasedVethNames(deps: Pick<DatapathDeps, 'ipam'>): Set<string> {
 async function removeHostVethsExcept(
   deps: Pick<DatapathDeps, 'host' | 'deleter'>,
   keep: () => ReadonlySet<string>,
+  podNetnsOf?: (name: string) => string | undefined,
 ): Promise<string[]> {
   const links = await deps.host.listLinks();
   const kept = keep();
   return scheduleDeletions(
     deps,
     links.filter((l) => !kept.has(l.name)),
+    podNetnsOf,
   );
 }
 
@@ -130,17 +137,25 @@ export async function removeHostVeths(
   deps: Pick<DatapathDeps, 'host' | 'deleter'>,
   names: ReadonlySet<string>,
   spare: (name: string) => boolean = () => false,
+  podNetnsOf?: (name: string) => string | undefined,
 ): Promise<string[]> {
   const links = await deps.host.listLinks();
   return scheduleDeletions(
     deps,
     links.filter((l) => names.has(l.name) && !spare(l.name)),
+    podNetnsOf,
   );
 }
 
+/**
+ * `podNetnsOf`: where a pair's pod end is, when its lease said: an ADD into that namespace (a runtime
+ * reusing it for a new container) waits for the deletion, as after a DEL, and does not find the old
+ * pod end's interface name taken.
+ */
 function scheduleDeletions(
   deps: Pick<DatapathDeps, 'host' | 'deleter'>,
   links: readonly { name: string; index: number }[],
+  podNetnsOf: (name: string) => string | undefined = () => undefined,
   isOurs: (name: string) => boolean = isHostVethName,
 ): string[] {
   const removed: string[] = [];
@@ -149,7 +164,11 @@ function scheduleDeletions(
     removed.push(link.name);
     // By index, checked again when the deletion runs: a veth made later under the same name (a new
     // ADD for the same container and ifname waits for this deletion first) is another link.
-    deps.deleter.schedule(link.name, () => deleteLinkIfNamed(deps.host, link.index, link.name));
+    deps.deleter.schedule(
+      link.name,
+      () => deleteLinkIfNamed(deps.host, link.index, link.name),
+      podNetnsOf(link.name),
+    );
   }
   return removed;
 }
@@ -210,7 +229,7 @@ export async function sweepOrphans(
   const removedRouted = routed
     .filter((r) => removedLinks.includes(r.name))
     .map((r) => (refused.has(r.name) ? { ...r, why: refused.get(r.name) } : r));
-  removedLinks.push(...scheduleDeletions(deps, listed, isPreparedName));
+  removedLinks.push(...scheduleDeletions(deps, listed, undefined, isPreparedName));
   return {
     releasedLeases,
     removedLinks,

@@ -459,6 +459,28 @@ describe.skipIf(netnsSkipReason !== undefined)('addAttachment (root, real namesp
     expect(hostRoutes()).toEqual([]);
   });
 
+  it('an ADD into a namespace whose old attachment GC (or the lease collector) just released waits for its veth to go', async () => {
+    const { deps } = setUp(true, ['10.244.1.0/29']);
+    for (const collect of ['gc', 'lease collector'] as const) {
+      // A runtime reusing a namespace (cnitool, podman): the old container's DEL was missed, GC catches it.
+      const netns = pool.add('reused').path;
+      await addAttachment(deps, { containerId: 'old', ifname: 'eth0', netns, mtu: 1500 });
+      if (collect === 'gc') {
+        const out = await gcAttachments(deps, []);
+        expect(out.removedLinks).toEqual([hostVethName('old', 'eth0')]);
+      } else {
+        const lease = deps.ipam.get({ containerId: 'old', ifname: 'eth0' })!;
+        deps.ipam.release(lease);
+        await removeAttachments(deps, [lease]);
+      }
+      // At once, while the old pair's deletion is pending: its pod end still holds eth0 there.
+      const added = await addAttachment(deps, { containerId: 'new', ifname: 'eth0', netns, mtu: 1500 });
+      expect(added.pod.name).toBe('eth0');
+      await delAttachment(deps, { containerId: 'new', ifname: 'eth0' });
+      await deps.deleter.drain();
+    }
+  });
+
   it('a spooled DEL comes before a later ADD of the same attachment and is never replayed over it', async () => {
     // A runtime that reuses container IDs: DEL (spooled, the agent too slow to answer), then ADD of
     // the same container and ifname while the spool still holds that DEL.
