@@ -193,6 +193,15 @@ async function addInNetns(
     }
     const syncError = await synced;
     if (syncError !== undefined) throw syncError;
+    // The node's pod CIDRs can change while ADD runs (a Node re-created with new ones): the change
+    // released this lease, outside them now, and removes its veth. Answered, the pod would run with
+    // an address no route leads to; refused, the runtime asks again and gets one of the new range.
+    if (!stillLeased(deps, key, lease.addresses)) {
+      throw new CniError(
+        CniCode.TRY_AGAIN_LATER,
+        `the node's pod CIDRs changed during this ADD: ${lease.addresses.map((a) => a.address).join(', ')} is outside [${deps.ipam.ranges().join(', ')}] now; try again`,
+      );
+    }
     undo.commit();
     const podLink = podSide.link;
     return {
@@ -248,6 +257,19 @@ function restoreHeld(deps: DatapathDeps, req: AttachRequest): Lease | undefined 
       { cause: err },
     );
   }
+}
+
+function stillLeased(
+  deps: DatapathDeps,
+  key: { containerId: string; ifname: string },
+  addresses: readonly LeasedAddress[],
+): boolean {
+  const now = deps.ipam.get(key)?.addresses;
+  return (
+    now !== undefined &&
+    now.length === addresses.length &&
+    now.every((a, i) => a.address === addresses[i]!.address)
+  );
 }
 
 function familiesOf(addresses: readonly LeasedAddress[]): (4 | 6)[] {

@@ -481,6 +481,38 @@ describe.skipIf(netnsSkipReason !== undefined)('addAttachment (root, real namesp
     }
   });
 
+  it("an ADD during which the node's pod CIDRs change (its lease released) is refused with 11 and leaves nothing behind", async () => {
+    const { host, deps } = setUp(true, ['10.244.1.0/29']);
+    const ipam = openIpam({ dir: deps.leaseDir, ranges: ['10.244.1.0/29'] });
+    // The range changes while ADD sets up the host end (the controller's pass, between two awaits).
+    const handle = new Proxy(deps.host, {
+      get(target, prop, receiver) {
+        if (prop !== 'setUp') return Reflect.get(target, prop, receiver);
+        return (...args: Parameters<NetlinkHandle['setUp']>) => {
+          if (ipam.ranges()[0] === '10.244.1.0/29') ipam.setRanges(['10.244.2.0/29']);
+          return target.setUp(...args);
+        };
+      },
+    });
+    const racing: DatapathDeps = { ...deps, host: handle, ipam };
+    const netns = pool.add('p').path;
+    const err = await addAttachment(racing, { containerId: 'c', ifname: 'eth0', netns, mtu: 1500 }).catch(
+      (e: unknown) => e,
+    );
+    expect(err).toMatchObject({
+      code: CniCode.TRY_AGAIN_LATER,
+      message:
+        "the node's pod CIDRs changed during this ADD: 10.244.1.2 is outside [10.244.2.0/29] now; try again",
+    });
+    expect(ipam.list()).toEqual([]);
+    expect(ipJson<IpLink[]>(host.name, 'link', 'show').map((l) => l.ifname)).not.toContain(
+      hostVethName('c', 'eth0'),
+    );
+    // The runtime asks again: an address of the new range.
+    const again = await addAttachment(racing, { containerId: 'c', ifname: 'eth0', netns, mtu: 1500 });
+    expect(again.addresses.map((a) => a.address)).toEqual(['10.244.2.2']);
+  });
+
   it('a spooled DEL comes before a later ADD of the same attachment and is never replayed over it', async () => {
     // A runtime that reuses container IDs: DEL (spooled, the agent too slow to answer), then ADD of
     // the same container and ifname while the spool still holds that DEL.
