@@ -66,6 +66,8 @@ export interface DeviceState {
  * provided it has an InternalIP of that family held by one of its interfaces (a problem otherwise). The
  * device's MTU derives from the underlay (see DeviceSpec.underlay); `waysOut` (the kernel's routes off
  * the node, local-links.ts findWaysOut) are needed only for the families familiesNeedingWayOut names.
+ * `previous`: the specs the last pass ensured, which keep a device whose InternalIP is off the
+ * interfaces for a moment (below).
  */
 export function desiredDevices(
   nodeName: string,
@@ -75,6 +77,7 @@ export function desiredDevices(
   mode: RoutingMode,
   settings: VxlanSettings,
   waysOut: readonly RouteLookup[] = [],
+  previous: readonly DeviceSpec[] = [],
 ): { specs: DeviceSpec[]; problems: Problem[] } {
   const specs: DeviceSpec[] = [];
   const problems: Problem[] = [];
@@ -98,10 +101,21 @@ export function desiredDevices(
       localLinks.some((l) => l.addresses.some((a) => canonicalIp(a.address) === ip)),
     );
     if (localIp === undefined) {
+      // The address off its interface for a moment (a DHCP renewal, NetworkManager re-applying a
+      // profile, `ip addr flush` and add): the device made for it stays as it is. Deleted, its
+      // neighbours, FDB entries and tunnel routes would go, and its VTEP MAC off the Node, which
+      // every peer acts on, twice; the InternalIP changed on the Node, the device follows it.
+      const kept = previous.find(
+        (p) => p.family === family && ips.includes(p.localIp) && links.some((l) => l.name === p.name),
+      );
       problems.push({
         node: nodeName,
-        problem: `InternalIP ${ips.join(', ')} is not an address of this node's interfaces: no IPv${family} VXLAN device`,
+        problem:
+          kept === undefined
+            ? `InternalIP ${ips.join(', ')} is not an address of this node's interfaces: no IPv${family} VXLAN device`
+            : `InternalIP ${ips.join(', ')} is not an address of this node's interfaces: the IPv${family} VXLAN device is kept as it was until it is back`,
       });
+      if (kept !== undefined) specs.push(kept);
       continue;
     }
     const nodeLink = nodeLinkOf(localLinks, ips, links);

@@ -54,6 +54,8 @@ function asError(e: unknown): Error {
 export class VxlanOverlay implements OverlayPort {
   private readonly opts: VxlanOverlayOptions;
   private states: DeviceState[] = [];
+  /** The devices the last pass wanted (desiredDevices' `previous`). */
+  private specs: DeviceSpec[] = [];
   private errors: OverlayReport['errors'] = [];
   private added = 0;
   private removed = 0;
@@ -113,7 +115,17 @@ export class VxlanOverlay implements OverlayPort {
     this.pending = { neighbours: [], fdb: [] };
     const links = listed ?? (await handle.listLinks());
     const waysOut = await findWaysOut(handle, familiesNeedingWayOut(self, localLinks, links, mode));
-    const { specs, problems } = desiredDevices(nodeName, self, localLinks, links, mode, this.opts, waysOut);
+    const { specs, problems } = desiredDevices(
+      nodeName,
+      self,
+      localLinks,
+      links,
+      mode,
+      this.opts,
+      waysOut,
+      this.specs,
+    );
+    this.specs = specs;
     this.warnWithoutUnderlay(specs);
     for (const l of links) {
       if (!isVxlanDeviceName(l.name) || specs.some((s) => s.name === l.name)) continue;

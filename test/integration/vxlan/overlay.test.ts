@@ -401,6 +401,37 @@ describe.skipIf(netnsSkipReason !== undefined)(
       expect(healed).toMatchObject({ added: 0, replaced: 0, removed: 0 });
     });
 
+    it('the InternalIP off its interface for a moment (a DHCP renewal): the device stays as it was, the problem said', async () => {
+      const a = reconciler(nodeA, 'node-a');
+      await pass(a, selfA, [published(selfB), sameSubnet]);
+      const before = link(nodeA, 'trellis.v4').ifindex;
+      ip(nodeA.name, 'addr', 'del', '192.168.10.2/24', 'dev', 'eth0');
+      try {
+        const off = await a.routes.reconcile({
+          synced: true,
+          self: selfA,
+          peers: [selfA, published(selfB), sameSubnet],
+        });
+        expect(off.problems).toContainEqual({
+          node: 'node-a',
+          problem:
+            "InternalIP 192.168.10.2 is not an address of this node's interfaces: the IPv4 VXLAN device is kept as it was until it is back",
+        });
+        // Kept: its index, its FDB entry for node-b and its VTEP MAC (what the Node annotation publishes).
+        expect(off.overlay!.devices.map((d) => d.name)).toEqual(['trellis.v4', 'trellis.v6']);
+        expect(link(nodeA, 'trellis.v4').ifindex).toBe(before);
+        expect(fdbOn(nodeA, 'trellis.v4')).toContain(`${vtepMac('node-b', 4)} dst 192.168.20.2`);
+      } finally {
+        ip(nodeA.name, 'addr', 'add', '192.168.10.2/24', 'dev', 'eth0');
+        if (!ip(nodeA.name, 'route', 'show', 'default').includes('via')) {
+          ip(nodeA.name, 'route', 'add', 'default', 'via', '192.168.10.1');
+        }
+      }
+      await pass(a, selfA, [published(selfB), sameSubnet]);
+      expect(link(nodeA, 'trellis.v4').ifindex).toBe(before);
+      expect(nsPing(podA.name, '10.244.2.5')).toBe(true);
+    });
+
     it('a new device is created with its VTEP MAC (not a random one that udev may rewrite), no later change', async () => {
       // A device created without IFLA_ADDRESS gets a random MAC (addr_assign_type 1), which
       // systemd-udevd's MACAddressPolicy=persistent rewrites, racing a MAC set afterwards.

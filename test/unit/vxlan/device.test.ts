@@ -125,6 +125,26 @@ describe('desiredDevices', () => {
     expect(configured.problems[0]?.problem).toContain('or --mtu to 1280 or more');
   });
 
+  it('an InternalIP off the interfaces keeps the device the last pass made for it; a changed InternalIP does not', () => {
+    const last = desiredDevices('node-a', self, localLinks, links, 'auto', settings).specs;
+    const withDevice: LinkInfo[] = [
+      ...links,
+      { index: 7, name: 'trellis.v4', kind: 'vxlan', mac: vtepMac('node-a', 4), mtu: 8950, up: true },
+    ];
+    const off = localLinks.map((l) => ({ ...l, addresses: l.addresses.filter((a) => a.family === 6) }));
+    const kept = desiredDevices('node-a', self, off, withDevice, 'auto', settings, [], last);
+    expect(kept.specs).toEqual(last);
+    expect(kept.problems.map((p) => p.problem)).toEqual([
+      "InternalIP 192.168.10.2 is not an address of this node's interfaces: the IPv4 VXLAN device is kept as it was until it is back",
+    ]);
+    // The device gone meanwhile, or the Node's InternalIP another one: nothing to keep.
+    expect(desiredDevices('node-a', self, off, links, 'auto', settings, [], last).specs).toHaveLength(1);
+    const moved = { ...self, internalIPs: ['192.168.10.9', 'fd00:10::2'] };
+    const gone = desiredDevices('node-a', moved, off, withDevice, 'auto', settings, [], last);
+    expect(gone.specs.map((d) => d.name)).toEqual(['trellis.v6']);
+    expect(gone.problems[0]!.problem).toMatch(/no IPv4 VXLAN device$/);
+  });
+
   it('a family without an InternalIP, or with one no interface holds, gets no device and a problem', () => {
     const v4only = { ...self, internalIPs: ['192.168.10.2'] };
     const a = desiredDevices('node-a', v4only, localLinks, links, 'auto', settings);
