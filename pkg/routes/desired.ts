@@ -12,7 +12,10 @@
  *   the second check, subnets of different prefix lengths on one L2 (a /16 here, a /24 there) would route
  *   one way and tunnel the other, and strict reverse-path filtering (rp_filter=1, RHEL's default) drops the
  *   asymmetric packets. A peer reached over another leg of a multi-homed node (or a longer-prefix leg
- *   inside the home subnet) tunnels, as the peer tunnels back. A node whose own InternalIP is on no
+ *   inside the home subnet) tunnels, as the peer tunnels back. One case stays one-way, as
+ *   docs/overlay.md says: a peer with such a nested leg holding our InternalIP tunnels to us, while its
+ *   published wide subnet holds our InternalIP and we route to it directly (the list tells containment,
+ *   not which of its subnets the peer would pick). A node whose own InternalIP is on no
  *   connected subnet (a /32 on lo, from a range of its own) tunnels to every peer of the family, as they
  *   tunnel to it (it publishes no subnet); only without a VXLAN device of the family does it route over
  *   any connected subnet.
