@@ -323,7 +323,9 @@ describe.skipIf(skip !== undefined)(skip === undefined ? title : `${title} (skip
       routeTo(tb, 'node-1', n3, 4)?.dev === 'trellis.v4' ? true : undefined,
     );
     const line = await eventually(2_000, 'the agent says why it reconciled', () =>
-      n1.logs.slice(mark).find((l) => l.msg === 'a VXLAN device of trellis was set down; setting it up again'),
+      n1.logs
+        .slice(mark)
+        .find((l) => l.msg === 'a VXLAN device of trellis was set down; setting it up again'),
     );
     expect(line).toMatchObject({ link: 'trellis.v4' });
     expect((await tb.ping(pods[0]!.ns, pods[2]!.v4)).rttMs).toBeDefined();
