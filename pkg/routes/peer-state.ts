@@ -21,7 +21,15 @@
 import { sameList } from '../compare.ts';
 import type { FdbEntry, NeighbourEntry, RouteInfo } from '../datapath/ports.ts';
 import { exact } from '../exact-list.ts';
-import { type Cidr, familyBits, formatCidr, formatIp, parseCidr, parseIp } from '../ip/index.ts';
+import {
+  type Cidr,
+  cidrsOverlap,
+  familyBits,
+  formatCidr,
+  formatIp,
+  parseCidr,
+  parseIp,
+} from '../ip/index.ts';
 import type { RouteError } from './apply.ts';
 import { CidrIndex } from './cidr-index.ts';
 import { desiredRoutes, localLinksKey } from './desired.ts';
@@ -404,6 +412,16 @@ function underlayOfOthers(
   if (within !== undefined) {
     const ip = formatIp({ family: within.cidr.family, value: within.cidr.network });
     return `InternalIP ${ip} of node ${name} is in pod CIDR ${formatCidr(within.otherCidr)} of node ${within.other}`;
+  }
+  // This node's own CIDRs too: one holding a node's InternalIP gets no blackhole (desired.ts), which
+  // only a full pass plans.
+  for (const text of state.basis.self.podCIDRs) {
+    const own = parseCidr(text, { strict: false });
+    const ip =
+      own === undefined ? undefined : ips.find((i) => i.family === own.family && cidrsOverlap(own, i));
+    if (own !== undefined && ip !== undefined) {
+      return `InternalIP ${formatIp({ family: ip.family, value: ip.network })} of node ${name} is in this node's pod CIDR ${formatCidr(own)}`;
+    }
   }
   return undefined;
 }

@@ -109,6 +109,17 @@ describe('planPeerStep', () => {
     expect(planPeerStep(gone, 'n9', peer(9)).kind).toBe('full');
   });
 
+  it("sends a peer whose InternalIP comes into or leaves this node's own pod CIDR to a full pass (the blackhole is the full pass's)", () => {
+    const s = state(cluster);
+    expect(planPeerStep(s, 'n7', peer(7, { internalIPs: ['10.244.0.77'] }))).toEqual({
+      kind: 'full',
+      reason: "InternalIP 10.244.0.77 of node n7 is in this node's pod CIDR 10.244.0.0/24",
+    });
+    const inside = state([...cluster, peer(7, { internalIPs: ['10.244.0.77'] })]);
+    expect(inside.blackholes).toEqual([]);
+    expect(planPeerStep(inside, 'n7', undefined).kind).toBe('full');
+  });
+
   it("sends a CIDR holding another peer's InternalIP, or an InternalIP into or out of another's CIDR, to a full pass", () => {
     // Behind a router (VXLAN): no connected subnet of ours is involved, only the cluster-wide rule.
     const far = (i: number, over: Partial<PeerNode> = {}): PeerNode =>
