@@ -305,7 +305,8 @@ export class AgentMetrics {
     this.routeOps.inc({ op: 'add' }, r.added);
     this.routeOps.inc({ op: 'replace' }, r.replaced);
     this.routeOps.inc({ op: 'remove' }, r.removed);
-    this.routeOps.inc({ op: 'error' }, r.errors.length);
+    // A step's report carries the last full pass's refused routes (folded in): not new failures.
+    if (outcome.scope !== 'node') this.routeOps.inc({ op: 'error' }, r.errors.length);
     // A quiet pass found the state of the outcome these came from (nothing planned or changed since).
     const peers = r.quiet === true ? this.lastPeers : peerRouteStates(r, this.nodeName, this.stateCache);
     this.updatePeerSeries(peers);

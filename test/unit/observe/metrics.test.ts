@@ -289,6 +289,23 @@ describe('AgentMetrics', () => {
     expect(e.all('trellis_peer_route_broken')).toEqual([]);
   });
 
+  it("a full pass's refused route counts as an error once, not again with every per-node step that carries it", async () => {
+    const m = new AgentMetrics({ version: '1', nodeName: 'n1' });
+    const refused = {
+      op: 'add' as const,
+      route: { family: 4 as const, dst: '10.244.9.0/24' },
+      error: new Error('EINVAL'),
+    };
+    m.onPass({ kind: 'ok', scope: 'full', durationMs: 100, report: report({ errors: [refused] }) });
+    for (let i = 0; i < 3; i++) {
+      m.onPass({ kind: 'ok', scope: 'node', durationMs: 2, report: report({ added: 1, errors: [refused] }) });
+    }
+    const e = await scrape(m);
+    expect(e.get('trellis_route_changes_total', { op: 'error' })).toBe(1);
+    expect(e.get('trellis_route_changes_total', { op: 'add' })).toBe(3);
+    expect(e.get('trellis_routes', { state: 'failed' })).toBe(1);
+  });
+
   it("per-node steps' routes gauge is what they left programmed, not the sum of their writes", async () => {
     const m = new AgentMetrics({ version: '1', nodeName: 'n1' });
     // A peer added and deleted again: one add and one remove, and the one route of before still there.
