@@ -162,6 +162,7 @@ export class NodeStatusReporter {
   ): void {
     this.kube.annotateNode(this.nodeName, patch).then(
       () => {
+        if (this.pending !== pending) return; // a newer patch took its place: its own line says so
         this.annotationWrites.succeeded('the Node annotations could be published again');
         this.log.info({ annotations: patch }, 'Node annotations published');
       },
