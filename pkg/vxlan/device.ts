@@ -106,7 +106,11 @@ export function desiredDevices(
       // neighbours, FDB entries and tunnel routes would go, and its VTEP MAC off the Node, which
       // every peer acts on, twice; the InternalIP changed on the Node, the device follows it.
       const kept = previous.find(
-        (p) => p.family === family && ips.includes(p.localIp) && links.some((l) => l.name === p.name),
+        (p) =>
+          p.family === family &&
+          p.vtepIP === vtepIP &&
+          ips.includes(p.localIp) &&
+          links.some((l) => l.name === p.name),
       );
       problems.push({
         node: nodeName,

@@ -137,8 +137,15 @@ describe('desiredDevices', () => {
     expect(kept.problems.map((p) => p.problem)).toEqual([
       "InternalIP 192.168.10.2 is not an address of this node's interfaces: the IPv4 VXLAN device is kept as it was until it is back",
     ]);
-    // The device gone meanwhile, or the Node's InternalIP another one: nothing to keep.
+    // The device gone meanwhile, the Node's InternalIP another one, or its pod CIDR (the VTEP
+    // address): nothing to keep.
     expect(desiredDevices('node-a', self, off, links, 'auto', settings, [], last).specs).toHaveLength(1);
+    const renumbered = { ...self, podCIDRs: ['10.244.7.0/24', 'fd00:244:1::/64'] };
+    expect(
+      desiredDevices('node-a', renumbered, off, withDevice, 'auto', settings, [], last).specs.map(
+        (d) => d.name,
+      ),
+    ).toEqual(['trellis.v6']);
     const moved = { ...self, internalIPs: ['192.168.10.9', 'fd00:10::2'] };
     const gone = desiredDevices('node-a', moved, off, withDevice, 'auto', settings, [], last);
     expect(gone.specs.map((d) => d.name)).toEqual(['trellis.v6']);
