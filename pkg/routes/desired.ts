@@ -28,7 +28,8 @@
  *   device of the family (we publish no MAC then, so the peer routes to us directly).
  * - Our own pod CIDRs get a blackhole route, so a packet for a pod that no longer exists dies here instead of
  *   following the default route out of the node (the per-pod /32 and /128 routes are more specific and win);
- *   not one that holds the underlay (below), which is reported as the peers report it.
+ *   not one that holds a node's InternalIP (every peer skips it too, below) or is a connected subnet of
+ *   ours (the blackhole would take the connected route's place); both are reported.
  * - Invalid or conflicting input (bad text, no InternalIP, no pod CIDR, overlapping CIDRs) is skipped and
  *   reported per node. Conflicting CIDRs are dropped on every node involved: we cannot tell which claim is
  *   right, and routing a pod's traffic to the wrong node is worse than not routing it.
@@ -566,11 +567,24 @@ export function desiredRoutes(
     // Every peer skips such a CIDR of ours (underlayConflict, above), and a blackhole over the underlay
     // would drop this node's own traffic to the nodes inside it (the API server's among them), or take
     // the place of the connected route of the same prefix.
-    const underlay = underlayConflict(c, self.name, self.name, nodeIPs, local);
-    if (underlay !== undefined) {
+    const held = nodeIPIn(nodeIPs, c);
+    if (held !== undefined) {
       problems.push({
         node: self.name,
-        problem: `this node's pod CIDR ${formatCidr(c)} ${underlay}: no blackhole route for it, and every peer skips it`,
+        problem: `this node's pod CIDR ${formatCidr(c)} ${underlayConflict(c, self.name, self.name, nodeIPs, local)}: no blackhole route for it, and every peer skips it`,
+      });
+      continue;
+    }
+    // A connected subnet inside it wins over the blackhole by its longer prefix; one of the same
+    // prefix would be the blackhole's to replace.
+    const same = local.subnets.find(
+      ({ subnet }) =>
+        subnet.family === c.family && subnet.prefixLen === c.prefixLen && cidrsOverlap(subnet, c),
+    );
+    if (same !== undefined) {
+      problems.push({
+        node: self.name,
+        problem: `this node's pod CIDR ${formatCidr(c)} is a subnet connected to it (${same.link.name}): no blackhole route for it`,
       });
       continue;
     }

@@ -365,17 +365,22 @@ describe('desiredRoutes (host-gw)', () => {
         problem: "pod CIDR 10.100.0.0/16 contains the node's own InternalIP 10.100.0.101; skipped",
         refusedCidr: '10.100.0.0/16',
       });
-      // One holding a whole connected subnet (eth1's), though no InternalIP: no blackhole either.
+      // One that is a connected subnet (eth1's, no InternalIP in it): no blackhole to take its place.
+      // A connected subnet inside a wider CIDR wins by its prefix: the blackhole stays.
       const leg: LocalLink[] = [
         ...ethLinks('10.100.0.101'),
         { ifindex: 3, name: 'eth1', addresses: [{ family: 4, address: '172.16.5.10', prefixLen: 24 }] },
       ];
-      const overLeg: PeerNode = { ...node1, podCIDRs: ['172.16.0.0/16'] };
-      const second = desiredRoutes(overLeg, [overLeg], leg, opts);
+      const onLeg: PeerNode = { ...node1, podCIDRs: ['172.16.5.0/24'] };
+      const second = desiredRoutes(onLeg, [onLeg], leg, opts);
       expect(second.routes).toEqual([]);
       expect(second.problems.map((p) => p.problem)).toEqual([
-        "this node's pod CIDR 172.16.0.0/16 contains 172.16.5.0/24, a subnet connected to this node (eth1): no blackhole route for it, and every peer skips it",
+        "this node's pod CIDR 172.16.5.0/24 is a subnet connected to it (eth1): no blackhole route for it",
       ]);
+      const overLeg: PeerNode = { ...node1, podCIDRs: ['172.16.0.0/16'] };
+      const third = desiredRoutes(overLeg, [overLeg], leg, opts);
+      expect(third.routes.map((r) => `${r.type} ${r.dst}`)).toEqual(['blackhole 172.16.0.0/16']);
+      expect(third.problems).toEqual([]);
     });
 
     it('routes pod CIDRs inside a wide subnet of the node’s own (a node on 10.0.0.0/8, pods in 10.244.0.0/16)', () => {
