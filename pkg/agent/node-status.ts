@@ -1,5 +1,6 @@
 import type { Family } from '../datapath/ports.ts';
 import { annotationPatch } from '../k8s/annotation-patch.ts';
+import { K8sError } from '../k8s/errors.ts';
 import type { K8sClient } from '../k8s/index.ts';
 import { FailureLog } from '../observe/failure-log.ts';
 import type { Logger } from '../observe/logger.ts';
@@ -168,6 +169,14 @@ export class NodeStatusReporter {
       },
       (err: unknown) => {
         if (this.pending !== pending || this.signal.aborted) return;
+        const status = err instanceof K8sError ? err.statusCode : undefined;
+        if (status !== undefined && status >= 400 && status < 500 && status !== 409 && status !== 429) {
+          // The Node gone (404), no right to patch it (403), a patch refused: sending it again will not
+          // change that. The next pass, over the Node as it is then, tries again.
+          this.pending = undefined;
+          this.annotationWrites.failed(err, { retry: 'at the next pass' });
+          return;
+        }
         const delay = Math.min(30_000, this.retryBaseMs * 2 ** attempt);
         this.annotationWrites.failed(err, { retryInMs: delay });
         setTimeout(() => {

@@ -2,6 +2,7 @@ import pino from 'pino';
 import { describe, expect, it, vi } from 'vitest';
 import type { ClusterNode } from '../../../pkg/agent/cluster.ts';
 import { NodeStatusReporter, REASSERT_MS } from '../../../pkg/agent/node-status.ts';
+import { K8sError } from '../../../pkg/k8s/errors.ts';
 
 function reporter(now: () => number = Date.now) {
   const patches: Record<string, string | null>[] = [];
@@ -94,6 +95,30 @@ describe('NodeStatusReporter', () => {
     const n = sent.length;
     await new Promise((res) => setTimeout(res, 400));
     expect(sent).toHaveLength(n);
+  });
+
+  it('does not retry a patch the API refuses for good (the Node gone, no right to patch): the next pass does', async () => {
+    const sent: Record<string, string | null>[] = [];
+    const r = new NodeStatusReporter({
+      kube: {
+        annotateNode: async (_name, annotations) => {
+          sent.push({ ...annotations });
+          throw new K8sError('patch node n1', 'nodes "n1" not found', 404, 'NotFound');
+        },
+        setNetworkUnavailable: async () => {},
+      },
+      nodeName: 'n1',
+      log: pino({ level: 'silent' }),
+      signal: new AbortController().signal,
+      retryBaseMs: 5,
+    });
+    r.publishAnnotations(node(), vteps, {});
+    await new Promise((res) => setTimeout(res, 100));
+    expect(sent).toHaveLength(1);
+    // The next pass over the same Node sends it again (nothing is pending any more).
+    r.publishAnnotations(node(), vteps, {});
+    await flush();
+    expect(sent).toHaveLength(2);
   });
 
   it('writes NetworkUnavailable=False once per Node object', async () => {
