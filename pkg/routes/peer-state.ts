@@ -11,6 +11,7 @@
  *     node involved, so one node's change adds or removes another node's routes;
  *   - a pod CIDR that holds another peer's InternalIP, or an old or new InternalIP inside another peer's
  *     pod CIDR: the planner drops a CIDR holding any node's InternalIP, and a step sees one peer's only;
+ *   - an old or new InternalIP inside this node's own pod CIDR (its blackhole is the full pass's);
  *   - a peer whose routes the last full pass found held by a foreign route (the full pass reports it),
  *     or could not write (the kernel refused it: only a full pass retries it);
  *   - no state (no clean full pass over a synced cache yet).
