@@ -1,5 +1,5 @@
 import { CniCode, CniError, toCniError } from '../cni/errors.ts';
-import type { Lease, LeasedAddress } from '../ipam/index.ts';
+import type { Lease, LeasedAddress, LeaseMeta } from '../ipam/index.ts';
 import { deleteLinkIfNamed } from './delete-link.ts';
 import { hostSideSteps } from './host-side.ts';
 import { readAttachment } from './inspect.ts';
@@ -106,14 +106,7 @@ async function addInNetns(
   const undo = new UndoStack();
   try {
     // The lease's fsyncs run on the thread pool while the pod is set up; awaited before answering.
-    const { lease, durable } = deps.ipam.allocateDeferred(key, {
-      netns: req.netns,
-      podNamespace: req.pod?.namespace,
-      podName: req.pod?.name,
-      podUid: req.pod?.uid,
-      network: req.network,
-      mtu: req.configMtu,
-    });
+    const { lease, durable } = deps.ipam.allocateDeferred(key, leaseMeta(req));
     if (existing === undefined) undo.push('release lease', () => void deps.ipam.release(key));
     const synced = durable.then(
       () => undefined,
@@ -240,14 +233,7 @@ function restoreHeld(deps: DatapathDeps, req: AttachRequest): Lease | undefined 
     return deps.ipam.restore(
       key,
       held.map((a) => a.address),
-      {
-        netns: req.netns,
-        podNamespace: req.pod?.namespace,
-        podName: req.pod?.name,
-        podUid: req.pod?.uid,
-        network: req.network,
-        mtu: req.configMtu,
-      },
+      leaseMeta(req),
     );
   } catch (err) {
     throw new CniError(
@@ -257,6 +243,18 @@ function restoreHeld(deps: DatapathDeps, req: AttachRequest): Lease | undefined 
       { cause: err },
     );
   }
+}
+
+/** What the lease records of the request: where the pod is and who it is. */
+function leaseMeta(req: AttachRequest): LeaseMeta {
+  return {
+    netns: req.netns,
+    podNamespace: req.pod?.namespace,
+    podName: req.pod?.name,
+    podUid: req.pod?.uid,
+    network: req.network,
+    mtu: req.configMtu,
+  };
 }
 
 function stillLeased(
