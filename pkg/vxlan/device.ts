@@ -183,6 +183,54 @@ export function familiesNeedingWayOut(
   });
 }
 
+/**
+ * The devices a previous agent left, as specs, for desiredDevices' `previous` on this agent's first
+ * pass: an agent restarted while its InternalIP is off the interfaces keeps them as the running one
+ * would have. Only a device made with today's VNI and port, without learning, holding one VTEP address
+ * of its family, is taken; anything else was going to be recreated anyway. Its MTU is the one it has
+ * (no underlay tells another now).
+ */
+export async function specsInKernel(
+  handle: NetlinkHandle,
+  tool: VxlanLinkTool,
+  nodeName: string,
+  links: readonly LinkInfo[],
+  settings: VxlanSettings,
+): Promise<DeviceSpec[]> {
+  const specs: DeviceSpec[] = [];
+  for (const family of [4, 6] as Family[]) {
+    const name = vxlanDeviceName(family);
+    const link = links.find((l) => l.name === name);
+    if (link === undefined) continue;
+    try {
+      const params = await tool.vxlanParams(name);
+      if (params === undefined || params === null || params.learning) continue;
+      if (params.vni !== settings.vni || params.port !== settings.port) continue;
+      const localIp = params.localIp === undefined ? undefined : canonicalIp(params.localIp);
+      const full = family === 4 ? 32 : 128;
+      const vteps = (await handle.listAddresses(family, link.index)).filter(
+        (a) => a.scope !== 'link' && a.prefixLen === full,
+      );
+      const vtepIP = vteps.length === 1 ? canonicalIp(vteps[0]!.address) : undefined;
+      if (localIp === undefined || vtepIP === undefined) continue;
+      specs.push({
+        family,
+        name,
+        vni: params.vni,
+        port: params.port,
+        localIp,
+        underlay: undefined,
+        mac: vtepMac(nodeName, family),
+        mtu: link.mtu,
+        vtepIP,
+      });
+    } catch {
+      // Only an aid to the first pass: a device that could not be read is checked again by it.
+    }
+  }
+  return specs;
+}
+
 const VANISHED = 'vanished';
 
 /** Why the existing device cannot be kept ('vanished' when it is gone already), or undefined. */

@@ -32,6 +32,7 @@ import {
   desiredDevices,
   ensureDevice,
   familiesNeedingWayOut,
+  specsInKernel,
   type VxlanSettings,
 } from './device.ts';
 import { desiredEntries, diffFdb, diffNeighbours } from './entries.ts';
@@ -54,8 +55,11 @@ function asError(e: unknown): Error {
 export class VxlanOverlay implements OverlayPort {
   private readonly opts: VxlanOverlayOptions;
   private states: DeviceState[] = [];
-  /** The devices the last pass wanted (desiredDevices' `previous`). */
-  private specs: DeviceSpec[] = [];
+  /**
+   * The devices the last pass wanted (desiredDevices' `previous`); before the first pass, undefined:
+   * that pass takes the ones the kernel holds (specsInKernel).
+   */
+  private specs: DeviceSpec[] | undefined;
   private errors: OverlayReport['errors'] = [];
   private added = 0;
   private removed = 0;
@@ -115,6 +119,8 @@ export class VxlanOverlay implements OverlayPort {
     this.pending = { neighbours: [], fdb: [] };
     const links = listed ?? (await handle.listLinks());
     const waysOut = await findWaysOut(handle, familiesNeedingWayOut(self, localLinks, links, mode));
+    const previous =
+      this.specs ?? (mode === 'host-gw' ? [] : await specsInKernel(handle, tool, nodeName, links, this.opts));
     const { specs, problems } = desiredDevices(
       nodeName,
       self,
@@ -123,7 +129,7 @@ export class VxlanOverlay implements OverlayPort {
       mode,
       this.opts,
       waysOut,
-      this.specs,
+      previous,
     );
     this.specs = specs;
     this.warnWithoutUnderlay(specs);

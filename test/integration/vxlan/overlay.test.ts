@@ -432,6 +432,55 @@ describe.skipIf(netnsSkipReason !== undefined)(
       expect(nsPing(podA.name, '10.244.2.5')).toBe(true);
     });
 
+    it('an agent started while the InternalIP is off its interface keeps the device the last one made', async () => {
+      await pass(reconciler(nodeA, 'node-a'), selfA, [published(selfB), sameSubnet]);
+      const before = link(nodeA, 'trellis.v4').ifindex;
+      ip(nodeA.name, 'addr', 'del', '192.168.10.2/24', 'dev', 'eth0');
+      try {
+        // Another VNI at start: that device is not the one this agent wants, kept or not.
+        const otherVni = reconciler(nodeA, 'node-a', { vni: 4097 });
+        const gone = await otherVni.routes.reconcile({
+          synced: true,
+          self: selfA,
+          peers: [selfA, published(selfB), sameSubnet],
+        });
+        expect(gone.overlay!.devices.map((d) => d.name)).toEqual(['trellis.v6']);
+        expect(ip(nodeA.name, 'link', 'show', 'type', 'vxlan')).not.toContain('trellis.v4');
+        // Made again with the agent's VNI, then that agent restarts with the address still off.
+        ip(nodeA.name, 'addr', 'add', '192.168.10.2/24', 'dev', 'eth0');
+        await pass(reconciler(nodeA, 'node-a'), selfA, [published(selfB), sameSubnet]);
+        const made = link(nodeA, 'trellis.v4').ifindex;
+        expect(made).not.toBe(before);
+        ip(nodeA.name, 'addr', 'del', '192.168.10.2/24', 'dev', 'eth0');
+        const restarted = reconciler(nodeA, 'node-a');
+        const off = await restarted.routes.reconcile({
+          synced: true,
+          self: selfA,
+          peers: [selfA, published(selfB), sameSubnet],
+        });
+        expect(off.problems).toContainEqual({
+          node: 'node-a',
+          problem:
+            "InternalIP 192.168.10.2 is not an address of this node's interfaces: the IPv4 VXLAN device is kept as it was until it is back",
+        });
+        expect(off.overlay!.devices.map((d) => [d.name, d.action])).toEqual([
+          ['trellis.v4', 'unchanged'],
+          ['trellis.v6', 'unchanged'],
+        ]);
+        expect(link(nodeA, 'trellis.v4').ifindex).toBe(made);
+        expect(fdbOn(nodeA, 'trellis.v4')).toContain(`${vtepMac('node-b', 4)} dst 192.168.20.2`);
+      } finally {
+        if (!ip(nodeA.name, 'addr', 'show', 'dev', 'eth0').includes('192.168.10.2/24')) {
+          ip(nodeA.name, 'addr', 'add', '192.168.10.2/24', 'dev', 'eth0');
+        }
+        if (!ip(nodeA.name, 'route', 'show', 'default').includes('via')) {
+          ip(nodeA.name, 'route', 'add', 'default', 'via', '192.168.10.1');
+        }
+      }
+      await pass(reconciler(nodeA, 'node-a'), selfA, [published(selfB), sameSubnet]);
+      expect(nsPing(podA.name, '10.244.2.5')).toBe(true);
+    });
+
     it('a new device is created with its VTEP MAC (not a random one that udev may rewrite), no later change', async () => {
       // A device created without IFLA_ADDRESS gets a random MAC (addr_assign_type 1), which
       // systemd-udevd's MACAddressPolicy=persistent rewrites, racing a MAC set afterwards.
