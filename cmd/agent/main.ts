@@ -1,7 +1,8 @@
 /**
  * trellis-agent: parses the command line and hands over to the subcommand: run (run.ts, the agent
  * until SIGTERM/SIGINT), install-cni (the init container), uninstall, and the operator commands
- * (status, routes, leases, doctor, coverage: pkg/ops). The only place that calls process.exit.
+ * (status, routes, leases, doctor, coverage: pkg/ops). The only place that calls process.exit, once
+ * the output is written.
  */
 import { hostname } from 'node:os';
 import { ConfigError, parseAgentConfig, subcommandUsage, USAGE } from '../../pkg/agent/config.ts';
@@ -71,11 +72,35 @@ function usageError(err: unknown): string | undefined {
   return undefined;
 }
 
-main(process.argv.slice(2)).then(
-  (code) => process.exit(code),
-  (err: unknown) => {
-    const usage = usageError(err);
-    process.stderr.write(`trellis-agent: ${usage ?? (err instanceof Error ? err.stack : String(err))}\n`);
-    process.exit(usage === undefined ? 1 : 2);
-  },
-);
+/**
+ * Exits once what was written to stdout and stderr is out. On a pipe (`kubectl exec … routes --json`,
+ * `| jq`) Node queues what the pipe does not take at once, and process.exit drops the queue: a report
+ * cut at 64 KiB under exit code 0. A write's callback runs after every write before it; a reader that
+ * went away (EPIPE) or never reads leaves the wait to the timer.
+ */
+function exitWhenWritten(code: number): void {
+  process.exitCode = code;
+  const streams = [process.stdout, process.stderr];
+  let left = streams.length;
+  const done = (): void => {
+    left -= 1;
+    if (left === 0) process.exit(code);
+  };
+  for (const stream of streams) {
+    let settled = false;
+    const once = (): void => {
+      if (settled) return;
+      settled = true;
+      done();
+    };
+    stream.on('error', once);
+    stream.write('', once);
+  }
+  setTimeout(() => process.exit(code), 5000).unref();
+}
+
+main(process.argv.slice(2)).then(exitWhenWritten, (err: unknown) => {
+  const usage = usageError(err);
+  process.stderr.write(`trellis-agent: ${usage ?? (err instanceof Error ? err.stack : String(err))}\n`);
+  exitWhenWritten(usage === undefined ? 1 : 2);
+});
