@@ -149,6 +149,10 @@ export async function gatherDoctorFacts(opts: GatherOptions): Promise<DoctorFact
   } finally {
     host.close();
   }
+  // Asked again after the links (DoctorFacts.leasesAfterLinks); without an answer, the first list.
+  const leasesAfterLinks = agent.ok
+    ? await adminGet<LeasesView>(opts.adminSocket, '/leases').catch(() => undefined)
+    : undefined;
 
   const rpAll = readSysctl(procSys, 'net/ipv4/conf/all/rp_filter');
   const byIface: Record<string, number | undefined> = {};
@@ -182,6 +186,7 @@ export async function gatherDoctorFacts(opts: GatherOptions): Promise<DoctorFact
     links,
     defaultRouteIfaces,
     peerUplinks,
+    leasesAfterLinks,
     netnsExists,
     // Peer links are the underlay (direct) or the VXLAN device itself, whose MTU already excludes it.
     overhead: 0,

@@ -74,6 +74,13 @@ export interface DoctorFacts {
   defaultRouteIfaces: string[];
   /** VXLAN peers' InternalIP -> the interface the main table routes it through. */
   peerUplinks: Record<string, string>;
+  /**
+   * The agent's leases asked again once `links` was listed. An ADD makes its lease before its veth
+   * and a DEL deletes the veth before it releases the lease, so a veth is an orphan only when neither
+   * list owns it, and a lease has lost its veth only when both hold it; one list alone would call a
+   * pod starting between the two reads an orphan, and tell the operator to delete its veth.
+   */
+  leasesAfterLinks?: LeasesView | undefined;
   /** Lease netns path -> still exists. */
   netnsExists: Record<string, boolean>;
   /** Encapsulation overhead of the mode in use (0 for host-gw). */
@@ -551,7 +558,10 @@ function checkLeases(f: DoctorFacts): CheckResult {
   const skip = needsAgent(f);
   if (skip !== undefined || !f.agent.ok) return { ...r, skipped: skip };
   const links = new Set(f.links.map((x) => x.name));
+  const after = f.leasesAfterLinks;
+  const stillHeld = new Set(after?.leases.map(attachmentKey));
   for (const l of f.agent.value.leases.leases) {
+    if (after !== undefined && !stillHeld.has(attachmentKey(l))) continue; // released meanwhile
     const pod = l.podName === '' ? `container ${shortId(l.containerId)}` : `${l.podNamespace}/${l.podName}`;
     if (l.netns === '') {
       // lease-rebuild restores a quarantined lease without its namespace when it cannot find it: no
@@ -573,6 +583,10 @@ function checkLeases(f: DoctorFacts): CheckResult {
   return r;
 }
 
+function attachmentKey(l: { containerId: string; ifname: string }): string {
+  return `${l.containerId}/${l.ifname}`;
+}
+
 function checkVeths(f: DoctorFacts): CheckResult {
   const r: CheckResult = {
     name: 'veths',
@@ -582,8 +596,8 @@ function checkVeths(f: DoctorFacts): CheckResult {
   const skip = needsAgent(f);
   if (skip !== undefined || !f.agent.ok) return { ...r, skipped: skip };
   // Held attachments' veths are kept on purpose (their pods may be running): not orphans.
-  const { leases, held = [] } = f.agent.value.leases;
-  const owned = new Set([...leases, ...held].map((l) => l.hostVeth));
+  const views = [f.agent.value.leases, ...(f.leasesAfterLinks === undefined ? [] : [f.leasesAfterLinks])];
+  const owned = new Set(views.flatMap((v) => [...v.leases, ...(v.held ?? [])].map((l) => l.hostVeth)));
   for (const l of f.links) {
     if (!isHostVethName(l.name) || owned.has(l.name)) continue;
     r.findings.push({

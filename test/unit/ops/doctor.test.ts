@@ -613,6 +613,26 @@ describe('doctor', () => {
     expect(runDoctor(f).checks.find((c) => c.name === 'veths')!.findings).toEqual([]);
   });
 
+  it('a pod started or deleted between the lease list and the link list is neither an orphan veth nor a leak', () => {
+    const f = healthy();
+    // Started: its lease came after the first list, its veth before the links were listed.
+    f.links.push({ name: 'trlffffffffffff', mtu: 1450, kind: 'veth' });
+    const started = lease({ containerId: 'f'.repeat(64), hostVeth: 'trlffffffffffff', netns: '' });
+    // Deleted: its namespace gone, its lease released before the second list.
+    f.netnsExists['/var/run/netns/cni-1'] = false;
+    f.leasesAfterLinks = { node: 'n1', leases: [started] };
+    const checks = runDoctor(f).checks;
+    expect(checks.find((c) => c.name === 'veths')!.findings).toEqual([]);
+    expect(checks.find((c) => c.name === 'leases')!.findings).toEqual([]);
+    // Still there on the second list: both are findings, as before.
+    f.leasesAfterLinks = { node: 'n1', leases: [lease()] };
+    const again = runDoctor(f).checks;
+    expect(again.find((c) => c.name === 'veths')!.findings.map((x) => x.problem)).toEqual([
+      'host veth trlffffffffffff has no lease: left over from an interrupted ADD or DEL',
+    ]);
+    expect(again.find((c) => c.name === 'leases')!.findings).toHaveLength(1);
+  });
+
   it('the nftables table the agent could not write is a finding, masquerading on or off', () => {
     const f = healthy();
     agentValue(f).status.masquerade = {
