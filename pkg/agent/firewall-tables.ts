@@ -2,7 +2,8 @@
  * Asks for a firewall check soon after a table that dropped pod traffic (or holds trellis's accepts)
  * changes: Docker re-creating its chains when it restarts, `ufw reload` or firewalld's reload take the
  * accepts away with the rest, and pods across nodes would wait for the next periodic check. One
- * nf_tables subscription per followed table, filtered in the kernel, and none on a node whose
+ * nf_tables subscription per followed table (other tables' set elements dropped in the kernel, the rest
+ * of their changes here), and none on a node whose
  * firewall never dropped pod traffic. A burst of changes (kube-proxy writing the same `ip filter`
  * table, the agent's own inserts) yields one check DELAY_MS after it starts, and checks stay at least
  * MIN_GAP_MS apart.
@@ -45,7 +46,14 @@ export class FirewallTableTrigger {
       this.followed.set(
         key,
         this.subscribe((ev) => {
-          if (ev.type !== 'generation') this.soon();
+          // The kernel drops only other tables' set elements; their rules and chains arrive too
+          // (kube-proxy rewriting its own tables on every endpoint change), and are no news here.
+          if (
+            ev.type === 'overflow' ||
+            (ev.type === 'change' && ev.family === table.family && ev.table === table.name)
+          ) {
+            this.soon();
+          }
         }, table),
       );
     }

@@ -1,5 +1,6 @@
 import { spawnSync } from 'node:child_process';
 import { afterAll, describe, expect, it } from 'vitest';
+import { DELAY_MS, FirewallTableTrigger } from '../../../pkg/agent/firewall-tables.ts';
 import type { NftablesEvent } from '../../../pkg/datapath/ports.ts';
 import { MasqTableWatch, renderMasqRuleset } from '../../../pkg/masq/index.ts';
 import { nftablesSkipRule } from '../../../pkg/netlink/nft-messages.ts';
@@ -158,6 +159,50 @@ describe.skipIf(netnsSkipReason !== undefined)(title, () => {
       expect(changes).toContain(`del table 2 other ${flush}`);
     } finally {
       sub.close();
+    }
+  });
+
+  it('the firewall trigger over a filtered subscription: kube-proxy’s own tables ask for no check, a change of the followed one does', async () => {
+    const ns = pool.add('nfttrg');
+    let checks = 0;
+    const trigger = new FirewallTableTrigger({
+      subscribe: (cb, table) =>
+        withNetns(ns.path, () => createNetlinkEvents().subscribeNftablesEvents!(cb, table)),
+      onChange: () => checks++,
+    });
+    nft(
+      ns.name,
+      ['-f', '-'],
+      'table ip filter {\n\tchain FORWARD {\n\t\ttype filter hook forward priority 0; policy drop;\n\t}\n}\n',
+    );
+    trigger.follow([{ family: 2, name: 'filter' }]);
+    try {
+      // What kube-proxy's nftables mode writes on an endpoint change: its own table's chains and rules.
+      nft(ns.name, ['add', 'table', 'ip', 'kube-proxy']);
+      for (let i = 0; i < 5; i++) {
+        nft(ns.name, ['add', 'chain', 'ip', 'kube-proxy', `endpoint-${i}`]);
+        nft(ns.name, [
+          'add',
+          'rule',
+          'ip',
+          'kube-proxy',
+          `endpoint-${i}`,
+          'ip',
+          'daddr',
+          `10.96.0.${i}`,
+          'accept',
+        ]);
+      }
+      nft(ns.name, ['add', 'table', 'ip6', 'filter']); // the followed name in another family
+      await sleep(DELAY_MS + 500);
+      expect(checks).toBe(0);
+      // Docker re-creating its rules in the followed table.
+      nft(ns.name, ['add', 'rule', 'ip', 'filter', 'FORWARD', 'ip', 'saddr', '172.17.0.0/16', 'accept']);
+      const deadline = Date.now() + DELAY_MS + 2000;
+      while (checks === 0 && Date.now() < deadline) await sleep(20);
+      expect(checks).toBe(1);
+    } finally {
+      trigger.close();
     }
   });
 

@@ -22,10 +22,18 @@ function setup() {
   };
   let checks = 0;
   const trigger = new FirewallTableTrigger({ subscribe, onChange: () => checks++, now: () => Date.now() });
-  const change = (key: string): void =>
-    subs
-      .get(key)!
-      .cb({ type: 'change', change: 'new', object: 'rule', family: 2, table: 'filter', portid: 7 });
+  /** A rule change in table `key` ("family name") as its subscription hears it; `of`: another table's. */
+  const change = (key: string, of = key): void => {
+    const [family, table] = of.split(' ');
+    subs.get(key)!.cb({
+      type: 'change',
+      change: 'new',
+      object: 'rule',
+      family: Number(family),
+      table: table!,
+      portid: 7,
+    });
+  };
   return { trigger, subs, change, checks: () => checks };
 }
 
@@ -67,6 +75,22 @@ describe('FirewallTableTrigger', () => {
     expect(checks()).toBe(1);
     vi.advanceTimersByTime(1);
     expect(checks()).toBe(2);
+    trigger.close();
+  });
+
+  it("another table's rules and chains (kube-proxy's churn, which the kernel lets through) ask for nothing", () => {
+    const { trigger, change, checks } = setup();
+    trigger.follow([{ family: 2, name: 'filter' }]);
+    for (let i = 0; i < 20; i++) {
+      change('2 filter', '2 kube-proxy');
+      change('2 filter', '2 nat');
+      change('2 filter', '10 filter'); // same name, the other family
+    }
+    vi.advanceTimersByTime(DELAY_MS * 10);
+    expect(checks()).toBe(0);
+    change('2 filter');
+    vi.advanceTimersByTime(DELAY_MS);
+    expect(checks()).toBe(1);
     trigger.close();
   });
 
