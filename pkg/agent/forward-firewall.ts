@@ -95,6 +95,9 @@ export class ForwardFirewallWatch {
   private reportedUndecided = '';
   private stopped = false;
   private running: Promise<void> | undefined;
+  /** The check to run after the running one, and the pod CIDRs it checks (the last asked for). */
+  private rerun: Promise<void> | undefined;
+  private rerunWith: readonly string[] | undefined;
 
   constructor(deps: ForwardFirewallDeps) {
     this.deps = deps;
@@ -113,13 +116,28 @@ export class ForwardFirewallWatch {
     return this.running ?? Promise.resolve();
   }
 
-  /** One check for these pod CIDRs; a check still running is awaited instead of a second one. */
+  /**
+   * One check for these pod CIDRs. Asked for while one runs, it runs once more after that one, with
+   * the pod CIDRs of the last ask: the running check may have read its inputs (the pod CIDRs, the
+   * tunnelled peers) before they changed, and the next periodic check is a minute away. Any number of
+   * asks meanwhile share that one rerun.
+   */
   check(podCIDRs: readonly string[]): Promise<void> {
     if (podCIDRs.length === 0 || this.stopped) return Promise.resolve();
-    this.running ??= this.run(podCIDRs).finally(() => {
-      this.running = undefined;
+    if (this.running === undefined) {
+      this.running = this.run(podCIDRs).finally(() => {
+        this.running = undefined;
+      });
+      return this.running;
+    }
+    this.rerunWith = podCIDRs;
+    this.rerun ??= this.running.then(() => {
+      const cidrs = this.rerunWith ?? podCIDRs;
+      this.rerun = undefined;
+      this.rerunWith = undefined;
+      return this.check(cidrs);
     });
-    return this.running;
+    return this.rerun;
   }
 
   /** Never rejects: a failure is logged (once per distinct error) and kept in the state. */

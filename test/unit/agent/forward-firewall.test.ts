@@ -155,23 +155,34 @@ describe('ForwardFirewallWatch', () => {
     expect(lines.map((l) => [l.level, l.chains])).toEqual([[30, ['ip filter FORWARD']]]);
   });
 
-  it('a check while one runs shares it; no pod CIDRs yet: nothing read', async () => {
-    let reads = 0;
+  it('checks asked for while one runs share one more after it, with the last pod CIDRs; no pod CIDRs yet: nothing read', async () => {
+    const reads: string[] = [];
     let release: () => void = () => {};
-    const { watch } = setup(async () => {
-      reads++;
+    const { watch } = setup(async (cidrs) => {
+      reads.push(cidrs.join(','));
       await new Promise<void>((r) => {
         release = r;
       });
       return dockerForward(true);
     });
     await watch.check([]);
-    expect(reads).toBe(0);
+    expect(reads).toEqual([]);
     const a = watch.check(POD_CIDRS);
+    // Its inputs read, new ones come: the pod CIDRs changed, a peer became tunnelled.
     const b = watch.check(POD_CIDRS);
+    const c = watch.check(['10.244.9.0/24']);
+    expect(reads).toEqual(['10.244.1.0/24']);
     release();
-    await Promise.all([a, b]);
-    expect(reads).toBe(1);
+    await a;
+    // The one after it started when it ended.
+    expect(reads).toEqual(['10.244.1.0/24', '10.244.9.0/24']);
+    release();
+    await Promise.all([b, c]);
+    // None running: one check, none after it.
+    const d = watch.check(POD_CIDRS);
+    release();
+    await d;
+    expect(reads).toEqual(['10.244.1.0/24', '10.244.9.0/24', '10.244.1.0/24']);
   });
 
   it('with write: inserts one accept per blocked direction, reads again, logs once, and deletes accepts of a pod CIDR it no longer has', async () => {
