@@ -28,13 +28,18 @@ export class NftError extends Error {
     r: { exitCode: number | null; signal: string | null; stderr: string; timedOut: boolean },
     cause?: unknown,
   ) {
+    // A binary that cannot start (ENOENT: nft not installed or not on PATH, EACCES) closes with a
+    // negative errno as its exit code: said in words, since the cause is not part of the message.
+    const notStarted = cause instanceof Error ? startFailure(cause, argv) : undefined;
     const why = r.timedOut
       ? 'timed out'
-      : r.signal !== null
-        ? `killed by ${r.signal}`
-        : r.exitCode !== null
-          ? `exit code ${r.exitCode}`
-          : 'could not start';
+      : notStarted !== undefined
+        ? notStarted
+        : r.signal !== null
+          ? `killed by ${r.signal}`
+          : r.exitCode !== null
+            ? `exit code ${r.exitCode}`
+            : 'could not start';
     const detail = r.stderr.trim();
     super(
       `${argv.join(' ')}: ${why}${detail === '' ? '' : `: ${detail}`}`,
@@ -47,6 +52,15 @@ export class NftError extends Error {
     this.stderr = r.stderr;
     this.timedOut = r.timedOut;
   }
+}
+
+/** Why a process could not start, from spawn's error: its code, and for ENOENT what is missing. */
+function startFailure(e: Error, argv: readonly string[]): string | undefined {
+  const code = (e as NodeJS.ErrnoException).code;
+  if (code === undefined) return undefined;
+  if (code === 'ENOENT')
+    return `could not start: ${argv[0]} not found (ENOENT; is nftables installed and on PATH?)`;
+  return `could not start: ${code}`;
 }
 
 /** How long an exited nft's pid still names our transactions: notifications are read within ms. */

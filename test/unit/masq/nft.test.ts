@@ -28,6 +28,10 @@ describe('NftRunner process handling', () => {
     const err = await missing.apply('x').catch((e: unknown) => e);
     expect(err).toBeInstanceOf(NftError);
     expect((err as NftError).exitCode).not.toBe(0);
+    // Said in words: the operator reads the message, not the cause (errno -2 is no exit code).
+    expect((err as NftError).message).toBe(
+      '/nonexistent/nft -f -: could not start: /nonexistent/nft not found (ENOENT; is nftables installed and on PATH?)',
+    );
   });
 
   it('remembers the pids of the processes it ran (the committers its nf_tables notifications name)', async () => {
@@ -59,6 +63,8 @@ describe('NftRunner when the process is out of file descriptors', () => {
       try { for (;;) held.push(openSync('/dev/null', 'r')); } catch {}
       const err = await new NftRunner({ nftPath: 'true' }).run([]).then(() => undefined, (e) => e);
       console.log(JSON.stringify({ name: err?.name, message: err?.message, cause: err?.cause?.code }));
+      // spawn's timeout timer outlives a child that never started: without this, 10 s more.
+      process.exit(0);
     `;
     const r = spawnSync(
       'prlimit',
