@@ -49,12 +49,23 @@ export class CniConfigPublisher {
     this.#probe = new ChainVersionProbe(mountNs === undefined ? {} : { mountNs });
   }
 
-  /** Publishes (or leaves an unchanged list alone); returns what blocks it, undefined when published. */
-  async publish(mtu: number): Promise<PublishBlock | undefined> {
-    const block = await this.#publish(mtu);
-    // Every pass, published or blocked: a list already in place may be shadowed all the same.
-    await this.#checkFirst();
-    return block;
+  /** The publish under way: the next one starts after it. */
+  #queue: Promise<unknown> = Promise.resolve();
+
+  /**
+   * Publishes (or leaves an unchanged list alone); returns what blocks it, undefined when published.
+   * One at a time, in the order asked: the list from memory and the first API pass's may be asked for
+   * together, and the VERSION probes take seconds; the one asked for last writes last.
+   */
+  publish(mtu: number): Promise<PublishBlock | undefined> {
+    const run = this.#queue.then(async () => {
+      const block = await this.#publish(mtu);
+      // Every pass, published or blocked: a list already in place may be shadowed all the same.
+      await this.#checkFirst();
+      return block;
+    });
+    this.#queue = run.catch(() => undefined);
+    return run;
   }
 
   async #publish(mtu: number): Promise<PublishBlock | undefined> {

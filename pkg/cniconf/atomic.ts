@@ -55,6 +55,27 @@ export function checkFileName(name: string): string {
   return name;
 }
 
+/**
+ * One change at a time per target in this process, in the order asked: two writers of one file (the
+ * config list from memory and the first API pass's, both behind VERSION probes of seconds) would
+ * otherwise race, one removing the other's temp file as stale, or the older content renamed last.
+ */
+const changing = new Map<string, Promise<unknown>>();
+
+function oneAtATime<T>(dir: string, name: string, fn: () => Promise<T>): Promise<T> {
+  const key = join(dir, name);
+  const run = (changing.get(key) ?? Promise.resolve()).then(fn);
+  const settled = run.then(
+    () => undefined,
+    () => undefined,
+  );
+  changing.set(key, settled);
+  void settled.then(() => {
+    if (changing.get(key) === settled) changing.delete(key);
+  });
+  return run;
+}
+
 function tempName(name: string): string {
   return `.${name}.${process.pid}.${randomBytes(4).toString('hex')}.tmp`;
 }
@@ -115,8 +136,17 @@ async function placeAtomically(
     await unlink(tmp).catch(() => undefined);
     throw new HostFileError(dest, 'could not write', e);
   }
-  await fsyncPath(dir, 'r');
+  await syncDir(dir, `${name} is in place, but`);
   return placed;
+}
+
+/** fsync of a directory (a rename or unlink in it survives a crash), its failure naming it. */
+async function syncDir(dir: string, context: string): Promise<void> {
+  try {
+    await fsyncPath(dir, 'r');
+  } catch (e) {
+    throw new HostFileError(dir, `${context} could not sync the directory`, e);
+  }
 }
 
 /** Any directory entry at path, a dangling symlink included. */
@@ -156,32 +186,36 @@ export async function writeFileAtomic(
   mode = 0o644,
 ): Promise<'written' | 'unchanged'> {
   const data = typeof content === 'string' ? Buffer.from(content, 'utf8') : Buffer.from(content);
-  const current = await readFile(join(dir, checkFileName(name))).catch(() => undefined);
-  if (current?.equals(data)) {
-    const st = await stat(join(dir, name));
-    if ((st.mode & 0o7777) === mode) return 'unchanged';
-  }
-  await placeAtomically(dir, name, mode, async (tmp) => {
-    const fh = await open(tmp, 'wx', mode);
-    try {
-      await fh.writeFile(data);
-    } finally {
-      await fh.close();
+  return oneAtATime(dir, checkFileName(name), async () => {
+    const current = await readFile(join(dir, name)).catch(() => undefined);
+    if (current?.equals(data)) {
+      const st = await stat(join(dir, name));
+      if ((st.mode & 0o7777) === mode) return 'unchanged';
     }
+    await placeAtomically(dir, name, mode, async (tmp) => {
+      const fh = await open(tmp, 'wx', mode);
+      try {
+        await fh.writeFile(data);
+      } finally {
+        await fh.close();
+      }
+    });
+    return 'written';
   });
-  return 'written';
 }
 
 /** Removes dir/name; 'absent' when it was not there. */
-export async function removeFile(dir: string, name: string): Promise<'removed' | 'absent'> {
-  try {
-    await unlink(join(dir, checkFileName(name)));
-  } catch (e) {
-    if ((e as NodeJS.ErrnoException).code === 'ENOENT') return 'absent';
-    throw new HostFileError(join(dir, name), 'could not remove', e);
-  }
-  await fsyncPath(dir, 'r');
-  return 'removed';
+export function removeFile(dir: string, name: string): Promise<'removed' | 'absent'> {
+  return oneAtATime(dir, checkFileName(name), async () => {
+    try {
+      await unlink(join(dir, name));
+    } catch (e) {
+      if ((e as NodeJS.ErrnoException).code === 'ENOENT') return 'absent';
+      throw new HostFileError(join(dir, name), 'could not remove', e);
+    }
+    await syncDir(dir, `${name} is removed, but`);
+    return 'removed';
+  });
 }
 
 async function sha256(path: string): Promise<string> {
@@ -200,7 +234,9 @@ export async function sameContent(a: string, b: string): Promise<boolean> {
 
 /** Copies src to dir/name atomically with mode (rename over a running binary is safe: no ETXTBSY). */
 export async function copyFileAtomic(src: string, dir: string, name: string, mode: number): Promise<void> {
-  await placeAtomically(dir, name, mode, (tmp) => copyFile(src, tmp));
+  await oneAtATime(dir, checkFileName(name), () =>
+    placeAtomically(dir, name, mode, (tmp) => copyFile(src, tmp)),
+  );
 }
 
 /**
@@ -213,6 +249,8 @@ export async function copyFileIfAbsent(
   name: string,
   mode: number,
 ): Promise<'copied' | 'exists'> {
-  if (await entryExists(join(dir, checkFileName(name)))) return 'exists';
-  return (await placeAtomically(dir, name, mode, (tmp) => copyFile(src, tmp), true)) ? 'copied' : 'exists';
+  return oneAtATime(dir, checkFileName(name), async () => {
+    if (await entryExists(join(dir, name))) return 'exists';
+    return (await placeAtomically(dir, name, mode, (tmp) => copyFile(src, tmp), true)) ? 'copied' : 'exists';
+  });
 }

@@ -100,6 +100,22 @@ describe('publishConflist', () => {
     expect(JSON.parse(readFileSync(path, 'utf8')).n).toBe(30);
   });
 
+  it('two publishes at once (from memory, then the first API pass): both succeed, the later one last', async () => {
+    const path = join(dir, '10-trellis.conflist');
+    for (let round = 0; round < 100; round++) {
+      const older = content.replace('1500', String(1400 + (round % 50)));
+      const newer = `${content.replace('1500', '1450')}${' '.repeat(round % 3)}`;
+      // Neither may remove the other's temp file as stale, nor rename the older content last.
+      const results = await Promise.all([
+        publishConflist(dir, '10-trellis.conflist', older),
+        publishConflist(dir, '10-trellis.conflist', newer),
+      ]);
+      expect(results[1]).toBe('written');
+      expect(readFileSync(path, 'utf8')).toBe(newer);
+    }
+    expect(readdirSync(dir)).toEqual(['10-trellis.conflist']);
+  });
+
   it('refuses names libcni would not load or that escape the directory', async () => {
     await expect(publishConflist(dir, '10-trellis.conflist.tmp', content)).rejects.toThrow(/must end with/);
     await expect(publishConflist(dir, '../10-trellis.conflist', content)).rejects.toThrow(HostFileError);
