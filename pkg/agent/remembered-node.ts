@@ -9,7 +9,7 @@ import { existsSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { writeFileAtomic } from '../cniconf/atomic.ts';
 import { parseIp } from '../ip/index.ts';
-import { parseRanges } from '../ipam/ipam.ts';
+import { parseRanges, usableIn } from '../ipam/ipam.ts';
 import type { Lease } from '../ipam/types.ts';
 import { FailureLog } from '../observe/failure-log.ts';
 import type { Logger } from '../observe/logger.ts';
@@ -149,12 +149,13 @@ export function memoryRefusal(s: {
 }
 
 /**
- * Leases with an address outside `podCIDRs` (canonical, as parseRanges gives them). Serving from
- * memory would release them, and nothing may be deleted before the first full list.
+ * Leases with an address `podCIDRs` would not keep (IPAM's setRanges: usable in one of them, whatever
+ * range text the lease was made in). Serving from memory would release them, and nothing may be
+ * deleted before the first full list.
  */
 export function leasesOutside(leases: readonly Lease[], podCIDRs: readonly string[]): Lease[] {
-  const ranges = new Set(podCIDRs);
-  return leases.filter((l) => l.addresses.some((a) => !ranges.has(a.range)));
+  const ranges = parseRanges(podCIDRs);
+  return leases.filter((l) => l.addresses.some((a) => !usableIn(ranges, a.address)));
 }
 
 /**

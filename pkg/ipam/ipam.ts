@@ -172,6 +172,16 @@ interface Range {
 }
 
 /** Kubernetes gives at most one pod CIDR per family; one address per family per attachment. */
+/**
+ * Whether `address` is usable in one of `ranges`, not merely inside it: a range shrunk to a block of
+ * the old one makes addresses handed out before its network (the node's VTEP address), gateway or
+ * broadcast address. A lease's own `range` text is not compared: a widened range keeps its leases.
+ */
+export function usableIn(ranges: readonly Range[], address: string): boolean {
+  const ip = parseIpOrThrow(address);
+  return ranges.some((r) => cidrContains(r.cidr, ip) && !isReserved(r.cidr, ip.value));
+}
+
 export function parseRanges(cidrs: readonly string[]): Range[] {
   if (!Array.isArray(cidrs))
     throw new CniError(CniCode.INVALID_CONFIG, 'pod CIDRs must be a list of strings');
@@ -691,12 +701,7 @@ class StoreIpam implements Ipam {
 
   setRanges(cidrs: string[]): Lease[] {
     const next = parseRanges(cidrs);
-    // Usable in a new range, not merely inside it: a range shrunk to a block of the old one makes
-    // addresses handed out before its network (the node's VTEP address), gateway or broadcast address.
-    const inside = (a: LeasedAddress): boolean => {
-      const ip = parseIpOrThrow(a.address);
-      return next.some((r) => cidrContains(r.cidr, ip) && !isReserved(r.cidr, ip.value));
-    };
+    const inside = (a: LeasedAddress): boolean => usableIn(next, a.address);
     this.#ranges = next;
     this.#rebuildUsed();
     this.#carryLast(true);

@@ -80,6 +80,17 @@ describe('leasesOutside', () => {
     expect(leasesOutside([inside, halfOut, out], node.podCIDRs)).toEqual([halfOut, out]);
     expect(leasesOutside([inside], node.podCIDRs)).toEqual([]);
   });
+
+  it('judges the address, not the range text it was leased in: as IPAM keeps and releases them', () => {
+    // Leased in a /24 that later widened to a /23: IPAM kept it, its record still names the /24.
+    const widened = lease(['10.244.1.5', '10.244.1.0/24']);
+    expect(leasesOutside([widened], ['10.244.0.0/23'])).toEqual([]);
+    // Shrunk to a block whose network or gateway the address now is: IPAM would release it.
+    const network = lease(['10.244.1.128', '10.244.1.0/24']);
+    const gateway = lease(['10.244.1.129', '10.244.1.0/24']);
+    const kept = lease(['10.244.1.130', '10.244.1.0/24']);
+    expect(leasesOutside([network, gateway, kept], ['10.244.1.128/25'])).toEqual([network, gateway]);
+  });
 });
 
 describe('rememberedMtu', () => {
