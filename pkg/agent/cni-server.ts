@@ -1,14 +1,11 @@
 import { chmodSync, existsSync, mkdirSync, rmSync } from 'node:fs';
 import { createServer, type Server, type Socket } from 'node:net';
 import { dirname } from 'node:path';
-import { parseCniArgs } from '../cni/args.ts';
-import { isCniCommand } from '../cni/env.ts';
 import { CniCode, CniError, toCniError } from '../cni/errors.ts';
-import { shortId } from '../datapath/names.ts';
 import type { Logger } from '../observe/logger.ts';
 import { LineReader } from '../shim/framing.ts';
 import { decodeRequest, encodeResponse, errorResponse, MAX_REQUEST_BYTES } from '../shim/protocol.ts';
-import { type CniCallRecord, type CniHandler, elapsedMs, podOf } from './cni-service.ts';
+import { type CniCallRecord, type CniHandler, describeRawEnv, elapsedMs } from './cni-service.ts';
 
 /**
  * After the answer is written the peer should close; one that keeps its end open (a stuck or broken
@@ -204,27 +201,11 @@ export class CniServer {
   }
 }
 
-/** The verb, container and pod of a request line that did not decode, as far as it parses (best effort). */
-function describeRefusedLine(line: string): { verb?: string; containerId?: string; pod?: string } {
-  let env: unknown;
+/** The call a refused request line names, as far as its CNI_* variables can be read. */
+function describeRefusedLine(line: string): ReturnType<typeof describeRawEnv> {
   try {
-    env = (JSON.parse(line) as { env?: unknown })?.env;
+    return describeRawEnv((JSON.parse(line) as { env?: unknown })?.env);
   } catch {
     return {};
   }
-  if (typeof env !== 'object' || env === null) return {};
-  const e = env as Record<string, unknown>;
-  const out: { verb?: string; containerId?: string; pod?: string } = {};
-  // Only a known verb: the line is untrusted (the metrics clean their label themselves).
-  if (typeof e.CNI_COMMAND === 'string' && isCniCommand(e.CNI_COMMAND)) out.verb = e.CNI_COMMAND;
-  if (typeof e.CNI_CONTAINERID === 'string') out.containerId = shortId(e.CNI_CONTAINERID);
-  if (typeof e.CNI_ARGS === 'string') {
-    try {
-      const pod = podOf(parseCniArgs(e.CNI_ARGS));
-      if (pod !== undefined) out.pod = pod;
-    } catch {
-      // Unparsable CNI_ARGS: no pod to name.
-    }
-  }
-  return out;
 }

@@ -1,6 +1,6 @@
-import type { CniArgs } from '../cni/args.ts';
+import { type CniArgs, parseCniArgs } from '../cni/args.ts';
 import { appendToPrevResult } from '../cni/chain-result.ts';
-import { type CniEnv, parseCniEnv } from '../cni/env.ts';
+import { type CniEnv, isCniCommand, parseCniEnv } from '../cni/env.ts';
 import { CniCode, CniError, toCniError } from '../cni/errors.ts';
 import { type NetConf, parseNetConf, versionRequestVersion } from '../cni/netconf.ts';
 import { convertResult } from '../cni/result.ts';
@@ -244,8 +244,7 @@ export function createCniService(deps: CniServiceDeps): {
     let response: AgentResponse;
     let code: number | undefined;
     try {
-      const env = parseCniEnv(req.env);
-      describeCall(env, fields);
+      const env = parseDescribed(req.env, fields);
       if (opts.spooled === true) fields.spooled = true;
       response = okResponse(await dispatch(env, req.stdin, fields, opts.spooled === true));
     } catch (error) {
@@ -298,6 +297,49 @@ export function elapsedMs(started: number): number {
 export function podOf(args: CniArgs): string | undefined {
   if (args.podNamespace === undefined && args.podName === undefined) return undefined;
   return `${args.podNamespace ?? ''}/${args.podName ?? ''}`;
+}
+
+/**
+ * The call as its raw CNI_* variables name it, for the log line of a call refused before they could
+ * be parsed (a bad CNI_NETNS, CNI_IFNAME or CNI_ARGS): the pod and container are still what an
+ * operator searches the log for. Best effort over untrusted input: a known verb only, a pod only from
+ * CNI_ARGS that parse, an interface name only as long as a valid one.
+ */
+export function describeRawEnv(env: unknown): {
+  verb?: string;
+  containerId?: string;
+  pod?: string;
+  ifname?: string;
+} {
+  if (typeof env !== 'object' || env === null) return {};
+  const e = env as Record<string, unknown>;
+  const out: { verb?: string; containerId?: string; pod?: string; ifname?: string } = {};
+  if (typeof e.CNI_COMMAND === 'string' && isCniCommand(e.CNI_COMMAND)) out.verb = e.CNI_COMMAND;
+  if (typeof e.CNI_CONTAINERID === 'string' && e.CNI_CONTAINERID !== '')
+    out.containerId = shortId(e.CNI_CONTAINERID);
+  if (typeof e.CNI_ARGS === 'string') {
+    try {
+      const pod = podOf(parseCniArgs(e.CNI_ARGS));
+      if (pod !== undefined) out.pod = pod;
+    } catch {
+      // Unparsable CNI_ARGS: no pod to name.
+    }
+  }
+  if (typeof e.CNI_IFNAME === 'string' && e.CNI_IFNAME !== '') out.ifname = e.CNI_IFNAME.slice(0, 15);
+  return out;
+}
+
+/** parseCniEnv, with the call described in `fields` either way (describeRawEnv when refused). */
+function parseDescribed(raw: AgentRequest['env'], fields: Record<string, unknown>): CniEnv {
+  let env: CniEnv;
+  try {
+    env = parseCniEnv(raw);
+  } catch (err) {
+    Object.assign(fields, describeRawEnv(raw));
+    throw err;
+  }
+  describeCall(env, fields);
+  return env;
 }
 
 function describeCall(env: CniEnv, fields: Record<string, unknown>): void {

@@ -51,6 +51,7 @@ async function call(
   command: string,
   conf: Record<string, unknown> = CONF,
   readiness: Readiness = { notReadyReason: () => undefined },
+  env: Record<string, string> = {},
 ): Promise<{ ok: boolean; line: Record<string, unknown>; code?: number }> {
   const out = new PassThrough();
   const lines: Record<string, unknown>[] = [];
@@ -67,7 +68,7 @@ async function call(
   });
   const response = await handle({
     v: 1,
-    env: { ...ENV, CNI_COMMAND: command },
+    env: { ...ENV, CNI_COMMAND: command, ...env },
     stdin: JSON.stringify(conf),
   });
   for (let i = 0; i < 20 && lines.length === 0; i++) await new Promise((r) => setImmediate(r));
@@ -94,6 +95,25 @@ describe('the CNI call log line', () => {
       details,
     });
     expect(line).not.toHaveProperty('stack');
+  });
+
+  it('a call refused for its CNI_* variables still names its pod, container and interface', async () => {
+    const { ok, code, line } = await call(emptyDatapath(), 'ADD', CONF, undefined, { CNI_NETNS: 'p1' });
+    expect(ok).toBe(false);
+    expect(code).toBe(CniCode.INVALID_ENV);
+    expect(line).toMatchObject({
+      level: 'warn',
+      msg: 'CNI ADD failed',
+      verb: 'ADD',
+      pod: 'shop/web-1',
+      containerId: 'c1',
+      ifname: 'eth0',
+      code: CniCode.INVALID_ENV,
+    });
+    // CNI_ARGS it cannot parse: no pod, the rest still named.
+    const bad = await call(emptyDatapath(), 'ADD', CONF, undefined, { CNI_NETNS: 'p1', CNI_ARGS: 'garbage' });
+    expect(bad.line).toMatchObject({ verb: 'ADD', containerId: 'c1', ifname: 'eth0' });
+    expect(bad.line.pod).toBeUndefined();
   });
 
   it('an internal error carries its stack instead, at error level', async () => {
