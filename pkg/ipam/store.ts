@@ -182,6 +182,10 @@ export class LeaseStore {
    * from being remounted read-only.
    */
   readonly #dirFds = new Map<string, number>();
+  /** Directory fds with fsyncs on the thread pool, how many each: closed only once those are done. */
+  readonly #syncsOn = new Map<number, number>();
+  /** Dropped fds that still had fsyncs in flight: the last one to finish closes it. */
+  readonly #closeWhenDone = new Set<number>();
   /** Owners with files in quarantine/ (records, their .reason, .held lists), so release need not look. */
   readonly #quarantinedOwners = new Set<string>();
   /**
@@ -722,15 +726,22 @@ export class LeaseStore {
     return fd;
   }
 
-  /** Forgets a directory fd whose fsync failed, so the next one starts from a fresh open. */
   /**
-   * Closes a directory fd that failed a sync. Only while it is still the one kept for `d`: a sync on
-   * the thread pool may fail after a synchronous one on the same fd already dropped it, and closing
+   * Forgets a directory fd (it failed a sync, or rewrite found the directory removed), so the next
+   * sync starts from a fresh open, and closes it. Only while it is still the one kept for `d`: a sync
+   * on the thread pool may fail after a synchronous one on the same fd already dropped it, and closing
    * the number again could close whatever file or socket the kernel has given it since.
    */
   #dropDirFd(d: string, fd: number): void {
     if (this.#dirFds.get(d) !== fd) return;
     this.#dirFds.delete(d);
+    // An fsync still queued on the thread pool would otherwise run on the number after the kernel
+    // gave it to another file (rewrite reopens the directories at once): EBADF, or the wrong file.
+    if (this.#syncsOn.has(fd)) this.#closeWhenDone.add(fd);
+    else this.#closeFd(fd);
+  }
+
+  #closeFd(fd: number): void {
     try {
       this.#fs.closeSync(fd);
     } catch {
@@ -741,11 +752,19 @@ export class LeaseStore {
   /** fsync of a directory on the thread pool, through the fd kept open for it. */
   async #fsyncDir(d: string): Promise<void> {
     const fd = this.#dirFd(d);
+    this.#syncsOn.set(fd, (this.#syncsOn.get(fd) ?? 0) + 1);
     try {
       await this.#fs.fsync(fd);
     } catch (err) {
       this.#dropDirFd(d, fd);
       throw err instanceof CniError ? err : this.fail(`syncing ${d}`, err);
+    } finally {
+      const left = this.#syncsOn.get(fd)! - 1;
+      if (left > 0) this.#syncsOn.set(fd, left);
+      else {
+        this.#syncsOn.delete(fd);
+        if (this.#closeWhenDone.delete(fd)) this.#closeFd(fd);
+      }
     }
   }
 

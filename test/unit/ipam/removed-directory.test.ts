@@ -192,4 +192,59 @@ describe('keepRecords: the cost of a check', () => {
     expect(ipam.keepRecords()).toEqual([]);
     expect(reads).toBe(0);
   });
+
+  it('an fsync queued on a directory fd when the directory is written back runs on that fd, which closes after it', async () => {
+    const dir = tempDir('removed');
+    const held: (() => Promise<void>)[] = [];
+    let holding = false;
+    // Each open is its own generation: a number the kernel reuses is another file.
+    const generation = new Map<number, number>();
+    let opens = 0;
+    const closes = new Map<string, number>();
+    const synced: string[] = [];
+    const fs: StoreFs = {
+      ...realFs,
+      openSync: (path, flags, mode) => {
+        const fd = realFs.openSync(path, flags, mode);
+        generation.set(fd, ++opens);
+        return fd;
+      },
+      closeSync: (fd) => {
+        const k = `${fd}#${generation.get(fd)}`;
+        generation.delete(fd);
+        closes.set(k, (closes.get(k) ?? 0) + 1);
+        realFs.closeSync(fd);
+      },
+      // The directories' fsyncs on the thread pool wait, as a busy pool makes them.
+      fsync: (fd) => {
+        if (!holding) return realFs.fsync(fd);
+        const k = `${fd}#${generation.get(fd)}`;
+        return new Promise<void>((resolve, reject) => {
+          held.push(() => {
+            // Run on the same open file it was queued on, or on nothing (closed, number reused).
+            synced.push(generation.has(fd) && `${fd}#${generation.get(fd)}` === k ? k : `${k} gone`);
+            return realFs.fsync(fd).then(resolve, reject);
+          });
+        });
+      },
+    };
+    const ipam = openIpamWith({ dir, ranges: RANGES }, fs);
+    ipam.allocate(key('aaaa'));
+    holding = true;
+    const deferred = ipam.allocateDeferred(key('bbbb'));
+    for (let i = 0; i < 20 && held.length < 3; i++) await new Promise((r) => setImmediate(r));
+    expect(held.length).toBeGreaterThan(0);
+    rmSync(dir, { recursive: true, force: true });
+    // The write-back drops the directory fds it kept; the ones with an fsync queued stay open.
+    ipam.allocate(key('cccc'));
+    holding = false;
+    for (const run of held.splice(0)) await run();
+    await deferred.durable;
+    expect(synced.length).toBeGreaterThan(0);
+    expect(synced.filter((k) => k.endsWith('gone'))).toEqual([]);
+    // Closed once their fsyncs were done (none leaked), and never twice.
+    for (const k of synced) expect(closes.get(k)).toBe(1);
+    expect([...closes].filter(([, n]) => n > 1)).toEqual([]);
+    expect(leaseFilesOnDisk(dir)).toEqual(['aaaa@eth0.json', 'bbbb@eth0.json', 'cccc@eth0.json']);
+  });
 });
