@@ -1,5 +1,5 @@
 import { type ChildProcess, spawn, spawnSync } from 'node:child_process';
-import { mkdtempSync, readdirSync, rmSync, statSync } from 'node:fs';
+import { existsSync, mkdtempSync, readdirSync, readFileSync, rmSync, statSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
@@ -20,8 +20,11 @@ const skip =
   builtSkipReason() ??
   (spawnSync('unshare', ['--version']).status === 0 ? undefined : 'unshare (util-linux) is missing');
 
-/** argv that runs the agent like the DaemonSet's container, the host's /proc at `hostProc`. */
-function containerised(hostProc: string): string[] {
+/**
+ * argv that runs the agent like the DaemonSet's container, the host's /proc bind-mounted at `hostProc`
+ * (undefined: a /proc mounted there already).
+ */
+function containerised(hostProc: string | undefined): string[] {
   return [
     'unshare',
     '--pid',
@@ -33,8 +36,8 @@ function containerised(hostProc: string): string[] {
     '--',
     'sh',
     '-c',
-    'mount --bind /proc "$0" && mount -t proc proc /proc && exec "$@"',
-    hostProc,
+    `${hostProc === undefined ? '' : 'mount --bind /proc "$0" && '}mount -t proc proc /proc && exec "$@"`,
+    hostProc ?? 'sh',
   ];
 }
 
@@ -127,6 +130,84 @@ describe.skipIf(skip !== undefined)(
       while (podLinks().includes('eth0') && Date.now() < deadline)
         await new Promise((r) => setTimeout(r, 20));
       expect(podLinks()).toEqual(['lo']);
+    });
+
+    it("a namespace pinned where the agent's container has no mount (containerd's state dir) is opened through the host's root", async () => {
+      // The host's PID 1 here is a process of the test's own (this machine's may not be open to it):
+      // `sleep` as PID 1 of a PID namespace, in the test's mount namespace, its /proc at `pid1Proc`.
+      // The agent runs inside that PID namespace (as the DaemonSet's container runs in the host's),
+      // in a PID and mount namespace of its own, with `pid1Proc` as its --host-proc.
+      const pid1Proc = mkdtempSync(join(tmpdir(), 'trl-pid1-proc-'));
+      const stateDir = mkdtempSync(join(tmpdir(), 'trl-ctr-state-'));
+      const pinned = join(stateDir, 'netns', 'cni-1');
+      const run = (cmd: string[]) => {
+        const r = spawnSync(cmd[0]!, cmd.slice(1), { encoding: 'utf8' });
+        expect(r.status, `${cmd.join(' ')}: ${r.stderr}`).toBe(0);
+      };
+      const init = spawn(
+        'unshare',
+        [
+          '--pid',
+          '--fork',
+          '--kill-child',
+          'sh',
+          '-c',
+          'mount -t proc proc "$0" && exec sleep 600',
+          pid1Proc,
+        ],
+        {
+          stdio: 'ignore',
+        },
+      );
+      sleepers.push(init);
+      const mounts: string[] = [];
+      let agent: AgentProcess | undefined;
+      try {
+        await within(5000, "the PID namespace's /proc", () => existsSync(join(pid1Proc, '1', 'comm')));
+        mounts.push(pid1Proc);
+        const initPid = readFileSync(`/proc/${init.pid}/task/${init.pid}/children`, 'utf8').trim();
+        agent = startAgent({
+          ns: pool.add('host4').name,
+          podCIDRs: [V4_CIDR, V6_CIDR],
+          wrap: ['nsenter', `--pid=/proc/${initPid}/ns/pid`, '--', ...containerised(undefined)],
+          extraArgs: ['--host-proc', pid1Proc],
+        });
+        await agent.ready();
+        // Mounted after the agent started: its mount namespace (private) never sees what is in it,
+        // as a DaemonSet's container does not see /run/containerd.
+        const pod = pool.add('pod', { loUp: false }).name;
+        run(['mount', '-t', 'tmpfs', 'trl-ctr-state', stateDir]);
+        mounts.push(stateDir);
+        run(['mkdir', join(stateDir, 'netns')]);
+        run(['touch', pinned]);
+        run(['mount', '--bind', `/var/run/netns/${pod}`, pinned]);
+        mounts.push(pinned);
+        const call = { containerId: containerId(), netns: pinned, ifname: 'eth0', hostNetns: agent.ns };
+        const add = await runPlugin(SHIM_BINARY, { command: 'ADD', ...call }, conf(agent));
+        expect(add.code, add.stdout + add.stderr).toBe(0);
+        const res = add.json as AddResult;
+        expect(res.interfaces[1]).toMatchObject({ name: 'eth0', sandbox: pinned });
+        const shown = ipJson<{ addr_info: { local: string }[] }[]>(pod, 'addr', 'show', 'eth0');
+        expect(shown[0]!.addr_info.map((a) => a.local)).toEqual(
+          expect.arrayContaining(res.ips.map((i) => i.address.split('/')[0])),
+        );
+        const del = await runPlugin(SHIM_BINARY, { command: 'DEL', ...call }, conf(agent));
+        expect(del.code, del.stdout).toBe(0);
+        // An agent with no way to it: 102, naming the runtime's path.
+        const other = await runPlugin(
+          SHIM_BINARY,
+          { ...call, command: 'ADD', containerId: containerId(), hostNetns: without.ns },
+          conf(without),
+        );
+        expect(other.json, other.stdout).toMatchObject({ code: 102, msg: expect.stringContaining(pinned) });
+      } finally {
+        await agent?.kill();
+        if (agent !== undefined) removeAgentDir(agent.dir);
+        for (const m of mounts.reverse()) spawnSync('umount', ['-l', m]);
+        init.kill('SIGKILL');
+        rmSync(stateDir, { recursive: true, force: true });
+        rmSync(pid1Proc, { recursive: true, force: true });
+      }
     });
 
     it('an agent given a --host-proc without a /proc there stops at start, exit 2, before it serves', async () => {
