@@ -99,8 +99,10 @@ node="$root/node_modules/.bin/node"
 [ -x "$node" ] || node=node
 MALLOC_ARENA_MAX="\${MALLOC_ARENA_MAX:-${AGENT_MALLOC_ARENA_MAX}}"
 export MALLOC_ARENA_MAX
+# stop-signal.js before the agent's modules load (~0.5 s): as a container's PID 1, a SIGTERM without a
+# handler is dropped by the kernel. main.js imports the same module, which is evaluated once.
 # shellcheck disable=SC2086
-exec "$node" ${AGENT_NODE_FLAGS.join(' ')} \${TRELLIS_NODE_FLAGS:-} "$root/dist/cmd/agent/main.js" "$@"
+exec "$node" ${AGENT_NODE_FLAGS.join(' ')} --import "$root/dist/cmd/agent/stop-signal.js" \${TRELLIS_NODE_FLAGS:-} "$root/dist/cmd/agent/main.js" "$@"
 `;
 writeFileSync(join(bin, 'trellis-agent'), launcher);
 chmodSync(join(bin, 'trellis-agent'), 0o755);

@@ -30,7 +30,7 @@ case $plugins in /*) ;; *) die "PLUGIN_DIR must be absolute: $plugins" ;; esac
 src=$(cd "$1" && pwd) || die "source checkout $1 not found"
 dest=$2
 
-for f in package.json dist/version.json dist/cmd/agent/main.js dist/bin/trellis-agent dist/bin/trellis; do
+for f in package.json dist/version.json dist/cmd/agent/main.js dist/cmd/agent/stop-signal.js dist/bin/trellis-agent dist/bin/trellis; do
   [ -e "$src/$f" ] || die "$src/$f is missing: run \`npm ci && npm run build\` in $src first"
 done
 [ -x "$src/dist/bin/trellis" ] || die "$src/dist/bin/trellis is not executable"

@@ -4,6 +4,8 @@
  * (status, routes, leases, doctor, coverage: pkg/ops). The only place that calls process.exit, once
  * the output is written.
  */
+// First: its handlers are in place before the other modules load (stop-signal.ts).
+import './stop-signal.ts';
 import { hostname } from 'node:os';
 import { ConfigError, parseAgentConfig, subcommandUsage, USAGE } from '../../pkg/agent/config.ts';
 import { createK8sClient, K8sError, K8sReason, loadKubeConfig } from '../../pkg/k8s/index.ts';

@@ -26,6 +26,7 @@ import {
   nftSocket,
   withTrim,
 } from './adapters.ts';
+import { stopSignal } from './stop-signal.ts';
 
 /** `root`: the process's logger, without a component; each part gets a child naming its own. */
 export async function runAgent(config: AgentConfig, root: Logger): Promise<number> {
@@ -117,12 +118,8 @@ export async function runAgent(config: AgentConfig, root: Logger): Promise<numbe
     await observer.stop().catch(() => {});
     return 1;
   }
-  // Heard from here on: a SIGTERM while the agent starts (its pod deleted at once) stops it as one
-  // after the start would, in-flight calls finished, rather than killing it halfway.
-  const signalled = new Promise<NodeJS.Signals>((resolve) => {
-    process.once('SIGTERM', () => resolve('SIGTERM'));
-    process.once('SIGINT', () => resolve('SIGINT'));
-  });
+  // Heard since the process started (stop-signal.ts): a SIGTERM while the agent starts (its pod
+  // deleted at once) stops it once started, in-flight calls finished, rather than killing it halfway.
   try {
     await agent.start();
     await observer.start();
@@ -132,7 +129,7 @@ export async function runAgent(config: AgentConfig, root: Logger): Promise<numbe
     await agent.stop().catch(() => {});
     return 1;
   }
-  const signal = await signalled;
+  const signal = await stopSignal;
   log.info({ signal }, 'stopping: finishing in-flight CNI calls; routes, config and rules stay in place');
   trim.stop();
   await observer.stop();

@@ -1,5 +1,5 @@
 import { type ChildProcess, spawn } from 'node:child_process';
-import { existsSync, mkdirSync, mkdtempSync, rmSync } from 'node:fs';
+import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, describe, expect, it, vi } from 'vitest';
@@ -60,6 +60,48 @@ describe.skipIf(skip !== undefined)(skip === undefined ? title : `${title} (skip
     expect(agent.logs.some((l) => l.msg === 'trellis agent stopped')).toBe(true);
     expect(existsSync(agent.socket)).toBe(false);
   });
+
+  it('as PID 1 of its container, a SIGTERM before its modules have loaded stops it (the kernel drops what PID 1 has no handler for)', async () => {
+    const ns = pool.add('sigpid1').name;
+    // A module the launcher's node loads after its own preloads and before the agent's modules: it
+    // says it got there and holds the start until the test has sent its signal.
+    const gate = mkdtempSync(join(tmpdir(), 'trl-sig-gate-'));
+    dirs.push(gate);
+    writeFileSync(
+      join(gate, 'gate.mjs'),
+      `import { existsSync, writeFileSync } from 'node:fs';
+const dir = ${JSON.stringify(gate)};
+writeFileSync(dir + '/reached', '');
+const wait = new Int32Array(new SharedArrayBuffer(4));
+for (let i = 0; i < 2000 && !existsSync(dir + '/go'); i++) Atomics.wait(wait, 0, 0, 10);
+`,
+    );
+    const a = startAgent({
+      ns,
+      podCIDRs: ['10.244.1.0/24'],
+      // PID 1 of a PID namespace of its own, as in the DaemonSet's container.
+      wrap: ['unshare', '--pid', '--fork', '--kill-child', '--'],
+      env: { TRELLIS_NODE_FLAGS: `--import ${join(gate, 'gate.mjs')}` },
+    });
+    started.push(a);
+    await vi.waitFor(() => expect(existsSync(join(gate, 'reached'))).toBe(true), {
+      timeout: 15_000,
+      interval: 10,
+    });
+    // The agent as this namespace sees it: unshare's child.
+    const unsharePid = a.child.pid!;
+    const pid = Number(readFileSync(`/proc/${unsharePid}/task/${unsharePid}/children`, 'utf8').trim());
+    expect(readFileSync(`/proc/${pid}/cmdline`, 'utf8')).toContain('main.js');
+    process.kill(pid, 'SIGTERM');
+    writeFileSync(join(gate, 'go'), '');
+    const code = await Promise.race([
+      exited(a),
+      new Promise((r) => setTimeout(() => r('still running'), 20_000)),
+    ]);
+    expect(code).toBe(0);
+    expect(a.logs.some((l) => l.msg === 'trellis agent stopped')).toBe(true);
+    expect(existsSync(a.socket)).toBe(false);
+  }, 40_000);
 
   it('an API server that accepted the list request and never answers does not hold the stop (60 s request timeout)', async () => {
     const ns = pool.add('sigsilent').name;
