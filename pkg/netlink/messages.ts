@@ -289,7 +289,8 @@ export function dumpAddressesBody(family?: Family): Body {
 export function parseAddress(payload: Buffer): AddressInfo | undefined {
   const family = familyOfAf(payload.readUInt8(0));
   if (family === undefined) return undefined;
-  // IPv4: IFA_LOCAL is the address, IFA_ADDRESS the peer on point-to-point links. IPv6: IFA_ADDRESS.
+  // IFA_LOCAL is the address when there is one, IFA_ADDRESS then the peer (point-to-point): IPv4
+  // always sends IFA_LOCAL, IPv6 only for an address with a peer (else IFA_ADDRESS is the address).
   // Read in place like parseRoute: every pass lists the addresses of every veth.
   let local: string | undefined;
   let address: string | undefined;
@@ -297,7 +298,7 @@ export function parseAddress(payload: Buffer): AddressInfo | undefined {
     const len = u16le(payload, off);
     if (len < 4 || off + len > payload.length) break;
     const type = u16le(payload, off + 2) & NLA_TYPE_MASK;
-    if (type === IFA.LOCAL && family === 4) local = ipAt(payload, off + 4, len - 4);
+    if (type === IFA.LOCAL) local = ipAt(payload, off + 4, len - 4);
     else if (type === IFA.ADDRESS) address = ipAt(payload, off + 4, len - 4);
     off += (len + 3) & ~3;
   }

@@ -164,6 +164,15 @@ describe.skipIf(netnsSkipReason !== undefined)('pkg/netlink (root, real kernel, 
     ).rejects.toBeInstanceOf(LinkNotFoundError);
   });
 
+  it('lists an address with a peer (point-to-point) as its local address, IPv4 and IPv6', async () => {
+    const { ns, h, dev } = track(await setup(pool, 'peer'));
+    ip(ns.name, 'addr', 'add', '10.77.0.1/32', 'peer', '10.77.0.2', 'dev', 'v0');
+    ip(ns.name, '-6', 'addr', 'add', 'fd00:77::1/128', 'peer', 'fd00:77::2', 'dev', 'v0', 'nodad');
+    const listed = (await h.listAddresses(undefined, dev)).map((a) => `${a.address}/${a.prefixLen}`);
+    expect(listed).toEqual(expect.arrayContaining(['10.77.0.1/32', 'fd00:77::1/128']));
+    expect(listed.filter((a) => a.startsWith('10.77.0.2') || a.startsWith('fd00:77::2'))).toEqual([]);
+  });
+
   it("setUp applies up, address and route steps in one datagram, in order; an existing address counts as added, a keepExisting route keeps another's", async () => {
     const { ns, h } = track(await setup(pool, 'setup'));
     const fd = port.openNetnsFd(ns.path);
