@@ -63,10 +63,63 @@ function nodePath(path: string): [string, string] {
   return [decodeURIComponent(m[1]!), m[2] ?? ''];
 }
 
+/** A list or patch with no answer by then fails, as the native transport's requests do. */
+const REQUEST_TIMEOUT_MS = 60_000;
+
+/**
+ * `work` raced against a deadline and the caller's signal: client-node runs an exec credential plugin
+ * before its request with no timeout of its own (a plugin waiting on a prompt or a token endpoint
+ * hangs the call for good) and takes no signal for a list. Abandoned, the call itself runs on; what
+ * it settles with later is dropped.
+ */
+function bounded<T>(op: string, work: Promise<T>, ms: number, signal?: AbortSignal): Promise<T> {
+  return new Promise<T>((resolve, reject) => {
+    let settled = false;
+    const finish = (): boolean => {
+      if (settled) return false;
+      settled = true;
+      clearTimeout(timer);
+      signal?.removeEventListener('abort', onAbort);
+      return true;
+    };
+    const onAbort = (): void => {
+      if (finish())
+        reject(new K8sError(op, 'abandoned: the client is stopping', undefined, K8sReason.NETWORK));
+    };
+    const timer = setTimeout(() => {
+      if (finish()) {
+        reject(
+          new K8sError(
+            op,
+            `no answer within ${ms} ms (an exec credential plugin that does not return?)`,
+            undefined,
+            K8sReason.NETWORK,
+          ),
+        );
+      }
+    }, ms);
+    if (signal?.aborted) return onAbort();
+    signal?.addEventListener('abort', onAbort, { once: true });
+    work.then(
+      (v) => {
+        if (finish()) resolve(v);
+      },
+      (err: unknown) => {
+        if (finish()) reject(err);
+      },
+    );
+  });
+}
+
 export function createClientNodeTransport(
   spec: FallbackSpec,
-  opts: { /** Default WATCH_IDLE_MS. */ watchIdleMs?: number } = {},
+  opts: {
+    /** Default WATCH_IDLE_MS. */ watchIdleMs?: number;
+    /** Default REQUEST_TIMEOUT_MS: a list or patch, credentials included. */ requestTimeoutMs?: number;
+  } = {},
 ): Transport {
+  const requestTimeoutMs = opts.requestTimeoutMs ?? REQUEST_TIMEOUT_MS;
+  const watchIdleMs = opts.watchIdleMs ?? WATCH_IDLE_MS;
   const kc = loadConfig(spec);
   const core = kc.makeApiClient(CoreV1Api);
   const watcher = new Watch(kc);
@@ -74,11 +127,11 @@ export function createClientNodeTransport(
   // BOOKMARKs: a quiet cluster's watch would time out before its first one, and two such timeouts
   // in a row relist (informer.ts). The native transport's inactivity timeout, for the same reason.
   // The field is `private` in client-node's typings (2.0.1) but a plain property, read per watch.
-  (watcher as unknown as { requestTimeoutMs: number }).requestTimeoutMs = opts.watchIdleMs ?? WATCH_IDLE_MS;
+  (watcher as unknown as { requestTimeoutMs: number }).requestTimeoutMs = watchIdleMs;
 
-  const call = async <T>(op: string, fn: () => Promise<T>): Promise<T> => {
+  const call = async <T>(op: string, fn: () => Promise<T>, signal?: AbortSignal): Promise<T> => {
     try {
-      return await fn();
+      return await bounded(op, fn(), requestTimeoutMs, signal);
     } catch (err) {
       throw toK8sError(op, err);
     }
@@ -87,7 +140,7 @@ export function createClientNodeTransport(
   return {
     name: 'client-node',
 
-    listPage(op, path, params): Promise<Page> {
+    listPage(op, path, params, signal): Promise<Page> {
       const extra = {
         limit: params.limit,
         ...(params.continue !== undefined ? { _continue: params.continue } : {}),
@@ -102,17 +155,21 @@ export function createClientNodeTransport(
             : undefined;
       if (fetch === undefined)
         throw new K8sError(op, `unsupported list path ${path}`, undefined, K8sReason.UNKNOWN);
-      return call(op, async () => {
-        const list = await fetch();
-        const meta = list.metadata;
-        return {
-          items: list.items as unknown[],
-          metadata: {
-            ...(meta?.resourceVersion !== undefined ? { resourceVersion: meta.resourceVersion } : {}),
-            ...(meta?._continue !== undefined ? { continue: meta._continue } : {}),
-          },
-        };
-      });
+      return call(
+        op,
+        async () => {
+          const list = await fetch();
+          const meta = list.metadata;
+          return {
+            items: list.items as unknown[],
+            metadata: {
+              ...(meta?.resourceVersion !== undefined ? { resourceVersion: meta.resourceVersion } : {}),
+              ...(meta?._continue !== undefined ? { continue: meta._continue } : {}),
+            },
+          };
+        },
+        signal,
+      );
     },
 
     patch(op, path, type: PatchType, body) {
@@ -127,7 +184,22 @@ export function createClientNodeTransport(
     watch(op, path, params: WatchParams, onEvent, signal): Promise<WatchEnd> {
       return new Promise<WatchEnd>((resolve, reject) => {
         let controller: AbortController | undefined;
-        const stop = (): void => controller?.abort();
+        let over = false;
+        /** Settles once; the stream, if any, is cut. */
+        const end = (settle: () => void): void => {
+          if (over) return;
+          over = true;
+          clearTimeout(setup);
+          signal.removeEventListener('abort', stop);
+          controller?.abort();
+          settle();
+        };
+        // Settled at once on abort, whether or not client-node has handed back its controller yet
+        // (it runs the credential plugin first); a watch not set up within the idle timeout is
+        // given up as one that went silent.
+        const stop = (): void => end(() => resolve('closed'));
+        const setup = setTimeout(() => end(() => resolve('timeout')), watchIdleMs);
+        if (signal.aborted) return stop();
         signal.addEventListener('abort', stop, { once: true });
         const query = {
           ...(params.resourceVersion !== '' ? { resourceVersion: params.resourceVersion } : {}),
@@ -139,24 +211,22 @@ export function createClientNodeTransport(
             path,
             query,
             (type: string, obj: unknown) => {
-              if (!signal.aborted) onEvent(type, obj);
+              if (!over) onEvent(type, obj);
             },
             (err: unknown) => {
-              signal.removeEventListener('abort', stop);
-              if (signal.aborted || err === null || err === undefined) return resolve('closed');
-              if ((err as { name?: unknown }).name === 'TimeoutError') return resolve('timeout');
-              reject(toK8sError(op, err));
+              if (signal.aborted || err === null || err === undefined) return end(() => resolve('closed'));
+              if ((err as { name?: unknown }).name === 'TimeoutError') return end(() => resolve('timeout'));
+              end(() => reject(toK8sError(op, err)));
             },
           )
           .then(
             (c) => {
               controller = c;
-              if (signal.aborted) c.abort();
+              if (over)
+                c.abort(); // abandoned while it was set up: nobody reads it any more
+              else clearTimeout(setup); // from here on, client-node's own idle timeout
             },
-            (err: unknown) => {
-              signal.removeEventListener('abort', stop);
-              reject(toK8sError(op, err));
-            },
+            (err: unknown) => end(() => reject(toK8sError(op, err))),
           );
       });
     },

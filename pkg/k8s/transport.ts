@@ -48,7 +48,8 @@ export interface Transport {
   /**
    * GET of one list page with limit/continue, an optional fieldSelector and resourceVersion. `signal`
    * ends the request at once (a stopping agent must not wait out the request timeout of an API server
-   * that accepted the connection and never answers); the client-node fallback cannot end its own.
+   * that accepted the connection and never answers); the client-node fallback, which cannot end its
+   * own, abandons it.
    */
   listPage(
     op: string,
