@@ -691,7 +691,10 @@ export class Agent {
       // No periodic onSync from the cache: the controller's own resync timer already runs a full pass
       // every resyncMs, and the two timers meant two full passes per period (off by the start-up gap).
       resyncMs: 0,
-      onSync: () => this.controller?.markDirty('the list of Nodes was read'),
+      onSync: () => {
+        this.nodeStatus?.relisted();
+        this.controller?.markDirty('the list of Nodes was read');
+      },
       // Per-node steps: the controller reads the node's current state from the cache by name.
       onEvent: (_type, node) => this.controller?.enqueue(node.name),
       onAnswered: recovered,

@@ -93,6 +93,17 @@ export class NodeStatusReporter {
     });
   }
 
+  /**
+   * After a relist: what was decided over a version of the Node is decided again. The informer keeps
+   * a Node's old view (and its resourceVersion) when nothing it tracks changed, so a relist past our
+   * write and someone undoing it (NetworkUnavailable=True again, our annotations stripped) looks like
+   * the version we wrote over, and would never be written again.
+   */
+  relisted(): void {
+    this.writtenOver = undefined;
+    this.pending = undefined;
+  }
+
   /** Retries with capped backoff until it succeeds or the agent stops. */
   async reportNetworkUp(): Promise<void> {
     for (let attempt = 0; !this.signal.aborted; attempt++) {

@@ -121,6 +121,27 @@ describe('NodeStatusReporter', () => {
     expect(sent).toHaveLength(2);
   });
 
+  it('after a relist writes again what a view kept from before it lacks (the informer keeps an unchanged view and its version)', async () => {
+    const { r, patches, networkUp } = reporter();
+    // Written over version 10, NetworkUnavailable=True on it.
+    const before = node({ networkUnavailable: 'NoRouteCreated' });
+    r.networkUpFor(before);
+    r.publishAnnotations(before, vteps, {});
+    await flush();
+    expect([networkUp.length, patches.length]).toEqual([1, 1]);
+    // Our writes landed, then someone set True again and stripped the annotations; the relist found
+    // what the informer tracks as it was at 10, and kept that view.
+    r.networkUpFor(before);
+    r.publishAnnotations(before, vteps, {});
+    await flush();
+    expect([networkUp.length, patches.length]).toEqual([1, 1]);
+    r.relisted();
+    r.networkUpFor(before);
+    r.publishAnnotations(before, vteps, {});
+    await flush();
+    expect([networkUp.length, patches.length]).toEqual([2, 2]);
+  });
+
   it('writes NetworkUnavailable=False once per Node object', async () => {
     const { r, networkUp } = reporter();
     r.networkUpFor(node());
