@@ -430,7 +430,7 @@ export class NodeController {
       'reconciled node',
     );
     // As a full pass says it (reconcile below), so that a node added unroutable is not silent until then.
-    this.sayProblems(step.problems, name);
+    this.sayProblems(step.problems, { node: name });
     if (step.routeDevices !== undefined) deps.onRouteDevices?.(step.routeDevices);
     const p = this.nodePasses;
     const written = p?.written ?? new Set<string>();
@@ -454,11 +454,16 @@ export class NodeController {
    * itself (its own InternalIP on none of its interfaces, say) cuts its pods off from every peer in
    * that family: an error, said as such.
    */
-  private sayProblems(problems: readonly { node: string; problem: string }[], scope: 'full' | string): void {
+  /** `scope`: a full pass's problems (every node's), or one node's step's (`{ node }`: any name, 'full' too). */
+  private sayProblems(
+    problems: readonly { node: string; problem: string }[],
+    scope: 'full' | { node: string },
+  ): void {
     const log = this.deps.log;
     const now = performance.now();
+    const only = scope === 'full' ? undefined : scope.node;
     const next = new Map(
-      scope === 'full' ? [] : [...this.saidProblems].filter(([k]) => nodeOfKey(k) !== scope),
+      only === undefined ? [] : [...this.saidProblems].filter(([k]) => nodeOfKey(k) !== only),
     );
     for (const p of problems) {
       const key = `${p.node}\0${p.problem}`;
@@ -481,7 +486,7 @@ export class NodeController {
       next.set(key, state);
     }
     for (const [key, state] of this.saidProblems) {
-      if (!next.has(key) && state.said && (scope === 'full' || nodeOfKey(key) === scope))
+      if (!next.has(key) && state.said && (only === undefined || nodeOfKey(key) === only))
         log.info({ peer: nodeOfKey(key) }, 'node no longer skipped');
     }
     this.saidProblems = next;

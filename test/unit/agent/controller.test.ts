@@ -647,6 +647,24 @@ describe('NodeController loop', () => {
 });
 
 describe('NodeController per-node steps', () => {
+  it("a step of a node named 'full' says that node's problems only, never the others' as gone", async () => {
+    const { log, lines } = capturingLogger();
+    let problems: Problem[] = [];
+    const t = perNodeSetup(undefined, { log, problems: () => problems });
+    await until('first full pass', () => t.full.length === 1);
+    problems = [{ node: 'n3', problem: 'no InternalIP of the family of pod CIDR 10.244.3.0/24; skipped' }];
+    t.cluster.nodes.set('n3', { name: 'n3', podCIDRs: ['10.244.3.0/24'], internalIPs: [] });
+    t.controller.enqueue('n3');
+    await until('n3 said', () => lines.some((l) => l.msg === 'node skipped'));
+    problems = [];
+    t.cluster.nodes.set('full', { name: 'full', podCIDRs: ['10.244.4.0/24'], internalIPs: ['10.0.0.4'] });
+    t.controller.enqueue('full');
+    await until('the step', () => t.steps.some((s) => s.name === 'full'));
+    await settle();
+    expect(lines.filter((l) => l.msg === 'node no longer skipped')).toEqual([]);
+    await t.stop();
+  });
+
   it("hands the masquerade syncer only what the changed nodes added and took, and syncs whole when it can't", async () => {
     let answer: 'updated' | 'unsupported' = 'updated';
     const t = perNodeSetup(undefined, { changeCluster: () => answer });
