@@ -1,5 +1,5 @@
-import { type ChildProcess, spawn } from 'node:child_process';
-import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { type ChildProcess, spawn, spawnSync } from 'node:child_process';
+import { chmodSync, existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, describe, expect, it, vi } from 'vitest';
@@ -14,6 +14,10 @@ import { NetnsPool, netnsSkipReason } from '../../support/netns.ts';
  * exit 0, its socket gone, rather than being killed halfway by the signal's default action.
  */
 const skip = netnsSkipReason ?? builtSkipReason();
+
+/** The real nft, which the stand-in hands over to. */
+const nftPath =
+  spawnSync('sh', ['-c', 'command -v nft'], { encoding: 'utf8' }).stdout.trim() || '/usr/sbin/nft';
 
 const title = 'SIGTERM during start-up stops the agent the usual way';
 describe.skipIf(skip !== undefined)(skip === undefined ? title : `${title} (skipped: ${skip})`, () => {
@@ -41,23 +45,42 @@ describe.skipIf(skip !== undefined)(skip === undefined ? title : `${title} (skip
 
   it('exit 0 after "trellis agent stopped", the CNI socket removed', async () => {
     const ns = pool.add('sigstart').name;
-    let sent = false;
+    // A stand-in nft that holds the start (masquerading off: the start removes an earlier run's table
+    // with it, after the CNI socket listens) until the test has sent its signal.
+    const gate = mkdtempSync(join(tmpdir(), 'trl-sig-nft-'));
+    dirs.push(gate);
+    writeFileSync(
+      join(gate, 'nft'),
+      `#!/bin/sh\ntouch '${gate}/reached'\nwhile [ ! -e '${gate}/go' ]; do sleep 0.02; done\nexec ${nftPath} "$@"\n`,
+    );
+    chmodSync(join(gate, 'nft'), 0o755);
+    let sentAt = -1;
     agent = startAgent({
       ns,
       podCIDRs: ['10.244.1.0/24'],
-      onLog: (l) => {
-        // Inside Agent.start, before the first pass: the start is not over yet.
-        if (l.msg === 'CNI socket listening' && !sent) {
-          sent = true;
-          agent!.child.kill('SIGTERM');
-        }
-      },
+      extraArgs: ['--no-masquerade', '--no-source-check', '--firewall-check-seconds', '0'],
+      env: { PATH: `${gate}:${process.env.PATH ?? ''}` },
     });
     started.push(agent);
+    await vi.waitFor(() => expect(existsSync(join(gate, 'reached'))).toBe(true), {
+      timeout: 15_000,
+      interval: 10,
+    });
+    // Inside Agent.start, its socket listening, the start held: not over yet.
+    expect(agent.logs.some((l) => l.msg === 'CNI socket listening')).toBe(true);
+    sentAt = agent.logs.length;
+    agent.child.kill('SIGTERM');
+    await new Promise((r) => setTimeout(r, 200));
+    expect(agent.child.exitCode).toBeNull(); // not killed halfway by the signal's default action
+    writeFileSync(join(gate, 'go'), '');
     const code = await exited(agent);
-    expect(sent).toBe(true);
     expect([code, agent.child.signalCode]).toEqual([0, null]);
-    expect(agent.logs.some((l) => l.msg === 'trellis agent stopped')).toBe(true);
+    const after = agent.logs.slice(sentAt).map((l) => l.msg);
+    const stopping = after.indexOf(
+      'stopping: finishing in-flight CNI calls; routes, config and rules stay in place',
+    );
+    expect(stopping).toBeGreaterThanOrEqual(0);
+    expect(after.indexOf('trellis agent stopped')).toBeGreaterThan(stopping);
     expect(existsSync(agent.socket)).toBe(false);
   });
 
