@@ -1,5 +1,5 @@
 import { execFileSync } from 'node:child_process';
-import { chmodSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { chmodSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -29,9 +29,11 @@ describe.skipIf(skip !== undefined)(skip === undefined ? title : `${title} (skip
     writeFileSync(
       join(bin, 'nft'),
       `#!/bin/sh
-# Refuses what a kernel without nft_exthdr / nft_rt refuses; passes the rest to the real nft.
-# exec in this process, never in a pipeline's child: the agent knows its own commits by nft's pid.
-if [ "$1" = "-f" ]; then
+# Refuses what a kernel without nft_exthdr / nft_rt refuses, applied or only checked (-c -f -);
+# passes the rest to the real nft. exec in this process, never in a pipeline's child: the agent knows
+# its own commits by nft's pid.
+echo "$*" >> '${bin}/calls'
+if [ "$1" = "-f" ] || [ "$1 $2" = "-c -f" ]; then
   input=$(cat)
   case "$input" in *maxseg*) echo "${REFUSAL}" >&2; exit 1 ;; esac
   exec ${real} "$@" <<RULESET
@@ -45,6 +47,8 @@ exec ${real} "$@"
     tb = await Testbed.create({
       segments: [{ nodes: 1 }, { nodes: 1 }],
       agentEnv: { PATH: `${bin}:${process.env.PATH ?? ''}` },
+      // Resyncs every 2 s: each one checks the refused clamp again (nft -c), which must stay quiet.
+      agentArgs: ['--resync-seconds', '2'],
     });
   }, 120_000);
 
@@ -70,6 +74,20 @@ exec ${real} "$@"
     ) as StatusView;
     expect(status).not.toHaveProperty('mssClamp');
     expect(status.mssClampRefused).toContain(REFUSAL);
+
+    // Resyncs check the clamp again without committing (nft -c), refused each time: nothing said
+    // again, the table not rewritten.
+    const before = table();
+    const checks = () =>
+      readFileSync(join(bin, 'calls'), 'utf8')
+        .split('\n')
+        .filter((c) => c.startsWith('-c -f')).length;
+    const checked = checks();
+    await within(10_000, 'two more checks of the clamp at resyncs', () => checks() >= checked + 2);
+    expect(
+      n1.logs.filter((l) => String(l.msg).startsWith('the kernel refused the TCP MSS clamp')),
+    ).toHaveLength(1);
+    expect(table()).toBe(before);
 
     // The nodes are on two segments: pods talk through the tunnel, TCP by path MTU discovery now.
     await tb.addPod('node-1');
