@@ -161,6 +161,52 @@ describe.skipIf(netnsSkipReason !== undefined)('off-thread link deletion (root, 
     }
   });
 
+  it('gives each of many concurrent requests on one socket its own answer (replies never crossed)', async () => {
+    const a = pool.add('a');
+    for (let i = 0; i < 4; i++) ip(a.name, 'link', 'add', `va${i}`, 'type', 'veth', 'peer', 'name', `vb${i}`);
+    const index = (name: string) => links(a.name).find((l) => l.ifname === name)!.ifindex;
+    const [va0, va1, vb2, vb3] = [index('va0'), index('va1'), index('vb2'), index('vb3')];
+    const sock = withNetns(a.path, () => openOffThreadNetlink());
+    try {
+      // Deletes that succeed, deletes of an index that is not there, lookups that find a link and
+      // lookups that find none, off the thread and inline, all at once: answers that differ, so a
+      // reply handed to the wrong request shows.
+      const settled = await Promise.allSettled([
+        deleteLinkVia(sock.exchange, va0),
+        getLinkVia(sock.exchange, 'vb2'),
+        deleteLinkVia(sock.exchange, 999_999),
+        getLinkVia(sock.exchangeInline, 'nosuch0'),
+        deleteLinkVia(sock.exchangeInline, va1),
+        getLinkVia(sock.exchange, 'vb3'),
+        deleteLinkVia(sock.exchange, 999_998),
+        getLinkVia(sock.exchangeInline, 'vb2'),
+      ]);
+      const outcome = (r: PromiseSettledResult<unknown>) =>
+        r.status === 'rejected'
+          ? `rejected ${(r.reason as Error).constructor.name}`
+          : r.value === undefined
+            ? 'none'
+            : `${(r.value as { name: string; index: number }).name}#${(r.value as { index: number }).index}`;
+      expect(settled.map(outcome)).toEqual([
+        'none',
+        `vb2#${vb2}`,
+        'rejected LinkNotFoundError',
+        'none',
+        'none',
+        `vb3#${vb3}`,
+        'rejected LinkNotFoundError',
+        `vb2#${vb2}`,
+      ]);
+      expect(
+        links(a.name)
+          .map((l) => l.ifname)
+          .sort(),
+      ).toEqual(['lo', 'va2', 'va3', 'vb2', 'vb3']);
+    } finally {
+      sock.close();
+    }
+  });
+
   it('setUpVia applies every step in one datagram, inline or off the thread, and throws the first failure after trying the rest', async () => {
     const a = pool.add('a');
     ip(a.name, 'link', 'add', 'va0', 'type', 'veth', 'peer', 'name', 'vb0');
