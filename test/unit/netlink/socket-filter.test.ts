@@ -2,16 +2,22 @@ import { endianness } from 'node:os';
 import { describe, expect, it } from 'vitest';
 import { compileAcceptFilter, NLMSG_HDRLEN } from '../../../pkg/netlink/socket-filter.ts';
 import { runClassicBpf } from '../../support/classic-bpf.ts';
+import { kernelVerdict } from '../../support/kernel-bpf.ts';
 
 /**
- * The program's jumps and encodings, run by a reference interpreter (the kernel runs the same bytes in
- * the integration test: netlink.test.ts).
+ * The program's jumps and encodings, run by the kernel (attached to a socket, kernel-bpf.ts) and by a
+ * reference interpreter, which must agree on every vector (netlink.test.ts runs the programs on real
+ * notifications).
  */
 
 const LE = endianness() === 'LE';
 
 function run(program: Buffer, packet: Buffer): number {
-  return runClassicBpf(program, packet).verdict;
+  const verdict = runClassicBpf(program, packet).verdict;
+  expect(kernelVerdict(program, packet), 'the kernel disagrees with the interpreter').toBe(
+    verdict === 0 ? 'rejected' : 'accepted',
+  );
+  return verdict;
 }
 
 /** An nlmsghdr of this type followed by the given header bytes. */
