@@ -48,6 +48,8 @@ interface Libc {
   /** getsockopt into out (its length is the option length). */
   getsockopt(fd: number, level: number, name: number, out: Buffer): CallResult;
   socket(domain: number, type: number, protocol: number): CallResult;
+  /** socketpair(2): the two fds, or the errno (the tests run socket filters in the kernel with it). */
+  socketpair(domain: number, type: number, protocol: number): [number, number] | { errno: number };
   /** bind(2) to a socket address given as its bytes (struct sockaddr_*, addrlen = its length). */
   bind(fd: number, address: Buffer): CallResult;
   /**
@@ -92,6 +94,12 @@ function load(): Libc {
       library,
       retType: DataType.I32,
       paramsType: [DataType.I32, DataType.I32, DataType.I32],
+      errno: true,
+    },
+    socketpair: {
+      library,
+      retType: DataType.I32,
+      paramsType: [DataType.I32, DataType.I32, DataType.I32, DataType.U8Array],
       errno: true,
     },
     bind: {
@@ -164,6 +172,11 @@ function load(): Libc {
     socket: (domain, type, protocol) => {
       const r = fns.socket([domain, type, protocol]);
       return { value: r.value, errno: r.value === -1 ? r.errnoCode : 0 };
+    },
+    socketpair: (domain, type, protocol) => {
+      const fds = Buffer.alloc(8); // int sv[2], written by libc into the Buffer's own memory
+      const r = fns.socketpair([domain, type, protocol, fds]);
+      return r.value === 0 ? [fds.readInt32LE(0), fds.readInt32LE(4)] : { errno: r.errnoCode };
     },
     bind: (fd, address) => {
       const r = fns.bind([fd, address, address.length]);

@@ -1,5 +1,4 @@
 import { closeSync } from 'node:fs';
-import { DataType, define, open } from 'ffi-rs';
 import { AF_UNIX, getLibc, MSG_DONTWAIT } from '../../pkg/netns/libc.ts';
 
 /**
@@ -13,25 +12,10 @@ import { AF_UNIX, getLibc, MSG_DONTWAIT } from '../../pkg/netns/libc.ts';
 const SOCK_DGRAM = 2;
 const EAGAIN = 11;
 
-let socketpair: ((args: unknown[]) => { value: number; errnoCode: number }) | undefined;
-
 function pair(): [number, number] {
-  if (socketpair === undefined) {
-    const library = 'trellis-test-libc';
-    open({ library, path: 'libc.so.6' });
-    socketpair = define({
-      socketpair: {
-        library,
-        retType: DataType.I32,
-        paramsType: [DataType.I32, DataType.I32, DataType.I32, DataType.U8Array],
-        errno: true,
-      },
-    }).socketpair as unknown as (args: unknown[]) => { value: number; errnoCode: number };
-  }
-  const fds = Buffer.alloc(8);
-  const r = socketpair([AF_UNIX, SOCK_DGRAM, 0, fds]);
-  if (r.value !== 0) throw new Error(`socketpair failed: errno ${r.errnoCode}`);
-  return [fds.readInt32LE(0), fds.readInt32LE(4)];
+  const r = getLibc().socketpair(AF_UNIX, SOCK_DGRAM, 0);
+  if (!Array.isArray(r)) throw new Error(`socketpair failed: errno ${r.errno}`);
+  return r;
 }
 
 /** 'accepted' when the kernel delivered the packet through the filter, 'rejected' when it tossed it. */
