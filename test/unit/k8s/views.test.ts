@@ -124,6 +124,7 @@ describe('toNodeView', () => {
     const t = withCondition('True', 'NoRouteCreated');
     expect(t.ok && t.node.networkUnavailable).toBe('NoRouteCreated');
     const f = withCondition('False', 'TrellisIsUp');
+    expect([t.ok, f.ok]).toEqual([true, true]);
     expect(f.ok && 'networkUnavailable' in f.node).toBe(false);
     // A flip is a change of content (the informer passes it on), a heartbeat is not.
     if (t.ok && f.ok) expect(sameNodeView(t.node, f.node)).toBe(false);

@@ -47,7 +47,7 @@ const cat = (body: Buffer[]) => Buffer.concat(body);
 const str = (b: Buffer | undefined) => b?.toString('utf8');
 
 describe('framing', () => {
-  it('encodes a header the kernel accepts and decodes it back, aligned', () => {
+  it('encodes a header (nlmsg_len without the padding) and decodes it back, aligned', () => {
     const msg = encodeMessage(24, 0x405, 77, [Buffer.from([1, 2, 3])]);
     expect(msg.length).toBe(20); // 16 + 3, padded to 4
     expect(msg.readUInt32LE(0)).toBe(19); // nlmsg_len excludes the padding
