@@ -6,6 +6,8 @@ export interface ClusterNode {
   annotations?: Readonly<Record<string, string>>;
   /** The reason of a NetworkUnavailable=True condition on the Node (k8s NodeView); absent otherwise. */
   networkUnavailable?: string;
+  /** A NetworkUnavailable=False condition is on the Node (k8s NodeView.networkUp). */
+  networkUp?: boolean;
   /** The Node object's identity and version, from the API (absent standalone). */
   uid?: string;
   resourceVersion?: string;

@@ -73,6 +73,13 @@ export class NodeStatusReporter {
   networkUpFor(self: ClusterNode): void {
     const uid = self.uid ?? '';
     if (this.writing) return;
+    if (this.networkUpUid !== uid && self.networkUnavailable === undefined && self.networkUp === true) {
+      // False already (an earlier run's, before a restart or an upgrade): written again, its
+      // lastTransitionTime would say the network came up now, on every Node at every rollout.
+      this.networkUpUid = uid;
+      this.writtenOver = self.resourceVersion;
+      return;
+    }
     if (this.networkUpUid === uid) {
       if (self.networkUnavailable === undefined) return;
       // The Node as it was when we wrote (our False not back through the watch yet): not news.

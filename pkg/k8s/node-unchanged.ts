@@ -12,6 +12,7 @@
 import { sameList } from '../compare.ts';
 import {
   type NodeView,
+  networkIsUp,
   networkUnavailableReason,
   type Rec,
   rec,
@@ -31,7 +32,8 @@ export function nodeUnchanged(obj: unknown, view: NodeView): boolean {
       samePodCIDRs(spec, view.podCIDRs) &&
       sameInternalIPs(status.addresses, view.internalIPs) &&
       sameOwnAnnotations(meta.annotations, view.annotations) &&
-      networkUnavailableReason(status.conditions) === view.networkUnavailable
+      networkUnavailableReason(status.conditions) === view.networkUnavailable &&
+      networkIsUp(status.conditions) === (view.networkUp === true)
     );
   } catch {
     return false; // exotic inputs (throwing getters): the conversion says what is wrong

@@ -31,6 +31,12 @@ export interface NodeView {
    * there is no such condition or it is not True. The agent set it False once its network was up.
    */
   readonly networkUnavailable?: string;
+  /**
+   * A NetworkUnavailable condition whose status is False is on the Node (whoever set it): the agent
+   * started again over its own earlier False does not write it again (its lastTransitionTime is when
+   * the network came up).
+   */
+  readonly networkUp?: true;
   readonly resourceVersion: string;
 }
 
@@ -197,6 +203,7 @@ export function toNodeView(obj: unknown): NodeViewResult {
     const annotations = stringMap(meta.annotations, `node ${name}: metadata.annotations`);
     if (!annotations.ok) return annotations;
     const unavailable = networkUnavailableReason(status.conditions);
+    const up = networkIsUp(status.conditions);
     return {
       ok: true,
       node: {
@@ -207,6 +214,7 @@ export function toNodeView(obj: unknown): NodeViewResult {
         internalIPs: exact(internalIPs),
         annotations: ownAnnotations(annotations.value),
         ...(unavailable === undefined ? {} : { networkUnavailable: unavailable }),
+        ...(up ? { networkUp: true as const } : {}),
         resourceVersion,
         ...(problems.length === 0 ? {} : { problems }),
       },
@@ -215,6 +223,16 @@ export function toNodeView(obj: unknown): NodeViewResult {
     // Exotic inputs (throwing getters, proxies): still never throw.
     return { ok: false, problem: `node ${describeObject(obj)}: unreadable object (${String(err)})` };
   }
+}
+
+/** Whether the Node has a NetworkUnavailable condition whose status is False. */
+export function networkIsUp(conditions: unknown): boolean {
+  if (!Array.isArray(conditions)) return false;
+  for (const c of conditions as unknown[]) {
+    const r = rec(c);
+    if (r?.type === 'NetworkUnavailable') return r.status === 'False';
+  }
+  return false;
 }
 
 /** The reason of a NetworkUnavailable=True condition ('' without one); undefined for anything else. */
@@ -247,6 +265,7 @@ export function sameNodeContent(a: NodeView, b: NodeView): boolean {
     a.name === b.name &&
     a.uid === b.uid &&
     a.networkUnavailable === b.networkUnavailable &&
+    a.networkUp === b.networkUp &&
     sameList(a.podCIDRs, b.podCIDRs) &&
     sameList(a.internalIPs, b.internalIPs) &&
     sameList(a.problems, b.problems) &&

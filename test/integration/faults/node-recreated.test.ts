@@ -1,5 +1,6 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { nodeObject, Testbed, type TestbedPod, testbedSkipReason } from '../../support/testbed/index.ts';
+import { within } from './support.ts';
 
 const skip = testbedSkipReason();
 
@@ -99,6 +100,25 @@ describe.skipIf(skip !== undefined)(skip === undefined ? title : `${title} (skip
             l.msg === 'NetworkUnavailable=True was set on this Node by someone else; setting it False again',
         ),
     ).toMatchObject({ level: 'warn', reason: 'NoRouteCreated' });
+  });
+
+  it("an agent restarted over its Node's NetworkUnavailable=False leaves the condition as it was (its lastTransitionTime: when the network came up)", async () => {
+    type Condition = { type: string; status: string; lastTransitionTime?: string };
+    const condition = async (): Promise<Condition | undefined> =>
+      (
+        (await tb.api.getNode('node-2')) as unknown as { status?: { conditions?: Condition[] } }
+      ).status?.conditions?.find((c) => c.type === 'NetworkUnavailable');
+    const before = await condition();
+    expect(before).toMatchObject({ status: 'False' });
+    // A write now would carry a later second than the one there.
+    await new Promise((r) => setTimeout(r, 1100));
+    const agent = await tb.restartAgent('node-2', { signal: 'SIGTERM' });
+    await agent.ready();
+    await within(5000, 'the first pass after the restart', () =>
+      agent.logs.some((l) => l.msg === 'trellis agent ready'),
+    );
+    await new Promise((r) => setTimeout(r, 500));
+    expect(await condition()).toEqual(before);
   });
 
   it('while its Node is gone the agent refuses ADD (code 11, saying why): the pod CIDR may be given to another node', async () => {

@@ -142,6 +142,23 @@ describe('NodeStatusReporter', () => {
     expect([networkUp.length, patches.length]).toEqual([2, 2]);
   });
 
+  it('an agent started over a Node already NetworkUnavailable=False writes nothing; True later is put back', async () => {
+    const { r, networkUp } = reporter();
+    // Its lastTransitionTime says when the network came up: a restart or a rollout must not move it.
+    r.networkUpFor(node({ networkUp: true }));
+    r.networkUpFor(node({ resourceVersion: '11', networkUp: true }));
+    await flush();
+    expect(networkUp).toEqual([]);
+    r.networkUpFor(node({ resourceVersion: '12', networkUnavailable: 'NoRouteCreated' }));
+    await flush();
+    expect(networkUp).toEqual(['n1']);
+    // A Node without the condition at all (nobody set it): written, once.
+    const fresh = reporter();
+    fresh.r.networkUpFor(node({ uid: 'u9' }));
+    await flush();
+    expect(fresh.networkUp).toEqual(['n1']);
+  });
+
   it('writes NetworkUnavailable=False once per Node object', async () => {
     const { r, networkUp } = reporter();
     r.networkUpFor(node());

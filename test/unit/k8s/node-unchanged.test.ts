@@ -73,6 +73,10 @@ const silent: [string, (n: Obj) => Obj][] = [
     edit((n) => n.status.addresses.push({ type: 'InternalIP', address: '192.168.1.7' })),
   ],
   ['the conditions reordered', edit((n) => n.status.conditions.reverse())],
+  [
+    'NetworkUnavailable=False for another reason',
+    edit((n) => (n.status.conditions[1].reason = 'RouteCreated')),
+  ],
   ['spec.podCIDR (podCIDRs wins)', edit((n) => (n.spec.podCIDR = '10.244.99.0/24'))],
   ['a taint', edit((n) => (n.spec.taints = [{ key: 'k', effect: 'NoSchedule' }]))],
 ];
@@ -109,6 +113,8 @@ const changed: [string, (n: Obj) => Obj][] = [
   ['an annotation not a string', edit((n) => (n.metadata.annotations['other/x'] = 7))],
   ['annotations not a map', edit((n) => (n.metadata.annotations = ['x']))],
   ['NetworkUnavailable turned True', edit((n) => (n.status.conditions[1].status = 'True'))],
+  ['NetworkUnavailable turned Unknown', edit((n) => (n.status.conditions[1].status = 'Unknown'))],
+  ['NetworkUnavailable removed', edit((n) => n.status.conditions.splice(1, 1))],
   ['the uid', edit((n) => (n.metadata.uid = 'uid-other'))],
   ['the name', edit((n) => (n.metadata.name = 'node-8'))],
   ['a resourceVersion not a string', edit((n) => (n.metadata.resourceVersion = 1002))],

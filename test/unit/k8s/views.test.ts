@@ -109,7 +109,7 @@ describe('toNodeView', () => {
     expect(legacy.ok && legacy.node.podCIDRs).toEqual(['fd00:0:0:1::/64']);
   });
 
-  it('carries a NetworkUnavailable=True condition (its reason), and nothing for False or none', () => {
+  it('carries a NetworkUnavailable=True condition (its reason), networkUp for False, nothing for none', () => {
     const withCondition = (status: string, reason?: string) =>
       toNodeView({
         metadata: meta('n1'),
@@ -126,6 +126,8 @@ describe('toNodeView', () => {
     const f = withCondition('False', 'TrellisIsUp');
     expect([t.ok, f.ok]).toEqual([true, true]);
     expect(f.ok && 'networkUnavailable' in f.node).toBe(false);
+    // False is on the Node (an earlier run's): the agent need not write it again.
+    expect([t.ok && t.node.networkUp, f.ok && f.node.networkUp]).toEqual([undefined, true]);
     // A flip is a change of content (the informer passes it on), a heartbeat is not.
     if (t.ok && f.ok) expect(sameNodeView(t.node, f.node)).toBe(false);
   });
