@@ -39,8 +39,9 @@ async function requestVia(
   if (ack === undefined) throw new NetlinkError('EPROTO', `${op}: no acknowledgement in the reply`);
   const errno = decodeErrno(ack.payload);
   if (errno !== 0) throw errorFromErrno(errno, op);
-  // The socket joins no groups and carries one request at a time: everything else is this one's.
-  return reply.filter((m) => m !== ack);
+  // The socket joins no groups and carries one request at a time; a reply an earlier exchange left
+  // unread (a recv cut short) is still not this one's: by its sequence number, the echo's too.
+  return reply.filter((m) => m !== ack && m.seq === mine);
 }
 
 /** RTM_DELLINK by index (LinkNotFoundError for ENODEV). A veth pair: 15-33 ms in the kernel here. */

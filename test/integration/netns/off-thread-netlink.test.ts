@@ -1,4 +1,5 @@
 import { afterEach, describe, expect, it } from 'vitest';
+import { NLM_F, RTM } from '../../../pkg/netlink/constants.ts';
 import {
   deleteLinkVia,
   ExistsError,
@@ -8,6 +9,9 @@ import {
   NetlinkError,
   setUpVia,
 } from '../../../pkg/netlink/index.ts';
+import { getLinkByNameBody } from '../../../pkg/netlink/messages.ts';
+import type { Exchange } from '../../../pkg/netlink/off-thread-requests.ts';
+import { encodeMessage } from '../../../pkg/netlink/wire.ts';
 import {
   createNetnsPort,
   openHostNetlink,
@@ -202,6 +206,24 @@ describe.skipIf(netnsSkipReason !== undefined)('off-thread link deletion (root, 
           .map((l) => l.ifname)
           .sort(),
       ).toEqual(['lo', 'va2', 'va3', 'vb2', 'vb3']);
+    } finally {
+      sock.close();
+    }
+  });
+
+  it("a reply an earlier exchange left unread is not taken for the next request's", async () => {
+    const a = pool.add('a');
+    ip(a.name, 'link', 'add', 'va0', 'type', 'veth', 'peer', 'name', 'vb0');
+    const sock = withNetns(a.path, () => openOffThreadNetlink());
+    try {
+      // The kernel's whole answer to another lookup (vb0's link and its ACK, another sequence
+      // number), queued ahead of the next request's as a recv cut short would leave it.
+      const leftover = await sock.exchange(
+        encodeMessage(RTM.GETLINK, NLM_F.REQUEST | NLM_F.ACK, 7, getLinkByNameBody('vb0')),
+      );
+      const behind: Exchange = async (request) => Buffer.concat([leftover, await sock.exchange(request)]);
+      expect((await getLinkVia(behind, 'va0'))?.name).toBe('va0');
+      expect(await getLinkVia(behind, 'nosuch0')).toBeUndefined();
     } finally {
       sock.close();
     }
