@@ -68,11 +68,16 @@ export async function gcAttachments(
   // runtime says it is gone (its DEL missed): they go with its veth, as its DEL would take them.
   const releasedHeld: AttachmentKey[] = [];
   const keptHeld: AttachmentKey[] = [];
-  for (const key of deps.ipam.heldKeys()) {
+  const held = deps.ipam.heldKeys();
+  // Its record unreadable, such an attachment's network is read off its host veth's alias (set at
+  // ADD): GC of one network must not take another's (CNI 1.1: the valid list is that network's).
+  const networkOfVeth =
+    scope === undefined || held.length === 0 ? new Map<string, string>() : await vethNetworks(deps);
+  for (const key of held) {
     const k = attachmentKey(key);
     if (validKeys.has(k) || busy.has(k)) continue;
-    if (!inScope(undefined)) {
-      keptHeld.push(key); // another network's, maybe: its veth stays with it
+    if (!inScope(networkOfVeth.get(hostVethName(key.containerId, key.ifname)))) {
+      keptHeld.push(key); // another network's: its veth stays with it
       continue;
     }
     try {
@@ -103,6 +108,16 @@ export async function gcAttachments(
     );
   }
   return { releasedLeases, releasedHeld, removedLinks };
+}
+
+/** The network each trellis host veth's alias names (veths without one are left out). */
+async function vethNetworks(deps: Pick<DatapathDeps, 'host'>): Promise<Map<string, string>> {
+  const out = new Map<string, string>();
+  for (const l of await deps.host.listLinks()) {
+    const network = ownerOfAlias(l.name, l.alias)?.network;
+    if (network !== undefined) out.set(l.name, network);
+  }
+  return out;
 }
 
 /** The host veth names of every lease IPAM holds now. */

@@ -354,6 +354,49 @@ describe.skipIf(netnsSkipReason !== undefined)('addAttachment (root, real namesp
     expect(reopened.ipam.list()).toHaveLength(5);
   });
 
+  it("GC of one network keeps another network's attachment whose lease record was quarantined (its veth names its network)", async () => {
+    const { host, deps } = setUp(true, ['10.244.1.0/24']);
+    const pod = pool.add('pod', { loUp: false });
+    const published = 'trellis';
+    for (const [ifname, network] of [
+      ['eth0', published],
+      ['net1', 'other-net'],
+    ] as const) {
+      await addAttachment(deps, {
+        containerId: 'c1',
+        ifname,
+        netns: pod.path,
+        mtu: 1500,
+        network,
+        unrecordedNetwork: published,
+      });
+    }
+    writeFileSync(join(deps.leaseDir, 'leases', 'c1@net1.json'), '{"containerId": "c1", "addr');
+    const reopened: DatapathDeps = {
+      ...deps,
+      ipam: openIpam({ dir: deps.leaseDir, ranges: ['10.244.1.0/24'] }),
+    };
+    expect(reopened.ipam.heldKeys()).toEqual([{ containerId: 'c1', ifname: 'net1' }]);
+    // The runtime's GC of the published network: its one valid attachment is eth0.
+    const out = await gcAttachments(reopened, [{ containerId: 'c1', ifname: 'eth0' }], new Set(), {
+      network: published,
+      unrecorded: published,
+    });
+    await deps.deleter.drain();
+    expect(out).toMatchObject({ releasedHeld: [], removedLinks: [] });
+    expect(reopened.ipam.heldKeys()).toEqual([{ containerId: 'c1', ifname: 'net1' }]);
+    expect(ipJson<IpLink[]>(host.name, 'link', 'show').map((l) => l.ifname)).toContain(
+      hostVethName('c1', 'net1'),
+    );
+    expect(ipJson<IpLink[]>(pod.name, 'link', 'show').map((l) => l.ifname)).toContain('net1');
+    // GC of other-net, which no longer has it: it goes.
+    const other = await gcAttachments(reopened, [], new Set(), {
+      network: 'other-net',
+      unrecorded: published,
+    });
+    expect(other.releasedHeld).toEqual([{ containerId: 'c1', ifname: 'net1' }]);
+  });
+
   it('DEL of an attachment whose lease record was quarantined reports the held addresses it frees', async () => {
     const { host, deps } = setUp(true, ['10.244.1.0/29', 'fd00:10:244:1::/125']);
     await addAttachment(deps, {
