@@ -25,6 +25,7 @@ import {
   unlink,
 } from 'node:fs/promises';
 import { join } from 'node:path';
+import { KeyedMutex } from '../datapath/keyed-mutex.ts';
 
 export class HostFileError extends Error {
   readonly path: string;
@@ -60,20 +61,10 @@ export function checkFileName(name: string): string {
  * config list from memory and the first API pass's, both behind VERSION probes of seconds) would
  * otherwise race, one removing the other's temp file as stale, or the older content renamed last.
  */
-const changing = new Map<string, Promise<unknown>>();
+const changing = new KeyedMutex();
 
 function oneAtATime<T>(dir: string, name: string, fn: () => Promise<T>): Promise<T> {
-  const key = join(dir, name);
-  const run = (changing.get(key) ?? Promise.resolve()).then(fn);
-  const settled = run.then(
-    () => undefined,
-    () => undefined,
-  );
-  changing.set(key, settled);
-  void settled.then(() => {
-    if (changing.get(key) === settled) changing.delete(key);
-  });
-  return run;
+  return changing.run(join(dir, name), fn);
 }
 
 function tempName(name: string): string {
