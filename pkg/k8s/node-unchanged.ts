@@ -10,14 +10,7 @@
  * the same CIDR other than the view's canonical one, says false, and the caller converts.
  */
 import { sameList } from '../compare.ts';
-import {
-  type NodeView,
-  networkIsUp,
-  networkUnavailableReason,
-  type Rec,
-  rec,
-  TRELLIS_ANNOTATION_PREFIX,
-} from './views.ts';
+import { type NodeView, networkCondition, type Rec, rec, TRELLIS_ANNOTATION_PREFIX } from './views.ts';
 
 export function nodeUnchanged(obj: unknown, view: NodeView): boolean {
   try {
@@ -32,12 +25,16 @@ export function nodeUnchanged(obj: unknown, view: NodeView): boolean {
       samePodCIDRs(spec, view.podCIDRs) &&
       sameInternalIPs(status.addresses, view.internalIPs) &&
       sameOwnAnnotations(meta.annotations, view.annotations) &&
-      networkUnavailableReason(status.conditions) === view.networkUnavailable &&
-      networkIsUp(status.conditions) === (view.networkUp === true)
+      sameNetworkCondition(status.conditions, view)
     );
   } catch {
     return false; // exotic inputs (throwing getters): the conversion says what is wrong
   }
+}
+
+function sameNetworkCondition(conditions: unknown, view: NodeView): boolean {
+  const { unavailable, up } = networkCondition(conditions);
+  return unavailable === view.networkUnavailable && up === (view.networkUp === true);
 }
 
 function samePodCIDRs(spec: Rec, cidrs: readonly string[]): boolean {

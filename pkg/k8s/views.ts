@@ -202,8 +202,7 @@ export function toNodeView(obj: unknown): NodeViewResult {
 
     const annotations = stringMap(meta.annotations, `node ${name}: metadata.annotations`);
     if (!annotations.ok) return annotations;
-    const unavailable = networkUnavailableReason(status.conditions);
-    const up = networkIsUp(status.conditions);
+    const { unavailable, up } = networkCondition(status.conditions);
     return {
       ok: true,
       node: {
@@ -225,26 +224,19 @@ export function toNodeView(obj: unknown): NodeViewResult {
   }
 }
 
-/** Whether the Node has a NetworkUnavailable condition whose status is False. */
-export function networkIsUp(conditions: unknown): boolean {
-  if (!Array.isArray(conditions)) return false;
-  for (const c of conditions as unknown[]) {
-    const r = rec(c);
-    if (r?.type === 'NetworkUnavailable') return r.status === 'False';
-  }
-  return false;
-}
-
-/** The reason of a NetworkUnavailable=True condition ('' without one); undefined for anything else. */
-export function networkUnavailableReason(conditions: unknown): string | undefined {
-  if (!Array.isArray(conditions)) return undefined;
+/**
+ * What the Node's NetworkUnavailable condition says, read in one pass over the conditions: the reason
+ * when it is True ('' without one), and whether it is False (NodeView.networkUnavailable, networkUp).
+ */
+export function networkCondition(conditions: unknown): { unavailable?: string; up: boolean } {
+  if (!Array.isArray(conditions)) return { up: false };
   for (const c of conditions as unknown[]) {
     const r = rec(c);
     if (r?.type !== 'NetworkUnavailable') continue;
-    if (r.status !== 'True') return undefined;
-    return typeof r.reason === 'string' ? r.reason : '';
+    if (r.status === 'True') return { unavailable: typeof r.reason === 'string' ? r.reason : '', up: false };
+    return { up: r.status === 'False' };
   }
-  return undefined;
+  return { up: false };
 }
 
 /**
