@@ -183,6 +183,8 @@ async function main(argv: string[]): Promise<number> {
       streaming = false;
       say(`\n[demo] ${signal}: tearing down ${tb.prefix} ...`);
     },
+    repeated: (signal) =>
+      say(`[demo] ${signal}: still tearing down ${tb.prefix}; it exits when that is done`),
     after: (left) => say(`[demo] removed; left behind: ${left.length === 0 ? 'nothing' : left.join('; ')}`),
   });
   process.stdout.on('error', () => {

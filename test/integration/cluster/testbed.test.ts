@@ -1,7 +1,7 @@
-import { execFile } from 'node:child_process';
+import { execFile, spawn } from 'node:child_process';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
-import { describe, expect, it } from 'vitest';
+import { describe, expect, it, vi } from 'vitest';
 import { REPO_ROOT } from '../../support/cni-driver.ts';
 import { ip } from '../../support/netns.ts';
 import {
@@ -188,6 +188,43 @@ describe.skipIf(skip !== undefined)(skip === undefined ? title : `${title} (skip
     expect(prefix).toBeDefined();
     const { stdout: netns } = await execFileP('ip', ['netns', 'list']);
     expect(netns).not.toContain(`${prefix}-`);
+  }, 90_000);
+
+  it('`demo` tears down on Ctrl-C even when Ctrl-C comes again and the terminal closes meanwhile', async () => {
+    const demo = spawn(process.execPath, [DEMO, '--nodes', '2', '--pods-per-node', '1'], {
+      stdio: ['ignore', 'pipe', 'pipe'],
+    });
+    let stdout = '';
+    demo.stdout.setEncoding('utf8');
+    demo.stderr.resume();
+    const exited = new Promise<number | null>((resolve) => demo.on('exit', (code) => resolve(code)));
+    try {
+      await new Promise<void>((resolve, reject) => {
+        demo.stdout.on('data', (chunk: string) => {
+          stdout += chunk;
+          if (stdout.includes('streaming agent logs')) resolve();
+        });
+        demo.on('exit', () => reject(new Error(`demo exited before it was up:\n${stdout}`)));
+      });
+      const prefix = /namespaces with prefix (trl-[0-9a-f]+)/.exec(stdout)?.[1];
+      expect(prefix).toBeDefined();
+      demo.kill('SIGINT');
+      await vi.waitFor(() => expect(stdout).toContain(`tearing down ${prefix}`), {
+        timeout: 5000,
+        interval: 20,
+      });
+      // Node's default action for these two would kill the demo half-way, with its agents running.
+      demo.kill('SIGINT');
+      demo.kill('SIGHUP');
+      expect(await exited).toBe(130);
+      expect(stdout).toContain(`SIGINT: still tearing down ${prefix}`);
+      expect(stdout).toContain(`SIGHUP: still tearing down ${prefix}`);
+      expect(stdout).toContain('removed; left behind: nothing');
+      const { stdout: netns } = await execFileP('ip', ['netns', 'list']);
+      expect(netns).not.toContain(`${prefix}-`);
+    } finally {
+      if (demo.exitCode === null && demo.signalCode === null) demo.kill('SIGKILL');
+    }
   }, 90_000);
 
   it('`demo` rejects bad flags with a usage message and exit code 2', async () => {

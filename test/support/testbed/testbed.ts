@@ -9,7 +9,7 @@ import {
   rmSync,
   writeFileSync,
 } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { constants as osConstants, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
 import { buildConflist, CONFLIST_FILE_NAME } from '../../../pkg/cniconf/index.ts';
@@ -163,6 +163,8 @@ interface Tracked {
 const LOOPBACK = join(REFERENCE_PLUGIN_DIR, 'loopback');
 /** The Kubernetes namespace of every test bed pod. */
 export const POD_NAMESPACE = 'default';
+/** What installSignalHandlers tears down on: Ctrl-C, `kill`, and a closed terminal or ssh session. */
+const TEARDOWN_SIGNALS: readonly NodeJS.Signals[] = ['SIGINT', 'SIGTERM', 'SIGHUP'];
 const ECHO_SCRIPT = join(import.meta.dirname, 'echo.ts');
 const CONTROL_PLANE_SCRIPT = join(import.meta.dirname, 'control-plane.ts');
 
@@ -761,18 +763,31 @@ export class Testbed<F extends Family = Family> {
   // ---- teardown ----
 
   /**
-   * Tears down on SIGINT/SIGTERM, then exits 130/143 (for the demo): `before` runs first, `after`
-   * gets leftovers() once teardown finished. Returns the uninstaller.
+   * Tears down on SIGINT/SIGTERM/SIGHUP, then exits 128 + the signal's number (for the demo): `before`
+   * runs first, `after` gets leftovers() once teardown finished. The handlers stay installed until
+   * then: a second Ctrl-C or a closed terminal during teardown would otherwise take Node's default
+   * action and leave the agents (in sessions of their own) running in their namespaces. Returns the
+   * uninstaller.
    */
   installSignalHandlers(
-    hooks: { before?: (signal: NodeJS.Signals) => void; after?: (leftovers: string[]) => void } = {},
+    hooks: {
+      before?: (signal: NodeJS.Signals) => void;
+      repeated?: (signal: NodeJS.Signals) => void;
+      after?: (leftovers: string[]) => void;
+    } = {},
   ): () => void {
+    let tearingDown = false;
     const handler = (signal: NodeJS.Signals): void => {
+      if (tearingDown) {
+        hooks.repeated?.(signal);
+        return;
+      }
+      tearingDown = true;
       hooks.before?.(signal);
       this.teardown().then(
         () => {
           hooks.after?.(this.leftovers());
-          process.exit(signal === 'SIGINT' ? 130 : 143);
+          process.exit(128 + (osConstants.signals[signal] ?? 0));
         },
         (err: unknown) => {
           process.stderr.write(`teardown failed: ${err instanceof Error ? err.message : String(err)}\n`);
@@ -782,15 +797,13 @@ export class Testbed<F extends Family = Family> {
       );
     };
     this.signalHandler = handler;
-    process.once('SIGINT', handler);
-    process.once('SIGTERM', handler);
+    for (const signal of TEARDOWN_SIGNALS) process.on(signal, handler);
     return () => this.removeSignalHandlers();
   }
 
   private removeSignalHandlers(): void {
     if (this.signalHandler === undefined) return;
-    process.off('SIGINT', this.signalHandler);
-    process.off('SIGTERM', this.signalHandler);
+    for (const signal of TEARDOWN_SIGNALS) process.off(signal, this.signalHandler);
     this.signalHandler = undefined;
   }
 
