@@ -384,11 +384,15 @@ export function parseAgentConfig(
       throw new ConfigError(`--pod-cidr ${JSON.stringify(cidr)}: ${(err as Error).message}`);
     }
   }
+  let podRanges: string[];
   try {
-    parseRanges(config.podCIDRs);
+    podRanges = parseRanges(config.podCIDRs).map((r) => r.text);
   } catch (err) {
     throw new ConfigError(`--pod-cidr: ${(err as Error).message}`);
   }
+  // Canonical, as the IPAM holds them and as Node objects' are: compared as text with what it holds
+  // on every pass, `FD00:10:244:1:0::/64` would be set again (and logged as a change) each time.
+  config.podCIDRs = podRanges;
   const v6Cidr = config.podCIDRs.find((c) => c.includes(':'));
   if (config.mtu > 0 && config.mtu < IPV6_MIN_MTU && v6Cidr !== undefined) {
     // Every ADD would fail (the kernel takes IPv6 off a smaller link); in Kubernetes mode, where the

@@ -19,6 +19,11 @@ describe('parseAgentConfig', () => {
     expect(Object.isFrozen(c)).toBe(true);
   });
 
+  it('standalone pod CIDRs come out canonical, as the IPAM and Node objects have them', () => {
+    const c = parseAgentConfig(['--pod-cidr', 'FD00:10:244:1:0::/64', '--pod-cidr', '10.244.1.0/24'], {});
+    expect(c.podCIDRs).toEqual(['fd00:10:244:1::/64', '10.244.1.0/24']);
+  });
+
   it('reads NODE_NAME and the TRELLIS_* environment the ConfigMap sets', () => {
     const c = parseAgentConfig([], {
       NODE_NAME: 'worker-1',
