@@ -47,6 +47,8 @@ export interface Libc extends BlockingSocket {
   readAll(fd: number, maxBytes: number): Uint8Array;
   /** Writes all of `text` to `fd`. */
   writeAll(fd: number, text: string): void;
+  /** Blocks the thread for `ms` (a signal may end it early). */
+  sleep(ms: number): void;
 }
 
 /**
@@ -200,6 +202,11 @@ export function openLibc(): Libc {
 
     close(fd) {
       sys(nr.close, fd);
+    },
+
+    // A poll of no descriptor (a negative fd is skipped): ppoll is the one wait both tables have.
+    sleep(ms) {
+      pollOnce(-1, 0, Math.max(0, Math.round(ms)));
     },
 
     // CLOCK_MONOTONIC through the bound syscall: `performance` is another first use (~0.05-0.1 ms).

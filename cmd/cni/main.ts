@@ -55,6 +55,8 @@ function main(): void {
     connect: blockingTransport(libc),
     spool: { spoolDel: writeSpooledDel },
     fileAgeMs: (path) => readyMarkerAgeMs(path),
+    sleep: (ms) => libc.sleep(ms),
+    now: () => libc.now(),
   });
   if (out.stderr !== '') {
     try {

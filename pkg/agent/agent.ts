@@ -364,6 +364,7 @@ export class Agent {
       readiness: {
         notReadyReason: () => this.cniRefusal(),
         restarting: () => this.readyMark?.vouches() === true,
+        stopping: this.abort.signal,
       },
       defaultMtu: () => this.mtu,
       routeMtu: () => this.routeMtu,

@@ -1,3 +1,4 @@
+import { setTimeout as sleep } from 'node:timers/promises';
 import { type CniArgs, parseCniArgs } from '../cni/args.ts';
 import { appendToPrevResult } from '../cni/chain-result.ts';
 import { type CniEnv, isCniCommand, parseCniEnv } from '../cni/env.ts';
@@ -22,10 +23,24 @@ export interface Readiness {
   notReadyReason(): string | undefined;
   /**
    * While not ready: true when an agent was ready on this node moments ago (a fresh ready marker,
-   * pkg/shim/ready-marker.ts), so STATUS answers ready through the restart; ADD is refused still.
+   * pkg/shim/ready-marker.ts), so STATUS answers ready through the restart, and an ADD waits for
+   * readiness (bounded) instead of being refused.
    */
   restarting?(): boolean;
+  /** Aborted when the agent stops: a waiting ADD stops waiting. */
+  stopping?: AbortSignal;
 }
+
+/**
+ * How long an ADD waits at most for a restarted agent to become ready, and never more than a quarter
+ * of the call's timeout (the shim may have spent half of it waiting for the socket). The runtime sent
+ * the pod because STATUS answered ready; a refusal would put the pod into the kubelet's back-off,
+ * which outlasts the few seconds a restarted agent takes to become ready.
+ */
+export const RESTART_READY_WAIT_MS = 15_000;
+const READY_POLL_MS = 50;
+/** The shim's timeout of an ADD when the config sets none (pkg/shim/shim.ts DEFAULT_TIMEOUT_MS). */
+const DEFAULT_ADD_TIMEOUT_MS = 60_000;
 
 export interface CniCallRecord {
   verb: string;
@@ -103,10 +118,7 @@ export function createCniService(deps: CniServiceDeps): {
     if (env.ignored !== undefined) fields.envIgnored = env.ignored.join('; ');
     switch (env.command) {
       case 'ADD': {
-        const reason = deps.readiness.notReadyReason();
-        if (reason !== undefined) {
-          throw new CniError(CniCode.TRY_AGAIN_LATER, `trellis agent is not ready yet: ${reason}`);
-        }
+        await readyForAdd(conf, fields);
         const { containerId, ifname, netns } = required(env);
         const att = await locked(containerId, ifname, async () => {
           const spool = deps.spooledDels;
@@ -213,6 +225,29 @@ export function createCniService(deps: CniServiceDeps): {
         }
         throw new CniError(CniCode.NOT_AVAILABLE, `trellis agent is not ready: ${reason}`);
       }
+    }
+  }
+
+  /** Returns once ready; throws 11 when not, after waiting for a restarted agent (bounded). */
+  async function readyForAdd(conf: NetConf, fields: Record<string, unknown>): Promise<void> {
+    const { readiness } = deps;
+    let reason = readiness.notReadyReason();
+    if (reason === undefined) return;
+    if (readiness.restarting?.() === true) {
+      const started = performance.now();
+      const limit = Math.min(RESTART_READY_WAIT_MS, (conf.timeoutMs ?? DEFAULT_ADD_TIMEOUT_MS) / 4);
+      while (
+        reason !== undefined &&
+        performance.now() - started + READY_POLL_MS <= limit &&
+        readiness.stopping?.aborted !== true
+      ) {
+        await sleep(READY_POLL_MS);
+        reason = readiness.notReadyReason();
+      }
+      fields.waitedForReadyMs = Math.round(performance.now() - started);
+    }
+    if (reason !== undefined) {
+      throw new CniError(CniCode.TRY_AGAIN_LATER, `trellis agent is not ready yet: ${reason}`);
     }
   }
 

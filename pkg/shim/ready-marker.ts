@@ -8,7 +8,8 @@
  * upgrade or a restart leaves the socket closed for ~10-15 s, longer while a new image is pulled,
  * while the routes, the rules and every pod keep working. So STATUS still succeeds while the marker
  * is younger than STATUS_GRACE_MS: the shim checks it when the agent does not answer, and a restarted
- * agent while it is not ready yet. An
+ * agent while it is not ready yet. An ADD the runtime sends meanwhile waits for the agent (bounded:
+ * shim.ts RESTART_WAIT_MS, cni-service.ts RESTART_READY_WAIT_MS) rather than fail. An
  * agent that stays down longer (crash-looping) fails STATUS after the grace, as it should. The socket's
  * directory is on /run, a tmpfs: after a reboot there is no marker, and STATUS waits for the agent.
  */

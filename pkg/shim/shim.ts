@@ -6,6 +6,8 @@
  * Per verb, when the agent cannot be asked:
  *   VERSION          answered here, never asks the agent;
  *   ADD, CHECK, GC   agent unreachable or hung up -> 11 (try again later); no answer in time -> 105;
+ *                    an ADD waits for an unreachable agent first while its ready marker is fresh (a
+ *                    restart: STATUS says ready meanwhile, so the runtime sends pods), bounded;
  *   STATUS           agent unreachable or hung up -> 50 (plugin not available); no answer in time -> 105;
  *                    either way success while the agent's ready marker is fresh: a restart, not an
  *                    outage (ready-marker.ts);
@@ -35,6 +37,14 @@ import { type Transport, TransportError } from './transport.ts';
 /** Connecting to a local unix socket is immediate when the agent is up; two seconds is generous. */
 export const CONNECT_TIMEOUT_MS = 2_000;
 
+/**
+ * How long an ADD waits at most for a restarting agent to listen again (and never more than half
+ * the call's timeout): an agent pod's restart takes ~10-15 s. Past it, 11 as without the marker.
+ */
+export const RESTART_WAIT_MS = 30_000;
+/** How often a waiting ADD tries to connect again. */
+export const RESTART_RETRY_MS = 250;
+
 /** Whole-call timeout per verb when the config sets no `timeoutMs` (readonly, not frozen: see env.ts). */
 export const DEFAULT_TIMEOUT_MS: Readonly<Record<Exclude<CniCommand, 'VERSION'>, number>> = {
   ADD: 60_000,
@@ -57,6 +67,12 @@ export interface ShimIo {
   spool: SpoolPort;
   /** The age in ms of the file at `path` (the agent's ready marker), undefined when there is none. */
   fileAgeMs?: (path: string) => number | undefined;
+  /**
+   * Blocks for `ms`, and a monotonic clock in ms: an ADD waits with them for a restarting agent.
+   * Without them it does not wait.
+   */
+  sleep?: (ms: number) => void;
+  now?: () => number;
 }
 
 export interface ShimOutput {
@@ -146,10 +162,10 @@ function requestLine(env: ShimIo['env'], command: AgentVerb, stdin: string): str
 function callAgent(io: ShimIo, command: AgentVerb, config: ShimConfig, line: string): ShimOutput {
   const totalMs = config.timeoutMs ?? DEFAULT_TIMEOUT_MS[command];
   let answer: string;
+  let waited: { ms: number; readyAgoS: number } | undefined;
   try {
-    answer = io.connect(config.socket, line, {
-      connectMs: Math.min(CONNECT_TIMEOUT_MS, totalMs),
-      totalMs,
+    answer = connectThroughRestart(io, command, config, line, totalMs, (w) => {
+      waited = w;
     });
   } catch (err) {
     if (!(err instanceof TransportError)) return failure(err, config.cniVersion);
@@ -161,7 +177,7 @@ function callAgent(io: ShimIo, command: AgentVerb, config: ShimConfig, line: str
       return failure(e, config.cniVersion);
     }
     if (command === 'DEL') return spoolDel(io, config, env.containerId, env.ifname, line, err);
-    const error = transportCniError(command, config.socket, totalMs, err);
+    const error = transportCniError(command, config.socket, totalMs, err, waited);
     if (command === 'STATUS') {
       // A restart, not an outage, while the agent's ready marker is fresh (ready-marker.ts).
       const age = io.fileAgeMs?.(readyMarkerPath(config.socket));
@@ -197,11 +213,54 @@ function callAgent(io: ShimIo, command: AgentVerb, config: ShimConfig, line: str
   return success(`${JSON.stringify(result)}\n`);
 }
 
+/**
+ * Connects and asks; an ADD that finds no agent listening while the agent's ready marker is fresh
+ * (a restart) tries again every RESTART_RETRY_MS, within RESTART_WAIT_MS and half its timeout. Only
+ * a failed connect is tried again: the request never reached an agent. `onWait` hears how long it
+ * waited when it gives up.
+ */
+function connectThroughRestart(
+  io: ShimIo,
+  command: AgentVerb,
+  config: ShimConfig,
+  line: string,
+  totalMs: number,
+  onWait: (waited: { ms: number; readyAgoS: number }) => void,
+): string {
+  const ask = (ms: number): string =>
+    io.connect(config.socket, line, { connectMs: Math.min(CONNECT_TIMEOUT_MS, ms), totalMs: ms });
+  const { sleep, now } = io;
+  if (command !== 'ADD' || sleep === undefined || now === undefined) return ask(totalMs);
+  let started: number | undefined;
+  let readyAgoS = 0;
+  for (;;) {
+    const spent = started === undefined ? 0 : now() - started;
+    try {
+      return ask(totalMs - spent);
+    } catch (err) {
+      if (!(err instanceof TransportError) || err.kind !== 'unreachable') throw err;
+      if (started === undefined) {
+        const age = io.fileAgeMs?.(readyMarkerPath(config.socket));
+        if (!markerVouches(age)) throw err;
+        started = now();
+        readyAgoS = Math.max(0, Math.round((age ?? 0) / 1000));
+      }
+      const waitedMs = now() - started;
+      if (waitedMs + RESTART_RETRY_MS > Math.min(RESTART_WAIT_MS, totalMs / 2)) {
+        onWait({ ms: Math.round(waitedMs), readyAgoS });
+        throw err;
+      }
+      sleep(RESTART_RETRY_MS);
+    }
+  }
+}
+
 function transportCniError(
   command: CniCommand,
   socket: string,
   totalMs: number,
   err: TransportError,
+  waited?: { ms: number; readyAgoS: number },
 ): CniError {
   if (err.kind === 'timeout') {
     return new CniError(
@@ -214,7 +273,10 @@ function transportCniError(
   }
   const msg =
     err.kind === 'unreachable'
-      ? unreachableMessage(socket, err.reason)
+      ? unreachableMessage(socket, err.reason) +
+        (waited === undefined
+          ? ''
+          : ` It was ready ${waited.readyAgoS} s before this call, which waited ${waited.ms} ms for it to come back.`)
       : `trellis agent at ${socket} closed the connection without answering ${command} (${err.reason}); it may be restarting`;
   const code = command === 'STATUS' ? CniCode.NOT_AVAILABLE : CniCode.TRY_AGAIN_LATER;
   return new CniError(code, msg, undefined, { cause: err });

@@ -24,6 +24,17 @@ describe.skipIf(skip !== undefined)(
       await node.agent.stop();
       const restarting = await node.call({ command: 'STATUS' }, node.conf({}, '1.1.0'));
       expect(restarting.code, restarting.stdout).toBe(0);
+      // The runtime believed STATUS and sends a pod: its ADD waits for the agent instead of failing.
+      const pod = node.podNs();
+      const id = containerId();
+      const during = node.add(pod, id);
+      await new Promise((r) => setTimeout(r, 700));
+      await node.startAgain();
+      const added = await during;
+      expect(added.code, added.stdout + added.stderr).toBe(0);
+      expect(nsPing(node.host.name, podAddr(added.json as AddResult, 4))).toBe(true);
+      expect((await node.del(id, pod.path)).code).toBe(0);
+      await node.agent.stop();
       rmSync(`${node.agent.socket}.ready`);
       const down = await node.call({ command: 'STATUS' }, node.conf({}, '1.1.0'));
       expect(down.code).toBe(1);

@@ -109,8 +109,11 @@ describe.skipIf(skip !== undefined)(
           await new Promise((r) => setTimeout(r, Math.floor(Math.random() * 500)));
         }
         await node.agent.kill();
+        // The DaemonSet starts it again while the calls are still out (an ADD that finds no agent waits
+        // for it while the ready marker is fresh, as after a restart).
+        const restarted = node.startAgain();
         const results = await Promise.all(ops);
-        await node.startAgain();
+        await restarted;
         countSweep();
 
         for (const { kind, pod, run } of results) {

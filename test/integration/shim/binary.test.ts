@@ -19,6 +19,7 @@ import {
   readFileSync,
   rmSync,
   statSync,
+  symlinkSync,
   utimesSync,
   writeFileSync,
 } from 'node:fs';
@@ -367,6 +368,33 @@ for (const shim of SHIMS) {
             expect(JSON.parse(stale.stdout)).toMatchObject({ code: 50 });
           } finally {
             rmSync(marker, { force: true });
+          }
+        });
+
+        it("ADD: waits for a restarting agent while its ready marker is fresh, and gets the agent's answer", async () => {
+          const s = await start(() => answerOk(RESULT));
+          const link = join(scratch, 'restarting.sock');
+          writeFileSync(`${link}.ready`, '');
+          try {
+            const add = runBin(ADD_ENV, conf({ socket: link }));
+            // The agent listens again (its socket appears) while the shim retries.
+            await new Promise((r) => setTimeout(r, 600));
+            symlinkSync(s.socketPath, link);
+            const r = await add;
+            expect([r.code, JSON.parse(r.stdout)]).toEqual([0, RESULT]);
+            expect(s.requests).toHaveLength(1);
+            // Without an agent coming back: 11 once half the call's timeout is spent.
+            rmSync(link);
+            const gaveUp = await runBin(ADD_ENV, conf({ socket: link, timeoutMs: 1_000 }));
+            expect(JSON.parse(gaveUp.stdout)).toMatchObject({
+              code: 11,
+              msg: expect.stringMatching(
+                /It was ready \d+ s before this call, which waited \d+ ms for it to come back\.$/,
+              ),
+            });
+          } finally {
+            rmSync(link, { force: true });
+            rmSync(`${link}.ready`, { force: true });
           }
         });
 

@@ -158,10 +158,50 @@ describe('STATUS of an agent that is not ready', () => {
     });
   });
 
-  it('ADD is refused either way: STATUS vouches for the node, not for a pod', async () => {
-    const add = await call(emptyDatapath(), 'ADD', CONF, notReady(true));
+  it('ADD is refused at once by an agent that was not ready moments ago', async () => {
+    const add = await call(emptyDatapath(), 'ADD', CONF, notReady(false));
     expect(add.ok).toBe(false);
     expect(add.code).toBe(CniCode.TRY_AGAIN_LATER);
+    expect(add.line.waitedForReadyMs).toBeUndefined();
+  });
+});
+
+describe('ADD to a restarted agent that is not ready yet (STATUS vouched for the node)', () => {
+  /** Ready after `polls` readiness checks beyond the first; never when Infinity. */
+  const readyAfter = (polls: number, stopping?: AbortSignal): Readiness & { checks: () => number } => {
+    let checks = 0;
+    return {
+      notReadyReason: () => (checks++ > polls ? undefined : 'waiting for the first reconcile'),
+      restarting: () => true,
+      ...(stopping === undefined ? {} : { stopping }),
+      checks: () => checks,
+    };
+  };
+  const datapathError = new CniError(CniCode.IO_FAILURE, 'the datapath was reached');
+
+  it('waits for readiness, then does the ADD', async () => {
+    const readiness = readyAfter(3);
+    const add = await call(failingDatapath(datapathError), 'ADD', CONF, readiness);
+    // The datapath's own error: the ADD went on once the agent was ready.
+    expect(add.code).toBe(CniCode.IO_FAILURE);
+    expect(readiness.checks()).toBe(5);
+    expect(add.line.waitedForReadyMs).toBeGreaterThan(0);
+  });
+
+  it('gives up after a quarter of the call timeout with 11, and at once when the agent stops', async () => {
+    const add = await call(
+      failingDatapath(datapathError),
+      'ADD',
+      { ...CONF, timeoutMs: 400 },
+      readyAfter(Infinity),
+    );
+    expect(add.code).toBe(CniCode.TRY_AGAIN_LATER);
+    expect(add.line.waitedForReadyMs).toBeGreaterThanOrEqual(50);
+    expect(add.line.waitedForReadyMs).toBeLessThan(400);
+    const stopped = readyAfter(Infinity, AbortSignal.abort());
+    const refused = await call(failingDatapath(datapathError), 'ADD', CONF, stopped);
+    expect(refused.code).toBe(CniCode.TRY_AGAIN_LATER);
+    expect(stopped.checks()).toBe(1);
   });
 });
 

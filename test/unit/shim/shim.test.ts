@@ -289,10 +289,7 @@ describe('runShim decisions (in-process transport)', () => {
       }
     });
 
-    it('never for ADD (refused, to be retried), nor when the agent answers STATUS itself', () => {
-      const add = withMarker(1_000, fakeTransport(unreachable).connect, 'ADD');
-      expect(JSON.parse(add.out.stdout)).toMatchObject({ code: CniCode.TRY_AGAIN_LATER });
-      expect(add.asked).toEqual([]);
+    it('not when the agent answers STATUS itself', () => {
       const refused = encodeResponse(errorResponse(new CniError(CniCode.NOT_AVAILABLE, 'not ready: x')));
       const answered = withMarker(1_000, fakeTransport(refused).connect);
       expect(JSON.parse(answered.out.stdout)).toMatchObject({
@@ -300,6 +297,78 @@ describe('runShim decisions (in-process transport)', () => {
         msg: 'not ready: x',
       });
       expect(answered.asked).toEqual([]);
+    });
+
+    describe('ADD waits for a restarting agent while the marker vouches', () => {
+      /** A clock that only sleep moves, and a transport unreachable for the first `downFor` ms. */
+      const restarting = (downFor: number, ageMs: number | undefined, timeoutMs?: number) => {
+        let clock = 1_000;
+        const slept: number[] = [];
+        const calls: TransportTimeouts[] = [];
+        const connect: Transport = (_socket, _line, timeouts) => {
+          calls.push(timeouts);
+          if (clock - 1_000 < downFor) throw unreachable;
+          return encodeResponse({ ok: true, result: RESULT });
+        };
+        const out = runShim({
+          ...io(ADD_ENV, conf(timeoutMs === undefined ? {} : { timeoutMs }), connect),
+          fileAgeMs: () => ageMs,
+          sleep: (ms) => {
+            slept.push(ms);
+            clock += ms;
+          },
+          now: () => clock,
+        });
+        return { out, slept, calls };
+      };
+
+      it('connects again every RESTART_RETRY_MS until the agent listens, the rest of the timeout left to the call', () => {
+        const { out, slept, calls } = restarting(1_000, 3_000);
+        expect(out.exitCode, out.stdout).toBe(0);
+        expect(JSON.parse(out.stdout)).toEqual(RESULT);
+        expect(slept).toEqual([250, 250, 250, 250]);
+        expect(calls.map((c) => c.totalMs)).toEqual([60_000, 59_750, 59_500, 59_250, 59_000]);
+      });
+
+      it('gives up after RESTART_WAIT_MS, or half of a shorter timeout, with 11 saying it waited', () => {
+        const long = restarting(Number.POSITIVE_INFINITY, 12_000);
+        expect(long.slept.reduce((a, b) => a + b, 0)).toBe(30_000);
+        expect(JSON.parse(long.out.stdout)).toMatchObject({
+          code: CniCode.TRY_AGAIN_LATER,
+          msg: expect.stringContaining(
+            'It was ready 12 s before this call, which waited 30000 ms for it to come back.',
+          ),
+        });
+        const short = restarting(Number.POSITIVE_INFINITY, 12_000, 4_000);
+        expect(short.slept.reduce((a, b) => a + b, 0)).toBe(2_000);
+        expect(JSON.parse(short.out.stdout).msg).toContain('waited 2000 ms');
+      });
+
+      it('not without a fresh marker, not for other verbs, and not once a connection was made', () => {
+        for (const age of [undefined, STATUS_GRACE_MS + 1]) {
+          const r = restarting(Number.POSITIVE_INFINITY, age);
+          expect(r.slept, String(age)).toEqual([]);
+          expect(JSON.parse(r.out.stdout)).toMatchObject({ code: CniCode.TRY_AGAIN_LATER });
+          expect(JSON.parse(r.out.stdout).msg).not.toContain('waited');
+        }
+        const slept: number[] = [];
+        const gc = runShim({
+          ...io(envFor('GC'), confFor('GC'), fakeTransport(unreachable).connect),
+          fileAgeMs: () => 1_000,
+          sleep: (ms) => slept.push(ms),
+          now: () => 0,
+        });
+        expect(JSON.parse(gc.stdout)).toMatchObject({ code: CniCode.TRY_AGAIN_LATER });
+        const closed = fakeTransport(new TransportError('closed', 'ECONNRESET'));
+        const add = runShim({
+          ...io(ADD_ENV, conf(), closed.connect),
+          fileAgeMs: () => 1_000,
+          sleep: (ms) => slept.push(ms),
+          now: () => 0,
+        });
+        expect(JSON.parse(add.stdout)).toMatchObject({ code: CniCode.TRY_AGAIN_LATER });
+        expect([slept, closed.calls.length]).toEqual([[], 1]);
+      });
     });
 
     it('markerVouches: from a refresh ahead (clock skew) to the grace', () => {
