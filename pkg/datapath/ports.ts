@@ -271,7 +271,7 @@ export interface NetnsPort {
    */
   openNetlinkIn(path: string): NetlinkHandle;
   /**
-   * Opens an fd for IFLA_NET_NS_FD, openPodNetlink and writeSysctlInFd; the caller closes it with
+   * Opens an fd for IFLA_NET_NS_FD, openPodNetlink and writeSysctlsInFd; the caller closes it with
    * closeFd. Throws NetnsNotFoundError when the path is missing or not a netns.
    */
   openNetnsFd(path: string): number;
@@ -285,8 +285,12 @@ export interface NetnsPort {
   namespaceId(fd: number): string;
   /** Synchronous /proc/sys write inside the namespace at path, e.g. ('net/ipv6/conf/eth0/accept_dad', '0'). */
   writeSysctlIn(path: string, key: string, value: string): void;
-  /** writeSysctlIn through an fd from openNetnsFd. */
-  writeSysctlInFd(fd: number, path: string, key: string, value: string): void;
+  /** writeSysctlIn of each [key, value] in turn through an fd from openNetnsFd, one entry into the namespace. */
+  writeSysctlsInFd(
+    fd: number,
+    path: string,
+    entries: readonly (readonly [key: string, value: string])[],
+  ): void;
   /** The same, in the agent's own namespace (the "host"). */
   writeSysctl(key: string, value: string): void;
   readSysctl(key: string): string;

@@ -48,7 +48,7 @@ export interface PreparedPairsDeps {
     | 'namespaceId'
     | 'openPodNetlink'
     | 'writeSysctl'
-    | 'writeSysctlInFd'
+    | 'writeSysctlsInFd'
     | 'readSysctl'
   >;
   deleter: BackgroundDeleter;

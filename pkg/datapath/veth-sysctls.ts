@@ -6,22 +6,30 @@ import type { NetnsPort } from './ports.ts';
  * temporary names).
  */
 export function setVethSysctls(
-  netns: Pick<NetnsPort, 'writeSysctl' | 'writeSysctlInFd' | 'readSysctl'>,
+  netns: Pick<NetnsPort, 'writeSysctl' | 'writeSysctlsInFd' | 'readSysctl'>,
   pod: { fd: number; path: string; name: string },
   hostName: string,
   ipv6: boolean,
 ): void {
   if (ipv6) {
+    const inPod: [string, string][] = [];
     if (ipv6OffByDefault(netns)) {
       // A node hardened with net.ipv6.conf.default.disable_ipv6=1 gives new links no IPv6 (the
       // addresses' writes fail EACCES); a pod of an IPv6 pod CIDR needs it on both ends, as a v4-only
       // pod's host end gets it turned off below. (A pod namespace inherits that default only with
       // net.core.devconf_inherit_init_net set.)
       netns.writeSysctl(`net/ipv6/conf/${hostName}/disable_ipv6`, '0');
-      netns.writeSysctlInFd(pod.fd, pod.path, `net/ipv6/conf/${pod.name}/disable_ipv6`, '0');
+      inPod.push([`net/ipv6/conf/${pod.name}/disable_ipv6`, '0']);
     }
-    // DAD off: the pod's link-local and global addresses are usable at once (no 1-2 s wait).
-    netns.writeSysctlInFd(pod.fd, pod.path, `net/ipv6/conf/${pod.name}/accept_dad`, '0');
+    // DAD off: the pod's link-local and global addresses are usable at once (no 1-2 s wait). No
+    // router advertisements and no SLAAC in the pod: its routes are trellis's, and an address it
+    // made up from a stray advertisement on the node would only be dropped by the source check.
+    inPod.push(
+      [`net/ipv6/conf/${pod.name}/accept_dad`, '0'],
+      [`net/ipv6/conf/${pod.name}/accept_ra`, '0'],
+      [`net/ipv6/conf/${pod.name}/autoconf`, '0'],
+    );
+    netns.writeSysctlsInFd(pod.fd, pod.path, inPod);
     netns.writeSysctl(`net/ipv6/conf/${hostName}/accept_dad`, '0');
     // A pod must never route the node: its host end takes no router advertisements, whatever the
     // node's `default` says (accept_ra=2, common on routers, takes them with forwarding on).

@@ -46,7 +46,10 @@ export function createNetnsPort(opts: { hostProc?: string } = {}): ExtendedNetns
       return `${st.dev}:${st.ino}`;
     },
     writeSysctlIn: (path, key, value) => withNetns(at(path), () => writeSysctlSync(key, value)),
-    writeSysctlInFd: (fd, path, key, value) => withNetnsFd(fd, path, () => writeSysctlSync(key, value)),
+    writeSysctlsInFd: (fd, path, entries) =>
+      withNetnsFd(fd, path, () => {
+        for (const [key, value] of entries) writeSysctlSync(key, value);
+      }),
     writeSysctl: writeSysctlSync,
     readSysctl: readSysctlSync,
   };

@@ -17,20 +17,20 @@ const skip = netnsSkipReason ?? builtSkipReason() ?? raSkipReason();
 type Route = { dst: string; gateway?: string; dev?: string; protocol?: string };
 
 /**
- * Sends one RA advertising `prefix` out of the pod's eth0, from its link-local address (a node takes
- * RAs from link-local sources only; before eth0 has one, the kernel would pick the pod's address).
+ * Sends one RA advertising `prefix` out of `iface` in namespace `ns`, from its link-local address (a
+ * node takes RAs from link-local sources only; before the link has one, the kernel would pick another).
  */
-async function sendRa(pod: TestNetns, prefix: string): Promise<void> {
+async function sendRa(ns: string, iface: string, prefix: string): Promise<void> {
   const linkLocal = () =>
-    ipJson<{ addr_info: { scope: string }[] }[]>(pod.name, '-6', 'addr', 'show', 'dev', 'eth0').some((l) =>
+    ipJson<{ addr_info: { scope: string }[] }[]>(ns, '-6', 'addr', 'show', 'dev', iface).some((l) =>
       l.addr_info.some((a) => a.scope === 'link'),
     );
   for (let i = 0; !linkLocal(); i++) {
-    if (i > 250) throw new Error("the pod's eth0 has no link-local address");
+    if (i > 250) throw new Error(`${iface} in ${ns} has no link-local address`);
     await new Promise((res) => setTimeout(res, 20));
   }
   for (let i = 0; ; i++) {
-    const r = spawnSync('ip', ['netns', 'exec', pod.name, 'python3', SEND_RA, 'eth0', prefix], {
+    const r = spawnSync('ip', ['netns', 'exec', ns, 'python3', SEND_RA, iface, prefix], {
       encoding: 'utf8',
     });
     if (r.status === 0) return;
@@ -68,11 +68,11 @@ describe.skipIf(skip !== undefined)(skip === undefined ? title : `${title} (skip
 
     const routes = () => ipJson<Route[]>(h.host.name, '-6', 'route', 'show');
     const defaultViaPod = () => routes().filter((r) => r.dst === 'default' && r.dev === hostEnd);
-    await sendRa(pod, 'fd00:66::');
+    await sendRa(pod.name, 'eth0', 'fd00:66::');
     // The control: the link as the kernel would leave it, and a second RA; once its default route
     // shows, the first (sent earlier on the same link) has been handled too.
     nsSysctl(h.host.name, `net.ipv6.conf.${hostEnd}.accept_ra`, '2');
-    await sendRa(pod, 'fd00:77::');
+    await sendRa(pod.name, 'eth0', 'fd00:77::');
     for (let i = 0; defaultViaPod().length === 0; i++) {
       if (i > 250) throw new Error(`the control RA installed nothing: ${JSON.stringify(routes())}`);
       await new Promise((res) => setTimeout(res, 20));
@@ -80,6 +80,38 @@ describe.skipIf(skip !== undefined)(skip === undefined ? title : `${title} (skip
     expect(defaultViaPod()).toEqual([expect.objectContaining({ protocol: 'ra' })]);
     expect(routes().map((r) => r.dst)).toContain('fd00:77::/64');
     expect(routes().map((r) => r.dst)).not.toContain('fd00:66::/64');
+  });
+
+  it("the other way: an RA on the node's side of the veth gives the pod no route and no address; the same RA would with the kernel's defaults", async () => {
+    const h = new NodeHarness();
+    node = h;
+    await h.start();
+    const pod = h.podNs();
+    const add = await h.add(pod, containerId());
+    expect(add.code, add.stdout + add.stderr).toBe(0);
+    const hostEnd = (add.json as AddResult).interfaces[0]!.name;
+    for (const key of ['accept_ra', 'autoconf']) {
+      expect(nsExec(pod.name, 'sysctl', ['-n', `net.ipv6.conf.eth0.${key}`]).trim(), key).toBe('0');
+    }
+    const routes = () => ipJson<Route[]>(pod.name, '-6', 'route', 'show');
+    const addresses = () =>
+      ipJson<{ addr_info: { local: string }[] }[]>(pod.name, '-6', 'addr', 'show', 'dev', 'eth0').flatMap(
+        (l) => l.addr_info.map((a) => a.local),
+      );
+    // A daemon on the node advertising on every link (radvd or networkd told to, by mistake).
+    await sendRa(h.host.name, hostEnd, 'fd00:66::');
+    // The control: the pod's link as the kernel makes it, and a second RA; once its prefix shows, the
+    // first (sent earlier on the same link) has been handled too.
+    nsSysctl(pod.name, 'net.ipv6.conf.eth0.accept_ra', '1');
+    nsSysctl(pod.name, 'net.ipv6.conf.eth0.autoconf', '1');
+    await sendRa(h.host.name, hostEnd, 'fd00:77::');
+    for (let i = 0; !addresses().some((a) => a.startsWith('fd00:77:')); i++) {
+      if (i > 250) throw new Error(`the control RA made no address: ${JSON.stringify(addresses())}`);
+      await new Promise((res) => setTimeout(res, 20));
+    }
+    expect(routes().map((r) => r.dst)).toContain('fd00:77::/64');
+    expect(routes().map((r) => r.dst)).not.toContain('fd00:66::/64');
+    expect(addresses().filter((a) => a.startsWith('fd00:66:'))).toEqual([]);
   });
 
   it('IPv4-only: the host end has no IPv6 at all, so the pod reaches nothing of the node over link-local', async () => {

@@ -208,12 +208,12 @@ describe.skipIf(netnsSkipReason !== undefined)('pkg/netns (root, real namespaces
       }
       const key = 'net/ipv4/conf/all/forwarding';
       const want = readSysctlSync(key) === '1' ? '0' : '1';
-      port.writeSysctlInFd(fd, a.path, key, want);
+      port.writeSysctlsInFd(fd, a.path, [[key, want]]);
       expect(threadNs()).toBe(before);
       expect(nsExec(a.name, 'sysctl', ['-n', 'net.ipv4.conf.all.forwarding']).trim()).toBe(want);
       // The caller's fd: still open, still the namespace, after both uses.
       expect(withNetnsFd(fd, a.path, threadNs)).toBe(inodeOf(a.path));
-      expect(() => port.writeSysctlInFd(fd, a.path, '../x', '1')).toThrow(SysctlError);
+      expect(() => port.writeSysctlsInFd(fd, a.path, [['../x', '1']])).toThrow(SysctlError);
       expect(threadNs()).toBe(before);
     } finally {
       port.closeFd(fd);
