@@ -1,5 +1,6 @@
 import { parseCidr } from '../ip/cidr.ts';
 import { defaultDst, gatewayFor } from './gateway.ts';
+import { IPV6_MIN_MTU } from './ports.ts';
 
 /** A route in the pod's namespace via its link-local gateway. */
 export interface PodRoute {
@@ -28,9 +29,13 @@ export interface PodMtuPlan {
  * its device and route MTUs the same way.
  */
 export function podRoutes(families: readonly (4 | 6)[], plan: PodMtuPlan): PodRoute[] {
-  const routeMtu = plan.routeMtu !== undefined && plan.routeMtu < plan.mtu ? plan.routeMtu : undefined;
+  const split = plan.routeMtu !== undefined && plan.routeMtu < plan.mtu ? plan.routeMtu : undefined;
   const out: PodRoute[] = [];
   for (const family of families) {
+    // An IPv6 path MTU below 1280 makes the kernel refuse every datagram and ping sent on it (only TCP
+    // gets through); and no IPv6 tunnel runs on an underlay that small (vxlan/plan.ts), so IPv6 leaves
+    // the node unencapsulated, at the interface's MTU.
+    const routeMtu = family === 6 && split !== undefined && split < IPV6_MIN_MTU ? undefined : split;
     const gateway = gatewayFor(family);
     const viaDefault: PodRoute = { family, dst: defaultDst(family), gateway };
     if (routeMtu !== undefined) viaDefault.mtu = routeMtu;

@@ -87,6 +87,16 @@ describe('podRoutes', () => {
     ]);
   });
 
+  it('no IPv6 route below 1280, where the kernel would refuse every datagram: IPv6 then stays at the interface MTU', () => {
+    // A 1340-byte underlay with an IPv6 InternalIP (overhead 70): no IPv6 tunnel fits in 1270.
+    expect(podRoutes([4, 6], { mtu: 1340, routeMtu: 1270, nodeCidrs })).toEqual([
+      { family: 4, dst: '0.0.0.0/0', gateway: '169.254.1.1', mtu: 1270 },
+      { family: 4, dst: '10.244.1.0/24', gateway: '169.254.1.1' },
+      { family: 6, dst: '::/0', gateway: 'fe80::1' },
+    ]);
+    expect(podRoutes([6], { mtu: 1500, routeMtu: 1280, nodeCidrs })[0]).toMatchObject({ mtu: 1280 });
+  });
+
   it("split: the default route at the overlay MTU, this node's pod CIDRs of the same family at full MTU", () => {
     expect(podRoutes([6], { mtu: 1500, routeMtu: 1430, nodeCidrs })).toEqual([
       { family: 6, dst: '::/0', gateway: 'fe80::1', mtu: 1430 },
