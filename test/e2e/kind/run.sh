@@ -23,6 +23,23 @@ set -euo pipefail
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 root=$(cd "$here/../../.." && pwd)
 
+# $1 as a path relative to the directory $2, both absolute (kustomize takes no absolute resource path).
+# In bash: GNU realpath's --relative-to is missing on macOS and BSDs.
+relative_path() {
+  local target=$1 base=$2 up=''
+  while [ "$base" != / ] && [ "$target" != "$base" ] && [ "${target#"$base"/}" = "$target" ]; do
+    base=$(dirname "$base")
+    up=../$up
+  done
+  if [ "$target" = "$base" ]; then
+    echo "${up:-.}"
+  elif [ "$base" = / ]; then
+    echo "$up${target#/}"
+  else
+    echo "$up${target#"$base"/}"
+  fi
+}
+
 # The kustomization the suite applies: manifests/ with the image under test and, if asked, another mode.
 write_overlay() {
   local dir=$1 image=$2
@@ -31,7 +48,7 @@ write_overlay() {
     echo 'apiVersion: kustomize.config.k8s.io/v1beta1'
     echo 'kind: Kustomization'
     echo 'resources:'
-    echo "  - $(realpath --relative-to="$dir" "$root/manifests")"
+    echo "  - $(relative_path "$root/manifests" "$dir")"
     echo 'images:'
     echo '  - name: ghcr.io/trellis-net/trellis'
     echo "    newName: ${image%:*}"
@@ -315,6 +332,22 @@ EOF
   log "service reachable by every ClusterIP and by DNS name ($family)"
 }
 
+# Pod traffic leaving the cluster is masqueraded: the Docker host, at the kind network's gateway, has
+# no route to the pod CIDRs, so it answers a pod only when the pod's node rewrote the source address.
+check_egress() {
+  local family=$1 gw pod checked=0
+  for gw in $(docker network inspect kind -f '{{range .IPAM.Config}}{{.Gateway}} {{end}}'); do
+    case $family:$gw in ipv4:*:* | ipv6:*.*) continue ;; esac # a family the cluster does not have
+    for pod in web-0 web-1 web-2; do
+      kubectl -n "$ns" exec "$pod" -- ping -c 2 -W 2 "$gw" >/dev/null ||
+        fail "ping $pod -> $gw (kind's network gateway, the Docker host, outside the cluster): no answer; is pod traffic masqueraded?"
+    done
+    checked=$((checked + 1))
+  done
+  [ "$checked" -gt 0 ] || fail "kind's Docker network lists no gateway of the cluster's families ($family)"
+  log "pods on all three nodes reach the Docker host outside the cluster ($family): masqueraded"
+}
+
 check_rolling_update() {
   local family=$1 ip before after out sent received lost
   before=$(kubectl -n kube-system get pods -l app.kubernetes.io/name=trellis -o jsonpath='{.items[*].metadata.uid}')
@@ -400,6 +433,7 @@ run_family() {
   deploy_web "$cluster"
   check_pods "$family"
   check_service "$family"
+  check_egress "$family"
   check_rolling_update "$family"
   check_cni_binaries "$cluster" # install-cni ran again, now over binaries it had seen before
   check_pods "$family"

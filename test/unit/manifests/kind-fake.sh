@@ -12,6 +12,7 @@
 #   FAKE_INSTALL_REPLACES=NAME   installing trellis replaces the nodes' /opt/cni/bin/NAME
 #   FAKE_NODE_TRELLIS=stale      /opt/cni/bin/trellis on the nodes is not the image's
 #   FAKE_NODE_PLUGINS=none       the nodes have no loopback/portmap of their own
+#   FAKE_EGRESS_UNANSWERED=1     pods' pings to the Docker host go unanswered (no masquerade)
 set -euo pipefail
 
 state=${FAKE_STATE:?FAKE_STATE must name a directory}
@@ -73,6 +74,10 @@ fake_docker() {
   case $1 in
     info | pull | build | rmi) return 0 ;;
     image) [ "${2:-}" = inspect ] || unexpected "$@" ;;
+    network)
+      [ "$*" = 'network inspect kind -f {{range .IPAM.Config}}{{.Gateway}} {{end}}' ] || unexpected "$@"
+      echo '172.18.0.1 fc00:f853:ccd:e793::1 '
+      ;;
     run)
       # docker run --rm --entrypoint sha256sum IMAGE FILE...: the image's own files.
       [ "$*" = "run --rm --entrypoint sha256sum ${*: -2:1} /app/cni-bin/trellis" ] || unexpected "$@"
@@ -180,7 +185,13 @@ fake_kubectl() {
 # kubectl exec POD -- CMD...: CMD starts at $1.
 fake_exec() {
   case $1 in
-    ping) ;;
+    ping)
+      case ${*: -1} in
+        172.18.0.1 | fc00:f853:ccd:e793::1) [ "${FAKE_EGRESS_UNANSWERED:-}" != 1 ] ;;
+        10.244.*) ;;
+        *) unexpected exec "$@" ;;
+      esac
+      ;;
     sh) ;; # the background pinger and its kill
     cat) echo '30 packets transmitted, 30 packets received, 0% packet loss' ;;
     wget)

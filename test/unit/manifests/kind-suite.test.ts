@@ -273,6 +273,22 @@ describe('run.sh against a fake docker, kind and kubectl (kind-fake.sh)', () => 
     expect(r.stdout).toMatch(/kind e2e passed: ipv4\n$/);
   });
 
+  it("pods ping the Docker host at the kind network's gateway of the cluster's family, and no answer fails the run", () => {
+    const r = runSuite();
+    expect(r.status, r.stdout + r.stderr).toBe(0);
+    const pings = r.calls.filter((c) => / exec web-[012] -- ping -c 2 -W 2 (172\.18\.0\.1|fc00:)/.test(c));
+    // An IPv4 cluster: the IPv4 gateway only, from each of the three pods.
+    expect(pings.map((c) => c.split(' ').at(-1))).toEqual(['172.18.0.1', '172.18.0.1', '172.18.0.1']);
+    expect(r.stdout).toContain(
+      'pods on all three nodes reach the Docker host outside the cluster (ipv4): masqueraded',
+    );
+    const dropped = runSuite({ FAKE_EGRESS_UNANSWERED: '1' });
+    expect(dropped.status).toBe(1);
+    expect(dropped.stdout).toContain(
+      "FAIL: ping web-0 -> 172.18.0.1 (kind's network gateway, the Docker host, outside the cluster): no answer; is pod traffic masqueraded?",
+    );
+  });
+
   it('a ClusterIP refused until kube-proxy has the EndpointSlice is retried, then checked three times', () => {
     const r = runSuite({ FAKE_SERVICE_REFUSALS: '2' });
     expect(r.status, r.stdout + r.stderr).toBe(0);
