@@ -46,11 +46,13 @@ export function expectedFromResult(prev: CniResult, ifname: string): ExpectedAtt
   for (const r of prev.routes ?? []) {
     // Compared as numbers, not text: "::0/0" is "::/0", "FD00::2/128" is "fd00::2/128".
     const dst = canonicalCidr(r.dst);
-    if (dst === defaultDst(4)) defaultRoutes.add(4);
-    if (dst === defaultDst(6)) defaultRoutes.add(6);
     const family = dst === undefined ? undefined : parseCidr(dst)?.family;
-    if (dst === undefined || family === undefined || r.gw === undefined) continue;
-    if (canonicalIp(r.gw) !== gatewayFor(family)) continue;
+    if (dst === undefined || family === undefined) continue;
+    // A default route through another gateway is a later plugin's (route-override's), not ours to
+    // look for; one without a gateway goes through the pod address's, which is trellis's.
+    const ours = r.gw === undefined || canonicalIp(r.gw) === gatewayFor(family);
+    if (ours && dst === defaultDst(family)) defaultRoutes.add(family);
+    if (r.gw === undefined || !ours) continue;
     // 0 is Go's unset.
     gatewayRoutes.push(r.mtu === undefined || r.mtu === 0 ? { family, dst } : { family, dst, mtu: r.mtu });
   }

@@ -18,6 +18,20 @@ describe('expectedFromResult: what CHECK looks for, read from a prevResult', () 
     expect(got.defaultRoutes).toEqual([4, 6]);
   });
 
+  it("a default route through another gateway (a later plugin's, route-override's) is not looked for", () => {
+    const prev = {
+      ...result([], []),
+      routes: [
+        { dst: '0.0.0.0/0', gw: '10.0.0.1' },
+        { dst: '::/0', gw: 'FE80::1' },
+      ],
+    };
+    expect(expectedFromResult(prev, 'eth0')).toMatchObject({
+      defaultRoutes: [6],
+      gatewayRoutes: [{ family: 6, dst: '::/0' }],
+    });
+  });
+
   it('keeps text it cannot read as it is (CHECK then reports it as not found)', () => {
     const got = expectedFromResult(result(['not-an-address', '10.0.0.300/32'], ['10.0.0.0/8']), 'eth0');
     expect(got.ips).toEqual(['not-an-address', '10.0.0.300/32']);
