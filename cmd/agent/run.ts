@@ -126,7 +126,10 @@ export async function runAgent(config: AgentConfig, root: Logger): Promise<numbe
   } catch (err) {
     log.fatal({ error: errorText(err) }, 'agent failed to start');
     await observer.stop().catch(() => {});
-    await agent.stop().catch(() => {});
+    // What the failed start leaves (a lock, the socket) is the next start's to find: said, not hidden.
+    await agent.stop().catch((e: unknown) => {
+      log.error({ error: errorText(e) }, 'stopping after the failed start failed');
+    });
     return 1;
   }
   const signal = await stopSignal;
