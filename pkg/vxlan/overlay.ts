@@ -181,6 +181,20 @@ export class VxlanOverlay implements OverlayPort {
         const last = this.states.find((d) => d.name === spec.name);
         if (last !== undefined && links.some((l) => l.name === last.name && l.index === last.ifindex)) {
           states.push({ ...last, action: 'kept (its check failed)' });
+        } else if (last === undefined) {
+          // A restarted agent's first pass has no device of its own yet: the one a previous agent made,
+          // as the kernel lists it (a VXLAN link of this name and MAC), is kept the same way.
+          const listed = links.find((l) => l.name === spec.name && l.kind === 'vxlan' && l.mac === spec.mac);
+          if (listed !== undefined) {
+            states.push({
+              family: spec.family,
+              name: listed.name,
+              ifindex: listed.index,
+              mac: listed.mac,
+              mtu: listed.mtu,
+              action: 'kept (its check failed)',
+            });
+          }
         }
       }
     }

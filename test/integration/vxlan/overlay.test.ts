@@ -401,6 +401,40 @@ describe.skipIf(netnsSkipReason !== undefined)(
       expect(healed).toMatchObject({ added: 0, replaced: 0, removed: 0 });
     });
 
+    it('a restarted agent whose first device check fails keeps the devices the last agent made, and their routes', async () => {
+      await pass(reconciler(nodeA, 'node-a'), selfA, [published(selfB), sameSubnet]);
+      const before = { v4: routesOn(nodeA, 4), v6: routesOn(nodeA, 6), link: link(nodeA, 'trellis.v4') };
+      // A new process: an overlay and reconciler with nothing of their own yet.
+      const restarted = reconciler(nodeA, 'node-a', {
+        tool: toolWithCheckHook(nodeA, () => {
+          throw new Error('netlink: ENOBUFS');
+        }),
+      });
+      const report = await restarted.routes.reconcile({
+        synced: true,
+        self: selfA,
+        peers: [selfA, published(selfB), sameSubnet],
+      });
+      // Published as this node's VTEPs (vtepMacs) and routed through: both devices, as the kernel has them.
+      expect(report.overlay!.devices.map((d) => [d.name, d.action, d.ifindex, d.mac])).toEqual([
+        ['trellis.v4', 'kept (its check failed)', before.link.ifindex, before.link.address],
+        [
+          'trellis.v6',
+          'kept (its check failed)',
+          link(nodeA, 'trellis.v6').ifindex,
+          link(nodeA, 'trellis.v6').address,
+        ],
+      ]);
+      expect(restarted.overlay.vtepMacs()).toEqual({
+        4: before.link.address,
+        6: link(nodeA, 'trellis.v6').address,
+      });
+      expect(report).toMatchObject({ removed: 0, errors: [] });
+      expect(routesOn(nodeA, 4)).toEqual(before.v4);
+      expect(routesOn(nodeA, 6)).toEqual(before.v6);
+      expect(nsPing(podA.name, '10.244.2.5')).toBe(true);
+    });
+
     /** A pass of node-a's reconciler over its usual peers, its errors left to the test. */
     const reconcileA = (r: { routes: RouteReconciler }): Promise<ReconcileReport> =>
       r.routes.reconcile({ synced: true, self: selfA, peers: [selfA, published(selfB), sameSubnet] });
