@@ -21,6 +21,7 @@ import {
   type RouteInfo,
 } from '../datapath/ports.ts';
 import { errorText } from '../error-text.ts';
+import { canonicalIp } from '../ip/index.ts';
 import { applyRouteDiff, type RouteError } from './apply.ts';
 import { desiredRoutes, ownDirectSubnets } from './desired.ts';
 import { diffRoutes, MAIN_TABLE, type RouteConflict, type RouteDiff, routeKey } from './diff.ts';
@@ -81,10 +82,37 @@ export interface OverlayPort {
     /** It made, changed or removed a device (a VTEP address added): the links read before are stale. */
     linksChanged?: boolean;
   }>;
-  /** Adds/replaces the neighbour and FDB entries the decisions need; before the routes. */
-  program(decisions: readonly PeerDecision[]): Promise<void>;
-  /** Removes entries on our devices that no decision needs (only when synced); after the routes. */
-  prune(decisions: readonly PeerDecision[], synced: boolean): Promise<OverlayReport>;
+  /**
+   * Adds/replaces the neighbour and FDB entries the decisions need; before the routes. Returns the
+   * tunnel next hops whose entries could not be written: no route is moved onto them this pass.
+   */
+  program(decisions: readonly PeerDecision[]): Promise<readonly TunnelHop[]>;
+  /**
+   * Removes entries on our devices that no decision needs (only when synced); after the routes. The
+   * entries of `stillRouted` stay: routes through them that the pass failed to change or remove.
+   */
+  prune(
+    decisions: readonly PeerDecision[],
+    synced: boolean,
+    stillRouted?: readonly TunnelHop[],
+  ): Promise<OverlayReport>;
+}
+
+/** A route's next hop through an overlay device: the peer's VTEP address on that device. */
+export interface TunnelHop {
+  ifindex: number;
+  address: string;
+}
+
+function hopKey(h: TunnelHop): string {
+  return `${h.ifindex} ${canonicalIp(h.address) ?? h.address}`;
+}
+
+/** The next hop of a route through a gateway, as a TunnelHop (whatever its device). */
+function hopOf(r: RouteInfo): TunnelHop | undefined {
+  return r.gateway === undefined || r.ifindex === undefined
+    ? undefined
+    : { ifindex: r.ifindex, address: r.gateway };
 }
 
 export interface ReconcileInput {
@@ -383,7 +411,7 @@ export class RouteReconciler {
         : undefined;
     let plan = known === undefined ? this.planAndNote(basis, input.peers) : undefined;
     const folded = known === undefined ? undefined : foldedReport(known, 0);
-    await this.overlay?.program((plan ?? folded)?.decisions ?? []);
+    const unready = await this.overlay?.program((plan ?? folded)?.decisions ?? []);
     if (known !== undefined && folded !== undefined && (await this.kernelStillHolds(known))) {
       const overlay = await this.overlay?.prune(folded.decisions, true);
       if ((overlay?.errors.length ?? 0) === 0) this.state = known;
@@ -406,15 +434,36 @@ export class RouteReconciler {
     plan ??= this.planAndNote(basis, input.peers);
     const diff = diffRoutes(plan.routes, programmed);
     const remove = input.synced === true ? diff.remove : [];
+    // A route is not moved onto a tunnel hop whose neighbour or FDB entry could not be written: it
+    // would lead nowhere, where the route it replaces may still work. The pass reports the entry's
+    // error, and the retry after it writes both.
+    const unwritten = new Set((unready ?? []).map(hopKey));
+    const waits = (r: RouteInfo): boolean => {
+      const hop = hopOf(r);
+      return hop !== undefined && unwritten.has(hopKey(hop));
+    };
+    const held = unwritten.size === 0 ? [] : [...diff.add, ...diff.replace].filter(waits);
+    const add = held.length === 0 ? diff.add : diff.add.filter((r) => !waits(r));
+    const replace = held.length === 0 ? diff.replace : diff.replace.filter((r) => !waits(r));
     // The pass's own removals are not tampering either: their notifications must not run another pass.
     this.ownChanges.sweep();
     for (const r of remove) this.ownChanges.expectDelete(r);
-    const applied = await applyRouteDiff(this.handle, { add: diff.add, replace: diff.replace, remove });
+    const applied = await applyRouteDiff(this.handle, { add, replace, remove });
     const conflicts =
       applied.taken.length === 0
         ? diff.conflicts
         : [...diff.conflicts, ...applied.taken.map(unreadableConflict)];
-    const overlay = await this.overlay?.prune(plan.decisions, input.synced === true);
+    // The routes the kernel still has as they were (a replace or removal refused, a move held back):
+    // their tunnel entries stay until a pass changes them.
+    const unchanged = new Set([
+      ...applied.errors.filter((e) => e.op !== 'add').map((e) => routeKey(e.route)),
+      ...held.map(routeKey),
+    ]);
+    const stillRouted =
+      unchanged.size === 0
+        ? []
+        : programmed.flatMap((r) => (unchanged.has(routeKey(r)) ? (hopOf(r) ?? []) : []));
+    const overlay = await this.overlay?.prune(plan.decisions, input.synced === true, stillRouted);
     // Only a pass that found the kernel off its plan can have left objects behind (a route deleted or
     // replaced by someone else, a crash mid-write); quiet passes skip the two extra dumps.
     // An orphan left is harmless and the next pass that finds the kernel off its plan tries again: a

@@ -15,8 +15,9 @@ import type {
   NeighbourEntry,
   NetlinkHandle,
 } from '../datapath/ports.ts';
+import { canonicalIp } from '../ip/index.ts';
 import { findWaysOut } from '../routes/local-links.ts';
-import type { OverlayPort, OverlayReport } from '../routes/reconciler.ts';
+import type { OverlayPort, OverlayReport, TunnelHop } from '../routes/reconciler.ts';
 import type {
   LocalLink,
   OverlayDevice,
@@ -221,39 +222,61 @@ export class VxlanOverlay implements OverlayPort {
     this.withoutUnderlay = now;
   }
 
-  async program(decisions: readonly PeerDecision[]): Promise<void> {
+  async program(decisions: readonly PeerDecision[]): Promise<TunnelHop[]> {
     const { handle } = this.opts;
     const ours = new Set(this.states.map((s) => s.ifindex));
-    if (ours.size === 0) return;
+    if (ours.size === 0) return [];
     const want = desiredEntries(decisions);
     const [neighbours, fdb] = await Promise.all([handle.listNeighbours(), handle.listFdb()]);
     const nd = diffNeighbours(want.neighbours, neighbours, ours);
     const fd = diffFdb(want.fdb, fdb, ours);
+    const unwritten: TunnelHop[] = [];
     for (const n of nd.write) {
-      await this.try(
+      const ok = await this.try(
         'replace neighbour',
         `${n.address} lladdr ${n.mac}`,
         () => handle.replaceNeighbour(n),
         1,
       );
+      if (!ok) unwritten.push({ ifindex: n.ifindex, address: n.address });
     }
     // A unicast MAC has one remote, which the write re-points (fd.replaced: the entries it moves).
     for (const f of fd.write) {
-      await this.try('replace fdb', `${f.mac} dst ${f.dst}`, () => handle.replaceFdb(f), 1);
+      if (await this.try('replace fdb', `${f.mac} dst ${f.dst}`, () => handle.replaceFdb(f), 1)) continue;
+      // The hops behind that MAC: the neighbours that resolve to it.
+      for (const n of want.neighbours) {
+        if (n.ifindex === f.ifindex && n.mac.toLowerCase() === f.mac.toLowerCase()) {
+          unwritten.push({ ifindex: n.ifindex, address: n.address });
+        }
+      }
     }
     this.pending = { neighbours: nd.remove, fdb: fd.remove };
+    return unwritten;
   }
 
-  async prune(_decisions: readonly PeerDecision[], synced: boolean): Promise<OverlayReport> {
+  async prune(
+    _decisions: readonly PeerDecision[],
+    synced: boolean,
+    stillRouted: readonly TunnelHop[] = [],
+  ): Promise<OverlayReport> {
     const { handle } = this.opts;
     const { neighbours, fdb } = this.pending;
     this.pending = { neighbours: [], fdb: [] };
     if (synced) {
+      // Entries a route still in the kernel goes through (its change refused or held back) stay with
+      // it, the FDB entry of their MAC included: deleting them would cut that peer off until a retry.
+      const routed = new Set(stillRouted.map((h) => `${h.ifindex} ${canonicalIp(h.address) ?? h.address}`));
+      const kept = neighbours.filter((n) =>
+        routed.has(`${n.ifindex} ${canonicalIp(n.address) ?? n.address}`),
+      );
+      const keptMacs = new Set(kept.map((n) => `${n.ifindex} ${n.mac.toLowerCase()}`));
       for (const n of neighbours) {
+        if (kept.includes(n)) continue;
         this.opts.own?.expectEntryDelete(n);
         await this.try('delete neighbour', n.address, () => handle.deleteNeighbour(n), 0, 1);
       }
       for (const f of fdb) {
+        if (keptMacs.has(`${f.ifindex} ${f.mac.toLowerCase()}`)) continue;
         this.opts.own?.expectEntryDelete(f);
         await this.try('delete fdb', `${f.mac} dst ${f.dst}`, () => handle.deleteFdb(f), 0, 1);
       }
@@ -267,19 +290,22 @@ export class VxlanOverlay implements OverlayPort {
     };
   }
 
+  /** Runs one entry write; false (the error kept for the report) when it failed. */
   private async try(
     op: string,
     what: string,
     fn: () => Promise<void>,
     add: number,
     remove = 0,
-  ): Promise<void> {
+  ): Promise<boolean> {
     try {
       await fn();
       this.added += add;
       this.removed += remove;
+      return true;
     } catch (e) {
       this.errors.push({ op, what, error: asError(e) });
+      return false;
     }
   }
 }

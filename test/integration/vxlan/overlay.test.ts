@@ -3,7 +3,7 @@ import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import type { Family, NetlinkHandle } from '../../../pkg/datapath/ports.ts';
+import type { Family, NeighbourEntry, NetlinkHandle, RouteInfo } from '../../../pkg/datapath/ports.ts';
 import { createNetnsPort } from '../../../pkg/netns/index.ts';
 import { type ReconcileReport, RouteReconciler } from '../../../pkg/routes/reconciler.ts';
 import type { PeerNode, RoutingMode } from '../../../pkg/routes/types.ts';
@@ -106,12 +106,34 @@ describe.skipIf(netnsSkipReason !== undefined)(
       return h;
     }
 
+    /** Writes the real kernel is told to refuse: a fault injected in front of the real handle. */
+    interface Faults {
+      replaceRoute?: (r: RouteInfo) => boolean;
+      replaceNeighbour?: (n: NeighbourEntry) => boolean;
+    }
+
+    function withFaults(real: NetlinkHandle, faults: Faults): NetlinkHandle {
+      return new Proxy(real, {
+        get(target, prop) {
+          const refuse = prop === 'replaceRoute' || prop === 'replaceNeighbour' ? faults[prop] : undefined;
+          const value = Reflect.get(target, prop, target);
+          if (typeof value !== 'function') return value;
+          const bound = value.bind(target) as (x: never) => Promise<void>;
+          if (refuse === undefined) return bound;
+          return async (x: never) => {
+            if (refuse(x)) throw new Error(`${String(prop)}: Network is down (a fault the test injects)`);
+            return bound(x);
+          };
+        },
+      });
+    }
+
     function reconciler(
       ns: TestNetns,
       name: string,
-      opts: { mode?: RoutingMode; vni?: number; port?: number; tool?: VxlanLinkTool } = {},
+      opts: { mode?: RoutingMode; vni?: number; port?: number; tool?: VxlanLinkTool; faults?: Faults } = {},
     ) {
-      const handle = open(ns);
+      const handle = opts.faults === undefined ? open(ns) : withFaults(open(ns), opts.faults);
       const overlay = new VxlanOverlay({
         handle,
         tool: opts.tool ?? netlinkVxlanTool(handle),
@@ -432,6 +454,56 @@ describe.skipIf(netnsSkipReason !== undefined)(
       expect(report).toMatchObject({ removed: 0, errors: [] });
       expect(routesOn(nodeA, 4)).toEqual(before.v4);
       expect(routesOn(nodeA, 6)).toEqual(before.v6);
+      expect(nsPing(podA.name, '10.244.2.5')).toBe(true);
+    });
+
+    it("a refused move off the tunnel keeps the peer's neighbour and FDB entries; a refused neighbour keeps its route off the tunnel", async () => {
+      let refuseRoute = false;
+      let refuseNeighbour = false;
+      const a = reconciler(nodeA, 'node-a', {
+        faults: {
+          replaceRoute: (r) => refuseRoute && r.dst === '10.244.2.0/24',
+          replaceNeighbour: (n) => refuseNeighbour && n.family === 4,
+        },
+      });
+      await pass(a, selfA, [published(selfB), sameSubnet]);
+      const tunnelled = {
+        routes: routesOn(nodeA, 4),
+        neighs: neighsOn(nodeA, 'trellis.v4'),
+        fdb: fdbOn(nodeA, 'trellis.v4'),
+      };
+      expect(tunnelled.routes).toContain('10.244.2.0/24 via 10.244.2.0 dev trellis.v4 onlink');
+      expect(tunnelled.neighs).toHaveLength(1);
+      // node-b's InternalIPs now on node-a's subnet: auto routes it directly, and the kernel refuses that.
+      const moved: PeerNode = { ...published(selfB), internalIPs: ['192.168.10.9', 'fd00:10::9'] };
+      const peers = (b: PeerNode) => [selfA, b, sameSubnet];
+      refuseRoute = true;
+      const refused = await a.routes.reconcile({ synced: true, self: selfA, peers: peers(moved) });
+      expect(refused.errors.map((e) => `${e.op} ${e.route.dst}`)).toEqual(['replace 10.244.2.0/24']);
+      expect(routesOn(nodeA, 4)).toEqual(tunnelled.routes);
+      expect(neighsOn(nodeA, 'trellis.v4')).toEqual(tunnelled.neighs);
+      expect(fdbOn(nodeA, 'trellis.v4')).toEqual(tunnelled.fdb);
+      expect(nsPing(podA.name, '10.244.2.5')).toBe(true);
+
+      refuseRoute = false;
+      await pass(a, selfA, [moved, sameSubnet]);
+      const direct = routesOn(nodeA, 4);
+      expect(direct).toContain('10.244.2.0/24 via 192.168.10.9 dev eth0');
+      expect(neighsOn(nodeA, 'trellis.v4')).toEqual([]);
+      // Back to its own subnet (the tunnel), but its neighbour entry cannot be written: the route stays.
+      refuseNeighbour = true;
+      const unwritten = await a.routes.reconcile({
+        synced: true,
+        self: selfA,
+        peers: peers(published(selfB)),
+      });
+      expect(unwritten.overlay?.errors.map((e) => e.op)).toEqual(['replace neighbour']);
+      expect(routesOn(nodeA, 4)).toEqual(direct);
+
+      refuseNeighbour = false;
+      await pass(a, selfA, [published(selfB), sameSubnet]);
+      expect(routesOn(nodeA, 4)).toEqual(tunnelled.routes);
+      expect(neighsOn(nodeA, 'trellis.v4')).toEqual(tunnelled.neighs);
       expect(nsPing(podA.name, '10.244.2.5')).toBe(true);
     });
 
