@@ -169,10 +169,20 @@ async function main(argv: string[]): Promise<number> {
   let streaming = !opts.check || opts.verbose;
   const minLevel = opts.verbose ? 0 : 30;
   const color = process.stdout.isTTY === true && process.env.NO_COLOR === undefined;
+  // An agent that dies on its own (a crash) is said at once, and fails --check: its routes stay in the
+  // kernel, so the matrix alone could still pass.
+  const crashed: string[] = [];
   const tb = new Testbed({
     segments: opts.segments,
     mode: opts.mode,
     onProgress: (m) => say(`[demo] ${m}`),
+    onAgentExit: (node, exit) => {
+      crashed.push(node);
+      const how = exit.signal !== null ? `signal ${exit.signal}` : `exit code ${exit.code}`;
+      say(
+        `[demo] ${node}: its agent exited by itself (${how})${exit.stderr === '' ? '' : `; its stderr ends:\n${exit.stderr}`}`,
+      );
+    },
     onLog: (node, line) => {
       if (streaming && levelOf(line) >= minLevel) say(formatLogLine(node, line, { color }));
     },
@@ -231,7 +241,8 @@ async function main(argv: string[]): Promise<number> {
       `[demo] check: ${nodes.length} nodes, ${matrix.pods.length} pods, ${pairs - matrix.failures.length}/${pairs} pings answered (IPv4 + IPv6), ` +
         `leftovers: ${left.length === 0 ? 'none' : left.join('; ')}, ${((Date.now() - started) / 1000).toFixed(1)} s`,
     );
-    const ok = matrix.ok && left.length === 0;
+    if (crashed.length > 0) say(`[demo] agents that exited by themselves: ${crashed.join(', ')}`);
+    const ok = matrix.ok && left.length === 0 && crashed.length === 0;
     say(`[demo] ${ok ? 'PASS' : 'FAIL'}`);
     return ok ? 0 : 1;
   } catch (err) {

@@ -175,6 +175,30 @@ describe.skipIf(skip !== undefined)(skip === undefined ? title : `${title} (skip
     expect(tb.leftovers()).toEqual([]);
   });
 
+  it('an agent that exits by itself is reported, one the test bed stops or kills is not; a ping that cannot run throws', async () => {
+    const exits: { node: string; code: number | null; signal: string | null }[] = [];
+    const tb = await Testbed.create({
+      segments: [{ nodes: 2 }],
+      onAgentExit: (node, exit) => exits.push({ node, code: exit.code, signal: exit.signal }),
+    });
+    try {
+      await tb.killAgent('node-1');
+      // A crash: no one in the test bed asked for it.
+      process.kill(tb.node('node-2').agent!.child.pid!, 'SIGKILL');
+      await vi.waitFor(() => expect(exits).toEqual([{ node: 'node-2', code: null, signal: 'SIGKILL' }]), {
+        timeout: 5000,
+      });
+      // Not "no answer": the ping never ran.
+      await expect(tb.ping(`${tb.prefix}-missing`, '10.244.1.2')).rejects.toThrow(
+        /^ping could not run in trl-/,
+      );
+    } finally {
+      await tb.teardown();
+    }
+    expect(exits).toHaveLength(1);
+    expect(tb.leftovers()).toEqual([]);
+  });
+
   it('`demo --check` brings up 2 nodes, verifies every pair, and exits 0 leaving nothing', async () => {
     const { stdout } = await execFileP(
       process.execPath,

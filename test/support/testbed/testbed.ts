@@ -99,6 +99,11 @@ export interface TestbedOptions<F extends Family = Family> {
   onLog?: (node: string, line: Record<string, unknown>) => void;
   /** Progress messages ("creating namespaces", ...). */
   onProgress?: (message: string) => void;
+  /**
+   * An agent exited that the test bed did not stop or kill (a crash): its exit code or signal and the
+   * end of its stderr, where a crash's stack goes.
+   */
+  onAgentExit?: (node: string, exit: { code: number | null; signal: string | null; stderr: string }) => void;
   /** Extra agent flags. */
   agentArgs?: string[];
   /** Variables added to every agent's environment. */
@@ -196,6 +201,8 @@ export class Testbed<F extends Family = Family> {
   private tornDown = false;
   private teardownPromise: Promise<void> | undefined;
   private signalHandler: ((signal: NodeJS.Signals) => void) | undefined;
+  /** Agents the test bed stopped or killed itself: their exits are no crash. */
+  private readonly endedHere = new WeakSet<AgentProcess>();
 
   /** Names and the temp dir only; start() builds. Use create() unless you need the instance early. */
   constructor(opts: TestbedOptions<F> = {}) {
@@ -454,6 +461,11 @@ export class Testbed<F extends Family = Family> {
       ...(override === undefined ? {} : { binary: override.binary }),
     });
     node.agent = agent;
+    agent.child.once('exit', (code, signal) => {
+      if (this.endedHere.has(agent)) return;
+      const stderr = agent.stderr().trim().split('\n').slice(-12).join('\n');
+      this.opts.onAgentExit?.(name, { code, signal, stderr });
+    });
     if (opts.waitReady !== false) await this.waitReady(name);
     return agent;
   }
@@ -479,6 +491,7 @@ export class Testbed<F extends Family = Family> {
   async stopAgent(name: string): Promise<void> {
     const agent = this.node(name).agent;
     if (agent === undefined) return;
+    this.endedHere.add(agent);
     const done = agent.stop();
     const t = setTimeout(() => {
       agent.kill().catch(() => {});
@@ -489,7 +502,10 @@ export class Testbed<F extends Family = Family> {
 
   /** SIGKILL and wait (a crash: no clean-up runs). */
   async killAgent(name: string): Promise<void> {
-    await this.node(name).agent?.kill();
+    const agent = this.node(name).agent;
+    if (agent === undefined) return;
+    this.endedHere.add(agent);
+    await agent.kill();
   }
 
   /**
@@ -694,8 +710,15 @@ export class Testbed<F extends Family = Family> {
         ]);
         const m = /time=([\d.]+) ms/.exec(stdout);
         return { rttMs: m ? Number(m[1]) : 0, attempts: i };
-      } catch {
-        // No answer: try again.
+      } catch (err) {
+        // No reply (1), or no route (2): try again. A ping that could not run at all is no answer from
+        // the network: `ip netns exec` exits 255 when it cannot exec ping (not installed).
+        const e = err as { code?: unknown; stderr?: unknown };
+        if (e.code === 255 || typeof e.code === 'string') {
+          const why = typeof e.stderr === 'string' && e.stderr.trim() !== '' ? e.stderr.trim() : String(err);
+          const hint = why.includes('exec of') ? ' (is iputils-ping installed?)' : '';
+          throw new Error(`ping could not run in ${fromNs}: ${why}${hint}`);
+        }
       }
     }
     return { rttMs: undefined, attempts };
