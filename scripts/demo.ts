@@ -10,8 +10,9 @@
  * nothing is left behind.
  */
 import { existsSync } from 'node:fs';
+import { join } from 'node:path';
 import { parseArgs } from 'node:util';
-import { AGENT_BINARY, SHIM_BINARY } from '../test/support/cni-driver.ts';
+import { AGENT_BINARY, REFERENCE_PLUGIN_DIR, SHIM_BINARY } from '../test/support/cni-driver.ts';
 import {
   type DatapathMode,
   formatLogLine,
@@ -141,6 +142,24 @@ async function showEgress(tb: Testbed): Promise<void> {
   }
 }
 
+/** The README's line: what the demo needs beyond Node.js. */
+const APT_LINE = 'apt-get install iproute2 iputils-ping nftables iptables containernetworking-plugins';
+
+/**
+ * The programs and reference plugins the demo runs, missing from this machine: said before any
+ * namespace is made, rather than as a failure half-way through the start.
+ */
+function missingTools(): string[] {
+  const path = (process.env.PATH ?? '').split(':').filter((d) => d !== '');
+  const onPath = (name: string): boolean => path.some((d) => existsSync(join(d, name)));
+  // On PATH: the test bed runs them through `ip netns exec`, which looks there (sbin included).
+  const missing = ['ip', 'ping', 'nft', 'sysctl'].filter((t) => !onPath(t)).map((t) => `${t} (on PATH)`);
+  for (const plugin of ['loopback', 'portmap']) {
+    if (!existsSync(join(REFERENCE_PLUGIN_DIR, plugin))) missing.push(join(REFERENCE_PLUGIN_DIR, plugin));
+  }
+  return missing;
+}
+
 async function main(argv: string[]): Promise<number> {
   let opts: DemoOptions;
   try {
@@ -162,6 +181,13 @@ async function main(argv: string[]): Promise<number> {
   }
   if (!existsSync(SHIM_BINARY) || !existsSync(AGENT_BINARY)) {
     process.stderr.write(`demo: ${SHIM_BINARY} or ${AGENT_BINARY} is missing: run \`npm run build\` first\n`);
+    return 1;
+  }
+  const missing = missingTools();
+  if (missing.length > 0) {
+    process.stderr.write(
+      `demo: this machine lacks ${missing.join(', ')}; on Debian or Ubuntu:\n  ${APT_LINE}\n`,
+    );
     return 1;
   }
 

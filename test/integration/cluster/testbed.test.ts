@@ -251,6 +251,20 @@ describe.skipIf(skip !== undefined)(skip === undefined ? title : `${title} (skip
     }
   }, 90_000);
 
+  it('`demo` says which tools are missing before it makes anything (here: a PATH without sbin)', async () => {
+    const before = (await execFileP('ip', ['netns', 'list'])).stdout;
+    const run = execFileP(process.execPath, [DEMO, '--check'], {
+      env: { ...process.env, PATH: '/usr/bin:/bin' },
+    });
+    await expect(run).rejects.toMatchObject({
+      code: 1,
+      stderr: expect.stringContaining(
+        'demo: this machine lacks nft (on PATH), sysctl (on PATH); on Debian or Ubuntu:',
+      ),
+    });
+    expect((await execFileP('ip', ['netns', 'list'])).stdout).toBe(before);
+  });
+
   it('`demo` rejects bad flags with a usage message and exit code 2', async () => {
     const run = execFileP(process.execPath, [DEMO, '--mode', 'ipip']);
     await expect(run).rejects.toMatchObject({
