@@ -179,13 +179,24 @@ export class VxlanOverlay implements OverlayPort {
         // here would take every tunnel route of its family off this node and withdraw its VTEP MAC
         // from the whole cluster until the retry; the device the last pass made, still in the
         // kernel under the same index, is kept instead. The pass reports the error and is retried.
+        // `links` was listed before the check: a device it deleted on the way (to recreate it) is gone.
         const last = this.states.find((d) => d.name === spec.name);
-        if (last !== undefined && links.some((l) => l.name === last.name && l.index === last.ifindex)) {
+        if (
+          last !== undefined &&
+          !this.deletedItself(last.ifindex) &&
+          links.some((l) => l.name === last.name && l.index === last.ifindex)
+        ) {
           states.push({ ...last, action: 'kept (its check failed)' });
         } else if (last === undefined) {
           // A restarted agent's first pass has no device of its own yet: the one a previous agent made,
           // as the kernel lists it (a VXLAN link of this name and MAC), is kept the same way.
-          const listed = links.find((l) => l.name === spec.name && l.kind === 'vxlan' && l.mac === spec.mac);
+          const listed = links.find(
+            (l) =>
+              l.name === spec.name &&
+              l.kind === 'vxlan' &&
+              l.mac === spec.mac &&
+              !this.deletedItself(l.index),
+          );
           if (listed !== undefined) {
             states.push({
               family: spec.family,

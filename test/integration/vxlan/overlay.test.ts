@@ -110,12 +110,16 @@ describe.skipIf(netnsSkipReason !== undefined)(
     interface Faults {
       replaceRoute?: (r: RouteInfo) => boolean;
       replaceNeighbour?: (n: NeighbourEntry) => boolean;
+      createVxlan?: (spec: { name: string }) => boolean;
     }
 
     function withFaults(real: NetlinkHandle, faults: Faults): NetlinkHandle {
       return new Proxy(real, {
         get(target, prop) {
-          const refuse = prop === 'replaceRoute' || prop === 'replaceNeighbour' ? faults[prop] : undefined;
+          const refuse =
+            prop === 'replaceRoute' || prop === 'replaceNeighbour' || prop === 'createVxlan'
+              ? (faults[prop] as ((x: never) => boolean) | undefined)
+              : undefined;
           const value = Reflect.get(target, prop, target);
           if (typeof value !== 'function') return value;
           const bound = value.bind(target) as (x: never) => Promise<void>;
@@ -504,6 +508,31 @@ describe.skipIf(netnsSkipReason !== undefined)(
       await pass(a, selfA, [published(selfB), sameSubnet]);
       expect(routesOn(nodeA, 4)).toEqual(tunnelled.routes);
       expect(neighsOn(nodeA, 'trellis.v4')).toEqual(tunnelled.neighs);
+      expect(nsPing(podA.name, '10.244.2.5')).toBe(true);
+    });
+
+    it('a restarted agent that recreates a device (a new VNI) and fails to create it keeps no device it deleted', async () => {
+      await pass(reconciler(nodeA, 'node-a'), selfA, [published(selfB), sameSubnet]);
+      const restarted = reconciler(nodeA, 'node-a', {
+        vni: 4097,
+        faults: { createVxlan: (spec) => spec.name === 'trellis.v4' },
+      });
+      const report = await restarted.routes.reconcile({
+        synced: true,
+        self: selfA,
+        peers: [selfA, published(selfB), sameSubnet],
+      });
+      expect(report.overlay?.errors.map((e) => `${e.op} ${e.what}`)).toEqual(['ensure device trellis.v4']);
+      // Gone from the kernel, so neither published nor routed through.
+      expect(ipJson<KernelLink[]>(nodeA.name, 'link', 'show', 'type', 'vxlan').map((l) => l.ifname)).toEqual([
+        'trellis.v6',
+      ]);
+      expect(report.overlay!.devices.map((d) => d.name)).toEqual(['trellis.v6']);
+      expect(restarted.overlay.vtepMacs()[4]).toBeUndefined();
+      expect(routesOn(nodeA, 4).filter((r) => r.includes('trellis.v4'))).toEqual([]);
+      // The VNI back as it was: everything returns.
+      await pass(reconciler(nodeA, 'node-a'), selfA, [published(selfB), sameSubnet]);
+      await pass(reconciler(nodeB, 'node-b'), selfB, [published(selfA)]);
       expect(nsPing(podA.name, '10.244.2.5')).toBe(true);
     });
 
