@@ -231,18 +231,18 @@ function connectThroughRestart(
     io.connect(config.socket, line, { connectMs: Math.min(CONNECT_TIMEOUT_MS, ms), totalMs: ms });
   const { sleep, now } = io;
   if (command !== 'ADD' || sleep === undefined || now === undefined) return ask(totalMs);
-  let started: number | undefined;
-  let readyAgoS = 0;
+  // From the first attempt: a connect that waited on a full backlog (up to CONNECT_TIMEOUT_MS) is part
+  // of the call's time, and of the wait.
+  const started = now();
+  let readyAgoS: number | undefined;
   for (;;) {
-    const spent = started === undefined ? 0 : now() - started;
     try {
-      return ask(totalMs - spent);
+      return ask(totalMs - (now() - started));
     } catch (err) {
       if (!(err instanceof TransportError) || err.kind !== 'unreachable') throw err;
-      if (started === undefined) {
+      if (readyAgoS === undefined) {
         const age = io.fileAgeMs?.(readyMarkerPath(config.socket));
         if (!markerVouches(age)) throw err;
-        started = now();
         readyAgoS = Math.max(0, Math.round((age ?? 0) / 1000));
       }
       const waitedMs = now() - started;

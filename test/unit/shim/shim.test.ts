@@ -301,13 +301,16 @@ describe('runShim decisions (in-process transport)', () => {
 
     describe('ADD waits for a restarting agent while the marker vouches', () => {
       /** A clock that only sleep moves, and a transport unreachable for the first `downFor` ms. */
-      const restarting = (downFor: number, ageMs: number | undefined, timeoutMs?: number) => {
+      const restarting = (downFor: number, ageMs: number | undefined, timeoutMs?: number, attemptMs = 0) => {
         let clock = 1_000;
         const slept: number[] = [];
         const calls: TransportTimeouts[] = [];
         const connect: Transport = (_socket, _line, timeouts) => {
           calls.push(timeouts);
-          if (clock - 1_000 < downFor) throw unreachable;
+          if (clock - 1_000 < downFor) {
+            clock += attemptMs; // a connect that waited (a full backlog) before it failed
+            throw unreachable;
+          }
           return encodeResponse({ ok: true, result: RESULT });
         };
         const out = runShim({
@@ -328,6 +331,13 @@ describe('runShim decisions (in-process transport)', () => {
         expect(JSON.parse(out.stdout)).toEqual(RESULT);
         expect(slept).toEqual([250, 250, 250, 250]);
         expect(calls.map((c) => c.totalMs)).toEqual([60_000, 59_750, 59_500, 59_250, 59_000]);
+      });
+
+      it('counts the time its failed connects took, the first one included, against both the wait and the timeout', () => {
+        const { out, slept, calls } = restarting(4_000, 3_000, undefined, 2_000);
+        expect(out.exitCode, out.stdout).toBe(0);
+        expect(slept).toEqual([250, 250]);
+        expect(calls.map((c) => c.totalMs)).toEqual([60_000, 57_750, 55_500]);
       });
 
       it('gives up after RESTART_WAIT_MS, or half of a shorter timeout, with 11 saying it waited', () => {
