@@ -118,9 +118,11 @@ export function createCniService(deps: CniServiceDeps): {
     if (env.ignored !== undefined) fields.envIgnored = env.ignored.join('; ');
     switch (env.command) {
       case 'ADD': {
-        await readyForAdd(conf, fields);
         const { containerId, ifname, netns } = required(env);
         const att = await locked(containerId, ifname, async () => {
+          // Under the attachment's lock: a DEL the runtime sends meanwhile (it gave up on this ADD)
+          // comes after the ADD it undoes, not before it.
+          await readyForAdd(conf, fields);
           const spool = deps.spooledDels;
           if (spool?.has(containerId, ifname) === true) {
             // Another network's DEL leaves this one's attachment alone, as it would have on time.

@@ -188,6 +188,36 @@ describe('ADD to a restarted agent that is not ready yet (STATUS vouched for the
     expect(add.line.waitedForReadyMs).toBeGreaterThan(0);
   });
 
+  it("waits under the attachment's lock: a DEL the runtime sends meanwhile runs after the ADD", async () => {
+    let ready = false;
+    const out = new PassThrough();
+    const verbs: string[] = [];
+    out.on('data', (d: Buffer) => {
+      for (const l of d.toString('utf8').trim().split('\n'))
+        verbs.push((JSON.parse(l) as { verb: string }).verb);
+    });
+    const { handle } = createCniService({
+      datapath: emptyDatapath(),
+      mutex: new KeyedMutex(),
+      log: createLogger({ level: 'info', destination: out }),
+      readiness: { notReadyReason: () => (ready ? undefined : 'starting'), restarting: () => true },
+      defaultMtu: () => 1500,
+    });
+    const request = (command: string) => ({
+      v: 1 as const,
+      env: { ...ENV, CNI_COMMAND: command },
+      stdin: JSON.stringify(CONF),
+    });
+    const add = handle(request('ADD'));
+    await new Promise((r) => setTimeout(r, 120));
+    const del = handle(request('DEL'));
+    await new Promise((r) => setTimeout(r, 120));
+    ready = true;
+    await Promise.all([add, del]);
+    for (let i = 0; i < 20 && verbs.length < 2; i++) await new Promise((r) => setImmediate(r));
+    expect(verbs).toEqual(['ADD', 'DEL']);
+  });
+
   it('gives up after a quarter of the call timeout with 11, and at once when the agent stops', async () => {
     const add = await call(
       failingDatapath(datapathError),
