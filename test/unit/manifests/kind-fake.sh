@@ -74,10 +74,6 @@ fake_docker() {
   case $1 in
     info | pull | build | rmi) return 0 ;;
     image) [ "${2:-}" = inspect ] || unexpected "$@" ;;
-    network)
-      [ "$*" = 'network inspect kind -f {{range .IPAM.Config}}{{.Gateway}} {{end}}' ] || unexpected "$@"
-      echo '172.18.0.1 fc00:f853:ccd:e793::1 '
-      ;;
     run)
       # docker run --rm --entrypoint sha256sum IMAGE FILE...: the image's own files.
       [ "$*" = "run --rm --entrypoint sha256sum ${*: -2:1} /app/cni-bin/trellis" ] || unexpected "$@"
@@ -97,9 +93,19 @@ fake_docker() {
           esac
           ;;
         ip)
-          # ip -4|-6 route show exact CIDR: present until the node it belongs to is deleted.
-          [ "$3 $4 $5" = 'route show exact' ] || unexpected exec "$node" "$@"
-          [ -e "$state/node-deleted" ] || echo "$6 via 172.18.0.4 dev eth0 proto 126"
+          case "$3 $4 $5" in
+            # ip -4|-6 route show exact CIDR: present until the node it belongs to is deleted.
+            'route show exact') [ -e "$state/node-deleted" ] || echo "$6 via 172.18.0.4 dev eth0 proto 126" ;;
+            # ip -4|-6 route show default: kind's network gateway, the Docker host.
+            'route show default')
+              if [ "$2" = -4 ]; then
+                echo 'default via 172.18.0.1 dev eth0'
+              else
+                echo 'default via fc00:f853:ccd:e793::1 dev eth0 metric 1024 pref medium'
+              fi
+              ;;
+            *) unexpected exec "$node" "$@" ;;
+          esac
           ;;
         sh)
           case $3 in

@@ -277,8 +277,11 @@ describe('run.sh against a fake docker, kind and kubectl (kind-fake.sh)', () => 
     const r = runSuite();
     expect(r.status, r.stdout + r.stderr).toBe(0);
     const pings = r.calls.filter((c) => / exec web-[012] -- ping -c 2 -W 2 (172\.18\.0\.1|fc00:)/.test(c));
-    // An IPv4 cluster: the IPv4 gateway only, from each of the three pods.
+    // An IPv4 cluster: the IPv4 gateway only, from each of the three pods, found by a node's default route.
     expect(pings.map((c) => c.split(' ').at(-1))).toEqual(['172.18.0.1', '172.18.0.1', '172.18.0.1']);
+    expect(r.calls.filter((c) => c.endsWith(' route show default'))).toEqual([
+      expect.stringMatching(/^docker exec trellis-ipv4-[0-9a-f]{4}-worker ip -4 route show default$/),
+    ]);
     expect(r.stdout).toContain(
       'pods on all three nodes reach the Docker host outside the cluster (ipv4): masqueraded',
     );
