@@ -1,7 +1,7 @@
 import { spawnSync } from 'node:child_process';
 import { afterEach, describe, expect, it } from 'vitest';
 import { builtSkipReason } from '../../support/cni-driver.ts';
-import { ipJson, netnsSkipReason, nsExec, nsSysctl, type TestNetns } from '../../support/netns.ts';
+import { ipJson, netnsSkipReason, nsExec, nsSysctl } from '../../support/netns.ts';
 import { raSkipReason, SEND_RA } from '../../support/ra/index.ts';
 import { type AddResult, containerId, NodeHarness, V4_CIDR } from './harness.ts';
 
