@@ -235,9 +235,10 @@ function connectThroughRestart(
   // of the call's time, and of the wait.
   const started = now();
   let readyAgoS: number | undefined;
+  let left = totalMs;
   for (;;) {
     try {
-      return ask(totalMs - (now() - started));
+      return ask(left);
     } catch (err) {
       if (!(err instanceof TransportError) || err.kind !== 'unreachable') throw err;
       if (readyAgoS === undefined) {
@@ -251,6 +252,7 @@ function connectThroughRestart(
         throw err;
       }
       sleep(RESTART_RETRY_MS);
+      left = Math.max(1, Math.round(totalMs - (now() - started)));
     }
   }
 }

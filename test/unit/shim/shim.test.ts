@@ -333,6 +333,27 @@ describe('runShim decisions (in-process transport)', () => {
         expect(calls.map((c) => c.totalMs)).toEqual([60_000, 59_750, 59_500, 59_250, 59_000]);
       });
 
+      it('the first attempt gets the whole timeout, whatever the clock did meanwhile; later ones whole milliseconds', () => {
+        let clock = 0;
+        const calls: TransportTimeouts[] = [];
+        runShim({
+          ...io(ADD_ENV, conf({ timeoutMs: 300 }), (_s, _l, timeouts) => {
+            calls.push(timeouts);
+            throw unreachable;
+          }),
+          fileAgeMs: () => 1_000,
+          sleep: (ms) => {
+            clock += ms;
+          },
+          now: () => {
+            clock += 0.37;
+            return clock;
+          },
+        });
+        expect(calls[0]).toEqual({ connectMs: 300, totalMs: 300 });
+        expect(calls.slice(1).every((c) => Number.isInteger(c.totalMs) && c.totalMs < 300)).toBe(true);
+      });
+
       it('counts the time its failed connects took, the first one included, against both the wait and the timeout', () => {
         const { out, slept, calls } = restarting(4_000, 3_000, undefined, 2_000);
         expect(out.exitCode, out.stdout).toBe(0);
