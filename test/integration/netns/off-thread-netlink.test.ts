@@ -43,19 +43,32 @@ describe.skipIf(netnsSkipReason !== undefined)('off-thread link deletion (root, 
     }
   }
 
-  it('deletes a veth pair in the namespace the socket was opened in, with typed errors', async () => {
+  /**
+   * Namespace A holding `pairs` veth pairs (va<i> with vb<i>) and an off-thread socket opened in it
+   * (its sends then happen on another thread, which is in the test's namespace), closed after fn.
+   */
+  async function offThreadSocketInA(
+    pairs: number,
+    fn: (a: TestNetns, sock: ReturnType<typeof openOffThreadNetlink>) => Promise<void>,
+  ): Promise<void> {
     const a = pool.add('a');
-    ip(a.name, 'link', 'add', 'va0', 'type', 'veth', 'peer', 'name', 'vb0');
-    const index = links(a.name).find((l) => l.ifname === 'va0')!.ifindex;
-    // Opened inside A; the sends then happen on another thread, which is in the test's namespace.
+    for (let i = 0; i < pairs; i++)
+      ip(a.name, 'link', 'add', `va${i}`, 'type', 'veth', 'peer', 'name', `vb${i}`);
     const sock = withNetns(a.path, () => openOffThreadNetlink());
     try {
-      await deleteLinkVia(sock.exchange, index);
-      expect(links(a.name).map((l) => l.ifname)).toEqual(['lo']);
-      await expect(deleteLinkVia(sock.exchange, index)).rejects.toBeInstanceOf(LinkNotFoundError);
+      await fn(a, sock);
     } finally {
       sock.close();
     }
+  }
+
+  it('deletes a veth pair in the namespace the socket was opened in, with typed errors', async () => {
+    await offThreadSocketInA(1, async (a, sock) => {
+      const index = links(a.name).find((l) => l.ifname === 'va0')!.ifindex;
+      await deleteLinkVia(sock.exchange, index);
+      expect(links(a.name).map((l) => l.ifname)).toEqual(['lo']);
+      await expect(deleteLinkVia(sock.exchange, index)).rejects.toBeInstanceOf(LinkNotFoundError);
+    });
   });
 
   it("openHostNetlink's deleteLink leaves the JS thread free: another request completes while the kernel deletes", async () => {
@@ -166,12 +179,9 @@ describe.skipIf(netnsSkipReason !== undefined)('off-thread link deletion (root, 
   });
 
   it('gives each of many concurrent requests on one socket its own answer (replies never crossed)', async () => {
-    const a = pool.add('a');
-    for (let i = 0; i < 4; i++) ip(a.name, 'link', 'add', `va${i}`, 'type', 'veth', 'peer', 'name', `vb${i}`);
-    const index = (name: string) => links(a.name).find((l) => l.ifname === name)!.ifindex;
-    const [va0, va1, vb2, vb3] = [index('va0'), index('va1'), index('vb2'), index('vb3')];
-    const sock = withNetns(a.path, () => openOffThreadNetlink());
-    try {
+    await offThreadSocketInA(4, async (a, sock) => {
+      const index = (name: string) => links(a.name).find((l) => l.ifname === name)!.ifindex;
+      const [va0, va1, vb2, vb3] = [index('va0'), index('va1'), index('vb2'), index('vb3')];
       // Deletes that succeed, deletes of an index that is not there, lookups that find a link and
       // lookups that find none, off the thread and inline, all at once: answers that differ, so a
       // reply handed to the wrong request shows.
@@ -206,16 +216,11 @@ describe.skipIf(netnsSkipReason !== undefined)('off-thread link deletion (root, 
           .map((l) => l.ifname)
           .sort(),
       ).toEqual(['lo', 'va2', 'va3', 'vb2', 'vb3']);
-    } finally {
-      sock.close();
-    }
+    });
   });
 
   it("a reply an earlier exchange left unread is not taken for the next request's", async () => {
-    const a = pool.add('a');
-    ip(a.name, 'link', 'add', 'va0', 'type', 'veth', 'peer', 'name', 'vb0');
-    const sock = withNetns(a.path, () => openOffThreadNetlink());
-    try {
+    await offThreadSocketInA(1, async (_a, sock) => {
       // The kernel's whole answer to another lookup (vb0's link and its ACK, another sequence
       // number), queued ahead of the next request's as a recv cut short would leave it.
       const leftover = await sock.exchange(
@@ -224,16 +229,11 @@ describe.skipIf(netnsSkipReason !== undefined)('off-thread link deletion (root, 
       const behind: Exchange = async (request) => Buffer.concat([leftover, await sock.exchange(request)]);
       expect((await getLinkVia(behind, 'va0'))?.name).toBe('va0');
       expect(await getLinkVia(behind, 'nosuch0')).toBeUndefined();
-    } finally {
-      sock.close();
-    }
+    });
   });
 
   it('setUpVia applies every step in one datagram, inline or off the thread, and throws the first failure after trying the rest', async () => {
-    const a = pool.add('a');
-    ip(a.name, 'link', 'add', 'va0', 'type', 'veth', 'peer', 'name', 'vb0');
-    const sock = withNetns(a.path, () => openOffThreadNetlink());
-    try {
+    await offThreadSocketInA(1, async (a, sock) => {
       const va0 = (await getLinkVia(sock.exchangeInline, 'va0'))!;
       const vb0 = (await getLinkVia(sock.exchange, 'vb0'))!;
       expect(va0).toMatchObject({
@@ -297,8 +297,6 @@ describe.skipIf(netnsSkipReason !== undefined)('off-thread link deletion (root, 
       ]);
       // The socket's next exchange gets its own reply, nothing of the failed datagram's left behind.
       expect((await getLinkVia(sock.exchangeInline, 'vb0'))?.index).toBe(vb0.index);
-    } finally {
-      sock.close();
-    }
+    });
   });
 });
