@@ -20,7 +20,7 @@ export interface Inspection {
   problems: string[];
   /** The pod interface's addresses ("10.244.1.5/32"), when it was found. */
   podAddresses?: string[];
-  /** The pod interface and every main-table route of the pod (all interfaces), when it was found. */
+  /** The pod interface and every route of the pod (all interfaces, every table but local), when it was found. */
   pod?: { index: number; mtu: number; routes: RouteInfo[] };
 }
 
@@ -75,9 +75,10 @@ export async function inspectAttachment(
     }
     if (!podLink.up) problems.push(`interface ${req.ifname} in ${req.netns} is down`);
     // Every interface's routes: the pod's default route may be another interface's (hasDefaultRoute).
+    // Every table's: a later plugin of the chain (sbr) may have moved them out of the main one.
     const [podAddrs, allRoutes] = await Promise.all([
       pod.listAddresses(undefined, podLink.index),
-      pod.listRoutes(),
+      pod.listRoutes({ table: 'routing' }),
     ]);
     for (const a of addresses) {
       const prefixLen = hostPrefixLen(a.family);

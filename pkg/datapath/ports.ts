@@ -170,8 +170,11 @@ export interface VxlanParams {
 export interface RouteFilter {
   family?: Family;
   protocol?: number;
-  /** Main table (254) when unset: listRoutes lists one table. */
-  table?: number;
+  /**
+   * Main table (254) when unset: listRoutes lists one table. 'routing': every table but the local
+   * one (255), where a source-based routing plugin (sbr) moves a pod's routes.
+   */
+  table?: number | 'routing';
   ifindex?: number;
   /** Also the routes RouteInfo cannot express, by key (RouteInfo.unreadable): to see what holds a prefix. */
   unreadable?: boolean;

@@ -94,6 +94,8 @@ export const NHA = { ID: 1, GROUP: 2, BLACKHOLE: 4, OIF: 5, GATEWAY: 6 } as cons
 export const RTAX = { MTU: 2 } as const;
 
 export const RT_TABLE_MAIN = 254;
+/** The kernel's table of local and broadcast addresses. */
+export const RT_TABLE_LOCAL = 255;
 export const RT_SCOPE = { UNIVERSE: 0, LINK: 253, HOST: 254, NOWHERE: 255 } as const;
 export const RTN = { UNSPEC: 0, UNICAST: 1, LOCAL: 2, BLACKHOLE: 6 } as const;
 export const RTNH_F_ONLINK = 0x4;

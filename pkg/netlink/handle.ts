@@ -17,7 +17,7 @@ import type {
   VxlanParams,
 } from '../datapath/ports.ts';
 import { TRELLIS_ROUTE_PROTOCOL } from '../datapath/ports.ts';
-import { AF, NLM_F, RT_TABLE_MAIN, RTM } from './constants.ts';
+import { AF, NLM_F, RT_TABLE_LOCAL, RT_TABLE_MAIN, RTM } from './constants.ts';
 import { ExistsError, LinkNotFoundError, NetlinkError } from './errors.ts';
 import {
   type Body,
@@ -265,7 +265,8 @@ class Handle implements ExtendedNetlinkHandle {
   // --------------------------------------------------------------------------------------- routes
 
   /**
-   * Routes of one table (the main table unless filter.table says otherwise). The kernel ignores
+   * Routes of one table (the main table unless filter.table says otherwise; 'routing': all but
+   * the local table). The kernel ignores
    * most dump filters without NETLINK_GET_STRICT_CHK, so only the family is filtered in-kernel.
    */
   async listRoutes(filter: RouteFilter = {}): Promise<RouteInfo[]> {
@@ -282,6 +283,7 @@ class Handle implements ExtendedNetlinkHandle {
    */
   async scanRoutes(filter: RouteFilter, visit: (r: RouteInfo) => void, restart?: () => void): Promise<void> {
     const table = filter.table ?? RT_TABLE_MAIN;
+    const wanted = (t: number): boolean => (table === 'routing' ? t !== RT_TABLE_LOCAL : t === table);
     const emit = (r: RouteInfo): void => {
       if (filter.ifindex === undefined || r.ifindex === filter.ifindex) visit(r);
     };
@@ -303,7 +305,7 @@ class Handle implements ExtendedNetlinkHandle {
         try {
           nhid = undefined;
           const r = parseRoute(m.payload, onNexthop, filter.unreadable === true);
-          if (r === undefined || (r.table ?? RT_TABLE_MAIN) !== table) return;
+          if (r === undefined || !wanted(r.table ?? RT_TABLE_MAIN)) return;
           if (nhid !== undefined) {
             if (r.gateway === undefined && r.ifindex === undefined) {
               unfilled.push([r, nhid]);

@@ -4,6 +4,7 @@ import {
   addList,
   builtSkipReason,
   type ConfList,
+  checkList,
   delList,
   referencePluginsSkipReason,
 } from '../../support/cni-driver.ts';
@@ -126,6 +127,56 @@ describe.skipIf(skip !== undefined)(
         const dels = await delList(list, c, r);
         for (const d of dels) expect(d.code, d.stdout + d.stderr).toBe(0);
       }
+    });
+  },
+);
+
+const sbrSkip = netnsSkipReason ?? builtSkipReason() ?? referencePluginsSkipReason('sbr');
+
+describe.skipIf(sbrSkip !== undefined)(
+  `chaining with the reference sbr plugin${sbrSkip ? ` (skipped: ${sbrSkip})` : ''}`,
+  () => {
+    const node = new NodeHarness();
+    beforeAll(() => node.start());
+    afterAll(() => node.stop());
+
+    it('CHECK passes once sbr moved the pod routes into its own table, still finds a route missing there, and DEL succeeds', async () => {
+      const list: ConfList = {
+        cniVersion: '1.0.0',
+        name: 'trellis',
+        plugins: [
+          { type: 'trellis', socket: node.agent.socket, spoolDir: node.agent.spoolDir },
+          { type: 'sbr' },
+        ],
+      };
+      const pod = node.podNs();
+      const id = containerId();
+      const call = { containerId: id, netns: pod.path, ifname: 'eth0', hostNetns: node.host.name };
+      const added = await addList(list, call);
+      expect(added.code, added.stdout + added.stderr).toBe(0);
+      const result = added.json as AddResult;
+
+      // sbr's work, as the kernel has it: the pod's routes left the main table for table 100,
+      // and a rule sends the pod's address there.
+      expect(ip(pod.name, '-4', 'route', 'show', 'table', 'main')).not.toMatch(/default/);
+      expect(ip(pod.name, '-4', 'route', 'show', 'table', '100')).toMatch(
+        /default via 169\.254\.1\.1 dev eth0/,
+      );
+      expect(ip(pod.name, '-4', 'rule', 'show')).toMatch(
+        new RegExp(`from ${podAddr(result, 4).replace(/\./g, '\\.')} lookup 100`),
+      );
+
+      const checks = await checkList(list, call, result);
+      for (const c of checks) expect(c.code, c.stdout + c.stderr).toBe(0);
+
+      // A route of trellis's removed from sbr's table is still found missing.
+      ip(pod.name, '-4', 'route', 'del', 'default', 'table', '100');
+      const broken = await checkList(list, call, result);
+      expect(broken[0]!.code).toBe(1);
+      expect(broken[0]!.stdout).toMatch(/default route 0\.0\.0\.0\/0 via 169\.254\.1\.1 is missing/);
+
+      const dels = await delList(list, call, result);
+      for (const d of dels) expect(d.code, d.stdout + d.stderr).toBe(0);
     });
   },
 );
