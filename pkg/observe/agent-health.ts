@@ -13,6 +13,7 @@ import {
   type WatchSample,
 } from './health.ts';
 import type { Logger } from './logger.ts';
+import { PassStanding } from './pass-standing.ts';
 
 export interface HealthSource {
   notReadyReason(): string | undefined;
@@ -47,6 +48,7 @@ export class AgentHealth {
   private readonly freshness: WatchFreshness;
   private timer: NodeJS.Timeout | undefined;
   private lastPass: LastPass = { kind: 'none' };
+  private readonly standing = new PassStanding();
   private readonly log: Pick<Logger, 'warn' | 'info'> | undefined;
   /** What the event-loop check said last (undefined: passing). */
   private loopProblem: string | undefined;
@@ -106,8 +108,9 @@ export class AgentHealth {
     }
   }
 
-  onPass = (outcome: PassOutcome): void => {
+  onPass = (passed: PassOutcome): void => {
     const at = this.now();
+    const outcome = this.standing.judge(passed);
     this.lastPass =
       outcome.kind === 'ok'
         ? { kind: 'ok', at, routeErrors: outcome.report.errors.length }

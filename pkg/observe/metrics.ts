@@ -18,6 +18,7 @@ import {
   type PeerStateCache,
   peerRouteStates,
 } from '../ops/peer-coverage.ts';
+import { PassStanding } from './pass-standing.ts';
 
 // The four prom-client classes the agent uses, loaded from their own files. prom-client's index also
 // loads its Pushgateway (node:https, zlib), Summary, the default process metrics and @opentelemetry/api
@@ -81,6 +82,7 @@ export class AgentMetrics {
   private readonly peerBroken: Prom.Gauge<'peer' | 'family' | 'path'>;
   private readonly peerCount: Prom.Gauge<'family' | 'path' | 'state'>;
   private readonly lastSuccess: Prom.Gauge;
+  private readonly standing = new PassStanding();
   private readonly masqFailures: Prom.Counter;
 
   constructor(opts: AgentMetricsOptions) {
@@ -281,6 +283,7 @@ export class AgentMetrics {
   };
 
   onPass = (outcome: PassOutcome, now: () => number = Date.now): void => {
+    const judged = this.standing.judge(outcome);
     if (outcome.kind !== 'waiting' && outcome.scope === 'node') {
       // Per-node steps' report is the full picture with the steps folded in: the gauges below apply.
       const steps = outcome.kind === 'ok' ? (outcome.stepsMs ?? [outcome.durationMs]) : [outcome.durationMs];
@@ -311,7 +314,8 @@ export class AgentMetrics {
     const peers = r.quiet === true ? this.lastPeers : peerRouteStates(r, this.nodeName, this.stateCache);
     this.updatePeerSeries(peers);
     this.lastPeers = peers;
-    this.lastSuccess.set(now() / 1000);
+    // A step's success while a failed full pass stands is no reconcile success (pass-standing.ts).
+    if (judged.kind === 'ok') this.lastSuccess.set(now() / 1000);
   };
 
   /**

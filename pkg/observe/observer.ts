@@ -16,6 +16,7 @@ import { FailureLog } from './failure-log.ts';
 import { type HttpListener, startAdminServer, startMetricsServer } from './http-server.ts';
 import type { Logger } from './logger.ts';
 import { AgentMetrics } from './metrics.ts';
+import { PassStanding } from './pass-standing.ts';
 
 export interface ObserverOptions {
   nodeName: string;
@@ -37,6 +38,8 @@ export class AgentObserver {
   private agent: Agent | undefined;
   private readonly listeners: HttpListener[] = [];
   private listening = false;
+  /** Which outcome the coverage annotation reports: a failed full pass until a good one. */
+  private readonly standing = new PassStanding();
 
   constructor(opts: ObserverOptions) {
     this.opts = opts;
@@ -72,9 +75,10 @@ export class AgentObserver {
           this.metrics.onLeasesReclaimed('cni-gc', record.released);
         }
       },
-      onPass: (outcome: PassOutcome) => {
-        this.metrics.onPass(outcome);
-        this.health.onPass(outcome);
+      onPass: (passed: PassOutcome) => {
+        this.metrics.onPass(passed);
+        this.health.onPass(passed);
+        const outcome = this.standing.judge(passed);
         const agent = this.agent;
         if (this.reporter === undefined || agent === undefined) return;
         const reason = agent.notReadyReason();

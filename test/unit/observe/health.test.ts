@@ -127,6 +127,31 @@ describe('AgentHealth with an injected clock', () => {
     expect(h.liveness().checks.eventLoop).toMatch(/has not fired/);
   });
 
+  it('a per-node step that went well does not make ready again while a failed full pass stands; the next good full pass does', () => {
+    const h = new AgentHealth({
+      now: () => 0,
+      source: { notReadyReason: () => undefined, watch: () => undefined },
+    });
+    const step = () =>
+      h.onPass({ kind: 'ok', scope: 'node', durationMs: 1, report: reconcileReport({ durationMs: 1 }) });
+    h.onPass({ kind: 'ok', scope: 'full', durationMs: 1, report: reconcileReport({ durationMs: 1 }) });
+    step();
+    expect(h.readiness().ok).toBe(true);
+    h.onPass({ kind: 'error', scope: 'full', error: 'writing 10-trellis.conflist: ENOSPC', durationMs: 1 });
+    step();
+    expect(h.readiness()).toMatchObject({ ok: false, checks: { reconcile: /ENOSPC/ } });
+    h.onPass({ kind: 'waiting', reason: 'Node n1 has no pod CIDR' });
+    step();
+    expect(h.readiness().checks.reconcile).toMatch(/waiting: Node n1 has no pod CIDR/);
+    // A step that failed stands too, until a full pass (which it escalates to) goes well.
+    h.onPass({ kind: 'ok', durationMs: 1, report: reconcileReport({ durationMs: 1 }) });
+    h.onPass({ kind: 'error', scope: 'node', error: 'RTM_NEWROUTE: EBUSY', durationMs: 1 });
+    step();
+    expect(h.readiness().checks.reconcile).toMatch(/EBUSY/);
+    h.onPass({ kind: 'ok', scope: 'full', durationMs: 1, report: reconcileReport({ durationMs: 1 }) });
+    expect(h.readiness().ok).toBe(true);
+  });
+
   it('logs one warn when the event-loop check turns failing and one info when it recovers, not one per probe', () => {
     let now = 0;
     const lines: Record<string, unknown>[] = [];

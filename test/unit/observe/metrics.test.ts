@@ -289,6 +289,28 @@ describe('AgentMetrics', () => {
     expect(e.all('trellis_peer_route_broken')).toEqual([]);
   });
 
+  it('the last-success timestamp does not move with per-node steps while a failed full pass stands', async () => {
+    const m = new AgentMetrics({ version: '1', nodeName: 'n1' });
+    const step = (at: number) =>
+      m.onPass({ kind: 'ok', scope: 'node', durationMs: 2, report: report({ added: 1 }) }, () => at);
+    m.onPass(
+      { kind: 'ok', scope: 'full', durationMs: 100, report: report({ unchanged: 1 }) },
+      () => 1_000_000,
+    );
+    step(2_000_000);
+    expect((await scrape(m)).get('trellis_reconcile_last_success_timestamp_seconds')).toBe(2_000);
+    m.onPass({ kind: 'error', scope: 'full', error: 'writing the config list: ENOSPC', durationMs: 5 });
+    step(3_000_000);
+    m.onPass({ kind: 'waiting', reason: 'no pod CIDR' });
+    step(4_000_000);
+    expect((await scrape(m)).get('trellis_reconcile_last_success_timestamp_seconds')).toBe(2_000);
+    m.onPass(
+      { kind: 'ok', scope: 'full', durationMs: 100, report: report({ unchanged: 1 }) },
+      () => 5_000_000,
+    );
+    expect((await scrape(m)).get('trellis_reconcile_last_success_timestamp_seconds')).toBe(5_000);
+  });
+
   it("a full pass's refused route counts as an error once, not again with every per-node step that carries it", async () => {
     const m = new AgentMetrics({ version: '1', nodeName: 'n1' });
     const refused = {

@@ -113,6 +113,16 @@ describe('AgentObserver', () => {
       lastPass: 'waiting: Node n1 does not exist in the API',
     });
 
+    // A per-node step that went well does not clear a failed full pass from the annotation.
+    hooks.onPass?.({ kind: 'error', error: 'writing 10-trellis.conflist: ENOSPC', durationMs: 1 });
+    hooks.onPass?.({
+      kind: 'ok',
+      scope: 'node',
+      durationMs: 1,
+      report: reconcileReport({ decisions: [n2('unreachable')] }),
+    });
+    expect(await last()).toMatchObject({ lastPass: 'failed: writing 10-trellis.conflist: ENOSPC' });
+
     hooks.onPass?.({ kind: 'ok', durationMs: 1, report: reconcileReport({ decisions: [n2('direct')] }) });
     const good = await last();
     expect(good).toMatchObject({ peersMissing: 0, missing: [] });
