@@ -704,6 +704,9 @@ export class NodeController {
           deps.log.error({ error: this.masqError }, 'masquerade rules could not be applied');
         }
       }
+      // Before the pass's line: a pass whose follow-up (the config list, the MTU) fails logs one
+      // 'reconcile failed' line, not a 'reconciled' one and then that; its time counts.
+      await deps.onSynced(self, report);
       const durationMs = round(performance.now() - started);
       const level = report.errors.length > 0 || masq === 'failed' ? 'warn' : 'info';
       deps.log[level](
@@ -749,7 +752,6 @@ export class NodeController {
       for (const e of report.overlay?.errors ?? []) {
         deps.log.warn({ op: e.op, what: e.what, error: errorText(e.error) }, 'VXLAN overlay change failed');
       }
-      await deps.onSynced(self, report);
       // Some change failed (a route, the overlay, nft): the pass still counts, and the loop retries it
       // after a backoff rather than at once (such failures tend to persist for a while).
       const partial =
@@ -766,7 +768,10 @@ export class NodeController {
       return outcome;
     } catch (err) {
       const durationMs = round(performance.now() - started);
-      deps.log.error({ error: errorText(err), durationMs }, 'reconcile failed');
+      deps.log.error(
+        { error: errorText(err), ...(why.length === 0 ? {} : { why: whyField(why) }), durationMs },
+        'reconcile failed',
+      );
       const outcome: PassOutcome = { kind: 'error', error: errorText(err), durationMs, scope: 'full' };
       deps.onPass?.(outcome);
       return outcome;

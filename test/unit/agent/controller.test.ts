@@ -55,6 +55,8 @@ function setup(
     removalFailures?: number;
     /** What each full pass reports it could not route. */
     passProblems?: () => Problem[];
+    /** The pass's follow-up (publishing the config list, say) throws this, when set. */
+    syncFailure?: () => Error | undefined;
   } = {},
 ) {
   let removalFailures = opts.removalFailures ?? 0;
@@ -113,6 +115,8 @@ function setup(
     },
     onSynced: async (self) => {
       synced.push(self);
+      const failure = opts.syncFailure?.();
+      if (failure !== undefined) throw failure;
     },
     ...(opts.onRangesSet === undefined ? {} : { onRangesSet: opts.onRangesSet }),
     log: opts.log ?? silent,
@@ -145,6 +149,28 @@ describe('NodeController', () => {
     expect(t.inputs[0]).toMatchObject({ synced: true, self: { name: 'n1' } });
     expect(t.inputs[0]!.peers.map((p) => p.name).sort()).toEqual(['n1', 'n2']);
     expect(t.synced.map((s) => s.name)).toEqual(['n1']);
+  });
+
+  it("a pass whose follow-up fails (the config list cannot be written) logs one 'reconcile failed' line with its why, not 'reconciled' too", async () => {
+    const { log, lines } = capturingLogger();
+    let failure: Error | undefined = new Error('writing /etc/cni/net.d/10-trellis.conflist: ENOSPC');
+    const t = setup({ log, syncFailure: () => failure });
+    t.cluster.synced = true;
+    t.cluster.nodes.set('n1', { name: 'n1', podCIDRs: ['10.244.1.0/24'], internalIPs: ['10.0.0.1'] });
+    const failed = await t.controller.runOnce(['resync']);
+    expect(failed).toMatchObject({ kind: 'error', error: expect.stringContaining('ENOSPC') });
+    const passLines = () => lines.filter((l) => l.msg === 'reconciled' || l.msg === 'reconcile failed');
+    expect(passLines()).toEqual([
+      expect.objectContaining({
+        level: 50,
+        msg: 'reconcile failed',
+        why: ['resync'],
+        durationMs: expect.any(Number),
+      }),
+    ]);
+    failure = undefined;
+    expect((await t.controller.runOnce()).kind).toBe('ok');
+    expect(passLines().map((l) => l.msg)).toEqual(['reconcile failed', 'reconciled']);
   });
 
   it("warns 'node skipped' once a problem, not at every pass; a problem that went and came back again", async () => {
