@@ -139,7 +139,9 @@ export class CniServer {
     const work = (async () => {
       let answer: string;
       try {
-        answer = encodeResponse(await this.opts.handler(request));
+        // The shim never half-closes while it waits: its end of the stream means it gave up.
+        const peerGone = (): boolean => socket.destroyed || socket.readableEnded;
+        answer = encodeResponse(await this.opts.handler(request, { peerGone }));
       } catch (err) {
         answer = encodeResponse(errorResponse(err));
       }

@@ -83,7 +83,17 @@ export interface SpooledDels {
 }
 
 /** `spooled`: the request is a spooled DEL being replayed (spool-drain.ts). */
-export type CniHandler = (req: AgentRequest, opts?: { spooled?: boolean }) => Promise<AgentResponse>;
+export interface CniCallOptions {
+  /** A DEL the shim spooled while the agent was away, replayed now. */
+  spooled?: boolean;
+  /**
+   * Whether the plugin had closed its connection by the time the answer was written: the runtime gave
+   * up on the call (its timeout, or it killed the plugin) and never saw this answer.
+   */
+  peerGone?: () => boolean;
+}
+
+export type CniHandler = (req: AgentRequest, opts?: CniCallOptions) => Promise<AgentResponse>;
 
 /**
  * The agent's side of every CNI call: parse, dispatch to the datapath under a per-attachment lock,
@@ -275,7 +285,7 @@ export function createCniService(deps: CniServiceDeps): {
     }
   }
 
-  async function handle(req: AgentRequest, opts: { spooled?: boolean } = {}): Promise<AgentResponse> {
+  async function handle(req: AgentRequest, opts: CniCallOptions = {}): Promise<AgentResponse> {
     const started = performance.now();
     const fields: Record<string, unknown> = { verb: req.env.CNI_COMMAND ?? '' };
     let response: AgentResponse;
@@ -309,12 +319,20 @@ export function createCniService(deps: CniServiceDeps): {
         fields.prevResultIgnored !== undefined ||
         fields.configIgnored !== undefined ||
         fields.envIgnored !== undefined;
-      const level = code === CniCode.INTERNAL ? 'error' : response.ok && !wentWithout ? 'info' : 'warn';
-      deps.log[level](fields, `CNI ${fields.verb} ${response.ok ? 'ok' : 'failed'}`);
+      // The runtime saw no answer: it reported a failure of its own (105, the shim's timeout) and will
+      // retry or DEL. The line says what the agent did, and that nobody heard it.
+      const unheard = opts.peerGone?.() === true;
+      if (unheard) fields.answered = false;
+      const level =
+        code === CniCode.INTERNAL ? 'error' : response.ok && !wentWithout && !unheard ? 'info' : 'warn';
+      deps.log[level](
+        fields,
+        `CNI ${fields.verb} ${response.ok ? 'ok' : 'failed'}${unheard ? ', but the plugin had already given up (not answered)' : ''}`,
+      );
       deps.onCall?.({
         verb: String(fields.verb),
-        outcome: response.ok ? 'ok' : 'error',
-        code,
+        outcome: response.ok && !unheard ? 'ok' : 'error',
+        code: unheard && response.ok ? CniCode.AGENT_TIMEOUT : code,
         durationMs,
         ...(Array.isArray(fields.released) ? { released: fields.released.length } : {}),
       });

@@ -47,9 +47,12 @@ export type ReclaimReason = 'startup-sweep' | 'api-gc' | 'cni-gc';
 
 /**
  * The agent's share of a CNI call: ADD ~2-3 ms, DEL ~1.5 ms (its veth goes after the answer), 10-35 ms
- * inside bursts of concurrent ADDs (bench/README.md); the tail up to 5 s.
+ * inside bursts of concurrent ADDs (bench/README.md); the tail up to 5 s. Beyond: an ADD waiting for
+ * a restarted agent (up to 15 s) and calls near the shim's timeout (60 s by default).
  */
-export const CNI_BUCKETS = [0.001, 0.0025, 0.005, 0.01, 0.02, 0.035, 0.05, 0.075, 0.1, 0.25, 0.5, 1, 5];
+export const CNI_BUCKETS = [
+  0.001, 0.0025, 0.005, 0.01, 0.02, 0.035, 0.05, 0.075, 0.1, 0.25, 0.5, 1, 5, 15, 30, 60,
+];
 /** A pass is a route dump plus a diff: milliseconds on small clusters, up to seconds at 5,000 nodes. */
 export const RECONCILE_BUCKETS = [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10];
 

@@ -10,9 +10,11 @@ import { join } from 'node:path';
 import { PassThrough } from 'node:stream';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { ANSWER_LINGER_MS, CniServer } from '../../../pkg/agent/cni-server.ts';
-import type { CniCallRecord } from '../../../pkg/agent/cni-service.ts';
+import { type CniCallRecord, createCniService } from '../../../pkg/agent/cni-service.ts';
+import { KeyedMutex } from '../../../pkg/datapath/keyed-mutex.ts';
+import type { DatapathDeps } from '../../../pkg/datapath/types.ts';
 import { createLogger } from '../../../pkg/observe/logger.ts';
-import { okResponse } from '../../../pkg/shim/protocol.ts';
+import { encodeRequest, okResponse } from '../../../pkg/shim/protocol.ts';
 
 const TIMEOUT_MS = 300;
 
@@ -204,5 +206,105 @@ describe('CniServer limits', () => {
       error: { code: 106, msg: 'connection closed before a complete request line' },
     });
     expect(r.ms).toBeLessThan(TIMEOUT_MS);
+  });
+});
+
+describe('a CNI call whose plugin gave up before the answer', () => {
+  it('is logged as not answered, at warn, and counted as a 105 error; a call still waited for is not', async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'trl-rel-gone-'));
+    const out = new PassThrough();
+    const lines: Record<string, unknown>[] = [];
+    out.on('data', (d: Buffer) => {
+      for (const l of d.toString('utf8').trim().split('\n'))
+        lines.push(JSON.parse(l) as Record<string, unknown>);
+    });
+    const calls: CniCallRecord[] = [];
+    // DEL through the real service: it finds no lease, then looks for the host veth, which waits here.
+    let release: () => void = () => {};
+    let held = new Promise<void>((r) => {
+      release = r;
+    });
+    const datapath = {
+      ipam: {
+        get: () => undefined,
+        heldAddresses: () => [],
+        releaseDeferred: () => ({ found: false, durable: Promise.resolve() }),
+      },
+      deleter: { wait: async () => {} },
+      host: {
+        getLink: async () => {
+          await held;
+          return undefined;
+        },
+      },
+      netns: {},
+    } as unknown as DatapathDeps;
+    const log = createLogger({ level: 'info', destination: out });
+    const service = createCniService({
+      datapath,
+      mutex: new KeyedMutex(),
+      log,
+      readiness: { notReadyReason: () => undefined },
+      defaultMtu: () => 1500,
+      onCall: (r) => calls.push(r),
+    });
+    const socketPath = join(dir, 'cni.sock');
+    const server = new CniServer({
+      socketPath,
+      handler: service.handle,
+      log,
+      requestTimeoutMs: 5000,
+      onReject: () => {},
+    });
+    await server.listen();
+    const request = (id: string) =>
+      encodeRequest(
+        {
+          CNI_COMMAND: 'DEL',
+          CNI_CONTAINERID: id,
+          CNI_NETNS: '/var/run/netns/p1',
+          CNI_IFNAME: 'eth0',
+          CNI_PATH: '/opt/cni/bin',
+        },
+        JSON.stringify({ cniVersion: '1.0.0', name: 'trellis', type: 'trellis' }),
+      );
+    const untilLines = async (n: number) => {
+      for (let i = 0; i < 200 && lines.length < n; i++) await new Promise((r) => setTimeout(r, 5));
+      expect(lines).toHaveLength(n);
+    };
+    try {
+      // The plugin sends its request and goes (the runtime's timeout killed it) before the agent answers.
+      const gone = createConnection({ path: socketPath });
+      await new Promise<void>((r) => gone.write(request('c-gone'), () => r()));
+      await new Promise((r) => setTimeout(r, 50));
+      gone.destroy();
+      await new Promise((r) => setTimeout(r, 50));
+      release();
+      await untilLines(1);
+      expect(lines[0]).toMatchObject({
+        level: 'warn',
+        verb: 'DEL',
+        containerId: 'c-gone',
+        outcome: 'ok',
+        answered: false,
+        msg: 'CNI DEL ok, but the plugin had already given up (not answered)',
+      });
+      expect(calls).toEqual([expect.objectContaining({ verb: 'DEL', outcome: 'error', code: 105 })]);
+
+      // One that waits gets its answer, and a plain line.
+      held = new Promise<void>((r) => {
+        release = r;
+      });
+      setTimeout(() => release(), 50);
+      const r = await exchange(socketPath, request('c-waits'), { end: false });
+      expect(JSON.parse(r.answer)).toMatchObject({ ok: true });
+      await untilLines(2);
+      expect(lines[1]).toMatchObject({ level: 'info', containerId: 'c-waits', msg: 'CNI DEL ok' });
+      expect(lines[1]!.answered).toBeUndefined();
+      expect(calls[1]).toMatchObject({ verb: 'DEL', outcome: 'ok' });
+    } finally {
+      await server.close(100);
+      rmSync(dir, { recursive: true, force: true });
+    }
   });
 });
