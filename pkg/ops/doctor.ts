@@ -271,13 +271,13 @@ function checkForwarding(f: DoctorFacts): CheckResult {
   if (families.includes(4) && f.forwarding.v4 !== '1') {
     r.findings.push({
       problem: `net.ipv4.ip_forward is ${f.forwarding.v4 ?? 'unreadable'}: the node does not route pod traffic`,
-      fix: 'sysctl -w net.ipv4.ip_forward=1 (the agent turns it back on after its next pass; something keeps resetting it: check /etc/sysctl.d)',
+      fix: 'echo 1 > /proc/sys/net/ipv4/ip_forward (the agent turns it back on after its next pass; something keeps resetting it: check /etc/sysctl.d)',
     });
   }
   if (families.includes(6) && f.forwarding.v6 !== '1') {
     r.findings.push({
       problem: `net.ipv6.conf.all.forwarding is ${f.forwarding.v6 ?? 'unreadable'}: IPv6 pod traffic is not routed`,
-      fix: 'sysctl -w net.ipv6.conf.all.forwarding=1 (the agent turns it back on after its next pass; something keeps resetting it: check /etc/sysctl.d)',
+      fix: 'echo 1 > /proc/sys/net/ipv6/conf/all/forwarding (the agent turns it back on after its next pass; something keeps resetting it: check /etc/sysctl.d)',
     });
   }
   return r;
@@ -340,8 +340,8 @@ function checkRpFilter(f: DoctorFacts): CheckResult {
       problem: h.uplink
         ? `${strict}: it drops packets from pods on VXLAN peers (${h.peers.join(', ')}) to this node's own addresses: they keep their pod address (${h.kept.why}) and come in on ${iface}, but the route back to their pod CIDR is ${h.back}`
         : `${strict}: it drops packets from VXLAN peers' own addresses (${h.peers.join(', ')}) to pods here, such as their answers to pods that talk to them with the pod address (${h.kept.why}): they come in on ${iface}, but the route back to those addresses is ${h.back}`,
-      // The slash form: sysctl reads dots as separators, and trellis.v4 has one.
-      fix: `sysctl -w net/ipv4/conf/${iface}/rp_filter=2 (loose on ${iface} alone: the kernel applies the larger of all and the interface), or ${h.kept.undo}`,
+      // The file itself: the image has no sysctl (procps), and an interface name may hold a dot (trellis.v4).
+      fix: `echo 2 > /proc/sys/net/ipv4/conf/${iface}/rp_filter (loose on ${iface} alone: the kernel applies the larger of all and the interface), or ${h.kept.undo}`,
     });
   }
   return r;
@@ -378,7 +378,7 @@ function checkMtu(f: DoctorFacts): CheckResult {
         fix:
           refused === undefined
             ? `set TRELLIS_MTU (ConfigMap trellis-config) to ${l.mtu - f.overhead} or less, or 0 to detect it, and restart the agents`
-            : 'load the modules the clamp needs (modprobe nft_exthdr nft_rt; the agent tries again at its next resync), or use TRELLIS_MODE=vxlan, whose pods leave room for the tunnel',
+            : 'load the modules the clamp needs on the host (modprobe nft_exthdr nft_rt, as root on the node: the trellis image has no modprobe; the agent tries again at its next resync), or use TRELLIS_MODE=vxlan, whose pods leave room for the tunnel',
       });
     }
   }
@@ -575,9 +575,16 @@ function checkLeases(f: DoctorFacts): CheckResult {
       continue;
     }
     if (f.netnsExists[l.netns] !== false) continue;
+    // The start-up sweep releases a lease only once its namespace AND its veth are gone: while the veth
+    // exists a restart alone changes nothing, so deleting it comes first.
+    const gc = f.agent.value.status.standalone
+      ? ''
+      : '; in Kubernetes mode the periodic IPAM GC releases it, veth and all, once the pod is gone from the API';
     r.findings.push({
       problem: `lease ${l.addresses.join(', ')} of ${pod} is leaked: its network namespace ${l.netns} is gone, but the runtime never sent DEL`,
-      fix: `restart the trellis pod (the start-up sweep releases leases whose namespace and veth are gone${f.agent.value.status.standalone ? '' : '; in Kubernetes mode the periodic IPAM GC does too, once the pod is gone from the API'})${links.has(l.hostVeth) ? `; its veth ${l.hostVeth} still exists: ip link del ${l.hostVeth}` : ''}`,
+      fix: links.has(l.hostVeth)
+        ? `ip link del ${l.hostVeth} (its veth still exists), then restart the trellis pod: its start-up sweep releases a lease only once its namespace and its veth are gone${gc}`
+        : `restart the trellis pod (its start-up sweep releases leases whose namespace and veth are gone)${gc}`,
     });
   }
   return r;

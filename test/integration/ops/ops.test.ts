@@ -68,6 +68,11 @@ function findings(r: DoctorReport, check: string): string[] {
   return r.checks.find((c) => c.name === check)?.findings.map((f) => `${f.problem} | fix: ${f.fix}`) ?? [];
 }
 
+/** The command a finding's fix starts with (what precedes its first parenthesis), from findings()'s text. */
+function fixCommand(finding: string): string {
+  return finding.slice(finding.indexOf(' | fix: ') + ' | fix: '.length).split(' (')[0]!;
+}
+
 async function until<T>(what: string, timeoutMs: number, fn: () => T, ok: (v: T) => boolean): Promise<T> {
   const start = Date.now();
   let v = fn();
@@ -258,8 +263,11 @@ describe.skipIf(skip !== undefined)(skip === undefined ? title : `${title} (skip
       const d = doctor(n1);
       expect(d.code).toBe(1);
       expect(findings(d.report, 'forwarding').join('\n')).toMatch(
-        /net\.ipv4\.ip_forward is 0.*fix: sysctl -w net\.ipv4\.ip_forward=1/,
+        /net\.ipv4\.ip_forward is 0.*fix: echo 1 > \/proc\/sys\/net\/ipv4\/ip_forward /,
       );
+      // The fix as printed, in the namespace (the image has no sysctl: a shell and /proc/sys only).
+      nsExec(n1.ns, 'sh', ['-c', fixCommand(findings(d.report, 'forwarding')[0]!)]);
+      expect(doctor(n1).code).toBe(0);
     } finally {
       nsSysctl(n1.ns, 'net.ipv4.ip_forward', '1');
     }
@@ -691,8 +699,8 @@ describe.skipIf(skip !== undefined)(skip === undefined ? rpTitle : `${rpTitle} (
       expect(nsPing(pod.ns, n2.plan.v4, 2)).toBe(false);
       const on2 = findings(doctor(n2).report, 'rp-filter').find((x) => x.startsWith('rp_filter on eth0 '));
       expect(on2).toMatch(/from pods on VXLAN peers \(node-1\).*masquerading is off/);
-      expect(on2).toMatch(/fix: sysctl -w net\/ipv4\/conf\/eth0\/rp_filter=2 /);
-      nsExec(n2.ns, 'sysctl', ['-w', 'net/ipv4/conf/eth0/rp_filter=2']);
+      expect(on2).toMatch(/fix: echo 2 > \/proc\/sys\/net\/ipv4\/conf\/eth0\/rp_filter /);
+      nsExec(n2.ns, 'sh', ['-c', fixCommand(on2!)]);
       expect(nsPing(pod.ns, n2.plan.v4)).toBe(true);
 
       // node-1: the answer comes in on trellis.v4, node-2's address routes back through eth0.
@@ -702,9 +710,9 @@ describe.skipIf(skip !== undefined)(skip === undefined ? rpTitle : `${rpTitle} (
         x.startsWith('rp_filter on trellis.v4 '),
       );
       expect(on1).toMatch(/VXLAN peers' own addresses \(node-2 /);
-      // Printed with slashes: the dotted name would be read as net.ipv4.conf.trellis / v4.
-      expect(on1).toMatch(/fix: sysctl -w net\/ipv4\/conf\/trellis\.v4\/rp_filter=2 /);
-      nsExec(n1.ns, 'sysctl', ['-w', 'net/ipv4/conf/trellis.v4/rp_filter=2']);
+      // The file itself: the image has no sysctl, and the dotted name is a plain path component.
+      expect(on1).toMatch(/fix: echo 2 > \/proc\/sys\/net\/ipv4\/conf\/trellis\.v4\/rp_filter /);
+      nsExec(n1.ns, 'sh', ['-c', fixCommand(on1!)]);
       expect(nsPing(pod.ns, n2.plan.v4)).toBe(true);
     } finally {
       await tb.teardown();

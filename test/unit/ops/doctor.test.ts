@@ -327,7 +327,7 @@ const cases: Case[] = [
     },
     'forwarding',
     /net\.ipv4\.ip_forward is 0/,
-    /sysctl -w net\.ipv4\.ip_forward=1/,
+    /^echo 1 > \/proc\/sys\/net\/ipv4\/ip_forward /,
   ],
   [
     'IPv6 forwarding off',
@@ -336,7 +336,7 @@ const cases: Case[] = [
     },
     'forwarding',
     /net\.ipv6\.conf\.all\.forwarding is 0/,
-    /sysctl -w net\.ipv6\.conf\.all\.forwarding=1/,
+    /^echo 1 > \/proc\/sys\/net\/ipv6\/conf\/all\/forwarding /,
   ],
   [
     'strict rp_filter on the uplink, masquerading off, a VXLAN peer',
@@ -347,7 +347,7 @@ const cases: Case[] = [
     },
     'rp-filter',
     /rp_filter on eth0 is strict \(effective max\(all=0, eth0=1\) = 1\): it drops packets from pods on VXLAN peers \(n3\) to this node's own addresses.*masquerading is off/,
-    /^sysctl -w net\/ipv4\/conf\/eth0\/rp_filter=2 /,
+    /^echo 2 > \/proc\/sys\/net\/ipv4\/conf\/eth0\/rp_filter /,
   ],
   [
     'strict rp_filter via all, a no-masquerade CIDR covering a VXLAN peer',
@@ -358,7 +358,7 @@ const cases: Case[] = [
     },
     'rp-filter',
     /rp_filter on trellis\.v4 is strict \(effective max\(all=1, trellis\.v4=0\) = 1\): it drops packets from VXLAN peers' own addresses \(n3 192\.168\.20\.3\).*no-masquerade CIDR 192\.168\.0\.0\/16/,
-    /^sysctl -w net\/ipv4\/conf\/trellis\.v4\/rp_filter=2 /,
+    /^echo 2 > \/proc\/sys\/net\/ipv4\/conf\/trellis\.v4\/rp_filter /,
   ],
   [
     'pod MTU above the uplink',
@@ -496,7 +496,17 @@ const cases: Case[] = [
     },
     'leases',
     /lease 10\.244\.1\.2 of default\/web-1 is leaked: its network namespace \/var\/run\/netns\/cni-1 is gone/,
-    /restart the trellis pod.*ip link del trl0123456789ab/,
+    /^ip link del trl0123456789ab \(its veth still exists\), then restart the trellis pod/,
+  ],
+  [
+    'leaked lease whose veth is gone too',
+    (f) => {
+      f.netnsExists['/var/run/netns/cni-1'] = false;
+      f.links = f.links.filter((l) => l.name !== 'trl0123456789ab');
+    },
+    'leases',
+    /lease 10\.244\.1\.2 of default\/web-1 is leaked/,
+    /^restart the trellis pod \(its start-up sweep releases leases whose namespace and veth are gone\); in Kubernetes mode the periodic IPAM GC/,
   ],
   [
     'orphan veth',
@@ -598,8 +608,8 @@ describe('doctor', () => {
     f.rpFilter.byIface.eth0 = 0;
     const found = runDoctor(f).checks.find((c) => c.name === 'rp-filter')!.findings;
     expect(found.map((x) => x.fix.split(' (')[0])).toEqual([
-      'sysctl -w net/ipv4/conf/eth0/rp_filter=2',
-      'sysctl -w net/ipv4/conf/trellis.v4/rp_filter=2',
+      'echo 2 > /proc/sys/net/ipv4/conf/eth0/rp_filter',
+      'echo 2 > /proc/sys/net/ipv4/conf/trellis.v4/rp_filter',
     ]);
     // An agent that does not report its masquerade settings (older version): nothing to judge by.
     delete agentValue(f).status.masquerade;
@@ -748,7 +758,9 @@ describe('doctor', () => {
         /trellis\.v4's MTU 1450.*the kernel refused the TCP MSS clamp into it \(Error: Could not/,
       ),
     ]);
-    expect(found[0]!.fix).toMatch(/^load the modules the clamp needs \(modprobe nft_exthdr nft_rt;/);
+    expect(found[0]!.fix).toMatch(
+      /^load the modules the clamp needs on the host \(modprobe nft_exthdr nft_rt, as root on the node: the trellis image has no modprobe;/,
+    );
   });
 
   it('a VXLAN device as large as its uplink (--mtu at the underlay MTU): its packets no longer fit once wrapped', () => {
