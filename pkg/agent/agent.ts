@@ -380,7 +380,8 @@ export class Agent {
     const server = new CniServer({
       socketPath: config.socket,
       handler: service.handle,
-      log,
+      // A refused request is a CNI call's line: filtered with the others by component and outcome.
+      log: this.component('cni'),
       requestTimeoutMs: config.cniRequestTimeoutMs,
       ...(this.hooks.onCniCall === undefined ? {} : { onReject: this.hooks.onCniCall }),
     });

@@ -160,7 +160,7 @@ export class CniServer {
     const call = line === undefined ? {} : describeRefusedLine(line);
     const durationMs = elapsedMs(started);
     this.opts.log.warn(
-      { ...call, code: err.code, error: err.message, durationMs },
+      { ...call, outcome: 'error', code: err.code, error: err.message, durationMs },
       'rejected CNI socket request',
     );
     this.opts.onReject({ verb: call.verb ?? '', outcome: 'error', code: err.code, durationMs });

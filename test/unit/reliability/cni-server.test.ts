@@ -146,6 +146,7 @@ describe('CniServer limits', () => {
       verb: 'ADD',
       pod: 'shop/web-1',
       containerId: 'c0ffee001122',
+      outcome: 'error',
       code: 106,
     });
     expect(lines[0]!.durationMs).toEqual(expect.any(Number));
