@@ -12,12 +12,7 @@ import type { CniCallRecord } from '../agent/cni-service.ts';
 import type { PassOutcome } from '../agent/controller.ts';
 import { CNI_COMMANDS, isCniCommand } from '../cni/env.ts';
 import type { PreparedOutcome } from '../datapath/prepared-pairs.ts';
-import {
-  comparePeerStates,
-  type PeerRouteState,
-  type PeerStateCache,
-  peerRouteStates,
-} from '../ops/peer-coverage.ts';
+import { type PeerRouteState, type PeerStateCache, peerRouteStates } from '../ops/peer-coverage.ts';
 import { PassStanding } from './pass-standing.ts';
 
 // The four prom-client classes the agent uses, loaded from their own files. prom-client's index also
@@ -61,13 +56,26 @@ export interface AgentMetricsOptions {
   nodeName: string;
   /** process.version by default. */
   runtimeVersion?: string;
+  /** At most this many trellis_peer_route_broken series (MAX_BROKEN_PEER_SERIES by default). */
+  maxBrokenPeerSeries?: number;
 }
+
+/**
+ * Per-peer series name the first broken peers only (by name): a lasting degraded setup (peers on
+ * another L2 in host-gw mode, a dual-stack cluster whose Nodes list only IPv4 InternalIPs) breaks
+ * every peer at once, and a series per peer on every node would again be N² in the cluster.
+ * trellis_peers{state="broken"} counts them all.
+ */
+export const MAX_BROKEN_PEER_SERIES = 50;
 
 export class AgentMetrics {
   readonly registry = new Registry();
   private source: MetricsSource | undefined;
   private readonly nodeName: string;
   private lastPeers: readonly PeerRouteState[] = [];
+  /** The trellis_peer_route_broken series written, by peer, family and path. */
+  private brokenShown = new Map<string, PeerRouteState>();
+  private readonly maxBrokenPeerSeries: number;
   /** Per-peer states by decision object (see PeerStateCache): unchanged peers keep their objects. */
   private readonly stateCache: PeerStateCache = new WeakMap();
 
@@ -91,6 +99,7 @@ export class AgentMetrics {
   constructor(opts: AgentMetricsOptions) {
     const registers = [this.registry];
     this.nodeName = opts.nodeName;
+    this.maxBrokenPeerSeries = opts.maxBrokenPeerSeries ?? MAX_BROKEN_PEER_SERIES;
     new Gauge({
       name: 'trellis_build_info',
       help: 'Always 1; the labels say which trellis and which runtime this agent is.',
@@ -175,7 +184,7 @@ export class AgentMetrics {
     // whole picture is in the counts; which peers are fine is the absence of a series.
     this.peerBroken = new Gauge({
       name: 'trellis_peer_route_broken',
-      help: '1 for a peer (per family) some pod CIDR of which is not routed after the last pass; no series when it is. path is direct, vxlan, unreachable or skipped.',
+      help: `1 for a peer (per family) some pod CIDR of which is not routed after the last pass; no series when it is; at most ${this.maxBrokenPeerSeries} peers, by name (trellis_peers counts all). path is direct, vxlan, unreachable or skipped.`,
       labelNames: ['peer', 'family', 'path'],
       registers,
     });
@@ -324,9 +333,8 @@ export class AgentMetrics {
   /**
    * Writes only the series that changed. A per-node step changes one peer, and the metrics hook runs on
    * the thread that handles the next Node event: at 5,000 peers, resetting every series cost ~7 ms
-   * (label hashing) and keying every state to compare them ~5 ms. Both lists are sorted
-   * (comparePeerStates), and the state cache hands back the same object for an unchanged decision, so
-   * one merge walk compares objects and looks closer only where they differ.
+   * (label hashing). Only the first maxBrokenPeerSeries broken peers (the list is sorted by
+   * comparePeerStates) are keyed and compared.
    */
   private updatePeerSeries(peers: readonly PeerRouteState[]): void {
     const counts = new Map<string, { family: string; path: string; state: string; n: number }>();
@@ -341,39 +349,15 @@ export class AgentMetrics {
     for (const c of counts.values())
       this.peerCount.set({ family: c.family, path: c.path, state: c.state }, c.n);
 
-    const before = this.lastPeers;
-    const series = (p: PeerRouteState) => ({ peer: p.peer, family: p.family, path: p.path });
-    const drop = (p: PeerRouteState): void => {
-      if (!p.ok) this.peerBroken.remove(series(p));
-    };
-    const add = (p: PeerRouteState): void => {
-      if (!p.ok) this.peerBroken.set(series(p), 1);
-    };
-    let i = 0;
-    let j = 0;
-    while (i < before.length || j < peers.length) {
-      const old = before[i];
-      const now = peers[j];
-      if (old !== undefined && old === now) {
-        i++;
-        j++;
-        continue;
-      }
-      const order = old === undefined ? 1 : now === undefined ? -1 : comparePeerStates(old, now);
-      if (order < 0) {
-        drop(old!);
-        i++;
-      } else if (order > 0) {
-        add(now!);
-        j++;
-      } else {
-        // The same peer and family: the old series goes unless the new one is the same series.
-        if (old!.path !== now!.path || now!.ok) drop(old!);
-        add(now!);
-        i++;
-        j++;
-      }
+    const shown = new Map<string, PeerRouteState>();
+    for (const p of peers) {
+      if (shown.size >= this.maxBrokenPeerSeries) break;
+      if (!p.ok) shown.set(`${p.peer}\0${p.family}\0${p.path}`, p);
     }
+    const series = (p: PeerRouteState) => ({ peer: p.peer, family: p.family, path: p.path });
+    for (const [key, p] of this.brokenShown) if (!shown.has(key)) this.peerBroken.remove(series(p));
+    for (const [key, p] of shown) if (!this.brokenShown.has(key)) this.peerBroken.set(series(p), 1);
+    this.brokenShown = shown;
   }
 
   /** Per-peer route state of the last successful pass (the node's coverage report uses it too). */
