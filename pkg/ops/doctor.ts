@@ -17,6 +17,7 @@ import {
 import { cidrContains, familyName, familyOfText, parseCidr, parseIp } from '../ip/index.ts';
 import { UNREADABLE_HOLDER } from '../routes/diff.ts';
 import { VXLAN_OVERHEAD } from '../vxlan/constants.ts';
+import { peerRouteStates } from './peer-coverage.ts';
 import { failingReadiness, type LeasesView, type RoutesView, type StatusView } from './views.ts';
 
 export interface Finding {
@@ -550,7 +551,57 @@ function checkRoutes(f: DoctorFacts): CheckResult {
           },
     );
   }
+  // What the planner skipped (routes.problems): no route row and no decision says it. The peers as the
+  // trellis_peer_route_broken metric and the coverage annotation judge them (peerRouteStates), which
+  // leaves out what is only said (a malformed VTEP MAC routed directly, a nested CIDR of a routed peer);
+  // then this node's own, which peerRouteStates leaves to the node's own view.
+  const { routes } = f.agent.value;
+  const states = peerRouteStates(
+    { ...routes, decisions: routes.peers, errors: [], conflicts: [] },
+    routes.node,
+  );
+  const skipped = new Set<string>();
+  for (const s of states) {
+    if (s.path !== 'skipped') continue;
+    if (s.family === '') skipped.add(s.peer); // its reason says every problem of the peer
+    const reason = s.reason ?? '';
+    r.findings.push({
+      problem: `peer ${s.peer}${s.family === '' ? '' : ` (IPv${s.family})`} is not routed from here: ${reason}`,
+      fix: plannerFix(reason, `node ${s.peer}`),
+    });
+  }
+  for (const p of routes.problems) {
+    if (p.node === routes.node) {
+      if (NESTED_CIDR.test(p.problem)) continue; // the wider CIDR holding it is routed and blackholed
+      r.findings.push({ problem: `this node: ${p.problem}`, fix: plannerFix(p.problem, 'this node') });
+    } else if (p.refusedCidr !== undefined && !skipped.has(p.node)) {
+      // A peer routed in part: the rest of its pod CIDRs are, this one is not.
+      r.findings.push({
+        problem: `peer ${p.node}'s pod CIDR ${p.refusedCidr} is not routed from here: ${p.problem}`,
+        fix: plannerFix(p.problem, `node ${p.node}`),
+      });
+    }
+  }
   return r;
+}
+
+/** The planner's note on a node's own pod CIDR nested in another of its own (the wider one is used). */
+const NESTED_CIDR = /^pod CIDR \S+ lies inside \S+; ignored$/;
+
+/** The fix for a problem the route planner reported (pkg/routes/desired.ts) about `who`. */
+function plannerFix(problem: string, who: string): string {
+  const noIp = /no (?:usable )?IPv([46]) InternalIP/.exec(problem);
+  if (noIp !== null) {
+    const fam = noIp[1];
+    return `give ${who} an IPv${fam} InternalIP: its kubelet's --node-ip names one address per family of a dual-stack node (--node-ip=<IPv4>,<IPv6>); restart the kubelet there, and the agents route it at their next pass`;
+  }
+  if (/no valid pod CIDR/.test(problem)) {
+    return `give ${who} a pod CIDR: run kube-controller-manager with --allocate-node-cidrs=true and --cluster-cidr, or set spec.podCIDRs on the Node`;
+  }
+  if (/overlaps|is also node|contains|is a subnet connected/.test(problem)) {
+    return `correct spec.podCIDRs of ${who}'s Node (or of the node it clashes with): no two nodes' pod CIDRs may overlap, and none may hold a node's InternalIP or a subnet a node is connected to (--cluster-cidr must lie outside the node network); trellis routes none of a claim it cannot trust`;
+  }
+  return `correct ${who}'s Node object (kubectl get node -o yaml: spec.podCIDRs, status.addresses, trellis.dev annotations); the agents route it at their next pass`;
 }
 
 function checkLeases(f: DoctorFacts): CheckResult {

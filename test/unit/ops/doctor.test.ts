@@ -1,6 +1,16 @@
 import { describe, expect, it } from 'vitest';
+import type { LinkInfo } from '../../../pkg/datapath/ports.ts';
 import { type DoctorFacts, runDoctor } from '../../../pkg/ops/doctor.ts';
-import type { LeaseRow, RouteRow, StatusView } from '../../../pkg/ops/views.ts';
+import { missingPeers, peerRouteStates } from '../../../pkg/ops/peer-coverage.ts';
+import {
+  type LeaseRow,
+  type RouteRow,
+  type RoutesView,
+  routesView,
+  type StatusView,
+} from '../../../pkg/ops/views.ts';
+import { desiredRoutes } from '../../../pkg/routes/desired.ts';
+import type { PeerNode } from '../../../pkg/routes/types.ts';
 
 const lease = (over: Partial<LeaseRow> = {}): LeaseRow => ({
   containerId: 'c'.repeat(64),
@@ -859,5 +869,124 @@ describe('doctor', () => {
     expect(forwarding(v6only).findings.map((x) => x.problem)).toEqual([
       'net.ipv6.conf.all.forwarding is 0: IPv6 pod traffic is not routed',
     ]);
+  });
+});
+
+/**
+ * The routes view an agent serves for these Nodes, planned by the real planner, every desired route
+ * programmed: only what the planner skipped (its problems) is wrong.
+ */
+function plannedRoutes(self: PeerNode, peers: PeerNode[]): RoutesView {
+  const links = [
+    {
+      ifindex: 2,
+      name: 'eth0',
+      addresses: [
+        { family: 4 as const, address: '192.168.1.1', prefixLen: 24 },
+        { family: 6 as const, address: 'fd00:192::1', prefixLen: 64 },
+      ],
+    },
+  ];
+  const plan = desiredRoutes(self, peers, links, { mode: 'host-gw' });
+  return routesView(self.name, {
+    synced: true,
+    desired: plan.routes,
+    programmed: plan.routes,
+    problems: plan.problems,
+    decisions: plan.decisions,
+    links: [{ index: 2, name: 'eth0', mtu: 1500, flags: 0 } as unknown as LinkInfo],
+  });
+}
+
+describe('doctor: what the route planner skipped', () => {
+  const self: PeerNode = {
+    name: 'n1',
+    podCIDRs: ['10.244.1.0/24', 'fd00:1::/64'],
+    internalIPs: ['192.168.1.1', 'fd00:192::1'],
+  };
+  const withRoutes = (routes: RoutesView): DoctorFacts => {
+    const f = healthy();
+    agentValue(f).routes = routes;
+    return f;
+  };
+  const routeFindings = (f: DoctorFacts) => runDoctor(f).checks.find((c) => c.name === 'routes')!.findings;
+
+  it('a dual-stack peer that reports only an IPv4 InternalIP is a finding, as its metric and coverage say', () => {
+    const routes = plannedRoutes(self, [
+      { name: 'n2', podCIDRs: ['10.244.2.0/24', 'fd00:2::/64'], internalIPs: ['192.168.1.2'] },
+      { name: 'n3', podCIDRs: ['10.244.3.0/24', 'fd00:3::/64'], internalIPs: ['192.168.1.3', 'fd00:192::3'] },
+    ]);
+    expect(routes.drift).toBe(0); // every route it wants is there: only the problems say n2 is not covered
+    const f = withRoutes(routes);
+    const found = routeFindings(f);
+    expect(found.map((x) => x.problem)).toEqual([
+      'peer n2 (IPv6) is not routed from here: no IPv6 InternalIP for pod CIDR fd00:2::/64; skipped',
+    ]);
+    expect(found[0]!.fix).toMatch(/^give node n2 an IPv6 InternalIP: .*--node-ip=<IPv4>,<IPv6>/);
+    expect(runDoctor(f).ok).toBe(false);
+    // The same peers as trellis_peer_route_broken and the coverage annotation name.
+    const states = peerRouteStates({ ...routes, decisions: routes.peers, errors: [], conflicts: [] }, 'n1');
+    expect(missingPeers(states)).toEqual(['n2/v6']);
+  });
+
+  it('overlapping pod CIDRs, a node without a pod CIDR, and own CIDRs without a blackhole are findings', () => {
+    const found = routeFindings(
+      withRoutes(
+        plannedRoutes({ ...self, podCIDRs: [...self.podCIDRs, '192.168.1.0/24'] }, [
+          { name: 'n2', podCIDRs: ['10.244.2.0/24'], internalIPs: ['192.168.1.2'] },
+          { name: 'n3', podCIDRs: ['10.244.2.0/24'], internalIPs: ['192.168.1.3'] },
+          { name: 'n4', podCIDRs: [], internalIPs: ['192.168.1.4'] },
+          // Routed in part: its IPv4 CIDR is routed, its IPv6 one overlaps this node's.
+          {
+            name: 'n5',
+            podCIDRs: ['10.244.5.0/24', 'fd00:1::/80'],
+            internalIPs: ['192.168.1.5', 'fd00:192::5'],
+          },
+        ]),
+      ),
+    );
+    const problems = found.map((x) => x.problem);
+    expect(problems).toEqual([
+      "peer n2 is not routed from here: pod CIDR 10.244.2.0/24 is also node n3's; skipped on both",
+      "peer n3 is not routed from here: pod CIDR 10.244.2.0/24 is also node n2's; skipped on both",
+      'peer n4 is not routed from here: no valid pod CIDR; skipped',
+      expect.stringMatching(
+        /^peer n5's pod CIDR fd00:1::\/80 is not routed from here: .*overlaps this node's/,
+      ),
+      expect.stringMatching(
+        /^this node: this node's pod CIDR 192\.168\.1\.0\/24 contains .*no blackhole route/,
+      ),
+    ]);
+    expect(found[0]!.fix).toMatch(/correct spec\.podCIDRs/);
+    expect(found[2]!.fix).toMatch(/--allocate-node-cidrs=true/);
+    expect(found[4]!.fix).toMatch(/outside the node network/);
+  });
+
+  it('what is only said is no finding: a malformed VTEP MAC routed directly, a nested CIDR of its own', () => {
+    const links = [
+      {
+        ifindex: 2,
+        name: 'eth0',
+        addresses: [{ family: 4 as const, address: '192.168.1.1', prefixLen: 24 }],
+      },
+    ];
+    const plan = desiredRoutes(
+      { name: 'n1', podCIDRs: ['10.244.0.0/16', '10.244.1.0/24'], internalIPs: ['192.168.1.1'] },
+      [{ name: 'n2', podCIDRs: ['10.245.2.0/24'], internalIPs: ['192.168.1.2'], vtepMacs: { 4: 'nope' } }],
+      links,
+      { mode: 'vxlan', overlay: [{ family: 4, ifindex: 7, name: 'trellis.v4' }] },
+    );
+    // Said by the planner, not lost: both are there to be left out.
+    expect(plan.problems.map((p) => p.problem)).toEqual([
+      'pod CIDR 10.244.1.0/24 lies inside 10.244.0.0/16; ignored',
+      expect.stringMatching(/is not a usable VTEP MAC; routed directly/),
+    ]);
+    const f = healthy();
+    agentValue(f).routes = {
+      ...agentValue(f).routes,
+      problems: plan.problems,
+      peers: plan.decisions,
+    };
+    expect(routeFindings(f)).toEqual([]);
   });
 });
