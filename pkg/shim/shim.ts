@@ -6,8 +6,9 @@
  * Per verb, when the agent cannot be asked:
  *   VERSION          answered here, never asks the agent;
  *   ADD, CHECK, GC   agent unreachable or hung up -> 11 (try again later); no answer in time -> 105;
- *                    an ADD waits for an unreachable agent first while its ready marker is fresh (a
- *                    restart: STATUS says ready meanwhile, so the runtime sends pods), bounded;
+ *                    an ADD waits for an unreachable or hung-up agent first while its ready marker
+ *                    is fresh (a restart: STATUS says ready meanwhile, so the runtime sends pods),
+ *                    bounded;
  *   STATUS           agent unreachable or hung up -> 50 (plugin not available); no answer in time -> 105;
  *                    either way success while the agent's ready marker is fresh: a restart, not an
  *                    outage (ready-marker.ts);
@@ -214,10 +215,13 @@ function callAgent(io: ShimIo, command: AgentVerb, config: ShimConfig, line: str
 }
 
 /**
- * Connects and asks; an ADD that finds no agent listening while the agent's ready marker is fresh
- * (a restart) tries again every RESTART_RETRY_MS, within RESTART_WAIT_MS and half its timeout. Only
- * a failed connect is tried again: the request never reached an agent. `onWait` hears how long it
- * waited when it gives up.
+ * Connects and asks; an ADD that finds no agent listening, or whose agent closed the connection
+ * without an answer (it died or stopped with the call in its backlog or in flight), while the
+ * agent's ready marker is fresh (a restart) tries again every RESTART_RETRY_MS, within
+ * RESTART_WAIT_MS and half its timeout. Asking again is safe: an ADD repeated for the same
+ * attachment answers with what is in place or sets up what a cut-off one left half done. A timeout
+ * is not tried again: an agent that is there but slow would only get the call twice. `onWait` hears
+ * how long it waited when it gives up.
  */
 function connectThroughRestart(
   io: ShimIo,
@@ -240,7 +244,7 @@ function connectThroughRestart(
     try {
       return ask(left);
     } catch (err) {
-      if (!(err instanceof TransportError) || err.kind !== 'unreachable') throw err;
+      if (!(err instanceof TransportError) || err.kind === 'timeout') throw err;
       if (readyAgoS === undefined) {
         const age = io.fileAgeMs?.(readyMarkerPath(config.socket));
         if (!markerVouches(age)) throw err;

@@ -375,7 +375,35 @@ describe('runShim decisions (in-process transport)', () => {
         expect(JSON.parse(short.out.stdout).msg).toContain('waited 2000 ms');
       });
 
-      it('not without a fresh marker, not for other verbs, and not once a connection was made', () => {
+      it('also after an agent that closed the connection without an answer (it died with the call): asked again once it listens', () => {
+        let clock = 0;
+        const slept: number[] = [];
+        const answers: (TransportError | string)[] = [
+          new TransportError('closed', 'ECONNRESET'),
+          unreachable,
+          unreachable,
+          encodeResponse({ ok: true, result: RESULT }),
+        ];
+        let asked = 0;
+        const out = runShim({
+          ...io(ADD_ENV, conf(), () => {
+            const a = answers[asked++]!;
+            if (typeof a !== 'string') throw a;
+            return a;
+          }),
+          fileAgeMs: () => 1_000,
+          sleep: (ms) => {
+            slept.push(ms);
+            clock += ms;
+          },
+          now: () => clock,
+        });
+        expect(out.exitCode, out.stdout).toBe(0);
+        expect(JSON.parse(out.stdout)).toEqual(RESULT);
+        expect([asked, slept]).toEqual([4, [250, 250, 250]]);
+      });
+
+      it('not without a fresh marker, not for other verbs, and not after a timeout (an agent that is there)', () => {
         for (const age of [undefined, STATUS_GRACE_MS + 1]) {
           const r = restarting(Number.POSITIVE_INFINITY, age);
           expect(r.slept, String(age)).toEqual([]);
@@ -390,14 +418,24 @@ describe('runShim decisions (in-process transport)', () => {
           now: () => 0,
         });
         expect(JSON.parse(gc.stdout)).toMatchObject({ code: CniCode.TRY_AGAIN_LATER });
-        const closed = fakeTransport(new TransportError('closed', 'ECONNRESET'));
+        const timedOut = fakeTransport(new TransportError('timeout', 'no answer'));
         const add = runShim({
-          ...io(ADD_ENV, conf(), closed.connect),
+          ...io(ADD_ENV, conf(), timedOut.connect),
           fileAgeMs: () => 1_000,
           sleep: (ms) => slept.push(ms),
           now: () => 0,
         });
-        expect(JSON.parse(add.stdout)).toMatchObject({ code: CniCode.TRY_AGAIN_LATER });
+        expect(JSON.parse(add.stdout)).toMatchObject({ code: CniCode.AGENT_TIMEOUT });
+        expect([slept, timedOut.calls.length]).toEqual([[], 1]);
+        // A hung-up agent without a fresh marker is not waited for either.
+        const closed = fakeTransport(new TransportError('closed', 'ECONNRESET'));
+        const stale = runShim({
+          ...io(ADD_ENV, conf(), closed.connect),
+          fileAgeMs: () => undefined,
+          sleep: (ms) => slept.push(ms),
+          now: () => 0,
+        });
+        expect(JSON.parse(stale.stdout)).toMatchObject({ code: CniCode.TRY_AGAIN_LATER });
         expect([slept, closed.calls.length]).toEqual([[], 1]);
       });
     });
