@@ -83,6 +83,23 @@ describe.skipIf(skip !== undefined)(
       await node.del(ids[0]!, pods[0]!.path);
     });
 
+    it('GC without a cni.dev/valid-attachments list collects nothing: code 0, the pod still there', async () => {
+      // No list means the runtime does not know, not that no attachment is valid (cni-service.ts).
+      const { pod, id, result, hostIf } = await node.addPod();
+      const [v4, v6] = [podAddr(result, 4), podAddr(result, 6)];
+      const gc = await node.call({ command: 'GC' }, node.conf({}, '1.1.0'));
+      expect(gc.code, gc.stdout + gc.stderr).toBe(0);
+      expect(gc.stdout).toBe('');
+      const line = await node.logLine((l) => l.verb === 'GC' && l.note !== undefined);
+      expect(line).toMatchObject({ outcome: 'ok', note: 'no cni.dev/valid-attachments: nothing collected' });
+      expect(leaseAddresses(node).get(`${id}@eth0`)).toEqual([v4, v6]);
+      expect(node.hostVeths()).toContain(hostIf);
+      expect(node.hostRoutes(4)).toContainEqual(expect.objectContaining({ dst: v4, dev: hostIf }));
+      expect(node.hostRoutes(6)).toContainEqual(expect.objectContaining({ dst: v6, dev: hostIf }));
+      expect(nsPing(node.host.name, v4)).toBe(true);
+      expect((await node.del(id, pod.path)).code).toBe(0);
+    });
+
     it("GC for one network leaves another network's attachments alone (a pod on two trellis networks)", async () => {
       const pod = node.podNs();
       const id = containerId();

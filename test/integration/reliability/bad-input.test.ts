@@ -19,7 +19,16 @@ import {
 } from '../../support/cni-driver.ts';
 import { netnsSkipReason } from '../../support/netns.ts';
 import { type AddResult, containerId, NodeHarness, podAddr, V6_CIDR } from '../datapath/harness.ts';
-import { callLines, holdings, rawExchange, requestLine, waitFor } from './support.ts';
+import {
+  addLivePod,
+  callLines,
+  holdings,
+  type LivePod,
+  livePodLosses,
+  rawExchange,
+  requestLine,
+  waitFor,
+} from './support.ts';
 
 const skip = netnsSkipReason ?? builtSkipReason();
 
@@ -53,6 +62,8 @@ describe.skipIf(skip !== undefined)(
     const node = new NodeHarness([TINY_V4, V6_CIDR]);
     let fixtures = '';
     let pod = '';
+    /** Up through every bad call: holdings() before and after each includes it, so any loss shows. */
+    let live!: LivePod;
     const marker = join(tmpdir(), `trl-rel-marker-${process.pid}`);
 
     beforeAll(async () => {
@@ -62,6 +73,7 @@ describe.skipIf(skip !== undefined)(
       mkdirSync(join(fixtures, 'adir'));
       execFileSync('mkfifo', [join(fixtures, 'fifo')]);
       pod = node.podNs().path;
+      live = await addLivePod(node);
     });
     afterAll(async () => {
       await node.stop();
@@ -649,6 +661,12 @@ describe.skipIf(skip !== undefined)(
         ['DEL', 'ok'],
       ]);
       expect(holdings(node)).toEqual(before);
+    });
+
+    it('the live pod came through every case whole', async () => {
+      expect(livePodLosses(node, live)).toEqual([]);
+      // Gone before the pool-filling case below, which counts this node's leases and addresses.
+      expect((await node.del(live.id, live.netns)).code).toBe(0);
     });
 
     it('ADD twice answers the same result and holds one lease; the exhausted pool fails with 101 and leaks nothing', async () => {

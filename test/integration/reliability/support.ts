@@ -10,6 +10,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { type AgentProcess, readAgentLog } from '../../support/agent-process.ts';
 import { AGENT_BINARY, SHIM_BINARY } from '../../support/cni-driver.ts';
+import { nsPing } from '../../support/netns.ts';
 import { type AddResult, containerId, type NodeHarness, podAddr } from '../datapath/harness.ts';
 
 /** Everything trellis could leave behind on a node, each sorted, as plain strings. */
@@ -176,6 +177,42 @@ export async function goodCycle(node: NodeHarness): Promise<{ ms: number; v4: st
   const del = await node.del(id, pod.path);
   if (del.code !== 0) throw new Error(`good DEL failed: ${del.stdout}${del.stderr}`);
   return { ms: performance.now() - started, v4 };
+}
+
+/** A pod a test keeps up while it throws other calls at the agent, to show they leave it alone. */
+export interface LivePod {
+  id: string;
+  netns: string;
+  hostIf: string;
+  v4: string;
+  v6: string;
+}
+
+/** ADDs a pod (eth0, fresh namespace) through the shim; throws unless the ADD succeeded. */
+export async function addLivePod(node: NodeHarness, conf?: Record<string, unknown>): Promise<LivePod> {
+  const { pod, id, result, hostIf } = await node.addPod(conf);
+  return { id, netns: pod.path, hostIf, v4: podAddr(result, 4), v6: podAddr(result, 6) };
+}
+
+/**
+ * What the live pod lost, empty when it is whole: its lease on disk (both addresses), its host veth,
+ * its protocol-126 host routes through that veth, and IPv4 reachability from the node.
+ */
+export function livePodLosses(node: NodeHarness, p: LivePod): string[] {
+  const losses: string[] = [];
+  const lease = leaseAddresses(node).get(`${p.id}@eth0`);
+  if (JSON.stringify(lease) !== JSON.stringify([p.v4, p.v6])) losses.push(`lease: ${JSON.stringify(lease)}`);
+  if (!node.hostVeths().includes(p.hostIf)) losses.push(`host veth ${p.hostIf}`);
+  for (const [family, dst] of [
+    [4, p.v4],
+    [6, p.v6],
+  ] as const) {
+    if (!node.hostRoutes(family).some((r) => r.dst === dst && r.dev === p.hostIf)) {
+      losses.push(`host route ${dst} dev ${p.hostIf}`);
+    }
+  }
+  if (!nsPing(node.host.name, p.v4)) losses.push(`ping ${p.v4}`);
+  return losses;
 }
 
 /** Lines the agent wrote about CNI calls (the per-call line and socket-level rejections). */
