@@ -1,14 +1,16 @@
-import { readdir } from 'node:fs/promises';
+import { readdir, readFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import {
   ChainVersionProbe,
   CONFLIST_FILE_NAME,
   configsBefore,
+  configsShadowing,
   describeChainProblems,
   entryExists,
   publishConflist,
   renderConflist,
 } from '../cniconf/index.ts';
+import { PUBLISHED_NETWORK_NAME } from '../cniconf/render.ts';
 import type { Logger } from '../observe/logger.ts';
 import type { AgentConfig } from './config.ts';
 
@@ -32,8 +34,9 @@ export class CniConfigPublisher {
   /** The problems of the last check, [] when the binaries were fine (the operator's status). */
   problems: { binary: string; problem: string }[] = [];
   /**
-   * Config files in the conf dir that sort before ours, as of the last pass: the runtime takes
-   * the first, so new pods get its network, not trellis ([] when ours is first).
+   * Config files in the conf dir that take new pods from ours, as of the last pass: the runtime takes
+   * the first by name, so new pods get its network, not trellis ([] when ours is first, or what sorts
+   * first is a meta-plugin such as Multus that hands pods on to trellis: configsShadowing).
    */
   shadowedBy: string[] = [];
 
@@ -134,8 +137,14 @@ export class CniConfigPublisher {
   async #checkFirst(): Promise<void> {
     const dir = this.#config.cniConfDir;
     let before: string[];
+    let first: string[];
     try {
-      before = configsBefore(await readdir(dir), CONFLIST_FILE_NAME);
+      const entries = await readdir(dir);
+      // Read only when something sorts first (a meta-plugin such as Multus hands pods on to trellis).
+      first = configsBefore(entries, CONFLIST_FILE_NAME);
+      const parsed = new Map<string, unknown>();
+      for (const name of first) parsed.set(name, await readJson(join(dir, name)));
+      before = configsShadowing(entries, CONFLIST_FILE_NAME, PUBLISHED_NETWORK_NAME, (n) => parsed.get(n));
     } catch {
       return; // just written there: a passing error; the next pass looks again
     }
@@ -148,8 +157,22 @@ export class CniConfigPublisher {
         `CNI config ${before[0]} sorts before ${CONFLIST_FILE_NAME}: containerd and CRI-O use the first file, so new pods get its network, not trellis`,
       );
     } else if (was.length > 0) {
-      this.#log.info({ dir }, `${CONFLIST_FILE_NAME} is the first CNI config again: new pods get trellis`);
+      this.#log.info(
+        { dir },
+        first.length === 0
+          ? `${CONFLIST_FILE_NAME} is the first CNI config again: new pods get trellis`
+          : `the CNI config sorting before ${CONFLIST_FILE_NAME} hands new pods on to trellis again`,
+      );
     }
+  }
+}
+
+/** A config file's JSON; undefined when it cannot be read or parsed. */
+async function readJson(path: string): Promise<unknown> {
+  try {
+    return JSON.parse(await readFile(path, 'utf8')) as unknown;
+  } catch {
+    return undefined;
   }
 }
 

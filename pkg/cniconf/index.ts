@@ -15,6 +15,7 @@ export {
 export {
   CNI_CONF_EXTENSIONS,
   configsBefore,
+  configsShadowing,
   installBinary,
   installBinaryIfAbsent,
   publishConflist,

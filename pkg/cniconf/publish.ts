@@ -22,6 +22,63 @@ export function configsBefore(entries: readonly string[], ours: string): string[
   return at < 0 ? [] : confs.slice(0, at);
 }
 
+/** Plugin types that take a pod's default network from another config (they delegate). */
+const META_PLUGIN_TYPES: ReadonlySet<string> = new Set(['multus', 'multus-shim']);
+
+/**
+ * The config files that take new pods from `ours` (`network`: its name): those before it
+ * (configsBefore), from the first that does. A meta-plugin first (Multus's 00-multus.conf, type
+ * multus or multus-shim: a supported setup) takes the pod and hands its default network on: to ours
+ * when its clusterNetwork or first delegate names it (by network name, file name or path, or a
+ * trellis plugin), to another network when it names one (it shadows ours then), and, naming none (its
+ * daemon's config decides, auto-generated from the next config by name), to the next file, which is
+ * judged the same way. `read` gives a file's parsed JSON, undefined when unreadable (which counts as
+ * another network's: the runtime may load it). [] when ours is first or not there.
+ */
+export function configsShadowing(
+  entries: readonly string[],
+  ours: string,
+  network: string,
+  read: (name: string) => unknown,
+): string[] {
+  const before = configsBefore(entries, ours);
+  for (const [i, name] of before.entries()) {
+    const to = delegatesTo(read(name), ours, network);
+    if (to === 'ours') return [];
+    if (to !== 'next') return before.slice(i);
+  }
+  return [];
+}
+
+type Delegation = 'ours' | 'other' | 'next' | undefined;
+
+/** Where a config sends a pod's default network: undefined when it is not a meta-plugin's. */
+function delegatesTo(conf: unknown, ours: string, network: string): Delegation {
+  if (!isObject(conf)) return undefined;
+  const first = Array.isArray(conf.plugins) ? conf.plugins[0] : conf;
+  if (!isObject(first) || typeof first.type !== 'string' || !META_PLUGIN_TYPES.has(first.type))
+    return undefined;
+  const cluster = first.clusterNetwork;
+  if (typeof cluster === 'string' && cluster !== '') {
+    const base = cluster.slice(cluster.lastIndexOf('/') + 1);
+    return cluster === network || base === ours ? 'ours' : 'other';
+  }
+  const delegates = first.delegates;
+  if (Array.isArray(delegates) && delegates.length > 0) {
+    const d: unknown = delegates[0];
+    if (!isObject(d)) return 'other';
+    const types = Array.isArray(d.plugins)
+      ? d.plugins.map((p) => (isObject(p) ? p.type : undefined))
+      : [d.type];
+    return d.name === network || types[0] === 'trellis' ? 'ours' : 'other';
+  }
+  return 'next';
+}
+
+function isObject(v: unknown): v is Record<string, unknown> {
+  return typeof v === 'object' && v !== null && !Array.isArray(v);
+}
+
 function checkConfName(fileName: string): void {
   if (!CNI_CONF_EXTENSIONS.some((ext) => fileName.endsWith(ext))) {
     throw new Error(

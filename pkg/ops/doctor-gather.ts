@@ -15,6 +15,7 @@ import {
 import { join } from 'node:path';
 import { REQUIRED_CNI_BINARIES } from '../agent/publication.ts';
 import { rememberedPodCIDRs } from '../agent/remembered-node.ts';
+import { configsBefore } from '../cniconf/index.ts';
 import type { NetlinkHandle } from '../datapath/ports.ts';
 import { errorText } from '../error-text.ts';
 import { findWaysOut } from '../routes/local-links.ts';
@@ -81,6 +82,12 @@ export async function gatherDoctorFacts(opts: GatherOptions): Promise<DoctorFact
   const binDir = agent.ok ? agent.value.status.cniBinDir : opts.cniBinDir;
 
   const confFiles = gathered(() => readdirSync(confDir));
+  // Read only when something sorts first: a meta-plugin's (Multus) hands pods on to trellis.
+  const confsBefore: Record<string, unknown> = {};
+  for (const name of confFiles.ok ? configsBefore(confFiles.value, opts.conflistName) : []) {
+    const conf = gathered((): unknown => JSON.parse(readFileSync(join(confDir, name), 'utf8')));
+    confsBefore[name] = conf.ok ? conf.value : undefined;
+  }
   const confPath = join(confDir, opts.conflistName);
   const ourConflist = existsSync(confPath)
     ? gathered(() => {
@@ -173,6 +180,7 @@ export async function gatherDoctorFacts(opts: GatherOptions): Promise<DoctorFact
     confDir,
     expectedConflist: opts.conflistName,
     confFiles,
+    confsBefore,
     ourConflist,
     binDir,
     binaries,

@@ -4,7 +4,8 @@
  * comes with the fix an operator can apply.
  */
 import { REQUIRED_CNI_BINARIES } from '../agent/publication.ts';
-import { configsBefore } from '../cniconf/index.ts';
+import { configsBefore, configsShadowing } from '../cniconf/index.ts';
+import { PUBLISHED_NETWORK_NAME } from '../cniconf/render.ts';
 import { HOST_VETH_PREFIX, isHostVethName, shortId } from '../datapath/names.ts';
 import {
   DOCKER_NOTE,
@@ -54,6 +55,11 @@ export interface DoctorFacts {
   expectedConflist: string;
   /** File names in the conf dir. */
   confFiles: Gathered<string[]>;
+  /**
+   * The config files that sort before ours, parsed (undefined: unreadable): a meta-plugin's (Multus)
+   * hands pods on to trellis. Absent: none read (each then counts as another network's).
+   */
+  confsBefore?: Record<string, unknown>;
   /** Our config list parsed (undefined when the file is absent). */
   ourConflist: Gathered<{ firstType: string | undefined; mtu: number | undefined }> | undefined;
   binDir: string;
@@ -134,7 +140,13 @@ function checkConfig(f: DoctorFacts): CheckResult {
     });
     return r;
   }
-  const before = configsBefore(f.confFiles.value, f.expectedConflist);
+  // As the agent's warning and trellis_cni_config_shadowed judge it: Multus first is no shadow.
+  const before = configsShadowing(
+    f.confFiles.value,
+    f.expectedConflist,
+    PUBLISHED_NETWORK_NAME,
+    (name) => f.confsBefore?.[name],
+  );
   if (!f.confFiles.value.includes(f.expectedConflist)) {
     r.findings.push({
       problem: `${f.expectedConflist} is missing from ${f.confDir}: the runtime cannot create pod networks with trellis`,
@@ -143,7 +155,7 @@ function checkConfig(f: DoctorFacts): CheckResult {
   } else if (before.length > 0) {
     const others = before.slice(1);
     r.findings.push({
-      problem: `${before[0]} sorts before ${f.expectedConflist} in ${f.confDir}: containerd and CRI-O use the first file, so pods get that network, not trellis`,
+      problem: `${before[0]} sorts before ${f.expectedConflist} in ${f.confDir}: containerd and CRI-O use the first file, so pods get that network, not trellis${before[0] === configsBefore(f.confFiles.value, f.expectedConflist)[0] ? '' : ' (the meta-plugin sorting first hands pods on to it)'}`,
       fix: `remove ${f.confDir}/${before[0]} (a previous network plugin's config)${others.length > 0 ? ` and the others before ${f.expectedConflist}: ${others.join(', ')}` : ''}`,
     });
   }

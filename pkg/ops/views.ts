@@ -36,7 +36,10 @@ export interface StatusView {
   cniBinDir: string;
   /** Config-list binaries missing or not running where the runtime runs them; absent when fine. */
   cniBinaryProblems?: { binary: string; problem: string }[];
-  /** Config files that sort before trellis's and so take new pods; absent when trellis's is first. */
+  /**
+   * Config files that sort before trellis's and so take new pods (from the first that does: a
+   * meta-plugin such as Multus that hands pods on to trellis does not); absent when none does.
+   */
   cniConfigShadowedBy?: string[];
   /** Veth pairs made as pod namespaces appear; absent when --netns-dir is off and from older agents. */
   preparedPairs?: { dir: string; watching: boolean; waiting: number };

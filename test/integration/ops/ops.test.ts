@@ -513,6 +513,44 @@ describe.skipIf(skip !== undefined)(skip === undefined ? title : `${title} (skip
       rmSync(other, { force: true });
     }
     expect(doctor(n1).code).toBe(0);
+
+    // Multus (thick: the shim's config naming no network, its daemon hands pods to the next file) is a
+    // supported setup: doctor, the agent's status and its metric agree that it shadows nothing.
+    const multus = join(confDir, '00-multus.conf');
+    writeFileSync(
+      multus,
+      JSON.stringify({ cniVersion: '0.3.1', name: 'multus-cni-network', type: 'multus-shim' }),
+    );
+    try {
+      const passes = n1.logs.filter((l) => l.msg === 'reconciled').length;
+      await until(
+        'two agent passes with 00-multus.conf',
+        (2 * RESYNC_S + 5) * 1000,
+        () => n1.logs.filter((l) => l.msg === 'reconciled').length,
+        (n) => n >= passes + 2,
+      );
+      expect(findings(doctor(n1).report, 'cni-config')).toEqual([]);
+      expect(cliJson<StatusView>(n1, 'status').doc.cniConfigShadowedBy).toBeUndefined();
+      // Multus handing pods to a network that sorts between it and trellis: that one is named.
+      writeFileSync(
+        other,
+        JSON.stringify({ cniVersion: '1.0.0', name: 'other', plugins: [{ type: 'bridge' }] }),
+      );
+      expect(findings(doctor(n1).report, 'cni-config').join('\n')).toMatch(
+        /^05-bridge\.conflist sorts before 10-trellis\.conflist.*hands pods on to it.*fix: remove .*05-bridge\.conflist/,
+      );
+      await until(
+        'the agent names 05-bridge.conflist',
+        (2 * RESYNC_S + 5) * 1000,
+        () => cliJson<StatusView>(n1, 'status').doc.cniConfigShadowedBy,
+        (v) => v !== undefined,
+      );
+      expect(cliJson<StatusView>(n1, 'status').doc.cniConfigShadowedBy).toEqual(['05-bridge.conflist']);
+    } finally {
+      rmSync(other, { force: true });
+      rmSync(multus, { force: true });
+    }
+    expect(doctor(n1).code).toBe(0);
   });
 
   it('doctor: the installed plugin is not the agent version', () => {

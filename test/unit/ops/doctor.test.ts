@@ -990,3 +990,57 @@ describe('doctor: what the route planner skipped', () => {
     expect(routeFindings(f)).toEqual([]);
   });
 });
+
+describe('doctor: a meta-plugin (Multus) sorting before trellis hands pods on to it', () => {
+  const multusShim = { cniVersion: '0.3.1', name: 'multus-cni-network', type: 'multus-shim' };
+  const confFindings = (files: string[], confs: Record<string, unknown>) => {
+    const f = healthy();
+    f.confFiles = { ok: true, value: files };
+    f.confsBefore = confs;
+    return runDoctor(f).checks.find((c) => c.name === 'cni-config')!.findings;
+  };
+
+  it("Multus's 00-multus.conf first is no finding (thick: multus-shim; thin: trellis as its delegate or cluster network)", () => {
+    expect(confFindings(['00-multus.conf', '10-trellis.conflist'], { '00-multus.conf': multusShim })).toEqual(
+      [],
+    );
+    const thin = {
+      name: 'multus-cni-network',
+      type: 'multus',
+      delegates: [
+        { cniVersion: '1.0.0', name: 'trellis', plugins: [{ type: 'trellis' }, { type: 'portmap' }] },
+      ],
+    };
+    expect(confFindings(['00-multus.conf', '10-trellis.conflist'], { '00-multus.conf': thin })).toEqual([]);
+    // Naming trellis explicitly, a config between them is passed over too.
+    for (const clusterNetwork of ['trellis', '/host/etc/cni/net.d/10-trellis.conflist']) {
+      expect(
+        confFindings(['00-multus.conf', '05-bridge.conflist', '10-trellis.conflist'], {
+          '00-multus.conf': { ...multusShim, clusterNetwork },
+          '05-bridge.conflist': { name: 'other', plugins: [{ type: 'bridge' }] },
+        }),
+      ).toEqual([]);
+    }
+  });
+
+  it('Multus handing pods to another network, or to a config that sorts between, is a finding naming that one', () => {
+    const other = confFindings(['00-multus.conf', '10-trellis.conflist'], {
+      '00-multus.conf': { ...multusShim, clusterNetwork: 'flannel' },
+    });
+    expect(other.map((x) => x.problem)).toEqual([
+      expect.stringMatching(/^00-multus\.conf sorts before 10-trellis/),
+    ]);
+    const between = confFindings(['00-multus.conf', '05-bridge.conflist', '10-trellis.conflist'], {
+      '00-multus.conf': multusShim,
+      '05-bridge.conflist': { name: 'other', plugins: [{ type: 'bridge' }] },
+    });
+    expect(between.map((x) => x.problem)).toEqual([
+      expect.stringMatching(
+        /^05-bridge\.conflist sorts before 10-trellis\.conflist.*the meta-plugin sorting first hands pods on to it/,
+      ),
+    ]);
+    expect(between[0]!.fix).toMatch(/^remove \/etc\/cni\/net\.d\/05-bridge\.conflist /);
+    // Unreadable: the runtime may load it all the same.
+    expect(confFindings(['00-multus.conf', '10-trellis.conflist'], {})).toHaveLength(1);
+  });
+});
