@@ -13,10 +13,13 @@ import { builtSkipReason } from '../../support/cni-driver.ts';
 import { netnsSkipReason } from '../../support/netns.ts';
 import { NodeHarness } from '../datapath/harness.ts';
 import {
+  addLivePod,
   agentPid,
   goodCycle,
   holdings,
   isAlive,
+  type LivePod,
+  livePodLosses,
   openFds,
   parseAnswer,
   rawExchange,
@@ -32,6 +35,23 @@ const LINGER_MS = 2000;
 const MiB = 1024 * 1024;
 const KNOWN_CODES = new Set<number>(Object.values(CniCode));
 const VERSION_LINE = requestLine({ CNI_COMMAND: 'VERSION' }, '{"cniVersion":"1.0.0"}');
+
+/**
+ * A GC list the agent would accept: a real GC, which must take every attachment it does not list
+ * (the live pod's too). The fuzz sends only lists that must change nothing.
+ */
+function wellFormedList(v: unknown): boolean {
+  return (
+    Array.isArray(v) &&
+    v.every(
+      (e) =>
+        typeof e === 'object' &&
+        e !== null &&
+        typeof (e as Record<string, unknown>).containerID === 'string' &&
+        typeof (e as Record<string, unknown>).ifname === 'string',
+    )
+  );
+}
 
 function expectOneErrorLine(answer: string, code?: number): { code: number; msg: string } {
   expect(answer.endsWith('\n'), JSON.stringify(answer)).toBe(true);
@@ -49,9 +69,12 @@ describe.skipIf(skip !== undefined)(
   () => {
     const node = new NodeHarness();
     let pid = 0;
+    /** A pod on the node, so that "changes nothing" can see a request that destroys. */
+    let live!: LivePod;
     beforeAll(async () => {
       await node.start(['--cni-request-timeout-ms', String(REQUEST_TIMEOUT_MS)]);
       pid = agentPid(node);
+      live = await addLivePod(node);
     });
     afterAll(() => node.stop());
 
@@ -106,7 +129,7 @@ describe.skipIf(skip !== undefined)(
               name: fc.oneof(fc.constant('trellis'), fc.string()),
               type: fc.constant('trellis'),
               prevResult: fc.jsonValue(),
-              'cni.dev/valid-attachments': fc.jsonValue(),
+              'cni.dev/valid-attachments': fc.jsonValue().filter((v) => !wellFormedList(v)),
               mtu: fc.jsonValue(),
             },
             { requiredKeys: ['cniVersion', 'name', 'type'] },
@@ -124,7 +147,27 @@ describe.skipIf(skip !== undefined)(
         }),
         { numRuns: 300 },
       );
+      // GC is one verb in twelve above: GC-shaped requests (CNI_PATH set, a trellis config of every
+      // version, no list or a malformed one) once more, so a GC that collects without a list shows.
+      const gcStdin = fc.record(
+        {
+          cniVersion: fc.constantFrom('0.4.0', '1.0.0', '1.1.0'),
+          name: fc.oneof(fc.constant('trellis'), fc.string()),
+          type: fc.constant('trellis'),
+          'cni.dev/valid-attachments': fc.jsonValue().filter((v) => !wellFormedList(v)),
+        },
+        { requiredKeys: ['cniVersion', 'name', 'type'] },
+      );
+      await fc.assert(
+        fc.asyncProperty(gcStdin, async (stdin) => {
+          const env = { CNI_COMMAND: 'GC', CNI_PATH: '/opt/cni/bin' };
+          const out = await rawExchange(node.agent.socket, requestLine(env, JSON.stringify(stdin)));
+          expect(parseAnswer(out.answer), out.answer).toBeDefined();
+        }),
+        { numRuns: 100 },
+      );
       expect(holdings(node)).toEqual(before);
+      expect(livePodLosses(node, live)).toEqual([]);
       await stillServes();
     });
 
