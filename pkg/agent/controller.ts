@@ -663,12 +663,18 @@ export class NodeController {
             : undefined;
     if (waitReason !== undefined || self === undefined) {
       const reason = waitReason ?? 'own node unknown';
-      if (reason !== this.lastWaitReason) {
-        // Every start waits for the first list for a moment: info. The other reasons need an operator;
-        // an API that stays away is reported by the watch's own warnings.
-        const level = reason === FIRST_LIST_WAIT ? 'info' : 'warn';
-        deps.log[level]({ reason }, 'waiting before programming the node');
-      }
+      // Every start waits for the first list for a moment: info. The other reasons need an operator;
+      // an API that stays away is reported by the watch's own warnings. Said once per reason; the
+      // passes that wait again on it are debug lines.
+      const level = reason !== this.lastWaitReason ? (reason === FIRST_LIST_WAIT ? 'info' : 'warn') : 'debug';
+      deps.log[level](
+        {
+          reason,
+          ...(why.length === 0 ? {} : { why: whyField(why) }),
+          durationMs: round(performance.now() - started),
+        },
+        'waiting before programming the node',
+      );
       this.lastWaitReason = reason;
       const outcome: PassOutcome = { kind: 'waiting', reason };
       deps.onPass?.(outcome);

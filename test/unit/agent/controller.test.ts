@@ -223,7 +223,7 @@ describe('NodeController', () => {
     ).toEqual(['n1']);
   });
 
-  it('logs the start-up wait for the first list at info, a wait an operator must act on at warn, each once', async () => {
+  it('logs the start-up wait for the first list at info, a wait an operator must act on at warn, each once; every pass waiting again at debug, with its why', async () => {
     const { log, lines } = capturingLogger();
     const t = setup({ log });
     await t.controller.runOnce();
@@ -232,13 +232,17 @@ describe('NodeController', () => {
     await t.controller.runOnce(); // synced, own Node missing
     t.cluster.nodes.set('n1', { name: 'n1', podCIDRs: [], internalIPs: ['10.0.0.1'] });
     await t.controller.runOnce();
-    await t.controller.runOnce();
+    await t.controller.runOnce(['resync']);
     const waits = lines.filter((l) => l.msg === 'waiting before programming the node');
+    const noCidr = 'Node n1 has no spec.podCIDRs yet (is the controller-manager allocating node CIDRs?)';
     expect(waits.map((l) => [l.level, l.reason])).toEqual([
       [30, FIRST_LIST_WAIT],
+      [20, FIRST_LIST_WAIT],
       [40, "Node n1 is not in the API, or its object is unusable (see 'Node object skipped')"],
-      [40, 'Node n1 has no spec.podCIDRs yet (is the controller-manager allocating node CIDRs?)'],
+      [40, noCidr],
+      [20, noCidr],
     ]);
+    expect(waits.at(-1)).toMatchObject({ why: ['resync'], durationMs: expect.any(Number) });
   });
 
   it('says once that the kernel refused the MSS clamp, and once that it took it later', async () => {
