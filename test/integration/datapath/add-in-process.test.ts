@@ -13,7 +13,7 @@ import { delAttachment } from '../../../pkg/datapath/del.ts';
 import { gcAttachments } from '../../../pkg/datapath/gc.ts';
 import { KeyedMutex } from '../../../pkg/datapath/keyed-mutex.ts';
 import { hostVethName } from '../../../pkg/datapath/names.ts';
-import type { NetlinkHandle } from '../../../pkg/datapath/ports.ts';
+import { type NetlinkHandle, TRELLIS_ROUTE_PROTOCOL } from '../../../pkg/datapath/ports.ts';
 import type { DatapathDeps } from '../../../pkg/datapath/types.ts';
 import { openIpam } from '../../../pkg/ipam/index.ts';
 import { readSysctlSync, withNetns } from '../../../pkg/netns/index.ts';
@@ -53,6 +53,45 @@ interface IpRoute {
   gateway?: string;
   dev: string;
   protocol?: string;
+}
+
+/** Trellis's host routes (its route protocol, 126) through `hostIf`, both families: their destinations. */
+function trellisRoutesVia(host: TestNetns, hostIf: string): string[] {
+  return [4, 6].flatMap((family) =>
+    ipJson<IpRoute[]>(
+      host.name,
+      `-${family}`,
+      'route',
+      'show',
+      'dev',
+      hostIf,
+      'proto',
+      String(TRELLIS_ROUTE_PROTOCOL),
+    ).map((r) => (r.dst.includes('/') ? r.dst : `${r.dst}/${family === 4 ? 32 : 128}`)),
+  );
+}
+
+/**
+ * `deps` with the veth deletions DEL schedules held back: what DEL itself left before it answered
+ * can be looked at, and the held work run afterwards.
+ */
+function holdDeleter(deps: DatapathDeps): {
+  deps: DatapathDeps;
+  scheduled: () => string[];
+  run: () => Promise<void>;
+} {
+  const work: { name: string; fn: () => Promise<void> }[] = [];
+  const deleter = {
+    wait: async () => {},
+    schedule: (name: string, fn: () => Promise<void>) => void work.push({ name, fn }),
+  };
+  return {
+    deps: { ...deps, deleter: deleter as unknown as DatapathDeps['deleter'] },
+    scheduled: () => work.map((w) => w.name),
+    run: async () => {
+      for (const w of work.splice(0)) await w.fn();
+    },
+  };
 }
 
 /** Why an immutable file (chattr +i, which makes unlink fail) cannot be had under tmpdir(), if so. */
@@ -414,15 +453,19 @@ describe.skipIf(netnsSkipReason !== undefined)('addAttachment (root, real namesp
     };
     const key = { containerId: 'torn', ifname: 'eth0' };
     expect(reopened.ipam.heldKeys()).toEqual([key]);
-    const out = await delAttachment(reopened, key);
+    const hostIf = hostVethName('torn', 'eth0');
+    expect(trellisRoutesVia(host, hostIf)).toHaveLength(2);
+    const held = holdDeleter(reopened);
+    const out = await delAttachment(held.deps, key);
     // What the DEL's log line shows (addresses), and the routes it removed before answering.
     expect(out).toEqual({ released: addresses, vethScheduled: true });
+    expect(held.scheduled()).toEqual([hostIf]);
+    expect(ipJson<IpLink[]>(host.name, 'link', 'show').map((l) => l.ifname)).toContain(hostIf);
+    expect(trellisRoutesVia(host, hostIf)).toEqual([]);
     expect(reopened.ipam.heldKeys()).toEqual([]);
     expect(reopened.ipam.heldAddresses(key)).toEqual([]);
-    await deps.deleter.drain();
-    expect(ipJson<IpLink[]>(host.name, 'link', 'show').map((l) => l.ifname)).not.toContain(
-      hostVethName('torn', 'eth0'),
-    );
+    await held.run();
+    expect(ipJson<IpLink[]>(host.name, 'link', 'show').map((l) => l.ifname)).not.toContain(hostIf);
   });
 
   it('ADD of an attachment whose lease record was quarantined gives it back its held addresses, never new ones beside them', async () => {
@@ -475,6 +518,23 @@ describe.skipIf(netnsSkipReason !== undefined)('addAttachment (root, real namesp
     await deps.deleter.drain();
     const fresh = await addAttachment(reopened, { ...key, netns: pool.add('p2').path, mtu: 1500 });
     expect(fresh.addresses[0]!.address).toMatch(/^10\.244\.2\./);
+  });
+
+  it('a DEL with a lease takes its host routes off before it answers, while the veth is still there', async () => {
+    const { host, deps } = setUp(true, ['10.244.1.0/29', 'fd00:10:244:1::/125']);
+    const key = { containerId: 'leased', ifname: 'eth0' };
+    const att = await addAttachment(deps, { ...key, netns: pool.add('p').path, mtu: 1500 });
+    const hostIf = hostVethName('leased', 'eth0');
+    const dsts = att.addresses.map((a) => `${a.address}/${a.family === 4 ? 32 : 128}`);
+    expect(trellisRoutesVia(host, hostIf).sort()).toEqual([...dsts].sort());
+    const held = holdDeleter(deps);
+    const out = await delAttachment(held.deps, key);
+    expect(out).toEqual({ released: att.addresses, vethScheduled: true });
+    expect(held.scheduled()).toEqual([hostIf]);
+    expect(ipJson<IpLink[]>(host.name, 'link', 'show').map((l) => l.ifname)).toContain(hostIf);
+    expect(trellisRoutesVia(host, hostIf)).toEqual([]);
+    await held.run();
+    expect(ipJson<IpLink[]>(host.name, 'link', 'show').map((l) => l.ifname)).not.toContain(hostIf);
   });
 
   it('a DEL again after one that released the lease and then failed still takes the host routes off before answering', async () => {
