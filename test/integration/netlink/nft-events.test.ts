@@ -36,10 +36,16 @@ function nft(ns: string, args: string[], input?: string): number {
 /** Another program's table with a set, whose element churn the filtered subscriptions drop. */
 const OTHER_TABLE = 'table ip other {\n\tset s {\n\t\ttype ipv4_addr\n\t}\n}\n';
 
-/** Until the transaction `portid` committed was reported (2 s at most). */
+/**
+ * Until the transaction `portid` committed was reported; throws after 2 s without it, so that what
+ * a test then finds missing is missing from a transaction that was delivered.
+ */
 async function untilCommitted(seen: readonly Seen[], portid: number): Promise<void> {
   const deadline = Date.now() + 2000;
-  while (!seen.some((e) => e.type === 'generation' && e.portid === portid) && Date.now() < deadline) {
+  while (!seen.some((e) => e.type === 'generation' && e.portid === portid)) {
+    if (Date.now() >= deadline) {
+      throw new Error(`the commit of nft ${portid} was not reported within 2 s: ${JSON.stringify(seen)}`);
+    }
     await sleep(10);
   }
 }
