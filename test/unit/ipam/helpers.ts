@@ -4,6 +4,7 @@ import { join } from 'node:path';
 import { expect } from 'vitest';
 import { CniCode, CniError } from '../../../pkg/cni/errors.ts';
 import type { Ipam } from '../../../pkg/ipam/ipam.ts';
+import { parseOwnerName } from '../../../pkg/ipam/key.ts';
 
 /** Fresh temp directories, removed by cleanupTempDirs() (call it in afterEach). */
 const made: string[] = [];
@@ -41,15 +42,27 @@ export function catchCni(fn: () => unknown): CniError {
   throw new Error('expected a CniError, got none');
 }
 
-/** Every reservation on disk belongs to a lease on disk that names it, and no address twice. */
+/**
+ * Every lease's address has its reservation on disk, owned by that lease, and no address is in two
+ * leases; every reservation on disk belongs to a lease that names it or is held for its owner's
+ * quarantined record (ipam.heldAddresses): none leaked.
+ */
 export function expectConsistent(ipam: Ipam, dir: string): void {
-  const seen = new Set<string>();
+  const seen = new Map<string, string>();
+  const onDisk = reservationsOnDisk(dir);
   for (const lease of ipam.list()) {
+    const owner = `${lease.containerId}@${lease.ifname}`;
     for (const a of lease.addresses) {
-      expect(seen.has(a.address)).toBe(false);
-      seen.add(a.address);
-      expect(reservationsOnDisk(dir).get(a.address)).toBe(`${lease.containerId}@${lease.ifname}`);
+      expect(seen.has(a.address), `${a.address} in two leases`).toBe(false);
+      seen.set(a.address, owner);
+      expect(onDisk.get(a.address)).toBe(owner);
     }
+  }
+  for (const [address, owner] of onDisk) {
+    const key = parseOwnerName(owner);
+    const held = key === undefined ? [] : ipam.heldAddresses(key).map((a) => a.address);
+    const ok = seen.get(address) === owner || (!seen.has(address) && held.includes(address));
+    expect(ok, `leaked reservation ${address} -> ${owner}`).toBe(true);
   }
 }
 
