@@ -138,14 +138,19 @@ export class CniServer {
     }
     const work = (async () => {
       let answer: string;
+      // Whether the answer reached the peer: a plugin that gave up and closed its socket makes the
+      // write fail (EPIPE). A half-close after the request (allowed) does not.
+      let delivered: (ok: boolean) => void = () => {};
+      const answered = new Promise<boolean>((resolve) => {
+        delivered = resolve;
+      });
       try {
-        // The shim never half-closes while it waits: its end of the stream means it gave up.
-        const peerGone = (): boolean => socket.destroyed || socket.readableEnded;
-        answer = encodeResponse(await this.opts.handler(request, { peerGone }));
+        answer = encodeResponse(await this.opts.handler(request, { answered }));
       } catch (err) {
         answer = encodeResponse(errorResponse(err));
       }
-      if (!socket.destroyed) this.answer(socket, answer);
+      if (socket.destroyed) delivered(false);
+      else this.answer(socket, answer, delivered);
     })();
     this.inFlight.add(work);
     void work.finally(() => this.inFlight.delete(work));
@@ -167,9 +172,13 @@ export class CniServer {
     if (!socket.destroyed) this.answer(socket, encodeResponse(errorResponse(err)));
   }
 
-  /** Writes the one answer line, half-closes, and cuts the connection if the peer does not close. */
-  private answer(socket: Socket, line: string): void {
-    socket.end(line);
+  /**
+   * Writes the one answer line, half-closes, and cuts the connection if the peer does not close.
+   * `written` hears whether the line went out.
+   */
+  private answer(socket: Socket, line: string, written?: (ok: boolean) => void): void {
+    socket.write(line, (err) => written?.(err == null));
+    socket.end();
     const linger = setTimeout(() => socket.destroy(), ANSWER_LINGER_MS);
     linger.unref();
     socket.once('close', () => clearTimeout(linger));

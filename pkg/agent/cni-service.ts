@@ -87,10 +87,10 @@ export interface CniCallOptions {
   /** A DEL the shim spooled while the agent was away, replayed now. */
   spooled?: boolean;
   /**
-   * Whether the plugin had closed its connection by the time the answer was written: the runtime gave
-   * up on the call (its timeout, or it killed the plugin) and never saw this answer.
+   * Settles once the answer was written: false when the plugin had closed its connection, so the
+   * runtime gave up on the call (its timeout, or it killed the plugin) and never saw the answer.
    */
-  peerGone?: () => boolean;
+  answered?: Promise<boolean>;
 }
 
 export type CniHandler = (req: AgentRequest, opts?: CniCallOptions) => Promise<AgentResponse>;
@@ -310,9 +310,11 @@ export function createCniService(deps: CniServiceDeps): {
     const durationMs = elapsedMs(started);
     fields.durationMs = durationMs;
     fields.outcome = response.ok ? 'ok' : 'error';
-    // On the next turn of the event loop, after the server has written the answer: the runtime
-    // need not wait for the log line's serialization and write (~0.15 ms of an ADD here).
-    setImmediate(() => {
+    // Once the server has written the answer (or, without a server, on the next turn of the event
+    // loop): the runtime need not wait for the log line's serialization and write (~0.15 ms of an ADD
+    // here), and the line can say whether anyone heard the answer.
+    const written = opts.answered ?? new Promise<boolean>((resolve) => setImmediate(() => resolve(true)));
+    void written.then((heard) => {
       // warn: a failure, or a success that went on without something it was given (a prevResult,
       // config fields or CNI_* values it could not use).
       const wentWithout =
@@ -321,7 +323,7 @@ export function createCniService(deps: CniServiceDeps): {
         fields.envIgnored !== undefined;
       // The runtime saw no answer: it reported a failure of its own (105, the shim's timeout) and will
       // retry or DEL. The line says what the agent did, and that nobody heard it.
-      const unheard = opts.peerGone?.() === true;
+      const unheard = !heard;
       if (unheard) fields.answered = false;
       const level =
         code === CniCode.INTERNAL ? 'error' : response.ok && !wentWithout && !unheard ? 'info' : 'warn';

@@ -303,6 +303,17 @@ describe('a CNI call whose plugin gave up before the answer', () => {
       expect(lines[1]).toMatchObject({ level: 'info', containerId: 'c-waits', msg: 'CNI DEL ok' });
       expect(lines[1]!.answered).toBeUndefined();
       expect(calls[1]).toMatchObject({ verb: 'DEL', outcome: 'ok' });
+
+      // One that half-closes after its request (allowed) still waits for the answer: heard.
+      held = new Promise<void>((r) => {
+        release = r;
+      });
+      setTimeout(() => release(), 50);
+      const half = await exchange(socketPath, request('c-half'));
+      expect(JSON.parse(half.answer)).toMatchObject({ ok: true });
+      await untilLines(3);
+      expect(lines[2]).toMatchObject({ level: 'info', containerId: 'c-half', msg: 'CNI DEL ok' });
+      expect(calls[2]).toMatchObject({ verb: 'DEL', outcome: 'ok' });
     } finally {
       await server.close(100);
       rmSync(dir, { recursive: true, force: true });
