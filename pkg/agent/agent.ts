@@ -5,7 +5,7 @@ import { PUBLISHED_NETWORK_NAME } from '../cniconf/render.ts';
 import { addAttachment } from '../datapath/add.ts';
 import { BackgroundDeleter } from '../datapath/background-deleter.ts';
 import { KeyedMutex } from '../datapath/keyed-mutex.ts';
-import { attachmentKey, hostVethName, leaseLogFields } from '../datapath/names.ts';
+import { attachmentKey, attachmentOfKey, hostVethName, leaseLogFields } from '../datapath/names.ts';
 import {
   type Family,
   IPV6_MIN_MTU,
@@ -957,6 +957,16 @@ export class Agent {
     return this.ipam?.usage() ?? [];
   }
 
+  /** AgentSnapshot.vethsInFlight. */
+  private vethsInFlight(): string[] {
+    const names = new Set(this.deleter?.pendingNames());
+    for (const k of this.busyKeys) {
+      const { containerId, ifname } = attachmentOfKey(k);
+      names.add(hostVethName(containerId, ifname));
+    }
+    return [...names].sort();
+  }
+
   snapshot(): AgentSnapshot {
     const { config } = this;
     return {
@@ -990,6 +1000,7 @@ export class Agent {
           }),
       leases: this.ipam?.list() ?? [],
       held: (this.ipam?.heldKeys() ?? []).map(({ containerId, ifname }) => ({ containerId, ifname })),
+      vethsInFlight: this.vethsInFlight(),
       ipamUsage: this.ipam?.usage() ?? [],
       mtuSource: this.mtuChoice.source,
       mtuOverhead: this.mtuChoice.overhead,

@@ -61,6 +61,13 @@ export interface AgentSnapshot {
    * the agent keeps their veths (their pods may be running) until a DEL or GC says otherwise.
    */
   held?: { containerId: string; ifname: string }[];
+  /**
+   * Host veths on their way out or with work in flight, sorted: those whose deletion is scheduled or
+   * running (BackgroundDeleter: DEL and GC release the lease first and delete the pair after), and
+   * those of attachments with a CNI call or the agent's own work under way (a DEL between its lease
+   * release and that scheduling). Neither leased nor orphaned: doctor leaves them alone.
+   */
+  vethsInFlight?: string[];
   ipamUsage: RangeUsage[];
   /** The Node watch; undefined in standalone mode. */
   watch: WatchState | undefined;

@@ -53,6 +53,11 @@ export class BackgroundDeleter {
     return this.pending.has(name);
   }
 
+  /** The names whose deletion is scheduled or running (the operator's view: not orphans). */
+  pendingNames(): string[] {
+    return [...this.pending.keys()];
+  }
+
   /** For shutdown: finish everything scheduled. */
   async drain(): Promise<void> {
     while (this.pending.size > 0) await Promise.all([...this.pending.values()]);

@@ -82,10 +82,13 @@ export interface DoctorFacts {
   /** VXLAN peers' InternalIP -> the interface the main table routes it through. */
   peerUplinks: Record<string, string>;
   /**
-   * The agent's leases asked again once `links` was listed. An ADD makes its lease before its veth
-   * and a DEL deletes the veth before it releases the lease, so a veth is an orphan only when neither
-   * list owns it, and a lease has lost its veth only when both hold it; one list alone would call a
-   * pod starting between the two reads an orphan, and tell the operator to delete its veth.
+   * The agent's leases asked again once `links` was listed. An ADD makes its lease before its veth;
+   * a DEL (and GC) releases the lease first and deletes the veth after, off its critical path (the
+   * BackgroundDeleter: 15-33 ms in the kernel, longer under load), and each view names the veths
+   * whose deletion is pending or whose attachment has a call in flight (vethsInFlight). So a veth is
+   * an orphan only when neither list owns it nor names it in flight, and a lease has lost its veth
+   * only when both hold it; one list alone would call a pod starting between the two reads an orphan,
+   * and tell the operator to delete its veth.
    */
   leasesAfterLinks?: LeasesView | undefined;
   /** Lease netns path -> still exists. */
@@ -665,9 +668,15 @@ function checkVeths(f: DoctorFacts): CheckResult {
   };
   const skip = needsAgent(f);
   if (skip !== undefined || !f.agent.ok) return { ...r, skipped: skip };
-  // Held attachments' veths are kept on purpose (their pods may be running): not orphans.
+  // Held attachments' veths are kept on purpose (their pods may be running): not orphans. Nor are
+  // those a DEL or GC is deleting, or whose attachment has a call in flight (DoctorFacts.leasesAfterLinks).
   const views = [f.agent.value.leases, ...(f.leasesAfterLinks === undefined ? [] : [f.leasesAfterLinks])];
-  const owned = new Set(views.flatMap((v) => [...v.leases, ...(v.held ?? [])].map((l) => l.hostVeth)));
+  const owned = new Set(
+    views.flatMap((v) => [
+      ...[...v.leases, ...(v.held ?? [])].map((l) => l.hostVeth),
+      ...(v.vethsInFlight ?? []),
+    ]),
+  );
   for (const l of f.links) {
     if (!isHostVethName(l.name) || owned.has(l.name)) continue;
     r.findings.push({

@@ -106,6 +106,12 @@ export interface LeasesView {
   leases: LeaseRow[];
   /** Attachments with a quarantined record the agent holds addresses and veths for (AgentSnapshot.held). */
   held?: { containerId: string; ifname: string; hostVeth: string }[];
+  /**
+   * Host veths being deleted (a DEL or GC released the lease first and deletes the pair after) or
+   * whose attachment has a call in flight (AgentSnapshot.vethsInFlight): not orphans. Absent when
+   * none, and from older agents.
+   */
+  vethsInFlight?: string[];
 }
 
 /** Whether the node is ready as its readiness probe sees it (older agents: as CNI ADD does). */
@@ -233,5 +239,11 @@ export function leasesView(s: AgentSnapshot, netnsAlive?: (path: string) => bool
     )
     .sort((a, b) => (a.createdAt < b.createdAt ? -1 : a.createdAt > b.createdAt ? 1 : 0));
   const held = (s.held ?? []).map((k) => ({ ...k, hostVeth: hostVethName(k.containerId, k.ifname) }));
-  return { node: s.node, leases, ...(held.length > 0 ? { held } : {}) };
+  const inFlight = s.vethsInFlight ?? [];
+  return {
+    node: s.node,
+    leases,
+    ...(held.length > 0 ? { held } : {}),
+    ...(inFlight.length > 0 ? { vethsInFlight: inFlight } : {}),
+  };
 }

@@ -1,11 +1,12 @@
-import { spawnSync } from 'node:child_process';
+import { execFile, spawnSync } from 'node:child_process';
 import { copyFileSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { adminGet, defaultAdminSocket } from '../../../pkg/ops/admin-client.ts';
 import type { CoverageReport } from '../../../pkg/ops/coverage.ts';
 import type { DoctorReport } from '../../../pkg/ops/doctor.ts';
 import type { LeasesView, RoutesView, StatusView } from '../../../pkg/ops/views.ts';
-import { AGENT_BINARY, SHIM_BINARY } from '../../support/cni-driver.ts';
+import { AGENT_BINARY, delList, SHIM_BINARY } from '../../support/cni-driver.ts';
 import { delNetns, ip, ipJson, nsExec, nsPing, nsSysctl } from '../../support/netns.ts';
 import {
   Testbed,
@@ -66,6 +67,21 @@ function doctor(node: TestbedNode): { code: number | null; report: DoctorReport;
 
 function findings(r: DoctorReport, check: string): string[] {
   return r.checks.find((c) => c.name === check)?.findings.map((f) => `${f.problem} | fix: ${f.fix}`) ?? [];
+}
+
+/** Pods made and then all deleted at once for the drain test. */
+const DRAIN_PODS = 30;
+
+/** cli() without blocking the event loop: its stdout (the exit code is not checked). */
+function cliAsync(node: TestbedNode, ...args: string[]): Promise<string> {
+  return new Promise((resolve, reject) => {
+    execFile(
+      'ip',
+      ['netns', 'exec', node.ns, AGENT_BINARY, ...args],
+      { encoding: 'utf8', timeout: 30_000 },
+      (err, stdout) => (stdout === '' && err !== null ? reject(err) : resolve(stdout)),
+    );
+  });
 }
 
 /** The command a finding's fix starts with (what precedes its first parenthesis), from findings()'s text. */
@@ -582,6 +598,79 @@ describe.skipIf(skip !== undefined)(skip === undefined ? title : `${title} (skip
       ip(n1.ns, 'link', 'del', name);
     }
     expect(doctor(n1).code).toBe(0);
+  });
+
+  it('doctor during a drain: a veth whose DEL released its lease and whose deletion is still under way is no orphan', async () => {
+    const drained: TestbedPod[] = [];
+    for (let i = 0; i < DRAIN_PODS; i++) drained.push(await tb.addPod(n1.name));
+    // As a drain: every pod's DEL at once. DEL releases the lease and answers; the agent deletes the
+    // veth pair after (15-33 ms each in the kernel, longer while many go). Doctor and the leases
+    // view are asked again and again meanwhile.
+    let draining = true;
+    const orphans: string[] = [];
+    let doctorRuns = 0;
+    let inFlightSeen = 0;
+    // Several doctors at once, each run a separate process (as an operator's): one lists the links
+    // somewhere in the second or so the deletions take.
+    const doctorLoops = [0, 1, 2, 3].map(async () => {
+      while (draining) {
+        const d = JSON.parse(
+          await cliAsync(n1, 'doctor', '--socket', n1.agent!.socket, '--json'),
+        ) as DoctorReport;
+        doctorRuns++;
+        orphans.push(...findings(d, 'veths'));
+      }
+    });
+    // The leases view asked in a tight loop: the pairs it names on their way out.
+    const admin = defaultAdminSocket(n1.agent!.socket);
+    const leasesLoop = (async () => {
+      while (draining) {
+        const v = await adminGet<LeasesView>(admin, '/leases');
+        if ((v.vethsInFlight ?? []).length > 0) inFlightSeen++;
+        await sleep(2);
+      }
+    })();
+    // The DELs alone first, all at once (the namespaces stay until the pairs are gone: deleting one
+    // would take its pair with it), as a runtime's: the testbed's removePod runs them again (a no-op).
+    await sleep(500); // the doctors started
+    const del = (wave: TestbedPod[]) =>
+      wave.map(async (p) => {
+        const runs = await delList(
+          tb.conflist(n1.name),
+          {
+            containerId: p.containerId,
+            netns: p.netnsPath,
+            ifname: 'eth0',
+            args: `IgnoreUnknown=1;K8S_POD_NAMESPACE=default;K8S_POD_NAME=${p.name}`,
+            hostNetns: n1.ns,
+            path: join(n1.dir, 'bin'),
+          },
+          p.result,
+        );
+        expect(runs.map((r) => r.code)).toEqual(runs.map(() => 0));
+      });
+    // In waves, as a drain's evictions come: the deletions of one still under way as the next starts.
+    const waves: Promise<void>[] = [];
+    for (let i = 0; i < drained.length; i += 5) {
+      waves.push(...del(drained.slice(i, i + 5)));
+      await sleep(150);
+    }
+    await Promise.all(waves);
+    // Until every pair is gone: the deletions outlast the DELs.
+    await until(
+      'the drained veths gone',
+      20_000,
+      () =>
+        ipJson<{ ifname: string }[]>(n1.ns, 'link', 'show').filter((l) => /^trl[0-9a-f]{12}$/.test(l.ifname))
+          .length,
+      (n) => n <= pods.length,
+    );
+    draining = false;
+    await Promise.all([...doctorLoops, leasesLoop]);
+    for (const p of drained) await tb.removePod(p);
+    expect(doctorRuns).toBeGreaterThan(0);
+    expect(inFlightSeen).toBeGreaterThan(0); // the race was there to be lost
+    expect(orphans).toEqual([]);
   });
 
   it('doctor: a leaked lease (the pod namespace vanished without DEL); the agent restart sweeps it', async () => {

@@ -4,6 +4,7 @@ import { type DoctorFacts, runDoctor } from '../../../pkg/ops/doctor.ts';
 import { missingPeers, peerRouteStates } from '../../../pkg/ops/peer-coverage.ts';
 import {
   type LeaseRow,
+  type LeasesView,
   type RouteRow,
   type RoutesView,
   routesView,
@@ -651,6 +652,25 @@ describe('doctor', () => {
       'host veth trlffffffffffff has no lease: left over from an interrupted ADD or DEL',
     ]);
     expect(again.find((c) => c.name === 'leases')!.findings).toHaveLength(1);
+  });
+
+  it('a veth a DEL or GC is deleting (its lease released first) is no orphan, in either lease list', () => {
+    // DEL released the lease and handed the pair to the background deleter before the first list;
+    // the links were listed while the kernel was still deleting it.
+    for (const inFirst of [true, false]) {
+      const f = healthy();
+      f.links.push({ name: 'trlffffffffffff', mtu: 1450, kind: 'veth' });
+      const after: LeasesView = { node: 'n1', leases: [lease()] };
+      if (inFirst) agentValue(f).leases.vethsInFlight = ['trlffffffffffff'];
+      else after.vethsInFlight = ['trlffffffffffff'];
+      f.leasesAfterLinks = after;
+      expect(runDoctor(f).checks.find((c) => c.name === 'veths')!.findings).toEqual([]);
+    }
+    // Named by neither: an orphan, as before.
+    const f = healthy();
+    f.links.push({ name: 'trlffffffffffff', mtu: 1450, kind: 'veth' });
+    agentValue(f).leases.vethsInFlight = ['trleeeeeeeeeeee'];
+    expect(runDoctor(f).checks.find((c) => c.name === 'veths')!.findings).toHaveLength(1);
   });
 
   it('the nftables table the agent could not write is a finding, masquerading on or off', () => {

@@ -3,6 +3,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
 import type { AgentSnapshot } from '../../../pkg/agent/agent.ts';
+import { BackgroundDeleter } from '../../../pkg/datapath/background-deleter.ts';
 import { hostVethName } from '../../../pkg/datapath/names.ts';
 import type { RouteInfo } from '../../../pkg/datapath/ports.ts';
 import type { Lease } from '../../../pkg/ipam/index.ts';
@@ -300,5 +301,27 @@ describe('leasesView: what the agent knows that the CLI may not', () => {
     expect(v.held).toEqual([{ containerId: 'dddd', ifname: 'eth0', hostVeth: hostVethName('dddd', 'eth0') }]);
     expect(formatLeases(v)).toContain('/var/run/netns/gone (gone)');
     expect(formatLeases(v)).toMatch(/1 held \(lease record quarantined/);
+  });
+});
+
+describe('leases view: veths on their way out', () => {
+  it('names the veths whose deletion the BackgroundDeleter holds, until it is done; nothing when none', async () => {
+    const deleter = new BackgroundDeleter(() => {});
+    let finish!: () => void;
+    const kernel = new Promise<void>((r) => {
+      finish = r;
+    });
+    const name = hostVethName('c'.repeat(64), 'eth0');
+    deleter.schedule(name, () => kernel); // a DEL released the lease; the kernel is still at the pair
+    expect(leasesView({ ...snapshot(), vethsInFlight: deleter.pendingNames() }).vethsInFlight).toEqual([
+      name,
+    ]);
+    finish();
+    await deleter.wait(name);
+    expect(deleter.pendingNames()).toEqual([]);
+    expect(leasesView({ ...snapshot(), vethsInFlight: deleter.pendingNames() })).not.toHaveProperty(
+      'vethsInFlight',
+    );
+    expect(leasesView(snapshot())).not.toHaveProperty('vethsInFlight'); // older agents' snapshots
   });
 });
