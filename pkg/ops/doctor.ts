@@ -493,12 +493,16 @@ function checkFirewall(f: DoctorFacts): CheckResult {
   return r;
 }
 
-/** The `ip route del` that takes back a route shown as `have` (views.ts describe): a type goes first. */
-function deleteCommand(fam: string, dst: string, have: string): string {
-  const blackhole = /^blackhole(?: (proto \d+))?$/.exec(have);
-  if (blackhole !== null)
-    return `ip ${fam}route del blackhole ${dst}${blackhole[1] === undefined ? '' : ` ${blackhole[1]}`}`;
-  return `ip ${fam}route del ${dst} ${have.replace(/ proto \d+$/, '')}`;
+/**
+ * The `ip route del` that takes back the foreign route of a conflict row, named by prefix, protocol
+ * and (where the kernel reported one) metric: a delete naming the gateway (`via X dev Y`) does not
+ * match a route on a nexthop object (it fails with `No such process`; docs/operations.md), and a
+ * device the agent could not name shows as `#12`. A type goes first (views.ts describe).
+ */
+function deleteCommand(fam: string, row: { dst: string; have: string; haveMetric?: number }): string {
+  const type = /^blackhole\b/.test(row.have) ? 'blackhole ' : '';
+  const proto = / (proto \d+)$/.exec(row.have)?.[1];
+  return `ip ${fam}route del ${type}${row.dst}${proto === undefined ? '' : ` ${proto}`}${row.haveMetric === undefined ? '' : ` metric ${row.haveMetric}`}`;
 }
 
 function checkRoutes(f: DoctorFacts): CheckResult {
@@ -539,7 +543,7 @@ function checkRoutes(f: DoctorFacts): CheckResult {
         }
         r.findings.push({
           problem: `route ${row.dst} is held by a route trellis does not own (${row.have}); trellis wants ${row.want}`,
-          fix: `remove the foreign route if it is not needed (${deleteCommand(fam, row.dst, row.have)}); trellis never overwrites it, and programs its own as soon as that one is gone`,
+          fix: `remove the foreign route if it is not needed (${deleteCommand(fam, row)}); trellis never overwrites it, and programs its own as soon as that one is gone`,
         });
         break;
       case 'stale':

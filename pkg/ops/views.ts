@@ -73,6 +73,8 @@ export interface RouteRow {
   state: RouteState;
   /** conflict: the holder is a route trellis cannot read (multipath, unreachable, prohibit, throw). */
   unreadable?: true;
+  /** conflict: the holder's metric (priority), where the kernel reported one: IPv6 keys a route by it. */
+  haveMetric?: number;
 }
 
 export interface RoutesView {
@@ -203,6 +205,7 @@ export function routesView(node: string, st: AgentRouteState): RoutesView {
       have: have === undefined ? '' : describe(have, links),
       state,
       ...(conflict?.existing.unreadable === true ? { unreadable: true as const } : {}),
+      ...(conflict?.existing.metric === undefined ? {} : { haveMetric: conflict.existing.metric }),
     });
   }
   const desiredKeys = new Set(st.desired.map(routeKey));

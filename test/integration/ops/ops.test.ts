@@ -456,6 +456,33 @@ describe.skipIf(skip !== undefined)(skip === undefined ? title : `${title} (skip
     );
   });
 
+  it("doctor: a foreign route on a nexthop object (a routing daemon's) in the way; its printed fix deletes it", async () => {
+    const dst = n2.plan.podCIDRs[0];
+    const nhid = '4242';
+    ip(n1.ns, 'nexthop', 'add', 'id', nhid, 'via', n2.plan.v4, 'dev', 'eth0', 'proto', 'static');
+    try {
+      ip(n1.ns, 'route', 'replace', dst, 'nhid', nhid, 'proto', 'static');
+      const found = findings(doctor(n1).report, 'routes');
+      const held = found.find((x) => x.startsWith(`route ${dst} is held by a route trellis does not own`));
+      expect(held, found.join('\n')).toBeDefined();
+      // Run as printed, in the node's namespace: it must take the route away (a delete naming the
+      // gateway fails with "No such process" on a route that names a nexthop object).
+      const cmd = /\((ip route del [^)]*)\)/.exec(held!)?.[1];
+      expect(cmd, held).toBeDefined();
+      nsExec(n1.ns, 'sh', ['-c', cmd!]);
+      expect(ipJson<{ protocol?: string }[]>(n1.ns, 'route', 'show', dst, 'proto', 'static')).toEqual([]);
+    } finally {
+      spawnSync('ip', ['-n', n1.ns, 'route', 'del', dst, 'proto', 'static'], { stdio: 'ignore' });
+      ip(n1.ns, 'nexthop', 'del', 'id', nhid);
+    }
+    await until(
+      'doctor clean again',
+      (RESYNC_S + 5) * 1000,
+      () => doctor(n1).code,
+      (c) => c === 0,
+    );
+  });
+
   it('doctor: a route trellis cannot read (prohibit) holding a peer prefix is a conflict, not a missing route', async () => {
     const dst = n2.plan.podCIDRs[0]!;
     // With a holder field: the previous test's conflict (a readable static route) may still be on its way.

@@ -444,7 +444,25 @@ const cases: Case[] = [
     },
     'routes',
     /held by a route trellis does not own/,
-    /ip route del 10\.244\.2\.0\/24 via 10\.0\.0\.1 dev eth0\)/,
+    /\(ip route del 10\.244\.2\.0\/24 proto 4\)/,
+  ],
+  [
+    'a foreign IPv6 route in the way, through a link the agent could not name: deleted by prefix, protocol and metric',
+    (f) => {
+      agentValue(f).routes.routes = [
+        {
+          family: 6,
+          dst: 'fd00:2::/64',
+          want: 'via fe80::2 dev eth0 proto 126',
+          have: 'via fe80::9 dev #12 proto 186',
+          haveMetric: 512,
+          state: 'conflict',
+        },
+      ];
+    },
+    'routes',
+    /held by a route trellis does not own \(via fe80::9 dev #12 proto 186\)/,
+    /\(ip -6 route del fd00:2::\/64 proto 186 metric 512\)/,
   ],
   [
     'a foreign blackhole in the way',

@@ -325,3 +325,22 @@ describe('leases view: veths on their way out', () => {
     expect(leasesView(snapshot())).not.toHaveProperty('vethsInFlight'); // older agents' snapshots
   });
 });
+
+describe('routes view: the holder of a conflict', () => {
+  it("carries the foreign route's metric (IPv6 keys a route by it), and only on conflict rows", () => {
+    const ours = { ...via('fd00:2::/64', 'fe80::2'), metric: 1024 };
+    const foreign = { ...via('fd00:2::/64', 'fe80::9', 12, 186), metric: 512 };
+    const v = routesView('n1', {
+      synced: true,
+      desired: [via('fd00:2::/64', 'fe80::2'), via('fd00:3::/64', 'fe80::3')],
+      programmed: [foreign, { ...ours, dst: 'fd00:3::/64', gateway: 'fe80::3' }],
+      problems: [],
+      decisions: [],
+      links,
+    });
+    expect(v.routes.map((r) => [r.dst, r.state, r.have, r.haveMetric])).toEqual([
+      ['fd00:2::/64', 'conflict', 'via fe80::9 dev #12 proto 186', 512],
+      ['fd00:3::/64', 'ok', 'via fe80::3 dev eth0 proto 126', undefined],
+    ]);
+  });
+});
