@@ -18,6 +18,7 @@ export {
   configsShadowing,
   installBinary,
   installBinaryIfAbsent,
+  isMetaPluginConfig,
   publishConflist,
   removeConflist,
 } from './publish.ts';

@@ -52,12 +52,24 @@ export function configsShadowing(
 
 type Delegation = 'ours' | 'other' | 'next' | undefined;
 
-/** Where a config sends a pod's default network: undefined when it is not a meta-plugin's. */
-function delegatesTo(conf: unknown, ours: string, network: string): Delegation {
+/** A meta-plugin's config (Multus: type multus or multus-shim, first in a list or alone), its first plugin. */
+function metaPlugin(conf: unknown): Record<string, unknown> | undefined {
   if (!isObject(conf)) return undefined;
   const first = Array.isArray(conf.plugins) ? conf.plugins[0] : conf;
-  if (!isObject(first) || typeof first.type !== 'string' || !META_PLUGIN_TYPES.has(first.type))
-    return undefined;
+  return isObject(first) && typeof first.type === 'string' && META_PLUGIN_TYPES.has(first.type)
+    ? first
+    : undefined;
+}
+
+/** Whether a parsed config is a meta-plugin's (Multus), which hands pods' default network on. */
+export function isMetaPluginConfig(conf: unknown): boolean {
+  return metaPlugin(conf) !== undefined;
+}
+
+/** Where a config sends a pod's default network: undefined when it is not a meta-plugin's. */
+function delegatesTo(conf: unknown, ours: string, network: string): Delegation {
+  const first = metaPlugin(conf);
+  if (first === undefined) return undefined;
   const cluster = first.clusterNetwork;
   if (typeof cluster === 'string' && cluster !== '') {
     const base = cluster.slice(cluster.lastIndexOf('/') + 1);

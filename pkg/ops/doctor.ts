@@ -4,7 +4,7 @@
  * comes with the fix an operator can apply.
  */
 import { REQUIRED_CNI_BINARIES } from '../agent/publication.ts';
-import { configsBefore, configsShadowing } from '../cniconf/index.ts';
+import { configsBefore, configsShadowing, isMetaPluginConfig } from '../cniconf/index.ts';
 import { PUBLISHED_NETWORK_NAME } from '../cniconf/render.ts';
 import { HOST_VETH_PREFIX, isHostVethName, shortId } from '../datapath/names.ts';
 import {
@@ -159,7 +159,9 @@ function checkConfig(f: DoctorFacts): CheckResult {
     const others = before.slice(1);
     r.findings.push({
       problem: `${before[0]} sorts before ${f.expectedConflist} in ${f.confDir}: containerd and CRI-O use the first file, so pods get that network, not trellis${before[0] === configsBefore(f.confFiles.value, f.expectedConflist)[0] ? '' : ' (the meta-plugin sorting first hands pods on to it)'}`,
-      fix: `remove ${f.confDir}/${before[0]} (a previous network plugin's config)${others.length > 0 ? ` and the others before ${f.expectedConflist}: ${others.join(', ')}` : ''}`,
+      fix: isMetaPluginConfig(f.confsBefore?.[before[0]!])
+        ? `make trellis the default network of the meta-plugin (Multus) that ${before[0]} configures: "clusterNetwork": "${PUBLISHED_NETWORK_NAME}" there (or in the Multus daemon's config that writes it)`
+        : `remove ${f.confDir}/${before[0]} (a previous network plugin's config)${others.length > 0 ? ` and the others before ${f.expectedConflist}: ${others.join(', ')}` : ''}`,
     });
   }
   const c = f.ourConflist;

@@ -1068,6 +1068,10 @@ describe('doctor: a meta-plugin (Multus) sorting before trellis hands pods on to
     expect(other.map((x) => x.problem)).toEqual([
       expect.stringMatching(/^00-multus\.conf sorts before 10-trellis/),
     ]);
+    // Not "remove it": Multus stays, with trellis as its default network.
+    expect(other[0]!.fix).toMatch(
+      /^make trellis the default network of the meta-plugin \(Multus\).*"clusterNetwork": "trellis"/,
+    );
     const between = confFindings(['00-multus.conf', '05-bridge.conflist', '10-trellis.conflist'], {
       '00-multus.conf': multusShim,
       '05-bridge.conflist': { name: 'other', plugins: [{ type: 'bridge' }] },
