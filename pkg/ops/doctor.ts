@@ -596,7 +596,8 @@ function checkRoutes(f: DoctorFacts): CheckResult {
       if (NESTED_CIDR.test(p.problem)) continue; // the wider CIDR holding it is routed and blackholed
       r.findings.push({ problem: `this node: ${p.problem}`, fix: plannerFix(p.problem, 'this node') });
     } else if (p.refusedCidr !== undefined && !skipped.has(p.node)) {
-      // A peer routed in part: the rest of its pod CIDRs are, this one is not.
+      // A peer routed in part: the rest of its pod CIDRs are, this one is not (peerRouteStates, and
+      // so the metric, count the peer as routed).
       r.findings.push({
         problem: `peer ${p.node}'s pod CIDR ${p.refusedCidr} is not routed from here: ${p.problem}`,
         fix: plannerFix(p.problem, `node ${p.node}`),
