@@ -238,12 +238,17 @@ function masqueradeBlock(sets: readonly MasqSet[], withElements: boolean): strin
     const v = `v${set.family}`;
     const ipKw = set.family === 4 ? 'ip' : 'ip6';
     rules.push(
-      `\t\t${ipKw} saddr @pods_${v} ${ipKw} daddr != @nomasq_${v} counter masquerade comment "trellis: pods to outside the cluster"`,
+      `\t\t${ipKw} saddr @pods_${v} ${ipKw} daddr != @nomasq_${v} counter masquerade fully-random comment "trellis: pods to outside the cluster"`,
     );
   }
+  // After every other source NAT (kube-proxy's, iptables' nat table, an operator's SNAT for some
+  // egress: all at srcnat): the first chain that binds a connection's NAT wins, and at equal
+  // priority the chain registered last runs first, so trellis's table (made again at every start)
+  // would take their connections. fully-random: source ports picked at random, as kube-proxy and
+  // flannel do, so two pods' connections to one destination do not race for the same port.
   lines.push(
     '\tchain postrouting {',
-    '\t\ttype nat hook postrouting priority srcnat; policy accept;',
+    '\t\ttype nat hook postrouting priority srcnat + 10; policy accept;',
     ...rules,
     '\t}',
   );

@@ -195,6 +195,24 @@ describe.skipIf(netnsSkipReason !== undefined)('masquerade with nftables (namesp
     expect(await ruleCounter(nft)).toEqual(before);
   });
 
+  it("an operator's own SNAT for some egress wins over the masquerade, also when trellis's table is made after it", async () => {
+    ip(node.name, 'addr', 'add', '203.0.113.9/24', 'dev', 'vinet');
+    nsExec(node.name, 'nft', ['-f', '-'], {
+      input:
+        'table ip operator {\n\tchain post {\n\t\ttype nat hook postrouting priority srcnat; policy accept;\n\t\tip saddr 10.244.0.5 ip daddr 203.0.113.2 snat to 203.0.113.9\n\t}\n}\n',
+    });
+    try {
+      // Made again after the operator's chain: at equal priority it would now run first.
+      await nft.apply(renderMasqRuleset(opts));
+      servers[0]!.seen.length = 0;
+      expect(await udpRoundTrip(pod.name, '203.0.113.2')).toBe(true);
+      expect(await seenAfter(servers[0]!, 1)).toEqual(['203.0.113.9']);
+    } finally {
+      nsExec(node.name, 'nft', ['delete', 'table', 'ip', 'operator']);
+      ip(node.name, 'addr', 'del', '203.0.113.9/24', 'dev', 'vinet');
+    }
+  });
+
   it('replaces the table atomically on re-apply (one transaction each); noMasqueradeCIDRs take effect', async () => {
     // Every nf_tables transaction ends with one generation message: a re-apply in two steps (delete,
     // then add) would leave pods unmasqueraded in between, and count two.

@@ -27,15 +27,15 @@ describe('renderMasqRuleset', () => {
     expect(lines[0]).toBe('table inet trellis {}');
     expect(lines[1]).toBe('delete table inet trellis');
     expect(lines[2]).toBe('table inet trellis {');
-    expect(text).toContain('type nat hook postrouting priority srcnat; policy accept;');
+    expect(text).toContain('type nat hook postrouting priority srcnat + 10; policy accept;');
     expect(text.endsWith('}\n')).toBe(true);
   });
 
   it('has one masquerade rule per family with pods, matched against interval sets', () => {
     const text = renderMasqRuleset(base);
     expect(text.match(/masquerade/g)).toHaveLength(2);
-    expect(text).toContain('ip saddr @pods_v4 ip daddr != @nomasq_v4 counter masquerade');
-    expect(text).toContain('ip6 saddr @pods_v6 ip6 daddr != @nomasq_v6 counter masquerade');
+    expect(text).toContain('ip saddr @pods_v4 ip daddr != @nomasq_v4 counter masquerade fully-random');
+    expect(text).toContain('ip6 saddr @pods_v6 ip6 daddr != @nomasq_v6 counter masquerade fully-random');
     expect(setElements(text, 'pods_v4')).toEqual(['10.244.0.0/24']);
     // Adjacent cluster CIDRs merge: nft rejects overlapping interval elements.
     expect(setElements(text, 'nomasq_v4')).toEqual(['10.244.0.0/23']);
@@ -157,7 +157,7 @@ describe('the MSS clamp into the tunnels', () => {
     const text = renderMasqRuleset({ ...base, clampMssInto: ['trellis.v6', 'trellis.v4', 'trellis.v4'] });
     expect(text).toContain('chain forward {\n\t\ttype filter hook forward priority mangle; policy accept;\n');
     expect(text).toContain(clamp);
-    expect(text.match(/masquerade comment/g)).toHaveLength(2);
+    expect(text.match(/masquerade fully-random comment/g)).toHaveLength(2);
     expect(renderMasqRuleset(base)).not.toContain('forward');
   });
 
