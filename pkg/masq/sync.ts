@@ -161,11 +161,18 @@ export class MasqSyncer {
     } catch (err) {
       if (withoutClamp === undefined || text === withoutClamp) throw err;
       // The clamp needs nft_exthdr and nft_rt; a kernel without them must not cost the pods their
-      // masquerade. A failure of the table without it is masquerade's own, and is thrown.
-      await this.runner.apply(withoutClamp);
-      this.refused = { ruleset, error: errorText(err) };
-      text = withoutClamp;
-      shape = shapes.withoutClamp!;
+      // masquerade. A failure of the table without it is masquerade's own, and is thrown. A check
+      // of the same ruleset (nft -c, nothing committed) that passes says the kernel takes the clamp
+      // and the failure was another's (nft killed at its timeout, ENOMEM): the table is applied
+      // again, whole, rather than left without the clamp and reported as a refusal.
+      if (this.runner.check !== undefined && (await this.runner.check(ruleset).then(succeeded, failed))) {
+        await this.runner.apply(ruleset);
+      } else {
+        await this.runner.apply(withoutClamp);
+        this.refused = { ruleset, error: errorText(err) };
+        text = withoutClamp;
+        shape = shapes.withoutClamp!;
+      }
     }
     settled();
     await this.list(plan!.table, invalidations, this.writes);
@@ -350,3 +357,6 @@ function sameOptions(a: MasqOptions, b: MasqOptions): boolean {
 function sameArray(a: readonly string[], b: readonly string[]): boolean {
   return Array.isArray(b) && sameList(a, b);
 }
+
+const succeeded = (): boolean => true;
+const failed = (): boolean => false;

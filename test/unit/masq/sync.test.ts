@@ -309,6 +309,22 @@ describe('MasqSyncer', () => {
     expect(s.clampRefused).toBeUndefined();
   });
 
+  it('a failure that is not the clamp (the check of the same ruleset passes) applies the table whole again, clamp included', async () => {
+    const applied: string[] = [];
+    let transient = 1;
+    const s = new MasqSyncer({
+      apply: async (text: string) => {
+        if (transient-- > 0) throw new Error('nft -f -: killed after 10000 ms');
+        applied.push(text);
+      },
+      check: async () => {},
+    });
+    expect(await s.sync({ ...opts(), clampMssInto: ['trellis.v4'] })).toBe('applied');
+    expect(applied).toHaveLength(1);
+    expect(applied[0]).toContain('maxseg');
+    expect(s.clampRefused).toBeUndefined();
+  });
+
   it('a table that fails without the clamp too fails as masquerade did before', async () => {
     const s = new MasqSyncer({
       apply: async () => {
