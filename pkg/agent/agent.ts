@@ -848,7 +848,7 @@ export class Agent {
   private async rebuildHeldLeases(): Promise<void> {
     if (this.ipam === undefined || this.host === undefined || this.ipam.heldKeys().length === 0) return;
     const kube = this.ports.kube;
-    await rebuildHeldLeases({
+    const { unremoved } = await rebuildHeldLeases({
       ipam: this.ipam,
       host: this.host,
       netns: this.ports.netns,
@@ -857,6 +857,10 @@ export class Agent {
         kube === undefined ? undefined : async () => (await kube.listPodsOnNode(this.nodeName)).items,
       log: this.component('ipam'),
     });
+    // Pods outside the pod CIDRs still held (their veth or release failed): the range change counts
+    // as incomplete, and the controller's next pass tries again.
+    if (unremoved > 0)
+      throw new Error(`${unremoved} pods outside the pod CIDRs could not be removed (see the warnings)`);
   }
 
   private async collectLeases(): Promise<void> {

@@ -1,7 +1,8 @@
 import { readdirSync, realpathSync } from 'node:fs';
 import { posix } from 'node:path';
 import { toCniError } from '../cni/errors.ts';
-import { attachmentKey, hostVethName, shortId } from '../datapath/names.ts';
+import { deleteLinkIfNamed } from '../datapath/delete-link.ts';
+import { attachmentKey, hostVethName, leaseLogFields, shortId } from '../datapath/names.ts';
 import {
   type Family,
   type NetlinkHandle,
@@ -10,7 +11,7 @@ import {
 } from '../datapath/ports.ts';
 import { ownerOfAlias, type VethOwner } from '../datapath/veth-alias.ts';
 import { canonicalIp } from '../ip/index.ts';
-import type { Ipam, LeaseKey, LeaseMeta } from '../ipam/index.ts';
+import { type Ipam, type LeaseKey, type LeaseMeta, parseRanges, usableIn } from '../ipam/index.ts';
 import type { Logger } from '../observe/logger.ts';
 
 /**
@@ -138,8 +139,11 @@ export function podForAddresses(pods: readonly PodSeen[], addresses: readonly st
 }
 
 export interface RebuildDeps {
-  ipam: Pick<Ipam, 'heldKeys' | 'restore' | 'quarantinedRecords' | 'release' | 'get'>;
-  host: Pick<NetlinkHandle, 'getLink' | 'listRoutes'>;
+  ipam: Pick<
+    Ipam,
+    'heldKeys' | 'heldAddresses' | 'ranges' | 'restore' | 'quarantinedRecords' | 'release' | 'get'
+  >;
+  host: Pick<NetlinkHandle, 'getLink' | 'getLinkByIndex' | 'deleteLink' | 'listRoutes'>;
   netns: Pick<NetnsPort, 'isNetns' | 'openNetlinkIn'>;
   /** Attachments with a CNI call in flight ("<containerId>\0<ifname>"): left for that call. */
   busy: ReadonlySet<string>;
@@ -150,14 +154,32 @@ export interface RebuildDeps {
   log: Logger;
 }
 
-/** Reads the kernel for each held attachment, restores what it shows, logs one line per key. */
+/** An attachment given up because its held addresses are outside the pod CIDRs, as the log names it. */
+type Invalidated = Record<string, unknown>;
+
+/**
+ * Reads the kernel for each held attachment, restores what it shows, logs one line per key.
+ *
+ * A held attachment with an address not usable in the current pod CIDRs can never be restored
+ * (restore refuses it): it is what a pod CIDR change leaves of a pod when the agent died between
+ * releasing its lease and deleting its veth (the start-up sweep then holds the addresses the veth
+ * routes, gc.ts), or a quarantined record of a pod of the old CIDR. Such a pod is invalidated as
+ * the controller invalidates a lease outside the new CIDRs (its range change): its host veth deleted
+ * now, not in the background (its /32 and /128 host routes go with it), then its addresses released,
+ * and the same warning naming the pods to recreate. Kept, the pod went on receiving this node's
+ * traffic for an address the old CIDR's next node hands out. `unremoved` counts those whose veth or
+ * release failed: still held, the caller tries again.
+ */
 export async function rebuildHeldLeases(
   deps: RebuildDeps,
-): Promise<{ rebuilt: number; released: number; failed: number }> {
+): Promise<{ rebuilt: number; released: number; failed: number; invalidated: number; unremoved: number }> {
   let rebuilt = 0;
   let released = 0;
   let failed = 0;
+  let unremoved = 0;
+  const invalidated: Invalidated[] = [];
   let pods: Promise<readonly PodSeen[] | string> | undefined;
+  const ranges = parseRanges(deps.ipam.ranges());
   for (const key of deps.ipam.heldKeys()) {
     const fields = { containerId: shortId(key.containerId), ifname: key.ifname };
     let decision: RebuildDecision;
@@ -166,8 +188,27 @@ export async function rebuildHeldLeases(
       if (deps.busy.has(attachmentKey(key))) {
         decision = { kind: 'skip', key, reason: 'a CNI call for it is in flight' };
       } else {
-        observation = await observe(deps, key);
-        decision = decideRebuild(observation);
+        let gone: Invalidated | 'busy' | undefined;
+        try {
+          gone = await invalidateOutside(deps, key, ranges);
+        } catch (err) {
+          unremoved++;
+          deps.log.warn(
+            { ...fields, error: toCniError(err).message },
+            'a pod whose addresses are outside the pod CIDRs could not be removed; its addresses stay held and it is tried again',
+          );
+          continue;
+        }
+        if (gone !== undefined && gone !== 'busy') {
+          invalidated.push(gone);
+          continue;
+        }
+        if (gone === 'busy') {
+          decision = { kind: 'skip', key, reason: 'a CNI call for it started meanwhile' };
+        } else {
+          observation = await observe(deps, key);
+          decision = decideRebuild(observation);
+        }
       }
       if (decision.kind === 'release') {
         // Re-checked synchronously after the reads yielded: a CNI call may have started, or an ADD
@@ -244,7 +285,49 @@ export async function rebuildHeldLeases(
       'quarantined lease not rebuilt; its addresses stay held until DEL',
     );
   }
-  return { rebuilt, released, failed };
+  if (invalidated.length > 0) {
+    // The controller's warning for leases outside new pod CIDRs (controller.ts applyRanges): these
+    // pods lost their network the same way and need recreating the same way.
+    deps.log.warn(
+      { leases: invalidated, held: true },
+      'leases outside the new pod CIDRs released and their veths removed; those pods need to be recreated',
+    );
+  }
+  return { rebuilt, released, failed, invalidated: invalidated.length, unremoved };
+}
+
+/**
+ * A held attachment with an address not usable in `ranges` whose host veth exists: the veth deleted
+ * (its host routes with it), then the addresses released; what the warning says of it. Undefined when
+ * the attachment is not such (in range, or without a veth: the rebuild releases it as for any held key
+ * without one); 'busy' when a CNI call for it started during the read. Throws when either step fails.
+ */
+async function invalidateOutside(
+  deps: RebuildDeps,
+  key: LeaseKey,
+  ranges: ReturnType<typeof parseRanges>,
+): Promise<Invalidated | 'busy' | undefined> {
+  const addresses = deps.ipam.heldAddresses(key).map((a) => a.address);
+  // No ranges is ranges not known yet (IPAM starts without any), not every address outside them.
+  if (ranges.length === 0 || addresses.every((a) => usableIn(ranges, a))) return undefined;
+  const hostVeth = hostVethName(key.containerId, key.ifname);
+  const link = await deps.host.getLink(hostVeth);
+  if (link === undefined) return undefined;
+  // Re-checked after the read yielded, as for a release: a DEL or ADD of the key decides instead.
+  if (deps.busy.has(attachmentKey(key)) || deps.ipam.get(key) !== undefined) return 'busy';
+  const owner = ownerOfAlias(hostVeth, link.alias);
+  await deleteLinkIfNamed(deps.host, link.index, hostVeth);
+  deps.ipam.release(key);
+  return {
+    ...leaseLogFields({
+      containerId: key.containerId,
+      ifname: key.ifname,
+      podNamespace: owner?.pod?.namespace,
+      podName: owner?.pod?.name,
+    }),
+    addresses,
+    hostIf: hostVeth,
+  };
 }
 
 async function observe(deps: RebuildDeps, key: LeaseKey): Promise<HeldObservation> {

@@ -5,8 +5,10 @@ export {
   openIpam,
   type PendingLease,
   type PendingRelease,
+  parseRanges,
   RangeChangeError,
   type RecordRepair,
+  usableIn,
 } from './ipam.ts';
 export {
   gatewayAddress,
