@@ -39,7 +39,7 @@ import {
   vxlanFixCommand,
   vxlanInputBlocks,
 } from '../firewall/index.ts';
-import { type ChainRef, chainOfKey, type ForwardRuleset } from '../firewall/ruleset.ts';
+import { type ChainRef, chainOfKey, type ForwardRuleset, tableKey } from '../firewall/ruleset.ts';
 import { canonicalCidr } from '../ip/index.ts';
 import type { Logger } from '../observe/logger.ts';
 
@@ -187,7 +187,12 @@ export class ForwardFirewallWatch {
       return;
     }
     this.deps.log.warn(
-      { blocked: blocks.map(describeBlock), fix: [...new Set(blocks.map(fixCommand))], note: DOCKER_NOTE },
+      {
+        blocked: blocks.map(describeBlock),
+        fix: [...new Set(blocks.map(fixCommand))],
+        // Docker's and the persistence advice is for the commands above, not an owned table's.
+        ...(blocks.every((b) => b.owned === true) ? {} : { note: DOCKER_NOTE }),
+      },
       "the host firewall drops pod traffic this node forwards: pods here cannot reach other nodes' pods or leave the node until it accepts the pod CIDRs",
     );
   }
@@ -227,8 +232,8 @@ export class ForwardFirewallWatch {
   ): Promise<ForwardBlock[]> {
     const inserted: string[] = [];
     const errors: string[] = [];
-    const { insert, misplaced, ineffective, unanswerable } = planAccepts(rs, blocks);
-    this.reportUnanswered(ineffective, unanswerable);
+    const { insert, misplaced, ineffective, unanswerable, owned } = planAccepts(rs, blocks);
+    this.reportUnanswered(ineffective, unanswerable, owned);
     if (insert.length === 0) return blocks;
     const moved: string[] = [];
     for (const at of misplaced) {
@@ -253,11 +258,13 @@ export class ForwardFirewallWatch {
     // Only what these accepts answered: a drop that appeared meanwhile (iptables-nft and
     // ip6tables-nft change the two families one after the other) is the next check's to accept, not
     // a failure of these.
-    const answered = new Set(blocks.filter((b) => b.targeted !== true).map(describeBlock));
-    const still = after.filter((b) => b.targeted !== true && answered.has(describeBlock(b)));
+    // Nor the blocks in a table another process owns: nothing was tried there (reportUnanswered).
+    const answerable = (b: ForwardBlock) => b.targeted !== true && b.owned !== true;
+    const answered = new Set(blocks.filter(answerable).map(describeBlock));
+    const still = after.filter((b) => answerable(b) && answered.has(describeBlock(b)));
     this.deps.log.warn(
       {
-        blocked: blocks.filter((b) => b.targeted !== true).map(describeBlock),
+        blocked: blocks.filter(answerable).map(describeBlock),
         inserted,
         ...(moved.length === 0 ? {} : { movedFrom: moved }),
         ...(errors.length === 0 ? {} : { errors }),
@@ -284,13 +291,19 @@ export class ForwardFirewallWatch {
 
   /**
    * Says once (per distinct set) what trellis leaves to the operator: drops its accepts in place do
-   * not lift, and policy drops reached through a goto or return.
+   * not lift, policy drops reached through a goto or return, and drops in a table another process
+   * owns (nftables' owner flag: firewalld 2.2+), which the kernel lets no one else change.
    */
   private reportUnanswered(
     ineffective: readonly ForwardBlock[],
     unanswerable: readonly ForwardBlock[],
+    owned: readonly ForwardBlock[],
   ): void {
-    const key = JSON.stringify([ineffective.map(describeBlock), unanswerable.map(describeBlock)]);
+    const key = JSON.stringify([
+      ineffective.map(describeBlock),
+      unanswerable.map(describeBlock),
+      owned.map(describeBlock),
+    ]);
     if (key === this.reportedUnanswered) return;
     this.reportedUnanswered = key;
     if (ineffective.length > 0) {
@@ -308,6 +321,12 @@ export class ForwardFirewallWatch {
         "the host firewall's policy drops pod traffic this node forwards after a goto or return sends it there: trellis does not insert an accept (before that rule it would come ahead of the rules it leads to); accept the pod CIDRs in the chain the goto leads to, or before the return",
       );
     }
+    if (owned.length > 0) {
+      this.deps.log.warn(
+        { blocked: owned.map(describeBlock), fix: [...new Set(owned.map(fixCommand))] },
+        "the host firewall drops pod traffic this node forwards in a table another process owns (nftables' owner flag, as firewalld 2.2+ sets on its table): the kernel lets no one else change it, so trellis does not insert an accept; let the pod CIDRs through that firewall's own configuration",
+      );
+    }
   }
 
   /** Deletes our accepts of pod CIDRs the node no longer has (its pod CIDRs changed); true when any went. */
@@ -317,10 +336,12 @@ export class ForwardFirewallWatch {
     write: (cmd: FirewallCommand) => Promise<unknown>,
   ): Promise<boolean> {
     const wanted = new Set(podCIDRs.map((c) => canonicalCidr(c) ?? c));
+    // Not in a table another process owns: the kernel would refuse the delete at every check.
+    const owned = new Set(rs.baseChains.filter((c) => c.owned === true).map(tableKey));
     const stale = ownAccepts(
       rulesWithChains(rs),
       (p) => p !== undefined && wanted.has(canonicalCidr(p) ?? p),
-    );
+    ).filter((at) => !owned.has(tableKey(at.chain)));
     if (stale.length === 0) return false;
     const removed: string[] = [];
     for (const at of stale) {

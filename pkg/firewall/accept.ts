@@ -80,7 +80,7 @@ export function distinctAccepts(blocks: readonly ForwardBlock[]): FirewallComman
   const at = (b: ForwardBlock): number => b.rule?.handle ?? 0;
   const ordered = [...blocks].sort((a, b) => at(b) - at(a));
   for (const b of ordered) {
-    if (b.targeted === true) continue;
+    if (b.targeted === true || b.owned === true) continue;
     const cmd = acceptCommand(b);
     seen.set(commandText(cmd), cmd);
   }
@@ -112,17 +112,27 @@ export interface AcceptPlan {
    * reached and still comes after the operator's rules. Reported with where to accept them instead.
    */
   unanswerable: ForwardBlock[];
+  /**
+   * Blocks in a table another process owns (ForwardBlock.owned: firewalld 2.2+'s): the kernel refuses
+   * an insert there (EPERM). Reported with the owner's own way to let the pods through.
+   */
+  owned: ForwardBlock[];
 }
 
 /**
  * Sorts the blocks (the operator's targeted drops left out) by the accepts of ours already in the
  * chain the accept goes into, for the same direction and pod CIDR: none, one that sits after the rule
- * it must precede (misplaced), or one in place that does not help (ineffective).
+ * it must precede (misplaced), or one in place that does not help (ineffective); those in a table
+ * another process owns, and policy drops after a goto or return, apart.
  */
 export function planAccepts(rs: ForwardRuleset, blocks: readonly ForwardBlock[]): AcceptPlan {
-  const plan: AcceptPlan = { insert: [], misplaced: [], ineffective: [], unanswerable: [] };
+  const plan: AcceptPlan = { insert: [], misplaced: [], ineffective: [], unanswerable: [], owned: [] };
   for (const b of blocks) {
     if (b.targeted === true) continue;
+    if (b.owned === true) {
+      plan.owned.push(b);
+      continue;
+    }
     if (b.exit !== undefined) {
       plan.unanswerable.push(b);
       continue;

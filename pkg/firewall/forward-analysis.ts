@@ -56,6 +56,12 @@ export interface ForwardBlock extends PacketKind {
    * reports and never overrides. A catch-all drop or reject (no such match) is the firewall's default.
    */
   targeted?: true;
+  /**
+   * The chain's table is owned by another process (nftables' owner flag: firewalld 2.2+): only that
+   * process may change it, so trellis inserts nothing there and says how to let the pods through its
+   * own configuration.
+   */
+  owned?: true;
 }
 
 export type Match = 'always' | 'never' | 'maybe';
@@ -289,12 +295,26 @@ export function forwardBlocks(rs: ForwardRuleset, podCIDRs: readonly string[]): 
     for (const chain of rs.baseChains) {
       if (!applies(chain, kind.family)) continue;
       const r = walk(rs, chain, (m) => matchExpr(m, kind));
+      const owned = chain.owned === true ? { owned: true as const } : {};
       if (r.kind === 'drop') {
         const { by, rule, targeted } = r;
-        blocks.push({ ...kind, chain: chainKey(chain), by, rule, ...(targeted ? { targeted: true } : {}) });
+        blocks.push({
+          ...kind,
+          chain: chainKey(chain),
+          by,
+          rule,
+          ...(targeted ? { targeted: true } : {}),
+          ...owned,
+        });
       } else if (r.kind === 'next' && chain.policy === 'drop') {
         const exit = firstExit(rs, chain, (m) => matchExpr(m, kind));
-        blocks.push({ ...kind, chain: chainKey(chain), by: 'policy drop', ...(exit ? { exit } : {}) });
+        blocks.push({
+          ...kind,
+          chain: chainKey(chain),
+          by: 'policy drop',
+          ...(exit ? { exit } : {}),
+          ...owned,
+        });
       }
     }
   }

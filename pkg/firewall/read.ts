@@ -19,8 +19,11 @@ import {
   parseChainRules,
   parseForwardBaseChains,
   parseRulesetRules,
+  parseTableFlags,
+  parseTableFlagsText,
   type Rule,
   rulesWithChains,
+  tableKey,
 } from './ruleset.ts';
 import { type VxlanInKind, vxlanJudge } from './vxlan-input.ts';
 
@@ -74,6 +77,8 @@ export async function readForwardRuleset(
   const iptablesNftSave = opts.iptablesNftSave === undefined ? undefined : onceEach(opts.iptablesNftSave);
   const input = vxlan.length > 0;
   const baseChains = parseForwardBaseChains(await run(['-j', 'list', 'chains']), ownTable, input);
+  const owned = await ownedTables(run, new Set(baseChains.map(tableKey)));
+  for (const c of baseChains) if (owned.has(tableKey(c))) c.owned = true;
   const kinds = packetKinds(podCIDRs);
   const judges = vxlan.map(vxlanJudge);
   const rules = new Map<string, Rule[]>();
@@ -111,6 +116,35 @@ export async function readForwardRuleset(
   // walk, strict, would be undecided at every `-m conntrack` iptables-nft writes.
   if (input && iptablesNftSave !== undefined) await refineXt(rules, iptablesNftSave);
   return withLegacy({ baseChains, rules }, legacy, input);
+}
+
+/**
+ * Which of `tables` ("inet firewalld") carry nftables' owner flag: `nft -j list tables`, and for a
+ * table whose lone flag nft's JSON may misprint (parseTableFlags), its terse text listing. A table
+ * that cannot be read so is taken as not owned (a write into it then fails as it always could).
+ */
+async function ownedTables(run: NftRun, tables: ReadonlySet<string>): Promise<Set<string>> {
+  const owned = new Set<string>();
+  if (tables.size === 0) return owned;
+  let flags: ReturnType<typeof parseTableFlags>;
+  try {
+    flags = parseTableFlags(await run(['-j', 'list', 'tables']));
+  } catch {
+    return owned;
+  }
+  for (const t of flags.owned) if (tables.has(t)) owned.add(t);
+  for (const t of flags.unsure) {
+    if (!tables.has(t)) continue;
+    const family = t.slice(0, t.indexOf(' '));
+    const name = t.slice(family.length + 1);
+    try {
+      if (parseTableFlagsText(await run(['-t', 'list', 'table', family, name])).includes('owner'))
+        owned.add(t);
+    } catch {
+      // gone meanwhile, or unreadable: not known to be owned
+    }
+  }
+  return owned;
 }
 
 /** The rule ends in a plain accept. */

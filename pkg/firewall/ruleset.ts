@@ -36,6 +36,11 @@ export interface BaseChain extends ChainRef {
   prio: number;
   /** The netfilter hook: forward (routed packets, the default) or input (packets for the node itself). */
   hook?: 'forward' | 'input';
+  /**
+   * Its table has nftables' `owner` flag (firewalld 2.2+ sets it by default): the kernel refuses a
+   * change to it from any netlink socket but its owner's (EPERM), so trellis never writes into it.
+   */
+  owned?: true;
 }
 
 /** One rule's expressions, as `nft -j` gives them (objects with one key each). */
@@ -107,6 +112,48 @@ function toRule(r: Record<string, unknown>, expr: unknown[]): Rule {
     expr: expr.filter((e): e is Record<string, unknown> => typeof e === 'object' && e !== null),
     ...(typeof r.comment === 'string' ? { comment: r.comment } : {}),
   };
+}
+
+/** "inet firewalld": a table as `nft list tables` names it. */
+export function tableKey(c: Pick<ChainRef, 'family' | 'table'>): string {
+  return `${c.family} ${c.table}`;
+}
+
+/** nftables' table flags (NFT_TABLE_F_*), by the names nft prints. */
+const TABLE_FLAGS = new Set(['dormant', 'owner', 'persist']);
+
+/**
+ * The tables in `nft -j list tables` output that carry the owner flag (`owned`), and those whose
+ * flags nft printed but this cannot trust (`unsure`): nft prints one flag as a string and several as
+ * an array, and nft 1.0.6 (Debian 12's, the image's) prints a lone flag from freed memory: another
+ * table's name, or its own release name, where "owner" belongs (seen on this kernel; its arrays are
+ * right). An array is trusted; a lone string is confirmed from the table's text listing
+ * (parseTableFlagsText).
+ */
+export function parseTableFlags(json: string): { owned: string[]; unsure: string[] } {
+  const owned: string[] = [];
+  const unsure: string[] = [];
+  for (const item of items(json, 'nft list tables')) {
+    const t = item.table as Record<string, unknown> | undefined;
+    if (t === undefined || !FAMILIES.has(String(t.family)) || t.flags === undefined) continue;
+    const key = tableKey({ family: t.family as ForwardFamily, table: String(t.name) });
+    if (Array.isArray(t.flags)) {
+      if (t.flags.includes('owner')) owned.push(key);
+    } else unsure.push(key);
+  }
+  return { owned, unsure };
+}
+
+/** The flags of `nft -t list table FAMILY NAME` text output: its `flags owner,persist` line, if any. */
+export function parseTableFlagsText(text: string): string[] {
+  const lines = text.split('\n');
+  for (const line of lines.slice(1)) {
+    // The table's own statements come before its first chain, set, map or other block.
+    if (line.includes('{')) break;
+    const m = /^\s*flags\s+(.+?)\s*$/.exec(line);
+    if (m !== null) return m[1]!.split(/[\s,]+/).filter((f) => TABLE_FLAGS.has(f));
+  }
+  return [];
 }
 
 /** The rules in `nft -j list chain FAMILY TABLE NAME` output. */

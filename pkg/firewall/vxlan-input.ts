@@ -17,7 +17,7 @@
  * undecided when it could let the packets through: a warning is given only for a certain drop.
  */
 import { cidrContains, parseCidr, parseIp } from '../ip/index.ts';
-import { acceptAtTop } from './advice.ts';
+import { acceptAtTop, ownedTableFix } from './advice.ts';
 import { applies, type Judge, type Match, type Outcome, prefixOf, walk } from './forward-analysis.ts';
 import { type ChainRef, chainKey, chainOfKey, type ForwardRuleset, ipFamilyOf } from './ruleset.ts';
 
@@ -39,6 +39,8 @@ export interface VxlanInBlock {
   /** "policy drop", or the rule: "rule 12 in inet firewalld filter_INPUT: reject". */
   by: string;
   rule?: { chain: ChainRef; handle: number };
+  /** The chain's table is owned by another process (nftables' owner flag): see ForwardBlock.owned. */
+  owned?: true;
 }
 
 /** Transport headers other than UDP's: a match on one cannot hold for a UDP packet. */
@@ -166,7 +168,12 @@ export function vxlanInputBlocks(rs: ForwardRuleset, kinds: readonly VxlanInKind
       if (!applies(chain, kind.family, 'input')) continue;
       // Strict: a warning is given only where the drop is certain.
       const r: Outcome = walk(rs, chain, judge, 0, true);
-      const base = { family: kind.family, port: kind.port, chain: chainKey(chain) };
+      const base = {
+        family: kind.family,
+        port: kind.port,
+        chain: chainKey(chain),
+        ...(chain.owned === true ? { owned: true as const } : {}),
+      };
       if (r.kind === 'drop')
         blocks.push({ ...base, by: r.by, rule: { chain: r.rule.chain, handle: r.rule.handle } });
       else if (r.kind === 'next' && chain.policy === 'drop') blocks.push({ ...base, by: 'policy drop' });
@@ -185,6 +192,13 @@ export function describeVxlanBlock(b: VxlanInBlock): string {
  * and legacy iptables' tables, nft otherwise); ufw and firewalld have their own, which survive reloads.
  */
 export function vxlanFixCommand(b: VxlanInBlock): string {
+  if (b.owned === true) {
+    return ownedTableFix(
+      b.chain,
+      `firewall-cmd --permanent --add-port=${b.port}/udp && firewall-cmd --reload (the zone of the interface the tunnel comes in on, if not the default: --zone=<zone>)`,
+      `UDP port ${b.port} from the nodes this node tunnels to`,
+    );
+  }
   const inet = ipFamilyOf(chainOfKey(b.chain).family) === undefined;
   const nft = `${inet ? `meta nfproto ipv${b.family} ` : ''}udp dport ${b.port}`;
   return acceptAtTop(b.chain, `-p udp --dport ${b.port}`, nft);

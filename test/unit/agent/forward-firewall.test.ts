@@ -403,3 +403,61 @@ describe('ForwardFirewallWatch', () => {
     });
   });
 });
+
+describe("ForwardFirewallWatch: a table another process owns (nftables' owner flag, firewalld 2.2+)", () => {
+  it('inserts nothing (the kernel would refuse it with EPERM), reports the block with firewalld’s own fix, and warns once', async () => {
+    const owned: ForwardRuleset = {
+      baseChains: [
+        {
+          family: 'inet',
+          table: 'firewalld',
+          name: 'filter_FORWARD',
+          policy: 'accept',
+          prio: 10,
+          owned: true,
+        },
+      ],
+      rules: new Map([
+        [
+          'inet firewalld filter_FORWARD',
+          [
+            // An accept of ours for a pod CIDR the node no longer has: not deleted either.
+            {
+              handle: 8,
+              expr: [
+                {
+                  match: {
+                    op: '==',
+                    left: { payload: { protocol: 'ip', field: 'saddr' } },
+                    right: { prefix: { addr: '10.244.9.0', len: 24 } },
+                  },
+                },
+                { accept: null },
+              ],
+              comment: ACCEPT_COMMENT,
+            },
+            { handle: 9, expr: [{ reject: null }] },
+          ],
+        ],
+      ]),
+    };
+    const writes: string[] = [];
+    const { watch, lines } = setup(
+      async () => owned,
+      async (cmd) => {
+        writes.push(cmd.args.join(' '));
+        throw new Error('nft: exit code 1: Error: Could not process rule: Operation not permitted');
+      },
+    );
+    await watch.check(POD_CIDRS);
+    await watch.check(POD_CIDRS);
+    expect(writes).toEqual([]);
+    expect(watch.state().blocks.map((b) => b.owned)).toEqual([true, true]);
+    expect(lines.map((l) => l.level)).toEqual([40, 40]); // the owned-table warning and the block, once
+    expect(String(lines[0]!.msg)).toMatch(/in a table another process owns/);
+    expect(lines[1]!.note).toBeUndefined(); // Docker's advice is not firewalld's
+    expect((lines[0]!.fix as string[]).join('\n')).toContain(
+      `--add-rich-rule='rule family="ipv4" destination address="10.244.1.0/24" accept'`,
+    );
+  });
+});

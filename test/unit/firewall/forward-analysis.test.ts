@@ -392,6 +392,36 @@ describe('fixCommand', () => {
       'nft insert rule inet firewalld filter_FORWARD ip6 saddr fd00:10:244:1::/64 accept',
     );
   });
+
+  it("a table another process owns (firewalld 2.2+'s): firewalld's own command, or its owner's configuration; never nft or iptables", () => {
+    const owned = (chain: string, family: 4 | 6, direction: 'from-pods' | 'to-pods'): ForwardBlock => ({
+      ...block(chain, family, direction),
+      owned: true,
+    });
+    const from = fixCommand(owned('inet firewalld filter_FORWARD', 4, 'from-pods'));
+    expect(from).toContain('inet firewalld is owned by the process that created it');
+    expect(from).toContain(
+      'firewall-cmd --permanent --new-policy trellis-pods && firewall-cmd --permanent --policy trellis-pods --add-ingress-zone ANY && firewall-cmd --permanent --policy trellis-pods --add-egress-zone ANY;',
+    );
+    expect(from).toContain(
+      `firewall-cmd --permanent --policy trellis-pods --add-rich-rule='rule family="ipv4" source address="10.244.1.0/24" accept' && firewall-cmd --reload`,
+    );
+    expect(fixCommand(owned('inet firewalld filter_FORWARD', 6, 'to-pods'))).toContain(
+      `--add-rich-rule='rule family="ipv6" destination address="fd00:10:244:1::/64" accept'`,
+    );
+    const other = fixCommand(owned('ip other FORWARD', 4, 'to-pods'));
+    expect(other).toBe(
+      "ip other is owned by the process that created it (nftables' owner flag): the kernel refuses changes to it from anyone else, trellis included; accept IPv4 packets to 10.244.1.0/24 through that program's own configuration",
+    );
+    // Even a drop that names the pods: deleting it takes the owner too.
+    const targeted: ForwardBlock = {
+      ...owned('inet firewalld filter_FORWARD', 4, 'from-pods'),
+      targeted: true,
+      rule: { chain: { family: 'inet', table: 'firewalld', name: 'filter_FORWARD' }, handle: 9 },
+    };
+    expect(fixCommand(targeted)).toContain('firewall-cmd');
+    expect(fixCommand(targeted)).not.toMatch(/nft (insert|delete)/);
+  });
 });
 
 describe('the accept rules trellis inserts', () => {
@@ -460,7 +490,15 @@ describe('the accept rules trellis inserts', () => {
       baseChains: [ipFilterForward('accept')],
       rules: new Map([['ip filter FORWARD', rules]]),
     });
-    const none = { insert: [], misplaced: [], ineffective: [], unanswerable: [] };
+    const none = { insert: [], misplaced: [], ineffective: [], unanswerable: [], owned: [] };
+    // In a table another process owns: nothing to insert (the kernel would refuse it), reported.
+    const fromOwned: ForwardBlock = { ...from, owned: true };
+    expect(planAccepts(rs([rejectRule]), [fromOwned, to])).toEqual({
+      ...none,
+      insert: [to],
+      owned: [fromOwned],
+    });
+    expect(distinctAccepts([fromOwned])).toEqual([]);
     // Nothing of ours yet: both inserted.
     expect(planAccepts(rs([rejectRule]), [from, to])).toEqual({ ...none, insert: [from, to] });
     // Ours after the reject (the reject came later): moved before it.

@@ -18,11 +18,15 @@ COMMIT
 
 const KIND: VxlanInKind = { family: 4, port: 8472, sources: ['10.100.1.12'], devices: ['eth0'] };
 
+const META =
+  '{"metainfo": {"version": "1.0.6", "release_name": "Lester Gooch #5", "json_schema_version": 1}}';
+const TABLES = `{"nftables": [${META}, {"table": {"family": "ip", "name": "filter", "handle": 1}}]}`;
+
 function fakeNft() {
   const ran: string[] = [];
   const run = async (args: string[]): Promise<string> => {
     ran.push(args.join(' '));
-    return args.includes('chains') ? CHAINS : INPUT;
+    return args.includes('chains') ? CHAINS : args.includes('tables') ? TABLES : INPUT;
   };
   return { run, ran };
 }
@@ -38,7 +42,7 @@ describe('readForwardRuleset: what iptables-nft keeps as an extension, read back
         return SAVE;
       },
     });
-    expect(nft.ran).toEqual(['-j list chains', '-j list chain ip filter INPUT']);
+    expect(nft.ran).toEqual(['-j list chains', '-j list tables', '-j list chain ip filter INPUT']);
     expect(saves).toEqual([4]);
     const [rule] = rs.rules.get('ip filter INPUT')!;
     expect(rule!.handle).toBe(2);
@@ -73,5 +77,53 @@ describe('readForwardRuleset: what iptables-nft keeps as an extension, read back
     expect(nft.ran).toEqual(['-j list chains']);
     expect(saved).toBe(false);
     expect(rs.baseChains).toEqual([]);
+  });
+});
+
+describe("readForwardRuleset: tables another process owns (nftables' owner flag, firewalld 2.2+)", () => {
+  const FWD_CHAINS = `{"nftables": [${META}, {"chain": {"family": "inet", "table": "firewalld", "name": "filter_FORWARD", "handle": 1, "type": "filter", "hook": "forward", "prio": 10, "policy": "accept"}}, {"chain": {"family": "inet", "table": "z", "name": "fwd", "handle": 1, "type": "filter", "hook": "forward", "prio": 0, "policy": "accept"}}]}`;
+  const RULES = `{"nftables": [${META}]}`;
+  /** `nft -t list table` of the owned table, as nft 1.0.6 prints it. */
+  const OWNED_TEXT =
+    'table inet firewalld { # progname firewalld\n\tflags owner\n\n\tchain filter_FORWARD {\n\t\ttype filter hook forward priority filter + 10; policy accept;\n\t\treject with icmpx admin-prohibited\n\t}\n}\n';
+  const DORMANT_TEXT =
+    'table inet z {\n\tflags dormant\n\n\tchain fwd {\n\t\ttype filter hook forward priority filter; policy accept;\n\t}\n}\n';
+
+  function nftWith(tables: string) {
+    const ran: string[] = [];
+    const run = async (args: string[]): Promise<string> => {
+      ran.push(args.join(' '));
+      if (args.includes('chains')) return FWD_CHAINS;
+      if (args.includes('tables')) return tables;
+      if (args[0] === '-t') return args.includes('firewalld') ? OWNED_TEXT : DORMANT_TEXT;
+      return RULES;
+    };
+    return { run, ran };
+  }
+  const owned = (rs: { baseChains: { table: string; owned?: true }[] }) =>
+    rs.baseChains.filter((c) => c.owned === true).map((c) => c.table);
+
+  it("nft 1.0.6's lone flag (printed from freed memory, here its release name and a table's name) is read from the table's text", async () => {
+    // Captured on Debian 12 (nft 1.0.6): the flags of `flags owner` and `flags dormant`.
+    const garbled = `{"nftables": [${META}, {"table": {"family": "inet", "name": "firewalld", "handle": 1, "flags": "Lester Gooch #5"}}, {"table": {"family": "inet", "name": "z", "handle": 2, "flags": "firewalld"}}]}`;
+    const nft = nftWith(garbled);
+    const rs = await readForwardRuleset(nft.run, ['10.244.1.0/24'], 'trellis');
+    expect(owned(rs)).toEqual(['firewalld']);
+    expect(nft.ran).toContain('-t list table inet firewalld');
+    expect(nft.ran).toContain('-t list table inet z');
+  });
+
+  it('newer nft: flags as an array are taken as printed; no flags, nothing more is run', async () => {
+    const both = `{"nftables": [${META}, {"table": {"family": "inet", "name": "firewalld", "handle": 1, "flags": ["owner", "persist"]}}, {"table": {"family": "inet", "name": "z", "handle": 2}}]}`;
+    const nft = nftWith(both);
+    expect(owned(await readForwardRuleset(nft.run, ['10.244.1.0/24'], 'trellis'))).toEqual(['firewalld']);
+    expect(nft.ran.filter((r) => r.startsWith('-t'))).toEqual([]);
+  });
+
+  it('a table list nft cannot give: nothing is taken as owned, the read goes on', async () => {
+    const nft = nftWith('Error: oops');
+    const rs = await readForwardRuleset(nft.run, ['10.244.1.0/24'], 'trellis');
+    expect(owned(rs)).toEqual([]);
+    expect(rs.baseChains).toHaveLength(2);
   });
 });

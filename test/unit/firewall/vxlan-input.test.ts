@@ -205,4 +205,20 @@ describe('vxlanFixCommand', () => {
       'nft insert rule inet firewalld filter_INPUT meta nfproto ipv4 udp dport 8472 accept',
     );
   });
+
+  it("in a table another process owns (firewalld 2.2+'s), firewalld's own command, never nft", () => {
+    const owned = {
+      family: 4 as const,
+      port: 8472,
+      chain: 'inet firewalld filter_INPUT',
+      by: 'policy drop',
+      owned: true as const,
+    };
+    const fix = vxlanFixCommand(owned);
+    expect(fix).toContain('firewall-cmd --permanent --add-port=8472/udp && firewall-cmd --reload');
+    expect(fix).not.toMatch(/nft insert/);
+    expect(vxlanFixCommand({ ...owned, chain: 'inet other input' })).toContain(
+      "accept UDP port 8472 from the nodes this node tunnels to through that program's own configuration",
+    );
+  });
 });
