@@ -215,7 +215,7 @@ function callAgent(io: ShimIo, command: AgentVerb, config: ShimConfig, line: str
 }
 
 /**
- * Connects and asks; an ADD that finds no agent listening, or whose agent closed the connection
+ * Connects and asks; an ADD that finds no agent listening (restartMayAnswer), or whose agent closed the connection
  * without an answer (it died or stopped with the call in its backlog or in flight), while the
  * agent's ready marker is fresh (a restart) tries again every RESTART_RETRY_MS, within
  * RESTART_WAIT_MS and half its timeout. Asking again is safe: an ADD repeated for the same
@@ -244,7 +244,7 @@ function connectThroughRestart(
     try {
       return ask(left);
     } catch (err) {
-      if (!(err instanceof TransportError) || err.kind === 'timeout') throw err;
+      if (!(err instanceof TransportError) || !restartMayAnswer(err)) throw err;
       if (readyAgoS === undefined) {
         const age = io.fileAgeMs?.(readyMarkerPath(config.socket));
         if (!markerVouches(age)) throw err;
@@ -259,6 +259,20 @@ function connectThroughRestart(
       left = Math.max(1, Math.round(totalMs - (now() - started)));
     }
   }
+}
+
+/**
+ * What an agent's restart ends: no listener on the socket (ECONNREFUSED: the old agent's file; ENOENT:
+ * none yet), a full backlog (the connect timed out), an agent that hung up without answering. Not a
+ * timeout (an agent that is there but slow would get the call twice), and not a socket this process
+ * may not use (EACCES, ENOTSOCK...), which no restart changes.
+ */
+function restartMayAnswer(err: TransportError): boolean {
+  if (err.kind === 'closed') return true;
+  if (err.kind !== 'unreachable') return false;
+  return (
+    err.reason === 'ECONNREFUSED' || err.reason === 'ENOENT' || err.reason.startsWith('connect timed out')
+  );
 }
 
 function transportCniError(

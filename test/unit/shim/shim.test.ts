@@ -409,7 +409,7 @@ describe('runShim decisions (in-process transport)', () => {
         expect([asked, slept]).toEqual([4, [250, 250, 250]]);
       });
 
-      it('not without a fresh marker, not for other verbs, and not after a timeout (an agent that is there)', () => {
+      it('not without a fresh marker, not for other verbs, not after a timeout (an agent that is there), not for EACCES', () => {
         for (const age of [undefined, STATUS_GRACE_MS + 1]) {
           const r = restarting(Number.POSITIVE_INFINITY, age);
           expect(r.slept, String(age)).toEqual([]);
@@ -433,6 +433,20 @@ describe('runShim decisions (in-process transport)', () => {
         });
         expect(JSON.parse(add.stdout)).toMatchObject({ code: CniCode.AGENT_TIMEOUT });
         expect([slept, timedOut.calls.length]).toEqual([[], 1]);
+        // Nor a socket this process may not use: no restart changes that.
+        const denied = fakeTransport(new TransportError('unreachable', 'EACCES'));
+        let clock = 0;
+        const refused = runShim({
+          ...io(ADD_ENV, conf(), denied.connect),
+          fileAgeMs: () => 1_000,
+          sleep: (ms) => {
+            slept.push(ms);
+            clock += ms;
+          },
+          now: () => clock,
+        });
+        expect(JSON.parse(refused.stdout)).toMatchObject({ code: CniCode.TRY_AGAIN_LATER });
+        expect([slept, denied.calls.length]).toEqual([[], 1]);
         // A hung-up agent without a fresh marker is not waited for either.
         const closed = fakeTransport(new TransportError('closed', 'ECONNRESET'));
         const stale = runShim({
