@@ -1,5 +1,6 @@
 import { CniCode, CniError, toCniError } from '../cni/errors.ts';
 import type { Lease, LeasedAddress, LeaseMeta } from '../ipam/index.ts';
+import { heldOwner } from './del.ts';
 import { deleteLinkIfNamed } from './delete-link.ts';
 import { hostSideSteps } from './host-side.ts';
 import { readAttachment } from './inspect.ts';
@@ -86,8 +87,13 @@ async function addInNetns(
       `mtu ${req.mtu} is below 1280, the smallest MTU IPv6 runs on, and this node gives pods IPv6 addresses`,
     );
   }
-  const existing = deps.ipam.get(key) ?? restoreHeld(deps, req);
-  const existingNetwork = otherNetworkOf(existing, req.network, req.unrecordedNetwork);
+  // A held attachment's network is checked before it is restored: restore records this ADD's.
+  const leased = deps.ipam.get(key);
+  const existingNetwork = otherNetworkOf(
+    leased ?? (await heldOwner(deps, key)),
+    req.network,
+    req.unrecordedNetwork,
+  );
   if (existingNetwork !== undefined) {
     // Attachments are known by container id and ifname (and so are their veth names): a second
     // network on the same pair would be handed the first one's interface, and its DEL, after this
@@ -97,6 +103,7 @@ async function addInNetns(
       `${req.ifname} of container ${req.containerId} is attached to network ${JSON.stringify(existingNetwork)} already: network ${JSON.stringify(req.network)} needs a CNI_IFNAME of its own`,
     );
   }
+  const existing = leased ?? restoreHeld(deps, req);
   if (existing !== undefined && existing.netns === req.netns) {
     // A repeated ADD for an attachment that is fully in place answers with what is there.
     const current = await readAttachment(deps, req, existing.addresses);

@@ -4,6 +4,7 @@ import { hostPrefixLen } from './gateway.ts';
 import { hostVethName, otherNetworkOf } from './names.ts';
 import { type Family, type RouteInfo, TRELLIS_ROUTE_PROTOCOL } from './ports.ts';
 import type { AttachmentKey, DatapathDeps } from './types.ts';
+import { ownerOfAlias } from './veth-alias.ts';
 
 export interface DelOutcome {
   released: LeasedAddress[];
@@ -29,7 +30,7 @@ export async function delAttachment(
 ): Promise<DelOutcome> {
   // A lease's addresses, or those a quarantined record kept held: what this DEL frees either way.
   const lease = deps.ipam.get(key);
-  const otherNetwork = otherNetworkOf(lease, opts.network, opts.unrecorded);
+  const otherNetwork = otherNetworkOf(lease ?? (await heldOwner(deps, key)), opts.network, opts.unrecorded);
   if (otherNetwork !== undefined) {
     return { released: [], vethScheduled: false, otherNetwork };
   }
@@ -82,4 +83,23 @@ async function podRoutesVia(deps: DatapathDeps, ifindex: number): Promise<RouteI
         (r.gateway === undefined || r.gateway === '') &&
         r.dst.endsWith(`/${hostPrefixLen(r.family)}`),
     );
+}
+
+/**
+ * Whose a held attachment is (Ipam.heldKeys: no lease, its record quarantined or lost) for the
+ * network check of ADD and DEL, read off its host veth's alias as GC reads it (gc.ts): the record that
+ * said it is unreadable. `{}` (the unrecorded network's, as a lease that records none) when the veth
+ * has no alias naming one; undefined when the key holds nothing, or has no host veth (no pod of any
+ * network has its addresses then: veth pairs die together).
+ */
+export async function heldOwner(
+  deps: Pick<DatapathDeps, 'ipam' | 'host'>,
+  key: AttachmentKey,
+): Promise<{ network?: string } | undefined> {
+  if (deps.ipam.heldAddresses(key).length === 0) return undefined;
+  const name = hostVethName(key.containerId, key.ifname);
+  const link = await deps.host.getLink(name);
+  if (link === undefined) return undefined;
+  const network = ownerOfAlias(name, link.alias)?.network;
+  return network === undefined ? {} : { network };
 }
