@@ -710,6 +710,22 @@ export class NodeController {
           deps.log.error({ error: this.masqError }, 'masquerade rules could not be applied');
         }
       }
+      // What the routes came to is said whatever the follow-up does: the kernel has it already.
+      this.sayProblems(report.problems, 'full');
+      for (const c of report.conflicts) {
+        deps.log.warn(
+          c.existing.unreadable === true
+            ? { route: c.desired.dst, holder: UNREADABLE_HOLDER }
+            : { route: c.desired.dst, protocol: c.existing.protocol, gateway: c.existing.gateway },
+          'route not programmed: its prefix is held by a route trellis does not own',
+        );
+      }
+      for (const e of report.errors) {
+        deps.log.warn({ route: e.route.dst, error: errorText(e.error) }, 'route could not be programmed');
+      }
+      for (const e of report.overlay?.errors ?? []) {
+        deps.log.warn({ op: e.op, what: e.what, error: errorText(e.error) }, 'VXLAN overlay change failed');
+      }
       // Before the pass's line: a pass whose follow-up (the config list, the MTU) fails logs one
       // 'reconcile failed' line, not a 'reconciled' one and then that; its time counts.
       await deps.onSynced(self, report);
@@ -743,21 +759,6 @@ export class NodeController {
         },
         'reconciled',
       );
-      this.sayProblems(report.problems, 'full');
-      for (const c of report.conflicts) {
-        deps.log.warn(
-          c.existing.unreadable === true
-            ? { route: c.desired.dst, holder: UNREADABLE_HOLDER }
-            : { route: c.desired.dst, protocol: c.existing.protocol, gateway: c.existing.gateway },
-          'route not programmed: its prefix is held by a route trellis does not own',
-        );
-      }
-      for (const e of report.errors) {
-        deps.log.warn({ route: e.route.dst, error: errorText(e.error) }, 'route could not be programmed');
-      }
-      for (const e of report.overlay?.errors ?? []) {
-        deps.log.warn({ op: e.op, what: e.what, error: errorText(e.error) }, 'VXLAN overlay change failed');
-      }
       // Some change failed (a route, the overlay, nft): the pass still counts, and the loop retries it
       // after a backoff rather than at once (such failures tend to persist for a while).
       const partial =
