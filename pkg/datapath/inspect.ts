@@ -125,8 +125,10 @@ export async function inspectAttachment(
 }
 
 /**
- * The pod has a default route of this family: ours on this interface, or any on another of the pod's
- * interfaces, which held it first (ADD keeps such a route: add.ts configurePodSide).
+ * The pod has a default route of this family: ours on this interface (in any table: sbr moves it),
+ * or one in the main table on another of the pod's interfaces, which held it first (ADD keeps such a
+ * route: add.ts configurePodSide). Another interface's default route in a table of its own (its sbr
+ * or VRF table) serves that interface's sources only, not the pod's default.
  */
 function hasDefaultRoute(routes: readonly RouteInfo[], family: Family, ifindex: number): boolean {
   const dst = defaultDst(family);
@@ -134,7 +136,9 @@ function hasDefaultRoute(routes: readonly RouteInfo[], family: Family, ifindex: 
   return routes.some(
     (r) =>
       r.dst === dst &&
-      (r.ifindex === ifindex ? r.gateway === gw : r.ifindex !== undefined && r.type === 'unicast'),
+      (r.ifindex === ifindex
+        ? r.gateway === gw
+        : r.ifindex !== undefined && r.type === 'unicast' && r.table === undefined),
   );
 }
 

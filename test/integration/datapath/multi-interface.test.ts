@@ -247,6 +247,23 @@ describe.skipIf(netnsSkipReason !== undefined)(
       await expect(check('eth0')).rejects.toThrow('default route 0.0.0.0/0 via 169.254.1.1 is missing');
       // net1's ADD neither set nor reported a default route: not net1's to miss.
       await check('net1');
+      // A default route of net1's in a table of its own (as sbr or a VRF makes for its sources) is
+      // not the pod's default: eth0's is still missing.
+      ip(
+        pod.name,
+        '-4',
+        'route',
+        'add',
+        'default',
+        'via',
+        '169.254.1.1',
+        'dev',
+        'net1',
+        'onlink',
+        'table',
+        '200',
+      );
+      await expect(check('eth0')).rejects.toThrow('default route 0.0.0.0/0 via 169.254.1.1 is missing');
     });
   },
 );
