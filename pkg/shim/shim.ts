@@ -240,11 +240,18 @@ function connectThroughRestart(
   const started = now();
   let readyAgoS: number | undefined;
   let left = totalMs;
+  // An agent that hung up on this call is asked once more, not again: one this very request made
+  // crash would be made to crash by it at every restart, cutting every other call off each time.
+  let hungUp = false;
   for (;;) {
     try {
       return ask(left);
     } catch (err) {
       if (!(err instanceof TransportError) || !restartMayAnswer(err)) throw err;
+      if (err.kind === 'closed') {
+        if (hungUp) throw err;
+        hungUp = true;
+      }
       if (readyAgoS === undefined) {
         const age = io.fileAgeMs?.(readyMarkerPath(config.socket));
         if (!markerVouches(age)) throw err;

@@ -409,6 +409,21 @@ describe('runShim decisions (in-process transport)', () => {
         expect([asked, slept]).toEqual([4, [250, 250, 250]]);
       });
 
+      it('asks an agent that hung up on the call once more, not again (the call may be what makes it crash)', () => {
+        let clock = 0;
+        const hangUps = fakeTransport(new TransportError('closed', 'connection closed before any answer'));
+        const out = runShim({
+          ...io(ADD_ENV, conf(), hangUps.connect),
+          fileAgeMs: () => 1_000,
+          sleep: (ms) => {
+            clock += ms;
+          },
+          now: () => clock,
+        });
+        expect(JSON.parse(out.stdout)).toMatchObject({ code: CniCode.TRY_AGAIN_LATER });
+        expect(hangUps.calls.length).toBe(2);
+      });
+
       it('not without a fresh marker, not for other verbs, not after a timeout (an agent that is there), not for EACCES', () => {
         for (const age of [undefined, STATUS_GRACE_MS + 1]) {
           const r = restarting(Number.POSITIVE_INFINITY, age);
