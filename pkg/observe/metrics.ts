@@ -61,7 +61,7 @@ export interface AgentMetricsOptions {
 }
 
 /**
- * Per-peer series name the first broken peers only (by name): a lasting degraded setup (peers on
+ * Per-peer series name the first broken peers and families only (by peer name): a lasting degraded setup (peers on
  * another L2 in host-gw mode, a dual-stack cluster whose Nodes list only IPv4 InternalIPs) breaks
  * every peer at once, and a series per peer on every node would again be N² in the cluster.
  * trellis_peers{state="broken"} counts them all.
@@ -184,7 +184,7 @@ export class AgentMetrics {
     // whole picture is in the counts; which peers are fine is the absence of a series.
     this.peerBroken = new Gauge({
       name: 'trellis_peer_route_broken',
-      help: `1 for a peer (per family) some pod CIDR of which is not routed after the last pass; no series when it is; at most ${this.maxBrokenPeerSeries} peers, by name (trellis_peers counts all). path is direct, vxlan, unreachable or skipped.`,
+      help: `1 for a peer (per family) some pod CIDR of which is not routed after the last pass; no series when it is; at most ${this.maxBrokenPeerSeries} series (peer and family), by peer name (trellis_peers counts all). path is direct, vxlan, unreachable or skipped.`,
       labelNames: ['peer', 'family', 'path'],
       registers,
     });
@@ -257,7 +257,7 @@ export class AgentMetrics {
     });
     new Gauge({
       name: 'trellis_cni_config_shadowed',
-      help: "Config files in the CNI conf dir that sort before trellis's, as of the last reconcile pass: containerd and CRI-O use the first, so above 0 new pods get another network. The agent's log names them.",
+      help: "Config files in the CNI conf dir that sort before trellis's and take its pods, as of the last reconcile pass (a Multus config handing pods on to trellis does not count): containerd and CRI-O use the first, so above 0 new pods get another network. The agent's log names them.",
       registers,
       collect() {
         this.set(self.source?.cniConfigShadowedBy?.().length ?? 0);
