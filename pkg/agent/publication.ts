@@ -7,6 +7,7 @@ import {
   configsShadowing,
   describeChainProblems,
   entryExists,
+  isMetaPluginConfig,
   publishConflist,
   renderConflist,
 } from '../cniconf/index.ts';
@@ -138,11 +139,11 @@ export class CniConfigPublisher {
     const dir = this.#config.cniConfDir;
     let before: string[];
     let first: string[];
+    const parsed = new Map<string, unknown>();
     try {
       const entries = await readdir(dir);
       // Read only when something sorts first (a meta-plugin such as Multus hands pods on to trellis).
       first = configsBefore(entries, CONFLIST_FILE_NAME);
-      const parsed = new Map<string, unknown>();
       for (const name of first) parsed.set(name, await readJson(join(dir, name)));
       before = configsShadowing(entries, CONFLIST_FILE_NAME, PUBLISHED_NETWORK_NAME, (n) => parsed.get(n));
     } catch {
@@ -152,8 +153,13 @@ export class CniConfigPublisher {
     const was = this.shadowedBy;
     this.shadowedBy = before;
     if (before.length > 0) {
+      // A Multus config naming another default network: make trellis its default, not delete it
+      // (the Multus daemon writes it again, and the node loses Multus).
+      const fix = isMetaPluginConfig(parsed.get(before[0]!))
+        ? `make trellis the default network of the meta-plugin (Multus) that ${join(dir, before[0]!)} configures: "clusterNetwork": "${PUBLISHED_NETWORK_NAME}"`
+        : `remove ${before.map((f) => join(dir, f)).join(' ')}`;
       this.#log.warn(
-        { dir, files: before, fix: `remove ${before.map((f) => join(dir, f)).join(' ')}` },
+        { dir, files: before, fix },
         `CNI config ${before[0]} sorts before ${CONFLIST_FILE_NAME}: containerd and CRI-O use the first file, so new pods get its network, not trellis`,
       );
     } else if (was.length > 0) {

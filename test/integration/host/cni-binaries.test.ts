@@ -223,6 +223,24 @@ describe.skipIf(skip !== undefined)(
       await within(10_000, 'the all-clear', () => unchecked.logs.some(first));
       expect(unchecked.logs.find(first)).toMatchObject({ level: 'info', dir });
       expect(status(unchecked).cniConfigShadowedBy).toBeUndefined();
+
+      // Multus handing pods to another network: the fix makes trellis its default, never "remove" it.
+      const multus = join(dir, '00-multus.conf');
+      writeFileSync(
+        multus,
+        JSON.stringify({ cniVersion: '0.3.1', name: 'multus', type: 'multus', clusterNetwork: 'other' }),
+      );
+      try {
+        const multusWarning = (l: Record<string, unknown>): boolean =>
+          String(l.msg).startsWith('CNI config 00-multus.conf sorts before');
+        await within(10_000, 'the Multus warning', () => unchecked.logs.some(multusWarning));
+        expect(unchecked.logs.find(multusWarning)).toMatchObject({
+          files: ['00-multus.conf'],
+          fix: `make trellis the default network of the meta-plugin (Multus) that ${multus} configures: "clusterNetwork": "trellis"`,
+        });
+      } finally {
+        rmSync(multus, { force: true });
+      }
     });
   },
 );
