@@ -112,6 +112,8 @@ export interface AgentHooks {
 
 const SPOOL_DRAIN_INTERVAL_MS = 30_000;
 const LEASE_GC_INTERVAL_MS = 5 * 60_000;
+/** How soon pods outside the pod CIDRs whose removal failed are tried again. */
+const HELD_RETRY_MS = 30_000;
 /** How long stop waits for background work (a firewall check behind the xtables lock: `-w 5`). */
 const STOP_BACKGROUND_WAIT_MS = 8_000;
 /** Folds the burst of one flush (a route per pod and family) into one check of the host ends. */
@@ -184,6 +186,8 @@ export class Agent {
     fallback: true,
   };
   private busyKeys: ReadonlySet<string> = new Set();
+  /** The last lease rebuild left pods outside the pod CIDRs in place (retried every HELD_RETRY_MS). */
+  private heldOutsideRanges = false;
   /** The CNI service's lock of an attachment, which marks it busy (createCniService's `locked`). */
   private lockAttachment:
     | (<T>(containerId: string, ifname: string, fn: () => Promise<T>) => Promise<T>)
@@ -493,6 +497,12 @@ export class Agent {
     this.overlayMtuWatch = triggers.overlayMtu;
     this.linkMtuWatch = triggers.uplinkMtu;
     this.controller.start(this.abort.signal);
+    this.background.every(
+      'removing pods outside the pod CIDRs that a first try left',
+      HELD_RETRY_MS,
+      () => (this.heldOutsideRanges ? this.rebuildHeldLeases() : Promise.resolve()),
+      false,
+    );
     if (kube !== undefined)
       this.background.every(
         'collecting leases of pods gone',
@@ -857,10 +867,10 @@ export class Agent {
         kube === undefined ? undefined : async () => (await kube.listPodsOnNode(this.nodeName)).items,
       log: this.component('ipam'),
     });
-    // Pods outside the pod CIDRs still held (their veth or release failed): the range change counts
-    // as incomplete, and the controller's next pass tries again.
-    if (unremoved > 0)
-      throw new Error(`${unremoved} pods outside the pod CIDRs could not be removed (see the warnings)`);
+    // Pods outside the pod CIDRs still held (their veth or release failed; the warnings say which):
+    // tried again on a timer of their own. Failing the range change would fail every pass (no
+    // routes, and no readiness at start) over one stale veth.
+    this.heldOutsideRanges = unremoved > 0;
   }
 
   private async collectLeases(): Promise<void> {

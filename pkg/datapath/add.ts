@@ -88,12 +88,11 @@ async function addInNetns(
     );
   }
   // A held attachment's network is checked before it is restored: restore records this ADD's.
+  const owner = deps.ipam.get(key) ?? (await heldOwner(deps, key));
+  // Read again after that await: the lease rebuild may have restored the held lease meanwhile, and
+  // this ADD must take it as its existing lease (not allocate over it and undo it on failure).
   const leased = deps.ipam.get(key);
-  const existingNetwork = otherNetworkOf(
-    leased ?? (await heldOwner(deps, key)),
-    req.network,
-    req.unrecordedNetwork,
-  );
+  const existingNetwork = otherNetworkOf(leased ?? owner, req.network, req.unrecordedNetwork);
   if (existingNetwork !== undefined) {
     // Attachments are known by container id and ifname (and so are their veth names): a second
     // network on the same pair would be handed the first one's interface, and its DEL, after this
