@@ -211,7 +211,9 @@ export class ForwardFirewallWatch {
       {
         blocked: blocks.map(describeVxlanBlock),
         fix: [...new Set(blocks.map(vxlanFixCommand))],
-        note: VXLAN_NOTE.replaceAll('<port>', String(blocks[0]!.port)),
+        ...(blocks.every((b) => b.owned === true)
+          ? {}
+          : { note: VXLAN_NOTE.replaceAll('<port>', String(blocks[0]!.port)) }),
         peers,
       },
       'the host firewall drops the VXLAN packets of the nodes this node tunnels to: pods here and on those nodes cannot reach each other until it accepts their UDP port (trellis does not open it)',

@@ -156,7 +156,7 @@ export class CniConfigPublisher {
       // A Multus config naming another default network: make trellis its default, not delete it
       // (the Multus daemon writes it again, and the node loses Multus).
       const fix = isMetaPluginConfig(parsed.get(before[0]!))
-        ? `make trellis the default network of the meta-plugin (Multus) that ${join(dir, before[0]!)} configures: "clusterNetwork": "${PUBLISHED_NETWORK_NAME}"`
+        ? `make trellis the default network of the meta-plugin (Multus) that ${join(dir, before[0]!)} configures: "clusterNetwork": "${PUBLISHED_NETWORK_NAME}" there (or in the Multus daemon's config that writes it)`
         : `remove ${before.map((f) => join(dir, f)).join(' ')}`;
       this.#log.warn(
         { dir, files: before, fix },

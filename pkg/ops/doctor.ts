@@ -483,13 +483,17 @@ function checkFirewall(f: DoctorFacts): CheckResult {
     const what = b.direction === 'from-pods' ? 'leave this node' : 'reach pods on this node';
     r.findings.push({
       problem: `${describeBlock(b)}; IPv${b.family} pod traffic cannot ${what}`,
-      fix: `${fixCommand(b)} (${DOCKER_NOTE})`,
+      // Docker's DOCKER-USER note is for tables anyone may write; an owned table's fix is its owner's.
+      fix: b.owned === true ? fixCommand(b) : `${fixCommand(b)} (${DOCKER_NOTE})`,
     });
   }
   for (const b of fw.vxlanBlocks ?? []) {
     r.findings.push({
       problem: `${describeVxlanBlock(b)}; pods here and on those nodes cannot reach each other`,
-      fix: `${vxlanFixCommand(b)} (${VXLAN_NOTE.replaceAll('<port>', String(b.port))})`,
+      fix:
+        b.owned === true
+          ? vxlanFixCommand(b)
+          : `${vxlanFixCommand(b)} (${VXLAN_NOTE.replaceAll('<port>', String(b.port))})`,
     });
   }
   return r;

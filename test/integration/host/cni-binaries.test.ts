@@ -236,7 +236,7 @@ describe.skipIf(skip !== undefined)(
         await within(10_000, 'the Multus warning', () => unchecked.logs.some(multusWarning));
         expect(unchecked.logs.find(multusWarning)).toMatchObject({
           files: ['00-multus.conf'],
-          fix: `make trellis the default network of the meta-plugin (Multus) that ${multus} configures: "clusterNetwork": "trellis"`,
+          fix: `make trellis the default network of the meta-plugin (Multus) that ${multus} configures: "clusterNetwork": "trellis" there (or in the Multus daemon's config that writes it)`,
         });
       } finally {
         rmSync(multus, { force: true });

@@ -735,6 +735,23 @@ describe('doctor', () => {
     expect(check.findings[0]!.fix).toMatch(
       /^iptables -I FORWARD -d 10\.244\.1\.0\/24 -j ACCEPT \(on a Docker host .*DOCKER-USER/,
     );
+    // A table another process owns (firewalld 2.2+): its owner's fix, without the Docker note.
+    agentValue(f).status.forwardFirewall = {
+      checkedAt: '2026-12-01T10:00:00.000Z',
+      blocks: [
+        {
+          family: 4,
+          podCIDR: '10.244.1.0/24',
+          direction: 'to-pods',
+          chain: 'inet firewalld filter_FORWARD',
+          by: 'reject with icmpx admin-prohibited',
+          owned: true,
+        },
+      ],
+    };
+    const owned = runDoctor(f).checks.find((c) => c.name === 'firewall')!.findings[0]!.fix;
+    expect(owned).toMatch(/firewall-cmd/);
+    expect(owned).not.toMatch(/DOCKER-USER/);
     // Not read yet, unreadable, or an agent that does not look: skipped with the reason, never a pass.
     agentValue(f).status.forwardFirewall = { blocks: [], error: 'nft: not found' };
     expect(runDoctor(f).checks.find((c) => c.name === 'firewall')!.skipped).toBe(
