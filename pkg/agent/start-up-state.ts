@@ -16,6 +16,13 @@ export function logIpamLoad(ipam: Ipam, log: Logger): void {
       );
     }
   }
+  const unowned = ipam.loadReport.unowned ?? [];
+  if (unowned.length > 0) {
+    log.warn(
+      { entries: unowned },
+      'IPAM reservations that name no owner: kept (something may use these addresses), but nothing frees them; remove the entries by hand once no pod has them',
+    );
+  }
 }
 
 /**

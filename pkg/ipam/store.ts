@@ -245,6 +245,7 @@ export class LeaseStore {
 
     // 1. Reservations: address -> owner ('' when the entry is not a readable symlink to an owner).
     const reservations = new Map<string, string>();
+    const unowned: string[] = [];
     for (const name of this.#try('listing addrs/', () => fs.readdirSync(this.#addrs))) {
       const address = canonicalIp(name);
       if (address === undefined || address !== name) continue; // not ours to interpret
@@ -255,8 +256,11 @@ export class LeaseStore {
       } catch (err) {
         throw this.fail(`reading addrs/${name}`, err);
       }
-      reservations.set(address, parseOwnerName(owner) === undefined ? '' : owner);
+      const named = parseOwnerName(owner) !== undefined;
+      reservations.set(address, named ? owner : '');
+      if (!named) unowned.push(path);
     }
+    if (unowned.length > 0) report.unowned = unowned;
 
     // 2. Addresses held for quarantined leases (the .held lists).
     const held = this.#readHeld();

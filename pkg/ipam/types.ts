@@ -50,6 +50,12 @@ export interface LoadReport {
    * load tries again. The agent starts either way: DEL is what frees a full disk.
    */
   quarantined: { file: string; reason: string; leftInPlace?: string }[];
+  /**
+   * Paths of addrs/ entries that name no owner (a regular file, or a symlink to something that is not
+   * "<containerId>@<ifname>"): kept reserved, since something may use the address, but no DEL or GC
+   * can ever free them; an operator has to look (absent when there are none).
+   */
+  unowned?: string[];
 }
 
 export const META_FIELDS = ['netns', 'podNamespace', 'podName', 'podUid', 'network'] as const;

@@ -43,6 +43,25 @@ function unlinkRefusingFs(): { fs: StoreFs; refuse: (suffix: string) => void } {
   };
 }
 
+describe('reservations that name no owner', () => {
+  it('are kept at load and reported by path, never freed or handed out', () => {
+    const dir = join(tempDir(), 'state');
+    const ipam = openIpam({ dir, ranges: ['10.244.9.0/30'] });
+    const a = ipam.allocate(key('aaa'));
+    // A regular file and a symlink to something that is no owner, as a hand or a tool may leave.
+    const plain = join(dir, 'addrs', '10.244.9.2');
+    ipam.release(key('aaa'));
+    writeFileSync(plain, 'x');
+    expect(addrs(a)).toEqual(['10.244.9.2']);
+    const reopened = openIpam({ dir, ranges: ['10.244.9.0/30'] });
+    expect(reopened.loadReport.unowned).toEqual([plain]);
+    // 10.244.9.1 is the gateway's, .2 is kept: the /30 has nothing left to hand out.
+    expect(() => reopened.allocate(key('bbb'))).toThrow(/exhausted/);
+    const clean = openIpam({ dir: join(tempDir(), 'state'), ranges: ['10.244.9.0/30'] });
+    expect(clean.loadReport.unowned).toBeUndefined();
+  });
+});
+
 describe('allocate / reopen', () => {
   it('hands out one address per family in range order and keeps them across a reopen', () => {
     const dir = join(tempDir(), 'state');
