@@ -24,7 +24,7 @@ import { nftTable } from '../faults/support.ts';
  * the node namespace against the agent's admin socket, and faults injected by hand into the node.
  */
 const skip = testbedSkipReason();
-const RESYNC_S = 10;
+const RESYNC_S = 4;
 
 function sleep(ms: number): Promise<void> {
   return new Promise((r) => setTimeout(r, ms));
@@ -70,7 +70,7 @@ function findings(r: DoctorReport, check: string): string[] {
 }
 
 /** Pods made and then all deleted at once for the drain test. */
-const DRAIN_PODS = 30;
+const DRAIN_PODS = 15;
 
 /** cli() without blocking the event loop: its stdout (the exit code is not checked). */
 function cliAsync(node: TestbedNode, ...args: string[]): Promise<string> {
