@@ -12,6 +12,7 @@ import type { PeerNode } from '../routes/types.ts';
 import { vtepMacsFromAnnotations } from '../vxlan/annotations.ts';
 import { VTEP_MAC_ANNOTATIONS } from '../vxlan/constants.ts';
 import type { ClusterNode, ClusterView } from './cluster.ts';
+import { PODS_TO_RECREATE } from './lease-rebuild.ts';
 import { clusterCidrsOf, MasqGiven, type RefusedCidrs, refusedCidrs, sameRefusal } from './masq-given.ts';
 import type { TableRules } from './table-rules.ts';
 
@@ -830,7 +831,7 @@ export class NodeController {
             addresses: l.addresses.map((a) => a.address),
           })),
         },
-        'leases outside the new pod CIDRs released and their veths removed; those pods need to be recreated',
+        PODS_TO_RECREATE,
       );
     }
     if (failure !== undefined) throw failure;

@@ -138,6 +138,13 @@ export function podForAddresses(pods: readonly PodSeen[], addresses: readonly st
   return found.length === 1 ? found[0] : undefined;
 }
 
+/**
+ * The warning for pods whose addresses left the pod CIDRs, released and their veths removed: the
+ * controller's (a range change) and the rebuild's (a held pod of an old CIDR) alike.
+ */
+export const PODS_TO_RECREATE =
+  'leases outside the new pod CIDRs released and their veths removed; those pods need to be recreated';
+
 export interface RebuildDeps {
   ipam: Pick<
     Ipam,
@@ -288,10 +295,7 @@ export async function rebuildHeldLeases(
   if (invalidated.length > 0) {
     // The controller's warning for leases outside new pod CIDRs (controller.ts applyRanges): these
     // pods lost their network the same way and need recreating the same way.
-    deps.log.warn(
-      { leases: invalidated, held: true },
-      'leases outside the new pod CIDRs released and their veths removed; those pods need to be recreated',
-    );
+    deps.log.warn({ leases: invalidated, held: true }, PODS_TO_RECREATE);
   }
   return { rebuilt, released, failed, invalidated: invalidated.length, unremoved };
 }
