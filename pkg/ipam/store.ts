@@ -45,6 +45,9 @@ import { type Lease, type LeasedAddress, type LoadReport, META_FIELDS } from './
    release: the key's .held lists removed + fsync, unlink lease, unlink symlinks, fsync dirs. A
  *     crash in between leaves the lease, or symlinks whose owner has neither lease nor .held list:
  *     freed.
+ *   hold (a running pod's addresses without a lease): .held list + fsync, THEN symlinks, fsync dirs.
+ *     A crash before the first symlink holds nothing; one between two symlinks leaves the owner
+ *     reserving part of its list, and load reserves the rest for it again.
  *   rewrite (the state directory removed under a running agent, from memory): directories, .held
  *     lists + fsync, every lease (tmp + rename) + fsync, THEN symlinks, fsync dirs. A crash midway
  *     leaves leases without symlinks (recreated from them at load), never a reservation without its
@@ -368,10 +371,27 @@ export class LeaseStore {
       reservations.delete(address);
       changed = true;
     }
-    // Only what is still reserved by its owner stays held.
+    // A .held list holds what its owner reserves. hold() makes the list durable before the symlinks,
+    // one address at a time: an owner that reserves some of its list but not all crashed between
+    // them, and the free rest (a pod's IPv6 address after its IPv4 one) is reserved again, or the pod
+    // running on it would share it with the next ADD. An owner that reserves none never got to its
+    // symlinks (or its hold failed): it holds nothing. An address another owner reserves stays theirs.
     for (const [owner, set] of held) {
-      for (const a of set) if (reservations.get(a) !== owner) set.delete(a);
-      if (set.size === 0) held.delete(owner);
+      if (![...set].some((a) => reservations.get(a) === owner)) {
+        held.delete(owner);
+        continue;
+      }
+      for (const a of set) {
+        const holder = reservations.get(a);
+        if (holder === owner) continue;
+        if (holder !== undefined) {
+          set.delete(a);
+          continue;
+        }
+        this.#try(`restoring addrs/${a}`, () => fs.symlinkSync(owner, join(this.#addrs, a)));
+        reservations.set(a, owner);
+        changed = true;
+      }
     }
 
     if (changed) this.flush(true);

@@ -85,6 +85,19 @@ describe('Ipam.hold', () => {
     expect(heldLists(dir)).toEqual([]);
   });
 
+  it('holds every address after a reload when it crashed between two of its reservations', () => {
+    const { dir, addresses } = lostRecord();
+    const ipam = openIpam({ dir, ranges: RANGES });
+    ipam.hold(LOST, addresses);
+    unlinkSync(join(dir, 'addrs', addresses[1]!)); // what a crash after the IPv4 symlink leaves
+    const again = openIpam({ dir, ranges: RANGES });
+    expect(again.heldKeys()).toEqual([LOST]);
+    expect(again.heldAddresses(LOST).map((a) => a.address)).toEqual(addresses);
+    expect(reservationsOnDisk(dir).get(addresses[1]!)).toBe('lost@eth0');
+    const handed = allocateUntilExhausted(again);
+    for (const a of addresses) expect(handed).not.toContain(a);
+  });
+
   it('holds nothing after a reload when its reservations were never made (a crash between the two)', () => {
     const { dir, addresses } = lostRecord();
     const ipam = openIpam({ dir, ranges: RANGES });
