@@ -14,7 +14,8 @@ export interface PodOnNode {
  * pods with spec.nodeName = this node, a finished one, Succeeded or Failed, not counting: a Job's pod
  * stays listed until it is deleted) AND its network namespace is gone. Requiring both keeps a pod
  * that the API lists late, or a netns the agent cannot see, from losing its address. A lease without
- * a pod uid whose pod name runs goes only when its host veth is gone too.
+ * a pod uid whose pod name runs, or of a running pod's earlier sandbox (same uid), goes only when its
+ * host veth is gone too.
  */
 export function staleLeases(
   leases: readonly Lease[],
@@ -34,8 +35,14 @@ export function staleLeases(
     if (busy.has(attachmentKey(l))) return false;
     const known = l.podNamespace !== undefined && l.podName !== undefined;
     const nameRuns = known && running.has(`${l.podNamespace}/${l.podName}`);
-    if (nameRuns && l.podUid !== undefined && runningUids.has(l.podUid)) return false;
     const netnsGone = l.netns !== undefined && l.netns !== '' && !netnsExists(l.netns);
+    if (nameRuns && l.podUid !== undefined && runningUids.has(l.podUid)) {
+      // The pod runs, but this may be a sandbox before its current one (the runtime recreated it and
+      // never sent DEL for the old). Its namespace AND its host veth both gone: no sandbox of the pod
+      // uses this attachment any more. Either still there (or no path to judge by), it may be the
+      // running one's: a netns path the agent cannot see alone never frees a running pod's address.
+      return netnsGone && !hostVethExists(l);
+    }
     if (nameRuns && l.podUid === undefined) {
       // No uid (the runtime sent no K8S_POD_UID): a pod of that name may be a later one (a StatefulSet's
       // pod deleted and created again). The attachment is dead when its namespace AND its host veth are

@@ -23,9 +23,10 @@ describe('staleLeases (IPAM GC against the API)', () => {
       lease('alive'),
       lease('gone'),
       lease('leftButNetnsThere'),
-      lease('alive', { containerId: 'old-sandbox', podUid: 'uid-previous' }),
+      lease('alive', { containerId: 'old-sandbox', podUid: 'uid-previous', netns: '/var/run/netns/old' }),
     ];
-    const stale = staleLeases(leases, running, exists(['/var/run/netns/leftButNetnsThere']), new Set());
+    const netns = exists(['/var/run/netns/alive', '/var/run/netns/leftButNetnsThere']);
+    const stale = staleLeases(leases, running, netns, new Set());
     expect(stale.map((l) => l.containerId).sort()).toEqual(['gone', 'old-sandbox']);
   });
 
@@ -37,7 +38,12 @@ describe('staleLeases (IPAM GC against the API)', () => {
       { namespace: 'default', name: 'alive', uid: 'uid-alive', phase: 'Running' },
     ];
     const leases = [lease('job'), lease('crashed'), lease('done'), lease('alive')];
-    const stale = staleLeases(leases, pods, exists(['/var/run/netns/done']), new Set());
+    const stale = staleLeases(
+      leases,
+      pods,
+      exists(['/var/run/netns/done', '/var/run/netns/alive']),
+      new Set(),
+    );
     expect(stale.map((l) => l.containerId).sort()).toEqual(['crashed', 'job']);
   });
 
@@ -55,6 +61,20 @@ describe('staleLeases (IPAM GC against the API)', () => {
     // No namespace path to judge by: kept while a pod of that name runs.
     const pathless = { ...old, netns: undefined };
     expect(staleLeases([pathless], running, exists([]), new Set(), veth(false))).toEqual([]);
+  });
+
+  it("a running pod's earlier sandbox (same uid) goes once its netns and its host veth are both gone", () => {
+    // The runtime recreated the pod's sandbox and never sent DEL for the old one.
+    const old = lease('alive', { containerId: 'old-sandbox', netns: '/var/run/netns/old' });
+    const current = lease('alive', { containerId: 'new-sandbox', netns: '/var/run/netns/new' });
+    const veth = (present: string[]) => (l: Lease) => present.includes(l.containerId);
+    const netns = exists([current.netns!]);
+    expect(staleLeases([old, current], running, netns, new Set(), veth(['new-sandbox']))).toEqual([old]);
+    // Its veth still there, or its namespace: it may be the running sandbox's. Kept.
+    expect(staleLeases([old], running, netns, new Set(), veth(['old-sandbox']))).toEqual([]);
+    expect(staleLeases([old], running, exists([old.netns!]), new Set(), veth([]))).toEqual([]);
+    // The current sandbox's namespace not visible to the agent: its veth keeps it.
+    expect(staleLeases([current], running, exists([]), new Set(), veth(['new-sandbox']))).toEqual([]);
   });
 
   it('never touches an attachment with a CNI call in flight', () => {
