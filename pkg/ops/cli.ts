@@ -4,16 +4,21 @@
  * cmd/agent exits.
  *
  * Exit codes: 0 all good; 1 something is wrong (not ready, drift, a doctor finding, a coverage gap, or
- * the agent unreachable); 2 bad usage (a flag, or a kubeconfig that cannot be used).
+ * the agent unreachable); 2 bad usage (a flag, or a kubeconfig that cannot be used); 3 doctor could not
+ * check the node at all (its facts could not be gathered: the netlink handle, the links), so a script
+ * does not take a broken doctor for a broken node. A check doctor skipped (SKIP, `skipped` in --json)
+ * does not make it 3: the rest was checked, and what a skipped check needs is mostly another check's
+ * finding (an unreachable agent: 1) or turned off (the firewall check: 0).
  */
 import { parseArgs } from 'node:util';
 import { DEFAULTS, parseDecimal } from '../agent/config.ts';
 import { CONFLIST_FILE_NAME } from '../cniconf/render.ts';
 import type { NetlinkHandle } from '../datapath/ports.ts';
+import { errorText } from '../error-text.ts';
 import { K8sError, K8sReason, type NodeReader } from '../k8s/index.ts';
 import { AdminError, adminGet, adminSocketProblem, defaultAdminSocket } from './admin-client.ts';
 import { coverage } from './coverage.ts';
-import { runDoctor } from './doctor.ts';
+import { couldNotCheck, type DoctorFacts, runDoctor } from './doctor.ts';
 import { gatherDoctorFacts } from './doctor-gather.ts';
 import { formatCoverage, formatDoctor, formatLeases, formatRoutes, formatStatus } from './format.ts';
 import { STALE_AFTER_MS } from './node-report.ts';
@@ -26,7 +31,8 @@ export const OPS_USAGE = `operator commands (on a node: kubectl exec -n kube-sys
   trellis-agent status   [--json]   the agent: node, pod CIDRs, mode, MTU, readiness, IPAM use
   trellis-agent routes   [--json]   desired vs programmed inter-node routes, per-peer paths (exit 1 on drift)
   trellis-agent leases   [--json]   IPAM leases: pod, addresses, host veth, netns
-  trellis-agent doctor   [--json]   check this node; every problem with its fix (exit 1 on any)
+  trellis-agent doctor   [--json]   check this node; every problem with its fix (exit 1 on any,
+                                    3 when it could not check at all)
   trellis-agent coverage [--json] [--kubeconfig FILE] [--stale-minutes N]
                                     nodes without a ready agent, a pod CIDR, or routes from their peers
   --admin-socket PATH      [TRELLIS_ADMIN_SOCKET] the agent's admin socket (default: admin.sock next to --socket, ${defaultAdminSocket(DEFAULTS.socket)})
@@ -120,14 +126,23 @@ export async function runOpsCommand(cmd: OpsCommand, argv: string[], deps: OpsDe
         return 0;
       }
       case 'doctor': {
-        const facts = await gatherDoctorFacts({
-          adminSocket: admin,
-          cniConfDir: values['cni-conf-dir'] ?? DEFAULTS.cniConfDir,
-          cniBinDir: values['cni-bin-dir'] ?? DEFAULTS.cniBinDir,
-          stateDir: values['state-dir'] ?? DEFAULTS.stateDir,
-          conflistName: CONFLIST_FILE_NAME,
-          openHost: deps.openHost,
-        });
+        let facts: DoctorFacts;
+        try {
+          facts = await gatherDoctorFacts({
+            adminSocket: admin,
+            cniConfDir: values['cni-conf-dir'] ?? DEFAULTS.cniConfDir,
+            cniBinDir: values['cni-bin-dir'] ?? DEFAULTS.cniBinDir,
+            stateDir: values['state-dir'] ?? DEFAULTS.stateDir,
+            conflistName: CONFLIST_FILE_NAME,
+            openHost: deps.openHost,
+          });
+        } catch (err) {
+          // Nothing was checked: no finding about the node, so not exit 1; --json still gets a document.
+          const failed = couldNotCheck(errorText(err));
+          deps.stderr(`trellis-agent doctor: ${failed.error}\n`);
+          if (json) print(failed, () => '');
+          return 3;
+        }
         const report = runDoctor(facts);
         print(report, () => formatDoctor(report));
         return report.ok ? 0 : 1;

@@ -38,6 +38,11 @@ export interface CheckResult {
 export interface DoctorReport {
   ok: boolean;
   checks: CheckResult[];
+  /**
+   * Set when doctor could not check the node at all (gathering its facts failed: the netlink handle
+   * could not be opened or its links listed); `checks` is then empty and the CLI exits 3, not 1.
+   */
+  error?: string;
 }
 
 export type Gathered<T> = { ok: true; value: T } | { ok: false; error: string };
@@ -712,6 +717,11 @@ export const CHECKS = [
   checkLeases,
   checkVeths,
 ] as const;
+
+/** The report of a doctor that checked nothing: its facts could not be gathered (DoctorReport.error). */
+export function couldNotCheck(error: string): DoctorReport {
+  return { ok: false, checks: [], error: `could not check this node: ${error}` };
+}
 
 export function runDoctor(f: DoctorFacts): DoctorReport {
   const checks = CHECKS.map((c) => c(f));

@@ -1,6 +1,11 @@
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
+import type { NetlinkHandle } from '../../../pkg/datapath/ports.ts';
 import { K8sError, K8sReason, type NodeReader } from '../../../pkg/k8s/index.ts';
 import { adminGet } from '../../../pkg/ops/admin-client.ts';
+import type { DoctorReport } from '../../../pkg/ops/doctor.ts';
 import { runOps } from './run-ops.ts';
 
 /** `trellis-agent coverage ARGS` in-process: what it printed, its exit code, and what it asked the API for. */
@@ -90,5 +95,68 @@ describe('trellis-agent operator commands: flags', () => {
     expect(code).toBe(2);
     expect(err.split('\n')[0]).toContain(`trellis-agent ${cmd}: ${message}`);
     expect(err.startsWith(`trellis-agent ${cmd}: `)).toBe(true);
+  });
+});
+
+describe('trellis-agent doctor: could not check', () => {
+  /** doctor with no agent, empty CNI dirs and `openHost` as given; --json when asked. */
+  async function doctor(openHost: () => NetlinkHandle, json: boolean) {
+    const dir = mkdtempSync(join(tmpdir(), 'trl-doctor-'));
+    try {
+      const args = ['--admin-socket', join(dir, 'admin.sock'), '--cni-conf-dir', dir, '--cni-bin-dir', dir];
+      args.push('--state-dir', join(dir, 'state'), ...(json ? ['--json'] : []));
+      return await runOps('doctor', args, { openHost });
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
+  }
+  const handle = (listLinks: () => Promise<[]>): { h: NetlinkHandle; closed: () => boolean } => {
+    let closed = false;
+    const h = {
+      listLinks,
+      routeTo: async () => undefined,
+      close: () => {
+        closed = true;
+      },
+    } as unknown as NetlinkHandle;
+    return { h, closed: () => closed };
+  };
+
+  it('no netlink handle: exit 3 (not a finding), the reason on stderr, and with --json a report saying so', async () => {
+    const open = (): NetlinkHandle => {
+      throw new Error('netlink socket: EPERM');
+    };
+    const human = await doctor(open, false);
+    expect(human.code).toBe(3);
+    expect(human.out).toBe('');
+    expect(human.err).toBe('trellis-agent doctor: could not check this node: netlink socket: EPERM\n');
+    const json = await doctor(open, true);
+    expect(json.code).toBe(3);
+    expect(JSON.parse(json.out)).toEqual({
+      ok: false,
+      checks: [],
+      error: 'could not check this node: netlink socket: EPERM',
+    } satisfies DoctorReport);
+  });
+
+  it('links that cannot be listed: exit 3, and the handle is closed', async () => {
+    const { h, closed } = handle(() => Promise.reject(new Error('dump links: ENOBUFS')));
+    const r = await doctor(() => h, true);
+    expect(r.code).toBe(3);
+    expect((JSON.parse(r.out) as DoctorReport).error).toBe('could not check this node: dump links: ENOBUFS');
+    expect(closed()).toBe(true);
+  });
+
+  it('gathered, with the agent unreachable: exit 1 with the full report (a finding, not "could not check")', async () => {
+    const { h } = handle(async () => []);
+    const r = await doctor(() => h, true);
+    expect(r.code).toBe(1);
+    const report = JSON.parse(r.out) as DoctorReport;
+    expect(report).not.toHaveProperty('error');
+    expect(report.checks.find((c) => c.name === 'agent')!.findings[0]!.problem).toMatch(
+      /cannot reach the agent's admin socket/,
+    );
+    // Checks that need the agent are skipped; that alone is no exit 3.
+    expect(report.checks.find((c) => c.name === 'routes')!.skipped).toMatch(/not reachable/);
   });
 });
