@@ -156,7 +156,20 @@ export function formatLeases(v: LeasesView): string {
       l.hostVeth,
       `${l.netns || '-'}${l.netnsAlive === false ? ' (gone)' : ''}`,
     ]),
-  )}\n${v.leases.length} leases\n${heldLines(v)}`;
+  )}\n${v.leases.length} leases\n${heldLines(v)}${inFlightLine(v)}`;
+}
+
+/** Names shown of the veths in flight: a drain may have dozens at once, and --json lists them all. */
+const IN_FLIGHT_SHOWN = 10;
+
+/** Veths with no lease that are no orphans: a DEL or GC deleting them, or a call under way on their pod. */
+function inFlightLine(v: LeasesView): string {
+  const names = v.vethsInFlight ?? [];
+  if (names.length === 0) return '';
+  const more = names.length - IN_FLIGHT_SHOWN;
+  const shown =
+    names.slice(0, IN_FLIGHT_SHOWN).join(', ') + (more > 0 ? ` and ${more} more (--json lists them)` : '');
+  return `${names.length} veth${names.length === 1 ? '' : 's'} in flight (being deleted after DEL or GC, or a CNI call under way): ${shown}\n`;
 }
 
 /** Attachments whose lease record was quarantined: their addresses and veths are held, not listed above. */

@@ -324,6 +324,22 @@ describe('leases view: veths on their way out', () => {
     );
     expect(leasesView(snapshot())).not.toHaveProperty('vethsInFlight'); // older agents' snapshots
   });
+
+  it('leases prints them under the table, only when there are any', () => {
+    const [a, b] = [hostVethName('c'.repeat(64), 'eth0'), hostVethName('d'.repeat(64), 'eth0')];
+    expect(formatLeases(leasesView({ ...snapshot(), vethsInFlight: [a] }))).toContain(
+      `\n1 veth in flight (being deleted after DEL or GC, or a CNI call under way): ${a}\n`,
+    );
+    expect(formatLeases(leasesView({ ...snapshot(), vethsInFlight: [a, b] }))).toMatch(
+      new RegExp(`\\n2 veths in flight \\(.*\\): ${a}, ${b}\\n$`),
+    );
+    expect(formatLeases(leasesView({ ...snapshot(), vethsInFlight: [] }))).not.toMatch(/in flight/);
+    // A drain: the count, the first ten names.
+    const many = Array.from({ length: 25 }, (_, i) => hostVethName(String(i).padStart(64, '0'), 'eth0'));
+    expect(formatLeases(leasesView({ ...snapshot(), vethsInFlight: many }))).toContain(
+      `25 veths in flight (being deleted after DEL or GC, or a CNI call under way): ${many.slice(0, 10).join(', ')} and 15 more (--json lists them)\n`,
+    );
+  });
 });
 
 describe('routes view: the holder of a conflict', () => {
