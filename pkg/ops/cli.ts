@@ -21,11 +21,13 @@ import { coverage } from './coverage.ts';
 import { couldNotCheck, type DoctorFacts, runDoctor } from './doctor.ts';
 import { gatherDoctorFacts } from './doctor-gather.ts';
 import { formatCoverage, formatDoctor, formatLeases, formatRoutes, formatStatus } from './format.ts';
-import { STALE_AFTER_MS } from './node-report.ts';
+import { HEARTBEAT_MS, STALE_AFTER_MS } from './node-report.ts';
 import { isReady, type LeasesView, type RoutesView, type StatusView } from './views.ts';
 
 export const OPS_COMMANDS = ['status', 'routes', 'leases', 'doctor', 'coverage'] as const;
 export type OpsCommand = (typeof OPS_COMMANDS)[number];
+
+const HEARTBEAT_MINUTES = HEARTBEAT_MS / 60_000;
 
 export const OPS_USAGE = `operator commands (on a node: kubectl exec -n kube-system ds/trellis -- trellis-agent status):
   trellis-agent status   [--json]   the agent: node, pod CIDRs, mode, MTU, readiness, IPAM use
@@ -34,7 +36,9 @@ export const OPS_USAGE = `operator commands (on a node: kubectl exec -n kube-sys
   trellis-agent doctor   [--json]   check this node; every problem with its fix (exit 1 on any,
                                     3 when it could not check at all)
   trellis-agent coverage [--json] [--kubeconfig FILE] [--stale-minutes N]
-                                    nodes without a ready agent, a pod CIDR, or routes from their peers
+                                    nodes without a ready agent, a pod CIDR, or routes from their peers;
+                                    an agent's report is stale after N minutes (default ${STALE_AFTER_MS / 60_000},
+                                    at least ${HEARTBEAT_MINUTES}: the agents refresh it every ${HEARTBEAT_MINUTES})
   --admin-socket PATH      [TRELLIS_ADMIN_SOCKET] the agent's admin socket (default: admin.sock next to --socket, ${defaultAdminSocket(DEFAULTS.socket)})
   --socket PATH            the agent's CNI socket, to derive the admin socket
   --cni-conf-dir DIR       doctor, when the agent cannot be asked (default ${DEFAULTS.cniConfDir})
@@ -150,9 +154,10 @@ export async function runOpsCommand(cmd: OpsCommand, argv: string[], deps: OpsDe
       case 'coverage': {
         const staleRaw = values['stale-minutes'];
         const staleMinutes = staleRaw === undefined ? undefined : parseDecimal(staleRaw);
-        if (staleRaw !== undefined && (staleMinutes === undefined || staleMinutes < 1)) {
+        // Below the heartbeat every healthy agent's report ages past the limit before its refresh.
+        if (staleRaw !== undefined && (staleMinutes === undefined || staleMinutes < HEARTBEAT_MINUTES)) {
           deps.stderr(
-            `trellis-agent coverage: --stale-minutes must be a decimal integer of at least 1, got ${JSON.stringify(staleRaw)}\n`,
+            `trellis-agent coverage: --stale-minutes must be a decimal integer of at least ${HEARTBEAT_MINUTES}, the agents' heartbeat (each refreshes its report every ${HEARTBEAT_MINUTES} minutes: a shorter limit calls healthy nodes stale), got ${JSON.stringify(staleRaw)}\n`,
           );
           return 2;
         }

@@ -31,20 +31,21 @@ async function coverage(args: string[], env: Record<string, string | undefined> 
 }
 
 describe('trellis-agent coverage: usage', () => {
-  it.each(['0x10', '1e1', '1 0', '0', '-5', '1.5', ''])(
-    '--stale-minutes %j: exit 2, naming the flag, before asking the API',
+  // 1 and 9: below the agents' 10-minute heartbeat every healthy node would be called stale.
+  it.each(['0x10', '1e1', '1 0', '0', '-5', '1.5', '', '1', '9'])(
+    '--stale-minutes %j: exit 2, naming the flag and the heartbeat, before asking the API',
     async (raw) => {
       const r = await coverage([`--stale-minutes=${raw}`]);
       expect(r.code).toBe(2);
       expect(r.err).toBe(
-        `trellis-agent coverage: --stale-minutes must be a decimal integer of at least 1, got ${JSON.stringify(raw)}\n`,
+        `trellis-agent coverage: --stale-minutes must be a decimal integer of at least 10, the agents' heartbeat (each refreshes its report every 10 minutes: a shorter limit calls healthy nodes stale), got ${JSON.stringify(raw)}\n`,
       );
       expect(r.readers).toEqual([]);
     },
   );
 
-  it('--stale-minutes 45 is taken', async () => {
-    const r = await coverage(['--stale-minutes', '45', '--json']);
+  it.each(['10', '45'])('--stale-minutes %s is taken', async (raw) => {
+    const r = await coverage(['--stale-minutes', raw, '--json']);
     expect(r.code).toBe(0);
     expect(r.readers).toHaveLength(1);
   });
