@@ -28,6 +28,11 @@ export const OPS_COMMANDS = ['status', 'routes', 'leases', 'doctor', 'coverage']
 export type OpsCommand = (typeof OPS_COMMANDS)[number];
 
 const HEARTBEAT_MINUTES = HEARTBEAT_MS / 60_000;
+/**
+ * The shortest --stale-minutes: a heartbeat, plus the minute between the agent's checks for a due
+ * refresh, plus a minute for the write. A healthy agent's report ages up to ~11 minutes.
+ */
+const MIN_STALE_MINUTES = HEARTBEAT_MINUTES + 2;
 
 export const OPS_USAGE = `operator commands (on a node: kubectl exec -n kube-system ds/trellis -- trellis-agent status):
   trellis-agent status   [--json]   the agent: node, pod CIDRs, mode, MTU, readiness, IPAM use
@@ -38,7 +43,7 @@ export const OPS_USAGE = `operator commands (on a node: kubectl exec -n kube-sys
   trellis-agent coverage [--json] [--kubeconfig FILE] [--stale-minutes N]
                                     nodes without a ready agent, a pod CIDR, or routes from their peers;
                                     an agent's report is stale after N minutes (default ${STALE_AFTER_MS / 60_000},
-                                    at least ${HEARTBEAT_MINUTES}: the agents refresh it every ${HEARTBEAT_MINUTES})
+                                    at least ${MIN_STALE_MINUTES}: the agents refresh it every ${HEARTBEAT_MINUTES})
   --admin-socket PATH      [TRELLIS_ADMIN_SOCKET] the agent's admin socket (default: admin.sock next to --socket, ${defaultAdminSocket(DEFAULTS.socket)})
   --socket PATH            the agent's CNI socket, to derive the admin socket
   --cni-conf-dir DIR       doctor, when the agent cannot be asked (default ${DEFAULTS.cniConfDir})
@@ -155,9 +160,9 @@ export async function runOpsCommand(cmd: OpsCommand, argv: string[], deps: OpsDe
         const staleRaw = values['stale-minutes'];
         const staleMinutes = staleRaw === undefined ? undefined : parseDecimal(staleRaw);
         // Below the heartbeat every healthy agent's report ages past the limit before its refresh.
-        if (staleRaw !== undefined && (staleMinutes === undefined || staleMinutes < HEARTBEAT_MINUTES)) {
+        if (staleRaw !== undefined && (staleMinutes === undefined || staleMinutes < MIN_STALE_MINUTES)) {
           deps.stderr(
-            `trellis-agent coverage: --stale-minutes must be a decimal integer of at least ${HEARTBEAT_MINUTES}, the agents' heartbeat (each refreshes its report every ${HEARTBEAT_MINUTES} minutes: a shorter limit calls healthy nodes stale), got ${JSON.stringify(staleRaw)}\n`,
+            `trellis-agent coverage: --stale-minutes must be a decimal integer of at least ${MIN_STALE_MINUTES} (each agent refreshes its report every ${HEARTBEAT_MINUTES} minutes: a shorter limit calls healthy nodes stale), got ${JSON.stringify(staleRaw)}\n`,
           );
           return 2;
         }

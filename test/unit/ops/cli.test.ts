@@ -31,20 +31,20 @@ async function coverage(args: string[], env: Record<string, string | undefined> 
 }
 
 describe('trellis-agent coverage: usage', () => {
-  // 1 and 9: below the agents' 10-minute heartbeat every healthy node would be called stale.
-  it.each(['0x10', '1e1', '1 0', '0', '-5', '1.5', '', '1', '9'])(
+  // 1 to 11: a healthy agent's report ages up to ~11 minutes (a 10-minute heartbeat, checked each minute).
+  it.each(['0x10', '1e1', '1 0', '0', '-5', '1.5', '', '1', '10', '11'])(
     '--stale-minutes %j: exit 2, naming the flag and the heartbeat, before asking the API',
     async (raw) => {
       const r = await coverage([`--stale-minutes=${raw}`]);
       expect(r.code).toBe(2);
       expect(r.err).toBe(
-        `trellis-agent coverage: --stale-minutes must be a decimal integer of at least 10, the agents' heartbeat (each refreshes its report every 10 minutes: a shorter limit calls healthy nodes stale), got ${JSON.stringify(raw)}\n`,
+        `trellis-agent coverage: --stale-minutes must be a decimal integer of at least 12 (each agent refreshes its report every 10 minutes: a shorter limit calls healthy nodes stale), got ${JSON.stringify(raw)}\n`,
       );
       expect(r.readers).toEqual([]);
     },
   );
 
-  it.each(['10', '45'])('--stale-minutes %s is taken', async (raw) => {
+  it.each(['12', '45'])('--stale-minutes %s is taken', async (raw) => {
     const r = await coverage(['--stale-minutes', raw, '--json']);
     expect(r.code).toBe(0);
     expect(r.readers).toHaveLength(1);
