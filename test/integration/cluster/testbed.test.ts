@@ -1,5 +1,7 @@
 import { execFile, spawn } from 'node:child_process';
-import { join } from 'node:path';
+import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { dirname, join } from 'node:path';
 import { promisify } from 'node:util';
 import { describe, expect, it, vi } from 'vitest';
 import { REPO_ROOT } from '../../support/cni-driver.ts';
@@ -256,17 +258,27 @@ describe.skipIf(skip !== undefined)(skip === undefined ? title : `${title} (skip
   }, 90_000);
 
   it('`demo` says which tools are missing before it makes anything (here: a PATH without sbin)', async () => {
-    const before = (await execFileP('ip', ['netns', 'list'])).stdout;
-    const run = execFileP(process.execPath, [DEMO, '--check'], {
-      env: { ...process.env, PATH: '/usr/bin:/bin' },
-    });
-    await expect(run).rejects.toMatchObject({
-      code: 1,
-      stderr: expect.stringContaining(
-        'demo: this machine lacks nft (on PATH), sysctl (on PATH); on Debian or Ubuntu:',
-      ),
-    });
-    expect((await execFileP('ip', ['netns', 'list'])).stdout).toBe(before);
+    // What the demo and its children do is traced, not read off `ip netns list` before and after:
+    // other test files make and remove namespaces meanwhile.
+    const trace = join(mkdtempSync(join(tmpdir(), 'trl-strace-')), 'trace');
+    try {
+      const run = execFileP(
+        'strace',
+        ['-f', '-qq', '-e', 'trace=unshare,mkdir,mkdirat', '-o', trace, process.execPath, DEMO, '--check'],
+        { env: { ...process.env, PATH: '/usr/bin:/bin' } },
+      );
+      await expect(run).rejects.toMatchObject({
+        code: 1,
+        stderr: expect.stringContaining(
+          'demo: this machine lacks nft (on PATH), sysctl (on PATH); on Debian or Ubuntu:',
+        ),
+      });
+      const calls = readFileSync(trace, 'utf8');
+      expect(calls).not.toMatch(/unshare\(/);
+      expect(calls).not.toMatch(/mkdir(at)?\([^)]*trl-/);
+    } finally {
+      rmSync(dirname(trace), { recursive: true, force: true });
+    }
   });
 
   it('`demo` rejects bad flags with a usage message and exit code 2', async () => {
