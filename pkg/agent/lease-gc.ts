@@ -12,8 +12,9 @@ export interface PodOnNode {
 /**
  * Leases to release in IPAM garbage collection: the pod no longer runs on this node (per the API's
  * pods with spec.nodeName = this node, a finished one, Succeeded or Failed, not counting: a Job's pod
- * stays listed until it is deleted) AND its network namespace is gone. Requiring both keeps a pod
- * that the API lists late, or a netns the agent cannot see, from losing its address. A lease without
+ * stays listed until it is deleted) AND its network namespace or its host veth is gone. Requiring the
+ * pod gone too keeps a pod that the API lists late, or a netns the agent cannot see, from losing its
+ * address; the veth catches a namespace path that names a namespace again. A lease without
  * a pod uid whose pod name runs, or of a running pod's earlier sandbox (same uid), goes only when its
  * host veth is gone too.
  */
@@ -26,7 +27,7 @@ export function staleLeases(
    * Whether the attachment's host veth exists: a lease without a namespace path (one rebuilt from
    * the kernel, see lease-rebuild.ts) counts as gone only when its veth is gone too.
    */
-  hostVethExists: (l: Lease) => boolean = () => false,
+  hostVethExists: (l: Lease) => boolean,
 ): Lease[] {
   const live = podsOnNode.filter((p) => p.phase !== 'Succeeded' && p.phase !== 'Failed');
   const running = new Set(live.map((p) => `${p.namespace}/${p.name}`));
@@ -49,7 +50,9 @@ export function staleLeases(
       // gone; either still there, it may be the running pod's.
       return netnsGone && !hostVethExists(l);
     }
-    if (l.netns === undefined || l.netns === '') return !hostVethExists(l);
-    return netnsGone;
+    // The pod left. Its host veth gone settles it: the kernel removes the pair with the namespace, so
+    // nothing can use the address through this attachment. That also frees a lease whose path names
+    // a namespace again (a /proc/PID/ns/net path whose PID was reused) and one without a path.
+    return netnsGone || !hostVethExists(l);
   });
 }

@@ -26,7 +26,7 @@ describe('staleLeases (IPAM GC against the API)', () => {
       lease('alive', { containerId: 'old-sandbox', podUid: 'uid-previous', netns: '/var/run/netns/old' }),
     ];
     const netns = exists(['/var/run/netns/alive', '/var/run/netns/leftButNetnsThere']);
-    const stale = staleLeases(leases, running, netns, new Set());
+    const stale = staleLeases(leases, running, netns, new Set(), () => true);
     expect(stale.map((l) => l.containerId).sort()).toEqual(['gone', 'old-sandbox']);
   });
 
@@ -43,6 +43,7 @@ describe('staleLeases (IPAM GC against the API)', () => {
       pods,
       exists(['/var/run/netns/done', '/var/run/netns/alive']),
       new Set(),
+      () => true,
     );
     expect(stale.map((l) => l.containerId).sort()).toEqual(['crashed', 'job']);
   });
@@ -77,15 +78,23 @@ describe('staleLeases (IPAM GC against the API)', () => {
     expect(staleLeases([current], running, exists([]), new Set(), veth(['new-sandbox']))).toEqual([]);
   });
 
+  it('a pod that left goes once its host veth is gone, even while its namespace path names a namespace', () => {
+    // A /proc/PID/ns/net path whose PID now belongs to another process: the path alone looks alive.
+    const left = lease('left', { netns: '/proc/4242/ns/net' });
+    const netns = exists([left.netns!]);
+    expect(staleLeases([left], running, netns, new Set(), () => false)).toEqual([left]);
+    expect(staleLeases([left], running, netns, new Set(), () => true)).toEqual([]);
+  });
+
   it('never touches an attachment with a CNI call in flight', () => {
-    const stale = staleLeases([lease('gone')], [], exists([]), new Set(['gone\0eth0']));
+    const stale = staleLeases([lease('gone')], [], exists([]), new Set(['gone\0eth0']), () => false);
     expect(stale).toEqual([]);
   });
 
   it('a lease without pod metadata is judged by its netns alone', () => {
     const bare = lease('bare', { podNamespace: undefined, podName: undefined, podUid: undefined });
-    expect(staleLeases([bare], running, exists([bare.netns!]), new Set())).toEqual([]);
-    expect(staleLeases([bare], running, exists([]), new Set())).toEqual([bare]);
+    expect(staleLeases([bare], running, exists([bare.netns!]), new Set(), () => true)).toEqual([]);
+    expect(staleLeases([bare], running, exists([]), new Set(), () => true)).toEqual([bare]);
   });
 
   it('a lease without a namespace path (rebuilt from the kernel) is gone only when its host veth is gone too', () => {
