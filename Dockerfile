@@ -13,7 +13,9 @@
 # apt-get and its checks run under emulation. The build needs no network beyond the npm registry and
 # Debian's mirrors, and BuildKit (the default builder), which sets BUILDPLATFORM and TARGETARCH.
 
-ARG NODE_IMAGE=node:24-bookworm-slim
+# The Node the tests run (package.json's `node` dev dependency), not whatever 24.x the tag points at
+# on the day of the build: the image runs what was tested. Bump both together.
+ARG NODE_IMAGE=node:24.9.0-bookworm-slim
 
 # ---- build: compile the agent and the CNI binary, then stage the runtime layout in /app ----
 FROM --platform=$BUILDPLATFORM ${NODE_IMAGE} AS build

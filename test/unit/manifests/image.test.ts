@@ -42,10 +42,16 @@ describe('Dockerfile', () => {
   const all = stages(instructions);
   const [build, final] = all as [Stage, Stage];
 
-  it("has a build stage on the builder's platform and a runtime stage on the image's, both Node 24 bookworm-slim", () => {
+  it("has a build stage on the builder's platform and a runtime stage on the image's, both bookworm-slim with the Node the tests run", () => {
     expect(all).toHaveLength(2);
     expect(build.name).toBe('build');
-    for (const s of all) expect(s.image).toBe('node:24-bookworm-slim');
+    const tested = (
+      JSON.parse(readFileSync(join(repoRoot, 'package.json'), 'utf8')) as {
+        devDependencies: Record<string, string>;
+      }
+    ).devDependencies.node;
+    expect(tested).toMatch(/^\d+\.\d+\.\d+$/);
+    for (const s of all) expect(s.image).toBe(`node:${tested}-bookworm-slim`);
     // Multi-platform (linux/amd64, linux/arm64): the build stage cross-compiles, so it runs natively.
     expect(build.platform).toBe('$BUILDPLATFORM');
     expect(final.platform).toBeUndefined();
