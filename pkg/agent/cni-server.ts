@@ -5,7 +5,13 @@ import { CniCode, CniError, toCniError } from '../cni/errors.ts';
 import type { Logger } from '../observe/logger.ts';
 import { LineReader } from '../shim/framing.ts';
 import { decodeRequest, encodeResponse, errorResponse, MAX_REQUEST_BYTES } from '../shim/protocol.ts';
-import { type CniCallRecord, type CniHandler, describeRawEnv, elapsedMs } from './cni-service.ts';
+import {
+  type AnswerFate,
+  type CniCallRecord,
+  type CniHandler,
+  describeRawEnv,
+  elapsedMs,
+} from './cni-service.ts';
 
 /**
  * After the answer is written the peer should close; one that keeps its end open (a stuck or broken
@@ -32,6 +38,8 @@ export class CniServer {
   private server: Server;
   private readonly inFlight = new Set<Promise<void>>();
   private readonly sockets = new Set<Socket>();
+  /** Connections close() cut at the end of its grace, their calls still running. */
+  private readonly cutAtStop = new WeakSet<Socket>();
   private readonly opts: Required<CniServerOptions>;
 
   constructor(opts: CniServerOptions) {
@@ -139,11 +147,14 @@ export class CniServer {
     const work = (async () => {
       let answer: string;
       // Whether the answer reached the peer: a plugin that gave up and closed its socket makes the
-      // write fail (EPIPE). A half-close after the request (allowed) does not.
-      let delivered: (ok: boolean) => void = () => {};
-      const answered = new Promise<boolean>((resolve) => {
-        delivered = resolve;
+      // write fail (EPIPE). A half-close after the request (allowed) does not. A socket close() cut
+      // at the end of its grace is the agent's doing, not the plugin's.
+      let settle: (fate: AnswerFate) => void = () => {};
+      const answered = new Promise<AnswerFate>((resolve) => {
+        settle = resolve;
       });
+      const delivered = (ok: boolean): void =>
+        settle(ok ? 'heard' : this.cutAtStop.has(socket) ? 'agent-stopped' : 'plugin-gone');
       try {
         answer = encodeResponse(await this.opts.handler(request, { answered }));
       } catch (err) {
@@ -202,7 +213,10 @@ export class CniServer {
       await new Promise((r) => setImmediate(r));
     }
     clearTimeout(timer);
-    for (const s of this.sockets) s.destroy();
+    for (const s of this.sockets) {
+      this.cutAtStop.add(s);
+      s.destroy();
+    }
     await closed;
     rmSync(this.opts.socketPath, { force: true });
   }

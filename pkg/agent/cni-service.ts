@@ -87,11 +87,15 @@ export interface CniCallOptions {
   /** A DEL the shim spooled while the agent was away, replayed now. */
   spooled?: boolean;
   /**
-   * Settles once the answer was written: false when the plugin had closed its connection, so the
-   * runtime gave up on the call (its timeout, or it killed the plugin) and never saw the answer.
+   * Settles once the answer was written: 'heard'; 'plugin-gone' when the plugin had closed its
+   * connection, so the runtime gave up on the call (its timeout, or it killed the plugin) and never
+   * saw the answer; 'agent-stopped' when the agent itself cut the connection at the end of its stop
+   * grace (the plugin asks the next agent, or reports 11).
    */
-  answered?: Promise<boolean>;
+  answered?: Promise<AnswerFate>;
 }
+
+export type AnswerFate = 'heard' | 'plugin-gone' | 'agent-stopped';
 
 export type CniHandler = (req: AgentRequest, opts?: CniCallOptions) => Promise<AgentResponse>;
 
@@ -313,28 +317,35 @@ export function createCniService(deps: CniServiceDeps): {
     // Once the server has written the answer (or, without a server, on the next turn of the event
     // loop): the runtime need not wait for the log line's serialization and write (~0.15 ms of an ADD
     // here), and the line can say whether anyone heard the answer.
-    const written = opts.answered ?? new Promise<boolean>((resolve) => setImmediate(() => resolve(true)));
-    void written.then((heard) => {
+    const written =
+      opts.answered ?? new Promise<AnswerFate>((resolve) => setImmediate(() => resolve('heard')));
+    void written.then((fate) => {
       // warn: a failure, or a success that went on without something it was given (a prevResult,
       // config fields or CNI_* values it could not use).
       const wentWithout =
         fields.prevResultIgnored !== undefined ||
         fields.configIgnored !== undefined ||
         fields.envIgnored !== undefined;
-      // The runtime saw no answer: it reported a failure of its own (105, the shim's timeout) and will
-      // retry or DEL. The line says what the agent did, and that nobody heard it.
-      const unheard = !heard;
+      // The runtime saw no answer: it reported a failure of its own (105, the shim's timeout; 11 when
+      // the agent stopping cut it, unless the next agent answered the shim's retry) and will retry or
+      // DEL. The line says what the agent did, that nobody heard it, and whose doing that was.
+      const unheard = fate !== 'heard';
       if (unheard) fields.answered = false;
+      if (fate === 'agent-stopped') fields.cutBy = 'agent stop';
       const level =
         code === CniCode.INTERNAL ? 'error' : response.ok && !wentWithout && !unheard ? 'info' : 'warn';
-      deps.log[level](
-        fields,
-        `CNI ${fields.verb} ${response.ok ? 'ok' : 'failed'}${unheard ? ', but the plugin had already given up (not answered)' : ''}`,
-      );
+      const why =
+        fate === 'plugin-gone'
+          ? ', but the plugin had already given up (not answered)'
+          : fate === 'agent-stopped'
+            ? ', but the agent stopping had cut the connection first (its stop grace ran out; not answered)'
+            : '';
+      deps.log[level](fields, `CNI ${fields.verb} ${response.ok ? 'ok' : 'failed'}${why}`);
+      const unheardCode = fate === 'agent-stopped' ? CniCode.TRY_AGAIN_LATER : CniCode.AGENT_TIMEOUT;
       deps.onCall?.({
         verb: String(fields.verb),
         outcome: response.ok && !unheard ? 'ok' : 'error',
-        code: unheard && response.ok ? CniCode.AGENT_TIMEOUT : code,
+        code: unheard && response.ok ? unheardCode : code,
         durationMs,
         ...(Array.isArray(fields.released) ? { released: fields.released.length } : {}),
       });

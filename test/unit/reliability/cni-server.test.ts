@@ -210,69 +210,81 @@ describe('CniServer limits', () => {
   });
 });
 
+/**
+ * A DEL through the real service whose datapath waits (it finds no lease, then looks for the host
+ * veth, which waits until release()), behind a real CniServer, logging into `lines`.
+ */
+async function waitingDelServer() {
+  const dir = mkdtempSync(join(tmpdir(), 'trl-rel-gone-'));
+  const out = new PassThrough();
+  const lines: Record<string, unknown>[] = [];
+  out.on('data', (d: Buffer) => {
+    for (const l of d.toString('utf8').trim().split('\n'))
+      lines.push(JSON.parse(l) as Record<string, unknown>);
+  });
+  const calls: CniCallRecord[] = [];
+  const gate = { held: Promise.resolve(), release: () => {} };
+  const hold = (): void => {
+    gate.held = new Promise<void>((r) => {
+      gate.release = r;
+    });
+  };
+  hold();
+  const datapath = {
+    ipam: {
+      get: () => undefined,
+      heldAddresses: () => [],
+      releaseDeferred: () => ({ found: false, durable: Promise.resolve() }),
+    },
+    deleter: { wait: async () => {} },
+    host: {
+      getLink: async () => {
+        await gate.held;
+        return undefined;
+      },
+    },
+    netns: {},
+  } as unknown as DatapathDeps;
+  const log = createLogger({ level: 'info', destination: out });
+  const service = createCniService({
+    datapath,
+    mutex: new KeyedMutex(),
+    log,
+    readiness: { notReadyReason: () => undefined },
+    defaultMtu: () => 1500,
+    onCall: (r) => calls.push(r),
+  });
+  const socketPath = join(dir, 'cni.sock');
+  const server = new CniServer({
+    socketPath,
+    handler: service.handle,
+    log,
+    requestTimeoutMs: 5000,
+    onReject: () => {},
+  });
+  await server.listen();
+  const request = (id: string) =>
+    encodeRequest(
+      {
+        CNI_COMMAND: 'DEL',
+        CNI_CONTAINERID: id,
+        CNI_NETNS: '/var/run/netns/p1',
+        CNI_IFNAME: 'eth0',
+        CNI_PATH: '/opt/cni/bin',
+      },
+      JSON.stringify({ cniVersion: '1.0.0', name: 'trellis', type: 'trellis' }),
+    );
+  const untilLines = async (n: number) => {
+    for (let i = 0; i < 200 && lines.length < n; i++) await new Promise((r) => setTimeout(r, 5));
+    expect(lines).toHaveLength(n);
+  };
+  return { dir, lines, calls, gate, hold, server, socketPath, request, untilLines };
+}
+
 describe('a CNI call whose plugin gave up before the answer', () => {
   it('is logged as not answered, at warn, and counted as a 105 error; a call still waited for is not', async () => {
-    const dir = mkdtempSync(join(tmpdir(), 'trl-rel-gone-'));
-    const out = new PassThrough();
-    const lines: Record<string, unknown>[] = [];
-    out.on('data', (d: Buffer) => {
-      for (const l of d.toString('utf8').trim().split('\n'))
-        lines.push(JSON.parse(l) as Record<string, unknown>);
-    });
-    const calls: CniCallRecord[] = [];
-    // DEL through the real service: it finds no lease, then looks for the host veth, which waits here.
-    let release: () => void = () => {};
-    let held = new Promise<void>((r) => {
-      release = r;
-    });
-    const datapath = {
-      ipam: {
-        get: () => undefined,
-        heldAddresses: () => [],
-        releaseDeferred: () => ({ found: false, durable: Promise.resolve() }),
-      },
-      deleter: { wait: async () => {} },
-      host: {
-        getLink: async () => {
-          await held;
-          return undefined;
-        },
-      },
-      netns: {},
-    } as unknown as DatapathDeps;
-    const log = createLogger({ level: 'info', destination: out });
-    const service = createCniService({
-      datapath,
-      mutex: new KeyedMutex(),
-      log,
-      readiness: { notReadyReason: () => undefined },
-      defaultMtu: () => 1500,
-      onCall: (r) => calls.push(r),
-    });
-    const socketPath = join(dir, 'cni.sock');
-    const server = new CniServer({
-      socketPath,
-      handler: service.handle,
-      log,
-      requestTimeoutMs: 5000,
-      onReject: () => {},
-    });
-    await server.listen();
-    const request = (id: string) =>
-      encodeRequest(
-        {
-          CNI_COMMAND: 'DEL',
-          CNI_CONTAINERID: id,
-          CNI_NETNS: '/var/run/netns/p1',
-          CNI_IFNAME: 'eth0',
-          CNI_PATH: '/opt/cni/bin',
-        },
-        JSON.stringify({ cniVersion: '1.0.0', name: 'trellis', type: 'trellis' }),
-      );
-    const untilLines = async (n: number) => {
-      for (let i = 0; i < 200 && lines.length < n; i++) await new Promise((r) => setTimeout(r, 5));
-      expect(lines).toHaveLength(n);
-    };
+    const { dir, lines, calls, gate, hold, server, socketPath, request, untilLines } =
+      await waitingDelServer();
     try {
       // The plugin sends its request and goes (the runtime's timeout killed it) before the agent answers.
       const gone = createConnection({ path: socketPath });
@@ -280,7 +292,7 @@ describe('a CNI call whose plugin gave up before the answer', () => {
       await new Promise((r) => setTimeout(r, 50));
       gone.destroy();
       await new Promise((r) => setTimeout(r, 50));
-      release();
+      gate.release();
       await untilLines(1);
       expect(lines[0]).toMatchObject({
         level: 'warn',
@@ -293,10 +305,8 @@ describe('a CNI call whose plugin gave up before the answer', () => {
       expect(calls).toEqual([expect.objectContaining({ verb: 'DEL', outcome: 'error', code: 105 })]);
 
       // One that waits gets its answer, and a plain line.
-      held = new Promise<void>((r) => {
-        release = r;
-      });
-      setTimeout(() => release(), 50);
+      hold();
+      setTimeout(() => gate.release(), 50);
       const r = await exchange(socketPath, request('c-waits'), { end: false });
       expect(JSON.parse(r.answer)).toMatchObject({ ok: true });
       await untilLines(2);
@@ -305,10 +315,8 @@ describe('a CNI call whose plugin gave up before the answer', () => {
       expect(calls[1]).toMatchObject({ verb: 'DEL', outcome: 'ok' });
 
       // One that half-closes after its request (allowed) still waits for the answer: heard.
-      held = new Promise<void>((r) => {
-        release = r;
-      });
-      setTimeout(() => release(), 50);
+      hold();
+      setTimeout(() => gate.release(), 50);
       const half = await exchange(socketPath, request('c-half'));
       expect(JSON.parse(half.answer)).toMatchObject({ ok: true });
       await untilLines(3);
@@ -316,6 +324,30 @@ describe('a CNI call whose plugin gave up before the answer', () => {
       expect(calls[2]).toMatchObject({ verb: 'DEL', outcome: 'ok' });
     } finally {
       await server.close(100);
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
+  it("a call the agent's stop cut at the end of its grace is logged as cut by the agent, and counted as 11", async () => {
+    const { dir, lines, calls, gate, server, socketPath, request, untilLines } = await waitingDelServer();
+    try {
+      // The plugin waits for its answer; the agent stops meanwhile, and its grace runs out first.
+      const waiting = exchange(socketPath, request('c-cut'), { end: false });
+      await new Promise((r) => setTimeout(r, 50));
+      await server.close(50);
+      expect((await waiting).answer).toBe('');
+      gate.release();
+      await untilLines(1);
+      expect(lines[0]).toMatchObject({
+        level: 'warn',
+        verb: 'DEL',
+        containerId: 'c-cut',
+        outcome: 'ok',
+        answered: false,
+        cutBy: 'agent stop',
+        msg: 'CNI DEL ok, but the agent stopping had cut the connection first (its stop grace ran out; not answered)',
+      });
+      expect(calls).toEqual([expect.objectContaining({ verb: 'DEL', outcome: 'error', code: 11 })]);
+    } finally {
       rmSync(dir, { recursive: true, force: true });
     }
   });
