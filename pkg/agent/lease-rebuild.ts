@@ -193,6 +193,9 @@ export async function rebuildHeldLeases(
     let observation: HeldObservation | undefined;
     try {
       if (deps.busy.has(attachmentKey(key))) {
+        // One outside the pod CIDRs is tried again on the agent's timer (unremoved) once the call is
+        // done: nothing else would remove it before the next range change.
+        if (outsideRanges(deps, key, ranges)) unremoved++;
         decision = { kind: 'skip', key, reason: 'a CNI call for it is in flight' };
       } else {
         let gone: Invalidated | 'busy' | undefined;
@@ -211,6 +214,7 @@ export async function rebuildHeldLeases(
           continue;
         }
         if (gone === 'busy') {
+          unremoved++; // outside the pod CIDRs (invalidateOutside): tried again, as above
           decision = { kind: 'skip', key, reason: 'a CNI call for it started meanwhile' };
         } else {
           observation = await observe(deps, key);
@@ -311,9 +315,8 @@ async function invalidateOutside(
   key: LeaseKey,
   ranges: ReturnType<typeof parseRanges>,
 ): Promise<Invalidated | 'busy' | undefined> {
+  if (!outsideRanges(deps, key, ranges)) return undefined;
   const addresses = deps.ipam.heldAddresses(key).map((a) => a.address);
-  // No ranges is ranges not known yet (IPAM starts without any), not every address outside them.
-  if (ranges.length === 0 || addresses.every((a) => usableIn(ranges, a))) return undefined;
   const hostVeth = hostVethName(key.containerId, key.ifname);
   const link = await deps.host.getLink(hostVeth);
   if (link === undefined) return undefined;
@@ -332,6 +335,13 @@ async function invalidateOutside(
     addresses,
     hostIf: hostVeth,
   };
+}
+
+/** A held attachment has an address not usable in `ranges`. */
+function outsideRanges(deps: RebuildDeps, key: LeaseKey, ranges: ReturnType<typeof parseRanges>): boolean {
+  // No ranges is ranges not known yet (IPAM starts without any), not every address outside them.
+  if (ranges.length === 0) return false;
+  return deps.ipam.heldAddresses(key).some((a) => !usableIn(ranges, a.address));
 }
 
 async function observe(deps: RebuildDeps, key: LeaseKey): Promise<HeldObservation> {

@@ -5,7 +5,7 @@ import { afterEach, describe, expect, it } from 'vitest';
 import { rebuildHeldLeases } from '../../../pkg/agent/lease-rebuild.ts';
 import { sweepAtStart } from '../../../pkg/agent/start-up-state.ts';
 import { addAttachment } from '../../../pkg/datapath/add.ts';
-import { hostVethName } from '../../../pkg/datapath/names.ts';
+import { attachmentKey, hostVethName } from '../../../pkg/datapath/names.ts';
 import { type NetlinkHandle, TRELLIS_ROUTE_PROTOCOL } from '../../../pkg/datapath/ports.ts';
 import { type Ipam, openIpam } from '../../../pkg/ipam/index.ts';
 import { createLogger } from '../../../pkg/observe/logger.ts';
@@ -77,12 +77,12 @@ describe.skipIf(netnsSkipReason !== undefined)('a pod of an old pod CIDR left he
     await sweepAtStart({ ...deps, ipam }, ipam, deps.leaseDir, log);
     expect(ipam.heldKeys()).toEqual([key]); // the pod is there as far as anyone can tell
     expect(ipam.setRanges([NEW])).toEqual([]);
-    const rebuild = async (host: NetlinkHandle = deps.host) => {
+    const rebuild = async (host: NetlinkHandle = deps.host, busy: ReadonlySet<string> = new Set()) => {
       const outcome = await rebuildHeldLeases({
         ipam,
         host,
         netns: deps.netns,
-        busy: new Set(),
+        busy,
         listDir: () => [],
         log,
       });
@@ -123,6 +123,19 @@ describe.skipIf(netnsSkipReason !== undefined)('a pod of an old pod CIDR left he
     expect(ipam.heldKeys()).toEqual([key]);
     expect(links()).toContain(veth);
     expect(lines.find((l) => l.msg === INVALIDATED)).toBeUndefined();
+
+    expect(await rebuild()).toMatchObject({ invalidated: 1, unremoved: 0 });
+    expect(links()).not.toContain(veth);
+    expect(routes()).not.toContain(address);
+    expect(ipam.heldKeys()).toEqual([]);
+  });
+
+  it('one busy with a CNI call is left for the retry (unremoved), and the retry removes it', async () => {
+    const { ipam, key, address, veth, routes, links, rebuild } = await leftHeld('crash');
+    const busy = new Set([attachmentKey(key)]);
+    expect(await rebuild(undefined, busy)).toMatchObject({ invalidated: 0, unremoved: 1 });
+    expect(ipam.heldKeys()).toEqual([key]);
+    expect(links()).toContain(veth);
 
     expect(await rebuild()).toMatchObject({ invalidated: 1, unremoved: 0 });
     expect(links()).not.toContain(veth);
