@@ -25,6 +25,13 @@ export {
 export { IptablesSaveError, parseIptablesSave, splitSaveLine } from './iptables-save.ts';
 export { hostLegacyIptables } from './legacy-host.ts';
 export {
+  changesPodNetwork,
+  type FamilyCover,
+  type PodNetwork,
+  type PodNetworkInput,
+  podNetwork,
+} from './pod-network.ts';
+export {
   deleteOwnAccepts,
   type LegacyIptables,
   type NftRun,

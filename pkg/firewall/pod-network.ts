@@ -1,0 +1,130 @@
+/**
+ * The prefixes trellis accepts in a forward chain that drops pod traffic: per family, the smallest
+ * one prefix that covers every pod CIDR the route planner accepted (this node's and its peers'),
+ * normally the controller manager's --cluster-cidr or inside it. This node's own pod CIDRs are not
+ * enough: a NodePort or LoadBalancer connection (externalTrafficPolicy Cluster) that kube-proxy DNATs
+ * here to a pod on another node is forwarded with the client's source and that pod's destination, and
+ * its replies with that pod's source (flannel accepts its cluster network, Calico its IP pools, for
+ * this; kubernetes/kubernetes#59656).
+ *
+ * Guard: a cover that holds a node's InternalIP or a whole subnet this node is connected to would let
+ * the host firewall's forward chains pass ordinary hosts' traffic too; that family falls back to this
+ * node's own pod CIDRs (as before), and says why. Pure.
+ */
+import {
+  type Cidr,
+  cidrContains,
+  cidrsOverlap,
+  type Family,
+  familyBits,
+  familyOfText,
+  formatCidr,
+  parseCidr,
+  parseIp,
+} from '../ip/index.ts';
+
+export interface PodNetworkInput {
+  /** This node's pod CIDRs: the families looked at, and the fallback. */
+  own: readonly string[];
+  /** The pod CIDRs the route planner accepted, this node's and every peer's (its refusals left out). */
+  accepted: readonly string[];
+  /** Every node's InternalIPs, this node's too. */
+  nodeIPs: readonly string[];
+  /** The subnets this node is directly connected to (host-length and link-local addresses left out). */
+  connected: readonly string[];
+}
+
+export interface FamilyCover {
+  family: Family;
+  /** The smallest prefix holding every accepted pod CIDR of the family (this node's included). */
+  cover: string;
+  /** Why the cover is not used (this node's own pod CIDRs are): it holds a node or a subnet. */
+  narrowed?: string;
+}
+
+export interface PodNetwork {
+  /** What the forward check accepts: per family the cover, or this node's pod CIDRs. */
+  prefixes: string[];
+  families: FamilyCover[];
+}
+
+export function podNetwork(input: PodNetworkInput): PodNetwork {
+  const prefixes: string[] = [];
+  const families: FamilyCover[] = [];
+  for (const family of [4, 6] as const) {
+    const own = input.own.filter((c) => familyOfText(c) === family);
+    const cidrs = [...own, ...input.accepted]
+      .map((c) => parseCidr(c, { strict: false }))
+      .filter((c): c is Cidr => c !== undefined && c.family === family);
+    if (own.length === 0 || cidrs.length === 0) {
+      prefixes.push(...own);
+      continue;
+    }
+    const cover = coverOf(cidrs);
+    const narrowed = underlayIn(cover, input);
+    families.push({ family, cover: formatCidr(cover), ...(narrowed === undefined ? {} : { narrowed }) });
+    if (narrowed === undefined) prefixes.push(formatCidr(cover));
+    else prefixes.push(...own);
+  }
+  return { prefixes, families };
+}
+
+/**
+ * Whether a peer's change would change the pod network: a pod CIDR outside its family's cover, or an
+ * InternalIP inside a cover still in use. Constant time, for per-node steps.
+ */
+export function changesPodNetwork(
+  net: PodNetwork,
+  accepted: readonly string[],
+  nodeIPs: readonly string[],
+): boolean {
+  const covers = net.families.map((f) => ({ ...f, cidr: parseCidr(f.cover)! }));
+  for (const text of accepted) {
+    const c = parseCidr(text, { strict: false });
+    const f = c === undefined ? undefined : covers.find((x) => x.family === c.family);
+    if (c !== undefined && f !== undefined && !holds(f.cidr, c)) return true;
+  }
+  for (const text of nodeIPs) {
+    const ip = parseIp(text);
+    if (ip === undefined) continue;
+    if (covers.some((f) => f.narrowed === undefined && cidrContains(f.cidr, ip))) return true;
+  }
+  return false;
+}
+
+/** The smallest prefix holding all of `cidrs` (one family, at least one). */
+function coverOf(cidrs: readonly Cidr[]): Cidr {
+  const first = cidrs[0]!;
+  const bits = familyBits(first.family);
+  let len = first.prefixLen;
+  for (const c of cidrs) {
+    len = Math.min(len, c.prefixLen);
+    const differ = first.network ^ c.network;
+    // The bits both share from the top: the position of the highest differing bit.
+    if (differ !== 0n) len = Math.min(len, bits - differ.toString(2).length);
+  }
+  const shift = BigInt(bits - len);
+  return { family: first.family, network: (first.network >> shift) << shift, prefixLen: len };
+}
+
+/** `outer` holds all of `inner`. */
+function holds(outer: Cidr, inner: Cidr): boolean {
+  return outer.prefixLen <= inner.prefixLen && cidrsOverlap(outer, inner);
+}
+
+/** Why accepting `cover` would open the underlay, if it would. */
+function underlayIn(cover: Cidr, input: PodNetworkInput): string | undefined {
+  for (const text of input.nodeIPs) {
+    const ip = parseIp(text);
+    if (ip !== undefined && cidrContains(cover, ip))
+      return `${formatCidr(cover)} holds the InternalIP ${text} of a node`;
+  }
+  for (const text of input.connected) {
+    const subnet = parseCidr(text, { strict: false });
+    // A cover inside a connected subnet is as the planner takes a pod CIDR there: only addresses the
+    // cluster gave to pods are routed to them.
+    if (subnet !== undefined && holds(cover, subnet))
+      return `${formatCidr(cover)} holds ${formatCidr(subnet)}, a subnet this node is connected to`;
+  }
+  return undefined;
+}

@@ -1,0 +1,94 @@
+import { describe, expect, it } from 'vitest';
+import { changesPodNetwork, type PodNetworkInput, podNetwork } from '../../../pkg/firewall/pod-network.ts';
+
+const NODES = { nodeIPs: ['10.100.0.11', '10.100.0.12', 'fd00:100::11'], connected: ['10.100.0.0/24'] };
+
+function input(over: Partial<PodNetworkInput>): PodNetworkInput {
+  return { own: ['10.244.1.0/24'], accepted: [], ...NODES, ...over };
+}
+
+describe('podNetwork: the prefixes the forward accepts match', () => {
+  it('per family, the smallest one prefix over every accepted pod CIDR and this node’s', () => {
+    const net = podNetwork(
+      input({
+        own: ['10.244.1.0/24', 'fd00:10:244:1::/64'],
+        accepted: ['10.244.2.0/24', '10.244.1.0/24', 'fd00:10:244:2::/64', 'fd00:10:244:a::/64'],
+      }),
+    );
+    expect(net.prefixes).toEqual(['10.244.0.0/22', 'fd00:10:244::/60']);
+    expect(net.families).toEqual([
+      { family: 4, cover: '10.244.0.0/22' },
+      { family: 6, cover: 'fd00:10:244::/60' },
+    ]);
+  });
+
+  it("a node alone, or with peers outside its family only: this node's own pod CIDR", () => {
+    expect(podNetwork(input({})).prefixes).toEqual(['10.244.1.0/24']);
+    expect(podNetwork(input({ accepted: ['fd00:10:244:2::/64'] })).prefixes).toEqual(['10.244.1.0/24']);
+  });
+
+  it('a wider pod CIDR is covered whole; a kube-controller-manager /16 of /24s stays inside it', () => {
+    expect(podNetwork(input({ accepted: ['10.244.0.0/16'] })).prefixes).toEqual(['10.244.0.0/16']);
+    const many = Array.from({ length: 200 }, (_, i) => `10.244.${i}.0/24`);
+    expect(podNetwork(input({ accepted: many })).prefixes).toEqual(['10.244.0.0/16']);
+  });
+
+  it('a cover holding a node’s InternalIP falls back to this node’s pod CIDRs, and says why', () => {
+    // Pod CIDRs 10.0.1.0/24 and 10.200.0.0/24 cover 10.0.0.0/8: the nodes' 10.100.0.0/24 too.
+    const net = podNetwork(input({ own: ['10.0.1.0/24'], accepted: ['10.200.0.0/24'], connected: [] }));
+    expect(net.prefixes).toEqual(['10.0.1.0/24']);
+    expect(net.families).toEqual([
+      { family: 4, cover: '10.0.0.0/8', narrowed: '10.0.0.0/8 holds the InternalIP 10.100.0.11 of a node' },
+    ]);
+  });
+
+  it('a cover holding a whole connected subnet falls back; one inside a connected subnet does not', () => {
+    const docker = podNetwork(
+      input({ accepted: ['10.245.0.0/24'], nodeIPs: [], connected: ['10.244.200.0/24'] }),
+    );
+    expect(docker.prefixes).toEqual(['10.244.1.0/24']);
+    expect(docker.families[0]?.narrowed).toBe(
+      '10.244.0.0/15 holds 10.244.200.0/24, a subnet this node is connected to',
+    );
+    // A node on 10.0.0.0/8 with pods in 10.244.0.0/16, as the route planner accepts it.
+    const inside = podNetwork(input({ accepted: ['10.244.2.0/24'], nodeIPs: [], connected: ['10.0.0.0/8'] }));
+    expect(inside.prefixes).toEqual(['10.244.0.0/22']);
+  });
+
+  it('each family decides alone', () => {
+    const net = podNetwork({
+      own: ['10.0.1.0/24', 'fd00:10:244:1::/64'],
+      accepted: ['10.200.0.0/24', 'fd00:10:244:2::/64'],
+      nodeIPs: ['10.100.0.11', 'fd00:100::11'],
+      connected: [],
+    });
+    expect(net.prefixes).toEqual(['10.0.1.0/24', 'fd00:10:244::/62']);
+  });
+
+  it('text that is not a CIDR is passed over', () => {
+    expect(podNetwork(input({ accepted: ['nonsense', '10.244.3.0/24'] })).prefixes).toEqual([
+      '10.244.0.0/22',
+    ]);
+  });
+});
+
+describe('changesPodNetwork: whether a peer’s change asks for another check', () => {
+  const net = podNetwork(input({ accepted: ['10.244.2.0/24'] }));
+
+  it('a pod CIDR outside the cover does; one inside does not', () => {
+    expect(changesPodNetwork(net, ['10.244.3.0/24'], [])).toBe(false);
+    expect(changesPodNetwork(net, ['10.244.4.0/24'], [])).toBe(true);
+    expect(changesPodNetwork(net, ['10.244.0.0/16'], [])).toBe(true);
+  });
+
+  it('an InternalIP moving into a cover in use does; into one already given up, not', () => {
+    expect(changesPodNetwork(net, [], ['10.244.3.1'])).toBe(true);
+    expect(changesPodNetwork(net, [], ['10.100.0.13'])).toBe(false);
+    const narrowed = podNetwork(input({ own: ['10.0.1.0/24'], accepted: ['10.200.0.0/24'] }));
+    expect(changesPodNetwork(narrowed, [], ['10.0.0.7'])).toBe(false);
+  });
+
+  it('a family the node has no cover of does not', () => {
+    expect(changesPodNetwork(net, ['fd00:10:244:9::/64'], ['fd00:10:244:9::1'])).toBe(false);
+  });
+});
