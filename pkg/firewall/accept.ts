@@ -1,12 +1,13 @@
 /**
  * The rules trellis inserts into another program's forward chain when that chain drops its pods'
  * traffic by default (flannel's and Calico's answer to Docker's FORWARD policy DROP): one accept per
- * blocked (pod CIDR, direction), matching the node's own pod CIDR only, placed right before the
+ * blocked (prefix, direction), matching the cluster's pod network (pod-network.ts: every node's pod
+ * CIDRs under one prefix, or this node's own), placed right before the
  * catch-all rule that drops (or at the end of a chain whose policy drops), so the operator's earlier
  * rules (DOCKER-USER's among them) still come first. A drop that names the pods is never lifted, nor
  * a policy reached through a goto or return (no place there is both reached and after the operator's
  * rules). Each carries ACCEPT_COMMENT, by which the agent finds them again (planAccepts: never a
- * second in one place), drops those of a pod CIDR the node no longer has, and `uninstall` removes
+ * second in one place), drops those of a prefix no longer wanted, and `uninstall` removes
  * them. Pure: commands out (nft's argv, or legacy iptables' for a chain nft cannot see).
  */
 import { canonicalCidr } from '../ip/index.ts';
@@ -30,7 +31,17 @@ export interface FirewallCommand {
 /** Legacy iptables waits up to 5 s for the xtables lock other iptables users hold (kube-proxy's). */
 const XT_WAIT = ['-w', '5'];
 
-export const ACCEPT_COMMENT = 'trellis: the pods of this node';
+export const ACCEPT_COMMENT = 'trellis: pod traffic';
+/**
+ * The comment of earlier versions (which accepted this node's pod CIDRs only): still ours, so an
+ * upgrade replaces those rules and `uninstall` removes them.
+ */
+const OLD_ACCEPT_COMMENTS: readonly string[] = ['trellis: the pods of this node'];
+
+/** The rule is one of our accepts, by its comment (this version's or an earlier one's). */
+export function isOwnAccept(rule: Rule): boolean {
+  return rule.comment === ACCEPT_COMMENT || OLD_ACCEPT_COMMENTS.includes(rule.comment ?? '');
+}
 
 /**
  * The command for the rule that lets `block`'s packets through: nft's argv (it joins and parses
@@ -143,7 +154,7 @@ export function planAccepts(rs: ForwardRuleset, blocks: readonly ForwardBlock[])
     const cidr = canonicalCidr(b.podCIDR) ?? b.podCIDR;
     const mine = rules
       .map((rule, index) => ({ rule, index }))
-      .filter(({ rule }) => rule.comment === ACCEPT_COMMENT && acceptTarget(rule) === `${field} ${cidr}`);
+      .filter(({ rule }) => isOwnAccept(rule) && acceptTarget(rule) === `${field} ${cidr}`);
     if (mine.length === 0) {
       plan.insert.push(b);
       continue;
@@ -203,7 +214,7 @@ export function ownAccepts(
 ): RuleAt[] {
   const out: RuleAt[] = [];
   for (const { chain, rule } of rules) {
-    if (rule.comment !== ACCEPT_COMMENT || keep(acceptedPrefix(rule))) continue;
+    if (!isOwnAccept(rule) || keep(acceptedPrefix(rule))) continue;
     out.push({ chain, handle: rule.handle, ...(rule.spec === undefined ? {} : { spec: rule.spec }) });
   }
   return out;

@@ -10,7 +10,8 @@ import { type AddResult, containerId, NodeHarness, podAddr, V4_CIDR } from '../d
 
 /**
  * The host firewall drops what the node forwards (Docker's FORWARD policy DROP, set through
- * iptables-nft before the agent starts): the agent lets its pod CIDRs through at start, and when a
+ * iptables-nft before the agent starts): the agent lets its pod CIDRs through at start (standalone, a
+ * node alone: its pod network is its own pod CIDRs), and when a
  * firewall reload takes its accepts away (`iptables -F FORWARD`, as Docker re-creating its chains or
  * `ufw reload` do) it puts them back within seconds, not at the next periodic check a minute later.
  * On RHEL's stock rules (policy ACCEPT, a final REJECT) the accepts go right before the reject. Legacy
@@ -42,7 +43,7 @@ function acceptsIn(host: string, tools: readonly string[]): string[] {
   return tools.flatMap((tool) =>
     nsExec(host, tool, ['-S', 'FORWARD'])
       .split('\n')
-      .filter((l) => l.includes('trellis: the pods of this node')),
+      .filter((l) => l.includes('trellis: pod traffic')),
   );
 }
 
@@ -106,8 +107,8 @@ describe.skipIf(skip !== undefined)(skip === undefined ? title : `${title} (skip
     const v4 = V4_CIDR;
     expect(forward()).toEqual([
       '-P FORWARD ACCEPT',
-      `-A FORWARD -s ${v4} -m comment --comment "trellis: the pods of this node" -j ACCEPT`,
-      `-A FORWARD -d ${v4} -m comment --comment "trellis: the pods of this node" -j ACCEPT`,
+      `-A FORWARD -s ${v4} -m comment --comment "trellis: pod traffic" -j ACCEPT`,
+      `-A FORWARD -d ${v4} -m comment --comment "trellis: pod traffic" -j ACCEPT`,
       '-A FORWARD -j REJECT --reject-with icmp-host-prohibited',
     ]);
     const { client, podV4 } = await clientAndPod(node);
@@ -229,8 +230,8 @@ exec ${real} "$@"
     // Only x_tables drops here: nft's view of the forward hook is empty.
     expect(nsExec(host, 'nft', ['list', 'ruleset'])).not.toContain('FORWARD');
     expect(ours()).toEqual([
-      `-A FORWARD -s ${V4_CIDR} -m comment --comment "trellis: the pods of this node" -j ACCEPT`,
-      `-A FORWARD -d ${V4_CIDR} -m comment --comment "trellis: the pods of this node" -j ACCEPT`,
+      `-A FORWARD -s ${V4_CIDR} -m comment --comment "trellis: pod traffic" -j ACCEPT`,
+      `-A FORWARD -d ${V4_CIDR} -m comment --comment "trellis: pod traffic" -j ACCEPT`,
       expect.stringMatching(/^-A FORWARD -s \S+\/64 -m comment/),
       expect.stringMatching(/^-A FORWARD -d \S+\/64 -m comment/),
     ]);
@@ -241,7 +242,7 @@ exec ${real} "$@"
       `iptables-legacy filter FORWARD drops IPv4 packets from pods (${V4_CIDR}): policy drop`,
     );
     expect(first?.inserted).toContain(
-      `iptables-legacy -w 5 -A FORWARD -s ${V4_CIDR} -m comment --comment 'trellis: the pods of this node' -j ACCEPT`,
+      `iptables-legacy -w 5 -A FORWARD -s ${V4_CIDR} -m comment --comment 'trellis: pod traffic' -j ACCEPT`,
     );
 
     // No nf_tables notification tells of x_tables changes: the periodic check (1 s here) puts them back.

@@ -333,10 +333,10 @@ describe.skipIf(skip !== undefined)(skip === undefined ? title : `${title} (skip
       expect(nsPing(n2.ns, pod.v6)).toBe(true);
       const rules = nsExec(n1.ns, 'iptables-nft', ['-S', 'FORWARD']);
       expect(rules).toContain(
-        `-A FORWARD -s ${v4} -m comment --comment "trellis: the pods of this node" -j ACCEPT`,
+        `-A FORWARD -s ${v4} -m comment --comment "trellis: pod traffic" -j ACCEPT`,
       );
       expect(rules).toContain(
-        `-A FORWARD -d ${v4} -m comment --comment "trellis: the pods of this node" -j ACCEPT`,
+        `-A FORWARD -d ${v4} -m comment --comment "trellis: pod traffic" -j ACCEPT`,
       );
       expect(cliJson<StatusView>(n1, 'status').doc.forwardFirewall).toMatchObject({ blocks: [] });
       expect(parseExposition(curl(n1, '/metrics').body).all('trellis_host_firewall_drops')).toEqual([]);

@@ -513,6 +513,17 @@ describe('the accept rules trellis inserts', () => {
       insert: [to],
       ineffective: [from],
     });
+    // An earlier version's accept (its comment) is ours too: not inserted again beside it.
+    const old: Rule = { ...ours(5, 'saddr'), comment: 'trellis: the pods of this node' };
+    expect(planAccepts(rs([old, rejectRule]), [from, to])).toEqual({
+      ...none,
+      insert: [to],
+      ineffective: [from],
+    });
+    expect(planAccepts(rs([{ ...old, comment: 'someone else' }, rejectRule]), [from])).toEqual({
+      ...none,
+      insert: [from],
+    });
     // The operator's own drop is never answered; a policy behind a goto is left to the operator.
     expect(planAccepts(rs([]), [{ ...from, targeted: true }])).toEqual(none);
     const behindGoto: ForwardBlock = { ...policyBlock, exit: { chain: forward, handle: 3 } };

@@ -219,7 +219,7 @@ describe('the accept rules trellis puts into legacy iptables', () => {
   it('go at the end of a FORWARD whose policy drops, before the rule that drops otherwise, later positions first', () => {
     const [from, to] = forwardBlocks(parseIptablesSave(forward('DROP'), 4), [V4]);
     expect(commandText(acceptCommand(from!))).toBe(
-      `iptables-legacy -w 5 -A FORWARD -s ${V4} -m comment --comment 'trellis: the pods of this node' -j ACCEPT`,
+      `iptables-legacy -w 5 -A FORWARD -s ${V4} -m comment --comment 'trellis: pod traffic' -j ACCEPT`,
     );
     expect(acceptCommand(to!).args).toEqual([
       '-w',
@@ -246,11 +246,11 @@ describe('the accept rules trellis puts into legacy iptables', () => {
     ]);
   });
 
-  it('are found again by their comment and deleted by their options, not their position', () => {
+  it("are found again by their comment (an earlier version's too) and deleted by their options, not their position", () => {
     const text = forward(
       'DROP',
       `-s ${V4} -m comment --comment "${ACCEPT_COMMENT}" -j ACCEPT`,
-      `-s 10.244.9.0/24 -m comment --comment "${ACCEPT_COMMENT}" -j ACCEPT`,
+      `-s 10.244.9.0/24 -m comment --comment "trellis: the pods of this node" -j ACCEPT`,
     );
     const rs = parseIptablesSave(text, 4);
     expect(forwardBlocks(rs, [V4]).map((b) => b.direction)).toEqual(['to-pods']);
