@@ -67,6 +67,11 @@ export interface ControllerDeps {
    * back with exactly these is the agent's own write, and no reason for another full pass.
    */
   ownAnnotations?(): Readonly<Record<string, string | undefined>> | undefined;
+  /**
+   * A per-node step changed a peer (node undefined: deleted), with the pod CIDRs the planner accepted
+   * of it: what the host firewall's accepts cover may have to grow (pkg/firewall/pod-network.ts).
+   */
+  onPeerChanged?(node: ClusterNode | undefined, accepted: readonly string[]): void;
   /** Metrics hook. */
   onPass?: (outcome: PassOutcome) => void;
   log: Logger;
@@ -152,6 +157,8 @@ export class NodeController {
   private readonly masqGiven = new MasqGiven();
   /** The pod CIDRs the route planner refused, per node: left out of the masquerade's cluster destinations. */
   private refused = new Map<string, Set<string>>();
+  /** A full pass has planned the routes since start: `refused` is known. */
+  private planned = false;
   /** The clamp refusal last logged (noteClamp), so a lasting one is said once. */
   private clampRefusal: string | undefined;
   /**
@@ -405,6 +412,7 @@ export class NodeController {
     const refusalChanged = !sameRefusal(this.refused.get(name), refused);
     if (refused === undefined) this.refused.delete(name);
     else this.refused.set(name, refused);
+    deps.onPeerChanged?.(node, node === undefined ? [] : clusterCidrsOf(node, this.refused));
     const masq =
       deps.masq === undefined ? 'off' : step.cidrsChanged || refusalChanged ? 'scheduled' : 'unchanged';
     if (masq === 'scheduled') {
@@ -631,6 +639,17 @@ export class NodeController {
     this.clampRefusal = refused;
   }
 
+  /**
+   * The pod CIDRs the route planner accepted, every node's (this one's from the cache), as of the last
+   * full pass and the steps since; undefined until a full pass planned (its refusals unknown till then).
+   */
+  acceptedPodCidrs(): string[] | undefined {
+    if (!this.planned) return undefined;
+    const out: string[] = [];
+    for (const n of this.deps.cluster.list()) out.push(...clusterCidrsOf(n, this.refused));
+    return out;
+  }
+
   /** Why the last pass waited (the first list, a Node without pod CIDRs...), until a pass runs. */
   get waitReason(): string | undefined {
     return this.lastWaitReason;
@@ -692,6 +711,7 @@ export class NodeController {
         peers: nodes.map(toPeerNode),
       });
       this.refused = refusedCidrs(report.problems);
+      this.planned = true;
       let masq: 'applied' | 'updated' | 'unchanged' | 'failed' | 'off' = 'off';
       if (deps.masq !== undefined) {
         // One change of the table at a time: a per-node step's may still be in flight.

@@ -543,6 +543,7 @@ function perNodeSetup(
   const masq: MasqOptions[] = [];
   const deltas: { removed: string[]; added: string[] }[] = [];
   const passes: PassOutcome[] = [];
+  const peerChanges: { node: string | undefined; accepted: readonly string[] }[] = [];
   // The routes the fake steps leave programmed (one per node, keyed by its name), n2's from the full pass.
   const programmed = new Set(['n2']);
   let gate: Promise<void> | undefined;
@@ -598,6 +599,7 @@ function perNodeSetup(
     onSynced: async () => {},
     onPass: (o) => passes.push(o),
     onRouteDevices: (d) => followed.push(d),
+    onPeerChanged: (node, accepted) => peerChanges.push({ node: node?.name, accepted }),
     ...(opts.ownAnnotations === undefined ? {} : { ownAnnotations: opts.ownAnnotations }),
     log: opts.log ?? silent,
     resyncMs: 60_000,
@@ -619,7 +621,7 @@ function perNodeSetup(
     abort.abort();
     await controller.done;
   };
-  return { cluster, controller, full, steps, masq, deltas, passes, followed, hold, stop };
+  return { cluster, controller, full, steps, masq, deltas, passes, followed, peerChanges, hold, stop };
 }
 
 async function until(what: string, pred: () => boolean): Promise<void> {
@@ -757,6 +759,31 @@ describe('NodeController per-node steps', () => {
     t.controller.enqueue('wide');
     await until('delta', () => t.deltas.length === 2);
     expect(t.deltas[1]).toEqual({ removed: ['fd00:9::/64'], added: ['10.0.0.0/8'] });
+    await t.stop();
+  });
+
+  it("the pod CIDRs the planner accepted (the firewall's cover): none before a full pass, then every node's less refusals; each step hands its peer's", async () => {
+    let problems: Problem[] = [];
+    const t = perNodeSetup(undefined, { problems: () => problems });
+    const before = t.controller.acceptedPodCidrs();
+    await until('first full pass', () => t.full.length === 1 && t.masq.length === 1);
+    expect(before).toBeUndefined();
+    expect(t.controller.acceptedPodCidrs()).toEqual(['10.244.1.0/24', '10.244.2.0/24']);
+    problems = [{ node: 'wide', problem: 'holds an InternalIP; skipped', refusedCidr: '10.0.0.0/8' }];
+    t.cluster.nodes.set('wide', {
+      name: 'wide',
+      podCIDRs: ['10.0.0.0/8', 'fd00:9::/64'],
+      internalIPs: ['10.0.0.9'],
+    });
+    t.controller.enqueue('wide');
+    await until('the step', () => t.peerChanges.length === 1);
+    expect(t.peerChanges[0]).toEqual({ node: 'wide', accepted: ['fd00:9::/64'] });
+    expect(t.controller.acceptedPodCidrs()).toEqual(['10.244.1.0/24', '10.244.2.0/24', 'fd00:9::/64']);
+    t.cluster.nodes.delete('wide');
+    problems = [];
+    t.controller.enqueue('wide');
+    await until('the step', () => t.peerChanges.length === 2);
+    expect(t.peerChanges[1]).toEqual({ node: undefined, accepted: [] });
     await t.stop();
   });
 
