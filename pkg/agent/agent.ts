@@ -24,6 +24,8 @@ import type { K8sClient, NodeInformer } from '../k8s/index.ts';
 import type { MasqSyncer } from '../masq/index.ts';
 import { FailureLog } from '../observe/failure-log.ts';
 import type { Logger } from '../observe/logger.ts';
+import { connectedSubnets } from '../routes/desired.ts';
+import { readLocalLinks } from '../routes/local-links.ts';
 import { OwnRouteChanges } from '../routes/own-changes.ts';
 import { RouteReconciler } from '../routes/reconciler.ts';
 import type { PeerDecision } from '../routes/types.ts';
@@ -39,6 +41,7 @@ import type { AgentConfig } from './config.ts';
 import { FIRST_LIST_WAIT, NodeController, type PassOutcome } from './controller.ts';
 import { startFirewallChecks } from './firewall-checks.ts';
 import type { ForwardFirewallWatch } from './forward-firewall.ts';
+import { ForwardPrefixes } from './forward-prefixes.ts';
 import { enableForwarding, keepForwardingOn, type RouterAdvertisementGuard } from './forwarding.ts';
 import { HostSideCheck, stillLeased } from './host-side-check.ts';
 import { type KernelTriggers, startKernelTriggers } from './kernel-triggers.ts';
@@ -174,6 +177,8 @@ export class Agent {
   private overlayMtuWatch: KernelTriggers['overlayMtu'] | undefined;
   /** Forward chains of the host's own firewall that drop pod traffic; absent without the port. */
   private forwardFirewall: ForwardFirewallWatch | undefined;
+  /** What the firewall check accepts: the cluster's pod network, or this node's pod CIDRs. */
+  private forwardPrefixes: ForwardPrefixes | undefined;
   /** Underlay addresses of the peers the last full pass tunnels to, per family (vxlan-peers.ts). */
   private tunnelled = new Map<Family, string[]>();
   /** Vouches for STATUS through a restart (pkg/shim/ready-marker.ts); kept fresh once ready. */
@@ -455,10 +460,15 @@ export class Agent {
       // are rebuilt from the kernel once restore can check addresses against the ranges.
       onRangesSet: (ranges) => {
         enableForwarding(this.ports.netns, ranges, this.raGuard());
-        void this.forwardFirewall?.check(ranges);
+        // The first check waits for the first full pass (ForwardPrefixes.current).
+        void this.checkFirewall();
         return this.rebuildHeldLeases();
       },
       onRouteDevices: (devices) => this.linkCarrierWatch?.follow(devices),
+      onPeerChanged: (node, accepted) => {
+        if (node !== undefined && this.forwardPrefixes?.peerChanged(accepted, node.internalIPs))
+          void this.checkFirewall();
+      },
       ownAnnotations: () => this.nodeStatus?.wantedAnnotations(),
       onSynced: (self, report) => {
         this.linkCarrierWatch?.follow(report.routeDevices ?? []);
@@ -733,6 +743,7 @@ export class Agent {
     directSubnets: Partial<Record<Family, string>> = {},
   ): Promise<void> {
     this.checkHostSides();
+    void this.checkFirewallIfMoved();
     this.nodeStatus?.publishAnnotations(self, vteps, directSubnets);
     if (this.config.mtu === 0) await this.followDetectedMtu(self);
     keepForwardingOn(this.ports.netns, self.podCIDRs, this.log, this.raGuard());
@@ -923,8 +934,15 @@ export class Agent {
     const { config } = this;
     const read = this.ports.readForwardFirewall;
     if (read === undefined || config.firewallCheckMs === 0) return;
-    const check = (): Promise<void> =>
-      this.forwardFirewall?.check(this.ipam?.ranges() ?? []) ?? Promise.resolve();
+    const check = (): Promise<void> => this.checkFirewall();
+    const host = this.host!;
+    this.forwardPrefixes = new ForwardPrefixes({
+      own: () => this.ipam?.ranges() ?? [],
+      accepted: () => this.controller?.acceptedPodCidrs(),
+      nodeIPs: () => (this.cluster?.list() ?? []).flatMap((n) => n.internalIPs),
+      connected: async () => connectedSubnets(await readLocalLinks(host)),
+      log: this.component('firewall'),
+    });
     const write = config.acceptForward ? this.ports.writeForwardFirewall : undefined;
     const { watch, subscription } = startFirewallChecks({
       events: this.ports.events,
@@ -948,8 +966,22 @@ export class Agent {
   private noteTunnelled(decisions: readonly PeerDecision[]): void {
     const before = [...this.tunnelled.keys()].sort().join();
     this.tunnelled = tunnelledPeers(decisions);
-    if ([...this.tunnelled.keys()].sort().join() !== before)
-      void this.forwardFirewall?.check(this.ipam?.ranges() ?? []);
+    if ([...this.tunnelled.keys()].sort().join() !== before) void this.checkFirewall();
+  }
+
+  /** One firewall check, with the prefixes of now (none before the first full pass). */
+  private async checkFirewall(): Promise<void> {
+    const prefixes = await this.forwardPrefixes?.current();
+    if (prefixes !== undefined) await this.forwardFirewall?.check(prefixes);
+  }
+
+  /**
+   * After a full pass: a check when the prefixes moved (the first pass, a peer outside the cover, a
+   * refusal, the links), else none (the periodic one and the tables' changes keep it up).
+   */
+  private async checkFirewallIfMoved(): Promise<void> {
+    const prefixes = await this.forwardPrefixes?.changed();
+    if (prefixes !== undefined) await this.forwardFirewall?.check(prefixes);
   }
 
   /** Config files that sort before ours in the conf dir, at the last pass (metrics). */

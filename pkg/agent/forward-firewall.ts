@@ -1,18 +1,21 @@
 /**
  * Watches the host's own firewall for forward chains that drop this node's pod traffic (Docker's
  * FORWARD policy DROP, ufw's, firewalld's final reject): trellis's routes and rules are all in place
- * then, and pods still cannot reach other nodes. The agent reads the chains once it has its pod CIDRs,
- * every --firewall-check-seconds, and soon after a table that dropped pod traffic changes (onTables,
- * firewall-tables.ts): one `nft -j list chains`, and the rules of the forward chains.
+ * then, and pods still cannot reach other nodes. The agent reads the chains after its first full
+ * pass, when the prefixes below change, every --firewall-check-seconds, and soon after a table that
+ * dropped pod traffic changes (onTables, firewall-tables.ts): one `nft -j list chains`, and the rules
+ * of the forward chains.
  *
  * With `write` (the default; --no-accept-forward leaves it out) it does what flannel and Calico do:
- * inserts one accept per blocked pod CIDR and direction, matching this node's pod CIDRs only, before
- * the catch-all rule or at the end of the policy that drops (pkg/firewall/accept.ts), reads again, and
- * logs what it inserted and anything still dropped; accepts of a pod CIDR the node no longer has are
- * deleted. A rule that names the pods (their addresses, their veths) is the operator's: reported, never
- * overridden. Without it, it logs the
- * chains and the commands that would let the pods through. Either way it logs when what is blocked
- * changes, not at every check, and keeps the last verdict for `status`, `doctor` and the metrics.
+ * inserts one accept per blocked prefix and direction, before the catch-all rule or at the end of
+ * the policy that drops (pkg/firewall/accept.ts), reads again, and logs what it inserted and anything
+ * still dropped; accepts of a prefix no longer asked for are deleted. The prefixes are the caller's
+ * (forward-prefixes.ts): the cluster's pod network per family, which a NodePort connection DNATed
+ * here to another node's pod needs, or this node's pod CIDRs where that would hold node addresses.
+ * A rule that names the pods (their addresses, their veths) is the operator's: reported, never
+ * overridden. Without it, it logs the chains and the commands that would let the pods through.
+ * Either way it logs when what is blocked changes, not at every check, and keeps the last verdict for
+ * `status`, `doctor` and the metrics.
  * With the VXLAN packets of the peers this node tunnels to (deps.vxlan), it also walks the input
  * chains for them (pkg/firewall/vxlan-input.ts) and reports a drop there; that it never fixes.
  */
@@ -95,7 +98,10 @@ export class ForwardFirewallWatch {
   private reportedUndecided = '';
   private stopped = false;
   private running: Promise<void> | undefined;
-  /** The check to run after the running one, and the pod CIDRs it checks (the last asked for). */
+  /**
+   * The check to run after the running one, and the prefixes it checks (the last asked for). Here
+   * and below `podCIDRs` are the prefixes the accepts match (forward-prefixes.ts).
+   */
   private rerun: Promise<void> | undefined;
   private rerunWith: readonly string[] | undefined;
 
@@ -331,7 +337,7 @@ export class ForwardFirewallWatch {
     }
   }
 
-  /** Deletes our accepts of pod CIDRs the node no longer has (its pod CIDRs changed); true when any went. */
+  /** Deletes our accepts of prefixes no longer asked for (the pod CIDRs changed); true when any went. */
   private async dropStale(
     rs: ForwardRuleset,
     podCIDRs: readonly string[],
@@ -359,7 +365,7 @@ export class ForwardFirewallWatch {
       }
     }
     if (removed.length > 0) {
-      this.deps.log.info({ removed }, 'deleted accept rules for pod CIDRs this node no longer has');
+      this.deps.log.info({ removed }, 'deleted accept rules for prefixes no longer accepted');
     }
     return removed.length > 0;
   }

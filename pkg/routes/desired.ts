@@ -170,6 +170,14 @@ export function localLinksKey(links: LocalLink[]): string {
   return `${[...own].sort().join(',')} | ${nets.sort().join(',')}`;
 }
 
+/**
+ * The subnets connected to this node that reach other hosts (as the planner's underlay check reads
+ * them): host-length and unusable (link-local, loopback) addresses left out.
+ */
+export function connectedSubnets(links: LocalLink[]): string[] {
+  return [...new Set(indexLocalLinks(links).subnets.map(({ subnet }) => formatCidr(subnet)))];
+}
+
 /** The local interface whose connected subnet holds ip: longest prefix wins, then the lowest ifindex. */
 function findDirectLink(
   ip: IpAddress,

@@ -290,9 +290,15 @@ describe.skipIf(skip !== undefined)(skip === undefined ? title : `${title} (skip
     expect(doctor(n1).code).toBe(0);
   });
 
+  /**
+   * The cluster's pod network, which the agent accepts: one prefix per family over n1's and n2's pod
+   * CIDRs (10.244.1.0/24 and 10.244.2.0/24; fd00:10:244:1::/64 and fd00:10:244:2::/64).
+   */
+  const POD_NETWORK = ['10.244.0.0/22', 'fd00:10:244::/62'] as const;
+
   /** What the agent says Docker's FORWARD policy DROP (forwardPolicy below) blocks on n1. */
   function dockerPolicyBlocks(): string[] {
-    const [v4, v6] = n1.plan.podCIDRs;
+    const [v4, v6] = POD_NETWORK;
     return [
       `ip filter FORWARD drops IPv4 packets from pods (${v4}): policy drop`,
       `ip filter FORWARD drops IPv4 packets to pods (${v4}): policy drop`,
@@ -309,10 +315,10 @@ describe.skipIf(skip !== undefined)(skip === undefined ? title : `${title} (skip
     }
   }
 
-  it("a host firewall dropping what the node forwards (Docker's FORWARD policy DROP): the agent accepts its own pod CIDRs there, once", async () => {
+  it("a host firewall dropping what the node forwards (Docker's FORWARD policy DROP): the agent accepts the cluster's pod network there, once", async () => {
     const pod = pods[0]!;
     const mark = n1.logs.length;
-    const [v4] = n1.plan.podCIDRs;
+    const [v4] = POD_NETWORK;
     forwardPolicy('DROP');
     try {
       // iptables-nft and ip6tables-nft change the two families one after the other: a check may run
@@ -332,12 +338,8 @@ describe.skipIf(skip !== undefined)(skip === undefined ? title : `${title} (skip
       expect(nsPing(pod.ns, n2.plan.v4)).toBe(true);
       expect(nsPing(n2.ns, pod.v6)).toBe(true);
       const rules = nsExec(n1.ns, 'iptables-nft', ['-S', 'FORWARD']);
-      expect(rules).toContain(
-        `-A FORWARD -s ${v4} -m comment --comment "trellis: pod traffic" -j ACCEPT`,
-      );
-      expect(rules).toContain(
-        `-A FORWARD -d ${v4} -m comment --comment "trellis: pod traffic" -j ACCEPT`,
-      );
+      expect(rules).toContain(`-A FORWARD -s ${v4} -m comment --comment "trellis: pod traffic" -j ACCEPT`);
+      expect(rules).toContain(`-A FORWARD -d ${v4} -m comment --comment "trellis: pod traffic" -j ACCEPT`);
       expect(cliJson<StatusView>(n1, 'status').doc.forwardFirewall).toMatchObject({ blocks: [] });
       expect(parseExposition(curl(n1, '/metrics').body).all('trellis_host_firewall_drops')).toEqual([]);
       // The next checks find nothing to do: no second insert, no warning.

@@ -220,7 +220,7 @@ describe('ForwardFirewallWatch', () => {
       `add rule ip filter FORWARD ip daddr 10.244.7.0/24 counter accept comment "${ACCEPT_COMMENT}"`,
     ]);
     expect(lines.map((l) => l.msg).slice(1, 2)).toEqual([
-      'deleted accept rules for pod CIDRs this node no longer has',
+      'deleted accept rules for prefixes no longer accepted',
     ]);
     expect(nft.rules().map((r) => r.handle)).toEqual([102, 103]);
   });
