@@ -1,0 +1,83 @@
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { kubeProxyRuleset } from '../../support/kube-proxy.ts';
+import { nsExec } from '../../support/netns.ts';
+import {
+  ECHO_PORT,
+  type EchoServer,
+  Testbed,
+  type TestbedPod,
+  testbedSkipReason,
+} from '../../support/testbed/index.ts';
+import { sleep } from '../../support/testbed/processes.ts';
+
+/**
+ * A NodePort (externalTrafficPolicy Cluster) as kube-proxy's nftables mode makes it: a client beyond
+ * the router asks node-2, which DNATs to a pod on node-1. node-2 forwards it as client -> node-1's
+ * pod, and its answer as that pod -> client: neither is in node-2's own pod CIDR (10.244.2.0/24). With
+ * Docker's FORWARD policy DROP on node-2 it is dropped until the accepts cover the cluster's pod network
+ * (one prefix over every node's pod CIDRs, 10.244.0.0/22 here), as flannel's and Calico's do. Real
+ * agents and shim, IPv4 only (the IPv6 path is the same code).
+ */
+const skip = testbedSkipReason();
+
+const NODE_PORT = 30080;
+const POD_NETWORK = '10.244.0.0/22';
+
+const title = "the host firewall: a NodePort forwarded to another node's pod passes trellis's accepts";
+describe.skipIf(skip !== undefined)(skip === undefined ? title : `${title} (skipped: ${skip})`, () => {
+  let tb: Testbed<4>;
+  let server: TestbedPod<4>;
+  let echo: EchoServer | undefined;
+
+  beforeAll(async () => {
+    tb = await Testbed.create({ segments: [{ nodes: 2 }], families: [4] });
+    server = await tb.addPod('node-1');
+    echo = await tb.startEcho(server.ns);
+    const ruleset = kubeProxyRuleset(4, '10.244.0.0/16', [
+      {
+        name: 'echo',
+        protocol: 'udp',
+        clusterIP: '10.96.0.30',
+        port: 53,
+        nodePort: NODE_PORT,
+        endpoint: { address: server.v4, port: ECHO_PORT },
+      },
+    ]);
+    nsExec(tb.node('node-2').ns, 'nft', ['-f', '-'], { input: ruleset });
+  }, 60_000);
+
+  afterAll(async () => {
+    if (tb === undefined) return;
+    await echo?.stop();
+    await tb.teardown();
+    expect(tb.leftovers()).toEqual([]);
+  });
+
+  it("dropped by node-2's FORWARD policy DROP without the accepts, answered with them", async () => {
+    const node2 = tb.node('node-2');
+    const ask = () => tb.askEcho(tb.internetNs, node2.plan.v4, NODE_PORT);
+    const ours = () =>
+      nsExec(node2.ns, 'iptables-nft', ['-S', 'FORWARD'])
+        .split('\n')
+        .filter((l) => l.includes('trellis'));
+    // The path works before any firewall: the NodePort's DNAT and the route to node-1's pod.
+    expect(await ask()).toMatchObject({ replyFrom: node2.plan.v4, replyPort: NODE_PORT });
+
+    await tb.stopAgent('node-2');
+    nsExec(node2.ns, 'iptables-nft', ['-P', 'FORWARD', 'DROP']);
+    await expect(ask()).rejects.toThrow(/no answer/);
+
+    await tb.startAgent('node-2');
+    for (let i = 0; i < 100 && ours().length < 2; i++) await sleep(100);
+    // Both ways through node-2's forward hook: the answer comes back from the NodePort it asked
+    // (with accepts of node-2's own pod CIDR only, there is none).
+    const answer = await ask();
+    expect(answer).toMatchObject({ replyFrom: node2.plan.v4, replyPort: NODE_PORT });
+    // kube-proxy masqueraded it (externalTrafficPolicy Cluster): the pod saw node-2.
+    expect(answer.from).toBe(node2.plan.v4);
+    expect(ours()).toEqual([
+      `-A FORWARD -s ${POD_NETWORK} -m comment --comment "trellis: pod traffic" -j ACCEPT`,
+      `-A FORWARD -d ${POD_NETWORK} -m comment --comment "trellis: pod traffic" -j ACCEPT`,
+    ]);
+  });
+});
