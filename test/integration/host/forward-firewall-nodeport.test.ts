@@ -1,9 +1,12 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { MIN_GAP_MS } from '../../../pkg/agent/firewall-tables.ts';
 import { kubeProxyRuleset } from '../../support/kube-proxy.ts';
 import { nsExec } from '../../support/netns.ts';
 import {
   ECHO_PORT,
   type EchoServer,
+  nodeObject,
+  planNode,
   Testbed,
   type TestbedPod,
   testbedSkipReason,
@@ -79,5 +82,38 @@ describe.skipIf(skip !== undefined)(skip === undefined ? title : `${title} (skip
       `-A FORWARD -s ${POD_NETWORK} -m comment --comment "trellis: pod traffic" -j ACCEPT`,
       `-A FORWARD -d ${POD_NETWORK} -m comment --comment "trellis: pod traffic" -j ACCEPT`,
     ]);
+  });
+
+  it('a node joining outside the pod network widens the accepts within seconds, not at the next periodic check', async () => {
+    const node2 = tb.node('node-2');
+    const ours = () =>
+      nsExec(node2.ns, 'iptables-nft', ['-S', 'FORWARD'])
+        .split('\n')
+        .filter((l) => l.includes('trellis'));
+    // A Node object alone (no namespace, no agent): 10.244.9.0/24 is outside 10.244.0.0/22. It
+    // publishes its direct subnet as its agent would, so node-2 routes it directly: a first tunnelled
+    // peer would run a check of its own (the VXLAN input check), and this one must come from the step.
+    const far = planNode(9, 0, [4]);
+    // The accepts of the test before changed node-2's table, which runs one more check (at most every
+    // MIN_GAP_MS): past it, nothing but the step asks for one.
+    await sleep(MIN_GAP_MS + 500);
+    const obj = nodeObject(far) as { metadata: Record<string, unknown> };
+    obj.metadata.annotations = { 'trellis.dev/direct-subnets-v4': '10.100.0.0/24' };
+    await tb.api.createNode(obj);
+    try {
+      const wider = '10.244.0.0/20';
+      for (let i = 0; i < 30 && !ours().some((l) => l.includes(wider)); i++) await sleep(100);
+      // The narrower ones went: one accept per direction.
+      expect(ours()).toEqual([
+        `-A FORWARD -s ${wider} -m comment --comment "trellis: pod traffic" -j ACCEPT`,
+        `-A FORWARD -d ${wider} -m comment --comment "trellis: pod traffic" -j ACCEPT`,
+      ]);
+      expect(await tb.askEcho(tb.internetNs, node2.plan.v4, NODE_PORT)).toMatchObject({
+        replyFrom: node2.plan.v4,
+        replyPort: NODE_PORT,
+      });
+    } finally {
+      await tb.api.deleteNode(far.name);
+    }
   });
 });
