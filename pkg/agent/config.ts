@@ -162,7 +162,7 @@ flags (environment variable in brackets):
   --no-source-check          let pods send with addresses that are not theirs (a pod that routes for others)
   --resync-seconds N         periodic full reconcile (default 60)
   --firewall-check-seconds N read the host firewall's forward chains this often (and at start) and let
-                             this node's pod CIDRs through any that drop them (0: never) (default 60)
+                             the cluster's pod network through any that drop them (0: never) (default 60)
   --no-accept-forward        only report such chains (log, status, doctor, metric); insert nothing
   --uninstall-wait-seconds N uninstall: wait this long for a running agent on the node to stop (default 45)
 `;

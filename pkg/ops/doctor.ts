@@ -480,7 +480,7 @@ function checkFirewall(f: DoctorFacts): CheckResult {
       ...r,
       skipped:
         fw.error === undefined
-          ? 'the agent has not checked it yet (it does once it has its pod CIDRs)'
+          ? 'the agent has not checked it yet (it does after its first full pass over the Nodes)'
           : `the agent could not read it: ${fw.error}`,
     };
   }
