@@ -44,9 +44,10 @@ export class ForwardPrefixes {
     try {
       connected = await deps.connected();
     } catch (err) {
-      // Not knowing the underlay, the wider prefixes could hold it: this node's own pod CIDRs.
-      deps.log.debug({ error: errorText(err) }, 'cannot read the connected subnets; accepting own pod CIDRs');
-      return [...own];
+      // Not knowing the underlay: the last answer (a passing netlink failure must not narrow the
+      // accepts, only for the next check to widen them again), or, with none, this node's own.
+      deps.log.debug({ error: errorText(err) }, 'cannot read the connected subnets');
+      return this.last?.prefixes ?? [...own];
     }
     const net = podNetwork({ own, accepted, nodeIPs: deps.nodeIPs(), connected });
     this.last = net;
