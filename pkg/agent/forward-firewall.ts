@@ -34,6 +34,7 @@ import {
   forwardBlocks,
   ownAccepts,
   planAccepts,
+  type RuleAt,
   rulesWithChains,
   undecidedChains,
   VXLAN_NOTE,
@@ -42,7 +43,14 @@ import {
   vxlanFixCommand,
   vxlanInputBlocks,
 } from '../firewall/index.ts';
-import { type ChainRef, chainOfKey, type ForwardRuleset, tableKey } from '../firewall/ruleset.ts';
+import {
+  type ChainRef,
+  chainKey,
+  chainOfKey,
+  type ForwardRuleset,
+  type Rule,
+  tableKey,
+} from '../firewall/ruleset.ts';
 import { canonicalCidr } from '../ip/index.ts';
 import type { Logger } from '../observe/logger.ts';
 
@@ -154,18 +162,21 @@ export class ForwardFirewallWatch {
     let vxlan: VxlanInKind[] = [];
     try {
       if (this.deps.vxlan !== undefined) vxlan = await this.deps.vxlan();
-      let rs = await this.deps.read(podCIDRs, vxlan);
-      if (this.deps.write !== undefined && (await this.dropStale(rs, podCIDRs, this.deps.write))) {
-        // Deleting rules moved the positions of legacy iptables' rules after them: read again.
-        rs = await this.deps.read(podCIDRs, vxlan);
-      }
-      blocks = forwardBlocks(rs, podCIDRs);
+      const rs = await this.deps.read(podCIDRs, vxlan);
+      const write = this.deps.write;
+      // Our accepts of prefixes no longer asked for (the pod network grew or shrank) are judged as
+      // gone already, and deleted only once the accepts that replace them are in: pod traffic never
+      // waits between the two.
+      const stale = write === undefined ? [] : staleAccepts(rs, podCIDRs);
+      const view = withoutRules(rs, stale);
+      blocks = forwardBlocks(view, podCIDRs);
       vxlanBlocks = vxlanInputBlocks(rs, vxlan);
-      undecided = undecidedChains(rs, podCIDRs);
+      undecided = undecidedChains(view, podCIDRs);
       this.deps.onTables?.(tablesOf(rs, blocks, vxlanBlocks));
       // A drop that names the pods is the operator's: reported below, never lifted.
-      if (this.deps.write !== undefined && blocks.some((b) => b.targeted !== true))
-        blocks = await this.accept(rs, blocks, podCIDRs, this.deps.write);
+      if (write !== undefined && blocks.some((b) => b.targeted !== true))
+        blocks = await this.accept(view, blocks, podCIDRs, write, stale);
+      else if (write !== undefined) await this.dropStale(stale, write);
     } catch (err) {
       const error = errorText(err);
       if (error !== this.current.error) {
@@ -237,12 +248,16 @@ export class ForwardFirewallWatch {
     blocks: ForwardBlock[],
     podCIDRs: readonly string[],
     write: (cmd: FirewallCommand) => Promise<unknown>,
+    stale: readonly RuleAt[],
   ): Promise<ForwardBlock[]> {
     const inserted: string[] = [];
     const errors: string[] = [];
     const { insert, misplaced, ineffective, unanswerable, owned } = planAccepts(rs, blocks);
     this.reportUnanswered(ineffective, unanswerable, owned);
-    if (insert.length === 0) return blocks;
+    if (insert.length === 0) {
+      await this.dropStale(stale, write);
+      return blocks;
+    }
     const moved: string[] = [];
     for (const at of misplaced) {
       if (this.stopped) return blocks;
@@ -262,6 +277,8 @@ export class ForwardFirewallWatch {
         errors.push(errorText(err));
       }
     }
+    // Legacy iptables deletes by the rule's options, not its position, which the inserts moved.
+    await this.dropStale(stale, write);
     const after = forwardBlocks(await this.deps.read(podCIDRs, []), podCIDRs);
     // Only what these accepts answered: a drop that appeared meanwhile (iptables-nft and
     // ip6tables-nft change the two families one after the other) is the next check's to accept, not
@@ -337,20 +354,11 @@ export class ForwardFirewallWatch {
     }
   }
 
-  /** Deletes our accepts of prefixes no longer asked for (the pod CIDRs changed); true when any went. */
+  /** Deletes these accepts of ours (staleAccepts), each logged when it fails. */
   private async dropStale(
-    rs: ForwardRuleset,
-    podCIDRs: readonly string[],
+    stale: readonly RuleAt[],
     write: (cmd: FirewallCommand) => Promise<unknown>,
-  ): Promise<boolean> {
-    const wanted = new Set(podCIDRs.map((c) => canonicalCidr(c) ?? c));
-    // Not in a table another process owns: the kernel would refuse the delete at every check.
-    const owned = new Set(rs.baseChains.filter((c) => c.owned === true).map(tableKey));
-    const stale = ownAccepts(
-      rulesWithChains(rs),
-      (p) => p !== undefined && wanted.has(canonicalCidr(p) ?? p),
-    ).filter((at) => !owned.has(tableKey(at.chain)));
-    if (stale.length === 0) return false;
+  ): Promise<void> {
     const removed: string[] = [];
     for (const at of stale) {
       if (this.stopped) break;
@@ -367,8 +375,30 @@ export class ForwardFirewallWatch {
     if (removed.length > 0) {
       this.deps.log.info({ removed }, 'deleted accept rules for prefixes no longer accepted');
     }
-    return removed.length > 0;
   }
+}
+
+/** Our accepts of prefixes not in `podCIDRs`, but for those in a table another process owns. */
+function staleAccepts(rs: ForwardRuleset, podCIDRs: readonly string[]): RuleAt[] {
+  const wanted = new Set(podCIDRs.map((c) => canonicalCidr(c) ?? c));
+  // Not in a table another process owns: the kernel would refuse the delete at every check.
+  const owned = new Set(rs.baseChains.filter((c) => c.owned === true).map(tableKey));
+  return ownAccepts(rulesWithChains(rs), (p) => p !== undefined && wanted.has(canonicalCidr(p) ?? p)).filter(
+    (at) => !owned.has(tableKey(at.chain)),
+  );
+}
+
+/** The ruleset as it reads without these rules (their chains' other rules keep their handles). */
+function withoutRules(rs: ForwardRuleset, gone: readonly RuleAt[]): ForwardRuleset {
+  if (gone.length === 0) return rs;
+  const drop = new Set(gone.map((at) => `${chainKey(at.chain)} ${at.handle}`));
+  const rules = new Map<string, Rule[]>();
+  for (const [key, list] of rs.rules)
+    rules.set(
+      key,
+      list.filter((r) => !drop.has(`${key} ${r.handle}`)),
+    );
+  return { ...rs, rules };
 }
 
 /** The tables of the chains that drop and of trellis's accepts, each once. */

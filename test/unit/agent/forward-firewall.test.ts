@@ -185,7 +185,7 @@ describe('ForwardFirewallWatch', () => {
     expect(reads).toEqual(['10.244.1.0/24', '10.244.9.0/24', '10.244.1.0/24']);
   });
 
-  it('with write: inserts one accept per blocked direction, reads again, logs once, and deletes accepts of a pod CIDR it no longer has', async () => {
+  it('with write: inserts one accept per blocked direction, reads again, logs once, and deletes accepts of prefixes no longer asked for once their replacements are in', async () => {
     const nft = fakeNft([]);
     const { watch, lines } = setup(nft.read, nft.write);
     await watch.check(POD_CIDRS);
@@ -211,18 +211,45 @@ describe('ForwardFirewallWatch', () => {
     expect(nft.writes).toHaveLength(2);
     expect(lines).toHaveLength(1);
 
-    // The node's pod CIDR changed: the old accepts go, new ones come.
+    // The prefixes changed: the new accepts go in first, then the old ones go (no moment without).
     await watch.check(['10.244.7.0/24']);
     expect(nft.writes.slice(2)).toEqual([
-      'delete rule ip filter FORWARD handle 100',
-      'delete rule ip filter FORWARD handle 101',
       `add rule ip filter FORWARD ip saddr 10.244.7.0/24 counter accept comment "${ACCEPT_COMMENT}"`,
       `add rule ip filter FORWARD ip daddr 10.244.7.0/24 counter accept comment "${ACCEPT_COMMENT}"`,
+      'delete rule ip filter FORWARD handle 100',
+      'delete rule ip filter FORWARD handle 101',
     ]);
     expect(lines.map((l) => l.msg).slice(1, 2)).toEqual([
       'deleted accept rules for prefixes no longer accepted',
     ]);
     expect(nft.rules().map((r) => r.handle)).toEqual([102, 103]);
+    expect(watch.state().blocks).toEqual([]);
+
+    // Narrower again (a node left the pod network): the wider accepts let the narrower prefix
+    // through, yet they are judged as gone, so the narrower ones go in before they are deleted.
+    await watch.check(['10.244.0.0/16']);
+    await watch.check(['10.244.7.0/24']);
+    expect(nft.writes.slice(-4)).toEqual([
+      `add rule ip filter FORWARD ip saddr 10.244.7.0/24 counter accept comment "${ACCEPT_COMMENT}"`,
+      `add rule ip filter FORWARD ip daddr 10.244.7.0/24 counter accept comment "${ACCEPT_COMMENT}"`,
+      'delete rule ip filter FORWARD handle 104',
+      'delete rule ip filter FORWARD handle 105',
+    ]);
+    expect(watch.state().blocks).toEqual([]);
+
+    // No drop left (the firewall's policy accepts now): stale accepts still go.
+    const rs = await nft.read();
+    const accepting = async (): Promise<ForwardRuleset> => ({
+      ...rs,
+      baseChains: rs.baseChains.map((c) => ({ ...c, policy: 'accept' })),
+      rules: new Map([['ip filter FORWARD', nft.rules()]]),
+    });
+    const quiet = setup(accepting, nft.write);
+    await quiet.watch.check(['10.244.9.0/24']);
+    expect(nft.writes.slice(-2)).toEqual([
+      'delete rule ip filter FORWARD handle 106',
+      'delete rule ip filter FORWARD handle 107',
+    ]);
   });
 
   it("with write: a drop that appears while its accepts go in is the next check's, not a failure of them", async () => {
