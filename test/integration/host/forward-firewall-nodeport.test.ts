@@ -18,8 +18,9 @@ import { sleep } from '../../support/testbed/processes.ts';
  * the router asks node-2, which DNATs to a pod on node-1. node-2 forwards it as client -> node-1's
  * pod, and its answer as that pod -> client: neither is in node-2's own pod CIDR (10.244.2.0/24). With
  * Docker's FORWARD policy DROP on node-2 it is dropped until the accepts cover the cluster's pod network
- * (one prefix over every node's pod CIDRs, 10.244.0.0/22 here), as flannel's and Calico's do. Real
- * agents and shim, IPv4 only (the IPv6 path is the same code).
+ * (one prefix over every node's pod CIDRs, 10.244.0.0/22 here), as flannel's and Calico's do; the
+ * accepts of node-2's own pod CIDR that earlier versions inserted do not let it through. Real agents
+ * and shim, IPv4 only (the IPv6 path is the same code).
  */
 const skip = testbedSkipReason();
 
@@ -68,16 +69,34 @@ describe.skipIf(skip !== undefined)(skip === undefined ? title : `${title} (skip
 
     await tb.stopAgent('node-2');
     nsExec(node2.ns, 'iptables-nft', ['-P', 'FORWARD', 'DROP']);
+    // What earlier versions inserted: accepts of node-2's own pod CIDR, which do not help here.
+    const own = node2.plan.podCIDRs[0];
+    for (const flag of ['-s', '-d']) {
+      nsExec(node2.ns, 'iptables-nft', [
+        '-A',
+        'FORWARD',
+        flag,
+        own,
+        '-m',
+        'comment',
+        '--comment',
+        'trellis: the pods of this node',
+        '-j',
+        'ACCEPT',
+      ]);
+    }
     await expect(ask()).rejects.toThrow(/no answer/);
 
     await tb.startAgent('node-2');
-    for (let i = 0; i < 100 && ours().length < 2; i++) await sleep(100);
+    const covered = () => ours().some((l) => l.includes(POD_NETWORK));
+    for (let i = 0; i < 100 && !covered(); i++) await sleep(100);
     // Both ways through node-2's forward hook: the answer comes back from the NodePort it asked
     // (with accepts of node-2's own pod CIDR only, there is none).
     const answer = await ask();
     expect(answer).toMatchObject({ replyFrom: node2.plan.v4, replyPort: NODE_PORT });
     // kube-proxy masqueraded it (externalTrafficPolicy Cluster): the pod saw node-2.
     expect(answer.from).toBe(node2.plan.v4);
+    // The earlier version's accepts were replaced (an upgrade leaves none behind).
     expect(ours()).toEqual([
       `-A FORWARD -s ${POD_NETWORK} -m comment --comment "trellis: pod traffic" -j ACCEPT`,
       `-A FORWARD -d ${POD_NETWORK} -m comment --comment "trellis: pod traffic" -j ACCEPT`,
