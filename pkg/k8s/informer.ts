@@ -298,8 +298,8 @@ export function startNodeInformerOn(api: CoreApi, opts: NodeInformerOptions): No
     /** Watches in a row that a fresh list's resourceVersion could not start (410 Gone at once). */
     let goneAfterList = 0;
     while (!signal.aborted) {
+      let listed = false;
       try {
-        let listed = false;
         if (rv === '' || !synced) {
           await relist();
           listed = true;
@@ -359,7 +359,8 @@ export function startNodeInformerOn(api: CoreApi, opts: NodeInformerOptions): No
         // A watch that delivered events and then broke (a connection reset, an API server replaced
         // behind its load balancer) was healthy: its break starts the backoff over, or a few such
         // cuts hours apart would leave every later reconnect at the 30 s cap, blind to Node events.
-        if (watchEvents > 0) failures = 0;
+        const heard = watchEvents > 0;
+        if (heard) failures = 0;
         watchEvents = 0;
         failures++;
         restarts++;
@@ -368,7 +369,12 @@ export function startNodeInformerOn(api: CoreApi, opts: NodeInformerOptions): No
         const asked = Math.min(e.retryAfterMs ?? 0, MAX_RETRY_AFTER_MS);
         const delay = Math.max(backoffDelay(failures, backoff, random), asked);
         // The server has not reached our resourceVersion (it lost its state): only a relist helps.
-        if (e.isResourceVersionTooLarge) rv = '';
+        // Refused right after a list, it is the 410 loop again (a watch cache lagging behind the
+        // list it serves): counted like goneAfterList, so the next list does not end the backoff.
+        if (e.isResourceVersionTooLarge) {
+          rv = '';
+          if (listed && !heard) goneAfterList++;
+        }
         if (opts.onError) safely(() => opts.onError?.(e, delay));
         await sleep(delay, signal).catch(() => undefined);
       }

@@ -30,6 +30,7 @@ import {
   internalError,
   methodNotAllowed,
   notFound,
+  tooLargeResourceVersion,
   tooManyRequests,
   unsupportedMediaType,
 } from './status.ts';
@@ -85,9 +86,11 @@ export type RequestPredicate = (r: RequestInfo) => boolean;
  * status, not a watch ERROR event); 'throttle429': answer 429 TooManyRequests with `Retry-After: 2`, as
  * API Priority and Fairness sheds load; 'drop': destroy the connection without a response;
  * 'watchError500': a watch is answered 200 and its stream carries one ERROR event with a 500
- * InternalError Status, then ends (as a real server does when etcd fails under an open watch).
+ * InternalError Status, then ends (as a real server does when etcd fails under an open watch);
+ * 'tooLarge504': answer the 504 ResourceVersionTooLarge Status a watch gets from a resourceVersion the
+ * server's watch cache has not reached (a cache lagging behind the list it served).
  */
-export type FailMode = 'error500' | 'gone410' | 'throttle429' | 'drop' | 'watchError500';
+export type FailMode = 'error500' | 'gone410' | 'throttle429' | 'drop' | 'watchError500' | 'tooLarge504';
 
 /** The Retry-After, in seconds, of the 'throttle429' failure. */
 export const THROTTLE_RETRY_AFTER_SECONDS = 2;
@@ -526,6 +529,12 @@ export async function startTestApiServer(opts: TestApiServerOptions = {}): Promi
       record.status = 429;
       const retryAfter = { 'retry-after': String(THROTTLE_RETRY_AFTER_SECONDS) };
       sendJson(res, 429, tooManyRequests(THROTTLE_RETRY_AFTER_SECONDS).toStatus(), retryAfter);
+      return;
+    }
+    if (fail === 'tooLarge504') {
+      record.status = 504;
+      const asked = Number(info.query.get('resourceVersion') ?? 0);
+      sendJson(res, 504, tooLargeResourceVersion(asked, Math.max(0, asked - 1)).toStatus());
       return;
     }
     if (fail === 'error500') {

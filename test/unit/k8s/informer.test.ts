@@ -545,6 +545,33 @@ describe.each(['auto', 'client-node'] as const)('node informer, transport %s', (
     expect(informer!.relists).toBe(5);
   });
 
+  it('backs off when watches from a fresh list keep getting 504 ResourceVersionTooLarge, instead of listing every second', async () => {
+    await startServer();
+    server.store.addNode(nodeObject('a'));
+    // A watch cache stuck behind the list it serves: every watch from the fresh list's
+    // resourceVersion is refused as too large (Status retryAfterSeconds 1).
+    server.store.failRequests({ count: 4, mode: 'tooLarge504', match: (r) => r.watch });
+    const sleeps: number[] = [];
+    const rec = start({
+      resyncMs: 0,
+      random: () => 1,
+      sleep: recordingSleep(sleeps),
+      backoff: { initialMs: 800, maxMs: 5000 },
+    });
+    await waitFor(
+      () => rec.errors.length === 4 && server.store.openWatches() === 1,
+      'watching after 4 refusals',
+    );
+    // Each refusal waits longer than the one before (the native transport reads the Status and lists
+    // again, honouring its 1 s; client-node's watch sees only the 504 and asks the watch again):
+    // never a list every second.
+    expect(sleeps.slice(1)).toEqual([1600, 3200, 5000]);
+    expect(sleeps[0]).toBeGreaterThanOrEqual(800);
+    expect(informer!.relists).toBeLessThanOrEqual(5);
+    server.store.addNode(nodeObject('b'));
+    await waitFor(() => informer!.get('b') !== undefined, 'ADDED b over the watch');
+  });
+
   for (const how of ['ERROR event', 'HTTP 410'] as const) {
     it(`waits a jittered moment after 410 Gone (${how}) before relisting, and loses no change`, async () => {
       await startServer();
