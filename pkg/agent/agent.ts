@@ -921,6 +921,7 @@ export class Agent {
           unchangedEvents: inf.unchangedEvents,
           resourceVersion: inf.resourceVersion,
           synced: inf.hasSynced(),
+          ...(inf.silentMs === undefined ? {} : { silentMs: Math.round(inf.silentMs) }),
           ...(this.lastWatchFailure === undefined ? {} : { lastFailure: this.lastWatchFailure }),
         };
   }

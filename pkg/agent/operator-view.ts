@@ -17,6 +17,8 @@ export interface WatchState {
   unchangedEvents?: number;
   resourceVersion: string;
   synced: boolean;
+  /** Milliseconds since the API last answered the list or watch; absent before it first did (and from older agents). */
+  silentMs?: number;
   /** The last failed list or watch of Nodes (when, ISO 8601, and why); absent until one fails. */
   lastFailure?: { at: string; error: string };
 }

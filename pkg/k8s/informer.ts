@@ -88,6 +88,11 @@ export interface NodeInformer {
   readonly unchangedEvents: number;
   /** The last resourceVersion seen (list, event or BOOKMARK). */
   readonly resourceVersion: string;
+  /**
+   * Milliseconds since the API last answered (a list completed, a watch opened, a watch line);
+   * undefined before its first answer. A healthy watch hears a BOOKMARK about every minute.
+   */
+  readonly silentMs: number | undefined;
   /** Resolves once the signal aborted and the loops have stopped. */
   readonly done: Promise<void>;
 }
@@ -127,6 +132,11 @@ export function startNodeInformerOn(api: CoreApi, opts: NodeInformerOptions): No
   let synced = false;
   let restarts = 0;
   let relists = 0;
+  /** clock.now() of the API's last answer; undefined before the first. */
+  let heardAt: number | undefined;
+  const heard = (): void => {
+    heardAt = clock.now();
+  };
   let unchanged = 0;
   let rv = '';
 
@@ -197,6 +207,7 @@ export function startNodeInformerOn(api: CoreApi, opts: NodeInformerOptions): No
     rv = raw.resourceVersion;
     synced = true;
     relists++;
+    heard();
     safely(() => opts.onAnswered?.());
     if (opts.onSync) safely(() => opts.onSync?.(snapshot()));
   };
@@ -257,10 +268,14 @@ export function startNodeInformerOn(api: CoreApi, opts: NodeInformerOptions): No
           resourceVersion: fromRv,
           allowWatchBookmarks: true,
           timeoutSeconds,
-          onOpen: () => safely(() => opts.onAnswered?.()),
+          onOpen: () => {
+            heard();
+            safely(() => opts.onAnswered?.());
+          },
         },
         (type, obj) => {
           if (stopper.signal.aborted) return;
+          heard();
           events++;
           if (events === 1 && type !== 'ERROR') safely(() => opts.onAnswered?.());
           if (type === 'ERROR') {
@@ -407,6 +422,9 @@ export function startNodeInformerOn(api: CoreApi, opts: NodeInformerOptions): No
     },
     get resourceVersion() {
       return rv;
+    },
+    get silentMs() {
+      return heardAt === undefined ? undefined : clock.now() - heardAt;
     },
     done,
   };

@@ -32,6 +32,8 @@ export interface AgentHealthOptions {
   restartGapMs?: number;
   /** A run of restarts longer than this fails readiness; default 5 min. */
   maxRestartingMs?: number;
+  /** No answer from the API for longer than this fails readiness; default 5 min. */
+  maxSilentMs?: number;
   /**
    * Told when the event-loop check turns failing (warn) and when it passes again (info): once per
    * change, not per probe, so a stall the kubelet restarts the agent for is in its log.
@@ -64,6 +66,7 @@ export class AgentHealth {
     this.freshness = new WatchFreshness({
       restartGapMs: opts.restartGapMs ?? 65_000,
       maxRestartingMs: opts.maxRestartingMs ?? 300_000,
+      maxSilentMs: opts.maxSilentMs ?? 300_000,
     });
     this.log = opts.log;
   }

@@ -14,8 +14,11 @@
  *   - the Node watch is fresh: it is not stuck restarting. A healthy watch does not restart (clean
  *     server-side closes do not count); a broken one restarts at least every ~30 s (the informer's
  *     backoff cap). A run of restarts, each within `restartGapMs` of the previous one, that has lasted
- *     longer than `maxRestartingMs` without the resourceVersion moving is "stuck". Standalone: no watch,
- *     always fresh.
+ *     longer than `maxRestartingMs` without the resourceVersion moving is "stuck". Nor silent: an API
+ *     server that is blackholed or hangs makes each try last a request timeout (60 s) plus backoff,
+ *     which a run of restarts does not see, so no answer at all (a list, a watch opening, a watch
+ *     line: a healthy watch hears a BOOKMARK about every minute) for `maxSilentMs` fails it too.
+ *     Standalone: no watch, always fresh.
  */
 
 export interface Verdict {
@@ -56,20 +59,24 @@ export interface WatchSample {
   restarts: number;
   resourceVersion: string;
   synced: boolean;
+  /** Milliseconds since the API last answered the list or watch; undefined before it first did. */
+  silentMs?: number;
 }
 
 /** Tracks a run of Node watch restarts; see the file comment. */
 export class WatchFreshness {
   private readonly restartGapMs: number;
   private readonly maxRestartingMs: number;
+  private readonly maxSilentMs: number;
   private lastRestarts = 0;
   private lastRv = '';
   private lastRestartAt: number | undefined;
   private runStartedAt: number | undefined;
 
-  constructor(opts: { restartGapMs: number; maxRestartingMs: number }) {
+  constructor(opts: { restartGapMs: number; maxRestartingMs: number; maxSilentMs?: number }) {
     this.restartGapMs = opts.restartGapMs;
     this.maxRestartingMs = opts.maxRestartingMs;
+    this.maxSilentMs = opts.maxSilentMs ?? opts.maxRestartingMs;
   }
 
   observe(now: number, s: WatchSample): void {
@@ -91,6 +98,12 @@ export class WatchFreshness {
 
   problem(now: number, s: WatchSample): string | undefined {
     this.observe(now, s);
+    if (s.silentMs !== undefined && s.silentMs > this.maxSilentMs) {
+      return (
+        `the API server has not answered the Node list or watch for ${Math.round(s.silentMs / 1000)} s ` +
+        `(no list, no watch opened, no event or BOOKMARK: unreachable or hung); routes follow no Node change meanwhile`
+      );
+    }
     if (this.runStartedAt === undefined) return undefined;
     const failingMs = now - this.runStartedAt;
     if (failingMs <= this.maxRestartingMs) return undefined;

@@ -102,7 +102,7 @@ export function formatStatus(s: StatusView): string {
         s.watch.unchangedEvents === undefined
           ? ''
           : `, ${s.watch.unchangedEvents} unchanged Node events skipped`
-      }`,
+      }${s.watch.silentMs === undefined ? '' : `, last API answer ${Math.round(s.watch.silentMs / 1000)} s ago`}`,
     ]);
     const f = s.watch.lastFailure;
     if (f !== undefined) kv.push(['last API failure', `${f.at}: ${f.error}`]);

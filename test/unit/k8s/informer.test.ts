@@ -251,6 +251,23 @@ describe.each(['auto', 'client-node'] as const)('node informer, transport %s', (
     expect(informer!.relists).toBe(1);
   });
 
+  it('says how long the API has been silent: nothing before its first answer, then since the last list, watch or line', async () => {
+    await startServer();
+    server.store.addNode(nodeObject('a'));
+    let now = 0;
+    server.store.failRequests({ count: 2, mode: 'drop' });
+    start({ clock: { now: () => now } });
+    await waitFor(() => informer!.restarts >= 2, 'two refused lists');
+    expect(informer!.silentMs).toBeUndefined();
+    await waitFor(() => informer!.hasSynced() && server.store.openWatches() === 1, 'sync and open watch');
+    now = 70_000;
+    expect(informer!.silentMs).toBe(70_000);
+    // A watch line (here an event) is an answer too.
+    server.store.addNode(nodeObject('b'));
+    await waitFor(() => informer!.get('b') !== undefined, 'b');
+    expect(informer!.silentMs).toBe(0);
+  });
+
   it('a watch cut after it delivered events starts the backoff over: cuts hours apart never reach the cap', async () => {
     await startServer();
     server.store.addNode(nodeObject('a'));

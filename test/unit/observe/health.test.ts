@@ -57,6 +57,18 @@ describe('WatchFreshness', () => {
     for (let i = 1; i <= 20; i++) expect(w.problem(i * 120_000, sample(i))).toBeUndefined();
   });
 
+  it('an API server that answers nothing for 5 minutes fails it, however far apart the restarts (each a timeout)', () => {
+    const w = new WatchFreshness(opts);
+    // Blackholed: every list times out after 60 s, then up to 30 s of backoff; the gaps outgrow restartGapMs.
+    const silent = (t: number, restarts: number) => ({ ...sample(restarts), silentMs: t });
+    for (let t = 0, r = 0; t <= 300_000; t += 90_000, r++) expect(w.problem(t, silent(t, r))).toBeUndefined();
+    expect(w.problem(330_000, silent(330_000, 4))).toMatch(
+      /the API server has not answered the Node list or watch for 330 s/,
+    );
+    // One answer (a list, a watch, a BOOKMARK) and it passes again.
+    expect(w.problem(340_000, { ...sample(4), silentMs: 100 })).toBeUndefined();
+  });
+
   it('a moving resourceVersion means the watch works between restarts', () => {
     const w = new WatchFreshness(opts);
     for (let i = 1; i <= 40; i++) expect(w.problem(i * 20_000, sample(i, String(100 + i)))).toBeUndefined();
