@@ -21,8 +21,6 @@ export interface ExpectedAttachment {
    * among them: ADD made them on the pod interface. Another plugin's routes are its own to check.
    */
   gatewayRoutes: ExpectedRoute[];
-  /** The pod interface's MTU, when prevResult's interface carries one (CNI 1.1). */
-  podMtu?: number | undefined;
 }
 
 export interface ExpectedRoute {
@@ -62,7 +60,6 @@ export function expectedFromResult(prev: CniResult, ifname: string): ExpectedAtt
     ips: ips.map((i) => canonicalInterfaceAddress(i.address)),
     defaultRoutes: [...defaultRoutes],
     gatewayRoutes,
-    podMtu: podInterface?.mtu === 0 ? undefined : podInterface?.mtu,
   };
 }
 
@@ -139,9 +136,9 @@ function podDrift(
   ifname: string,
 ): string[] {
   const problems: string[] = [];
-  if (expected.podMtu !== undefined && pod.mtu !== expected.podMtu) {
-    problems.push(`interface ${ifname} has MTU ${pod.mtu}, prevResult says ${expected.podMtu}`);
-  }
+  // The interface's own MTU is not compared: a later plugin of the chain may set it (tuning's `mtu`)
+  // without changing the result it passes on, as ptp does not compare it either. The routes' MTUs
+  // are trellis's alone.
   for (const want of expected.gatewayRoutes) {
     const gw = gatewayFor(want.family);
     const found = pod.routes.find(
