@@ -28,10 +28,12 @@ export async function readLocalLinks(
   listed?: readonly LinkInfo[],
 ): Promise<LocalLink[]> {
   const [links, addresses] = await Promise.all([listed ?? handle.listLinks(), handle.listAddresses()]);
-  // An address on lo (a BGP-announced /32) is on no link, whatever routes lead elsewhere; a VXLAN
-  // device's host-length address is its VTEP address, never a node's. Neither is looked up.
+  // An address on lo or a dummy device (a BGP-announced /32) is on no link, whatever routes lead
+  // elsewhere; a VXLAN device's host-length address is its VTEP address, never a node's. None is
+  // looked up: kube-proxy's IPVS mode puts every Service's ClusterIP on its dummy kube-ipvs0, which
+  // was one lookup per Service, twice a pass.
   const unprobed = new Set(
-    links.filter((l) => l.loopback === true || l.kind === 'vxlan').map((l) => l.index),
+    links.filter((l) => l.loopback === true || l.kind === 'vxlan' || l.kind === 'dummy').map((l) => l.index),
   );
   // Grouped by link in one walk: every pass reads them, and a filter per link walked every address
   // once per link (a hundred pod veths, three addresses each: ~30,000 steps a pass).
