@@ -198,7 +198,9 @@ describe.skipIf(skip !== undefined)(skip === undefined ? title : `${title} (skip
     expect(human.stdout).toMatch(/^TCP MSS clamp:\s+SYNs into trellis\.v4, trellis\.v6 \(route MTU\)$/m);
     // The Node watch, with the events it read and let go (this test bed's own status writes count).
     expect(st.doc.watch).toMatchObject({ synced: true, unchangedEvents: expect.any(Number) });
-    expect(human.stdout).toMatch(/^node watch:\s+synced, .* lists, \d+ unchanged Node events skipped$/m);
+    expect(human.stdout).toMatch(
+      /^node watch:\s+synced, .* lists, \d+ unchanged Node events skipped, last API answer \d+ s ago$/m,
+    );
     expect(st.doc.mssClamp).toEqual(['trellis.v4', 'trellis.v6']);
     // The host's own firewall, read at start: nothing in the test bed drops forwarded traffic.
     expect(st.doc.forwardFirewall).toMatchObject({ checkedAt: expect.any(String), blocks: [] });
