@@ -36,6 +36,12 @@ export class NodeStatusReporter {
   private readonly conditionWrites: FailureLog;
   /** A write of the condition is in flight or retrying. */
   private writing = false;
+  /**
+   * The Node as it last came while a write was in flight: judged once the write is done. Someone
+   * setting True meanwhile (a cloud controller answering the re-created object) would otherwise go
+   * unanswered until the next resync.
+   */
+  private cameWhileWriting: ClusterNode | undefined;
   /** When the condition was last put back on the same Node object (networkUpFor). */
   private reassertedAt = Number.NEGATIVE_INFINITY;
   /** The resourceVersion of the Node the last write was decided on. */
@@ -72,7 +78,10 @@ export class NodeStatusReporter {
    */
   networkUpFor(self: ClusterNode): void {
     const uid = self.uid ?? '';
-    if (this.writing) return;
+    if (this.writing) {
+      this.cameWhileWriting = self;
+      return;
+    }
     if (this.networkUpUid !== uid && self.networkUnavailable === undefined && self.networkUp === true) {
       // False already (an earlier run's, before a restart or an upgrade): written again, its
       // lastTransitionTime would say the network came up now, on every Node at every rollout.
@@ -97,6 +106,9 @@ export class NodeStatusReporter {
     this.writing = true;
     void this.reportNetworkUp().finally(() => {
       this.writing = false;
+      const again = this.cameWhileWriting;
+      this.cameWhileWriting = undefined;
+      if (again !== undefined && !this.signal.aborted) this.networkUpFor(again);
     });
   }
 

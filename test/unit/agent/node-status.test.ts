@@ -170,6 +170,36 @@ describe('NodeStatusReporter', () => {
     expect(networkUp).toEqual(['n1', 'n1']);
   });
 
+  it('a Node set True while its False is still being written is answered once the write is done', async () => {
+    const writes: (() => void)[] = [];
+    const r = new NodeStatusReporter({
+      kube: {
+        annotateNode: async () => {},
+        setNetworkUnavailable: () => new Promise<void>((resolve) => writes.push(resolve)),
+      },
+      nodeName: 'n1',
+      log: pino({ level: 'silent' }),
+      signal: new AbortController().signal,
+    });
+    // A re-created Node (True until the network plugin says otherwise): written False.
+    r.networkUpFor(node({ uid: 'u2', networkUnavailable: 'NodeCreated' }));
+    expect(writes).toHaveLength(1);
+    // Our False lands (rv 11), a cloud controller sets it True again (rv 12), all before our write's
+    // answer: the events come while it is in flight.
+    r.networkUpFor(node({ uid: 'u2', resourceVersion: '11' }));
+    r.networkUpFor(node({ uid: 'u2', resourceVersion: '12', networkUnavailable: 'NoRouteCreated' }));
+    expect(writes).toHaveLength(1);
+    writes[0]!();
+    await flush();
+    expect(writes).toHaveLength(2);
+    writes[1]!();
+    await flush();
+    // Only what came last is judged: our own False coming back while a write is in flight is nothing.
+    r.networkUpFor(node({ uid: 'u2', resourceVersion: '13' }));
+    await flush();
+    expect(writes).toHaveLength(2);
+  });
+
   it('puts NetworkUnavailable=False back when someone sets it True on the same object, at most once every REASSERT_MS', async () => {
     let now = 1_000;
     const { r, networkUp } = reporter(() => now);
