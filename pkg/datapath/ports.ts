@@ -261,8 +261,11 @@ export interface NetlinkHandle {
   close(): void;
 }
 
-/** ADD's handle in a pod's namespace: its links looked up, its configuration sent (setUp). */
-export type PodNetlink = Pick<NetlinkHandle, 'getLink' | 'setUp' | 'close'>;
+/**
+ * ADD's handle in a pod's namespace: its links looked up, its routes listed (for an interface other
+ * than eth0: which default routes the pod has), its configuration sent (setUp).
+ */
+export type PodNetlink = Pick<NetlinkHandle, 'getLink' | 'listRoutes' | 'setUp' | 'close'>;
 
 /** Network namespaces and the few libc calls the datapath needs. */
 export interface NetnsPort {

@@ -27,6 +27,7 @@ export {
   deleteLinkVia,
   type Exchange,
   getLinkVia,
+  listRoutesVia,
   setUpVia,
 } from './off-thread-requests.ts';
 export type { SocketFilter, SocketProbe, SocketWants } from './socket.ts';

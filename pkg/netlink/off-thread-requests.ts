@@ -1,7 +1,21 @@
-import type { CreateVeth, LinkInfo, SetUpOutcome, SetUpStep } from '../datapath/ports.ts';
-import { NLM_F, NLMSG_ERROR, RTM } from './constants.ts';
+import type {
+  CreateVeth,
+  LinkInfo,
+  RouteFilter,
+  RouteInfo,
+  SetUpOutcome,
+  SetUpStep,
+} from '../datapath/ports.ts';
+import { NLM_F, NLMSG_DONE, NLMSG_ERROR, RT_TABLE_LOCAL, RT_TABLE_MAIN, RTM } from './constants.ts';
 import { errorFromErrno, LinkNotFoundError, NetlinkError, opText } from './errors.ts';
-import { createVethBody, getLinkByNameBody, ifinfomsg, parseLink } from './messages.ts';
+import {
+  createVethBody,
+  dumpRoutesBody,
+  getLinkByNameBody,
+  ifinfomsg,
+  parseLink,
+  parseRoute,
+} from './messages.ts';
 import { setUpOutcomes, setUpRequest } from './requests.ts';
 import { decodeErrno, decodeMessages, encodeMessage, type RawMessage } from './wire.ts';
 
@@ -85,6 +99,68 @@ export async function getLinkVia(exchange: Exchange, name: string): Promise<Link
     if (e instanceof LinkNotFoundError) return undefined;
     throw e;
   }
+}
+
+/** Dumps started again when the kernel flags one as interrupted (the table changed meanwhile). */
+const MAX_DUMP_RETRIES = 5;
+
+/**
+ * One dump: the entries the kernel sent before its NLMSG_DONE (whose payload carries a failed dump's
+ * errno). Started again when an entry carries NLM_F_DUMP_INTR: the table changed while it was read.
+ */
+async function dumpVia(
+  exchange: Exchange,
+  type: number,
+  body: readonly Uint8Array[],
+  op: string,
+): Promise<RawMessage[]> {
+  for (let attempt = 0; ; attempt++) {
+    seq = (seq + 1) >>> 0;
+    const mine = seq;
+    // No NLM_F_ACK: a dump ends with NLMSG_DONE (an error before it starts, with NLMSG_ERROR).
+    const reply = decodeMessages(await exchange(encodeMessage(type, NLM_F.REQUEST | NLM_F.DUMP, mine, body)));
+    const entries: RawMessage[] = [];
+    let done = false;
+    let interrupted = false;
+    for (const m of reply) {
+      if (m.seq !== mine) continue;
+      if (m.type === NLMSG_DONE || m.type === NLMSG_ERROR) {
+        const errno = decodeErrno(m.payload);
+        if (errno !== 0) throw errorFromErrno(errno, op);
+        done = true;
+        break;
+      }
+      if ((m.flags & NLM_F.DUMP_INTR) !== 0) interrupted = true;
+      entries.push(m);
+    }
+    if (!done) throw new NetlinkError('EPROTO', `${op}: no NLMSG_DONE in the reply`);
+    if (!interrupted) return entries;
+    if (attempt >= MAX_DUMP_RETRIES) throw new NetlinkError('EINTR', op);
+  }
+}
+
+/**
+ * NetlinkHandle.listRoutes in one dump (both families' when the filter names none), the table,
+ * protocol and device filtered here: the kernel ignores most dump filters without
+ * NETLINK_GET_STRICT_CHK. Meant for a pod's namespace, whose few routes come in one datagram (more
+ * are read on to the end, every one parsed on the JS thread). Unlike the handle's, a route on a
+ * nexthop object that the kernel shows by id only (nexthop_compat_mode=0) comes without the gateway
+ * and device the object holds.
+ */
+export async function listRoutesVia(exchange: Exchange, filter: RouteFilter = {}): Promise<RouteInfo[]> {
+  const table = filter.table ?? RT_TABLE_MAIN;
+  const out: RouteInfo[] = [];
+  for (const m of await dumpVia(exchange, RTM.GETROUTE, dumpRoutesBody(filter.family), 'RTM_GETROUTE dump')) {
+    if (m.type !== RTM.NEWROUTE) continue;
+    const r = parseRoute(m.payload, undefined, filter.unreadable === true);
+    if (r === undefined) continue;
+    const t = r.table ?? RT_TABLE_MAIN;
+    if (table === 'routing' ? t === RT_TABLE_LOCAL : t !== table) continue;
+    if (filter.protocol !== undefined && r.protocol !== filter.protocol) continue;
+    if (filter.ifindex !== undefined && r.ifindex !== filter.ifindex) continue;
+    out.push(r);
+  }
+  return out;
 }
 
 /**

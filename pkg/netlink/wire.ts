@@ -1,4 +1,4 @@
-import { NLMSG_ERROR, NLMSG_HDRLEN } from './constants.ts';
+import { NLMSG_DONE, NLMSG_ERROR, NLMSG_HDRLEN } from './constants.ts';
 
 /**
  * Netlink framing: message headers and type-length-value attributes, 4-byte aligned, host (little)
@@ -189,12 +189,13 @@ export function decodeMessages(buf: Buffer): RawMessage[] {
 
 /**
  * For a request datagram: whether a reply datagram holds the NLMSG_ERROR (ACK or error) of the
- * request's LAST message, which ends the kernel's reply to it (earlier messages' errors and an
- * NLM_F_ECHO come before).
+ * request's LAST message, or the NLMSG_DONE of a dump, which ends the kernel's reply to it (earlier
+ * messages' errors, an NLM_F_ECHO and a dump's entries come before).
  */
 export function endsReplyTo(request: Buffer): (datagram: Buffer) => boolean {
   const last = decodeMessages(request).at(-1)?.seq;
-  return (datagram) => decodeMessages(datagram).some((m) => m.type === NLMSG_ERROR && m.seq === last);
+  return (datagram) =>
+    decodeMessages(datagram).some((m) => (m.type === NLMSG_ERROR || m.type === NLMSG_DONE) && m.seq === last);
 }
 
 /** Attributes from offset to the end of buf; a later duplicate wins (the kernel never sends one). */

@@ -60,7 +60,8 @@ export function openOffThreadNetlink(): OffThreadNetlink {
   const readReply = (request: Buffer, sent: CallResult): Buffer => {
     if (sent.value < 0) throw errorFromErrno(sent.errno, 'send on the off-thread netlink socket');
     const ends = endsReplyTo(request);
-    // The kernel queued the whole reply before send returned, so no recv here ever waits.
+    // The kernel queued the whole reply before send returned, so no recv here ever waits; a dump's
+    // next part it makes inside the recv that reads the one before (netlink_recvmsg), up to NLMSG_DONE.
     const parts: Buffer[] = [];
     for (;;) {
       const got = libc.recv(fd, replyBuffer, MSG_DONTWAIT);

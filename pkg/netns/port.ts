@@ -1,6 +1,12 @@
 import { fstatSync } from 'node:fs';
 import type { NetnsPort, PodNetlink } from '../datapath/ports.ts';
-import { type ExtendedNetlinkHandle, getLinkVia, openNetlink, setUpVia } from '../netlink/index.ts';
+import {
+  type ExtendedNetlinkHandle,
+  getLinkVia,
+  listRoutesVia,
+  openNetlink,
+  setUpVia,
+} from '../netlink/index.ts';
 import { agentNetnsPath } from './host-proc.ts';
 import { closeFd, isNetns, openNetnsFd, withNetns, withNetnsFd } from './netns.ts';
 import { openOffThreadNetlink } from './off-thread-netlink.ts';
@@ -20,6 +26,7 @@ function openPodNetlink(fd: number, path: string): PodNetlink {
   const sock = withNetnsFd(fd, path, () => openOffThreadNetlink());
   return {
     getLink: (name) => getLinkVia(sock.exchangeInline, name),
+    listRoutes: (filter) => listRoutesVia(sock.exchangeInline, filter),
     setUp: (steps) => setUpVia(sock.exchangeInline, steps),
     close: () => sock.close(),
   };

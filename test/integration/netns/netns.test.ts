@@ -16,7 +16,7 @@ import {
   withNetns,
   withNetnsFd,
 } from '../../../pkg/netns/index.ts';
-import { ipJson, NetnsPool, netnsSkipReason, nsExec } from '../../support/netns.ts';
+import { ip, ipJson, NetnsPool, netnsSkipReason, nsExec } from '../../support/netns.ts';
 
 const threadNs = () => readlinkSync('/proc/thread-self/ns/net');
 const inodeOf = (path: string) => `net:[${statSync(path).ino}]`;
@@ -215,6 +215,53 @@ describe.skipIf(netnsSkipReason !== undefined)('pkg/netns (root, real namespaces
       expect(withNetnsFd(fd, a.path, threadNs)).toBe(inodeOf(a.path));
       expect(() => port.writeSysctlsInFd(fd, a.path, [['../x', '1']])).toThrow(SysctlError);
       expect(threadNs()).toBe(before);
+    } finally {
+      port.closeFd(fd);
+    }
+  });
+
+  it("lists a pod's routes through its ADD socket: filtered, both families, a dump of many datagrams read to its end", async () => {
+    const a = pool.add('routes');
+    ip(a.name, 'link', 'add', 'eth0', 'type', 'veth', 'peer', 'name', 'eth1');
+    for (const dev of ['eth0', 'eth1']) ip(a.name, 'link', 'set', dev, 'up');
+    ip(a.name, '-4', 'route', 'add', 'default', 'dev', 'eth0', 'metric', '100');
+    ip(a.name, '-6', 'route', 'add', 'default', 'dev', 'eth0', 'metric', '2048');
+    ip(a.name, '-4', 'route', 'add', '10.9.0.0/16', 'dev', 'eth0', 'table', '200');
+    ip(a.name, '-4', 'route', 'add', '10.8.0.0/16', 'nexthop', 'dev', 'eth0', 'nexthop', 'dev', 'eth1');
+    // Far more than one datagram of the dump (a few KiB each): the socket reads on to NLMSG_DONE.
+    const many = Array.from(
+      { length: 600 },
+      (_, i) => `route add 10.${100 + (i >> 8)}.${i & 255}.0/24 dev eth0`,
+    );
+    nsExec(a.name, 'ip', ['-batch', '-'], { input: `${many.join('\n')}\n` });
+    const eth0 = ipJson<IpLink[]>(a.name, 'link', 'show', 'eth0')[0]!.ifindex;
+    const fd = port.openNetnsFd(a.path);
+    try {
+      const h = port.openPodNetlink(fd, a.path);
+      try {
+        const main = await h.listRoutes();
+        expect(main.filter((r) => r.dst.startsWith('10.1'))).toHaveLength(600);
+        expect(main).toContainEqual(
+          expect.objectContaining({ family: 4, dst: '0.0.0.0/0', ifindex: eth0, metric: 100 }),
+        );
+        expect(main).toContainEqual(
+          expect.objectContaining({ family: 6, dst: '::/0', ifindex: eth0, metric: 2048 }),
+        );
+        // Main table only, and the multipath route left out unless asked for.
+        expect(main.map((r) => r.dst)).not.toContain('10.9.0.0/16');
+        expect(main.map((r) => r.dst)).not.toContain('10.8.0.0/16');
+        expect(await h.listRoutes({ unreadable: true, family: 4 })).toContainEqual(
+          expect.objectContaining({ dst: '10.8.0.0/16', unreadable: true }),
+        );
+        const v6 = await h.listRoutes({ family: 6 });
+        expect(v6.every((r) => r.family === 6)).toBe(true);
+        expect(v6.map((r) => r.dst)).toContain('::/0');
+        expect((await h.listRoutes({ table: 200 })).map((r) => r.dst)).toEqual(['10.9.0.0/16']);
+        // The socket still answers a request after the dump: nothing of it was left unread.
+        expect(await h.getLink('eth0')).toMatchObject({ index: eth0 });
+      } finally {
+        h.close();
+      }
     } finally {
       port.closeFd(fd);
     }
