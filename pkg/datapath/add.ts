@@ -2,14 +2,22 @@ import { CniCode, CniError, toCniError } from '../cni/errors.ts';
 import type { Lease, LeasedAddress, LeaseMeta } from '../ipam/index.ts';
 import { heldOwner } from './del.ts';
 import { deleteLinkIfNamed } from './delete-link.ts';
+import { defaultDst } from './gateway.ts';
 import { hostSideSteps } from './host-side.ts';
 import { readAttachment } from './inspect.ts';
 import { podMac, randomMac } from './mac.ts';
 import { hostVethName, otherNetworkOf } from './names.ts';
 import { isOwnNetnsFd } from './own-netns.ts';
-import { type PodRoute, podRoutes } from './pod-routes.ts';
+import { type PodRoute, PRIMARY_IFNAME, podRoutes, withoutHeldDefaults } from './pod-routes.ts';
 import { podSideSteps } from './pod-side.ts';
-import { IPV6_MIN_MTU, type LinkInfo, type NetlinkHandle, type PodNetlink, type SetUpStep } from './ports.ts';
+import {
+  IPV6_MIN_MTU,
+  type LinkInfo,
+  type NetlinkHandle,
+  type PodNetlink,
+  type RouteInfo,
+  type SetUpStep,
+} from './ports.ts';
 import type { PreparedPair } from './prepared-pairs.ts';
 import type { Attachment, AttachOptions, AttachRequest, DatapathDeps } from './types.ts';
 import { UndoStack } from './undo.ts';
@@ -414,6 +422,16 @@ async function configureHostSide(
   return link;
 }
 
+/**
+ * The pod's main-table routes of the families `routes` has a default route of (a multipath one too):
+ * what withoutHeldDefaults looks for. Undefined when there is no such family.
+ */
+function listDefaultHolders(pod: PodNetlink, routes: readonly PodRoute[]): Promise<RouteInfo[]> | undefined {
+  const families = [...new Set(routes.filter((r) => r.dst === defaultDst(r.family)).map((r) => r.family))];
+  if (families.length === 0) return undefined;
+  return pod.listRoutes({ ...(families.length === 1 ? { family: families[0]! } : {}), unreadable: true });
+}
+
 /** The pod end as configurePodSide left it, and the routes of its own it holds. */
 interface PodSide {
   link: LinkInfo;
@@ -431,8 +449,13 @@ interface PodSide {
  * net1) would write the same destinations. The first interface keeps them (keepExisting), so a
  * second one neither takes over the pod's default route (another plugin's, or eth0's, which DEL
  * of net1 would then take away) nor reports it; the kernel says which of them were taken, in the
- * same answer. `rename`: the interface is a prepared pair's end, renamed to CNI_IFNAME and given the
- * attachment's MAC (and `mtu` when set) before it goes up.
+ * same answer. That answer covers only a route of the same destination and metric, though: a
+ * default route with a metric of its own (`default via … metric 100` from another plugin) would let
+ * trellis's go in beside it and win. So an interface other than eth0 first lists the pod's routes
+ * and adds no default route of a family the pod has one of (withoutHeldDefaults); like a kept one,
+ * that route is not reported and not trellis's to remove. `rename`: the interface is a prepared
+ * pair's end, renamed to CNI_IFNAME and given the attachment's MAC (and `mtu` when set) before it
+ * goes up.
  */
 async function configurePodSide(
   pod: PodNetlink,
@@ -444,24 +467,37 @@ async function configurePodSide(
 ): Promise<PodSide> {
   let link: LinkInfo;
   let loopback: number | undefined;
+  // eth0, the runtime's name for the pod's primary network, comes first into a namespace with no
+  // routes yet: it skips the listing, and the primary ADD stays one round trip in the pod (its
+  // latency is measured against ptp's). A secondary network (Multus: net1) is added after the
+  // primary one has set the pod's default routes: one more request (a dump of a few routes).
+  const listing = req.ifname === PRIMARY_IFNAME ? undefined : listDefaultHolders(pod, routes);
+  let present: readonly RouteInfo[] = [];
   if (known !== undefined) {
     link = known;
     loopback = LOOPBACK_IFINDEX;
+    present = (await listing) ?? [];
   } else {
-    const [lo, found] = await Promise.all([pod.getLink('lo'), requireLink(pod, req.ifname, 'pod namespace')]);
+    const [lo, found, listed] = await Promise.all([
+      pod.getLink('lo'),
+      requireLink(pod, req.ifname, 'pod namespace'),
+      listing,
+    ]);
     link = found;
+    present = listed ?? [];
     if (lo !== undefined && !lo.up) loopback = lo.index;
   }
+  const toMake = listing === undefined ? routes : withoutHeldDefaults(routes, present);
   const { steps, firstRouteStep } = podSideSteps({
     index: link.index,
     loopback,
     ...(rename === undefined ? {} : { rename: { ifname: req.ifname, mtu: rename.mtu, mac: rename.mac } }),
     addresses,
-    routes,
+    routes: toMake,
   });
   const outcomes = await pod.setUp(steps);
   return {
     link: { ...link, name: req.ifname, mtu: rename?.mtu ?? link.mtu, up: true },
-    routes: routes.filter((_, i) => outcomes[firstRouteStep + i] === 'done'),
+    routes: toMake.filter((_, i) => outcomes[firstRouteStep + i] === 'done'),
   };
 }

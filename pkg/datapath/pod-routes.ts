@@ -1,6 +1,15 @@
 import { parseCidr } from '../ip/cidr.ts';
 import { defaultDst, gatewayFor } from './gateway.ts';
-import { IPV6_MIN_MTU } from './ports.ts';
+import { IPV6_MIN_MTU, type RouteInfo } from './ports.ts';
+
+/**
+ * The name a runtime gives a pod's primary interface (CRI: containerd, CRI-O). Any other CNI_IFNAME
+ * is a secondary network's (Multus: net1, net2, ...), added to a pod that has its routes already.
+ */
+export const PRIMARY_IFNAME = 'eth0';
+
+/** RT_TABLE_MAIN: the table a pod's default route is its default in (RouteInfo.table unset). */
+const MAIN_TABLE = 254;
 
 /** A route in the pod's namespace via its link-local gateway. */
 export interface PodRoute {
@@ -46,4 +55,26 @@ export function podRoutes(families: readonly (4 | 6)[], plan: PodMtuPlan): PodRo
     }
   }
   return out;
+}
+
+/**
+ * `wanted` without the default route of each family the pod has one of already: a route of its main
+ * table (`present`, listed with its unreadable routes: a multipath default counts) to the default
+ * prefix, whatever its metric, device or type. keepExisting is not enough for that: the kernel
+ * refuses only a second route of the same destination and metric, so trellis's default (metric 0 for
+ * IPv4, 1024 for IPv6) would go in beside another plugin's `default via … metric 100` and win. The
+ * routes left out are the pod's, like a kept one: not reported, and not trellis's to remove.
+ */
+export function withoutHeldDefaults(wanted: readonly PodRoute[], present: readonly RouteInfo[]): PodRoute[] {
+  const held = new Set(present.filter(isPodDefault).map((r) => r.family));
+  return wanted.filter((r) => r.dst !== defaultDst(r.family) || !held.has(r.family));
+}
+
+/**
+ * A route that is the pod's default route of its family: to the default prefix, in the main table
+ * (another table, an sbr's or a VRF's, serves only the sources its rules send there), whatever its
+ * metric, device or type.
+ */
+export function isPodDefault(r: RouteInfo): boolean {
+  return (r.table ?? MAIN_TABLE) === MAIN_TABLE && r.dst === defaultDst(r.family);
 }

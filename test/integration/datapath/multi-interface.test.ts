@@ -267,3 +267,81 @@ describe.skipIf(netnsSkipReason !== undefined)(
     });
   },
 );
+
+/**
+ * Another plugin's eth0 whose default routes carry a metric (Multus: the cluster network is not
+ * trellis), then trellis as net1. The kernel's EEXIST covers only a route of the same destination and
+ * metric, so a metric-0 IPv4 (and metric-1024 IPv6) default of net1's would go in beside eth0's and win.
+ */
+describe.skipIf(netnsSkipReason !== undefined)(
+  "a pod whose eth0 is another plugin's, its default routes with a metric (in-process)",
+  () => {
+    const pool = new NetnsPool();
+    const cleanups: (() => void)[] = [];
+    afterEach(() => {
+      for (const c of cleanups.splice(0)) c();
+      pool.cleanup();
+    });
+
+    /** Where the pod sends traffic to an address off every network it has. */
+    const routeGet = (ns: string, to: string) => ipJson<IpRoute[]>(ns, 'route', 'get', to)[0];
+
+    /** A pod and trellis's node, the pod's eth0 another plugin's: 192.168.5.2/24 and fd99:5::2/64, no routes of its own. */
+    function podWithOtherEth0() {
+      const d = inProcessDeps(pool.add('host'), [V4_CIDR, V6_CIDR], cleanups, { echo: true });
+      const pod = pool.add('pod', { loUp: false });
+      // The other plugin's side of eth0: a namespace of the test's, never the root one.
+      const other = pool.add('other');
+      ip(pod.name, 'link', 'add', 'eth0', 'type', 'veth', 'peer', 'name', 'peer0', 'netns', other.name);
+      for (const [ns, dev, v4, v6] of [
+        [pod.name, 'eth0', '192.168.5.2/24', 'fd99:5::2/64'],
+        [other.name, 'peer0', '192.168.5.1/24', 'fd99:5::1/64'],
+      ] as const) {
+        ip(ns, 'link', 'set', dev, 'up');
+        ip(ns, '-4', 'address', 'add', v4, 'dev', dev);
+        ip(ns, '-6', 'address', 'add', v6, 'dev', dev, 'nodad');
+      }
+      return { d, pod };
+    }
+
+    it('net1 adds no default route beside eth0s, reports none, and its DEL leaves eth0s', async () => {
+      const { d, pod } = podWithOtherEth0();
+      ip(pod.name, '-4', 'route', 'add', 'default', 'via', '192.168.5.1', 'dev', 'eth0', 'metric', '100');
+      ip(pod.name, '-6', 'route', 'add', 'default', 'via', 'fd99:5::1', 'dev', 'eth0', 'metric', '2048');
+      const eth0Defaults = [defaultRoutes(pod.name, 4), defaultRoutes(pod.name, 6)];
+      expect(eth0Defaults[0]).toMatchObject([{ gateway: '192.168.5.1', dev: 'eth0', metric: 100 }]);
+      expect(eth0Defaults[1]).toMatchObject([{ gateway: 'fd99:5::1', dev: 'eth0', metric: 2048 }]);
+      const eth0Routes = routesOn(pod.name, 'eth0');
+
+      const req = { containerId: 'c1', ifname: 'net1', netns: pod.path, mtu: 1500 };
+      const net1 = await addAttachment(d, req);
+      // The pod's default routes are still eth0's, alone, and traffic leaves by eth0.
+      expect([defaultRoutes(pod.name, 4), defaultRoutes(pod.name, 6)]).toEqual(eth0Defaults);
+      expect(routeGet(pod.name, '8.8.8.8')).toMatchObject({ gateway: '192.168.5.1', dev: 'eth0' });
+      expect(routeGet(pod.name, '2001:db8::1')).toMatchObject({ gateway: 'fd99:5::1', dev: 'eth0' });
+      expect(routesOn(pod.name, 'net1').filter((r) => r.dst === 'default')).toEqual([]);
+      // net1 is up with its addresses; only its own routes are reported: no default route.
+      expect(net1.addresses.map((a) => a.family).sort()).toEqual([4, 6]);
+      expect(net1.routes).toEqual([]);
+      const result = attachmentResult(net1);
+      expect(result.routes).toEqual([]);
+      // CHECK follows the result: no default route of net1's is looked for.
+      const key = { containerId: 'c1', ifname: 'net1', netns: pod.path };
+      await checkAttachment(d, key, expectedFromResult(result, 'net1'));
+      // A repeated ADD finds net1 in place and answers the same.
+      const again = await addAttachment(d, req);
+      expect(again.pod.index).toBe(net1.pod.index);
+      expect(again.routes).toEqual([]);
+
+      await delAttachment(d, { containerId: 'c1', ifname: 'net1' });
+      await d.deleter.drain();
+      expect(ipJson<{ ifname: string }[]>(pod.name, 'link', 'show').map((l) => l.ifname)).toEqual([
+        'lo',
+        'eth0',
+      ]);
+      expect([defaultRoutes(pod.name, 4), defaultRoutes(pod.name, 6)]).toEqual(eth0Defaults);
+      expect(routesOn(pod.name, 'eth0')).toEqual(eth0Routes);
+      expect(nsPing(pod.name, '192.168.5.1')).toBe(true);
+    });
+  },
+);

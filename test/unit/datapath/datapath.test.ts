@@ -3,7 +3,7 @@ import { convertResult, parseResult } from '../../../pkg/cni/result.ts';
 import { BackgroundDeleter } from '../../../pkg/datapath/background-deleter.ts';
 import { KeyedMutex } from '../../../pkg/datapath/keyed-mutex.ts';
 import { hostVethName, isHostVethName } from '../../../pkg/datapath/names.ts';
-import { podRoutes } from '../../../pkg/datapath/pod-routes.ts';
+import { podRoutes, withoutHeldDefaults } from '../../../pkg/datapath/pod-routes.ts';
 import { attachmentResult } from '../../../pkg/datapath/result.ts';
 import { UndoStack } from '../../../pkg/datapath/undo.ts';
 
@@ -102,6 +102,33 @@ describe('podRoutes', () => {
       { family: 6, dst: '::/0', gateway: 'fe80::1', mtu: 1430 },
       { family: 6, dst: 'fd00:10:244:1::/64', gateway: 'fe80::1' },
     ]);
+  });
+});
+
+describe('withoutHeldDefaults', () => {
+  const wanted = podRoutes([4, 6], { mtu: 1500, routeMtu: 1450, nodeCidrs: ['10.244.1.0/24'] });
+
+  it("leaves out a family's default route when the pod's main table has one, whatever its metric, device or type", () => {
+    const kept = withoutHeldDefaults(wanted, [
+      { family: 4, dst: '0.0.0.0/0', gateway: '192.168.5.1', ifindex: 2, metric: 100, type: 'unicast' },
+      { family: 4, dst: '192.168.5.0/24', ifindex: 2, scope: 'link' },
+    ]);
+    // The other routes stay: keepExisting settles those.
+    expect(kept).toEqual(wanted.filter((r) => r.dst !== '0.0.0.0/0'));
+    // A multipath default (listed by key only) holds it too.
+    expect(withoutHeldDefaults(wanted, [{ family: 6, dst: '::/0', protocol: 3, unreadable: true }])).toEqual(
+      wanted.filter((r) => r.dst !== '::/0'),
+    );
+  });
+
+  it("keeps them when the pod has none, or only in another table (an sbr or VRF table serves that interface's sources)", () => {
+    expect(withoutHeldDefaults(wanted, [])).toEqual(wanted);
+    expect(
+      withoutHeldDefaults(wanted, [
+        { family: 4, dst: '0.0.0.0/0', gateway: '192.168.5.1', ifindex: 2, table: 200 },
+        { family: 6, dst: 'fd99::/64', ifindex: 2 },
+      ]),
+    ).toEqual(wanted);
   });
 });
 
