@@ -9,7 +9,7 @@ import {
   hostPrefixLen,
 } from './gateway.ts';
 import { hostVethName } from './names.ts';
-import type { PodRoute } from './pod-routes.ts';
+import { isPodDefault, type PodRoute } from './pod-routes.ts';
 import { type Family, type RouteInfo, TRELLIS_ROUTE_PROTOCOL } from './ports.ts';
 import type { Attachment, AttachmentKey, DatapathDeps } from './types.ts';
 
@@ -74,11 +74,12 @@ export async function inspectAttachment(
       return { attachment: undefined, problems };
     }
     if (!podLink.up) problems.push(`interface ${req.ifname} in ${req.netns} is down`);
-    // Every interface's routes: the pod's default route may be another interface's (hasDefaultRoute).
-    // Every table's: a later plugin of the chain (sbr) may have moved them out of the main one.
+    // Every interface's routes: the pod's default route may be another interface's (hasDefaultRoute),
+    // a multipath one too (listed by key). Every table's: a later plugin of the chain (sbr) may have
+    // moved them out of the main one.
     const [podAddrs, allRoutes] = await Promise.all([
       pod.listAddresses(undefined, podLink.index),
-      pod.listRoutes({ table: 'routing' }),
+      pod.listRoutes({ table: 'routing', unreadable: true }),
     ]);
     for (const a of addresses) {
       const prefixLen = hostPrefixLen(a.family);
@@ -126,19 +127,17 @@ export async function inspectAttachment(
 
 /**
  * The pod has a default route of this family: ours on this interface (in any table: sbr moves it),
- * or one in the main table on another of the pod's interfaces, which held it first (ADD keeps such a
- * route: add.ts configurePodSide). Another interface's default route in a table of its own (its sbr
- * or VRF table) serves that interface's sources only, not the pod's default.
+ * or the pod's default route (isPodDefault: the main table's, whatever its metric) on another of its
+ * interfaces or on several, which held it first: ADD adds none beside it (add.ts configurePodSide),
+ * and looks for it here when it is repeated. Another interface's default route in a table of its own
+ * (its sbr or VRF table) serves that interface's sources only, not the pod's default.
  */
 function hasDefaultRoute(routes: readonly RouteInfo[], family: Family, ifindex: number): boolean {
   const dst = defaultDst(family);
   const gw = gatewayFor(family);
   return routes.some(
     (r) =>
-      r.dst === dst &&
-      (r.ifindex === ifindex
-        ? r.gateway === gw
-        : r.ifindex !== undefined && r.type === 'unicast' && r.table === undefined),
+      r.family === family && r.dst === dst && (r.ifindex === ifindex ? r.gateway === gw : isPodDefault(r)),
   );
 }
 

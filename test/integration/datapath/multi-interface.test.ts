@@ -343,5 +343,47 @@ describe.skipIf(netnsSkipReason !== undefined)(
       expect(routesOn(pod.name, 'eth0')).toEqual(eth0Routes);
       expect(nsPing(pod.name, '192.168.5.1')).toBe(true);
     });
+
+    it("a multipath default of eth0's holds IPv4's; net1 makes and reports the IPv6 default nobody holds", async () => {
+      const { d, pod } = podWithOtherEth0();
+      ip(
+        pod.name,
+        '-4',
+        'route',
+        'add',
+        'default',
+        'metric',
+        '100',
+        'nexthop',
+        'via',
+        '192.168.5.1',
+        'dev',
+        'eth0',
+        'nexthop',
+        'via',
+        '192.168.5.3',
+        'dev',
+        'eth0',
+      );
+      const v4Defaults = defaultRoutes(pod.name, 4);
+      expect(v4Defaults).toMatchObject([{ metric: 100, nexthops: [{ dev: 'eth0' }, { dev: 'eth0' }] }]);
+
+      const req = { containerId: 'c1', ifname: 'net1', netns: pod.path, mtu: 1500 };
+      const net1 = await addAttachment(d, req);
+      expect(defaultRoutes(pod.name, 4)).toEqual(v4Defaults);
+      expect(defaultRoutes(pod.name, 6)).toMatchObject([{ gateway: 'fe80::1', dev: 'net1' }]);
+      expect(net1.routes).toEqual([{ family: 6, dst: '::/0', gateway: 'fe80::1' }]);
+      const key = { containerId: 'c1', ifname: 'net1', netns: pod.path };
+      await checkAttachment(d, key, expectedFromResult(attachmentResult(net1), 'net1'));
+      // A repeated ADD finds net1 in place (the multipath default counts as the pod's) and answers the same.
+      const again = await addAttachment(d, req);
+      expect(again.pod.index).toBe(net1.pod.index);
+      expect(again.routes).toEqual(net1.routes);
+
+      await delAttachment(d, { containerId: 'c1', ifname: 'net1' });
+      await d.deleter.drain();
+      expect(defaultRoutes(pod.name, 4)).toEqual(v4Defaults);
+      expect(defaultRoutes(pod.name, 6)).toEqual([]);
+    });
   },
 );
