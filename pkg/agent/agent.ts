@@ -438,6 +438,7 @@ export class Agent {
       mtu: config.mtu,
       log: this.component('vxlan'),
       own: ownChanges,
+      sysctl: this.ports.netns,
     });
     this.routes = new RouteReconciler({
       handle: this.host,

@@ -264,9 +264,51 @@ function isVtepAddress(a: AddressInfo, spec: DeviceSpec): boolean {
   );
 }
 
+/** /proc/sys in the node's namespace (the agent's NetnsPort readSysctl/writeSysctl), by slash-separated key. */
+export interface VxlanSysctls {
+  readSysctl(key: string): string;
+  writeSysctl(key: string, value: string): void;
+}
+
+/**
+ * A write that was to make the device usable failed (created, its MAC, IPv6 on it, its VTEP address,
+ * up): the device is known not to carry traffic as it is, unlike a check that failed (a read says
+ * nothing about the device). The overlay keeps no such device (overlay.ts prepare).
+ */
+export class DeviceUnusableError extends Error {
+  readonly device: string;
+  constructor(device: string, step: string, cause: unknown) {
+    super(`${step}: ${cause instanceof Error ? cause.message : String(cause)}`, { cause });
+    this.name = 'DeviceUnusableError';
+    this.device = device;
+  }
+}
+
+async function step<T>(device: string, what: string, fn: () => Promise<T> | T): Promise<T> {
+  try {
+    return await fn();
+  } catch (e) {
+    throw new DeviceUnusableError(device, what, e);
+  }
+}
+
+/**
+ * IPv6 on an IPv6 device: a node hardened with net.ipv6.conf.default.disable_ipv6=1 (IPv6 turned on
+ * again only on its uplink) makes the device without it, and its VTEP address, neighbours and onlink
+ * routes are then refused ("IPv6 is disabled on this device"). Read first: most nodes need no write.
+ */
+function ensureIpv6On(sysctl: VxlanSysctls, name: string): boolean {
+  const key = `net/ipv6/conf/${name}/disable_ipv6`;
+  if (sysctl.readSysctl(key).trim() !== '1') return false;
+  sysctl.writeSysctl(key, '0');
+  return true;
+}
+
 /**
  * Makes the device match spec; returns it as it now is. `onDelete` hears of a device it deletes, and
  * `onMtu` of an MTU it sets, first (the agent's watches tell its own changes from someone else's).
+ * `sysctl` turns IPv6 on on an IPv6 device that lacks it (without it, the device is left as made).
+ * A failed write that leaves the device unusable throws DeviceUnusableError.
  */
 export async function ensureDevice(
   handle: NetlinkHandle,
@@ -274,6 +316,7 @@ export async function ensureDevice(
   spec: DeviceSpec,
   onDelete?: (index: number) => void,
   onMtu?: (index: number, mtu: number) => void,
+  sysctl?: VxlanSysctls,
 ): Promise<DeviceState> {
   let link = await handle.getLink(spec.name);
   let action = 'unchanged';
@@ -290,41 +333,50 @@ export async function ensureDevice(
     }
   }
   if (link === undefined) {
-    if (handle.createVxlan === undefined) throw new Error('this netlink handle cannot create VXLAN devices');
-    link = await handle.createVxlan({
-      name: spec.name,
-      vni: spec.vni,
-      port: spec.port,
-      localIp: spec.localIp,
-      learning: false,
-      mtu: spec.mtu,
-      mac: spec.mac, // in the creating request: a random one would race udev (CreateVxlan.mac)
-    });
+    const { createVxlan } = handle;
+    if (createVxlan === undefined) throw new Error('this netlink handle cannot create VXLAN devices');
+    link = await step(spec.name, 'create', () =>
+      createVxlan.call(handle, {
+        name: spec.name,
+        vni: spec.vni,
+        port: spec.port,
+        localIp: spec.localIp,
+        learning: false,
+        mtu: spec.mtu,
+        mac: spec.mac, // in the creating request: a random one would race udev (CreateVxlan.mac)
+      }),
+    );
     if (action === 'unchanged') action = 'created';
   }
   const changed: string[] = [];
+  const index = link.index;
   if (link.mac !== spec.mac) {
-    await tool.setMac(link.index, spec.mac);
+    await step(spec.name, 'set MAC', () => tool.setMac(index, spec.mac));
     changed.push('mac');
   }
   if (link.mtu !== spec.mtu) {
-    onMtu?.(link.index, spec.mtu);
-    await handle.setLinkMtu(link.index, spec.mtu);
+    onMtu?.(index, spec.mtu);
+    await handle.setLinkMtu(index, spec.mtu);
     changed.push('mtu');
   }
-  const hasVtep = (await handle.listAddresses(spec.family, link.index)).some((a) => isVtepAddress(a, spec));
+  if (spec.family === 6 && sysctl !== undefined) {
+    if (await step(spec.name, 'turn IPv6 on', () => ensureIpv6On(sysctl, spec.name))) changed.push('ipv6');
+  }
+  const hasVtep = (await handle.listAddresses(spec.family, index)).some((a) => isVtepAddress(a, spec));
   if (!hasVtep) {
-    await handle.addAddress({
-      family: spec.family,
-      ifindex: link.index,
-      address: spec.vtepIP,
-      prefixLen: spec.family === 4 ? 32 : 128,
-      ...(spec.family === 6 ? { noDad: true } : {}),
-    });
+    await step(spec.name, 'add VTEP address', () =>
+      handle.addAddress({
+        family: spec.family,
+        ifindex: index,
+        address: spec.vtepIP,
+        prefixLen: spec.family === 4 ? 32 : 128,
+        ...(spec.family === 6 ? { noDad: true } : {}),
+      }),
+    );
     changed.push('address');
   }
   if (!link.up) {
-    await handle.setLinkUp(link.index);
+    await step(spec.name, 'set up', () => handle.setLinkUp(index));
     changed.push('up');
   }
   if (action === 'unchanged' && changed.length > 0) action = `updated (${changed.join(', ')})`;

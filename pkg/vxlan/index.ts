@@ -13,10 +13,12 @@ export {
 export {
   type DeviceSpec,
   type DeviceState,
+  DeviceUnusableError,
   desiredDevices,
   ensureDevice,
   familiesNeedingWayOut,
   type VxlanSettings,
+  type VxlanSysctls,
 } from './device.ts';
 export { desiredEntries, diffFdb, diffNeighbours, type EntryDiff, type OverlayEntries } from './entries.ts';
 export { netlinkVxlanTool, type VxlanLinkTool, type VxlanParams } from './link-tool.ts';

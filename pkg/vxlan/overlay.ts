@@ -30,11 +30,13 @@ import { isVxlanDeviceName } from './constants.ts';
 import {
   type DeviceSpec,
   type DeviceState,
+  DeviceUnusableError,
   desiredDevices,
   ensureDevice,
   familiesNeedingWayOut,
   specsInKernel,
   type VxlanSettings,
+  type VxlanSysctls,
 } from './device.ts';
 import { desiredEntries, diffFdb, diffNeighbours } from './entries.ts';
 import type { VxlanLinkTool } from './link-tool.ts';
@@ -47,6 +49,11 @@ export interface VxlanOverlayOptions extends VxlanSettings {
   log?: { info(obj: object, msg: string): void; warn?(obj: object, msg: string): void };
   /** Told of each entry prune deletes, so its notification is not taken for someone else's. */
   own?: { expectEntryDelete(entry: DeletedEntry): void };
+  /**
+   * The node's /proc/sys: IPv6 turned on on the IPv6 device where the node's default leaves it off
+   * (device.ts ensureDevice). Without it, the device keeps what the kernel gave it.
+   */
+  sysctl?: VxlanSysctls;
 }
 
 function asError(e: unknown): Error {
@@ -154,6 +161,7 @@ export class VxlanOverlay implements OverlayPort {
           spec,
           (index) => this.noteDeleted(index),
           (index, mtu) => this.mtuSetHere.set(index, mtu),
+          this.opts.sysctl,
         );
         states.push(state);
         if (state.action !== 'unchanged') {
@@ -180,6 +188,12 @@ export class VxlanOverlay implements OverlayPort {
         // from the whole cluster until the retry; the device the last pass made, still in the
         // kernel under the same index, is kept instead. The pass reports the error and is retried.
         // `links` was listed before the check: a device it deleted on the way (to recreate it) is gone.
+        // A write that was to make the device usable failing is another matter: the device is known
+        // not to carry the traffic (no IPv6 on it, no VTEP address, down), and kept, it would have
+        // its MAC published and peers tunnel into it, same-subnet ones leaving a direct path that
+        // works, pass after pass while the write keeps failing. Not kept, its routes go and its MAC
+        // is withdrawn until a pass completes it.
+        if (e instanceof DeviceUnusableError) continue;
         const last = this.states.find((d) => d.name === spec.name);
         if (
           last !== undefined &&
