@@ -938,7 +938,7 @@ export function masqOptions(
   self: ClusterNode,
   nodes: readonly ClusterNode[],
   noMasqueradeCIDRs: readonly string[],
-  rules: TableRules = { masquerade: true, clampMssInto: [], sourceCheck: false },
+  rules: TableRules = { masquerade: true, clampMssInto: [], tunnels: [], sourceCheck: false },
   refused: RefusedCidrs = new Map(),
 ): MasqOptions {
   // Unsorted and not deduplicated: the planner merges the ranges (duplicates included), and an order
@@ -955,6 +955,7 @@ export function masqOptions(
     noMasqueradeCIDRs: [...noMasqueradeCIDRs],
     masquerade: rules.masquerade,
     clampMssInto: [...rules.clampMssInto],
+    tunnels: [...rules.tunnels],
     sourceCheck: rules.sourceCheck,
   };
 }

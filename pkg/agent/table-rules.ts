@@ -10,6 +10,8 @@ export interface TableRules {
   masquerade: boolean;
   /** Devices whose forwarded TCP SYNs get the MSS of the route's MTU: the VXLAN devices. */
   clampMssInto: readonly string[];
+  /** The VXLAN devices, where the node's own addresses are masqueraded to the pod network (with masquerade). */
+  tunnels: readonly string[];
   /** Pods' packets must carry their own address (off with --no-source-check). */
   sourceCheck: boolean;
 }
@@ -24,9 +26,11 @@ export function tableRules(
   standalone: boolean,
 ): TableRules {
   const tunnels = !standalone && config.mode !== 'host-gw';
+  const devices = tunnels ? [VXLAN_DEVICE_NAMES[4], VXLAN_DEVICE_NAMES[6]] : [];
   return {
     masquerade: config.masquerade,
-    clampMssInto: tunnels ? [VXLAN_DEVICE_NAMES[4], VXLAN_DEVICE_NAMES[6]] : [],
+    clampMssInto: devices,
+    tunnels: devices,
     sourceCheck: config.sourceCheck !== false,
   };
 }

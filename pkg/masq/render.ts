@@ -5,7 +5,8 @@
  * operator's no-masquerade CIDRs) leaves with the node's address; pod-to-pod traffic keeps the pod's
  * address. One table `inet trellis`, one nat chain at the srcnat hook, one rule per family matching named
  * interval sets, so a cluster of thousands of nodes is still two rules (sets are hash/interval lookups,
- * not rule walks).
+ * not rule walks); with tunnels, a second rule per family masquerades the node's own addresses into
+ * them (masqueradeBlock).
  *
  * MSS clamp: pods keep their interface's full MTU on every route (auto mode), so a TCP connection into a
  * VXLAN device would pick segments too large for it. A filter chain at the forward hook lowers the MSS
@@ -41,6 +42,12 @@ export interface MasqOptions {
   masquerade?: boolean;
   /** Devices whose forwarded TCP SYNs get their MSS clamped to the route MTU (the VXLAN devices). */
   clampMssInto?: readonly string[];
+  /**
+   * The tunnels (the VXLAN devices): what leaves through them to the pod network from an address that
+   * is not one of this node's pods (the node's InternalIP, a forwarded client) is masqueraded to the
+   * device's VTEP address (with the masquerade sets only).
+   */
+  tunnels?: readonly string[];
   /** Drop what a pod sends from an address that is not its own (sourceCheckBlock); off by default here. */
   sourceCheck?: boolean;
 }
@@ -196,8 +203,9 @@ export function planMasq(opts: MasqOptions): MasqPlan {
     `table inet ${table} {`,
     ...(opts.sourceCheck === true ? sourceCheckBlock() : []),
   ];
-  const masq = opts.masquerade === false ? [] : masqueradeBlock(sets, true);
-  const masqShape = opts.masquerade === false ? [] : masqueradeBlock(sets, false);
+  const tunnels = deviceNames('tunnels', opts.tunnels ?? []);
+  const masq = opts.masquerade === false ? [] : masqueradeBlock(sets, tunnels, true);
+  const masqShape = opts.masquerade === false ? [] : masqueradeBlock(sets, tunnels, false);
   const text = (block: string[], extra: string[]): string =>
     `${[...head, ...block, ...extra, '}'].join('\n')}\n`;
   return {
@@ -228,8 +236,12 @@ function masqueradeSets(pods: Cidr[], keep: Cidr[]): MasqSet[] {
   return sets;
 }
 
-/** The sets and the nat chain: one rule per family with pods here. */
-function masqueradeBlock(sets: readonly MasqSet[], withElements: boolean): string[] {
+/** The sets and the nat chain: one rule per family with pods here, two with tunnels. */
+function masqueradeBlock(
+  sets: readonly MasqSet[],
+  tunnels: readonly string[],
+  withElements: boolean,
+): string[] {
   const lines: string[] = [];
   const rules: string[] = [];
   for (const set of sets) {
@@ -239,6 +251,16 @@ function masqueradeBlock(sets: readonly MasqSet[], withElements: boolean): strin
     const ipKw = set.family === 4 ? 'ip' : 'ip6';
     rules.push(
       `\t\t${ipKw} saddr @pods_${v} ${ipKw} daddr != @nomasq_${v} counter masquerade fully-random comment "trellis: pods to outside the cluster"`,
+    );
+    if (tunnels.length === 0) continue;
+    // The node into a tunnel from an address of its own (a socket bound to its InternalIP, a
+    // ClusterIP kube-proxy did not masquerade) or a client it forwards: the peer's route back to that
+    // address is the underlay, not the tunnel, so strict reverse-path filtering there (RHEL's default)
+    // drops it, and the answer likewise on the way back. From the device's VTEP address (what an
+    // unbound socket picks already) it comes back through the tunnel. flannel's rule, kept to the
+    // tunnels: direct routes carry such traffic with the node's address both ways.
+    rules.push(
+      `\t\toifname { ${tunnels.join(', ')} } ${ipKw} saddr != @pods_${v} ${ipKw} daddr @nomasq_${v} counter masquerade fully-random comment "trellis: the node into the tunnels, from its VTEP address"`,
     );
   }
   // After every other source NAT (kube-proxy's, iptables' nat table, an operator's SNAT for some
@@ -277,23 +299,24 @@ function sourceCheckBlock(): string[] {
   ];
 }
 
+/** Interface names checked, deduplicated, sorted and quoted for nft. */
+function deviceNames(setting: string, devices: readonly string[]): string[] {
+  if (!Array.isArray(devices)) throw new MasqConfigError(setting, devices, 'expected device names');
+  for (const [i, d] of devices.entries()) {
+    if (typeof d !== 'string' || !IFNAME.test(d)) {
+      throw new MasqConfigError(`${setting}[${i}]`, d, 'expected an interface name of [A-Za-z0-9_.-]{1,15}');
+    }
+  }
+  return [...new Set(devices)].sort().map((d) => `"${d}"`);
+}
+
 /**
  * The forward chain clamping TCP SYNs into `devices`. The SYN test comes first: almost every forwarded
  * packet fails it, so the chain costs one header check per packet (and GSO packets carry up to 64 KB).
  */
 function clampBlock(devices: readonly string[]): string[] {
-  if (!Array.isArray(devices)) throw new MasqConfigError('clampMssInto', devices, 'expected device names');
-  if (devices.length === 0) return [];
-  for (const [i, d] of devices.entries()) {
-    if (typeof d !== 'string' || !IFNAME.test(d)) {
-      throw new MasqConfigError(
-        `clampMssInto[${i}]`,
-        d,
-        'expected an interface name of [A-Za-z0-9_.-]{1,15}',
-      );
-    }
-  }
-  const names = [...new Set(devices)].sort().map((d) => `"${d}"`);
+  const names = deviceNames('clampMssInto', devices);
+  if (names.length === 0) return [];
   const rule = `tcp flags syn / syn,rst oifname { ${names.join(', ')} } counter tcp option maxseg size set rt mtu`;
   return [
     '\tchain forward {',

@@ -105,6 +105,7 @@ export class MasqSyncer {
         clusterCIDRs: [...opts.clusterCIDRs],
         noMasqueradeCIDRs: [...opts.noMasqueradeCIDRs],
         ...(opts.clampMssInto === undefined ? {} : { clampMssInto: [...opts.clampMssInto] }),
+        ...(opts.tunnels === undefined ? {} : { tunnels: [...opts.tunnels] }),
       };
       this.lastPlan = { opts: copy, plan };
     }
@@ -344,6 +345,7 @@ function sameOptions(a: MasqOptions, b: MasqOptions): boolean {
     a.masquerade === b.masquerade &&
     a.sourceCheck === b.sourceCheck &&
     sameArray(a.clampMssInto ?? [], b.clampMssInto ?? []) &&
+    sameArray(a.tunnels ?? [], b.tunnels ?? []) &&
     typeof b.podCIDRs === 'object' &&
     b.podCIDRs !== null &&
     sameArray(a.podCIDRs.v4, b.podCIDRs.v4) &&

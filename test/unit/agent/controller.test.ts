@@ -108,7 +108,12 @@ function setup(
     },
     masq: opts.masq,
     noMasqueradeCIDRs: [],
-    tableRules: { masquerade: true, clampMssInto: ['trellis.v4', 'trellis.v6'], sourceCheck: true },
+    tableRules: {
+      masquerade: true,
+      clampMssInto: ['trellis.v4', 'trellis.v6'],
+      tunnels: ['trellis.v4', 'trellis.v6'],
+      sourceCheck: true,
+    },
     onLeasesInvalidated: async (l) => {
       invalidated.push(l);
       if (removalFailures-- > 0) throw new Error('RTM_GETLINK dump: EINTR');

@@ -184,6 +184,36 @@ describe('the MSS clamp into the tunnels', () => {
   });
 });
 
+describe('the node into the tunnels', () => {
+  const tunnels = ['trellis.v6', 'trellis.v4'];
+
+  it('masquerades what leaves through the tunnels to the pod network from anything but our pods, per family', () => {
+    const text = renderMasqRuleset({ ...base, tunnels });
+    expect(text).toContain(
+      'oifname { "trellis.v4", "trellis.v6" } ip saddr != @pods_v4 ip daddr @nomasq_v4 counter masquerade fully-random',
+    );
+    expect(text).toContain(
+      'oifname { "trellis.v4", "trellis.v6" } ip6 saddr != @pods_v6 ip6 daddr @nomasq_v6 counter masquerade fully-random',
+    );
+    // In the one nat chain, after the pods' rules (disjoint sources: the order changes nothing).
+    const chain = text.slice(text.indexOf('chain postrouting'));
+    expect(chain.match(/masquerade fully-random/g)).toHaveLength(4);
+    expect(chain.indexOf('ip saddr @pods_v4')).toBeLessThan(chain.indexOf('ip saddr != @pods_v4'));
+    expect(renderMasqRuleset(base)).not.toContain('oifname');
+  });
+
+  it('only with the masquerade sets, and only for the families with pods here', () => {
+    expect(renderMasqRuleset({ ...base, tunnels, masquerade: false })).not.toContain('masquerade');
+    const v4 = renderMasqRuleset({ ...base, podCIDRs: { v4: ['10.244.0.0/24'], v6: [] }, tunnels });
+    expect(v4).toContain('ip saddr != @pods_v4');
+    expect(v4).not.toContain('ip6');
+  });
+
+  it('rejects a device name nft would read as something else', () => {
+    expect(() => renderMasqRuleset({ ...base, tunnels: ['a"b'] })).toThrow(/invalid tunnels\[0\]/);
+  });
+});
+
 describe('renderDeleteTable', () => {
   it('is idempotent nft input: create-if-missing then delete', () => {
     expect(renderDeleteTable()).toBe('table inet trellis {}\ndelete table inet trellis\n');
