@@ -13,6 +13,8 @@ import {
   nsSysctl,
   type TestNetns,
 } from '../../support/netns.ts';
+import { Testbed, testbedSkipReason } from '../../support/testbed/index.ts';
+import { within } from '../faults/support.ts';
 
 /**
  * A hardened dual-stack node: net.ipv6.conf.default.disable_ipv6=1, IPv6 turned on again only on its
@@ -26,6 +28,9 @@ import {
  */
 
 const port = netnsSkipReason === undefined ? createNetnsPort() : undefined;
+
+const disabled = (ns: TestNetns, dev: string): string =>
+  nsExec(ns.name, 'cat', [`/proc/sys/net/ipv6/conf/${dev}/disable_ipv6`]).trim();
 
 describe.skipIf(netnsSkipReason !== undefined)(
   'the IPv6 VXLAN device on a node with IPv6 off by default',
@@ -201,3 +206,40 @@ describe.skipIf(netnsSkipReason !== undefined)(
     });
   },
 );
+
+const skip = testbedSkipReason();
+const title =
+  'cluster: real agents on nodes with IPv6 off by default (default.disable_ipv6=1, the uplink on)';
+describe.skipIf(skip !== undefined)(skip === undefined ? title : `${title} (skipped: ${skip})`, () => {
+  it('each agent gives trellis.v6 IPv6 and its VTEP address, and IPv6 pods on two nodes talk through the tunnel', async () => {
+    const tb = await Testbed.create({ segments: [{ nodes: 2 }], mode: 'vxlan' });
+    try {
+      // The hardening after the fact: eth0 keeps IPv6 (made before), anything made from now on has none.
+      for (const n of tb.nodes()) {
+        await tb.stopAgent(n.name);
+        ip(n.ns, 'link', 'del', 'trellis.v6');
+        nsSysctl(n.ns, 'net.ipv6.conf.default.disable_ipv6', '1');
+      }
+      for (const n of tb.nodes()) await tb.startAgent(n.name);
+      for (const n of tb.nodes()) {
+        await within(20_000, `${n.name}: trellis.v6 with its VTEP address`, () => {
+          try {
+            return ip(n.ns, '-6', 'addr', 'show', 'dev', 'trellis.v6').includes(
+              `inet6 ${n.plan.podCIDRs[1]!.split('/')[0]}/128`,
+            );
+          } catch {
+            return false;
+          }
+        });
+        expect(disabled({ name: n.ns, path: '' }, 'trellis.v6')).toBe('0');
+      }
+      const p1 = await tb.addPod('node-1');
+      const p2 = await tb.addPod('node-2');
+      expect((await tb.ping(p1.ns, p2.v6, 10)).rttMs).toBeDefined();
+      expect((await tb.ping(p2.ns, p1.v6, 3)).rttMs).toBeDefined();
+    } finally {
+      await tb.teardown();
+    }
+    expect(tb.leftovers()).toEqual([]);
+  }, 120_000);
+});
