@@ -273,7 +273,8 @@ export interface VxlanSysctls {
 /**
  * A write that was to make the device usable failed (created, its MAC, IPv6 on it, its VTEP address,
  * up): the device is known not to carry traffic as it is, unlike a check that failed (a read says
- * nothing about the device). The overlay keeps no such device (overlay.ts prepare).
+ * nothing about the device). The overlay keeps no such device (overlay.ts prepare). An MTU that could
+ * not be set is not one of them: the device carries traffic at the MTU it has.
  */
 export class DeviceUnusableError extends Error {
   readonly device: string;
