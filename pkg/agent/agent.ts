@@ -971,10 +971,16 @@ export class Agent {
     if ([...this.tunnelled.keys()].sort().join() !== before) void this.checkFirewall();
   }
 
-  /** One firewall check, with the prefixes of now (none before the first full pass). */
+  /**
+   * One firewall check, with the prefixes of now. Before the first full pass (pods served from the
+   * remembered pod CIDRs while the API is away) or without the links: this node's pod CIDRs, deleting
+   * none of our accepts, so pods here get through a forward policy DROP and the last run's wider
+   * accepts stay.
+   */
   private async checkFirewall(): Promise<void> {
     const prefixes = await this.forwardPrefixes?.current();
     if (prefixes !== undefined) await this.forwardFirewall?.check(prefixes);
+    else await this.forwardFirewall?.check(this.ipam?.ranges() ?? [], { keepOthers: true });
   }
 
   /**

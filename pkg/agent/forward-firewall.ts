@@ -97,6 +97,15 @@ export interface ForwardFirewallDeps {
 /** nf_tables' families; legacy iptables' tables send no nf_tables notifications (the periodic check reads them). */
 const NFPROTO: Partial<Record<ChainRef['family'], number>> = { inet: 1, ip: 2, ip6: 10 };
 
+export interface CheckOptions {
+  /**
+   * Delete no accept of ours, whatever prefix it matches: a check before the pod network is known
+   * (no full pass yet: the API away at start) asks for this node's pod CIDRs only, and the last run's
+   * wider accepts must stay.
+   */
+  keepOthers?: boolean;
+}
+
 export class ForwardFirewallWatch {
   private readonly deps: ForwardFirewallDeps;
   private current: ForwardFirewallState = { blocks: [] };
@@ -111,7 +120,7 @@ export class ForwardFirewallWatch {
    * and below `podCIDRs` are the prefixes the accepts match (forward-prefixes.ts).
    */
   private rerun: Promise<void> | undefined;
-  private rerunWith: readonly string[] | undefined;
+  private rerunWith: { podCIDRs: readonly string[]; opts: CheckOptions } | undefined;
 
   constructor(deps: ForwardFirewallDeps) {
     this.deps = deps;
@@ -136,26 +145,26 @@ export class ForwardFirewallWatch {
    * tunnelled peers) before they changed, and the next periodic check is a minute away. Any number of
    * asks meanwhile share that one rerun.
    */
-  check(podCIDRs: readonly string[]): Promise<void> {
+  check(podCIDRs: readonly string[], opts: CheckOptions = {}): Promise<void> {
     if (podCIDRs.length === 0 || this.stopped) return Promise.resolve();
     if (this.running === undefined) {
-      this.running = this.run(podCIDRs).finally(() => {
+      this.running = this.run(podCIDRs, opts).finally(() => {
         this.running = undefined;
       });
       return this.running;
     }
-    this.rerunWith = podCIDRs;
+    this.rerunWith = { podCIDRs, opts };
     this.rerun ??= this.running.then(() => {
-      const cidrs = this.rerunWith ?? podCIDRs;
+      const next = this.rerunWith ?? { podCIDRs, opts };
       this.rerun = undefined;
       this.rerunWith = undefined;
-      return this.check(cidrs);
+      return this.check(next.podCIDRs, next.opts);
     });
     return this.rerun;
   }
 
   /** Never rejects: a failure is logged (once per distinct error) and kept in the state. */
-  private async run(podCIDRs: readonly string[]): Promise<void> {
+  private async run(podCIDRs: readonly string[], opts: CheckOptions): Promise<void> {
     let blocks: ForwardBlock[];
     let vxlanBlocks: VxlanInBlock[];
     let undecided: string[];
@@ -167,7 +176,7 @@ export class ForwardFirewallWatch {
       // Our accepts of prefixes no longer asked for (the pod network grew or shrank) are judged as
       // gone already, and deleted only once the accepts that replace them are in: pod traffic never
       // waits between the two.
-      const stale = write === undefined ? [] : staleAccepts(rs, podCIDRs);
+      const stale = write === undefined || opts.keepOthers === true ? [] : staleAccepts(rs, podCIDRs);
       const view = withoutRules(rs, stale);
       blocks = forwardBlocks(view, podCIDRs);
       vxlanBlocks = vxlanInputBlocks(rs, vxlan);
@@ -277,8 +286,9 @@ export class ForwardFirewallWatch {
         errors.push(errorText(err));
       }
     }
-    // Legacy iptables deletes by the rule's options, not its position, which the inserts moved.
-    await this.dropStale(stale, write);
+    // Legacy iptables deletes by the rule's options, not its position, which the inserts moved. Not
+    // when an insert failed: the accepts it was to replace stay until the next check puts it in.
+    if (errors.length === 0) await this.dropStale(stale, write);
     const after = forwardBlocks(await this.deps.read(podCIDRs, []), podCIDRs);
     // Only what these accepts answered: a drop that appeared meanwhile (iptables-nft and
     // ip6tables-nft change the two families one after the other) is the next check's to accept, not

@@ -45,9 +45,10 @@ export class ForwardPrefixes {
       connected = await deps.connected();
     } catch (err) {
       // Not knowing the underlay: the last answer (a passing netlink failure must not narrow the
-      // accepts, only for the next check to widen them again), or, with none, this node's own.
+      // accepts, only for the next check to widen them again), or, with none, none (the caller checks
+      // this node's own pod CIDRs, deleting nothing).
       deps.log.debug({ error: errorText(err) }, 'cannot read the connected subnets');
-      return this.last?.prefixes ?? [...own];
+      return this.last?.prefixes;
     }
     const net = podNetwork({ own, accepted, nodeIPs: deps.nodeIPs(), connected });
     this.last = net;

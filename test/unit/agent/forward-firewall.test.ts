@@ -252,6 +252,45 @@ describe('ForwardFirewallWatch', () => {
     ]);
   });
 
+  it('with write: accepts whose replacements failed to go in stay (the policy would drop everything meanwhile)', async () => {
+    const nft = fakeNft([]);
+    let refuse = false;
+    const write = async (cmd: FirewallCommand): Promise<void> => {
+      if (refuse && cmd.args[0] === 'add') throw new Error('nft: Could not process rule: Resource busy');
+      await nft.write(cmd);
+    };
+    const { watch } = setup(nft.read, write);
+    await watch.check(POD_CIDRS);
+    expect(nft.rules().map((r) => r.handle)).toEqual([100, 101]);
+    refuse = true;
+    await watch.check(['10.244.0.0/20']);
+    expect(nft.writes.filter((w) => w.startsWith('delete'))).toEqual([]);
+    expect(nft.rules().map((r) => r.handle)).toEqual([100, 101]);
+    // The next check puts them in, then the old ones go.
+    refuse = false;
+    await watch.check(['10.244.0.0/20']);
+    expect(nft.writes.slice(-2)).toEqual([
+      'delete rule ip filter FORWARD handle 100',
+      'delete rule ip filter FORWARD handle 101',
+    ]);
+  });
+
+  it("keepOthers: a check of this node's pod CIDRs before the pod network is known deletes none of the wider accepts", async () => {
+    const nft = fakeNft([]);
+    const { watch } = setup(nft.read, nft.write);
+    await watch.check(['10.244.0.0/20']);
+    expect(nft.rules().map((r) => r.handle)).toEqual([100, 101]);
+    // Restarted with the API away: the own pod CIDR, inside the accepts of the last run: nothing to do.
+    await watch.check(POD_CIDRS, { keepOthers: true });
+    expect(nft.writes).toHaveLength(2);
+    expect(nft.rules().map((r) => r.handle)).toEqual([100, 101]);
+    // Without accepts yet (a fresh node behind Docker's FORWARD DROP): the own pod CIDR's go in.
+    const fresh = fakeNft([]);
+    const first = setup(fresh.read, fresh.write);
+    await first.watch.check(POD_CIDRS, { keepOthers: true });
+    expect(fresh.rules().map((r) => r.handle)).toEqual([100, 101]);
+  });
+
   it("with write: a drop that appears while its accepts go in is the next check's, not a failure of them", async () => {
     const nft = fakeNft([]);
     let reads = 0;
