@@ -83,7 +83,7 @@ export class ForwardPrefixes {
     }
     this.deps.log.warn(
       { prefixes: net.prefixes, why: narrowed.map((f) => f.narrowed) },
-      "the host firewall's forward accepts match this node's pod CIDRs only, not every node's: one prefix over all of them would hold node addresses; a NodePort or LoadBalancer connection this node forwards to a pod on another node stays dropped by that firewall",
+      "the host firewall's forward accepts match this node's pod CIDRs only, not every node's: one prefix over all of them would reach beyond the pods (why); a NodePort or LoadBalancer connection this node forwards to a pod on another node stays dropped by that firewall",
     );
   }
 }

@@ -7,9 +7,10 @@
  * its replies with that pod's source (flannel accepts its cluster network, Calico its IP pools, for
  * this; kubernetes/kubernetes#59656).
  *
- * Guard: a cover that holds a node's InternalIP or a whole subnet this node is connected to would let
- * the host firewall's forward chains pass ordinary hosts' traffic too; that family falls back to this
- * node's own pod CIDRs (as before), and says why. Pure.
+ * Guard: a cover that holds a node's InternalIP, overlaps a subnet this node is connected to, or is
+ * mostly not pod CIDRs (less than 1/16 of it: two pools far apart, which one prefix joins with the
+ * address space between them) would let the host firewall's forward chains pass ordinary hosts'
+ * traffic too; that family falls back to this node's own pod CIDRs (as before), and says why. Pure.
  */
 import {
   type Cidr,
@@ -61,7 +62,7 @@ export function podNetwork(input: PodNetworkInput): PodNetwork {
       continue;
     }
     const cover = coverOf(cidrs);
-    const narrowed = underlayIn(cover, input);
+    const narrowed = underlayIn(cover, input) ?? sparse(cover, cidrs);
     families.push({ family, cover: formatCidr(cover), ...(narrowed === undefined ? {} : { narrowed }) });
     if (narrowed === undefined) prefixes.push(formatCidr(cover));
     else prefixes.push(...own);
@@ -121,10 +122,22 @@ function underlayIn(cover: Cidr, input: PodNetworkInput): string | undefined {
   }
   for (const text of input.connected) {
     const subnet = parseCidr(text, { strict: false });
-    // A cover inside a connected subnet is as the planner takes a pod CIDR there: only addresses the
-    // cluster gave to pods are routed to them.
-    if (subnet !== undefined && holds(cover, subnet))
-      return `${formatCidr(cover)} holds ${formatCidr(subnet)}, a subnet this node is connected to`;
+    // Overlapping either way: a cover inside the subnet would accept its hosts' forwarded traffic.
+    if (subnet !== undefined && cidrsOverlap(cover, subnet))
+      return `${formatCidr(cover)} overlaps ${formatCidr(subnet)}, a subnet this node is connected to`;
   }
   return undefined;
+}
+
+/** Why `cover` is mostly address space no pod CIDR holds, if it is (the pod CIDRs do not overlap). */
+function sparse(cover: Cidr, cidrs: readonly Cidr[]): string | undefined {
+  const bits = familyBits(cover.family);
+  const size = (c: Cidr): bigint => 1n << BigInt(bits - c.prefixLen);
+  // Each distinct CIDR once; nested ones are counted by the outer one.
+  const outer = cidrs.filter(
+    (c, i) => !cidrs.some((o, j) => (j < i || o.prefixLen < c.prefixLen) && j !== i && holds(o, c)),
+  );
+  const held = outer.reduce((sum, c) => sum + size(c), 0n);
+  if (held * 16n >= size(cover)) return undefined;
+  return `${formatCidr(cover)} is mostly not pod CIDRs (they hold less than 1/16 of it)`;
 }

@@ -42,17 +42,40 @@ describe('podNetwork: the prefixes the forward accepts match', () => {
     ]);
   });
 
-  it('a cover holding a whole connected subnet falls back; one inside a connected subnet does not', () => {
+  it('a cover overlapping a connected subnet, either way, falls back', () => {
     const docker = podNetwork(
       input({ accepted: ['10.245.0.0/24'], nodeIPs: [], connected: ['10.244.200.0/24'] }),
     );
     expect(docker.prefixes).toEqual(['10.244.1.0/24']);
     expect(docker.families[0]?.narrowed).toBe(
-      '10.244.0.0/15 holds 10.244.200.0/24, a subnet this node is connected to',
+      '10.244.0.0/15 overlaps 10.244.200.0/24, a subnet this node is connected to',
     );
-    // A node on 10.0.0.0/8 with pods in 10.244.0.0/16, as the route planner accepts it.
+    // A node on 10.0.0.0/8 with pods in 10.244.0.0/16: the cover's addresses no pod holds may be
+    // hosts of that subnet.
     const inside = podNetwork(input({ accepted: ['10.244.2.0/24'], nodeIPs: [], connected: ['10.0.0.0/8'] }));
-    expect(inside.prefixes).toEqual(['10.244.0.0/22']);
+    expect(inside.prefixes).toEqual(['10.244.1.0/24']);
+    expect(inside.families[0]?.narrowed).toBe(
+      '10.244.0.0/22 overlaps 10.0.0.0/8, a subnet this node is connected to',
+    );
+  });
+
+  it('a cover mostly of address space no pod CIDR holds falls back: two pools far apart', () => {
+    // 10.244.1.0/24 + 10.250.0.0/24: one prefix over both is 10.240.0.0/12, 2 of its 4,096 /24s.
+    const v4 = podNetwork(input({ accepted: ['10.250.0.0/24'], nodeIPs: [], connected: [] }));
+    expect(v4.prefixes).toEqual(['10.244.1.0/24']);
+    expect(v4.families[0]?.narrowed).toBe(
+      '10.240.0.0/12 is mostly not pod CIDRs (they hold less than 1/16 of it)',
+    );
+    // A ULA pool and a global one, with no IPv6 InternalIP to guard by: one prefix would be ::/0.
+    const v6 = podNetwork(
+      input({ own: ['fd00:10:244:1::/64'], accepted: ['2001:db8:5::/64'], nodeIPs: [], connected: [] }),
+    );
+    expect(v6.prefixes).toEqual(['fd00:10:244:1::/64']);
+    expect(v6.families[0]?.cover).toBe('::/0');
+    // Dense enough: 3 of the 16 /64s of a /60 (the first test), 1 + 1 of 4 here.
+    expect(podNetwork(input({ accepted: ['10.244.3.0/24'], connected: [] })).prefixes).toEqual([
+      '10.244.0.0/22',
+    ]);
   });
 
   it('each family decides alone', () => {
