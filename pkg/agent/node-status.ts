@@ -42,6 +42,13 @@ export class NodeStatusReporter {
    * unanswered until the next resync.
    */
   private cameWhileWriting: ClusterNode | undefined;
+  /**
+   * That judgement is free of REASSERT_MS once per Node object: the Node that came may predate our
+   * write (a kubelet's status update over the True we were answering), and a budget spent on it
+   * would leave a real True a moment later unanswered for 5 minutes. Once only, so a controller that
+   * keeps setting True while each write is in flight still meets the budget.
+   */
+  private freeJudgementUsed = false;
   /** When the condition was last put back on the same Node object (networkUpFor). */
   private reassertedAt = Number.NEGATIVE_INFINITY;
   /** The resourceVersion of the Node the last write was decided on. */
@@ -76,7 +83,7 @@ export class NodeStatusReporter {
    * same object (a cloud controller, an etcd restore), it is put back, at most once every
    * REASSERT_MS: the node controller taints a node with it and no pod is scheduled there.
    */
-  networkUpFor(self: ClusterNode): void {
+  networkUpFor(self: ClusterNode, free = false): void {
     const uid = self.uid ?? '';
     if (this.writing) {
       this.cameWhileWriting = self;
@@ -93,14 +100,17 @@ export class NodeStatusReporter {
       if (self.networkUnavailable === undefined) return;
       // The Node as it was when we wrote (our False not back through the watch yet): not news.
       if (self.resourceVersion !== undefined && self.resourceVersion === this.writtenOver) return;
-      const now = this.now();
-      if (now - this.reassertedAt < REASSERT_MS) return;
-      this.reassertedAt = now;
+      if (!free) {
+        const now = this.now();
+        if (now - this.reassertedAt < REASSERT_MS) return;
+        this.reassertedAt = now;
+      }
       this.log.warn(
         { reason: self.networkUnavailable },
         'NetworkUnavailable=True was set on this Node by someone else; setting it False again',
       );
     }
+    if (this.networkUpUid !== uid) this.freeJudgementUsed = false;
     this.networkUpUid = uid;
     this.writtenOver = self.resourceVersion;
     this.writing = true;
@@ -108,7 +118,10 @@ export class NodeStatusReporter {
       this.writing = false;
       const again = this.cameWhileWriting;
       this.cameWhileWriting = undefined;
-      if (again !== undefined && !this.signal.aborted) this.networkUpFor(again);
+      if (again === undefined || this.signal.aborted) return;
+      const free = !this.freeJudgementUsed;
+      this.freeJudgementUsed = true;
+      this.networkUpFor(again, free);
     });
   }
 

@@ -200,6 +200,35 @@ describe('NodeStatusReporter', () => {
     expect(writes).toHaveLength(2);
   });
 
+  it('a Node that came during the write but predates it does not use up the budget a real True a moment later needs', async () => {
+    const writes: (() => void)[] = [];
+    const r = new NodeStatusReporter({
+      kube: {
+        annotateNode: async () => {},
+        setNetworkUnavailable: () => new Promise<void>((resolve) => writes.push(resolve)),
+      },
+      nodeName: 'n1',
+      log: pino({ level: 'silent' }),
+      signal: new AbortController().signal,
+    });
+    r.networkUpFor(node({ uid: 'u2', networkUnavailable: 'NodeCreated' }));
+    // A kubelet status update over the True we are answering, before our False lands.
+    r.networkUpFor(node({ uid: 'u2', resourceVersion: '11', networkUnavailable: 'NodeCreated' }));
+    writes[0]!();
+    await flush();
+    expect(writes).toHaveLength(2); // judged as it came: True on a newer version
+    writes[1]!();
+    await flush();
+    // A cloud controller really sets it True a moment later: answered, not left for REASSERT_MS.
+    r.networkUpFor(node({ uid: 'u2', resourceVersion: '13', networkUnavailable: 'NoRouteCreated' }));
+    expect(writes).toHaveLength(3);
+    // And it cannot make a fight of it: the next True while a write is in flight meets the budget.
+    r.networkUpFor(node({ uid: 'u2', resourceVersion: '15', networkUnavailable: 'NoRouteCreated' }));
+    writes[2]!();
+    await flush();
+    expect(writes).toHaveLength(3);
+  });
+
   it('puts NetworkUnavailable=False back when someone sets it True on the same object, at most once every REASSERT_MS', async () => {
     let now = 1_000;
     const { r, networkUp } = reporter(() => now);
