@@ -41,9 +41,12 @@ export async function collectLeases(opts: {
   const { datapath, log } = opts;
   try {
     const pods = await opts.kube.listPodsOnNode(opts.nodeName);
+    // The leases before the links: an ADD that ends between the two has its lease out of this pass,
+    // not judged against a link list taken before its veth existed.
+    const leases = datapath.ipam.list();
     const links = new Set((await datapath.host.listLinks()).map((l) => l.name));
     const stale = staleLeases(
-      datapath.ipam.list(),
+      leases,
       pods.items,
       (p) => datapath.netns.isNetns(p),
       opts.busy,

@@ -36,7 +36,8 @@ export interface PodLister {
    * Pods of every namespace scheduled to `nodeName` (fieldSelector spec.nodeName), from the API
    * server's watch cache: the list may lag the cluster by a moment (a pod just scheduled or just
    * deleted). Its users tolerate that: lease GC releases a lease only once the pod's network
-   * namespace is gone too, and the lease rebuild only labels a restored lease with its pod.
+   * namespace or its host veth is gone too (neither is while a pod runs), and the lease rebuild only
+   * labels a restored lease with its pod.
    */
   listPodsOnNode(nodeName: string): Promise<Listed<PodView>>;
 }
