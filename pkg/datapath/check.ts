@@ -107,7 +107,8 @@ export async function checkAttachment(
   }
   const problems: string[] = [];
   const leased = new Set(lease.addresses.map((a) => `${a.address}/${hostPrefixLen(a.family)}`));
-  const inspection = await inspectAttachment(deps, req, lease.addresses, expected.defaultRoutes);
+  // Only trellis's own default routes: prevResult lists none it did not make on this interface.
+  const inspection = await inspectAttachment(deps, req, lease.addresses, expected.defaultRoutes, false);
   problems.push(...inspection.problems);
   const onInterface = inspection.podAddresses;
   for (const ip of expected.ips) {

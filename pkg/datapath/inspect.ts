@@ -9,7 +9,7 @@ import {
   hostPrefixLen,
 } from './gateway.ts';
 import { hostVethName } from './names.ts';
-import { isPodDefault, type PodRoute } from './pod-routes.ts';
+import { isPodDefault, type PodRoute, PRIMARY_IFNAME } from './pod-routes.ts';
 import { type Family, type RouteInfo, TRELLIS_ROUTE_PROTOCOL } from './ports.ts';
 import type { Attachment, AttachmentKey, DatapathDeps } from './types.ts';
 
@@ -28,13 +28,16 @@ export interface Inspection {
  * Reads an attachment back from the kernel and lists every difference from what ADD programs.
  * Used by CHECK (report the problems) and by a repeated ADD (answer only if nothing is missing).
  * `defaultRoutes`: the families whose default route to look for (ADD sets one for each address;
- * CHECK looks only for those its prevResult still lists).
+ * CHECK looks only for those its prevResult still lists). `othersServe`: another interface's default
+ * route counts as the pod's (hasDefaultRoute): as ADD decides it, for an interface other than eth0,
+ * which adds none beside one; never for CHECK, whose prevResult lists only defaults trellis made.
  */
 export async function inspectAttachment(
   deps: Pick<DatapathDeps, 'host' | 'netns'>,
   req: AttachmentKey & { netns: string },
   addresses: LeasedAddress[],
   defaultRoutes: readonly Family[] = addresses.map((a) => a.family),
+  othersServe: boolean = req.ifname !== PRIMARY_IFNAME,
 ): Promise<Inspection> {
   const problems: string[] = [];
   const hostName = hostVethName(req.containerId, req.ifname);
@@ -86,7 +89,10 @@ export async function inspectAttachment(
       if (!podAddrs.some((p) => p.address === a.address && p.prefixLen === prefixLen)) {
         problems.push(`address ${a.address}/${prefixLen} is missing on ${req.ifname}`);
       }
-      if (defaultRoutes.includes(a.family) && !hasDefaultRoute(allRoutes, a.family, podLink.index)) {
+      if (
+        defaultRoutes.includes(a.family) &&
+        !hasDefaultRoute(allRoutes, a.family, podLink.index, othersServe)
+      ) {
         problems.push(
           `default route ${defaultDst(a.family)} via ${gatewayFor(a.family)} is missing in the pod (IPv${a.family})`,
         );
@@ -132,12 +138,19 @@ export async function inspectAttachment(
  * and looks for it here when it is repeated. Another interface's default route in a table of its own
  * (its sbr or VRF table) serves that interface's sources only, not the pod's default.
  */
-function hasDefaultRoute(routes: readonly RouteInfo[], family: Family, ifindex: number): boolean {
+function hasDefaultRoute(
+  routes: readonly RouteInfo[],
+  family: Family,
+  ifindex: number,
+  othersServe: boolean,
+): boolean {
   const dst = defaultDst(family);
   const gw = gatewayFor(family);
   return routes.some(
     (r) =>
-      r.family === family && r.dst === dst && (r.ifindex === ifindex ? r.gateway === gw : isPodDefault(r)),
+      r.family === family &&
+      r.dst === dst &&
+      (r.ifindex === ifindex ? r.gateway === gw : othersServe && isPodDefault(r)),
   );
 }
 

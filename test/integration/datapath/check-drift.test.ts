@@ -145,6 +145,18 @@ describe.skipIf(netnsSkipReason !== undefined)(
       await expectDrift(p, `host route ${p.v6}/128 dev ${p.hostEnd} is missing`);
     });
 
+    it("eth0's default route deleted while another interface holds one: still drift (prevResult lists trellis's own)", async () => {
+      const p = await healthyPod();
+      // Another plugin's interface in the pod with a default route of its own, at a higher metric.
+      ip(p.pod.name, 'link', 'add', 'net1', 'type', 'veth', 'peer', 'name', 'net1peer');
+      ip(p.pod.name, 'addr', 'add', '192.168.5.2/24', 'dev', 'net1');
+      ip(p.pod.name, 'link', 'set', 'net1', 'up');
+      ip(p.pod.name, '-4', 'route', 'add', 'default', 'via', '192.168.5.1', 'dev', 'net1', 'metric', '100');
+      await p.check();
+      ip(p.pod.name, '-4', 'route', 'del', 'default', 'via', '169.254.1.1', 'dev', 'eth0');
+      await expectDrift(p, 'default route 0.0.0.0/0 via 169.254.1.1 is missing in the pod (IPv4)');
+    });
+
     it('a pod address deleted', async () => {
       const p = await healthyPod();
       ip(p.pod.name, 'addr', 'del', `${p.v4}/32`, 'dev', 'eth0');
