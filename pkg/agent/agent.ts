@@ -461,7 +461,7 @@ export class Agent {
       // are rebuilt from the kernel once restore can check addresses against the ranges.
       onRangesSet: (ranges) => {
         enableForwarding(this.ports.netns, ranges, this.raGuard());
-        // The first check waits for the first full pass (ForwardPrefixes.current).
+        // Before the first full pass: this node's pod CIDRs, deleting none of our accepts (checkFirewall).
         void this.checkFirewall();
         return this.rebuildHeldLeases();
       },
