@@ -11,7 +11,8 @@
  * the policy that drops (pkg/firewall/accept.ts), reads again, and logs what it inserted and anything
  * still dropped; accepts of a prefix no longer asked for are deleted. The prefixes are the caller's
  * (forward-prefixes.ts): the cluster's pod network per family, which a NodePort connection DNATed
- * here to another node's pod needs, or this node's pod CIDRs where that would reach beyond the pods.
+ * here to another node's pod needs; where one prefix would reach beyond the pods, the pod CIDRs one by
+ * one, or this node's own.
  * A rule that names the pods (their addresses, their veths) is the operator's: reported, never
  * overridden. Without it, it logs the chains and the commands that would let the pods through.
  * Either way it logs when what is blocked changes, not at every check, and keeps the last verdict for

@@ -5,7 +5,7 @@
  * run again (the cover grows only when a node outside it appears), and says a fallback once.
  */
 import { errorText } from '../error-text.ts';
-import { changesPodNetwork, type PodNetwork, podNetwork } from '../firewall/index.ts';
+import { changesPodNetwork, MAX_EXACT, type PodNetwork, podNetwork } from '../firewall/index.ts';
 import type { Logger } from '../observe/logger.ts';
 
 export interface ForwardPrefixesDeps {
@@ -24,7 +24,8 @@ export class ForwardPrefixes {
   private readonly deps: ForwardPrefixesDeps;
   private last: PodNetwork | undefined;
   private handed: string | undefined;
-  private said = '';
+  /** What was last said of a fallback (none, at first: nothing is said while the cover is used). */
+  private said = JSON.stringify([[], []]);
 
   constructor(deps: ForwardPrefixesDeps) {
     this.deps = deps;
@@ -70,20 +71,26 @@ export class ForwardPrefixes {
   }
 
   private sayNarrowed(net: PodNetwork): void {
-    const narrowed = net.families.filter((f) => f.narrowed !== undefined);
-    const key = narrowed.map((f) => f.narrowed).join('\n');
+    // Only falling back to this node's own pod CIDRs is a warning: the pod CIDRs one by one (exact)
+    // still cover every node's pods.
+    const fallback = net.families.filter((f) => f.narrowed !== undefined && f.exact === undefined);
+    const exact = net.families.filter((f) => f.exact !== undefined);
+    const key = JSON.stringify([fallback.map((f) => f.narrowed), exact.map((f) => f.narrowed)]);
     if (key === this.said) return;
     this.said = key;
-    if (narrowed.length === 0) {
+    if (fallback.length === 0) {
       this.deps.log.info(
-        { prefixes: net.prefixes },
+        {
+          prefixes: net.prefixes,
+          ...(exact.length === 0 ? {} : { oneByOne: exact.map((f) => f.narrowed) }),
+        },
         "the host firewall's forward accepts match the cluster's pod network",
       );
       return;
     }
     this.deps.log.warn(
-      { prefixes: net.prefixes, why: narrowed.map((f) => f.narrowed) },
-      "the host firewall's forward accepts match this node's pod CIDRs only, not every node's: one prefix over all of them would reach beyond the pods (why); a NodePort or LoadBalancer connection this node forwards to a pod on another node stays dropped by that firewall",
+      { prefixes: net.prefixes, why: fallback.map((f) => f.narrowed) },
+      `the host firewall's forward accepts match this node's pod CIDRs only, not every node's: one prefix over all of them would reach beyond the pods (why), and they are more than ${MAX_EXACT} prefixes one by one; a NodePort or LoadBalancer connection this node forwards to a pod on another node stays dropped by that firewall`,
     );
   }
 }

@@ -25,8 +25,10 @@ export {
 export { IptablesSaveError, parseIptablesSave, splitSaveLine } from './iptables-save.ts';
 export { hostLegacyIptables } from './legacy-host.ts';
 export {
+  aggregate,
   changesPodNetwork,
   type FamilyCover,
+  MAX_EXACT,
   type PodNetwork,
   type PodNetworkInput,
   podNetwork,

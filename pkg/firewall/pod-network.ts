@@ -39,9 +39,17 @@ export interface FamilyCover {
   family: Family;
   /** The smallest prefix holding every accepted pod CIDR of the family (this node's included). */
   cover: string;
-  /** Why the cover is not used (this node's own pod CIDRs are): it holds a node or a subnet. */
+  /** Why the cover is not used: it holds a node or a subnet, or mostly no pods. */
   narrowed?: string;
+  /**
+   * With `narrowed`: the pod CIDRs themselves, merged where they are siblings, when they are few
+   * enough (MAX_EXACT) to be accepted one by one; absent, this node's own pod CIDRs are accepted.
+   */
+  exact?: string[];
 }
+
+/** At most this many accepts per family and direction for the pod CIDRs one by one. */
+export const MAX_EXACT = 8;
 
 export interface PodNetwork {
   /** What the forward check accepts: per family the cover, or this node's pod CIDRs. */
@@ -63,27 +71,83 @@ export function podNetwork(input: PodNetworkInput): PodNetwork {
     }
     const cover = coverOf(cidrs);
     const narrowed = underlayIn(cover, input) ?? sparse(cover, cidrs);
-    families.push({ family, cover: formatCidr(cover), ...(narrowed === undefined ? {} : { narrowed }) });
-    if (narrowed === undefined) prefixes.push(formatCidr(cover));
-    else prefixes.push(...own);
+    if (narrowed === undefined) {
+      families.push({ family, cover: formatCidr(cover) });
+      prefixes.push(formatCidr(cover));
+      continue;
+    }
+    // The pod CIDRs themselves hold only pods (the planner refuses one holding a node or the
+    // underlay): accepted one by one when few, as two pools or a pod network inside the node's subnet
+    // give. Many scattered ones would be a rule each: this node's own then.
+    const exact = aggregate(cidrs).map(formatCidr);
+    if (exact.length <= MAX_EXACT) {
+      families.push({ family, cover: formatCidr(cover), narrowed, exact });
+      prefixes.push(...exact);
+    } else {
+      families.push({ family, cover: formatCidr(cover), narrowed });
+      prefixes.push(...own);
+    }
   }
   return { prefixes, families };
 }
 
+/** The fewest prefixes holding exactly the addresses of `cidrs` (one family): nested ones dropped, siblings merged. */
+export function aggregate(cidrs: readonly Cidr[]): Cidr[] {
+  const bits = familyBits(cidrs[0]!.family);
+  let list = [...cidrs].sort((a, b) =>
+    a.network < b.network ? -1 : a.network > b.network ? 1 : a.prefixLen - b.prefixLen,
+  );
+  for (let changed = true; changed; ) {
+    changed = false;
+    const next: Cidr[] = [];
+    for (const c of list) {
+      const last = next.at(-1);
+      if (last !== undefined && holds(last, c)) {
+        changed ||= last.prefixLen !== c.prefixLen || last.network !== c.network;
+        continue;
+      }
+      // Two halves of one prefix: that prefix.
+      if (last !== undefined && last.prefixLen === c.prefixLen && last.prefixLen > 0) {
+        const parentLen = last.prefixLen - 1;
+        const shift = BigInt(bits - parentLen);
+        if (last.network >> shift === c.network >> shift && last.network !== c.network) {
+          next[next.length - 1] = {
+            family: last.family,
+            network: (last.network >> shift) << shift,
+            prefixLen: parentLen,
+          };
+          changed = true;
+          continue;
+        }
+      }
+      next.push(c);
+    }
+    list = next;
+  }
+  return list;
+}
+
 /**
- * Whether a peer's change would change the pod network: a pod CIDR outside its family's cover, or an
- * InternalIP inside a cover still in use. Constant time, for per-node steps.
+ * Whether a peer's change would change the pod network: a pod CIDR outside its family's cover (or,
+ * accepted one by one, outside those), or an InternalIP inside a cover still in use. A few prefix
+ * tests, for per-node steps.
  */
 export function changesPodNetwork(
   net: PodNetwork,
   accepted: readonly string[],
   nodeIPs: readonly string[],
 ): boolean {
-  const covers = net.families.map((f) => ({ ...f, cidr: parseCidr(f.cover)! }));
+  const covers = net.families.map((f) => ({
+    ...f,
+    cidr: parseCidr(f.cover)!,
+    exactCidrs: f.exact?.map((e) => parseCidr(e)!),
+  }));
   for (const text of accepted) {
     const c = parseCidr(text, { strict: false });
     const f = c === undefined ? undefined : covers.find((x) => x.family === c.family);
-    if (c !== undefined && f !== undefined && !holds(f.cidr, c)) return true;
+    if (c === undefined || f === undefined) continue;
+    if (!holds(f.cidr, c)) return true;
+    if (f.exactCidrs !== undefined && !f.exactCidrs.some((e) => holds(e, c))) return true;
   }
   for (const text of nodeIPs) {
     const ip = parseIp(text);

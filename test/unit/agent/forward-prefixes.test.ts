@@ -3,7 +3,7 @@ import { describe, expect, it } from 'vitest';
 import { ForwardPrefixes } from '../../../pkg/agent/forward-prefixes.ts';
 
 function setup() {
-  const lines: { level: number; msg: string; why?: string[] }[] = [];
+  const lines: { level: number; msg: string; why?: string[]; oneByOne?: string[] }[] = [];
   const log = pino({ level: 'debug' }, { write: (s: string) => void lines.push(JSON.parse(s)) });
   const state = {
     accepted: undefined as string[] | undefined,
@@ -49,9 +49,24 @@ describe('ForwardPrefixes', () => {
     expect(prefixes.peerChanged(['10.244.3.0/24'], ['10.244.3.1'])).toBe(true);
   });
 
-  it("falls back to this node's pod CIDRs and says why once, at warn; says when the cover is used again", async () => {
+  it('a cover that would reach beyond the pods gives way to the pod CIDRs one by one, said once at info', async () => {
     const { prefixes, state, lines } = setup();
     state.accepted = ['10.244.1.0/24', '10.100.9.0/24'];
+    expect(await prefixes.current()).toEqual(['10.100.9.0/24', '10.244.1.0/24']);
+    expect(await prefixes.current()).toEqual(['10.100.9.0/24', '10.244.1.0/24']);
+    expect(lines.filter((l) => l.level === 40)).toEqual([]);
+    expect(lines.filter((l) => l.level === 30)).toMatchObject([
+      {
+        msg: "the host firewall's forward accepts match the cluster's pod network",
+        oneByOne: ['10.0.0.0/8 holds the InternalIP 10.100.0.11 of a node'],
+      },
+    ]);
+  });
+
+  it("falls back to this node's pod CIDRs when one by one they are too many, says why once at warn, and when the cover is used again", async () => {
+    const { prefixes, state, lines } = setup();
+    // Ten scattered /24s joined with 10.100.0.0/24's node addresses in one 10.0.0.0/8.
+    state.accepted = ['10.244.1.0/24', ...Array.from({ length: 9 }, (_, i) => `10.${100 + 2 * i}.9.0/24`)];
     expect(await prefixes.current()).toEqual(['10.244.1.0/24']);
     expect(await prefixes.current()).toEqual(['10.244.1.0/24']);
     const warned = lines.filter((l) => l.level === 40);
