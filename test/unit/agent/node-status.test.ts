@@ -28,6 +28,21 @@ const node = (over: Partial<ClusterNode> = {}): ClusterNode => ({
   resourceVersion: '10',
   ...over,
 });
+/** A reporter whose NetworkUnavailable writes stay in flight until the test ends them (writes[i]()). */
+function heldWrites() {
+  const writes: (() => void)[] = [];
+  const r = new NodeStatusReporter({
+    kube: {
+      annotateNode: async () => {},
+      setNetworkUnavailable: () => new Promise<void>((resolve) => writes.push(resolve)),
+    },
+    nodeName: 'n1',
+    log: pino({ level: 'silent' }),
+    signal: new AbortController().signal,
+  });
+  return { r, writes };
+}
+
 const vteps = [{ family: 4 as const, mac: '0a:00:00:00:00:01' }];
 const flush = () => new Promise((r) => setImmediate(r));
 
@@ -171,16 +186,7 @@ describe('NodeStatusReporter', () => {
   });
 
   it('a Node set True while its False is still being written is answered once the write is done', async () => {
-    const writes: (() => void)[] = [];
-    const r = new NodeStatusReporter({
-      kube: {
-        annotateNode: async () => {},
-        setNetworkUnavailable: () => new Promise<void>((resolve) => writes.push(resolve)),
-      },
-      nodeName: 'n1',
-      log: pino({ level: 'silent' }),
-      signal: new AbortController().signal,
-    });
+    const { r, writes } = heldWrites();
     // A re-created Node (True until the network plugin says otherwise): written False.
     r.networkUpFor(node({ uid: 'u2', networkUnavailable: 'NodeCreated' }));
     expect(writes).toHaveLength(1);
@@ -201,16 +207,7 @@ describe('NodeStatusReporter', () => {
   });
 
   it('a Node that came during the write but predates it does not use up the budget a real True a moment later needs', async () => {
-    const writes: (() => void)[] = [];
-    const r = new NodeStatusReporter({
-      kube: {
-        annotateNode: async () => {},
-        setNetworkUnavailable: () => new Promise<void>((resolve) => writes.push(resolve)),
-      },
-      nodeName: 'n1',
-      log: pino({ level: 'silent' }),
-      signal: new AbortController().signal,
-    });
+    const { r, writes } = heldWrites();
     r.networkUpFor(node({ uid: 'u2', networkUnavailable: 'NodeCreated' }));
     // A kubelet status update over the True we are answering, before our False lands.
     r.networkUpFor(node({ uid: 'u2', resourceVersion: '11', networkUnavailable: 'NodeCreated' }));
