@@ -15,6 +15,7 @@ import {
 } from '../../support/netns.ts';
 import { Testbed, testbedSkipReason } from '../../support/testbed/index.ts';
 import { within } from '../faults/support.ts';
+import { wireHandmadePod } from './hand-wired-pod.ts';
 
 /**
  * A hardened dual-stack node: net.ipv6.conf.default.disable_ipv6=1, IPv6 turned on again only on its
@@ -89,28 +90,6 @@ describe.skipIf(netnsSkipReason !== undefined)(
       };
     }
 
-    const disabled = (ns: TestNetns, dev: string): string =>
-      nsExec(ns.name, 'cat', [`/proc/sys/net/ipv6/conf/${dev}/disable_ipv6`]).trim();
-
-    function wirePod(node: TestNetns, pod: TestNetns, v4: string, v6: string): void {
-      ip(node.name, 'link', 'add', 'vpod', 'type', 'veth', 'peer', 'name', 'eth0', 'netns', pod.name);
-      // What the datapath does for a pod of an IPv6 pod CIDR on such a node (veth-sysctls.ts).
-      nsSysctl(node.name, 'net/ipv6/conf/vpod/disable_ipv6', '0');
-      nsSysctl(node.name, 'net.ipv6.conf.vpod.accept_dad', '0');
-      nsSysctl(pod.name, 'net.ipv6.conf.eth0.accept_dad', '0');
-      ip(node.name, 'link', 'set', 'vpod', 'up');
-      ip(pod.name, 'link', 'set', 'eth0', 'up');
-      ip(pod.name, 'addr', 'add', `${v4}/32`, 'dev', 'eth0');
-      ip(pod.name, 'addr', 'add', `${v6}/128`, 'dev', 'eth0', 'nodad');
-      ip(pod.name, 'route', 'add', '169.254.1.1', 'dev', 'eth0', 'scope', 'link');
-      ip(pod.name, 'route', 'add', 'default', 'via', '169.254.1.1', 'dev', 'eth0');
-      ip(pod.name, '-6', 'route', 'add', 'default', 'via', 'fe80::1', 'dev', 'eth0');
-      ip(node.name, 'addr', 'add', '169.254.1.1/32', 'dev', 'vpod');
-      ip(node.name, 'addr', 'add', 'fe80::1/64', 'dev', 'vpod', 'nodad');
-      ip(node.name, 'route', 'add', `${v4}/32`, 'dev', 'vpod', 'scope', 'link', 'proto', '126');
-      ip(node.name, '-6', 'route', 'add', `${v6}/128`, 'dev', 'vpod', 'proto', '126');
-    }
-
     beforeAll(() => {
       nodeA = pool.add('v6off-a');
       nodeB = pool.add('v6off-b');
@@ -133,8 +112,8 @@ describe.skipIf(netnsSkipReason !== undefined)(
         ip(ns.name, 'addr', 'add', v4, 'dev', 'eth0');
         ip(ns.name, 'addr', 'add', v6, 'dev', 'eth0', 'nodad');
       }
-      wirePod(nodeA, podA, '10.244.1.5', 'fd00:244:1::5');
-      wirePod(nodeB, podB, '10.244.2.5', 'fd00:244:2::5');
+      wireHandmadePod(nodeA, podA, '10.244.1.5', 'fd00:244:1::5', { ipv6On: true });
+      wireHandmadePod(nodeB, podB, '10.244.2.5', 'fd00:244:2::5', { ipv6On: true });
     });
 
     afterAll(() => {

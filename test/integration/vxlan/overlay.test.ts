@@ -19,6 +19,7 @@ import {
   nsSysctl,
   type TestNetns,
 } from '../../support/netns.ts';
+import { wireHandmadePod } from './hand-wired-pod.ts';
 
 /**
  * Two "nodes" on DIFFERENT subnets joined by a router namespace, a pod behind each node (a namespace on a
@@ -196,23 +197,6 @@ describe.skipIf(netnsSkipReason !== undefined)(
         .map((f) => `${f.mac} dst ${f.dst}`)
         .sort();
 
-    function wirePod(node: TestNetns, pod: TestNetns, v4: string, v6: string): void {
-      ip(node.name, 'link', 'add', 'vpod', 'type', 'veth', 'peer', 'name', 'eth0', 'netns', pod.name);
-      nsSysctl(node.name, 'net.ipv6.conf.vpod.accept_dad', '0');
-      nsSysctl(pod.name, 'net.ipv6.conf.eth0.accept_dad', '0');
-      ip(node.name, 'link', 'set', 'vpod', 'up');
-      ip(pod.name, 'link', 'set', 'eth0', 'up');
-      ip(pod.name, 'addr', 'add', `${v4}/32`, 'dev', 'eth0');
-      ip(pod.name, 'addr', 'add', `${v6}/128`, 'dev', 'eth0', 'nodad');
-      ip(pod.name, 'route', 'add', '169.254.1.1', 'dev', 'eth0', 'scope', 'link');
-      ip(pod.name, 'route', 'add', 'default', 'via', '169.254.1.1', 'dev', 'eth0');
-      ip(pod.name, '-6', 'route', 'add', 'default', 'via', 'fe80::1', 'dev', 'eth0');
-      ip(node.name, 'addr', 'add', '169.254.1.1/32', 'dev', 'vpod');
-      ip(node.name, 'addr', 'add', 'fe80::1/64', 'dev', 'vpod', 'nodad');
-      ip(node.name, 'route', 'add', `${v4}/32`, 'dev', 'vpod', 'scope', 'link', 'proto', '126');
-      ip(node.name, '-6', 'route', 'add', `${v6}/128`, 'dev', 'vpod', 'proto', '126');
-    }
-
     beforeAll(() => {
       router = pool.add('vx-r');
       nodeA = pool.add('vx-a');
@@ -239,8 +223,8 @@ describe.skipIf(netnsSkipReason !== undefined)(
         ip(node.name, 'route', 'add', 'default', 'via', rv4.split('/')[0]!);
         ip(node.name, '-6', 'route', 'add', 'default', 'via', rv6.split('/')[0]!);
       }
-      wirePod(nodeA, podA, '10.244.1.5', 'fd00:244:1::5');
-      wirePod(nodeB, podB, '10.244.2.5', 'fd00:244:2::5');
+      wireHandmadePod(nodeA, podA, '10.244.1.5', 'fd00:244:1::5');
+      wireHandmadePod(nodeB, podB, '10.244.2.5', 'fd00:244:2::5');
     });
 
     afterAll(() => {
