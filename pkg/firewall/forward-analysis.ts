@@ -14,7 +14,7 @@
  * calls a chain that hands packets to user space (`queue`) or jumps to a chain it did not read
  * undecided rather than blocking.
  */
-import { type Cidr, cidrsOverlap, parseCidr } from '../ip/index.ts';
+import { cidrHolds, cidrsOverlap, parseCidr } from '../ip/index.ts';
 import {
   type BaseChain,
   type ChainRef,
@@ -116,11 +116,6 @@ export function prefixOf(right: unknown): string | undefined {
   return undefined;
 }
 
-/** `outer` holds all of `inner`. */
-function covers(outer: Cidr, inner: Cidr): boolean {
-  return outer.prefixLen <= inner.prefixLen && cidrsOverlap(outer, inner);
-}
-
 function matchExpr(m: Record<string, unknown>, kind: PacketKind): Match {
   const op = m.op;
   const left = m.left as Record<string, Record<string, unknown>> | undefined;
@@ -139,7 +134,7 @@ function matchExpr(m: Record<string, unknown>, kind: PacketKind): Match {
     const cidr = text === undefined ? undefined : parseCidr(text, { strict: false });
     const pods = parseCidr(kind.podCIDR, { strict: false });
     if (cidr === undefined || pods === undefined) return 'maybe';
-    if (covers(cidr, pods)) return invert('always');
+    if (cidrHolds(cidr, pods)) return invert('always');
     return cidrsOverlap(cidr, pods) ? 'maybe' : invert('never');
   }
   if (left.meta !== undefined) {

@@ -15,6 +15,8 @@
 import {
   type Cidr,
   cidrContains,
+  cidrHolds,
+  cidrSize,
   cidrsOverlap,
   type Family,
   familyBits,
@@ -102,7 +104,7 @@ export function aggregate(cidrs: readonly Cidr[]): Cidr[] {
     const next: Cidr[] = [];
     for (const c of list) {
       const last = next.at(-1);
-      if (last !== undefined && holds(last, c)) {
+      if (last !== undefined && cidrHolds(last, c)) {
         changed ||= last.prefixLen !== c.prefixLen || last.network !== c.network;
         continue;
       }
@@ -146,8 +148,8 @@ export function changesPodNetwork(
     const c = parseCidr(text, { strict: false });
     const f = c === undefined ? undefined : covers.find((x) => x.family === c.family);
     if (c === undefined || f === undefined) continue;
-    if (!holds(f.cidr, c)) return true;
-    if (f.exactCidrs !== undefined && !f.exactCidrs.some((e) => holds(e, c))) return true;
+    if (!cidrHolds(f.cidr, c)) return true;
+    if (f.exactCidrs !== undefined && !f.exactCidrs.some((e) => cidrHolds(e, c))) return true;
   }
   for (const text of nodeIPs) {
     const ip = parseIp(text);
@@ -172,11 +174,6 @@ function coverOf(cidrs: readonly Cidr[]): Cidr {
   return { family: first.family, network: (first.network >> shift) << shift, prefixLen: len };
 }
 
-/** `outer` holds all of `inner`. */
-function holds(outer: Cidr, inner: Cidr): boolean {
-  return outer.prefixLen <= inner.prefixLen && cidrsOverlap(outer, inner);
-}
-
 /** Why accepting `cover` would open the underlay, if it would. */
 function underlayIn(cover: Cidr, input: PodNetworkInput): string | undefined {
   for (const text of input.nodeIPs) {
@@ -195,13 +192,8 @@ function underlayIn(cover: Cidr, input: PodNetworkInput): string | undefined {
 
 /** Why `cover` is mostly address space no pod CIDR holds, if it is (the pod CIDRs do not overlap). */
 function sparse(cover: Cidr, cidrs: readonly Cidr[]): string | undefined {
-  const bits = familyBits(cover.family);
-  const size = (c: Cidr): bigint => 1n << BigInt(bits - c.prefixLen);
-  // Each distinct CIDR once; nested ones are counted by the outer one.
-  const outer = cidrs.filter(
-    (c, i) => !cidrs.some((o, j) => (j < i || o.prefixLen < c.prefixLen) && j !== i && holds(o, c)),
-  );
-  const held = outer.reduce((sum, c) => sum + size(c), 0n);
-  if (held * 16n >= size(cover)) return undefined;
+  // Each address once: repeated and nested CIDRs merged away.
+  const held = aggregate(cidrs).reduce((sum, c) => sum + cidrSize(c), 0n);
+  if (held * 16n >= cidrSize(cover)) return undefined;
   return `${formatCidr(cover)} is mostly not pod CIDRs (they hold less than 1/16 of it)`;
 }

@@ -120,6 +120,11 @@ export function cidrContains(c: Cidr, ip: IpAddress): boolean {
   return c.family === ip.family && (ip.value & mask(c.family, c.prefixLen)) === c.network;
 }
 
+/** `outer` holds all of `inner` (same family; inner no wider). */
+export function cidrHolds(outer: Cidr, inner: Cidr): boolean {
+  return outer.prefixLen <= inner.prefixLen && cidrsOverlap(outer, inner);
+}
+
 export function cidrsOverlap(a: Cidr, b: Cidr): boolean {
   if (a.family !== b.family) return false;
   const m = mask(a.family, Math.min(a.prefixLen, b.prefixLen));

@@ -14,6 +14,7 @@ export {
   type Cidr,
   canonicalCidr,
   cidrContains,
+  cidrHolds,
   cidrProblem,
   cidrRange,
   cidrSize,

@@ -44,6 +44,7 @@ import { type Family, type RouteInfo, TRELLIS_ROUTE_PROTOCOL } from '../datapath
 import {
   type Cidr,
   cidrContains,
+  cidrHolds,
   cidrRange,
   cidrsOverlap,
   compareCidr,
@@ -664,7 +665,7 @@ function underlayConflict(
     return `contains ${whose} InternalIP ${formatIp({ family: c.family, value: ip.value })}`;
   }
   for (const { link, subnet } of local.subnets) {
-    if (subnet.family === c.family && c.prefixLen <= subnet.prefixLen && cidrsOverlap(subnet, c)) {
+    if (cidrHolds(c, subnet)) {
       return `contains ${formatCidr(subnet)}, a subnet connected to this node (${link.name})`;
     }
   }
