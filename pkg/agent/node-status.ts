@@ -83,7 +83,12 @@ export class NodeStatusReporter {
    * same object (a cloud controller, an etcd restore), it is put back, at most once every
    * REASSERT_MS: the node controller taints a node with it and no pod is scheduled there.
    */
-  networkUpFor(self: ClusterNode, free = false): void {
+  networkUpFor(self: ClusterNode): void {
+    this.judge(self, false);
+  }
+
+  /** networkUpFor; `free`: not counted against REASSERT_MS (freeJudgementUsed). */
+  private judge(self: ClusterNode, free: boolean): void {
     const uid = self.uid ?? '';
     if (this.writing) {
       this.cameWhileWriting = self;
@@ -121,7 +126,7 @@ export class NodeStatusReporter {
       if (again === undefined || this.signal.aborted) return;
       const free = !this.freeJudgementUsed;
       this.freeJudgementUsed = true;
-      this.networkUpFor(again, free);
+      this.judge(again, free);
     });
   }
 
