@@ -1,5 +1,6 @@
-import { dirname, join } from 'node:path';
+import { dirname, join, normalize } from 'node:path';
 import { parseArgs } from 'node:util';
+import { MTU_MIN } from '../cni/netconf.ts';
 import { IPV6_MIN_MTU } from '../datapath/ports.ts';
 import { errorText } from '../error-text.ts';
 import { parseRanges } from '../ipam/ipam.ts';
@@ -287,7 +288,7 @@ export function parseAgentConfig(
   const mtu =
     mtuSetting.raw !== undefined && parseDecimal(mtuSetting.raw) === 0
       ? 0
-      : int(mtuSetting, DEFAULTS.mtu, 68, 65535);
+      : int(mtuSetting, DEFAULTS.mtu, MTU_MIN, 65535);
   const vxlanVni = int(get('vxlan-vni', 'TRELLIS_VXLAN_VNI'), DEFAULTS.vxlanVni, 1, 16_777_215);
   const vxlanPort = int(get('vxlan-port', 'TRELLIS_VXLAN_PORT'), DEFAULTS.vxlanPort, 1, 65_535);
   const resyncMs = int(get('resync-seconds'), DEFAULTS.resyncMs / 1000, 1, 86_400) * 1000;
@@ -303,30 +304,31 @@ export function parseAgentConfig(
     );
   }
   const cniSource = get('cni-source-dir', 'TRELLIS_CNI_SOURCE_DIR');
-  const stateDir = values['state-dir'] ?? DEFAULTS.stateDir;
+  const stateDir = tidyPath(values['state-dir'] ?? DEFAULTS.stateDir);
+  const socket = tidyPath(values.socket ?? DEFAULTS.socket);
   const noMasq = values['no-masquerade-cidr'] ?? splitList(env.TRELLIS_NO_MASQUERADE_CIDRS);
   const config: AgentConfig = {
     podCIDRs: values['pod-cidr'] ?? [],
     nodeName: values['node-name'] ?? emptyToUndefined(env.NODE_NAME?.trim()),
     // The flag alone: $KUBECONFIG is a list, which loadKubeConfig reads itself (and names in its messages).
     kubeconfig: emptyToUndefined(values.kubeconfig),
-    socket: values.socket ?? DEFAULTS.socket,
+    socket,
     stateDir,
-    spoolDir: values['spool-dir'] ?? `${stateDir}/spool`,
-    cniConfDir: values['cni-conf-dir'] ?? DEFAULTS.cniConfDir,
-    cniBinDir: values['cni-bin-dir'] ?? DEFAULTS.cniBinDir,
-    cniSourceDir: cniSource.raw ?? '',
-    hostProc: values['host-proc'] ?? '',
-    netnsDir: values['netns-dir'] ?? '',
+    spoolDir: tidyPath(values['spool-dir'] ?? `${stateDir}/spool`),
+    cniConfDir: tidyPath(values['cni-conf-dir'] ?? DEFAULTS.cniConfDir),
+    cniBinDir: tidyPath(values['cni-bin-dir'] ?? DEFAULTS.cniBinDir),
+    cniSourceDir: tidyPath(cniSource.raw ?? ''),
+    hostProc: tidyPath(values['host-proc'] ?? ''),
+    netnsDir: tidyPath(values['netns-dir'] ?? ''),
     mode,
     mtu,
     vxlanVni,
     vxlanPort,
     metricsAddr,
     // The CLI reads $TRELLIS_ADMIN_SOCKET too: one ConfigMap key moves both ends.
-    adminSocket:
-      get('admin-socket', 'TRELLIS_ADMIN_SOCKET').raw ??
-      join(dirname(values.socket ?? DEFAULTS.socket), 'admin.sock'),
+    adminSocket: tidyPath(
+      get('admin-socket', 'TRELLIS_ADMIN_SOCKET').raw ?? join(dirname(socket), 'admin.sock'),
+    ),
     logLevel,
     noMasqueradeCIDRs: noMasq,
     publishCniConfig: values['no-cni-config'] !== true,
@@ -419,4 +421,16 @@ function splitList(v: string | undefined): string[] {
 
 function emptyToUndefined(v: string | undefined): string | undefined {
   return v === undefined || v === '' ? undefined : v;
+}
+
+/**
+ * An absolute path as the agent writes it into the CNI config and compares it: `/var/lib/trellis/`
+ * and `/run/trellis//cni.sock` name the same places as their tidy forms, but the config renderer
+ * (rightly) refuses a path that is not normalized, which failed every pass and kept the agent from
+ * ever becoming ready. Relative paths and '' are left as given, for the checks below to refuse or allow.
+ */
+function tidyPath(path: string): string {
+  if (!path.startsWith('/')) return path;
+  const n = normalize(path);
+  return n.length > 1 && n.endsWith('/') ? n.slice(0, -1) : n;
 }

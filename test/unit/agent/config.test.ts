@@ -1,5 +1,6 @@
 import { describe, expect, it } from 'vitest';
 import { ConfigError, parseAgentConfig, subcommandUsage } from '../../../pkg/agent/config.ts';
+import { renderConflist } from '../../../pkg/cniconf/render.ts';
 
 describe('parseAgentConfig', () => {
   it('standalone: pod CIDRs from flags, documented defaults, frozen', () => {
@@ -175,6 +176,43 @@ describe('parseAgentConfig', () => {
   ])('%s %s: a relative path is refused naming the flag, not an internal key', (flag, path) => {
     expect(() => parseAgentConfig([flag, path], {}, { requireNode: false })).toThrow(
       `${flag} must be an absolute path, got "${path}"`,
+    );
+  });
+
+  it('paths with a trailing slash or doubled slashes come out tidy, so the CNI config they go into renders', () => {
+    const c = parseAgentConfig(
+      [
+        '--state-dir',
+        '/var/lib/trellis/',
+        '--socket',
+        '/run/trellis//cni.sock',
+        '--cni-conf-dir',
+        '/etc/cni/net.d/',
+        '--cni-bin-dir',
+        '/opt/cni/./bin/',
+        '--netns-dir',
+        '/run/netns/',
+        '--host-proc',
+        '/host/proc/',
+      ],
+      {},
+      { requireNode: false },
+    );
+    expect(c).toMatchObject({
+      stateDir: '/var/lib/trellis',
+      spoolDir: '/var/lib/trellis/spool',
+      socket: '/run/trellis/cni.sock',
+      adminSocket: '/run/trellis/admin.sock',
+      cniConfDir: '/etc/cni/net.d',
+      cniBinDir: '/opt/cni/bin',
+      netnsDir: '/run/netns',
+      hostProc: '/host/proc',
+    });
+    // Before, `${stateDir}/spool` was /var/lib/trellis//spool, which the renderer refuses: every pass
+    // failed at publishing and the agent never became ready.
+    expect(() => renderConflist({ socket: c.socket, spoolDir: c.spoolDir, mtu: 1500 })).not.toThrow();
+    expect(parseAgentConfig(['--spool-dir', '/srv//spool/'], {}, { requireNode: false }).spoolDir).toBe(
+      '/srv/spool',
     );
   });
 
