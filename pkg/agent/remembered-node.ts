@@ -7,6 +7,7 @@
  */
 import { existsSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
+import { MTU_MIN } from '../cni/netconf.ts';
 import { writeFileAtomic } from '../cniconf/atomic.ts';
 import { parseIp } from '../ip/index.ts';
 import { parseRanges, usableIn } from '../ipam/ipam.ts';
@@ -31,7 +32,8 @@ export interface RememberedNode {
   internalIPs: string[];
 }
 
-const MIN_MTU = 576;
+/** What --mtu accepts (IPv4's minimum): a value the agent ran with is one it can start again from. */
+const MIN_MTU = MTU_MIN;
 const MAX_MTU = 65_535;
 
 export function renderRememberedNode(r: RememberedNode): string {

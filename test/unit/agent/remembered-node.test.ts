@@ -35,6 +35,11 @@ describe('parseRememberedNode', () => {
     expect(parseRememberedNode(renderRememberedNode(node), 'node-1')).toEqual({ ok: true, node });
   });
 
+  it('reads back an MTU below 576 that --mtu accepts (an IPv4-only cluster with TRELLIS_MTU=500)', () => {
+    const small = { ...node, podCIDRs: ['10.244.1.0/24'], mtu: 500, overhead: 0 };
+    expect(parseRememberedNode(renderRememberedNode(small), 'node-1')).toEqual({ ok: true, node: small });
+  });
+
   it('gives the pod CIDRs in canonical form', () => {
     const r = parseRememberedNode(text({ podCIDRs: ['FD00:10:244:1:0::/64'] }), 'node-1');
     expect(r.ok && r.node.podCIDRs).toEqual(['fd00:10:244:1::/64']);
@@ -48,7 +53,7 @@ describe('parseRememberedNode', () => {
     ['pod CIDRs not a list', text({ podCIDRs: '10.244.1.0/24' }), /podCIDRs is not a non-empty list/],
     ['a CIDR with host bits', text({ podCIDRs: ['10.244.1.1/24'] }), /10\.244\.1\.1\/24/],
     ['two IPv4 ranges', text({ podCIDRs: ['10.244.1.0/24', '10.244.2.0/24'] }), /two IPv4 ranges/],
-    ['an MTU too small', text({ mtu: 100 }), /mtu 100 is not an integer in 576-65535/],
+    ['an MTU too small', text({ mtu: 60 }), /mtu 60 is not an integer in 68-65535/],
     ['an MTU that is text', text({ mtu: '1500' }), /mtu "1500"/],
     ['a negative overhead', text({ overhead: -1 }), /overhead -1/],
     ['an unknown mode', text({ mode: 'ipip' }), /mode "ipip" is not one of host-gw, auto, vxlan/],
