@@ -1,5 +1,5 @@
 import { spawn } from 'node:child_process';
-import { existsSync } from 'node:fs';
+import { existsSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
 import { AGENT_BINARY, builtSkipReason } from '../../support/cni-driver.ts';
@@ -19,7 +19,12 @@ interface Run {
   lines: Record<string, unknown>[];
 }
 
-function uninstall(node: NodeHarness, waitSeconds: number, onLine?: (l: Record<string, unknown>) => void) {
+function uninstall(
+  node: NodeHarness,
+  waitSeconds: number,
+  onLine?: (l: Record<string, unknown>) => void,
+  wrap: string[] = [],
+) {
   const dir = node.agent.dir;
   const child = spawn(
     'ip',
@@ -27,6 +32,7 @@ function uninstall(node: NodeHarness, waitSeconds: number, onLine?: (l: Record<s
       'netns',
       'exec',
       node.host.name,
+      ...wrap,
       AGENT_BINARY,
       'uninstall',
       '--state-dir',
@@ -53,7 +59,8 @@ function uninstall(node: NodeHarness, waitSeconds: number, onLine?: (l: Record<s
       onLine?.(line);
     }
   });
-  return new Promise<Run>((resolve) => child.on('close', (code) => resolve({ code, lines })));
+  const run = new Promise<Run>((resolve) => child.on('close', (code) => resolve({ code, lines })));
+  return Object.assign(run, { child });
 }
 
 const title = 'uninstall waits for a running agent to stop, and gives up on one that does not';
@@ -85,6 +92,40 @@ describe.skipIf(skip !== undefined)(skip === undefined ? title : `${title} (skip
     expect(existsSync(join(node.agent.stateDir, 'agent.lock'))).toBe(true);
     const del = await node.del(id, pod.path);
     expect(del.code, del.stdout).toBe(0);
+  });
+
+  it('as PID 1 of its container, a SIGTERM while it waits ends it at once, the agent untouched', async () => {
+    node = new NodeHarness();
+    await node.start();
+    let waiting = false;
+    // PID 1 of a PID namespace of its own, as in the uninstall DaemonSet's container, where the kernel
+    // drops a signal PID 1 has no handler for: it waited out its whole --uninstall-wait-seconds.
+    const run = uninstall(
+      node,
+      60,
+      (l) => {
+        if (typeof l.msg === 'string' && l.msg.includes('waiting for it to stop')) waiting = true;
+      },
+      ['unshare', '--pid', '--fork', '--kill-child', '--'],
+    );
+    for (let i = 0; i < 300 && !waiting; i++) await new Promise((r) => setTimeout(r, 50));
+    expect(waiting).toBe(true);
+    // The uninstall as its PID namespace sees it: unshare's child.
+    const unsharePid = run.child.pid!;
+    const pid1 = Number(readFileSync(`/proc/${unsharePid}/task/${unsharePid}/children`, 'utf8').trim());
+    expect(readFileSync(`/proc/${pid1}/cmdline`, 'utf8')).toContain('uninstall');
+    const sent = Date.now();
+    process.kill(pid1, 'SIGTERM');
+    const done = await Promise.race([
+      run,
+      new Promise<'still waiting'>((r) => setTimeout(() => r('still waiting'), 20_000)),
+    ]);
+    expect(done).not.toBe('still waiting');
+    expect((done as Run).code).toBe(143);
+    expect(Date.now() - sent).toBeLessThan(20_000);
+    // Nothing was removed: the agent serves on.
+    expect(existsSync(node.agent.socket)).toBe(true);
+    expect(existsSync(join(node.agent.stateDir, 'agent.lock'))).toBe(true);
   });
 
   it('an agent that stops meanwhile: uninstall goes ahead once it is gone and removes everything', async () => {
