@@ -4,6 +4,7 @@ import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { type AgentConfig, ConfigError } from '../../pkg/agent/config.ts';
 import { cniSourceDirProblem, describeCniInstall, installCniBinaries } from '../../pkg/agent/host-setup.ts';
+import { BinaryRefusedError, MountNsUnreachable, pluginVersions } from '../../pkg/cniconf/index.ts';
 import type { Logger } from '../../pkg/observe/logger.ts';
 
 /** The CNI shim next to this build: dist/bin/trellis (from dist/cmd/agent or from a checkout). */
@@ -24,12 +25,52 @@ export async function runInstallCni(config: AgentConfig, log: Logger): Promise<n
     throw new ConfigError(`${config.names.cniSourceDir} ${config.cniSourceDir} ${sourceProblem}`);
   }
   mkdirSync(config.cniBinDir, { recursive: true });
-  const results = await installCniBinaries({
-    binDir: config.cniBinDir,
-    shimPath: findShim(config.cniSourceDir),
-    sourceDir: config.cniSourceDir,
-  });
+  const shimPath = findShim(config.cniSourceDir);
+  let results: Awaited<ReturnType<typeof installCniBinaries>>;
+  try {
+    results = await installCniBinaries({
+      binDir: config.cniBinDir,
+      shimPath,
+      sourceDir: config.cniSourceDir,
+      checkShim: shimRunsOnHost(config.hostProc, log),
+    });
+  } catch (err) {
+    if (!(err instanceof BinaryRefusedError)) throw err;
+    // The init container fails, so the rollout stops at this node, while the runtime keeps the shim
+    // that ran: the old agent's pods keep their DELs (spooled for the new agent) instead of every CNI
+    // call failing on a binary the host cannot start.
+    log.error(
+      { binary: err.path, from: shimPath, problem: err.problem },
+      `not installing the new CNI binary: it ${err.problem} on this node; the installed one was kept`,
+    );
+    return 1;
+  }
   const { fields, message } = describeCniInstall(results);
   log.info({ dir: config.cniBinDir, ...fields }, message);
   return 0;
+}
+
+/**
+ * The new shim must answer VERSION where the runtime will run it: in the host's mount namespace
+ * (--host-proc), whose glibc and page size may not be the image's. The agent checks this again before
+ * it publishes the config list, but by then an upgrade has already put the binary under the old list.
+ * Without --host-proc, or when that namespace cannot be entered, it runs in this container: a binary
+ * for another CPU or a broken copy is still caught.
+ */
+function shimRunsOnHost(hostProc: string, log: Logger): (copy: string) => Promise<string | undefined> {
+  const mountNs = hostProc === '' ? undefined : join(hostProc, '1', 'ns', 'mnt');
+  return async (copy) => {
+    let answer: Awaited<ReturnType<typeof pluginVersions>>;
+    try {
+      answer = await pluginVersions(copy, mountNs === undefined ? {} : { mountNs });
+    } catch (err) {
+      if (!(err instanceof MountNsUnreachable)) throw err;
+      log.warn(
+        { hostProc, error: err.message },
+        "cannot enter the host's mount namespace: the new CNI binary is checked in this container's own",
+      );
+      answer = await pluginVersions(copy);
+    }
+    return 'problem' in answer ? answer.problem : undefined;
+  };
 }

@@ -55,7 +55,8 @@ export function cniSourceDirProblem(dir: string): string | undefined {
 
 /**
  * `trellis-agent install-cni` (the init container). The trellis shim is always brought up to date:
- * replaced atomically (temp file + rename) unless identical. loopback and portmap are installed only
+ * replaced atomically (temp file + rename) unless identical, and only by one that passes `checkShim`
+ * (BinaryRefusedError otherwise, the installed shim kept). loopback and portmap are installed only
  * where the bin dir has no entry of that name, again atomically and never over one that appears
  * meanwhile; an existing one, whatever its bytes, mode or link target, is left exactly as it is.
  */
@@ -65,6 +66,8 @@ export async function installCniBinaries(opts: {
   /** Looked in first for loopback and portmap (the image stages all three in one directory). */
   sourceDir?: string;
   referenceDir?: string;
+  /** Runs the new shim (its complete copy in binDir) before it replaces the installed one: a problem, or undefined. */
+  checkShim?: (copy: string) => Promise<string | undefined>;
 }): Promise<CniBinaryResult[]> {
   const ref = opts.referenceDir ?? REFERENCE_PLUGIN_DIR;
   const pick = (name: string): string => {
@@ -89,7 +92,7 @@ export async function installCniBinaries(opts: {
   const out: CniBinaryResult[] = [
     {
       name: 'trellis',
-      outcome: await installBinary(opts.shimPath, opts.binDir, 'trellis'),
+      outcome: await installBinary(opts.shimPath, opts.binDir, 'trellis', opts.checkShim),
       from: opts.shimPath,
     },
   ];

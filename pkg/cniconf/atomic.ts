@@ -40,6 +40,19 @@ export class HostFileError extends Error {
   }
 }
 
+/** A new binary that failed the check it had to pass before it replaced the installed one. */
+export class BinaryRefusedError extends Error {
+  readonly path: string;
+  readonly problem: string;
+
+  constructor(path: string, problem: string) {
+    super(`the new ${path} ${problem}: the installed one was kept`);
+    this.name = 'BinaryRefusedError';
+    this.path = path;
+    this.problem = problem;
+  }
+}
+
 /** A plain file name: no directory parts, not hidden, not a temp name. */
 export function checkFileName(name: string): string {
   if (
@@ -104,6 +117,7 @@ async function placeAtomically(
   mode: number,
   fill: (tmp: string) => Promise<void>,
   exclusive = false,
+  check?: (tmp: string) => Promise<string | undefined>,
 ): Promise<boolean> {
   checkFileName(name);
   await mkdir(dir, { recursive: true, mode: 0o755 });
@@ -115,6 +129,8 @@ async function placeAtomically(
     await fill(tmp);
     await chmod(tmp, mode); // explicit: the process umask must not decide what the runtime may read
     await fsyncPath(tmp, 'r');
+    const problem = await check?.(tmp);
+    if (problem !== undefined) throw new BinaryRefusedError(dest, problem);
     if (!exclusive) await rename(tmp, dest);
     else {
       placed = await linkNoReplace(tmp, dest);
@@ -125,7 +141,7 @@ async function placeAtomically(
     }
   } catch (e) {
     await unlink(tmp).catch(() => undefined);
-    throw new HostFileError(dest, 'could not write', e);
+    throw e instanceof BinaryRefusedError ? e : new HostFileError(dest, 'could not write', e);
   }
   await syncDir(dir, `${name} is in place, but`);
   return placed;
@@ -223,10 +239,20 @@ export async function sameContent(a: string, b: string): Promise<boolean> {
   return ha === hb;
 }
 
-/** Copies src to dir/name atomically with mode (rename over a running binary is safe: no ETXTBSY). */
-export async function copyFileAtomic(src: string, dir: string, name: string, mode: number): Promise<void> {
+/**
+ * Copies src to dir/name atomically with mode (rename over a running binary is safe: no ETXTBSY).
+ * `check`: run on the complete copy before it takes the name; a problem it returns throws
+ * BinaryRefusedError, the copy removed and dir/name left as it was.
+ */
+export async function copyFileAtomic(
+  src: string,
+  dir: string,
+  name: string,
+  mode: number,
+  check?: (copy: string) => Promise<string | undefined>,
+): Promise<void> {
   await oneAtATime(dir, checkFileName(name), () =>
-    placeAtomically(dir, name, mode, (tmp) => copyFile(src, tmp)),
+    placeAtomically(dir, name, mode, (tmp) => copyFile(src, tmp), false, check),
   );
 }
 

@@ -118,19 +118,21 @@ export async function removeConflist(dir: string, fileName: string): Promise<'re
 /**
  * Installs src as destDir/name with mode 0755: copied to a temp name in destDir, fsynced, renamed over the
  * old binary. Running copies keep executing the old inode, so a busy binary never fails with ETXTBSY.
- * 'unchanged' when the installed file has the same size, SHA-256 and mode.
+ * 'unchanged' when the installed file has the same size, SHA-256 and mode. `check` runs on the copy
+ * before the rename (copyFileAtomic): a new binary that fails it never replaces the old one.
  */
 export async function installBinary(
   src: string,
   destDir: string,
   name: string,
+  check?: (copy: string) => Promise<string | undefined>,
 ): Promise<'installed' | 'unchanged'> {
   const dest = join(destDir, name);
   if (await sameContent(src, dest)) {
     const st = await stat(dest);
     if ((st.mode & 0o7777) === 0o755) return 'unchanged';
   }
-  await copyFileAtomic(src, destDir, name, 0o755);
+  await copyFileAtomic(src, destDir, name, 0o755, check);
   return 'installed';
 }
 

@@ -4,6 +4,8 @@ import {
   existsSync,
   mkdirSync,
   mkdtempSync,
+  readdirSync,
+  readFileSync,
   rmSync,
   symlinkSync,
   writeFileSync,
@@ -190,6 +192,47 @@ describe.skipIf(skip !== undefined)(
       await within(10_000, 'the problem in status', () =>
         (status(agent).cniBinaryProblems ?? []).some((p) => p.problem === dangling),
       );
+    });
+
+    it('install-cni keeps the installed trellis when the new one cannot start on the host, and installs it where it can', () => {
+      // An upgrade whose binary runs in the image but not on the host (its interpreter or loader only
+      // in the container): put under the old list, it would fail every pod, DELs included.
+      const nodeBin = join(dir, 'upgrade', 'bin');
+      const image = join(dir, 'upgrade', 'image');
+      // An interpreter directory of its own: the first test gives the host `interp`'s shell.
+      const imageInterp = join(dir, 'upgrade', 'interp');
+      for (const d of [nodeBin, image, imageInterp]) mkdirSync(d, { recursive: true });
+      copyFileSync(SHIM_BINARY, join(nodeBin, 'trellis'));
+      const installed = readFileSync(join(nodeBin, 'trellis'));
+      writeFileSync(join(image, 'trellis'), `#!${imageInterp}/sh\necho '${VERSION_REPLY}'\n`, {
+        mode: 0o755,
+      });
+      const hostProc = join(dir, 'host-proc');
+      const installCni = (extra: string[]) => {
+        const argv = [
+          ...ownMounts(imageInterp, ' && cp /bin/sh "$0/sh"'),
+          AGENT_BINARY,
+          'install-cni',
+          `--cni-bin-dir=${nodeBin}`,
+          `--cni-source-dir=${image}`,
+          ...extra,
+        ];
+        return spawnSync(argv[0]!, argv.slice(1), { encoding: 'utf8', timeout: 60_000 });
+      };
+      const refused = installCni([`--host-proc=${hostProc}`]);
+      expect(refused.status, refused.stdout + refused.stderr).toBe(1);
+      const line = JSON.parse(refused.stdout.trim().split('\n').at(-1)!) as Record<string, unknown>;
+      expect(line).toMatchObject({
+        level: 'error',
+        binary: join(nodeBin, 'trellis'),
+        problem: expect.stringContaining("cannot be executed in the runtime's mount namespace"),
+      });
+      expect(readFileSync(join(nodeBin, 'trellis')).equals(installed)).toBe(true);
+      expect(readdirSync(nodeBin)).toEqual(['trellis']);
+      // Checked in its own namespace (no --host-proc), where the interpreter is: installed.
+      const done = installCni([]);
+      expect(done.status, done.stdout + done.stderr).toBe(0);
+      expect(readFileSync(join(nodeBin, 'trellis'), 'utf8')).toContain(VERSION_REPLY);
     });
 
     it('another network’s config that sorts first is named in the log and status until it goes (the metric: unit tests)', async () => {

@@ -21,6 +21,7 @@ import {
   describeCniInstall,
   installCniBinaries,
 } from '../../../pkg/agent/host-setup.ts';
+import { BinaryRefusedError } from '../../../pkg/cniconf/index.ts';
 import { repoRoot } from '../manifests/support.ts';
 
 /**
@@ -42,11 +43,14 @@ beforeEach(() => {
     writeFileSync(join(src, name), `#!/bin/sh\necho image ${name}\n`);
     chmodSync(join(src, name), 0o755);
   }
+  // install-cni runs VERSION on a new trellis before it takes the installed one's place.
+  writeFileSync(join(src, 'trellis'), `#!/bin/sh\n# image trellis\necho '${VERSION_REPLY}'\n`);
 });
 afterEach(() => {
   rmSync(tmp, { recursive: true, force: true });
 });
 
+const VERSION_REPLY = '{"cniVersion":"1.0.0","supportedVersions":["0.4.0","1.0.0"]}';
 const sha = (p: string) => createHash('sha256').update(readFileSync(p)).digest('hex');
 // referenceDir: no fallback to this host's /usr/lib/cni, so a missing source stays missing.
 const install = () =>
@@ -132,6 +136,51 @@ describe('installCniBinaries', () => {
   });
 });
 
+describe('the new trellis is checked before it replaces the installed one', () => {
+  const installChecked = (checkShim: (copy: string) => Promise<string | undefined>) =>
+    installCniBinaries({
+      binDir: bin,
+      shimPath: join(src, 'trellis'),
+      sourceDir: src,
+      referenceDir: join(tmp, 'no-reference-plugins'),
+      checkShim,
+    });
+
+  it('a refused one leaves the installed trellis as it was, and no copy behind', async () => {
+    writeFileSync(join(bin, 'trellis'), '#!/bin/sh\necho old trellis\n');
+    chmodSync(join(bin, 'trellis'), 0o755);
+    const old = { sha: sha(join(bin, 'trellis')), ino: statSync(join(bin, 'trellis')).ino };
+    const seen: { path: string; sha: string; mode: number }[] = [];
+    const refusal = installChecked(async (copy) => {
+      seen.push({ path: copy, sha: sha(copy), mode: statSync(copy).mode & 0o7777 });
+      return 'exited with status 1: cannot run here';
+    });
+    await expect(refusal).rejects.toBeInstanceOf(BinaryRefusedError);
+    await expect(refusal).rejects.toThrow(
+      `the new ${join(bin, 'trellis')} exited with status 1: cannot run here: the installed one was kept`,
+    );
+    // The check ran on the complete copy, in the bin dir, as it would be installed.
+    expect(seen).toEqual([
+      { path: expect.stringContaining(`${bin}/.trellis.`), sha: sha(join(src, 'trellis')), mode: 0o755 },
+    ]);
+    expect(sha(join(bin, 'trellis'))).toBe(old.sha);
+    expect(statSync(join(bin, 'trellis')).ino).toBe(old.ino);
+    expect(readdirSync(bin)).toEqual(['trellis']);
+  });
+
+  it('one that passes is installed; an unchanged one is not run again', async () => {
+    let runs = 0;
+    const pass = async () => {
+      runs += 1;
+      return undefined;
+    };
+    expect(outcomes(await installChecked(pass))).toMatchObject({ trellis: 'installed' });
+    expect(sha(join(bin, 'trellis'))).toBe(sha(join(src, 'trellis')));
+    expect(outcomes(await installChecked(pass))).toMatchObject({ trellis: 'unchanged' });
+    expect(runs).toBe(1);
+  });
+});
+
 describe('an explicit CNI source dir', () => {
   it('must exist, be a directory and hold trellis', () => {
     expect(cniSourceDirProblem(src)).toBeUndefined();
@@ -189,6 +238,29 @@ describe('trellis-agent install-cni (the init container command)', () => {
     expect(noShim.status, noShim.stdout).toBe(2);
     expect(noShim.stderr).toBe(`trellis-agent: --cni-source-dir ${src} holds no trellis binary\n`);
     expect(readdirSync(bin)).toEqual([]);
+  });
+
+  it('a new trellis that does not answer VERSION: exit 1, an error line saying why, the installed one kept', () => {
+    writeFileSync(join(bin, 'trellis'), '#!/bin/sh\necho old trellis\n');
+    chmodSync(join(bin, 'trellis'), 0o755);
+    const old = sha(join(bin, 'trellis'));
+    // A build for another CPU, say: here, a binary that dies at start.
+    writeFileSync(join(src, 'trellis'), '#!/bin/sh\necho "cannot execute binary file" >&2\nexit 126\n');
+    const r = installCni([`--cni-bin-dir=${bin}`, `--cni-source-dir=${src}`]);
+    expect(r.status, r.stdout + r.stderr).toBe(1);
+    const lines = r.stdout
+      .trim()
+      .split('\n')
+      .map((l) => JSON.parse(l) as Record<string, unknown>);
+    expect(lines.at(-1)).toMatchObject({
+      level: 'error',
+      binary: join(bin, 'trellis'),
+      from: join(src, 'trellis'),
+      problem: 'exited with status 126: cannot execute binary file',
+      msg: 'not installing the new CNI binary: it exited with status 126: cannot execute binary file on this node; the installed one was kept',
+    });
+    expect(sha(join(bin, 'trellis'))).toBe(old);
+    expect(readdirSync(bin)).toEqual(['trellis']);
   });
 
   it('a relative --cni-bin-dir: exit 2 naming the flag', () => {

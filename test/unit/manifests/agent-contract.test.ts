@@ -121,7 +121,7 @@ describe.skipIf(kubectlSkipReason !== undefined)(
       expect(sub).toBe('install-cni');
       expect(USAGE).toContain('trellis-agent install-cni');
       const config = parseAgentConfig(rest, { ...imageEnv(), NODE_NAME: 'node-a' }, { requireNode: false });
-      expect(init.volumeMounts?.map((m) => m.mountPath)).toEqual([config.cniBinDir]);
+      expect(init.volumeMounts?.map((m) => m.mountPath)).toEqual([config.cniBinDir, config.hostProc]);
       expect(config.cniSourceDir).toBe('/app/cni-bin');
     });
 

@@ -236,10 +236,14 @@ describe.skipIf(kubectlSkipReason !== undefined)(
       const init = installCni();
       expect(init, 'init container install-cni').toBeDefined();
       expect(init!.command).toEqual(['/app/dist/bin/trellis-agent', 'install-cni']);
-      expect(init!.args).toEqual(['--cni-bin-dir=/opt/cni/bin']);
+      // --host-proc: the new shim answers VERSION in the host's mount namespace before it is installed.
+      expect(init!.args).toEqual(['--cni-bin-dir=/opt/cni/bin', '--host-proc=/host/proc']);
       expect(init!.image).toBe(agent().image);
       // The config list is the agent's job once ready; the init container has no way to the conf dir.
-      expect((init!.volumeMounts ?? []).map((m) => m.mountPath)).toEqual(['/opt/cni/bin']);
+      expect((init!.volumeMounts ?? []).map((m) => [m.mountPath, m.readOnly === true])).toEqual([
+        ['/opt/cni/bin', false],
+        ['/host/proc', true],
+      ]);
       expect(podSpec().initContainers).toHaveLength(1);
     });
 
