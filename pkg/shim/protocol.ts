@@ -87,7 +87,9 @@ export function encodeRequest(env: Readonly<Record<string, string | undefined>>,
     throw new CniError(
       CniCode.BAD_REQUEST,
       `CNI request is too large for the trellis agent: ${size} bytes, limit ${MAX_REQUEST_BYTES}`,
-      'the network configuration on stdin (with prevResult) must stay under 1 MiB',
+      // The line holds stdin as a JSON string, where every " and \ of it doubles: a config just under
+      // 1 MiB can make a line over it.
+      `the request carries the network configuration on stdin (with prevResult; ${utf8Length(stdin)} bytes) escaped as a JSON string, beside the CNI_* variables: keep the configuration well under 1 MiB`,
     );
   }
   return `${line}\n`;

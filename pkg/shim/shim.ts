@@ -9,7 +9,7 @@
  *                    an ADD waits for an unreachable or hung-up agent first while its ready marker
  *                    is fresh (a restart: STATUS says ready meanwhile, so the runtime sends pods),
  *                    bounded;
- *   STATUS           agent unreachable or hung up -> 50 (plugin not available); no answer in time -> 105;
+ *   STATUS           agent unreachable, hung up or no answer in time -> 50 (plugin not available);
  *                    either way success while the agent's ready marker is fresh: a restart, not an
  *                    outage (ready-marker.ts);
  *   DEL              unreachable, hung up or no answer in time -> spool the DEL and report success:

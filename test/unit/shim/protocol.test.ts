@@ -69,6 +69,24 @@ describe('request encoding', () => {
     expect(() => encodeRequest(env, big)).toThrow(/too large.*limit 1048576/);
     expect(codeOf(() => encodeRequest(env, 'x'.repeat(MAX_REQUEST_BYTES - 300)))).toBe('no error');
   });
+
+  it('says why a config under 1 MiB can make a line over it: its quotes double as a JSON string', () => {
+    // A prevResult's long list, say: two quotes in every four bytes.
+    const config = JSON.stringify({ list: Array.from({ length: 200_000 }, () => 'a') });
+    expect(config.length).toBeLessThan(MAX_REQUEST_BYTES);
+    const err = (() => {
+      try {
+        encodeRequest(env, config);
+      } catch (e) {
+        return e as CniError;
+      }
+      return undefined;
+    })();
+    expect(err?.code).toBe(CniCode.BAD_REQUEST);
+    expect(err?.details).toBe(
+      `the request carries the network configuration on stdin (with prevResult; ${config.length} bytes) escaped as a JSON string, beside the CNI_* variables: keep the configuration well under 1 MiB`,
+    );
+  });
 });
 
 describe('request decoding rejects malformed lines with BAD_REQUEST', () => {
