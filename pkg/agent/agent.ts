@@ -6,6 +6,7 @@ import { addAttachment } from '../datapath/add.ts';
 import { BackgroundDeleter } from '../datapath/background-deleter.ts';
 import { KeyedMutex } from '../datapath/keyed-mutex.ts';
 import { attachmentKey, attachmentOfKey, hostVethName, leaseLogFields } from '../datapath/names.ts';
+import { leaseNetnsLive } from '../datapath/netns-identity.ts';
 import {
   type Family,
   IPV6_MIN_MTU,
@@ -265,11 +266,12 @@ export class Agent {
   }
 
   /**
-   * Whether a pod's namespace path names a live network namespace, as the agent's own sweeps judge
-   * it (through --host-proc for /proc/PID paths, and a namespace, not merely a file): for doctor.
+   * Whether a lease's pod namespace is still there, as the agent's own sweeps judge it (through
+   * --host-proc for /proc/PID paths, a namespace and not merely a file, and the one ADD used where
+   * the lease records it): for doctor.
    */
-  netnsAlive(path: string): boolean {
-    return this.ports.netns.isNetns(path);
+  netnsAlive(lease: Lease): boolean {
+    return leaseNetnsLive(lease, this.ports.netns);
   }
 
   /** The uid of this node's Node object as the cache holds it (undefined standalone or before the list). */
@@ -349,7 +351,7 @@ export class Agent {
           ? mutex.run(attachmentKey(lease), work)
           : locked(lease.containerId, lease.ifname, work);
       },
-      netnsAlive: (path) => this.ports.netns.isNetns(path),
+      netnsLive: (lease) => leaseNetnsLive(lease, this.ports.netns),
       reattach: (lease) => this.reattach(lease),
     });
     this.deleter = new BackgroundDeleter((name, error) =>

@@ -1,5 +1,6 @@
 import { repairHostSides } from '../datapath/host-side.ts';
 import { hostVethName, leaseLogFields } from '../datapath/names.ts';
+import { namedByPid } from '../datapath/netns-identity.ts';
 import type { NetlinkHandle } from '../datapath/ports.ts';
 import { errorText } from '../error-text.ts';
 import type { Lease } from '../ipam/index.ts';
@@ -8,8 +9,11 @@ import type { Logger } from '../observe/logger.ts';
 export interface HostSideCheckOptions {
   /** Runs a repair under the attachment's lock while its lease is current (repairHostSides). */
   whileLeased?: Parameters<typeof repairHostSides>[3];
-  /** Whether a pod's namespace still exists (its pod runs). */
-  netnsAlive?: (path: string) => boolean;
+  /**
+   * Whether a lease's pod namespace is still there, the one ADD used (leaseNetnsLive): a pair is
+   * made again only into that namespace.
+   */
+  netnsLive?: (lease: Lease) => boolean;
   /**
    * Sets a running pod's veth pair up again from its lease, as ADD did (called under the lock, for
    * a lease still held). Without it such a pod is only reported.
@@ -63,10 +67,10 @@ export class HostSideCheck {
    * Without `reattach`, or when that fails, it is said once a lease, with what to do.
    */
   async #reattachVethless(vethless: readonly Lease[]): Promise<void> {
-    const { whileLeased, netnsAlive, reattach } = this.#opts;
+    const { whileLeased, netnsLive, reattach } = this.#opts;
     const now = new Set<string>();
     for (const lease of vethless) {
-      if (lease.netns === undefined || netnsAlive?.(lease.netns) !== true) continue;
+      if (!mayRemakePair(lease, netnsLive)) continue;
       const id = leaseId(lease);
       if (this.#saidVethless.has(id)) {
         now.add(id);
@@ -130,6 +134,19 @@ export class HostSideCheck {
       );
     }
   }
+}
+
+/**
+ * Whether a veth pair may be made again for a lease whose veth is gone: its pod's namespace is still
+ * there, and it is the pod's. A lease that records which namespace ADD used (netnsId) is checked
+ * against it; one that does not (written before trellis kept it, or rebuilt from the kernel) is taken
+ * at its path's word, except a path named by PID (cri-dockerd's /proc/PID/ns/net): after a reboot or
+ * a lost DEL that PID may be any process's, and the pair would give another namespace the pod's
+ * address and default route.
+ */
+export function mayRemakePair(lease: Lease, netnsLive: ((lease: Lease) => boolean) | undefined): boolean {
+  if (lease.netns === undefined || netnsLive?.(lease) !== true) return false;
+  return lease.netnsId !== undefined || !namedByPid(lease.netns);
 }
 
 /** A lease's identity for the reports: its attachment and creation (a new ADD of the key is another). */

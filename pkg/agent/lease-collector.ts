@@ -1,5 +1,6 @@
 import { removeHostVeths } from '../datapath/gc.ts';
 import { hostVethName, shortId } from '../datapath/names.ts';
+import { leaseNetnsLive } from '../datapath/netns-identity.ts';
 import type { DatapathDeps } from '../datapath/types.ts';
 import type { Lease } from '../ipam/index.ts';
 import type { K8sClient } from '../k8s/index.ts';
@@ -48,7 +49,7 @@ export async function collectLeases(opts: {
     const stale = staleLeases(
       leases,
       pods.items,
-      (p) => datapath.netns.isNetns(p),
+      (l) => leaseNetnsLive(l, datapath.netns),
       opts.busy,
       (l) => links.has(hostVethName(l.containerId, l.ifname)),
     );

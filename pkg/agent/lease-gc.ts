@@ -21,7 +21,8 @@ export interface PodOnNode {
 export function staleLeases(
   leases: readonly Lease[],
   podsOnNode: readonly PodOnNode[],
-  netnsExists: (path: string) => boolean,
+  /** Whether the lease's pod namespace is still there (leaseNetnsLive: its path names the one ADD used). */
+  netnsLive: (l: Lease) => boolean,
   busy: ReadonlySet<string>,
   /**
    * Whether the attachment's host veth exists: a lease without a namespace path (one rebuilt from
@@ -36,7 +37,7 @@ export function staleLeases(
     if (busy.has(attachmentKey(l))) return false;
     const known = l.podNamespace !== undefined && l.podName !== undefined;
     const nameRuns = known && running.has(`${l.podNamespace}/${l.podName}`);
-    const netnsGone = l.netns !== undefined && l.netns !== '' && !netnsExists(l.netns);
+    const netnsGone = l.netns !== undefined && l.netns !== '' && !netnsLive(l);
     if (nameRuns && l.podUid !== undefined && runningUids.has(l.podUid)) {
       // The pod runs, but this may be a sandbox before its current one (the runtime recreated it and
       // never sent DEL for the old). Its namespace AND its host veth both gone: no sandbox of the pod

@@ -7,6 +7,7 @@ import { hostSideSteps } from './host-side.ts';
 import { readAttachment } from './inspect.ts';
 import { podMac, randomMac } from './mac.ts';
 import { hostVethName, otherNetworkOf } from './names.ts';
+import { netnsIdentityOfFd } from './netns-identity.ts';
 import { isOwnNetnsFd } from './own-netns.ts';
 import { type PodRoute, PRIMARY_IFNAME, podRoutes, withoutHeldDefaults } from './pod-routes.ts';
 import { podSideSteps } from './pod-side.ts';
@@ -110,7 +111,9 @@ async function addInNetns(
       `${req.ifname} of container ${req.containerId} is attached to network ${JSON.stringify(existingNetwork)} already: network ${JSON.stringify(req.network)} needs a CNI_IFNAME of its own`,
     );
   }
-  const existing = leased ?? restoreHeld(deps, req);
+  // Which namespace the path names now: the lease keeps it (netns-identity.ts).
+  const meta = leaseMeta(req, netnsIdentityOfFd(deps.netns, nsFd));
+  const existing = leased ?? restoreHeld(deps, req, meta);
   if (existing !== undefined && existing.netns === req.netns) {
     // A repeated ADD for an attachment that is fully in place answers with what is there.
     const current = await readAttachment(deps, req, existing.addresses);
@@ -120,7 +123,7 @@ async function addInNetns(
   const undo = new UndoStack();
   try {
     // The lease's fsyncs run on the thread pool while the pod is set up; awaited before answering.
-    const { lease, durable } = deps.ipam.allocateDeferred(key, leaseMeta(req));
+    const { lease, durable } = deps.ipam.allocateDeferred(key, meta);
     if (existing === undefined) undo.push('release lease', () => void deps.ipam.release(key));
     const synced = durable.then(
       () => undefined,
@@ -239,7 +242,7 @@ async function addInNetns(
  * cannot free them. Undefined when nothing is held. Refused when they cannot be given back (outside
  * the pod CIDRs now, say): the runtime's DEL frees them, and its next ADD starts afresh.
  */
-function restoreHeld(deps: DatapathDeps, req: AttachRequest): Lease | undefined {
+function restoreHeld(deps: DatapathDeps, req: AttachRequest, meta: LeaseMeta): Lease | undefined {
   const key = { containerId: req.containerId, ifname: req.ifname };
   const held = deps.ipam.heldAddresses(key);
   if (held.length === 0) return undefined;
@@ -247,7 +250,7 @@ function restoreHeld(deps: DatapathDeps, req: AttachRequest): Lease | undefined 
     return deps.ipam.restore(
       key,
       held.map((a) => a.address),
-      leaseMeta(req),
+      meta,
     );
   } catch (err) {
     throw new CniError(
@@ -260,9 +263,10 @@ function restoreHeld(deps: DatapathDeps, req: AttachRequest): Lease | undefined 
 }
 
 /** What the lease records of the request: where the pod is and who it is. */
-function leaseMeta(req: AttachRequest): LeaseMeta {
+function leaseMeta(req: AttachRequest, netnsId: string | undefined): LeaseMeta {
   return {
     netns: req.netns,
+    ...(netnsId === undefined ? {} : { netnsId }),
     podNamespace: req.pod?.namespace,
     podName: req.pod?.name,
     podUid: req.pod?.uid,

@@ -2,6 +2,7 @@ import { CniCode, CniError, toCniError } from '../cni/errors.ts';
 import type { Lease } from '../ipam/index.ts';
 import { deleteLinkIfNamed } from './delete-link.ts';
 import { attachmentKey, attachmentOfKey, hostVethName, isHostVethName } from './names.ts';
+import { leaseNetnsLive } from './netns-identity.ts';
 import { TRELLIS_ROUTE_PROTOCOL } from './ports.ts';
 import { isPreparedName } from './prepared-pairs.ts';
 import type { AttachmentKey, DatapathDeps } from './types.ts';
@@ -211,7 +212,8 @@ export async function sweepOrphans(
   const releasedLeases: Lease[] = [];
   for (const lease of deps.ipam.list()) {
     const name = hostVethName(lease.containerId, lease.ifname);
-    const nsGone = lease.netns === undefined || lease.netns === '' || !deps.netns.isNetns(lease.netns);
+    // Gone also when its path names another namespace now (a reused PID, a reboot): netns-identity.ts.
+    const nsGone = !leaseNetnsLive(lease, deps.netns);
     if (nsGone && !links.has(name) && deps.ipam.release(lease)) releasedLeases.push(lease);
   }
   const heldFromKernel: NonNullable<GcOutcome['heldFromKernel']> = [];

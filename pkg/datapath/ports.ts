@@ -289,6 +289,11 @@ export interface NetnsPort {
   closeFd(fd: number): void;
   /** The namespace an fd from openNetnsFd is open on, as "dev:ino" of its nsfs inode. */
   namespaceId(fd: number): string;
+  /**
+   * This boot's id (/proc/sys/kernel/random/boot_id): with namespaceId, which namespace a lease's
+   * path named at ADD (netns-identity.ts). Undefined where it cannot be read (and in test doubles).
+   */
+  readonly bootId?: string;
   /** Synchronous /proc/sys write inside the namespace at path, e.g. ('net/ipv6/conf/eth0/accept_dad', '0'). */
   writeSysctlIn(path: string, key: string, value: string): void;
   /** writeSysctlIn of each [key, value] in turn through an fd from openNetnsFd, one entry into the namespace. */

@@ -402,11 +402,15 @@ class StoreIpam implements Ipam {
    * A repeated ADD fills in what the record lacks. An ADD of the same attachment in another namespace
    * (a runtime reusing a container id after a lost DEL) moves it there, veth and all, so `netns`
    * follows: a record left naming the old one would fail every later ADD's idempotence check, and the
-   * sweeps would judge the pod's liveness by a namespace it left.
+   * sweeps would judge the pod's liveness by a namespace it left. `netnsId` follows the namespace the
+   * ADD opened: another one (also at the same path), or none known when the path moved.
    */
   #fillMeta(owner: string, lease: Lease, meta: LeaseMeta): Lease {
+    const moved = typeof meta.netns === 'string' && lease.netns !== undefined && lease.netns !== meta.netns;
     const given = (f: (typeof META_FIELDS)[number]) =>
-      typeof meta[f] === 'string' && (lease[f] === undefined || (f === 'netns' && lease[f] !== meta[f]));
+      f === 'netnsId'
+        ? meta.netnsId !== lease.netnsId && (typeof meta.netnsId === 'string' || moved)
+        : typeof meta[f] === 'string' && (lease[f] === undefined || (f === 'netns' && lease[f] !== meta[f]));
     const changed = META_FIELDS.filter(given);
     // The config's MTU follows a repeated ADD's, as the pod's veth does (ADD sets it on a pair it keeps).
     const mtuChanged = meta.mtu !== lease.mtu && (meta.mtu !== undefined || lease.mtu !== undefined);

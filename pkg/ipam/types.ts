@@ -14,6 +14,13 @@ export interface LeasedAddress {
 
 export interface LeaseMeta {
   netns?: string;
+  /**
+   * Which namespace `netns` named at ADD: "<boot id>/<nsfs dev>:<ino>" (netns-identity.ts). A path
+   * can name another namespace later (cri-dockerd's /proc/PID/ns/net once the PID is reused, or
+   * after a reboot): a pod's namespace is still there only while the path names this one. Absent in
+   * records written before it was kept, in ones rebuilt from the kernel, and where it could not be read.
+   */
+  netnsId?: string;
   podNamespace?: string;
   podName?: string;
   podUid?: string;
@@ -58,4 +65,4 @@ export interface LoadReport {
   unowned?: string[];
 }
 
-export const META_FIELDS = ['netns', 'podNamespace', 'podName', 'podUid', 'network'] as const;
+export const META_FIELDS = ['netns', 'netnsId', 'podNamespace', 'podName', 'podUid', 'network'] as const;

@@ -1,4 +1,4 @@
-import { fstatSync } from 'node:fs';
+import { fstatSync, readFileSync } from 'node:fs';
 import type { NetnsPort, PodNetlink } from '../datapath/ports.ts';
 import {
   type ExtendedNetlinkHandle,
@@ -40,7 +40,9 @@ function openPodNetlink(fd: number, path: string): PodNetlink {
 export function createNetnsPort(opts: { hostProc?: string } = {}): ExtendedNetnsPort {
   const hostProc = opts.hostProc ?? '';
   const at = (path: string): string => agentNetnsPath(path, hostProc);
+  const bootId = readBootId();
   return {
+    ...(bootId === undefined ? {} : { bootId }),
     isNetns: (path) => isNetns(at(path)),
     // Pod handles make a dozen requests, far below what the default receive buffer holds, so
     // they skip prepareFd's /proc lookup (a few hundred microseconds on the CNI ADD path).
@@ -60,4 +62,14 @@ export function createNetnsPort(opts: { hostProc?: string } = {}): ExtendedNetns
     writeSysctl: writeSysctlSync,
     readSysctl: readSysctlSync,
   };
+}
+
+/** The kernel's id of this boot; undefined when it cannot be read. */
+function readBootId(): string | undefined {
+  try {
+    const id = readFileSync('/proc/sys/kernel/random/boot_id', 'utf8').trim();
+    return id === '' ? undefined : id;
+  } catch {
+    return undefined;
+  }
 }

@@ -156,7 +156,7 @@ export class AgentObserver {
           if (st === undefined) throw new Error('the agent has not started its route reconciler yet');
           return routesView(agent.snapshot().node, st);
         },
-        '/leases': () => leasesView(agent.snapshot(), (path) => agent.netnsAlive(path)),
+        '/leases': () => leasesView(agent.snapshot(), (lease) => agent.netnsAlive(lease)),
       });
       this.listeners.push(l);
       opts.log.info({ socket: l.address }, 'admin socket listening (/status, /routes, /leases)');

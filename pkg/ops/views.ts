@@ -7,6 +7,7 @@ import type { ForwardFirewallState } from '../agent/forward-firewall.ts';
 import type { WatchState } from '../agent/operator-view.ts';
 import { hostVethName } from '../datapath/names.ts';
 import type { LinkInfo, RouteInfo } from '../datapath/ports.ts';
+import type { Lease } from '../ipam/index.ts';
 import { diffRoutes, routeKey } from '../routes/diff.ts';
 import type { PeerDecision, Problem } from '../routes/types.ts';
 
@@ -225,7 +226,8 @@ export function routesView(node: string, st: AgentRouteState): RoutesView {
   };
 }
 
-export function leasesView(s: AgentSnapshot, netnsAlive?: (path: string) => boolean): LeasesView {
+/** `netnsAlive`: the agent's verdict on a lease's pod namespace (its path names the one ADD used). */
+export function leasesView(s: AgentSnapshot, netnsAlive?: (lease: Lease) => boolean): LeasesView {
   const leases = s.leases
     .map(
       (l): LeaseRow => ({
@@ -237,7 +239,7 @@ export function leasesView(s: AgentSnapshot, netnsAlive?: (path: string) => bool
         addresses: l.addresses.map((a) => a.address),
         hostVeth: hostVethName(l.containerId, l.ifname),
         createdAt: l.createdAt,
-        ...(netnsAlive === undefined || (l.netns ?? '') === '' ? {} : { netnsAlive: netnsAlive(l.netns!) }),
+        ...(netnsAlive === undefined || (l.netns ?? '') === '' ? {} : { netnsAlive: netnsAlive(l) }),
       }),
     )
     .sort((a, b) => (a.createdAt < b.createdAt ? -1 : a.createdAt > b.createdAt ? 1 : 0));

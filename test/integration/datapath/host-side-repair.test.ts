@@ -1,4 +1,5 @@
-import { rmSync } from 'node:fs';
+import { execFileSync } from 'node:child_process';
+import { existsSync, readFileSync, rmSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
 import { hostVethName } from '../../../pkg/datapath/names.ts';
@@ -13,6 +14,11 @@ import { type AddResult, containerId, NodeHarness, podAddr, V4_CIDR } from './ha
  * back and says so; the node reaches the pod again, both families.
  */
 const skip = netnsSkipReason ?? builtSkipReason();
+
+/** `ip netns` on the test's own namespaces (by name, from the root namespace's view). */
+function rootCmd(cmd: string, args: string[]): void {
+  execFileSync(cmd, args, { stdio: 'pipe' });
+}
 
 describe.skipIf(skip !== undefined)(`a pod's host end put back${skip ? ` (skipped: ${skip})` : ''}`, () => {
   const node = new NodeHarness();
@@ -55,6 +61,38 @@ describe.skipIf(skip !== undefined)(`a pod's host end put back${skip ? ` (skippe
       expect.arrayContaining(['169.254.1.1', 'fe80::1']),
     );
     expect((await node.del(id, pod.path)).code).toBe(0);
+  }, 30_000);
+
+  it("a pod's path that names another namespace now gets no veth pair made again into it", async () => {
+    // The pod's namespace goes (its pair with it) and a new one appears at the same path: what a
+    // cri-dockerd node sees when /proc/PID/ns/net's PID is reused after a reboot or a lost DEL. The
+    // lease still names the path; the pod's address and default route must not go into the newcomer.
+    const { pod, id, result, hostIf } = await node.addPod();
+    const lease = JSON.parse(
+      readFileSync(join(node.agent.stateDir, 'ipam', 'leases', `${id}@eth0.json`), 'utf8'),
+    ) as { netnsId?: string };
+    expect(lease.netnsId).toMatch(/^[0-9a-f-]{36}\/\d+:\d+$/);
+    // The namespace destroyed takes the pair with it; its name is taken again at once.
+    rootCmd('ip', ['netns', 'del', pod.name]);
+    rootCmd('ip', ['netns', 'add', pod.name]);
+    await vi.waitFor(() => expect(node.hostVeths()).not.toContain(hostIf), { timeout: 5_000, interval: 50 });
+    const passes = () => node.agent.logs.filter((l) => l.msg === 'reconciled').length;
+    const seen = passes();
+    await vi.waitFor(() => expect(passes()).toBeGreaterThanOrEqual(seen + 2), {
+      timeout: 10_000,
+      interval: 100,
+    });
+    expect(ipJson<{ ifname: string }[]>(pod.name, 'link', 'show').map((l) => l.ifname)).toEqual(['lo']);
+    expect(node.hostVeths()).not.toContain(hostIf);
+    expect(
+      node.agent.logs.some(
+        (l) => typeof l.msg === 'string' && l.msg.startsWith("a running pod's veth pair was deleted"),
+      ),
+    ).toBe(false);
+    // The runtime's DEL still frees the address.
+    expect((await node.del(id, pod.path)).code).toBe(0);
+    expect(podAddr(result, 4)).toBeDefined();
+    expect(existsSync(join(node.agent.stateDir, 'ipam', 'addrs', podAddr(result, 4)))).toBe(false);
   }, 30_000);
 
   it('a running pod whose lease record is gone at a restart keeps its network: the lease is rebuilt from its veth', async () => {

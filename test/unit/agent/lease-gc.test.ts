@@ -16,7 +16,7 @@ const lease = (id: string, over: Partial<Lease> = {}): Lease => ({
 
 describe('staleLeases (IPAM GC against the API)', () => {
   const running = [{ namespace: 'default', name: 'alive', uid: 'uid-alive' }];
-  const exists = (present: string[]) => (p: string) => present.includes(p);
+  const exists = (present: string[]) => (l: Lease) => present.includes(l.netns ?? '');
 
   it('releases only when the pod left this node AND its netns is gone', () => {
     const leases = [

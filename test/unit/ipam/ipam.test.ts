@@ -142,6 +142,24 @@ describe('allocate / reopen', () => {
     expect(openIpam({ dir, ranges: DUAL }).get(key('aaa'))?.netns).toBe('/var/run/netns/cni-b');
   });
 
+  it('keeps which namespace ADD used (netnsId): a repeated ADD replaces it, a move without one drops it', () => {
+    const dir = tempDir();
+    const ipam = openIpam({ dir, ranges: DUAL });
+    const a = { netns: '/proc/708/ns/net', netnsId: 'boot/4:4026532001' };
+    expect(ipam.allocate(key('aaa'), a).netnsId).toBe('boot/4:4026532001');
+    expect(openIpam({ dir, ranges: DUAL }).get(key('aaa'))?.netnsId).toBe('boot/4:4026532001');
+    // The same path, another namespace (the ADD opened it): the record follows.
+    expect(ipam.allocate(key('aaa'), { ...a, netnsId: 'boot/4:4026532099' }).netnsId).toBe(
+      'boot/4:4026532099',
+    );
+    // An ADD that could not read one leaves it where the path is the same...
+    expect(ipam.allocate(key('aaa'), { netns: a.netns }).netnsId).toBe('boot/4:4026532099');
+    // ...and drops it where the path moved: it named the old path's namespace.
+    const moved = ipam.allocate(key('aaa'), { netns: '/proc/900/ns/net' });
+    expect([moved.netns, moved.netnsId]).toEqual(['/proc/900/ns/net', undefined]);
+    expect(openIpam({ dir, ranges: DUAL }).get(key('aaa'))?.netnsId).toBeUndefined();
+  });
+
   it("records a network config's own MTU, which follows a repeated ADD's", () => {
     const dir = tempDir();
     const ipam = openIpam({ dir, ranges: DUAL });

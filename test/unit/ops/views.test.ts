@@ -292,7 +292,7 @@ describe('leasesView: what the agent knows that the CLI may not', () => {
       leases: [lease('aaaa', '/proc/708/ns/net'), lease('bbbbb', '/var/run/netns/gone'), lease('cccccc', '')],
       held: [{ containerId: 'dddd', ifname: 'eth0' }],
     };
-    const v = leasesView(s, (path) => path.startsWith('/proc/'));
+    const v = leasesView(s, (l) => l.netns?.startsWith('/proc/') === true);
     expect(v.leases.map((l) => [l.containerId, l.netnsAlive])).toEqual([
       ['aaaa', true],
       ['bbbbb', false],

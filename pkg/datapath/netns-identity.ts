@@ -1,0 +1,56 @@
+import type { Lease } from '../ipam/index.ts';
+import type { NetnsPort } from './ports.ts';
+
+/**
+ * Which network namespace a pod's path names, as "<boot id>/<nsfs dev>:<ino>". A path alone does not
+ * say: cri-dockerd names a pod's namespace /proc/PID/ns/net, which names another process's namespace
+ * once the PID is reused, and nsfs inode numbers start over at every boot. ADD records the identity
+ * in the lease (netnsId); the sweeps and the veth repair then take a lease's pod for alive only while
+ * its path still names that namespace.
+ */
+type IdentityPort = Pick<NetnsPort, 'bootId' | 'namespaceId'>;
+
+/** The identity of the namespace an fd from openNetnsFd is open on; undefined without a boot id. */
+export function netnsIdentityOfFd(netns: IdentityPort, fd: number): string | undefined {
+  return netns.bootId === undefined ? undefined : `${netns.bootId}/${netns.namespaceId(fd)}`;
+}
+
+/** The identity of the namespace `path` names now; undefined when it names none (or without a boot id). */
+export function netnsIdentityOf(
+  netns: IdentityPort & Pick<NetnsPort, 'openNetnsFd' | 'closeFd'>,
+  path: string,
+): string | undefined {
+  if (netns.bootId === undefined) return undefined;
+  let fd: number;
+  try {
+    fd = netns.openNetnsFd(path);
+  } catch {
+    return undefined; // gone, or not a network namespace
+  }
+  try {
+    return netnsIdentityOfFd(netns, fd);
+  } finally {
+    netns.closeFd(fd);
+  }
+}
+
+/**
+ * Whether a lease's pod namespace is still there: its path names a network namespace and, where the
+ * lease records which one ADD used, that one. A lease without a path: false.
+ */
+export function leaseNetnsLive(
+  lease: Pick<Lease, 'netns' | 'netnsId'>,
+  netns: IdentityPort & Pick<NetnsPort, 'openNetnsFd' | 'closeFd' | 'isNetns'>,
+): boolean {
+  if (lease.netns === undefined || lease.netns === '') return false;
+  if (lease.netnsId === undefined || netns.bootId === undefined) return netns.isNetns(lease.netns);
+  return netnsIdentityOf(netns, lease.netns) === lease.netnsId;
+}
+
+/**
+ * A path a runtime names by process id (cri-dockerd: /proc/PID/ns/net): without a recorded identity
+ * it may name another process's namespace now, so nothing is made in it on the lease's word alone.
+ */
+export function namedByPid(path: string): boolean {
+  return /^\/proc\/[0-9]+\/ns\/net$/.test(path);
+}
