@@ -182,7 +182,8 @@ function namesPods(rule: Rule): boolean {
   });
 }
 
-function verdictOf(rule: Rule): string | undefined {
+/** The rule's verdict (accept, drop, jump, ...; 'other' for an unknown extension's), if it has one. */
+export function verdictOf(rule: Rule): string | undefined {
   let v: string | undefined;
   let unknownXt = false;
   for (const e of rule.expr) {

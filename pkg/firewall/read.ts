@@ -8,7 +8,7 @@
  * (vxlan-input.ts), the input hook's chains are read the same way.
  */
 import { acceptTarget, deleteCommand, type FirewallCommand, ownAccepts } from './accept.ts';
-import { packetKinds, ruleMatches, ruleMatchesWith } from './forward-analysis.ts';
+import { packetKinds, ruleMatches, ruleMatchesWith, verdictOf } from './forward-analysis.ts';
 import { parseIptablesSave } from './iptables-save.ts';
 import {
   type ChainRef,
@@ -112,10 +112,16 @@ export async function readForwardRuleset(
   }
   // Comments first, while nft's expressions still show which rules carry one as an xt match.
   if (iptablesNftSave !== undefined) await recoverXtComments(rules, iptablesNftSave);
-  // The forward walk never needs the refinement (what it cannot judge, it passes over); the input
-  // walk, strict, would be undecided at every `-m conntrack` iptables-nft writes.
-  if (input && iptablesNftSave !== undefined) await refineXt(rules, iptablesNftSave);
-  return withLegacy({ baseChains, rules }, legacy, input);
+  const rs = await withLegacy({ baseChains, rules }, legacy, input);
+  // The input walk, strict, would be undecided at every `-m conntrack` iptables-nft writes: it gets
+  // the refinement, in a copy. The forward walk keeps nft's view: what it cannot judge it passes over,
+  // while iptables-nft-save prints `ip saddr @blocklist drop` as a bare `-j DROP`.
+  if (input && iptablesNftSave !== undefined) {
+    const refined = new Map(rs.rules);
+    await refineXt(refined, iptablesNftSave);
+    rs.inputRules = refined;
+  }
+  return rs;
 }
 
 /**
@@ -192,12 +198,18 @@ function hasOpaqueMatch(rule: Rule): boolean {
 
 /**
  * iptables-nft stores what nft has no native form for (`-m conntrack --ctstate`, `-m addrtype`) as an
- * xt extension, which `nft -j` shows by name only: such chains take the expressions of their rules as
- * `iptables-nft-save` prints them, translated (iptables-save.ts).
+ * xt extension, which `nft -j` shows by name only: those rules take their expressions as
+ * `iptables-nft-save` prints them, translated (iptables-save.ts). Only those, and only where both
+ * reads give the rule the same verdict: the other rules keep nft's view, which is exact where the
+ * save's may not be (a set match it cannot print), and a chain edited between the two reads must not
+ * lend one rule another's matches.
  */
 async function refineXt(rules: Map<string, Rule[]>, save: (family: 4 | 6) => Promise<string>): Promise<void> {
   await withSavedRules(rules, save, hasOpaqueMatch, (list, translated) =>
-    list.map((r, i) => ({ ...r, expr: translated[i]!.expr })),
+    list.map((r, i) => {
+      const saved = translated[i]!;
+      return hasOpaqueMatch(r) && verdictOf(saved) === verdictOf(r) ? { ...r, expr: saved.expr } : r;
+    }),
   );
 }
 

@@ -57,6 +57,13 @@ export interface ForwardRuleset {
   baseChains: BaseChain[];
   /** chainKey() -> its rules, for the base chains and every chain fetched for a jump. */
   rules: Map<string, Rule[]>;
+  /**
+   * `rules` with the iptables-nft extensions nft shows by name only translated from
+   * iptables-nft-save (read.ts refineXt), for the input walk alone: the forward walk passes over what
+   * it cannot judge, and iptables-nft-save leaves out what it cannot print (a set match), which would
+   * make a rule it can judge look like another one.
+   */
+  inputRules?: Map<string, Rule[]>;
 }
 
 export function chainKey(c: ChainRef): string {

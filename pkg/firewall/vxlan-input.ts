@@ -162,12 +162,14 @@ export function vxlanJudge(kind: VxlanInKind): Judge {
 /** Every input-hook base chain that drops `kinds`' packets, with the rule or policy that does. */
 export function vxlanInputBlocks(rs: ForwardRuleset, kinds: readonly VxlanInKind[]): VxlanInBlock[] {
   const blocks: VxlanInBlock[] = [];
+  // The chains with iptables-nft's extensions translated (read.ts), where they were read.
+  const input: ForwardRuleset = rs.inputRules === undefined ? rs : { ...rs, rules: rs.inputRules };
   for (const kind of kinds) {
     const judge = vxlanJudge(kind);
     for (const chain of rs.baseChains) {
       if (!applies(chain, kind.family, 'input')) continue;
       // Strict: a warning is given only where the drop is certain.
-      const r: Outcome = walk(rs, chain, judge, 0, true);
+      const r: Outcome = walk(input, chain, judge, 0, true);
       const base = {
         family: kind.family,
         port: kind.port,

@@ -172,4 +172,41 @@ describe.skipIf(skip !== undefined)(skip === undefined ? title : `${title} (skip
     ).toBe(true);
     await tb.startAgent('node-2');
   }, 90_000);
+
+  it("an operator's drop by set in iptables-nft's FORWARD is not taken for a drop of every pod packet: no accepts ahead of it", async () => {
+    // node-2 tunnels to node-1, so its agent reads iptables-nft-save for its INPUT check. That save
+    // prints `ip saddr @blocklist drop` as a bare `-j DROP`; taken into the FORWARD walk, it made the
+    // agent put its accepts ahead of the operator's blocklist.
+    const n2 = tb.node('node-2');
+    const ours = (): string[] =>
+      nsExec(n2.ns, 'nft', ['list', 'chain', 'ip', 'filter', 'FORWARD'])
+        .split('\n')
+        .filter((l) => l.includes('trellis'));
+    nsExec(n2.ns, 'iptables-nft', [
+      '-A',
+      'FORWARD',
+      '-m',
+      'conntrack',
+      '--ctstate',
+      'RELATED,ESTABLISHED',
+      '-j',
+      'ACCEPT',
+    ]);
+    nsExec(n2.ns, 'nft', [
+      'add',
+      'set',
+      'ip',
+      'filter',
+      'blocklist',
+      '{ type ipv4_addr; elements = { 192.0.2.1 } }',
+    ]);
+    nsExec(n2.ns, 'nft', ['add', 'rule', 'ip', 'filter', 'FORWARD', 'ip', 'saddr', '@blocklist', 'drop']);
+    // Checked every second (and on the change itself).
+    await new Promise((r) => setTimeout(r, 4000));
+    expect(ours()).toEqual([]);
+    // The control: a drop the walk can judge gets the accepts, ahead of the blocklist too.
+    nsExec(n2.ns, 'iptables-nft', ['-P', 'FORWARD', 'DROP']);
+    await within(10_000, 'the accepts for a FORWARD policy DROP', () => ours().length === 2);
+    nsExec(n2.ns, 'iptables-nft', ['-P', 'FORWARD', 'ACCEPT']);
+  }, 60_000);
 });

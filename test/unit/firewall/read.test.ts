@@ -1,5 +1,10 @@
 import { describe, expect, it } from 'vitest';
-import { readForwardRuleset, type VxlanInKind, vxlanInputBlocks } from '../../../pkg/firewall/index.ts';
+import {
+  forwardBlocks,
+  readForwardRuleset,
+  type VxlanInKind,
+  vxlanInputBlocks,
+} from '../../../pkg/firewall/index.ts';
 
 /** What nft 1.0.6 and iptables-nft 1.8.9 print for `iptables-nft -A INPUT -m conntrack --ctstate
  * ESTABLISHED,RELATED -j ACCEPT` under `-P INPUT DROP` (captured in a test namespace). */
@@ -44,7 +49,11 @@ describe('readForwardRuleset: what iptables-nft keeps as an extension, read back
     });
     expect(nft.ran).toEqual(['-j list chains', '-j list tables', '-j list chain ip filter INPUT']);
     expect(saves).toEqual([4]);
-    const [rule] = rs.rules.get('ip filter INPUT')!;
+    // The input walk's copy; the forward walk keeps nft's view.
+    expect(rs.rules.get('ip filter INPUT')![0]!.expr[0]).toEqual({
+      xt: { type: 'match', name: 'conntrack' },
+    });
+    const [rule] = rs.inputRules!.get('ip filter INPUT')!;
     expect(rule!.handle).toBe(2);
     expect(rule!.expr).toEqual([
       { match: { op: 'in', left: { ct: { key: 'state' } }, right: ['related', 'established'] } },
@@ -60,7 +69,7 @@ describe('readForwardRuleset: what iptables-nft keeps as an extension, read back
       vxlan: [KIND],
       iptablesNftSave: async () => SAVE.replace('COMMIT', '-A INPUT -j DROP\nCOMMIT'),
     });
-    expect(changed.rules.get('ip filter INPUT')![0]!.expr[0]).toEqual({
+    expect(changed.inputRules!.get('ip filter INPUT')![0]!.expr[0]).toEqual({
       xt: { type: 'match', name: 'conntrack' },
     });
   });
@@ -77,6 +86,50 @@ describe('readForwardRuleset: what iptables-nft keeps as an extension, read back
     expect(nft.ran).toEqual(['-j list chains']);
     expect(saved).toBe(false);
     expect(rs.baseChains).toEqual([]);
+  });
+});
+
+describe('readForwardRuleset: the forward walk is not changed by the input refinement', () => {
+  // An iptables-nft FORWARD chain with Docker's conntrack accept and an operator's native nft drop by
+  // set, which iptables-nft-save prints without its set match: `-A FORWARD -j DROP`.
+  const FWD_CHAINS = `{"nftables": [${META}, {"chain": {"family": "ip", "table": "filter", "name": "FORWARD", "handle": 1, "type": "filter", "hook": "forward", "prio": 0, "policy": "accept"}}, {"chain": {"family": "ip", "table": "filter", "name": "INPUT", "handle": 3, "type": "filter", "hook": "input", "prio": 0, "policy": "accept"}}]}`;
+  const FORWARD = `{"nftables": [${META}, {"rule": {"family": "ip", "table": "filter", "chain": "FORWARD", "handle": 5, "expr": [{"xt": {"type": "match", "name": "conntrack"}}, {"counter": {"packets": 0, "bytes": 0}}, {"accept": null}]}}, {"rule": {"family": "ip", "table": "filter", "chain": "FORWARD", "handle": 6, "expr": [{"match": {"op": "==", "left": {"payload": {"protocol": "ip", "field": "saddr"}}, "right": "@blocklist"}}, {"drop": null}]}}]}`;
+  const EMPTY_INPUT = `{"nftables": [${META}]}`;
+  const FWD_SAVE = `*filter
+:INPUT ACCEPT [0:0]
+:FORWARD ACCEPT [0:0]
+:OUTPUT ACCEPT [0:0]
+-A FORWARD -m conntrack --ctstate RELATED,ESTABLISHED -j ACCEPT
+-A FORWARD -j DROP
+COMMIT
+`;
+  const run = async (args: string[]): Promise<string> =>
+    args.includes('chains')
+      ? FWD_CHAINS
+      : args.includes('tables')
+        ? TABLES
+        : args.includes('FORWARD')
+          ? FORWARD
+          : EMPTY_INPUT;
+
+  it('a drop by set stays one the walk cannot judge (nothing for trellis to accept ahead of it), with VXLAN peers as without', async () => {
+    const pods = ['10.244.1.0/24'];
+    const without = await readForwardRuleset(run, pods, 'trellis', { iptablesNftSave: async () => FWD_SAVE });
+    const withPeers = await readForwardRuleset(run, pods, 'trellis', {
+      vxlan: [KIND],
+      iptablesNftSave: async () => FWD_SAVE,
+    });
+    expect(forwardBlocks(without, pods)).toEqual([]);
+    // Before, the save's bare `-j DROP` replaced the rule: every pod packet dropped, so the agent put
+    // its accepts ahead of the operator's blocklist.
+    expect(forwardBlocks(withPeers, pods)).toEqual([]);
+    expect(withPeers.rules.get('ip filter FORWARD')![1]!.expr[0]).toMatchObject({
+      match: { right: '@blocklist' },
+    });
+    // Only the rule with the opaque match is refined in the input walk's copy.
+    const refined = withPeers.inputRules!.get('ip filter FORWARD')!;
+    expect(refined[0]!.expr[0]).toMatchObject({ match: { left: { ct: { key: 'state' } } } });
+    expect(refined[1]!.expr[0]).toMatchObject({ match: { right: '@blocklist' } });
   });
 });
 
