@@ -614,13 +614,15 @@ export class NodeController {
       const outcome = await masq.changeCluster!(delta.removed, delta.added);
       if (outcome !== 'unsupported') return outcome;
     }
-    // Steps run while this sync awaits the kernel: the changes they mark are not in `nodes`.
+    // Steps run while this sync awaits the kernel: the changes they mark are not in `nodes`, and the
+    // refusals they replace in this.refused are not in what it gives (the copy, which it records).
     const nodes = deps.cluster.list();
+    const refused = new Map(this.refused);
     this.masqGiven.forget();
     const outcome = await masq.sync(
-      masqOptions(self, nodes, deps.noMasqueradeCIDRs, deps.tableRules, this.refused),
+      masqOptions(self, nodes, deps.noMasqueradeCIDRs, deps.tableRules, refused),
     );
-    this.masqGiven.synced(nodes, this.refused);
+    this.masqGiven.synced(nodes, refused);
     return outcome;
   }
 
@@ -717,11 +719,13 @@ export class NodeController {
         // One change of the table at a time: a per-node step's may still be in flight.
         await this.masqRunning;
         this.masqGiven.forget();
+        // As masqByNode: what this sync gives, whatever a step replaces meanwhile.
+        const refused = new Map(this.refused);
         try {
           masq = await deps.masq.sync(
-            masqOptions(self, nodes, deps.noMasqueradeCIDRs, deps.tableRules, this.refused),
+            masqOptions(self, nodes, deps.noMasqueradeCIDRs, deps.tableRules, refused),
           );
-          this.masqGiven.synced(nodes, this.refused);
+          this.masqGiven.synced(nodes, refused);
           this.noteClamp();
           this.masqError = undefined;
         } catch (err) {

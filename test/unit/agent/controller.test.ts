@@ -531,6 +531,8 @@ function perNodeSetup(
     masqFails?: () => boolean;
     /** The backoff's wait (default: a real timer). */
     sleep?: (ms: number) => Promise<void>;
+    /** Awaited inside every whole masquerade sync (a slow nft apply). */
+    masqGate?: () => Promise<void> | undefined;
   } = {},
 ) {
   const followed: (readonly number[])[] = [];
@@ -586,6 +588,7 @@ function perNodeSetup(
     masq: {
       sync: async (masqOpts) => {
         masq.push(masqOpts);
+        await opts.masqGate?.();
         if (opts.masqFails?.() === true) throw new Error('nft: Could not process rule: No such file');
         return 'applied';
       },
@@ -827,6 +830,51 @@ describe('NodeController per-node steps', () => {
     await until('the step', () => t.steps.length === steps + 1);
     await new Promise((r) => setTimeout(r, 200));
     expect(t.deltas).toHaveLength(3);
+    await t.stop();
+  });
+
+  it('a refusal lifted while a whole masquerade sync runs reaches the sets once it is done', async () => {
+    const refusal = {
+      node: 'wide',
+      problem: "pod CIDR 10.0.0.0/8 contains the node's own InternalIP 10.0.0.9; skipped",
+      refusedCidr: '10.0.0.0/8',
+    };
+    let problems: Problem[] = [refusal];
+    let cidrsChanged = true;
+    let answer: 'updated' | 'unsupported' = 'updated';
+    let gate: Promise<void> | undefined;
+    const t = perNodeSetup(undefined, {
+      changeCluster: () => answer,
+      problems: () => problems,
+      cidrsChanged: () => cidrsChanged,
+      masqGate: () => gate,
+    });
+    await until('first full pass', () => t.full.length === 1 && t.masq.length === 1);
+    const step = (name: string, internalIP: string, podCIDRs = ['10.0.0.0/8']): void => {
+      t.cluster.nodes.set(name, { name, podCIDRs, internalIPs: [internalIP] });
+      t.controller.enqueue(name);
+    };
+    step('wide', '10.0.0.9'); // refused: nothing of it in the sets
+    await until('delta', () => t.deltas.length === 1);
+    // A whole sync (the syncer cannot change in place), held in the kernel...
+    answer = 'unsupported';
+    let release = (): void => {};
+    gate = new Promise<void>((r) => {
+      release = r;
+    });
+    problems = [];
+    step('n5', '10.0.0.5', ['10.244.5.0/24']);
+    await until('the whole sync', () => t.masq.length === 2);
+    expect(t.masq[1]!.clusterCIDRs).not.toContain('10.0.0.0/8');
+    // ...while a step lifts wide's refusal, its CIDRs unchanged (its InternalIP moved out of them).
+    cidrsChanged = false;
+    answer = 'updated';
+    step('wide', '192.168.0.9');
+    await until('the step', () => t.steps.filter((s) => s.name === 'wide').length === 2);
+    gate = undefined;
+    release();
+    // The sync gave the kernel the refusal of when it started: the /8 is added after it.
+    await until('the /8 in the sets', () => t.deltas.some((d) => d.added.includes('10.0.0.0/8')));
     await t.stop();
   });
 
