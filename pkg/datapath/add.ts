@@ -112,7 +112,7 @@ async function addInNetns(
     );
   }
   // Which namespace the path names now: the lease keeps it (netns-identity.ts).
-  const meta = leaseMeta(req, netnsIdentityOfFd(deps.netns, nsFd));
+  const meta = leaseMeta(req, netnsIdentityOfFd(deps.netns, nsFd, req.netns));
   const existing = leased ?? restoreHeld(deps, req, meta);
   if (existing !== undefined && existing.netns === req.netns) {
     // A repeated ADD for an attachment that is fully in place answers with what is there.

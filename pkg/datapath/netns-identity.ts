@@ -2,17 +2,26 @@ import type { Lease } from '../ipam/index.ts';
 import type { NetnsPort } from './ports.ts';
 
 /**
- * Which network namespace a pod's path names, as "<boot id>/<nsfs dev>:<ino>". A path alone does not
- * say: cri-dockerd names a pod's namespace /proc/PID/ns/net, which names another process's namespace
- * once the PID is reused, and nsfs inode numbers start over at every boot. ADD records the identity
- * in the lease (netnsId); the sweeps and the veth repair then take a lease's pod for alive only while
- * its path still names that namespace.
+ * Which network namespace a pod's path names, as "<boot id>/<nsfs dev>:<ino>", and for a path named by
+ * process id "/<the process's start>" after it. A path alone does not say: cri-dockerd names a pod's
+ * namespace /proc/PID/ns/net, which names another process's namespace once the PID is reused; nsfs
+ * inode numbers start over at every boot, and within one the kernel hands a freed one out again (the
+ * lowest free), so a PID reused by a process in a later sandbox that got the old inode would pass for
+ * the pod without its start time. ADD records the identity in the lease (netnsId); the sweeps and the
+ * veth repair then take a lease's pod for alive only while its path still names that namespace.
  */
-type IdentityPort = Pick<NetnsPort, 'bootId' | 'namespaceId'>;
+type IdentityPort = Pick<NetnsPort, 'bootId' | 'namespaceId' | 'processStart'>;
 
-/** The identity of the namespace an fd from openNetnsFd is open on; undefined without a boot id. */
-export function netnsIdentityOfFd(netns: IdentityPort, fd: number): string | undefined {
-  return netns.bootId === undefined ? undefined : `${netns.bootId}/${netns.namespaceId(fd)}`;
+/**
+ * The identity of the namespace an fd from openNetnsFd(path) is open on; undefined without a boot id,
+ * or for a path named by process id whose process's start cannot be read.
+ */
+export function netnsIdentityOfFd(netns: IdentityPort, fd: number, path: string): string | undefined {
+  if (netns.bootId === undefined) return undefined;
+  const id = `${netns.bootId}/${netns.namespaceId(fd)}`;
+  if (!namedByPid(path)) return id;
+  const start = netns.processStart?.(path);
+  return start === undefined ? undefined : `${id}/${start}`;
 }
 
 /** The identity of the namespace `path` names now; undefined when it names none (or without a boot id). */
@@ -28,7 +37,7 @@ export function netnsIdentityOf(
     return undefined; // gone, or not a network namespace
   }
   try {
-    return netnsIdentityOfFd(netns, fd);
+    return netnsIdentityOfFd(netns, fd, path);
   } finally {
     netns.closeFd(fd);
   }

@@ -294,6 +294,12 @@ export interface NetnsPort {
    * path named at ADD (netns-identity.ts). Undefined where it cannot be read (and in test doubles).
    */
   readonly bootId?: string;
+  /**
+   * For a path named by process id (/proc/PID/ns/net, netns-identity.ts's namedByPid): when that
+   * process started (field 22 of /proc/PID/stat, in clock ticks since boot), read where the agent reads
+   * the path (--host-proc); undefined when it cannot be read. A PID is reused, its start never is.
+   */
+  processStart?(path: string): string | undefined;
   /** Synchronous /proc/sys write inside the namespace at path, e.g. ('net/ipv6/conf/eth0/accept_dad', '0'). */
   writeSysctlIn(path: string, key: string, value: string): void;
   /** writeSysctlIn of each [key, value] in turn through an fd from openNetnsFd, one entry into the namespace. */

@@ -50,6 +50,7 @@ export function createNetnsPort(opts: { hostProc?: string } = {}): ExtendedNetns
     openPodNetlink,
     openNetnsFd: (path) => openNetnsFd(at(path)),
     closeFd,
+    processStart: (path) => processStartOf(at(path)),
     namespaceId: (fd) => {
       const st = fstatSync(fd);
       return `${st.dev}:${st.ino}`;
@@ -72,4 +73,23 @@ function readBootId(): string | undefined {
   } catch {
     return undefined;
   }
+}
+
+/**
+ * The start time of the process whose namespace `path` (…/PID/ns/net) names: field 22 of its stat,
+ * counted after the command's closing parenthesis (a command may hold spaces and parentheses).
+ */
+export function processStartOf(path: string): string | undefined {
+  const m = /^(.*)\/ns\/net$/.exec(path);
+  if (m === null) return undefined;
+  let stat: string;
+  try {
+    stat = readFileSync(`${m[1]}/stat`, 'utf8');
+  } catch {
+    return undefined;
+  }
+  // After "pid (comm) ": state is field 3, starttime field 22.
+  const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+  const start = fields[22 - 3];
+  return start !== undefined && /^[0-9]+$/.test(start) ? start : undefined;
 }

@@ -1,7 +1,7 @@
 import { execFileSync } from 'node:child_process';
 import { existsSync, readFileSync, rmSync } from 'node:fs';
 import { join } from 'node:path';
-import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
+import { afterAll, beforeAll, describe, expect, it, onTestFinished, vi } from 'vitest';
 import { hostVethName } from '../../../pkg/datapath/names.ts';
 import { builtSkipReason } from '../../support/cni-driver.ts';
 import { ip, ipJson, netnsSkipReason, nsPing } from '../../support/netns.ts';
@@ -15,7 +15,7 @@ import { type AddResult, containerId, NodeHarness, podAddr, V4_CIDR } from './ha
  */
 const skip = netnsSkipReason ?? builtSkipReason();
 
-/** `ip netns` on the test's own namespaces (by name, from the root namespace's view). */
+/** `ip netns`, mount and umount on the test's own namespaces' pins (the root namespace's view). */
 function rootCmd(cmd: string, args: string[]): void {
   execFileSync(cmd, args, { stdio: 'pipe' });
 }
@@ -64,17 +64,26 @@ describe.skipIf(skip !== undefined)(`a pod's host end put back${skip ? ` (skippe
   }, 30_000);
 
   it("a pod's path that names another namespace now gets no veth pair made again into it", async () => {
-    // The pod's namespace goes (its pair with it) and a new one appears at the same path: what a
-    // cri-dockerd node sees when /proc/PID/ns/net's PID is reused after a reboot or a lost DEL. The
-    // lease still names the path; the pod's address and default route must not go into the newcomer.
+    // The pod's namespace goes (its pair with it) and its path names another one: what a cri-dockerd
+    // node sees when /proc/PID/ns/net's PID is reused after a reboot or a lost DEL. The lease still
+    // names the path; the pod's address and default route must not go into the newcomer.
     const { pod, id, result, hostIf } = await node.addPod();
     const lease = JSON.parse(
       readFileSync(join(node.agent.stateDir, 'ipam', 'leases', `${id}@eth0.json`), 'utf8'),
     ) as { netnsId?: string };
     expect(lease.netnsId).toMatch(/^[0-9a-f-]{36}\/\d+:\d+$/);
-    // The namespace destroyed takes the pair with it; its name is taken again at once.
-    rootCmd('ip', ['netns', 'del', pod.name]);
-    rootCmd('ip', ['netns', 'add', pod.name]);
+    // Another namespace comes to be named by the pod's path (made first, so it cannot be handed the
+    // old one's inode number), and the pod's own namespace, unpinned, goes with its pair.
+    const other = `${pod.name}-next`;
+    rootCmd('ip', ['netns', 'add', other]);
+    try {
+      rootCmd('umount', [pod.path]);
+      rootCmd('mount', ['--bind', `/run/netns/${other}`, pod.path]);
+    } catch (err) {
+      rootCmd('ip', ['netns', 'del', other]);
+      throw err;
+    }
+    onTestFinished(() => rootCmd('ip', ['netns', 'del', other]));
     await vi.waitFor(() => expect(node.hostVeths()).not.toContain(hostIf), { timeout: 5_000, interval: 50 });
     const passes = () => node.agent.logs.filter((l) => l.msg === 'reconciled').length;
     const seen = passes();
@@ -82,7 +91,7 @@ describe.skipIf(skip !== undefined)(`a pod's host end put back${skip ? ` (skippe
       timeout: 10_000,
       interval: 100,
     });
-    expect(ipJson<{ ifname: string }[]>(pod.name, 'link', 'show').map((l) => l.ifname)).toEqual(['lo']);
+    expect(ipJson<{ ifname: string }[]>(other, 'link', 'show').map((l) => l.ifname)).toEqual(['lo']);
     expect(node.hostVeths()).not.toContain(hostIf);
     expect(
       node.agent.logs.some(
