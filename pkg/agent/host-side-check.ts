@@ -70,7 +70,7 @@ export class HostSideCheck {
     const { whileLeased, netnsLive, reattach } = this.#opts;
     const now = new Set<string>();
     for (const lease of vethless) {
-      if (!mayRemakePair(lease, netnsLive)) continue;
+      if (lease.netns === undefined || netnsLive?.(lease) !== true) continue;
       const id = leaseId(lease);
       if (this.#saidVethless.has(id)) {
         now.add(id);
@@ -85,11 +85,12 @@ export class HostSideCheck {
       // veth and the lease: only a lease still held, looked at under its lock, is a pod cut off.
       let failure: unknown;
       let reattached = false;
+      const unsure = pidPathUnsure(lease);
       const held =
         whileLeased === undefined
           ? true
           : await whileLeased(lease, async () => {
-              if (reattach === undefined) return;
+              if (reattach === undefined || unsure !== undefined) return;
               try {
                 await reattach(lease);
                 reattached = true;
@@ -107,7 +108,11 @@ export class HostSideCheck {
       }
       now.add(id);
       this.#log.warn(
-        { ...fields, ...(failure === undefined ? {} : { error: errorText(failure) }) },
+        {
+          ...fields,
+          ...(failure === undefined ? {} : { error: errorText(failure) }),
+          ...(unsure === undefined ? {} : { notRemade: unsure }),
+        },
         "a running pod's veth pair was deleted by someone else: the pod has no network; recreate it (kubectl delete pod)",
       );
     }
@@ -146,7 +151,13 @@ export class HostSideCheck {
  */
 export function mayRemakePair(lease: Lease, netnsLive: ((lease: Lease) => boolean) | undefined): boolean {
   if (lease.netns === undefined || netnsLive?.(lease) !== true) return false;
-  return lease.netnsId !== undefined || !namedByPid(lease.netns);
+  return pidPathUnsure(lease) === undefined;
+}
+
+/** Why a lease's path, named by process id and with no recorded identity, is no proof of its pod. */
+function pidPathUnsure(lease: Lease): string | undefined {
+  if (lease.netnsId !== undefined || lease.netns === undefined || !namedByPid(lease.netns)) return undefined;
+  return `${lease.netns} names a process, which may not be the pod's any more, and the lease (from before trellis recorded which namespace ADD used) cannot tell`;
 }
 
 /** A lease's identity for the reports: its attachment and creation (a new ADD of the key is another). */

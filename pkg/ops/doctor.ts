@@ -656,14 +656,16 @@ function checkLeases(f: DoctorFacts): CheckResult {
       });
       continue;
     }
-    if (f.netnsExists[l.netns] !== false) continue;
+    // The agent's verdict on this lease (its path may name another namespace now: another lease's at
+    // the same reused /proc/PID path), else the path's.
+    if ((l.netnsAlive ?? f.netnsExists[l.netns]) !== false) continue;
     // The start-up sweep releases a lease only once its namespace AND its veth are gone: while the veth
     // exists a restart alone changes nothing, so deleting it comes first.
     const gc = f.agent.value.status.standalone
       ? ''
       : '; in Kubernetes mode the periodic IPAM GC releases it, veth and all, once the pod is gone from the API';
     r.findings.push({
-      problem: `lease ${l.addresses.join(', ')} of ${pod} is leaked: its network namespace ${l.netns} is gone, but the runtime never sent DEL`,
+      problem: `lease ${l.addresses.join(', ')} of ${pod} is leaked: its network namespace ${l.netns} is gone (or that path names another namespace now), but the runtime never sent DEL`,
       fix: links.has(l.hostVeth)
         ? `ip link del ${l.hostVeth} (its veth still exists), then restart the trellis pod: its start-up sweep releases a lease only once its namespace and its veth are gone${gc}`
         : `restart the trellis pod (its start-up sweep releases leases whose namespace and veth are gone)${gc}`,

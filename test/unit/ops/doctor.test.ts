@@ -887,6 +887,26 @@ describe('doctor', () => {
     expect(findings[0]!.fix).not.toMatch(/ip link del/);
   });
 
+  it("judges each lease by the agent's verdict on it: two leases at one reused /proc/PID path, one of them leaked", () => {
+    const f = healthy();
+    // The old sandbox's path names a process of the new sandbox now (the PID reused): alive by the
+    // path, gone by the namespace ADD recorded. The newer lease at the same path is the running pod's.
+    agentValue(f).leases.leases = [
+      lease({ containerId: 'old0000000000', netns: '/proc/708/ns/net', netnsAlive: false }),
+      lease({
+        containerId: 'new0000000000',
+        netns: '/proc/708/ns/net',
+        netnsAlive: true,
+        addresses: ['10.244.1.3'],
+      }),
+    ];
+    f.netnsExists = { '/proc/708/ns/net': true };
+    const findings = runDoctor(f).checks.find((c) => c.name === 'leases')!.findings;
+    expect(findings.map((x) => x.problem)).toEqual([
+      'lease 10.244.1.2 of default/web-1 is leaked: its network namespace /proc/708/ns/net is gone (or that path names another namespace now), but the runtime never sent DEL',
+    ]);
+  });
+
   it('IPv6 forwarding unreadable (IPv6 disabled) is fine on an IPv4-only node', () => {
     const f = healthy();
     f.forwarding.v6 = undefined;
