@@ -41,7 +41,7 @@ export async function runInstallCni(config: AgentConfig, log: Logger): Promise<n
     // call failing on a binary the host cannot start.
     log.error(
       { binary: err.path, from: shimPath, problem: err.problem },
-      `not installing the new CNI binary: it ${err.problem} on this node; the installed one was kept`,
+      `not installing the new CNI binary: it ${err.problem} on this node; ${err.kept ? 'the installed one was kept' : 'there is none installed'}`,
     );
     return 1;
   }

@@ -146,7 +146,9 @@ flags (environment variable in brackets):
                              a set one must exist and hold trellis; a plugin it lacks comes from
                              Debian's; loopback and portmap are copied only when the bin dir has none
   --host-proc DIR            the host's /proc mounted in the agent's container: a pod namespace given as
-                             /proc/PID/ns/net (cri-dockerd) is opened there (default '': /proc is the host's)
+                             /proc/PID/ns/net (cri-dockerd) is opened there, and the CNI binaries answer
+                             VERSION in PID 1's mount namespace (install-cni's new trellis before it is
+                             installed, all of them before the config list) (default '': /proc is the host's)
   --netns-dir DIR            where the runtime pins pod network namespaces (/var/run/netns for containerd
                              and CRI-O): a pod's veth pair is made as soon as its namespace appears there,
                              while the runtime starts the CNI plugin (default '': made by ADD)
@@ -172,7 +174,7 @@ flags (environment variable in brackets):
 const SUBCOMMAND_FLAGS = {
   'install-cni': {
     what: 'copy the trellis shim, and loopback/portmap if missing, into the CNI bin dir (init container)',
-    flags: ['cni-bin-dir', 'cni-source-dir', 'log-level'],
+    flags: ['cni-bin-dir', 'cni-source-dir', 'host-proc', 'log-level'],
   },
   uninstall: {
     what: 'remove everything trellis created on this node (run it once the DaemonSet is deleted)',

@@ -45,8 +45,12 @@ export class BinaryRefusedError extends Error {
   readonly path: string;
   readonly problem: string;
 
-  constructor(path: string, problem: string) {
-    super(`the new ${path} ${problem}: the installed one was kept`);
+  /** `kept`: an installed binary was there, and stays. */
+  readonly kept: boolean;
+
+  constructor(path: string, problem: string, kept: boolean) {
+    super(`the new ${path} ${problem}: ${kept ? 'the installed one was kept' : 'none was installed'}`);
+    this.kept = kept;
     this.name = 'BinaryRefusedError';
     this.path = path;
     this.problem = problem;
@@ -130,7 +134,7 @@ async function placeAtomically(
     await chmod(tmp, mode); // explicit: the process umask must not decide what the runtime may read
     await fsyncPath(tmp, 'r');
     const problem = await check?.(tmp);
-    if (problem !== undefined) throw new BinaryRefusedError(dest, problem);
+    if (problem !== undefined) throw new BinaryRefusedError(dest, problem, await entryExists(dest));
     if (!exclusive) await rename(tmp, dest);
     else {
       placed = await linkNoReplace(tmp, dest);

@@ -301,8 +301,9 @@ describe('subcommandUsage', () => {
 
   it("keeps a flag's continuation lines (install-cni's --cni-source-dir)", () => {
     const text = subcommandUsage('install-cni');
-    expect(flagsOf(text)).toEqual(['cni-bin-dir', 'cni-source-dir', 'log-level']);
+    expect(flagsOf(text)).toEqual(['cni-bin-dir', 'cni-source-dir', 'host-proc', 'log-level']);
     expect(text).toContain('loopback and portmap are copied only when the bin dir has none');
-    expect(text).not.toContain('--host-proc');
+    expect(text).toContain("install-cni's new trellis before it is");
+    expect(text).not.toContain('--netns-dir');
   });
 });

@@ -166,6 +166,12 @@ describe('the new trellis is checked before it replaces the installed one', () =
     expect(sha(join(bin, 'trellis'))).toBe(old.sha);
     expect(statSync(join(bin, 'trellis')).ino).toBe(old.ino);
     expect(readdirSync(bin)).toEqual(['trellis']);
+    // A node with none installed yet: none is.
+    rmSync(join(bin, 'trellis'));
+    await expect(installChecked(async () => 'exited with status 1: cannot run here')).rejects.toThrow(
+      `the new ${join(bin, 'trellis')} exited with status 1: cannot run here: none was installed`,
+    );
+    expect(readdirSync(bin)).toEqual([]);
   });
 
   it('one that passes is installed; an unchanged one is not run again', async () => {
