@@ -125,7 +125,8 @@ export function rememberedMtu(mem: RememberedNode, mode: RoutingMode): MtuChoice
   }
   const last = `the last run in ${mem.mode} mode (${mem.mtuSource})`;
   return {
-    mtu: mem.mtu + mem.overhead - overhead,
+    // Never below what a link takes: a link MTU of a few hundred bytes less a tunnel's overhead would be.
+    mtu: Math.max(MIN_MTU, mem.mtu + mem.overhead - overhead),
     overhead,
     source: `remembered from ${last}, less ${mode} mode's overhead (${overhead})`,
     ...fallback,

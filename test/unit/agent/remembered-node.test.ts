@@ -118,6 +118,8 @@ describe('rememberedMtu', () => {
     });
     const v4only = { ...node, mode: 'host-gw' as const, mtu: 1500, overhead: 0, internalIPs: ['172.18.0.2'] };
     expect(rememberedMtu(v4only, 'vxlan')).toMatchObject({ mtu: 1450, overhead: 50 });
+    // A tiny MTU the last run was given (--mtu 100): never below what a link takes.
+    expect(rememberedMtu({ ...v4only, mtu: 100 }, 'vxlan')).toMatchObject({ mtu: 68, overhead: 50 });
   });
 
   it('an older run in auto mode subtracted the overhead: the same mode now gets the link MTU', () => {
