@@ -232,7 +232,12 @@ async function trellisRun(masquerade: boolean, events: number): Promise<TrellisR
     agent = startClusterAgent(ns, srv, ['--log-level', 'info', ...(masquerade ? [] : ['--no-masquerade'])]);
     const last = await monitor.waitFor(lastOf(new Set(peerCidrs())), 120_000);
     await agent.ready();
-    const pass = agent.logs.find((l) => l.msg === 'reconciled' && Number(l.added) >= NODES - 1);
+    // The pass's log line may come after the routes and the ready line (the log is written off the
+    // pass's path): waited for, a few seconds at most, rather than read as missing.
+    const passLine = (): Record<string, unknown> | undefined =>
+      agent!.logs.find((l) => l.msg === 'reconciled' && Number(l.added) >= NODES - 1);
+    for (let i = 0; i < 100 && passLine() === undefined; i++) await sleep(50);
+    const pass = passLine();
     const routes = execFileSync('ip', ['-n', ns, 'route', 'show', 'proto', '126'], { encoding: 'utf8' })
       .trim()
       .split('\n')
