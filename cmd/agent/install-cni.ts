@@ -4,7 +4,7 @@ import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { type AgentConfig, ConfigError } from '../../pkg/agent/config.ts';
 import { cniSourceDirProblem, describeCniInstall, installCniBinaries } from '../../pkg/agent/host-setup.ts';
-import { BinaryRefusedError, MountNsUnreachable, pluginVersions } from '../../pkg/cniconf/index.ts';
+import { BinaryRefusedError, ChainVersionProbe, runtimeMountNs } from '../../pkg/cniconf/index.ts';
 import type { Logger } from '../../pkg/observe/logger.ts';
 
 /** The CNI shim next to this build: dist/bin/trellis (from dist/cmd/agent or from a checkout). */
@@ -58,19 +58,16 @@ export async function runInstallCni(config: AgentConfig, log: Logger): Promise<n
  * for another CPU or a broken copy is still caught.
  */
 function shimRunsOnHost(hostProc: string, log: Logger): (copy: string) => Promise<string | undefined> {
-  const mountNs = hostProc === '' ? undefined : join(hostProc, '1', 'ns', 'mnt');
+  const mountNs = runtimeMountNs(hostProc);
+  const probe = new ChainVersionProbe(mountNs === undefined ? {} : { mountNs });
   return async (copy) => {
-    let answer: Awaited<ReturnType<typeof pluginVersions>>;
-    try {
-      answer = await pluginVersions(copy, mountNs === undefined ? {} : { mountNs });
-    } catch (err) {
-      if (!(err instanceof MountNsUnreachable)) throw err;
+    const check = await probe.check([{ path: copy, chained: false }]);
+    if (check.hostUnreachable !== undefined) {
       log.warn(
-        { hostProc, error: err.message },
+        { hostProc, error: check.hostUnreachable },
         "cannot enter the host's mount namespace: the new CNI binary is checked in this container's own",
       );
-      answer = await pluginVersions(copy);
     }
-    return 'problem' in answer ? answer.problem : undefined;
+    return check.problems[0]?.problem;
   };
 }

@@ -10,6 +10,7 @@ import {
   isMetaPluginConfig,
   publishConflist,
   renderConflist,
+  runtimeMountNs,
 } from '../cniconf/index.ts';
 import { PUBLISHED_NETWORK_NAME } from '../cniconf/render.ts';
 import type { Logger } from '../observe/logger.ts';
@@ -49,7 +50,7 @@ export class CniConfigPublisher {
     this.#log = log;
     this.#stopping = stopping;
     // PID 1's mount namespace is the host's, where the kubelet's runtime runs (containerd, CRI-O).
-    const mountNs = config.hostProc === '' ? undefined : join(config.hostProc, '1', 'ns', 'mnt');
+    const mountNs = runtimeMountNs(config.hostProc);
     this.#probe = new ChainVersionProbe(mountNs === undefined ? {} : { mountNs });
   }
 

@@ -1,7 +1,7 @@
 import { spawn } from 'node:child_process';
 import { closeSync, lstatSync, openSync, readlinkSync } from 'node:fs';
 import { stat } from 'node:fs/promises';
-import { basename } from 'node:path';
+import { basename, join } from 'node:path';
 import { KNOWN_CNI_VERSIONS } from './render.ts';
 
 /**
@@ -15,6 +15,14 @@ import { KNOWN_CNI_VERSIONS } from './render.ts';
  * the host's runs here and not there. So with the host's mount namespace at hand (--host-proc) the
  * binary runs there, through nsenter, from an fd the agent opened (no path needs translating).
  */
+
+/**
+ * PID 1's mount namespace under the host's /proc as mounted at `hostProc` (--host-proc): where the
+ * kubelet's runtime (containerd, CRI-O) runs the CNI binaries. Undefined without one ('').
+ */
+export function runtimeMountNs(hostProc: string): string | undefined {
+  return hostProc === '' ? undefined : join(hostProc, '1', 'ns', 'mnt');
+}
 
 /** The known versions every list in `supported` has. */
 export function commonVersions(supported: readonly (readonly string[])[]): string[] {

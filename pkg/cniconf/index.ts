@@ -10,6 +10,7 @@ export {
   MountNsUnreachable,
   parseVersionReply,
   pluginVersions,
+  runtimeMountNs,
   type VersionAnswer,
 } from './chain-versions.ts';
 export {
