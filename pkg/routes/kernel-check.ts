@@ -23,8 +23,9 @@ export interface ProgrammedIndex {
  * front of them (one behind them is no conflict for the diff either: diff.ts). Routes are compared
  * as the kernel dump and the planner spell them (both canonical); a difference of spelling alone counts
  * as a difference, so it can cost a full plan but never hide drift. False whenever the state holds a
- * conflict (a foreign route in our way) or a route the kernel refused: whether that route is still there,
- * and what it is now, is for a full diff to report, and the refused one's to retry.
+ * conflict (a foreign route in our way), a route the kernel refused or a tunnel hop whose entries it
+ * refused: whether that route is still there, and what it is now, is for a full diff to report, and the
+ * refused ones' to retry.
  */
 export function kernelHolds(state: PeerState, programmed: readonly RouteInfo[]): boolean {
   const check = new KernelCheck(state);
@@ -44,7 +45,7 @@ export class KernelCheck {
   private ok: boolean;
 
   constructor(state: PeerState) {
-    this.ok = state.conflicts.length === 0 && state.failed.length === 0;
+    this.ok = state.conflicts.length === 0 && state.failed.length === 0 && state.unwiredHops.size === 0;
     this.table = state.basis.table ?? MAIN_TABLE;
     state.programmedIndex ??= indexProgrammed(state);
     this.index = state.programmedIndex;

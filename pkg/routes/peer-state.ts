@@ -13,7 +13,8 @@
  *     pod CIDR: the planner drops a CIDR holding any node's InternalIP, and a step sees one peer's only;
  *   - an old or new InternalIP inside this node's own pod CIDR (its blackhole is the full pass's);
  *   - a peer whose routes the last full pass found held by a foreign route (the full pass reports it),
- *     or could not write (the kernel refused it: only a full pass retries it);
+ *     or could not write (the kernel refused it: only a full pass retries it), or a peer tunnelled
+ *     through a hop whose neighbour or FDB entry the full pass could not write (the same);
  *   - no state (no clean full pass over a synced cache yet).
  * The executor escalates too on any netlink error and when an exclusive add finds the key taken (see
  * peer-apply.ts).
@@ -24,6 +25,7 @@ import type { FdbEntry, NeighbourEntry, RouteInfo } from '../datapath/ports.ts';
 import { exact } from '../exact-list.ts';
 import {
   type Cidr,
+  canonicalIp,
   cidrsOverlap,
   familyBits,
   formatCidr,
@@ -101,6 +103,13 @@ export interface PeerState {
   failed: RouteError[];
   /** routeKey of every failed route. */
   failedKeys: Set<string>;
+  /**
+   * The tunnel hops (tunnelHopKey) whose neighbour or FDB entry the full pass could not write: the
+   * routes through them are not the state's (held back, or left without the entries they resolve by).
+   * Like `failed`, no pass is quiet while there is one and a step of a peer using one escalates; a
+   * neighbour table that is full must not send every other Node event of the cluster to a full pass.
+   */
+  unwiredHops: Set<string>;
   /** Every record's `cidrs` by owner (kept in step with `peers` by buildPeerState and commitPeerStep). */
   cidrIndex: CidrIndex;
   /** Every record's `ips` by owner, kept the same way. */
@@ -110,8 +119,9 @@ export interface PeerState {
 }
 
 /**
- * The state after a full pass over a synced cache that left no overlay errors; its route errors are
- * `failed`. undefined when the input cannot support per-node steps (a name listed twice).
+ * The state after a full pass over a synced cache that left no overlay device errors; its route errors
+ * are `failed`, the hops whose entries it could not write `unwiredHops`. undefined when the input cannot
+ * support per-node steps (a name listed twice).
  */
 export function buildPeerState(
   basis: PeerStateBasis,
@@ -119,6 +129,7 @@ export function buildPeerState(
   plan: DesiredRoutes,
   conflicts: RouteDiff['conflicts'],
   failed: readonly RouteError[] = [],
+  unwiredHops: ReadonlySet<string> = new Set(),
 ): PeerState | undefined {
   const conflictKeys = new Set(conflicts.map((c) => routeKey(c.desired)));
   const failedKeys = new Set(failed.map((e) => routeKey(e.route)));
@@ -148,6 +159,7 @@ export function buildPeerState(
     // a refused one is not programmed (a refused replace left the old route: the next full pass's).
     if (conflictKeys.size > 0 && conflictKeys.has(routeKey(r))) continue;
     if (failedKeys.size > 0 && failedKeys.has(routeKey(r))) continue;
+    if (unwiredHops.size > 0 && throughHop(r, unwiredHops)) continue;
     if (r.type === 'blackhole') blackholes.push(r);
     else ownerOf.get(`${r.family} ${r.dst}`)?.routes.push(r);
   }
@@ -178,6 +190,7 @@ export function buildPeerState(
     conflictKeys,
     failed: [...failed],
     failedKeys,
+    unwiredHops: new Set(unwiredHops),
     cidrIndex,
     ipIndex,
   };
@@ -233,6 +246,13 @@ export function planPeerStep(state: PeerState, name: string, current: PeerNode |
       reason: `the kernel refused a route of node ${name} (${refused.route.dst}) at the last full pass`,
     };
   }
+  const unwired = unwiredHopOf(state, old?.decisions ?? []);
+  if (unwired !== undefined) {
+    return {
+      kind: 'full',
+      reason: `the kernel refused the VXLAN neighbour or FDB entry of node ${name} (${unwired}) at the last full pass`,
+    };
+  }
   if (old?.routes.length !== old?.decisions.reduce((n, d) => n + routeCount(d), 0)) {
     return { kind: 'full', reason: `a route of node ${name} was held by a route trellis does not own` };
   }
@@ -250,6 +270,13 @@ export function planPeerStep(state: PeerState, name: string, current: PeerNode |
     state.failedKeys.size === 0 ? undefined : routes.find((r) => state.failedKeys.has(routeKey(r)));
   if (stuck !== undefined) {
     return { kind: 'full', reason: `the kernel refused a change of ${stuck.dst} at the last full pass` };
+  }
+  const unwiredNext = unwiredHopOf(state, plan.decisions);
+  if (unwiredNext !== undefined) {
+    return {
+      kind: 'full',
+      reason: `the kernel refused the VXLAN neighbour or FDB entry of ${unwiredNext} at the last full pass`,
+    };
   }
 
   const before = new Map((old?.routes ?? []).map((r) => [routeKey(r), r]));
@@ -294,6 +321,25 @@ export function planPeerStep(state: PeerState, name: string, current: PeerNode |
     staleFdb,
     record,
   };
+}
+
+/** The key of a tunnel next hop (a VTEP address on an overlay device), as unwiredHops holds it. */
+export function tunnelHopKey(ifindex: number, address: string): string {
+  return `${ifindex} ${canonicalIp(address) ?? address}`;
+}
+
+/** Whether the route goes through a gateway on a device that `hops` names (tunnelHopKey). */
+function throughHop(r: RouteInfo, hops: ReadonlySet<string>): boolean {
+  return r.gateway !== undefined && r.ifindex !== undefined && hops.has(tunnelHopKey(r.ifindex, r.gateway));
+}
+
+/** The VTEP address of the first VXLAN decision whose hop the last full pass could not wire. */
+function unwiredHopOf(state: PeerState, decisions: readonly PeerDecision[]): string | undefined {
+  if (state.unwiredHops.size === 0) return undefined;
+  for (const d of decisions) {
+    if (d.path === 'vxlan' && state.unwiredHops.has(tunnelHopKey(d.ifindex, d.vtepIP))) return d.vtepIP;
+  }
+  return undefined;
 }
 
 /** Records a step's outcome; only after the kernel accepted all of it. */

@@ -21,7 +21,6 @@ import {
   type RouteInfo,
 } from '../datapath/ports.ts';
 import { errorText } from '../error-text.ts';
-import { canonicalIp } from '../ip/index.ts';
 import { applyRouteDiff, type RouteError } from './apply.ts';
 import { desiredRoutes, ownDirectSubnets } from './desired.ts';
 import { diffRoutes, MAIN_TABLE, type RouteConflict, type RouteDiff, routeKey } from './diff.ts';
@@ -39,6 +38,7 @@ import {
   planOptions,
   planPeerStep,
   programmedRouteCount,
+  tunnelHopKey,
 } from './peer-state.ts';
 import type {
   DesiredRoutes,
@@ -58,7 +58,11 @@ export interface OverlayReport {
   added: number;
   removed: number;
   removalsDeferred: number;
-  errors: { op: string; what: string; error: Error }[];
+  /**
+   * `device`: a device could not be made, checked or removed (every peer of its family may be off the
+   * plan); `entry`: one neighbour or FDB entry could not be written or removed.
+   */
+  errors: { op: string; what: string; scope: 'device' | 'entry'; error: Error }[];
 }
 
 /**
@@ -105,7 +109,12 @@ export interface TunnelHop {
 }
 
 function hopKey(h: TunnelHop): string {
-  return `${h.ifindex} ${canonicalIp(h.address) ?? h.address}`;
+  return tunnelHopKey(h.ifindex, h.address);
+}
+
+/** An overlay device could not be made, checked or removed: no per-node state after such a pass. */
+function deviceTrouble(overlay: OverlayReport | undefined): boolean {
+  return overlay?.errors.some((e) => e.scope === 'device') ?? false;
 }
 
 /** The next hop of a route through a gateway, as a TunnelHop (whatever its device). */
@@ -412,9 +421,16 @@ export class RouteReconciler {
     let plan = known === undefined ? this.planAndNote(basis, input.peers) : undefined;
     const folded = known === undefined ? undefined : foldedReport(known, 0);
     const unready = await this.overlay?.program((plan ?? folded)?.decisions ?? []);
-    if (known !== undefined && folded !== undefined && (await this.kernelStillHolds(known))) {
+    // An entry that could not be written holds routes back: the full diff below works out which.
+    if (
+      known !== undefined &&
+      folded !== undefined &&
+      (unready ?? []).length === 0 &&
+      (await this.kernelStillHolds(known))
+    ) {
       const overlay = await this.overlay?.prune(folded.decisions, true);
-      if ((overlay?.errors.length ?? 0) === 0) this.state = known;
+      // An entry left that could not be removed is harmless to the routes; the retry removes it.
+      if (!deviceTrouble(overlay)) this.state = known;
       // The steps since the last plan may have routed peers through other devices (or none through one).
       this.planDevices = stateDevices(known);
       // Neighbour or FDB entries written back (deleted or changed by someone else) make it no quiet pass.
@@ -481,9 +497,12 @@ export class RouteReconciler {
       }
     }
     // Per-node steps start from a pass over a complete node list that left the kernel as planned, but
-    // for the routes it knows were refused (a step touching one escalates; the backoff's pass retries).
-    const clean = input.synced && (overlay?.errors.length ?? 0) === 0;
-    this.state = clean ? buildPeerState(basis, input.peers, plan, conflicts, applied.errors) : undefined;
+    // for the routes and tunnel hops it knows were refused (a step touching one escalates; the backoff's
+    // pass retries). A device in trouble may have any peer of its family off the plan.
+    const clean = input.synced && !deviceTrouble(overlay);
+    this.state = clean
+      ? buildPeerState(basis, input.peers, plan, conflicts, applied.errors, unwritten)
+      : undefined;
     return {
       added: applied.added,
       replaced: applied.replaced,

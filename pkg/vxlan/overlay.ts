@@ -149,7 +149,7 @@ export class VxlanOverlay implements OverlayPort {
         await handle.deleteLink(l.index);
         log?.info({ device: l.name, mode }, 'VXLAN device removed');
       } catch (e) {
-        this.errors.push({ op: 'delete device', what: l.name, error: asError(e) });
+        this.errors.push({ op: 'delete device', what: l.name, scope: 'device', error: asError(e) });
       }
     }
     const states: DeviceState[] = [];
@@ -182,7 +182,7 @@ export class VxlanOverlay implements OverlayPort {
           );
         }
       } catch (e) {
-        this.errors.push({ op: 'ensure device', what: spec.name, error: asError(e) });
+        this.errors.push({ op: 'ensure device', what: spec.name, scope: 'device', error: asError(e) });
         // A check that failed (a netlink request) says nothing about the device itself. Dropping it
         // here would take every tunnel route of its family off this node and withdraw its VTEP MAC
         // from the whole cluster until the retry; the device the last pass made, still in the
@@ -329,7 +329,7 @@ export class VxlanOverlay implements OverlayPort {
       this.removed += remove;
       return true;
     } catch (e) {
-      this.errors.push({ op, what, error: asError(e) });
+      this.errors.push({ op, what, scope: 'entry', error: asError(e) });
       return false;
     }
   }

@@ -495,6 +495,55 @@ describe.skipIf(netnsSkipReason !== undefined)(
       expect(nsPing(podA.name, '10.244.2.5')).toBe(true);
     });
 
+    it("a neighbour entry the kernel keeps refusing holds back its peer alone: other peers' steps go on, no pass is quiet until it is written", async () => {
+      let refuse = true;
+      const a = reconciler(nodeA, 'node-a', {
+        faults: { replaceNeighbour: (n) => refuse && n.family === 4 && n.address === '10.244.2.0' },
+      });
+      // Without node-b first: its route and entries gone, whatever the tests before left.
+      refuse = false;
+      await pass(a, selfA, [sameSubnet]);
+      refuse = true;
+      const peers = [selfA, published(selfB), sameSubnet];
+      const first = await a.routes.reconcile({ synced: true, self: selfA, peers });
+      expect(first.overlay?.errors.map((e) => `${e.scope} ${e.op} ${e.what}`)).toEqual([
+        `entry replace neighbour 10.244.2.0 lladdr ${vtepMac('node-b', 4)}`,
+      ]);
+      expect(routesOn(nodeA, 4)).toEqual(['10.244.3.0/24 via 192.168.10.3 dev eth0']);
+      // Another tunnelled peer joins: a per-node step, not a full pass (before, every Node event of the
+      // cluster went to a full pass at the backoff's pace while the entry was refused).
+      const nodeD: PeerNode = published({
+        name: 'node-d',
+        podCIDRs: ['10.244.4.0/24'],
+        internalIPs: ['192.168.30.2'],
+      });
+      const step = await a.routes.reconcilePeer('node-d', nodeD);
+      expect(step).toMatchObject({ kind: 'applied', node: 'node-d' });
+      expect(routesOn(nodeA, 4)).toContain('10.244.4.0/24 via 10.244.4.0 dev trellis.v4 onlink');
+      // The refused peer's own change escalates ...
+      expect(
+        await a.routes.reconcilePeer('node-b', { ...published(selfB), internalIPs: ['192.168.20.9'] }),
+      ).toEqual({
+        kind: 'full',
+        reason:
+          'the kernel refused the VXLAN neighbour or FDB entry of node node-b (10.244.2.0) at the last full pass',
+      });
+      // ... and a pass over unchanged inputs is no quiet one: it tries the entry again.
+      const retried = await a.routes.reconcile({ synced: true, self: selfA, peers: [...peers, nodeD] });
+      expect(retried.quiet).toBeUndefined();
+      expect(retried.overlay?.errors.map((e) => e.op)).toEqual(['replace neighbour']);
+      expect(routesOn(nodeA, 4)).not.toContain('10.244.2.0/24 via 10.244.2.0 dev trellis.v4 onlink');
+      refuse = false;
+      await pass(a, selfA, [published(selfB), sameSubnet, nodeD]);
+      expect(routesOn(nodeA, 4)).toContain('10.244.2.0/24 via 10.244.2.0 dev trellis.v4 onlink');
+      await pass(reconciler(nodeB, 'node-b'), selfB, [published(selfA)]);
+      expect(nsPing(podA.name, '10.244.2.5')).toBe(true);
+      const quiet = await pass(a, selfA, [published(selfB), sameSubnet, nodeD]);
+      expect(quiet.quiet).toBe(true);
+      expect(await a.routes.reconcilePeer('node-d', undefined)).toMatchObject({ kind: 'applied' });
+      expect(routesOn(nodeA, 4)).not.toContain('10.244.4.0/24 via 10.244.4.0 dev trellis.v4 onlink');
+    });
+
     it('a restarted agent that recreates a device (a new VNI) and fails to create it keeps no device it deleted', async () => {
       await pass(reconciler(nodeA, 'node-a'), selfA, [published(selfB), sameSubnet]);
       const restarted = reconciler(nodeA, 'node-a', {
