@@ -13,8 +13,9 @@
  *     pod CIDR: the planner drops a CIDR holding any node's InternalIP, and a step sees one peer's only;
  *   - an old or new InternalIP inside this node's own pod CIDR (its blackhole is the full pass's);
  *   - a peer whose routes the last full pass found held by a foreign route (the full pass reports it),
- *     or could not write (the kernel refused it: only a full pass retries it), or a peer tunnelled
- *     through a hop whose neighbour or FDB entry the full pass could not write (the same);
+ *     or could not write (the kernel refused it: only a full pass retries it), or a peer routed
+ *     through a hop the full pass held routes back from (a VXLAN entry it could not write, a gateway on
+ *     the subnet of an InternalIP off its link: the same);
  *   - no state (no clean full pass over a synced cache yet).
  * The executor escalates too on any netlink error and when an exclusive add finds the key taken (see
  * peer-apply.ts).
@@ -104,8 +105,10 @@ export interface PeerState {
   /** routeKey of every failed route. */
   failedKeys: Set<string>;
   /**
-   * The tunnel hops (tunnelHopKey) whose neighbour or FDB entry the full pass could not write: the
-   * routes through them are not the state's (held back, or left without the entries they resolve by).
+   * The next hops (tunnelHopKey) the full pass held routes back from: tunnel hops whose neighbour or FDB
+   * entry it could not write, and gateways on the subnet of an InternalIP held while it is off its link
+   * (absent-internal-ip.ts). The routes through them are not the state's (held back, or left without the
+   * entries they resolve by).
    * Like `failed`, no pass is quiet while there is one and a step of a peer using one escalates; a
    * neighbour table that is full must not send every other Node event of the cluster to a full pass.
    */
@@ -248,10 +251,7 @@ export function planPeerStep(state: PeerState, name: string, current: PeerNode |
   }
   const unwired = unwiredHopOf(state, old?.decisions ?? []);
   if (unwired !== undefined) {
-    return {
-      kind: 'full',
-      reason: `the kernel refused the VXLAN neighbour or FDB entry of node ${name} (${unwired}) at the last full pass`,
-    };
+    return { kind: 'full', reason: `node ${name}: ${unwiredReason(unwired)}` };
   }
   if (old?.routes.length !== old?.decisions.reduce((n, d) => n + routeCount(d), 0)) {
     return { kind: 'full', reason: `a route of node ${name} was held by a route trellis does not own` };
@@ -273,10 +273,7 @@ export function planPeerStep(state: PeerState, name: string, current: PeerNode |
   }
   const unwiredNext = unwiredHopOf(state, plan.decisions);
   if (unwiredNext !== undefined) {
-    return {
-      kind: 'full',
-      reason: `the kernel refused the VXLAN neighbour or FDB entry of ${unwiredNext} at the last full pass`,
-    };
+    return { kind: 'full', reason: `node ${name}: ${unwiredReason(unwiredNext)}` };
   }
 
   const before = new Map((old?.routes ?? []).map((r) => [routeKey(r), r]));
@@ -333,13 +330,20 @@ function throughHop(r: RouteInfo, hops: ReadonlySet<string>): boolean {
   return r.gateway !== undefined && r.ifindex !== undefined && hops.has(tunnelHopKey(r.ifindex, r.gateway));
 }
 
-/** The VTEP address of the first VXLAN decision whose hop the last full pass could not wire. */
+/** The next hop (VTEP or InternalIP) of the first decision whose hop the last full pass held back. */
 function unwiredHopOf(state: PeerState, decisions: readonly PeerDecision[]): string | undefined {
   if (state.unwiredHops.size === 0) return undefined;
   for (const d of decisions) {
-    if (d.path === 'vxlan' && state.unwiredHops.has(tunnelHopKey(d.ifindex, d.vtepIP))) return d.vtepIP;
+    if (d.path === 'unreachable') continue;
+    const hop = d.path === 'vxlan' ? d.vtepIP : d.nodeIP;
+    if (state.unwiredHops.has(tunnelHopKey(d.ifindex, hop))) return hop;
   }
   return undefined;
+}
+
+/** Why a step through a held-back hop is a full pass's. */
+function unwiredReason(hop: string): string {
+  return `the last full pass held back routes through ${hop} (a VXLAN entry the kernel refused, or this node's InternalIP off that subnet): only a full pass writes them`;
 }
 
 /** Records a step's outcome; only after the kernel accepted all of it. */

@@ -21,6 +21,7 @@ import {
   type RouteInfo,
 } from '../datapath/ports.ts';
 import { errorText } from '../error-text.ts';
+import { type HomeAddress, holdAbsentInternalIPs, waitsForHeldAddress } from './absent-internal-ip.ts';
 import { applyRouteDiff, type RouteError } from './apply.ts';
 import { desiredRoutes, ownDirectSubnets } from './desired.ts';
 import { diffRoutes, MAIN_TABLE, type RouteConflict, type RouteDiff, routeKey } from './diff.ts';
@@ -275,6 +276,8 @@ export class RouteReconciler {
   readonly ownChanges: OwnRouteChanges;
   /** routeDevices of the last plan (a quiet pass plans nothing and reports these). */
   private planDevices: readonly number[] = [];
+  /** Where the last pass found (or held) this node's InternalIPs: absent-internal-ip.ts. */
+  private homes: HomeAddress[] = [];
 
   constructor(opts: RouteReconcilerOptions) {
     this.handle = opts.handle;
@@ -396,10 +399,13 @@ export class RouteReconciler {
     // A device the overlay just made or changed is one of this node's links from now on: planned with
     // the links as the next pass reads them, or that pass finds its inputs changed and plans it all again
     // (~0.9 s at 5,000 nodes, at the first resync after every start).
-    const localLinks =
+    const linksRead =
       input.localLinks === undefined && prepared.linksChanged === true
         ? await readLocalLinks(this.handle)
         : linksBefore;
+    const absent = holdAbsentInternalIPs(input.self, linksRead, this.homes);
+    this.homes = absent.homes;
+    const localLinks = absent.links;
     const basis: PeerStateBasis = {
       self: input.self,
       localLinks,
@@ -421,11 +427,13 @@ export class RouteReconciler {
     let plan = known === undefined ? this.planAndNote(basis, input.peers) : undefined;
     const folded = known === undefined ? undefined : foldedReport(known, 0);
     const unready = await this.overlay?.program((plan ?? folded)?.decisions ?? []);
-    // An entry that could not be written holds routes back: the full diff below works out which.
+    // An entry that could not be written, or an InternalIP held, holds routes back: the full diff
+    // below works out which.
     if (
       known !== undefined &&
       folded !== undefined &&
       (unready ?? []).length === 0 &&
+      absent.held.length === 0 &&
       (await this.kernelStillHolds(known))
     ) {
       const overlay = await this.overlay?.prune(folded.decisions, true);
@@ -452,8 +460,15 @@ export class RouteReconciler {
     const remove = input.synced === true ? diff.remove : [];
     // A route is not moved onto a tunnel hop whose neighbour or FDB entry could not be written: it
     // would lead nowhere, where the route it replaces may still work. The pass reports the entry's
-    // error, and the retry after it writes both.
+    // error, and the retry after it writes both. Nor is one written through the subnet of an InternalIP
+    // held while it is off its link (the kernel would refuse it): it waits for the address.
     const unwritten = new Set((unready ?? []).map(hopKey));
+    if (absent.held.length > 0) {
+      for (const r of plan.routes) {
+        const hop = hopOf(r);
+        if (hop !== undefined && waitsForHeldAddress(r, absent.held)) unwritten.add(hopKey(hop));
+      }
+    }
     const waits = (r: RouteInfo): boolean => {
       const hop = hopOf(r);
       return hop !== undefined && unwritten.has(hopKey(hop));
@@ -510,7 +525,7 @@ export class RouteReconciler {
       unchanged: diff.unchanged,
       removalsDeferred: diff.remove.length - remove.length,
       errors: applied.errors,
-      problems: [...prepared.problems, ...plan.problems, ...pruneProblems],
+      problems: [...prepared.problems, ...absent.problems, ...plan.problems, ...pruneProblems],
       decisions: plan.decisions,
       conflicts,
       ...(overlay === undefined ? {} : { overlay }),

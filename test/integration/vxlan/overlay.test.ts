@@ -526,7 +526,7 @@ describe.skipIf(netnsSkipReason !== undefined)(
       ).toEqual({
         kind: 'full',
         reason:
-          'the kernel refused the VXLAN neighbour or FDB entry of node node-b (10.244.2.0) at the last full pass',
+          "node node-b: the last full pass held back routes through 10.244.2.0 (a VXLAN entry the kernel refused, or this node's InternalIP off that subnet): only a full pass writes them",
       });
       // ... and a pass over unchanged inputs is no quiet one: it tries the entry again.
       const retried = await a.routes.reconcile({ synced: true, self: selfA, peers: [...peers, nodeD] });
@@ -605,6 +605,52 @@ describe.skipIf(netnsSkipReason !== undefined)(
       }
       await pass(a, selfA, [published(selfB), sameSubnet]);
       expect(link(nodeA, 'trellis.v4').ifindex).toBe(before);
+      expect(nsPing(podA.name, '10.244.2.5')).toBe(true);
+    });
+
+    it('the InternalIP off its interface for a moment: a peer on its subnet stays routed directly (no move to the tunnel and back), its route waits for the address', async () => {
+      const a = reconciler(nodeA, 'node-a');
+      const on = await pass(a, selfA, [published(selfB), sameSubnet]);
+      const direct = '10.244.3.0/24 via 192.168.10.3 dev eth0';
+      expect(routesOn(nodeA, 4)).toContain(direct);
+      ip(nodeA.name, 'addr', 'del', '192.168.10.2/24', 'dev', 'eth0');
+      try {
+        const off = await reconcileA(a);
+        expect(off.errors).toEqual([]);
+        expect(off.problems).toContainEqual({
+          node: 'node-a',
+          problem:
+            "InternalIP 192.168.10.2 is not an address of this node's interfaces: routes are planned as when it was on eth0 (192.168.10.0/24), and those through that subnet wait until it is back",
+        });
+        // Planned as before: node-c direct, and the subnets this node publishes unchanged (every peer
+        // would act on a change). Whether the kernel kept the direct route (its nexthop object) or not,
+        // nothing took its place through the tunnel.
+        expect(off.decisions.find((d) => d.node === 'node-c')).toMatchObject({ path: 'direct' });
+        expect(off.directSubnets).toEqual(on.directSubnets);
+        expect(routesOn(nodeA, 4).filter((r) => r.startsWith('10.244.3.0/24') && r !== direct)).toEqual([]);
+        expect(neighsOn(nodeA, 'trellis.v4')).not.toContainEqual(expect.stringContaining('10.244.3.0'));
+        // node-c's change is the full pass's while its route waits; node-b's (tunnelled) is a step.
+        expect(
+          await a.routes.reconcilePeer('node-c', { ...sameSubnet, internalIPs: ['192.168.10.4'] }),
+        ).toEqual({
+          kind: 'full',
+          reason:
+            "node node-c: the last full pass held back routes through 192.168.10.3 (a VXLAN entry the kernel refused, or this node's InternalIP off that subnet): only a full pass writes them",
+        });
+        expect(
+          await a.routes.reconcilePeer('node-b', { ...published(selfB), podCIDRs: ['10.244.2.0/24'] }),
+        ).toMatchObject({ kind: 'applied' });
+        // Still off at the next pass: still held, no quiet pass.
+        const again = await reconcileA(a);
+        expect(again.quiet).toBeUndefined();
+        expect(again.decisions.find((d) => d.node === 'node-c')).toMatchObject({ path: 'direct' });
+      } finally {
+        restoreUnderlayA();
+      }
+      const back = await pass(a, selfA, [published(selfB), sameSubnet]);
+      expect(back.problems).toEqual([]);
+      expect((await reconcileA(a)).quiet).toBe(true);
+      expect(routesOn(nodeA, 4)).toContain(direct);
       expect(nsPing(podA.name, '10.244.2.5')).toBe(true);
     });
 
