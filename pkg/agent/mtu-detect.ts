@@ -29,7 +29,7 @@ export async function detectMtu(
   const nodeLink = nodeLinkOf(localLinks, self.internalIPs, links);
   const needWaysOut = nodeLink === undefined || !links.some((l) => l.index === nodeLink.ifindex);
   const waysOut = needWaysOut ? await findWaysOut(host, familiesOf(self.internalIPs)) : [];
-  const overhead = encapOverhead(mode, self.internalIPs);
+  const overhead = encapOverhead(mode, self.internalIPs, self.podCIDRs);
   const choice = chooseMtu({
     configured: 0,
     internalIPs: self.internalIPs,

@@ -100,15 +100,23 @@ function overheadNote(overhead: number): string {
 /**
  * Bytes to subtract from the underlay MTU for pod traffic that leaves the node (the pods' RTAX_MTU).
  * vxlan: the VXLAN overhead of the largest underlay this node tunnels over (50 for IPv4, 70 for IPv6; a
- * dual-stack node uses 70: one route MTU serves both families' routes), since every peer is tunnelled.
+ * node tunnelling both uses 70: one route MTU serves both families' routes), since every peer is
+ * tunnelled. A family is tunnelled where the node has both a pod CIDR and an InternalIP of it (the VXLAN
+ * devices: pkg/vxlan device.ts): a node with dual-stack InternalIPs and IPv4 pods only tunnels over IPv4.
  * host-gw never encapsulates: 0. auto: 0 as well, so direct peers get the full MTU: TCP into a VXLAN
  * device is clamped by the node (table-rules.ts), and a larger packet of another protocol is answered
  * by the node, its first hop ("fragmentation needed" / "packet too big"), or fragmented (IPv4 without
  * DF). A pod's routes are fixed when it starts, so auto cannot follow which peers are tunnelled.
  */
-export function encapOverhead(mode: 'auto' | 'host-gw' | 'vxlan', internalIPs: readonly string[]): number {
+export function encapOverhead(
+  mode: 'auto' | 'host-gw' | 'vxlan',
+  internalIPs: readonly string[],
+  podCIDRs: readonly string[],
+): number {
   // Without an InternalIP (standalone mode) there is no VXLAN device and no peer: nothing to subtract.
   if (mode !== 'vxlan' || internalIPs.length === 0) return 0;
-  const families = new Set(internalIPs.map(familyOfText));
-  return families.has(6) ? VXLAN_OVERHEAD[6] : VXLAN_OVERHEAD[4];
+  const pods = new Set(podCIDRs.map(familyOfText));
+  const tunnelled = new Set(internalIPs.map(familyOfText).filter((f) => pods.has(f)));
+  if (tunnelled.size === 0) return 0;
+  return tunnelled.has(6) ? VXLAN_OVERHEAD[6] : VXLAN_OVERHEAD[4];
 }

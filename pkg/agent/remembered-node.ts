@@ -114,7 +114,7 @@ export function parseRememberedNode(
 export function rememberedMtu(mem: RememberedNode, mode: RoutingMode): MtuChoice & { overhead: number } {
   // A remembered fallback stays one: it is no MTU found, and must not be kept as one later.
   const fallback = mem.mtuSource.startsWith('fallback') ? ({ fallback: true } as const) : {};
-  const overhead = encapOverhead(mode, mem.internalIPs);
+  const overhead = encapOverhead(mode, mem.internalIPs, mem.podCIDRs);
   if (mem.mode === mode && mem.overhead === overhead) {
     return {
       mtu: mem.mtu,

@@ -39,7 +39,7 @@ function host(waysOut: Partial<Record<4 | 6, RouteLookup>>, dumped: RouteInfo[] 
 
 const ecmp: RouteLookup = { family: 4, dst: '0.0.0.0/0', ifindexes: [3, 4] };
 const single: RouteLookup = { family: 4, dst: '0.0.0.0/0', ifindexes: [3] };
-const onLo = { name: 'n1', podCIDRs: [], internalIPs: ['10.9.9.9'] };
+const onLo = { name: 'n1', podCIDRs: ['10.244.1.0/24'], internalIPs: ['10.9.9.9'] };
 
 function logger() {
   const warnings: string[] = [];

@@ -268,15 +268,20 @@ describe('device names', () => {
 });
 
 describe('MTU arithmetic', () => {
-  it('overhead: 0 in host-gw and auto; vxlan 50 over IPv4, 70 with an IPv6 underlay, 0 without InternalIPs', () => {
+  it('overhead: 0 in host-gw and auto; vxlan 50 over IPv4, 70 with an IPv6 underlay, of the families tunnelled; 0 without InternalIPs', () => {
     expect(VXLAN_OVERHEAD).toEqual({ 4: 50, 6: 70 });
-    expect(encapOverhead('host-gw', ['192.168.10.2', 'fd00:10::2'])).toBe(0);
+    const dual = ['10.244.1.0/24', 'fd00:244:1::/64'];
+    expect(encapOverhead('host-gw', ['192.168.10.2', 'fd00:10::2'], dual)).toBe(0);
     // auto: pods keep the full MTU; the node clamps TCP into its tunnels (table-rules.ts).
-    expect(encapOverhead('auto', ['192.168.10.2', 'fd00:10::2'])).toBe(0);
-    expect(encapOverhead('vxlan', ['192.168.10.2'])).toBe(50);
-    expect(encapOverhead('vxlan', ['fd00:10::2'])).toBe(70);
-    expect(encapOverhead('vxlan', ['192.168.10.2', 'fd00:10::2'])).toBe(70);
-    expect(encapOverhead('vxlan', [])).toBe(0);
+    expect(encapOverhead('auto', ['192.168.10.2', 'fd00:10::2'], dual)).toBe(0);
+    expect(encapOverhead('vxlan', ['192.168.10.2'], dual)).toBe(50);
+    expect(encapOverhead('vxlan', ['fd00:10::2'], dual)).toBe(70);
+    expect(encapOverhead('vxlan', ['192.168.10.2', 'fd00:10::2'], dual)).toBe(70);
+    // A family is tunnelled only where the node has pods of it: IPv4 pods over a dual-stack underlay.
+    expect(encapOverhead('vxlan', ['192.168.10.2', 'fd00:10::2'], ['10.244.1.0/24'])).toBe(50);
+    expect(encapOverhead('vxlan', ['192.168.10.2', 'fd00:10::2'], ['fd00:244:1::/64'])).toBe(70);
+    expect(encapOverhead('vxlan', ['192.168.10.2'], ['fd00:244:1::/64'])).toBe(0);
+    expect(encapOverhead('vxlan', [], dual)).toBe(0);
   });
 
   it('pod MTU = the InternalIP interface MTU minus the overhead; --mtu wins', () => {
