@@ -3,6 +3,7 @@ import { posix } from 'node:path';
 import { toCniError } from '../cni/errors.ts';
 import { deleteLinkIfNamed } from '../datapath/delete-link.ts';
 import { attachmentKey, hostVethName, leaseLogFields, shortId } from '../datapath/names.ts';
+import { netnsIdentityOf } from '../datapath/netns-identity.ts';
 import {
   type Family,
   type NetlinkHandle,
@@ -46,12 +47,14 @@ export interface HeldObservation {
   routes: { family: Family; dst: string }[];
   /** A namespace path checked against the kernel (see netnsFromRecord), when one was found. */
   netns?: string;
+  /** Which namespace `netns` named while it was checked (netns-identity.ts), when that could be read. */
+  netnsId?: string;
   /** What the host veth's alias says of its attachment (veth-alias.ts), when it has trellis's. */
   owner?: VethOwner;
 }
 
 export type RebuildDecision =
-  | { kind: 'restore'; key: LeaseKey; addresses: string[]; netns?: string }
+  | { kind: 'restore'; key: LeaseKey; addresses: string[]; netns?: string; netnsId?: string }
   | { kind: 'release'; key: LeaseKey; reason: string }
   | { kind: 'skip'; key: LeaseKey; reason: string };
 
@@ -89,9 +92,10 @@ export function decideRebuild(o: HeldObservation): RebuildDecision {
     }
   }
   const addresses = [4, 6].flatMap((f) => byFamily.get(f as Family) ?? []);
-  return o.netns === undefined
-    ? { kind: 'restore', key, addresses }
-    : { kind: 'restore', key, addresses, netns: o.netns };
+  if (o.netns === undefined) return { kind: 'restore', key, addresses };
+  return o.netnsId === undefined
+    ? { kind: 'restore', key, addresses, netns: o.netns }
+    : { kind: 'restore', key, addresses, netns: o.netns, netnsId: o.netnsId };
 }
 
 const NETNS_DIRS = ['/var/run/netns/', '/run/netns/'];
@@ -151,7 +155,10 @@ export interface RebuildDeps {
     'heldKeys' | 'heldAddresses' | 'ranges' | 'restore' | 'quarantinedRecords' | 'release' | 'get'
   >;
   host: Pick<NetlinkHandle, 'getLink' | 'getLinkByIndex' | 'deleteLink' | 'listRoutes'>;
-  netns: Pick<NetnsPort, 'isNetns' | 'openNetlinkIn'>;
+  netns: Pick<
+    NetnsPort,
+    'isNetns' | 'openNetlinkIn' | 'openNetnsFd' | 'closeFd' | 'bootId' | 'namespaceId' | 'processStart'
+  >;
   /** Attachments with a CNI call in flight ("<containerId>\0<ifname>"): left for that call. */
   busy: ReadonlySet<string>;
   /** The pods the API lists on this node (Kubernetes mode); undefined in standalone mode. */
@@ -239,6 +246,9 @@ export async function rebuildHeldLeases(
       if (decision.kind === 'restore') {
         const owner = observation?.owner;
         const meta: LeaseMeta = decision.netns === undefined ? {} : { netns: decision.netns };
+        // Which namespace that path named when it was confirmed: the sweeps and the veth repair then
+        // tell it from another one bind-mounted there later, as for a lease ADD wrote.
+        if (decision.netnsId !== undefined) meta.netnsId = decision.netnsId;
         // What the runtime said at ADD, kept in the veth's alias: the network and the pod.
         if (owner?.network !== undefined) meta.network = owner.network;
         // The MTU ADD gave both ends, as a lease from the published config records it (its `mtu`):
@@ -356,8 +366,9 @@ async function observe(deps: RebuildDeps, key: LeaseKey): Promise<HeldObservatio
   if (owner !== undefined) observation.owner = owner;
   const decided = decideRebuild(observation);
   if (decided.kind !== 'restore') return observation;
-  const netns = await findNetns(deps, key, link.index, decided.addresses);
-  return netns === undefined ? observation : { ...observation, netns };
+  const found = await findNetns(deps, key, link.index, decided.addresses);
+  if (found === undefined) return observation;
+  return { ...observation, netns: found.path, ...(found.id === undefined ? {} : { netnsId: found.id }) };
 }
 
 /** The pass that runs the rebuild waits for the API at most this long (it is only a nicety here). */
@@ -391,14 +402,16 @@ function readDir(dir: string): string[] {
 /**
  * The pod's namespace path: the one the quarantined record shows, else the first named namespace
  * (/var/run/netns, then /run/netns, the places runtimes bind-mount them) whose `ifname` is the peer of
- * the host veth and carries every rebuilt address. Undefined when none is confirmed.
+ * the host veth and carries every rebuilt address. Undefined when none is confirmed. With it, which
+ * namespace the path named while it was confirmed (netns-identity.ts), when it named the same one
+ * before and after: the lease then records it as ADD's does.
  */
 async function findNetns(
   deps: RebuildDeps,
   key: LeaseKey,
   hostIndex: number,
   addresses: string[],
-): Promise<string | undefined> {
+): Promise<{ path: string; id: string | undefined } | undefined> {
   const candidates: string[] = [];
   for (const text of deps.ipam.quarantinedRecords(key)) {
     const path = netnsFromRecord(text);
@@ -416,7 +429,10 @@ async function findNetns(
     }
   }
   for (const path of new Set(candidates)) {
-    if (await confirms(deps, path, key.ifname, hostIndex, addresses)) return path;
+    const before = netnsIdentityOf(deps.netns, path);
+    if (!(await confirms(deps, path, key.ifname, hostIndex, addresses))) continue;
+    const after = netnsIdentityOf(deps.netns, path);
+    return { path, id: before !== undefined && before === after ? before : undefined };
   }
   return undefined;
 }

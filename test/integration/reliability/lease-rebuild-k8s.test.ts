@@ -5,7 +5,7 @@
  * before aliases, as here), so the API-driven lease GC, which runs right after ready, keeps it.
  */
 import { execFileSync } from 'node:child_process';
-import { readFileSync, writeFileSync } from 'node:fs';
+import { readFileSync, statSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { hostVethName } from '../../../pkg/datapath/names.ts';
@@ -61,6 +61,10 @@ describe.skipIf(skip !== undefined)(
       });
       const lease = JSON.parse(readFileSync(leaseFile, 'utf8')) as Record<string, unknown>;
       expect(lease).toMatchObject({ podNamespace: POD_NAMESPACE, podName: pod.name, podUid: pod.uid });
+      // Which namespace the path named when the rebuild confirmed it, as ADD records it: the same one.
+      expect(lease.netnsId).toMatch(/^[0-9a-f-]{36}\/\d+:\d+$/);
+      const { ino, dev } = statSync(pod.netnsPath);
+      expect(String(lease.netnsId).split('/')[1]).toBe(`${dev}:${ino}`);
 
       // The GC pass that follows readiness has run (it lists this node's pods, then decides and says
       // so at debug level) and kept the lease.
