@@ -71,6 +71,12 @@ export interface ForwardFirewallState {
   error?: string;
   /** The agent does not look (--firewall-check-seconds 0). */
   off?: true;
+  /**
+   * Accepts trellis inserted in an earlier run that are still there while this one inserts none
+   * (--no-accept-forward): what they let through is counted as let through, and they are left alone
+   * (the operator's to delete). Absent when none, or when the agent inserts accepts itself.
+   */
+  earlierAccepts?: string[];
 }
 
 /** An nftables table by its name and its family's NFPROTO number (as its notifications carry them). */
@@ -114,6 +120,7 @@ export class ForwardFirewallWatch {
   private reportedVxlan = '[]';
   private reportedUnanswered = '';
   private reportedUndecided = '';
+  private reportedEarlier = '';
   private stopped = false;
   private running: Promise<void> | undefined;
   /**
@@ -170,6 +177,8 @@ export class ForwardFirewallWatch {
     let vxlanBlocks: VxlanInBlock[];
     let undecided: string[];
     let vxlan: VxlanInKind[] = [];
+    let earlier: RuleAt[] = [];
+    let earlierBlocks: ForwardBlock[] = [];
     try {
       if (this.deps.vxlan !== undefined) vxlan = await this.deps.vxlan();
       const rs = await this.deps.read(podCIDRs, vxlan);
@@ -187,6 +196,8 @@ export class ForwardFirewallWatch {
       if (write !== undefined && blocks.some((b) => b.targeted !== true))
         blocks = await this.accept(view, blocks, podCIDRs, write, stale);
       else if (write !== undefined) await this.dropStale(stale, write);
+      earlier = write === undefined ? ownAccepts(rulesWithChains(rs)) : [];
+      if (earlier.length > 0) earlierBlocks = forwardBlocks(withoutRules(rs, earlier), podCIDRs);
     } catch (err) {
       const error = errorText(err);
       if (error !== this.current.error) {
@@ -203,7 +214,9 @@ export class ForwardFirewallWatch {
       blocks,
       vxlanBlocks,
       ...(undecided.length === 0 ? {} : { undecided }),
+      ...(earlier.length === 0 ? {} : { earlierAccepts: earlier.map(describeRule) }),
     };
+    this.reportEarlier(earlier, earlierBlocks);
     this.reportUndecided(undecided);
     this.reportVxlan(vxlanBlocks, vxlan);
     const key = JSON.stringify(blocks.map(describeBlock));
@@ -311,6 +324,26 @@ export class ForwardFirewallWatch {
         : 'the host firewall drops pod traffic this node forwards, and the accept rules trellis inserted did not let all of it through',
     );
     return after;
+  }
+
+  /**
+   * Says (once per distinct set) that accepts an earlier run inserted are still there while this run
+   * inserts none: it neither adds nor deletes any, so what they let through stays let through (and is
+   * not reported as blocked) until the operator deletes them.
+   */
+  private reportEarlier(earlier: readonly RuleAt[], without: readonly ForwardBlock[]): void {
+    const key = JSON.stringify(earlier.map(describeRule));
+    if (key === this.reportedEarlier) return;
+    this.reportedEarlier = key;
+    if (earlier.length === 0) return;
+    this.deps.log.warn(
+      {
+        rules: earlier.map(describeRule),
+        ...(without.length === 0 ? {} : { withoutThem: without.map(describeBlock) }),
+        remove: earlier.map((at) => commandText(deleteCommand(at))),
+      },
+      'accept rules an earlier run of trellis inserted are still in the host firewall; with --no-accept-forward trellis neither inserts nor deletes any, so they stay until removed (withoutThem: what the host firewall would drop)',
+    );
   }
 
   /** Says (at info, once per distinct set) which forward chains the check cannot judge. */

@@ -35,10 +35,14 @@ function firewallText(f: NonNullable<StatusView['forwardFirewall']>): string {
     f.undecided === undefined || f.undecided.length === 0
       ? ''
       : `; cannot judge ${f.undecided.join(', ')} (rules it cannot read)`;
+  const earlier =
+    f.earlierAccepts === undefined || f.earlierAccepts.length === 0
+      ? ''
+      : `; through ${f.earlierAccepts.length} accept rule(s) an earlier run inserted, which --no-accept-forward leaves (the log gives the commands that remove them)`;
   if (f.blocks.length === 0 && vxlan.length === 0) {
     return unjudged === ''
-      ? `lets pod traffic through (checked ${f.checkedAt})`
-      : `no drop of pod traffic found (checked ${f.checkedAt})${unjudged}`;
+      ? `lets pod traffic through (checked ${f.checkedAt})${earlier}`
+      : `no drop of pod traffic found (checked ${f.checkedAt})${earlier}${unjudged}`;
   }
   const parts: string[] = [];
   const chains = (bs: readonly { chain: string }[]): string =>

@@ -1,9 +1,9 @@
-import { execFileSync } from 'node:child_process';
+import { execFileSync, spawnSync } from 'node:child_process';
 import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
-import { builtSkipReason } from '../../support/cni-driver.ts';
+import { AGENT_BINARY, builtSkipReason } from '../../support/cni-driver.ts';
 import { ip, netnsSkipReason, nsExec, nsPing, type TestNetns } from '../../support/netns.ts';
 import { sleep } from '../../support/testbed/processes.ts';
 import { type AddResult, containerId, NodeHarness, podAddr, V4_CIDR } from '../datapath/harness.ts';
@@ -87,6 +87,49 @@ describe.skipIf(skip !== undefined)(skip === undefined ? title : `${title} (skip
     expect(nsPing(client.name, podV4)).toBe(true);
     // The line is written after the rules are in and read back.
     await until('the second insert logged', 5000, () => inserts().length === 2);
+  });
+
+  it('restarted with --no-accept-forward: the accepts an earlier run inserted stay, and are said to, with what they let through', async () => {
+    node = new NodeHarness();
+    await node.start([], (host) => {
+      for (const tool of TOOLS) nsExec(host, tool, ['-P', 'FORWARD', 'DROP']);
+    });
+    const host = node.host.name;
+    const ours = () => acceptsIn(host, TOOLS);
+    await until('the accepts at start', 5000, () => ours().length === 4);
+    const before = ours();
+    await node.agent.stop();
+    await node.startAgain(['--no-accept-forward']);
+    const said = () => node!.agent.logs.find((l) => String(l.msg).startsWith('accept rules an earlier run'));
+    await until('the earlier accepts said', 5000, () => said() !== undefined);
+    const line = said()!;
+    expect(line.level).toBe('warn');
+    expect(line.rules).toHaveLength(4);
+    expect(line.remove).toHaveLength(4);
+    expect(
+      (line.remove as string[]).every(
+        (c) => c.startsWith('nft delete rule ip') && c.includes('FORWARD handle'),
+      ),
+    ).toBe(true);
+    expect(line.withoutThem).toEqual(expect.arrayContaining([expect.stringContaining('FORWARD')]));
+    // Left alone: neither deleted nor added to.
+    await sleep(300);
+    expect(ours()).toEqual(before);
+    // Said once, not at every check; status names them too.
+    expect(
+      node.agent.logs.filter((l) => String(l.msg).startsWith('accept rules an earlier run')),
+    ).toHaveLength(1);
+    const status = spawnSync(
+      'ip',
+      ['netns', 'exec', host, AGENT_BINARY, 'status', '--socket', node.agent.socket],
+      { encoding: 'utf8', timeout: 30_000 },
+    );
+    expect(status.stdout).toMatch(
+      /^host firewall:\s+lets pod traffic through \(checked [^)]+\); through 4 accept rule\(s\) an earlier run inserted/m,
+    );
+    // Each command it gives removes one of them.
+    for (const cmd of line.remove as string[]) nsExec(host, 'sh', ['-c', cmd]);
+    expect(ours()).toEqual([]);
   });
 
   it("RHEL's stock FORWARD (policy ACCEPT, then -j REJECT): the accepts go right before the reject", async () => {
