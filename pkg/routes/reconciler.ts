@@ -276,6 +276,8 @@ export class RouteReconciler {
   readonly ownChanges: OwnRouteChanges;
   /** routeDevices of the last plan (a quiet pass plans nothing and reports these). */
   private planDevices: readonly number[] = [];
+  /** A full pass is under way (concernsPrefix). */
+  private passRunning = false;
   /** Where the last pass found (or held) this node's InternalIPs: absent-internal-ip.ts. */
   private homes: HomeAddress[] = [];
 
@@ -321,9 +323,12 @@ export class RouteReconciler {
 
   /**
    * Whether someone else's route at this prefix matters: it replaced one of ours, or it held a key we
-   * want and may just have gone. False without a clean full pass (one is on its way anyway).
+   * want and may just have gone. While a full pass runs, any in our table does: the pass may have read
+   * the table before it came, and would leave state that does not know of it until the next resync.
+   * False otherwise without a clean full pass (one is on its way anyway, and reads the table).
    */
   concernsPrefix(route: RouteInfo): boolean {
+    if (this.passRunning) return (route.table ?? MAIN_TABLE) === (this.table ?? MAIN_TABLE);
     return this.state !== undefined && concernsPrefix(this.state, route);
   }
 
@@ -385,6 +390,15 @@ export class RouteReconciler {
   }
 
   private async pass(input: ReconcileInput): Promise<ReconcileReport> {
+    this.passRunning = true;
+    try {
+      return await this.fullPass(input);
+    } finally {
+      this.passRunning = false;
+    }
+  }
+
+  private async fullPass(input: ReconcileInput): Promise<ReconcileReport> {
     const start = this.now();
     // Whatever happens below, the old per-peer state no longer describes the kernel.
     const previous = this.state;

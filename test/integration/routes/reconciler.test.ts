@@ -1,5 +1,5 @@
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
-import type { NetlinkHandle } from '../../../pkg/datapath/ports.ts';
+import type { NetlinkHandle, RouteInfo } from '../../../pkg/datapath/ports.ts';
 import { createNetnsPort } from '../../../pkg/netns/index.ts';
 import { applyRouteDiff } from '../../../pkg/routes/apply.ts';
 import { type ReconcileInput, RouteReconciler } from '../../../pkg/routes/reconciler.ts';
@@ -165,6 +165,32 @@ describe.skipIf(netnsSkipReason !== undefined)('RouteReconciler on a real kernel
       problem: 'orphaned nexthop objects not pruned: RTM_DELNEXTHOP id 7: EBUSY',
     });
     expect(ours(a.name)).toEqual(before);
+  });
+
+  it('a foreign route told of while a full pass runs concerns it (the pass may have read the table before): the watch asks for another', async () => {
+    const h = open(a);
+    const foreign: RouteInfo = {
+      family: 4,
+      dst: '10.99.0.0/24',
+      gateway: '192.168.77.2',
+      protocol: 4,
+      table: 254,
+    };
+    const seen: boolean[] = [];
+    const r: RouteReconciler = new RouteReconciler({
+      handle: Object.assign(Object.create(h) as NetlinkHandle, {
+        // Called by the pass after its first reads: as a notification handled between two of its awaits.
+        pruneNexthops: async () => {
+          seen.push(r.concernsPrefix(foreign), r.concernsPrefix({ ...foreign, table: 100 }));
+          return (h as unknown as { pruneNexthops(): Promise<number> }).pruneNexthops();
+        },
+      }),
+    });
+    await r.reconcile(input([self, nodeB, far]));
+    expect(seen).toEqual([true, false]);
+    // After it, a foreign route on no prefix of ours is none of its business.
+    expect(r.concernsPrefix(foreign)).toBe(false);
+    expect(r.concernsPrefix({ ...foreign, dst: '10.244.1.0/24' })).toBe(true);
   });
 
   it('a restart over an unchanged cluster makes zero kernel changes', async () => {
