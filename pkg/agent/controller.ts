@@ -765,6 +765,8 @@ export class NodeController {
           unchanged: report.unchanged,
           removalsDeferred: report.removalsDeferred,
           routeErrors: report.errors.length,
+          // Routes not written: their tunnel entries refused, or waiting for this node's InternalIP.
+          ...(report.heldBack === undefined ? {} : { heldBack: report.heldBack.length }),
           conflicts: report.conflicts.length,
           problems: report.problems.length,
           // Who is cut off, on every pass while it lasts (the warning is said once): the first few.
@@ -786,8 +788,13 @@ export class NodeController {
       );
       // Some change failed (a route, the overlay, nft): the pass still counts, and the loop retries it
       // after a backoff rather than at once (such failures tend to persist for a while).
+      // Routes held back for an InternalIP off its link: retried until it is back or the hold ends (an
+      // address widened by an on-link prefix comes back without a connected route to wake a pass).
       const partial =
-        report.errors.length > 0 || (report.overlay?.errors.length ?? 0) > 0 || masq === 'failed';
+        report.errors.length > 0 ||
+        (report.overlay?.errors.length ?? 0) > 0 ||
+        (report.heldBack?.length ?? 0) > 0 ||
+        masq === 'failed';
       const outcome: PassOutcome = {
         kind: 'ok',
         report,

@@ -22,7 +22,7 @@ export interface PeerRouteState {
   reason?: string;
 }
 
-type ReportPart = Pick<ReconcileReport, 'decisions' | 'problems' | 'errors' | 'conflicts'>;
+type ReportPart = Pick<ReconcileReport, 'decisions' | 'problems' | 'errors' | 'conflicts' | 'heldBack'>;
 
 /**
  * A state per decision object, for decisions no error or conflict touches: then the state follows from
@@ -54,6 +54,9 @@ export function peerRouteStates(
         ? `${c.desired.dst} is held by a route trellis does not own: ${UNREADABLE_HOLDER}`
         : `${c.desired.dst} is held by a route trellis does not own (protocol ${c.existing.protocol ?? 'unknown'})`,
     );
+  }
+  for (const h of report.heldBack ?? []) {
+    broken.set(`${h.route.family} ${h.route.dst}`, `route held back: ${h.reason}`);
   }
   const out: PeerRouteState[] = [];
   for (const d of report.decisions) {

@@ -23,9 +23,9 @@ export interface ProgrammedIndex {
  * front of them (one behind them is no conflict for the diff either: diff.ts). Routes are compared
  * as the kernel dump and the planner spell them (both canonical); a difference of spelling alone counts
  * as a difference, so it can cost a full plan but never hide drift. False whenever the state holds a
- * conflict (a foreign route in our way), a route the kernel refused or a tunnel hop whose entries it
- * refused: whether that route is still there, and what it is now, is for a full diff to report, and the
- * refused ones' to retry.
+ * conflict (a foreign route in our way), a route the kernel refused, or routes held back (a tunnel hop
+ * whose entries it refused, a gateway waiting for this node's InternalIP): whether that route is still
+ * there, and what it is now, is for a full diff to report, and the held ones' to retry.
  */
 export function kernelHolds(state: PeerState, programmed: readonly RouteInfo[]): boolean {
   const check = new KernelCheck(state);

@@ -85,6 +85,19 @@ export interface PeerRecord {
   problems: Problem[];
 }
 
+/** A planned route a full pass held back, and why. */
+export interface HeldRoute {
+  route: RouteInfo;
+  reason: string;
+}
+
+/** What a full pass held back: the next hops (tunnelHopKey), the routes, and the hold's predicate. */
+export interface HeldBack {
+  hops: ReadonlySet<string>;
+  routes: readonly HeldRoute[];
+  waits?: (route: RouteInfo) => boolean;
+}
+
 export interface PeerState {
   basis: PeerStateBasis;
   peers: Map<string, PeerRecord>;
@@ -113,6 +126,13 @@ export interface PeerState {
    * neighbour table that is full must not send every other Node event of the cluster to a full pass.
    */
   unwiredHops: Set<string>;
+  /** The routes held back through those hops, and why (step reports carry them). */
+  heldBack: HeldRoute[];
+  /**
+   * While an InternalIP is held (absent-internal-ip.ts): whether a route would wait for it. A step
+   * writing such a route escalates (the kernel would refuse it). Absent when none is held.
+   */
+  waits?: (route: RouteInfo) => boolean;
   /** Every record's `cidrs` by owner (kept in step with `peers` by buildPeerState and commitPeerStep). */
   cidrIndex: CidrIndex;
   /** Every record's `ips` by owner, kept the same way. */
@@ -123,8 +143,8 @@ export interface PeerState {
 
 /**
  * The state after a full pass over a synced cache that left no overlay device errors; its route errors
- * are `failed`, the hops whose entries it could not write `unwiredHops`. undefined when the input cannot
- * support per-node steps (a name listed twice).
+ * are `failed`, the next hops it held routes back from `unwiredHops` (`held`). undefined when the input
+ * cannot support per-node steps (a name listed twice).
  */
 export function buildPeerState(
   basis: PeerStateBasis,
@@ -132,8 +152,9 @@ export function buildPeerState(
   plan: DesiredRoutes,
   conflicts: RouteDiff['conflicts'],
   failed: readonly RouteError[] = [],
-  unwiredHops: ReadonlySet<string> = new Set(),
+  held: HeldBack = { hops: new Set(), routes: [] },
 ): PeerState | undefined {
+  const unwiredHops = held.hops;
   const conflictKeys = new Set(conflicts.map((c) => routeKey(c.desired)));
   const failedKeys = new Set(failed.map((e) => routeKey(e.route)));
   const records = new Map<string, PeerRecord>();
@@ -194,6 +215,8 @@ export function buildPeerState(
     failed: [...failed],
     failedKeys,
     unwiredHops: new Set(unwiredHops),
+    heldBack: [...held.routes],
+    ...(held.waits === undefined ? {} : { waits: held.waits }),
     cidrIndex,
     ipIndex,
   };
@@ -275,6 +298,13 @@ export function planPeerStep(state: PeerState, name: string, current: PeerNode |
   if (unwiredNext !== undefined) {
     return { kind: 'full', reason: `node ${name}: ${unwiredReason(unwiredNext)}` };
   }
+  const waiting = state.waits === undefined ? undefined : routes.find(state.waits);
+  if (waiting !== undefined) {
+    return {
+      kind: 'full',
+      reason: `node ${name}: ${waiting.dst} would go through the subnet of this node's InternalIP, which is off its link: only a full pass writes it`,
+    };
+  }
 
   const before = new Map((old?.routes ?? []).map((r) => [routeKey(r), r]));
   const add: RouteInfo[] = [];
@@ -320,7 +350,7 @@ export function planPeerStep(state: PeerState, name: string, current: PeerNode |
   };
 }
 
-/** The key of a tunnel next hop (a VTEP address on an overlay device), as unwiredHops holds it. */
+/** The key of a next hop (a VTEP address on an overlay device, a gateway on a link), as unwiredHops holds it. */
 export function tunnelHopKey(ifindex: number, address: string): string {
   return `${ifindex} ${canonicalIp(address) ?? address}`;
 }

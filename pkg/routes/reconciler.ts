@@ -21,7 +21,7 @@ import {
   type RouteInfo,
 } from '../datapath/ports.ts';
 import { errorText } from '../error-text.ts';
-import { type HomeAddress, holdAbsentInternalIPs, waitsForHeldAddress } from './absent-internal-ip.ts';
+import { type HomeAddress, heldAddressOf, heldReason, holdAbsentInternalIPs } from './absent-internal-ip.ts';
 import { applyRouteDiff, type RouteError } from './apply.ts';
 import { desiredRoutes, ownDirectSubnets } from './desired.ts';
 import { diffRoutes, MAIN_TABLE, type RouteConflict, type RouteDiff, routeKey } from './diff.ts';
@@ -34,6 +34,7 @@ import {
   buildPeerState,
   commitPeerStep,
   describesInputs,
+  type HeldRoute,
   type PeerState,
   type PeerStateBasis,
   planOptions,
@@ -113,6 +114,10 @@ function hopKey(h: TunnelHop): string {
   return tunnelHopKey(h.ifindex, h.address);
 }
 
+/** Why a route through a tunnel hop whose entries the kernel refused is held back. */
+const UNWIRED_REASON =
+  "its VXLAN neighbour or FDB entry could not be written (the pass's overlay errors say why)";
+
 /** An overlay device could not be made, checked or removed: no per-node state after such a pass. */
 function deviceTrouble(overlay: OverlayReport | undefined): boolean {
   return overlay?.errors.some((e) => e.scope === 'device') ?? false;
@@ -163,6 +168,12 @@ export interface ReconcileReport {
   quiet?: boolean;
   /** Orphaned nexthop objects of ours deleted by this pass (pkg/netlink nexthop-book.ts), when any. */
   nexthopsPruned?: number;
+  /**
+   * Planned routes the pass did not write, and why: their tunnel hop's neighbour or FDB entry could not
+   * be written, or they wait for this node's InternalIP back on its link (absent-internal-ip.ts). Absent
+   * when none. The pass is retried with backoff while there are any.
+   */
+  heldBack?: HeldRoute[];
   /**
    * The devices (ifindex, ascending) the pass's plan routes peers through: the agent watches their
    * state, since the kernel deletes a device's nexthop objects, and with them our IPv4 routes, without
@@ -238,6 +249,7 @@ function foldedReport(state: PeerState, durationMs: number): ReconcileReport {
     problems,
     decisions,
     conflicts: state.conflicts,
+    ...(state.heldBack.length === 0 ? {} : { heldBack: state.heldBack }),
     durationMs,
   };
 }
@@ -325,7 +337,8 @@ export class RouteReconciler {
    * Whether someone else's route at this prefix matters: it replaced one of ours, or it held a key we
    * want and may just have gone. While a full pass runs, any in our table does: the pass may have read
    * the table before it came, and would leave state that does not know of it until the next resync.
-   * False otherwise without a clean full pass (one is on its way anyway, and reads the table).
+   * False otherwise without state: a full pass is on its way and reads the table (or the node list
+   * names a node twice, and every pass is a full one that reads it).
    */
   concernsPrefix(route: RouteInfo): boolean {
     if (this.passRunning) return (route.table ?? MAIN_TABLE) === (this.table ?? MAIN_TABLE);
@@ -417,7 +430,7 @@ export class RouteReconciler {
       input.localLinks === undefined && prepared.linksChanged === true
         ? await readLocalLinks(this.handle)
         : linksBefore;
-    const absent = holdAbsentInternalIPs(input.self, linksRead, this.homes);
+    const absent = holdAbsentInternalIPs(input.self, linksRead, this.homes, this.now());
     this.homes = absent.homes;
     const localLinks = absent.links;
     const basis: PeerStateBasis = {
@@ -475,12 +488,23 @@ export class RouteReconciler {
     // A route is not moved onto a tunnel hop whose neighbour or FDB entry could not be written: it
     // would lead nowhere, where the route it replaces may still work. The pass reports the entry's
     // error, and the retry after it writes both. Nor is one written through the subnet of an InternalIP
-    // held while it is off its link (the kernel would refuse it): it waits for the address.
-    const unwritten = new Set((unready ?? []).map(hopKey));
-    if (absent.held.length > 0) {
+    // held while it is off its link that no address of the link reaches now (the kernel would refuse
+    // it): it waits for the address.
+    const unwired = new Set((unready ?? []).map(hopKey));
+    const heldBack: HeldRoute[] = [];
+    const unwritten = new Set<string>();
+    if (unwired.size > 0 || absent.held.length > 0) {
       for (const r of plan.routes) {
         const hop = hopOf(r);
-        if (hop !== undefined && waitsForHeldAddress(r, absent.held)) unwritten.add(hopKey(hop));
+        if (hop === undefined) continue;
+        const key = hopKey(hop);
+        const home = unwired.has(key) ? undefined : heldAddressOf(r, absent.held, linksRead);
+        if (!unwired.has(key) && home === undefined) continue;
+        unwritten.add(key);
+        heldBack.push({
+          route: r,
+          reason: home === undefined ? UNWIRED_REASON : heldReason(home),
+        });
       }
     }
     const waits = (r: RouteInfo): boolean => {
@@ -530,7 +554,13 @@ export class RouteReconciler {
     // pass retries). A device in trouble may have any peer of its family off the plan.
     const clean = input.synced && !deviceTrouble(overlay);
     this.state = clean
-      ? buildPeerState(basis, input.peers, plan, conflicts, applied.errors, unwritten)
+      ? buildPeerState(basis, input.peers, plan, conflicts, applied.errors, {
+          hops: unwritten,
+          routes: heldBack,
+          ...(absent.held.length === 0
+            ? {}
+            : { waits: (r: RouteInfo) => heldAddressOf(r, absent.held, linksRead) !== undefined }),
+        })
       : undefined;
     return {
       added: applied.added,
@@ -545,6 +575,7 @@ export class RouteReconciler {
       ...(overlay === undefined ? {} : { overlay }),
       directSubnets,
       ...(nexthopsPruned > 0 ? { nexthopsPruned } : {}),
+      ...(heldBack.length === 0 ? {} : { heldBack }),
       routeDevices: this.planDevices,
       durationMs: this.now() - start,
     };

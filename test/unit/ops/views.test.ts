@@ -167,6 +167,41 @@ describe('peerRouteStates', () => {
     ]);
     expect(missingPeers(s)).toEqual(['n2/v6']);
   });
+
+  it('a route the pass held back makes its peer broken, with the reason', () => {
+    const direct = (node: string, cidr: string) => ({
+      node,
+      family: 4 as const,
+      path: 'direct' as const,
+      nodeIP: '192.168.10.3',
+      ifindex: 2,
+      linkName: 'eth0',
+      podCIDRs: [cidr],
+    });
+    const s = peerRouteStates(
+      {
+        decisions: [direct('n2', '10.244.2.0/24'), direct('n3', '10.244.3.0/24')],
+        problems: [],
+        errors: [],
+        conflicts: [],
+        heldBack: [
+          {
+            route: { family: 4, dst: '10.244.3.0/24', gateway: '192.168.10.3', ifindex: 2 },
+            reason: "waits for this node's InternalIP 192.168.10.2 back on eth0 (up to 30 s)",
+          },
+        ],
+      },
+      'n1',
+    );
+    expect(s.map((x) => [x.peer, x.ok, x.reason])).toEqual([
+      ['n2', true, undefined],
+      [
+        'n3',
+        false,
+        "route held back: waits for this node's InternalIP 192.168.10.2 back on eth0 (up to 30 s)",
+      ],
+    ]);
+  });
 });
 
 describe('status and leases views', () => {
