@@ -77,6 +77,13 @@ export interface ForwardFirewallState {
    * (the operator's to delete). Absent when none, or when the agent inserts accepts itself.
    */
   earlierAccepts?: string[];
+  /** The commands that remove them, in the same order. */
+  earlierRemove?: string[];
+  /**
+   * What the host firewall would drop without them: let through only by rules this run does not put
+   * back after a firewall reload. Absent when nothing.
+   */
+  hiddenBlocks?: ForwardBlock[];
 }
 
 /** An nftables table by its name and its family's NFPROTO number (as its notifications carry them). */
@@ -196,7 +203,7 @@ export class ForwardFirewallWatch {
       if (write !== undefined && blocks.some((b) => b.targeted !== true))
         blocks = await this.accept(view, blocks, podCIDRs, write, stale);
       else if (write !== undefined) await this.dropStale(stale, write);
-      earlier = write === undefined ? ownAccepts(rulesWithChains(rs)) : [];
+      earlier = write === undefined ? earlierAccepts(rs) : [];
       if (earlier.length > 0) earlierBlocks = forwardBlocks(withoutRules(rs, earlier), podCIDRs);
     } catch (err) {
       const error = errorText(err);
@@ -214,7 +221,13 @@ export class ForwardFirewallWatch {
       blocks,
       vxlanBlocks,
       ...(undecided.length === 0 ? {} : { undecided }),
-      ...(earlier.length === 0 ? {} : { earlierAccepts: earlier.map(describeRule) }),
+      ...(earlier.length === 0
+        ? {}
+        : {
+            earlierAccepts: earlier.map(describeRule),
+            earlierRemove: earlier.map((at) => commandText(deleteCommand(at))),
+          }),
+      ...(earlierBlocks.length === 0 ? {} : { hiddenBlocks: earlierBlocks }),
     };
     this.reportEarlier(earlier, earlierBlocks);
     this.reportUndecided(undecided);
@@ -332,7 +345,10 @@ export class ForwardFirewallWatch {
    * not reported as blocked) until the operator deletes them.
    */
   private reportEarlier(earlier: readonly RuleAt[], without: readonly ForwardBlock[]): void {
-    const key = JSON.stringify(earlier.map(describeRule));
+    // By the commands (legacy iptables' name a rule by its options, not its position, which moves when
+    // Docker re-inserts its jumps) and by what they hide: a drop appearing behind them is news.
+    const remove = earlier.map((at) => commandText(deleteCommand(at)));
+    const key = JSON.stringify([remove, without.map(describeBlock)]);
     if (key === this.reportedEarlier) return;
     this.reportedEarlier = key;
     if (earlier.length === 0) return;
@@ -340,7 +356,7 @@ export class ForwardFirewallWatch {
       {
         rules: earlier.map(describeRule),
         ...(without.length === 0 ? {} : { withoutThem: without.map(describeBlock) }),
-        remove: earlier.map((at) => commandText(deleteCommand(at))),
+        remove,
       },
       'accept rules an earlier run of trellis inserted are still in the host firewall; with --no-accept-forward trellis neither inserts nor deletes any, so they stay until removed (withoutThem: what the host firewall would drop)',
     );
@@ -430,6 +446,15 @@ function staleAccepts(rs: ForwardRuleset, podCIDRs: readonly string[]): RuleAt[]
   return ownAccepts(rulesWithChains(rs), (p) => p !== undefined && wanted.has(canonicalCidr(p) ?? p)).filter(
     (at) => !owned.has(tableKey(at.chain)),
   );
+}
+
+/**
+ * Our accepts, for a run that inserts none: not in a table another process owns (the kernel refuses
+ * a delete there, so no command to remove them can be given).
+ */
+function earlierAccepts(rs: ForwardRuleset): RuleAt[] {
+  const owned = new Set(rs.baseChains.filter((c) => c.owned === true).map(tableKey));
+  return ownAccepts(rulesWithChains(rs)).filter((at) => !owned.has(tableKey(at.chain)));
 }
 
 /** The ruleset as it reads without these rules (their chains' other rules keep their handles). */

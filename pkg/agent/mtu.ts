@@ -1,6 +1,6 @@
 import { IPV6_MIN_MTU, type LinkInfo, type RouteLookup } from '../datapath/ports.ts';
-import { familyOfText } from '../ip/index.ts';
-import { nodeLinkOf, wayOutLink } from '../routes/node-link.ts';
+import { vtepAddress } from '../routes/desired.ts';
+import { nodeLinkOf, usableInternalIPsOf, wayOutLink } from '../routes/node-link.ts';
 import type { LocalLink } from '../routes/types.ts';
 import { VXLAN_OVERHEAD } from '../vxlan/constants.ts';
 
@@ -115,8 +115,10 @@ export function encapOverhead(
 ): number {
   // Without an InternalIP (standalone mode) there is no VXLAN device and no peer: nothing to subtract.
   if (mode !== 'vxlan' || internalIPs.length === 0) return 0;
-  const pods = new Set(podCIDRs.map(familyOfText));
-  const tunnelled = new Set(internalIPs.map(familyOfText).filter((f) => pods.has(f)));
-  if (tunnelled.size === 0) return 0;
-  return tunnelled.has(6) ? VXLAN_OVERHEAD[6] : VXLAN_OVERHEAD[4];
+  // As device.ts decides which devices to make: a pod CIDR and a usable InternalIP of the family.
+  const tunnelled = ([4, 6] as const).filter(
+    (f) => vtepAddress(podCIDRs, f) !== undefined && usableInternalIPsOf(internalIPs, f).usable.length > 0,
+  );
+  if (tunnelled.length === 0) return 0;
+  return tunnelled.includes(6) ? VXLAN_OVERHEAD[6] : VXLAN_OVERHEAD[4];
 }

@@ -492,6 +492,14 @@ function checkFirewall(f: DoctorFacts): CheckResult {
       fix: b.owned === true ? fixCommand(b) : `${fixCommand(b)} (${DOCKER_NOTE})`,
     });
   }
+  // Let through only by accepts an earlier run inserted: a firewall reload takes them, and this run
+  // (--no-accept-forward) does not put them back.
+  for (const b of fw.hiddenBlocks ?? []) {
+    r.findings.push({
+      problem: `${describeBlock(b)}, and only accept rules an earlier run of trellis inserted let IPv${b.family} pod traffic through; with --no-accept-forward trellis does not put them back after a firewall reload`,
+      fix: `accept it in the host firewall's own configuration (${fixCommand(b)}), then remove trellis's: ${(fw.earlierRemove ?? []).join('; ')}`,
+    });
+  }
   for (const b of fw.vxlanBlocks ?? []) {
     r.findings.push({
       problem: `${describeVxlanBlock(b)}; pods here and on those nodes cannot reach each other`,

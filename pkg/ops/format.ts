@@ -35,10 +35,7 @@ function firewallText(f: NonNullable<StatusView['forwardFirewall']>): string {
     f.undecided === undefined || f.undecided.length === 0
       ? ''
       : `; cannot judge ${f.undecided.join(', ')} (rules it cannot read)`;
-  const earlier =
-    f.earlierAccepts === undefined || f.earlierAccepts.length === 0
-      ? ''
-      : `; through ${f.earlierAccepts.length} accept rule(s) an earlier run inserted, which --no-accept-forward leaves (the log gives the commands that remove them)`;
+  const earlier = earlierText(f);
   if (f.blocks.length === 0 && vxlan.length === 0) {
     return unjudged === ''
       ? `lets pod traffic through (checked ${f.checkedAt})${earlier}`
@@ -50,7 +47,17 @@ function firewallText(f: NonNullable<StatusView['forwardFirewall']>): string {
   if (f.blocks.length > 0) parts.push(`DROPS pod traffic in ${chains(f.blocks)}`);
   if (vxlan.length > 0)
     parts.push(`DROPS VXLAN (UDP ${vxlan[0]!.port}) from tunnelled nodes in ${chains(vxlan)}`);
-  return `${parts.join('; ')} (checked ${f.checkedAt}; trellis-agent doctor gives the fix)${unjudged}`;
+  return `${parts.join('; ')} (checked ${f.checkedAt}; trellis-agent doctor gives the fix)${earlier}${unjudged}`;
+}
+
+/** Accepts an earlier run inserted, left by --no-accept-forward, and whether pod traffic needs them. */
+function earlierText(f: NonNullable<StatusView['forwardFirewall']>): string {
+  const n = f.earlierAccepts?.length ?? 0;
+  if (n === 0) return '';
+  const hidden = f.hiddenBlocks ?? [];
+  return hidden.length === 0
+    ? `; ${n} accept rule(s) an earlier run inserted are still there (--no-accept-forward leaves them)`
+    : `; part of it only through ${n} accept rule(s) an earlier run inserted, which --no-accept-forward leaves and does not put back (trellis-agent doctor says what)`;
 }
 
 function preparedPairsText(p: NonNullable<StatusView['preparedPairs']>): string {

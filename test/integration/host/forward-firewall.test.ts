@@ -3,6 +3,7 @@ import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'no
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
+import type { DoctorReport } from '../../../pkg/ops/doctor.ts';
 import { AGENT_BINARY, builtSkipReason } from '../../support/cni-driver.ts';
 import { ip, netnsSkipReason, nsExec, nsPing, type TestNetns } from '../../support/netns.ts';
 import { sleep } from '../../support/testbed/processes.ts';
@@ -125,7 +126,21 @@ describe.skipIf(skip !== undefined)(skip === undefined ? title : `${title} (skip
       { encoding: 'utf8', timeout: 30_000 },
     );
     expect(status.stdout).toMatch(
-      /^host firewall:\s+lets pod traffic through \(checked [^)]+\); through 4 accept rule\(s\) an earlier run inserted/m,
+      /^host firewall:\s+lets pod traffic through \(checked [^)]+\); part of it only through 4 accept rule\(s\) an earlier run inserted/m,
+    );
+    // doctor: the drop they hide, since a firewall reload takes them and this run does not put them back.
+    const doctor = spawnSync(
+      'ip',
+      ['netns', 'exec', host, AGENT_BINARY, 'doctor', '--json', '--socket', node.agent.socket],
+      { encoding: 'utf8', timeout: 30_000 },
+    );
+    const firewall = (JSON.parse(doctor.stdout) as DoctorReport).checks.find((c) => c.name === 'firewall')!;
+    expect(firewall.findings).toHaveLength(4);
+    expect(firewall.findings[0]!.problem).toMatch(
+      /FORWARD.*, and only accept rules an earlier run of trellis inserted let IPv[46] pod traffic through/,
+    );
+    expect(firewall.findings[0]!.fix).toContain(
+      `then remove trellis's: ${(line.remove as string[]).join('; ')}`,
     );
     // Each command it gives removes one of them.
     for (const cmd of line.remove as string[]) nsExec(host, 'sh', ['-c', cmd]);

@@ -281,6 +281,8 @@ describe('MTU arithmetic', () => {
     expect(encapOverhead('vxlan', ['192.168.10.2', 'fd00:10::2'], ['10.244.1.0/24'])).toBe(50);
     expect(encapOverhead('vxlan', ['192.168.10.2', 'fd00:10::2'], ['fd00:244:1::/64'])).toBe(70);
     expect(encapOverhead('vxlan', ['192.168.10.2'], ['fd00:244:1::/64'])).toBe(0);
+    // A link-local IPv6 InternalIP makes no IPv6 device: IPv4's overhead.
+    expect(encapOverhead('vxlan', ['192.168.10.2', 'fe80::2'], dual)).toBe(50);
     expect(encapOverhead('vxlan', [], dual)).toBe(0);
   });
 
