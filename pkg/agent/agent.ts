@@ -39,7 +39,7 @@ import { type ClusterNode, type ClusterView, staticCluster } from './cluster.ts'
 import { CniServer } from './cni-server.ts';
 import { type CniCallRecord, createCniService } from './cni-service.ts';
 import type { AgentConfig } from './config.ts';
-import { FIRST_LIST_WAIT, NodeController, type PassOutcome } from './controller.ts';
+import { FIRST_LIST_WAIT, NodeController, type PassOutcome, ROUTING_ANNOTATIONS } from './controller.ts';
 import { startFirewallChecks } from './firewall-checks.ts';
 import type { ForwardFirewallWatch } from './forward-firewall.ts';
 import { ForwardPrefixes } from './forward-prefixes.ts';
@@ -716,6 +716,9 @@ export class Agent {
       // No periodic onSync from the cache: the controller's own resync timer already runs a full pass
       // every resyncMs, and the two timers meant two full passes per period (off by the start-up gap).
       resyncMs: 0,
+      // Only the annotations routes depend on: every agent's report (trellis.dev/agent) changing would
+      // otherwise be a changed view, a conversion and a per-node step on every other agent.
+      annotations: (key) => ROUTING_ANNOTATIONS.includes(key),
       onSync: () => {
         this.nodeStatus?.relisted();
         this.controller?.markDirty('the list of Nodes was read');

@@ -27,7 +27,13 @@ import { type CoreApi, NODES_PATH } from './api.ts';
 import { type BackoffOptions, backoffDelay, DEFAULT_BACKOFF, validateBackoff } from './backoff.ts';
 import { fromStatus, K8sError, K8sReason, toK8sError } from './errors.ts';
 import { nodeUnchanged } from './node-unchanged.ts';
-import { type NodeView, sameNodeContent, toNodeView } from './views.ts';
+import {
+  type AnnotationFilter,
+  type NodeView,
+  sameNodeContent,
+  toNodeView,
+  trellisAnnotation,
+} from './views.ts';
 
 export type NodeEventType = 'ADDED' | 'MODIFIED' | 'DELETED';
 
@@ -72,6 +78,12 @@ export interface NodeInformerOptions {
   sleep?: Sleep;
   /** [0, 1), for backoff jitter, the wait before a relist after 410, and watch timeouts. */
   random?: () => number;
+  /**
+   * The annotations the views keep (default: every trellis.dev/ one). The agent keeps only those it
+   * routes by: another one changing (every agent's report, written at least every 10 minutes) is then
+   * no change of a view, and wakes no one (nodeUnchanged).
+   */
+  annotations?: AnnotationFilter;
 }
 
 export interface NodeInformer {
@@ -126,6 +138,7 @@ export function startNodeInformerOn(api: CoreApi, opts: NodeInformerOptions): No
   const clock = opts.clock ?? { now: () => performance.now() };
   const sleep = opts.sleep ?? realSleep;
   const random = opts.random ?? Math.random;
+  const keep = opts.annotations ?? trellisAnnotation;
   const { signal } = opts;
 
   const cache = new Map<string, NodeView>();
@@ -187,7 +200,7 @@ export function startNodeInformerOn(api: CoreApi, opts: NodeInformerOptions): No
     const raw = await api.listNodes(signal);
     const next = new Map<string, NodeView>();
     for (const o of raw.items) {
-      const r = toNodeView(o);
+      const r = toNodeView(o, keep);
       if (r.ok) next.set(r.node.name, r.node);
       else if (opts.onInvalid) safely(() => opts.onInvalid?.(r.problem));
     }
@@ -219,7 +232,7 @@ export function startNodeInformerOn(api: CoreApi, opts: NodeInformerOptions): No
     if (type === 'DELETED') {
       if (name !== undefined && cached !== undefined) {
         drop(name);
-        const r = toNodeView(obj);
+        const r = toNodeView(obj, keep);
         emit('DELETED', r.ok ? r.node : cached);
       }
     } else if (type === 'ADDED' || type === 'MODIFIED') {
@@ -227,7 +240,7 @@ export function startNodeInformerOn(api: CoreApi, opts: NodeInformerOptions): No
       // ~17 a second at 5,000 Nodes), which change nothing a view holds: the cached view stays (its
       // identity keys consumers' derived data) and no one is woken. Told from the raw object when
       // it can be (nodeUnchanged), else from its view.
-      const r = cached !== undefined && nodeUnchanged(obj, cached) ? undefined : toNodeView(obj);
+      const r = cached !== undefined && nodeUnchanged(obj, cached, keep) ? undefined : toNodeView(obj, keep);
       if (r === undefined || (r.ok && cached !== undefined && sameNodeContent(cached, r.node))) {
         unchanged++;
         if (opts.onUnchanged && name !== undefined) safely(() => opts.onUnchanged?.(name));

@@ -10,9 +10,21 @@
  * the same CIDR other than the view's canonical one, says false, and the caller converts.
  */
 import { sameList } from '../compare.ts';
-import { type NodeView, networkCondition, type Rec, rec, TRELLIS_ANNOTATION_PREFIX } from './views.ts';
+import {
+  type AnnotationFilter,
+  type NodeView,
+  networkCondition,
+  type Rec,
+  rec,
+  trellisAnnotation,
+} from './views.ts';
 
-export function nodeUnchanged(obj: unknown, view: NodeView): boolean {
+/** `keep`: the annotations the view was made with (toNodeView's). */
+export function nodeUnchanged(
+  obj: unknown,
+  view: NodeView,
+  keep: AnnotationFilter = trellisAnnotation,
+): boolean {
   try {
     const o = rec(obj);
     const meta = rec(o?.metadata);
@@ -24,7 +36,7 @@ export function nodeUnchanged(obj: unknown, view: NodeView): boolean {
     return (
       samePodCIDRs(spec, view.podCIDRs) &&
       sameInternalIPs(status.addresses, view.internalIPs) &&
-      sameOwnAnnotations(meta.annotations, view.annotations) &&
+      sameOwnAnnotations(meta.annotations, view.annotations, keep) &&
       sameNetworkCondition(status.conditions, view)
     );
   } catch {
@@ -63,7 +75,11 @@ function sameInternalIPs(addresses: unknown, ips: readonly string[]): boolean {
   return next === ips.length;
 }
 
-function sameOwnAnnotations(all: unknown, own: Readonly<Record<string, string>>): boolean {
+function sameOwnAnnotations(
+  all: unknown,
+  own: Readonly<Record<string, string>>,
+  keep: AnnotationFilter,
+): boolean {
   let seen = 0;
   if (all !== undefined && all !== null) {
     const m = rec(all);
@@ -72,7 +88,7 @@ function sameOwnAnnotations(all: unknown, own: Readonly<Record<string, string>>)
       if (!Object.hasOwn(m, k)) continue;
       const v = m[k];
       if (typeof v !== 'string') return false; // the conversion refuses the Node
-      if (!k.startsWith(TRELLIS_ANNOTATION_PREFIX)) continue;
+      if (!keep(k)) continue;
       if (own[k] !== v) return false;
       seen++;
     }

@@ -91,16 +91,22 @@ export function describeObject(obj: unknown): string {
   return typeof meta?.namespace === 'string' && meta.namespace !== '' ? `${meta.namespace}/${name}` : name;
 }
 
-/** The prefix of the only annotations the agent reads (its VTEP MACs, its heartbeat). */
+/** The prefix of the only annotations trellis reads (its VTEP MACs, direct subnets, its report). */
 export const TRELLIS_ANNOTATION_PREFIX = 'trellis.dev/';
+
+/** Which annotations a view keeps, by key. */
+export type AnnotationFilter = (key: string) => boolean;
+
+/** trellis's own annotations: the default (the CLI's coverage reads every agent's report). */
+export const trellisAnnotation: AnnotationFilter = (key) => key.startsWith(TRELLIS_ANNOTATION_PREFIX);
 
 /**
  * Nodes carry kilobytes of other components' annotations; the informer keeps a view of every Node for
- * the agent's lifetime, so only ours are kept.
+ * the agent's lifetime, so only those `keep` names are kept.
  */
-function ownAnnotations(all: Record<string, string>): Record<string, string> {
+function keptAnnotations(all: Record<string, string>, keep: AnnotationFilter): Record<string, string> {
   const out: Record<string, string> = {};
-  for (const [k, v] of Object.entries(all)) if (k.startsWith(TRELLIS_ANNOTATION_PREFIX)) out[k] = v;
+  for (const [k, v] of Object.entries(all)) if (keep(k)) out[k] = v;
   return out;
 }
 
@@ -135,7 +141,7 @@ function identity(
   return { ok: true, value: { meta, name: meta.name, uid, resourceVersion: rv } };
 }
 
-export function toNodeView(obj: unknown): NodeViewResult {
+export function toNodeView(obj: unknown, keep: AnnotationFilter = trellisAnnotation): NodeViewResult {
   try {
     const id = identity(obj, 'node');
     if (!id.ok) return id;
@@ -211,7 +217,7 @@ export function toNodeView(obj: unknown): NodeViewResult {
         // Kept as long as the Node is: without their push-grown spare slots (exact-list.ts).
         podCIDRs: exact(podCIDRs),
         internalIPs: exact(internalIPs),
-        annotations: ownAnnotations(annotations.value),
+        annotations: keptAnnotations(annotations.value, keep),
         ...(unavailable === undefined ? {} : { networkUnavailable: unavailable }),
         ...(up ? { networkUp: true as const } : {}),
         resourceVersion,

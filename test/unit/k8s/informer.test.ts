@@ -174,6 +174,36 @@ describe.each(['auto', 'client-node'] as const)('node informer, transport %s', (
     expect(informer!.unchangedEvents).toBe(2);
   });
 
+  it('keeps only the annotations asked for: another one changing (an agent report) is no change, one kept is', async () => {
+    await startServer();
+    server.store.addNode(nodeObject('a', { podCIDRs: ['10.244.1.0/24'], ips: ['192.168.0.1'] }));
+    const routing = 'trellis.dev/vtep-mac-v4';
+    const rec = start({ annotations: (key) => key === routing });
+    await waitFor(() => informer!.hasSynced() && server.store.openWatches() === 1, 'sync and open watch');
+    const annotate = (extra: Record<string, string>) =>
+      server.store.updateNode('a', (n) => {
+        const meta = n.metadata as { annotations?: Record<string, string> };
+        return { ...n, metadata: { ...meta, annotations: { ...(meta.annotations ?? {}), ...extra } } };
+      });
+    const view = informer!.get('a');
+    annotate({ 'trellis.dev/agent': '{"version":"1","ready":true}' });
+    annotate({ 'trellis.dev/agent': '{"version":"1","ready":false}' });
+    let rv = String(server.store.currentResourceVersion());
+    await waitFor(() => informer!.resourceVersion === rv, 'both reports read');
+    expect(informer!.unchangedEvents).toBe(2);
+    expect(informer!.get('a')).toBe(view);
+    expect(informer!.get('a')?.annotations).toEqual({});
+    annotate({ [routing]: '0a:58:0a:f4:01:00' });
+    rv = String(server.store.currentResourceVersion());
+    await waitFor(() => informer!.resourceVersion === rv, 'the MAC read');
+    expect(informer!.get('a')?.annotations).toEqual({ [routing]: '0a:58:0a:f4:01:00' });
+    expect(rec.events).toEqual([
+      { type: 'ADDED', name: 'a' },
+      { type: 'MODIFIED', name: 'a' },
+    ]);
+    expect(informer!.unchangedEvents).toBe(2);
+  });
+
   it('relists after 410 Gone and converges on what it missed', async () => {
     await startServer();
     server.store.addNode(nodeObject('a'));
