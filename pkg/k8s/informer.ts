@@ -197,10 +197,11 @@ export function startNodeInformerOn(api: CoreApi, opts: NodeInformerOptions): No
   };
 
   const relist = async (): Promise<void> => {
-    const raw = await api.listNodes(signal);
+    // Each page's Nodes turned into views as it arrives (listAll's `each`): the raw objects of a
+    // large cluster are never all in memory at once.
+    const raw = await api.listNodes(signal, (o) => toNodeView(o, keep));
     const next = new Map<string, NodeView>();
-    for (const o of raw.items) {
-      const r = toNodeView(o, keep);
+    for (const r of raw.items) {
       if (r.ok) next.set(r.node.name, r.node);
       else if (opts.onInvalid) safely(() => opts.onInvalid?.(r.problem));
     }

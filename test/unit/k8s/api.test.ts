@@ -52,4 +52,19 @@ describe('CoreApi lists', () => {
     await new CoreApi(transport, 1).listNodes();
     expect(asked).toEqual([{ limit: 1 }, { limit: 1, continue: 'tok' }]);
   });
+
+  it("listNodes turns each page's items into what the caller keeps before it asks for the next page", async () => {
+    const { transport, asked } = scripted([
+      { items: [{ n: 1 }, { n: 2 }], metadata: { resourceVersion: '9', continue: 'tok' } },
+      { items: [{ n: 3 }], metadata: { resourceVersion: '9' } },
+    ]);
+    const mapped: string[] = [];
+    const r = await new CoreApi(transport, 2).listNodes(undefined, (item) => {
+      const n = (item as { n: number }).n;
+      mapped.push(`${n} after ${asked.length} page(s) asked`);
+      return `view ${n}`;
+    });
+    expect(mapped).toEqual(['1 after 1 page(s) asked', '2 after 1 page(s) asked', '3 after 2 page(s) asked']);
+    expect(r).toEqual({ items: ['view 1', 'view 2', 'view 3'], resourceVersion: '9' });
+  });
 });
