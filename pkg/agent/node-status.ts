@@ -141,7 +141,11 @@ export class NodeStatusReporter {
     this.pending = undefined;
   }
 
-  /** Retries with capped backoff until it succeeds or the agent stops. */
+  /**
+   * Retries with capped backoff (longer where the server asks, 429's Retry-After) until it succeeds,
+   * the agent stops, or the API refuses it for good (the Node gone, no right to patch its status): the
+   * next pass's judgement writes it then, as for the annotations.
+   */
   async reportNetworkUp(): Promise<void> {
     for (let attempt = 0; !this.signal.aborted; attempt++) {
       try {
@@ -154,7 +158,14 @@ export class NodeStatusReporter {
         this.conditionWrites.succeeded('NetworkUnavailable=False set');
         return;
       } catch (err) {
-        const delay = Math.min(30_000, 500 * 2 ** attempt);
+        if (refusedForGood(err)) {
+          // Not written: the next judgement must not take this Node for one written already.
+          this.networkUpUid = undefined;
+          this.writtenOver = undefined;
+          this.conditionWrites.failed(err, { retry: 'at the next pass' });
+          return;
+        }
+        const delay = retryDelay(err, 500 * 2 ** attempt);
         this.conditionWrites.failed(err, { retryInMs: delay });
         await new Promise((r) => setTimeout(r, delay).unref());
       }
@@ -217,15 +228,14 @@ export class NodeStatusReporter {
       },
       (err: unknown) => {
         if (this.pending !== pending || this.signal.aborted) return;
-        const status = err instanceof K8sError ? err.statusCode : undefined;
-        if (status !== undefined && status >= 400 && status < 500 && status !== 409 && status !== 429) {
+        if (refusedForGood(err)) {
           // The Node gone (404), no right to patch it (403), a patch refused: sending it again will not
           // change that. The next pass, over the Node as it is then, tries again.
           this.pending = undefined;
           this.annotationWrites.failed(err, { retry: 'at the next pass' });
           return;
         }
-        const delay = Math.min(30_000, this.retryBaseMs * 2 ** attempt);
+        const delay = retryDelay(err, this.retryBaseMs * 2 ** attempt);
         this.annotationWrites.failed(err, { retryInMs: delay });
         setTimeout(() => {
           if (this.pending === pending && !this.signal.aborted)
@@ -234,4 +244,16 @@ export class NodeStatusReporter {
       },
     );
   }
+}
+
+/** A 4xx other than a conflict or throttling: the same request will be refused again. */
+function refusedForGood(err: unknown): boolean {
+  const status = err instanceof K8sError ? err.statusCode : undefined;
+  return status !== undefined && status >= 400 && status < 500 && status !== 409 && status !== 429;
+}
+
+/** The backoff's delay (at most 30 s), or longer where the server asked (Retry-After, at most 60 s). */
+function retryDelay(err: unknown, backoffMs: number): number {
+  const asked = err instanceof K8sError ? (err.retryAfterMs ?? 0) : 0;
+  return Math.max(Math.min(30_000, backoffMs), Math.min(60_000, asked));
 }

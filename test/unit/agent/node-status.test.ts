@@ -174,6 +174,59 @@ describe('NodeStatusReporter', () => {
     expect(fresh.networkUp).toEqual(['n1']);
   });
 
+  it('a NetworkUnavailable write the API refuses for good is not retried, and the next pass writes it', async () => {
+    const tried: string[] = [];
+    let refuse = true;
+    const r = new NodeStatusReporter({
+      kube: {
+        annotateNode: async () => {},
+        setNetworkUnavailable: async (name) => {
+          tried.push(name);
+          if (refuse) throw new K8sError('patch node n1 status', 'forbidden', 403, 'Forbidden');
+        },
+      },
+      nodeName: 'n1',
+      log: pino({ level: 'silent' }),
+      signal: new AbortController().signal,
+    });
+    r.networkUpFor(node());
+    // Longer than the first retry's 500 ms: none comes.
+    await new Promise((res) => setTimeout(res, 700));
+    expect(tried).toEqual(['n1']);
+    refuse = false;
+    r.networkUpFor(node());
+    await flush();
+    expect(tried).toEqual(['n1', 'n1']);
+    r.networkUpFor(node({ resourceVersion: '11' }));
+    await flush();
+    expect(tried).toEqual(['n1', 'n1']); // written now: once per Node object
+  });
+
+  it("waits as long as a throttling server asks (429's Retry-After) before sending an annotation again", async () => {
+    const sent: number[] = [];
+    const start = Date.now();
+    const r = new NodeStatusReporter({
+      kube: {
+        annotateNode: async () => {
+          sent.push(Date.now() - start);
+          if (sent.length === 1)
+            throw new K8sError('patch node n1', 'too many requests', 429, 'TooManyRequests', {
+              retryAfterMs: 300,
+            });
+        },
+        setNetworkUnavailable: async () => {},
+      },
+      nodeName: 'n1',
+      log: pino({ level: 'silent' }),
+      signal: new AbortController().signal,
+      retryBaseMs: 5,
+    });
+    r.publishAnnotations(node(), vteps, {});
+    for (let i = 0; i < 100 && sent.length < 2; i++) await new Promise((res) => setTimeout(res, 50));
+    expect(sent).toHaveLength(2);
+    expect(sent[1]!).toBeGreaterThanOrEqual(290); // not the 5 ms backoff
+  });
+
   it('writes NetworkUnavailable=False once per Node object', async () => {
     const { r, networkUp } = reporter();
     r.networkUpFor(node());
