@@ -4,6 +4,7 @@
  * this module loads client-node with every generated API class (~90 MB of RSS), so transports.ts
  * reaches it only through a dynamic import(), and only for such configs.
  */
+import { type SpawnOptions, spawn } from 'node:child_process';
 import { dirname, resolve } from 'node:path';
 import { CoreV1Api, KubeConfig, PatchStrategy, setHeaderOptions, Watch } from '@kubernetes/client-node';
 import { K8sError, K8sReason, toK8sError } from './errors.ts';
@@ -61,6 +62,30 @@ function nodePath(path: string): [string, string] {
   if (m === null)
     throw new K8sError('client-node transport', `unsupported path ${path}`, undefined, K8sReason.UNKNOWN);
   return [decodeURIComponent(m[1]!), m[2] ?? ''];
+}
+
+/**
+ * client-node's exec credential plugins started with stdin closed and killed once they have run for
+ * `ms`: bounded() abandons a call whose plugin hangs, but the plugin would run on, and client-node
+ * starts another at the next call (it keeps no record of one running), so a plugin waiting on a prompt
+ * or an unanswering token endpoint left one more process, three pipes with it, every minute or so.
+ * The authenticator is a private field of the KubeConfig (client-node 2.x: `authenticators`, the
+ * ExecAuth's `execFn`); where it is not there, nothing changes.
+ */
+function boundExecPlugins(kc: KubeConfig, ms: number): void {
+  const authenticators = (kc as unknown as { authenticators?: unknown[] }).authenticators ?? [];
+  for (const a of authenticators) {
+    // ExecAuth, which client-node does not export: the one with a process to start.
+    const exec = a as { execFn?: unknown; getCredential?: unknown };
+    if (typeof exec.execFn !== 'function' || typeof exec.getCredential !== 'function') continue;
+    exec.execFn = (command: string, args: readonly string[] | undefined, opts: SpawnOptions) =>
+      spawn(command, args ?? [], {
+        ...opts,
+        stdio: ['ignore', 'pipe', 'pipe'],
+        timeout: ms,
+        killSignal: 'SIGKILL',
+      });
+  }
 }
 
 /** A list or patch with no answer by then fails, as the native transport's requests do. */
@@ -121,6 +146,7 @@ export function createClientNodeTransport(
   const requestTimeoutMs = opts.requestTimeoutMs ?? REQUEST_TIMEOUT_MS;
   const watchIdleMs = opts.watchIdleMs ?? WATCH_IDLE_MS;
   const kc = loadConfig(spec);
+  boundExecPlugins(kc, requestTimeoutMs);
   const core = kc.makeApiClient(CoreV1Api);
   const watcher = new Watch(kc);
   // Watch's own 30 s (connect, then inactivity) is shorter than the ~60 s between an API server's

@@ -4,7 +4,7 @@
  * patch must fail within the request timeout, a watch give up as a silent one, and a stopping agent
  * must not wait for any of them. The real client-node, a real plugin process, the test API server.
  */
-import { chmodSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { chmodSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
@@ -31,7 +31,8 @@ afterEach(async () => {
 /** A transport whose credential plugin sleeps for 20 s. */
 function hangingTransport(opts: { requestTimeoutMs?: number; watchIdleMs?: number }) {
   const plugin = join(dir, 'credential-plugin');
-  writeFileSync(plugin, '#!/bin/sh\nexec sleep 20\n');
+  // Its process id noted (exec keeps it for the sleep), for the test that it does not run on.
+  writeFileSync(plugin, `#!/bin/sh\necho $$ >> ${join(dir, 'pids')}\nexec sleep 20\n`);
   chmodSync(plugin, 0o755);
   const path = join(dir, 'kubeconfig');
   writeFileSync(
@@ -73,6 +74,24 @@ describe('client-node transport, a credential plugin that never returns', () => 
       .catch((e: unknown) => e);
     expect((patched as K8sError).message).toMatch(/no answer within 300 ms/);
     expect(srv.store.requests()).toEqual([]);
+  });
+
+  it('the plugin is killed once it has run for the request timeout: abandoned calls leave no process behind', async () => {
+    const t = hangingTransport({ requestTimeoutMs: 300 });
+    for (let i = 0; i < 3; i++) {
+      const err = await t.listPage('list nodes', '/api/v1/nodes', { limit: 10 }).catch((e: unknown) => e);
+      expect((err as K8sError).message).toMatch(/no answer within 300 ms/);
+    }
+    const pids = readFileSync(join(dir, 'pids'), 'utf8').trim().split('\n').map(Number);
+    expect(pids).toHaveLength(3);
+    const running = (pid: number): boolean => {
+      try {
+        return !readFileSync(`/proc/${pid}/stat`, 'utf8').split(') ')[1]!.startsWith('Z');
+      } catch {
+        return false;
+      }
+    };
+    await waitFor(() => pids.every((pid) => !running(pid)), 'the plugins killed', 5_000);
   });
 
   it('a list and a watch end at once when their signal aborts; a watch never set up ends as a silent one', async () => {
