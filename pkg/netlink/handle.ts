@@ -271,7 +271,14 @@ class Handle implements ExtendedNetlinkHandle {
    */
   async listRoutes(filter: RouteFilter = {}): Promise<RouteInfo[]> {
     const out: RouteInfo[] = [];
-    await this.scanRoutes(filter, (r) => out.push(r));
+    // A dump started over (interrupted) hands every route again: the first attempt's go.
+    await this.scanRoutes(
+      filter,
+      (r) => out.push(r),
+      () => {
+        out.length = 0;
+      },
+    );
     return out;
   }
 

@@ -127,6 +127,8 @@ async function dumpVia(
       if (m.type === NLMSG_DONE || m.type === NLMSG_ERROR) {
         const errno = decodeErrno(m.payload);
         if (errno !== 0) throw errorFromErrno(errno, op);
+        // The kernel checks consistency on DONE too: a change after the last entries marks only it.
+        if (m.type === NLMSG_DONE && (m.flags & NLM_F.DUMP_INTR) !== 0) interrupted = true;
         done = true;
         break;
       }

@@ -417,6 +417,9 @@ export class RtnlSocket {
         const errno = decodeErrno(msg.payload);
         this.finish(msg.seq, errno === 0 ? undefined : errorFromErrno(errno, opText(p.op)));
       } else if (msg.type === NLMSG_DONE) {
+        // The kernel checks the dump's consistency on DONE too (netlink_dump_done): a change after
+        // the last batch of entries marks only DONE.
+        if ((msg.flags & NLM_F.DUMP_INTR) !== 0) p.interrupted = true;
         // A failed dump reports its errno in DONE's payload.
         const errno = decodeErrno(msg.payload);
         if (errno !== 0) this.finish(msg.seq, errorFromErrno(errno, opText(p.op)));
