@@ -28,6 +28,9 @@ export async function removeAttachments(datapath: DatapathDeps, leases: readonly
   );
 }
 
+/** A lease younger than this when the pods are listed is left to the next pass. */
+export const FRESH_LEASE_MS = 60_000;
+
 /**
  * IPAM GC with the API: leases of pods that left this node and whose netns is gone (see staleLeases).
  * Returns how many were released; failures are logged and retried on the next period.
@@ -38,19 +41,26 @@ export async function collectLeases(opts: {
   datapath: DatapathDeps;
   busy: ReadonlySet<string>;
   log: Logger;
+  /** Date.now by default. */
+  now?: () => number;
 }): Promise<number> {
   const { datapath, log } = opts;
   try {
+    const asked = (opts.now ?? Date.now)();
     const pods = await opts.kube.listPodsOnNode(opts.nodeName);
-    // The leases before the links: an ADD that ends between the two has its lease out of this pass,
-    // not judged against a link list taken before its veth existed.
-    const leases = datapath.ipam.list();
+    // Leases made shortly before the pods were listed, or after, are not judged by that list: it
+    // comes from the API server's watch cache, which may not show a pod bound a moment ago yet.
+    const leases = datapath.ipam.list().filter((l) => !(Date.parse(l.createdAt) > asked - FRESH_LEASE_MS));
+    // Busy when the leases were read, or when judged: an ADD that ends while the links are listed
+    // (its veth made after the listing) is out of this pass, not judged against a list without it.
+    const busyThen = new Set(opts.busy);
     const links = new Set((await datapath.host.listLinks()).map((l) => l.name));
+    const busy = new Set([...busyThen, ...opts.busy]);
     const stale = staleLeases(
       leases,
       pods.items,
       (l) => leaseNetnsLive(l, datapath.netns),
-      opts.busy,
+      busy,
       (l) => links.has(hostVethName(l.containerId, l.ifname)),
     );
     if (stale.length === 0) {
@@ -66,6 +76,8 @@ export async function collectLeases(opts: {
     // and does not keep the others (and their veths) from going.
     const released: Lease[] = [];
     for (const l of stale) {
+      // The lease judged, not one a new ADD of the same key made meanwhile.
+      if (datapath.ipam.get(l)?.createdAt !== l.createdAt) continue;
       try {
         datapath.ipam.release(l);
         released.push(l);
