@@ -124,7 +124,10 @@ async function addInNetns(
   try {
     // The lease's fsyncs run on the thread pool while the pod is set up; awaited before answering.
     const { lease, durable } = deps.ipam.allocateDeferred(key, meta);
-    if (existing === undefined) undo.push('release lease', () => void deps.ipam.release(key));
+    // A lease this ADD made: none before, or the one there was released during the await above (a pod
+    // CIDR change) and this is a new one, which nothing else would release if the ADD fails.
+    if (existing === undefined || lease.createdAt !== existing.createdAt)
+      undo.push('release lease', () => void deps.ipam.release(key));
     const synced = durable.then(
       () => undefined,
       (err: unknown) => err,

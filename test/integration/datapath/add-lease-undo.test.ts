@@ -1,0 +1,57 @@
+import { afterEach, describe, expect, it } from 'vitest';
+import { addAttachment } from '../../../pkg/datapath/add.ts';
+import { hostVethName } from '../../../pkg/datapath/names.ts';
+import type { NetlinkHandle } from '../../../pkg/datapath/ports.ts';
+import { ip, NetnsPool, netnsSkipReason } from '../../support/netns.ts';
+import { inProcessDeps } from './in-process-deps.ts';
+
+/**
+ * A repeated ADD whose attachment's lease is released while it looks at what is there (a pod CIDR
+ * change: the controller releases the leases outside the new ranges) allocates a new lease; if the ADD
+ * then fails, that new lease is its own to release, as on a first ADD. Real namespaces, a real IPAM
+ * directory; the release and the failure come through the host handle at those points.
+ */
+describe.skipIf(netnsSkipReason !== undefined)('ADD over a lease released under it', () => {
+  const pool = new NetnsPool();
+  const cleanups: (() => void)[] = [];
+  afterEach(() => {
+    for (const c of cleanups.splice(0).reverse()) c();
+    pool.cleanup();
+  });
+
+  it('a failed ADD releases the lease it made in place of the released one', async () => {
+    const host = pool.add('au-host');
+    const pod = pool.add('au-pod');
+    const deps = inProcessDeps(host, ['10.244.1.0/24'], cleanups, { echo: true });
+    const key = { containerId: 'c1', ifname: 'eth0' };
+    await addAttachment(deps, { ...key, netns: pod.path, mtu: 1500 });
+    // The pair deleted by someone: the repeated ADD finds the attachment not in place, and sets it up.
+    ip(host.name, 'link', 'del', hostVethName('c1', 'eth0'));
+    let released = false;
+    const real = deps.host;
+    const racing = new Proxy(real, {
+      get(target, prop) {
+        const value = Reflect.get(target, prop, target);
+        if (typeof value !== 'function') return value;
+        return (...args: unknown[]) => {
+          // The first look at the host: the range change releases the lease meanwhile.
+          if (!released) {
+            released = true;
+            deps.ipam.release(key);
+          }
+          if (prop === 'createVeth') return Promise.reject(new Error('createVeth: a fault the test injects'));
+          return (value as (...a: unknown[]) => unknown).apply(target, args);
+        };
+      },
+    }) as NetlinkHandle;
+    const failed = await addAttachment(
+      { ...deps, host: racing },
+      { ...key, netns: pod.path, mtu: 1500 },
+    ).catch((e: unknown) => e);
+    expect(released).toBe(true);
+    expect(String(failed)).toContain('a fault the test injects');
+    // Nothing left: neither the released lease nor the one the failed ADD made.
+    expect(deps.ipam.get(key)).toBeUndefined();
+    expect(deps.ipam.list()).toEqual([]);
+  });
+});
