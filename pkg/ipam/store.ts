@@ -265,8 +265,9 @@ export class LeaseStore {
     }
     if (unowned.length > 0) report.unowned = unowned;
 
-    // 2. Addresses held for quarantined leases (the .held lists).
-    const held = this.#readHeld();
+    // 2. Addresses held for quarantined leases (the .held lists). An owner whose list cannot be read
+    // keeps every address it reserves.
+    const held = this.#readHeld((owner) => [...reservations].filter(([, o]) => o === owner).map(([a]) => a));
 
     // Quarantining keeps the owner's current reservations: the .held list is made durable BEFORE
     // the lease file leaves leases/, so no crash in between can turn them into orphans.
@@ -323,14 +324,22 @@ export class LeaseStore {
         continue;
       }
       let bytes: Uint8Array;
+      const path = join(this.#leases, name);
+      // Not followed: a link put there by hand may lead to a FIFO (a read that never ends) or a device.
+      if (this.#isLink(path)) {
+        quarantine(name, 'a symbolic link, not a regular file');
+        continue;
+      }
       try {
-        bytes = fs.readFileSync(join(this.#leases, name));
+        bytes = fs.readFileSync(path);
       } catch (err) {
-        if (errnoOf(err) === 'EISDIR') {
-          quarantine(name, 'not a regular file');
-          continue;
-        }
-        throw this.fail(`reading leases/${name}`, err);
+        // One unreadable record (a bad sector, a permission set by hand) must not keep the agent
+        // from starting: quarantined, its owner's reservations stay held, as for a torn one.
+        quarantine(
+          name,
+          errnoOf(err) === 'EISDIR' ? 'not a regular file' : `unreadable: ${(err as Error).message}`,
+        );
+        continue;
       }
       const parsed = parseLeaseRecord(owner, bytes);
       if (typeof parsed === 'string') quarantine(name, parsed);
@@ -483,6 +492,15 @@ export class LeaseStore {
     this.#leftInPlace.delete(owner);
   }
 
+  /** Whether `path` is a symbolic link (lstat); false when it cannot be told (the read says why). */
+  #isLink(path: string): boolean {
+    try {
+      return this.#fs.isSymlink(path);
+    } catch {
+      return false;
+    }
+  }
+
   #removeQuietly(path: string): void {
     try {
       this.#fs.unlinkSync(path);
@@ -492,17 +510,24 @@ export class LeaseStore {
   }
 
   /** owner -> addresses, from quarantine/<owner>.json.<ms>.held; notes every owner with files there. */
-  #readHeld(): Map<string, Set<string>> {
+  #readHeld(reservedBy: (owner: string) => string[] = () => []): Map<string, Set<string>> {
     const held = new Map<string, Set<string>>();
     for (const name of this.#try('listing quarantine/', () => this.#fs.readdirSync(this.#quarantine))) {
       const owner = quarantineOwner(name);
       if (owner !== undefined) this.#quarantinedOwners.add(owner);
       const m = HELD.exec(name);
       if (m === null || parseOwnerName(m[1]!) === undefined) continue;
-      const text = Buffer.from(
-        this.#try(`reading quarantine/${name}`, () => this.#fs.readFileSync(join(this.#quarantine, name))),
-      ).toString();
       const set = setOf(held, m[1]!);
+      const path = join(this.#quarantine, name);
+      let text: string;
+      try {
+        if (this.#isLink(path)) throw new Error('a symbolic link');
+        text = Buffer.from(this.#fs.readFileSync(path)).toString();
+      } catch {
+        // What it held is not known: everything its owner reserves stays held.
+        for (const a of reservedBy(m[1]!)) set.add(a);
+        continue;
+      }
       for (const line of text.split('\n')) {
         const a = canonicalIp(line.trim());
         if (a !== undefined) set.add(a);

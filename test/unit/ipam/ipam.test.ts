@@ -1,3 +1,4 @@
+import { execFileSync } from 'node:child_process';
 import {
   existsSync,
   mkdirSync,
@@ -446,6 +447,16 @@ describe('corrupt and crash-left records', () => {
       'with a bad MTU',
       (p: string) => writeFileSync(p, readFileSync(p, 'utf8').replace('{', '{"mtu":"1500",')),
     ],
+    [
+      // Followed, the read of a FIFO would never end: the agent would never start.
+      'replaced by a symbolic link to a FIFO',
+      (p: string) => {
+        const fifo = join(p, '..', '..', 'b.fifo'); // beside the store's directories, not in leases/
+        execFileSync('mkfifo', [fifo]);
+        unlinkSync(p);
+        symlinkSync(fifo, p);
+      },
+    ],
   ] as const) {
     it(`quarantines a lease file ${what} and never hands its addresses out again`, () => {
       const dir = tempDir();
@@ -496,6 +507,40 @@ describe('corrupt and crash-left records', () => {
       expect(addrs(third.allocate(key('later')))[0]).toBe(addrs(b)[0]);
     });
   }
+
+  it('quarantines a lease file it cannot read (EIO), its addresses held, instead of failing to load', () => {
+    const dir = tempDir();
+    const ipam = openIpam({ dir, ranges: DUAL });
+    ipam.allocate(key('a'));
+    const b = ipam.allocate(key('b'));
+    const failing: StoreFs = {
+      ...realFs,
+      readFileSync: (path) => {
+        if (path.endsWith('b@eth0.json'))
+          throw Object.assign(new Error('EIO: i/o error, read'), { code: 'EIO' });
+        return realFs.readFileSync(path);
+      },
+    };
+    const reopened = openIpamWith({ dir, ranges: DUAL }, failing);
+    expect(reopened.loadReport.quarantined.map((q) => q.reason)).toEqual([
+      'unreadable: EIO: i/o error, read',
+    ]);
+    expect(reopened.list().map((l) => l.containerId)).toEqual(['a']);
+    expect(reopened.heldAddresses(key('b')).map((a) => a.address)).toEqual(addrs(b));
+  });
+
+  it("an owner's .held list it cannot read (a directory in its place) keeps every address the owner reserves", () => {
+    const dir = tempDir();
+    const ipam = openIpam({ dir, ranges: DUAL });
+    const b = ipam.allocate(key('b'));
+    truncateSync(join(dir, 'leases', 'b@eth0.json'), 0);
+    expect(openIpam({ dir, ranges: DUAL }).loadReport.quarantined).toHaveLength(1);
+    const heldFile = readdirSync(join(dir, 'quarantine')).find((n) => n.endsWith('.held'))!;
+    unlinkSync(join(dir, 'quarantine', heldFile));
+    mkdirSync(join(dir, 'quarantine', heldFile));
+    const reopened = openIpam({ dir, ranges: DUAL });
+    expect(reopened.heldAddresses(key('b')).map((a) => a.address)).toEqual(addrs(b));
+  });
 
   it('cleans what a crash leaves: tmp files, reservations without lease; restores missing reservations', () => {
     const dir = tempDir();
