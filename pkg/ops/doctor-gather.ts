@@ -20,7 +20,7 @@ import type { NetlinkHandle } from '../datapath/ports.ts';
 import { errorText } from '../error-text.ts';
 import { findWaysOut } from '../routes/local-links.ts';
 import { adminGet } from './admin-client.ts';
-import type { DoctorFacts, Gathered } from './doctor.ts';
+import { ADMIN_SOCKET_OFF, ANSWERED_PREFIX, type DoctorFacts, type Gathered } from './doctor.ts';
 import type { LeasesView, RoutesView, StatusView } from './views.ts';
 
 /** Route lookups in flight at once while finding the VXLAN peers' uplinks. */
@@ -64,19 +64,33 @@ function runVersion(binary: string): Promise<Gathered<string>> {
   });
 }
 
+/**
+ * The agent's three documents. An empty socket path asks nothing (ADMIN_SOCKET_OFF); one request
+ * failing where another was answered says which (ANSWERED_PREFIX): the agent runs then.
+ */
+async function askAgent(socket: string): Promise<DoctorFacts['agent']> {
+  if (socket === '') return { ok: false, error: ADMIN_SOCKET_OFF };
+  const paths = ['/status', '/routes', '/leases'] as const;
+  const [status, routes, leases] = await Promise.allSettled([
+    adminGet<StatusView>(socket, '/status'),
+    adminGet<RoutesView>(socket, '/routes'),
+    adminGet<LeasesView>(socket, '/leases'),
+  ]);
+  if (status.status === 'fulfilled' && routes.status === 'fulfilled' && leases.status === 'fulfilled')
+    return { ok: true, value: { status: status.value, routes: routes.value, leases: leases.value } };
+  const outcomes = [status, routes, leases];
+  const failed = outcomes.flatMap((o, i) =>
+    o.status === 'rejected' ? [`${paths[i]}: ${(o.reason as Error).message}`] : [],
+  );
+  if (failed.length === outcomes.length) {
+    return { ok: false, error: (outcomes[0] as PromiseRejectedResult).reason.message as string };
+  }
+  return { ok: false, error: `${ANSWERED_PREFIX} ${failed.join('; ')}` };
+}
+
 export async function gatherDoctorFacts(opts: GatherOptions): Promise<DoctorFacts> {
   const procSys = opts.procSys ?? '/proc/sys';
-  let agent: DoctorFacts['agent'];
-  try {
-    const [status, routes, leases] = await Promise.all([
-      adminGet<StatusView>(opts.adminSocket, '/status'),
-      adminGet<RoutesView>(opts.adminSocket, '/routes'),
-      adminGet<LeasesView>(opts.adminSocket, '/leases'),
-    ]);
-    agent = { ok: true, value: { status, routes, leases } };
-  } catch (err) {
-    agent = { ok: false, error: (err as Error).message };
-  }
+  const agent = await askAgent(opts.adminSocket);
   // The agent's own paths win: doctor checks what the running agent uses.
   const confDir = agent.ok ? agent.value.status.cniConfDir : opts.cniConfDir;
   const binDir = agent.ok ? agent.value.status.cniBinDir : opts.cniBinDir;

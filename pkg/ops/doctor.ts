@@ -47,14 +47,21 @@ export interface DoctorReport {
 
 export type Gathered<T> = { ok: true; value: T } | { ok: false; error: string };
 
+/** How DoctorFacts.agent's error starts when the agent answered some requests and failed others. */
+export const ANSWERED_PREFIX = 'the agent answers its admin socket, but';
+
 export interface LinkFact {
   name: string;
   mtu: number;
   kind: string | undefined;
 }
 
+/** DoctorFacts.agent's error when the admin socket is turned off (an empty path): nothing to ask. */
+export const ADMIN_SOCKET_OFF =
+  "the agent's admin socket is turned off (TRELLIS_ADMIN_SOCKET or --admin-socket empty)";
+
 export interface DoctorFacts {
-  /** The running agent through its admin socket. */
+  /** The running agent through its admin socket (ADMIN_SOCKET_OFF: not asked). */
   agent: Gathered<{ status: StatusView; routes: RoutesView; leases: LeasesView }>;
   confDir: string;
   expectedConflist: string;
@@ -102,11 +109,23 @@ export interface DoctorFacts {
   overhead: number;
 }
 
-const needsAgent = (f: DoctorFacts): string | undefined =>
-  f.agent.ok ? undefined : 'the agent is not reachable (see the agent check)';
+const needsAgent = (f: DoctorFacts): string | undefined => {
+  if (f.agent.ok) return undefined;
+  return f.agent.error === ADMIN_SOCKET_OFF
+    ? `${ADMIN_SOCKET_OFF}: what only the agent knows is not checked`
+    : 'the agent is not reachable (see the agent check)';
+};
 
 function checkAgent(f: DoctorFacts): CheckResult {
   const r: CheckResult = { name: 'agent', title: 'agent running and ready', findings: [] };
+  if (!f.agent.ok && f.agent.error === ADMIN_SOCKET_OFF) return { ...r, skipped: ADMIN_SOCKET_OFF };
+  if (!f.agent.ok && f.agent.error.startsWith(ANSWERED_PREFIX)) {
+    r.findings.push({
+      problem: f.agent.error,
+      fix: "read the agent's log (kubectl -n kube-system logs <its pod> -c agent): it runs, and one of its answers failed",
+    });
+    return r;
+  }
   if (!f.agent.ok) {
     r.findings.push({
       problem: `cannot reach the agent's admin socket: ${f.agent.error}`,
@@ -288,7 +307,7 @@ function checkForwarding(f: DoctorFacts): CheckResult {
       ...r,
       skipped: f.agent.ok
         ? "the agent does not know the node's pod CIDRs yet"
-        : "the agent is not reachable and its state directory has no usable node.json: the node's pod CIDRs are unknown",
+        : `${f.agent.error === ADMIN_SOCKET_OFF ? ADMIN_SOCKET_OFF : 'the agent is not reachable'} and its state directory has no usable node.json: the node's pod CIDRs are unknown`,
     };
   }
   if (families.includes(4) && f.forwarding.v4 !== '1') {
@@ -497,7 +516,9 @@ function checkFirewall(f: DoctorFacts): CheckResult {
   for (const b of fw.hiddenBlocks ?? []) {
     r.findings.push({
       problem: `${describeBlock(b)}, and only accept rules an earlier run of trellis inserted let IPv${b.family} pod traffic through; with --no-accept-forward trellis does not put them back after a firewall reload`,
-      fix: `accept it in the host firewall's own configuration (${fixCommand(b)}), then remove trellis's: ${(fw.earlierRemove ?? []).join('; ')}`,
+      // nft names a rule by its handle, which a reload of the ruleset since the agent's read may have
+      // given to another rule: the operator confirms the comment before deleting.
+      fix: `accept it in the host firewall's own configuration (${fixCommand(b)}), then remove trellis's (as read at ${fw.checkedAt}; nft -a list ruleset shows each handle with its "trellis: pod traffic" comment to confirm first): ${(fw.earlierRemove ?? []).join('; ')}`,
     });
   }
   for (const b of fw.vxlanBlocks ?? []) {

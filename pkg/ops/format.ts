@@ -135,6 +135,11 @@ export function formatRoutes(v: RoutesView): string {
     v.routes.map((r) => [r.state, r.dst, r.want || '-', r.have || '-']),
   );
   out += `\n${v.routes.length} routes, ${v.drift} drifted\n`;
+  // An older agent says nothing of it: only an explicit false is said.
+  if (v.synced === false) {
+    out +=
+      'not synced: the agent has no list of Nodes with this one yet, so the routes it wants are not known (none is judged missing or stale)\n';
+  }
   if (v.peers.length > 0) {
     out += `\n${table(
       ['PEER', 'FAMILY', 'PATH', 'VIA', 'POD CIDRS'],

@@ -139,8 +139,9 @@ describe.skipIf(skip !== undefined)(skip === undefined ? title : `${title} (skip
     expect(firewall.findings[0]!.problem).toMatch(
       /FORWARD.*, and only accept rules an earlier run of trellis inserted let IPv[46] pod traffic through/,
     );
+    expect(firewall.findings[0]!.fix).toContain("then remove trellis's (as read at ");
     expect(firewall.findings[0]!.fix).toContain(
-      `then remove trellis's: ${(line.remove as string[]).join('; ')}`,
+      `comment to confirm first): ${(line.remove as string[]).join('; ')}`,
     );
     // Each command it gives removes one of them.
     for (const cmd of line.remove as string[]) nsExec(host, 'sh', ['-c', cmd]);

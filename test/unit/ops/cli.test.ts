@@ -1,4 +1,5 @@
 import { mkdtempSync, rmSync } from 'node:fs';
+import { createServer } from 'node:http';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
@@ -159,5 +160,30 @@ describe('trellis-agent doctor: could not check', () => {
     );
     // Checks that need the agent are skipped; that alone is no exit 3.
     expect(report.checks.find((c) => c.name === 'routes')!.skipped).toMatch(/not reachable/);
+  });
+});
+
+describe('trellis-agent routes', () => {
+  it('exits 1 while the agent has not listed the Nodes: no drift found then says nothing', async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'trl-routes-'));
+    const socket = join(dir, 'admin.sock');
+    let synced = false;
+    const server = createServer((_req, res) => {
+      res.writeHead(200, { 'content-type': 'application/json' });
+      res.end(JSON.stringify({ node: 'n1', synced, routes: [], drift: 0, problems: [], peers: [] }));
+    });
+    await new Promise<void>((resolve) => server.listen(socket, resolve));
+    try {
+      const before = await runOps('routes', ['--admin-socket', socket]);
+      expect(before.code).toBe(1);
+      expect(before.out).toContain('not synced: the agent has no list of Nodes with this one yet');
+      synced = true;
+      const after = await runOps('routes', ['--admin-socket', socket]);
+      expect(after.code).toBe(0);
+      expect(after.out).not.toContain('not synced');
+    } finally {
+      await new Promise((resolve) => server.close(resolve));
+      rmSync(dir, { recursive: true, force: true });
+    }
   });
 });

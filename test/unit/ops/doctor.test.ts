@@ -1,6 +1,6 @@
 import { describe, expect, it } from 'vitest';
 import type { LinkInfo } from '../../../pkg/datapath/ports.ts';
-import { type DoctorFacts, runDoctor } from '../../../pkg/ops/doctor.ts';
+import { ADMIN_SOCKET_OFF, ANSWERED_PREFIX, type DoctorFacts, runDoctor } from '../../../pkg/ops/doctor.ts';
 import { missingPeers, peerRouteStates } from '../../../pkg/ops/peer-coverage.ts';
 import {
   type LeaseRow,
@@ -148,6 +148,18 @@ const cases: Case[] = [
     'agent',
     /cannot reach the agent's admin socket: connect ENOENT/,
     /trellis agent runs on this node/,
+  ],
+  [
+    'agent answering one request and failing another',
+    (f) => {
+      f.agent = {
+        ok: false,
+        error: `${ANSWERED_PREFIX} /routes: no answer within 5000 ms`,
+      };
+    },
+    'agent',
+    /^the agent answers its admin socket, but \/routes: no answer within 5000 ms$/,
+    /it runs, and one of its answers failed/,
   ],
   [
     'agent serving ADD but not ready: its reconcile pass waits',
@@ -568,6 +580,17 @@ describe('doctor', () => {
       findings.some((x) => problem.test(x.problem) && fix.test(x.fix)),
       JSON.stringify(findings, null, 2),
     ).toBe(true);
+  });
+
+  it("the admin socket turned off: the agent's checks are skipped, saying why, and a healthy node passes", () => {
+    const f = healthy();
+    f.agent = { ok: false, error: ADMIN_SOCKET_OFF };
+    const r = runDoctor(f);
+    expect(r.checks.find((c) => c.name === 'agent')?.skipped).toBe(ADMIN_SOCKET_OFF);
+    expect(r.checks.filter((c) => c.findings.length > 0)).toEqual([]);
+    for (const c of r.checks.filter((x) => x.skipped !== undefined && x.name !== 'agent'))
+      expect(c.skipped).toContain(ADMIN_SOCKET_OFF);
+    expect(r.ok).toBe(true);
   });
 
   it('a plugin symlinked into a host path the agent does not mount is fine when the agent ran it on the host', () => {
