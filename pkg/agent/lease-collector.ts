@@ -50,7 +50,12 @@ export async function collectLeases(opts: {
     const pods = await opts.kube.listPodsOnNode(opts.nodeName);
     // Leases made shortly before the pods were listed, or after, are not judged by that list: it
     // comes from the API server's watch cache, which may not show a pod bound a moment ago yet.
-    const leases = datapath.ipam.list().filter((l) => !(Date.parse(l.createdAt) > asked - FRESH_LEASE_MS));
+    // A createdAt far ahead of the clock (the clock stepped back since) is no fresh lease: judged.
+    const fresh = (l: Lease): boolean => {
+      const t = Date.parse(l.createdAt);
+      return t > asked - FRESH_LEASE_MS && t <= asked + FRESH_LEASE_MS;
+    };
+    const leases = datapath.ipam.list().filter((l) => !fresh(l));
     // Busy when the leases were read, or when judged: an ADD that ends while the links are listed
     // (its veth made after the listing) is out of this pass, not judged against a list without it.
     const busyThen = new Set(opts.busy);

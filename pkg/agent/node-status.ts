@@ -246,10 +246,13 @@ export class NodeStatusReporter {
   }
 }
 
-/** A 4xx other than a conflict or throttling: the same request will be refused again. */
+/**
+ * A 4xx the same request will get again: not a conflict, throttling, a request timeout or an
+ * authentication failure (a token being rotated), which pass.
+ */
 function refusedForGood(err: unknown): boolean {
   const status = err instanceof K8sError ? err.statusCode : undefined;
-  return status !== undefined && status >= 400 && status < 500 && status !== 409 && status !== 429;
+  return status !== undefined && status >= 400 && status < 500 && ![401, 408, 409, 429].includes(status);
 }
 
 /** The backoff's delay (at most 30 s), or longer where the server asked (Retry-After, at most 60 s). */

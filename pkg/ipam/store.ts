@@ -77,6 +77,8 @@ export interface StoreFs {
   readdirSync(path: string): string[];
   readFileSync(path: string): Uint8Array;
   isSymlink(path: string): boolean;
+  /** Whether the path itself (lstat) is a regular file; optional: without it, only links are told. */
+  isRegularFile?(path: string): boolean;
   /** The permission bits of a path (lstat). */
   modeOf(path: string): number;
   /**
@@ -111,6 +113,7 @@ export const realFs: StoreFs = {
   readdirSync: (path) => nodeFs.readdirSync(path),
   readFileSync: (path) => nodeFs.readFileSync(path),
   isSymlink: (path) => nodeFs.lstatSync(path).isSymbolicLink(),
+  isRegularFile: (path) => nodeFs.lstatSync(path).isFile(),
   modeOf: (path) => nodeFs.lstatSync(path).mode & 0o7777,
   stampOf: (path) => {
     const s = nodeFs.lstatSync(path, { bigint: true });
@@ -129,6 +132,9 @@ const { O_WRONLY, O_CREAT, O_TRUNC, O_RDONLY, O_DIRECTORY } = nodeFs.constants;
 const DIR_MODE = 0o700;
 const FILE_MODE = 0o600;
 const RECORD_VERSION = 1;
+
+/** Read errors that are the record's (its sector, its permissions, what it is): it is quarantined. */
+const UNREADABLE_RECORD = ['EIO', 'EACCES', 'EPERM', 'EISDIR', 'ELOOP', 'ENXIO', 'EINVAL'];
 const LEASE_SUFFIX = '.json';
 const TMP_SUFFIX = '.tmp';
 const HELD_SUFFIX = '.held';
@@ -325,16 +331,20 @@ export class LeaseStore {
       }
       let bytes: Uint8Array;
       const path = join(this.#leases, name);
-      // Not followed: a link put there by hand may lead to a FIFO (a read that never ends) or a device.
-      if (this.#isLink(path)) {
-        quarantine(name, 'a symbolic link, not a regular file');
+      // Never read: a link or a node put there by hand may be a FIFO (a read that never ends) or a
+      // device (one that never stops).
+      const irregular = this.#irregular(path);
+      if (irregular !== undefined) {
+        quarantine(name, irregular);
         continue;
       }
       try {
         bytes = fs.readFileSync(path);
       } catch (err) {
         // One unreadable record (a bad sector, a permission set by hand) must not keep the agent
-        // from starting: quarantined, its owner's reservations stay held, as for a torn one.
+        // from starting: quarantined, its owner's reservations stay held, as for a torn one. Other
+        // errors (out of descriptors or memory) say nothing about the record: load fails, as before.
+        if (!UNREADABLE_RECORD.includes(errnoOf(err))) throw this.fail(`reading leases/${name}`, err);
         quarantine(
           name,
           errnoOf(err) === 'EISDIR' ? 'not a regular file' : `unreadable: ${(err as Error).message}`,
@@ -492,12 +502,18 @@ export class LeaseStore {
     this.#leftInPlace.delete(owner);
   }
 
-  /** Whether `path` is a symbolic link (lstat); false when it cannot be told (the read says why). */
-  #isLink(path: string): boolean {
+  /**
+   * Why `path` is not to be read as a record (lstat): a symbolic link, or no regular file (a FIFO, a
+   * device, a directory). Undefined when it is a regular file, or when that cannot be told (the read
+   * then says why).
+   */
+  #irregular(path: string): string | undefined {
     try {
-      return this.#fs.isSymlink(path);
+      if (this.#fs.isSymlink(path)) return 'a symbolic link, not a regular file';
+      if (this.#fs.isRegularFile?.(path) === false) return 'not a regular file';
+      return undefined;
     } catch {
-      return false;
+      return undefined;
     }
   }
 
@@ -521,7 +537,7 @@ export class LeaseStore {
       const path = join(this.#quarantine, name);
       let text: string;
       try {
-        if (this.#isLink(path)) throw new Error('a symbolic link');
+        if (this.#irregular(path) !== undefined) throw new Error('not a regular file');
         text = Buffer.from(this.#fs.readFileSync(path)).toString();
       } catch {
         // What it held is not known: everything its owner reserves stays held.
@@ -584,14 +600,20 @@ export class LeaseStore {
     const names = this.#try('listing quarantine/', () => this.#fs.readdirSync(this.#quarantine));
     const stamp = (name: string): number =>
       Number(name.slice(owner.length + LEASE_SUFFIX.length + 1).split('-')[0]);
+    // Hints only: a record load quarantined because it was no regular file or could not be read is
+    // skipped, never followed or read again (a link to a FIFO would block the agent for good).
     return names
       .filter((name) => RECORD.exec(name)?.[1] === owner)
       .sort((a, b) => stamp(b) - stamp(a) || compareOrdinal(b, a))
-      .map((name) =>
-        this.#try(`reading quarantine/${name}`, () =>
-          this.#fs.readFileSync(join(this.#quarantine, name)),
-        ).subarray(0, MAX_RECORD_HINT),
-      );
+      .flatMap((name) => {
+        const path = join(this.#quarantine, name);
+        if (this.#irregular(path) !== undefined) return [];
+        try {
+          return [this.#fs.readFileSync(path).subarray(0, MAX_RECORD_HINT)];
+        } catch {
+          return [];
+        }
+      });
   }
 
   #quarantineName(file: string): string {

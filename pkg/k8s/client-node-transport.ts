@@ -65,8 +65,8 @@ function nodePath(path: string): [string, string] {
 }
 
 /**
- * client-node's exec credential plugins started with stdin closed and killed once they have run for
- * `ms`: bounded() abandons a call whose plugin hangs, but the plugin would run on, and client-node
+ * client-node's exec credential plugins started with stdin closed and killed, with every process they
+ * started, once they have run for `ms`: bounded() abandons a call whose plugin hangs, but the plugin would run on, and client-node
  * starts another at the next call (it keeps no record of one running), so a plugin waiting on a prompt
  * or an unanswering token endpoint left one more process, three pipes with it, every minute or so.
  * The authenticator is a private field of the KubeConfig (client-node 2.x: `authenticators`, the
@@ -78,13 +78,27 @@ function boundExecPlugins(kc: KubeConfig, ms: number): void {
     // ExecAuth, which client-node does not export: the one with a process to start.
     const exec = a as { execFn?: unknown; getCredential?: unknown };
     if (typeof exec.execFn !== 'function' || typeof exec.getCredential !== 'function') continue;
-    exec.execFn = (command: string, args: readonly string[] | undefined, opts: SpawnOptions) =>
-      spawn(command, args ?? [], {
+    exec.execFn = (command: string, args: readonly string[] | undefined, opts: SpawnOptions) => {
+      // Its own process group: a wrapper script's children (`aws eks get-token` run without exec)
+      // are killed with it, and their end of the pipes closes, so client-node's wait ends too.
+      const child = spawn(command, args ?? [], {
         ...opts,
         stdio: ['ignore', 'pipe', 'pipe'],
-        timeout: ms,
-        killSignal: 'SIGKILL',
+        detached: true,
       });
+      const timer = setTimeout(() => {
+        try {
+          if (child.pid !== undefined) process.kill(-child.pid, 'SIGKILL');
+        } catch {
+          // Gone already.
+        }
+        child.stdout?.destroy();
+        child.stderr?.destroy();
+      }, ms);
+      timer.unref();
+      child.on('close', () => clearTimeout(timer));
+      return child;
+    };
   }
 }
 

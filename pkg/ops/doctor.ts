@@ -111,8 +111,10 @@ export interface DoctorFacts {
 
 const needsAgent = (f: DoctorFacts): string | undefined => {
   if (f.agent.ok) return undefined;
-  return f.agent.error === ADMIN_SOCKET_OFF
-    ? `${ADMIN_SOCKET_OFF}: what only the agent knows is not checked`
+  if (f.agent.error === ADMIN_SOCKET_OFF)
+    return `${ADMIN_SOCKET_OFF}: what only the agent knows is not checked`;
+  return f.agent.error.startsWith(ANSWERED_PREFIX)
+    ? 'the agent did not answer all of what doctor asks it (see the agent check)'
     : 'the agent is not reachable (see the agent check)';
 };
 

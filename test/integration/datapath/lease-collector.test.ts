@@ -51,6 +51,17 @@ describe.skipIf(netnsSkipReason !== undefined)('the API lease collector', () => 
     expect(deps.ipam.get({ containerId: 'c1', ifname: 'eth0' })).toBeUndefined();
   });
 
+  it('judges a lease made "in the future" (the clock stepped back since): not a fresh one forever', async () => {
+    const { host, deps, kube, log } = await setUp();
+    const pod = pool.add('lc-pod');
+    await addAttachment(deps, { containerId: 'c3', ifname: 'eth0', netns: pod.path, mtu: 1500 });
+    ip(host.name, 'link', 'del', hostVethName('c3', 'eth0'));
+    const stepped = Date.now() - 10 * 60_000;
+    const base = { kube, nodeName: 'n1', datapath: deps, busy: new Set<string>(), log };
+    expect(await collectLeases({ ...base, now: () => stepped })).toBe(1);
+    expect(deps.ipam.get({ containerId: 'c3', ifname: 'eth0' })).toBeUndefined();
+  });
+
   it('leaves a lease whose ADD was under way when the leases were read and ended while the links were listed', async () => {
     const { host, deps, kube, log } = await setUp();
     const pod = pool.add('lc-pod');

@@ -31,8 +31,10 @@ afterEach(async () => {
 /** A transport whose credential plugin sleeps for 20 s. */
 function hangingTransport(opts: { requestTimeoutMs?: number; watchIdleMs?: number }) {
   const plugin = join(dir, 'credential-plugin');
-  // Its process id noted (exec keeps it for the sleep), for the test that it does not run on.
-  writeFileSync(plugin, `#!/bin/sh\necho $$ >> ${join(dir, 'pids')}\nexec sleep 20\n`);
+  // Its process id and its child's noted, for the test that neither runs on: a wrapper script that
+  // runs its tool without exec (the shell and the tool are two processes).
+  const pids = join(dir, 'pids');
+  writeFileSync(plugin, `#!/bin/sh\necho $$ >> ${pids}\nsleep 20 &\necho $! >> ${pids}\nwait\n`);
   chmodSync(plugin, 0o755);
   const path = join(dir, 'kubeconfig');
   writeFileSync(
@@ -83,7 +85,7 @@ describe('client-node transport, a credential plugin that never returns', () => 
       expect((err as K8sError).message).toMatch(/no answer within 300 ms/);
     }
     const pids = readFileSync(join(dir, 'pids'), 'utf8').trim().split('\n').map(Number);
-    expect(pids).toHaveLength(3);
+    expect(pids).toHaveLength(6); // three scripts, each with its sleep
     const running = (pid: number): boolean => {
       try {
         return !readFileSync(`/proc/${pid}/stat`, 'utf8').split(') ')[1]!.startsWith('Z');
