@@ -137,7 +137,7 @@ async function addInNetns(
 
     const wanted = podRoutes(familiesOf(lease.addresses), req);
     // A pair made when the namespace appeared, whose sysctls suit the lease (prepared-pairs.ts).
-    const prepared = await deps.prepared?.take(nsFd, req.netns, ipv6);
+    const prepared = await deps.prepared?.take(nsFd, req.netns, ipv6, req.mtu);
     if (prepared !== undefined) {
       // By index, under its temporary name or the one ADD gave it.
       undo.push('delete veth', () =>
@@ -173,7 +173,7 @@ async function addInNetns(
       if (!created.ok) throw created.error;
       // A prepared pair has them already, written under its temporary names (a rename keeps them).
       if (prepared === undefined) {
-        setVethSysctls(deps.netns, { fd: nsFd, path: req.netns, name: req.ifname }, hostName, ipv6);
+        setVethSysctls(deps.netns, { fd: nsFd, path: req.netns, name: req.ifname }, hostName, ipv6, req.mtu);
       }
       const mtuChange = prepared !== undefined && prepared.mtu !== req.mtu ? req.mtu : undefined;
       const alias = vethAlias(req);

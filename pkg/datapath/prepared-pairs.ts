@@ -4,7 +4,7 @@ import type { BackgroundDeleter } from './background-deleter.ts';
 import { deleteLinkIfNamed } from './delete-link.ts';
 import { randomMac } from './mac.ts';
 import { isOwnNetnsFd } from './own-netns.ts';
-import type { LinkInfo, NetlinkHandle, NetnsPort, PodNetlink } from './ports.ts';
+import { IPV6_MIN_MTU, type LinkInfo, type NetlinkHandle, type NetnsPort, type PodNetlink } from './ports.ts';
 import { setVethSysctls } from './veth-sysctls.ts';
 
 /** Host ends of prepared pairs: "trlp" + 11 hex, never a name isHostVethName accepts (no GC takes one). */
@@ -167,7 +167,7 @@ export class PreparedPairs {
    * there is none, making it failed, or it does not suit (then it is deleted). The caller owns it from
    * here (and deletes it if ADD fails).
    */
-  async take(nsFd: number, path: string, ipv6: boolean): Promise<PreparedPair | undefined> {
+  async take(nsFd: number, path: string, ipv6: boolean, mtu: number): Promise<PreparedPair | undefined> {
     let id: string;
     try {
       id = this.deps.netns.namespaceId(nsFd);
@@ -183,7 +183,10 @@ export class PreparedPairs {
     const pair = await entry.pair;
     this.deps.netns.closeFd(entry.fd);
     if (pair === undefined) return undefined;
-    if (pair.ipv6 !== ipv6) {
+    // Made below 1280 without IPv6, its links have no IPv6 state: raised to the ADD's MTU, the kernel
+    // would make it with the node's defaults (IPv6 on, router advertisements heard).
+    const regainsIpv6 = !pair.ipv6 && pair.mtu < IPV6_MIN_MTU && mtu >= IPV6_MIN_MTU;
+    if (pair.ipv6 !== ipv6 || regainsIpv6) {
       this.deps.onOutcome?.('unsuitable');
       pair.pod.close();
       this.delete(pair.host);
@@ -257,7 +260,13 @@ export class PreparedPairs {
       if (host === undefined) throw new Error(`link ${name} is missing right after its creation`);
       pod = this.deps.netns.openPodNetlink(entry.fd, entry.path);
       const podIndex = host.peerIndex ?? (await this.lookUpPodEnd(pod, entry.path, name));
-      setVethSysctls(this.deps.netns, { fd: entry.fd, path: entry.path, name }, name, settings.ipv6);
+      setVethSysctls(
+        this.deps.netns,
+        { fd: entry.fd, path: entry.path, name },
+        name,
+        settings.ipv6,
+        settings.mtu,
+      );
       return { host, podIndex, podName: name, mtu: settings.mtu, ipv6: settings.ipv6, pod };
     } catch (err) {
       pod?.close();

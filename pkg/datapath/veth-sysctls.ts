@@ -1,4 +1,4 @@
-import type { NetnsPort } from './ports.ts';
+import { IPV6_MIN_MTU, type NetnsPort } from './ports.ts';
 
 /**
  * The per-link sysctls of a pod's veth pair, by the ends' names at the time of writing (a rename
@@ -10,6 +10,8 @@ export function setVethSysctls(
   pod: { fd: number; path: string; name: string },
   hostName: string,
   ipv6: boolean,
+  /** The pair's MTU: below 1280 the kernel gives a link no IPv6 at all (no net/ipv6/conf entry). */
+  mtu: number,
 ): void {
   if (ipv6) {
     const inPod: [string, string][] = [];
@@ -37,6 +39,7 @@ export function setVethSysctls(
   } else {
     // No IPv6 for this pod, so none on its host end: no link-local path from the pod to the
     // node's [::] listeners, no advertisements heard from it.
+    if (mtu < IPV6_MIN_MTU) return;
     disableIpv6(netns, hostName);
   }
 }

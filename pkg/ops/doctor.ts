@@ -6,7 +6,7 @@
 import { REQUIRED_CNI_BINARIES } from '../agent/publication.ts';
 import { configsBefore, configsShadowing, isMetaPluginConfig } from '../cniconf/index.ts';
 import { PUBLISHED_NETWORK_NAME } from '../cniconf/render.ts';
-import { HOST_VETH_PREFIX, isHostVethName, shortId } from '../datapath/names.ts';
+import { isHostVethName, shortId } from '../datapath/names.ts';
 import {
   DOCKER_NOTE,
   describeBlock,
@@ -445,7 +445,7 @@ function checkMtu(f: DoctorFacts): CheckResult {
     });
   }
   for (const l of f.links) {
-    if (l.kind === 'veth' && l.name.startsWith(HOST_VETH_PREFIX) && l.mtu > podMtu) {
+    if (l.kind === 'veth' && isHostVethName(l.name) && l.mtu > podMtu) {
       r.findings.push({
         problem: `host veth ${l.name} has MTU ${l.mtu}, above the pod MTU ${podMtu} (created before the MTU changed)`,
         fix: 'recreate that pod (kubectl delete pod) so its interface gets the current MTU',

@@ -279,6 +279,33 @@ describe.skipIf(netnsSkipReason !== undefined)('prepared veth pairs (root, real 
     expect(podSockets).toEqual({ opened: [pod.path, pod.path], closed: 2 });
   });
 
+  it('a pair made below 1280 without IPv6 is not raised for a larger ADD (the kernel would give it IPv6 with the defaults): ADD makes its own', async () => {
+    const { host, deps, outcomes } = setUp(['10.244.1.0/24']);
+    // As if the MTU rose (a netconf mtu, --mtu changed) between the namespace's appearance and its ADD.
+    const small = new PreparedPairs({
+      host: deps.host,
+      netns: deps.netns,
+      deleter: deps.deleter,
+      settings: () => ({ mtu: 1200, ipv6: false }),
+      log: silent,
+      onOutcome: (o) => outcomes.push(o),
+    });
+    cleanups.push(() => void small.stop());
+    const pod = pool.add('pod', { loUp: false });
+    const made = await prepared(small, host, pod);
+    const att = await addAttachment(
+      { ...deps, prepared: small },
+      { containerId: 'c1', ifname: 'eth0', netns: pod.path, mtu: 1500 },
+    );
+    expect(att.prepared).toBeUndefined();
+    expect(att.host.index).not.toBe(made.ifindex);
+    expect(outcomes).toEqual(['unsuitable']);
+    // ADD's own pair, IPv6 off on its host end as for every IPv4-only pod.
+    expect(nsExec(host.name, 'cat', [`/proc/sys/net/ipv6/conf/${att.host.name}/disable_ipv6`]).trim()).toBe(
+      '1',
+    );
+  });
+
   it('ADD into another namespace does not take it; an unused pair expires and is deleted', async () => {
     const { host, deps, pairs, outcomes } = setUp(['10.244.1.0/24'], { ttlMs: 300 });
     const [waiting, other] = [pool.add('pod', { loUp: false }), pool.add('pod', { loUp: false })];
