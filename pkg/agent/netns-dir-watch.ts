@@ -1,5 +1,5 @@
 import { existsSync, type FSWatcher, watch } from 'node:fs';
-import { join } from 'node:path';
+import { basename, join } from 'node:path';
 import { errorText } from '../error-text.ts';
 import type { Logger } from '../observe/logger.ts';
 
@@ -84,6 +84,19 @@ export class NetnsDirWatch {
           'the pod namespace directory (--netns-dir) was removed: veth pairs are made by ADD from now on',
         );
         this.stop();
+        return;
+      }
+      if (basename(path) === basename(this.dir)) {
+        // The directory's own removal (inotify names it by its own name), and it is there again: made
+        // again before this event was read (a runtime's MkdirAll at its next pod). The watch is on the
+        // old one, which says nothing more (the new one may even have its inode number): watch it anew.
+        this.stop();
+        if (this.start()) {
+          this.log.info(
+            { dir: this.dir },
+            'the pod namespace directory (--netns-dir) was made again: watching the new one',
+          );
+        }
         return;
       }
       this.handlers.removed(path);

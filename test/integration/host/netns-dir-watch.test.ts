@@ -1,4 +1,4 @@
-import { mkdtempSync, rmSync, unlinkSync, writeFileSync } from 'node:fs';
+import { mkdirSync, mkdtempSync, rmSync, unlinkSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { PassThrough } from 'node:stream';
@@ -89,6 +89,18 @@ describe('NetnsDirWatch (real directory)', () => {
     while (logs.length === 0 && Date.now() < deadline) await settle(5);
     expect(logs).toHaveLength(1);
     expect(String(logs[0]!.msg)).toContain('was removed');
+  });
+
+  it('the directory removed and made again at once (a runtime making it for its next pod): the new one is watched', async () => {
+    const { dir, calls } = watchDir(() => 'started');
+    rmSync(dir, { recursive: true });
+    mkdirSync(dir);
+    await settle(100); // the old directory's last events read
+    const path = join(dir, 'cni-2');
+    writeFileSync(path, '');
+    const deadline = Date.now() + 2000;
+    while (calls.appeared.length === 0 && Date.now() < deadline) await settle(5);
+    expect(calls.appeared).toEqual([path]);
   });
 
   it('a directory that does not exist: start says so and nothing is watched', async () => {
