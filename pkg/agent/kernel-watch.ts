@@ -95,8 +95,11 @@ export interface KernelWatchDeps {
   isOwnDeletion(route: RouteInfo): boolean;
   /** The prefix is one of ours or one a foreign route keeps from us (RouteReconciler.concernsPrefix). */
   concernsPrefix(route: RouteInfo): boolean;
-  /** Asks for a full pass, saying why (the pass's log line lists the reasons). */
-  markDirty(why: string): void;
+  /**
+   * Asks for a full pass, saying why (the pass's log line lists the reasons); `endsBackoff`: at once,
+   * even while a failed or partial pass waits for its retry (NodeController.markDirty).
+   */
+  markDirty(why: string, endsBackoff?: boolean): void;
   /**
    * A route of ours without a gateway was deleted: a pod's host route (`ip route del` of a pod's /32
    * by hand), put back by the pods' host-end check rather than a full pass. Absent: left to the pass.
@@ -128,10 +131,15 @@ export interface KernelWatchDeps {
 export function watchKernel(deps: KernelWatchDeps): Subscription[] {
   let timer: NodeJS.Timeout | undefined;
   const reasons = new Set<string>();
+  let urgent = false;
   /** Routes of ours someone else deleted within the burst: one warning for the burst, not one each. */
   const deleted: string[] = [];
-  const markSoon = (why: string): void => {
+  // `now`: what someone else took away is put back within the debounce even while the controller waits
+  // out a backoff (up to 10 s: a pass partial for another reason). A connection started without its
+  // NAT keeps that for its life.
+  const markSoon = (why: string, now = false): void => {
     reasons.add(why);
+    urgent ||= now;
     if (timer !== undefined) return;
     timer = setTimeout(() => {
       timer = undefined;
@@ -142,8 +150,9 @@ export function watchKernel(deps: KernelWatchDeps): Subscription[] {
         );
         deleted.length = 0;
       }
-      for (const r of reasons) deps.markDirty(r);
+      for (const r of reasons) deps.markDirty(r, urgent);
       reasons.clear();
+      urgent = false;
     }, DEBOUNCE_MS);
   };
   const subscriptions = [
@@ -152,7 +161,7 @@ export function watchKernel(deps: KernelWatchDeps): Subscription[] {
       // Lost notifications may have held a device's deletion: a full pass finds out.
       if (ev.type === 'overflow') markSoon('link notifications lost');
       else if (ev.type === 'delete' && isVxlanDeviceName(ev.link.name))
-        markSoon('a VXLAN device was deleted');
+        markSoon('a VXLAN device was deleted', true);
       else if ((ev.type === 'delete' || ev.wentDown === true) && isHostVethName(ev.link.name))
         deps.podVethLost?.(ev.link.name);
     }, WATCHED_LINKS),
@@ -164,7 +173,7 @@ export function watchKernel(deps: KernelWatchDeps): Subscription[] {
       }
       if (ev.type === 'nexthop-deleted') {
         if (ev.protocol === TRELLIS_ROUTE_PROTOCOL && deps.routesNexthop(ev.id))
-          markSoon('a nexthop of ours was deleted');
+          markSoon('a nexthop of ours was deleted', true);
         return;
       }
       if (ev.route.unreadable === true) {
@@ -190,7 +199,7 @@ export function watchKernel(deps: KernelWatchDeps): Subscription[] {
       }
       if (deps.isOwnDeletion(ev.route)) return;
       deleted.push(ev.route.dst);
-      markSoon(`a route of ours to ${ev.route.dst} was deleted`);
+      markSoon(`a route of ours to ${ev.route.dst} was deleted`, true);
     }, WATCHED_ROUTES),
   ];
   const masqTable = watchMasqTable(deps, markSoon);
@@ -198,7 +207,10 @@ export function watchKernel(deps: KernelWatchDeps): Subscription[] {
   return subscriptions;
 }
 
-function watchMasqTable(deps: KernelWatchDeps, markSoon: (why: string) => void): Subscription | undefined {
+function watchMasqTable(
+  deps: KernelWatchDeps,
+  markSoon: (why: string, now?: boolean) => void,
+): Subscription | undefined {
   const { masq, events, log } = deps;
   if (masq === undefined || events.subscribeNftablesEvents === undefined) return undefined;
   const watch = new MasqTableWatch({
@@ -216,7 +228,10 @@ function watchMasqTable(deps: KernelWatchDeps, markSoon: (why: string) => void):
             'the nftables table inet trellis (masquerade, MSS clamp) was changed by someone else; putting it back',
           );
         masq.invalidate();
-        markSoon(ev.type === 'overflow' ? 'nftables notifications lost' : 'the nftables table was changed');
+        markSoon(
+          ev.type === 'overflow' ? 'nftables notifications lost' : 'the nftables table was changed',
+          true,
+        );
       },
       { family: NFPROTO_INET, name: DEFAULT_TABLE },
     );

@@ -21,6 +21,7 @@ function setup(concerned: (r: RouteInfo) => boolean, log = pino({ level: 'silent
     },
   };
   let passes = 0;
+  let urgent = 0;
   const asked: RouteInfo[] = [];
   const podRoutes: string[] = [];
   const vethsLost: string[] = [];
@@ -33,8 +34,9 @@ function setup(concerned: (r: RouteInfo) => boolean, log = pino({ level: 'silent
       asked.push(r);
       return concerned(r);
     },
-    markDirty: () => {
+    markDirty: (_why, endsBackoff) => {
       passes++;
+      if (endsBackoff === true) urgent++;
     },
     podRouteDeleted: (r) => podRoutes.push(r.dst),
     podVethLost: (name) => vethsLost.push(name),
@@ -52,6 +54,7 @@ function setup(concerned: (r: RouteInfo) => boolean, log = pino({ level: 'silent
     unreadable,
     settled,
     passes: () => passes,
+    urgent: () => urgent,
     asked,
     podRoutes,
     vethsLost,
@@ -139,6 +142,17 @@ describe('watchKernel: routes someone else writes', () => {
     t.route('delete', { gateway: '10.0.0.3', protocol: 126 });
     await t.settled();
     expect(t.passes()).toBe(1);
+    t.close();
+  });
+
+  it("what someone else took away is put back at once, even during a backoff; another's route taking a prefix waits for it", async () => {
+    const t = setup(() => true);
+    t.route('add', { dst: '10.244.9.0/24', gateway: '10.0.0.9', protocol: 4 });
+    await t.settled();
+    expect([t.passes(), t.urgent()]).toEqual([1, 0]);
+    t.route('delete', { dst: '10.244.2.0/24', gateway: '10.0.0.2', protocol: 126 });
+    await t.settled();
+    expect([t.passes(), t.urgent()]).toEqual([2, 1]);
     t.close();
   });
 
