@@ -1,4 +1,4 @@
-import { existsSync, readFileSync } from 'node:fs';
+import { existsSync, readFileSync, statSync } from 'node:fs';
 import { join } from 'node:path';
 import { CniCode } from '../cni/errors.ts';
 import type { Logger } from '../observe/logger.ts';
@@ -50,10 +50,13 @@ export async function drainSpool(
   let failed = 0;
   let refused = 0;
   for (const entry of entries) {
+    const before = fileId(entry.file);
     // As a spooled DEL: it is skipped if an ADD of the same attachment ran it first meanwhile.
     const response = await handle(entry.request, { spooled: true });
     if (response.ok) {
-      await removeSpooled(entry.file);
+      // Only the file this DEL came from: a runtime reusing the container id may have had a new
+      // ADD and a DEL the shim spooled under the same name since (the next drain replays that one).
+      if (fileId(entry.file) === before) await removeSpooled(entry.file);
       completed++;
     } else if (REFUSED_FOR_GOOD.has(response.error.code)) {
       // Its config or variables can never pass (the shim checks the plain cases before spooling): a
@@ -73,4 +76,14 @@ export async function drainSpool(
     log.info({ completed, failed, bad: bad.length + refused, dir }, 'spooled DELs drained');
   }
   return { completed, failed, bad: bad.length + refused };
+}
+
+/** A spool file's inode and change time (undefined when it is gone): a new file under the name differs. */
+function fileId(file: string): string | undefined {
+  try {
+    const st = statSync(file, { bigint: true });
+    return `${st.ino}:${st.ctimeNs}`;
+  } catch {
+    return undefined;
+  }
 }

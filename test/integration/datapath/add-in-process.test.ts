@@ -19,6 +19,7 @@ import { openIpam } from '../../../pkg/ipam/index.ts';
 import { readSysctlSync, withNetns } from '../../../pkg/netns/index.ts';
 import { createLogger } from '../../../pkg/observe/logger.ts';
 import { spoolFileName } from '../../../pkg/shim/spool.ts';
+import { writeSpooledDel } from '../../../pkg/shim/spool-fs.ts';
 import {
   ip,
   ipJson,
@@ -700,6 +701,26 @@ describe.skipIf(netnsSkipReason !== undefined)('addAttachment (root, real namesp
     // The next drain has nothing left to replay.
     expect(await drainSpool(spoolDir, handle, log)).toEqual({ completed: 0, failed: 0, bad: 0 });
     await deps.deleter.drain();
+  });
+
+  it('a DEL spooled again under the same name while its replay ran (a reused container id) stays for the next drain', async () => {
+    const { deps } = setUp(true, ['10.244.1.0/24']);
+    const spoolDir = mkdtempSync(join(tmpdir(), 'trl-spool-'));
+    closers.push(() => rmSync(spoolDir, { recursive: true, force: true }));
+    const { handle, log } = cniService(deps, spoolDir);
+    const pod = pool.add('p');
+    const del = cniRequest('DEL', pod.path, 'c1', { name: 'trellis' });
+    writeSpooledDel(spoolDir, 'c1', 'eth0', JSON.stringify(del));
+    // While the replay runs, the shim spools a new DEL of the same attachment (a new file by rename).
+    const racing: typeof handle = async (req, opts) => {
+      const answer = await handle(req, opts);
+      writeSpooledDel(spoolDir, 'c1', 'eth0', JSON.stringify(del));
+      return answer;
+    };
+    expect(await drainSpool(spoolDir, racing, log)).toEqual({ completed: 1, failed: 0, bad: 0 });
+    expect(readdirSync(spoolDir)).toEqual([spoolFileName('c1', 'eth0')]);
+    expect(await drainSpool(spoolDir, handle, log)).toEqual({ completed: 1, failed: 0, bad: 0 });
+    expect(readdirSync(spoolDir)).toEqual([]);
   });
 
   it('a second network on the same container id and ifname is refused, and its cleanup DEL leaves the first one’s attachment alone', async () => {
