@@ -48,8 +48,12 @@ export class MasqSyncer {
    */
   private cluster: { sets: ClusterSets; from: MasqPlan | undefined } | undefined;
   private invalidations = 0;
-  /** The last ruleset whose clamp the kernel refused, and why. */
-  private refused: { ruleset: string; error: string } | undefined;
+  /**
+   * The shape (the ruleset without its set elements) whose clamp the kernel refused, and why: kept
+   * while the shape stays, so that a cluster whose nodes come and go changes the table without the
+   * clamp in place rather than trying the clamp (and rewriting the table whole) at every change.
+   */
+  private refused: { shape: string; error: string } | undefined;
   /** The last plan and what it was made from: a resync over an unchanged cluster renders nothing. */
   private lastPlan: { opts: MasqOptions; plan: MasqPlan } | undefined;
   /** Node-provided CIDRs the last sync left out as invalid (for the caller to log or report). */
@@ -118,7 +122,7 @@ export class MasqSyncer {
     }
     const verify = this.verifyNext;
     this.verifyNext = false;
-    if (verify && this.refused?.ruleset === ruleset && this.runner.check !== undefined) {
+    if (verify && this.refused?.shape === shapes.ruleset && this.runner.check !== undefined) {
       // The refused clamp again, without committing (nft -c): the module may have loaded since. Only
       // a clamp the kernel now takes changes the table, so a refusal that lasts keeps its counters.
       try {
@@ -128,8 +132,9 @@ export class MasqSyncer {
         // Still refused: the table without it stays.
       }
     }
-    // This very ruleset's clamp was refused: the table without it, until the ruleset changes.
-    const clampOff = withoutClamp !== undefined && this.refused?.ruleset === ruleset;
+    // This shape's clamp was refused: the table without it, until the shape changes or a resync's
+    // check finds the kernel takes it.
+    const clampOff = withoutClamp !== undefined && this.refused?.shape === shapes.ruleset;
     let text = clampOff ? withoutClamp : ruleset;
     let shape = clampOff ? shapes.withoutClamp! : shapes.ruleset;
     if (verify && (!this.isLastWritten(text, shape, sets) || !(await this.kernelAsListed(plan!.table)))) {
@@ -170,7 +175,7 @@ export class MasqSyncer {
         await this.runner.apply(ruleset);
       } else {
         await this.runner.apply(withoutClamp);
-        this.refused = { ruleset, error: errorText(err) };
+        this.refused = { shape: shapes.ruleset, error: errorText(err) };
         text = withoutClamp;
         shape = shapes.withoutClamp!;
       }
@@ -300,12 +305,12 @@ export class MasqSyncer {
   }
 
   /**
-   * Why the kernel refused the MSS clamp of the current ruleset (the table holds the rest), or
-   * undefined. A changed ruleset (a node added, say) or the next resync tries the clamp again.
+   * Why the kernel refused the MSS clamp of the current ruleset's shape (the table holds the rest), or
+   * undefined. A changed shape (another tunnel device, say) or the next resync tries the clamp again.
    */
   get clampRefused(): string | undefined {
-    const current = this.lastPlan?.plan.ruleset;
-    return this.refused !== undefined && this.refused.ruleset === current ? this.refused.error : undefined;
+    const current = this.lastPlan?.plan.shapes.ruleset;
+    return this.refused !== undefined && this.refused.shape === current ? this.refused.error : undefined;
   }
 
   /**

@@ -234,6 +234,32 @@ describe('MasqSyncer', () => {
     expect(applied.map((t) => t.includes('maxseg'))).toEqual([false, true]);
   });
 
+  it('a refused clamp is not tried again at every change of the nodes (same shape): only at a resync', async () => {
+    const tried: boolean[] = [];
+    const refuse = async (text: string): Promise<void> => {
+      if (text.includes('maxseg')) throw new Error('Could not process rule: No such file or directory');
+    };
+    const s = new MasqSyncer({
+      apply: async (text: string) => {
+        tried.push(text.includes('maxseg'));
+        await refuse(text);
+      },
+      check: refuse,
+    });
+    const clamped = (extra: string[]): MasqOptions => ({
+      ...opts(),
+      clusterCIDRs: [...opts().clusterCIDRs, ...extra],
+      clampMssInto: ['trellis.v4'],
+    });
+    expect(await s.sync(clamped([]))).toBe('applied');
+    expect(tried).toEqual([true, false]);
+    // Nodes come and go: the elements change, the shape does not. No clamp tried, no check run.
+    expect(await s.sync(clamped(['10.251.0.0/24']))).not.toBe('unchanged');
+    expect(await s.sync(clamped(['10.251.0.0/24', '10.252.0.0/24']))).not.toBe('unchanged');
+    expect(tried.slice(2)).not.toContain(true);
+    expect(s.clampRefused).toContain('No such file or directory');
+  });
+
   it('an invalidate while nft runs is not lost: the next sync applies again', async () => {
     // Someone flushes the ruleset right after our transaction, and the watch's invalidate() lands
     // before our nft has exited: what was applied may be gone already.
