@@ -879,15 +879,6 @@ export class NodeController {
 }
 
 /**
- * What of this node a full pass would act on changed, by name (for the pass's log line; empty: no pass):
- * its pod CIDRs (IPAM ranges, blackholes), its InternalIPs (MTU, VXLAN source address) or the annotations
- * it publishes (VTEP MACs, direct subnets: the pass republishes them when they are missing or wrong).
- * Labels, conditions, heartbeats and other annotations (the agent's own coverage report among them) are
- * not read by a pass. An annotation that now reads as `ownAnnotations` says (the agent's own publication
- * coming back) is no change: the pass that published it has nothing left to do for it (at start-up, at
- * 5,000 nodes, another ~0.7 s pass).
- */
-/**
  * The annotations of a Node that the routes depend on (its VTEP MACs, the subnets it routes directly
  * on): the only ones the agent's Node cache keeps (NodeInformerOptions.annotations).
  */
@@ -896,6 +887,15 @@ export const ROUTING_ANNOTATIONS: readonly string[] = Object.freeze([
   ...Object.values(DIRECT_SUBNET_ANNOTATIONS),
 ]);
 
+/**
+ * What of this node a full pass would act on changed, by name (for the pass's log line; empty: no pass):
+ * its pod CIDRs (IPAM ranges, blackholes), its InternalIPs (MTU, VXLAN source address) or the annotations
+ * it publishes (VTEP MACs, direct subnets: the pass republishes them when they are missing or wrong).
+ * Labels, conditions, heartbeats and other annotations (the agent's own coverage report among them) are
+ * not read by a pass. An annotation that now reads as `ownAnnotations` says (the agent's own publication
+ * coming back) is no change: the pass that published it has nothing left to do for it (at start-up, at
+ * 5,000 nodes, another ~0.7 s pass).
+ */
 export function selfChanges(
   before: ClusterNode,
   now: ClusterNode,

@@ -204,7 +204,13 @@ export class ForwardFirewallWatch {
         blocks = await this.accept(view, blocks, podCIDRs, write, stale);
       else if (write !== undefined) await this.dropStale(stale, write);
       earlier = write === undefined ? earlierAccepts(rs) : [];
-      if (earlier.length > 0) earlierBlocks = forwardBlocks(withoutRules(rs, earlier), podCIDRs);
+      if (earlier.length > 0) {
+        // Only what they hide: a drop the firewall makes with them in place is a block already.
+        const dropped = new Set(blocks.map(describeBlock));
+        earlierBlocks = forwardBlocks(withoutRules(rs, earlier), podCIDRs).filter(
+          (b) => !dropped.has(describeBlock(b)),
+        );
+      }
     } catch (err) {
       const error = errorText(err);
       if (error !== this.current.error) {

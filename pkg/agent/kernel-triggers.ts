@@ -47,6 +47,7 @@ export function startKernelTriggers(d: KernelTriggerDeps): KernelTriggers {
     masq: d.masq,
     routesNexthop: (id) => d.host.routesNexthop?.(id) === true,
     isOwnDeletion: (route) => d.routes.isOwnDeletion(route),
+    deletedItself: (index) => d.overlay.deletedItself(index),
     concernsPrefix: (route) => d.routes.concernsPrefix(route),
     markDirty,
     podRouteDeleted: d.podRouteDeleted,

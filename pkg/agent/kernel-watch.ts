@@ -91,6 +91,8 @@ export interface KernelWatchDeps {
     | undefined;
   /** A live route of ours was written through this nexthop object (the netlink handle's book). */
   routesNexthop(id: number): boolean;
+  /** Whether the overlay deleted the link at this index itself (VxlanOverlay.deletedItself). */
+  deletedItself?(index: number): boolean;
   /** A deletion a per-node step made itself (RouteReconciler.isOwnDeletion): not someone else's. */
   isOwnDeletion(route: RouteInfo): boolean;
   /** The prefix is one of ours or one a foreign route keeps from us (RouteReconciler.concernsPrefix). */
@@ -161,7 +163,9 @@ export function watchKernel(deps: KernelWatchDeps): Subscription[] {
       // Lost notifications may have held a device's deletion: a full pass finds out.
       if (ev.type === 'overflow') markSoon('link notifications lost');
       else if (ev.type === 'delete' && isVxlanDeviceName(ev.link.name))
-        markSoon('a VXLAN device was deleted', true);
+        // Not in a hurry when the overlay deleted it itself (recreating or removing it): a pass that
+        // does so at every try must not run at the debounce's pace through a backoff.
+        markSoon('a VXLAN device was deleted', deps.deletedItself?.(ev.link.index) !== true);
       else if ((ev.type === 'delete' || ev.wentDown === true) && isHostVethName(ev.link.name))
         deps.podVethLost?.(ev.link.name);
     }, WATCHED_LINKS),

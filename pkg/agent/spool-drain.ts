@@ -49,8 +49,10 @@ export async function drainSpool(
   let completed = 0;
   let failed = 0;
   let refused = 0;
+  // Each file as it was listed, before any DEL of this drain ran.
+  const listed = new Map(entries.map((e) => [e.file, fileId(e.file)]));
   for (const entry of entries) {
-    const before = fileId(entry.file);
+    const before = listed.get(entry.file);
     // As a spooled DEL: it is skipped if an ADD of the same attachment ran it first meanwhile.
     const response = await handle(entry.request, { spooled: true });
     if (response.ok) {

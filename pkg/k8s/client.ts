@@ -74,11 +74,11 @@ export function createK8sClient(conn: KubeConnection, opts: K8sClientOptions = {
     transport: api.transport.name,
 
     async listNodes() {
-      const raw = await api.listNodes();
+      // Each page into views as it arrives (listAll's each): the raw Nodes are never all held.
+      const raw = await api.listNodes(undefined, (o) => toNodeView(o));
       const items: NodeView[] = [];
       const problems: string[] = [];
-      for (const o of raw.items) {
-        const r = toNodeView(o);
+      for (const r of raw.items) {
         if (r.ok) items.push(r.node);
         else problems.push(r.problem);
       }

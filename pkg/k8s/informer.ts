@@ -29,10 +29,10 @@ import { fromStatus, K8sError, K8sReason, toK8sError } from './errors.ts';
 import { nodeUnchanged } from './node-unchanged.ts';
 import {
   type AnnotationFilter,
+  isTrellisAnnotation,
   type NodeView,
   sameNodeContent,
   toNodeView,
-  trellisAnnotation,
 } from './views.ts';
 
 export type NodeEventType = 'ADDED' | 'MODIFIED' | 'DELETED';
@@ -138,7 +138,7 @@ export function startNodeInformerOn(api: CoreApi, opts: NodeInformerOptions): No
   const clock = opts.clock ?? { now: () => performance.now() };
   const sleep = opts.sleep ?? realSleep;
   const random = opts.random ?? Math.random;
-  const keep = opts.annotations ?? trellisAnnotation;
+  const keep = opts.annotations ?? isTrellisAnnotation;
   const { signal } = opts;
 
   const cache = new Map<string, NodeView>();

@@ -12,18 +12,18 @@
 import { sameList } from '../compare.ts';
 import {
   type AnnotationFilter,
+  isTrellisAnnotation,
   type NodeView,
   networkCondition,
   type Rec,
   rec,
-  trellisAnnotation,
 } from './views.ts';
 
 /** `keep`: the annotations the view was made with (toNodeView's). */
 export function nodeUnchanged(
   obj: unknown,
   view: NodeView,
-  keep: AnnotationFilter = trellisAnnotation,
+  keep: AnnotationFilter = isTrellisAnnotation,
 ): boolean {
   try {
     const o = rec(obj);

@@ -98,7 +98,7 @@ export const TRELLIS_ANNOTATION_PREFIX = 'trellis.dev/';
 export type AnnotationFilter = (key: string) => boolean;
 
 /** trellis's own annotations: the default (the CLI's coverage reads every agent's report). */
-export const trellisAnnotation: AnnotationFilter = (key) => key.startsWith(TRELLIS_ANNOTATION_PREFIX);
+export const isTrellisAnnotation: AnnotationFilter = (key) => key.startsWith(TRELLIS_ANNOTATION_PREFIX);
 
 /**
  * Nodes carry kilobytes of other components' annotations; the informer keeps a view of every Node for
@@ -141,7 +141,7 @@ function identity(
   return { ok: true, value: { meta, name: meta.name, uid, resourceVersion: rv } };
 }
 
-export function toNodeView(obj: unknown, keep: AnnotationFilter = trellisAnnotation): NodeViewResult {
+export function toNodeView(obj: unknown, keep: AnnotationFilter = isTrellisAnnotation): NodeViewResult {
   try {
     const id = identity(obj, 'node');
     if (!id.ok) return id;

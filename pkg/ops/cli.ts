@@ -36,7 +36,8 @@ const MIN_STALE_MINUTES = HEARTBEAT_MINUTES + 2;
 
 export const OPS_USAGE = `operator commands (on a node: kubectl exec -n kube-system ds/trellis -- trellis-agent status):
   trellis-agent status   [--json]   the agent: node, pod CIDRs, mode, MTU, readiness, IPAM use
-  trellis-agent routes   [--json]   desired vs programmed inter-node routes, per-peer paths (exit 1 on drift, or before the agent has listed the Nodes)
+  trellis-agent routes   [--json]   desired vs programmed inter-node routes, per-peer paths (exit 1 on
+                                    drift, or before the agent has listed the Nodes)
   trellis-agent leases   [--json]   IPAM leases: pod, addresses, host veth, netns
   trellis-agent doctor   [--json]   check this node; every problem with its fix (exit 1 on any,
                                     3 when it could not check at all)

@@ -72,9 +72,9 @@ async function askAgent(socket: string): Promise<DoctorFacts['agent']> {
   if (socket === '') return { ok: false, error: ADMIN_SOCKET_OFF };
   const paths = ['/status', '/routes', '/leases'] as const;
   const [status, routes, leases] = await Promise.allSettled([
-    adminGet<StatusView>(socket, '/status'),
-    adminGet<RoutesView>(socket, '/routes'),
-    adminGet<LeasesView>(socket, '/leases'),
+    adminGet<StatusView>(socket, paths[0]),
+    adminGet<RoutesView>(socket, paths[1]),
+    adminGet<LeasesView>(socket, paths[2]),
   ]);
   if (status.status === 'fulfilled' && routes.status === 'fulfilled' && leases.status === 'fulfilled')
     return { ok: true, value: { status: status.value, routes: routes.value, leases: leases.value } };

@@ -116,6 +116,38 @@ describe('ForwardFirewallWatch', () => {
     expect(watch.state().blocks).toEqual([]);
   });
 
+  it("report only (--no-accept-forward): an earlier run's accept hides only what it lets through; a drop it leaves is a block", async () => {
+    // An earlier run's accept of the pods' packets one way only; the policy drops the other way.
+    const nft = fakeNft([
+      {
+        handle: 7,
+        expr: [
+          {
+            match: {
+              op: '==',
+              left: { payload: { protocol: 'ip', field: 'saddr' } },
+              right: { prefix: { addr: '10.244.1.0', len: 24 } },
+            },
+          },
+          { accept: null },
+        ],
+        comment: ACCEPT_COMMENT,
+      },
+    ]);
+    const { watch, lines } = setup(nft.read);
+    await watch.check(POD_CIDRS);
+    const state = watch.state();
+    expect(state.blocks.map((b) => b.direction)).toEqual(['to-pods']);
+    expect(state.hiddenBlocks?.map((b) => b.direction)).toEqual(['from-pods']);
+    expect(state.earlierAccepts).toEqual(['ip filter FORWARD handle 7']);
+    expect(state.earlierRemove).toEqual(['nft delete rule ip filter FORWARD handle 7']);
+    const said = lines.find((l) => String(l.msg).startsWith('accept rules an earlier run'));
+    expect(said).toMatchObject({
+      withoutThem: ['ip filter FORWARD drops IPv4 packets from pods (10.244.1.0/24): policy drop'],
+    });
+    expect(nft.writes).toEqual([]);
+  });
+
   it('a healthy firewall logs nothing; a failed read warns once per distinct error and keeps the last verdict', async () => {
     let fail: Error | undefined;
     const { watch, lines } = setup(async () => {
