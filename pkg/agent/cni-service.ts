@@ -340,7 +340,13 @@ export function createCniService(deps: CniServiceDeps): {
           : fate === 'agent-stopped'
             ? ', but the agent stopping had cut the connection first (its stop grace ran out; not answered)'
             : '';
-      deps.log[level](fields, `CNI ${fields.verb} ${response.ok ? 'ok' : 'failed'}${why}`);
+      // A plain ready STATUS comes every few seconds from containerd 2 and CRI-O (the kubelet's runtime
+      // status): at info it would bury the ADD and DEL lines. Counted in the metrics all the same.
+      const routine = level === 'info' && fields.verb === 'STATUS' && fields.note === undefined;
+      deps.log[routine ? 'debug' : level](
+        fields,
+        `CNI ${fields.verb} ${response.ok ? 'ok' : 'failed'}${why}`,
+      );
       const unheardCode = fate === 'agent-stopped' ? CniCode.TRY_AGAIN_LATER : CniCode.AGENT_TIMEOUT;
       deps.onCall?.({
         verb: String(fields.verb),

@@ -72,6 +72,8 @@ function nodePath(path: string): [string, string] {
  * The authenticator is a private field of the KubeConfig (client-node 2.x: `authenticators`, the
  * ExecAuth's `execFn`); where it is not there, nothing changes.
  */
+const PLUGIN_KILL_GRACE_MS = 1_000;
+
 function boundExecPlugins(kc: KubeConfig, ms: number): void {
   const authenticators = (kc as unknown as { authenticators?: unknown[] }).authenticators ?? [];
   for (const a of authenticators) {
@@ -94,7 +96,9 @@ function boundExecPlugins(kc: KubeConfig, ms: number): void {
         }
         child.stdout?.destroy();
         child.stderr?.destroy();
-      }, ms);
+        // A moment after the call was abandoned (bounded()), so the caller sees the timeout, not
+        // the killed plugin's empty answer.
+      }, ms + PLUGIN_KILL_GRACE_MS);
       timer.unref();
       child.on('close', () => clearTimeout(timer));
       return child;

@@ -52,6 +52,7 @@ async function call(
   conf: Record<string, unknown> = CONF,
   readiness: Readiness = { notReadyReason: () => undefined },
   env: Record<string, string> = {},
+  level: 'info' | 'debug' = 'info',
 ): Promise<{ ok: boolean; line: Record<string, unknown>; code?: number }> {
   const out = new PassThrough();
   const lines: Record<string, unknown>[] = [];
@@ -62,7 +63,7 @@ async function call(
   const { handle } = createCniService({
     datapath,
     mutex: new KeyedMutex(),
-    log: createLogger({ level: 'info', destination: out }),
+    log: createLogger({ level, destination: out }),
     readiness,
     defaultMtu: () => 1500,
   });
@@ -137,6 +138,14 @@ describe('the CNI call log line', () => {
     const plain = await call(emptyDatapath(), 'DEL', { ...CONF, prevResult: { cniVersion: '1.0.0' } });
     expect(plain.line).toMatchObject({ level: 'info', msg: 'CNI DEL ok' });
     expect(plain.line).not.toHaveProperty('prevResultIgnored');
+  });
+});
+
+describe('STATUS of a ready agent', () => {
+  it('is logged at debug: containerd 2 and CRI-O ask every few seconds, and the ADD and DEL lines must stay readable', async () => {
+    const r = await call(emptyDatapath(), 'STATUS', { ...CONF, cniVersion: '1.1.0' }, undefined, {}, 'debug');
+    expect(r.ok).toBe(true);
+    expect(r.line).toMatchObject({ msg: 'CNI STATUS ok', level: 'debug' });
   });
 });
 
