@@ -2,6 +2,7 @@ import { readdirSync, realpathSync } from 'node:fs';
 import { posix } from 'node:path';
 import { toCniError } from '../cni/errors.ts';
 import { deleteLinkIfNamed } from '../datapath/delete-link.ts';
+import { podMac } from '../datapath/mac.ts';
 import { attachmentKey, hostVethName, leaseLogFields, shortId } from '../datapath/names.ts';
 import { netnsIdentityOf } from '../datapath/netns-identity.ts';
 import {
@@ -428,36 +429,52 @@ async function findNetns(
       if (netnsFromRecord(JSON.stringify({ netns: path })) === path) candidates.push(path);
     }
   }
+  // Every path that confirms: a peer index is only a number in the host's namespace, so a namespace
+  // whose interface peers with another namespace's link of that index (a second node namespace on the
+  // machine, as in the test beds) and holds the same addresses can confirm too. Then the one whose
+  // interface has the MAC ADD gives this attachment (mac.ts podMac) is it; without one, none is.
+  const confirmed: { path: string; id: string | undefined; mac: string }[] = [];
   for (const path of new Set(candidates)) {
     const before = netnsIdentityOf(deps.netns, path);
-    if (!(await confirms(deps, path, key.ifname, hostIndex, addresses))) continue;
+    const mac = await confirms(deps, path, key.ifname, hostIndex, addresses);
+    if (mac === undefined) continue;
     const after = netnsIdentityOf(deps.netns, path);
-    return { path, id: before !== undefined && before === after ? before : undefined };
+    confirmed.push({ path, id: before !== undefined && before === after ? before : undefined, mac });
   }
+  const own = podMac(key.containerId, key.ifname).toLowerCase();
+  const chosen =
+    confirmed.length === 1 ? confirmed[0] : onlyOne(confirmed.filter((c) => c.mac.toLowerCase() === own));
+  return chosen === undefined ? undefined : { path: chosen.path, id: chosen.id };
   return undefined;
 }
 
+/** The one element, or undefined for none or several. */
+function onlyOne<T>(list: readonly T[]): T | undefined {
+  return list.length === 1 ? list[0] : undefined;
+}
+
+/** The MAC of the namespace's interface when it confirms the attachment; undefined when it does not. */
 async function confirms(
   deps: RebuildDeps,
   path: string,
   ifname: string,
   hostIndex: number,
   addresses: string[],
-): Promise<boolean> {
+): Promise<string | undefined> {
   try {
-    if (!deps.netns.isNetns(path)) return false;
+    if (!deps.netns.isNetns(path)) return undefined;
     const pod = deps.netns.openNetlinkIn(path);
     try {
       const podLink = await pod.getLink(ifname);
-      if (podLink === undefined) return false;
+      if (podLink === undefined) return undefined;
       // The peer index is the host veth's index in the host namespace, when the kernel reports it.
-      if (podLink.peerIndex !== undefined && podLink.peerIndex !== hostIndex) return false;
+      if (podLink.peerIndex !== undefined && podLink.peerIndex !== hostIndex) return undefined;
       const there = new Set((await pod.listAddresses(undefined, podLink.index)).map((a) => a.address));
-      return addresses.every((a) => there.has(a));
+      return addresses.every((a) => there.has(a)) ? podLink.mac : undefined;
     } finally {
       pod.close();
     }
   } catch {
-    return false; // not a namespace we can read: not confirmed
+    return undefined; // not a namespace we can read: not confirmed
   }
 }
