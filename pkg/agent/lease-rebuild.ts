@@ -445,7 +445,6 @@ async function findNetns(
   const chosen =
     confirmed.length === 1 ? confirmed[0] : onlyOne(confirmed.filter((c) => c.mac.toLowerCase() === own));
   return chosen === undefined ? undefined : { path: chosen.path, id: chosen.id };
-  return undefined;
 }
 
 /** The one element, or undefined for none or several. */
