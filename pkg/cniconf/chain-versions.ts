@@ -48,6 +48,8 @@ export class MountNsUnreachable extends Error {
 const NSENTER_FAILED = /^nsenter: (cannot open|reassociate|setns|failed to open|neither filename)/m;
 /** nsenter's own exec failing: the namespace was entered, the binary cannot start in it. */
 const NSENTER_EXEC_FAILED = /^nsenter: failed to execute [^\n]*?: ([^:\n]+)$/m;
+/** spawn failing for want of a resource that comes back: the binary is asked again at the next check. */
+const TRANSIENT_SPAWN_ERRORS = new Set(['EAGAIN', 'EMFILE', 'ENFILE', 'ENOMEM']);
 /** The fd the binary is passed as, in the nsenter child: /proc/self/fd/3 is the binary itself. */
 const BINARY_FD = 3;
 
@@ -82,6 +84,10 @@ export async function pluginVersions(path: string, opts: VersionProbeOptions = {
       opts.mountNs,
     );
     if ('spawnError' in run) {
+      // Out of processes, fds or memory for a moment: nobody's fault for good. Asked again next time;
+      // taken as the namespace being out of reach, it would check in the agent's own for good.
+      if (TRANSIENT_SPAWN_ERRORS.has(run.spawnError))
+        return { problem: `could not be checked: no process could be started (${run.spawnError})` };
       // nsenter itself missing: the namespace cannot be entered, which is no binary's fault.
       if (fd !== undefined || byPath)
         throw new MountNsUnreachable(`nsenter cannot be run: ${run.spawnError}`);
@@ -181,32 +187,57 @@ function runVersion(
     const child = spawn(file, args, {
       env: { CNI_COMMAND: 'VERSION' },
       stdio: fd === undefined ? 'pipe' : ['pipe', 'pipe', 'pipe', fd],
-      timeout: timeoutMs,
+      // Its own process group, killed whole at the timeout: spawn's own timeout sends one SIGTERM to
+      // the binary alone, which a plugin may ignore, and a child it started keeps stdout open (no
+      // 'close' ever). Either hung the publication, and with it every later reconcile pass.
+      detached: true,
     });
     let stdout = '';
     let stderr = '';
+    let timedOut = false;
+    let grace: NodeJS.Timeout | undefined;
+    const done = (run: Run): void => {
+      clearTimeout(killer);
+      clearTimeout(grace);
+      resolve(run);
+    };
+    const killer = setTimeout(() => {
+      timedOut = true;
+      killGroup(child.pid);
+      // A process that left the group (setsid) may hold stdout still: answer without it.
+      grace = setTimeout(() => {
+        child.stdout?.destroy();
+        child.stderr?.destroy();
+        done({ code: null, signal: 'SIGKILL', stdout, stderr, timedOut: true });
+      }, KILL_GRACE_MS);
+    }, timeoutMs);
     child.stdout?.setEncoding('utf8').on('data', (d: string) => {
       if (stdout.length < 65_536) stdout += d;
     });
     child.stderr?.setEncoding('utf8').on('data', (d: string) => {
       if (stderr.length < 65_536) stderr += d;
     });
-    child.on('error', (err: NodeJS.ErrnoException) => resolve({ spawnError: err.code ?? err.message }));
-    child.on('close', (code, signal) =>
-      resolve({
-        code,
-        signal,
-        stdout,
-        stderr,
-        timedOut: signal !== null && child.killed && signal === 'SIGTERM',
-      }),
-    );
+    child.on('error', (err: NodeJS.ErrnoException) => done({ spawnError: err.code ?? err.message }));
+    child.on('close', (code, signal) => done({ code, signal, stdout, stderr, timedOut }));
     // A plugin may answer VERSION and exit without reading stdin; writing to its closed pipe then fails
     // with EPIPE, which without a listener is an uncaught 'error' that kills the agent. The answer is
     // judged from stdout and the exit alone.
     child.stdin?.on('error', () => {});
     child.stdin?.end(JSON.stringify({ cniVersion: '1.0.0' }));
   });
+}
+
+/** After the timeout's SIGKILL, how long stdout may stay open before the answer is given without it. */
+const KILL_GRACE_MS = 1_000;
+
+/** SIGKILL to the process group `pid` leads (spawned detached); gone already is fine. */
+function killGroup(pid: number | undefined): void {
+  if (pid === undefined) return;
+  try {
+    process.kill(-pid, 'SIGKILL');
+  } catch {
+    // ESRCH: the group has exited.
+  }
 }
 
 /** One binary of the chain: its path, and whether it is a plugin of the list (its versions count). */

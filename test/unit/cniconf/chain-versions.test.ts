@@ -119,6 +119,29 @@ describe('a binary that cannot serve the config list is a problem that says why,
     });
   });
 
+  it('a plugin that ignores SIGTERM, or leaves a process holding its stdout, is killed and answered for at the timeout', async () => {
+    // spawn's own timeout sent one SIGTERM to the plugin alone: both hung the probe (and with it the
+    // publication and every later reconcile pass) for as long as the plugin liked.
+    const stubborn = script(dir, 'stubborn', "trap '' TERM; sleep 30 & sleep 30");
+    let started = Date.now();
+    expect(await pluginVersions(stubborn, { timeoutMs: 300 })).toEqual({
+      problem: 'did not answer VERSION within 0.3 s',
+    });
+    expect(Date.now() - started).toBeLessThan(5_000);
+    const pidFile = join(dir, 'escaped.pid');
+    const escaping = script(dir, 'escaping', `setsid sleep 30 & echo $! > ${pidFile}; exit 0`);
+    try {
+      started = Date.now();
+      expect(await pluginVersions(escaping, { timeoutMs: 300 })).toEqual({
+        problem: 'did not answer VERSION within 0.3 s',
+      });
+      expect(Date.now() - started).toBeLessThan(5_000);
+    } finally {
+      const pid = Number(readFileSync(pidFile, 'utf8'));
+      if (pid > 0) spawnSync('kill', ['-9', String(pid)]);
+    }
+  }, 20_000);
+
   it('the check lists every problem, counts a chained plugin without 1.0.0, and not loopback (unchained)', async () => {
     const old = script(dir, 'portmap', `echo '{"cniVersion":"0.4.0","supportedVersions":["0.3.1","0.4.0"]}'`);
     const loopback = script(dir, 'loopback', `echo '{"cniVersion":"0.4.0","supportedVersions":["0.4.0"]}'`);
@@ -181,6 +204,38 @@ describe.skipIf(spawnSync('nsenter', ['--version']).status !== 0)(
         problem:
           "cannot be executed in the runtime's mount namespace: No such file or directory (its interpreter or dynamic loader is missing there)",
       });
+    });
+
+    it('no process to be had for a moment (EMFILE) is asked again next time, not taken as the namespace out of reach for good', async () => {
+      const ok = script(dir, 'portmap', `echo '{"cniVersion":"1.0.0","supportedVersions":["1.0.0"]}'`);
+      // A process of its own with a small fd limit, filled up but for one: the binary opens, its pipes
+      // do not.
+      const probeScript = join(dir, 'probe.mjs');
+      writeFileSync(
+        probeScript,
+        `import { openSync, closeSync } from 'node:fs';
+import { ChainVersionProbe } from ${JSON.stringify(join(process.cwd(), 'pkg/cniconf/chain-versions.ts'))};
+const probe = new ChainVersionProbe({ mountNs: '/proc/self/ns/mnt' });
+const held = [];
+try { for (;;) held.push(openSync('/dev/null', 'r')); } catch {}
+closeSync(held.pop());
+const starved = await probe.check([{ path: ${JSON.stringify(ok)}, chained: true }]);
+for (const fd of held) closeSync(fd);
+const later = await probe.check([{ path: ${JSON.stringify(ok)}, chained: true }]);
+console.log(JSON.stringify({ starved, later }));
+`,
+      );
+      const run = spawnSync('sh', ['-c', `ulimit -n 64 && exec "${process.execPath}" ${probeScript}`], {
+        encoding: 'utf8',
+      });
+      expect(run.stderr).toBe('');
+      const { starved, later } = JSON.parse(run.stdout) as Record<string, unknown>;
+      expect(starved).toEqual({
+        versions: [],
+        problems: [{ binary: ok, problem: 'could not be checked: no process could be started (EMFILE)' }],
+      });
+      // Still in the runtime's namespace: no fallback, nothing said of it.
+      expect(later).toEqual({ versions: ['1.0.0'], problems: [] });
     });
 
     it("a namespace it cannot enter is not the binary's fault: the check falls back to its own and says so", async () => {
