@@ -279,6 +279,11 @@ export class Agent {
     return this.cluster?.get(this.nodeName)?.uid;
   }
 
+  /** The reconcile worker's job under way, for /readyz (a hung one). */
+  reconcileWork(): { what: string; forMs: number } | undefined {
+    return this.controller?.work();
+  }
+
   notReadyReason(): string | undefined {
     if (this.server === undefined) return 'the CNI socket is not listening yet';
     // What the controller waits for (the first list, a Node without pod CIDRs) says more than ours.

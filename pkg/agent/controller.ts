@@ -205,6 +205,8 @@ export class NodeController {
   /** Leases a range change released whose veths are still to be removed (the removal failed). */
   private unremoved: Lease[] = [];
   private stopped = false;
+  /** The job the worker is in and when it began (performance.now() ms): a hung one shows in /readyz. */
+  private job: { what: string; since: number } | undefined;
   /** Resolves once the worker loop has exited. */
   done: Promise<void> = Promise.resolve();
 
@@ -256,6 +258,21 @@ export class NodeController {
     this.done = this.loop();
   }
 
+  /** What the worker is in now, and for how long; undefined when it is idle or waiting out a backoff. */
+  work(now = performance.now()): { what: string; forMs: number } | undefined {
+    return this.job === undefined ? undefined : { what: this.job.what, forMs: now - this.job.since };
+  }
+
+  /** Runs one job of the worker, known to work() while it runs. */
+  private async inJob<T>(what: string, run: () => Promise<T>): Promise<T> {
+    this.job = { what, since: performance.now() };
+    try {
+      return await run();
+    } finally {
+      this.job = undefined;
+    }
+  }
+
   private async loop(): Promise<void> {
     const sleep = this.deps.sleep ?? ((ms: number) => new Promise<void>((r) => setTimeout(r, ms)));
     while (!this.stopped) {
@@ -279,7 +296,7 @@ export class NodeController {
     if (!this.dirty && this.queue.size > 0) {
       const [name, queuedAt] = this.queue.entries().next().value as [string, number];
       this.queue.delete(name);
-      await this.runNode(name, queuedAt);
+      await this.inJob(`the step of node ${name}`, () => this.runNode(name, queuedAt));
       return;
     }
     if (!this.dirty) {
@@ -299,7 +316,7 @@ export class NodeController {
     // it reach the metrics hook before it does.
     this.queue.clear();
     this.flushNodePasses();
-    const outcome = await this.runOnce(why);
+    const outcome = await this.inJob('a full pass', () => this.runOnce(why));
     if (outcome.kind === 'error' || (outcome.kind === 'ok' && outcome.partial)) {
       await this.backOff(sleep);
       this.markDirty(
@@ -326,7 +343,7 @@ export class NodeController {
       if (this.queue.size > 0) {
         const [name, queuedAt] = this.queue.entries().next().value as [string, number];
         this.queue.delete(name);
-        await this.runNode(name, queuedAt);
+        await this.inJob(`the step of node ${name}`, () => this.runNode(name, queuedAt));
         continue;
       }
       this.flushNodePassesSoon();

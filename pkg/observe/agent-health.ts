@@ -4,10 +4,13 @@
  */
 import type { PassOutcome } from '../agent/controller.ts';
 import {
+  DEFAULT_MAX_BUSY_MS,
   type LastPass,
   LoopLag,
+  type LoopWork,
   liveness,
   readiness,
+  stuckLoop,
   type Verdict,
   WatchFreshness,
   type WatchSample,
@@ -19,6 +22,8 @@ export interface HealthSource {
   notReadyReason(): string | undefined;
   /** Undefined in standalone mode. */
   watch(): WatchSample | undefined;
+  /** The reconcile worker's job under way (undefined: idle or backing off). */
+  work?(): LoopWork | undefined;
 }
 
 export interface AgentHealthOptions {
@@ -34,6 +39,8 @@ export interface AgentHealthOptions {
   maxRestartingMs?: number;
   /** No answer from the API for longer than this fails readiness; default 5 min. */
   maxSilentMs?: number;
+  /** One pass or step under way for longer than this fails readiness; default DEFAULT_MAX_BUSY_MS. */
+  maxBusyMs?: number;
   /**
    * Told when the event-loop check turns failing (warn) and when it passes again (info): once per
    * change, not per probe, so a stall the kubelet restarts the agent for is in its log.
@@ -56,6 +63,9 @@ export class AgentHealth {
   private loopProblem: string | undefined;
   /** When it turned failing (this.now() ms). */
   private loopFailingSince = 0;
+  private readonly maxBusyMs: number;
+  /** The reconcile worker's job last seen stuck (undefined: not stuck), so it is logged once. */
+  private stuckWith: string | undefined;
 
   constructor(opts: AgentHealthOptions) {
     this.source = opts.source;
@@ -69,6 +79,7 @@ export class AgentHealth {
       maxSilentMs: opts.maxSilentMs ?? 300_000,
     });
     this.log = opts.log;
+    this.maxBusyMs = opts.maxBusyMs ?? DEFAULT_MAX_BUSY_MS;
   }
 
   start(): void {
@@ -87,6 +98,25 @@ export class AgentHealth {
     this.checkLoop(now);
     const w = this.source.watch();
     if (w !== undefined) this.freshness.observe(now, w);
+    this.checkWork();
+  }
+
+  /** A stuck reconcile loop, logged when it is found (warn) and when the job ends (info). */
+  private checkWork(): void {
+    const work = this.source.work?.();
+    const stuck = stuckLoop(work, this.maxBusyMs);
+    const key = stuck === undefined || work === undefined ? undefined : work.what;
+    if (key === this.stuckWith) return;
+    const was = this.stuckWith;
+    this.stuckWith = key;
+    if (stuck !== undefined && work !== undefined) {
+      this.log?.warn(
+        { job: work.what, busyMs: Math.round(work.forMs), maxBusyMs: this.maxBusyMs },
+        'reconcile loop stuck: /readyz fails until the job ends',
+      );
+    } else if (was !== undefined) {
+      this.log?.info({ job: was }, 'reconcile loop moving again');
+    }
   }
 
   /**
@@ -134,6 +164,8 @@ export class AgentHealth {
       notReadyReason: this.source.notReadyReason(),
       lastPass: this.lastPass,
       watch: w === undefined ? undefined : { now: this.now(), freshness: this.freshness, sample: w },
+      work: this.source.work?.(),
+      maxBusyMs: this.maxBusyMs,
     });
   }
 }

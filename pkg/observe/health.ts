@@ -19,7 +19,16 @@
  *     which a run of restarts does not see, so no answer at all (a list, a watch opening, a watch
  *     line: a healthy watch hears a BOOKMARK about every minute) for `maxSilentMs` fails it too.
  *     Standalone: no watch, always fresh.
+ *   - the reconcile loop is not stuck: one pass or per-node step under way for longer than
+ *     `maxBusyMs` (a netlink call or a child process that never returns) would otherwise leave the
+ *     last pass's verdict green while no Node change is applied any more.
  */
+
+/**
+ * A full pass at 5,000 nodes takes well under a second, the CNI binaries' VERSION probes at most their
+ * timeout and kill grace (seconds): two minutes in one job is a hang, not a slow pass.
+ */
+export const DEFAULT_MAX_BUSY_MS = 120_000;
 
 export interface Verdict {
   ok: boolean;
@@ -138,10 +147,26 @@ export type LastPass =
   | { kind: 'error'; at: number; error: string }
   | { kind: 'waiting'; at: number; reason: string };
 
+/** What the reconcile worker is in, and for how long; undefined when it is idle or backing off. */
+export interface LoopWork {
+  what: string;
+  forMs: number;
+}
+
+/** Undefined while the reconcile loop moves, else why it counts as stuck. */
+export function stuckLoop(work: LoopWork | undefined, maxBusyMs: number): string | undefined {
+  if (work === undefined || work.forMs <= maxBusyMs) return undefined;
+  return `the reconcile loop has been in ${work.what} for ${Math.round(work.forMs / 1000)} s: no Node change is applied until it ends (see the agent log)`;
+}
+
 export function readiness(i: {
   notReadyReason: string | undefined;
   lastPass: LastPass;
   watch: WatchInputs | undefined;
+  /** The reconcile worker's job now (undefined: idle, or not known). */
+  work?: LoopWork | undefined;
+  /** A job longer than this makes the agent unready; default 120 s. */
+  maxBusyMs?: number;
 }): Verdict {
   const p = i.lastPass;
   const reconcile =
@@ -153,11 +178,12 @@ export function readiness(i: {
           ? `the last reconcile pass failed: ${p.error}`
           : `the last reconcile pass is waiting: ${p.reason}`;
   const watch = i.watch === undefined ? undefined : i.watch.freshness.problem(i.watch.now, i.watch.sample);
+  const stuck = stuckLoop(i.work, i.maxBusyMs ?? DEFAULT_MAX_BUSY_MS);
   return {
-    ok: i.notReadyReason === undefined && p.kind === 'ok' && watch === undefined,
+    ok: i.notReadyReason === undefined && p.kind === 'ok' && watch === undefined && stuck === undefined,
     checks: {
       agent: i.notReadyReason ?? 'ok',
-      reconcile,
+      reconcile: stuck ?? reconcile,
       nodeWatch: i.watch === undefined ? 'ok (standalone: no watch)' : (watch ?? 'ok'),
     },
   };

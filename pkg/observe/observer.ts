@@ -49,6 +49,7 @@ export class AgentObserver {
         notReadyReason: () =>
           this.agent === undefined ? 'the agent has not started' : this.agent.notReadyReason(),
         watch: () => this.agent?.watchSample(),
+        work: () => this.agent?.reconcileWork(),
       },
       log: opts.log,
     });

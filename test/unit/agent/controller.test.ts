@@ -12,6 +12,7 @@ import {
 import { CniCode, CniError } from '../../../pkg/cni/errors.ts';
 import { type Lease, RangeChangeError } from '../../../pkg/ipam/index.ts';
 import type { MasqOptions } from '../../../pkg/masq/render.ts';
+import { AgentHealth } from '../../../pkg/observe/agent-health.ts';
 import type { PeerStepOutcome, ReconcileInput, ReconcileReport } from '../../../pkg/routes/reconciler.ts';
 import type { PeerNode, Problem } from '../../../pkg/routes/types.ts';
 import { reconcileReport } from '../routes/report-fixture.ts';
@@ -686,6 +687,47 @@ describe('NodeController loop', () => {
     await until('another pass', () => passes >= 2);
     abort.abort();
     await controller.done;
+  });
+  it("a pass that hangs (a CNI binary's VERSION probe that never ends) is the loop's job until it ends, and /readyz fails while it lasts", async () => {
+    const { log, lines } = capturingLogger();
+    let release: (() => void) | undefined;
+    const t = setup({ log });
+    // The follow-up (publishing the config list) of the second pass hangs until released.
+    let passes = 0;
+    const deps = (t.controller as unknown as { deps: ControllerDeps }).deps;
+    deps.onSynced = async () => {
+      if (++passes === 2) await new Promise<void>((r) => (release = r));
+    };
+    t.cluster.synced = true;
+    t.cluster.nodes.set('n1', { name: 'n1', podCIDRs: ['10.244.1.0/24'], internalIPs: ['10.0.0.1'] });
+    const health = new AgentHealth({
+      source: { notReadyReason: () => undefined, watch: () => undefined, work: () => t.controller.work() },
+      maxBusyMs: 30,
+      log,
+    });
+    deps.onPass = health.onPass;
+    const abort = new AbortController();
+    t.controller.start(abort.signal);
+    await until('first pass', () => passes === 1 && t.controller.work() === undefined);
+    expect(health.readiness().ok).toBe(true);
+    t.controller.markDirty('periodic resync');
+    await until('second pass hangs', () => release !== undefined);
+    expect(t.controller.work()).toMatchObject({ what: 'a full pass' });
+    await new Promise((r) => setTimeout(r, 50));
+    health.tick();
+    health.tick();
+    expect(health.readiness()).toMatchObject({
+      ok: false,
+      checks: { reconcile: expect.stringMatching(/^the reconcile loop has been in a full pass for \d+ s/) },
+    });
+    expect(lines.filter((l) => l.msg.startsWith('reconcile loop stuck'))).toHaveLength(1);
+    release!();
+    await until('the pass ends', () => t.controller.work() === undefined && passes === 2);
+    health.tick();
+    expect(health.readiness().ok).toBe(true);
+    expect(lines.filter((l) => l.msg === 'reconcile loop moving again')).toHaveLength(1);
+    abort.abort();
+    await t.controller.done;
   });
 });
 

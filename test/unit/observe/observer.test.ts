@@ -33,6 +33,7 @@ function fakeAgent(state: { reason: string | undefined }): Agent {
   });
   return {
     notReadyReason: () => state.reason,
+    reconcileWork: () => undefined,
     servesAdd: () => state.reason === undefined,
     netnsAlive: () => true,
     nodeUid: () => 'uid-1',
