@@ -149,6 +149,8 @@ export class Agent {
   private readonly abort = new AbortController();
   private readonly background: Background;
   private readonly layoutWrites: FailureLog;
+  /** The config list put back by keepFiles, when that fails (said when it starts, not every 5 s). */
+  private readonly conflistWrites: FailureLog;
   private readonly nodeName: string;
   private lock: { release(): void } | undefined;
   private host: NetlinkHandle | undefined;
@@ -253,6 +255,10 @@ export class Agent {
     this.layoutWrites = new FailureLog(
       log,
       'the IPAM state directory or a record in it was removed under the agent and could not be written back',
+    );
+    this.conflistWrites = new FailureLog(
+      log,
+      'the CNI config list was removed under the agent and could not be written back',
     );
   }
 
@@ -540,8 +546,8 @@ export class Agent {
   }
 
   /**
-   * The CNI socket, the IPAM state directory, its lease records and node.json, each put back if it
-   * was removed.
+   * The CNI socket, the IPAM state directory, its lease records, node.json and the published config
+   * list, each put back if it was removed.
    */
   private async keepFiles(server: CniServer): Promise<void> {
     if (this.abort.signal.aborted) return;
@@ -559,6 +565,15 @@ export class Agent {
       this.layoutWrites.failed(err);
     }
     await this.nodeFile?.keep();
+    // Only once ready: before, the passes publish it (or keep it unpublished for a reason).
+    if (this.ready && this.publisher !== undefined) {
+      try {
+        await this.publisher.keep();
+        this.conflistWrites.succeeded('the CNI config list is in place again');
+      } catch (err) {
+        this.conflistWrites.failed(err);
+      }
+    }
     if (server.socketPresent()) return;
     this.log.warn(
       { socket: this.config.socket },

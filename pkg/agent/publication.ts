@@ -56,6 +56,8 @@ export class CniConfigPublisher {
 
   /** The publish under way: the next one starts after it. */
   #queue: Promise<unknown> = Promise.resolve();
+  /** The list as last published (written or found in place), for keep(). */
+  #published: string | undefined;
 
   /**
    * Publishes (or leaves an unchanged list alone); returns what blocks it, undefined when published.
@@ -125,10 +127,42 @@ export class CniConfigPublisher {
       mtu,
       cniVersions: check.versions,
     });
-    if ((await publishConflist(config.cniConfDir, CONFLIST_FILE_NAME, text)) === 'written') {
+    if ((await this.#write(text)) === 'written') {
       log.info({ file: join(config.cniConfDir, CONFLIST_FILE_NAME) }, 'CNI config published');
     }
     return undefined;
+  }
+
+  /** Writes the list (unless the same is in place); a failure names the conf dir and what it costs. */
+  async #write(text: string): Promise<'written' | 'unchanged'> {
+    const dir = this.#config.cniConfDir;
+    try {
+      const outcome = await publishConflist(dir, CONFLIST_FILE_NAME, text);
+      this.#published = text;
+      return outcome;
+    } catch (err) {
+      throw new ConfDirError(dir, err);
+    }
+  }
+
+  /**
+   * Puts the published list back when it was removed under the agent (a clean-up of /etc/cni/net.d,
+   * another network's uninstall removing every file there): without it the runtime fails every new
+   * pod, or takes another config, until the next full pass. Through the publish queue, so it never
+   * races a publish; nothing once the agent stops. True when it wrote the list back.
+   */
+  keep(): Promise<boolean> {
+    const run = this.#queue.then(async () => {
+      const text = this.#published;
+      if (text === undefined || this.#stopping?.aborted === true) return false;
+      const file = join(this.#config.cniConfDir, CONFLIST_FILE_NAME);
+      if (await entryExists(file)) return false;
+      await this.#write(text);
+      this.#log.warn({ file }, 'the CNI config list was removed under the agent; written back');
+      return true;
+    });
+    this.#queue = run.catch(() => undefined);
+    return run;
   }
 
   /**
@@ -171,6 +205,25 @@ export class CniConfigPublisher {
           : `the CNI config sorting before ${CONFLIST_FILE_NAME} hands new pods on to trellis again`,
       );
     }
+  }
+}
+
+/** The config list could not be written into the conf dir: new pods get no network from trellis. */
+export class ConfDirError extends Error {
+  override readonly name = 'ConfDirError';
+  constructor(dir: string, cause: unknown) {
+    // HostFileError (atomic.ts) wraps the system error; its code says what to look at.
+    const sys = ((cause as { cause?: unknown } | undefined)?.cause ?? cause) as NodeJS.ErrnoException;
+    const hint =
+      sys?.code === 'EROFS'
+        ? ' (mounted read-only?)'
+        : sys?.code === 'ENOSPC' || sys?.code === 'EDQUOT'
+          ? ' (its file system is full)'
+          : '';
+    super(
+      `cannot write the CNI config list into ${dir}${hint}: ${(cause as Error | undefined)?.message ?? String(cause)}; the runtime needs it there to set up new pods`,
+      { cause },
+    );
   }
 }
 

@@ -194,6 +194,48 @@ describe.skipIf(skip !== undefined)(
       );
     });
 
+    it('a published list removed under the agent is written back within seconds, not at the next pass', async () => {
+      const dirs = nodeDirs('kept');
+      // A pass every 10 minutes: only the keeping can bring it back in time.
+      const agent = startAgent({
+        podCIDRs: ['10.244.1.0/24'],
+        ns: pool.add('kept').name,
+        publish: dirs,
+        extraArgs: ['--resync-seconds', '600'],
+      });
+      agents.push(agent);
+      await agent.ready();
+      const conflist = join(dirs.confDir, '10-trellis.conflist');
+      const published = readFileSync(conflist, 'utf8');
+      rmSync(conflist); // a clean-up of /etc/cni/net.d, another network's uninstall
+      const back = (l: Record<string, unknown>): boolean =>
+        l.msg === 'the CNI config list was removed under the agent; written back';
+      await within(10_000, 'written back', () => agent.logs.some(back));
+      expect(agent.logs.find(back)).toMatchObject({ level: 'warn', file: conflist });
+      expect(readFileSync(conflist, 'utf8')).toBe(published);
+    });
+
+    it('a conf dir the list cannot be written into is named, with what it costs', async () => {
+      const dirs = nodeDirs('readonly');
+      const agent = startAgent({
+        podCIDRs: ['10.244.1.0/24'],
+        ns: pool.add('readonly').name,
+        publish: dirs,
+        // Its own mount namespace, where the conf dir is a read-only tmpfs.
+        wrap: ownMounts(dirs.confDir, ' && mount -o remount,ro "$0"'),
+        extraArgs: ['--resync-seconds', '600'],
+      });
+      agents.push(agent);
+      const failed = (l: Record<string, unknown>): boolean => l.msg === 'reconcile failed';
+      await within(15_000, 'the pass failed', () => agent.logs.some(failed));
+      expect(String(agent.logs.find(failed)?.error)).toMatch(
+        new RegExp(
+          `^cannot write the CNI config list into ${dirs.confDir} \\(mounted read-only\\?\\): .*EROFS.*; the runtime needs it there to set up new pods$`,
+        ),
+      );
+      expect(status(agent).ready).toBe(false);
+    });
+
     it('install-cni keeps the installed trellis when the new one cannot start on the host, and installs it where it can', () => {
       // An upgrade whose binary runs in the image but not on the host (its interpreter or loader only
       // in the container): put under the old list, it would fail every pod, DELs included.
@@ -254,6 +296,11 @@ describe.skipIf(skip !== undefined)(
         files: ['05-old.conf', '10-kindnet.conflist'],
       });
       expect(status(unchecked).cniConfigShadowedBy).toEqual(['05-old.conf', '10-kindnet.conflist']);
+      // Not ready while it lasts: /readyz (and status, doctor) say why.
+      expect(status(unchecked).readiness).toMatchObject({
+        ok: false,
+        checks: { cniConfig: expect.stringMatching(/^05-old.conf, 10-kindnet.conflist sort before/) },
+      });
       const passes = (): number => unchecked.logs.filter((l) => l.msg === 'reconciled').length;
       const seen = passes();
       await within(10_000, 'two more passes', () => passes() >= seen + 2);
@@ -266,6 +313,7 @@ describe.skipIf(skip !== undefined)(
       await within(10_000, 'the all-clear', () => unchecked.logs.some(first));
       expect(unchecked.logs.find(first)).toMatchObject({ level: 'info', dir });
       expect(status(unchecked).cniConfigShadowedBy).toBeUndefined();
+      expect(status(unchecked).readiness?.ok).toBe(true);
 
       // Multus handing pods to another network: the fix makes trellis its default, never "remove" it.
       const multus = join(dir, '00-multus.conf');
