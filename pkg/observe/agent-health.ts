@@ -24,8 +24,6 @@ export interface HealthSource {
   watch(): WatchSample | undefined;
   /** The reconcile worker's job under way (undefined: idle or backing off). */
   work?(): LoopWork | undefined;
-  /** Config files that take new pods from trellis's list, as of the last pass. */
-  shadowedBy?(): readonly string[];
 }
 
 export interface AgentHealthOptions {
@@ -168,7 +166,6 @@ export class AgentHealth {
       watch: w === undefined ? undefined : { now: this.now(), freshness: this.freshness, sample: w },
       work: this.source.work?.(),
       maxBusyMs: this.maxBusyMs,
-      shadowedBy: this.source.shadowedBy?.() ?? [],
     });
   }
 }

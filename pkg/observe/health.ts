@@ -19,7 +19,6 @@
  *     which a run of restarts does not see, so no answer at all (a list, a watch opening, a watch
  *     line: a healthy watch hears a BOOKMARK about every minute) for `maxSilentMs` fails it too.
  *     Standalone: no watch, always fresh.
- *   - no other network's config sorts before trellis's list in the conf dir (new pods would get it);
  *   - the reconcile loop is not stuck: one pass or per-node step under way for longer than
  *     `maxBusyMs` (a netlink call or a child process that never returns) would otherwise leave the
  *     last pass's verdict green while no Node change is applied any more.
@@ -168,8 +167,6 @@ export function readiness(i: {
   work?: LoopWork | undefined;
   /** A job longer than this makes the agent unready; default 120 s. */
   maxBusyMs?: number;
-  /** Config files in the conf dir that take new pods from trellis's list ([]: none). */
-  shadowedBy?: readonly string[];
 }): Verdict {
   const p = i.lastPass;
   const reconcile =
@@ -182,25 +179,12 @@ export function readiness(i: {
           : `the last reconcile pass is waiting: ${p.reason}`;
   const watch = i.watch === undefined ? undefined : i.watch.freshness.problem(i.watch.now, i.watch.sample);
   const stuck = stuckLoop(i.work, i.maxBusyMs ?? DEFAULT_MAX_BUSY_MS);
-  const shadowed = i.shadowedBy ?? [];
   return {
-    ok:
-      i.notReadyReason === undefined &&
-      p.kind === 'ok' &&
-      watch === undefined &&
-      stuck === undefined &&
-      shadowed.length === 0,
+    ok: i.notReadyReason === undefined && p.kind === 'ok' && watch === undefined && stuck === undefined,
     checks: {
       agent: i.notReadyReason ?? 'ok',
       reconcile: stuck ?? reconcile,
       nodeWatch: i.watch === undefined ? 'ok (standalone: no watch)' : (watch ?? 'ok'),
-      // Said only while it is so: the runtime takes the first config by name, and new pods get
-      // another network while everything else here looks healthy.
-      ...(shadowed.length === 0
-        ? {}
-        : {
-            cniConfig: `${shadowed.join(', ')} ${shadowed.length === 1 ? 'sorts' : 'sort'} before trellis's config list: new pods get ${shadowed[0]}'s network, not trellis (see the agent log for the fix)`,
-          }),
     },
   };
 }

@@ -50,7 +50,6 @@ export class AgentObserver {
           this.agent === undefined ? 'the agent has not started' : this.agent.notReadyReason(),
         watch: () => this.agent?.watchSample(),
         work: () => this.agent?.reconcileWork(),
-        shadowedBy: () => this.agent?.cniConfigShadowedBy() ?? [],
       },
       log: opts.log,
     });

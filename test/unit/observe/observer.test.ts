@@ -12,7 +12,7 @@ import { reconcileReport } from '../routes/report-fixture.ts';
 import { parseExposition } from './prom-text.ts';
 
 /** The part of the Agent the observer reads, with state the test changes. */
-function fakeAgent(state: { reason: string | undefined; shadowedBy?: string[] }): Agent {
+function fakeAgent(state: { reason: string | undefined }): Agent {
   const snapshot = (): AgentSnapshot => ({
     node: 'n1',
     standalone: false,
@@ -49,7 +49,7 @@ function fakeAgent(state: { reason: string | undefined; shadowedBy?: string[] })
         by: 'policy drop',
       },
     ],
-    cniConfigShadowedBy: () => state.shadowedBy ?? ['05-other.conflist'],
+    cniConfigShadowedBy: () => ['05-other.conflist'],
     routeState: async () => undefined,
   } as unknown as Agent;
 }
@@ -172,9 +172,7 @@ describe('AgentObserver', () => {
   it('feeds metrics, health and the Node annotation from the agent hooks, and serves them', async () => {
     dir = mkdtempSync(join(tmpdir(), 'trl-observer-'));
     const writes: Record<string, string | null>[] = [];
-    const state: { reason: string | undefined; shadowedBy?: string[] } = {
-      reason: 'waiting for the first reconcile',
-    };
+    const state: { reason: string | undefined } = { reason: 'waiting for the first reconcile' };
     obs = new AgentObserver({
       nodeName: 'n1',
       version: '9.9.9',
@@ -217,15 +215,7 @@ describe('AgentObserver', () => {
     hooks.onLeasesReclaimed?.('startup-sweep', 1);
     await new Promise((r) => setTimeout(r, 10));
 
-    // Ready but for another network's config sorting first: new pods would get that network.
-    const shadowed = await fetch(`http://${metricsAddr}/readyz`);
-    expect(shadowed.status).toBe(503);
-    expect(((await shadowed.json()) as { checks: Record<string, string> }).checks.cniConfig).toMatch(
-      /^05-other.conflist sorts before trellis's config list: new pods get 05-other.conflist's network, not trellis/,
-    );
-    state.shadowedBy = [];
     expect((await fetch(`http://${metricsAddr}/readyz`)).status).toBe(200);
-    state.shadowedBy = ['05-other.conflist'];
     expect((await fetch(`http://${metricsAddr}/healthz`)).status).toBe(200);
     const m = parseExposition(await (await fetch(`http://${metricsAddr}/metrics`)).text());
     expect(m.get('trellis_ipam_leases_reclaimed_total', { reason: 'cni-gc' })).toBe(2);
