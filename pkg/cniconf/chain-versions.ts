@@ -29,8 +29,11 @@ export function commonVersions(supported: readonly (readonly string[])[]): strin
   return KNOWN_CNI_VERSIONS.filter((v) => supported.every((list) => list.includes(v)));
 }
 
-/** A plugin's `supportedVersions`, or why it gave none. */
-export type VersionAnswer = { versions: string[] } | { problem: string };
+/**
+ * A plugin's `supportedVersions`, or why it gave none. `transient`: it could not be asked for want of
+ * a process or fd for a moment, which says nothing of the binary.
+ */
+export type VersionAnswer = { versions: string[] } | { problem: string; transient?: true };
 
 export interface VersionProbeOptions {
   /** A mount namespace (a /proc/PID/ns/mnt path) to run the binary in: the runtime's. */
@@ -87,7 +90,10 @@ export async function pluginVersions(path: string, opts: VersionProbeOptions = {
       // Out of processes, fds or memory for a moment: nobody's fault for good. Asked again next time;
       // taken as the namespace being out of reach, it would check in the agent's own for good.
       if (TRANSIENT_SPAWN_ERRORS.has(run.spawnError))
-        return { problem: `could not be checked: no process could be started (${run.spawnError})` };
+        return {
+          problem: `could not be checked: no process could be started (${run.spawnError})`,
+          transient: true,
+        };
       // nsenter itself missing: the namespace cannot be entered, which is no binary's fault.
       if (fd !== undefined || byPath)
         throw new MountNsUnreachable(`nsenter cannot be run: ${run.spawnError}`);
@@ -184,30 +190,42 @@ function runVersion(
         : byPathIn !== undefined
           ? [nsenter, [`--mount=${byPathIn}`, '--', path]]
           : [path, []];
-    const child = spawn(file, args, {
-      env: { CNI_COMMAND: 'VERSION' },
-      stdio: fd === undefined ? 'pipe' : ['pipe', 'pipe', 'pipe', fd],
-      // Its own process group, killed whole at the timeout: spawn's own timeout sends one SIGTERM to
-      // the binary alone, which a plugin may ignore, and a child it started keeps stdout open (no
-      // 'close' ever). Either hung the publication, and with it every later reconcile pass.
-      detached: true,
-    });
+    let child: ReturnType<typeof spawn>;
+    try {
+      child = spawn(file, args, {
+        env: { CNI_COMMAND: 'VERSION' },
+        stdio: fd === undefined ? 'pipe' : ['pipe', 'pipe', 'pipe', fd],
+        // Its own process group, killed whole at the timeout: spawn's own timeout sends one SIGTERM to
+        // the binary alone, which a plugin may ignore, and a child it started keeps stdout open (no
+        // 'close' ever). Either hung the publication, and with it every later reconcile pass.
+        detached: true,
+      });
+    } catch (err) {
+      // Node throws some spawn failures (ENOMEM among them) rather than emitting 'error'.
+      resolve({ spawnError: (err as NodeJS.ErrnoException).code ?? String(err) });
+      return;
+    }
     let stdout = '';
     let stderr = '';
     let timedOut = false;
     let grace: NodeJS.Timeout | undefined;
+    let exited: NodeJS.Timeout | undefined;
     const done = (run: Run): void => {
       clearTimeout(killer);
       clearTimeout(grace);
+      clearTimeout(exited);
       resolve(run);
+    };
+    const dropPipes = (): void => {
+      child.stdout?.destroy();
+      child.stderr?.destroy();
     };
     const killer = setTimeout(() => {
       timedOut = true;
       killGroup(child.pid);
       // A process that left the group (setsid) may hold stdout still: answer without it.
       grace = setTimeout(() => {
-        child.stdout?.destroy();
-        child.stderr?.destroy();
+        dropPipes();
         done({ code: null, signal: 'SIGKILL', stdout, stderr, timedOut: true });
       }, KILL_GRACE_MS);
     }, timeoutMs);
@@ -219,6 +237,14 @@ function runVersion(
     });
     child.on('error', (err: NodeJS.ErrnoException) => done({ spawnError: err.code ?? err.message }));
     child.on('close', (code, signal) => done({ code, signal, stdout, stderr, timedOut }));
+    // Exited, but a process it left behind holds stdout open: judged from what it wrote by then.
+    child.on('exit', (code, signal) => {
+      if (timedOut) return;
+      exited = setTimeout(() => {
+        dropPipes();
+        done({ code, signal, stdout, stderr, timedOut: false });
+      }, EXIT_GRACE_MS);
+    });
     // A plugin may answer VERSION and exit without reading stdin; writing to its closed pipe then fails
     // with EPIPE, which without a listener is an uncaught 'error' that kills the agent. The answer is
     // judged from stdout and the exit alone.
@@ -229,6 +255,8 @@ function runVersion(
 
 /** After the timeout's SIGKILL, how long stdout may stay open before the answer is given without it. */
 const KILL_GRACE_MS = 1_000;
+/** After the plugin exits, how long its stdout may stay open (held by a process it left) before judging. */
+const EXIT_GRACE_MS = 200;
 
 /** SIGKILL to the process group `pid` leads (spawned detached); gone already is fine. */
 function killGroup(pid: number | undefined): void {
@@ -249,8 +277,11 @@ export interface ChainBinary {
 export interface ChainCheck {
   /** The versions every chained binary speaks; what the list may advertise. */
   versions: string[];
-  /** Binaries that cannot serve the list, and why; the list must not be published while any is here. */
-  problems: { binary: string; problem: string }[];
+  /**
+   * Binaries that cannot serve the list, and why; the list must not be published while any is here.
+   * `transient`: not asked for want of a process for a moment (asked again at the next check).
+   */
+  problems: { binary: string; problem: string; transient?: true }[];
   /** Why the binaries ran in the agent's mount namespace rather than the runtime's, when they did. */
   hostUnreachable?: string;
 }
@@ -292,7 +323,7 @@ export class ChainVersionProbe {
     for (const [i, b] of binaries.entries()) {
       const a = answers[i]!;
       if ('problem' in a) {
-        problems.push({ binary: b.path, problem: a.problem });
+        problems.push({ binary: b.path, problem: a.problem, ...(a.transient ? { transient: true } : {}) });
         if (b.chained) lists.push([]); // it speaks nothing, as far as the list is concerned
       } else if (b.chained) {
         if (!a.versions.includes('1.0.0')) {
@@ -335,7 +366,7 @@ export class ChainVersionProbe {
       ...(this.nsenter === undefined ? {} : { nsenter: this.nsenter }),
     });
     if ('versions' in answer) this.cache.set(path, { key, versions: answer.versions });
-    else this.cache.delete(path);
+    else if (answer.transient !== true) this.cache.delete(path);
     return answer;
   }
 }
