@@ -27,11 +27,28 @@ export class Background {
     void p.finally(() => this.#inFlight.delete(p));
   }
 
-  /** Runs `fn` every `ms` (and at once with runNow) until stop or the signal; tracked as `task`. */
+  /**
+   * Runs `fn` every `ms` (and at once with runNow) until stop or the signal; tracked as `task`. One run
+   * at a time: a tick while the last run lasts is skipped (a spool drain slower than its period would
+   * replay the same files twice, and runs waiting on a hung one would pile up without bound).
+   */
   every(task: string, ms: number, fn: () => Promise<unknown>, runNow: boolean): void {
+    let running = false;
     const run = (): void => {
-      if (this.#signal.aborted) return;
-      this.track(task, fn());
+      if (this.#signal.aborted || running) return;
+      running = true;
+      let work: Promise<unknown>;
+      try {
+        work = fn();
+      } catch (err) {
+        work = Promise.reject(err);
+      }
+      this.track(
+        task,
+        work.finally(() => {
+          running = false;
+        }),
+      );
     };
     if (runNow) run();
     const t = setInterval(run, ms);

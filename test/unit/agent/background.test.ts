@@ -47,6 +47,31 @@ describe('Background', () => {
     expect(lines.filter((l) => l.task === 'counting' && l.error === 'second run fails')).toHaveLength(1);
   });
 
+  it('a periodic task runs one at a time: ticks while a run lasts are skipped, not piled up', async () => {
+    const { log } = capturedLog();
+    const abort = new AbortController();
+    const bg = new Background(log, abort.signal);
+    let started = 0;
+    let release: (() => void) | undefined;
+    bg.every(
+      'draining spooled DELs',
+      5,
+      () => {
+        started++;
+        return new Promise<void>((r) => (release = r));
+      },
+      true,
+    );
+    await tick(50); // ten periods while the first run hangs
+    expect(started).toBe(1);
+    release!();
+    await tick(30);
+    expect(started).toBeGreaterThanOrEqual(2);
+    abort.abort();
+    release!();
+    expect(await bg.stop(1000)).toBe(true);
+  });
+
   it('stop waits for work in flight (and the extra promises), within the time given', async () => {
     const { log } = capturedLog();
     const bg = new Background(log, new AbortController().signal);
