@@ -565,6 +565,13 @@ export class Agent {
       this.layoutWrites.failed(err);
     }
     await this.nodeFile?.keep();
+    if (!server.socketPresent()) {
+      this.log.warn(
+        { socket: this.config.socket },
+        'the CNI socket file was removed under the agent; listening again',
+      );
+      await server.relisten();
+    }
     // Only once ready: before, the passes publish it (or keep it unpublished for a reason).
     if (this.ready && this.publisher !== undefined) {
       try {
@@ -574,12 +581,6 @@ export class Agent {
         this.conflistWrites.failed(err);
       }
     }
-    if (server.socketPresent()) return;
-    this.log.warn(
-      { socket: this.config.socket },
-      'the CNI socket file was removed under the agent; listening again',
-    );
-    await server.relisten();
   }
 
   /**

@@ -58,6 +58,8 @@ export class CniConfigPublisher {
   #queue: Promise<unknown> = Promise.resolve();
   /** The list as last published (written or found in place), for keep(). */
   #published: string | undefined;
+  /** Publishes asked for and not finished: keep() leaves the list to them. */
+  #publishing = 0;
 
   /**
    * Publishes (or leaves an unchanged list alone); returns what blocks it, undefined when published.
@@ -65,11 +67,16 @@ export class CniConfigPublisher {
    * together, and the VERSION probes take seconds; the one asked for last writes last.
    */
   publish(mtu: number): Promise<PublishBlock | undefined> {
+    this.#publishing++;
     const run = this.#queue.then(async () => {
-      const block = await this.#publish(mtu);
-      // Every pass, published or blocked: a list already in place may be shadowed all the same.
-      await this.#checkFirst();
-      return block;
+      try {
+        const block = await this.#publish(mtu);
+        // Every pass, published or blocked: a list already in place may be shadowed all the same.
+        await this.#checkFirst();
+        return block;
+      } finally {
+        this.#publishing--;
+      }
     });
     this.#queue = run.catch(() => undefined);
     return run;
@@ -105,7 +112,13 @@ export class CniConfigPublisher {
     this.problems = check.problems;
     if (check.problems.length > 0) {
       const text = describeChainProblems(check.problems);
-      if (text !== this.#lastLogged) {
+      if (check.problems.every((p) => p.transient === true)) {
+        // Nothing known against the binaries: the node is out of processes or fds for a moment.
+        log.warn(
+          { problems: check.problems, dir: config.cniBinDir },
+          `could not check the CNI binaries now: ${text}; checked again at the next pass`,
+        );
+      } else if (text !== this.#lastLogged) {
         this.#lastLogged = text;
         log.error(
           { problems: check.problems, dir: config.cniBinDir },
@@ -148,13 +161,20 @@ export class CniConfigPublisher {
   /**
    * Puts the published list back when it was removed under the agent (a clean-up of /etc/cni/net.d,
    * another network's uninstall removing every file there): without it the runtime fails every new
-   * pod, or takes another config, until the next full pass. Through the publish queue, so it never
-   * races a publish; nothing once the agent stops. True when it wrote the list back.
+   * pod, or takes another config, until the next full pass. Never while a publish is asked for or
+   * runs, nor while the binaries last failed their check; nothing once the agent stops. True when it
+   * wrote the list back.
    */
   keep(): Promise<boolean> {
+    // A publish asked for or under way writes the list (or decides not to) itself: its VERSION probes
+    // may take seconds, which the caller's other keeping (the CNI socket) must not wait for.
+    if (this.#publishing > 0) return Promise.resolve(false);
     const run = this.#queue.then(async () => {
       const text = this.#published;
       if (text === undefined || this.#stopping?.aborted === true) return false;
+      // The last check found binaries that cannot serve the list: it stays as it is (in place, or
+      // removed by someone who wants the runtime to report the network not ready).
+      if (this.problems.length > 0) return false;
       const file = join(this.#config.cniConfDir, CONFLIST_FILE_NAME);
       if (await entryExists(file)) return false;
       await this.#write(text);

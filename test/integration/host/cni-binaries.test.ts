@@ -296,11 +296,8 @@ describe.skipIf(skip !== undefined)(
         files: ['05-old.conf', '10-kindnet.conflist'],
       });
       expect(status(unchecked).cniConfigShadowedBy).toEqual(['05-old.conf', '10-kindnet.conflist']);
-      // Not ready while it lasts: /readyz (and status, doctor) say why.
-      expect(status(unchecked).readiness).toMatchObject({
-        ok: false,
-        checks: { cniConfig: expect.stringMatching(/^05-old.conf, 10-kindnet.conflist sort before/) },
-      });
+      // Still ready: a readiness failure would hold every rollout on the node (docs/operations.md).
+      expect(status(unchecked).readiness?.ok).toBe(true);
       const passes = (): number => unchecked.logs.filter((l) => l.msg === 'reconciled').length;
       const seen = passes();
       await within(10_000, 'two more passes', () => passes() >= seen + 2);
@@ -313,7 +310,6 @@ describe.skipIf(skip !== undefined)(
       await within(10_000, 'the all-clear', () => unchecked.logs.some(first));
       expect(unchecked.logs.find(first)).toMatchObject({ level: 'info', dir });
       expect(status(unchecked).cniConfigShadowedBy).toBeUndefined();
-      expect(status(unchecked).readiness?.ok).toBe(true);
 
       // Multus handing pods to another network: the fix makes trellis its default, never "remove" it.
       const multus = join(dir, '00-multus.conf');

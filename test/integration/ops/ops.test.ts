@@ -531,8 +531,8 @@ describe.skipIf(skip !== undefined)(skip === undefined ? title : `${title} (skip
   it('doctor: the config list removed, and another one sorting first (Multus, which hands pods on, is none)', async () => {
     const conf = tb.conflistPath(n1.name);
     const confDir = join(conf, '..');
-    // The agent republishes the list at its next pass (every RESYNC_S here), which may come between
-    // the removal and doctor's look: removed again, a few times at most.
+    // The agent writes the list back within 5 s (and at its next pass, every RESYNC_S here), which may
+    // come between the removal and doctor's look: removed again, a few times at most.
     let d: ReturnType<typeof doctor> | undefined;
     for (let i = 0; i < 5 && d?.code !== 1; i++) {
       rmSync(conf, { force: true });
