@@ -43,11 +43,13 @@ export async function drainSpool(
   handle: CniHandler,
   log: Logger,
 ): Promise<{ completed: number; failed: number; bad: number }> {
-  const { entries, bad } = await listSpooled(dir);
+  const { entries, bad, unreadable } = await listSpooled(dir);
   for (const b of bad)
     log.warn({ file: b.file, movedTo: b.movedTo, reason: b.reason }, 'bad spooled DEL set aside');
+  for (const u of unreadable)
+    log.warn({ file: u.file, reason: u.reason }, 'spooled DEL could not be read: kept for the next drain');
   let completed = 0;
-  let failed = 0;
+  let failed = unreadable.length;
   let refused = 0;
   // Each file as it was listed, before any DEL of this drain ran.
   const listed = new Map(entries.map((e) => [e.file, fileId(e.file)]));
@@ -74,7 +76,7 @@ export async function drainSpool(
       failed++;
     }
   }
-  if (entries.length > 0 || bad.length > 0) {
+  if (entries.length > 0 || bad.length > 0 || unreadable.length > 0) {
     log.info({ completed, failed, bad: bad.length + refused, dir }, 'spooled DELs drained');
   }
   return { completed, failed, bad: bad.length + refused };

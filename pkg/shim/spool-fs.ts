@@ -37,7 +37,15 @@ export interface BadSpoolFile {
 export interface SpoolListing {
   entries: SpooledDel[];
   bad: BadSpoolFile[];
+  /**
+   * Files that could not be read this time (no fd, an I/O error): left in place for the next drain.
+   * The runtime was told the DEL succeeded and never sends it again, so only bad content sets one aside.
+   */
+  unreadable: { file: string; reason: string }[];
 }
+
+/** Read errors that no later read will get past: the entry is no spool file the shim wrote. */
+const UNREADABLE_FOR_GOOD = new Set(['EISDIR', 'ELOOP', 'EINVAL', 'ENXIO', 'ERR_FS_FILE_TOO_LARGE']);
 
 /** A temp file older than this is a leftover of a shim that died mid-write, not a write in flight. */
 const STALE_TMP_MS = 10 * 60 * 1000;
@@ -128,7 +136,7 @@ export function writeSpooledDel(
 
 /**
  * The spooled DELs, sorted by file name. Corrupt files are moved aside (`.bad`) and reported in
- * `bad`, never thrown; leftover temp files older than ten minutes are deleted. A missing
+ * `bad`, never thrown; files that cannot be read now are left for the next drain (`unreadable`); leftover temp files older than ten minutes are deleted. A missing
  * directory is an empty spool. Throws only when the directory itself cannot be read.
  */
 export async function listSpooled(dir: string, now: number = Date.now()): Promise<SpoolListing> {
@@ -137,12 +145,13 @@ export async function listSpooled(dir: string, now: number = Date.now()): Promis
   try {
     names = fs.readdirSync(dir);
   } catch (err) {
-    if (errno(err) === 'ENOENT') return { entries: [], bad: [] };
+    if (errno(err) === 'ENOENT') return { entries: [], bad: [], unreadable: [] };
     throw err;
   }
   names.sort();
   const entries: SpooledDel[] = [];
   const bad: BadSpoolFile[] = [];
+  const unreadable: SpoolListing['unreadable'] = [];
   for (const name of names) {
     const file = join(dir, name);
     if (name.endsWith(SPOOL_TMP_SUFFIX)) {
@@ -150,14 +159,24 @@ export async function listSpooled(dir: string, now: number = Date.now()): Promis
       continue;
     }
     if (!isSpoolFileName(name)) continue;
+    let content: string;
     try {
-      entries.push({ file, request: decodeSpoolEntry(name, fs.readFileSync(file, 'utf8')) });
+      content = fs.readFileSync(file, 'utf8');
     } catch (err) {
-      if (errno(err) === 'ENOENT') continue; // removed while we listed
+      const code = errno(err);
+      if (code === 'ENOENT') continue; // removed while we listed
+      const reason = err instanceof Error ? err.message : String(err);
+      if (code !== undefined && UNREADABLE_FOR_GOOD.has(code)) bad.push(moveAside(fs, file, reason));
+      else unreadable.push({ file, reason });
+      continue;
+    }
+    try {
+      entries.push({ file, request: decodeSpoolEntry(name, content) });
+    } catch (err) {
       bad.push(moveAside(fs, file, err instanceof Error ? err.message : String(err)));
     }
   }
-  return { entries, bad };
+  return { entries, bad, unreadable };
 }
 
 function removeStaleTmp(fs: Fs, file: string, now: number): void {

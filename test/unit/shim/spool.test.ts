@@ -1,4 +1,13 @@
-import { mkdtempSync, readdirSync, readFileSync, rmSync, statSync, utimesSync, writeFileSync } from 'node:fs';
+import {
+  mkdtempSync,
+  readdirSync,
+  readFileSync,
+  rmSync,
+  statSync,
+  symlinkSync,
+  utimesSync,
+  writeFileSync,
+} from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
@@ -129,7 +138,7 @@ describe('spool on disk', () => {
   });
 
   it('lists a missing directory as empty', async () => {
-    expect(await listSpooled(join(root, 'nope'))).toEqual({ entries: [], bad: [] });
+    expect(await listSpooled(join(root, 'nope'))).toEqual({ entries: [], bad: [], unreadable: [] });
   });
 
   it('moves corrupt files aside and reports them instead of throwing', async () => {
@@ -153,6 +162,25 @@ describe('spool on disk', () => {
     ]);
     // A second pass does not see them again.
     expect((await listSpooled(dir)).bad).toEqual([]);
+  });
+
+  it('leaves a DEL it cannot read now (an I/O error) for the next drain, never sets it aside', async () => {
+    // The runtime was told the DEL succeeded: set aside, it would never run, and the pod's lease,
+    // veth and routes would stay. The kernel's EIO: a link to /proc/self/mem, whose offset 0 no
+    // process maps.
+    const file = join(dir, 'abc.eth0.del.json');
+    writeSpooledDel(dir, 'other', 'eth0', delLine('other', 'eth0'));
+    symlinkSync('/proc/self/mem', file);
+    const starved = await listSpooled(dir);
+    expect(starved.entries.map((e) => e.file)).toEqual([join(dir, 'other.eth0.del.json')]);
+    expect(starved.bad).toEqual([]);
+    expect(starved.unreadable).toEqual([{ file, reason: expect.stringMatching(/EIO/) }]);
+    // Readable at the next drain: listed, nothing moved aside.
+    rmSync(file);
+    writeSpooledDel(dir, 'abc', 'eth0', delLine('abc', 'eth0'));
+    const later = await listSpooled(dir);
+    expect(later.entries.map((e) => e.file)).toEqual([file, join(dir, 'other.eth0.del.json')]);
+    expect(readdirSync(dir).sort()).toEqual(['abc.eth0.del.json', 'other.eth0.del.json']);
   });
 
   it('deletes temp files left by a shim that died mid-write, but not fresh ones', async () => {
