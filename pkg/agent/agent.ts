@@ -365,8 +365,13 @@ export class Agent {
       netnsLive: (lease) => leaseNetnsLive(lease, this.ports.netns),
       reattach: (lease) => this.reattach(lease),
     });
-    this.deleter = new BackgroundDeleter((name, error) =>
-      log.warn({ link: name, error: errorText(error) }, 'veth deletion failed'),
+    this.deleter = new BackgroundDeleter((name, error, retried) =>
+      log.warn(
+        { link: name, error: errorText(error), retried },
+        retried
+          ? 'veth deletion failed; tried again shortly'
+          : 'veth deletion failed; left to the next start-up sweep or CNI GC',
+      ),
     );
     this.datapath = {
       // Its deleteLink runs off the JS thread (pkg/netns openHostNetlink): DEL's background work, GC.

@@ -5,6 +5,9 @@
  * namespace the pair's pod end is in, waits for it; a crash
  * before it ran leaves an orphan veth without a lease, which the start-up sweep and GC remove.
  */
+/** When a failed deletion is tried again, after each failure in turn. */
+const RETRY_DELAYS_MS = [1_000, 10_000, 60_000];
+
 export class BackgroundDeleter {
   private readonly pending = new Map<string, Promise<void>>();
   /**
@@ -12,17 +15,37 @@ export class BackgroundDeleter {
    * pair is gone that end still holds its interface name, addresses and the pod's default routes.
    */
   private readonly podNetns = new Map<string, string>();
-  private readonly onError: (name: string, error: unknown) => void;
+  /** `retried`: it will be tried again (the last try says false). */
+  private readonly onError: (name: string, error: unknown, retried: boolean) => void;
+  private readonly retries = new Set<NodeJS.Timeout>();
+  private stopped = false;
 
-  constructor(onError: (name: string, error: unknown) => void) {
+  constructor(onError: (name: string, error: unknown, retried: boolean) => void) {
     this.onError = onError;
   }
 
-  schedule(name: string, work: () => Promise<void>, podNetns?: string): void {
+  /**
+   * Runs `work` (a deletion) after any earlier one of `name`. A failed one is tried again after
+   * RETRY_DELAYS_MS (the kernel refusing for a moment, ENOMEM or EBUSY): without it the veth stayed
+   * until the next start-up sweep, on runtimes without CNI GC. `work` must check that the link is
+   * still the one it was given (deleteLinkIfNamed: index and name), as a retry may find the name
+   * taken by a new pod's.
+   */
+  schedule(name: string, work: () => Promise<void>, podNetns?: string, attempt = 0): void {
     const previous = this.pending.get(name) ?? Promise.resolve();
     const next = previous
       .then(work)
-      .catch((error: unknown) => this.onError(name, error))
+      .catch((error: unknown) => {
+        this.onError(name, error, attempt < RETRY_DELAYS_MS.length);
+        const delay = RETRY_DELAYS_MS[attempt];
+        if (delay === undefined || this.stopped) return;
+        const retry = setTimeout(() => {
+          this.retries.delete(retry);
+          if (!this.stopped) this.schedule(name, work, podNetns, attempt + 1);
+        }, delay);
+        retry.unref();
+        this.retries.add(retry);
+      })
       .finally(() => {
         if (this.pending.get(name) !== next) return;
         this.pending.delete(name);
@@ -58,8 +81,11 @@ export class BackgroundDeleter {
     return [...this.pending.keys()];
   }
 
-  /** For shutdown: finish everything scheduled. */
+  /** For shutdown: finish everything scheduled (retries not yet due are dropped: the sweep has them). */
   async drain(): Promise<void> {
+    this.stopped = true;
+    for (const t of this.retries) clearTimeout(t);
+    this.retries.clear();
     while (this.pending.size > 0) await Promise.all([...this.pending.values()]);
   }
 }

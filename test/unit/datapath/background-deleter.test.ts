@@ -1,0 +1,64 @@
+import { describe, expect, it, vi } from 'vitest';
+import { BackgroundDeleter } from '../../../pkg/datapath/background-deleter.ts';
+
+describe('BackgroundDeleter', () => {
+  it('tries a failed deletion again after 1 s, 10 s and 60 s, then leaves it (said each time)', async () => {
+    vi.useFakeTimers();
+    try {
+      const errors: [string, boolean][] = [];
+      const d = new BackgroundDeleter((name, _err, retried) => void errors.push([name, retried]));
+      let tries = 0;
+      const work = async (): Promise<void> => {
+        tries++;
+        throw new Error('RTM_DELLINK: ENOMEM');
+      };
+      d.schedule('trl1234', work, '/run/netns/pod');
+      await vi.advanceTimersByTimeAsync(0);
+      expect(tries).toBe(1);
+      expect(d.isPending('trl1234')).toBe(false); // an ADD needing the name does not wait for a retry
+      await vi.advanceTimersByTimeAsync(1_000);
+      expect(tries).toBe(2);
+      await vi.advanceTimersByTimeAsync(10_000);
+      expect(tries).toBe(3);
+      await vi.advanceTimersByTimeAsync(60_000);
+      expect(tries).toBe(4);
+      await vi.advanceTimersByTimeAsync(600_000);
+      expect(tries).toBe(4);
+      expect(errors).toEqual([
+        ['trl1234', true],
+        ['trl1234', true],
+        ['trl1234', true],
+        ['trl1234', false],
+      ]);
+    } finally {
+      vi.useRealTimers();
+    }
+  });
+
+  it('a retry that succeeds ends it; drain drops retries not yet due', async () => {
+    vi.useFakeTimers();
+    try {
+      const d = new BackgroundDeleter(() => undefined);
+      let tries = 0;
+      d.schedule('a', async () => {
+        if (++tries === 1) throw new Error('EBUSY');
+      });
+      await vi.advanceTimersByTimeAsync(1_000);
+      expect(tries).toBe(2);
+      await vi.advanceTimersByTimeAsync(100_000);
+      expect(tries).toBe(2);
+
+      let other = 0;
+      d.schedule('b', async () => {
+        other++;
+        throw new Error('EBUSY');
+      });
+      await vi.advanceTimersByTimeAsync(0);
+      await d.drain();
+      await vi.advanceTimersByTimeAsync(100_000);
+      expect(other).toBe(1);
+    } finally {
+      vi.useRealTimers();
+    }
+  });
+});
