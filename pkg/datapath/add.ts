@@ -157,8 +157,12 @@ async function addInNetns(
             (error: unknown) => ({ ok: false, error }),
           );
     if (prepared === undefined) {
+      // Whatever creation answered: it can fail after the kernel made the pair (its reply lost to
+      // ENOBUFS, one that does not parse). Under the attachment's lock a link of this name can only
+      // be this ADD's or a stale one of the same attachment, which must not stay either.
       undo.push('delete veth', async () => {
-        if ((await veth).ok) await deleteLinkByName(deps.host, hostName);
+        await veth;
+        await deleteLinkByName(deps.host, hostName);
       });
     }
 

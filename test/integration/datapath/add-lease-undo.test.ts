@@ -54,4 +54,34 @@ describe.skipIf(netnsSkipReason !== undefined)('ADD over a lease released under 
     expect(deps.ipam.get(key)).toBeUndefined();
     expect(deps.ipam.list()).toEqual([]);
   });
+
+  it('a creation that fails after the kernel made the pair (its reply lost) leaves no veth behind', async () => {
+    const host = pool.add('au-host');
+    const pod = pool.add('au-pod');
+    const deps = inProcessDeps(host, ['10.244.1.0/24'], cleanups, { echo: true });
+    const key = { containerId: 'c2', ifname: 'eth0' };
+    const real = deps.host;
+    // The pair is made; the answer is lost on the way (ENOBUFS on recv, a reply that does not parse).
+    const lossy = new Proxy(real, {
+      get(target, prop) {
+        const value = Reflect.get(target, prop, target);
+        if (typeof value !== 'function') return value;
+        if (prop !== 'createVeth') return value.bind(target);
+        return async (...args: unknown[]) => {
+          await (value as (...a: unknown[]) => Promise<unknown>).apply(target, args);
+          throw Object.assign(new Error('RTM_NEWLINK: recv: ENOBUFS'), { errno: 'ENOBUFS' });
+        };
+      },
+    }) as NetlinkHandle;
+    const failed = await addAttachment(
+      { ...deps, host: lossy },
+      { ...key, netns: pod.path, mtu: 1500 },
+    ).catch((e: unknown) => e);
+    expect(String(failed)).toContain('ENOBUFS');
+    expect(deps.ipam.list()).toEqual([]);
+    const links = JSON.parse(ip(host.name, '-j', 'link', 'show')) as { ifname: string }[];
+    expect(links.map((l) => l.ifname)).not.toContain(hostVethName('c2', 'eth0'));
+    const podLinks = JSON.parse(ip(pod.name, '-j', 'link', 'show')) as { ifname: string }[];
+    expect(podLinks.map((l) => l.ifname)).toEqual(['lo']);
+  });
 });
