@@ -1,5 +1,5 @@
 import type { LeasedAddress } from '../ipam/index.ts';
-import { deleteLinkIfNamed } from './delete-link.ts';
+import { deleteLinkIfNamedInBackground } from './delete-link.ts';
 import { hostPrefixLen } from './gateway.ts';
 import { hostVethName, otherNetworkOf } from './names.ts';
 import { type Family, type RouteInfo, TRELLIS_ROUTE_PROTOCOL } from './ports.ts';
@@ -62,7 +62,7 @@ export async function delAttachment(
     hostName,
     // Re-resolved: the index may have been reused if a new ADD recreated the name meanwhile (it waits
     // for us, so it cannot), but a deleted-by-someone-else link must not fail the work.
-    () => deleteLinkIfNamed(deps.host, link.index, hostName),
+    () => deleteLinkIfNamedInBackground(deps.host, link.index, hostName),
     podNetns,
   );
   return { released, vethScheduled: true };

@@ -1,6 +1,6 @@
 import { CniCode, CniError, toCniError } from '../cni/errors.ts';
 import type { Lease } from '../ipam/index.ts';
-import { deleteLinkIfNamed } from './delete-link.ts';
+import { deleteLinkIfNamedInBackground } from './delete-link.ts';
 import { attachmentKey, attachmentOfKey, hostVethName, isHostVethName } from './names.ts';
 import { leaseNetnsLive } from './netns-identity.ts';
 import { TRELLIS_ROUTE_PROTOCOL } from './ports.ts';
@@ -182,7 +182,7 @@ function scheduleDeletions(
     // ADD for the same container and ifname waits for this deletion first) is another link.
     deps.deleter.schedule(
       link.name,
-      () => deleteLinkIfNamed(deps.host, link.index, link.name),
+      () => deleteLinkIfNamedInBackground(deps.host, link.index, link.name),
       podNetnsOf(link.name),
     );
   }

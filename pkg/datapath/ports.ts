@@ -203,6 +203,13 @@ export interface NetlinkHandle {
   setLinkMtu(index: number, mtu: number): Promise<void>;
   /** Throws LinkNotFoundError when absent. */
   deleteLink(index: number): Promise<void>;
+  /**
+   * deleteLink for deletions nobody waits for (BackgroundDeleter's): where an implementation has
+   * another thread, through one of their own, so the ones a caller waits for (ADD replacing a
+   * stale pair or undoing itself) never queue behind a burst of them (a node drain: 15-33 ms each)
+   * or behind one the kernel holds (a device that does not become free). deleteLink without it.
+   */
+  deleteLinkInBackground?(index: number): Promise<void>;
 
   listAddresses(family?: Family, ifindex?: number): Promise<AddressInfo[]>;
   /** Succeeds when the same address already exists (idempotent). */

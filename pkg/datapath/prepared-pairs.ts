@@ -1,7 +1,7 @@
 import { randomBytes } from 'node:crypto';
 import type { Logger } from '../observe/logger.ts';
 import type { BackgroundDeleter } from './background-deleter.ts';
-import { deleteLinkIfNamed } from './delete-link.ts';
+import { deleteLinkIfNamedInBackground } from './delete-link.ts';
 import { randomMac } from './mac.ts';
 import { isOwnNetnsFd } from './own-netns.ts';
 import { IPV6_MIN_MTU, type LinkInfo, type NetlinkHandle, type NetnsPort, type PodNetlink } from './ports.ts';
@@ -235,7 +235,9 @@ export class PreparedPairs {
 
   private delete(host: LinkInfo): void {
     // By index, and only while it still has its temporary name: never a link ADD has renamed.
-    this.deps.deleter.schedule(host.name, () => deleteLinkIfNamed(this.deps.host, host.index, host.name));
+    this.deps.deleter.schedule(host.name, () =>
+      deleteLinkIfNamedInBackground(this.deps.host, host.index, host.name),
+    );
   }
 
   private async make(

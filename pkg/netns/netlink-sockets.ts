@@ -95,17 +95,20 @@ export function prepareEventSocket(
  * holds a veth deletion for 15-33 ms and a creation for ~0.7 ms inside the sending call, and the
  * agent's JS thread must keep serving meanwhile (a creation asked for `inline` is sent on it: see
  * NetlinkHandle.createVeth). One socket each, so a pod's creation never queues behind another
- * pod's deletion. setUp (a pod's host end, a fraction of a millisecond in the kernel) goes through
+ * pod's deletion; and one more for the deletions nobody waits for (deleteLinkInBackground), so an
+ * ADD's own deletion never queues behind a node drain's. setUp (a pod's host end, a fraction of a millisecond in the kernel) goes through
  * a third, sent on the JS thread and answered in the same turn. Open it on the JS thread in the
  * host namespace (outside withNetns).
  */
 export function openHostNetlink(): ExtendedNetlinkHandle {
   const handle = openNetlink({ prepareFd: prepareRequestSocket });
   let deleting: OffThreadNetlink;
+  let deletingInBackground: OffThreadNetlink;
   let creating: OffThreadNetlink;
   let configuring: OffThreadNetlink;
   try {
     deleting = openOffThreadNetlink();
+    deletingInBackground = openOffThreadNetlink();
     creating = openOffThreadNetlink();
     configuring = openOffThreadNetlink();
   } catch {
@@ -114,11 +117,13 @@ export function openHostNetlink(): ExtendedNetlinkHandle {
   const close = handle.close.bind(handle);
   return Object.assign(handle, {
     deleteLink: (index: number) => deleteLinkVia(deleting.exchange, index),
+    deleteLinkInBackground: (index: number) => deleteLinkVia(deletingInBackground.exchange, index),
     createVeth: (spec: CreateVeth, opts?: { inline?: boolean }) =>
       createVethVia(opts?.inline === true ? creating.exchangeInline : creating.exchange, spec),
     setUp: (steps: readonly SetUpStep[]) => setUpVia(configuring.exchangeInline, steps),
     close: () => {
       deleting.close();
+      deletingInBackground.close();
       creating.close();
       configuring.close();
       close();

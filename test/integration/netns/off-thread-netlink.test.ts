@@ -102,6 +102,28 @@ describe.skipIf(netnsSkipReason !== undefined)('off-thread link deletion (root, 
     });
   });
 
+  it("openHostNetlink's deleteLink does not queue behind deleteLinkInBackground's burst (a node drain)", async () => {
+    await hostHandleInA(async ({ a, handle }) => {
+      // 30 background deletions (15-33 ms each in the kernel) and then one an ADD waits for. On one
+      // socket it would answer after all 30, every time; on its own it contends only for the
+      // kernel's lock, between two of them.
+      const burst = 30;
+      for (let i = 0; i <= burst; i++)
+        ip(a.name, 'link', 'add', `va${i}`, 'type', 'veth', 'peer', 'name', `vb${i}`);
+      const index = new Map(links(a.name).map((l) => [l.ifname, l.ifindex]));
+      let doneInBackground = 0;
+      const background = Array.from({ length: burst }, (_, i) =>
+        handle.deleteLinkInBackground!(index.get(`va${i}`)!).then(() => doneInBackground++),
+      );
+      await new Promise((r) => setTimeout(r, 20)); // the burst under way
+      await handle.deleteLink(index.get(`va${burst}`)!);
+      const doneBefore = doneInBackground;
+      await Promise.all(background);
+      expect(doneBefore).toBeLessThan(burst);
+      expect(links(a.name).map((l) => l.ifname)).toEqual(['lo']);
+    });
+  });
+
   it("openHostNetlink's createVeth makes the pair with the peer in the target namespace, typed EEXIST", async () => {
     await hostHandleInA(async ({ a, b, handle, bFd }) => {
       const spec = { name: 've0', mtu: 1400, peerName: 'eth0', peerNetnsFd: bFd, peerMtu: 1400 };
