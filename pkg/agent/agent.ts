@@ -490,13 +490,30 @@ export class Agent {
       },
       ownAnnotations: () => this.nodeStatus?.wantedAnnotations(),
       onSynced: (self, report) => {
-        this.linkCarrierWatch?.follow(report.routeDevices ?? []);
-        this.overlayEntryWatch?.follow(report.overlay?.devices ?? []);
-        this.overlayMtuWatch?.follow(
-          (report.overlay?.devices ?? []).map((d) => ({ index: d.ifindex, mtu: d.mtu })),
-        );
+        // Each on its own: one that cannot subscribe now (it is tried again at the next pass) fails
+        // the pass, but must not keep the others from following.
+        const failed = [
+          () => this.linkCarrierWatch?.follow(report.routeDevices ?? []),
+          () => this.overlayEntryWatch?.follow(report.overlay?.devices ?? []),
+          () =>
+            this.overlayMtuWatch?.follow(
+              (report.overlay?.devices ?? []).map((d) => ({ index: d.ifindex, mtu: d.mtu })),
+            ),
+        ].flatMap((follow) => {
+          try {
+            follow();
+            return [];
+          } catch (err) {
+            return [err];
+          }
+        });
         this.noteTunnelled(report.decisions);
-        return this.onSynced(self, report.overlay?.devices, report.directSubnets);
+        const synced = this.onSynced(self, report.overlay?.devices, report.directSubnets);
+        return failed.length === 0
+          ? synced
+          : synced.then(() => {
+              throw failed[0];
+            });
       },
       onPass: (outcome) => {
         // Per-node steps move peers onto VXLAN and off it too (a VTEP MAC published after the first

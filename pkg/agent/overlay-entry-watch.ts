@@ -39,8 +39,13 @@ export class OverlayEntryWatch {
     if (key === this.followed) return;
     this.current?.close();
     this.current = undefined;
-    this.followed = key;
-    if (devices.length === 0) return;
+    // Known as followed only once subscribed: a subscription that failed (EMFILE, say) is tried
+    // again at the next pass, not taken as done while the device set stays the same.
+    this.followed = '';
+    if (devices.length === 0) {
+      this.followed = key;
+      return;
+    }
     const names = new Map(devices.map((d) => [d.ifindex, d.name]));
     this.current = subscribe.call(
       this.events,
@@ -53,6 +58,7 @@ export class OverlayEntryWatch {
       },
       devices.map((d) => d.ifindex),
     );
+    this.followed = key;
   }
 
   close(): void {
