@@ -202,6 +202,13 @@ export function watchKernel(deps: KernelWatchDeps): Subscription[] {
         return;
       }
       if (deps.isOwnDeletion(ev.route)) return;
+      // Routes that went with a VXLAN device the overlay deleted itself (recreating or removing it;
+      // the kernel announces each IPv6 one): the pass that did it writes them again or plans them
+      // away. Neither someone else's doing nor urgent, like the device's own deletion above.
+      if (ev.route.ifindex !== undefined && deps.deletedItself?.(ev.route.ifindex) === true) {
+        markSoon('a VXLAN device was deleted');
+        return;
+      }
       deleted.push(ev.route.dst);
       markSoon(`a route of ours to ${ev.route.dst} was deleted`, true);
     }, WATCHED_ROUTES),

@@ -7,7 +7,11 @@ import { capturedLog } from '../../support/captured-log.ts';
 const MAIN = 254;
 
 /** The watch over a fake events port: `route()` delivers a route notification as the kernel would. */
-function setup(concerned: (r: RouteInfo) => boolean, log = pino({ level: 'silent' })) {
+function setup(
+  concerned: (r: RouteInfo) => boolean,
+  log = pino({ level: 'silent' }),
+  deletedItself?: (index: number) => boolean,
+) {
   let onRoute: ((ev: RouteEvent) => void) | undefined;
   let onLink: Parameters<NetlinkEventsPort['subscribeLinkEvents']>[0] | undefined;
   const events: NetlinkEventsPort = {
@@ -40,6 +44,7 @@ function setup(concerned: (r: RouteInfo) => boolean, log = pino({ level: 'silent
     },
     podRouteDeleted: (r) => podRoutes.push(r.dst),
     podVethLost: (name) => vethsLost.push(name),
+    ...(deletedItself === undefined ? {} : { deletedItself }),
     log,
   });
   const route = (type: 'add' | 'delete', r: Partial<RouteInfo>, table = MAIN): void =>
@@ -48,8 +53,12 @@ function setup(concerned: (r: RouteInfo) => boolean, log = pino({ level: 'silent
   const unreadable = (type: 'add' | 'delete', dst: string, protocol: number): void =>
     onRoute!({ type, table: MAIN, route: { family: 4, dst, protocol, unreadable: true } });
   const settled = (): Promise<void> => new Promise((r) => setTimeout(r, 60));
+  /** An IPv6 route of ours (protocol 126) through a device. */
+  const onRoute6 = (type: 'add' | 'delete', r: Partial<RouteInfo>): void =>
+    onRoute!({ type, table: MAIN, route: { family: 6, dst: '::/0', protocol: 126, ...r } });
   return {
     route,
+    onRoute6,
     link: (ev: Parameters<NonNullable<typeof onLink>>[0]) => onLink!(ev),
     unreadable,
     settled,
@@ -169,6 +178,26 @@ describe('watchKernel: routes someone else writes', () => {
       count: 8,
       routes: ['10.244.2.0/24', '10.244.3.0/24', '10.244.4.0/24', '10.244.5.0/24', '10.244.6.0/24'],
     });
+    t.close();
+  });
+
+  it('routes that went with a VXLAN device the overlay deleted itself are neither warned about nor urgent', async () => {
+    const { log, lines } = capturedLog();
+    const t = setup(
+      () => true,
+      log,
+      (index) => index === 9,
+    );
+    for (let i = 2; i < 6; i++)
+      t.onRoute6('delete', { dst: `fd00:10:244:${i}::/64`, gateway: `fd00:10:244:${i}::`, ifindex: 9 });
+    await t.settled();
+    expect([t.passes(), t.urgent()]).toEqual([1, 0]);
+    expect(lines.filter((l) => l.level === 'warn')).toEqual([]);
+    // The same deletion on a device someone else deleted: put back at once, and said.
+    t.onRoute6('delete', { dst: 'fd00:10:244:7::/64', gateway: 'fd00:10:244:7::', ifindex: 8 });
+    await t.settled();
+    expect([t.passes(), t.urgent()]).toEqual([2, 1]);
+    expect(lines.filter((l) => l.level === 'warn')).toHaveLength(1);
     t.close();
   });
 
