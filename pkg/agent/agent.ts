@@ -569,7 +569,7 @@ export class Agent {
 
   /**
    * The CNI socket, the IPAM state directory, its lease records, node.json and the published config
-   * list, each put back if it was removed.
+   * list, each put back if it was removed; IP forwarding turned back on if it was turned off.
    */
   private async keepFiles(server: CniServer): Promise<void> {
     if (this.abort.signal.aborted) return;
@@ -594,6 +594,10 @@ export class Agent {
       );
       await server.relisten();
     }
+    // Forwarding turned off under the agent (`sysctl --system`, a hardening profile) drops every routed
+    // pod packet: the passes check it, but they may be a minute apart, or waiting (the API away).
+    const ranges = this.ipam?.ranges() ?? [];
+    if (ranges.length > 0) keepForwardingOn(this.ports.netns, ranges, this.log, this.raGuard());
     // Only once ready: before, the passes publish it (or keep it unpublished for a reason).
     if (this.ready && this.publisher !== undefined) {
       try {

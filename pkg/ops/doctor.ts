@@ -315,13 +315,13 @@ function checkForwarding(f: DoctorFacts): CheckResult {
   if (families.includes(4) && f.forwarding.v4 !== '1') {
     r.findings.push({
       problem: `net.ipv4.ip_forward is ${f.forwarding.v4 ?? 'unreadable'}: the node does not route pod traffic`,
-      fix: 'echo 1 > /proc/sys/net/ipv4/ip_forward (the agent turns it back on after its next pass; something keeps resetting it: check /etc/sysctl.d)',
+      fix: 'echo 1 > /proc/sys/net/ipv4/ip_forward (the agent turns it back on within 5 s; found off here, something keeps resetting it: check /etc/sysctl.d)',
     });
   }
   if (families.includes(6) && f.forwarding.v6 !== '1') {
     r.findings.push({
       problem: `net.ipv6.conf.all.forwarding is ${f.forwarding.v6 ?? 'unreadable'}: IPv6 pod traffic is not routed`,
-      fix: 'echo 1 > /proc/sys/net/ipv6/conf/all/forwarding (the agent turns it back on after its next pass; something keeps resetting it: check /etc/sysctl.d)',
+      fix: 'echo 1 > /proc/sys/net/ipv6/conf/all/forwarding (the agent turns it back on within 5 s; found off here, something keeps resetting it: check /etc/sysctl.d)',
     });
   }
   return r;

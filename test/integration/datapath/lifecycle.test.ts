@@ -3,7 +3,7 @@ import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
 import { hostVethName } from '../../../pkg/datapath/names.ts';
 import { builtSkipReason } from '../../support/cni-driver.ts';
-import { ipJson, netnsSkipReason, nsPing } from '../../support/netns.ts';
+import { ipJson, netnsSkipReason, nsExec, nsPing, nsSysctl } from '../../support/netns.ts';
 import { leaseAddresses } from '../reliability/support.ts';
 import { type AddResult, containerId, NodeHarness, podAddr } from './harness.ts';
 
@@ -258,6 +258,23 @@ describe.skipIf(skip !== undefined)(
       const add = await node.add(pod, id);
       expect(add.code, add.stdout).toBe(0);
       expect((await node.call({ command: 'STATUS' }, node.conf({}, '1.1.0'))).code).toBe(0);
+      expect((await node.del(id, pod.path)).code).toBe(0);
+    }, 30_000);
+
+    it('IP forwarding turned off under the agent is turned back on within seconds, not at the next pass', async () => {
+      // The node's own namespace (the test's): a `sysctl --system` that resets it. Passes are a
+      // minute apart here: only the keeping can bring it back in time.
+      const pod = node.podNs();
+      const id = containerId();
+      const res = (await node.add(pod, id)).json as AddResult;
+      nsSysctl(node.host.name, 'net.ipv4.ip_forward', '0');
+      const line = await node.logLine(
+        (l) => l.msg === 'IP forwarding was off (something reset it); turned it back on',
+        10_000,
+      );
+      expect(line).toMatchObject({ level: 'warn', sysctl: 'net/ipv4/ip_forward', was: '0' });
+      expect(nsExec(node.host.name, 'sysctl', ['-n', 'net.ipv4.ip_forward']).trim()).toBe('1');
+      expect(nsPing(node.host.name, podAddr(res, 4))).toBe(true);
       expect((await node.del(id, pod.path)).code).toBe(0);
     }, 30_000);
 
