@@ -54,6 +54,12 @@ export class LinkCarrierWatch {
     for (const index of fresh) this.seed(index);
     this.subscription.follow([...next.keys()], ['add', 'delete'], (ev) => {
       if (ev.type === 'overflow') {
+        // The lost notifications may have held a change of state: what is known is read again, or a
+        // link's coming back would match a `running` the missed going down never changed.
+        for (const index of this.watched.keys()) {
+          this.watched.set(index, undefined);
+          this.seed(index);
+        }
         this.onChange({ overflow: true });
         return;
       }

@@ -74,6 +74,21 @@ describe('LinkCarrierWatch', () => {
     ]);
   });
 
+  it('after lost notifications it reads its links again: a going down it missed does not hide the coming back', async () => {
+    let down = false;
+    const t = setup((index) => Promise.resolve(t.link(index, !down, !down)));
+    t.watch.follow([2]);
+    await new Promise((r) => setImmediate(r)); // read: running
+    down = true; // carrier lost, its notification among the lost ones
+    t.overflow();
+    await new Promise((r) => setImmediate(r)); // read again: down
+    t.newLink(2, true, true); // back: news, its routes go back at once
+    expect(t.changes.map((c) => ('link' in c ? [c.link.index, c.running, c.was] : c))).toEqual([
+      { overflow: true },
+      [2, true, false],
+    ]);
+  });
+
   it('reports a followed link losing carrier, going down and coming back, once per change of state', () => {
     const t = setup();
     t.watch.follow([2, 7]);
