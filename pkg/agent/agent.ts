@@ -592,7 +592,13 @@ export class Agent {
         { socket: this.config.socket },
         'the CNI socket file was removed under the agent; listening again',
       );
-      await server.relisten();
+      // Its failure (the directory replaced by a file, no inodes left) is said and tried again in
+      // 5 s; it must not keep the checks below from running meanwhile.
+      await server
+        .relisten()
+        .catch((err: unknown) =>
+          this.log.warn({ socket: this.config.socket, error: errorText(err) }, 'listening again failed'),
+        );
     }
     // Forwarding turned off under the agent (`sysctl --system`, a hardening profile) drops every routed
     // pod packet: the passes check it, but they may be a minute apart, or waiting (the API away).

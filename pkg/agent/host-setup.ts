@@ -246,12 +246,21 @@ export async function uninstallTrellis(opts: {
     opts.deleteForwardAccepts === undefined ? 0 : opts.deleteForwardAccepts(),
   );
   const stateDir = existsSync(opts.stateDir);
-  await step('removing the state and sockets', undefined, () => {
-    rmSync(opts.stateDir, { recursive: true, force: true });
-    if (opts.spoolDir !== undefined) rmSync(opts.spoolDir, { recursive: true, force: true });
-    rmSync(opts.socket, { force: true });
-    if (opts.adminSocket !== undefined && opts.adminSocket !== '') rmSync(opts.adminSocket, { force: true });
-    removeReadyMark(opts.socket);
-  });
+  // Each on its own: a state dir that cannot go (a mount point: EBUSY) must not leave the sockets.
+  await step('removing the state directory', undefined, () =>
+    rmSync(opts.stateDir, { recursive: true, force: true }),
+  );
+  if (opts.spoolDir !== undefined) {
+    const spoolDir = opts.spoolDir;
+    await step('removing the spool directory', undefined, () =>
+      rmSync(spoolDir, { recursive: true, force: true }),
+    );
+  }
+  await step('removing the CNI socket', undefined, () => rmSync(opts.socket, { force: true }));
+  if (opts.adminSocket !== undefined && opts.adminSocket !== '') {
+    const adminSocket = opts.adminSocket;
+    await step('removing the admin socket', undefined, () => rmSync(adminSocket, { force: true }));
+  }
+  await step('removing the ready mark', undefined, () => removeReadyMark(opts.socket));
   return { conflist, binary, routes, links, nftTable, forwardAccepts, stateDir, failed };
 }

@@ -1,4 +1,5 @@
-import { existsSync, mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { spawnSync } from 'node:child_process';
+import { existsSync, mkdirSync, mkdtempSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
@@ -90,6 +91,38 @@ describe.skipIf(netnsSkipReason !== undefined)(title, () => {
     expect(existsSync(join(cniBinDir, '.bridge.4242.0a1b2c3d.tmp'))).toBe(true);
     for (const gone of [stateDir, spoolDir, join(runDir, 'admin.sock'), join(runDir, 'cni.sock')]) {
       expect(existsSync(gone), gone).toBe(false);
+    }
+  });
+
+  it('a state directory that cannot be removed does not leave the sockets and the ready mark behind', async (ctx) => {
+    const host = pool.add('uhost2');
+    const real = createNetnsPort().openNetlinkIn(host.path);
+    handles.push(real);
+    const base = join(dir, 'stuck');
+    const stateDir = join(base, 'state');
+    const runDir = join(base, 'run');
+    for (const d of [stateDir, runDir]) mkdirSync(d, { recursive: true });
+    // A file rm cannot unlink (immutable: EPERM even for root), as a mount point there gives EBUSY.
+    const pinned = join(stateDir, 'pinned');
+    writeFileSync(pinned, '');
+    if (spawnSync('chattr', ['+i', pinned]).status !== 0) ctx.skip();
+    try {
+      const socket = join(runDir, 'cni.sock');
+      for (const f of [socket, join(runDir, 'admin.sock'), `${socket}.ready`]) writeFileSync(f, '');
+      const report = await uninstallTrellis({
+        host: real,
+        cniConfDir: join(base, 'net.d'),
+        cniBinDir: join(base, 'bin'),
+        stateDir,
+        socket,
+        adminSocket: join(runDir, 'admin.sock'),
+        isTrellisDevice: () => false,
+        deleteNftTable: async () => false,
+      });
+      expect(report.failed).toEqual([expect.stringMatching(/^removing the state directory: .*EPERM/)]);
+      expect(readdirSync(runDir)).toEqual([]);
+    } finally {
+      spawnSync('chattr', ['-i', pinned]);
     }
   });
 });
