@@ -120,6 +120,10 @@ const LEASE_GC_INTERVAL_MS = 5 * 60_000;
 const HELD_RETRY_MS = 30_000;
 /** How long stop waits for background work (a firewall check behind the xtables lock: `-w 5`). */
 const STOP_BACKGROUND_WAIT_MS = 8_000;
+/** The whole stop, within the DaemonSet's terminationGracePeriodSeconds (30 s) with room to exit. */
+const STOP_DEADLINE_MS = 25_000;
+/** How long CNI calls in flight at a stop may finish (at most what is left of the deadline). */
+const CNI_CALLS_STOP_GRACE_MS = 20_000;
 /** Folds the burst of one flush (a route per pod and family) into one check of the host ends. */
 const HOST_SIDE_DEBOUNCE_MS = 20;
 /**
@@ -1187,16 +1191,38 @@ export class Agent {
     for (const s of this.subscriptions) s.close();
     // Pairs no ADD took go now (a call in flight makes its own); their deletions are drained below.
     this.netnsDirWatch?.stop();
-    await this.prepared?.stop();
-    await this.server?.close();
-    await this.controller?.done;
-    await this.informer?.done;
-    await this.deleter?.drain();
+    // One deadline for the whole stop, under the pod's terminationGracePeriodSeconds (30): the waits
+    // below added up to more, and a kubelet's SIGKILL leaves no "stopped" line and no clean-stop mark.
+    const deadline = performance.now() + STOP_DEADLINE_MS;
+    const left = (): number => Math.max(0, deadline - performance.now());
+    const waiting: string[] = [];
+    const within = async (what: string, work: Promise<unknown> | undefined): Promise<void> => {
+      if (work === undefined) return;
+      let timer: NodeJS.Timeout | undefined;
+      const over = await Promise.race([
+        work.then(() => false),
+        new Promise<boolean>((r) => {
+          timer = setTimeout(() => r(true), left());
+        }),
+      ]);
+      clearTimeout(timer);
+      if (over) waiting.push(what);
+    };
+    await within('pairs prepared for pods', this.prepared?.stop());
+    await this.server?.close(Math.min(CNI_CALLS_STOP_GRACE_MS, left()));
+    await within('the reconcile loop', this.controller?.done);
+    await within('the Node watch', this.informer?.done);
+    await within('veth deletions', this.deleter?.drain());
     // A firewall check or a periodic task still running could write after the locks are released
     // (an accept inserted once uninstall has removed them all): waited for, within reason.
-    const ended = await this.background.stop(STOP_BACKGROUND_WAIT_MS, [this.forwardFirewall?.stop()]);
-    if (!ended)
-      this.log.warn({ waitedMs: STOP_BACKGROUND_WAIT_MS }, 'stopping with background work still running');
+    const backgroundMs = Math.min(STOP_BACKGROUND_WAIT_MS, left());
+    if (!(await this.background.stop(backgroundMs, [this.forwardFirewall?.stop()])))
+      waiting.push('background work');
+    if (waiting.length > 0)
+      this.log.warn(
+        { still: waiting, deadlineMs: STOP_DEADLINE_MS },
+        'stopping with work still running (the stop deadline passed)',
+      );
     this.host?.close();
     if (this.lock !== undefined) markStopped(this.config.stateDir);
     this.lock?.release();
