@@ -100,6 +100,10 @@ if command -v docker >/dev/null 2>&1; then
   if ! docker_err=$(docker info 2>&1 >/dev/null); then
     first=$(printf '%s\n' "$docker_err" | grep -v '^[[:space:]]*$' | head -n 1 || true)
     missing+=("docker info failed: ${first:-exit status non-zero}")
+  # The Dockerfile needs BuildKit (--platform=$BUILDPLATFORM, TARGETARCH, RUN --mount): Docker 23+
+  # without the buildx plugin falls back to the legacy builder, which fails half-way through.
+  elif [ -z "${TRELLIS_E2E_IMAGE:-}" ] && ! docker buildx version >/dev/null 2>&1; then
+    missing+=("docker buildx (BuildKit) not available to build the image; install the buildx plugin or set TRELLIS_E2E_IMAGE")
   fi
 fi
 if [ ${#missing[@]} -gt 0 ]; then
@@ -125,6 +129,14 @@ fi
 
 # ---- setup ----------------------------------------------------------------------------------------
 families=${TRELLIS_E2E_FAMILIES:-ipv4 dual}
+# Every family's config before anything is built or created (a typo found after the first cluster
+# ran, or answered with diagnostics from the user's own kubeconfig context, helps nobody).
+for family in $families; do
+  if [ ! -f "$here/cluster-$family.yaml" ]; then
+    echo "kind e2e: no kind config $here/cluster-$family.yaml for TRELLIS_E2E_FAMILIES entry '$family' (known: ipv4 dual ipv6)" >&2
+    exit 1
+  fi
+done
 max_lost=${TRELLIS_E2E_MAX_LOST:-5}
 busybox=${TRELLIS_E2E_BUSYBOX:-busybox:1.36}
 suffix=$(printf '%04x' $((RANDOM % 65536)))
@@ -139,11 +151,15 @@ log() { echo "[kind-e2e $(date -u +%H:%M:%S)] $*"; }
 cleanup() {
   local status=$?
   set +e
+  # Nothing may stop the deletions now: a second Ctrl-C, or a reader of our output that is gone
+  # (vitest exits at once on Ctrl-C; `| tee` interrupted): a write to its pipe would kill bash
+  # with SIGPIPE before `kind delete` ran, leaving the node containers behind.
+  trap '' PIPE INT TERM
   for c in ${clusters[@]+"${clusters[@]}"}; do
     # Never an empty name: `kind delete cluster --name ''` would delete the default cluster "kind".
     [ -n "$c" ] || continue
-    log "deleting cluster $c"
     kind delete cluster --name "$c" >/dev/null 2>&1
+    log "deleted cluster $c" || true
   done
   [ -n "$built_image" ] && docker rmi -f "$built_image" >/dev/null 2>&1
   rm -rf "$work"
@@ -152,6 +168,7 @@ cleanup() {
 trap cleanup EXIT
 trap 'exit 130' INT
 trap 'exit 143' TERM
+trap 'exit 141' PIPE
 
 # Prints what an operator would look at, then fails the run.
 fail() {
@@ -182,7 +199,7 @@ if [ -n "${TRELLIS_E2E_IMAGE:-}" ]; then
 else
   image=trellis-e2e:$suffix
   log "building $image from $root"
-  docker build -t "$image" "$root"
+  DOCKER_BUILDKIT=1 docker build -t "$image" "$root"
   built_image=$image
 fi
 [[ ${image##*/} == *:* ]] || image=$image:latest
@@ -416,7 +433,6 @@ check_node_delete() {
 run_family() {
   local family=$1 cluster=trellis-$1-$suffix
   local config=$here/cluster-$family.yaml
-  [ -f "$config" ] || fail "no kind config $config"
   export KUBECONFIG=$work/kubeconfig-$cluster
   clusters+=("$cluster")
   log "creating cluster $cluster ($config)"
