@@ -29,9 +29,9 @@ export function startFirewallChecks(d: FirewallChecksDeps): {
         try {
           return subscribe(cb, table);
         } catch (err) {
-          // The periodic check still runs.
+          // The periodic check still runs; the next check's follow tries again.
           log.debug({ table: table.name, error: errorText(err) }, 'cannot watch a firewall table');
-          return { close: () => {} };
+          return undefined;
         }
       },
       onChange: () => void check(),

@@ -14,10 +14,11 @@ import type { NftTableId } from './forward-firewall.ts';
 export const DELAY_MS = 1000;
 export const MIN_GAP_MS = 5000;
 
+/** Undefined when the table cannot be watched now: tried again at the next follow. */
 export type SubscribeTable = (
   cb: (ev: NftablesEvent | { type: 'overflow' }) => void,
   table: NftTableId,
-) => Subscription;
+) => Subscription | undefined;
 
 export class FirewallTableTrigger {
   private readonly subscribe: SubscribeTable;
@@ -43,19 +44,19 @@ export class FirewallTableTrigger {
     }
     for (const [key, table] of wanted) {
       if (this.followed.has(key)) continue;
-      this.followed.set(
-        key,
-        this.subscribe((ev) => {
-          // The kernel drops only other tables' set elements; their rules and chains arrive too
-          // (kube-proxy rewriting its own tables on every endpoint change), and are no news here.
-          if (
-            ev.type === 'overflow' ||
-            (ev.type === 'change' && ev.family === table.family && ev.table === table.name)
-          ) {
-            this.soon();
-          }
-        }, table),
-      );
+      const sub = this.subscribe((ev) => {
+        // The kernel drops only other tables' set elements; their rules and chains arrive too
+        // (kube-proxy rewriting its own tables on every endpoint change), and are no news here.
+        if (
+          ev.type === 'overflow' ||
+          (ev.type === 'change' && ev.family === table.family && ev.table === table.name)
+        ) {
+          this.soon();
+        }
+      }, table);
+      // Not kept when it failed (EMFILE, ENOBUFS): the next follow (every check) tries again, where a
+      // placeholder would leave the table unwatched until it left the followed set and came back.
+      if (sub !== undefined) this.followed.set(key, sub);
     }
   }
 

@@ -61,6 +61,26 @@ describe('FirewallTableTrigger', () => {
     expect(trigger.size).toBe(0);
   });
 
+  it('a table it could not watch (EMFILE) is tried again at the next follow', () => {
+    let failures = 1;
+    const tries: string[] = [];
+    const trigger = new FirewallTableTrigger({
+      subscribe: (_cb, table) => {
+        tries.push(table.name);
+        if (failures-- > 0) return undefined;
+        return { close: () => undefined };
+      },
+      onChange: () => undefined,
+      now: () => Date.now(),
+    });
+    trigger.follow([{ family: 2, name: 'filter' }]);
+    expect(trigger.size).toBe(0);
+    trigger.follow([{ family: 2, name: 'filter' }]);
+    expect(tries).toEqual(['filter', 'filter']);
+    expect(trigger.size).toBe(1);
+    trigger.close();
+  });
+
   it('a burst of changes asks for one check after DELAY_MS; checks stay MIN_GAP_MS apart', () => {
     const { trigger, change, checks } = setup();
     trigger.follow([{ family: 2, name: 'filter' }]);
