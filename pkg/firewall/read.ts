@@ -7,6 +7,7 @@
  * read too, through `iptables-legacy-save` (iptables-save.ts). With VXLAN packets to judge
  * (vxlan-input.ts), the input hook's chains are read the same way.
  */
+import { errorText } from '../error-text.ts';
 import { acceptTarget, deleteCommand, type FirewallCommand, ownAccepts } from './accept.ts';
 import { packetKinds, ruleMatches, ruleMatchesWith, verdictOf } from './forward-analysis.ts';
 import { parseIptablesSave } from './iptables-save.ts';
@@ -272,10 +273,33 @@ export async function deleteOwnAccepts(
   const nft = ownAccepts(
     [...byChain].flatMap(([key, list]) => list.map((rule) => ({ chain: chains.get(key)!, rule }))),
   );
-  const old = ownAccepts(rulesWithChains(await withLegacy({ baseChains: [], rules: new Map() }, legacy)));
+  const failures: string[] = [];
+  // The legacy tables failing to read must not keep the nft side's accepts in place.
+  const old = await withLegacy({ baseChains: [], rules: new Map() }, legacy).then(
+    (rs) => ownAccepts(rulesWithChains(rs)),
+    (err: unknown) => {
+      failures.push(`reading the legacy tables: ${errorText(err)}`);
+      return [];
+    },
+  );
   const accepts = [...nft, ...old];
-  for (const at of accepts) await run(deleteCommand(at));
-  return accepts.length;
+  let deleted = 0;
+  // Each on its own: one that went meanwhile (a firewall reload during uninstall) or fails must not
+  // leave the others in place; the DaemonSet does not run again to remove them.
+  for (const at of accepts) {
+    try {
+      await run(deleteCommand(at));
+      deleted++;
+    } catch (err) {
+      failures.push(errorText(err));
+    }
+  }
+  if (failures.length > 0) {
+    throw new Error(
+      `deleted ${deleted} of ${accepts.length} accepts; ${failures.length} failed: ${failures.join('; ')}`,
+    );
+  }
+  return deleted;
 }
 
 /** `save`, called at most once per family (its later calls share the first one's answer). */

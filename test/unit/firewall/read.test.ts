@@ -1,5 +1,6 @@
 import { describe, expect, it } from 'vitest';
 import {
+  deleteOwnAccepts,
   forwardBlocks,
   readForwardRuleset,
   type VxlanInKind,
@@ -178,5 +179,33 @@ describe("readForwardRuleset: tables another process owns (nftables' owner flag,
     const rs = await readForwardRuleset(nft.run, ['10.244.1.0/24'], 'trellis');
     expect(owned(rs)).toEqual([]);
     expect(rs.baseChains).toHaveLength(2);
+  });
+});
+
+describe('deleteOwnAccepts (uninstall)', () => {
+  const rule = (handle: number, addr: string): string =>
+    `{"rule": {"family": "ip", "table": "filter", "chain": "FORWARD", "handle": ${handle}, "comment": "trellis: pod traffic", "expr": [{"match": {"op": "==", "left": {"payload": {"protocol": "ip", "field": "saddr"}}, "right": {"prefix": {"addr": "${addr}", "len": 16}}}}, {"counter": {"packets": 0, "bytes": 0}}, {"accept": null}]}}`;
+  const RULESET = `{"nftables": [${META}, {"table": {"family": "ip", "name": "filter", "handle": 1}}, {"chain": {"family": "ip", "table": "filter", "name": "FORWARD", "handle": 1, "type": "filter", "hook": "forward", "prio": 0, "policy": "drop"}}, ${rule(5, '10.244.0.0')}, ${rule(6, '10.245.0.0')}]}`;
+
+  it('one accept that cannot be deleted (gone in a reload meanwhile) does not leave the others; the failure is said', async () => {
+    const deletes: string[] = [];
+    const run = async (cmd: { tool: string; args: string[] }): Promise<string> => {
+      if (cmd.args[0] === '-j') return RULESET;
+      deletes.push(cmd.args.join(' '));
+      if (cmd.args.at(-1) === '5')
+        throw new Error('Error: Could not process rule: No such file or directory');
+      return '';
+    };
+    await expect(deleteOwnAccepts(run)).rejects.toThrow(
+      'deleted 1 of 2 accepts; 1 failed: Error: Could not process rule: No such file or directory',
+    );
+    expect(deletes).toEqual([
+      'delete rule ip filter FORWARD handle 5',
+      'delete rule ip filter FORWARD handle 6',
+    ]);
+    deletes.length = 0;
+    const fine = async (cmd: { tool: string; args: string[] }): Promise<string> =>
+      cmd.args[0] === '-j' ? RULESET : (deletes.push(cmd.args.join(' ')), '');
+    expect(await deleteOwnAccepts(fine)).toBe(2);
   });
 });
