@@ -505,6 +505,14 @@ function checkFirewall(f: DoctorFacts): CheckResult {
           : `the agent could not read it: ${fw.error}`,
     };
   }
+  if (fw.error !== undefined) {
+    // It read them once: the findings below are that check's, and accepts a reload took away since
+    // are not put back while it cannot read them.
+    r.findings.push({
+      problem: `the agent cannot read the host firewall's forward chains now (${fw.error}); what it found is from its check at ${fw.checkedAt}`,
+      fix: `see the agent log ("could not read the host firewall's forward chains") and run the command it names on the node`,
+    });
+  }
   for (const b of fw.blocks) {
     const what = b.direction === 'from-pods' ? 'leave this node' : 'reach pods on this node';
     r.findings.push({

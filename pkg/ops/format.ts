@@ -30,6 +30,13 @@ function masqueradeText(m: NonNullable<StatusView['masquerade']>): string {
 function firewallText(f: NonNullable<StatusView['forwardFirewall']>): string {
   if (f.off === true) return 'not checked (--firewall-check-seconds 0)';
   if (f.checkedAt === undefined) return f.error === undefined ? 'not checked yet' : `unreadable: ${f.error}`;
+  // A check that worked once and fails since: what follows is that check's, however old.
+  if (f.error !== undefined)
+    return `UNREADABLE since the check of ${f.checkedAt}: ${f.error}; then: ${judged(f)}`;
+  return judged(f);
+}
+
+function judged(f: NonNullable<StatusView['forwardFirewall']>): string {
   const vxlan = f.vxlanBlocks ?? [];
   const unjudged =
     f.undecided === undefined || f.undecided.length === 0

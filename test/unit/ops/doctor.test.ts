@@ -775,6 +775,16 @@ describe('doctor', () => {
     const owned = runDoctor(f).checks.find((c) => c.name === 'firewall')!.findings[0]!.fix;
     expect(owned).toMatch(/firewall-cmd/);
     expect(owned).not.toMatch(/DOCKER-USER/);
+    // Read once, unreadable since: a finding, not the old check's pass.
+    agentValue(f).status.forwardFirewall = {
+      checkedAt: '2026-12-01T10:00:00.000Z',
+      blocks: [],
+      error: 'iptables-legacy-save: exit status 1',
+    };
+    const stale = runDoctor(f).checks.find((c) => c.name === 'firewall')!;
+    expect(stale.findings.map((x) => x.problem)).toEqual([
+      "the agent cannot read the host firewall's forward chains now (iptables-legacy-save: exit status 1); what it found is from its check at 2026-12-01T10:00:00.000Z",
+    ]);
     // Not read yet, unreadable, or an agent that does not look: skipped with the reason, never a pass.
     agentValue(f).status.forwardFirewall = { blocks: [], error: 'nft: not found' };
     expect(runDoctor(f).checks.find((c) => c.name === 'firewall')!.skipped).toBe(

@@ -237,6 +237,24 @@ describe('status and leases views', () => {
   });
 });
 
+describe('status: the host firewall line', () => {
+  it('a check that worked once and fails since says so before the old verdict', () => {
+    const fw = { checkedAt: '2026-12-01T10:00:00.000Z', blocks: [] };
+    const ok = formatStatus(statusView({ ...snapshot(), forwardFirewall: fw }, '0.1.0', 'v24'));
+    expect(ok).toMatch(/host firewall:\s+lets pod traffic through \(checked 2026-12-01T10:00:00.000Z\)/);
+    const failing = formatStatus(
+      statusView(
+        { ...snapshot(), forwardFirewall: { ...fw, error: 'iptables-legacy-save: exit status 1' } },
+        '0.1.0',
+        'v24',
+      ),
+    );
+    expect(failing).toMatch(
+      /host firewall:\s+UNREADABLE since the check of 2026-12-01T10:00:00.000Z: iptables-legacy-save: exit status 1; then: lets pod traffic through/,
+    );
+  });
+});
+
 describe('admin socket and the CLI over it', () => {
   let dir: string | undefined;
   let server: HttpListener | undefined;
