@@ -64,6 +64,10 @@ export interface RouteConflict {
 /** True when the route is one this reconciler created and may change or delete (see the file comment). */
 export function isOwnedRoute(r: RouteInfo): boolean {
   if (r.protocol !== TRELLIS_ROUTE_PROTOCOL) return false;
+  // Listed by key only (multipath, unreachable...): never ours to change. An IPv6 route of ours that
+  // someone appended a nexthop to (`ip -6 route append`, kernels without nexthop objects) is dumped
+  // with our protocol, and replacing it would delete the operator's nexthop with ours.
+  if (r.unreadable === true) return false;
   if (r.type === 'blackhole' || (r.gateway !== undefined && r.gateway !== '')) return true;
   // IPv6 reports every route at universe scope, so the prefix tells the interim route (a pod CIDR)
   // from the datapath's host routes (/128); a dumped dst always carries its prefix length.

@@ -179,6 +179,12 @@ describe('diffRoutes', () => {
         want6,
         [{ family: 6, dst: want6.dst, protocol: 4, unreadable: true }, ours6],
       ],
+      [
+        // Ours with a nexthop someone appended (`ip -6 route append`): dumped with our protocol.
+        'an IPv6 multipath route with our protocol, listed by key only',
+        want6,
+        [{ family: 6, dst: want6.dst, protocol: 126, unreadable: true }],
+      ],
     ] as [string, RouteInfo, RouteInfo[]][]) {
       const d = diffRoutes([desired], programmed);
       expect([what, d.conflicts.map((c) => c.existing)]).toEqual([what, [programmed[0]]]);
