@@ -1016,6 +1016,7 @@ export class Agent {
         ? {}
         : { vxlan: () => vxlanInKinds(this.host!, this.tunnelled, config.vxlanPort) }),
       ...(write === undefined ? {} : { write }),
+      own: () => this.ipam?.ranges() ?? [],
       log: this.component('firewall'),
     });
     this.forwardFirewall = watch;

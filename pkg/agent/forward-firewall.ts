@@ -105,6 +105,11 @@ export interface ForwardFirewallDeps {
    * periodic check; the agent watches them (firewall-tables.ts).
    */
   onTables?: (tables: NftTableId[]) => void;
+  /**
+   * This node's pod CIDRs: the prefixes checked may be the cluster's pod network, of which only these
+   * pass this node's veths alone (an operator's `-o trl+ -j ACCEPT` does not cover the rest).
+   */
+  own?: () => readonly string[];
   log: Logger;
 }
 
@@ -195,9 +200,9 @@ export class ForwardFirewallWatch {
       // waits between the two.
       const stale = write === undefined || opts.keepOthers === true ? [] : staleAccepts(rs, podCIDRs);
       const view = withoutRules(rs, stale);
-      blocks = forwardBlocks(view, podCIDRs);
+      blocks = forwardBlocks(view, podCIDRs, this.deps.own?.());
       vxlanBlocks = vxlanInputBlocks(rs, vxlan);
-      undecided = undecidedChains(view, podCIDRs);
+      undecided = undecidedChains(view, podCIDRs, this.deps.own?.());
       this.deps.onTables?.(tablesOf(rs, blocks, vxlanBlocks));
       // A drop that names the pods is the operator's: reported below, never lifted.
       if (write !== undefined && blocks.some((b) => b.targeted !== true))
@@ -207,7 +212,7 @@ export class ForwardFirewallWatch {
       if (earlier.length > 0) {
         // Only what they hide: a drop the firewall makes with them in place is a block already.
         const dropped = new Set(blocks.map(describeBlock));
-        earlierBlocks = forwardBlocks(withoutRules(rs, earlier), podCIDRs).filter(
+        earlierBlocks = forwardBlocks(withoutRules(rs, earlier), podCIDRs, this.deps.own?.()).filter(
           (b) => !dropped.has(describeBlock(b)),
         );
       }
@@ -322,7 +327,7 @@ export class ForwardFirewallWatch {
     // Legacy iptables deletes by the rule's options, not its position, which the inserts moved. Not
     // when an insert failed: the accepts it was to replace stay until the next check puts it in.
     if (errors.length === 0) await this.dropStale(stale, write);
-    const after = forwardBlocks(await this.deps.read(podCIDRs, []), podCIDRs);
+    const after = forwardBlocks(await this.deps.read(podCIDRs, []), podCIDRs, this.deps.own?.());
     // Only what these accepts answered: a drop that appeared meanwhile (iptables-nft and
     // ip6tables-nft change the two families one after the other) is the next check's to accept, not
     // a failure of these.

@@ -97,12 +97,16 @@ function xtVerdict(name: string): string | undefined {
   return XT_NEUTRAL_TARGETS.has(name) ? undefined : 'other';
 }
 
-/** nft's wildcard interface names end in `*`; "trl*" covers every trellis host veth. */
-function ifnameMatch(pattern: unknown): Match {
+/**
+ * nft's wildcard interface names end in `*`; "trl*" covers every trellis host veth, so every packet
+ * of a kind `onNode` (all its addresses pods of this node); the pods of other nodes a wider prefix
+ * holds come and go by the uplink or a tunnel (a NodePort DNATed to them), which it does not match.
+ */
+function ifnameMatch(pattern: unknown, onNode: boolean): Match {
   if (typeof pattern !== 'string') return 'maybe';
   if (pattern === '*') return 'always';
   const fixed = pattern.endsWith('*') ? pattern.slice(0, -1) : undefined;
-  if (fixed !== undefined && 'trl'.startsWith(fixed)) return 'always';
+  if (fixed !== undefined && 'trl'.startsWith(fixed)) return onNode ? 'always' : 'maybe';
   // One pod's veth, or some of them ("trl3*"): not every pod.
   return (fixed ?? pattern).startsWith('trl') ? 'maybe' : 'never';
 }
@@ -116,7 +120,8 @@ export function prefixOf(right: unknown): string | undefined {
   return undefined;
 }
 
-function matchExpr(m: Record<string, unknown>, kind: PacketKind): Match {
+/** `onNode`: every address of the kind's prefix is a pod of this node (see ifnameMatch). */
+function matchExpr(m: Record<string, unknown>, kind: PacketKind, onNode = true): Match {
   const op = m.op;
   const left = m.left as Record<string, Record<string, unknown>> | undefined;
   if (left === undefined) return 'maybe';
@@ -144,7 +149,7 @@ function matchExpr(m: Record<string, unknown>, kind: PacketKind): Match {
       return m.right === want ? invert('always') : typeof m.right === 'string' ? invert('never') : 'maybe';
     }
     const ours = kind.direction === 'from-pods' ? 'iifname' : 'oifname';
-    if (key === ours) return invert(ifnameMatch(m.right));
+    if (key === ours) return invert(ifnameMatch(m.right, onNode));
   }
   return 'maybe';
 }
@@ -288,13 +293,22 @@ export function applies(chain: BaseChain, family: 4 | 6, hook: BaseChain['hook']
   return only === undefined || only === family;
 }
 
-/** Every (base chain, packet kind) the host's firewall drops, for the node's pod CIDRs. */
-export function forwardBlocks(rs: ForwardRuleset, podCIDRs: readonly string[]): ForwardBlock[] {
+/**
+ * Every (base chain, packet kind) the host's firewall drops, for the prefixes the accepts match.
+ * `own`: this node's pod CIDRs, when the prefixes may be wider (the cluster's pod network): only a
+ * kind inside them passes this node's veths alone. Absent or []: every kind is taken as this node's.
+ */
+export function forwardBlocks(
+  rs: ForwardRuleset,
+  podCIDRs: readonly string[],
+  own?: readonly string[],
+): ForwardBlock[] {
   const blocks: ForwardBlock[] = [];
   for (const kind of packetKinds(podCIDRs)) {
+    const onNode = isOnNode(kind, own);
     for (const chain of rs.baseChains) {
       if (!applies(chain, kind.family)) continue;
-      const r = walk(rs, chain, (m) => matchExpr(m, kind));
+      const r = walk(rs, chain, (m) => matchExpr(m, kind, onNode));
       const owned = chain.owned === true ? { owned: true as const } : {};
       if (r.kind === 'drop') {
         const { by, rule, targeted } = r;
@@ -307,7 +321,7 @@ export function forwardBlocks(rs: ForwardRuleset, podCIDRs: readonly string[]): 
           ...owned,
         });
       } else if (r.kind === 'next' && chain.policy === 'drop') {
-        const exit = firstExit(rs, chain, (m) => matchExpr(m, kind));
+        const exit = firstExit(rs, chain, (m) => matchExpr(m, kind, onNode));
         blocks.push({
           ...kind,
           chain: chainKey(chain),
@@ -326,15 +340,31 @@ export function forwardBlocks(rs: ForwardRuleset, podCIDRs: readonly string[]): 
  * cannot read: a queue, a chain it did not fetch, a target it does not know), each once: not a
  * block, but not known to let the packets through either.
  */
-export function undecidedChains(rs: ForwardRuleset, podCIDRs: readonly string[]): string[] {
+export function undecidedChains(
+  rs: ForwardRuleset,
+  podCIDRs: readonly string[],
+  own?: readonly string[],
+): string[] {
   const out = new Set<string>();
   for (const kind of packetKinds(podCIDRs)) {
+    const onNode = isOnNode(kind, own);
     for (const chain of rs.baseChains) {
       if (!applies(chain, kind.family)) continue;
-      if (walk(rs, chain, (m) => matchExpr(m, kind)).kind === 'undecided') out.add(chainKey(chain));
+      if (walk(rs, chain, (m) => matchExpr(m, kind, onNode)).kind === 'undecided') out.add(chainKey(chain));
     }
   }
   return [...out].sort();
+}
+
+/** Whether every address of the kind's prefix is in `own` (absent or []: taken as so). */
+function isOnNode(kind: PacketKind, own: readonly string[] | undefined): boolean {
+  if (own === undefined || own.length === 0) return true;
+  const prefix = parseCidr(kind.podCIDR, { strict: false });
+  if (prefix === undefined) return false;
+  return own.some((o) => {
+    const c = parseCidr(o, { strict: false });
+    return c !== undefined && cidrHolds(c, prefix);
+  });
 }
 
 /** The packets each walk asks about: per pod CIDR, from the pods and to them (the reader follows a jump that certainly applies to one). */

@@ -109,6 +109,13 @@ describe('forwardBlocks: which forward chains of the host firewall drop pod traf
       ],
     });
     expect(forwardBlocks(rs, [V4])).toEqual([]);
+    // The cluster's pod network, of which V4 alone is this node's: other nodes' pods (a NodePort
+    // DNATed to them, their replies) come and go by the uplink or a tunnel, which trl+ does not cover.
+    expect(summary(forwardBlocks(rs, ['10.244.0.0/16'], [V4]))).toEqual([
+      '4 from-pods ip filter FORWARD: policy drop',
+      '4 to-pods ip filter FORWARD: policy drop',
+    ]);
+    expect(forwardBlocks(rs, [V4], [V4])).toEqual([]);
     const one = ruleset([ipFilterForward('drop')], {
       'ip filter FORWARD': [
         [ifname('iifname', 'trl3f9c0aa1b2c3'), accept],
