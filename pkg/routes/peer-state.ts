@@ -224,7 +224,11 @@ export function buildPeerState(
 
 export type PeerStep =
   | { kind: 'unchanged' }
-  | { kind: 'full'; reason: string }
+  /**
+   * `crossPeer`: the change reaches other peers' routes (an overlap, an InternalIP inside a pod
+   * CIDR): the state no longer says what they may have, until a full pass plans them all.
+   */
+  | { kind: 'full'; reason: string; crossPeer?: true }
   | {
       kind: 'apply';
       node: string;
@@ -259,7 +263,7 @@ export function planPeerStep(state: PeerState, name: string, current: PeerNode |
   const clash =
     overlapWithOthers(state, name, [...(old?.cidrs ?? []), ...cidrs]) ??
     underlayOfOthers(state, name, cidrs, [...(old?.ips ?? []), ...ips]);
-  if (clash !== undefined) return { kind: 'full', reason: clash };
+  if (clash !== undefined) return { kind: 'full', reason: clash, crossPeer: true };
   const refused =
     old === undefined || state.failed.length === 0
       ? undefined

@@ -368,6 +368,12 @@ export class RouteReconciler {
       return { kind: 'full', reason: 'netlink handle cannot add exclusively or check a key' };
     this.ownChanges.sweep();
     const step = planPeerStep(state, name, peer);
+    if (step.kind === 'full' && step.crossPeer === true) {
+      // Later steps (a backoff runs them until the full pass) would check their overlaps against this
+      // peer's old CIDRs and addresses: a node claiming its new, clashing CIDR would be routed.
+      this.state = undefined;
+      return { kind: 'full', reason: step.reason };
+    }
     if (step.kind !== 'apply') return step;
     let result: PeerApplyResult;
     try {

@@ -236,6 +236,24 @@ describe.skipIf(netnsSkipReason !== undefined)('RouteReconciler on a real kernel
     }
   });
 
+  it('a step that escalates for a clash leaves no stale record: a later step claiming the clashing CIDR escalates too', async () => {
+    const r = new RouteReconciler({ handle: open(a) });
+    const nodeD: PeerNode = { name: 'node-d', podCIDRs: ['10.244.4.0/24'], internalIPs: ['192.168.77.4'] };
+    await r.reconcile(input([self, nodeB, nodeD]));
+    // node-d gets a new pod CIDR and an InternalIP inside node-b's pod CIDR (a virtual node's pod
+    // address, say): a clash a full pass must judge for both.
+    const moved = { ...nodeD, podCIDRs: ['10.244.6.0/24'], internalIPs: ['10.244.1.7'] };
+    expect(await r.reconcilePeer('node-d', moved)).toMatchObject({ kind: 'full' });
+    // Before the full pass (a backoff running steps), node-e claims node-d's new CIDR: judged against
+    // node-d's old record it looked free, and was routed to node-e.
+    const nodeE: PeerNode = { name: 'node-e', podCIDRs: ['10.244.6.0/24'], internalIPs: ['192.168.77.5'] };
+    expect(await r.reconcilePeer('node-e', nodeE)).toMatchObject({ kind: 'full' });
+    expect(ours(a.name)).not.toContain('10.244.6.0/24 via 192.168.77.5 dev eth0');
+    // The full pass plans them all.
+    await r.reconcile(input([self, nodeB, moved, nodeE]));
+    await r.reconcile(input([self, nodeB]));
+  });
+
   it('replaces in place when a node IP changes', async () => {
     const mon = await monitorRoutes(a.name);
     monitors.push(mon);

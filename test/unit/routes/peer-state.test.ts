@@ -114,6 +114,7 @@ describe('planPeerStep', () => {
     expect(planPeerStep(s, 'n7', peer(7, { internalIPs: ['10.244.0.77'] }))).toEqual({
       kind: 'full',
       reason: "InternalIP 10.244.0.77 of node n7 is in this node's pod CIDR 10.244.0.0/24",
+      crossPeer: true,
     });
     const inside = state([...cluster, peer(7, { internalIPs: ['10.244.0.77'] })]);
     expect(inside.blackholes).toEqual([]);
@@ -128,10 +129,12 @@ describe('planPeerStep', () => {
     expect(planPeerStep(s, 'n4', far(4, { podCIDRs: ['10.1.0.0/24'] }))).toEqual({
       kind: 'full',
       reason: 'pod CIDR 10.1.0.0/24 of node n4 holds InternalIP 10.1.0.1 of node n1',
+      crossPeer: true,
     });
     expect(planPeerStep(s, 'n2', far(2, { internalIPs: ['10.1.9.2'] }))).toEqual({
       kind: 'full',
       reason: 'InternalIP 10.1.9.2 of node n2 is in pod CIDR 10.1.9.0/24 of node n3',
+      crossPeer: true,
     });
     // Once a full pass skipped n3's CIDR: n3's own step must not route it, and n2 leaving it frees it.
     const held = state(
