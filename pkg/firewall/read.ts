@@ -8,7 +8,7 @@
  * (vxlan-input.ts), the input hook's chains are read the same way.
  */
 import { errorText } from '../error-text.ts';
-import { acceptTarget, deleteCommand, type FirewallCommand, ownAccepts } from './accept.ts';
+import { acceptTarget, deleteCommand, type FirewallCommand, ownAccepts, type RuleAt } from './accept.ts';
 import { packetKinds, ruleMatches, ruleMatchesWith, verdictOf } from './forward-analysis.ts';
 import { parseIptablesSave } from './iptables-save.ts';
 import {
@@ -259,6 +259,42 @@ export async function deleteOwnAccepts(
   legacy?: LegacyIptables,
   iptablesNftSave?: (family: 4 | 6) => Promise<string>,
 ): Promise<number> {
+  let deleted = 0;
+  let failures: string[] = [];
+  // A failed delete may mean the firewall was reloaded meanwhile (a table re-created numbers its
+  // rules from 1 again): the handles listed before may now name its own rules. So on the first
+  // failure the accepts are listed again, by their comment, and only those deleted; a few rounds.
+  for (let round = 0; round < MAX_DELETE_ROUNDS; round++) {
+    const listed = await listOwnAccepts(run, legacy, iptablesNftSave);
+    failures = listed.failures;
+    let again = false;
+    for (const at of listed.accepts) {
+      try {
+        await run(deleteCommand(at));
+        deleted++;
+      } catch (err) {
+        failures.push(errorText(err));
+        again = true;
+        break;
+      }
+    }
+    if (!again) break;
+  }
+  if (failures.length > 0) {
+    throw new Error(`deleted ${deleted} accepts; what is left could not be: ${failures.join('; ')}`);
+  }
+  return deleted;
+}
+
+/** How many times uninstall lists the accepts again after a failed delete. */
+const MAX_DELETE_ROUNDS = 3;
+
+/** Our accepts as listed now (nft's, iptables-nft's written back, legacy's), and what could not be read. */
+async function listOwnAccepts(
+  run: (cmd: FirewallCommand) => Promise<string>,
+  legacy: LegacyIptables | undefined,
+  iptablesNftSave: ((family: 4 | 6) => Promise<string>) | undefined,
+): Promise<{ accepts: RuleAt[]; failures: string[] }> {
   const listed = parseRulesetRules(await run({ tool: 'nft', args: ['-j', 'list', 'ruleset'] }));
   const byChain = new Map<string, Rule[]>();
   const chains = new Map<string, ChainRef>();
@@ -282,24 +318,7 @@ export async function deleteOwnAccepts(
       return [];
     },
   );
-  const accepts = [...nft, ...old];
-  let deleted = 0;
-  // Each on its own: one that went meanwhile (a firewall reload during uninstall) or fails must not
-  // leave the others in place; the DaemonSet does not run again to remove them.
-  for (const at of accepts) {
-    try {
-      await run(deleteCommand(at));
-      deleted++;
-    } catch (err) {
-      failures.push(errorText(err));
-    }
-  }
-  if (failures.length > 0) {
-    throw new Error(
-      `deleted ${deleted} of ${accepts.length} accepts; ${failures.length} failed: ${failures.join('; ')}`,
-    );
-  }
-  return deleted;
+  return { accepts: [...nft, ...old], failures };
 }
 
 /** `save`, called at most once per family (its later calls share the first one's answer). */

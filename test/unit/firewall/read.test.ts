@@ -187,25 +187,37 @@ describe('deleteOwnAccepts (uninstall)', () => {
     `{"rule": {"family": "ip", "table": "filter", "chain": "FORWARD", "handle": ${handle}, "comment": "trellis: pod traffic", "expr": [{"match": {"op": "==", "left": {"payload": {"protocol": "ip", "field": "saddr"}}, "right": {"prefix": {"addr": "${addr}", "len": 16}}}}, {"counter": {"packets": 0, "bytes": 0}}, {"accept": null}]}}`;
   const RULESET = `{"nftables": [${META}, {"table": {"family": "ip", "name": "filter", "handle": 1}}, {"chain": {"family": "ip", "table": "filter", "name": "FORWARD", "handle": 1, "type": "filter", "hook": "forward", "prio": 0, "policy": "drop"}}, ${rule(5, '10.244.0.0')}, ${rule(6, '10.245.0.0')}]}`;
 
-  it('one accept that cannot be deleted (gone in a reload meanwhile) does not leave the others; the failure is said', async () => {
+  it('a delete that fails (the firewall reloaded, its rules numbered anew) lists the accepts again and deletes only those', async () => {
+    // Before the reload our accepts were handles 5 and 6; after it, 2 and 3, and 5 and 6 are the
+    // firewall's own rules, which a delete by the old handles would take.
+    const foreign = (handle: number): string =>
+      `{"rule": {"family": "ip", "table": "filter", "chain": "FORWARD", "handle": ${handle}, "expr": [{"drop": null}]}}`;
+    const AFTER = `{"nftables": [${META}, {"table": {"family": "ip", "name": "filter", "handle": 1}}, {"chain": {"family": "ip", "table": "filter", "name": "FORWARD", "handle": 1, "type": "filter", "hook": "forward", "prio": 0, "policy": "drop"}}, ${rule(2, '10.244.0.0')}, ${rule(3, '10.245.0.0')}, ${foreign(5)}, ${foreign(6)}]}`;
+    let reloaded = false;
     const deletes: string[] = [];
     const run = async (cmd: { tool: string; args: string[] }): Promise<string> => {
-      if (cmd.args[0] === '-j') return RULESET;
+      if (cmd.args[0] === '-j') return reloaded ? AFTER : RULESET;
       deletes.push(cmd.args.join(' '));
-      if (cmd.args.at(-1) === '5')
+      if (!reloaded) {
+        reloaded = true; // the reload lands before the first delete
         throw new Error('Error: Could not process rule: No such file or directory');
+      }
       return '';
     };
-    await expect(deleteOwnAccepts(run)).rejects.toThrow(
-      'deleted 1 of 2 accepts; 1 failed: Error: Could not process rule: No such file or directory',
-    );
+    expect(await deleteOwnAccepts(run)).toBe(2);
     expect(deletes).toEqual([
       'delete rule ip filter FORWARD handle 5',
-      'delete rule ip filter FORWARD handle 6',
+      'delete rule ip filter FORWARD handle 2',
+      'delete rule ip filter FORWARD handle 3',
     ]);
-    deletes.length = 0;
-    const fine = async (cmd: { tool: string; args: string[] }): Promise<string> =>
-      cmd.args[0] === '-j' ? RULESET : (deletes.push(cmd.args.join(' ')), '');
-    expect(await deleteOwnAccepts(fine)).toBe(2);
+    // One that keeps failing: said, with how many went.
+    const stuck = async (cmd: { tool: string; args: string[] }): Promise<string> => {
+      if (cmd.args[0] === '-j') return RULESET;
+      if (cmd.args.at(-1) === '5') throw new Error('Error: Could not process rule: Device or resource busy');
+      return '';
+    };
+    await expect(deleteOwnAccepts(stuck)).rejects.toThrow(
+      'what is left could not be: Error: Could not process rule: Device or resource busy',
+    );
   });
 });
