@@ -155,6 +155,8 @@ export class Agent {
   private readonly layoutWrites: FailureLog;
   /** The config list put back by keepFiles, when that fails (said when it starts, not every 5 s). */
   private readonly conflistWrites: FailureLog;
+  /** keepFiles' forwarding check, when it cannot read or turn it on (said when it starts). */
+  private readonly forwardingChecks: FailureLog;
   private readonly nodeName: string;
   private lock: { release(): void } | undefined;
   private host: NetlinkHandle | undefined;
@@ -264,6 +266,7 @@ export class Agent {
       log,
       'the CNI config list was removed under the agent and could not be written back',
     );
+    this.forwardingChecks = new FailureLog(log, 'IP forwarding could not be checked or turned on');
   }
 
   private component(name: string): Logger {
@@ -607,12 +610,17 @@ export class Agent {
     // Forwarding turned off under the agent (`sysctl --system`, a hardening profile) drops every routed
     // pod packet: the passes check it, but they may be a minute apart, or waiting (the API away).
     const ranges = this.ipam?.ranges() ?? [];
-    if (ranges.length > 0) keepForwardingOn(this.ports.netns, ranges, this.log, this.raGuard());
+    if (ranges.length > 0) {
+      const failed = keepForwardingOn(this.ports.netns, ranges, this.log, this.raGuard(), false);
+      if (failed === undefined) this.forwardingChecks.succeeded('IP forwarding can be checked again');
+      else this.forwardingChecks.failed(failed.error, { sysctl: failed.sysctl });
+    }
     // Only once ready: before, the passes publish it (or keep it unpublished for a reason).
     if (this.ready && this.publisher !== undefined) {
       try {
-        await this.publisher.keep();
-        this.conflistWrites.succeeded('the CNI config list is in place again');
+        // Only what was looked at: a skipped check says nothing of a failure being over.
+        if ((await this.publisher.keep()) !== 'skipped')
+          this.conflistWrites.succeeded('the CNI config list is in place again');
       } catch (err) {
         this.conflistWrites.failed(err);
       }

@@ -108,7 +108,10 @@ export function keepForwardingOn(
   podCIDRs: readonly string[],
   log: Logger,
   ra?: RouterAdvertisementGuard,
-): void {
+  /** False: a failure is returned, not logged (a caller checking every few seconds rate-limits it). */
+  logFailures = true,
+): { sysctl: string; error: unknown } | undefined {
+  let failed: { sysctl: string; error: unknown } | undefined;
   for (const key of forwardingSysctls(podCIDRs)) {
     try {
       const value = netns.readSysctl(key);
@@ -116,7 +119,10 @@ export function keepForwardingOn(
       turnOn(netns, key, ra);
       log.warn({ sysctl: key, was: value }, 'IP forwarding was off (something reset it); turned it back on');
     } catch (err) {
-      log.warn({ sysctl: key, error: errorText(err) }, 'IP forwarding could not be checked or turned on');
+      failed ??= { sysctl: key, error: err };
+      if (logFailures)
+        log.warn({ sysctl: key, error: errorText(err) }, 'IP forwarding could not be checked or turned on');
     }
   }
+  return failed;
 }

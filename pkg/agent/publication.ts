@@ -162,24 +162,23 @@ export class CniConfigPublisher {
    * Puts the published list back when it was removed under the agent (a clean-up of /etc/cni/net.d,
    * another network's uninstall removing every file there): without it the runtime fails every new
    * pod, or takes another config, until the next full pass. Never while a publish is asked for or
-   * runs, nor while the binaries last failed their check; nothing once the agent stops. True when it
-   * wrote the list back.
+   * runs, nor while the binaries last failed their check; nothing once the agent stops ('skipped').
    */
-  keep(): Promise<boolean> {
+  keep(): Promise<'written' | 'present' | 'skipped'> {
     // A publish asked for or under way writes the list (or decides not to) itself: its VERSION probes
     // may take seconds, which the caller's other keeping (the CNI socket) must not wait for.
-    if (this.#publishing > 0) return Promise.resolve(false);
-    const run = this.#queue.then(async () => {
+    if (this.#publishing > 0) return Promise.resolve('skipped');
+    const run = this.#queue.then(async (): Promise<'written' | 'present' | 'skipped'> => {
       const text = this.#published;
-      if (text === undefined || this.#stopping?.aborted === true) return false;
+      if (text === undefined || this.#stopping?.aborted === true) return 'skipped';
       // The last check found binaries that cannot serve the list: it stays as it is (in place, or
       // removed by someone who wants the runtime to report the network not ready).
-      if (this.problems.length > 0) return false;
+      if (this.problems.length > 0) return 'skipped';
       const file = join(this.#config.cniConfDir, CONFLIST_FILE_NAME);
-      if (await entryExists(file)) return false;
+      if (await entryExists(file)) return 'present';
       await this.#write(text);
       this.#log.warn({ file }, 'the CNI config list was removed under the agent; written back');
-      return true;
+      return 'written';
     });
     this.#queue = run.catch(() => undefined);
     return run;

@@ -70,6 +70,8 @@ export async function pluginVersions(path: string, opts: VersionProbeOptions = {
       fd = openSync(path, 'r');
     } catch (err) {
       const code = (err as NodeJS.ErrnoException).code;
+      if (code !== undefined && TRANSIENT_SPAWN_ERRORS.has(code))
+        return { problem: `could not be checked: no fd could be had (${code})`, transient: true };
       if (!(code === 'ENOENT' && isSymlink(path)))
         return { problem: `cannot be opened: ${code ?? String(err)}` };
       // The bin dir is mounted at the same path as on the host: there, the link may well resolve.
@@ -241,6 +243,9 @@ function runVersion(
     child.on('exit', (code, signal) => {
       if (timedOut) return;
       exited = setTimeout(() => {
+        // What it left running in its group goes too: the agent, its container's PID 1, would keep
+        // reaping nothing of it, every pass.
+        killGroup(child.pid);
         dropPipes();
         done({ code, signal, stdout, stderr, timedOut: false });
       }, EXIT_GRACE_MS);

@@ -18,6 +18,8 @@ export class BackgroundDeleter {
   /** `retried`: it will be tried again (the last try says false). */
   private readonly onError: (name: string, error: unknown, retried: boolean) => void;
   private readonly retries = new Set<NodeJS.Timeout>();
+  /** Names whose failed deletion waits for its retry. */
+  private readonly retrying = new Set<string>();
   private stopped = false;
 
   constructor(onError: (name: string, error: unknown, retried: boolean) => void) {
@@ -36,11 +38,15 @@ export class BackgroundDeleter {
     const next = previous
       .then(work)
       .catch((error: unknown) => {
-        this.onError(name, error, attempt < RETRY_DELAYS_MS.length);
-        const delay = RETRY_DELAYS_MS[attempt];
-        if (delay === undefined || this.stopped) return;
+        const delay = this.stopped ? undefined : RETRY_DELAYS_MS[attempt];
+        this.onError(name, error, delay !== undefined);
+        if (delay === undefined) return;
+        // Not pending meanwhile (an ADD needing the name must not wait up to a minute), but known:
+        // GC does not start a second chain for it, and status still lists it in flight.
+        this.retrying.add(name);
         const retry = setTimeout(() => {
           this.retries.delete(retry);
+          this.retrying.delete(name);
           if (!this.stopped) this.schedule(name, work, podNetns, attempt + 1);
         }, delay);
         retry.unref();
@@ -72,13 +78,14 @@ export class BackgroundDeleter {
     await Promise.all(mine);
   }
 
+  /** Scheduled, running, or waiting for a retry. */
   isPending(name: string): boolean {
-    return this.pending.has(name);
+    return this.pending.has(name) || this.retrying.has(name);
   }
 
-  /** The names whose deletion is scheduled or running (the operator's view: not orphans). */
+  /** The names whose deletion is scheduled, running or to be retried (the operator's view: not orphans). */
   pendingNames(): string[] {
-    return [...this.pending.keys()];
+    return [...new Set([...this.pending.keys(), ...this.retrying])];
   }
 
   /** For shutdown: finish everything scheduled (retries not yet due are dropped: the sweep has them). */
@@ -86,6 +93,7 @@ export class BackgroundDeleter {
     this.stopped = true;
     for (const t of this.retries) clearTimeout(t);
     this.retries.clear();
+    this.retrying.clear();
     while (this.pending.size > 0) await Promise.all([...this.pending.values()]);
   }
 }

@@ -158,8 +158,11 @@ cleanup() {
   for c in ${clusters[@]+"${clusters[@]}"}; do
     # Never an empty name: `kind delete cluster --name ''` would delete the default cluster "kind".
     [ -n "$c" ] || continue
-    kind delete cluster --name "$c" >/dev/null 2>&1
-    log "deleted cluster $c" || true
+    if kind delete cluster --name "$c" >/dev/null 2>&1; then
+      log "deleted cluster $c" || true
+    else
+      log "could NOT delete cluster $c: run kind delete cluster --name $c" || true
+    fi
   done
   [ -n "$built_image" ] && docker rmi -f "$built_image" >/dev/null 2>&1
   rm -rf "$work"

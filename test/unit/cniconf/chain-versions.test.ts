@@ -146,6 +146,28 @@ describe('a binary that cannot serve the config list is a problem that says why,
     }
   }, 20_000);
 
+  it('a plugin that answers and exits, leaving a process of its group with stdout: answered, and that process killed', async () => {
+    const pidFile = join(dir, 'left.pid');
+    const leaving = script(
+      dir,
+      'leaving',
+      `echo '{"cniVersion":"1.0.0","supportedVersions":["1.0.0"]}'; sleep 30 & echo $! > ${pidFile}; exit 0`,
+    );
+    expect(await pluginVersions(leaving, { timeoutMs: 3_000 })).toEqual({ versions: ['1.0.0'] });
+    const pid = Number(readFileSync(pidFile, 'utf8'));
+    const alive = (): boolean => {
+      try {
+        return !readFileSync(`/proc/${pid}/stat`, 'utf8').split(') ')[1]!.startsWith('Z');
+      } catch {
+        return false;
+      }
+    };
+    for (let i = 0; i < 40 && alive(); i++) await new Promise((r) => setTimeout(r, 50));
+    const left = alive();
+    if (left) spawnSync('kill', ['-9', String(pid)]);
+    expect(left).toBe(false);
+  });
+
   it('the check lists every problem, counts a chained plugin without 1.0.0, and not loopback (unchained)', async () => {
     const old = script(dir, 'portmap', `echo '{"cniVersion":"0.4.0","supportedVersions":["0.3.1","0.4.0"]}'`);
     const loopback = script(dir, 'loopback', `echo '{"cniVersion":"0.4.0","supportedVersions":["0.4.0"]}'`);

@@ -15,7 +15,14 @@ describe('BackgroundDeleter', () => {
       d.schedule('trl1234', work, '/run/netns/pod');
       await vi.advanceTimersByTimeAsync(0);
       expect(tries).toBe(1);
-      expect(d.isPending('trl1234')).toBe(false); // an ADD needing the name does not wait for a retry
+      // Known while it waits (GC starts no second chain, status lists it), but an ADD needing the
+      // name does not wait for the retry.
+      expect(d.isPending('trl1234')).toBe(true);
+      expect(d.pendingNames()).toEqual(['trl1234']);
+      let waited = false;
+      void d.wait('trl1234').then(() => (waited = true));
+      await vi.advanceTimersByTimeAsync(0);
+      expect(waited).toBe(true);
       await vi.advanceTimersByTimeAsync(1_000);
       expect(tries).toBe(2);
       await vi.advanceTimersByTimeAsync(10_000);
@@ -30,6 +37,7 @@ describe('BackgroundDeleter', () => {
         ['trl1234', true],
         ['trl1234', false],
       ]);
+      expect(d.isPending('trl1234')).toBe(false);
     } finally {
       vi.useRealTimers();
     }
@@ -57,6 +65,16 @@ describe('BackgroundDeleter', () => {
       await d.drain();
       await vi.advanceTimersByTimeAsync(100_000);
       expect(other).toBe(1);
+      expect(d.isPending('b')).toBe(false);
+      // A deletion failing once stopped is not said to be tried again.
+      const said: boolean[] = [];
+      const stopped = new BackgroundDeleter((_n, _e, retried) => void said.push(retried));
+      await stopped.drain();
+      stopped.schedule('c', async () => {
+        throw new Error('EBUSY');
+      });
+      await vi.advanceTimersByTimeAsync(0);
+      expect(said).toEqual([false]);
     } finally {
       vi.useRealTimers();
     }
