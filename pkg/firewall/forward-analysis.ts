@@ -191,19 +191,15 @@ function namesPods(rule: Rule): boolean {
 export function verdictOf(rule: Rule): string | undefined {
   let v: string | undefined;
   let unknownXt = false;
-  let vmap = false;
   for (const e of rule.expr) {
     const [key] = Object.keys(e);
     if (key !== undefined && VERDICTS.has(key)) v = key;
-    // A verdict map decides by its key (`iifname vmap { "eth0": jump in_lan }`): any of its verdicts,
-    // which no walk here reads, so it counts as one that may let the packets out (strict walks stop).
-    if (key === 'vmap') vmap = true;
     const xt = xtOf(e);
     if (xt !== undefined && !xt.match) v = xtVerdict(xt.name) ?? v;
     if (xt?.name === UNKNOWN_XT) unknownXt = true;
   }
   // A rule of unknown extensions and no verdict of its own: one of them may be its target (REJECT).
-  return v ?? (unknownXt || vmap ? 'other' : undefined);
+  return v ?? (unknownXt ? 'other' : undefined);
 }
 
 export type Outcome =

@@ -60,25 +60,6 @@ describe('vxlanInputBlocks: the input chains that drop the tunnelled peers’ VX
     ]);
   });
 
-  it("a verdict map (the nftables wiki's `iifname vmap { ... }`) may accept it: no certain drop is reported", () => {
-    // eth0 jumps to a chain that accepts: nothing drops VXLAN arriving there.
-    const vmap = {
-      vmap: {
-        key: { meta: { key: 'iifname' } },
-        data: {
-          set: [
-            ['lo', { accept: null }],
-            ['eth0', { jump: { target: 'in_lan' } }],
-          ],
-        },
-      },
-    };
-    const rs = input('drop', [[ctEstablished, accept], [vmap]], undefined, {
-      'inet filter in_lan': [[accept]],
-    });
-    expect(blocked(rs)).toEqual([]);
-  });
-
   it('the port opened (udp or th dport, in a set or a range) lets it in; another port does not', () => {
     expect(blocked(input('drop', [[dport('udp', 8472), accept]]))).toEqual([]);
     expect(blocked(input('drop', [[dport('th', 8472), accept]]))).toEqual([]);
