@@ -590,6 +590,8 @@ export interface RouteAnswer {
    * no multipath, no nexthop object (whose gateway this answer does not show).
    */
   onLink: boolean;
+  /** RTA_MULTIPATH without a nexthop object: several nexthops of a plain route (an ECMP `append`). */
+  multipath?: true;
 }
 
 export function parseRouteAnswer(payload: Buffer): RouteAnswer | undefined {
@@ -603,6 +605,7 @@ export function parseRouteAnswer(payload: Buffer): RouteAnswer | undefined {
   };
   let nexthopId: number | undefined;
   let viaSomewhere = false;
+  let multipath = false;
   for (const [type, value] of decodeAttrs(payload, 12)) {
     if (type === RTA.GATEWAY || type === RTA.VIA) viaSomewhere = true;
     if (type === RTA.DST) dst = `${bytesToIp(value)}/${prefixLen}`;
@@ -610,6 +613,7 @@ export function parseRouteAnswer(payload: Buffer): RouteAnswer | undefined {
     else if (type === RTA.NH_ID && value.length >= 4) nexthopId = value.readUInt32LE(0);
     else if (type === RTA.MULTIPATH) {
       viaSomewhere = true;
+      multipath = true;
       // struct rtnexthop { u16 len; u8 flags; u8 hops; s32 ifindex; } then its attributes, 4-aligned.
       for (let off = 0; off + 8 <= value.length; ) {
         const len = value.readUInt16LE(off);
@@ -629,6 +633,7 @@ export function parseRouteAnswer(payload: Buffer): RouteAnswer | undefined {
     onLink: !viaSomewhere && nexthopId === undefined,
   };
   if (nexthopId !== undefined) answer.nexthopId = nexthopId;
+  else if (multipath) answer.multipath = true;
   return answer;
 }
 

@@ -143,5 +143,8 @@ export async function keyHolder(send: Send, dst: string, table = RT_TABLE_MAIN):
   const matchedLen = parsePrefix(matched.dst).prefixLen;
   if (matchedLen < prefixLen) return { kind: 'free' };
   if (matchedLen > prefixLen) return { kind: 'unknown', why: `${matched.dst} answers for ${address}` };
+  // Ours or not, a multipath route is never replaced by a step: the replace would take every nexthop
+  // (one someone appended to ours among them); the full pass reports it.
+  if (matched.multipath === true) return { kind: 'unknown', why: `a multipath route holds ${matched.dst}` };
   return { kind: 'route', protocol: matched.protocol, table: matched.table };
 }

@@ -71,6 +71,27 @@ describe.skipIf(netnsSkipReason !== undefined)('routeTo (RTM_GETROUTE for one ad
     expect(v6?.ifindexes.sort()).toEqual([index.up1, index.up2].sort());
   });
 
+  it("keyHolder: a route of ours with a nexthop someone appended (IPv6 merges it) is no step's to replace", async () => {
+    ip(ns.name, '-6', 'route', 'add', 'fd00:77::/64', 'via', 'fd00:21::1', 'proto', '126');
+    try {
+      expect(await h.keyHolder('fd00:77::/64')).toEqual({ kind: 'route', protocol: 126, table: 254 });
+      ip(ns.name, '-6', 'route', 'append', 'fd00:77::/64', 'via', 'fd00:22::1');
+      expect(await h.keyHolder('fd00:77::/64')).toEqual({
+        kind: 'unknown',
+        why: 'a multipath route holds fd00:77::/64',
+      });
+    } finally {
+      // One nexthop per delete; the namespace goes with the file's other routes anyway.
+      for (let i = 0; i < 2; i++) {
+        try {
+          ip(ns.name, '-6', 'route', 'del', 'fd00:77::/64');
+        } catch {
+          break;
+        }
+      }
+    }
+  });
+
   it('a more specific route: its own prefix and device, on-link (no gateway: the connected /30)', async () => {
     expect(await h.routeTo('169.254.22.1')).toEqual({
       family: 4,
