@@ -60,6 +60,7 @@ describe('route lookups: request and answer', () => {
       protocol: 3, // boot: `ip route add`
       table: 254,
       onLink: false, // several nexthops, each with a gateway
+      multipath: true,
     });
     expect(parseRouteAnswer(hex(KERNEL.fibmatch6))).toEqual({
       family: 6,
@@ -69,6 +70,7 @@ describe('route lookups: request and answer', () => {
       protocol: 3,
       table: 254,
       onLink: false,
+      multipath: true,
     });
   });
 
