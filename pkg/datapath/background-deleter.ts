@@ -18,8 +18,8 @@ export class BackgroundDeleter {
   /** `retried`: it will be tried again (the last try says false). */
   private readonly onError: (name: string, error: unknown, retried: boolean) => void;
   private readonly retries = new Set<NodeJS.Timeout>();
-  /** Names whose failed deletion waits for its retry. */
-  private readonly retrying = new Set<string>();
+  /** Names whose failed deletion waits for its retry, with how many such chains wait. */
+  private readonly retrying = new Map<string, number>();
   private stopped = false;
 
   constructor(onError: (name: string, error: unknown, retried: boolean) => void) {
@@ -43,10 +43,12 @@ export class BackgroundDeleter {
         if (delay === undefined) return;
         // Not pending meanwhile (an ADD needing the name must not wait up to a minute), but known:
         // GC does not start a second chain for it, and status still lists it in flight.
-        this.retrying.add(name);
+        this.retrying.set(name, (this.retrying.get(name) ?? 0) + 1);
         const retry = setTimeout(() => {
           this.retries.delete(retry);
-          this.retrying.delete(name);
+          const left = (this.retrying.get(name) ?? 1) - 1;
+          if (left > 0) this.retrying.set(name, left);
+          else this.retrying.delete(name);
           if (!this.stopped) this.schedule(name, work, podNetns, attempt + 1);
         }, delay);
         retry.unref();
@@ -85,7 +87,7 @@ export class BackgroundDeleter {
 
   /** The names whose deletion is scheduled, running or to be retried (the operator's view: not orphans). */
   pendingNames(): string[] {
-    return [...new Set([...this.pending.keys(), ...this.retrying])];
+    return [...new Set([...this.pending.keys(), ...this.retrying.keys()])];
   }
 
   /** For shutdown: finish everything scheduled (retries not yet due are dropped: the sweep has them). */
