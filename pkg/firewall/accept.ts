@@ -215,7 +215,13 @@ export function ownAccepts(
   const out: RuleAt[] = [];
   for (const { chain, rule } of rules) {
     if (!isOwnAccept(rule) || keep(acceptedPrefix(rule))) continue;
-    out.push({ chain, handle: rule.handle, ...(rule.spec === undefined ? {} : { spec: rule.spec }) });
+    const prefix = acceptedPrefix(rule);
+    out.push({
+      chain,
+      handle: rule.handle,
+      ...(rule.spec === undefined ? {} : { spec: rule.spec }),
+      ...(prefix === undefined ? {} : { prefix }),
+    });
   }
   return out;
 }
@@ -225,6 +231,8 @@ export interface RuleAt {
   chain: ChainRef;
   handle: number;
   spec?: readonly string[];
+  /** What an accept of ours lets through (its prefix), where ownAccepts found one. */
+  prefix?: string;
 }
 
 /**

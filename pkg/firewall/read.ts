@@ -260,26 +260,40 @@ export async function deleteOwnAccepts(
   iptablesNftSave?: (family: 4 | 6) => Promise<string>,
 ): Promise<number> {
   let deleted = 0;
-  let failures: string[] = [];
+  /** Per accept, by what it is (its handle may change): the failures of its deletes. */
+  const failed = new Map<string, string[]>();
+  let readFailures: string[] = [];
   // A failed delete may mean the firewall was reloaded meanwhile (a table re-created numbers its
-  // rules from 1 again): the handles listed before may now name its own rules. So on the first
-  // failure the accepts are listed again, by their comment, and only those deleted; a few rounds.
+  // rules from 1 again): the handles listed before may now name its own rules. So after a failure
+  // the accepts are listed again, by their comment, and only those deleted. One that failed twice,
+  // in two listings, is left out of the later rounds: it cannot keep the ones after it in place.
   for (let round = 0; round < MAX_DELETE_ROUNDS; round++) {
     const listed = await listOwnAccepts(run, legacy, iptablesNftSave);
-    failures = listed.failures;
+    readFailures = listed.failures;
+    const id = (at: RuleAt): string =>
+      `${chainKey(at.chain)} ${at.prefix ?? at.spec?.join(' ') ?? at.handle}`;
+    // One whose delete failed and that is not listed now went some other way: nothing left of it.
+    const now = new Set(listed.accepts.map(id));
+    for (const gone of [...failed.keys()].filter((k) => !now.has(k))) failed.delete(gone);
     let again = false;
     for (const at of listed.accepts) {
+      const key = id(at);
+      const before = failed.get(key) ?? [];
+      if (before.length >= 2) continue;
       try {
         await run(deleteCommand(at));
         deleted++;
+        failed.delete(key);
       } catch (err) {
-        failures.push(errorText(err));
+        failed.set(key, [...before, errorText(err)]);
         again = true;
         break;
       }
     }
     if (!again) break;
   }
+  const left = [...failed].map(([id, errors]) => `${id}: ${errors.at(-1)}`);
+  const failures = [...left, ...readFailures];
   if (failures.length > 0) {
     throw new Error(`deleted ${deleted} accepts; what is left could not be: ${failures.join('; ')}`);
   }
@@ -287,7 +301,7 @@ export async function deleteOwnAccepts(
 }
 
 /** How many times uninstall lists the accepts again after a failed delete. */
-const MAX_DELETE_ROUNDS = 3;
+const MAX_DELETE_ROUNDS = 12;
 
 /** Our accepts as listed now (nft's, iptables-nft's written back, legacy's), and what could not be read. */
 async function listOwnAccepts(

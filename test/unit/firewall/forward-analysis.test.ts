@@ -558,7 +558,9 @@ describe('the accept rules trellis inserts', () => {
       },
     ];
     expect(ownAccepts(rules).map((r) => r.handle)).toEqual([4, 5]);
-    expect(ownAccepts(rules, (p) => p === V4)).toEqual([{ chain: forward, handle: 5 }]);
+    expect(ownAccepts(rules, (p) => p === V4)).toEqual([
+      { chain: forward, handle: 5, prefix: '10.244.9.0/24' },
+    ]);
     expect(deleteCommand({ chain: forward, handle: 5 }).args).toEqual([
       'delete',
       'rule',

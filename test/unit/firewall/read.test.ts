@@ -210,14 +210,21 @@ describe('deleteOwnAccepts (uninstall)', () => {
       'delete rule ip filter FORWARD handle 2',
       'delete rule ip filter FORWARD handle 3',
     ]);
-    // One that keeps failing: said, with how many went.
+    // One that keeps failing does not keep the one after it: said, with how many went.
+    let left = [5, 6];
+    const tried: string[] = [];
     const stuck = async (cmd: { tool: string; args: string[] }): Promise<string> => {
-      if (cmd.args[0] === '-j') return RULESET;
+      if (cmd.args[0] === '-j')
+        return `{"nftables": [${META}, {"table": {"family": "ip", "name": "filter", "handle": 1}}, ${left.map((h) => rule(h, h === 5 ? '10.244.0.0' : '10.245.0.0')).join(', ')}]}`;
+      tried.push(cmd.args.at(-1)!);
       if (cmd.args.at(-1) === '5') throw new Error('Error: Could not process rule: Device or resource busy');
+      left = left.filter((h) => String(h) !== cmd.args.at(-1));
       return '';
     };
     await expect(deleteOwnAccepts(stuck)).rejects.toThrow(
-      'what is left could not be: Error: Could not process rule: Device or resource busy',
+      'deleted 1 accepts; what is left could not be: ip filter FORWARD 10.244.0.0/16: Error: Could not process rule: Device or resource busy',
     );
+    expect(tried).toEqual(['5', '5', '6']);
+    expect(left).toEqual([5]);
   });
 });
