@@ -107,8 +107,9 @@ function ifnameMatch(pattern: unknown, onNode: boolean): Match {
   if (pattern === '*') return 'always';
   const fixed = pattern.endsWith('*') ? pattern.slice(0, -1) : undefined;
   if (fixed !== undefined && 'trl'.startsWith(fixed)) return onNode ? 'always' : 'maybe';
-  // One pod's veth, or some of them ("trl3*"): not every pod.
-  return (fixed ?? pattern).startsWith('trl') ? 'maybe' : 'never';
+  // One pod's veth, or some of them ("trl3*"): not every pod. Another device: none of this node's
+  // pods' packets, but other nodes' pods' do cross the uplink or a tunnel.
+  return (fixed ?? pattern).startsWith('trl') || !onNode ? 'maybe' : 'never';
 }
 
 /** A prefix match's right side as text: `10.0.0.0/8`, a host address as /32 or /128. */
@@ -300,11 +301,11 @@ export function forwardBlocks(
   own?: readonly string[],
 ): ForwardBlock[] {
   const blocks: ForwardBlock[] = [];
-  for (const kind of packetKinds(podCIDRs)) {
-    const onNode = isOnNode(kind, own);
+  for (const { kind, onNode, targetedOnly } of walkedKinds(podCIDRs, own)) {
     for (const chain of rs.baseChains) {
       if (!applies(chain, kind.family)) continue;
       const r = walk(rs, chain, (m) => matchExpr(m, kind, onNode));
+      if (targetedOnly && !(r.kind === 'drop' && r.targeted)) continue;
       const owned = chain.owned === true ? { owned: true as const } : {};
       if (r.kind === 'drop') {
         const { by, rule, targeted } = r;
@@ -342,14 +343,33 @@ export function undecidedChains(
   own?: readonly string[],
 ): string[] {
   const out = new Set<string>();
-  for (const kind of packetKinds(podCIDRs)) {
-    const onNode = isOnNode(kind, own);
+  for (const { kind, onNode } of walkedKinds(podCIDRs, own)) {
     for (const chain of rs.baseChains) {
       if (!applies(chain, kind.family)) continue;
       if (walk(rs, chain, (m) => matchExpr(m, kind, onNode)).kind === 'undecided') out.add(chainKey(chain));
     }
   }
   return [...out].sort();
+}
+
+/**
+ * The kinds a check walks: those of the prefixes, and where one is wider than this node's pod CIDRs,
+ * also this node's own, whose packets alone pass its veths: an operator's drop of them (`iifname
+ * "trl*" drop`) is only a maybe for the wide kind, and would go unreported (`targetedOnly`: only such
+ * drops are taken from them; the accepts and policy drops are the prefixes').
+ */
+function walkedKinds(
+  podCIDRs: readonly string[],
+  own: readonly string[] | undefined,
+): { kind: PacketKind; onNode: boolean; targetedOnly: boolean }[] {
+  const out = packetKinds(podCIDRs).map((kind) => ({
+    kind,
+    onNode: isOnNode(kind, own),
+    targetedOnly: false,
+  }));
+  if (own === undefined || out.every((k) => k.onNode)) return out;
+  for (const kind of packetKinds(own)) out.push({ kind, onNode: true, targetedOnly: true });
+  return out;
 }
 
 /** Whether every address of the kind's prefix is in `own` (absent or []: taken as so). */

@@ -116,6 +116,24 @@ describe('forwardBlocks: which forward chains of the host firewall drop pod traf
       '4 to-pods ip filter FORWARD: policy drop',
     ]);
     expect(forwardBlocks(rs, [V4], [V4])).toEqual([]);
+    // The same check still sees an operator's drop of this node's pods (only a maybe for the wide
+    // prefix), and another device's match decides nothing for other nodes' pods.
+    const dropsOurs = ruleset([ipFilterForward('accept')], {
+      'ip filter FORWARD': [[ifname('iifname', 'trl*'), counter, drop]],
+    });
+    expect(
+      forwardBlocks(dropsOurs, ['10.244.0.0/16'], [V4]).map((b) => [b.podCIDR, b.direction, b.targeted]),
+    ).toEqual([[V4, 'from-pods', true]]);
+    const notEth0 = ruleset([ipFilterForward('accept')], {
+      'ip filter FORWARD': [
+        [ifname('iifname', 'eth0'), counter, accept],
+        [counter, drop],
+      ],
+    });
+    expect(summary(forwardBlocks(notEth0, ['10.244.0.0/16'], [V4]))).toEqual([
+      '4 from-pods ip filter FORWARD: rule 2 in ip filter FORWARD: drop',
+      '4 to-pods ip filter FORWARD: rule 2 in ip filter FORWARD: drop',
+    ]);
     const one = ruleset([ipFilterForward('drop')], {
       'ip filter FORWARD': [
         [ifname('iifname', 'trl3f9c0aa1b2c3'), accept],
