@@ -215,12 +215,12 @@ export function ownAccepts(
   const out: RuleAt[] = [];
   for (const { chain, rule } of rules) {
     if (!isOwnAccept(rule) || keep(acceptedPrefix(rule))) continue;
-    const prefix = acceptedPrefix(rule);
+    const target = acceptTarget(rule);
     out.push({
       chain,
       handle: rule.handle,
       ...(rule.spec === undefined ? {} : { spec: rule.spec }),
-      ...(prefix === undefined ? {} : { prefix }),
+      ...(target === undefined ? {} : { target }),
     });
   }
   return out;
@@ -231,8 +231,8 @@ export interface RuleAt {
   chain: ChainRef;
   handle: number;
   spec?: readonly string[];
-  /** What an accept of ours lets through (its prefix), where ownAccepts found one. */
-  prefix?: string;
+  /** What an accept of ours lets through ("saddr 10.244.0.0/16"), where ownAccepts found it. */
+  target?: string;
 }
 
 /**

@@ -306,6 +306,20 @@ export function forwardBlocks(
       if (!applies(chain, kind.family)) continue;
       const r = walk(rs, chain, (m) => matchExpr(m, kind, onNode));
       if (targetedOnly && !(r.kind === 'drop' && r.targeted)) continue;
+      // The wide kind's walk may have met the same rule (`ip daddr 10.244.0.0/16 drop`): said once.
+      if (
+        targetedOnly &&
+        r.kind === 'drop' &&
+        blocks.some(
+          (b) =>
+            b.family === kind.family &&
+            b.direction === kind.direction &&
+            b.chain === chainKey(chain) &&
+            b.rule?.handle === r.rule.handle &&
+            chainKey(b.rule.chain) === chainKey(r.rule.chain),
+        )
+      )
+        continue;
       const owned = chain.owned === true ? { owned: true as const } : {};
       if (r.kind === 'drop') {
         const { by, rule, targeted } = r;
@@ -367,8 +381,15 @@ function walkedKinds(
     onNode: isOnNode(kind, own),
     targetedOnly: false,
   }));
-  if (own === undefined || out.every((k) => k.onNode)) return out;
-  for (const kind of packetKinds(own)) out.push({ kind, onNode: true, targetedOnly: true });
+  if (own === undefined) return out;
+  // Only own CIDRs a wide kind holds: one walked as itself already (dual-stack, where one family's
+  // cover falls back to this node's CIDR; exact mode) would report its drops twice.
+  const wide = out.filter((k) => !k.onNode).map((k) => parseCidr(k.kind.podCIDR, { strict: false }));
+  const heldByWide = own.filter((o) => {
+    const c = parseCidr(o, { strict: false });
+    return c !== undefined && wide.some((w) => w !== undefined && cidrHolds(w, c));
+  });
+  for (const kind of packetKinds(heldByWide)) out.push({ kind, onNode: true, targetedOnly: true });
   return out;
 }
 

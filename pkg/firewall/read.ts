@@ -263,6 +263,7 @@ export async function deleteOwnAccepts(
   /** Per accept, by what it is (its handle may change): the failures of its deletes. */
   const failed = new Map<string, string[]>();
   let readFailures: string[] = [];
+  let untried = 0;
   // A failed delete may mean the firewall was reloaded meanwhile (a table re-created numbers its
   // rules from 1 again): the handles listed before may now name its own rules. So after a failure
   // the accepts are listed again, by their comment, and only those deleted. One that failed twice,
@@ -270,14 +271,22 @@ export async function deleteOwnAccepts(
   for (let round = 0; round < MAX_DELETE_ROUNDS; round++) {
     const listed = await listOwnAccepts(run, legacy, iptablesNftSave);
     readFailures = listed.failures;
-    const id = (at: RuleAt): string =>
-      `${chainKey(at.chain)} ${at.prefix ?? at.spec?.join(' ') ?? at.handle}`;
+    // By what it is: chain, what it lets through (from the pods or to them), and which of identical
+    // ones (a duplicate an earlier run left) it is.
+    const seen = new Map<string, number>();
+    const ids = listed.accepts.map((at) => {
+      const base = `${chainKey(at.chain)} ${at.target ?? at.spec?.join(' ') ?? at.handle}`;
+      const n = (seen.get(base) ?? 0) + 1;
+      seen.set(base, n);
+      return n === 1 ? base : `${base} #${n}`;
+    });
     // One whose delete failed and that is not listed now went some other way: nothing left of it.
-    const now = new Set(listed.accepts.map(id));
+    const now = new Set(ids);
     for (const gone of [...failed.keys()].filter((k) => !now.has(k))) failed.delete(gone);
     let again = false;
-    for (const at of listed.accepts) {
-      const key = id(at);
+    untried = 0;
+    for (const [i, at] of listed.accepts.entries()) {
+      const key = ids[i]!;
       const before = failed.get(key) ?? [];
       if (before.length >= 2) continue;
       try {
@@ -287,13 +296,18 @@ export async function deleteOwnAccepts(
       } catch (err) {
         failed.set(key, [...before, errorText(err)]);
         again = true;
+        untried = listed.accepts.length - i - 1;
         break;
       }
     }
-    if (!again) break;
+    if (!again) {
+      untried = 0;
+      break;
+    }
   }
   const left = [...failed].map(([id, errors]) => `${id}: ${errors.at(-1)}`);
-  const failures = [...left, ...readFailures];
+  // Rounds used up with accepts still to try (many failing ones ahead of them): said, not hidden.
+  const failures = [...left, ...readFailures, ...(untried > 0 ? [`${untried} more not tried`] : [])];
   if (failures.length > 0) {
     throw new Error(`deleted ${deleted} accepts; what is left could not be: ${failures.join('; ')}`);
   }

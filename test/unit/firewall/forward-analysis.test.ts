@@ -130,6 +130,20 @@ describe('forwardBlocks: which forward chains of the host firewall drop pod traf
         [counter, drop],
       ],
     });
+    // A drop the wide kind meets already is said once, not again for this node's own CIDR; a CIDR
+    // walked as itself (its family's cover fell back to it) is not walked twice.
+    const dropsAll = ruleset([ipFilterForward('accept')], {
+      'ip filter FORWARD': [[addr('ip', 'daddr', '10.244.0.0/16'), counter, drop]],
+    });
+    expect(summary(forwardBlocks(dropsAll, ['10.244.0.0/16'], [V4]))).toEqual([
+      '4 to-pods ip filter FORWARD: rule 1 in ip filter FORWARD: drop',
+    ]);
+    const ownOnly = ruleset([ipFilterForward('accept')], {
+      'ip filter FORWARD': [[ifname('iifname', 'trl*'), counter, drop]],
+    });
+    expect(summary(forwardBlocks(ownOnly, [V4, '10.245.0.0/16'], [V4]))).toEqual([
+      '4 from-pods ip filter FORWARD: rule 1 in ip filter FORWARD: drop',
+    ]);
     expect(summary(forwardBlocks(notEth0, ['10.244.0.0/16'], [V4]))).toEqual([
       '4 from-pods ip filter FORWARD: rule 2 in ip filter FORWARD: drop',
       '4 to-pods ip filter FORWARD: rule 2 in ip filter FORWARD: drop',
@@ -577,7 +591,7 @@ describe('the accept rules trellis inserts', () => {
     ];
     expect(ownAccepts(rules).map((r) => r.handle)).toEqual([4, 5]);
     expect(ownAccepts(rules, (p) => p === V4)).toEqual([
-      { chain: forward, handle: 5, prefix: '10.244.9.0/24' },
+      { chain: forward, handle: 5, target: 'saddr 10.244.9.0/24' },
     ]);
     expect(deleteCommand({ chain: forward, handle: 5 }).args).toEqual([
       'delete',

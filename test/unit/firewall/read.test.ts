@@ -222,9 +222,25 @@ describe('deleteOwnAccepts (uninstall)', () => {
       return '';
     };
     await expect(deleteOwnAccepts(stuck)).rejects.toThrow(
-      'deleted 1 accepts; what is left could not be: ip filter FORWARD 10.244.0.0/16: Error: Could not process rule: Device or resource busy',
+      'deleted 1 accepts; what is left could not be: ip filter FORWARD saddr 10.244.0.0/16: Error: Could not process rule: Device or resource busy',
     );
     expect(tried).toEqual(['5', '5', '6']);
     expect(left).toEqual([5]);
+    // The usual layout: one prefix accepted from the pods and to them. The first stuck does not keep
+    // the second, which is another rule.
+    const both = (h: number, field: string): string => rule(h, '10.244.0.0').replace('"saddr"', `"${field}"`);
+    let there = [5, 6];
+    const tried2: string[] = [];
+    const twoWays = async (cmd: { tool: string; args: string[] }): Promise<string> => {
+      if (cmd.args[0] === '-j')
+        return `{"nftables": [${META}, {"table": {"family": "ip", "name": "filter", "handle": 1}}, ${there.map((h) => both(h, h === 5 ? 'saddr' : 'daddr')).join(', ')}]}`;
+      tried2.push(cmd.args.at(-1)!);
+      if (cmd.args.at(-1) === '5') throw new Error('Error: Could not process rule: Device or resource busy');
+      there = there.filter((h) => String(h) !== cmd.args.at(-1));
+      return '';
+    };
+    await expect(deleteOwnAccepts(twoWays)).rejects.toThrow('ip filter FORWARD saddr 10.244.0.0/16: Error');
+    expect(tried2).toEqual(['5', '5', '6']);
+    expect(there).toEqual([5]);
   });
 });
