@@ -93,7 +93,10 @@ export interface NftTableId {
 }
 
 export interface ForwardFirewallDeps {
-  /** The forward chains, and the input chains too when VXLAN packets are asked about. */
+  /**
+   * The forward chains, and the input chains too when VXLAN packets are asked about; `podCIDRs`: the
+   * prefixes whose certain jumps it follows (the checked ones and this node's own).
+   */
   read: (podCIDRs: readonly string[], vxlan: readonly VxlanInKind[]) => Promise<ForwardRuleset>;
   /** The VXLAN packets of the peers this node tunnels to, at check time; absent or []: none. */
   vxlan?: () => VxlanInKind[] | Promise<VxlanInKind[]>;
@@ -193,7 +196,10 @@ export class ForwardFirewallWatch {
     let earlierBlocks: ForwardBlock[] = [];
     try {
       if (this.deps.vxlan !== undefined) vxlan = await this.deps.vxlan();
-      const rs = await this.deps.read(podCIDRs, vxlan);
+      // The reader follows the jumps the walks take: this node's own CIDRs' too, which the walks of a
+      // wider prefix add (a jump only they take would be a chain never read: undecided).
+      const own = (this.deps.own?.() ?? []).filter((c) => !podCIDRs.includes(c));
+      const rs = await this.deps.read(own.length === 0 ? podCIDRs : [...podCIDRs, ...own], vxlan);
       const write = this.deps.write;
       // Our accepts of prefixes no longer asked for (the pod network grew or shrank) are judged as
       // gone already, and deleted only once the accepts that replace them are in: pod traffic never

@@ -84,6 +84,23 @@ function fakeNft(initial: Rule[]) {
 }
 
 describe('ForwardFirewallWatch', () => {
+  it("asks the reader to follow this node's own CIDRs' jumps too when the checked prefix is wider", async () => {
+    const asked: string[][] = [];
+    const lines: Record<string, unknown>[] = [];
+    const log = pino({ level: 'debug' }, { write: (s: string) => void lines.push(JSON.parse(s)) });
+    const watch = new ForwardFirewallWatch({
+      read: async (cidrs) => {
+        asked.push([...cidrs]);
+        return dockerForward(false);
+      },
+      own: () => ['10.244.1.0/24'],
+      log,
+    });
+    await watch.check(['10.244.0.0/16']);
+    await watch.check(['10.244.1.0/24']);
+    expect(asked).toEqual([['10.244.0.0/16', '10.244.1.0/24'], ['10.244.1.0/24']]);
+  });
+
   it('warns with the blocked chains and the fix when a block appears, once, and says when it clears', async () => {
     let next = dockerForward(false);
     const { watch, lines } = setup(async () => next);
