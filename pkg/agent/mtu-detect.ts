@@ -28,17 +28,7 @@ export async function detectMtu(
   const localLinks = await readLocalLinks(host, links);
   const nodeLink = nodeLinkOf(localLinks, self.internalIPs, links);
   const needWaysOut = nodeLink === undefined || !links.some((l) => l.index === nodeLink.ifindex);
-  // Also the families whose InternalIP is on no subnet while another's is (a mixed node): their
-  // tunnel leaves by their own way out (chooseMtu).
-  const offSubnet = self.internalIPs.filter((ip) => {
-    const own = nodeLinkOf(localLinks, [ip], links);
-    return own === undefined || !links.some((l) => l.index === own.ifindex);
-  });
-  const waysOut = needWaysOut
-    ? await findWaysOut(host, familiesOf(self.internalIPs))
-    : offSubnet.length > 0
-      ? await findWaysOut(host, familiesOf(offSubnet))
-      : [];
+  const waysOut = needWaysOut ? await findWaysOut(host, familiesOf(self.internalIPs)) : [];
   const overhead = encapOverhead(mode, self.internalIPs, self.podCIDRs);
   const choice = chooseMtu({
     configured: 0,

@@ -59,22 +59,11 @@ export function chooseMtu(opts: {
   // different links, and the pods' one MTU must fit the smaller (as the VXLAN devices, sized per
   // family, do).
   const nodeLinks = new Map<number, { name: string; mtu: number }>();
-  /** Families whose InternalIP is on no subnet (a /32 or /128 on lo): their traffic leaves by a way out. */
-  const offSubnet = new Set<4 | 6>();
   for (const ip of opts.internalIPs) {
     const nodeLink = nodeLinkOf(opts.localLinks, [ip], opts.links);
     const mtu = opts.links.find((l) => l.index === nodeLink?.ifindex)?.mtu;
     if (nodeLink !== undefined && mtu !== undefined)
       nodeLinks.set(nodeLink.ifindex, { name: nodeLink.name, mtu });
-    else offSubnet.add(ip.includes(':') ? 6 : 4);
-  }
-  // A mixed node (IPv4 InternalIP on eth0's subnet, IPv6 one on lo leaving by eth1): that family's
-  // way out counts too, as its VXLAN device is sized by it (pkg/vxlan device.ts).
-  if (nodeLinks.size > 0) {
-    for (const family of offSubnet) {
-      const out = wayOutLink(opts.waysOut, opts.links, family);
-      if (out !== undefined) nodeLinks.set(out.link.index, { name: out.link.name, mtu: out.link.mtu });
-    }
   }
   if (nodeLinks.size > 0) {
     const smallest = [...nodeLinks.values()].reduce((a, b) => (b.mtu < a.mtu ? b : a));

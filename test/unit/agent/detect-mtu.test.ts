@@ -58,25 +58,6 @@ describe('detectMtu', () => {
     expect(x.state).toEqual({ routeListings: 0, lookups: [] });
   });
 
-  it('a mixed node: the IPv4 InternalIP on eth0, the IPv6 one on no subnet: its way out looked up and counted', async () => {
-    const x = host({ 4: single, 6: { family: 6, dst: '::/0', ifindexes: [4] } });
-    const choice = await detectMtu(
-      x.h,
-      { name: 'n1', podCIDRs: [], internalIPs: ['192.168.1.5', 'fd00:99::9'] },
-      'host-gw',
-    );
-    expect(choice).toMatchObject({
-      mtu: 1400,
-      links: [
-        { index: 2, mtu: 9000 },
-        { index: 4, mtu: 1400 },
-      ],
-    });
-    expect(x.state.routeListings).toBe(0);
-    expect(x.state.lookups).toHaveLength(1);
-    expect(x.state.lookups[0]).toContain(':');
-  });
-
   it('falls back to the way out (one lookup, no dump) when no interface holds an InternalIP', async () => {
     const x = host({ 4: single });
     const choice = await detectMtu(x.h, { name: 'n1', podCIDRs: [], internalIPs: ['172.16.0.9'] }, 'host-gw');

@@ -79,30 +79,6 @@ describe('chooseMtu', () => {
     expect(one).toEqual({ mtu: 9000, source: 'eth0 (InternalIP)', links: [{ index: 2, mtu: 9000 }] });
   });
 
-  it('a mixed node (IPv4 InternalIP on a subnet, IPv6 on lo leaving by another link): that way out counts too', () => {
-    const mixed = [
-      { ifindex: 1, name: 'lo', addresses: [{ family: 6 as const, address: 'fd00:99::9', prefixLen: 128 }] },
-      { ifindex: 2, name: 'eth0', addresses: [{ family: 4 as const, address: '10.0.0.5', prefixLen: 24 }] },
-    ];
-    const c = chooseMtu({
-      configured: 0,
-      internalIPs: ['10.0.0.5', 'fd00:99::9'],
-      localLinks: mixed,
-      links,
-      waysOut: [{ family: 6 as const, dst: '::/0', ifindexes: [3] }],
-      overhead: 70,
-    });
-    // eth0 (9000) alone would give pods 8930, more than trellis.v6 over eth1 (1500) carries.
-    expect(c).toEqual({
-      mtu: 1430,
-      source: 'eth1 (InternalIPs, smallest MTU of eth0, eth1) minus 70 bytes of encapsulation',
-      links: [
-        { index: 2, mtu: 9000 },
-        { index: 3, mtu: 1500 },
-      ],
-    });
-  });
-
   it("an InternalIP on lo (a /32, or any address on a loopback device) is not the way out: the default route's device", () => {
     const onLo = [
       {
