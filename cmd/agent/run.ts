@@ -14,7 +14,6 @@ import {
   hostProcProblem,
   openHostNetlink,
 } from '../../pkg/netns/index.ts';
-import { FailureLog } from '../../pkg/observe/failure-log.ts';
 import type { Logger } from '../../pkg/observe/logger.ts';
 import { AgentObserver } from '../../pkg/observe/observer.ts';
 import { trellisVersion } from '../../pkg/version.ts';
@@ -68,18 +67,11 @@ export async function runAgent(config: AgentConfig, root: Logger): Promise<numbe
   const firewall = firewallTools();
   const masqNeeded = needsTable(tableRules(config, standalone));
   const nft = masqNeeded || config.firewallCheckMs > 0 ? nftSocket(log) : undefined;
-  // A legacy table that cannot be read makes its chains undecided, not the whole check fail (the
-  // nft side's accepts would not be put back after a reload meanwhile); said, not every check.
-  const legacyReads = new FailureLog(
-    root.child({ component: 'firewall' }),
-    'a legacy iptables filter table could not be read: its chains are not judged',
-  );
   const readFirewall: ForwardRead = (podCIDRs, vxlan) =>
     readForwardRuleset((args) => firewall.run({ tool: 'nft', args }), podCIDRs, DEFAULT_TABLE, {
       legacy: firewall.legacy,
       vxlan,
       iptablesNftSave: iptablesNftSave(firewall),
-      onLegacyUnreadable: (family, err) => legacyReads.failed(err, { family }),
     });
   const agent = new Agent(
     config,

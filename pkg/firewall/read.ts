@@ -44,29 +44,9 @@ async function withLegacy(
   rs: ForwardRuleset,
   legacy: LegacyIptables | undefined,
   input = false,
-  /** A family's table that cannot be read: thrown without it (uninstall must not call it clean). */
-  unreadable?: (family: LegacyFamily, err: unknown) => void,
 ): Promise<ForwardRuleset> {
   for (const family of legacy?.tables() ?? []) {
-    let more: ReturnType<typeof parseIptablesSave>;
-    try {
-      more = parseIptablesSave(await legacy!.save(family), family === 'iptables-legacy' ? 4 : 6, input);
-    } catch (err) {
-      if (unreadable === undefined) throw err;
-      unreadable(family, err);
-      // Its chains without rules: every walk through them is undecided ("cannot judge"), and the
-      // nft side and the other family are still judged.
-      for (const name of input ? ['FORWARD', 'INPUT'] : ['FORWARD'])
-        rs.baseChains.push({
-          family,
-          table: 'filter',
-          name,
-          policy: 'accept',
-          prio: 0,
-          ...(name === 'INPUT' ? { hook: 'input' as const } : {}),
-        });
-      continue;
-    }
+    const more = parseIptablesSave(await legacy!.save(family), family === 'iptables-legacy' ? 4 : 6, input);
     rs.baseChains.push(...more.baseChains);
     for (const [key, rules] of more.rules) rs.rules.set(key, rules);
   }
@@ -85,8 +65,6 @@ export interface ReadOptions {
    * tables match, which nft shows only by name (refineXt).
    */
   iptablesNftSave?: (family: 4 | 6) => Promise<string>;
-  /** A legacy table that cannot be read: its chains are then judged undecided. Absent: the read fails. */
-  onLegacyUnreadable?: (family: LegacyFamily, err: unknown) => void;
 }
 
 export async function readForwardRuleset(
@@ -135,7 +113,7 @@ export async function readForwardRuleset(
   }
   // Comments first, while nft's expressions still show which rules carry one as an xt match.
   if (iptablesNftSave !== undefined) await recoverXtComments(rules, iptablesNftSave);
-  const rs = await withLegacy({ baseChains, rules }, legacy, input, opts.onLegacyUnreadable);
+  const rs = await withLegacy({ baseChains, rules }, legacy, input);
   // The input walk, strict, would be undecided at every `-m conntrack` iptables-nft writes: it gets
   // the refinement, in a copy. The forward walk keeps nft's view: what it cannot judge it passes over,
   // while iptables-nft-save prints `ip saddr @blocklist drop` as a bare `-j DROP`.

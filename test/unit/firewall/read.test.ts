@@ -3,7 +3,6 @@ import {
   deleteOwnAccepts,
   forwardBlocks,
   readForwardRuleset,
-  undecidedChains,
   type VxlanInKind,
   vxlanInputBlocks,
 } from '../../../pkg/firewall/index.ts';
@@ -180,44 +179,6 @@ describe("readForwardRuleset: tables another process owns (nftables' owner flag,
     const rs = await readForwardRuleset(nft.run, ['10.244.1.0/24'], 'trellis');
     expect(owned(rs)).toEqual([]);
     expect(rs.baseChains).toHaveLength(2);
-  });
-});
-
-describe('readForwardRuleset: a legacy table that cannot be read', () => {
-  it("makes its chains undecided and is said, while the other family's table and nft's are judged", async () => {
-    const nft = fakeNft();
-    const said: string[] = [];
-    const legacyV6 = '*filter\n:INPUT ACCEPT [0:0]\n:FORWARD DROP [0:0]\n:OUTPUT ACCEPT [0:0]\nCOMMIT\n';
-    const rs = await readForwardRuleset(nft.run, ['10.244.1.0/24', 'fd00:10:244:1::/64'], 'trellis', {
-      legacy: {
-        tables: () => ['iptables-legacy', 'ip6tables-legacy'],
-        save: async (family) => {
-          if (family === 'iptables-legacy') throw new Error('iptables-legacy-save: exit status 1');
-          return legacyV6;
-        },
-      },
-      onLegacyUnreadable: (family, err) => said.push(`${family}: ${(err as Error).message}`),
-    });
-    expect(said).toEqual(['iptables-legacy: iptables-legacy-save: exit status 1']);
-    expect(undecidedChains(rs, ['10.244.1.0/24'])).toEqual(['iptables-legacy filter FORWARD']);
-    // The IPv6 legacy table is read and judged: its policy drop is a block.
-    expect(
-      forwardBlocks(rs, ['fd00:10:244:1::/64']).map((b) => `${b.chain} ${b.direction}: ${b.by}`),
-    ).toEqual([
-      'ip6tables-legacy filter FORWARD from-pods: policy drop',
-      'ip6tables-legacy filter FORWARD to-pods: policy drop',
-    ]);
-    // Without a handler (uninstall), the failure is thrown: nothing may be called clean.
-    await expect(
-      readForwardRuleset(nft.run, ['10.244.1.0/24'], 'trellis', {
-        legacy: {
-          tables: () => ['iptables-legacy'],
-          save: async () => {
-            throw new Error('iptables-legacy-save: exit status 1');
-          },
-        },
-      }),
-    ).rejects.toThrow('exit status 1');
   });
 });
 
