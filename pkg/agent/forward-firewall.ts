@@ -187,6 +187,16 @@ export class ForwardFirewallWatch {
   }
 
   /** Never rejects: a failure is logged (once per distinct error) and kept in the state. */
+  /**
+   * The prefixes whose certain jumps the reader follows: the checked ones and this node's own, which
+   * the walks of a wider prefix add (a jump only they take would be a chain never read: undecided).
+   * The same list for every read of a check, so the read cache holds.
+   */
+  private readPrefixes(podCIDRs: readonly string[]): readonly string[] {
+    const own = (this.deps.own?.() ?? []).filter((c) => !podCIDRs.includes(c));
+    return own.length === 0 ? podCIDRs : [...podCIDRs, ...own];
+  }
+
   private async run(podCIDRs: readonly string[], opts: CheckOptions): Promise<void> {
     let blocks: ForwardBlock[];
     let vxlanBlocks: VxlanInBlock[];
@@ -198,8 +208,7 @@ export class ForwardFirewallWatch {
       if (this.deps.vxlan !== undefined) vxlan = await this.deps.vxlan();
       // The reader follows the jumps the walks take: this node's own CIDRs' too, which the walks of a
       // wider prefix add (a jump only they take would be a chain never read: undecided).
-      const own = (this.deps.own?.() ?? []).filter((c) => !podCIDRs.includes(c));
-      const rs = await this.deps.read(own.length === 0 ? podCIDRs : [...podCIDRs, ...own], vxlan);
+      const rs = await this.deps.read(this.readPrefixes(podCIDRs), vxlan);
       const write = this.deps.write;
       // Our accepts of prefixes no longer asked for (the pod network grew or shrank) are judged as
       // gone already, and deleted only once the accepts that replace them are in: pod traffic never
@@ -333,7 +342,11 @@ export class ForwardFirewallWatch {
     // Legacy iptables deletes by the rule's options, not its position, which the inserts moved. Not
     // when an insert failed: the accepts it was to replace stay until the next check puts it in.
     if (errors.length === 0) await this.dropStale(stale, write);
-    const after = forwardBlocks(await this.deps.read(podCIDRs, []), podCIDRs, this.deps.own?.());
+    const after = forwardBlocks(
+      await this.deps.read(this.readPrefixes(podCIDRs), []),
+      podCIDRs,
+      this.deps.own?.(),
+    );
     // Only what these accepts answered: a drop that appeared meanwhile (iptables-nft and
     // ip6tables-nft change the two families one after the other) is the next check's to accept, not
     // a failure of these.
