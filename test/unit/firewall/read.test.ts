@@ -187,6 +187,21 @@ describe('deleteOwnAccepts (uninstall)', () => {
     `{"rule": {"family": "ip", "table": "filter", "chain": "FORWARD", "handle": ${handle}, "comment": "trellis: pod traffic", "expr": [{"match": {"op": "==", "left": {"payload": {"protocol": "ip", "field": "saddr"}}, "right": {"prefix": {"addr": "${addr}", "len": 16}}}}, {"counter": {"packets": 0, "bytes": 0}}, {"accept": null}]}}`;
   const RULESET = `{"nftables": [${META}, {"table": {"family": "ip", "name": "filter", "handle": 1}}, {"chain": {"family": "ip", "table": "filter", "name": "FORWARD", "handle": 1, "type": "filter", "hook": "forward", "prio": 0, "policy": "drop"}}, ${rule(5, '10.244.0.0')}, ${rule(6, '10.245.0.0')}]}`;
 
+  /** A firewall holding our accepts at handles 5 and 6 (`ruleAt` each), whose 5 cannot be deleted. */
+  const stuckAt5 = (ruleAt: (handle: number) => string) => {
+    let left = [5, 6];
+    const tried: string[] = [];
+    const run = async (cmd: { tool: string; args: string[] }): Promise<string> => {
+      if (cmd.args[0] === '-j')
+        return `{"nftables": [${META}, {"table": {"family": "ip", "name": "filter", "handle": 1}}, ${left.map(ruleAt).join(', ')}]}`;
+      tried.push(cmd.args.at(-1)!);
+      if (cmd.args.at(-1) === '5') throw new Error('Error: Could not process rule: Device or resource busy');
+      left = left.filter((h) => String(h) !== cmd.args.at(-1));
+      return '';
+    };
+    return { run, tried, left: () => left };
+  };
+
   it('a delete that fails (the firewall reloaded, its rules numbered anew) lists the accepts again and deletes only those', async () => {
     // Before the reload our accepts were handles 5 and 6; after it, 2 and 3, and 5 and 6 are the
     // firewall's own rules, which a delete by the old handles would take.
@@ -211,36 +226,21 @@ describe('deleteOwnAccepts (uninstall)', () => {
       'delete rule ip filter FORWARD handle 3',
     ]);
     // One that keeps failing does not keep the one after it: said, with how many went.
-    let left = [5, 6];
-    const tried: string[] = [];
-    const stuck = async (cmd: { tool: string; args: string[] }): Promise<string> => {
-      if (cmd.args[0] === '-j')
-        return `{"nftables": [${META}, {"table": {"family": "ip", "name": "filter", "handle": 1}}, ${left.map((h) => rule(h, h === 5 ? '10.244.0.0' : '10.245.0.0')).join(', ')}]}`;
-      tried.push(cmd.args.at(-1)!);
-      if (cmd.args.at(-1) === '5') throw new Error('Error: Could not process rule: Device or resource busy');
-      left = left.filter((h) => String(h) !== cmd.args.at(-1));
-      return '';
-    };
-    await expect(deleteOwnAccepts(stuck)).rejects.toThrow(
+    const stuck = stuckAt5((h) => rule(h, h === 5 ? '10.244.0.0' : '10.245.0.0'));
+    await expect(deleteOwnAccepts(stuck.run)).rejects.toThrow(
       'deleted 1 accepts; what is left could not be: ip filter FORWARD saddr 10.244.0.0/16: Error: Could not process rule: Device or resource busy',
     );
-    expect(tried).toEqual(['5', '5', '6']);
-    expect(left).toEqual([5]);
+    expect(stuck.tried).toEqual(['5', '5', '6']);
+    expect(stuck.left()).toEqual([5]);
     // The usual layout: one prefix accepted from the pods and to them. The first stuck does not keep
     // the second, which is another rule.
-    const both = (h: number, field: string): string => rule(h, '10.244.0.0').replace('"saddr"', `"${field}"`);
-    let there = [5, 6];
-    const tried2: string[] = [];
-    const twoWays = async (cmd: { tool: string; args: string[] }): Promise<string> => {
-      if (cmd.args[0] === '-j')
-        return `{"nftables": [${META}, {"table": {"family": "ip", "name": "filter", "handle": 1}}, ${there.map((h) => both(h, h === 5 ? 'saddr' : 'daddr')).join(', ')}]}`;
-      tried2.push(cmd.args.at(-1)!);
-      if (cmd.args.at(-1) === '5') throw new Error('Error: Could not process rule: Device or resource busy');
-      there = there.filter((h) => String(h) !== cmd.args.at(-1));
-      return '';
-    };
-    await expect(deleteOwnAccepts(twoWays)).rejects.toThrow('ip filter FORWARD saddr 10.244.0.0/16: Error');
-    expect(tried2).toEqual(['5', '5', '6']);
-    expect(there).toEqual([5]);
+    const twoWays = stuckAt5((h) =>
+      rule(h, '10.244.0.0').replace('"saddr"', `"${h === 5 ? 'saddr' : 'daddr'}"`),
+    );
+    await expect(deleteOwnAccepts(twoWays.run)).rejects.toThrow(
+      'ip filter FORWARD saddr 10.244.0.0/16: Error',
+    );
+    expect(twoWays.tried).toEqual(['5', '5', '6']);
+    expect(twoWays.left()).toEqual([5]);
   });
 });
