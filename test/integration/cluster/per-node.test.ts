@@ -231,6 +231,12 @@ describe.skipIf(skip !== undefined)(skip === undefined ? title : `${title} (skip
       expect(held).toEqual([]); // tb.routes lists proto 126 only: none of ours there
       expect(ip(n1.ns, 'route', 'show', q.cidrs[0])).toContain(`via ${router}`);
       expect(ip(n1.ns, 'route', 'show', q.cidrs[0])).toContain('proto static');
+      // The step's log line reaches us through the agent's stdout, which may trail the kernel's routes.
+      await within(
+        5000,
+        `node-2: the step's line for ${q.name}`,
+        () => stepsFor(since(mark, 'node-2'), q.name).length > 0,
+      );
       expect(stepsFor(since(mark, 'node-2'), q.name)[0]).toMatchObject({ changed: ['added'], added: 2 });
       // The foreign route gone, ours takes the prefix at once: the watch asks for a full pass.
       ip(n1.ns, 'route', 'del', q.cidrs[0], 'via', router, 'proto', 'static');
