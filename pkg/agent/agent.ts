@@ -1102,7 +1102,8 @@ export class Agent {
       routeMtu: this.routeMtu,
       ...(this.mtuProblem === undefined ? {} : { mtuProblem: this.mtuProblem }),
       podCIDRs: this.ipam?.ranges() ?? [],
-      ready: this.ready,
+      // What the socket does (ADD served, from memory too), not whether it was ready once.
+      ready: this.servesAdd(),
       notReadyReason: this.notReadyReason(),
       socket: config.socket,
       stateDir: config.stateDir,

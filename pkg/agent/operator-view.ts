@@ -35,6 +35,7 @@ export interface AgentSnapshot {
   /** Why the pod MTU cannot carry this node's IPv6 pod CIDR (below 1280); absent when it can. */
   mtuProblem?: string;
   podCIDRs: string[];
+  /** CNI ADD (and STATUS) is served: ready, or from the pod CIDRs remembered from the last run. */
   ready: boolean;
   notReadyReason: string | undefined;
   socket: string;

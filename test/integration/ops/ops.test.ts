@@ -811,6 +811,12 @@ describe.skipIf(skip !== undefined)(skip === undefined ? title : `${title} (skip
       const metrics = parseExposition(curl(n2, '/metrics').body);
       expect(metrics.get('trellis_reconcile_total', { outcome: 'waiting' })).toBeGreaterThanOrEqual(1);
       expect(metrics.get('trellis_agent_ready')).toBe(0);
+      // status agrees with the socket: ADD is refused, so it is not said to be served.
+      const human = cli(n2, 'status', '--socket', n2.agent!.socket);
+      expect(human.code).toBe(1);
+      expect(human.stdout).toMatch(/^ready:\s+no: agent: Node .* is not in the API.*\)$/m);
+      expect(human.stdout).not.toMatch(/CNI ADD is served/);
+      expect(cliJson<StatusView>(n2, 'status').doc.ready).toBe(false);
     } finally {
       await tb.api.createNode(nodeObject(n2.plan));
     }
