@@ -236,6 +236,11 @@ class StoreIpam implements Ipam {
    * tries them again rather than leave them taken until a restart's load frees them.
    */
   readonly #stranded = new Map<string, Set<string>>();
+  /**
+   * Owners whose release's directory fsyncs failed (the caller failed): the runtime retries the DEL,
+   * which finds nothing left to release and must not report success before those unlinks are durable.
+   */
+  readonly #releaseNotDurable = new Set<string>();
   /** Per range text: the reserved addresses inside it (what the allocator must skip). */
   #used = new Map<string, Set<bigint>>();
   /** Per range text: the last address handed out (round-robin pointer). */
@@ -426,20 +431,42 @@ class StoreIpam implements Ipam {
 
   release(key: LeaseKey): boolean {
     const { found, failure } = this.#release(key);
-    if (found) this.#store.flush(true);
+    if (found || this.#releaseNotDurable.has(ownerName(key))) this.#flushRelease(key);
     if (failure !== undefined) throw failure;
     return found;
   }
 
   releaseDeferred(key: LeaseKey): PendingRelease {
     const { found, failure } = this.#release(key);
-    if (!found) return { released: false, durable: Promise.resolve() };
     if (failure !== undefined) {
       // The rare failed unlink keeps release's synchronous path: flush what was done, then throw.
-      this.#store.flush(true);
+      this.#flushRelease(key);
       throw failure;
     }
-    return { released: true, durable: this.#store.flushDeferred() };
+    if (!found && !this.#releaseNotDurable.has(ownerName(key)))
+      return { released: false, durable: Promise.resolve() };
+    // Found, or a retry of a release whose fsyncs failed: answered once they are durable.
+    const owner = ownerName(key);
+    const durable = this.#store.flushDeferred().then(
+      () => void this.#releaseNotDurable.delete(owner),
+      (err: unknown) => {
+        this.#releaseNotDurable.add(owner);
+        throw err;
+      },
+    );
+    return { released: found, durable };
+  }
+
+  /** release's fsyncs on the JS thread; a failure is remembered for the key's retried release. */
+  #flushRelease(key: LeaseKey): void {
+    const owner = ownerName(key);
+    try {
+      this.#store.flush(true);
+    } catch (err) {
+      this.#releaseNotDurable.add(owner);
+      throw err;
+    }
+    this.#releaseNotDurable.delete(owner);
   }
 
   /**

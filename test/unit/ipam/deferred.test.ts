@@ -462,6 +462,63 @@ describe('IPAM releaseDeferred', () => {
     expect(reservationsOnDisk(dir).size).toBe(0);
   });
 
+  it('a retried release after failed fsyncs is durable only once they succeed (the runtime retries the failed DEL)', async () => {
+    const dir = tempDir();
+    let fail = false;
+    let synced = 0;
+    const failing = fsyncFailingWhen(() => fail);
+    const fs: StoreFs = {
+      ...failing,
+      fsync: (fd) => {
+        synced++;
+        return failing.fsync(fd);
+      },
+    };
+    const ipam = openIpamWith({ dir, ranges: RANGES }, fs);
+    ipam.allocate(key(1));
+    fail = true;
+    await expect(ipam.releaseDeferred(key(1)).durable).rejects.toBeInstanceOf(CniError);
+    // Still failing: the retry fails too rather than answer success with nothing synced.
+    const again = ipam.releaseDeferred(key(1));
+    expect(again.released).toBe(false);
+    await expect(again.durable).rejects.toBeInstanceOf(CniError);
+    fail = false;
+    synced = 0;
+    const third = ipam.releaseDeferred(key(1));
+    await third.durable;
+    expect(synced).toBeGreaterThan(0);
+    // Durable now: a fourth release of the key is an unknown key's, nothing synced.
+    synced = 0;
+    await ipam.releaseDeferred(key(1)).durable;
+    expect(synced).toBe(0);
+  });
+
+  it('release (synchronous) after failed fsyncs: the retry syncs again and throws while they fail', () => {
+    const dir = tempDir();
+    let fail = false;
+    let syncedOnThread = 0;
+    const fs: StoreFs = {
+      ...realFs,
+      fsyncSync: (fd) => {
+        syncedOnThread++;
+        if (fail) throw Object.assign(new Error('EIO: i/o error, fsync'), { code: 'EIO' });
+        realFs.fsyncSync(fd);
+      },
+    };
+    const ipam = openIpamWith({ dir, ranges: RANGES }, fs);
+    ipam.allocate(key(1));
+    fail = true;
+    expect(() => ipam.release(key(1))).toThrow(CniError);
+    expect(() => ipam.release(key(1))).toThrow(CniError);
+    fail = false;
+    syncedOnThread = 0;
+    expect(ipam.release(key(1))).toBe(false);
+    expect(syncedOnThread).toBeGreaterThan(0);
+    syncedOnThread = 0;
+    expect(ipam.release(key(1))).toBe(false);
+    expect(syncedOnThread).toBe(0);
+  });
+
   it('an unknown key: released false, durable at once, nothing synced', async () => {
     const dir = tempDir();
     let synced = 0;
