@@ -88,6 +88,8 @@ export class HttpTransport implements Transport {
         ? new ClientCertFiles(spec.certFiles, { cert: spec.cert, key: spec.key }, this.#now)
         : undefined;
     if (spec.token?.kind === 'static') this.#token = spec.token.value;
+    // Until the file is first read (#tokenReadAt stays -Infinity, so every request tries it).
+    else if (spec.token?.kind === 'file') this.#token = spec.token.fallback;
     this.#basePath = spec.server.pathname.replace(/\/+$/, '');
   }
 
@@ -316,6 +318,10 @@ export class HttpTransport implements Transport {
       err.message += ' (the bearer token of the kubeconfig)';
       return err;
     }
+    if (this.#tokenReadAt === Number.NEGATIVE_INFINITY && t.fallback !== undefined) {
+      err.message += ` (the inline token of the kubeconfig, sent while ${t.path} cannot be read)`;
+      return err;
+    }
     this.#tokenReadAt = Number.NEGATIVE_INFINITY;
     err.message += ` (the bearer token of ${t.path}, read again for the next request)`;
     return err;
@@ -325,11 +331,14 @@ export class HttpTransport implements Transport {
     const t = this.#spec.token;
     if (t === undefined || t.kind === 'static') return this.#token;
     const now = this.#now();
-    if (this.#token === undefined || now - this.#tokenReadAt >= t.reloadMs) {
+    if (now - this.#tokenReadAt >= t.reloadMs) {
       try {
         const value = readFileSync(t.path, 'utf8').trim();
-        if (value !== '') this.#token = value;
-        this.#tokenReadAt = now;
+        // An empty file (being written) counts as unread: the next request tries again.
+        if (value !== '') {
+          this.#token = value;
+          this.#tokenReadAt = now;
+        }
       } catch {
         // Keep the last token: a rotation in progress (the kubelet swaps a symlink) must not turn
         // into a request without credentials. The next request tries again.

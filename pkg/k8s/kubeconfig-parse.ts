@@ -11,8 +11,11 @@ import { K8sError, K8sReason } from './errors.ts';
 
 export type TokenSource =
   | { readonly kind: 'static'; readonly value: string }
-  /** Read again every reloadMs (bound service account tokens rotate). */
-  | { readonly kind: 'file'; readonly path: string; readonly reloadMs: number };
+  /**
+   * Read again every reloadMs (bound service account tokens rotate). `fallback`: the kubeconfig's
+   * inline token, sent while the file has not been read yet (tried again on every request).
+   */
+  | { readonly kind: 'file'; readonly path: string; readonly reloadMs: number; readonly fallback?: string };
 
 /** The settings of the native transport. */
 export interface HttpSpec {
@@ -207,15 +210,20 @@ export function parseKubeconfig(
     if (typeof user.tokenFile !== 'string' || user.tokenFile === '')
       throw fail(`${uField('tokenFile')} must be a file path`);
     const abs = isAbsolute(user.tokenFile) ? user.tokenFile : resolve(base, user.tokenFile);
-    let readable = true;
     try {
       readFileSync(abs);
     } catch (err) {
-      readable = false;
       if (token === undefined)
         throw fail(`${uField('tokenFile')} ${abs} could not be read: ${(err as Error).message}`, err);
     }
-    if (readable) token = { kind: 'file', path: abs, reloadMs: opts.tokenReloadMs };
+    // Unreadable now (written a moment later, a symlink being swapped): the file is still tried on
+    // every request, and wins once it can be read; the inline token would expire in its place.
+    token = {
+      kind: 'file',
+      path: abs,
+      reloadMs: opts.tokenReloadMs,
+      ...(token?.kind === 'static' ? { fallback: token.value } : {}),
+    };
   }
 
   if (unsupported !== '') return { server, context, http: undefined, unsupported };

@@ -291,6 +291,24 @@ describe('HttpTransport', () => {
       await t.listPage('list nodes', '/api/v1/nodes', { limit: 10 });
       expect(seen).toEqual(['Bearer old', 'Bearer new']);
       t.close();
+      // The inline token sent while the file is missing: a 401 names it, not the file.
+      const missing = join(dir, 'missing');
+      const inline = new HttpTransport(
+        {
+          server: new URL(`http://127.0.0.1:${port}`),
+          insecure: true,
+          token: { kind: 'file', path: missing, reloadMs: 60_000, fallback: 'inline' },
+        },
+        { userAgent: 'trellis-agent/test', requestTimeoutMs: 1000, watchIdleMs: 1000 },
+      );
+      const refused = await rejection(inline.listPage('list nodes', '/api/v1/nodes', { limit: 10 }));
+      expect(refused.message).toContain(
+        `the inline token of the kubeconfig, sent while ${missing} cannot be read`,
+      );
+      writeFileSync(missing, 'new\n');
+      await inline.listPage('list nodes', '/api/v1/nodes', { limit: 10 });
+      expect(seen).toEqual(['Bearer old', 'Bearer new', 'Bearer inline', 'Bearer new']);
+      inline.close();
     } finally {
       rmSync(dir, { recursive: true, force: true });
     }

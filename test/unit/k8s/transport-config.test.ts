@@ -280,6 +280,21 @@ describe('native transport over TLS', () => {
     ]);
   });
 
+  it('a tokenFile unreadable at start is tried on every request and wins once it can be read', async () => {
+    const ca = { 'certificate-authority-data': b64(pki.caCert) };
+    const later = kubeconfig(ca, { token: 'inline-token', tokenFile: 'later' });
+    const client = createK8sClient(loadKubeConfig({ kubeconfigPath: later, env: {} }));
+    await client.listNodes();
+    await client.listNodes();
+    writeFileSync(join(dir, 'later'), 'file-token\n');
+    await client.listNodes();
+    expect(tlsServer.store.requests().map((r) => r.authorization)).toEqual([
+      'Bearer inline-token',
+      'Bearer inline-token',
+      'Bearer file-token',
+    ]);
+  });
+
   it('uses an explicit context instead of current-context', async () => {
     const path = kubeconfig(
       { 'certificate-authority-data': b64(pki.caCert) },
