@@ -540,6 +540,14 @@ function checkFirewall(f: DoctorFacts): CheckResult {
           : `${vxlanFixCommand(b)} (${VXLAN_NOTE.replaceAll('<port>', String(b.port))})`,
     });
   }
+  // A chain whose fate the agent cannot tell: no pass (status says the same, "cannot judge").
+  const undecided = fw.undecided ?? [];
+  if (r.findings.length === 0 && undecided.length > 0) {
+    return {
+      ...r,
+      skipped: `the agent cannot judge ${undecided.join(', ')} (rules it cannot read: a queue to another program, an unknown target); no drop found elsewhere`,
+    };
+  }
   return r;
 }
 

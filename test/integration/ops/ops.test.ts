@@ -358,6 +358,32 @@ describe.skipIf(skip !== undefined)(skip === undefined ? title : `${title} (skip
     }
   });
 
+  it('a forward chain handing packets to another program (NFQUEUE): status and doctor say it cannot be judged, never that it lets pods through', async () => {
+    // --queue-bypass: accepted while nothing listens, so the other tests' traffic is unaffected.
+    nsExec(n1.ns, 'iptables-nft', ['-I', 'FORWARD', '-j', 'NFQUEUE', '--queue-bypass']);
+    try {
+      const st = await until(
+        'the undecided chain',
+        10_000,
+        () => cliJson<StatusView>(n1, 'status').doc.forwardFirewall,
+        (f) => (f?.undecided ?? []).length > 0,
+      );
+      expect(st!.undecided).toEqual(['ip filter FORWARD']);
+      expect(cli(n1, 'status', '--socket', n1.agent!.socket).stdout).toMatch(
+        /^host firewall:\s+no drop of pod traffic found \(checked .*\); cannot judge ip filter FORWARD /m,
+      );
+      const d = doctor(n1);
+      const check = d.report.checks.find((c) => c.name === 'firewall')!;
+      expect(check.findings).toEqual([]);
+      expect(check.skipped).toMatch(/^the agent cannot judge ip filter FORWARD \(/);
+      expect(cli(n1, 'doctor', '--socket', n1.agent!.socket).stdout).toMatch(
+        /^\[SKIP\] the host firewall lets pod traffic through .*\(the agent cannot judge ip filter FORWARD /m,
+      );
+    } finally {
+      nsExec(n1.ns, 'iptables-nft', ['-D', 'FORWARD', '-j', 'NFQUEUE', '--queue-bypass']);
+    }
+  });
+
   it('with --no-accept-forward the agent only reports: the log, status, metric and doctor say where, and their fix lets pods through', async () => {
     await tb.restartAgent(n1.name, { args: ['--no-accept-forward'] });
     const pod = pods[0]!;

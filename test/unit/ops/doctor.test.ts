@@ -796,6 +796,17 @@ describe('doctor', () => {
     );
     delete agentValue(f).status.forwardFirewall;
     expect(runDoctor(f).checks.find((c) => c.name === 'firewall')!.skipped).toMatch(/older version/);
+    // Chains the agent could not judge (an NFQUEUE verdict, say): never called a pass.
+    agentValue(f).status.forwardFirewall = {
+      checkedAt: '2026-12-01T10:00:00.000Z',
+      blocks: [],
+      undecided: ['ip filter FORWARD'],
+    };
+    const unjudged = runDoctor(f).checks.find((c) => c.name === 'firewall')!;
+    expect(unjudged.findings).toEqual([]);
+    expect(unjudged.skipped).toBe(
+      'the agent cannot judge ip filter FORWARD (rules it cannot read: a queue to another program, an unknown target); no drop found elsewhere',
+    );
   });
 
   it("an input chain that drops the tunnelled nodes' VXLAN is a finding, with the port to open (never opened by trellis)", () => {
