@@ -46,6 +46,8 @@ export interface AgentHealthOptions {
    * change, not per probe, so a stall the kubelet restarts the agent for is in its log.
    */
   log?: Pick<Logger, 'warn' | 'info'>;
+  /** Told when a job is found stuck (maxBusyMs passed) and when it ends (undefined). */
+  onStuck?: (stuck: { job: string; sinceMs: number } | undefined) => void;
 }
 
 export class AgentHealth {
@@ -66,6 +68,7 @@ export class AgentHealth {
   private readonly maxBusyMs: number;
   /** The reconcile worker's job last seen stuck (undefined: not stuck), so it is logged once. */
   private stuckWith: string | undefined;
+  private readonly onStuck: AgentHealthOptions['onStuck'];
 
   constructor(opts: AgentHealthOptions) {
     this.source = opts.source;
@@ -80,6 +83,7 @@ export class AgentHealth {
     });
     this.log = opts.log;
     this.maxBusyMs = opts.maxBusyMs ?? DEFAULT_MAX_BUSY_MS;
+    this.onStuck = opts.onStuck;
   }
 
   start(): void {
@@ -114,8 +118,10 @@ export class AgentHealth {
         { job: work.what, busyMs: Math.round(work.forMs), maxBusyMs: this.maxBusyMs },
         'reconcile loop stuck: /readyz fails until the job ends',
       );
+      this.onStuck?.({ job: work.what, sinceMs: Date.now() - work.forMs });
     } else if (was !== undefined) {
       this.log?.info({ job: was }, 'reconcile loop moving again');
+      this.onStuck?.(undefined);
     }
   }
 

@@ -40,6 +40,10 @@ export class AgentObserver {
   private listening = false;
   /** Which outcome the coverage annotation reports: a failed full pass until a good one. */
   private readonly standing = new PassStanding();
+  /** The last pass's outcome as judged by `standing` (undefined before the first). */
+  private outcome: ReturnType<PassStanding['judge']> | undefined;
+  /** The reconcile job found stuck, for the annotation (undefined: none). */
+  private stuck: string | undefined;
 
   constructor(opts: ObserverOptions) {
     this.opts = opts;
@@ -52,6 +56,14 @@ export class AgentObserver {
         work: () => this.agent?.reconcileWork(),
       },
       log: opts.log,
+      // The annotation's heartbeat would go on saying "ready" while no pass can end to say otherwise.
+      onStuck: (stuck) => {
+        this.stuck =
+          stuck === undefined
+            ? undefined
+            : `${stuck.job} under way since ${new Date(stuck.sinceMs).toISOString().replace(/\.\d+Z$/, 'Z')}`;
+        void this.report();
+      },
     });
     const kube = opts.kube;
     const writes = new FailureLog(opts.log, 'could not write the trellis.dev/agent annotation; will retry');
@@ -79,28 +91,36 @@ export class AgentObserver {
       onPass: (passed: PassOutcome) => {
         this.metrics.onPass(passed);
         this.health.onPass(passed);
-        const outcome = this.standing.judge(passed);
-        const agent = this.agent;
-        if (this.reporter === undefined || agent === undefined) return;
-        const reason = agent.notReadyReason();
-        const nodeUid = agent.nodeUid();
-        // peers() is the last good pass's: a pass that failed or waits routed nothing new, so the peers
-        // it left unrouted still are (an empty list would read as full coverage).
-        void this.reporter.update({
-          ready: reason === undefined,
-          ...(reason === undefined ? {} : { reason }),
-          missing: missingPeers(this.metrics.peers()),
-          ...(nodeUid === undefined ? {} : { nodeUid }),
-          ...(outcome.kind === 'error'
-            ? { lastPass: { outcome: 'failed', why: outcome.error } }
-            : outcome.kind === 'waiting'
-              ? { lastPass: { outcome: 'waiting', why: outcome.reason } }
-              : {}),
-        });
+        this.outcome = this.standing.judge(passed);
+        void this.report();
       },
       onLeasesReclaimed: (reason, count) => this.metrics.onLeasesReclaimed(reason, count),
       onPreparedPair: (outcome) => this.metrics.onPreparedPair(outcome),
     };
+  }
+
+  /** The coverage annotation's state now: the agent's readiness, the last pass, a stuck job. */
+  private report(): Promise<void> {
+    const agent = this.agent;
+    if (this.reporter === undefined || agent === undefined) return Promise.resolve();
+    const outcome = this.outcome;
+    const reason = agent.notReadyReason();
+    const nodeUid = agent.nodeUid();
+    // peers() is the last good pass's: a pass that failed or waits routed nothing new, so the peers
+    // it left unrouted still are (an empty list would read as full coverage).
+    return this.reporter.update({
+      ready: reason === undefined,
+      ...(reason === undefined ? {} : { reason }),
+      missing: missingPeers(this.metrics.peers()),
+      ...(nodeUid === undefined ? {} : { nodeUid }),
+      ...(this.stuck !== undefined
+        ? { lastPass: { outcome: 'stuck', why: this.stuck } }
+        : outcome?.kind === 'error'
+          ? { lastPass: { outcome: 'failed', why: outcome.error } }
+          : outcome?.kind === 'waiting'
+            ? { lastPass: { outcome: 'waiting', why: outcome.reason } }
+            : {}),
+    });
   }
 
   attach(agent: Agent): void {

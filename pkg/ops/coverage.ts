@@ -98,7 +98,12 @@ export function coverage(nodes: readonly CoverageNode[], now: number, staleAfter
         fix: `read the log of the trellis pod on ${n.name} (kubectl -n kube-system get pods -l app.kubernetes.io/name=trellis -o wide --field-selector spec.nodeName=${n.name}), or kubectl exec it and run trellis-agent doctor`,
       });
     }
-    if (r.lastPass !== undefined) {
+    if (r.lastPass?.startsWith('stuck: ') === true) {
+      row.problems.push({
+        problem: `the agent's reconcile loop is stuck (${r.lastPass.slice('stuck: '.length)}): no Node change is applied on this node until it ends`,
+        fix: `read the log of the trellis pod on ${n.name} ("reconcile loop stuck"); deleting the pod restarts the agent`,
+      });
+    } else if (r.lastPass !== undefined) {
       row.problems.push({
         problem: `the agent's last reconcile pass did not succeed (${r.lastPass}): the peers it reports unrouted are those of its last good pass`,
         fix: `read the log of the trellis pod on ${n.name} ("reconcile failed", "waiting before programming the node"), or kubectl exec it and run trellis-agent doctor`,

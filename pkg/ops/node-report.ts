@@ -90,7 +90,7 @@ export interface ReportState {
   /** The last good pass's. */
   missing: string[];
   /** Set while the latest pass did not succeed. */
-  lastPass?: { outcome: 'failed' | 'waiting'; why: string };
+  lastPass?: { outcome: 'failed' | 'waiting' | 'stuck'; why: string };
   /** The Node object's uid: one re-created under the same name gets the report at once. */
   nodeUid?: string;
 }

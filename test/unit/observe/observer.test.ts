@@ -12,7 +12,10 @@ import { reconcileReport } from '../routes/report-fixture.ts';
 import { parseExposition } from './prom-text.ts';
 
 /** The part of the Agent the observer reads, with state the test changes. */
-function fakeAgent(state: { reason: string | undefined }): Agent {
+function fakeAgent(state: {
+  reason: string | undefined;
+  work?: { what: string; forMs: number } | undefined;
+}): Agent {
   const snapshot = (): AgentSnapshot => ({
     node: 'n1',
     standalone: false,
@@ -33,7 +36,7 @@ function fakeAgent(state: { reason: string | undefined }): Agent {
   });
   return {
     notReadyReason: () => state.reason,
-    reconcileWork: () => undefined,
+    reconcileWork: () => state.work,
     servesAdd: () => state.reason === undefined,
     netnsAlive: () => true,
     nodeUid: () => 'uid-1',
@@ -128,6 +131,48 @@ describe('AgentObserver', () => {
     const good = await last();
     expect(good).toMatchObject({ peersMissing: 0, missing: [] });
     expect(good.lastPass).toBeUndefined();
+  });
+
+  it('a reconcile job stuck past the readiness limit is in the annotation (its heartbeat no longer reads as all well), and gone once the job ends', async () => {
+    const writes: Record<string, string | null>[] = [];
+    obs = new AgentObserver({
+      nodeName: 'n1',
+      version: '9.9.9',
+      metricsAddr: '',
+      adminSocket: '',
+      kube: {
+        annotateNode: async (_name, ann) => {
+          writes.push(ann);
+        },
+      },
+      log: pino({ level: 'silent' }),
+    });
+    const state: { reason: undefined; work?: { what: string; forMs: number } } = { reason: undefined };
+    const hooks = obs.hooks();
+    obs.attach(fakeAgent(state));
+    const last = async () => {
+      await new Promise((r) => setTimeout(r, 10));
+      const d = decodeReport(writes.at(-1)![AGENT_ANNOTATION]!);
+      if (!d.ok) throw new Error(d.problem);
+      return d.report;
+    };
+    hooks.onPass?.({ kind: 'ok', durationMs: 1, report: reconcileReport({ decisions: [] }) });
+    expect((await last()).lastPass).toBeUndefined();
+    // Under the limit: nothing said.
+    state.work = { what: 'a full pass', forMs: 60_000 };
+    obs.health.tick();
+    const count = writes.length;
+    await new Promise((r) => setTimeout(r, 10));
+    expect(writes).toHaveLength(count);
+    state.work = { what: 'a full pass', forMs: 180_000 };
+    obs.health.tick();
+    const stuck = await last();
+    expect(stuck.ready).toBe(true);
+    expect(stuck.lastPass).toMatch(/^stuck: a full pass under way since \d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ$/);
+    expect(obs.health.readiness().ok).toBe(false);
+    state.work = undefined;
+    obs.health.tick();
+    expect((await last()).lastPass).toBeUndefined();
   });
 
   it('listen() opens only the metrics and health listener (before the agent starts); start() the admin socket', async () => {

@@ -124,4 +124,19 @@ describe('coverage', () => {
     ]);
     expect(r.nodes[1]!.missingOn).toEqual(['a/v4']);
   });
+
+  it('a node whose reconcile loop is stuck is a gap, said as such', () => {
+    const r = coverage(
+      [
+        node('a', ['10.244.1.0/24'], { lastPass: 'stuck: a full pass under way since 2026-12-06T10:00:00Z' }),
+        node('b', ['10.244.2.0/24'], {}),
+      ],
+      NOW,
+      STALE_AFTER_MS,
+    );
+    expect(r.ok).toBe(false);
+    expect(r.nodes[0]!.problems.map((p) => p.problem)).toEqual([
+      "the agent's reconcile loop is stuck (a full pass under way since 2026-12-06T10:00:00Z): no Node change is applied on this node until it ends",
+    ]);
+  });
 });
