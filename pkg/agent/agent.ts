@@ -1102,6 +1102,7 @@ export class Agent {
       routeMtu: this.routeMtu,
       ...(this.mtuProblem === undefined ? {} : { mtuProblem: this.mtuProblem }),
       podCIDRs: this.ipam?.ranges() ?? [],
+      internalIPs: [...(this.cluster?.get(this.nodeName)?.internalIPs ?? [])],
       // What the socket does (ADD served, from memory too), not whether it was ready once.
       ready: this.servesAdd(),
       notReadyReason: this.notReadyReason(),

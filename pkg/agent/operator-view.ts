@@ -35,6 +35,8 @@ export interface AgentSnapshot {
   /** Why the pod MTU cannot carry this node's IPv6 pod CIDR (below 1280); absent when it can. */
   mtuProblem?: string;
   podCIDRs: string[];
+  /** This node's InternalIPs as the Node cache holds them (empty standalone or before the list). */
+  internalIPs: string[];
   /** CNI ADD (and STATUS) is served: ready, or from the pod CIDRs remembered from the last run. */
   ready: boolean;
   notReadyReason: string | undefined;

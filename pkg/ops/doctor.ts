@@ -346,7 +346,7 @@ function checkRpFilter(f: DoctorFacts): CheckResult {
   if (masq === undefined)
     return { ...r, skipped: 'the agent does not report its masquerade settings (an older version)' };
   type Kept = { why: string; undo: string };
-  const keptBy = (nodeIP: string): Kept | undefined => {
+  const keptBy = (nodeIP: string, whose: string): Kept | undefined => {
     if (!masq.enabled) return { why: 'masquerading is off', undo: 'run the agents without --no-masquerade' };
     const ip = parseIp(nodeIP);
     const c = masq.noMasqueradeCIDRs.find((s) => {
@@ -356,7 +356,7 @@ function checkRpFilter(f: DoctorFacts): CheckResult {
     return c === undefined
       ? undefined
       : {
-          why: `no-masquerade CIDR ${c} covers their InternalIPs`,
+          why: `no-masquerade CIDR ${c} covers ${whose}`,
           undo: 'leave the node addresses out of the no-masquerade CIDRs (TRELLIS_NO_MASQUERADE_CIDRS)',
         };
   };
@@ -367,12 +367,20 @@ function checkRpFilter(f: DoctorFacts): CheckResult {
     if (h === undefined) hit.set(iface, { peers: [peer], kept, back, uplink });
     else h.peers.push(peer);
   };
+  // The peer's pods keep their address toward this node's InternalIP when the no-masquerade CIDRs
+  // (the same on every agent) cover it; this node's pods toward the peer's when they cover the peer's.
+  // An older agent does not say its InternalIPs: the peer's stands in, as before.
+  const ownIPs = f.agent.value.status.internalIPs?.filter((ip) => parseIp(ip)?.family === 4);
+  const keptToHere = ownIPs
+    ?.map((ip) => keptBy(ip, `this node's InternalIP ${ip}`))
+    .find((k) => k !== undefined);
   for (const p of vxlan) {
-    const kept = keptBy(p.nodeIP);
-    if (kept === undefined) continue;
     const uplink = f.peerUplinks[p.nodeIP];
-    if (uplink !== undefined) note(uplink, p.node, kept, p.linkName, true);
-    note(p.linkName, `${p.node} ${p.nodeIP}`, kept, uplink ?? 'the underlay', false);
+    const toHere = ownIPs === undefined ? keptBy(p.nodeIP, 'their InternalIPs') : keptToHere;
+    if (uplink !== undefined && toHere !== undefined) note(uplink, p.node, toHere, p.linkName, true);
+    const toPeer = keptBy(p.nodeIP, 'their InternalIPs');
+    if (toPeer !== undefined)
+      note(p.linkName, `${p.node} ${p.nodeIP}`, toPeer, uplink ?? 'the underlay', false);
   }
   const all = f.rpFilter.all ?? 0;
   const present = new Set(f.links.map((l) => l.name));

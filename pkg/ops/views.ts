@@ -23,6 +23,8 @@ export interface StatusView {
   /** Below `mtu` when traffic leaving the node is encapsulated. */
   routeMtu?: number;
   podCIDRs: string[];
+  /** This node's InternalIPs as the agent knows them; absent from older agents. */
+  internalIPs?: string[];
   /** The agent serves CNI ADD (and STATUS). */
   ready: boolean;
   notReadyReason?: string;
@@ -146,6 +148,7 @@ export function statusView(
     ...(s.routeMtu === undefined || s.routeMtu === s.mtu ? {} : { routeMtu: s.routeMtu }),
     ...(s.mtuProblem === undefined ? {} : { mtuProblem: s.mtuProblem }),
     podCIDRs: s.podCIDRs,
+    internalIPs: s.internalIPs,
     ready: s.ready,
     ...(s.notReadyReason === undefined ? {} : { notReadyReason: s.notReadyReason }),
     ...(readiness === undefined ? {} : { readiness }),

@@ -57,6 +57,7 @@ describe.skipIf(netnsSkipReason !== undefined)(
         mode: 'host-gw',
         mtu: 1500,
         podCIDRs: ['10.244.1.0/24'],
+        internalIPs: [],
         ready: true,
         notReadyReason: undefined,
         socket: join(dir, 'cni.sock'),

@@ -188,6 +188,7 @@ describe.skipIf(skip !== undefined)(skip === undefined ? title : `${title} (skip
       node: n1.name,
       ready: true,
       podCIDRs: [...n1.plan.podCIDRs],
+      internalIPs: [n1.plan.v4, n1.plan.v6],
       leases: 3,
       standalone: false,
     });

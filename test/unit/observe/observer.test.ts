@@ -22,6 +22,7 @@ function fakeAgent(state: {
     mode: 'auto',
     mtu: 1450,
     podCIDRs: ['10.244.1.0/24'],
+    internalIPs: [],
     ready: state.reason === undefined,
     notReadyReason: state.reason,
     socket: '/run/trellis/cni.sock',

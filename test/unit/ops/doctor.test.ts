@@ -668,6 +668,34 @@ describe('doctor', () => {
     expect(runDoctor(f).checks.find((c) => c.name === 'rp-filter')?.skipped).toMatch(/masquerade/);
   });
 
+  it("a no-masquerade CIDR decides each direction by the address it covers: the uplink by this node's InternalIP, the device by the peer's", () => {
+    const strictOn = (ownIP: string, noMasq: string): string[] => {
+      const f = healthy();
+      addVxlanPeer(f);
+      agentValue(f).status.internalIPs = [ownIP];
+      agentValue(f).status.masquerade = { enabled: true, noMasqueradeCIDRs: [noMasq] };
+      f.rpFilter.all = 1;
+      f.rpFilter.byIface.eth0 = 0;
+      return runDoctor(f)
+        .checks.find((c) => c.name === 'rp-filter')!
+        .findings.map((x) => x.problem.split(' is strict')[0]!);
+    };
+    // Covers the peer (192.168.20.3) only: this node's pods keep their address toward it (the device);
+    // the peer's pods masquerade toward this node, so the uplink is fine.
+    expect(strictOn('10.0.0.5', '192.168.20.0/24')).toEqual(['rp_filter on trellis.v4']);
+    // Covers this node only: the peer's pods keep theirs toward this node's address (the uplink).
+    expect(strictOn('192.168.20.5', '192.168.20.5/32')).toEqual(['rp_filter on eth0']);
+    const f = healthy();
+    addVxlanPeer(f);
+    agentValue(f).status.internalIPs = ['192.168.20.5'];
+    agentValue(f).status.masquerade = { enabled: true, noMasqueradeCIDRs: ['192.168.20.5/32'] };
+    f.rpFilter.all = 1;
+    f.rpFilter.byIface.eth0 = 0;
+    expect(runDoctor(f).checks.find((c) => c.name === 'rp-filter')!.findings[0]!.problem).toContain(
+      "no-masquerade CIDR 192.168.20.5/32 covers this node's InternalIP 192.168.20.5",
+    );
+  });
+
   it("a held attachment's veth (its lease record quarantined, its pod maybe running) is not an orphan", () => {
     const f = healthy();
     f.links.push({ name: 'trlffffffffffff', mtu: 1450, kind: 'veth' });

@@ -43,6 +43,7 @@ function snapshot(): AgentSnapshot {
     mode: 'auto',
     mtu: 1500,
     podCIDRs: ['10.244.1.0/24'],
+    internalIPs: ['192.168.1.10'],
     ready: true,
     notReadyReason: undefined,
     socket: '/run/trellis/cni.sock',
