@@ -306,11 +306,21 @@ class StoreIpam implements Ipam {
     ) {
       return [];
     }
-    const gaps: { owner: string; lease: Lease; fileGone: boolean; unreserved: string[] }[] = [];
+    type Gap = { owner: string; lease: Lease; fileGone: boolean; unreserved: string[]; wrong: string[] };
+    const gaps: Gap[] = [];
     for (const [owner, lease] of this.#leases) {
       const fileGone = !store.hasLease(owner);
-      const unreserved = lease.addresses.map((a) => a.address).filter((a) => !store.isReserved(a));
-      if (fileGone || unreserved.length > 0) gaps.push({ owner, lease, fileGone, unreserved });
+      const unreserved: string[] = [];
+      // A link naming another owner (an addrs/ restored from a backup): the next load would free the
+      // running pod's address, so it is pointed back at the lease that holds it.
+      const wrong: string[] = [];
+      for (const { address } of lease.addresses) {
+        const by = store.reservedBy(address);
+        if (by === undefined) unreserved.push(address);
+        else if (by !== owner) wrong.push(address);
+      }
+      if (fileGone || unreserved.length > 0 || wrong.length > 0)
+        gaps.push({ owner, lease, fileGone, unreserved, wrong });
     }
     this.#recordsScannedAt = now;
     // After a write-back the stamps move: the next check scans again and finds nothing.
@@ -318,11 +328,21 @@ class StoreIpam implements Ipam {
     if (gaps.length === 0) return [];
     for (const g of gaps) if (g.fileGone) store.replaceLease(g.lease);
     store.flush(); // every lease durable before a reservation it accounts for
-    for (const g of gaps) for (const a of g.unreserved) store.reserve(a, g.owner);
+    for (const g of gaps) {
+      for (const a of g.unreserved) store.reserve(a, g.owner);
+      for (const a of g.wrong) {
+        store.unreserve(a);
+        store.reserve(a, g.owner);
+      }
+    }
     store.flush();
     return gaps.map((g) => ({
       lease: copyLease(g.lease),
-      missing: [...(g.fileGone ? ['lease file'] : []), ...g.unreserved],
+      missing: [
+        ...(g.fileGone ? ['lease file'] : []),
+        ...g.unreserved,
+        ...g.wrong.map((a) => `${a} (its reservation named another attachment)`),
+      ],
     }));
   }
 

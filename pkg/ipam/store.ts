@@ -642,8 +642,13 @@ export class LeaseStore {
   }
 
   /** Whether an address has a reservation (by anyone): its symlink is there. */
-  isReserved(address: string): boolean {
-    return this.#present(`reading addrs/${address}`, () => this.#fs.readlinkSync(join(this.#addrs, address)));
+  /** The owner an address's reservation names (its link's target); undefined when there is none. */
+  reservedBy(address: string): string | undefined {
+    let owner: string | undefined;
+    this.#present(`reading addrs/${address}`, () => {
+      owner = String(this.#fs.readlinkSync(join(this.#addrs, address)));
+    });
+    return owner;
   }
 
   /** Whether `probe` finds its path: false on ENOENT, the store's typed error on any other failure. */

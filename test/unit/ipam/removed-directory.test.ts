@@ -1,4 +1,4 @@
-import { existsSync, readdirSync, rmSync, unlinkSync, writeFileSync } from 'node:fs';
+import { existsSync, readdirSync, rmSync, symlinkSync, unlinkSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
 import { openIpam, openIpamWith } from '../../../pkg/ipam/ipam.ts';
@@ -161,6 +161,26 @@ describe('lease records removed under the agent (keepRecords)', () => {
     // The written-back reservation holds: a new lease does not get b's address.
     const d = again.allocate(key('dddd'));
     expect(d.addresses.map((x) => x.address)).not.toContain(bV6);
+  });
+
+  it('points a reservation re-pointed to another attachment (an addrs/ restored from a backup) back at its lease: a restart keeps the pod its address', () => {
+    const dir = tempDir('repointed');
+    const ipam = openIpam({ dir, ranges: RANGES });
+    const a = ipam.allocate(key('aaaa'));
+    expect(ipam.keepRecords()).toEqual([]);
+    const v4 = a.addresses[0]!.address;
+    unlinkSync(join(dir, 'addrs', v4));
+    symlinkSync('xxxx@eth0', join(dir, 'addrs', v4));
+
+    expect(ipam.keepRecords().map((r) => [r.lease.containerId, r.missing])).toEqual([
+      ['aaaa', [`${v4} (its reservation named another attachment)`]],
+    ]);
+    expect(reservationsOnDisk(dir).get(v4)).toBe('aaaa@eth0');
+    expectConsistent(ipam, dir);
+    expect(ipam.keepRecords()).toEqual([]);
+    const again = openIpam({ dir, ranges: RANGES });
+    expect(again.loadReport.quarantined).toEqual([]);
+    expect(again.get(key('aaaa'))).toEqual(a);
   });
 });
 
