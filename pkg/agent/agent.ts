@@ -59,6 +59,7 @@ import { memoryRefusal, type RememberedNode, RememberedNodeFile, rememberedMtu }
 import { markRunning, markStopped } from './run-marker.ts';
 import { drainSpool, spooledDelsIn } from './spool-drain.ts';
 import { logIpamLoad, sweepAtStart } from './start-up-state.ts';
+import { StopDeadline } from './stop-deadline.ts';
 import { type TableRules, tableRules } from './table-rules.ts';
 import { tunnelledPeers, vxlanInKinds } from './vxlan-peers.ts';
 
@@ -1204,34 +1205,21 @@ export class Agent {
     this.netnsDirWatch?.stop();
     // One deadline for the whole stop, under the pod's terminationGracePeriodSeconds (30): the waits
     // below added up to more, and a kubelet's SIGKILL leaves no "stopped" line and no clean-stop mark.
-    const deadline = performance.now() + STOP_DEADLINE_MS;
-    const left = (): number => Math.max(0, deadline - performance.now());
-    const waiting: string[] = [];
-    const within = async (what: string, work: Promise<unknown> | undefined): Promise<void> => {
-      if (work === undefined) return;
-      let timer: NodeJS.Timeout | undefined;
-      const over = await Promise.race([
-        work.then(() => false),
-        new Promise<boolean>((r) => {
-          timer = setTimeout(() => r(true), left());
-        }),
-      ]);
-      clearTimeout(timer);
-      if (over) waiting.push(what);
-    };
-    await within('pairs prepared for pods', this.prepared?.stop());
-    await this.server?.close(Math.min(CNI_CALLS_STOP_GRACE_MS, left()));
-    await within('the reconcile loop', this.controller?.done);
-    await within('the Node watch', this.informer?.done);
-    await within('veth deletions', this.deleter?.drain());
+    const deadline = new StopDeadline(STOP_DEADLINE_MS);
+    await deadline.within('pairs prepared for pods', this.prepared?.stop());
+    const cut = (await this.server?.close(Math.min(CNI_CALLS_STOP_GRACE_MS, deadline.left()))) ?? 0;
+    if (cut > 0) deadline.stillRunning(`${cut} CNI call(s) (cut: the runtime retries them)`);
+    await deadline.within('the reconcile loop', this.controller?.done);
+    await deadline.within('the Node watch', this.informer?.done);
+    await deadline.within('veth deletions', this.deleter?.drain());
     // A firewall check or a periodic task still running could write after the locks are released
     // (an accept inserted once uninstall has removed them all): waited for, within reason.
-    const backgroundMs = Math.min(STOP_BACKGROUND_WAIT_MS, left());
+    const backgroundMs = Math.min(STOP_BACKGROUND_WAIT_MS, deadline.left());
     if (!(await this.background.stop(backgroundMs, [this.forwardFirewall?.stop()])))
-      waiting.push('background work');
-    if (waiting.length > 0)
+      deadline.stillRunning('background work');
+    if (deadline.over.length > 0)
       this.log.warn(
-        { still: waiting, deadlineMs: STOP_DEADLINE_MS },
+        { still: deadline.over, deadlineMs: STOP_DEADLINE_MS },
         'stopping with work still running (the stop deadline passed)',
       );
     this.host?.close();

@@ -198,9 +198,9 @@ export class CniServer {
   /**
    * Stops accepting, lets in-flight calls finish (bounded), then closes and removes the socket. A
    * connection accepted before the close may still send its request during the grace period; the
-   * call it starts is waited for too.
+   * call it starts is waited for too. Returns how many calls were still running when the grace ended.
    */
-  async close(graceMs = 20_000): Promise<void> {
+  async close(graceMs = 20_000): Promise<number> {
     const closed = new Promise<void>((resolve) => this.server.close(() => resolve()));
     let timer: ReturnType<typeof setTimeout> | undefined;
     const graceOver = new Promise<'over'>((r) => {
@@ -213,12 +213,14 @@ export class CniServer {
       await new Promise((r) => setImmediate(r));
     }
     clearTimeout(timer);
+    const cut = this.inFlight.size;
     for (const s of this.sockets) {
       this.cutAtStop.add(s);
       s.destroy();
     }
     await closed;
     rmSync(this.opts.socketPath, { force: true });
+    return cut;
   }
 
   get inFlightCount(): number {

@@ -333,7 +333,8 @@ describe('a CNI call whose plugin gave up before the answer', () => {
       // The plugin waits for its answer; the agent stops meanwhile, and its grace runs out first.
       const waiting = exchange(socketPath, request('c-cut'), { end: false });
       await new Promise((r) => setTimeout(r, 50));
-      await server.close(50);
+      // The stop is told how many it cut, for its warning.
+      expect(await server.close(50)).toBe(1);
       expect((await waiting).answer).toBe('');
       gate.release();
       await untilLines(1);
