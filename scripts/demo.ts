@@ -143,7 +143,7 @@ async function showEgress(tb: Testbed): Promise<void> {
 }
 
 /** The README's line: what the demo needs beyond Node.js. */
-const APT_LINE = 'apt-get install iproute2 iputils-ping nftables iptables containernetworking-plugins';
+const APT_LINE = 'apt-get install iproute2 iputils-ping nftables iptables procps containernetworking-plugins';
 
 /**
  * The programs and reference plugins the demo runs, missing from this machine: said before any
@@ -153,7 +153,17 @@ function missingTools(): string[] {
   const path = (process.env.PATH ?? '').split(':').filter((d) => d !== '');
   const onPath = (name: string): boolean => path.some((d) => existsSync(join(d, name)));
   // On PATH: the test bed runs them through `ip netns exec`, which looks there (sbin included).
-  const missing = ['ip', 'ping', 'nft', 'sysctl'].filter((t) => !onPath(t)).map((t) => `${t} (on PATH)`);
+  // Installed in an sbin that is not on PATH (`su` without `-`): the apt line would not help.
+  const inSbin = (name: string): string | undefined =>
+    ['/usr/sbin', '/sbin'].find((d) => !path.includes(d) && existsSync(join(d, name)));
+  const missing = ['ip', 'ping', 'nft', 'sysctl']
+    .filter((t) => !onPath(t))
+    .map((t) => {
+      const dir = inSbin(t);
+      return dir === undefined
+        ? `${t} (on PATH)`
+        : `${t} on PATH (it is in ${dir}, which PATH lacks: su - or sudo)`;
+    });
   for (const plugin of ['loopback', 'portmap']) {
     if (!existsSync(join(REFERENCE_PLUGIN_DIR, plugin))) missing.push(join(REFERENCE_PLUGIN_DIR, plugin));
   }
