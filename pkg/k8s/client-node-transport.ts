@@ -260,7 +260,7 @@ export function createClientNodeTransport(
             (err: unknown) => {
               if (signal.aborted || err === null || err === undefined) return end(() => resolve('closed'));
               if ((err as { name?: unknown }).name === 'TimeoutError') return end(() => resolve('timeout'));
-              end(() => reject(toK8sError(op, err)));
+              end(() => reject(watchRefusal(op, err)));
             },
           )
           .then(
@@ -280,4 +280,22 @@ export function createClientNodeTransport(
 function restoreEnv(key: string, value: string | undefined): void {
   if (value === undefined) delete process.env[key];
   else process.env[key] = value;
+}
+
+/** The Retry-After the API server's filters send with a 429 (max-in-flight's is always 1 s). */
+const WATCH_THROTTLED_MS = 1000;
+
+/**
+ * client-node's Watch keeps neither the headers nor the body of a refused watch: a 429 waits at least
+ * the 1 s the API server's max-in-flight and priority-and-fairness filters ask for, rather than only
+ * the informer's own backoff (250 ms at first) while the server sheds load.
+ */
+function watchRefusal(op: string, err: unknown): K8sError {
+  const e = toK8sError(op, err);
+  if (e.statusCode !== 429 || e.retryAfterMs !== undefined) return e;
+  return new K8sError(op, e.message.slice(op.length + 2), 429, e.reason, {
+    cause: err,
+    causes: e.causes,
+    retryAfterMs: WATCH_THROTTLED_MS,
+  });
 }
