@@ -51,7 +51,10 @@ export interface Ipam {
    * The writes themselves are done, so a crash of the agent alone loses nothing either way.
    */
   allocateDeferred(key: LeaseKey, meta?: LeaseMeta): PendingLease;
-  /** Releasing an unknown key returns false and does not throw. */
+  /**
+   * Releasing an unknown key returns false and does not throw, unless its last release's fsyncs
+   * failed: that retry syncs again, and throws while syncing fails.
+   */
   release(key: LeaseKey): boolean;
   /**
    * release with the directory fsyncs still running when it returns (on libuv's thread pool, shared
@@ -239,6 +242,7 @@ class StoreIpam implements Ipam {
   /**
    * Owners whose release's directory fsyncs failed (the caller failed): the runtime retries the DEL,
    * which finds nothing left to release and must not report success before those unlinks are durable.
+   * A later release's sync that succeeds makes them durable too, and clears them.
    */
   readonly #releaseNotDurable = new Set<string>();
   /** Per range text: the reserved addresses inside it (what the allocator must skip). */
@@ -451,24 +455,24 @@ class StoreIpam implements Ipam {
 
   release(key: LeaseKey): boolean {
     const { found, failure } = this.#release(key);
-    if (found || this.#releaseNotDurable.has(ownerName(key))) this.#flushRelease(key);
+    if (found || this.#releaseNotDurable.has(ownerName(key))) this.#flushRelease(ownerName(key));
     if (failure !== undefined) throw failure;
     return found;
   }
 
   releaseDeferred(key: LeaseKey): PendingRelease {
     const { found, failure } = this.#release(key);
+    const owner = ownerName(key);
     if (failure !== undefined) {
       // The rare failed unlink keeps release's synchronous path: flush what was done, then throw.
-      this.#flushRelease(key);
+      this.#flushRelease(owner);
       throw failure;
     }
-    if (!found && !this.#releaseNotDurable.has(ownerName(key)))
-      return { released: false, durable: Promise.resolve() };
+    if (!found && !this.#releaseNotDurable.has(owner)) return { released: false, durable: Promise.resolve() };
     // Found, or a retry of a release whose fsyncs failed: answered once they are durable.
-    const owner = ownerName(key);
+    const before = [...this.#releaseNotDurable];
     const durable = this.#store.flushDeferred().then(
-      () => void this.#releaseNotDurable.delete(owner),
+      () => this.#synced(before, owner),
       (err: unknown) => {
         this.#releaseNotDurable.add(owner);
         throw err;
@@ -477,15 +481,21 @@ class StoreIpam implements Ipam {
     return { released: found, durable };
   }
 
-  /** release's fsyncs on the JS thread; a failure is remembered for the key's retried release. */
-  #flushRelease(key: LeaseKey): void {
-    const owner = ownerName(key);
+  /** release's fsyncs on the JS thread; a failure is remembered for the owner's retried release. */
+  #flushRelease(owner: string): void {
+    const before = [...this.#releaseNotDurable];
     try {
       this.#store.flush(true);
     } catch (err) {
       this.#releaseNotDurable.add(owner);
       throw err;
     }
+    this.#synced(before, owner);
+  }
+
+  /** A release's sync succeeded: its owner's unlinks are durable, and every earlier failed one's. */
+  #synced(before: readonly string[], owner: string): void {
+    for (const o of before) this.#releaseNotDurable.delete(o);
     this.#releaseNotDurable.delete(owner);
   }
 
@@ -768,7 +778,7 @@ class StoreIpam implements Ipam {
       if (lease.addresses.every(inside)) continue;
       try {
         const dropped = this.#release(parseOwnerName(owner)!).failure; // not `failure ??= …`: that would skip the call
-        this.#store.flush(true);
+        this.#flushRelease(owner);
         failure ??= dropped;
       } catch (err) {
         failure ??= err;

@@ -641,7 +641,6 @@ export class LeaseStore {
     return this.#present(`reading leases/${name}`, () => this.#fs.modeOf(join(this.#leases, name)));
   }
 
-  /** Whether an address has a reservation (by anyone): its symlink is there. */
   /** The owner an address's reservation names (its link's target); undefined when there is none. */
   reservedBy(address: string): string | undefined {
     let owner: string | undefined;

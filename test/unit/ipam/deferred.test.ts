@@ -519,6 +519,54 @@ describe('IPAM releaseDeferred', () => {
     expect(syncedOnThread).toBe(0);
   });
 
+  it('a later release that syncs makes the earlier failed ones durable: their retries sync nothing', () => {
+    const dir = tempDir();
+    let fail = false;
+    let synced = 0;
+    const fs: StoreFs = {
+      ...realFs,
+      fsyncSync: (fd) => {
+        synced++;
+        if (fail) throw Object.assign(new Error('EIO: i/o error, fsync'), { code: 'EIO' });
+        realFs.fsyncSync(fd);
+      },
+    };
+    const ipam = openIpamWith({ dir, ranges: RANGES }, fs);
+    ipam.allocate(key(1));
+    ipam.allocate(key(2));
+    fail = true;
+    expect(() => ipam.release(key(1))).toThrow(CniError);
+    fail = false;
+    expect(ipam.release(key(2))).toBe(true);
+    synced = 0;
+    expect(ipam.release(key(1))).toBe(false);
+    expect(synced).toBe(0);
+  });
+
+  it("a pod CIDR change whose release fails to sync: the pod's DEL syncs again rather than answer success", () => {
+    const dir = tempDir();
+    let fail = false;
+    let synced = 0;
+    const fs: StoreFs = {
+      ...realFs,
+      fsyncSync: (fd) => {
+        synced++;
+        if (fail) throw Object.assign(new Error('EIO: i/o error, fsync'), { code: 'EIO' });
+        realFs.fsyncSync(fd);
+      },
+    };
+    const ipam = openIpamWith({ dir, ranges: RANGES }, fs);
+    ipam.allocate(key(1));
+    fail = true;
+    expect(() => ipam.setRanges(['10.1.0.0/29', 'fd01::/125'])).toThrow();
+    expect(ipam.get(key(1))).toBeUndefined();
+    expect(() => ipam.release(key(1))).toThrow(CniError);
+    fail = false;
+    synced = 0;
+    expect(ipam.release(key(1))).toBe(false);
+    expect(synced).toBeGreaterThan(0);
+  });
+
   it('an unknown key: released false, durable at once, nothing synced', async () => {
     const dir = tempDir();
     let synced = 0;
