@@ -195,8 +195,10 @@ async function main(argv: string[]): Promise<number> {
   }
   const missing = missingTools();
   if (missing.length > 0) {
+    // Tools only off PATH (in an sbin it lacks) are not helped by the apt line.
+    const absent = missing.some((m) => !m.includes('which PATH lacks'));
     process.stderr.write(
-      `demo: this machine lacks ${missing.join(', ')}; on Debian or Ubuntu:\n  ${APT_LINE}\n`,
+      `demo: this machine lacks ${missing.join(', ')}${absent ? `; on Debian or Ubuntu:\n  ${APT_LINE}` : ''}\n`,
     );
     return 1;
   }

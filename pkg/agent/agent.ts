@@ -1220,7 +1220,7 @@ export class Agent {
     if (deadline.over.length > 0)
       this.log.warn(
         { still: deadline.over, deadlineMs: STOP_DEADLINE_MS },
-        'stopping with work still running (the stop deadline passed)',
+        'stopping with work still running (its wait or the stop deadline ran out)',
       );
     this.host?.close();
     if (this.lock !== undefined) markStopped(this.config.stateDir);

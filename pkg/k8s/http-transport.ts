@@ -73,6 +73,8 @@ export class HttpTransport implements Transport {
   readonly #basePath: string;
   #token: string | undefined;
   #tokenReadAt = Number.NEGATIVE_INFINITY;
+  /** `#token` was read from the token file (not the kubeconfig's inline fallback): for a 401's text. */
+  #tokenFromFile = false;
 
   constructor(spec: HttpSpec, opts: HttpTransportOptions) {
     this.#spec = spec;
@@ -318,7 +320,7 @@ export class HttpTransport implements Transport {
       err.message += ' (the bearer token of the kubeconfig)';
       return err;
     }
-    if (this.#tokenReadAt === Number.NEGATIVE_INFINITY && t.fallback !== undefined) {
+    if (!this.#tokenFromFile && t.fallback !== undefined) {
       err.message += ` (the inline token of the kubeconfig, sent while ${t.path} cannot be read)`;
       return err;
     }
@@ -338,6 +340,7 @@ export class HttpTransport implements Transport {
         if (value !== '') {
           this.#token = value;
           this.#tokenReadAt = now;
+          this.#tokenFromFile = true;
         }
       } catch {
         // Keep the last token: a rotation in progress (the kubelet swaps a symlink) must not turn

@@ -369,8 +369,10 @@ function checkRpFilter(f: DoctorFacts): CheckResult {
   };
   // The peer's pods keep their address toward this node's InternalIP when the no-masquerade CIDRs
   // (the same on every agent) cover it; this node's pods toward the peer's when they cover the peer's.
-  // An older agent does not say its InternalIPs: the peer's stands in, as before.
-  const ownIPs = f.agent.value.status.internalIPs?.filter((ip) => parseIp(ip)?.family === 4);
+  // An older agent does not say its InternalIPs, nor one whose Node cache lacks its own (gone from
+  // the API, served from memory): the peer's stands in, as before.
+  const listed = f.agent.value.status.internalIPs?.filter((ip) => parseIp(ip)?.family === 4);
+  const ownIPs = listed === undefined || listed.length === 0 ? undefined : listed;
   const keptToHere = ownIPs
     ?.map((ip) => keptBy(ip, `this node's InternalIP ${ip}`))
     .find((k) => k !== undefined);

@@ -270,7 +270,7 @@ describe.skipIf(skip !== undefined)(skip === undefined ? title : `${title} (skip
       await expect(run).rejects.toMatchObject({
         code: 1,
         stderr: expect.stringContaining(
-          'demo: this machine lacks nft on PATH (it is in /usr/sbin, which PATH lacks: su - or sudo), sysctl on PATH (it is in /usr/sbin, which PATH lacks: su - or sudo); on Debian or Ubuntu:',
+          'demo: this machine lacks nft on PATH (it is in /usr/sbin, which PATH lacks: su - or sudo), sysctl on PATH (it is in /usr/sbin, which PATH lacks: su - or sudo)\n',
         ),
       });
       const calls = readFileSync(trace, 'utf8');

@@ -297,7 +297,7 @@ describe('HttpTransport', () => {
         {
           server: new URL(`http://127.0.0.1:${port}`),
           insecure: true,
-          token: { kind: 'file', path: missing, reloadMs: 60_000, fallback: 'inline' },
+          token: { kind: 'file', path: missing, reloadMs: 0, fallback: 'inline' },
         },
         { userAgent: 'trellis-agent/test', requestTimeoutMs: 1000, watchIdleMs: 1000 },
       );
@@ -308,6 +308,13 @@ describe('HttpTransport', () => {
       writeFileSync(missing, 'new\n');
       await inline.listPage('list nodes', '/api/v1/nodes', { limit: 10 });
       expect(seen).toEqual(['Bearer old', 'Bearer new', 'Bearer inline', 'Bearer new']);
+      // Read from the file once: a refused token is the file's, even while the file cannot be read.
+      writeFileSync(missing, 'old\n');
+      await rejection(inline.listPage('list nodes', '/api/v1/nodes', { limit: 10 }));
+      rmSync(missing);
+      const stale = await rejection(inline.listPage('list nodes', '/api/v1/nodes', { limit: 10 }));
+      expect(seen.slice(-2)).toEqual(['Bearer old', 'Bearer old']);
+      expect(stale.message).toContain(`the bearer token of ${missing}, read again for the next request`);
       inline.close();
     } finally {
       rmSync(dir, { recursive: true, force: true });

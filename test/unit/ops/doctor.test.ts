@@ -694,6 +694,14 @@ describe('doctor', () => {
     expect(runDoctor(f).checks.find((c) => c.name === 'rp-filter')!.findings[0]!.problem).toContain(
       "no-masquerade CIDR 192.168.20.5/32 covers this node's InternalIP 192.168.20.5",
     );
+    // The agent's Node cache without its own Node (gone from the API): judged as before, by the peer's.
+    agentValue(f).status.internalIPs = [];
+    agentValue(f).status.masquerade = { enabled: false, noMasqueradeCIDRs: [] };
+    expect(
+      runDoctor(f)
+        .checks.find((c) => c.name === 'rp-filter')!
+        .findings.map((x) => x.problem.split(' is strict')[0]),
+    ).toEqual(['rp_filter on eth0', 'rp_filter on trellis.v4']);
   });
 
   it("a held attachment's veth (its lease record quarantined, its pod maybe running) is not an orphan", () => {
