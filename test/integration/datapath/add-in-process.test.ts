@@ -16,7 +16,6 @@ import { hostVethName } from '../../../pkg/datapath/names.ts';
 import { type NetlinkHandle, TRELLIS_ROUTE_PROTOCOL } from '../../../pkg/datapath/ports.ts';
 import type { DatapathDeps } from '../../../pkg/datapath/types.ts';
 import { openIpam } from '../../../pkg/ipam/index.ts';
-import { readSysctlSync, withNetns } from '../../../pkg/netns/index.ts';
 import { createLogger } from '../../../pkg/observe/logger.ts';
 import { spoolFileName } from '../../../pkg/shim/spool.ts';
 import { writeSpooledDel } from '../../../pkg/shim/spool-fs.ts';
@@ -215,7 +214,6 @@ describe.skipIf(netnsSkipReason !== undefined)('addAttachment (root, real namesp
 
   it('a node with IPv6 off by default (default.disable_ipv6=1, a hardening) still gives pods of an IPv6 pod CIDR their address', async () => {
     const { host, deps } = setUp(true, ['10.244.1.0/24', 'fd00:10:244:1::/64']);
-    deps.netns = { ...deps.netns, readSysctl: (key) => withNetns(host.path, () => readSysctlSync(key)) };
     nsSysctl(host.name, 'net.ipv6.conf.default.disable_ipv6', '1');
     const pod = pool.add('pod');
     const att = await addAttachment(deps, { containerId: 'c1', ifname: 'eth0', netns: pod.path, mtu: 1500 });

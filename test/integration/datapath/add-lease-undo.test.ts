@@ -9,7 +9,7 @@ import { inProcessDeps } from './in-process-deps.ts';
  * A repeated ADD whose attachment's lease is released while it looks at what is there (a pod CIDR
  * change: the controller releases the leases outside the new ranges) allocates a new lease; if the ADD
  * then fails, that new lease is its own to release, as on a first ADD. Real namespaces, a real IPAM
- * directory; the release and the failure come through the host handle at those points.
+ * directory; the release comes through the host handle at that point, the failure from the kernel.
  */
 describe.skipIf(netnsSkipReason !== undefined)('ADD over a lease released under it', () => {
   const pool = new NetnsPool();
@@ -25,9 +25,12 @@ describe.skipIf(netnsSkipReason !== undefined)('ADD over a lease released under 
     const deps = inProcessDeps(host, ['10.244.1.0/24'], cleanups, { echo: true });
     const key = { containerId: 'c1', ifname: 'eth0' };
     await addAttachment(deps, { ...key, netns: pod.path, mtu: 1500 });
-    // The pair deleted by someone: the repeated ADD finds the attachment not in place, and sets it up.
+    // The pair deleted by someone: the repeated ADD finds the attachment not in place, and sets it up;
+    // an eth0 of someone else's in the pod makes the kernel refuse the new pair (EEXIST).
     ip(host.name, 'link', 'del', hostVethName('c1', 'eth0'));
+    ip(pod.name, 'link', 'add', 'eth0', 'type', 'veth', 'peer', 'name', 'other0');
     let released = false;
+    let leasedAtCreate: string[] | undefined;
     const real = deps.host;
     const racing = new Proxy(real, {
       get(target, prop) {
@@ -39,7 +42,8 @@ describe.skipIf(netnsSkipReason !== undefined)('ADD over a lease released under 
             released = true;
             deps.ipam.release(key);
           }
-          if (prop === 'createVeth') return Promise.reject(new Error('createVeth: a fault the test injects'));
+          // The ADD made a lease of its own before it made the pair.
+          if (prop === 'createVeth') leasedAtCreate = deps.ipam.get(key)?.addresses.map((a) => a.address);
           return (value as (...a: unknown[]) => unknown).apply(target, args);
         };
       },
@@ -49,7 +53,8 @@ describe.skipIf(netnsSkipReason !== undefined)('ADD over a lease released under 
       { ...key, netns: pod.path, mtu: 1500 },
     ).catch((e: unknown) => e);
     expect(released).toBe(true);
-    expect(String(failed)).toContain('a fault the test injects');
+    expect(leasedAtCreate).toHaveLength(1);
+    expect(String(failed)).toContain('interface eth0 already exists');
     // Nothing left: neither the released lease nor the one the failed ADD made.
     expect(deps.ipam.get(key)).toBeUndefined();
     expect(deps.ipam.list()).toEqual([]);

@@ -5,7 +5,7 @@ import { BackgroundDeleter } from '../../../pkg/datapath/background-deleter.ts';
 import type { NetlinkHandle } from '../../../pkg/datapath/ports.ts';
 import type { DatapathDeps } from '../../../pkg/datapath/types.ts';
 import { openIpam } from '../../../pkg/ipam/index.ts';
-import { createNetnsPort, openHostNetlink, withNetns } from '../../../pkg/netns/index.ts';
+import { createNetnsPort, openHostNetlink, readSysctlSync, withNetns } from '../../../pkg/netns/index.ts';
 import type { TestNetns } from '../../support/netns.ts';
 
 /** The datapath's dependencies, and the scratch directory their leases are in. */
@@ -34,7 +34,12 @@ export function inProcessDeps(
   );
   return {
     host: handle,
-    netns: { ...port, writeSysctl: (key, value) => port.writeSysctlIn(host.path, key, value) },
+    netns: {
+      ...port,
+      writeSysctl: (key, value) => port.writeSysctlIn(host.path, key, value),
+      // Read in the node's namespace too, as the agent reads its own: not this process's (the root's).
+      readSysctl: (key) => withNetns(host.path, () => readSysctlSync(key)),
+    },
     ipam: openIpam({ dir, ranges }),
     deleter: new BackgroundDeleter(() => undefined),
     leaseDir: dir,

@@ -58,6 +58,8 @@ function setup(
     passProblems?: () => Problem[];
     /** The pass's follow-up (publishing the config list, say) throws this, when set. */
     syncFailure?: () => Error | undefined;
+    /** Each pass waits for it once it has recorded its input (a pass under way). */
+    gate?: () => Promise<void>;
   } = {},
 ) {
   let removalFailures = opts.removalFailures ?? 0;
@@ -99,6 +101,7 @@ function setup(
     routes: {
       reconcile: async (input) => {
         inputs.push(input);
+        await opts.gate?.();
         const errors = Array.from({ length: opts.routeErrors ?? 0 }, () => ({
           op: 'add',
           route: { family: 4 as const, dst: '10.244.9.0/24' },
@@ -398,19 +401,26 @@ describe('NodeController', () => {
   });
 
   it('events only mark dirty: a burst of marks while a pass runs leads to one more pass, not one per mark', async () => {
-    const t = setup();
+    let open = false;
+    let release = (): void => {};
+    const held = new Promise<void>((r) => {
+      release = r;
+    });
+    const t = setup({ gate: () => (open ? Promise.resolve() : held) });
     t.cluster.synced = true;
     t.cluster.nodes.set('n1', { name: 'n1', podCIDRs: ['10.244.1.0/24'], internalIPs: [] });
     const abort = new AbortController();
     t.controller.start(abort.signal);
-    await new Promise((r) => setTimeout(r, 20));
-    const after = t.inputs.length;
+    await until('the first pass under way', () => t.inputs.length === 1);
     for (let i = 0; i < 50; i++) t.controller.markDirty('test');
-    await new Promise((r) => setTimeout(r, 20));
+    expect(t.inputs).toHaveLength(1); // still held: the marks came while it ran
+    open = true;
+    release();
+    await until('the pass the marks asked for', () => t.inputs.length === 2);
+    await settle();
     abort.abort();
     await t.controller.done;
-    expect(after).toBe(1);
-    expect(t.inputs.length).toBe(2);
+    expect(t.inputs).toHaveLength(2);
   });
 
   it('each full pass says why it ran: start, then the reasons gathered since the last one (five at most)', async () => {

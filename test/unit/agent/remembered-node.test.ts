@@ -201,6 +201,6 @@ describe('the node.json file', () => {
     dir = mkdtempSync(join(tmpdir(), 'trl-remembered-'));
     writeFileSync(join(dir, REMEMBERED_NODE_FILE), '{"node":"node-1","podCIDRs":');
     const r = readRememberedNode(dir, 'node-1');
-    expect(r?.ok).toBe(false);
+    expect(r).toEqual({ ok: false, problem: expect.stringMatching(/^not JSON \(/) });
   });
 });

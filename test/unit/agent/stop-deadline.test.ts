@@ -1,24 +1,42 @@
-import { describe, expect, it } from 'vitest';
+import { afterEach, describe, expect, it, vi } from 'vitest';
 import { StopDeadline } from '../../../pkg/agent/stop-deadline.ts';
 
 const settleIn = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
 const never = new Promise<void>(() => {});
 
+/** Whether `p` has settled, after the microtasks queued so far. */
+async function settled(p: Promise<unknown>): Promise<boolean> {
+  let done = false;
+  void p.then(() => {
+    done = true;
+  });
+  await vi.advanceTimersByTimeAsync(0);
+  return done;
+}
+
 describe('StopDeadline: the waits of a stop share one deadline', () => {
+  afterEach(() => {
+    vi.useRealTimers();
+  });
+
   it('waits that end in time are not named; one that hangs uses up the rest, and every wait after it returns at once, named', async () => {
-    const deadline = new StopDeadline(300);
-    const started = performance.now();
-    await deadline.within('quick', settleIn(20));
+    vi.useFakeTimers();
+    const deadline = new StopDeadline(300, () => Date.now());
+    const quick = deadline.within('quick', settleIn(20));
+    await vi.advanceTimersByTimeAsync(20);
+    expect(await settled(quick)).toBe(true);
     await deadline.within('absent', undefined);
-    await deadline.within('hung', never);
-    const hungEnded = performance.now() - started;
-    // The hung wait got what was left (about 280 ms), not a fresh 300 ms.
-    expect(hungEnded).toBeGreaterThanOrEqual(290);
-    expect(hungEnded).toBeLessThan(600);
+    // The hung wait gets what is left (280 ms), not a fresh 300.
+    const hung = deadline.within('hung', never);
+    await vi.advanceTimersByTimeAsync(279);
+    expect(await settled(hung)).toBe(false);
+    expect(deadline.left()).toBe(1);
+    await vi.advanceTimersByTimeAsync(1);
+    expect(await settled(hung)).toBe(true);
     expect(deadline.left()).toBe(0);
-    await deadline.within('also hung', never);
-    await deadline.within('slow', settleIn(200));
-    expect(performance.now() - started - hungEnded).toBeLessThan(100);
+    // Past the deadline: nothing is waited for any more.
+    expect(await settled(deadline.within('also hung', never))).toBe(true);
+    expect(await settled(deadline.within('slow', settleIn(200)))).toBe(true);
     expect(deadline.over).toEqual(['hung', 'also hung', 'slow']);
   });
 
