@@ -4,8 +4,9 @@
  * every binary copied into one bin directory at the start as the DaemonSet's install-cni copies the shim
  * (lib/installed-plugin.ts),
  * driven like a runtime: cniVersion 1.0.0, a fresh pod namespace per pod, DEL with prevResult, each
- * plugin timed from spawn to exit by a runner that lives in the node namespace (so no `ip netns exec`
- * start-up is counted, for anyone). Sequential ADDs alternate between plugins pod by pod, DELs and
+ * plugin timed to its exit by a runner that lives in the node namespace (so no `ip netns exec`
+ * start-up is counted, for anyone): a sequential ADD from its pod's namespace pinned, DEL and the
+ * concurrent bursts' ADDs from the spawn (a burst's wall time from its first pin). Sequential ADDs alternate between plugins pod by pod, DELs and
  * concurrent rounds plugin by plugin (the order rotating per run); ratios compare medians of per-run
  * figures from the same run. DEL is also timed until every veth of the round is gone (trellis deletes
  * its veth pairs after DEL answered).
@@ -19,9 +20,11 @@
  * not appear any earlier than a runtime makes it appear (that would hand the agent a head start no
  * runtime gives), and the agent must never see, and so prepare anything for, the reference plugins'
  * pods. The root is a shared mount made before the agent and the runners start, so that their mount
- * namespaces (slave copies made by `ip netns exec`) receive the pins. Pinning is timed only in a
- * concurrent burst, whose wall time starts before its pins (~20 µs each): the agent starts making a
- * pair as soon as the first pin appears.
+ * namespaces (slave copies made by `ip netns exec`) receive the pins. A sequential ADD is timed from
+ * right before its pin (process.hrtime, machine-wide, against the runner's exit time), for every
+ * plugin alike: the agent starts making the pair at the pin, while the request reaches the runner and
+ * the plugin starts, so timing from the spawn would leave that head start out (`addSpawnedP50` keeps
+ * that figure). A concurrent burst's wall time starts before its pins (~20 µs each).
  *
  *   node_modules/.bin/node scripts/build.ts
  *   node_modules/.bin/node bench/cni-latency.ts [--runs 4] [--pods 50] [--concurrent 20]
@@ -170,11 +173,22 @@ function check(r: TimedRun, what: string): TimedRun {
 }
 
 interface Sample {
+  /** Sequential ADDs, from the pod's namespace pinned to the plugin's exit. */
   add: number[];
+  /** The same ADDs from the plugin's spawn. */
+  addSpawned: number[];
   del: number[];
   /** The round's DELs, from the first one's spawn until every veth of the round is gone. */
   delAllGone: number;
   concurrentWall: number;
+}
+
+/** One plugin's sequential round: ADDs from the pin (`add`) and from the spawn, DELs, all veths gone. */
+interface SequentialRound {
+  add: number[];
+  addSpawned: number[];
+  del: number[];
+  delAllGone: number;
 }
 
 /**
@@ -184,10 +198,7 @@ interface Sample {
  * of repeated runs ±0.1 apart. The DELs follow one plugin after the other, each plugin's followed by
  * its settle: trellis deletes its veths in the background, which would slow the next plugin's DELs.
  */
-async function sequentialRound(
-  ps: readonly Plugin[],
-  rotate: number,
-): Promise<Map<string, { add: number[]; del: number[]; delAllGone: number }>> {
+async function sequentialRound(ps: readonly Plugin[], rotate: number): Promise<Map<string, SequentialRound>> {
   const rounds = ps.map((p) => {
     const pods = Array.from({ length: PODS }, () => addPod('p'));
     return {
@@ -196,6 +207,8 @@ async function sequentialRound(
       ids: pods.map(() => randomBytes(32).toString('hex')),
       conf: JSON.stringify(p.conf),
       add: [] as number[],
+      /** The same ADDs from their spawn (the runner's own clock): what the pin's head start leaves. */
+      addSpawned: [] as number[],
       del: [] as number[],
       delAllGone: 0,
       results: [] as string[],
@@ -207,12 +220,16 @@ async function sequentialRound(
       const order = orders[(i + rotate) % orders.length]!;
       for (let k = 0; k < rounds.length; k++) {
         const r = rounds[order[k]!]!;
+        // Timed from the pin, as a runtime's pod waits from its namespace's creation: the agent starts
+        // preparing the pair there, while the request reaches the runner and the plugin is spawned.
+        const pinned = process.hrtime.bigint();
         const netns = pins!.pin(podPath(r.p, r.pods[i]!), r.pods[i]!.path);
         const run = check(
           await r.p.runner.run(r.p.binary, env('ADD', r.ids[i]!, netns), r.conf),
           `${r.p.name} ADD`,
         );
-        r.add.push(run.ms);
+        r.add.push(NsRunner.since(pinned, run));
+        r.addSpawned.push(run.ms);
         r.results.push(run.stdout);
       }
     }
@@ -241,7 +258,12 @@ async function sequentialRound(
   } finally {
     for (const r of rounds) releasePods(r.p, r.pods);
   }
-  return new Map(rounds.map((r) => [r.p.name, { add: r.add, del: r.del, delAllGone: r.delAllGone }]));
+  return new Map(
+    rounds.map((r) => [
+      r.p.name,
+      { add: r.add, addSpawned: r.addSpawned, del: r.del, delAllGone: r.delAllGone },
+    ]),
+  );
 }
 
 /**
@@ -403,7 +425,7 @@ try {
     const allMs0 = trellisSelected ? liveThreadsCpuMs(a.child.pid!) : 0;
     const jsMs0 = trellisSelected ? mainThreadCpuMs(a.child.pid!) : 0;
     const order = selected.map((_, i) => selected[(i + run) % selected.length]!);
-    const sequential = new Map<string, { add: number[]; del: number[]; delAllGone: number }>();
+    const sequential = new Map<string, SequentialRound>();
     if (opts.interleave === 'pods') {
       const from = a.logs.length;
       for (const [name, r] of await sequentialRound(selected, run)) sequential.set(name, r);
@@ -419,9 +441,9 @@ try {
       }
       const concurrentWall = await concurrentRound(p);
       await sleep(300);
-      const { add, del, delAllGone } = sequential.get(p.name)!;
+      const { add, addSpawned, del, delAllGone } = sequential.get(p.name)!;
       const list = samples.get(p.name) ?? [];
-      list.push({ add, del, delAllGone, concurrentWall });
+      list.push({ add, addSpawned, del, delAllGone, concurrentWall });
       samples.set(p.name, list);
       process.stderr.write(
         `run ${run + 1}/${RUNS} ${p.name}: ADD p50 ${round(median(add))} ms, DEL p50 ${round(median(del))} ms, ${CONCURRENT}x ADD ${round(concurrentWall)} ms\n`,
@@ -467,6 +489,8 @@ interface Summary {
   delAllGone: number;
   concurrentWall: number;
   addAll: number[];
+  /** ADD p50 from the plugin's spawn, not the pin (the agent's head start left in). */
+  addSpawnedP50: number;
 }
 const summary: Record<string, Summary> = {};
 for (const [name, list] of samples) {
@@ -480,6 +504,7 @@ for (const [name, list] of samples) {
     delAllGone: round(median(list.map((s) => s.delAllGone))),
     concurrentWall: round(median(list.map((s) => s.concurrentWall))),
     addAll: addAll.map((x) => round(x)),
+    addSpawnedP50: round(median(list.map((s) => median(s.addSpawned)))),
   };
 }
 const t = summary.trellis;
@@ -495,6 +520,7 @@ if (t !== undefined) {
       delP50Paired: ratio(median(tr.map((x, i) => median(x.del) / median(rf[i]!.del))), 1),
       concurrentWallPaired: ratio(median(tr.map((x, i) => x.concurrentWall / rf[i]!.concurrentWall)), 1),
       addP50: ratio(t.addP50, s.addP50),
+      addSpawnedP50: ratio(t.addSpawnedP50, s.addSpawnedP50),
       addP99: ratio(t.addP99, s.addP99),
       delP50: ratio(t.delP50, s.delP50),
       delAllGone: ratio(t.delAllGone, s.delAllGone),
@@ -530,6 +556,7 @@ process.stdout.write(
       'trellis / ref',
       'ADD p50',
       'paired',
+      'from spawn',
       'ADD p99',
       'DEL p50',
       'paired',
@@ -541,6 +568,7 @@ process.stdout.write(
       n,
       r.addP50!,
       r.addP50Paired!,
+      r.addSpawnedP50!,
       r.addP99!,
       r.delP50!,
       r.delP50Paired!,

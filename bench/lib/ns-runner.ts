@@ -4,8 +4,10 @@
  * per node namespace (`ip netns exec NS node bench/lib/ns-runner.ts`) and talks to it in JSON lines:
  *
  *   stdin:  {"id": 1, "binary": "/usr/lib/cni/ptp", "env": {...}, "stdin": "{...}"}
- *   stdout: {"id": 1, "ms": 7.9, "code": 0, "stdout": "...", "stderr": "..."}
+ *   stdout: {"id": 1, "ms": 7.9, "endNs": "123...", "code": 0, "stdout": "...", "stderr": "..."}
  *
+ * `ms` is spawn to exit; `endNs` the exit on the machine's monotonic clock (process.hrtime, the same
+ * in every process), so the caller can time from an event of its own (a pod's namespace pinned).
  * Requests run concurrently (a concurrent-ADD round sends several before reading answers).
  */
 import { spawn } from 'node:child_process';
@@ -37,11 +39,14 @@ function run(req: Request, attempt = 0): void {
       setTimeout(() => run(req, attempt + 1), 200);
       return;
     }
-    process.stdout.write(`${JSON.stringify({ id: req.id, ms: 0, code: -1, stdout, stderr: String(err) })}\n`);
+    process.stdout.write(
+      `${JSON.stringify({ id: req.id, ms: 0, endNs: '0', code: -1, stdout, stderr: String(err) })}\n`,
+    );
   });
   child.on('close', (code) => {
+    const endNs = String(process.hrtime.bigint());
     const ms = performance.now() - t0;
-    process.stdout.write(`${JSON.stringify({ id: req.id, ms, code, stdout, stderr })}\n`);
+    process.stdout.write(`${JSON.stringify({ id: req.id, ms, endNs, code, stdout, stderr })}\n`);
   });
   child.stdin.on('error', () => {});
   child.stdin.end(req.stdin);

@@ -6,7 +6,10 @@ export const REPO = join(import.meta.dirname, '..', '..');
 export const NODE = join(REPO, 'node_modules', '.bin', 'node');
 
 export interface TimedRun {
+  /** Spawn to exit, timed by the runner. */
   ms: number;
+  /** The plugin's exit on the monotonic clock (process.hrtime.bigint(), machine-wide), as text. */
+  endNs: string;
   code: number | null;
   stdout: string;
   stderr: string;
@@ -37,6 +40,11 @@ export class NsRunner {
       this.pending.set(id, resolve);
       this.child.stdin!.write(`${JSON.stringify({ id, binary, env: clean, stdin })}\n`);
     });
+  }
+
+  /** Milliseconds from `startNs` (process.hrtime.bigint() taken here) to the run's exit. */
+  static since(startNs: bigint, r: TimedRun): number {
+    return Number(BigInt(r.endNs) - startNs) / 1e6;
   }
 
   close(): void {
