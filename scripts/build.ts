@@ -33,8 +33,13 @@ rmSync(dist, { recursive: true, force: true });
 mkdirSync(bin, { recursive: true });
 
 run(join(root, 'node_modules', '.bin', 'tsc'), ['-p', 'tsconfig.build.json']);
-// The compiled agent reads its version here rather than from package.json at run time.
-writeFileSync(join(dist, 'version.json'), `${JSON.stringify({ version })}\n`);
+// The compiled agent reads its version here rather than from package.json at run time. The commit
+// (with +dirty for uncommitted changes) says which source a benchmark measured; absent without git.
+const commit = sourceCommit();
+writeFileSync(
+  join(dist, 'version.json'),
+  `${JSON.stringify({ version, ...(commit === undefined ? {} : { commit }) })}\n`,
+);
 
 /**
  * V8 flags for the agent (the image's ENTRYPOINT is this launcher, so they apply in the cluster too).
@@ -109,3 +114,19 @@ chmodSync(join(bin, 'trellis-agent'), 0o755);
 
 compileShim({ root, arch: shimArch, version, outfile: join(bin, 'trellis') });
 console.log(`built trellis ${version}: dist/bin/trellis (CNI shim, ${shimArch}), dist/bin/trellis-agent`);
+
+/** HEAD's short hash, +dirty when tracked files differ from it; undefined outside a git checkout. */
+function sourceCommit(): string | undefined {
+  try {
+    const git = (...args: string[]): string =>
+      execFileSync('git', ['-C', root, ...args], {
+        encoding: 'utf8',
+        stdio: ['ignore', 'pipe', 'ignore'],
+      }).trim();
+    const head = git('rev-parse', '--short', 'HEAD');
+    const changed = git('status', '--porcelain', '--untracked-files=no', '--', '.', ':(exclude)bench');
+    return changed === '' ? head : `${head}+dirty`;
+  } catch {
+    return undefined;
+  }
+}

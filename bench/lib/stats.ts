@@ -3,9 +3,9 @@
  * fixed-width tables and the commit a figure was measured on.
  */
 import { execFileSync } from 'node:child_process';
-import { mkdirSync, writeFileSync } from 'node:fs';
+import { mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { cpus, release } from 'node:os';
-import { dirname } from 'node:path';
+import { dirname, join } from 'node:path';
 
 /** Nearest-rank percentile of an unsorted sample (NaN when empty). */
 export function pct(values: readonly number[], p: number): number {
@@ -45,8 +45,29 @@ export function table(header: readonly string[], rows: readonly (readonly (strin
  * outputs (bench/results/, the chart) do not count: a sweep rewrites them as it goes, and every script
  * after the first would otherwise be measured on a "dirty" tree.
  */
+/**
+ * The commit of what was measured: the one dist/ was built from (scripts/build.ts stamps it), said
+ * against the checkout's when they differ (a result must not name the checkout's HEAD for an older
+ * build); the checkout's when the build carries none.
+ */
 export function commitId(): string {
   const root = new URL('../..', import.meta.url).pathname;
+  const checkout = checkoutCommit(root);
+  let built: string | undefined;
+  try {
+    built = (JSON.parse(readFileSync(join(root, 'dist', 'version.json'), 'utf8')) as { commit?: string })
+      .commit;
+  } catch {
+    built = undefined;
+  }
+  if (built === undefined || built === checkout) return checkout;
+  process.stderr.write(
+    `note: dist/ was built at ${built}, the checkout is at ${checkout}: results name the build\n`,
+  );
+  return `${built} (checkout ${checkout})`;
+}
+
+function checkoutCommit(root: string): string {
   try {
     const git = (...args: string[]): string =>
       execFileSync('git', ['-C', root, ...args], { encoding: 'utf8' }).trim();
