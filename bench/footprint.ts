@@ -27,7 +27,7 @@ import { NetnsPool } from '../test/support/netns.ts';
 import { benchArgs, numberArg } from './lib/cli.ts';
 import { populate, runInsideNamespace, SELF, startClusterAgent, wireNodeNamespace } from './lib/cluster.ts';
 import { heartbeat, STATUS_REPORT_SECONDS, withKubeletStatus } from './lib/kubelet-status.ts';
-import { CLK_TCK, childCpuTicks, cpuTicks, rssBytes, rssParts, slope } from './lib/proc.ts';
+import { CLK_TCK, childCpuTicks, cpuTicks, peakRssBytes, rssBytes, rssParts, slope } from './lib/proc.ts';
 import { NODE } from './lib/runner-client.ts';
 import { commitId, round, sleep, table, writeResult } from './lib/stats.ts';
 
@@ -116,6 +116,8 @@ const idle = spawn(NODE, [...REFERENCE_FLAGS, '-e', 'setInterval(() => {}, 1000)
 let reader: ChildProcess | undefined;
 let readerEvents: Promise<number> | undefined;
 const samples: Sample[] = [];
+/** VmHWM read at the window's end (NaN if the run ended before). */
+let agentPeakRssMb = Number.NaN;
 let heartbeatsSent = 0;
 /** Each kubelet's status report, round-robin over the Nodes: NODES per STATUS_REPORT_SECONDS. */
 function startHeartbeats(names: readonly string[]): () => number {
@@ -234,6 +236,7 @@ try {
     });
     await sleep(SAMPLE_MS);
   }
+  agentPeakRssMb = peakRssBytes(pid) / MB;
   const routes =
     execFileSync('ip', ['-n', ns, 'route', 'show', 'proto', '126'], { encoding: 'utf8' }).split('\n').length -
     1;
@@ -268,6 +271,8 @@ const summary = {
     first: round(first.agentRssMb, 1),
     last: round(last.agentRssMb, 1),
     max: round(Math.max(...samples.map((s) => s.agentRssMb)), 1),
+    /** VmHWM at the window's end: the peak since the agent started, the cold pass and the ADDs included. */
+    peakSinceStart: round(agentPeakRssMb, 1),
   },
   agentRssSlopeMbPerMin: round(
     slope(
@@ -316,6 +321,7 @@ process.stdout.write(
       ['RSS at window start, MB', summary.agentRssMb.first, round(first.refRssMb, 1), '-'],
       ['RSS at window end, MB', summary.agentRssMb.last, summary.idleNodeRssMb, '-'],
       ['RSS max, MB', summary.agentRssMb.max, '-', '-'],
+      ['RSS peak since start (VmHWM), MB', summary.agentRssMb.peakSinceStart, '-', '-'],
       [
         'RSS slope, MB/min',
         summary.agentRssSlopeMbPerMin,

@@ -8,6 +8,12 @@ export function rssBytes(pid: number): number {
   return m === null ? Number.NaN : Number(m[1]) * 1024;
 }
 
+/** VmHWM: the largest resident set the process has had since it started (between samples too). */
+export function peakRssBytes(pid: number): number {
+  const m = /VmHWM:\s+(\d+) kB/.exec(readFileSync(`/proc/${pid}/status`, 'utf8'));
+  return m === null ? Number.NaN : Number(m[1]) * 1024;
+}
+
 /** VmRSS split into anonymous memory (heap, stacks) and file-backed pages (the node binary, libraries). */
 export function rssParts(pid: number): { anonBytes: number; fileBytes: number } {
   const status = readFileSync(`/proc/${pid}/status`, 'utf8');
