@@ -15,6 +15,7 @@ import type { KeyedMutex } from '../datapath/keyed-mutex.ts';
 import { attachmentKey, hostVethName, shortId } from '../datapath/names.ts';
 import { attachmentResult } from '../datapath/result.ts';
 import type { DatapathDeps } from '../datapath/types.ts';
+import { validateKey } from '../ipam/index.ts';
 import type { Logger } from '../observe/logger.ts';
 import { type AgentRequest, type AgentResponse, errorResponse, okResponse } from '../shim/protocol.ts';
 
@@ -133,6 +134,9 @@ export function createCniService(deps: CniServiceDeps): {
     switch (env.command) {
       case 'ADD': {
         const { containerId, ifname, netns } = required(env);
+        // A name the lease store refuses is refused first: "try again later" (an agent not ready yet)
+        // would have the runtime retry an ADD that can never succeed.
+        validateKey({ containerId, ifname });
         const att = await locked(containerId, ifname, async () => {
           // Under the attachment's lock: a DEL the runtime sends meanwhile (it gave up on this ADD)
           // comes after the ADD it undoes, not before it.

@@ -10,6 +10,7 @@ export {
   type RecordRepair,
   usableIn,
 } from './ipam.ts';
+export { validateKey } from './key.ts';
 export {
   gatewayAddress,
   isReserved,

@@ -167,6 +167,13 @@ describe('STATUS of an agent that is not ready', () => {
     });
   });
 
+  it('an interface name the lease store refuses is a permanent error (4), not "try again later" (11)', async () => {
+    const add = await call(emptyDatapath(), 'ADD', CONF, notReady(true), { CNI_IFNAME: 'e@1' });
+    expect(add.ok).toBe(false);
+    expect(add.code).toBe(CniCode.INVALID_ENV);
+    expect(add.line.waitedForReadyMs).toBeUndefined();
+  });
+
   it('ADD is refused at once by an agent that was not ready moments ago', async () => {
     const add = await call(emptyDatapath(), 'ADD', CONF, notReady(false));
     expect(add.ok).toBe(false);
