@@ -1,6 +1,6 @@
 /**
  * Renders bench/cni-add-latency.svg from bench/results/cni-latency.json: the distribution (CDF) of
- * CNI ADD latency, spawn to exit, for trellis and each reference plugin, all from the same run.
+ * CNI ADD latency, from the pod's namespace pinned (results since 24b29ea; the spawn before) to the plugin's exit, for trellis and each reference plugin, all from the same run.
  * Hand-written SVG, no dependencies.
  *
  *   node_modules/.bin/node bench/chart.ts [--in bench/results/cni-latency.json] [--out bench/cni-add-latency.svg]
@@ -18,6 +18,8 @@ const opts = benchArgs(SCRIPT, {
 
 interface Result {
   commit: string;
+  /** 'pin' since 24b29ea; absent in earlier results, which timed ADDs from the spawn. */
+  addTimedFrom?: 'pin';
   date: string;
   runs: number;
   pods: number;
@@ -50,7 +52,7 @@ parts.push(
   `<svg xmlns="http://www.w3.org/2000/svg" width="${W}" height="${H}" viewBox="0 0 ${W} ${H}" font-family="sans-serif" font-size="12">`,
   `<title>CNI ADD latency distribution: trellis and the reference plugins, commit ${esc(r.commit)}</title>`,
   `<rect width="${W}" height="${H}" fill="white"/>`,
-  `<text x="${M.left}" y="22" font-size="14" font-weight="bold">CNI ADD latency, spawn to exit (CDF)</text>`,
+  `<text x="${M.left}" y="22" font-size="14" font-weight="bold">CNI ADD latency, ${r.addTimedFrom === 'pin' ? "pod's namespace pinned" : 'spawn'} to exit (CDF)</text>`,
 );
 for (let i = 0; i <= 5; i++) {
   const ms = (xMax / 5) * i;

@@ -583,6 +583,8 @@ writeResult(
   'cni-latency',
   commit,
   {
+    /** What a sequential ADD's time (addAll, addP50, addP99) starts from: its pod's namespace pinned. */
+    addTimedFrom: 'pin',
     runs: RUNS,
     interleave: opts.interleave,
     pods: PODS,

@@ -15,6 +15,7 @@ import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
 import { compileShim, hostArch, parseShimArch } from './shim-compile.ts';
+import { sourceId } from './source-id.ts';
 
 const root = join(dirname(fileURLToPath(import.meta.url)), '..');
 const dist = join(root, 'dist');
@@ -34,8 +35,8 @@ mkdirSync(bin, { recursive: true });
 
 run(join(root, 'node_modules', '.bin', 'tsc'), ['-p', 'tsconfig.build.json']);
 // The compiled agent reads its version here rather than from package.json at run time. The commit
-// (with +dirty for uncommitted changes) says which source a benchmark measured; absent without git.
-const commit = sourceCommit();
+// (+dirty and a hash of uncommitted changes) says which source a benchmark measured; absent without git.
+const commit = sourceId(root);
 writeFileSync(
   join(dist, 'version.json'),
   `${JSON.stringify({ version, ...(commit === undefined ? {} : { commit }) })}\n`,
@@ -114,19 +115,3 @@ chmodSync(join(bin, 'trellis-agent'), 0o755);
 
 compileShim({ root, arch: shimArch, version, outfile: join(bin, 'trellis') });
 console.log(`built trellis ${version}: dist/bin/trellis (CNI shim, ${shimArch}), dist/bin/trellis-agent`);
-
-/** HEAD's short hash, +dirty when tracked files differ from it; undefined outside a git checkout. */
-function sourceCommit(): string | undefined {
-  try {
-    const git = (...args: string[]): string =>
-      execFileSync('git', ['-C', root, ...args], {
-        encoding: 'utf8',
-        stdio: ['ignore', 'pipe', 'ignore'],
-      }).trim();
-    const head = git('rev-parse', '--short', 'HEAD');
-    const changed = git('status', '--porcelain', '--untracked-files=no', '--', '.', ':(exclude)bench');
-    return changed === '' ? head : `${head}+dirty`;
-  } catch {
-    return undefined;
-  }
-}

@@ -21,7 +21,7 @@ interface Request {
   stdin: string;
 }
 
-function run(req: Request, attempt = 0): void {
+function run(req: Request): void {
   const t0 = performance.now();
   const child = spawn(req.binary, [], { env: req.env, stdio: ['pipe', 'pipe', 'pipe'] });
   let stdout = '';
@@ -32,13 +32,9 @@ function run(req: Request, attempt = 0): void {
   child.stderr.setEncoding('utf8').on('data', (d: string) => {
     stderr += d;
   });
+  // A binary that cannot be started (dist/ rebuilt under the run, say) fails the run: waiting for it
+  // would put the wait into the ADD's time from its pin, and the run would time a different build.
   child.on('error', (err: NodeJS.ErrnoException) => {
-    // dist/ is deleted and rebuilt by other work on a shared checkout: wait for the binary, then
-    // start over (the timing restarts with the new spawn).
-    if (err.code === 'ENOENT' && attempt < 300) {
-      setTimeout(() => run(req, attempt + 1), 200);
-      return;
-    }
     process.stdout.write(
       `${JSON.stringify({ id: req.id, ms: 0, endNs: '0', code: -1, stdout, stderr: String(err) })}\n`,
     );

@@ -2,10 +2,10 @@
  * Small statistics and reporting helpers shared by the benchmarks: percentiles, medians, ratios,
  * fixed-width tables and the commit a figure was measured on.
  */
-import { execFileSync } from 'node:child_process';
 import { mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { cpus, release } from 'node:os';
 import { dirname, join } from 'node:path';
+import { benchChanged, sourceId } from '../../scripts/source-id.ts';
 
 /** Nearest-rank percentile of an unsorted sample (NaN when empty). */
 export function pct(values: readonly number[], p: number): number {
@@ -46,13 +46,13 @@ export function table(header: readonly string[], rows: readonly (readonly (strin
  * after the first would otherwise be measured on a "dirty" tree.
  */
 /**
- * The commit of what was measured: the one dist/ was built from (scripts/build.ts stamps it), said
- * against the checkout's when they differ (a result must not name the checkout's HEAD for an older
- * build); the checkout's when the build carries none.
+ * The source of what was measured: the one dist/ was built from (scripts/build.ts stamps it), said
+ * against the checkout's when they differ (a result must not name the checkout's source for an
+ * older build); "+bench changes" when the benchmark scripts themselves are not committed.
  */
 export function commitId(): string {
   const root = new URL('../..', import.meta.url).pathname;
-  const checkout = checkoutCommit(root);
+  const checkout = sourceId(root) ?? 'unknown';
   let built: string | undefined;
   try {
     built = (JSON.parse(readFileSync(join(root, 'dist', 'version.json'), 'utf8')) as { commit?: string })
@@ -60,31 +60,12 @@ export function commitId(): string {
   } catch {
     built = undefined;
   }
-  if (built === undefined || built === checkout) return checkout;
+  const bench = benchChanged(root) ? ' +bench changes' : '';
+  if (built === undefined || built === checkout) return `${checkout}${bench}`;
   process.stderr.write(
-    `note: dist/ was built at ${built}, the checkout is at ${checkout}: results name the build\n`,
+    `note: dist/ was built from ${built}, the checkout is at ${checkout}: results name the build\n`,
   );
-  return `${built} (checkout ${checkout})`;
-}
-
-function checkoutCommit(root: string): string {
-  try {
-    const git = (...args: string[]): string =>
-      execFileSync('git', ['-C', root, ...args], { encoding: 'utf8' }).trim();
-    const head = git('rev-parse', '--short', 'HEAD');
-    const changed = git(
-      'status',
-      '--porcelain',
-      '--untracked-files=no',
-      '--',
-      '.',
-      ':(exclude)bench/results',
-      ':(exclude)bench/cni-add-latency.svg',
-    );
-    return changed === '' ? head : `${head}+dirty`;
-  } catch {
-    return 'unknown';
-  }
+  return `${built} (checkout ${checkout})${bench}`;
 }
 
 export function machine(): { nproc: number; cpu: string; kernel: string } {

@@ -176,6 +176,7 @@ describe('Dockerfile', () => {
       'scripts/bun-toolchain/package.json',
       'scripts/build.ts',
       'scripts/shim-compile.ts',
+      'scripts/source-id.ts',
       'scripts/image-stage.sh',
       'scripts/image-verify.sh',
       'cmd/agent/main.ts',
