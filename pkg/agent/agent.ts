@@ -1177,8 +1177,12 @@ export class Agent {
       host: datapath.host,
       netns: datapath.netns,
       deleter: datapath.deleter,
+      // Not while another network's config sorts first: the runtime gives new pods that network, and a
+      // pair made in their namespaces would be a trellis link in pods trellis never gets an ADD for.
       settings: () =>
-        this.servesAdd() ? { mtu: this.mtu, ipv6: ipam.ranges().some((r) => r.includes(':')) } : undefined,
+        this.servesAdd() && this.cniConfigShadowedBy().length === 0
+          ? { mtu: this.mtu, ipv6: ipam.ranges().some((r) => r.includes(':')) }
+          : undefined,
       busy: () => this.busyKeys.size > 0,
       log: this.component('cni'),
       onOutcome: this.hooks.onPreparedPair,
