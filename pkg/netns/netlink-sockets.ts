@@ -102,18 +102,27 @@ export function prepareEventSocket(
  */
 export function openHostNetlink(): ExtendedNetlinkHandle {
   const handle = openNetlink({ prepareFd: prepareRequestSocket });
-  let deleting: OffThreadNetlink;
-  let deletingInBackground: OffThreadNetlink;
-  let creating: OffThreadNetlink;
-  let configuring: OffThreadNetlink;
   try {
-    deleting = openOffThreadNetlink();
-    deletingInBackground = openOffThreadNetlink();
-    creating = openOffThreadNetlink();
-    configuring = openOffThreadNetlink();
+    getLibc();
   } catch {
     return handle; // ffi-rs cannot run here: the handle's own (blocking) methods still work
   }
+  // libc loads: a socket that cannot be opened (EMFILE, ENOBUFS) fails the open, and the ones opened
+  // before it are closed (falling back quietly left veth deletions blocking the JS thread for good).
+  const opened: OffThreadNetlink[] = [];
+  try {
+    for (let i = 0; i < 4; i++) opened.push(openOffThreadNetlink());
+  } catch (err) {
+    for (const s of opened) s.close();
+    handle.close();
+    throw err;
+  }
+  const [deleting, deletingInBackground, creating, configuring] = opened as [
+    OffThreadNetlink,
+    OffThreadNetlink,
+    OffThreadNetlink,
+    OffThreadNetlink,
+  ];
   const close = handle.close.bind(handle);
   return Object.assign(handle, {
     deleteLink: (index: number) => deleteLinkVia(deleting.exchange, index),

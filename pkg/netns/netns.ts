@@ -69,7 +69,14 @@ export function openNetnsFd(path: string): number {
   } catch (e) {
     throw new NetnsNotFoundError(path, (e as NodeJS.ErrnoException).code ?? 'cannot open', { cause: e });
   }
-  if (!fdIsNetns(fd)) {
+  let isNet: boolean;
+  try {
+    isNet = fdIsNetns(fd);
+  } catch (e) {
+    closeSync(fd); // libc could not be loaded: the fd would keep the pod's namespace alive
+    throw e;
+  }
+  if (!isNet) {
     closeSync(fd);
     throw new NetnsNotFoundError(path, 'not a network namespace');
   }

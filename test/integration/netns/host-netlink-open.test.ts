@@ -1,0 +1,82 @@
+import { spawnSync } from 'node:child_process';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { afterEach, describe, expect, it } from 'vitest';
+import { NODE } from '../../../bench/lib/runner-client.ts';
+import { NetnsPool, netnsSkipReason } from '../../support/netns.ts';
+
+const REPO = join(import.meta.dirname, '..', '..', '..');
+
+/**
+ * The agent's host netlink handle (one socket of its own, four off-thread) opened with too few file
+ * descriptors left: a real EMFILE, made by filling a child's table under a low RLIMIT_NOFILE. Every
+ * outcome is either the whole handle or an error with nothing left open; a handle without its
+ * off-thread sockets (deletions then block the JS thread for good) was returned before, and the
+ * sockets opened before the failure stayed open.
+ */
+const CHILD = `
+import { closeSync, openSync, readdirSync } from 'node:fs';
+import { openHostNetlink } from '${join(REPO, 'pkg/netns/index.ts')}';
+const open = () => readdirSync('/proc/self/fd').length;
+const out = [];
+for (let free = 1; free <= 8; free++) {
+  const fillers = [];
+  for (;;) {
+    try { fillers.push(openSync('/dev/null', 'r')); } catch { break; }
+  }
+  for (let i = 0; i < free; i++) closeSync(fillers.pop());
+  const before = open();
+  let r;
+  try {
+    const h = openHostNetlink();
+    r = { free, whole: typeof h.deleteLinkInBackground === 'function' };
+    h.close();
+  } catch (e) {
+    // An off-thread socket's close waits for its queue (a microtask here): counted after a tick.
+    await new Promise((done) => setTimeout(done, 10));
+    r = { free, threw: String(e.message), leaked: open() - before };
+  }
+  for (const fd of fillers) closeSync(fd);
+  out.push(r);
+}
+process.stdout.write(JSON.stringify(out));
+`;
+
+describe.skipIf(netnsSkipReason !== undefined)(
+  'openHostNetlink out of file descriptors (real EMFILE)',
+  () => {
+    const pool = new NetnsPool();
+    const dirs: string[] = [];
+    afterEach(() => {
+      pool.cleanup();
+      for (const d of dirs.splice(0)) rmSync(d, { recursive: true, force: true });
+    });
+
+    it('gives the whole handle or fails with nothing left open, whatever socket the limit hits', () => {
+      const ns = pool.add('nlfd');
+      const dir = mkdtempSync(join(tmpdir(), 'trl-nlfd-'));
+      dirs.push(dir);
+      const script = join(dir, 'child.ts');
+      writeFileSync(script, CHILD);
+      const r = spawnSync('ip', ['netns', 'exec', ns.name, 'prlimit', '--nofile=512', NODE, script], {
+        encoding: 'utf8',
+        timeout: 60_000,
+      });
+      expect(r.status, r.stderr).toBe(0);
+      const outcomes = JSON.parse(r.stdout) as {
+        free: number;
+        whole?: boolean;
+        threw?: string;
+        leaked?: number;
+      }[];
+      // Some attempts fail (too few fds), at least one succeeds (enough): the range covers the edge.
+      expect(outcomes.some((o) => o.threw !== undefined)).toBe(true);
+      expect(outcomes.some((o) => o.whole === true)).toBe(true);
+      for (const o of outcomes) {
+        if (o.threw !== undefined) expect(o, JSON.stringify(outcomes)).toMatchObject({ leaked: 0 });
+        else expect(o.whole, JSON.stringify(outcomes)).toBe(true);
+      }
+    });
+  },
+);
