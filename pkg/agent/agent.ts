@@ -1177,10 +1177,11 @@ export class Agent {
       host: datapath.host,
       netns: datapath.netns,
       deleter: datapath.deleter,
-      // Not while another network's config sorts first: the runtime gives new pods that network, and a
-      // pair made in their namespaces would be a trellis link in pods trellis never gets an ADD for.
+      // Not while another network's own config sorts first: the runtime gives new pods that network, and
+      // a pair made in their namespaces would be a trellis link in pods trellis never gets an ADD for.
+      // A meta-plugin's (Multus) may hand them on to trellis: pairs go on being made then.
       settings: () =>
-        this.servesAdd() && this.cniConfigShadowedBy().length === 0
+        this.servesAdd() && this.publisher?.shadowedByNetwork !== true
           ? { mtu: this.mtu, ipv6: ipam.ranges().some((r) => r.includes(':')) }
           : undefined,
       busy: () => this.busyKeys.size > 0,

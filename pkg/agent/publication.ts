@@ -41,6 +41,12 @@ export class CniConfigPublisher {
    * first is a meta-plugin such as Multus that hands pods on to trellis: configsShadowing).
    */
   shadowedBy: string[] = [];
+  /**
+   * The first of them is another network's own config, not a meta-plugin's (Multus) that may hand
+   * pods on to trellis all the same (the check cannot tell every such setup): new pods surely get
+   * that network.
+   */
+  shadowedByNetwork = false;
 
   readonly #stopping: AbortSignal | undefined;
 
@@ -206,6 +212,7 @@ export class CniConfigPublisher {
     if (before.join('\n') === this.shadowedBy.join('\n')) return;
     const was = this.shadowedBy;
     this.shadowedBy = before;
+    this.shadowedByNetwork = before.length > 0 && !isMetaPluginConfig(parsed.get(before[0]!));
     if (before.length > 0) {
       // A Multus config naming another default network: make trellis its default, not delete it
       // (the Multus daemon writes it again, and the node loses Multus).

@@ -96,5 +96,28 @@ describe.skipIf(skip !== undefined)(
       const inPod = ipJson<IpLink[]>(pod.name, 'link', 'show').map((l) => l.ifname);
       expect(inPod).toContain(prepared()[0]!.ifname);
     });
+
+    it("a meta-plugin's config (Multus) sorting first, which may hand pods on to trellis: pairs are still made", async () => {
+      const made = prepared().length;
+      // A clusterNetwork the check cannot match to trellis (a NetworkAttachmentDefinition's name).
+      writeFileSync(
+        other,
+        JSON.stringify({
+          cniVersion: '1.0.0',
+          name: 'multus-cni-network',
+          plugins: [{ type: 'multus', clusterNetwork: 'trellis-default' }],
+        }),
+      );
+      const mark = agent.logs.length;
+      await until('the shadowing warning', () =>
+        agent.logs
+          .slice(mark)
+          .some((l) => String(l.msg).startsWith('CNI config 05-other.conflist sorts before')),
+      );
+      const pod = pool.add('psh-pod');
+      pinned.push(pins.pin(`${pins.dir('watched')}/${pod.name}`, pod.path));
+      await until('the prepared pair', () => prepared().length === made + 1);
+      unlinkSync(other);
+    });
   },
 );
