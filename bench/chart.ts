@@ -27,6 +27,8 @@ interface Result {
   summary: Record<string, { addAll: number[]; addP50: number; addP99: number }>;
 }
 const r = JSON.parse(readFileSync(opts.in, 'utf8')) as Result;
+// Results from 24b29ea until the field came (c5154f8) were timed from the pin too: they carry addSpawnedP50.
+const fromPin = r.addTimedFrom === 'pin' || Object.values(r.summary).some((s) => 'addSpawnedP50' in s);
 
 const W = 720;
 const H = 420;
@@ -52,7 +54,7 @@ parts.push(
   `<svg xmlns="http://www.w3.org/2000/svg" width="${W}" height="${H}" viewBox="0 0 ${W} ${H}" font-family="sans-serif" font-size="12">`,
   `<title>CNI ADD latency distribution: trellis and the reference plugins, commit ${esc(r.commit)}</title>`,
   `<rect width="${W}" height="${H}" fill="white"/>`,
-  `<text x="${M.left}" y="22" font-size="14" font-weight="bold">CNI ADD latency, ${r.addTimedFrom === 'pin' ? "pod's namespace pinned" : 'spawn'} to exit (CDF)</text>`,
+  `<text x="${M.left}" y="22" font-size="14" font-weight="bold">CNI ADD latency, ${fromPin ? "pod's namespace pinned" : 'spawn'} to exit (CDF)</text>`,
 );
 for (let i = 0; i <= 5; i++) {
   const ms = (xMax / 5) * i;

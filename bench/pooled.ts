@@ -27,20 +27,23 @@ const opts = benchArgs(SCRIPT, {
 
 interface Run {
   commit: string;
-  /** 'pin' since 24b29ea; absent in results that timed ADDs from the spawn. */
+  /** 'pin' in results since c5154f8; absent before (and from 24b29ea on, addSpawnedP50 marks pin timing). */
   addTimedFrom?: 'pin';
   summary: Record<string, { addAll: number[] }>;
 }
 const runs = opts.in.map((file) => JSON.parse(readFileSync(file, 'utf8')) as Run);
 // ADDs timed from the pin carry ~0.6 ms more than ones timed from the spawn: never pooled together.
-const timings = [...new Set(runs.map((r) => r.addTimedFrom ?? 'spawn'))];
+// Results from 24b29ea until the field came (c5154f8) were timed from the pin too: they carry addSpawnedP50.
+const timedFrom = (r: Run): 'pin' | 'spawn' =>
+  r.addTimedFrom ?? (Object.values(r.summary).some((s) => 'addSpawnedP50' in s) ? 'pin' : 'spawn');
+const timings = [...new Set(runs.map(timedFrom))];
 if (timings.length > 1) {
   process.stderr.write(
     `the inputs time ADDs from different starts (${timings.join(', ')}): pool runs of one kind only\n`,
   );
   process.exit(2);
 }
-const timedFrom = timings[0] === 'pin' ? "pod's namespace pinned" : 'spawn';
+const startedAt = timings[0] === 'pin' ? "pod's namespace pinned" : 'spawn';
 const commits = [...new Set(runs.map((r) => r.commit))];
 // Only plugins every run measured: a plugin missing from one run would be pooled over fewer hours.
 const plugins = Object.keys(runs[0]?.summary ?? {}).filter((p) =>
@@ -76,6 +79,6 @@ process.stdout.write(
   )}\n\n${table(
     ['trellis / ref', 'p50', 'p95', 'p99'],
     Object.entries(ratios).map(([p, r]) => [p, r.p50, r.p95, r.p99]),
-  )}\n(ADD from ${timedFrom} to exit, pooled over ${runs.length} runs, commit ${commits.join(', ')})\n`,
+  )}\n(ADD from ${startedAt} to exit, pooled over ${runs.length} runs, commit ${commits.join(', ')})\n`,
 );
 writeResult(opts.out, 'cni-latency-pooled', commits.join(','), { runs: runs.length, summary, ratios });

@@ -1,7 +1,7 @@
 /**
  * Which source a build or a benchmark result comes from: HEAD's short hash, and for uncommitted
- * changes outside bench/ "+dirty." and a hash of their diff, so that a build and the checkout it is
- * compared with agree exactly when the source that goes into dist/ is the same.
+ * changes to tracked files outside bench/ "+dirty." and a hash of their diff, so that a build and the
+ * checkout it is compared with agree when the tracked source that goes into dist/ is the same.
  */
 import { execFileSync } from 'node:child_process';
 import { createHash } from 'node:crypto';
@@ -16,7 +16,21 @@ export function sourceId(root: string): string | undefined {
         maxBuffer: 256 << 20,
       });
     const head = git('rev-parse', '--short', 'HEAD').trim();
-    const diff = git('diff', 'HEAD', '--', '.', ':(exclude)bench');
+    // The diff as git writes it whatever the user's config says (external diff tools, textconv,
+    // colours, prefixes), binary changes included; untracked files are not part of it.
+    const diff = git(
+      'diff',
+      '--no-ext-diff',
+      '--no-textconv',
+      '--no-color',
+      '--binary',
+      '--src-prefix=a/',
+      '--dst-prefix=b/',
+      'HEAD',
+      '--',
+      '.',
+      ':(exclude)bench',
+    );
     if (diff === '') return head;
     return `${head}+dirty.${createHash('sha1').update(diff).digest('hex').slice(0, 8)}`;
   } catch {
