@@ -102,13 +102,9 @@ export function prepareEventSocket(
  */
 export function openHostNetlink(): ExtendedNetlinkHandle {
   const handle = openNetlink({ prepareFd: prepareRequestSocket });
-  try {
-    getLibc();
-  } catch {
-    return handle; // ffi-rs cannot run here: the handle's own (blocking) methods still work
-  }
-  // libc loads: a socket that cannot be opened (EMFILE, ENOBUFS) fails the open, and the ones opened
-  // before it are closed (falling back quietly left veth deletions blocking the JS thread for good).
+  // (The handle's socket set-up above needs libc already.) A socket that cannot be opened (EMFILE,
+  // ENOBUFS) fails the open, and the ones opened before it are closed: falling back quietly to the
+  // handle's own blocking methods left veth deletions on the JS thread for good.
   const opened: OffThreadNetlink[] = [];
   try {
     for (let i = 0; i < 4; i++) opened.push(openOffThreadNetlink());
