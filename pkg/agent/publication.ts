@@ -209,14 +209,16 @@ export class CniConfigPublisher {
     } catch {
       return; // just written there: a passing error; the next pass looks again
     }
+    const meta = before.length > 0 && isMetaPluginConfig(parsed.get(before[0]!));
+    // Set on every look: a file rewritten in place (Multus's config turned into a network's) keeps its name.
+    this.shadowedByNetwork = before.length > 0 && !meta;
     if (before.join('\n') === this.shadowedBy.join('\n')) return;
     const was = this.shadowedBy;
     this.shadowedBy = before;
-    this.shadowedByNetwork = before.length > 0 && !isMetaPluginConfig(parsed.get(before[0]!));
     if (before.length > 0) {
       // A Multus config naming another default network: make trellis its default, not delete it
       // (the Multus daemon writes it again, and the node loses Multus).
-      const fix = isMetaPluginConfig(parsed.get(before[0]!))
+      const fix = meta
         ? `make trellis the default network of the meta-plugin (Multus) that ${join(dir, before[0]!)} configures: "clusterNetwork": "${PUBLISHED_NETWORK_NAME}" there (or in the Multus daemon's config that writes it)`
         : `remove ${before.map((f) => join(dir, f)).join(' ')}`;
       this.#log.warn(

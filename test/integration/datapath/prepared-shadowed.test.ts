@@ -97,7 +97,7 @@ describe.skipIf(skip !== undefined)(
       expect(inPod).toContain(prepared()[0]!.ifname);
     });
 
-    it("a meta-plugin's config (Multus) sorting first, which may hand pods on to trellis: pairs are still made", async () => {
+    it("a meta-plugin's config (Multus) sorting first, which may hand pods on to trellis: pairs are still made; rewritten in place as a network's, they stop", async () => {
       const made = prepared().length;
       // A clusterNetwork the check cannot match to trellis (a NetworkAttachmentDefinition's name).
       writeFileSync(
@@ -117,6 +117,22 @@ describe.skipIf(skip !== undefined)(
       const pod = pool.add('psh-pod');
       pinned.push(pins.pin(`${pins.dir('watched')}/${pod.name}`, pod.path));
       await until('the prepared pair', () => prepared().length === made + 1);
+      // The same file rewritten in place as a network's own config: pairs stop (passes every second).
+      writeFileSync(
+        other,
+        JSON.stringify({
+          cniVersion: '1.0.0',
+          name: 'other',
+          plugins: [{ type: 'ptp', ipam: { type: 'host-local' } }],
+        }),
+      );
+      const passes = () => agent.logs.filter((l) => l.msg === 'reconciled').length;
+      const seen = passes();
+      await until('two passes', () => passes() >= seen + 2);
+      const later = pool.add('psh-pod');
+      pinned.push(pins.pin(`${pins.dir('watched')}/${later.name}`, later.path));
+      await new Promise((r) => setTimeout(r, 1000));
+      expect(ipJson<IpLink[]>(later.name, 'link', 'show').map((l) => l.ifname)).toEqual(['lo']);
       unlinkSync(other);
     });
   },
