@@ -8,7 +8,7 @@
 import { readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { benchArgs } from './lib/cli.ts';
-import { pct } from './lib/stats.ts';
+import { addTimedFrom, pct } from './lib/stats.ts';
 
 const SCRIPT = import.meta.filename;
 const opts = benchArgs(SCRIPT, {
@@ -18,7 +18,7 @@ const opts = benchArgs(SCRIPT, {
 
 interface Result {
   commit: string;
-  /** 'pin' since 24b29ea; absent in earlier results, which timed ADDs from the spawn. */
+  /** 'pin' in results since c5154f8 (addTimedFrom in lib/stats.ts reads older ones). */
   addTimedFrom?: 'pin';
   date: string;
   runs: number;
@@ -27,8 +27,7 @@ interface Result {
   summary: Record<string, { addAll: number[]; addP50: number; addP99: number }>;
 }
 const r = JSON.parse(readFileSync(opts.in, 'utf8')) as Result;
-// Results from 24b29ea until the field came (c5154f8) were timed from the pin too: they carry addSpawnedP50.
-const fromPin = r.addTimedFrom === 'pin' || Object.values(r.summary).some((s) => 'addSpawnedP50' in s);
+const fromPin = addTimedFrom(r) === 'pin';
 
 const W = 720;
 const H = 420;

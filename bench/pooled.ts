@@ -12,7 +12,7 @@
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { benchArgs } from './lib/cli.ts';
-import { pct, ratio, round, table, writeResult } from './lib/stats.ts';
+import { addTimedFrom, pct, ratio, round, table, writeResult } from './lib/stats.ts';
 
 const results = join(import.meta.dirname, 'results');
 const SCRIPT = import.meta.filename;
@@ -33,10 +33,7 @@ interface Run {
 }
 const runs = opts.in.map((file) => JSON.parse(readFileSync(file, 'utf8')) as Run);
 // ADDs timed from the pin carry ~0.6 ms more than ones timed from the spawn: never pooled together.
-// Results from 24b29ea until the field came (c5154f8) were timed from the pin too: they carry addSpawnedP50.
-const timedFrom = (r: Run): 'pin' | 'spawn' =>
-  r.addTimedFrom ?? (Object.values(r.summary).some((s) => 'addSpawnedP50' in s) ? 'pin' : 'spawn');
-const timings = [...new Set(runs.map(timedFrom))];
+const timings = [...new Set(runs.map(addTimedFrom))];
 if (timings.length > 1) {
   process.stderr.write(
     `the inputs time ADDs from different starts (${timings.join(', ')}): pool runs of one kind only\n`,
@@ -81,4 +78,9 @@ process.stdout.write(
     Object.entries(ratios).map(([p, r]) => [p, r.p50, r.p95, r.p99]),
   )}\n(ADD from ${startedAt} to exit, pooled over ${runs.length} runs, commit ${commits.join(', ')})\n`,
 );
-writeResult(opts.out, 'cni-latency-pooled', commits.join(','), { runs: runs.length, summary, ratios });
+writeResult(opts.out, 'cni-latency-pooled', commits.join(','), {
+  addTimedFrom: timings[0],
+  runs: runs.length,
+  summary,
+  ratios,
+});

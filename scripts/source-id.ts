@@ -16,8 +16,8 @@ export function sourceId(root: string): string | undefined {
         maxBuffer: 256 << 20,
       });
     const head = git('rev-parse', '--short', 'HEAD').trim();
-    // The diff as git writes it whatever the user's config says (external diff tools, textconv,
-    // colours, prefixes), binary changes included; untracked files are not part of it.
+    // The diff with the settings that change its text pinned (external diff tools, textconv, colours,
+    // prefixes, renames, context, algorithm), binary changes included; untracked files are not in it.
     const diff = git(
       'diff',
       '--no-ext-diff',
@@ -26,6 +26,10 @@ export function sourceId(root: string): string | undefined {
       '--binary',
       '--src-prefix=a/',
       '--dst-prefix=b/',
+      '--no-renames',
+      '--unified=3',
+      '--inter-hunk-context=0',
+      '--diff-algorithm=myers',
       'HEAD',
       '--',
       '.',

@@ -41,11 +41,6 @@ export function table(header: readonly string[], rows: readonly (readonly (strin
 }
 
 /**
- * The short commit hash of the checkout, with "+dirty" when tracked files differ. The benchmarks' own
- * outputs (bench/results/, the chart) do not count: a sweep rewrites them as it goes, and every script
- * after the first would otherwise be measured on a "dirty" tree.
- */
-/**
  * The source of what was measured: the one dist/ was built from (scripts/build.ts stamps it), said
  * against the checkout's when they differ (a result must not name the checkout's source for an
  * older build); "+bench changes" when the benchmark scripts themselves are not committed.
@@ -92,4 +87,16 @@ export function writeResult(
   mkdirSync(dirname(out), { recursive: true });
   writeFileSync(out, `${JSON.stringify(json)}\n`);
   process.stdout.write(`${JSON.stringify({ ...json, ...printed })}\n`);
+}
+
+/**
+ * Where a cni-latency result's sequential ADD times start: 'pin' in results since c5154f8
+ * (`addTimedFrom`), and from 24b29ea on, which carry `addSpawnedP50` beside them; 'spawn' before.
+ */
+export function addTimedFrom(result: {
+  addTimedFrom?: 'pin';
+  summary: Record<string, object>;
+}): 'pin' | 'spawn' {
+  if (result.addTimedFrom === 'pin') return 'pin';
+  return Object.values(result.summary).some((s) => 'addSpawnedP50' in s) ? 'pin' : 'spawn';
 }

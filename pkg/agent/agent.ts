@@ -1222,9 +1222,9 @@ export class Agent {
     const backgroundMs = Math.min(STOP_BACKGROUND_WAIT_MS, deadline.left());
     if (!(await this.background.stop(backgroundMs, [this.forwardFirewall?.stop()])))
       deadline.stillRunning('background work');
-    if (deadline.over.length > 0)
+    if (deadline.unfinished.length > 0)
       this.log.warn(
-        { still: deadline.over, deadlineMs: STOP_DEADLINE_MS },
+        { still: deadline.unfinished, deadlineMs: STOP_DEADLINE_MS },
         'stopping with work still running (its wait or the stop deadline ran out)',
       );
     this.host?.close();

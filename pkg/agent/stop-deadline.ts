@@ -6,7 +6,7 @@
 export class StopDeadline {
   readonly #end: number;
   readonly #now: () => number;
-  readonly #over: string[] = [];
+  readonly #unfinished: string[] = [];
 
   constructor(ms: number, now: () => number = () => performance.now()) {
     this.#now = now;
@@ -32,16 +32,16 @@ export class StopDeadline {
       }),
     ]);
     clearTimeout(timer);
-    if (over) this.#over.push(what);
+    if (over) this.#unfinished.push(what);
   }
 
   /** Names something the caller waited for by other means and found still running. */
   stillRunning(what: string): void {
-    this.#over.push(what);
+    this.#unfinished.push(what);
   }
 
-  /** What did not end within the deadline, in the order waited for. */
-  get over(): readonly string[] {
-    return this.#over;
+  /** What did not end within its wait or the deadline, in the order waited for. */
+  get unfinished(): readonly string[] {
+    return this.#unfinished;
   }
 }

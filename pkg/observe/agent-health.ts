@@ -47,7 +47,7 @@ export interface AgentHealthOptions {
    */
   log?: Pick<Logger, 'warn' | 'info'>;
   /** Told when a job is found stuck (maxBusyMs passed) and when it ends (undefined). */
-  onStuck?: (stuck: { job: string; sinceMs: number } | undefined) => void;
+  onStuck?: (stuck: { job: string; sinceEpochMs: number } | undefined) => void;
 }
 
 export class AgentHealth {
@@ -118,7 +118,7 @@ export class AgentHealth {
         { job: work.what, busyMs: Math.round(work.forMs), maxBusyMs: this.maxBusyMs },
         'reconcile loop stuck: /readyz fails until the job ends',
       );
-      this.onStuck?.({ job: work.what, sinceMs: Date.now() - work.forMs });
+      this.onStuck?.({ job: work.what, sinceEpochMs: Date.now() - work.forMs });
     } else if (was !== undefined) {
       this.log?.info({ job: was }, 'reconcile loop moving again');
       this.onStuck?.(undefined);

@@ -61,7 +61,7 @@ export class AgentObserver {
         this.stuck =
           stuck === undefined
             ? undefined
-            : `${stuck.job} under way since ${new Date(stuck.sinceMs).toISOString().replace(/\.\d+Z$/, 'Z')}`;
+            : `${stuck.job} under way since ${new Date(stuck.sinceEpochMs).toISOString().replace(/\.\d+Z$/, 'Z')}`;
         void this.report();
       },
     });

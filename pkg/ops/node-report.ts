@@ -89,7 +89,7 @@ export interface ReportState {
   reason?: string;
   /** The last good pass's. */
   missing: string[];
-  /** Set while the latest pass did not succeed. */
+  /** Set while the latest pass did not succeed, or a pass or step has been stuck for over 2 minutes. */
   lastPass?: { outcome: 'failed' | 'waiting' | 'stuck'; why: string };
   /** The Node object's uid: one re-created under the same name gets the report at once. */
   nodeUid?: string;

@@ -37,13 +37,13 @@ describe('StopDeadline: the waits of a stop share one deadline', () => {
     // Past the deadline: nothing is waited for any more.
     expect(await settled(deadline.within('also hung', never))).toBe(true);
     expect(await settled(deadline.within('slow', settleIn(200)))).toBe(true);
-    expect(deadline.over).toEqual(['hung', 'also hung', 'slow']);
+    expect(deadline.unfinished).toEqual(['hung', 'also hung', 'slow']);
   });
 
   it('a wait whose work fails counts as ended (the stop goes on to release the lock and say it stopped)', async () => {
     const deadline = new StopDeadline(1000);
     await deadline.within('failed', Promise.reject(new Error('EIO')));
     deadline.stillRunning('background work');
-    expect(deadline.over).toEqual(['background work']);
+    expect(deadline.unfinished).toEqual(['background work']);
   });
 });
