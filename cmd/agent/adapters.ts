@@ -18,7 +18,7 @@ const TRIM_IDLE_MS = 2000;
 const TRIM_MIN_INTERVAL_MS = 10_000;
 
 /** One agent per state directory and per network namespace: both locks, or neither. */
-export function lockAgentState(dir: string): { release(): void } {
+export function lockAgentState(dir: string): { release(): void; warning?: string } {
   mkdirSync(dir, { recursive: true, mode: 0o700 });
   const state = lockFile(join(dir, 'agent.lock'));
   try {
@@ -28,6 +28,7 @@ export function lockAgentState(dir: string): { release(): void } {
         netns.release();
         state.release();
       },
+      ...(netns.warning === undefined ? {} : { warning: netns.warning }),
     };
   } catch (err) {
     state.release();

@@ -28,15 +28,15 @@ export async function runUninstall(config: AgentConfig, log: Logger): Promise<nu
   const deadline = Date.now() + config.uninstallWaitMs;
   for (const [lock, take] of takes) {
     try {
-      locks.push(
-        await lockWaiting(take, Math.max(0, deadline - Date.now()), {
-          onWait: () =>
-            log.info(
-              { lock, waitMs: config.uninstallWaitMs },
-              'a trellis agent is running on this node; waiting for it to stop',
-            ),
-        }),
-      );
+      const taken = await lockWaiting(take, Math.max(0, deadline - Date.now()), {
+        onWait: () =>
+          log.info(
+            { lock, waitMs: config.uninstallWaitMs },
+            'a trellis agent is running on this node; waiting for it to stop',
+          ),
+      });
+      if (taken.warning !== undefined) log.warn({ lock }, taken.warning);
+      locks.push(taken);
     } catch (err) {
       if (!(err instanceof LockHeldError)) throw err;
       for (const l of locks) l.release();

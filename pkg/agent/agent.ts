@@ -72,7 +72,8 @@ export interface AgentPorts {
   openHostNetlink(): NetlinkHandle;
   events: NetlinkEventsPort;
   /** Exclusive lock on the state directory: one agent per node. */
-  lockStateDir(dir: string): { release(): void };
+  /** `warning`: taken only in part (the network namespace's lock squatted), logged at start. */
+  lockStateDir(dir: string): { release(): void; warning?: string };
   /** The nftables table's syncer (masquerade, MSS clamp: table-rules.ts); undefined when none is needed. */
   masq:
     | (Pick<MasqSyncer, 'sync' | 'invalidate'> &
@@ -159,7 +160,7 @@ export class Agent {
   /** keepFiles' forwarding check, when it cannot read or turn it on (said when it starts). */
   private readonly forwardingChecks: FailureLog;
   private readonly nodeName: string;
-  private lock: { release(): void } | undefined;
+  private lock: { release(): void; warning?: string } | undefined;
   private host: NetlinkHandle | undefined;
   private server: CniServer | undefined;
   private deleter: BackgroundDeleter | undefined;
@@ -334,6 +335,7 @@ export class Agent {
   async start(): Promise<void> {
     const { config, log } = this;
     this.lock = this.ports.lockStateDir(config.stateDir);
+    if (this.lock.warning !== undefined) log.warn({ stateDir: config.stateDir }, this.lock.warning);
     if (markRunning(config.stateDir)) {
       log.warn(
         { stateDir: config.stateDir },

@@ -3,10 +3,13 @@ import { constants as os } from 'node:os';
 import { errnoName } from '../errno.ts';
 import { LockHeldError } from './errors.ts';
 import { AF_UNIX, getLibc, LOCK_EX, LOCK_NB, LOCK_UN, SOCK_CLOEXEC, SOCK_STREAM } from './libc.ts';
+import { abstractNameOwners } from './unix-socket-owner.ts';
 
 export interface FileLock {
   /** Unlocks and closes; idempotent. The kernel also drops the lock when the process dies. */
   release(): void;
+  /** Set when the lock could not be taken and was gone without (lockNetns: a name squatted), saying why. */
+  warning?: string;
 }
 
 /**
@@ -54,8 +57,18 @@ export function lockNetns(name: string): FileLock {
   const r = libc.bind(fd.value, address);
   if (r.value !== 0) {
     closeSync(fd.value);
-    if (r.errno === EADDRINUSE) throw new LockHeldError(`@${name} (this network namespace)`);
-    throw new Error(`bind @${name}: ${errnoName(r.errno)}`);
+    if (r.errno !== EADDRINUSE) throw new Error(`bind @${name}: ${errnoName(r.errno)}`);
+    // Abstract names have no permissions: any process of the namespace may bind the name first. An
+    // agent runs as root; a name held only by other users' sockets is squatted, and waiting for it
+    // would keep the node's pods without a network. Who holds it unknown: held, as ever.
+    const owners = abstractNameOwners(name);
+    if (owners !== undefined && owners.length > 0 && !owners.includes(0)) {
+      return {
+        release: () => {},
+        warning: `@${name} is held by a process of uid ${owners.join(', ')}, not a trellis agent (which runs as root): going on without the lock that keeps a second agent with another --state-dir out of this network namespace`,
+      };
+    }
+    throw new LockHeldError(`@${name} (this network namespace)`);
   }
   let held = true;
   return {

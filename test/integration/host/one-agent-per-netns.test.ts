@@ -1,7 +1,8 @@
+import { type ChildProcess, spawn } from 'node:child_process';
 import { afterEach, describe, expect, it } from 'vitest';
 import { type AgentProcess, removeAgentDir, startAgent } from '../../support/agent-process.ts';
 import { builtSkipReason } from '../../support/cni-driver.ts';
-import { netnsSkipReason } from '../../support/netns.ts';
+import { NetnsPool, netnsSkipReason } from '../../support/netns.ts';
 import { containerId, NodeHarness } from '../datapath/harness.ts';
 
 /**
@@ -51,3 +52,52 @@ describe.skipIf(skip !== undefined)(skip === undefined ? title : `${title} (skip
     expect(del.code, del.stdout).toBe(0);
   });
 });
+
+const squatTitle = 'the network namespace lock held by an unprivileged process (the name squatted)';
+describe.skipIf(skip !== undefined)(
+  skip === undefined ? squatTitle : `${squatTitle} (skipped: ${skip})`,
+  () => {
+    const pool = new NetnsPool();
+    let squatter: ChildProcess | undefined;
+    let agent: AgentProcess | undefined;
+    afterEach(async () => {
+      await agent?.kill();
+      if (agent !== undefined) removeAgentDir(agent.dir);
+      agent = undefined;
+      squatter?.kill('SIGKILL');
+      squatter = undefined;
+      pool.cleanup();
+    });
+
+    it('the agent starts all the same, and says which uid holds the name', async () => {
+      const ns = pool.add('squat');
+      // nobody binds @trellis-agent first, as any local process or hostNetwork pod could.
+      squatter = spawn(
+        'ip',
+        [
+          'netns',
+          'exec',
+          ns.name,
+          'setpriv',
+          '--reuid=65534',
+          '--regid=65534',
+          '--clear-groups',
+          '/usr/bin/python3',
+          '-c',
+          "import socket,sys,time\ns=socket.socket(socket.AF_UNIX);s.bind('\\0trellis-agent');print('bound',flush=True);time.sleep(120)",
+        ],
+        { stdio: ['ignore', 'pipe', 'inherit'] },
+      );
+      await new Promise<void>((resolve, reject) => {
+        squatter!.stdout!.once('data', () => resolve());
+        squatter!.once('exit', (c) => reject(new Error(`the squatter exited (${c})`)));
+      });
+      agent = startAgent({ ns: ns.name, podCIDRs: ['10.244.1.0/24'] });
+      await agent.ready();
+      expect(agent.logs.find((l) => String(l.msg).startsWith('@trellis-agent is held by'))).toMatchObject({
+        level: 'warn',
+        msg: expect.stringContaining('uid 65534, not a trellis agent'),
+      });
+    });
+  },
+);
