@@ -17,12 +17,16 @@ export const NETNS_LOCK = 'trellis-agent';
 const TRIM_IDLE_MS = 2000;
 const TRIM_MIN_INTERVAL_MS = 10_000;
 
-/** One agent per state directory and per network namespace: both locks, or neither. */
-export function lockAgentState(dir: string): { release(): void; warning?: string } {
+/**
+ * One agent per state directory and per network namespace: both locks, or neither. `socketDir` (the
+ * CNI socket's, a host directory every agent of the node shares) holds the namespace's lock file when
+ * its abstract name is squatted.
+ */
+export function lockAgentState(dir: string, socketDir: string): { release(): void; warning?: string } {
   mkdirSync(dir, { recursive: true, mode: 0o700 });
   const state = lockFile(join(dir, 'agent.lock'));
   try {
-    const netns = lockNetns(NETNS_LOCK);
+    const netns = lockNetns(NETNS_LOCK, { fallbackDir: socketDir });
     return {
       release: () => {
         netns.release();

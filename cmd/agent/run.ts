@@ -1,5 +1,6 @@
 /** `trellis-agent [run]`: the agent itself, wired to the real adapters, until SIGTERM or SIGINT. */
 import { hostname } from 'node:os';
+import { dirname } from 'node:path';
 import { Agent } from '../../pkg/agent/agent.ts';
 import { type AgentConfig, ConfigError } from '../../pkg/agent/config.ts';
 import { configPathProblem } from '../../pkg/agent/config-paths.ts';
@@ -81,7 +82,7 @@ export async function runAgent(config: AgentConfig, root: Logger): Promise<numbe
       // event (the controller resyncs) instead of aborting the process.
       openHostNetlink,
       events: createNetlinkEvents(),
-      lockStateDir: lockAgentState,
+      lockStateDir: (dir) => lockAgentState(dir, dirname(config.socket)),
       masq: masqNeeded ? masqSyncer(nft) : undefined,
       removeMasqLeftovers: () => new NftRunner().deleteTableIfPresent(),
       // Read again only once a transaction was committed (or with legacy iptables tables about).

@@ -1,6 +1,6 @@
 /** `trellis-agent uninstall`: removes what the agent put on the node, once no agent runs there. */
 import { existsSync } from 'node:fs';
-import { join } from 'node:path';
+import { dirname, join } from 'node:path';
 import type { AgentConfig } from '../../pkg/agent/config.ts';
 import { uninstallTrellis } from '../../pkg/agent/host-setup.ts';
 import { deleteOwnAccepts } from '../../pkg/firewall/index.ts';
@@ -23,7 +23,9 @@ export async function runUninstall(config: AgentConfig, log: Logger): Promise<nu
   // locks: the network namespace's, and the state directory's (all an older agent takes).
   const locks: FileLock[] = [];
   const statePath = join(config.stateDir, 'agent.lock');
-  const takes: [string, () => FileLock][] = [[`@${NETNS_LOCK}`, () => lockNetns(NETNS_LOCK)]];
+  const takes: [string, () => FileLock][] = [
+    [`@${NETNS_LOCK}`, () => lockNetns(NETNS_LOCK, { fallbackDir: dirname(config.socket) })],
+  ];
   if (existsSync(config.stateDir)) takes.push([statePath, () => lockFile(statePath)]);
   const deadline = Date.now() + config.uninstallWaitMs;
   for (const [lock, take] of takes) {

@@ -1,5 +1,6 @@
-import { closeSync, constants, openSync } from 'node:fs';
+import { closeSync, constants, mkdirSync, openSync, readFileSync, statSync } from 'node:fs';
 import { constants as os } from 'node:os';
+import { join } from 'node:path';
 import { errnoName } from '../errno.ts';
 import { LockHeldError } from './errors.ts';
 import { AF_UNIX, getLibc, LOCK_EX, LOCK_NB, LOCK_UN, SOCK_CLOEXEC, SOCK_STREAM } from './libc.ts';
@@ -36,6 +37,15 @@ export function lockFile(path: string): FileLock {
   };
 }
 
+/** The uid the kernel reports for an owner it cannot map into this user namespace (65534 by default). */
+function overflowUid(): number {
+  try {
+    return Number(readFileSync('/proc/sys/kernel/overflowuid', 'utf8').trim());
+  } catch {
+    return 65534;
+  }
+}
+
 /** EADDRINUSE on Linux. */
 const EADDRINUSE = 98;
 
@@ -46,7 +56,7 @@ const EADDRINUSE = 98;
  * --state-dir (or a node whose state directory was lost): that one would take the first one's pod
  * veths for half-done work and delete them. Throws LockHeldError naming `@name`.
  */
-export function lockNetns(name: string): FileLock {
+export function lockNetns(name: string, opts: { fallbackDir?: string } = {}): FileLock {
   const libc = getLibc();
   const fd = libc.socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
   if (fd.value < 0) throw new Error(`socket(AF_UNIX): ${errnoName(fd.errno)}`);
@@ -59,16 +69,24 @@ export function lockNetns(name: string): FileLock {
     closeSync(fd.value);
     if (r.errno !== EADDRINUSE) throw new Error(`bind @${name}: ${errnoName(r.errno)}`);
     // Abstract names have no permissions: any process of the namespace may bind the name first. An
-    // agent runs as root; a name held only by other users' sockets is squatted, and waiting for it
-    // would keep the node's pods without a network. Who holds it unknown: held, as ever.
+    // agent runs as root (or as this process's user); a name held only by other users' sockets is
+    // squatted, and waiting for it would keep the node's pods without a network. Who holds it unknown
+    // (an owner the kernel cannot map into our user namespace reads as the overflow uid): held.
     const owners = abstractNameOwners(name);
-    if (owners !== undefined && owners.length > 0 && !owners.includes(0)) {
-      return {
-        release: () => {},
-        warning: `@${name} is held by a process of uid ${owners.join(', ')}, not a trellis agent (which runs as root): going on without the lock that keeps a second agent with another --state-dir out of this network namespace`,
-      };
+    const unknown = new Set([0, process.geteuid?.() ?? 0, overflowUid()]);
+    if (owners === undefined || owners.length === 0 || owners.some((u) => unknown.has(u))) {
+      throw new LockHeldError(`@${name} (this network namespace)`);
     }
-    throw new LockHeldError(`@${name} (this network namespace)`);
+    const squatted = `@${name} is held by a process of uid ${owners.join(', ')}, not a trellis agent`;
+    if (opts.fallbackDir === undefined)
+      return { release: () => {}, warning: `${squatted}: going on without it` };
+    // One agent per namespace all the same: a file lock named by the namespace, in a directory of root's
+    // that every agent of the node shares (its socket's).
+    mkdirSync(opts.fallbackDir, { recursive: true, mode: 0o755 });
+    const ns = statSync('/proc/thread-self/ns/net');
+    const path = join(opts.fallbackDir, `.netns-${ns.dev}-${ns.ino}.lock`);
+    const held = lockFile(path);
+    return { release: () => held.release(), warning: `${squatted}: locking ${path} instead` };
   }
   let held = true;
   return {

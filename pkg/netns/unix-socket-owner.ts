@@ -6,7 +6,7 @@
 import { closeSync } from 'node:fs';
 import { NLM_F, NLMSG_DONE, NLMSG_ERROR } from '../netlink/constants.ts';
 import { decodeAttrs, decodeMessages, encodeMessage } from '../netlink/wire.ts';
-import { AF_NETLINK, AF_UNIX, getLibc, SOCK_CLOEXEC, SOCK_RAW } from './libc.ts';
+import { AF_NETLINK, AF_UNIX, getLibc, SOCK_CLOEXEC, SOCK_RAW, SOCK_STREAM } from './libc.ts';
 
 const NETLINK_SOCK_DIAG = 4;
 const SOCK_DIAG_BY_FAMILY = 20;
@@ -44,6 +44,8 @@ export function abstractNameOwners(name: string): number[] | undefined {
         if (m.type === NLMSG_DONE) return owners;
         if (m.type === NLMSG_ERROR) return undefined;
         if (m.type !== SOCK_DIAG_BY_FAMILY || m.payload.length < UNIX_DIAG_MSG_LEN) continue;
+        // Names are per socket type: only stream sockets' collide with the lock's.
+        if (m.payload[1] !== SOCK_STREAM) continue;
         const attrs = decodeAttrs(m.payload, UNIX_DIAG_MSG_LEN);
         const bound = attrs.get(UNIX_DIAG_NAME);
         const uid = attrs.get(UNIX_DIAG_UID);

@@ -1,4 +1,6 @@
 import { type ChildProcess, spawn } from 'node:child_process';
+import { existsSync } from 'node:fs';
+import { dirname, join } from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
 import { type AgentProcess, removeAgentDir, startAgent } from '../../support/agent-process.ts';
 import { builtSkipReason } from '../../support/cni-driver.ts';
@@ -54,24 +56,30 @@ describe.skipIf(skip !== undefined)(skip === undefined ? title : `${title} (skip
 });
 
 const squatTitle = 'the network namespace lock held by an unprivileged process (the name squatted)';
-describe.skipIf(skip !== undefined)(
-  skip === undefined ? squatTitle : `${squatTitle} (skipped: ${skip})`,
+const squatSkip =
+  skip ??
+  (!existsSync('/usr/bin/python3') || !existsSync('/usr/bin/setpriv')
+    ? 'needs /usr/bin/python3 and setpriv'
+    : undefined);
+describe.skipIf(squatSkip !== undefined)(
+  squatSkip === undefined ? squatTitle : `${squatTitle} (skipped: ${squatSkip})`,
   () => {
     const pool = new NetnsPool();
     let squatter: ChildProcess | undefined;
-    let agent: AgentProcess | undefined;
+    const agents: AgentProcess[] = [];
     afterEach(async () => {
-      await agent?.kill();
-      if (agent !== undefined) removeAgentDir(agent.dir);
-      agent = undefined;
+      for (const a of agents.splice(0)) {
+        await a.kill();
+        removeAgentDir(a.dir);
+      }
       squatter?.kill('SIGKILL');
       squatter = undefined;
       pool.cleanup();
     });
 
-    it('the agent starts all the same, and says which uid holds the name', async () => {
+    it('the agent starts all the same, locking a file named by the namespace instead; a second agent is still refused', async () => {
       const ns = pool.add('squat');
-      // nobody binds @trellis-agent first, as any local process or hostNetwork pod could.
+      // uid 4242 binds @trellis-agent first, as any local process or hostNetwork pod could.
       squatter = spawn(
         'ip',
         [
@@ -79,8 +87,8 @@ describe.skipIf(skip !== undefined)(
           'exec',
           ns.name,
           'setpriv',
-          '--reuid=65534',
-          '--regid=65534',
+          '--reuid=4242',
+          '--regid=4242',
           '--clear-groups',
           '/usr/bin/python3',
           '-c',
@@ -92,11 +100,32 @@ describe.skipIf(skip !== undefined)(
         squatter!.stdout!.once('data', () => resolve());
         squatter!.once('exit', (c) => reject(new Error(`the squatter exited (${c})`)));
       });
-      agent = startAgent({ ns: ns.name, podCIDRs: ['10.244.1.0/24'] });
-      await agent.ready();
-      expect(agent.logs.find((l) => String(l.msg).startsWith('@trellis-agent is held by'))).toMatchObject({
+      const first = startAgent({ ns: ns.name, podCIDRs: ['10.244.1.0/24'] });
+      agents.push(first);
+      await first.ready();
+      const socketDir = dirname(first.socket);
+      expect(first.logs.find((l) => String(l.msg).startsWith('@trellis-agent is held by'))).toMatchObject({
         level: 'warn',
-        msg: expect.stringContaining('uid 65534, not a trellis agent'),
+        msg: expect.stringMatching(
+          new RegExp(
+            `uid 4242, not a trellis agent: locking ${socketDir}/\\.netns-\\d+-\\d+\\.lock instead$`,
+          ),
+        ),
+      });
+      // Another --state-dir, the same socket directory (/run/trellis on a node): refused at start.
+      const second = startAgent({
+        ns: ns.name,
+        podCIDRs: ['10.244.1.0/24'],
+        extraArgs: ['--socket', join(socketDir, 'second.sock')],
+      });
+      agents.push(second);
+      const code = await new Promise<number | null>((resolve) => {
+        if (second.child.exitCode !== null) resolve(second.child.exitCode);
+        else second.child.once('exit', (c) => resolve(c));
+      });
+      expect(code, second.stderr()).not.toBe(0);
+      expect(second.logs.find((l) => l.msg === 'agent failed to start')).toMatchObject({
+        error: expect.stringContaining('is locked by another process'),
       });
     });
   },
