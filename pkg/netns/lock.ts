@@ -80,13 +80,21 @@ export function lockNetns(name: string, opts: { fallbackDir?: string } = {}): Fi
     const squatted = `@${name} is held by a process of uid ${owners.join(', ')}, not a trellis agent`;
     if (opts.fallbackDir === undefined)
       return { release: () => {}, warning: `${squatted}: going on without it` };
-    // One agent per namespace all the same: a file lock named by the namespace, in a directory of root's
-    // that every agent of the node shares (its socket's).
-    mkdirSync(opts.fallbackDir, { recursive: true, mode: 0o755 });
-    const ns = statSync('/proc/thread-self/ns/net');
-    const path = join(opts.fallbackDir, `.netns-${ns.dev}-${ns.ino}.lock`);
-    const held = lockFile(path);
-    return { release: () => held.release(), warning: `${squatted}: locking ${path} instead` };
+    // One agent per namespace all the same: the file lock every agent takes (below), alone.
+    const file = lockNamespaceFile(opts.fallbackDir);
+    return {
+      release: () => file.release(),
+      warning: `${squatted}: the lock file ${file.path} alone holds it`,
+    };
+  }
+  // The file lock too, so that an agent started while the name was squatted (it holds the file alone)
+  // keeps a later one out once the squatter is gone.
+  let file: (FileLock & { path: string }) | undefined;
+  try {
+    if (opts.fallbackDir !== undefined) file = lockNamespaceFile(opts.fallbackDir);
+  } catch (err) {
+    closeSync(fd.value);
+    throw err;
   }
   let held = true;
   return {
@@ -94,8 +102,17 @@ export function lockNetns(name: string, opts: { fallbackDir?: string } = {}): Fi
       if (!held) return;
       held = false;
       closeSync(fd.value);
+      file?.release();
     },
   };
+}
+
+/** A file lock named by this network namespace (its nsfs device and inode) in `dir`, a directory of root's. */
+function lockNamespaceFile(dir: string): FileLock & { path: string } {
+  mkdirSync(dir, { recursive: true, mode: 0o755 });
+  const ns = statSync('/proc/thread-self/ns/net');
+  const path = join(dir, `.netns-${ns.dev}-${ns.ino}.lock`);
+  return { ...lockFile(path), path };
 }
 
 /**

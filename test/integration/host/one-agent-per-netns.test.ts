@@ -108,7 +108,7 @@ describe.skipIf(squatSkip !== undefined)(
         level: 'warn',
         msg: expect.stringMatching(
           new RegExp(
-            `uid 4242, not a trellis agent: locking ${socketDir}/\\.netns-\\d+-\\d+\\.lock instead$`,
+            `uid 4242, not a trellis agent: the lock file ${socketDir}/\\.netns-\\d+-\\d+\\.lock alone holds it$`,
           ),
         ),
       });
@@ -126,6 +126,23 @@ describe.skipIf(squatSkip !== undefined)(
       expect(code, second.stderr()).not.toBe(0);
       expect(second.logs.find((l) => l.msg === 'agent failed to start')).toMatchObject({
         error: expect.stringContaining('is locked by another process'),
+      });
+      // The squatter gone, a later agent binds the name but finds the lock file the first one holds.
+      squatter!.kill('SIGKILL');
+      await new Promise((r) => squatter!.once('exit', r));
+      const third = startAgent({
+        ns: ns.name,
+        podCIDRs: ['10.244.1.0/24'],
+        extraArgs: ['--socket', join(socketDir, 'third.sock')],
+      });
+      agents.push(third);
+      const thirdCode = await new Promise<number | null>((resolve) => {
+        if (third.child.exitCode !== null) resolve(third.child.exitCode);
+        else third.child.once('exit', (c) => resolve(c));
+      });
+      expect(thirdCode, third.stderr()).not.toBe(0);
+      expect(third.logs.find((l) => l.msg === 'agent failed to start')).toMatchObject({
+        error: expect.stringMatching(/\.netns-\d+-\d+\.lock is locked by another process/),
       });
     });
   },
