@@ -1,4 +1,5 @@
 import { closeSync, constants, openSync, statfsSync, writeSync } from 'node:fs';
+import { CniCode, CniError } from '../cni/errors.ts';
 import { errnoName } from '../errno.ts';
 import { NetnsNotFoundError } from './errors.ts';
 import { CLONE_NEWNET, getLibc, NS_GET_NSTYPE } from './libc.ts';
@@ -53,7 +54,13 @@ function notNsfs(path: string): { why: string; cause?: unknown } | undefined {
   }
 }
 
-/** Opens path as a namespace fd for setns or IFLA_NET_NS_FD; NetnsNotFoundError when it is none. */
+/** Errors opening a namespace file that come from the agent's side, not from what the path names. */
+const AGENT_SIDE_OPEN_ERRORS = new Set(['EMFILE', 'ENFILE', 'ENOMEM']);
+
+/**
+ * Opens path as a namespace fd for setns or IFLA_NET_NS_FD; NetnsNotFoundError when it is none, a
+ * CniError IO_FAILURE when the agent cannot open it for want of file descriptors or memory.
+ */
 export function openNetnsFd(path: string): number {
   const refused = notNsfs(path);
   if (refused !== undefined) {
@@ -67,7 +74,15 @@ export function openNetnsFd(path: string): number {
   try {
     fd = openSync(path, OPEN_FLAGS);
   } catch (e) {
-    throw new NetnsNotFoundError(path, (e as NodeJS.ErrnoException).code ?? 'cannot open', { cause: e });
+    const code = (e as NodeJS.ErrnoException).code;
+    // The agent's own trouble (out of file descriptors or memory) is not the namespace's absence: said
+    // as an IO failure, so neither the runtime nor the operator looks for a missing namespace.
+    if (code !== undefined && AGENT_SIDE_OPEN_ERRORS.has(code)) {
+      throw new CniError(CniCode.IO_FAILURE, `cannot open network namespace ${path}: ${code}`, undefined, {
+        cause: e,
+      });
+    }
+    throw new NetnsNotFoundError(path, code ?? 'cannot open', { cause: e });
   }
   let isNet: boolean;
   try {

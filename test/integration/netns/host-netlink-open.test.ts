@@ -43,6 +43,25 @@ for (let free = 1; free <= 8; free++) {
 process.stdout.write(JSON.stringify(out));
 `;
 
+/** openNetnsFd with no descriptor left: the agent's trouble, said as such (5), not a missing namespace (102). */
+const NETNS_CHILD = `
+import { closeSync, openSync } from 'node:fs';
+import { openNetnsFd } from '${join(REPO, 'pkg/netns/index.ts')}';
+const fillers = [];
+for (;;) {
+  try { fillers.push(openSync('/dev/null', 'r')); } catch { break; }
+}
+let out;
+try {
+  closeSync(openNetnsFd('/proc/self/ns/net'));
+  out = { opened: true };
+} catch (e) {
+  out = { code: e.code, message: e.message };
+}
+for (const fd of fillers) closeSync(fd);
+process.stdout.write(JSON.stringify(out));
+`;
+
 describe.skipIf(netnsSkipReason !== undefined)(
   'openHostNetlink out of file descriptors (real EMFILE)',
   () => {
@@ -51,6 +70,23 @@ describe.skipIf(netnsSkipReason !== undefined)(
     afterEach(() => {
       pool.cleanup();
       for (const d of dirs.splice(0)) rmSync(d, { recursive: true, force: true });
+    });
+
+    it("openNetnsFd out of descriptors: an IO failure naming EMFILE, not 'namespace not found'", () => {
+      const ns = pool.add('nsfd');
+      const dir = mkdtempSync(join(tmpdir(), 'trl-nsfd-'));
+      dirs.push(dir);
+      const script = join(dir, 'child.ts');
+      writeFileSync(script, NETNS_CHILD);
+      const r = spawnSync('ip', ['netns', 'exec', ns.name, 'prlimit', '--nofile=256', NODE, script], {
+        encoding: 'utf8',
+        timeout: 60_000,
+      });
+      expect(r.status, r.stderr).toBe(0);
+      expect(JSON.parse(r.stdout)).toEqual({
+        code: 5,
+        message: 'cannot open network namespace /proc/self/ns/net: EMFILE',
+      });
     });
 
     it('gives the whole handle or fails with nothing left open, whatever socket the limit hits', () => {
