@@ -4,13 +4,13 @@
  * pod CIDR. Node i: InternalIP 10.10.(1 + i>>8).(i&255), pod CIDR 10.(128 + i>>8).(i&255).0/24.
  */
 import { execFileSync, spawn } from 'node:child_process';
-import { mkdirSync, mkdtempSync, symlinkSync } from 'node:fs';
+import { mkdtempSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { type AgentProcess, startAgent } from '../../test/support/agent-process.ts';
 import type { JsonObject } from '../../test/support/apiserver/patch.ts';
 import type { TestApiServer } from '../../test/support/apiserver/server.ts';
-import { REFERENCE_PLUGIN_DIR, SHIM_BINARY } from '../../test/support/cni-driver.ts';
+import { fakeCniBinDir } from '../../test/support/cni-driver.ts';
 import { ip } from '../../test/support/netns.ts';
 import { NODE } from './runner-client.ts';
 
@@ -73,13 +73,6 @@ export function wireNodeNamespace(nodeNs: string, peerNs: string, addr = SELF_IP
   ip(nodeNs, 'link', 'set', dev, 'up');
   ip(peerNs, 'link', 'set', 'fab0', 'up');
   ip(peerNs, 'addr', 'add', `10.10.255.254/${NODE_SUBNET_PREFIX}`, 'dev', 'fab0');
-}
-
-/** What install-cni would leave in the CNI bin dir, as symlinks (the agent publishes its config only then). */
-export function fakeCniBinDir(dir: string): void {
-  mkdirSync(dir, { recursive: true });
-  symlinkSync(SHIM_BINARY, join(dir, 'trellis'));
-  for (const p of ['portmap', 'loopback']) symlinkSync(join(REFERENCE_PLUGIN_DIR, p), join(dir, p));
 }
 
 /**

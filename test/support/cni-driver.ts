@@ -1,5 +1,5 @@
 import { spawn } from 'node:child_process';
-import { existsSync } from 'node:fs';
+import { existsSync, mkdirSync, symlinkSync } from 'node:fs';
 import { join } from 'node:path';
 import { childOutput } from './child-output.ts';
 
@@ -14,6 +14,13 @@ export const SHIM_BINARY = join(REPO_ROOT, 'dist', 'bin', 'trellis');
 export const AGENT_BINARY = join(REPO_ROOT, 'dist', 'bin', 'trellis-agent');
 /** Debian's reference plugins (containernetworking-plugins). */
 export const REFERENCE_PLUGIN_DIR = '/usr/lib/cni';
+
+/** What install-cni would leave in the CNI bin dir, as symlinks (the agent publishes its config only then). */
+export function fakeCniBinDir(dir: string): void {
+  mkdirSync(dir, { recursive: true });
+  symlinkSync(SHIM_BINARY, join(dir, 'trellis'));
+  for (const p of ['portmap', 'loopback']) symlinkSync(join(REFERENCE_PLUGIN_DIR, p), join(dir, p));
+}
 
 export function builtSkipReason(): string | undefined {
   if (!existsSync(SHIM_BINARY) || !existsSync(AGENT_BINARY))

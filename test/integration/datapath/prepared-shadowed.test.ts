@@ -1,14 +1,21 @@
-import { mkdirSync, mkdtempSync, rmSync, symlinkSync, unlinkSync, writeFileSync } from 'node:fs';
+import { mkdirSync, mkdtempSync, rmSync, unlinkSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { isPreparedName } from '../../../pkg/datapath/prepared-pairs.ts';
 import { type AgentProcess, removeAgentDir, startAgent } from '../../support/agent-process.ts';
-import { builtSkipReason, REFERENCE_PLUGIN_DIR, SHIM_BINARY } from '../../support/cni-driver.ts';
+import { builtSkipReason, fakeCniBinDir } from '../../support/cni-driver.ts';
 import { ipJson, NetnsPool, netnsSkipReason, type TestNetns } from '../../support/netns.ts';
 import { createPodPins, type PodPins } from '../../support/pod-pins.ts';
 
 const skip = netnsSkipReason ?? builtSkipReason();
+
+/** Another network's own config list (kindnet's or a runtime's default, left in the conf dir). */
+const OTHER_NETWORK = JSON.stringify({
+  cniVersion: '1.0.0',
+  name: 'other',
+  plugins: [{ type: 'ptp', ipam: { type: 'host-local' } }],
+});
 
 interface IpLink {
   ifname: string;
@@ -35,17 +42,8 @@ describe.skipIf(skip !== undefined)(
 
     beforeAll(async () => {
       mkdirSync(confDir, { recursive: true });
-      mkdirSync(binDir, { recursive: true });
-      symlinkSync(SHIM_BINARY, join(binDir, 'trellis'));
-      for (const p of ['portmap', 'loopback']) symlinkSync(join(REFERENCE_PLUGIN_DIR, p), join(binDir, p));
-      writeFileSync(
-        other,
-        JSON.stringify({
-          cniVersion: '1.0.0',
-          name: 'other',
-          plugins: [{ type: 'ptp', ipam: { type: 'host-local' } }],
-        }),
-      );
+      fakeCniBinDir(binDir);
+      writeFileSync(other, OTHER_NETWORK);
       pins = createPodPins(['watched']);
       host = pool.add('psh-host');
       agent = startAgent({
@@ -118,14 +116,7 @@ describe.skipIf(skip !== undefined)(
       pinned.push(pins.pin(`${pins.dir('watched')}/${pod.name}`, pod.path));
       await until('the prepared pair', () => prepared().length === made + 1);
       // The same file rewritten in place as a network's own config: pairs stop (passes every second).
-      writeFileSync(
-        other,
-        JSON.stringify({
-          cniVersion: '1.0.0',
-          name: 'other',
-          plugins: [{ type: 'ptp', ipam: { type: 'host-local' } }],
-        }),
-      );
+      writeFileSync(other, OTHER_NETWORK);
       const passes = () => agent.logs.filter((l) => l.msg === 'reconciled').length;
       const seen = passes();
       await until('two passes', () => passes() >= seen + 2);

@@ -15,6 +15,13 @@ import { containerId, NodeHarness } from '../datapath/harness.ts';
  */
 const skip = netnsSkipReason ?? builtSkipReason();
 
+/** The agent's exit code once it has stopped (null: by a signal). */
+function exited(agent: AgentProcess): Promise<number | null> {
+  const { child } = agent;
+  if (child.exitCode !== null || child.signalCode !== null) return Promise.resolve(child.exitCode);
+  return new Promise((resolve) => child.once('exit', (c) => resolve(c)));
+}
+
 const title =
   'a second agent in the same network namespace stops at start and leaves the first one’s pods alone';
 describe.skipIf(skip !== undefined)(skip === undefined ? title : `${title} (skipped: ${skip})`, () => {
@@ -38,11 +45,7 @@ describe.skipIf(skip !== undefined)(skip === undefined ? title : `${title} (skip
     expect(before).toHaveLength(1);
 
     second = startAgent({ ns: node.host.name, podCIDRs: ['10.244.1.0/24', 'fd00:10:244:1::/64'] });
-    const child = second.child;
-    const code = await new Promise<number | null>((resolve) => {
-      if (child.exitCode !== null || child.signalCode !== null) resolve(child.exitCode);
-      else child.once('exit', (c) => resolve(c));
-    });
+    const code = await exited(second);
     expect(code, second.stderr()).not.toBe(0);
     expect(code).not.toBeNull(); // it stopped by itself, not by a signal
     expect(second.logs.find((l) => l.msg === 'agent failed to start')).toMatchObject({
@@ -119,10 +122,7 @@ describe.skipIf(squatSkip !== undefined)(
         extraArgs: ['--socket', join(socketDir, 'second.sock')],
       });
       agents.push(second);
-      const code = await new Promise<number | null>((resolve) => {
-        if (second.child.exitCode !== null) resolve(second.child.exitCode);
-        else second.child.once('exit', (c) => resolve(c));
-      });
+      const code = await exited(second);
       expect(code, second.stderr()).not.toBe(0);
       expect(second.logs.find((l) => l.msg === 'agent failed to start')).toMatchObject({
         error: expect.stringContaining('is locked by another process'),
@@ -136,10 +136,7 @@ describe.skipIf(squatSkip !== undefined)(
         extraArgs: ['--socket', join(socketDir, 'third.sock')],
       });
       agents.push(third);
-      const thirdCode = await new Promise<number | null>((resolve) => {
-        if (third.child.exitCode !== null) resolve(third.child.exitCode);
-        else third.child.once('exit', (c) => resolve(c));
-      });
+      const thirdCode = await exited(third);
       expect(thirdCode, third.stderr()).not.toBe(0);
       expect(third.logs.find((l) => l.msg === 'agent failed to start')).toMatchObject({
         error: expect.stringMatching(/\.netns-\d+-\d+\.lock is locked by another process/),

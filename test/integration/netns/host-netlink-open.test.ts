@@ -1,9 +1,8 @@
-import { spawnSync } from 'node:child_process';
+import { type SpawnSyncReturns, spawnSync } from 'node:child_process';
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
-import { NODE } from '../../../bench/lib/runner-client.ts';
 import { NetnsPool, netnsSkipReason } from '../../support/netns.ts';
 
 const REPO = join(import.meta.dirname, '..', '..', '..');
@@ -72,16 +71,25 @@ describe.skipIf(netnsSkipReason !== undefined)(
       for (const d of dirs.splice(0)) rmSync(d, { recursive: true, force: true });
     });
 
-    it("openNetnsFd out of descriptors: an IO failure naming EMFILE, not 'namespace not found'", () => {
-      const ns = pool.add('nsfd');
-      const dir = mkdtempSync(join(tmpdir(), 'trl-nsfd-'));
+    /** `source` run by Node in a namespace of its own, with at most `nofile` descriptors. */
+    function runLimited(source: string, nofile: number): SpawnSyncReturns<string> {
+      const ns = pool.add('fdlim');
+      const dir = mkdtempSync(join(tmpdir(), 'trl-fdlim-'));
       dirs.push(dir);
       const script = join(dir, 'child.ts');
-      writeFileSync(script, NETNS_CHILD);
-      const r = spawnSync('ip', ['netns', 'exec', ns.name, 'prlimit', '--nofile=256', NODE, script], {
-        encoding: 'utf8',
-        timeout: 60_000,
-      });
+      writeFileSync(script, source);
+      return spawnSync(
+        'ip',
+        ['netns', 'exec', ns.name, 'prlimit', `--nofile=${nofile}`, process.execPath, script],
+        {
+          encoding: 'utf8',
+          timeout: 60_000,
+        },
+      );
+    }
+
+    it("openNetnsFd out of descriptors: an IO failure naming EMFILE, not 'namespace not found'", () => {
+      const r = runLimited(NETNS_CHILD, 256);
       expect(r.status, r.stderr).toBe(0);
       expect(JSON.parse(r.stdout)).toEqual({
         code: 5,
@@ -90,15 +98,7 @@ describe.skipIf(netnsSkipReason !== undefined)(
     });
 
     it('gives the whole handle or fails with nothing left open, whatever socket the limit hits', () => {
-      const ns = pool.add('nlfd');
-      const dir = mkdtempSync(join(tmpdir(), 'trl-nlfd-'));
-      dirs.push(dir);
-      const script = join(dir, 'child.ts');
-      writeFileSync(script, CHILD);
-      const r = spawnSync('ip', ['netns', 'exec', ns.name, 'prlimit', '--nofile=512', NODE, script], {
-        encoding: 'utf8',
-        timeout: 60_000,
-      });
+      const r = runLimited(CHILD, 512);
       expect(r.status, r.stderr).toBe(0);
       const outcomes = JSON.parse(r.stdout) as {
         free: number;

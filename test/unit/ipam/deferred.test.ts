@@ -42,6 +42,20 @@ function fsyncFailingWhen(failing: () => boolean): StoreFs {
   return { ...realFs, fsync: (fd) => (failing() ? eio() : realFs.fsync(fd)) };
 }
 
+/** The real file system, its JS-thread fsyncs counted and failing with EIO while `fail` is set. */
+function countedFsyncSync(): { fs: StoreFs; state: { fail: boolean; synced: number } } {
+  const state = { fail: false, synced: 0 };
+  const fs: StoreFs = {
+    ...realFs,
+    fsyncSync: (fd) => {
+      state.synced++;
+      if (state.fail) throw eioError();
+      realFs.fsyncSync(fd);
+    },
+  };
+  return { fs, state };
+}
+
 /**
  * The real file system, its fsyncs (thread pool and JS thread) handed the path each fd was opened
  * with, and every open path reported to `opened`.
@@ -495,76 +509,49 @@ describe('IPAM releaseDeferred', () => {
 
   it('release (synchronous) after failed fsyncs: the retry syncs again and throws while they fail', () => {
     const dir = tempDir();
-    let fail = false;
-    let syncedOnThread = 0;
-    const fs: StoreFs = {
-      ...realFs,
-      fsyncSync: (fd) => {
-        syncedOnThread++;
-        if (fail) throw Object.assign(new Error('EIO: i/o error, fsync'), { code: 'EIO' });
-        realFs.fsyncSync(fd);
-      },
-    };
+    const { fs, state } = countedFsyncSync();
     const ipam = openIpamWith({ dir, ranges: RANGES }, fs);
     ipam.allocate(key(1));
-    fail = true;
+    state.fail = true;
     expect(() => ipam.release(key(1))).toThrow(CniError);
     expect(() => ipam.release(key(1))).toThrow(CniError);
-    fail = false;
-    syncedOnThread = 0;
+    state.fail = false;
+    state.synced = 0;
     expect(ipam.release(key(1))).toBe(false);
-    expect(syncedOnThread).toBeGreaterThan(0);
-    syncedOnThread = 0;
+    expect(state.synced).toBeGreaterThan(0);
+    state.synced = 0;
     expect(ipam.release(key(1))).toBe(false);
-    expect(syncedOnThread).toBe(0);
+    expect(state.synced).toBe(0);
   });
 
   it('a later release that syncs makes the earlier failed ones durable: their retries sync nothing', () => {
     const dir = tempDir();
-    let fail = false;
-    let synced = 0;
-    const fs: StoreFs = {
-      ...realFs,
-      fsyncSync: (fd) => {
-        synced++;
-        if (fail) throw Object.assign(new Error('EIO: i/o error, fsync'), { code: 'EIO' });
-        realFs.fsyncSync(fd);
-      },
-    };
+    const { fs, state } = countedFsyncSync();
     const ipam = openIpamWith({ dir, ranges: RANGES }, fs);
     ipam.allocate(key(1));
     ipam.allocate(key(2));
-    fail = true;
+    state.fail = true;
     expect(() => ipam.release(key(1))).toThrow(CniError);
-    fail = false;
+    state.fail = false;
     expect(ipam.release(key(2))).toBe(true);
-    synced = 0;
+    state.synced = 0;
     expect(ipam.release(key(1))).toBe(false);
-    expect(synced).toBe(0);
+    expect(state.synced).toBe(0);
   });
 
   it("a pod CIDR change whose release fails to sync: the pod's DEL syncs again rather than answer success", () => {
     const dir = tempDir();
-    let fail = false;
-    let synced = 0;
-    const fs: StoreFs = {
-      ...realFs,
-      fsyncSync: (fd) => {
-        synced++;
-        if (fail) throw Object.assign(new Error('EIO: i/o error, fsync'), { code: 'EIO' });
-        realFs.fsyncSync(fd);
-      },
-    };
+    const { fs, state } = countedFsyncSync();
     const ipam = openIpamWith({ dir, ranges: RANGES }, fs);
     ipam.allocate(key(1));
-    fail = true;
+    state.fail = true;
     expect(() => ipam.setRanges(['10.1.0.0/29', 'fd01::/125'])).toThrow();
     expect(ipam.get(key(1))).toBeUndefined();
     expect(() => ipam.release(key(1))).toThrow(CniError);
-    fail = false;
-    synced = 0;
+    state.fail = false;
+    state.synced = 0;
     expect(ipam.release(key(1))).toBe(false);
-    expect(synced).toBeGreaterThan(0);
+    expect(state.synced).toBeGreaterThan(0);
   });
 
   it('an unknown key: released false, durable at once, nothing synced', async () => {

@@ -6,7 +6,7 @@ import { afterEach, describe, expect, it } from 'vitest';
 import type { Agent, AgentSnapshot } from '../../../pkg/agent/agent.ts';
 import { AgentObserver } from '../../../pkg/observe/observer.ts';
 import { adminGet } from '../../../pkg/ops/admin-client.ts';
-import { AGENT_ANNOTATION, decodeReport } from '../../../pkg/ops/node-report.ts';
+import { AGENT_ANNOTATION, type AgentReport, decodeReport } from '../../../pkg/ops/node-report.ts';
 import type { StatusView } from '../../../pkg/ops/views.ts';
 import { reconcileReport } from '../routes/report-fixture.ts';
 import { parseExposition } from './prom-text.ts';
@@ -58,6 +58,34 @@ function fakeAgent(state: {
   } as unknown as Agent;
 }
 
+/** An observer whose Node annotation writes are kept: `last()` decodes the latest (after a tick). */
+function annotatingObserver(): {
+  obs: AgentObserver;
+  writes: Record<string, string | null>[];
+  last: () => Promise<AgentReport>;
+} {
+  const writes: Record<string, string | null>[] = [];
+  const obs = new AgentObserver({
+    nodeName: 'n1',
+    version: '9.9.9',
+    metricsAddr: '',
+    adminSocket: '',
+    kube: {
+      annotateNode: async (_name, ann) => {
+        writes.push(ann);
+      },
+    },
+    log: pino({ level: 'silent' }),
+  });
+  const last = async (): Promise<AgentReport> => {
+    await new Promise((r) => setTimeout(r, 10));
+    const d = decodeReport(writes.at(-1)![AGENT_ANNOTATION]!);
+    if (!d.ok) throw new Error(d.problem);
+    return d.report;
+  };
+  return { obs, writes, last };
+}
+
 describe('AgentObserver', () => {
   let dir: string | undefined;
   let obs: AgentObserver | undefined;
@@ -67,19 +95,9 @@ describe('AgentObserver', () => {
   });
 
   it("a failed or waiting pass keeps the last good pass's missing peers in the annotation and says so", async () => {
-    const writes: Record<string, string | null>[] = [];
-    obs = new AgentObserver({
-      nodeName: 'n1',
-      version: '9.9.9',
-      metricsAddr: '',
-      adminSocket: '',
-      kube: {
-        annotateNode: async (_name, ann) => {
-          writes.push(ann);
-        },
-      },
-      log: pino({ level: 'silent' }),
-    });
+    const annotated = annotatingObserver();
+    obs = annotated.obs;
+    const { writes, last } = annotated;
     const hooks = obs.hooks();
     obs.attach(fakeAgent({ reason: undefined }));
     const n2 = (path: 'direct' | 'unreachable') => ({
@@ -91,12 +109,6 @@ describe('AgentObserver', () => {
         ? { path, ifindex: 2, linkName: 'eth0' }
         : { path, reason: 'not on a connected subnet' }),
     });
-    const last = async () => {
-      await new Promise((r) => setTimeout(r, 10));
-      const d = decodeReport(writes.at(-1)![AGENT_ANNOTATION]!);
-      if (!d.ok) throw new Error(d.problem);
-      return d.report;
-    };
     hooks.onPass?.({
       kind: 'ok',
       durationMs: 1,
@@ -135,28 +147,12 @@ describe('AgentObserver', () => {
   });
 
   it('a reconcile job stuck past the readiness limit is in the annotation (its heartbeat no longer reads as all well), and gone once the job ends', async () => {
-    const writes: Record<string, string | null>[] = [];
-    obs = new AgentObserver({
-      nodeName: 'n1',
-      version: '9.9.9',
-      metricsAddr: '',
-      adminSocket: '',
-      kube: {
-        annotateNode: async (_name, ann) => {
-          writes.push(ann);
-        },
-      },
-      log: pino({ level: 'silent' }),
-    });
+    const annotated = annotatingObserver();
+    obs = annotated.obs;
+    const { writes, last } = annotated;
     const state: { reason: undefined; work?: { what: string; forMs: number } } = { reason: undefined };
     const hooks = obs.hooks();
     obs.attach(fakeAgent(state));
-    const last = async () => {
-      await new Promise((r) => setTimeout(r, 10));
-      const d = decodeReport(writes.at(-1)![AGENT_ANNOTATION]!);
-      if (!d.ok) throw new Error(d.problem);
-      return d.report;
-    };
     hooks.onPass?.({ kind: 'ok', durationMs: 1, report: reconcileReport({ decisions: [] }) });
     expect((await last()).lastPass).toBeUndefined();
     // Under the limit: nothing said.
