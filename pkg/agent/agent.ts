@@ -285,8 +285,12 @@ export class Agent {
    * --host-proc for /proc/PID paths, a namespace and not merely a file, and the one ADD used where
    * the lease records it): for doctor.
    */
-  netnsAlive(lease: Lease): boolean {
-    return leaseNetnsLive(lease, this.ports.netns);
+  netnsAlive(lease: Lease): boolean | undefined {
+    try {
+      return leaseNetnsLive(lease, this.ports.netns);
+    } catch {
+      return undefined; // the agent cannot tell now (out of file descriptors): no verdict
+    }
   }
 
   /** The uid of this node's Node object as the cache holds it (undefined standalone or before the list). */
@@ -372,7 +376,8 @@ export class Agent {
           ? mutex.run(attachmentKey(lease), work)
           : locked(lease.containerId, lease.ifname, work);
       },
-      netnsLive: (lease) => leaseNetnsLive(lease, this.ports.netns),
+      // Unsure (the agent out of file descriptors) is not live: no pair is made, the next check asks again.
+      netnsLive: (lease) => this.netnsAlive(lease) === true,
       reattach: (lease) => this.reattach(lease),
     });
     this.deleter = new BackgroundDeleter((name, error, retried) =>

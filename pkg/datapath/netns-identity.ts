@@ -1,3 +1,4 @@
+import { CniCode, CniError } from '../cni/errors.ts';
 import type { Lease } from '../ipam/index.ts';
 import type { NetnsPort } from './ports.ts';
 
@@ -24,7 +25,10 @@ export function netnsIdentityOfFd(netns: IdentityPort, fd: number, path: string)
   return start === undefined ? undefined : `${id}/${start}`;
 }
 
-/** The identity of the namespace `path` names now; undefined when it names none (or without a boot id). */
+/**
+ * The identity of the namespace `path` names now; undefined when it names none (or without a boot id).
+ * Throws when the agent cannot tell (out of file descriptors: openNetnsFd's CniError IO_FAILURE).
+ */
 export function netnsIdentityOf(
   netns: IdentityPort & Pick<NetnsPort, 'openNetnsFd' | 'closeFd'>,
   path: string,
@@ -33,8 +37,10 @@ export function netnsIdentityOf(
   let fd: number;
   try {
     fd = netns.openNetnsFd(path);
-  } catch {
-    return undefined; // gone, or not a network namespace
+  } catch (e) {
+    // Gone, or not a network namespace. The agent's own trouble (EMFILE) is no answer: thrown.
+    if (e instanceof CniError && e.code === CniCode.NETNS_NOT_FOUND) return undefined;
+    throw e;
   }
   try {
     return netnsIdentityOfFd(netns, fd, path);
@@ -45,7 +51,9 @@ export function netnsIdentityOf(
 
 /**
  * Whether a lease's pod namespace is still there: its path names a network namespace and, where the
- * lease records which one ADD used, that one. A lease without a path: false.
+ * lease records which one ADD used, that one. A lease without a path: false. Throws when the agent
+ * cannot tell (out of file descriptors or memory): a caller that would free the pod's address on
+ * false must not take that for gone.
  */
 export function leaseNetnsLive(
   lease: Pick<Lease, 'netns' | 'netnsId'>,

@@ -58,6 +58,20 @@ function notNsfs(path: string): { why: string; cause?: unknown } | undefined {
 const AGENT_SIDE_OPEN_ERRORS = new Set(['EMFILE', 'ENFILE', 'ENOMEM']);
 
 /**
+ * The agent's own trouble (out of file descriptors or memory) is not the namespace's absence: said as an
+ * IO failure, so neither the runtime nor the operator looks for a missing namespace, and no sweep takes
+ * a running pod's namespace for gone (its lease released, its address handed out again).
+ */
+function throwIfAgentSide(path: string, e: unknown): void {
+  const code = (e as NodeJS.ErrnoException).code;
+  if (code !== undefined && AGENT_SIDE_OPEN_ERRORS.has(code)) {
+    throw new CniError(CniCode.IO_FAILURE, `cannot open network namespace ${path}: ${code}`, undefined, {
+      cause: e,
+    });
+  }
+}
+
+/**
  * Opens path as a namespace fd for setns or IFLA_NET_NS_FD; NetnsNotFoundError when it is none, a
  * CniError IO_FAILURE when the agent cannot open it for want of file descriptors or memory.
  */
@@ -74,15 +88,8 @@ export function openNetnsFd(path: string): number {
   try {
     fd = openSync(path, OPEN_FLAGS);
   } catch (e) {
-    const code = (e as NodeJS.ErrnoException).code;
-    // The agent's own trouble (out of file descriptors or memory) is not the namespace's absence: said
-    // as an IO failure, so neither the runtime nor the operator looks for a missing namespace.
-    if (code !== undefined && AGENT_SIDE_OPEN_ERRORS.has(code)) {
-      throw new CniError(CniCode.IO_FAILURE, `cannot open network namespace ${path}: ${code}`, undefined, {
-        cause: e,
-      });
-    }
-    throw new NetnsNotFoundError(path, code ?? 'cannot open', { cause: e });
+    throwIfAgentSide(path, e);
+    throw new NetnsNotFoundError(path, (e as NodeJS.ErrnoException).code ?? 'cannot open', { cause: e });
   }
   let isNet: boolean;
   try {
@@ -102,13 +109,17 @@ export function closeFd(fd: number): void {
   closeSync(fd);
 }
 
-/** True when path exists and is a network namespace (a bind-mounted nsfs file or /proc/PID/ns/net). */
+/**
+ * True when path exists and is a network namespace (a bind-mounted nsfs file or /proc/PID/ns/net). A
+ * CniError IO_FAILURE when the agent cannot tell for want of file descriptors or memory.
+ */
 export function isNetns(path: string): boolean {
   if (notNsfs(path) !== undefined) return false;
   let fd: number;
   try {
     fd = openSync(path, OPEN_FLAGS);
-  } catch {
+  } catch (e) {
+    throwIfAgentSide(path, e);
     return false;
   }
   try {
@@ -120,7 +131,12 @@ export function isNetns(path: string): boolean {
 
 function enter(fd: number, path: string): void {
   const r = getLibc().setns(fd, CLONE_NEWNET);
-  if (r.value !== 0) throw new NetnsNotFoundError(path, `setns: ${errnoName(r.errno)}`);
+  if (r.value === 0) return;
+  // The fd was checked to be a network namespace, and holds it: only EINVAL says it is none. ENOMEM,
+  // EPERM (no CAP_SYS_ADMIN) and the rest are the agent's trouble, not a pod without a namespace.
+  const errno = errnoName(r.errno);
+  if (errno === 'EINVAL') throw new NetnsNotFoundError(path, `setns: ${errno}`);
+  throw new CniError(CniCode.IO_FAILURE, `cannot enter network namespace ${path}: setns: ${errno}`);
 }
 
 /** Continuing in the wrong namespace would program the pod's view into the host, or the reverse. */

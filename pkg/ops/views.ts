@@ -101,7 +101,8 @@ export interface LeaseRow {
   createdAt: string;
   /**
    * Whether `netns` is a live network namespace, as the agent sees it (its /proc, --host-proc): the
-   * CLI's own view may differ (a cri-dockerd /proc/PID path). Absent when netns is '' or from older agents.
+   * CLI's own view may differ (a cri-dockerd /proc/PID path). Absent when netns is '', from older
+   * agents, and when the agent could not tell (out of file descriptors).
    */
   netnsAlive?: boolean;
 }
@@ -229,8 +230,21 @@ export function routesView(node: string, st: AgentRouteState): RoutesView {
   };
 }
 
-/** `netnsAlive`: the agent's verdict on a lease's pod namespace (its path names the one ADD used). */
-export function leasesView(s: AgentSnapshot, netnsAlive?: (lease: Lease) => boolean): LeasesView {
+/** The row's netnsAlive: none for a lease without a path, or when the agent has no verdict. */
+function aliveField(
+  l: Lease,
+  netnsAlive: ((lease: Lease) => boolean | undefined) | undefined,
+): Pick<LeaseRow, 'netnsAlive'> {
+  if (netnsAlive === undefined || (l.netns ?? '') === '') return {};
+  const alive = netnsAlive(l);
+  return alive === undefined ? {} : { netnsAlive: alive };
+}
+
+/**
+ * `netnsAlive`: the agent's verdict on a lease's pod namespace (its path names the one ADD used);
+ * undefined when it cannot tell.
+ */
+export function leasesView(s: AgentSnapshot, netnsAlive?: (lease: Lease) => boolean | undefined): LeasesView {
   const leases = s.leases
     .map(
       (l): LeaseRow => ({
@@ -242,7 +256,7 @@ export function leasesView(s: AgentSnapshot, netnsAlive?: (lease: Lease) => bool
         addresses: l.addresses.map((a) => a.address),
         hostVeth: hostVethName(l.containerId, l.ifname),
         createdAt: l.createdAt,
-        ...(netnsAlive === undefined || (l.netns ?? '') === '' ? {} : { netnsAlive: netnsAlive(l) }),
+        ...aliveField(l, netnsAlive),
       }),
     )
     .sort((a, b) => (a.createdAt < b.createdAt ? -1 : a.createdAt > b.createdAt ? 1 : 0));

@@ -1,13 +1,14 @@
 import { PassThrough } from 'node:stream';
 import { afterEach, describe, expect, it } from 'vitest';
 import { collectLeases, FRESH_LEASE_MS } from '../../../pkg/agent/lease-collector.ts';
+import { CniCode, CniError } from '../../../pkg/cni/errors.ts';
 import { addAttachment } from '../../../pkg/datapath/add.ts';
 import { attachmentKey, hostVethName } from '../../../pkg/datapath/names.ts';
 import type { NetlinkHandle } from '../../../pkg/datapath/ports.ts';
 import { createK8sClient, loadKubeConfig } from '../../../pkg/k8s/index.ts';
 import { createLogger } from '../../../pkg/observe/logger.ts';
 import { startTestApiServer, type TestApiServer } from '../../support/apiserver/server.ts';
-import { ip, ipJson, NetnsPool, netnsSkipReason } from '../../support/netns.ts';
+import { delNetns, ip, ipJson, NetnsPool, netnsSkipReason } from '../../support/netns.ts';
 import { inProcessDeps } from './in-process-deps.ts';
 
 /**
@@ -60,6 +61,32 @@ describe.skipIf(netnsSkipReason !== undefined)('the API lease collector', () => 
     const base = { kube, nodeName: 'n1', datapath: deps, busy: new Set<string>(), log };
     expect(await collectLeases({ ...base, now: () => stepped })).toBe(1);
     expect(deps.ipam.get({ containerId: 'c3', ifname: 'eth0' })).toBeUndefined();
+  });
+
+  it("leaves a left pod's lease while the agent cannot open its namespace (out of descriptors), says why, and frees it once the namespace is gone", async () => {
+    const { deps, kube } = await setUp();
+    const lines = new PassThrough();
+    const logged: string[] = [];
+    lines.on('data', (d: Buffer) => logged.push(d.toString()));
+    const log = createLogger({ level: 'warn', destination: lines });
+    const pod = pool.add('lc-pod');
+    await addAttachment(deps, { containerId: 'c4', ifname: 'eth0', netns: pod.path, mtu: 1500 });
+    // What openNetnsFd throws on a real EMFILE (test/integration/netns/host-netlink-open.test.ts).
+    const emfile = (path: string): never => {
+      throw new CniError(CniCode.IO_FAILURE, `cannot open network namespace ${path}: EMFILE`);
+    };
+    const starved = { ...deps, netns: { ...deps.netns, openNetnsFd: emfile, isNetns: emfile } };
+    const later = Date.now() + FRESH_LEASE_MS + 1_000;
+    const base = { kube, nodeName: 'n1', busy: new Set<string>(), log, now: () => later };
+    // The pod is not in the API's list (it left) while its namespace and veth are there: only the
+    // namespace's verdict could free it, and there is none.
+    expect(await collectLeases({ ...base, datapath: starved })).toBe(0);
+    expect(deps.ipam.get({ containerId: 'c4', ifname: 'eth0' })).toBeDefined();
+    expect(logged.join('')).toMatch(/IPAM garbage collection failed; will retry.*EMFILE|EMFILE.*will retry/);
+    // The namespace gone for real (the pair with it): the next pass frees it.
+    delNetns(pod.name);
+    expect(await collectLeases({ ...base, datapath: deps })).toBe(1);
+    expect(deps.ipam.get({ containerId: 'c4', ifname: 'eth0' })).toBeUndefined();
   });
 
   it('leaves a lease whose ADD was under way when the leases were read and ended while the links were listed', async () => {

@@ -42,22 +42,38 @@ for (let free = 1; free <= 8; free++) {
 process.stdout.write(JSON.stringify(out));
 `;
 
-/** openNetnsFd with no descriptor left: the agent's trouble, said as such (5), not a missing namespace (102). */
+/**
+ * A namespace opened with no descriptor left: the agent's trouble, said as such (5), not a missing
+ * namespace (102); and a lease's namespace judged then is no verdict at all, not "gone" (the sweeps
+ * would free a running pod's address). With descriptors again, the same calls see the namespace.
+ */
 const NETNS_CHILD = `
 import { closeSync, openSync } from 'node:fs';
-import { openNetnsFd } from '${join(REPO, 'pkg/netns/index.ts')}';
+import { leaseNetnsLive, netnsIdentityOf } from '${join(REPO, 'pkg/datapath/netns-identity.ts')}';
+import { createNetnsPort, isNetns, openNetnsFd } from '${join(REPO, 'pkg/netns/index.ts')}';
+const port = createNetnsPort();
+const path = '/proc/self/ns/net';
+const lease = { netns: path, netnsId: netnsIdentityOf(port, path) };
+const attempt = (f) => {
+  try {
+    return { value: f() };
+  } catch (e) {
+    return { code: e.code, message: e.message };
+  }
+};
 const fillers = [];
 for (;;) {
   try { fillers.push(openSync('/dev/null', 'r')); } catch { break; }
 }
-let out;
-try {
-  closeSync(openNetnsFd('/proc/self/ns/net'));
-  out = { opened: true };
-} catch (e) {
-  out = { code: e.code, message: e.message };
-}
+const out = {
+  open: attempt(() => { closeSync(openNetnsFd(path)); return 'opened'; }),
+  isNetns: attempt(() => isNetns(path)),
+  identity: attempt(() => netnsIdentityOf(port, path)),
+  live: attempt(() => leaseNetnsLive(lease, port)),
+  liveByPath: attempt(() => leaseNetnsLive({ netns: path }, port)),
+};
 for (const fd of fillers) closeSync(fd);
+out.after = { isNetns: isNetns(path), live: leaseNetnsLive(lease, port), recorded: typeof lease.netnsId };
 process.stdout.write(JSON.stringify(out));
 `;
 
@@ -88,12 +104,17 @@ describe.skipIf(netnsSkipReason !== undefined)(
       );
     }
 
-    it("openNetnsFd out of descriptors: an IO failure naming EMFILE, not 'namespace not found'", () => {
+    it("a namespace opened or judged out of descriptors: an IO failure naming EMFILE, not 'namespace not found' or 'gone'", () => {
       const r = runLimited(NETNS_CHILD, 256);
       expect(r.status, r.stderr).toBe(0);
+      const emfile = { code: 5, message: 'cannot open network namespace /proc/self/ns/net: EMFILE' };
       expect(JSON.parse(r.stdout)).toEqual({
-        code: 5,
-        message: 'cannot open network namespace /proc/self/ns/net: EMFILE',
+        open: emfile,
+        isNetns: emfile,
+        identity: emfile,
+        live: emfile,
+        liveByPath: emfile,
+        after: { isNetns: true, live: true, recorded: 'string' },
       });
     });
 

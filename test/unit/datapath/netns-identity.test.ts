@@ -4,6 +4,7 @@ import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { mayRemakePair } from '../../../pkg/agent/host-side-check.ts';
 import { staleLeases } from '../../../pkg/agent/lease-gc.ts';
+import { CniCode, CniError } from '../../../pkg/cni/errors.ts';
 import {
   leaseNetnsLive,
   namedByPid,
@@ -11,6 +12,7 @@ import {
   netnsIdentityOfFd,
 } from '../../../pkg/datapath/netns-identity.ts';
 import type { Lease } from '../../../pkg/ipam/index.ts';
+import { NetnsNotFoundError } from '../../../pkg/netns/errors.ts';
 import { processStartOf } from '../../../pkg/netns/port.ts';
 
 /**
@@ -31,7 +33,7 @@ function port(
       starts[path] ?? (path.startsWith('/proc/') ? '5000' : undefined),
     openNetnsFd: (path: string): number => {
       const id = table[path];
-      if (id === undefined) throw new Error(`${path}: not a network namespace`);
+      if (id === undefined) throw new NetnsNotFoundError(path, 'not a network namespace');
       open.set(next, id);
       return next++;
     },
@@ -119,6 +121,44 @@ describe('netns identity', () => {
         () => false,
       ),
     ).toEqual([]);
+  });
+});
+
+describe('a namespace the agent cannot open (its own trouble: out of file descriptors)', () => {
+  const emfile = () => {
+    throw new CniError(CniCode.IO_FAILURE, 'cannot open network namespace /proc/708/ns/net: EMFILE');
+  };
+
+  it('is no verdict: the identity and the liveness throw, where a missing one is undefined and false', () => {
+    const p = { ...port({}), openNetnsFd: emfile, isNetns: emfile };
+    expect(() => netnsIdentityOf(p, '/proc/708/ns/net')).toThrow(/EMFILE/);
+    expect(() => leaseNetnsLive(lease({ netnsId: 'boot-1/4:4026532001/5000' }), p)).toThrow(/EMFILE/);
+    expect(() => leaseNetnsLive(lease(), p)).toThrow(/EMFILE/);
+    // The same lease judged with the namespace really missing: gone.
+    expect(leaseNetnsLive(lease({ netnsId: 'boot-1/4:4026532001/5000' }), port({}))).toBe(false);
+  });
+
+  it("keeps a left pod's lease out of the collector's stale list only by throwing: false would free it", () => {
+    const left = lease({ netnsId: 'boot-1/4:4026532001/5000' });
+    const p = { ...port({}), openNetnsFd: emfile, isNetns: emfile };
+    expect(() =>
+      staleLeases(
+        [left],
+        [],
+        (l) => leaseNetnsLive(l, p),
+        new Set(),
+        () => true,
+      ),
+    ).toThrow(/EMFILE/);
+    expect(
+      staleLeases(
+        [left],
+        [],
+        () => false,
+        new Set(),
+        () => true,
+      ),
+    ).toEqual([left]);
   });
 });
 
