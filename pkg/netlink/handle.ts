@@ -124,6 +124,9 @@ export interface OpenNetlinkOptions {
 
 const P = TRELLIS_ROUTE_PROTOCOL;
 
+/** Fresh ids an exclusive add tries when each is found taken since the last dump (EEXIST). */
+const ADD_ID_ATTEMPTS = 3;
+
 class Handle implements ExtendedNetlinkHandle {
   private readonly sock: RtnlSocket;
   /** Our gateway routes' nexthop objects (nexthop-book.ts says why they have them). */
@@ -389,20 +392,30 @@ class Handle implements ExtendedNetlinkHandle {
     }
     // A fresh object even if the book knows one for this key: exclusive means nothing already there
     // may change, and the object of a route we believe exists is that route's.
-    const id = this.book.allocate();
-    const [nhErr, routeErr] = await this.sock.burst([
-      nexthopRequest(id, route, CREATE_EXCL),
-      routeRequest(route, CREATE_EXCL, id),
-    ]);
-    if (nhErr === undefined && routeErr === undefined) {
-      this.book.bind(route, id);
-      return;
+    for (let attempt = 1; ; attempt++) {
+      const id = this.book.allocate();
+      const [nhErr, routeErr] = await this.sock.burst([
+        nexthopRequest(id, route, CREATE_EXCL),
+        routeRequest(route, CREATE_EXCL, id),
+      ]);
+      if (nhErr === undefined && routeErr === undefined) {
+        this.book.bind(route, id);
+        return;
+      }
+      if (nhErr === undefined) {
+        await ignoreGone(this.sock.request(deleteNexthopRequest(id)));
+        this.book.dropped([id]);
+        throw keyTaken(routeErr);
+      }
+      // The object refused, and the route, if the kernel took it, went in through whatever holds that
+      // id (another program's object, an old one of ours a prune could not delete): out again, the key
+      // left free as it was. An id taken since the last dump (EEXIST) stays taken; another one is tried.
+      if (routeErr === undefined) {
+        await ignoreGone(this.sock.request(deleteRouteRequest(routeKeyOnly(route), route)));
+      }
+      this.book.notOurs(id);
+      if (nhErr.errno !== 'EEXIST' || attempt >= ADD_ID_ATTEMPTS) throw nhErr;
     }
-    if (nhErr === undefined) {
-      await ignoreGone(this.sock.request(deleteNexthopRequest(id)));
-      this.book.dropped([id]);
-    }
-    throw nhErr ?? keyTaken(routeErr);
   }
 
   /**
@@ -597,6 +610,10 @@ class Handle implements ExtendedNetlinkHandle {
     this.book.dropped(orphans);
     const results = await this.sock.burst(orphans.map(deleteNexthopRequest));
     const deleted = orphans.filter((_, i) => results[i] === undefined || GONE.has(results[i].errno));
+    // An object the kernel did not delete is still there, still ours: its id must not be handed out
+    // again (an exclusive add would then collide with it), and the next prune tries it again.
+    const kept = orphans.filter((_, i) => results[i] !== undefined && !GONE.has(results[i].errno));
+    this.book.stillOurs(kept);
     const failed = results.find((e) => e !== undefined && !GONE.has(e.errno));
     if (failed !== undefined) throw failed;
     return deleted.length;

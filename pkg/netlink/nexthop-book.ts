@@ -143,6 +143,20 @@ export class NexthopBook {
     return [...this.owned].filter((id) => !referenced.has(id));
   }
 
+  /** An id the kernel refused an object of ours at (someone holds it): taken, not ours. */
+  notOurs(id: number): void {
+    this.taken.add(id);
+    this.owned.delete(id);
+  }
+
+  /** Objects of ours (unbound) that a deletion left in the kernel: taken and ours again. */
+  stillOurs(ids: readonly number[]): void {
+    for (const id of ids) {
+      this.taken.add(id);
+      this.owned.add(id);
+    }
+  }
+
   /** Objects deleted from the kernel. */
   dropped(ids: readonly number[]): void {
     if (ids.length === 0) return;

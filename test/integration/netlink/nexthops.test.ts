@@ -270,6 +270,36 @@ describe.skipIf(netnsSkipReason !== undefined)(
       ]);
     });
 
+    it("an exclusive add whose fresh id another program took since the last dump: never a route through that program's object; another id is used", async () => {
+      const { ns, h, dev } = await setup(pool, 'nhidtaken');
+      handles.push(h);
+      await h.addRoute(peer(1, { ifindex: dev })); // the first dump: the book knows every id now
+      const first = routes(ns.name)[0]!.nhid!;
+      // The id the book hands out next, taken behind its back, with another gateway.
+      ip(
+        ns.name,
+        'nexthop',
+        'add',
+        'id',
+        String(first + 1),
+        'via',
+        '10.88.0.99',
+        'dev',
+        'v0',
+        'proto',
+        'static',
+      );
+      await h.addRoute(peer(2, { ifindex: dev }));
+      const added = routes(ns.name).find((r) => r.dst === '10.244.2.0/24')!;
+      expect(added.nhid).not.toBe(first + 1);
+      expect(added.gateway).toBe('10.88.0.12');
+      // The other program's object is untouched, and no route of ours goes through it.
+      expect(nexthops(ns.name).find((o) => o.id === first + 1)).toMatchObject({ gateway: '10.88.0.99' });
+      expect(routes(ns.name).filter((r) => r.nhid === first + 1)).toEqual([]);
+      expect(await h.pruneNexthops()).toBe(0);
+      expect(nexthops(ns.name)).toHaveLength(3);
+    });
+
     it('pruning deletes our objects that lost their route, and nothing else', async () => {
       const { ns, h, dev } = await setup(pool, 'nhprune');
       handles.push(h);

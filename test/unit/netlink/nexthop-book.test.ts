@@ -116,6 +116,18 @@ describe('NexthopBook', () => {
     expect(book.current(routeB)).toBe(9);
   });
 
+  it('an id refused as taken is no orphan of ours to delete; one whose deletion the kernel refused is one again', () => {
+    const book = new NexthopBook(P);
+    book.learnNexthops([]);
+    const refused = book.allocate();
+    book.notOurs(refused); // another program's object holds it
+    const orphan = book.allocate();
+    book.dropped([orphan]); // forgotten before its deletion...
+    book.stillOurs([orphan]); // ...which the kernel refused: the next prune tries again
+    expect(book.orphans(new Set())).toEqual([orphan]);
+    expect(book.isOwned(refused)).toBe(false);
+  });
+
   it('orphans are our objects no route references; dropping them forgets their routes', () => {
     const book = new NexthopBook(P);
     book.learnNexthops([
