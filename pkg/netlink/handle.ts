@@ -528,6 +528,7 @@ class Handle implements ExtendedNetlinkHandle {
   private async writeRoutesSettled(
     routes: readonly RouteInfo[],
     routeFlags: number,
+    attempt = 1,
   ): Promise<(NetlinkError | undefined)[]> {
     const exclusive = (routeFlags & NLM_F.EXCL) !== 0;
     const viaNexthops = routes.some((r) => usesNexthop(r, P)) && (await this.nexthopsReady());
@@ -539,6 +540,8 @@ class Handle implements ExtendedNetlinkHandle {
     /** Per route: index of its first request, and the object it is written through. */
     const firsts = new Array<number>(routes.length);
     const objects = new Array<number | undefined>(routes.length);
+    /** Routes written through a fresh id (not one the book knew for them). */
+    const fresh = new Array<boolean>(routes.length).fill(false);
     for (const [i, r] of routes.entries()) {
       firsts[i] = reqs.length;
       if (!usesNexthop(r, P)) {
@@ -548,6 +551,7 @@ class Handle implements ExtendedNetlinkHandle {
       const known = this.book.current(r);
       const id = known ?? this.book.allocate();
       objects[i] = id;
+      fresh[i] = known === undefined;
       // A known object is replaced in place (the route follows at once); a fresh id must be free. An
       // object whose route is then refused is left unbound, for the pass's prune.
       reqs.push(nexthopRequest(id, r, known === undefined ? CREATE_EXCL : CREATE_REPLACE));
@@ -557,6 +561,8 @@ class Handle implements ExtendedNetlinkHandle {
     const out = new Array<NetlinkError | undefined>(routes.length);
     /** Routes created exclusively through an object whose replacement the kernel refused. */
     const stale: RouteInfo[] = [];
+    /** Routes whose fresh id another program took since the last dump (EEXIST): written again. */
+    const again: number[] = [];
     for (const [i, r] of routes.entries()) {
       const end = i + 1 < routes.length ? firsts[i + 1]! : reqs.length;
       // The route's own request comes last; a nexthop object's EEXIST (an id taken meanwhile) is not that.
@@ -569,9 +575,22 @@ class Handle implements ExtendedNetlinkHandle {
       // caller's fallback (addOnlink6) finds the key free rather than calling our own route a conflict.
       if (exclusive && id !== undefined && out[i] !== undefined && results[end - 1] === undefined)
         stale.push(r);
+      // A replace through someone else's object is undone by writing the route again through another.
+      if (id !== undefined && fresh[i] && results[firsts[i]!]?.errno === 'EEXIST') {
+        this.book.notOurs(id);
+        again.push(i);
+      }
     }
     if (stale.length > 0) {
       await this.sock.burst(stale.map((r) => deleteRouteRequest(routeKeyOnly(r), r)));
+    }
+    if (again.length > 0 && attempt < ADD_ID_ATTEMPTS) {
+      const retried = await this.writeRoutesSettled(
+        again.map((i) => routes[i]!),
+        routeFlags,
+        attempt + 1,
+      );
+      for (const [k, i] of again.entries()) out[i] = retried[k];
     }
     return out;
   }

@@ -298,6 +298,45 @@ describe.skipIf(netnsSkipReason !== undefined)(
       expect(routes(ns.name).filter((r) => r.nhid === first + 1)).toEqual([]);
       expect(await h.pruneNexthops()).toBe(0);
       expect(nexthops(ns.name)).toHaveLength(3);
+      // A replace (a burst) through a fresh id taken the same way, and an exclusive burst.
+      const last = Math.max(...nexthops(ns.name).map((o) => o.id));
+      ip(
+        ns.name,
+        'nexthop',
+        'add',
+        'id',
+        String(last + 1),
+        'via',
+        '10.88.0.98',
+        'dev',
+        'v0',
+        'proto',
+        'static',
+      );
+      await h.replaceRoutes([peer(3, { ifindex: dev })]);
+      ip(
+        ns.name,
+        'nexthop',
+        'add',
+        'id',
+        String(last + 3),
+        'via',
+        '10.88.0.97',
+        'dev',
+        'v0',
+        'proto',
+        'static',
+      );
+      expect(await h.addRoutesSettled([peer(4, { ifindex: dev })])).toEqual([undefined]);
+      for (const [i, taken] of [
+        [3, last + 1],
+        [4, last + 3],
+      ] as const) {
+        const r = routes(ns.name).find((x) => x.dst === `10.244.${i}.0/24`)!;
+        expect(r.nhid).not.toBe(taken);
+        expect(r.gateway).toBe(`10.88.0.${10 + i}`);
+      }
+      expect(nexthops(ns.name).filter((o) => o.gateway?.startsWith('10.88.0.9'))).toHaveLength(3);
     });
 
     it('pruning deletes our objects that lost their route, and nothing else', async () => {
