@@ -270,7 +270,7 @@ describe.skipIf(netnsSkipReason !== undefined)(
       ]);
     });
 
-    it("an exclusive add whose fresh id another program took since the last dump: never a route through that program's object; another id is used", async () => {
+    it("a fresh id another program took since the last dump (an exclusive add, a replace burst, an exclusive burst): never a route through that program's object; another id is used", async () => {
       const { ns, h, dev } = await setup(pool, 'nhidtaken');
       handles.push(h);
       await h.addRoute(peer(1, { ifindex: dev })); // the first dump: the book knows every id now
