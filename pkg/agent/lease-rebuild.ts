@@ -435,16 +435,29 @@ async function findNetns(
   // interface has the MAC ADD gives this attachment (mac.ts podMac) is it; without one, none is.
   const confirmed: { path: string; id: string | undefined; mac: string }[] = [];
   for (const path of new Set(candidates)) {
-    const before = netnsIdentityOf(deps.netns, path);
+    const before = identityOrUnknown(deps, path);
     const mac = await confirms(deps, path, key.ifname, hostIndex, addresses);
     if (mac === undefined) continue;
-    const after = netnsIdentityOf(deps.netns, path);
+    const after = identityOrUnknown(deps, path);
     confirmed.push({ path, id: before !== undefined && before === after ? before : undefined, mac });
   }
   const own = podMac(key.containerId, key.ifname).toLowerCase();
   const chosen =
     confirmed.length === 1 ? confirmed[0] : onlyOne(confirmed.filter((c) => c.mac.toLowerCase() === own));
   return chosen === undefined ? undefined : { path: chosen.path, id: chosen.id };
+}
+
+/**
+ * The namespace's identity, undefined when the agent cannot tell (out of descriptors: as `confirms`
+ * takes such a path for no match): the lease is then rebuilt without one, as for a namespace that
+ * changed while it was looked at.
+ */
+function identityOrUnknown(deps: RebuildDeps, path: string): string | undefined {
+  try {
+    return netnsIdentityOf(deps.netns, path);
+  } catch {
+    return undefined;
+  }
 }
 
 /** The one element, or undefined for none or several. */

@@ -43,6 +43,12 @@ export async function sweepAtStart(
       'start-up sweep removed half-done work',
     );
   }
+  for (const u of swept.unjudged ?? []) {
+    log.warn(
+      { ...leaseLogFields(u.lease), netns: u.lease.netns, error: u.error },
+      "start-up sweep kept a lease without its veth: the agent could not tell whether its pod's namespace is gone; the IPAM GC judges it again",
+    );
+  }
   for (const h of swept.heldFromKernel ?? []) {
     log.warn(
       {

@@ -1,4 +1,5 @@
 import { CniCode, CniError, toCniError } from '../cni/errors.ts';
+import { errorText } from '../error-text.ts';
 import type { Lease } from '../ipam/index.ts';
 import { deleteLinkIfNamedInBackground } from './delete-link.ts';
 import { attachmentKey, attachmentOfKey, hostVethName, isHostVethName } from './names.ts';
@@ -23,6 +24,8 @@ export interface GcOutcome {
    * (veth-alias.ts): kept, their addresses held in IPAM until the lease is rebuilt from the kernel.
    */
   heldFromKernel?: { name: string; addresses: string[]; owner: VethOwner }[];
+  /** Leases without their veth whose namespace the agent could not judge (EMFILE): kept. */
+  unjudged?: { lease: Lease; error: string }[];
 }
 
 /**
@@ -210,11 +213,20 @@ export async function sweepOrphans(
   const listed = await deps.host.listLinks();
   const links = new Set(listed.map((l) => l.name));
   const releasedLeases: Lease[] = [];
+  const unjudged: NonNullable<GcOutcome['unjudged']> = [];
   for (const lease of deps.ipam.list()) {
-    const name = hostVethName(lease.containerId, lease.ifname);
+    if (links.has(hostVethName(lease.containerId, lease.ifname))) continue;
     // Gone also when its path names another namespace now (a reused PID, a reboot): netns-identity.ts.
-    const nsGone = !leaseNetnsLive(lease, deps.netns);
-    if (nsGone && !links.has(name) && deps.ipam.release(lease)) releasedLeases.push(lease);
+    let nsGone: boolean;
+    try {
+      nsGone = !leaseNetnsLive(lease, deps.netns);
+    } catch (e) {
+      // The agent cannot tell (out of descriptors or memory): kept, which is always safe here; the
+      // lease collector and the next start judge it again.
+      unjudged.push({ lease, error: errorText(e) });
+      continue;
+    }
+    if (nsGone && deps.ipam.release(lease)) releasedLeases.push(lease);
   }
   const heldFromKernel: NonNullable<GcOutcome['heldFromKernel']> = [];
   const refused = new Map<string, string>();
@@ -252,6 +264,7 @@ export async function sweepOrphans(
     removedLinks,
     ...(removedRouted.length === 0 ? {} : { removedRouted }),
     ...(heldFromKernel.length === 0 ? {} : { heldFromKernel }),
+    ...(unjudged.length === 0 ? {} : { unjudged }),
   };
 }
 

@@ -573,9 +573,16 @@ class Handle implements ExtendedNetlinkHandle {
       // The object refused (an IPv6 onlink gateway an underlay route covers, say) but the route went in
       // through it as it was: take the route out again, so the failure is the whole outcome and the
       // caller's fallback (addOnlink6) finds the key free rather than calling our own route a conflict.
-      if (exclusive && id !== undefined && out[i] !== undefined && results[end - 1] === undefined)
+      // A replace through a fresh id whose object was refused went through whatever holds that id
+      // (another program's object): out again too, never left pointing there.
+      if (
+        (exclusive || fresh[i]) &&
+        id !== undefined &&
+        out[i] !== undefined &&
+        results[end - 1] === undefined
+      )
         stale.push(r);
-      // A replace through someone else's object is undone by writing the route again through another.
+      // An id taken since the last dump: the route is written again through another.
       if (id !== undefined && fresh[i] && results[firsts[i]!]?.errno === 'EEXIST') {
         this.book.notOurs(id);
         again.push(i);

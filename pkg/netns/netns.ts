@@ -38,6 +38,23 @@ function fdIsNetns(fd: number): boolean {
   return getLibc().ioctl(fd, NS_GET_NSTYPE).value === CLONE_NEWNET;
 }
 
+/** Errors reaching a namespace file that come from the agent's side, not from what the path names. */
+const AGENT_SIDE_OPEN_ERRORS = new Set(['EMFILE', 'ENFILE', 'ENOMEM']);
+
+/**
+ * The agent's own trouble (out of file descriptors or memory) is not the namespace's absence: said as an
+ * IO failure, so neither the runtime nor the operator looks for a missing namespace, and no sweep takes
+ * a running pod's namespace for gone (its lease released, its address handed out again).
+ */
+export function throwIfAgentSide(path: string, e: unknown): void {
+  const code = (e as NodeJS.ErrnoException).code;
+  if (code !== undefined && AGENT_SIDE_OPEN_ERRORS.has(code)) {
+    throw new CniError(CniCode.IO_FAILURE, `cannot open network namespace ${path}: ${code}`, undefined, {
+      cause: e,
+    });
+  }
+}
+
 /** statfs(2)'s f_type of the namespace file system (linux/magic.h). */
 const NSFS_MAGIC = 0x6e736673;
 
@@ -50,24 +67,8 @@ function notNsfs(path: string): { why: string; cause?: unknown } | undefined {
   try {
     return statfsSync(path).type === NSFS_MAGIC ? undefined : { why: 'not a network namespace' };
   } catch (e) {
+    throwIfAgentSide(path, e);
     return { why: (e as NodeJS.ErrnoException).code ?? 'cannot stat', cause: e };
-  }
-}
-
-/** Errors opening a namespace file that come from the agent's side, not from what the path names. */
-const AGENT_SIDE_OPEN_ERRORS = new Set(['EMFILE', 'ENFILE', 'ENOMEM']);
-
-/**
- * The agent's own trouble (out of file descriptors or memory) is not the namespace's absence: said as an
- * IO failure, so neither the runtime nor the operator looks for a missing namespace, and no sweep takes
- * a running pod's namespace for gone (its lease released, its address handed out again).
- */
-function throwIfAgentSide(path: string, e: unknown): void {
-  const code = (e as NodeJS.ErrnoException).code;
-  if (code !== undefined && AGENT_SIDE_OPEN_ERRORS.has(code)) {
-    throw new CniError(CniCode.IO_FAILURE, `cannot open network namespace ${path}: ${code}`, undefined, {
-      cause: e,
-    });
   }
 }
 

@@ -8,7 +8,7 @@ import {
   setUpVia,
 } from '../netlink/index.ts';
 import { agentNetnsPath } from './host-proc.ts';
-import { closeFd, isNetns, openNetnsFd, withNetns, withNetnsFd } from './netns.ts';
+import { closeFd, isNetns, openNetnsFd, throwIfAgentSide, withNetns, withNetnsFd } from './netns.ts';
 import { openOffThreadNetlink } from './off-thread-netlink.ts';
 import { readSysctlSync, writeSysctlSync } from './sysctl.ts';
 
@@ -85,7 +85,8 @@ export function processStartOf(path: string): string | undefined {
   let stat: string;
   try {
     stat = readFileSync(`${m[1]}/stat`, 'utf8');
-  } catch {
+  } catch (e) {
+    throwIfAgentSide(path, e); // out of descriptors: no answer, not a process gone
     return undefined;
   }
   // After "pid (comm) ": state is field 3, starttime field 22.

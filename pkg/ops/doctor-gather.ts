@@ -186,7 +186,10 @@ export async function gatherDoctorFacts(opts: GatherOptions): Promise<DoctorFact
     // The agent's verdict where it gives one: it sees the host's /proc (--host-proc) and tells a
     // namespace from a leftover file; this process may not.
     for (const l of agent.value.leases.leases) {
-      if (l.netns !== '') netnsExists[l.netns] = l.netnsAlive ?? existsSync(l.netns);
+      // No verdict from the agent (out of descriptors) is none here either: this process may not see
+      // the host's /proc, and its "no such file" would call a running pod's lease leaked.
+      if (l.netns !== '' && l.netnsUnknown !== true)
+        netnsExists[l.netns] = l.netnsAlive ?? existsSync(l.netns);
     }
   }
   return {

@@ -699,6 +699,7 @@ function checkLeases(f: DoctorFacts): CheckResult {
   const links = new Set(f.links.map((x) => x.name));
   const after = f.leasesAfterLinks;
   const stillHeld = new Set(after?.leases.map(attachmentKey));
+  const unjudged: string[] = [];
   for (const l of f.agent.value.leases.leases) {
     if (after !== undefined && !stillHeld.has(attachmentKey(l))) continue; // released meanwhile
     const pod = l.podName === '' ? `container ${shortId(l.containerId)}` : `${l.podNamespace}/${l.podName}`;
@@ -711,6 +712,10 @@ function checkLeases(f: DoctorFacts): CheckResult {
         problem: `lease ${l.addresses.join(', ')} of ${pod} is leaked: its network namespace is unknown (lease rebuilt after a crash) and its host veth ${l.hostVeth} is gone`,
         fix: 'restart the trellis pod (the start-up sweep releases leases whose veth is gone)',
       });
+      continue;
+    }
+    if (l.netnsUnknown === true) {
+      unjudged.push(pod);
       continue;
     }
     // The agent's verdict on this lease (its path may name another namespace now: another lease's at
@@ -726,6 +731,12 @@ function checkLeases(f: DoctorFacts): CheckResult {
       fix: links.has(l.hostVeth)
         ? `ip link del ${l.hostVeth} (its veth still exists), then restart the trellis pod: its start-up sweep releases a lease only once its namespace and its veth are gone${gc}`
         : `restart the trellis pod (its start-up sweep releases leases whose namespace and veth are gone)${gc}`,
+    });
+  }
+  if (unjudged.length > 0) {
+    r.findings.push({
+      problem: `the agent could not tell whether the network namespaces of ${unjudged.length === 1 ? unjudged[0] : `${unjudged.length} pods (${unjudged.slice(0, 3).join(', ')}${unjudged.length > 3 ? ', …' : ''})`} are there: it is out of file descriptors or memory (its log names the errno), and frees no such lease meanwhile`,
+      fix: 'compare the agent\'s open files with its limit (ls /proc/<agent pid>/fd | wc -l; grep "open files" /proc/<agent pid>/limits) and the node\'s memory; restart the trellis pod if it holds descriptors it should not',
     });
   }
   return r;

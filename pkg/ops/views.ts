@@ -102,9 +102,11 @@ export interface LeaseRow {
   /**
    * Whether `netns` is a live network namespace, as the agent sees it (its /proc, --host-proc): the
    * CLI's own view may differ (a cri-dockerd /proc/PID path). Absent when netns is '', from older
-   * agents, and when the agent could not tell (out of file descriptors).
+   * agents, and when the agent could not tell (netnsUnknown).
    */
   netnsAlive?: boolean;
+  /** The agent could not tell whether `netns` is there (out of file descriptors or memory). */
+  netnsUnknown?: true;
 }
 
 export interface LeasesView {
@@ -230,14 +232,14 @@ export function routesView(node: string, st: AgentRouteState): RoutesView {
   };
 }
 
-/** The row's netnsAlive: none for a lease without a path, or when the agent has no verdict. */
+/** The row's verdict on its namespace: none for a lease without a path; netnsUnknown when the agent has none. */
 function aliveField(
   l: Lease,
   netnsAlive: ((lease: Lease) => boolean | undefined) | undefined,
-): Pick<LeaseRow, 'netnsAlive'> {
+): Pick<LeaseRow, 'netnsAlive' | 'netnsUnknown'> {
   if (netnsAlive === undefined || (l.netns ?? '') === '') return {};
   const alive = netnsAlive(l);
-  return alive === undefined ? {} : { netnsAlive: alive };
+  return alive === undefined ? { netnsUnknown: true } : { netnsAlive: alive };
 }
 
 /**

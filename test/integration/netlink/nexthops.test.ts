@@ -339,6 +339,21 @@ describe.skipIf(netnsSkipReason !== undefined)(
       expect(nexthops(ns.name).filter((o) => o.gateway?.startsWith('10.88.0.9'))).toHaveLength(3);
     });
 
+    it("a replace whose object the kernel refuses (an invalid gateway) at an id another program holds: the route does not stay through that program's object", async () => {
+      const { ns, h, dev } = await setup(pool, 'nhidinval');
+      handles.push(h);
+      await h.replaceRoutes([peer(1, { ifindex: dev })]);
+      const next = routes(ns.name)[0]!.nhid! + 1;
+      ip(ns.name, 'nexthop', 'add', 'id', String(next), 'via', '10.88.0.98', 'dev', 'v0', 'proto', 'static');
+      // The kernel checks the gateway before the id (ENETUNREACH here), while the route naming the id goes in.
+      const [err] = await h.replaceRoutesSettled([peer(2, { ifindex: dev, gateway: '10.99.99.99' })]);
+      expect(err).toBeDefined();
+      expect(err!.errno).not.toBe('EEXIST');
+      expect(routes(ns.name).filter((r) => r.nhid === next)).toEqual([]);
+      expect(routes(ns.name).map((r) => r.dst)).toEqual(['10.244.1.0/24']);
+      expect(nexthops(ns.name).find((o) => o.id === next)).toMatchObject({ gateway: '10.88.0.98' });
+    });
+
     it('pruning deletes our objects that lost their route, and nothing else', async () => {
       const { ns, h, dev } = await setup(pool, 'nhprune');
       handles.push(h);

@@ -71,9 +71,20 @@ const out = {
   identity: attempt(() => netnsIdentityOf(port, path)),
   live: attempt(() => leaseNetnsLive(lease, port)),
   liveByPath: attempt(() => leaseNetnsLive({ netns: path }, port)),
+  pid: process.pid,
 };
+// One descriptor free: the namespace of a path named by process id opens, its process's stat does not.
+const byPid = \`/proc/\${process.pid}/ns/net\`;
+closeSync(fillers.pop());
+out.pidIdentity = attempt(() => netnsIdentityOf(port, byPid));
+out.pidLive = attempt(() => leaseNetnsLive({ netns: byPid, netnsId: 'recorded' }, port));
 for (const fd of fillers) closeSync(fd);
-out.after = { isNetns: isNetns(path), live: leaseNetnsLive(lease, port), recorded: typeof lease.netnsId };
+out.after = {
+  isNetns: isNetns(path),
+  live: leaseNetnsLive(lease, port),
+  recorded: typeof lease.netnsId,
+  pidIdentity: typeof netnsIdentityOf(port, byPid),
+};
 process.stdout.write(JSON.stringify(out));
 `;
 
@@ -108,13 +119,18 @@ describe.skipIf(netnsSkipReason !== undefined)(
       const r = runLimited(NETNS_CHILD, 256);
       expect(r.status, r.stderr).toBe(0);
       const emfile = { code: 5, message: 'cannot open network namespace /proc/self/ns/net: EMFILE' };
+      const pidPath = `/proc/${JSON.parse(r.stdout).pid}/ns/net`;
+      const statEmfile = { code: 5, message: `cannot open network namespace ${pidPath}: EMFILE` };
       expect(JSON.parse(r.stdout)).toEqual({
         open: emfile,
         isNetns: emfile,
         identity: emfile,
         live: emfile,
         liveByPath: emfile,
-        after: { isNetns: true, live: true, recorded: 'string' },
+        pid: expect.any(Number),
+        pidIdentity: statEmfile,
+        pidLive: statEmfile,
+        after: { isNetns: true, live: true, recorded: 'string', pidIdentity: 'string' },
       });
     });
 

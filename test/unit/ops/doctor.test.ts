@@ -987,6 +987,26 @@ describe('doctor', () => {
     ]);
   });
 
+  it("a lease whose namespace the agent could not judge (out of descriptors) is no leak, whatever this process sees at the path; the agent's trouble is said once", () => {
+    const f = healthy();
+    agentValue(f).leases.leases = [
+      lease({ netns: '/proc/708/ns/net', netnsUnknown: true }),
+      lease({
+        containerId: 'other00000000',
+        podName: 'web-2',
+        netns: '/proc/709/ns/net',
+        netnsUnknown: true,
+      }),
+    ];
+    // The CLI's container sees no such PID: "gone" by its own look.
+    f.netnsExists = { '/proc/708/ns/net': false, '/proc/709/ns/net': false };
+    const findings = runDoctor(f).checks.find((c) => c.name === 'leases')!.findings;
+    expect(findings.map((x) => x.problem)).toEqual([
+      'the agent could not tell whether the network namespaces of 2 pods (default/web-1, default/web-2) are there: it is out of file descriptors or memory (its log names the errno), and frees no such lease meanwhile',
+    ]);
+    expect(findings[0]!.fix).not.toMatch(/ip link del/);
+  });
+
   it('IPv6 forwarding unreadable (IPv6 disabled) is fine on an IPv4-only node', () => {
     const f = healthy();
     f.forwarding.v6 = undefined;
