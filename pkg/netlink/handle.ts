@@ -449,7 +449,8 @@ class Handle implements ExtendedNetlinkHandle {
    */
   async replaceRoutesSettled(routes: readonly RouteInfo[]): Promise<(NetlinkError | undefined)[]> {
     const out = await this.writeRoutesSettled(routes, CREATE_REPLACE);
-    for (const [i, r] of routes.entries()) {
+    for (let i = 0; i < routes.length; i++) {
+      const r = routes[i]!;
       if (this.isOnlink6Refusal(out[i], r)) out[i] = await this.rewriteOnlink6(r);
     }
     return out;
@@ -519,7 +520,8 @@ class Handle implements ExtendedNetlinkHandle {
    */
   async addRoutesSettled(routes: readonly RouteInfo[]): Promise<(NetlinkError | undefined)[]> {
     const out = await this.writeRoutesSettled(routes, CREATE_EXCL);
-    for (const [i, r] of routes.entries()) {
+    for (let i = 0; i < routes.length; i++) {
+      const r = routes[i]!;
       if (this.isOnlink6Refusal(out[i], r)) out[i] = await this.addOnlink6(r);
     }
     return out;
@@ -542,7 +544,10 @@ class Handle implements ExtendedNetlinkHandle {
     const objects = new Array<number | undefined>(routes.length);
     /** Routes written through a fresh id (not one the book knew for them). */
     const fresh = new Array<boolean>(routes.length).fill(false);
-    for (const [i, r] of routes.entries()) {
+    // Indexed loops over the burst's routes: with V8's optimizing tiers off (scripts/build.ts), each
+    // step of `for (const [i, r] of routes.entries())` allocates two objects, ~5x the time of an index.
+    for (let i = 0; i < routes.length; i++) {
+      const r = routes[i]!;
       firsts[i] = reqs.length;
       if (!usesNexthop(r, P)) {
         reqs.push(routeRequest(r, routeFlags));
@@ -563,7 +568,8 @@ class Handle implements ExtendedNetlinkHandle {
     const stale: RouteInfo[] = [];
     /** Routes whose fresh id another program took since the last dump (EEXIST): written again. */
     const again: number[] = [];
-    for (const [i, r] of routes.entries()) {
+    for (let i = 0; i < routes.length; i++) {
+      const r = routes[i]!;
       const end = i + 1 < routes.length ? firsts[i + 1]! : reqs.length;
       // The route's own request comes last; a nexthop object's EEXIST (an id taken meanwhile) is not that.
       for (let j = firsts[i]!; j < end && out[i] === undefined; j++)

@@ -137,7 +137,8 @@ export function firstSetUpFailure(
   steps: readonly SetUpStep[],
   results: readonly (NetlinkError | undefined)[],
 ): NetlinkError | undefined {
-  for (const [i, err] of results.entries()) {
+  for (let i = 0; i < results.length; i++) {
+    const err = results[i];
     if (err === undefined || (err instanceof ExistsError && mayExist(steps[i]!))) continue;
     return err;
   }
