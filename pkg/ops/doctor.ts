@@ -661,6 +661,12 @@ function checkRoutes(f: DoctorFacts): CheckResult {
     if (p.node === routes.node) {
       if (NESTED_CIDR.test(p.problem)) continue; // the wider CIDR holding it is routed and blackholed
       r.findings.push({ problem: `this node: ${p.problem}`, fix: plannerFix(p.problem, 'this node') });
+    } else if (SHARED_INTERNAL_IP.test(p.problem) && !skipped.has(p.node)) {
+      // Routed as planned, but to an address another node claims too: one of them is out of reach.
+      r.findings.push({
+        problem: `peer ${p.node}: ${p.problem}`,
+        fix: plannerFix(p.problem, `node ${p.node}`),
+      });
     } else if (p.refusedCidr !== undefined && !skipped.has(p.node)) {
       // A peer routed in part: the rest of its pod CIDRs are, this one is not (peerRouteStates, and
       // so the metric, count the peer as routed).
@@ -672,6 +678,9 @@ function checkRoutes(f: DoctorFacts): CheckResult {
   }
   return r;
 }
+
+/** The planner's note on an InternalIP two nodes claim (desired.ts reportSharedInternalIPs). */
+const SHARED_INTERNAL_IP = /^InternalIP \S+ is also /;
 
 /** The planner's note on a node's own pod CIDR nested in another of its own (the wider one is used). */
 const NESTED_CIDR = /^pod CIDR \S+ lies inside \S+; ignored$/;
@@ -685,6 +694,9 @@ function plannerFix(problem: string, who: string): string {
   }
   if (/no valid pod CIDR/.test(problem)) {
     return `give ${who} a pod CIDR: run kube-controller-manager with --allocate-node-cidrs=true and --cluster-cidr, or set spec.podCIDRs on the Node`;
+  }
+  if (SHARED_INTERNAL_IP.test(problem)) {
+    return `find which machine really has that address: delete the Node object of a machine that is gone (kubectl delete node), or give ${who}'s kubelet its own address (--node-ip); the agents route it at their next pass`;
   }
   if (/overlaps|is also node|contains|is a subnet connected/.test(problem)) {
     return `correct spec.podCIDRs of ${who}'s Node (or of the node it clashes with): no two nodes' pod CIDRs may overlap, and none may hold a node's InternalIP or a subnet a node is connected to (--cluster-cidr must lie outside the node network); trellis routes none of a claim it cannot trust`;

@@ -404,6 +404,7 @@ export function desiredRoutes(
     parsed.push(node);
   }
   const nodeIPs = indexNodeIPs(withIPs);
+  reportSharedInternalIPs(nodeIPs, self.name, problems);
 
   // Drop CIDRs that overlap ours, and a peer's CIDR that contains another peer's (or equals it): the
   // same CIDR on two nodes is ambiguous, so both go; a broader one (one Node given a /16 where the
@@ -626,6 +627,41 @@ function indexNodeIPs(nodes: readonly Pick<ParsedNode, 'name' | 'ips'>[]): Recor
     list.sort((a, b) => (a.value < b.value ? -1 : a.value > b.value ? 1 : compareOrdinal(a.node, b.node)));
   }
   return out;
+}
+
+/**
+ * Nodes that claim one InternalIP (a machine replaced under the same address while its old Node object
+ * stayed, a kubelet's --node-ip copied to another): the routes to both lead to whichever machine holds
+ * the address, so the other's pods are out of reach. Which claim is right cannot be told from the Node
+ * objects, so the routes stay as planned and each node involved is reported.
+ */
+function reportSharedInternalIPs(
+  index: Record<Family, NodeIP[]>,
+  selfName: string,
+  problems: Problem[],
+): void {
+  for (const family of [4, 6] as Family[]) {
+    const list = index[family];
+    for (let i = 0; i < list.length; ) {
+      let j = i + 1;
+      while (j < list.length && list[j]!.value === list[i]!.value) j++;
+      // A name twice is one node listed twice (reported where it is skipped), not two claims.
+      const names = j - i === 1 ? [] : [...new Set(list.slice(i, j).map((e) => e.node))];
+      if (names.length > 1) {
+        const ip = formatIp({ family, value: list[i]!.value });
+        for (const name of names) {
+          const others = names
+            .filter((n) => n !== name)
+            .map((n) => (n === selfName ? 'this node' : `node ${n}`));
+          problems.push({
+            node: name,
+            problem: `InternalIP ${ip} is also ${others.join(' and ')}'s: traffic to the pods of each goes to whichever machine holds that address`,
+          });
+        }
+      }
+      i = j;
+    }
+  }
 }
 
 /** The lowest node InternalIP inside c: a binary search, so 5,000 peers' CIDRs are not checked 5,000 times each. */

@@ -493,6 +493,21 @@ function underlayOfOthers(
     const ip = formatIp({ family: held.otherCidr.family, value: held.otherCidr.network });
     return `pod CIDR ${formatCidr(held.cidr)} of node ${name} holds InternalIP ${ip} of node ${held.other}`;
   }
+  // One InternalIP claimed by two nodes is reported on both (desired.ts): a step sees one.
+  const shared = state.ipIndex.firstOverlap(ips, name);
+  if (shared !== undefined) {
+    const ip = formatIp({ family: shared.cidr.family, value: shared.cidr.network });
+    return `InternalIP ${ip} of node ${name} is also node ${shared.other}'s`;
+  }
+  const own = ips.find((i) =>
+    state.basis.self.internalIPs.some((t) => {
+      const p = parseIp(t);
+      return p !== undefined && p.family === i.family && p.value === i.network;
+    }),
+  );
+  if (own !== undefined) {
+    return `InternalIP ${formatIp({ family: own.family, value: own.network })} of node ${name} is also this node's`;
+  }
   const within = state.cidrIndex.firstOverlap(ips, name);
   if (within !== undefined) {
     const ip = formatIp({ family: within.cidr.family, value: within.cidr.network });

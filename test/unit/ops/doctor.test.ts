@@ -1137,6 +1137,26 @@ describe('doctor: what the route planner skipped', () => {
     expect(found[4]!.fix).toMatch(/outside the node network/);
   });
 
+  it('two peers claiming one InternalIP are a finding each (routed, but one of them to the wrong machine)', () => {
+    const f = withRoutes(
+      plannedRoutes(self, [
+        { name: 'n2', podCIDRs: ['10.244.2.0/24'], internalIPs: ['192.168.1.2'] },
+        { name: 'n3', podCIDRs: ['10.244.3.0/24'], internalIPs: ['192.168.1.2'] },
+        { name: 'n4', podCIDRs: ['10.244.4.0/24'], internalIPs: ['192.168.1.4'] },
+      ]),
+    );
+    const found = routeFindings(f);
+    const said = 'traffic to the pods of each goes to whichever machine holds that address';
+    expect(found.map((x) => x.problem)).toEqual([
+      `peer n2: InternalIP 192.168.1.2 is also node n3's: ${said}`,
+      `peer n3: InternalIP 192.168.1.2 is also node n2's: ${said}`,
+    ]);
+    expect(found[0]!.fix).toMatch(
+      /^find which machine really has that address: delete the Node object .* \(kubectl delete node\), or give node n2's kubelet its own address/,
+    );
+    expect(runDoctor(f).ok).toBe(false);
+  });
+
   it('what is only said is no finding: a malformed VTEP MAC routed directly, a nested CIDR of its own', () => {
     const links = [
       {

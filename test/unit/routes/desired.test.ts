@@ -146,6 +146,34 @@ describe('desiredRoutes (host-gw)', () => {
     expect(out.routes.find((r) => r.type === 'unicast')?.gateway).toBe('192.168.1.12');
   });
 
+  it('routes nodes that claim one InternalIP as planned and reports each of them, naming the others', () => {
+    const out = desiredRoutes(
+      self,
+      [
+        peer('b', ['10.244.21.0/24'], ['192.168.1.30']),
+        peer('c', ['10.244.22.0/24'], ['192.168.1.30']),
+        peer('d', ['10.244.23.0/24'], ['192.168.1.30']),
+        peer('e', ['10.244.24.0/24'], ['192.168.1.31']),
+      ],
+      links,
+      opts,
+    );
+    // Which claim is right cannot be told: every route stays, each to the address claimed.
+    expect(out.routes.filter((r) => r.type === 'unicast').map((r) => [r.dst, r.gateway])).toEqual([
+      ['10.244.21.0/24', '192.168.1.30'],
+      ['10.244.22.0/24', '192.168.1.30'],
+      ['10.244.23.0/24', '192.168.1.30'],
+      ['10.244.24.0/24', '192.168.1.31'],
+    ]);
+    const say = (others: string) =>
+      `InternalIP 192.168.1.30 is also ${others}'s: traffic to the pods of each goes to whichever machine holds that address`;
+    expect(out.problems).toEqual([
+      { node: 'b', problem: say('node c and node d') },
+      { node: 'c', problem: say('node b and node d') },
+      { node: 'd', problem: say('node b and node c') },
+    ]);
+  });
+
   it('skips and reports bad nodes without failing the others', () => {
     const out = desiredRoutes(
       self,
@@ -183,11 +211,16 @@ describe('desiredRoutes (host-gw)', () => {
         'loopback-ip',
         'no-cidr',
         'no-ip',
+        'node-a',
         'overlaps-us',
         'v6-only-ip',
         'x2',
       ].sort(),
     );
+    // A peer claiming this node's InternalIP: said on both sides.
+    expect(byNode.get('node-a')).toEqual([
+      "InternalIP 192.168.1.10 is also node claims-our-ip's: traffic to the pods of each goes to whichever machine holds that address",
+    ]);
     expect(byNode.get('overlaps-us')!.join()).toMatch(/overlaps this node's pod CIDR 10\.244\.0\.0\/24/);
     expect(byNode.get('x2')!.join()).toMatch(
       /pod CIDR 10\.244\.6\.0\/23 contains 10\.244\.6\.0\/24 of node x1; skipped \(the narrower keeps its route\)/,

@@ -121,6 +121,31 @@ describe('planPeerStep', () => {
     expect(planPeerStep(inside, 'n7', undefined).kind).toBe('full');
   });
 
+  it('sends an InternalIP shared with another node, or leaving such a share, to a full pass (the plan reports both nodes)', () => {
+    const s = state(cluster);
+    expect(planPeerStep(s, 'n3', peer(3, { internalIPs: ['10.0.0.2'] }))).toEqual({
+      kind: 'full',
+      reason: "InternalIP 10.0.0.2 of node n3 is also node n1's",
+      crossPeer: true,
+    });
+    expect(planPeerStep(s, 'n4', peer(4, { internalIPs: ['10.0.0.1'] }))).toEqual({
+      kind: 'full',
+      reason: "InternalIP 10.0.0.1 of node n4 is also this node's",
+      crossPeer: true,
+    });
+    // Planned whole, both are reported; n3 taking another address clears n1's report too: a full pass.
+    const shared = state([peer(1), peer(2), peer(3, { internalIPs: ['10.0.0.2'] })]);
+    expect(shared.peers.get('n1')!.problems.map((p) => p.problem)).toEqual([
+      "InternalIP 10.0.0.2 is also node n3's: traffic to the pods of each goes to whichever machine holds that address",
+    ]);
+    expect(shared.peers.get('n3')!.problems.map((p) => p.problem)).toEqual([
+      "InternalIP 10.0.0.2 is also node n1's: traffic to the pods of each goes to whichever machine holds that address",
+    ]);
+    expect(planPeerStep(shared, 'n3', peer(3)).kind).toBe('full');
+    // An unrelated change of a node in no share stays a step.
+    expect(planPeerStep(shared, 'n2', peer(2, { podCIDRs: ['10.244.22.0/24'] })).kind).toBe('apply');
+  });
+
   it("sends a CIDR holding another peer's InternalIP, or an InternalIP into or out of another's CIDR, to a full pass", () => {
     // Behind a router (VXLAN): no connected subnet of ours is involved, only the cluster-wide rule.
     const far = (i: number, over: Partial<PeerNode> = {}): PeerNode =>
