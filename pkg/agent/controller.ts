@@ -185,7 +185,7 @@ export class NodeController {
    * The problems (node NUL text) known as of the last full pass and the steps since: since when, and
    * whether they were said (sayProblems).
    */
-  private saidProblems = new Map<string, { since: number; said: boolean }>();
+  private saidProblems = new Map<string, { since: number; said: boolean; routed: boolean }>();
   /** When the pending per-node outcomes must reach the hook at the latest (performance.now() ms). */
   private flushDeadline: number | undefined;
   /** This node as the last full pass that ran read it, or as it came back since with nothing a pass reads changed. */
@@ -478,11 +478,12 @@ export class NodeController {
    * said to be over; a step's list replaces its node's. A peer without a published VTEP MAC is a
    * start-up race at first (debug), a warning once it lasts VTEP_MAC_GRACE_MS. A problem of this node
    * itself (its own InternalIP on none of its interfaces, say) cuts its pods off from every peer in
-   * that family: an error, said as such.
+   * that family: an error, said as such. A problem of a node routed all the same (`routed`: an
+   * InternalIP another node claims too) is a warning of its own, and no skip.
    */
   /** `scope`: a full pass's problems (every node's), or one node's step's (`{ node }`: any name, 'full' too). */
   private sayProblems(
-    problems: readonly { node: string; problem: string }[],
+    problems: readonly { node: string; problem: string; routed?: true }[],
     scope: 'full' | { node: string },
   ): void {
     const log = this.deps.log;
@@ -494,9 +495,12 @@ export class NodeController {
     for (const p of problems) {
       const key = `${p.node}\0${p.problem}`;
       const known = this.saidProblems.get(key);
-      const state = known ?? { since: now, said: false };
+      const state = known ?? { since: now, said: false, routed: p.routed === true };
       if (!state.said) {
-        if (p.node === this.deps.nodeName) {
+        if (state.routed) {
+          log.warn({ node: p.node, problem: p.problem }, 'node routed, with a problem (see problem)');
+          state.said = true;
+        } else if (p.node === this.deps.nodeName) {
           log.error(
             { problem: p.problem },
             "this node's own setup cuts its pods off from other nodes in a family (see problem)",
@@ -512,8 +516,10 @@ export class NodeController {
       next.set(key, state);
     }
     for (const [key, state] of this.saidProblems) {
-      if (!next.has(key) && state.said && (only === undefined || nodeOfKey(key) === only))
-        log.info({ peer: nodeOfKey(key) }, 'node no longer skipped');
+      if (!next.has(key) && state.said && (only === undefined || nodeOfKey(key) === only)) {
+        if (state.routed) log.info({ node: nodeOfKey(key) }, 'node problem over');
+        else log.info({ peer: nodeOfKey(key) }, 'node no longer skipped');
+      }
     }
     this.saidProblems = next;
   }
@@ -787,9 +793,7 @@ export class NodeController {
           conflicts: report.conflicts.length,
           problems: report.problems.length,
           // Who is cut off, on every pass while it lasts (the warning is said once): the first few.
-          ...(report.problems.length === 0
-            ? {}
-            : { skipped: [...new Set(report.problems.map((p) => p.node))].slice(0, MAX_SKIPPED_NAMED) }),
+          ...skippedField(report.problems),
           masq,
           // The kernel held exactly the routes of the last pass and the steps since, for the same inputs.
           ...(report.quiet === true ? { quiet: true } : {}),
@@ -1006,6 +1010,12 @@ const MAX_WHY = 5;
 
 function whyField(why: readonly string[]): string[] {
   return why.length <= MAX_WHY ? [...why] : [...why.slice(0, MAX_WHY), `and ${why.length - MAX_WHY} more`];
+}
+
+/** Who is cut off (the first few), for a pass's line: problems of nodes routed all the same are not. */
+function skippedField(problems: readonly { node: string; routed?: true }[]): { skipped?: string[] } {
+  const skipped = [...new Set(problems.filter((p) => p.routed !== true).map((p) => p.node))];
+  return skipped.length === 0 ? {} : { skipped: skipped.slice(0, MAX_SKIPPED_NAMED) };
 }
 
 /** The node of a saidProblems key. */

@@ -1,7 +1,8 @@
 import { removeHostVeths } from '../datapath/gc.ts';
-import { hostVethName, shortId } from '../datapath/names.ts';
+import { hostVethName, leaseLogFields, shortId } from '../datapath/names.ts';
 import { leaseNetnsLive } from '../datapath/netns-identity.ts';
 import type { DatapathDeps } from '../datapath/types.ts';
+import { errorText } from '../error-text.ts';
 import type { Lease } from '../ipam/index.ts';
 import type { K8sClient } from '../k8s/index.ts';
 import type { Logger } from '../observe/logger.ts';
@@ -61,13 +62,30 @@ export async function collectLeases(opts: {
     const busyThen = new Set(opts.busy);
     const links = new Set((await datapath.host.listLinks()).map((l) => l.name));
     const busy = new Set([...busyThen, ...opts.busy]);
-    const stale = staleLeases(
-      leases,
-      pods.items,
-      (l) => leaseNetnsLive(l, datapath.netns),
-      busy,
-      (l) => links.has(hostVethName(l.containerId, l.ifname)),
+    const unjudged: { lease: Lease; error: string }[] = [];
+    // No verdict (the agent out of descriptors or memory) is taken for "there": such a lease goes only
+    // where its veth alone settles it (gone with its pair), and the others are judged next period.
+    const netnsLive = (l: Lease): boolean => {
+      try {
+        return leaseNetnsLive(l, datapath.netns);
+      } catch (err) {
+        unjudged.push({ lease: l, error: errorText(err) });
+        return true;
+      }
+    };
+    const stale = staleLeases(leases, pods.items, netnsLive, busy, (l) =>
+      links.has(hostVethName(l.containerId, l.ifname)),
     );
+    if (unjudged.length > 0) {
+      log.warn(
+        {
+          leases: unjudged.slice(0, 5).map((u) => ({ ...leaseLogFields(u.lease), netns: u.lease.netns })),
+          unjudged: unjudged.length,
+          error: unjudged[0]!.error,
+        },
+        "IPAM garbage collection could not tell whether these leases' pod namespaces are there: kept unless their veth is gone; judged again next period",
+      );
+    }
     if (stale.length === 0) {
       // Debug only: a pass every few minutes that finds nothing is not news, but tests and a curious
       // operator at debug level can see that it ran.

@@ -46,7 +46,7 @@ export async function sweepAtStart(
   for (const u of swept.unjudged ?? []) {
     log.warn(
       { ...leaseLogFields(u.lease), netns: u.lease.netns, error: u.error },
-      "start-up sweep kept a lease without its veth: the agent could not tell whether its pod's namespace is gone; the IPAM GC judges it again",
+      "start-up sweep kept a lease without its veth: the agent could not tell whether its pod's namespace is gone; judged again by the next start, and in Kubernetes mode by the periodic IPAM GC",
     );
   }
   for (const h of swept.heldFromKernel ?? []) {

@@ -104,6 +104,7 @@ function parseNode(node: PeerNode, problems: Problem[]): ParsedNode {
       problems.push({
         node: node.name,
         problem: `pod CIDR ${formatCidr(c)} lies inside ${formatCidr(wider)}; ignored`,
+        routed: true,
       });
       cidrs.splice(i, 1);
     }
@@ -404,7 +405,6 @@ export function desiredRoutes(
     parsed.push(node);
   }
   const nodeIPs = indexNodeIPs(withIPs);
-  reportSharedInternalIPs(nodeIPs, self.name, problems);
 
   // Drop CIDRs that overlap ours, and a peer's CIDR that contains another peer's (or equals it): the
   // same CIDR on two nodes is ambiguous, so both go; a broader one (one Node given a /16 where the
@@ -522,6 +522,7 @@ export function desiredRoutes(
             problems.push({
               node: node.name,
               problem: `${malformedVtepMac(family, published)}; routed directly, as a node that published none`,
+              routed: true,
             });
           }
         }
@@ -608,6 +609,10 @@ export function desiredRoutes(
     });
   }
 
+  // After the skips, so a skipped node's reasons come first: only nodes routed (or planned to be: this
+  // one and every peer with a valid pod CIDR) are claims; a leftover Node without one routes nowhere.
+  reportSharedInternalIPs(indexNodeIPs([me, ...parsed]), self.name, problems);
+
   // Parse each destination once, not twice per comparison.
   const keyed = routes.map((r) => ({ r, c: parseCidr(r.dst)! }));
   keyed.sort((a, b) => compareCidr(a.c, b.c) || compareOrdinal(a.r.type ?? '', b.r.type ?? ''));
@@ -656,6 +661,7 @@ function reportSharedInternalIPs(
           problems.push({
             node: name,
             problem: `InternalIP ${ip} is also ${others.join(' and ')}'s: traffic to the pods of each goes to whichever machine holds that address`,
+            routed: true,
           });
         }
       }

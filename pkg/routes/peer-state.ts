@@ -180,7 +180,8 @@ export function buildPeerState(
   const blackholes: RouteInfo[] = [];
   for (const r of plan.routes) {
     // A held key is not ours, a blackhole's neither (counted as programmed, it was one route too many);
-    // a refused one is not programmed (a refused replace left the old route: the next full pass's).
+    // a refused one is not programmed (a refused replace left the old route, or none where the kernel
+    // had put it through another program's nexthop object: either way the next full pass's).
     if (conflictKeys.size > 0 && conflictKeys.has(routeKey(r))) continue;
     if (failedKeys.size > 0 && failedKeys.has(routeKey(r))) continue;
     if (unwiredHops.size > 0 && throughHop(r, unwiredHops)) continue;

@@ -76,6 +76,11 @@ export interface Problem {
    * count it among the cluster's destinations either (pkg/agent/masq-given.ts).
    */
   refusedCidr?: string;
+  /**
+   * Said only: the node's routes are planned all the same (an InternalIP another node claims too, a
+   * pod CIDR nested in another of its own, a malformed VTEP MAC routed directly). Not "skipped".
+   */
+  routed?: true;
 }
 
 /**

@@ -202,6 +202,36 @@ describe('NodeController', () => {
     expect(skipped()).toHaveLength(2);
   });
 
+  it('a problem of a node routed all the same (an InternalIP two nodes claim) is a warning once, no skip and no error, and is said to be over', async () => {
+    const { log, lines } = capturingLogger();
+    const said = 'traffic to the pods of each goes to whichever machine holds that address';
+    const shared = [
+      { node: 'n1', problem: `InternalIP 10.0.0.1 is also node n2's: ${said}`, routed: true as const },
+      { node: 'n2', problem: `InternalIP 10.0.0.1 is also this node's: ${said}`, routed: true as const },
+    ];
+    let problems: { node: string; problem: string; routed?: true }[] = shared;
+    const t = setup({ log, passProblems: () => problems });
+    t.cluster.synced = true;
+    t.cluster.nodes.set('n1', { name: 'n1', podCIDRs: ['10.244.1.0/24'], internalIPs: ['10.0.0.1'] });
+    await t.controller.runOnce();
+    await t.controller.runOnce();
+    expect(lines.filter((l) => l.level >= 40).map((l) => [l.msg, (l as { node?: string }).node])).toEqual([
+      ['node routed, with a problem (see problem)', 'n1'],
+      ['node routed, with a problem (see problem)', 'n2'],
+    ]);
+    const passes = lines.filter((l) => l.msg === 'reconciled') as { skipped?: string[]; problems?: number }[];
+    expect(passes.map((l) => [l.skipped, l.problems])).toEqual([
+      [undefined, 2],
+      [undefined, 2],
+    ]);
+    problems = [];
+    await t.controller.runOnce();
+    expect(
+      lines.filter((l) => l.msg === 'node problem over').map((l) => (l as { node?: string }).node),
+    ).toEqual(['n1', 'n2']);
+    expect(lines.filter((l) => l.msg === 'node no longer skipped')).toEqual([]);
+  });
+
   it("says when a skipped node is routed again; a peer's missing VTEP MAC is a start-up race at first (debug); this node's own problem is an error", async () => {
     const { log, lines } = capturingLogger();
     const vtep = { node: 'n2', problem: 'unreachable: VXLAN: the node has not published an IPv4 VTEP MAC' };

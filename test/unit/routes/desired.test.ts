@@ -168,10 +168,18 @@ describe('desiredRoutes (host-gw)', () => {
     const say = (others: string) =>
       `InternalIP 192.168.1.30 is also ${others}'s: traffic to the pods of each goes to whichever machine holds that address`;
     expect(out.problems).toEqual([
-      { node: 'b', problem: say('node c and node d') },
-      { node: 'c', problem: say('node b and node d') },
-      { node: 'd', problem: say('node b and node c') },
+      { node: 'b', problem: say('node c and node d'), routed: true },
+      { node: 'c', problem: say('node b and node d'), routed: true },
+      { node: 'd', problem: say('node b and node c'), routed: true },
     ]);
+    // A leftover Node without a pod CIDR routes nowhere: no claim, only its own skip.
+    const leftover = desiredRoutes(
+      self,
+      [peer('b', ['10.244.21.0/24'], ['192.168.1.30']), peer('old-b', [], ['192.168.1.30'])],
+      links,
+      opts,
+    );
+    expect(leftover.problems).toEqual([{ node: 'old-b', problem: 'no valid pod CIDR; skipped' }]);
   });
 
   it('skips and reports bad nodes without failing the others', () => {

@@ -657,6 +657,7 @@ describe('desiredRoutes: per-mode decisions', () => {
         node: 'node-b',
         problem:
           'its trellis.dev/vtep-mac-v4 "zz:zz" is not a usable VTEP MAC; routed directly, as a node that published none',
+        routed: true,
       },
     ]);
   });
