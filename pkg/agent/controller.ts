@@ -498,7 +498,7 @@ export class NodeController {
       const state = known ?? { since: now, said: false, routed: p.routed === true };
       if (!state.said) {
         if (state.routed) {
-          log.warn({ node: p.node, problem: p.problem }, 'node routed, with a problem (see problem)');
+          log.warn({ peer: p.node, problem: p.problem }, 'node routed, with a problem (see problem)');
           state.said = true;
         } else if (p.node === this.deps.nodeName) {
           log.error(
@@ -517,7 +517,7 @@ export class NodeController {
     }
     for (const [key, state] of this.saidProblems) {
       if (!next.has(key) && state.said && (only === undefined || nodeOfKey(key) === only)) {
-        if (state.routed) log.info({ node: nodeOfKey(key) }, 'node problem over');
+        if (state.routed) log.info({ peer: nodeOfKey(key) }, 'node problem over');
         else log.info({ peer: nodeOfKey(key) }, 'node no longer skipped');
       }
     }

@@ -40,10 +40,14 @@ export class CidrIndex {
     }
   }
 
-  /** The first CIDR of another owner that overlaps one of `cidrs`, with the one it overlaps. */
+  /**
+   * The first CIDR of another owner that overlaps one of `cidrs`, with the one it overlaps; only owners
+   * `counts` accepts, when given.
+   */
   firstOverlap(
     cidrs: readonly Cidr[],
     except: string,
+    counts?: (owner: string) => boolean,
   ): { cidr: Cidr; other: string; otherCidr: Cidr } | undefined {
     for (const c of cidrs) {
       const [start, end] = [c.network, c.network + cidrSize(c) - 1n];
@@ -56,7 +60,7 @@ export class CidrIndex {
         const to = prefixLen <= c.prefixLen ? from : end;
         for (let i = lowerBound(entries, from); i < entries.length && entries[i]!.network <= to; i++) {
           const e = entries[i]!;
-          if (e.owner !== except)
+          if (e.owner !== except && (counts === undefined || counts(e.owner)))
             return { cidr: c, other: e.owner, otherCidr: { family, network: e.network, prefixLen } };
         }
       }

@@ -611,7 +611,8 @@ export function desiredRoutes(
 
   // After the skips, so a skipped node's reasons come first: only nodes routed (or planned to be: this
   // one and every peer with a valid pod CIDR) are claims; a leftover Node without one routes nowhere.
-  reportSharedInternalIPs(indexNodeIPs([me, ...parsed]), self.name, problems);
+  const routedPeers = new Set(decisions.filter((d) => d.path !== 'unreachable').map((d) => d.node));
+  reportSharedInternalIPs(indexNodeIPs([me, ...parsed]), self.name, routedPeers, problems);
 
   // Parse each destination once, not twice per comparison.
   const keyed = routes.map((r) => ({ r, c: parseCidr(r.dst)! }));
@@ -643,6 +644,7 @@ function indexNodeIPs(nodes: readonly Pick<ParsedNode, 'name' | 'ips'>[]): Recor
 function reportSharedInternalIPs(
   index: Record<Family, NodeIP[]>,
   selfName: string,
+  routedPeers: ReadonlySet<string>,
   problems: Problem[],
 ): void {
   for (const family of [4, 6] as Family[]) {
@@ -650,18 +652,19 @@ function reportSharedInternalIPs(
     for (let i = 0; i < list.length; ) {
       let j = i + 1;
       while (j < list.length && list[j]!.value === list[i]!.value) j++;
-      // A name twice is one node listed twice (reported where it is skipped), not two claims.
-      const names = j - i === 1 ? [] : [...new Set(list.slice(i, j).map((e) => e.node))];
+      const names = j - i === 1 ? [] : list.slice(i, j).map((e) => e.node);
       if (names.length > 1) {
         const ip = formatIp({ family, value: list[i]!.value });
         for (const name of names) {
           const others = names
             .filter((n) => n !== name)
             .map((n) => (n === selfName ? 'this node' : `node ${n}`));
+          // `routed` only for a node that is (this one, a peer with a route): a skipped one's own
+          // reasons say why it is not.
           problems.push({
             node: name,
             problem: `InternalIP ${ip} is also ${others.join(' and ')}'s: traffic to the pods of each goes to whichever machine holds that address`,
-            routed: true,
+            ...(name === selfName || routedPeers.has(name) ? { routed: true as const } : {}),
           });
         }
       }

@@ -494,8 +494,13 @@ function underlayOfOthers(
     const ip = formatIp({ family: held.otherCidr.family, value: held.otherCidr.network });
     return `pod CIDR ${formatCidr(held.cidr)} of node ${name} holds InternalIP ${ip} of node ${held.other}`;
   }
-  // One InternalIP claimed by two nodes is reported on both (desired.ts): a step sees one.
-  const shared = state.ipIndex.firstOverlap(ips, name);
+  // One InternalIP claimed by two nodes is reported on both (desired.ts): a step sees one. A Node
+  // without a valid pod CIDR routes nowhere and claims nothing there.
+  const shared = state.ipIndex.firstOverlap(
+    ips,
+    name,
+    (owner) => (state.peers.get(owner)?.cidrs.length ?? 0) > 0,
+  );
   if (shared !== undefined) {
     const ip = formatIp({ family: shared.cidr.family, value: shared.cidr.network });
     return `InternalIP ${ip} of node ${name} is also node ${shared.other}'s`;

@@ -215,7 +215,7 @@ describe('NodeController', () => {
     t.cluster.nodes.set('n1', { name: 'n1', podCIDRs: ['10.244.1.0/24'], internalIPs: ['10.0.0.1'] });
     await t.controller.runOnce();
     await t.controller.runOnce();
-    expect(lines.filter((l) => l.level >= 40).map((l) => [l.msg, (l as { node?: string }).node])).toEqual([
+    expect(lines.filter((l) => l.level >= 40).map((l) => [l.msg, (l as { peer?: string }).peer])).toEqual([
       ['node routed, with a problem (see problem)', 'n1'],
       ['node routed, with a problem (see problem)', 'n2'],
     ]);
@@ -227,7 +227,7 @@ describe('NodeController', () => {
     problems = [];
     await t.controller.runOnce();
     expect(
-      lines.filter((l) => l.msg === 'node problem over').map((l) => (l as { node?: string }).node),
+      lines.filter((l) => l.msg === 'node problem over').map((l) => (l as { peer?: string }).peer),
     ).toEqual(['n1', 'n2']);
     expect(lines.filter((l) => l.msg === 'node no longer skipped')).toEqual([]);
   });

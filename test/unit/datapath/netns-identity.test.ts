@@ -138,18 +138,11 @@ describe('a namespace the agent cannot open (its own trouble: out of file descri
     expect(leaseNetnsLive(lease({ netnsId: 'boot-1/4:4026532001/5000' }), port({}))).toBe(false);
   });
 
-  it("keeps a left pod's lease out of the collector's stale list only by throwing: false would free it", () => {
+  it("a left pod's lease: no verdict is not 'gone' (false would free it); taken for there, its veth alone decides", () => {
     const left = lease({ netnsId: 'boot-1/4:4026532001/5000' });
     const p = { ...port({}), openNetnsFd: emfile, isNetns: emfile };
-    expect(() =>
-      staleLeases(
-        [left],
-        [],
-        (l) => leaseNetnsLive(l, p),
-        new Set(),
-        () => true,
-      ),
-    ).toThrow(/EMFILE/);
+    expect(() => leaseNetnsLive(left, p)).toThrow(/EMFILE/);
+    // What "gone" would do while its veth is there: free it.
     expect(
       staleLeases(
         [left],
@@ -157,6 +150,26 @@ describe('a namespace the agent cannot open (its own trouble: out of file descri
         () => false,
         new Set(),
         () => true,
+      ),
+    ).toEqual([left]);
+    // What the collector does with no verdict (lease-collector.ts: taken for there): kept while its veth
+    // is there, freed once the veth is gone (the pair dies with the namespace).
+    expect(
+      staleLeases(
+        [left],
+        [],
+        () => true,
+        new Set(),
+        () => true,
+      ),
+    ).toEqual([]);
+    expect(
+      staleLeases(
+        [left],
+        [],
+        () => true,
+        new Set(),
+        () => false,
       ),
     ).toEqual([left]);
   });

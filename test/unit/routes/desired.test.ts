@@ -225,10 +225,23 @@ describe('desiredRoutes (host-gw)', () => {
         'x2',
       ].sort(),
     );
-    // A peer claiming this node's InternalIP: said on both sides.
-    expect(byNode.get('node-a')).toEqual([
-      "InternalIP 192.168.1.10 is also node claims-our-ip's: traffic to the pods of each goes to whichever machine holds that address",
+    // A peer claiming this node's InternalIP: said on both sides; only this node is routed all the same
+    // (the peer is unreachable, its own reason first).
+    const shares = out.problems.filter((p) => p.problem.startsWith('InternalIP 192.168.1.10 is also'));
+    expect(shares).toEqual([
+      {
+        node: 'claims-our-ip',
+        problem:
+          "InternalIP 192.168.1.10 is also this node's: traffic to the pods of each goes to whichever machine holds that address",
+      },
+      {
+        node: 'node-a',
+        problem:
+          "InternalIP 192.168.1.10 is also node claims-our-ip's: traffic to the pods of each goes to whichever machine holds that address",
+        routed: true,
+      },
     ]);
+    expect(byNode.get('claims-our-ip')![0]).toMatch(/own addresses/);
     expect(byNode.get('overlaps-us')!.join()).toMatch(/overlaps this node's pod CIDR 10\.244\.0\.0\/24/);
     expect(byNode.get('x2')!.join()).toMatch(
       /pod CIDR 10\.244\.6\.0\/23 contains 10\.244\.6\.0\/24 of node x1; skipped \(the narrower keeps its route\)/,

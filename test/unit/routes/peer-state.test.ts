@@ -144,6 +144,10 @@ describe('planPeerStep', () => {
     expect(planPeerStep(shared, 'n3', peer(3)).kind).toBe('full');
     // An unrelated change of a node in no share stays a step.
     expect(planPeerStep(shared, 'n2', peer(2, { podCIDRs: ['10.244.22.0/24'] })).kind).toBe('apply');
+    // A leftover Node without a pod CIDR claims nothing: the real node's changes stay steps.
+    const leftover = state([peer(1), peer(2), { name: 'old-n1', podCIDRs: [], internalIPs: ['10.0.0.2'] }]);
+    expect(leftover.peers.get('n1')!.problems).toEqual([]);
+    expect(planPeerStep(leftover, 'n1', peer(1, { podCIDRs: ['10.244.11.0/24'] })).kind).toBe('apply');
   });
 
   it("sends a CIDR holding another peer's InternalIP, or an InternalIP into or out of another's CIDR, to a full pass", () => {
