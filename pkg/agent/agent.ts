@@ -512,7 +512,7 @@ export class Agent {
           () => this.overlayEntryWatch?.follow(report.overlay?.devices ?? []),
           () =>
             this.overlayMtuWatch?.follow(
-              (report.overlay?.devices ?? []).map((d) => ({ index: d.ifindex, mtu: d.mtu })),
+              (report.overlay?.devices ?? []).map((d) => ({ index: d.ifindex, mtu: d.mtu, name: d.name })),
             ),
         ].flatMap((follow) => {
           try {

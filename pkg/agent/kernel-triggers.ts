@@ -101,23 +101,35 @@ export function startKernelTriggers(d: KernelTriggerDeps): KernelTriggers {
     (entry) => d.routes.isOwnEntryDeletion(entry) || !d.routes.keepsEntry(entry),
   );
   /** A watch of some links' MTU that asks for a pass, saying which: `ours` tells a pass's own change. */
-  const mtuWatch = (what: string, ours: (index: number, mtu: number) => boolean = () => false) =>
-    new LinkMtuWatch(d.events, (change) => {
-      if ('link' in change) {
-        if (ours(change.link.index, change.link.mtu)) return;
-        log.info(
-          { link: change.link.name, mtu: change.link.mtu, was: change.was },
-          `MTU of ${what} changed; reconciling now`,
-        );
-      }
-      markDirty(`the MTU of ${what} changed`);
-    });
+  const mtuWatch = (
+    what: string,
+    ours: (index: number, mtu: number) => boolean = () => false,
+    opts: { passReadsToo?: boolean } = {},
+  ) =>
+    new LinkMtuWatch(
+      d.events,
+      (change) => {
+        if ('link' in change) {
+          if (ours(change.link.index, change.link.mtu)) return;
+          log.info(
+            { link: change.link.name, mtu: change.link.mtu, was: change.was },
+            `MTU of ${what} changed; reconciling now`,
+          );
+        }
+        markDirty(`the MTU of ${what} changed`);
+      },
+      opts,
+    );
   // Someone else's MTU on a VXLAN device (`ip link set trellis.v4 mtu 9000`) drops or fragments
   // tunnelled frames until a pass puts the pass's MTU back: that pass comes at once. A pass resizing
   // the device to the underlay's new MTU is its own doing.
   const overlayMtu = mtuWatch('a VXLAN device', (index, mtu) => d.overlay.setMtuItself(index, mtu));
   subscriptions.push(carriers, overlayEntries, overlayMtu);
-  const uplinkMtu = d.followUplinkMtu ? mtuWatch('the link the pod MTU comes from') : undefined;
+  // A pass started for another reason may read the new MTU before the notification comes: said (and
+  // one more pass asked for, which finds nothing left to do) rather than swallowed.
+  const uplinkMtu = d.followUplinkMtu
+    ? mtuWatch('the link the pod MTU comes from', undefined, { passReadsToo: true })
+    : undefined;
   if (uplinkMtu !== undefined) subscriptions.push(uplinkMtu);
   return { carriers, overlayEntries, overlayMtu, uplinkMtu, subscriptions };
 }

@@ -9,21 +9,39 @@ import { LinkSubscription } from './link-subscription.ts';
  * the notifications to these links: every pod ADD and DEL would otherwise wake the agent for its veth.
  */
 export class LinkMtuWatch {
-  private readonly onChange: (change: { link: LinkInfo; was: number } | { overflow: true }) => void;
+  private readonly onChange: (
+    change: { link: Pick<LinkInfo, 'index' | 'mtu' | 'name'>; was: number } | { overflow: true },
+  ) => void;
   private readonly subscription: LinkSubscription;
   /** ifindex -> the MTU last seen (read by the pass, or by a notification since). */
   private watched = new Map<number, number>();
+  private readonly passReadsToo: boolean;
 
+  /**
+   * `passReadsToo`: a change a pass read before its notification came is said too (the notification
+   * then finds nothing new): a pass started for another reason must not swallow it. Not for links
+   * whose MTU the pass sets itself.
+   */
   constructor(
     events: NetlinkEventsPort,
-    onChange: (change: { link: LinkInfo; was: number } | { overflow: true }) => void,
+    onChange: (
+      change: { link: Pick<LinkInfo, 'index' | 'mtu' | 'name'>; was: number } | { overflow: true },
+    ) => void,
+    opts: { passReadsToo?: boolean } = {},
   ) {
     this.subscription = new LinkSubscription(events);
     this.onChange = onChange;
+    this.passReadsToo = opts.passReadsToo === true;
   }
 
   /** From now on, these links (as a pass read them); the subscription is replaced only when the set changes. */
-  follow(links: readonly Pick<LinkInfo, 'index' | 'mtu'>[]): void {
+  follow(links: readonly Pick<LinkInfo, 'index' | 'mtu' | 'name'>[]): void {
+    const seen = this.passReadsToo
+      ? links.flatMap((l) => {
+          const was = this.watched.get(l.index);
+          return was === undefined || was === l.mtu ? [] : [{ link: l, was }];
+        })
+      : [];
     this.watched = new Map(links.map((l) => [l.index, l.mtu]));
     this.subscription.follow(
       links.map((l) => l.index),
@@ -40,6 +58,7 @@ export class LinkMtuWatch {
         this.onChange({ link: ev.link, was });
       },
     );
+    for (const change of seen) this.onChange(change);
   }
 
   close(): void {

@@ -13,7 +13,7 @@ export interface MtuChoice {
   /** Nothing tells the MTU now: the last one found is kept. */
   kept?: true;
   /** The links it was read from, with the MTU read (LinkMtuWatch follows them); absent when none. */
-  links?: readonly Pick<LinkInfo, 'index' | 'mtu'>[];
+  links?: readonly Pick<LinkInfo, 'index' | 'mtu' | 'name'>[];
 }
 
 /**
@@ -72,7 +72,7 @@ export function chooseMtu(opts: {
     return {
       mtu: smallest.mtu - opts.overhead,
       source: `${smallest.name} (${via})${overheadNote(opts.overhead)}`,
-      links: [...nodeLinks].map(([index, l]) => ({ index, mtu: l.mtu })),
+      links: [...nodeLinks].map(([index, l]) => ({ index, mtu: l.mtu, name: l.name })),
     };
   }
   const out = wayOutLink(opts.waysOut, opts.links);
@@ -82,7 +82,9 @@ export function chooseMtu(opts: {
     return {
       mtu: out.link.mtu - opts.overhead,
       source: `${out.link.name} (${out.via})${overheadNote(opts.overhead)}`,
-      links: opts.links.filter((l) => indexes.has(l.index)).map((l) => ({ index: l.index, mtu: l.mtu })),
+      links: opts.links
+        .filter((l) => indexes.has(l.index))
+        .map((l) => ({ index: l.index, mtu: l.mtu, name: l.name })),
     };
   }
   const last = opts.last;

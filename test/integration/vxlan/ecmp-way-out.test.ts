@@ -146,8 +146,17 @@ describe.skipIf(netnsSkipReason !== undefined)(
     /** Both uplinks as the MTU choice names them (the links LinkMtuWatch follows), in index order. */
     const uplinks = () =>
       ['up1', 'up2']
-        .map((dev) => ipJson<{ ifindex: number; mtu: number }[]>(node.name, 'link', 'show', 'dev', dev)[0]!)
-        .map((l) => ({ index: l.ifindex, mtu: l.mtu }))
+        .map(
+          (dev) =>
+            ipJson<{ ifindex: number; mtu: number; ifname: string }[]>(
+              node.name,
+              'link',
+              'show',
+              'dev',
+              dev,
+            )[0]!,
+        )
+        .map((l) => ({ index: l.ifindex, mtu: l.mtu, name: l.ifname }))
         .sort((a, b) => a.index - b.index);
 
     it('the pod MTU is the smaller uplink’s less the overhead, found without a route dump', async () => {

@@ -43,7 +43,7 @@ describe('chooseMtu', () => {
     });
     expect(c.mtu).toBe(8950);
     expect(c.source).toContain('eth0');
-    expect(c.links).toEqual([{ index: 2, mtu: 9000 }]);
+    expect(c.links).toEqual([{ index: 2, mtu: 9000, name: 'eth0' }]);
   });
 
   it("dual-stack with each family's InternalIP on its own interface: the smaller MTU, both links watched", () => {
@@ -63,8 +63,8 @@ describe('chooseMtu', () => {
       mtu: 1500,
       source: 'eth1 (InternalIPs, smallest MTU of eth1, eth0)',
       links: [
-        { index: 3, mtu: 1500 },
-        { index: 2, mtu: 9000 },
+        { index: 3, mtu: 1500, name: 'eth1' },
+        { index: 2, mtu: 9000, name: 'eth0' },
       ],
     });
     // Both on one interface: that one, named as before.
@@ -76,7 +76,11 @@ describe('chooseMtu', () => {
       waysOut,
       overhead: 0,
     });
-    expect(one).toEqual({ mtu: 9000, source: 'eth0 (InternalIP)', links: [{ index: 2, mtu: 9000 }] });
+    expect(one).toEqual({
+      mtu: 9000,
+      source: 'eth0 (InternalIP)',
+      links: [{ index: 2, mtu: 9000, name: 'eth0' }],
+    });
   });
 
   it("an InternalIP on lo (a /32, or any address on a loopback device) is not the way out: the default route's device", () => {
@@ -103,7 +107,7 @@ describe('chooseMtu', () => {
     expect(choose(['10.9.9.9', 'fd00:99::9'])).toEqual({
       mtu: 1430,
       source: 'eth1 (default route) minus 70 bytes of encapsulation',
-      links: [{ index: 3, mtu: 1500 }],
+      links: [{ index: 3, mtu: 1500, name: 'eth1' }],
     });
     // A subnet on the loopback device (IFF_LOOPBACK) does not make it the node link either.
     const loSubnet = [
@@ -143,8 +147,8 @@ describe('chooseMtu: an InternalIP on lo behind a multipath default route', () =
       source: 'up2 (default route, smallest MTU of up1, up2) minus 50 bytes of encapsulation',
       // Both devices are watched: either one's change can make it the smallest.
       links: [
-        { index: 2, mtu: 9000 },
-        { index: 3, mtu: 1400 },
+        { index: 2, mtu: 9000, name: 'up1' },
+        { index: 3, mtu: 1400, name: 'up2' },
       ],
     });
     // Both families: one route MTU serves both, so the smaller way out wins.

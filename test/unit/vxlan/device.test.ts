@@ -292,7 +292,7 @@ describe('MTU arithmetic', () => {
     expect(chooseMtu({ ...base, configured: 0, overhead: 70 })).toEqual({
       mtu: 8930,
       source: 'eth0 (InternalIP) minus 70 bytes of encapsulation',
-      links: [{ index: eth0.index, mtu: 9000 }],
+      links: [{ index: eth0.index, mtu: 9000, name: 'eth0' }],
     });
     expect(chooseMtu({ ...base, configured: 0, overhead: 0 }).mtu).toBe(9000);
     expect(chooseMtu({ ...base, configured: 1400, overhead: 70 })).toEqual({

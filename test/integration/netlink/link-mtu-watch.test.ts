@@ -1,0 +1,54 @@
+import { afterEach, describe, expect, it } from 'vitest';
+import { LinkMtuWatch } from '../../../pkg/agent/link-mtu-watch.ts';
+import { createNetlinkEvents, withNetns } from '../../../pkg/netns/index.ts';
+import { ip, ipJson, NetnsPool, netnsSkipReason } from '../../support/netns.ts';
+
+/**
+ * The uplink's MTU watch against the kernel's own link notifications. A pass started for another
+ * reason can read a new MTU before the notification is handled; the notification then finds the MTU
+ * it was told already, and the change went unsaid (`MTU of the link the pod MTU comes from changed`
+ * missing from the log, seen in CI). With `passReadsToo` the pass's own reading says it.
+ */
+describe.skipIf(netnsSkipReason !== undefined)('LinkMtuWatch and the kernel', () => {
+  const pool = new NetnsPool();
+  const watches: LinkMtuWatch[] = [];
+  afterEach(() => {
+    for (const w of watches.splice(0)) w.close();
+    pool.cleanup();
+  });
+
+  const settle = () => new Promise((r) => setTimeout(r, 200));
+
+  it('a change the pass read first is said once (passReadsToo), not swallowed; a notification alone still says one', async () => {
+    const ns = pool.add('mtuw');
+    ip(ns.name, 'link', 'add', 'v0', 'type', 'veth', 'peer', 'name', 'v1');
+    ip(ns.name, 'link', 'set', 'v0', 'up');
+    const index = ipJson<{ ifindex: number }[]>(ns.name, 'link', 'show', 'dev', 'v0')[0]!.ifindex;
+    const link = (mtu: number) => ({ index, mtu, name: 'v0' });
+    const changes = (passReadsToo: boolean) => {
+      const seen: unknown[] = [];
+      const watch = new LinkMtuWatch(createNetlinkEvents(), (c) => seen.push(c), { passReadsToo });
+      watches.push(watch);
+      withNetns(ns.path, () => watch.follow([link(1500)]));
+      return { seen, watch };
+    };
+
+    for (const passReadsToo of [true, false]) {
+      ip(ns.name, 'link', 'set', 'dev', 'v0', 'mtu', '1500');
+      const { seen, watch } = changes(passReadsToo);
+      await settle();
+      // The kernel has 1400 and its notification waits in the socket while the pass reads 1400.
+      ip(ns.name, 'link', 'set', 'dev', 'v0', 'mtu', '1400');
+      withNetns(ns.path, () => watch.follow([link(1400)]));
+      await settle();
+      expect(seen, `passReadsToo ${passReadsToo}`).toEqual(
+        passReadsToo ? [{ link: link(1400), was: 1500 }] : [],
+      );
+      // No pass first: the notification says it.
+      ip(ns.name, 'link', 'set', 'dev', 'v0', 'mtu', '1300');
+      await settle();
+      expect(seen.at(-1)).toMatchObject({ link: { index, mtu: 1300 }, was: 1400 });
+      watch.close();
+    }
+  });
+});
