@@ -15,6 +15,8 @@ export class LinkMtuWatch {
   private readonly subscription: LinkSubscription;
   /** ifindex -> the MTU last seen (read by the pass, or by a notification since). */
   private watched = new Map<number, number>();
+  /** ifindex -> the MTU its latest notification since the last follow() carried (passReadsToo). */
+  private readonly notified = new Map<number, number>();
   private readonly passReadsToo: boolean;
 
   /**
@@ -36,13 +38,26 @@ export class LinkMtuWatch {
 
   /** From now on, these links (as a pass read them); the subscription is replaced only when the set changes. */
   follow(links: readonly Pick<LinkInfo, 'index' | 'mtu' | 'name'>[]): void {
-    const seen = this.passReadsToo
-      ? links.flatMap((l) => {
-          const was = this.watched.get(l.index);
-          return was === undefined || was === l.mtu ? [] : [{ link: l, was }];
-        })
-      : [];
-    this.watched = new Map(links.map((l) => [l.index, l.mtu]));
+    const seen: { link: Pick<LinkInfo, 'index' | 'mtu' | 'name'>; was: number }[] = [];
+    if (this.passReadsToo) {
+      const next = new Map<number, number>();
+      for (const l of links) {
+        // A notification handled since the last pass is as new as the pass's reading, or newer (the
+        // pass may have read before it: a stale value, not a change); a later one is still to come.
+        const told = this.notified.get(l.index);
+        if (told !== undefined) {
+          next.set(l.index, told);
+          continue;
+        }
+        const was = this.watched.get(l.index);
+        if (was !== undefined && was !== l.mtu) seen.push({ link: l, was });
+        next.set(l.index, l.mtu);
+      }
+      this.notified.clear();
+      this.watched = next;
+    } else {
+      this.watched = new Map(links.map((l) => [l.index, l.mtu]));
+    }
     this.subscription.follow(
       links.map((l) => l.index),
       ['add'],
@@ -52,6 +67,7 @@ export class LinkMtuWatch {
           return;
         }
         if (ev.type !== 'add') return;
+        if (this.passReadsToo) this.notified.set(ev.link.index, ev.link.mtu);
         const was = this.watched.get(ev.link.index);
         if (was === undefined || was === ev.link.mtu) return;
         this.watched.set(ev.link.index, ev.link.mtu);
@@ -64,5 +80,6 @@ export class LinkMtuWatch {
   close(): void {
     this.subscription.close();
     this.watched.clear();
+    this.notified.clear();
   }
 }

@@ -19,7 +19,7 @@ describe.skipIf(netnsSkipReason !== undefined)('LinkMtuWatch and the kernel', ()
 
   const settle = () => new Promise((r) => setTimeout(r, 200));
 
-  it('a change the pass read first is said once (passReadsToo), not swallowed; a notification alone still says one', async () => {
+  it('a change the pass read first is said once (passReadsToo), not swallowed; a notification alone still says one; a stale read after a notification says nothing', async () => {
     const ns = pool.add('mtuw');
     ip(ns.name, 'link', 'add', 'v0', 'type', 'veth', 'peer', 'name', 'v1');
     ip(ns.name, 'link', 'set', 'v0', 'up');
@@ -48,6 +48,19 @@ describe.skipIf(netnsSkipReason !== undefined)('LinkMtuWatch and the kernel', ()
       ip(ns.name, 'link', 'set', 'dev', 'v0', 'mtu', '1300');
       await settle();
       expect(seen.at(-1)).toMatchObject({ link: { index, mtu: 1300 }, was: 1400 });
+      if (passReadsToo) {
+        // A pass that read before that notification (1400, stale) says nothing, and the next change
+        // is judged against the kernel's 1300.
+        const said = seen.length;
+        withNetns(ns.path, () => watch.follow([link(1400)]));
+        await settle();
+        expect(seen.length).toBe(said);
+        ip(ns.name, 'link', 'set', 'dev', 'v0', 'mtu', '1400');
+        await settle();
+        expect(seen.slice(said)).toEqual([
+          expect.objectContaining({ link: expect.objectContaining({ mtu: 1400 }), was: 1300 }),
+        ]);
+      }
       watch.close();
     }
   });
