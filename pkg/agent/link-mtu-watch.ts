@@ -18,6 +18,7 @@ export class LinkMtuWatch {
   /** ifindex -> the MTU its latest notification since the last follow() carried (passReadsToo). */
   private readonly notified = new Map<number, number>();
   private readonly passReadsToo: boolean;
+  private closed = false;
 
   /**
    * `passReadsToo`: a change a pass read before its notification came is said too (the notification
@@ -38,15 +39,22 @@ export class LinkMtuWatch {
 
   /** From now on, these links (as a pass read them); the subscription is replaced only when the set changes. */
   follow(links: readonly Pick<LinkInfo, 'index' | 'mtu' | 'name'>[]): void {
+    if (this.closed) return;
     const seen: { link: Pick<LinkInfo, 'index' | 'mtu' | 'name'>; was: number }[] = [];
+    /** A pass to read again: which of a notification and a reading is newer cannot be told. */
+    let readAgain = false;
     if (this.passReadsToo) {
+      const kept = this.subscription.keeps(links.map((l) => l.index));
       const next = new Map<number, number>();
       for (const l of links) {
         // A notification handled since the last pass is as new as the pass's reading, or newer (the
-        // pass may have read before it: a stale value, not a change); a later one is still to come.
+        // pass may have read before it: a stale value, not a change); a later one is still to come,
+        // unless the subscription is replaced now (it would wait in the old socket): then a pass reads
+        // again once the new one is open.
         const told = this.notified.get(l.index);
         if (told !== undefined) {
           next.set(l.index, told);
+          if (!kept && told !== l.mtu) readAgain = true;
           continue;
         }
         const was = this.watched.get(l.index);
@@ -58,11 +66,25 @@ export class LinkMtuWatch {
     } else {
       this.watched = new Map(links.map((l) => [l.index, l.mtu]));
     }
+    try {
+      this.subscribe(links);
+    } finally {
+      // Said even when the subscription could not be opened (the pass fails and is retried, and would
+      // compare with the MTU already taken in above).
+      for (const change of seen) this.onChange(change);
+      if (readAgain && seen.length === 0) this.onChange({ overflow: true });
+    }
+  }
+
+  /** The subscription to these links' changes. */
+  private subscribe(links: readonly Pick<LinkInfo, 'index'>[]): void {
     this.subscription.follow(
       links.map((l) => l.index),
       ['add'],
       (ev) => {
         if (ev.type === 'overflow') {
+          // Notifications lost: what was handled says nothing about now; the pass asked for reads.
+          this.notified.clear();
           this.onChange({ overflow: true });
           return;
         }
@@ -74,10 +96,10 @@ export class LinkMtuWatch {
         this.onChange({ link: ev.link, was });
       },
     );
-    for (const change of seen) this.onChange(change);
   }
 
   close(): void {
+    this.closed = true;
     this.subscription.close();
     this.watched.clear();
     this.notified.clear();

@@ -16,12 +16,21 @@ export class LinkSubscription {
     this.events = events;
   }
 
-  /** Follows `links` with `cb`, for these kinds of change; the subscription stays while the set does. */
-  follow(links: readonly number[], changes: LinkEventInterest['changes'], cb: (ev: LinkEvent) => void): void {
-    if (this.closed) return;
+  /**
+   * Whether follow(links) would keep the subscription it has (notifications waiting in it are then
+   * still to come; a new one starts without them).
+   */
+  keeps(links: readonly number[]): boolean {
+    if (this.closed) return true;
     const next = new Set(links);
     const sameSet = next.size === this.followed.size && links.every((i) => this.followed.has(i));
-    if (sameSet && (this.current !== undefined || next.size === 0)) return;
+    return sameSet && (this.current !== undefined || next.size === 0);
+  }
+
+  /** Follows `links` with `cb`, for these kinds of change; the subscription stays while the set does. */
+  follow(links: readonly number[], changes: LinkEventInterest['changes'], cb: (ev: LinkEvent) => void): void {
+    if (this.closed || this.keeps(links)) return;
+    const next = new Set(links);
     this.current?.close();
     this.current = undefined;
     this.followed = next;

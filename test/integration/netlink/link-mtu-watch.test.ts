@@ -19,11 +19,12 @@ describe.skipIf(netnsSkipReason !== undefined)('LinkMtuWatch and the kernel', ()
 
   const settle = () => new Promise((r) => setTimeout(r, 200));
 
-  it('a change the pass read first is said once (passReadsToo), not swallowed; a notification alone still says one; a stale read after a notification says nothing', async () => {
+  it('a change the pass read first is said once (passReadsToo), not swallowed; a notification alone still says one; a stale read after a notification says nothing; a new set of links while one waits: read again', async () => {
     const ns = pool.add('mtuw');
     ip(ns.name, 'link', 'add', 'v0', 'type', 'veth', 'peer', 'name', 'v1');
     ip(ns.name, 'link', 'set', 'v0', 'up');
     const index = ipJson<{ ifindex: number }[]>(ns.name, 'link', 'show', 'dev', 'v0')[0]!.ifindex;
+    const peerIndex = ipJson<{ ifindex: number }[]>(ns.name, 'link', 'show', 'dev', 'v1')[0]!.ifindex;
     const link = (mtu: number) => ({ index, mtu, name: 'v0' });
     const changes = (passReadsToo: boolean) => {
       const seen: unknown[] = [];
@@ -60,6 +61,16 @@ describe.skipIf(netnsSkipReason !== undefined)('LinkMtuWatch and the kernel', ()
         expect(seen.slice(said)).toEqual([
           expect.objectContaining({ link: expect.objectContaining({ mtu: 1400 }), was: 1300 }),
         ]);
+        // A notification handled (1300), a later change (1200) waiting in the socket, and the pass
+        // reading 1200 while it follows another set of links: the old socket goes with the waiting
+        // notification, so a pass is asked for to read again.
+        ip(ns.name, 'link', 'set', 'dev', 'v0', 'mtu', '1300');
+        await settle();
+        const before = seen.length;
+        ip(ns.name, 'link', 'set', 'dev', 'v0', 'mtu', '1200');
+        withNetns(ns.path, () => watch.follow([link(1200), { index: peerIndex, mtu: 1500, name: 'v1' }]));
+        await settle();
+        expect(seen.slice(before)).toEqual([{ overflow: true }]);
       }
       watch.close();
     }
