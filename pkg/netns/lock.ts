@@ -9,7 +9,7 @@ import { abstractNameOwners } from './unix-socket-owner.ts';
 export interface FileLock {
   /** Unlocks and closes; idempotent. The kernel also drops the lock when the process dies. */
   release(): void;
-  /** Set when the lock could not be taken and was gone without (lockNetns: a name squatted), saying why. */
+  /** Set when part of the lock could not be taken (lockNetns: its name squatted), saying why. */
   warning?: string;
 }
 
@@ -54,9 +54,11 @@ const EADDRINUSE = 98;
  * (abstract names are per network namespace, and the kernel frees one when its last fd closes, also
  * when the process dies). The state directory's lock does not see a second agent given another
  * --state-dir (or a node whose state directory was lost): that one would take the first one's pod
- * veths for half-done work and delete them. Throws LockHeldError naming `@name`.
+ * veths for half-done work and delete them. Throws LockHeldError naming `@name`. With it, a lock file
+ * named by the namespace in `fallbackDir` (a directory every agent of the node shares), which alone
+ * holds the namespace while the name is squatted by another user's process.
  */
-export function lockNetns(name: string, opts: { fallbackDir?: string } = {}): FileLock {
+export function lockNetns(name: string, opts: { fallbackDir: string }): FileLock {
   const libc = getLibc();
   const fd = libc.socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
   if (fd.value < 0) throw new Error(`socket(AF_UNIX): ${errnoName(fd.errno)}`);
@@ -78,8 +80,6 @@ export function lockNetns(name: string, opts: { fallbackDir?: string } = {}): Fi
       throw new LockHeldError(`@${name} (this network namespace)`);
     }
     const squatted = `@${name} is held by a process of uid ${owners.join(', ')}, not a trellis agent`;
-    if (opts.fallbackDir === undefined)
-      return { release: () => {}, warning: `${squatted}: going on without it` };
     // One agent per namespace all the same: the file lock every agent takes (below), alone.
     const file = lockNamespaceFile(opts.fallbackDir);
     return {
@@ -89,9 +89,9 @@ export function lockNetns(name: string, opts: { fallbackDir?: string } = {}): Fi
   }
   // The file lock too, so that an agent started while the name was squatted (it holds the file alone)
   // keeps a later one out once the squatter is gone.
-  let file: (FileLock & { path: string }) | undefined;
+  let file: FileLock & { path: string };
   try {
-    if (opts.fallbackDir !== undefined) file = lockNamespaceFile(opts.fallbackDir);
+    file = lockNamespaceFile(opts.fallbackDir);
   } catch (err) {
     closeSync(fd.value);
     throw err;
@@ -102,7 +102,7 @@ export function lockNetns(name: string, opts: { fallbackDir?: string } = {}): Fi
       if (!held) return;
       held = false;
       closeSync(fd.value);
-      file?.release();
+      file.release();
     },
   };
 }
