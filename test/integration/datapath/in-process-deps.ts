@@ -1,6 +1,7 @@
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { CniCode, CniError } from '../../../pkg/cni/errors.ts';
 import { BackgroundDeleter } from '../../../pkg/datapath/background-deleter.ts';
 import type { NetlinkHandle } from '../../../pkg/datapath/ports.ts';
 import type { DatapathDeps } from '../../../pkg/datapath/types.ts';
@@ -43,5 +44,27 @@ export function inProcessDeps(
     ipam: openIpam({ dir, ranges }),
     deleter: new BackgroundDeleter(() => undefined),
     leaseDir: dir,
+  };
+}
+
+/**
+ * `deps` whose namespace port cannot open the namespace at `path` (every one when absent) for want of
+ * file descriptors: what openNetnsFd throws on a real EMFILE (test/integration/netns/
+ * host-netlink-open.test.ts proves it under prlimit). The rest of the port is the real one.
+ */
+export function starvedOf<T extends Pick<DatapathDeps, 'netns'>>(deps: T, path?: string): T {
+  const starve =
+    <R>(real: (p: string) => R) =>
+    (p: string): R => {
+      if (path !== undefined && p !== path) return real(p);
+      throw new CniError(CniCode.IO_FAILURE, `cannot open network namespace ${p}: EMFILE`);
+    };
+  return {
+    ...deps,
+    netns: {
+      ...deps.netns,
+      openNetnsFd: starve((p) => deps.netns.openNetnsFd(p)),
+      isNetns: starve((p) => deps.netns.isNetns(p)),
+    },
   };
 }

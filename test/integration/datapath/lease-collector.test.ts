@@ -1,7 +1,6 @@
 import { PassThrough } from 'node:stream';
 import { afterEach, describe, expect, it } from 'vitest';
 import { collectLeases, FRESH_LEASE_MS } from '../../../pkg/agent/lease-collector.ts';
-import { CniCode, CniError } from '../../../pkg/cni/errors.ts';
 import { addAttachment } from '../../../pkg/datapath/add.ts';
 import { attachmentKey, hostVethName } from '../../../pkg/datapath/names.ts';
 import type { NetlinkHandle } from '../../../pkg/datapath/ports.ts';
@@ -9,7 +8,7 @@ import { createK8sClient, loadKubeConfig } from '../../../pkg/k8s/index.ts';
 import { createLogger } from '../../../pkg/observe/logger.ts';
 import { startTestApiServer, type TestApiServer } from '../../support/apiserver/server.ts';
 import { delNetns, ip, ipJson, NetnsPool, netnsSkipReason } from '../../support/netns.ts';
-import { inProcessDeps } from './in-process-deps.ts';
+import { inProcessDeps, starvedOf } from './in-process-deps.ts';
 
 /**
  * The API lease collector (collectLeases) against real namespaces, a real IPAM directory and the
@@ -75,22 +74,8 @@ describe.skipIf(netnsSkipReason !== undefined)('the API lease collector', () => 
     const other = pool.add('lc-pod');
     await addAttachment(deps, { containerId: 'c5', ifname: 'eth0', netns: other.path, mtu: 1500 });
     delNetns(other.name);
-    // What openNetnsFd throws on a real EMFILE (test/integration/netns/host-netlink-open.test.ts), for
-    // c4's namespace only.
-    const emfile =
-      <T>(real: (path: string) => T) =>
-      (path: string): T => {
-        if (path !== pod.path) return real(path);
-        throw new CniError(CniCode.IO_FAILURE, `cannot open network namespace ${path}: EMFILE`);
-      };
-    const starved = {
-      ...deps,
-      netns: {
-        ...deps.netns,
-        openNetnsFd: emfile((p) => deps.netns.openNetnsFd(p)),
-        isNetns: emfile((p) => deps.netns.isNetns(p)),
-      },
-    };
+    // c4's namespace cannot be opened (EMFILE), the others can.
+    const starved = starvedOf(deps, pod.path);
     const later = Date.now() + FRESH_LEASE_MS + 1_000;
     const base = { kube, nodeName: 'n1', busy: new Set<string>(), log, now: () => later };
     // The pod is not in the API's list (it left) while its namespace and veth are there: only the

@@ -1,13 +1,12 @@
 import { PassThrough } from 'node:stream';
 import { afterEach, describe, expect, it } from 'vitest';
 import { sweepAtStart } from '../../../pkg/agent/start-up-state.ts';
-import { CniCode, CniError } from '../../../pkg/cni/errors.ts';
 import { addAttachment } from '../../../pkg/datapath/add.ts';
 import { hostVethName } from '../../../pkg/datapath/names.ts';
 import type { Ipam } from '../../../pkg/ipam/index.ts';
 import { createLogger } from '../../../pkg/observe/logger.ts';
 import { delNetns, ip, NetnsPool, netnsSkipReason } from '../../support/netns.ts';
-import { inProcessDeps } from './in-process-deps.ts';
+import { inProcessDeps, starvedOf } from './in-process-deps.ts';
 
 /**
  * The start-up sweep releases a lease whose veth AND namespace are gone. A namespace the agent cannot
@@ -32,10 +31,7 @@ describe.skipIf(netnsSkipReason !== undefined)('the start-up sweep, namespaces i
     await addAttachment(deps, { containerId: 'c1', ifname: 'eth0', netns: gone.path, mtu: 1500 });
     await addAttachment(deps, { containerId: 'c2', ifname: 'eth0', netns: running.path, mtu: 1500 });
     ip(host.name, 'link', 'del', hostVethName('c1', 'eth0')); // c1's pair gone, its namespace still there
-    const emfile = (path: string): never => {
-      throw new CniError(CniCode.IO_FAILURE, `cannot open network namespace ${path}: EMFILE`);
-    };
-    const starved = { ...deps, netns: { ...deps.netns, openNetnsFd: emfile, isNetns: emfile } };
+    const starved = starvedOf(deps);
     const lines: Record<string, unknown>[] = [];
     const out = new PassThrough();
     out.on('data', (d: Buffer) => {

@@ -115,30 +115,26 @@ describe.skipIf(squatSkip !== undefined)(
           ),
         ),
       });
-      // Another --state-dir, the same socket directory (/run/trellis on a node): refused at start.
-      const second = startAgent({
-        ns: ns.name,
-        podCIDRs: ['10.244.1.0/24'],
-        extraArgs: ['--socket', join(socketDir, 'second.sock')],
-      });
-      agents.push(second);
-      const code = await exited(second);
-      expect(code, second.stderr()).not.toBe(0);
-      expect(second.logs.find((l) => l.msg === 'agent failed to start')).toMatchObject({
+      /** Another agent (another --state-dir, the same socket directory): its start's failure line. */
+      const refusedStart = async (socketName: string) => {
+        const other = startAgent({
+          ns: ns.name,
+          podCIDRs: ['10.244.1.0/24'],
+          extraArgs: ['--socket', join(socketDir, socketName)],
+        });
+        agents.push(other);
+        const code = await exited(other);
+        expect(code, other.stderr()).not.toBe(0);
+        return other.logs.find((l) => l.msg === 'agent failed to start');
+      };
+      // The same socket directory (/run/trellis on a node): refused at start.
+      expect(await refusedStart('second.sock')).toMatchObject({
         error: expect.stringContaining('is locked by another process'),
       });
       // The squatter gone, a later agent binds the name but finds the lock file the first one holds.
       squatter!.kill('SIGKILL');
       await new Promise((r) => squatter!.once('exit', r));
-      const third = startAgent({
-        ns: ns.name,
-        podCIDRs: ['10.244.1.0/24'],
-        extraArgs: ['--socket', join(socketDir, 'third.sock')],
-      });
-      agents.push(third);
-      const thirdCode = await exited(third);
-      expect(thirdCode, third.stderr()).not.toBe(0);
-      expect(third.logs.find((l) => l.msg === 'agent failed to start')).toMatchObject({
+      expect(await refusedStart('third.sock')).toMatchObject({
         error: expect.stringMatching(/\.netns-\d+-\d+\.lock is locked by another process/),
       });
     });

@@ -37,6 +37,11 @@ function state(peers: PeerNode[], mode: RoutingMode = 'host-gw', conflictDst?: s
   return s;
 }
 
+/** What a step answers when the change reaches other peers' routes: a full pass, crossPeer. */
+function crossPeerFull(reason: string): PeerStep {
+  return { kind: 'full', reason, crossPeer: true };
+}
+
 function applied(step: PeerStep): Extract<PeerStep, { kind: 'apply' }> {
   if (step.kind !== 'apply') throw new Error(`expected apply, got ${JSON.stringify(step)}`);
   return step;
@@ -111,11 +116,9 @@ describe('planPeerStep', () => {
 
   it("sends a peer whose InternalIP comes into or leaves this node's own pod CIDR to a full pass (the blackhole is the full pass's)", () => {
     const s = state(cluster);
-    expect(planPeerStep(s, 'n7', peer(7, { internalIPs: ['10.244.0.77'] }))).toEqual({
-      kind: 'full',
-      reason: "InternalIP 10.244.0.77 of node n7 is in this node's pod CIDR 10.244.0.0/24",
-      crossPeer: true,
-    });
+    expect(planPeerStep(s, 'n7', peer(7, { internalIPs: ['10.244.0.77'] }))).toEqual(
+      crossPeerFull("InternalIP 10.244.0.77 of node n7 is in this node's pod CIDR 10.244.0.0/24"),
+    );
     const inside = state([...cluster, peer(7, { internalIPs: ['10.244.0.77'] })]);
     expect(inside.blackholes).toEqual([]);
     expect(planPeerStep(inside, 'n7', undefined).kind).toBe('full');
@@ -123,16 +126,12 @@ describe('planPeerStep', () => {
 
   it('sends an InternalIP shared with another node, or leaving such a share, to a full pass (the plan reports both nodes)', () => {
     const s = state(cluster);
-    expect(planPeerStep(s, 'n3', peer(3, { internalIPs: ['10.0.0.2'] }))).toEqual({
-      kind: 'full',
-      reason: "InternalIP 10.0.0.2 of node n3 is also node n1's",
-      crossPeer: true,
-    });
-    expect(planPeerStep(s, 'n4', peer(4, { internalIPs: ['10.0.0.1'] }))).toEqual({
-      kind: 'full',
-      reason: "InternalIP 10.0.0.1 of node n4 is also this node's",
-      crossPeer: true,
-    });
+    expect(planPeerStep(s, 'n3', peer(3, { internalIPs: ['10.0.0.2'] }))).toEqual(
+      crossPeerFull("InternalIP 10.0.0.2 of node n3 is also node n1's"),
+    );
+    expect(planPeerStep(s, 'n4', peer(4, { internalIPs: ['10.0.0.1'] }))).toEqual(
+      crossPeerFull("InternalIP 10.0.0.1 of node n4 is also this node's"),
+    );
     // Planned whole, both are reported; n3 taking another address clears n1's report too: a full pass.
     const shared = state([peer(1), peer(2), peer(3, { internalIPs: ['10.0.0.2'] })]);
     expect(shared.peers.get('n1')!.problems.map((p) => p.problem)).toEqual([
@@ -155,16 +154,12 @@ describe('planPeerStep', () => {
     const far = (i: number, over: Partial<PeerNode> = {}): PeerNode =>
       peer(i, { internalIPs: [`10.1.0.${i}`], vtepMacs: { 4: `02:00:00:00:00:0${i}` }, ...over });
     const s = state([far(1), far(2), far(3, { podCIDRs: ['10.1.9.0/24'] })], 'vxlan');
-    expect(planPeerStep(s, 'n4', far(4, { podCIDRs: ['10.1.0.0/24'] }))).toEqual({
-      kind: 'full',
-      reason: 'pod CIDR 10.1.0.0/24 of node n4 holds InternalIP 10.1.0.1 of node n1',
-      crossPeer: true,
-    });
-    expect(planPeerStep(s, 'n2', far(2, { internalIPs: ['10.1.9.2'] }))).toEqual({
-      kind: 'full',
-      reason: 'InternalIP 10.1.9.2 of node n2 is in pod CIDR 10.1.9.0/24 of node n3',
-      crossPeer: true,
-    });
+    expect(planPeerStep(s, 'n4', far(4, { podCIDRs: ['10.1.0.0/24'] }))).toEqual(
+      crossPeerFull('pod CIDR 10.1.0.0/24 of node n4 holds InternalIP 10.1.0.1 of node n1'),
+    );
+    expect(planPeerStep(s, 'n2', far(2, { internalIPs: ['10.1.9.2'] }))).toEqual(
+      crossPeerFull('InternalIP 10.1.9.2 of node n2 is in pod CIDR 10.1.9.0/24 of node n3'),
+    );
     // Once a full pass skipped n3's CIDR: n3's own step must not route it, and n2 leaving it frees it.
     const held = state(
       [far(1), far(2, { internalIPs: ['10.1.9.2'] }), far(3, { podCIDRs: ['10.1.9.0/24'] })],
