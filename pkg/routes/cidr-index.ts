@@ -16,10 +16,28 @@ export class CidrIndex {
   readonly #byLength = new Map<string, { family: 4 | 6; prefixLen: number; entries: Entry[] }>();
 
   add(owner: string, cidrs: readonly Cidr[]): void {
-    for (const c of cidrs) {
+    for (let i = 0; i < cidrs.length; i++) {
+      const c = cidrs[i]!;
       const bucket = this.#bucket(c);
       bucket.entries.splice(lowerBound(bucket.entries, c.network), 0, { network: c.network, owner });
     }
+  }
+
+  /**
+   * Every owner's CIDRs at once, into an empty index (a full pass's): appended, then each bucket
+   * sorted once. A sorted insert per CIDR moved half a bucket each time, 5,000 times at 5,000 nodes.
+   */
+  static of<T>(owned: ReadonlyMap<string, T>, cidrsOf: (value: T) => readonly Cidr[]): CidrIndex {
+    const index = new CidrIndex();
+    for (const [owner, value] of owned) {
+      const cidrs = cidrsOf(value);
+      for (let i = 0; i < cidrs.length; i++) {
+        const c = cidrs[i]!;
+        index.#bucket(c).entries.push({ network: c.network, owner });
+      }
+    }
+    for (const { entries } of index.#byLength.values()) entries.sort(byNetwork);
+    return index;
   }
 
   remove(owner: string, cidrs: readonly Cidr[]): void {
@@ -77,6 +95,10 @@ export class CidrIndex {
     }
     return bucket;
   }
+}
+
+function byNetwork(a: Entry, b: Entry): number {
+  return a.network < b.network ? -1 : a.network > b.network ? 1 : 0;
 }
 
 /** The first index whose network is >= value. */

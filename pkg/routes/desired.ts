@@ -75,6 +75,11 @@ import type {
 } from './types.ts';
 import { ROUTING_MODES } from './types.ts';
 
+// The loops a plan runs per Node are indexed, not for…of: without V8's optimizing tiers (the agent's
+// flags, scripts/build.ts) every for…of step allocates an iterator result, garbage the cold pass at
+// 5,000 nodes piled up while the heap waited to finish marking (the agent's RSS peak; bench/HISTORY.md).
+const FAMILIES: readonly Family[] = [4, 6];
+
 interface ParsedNode {
   name: string;
   cidrs: Cidr[];
@@ -87,7 +92,9 @@ interface ParsedNode {
 
 function parseNode(node: PeerNode, problems: Problem[]): ParsedNode {
   const cidrs: Cidr[] = [];
-  for (const text of node.podCIDRs ?? []) {
+  const cidrTexts = node.podCIDRs ?? [];
+  for (let i = 0; i < cidrTexts.length; i++) {
+    const text = cidrTexts[i]!;
     const c = parseCidr(text);
     if (c === undefined) {
       problems.push({ node: node.name, problem: `invalid pod CIDR ${JSON.stringify(text)}` });
@@ -110,7 +117,9 @@ function parseNode(node: PeerNode, problems: Problem[]): ParsedNode {
     }
   }
   const ips: IpAddress[] = [];
-  for (const text of node.internalIPs ?? []) {
+  const ipTexts = node.internalIPs ?? [];
+  for (let i = 0; i < ipTexts.length; i++) {
+    const text = ipTexts[i]!;
     const ip = parseIp(text);
     const unusable = ip === undefined ? 'not an IP address' : isUnusableNodeIp(ip);
     if (ip === undefined || unusable !== undefined) {
@@ -187,7 +196,8 @@ function findDirectLink(
 ): { link: LocalLink; subnet: Cidr } | { ownAddress: true } | undefined {
   if (local.own.has(`${ip.family} ${ip.value}`)) return { ownAddress: true };
   let best: { link: LocalLink; subnet: Cidr } | undefined;
-  for (const { link, subnet } of local.subnets) {
+  for (let i = 0; i < local.subnets.length; i++) {
+    const { link, subnet } = local.subnets[i]!;
     if (subnet.family !== ip.family || !cidrContains(subnet, ip)) continue;
     if (
       best === undefined ||
@@ -265,7 +275,8 @@ function directDecision(
     published ??= { subnets: publishedDirectSubnets(node, family, problems) };
     return published.subnets === undefined || subnetsHoldAny(published.subnets, ownIPs);
   };
-  for (const ip of candidates) {
+  for (let i = 0; i < candidates.length; i++) {
+    const ip = candidates[i]!;
     const found = findDirectLink(ip, local);
     const nodeIP = formatIp(ip);
     if (found !== undefined && 'ownAddress' in found) {
@@ -380,7 +391,8 @@ export function desiredRoutes(
 
   // Peers in name order; a name seen twice is ambiguous, so both copies are dropped.
   const byName = new Map<string, PeerNode[]>();
-  for (const p of peers) {
+  for (let i = 0; i < peers.length; i++) {
+    const p = peers[i]!;
     if (p.name === self.name) continue;
     const copies = byName.get(p.name);
     if (copies === undefined) byName.set(p.name, [p]);
@@ -414,8 +426,10 @@ export function desiredRoutes(
   // a sort finds the few CIDRs that overlap anything, and only those go through the pairwise search.
   const overlapping = overlappingCidrs(parsed);
   const conflicted = new Set<string>();
-  for (const node of parsed) {
-    for (const c of node.cidrs) {
+  for (let n = 0; n < parsed.length; n++) {
+    const node = parsed[n]!;
+    for (let i = 0; i < node.cidrs.length; i++) {
+      const c = node.cidrs[i]!;
       const key = `${node.name} ${formatCidr(c)}`;
       const mine = me.cidrs.find((m) => cidrsOverlap(m, c));
       if (mine !== undefined) {
@@ -438,7 +452,8 @@ export function desiredRoutes(
         continue;
       }
       if (!overlapping.has(c)) continue;
-      for (const other of parsed) {
+      for (let o = 0; o < parsed.length; o++) {
+        const other = parsed[o]!;
         if (other === node) continue;
         // Overlapping CIDRs nest: c goes when it holds the other one (a prefix as long or longer).
         const held = other.cidrs.find((o) => cidrsOverlap(o, c) && o.prefixLen >= c.prefixLen);
@@ -471,8 +486,10 @@ export function desiredRoutes(
     });
   }
   const routes: RouteInfo[] = [];
-  for (const node of parsed) {
-    for (const family of [4, 6] as Family[]) {
+  for (let n = 0; n < parsed.length; n++) {
+    const node = parsed[n]!;
+    for (let f = 0; f < FAMILIES.length; f++) {
+      const family = FAMILIES[f]!;
       if (oneWay.length > 0 && oneWay.includes(family)) continue;
       const cidrs = node.cidrs
         .filter(
@@ -545,7 +562,8 @@ export function desiredRoutes(
       }
       decisions.push(decision);
       if (decision.path === 'unreachable') continue;
-      for (const dst of podCIDRs) {
+      for (let i = 0; i < podCIDRs.length; i++) {
+        const dst = podCIDRs[i]!;
         routes.push(
           decision.path === 'direct'
             ? {
@@ -628,7 +646,10 @@ interface NodeIP {
 /** Every node's InternalIPs per family, sorted by address (then node name), for nodeIPIn's binary search. */
 function indexNodeIPs(nodes: readonly Pick<ParsedNode, 'name' | 'ips'>[]): Record<Family, NodeIP[]> {
   const out: Record<Family, NodeIP[]> = { 4: [], 6: [] };
-  for (const n of nodes) for (const ip of n.ips) out[ip.family].push({ value: ip.value, node: n.name });
+  for (let n = 0; n < nodes.length; n++) {
+    const { name, ips } = nodes[n]!;
+    for (let i = 0; i < ips.length; i++) out[ips[i]!.family].push({ value: ips[i]!.value, node: name });
+  }
   for (const list of Object.values(out)) {
     list.sort((a, b) => (a.value < b.value ? -1 : a.value > b.value ? 1 : compareOrdinal(a.node, b.node)));
   }
@@ -709,7 +730,8 @@ function underlayConflict(
       ip.node === owner ? "the node's own" : ip.node === selfName ? "this node's" : `node ${ip.node}'s`;
     return `contains ${whose} InternalIP ${formatIp({ family: c.family, value: ip.value })}`;
   }
-  for (const { link, subnet } of local.subnets) {
+  for (let i = 0; i < local.subnets.length; i++) {
+    const { link, subnet } = local.subnets[i]!;
     if (cidrHolds(c, subnet)) {
       return `contains ${formatCidr(subnet)}, a subnet connected to this node (${link.name})`;
     }

@@ -158,7 +158,9 @@ export function buildPeerState(
   const conflictKeys = new Set(conflicts.map((c) => routeKey(c.desired)));
   const failedKeys = new Set(failed.map((e) => routeKey(e.route)));
   const records = new Map<string, PeerRecord>();
-  for (const p of peers) {
+  // Indexed loops, as the planner's (pkg/routes/desired.ts): no iterator result per step.
+  for (let i = 0; i < peers.length; i++) {
+    const p = peers[i]!;
     if (p.name === basis.self.name) continue;
     if (records.has(p.name)) return undefined;
     records.set(p.name, {
@@ -171,14 +173,16 @@ export function buildPeerState(
     });
   }
   const ownerOf = new Map<string, PeerRecord>();
-  for (const d of plan.decisions) {
+  for (let i = 0; i < plan.decisions.length; i++) {
+    const d = plan.decisions[i]!;
     const rec = records.get(d.node);
     if (rec === undefined) continue;
     rec.decisions.push(d);
-    for (const c of d.podCIDRs) ownerOf.set(`${d.family} ${c}`, rec);
+    for (let j = 0; j < d.podCIDRs.length; j++) ownerOf.set(`${d.family} ${d.podCIDRs[j]!}`, rec);
   }
   const blackholes: RouteInfo[] = [];
-  for (const r of plan.routes) {
+  for (let i = 0; i < plan.routes.length; i++) {
+    const r = plan.routes[i]!;
     // A held key is not ours, a blackhole's neither (counted as programmed, it was one route too many);
     // a refused one is not programmed (a refused replace left the old route, or none where the kernel
     // had put it through another program's nexthop object: either way the next full pass's).
@@ -189,7 +193,8 @@ export function buildPeerState(
     else ownerOf.get(`${r.family} ${r.dst}`)?.routes.push(r);
   }
   const selfProblems: Problem[] = [];
-  for (const p of plan.problems) {
+  for (let i = 0; i < plan.problems.length; i++) {
+    const p = plan.problems[i]!;
     const rec = records.get(p.node);
     if (rec === undefined) selfProblems.push(p);
     else rec.problems.push(p);
@@ -200,12 +205,8 @@ export function buildPeerState(
     rec.routes = exact(rec.routes);
     if (rec.problems.length > 0) rec.problems = exact(rec.problems);
   }
-  const cidrIndex = new CidrIndex();
-  const ipIndex = new CidrIndex();
-  for (const [name, rec] of records) {
-    cidrIndex.add(name, rec.cidrs);
-    ipIndex.add(name, rec.ips);
-  }
+  const cidrIndex = CidrIndex.of(records, (rec) => rec.cidrs);
+  const ipIndex = CidrIndex.of(records, (rec) => rec.ips);
   return {
     basis,
     peers: records,
@@ -560,8 +561,9 @@ function sameDevices(a: readonly OverlayDevice[], b: readonly OverlayDevice[]): 
 
 function validCidrs(p: PeerNode): Cidr[] {
   const out: Cidr[] = [];
-  for (const text of p.podCIDRs ?? []) {
-    const c = parseCidr(text);
+  const texts = p.podCIDRs ?? [];
+  for (let i = 0; i < texts.length; i++) {
+    const c = parseCidr(texts[i]!);
     if (c !== undefined) out.push(c);
   }
   return exact(out);
@@ -570,8 +572,9 @@ function validCidrs(p: PeerNode): Cidr[] {
 /** The InternalIPs the planner uses (usable ones: node-ip.ts), as /32 and /128 prefixes for a CidrIndex. */
 function hostPrefixes(p: PeerNode): Cidr[] {
   const out: Cidr[] = [];
-  for (const text of p.internalIPs ?? []) {
-    const ip = parseIp(text);
+  const texts = p.internalIPs ?? [];
+  for (let i = 0; i < texts.length; i++) {
+    const ip = parseIp(texts[i]!);
     if (ip === undefined || isUnusableNodeIp(ip) !== undefined) continue;
     if (out.some((c) => c.family === ip.family && c.network === ip.value)) continue;
     out.push({ family: ip.family, network: ip.value, prefixLen: familyBits(ip.family) });

@@ -69,4 +69,39 @@ describe('CidrIndex', () => {
       { numRuns: 500 },
     );
   });
+  it('built at once (CidrIndex.of) finds what one built claim by claim finds, and keeps working after', () => {
+    fc.assert(
+      fc.property(
+        fc.dictionary(fc.constantFrom('a', 'b', 'c', 'd', 'e'), fc.array(cidrArb, { maxLength: 3 })),
+        fc.array(cidrArb, { minLength: 1, maxLength: 3 }),
+        fc.constantFrom('a', 'b', 'x'),
+        fc.array(cidrArb, { maxLength: 2 }),
+        (claims, query, asker, later) => {
+          const owned = new Map(Object.entries(claims).map(([owner, cidrs]) => [owner, { cidrs }]));
+          const once = CidrIndex.of(owned, (v) => v.cidrs);
+          const stepwise = new CidrIndex();
+          for (const [owner, { cidrs }] of owned) stepwise.add(owner, cidrs);
+          const same = (): void => {
+            const a = once.firstOverlap(query, asker);
+            const b = stepwise.firstOverlap(query, asker);
+            expect(a === undefined).toBe(b === undefined);
+            if (a !== undefined && b !== undefined) {
+              // Which owner comes first among equal networks may differ; the CIDR found may not.
+              expect(formatCidr(a.cidr)).toBe(formatCidr(b.cidr));
+              expect(cidrsOverlap(a.cidr, a.otherCidr)).toBe(true);
+              expect(a.other).not.toBe(asker);
+            }
+          };
+          same();
+          // A later step on the bulk-built index: its buckets are sorted, so inserts and removals work.
+          for (const idx of [once, stepwise]) {
+            idx.remove('a', claims.a ?? []);
+            idx.add('f', later);
+          }
+          same();
+        },
+      ),
+      { numRuns: 500 },
+    );
+  });
 });
