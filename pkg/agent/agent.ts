@@ -1170,6 +1170,7 @@ export class Agent {
       nodeName: this.nodeName,
       mode: this.config.mode,
       overlayDevices: this.overlayDevices(),
+      ...(this.routes === undefined ? {} : { linksToPlan: this.routes.linksToPlan.bind(this.routes) }),
     });
   }
 

@@ -3,7 +3,7 @@ import type { Lease, RangeUsage } from '../ipam/index.ts';
 import { desiredRoutes } from '../routes/desired.ts';
 import { MAIN_TABLE } from '../routes/diff.ts';
 import { readLocalLinks } from '../routes/local-links.ts';
-import type { PeerDecision, Problem, RoutingMode } from '../routes/types.ts';
+import type { LocalLink, PeerDecision, PeerNode, Problem, RoutingMode } from '../routes/types.ts';
 import type { DeviceState } from '../vxlan/device.ts';
 import type { ClusterView } from './cluster.ts';
 import { toPeerNode } from './controller.ts';
@@ -118,6 +118,11 @@ export async function computeRouteState(opts: {
   nodeName: string;
   mode: RoutingMode;
   overlayDevices: readonly DeviceState[];
+  /**
+   * The links the passes plan with (RouteReconciler.linksToPlan): an InternalIP off its link for a
+   * moment is planned as still there, and the view must plan as they do. Absent: the links as read.
+   */
+  linksToPlan?: (self: PeerNode, links: readonly LocalLink[]) => { links: LocalLink[]; problems: Problem[] };
 }): Promise<AgentRouteState> {
   const { host, cluster } = opts;
   const links = await host.listLinks();
@@ -128,14 +133,19 @@ export async function computeRouteState(opts: {
   ]);
   const self = cluster.get(opts.nodeName);
   const overlay = opts.overlayDevices.map((d) => ({ family: d.family, ifindex: d.ifindex, name: d.name }));
+  const me = self === undefined ? undefined : toPeerNode(self);
+  const planned =
+    me === undefined || opts.linksToPlan === undefined
+      ? { links: localLinks, problems: [] }
+      : opts.linksToPlan(me, localLinks);
   const plan =
-    self === undefined
+    me === undefined
       ? {
           routes: [],
           problems: [{ node: opts.nodeName, problem: 'this node is not known yet' }],
           decisions: [],
         }
-      : desiredRoutes(toPeerNode(self), cluster.list().map(toPeerNode), localLinks, {
+      : desiredRoutes(me, cluster.list().map(toPeerNode), planned.links, {
           mode: opts.mode,
           overlay,
           explain: true,
@@ -144,7 +154,7 @@ export async function computeRouteState(opts: {
     synced: self !== undefined && cluster.hasSynced(),
     desired: plan.routes,
     programmed: [...v4, ...v6],
-    problems: plan.problems,
+    problems: [...planned.problems, ...plan.problems],
     decisions: plan.decisions,
     links,
   };

@@ -303,6 +303,16 @@ export class RouteReconciler {
   }
 
   /**
+   * The links a pass would plan with now: as read, with this node's InternalIPs held on the links the
+   * last pass found them on (absent-internal-ip.ts). For views that plan beside the passes (the routes
+   * view), which would otherwise show a held peer's route as drift; the hold's record stays the passes'.
+   */
+  linksToPlan(self: SelfNode, links: readonly LocalLink[]): { links: LocalLink[]; problems: Problem[] } {
+    const absent = holdAbsentInternalIPs(self, links, this.homes, this.now());
+    return { links: absent.links, problems: absent.problems };
+  }
+
+  /**
    * Every route of our table, both families, not only those carrying protocol 126: the diff needs to see a
    * foreign route that holds the key a desired route would take (an operator's static route to the same
    * prefix, a connected subnet). NLM_F_REPLACE would silently overwrite it; the diff reports a conflict
