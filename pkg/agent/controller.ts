@@ -493,7 +493,9 @@ export class NodeController {
       only === undefined ? [] : [...this.saidProblems].filter(([k]) => nodeOfKey(k) !== only),
     );
     for (const p of problems) {
-      const key = `${p.node}\0${p.problem}`;
+      // Routed or not is part of the key: the same text (an InternalIP two nodes claim) of a peer first
+      // skipped for another reason and routed later is said again as routed, and its end as such.
+      const key = `${p.node}\0${p.routed === true ? 'routed' : ''}\0${p.problem}`;
       const known = this.saidProblems.get(key);
       const state = known ?? { since: now, said: false, routed: p.routed === true };
       if (!state.said) {

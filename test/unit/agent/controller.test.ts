@@ -232,6 +232,29 @@ describe('NodeController', () => {
     expect(lines.filter((l) => l.msg === 'node no longer skipped')).toEqual([]);
   });
 
+  it('a problem whose node goes from skipped to routed with the same text is said again as routed, and its end as such', async () => {
+    const { log, lines } = capturingLogger();
+    const text =
+      "InternalIP 10.0.0.1 is also node n1's: traffic to the pods of each goes to whichever machine holds that address";
+    let problems: { node: string; problem: string; routed?: true }[] = [{ node: 'n2', problem: text }];
+    const t = setup({ log, passProblems: () => problems });
+    t.cluster.synced = true;
+    t.cluster.nodes.set('n1', { name: 'n1', podCIDRs: ['10.244.1.0/24'], internalIPs: ['10.0.0.1'] });
+    await t.controller.runOnce();
+    // n2's route came (its VTEP MAC published, say): the same claim, now of a routed node.
+    problems = [{ node: 'n2', problem: text, routed: true }];
+    await t.controller.runOnce();
+    problems = [];
+    await t.controller.runOnce();
+    const said = lines.filter((l) => (l as { peer?: string }).peer === 'n2').map((l) => l.msg);
+    expect(said).toEqual([
+      'node skipped',
+      'node routed, with a problem (see problem)',
+      'node no longer skipped',
+      'node problem over',
+    ]);
+  });
+
   it("says when a skipped node is routed again; a peer's missing VTEP MAC is a start-up race at first (debug); this node's own problem is an error", async () => {
     const { log, lines } = capturingLogger();
     const vtep = { node: 'n2', problem: 'unreachable: VXLAN: the node has not published an IPv4 VTEP MAC' };
