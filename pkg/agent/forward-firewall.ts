@@ -63,8 +63,9 @@ export interface ForwardFirewallState {
   /** Input chains that drop the VXLAN packets of the nodes this node tunnels to (reported, never fixed). */
   vxlanBlocks?: VxlanInBlock[];
   /**
-   * Forward chains whose fate for the pods' packets the check cannot tell (a rule it cannot read):
-   * neither reported as dropping nor known to let them through. Absent when none.
+   * Forward chains whose fate for the pods' packets the check cannot tell (a rule it cannot read, a
+   * legacy iptables table it could not read at all): neither reported as dropping nor known to let
+   * them through. Absent when none.
    */
   undecided?: string[];
   /** Why the last read failed (the blocks are then the last known); absent when it worked. */
@@ -217,7 +218,12 @@ export class ForwardFirewallWatch {
       const view = withoutRules(rs, stale);
       blocks = forwardBlocks(view, podCIDRs, this.deps.own?.());
       vxlanBlocks = vxlanInputBlocks(rs, vxlan);
-      undecided = undecidedChains(view, podCIDRs, this.deps.own?.());
+      // A table that could not be read (legacy iptables' save failing) is one the check cannot judge;
+      // what the others drop is still reported and accepted.
+      undecided = [
+        ...undecidedChains(view, podCIDRs, this.deps.own?.()),
+        ...(rs.unread ?? []).map((table) => `${table}: not read`),
+      ];
       this.deps.onTables?.(tablesOf(rs, blocks, vxlanBlocks));
       // A drop that names the pods is the operator's: reported below, never lifted.
       if (write !== undefined && blocks.some((b) => b.targeted !== true))
@@ -400,7 +406,7 @@ export class ForwardFirewallWatch {
     if (chains.length === 0) return;
     this.deps.log.info(
       { chains },
-      "the host firewall's forward chains hold rules trellis cannot judge (a queue, a chain it did not read, an unknown target): whether they let pod traffic through is not checked there",
+      "the host firewall's forward chains hold rules trellis cannot judge (a queue, a chain or table it did not read, an unknown target): whether they let pod traffic through is not checked there",
     );
   }
 

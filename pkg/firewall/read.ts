@@ -39,18 +39,36 @@ export interface LegacyIptables {
   save: (family: LegacyFamily) => Promise<string>;
 }
 
-/** The nft reader's ruleset and the legacy tables' in one: their chains' keys never collide. */
+/**
+ * The nft reader's ruleset and the legacy tables' in one: their chains' keys never collide. A legacy
+ * table that cannot be read (its save tool missing or failing) is named in `unread` and the rest is
+ * read all the same: one unreadable table must not hide what the others drop.
+ */
 async function withLegacy(
   rs: ForwardRuleset,
   legacy: LegacyIptables | undefined,
   input = false,
 ): Promise<ForwardRuleset> {
-  for (const family of legacy?.tables() ?? []) {
-    const more = parseIptablesSave(await legacy!.save(family), family === 'iptables-legacy' ? 4 : 6, input);
+  if (legacy === undefined) return rs;
+  let families: LegacyFamily[];
+  try {
+    families = legacy.tables();
+  } catch (err) {
+    return { ...rs, unread: [`the legacy iptables tables (${errorText(err)})`] };
+  }
+  const unread: string[] = [];
+  for (const family of families) {
+    let more: ReturnType<typeof parseIptablesSave>;
+    try {
+      more = parseIptablesSave(await legacy.save(family), family === 'iptables-legacy' ? 4 : 6, input);
+    } catch (err) {
+      unread.push(`${family} filter (${errorText(err)})`);
+      continue;
+    }
     rs.baseChains.push(...more.baseChains);
     for (const [key, rules] of more.rules) rs.rules.set(key, rules);
   }
-  return rs;
+  return unread.length === 0 ? rs : { ...rs, unread };
 }
 
 const MAX_CHAINS = 32;
@@ -337,16 +355,10 @@ async function listOwnAccepts(
   const nft = ownAccepts(
     [...byChain].flatMap(([key, list]) => list.map((rule) => ({ chain: chains.get(key)!, rule }))),
   );
-  const failures: string[] = [];
-  // The legacy tables failing to read must not keep the nft side's accepts in place.
-  const old = await withLegacy({ baseChains: [], rules: new Map() }, legacy).then(
-    (rs) => ownAccepts(rulesWithChains(rs)),
-    (err: unknown) => {
-      failures.push(`reading the legacy tables: ${errorText(err)}`);
-      return [];
-    },
-  );
-  return { accepts: [...nft, ...old], failures };
+  // A legacy table failing to read must not keep the nft side's accepts, or another table's, in place.
+  const rs = await withLegacy({ baseChains: [], rules: new Map() }, legacy);
+  const failures = (rs.unread ?? []).map((what) => `reading ${what}`);
+  return { accepts: [...nft, ...ownAccepts(rulesWithChains(rs))], failures };
 }
 
 /** `save`, called at most once per family (its later calls share the first one's answer). */

@@ -64,6 +64,11 @@ export interface ForwardRuleset {
    * make a rule it can judge look like another one.
    */
   inputRules?: Map<string, Rule[]>;
+  /**
+   * Tables that could not be read (a legacy iptables table whose save tool failed, with why): what
+   * they do to pod traffic is unknown. Absent when every table was read.
+   */
+  unread?: string[];
 }
 
 export function chainKey(c: ChainRef): string {

@@ -209,6 +209,28 @@ describe('ForwardFirewallWatch', () => {
     expect(lines.map((l) => [l.level, l.chains])).toEqual([[30, ['ip filter FORWARD']]]);
   });
 
+  it('a legacy table that could not be read is undecided; what the tables read drop is still reported', async () => {
+    const { watch, lines } = setup(async () => ({
+      ...dockerForward(false),
+      unread: ['iptables-legacy filter (spawn iptables-legacy-save ENOENT)'],
+    }));
+    await watch.check(POD_CIDRS);
+    expect(watch.state()).toMatchObject({
+      undecided: ['iptables-legacy filter (spawn iptables-legacy-save ENOENT): not read'],
+    });
+    expect(watch.state().error).toBeUndefined();
+    expect(watch.state().blocks).toHaveLength(2);
+    expect(lines.map((l) => [l.level, l.chains ?? l.blocked])).toEqual([
+      [30, ['iptables-legacy filter (spawn iptables-legacy-save ENOENT): not read']],
+      [
+        40,
+        expect.arrayContaining([
+          'ip filter FORWARD drops IPv4 packets from pods (10.244.1.0/24): policy drop',
+        ]),
+      ],
+    ]);
+  });
+
   it('checks asked for while one runs share one more after it, with the last pod CIDRs; no pod CIDRs yet: nothing read', async () => {
     const reads: string[] = [];
     let release: () => void = () => {};

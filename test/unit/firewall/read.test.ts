@@ -244,3 +244,60 @@ describe('deleteOwnAccepts (uninstall)', () => {
     expect(twoWays.left()).toEqual([5]);
   });
 });
+
+describe('readForwardRuleset and deleteOwnAccepts: a legacy iptables table that cannot be read', () => {
+  /** `ip6tables-legacy-save -t filter` with Docker's policy drop and one accept of ours. */
+  const V6_SAVE = `*filter
+:INPUT ACCEPT [0:0]
+:FORWARD DROP [0:0]
+:OUTPUT ACCEPT [0:0]
+-A FORWARD -s fd00:10:244:1::/64 -m comment --comment "trellis: pod traffic" -j ACCEPT
+COMMIT
+`;
+  /** Both legacy filter tables there; IPv4's save tool fails (missing from the image, say). */
+  const halfReadable = {
+    tables: () => ['iptables-legacy', 'ip6tables-legacy'] as ('iptables-legacy' | 'ip6tables-legacy')[],
+    save: async (family: 'iptables-legacy' | 'ip6tables-legacy'): Promise<string> => {
+      if (family === 'iptables-legacy') throw new Error('spawn iptables-legacy-save ENOENT');
+      return V6_SAVE;
+    },
+  };
+  const noChains = async (args: string[]): Promise<string> =>
+    args.includes('chains') || args.includes('ruleset') ? `{"nftables": [${META}]}` : TABLES;
+
+  it('is named as unread, and the other table is read all the same (its drop reported)', async () => {
+    const rs = await readForwardRuleset(noChains, ['fd00:10:244:2::/64'], 'trellis', {
+      legacy: halfReadable,
+    });
+    expect(rs.unread).toEqual(['iptables-legacy filter (spawn iptables-legacy-save ENOENT)']);
+    expect(forwardBlocks(rs, ['fd00:10:244:2::/64']).map((b) => `${b.chain} ${b.by}`)).toEqual([
+      'ip6tables-legacy filter FORWARD policy drop',
+      'ip6tables-legacy filter FORWARD policy drop',
+    ]);
+    const noList = await readForwardRuleset(noChains, ['10.244.1.0/24'], 'trellis', {
+      legacy: {
+        tables: () => {
+          throw new Error("EACCES: permission denied, open '/proc/net/ip_tables_names'");
+        },
+        save: halfReadable.save,
+      },
+    });
+    expect(noList.unread).toEqual([
+      "the legacy iptables tables (EACCES: permission denied, open '/proc/net/ip_tables_names')",
+    ]);
+    expect(noList.baseChains).toEqual([]);
+  });
+
+  it('uninstall still deletes the accepts of the table it read, and says which it could not', async () => {
+    const deleted: string[] = [];
+    const run = async (cmd: { tool: string; args: string[] }): Promise<string> => {
+      if (cmd.tool === 'nft') return noChains(cmd.args);
+      deleted.push(`${cmd.tool} ${cmd.args.join(' ')}`);
+      return '';
+    };
+    await expect(deleteOwnAccepts(run, halfReadable)).rejects.toThrow(
+      'deleted 1 accepts; what is left could not be: reading iptables-legacy filter (spawn iptables-legacy-save ENOENT)',
+    );
+    expect(deleted).toEqual([expect.stringMatching(/^ip6tables-legacy .*-D FORWARD -s fd00:10:244:1::\/64/)]);
+  });
+});
