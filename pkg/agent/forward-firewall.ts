@@ -48,9 +48,11 @@ import {
   type ChainRef,
   chainKey,
   chainOfKey,
+  describeUnread,
   type ForwardRuleset,
   type Rule,
   tableKey,
+  type UnreadTable,
 } from '../firewall/ruleset.ts';
 import { canonicalCidr } from '../ip/index.ts';
 import type { Logger } from '../observe/logger.ts';
@@ -70,6 +72,12 @@ export interface ForwardFirewallState {
   undecided?: string[];
   /** Why the last read failed (the blocks are then the last known); absent when it worked. */
   error?: string;
+  /**
+   * Legacy iptables tables the last check could not read (`iptables-legacy filter: <why>`): their
+   * blocks are those of the last check that read them, and trellis writes nothing there meanwhile.
+   * Absent when every table was read.
+   */
+  unreadTables?: string[];
   /** The agent does not look (--firewall-check-seconds 0). */
   off?: true;
   /**
@@ -136,6 +144,7 @@ export class ForwardFirewallWatch {
   private reportedVxlan = '[]';
   private reportedUnanswered = '';
   private reportedUndecided = '';
+  private reportedUnread = '';
   private reportedEarlier = '';
   private stopped = false;
   private running: Promise<void> | undefined;
@@ -205,6 +214,7 @@ export class ForwardFirewallWatch {
     let vxlan: VxlanInKind[] = [];
     let earlier: RuleAt[] = [];
     let earlierBlocks: ForwardBlock[] = [];
+    let unread: UnreadTable[] = [];
     try {
       if (this.deps.vxlan !== undefined) vxlan = await this.deps.vxlan();
       // The reader follows the jumps the walks take: this node's own CIDRs' too, which the walks of a
@@ -218,12 +228,7 @@ export class ForwardFirewallWatch {
       const view = withoutRules(rs, stale);
       blocks = forwardBlocks(view, podCIDRs, this.deps.own?.());
       vxlanBlocks = vxlanInputBlocks(rs, vxlan);
-      // A table that could not be read (legacy iptables' save failing) is one the check cannot judge;
-      // what the others drop is still reported and accepted.
-      undecided = [
-        ...undecidedChains(view, podCIDRs, this.deps.own?.()),
-        ...(rs.unread ?? []).map((table) => `${table}: not read`),
-      ];
+      undecided = undecidedChains(view, podCIDRs, this.deps.own?.());
       this.deps.onTables?.(tablesOf(rs, blocks, vxlanBlocks));
       // A drop that names the pods is the operator's: reported below, never lifted.
       if (write !== undefined && blocks.some((b) => b.targeted !== true))
@@ -236,6 +241,15 @@ export class ForwardFirewallWatch {
         earlierBlocks = forwardBlocks(withoutRules(rs, earlier), podCIDRs, this.deps.own?.()).filter(
           (b) => !dropped.has(describeBlock(b)),
         );
+      }
+      unread = rs.unread ?? [];
+      if (unread.length > 0) {
+        // What a table that could not be read dropped when it last was stands: "no longer drops"
+        // would be a guess. Nothing is written there meanwhile (its rules and their order are unknown).
+        const inUnread = (b: { chain: string }): boolean =>
+          unread.some((t) => b.chain.startsWith(`${t.family} `));
+        blocks = [...blocks, ...this.current.blocks.filter(inUnread)];
+        vxlanBlocks = [...vxlanBlocks, ...(this.current.vxlanBlocks ?? []).filter(inUnread)];
       }
     } catch (err) {
       const error = errorText(err);
@@ -253,6 +267,7 @@ export class ForwardFirewallWatch {
       blocks,
       vxlanBlocks,
       ...(undecided.length === 0 ? {} : { undecided }),
+      ...(unread.length === 0 ? {} : { unreadTables: unread.map(describeUnread) }),
       ...(earlier.length === 0
         ? {}
         : {
@@ -263,6 +278,7 @@ export class ForwardFirewallWatch {
     };
     this.reportEarlier(earlier, earlierBlocks);
     this.reportUndecided(undecided);
+    this.reportUnread(unread);
     this.reportVxlan(vxlanBlocks, vxlan);
     const key = JSON.stringify(blocks.map(describeBlock));
     if (key === this.reported) return;
@@ -399,6 +415,23 @@ export class ForwardFirewallWatch {
   }
 
   /** Says (at info, once per distinct set) which forward chains the check cannot judge. */
+  /** Says once (per distinct set) which legacy tables could not be read, and when all are read again. */
+  private reportUnread(unread: readonly UnreadTable[]): void {
+    const tables = unread.map(describeUnread);
+    const key = tables.join('\n');
+    if (key === this.reportedUnread) return;
+    const before = this.reportedUnread;
+    this.reportedUnread = key;
+    if (tables.length > 0) {
+      this.deps.log.warn(
+        { tables },
+        'could not read a legacy iptables table of the host firewall: what it drops is as last read, and nothing is accepted there until it can be (checked again later)',
+      );
+    } else if (before !== '') {
+      this.deps.log.info("the host firewall's legacy iptables tables are read again");
+    }
+  }
+
   private reportUndecided(chains: readonly string[]): void {
     const key = chains.join();
     if (key === this.reportedUndecided) return;

@@ -46,6 +46,7 @@ export {
   type ChainFamily,
   type ChainRef,
   chainKey,
+  describeUnread,
   type ForwardFamily,
   type ForwardRuleset,
   isLegacy,
@@ -55,6 +56,7 @@ export {
   parseRulesetRules,
   type Rule,
   rulesWithChains,
+  type UnreadTable,
 } from './ruleset.ts';
 export {
   describeVxlanBlock,

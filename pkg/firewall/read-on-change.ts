@@ -26,7 +26,14 @@ export interface ReadOnChangeDeps {
 export function readOnChange(d: ReadOnChangeDeps): ForwardRead {
   return readOnGenerationChange(d.read, {
     generation: d.generation,
-    cacheable: () => d.legacyTables().length === 0,
+    // Unlistable (/proc/net's table list unreadable): read, and let the read say what it could not.
+    cacheable: () => {
+      try {
+        return d.legacyTables().length === 0;
+      } catch {
+        return false;
+      }
+    },
     sameArgs: ([podsA, vxlanA], [podsB, vxlanB]) => sameList(podsA, podsB) && sameVxlan(vxlanA, vxlanB),
     // Copies: the caller's arrays may change under the comparison.
     keep: ([pods, vxlan]) => [

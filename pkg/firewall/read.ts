@@ -14,6 +14,7 @@ import { parseIptablesSave } from './iptables-save.ts';
 import {
   type ChainRef,
   chainKey,
+  describeUnread,
   type ForwardRuleset,
   jumpTarget,
   type LegacyFamily,
@@ -25,6 +26,7 @@ import {
   type Rule,
   rulesWithChains,
   tableKey,
+  type UnreadTable,
 } from './ruleset.ts';
 import { type VxlanInKind, vxlanJudge } from './vxlan-input.ts';
 
@@ -54,15 +56,17 @@ async function withLegacy(
   try {
     families = legacy.tables();
   } catch (err) {
-    return { ...rs, unread: [`the legacy iptables tables (${errorText(err)})`] };
+    // Which tables exist is unknown: either may, and neither could be read.
+    const error = `listing the legacy tables: ${errorText(err)}`;
+    return { ...rs, unread: LEGACY_FAMILIES.map((family) => ({ family, error })) };
   }
-  const unread: string[] = [];
+  const unread: UnreadTable[] = [];
   for (const family of families) {
     let more: ReturnType<typeof parseIptablesSave>;
     try {
       more = parseIptablesSave(await legacy.save(family), family === 'iptables-legacy' ? 4 : 6, input);
     } catch (err) {
-      unread.push(`${family} filter (${errorText(err)})`);
+      unread.push({ family, error: errorText(err) });
       continue;
     }
     rs.baseChains.push(...more.baseChains);
@@ -72,6 +76,8 @@ async function withLegacy(
 }
 
 const MAX_CHAINS = 32;
+
+const LEGACY_FAMILIES: readonly LegacyFamily[] = ['iptables-legacy', 'ip6tables-legacy'];
 
 /** What the reader may ask besides nft. */
 export interface ReadOptions {
@@ -357,7 +363,7 @@ async function listOwnAccepts(
   );
   // A legacy table failing to read must not keep the nft side's accepts, or another table's, in place.
   const rs = await withLegacy({ baseChains: [], rules: new Map() }, legacy);
-  const failures = (rs.unread ?? []).map((what) => `reading ${what}`);
+  const failures = (rs.unread ?? []).map((t) => `reading ${describeUnread(t)}`);
   return { accepts: [...nft, ...ownAccepts(rulesWithChains(rs))], failures };
 }
 

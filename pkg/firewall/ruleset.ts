@@ -65,10 +65,21 @@ export interface ForwardRuleset {
    */
   inputRules?: Map<string, Rule[]>;
   /**
-   * Tables that could not be read (a legacy iptables table whose save tool failed, with why): what
-   * they do to pod traffic is unknown. Absent when every table was read.
+   * Legacy iptables filter tables that could not be read (their save tool failing, /proc/net's list
+   * of tables unreadable), with why: what they do to pod traffic is unknown. Absent when every table
+   * was read.
    */
-  unread?: string[];
+  unread?: UnreadTable[];
+}
+
+export interface UnreadTable {
+  family: LegacyFamily;
+  error: string;
+}
+
+/** "iptables-legacy filter: spawn iptables-legacy-save ENOENT". */
+export function describeUnread(t: UnreadTable): string {
+  return `${t.family} filter: ${t.error}`;
 }
 
 export function chainKey(c: ChainRef): string {

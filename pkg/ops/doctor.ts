@@ -550,6 +550,14 @@ function checkFirewall(f: DoctorFacts): CheckResult {
           : `${vxlanFixCommand(b)} (${VXLAN_NOTE.replaceAll('<port>', String(b.port))})`,
     });
   }
+  // A legacy table it could not read: neither its drops nor their fix can be known now.
+  for (const t of fw.unreadTables ?? []) {
+    const tool = `${t.slice(0, t.indexOf(' '))}-save`;
+    r.findings.push({
+      problem: `the agent cannot read the host firewall's legacy table ${t}; what it drops is as the agent last read it, and trellis accepts nothing there meanwhile`,
+      fix: `make ${tool} run in the agent's container (the image ships it; the agent log says "could not read a legacy iptables table"), and check the table on the node: ${tool} -t filter`,
+    });
+  }
   // A chain whose fate the agent cannot tell: no pass (status says the same, "cannot judge").
   const undecided = fw.undecided ?? [];
   if (r.findings.length === 0 && undecided.length > 0) {

@@ -43,7 +43,11 @@ function judged(f: NonNullable<StatusView['forwardFirewall']>): string {
       ? ''
       : `; cannot judge ${f.undecided.join(', ')} (rules it cannot read)`;
   const earlier = earlierText(f);
-  if (f.blocks.length === 0 && vxlan.length === 0) {
+  const unread =
+    f.unreadTables === undefined || f.unreadTables.length === 0
+      ? ''
+      : `; CANNOT READ ${f.unreadTables.join('; ')} (what it drops as last read)`;
+  if (f.blocks.length === 0 && vxlan.length === 0 && unread === '') {
     return unjudged === ''
       ? `lets pod traffic through (checked ${f.checkedAt})${earlier}`
       : `no drop of pod traffic found (checked ${f.checkedAt})${earlier}${unjudged}`;
@@ -54,7 +58,8 @@ function judged(f: NonNullable<StatusView['forwardFirewall']>): string {
   if (f.blocks.length > 0) parts.push(`DROPS pod traffic in ${chains(f.blocks)}`);
   if (vxlan.length > 0)
     parts.push(`DROPS VXLAN (UDP ${vxlan[0]!.port}) from tunnelled nodes in ${chains(vxlan)}`);
-  return `${parts.join('; ')} (checked ${f.checkedAt}; trellis-agent doctor gives the fix)${earlier}${unjudged}`;
+  if (parts.length === 0) parts.push('no drop of pod traffic found in the tables it read');
+  return `${parts.join('; ')} (checked ${f.checkedAt}; trellis-agent doctor gives the fix)${earlier}${unread}${unjudged}`;
 }
 
 /** Accepts an earlier run inserted, left by --no-accept-forward, and whether pod traffic needs them. */

@@ -209,25 +209,51 @@ describe('ForwardFirewallWatch', () => {
     expect(lines.map((l) => [l.level, l.chains])).toEqual([[30, ['ip filter FORWARD']]]);
   });
 
-  it('a legacy table that could not be read is undecided; what the tables read drop is still reported', async () => {
-    const { watch, lines } = setup(async () => ({
-      ...dockerForward(false),
-      unread: ['iptables-legacy filter (spawn iptables-legacy-save ENOENT)'],
-    }));
+  it("a legacy table that could not be read: its drops stand as last read (no 'no longer drops'), the others' are checked, said once and when it is read again", async () => {
+    /** Docker's policy drop in legacy iptables' FORWARD, and an nft table's. */
+    const legacyDrop: ForwardRuleset = {
+      baseChains: [
+        { family: 'iptables-legacy', table: 'filter', name: 'FORWARD', policy: 'drop', prio: 0 },
+        { family: 'ip', table: 'filter', name: 'FORWARD', policy: 'drop', prio: 0 },
+      ],
+      rules: new Map([
+        ['iptables-legacy filter FORWARD', []],
+        ['ip filter FORWARD', []],
+      ]),
+    };
+    let next: ForwardRuleset = legacyDrop;
+    const { watch, lines } = setup(async () => next);
     await watch.check(POD_CIDRS);
+    const chains = () => [...new Set(watch.state().blocks.map((b) => b.chain))];
+    expect(chains()).toEqual(['iptables-legacy filter FORWARD', 'ip filter FORWARD']);
+    // The save tool fails now, and nft's table lets the pods through: the legacy drop stands.
+    next = {
+      ...dockerForward(true),
+      unread: [{ family: 'iptables-legacy', error: 'spawn iptables-legacy-save ENOENT' }],
+    };
+    await watch.check(POD_CIDRS);
+    await watch.check(POD_CIDRS);
+    expect(chains()).toEqual(['iptables-legacy filter FORWARD']);
     expect(watch.state()).toMatchObject({
-      undecided: ['iptables-legacy filter (spawn iptables-legacy-save ENOENT): not read'],
+      unreadTables: ['iptables-legacy filter: spawn iptables-legacy-save ENOENT'],
     });
     expect(watch.state().error).toBeUndefined();
-    expect(watch.state().blocks).toHaveLength(2);
-    expect(lines.map((l) => [l.level, l.chains ?? l.blocked])).toEqual([
-      [30, ['iptables-legacy filter (spawn iptables-legacy-save ENOENT): not read']],
-      [
-        40,
-        expect.arrayContaining([
-          'ip filter FORWARD drops IPv4 packets from pods (10.244.1.0/24): policy drop',
-        ]),
-      ],
+    expect(watch.state().undecided).toBeUndefined();
+    const said = () => lines.map((l) => String(l.msg).slice(0, 40));
+    expect(said()).toEqual([
+      'the host firewall drops pod traffic this',
+      'could not read a legacy iptables table o',
+      'the host firewall drops pod traffic this',
+    ]);
+    expect(lines[1]!.tables).toEqual(['iptables-legacy filter: spawn iptables-legacy-save ENOENT']);
+    // Read again, and it lets them through now.
+    next = dockerForward(true);
+    await watch.check(POD_CIDRS);
+    expect(watch.state().blocks).toEqual([]);
+    expect(watch.state().unreadTables).toBeUndefined();
+    expect(said().slice(3)).toEqual([
+      "the host firewall's legacy iptables tabl",
+      'the host firewall no longer drops pod tr',
     ]);
   });
 

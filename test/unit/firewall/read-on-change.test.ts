@@ -14,6 +14,8 @@ function host() {
     /** A transaction committed while the ruleset is being read. */
     commitWhileReading: false,
     failGeneration: false,
+    /** /proc/net's table list unreadable (EACCES). */
+    failLegacyList: false,
   };
   const read = readOnChange({
     read: async (): Promise<ForwardRuleset> => {
@@ -28,7 +30,10 @@ function host() {
       if (h.failGeneration) throw new Error('EPERM');
       return h.generation;
     },
-    legacyTables: () => h.legacy,
+    legacyTables: () => {
+      if (h.failLegacyList) throw new Error("EACCES: permission denied, open '/proc/net/ip_tables_names'");
+      return h.legacy;
+    },
   });
   return { h, read };
 }
@@ -81,5 +86,17 @@ describe('readOnChange: the forward ruleset read again only when it may have cha
     await read(PODS, []);
     await read(PODS, []);
     expect(h.reads).toBe(5);
+  });
+
+  it('reads every time while the legacy tables cannot be listed: the read itself says what it could not read', async () => {
+    const { h, read } = host();
+    h.failLegacyList = true;
+    await read(PODS, [KIND]);
+    await read(PODS, [KIND]);
+    expect(h.reads).toBe(2);
+    h.failLegacyList = false;
+    await read(PODS, [KIND]);
+    await read(PODS, [KIND]);
+    expect(h.reads).toBe(3);
   });
 });

@@ -269,7 +269,7 @@ COMMIT
     const rs = await readForwardRuleset(noChains, ['fd00:10:244:2::/64'], 'trellis', {
       legacy: halfReadable,
     });
-    expect(rs.unread).toEqual(['iptables-legacy filter (spawn iptables-legacy-save ENOENT)']);
+    expect(rs.unread).toEqual([{ family: 'iptables-legacy', error: 'spawn iptables-legacy-save ENOENT' }]);
     expect(forwardBlocks(rs, ['fd00:10:244:2::/64']).map((b) => `${b.chain} ${b.by}`)).toEqual([
       'ip6tables-legacy filter FORWARD policy drop',
       'ip6tables-legacy filter FORWARD policy drop',
@@ -282,8 +282,10 @@ COMMIT
         save: halfReadable.save,
       },
     });
+    const error = "listing the legacy tables: EACCES: permission denied, open '/proc/net/ip_tables_names'";
     expect(noList.unread).toEqual([
-      "the legacy iptables tables (EACCES: permission denied, open '/proc/net/ip_tables_names')",
+      { family: 'iptables-legacy', error },
+      { family: 'ip6tables-legacy', error },
     ]);
     expect(noList.baseChains).toEqual([]);
   });
@@ -296,7 +298,7 @@ COMMIT
       return '';
     };
     await expect(deleteOwnAccepts(run, halfReadable)).rejects.toThrow(
-      'deleted 1 accepts; what is left could not be: reading iptables-legacy filter (spawn iptables-legacy-save ENOENT)',
+      'deleted 1 accepts; what is left could not be: reading iptables-legacy filter: spawn iptables-legacy-save ENOENT',
     );
     expect(deleted).toEqual([expect.stringMatching(/^ip6tables-legacy .*-D FORWARD -s fd00:10:244:1::\/64/)]);
   });

@@ -843,6 +843,23 @@ describe('doctor', () => {
     expect(unjudged.skipped).toBe(
       'the agent cannot judge ip filter FORWARD (rules it cannot read: a queue to another program, an unknown target); no drop found elsewhere',
     );
+    // A legacy table the agent could not read: a finding naming the tool, whatever else it found.
+    agentValue(f).status.forwardFirewall = {
+      checkedAt: '2026-12-01T10:00:00.000Z',
+      blocks: [],
+      unreadTables: ['ip6tables-legacy filter: spawn ip6tables-legacy-save ENOENT'],
+    };
+    const unread = runDoctor(f).checks.find((c) => c.name === 'firewall')!;
+    expect(unread.skipped).toBeUndefined();
+    expect(unread.findings).toEqual([
+      {
+        problem:
+          "the agent cannot read the host firewall's legacy table ip6tables-legacy filter: spawn ip6tables-legacy-save ENOENT; what it drops is as the agent last read it, and trellis accepts nothing there meanwhile",
+        fix: expect.stringMatching(
+          /^make ip6tables-legacy-save run in the agent's container .* ip6tables-legacy-save -t filter$/,
+        ),
+      },
+    ]);
   });
 
   it("an input chain that drops the tunnelled nodes' VXLAN is a finding, with the port to open (never opened by trellis)", () => {

@@ -254,6 +254,19 @@ describe('status: the host firewall line', () => {
       /host firewall:\s+UNREADABLE since the check of 2026-12-01T10:00:00.000Z: iptables-legacy-save: exit status 1; then: lets pod traffic through/,
     );
   });
+
+  it('a legacy table it could not read is never called letting pod traffic through', () => {
+    const fw = {
+      checkedAt: '2026-12-01T10:00:00.000Z',
+      blocks: [],
+      unreadTables: ['iptables-legacy filter: spawn iptables-legacy-save ENOENT'],
+    };
+    const text = formatStatus(statusView({ ...snapshot(), forwardFirewall: fw }, '0.1.0', 'v24'));
+    expect(text).not.toMatch(/lets pod traffic through/);
+    expect(text).toMatch(
+      /host firewall:\s+no drop of pod traffic found in the tables it read \(checked 2026-12-01T10:00:00.000Z; trellis-agent doctor gives the fix\); CANNOT READ iptables-legacy filter: spawn iptables-legacy-save ENOENT \(what it drops as last read\)/,
+    );
+  });
 });
 
 describe('admin socket and the CLI over it', () => {
