@@ -1,7 +1,7 @@
 import type { LinkInfo, NetlinkHandle, RouteInfo } from '../datapath/ports.ts';
 import type { Lease, RangeUsage } from '../ipam/index.ts';
 import { desiredRoutes } from '../routes/desired.ts';
-import { MAIN_TABLE } from '../routes/diff.ts';
+import { MAIN_TABLE, routeKey } from '../routes/diff.ts';
 import { readLocalLinks } from '../routes/local-links.ts';
 import type { LocalLink, PeerDecision, PeerNode, Problem, RoutingMode } from '../routes/types.ts';
 import type { DeviceState } from '../vxlan/device.ts';
@@ -109,6 +109,11 @@ export interface AgentRouteState {
   problems: Problem[];
   decisions: PeerDecision[];
   links: LinkInfo[];
+  /**
+   * Desired routes the passes hold back while this node's InternalIP is off its link (routeKey, and
+   * why): not written until it is back, or planned without it after the hold. Absent when none.
+   */
+  held?: { key: string; reason: string }[];
 }
 
 /** The planner's input and output recomputed from the cache, as the controller's passes see it. */
@@ -122,7 +127,10 @@ export async function computeRouteState(opts: {
    * The links the passes plan with (RouteReconciler.linksToPlan): an InternalIP off its link for a
    * moment is planned as still there, and the view must plan as they do. Absent: the links as read.
    */
-  linksToPlan?: (self: PeerNode, links: readonly LocalLink[]) => { links: LocalLink[]; problems: Problem[] };
+  linksToPlan?: (
+    self: PeerNode,
+    links: readonly LocalLink[],
+  ) => { links: LocalLink[]; problems: Problem[]; waits: (route: RouteInfo) => string | undefined };
 }): Promise<AgentRouteState> {
   const { host, cluster } = opts;
   const links = await host.listLinks();
@@ -136,7 +144,7 @@ export async function computeRouteState(opts: {
   const me = self === undefined ? undefined : toPeerNode(self);
   const planned =
     me === undefined || opts.linksToPlan === undefined
-      ? { links: localLinks, problems: [] }
+      ? { links: localLinks, problems: [], waits: () => undefined }
       : opts.linksToPlan(me, localLinks);
   const plan =
     me === undefined
@@ -150,7 +158,12 @@ export async function computeRouteState(opts: {
           overlay,
           explain: true,
         });
+  const held = plan.routes.flatMap((r) => {
+    const reason = planned.waits(r);
+    return reason === undefined ? [] : [{ key: routeKey(r), reason }];
+  });
   return {
+    ...(held.length === 0 ? {} : { held }),
     synced: self !== undefined && cluster.hasSynced(),
     desired: plan.routes,
     programmed: [...v4, ...v6],

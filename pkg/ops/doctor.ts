@@ -603,6 +603,12 @@ function checkRoutes(f: DoctorFacts): CheckResult {
           fix: `the agent puts it back at its next pass (within seconds when it sees the deletion); if it stays missing read the agent log for "route could not be programmed"`,
         });
         break;
+      case 'held':
+        r.findings.push({
+          problem: `route ${row.dst} (${row.want}) is not in the kernel as wanted: it ${row.reason ?? "waits for this node's InternalIP"}`,
+          fix: "put the node's address back on its interface (a DHCP client or NetworkManager re-adding it usually does within seconds); after the hold the agent plans without it (peers on that subnet through the tunnel in auto mode)",
+        });
+        break;
       case 'differs':
         r.findings.push({
           problem: `route ${row.dst} is "${row.have}", trellis wants "${row.want}"`,

@@ -144,7 +144,12 @@ export function formatStatus(s: StatusView): string {
 export function formatRoutes(v: RoutesView): string {
   let out = table(
     ['STATE', 'DESTINATION', 'WANT', 'KERNEL'],
-    v.routes.map((r) => [r.state, r.dst, r.want || '-', r.have || '-']),
+    v.routes.map((r) => [
+      r.state,
+      r.dst,
+      r.want || '-',
+      r.reason === undefined ? r.have || '-' : `${r.have || '-'} (${r.reason})`,
+    ]),
   );
   out += `\n${v.routes.length} routes, ${v.drift} drifted\n`;
   // An older agent says nothing of it: only an explicit false is said.

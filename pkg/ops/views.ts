@@ -62,9 +62,11 @@ export interface StatusView {
 
 /**
  * ok: in the kernel as desired. missing: desired, absent. differs: present with another gateway or
- * device. conflict: the prefix is held by a route trellis does not own. stale: ours, no longer desired.
+ * device. held: missing or differing, and held back by the agent while this node's InternalIP is off
+ * its link (the row's `reason`). conflict: the prefix is held by a route trellis does not own. stale:
+ * ours, no longer desired.
  */
-export type RouteState = 'ok' | 'missing' | 'differs' | 'conflict' | 'stale';
+export type RouteState = 'ok' | 'missing' | 'differs' | 'held' | 'conflict' | 'stale';
 
 export interface RouteRow {
   family: 4 | 6;
@@ -78,6 +80,8 @@ export interface RouteRow {
   unreadable?: true;
   /** conflict: the holder's metric (priority), where the kernel reported one: IPv6 keys a route by it. */
   haveMetric?: number;
+  /** held: what it waits for. */
+  reason?: string;
 }
 
 export interface RoutesView {
@@ -198,19 +202,31 @@ export function routesView(node: string, st: AgentRouteState): RoutesView {
   const missing = new Set(diff.add.map(routeKey));
   const differs = new Set(diff.replace.map(routeKey));
   const conflicts = new Map(diff.conflicts.map((c) => [routeKey(c.desired), c]));
+  const held = new Map((st.held ?? []).map((h) => [h.key, h.reason]));
   const rows: RouteRow[] = [];
   for (const d of st.desired) {
     const k = routeKey(d);
     const conflict = conflicts.get(k);
     const have = conflict?.existing ?? byKey.get(k);
+    const off = missing.has(k) || differs.has(k);
+    const reason = off ? held.get(k) : undefined;
     const state: RouteState =
-      conflict !== undefined ? 'conflict' : missing.has(k) ? 'missing' : differs.has(k) ? 'differs' : 'ok';
+      conflict !== undefined
+        ? 'conflict'
+        : reason !== undefined
+          ? 'held'
+          : missing.has(k)
+            ? 'missing'
+            : differs.has(k)
+              ? 'differs'
+              : 'ok';
     rows.push({
       family: d.family,
       dst: d.dst,
       want: describe(d, links),
       have: have === undefined ? '' : describe(have, links),
       state,
+      ...(reason === undefined ? {} : { reason }),
       ...(conflict?.existing.unreadable === true ? { unreadable: true as const } : {}),
       ...(conflict?.existing.metric === undefined ? {} : { haveMetric: conflict.existing.metric }),
     });

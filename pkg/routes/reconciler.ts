@@ -307,9 +307,20 @@ export class RouteReconciler {
    * last pass found them on (absent-internal-ip.ts). For views that plan beside the passes (the routes
    * view), which would otherwise show a held peer's route as drift; the hold's record stays the passes'.
    */
-  linksToPlan(self: SelfNode, links: readonly LocalLink[]): { links: LocalLink[]; problems: Problem[] } {
+  linksToPlan(
+    self: SelfNode,
+    links: readonly LocalLink[],
+  ): { links: LocalLink[]; problems: Problem[]; waits: (route: RouteInfo) => string | undefined } {
     const absent = holdAbsentInternalIPs(self, links, this.homes, this.now());
-    return { links: absent.links, problems: absent.problems };
+    return {
+      links: absent.links,
+      problems: absent.problems,
+      // Why a planned route is not written meanwhile (its gateway reachable only through a held address).
+      waits: (route) => {
+        const home = heldAddressOf(route, absent.held, links);
+        return home === undefined ? undefined : heldReason(home);
+      },
+    };
   }
 
   /**

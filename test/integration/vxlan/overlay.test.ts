@@ -7,6 +7,7 @@ import type { ClusterNode, ClusterView } from '../../../pkg/agent/cluster.ts';
 import { computeRouteState } from '../../../pkg/agent/operator-view.ts';
 import type { Family, NeighbourEntry, NetlinkHandle, RouteInfo } from '../../../pkg/datapath/ports.ts';
 import { createNetnsPort } from '../../../pkg/netns/index.ts';
+import { routesView } from '../../../pkg/ops/views.ts';
 import { type ReconcileReport, RouteReconciler } from '../../../pkg/routes/reconciler.ts';
 import type { PeerNode, RoutingMode } from '../../../pkg/routes/types.ts';
 import {
@@ -698,6 +699,18 @@ describe.skipIf(netnsSkipReason !== undefined)(
         expect((await view(false)).decisions.find((d) => d.node === 'node-c')).toMatchObject({
           path: 'vxlan',
         });
+        // node-c's row: in the kernel as wanted (the kernel kept it), or held back with why, never
+        // "missing" (which the agent would put back at its next pass: it will not, meanwhile).
+        expect(viewed.held?.map((h) => h.reason)).toEqual([
+          "waits for this node's InternalIP 192.168.10.2 back on eth0 (up to 30 s)",
+        ]);
+        const row = routesView('node-a', viewed).routes.find((r) => r.dst === '10.244.3.0/24')!;
+        if (routesOn(nodeA, 4).includes(direct)) expect(row.state).toBe('ok');
+        else
+          expect(row).toMatchObject({
+            state: 'held',
+            reason: "waits for this node's InternalIP 192.168.10.2 back on eth0 (up to 30 s)",
+          });
         expect(neighsOn(nodeA, 'trellis.v4')).not.toContainEqual(expect.stringContaining('10.244.3.0'));
         // node-c's change is the full pass's while its route waits; node-b's (tunnelled) is a step.
         expect(

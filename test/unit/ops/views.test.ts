@@ -11,6 +11,7 @@ import { type HttpListener, startAdminServer } from '../../../pkg/observe/http-s
 import { formatLeases, formatStatus } from '../../../pkg/ops/format.ts';
 import { missingPeers, peerRouteStates } from '../../../pkg/ops/peer-coverage.ts';
 import { leasesView, routesView, statusView } from '../../../pkg/ops/views.ts';
+import { routeKey } from '../../../pkg/routes/diff.ts';
 import { runOps } from './run-ops.ts';
 
 const via = (dst: string, gateway: string, ifindex = 2, protocol = 126): RouteInfo => ({
@@ -107,6 +108,26 @@ describe('routesView', () => {
       ['10.244.9.0/24', 'stale', '', 'via 192.168.1.9 dev eth0 proto 126'],
     ]);
     expect(v.drift).toBe(4);
+  });
+
+  it("a route the agent holds back while this node's InternalIP is off its link is held, with why; an ok one stays ok", () => {
+    const desired = [via('10.244.2.0/24', '192.168.1.2'), via('10.244.3.0/24', '192.168.1.3')];
+    const reason = "waits for this node's InternalIP 192.168.1.1 back on eth0 (up to 30 s)";
+    const v = routesView('n1', {
+      synced: true,
+      desired,
+      programmed: [via('10.244.2.0/24', '192.168.1.2')],
+      problems: [],
+      decisions: [],
+      links,
+      held: desired.map((r) => ({ key: routeKey(r), reason })),
+    });
+    expect(v.routes.map((r) => [r.dst, r.state, r.reason])).toEqual([
+      ['10.244.2.0/24', 'ok', undefined],
+      ['10.244.3.0/24', 'held', reason],
+    ]);
+    // Still drift: pods cannot reach that peer meanwhile.
+    expect(v.drift).toBe(1);
   });
 
   it('before a list of Nodes with this node in it, calls none of our routes stale (the agent keeps them)', () => {
