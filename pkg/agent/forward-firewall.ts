@@ -230,10 +230,16 @@ export class ForwardFirewallWatch {
       vxlanBlocks = vxlanInputBlocks(rs, vxlan);
       undecided = undecidedChains(view, podCIDRs, this.deps.own?.());
       this.deps.onTables?.(tablesOf(rs, blocks, vxlanBlocks));
+      // The VXLAN input blocks are this read's; the forward blocks the re-read's after any accepts.
+      const unreadInput = rs.unread ?? [];
+      unread = unreadInput;
+      const firstBlocks = blocks;
       // A drop that names the pods is the operator's: reported below, never lifted.
-      if (write !== undefined && blocks.some((b) => b.targeted !== true))
-        blocks = await this.accept(view, blocks, podCIDRs, write, stale);
-      else if (write !== undefined) await this.dropStale(stale, write);
+      if (write !== undefined && blocks.some((b) => b.targeted !== true)) {
+        const accepted = await this.accept(view, blocks, podCIDRs, write, stale);
+        blocks = accepted.blocks;
+        if (accepted.unread !== undefined) unread = accepted.unread;
+      } else if (write !== undefined) await this.dropStale(stale, write);
       earlier = write === undefined ? earlierAccepts(rs) : [];
       if (earlier.length > 0) {
         // Only what they hide: a drop the firewall makes with them in place is a block already.
@@ -242,15 +248,29 @@ export class ForwardFirewallWatch {
           (b) => !dropped.has(describeBlock(b)),
         );
       }
-      unread = rs.unread ?? [];
-      if (unread.length > 0) {
-        // What a table that could not be read dropped when it last was stands: "no longer drops"
-        // would be a guess. Nothing is written there meanwhile (its rules and their order are unknown).
-        const inUnread = (b: { chain: string }): boolean =>
-          unread.some((t) => b.chain.startsWith(`${t.family} `));
-        blocks = [...blocks, ...this.current.blocks.filter(inUnread)];
-        vxlanBlocks = [...vxlanBlocks, ...(this.current.vxlanBlocks ?? []).filter(inUnread)];
+      // What a table that could not be read dropped when it last was read stands (this check's first
+      // read, when only the re-read after the accepts failed; else the last check's): "no longer drops"
+      // would be a guess. Nothing is written there meanwhile (its rules and their order are unknown).
+      const inFamily = (f: UnreadTable) => (b: { chain: string }) => b.chain.startsWith(`${f.family} `);
+      const found = new Set(blocks.map(describeBlock));
+      for (const t of unread) {
+        const last = unreadInput.some((u) => u.family === t.family) ? this.current.blocks : firstBlocks;
+        for (const b of last.filter(inFamily(t))) {
+          if (found.has(describeBlock(b))) continue;
+          found.add(describeBlock(b));
+          blocks = [...blocks, b];
+        }
       }
+      const foundVxlan = new Set(vxlanBlocks.map(describeVxlanBlock));
+      for (const t of unreadInput) {
+        for (const b of (this.current.vxlanBlocks ?? []).filter(inFamily(t))) {
+          if (foundVxlan.has(describeVxlanBlock(b))) continue;
+          foundVxlan.add(describeVxlanBlock(b));
+          vxlanBlocks = [...vxlanBlocks, b];
+        }
+      }
+      const named = new Set(unread.map(describeUnread));
+      unread = [...unread, ...unreadInput.filter((t) => !named.has(describeUnread(t)))];
     } catch (err) {
       const error = errorText(err);
       if (error !== this.current.error) {
@@ -333,18 +353,18 @@ export class ForwardFirewallWatch {
     podCIDRs: readonly string[],
     write: (cmd: FirewallCommand) => Promise<unknown>,
     stale: readonly RuleAt[],
-  ): Promise<ForwardBlock[]> {
+  ): Promise<{ blocks: ForwardBlock[]; unread?: UnreadTable[] }> {
     const inserted: string[] = [];
     const errors: string[] = [];
     const { insert, misplaced, ineffective, unanswerable, owned } = planAccepts(rs, blocks);
     this.reportUnanswered(ineffective, unanswerable, owned);
     if (insert.length === 0) {
       await this.dropStale(stale, write);
-      return blocks;
+      return { blocks };
     }
     const moved: string[] = [];
     for (const at of misplaced) {
-      if (this.stopped) return blocks;
+      if (this.stopped) return { blocks };
       try {
         await write(deleteCommand(at));
         moved.push(describeRule(at));
@@ -353,7 +373,7 @@ export class ForwardFirewallWatch {
       }
     }
     for (const cmd of distinctAccepts(insert)) {
-      if (this.stopped) return blocks;
+      if (this.stopped) return { blocks };
       try {
         await write(cmd);
         inserted.push(commandText(cmd));
@@ -364,11 +384,8 @@ export class ForwardFirewallWatch {
     // Legacy iptables deletes by the rule's options, not its position, which the inserts moved. Not
     // when an insert failed: the accepts it was to replace stay until the next check puts it in.
     if (errors.length === 0) await this.dropStale(stale, write);
-    const after = forwardBlocks(
-      await this.deps.read(this.readPrefixes(podCIDRs), []),
-      podCIDRs,
-      this.deps.own?.(),
-    );
+    const reread = await this.deps.read(this.readPrefixes(podCIDRs), []);
+    const after = forwardBlocks(reread, podCIDRs, this.deps.own?.());
     // Only what these accepts answered: a drop that appeared meanwhile (iptables-nft and
     // ip6tables-nft change the two families one after the other) is the next check's to accept, not
     // a failure of these.
@@ -388,7 +405,7 @@ export class ForwardFirewallWatch {
         ? 'the host firewall dropped pod traffic this node forwards; inserted rules that accept it (--no-accept-forward would only report it)'
         : 'the host firewall drops pod traffic this node forwards, and the accept rules trellis inserted did not let all of it through',
     );
-    return after;
+    return { blocks: after, unread: reread.unread ?? [] };
   }
 
   /**
@@ -414,7 +431,6 @@ export class ForwardFirewallWatch {
     );
   }
 
-  /** Says (at info, once per distinct set) which forward chains the check cannot judge. */
   /** Says once (per distinct set) which legacy tables could not be read, and when all are read again. */
   private reportUnread(unread: readonly UnreadTable[]): void {
     const tables = unread.map(describeUnread);
@@ -432,6 +448,7 @@ export class ForwardFirewallWatch {
     }
   }
 
+  /** Says (at info, once per distinct set) which forward chains the check cannot judge. */
   private reportUndecided(chains: readonly string[]): void {
     const key = chains.join();
     if (key === this.reportedUndecided) return;

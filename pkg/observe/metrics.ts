@@ -32,7 +32,10 @@ export interface MetricsSource {
   /** The node watch's restart count; undefined in standalone mode (no watch). */
   watchRestarts(): number | undefined;
   ready(): boolean;
-  /** The host firewall's forward chains that drop pod traffic (pkg/firewall); [] when none or unread. */
+  /**
+   * The host firewall's forward chains that drop pod traffic (pkg/firewall); [] when none or never
+   * read. A legacy table the last check could not read counts with its drops as last read.
+   */
   forwardFirewallBlocks?(): readonly { family: 4 | 6; direction: string; chain: string }[];
   /** Config files in the conf dir that sort before trellis's; [] when it is first. */
   cniConfigShadowedBy?(): readonly string[];

@@ -257,6 +257,64 @@ describe('ForwardFirewallWatch', () => {
     ]);
   });
 
+  it('inserting accepts, a legacy table unread in one of the two reads of a check: its drop neither doubled nor lost', async () => {
+    /** nft's FORWARD (dropping or letting the pods through) beside legacy iptables' operator drop of them. */
+    const withLegacyDrop = (nft: ForwardRuleset): ForwardRuleset => ({
+      baseChains: [
+        ...nft.baseChains,
+        { family: 'iptables-legacy', table: 'filter', name: 'FORWARD', policy: 'accept', prio: 0 },
+      ],
+      rules: new Map([
+        ...nft.rules,
+        [
+          'iptables-legacy filter FORWARD',
+          [
+            {
+              handle: 1,
+              expr: [
+                {
+                  match: {
+                    op: '==',
+                    left: { payload: { protocol: 'ip', field: 'saddr' } },
+                    right: { prefix: { addr: '10.244.1.0', len: 24 } },
+                  },
+                },
+                { drop: null },
+              ],
+            },
+          ],
+        ],
+      ]),
+    });
+    const unread = (rs: ForwardRuleset): ForwardRuleset => ({
+      ...rs,
+      baseChains: rs.baseChains.filter((c) => c.family !== 'iptables-legacy'),
+      unread: [{ family: 'iptables-legacy', error: 'iptables-legacy-save: exit status 4' }],
+    });
+    // Each check reads before its accepts (nft's drop) and after them (nft lets the pods through).
+    let reads: ForwardRuleset[] = [];
+    const { watch, lines } = setup(
+      async () => reads.shift()!,
+      async () => undefined,
+    );
+    const legacyBlocks = () => watch.state().blocks.filter((b) => b.chain.startsWith('iptables-legacy'));
+    reads = [withLegacyDrop(dockerForward(false)), withLegacyDrop(dockerForward(true))];
+    await watch.check(POD_CIDRS);
+    expect(legacyBlocks().map((b) => b.by)).toEqual(['rule 1 in iptables-legacy filter FORWARD: drop']);
+    // Unread before the accepts, read after them: the re-read's drop, once.
+    reads = [unread(withLegacyDrop(dockerForward(false))), withLegacyDrop(dockerForward(true))];
+    await watch.check(POD_CIDRS);
+    expect(legacyBlocks()).toHaveLength(1);
+    // Read before the accepts, unread after them: that first read's drop stands.
+    reads = [withLegacyDrop(dockerForward(false)), unread(withLegacyDrop(dockerForward(true)))];
+    await watch.check(POD_CIDRS);
+    expect(legacyBlocks()).toHaveLength(1);
+    expect(watch.state().unreadTables).toEqual([
+      'iptables-legacy filter: iptables-legacy-save: exit status 4',
+    ]);
+    expect(lines.filter((l) => String(l.msg).includes('no longer drops'))).toEqual([]);
+  });
+
   it('checks asked for while one runs share one more after it, with the last pod CIDRs; no pod CIDRs yet: nothing read', async () => {
     const reads: string[] = [];
     let release: () => void = () => {};

@@ -437,6 +437,22 @@ const cases: Case[] = [
     /puts it back/,
   ],
   [
+    'route held back while the InternalIP is off its link',
+    (f) => {
+      agentValue(f).routes.routes = [
+        {
+          ...okRoute,
+          have: '',
+          state: 'held',
+          reason: "waits for this node's InternalIP 192.168.1.1 back on eth0 (up to 30 s)",
+        },
+      ];
+    },
+    'routes',
+    /route 10\.244\.2\.0\/24 .* it waits for this node's InternalIP 192\.168\.1\.1 back on eth0/,
+    /put the node's address back/,
+  ],
+  [
     'route differs',
     (f) => {
       agentValue(f).routes.routes = [
@@ -858,6 +874,20 @@ describe('doctor', () => {
         fix: expect.stringMatching(
           /^make ip6tables-legacy-save run in the agent's container .* ip6tables-legacy-save -t filter$/,
         ),
+      },
+    ]);
+    // Neither family's table list readable: one finding, about the list.
+    const listing = "listing the legacy tables: EACCES: permission denied, open '/proc/net/ip_tables_names'";
+    agentValue(f).status.forwardFirewall = {
+      checkedAt: '2026-12-01T10:00:00.000Z',
+      blocks: [],
+      unreadTables: [`iptables-legacy filter: ${listing}`, `ip6tables-legacy filter: ${listing}`],
+    };
+    expect(runDoctor(f).checks.find((c) => c.name === 'firewall')!.findings).toEqual([
+      {
+        problem:
+          "the agent cannot tell which legacy iptables tables the host has (EACCES: permission denied, open '/proc/net/ip_tables_names'); what they drop is as the agent last read them, and trellis accepts nothing there meanwhile",
+        fix: expect.stringContaining('/proc/net/ip_tables_names'),
       },
     ]);
   });
