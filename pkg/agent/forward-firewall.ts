@@ -65,9 +65,8 @@ export interface ForwardFirewallState {
   /** Input chains that drop the VXLAN packets of the nodes this node tunnels to (reported, never fixed). */
   vxlanBlocks?: VxlanInBlock[];
   /**
-   * Forward chains whose fate for the pods' packets the check cannot tell (a rule it cannot read, a
-   * legacy iptables table it could not read at all): neither reported as dropping nor known to let
-   * them through. Absent when none.
+   * Forward chains whose fate for the pods' packets the check cannot tell (a rule it cannot read):
+   * neither reported as dropping nor known to let them through. Absent when none.
    */
   undecided?: string[];
   /** Why the last read failed (the blocks are then the last known); absent when it worked. */
@@ -456,7 +455,7 @@ export class ForwardFirewallWatch {
     if (chains.length === 0) return;
     this.deps.log.info(
       { chains },
-      "the host firewall's forward chains hold rules trellis cannot judge (a queue, a chain or table it did not read, an unknown target): whether they let pod traffic through is not checked there",
+      "the host firewall's forward chains hold rules trellis cannot judge (a queue, a chain it did not read, an unknown target): whether they let pod traffic through is not checked there",
     );
   }
 

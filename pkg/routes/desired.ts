@@ -76,8 +76,8 @@ import type {
 import { ROUTING_MODES } from './types.ts';
 
 // The loops a plan runs per Node are indexed, not for…of: without V8's optimizing tiers (the agent's
-// flags, scripts/build.ts) every for…of step allocates an iterator result, garbage the cold pass at
-// 5,000 nodes piled up while the heap waited to finish marking (the agent's RSS peak; bench/HISTORY.md).
+// flags, scripts/build.ts) every for…of step allocates an iterator result; with buildPeerState's,
+// ~10 MB of a cold pass's garbage at 5,000 nodes (bench/HISTORY.md, session 58).
 const FAMILIES: readonly Family[] = [4, 6];
 
 interface ParsedNode {

@@ -304,8 +304,9 @@ export class RouteReconciler {
 
   /**
    * The links a pass would plan with now: as read, with this node's InternalIPs held on the links the
-   * last pass found them on (absent-internal-ip.ts). For views that plan beside the passes (the routes
-   * view), which would otherwise show a held peer's route as drift; the hold's record stays the passes'.
+   * last pass found them on (absent-internal-ip.ts), and which planned routes wait for such an address.
+   * For views that plan beside the passes (the routes view), which would otherwise plan a peer on that
+   * subnet through the tunnel, as no pass does meanwhile; the hold's record stays the passes'.
    */
   linksToPlan(
     self: SelfNode,
