@@ -20,6 +20,7 @@
  * With the VXLAN packets of the peers this node tunnels to (deps.vxlan), it also walks the input
  * chains for them (pkg/firewall/vxlan-input.ts) and reports a drop there; that it never fixes.
  */
+import { compareOrdinal } from '../compare.ts';
 import { errorText } from '../error-text.ts';
 import {
   commandText,
@@ -234,10 +235,12 @@ export class ForwardFirewallWatch {
       unread = unreadInput;
       const firstBlocks = blocks;
       // A drop that names the pods is the operator's: reported below, never lifted.
+      let answered: ReadonlySet<string> = new Set();
       if (write !== undefined && blocks.some((b) => b.targeted !== true)) {
         const accepted = await this.accept(view, blocks, podCIDRs, write, stale);
         blocks = accepted.blocks;
         if (accepted.unread !== undefined) unread = accepted.unread;
+        answered = accepted.answered ?? answered;
       } else if (write !== undefined) await this.dropStale(stale, write);
       earlier = write === undefined ? earlierAccepts(rs) : [];
       if (earlier.length > 0) {
@@ -248,12 +251,17 @@ export class ForwardFirewallWatch {
         );
       }
       // What a table that could not be read dropped when it last was read stands (this check's first
-      // read, when only the re-read after the accepts failed; else the last check's): "no longer drops"
-      // would be a guess. Nothing is written there meanwhile (its rules and their order are unknown).
+      // read, less what its accepts answered, when only the re-read after them failed; else the last
+      // check's, for the prefixes and VXLAN packets still checked): "no longer drops" would be a guess.
+      // Nothing is written there while it cannot be read (its rules and their order are unknown).
       const inFamily = (f: UnreadTable) => (b: { chain: string }) => b.chain.startsWith(`${f.family} `);
+      const checked = new Set(this.readPrefixes(podCIDRs).map((c) => canonicalCidr(c) ?? c));
+      const stillChecked = (b: ForwardBlock): boolean => checked.has(canonicalCidr(b.podCIDR) ?? b.podCIDR);
       const found = new Set(blocks.map(describeBlock));
       for (const t of unread) {
-        const last = unreadInput.some((u) => u.family === t.family) ? this.current.blocks : firstBlocks;
+        const last = unreadInput.some((u) => u.family === t.family)
+          ? this.current.blocks.filter(stillChecked)
+          : firstBlocks.filter((b) => !answered.has(describeBlock(b)));
         for (const b of last.filter(inFamily(t))) {
           if (found.has(describeBlock(b))) continue;
           found.add(describeBlock(b));
@@ -261,15 +269,20 @@ export class ForwardFirewallWatch {
         }
       }
       const foundVxlan = new Set(vxlanBlocks.map(describeVxlanBlock));
+      const stillSent = (b: VxlanInBlock): boolean =>
+        vxlan.some((k) => k.family === b.family && k.port === b.port);
       for (const t of unreadInput) {
         for (const b of (this.current.vxlanBlocks ?? []).filter(inFamily(t))) {
-          if (foundVxlan.has(describeVxlanBlock(b))) continue;
+          if (!stillSent(b) || foundVxlan.has(describeVxlanBlock(b))) continue;
           foundVxlan.add(describeVxlanBlock(b));
           vxlanBlocks = [...vxlanBlocks, b];
         }
       }
-      const named = new Set(unread.map(describeUnread));
-      unread = [...unread, ...unreadInput.filter((t) => !named.has(describeUnread(t)))];
+      // One entry per table, the latest read's: a table only the first read missed counts where that
+      // read decided (the VXLAN input walk, when there are peers to tunnel to).
+      const latest = new Map(unread.map((t) => [t.family, t]));
+      if (vxlan.length > 0) for (const t of unreadInput) if (!latest.has(t.family)) latest.set(t.family, t);
+      unread = [...latest.values()].sort((a, b) => compareOrdinal(a.family, b.family));
     } catch (err) {
       const error = errorText(err);
       if (error !== this.current.error) {
@@ -352,7 +365,7 @@ export class ForwardFirewallWatch {
     podCIDRs: readonly string[],
     write: (cmd: FirewallCommand) => Promise<unknown>,
     stale: readonly RuleAt[],
-  ): Promise<{ blocks: ForwardBlock[]; unread?: UnreadTable[] }> {
+  ): Promise<{ blocks: ForwardBlock[]; unread?: UnreadTable[]; answered?: ReadonlySet<string> }> {
     const inserted: string[] = [];
     const errors: string[] = [];
     const { insert, misplaced, ineffective, unanswerable, owned } = planAccepts(rs, blocks);
@@ -404,7 +417,14 @@ export class ForwardFirewallWatch {
         ? 'the host firewall dropped pod traffic this node forwards; inserted rules that accept it (--no-accept-forward would only report it)'
         : 'the host firewall drops pod traffic this node forwards, and the accept rules trellis inserted did not let all of it through',
     );
-    return { blocks: after, unread: reread.unread ?? [] };
+    // The blocks an accept was inserted for, every insert in: what the re-read cannot tell of them
+    // (its table unread) is taken as answered, as the accept log says.
+    const inserts = new Set(insert.map(describeBlock));
+    return {
+      blocks: after,
+      unread: reread.unread ?? [],
+      ...(errors.length === 0 ? { answered: inserts } : {}),
+    };
   }
 
   /**

@@ -50,6 +50,7 @@ export {
   type ForwardFamily,
   type ForwardRuleset,
   isLegacy,
+  LEGACY_LIST_UNREADABLE,
   type LegacyFamily,
   parseChainRules,
   parseForwardBaseChains,

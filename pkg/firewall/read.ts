@@ -17,6 +17,7 @@ import {
   describeUnread,
   type ForwardRuleset,
   jumpTarget,
+  LEGACY_LIST_UNREADABLE,
   type LegacyFamily,
   parseChainRules,
   parseForwardBaseChains,
@@ -57,7 +58,7 @@ async function withLegacy(
     families = legacy.tables();
   } catch (err) {
     // Which tables exist is unknown: either may, and neither could be read.
-    const error = `listing the legacy tables: ${errorText(err)}`;
+    const error = `${LEGACY_LIST_UNREADABLE}${errorText(err)}`;
     return { ...rs, unread: LEGACY_FAMILIES.map((family) => ({ family, error })) };
   }
   const unread: UnreadTable[] = [];

@@ -77,6 +77,9 @@ export interface UnreadTable {
   error: string;
 }
 
+/** How an UnreadTable's error begins when the list of legacy tables itself could not be read. */
+export const LEGACY_LIST_UNREADABLE = 'listing the legacy tables: ';
+
 /** "iptables-legacy filter: spawn iptables-legacy-save ENOENT". */
 export function describeUnread(t: UnreadTable): string {
   return `${t.family} filter: ${t.error}`;

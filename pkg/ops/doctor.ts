@@ -12,6 +12,7 @@ import {
   describeBlock,
   describeVxlanBlock,
   fixCommand,
+  LEGACY_LIST_UNREADABLE,
   VXLAN_NOTE,
   vxlanFixCommand,
 } from '../firewall/index.ts';
@@ -489,9 +490,6 @@ function checkMasquerade(f: DoctorFacts): CheckResult {
   return r;
 }
 
-/** How the agent says it could not list the legacy tables (pkg/firewall/read.ts). */
-const LISTING_FAILED = 'listing the legacy tables: ';
-
 /**
  * No forward chain of another program's table (iptables' FORWARD, firewalld, ufw, Docker) drops what
  * this node forwards to or from its pods: one drop there is final, whatever trellis's table accepts.
@@ -555,14 +553,14 @@ function checkFirewall(f: DoctorFacts): CheckResult {
   }
   // A legacy table it could not read: neither its drops nor their fix can be known now. Both families
   // unread for one reason (/proc/net's list of tables unreadable) are one finding.
-  const listing = (fw.unreadTables ?? []).find((t) => t.includes(LISTING_FAILED));
+  const listing = (fw.unreadTables ?? []).find((t) => t.includes(LEGACY_LIST_UNREADABLE));
   if (listing !== undefined) {
     r.findings.push({
-      problem: `the agent cannot tell which legacy iptables tables the host has (${listing.slice(listing.indexOf(LISTING_FAILED) + LISTING_FAILED.length)}); what they drop is as the agent last read them, and trellis accepts nothing there meanwhile`,
+      problem: `the agent cannot tell which legacy iptables tables the host has (${listing.slice(listing.indexOf(LEGACY_LIST_UNREADABLE) + LEGACY_LIST_UNREADABLE.length)}); what they drop is as the agent last read them, and trellis accepts nothing there meanwhile`,
       fix: 'check that /proc/net/ip_tables_names and /proc/net/ip6_tables_names can be read in the agent container (cat them there)',
     });
   }
-  for (const t of (fw.unreadTables ?? []).filter((x) => !x.includes(LISTING_FAILED))) {
+  for (const t of (fw.unreadTables ?? []).filter((x) => !x.includes(LEGACY_LIST_UNREADABLE))) {
     const tool = `${t.slice(0, t.indexOf(' '))}-save`;
     r.findings.push({
       problem: `the agent cannot read the host firewall's legacy table ${t}; what it drops is as the agent last read it, and trellis accepts nothing there meanwhile`,

@@ -3,6 +3,7 @@ import { describe, expect, it } from 'vitest';
 import { ForwardFirewallWatch } from '../../../pkg/agent/forward-firewall.ts';
 import {
   ACCEPT_COMMENT,
+  commandText,
   type FirewallCommand,
   type ForwardRuleset,
   type Rule,
@@ -301,10 +302,12 @@ describe('ForwardFirewallWatch', () => {
     reads = [withLegacyDrop(dockerForward(false)), withLegacyDrop(dockerForward(true))];
     await watch.check(POD_CIDRS);
     expect(legacyBlocks().map((b) => b.by)).toEqual(['rule 1 in iptables-legacy filter FORWARD: drop']);
-    // Unread before the accepts, read after them: the re-read's drop, once.
+    // Unread before the accepts, read after them: the re-read's drop, once, and the table not called
+    // unread (nothing tunnels here: the first read's input walk decided nothing).
     reads = [unread(withLegacyDrop(dockerForward(false))), withLegacyDrop(dockerForward(true))];
     await watch.check(POD_CIDRS);
     expect(legacyBlocks()).toHaveLength(1);
+    expect(watch.state().unreadTables).toBeUndefined();
     // Read before the accepts, unread after them: that first read's drop stands.
     reads = [withLegacyDrop(dockerForward(false)), unread(withLegacyDrop(dockerForward(true)))];
     await watch.check(POD_CIDRS);
@@ -313,6 +316,46 @@ describe('ForwardFirewallWatch', () => {
       'iptables-legacy filter: iptables-legacy-save: exit status 4',
     ]);
     expect(lines.filter((l) => String(l.msg).includes('no longer drops'))).toEqual([]);
+  });
+
+  it('a legacy drop its accepts answered is not carried when the re-read cannot read the table; nor, once the pod CIDRs changed, a block of the old ones', async () => {
+    const legacyPolicyDrop: ForwardRuleset = {
+      baseChains: [{ family: 'iptables-legacy', table: 'filter', name: 'FORWARD', policy: 'drop', prio: 0 }],
+      rules: new Map([['iptables-legacy filter FORWARD', []]]),
+    };
+    const unreadLegacy: ForwardRuleset = {
+      baseChains: [],
+      rules: new Map(),
+      unread: [{ family: 'iptables-legacy', error: 'iptables-legacy-save: exit status 4' }],
+    };
+    let reads: ForwardRuleset[] = [];
+    const written: string[] = [];
+    const inserting = setup(
+      async () => reads.shift()!,
+      async (cmd) => void written.push(commandText(cmd)),
+    );
+    reads = [legacyPolicyDrop, unreadLegacy];
+    await inserting.watch.check(POD_CIDRS);
+    expect(written).toEqual([
+      expect.stringMatching(/^iptables-legacy -w 5 -A FORWARD -s 10\.244\.1\.0\/24 /),
+      expect.stringMatching(/^iptables-legacy -w 5 -A FORWARD -d 10\.244\.1\.0\/24 /),
+    ]);
+    // Answered, as the accept log says: not reported as dropping with the command just run as its fix.
+    expect(inserting.watch.state().blocks).toEqual([]);
+    expect(inserting.watch.state().unreadTables).toEqual([
+      'iptables-legacy filter: iptables-legacy-save: exit status 4',
+    ]);
+
+    // Report only: the drop stands while the table is unread, for the pod CIDRs still checked.
+    let next = legacyPolicyDrop;
+    const reporting = setup(async () => next);
+    await reporting.watch.check(POD_CIDRS);
+    expect(reporting.watch.state().blocks).toHaveLength(2);
+    next = unreadLegacy;
+    await reporting.watch.check(POD_CIDRS);
+    expect(reporting.watch.state().blocks).toHaveLength(2);
+    await reporting.watch.check(['10.245.0.0/24']);
+    expect(reporting.watch.state().blocks).toEqual([]);
   });
 
   it('checks asked for while one runs share one more after it, with the last pod CIDRs; no pod CIDRs yet: nothing read', async () => {
@@ -627,6 +670,49 @@ describe('ForwardFirewallWatch', () => {
       level: 30,
       msg: 'the host firewall lets in the VXLAN packets of the nodes this node tunnels to',
     });
+  });
+});
+
+describe('ForwardFirewallWatch: an unread legacy INPUT chain', () => {
+  it('keeps its VXLAN drop while the table is unread and the peers still tunnel; drops it once none does', async () => {
+    const kind = { family: 4 as const, port: 8472, sources: ['10.100.1.12'], devices: ['eth0'] };
+    let peers = [kind];
+    let readable = true;
+    const read = async (): Promise<ForwardRuleset> =>
+      readable
+        ? {
+            baseChains: [
+              {
+                family: 'iptables-legacy',
+                table: 'filter',
+                name: 'INPUT',
+                policy: 'drop',
+                prio: 0,
+                hook: 'input',
+              },
+            ],
+            rules: new Map([['iptables-legacy filter INPUT', []]]),
+          }
+        : {
+            baseChains: [],
+            rules: new Map(),
+            unread: [{ family: 'iptables-legacy', error: 'iptables-legacy-save: exit status 4' }],
+          };
+    const log = pino({ level: 'silent' });
+    const watch = new ForwardFirewallWatch({ read, vxlan: () => peers, log });
+    await watch.check(POD_CIDRS);
+    expect(watch.state().vxlanBlocks).toHaveLength(1);
+    readable = false;
+    await watch.check(POD_CIDRS);
+    expect(watch.state().vxlanBlocks).toEqual([
+      { family: 4, port: 8472, chain: 'iptables-legacy filter INPUT', by: 'policy drop' },
+    ]);
+    expect(watch.state().unreadTables).toEqual([
+      'iptables-legacy filter: iptables-legacy-save: exit status 4',
+    ]);
+    peers = [];
+    await watch.check(POD_CIDRS);
+    expect(watch.state().vxlanBlocks).toEqual([]);
   });
 });
 
