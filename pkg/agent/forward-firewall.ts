@@ -23,6 +23,7 @@
 import { compareOrdinal } from '../compare.ts';
 import { errorText } from '../error-text.ts';
 import {
+  acceptCommand,
   commandText,
   DOCKER_NOTE,
   deleteCommand,
@@ -255,8 +256,12 @@ export class ForwardFirewallWatch {
       // check's, for the prefixes and VXLAN packets still checked): "no longer drops" would be a guess.
       // Nothing is written there while it cannot be read (its rules and their order are unknown).
       const inFamily = (f: UnreadTable) => (b: { chain: string }) => b.chain.startsWith(`${f.family} `);
-      const checked = new Set(this.readPrefixes(podCIDRs).map((c) => canonicalCidr(c) ?? c));
-      const stillChecked = (b: ForwardBlock): boolean => checked.has(canonicalCidr(b.podCIDR) ?? b.podCIDR);
+      // This node's own CIDRs are walked inside a wider prefix for the operator's drops of them only.
+      const canon = (c: string): string => canonicalCidr(c) ?? c;
+      const checked = new Set(podCIDRs.map(canon));
+      const own = new Set(this.readPrefixes(podCIDRs).map(canon));
+      const stillChecked = (b: ForwardBlock): boolean =>
+        checked.has(canon(b.podCIDR)) || (b.targeted === true && own.has(canon(b.podCIDR)));
       const found = new Set(blocks.map(describeBlock));
       for (const t of unread) {
         const last = unreadInput.some((u) => u.family === t.family)
@@ -417,14 +422,11 @@ export class ForwardFirewallWatch {
         ? 'the host firewall dropped pod traffic this node forwards; inserted rules that accept it (--no-accept-forward would only report it)'
         : 'the host firewall drops pod traffic this node forwards, and the accept rules trellis inserted did not let all of it through',
     );
-    // The blocks an accept was inserted for, every insert in: what the re-read cannot tell of them
-    // (its table unread) is taken as answered, as the accept log says.
-    const inserts = new Set(insert.map(describeBlock));
-    return {
-      blocks: after,
-      unread: reread.unread ?? [],
-      ...(errors.length === 0 ? { answered: inserts } : {}),
-    };
+    // The blocks whose accept went in: what the re-read cannot tell of them (its table unread) is taken
+    // as answered, as the accept log says.
+    const went = new Set(inserted);
+    const answeredNow = insert.filter((b) => went.has(commandText(acceptCommand(b)))).map(describeBlock);
+    return { blocks: after, unread: reread.unread ?? [], answered: new Set(answeredNow) };
   }
 
   /**

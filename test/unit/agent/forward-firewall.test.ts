@@ -346,6 +346,17 @@ describe('ForwardFirewallWatch', () => {
       'iptables-legacy filter: iptables-legacy-save: exit status 4',
     ]);
 
+    // One insert refused: only the drop whose accept went in is taken as answered.
+    const refusing = setup(
+      async () => reads.shift()!,
+      async (cmd) => {
+        if (commandText(cmd).includes(' -d ')) throw new Error('iptables-legacy: exit status 4');
+      },
+    );
+    reads = [legacyPolicyDrop, unreadLegacy];
+    await refusing.watch.check(POD_CIDRS);
+    expect(refusing.watch.state().blocks.map((b) => b.direction)).toEqual(['to-pods']);
+
     // Report only: the drop stands while the table is unread, for the pod CIDRs still checked.
     let next = legacyPolicyDrop;
     const reporting = setup(async () => next);
@@ -670,6 +681,60 @@ describe('ForwardFirewallWatch', () => {
       level: 30,
       msg: 'the host firewall lets in the VXLAN packets of the nodes this node tunnels to',
     });
+  });
+});
+
+describe("ForwardFirewallWatch: an unread legacy table and this node's own CIDRs", () => {
+  it('carries a drop of the own CIDR walked inside the wider pod network only when it is the operator’s (targeted)', async () => {
+    const own = '10.244.1.0/24';
+    const dropOwn = (targeted: boolean): ForwardRuleset => ({
+      baseChains: [
+        { family: 'iptables-legacy', table: 'filter', name: 'FORWARD', policy: 'accept', prio: 0 },
+      ],
+      rules: new Map([
+        [
+          'iptables-legacy filter FORWARD',
+          [
+            {
+              handle: 1,
+              expr: [
+                ...(targeted
+                  ? [
+                      {
+                        match: {
+                          op: '==',
+                          left: { payload: { protocol: 'ip', field: 'saddr' } },
+                          right: { prefix: { addr: '10.244.1.0', len: 24 } },
+                        },
+                      },
+                    ]
+                  : []),
+                { drop: null },
+              ],
+            },
+          ],
+        ],
+      ]),
+    });
+    for (const targeted of [true, false]) {
+      let next = dropOwn(targeted);
+      const watch = new ForwardFirewallWatch({
+        read: async () => next,
+        own: () => [own],
+        log: pino({ level: 'silent' }),
+      });
+      // At start the agent checks its own CIDR alone, then the cluster's pod network.
+      await watch.check([own], { keepOthers: true });
+      expect(watch.state().blocks.length).toBeGreaterThan(0);
+      next = {
+        baseChains: [],
+        rules: new Map(),
+        unread: [{ family: 'iptables-legacy', error: 'iptables-legacy-save: exit status 4' }],
+      };
+      await watch.check(['10.244.0.0/16']);
+      const carried = watch.state().blocks.map((b) => `${b.podCIDR} ${b.direction}`);
+      expect(carried).toEqual(targeted ? [`${own} from-pods`] : []);
+    }
   });
 });
 
