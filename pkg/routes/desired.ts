@@ -630,7 +630,8 @@ export function desiredRoutes(
   // After the skips, so a skipped node's reasons come first: only nodes routed (or planned to be: this
   // one and every peer with a valid pod CIDR) are claims; a leftover Node without one routes nowhere.
   const routedPeers = new Set(decisions.filter((d) => d.path !== 'unreachable').map((d) => d.node));
-  reportSharedInternalIPs(indexNodeIPs([me, ...parsed]), self.name, routedPeers, problems);
+  const claimants = new Set([me.name, ...parsed.map((n) => n.name)]);
+  reportSharedInternalIPs(nodeIPs, claimants, self.name, routedPeers, problems);
 
   // Parse each destination once, not twice per comparison.
   const keyed = routes.map((r) => ({ r, c: parseCidr(r.dst)! }));
@@ -664,16 +665,19 @@ function indexNodeIPs(nodes: readonly Pick<ParsedNode, 'name' | 'ips'>[]): Recor
  */
 function reportSharedInternalIPs(
   index: Record<Family, NodeIP[]>,
+  claimants: ReadonlySet<string>,
   selfName: string,
   routedPeers: ReadonlySet<string>,
   problems: Problem[],
 ): void {
-  for (const family of [4, 6] as Family[]) {
+  for (const family of FAMILIES) {
     const list = index[family];
     for (let i = 0; i < list.length; ) {
       let j = i + 1;
       while (j < list.length && list[j]!.value === list[i]!.value) j++;
-      const names = j - i === 1 ? [] : list.slice(i, j).map((e) => e.node);
+      // The index holds every Node's addresses; only this node and the peers with a valid pod CIDR claim.
+      const names =
+        j - i === 1 ? [] : list.slice(i, j).flatMap((e) => (claimants.has(e.node) ? [e.node] : []));
       if (names.length > 1) {
         const ip = formatIp({ family, value: list[i]!.value });
         for (const name of names) {
