@@ -6,7 +6,7 @@ import { addAttachment } from '../datapath/add.ts';
 import { BackgroundDeleter } from '../datapath/background-deleter.ts';
 import { KeyedMutex } from '../datapath/keyed-mutex.ts';
 import { attachmentKey, attachmentOfKey, hostVethName, leaseLogFields } from '../datapath/names.ts';
-import { leaseNetnsLive } from '../datapath/netns-identity.ts';
+import { judgeLeaseNetns } from '../datapath/netns-identity.ts';
 import {
   type Family,
   IPV6_MIN_MTU,
@@ -286,11 +286,8 @@ export class Agent {
    * the lease records it): for doctor.
    */
   netnsAlive(lease: Lease): boolean | undefined {
-    try {
-      return leaseNetnsLive(lease, this.ports.netns);
-    } catch {
-      return undefined; // the agent cannot tell now (out of file descriptors): no verdict
-    }
+    const verdict = judgeLeaseNetns(lease, this.ports.netns);
+    return 'live' in verdict ? verdict.live : undefined;
   }
 
   /** The uid of this node's Node object as the cache holds it (undefined standalone or before the list). */

@@ -1,8 +1,7 @@
 import { removeHostVeths } from '../datapath/gc.ts';
 import { hostVethName, leaseLogFields, shortId } from '../datapath/names.ts';
-import { leaseNetnsLive } from '../datapath/netns-identity.ts';
+import { judgeLeaseNetns } from '../datapath/netns-identity.ts';
 import type { DatapathDeps } from '../datapath/types.ts';
-import { errorText } from '../error-text.ts';
 import type { Lease } from '../ipam/index.ts';
 import type { K8sClient } from '../k8s/index.ts';
 import type { Logger } from '../observe/logger.ts';
@@ -66,12 +65,10 @@ export async function collectLeases(opts: {
     // No verdict (the agent out of descriptors or memory) is taken for "there": such a lease goes only
     // where its veth alone settles it (gone with its pair), and the others are judged next period.
     const netnsLive = (l: Lease): boolean => {
-      try {
-        return leaseNetnsLive(l, datapath.netns);
-      } catch (err) {
-        unjudged.push({ lease: l, error: errorText(err) });
-        return true;
-      }
+      const verdict = judgeLeaseNetns(l, datapath.netns);
+      if ('live' in verdict) return verdict.live;
+      unjudged.push({ lease: l, error: verdict.unjudged });
+      return true;
     };
     const stale = staleLeases(leases, pods.items, netnsLive, busy, (l) =>
       links.has(hostVethName(l.containerId, l.ifname)),

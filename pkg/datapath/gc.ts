@@ -1,9 +1,8 @@
 import { CniCode, CniError, toCniError } from '../cni/errors.ts';
-import { errorText } from '../error-text.ts';
 import type { Lease } from '../ipam/index.ts';
 import { deleteLinkIfNamedInBackground } from './delete-link.ts';
 import { attachmentKey, attachmentOfKey, hostVethName, isHostVethName } from './names.ts';
-import { leaseNetnsLive } from './netns-identity.ts';
+import { judgeLeaseNetns } from './netns-identity.ts';
 import { TRELLIS_ROUTE_PROTOCOL } from './ports.ts';
 import { isPreparedName } from './prepared-pairs.ts';
 import type { AttachmentKey, DatapathDeps } from './types.ts';
@@ -217,16 +216,14 @@ export async function sweepOrphans(
   for (const lease of deps.ipam.list()) {
     if (links.has(hostVethName(lease.containerId, lease.ifname))) continue;
     // Gone also when its path names another namespace now (a reused PID, a reboot): netns-identity.ts.
-    let nsGone: boolean;
-    try {
-      nsGone = !leaseNetnsLive(lease, deps.netns);
-    } catch (e) {
+    const verdict = judgeLeaseNetns(lease, deps.netns);
+    if (!('live' in verdict)) {
       // The agent cannot tell (out of descriptors or memory): kept, which is always safe here; the
       // lease collector and the next start judge it again.
-      unjudged.push({ lease, error: errorText(e) });
+      unjudged.push({ lease, error: verdict.unjudged });
       continue;
     }
-    if (nsGone && deps.ipam.release(lease)) releasedLeases.push(lease);
+    if (!verdict.live && deps.ipam.release(lease)) releasedLeases.push(lease);
   }
   const heldFromKernel: NonNullable<GcOutcome['heldFromKernel']> = [];
   const refused = new Map<string, string>();

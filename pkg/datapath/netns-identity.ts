@@ -1,4 +1,5 @@
 import { CniCode, CniError } from '../cni/errors.ts';
+import { errorText } from '../error-text.ts';
 import type { Lease } from '../ipam/index.ts';
 import type { NetnsPort } from './ports.ts';
 
@@ -62,6 +63,22 @@ export function leaseNetnsLive(
   if (lease.netns === undefined || lease.netns === '') return false;
   if (lease.netnsId === undefined || netns.bootId === undefined) return netns.isNetns(lease.netns);
   return netnsIdentityOf(netns, lease.netns) === lease.netnsId;
+}
+
+/**
+ * leaseNetnsLive, or, where the agent cannot tell (out of file descriptors or memory), why: no verdict,
+ * which every caller keeps apart from "gone" (a lease freed on it would hand a running pod's address
+ * out again).
+ */
+export function judgeLeaseNetns(
+  lease: Pick<Lease, 'netns' | 'netnsId'>,
+  netns: IdentityPort & Pick<NetnsPort, 'openNetnsFd' | 'closeFd' | 'isNetns'>,
+): { live: boolean } | { unjudged: string } {
+  try {
+    return { live: leaseNetnsLive(lease, netns) };
+  } catch (err) {
+    return { unjudged: errorText(err) };
+  }
 }
 
 /**
