@@ -506,12 +506,8 @@ function underlayOfOthers(
     const ip = formatIp({ family: shared.cidr.family, value: shared.cidr.network });
     return `InternalIP ${ip} of node ${name} is also node ${shared.other}'s`;
   }
-  const own = ips.find((i) =>
-    state.basis.self.internalIPs.some((t) => {
-      const p = parseIp(t);
-      return p !== undefined && p.family === i.family && p.value === i.network;
-    }),
-  );
+  const mine = hostPrefixes(state.basis.self);
+  const own = ips.find((i) => mine.some((m) => m.family === i.family && m.network === i.network));
   if (own !== undefined) {
     return `InternalIP ${formatIp({ family: own.family, value: own.network })} of node ${name} is also this node's`;
   }
