@@ -20,7 +20,6 @@
  * With the VXLAN packets of the peers this node tunnels to (deps.vxlan), it also walks the input
  * chains for them (pkg/firewall/vxlan-input.ts) and reports a drop there; that it never fixes.
  */
-import { compareOrdinal } from '../compare.ts';
 import { errorText } from '../error-text.ts';
 import {
   acceptCommand,
@@ -58,6 +57,7 @@ import {
 } from '../firewall/ruleset.ts';
 import { canonicalCidr } from '../ip/index.ts';
 import type { Logger } from '../observe/logger.ts';
+import { carryUnread } from './unread-tables.ts';
 
 export interface ForwardFirewallState {
   /** ISO 8601; absent until the first check finished. */
@@ -251,43 +251,18 @@ export class ForwardFirewallWatch {
           (b) => !dropped.has(describeBlock(b)),
         );
       }
-      // What a table that could not be read dropped when it last was read stands (this check's first
-      // read, less what its accepts answered, when only the re-read after them failed; else the last
-      // check's, for the prefixes and VXLAN packets still checked): "no longer drops" would be a guess.
-      // Nothing is written there while it cannot be read (its rules and their order are unknown).
-      const inFamily = (f: UnreadTable) => (b: { chain: string }) => b.chain.startsWith(`${f.family} `);
-      // This node's own CIDRs are walked inside a wider prefix for the operator's drops of them only.
-      const canon = (c: string): string => canonicalCidr(c) ?? c;
-      const checked = new Set(podCIDRs.map(canon));
-      const own = new Set(this.readPrefixes(podCIDRs).map(canon));
-      const stillChecked = (b: ForwardBlock): boolean =>
-        checked.has(canon(b.podCIDR)) || (b.targeted === true && own.has(canon(b.podCIDR)));
-      const found = new Set(blocks.map(describeBlock));
-      for (const t of unread) {
-        const last = unreadInput.some((u) => u.family === t.family)
-          ? this.current.blocks.filter(stillChecked)
-          : firstBlocks.filter((b) => !answered.has(describeBlock(b)));
-        for (const b of last.filter(inFamily(t))) {
-          if (found.has(describeBlock(b))) continue;
-          found.add(describeBlock(b));
-          blocks = [...blocks, b];
-        }
-      }
-      const foundVxlan = new Set(vxlanBlocks.map(describeVxlanBlock));
-      const stillSent = (b: VxlanInBlock): boolean =>
-        vxlan.some((k) => k.family === b.family && k.port === b.port);
-      for (const t of unreadInput) {
-        for (const b of (this.current.vxlanBlocks ?? []).filter(inFamily(t))) {
-          if (!stillSent(b) || foundVxlan.has(describeVxlanBlock(b))) continue;
-          foundVxlan.add(describeVxlanBlock(b));
-          vxlanBlocks = [...vxlanBlocks, b];
-        }
-      }
-      // One entry per table, the latest read's: a table only the first read missed counts where that
-      // read decided (the VXLAN input walk, when there are peers to tunnel to).
-      const latest = new Map(unread.map((t) => [t.family, t]));
-      if (vxlan.length > 0) for (const t of unreadInput) if (!latest.has(t.family)) latest.set(t.family, t);
-      unread = [...latest.values()].sort((a, b) => compareOrdinal(a.family, b.family));
+      ({ blocks, vxlanBlocks, unread } = carryUnread({
+        blocks,
+        vxlanBlocks,
+        unreadFirst: unreadInput,
+        unreadLatest: unread,
+        firstBlocks,
+        answered,
+        last: this.current,
+        podCIDRs,
+        own: this.readPrefixes(podCIDRs),
+        vxlan,
+      }));
     } catch (err) {
       const error = errorText(err);
       if (error !== this.current.error) {
