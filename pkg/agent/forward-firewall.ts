@@ -74,11 +74,11 @@ export interface ForwardFirewallState {
   /** Why the last read failed (the blocks are then the last known); absent when it worked. */
   error?: string;
   /**
-   * Legacy iptables tables the last check could not read (`iptables-legacy filter: <why>`): their
+   * Legacy iptables tables the last check could not read, with why (describeUnread says them): their
    * blocks are those of the last check that read them, and trellis writes nothing there meanwhile.
    * Absent when every table was read.
    */
-  unreadTables?: string[];
+  unreadTables?: UnreadTable[];
   /** The agent does not look (--firewall-check-seconds 0). */
   off?: true;
   /**
@@ -279,7 +279,7 @@ export class ForwardFirewallWatch {
       blocks,
       vxlanBlocks,
       ...(undecided.length === 0 ? {} : { undecided }),
-      ...(unread.length === 0 ? {} : { unreadTables: unread.map(describeUnread) }),
+      ...(unread.length === 0 ? {} : { unreadTables: unread }),
       ...(earlier.length === 0
         ? {}
         : {

@@ -10,9 +10,11 @@ import { isHostVethName, shortId } from '../datapath/names.ts';
 import {
   DOCKER_NOTE,
   describeBlock,
+  describeUnread,
   describeVxlanBlock,
   fixCommand,
   LEGACY_LIST_UNREADABLE,
+  type UnreadTable,
   VXLAN_NOTE,
   vxlanFixCommand,
 } from '../firewall/index.ts';
@@ -553,17 +555,18 @@ function checkFirewall(f: DoctorFacts): CheckResult {
   }
   // A legacy table it could not read: neither its drops nor their fix can be known now. Both families
   // unread for one reason (/proc/net's list of tables unreadable) are one finding.
-  const listing = (fw.unreadTables ?? []).find((t) => t.includes(LEGACY_LIST_UNREADABLE));
+  const unlisted = (t: UnreadTable): boolean => t.error.startsWith(LEGACY_LIST_UNREADABLE);
+  const listing = (fw.unreadTables ?? []).find(unlisted);
   if (listing !== undefined) {
     r.findings.push({
-      problem: `the agent cannot tell which legacy iptables tables the host has (${listing.slice(listing.indexOf(LEGACY_LIST_UNREADABLE) + LEGACY_LIST_UNREADABLE.length)}); what they drop is as the agent last read them, and trellis accepts nothing there meanwhile`,
+      problem: `the agent cannot tell which legacy iptables tables the host has (${listing.error.slice(LEGACY_LIST_UNREADABLE.length)}); what they drop is as the agent last read them, and trellis accepts nothing there meanwhile`,
       fix: 'check that /proc/net/ip_tables_names and /proc/net/ip6_tables_names can be read in the agent container (cat them there)',
     });
   }
-  for (const t of (fw.unreadTables ?? []).filter((x) => !x.includes(LEGACY_LIST_UNREADABLE))) {
-    const tool = `${t.slice(0, t.indexOf(' '))}-save`;
+  for (const t of (fw.unreadTables ?? []).filter((x) => !unlisted(x))) {
+    const tool = `${t.family}-save`;
     r.findings.push({
-      problem: `the agent cannot read the host firewall's legacy table ${t}; what it drops is as the agent last read it, and trellis accepts nothing there meanwhile`,
+      problem: `the agent cannot read the host firewall's legacy table ${describeUnread(t)}; what it drops is as the agent last read it, and trellis accepts nothing there meanwhile`,
       fix: `make ${tool} run in the agent's container (the image ships it; the agent log says "could not read a legacy iptables table"), and check the table on the node: ${tool} -t filter`,
     });
   }

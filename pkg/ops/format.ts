@@ -1,5 +1,6 @@
 /** Human output of the operator commands: aligned tables and short key/value blocks. Pure. */
 import { basename } from 'node:path';
+import { describeUnread } from '../firewall/index.ts';
 import type { CoverageReport } from './coverage.ts';
 import type { DoctorReport } from './doctor.ts';
 import { failingReadiness, isReady, type LeasesView, type RoutesView, type StatusView } from './views.ts';
@@ -46,7 +47,7 @@ function judged(f: NonNullable<StatusView['forwardFirewall']>): string {
   const unread =
     f.unreadTables === undefined || f.unreadTables.length === 0
       ? ''
-      : `; CANNOT READ ${f.unreadTables.join('; ')} (what it drops as last read)`;
+      : `; CANNOT READ ${f.unreadTables.map(describeUnread).join('; ')} (what it drops as last read)`;
   if (f.blocks.length === 0 && vxlan.length === 0 && unread === '') {
     return unjudged === ''
       ? `lets pod traffic through (checked ${f.checkedAt})${earlier}`

@@ -236,7 +236,7 @@ describe('ForwardFirewallWatch', () => {
     await watch.check(POD_CIDRS);
     expect(chains()).toEqual(['iptables-legacy filter FORWARD']);
     expect(watch.state()).toMatchObject({
-      unreadTables: ['iptables-legacy filter: spawn iptables-legacy-save ENOENT'],
+      unreadTables: [{ family: 'iptables-legacy', error: 'spawn iptables-legacy-save ENOENT' }],
     });
     expect(watch.state().error).toBeUndefined();
     expect(watch.state().undecided).toBeUndefined();
@@ -313,7 +313,7 @@ describe('ForwardFirewallWatch', () => {
     await watch.check(POD_CIDRS);
     expect(legacyBlocks()).toHaveLength(1);
     expect(watch.state().unreadTables).toEqual([
-      'iptables-legacy filter: iptables-legacy-save: exit status 4',
+      { family: 'iptables-legacy', error: 'iptables-legacy-save: exit status 4' },
     ]);
     expect(lines.filter((l) => String(l.msg).includes('no longer drops'))).toEqual([]);
   });
@@ -343,7 +343,7 @@ describe('ForwardFirewallWatch', () => {
     // Answered, as the accept log says: not reported as dropping with the command just run as its fix.
     expect(inserting.watch.state().blocks).toEqual([]);
     expect(inserting.watch.state().unreadTables).toEqual([
-      'iptables-legacy filter: iptables-legacy-save: exit status 4',
+      { family: 'iptables-legacy', error: 'iptables-legacy-save: exit status 4' },
     ]);
 
     // One insert refused: only the drop whose accept went in is taken as answered.
@@ -773,7 +773,7 @@ describe('ForwardFirewallWatch: an unread legacy INPUT chain', () => {
       { family: 4, port: 8472, chain: 'iptables-legacy filter INPUT', by: 'policy drop' },
     ]);
     expect(watch.state().unreadTables).toEqual([
-      'iptables-legacy filter: iptables-legacy-save: exit status 4',
+      { family: 'iptables-legacy', error: 'iptables-legacy-save: exit status 4' },
     ]);
     peers = [];
     await watch.check(POD_CIDRS);

@@ -863,7 +863,7 @@ describe('doctor', () => {
     agentValue(f).status.forwardFirewall = {
       checkedAt: '2026-12-01T10:00:00.000Z',
       blocks: [],
-      unreadTables: ['ip6tables-legacy filter: spawn ip6tables-legacy-save ENOENT'],
+      unreadTables: [{ family: 'ip6tables-legacy', error: 'spawn ip6tables-legacy-save ENOENT' }],
     };
     const unread = runDoctor(f).checks.find((c) => c.name === 'firewall')!;
     expect(unread.skipped).toBeUndefined();
@@ -881,7 +881,10 @@ describe('doctor', () => {
     agentValue(f).status.forwardFirewall = {
       checkedAt: '2026-12-01T10:00:00.000Z',
       blocks: [],
-      unreadTables: [`iptables-legacy filter: ${listing}`, `ip6tables-legacy filter: ${listing}`],
+      unreadTables: [
+        { family: 'iptables-legacy', error: listing },
+        { family: 'ip6tables-legacy', error: listing },
+      ],
     };
     expect(runDoctor(f).checks.find((c) => c.name === 'firewall')!.findings).toEqual([
       {

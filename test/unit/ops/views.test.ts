@@ -280,7 +280,7 @@ describe('status: the host firewall line', () => {
     const fw = {
       checkedAt: '2026-12-01T10:00:00.000Z',
       blocks: [],
-      unreadTables: ['iptables-legacy filter: spawn iptables-legacy-save ENOENT'],
+      unreadTables: [{ family: 'iptables-legacy' as const, error: 'spawn iptables-legacy-save ENOENT' }],
     };
     const text = formatStatus(statusView({ ...snapshot(), forwardFirewall: fw }, '0.1.0', 'v24'));
     expect(text).not.toMatch(/lets pod traffic through/);
