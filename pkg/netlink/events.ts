@@ -17,7 +17,7 @@ import { NFNLGRP_NFTABLES, nftablesSkipRule, parseNftablesMessage } from './nft-
 import { compileSkipFilters } from './skip-filter.ts';
 import { RtnlSocket, type SocketFilter, type SocketProbe, type SocketWants } from './socket.ts';
 import { compileAcceptFilter, type FilterClause, NLMSG_HDRLEN } from './socket-filter.ts';
-import { decodeAttrs } from './wire.ts';
+import { decodeAttrs, i32le, u32le } from './wire.ts';
 
 /**
  * Kernel change notifications for self-healing: the agent watches its own routes and re-adds one
@@ -139,8 +139,8 @@ function linkEventFilter(interest: LinkEventInterest): Buffer {
 
 /** An RTM_NEWLINK payload that set its link down (linkEventFilter's 'down', read in JS). */
 function setDown(payload: Buffer): boolean {
-  const change = payload.readUInt32LE(IFI_CHANGE - NLMSG_HDRLEN);
-  const flags = payload.readUInt32LE(IFI_FLAGS - NLMSG_HDRLEN);
+  const change = u32le(payload, IFI_CHANGE - NLMSG_HDRLEN);
+  const flags = u32le(payload, IFI_FLAGS - NLMSG_HDRLEN);
   return (change & IFF_UP) !== 0 && (change & IFF_RUNNING) === 0 && (flags & IFF_UP) === 0;
 }
 
@@ -284,7 +284,7 @@ export function subscribeNeighbourDeletions(
     { required: [RTNLGRP.NEIGH] },
     (type, payload) => {
       if (type !== RTM.DELNEIGH || payload.length < 8) return undefined;
-      const ifindex = payload.readInt32LE(4);
+      const ifindex = i32le(payload, 4);
       const entry = payload.length >= 12 ? deletedEntry(payload, ifindex) : undefined;
       return { type: 'deleted', ifindex, family: payload[0]!, ...(entry === undefined ? {} : { entry }) };
     },

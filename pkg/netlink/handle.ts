@@ -58,7 +58,7 @@ import {
 } from './requests.ts';
 import { answersFor, keyHolder, routeTo } from './route-lookup.ts';
 import { type Request, RtnlSocket, type SocketProbe } from './socket.ts';
-import type { RawMessage } from './wire.ts';
+import { type RawMessage, u8 } from './wire.ts';
 
 /** NetlinkHandle plus what only the VXLAN backend needs. */
 export interface ExtendedNetlinkHandle extends NetlinkHandle {
@@ -310,7 +310,7 @@ class Handle implements ExtendedNetlinkHandle {
       { type: RTM.GETROUTE, flags: 0, body: dumpRoutesBody(filter.family), op: 'RTM_GETROUTE dump' },
       (m) => {
         if (failure !== undefined || m.type !== RTM.NEWROUTE) return;
-        if (filter.protocol !== undefined && m.payload.readUInt8(5) !== filter.protocol) return;
+        if (filter.protocol !== undefined && u8(m.payload, 5) !== filter.protocol) return;
         // This runs inside the socket's native callback, where nothing may throw: failures wait.
         try {
           nhid = undefined;

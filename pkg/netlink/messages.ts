@@ -38,13 +38,16 @@ import { bytesToIp, bytesToMac, familyOf, ipToBytes, macToBytes, parsePrefix } f
 import {
   attr,
   decodeAttrs,
+  i32le,
   NLA_TYPE_MASK,
   nested,
   putAttrHeader,
   putU32le,
   strAttr,
+  u8,
   u8Attr,
   u16BeAttr,
+  u16be,
   u16le,
   u32Attr,
   u32be,
@@ -163,8 +166,8 @@ export function createVxlanBody(spec: CreateVxlan): Body {
 
 /** RTM_NEWLINK payload -> LinkInfo. */
 export function parseLink(payload: Buffer): LinkInfo {
-  const index = payload.readInt32LE(4);
-  const flags = payload.readUInt32LE(8);
+  const index = i32le(payload, 4);
+  const flags = u32le(payload, 8);
   // One walk, values read in place: a link carries ~50 attributes (statistics, queues, ...) and a
   // view per attribute made every listing of a node's hundred veths ~0.5 MB of garbage.
   let name = '';
@@ -186,10 +189,10 @@ export function parseLink(payload: Buffer): LinkInfo {
         mac = bytesToMac(payload.subarray(at, off + len));
         break;
       case IFLA.MTU:
-        if (len >= 8) mtu = payload.readUInt32LE(at);
+        if (len >= 8) mtu = u32le(payload, at);
         break;
       case IFLA.LINK:
-        if (len >= 8) peer = payload.readInt32LE(at);
+        if (len >= 8) peer = i32le(payload, at);
         break;
       case IFLA.LINKINFO:
         kind = linkKind(payload, at, off + len);
@@ -227,21 +230,20 @@ export function parseVxlanParams(payload: Buffer): VxlanParams | null {
   const local = data.get(IFLA_VXLAN.LOCAL) ?? data.get(IFLA_VXLAN.LOCAL6);
   const learning = data.get(IFLA_VXLAN.LEARNING);
   return {
-    vni: id !== undefined && id.length >= 4 ? id.readUInt32LE(0) : -1,
-    port: port !== undefined && port.length >= 2 ? port.readUInt16BE(0) : -1, // network byte order
+    vni: id !== undefined && id.length >= 4 ? u32le(id, 0) : -1,
+    port: port !== undefined && port.length >= 2 ? u16be(port, 0) : -1, // network byte order
     localIp:
       local !== undefined && (local.length === 4 || local.length === 16) ? bytesToIp(local) : undefined,
-    learning: learning !== undefined && learning.length >= 1 && learning.readUInt8(0) !== 0,
+    learning: learning !== undefined && learning.length >= 1 && u8(learning, 0) !== 0,
   };
 }
 
 /** IFLA_INFO_KIND inside an IFLA_LINKINFO nest that spans [start, end). */
 function linkKind(buf: Buffer, start: number, end: number): string | undefined {
   for (let off = start; off + 4 <= end; ) {
-    const len = buf.readUInt16LE(off);
+    const len = u16le(buf, off);
     if (len < 4 || off + len > end) break;
-    if ((buf.readUInt16LE(off + 2) & NLA_TYPE_MASK) === IFLA_INFO.KIND)
-      return cStringAt(buf, off + 4, off + len);
+    if ((u16le(buf, off + 2) & NLA_TYPE_MASK) === IFLA_INFO.KIND) return cStringAt(buf, off + 4, off + len);
     off += (len + 3) & ~3;
   }
   return undefined;
@@ -287,7 +289,7 @@ export function dumpAddressesBody(family?: Family): Body {
 }
 
 export function parseAddress(payload: Buffer): AddressInfo | undefined {
-  const family = familyOfAf(payload.readUInt8(0));
+  const family = familyOfAf(u8(payload, 0));
   if (family === undefined) return undefined;
   // IFA_LOCAL is the address when there is one, IFA_ADDRESS then the peer (point-to-point): IPv4
   // always sends IFA_LOCAL, IPv6 only for an address with a peer (else IFA_ADDRESS is the address).
@@ -306,10 +308,10 @@ export function parseAddress(payload: Buffer): AddressInfo | undefined {
   if (chosen === undefined) return undefined;
   return {
     family,
-    ifindex: payload.readUInt32LE(4),
+    ifindex: u32le(payload, 4),
     address: chosen,
-    prefixLen: payload.readUInt8(1),
-    scope: scopeName(payload.readUInt8(3)),
+    prefixLen: u8(payload, 1),
+    scope: scopeName(u8(payload, 3)),
   };
 }
 
@@ -595,9 +597,9 @@ export interface RouteAnswer {
 }
 
 export function parseRouteAnswer(payload: Buffer): RouteAnswer | undefined {
-  const family = familyOfAf(payload.readUInt8(0));
+  const family = familyOfAf(u8(payload, 0));
   if (family === undefined) return undefined;
-  const prefixLen = payload.readUInt8(1);
+  const prefixLen = u8(payload, 1);
   let dst = `${family === 4 ? '0.0.0.0' : '::'}/${prefixLen}`;
   const ifindexes: number[] = [];
   const add = (ifindex: number): void => {
@@ -609,16 +611,16 @@ export function parseRouteAnswer(payload: Buffer): RouteAnswer | undefined {
   for (const [type, value] of decodeAttrs(payload, 12)) {
     if (type === RTA.GATEWAY || type === RTA.VIA) viaSomewhere = true;
     if (type === RTA.DST) dst = `${bytesToIp(value)}/${prefixLen}`;
-    else if (type === RTA.OIF && value.length >= 4) add(value.readUInt32LE(0));
-    else if (type === RTA.NH_ID && value.length >= 4) nexthopId = value.readUInt32LE(0);
+    else if (type === RTA.OIF && value.length >= 4) add(u32le(value, 0));
+    else if (type === RTA.NH_ID && value.length >= 4) nexthopId = u32le(value, 0);
     else if (type === RTA.MULTIPATH) {
       viaSomewhere = true;
       multipath = true;
       // struct rtnexthop { u16 len; u8 flags; u8 hops; s32 ifindex; } then its attributes, 4-aligned.
       for (let off = 0; off + 8 <= value.length; ) {
-        const len = value.readUInt16LE(off);
+        const len = u16le(value, off);
         if (len < 8 || off + len > value.length) break;
-        add(value.readInt32LE(off + 4));
+        add(i32le(value, off + 4));
         off += (len + 3) & ~3;
       }
     }
@@ -626,9 +628,9 @@ export function parseRouteAnswer(payload: Buffer): RouteAnswer | undefined {
   const answer: RouteAnswer = {
     family,
     dst,
-    unicast: payload.readUInt8(7) === RTN.UNICAST,
+    unicast: u8(payload, 7) === RTN.UNICAST,
     ifindexes,
-    protocol: payload.readUInt8(5),
+    protocol: u8(payload, 5),
     table: routeTable(payload),
     onLink: !viaSomewhere && nexthopId === undefined,
   };
@@ -644,7 +646,7 @@ export function routeNexthopId(payload: Buffer): number | undefined {
 
 /** Table of a route message without building the whole RouteInfo (dump filtering). */
 export function routeTable(payload: Buffer): number {
-  return routeU32(payload, RTA.TABLE) ?? payload.readUInt8(4);
+  return routeU32(payload, RTA.TABLE) ?? u8(payload, 4);
 }
 
 /** A u32 attribute of a route message, found without decoding the others. */
@@ -656,10 +658,9 @@ function routeU32(payload: Buffer, type: number): number | undefined {
 function u32AttrIn(payload: Buffer, from: number, end: number, type: number): number | undefined {
   let found: number | undefined;
   for (let off = from; off + 4 <= end; ) {
-    const len = payload.readUInt16LE(off);
+    const len = u16le(payload, off);
     if (len < 4 || off + len > end) break;
-    if ((payload.readUInt16LE(off + 2) & NLA_TYPE_MASK) === type && len >= 8)
-      found = payload.readUInt32LE(off + 4);
+    if ((u16le(payload, off + 2) & NLA_TYPE_MASK) === type && len >= 8) found = u32le(payload, off + 4);
     off += (len + 3) & ~3;
   }
   return found;
@@ -723,7 +724,7 @@ export function dumpNeighboursBody(family: number = AF.UNSPEC): Body {
 
 /** Neighbour entries with a link-layer address (incomplete/failed entries have none). */
 export function parseNeighbour(payload: Buffer): NeighbourEntry | undefined {
-  const family = familyOfAf(payload.readUInt8(0));
+  const family = familyOfAf(u8(payload, 0));
   if (family === undefined) return undefined;
   const a = decodeAttrs(payload, 12);
   const dst = a.get(NDA.DST);
@@ -731,10 +732,10 @@ export function parseNeighbour(payload: Buffer): NeighbourEntry | undefined {
   if (dst === undefined || ll === undefined || ll.length !== 6) return undefined;
   return {
     family,
-    ifindex: payload.readInt32LE(4),
+    ifindex: i32le(payload, 4),
     address: bytesToIp(dst),
     mac: bytesToMac(ll),
-    permanent: (payload.readUInt16LE(8) & NUD.PERMANENT) !== 0,
+    permanent: (u16le(payload, 8) & NUD.PERMANENT) !== 0,
   };
 }
 
@@ -749,10 +750,10 @@ export function fdbBody(e: FdbEntry): Body {
 
 /** FDB entries that name a remote (NDA_DST); local/bridge-port entries have none and are skipped. */
 export function parseFdb(payload: Buffer): FdbEntry | undefined {
-  if (payload.readUInt8(0) !== AF.BRIDGE) return undefined;
+  if (u8(payload, 0) !== AF.BRIDGE) return undefined;
   const a = decodeAttrs(payload, 12);
   const dst = a.get(NDA.DST);
   const ll = a.get(NDA.LLADDR);
   if (dst === undefined || ll === undefined || ll.length !== 6) return undefined;
-  return { ifindex: payload.readInt32LE(4), mac: bytesToMac(ll), dst: bytesToIp(dst) };
+  return { ifindex: i32le(payload, 4), mac: bytesToMac(ll), dst: bytesToIp(dst) };
 }

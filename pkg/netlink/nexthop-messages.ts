@@ -2,7 +2,17 @@ import type { Family } from '../datapath/ports.ts';
 import { AF, NHA, RTNH_F_ONLINK } from './constants.ts';
 import { bytesToIp, familyOf, ipToBytes, ipv4Value } from './ip.ts';
 import type { Body } from './messages.ts';
-import { decodeAttrs, putAttrHeader, putU32Attr, putU32be, putU32le, u32Attr, zeroed } from './wire.ts';
+import {
+  decodeAttrs,
+  putAttrHeader,
+  putU32Attr,
+  putU32be,
+  putU32le,
+  u8,
+  u32Attr,
+  u32le,
+  zeroed,
+} from './wire.ts';
 
 /**
  * Nexthop objects (RTM_NEWNEXTHOP, Linux 5.3+), single-path only: what trellis writes for its
@@ -73,7 +83,7 @@ export function nexthopGroupMembers(payload: Buffer): number[] | undefined {
   const group = decodeAttrs(payload, 8).get(NHA.GROUP);
   if (group === undefined) return undefined;
   const ids: number[] = [];
-  for (let off = 0; off + 8 <= group.length; off += 8) ids.push(group.readUInt32LE(off));
+  for (let off = 0; off + 8 <= group.length; off += 8) ids.push(u32le(group, off));
   return ids;
 }
 
@@ -85,15 +95,15 @@ export function parseNexthop(payload: Buffer): NexthopInfo | undefined {
   const a = decodeAttrs(payload, 8);
   const id = a.get(NHA.ID);
   if (id === undefined) return undefined;
-  const nh: NexthopInfo = { id: id.readUInt32LE(0), protocol: payload.readUInt8(2) };
+  const nh: NexthopInfo = { id: u32le(id, 0), protocol: u8(payload, 2) };
   if (a.has(NHA.GROUP) || a.has(NHA.BLACKHOLE)) return nh;
-  const af = payload.readUInt8(0);
+  const af = u8(payload, 0);
   if (af === AF.INET) nh.family = 4;
   else if (af === AF.INET6) nh.family = 6;
   const gw = a.get(NHA.GATEWAY);
   if (gw !== undefined) nh.gateway = bytesToIp(gw);
   const oif = a.get(NHA.OIF);
-  if (oif !== undefined) nh.ifindex = oif.readUInt32LE(0);
-  if ((payload.readUInt32LE(4) & RTNH_F_ONLINK) !== 0) nh.onlink = true;
+  if (oif !== undefined) nh.ifindex = u32le(oif, 0);
+  if ((u32le(payload, 4) & RTNH_F_ONLINK) !== 0) nh.onlink = true;
   return nh;
 }

@@ -9,7 +9,7 @@ import { endianness } from 'node:os';
 import type { NftablesEvent, NftObjectKind } from '../datapath/ports.ts';
 import type { SkipRule } from './skip-filter.ts';
 import { NLMSG_HDRLEN } from './socket-filter.ts';
-import { NLA_TYPE_MASK } from './wire.ts';
+import { NLA_TYPE_MASK, u8, u16le } from './wire.ts';
 
 /** NFNLGRP_NFTABLES. */
 export const NFNLGRP_NFTABLES = 7;
@@ -48,11 +48,11 @@ export function parseNftablesMessage(type: number, payload: Buffer, portid = 0):
   if (msg === NEWGEN) return { type: 'generation', portid };
   const kind = OBJECTS[msg];
   if (kind === undefined || payload.length < NFGENMSG_LEN) return undefined;
-  const family = payload.readUInt8(0);
+  const family = u8(payload, 0);
   for (let off = NFGENMSG_LEN; off + 4 <= payload.length; ) {
-    const len = payload.readUInt16LE(off);
+    const len = u16le(payload, off);
     if (len < 4 || off + len > payload.length) break;
-    if ((payload.readUInt16LE(off + 2) & NLA_TYPE_MASK) === ATTR_TABLE) {
+    if ((u16le(payload, off + 2) & NLA_TYPE_MASK) === ATTR_TABLE) {
       let end = off + len;
       while (end > off + 4 && payload[end - 1] === 0) end--; // NUL-terminated string
       return { type: 'change', ...kind, family, table: payload.toString('utf8', off + 4, end), portid };

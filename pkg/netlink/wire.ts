@@ -137,7 +137,8 @@ export function zeroed(size: number): Buffer {
 /**
  * A u16 or u32 in host (little-endian) or network order at off, read by index, not through Buffer's
  * methods: a dump's thousands of messages and their attributes pass through these, in an agent
- * without V8's optimizing tiers, where each method call cost more than the read itself.
+ * without V8's optimizing tiers, where each method call cost more than the read itself, and
+ * allocated: Node checks the offset through a wrapper taking rest arguments, an array per read.
  */
 export function u16le(b: Buffer, off: number): number {
   return b[off]! | (b[off + 1]! << 8);
@@ -145,6 +146,18 @@ export function u16le(b: Buffer, off: number): number {
 
 export function u32le(b: Buffer, off: number): number {
   return (b[off]! | (b[off + 1]! << 8) | (b[off + 2]! << 16) | (b[off + 3]! << 24)) >>> 0;
+}
+
+export function u8(b: Buffer, off: number): number {
+  return b[off] ?? 0;
+}
+
+export function i32le(b: Buffer, off: number): number {
+  return b[off]! | (b[off + 1]! << 8) | (b[off + 2]! << 16) | (b[off + 3]! << 24);
+}
+
+export function u16be(b: Buffer, off: number): number {
+  return (b[off]! << 8) | b[off + 1]!;
 }
 
 export function u32be(b: Buffer, off: number): number {
@@ -210,9 +223,9 @@ export function decodeAttrs(buf: Buffer, offset = 0): Map<number, Buffer> {
   const out = new Map<number, Buffer>();
   let off = offset;
   while (off + 4 <= buf.length) {
-    const len = buf.readUInt16LE(off);
+    const len = u16le(buf, off);
     if (len < 4 || off + len > buf.length) break;
-    out.set(buf.readUInt16LE(off + 2) & NLA_TYPE_MASK, buf.subarray(off + 4, off + len));
+    out.set(u16le(buf, off + 2) & NLA_TYPE_MASK, buf.subarray(off + 4, off + len));
     off += align4(len);
   }
   return out;
@@ -220,6 +233,6 @@ export function decodeAttrs(buf: Buffer, offset = 0): Map<number, Buffer> {
 
 /** The errno carried by an NLMSG_ERROR payload: 0 for an ACK, a positive errno otherwise. */
 export function decodeErrno(payload: Buffer): number {
-  const v = payload.length < 4 ? 0 : payload.readInt32LE(0);
+  const v = payload.length < 4 ? 0 : i32le(payload, 0);
   return v === 0 ? 0 : -v;
 }

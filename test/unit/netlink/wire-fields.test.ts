@@ -1,6 +1,16 @@
 import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
-import { putU16le, putU32be, putU32le, u16le, u32be, u32le } from '../../../pkg/netlink/wire.ts';
+import {
+  i32le,
+  putU16le,
+  putU32be,
+  putU32le,
+  u8,
+  u16be,
+  u16le,
+  u32be,
+  u32le,
+} from '../../../pkg/netlink/wire.ts';
 
 // The index stores replace Buffer's checked writers on the hot encode path: they must lay out the
 // same bytes, leave the neighbours alone, and read back through the decoders.
@@ -45,5 +55,20 @@ describe('field stores', () => {
     expect([...b]).toEqual([0x45, 0x23, 0, 0]);
     putU32le(b, 0, -1);
     expect(u32le(b, 0)).toBe(0xffffffff);
+  });
+
+  it('the index readers read what the Buffer readers read, signed and big-endian too', () => {
+    fc.assert(
+      fc.property(fc.uint8Array({ minLength: 16, maxLength: 16 }), at, (bytes, off) => {
+        const b = Buffer.from(bytes);
+        expect(u8(b, off)).toBe(b.readUInt8(off));
+        expect(u16le(b, off)).toBe(b.readUInt16LE(off));
+        expect(u16be(b, off)).toBe(b.readUInt16BE(off));
+        expect(u32le(b, off)).toBe(b.readUInt32LE(off));
+        expect(i32le(b, off)).toBe(b.readInt32LE(off));
+      }),
+    );
+    // An ifindex of -1 (a link netns id the kernel could not name) stays negative.
+    expect(i32le(Buffer.from([0xff, 0xff, 0xff, 0xff]), 0)).toBe(-1);
   });
 });
