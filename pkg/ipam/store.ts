@@ -279,11 +279,14 @@ export class LeaseStore {
     // the lease file leaves leases/, so no crash in between can turn them into orphans.
     const quarantine = (file: string, reason: string): void => {
       const owner = file.endsWith(LEASE_SUFFIX) ? file.slice(0, -LEASE_SUFFIX.length) : '';
-      const target = this.#quarantineName(file);
       const keep = [...reservations].filter(([, o]) => o === owner && owner !== '').map(([a]) => a);
-      const heldFile = join(this.#quarantine, `${target}${HELD_SUFFIX}`);
-      const reasonFile = join(this.#quarantine, `${target}.reason`);
+      // Named inside the try: an unreadable quarantine/ leaves the record in place like any failure.
+      const written: string[] = [];
       try {
+        const target = this.#quarantineName(file);
+        const heldFile = join(this.#quarantine, `${target}${HELD_SUFFIX}`);
+        const reasonFile = join(this.#quarantine, `${target}.reason`);
+        written.push(heldFile, reasonFile);
         this.#try(`quarantining leases/${file}`, () => {
           if (keep.length > 0) {
             this.#writeFile(heldFile, `${keep.join('\n')}\n`, true);
@@ -301,7 +304,7 @@ export class LeaseStore {
       } catch (err) {
         // Left where it is, its addresses held in memory: an agent that cannot start cannot serve
         // the DELs that would free the disk. The next load tries again.
-        for (const f of [heldFile, reasonFile]) this.#removeQuietly(f);
+        for (const f of written) this.#removeQuietly(f);
         if (owner !== '' && keep.length > 0) this.#leftInPlace.set(owner, keep);
         report.quarantined.push({
           file: join(this.#leases, file),
@@ -618,7 +621,7 @@ export class LeaseStore {
 
   #quarantineName(file: string): string {
     const base = `${file.endsWith(LEASE_SUFFIX) ? file : `${file}${LEASE_SUFFIX}`}.${Date.now()}`;
-    const taken = new Set(this.#fs.readdirSync(this.#quarantine));
+    const taken = new Set(this.#try('listing quarantine/', () => this.#fs.readdirSync(this.#quarantine)));
     let name = base;
     for (let i = 1; taken.has(name); i++) name = `${base}-${i}`;
     return name;

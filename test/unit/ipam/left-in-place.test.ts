@@ -20,7 +20,7 @@ const RANGES = ['10.244.1.0/24', 'fd00:10:244:1::/64'];
 const TORN = { containerId: 'torn', ifname: 'eth0' };
 const OWNER = 'torn@eth0';
 
-type Op = 'open' | 'write' | 'unlink';
+type Op = 'open' | 'write' | 'unlink' | 'readdir';
 
 /** The real file system, failing with `errno` each operation on a path that `refuse` matches. */
 function faultyFs(): { fs: StoreFs; refuse: (rule?: { op: Op; path: RegExp; errno: string }) => void } {
@@ -46,6 +46,10 @@ function faultyFs(): { fs: StoreFs; refuse: (rule?: { op: Op; path: RegExp; errn
     unlinkSync: (path) => {
       check('unlink', path);
       realFs.unlinkSync(path);
+    },
+    readdirSync: (path) => {
+      check('readdir', path);
+      return realFs.readdirSync(path);
     },
   };
   return {
@@ -125,6 +129,48 @@ describe('a lease record left in place at load', () => {
     expect(readFileSync(record)).toEqual(before);
     expect(reservationsOnDisk(dir)).toEqual(reservations);
     expect(heldAfterReload(dir, tornAddresses)).toEqual(tornAddresses);
+  });
+
+  it('answers an ADD of its key with a store error when quarantine/ cannot be listed', () => {
+    const { dir, ipam, refuse, record, tornAddresses } = loadWithRecordLeftInPlace();
+    const before = readFileSync(record);
+    refuse({ op: 'readdir', path: /\/quarantine$/, errno: 'EIO' });
+    const err = catchCni(() => ipam.allocate(TORN));
+    expect(err.code).toBe(CniCode.IPAM_STORE_FAILED);
+    expect(err.message).toContain('listing quarantine/ failed: EIO');
+    refuse(undefined);
+    expect(readFileSync(record)).toEqual(before);
+    expect(heldAfterReload(dir, tornAddresses)).toEqual(tornAddresses);
+  });
+
+  it('is left in place, not a failed load, when quarantine/ cannot be listed to name it', () => {
+    const dir = join(tempDir(), 'state');
+    const first = openIpam({ dir, ranges: RANGES });
+    const tornAddresses = first.allocate(TORN).addresses.map((a) => a.address);
+    const record = join(dir, 'leases', `${OWNER}.json`);
+    writeFileSync(record, '{"version": 1, "contai');
+    const { fs, refuse } = faultyFs();
+    // The load's first listing of quarantine/ (its .held lists) works; naming the record fails.
+    let listings = 0;
+    const countingFs: StoreFs = {
+      ...fs,
+      readdirSync: (path) => {
+        if (/\/quarantine$/.test(path) && ++listings === 2)
+          refuse({ op: 'readdir', path: /\/quarantine$/, errno: 'EIO' });
+        try {
+          return fs.readdirSync(path);
+        } finally {
+          refuse(undefined);
+        }
+      },
+    };
+    const ipam = openIpamWith({ dir, ranges: RANGES }, countingFs);
+    expect(listings).toBeGreaterThanOrEqual(2);
+    expect(ipam.loadReport.quarantined).toEqual([
+      expect.objectContaining({ leftInPlace: expect.stringContaining('listing quarantine/ failed: EIO') }),
+    ]);
+    expect(ipam.heldAddresses(TORN).map((a) => a.address)).toEqual(tornAddresses);
+    expect(readFileSync(record, 'utf8')).toBe('{"version": 1, "contai');
   });
 
   it('keeps the old addresses held after an ADD of its key writes a new lease over the record', () => {
