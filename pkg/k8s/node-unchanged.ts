@@ -29,6 +29,8 @@ export function nodeUnchanged(
     const o = rec(obj);
     const meta = rec(o?.metadata);
     if (o === undefined || meta === undefined || meta.name !== view.name) return false;
+    // What a problem was made of may be gone from the object while everything good still matches.
+    if (view.problems !== undefined) return false;
     if ((meta.uid ?? '') !== view.uid) return false;
     if (meta.resourceVersion !== undefined && typeof meta.resourceVersion !== 'string') return false;
     const spec = rec(o.spec) ?? {};
@@ -59,8 +61,7 @@ function samePodCIDRs(spec: Rec, cidrs: readonly string[]): boolean {
 
 /**
  * The InternalIP entries, in order, are the view's (a repeat of an earlier one is skipped, as toNodeView
- * does). An entry that is not an IP address equals none of them, so a Node whose view has problems is
- * always converted again.
+ * does). An entry that is not an IP address equals none of them.
  */
 function sameInternalIPs(addresses: unknown, ips: readonly string[]): boolean {
   if (addresses === undefined || addresses === null) return ips.length === 0;

@@ -169,6 +169,9 @@ describe('nodeUnchanged: a raw Node against its cached view', () => {
     const withProblems = viewOf(bad);
     expect(withProblems.problems).toHaveLength(1);
     expect(nodeUnchanged(bad, withProblems)).toBe(false);
+    // The bad entry gone, the good ones as they were: the view's problem is gone too, so not unchanged.
+    expect(sameNodeContent(withProblems, viewOf(kubeletNode()))).toBe(false);
+    expect(nodeUnchanged(kubeletNode(), withProblems)).toBe(false);
 
     const throwing = kubeletNode();
     Object.defineProperty(throwing.status, 'addresses', {
