@@ -49,8 +49,10 @@ export interface NodeInformerOptions {
   /** Every change to the cache, from the watch or found by a relist. */
   onEvent?: (type: NodeEventType, node: NodeView) => void;
   /**
-   * The API answered: a list completed, or a watch was accepted (by a transport that says so) or
-   * delivered a line. For a log line saying a failure is over, at once rather than at the next change.
+   * The API serves the watch again: one was accepted (by a transport that says so) and stayed open
+   * ANSWER_HOLD_MS without an ERROR, or delivered a line that is not one. For a log line saying a
+   * failure is over, at once rather than at the next change. Not a list alone, nor a watch accepted
+   * only to fail (410 from a lagging watch cache): each would end a failure the next attempt repeats.
    */
   onAnswered?: () => void;
   /** A MODIFIED event that changed nothing a view holds (not passed to onEvent): for a debug log. */
@@ -110,6 +112,8 @@ export interface NodeInformer {
 }
 
 const SHORT_WATCH_MS = 1000;
+/** How long an accepted watch stays open without an ERROR before it counts as the API answering. */
+const ANSWER_HOLD_MS = 100;
 /** Inactivity timeouts (WATCH_IDLE_MS each) in a row without a line before the informer relists. */
 const SILENT_WATCHES_BEFORE_RELIST = 2;
 /** A Retry-After beyond this is not taken at its word (a misconfigured proxy must not park the watch). */
@@ -222,7 +226,6 @@ export function startNodeInformerOn(api: CoreApi, opts: NodeInformerOptions): No
     synced = true;
     relists++;
     heard();
-    safely(() => opts.onAnswered?.());
     if (opts.onSync) safely(() => opts.onSync?.(snapshot()));
   };
 
@@ -274,6 +277,15 @@ export function startNodeInformerOn(api: CoreApi, opts: NodeInformerOptions): No
     const stop = (): void => stopper.abort();
     signal.addEventListener('abort', stop, { once: true });
     const timeoutSeconds = Math.round(watchTimeout * (1 + random()));
+    // An ERROR arrives right behind the 200 that accepted the watch: held back until one would have.
+    let answerHold: ReturnType<typeof setTimeout> | undefined;
+    let told = false;
+    const answered = (): void => {
+      clearTimeout(answerHold);
+      if (told) return;
+      told = true;
+      safely(() => opts.onAnswered?.());
+    };
     try {
       const end = await api.transport.watch(
         'watch nodes',
@@ -284,15 +296,16 @@ export function startNodeInformerOn(api: CoreApi, opts: NodeInformerOptions): No
           timeoutSeconds,
           onOpen: () => {
             heard();
-            safely(() => opts.onAnswered?.());
+            answerHold = setTimeout(answered, ANSWER_HOLD_MS);
           },
         },
         (type, obj) => {
           if (stopper.signal.aborted) return;
           heard();
           events++;
-          if (events === 1 && type !== 'ERROR') safely(() => opts.onAnswered?.());
+          if (events === 1 && type !== 'ERROR') answered();
           if (type === 'ERROR') {
+            clearTimeout(answerHold);
             const e = fromStatus('watch nodes', obj);
             if (e.isGone) expired = true;
             else failure = e;
@@ -316,6 +329,7 @@ export function startNodeInformerOn(api: CoreApi, opts: NodeInformerOptions): No
       if (e.isGone) return { kind: 'expired' };
       throw e;
     } finally {
+      clearTimeout(answerHold);
       signal.removeEventListener('abort', stop);
     }
   };
@@ -350,7 +364,9 @@ export function startNodeInformerOn(api: CoreApi, opts: NodeInformerOptions): No
             goneAfterList++;
             throw new K8sError(
               'watch nodes',
-              `the watch from a fresh list's resourceVersion ${fromRv} expired at once (410 Gone, ${goneAfterList} in a row): listing again after a backoff`,
+              // The same text each time (no count, no resourceVersion): the log says a failure that
+              // goes on once, not once per attempt.
+              "the watch from a fresh list's resourceVersion expired at once (410 Gone): listing again after a backoff",
               undefined,
               K8sReason.WATCH,
             );

@@ -84,7 +84,7 @@ describe('node informer: the API answering again', () => {
   it('is said as soon as a watch is accepted after failures, not at the next change of a Node', async () => {
     let answered = 0;
     const { errors } = await start(0, () => answered++);
-    expect(answered).toBeGreaterThanOrEqual(1); // the first list
+    await waitFor(() => answered >= 1, 'the first watch accepted', 5_000);
     // The API refuses watches for a while (an outage), then serves them again; no Node changes.
     let refusing = true;
     // The open watch hears nothing (no BOOKMARKs here) and ends on the inactivity timeout.
