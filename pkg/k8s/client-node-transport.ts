@@ -141,8 +141,8 @@ function bounded<T>(op: string, work: Promise<T>, ms: number, signal?: AbortSign
         );
       }
     }, ms);
-    if (signal?.aborted) return onAbort();
-    signal?.addEventListener('abort', onAbort, { once: true });
+    // Handled before anything can return: the work has started, and a refusal it settles with later
+    // would otherwise be an unhandled rejection.
     work.then(
       (v) => {
         if (finish()) resolve(v);
@@ -151,6 +151,8 @@ function bounded<T>(op: string, work: Promise<T>, ms: number, signal?: AbortSign
         if (finish()) reject(err);
       },
     );
+    if (signal?.aborted) return onAbort();
+    signal?.addEventListener('abort', onAbort, { once: true });
   });
 }
 

@@ -28,13 +28,13 @@ afterEach(async () => {
   rmSync(dir, { recursive: true, force: true });
 });
 
-/** A transport whose credential plugin sleeps for 20 s. */
-function hangingTransport(opts: { requestTimeoutMs?: number; watchIdleMs?: number }) {
+/** A transport whose credential plugin sleeps for 20 s (or runs `script`). */
+function hangingTransport(opts: { requestTimeoutMs?: number; watchIdleMs?: number }, script?: string) {
   const plugin = join(dir, 'credential-plugin');
   // Its process id and its child's noted, for the test that neither runs on: a wrapper script that
   // runs its tool without exec (the shell and the tool are two processes).
   const pids = join(dir, 'pids');
-  writeFileSync(plugin, `#!/bin/sh\necho $$ >> ${pids}\nsleep 20 &\necho $! >> ${pids}\nwait\n`);
+  writeFileSync(plugin, script ?? `#!/bin/sh\necho $$ >> ${pids}\nsleep 20 &\necho $! >> ${pids}\nwait\n`);
   chmodSync(plugin, 0o755);
   const path = join(dir, 'kubeconfig');
   writeFileSync(
@@ -122,6 +122,27 @@ describe('client-node transport, a credential plugin that never returns', () => 
       new AbortController().signal,
     );
     expect(quiet).toBe('timeout');
+  });
+
+  it('a call whose signal has already aborted is refused, and its failing request leaves no unhandled rejection', async () => {
+    const t = hangingTransport({}, '#!/bin/sh\nexit 1\n'); // the plugin fails at once: the request rejects
+    const unhandled: unknown[] = [];
+    const onUnhandled = (reason: unknown): void => {
+      unhandled.push(reason);
+    };
+    process.on('unhandledRejection', onUnhandled);
+    try {
+      const ac = new AbortController();
+      ac.abort();
+      const err = await t
+        .listPage('list nodes', '/api/v1/nodes', { limit: 10 }, ac.signal)
+        .catch((e: unknown) => e);
+      expect((err as K8sError).message).toMatch(/abandoned: the client is stopping/);
+      await new Promise((r) => setTimeout(r, 1_000)); // the plugin has run and failed by then
+      expect(unhandled).toEqual([]);
+    } finally {
+      process.off('unhandledRejection', onUnhandled);
+    }
   });
 
   it('the Node informer over it reports the failure, and stops at once when the agent stops', async () => {
