@@ -44,6 +44,7 @@ import { startFirewallChecks } from './firewall-checks.ts';
 import type { ForwardFirewallWatch } from './forward-firewall.ts';
 import { ForwardPrefixes } from './forward-prefixes.ts';
 import { enableForwarding, keepForwardingOn, type RouterAdvertisementGuard } from './forwarding.ts';
+import { releaseHeldWithoutVeth } from './held-sweep.ts';
 import { HostSideCheck, stillLeased } from './host-side-check.ts';
 import { type KernelTriggers, startKernelTriggers } from './kernel-triggers.ts';
 import { collectLeases, removeAttachments } from './lease-collector.ts';
@@ -111,7 +112,7 @@ export interface AgentHooks {
   onCniCall?: (record: CniCallRecord) => void;
   onPass?: (outcome: PassOutcome) => void;
   /** Leases released by the start-up sweep or the API-driven IPAM GC (metrics). */
-  onLeasesReclaimed?: (reason: 'startup-sweep' | 'api-gc', count: number) => void;
+  onLeasesReclaimed?: (reason: 'startup-sweep' | 'api-gc' | 'held-gone', count: number) => void;
   /** What became of a veth pair prepared when a pod namespace appeared (metrics). */
   onPreparedPair?: (outcome: PreparedOutcome) => void;
 }
@@ -561,6 +562,12 @@ export class Agent {
       () => (this.heldOutsideRanges ? this.rebuildHeldLeases() : Promise.resolve()),
       false,
     );
+    this.background.every(
+      'releasing held addresses of pods gone',
+      LEASE_GC_INTERVAL_MS,
+      () => this.releaseHeldOfPodsGone(),
+      false,
+    );
     if (kube !== undefined)
       this.background.every(
         'collecting leases of pods gone',
@@ -958,6 +965,18 @@ export class Agent {
     // tried again on a timer of their own. Failing the range change would fail every pass (no
     // routes, and no readiness at start) over one stale veth.
     this.heldOutsideRanges = unremoved > 0;
+  }
+
+  /** Held addresses whose pod's veth is gone, between the rebuilds (held-sweep.ts). */
+  private async releaseHeldOfPodsGone(): Promise<void> {
+    if (this.ipam === undefined || this.host === undefined || this.ipam.heldKeys().length === 0) return;
+    const released = await releaseHeldWithoutVeth({
+      ipam: this.ipam,
+      host: this.host,
+      busy: this.busyKeys,
+      log: this.component('ipam'),
+    });
+    if (released > 0) this.hooks.onLeasesReclaimed?.('held-gone', released);
   }
 
   private async collectLeases(): Promise<void> {

@@ -41,7 +41,7 @@ export interface MetricsSource {
   cniConfigShadowedBy?(): readonly string[];
 }
 
-export type ReclaimReason = 'startup-sweep' | 'api-gc' | 'cni-gc';
+export type ReclaimReason = 'startup-sweep' | 'api-gc' | 'cni-gc' | 'held-gone';
 
 /**
  * The agent's share of a CNI call: ADD ~2-3 ms, DEL ~1.5 ms (its veth goes after the answer), 10-35 ms
