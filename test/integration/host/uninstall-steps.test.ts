@@ -125,4 +125,33 @@ describe.skipIf(netnsSkipReason !== undefined)(title, () => {
       spawnSync('chattr', ['-i', pinned]);
     }
   });
+
+  it('keeps the binary when the config list naming it cannot be removed', async () => {
+    const host = pool.add('uhost3');
+    const real = createNetnsPort().openNetlinkIn(host.path);
+    handles.push(real);
+    const base = join(dir, 'list-stays');
+    const cniConfDir = join(base, 'net.d');
+    const cniBinDir = join(base, 'bin');
+    // A directory under the list's name: unlink(2) refuses it (EISDIR), for root too.
+    mkdirSync(join(cniConfDir, '10-trellis.conflist'), { recursive: true });
+    mkdirSync(cniBinDir, { recursive: true });
+    writeFileSync(join(cniBinDir, 'trellis'), 'binary');
+    const report = await uninstallTrellis({
+      host: real,
+      cniConfDir,
+      cniBinDir,
+      stateDir: join(base, 'state'),
+      socket: join(base, 'run', 'cni.sock'),
+      adminSocket: join(base, 'run', 'admin.sock'),
+      isTrellisDevice: () => false,
+      deleteNftTable: async () => false,
+    });
+    expect(report.failed).toEqual([
+      expect.stringMatching(/^removing the config list: .*10-trellis\.conflist/),
+      'removing the binary: kept: the config list naming it could not be removed',
+    ]);
+    expect(report.binary).toBe(false);
+    expect(existsSync(join(cniBinDir, 'trellis'))).toBe(true);
+  });
 });
