@@ -54,7 +54,7 @@ import { detectMtu } from './mtu-detect.ts';
 import { NetnsDirWatch } from './netns-dir-watch.ts';
 import { NodeStatusReporter } from './node-status.ts';
 import { type AgentRouteState, type AgentSnapshot, computeRouteState } from './operator-view.ts';
-import { CniConfigPublisher, describePublishBlock } from './publication.ts';
+import { CniConfigPublisher, describePublishBlock, withdrawPreviousBootConflist } from './publication.ts';
 import { ReadyMark } from './ready-mark.ts';
 import { memoryRefusal, type RememberedNode, RememberedNodeFile, rememberedMtu } from './remembered-node.ts';
 import { markRunning, markStopped } from './run-marker.ts';
@@ -345,6 +345,7 @@ export class Agent {
       );
     }
     this.readyMark = new ReadyMark(config.socket, log);
+    if (this.readyMark.absent()) await withdrawPreviousBootConflist(config.cniConfDir, log);
     // Ranges come from the controller (flags or the Node object); leases outside them go then.
     this.ipam = openIpam({
       dir: join(config.stateDir, 'ipam'),

@@ -9,10 +9,12 @@ import {
   entryExists,
   isMetaPluginConfig,
   publishConflist,
+  removeConflist,
   renderConflist,
   runtimeMountNs,
 } from '../cniconf/index.ts';
 import { PUBLISHED_NETWORK_NAME } from '../cniconf/render.ts';
+import { errorText } from '../error-text.ts';
 import type { Logger } from '../observe/logger.ts';
 import type { AgentConfig } from './config.ts';
 
@@ -21,6 +23,31 @@ export const REQUIRED_CNI_BINARIES = ['trellis', 'portmap', 'loopback'] as const
 
 /** What keeps the config list unpublished: the binaries it names missing, or unable to serve it. */
 export type PublishBlock = { missing: string[] } | { problems: { binary: string; problem: string }[] };
+
+/**
+ * The config list a previous boot's agent published, withdrawn at start when no ready marker vouches
+ * for this boot (a reboot empties /run, and the marker with it). It names an agent that is not ready
+ * yet: a runtime that loads it hands the node's new pods to a socket nobody serves (containerd 1.x
+ * even reports the node Ready on it), and one whose binary no longer runs here (a kernel of 64 KB
+ * pages booted since) would stay published for good. Written again once this agent is ready. A
+ * restart within the same boot (an upgrade, a crash) finds the marker and keeps the list.
+ */
+export async function withdrawPreviousBootConflist(dir: string, log: Logger): Promise<void> {
+  const file = join(dir, CONFLIST_FILE_NAME);
+  try {
+    if ((await removeConflist(dir, CONFLIST_FILE_NAME)) === 'removed') {
+      log.info(
+        { file },
+        'CNI config list of a previous boot withdrawn (no ready marker): published again once this agent is ready',
+      );
+    }
+  } catch (err) {
+    log.warn(
+      { file, error: errorText(err) },
+      'cannot withdraw the CNI config list of a previous boot: the runtime may send pods to this agent before it is ready',
+    );
+  }
+}
 
 /**
  * Writes the config list once the binaries it names are in place and run where the runtime runs them

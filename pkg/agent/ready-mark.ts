@@ -39,6 +39,11 @@ export class ReadyMark {
     }
   }
 
+  /** No marker at all: no agent was ready on this node since it booted (or the socket moved). */
+  absent(): boolean {
+    return readyMarkerAgeMs(this.path) === undefined;
+  }
+
   /**
    * Another agent was ready here within the grace (STATUS_GRACE_MS) and this one has not been yet: a
    * restart warming up. An agent that was ready and stopped being so (its Node gone, say) is not

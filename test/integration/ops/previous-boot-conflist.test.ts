@@ -1,0 +1,89 @@
+import { existsSync, mkdirSync, mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { afterAll, describe, expect, it } from 'vitest';
+import { type AgentProcess, removeAgentDir, startAgent } from '../../support/agent-process.ts';
+import { builtSkipReason, fakeCniBinDir } from '../../support/cni-driver.ts';
+import { NetnsPool, netnsSkipReason } from '../../support/netns.ts';
+
+const skip = netnsSkipReason ?? builtSkipReason();
+const WITHDRAWN = 'CNI config list of a previous boot withdrawn';
+
+/**
+ * The config list outlives a reboot (/etc/cni/net.d is on disk) while the ready marker does not (/run):
+ * a runtime loading the old list would send the node's new pods to an agent not ready yet. The agent
+ * withdraws it at start when no marker vouches for this boot, and publishes it again once ready; a
+ * restart within the boot (the marker there) keeps it. The real agent, its real files.
+ */
+describe.skipIf(skip !== undefined)(
+  `the config list of a previous boot${skip ? ` (skipped: ${skip})` : ''}`,
+  () => {
+    const pool = new NetnsPool();
+    const dir = mkdtempSync(join(tmpdir(), 'trl-boot-'));
+    const agentDir = join(dir, 'agent');
+    const confDir = join(dir, 'net.d');
+    const binDir = join(dir, 'bin');
+    const list = join(confDir, '10-trellis.conflist');
+    let agent: AgentProcess | undefined;
+
+    afterAll(async () => {
+      try {
+        await agent?.stop();
+      } finally {
+        pool.cleanup();
+        removeAgentDir(agentDir);
+        rmSync(dir, { recursive: true, force: true });
+      }
+    });
+
+    async function until(what: string, pred: () => boolean, timeoutMs = 15_000): Promise<void> {
+      const deadline = Date.now() + timeoutMs;
+      while (!pred()) {
+        if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
+        await new Promise((r) => setTimeout(r, 20));
+      }
+    }
+
+    it('is withdrawn at start without a ready marker and published again once ready; kept across a restart', async () => {
+      mkdirSync(confDir, { recursive: true });
+      mkdirSync(agentDir, { recursive: true });
+      fakeCniBinDir(binDir);
+      const host = pool.add('boot-host');
+      const start = (): AgentProcess =>
+        startAgent({
+          ns: host.name,
+          dir: agentDir,
+          podCIDRs: ['10.244.1.0/24'],
+          publish: { confDir, binDir },
+        });
+      const messages = (a: AgentProcess): string[] => a.logs.map((l) => String(l.msg));
+
+      agent = start();
+      await agent.ready();
+      await until('the list published', () => existsSync(list));
+      const marker = `${agent.socket}.ready`;
+      await until('the ready marker', () => existsSync(marker));
+      expect(messages(agent)).not.toContain(expect.stringContaining(WITHDRAWN)); // there was none
+      await agent.stop();
+
+      // A restart within the boot: the marker vouches, the list stays.
+      expect(existsSync(list)).toBe(true);
+      agent = start();
+      await agent.ready();
+      expect(messages(agent).some((m) => m.startsWith(WITHDRAWN))).toBe(false);
+      expect(existsSync(list)).toBe(true);
+      await agent.stop();
+
+      // A reboot: /run emptied (the marker gone), the list still on disk.
+      rmSync(marker);
+      agent = start();
+      await agent.ready();
+      await until('the list published again', () => existsSync(list));
+      const msgs = messages(agent);
+      const withdrawn = msgs.findIndex((m) => m.startsWith(WITHDRAWN));
+      const published = msgs.lastIndexOf('CNI config published');
+      expect(withdrawn).toBeGreaterThanOrEqual(0);
+      expect(published).toBeGreaterThan(withdrawn);
+    });
+  },
+);
