@@ -350,10 +350,21 @@ async function createVethReplacingStale(
       return created ?? undefined;
     } catch (err) {
       if ((err as { errno?: unknown }).errno !== 'EEXIST') throw err;
-      const stale = attempt === 0 ? await deps.host.getLink(hostName) : undefined;
-      if (stale === undefined) throw podIfnameTaken(req, err);
-      await deps.host.deleteLink(stale.index);
+      if (attempt > 0) throw podIfnameTaken(req, err);
+      // Absent now, the stale end may have gone since the EEXIST (a DEL's deletion retried): tried
+      // once more, which tells it from the pod's own interface of that name.
+      const stale = await deps.host.getLink(hostName);
+      if (stale !== undefined) await deleteUnlessGone(deps.host, stale.index);
     }
+  }
+}
+
+/** A link deleted by index; one already gone (ENODEV) is done all the same. */
+async function deleteUnlessGone(host: NetlinkHandle, index: number): Promise<void> {
+  try {
+    await host.deleteLink(index);
+  } catch (err) {
+    if ((err as { errno?: unknown }).errno !== 'ENODEV') throw err;
   }
 }
 
@@ -408,8 +419,9 @@ async function configurePreparedHostSide(
     } catch (err) {
       if (attempt > 0 || (err as { errno?: unknown }).errno !== 'EEXIST') throw err;
       const stale = await host.getLink(name);
-      if (stale === undefined || stale.index === index) throw err;
-      await host.deleteLink(stale.index);
+      if (stale?.index === index) throw err;
+      // Gone since the EEXIST (stale undefined): the rename is simply sent again.
+      if (stale !== undefined) await deleteUnlessGone(host, stale.index);
     }
   }
 }

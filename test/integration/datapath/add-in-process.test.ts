@@ -819,6 +819,39 @@ describe.skipIf(netnsSkipReason !== undefined)('addAttachment (root, real namesp
     expect(hostIndex()).toBeUndefined();
   });
 
+  it('ADD over a stale host end that goes away on its own meanwhile (a DEL retrying its deletion) succeeds', async () => {
+    for (const when of ['before the look', 'between the look and the delete'] as const) {
+      const { host, deps } = setUp(false, ['10.244.1.0/24']);
+      const name = hostVethName('c-stale', 'eth0');
+      const staleNs = pool.add('s');
+      // The stale pair of an earlier sandbox of the same attachment, its pod end in another namespace.
+      ip(host.name, 'link', 'add', name, 'type', 'veth', 'peer', 'name', 'eth0', 'netns', staleNs.name);
+      let raced = false; // the first look at the name only: later ones see the new pair
+      const racing: DatapathDeps = {
+        ...deps,
+        host: Object.assign(Object.create(deps.host) as NetlinkHandle, {
+          getLink: async (n: string) => {
+            const race = n === name && !raced;
+            raced ||= race;
+            if (race && when === 'before the look') ip(host.name, 'link', 'del', name);
+            const link = await deps.host.getLink(n);
+            if (race && when === 'between the look and the delete') ip(host.name, 'link', 'del', name);
+            return link;
+          },
+        }),
+      };
+      const att = await addAttachment(racing, {
+        containerId: 'c-stale',
+        ifname: 'eth0',
+        netns: pool.add('p').path,
+        mtu: 1500,
+      });
+      expect(raced, when).toBe(true);
+      expect(att.host.name, when).toBe(name);
+      expect(ipJson<IpLink[]>(host.name, 'link', 'show', 'dev', name)[0]!.ifindex, when).toBe(att.host.index);
+    }
+  });
+
   it('leaves no lease, reservation or veth of its own when the pod already has the interface name', async () => {
     const { host, deps } = setUp(true, ['10.244.1.0/24']);
     const pod = pool.add('p');
