@@ -443,7 +443,9 @@ export class RtnlSocket {
 
   private failAll(err: NetlinkError): void {
     for (const seq of [...this.pending.keys()]) {
-      const p = this.pending.get(seq)!;
+      // Finishing one may finish others (a transaction's guard settles its whole batch).
+      const p = this.pending.get(seq);
+      if (p === undefined) continue;
       this.finish(seq, new NetlinkError(err.errno, opText(p.op), { cause: err }));
     }
   }

@@ -227,6 +227,29 @@ describe.skipIf(netnsSkipReason !== undefined)(title, () => {
     }
   });
 
+  it('a socket closed while a transaction waits for its replies fails the transaction, and closes', async () => {
+    const sock = withNetns(inPlace.path, () => new RtnlSocket({ protocol: 12 /* NETLINK_NETFILTER */ }));
+    const guard = (type: number, op: string) => ({ type, flags: 0, body: [Buffer.from([0, 0, 0, 10])], op });
+    const element = (op: string) => ({
+      type: NFT_MSG_NEWSETELEM,
+      flags: 0,
+      body: setElementsBody('trellis', 'nomasq_v4', []),
+      op,
+    });
+    const pending = sock
+      .transaction(
+        guard(NFNL_MSG_BATCH_BEGIN, 'BEGIN'),
+        [element('first'), element('second')],
+        guard(NFNL_MSG_BATCH_END, 'END'),
+      )
+      .catch((e: unknown) => e);
+    // Sent, not yet answered: the replies are read on a later turn of the event loop.
+    expect(() => sock.close()).not.toThrow();
+    const err = await pending;
+    expect(err).toBeInstanceOf(NetlinkError);
+    expect((err as NetlinkError).errno).toBe('ECANCELED');
+  });
+
   it('with the table gone, the change is refused and the table applied again', async () => {
     nft(inPlace.name, ['delete', 'table', 'inet', 'trellis']);
     await step(withCluster('10.244.7.0/24'), 'applied');
