@@ -70,5 +70,10 @@ describe('field stores', () => {
     );
     // An ifindex of -1 (a link netns id the kernel could not name) stays negative.
     expect(i32le(Buffer.from([0xff, 0xff, 0xff, 0xff]), 0)).toBe(-1);
+    // A field past the end throws, as Buffer's readers do, never reads as 0.
+    const short = Buffer.from([1, 2, 3]);
+    for (const read of [u16le, u16be, u32le, u32be, i32le]) expect(() => read(short, 2)).toThrow(RangeError);
+    expect(() => u8(short, 3)).toThrow(RangeError);
+    expect(() => short.readUInt16LE(2)).toThrow(RangeError);
   });
 });
