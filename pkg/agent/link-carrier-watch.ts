@@ -31,6 +31,8 @@ export class LinkCarrierWatch {
    * it was first followed; undefined until either (a pass reads no flags).
    */
   private watched = new Map<number, boolean | undefined>();
+  /** ifindex -> notifications handled for it: a reading older than one of them is dropped. */
+  private heard = new Map<number, number>();
 
   /**
    * `readLink`: reads a link's state when it is first followed, so that one followed while down
@@ -46,13 +48,27 @@ export class LinkCarrierWatch {
     this.readLink = readLink;
   }
 
-  /** From now on, these links; the subscription is replaced only when the set changes. */
+  /**
+   * From now on, these links; the subscription is replaced only when the set changes. A replaced one
+   * loses what waited in the old socket (a link going down a moment before): every link is read
+   * again once the new one is open, and a state that differs from the known one is a change.
+   */
   follow(indexes: readonly number[]): void {
+    const replaced = !this.subscription.keeps(indexes);
     const next = new Map(indexes.map((i) => [i, this.watched.get(i)]));
     const fresh = indexes.filter((i) => !this.watched.has(i));
     this.watched = next;
+    this.subscribe();
     for (const index of fresh) this.seed(index);
-    this.subscription.follow([...next.keys()], ['add', 'delete'], (ev) => {
+    if (!replaced) return;
+    const known = indexes.filter((i) => !fresh.includes(i));
+    // Nothing to read them with: a pass reads the links instead.
+    if (this.readLink === undefined && known.length > 0) this.onChange({ overflow: true });
+    else for (const index of known) this.readAgain(index);
+  }
+
+  private subscribe(): void {
+    this.subscription.follow([...this.watched.keys()], ['add', 'delete'], (ev) => {
       if (ev.type === 'overflow') {
         // The lost notifications may have held a change of state: what is known is read again, or a
         // link's coming back would match a `running` the missed going down never changed.
@@ -64,26 +80,52 @@ export class LinkCarrierWatch {
         return;
       }
       if (!this.watched.has(ev.link.index)) return;
+      this.heard.set(ev.link.index, (this.heard.get(ev.link.index) ?? 0) + 1);
       if (ev.type === 'delete') {
         this.watched.delete(ev.link.index);
         this.onChange({ deleted: ev.link });
         return;
       }
       // RTM_NEWLINK also reports changes that leave the state alone (MTU, address, statistics).
-      const was = this.watched.get(ev.link.index);
-      const running = isRunning(ev.link);
-      if (was === running) return;
-      this.watched.set(ev.link.index, running);
-      // The first word on a link that is running says nothing new (an MTU or address change): the
-      // pass that followed it saw it up. Down is always news.
-      if (was === undefined && running) return;
-      this.onChange({ link: ev.link, running, was });
+      this.observe(ev.link);
     });
+  }
+
+  /** A link's state as notified or read: a change of the known one is reported. */
+  private observe(link: LinkInfo): void {
+    const was = this.watched.get(link.index);
+    const running = isRunning(link);
+    if (was === running) return;
+    this.watched.set(link.index, running);
+    // The first word on a link that is running says nothing new (an MTU or address change): the
+    // pass that followed it saw it up. Down is always news.
+    if (was === undefined && running) return;
+    this.onChange({ link, running, was });
+  }
+
+  /** A followed link read again (its subscription replaced), unless a notification said it first. */
+  private readAgain(index: number): void {
+    if (this.readLink === undefined) return;
+    const heard = this.heard.get(index) ?? 0;
+    this.readLink(index).then(
+      (link) => {
+        if (!this.watched.has(index) || (this.heard.get(index) ?? 0) !== heard) return;
+        if (link === undefined) {
+          // Deleted, its notification lost with the old socket: a pass reads the links.
+          this.watched.delete(index);
+          this.onChange({ overflow: true });
+          return;
+        }
+        this.observe(link);
+      },
+      () => this.onChange({ overflow: true }), // unread: a pass reads it
+    );
   }
 
   close(): void {
     this.subscription.close();
     this.watched.clear();
+    this.heard.clear();
   }
 
   /** The state of a newly followed link, unless a notification said it first (it is newer). */

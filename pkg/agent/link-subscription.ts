@@ -5,9 +5,18 @@ import type { LinkEvent, LinkEventInterest, NetlinkEventsPort, Subscription } fr
  * LinkCarrierWatch): replaced only when the set of links changes, and never again after close(), when
  * a pass still in flight while the agent stops asks to follow.
  */
+/**
+ * How long a replaced subscription stays open beside the new one: notifications already queued in its
+ * socket (a link going down a moment before) are still delivered, where closing it at once dropped
+ * them. The watches take a repeated notification for what it is (no change of state).
+ */
+export const HANDOVER_MS = 250;
+
 export class LinkSubscription {
   private readonly events: NetlinkEventsPort;
   private current: Subscription | undefined;
+  /** Replaced subscriptions in their handover, with the timers that close them. */
+  private readonly retiring = new Map<Subscription, NodeJS.Timeout>();
   /** The ifindexes `current` follows. */
   private followed = new Set<number>();
   private closed = false;
@@ -31,11 +40,14 @@ export class LinkSubscription {
   follow(links: readonly number[], changes: LinkEventInterest['changes'], cb: (ev: LinkEvent) => void): void {
     if (this.closed || this.keeps(links)) return;
     const next = new Set(links);
-    this.current?.close();
+    const old = this.current;
     this.current = undefined;
     this.followed = next;
-    if (next.size === 0) return;
-    this.current = this.events.subscribeLinkEvents(cb, { changes, links: [...next] });
+    try {
+      if (next.size > 0) this.current = this.events.subscribeLinkEvents(cb, { changes, links: [...next] });
+    } finally {
+      if (old !== undefined) this.retire(old);
+    }
   }
 
   close(): void {
@@ -43,5 +55,19 @@ export class LinkSubscription {
     this.current?.close();
     this.current = undefined;
     this.followed.clear();
+    for (const [sub, timer] of this.retiring) {
+      clearTimeout(timer);
+      sub.close();
+    }
+    this.retiring.clear();
+  }
+
+  private retire(sub: Subscription): void {
+    const timer = setTimeout(() => {
+      this.retiring.delete(sub);
+      sub.close();
+    }, HANDOVER_MS);
+    timer.unref();
+    this.retiring.set(sub, timer);
   }
 }

@@ -1,5 +1,6 @@
-import { describe, expect, it } from 'vitest';
+import { describe, expect, it, vi } from 'vitest';
 import { type LinkCarrierChange, LinkCarrierWatch } from '../../../pkg/agent/link-carrier-watch.ts';
+import { HANDOVER_MS } from '../../../pkg/agent/link-subscription.ts';
 import type {
   LinkEvent,
   LinkEventInterest,
@@ -12,11 +13,14 @@ import { gatewayDevices } from '../../../pkg/routes/local-links.ts';
 function setup(readLink?: (index: number) => Promise<LinkInfo | undefined>) {
   const subscriptions: { interest: LinkEventInterest | undefined; closed: boolean }[] = [];
   let deliver: ((ev: LinkEvent) => void) | undefined;
+  /** Each subscription's callback, by the order they were made (a replaced one may still deliver). */
+  const callbacks: ((ev: LinkEvent) => void)[] = [];
   const events: NetlinkEventsPort = {
     subscribeRouteEvents: () => ({ close: () => {} }),
     subscribeLinkEvents: (cb, interest) => {
       const sub = { interest, closed: false };
       subscriptions.push(sub);
+      callbacks.push(cb);
       deliver = cb;
       return {
         close: () => {
@@ -43,6 +47,9 @@ function setup(readLink?: (index: number) => Promise<LinkInfo | undefined>) {
     link,
     newLink: (index: number, up: boolean, carrier: boolean) =>
       deliver!({ type: 'add', link: link(index, up, carrier) }),
+    /** A notification that was waiting in subscription `n`'s socket. */
+    newLinkOn: (n: number, index: number, up: boolean, carrier: boolean) =>
+      callbacks[n]!({ type: 'add', link: link(index, up, carrier) }),
     delLink: (index: number) => deliver!({ type: 'delete', link: link(index, false, false) }),
     overflow: () => deliver!({ type: 'overflow' }),
   };
@@ -52,11 +59,16 @@ describe('LinkCarrierWatch', () => {
   it('a link followed while down reports coming up: its state is read when it is first followed', async () => {
     const reads: number[] = [];
     // 3 down when read, 4 up when read; 5 is read, but a notification comes before the answer.
+    const running = new Map([
+      [3, false],
+      [4, true],
+      [6, false],
+    ]);
     let answer5: ((l: LinkInfo) => void) | undefined;
     const t = setup((index) => {
       reads.push(index);
-      if (index === 5) return new Promise((r) => (answer5 = r));
-      return Promise.resolve(t.link(index, index === 4, index === 4));
+      if (index === 5 && answer5 === undefined) return new Promise((r) => (answer5 = r));
+      return Promise.resolve(t.link(index, running.get(index)!, running.get(index)!));
     });
     t.watch.follow([3, 4, 5]);
     t.newLink(5, false, false); // news before the read's answer: down
@@ -65,8 +77,12 @@ describe('LinkCarrierWatch', () => {
     t.newLink(3, true, true); // was down when followed: back up is news
     t.newLink(4, true, true); // was up: an MTU or address change, nothing
     t.newLink(5, true, true);
-    t.watch.follow([3, 4, 5, 6]); // only the new link is read
-    expect(reads).toEqual([3, 4, 5, 6]);
+    for (const i of [3, 4, 5]) running.set(i, true);
+    // The new link is read, and the others again: the subscription was replaced (what waited in the
+    // old one's socket could have changed them). Read as they were notified: nothing new.
+    t.watch.follow([3, 4, 5, 6]);
+    await new Promise((r) => setImmediate(r));
+    expect(reads).toEqual([3, 4, 5, 6, 3, 4, 5]);
     expect(t.changes.map((c) => ('link' in c ? [c.link.index, c.running, c.was] : c))).toEqual([
       [5, false, undefined],
       [3, true, false],
@@ -131,22 +147,60 @@ describe('LinkCarrierWatch', () => {
     expect(t.subscriptions.map((s) => s.closed)).toEqual([true]);
   });
 
-  it('replaces its subscription only when the set of links changes, and keeps what it knew', () => {
-    const t = setup();
-    t.watch.follow([7, 2]);
+  it('replaces its subscription only when the set of links changes, closing the old one after a handover', () => {
+    vi.useFakeTimers();
+    try {
+      const t = setup();
+      t.watch.follow([7, 2]);
+      t.watch.follow([2, 7]);
+      expect(t.subscriptions).toHaveLength(1);
+      t.newLink(2, true, false);
+      t.watch.follow([2, 7, 11]);
+      // The old one stays open a moment: notifications already queued in its socket still come.
+      expect(t.subscriptions.map((s) => [s.interest?.links, s.closed])).toEqual([
+        [[7, 2], false],
+        [[2, 7, 11], false],
+      ]);
+      vi.advanceTimersByTime(HANDOVER_MS);
+      expect(t.subscriptions.map((s) => s.closed)).toEqual([true, false]);
+      t.newLink(2, true, false); // still known as down: nothing
+      // Without a way to read the links, a replaced subscription asks a pass to read them.
+      expect(t.changes.map((c) => ('link' in c ? [c.link.index, c.running, c.was] : c))).toEqual([
+        [2, false, undefined],
+        { overflow: true },
+      ]);
+      t.watch.follow([]);
+      vi.advanceTimersByTime(HANDOVER_MS);
+      expect(t.subscriptions.every((s) => s.closed)).toBe(true);
+      t.watch.close();
+    } finally {
+      vi.useRealTimers();
+    }
+  });
+
+  it('a link going down just before its subscription is replaced is not lost: the old one still delivers it, and the links are read again', async () => {
+    let down = false;
+    const t = setup((index) =>
+      Promise.resolve(t.link(index, !(down && index === 2), !(down && index === 2))),
+    );
+    t.watch.follow([2]);
+    await new Promise((r) => setImmediate(r)); // read: running
+    // eth2 bounces (down, then up) while a pass runs: both notifications wait in the old socket.
     t.watch.follow([2, 7]);
-    expect(t.subscriptions).toHaveLength(1);
-    t.newLink(2, true, false);
-    t.watch.follow([2, 7, 11]);
-    expect(t.subscriptions.map((s) => [s.interest?.links, s.closed])).toEqual([
-      [[7, 2], true],
-      [[2, 7, 11], false],
+    t.newLinkOn(0, 2, true, false);
+    t.newLinkOn(0, 2, true, true);
+    await new Promise((r) => setImmediate(r));
+    expect(t.changes.map((c) => ('link' in c ? [c.link.index, c.running, c.was] : c))).toEqual([
+      [2, false, true],
+      [2, true, false], // back up: the pass that puts its routes back
     ]);
-    t.newLink(2, true, false); // still known as down: nothing
-    expect(t.changes).toHaveLength(1);
-    t.watch.follow([]);
-    expect(t.subscriptions.every((s) => s.closed)).toBe(true);
+    // Down with its notification lost for good: the reading after the replacement tells it.
+    down = true;
+    t.watch.follow([2, 7, 9]);
+    await new Promise((r) => setImmediate(r));
+    expect(t.changes.at(-1)).toMatchObject({ link: { index: 2 }, running: false, was: true });
     t.watch.close();
+    expect(t.subscriptions.every((s) => s.closed)).toBe(true);
   });
 });
 
