@@ -141,43 +141,42 @@ export function zeroed(size: number): Buffer {
  * allocated: Node checks the offset through a wrapper taking rest arguments, an array per read.
  */
 export function u16le(b: Buffer, off: number): number {
-  within(b, off, 2);
+  if (off < 0 || off + 2 > b.length) outside(b, off, 2);
   return b[off]! | (b[off + 1]! << 8);
 }
 
 export function u32le(b: Buffer, off: number): number {
-  within(b, off, 4);
+  if (off < 0 || off + 4 > b.length) outside(b, off, 4);
   return (b[off]! | (b[off + 1]! << 8) | (b[off + 2]! << 16) | (b[off + 3]! << 24)) >>> 0;
 }
 
 export function u8(b: Buffer, off: number): number {
-  within(b, off, 1);
+  if (off < 0 || off + 1 > b.length) outside(b, off, 1);
   return b[off]!;
 }
 
 export function i32le(b: Buffer, off: number): number {
-  within(b, off, 4);
+  if (off < 0 || off + 4 > b.length) outside(b, off, 4);
   return b[off]! | (b[off + 1]! << 8) | (b[off + 2]! << 16) | (b[off + 3]! << 24);
 }
 
 export function u16be(b: Buffer, off: number): number {
-  within(b, off, 2);
+  if (off < 0 || off + 2 > b.length) outside(b, off, 2);
   return (b[off]! << 8) | b[off + 1]!;
 }
 
 export function u32be(b: Buffer, off: number): number {
-  within(b, off, 4);
+  if (off < 0 || off + 4 > b.length) outside(b, off, 4);
   return ((b[off]! << 24) | (b[off + 1]! << 16) | (b[off + 2]! << 8) | b[off + 3]!) >>> 0;
 }
 
 /**
  * A field past the end throws as Buffer's readers do: a truncated message is an error its reader
- * handles (an event socket takes it for lost events and resyncs), never a field read as 0.
+ * handles (an event socket takes it for lost events and resyncs), never a field read as 0. The
+ * readers compare inline and call this only then: a call per read costs, without the optimizers.
  */
-function within(b: Buffer, off: number, size: number): void {
-  if (off < 0 || off + size > b.length) {
-    throw new RangeError(`a ${size}-byte field at offset ${off} is outside a ${b.length}-byte buffer`);
-  }
+function outside(b: Buffer, off: number, size: number): never {
+  throw new RangeError(`a ${size}-byte field at offset ${off} is outside a ${b.length}-byte buffer`);
 }
 
 /**
