@@ -345,7 +345,9 @@ export class Agent {
       );
     }
     this.readyMark = new ReadyMark(config.socket, log);
-    if (this.readyMark.absent()) await withdrawPreviousBootConflist(config.cniConfDir, log);
+    if (config.publishCniConfig && this.readyMark.absent()) {
+      await withdrawPreviousBootConflist(config.cniConfDir, config.socket, log);
+    }
     // Ranges come from the controller (flags or the Node object); leases outside them go then.
     this.ipam = openIpam({
       dir: join(config.stateDir, 'ipam'),

@@ -30,10 +30,13 @@ export type PublishBlock = { missing: string[] } | { problems: { binary: string;
  * yet: a runtime that loads it hands the node's new pods to a socket nobody serves (containerd 1.x
  * even reports the node Ready on it), and one whose binary no longer runs here (a kernel of 64 KB
  * pages booted since) would stay published for good. Written again once this agent is ready. A
- * restart within the same boot (an upgrade, a crash) finds the marker and keeps the list.
+ * restart within the same boot (an upgrade, a crash) finds the marker and keeps the list. Only a list
+ * naming this agent's socket is its to withdraw: another agent's (a test's, a standalone one with
+ * --no-cni-config beside the node's) is left alone.
  */
-export async function withdrawPreviousBootConflist(dir: string, log: Logger): Promise<void> {
+export async function withdrawPreviousBootConflist(dir: string, socket: string, log: Logger): Promise<void> {
   const file = join(dir, CONFLIST_FILE_NAME);
+  if (!namesSocket(await readJson(file), socket)) return;
   try {
     if ((await removeConflist(dir, CONFLIST_FILE_NAME)) === 'removed') {
       log.info(
@@ -280,6 +283,19 @@ export class ConfDirError extends Error {
       { cause },
     );
   }
+}
+
+/** Whether a config list's trellis plugin names `socket` (renderConflist's `socket` field). */
+function namesSocket(list: unknown, socket: string): boolean {
+  const plugins = (list as { plugins?: unknown } | undefined)?.plugins;
+  return (
+    Array.isArray(plugins) &&
+    plugins.some(
+      (p) =>
+        (p as { type?: unknown; socket?: unknown } | null)?.type === 'trellis' &&
+        (p as { socket?: unknown }).socket === socket,
+    )
+  );
 }
 
 /** A config file's JSON; undefined when it cannot be read or parsed. */

@@ -1,4 +1,4 @@
-import { existsSync, mkdirSync, mkdtempSync, rmSync } from 'node:fs';
+import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
@@ -63,7 +63,7 @@ describe.skipIf(skip !== undefined)(
       await until('the list published', () => existsSync(list));
       const marker = `${agent.socket}.ready`;
       await until('the ready marker', () => existsSync(marker));
-      expect(messages(agent)).not.toContain(expect.stringContaining(WITHDRAWN)); // there was none
+      expect(messages(agent).some((m) => m.startsWith(WITHDRAWN))).toBe(false); // there was none
       await agent.stop();
 
       // A restart within the boot: the marker vouches, the list stays.
@@ -84,6 +84,45 @@ describe.skipIf(skip !== undefined)(
       const published = msgs.lastIndexOf('CNI config published');
       expect(withdrawn).toBeGreaterThanOrEqual(0);
       expect(published).toBeGreaterThan(withdrawn);
+    });
+
+    it("leaves another agent's list alone: one naming another socket, or with --no-cni-config", async () => {
+      await agent?.stop();
+      agent = undefined;
+      const host = pool.add('boot-other');
+      // The node's own agent's list (its socket elsewhere), and an agent of ours without a marker.
+      const nodes = JSON.stringify({
+        cniVersion: '1.0.0',
+        name: 'trellis',
+        plugins: [{ type: 'trellis', socket: '/run/trellis/cni.sock' }, { type: 'portmap' }],
+      });
+      writeFileSync(list, nodes);
+      const other = startAgent({
+        ns: host.name,
+        podCIDRs: ['10.244.2.0/24'],
+        extraArgs: ['--cni-conf-dir', confDir], // with --no-cni-config (no publish)
+      });
+      try {
+        await other.ready();
+        expect(other.logs.some((l) => String(l.msg).startsWith(WITHDRAWN))).toBe(false);
+        expect(readFileSync(list, 'utf8')).toBe(nodes);
+      } finally {
+        await other.stop();
+        removeAgentDir(other.dir);
+      }
+      // A publishing agent with another socket: not its list to withdraw (it writes its own once ready).
+      const publishing = startAgent({
+        ns: host.name,
+        podCIDRs: ['10.244.2.0/24'],
+        publish: { confDir, binDir },
+      });
+      try {
+        await publishing.ready();
+        expect(publishing.logs.some((l) => String(l.msg).startsWith(WITHDRAWN))).toBe(false);
+      } finally {
+        await publishing.stop();
+        removeAgentDir(publishing.dir);
+      }
     });
   },
 );
