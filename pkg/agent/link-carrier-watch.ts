@@ -118,7 +118,9 @@ export class LinkCarrierWatch {
         }
         this.observe(link);
       },
-      () => this.onChange({ overflow: true }), // unread: a pass reads it
+      () => {
+        if (this.watched.has(index)) this.onChange({ overflow: true }); // unread: a pass reads it
+      },
     );
   }
 
