@@ -20,6 +20,8 @@ export class BackgroundDeleter {
   private readonly retries = new Set<NodeJS.Timeout>();
   /** Names whose failed deletion waits for its retry, with how many such chains wait. */
   private readonly retrying = new Map<string, number>();
+  /** For a name waiting for its retry: runs the retry now (an ADD into its pod end's namespace). */
+  private readonly retryNow = new Map<string, () => void>();
   private stopped = false;
 
   constructor(onError: (name: string, error: unknown, retried: boolean) => void) {
@@ -44,20 +46,25 @@ export class BackgroundDeleter {
         // Not pending meanwhile (an ADD needing the name must not wait up to a minute), but known:
         // GC does not start a second chain for it, and status still lists it in flight.
         this.retrying.set(name, (this.retrying.get(name) ?? 0) + 1);
-        const retry = setTimeout(() => {
-          this.retries.delete(retry);
+        const fire = (): void => {
+          clearTimeout(retry);
+          if (!this.retries.delete(retry)) return; // fired already, or dropped by drain
+          if (this.retryNow.get(name) === fire) this.retryNow.delete(name);
           const left = (this.retrying.get(name) ?? 1) - 1;
           if (left > 0) this.retrying.set(name, left);
           else this.retrying.delete(name);
           if (!this.stopped) this.schedule(name, work, podNetns, attempt + 1);
-        }, delay);
+        };
+        const retry = setTimeout(fire, delay);
         retry.unref();
         this.retries.add(retry);
+        this.retryNow.set(name, fire);
       })
       .finally(() => {
         if (this.pending.get(name) !== next) return;
         this.pending.delete(name);
-        this.podNetns.delete(name);
+        // Kept while a retry waits: an ADD into that namespace runs it at once (waitForNetns).
+        if (!this.retrying.has(name)) this.podNetns.delete(name);
       });
     this.pending.set(name, next);
     if (podNetns !== undefined && podNetns !== '') this.podNetns.set(name, podNetns);
@@ -76,8 +83,10 @@ export class BackgroundDeleter {
    */
   async waitForNetns(netns: string): Promise<void> {
     if (this.podNetns.size === 0) return;
-    const mine = [...this.podNetns].filter(([, ns]) => ns === netns).map(([name]) => this.pending.get(name));
-    await Promise.all(mine);
+    const names = [...this.podNetns].filter(([, ns]) => ns === netns).map(([name]) => name);
+    // A deletion waiting for its retry is tried now: its pod end is still in the way of this ADD.
+    for (const name of names) this.retryNow.get(name)?.();
+    await Promise.all(names.map((name) => this.pending.get(name)));
   }
 
   /** Scheduled, running, or waiting for a retry. */
@@ -96,6 +105,8 @@ export class BackgroundDeleter {
     for (const t of this.retries) clearTimeout(t);
     this.retries.clear();
     this.retrying.clear();
+    this.retryNow.clear();
+    for (const name of [...this.podNetns.keys()]) if (!this.pending.has(name)) this.podNetns.delete(name);
     while (this.pending.size > 0) await Promise.all([...this.pending.values()]);
   }
 }

@@ -79,4 +79,36 @@ describe('BackgroundDeleter', () => {
       vi.useRealTimers();
     }
   });
+
+  it('an ADD into the namespace of a pair whose deletion waits for its retry runs the retry at once, and waits for it', async () => {
+    vi.useFakeTimers();
+    try {
+      const d = new BackgroundDeleter(() => undefined);
+      let tries = 0;
+      d.schedule(
+        'trl1234',
+        async () => {
+          if (++tries === 1) throw new Error('RTM_DELLINK: EBUSY');
+        },
+        '/run/netns/reused',
+      );
+      await vi.advanceTimersByTimeAsync(0);
+      expect(tries).toBe(1);
+      // Another namespace: nothing of this pair is in its way.
+      await d.waitForNetns('/run/netns/other');
+      expect(tries).toBe(1);
+      // The runtime reuses the pod's namespace (cnitool, podman): the old pod end must go first.
+      let done = false;
+      void d.waitForNetns('/run/netns/reused').then(() => (done = true));
+      await vi.advanceTimersByTimeAsync(0);
+      expect(tries).toBe(2);
+      expect(done).toBe(true);
+      expect(d.isPending('trl1234')).toBe(false);
+      // The retry's own timer no longer fires a third try.
+      await vi.advanceTimersByTimeAsync(100_000);
+      expect(tries).toBe(2);
+    } finally {
+      vi.useRealTimers();
+    }
+  });
 });
