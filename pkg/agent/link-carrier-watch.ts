@@ -49,15 +49,17 @@ export class LinkCarrierWatch {
   }
 
   /**
-   * From now on, these links; the subscription is replaced only when the set changes. A replaced one
-   * loses what waited in the old socket (a link going down a moment before): every link is read
-   * again once the new one is open, and a state that differs from the known one is a change.
+   * From now on, these links; the subscription is replaced only when the set changes. When it is,
+   * every link is also read again once the new one is open, and a state that differs from the known
+   * one is a change: the old socket's queued notifications still come during its handover
+   * (link-subscription.ts), and the reading covers any it lost all the same.
    */
   follow(indexes: readonly number[]): void {
     const replaced = !this.subscription.keeps(indexes);
     const next = new Map(indexes.map((i) => [i, this.watched.get(i)]));
     const fresh = indexes.filter((i) => !this.watched.has(i));
     this.watched = next;
+    for (const index of [...this.heard.keys()]) if (!next.has(index)) this.heard.delete(index);
     this.subscribe();
     for (const index of fresh) this.seed(index);
     if (!replaced) return;

@@ -1,17 +1,17 @@
 import type { LinkEvent, LinkEventInterest, NetlinkEventsPort, Subscription } from '../datapath/ports.ts';
 
 /**
- * The one kernel-filtered link subscription a watch keeps for the links it follows (LinkMtuWatch,
- * LinkCarrierWatch): replaced only when the set of links changes, and never again after close(), when
- * a pass still in flight while the agent stops asks to follow.
- */
-/**
  * How long a replaced subscription stays open beside the new one: notifications already queued in its
  * socket (a link going down a moment before) are still delivered, where closing it at once dropped
  * them. The watches take a repeated notification for what it is (no change of state).
  */
 export const HANDOVER_MS = 250;
 
+/**
+ * The one kernel-filtered link subscription a watch keeps for the links it follows (LinkMtuWatch,
+ * LinkCarrierWatch): replaced only when the set of links changes, and never again after close(), when
+ * a pass still in flight while the agent stops asks to follow.
+ */
 export class LinkSubscription {
   private readonly events: NetlinkEventsPort;
   private current: Subscription | undefined;
