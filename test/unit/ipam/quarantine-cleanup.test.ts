@@ -44,6 +44,7 @@ describe('quarantine/ is cleaned with the attachment', () => {
   it('a restored lease takes its records with it; after a reload, release still cleans the rest', () => {
     const { dir, ipam, a } = twoTorn();
     ipam.restore({ containerId: 'aaaa', ifname: 'eth0' }, a);
+    expect(quarantine(dir)).toHaveLength(3); // bbbb's record, .held and .reason
     expect(quarantine(dir).every((f) => f.startsWith('bbbb@eth0.json.'))).toBe(true);
     const again = openIpam({ dir, ranges: RANGES });
     expect(again.release({ containerId: 'bbbb', ifname: 'eth0' })).toBe(true);

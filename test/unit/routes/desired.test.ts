@@ -459,7 +459,7 @@ describe('desiredRoutes (host-gw)', () => {
       mode: 'host-gw',
       table: 100,
     });
-    expect(out.routes.every((r) => r.table === 100)).toBe(true);
+    expect(out.routes.map((r) => r.table)).toEqual([100, 100, 100]);
   });
 
   it('is deterministic: peer order and link order do not change the output (property)', () => {
