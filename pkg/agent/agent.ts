@@ -111,7 +111,7 @@ export interface AgentPorts {
 export interface AgentHooks {
   onCniCall?: (record: CniCallRecord) => void;
   onPass?: (outcome: PassOutcome) => void;
-  /** Leases released by the start-up sweep or the API-driven IPAM GC (metrics). */
+  /** Leases released by the start-up sweep, the API-driven IPAM GC or the held sweep (metrics). */
   onLeasesReclaimed?: (reason: 'startup-sweep' | 'api-gc' | 'held-gone', count: number) => void;
   /** What became of a veth pair prepared when a pod namespace appeared (metrics). */
   onPreparedPair?: (outcome: PreparedOutcome) => void;
