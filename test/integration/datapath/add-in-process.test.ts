@@ -2,7 +2,6 @@ import { spawnSync } from 'node:child_process';
 import { existsSync, mkdtempSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { PassThrough } from 'node:stream';
 import { afterEach, describe, expect, it } from 'vitest';
 import { createCniService } from '../../../pkg/agent/cni-service.ts';
 import { removeAttachments } from '../../../pkg/agent/lease-collector.ts';
@@ -16,9 +15,9 @@ import { hostVethName } from '../../../pkg/datapath/names.ts';
 import { type NetlinkHandle, TRELLIS_ROUTE_PROTOCOL } from '../../../pkg/datapath/ports.ts';
 import type { DatapathDeps } from '../../../pkg/datapath/types.ts';
 import { openIpam } from '../../../pkg/ipam/index.ts';
-import { createLogger } from '../../../pkg/observe/logger.ts';
 import { spoolFileName } from '../../../pkg/shim/spool.ts';
 import { writeSpooledDel } from '../../../pkg/shim/spool-fs.ts';
+import { capturedLog } from '../../support/captured-log.ts';
 import {
   ip,
   ipJson,
@@ -130,13 +129,7 @@ function cniRequest(command: string, netns: string, containerId: string, config:
 
 /** The agent's CNI service over `deps` (its spool in `spoolDir`), with its log lines collected. */
 function cniService(deps: DatapathDeps, spoolDir?: string) {
-  const lines: Record<string, unknown>[] = [];
-  const out = new PassThrough();
-  out.on('data', (d: Buffer) => {
-    for (const l of d.toString('utf8').trim().split('\n'))
-      lines.push(JSON.parse(l) as Record<string, unknown>);
-  });
-  const log = createLogger({ level: 'info', destination: out });
+  const { log, lines } = capturedLog();
   const { handle } = createCniService({
     datapath: deps,
     mutex: new KeyedMutex(),

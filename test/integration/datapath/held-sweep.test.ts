@@ -1,13 +1,12 @@
 import { execFileSync } from 'node:child_process';
 import { readdirSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { PassThrough } from 'node:stream';
 import { afterEach, describe, expect, it } from 'vitest';
 import { releaseHeldWithoutVeth } from '../../../pkg/agent/held-sweep.ts';
 import { addAttachment } from '../../../pkg/datapath/add.ts';
 import { attachmentKey, hostVethName } from '../../../pkg/datapath/names.ts';
 import { openIpam } from '../../../pkg/ipam/index.ts';
-import { createLogger } from '../../../pkg/observe/logger.ts';
+import { capturedLog } from '../../support/captured-log.ts';
 import { NetnsPool, netnsSkipReason } from '../../support/netns.ts';
 import { inProcessDeps } from './in-process-deps.ts';
 
@@ -38,13 +37,7 @@ describe.skipIf(netnsSkipReason !== undefined)('held addresses of a pod gone (re
     const ipam = openIpam({ dir: deps.leaseDir, ranges: [RANGE] });
     expect(ipam.heldKeys()).toEqual([key]);
 
-    const lines: Record<string, unknown>[] = [];
-    const out = new PassThrough();
-    out.on('data', (d: Buffer) => {
-      for (const l of d.toString('utf8').trim().split('\n'))
-        lines.push(JSON.parse(l) as Record<string, unknown>);
-    });
-    const log = createLogger({ level: 'info', destination: out });
+    const { log, lines } = capturedLog();
     const sweep = (busy: ReadonlySet<string> = new Set()) =>
       releaseHeldWithoutVeth({ ipam, host: deps.host, busy, log });
 

@@ -1,6 +1,5 @@
 import { readdirSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { PassThrough } from 'node:stream';
 import { afterEach, describe, expect, it } from 'vitest';
 import { rebuildHeldLeases } from '../../../pkg/agent/lease-rebuild.ts';
 import { sweepAtStart } from '../../../pkg/agent/start-up-state.ts';
@@ -8,7 +7,7 @@ import { addAttachment } from '../../../pkg/datapath/add.ts';
 import { attachmentKey, hostVethName } from '../../../pkg/datapath/names.ts';
 import { type NetlinkHandle, TRELLIS_ROUTE_PROTOCOL } from '../../../pkg/datapath/ports.ts';
 import { type Ipam, openIpam } from '../../../pkg/ipam/index.ts';
-import { createLogger } from '../../../pkg/observe/logger.ts';
+import { capturedLog } from '../../support/captured-log.ts';
 import { ipJson, NetnsPool, netnsSkipReason } from '../../support/netns.ts';
 import { inProcessDeps } from './in-process-deps.ts';
 
@@ -66,13 +65,7 @@ describe.skipIf(netnsSkipReason !== undefined)('a pod of an old pod CIDR left he
     }
 
     // The restarted agent.
-    const lines: Record<string, unknown>[] = [];
-    const out = new PassThrough();
-    out.on('data', (d: Buffer) => {
-      for (const l of d.toString('utf8').trim().split('\n'))
-        lines.push(JSON.parse(l) as Record<string, unknown>);
-    });
-    const log = createLogger({ level: 'info', destination: out });
+    const { log, lines } = capturedLog();
     const ipam = openIpam({ dir: deps.leaseDir, ranges: [] });
     await sweepAtStart({ ...deps, ipam }, ipam, deps.leaseDir, log);
     expect(ipam.heldKeys()).toEqual([key]); // the pod is there as far as anyone can tell
