@@ -1,12 +1,13 @@
 import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { afterAll, describe, expect, it } from 'vitest';
+import { afterAll, describe, expect, it, vi } from 'vitest';
 import { type AgentProcess, removeAgentDir, startAgent } from '../../support/agent-process.ts';
 import { builtSkipReason, fakeCniBinDir } from '../../support/cni-driver.ts';
 import { NetnsPool, netnsSkipReason } from '../../support/netns.ts';
 
 const skip = netnsSkipReason ?? builtSkipReason();
+const WAIT = { timeout: 15_000, interval: 20 };
 const WITHDRAWN = 'CNI config list of a previous boot withdrawn';
 
 /**
@@ -36,14 +37,6 @@ describe.skipIf(skip !== undefined)(
       }
     });
 
-    async function until(what: string, pred: () => boolean, timeoutMs = 15_000): Promise<void> {
-      const deadline = Date.now() + timeoutMs;
-      while (!pred()) {
-        if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
-        await new Promise((r) => setTimeout(r, 20));
-      }
-    }
-
     it('is withdrawn at start without a ready marker and published again once ready; kept across a restart', async () => {
       mkdirSync(confDir, { recursive: true });
       mkdirSync(agentDir, { recursive: true });
@@ -60,9 +53,9 @@ describe.skipIf(skip !== undefined)(
 
       agent = start();
       await agent.ready();
-      await until('the list published', () => existsSync(list));
+      await vi.waitFor(() => expect(existsSync(list), 'the list published').toBe(true), WAIT);
       const marker = `${agent.socket}.ready`;
-      await until('the ready marker', () => existsSync(marker));
+      await vi.waitFor(() => expect(existsSync(marker), 'the ready marker').toBe(true), WAIT);
       expect(messages(agent).some((m) => m.startsWith(WITHDRAWN))).toBe(false); // there was none
       await agent.stop();
 
@@ -78,7 +71,7 @@ describe.skipIf(skip !== undefined)(
       rmSync(marker);
       agent = start();
       await agent.ready();
-      await until('the list published again', () => existsSync(list));
+      await vi.waitFor(() => expect(existsSync(list), 'the list published again').toBe(true), WAIT);
       const msgs = messages(agent);
       const withdrawn = msgs.findIndex((m) => m.startsWith(WITHDRAWN));
       const published = msgs.lastIndexOf('CNI config published');
