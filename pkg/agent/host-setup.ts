@@ -1,4 +1,4 @@
-import { existsSync, lstatSync, rmSync, statSync } from 'node:fs';
+import { existsSync, rmSync, statSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import {
   CONFLIST_FILE_NAME,
@@ -147,16 +147,6 @@ export function describeCniInstall(results: CniBinaryResult[]): {
   return { fields, message: `CNI binaries: ${parts.join('; ')}` };
 }
 
-/** Whether a directory entry is there (lstat); only "no such entry" says no. */
-function entryPresent(path: string): boolean {
-  try {
-    lstatSync(path);
-    return true;
-  } catch (err) {
-    return (err as NodeJS.ErrnoException).code !== 'ENOENT';
-  }
-}
-
 export interface UninstallReport {
   conflist: 'removed' | 'absent';
   binary: boolean;
@@ -212,7 +202,9 @@ export async function uninstallTrellis(opts: {
   const binPath = join(opts.cniBinDir, 'trellis');
   // A list left in place must keep its binary: without it every ADD and DEL fails ("failed to find
   // plugin"), and a DEL can no longer be spooled. The next uninstall removes both.
-  const listStays = failed.length > 0 && entryPresent(join(opts.cniConfDir, CONFLIST_FILE_NAME));
+  // Unsure whether it is there (lstat failing otherwise) counts as there.
+  const listStays =
+    failed.length > 0 && (await entryExists(join(opts.cniConfDir, CONFLIST_FILE_NAME)).catch(() => true));
   const binary = existsSync(binPath) && !listStays;
   await step('removing the binary', undefined, async () => {
     if (listStays) throw new Error('kept: the config list naming it could not be removed');
