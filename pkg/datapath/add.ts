@@ -354,17 +354,8 @@ async function createVethReplacingStale(
       // Absent now, the stale end may have gone since the EEXIST (a DEL's deletion retried): tried
       // once more, which tells it from the pod's own interface of that name.
       const stale = await deps.host.getLink(hostName);
-      if (stale !== undefined) await deleteUnlessGone(deps.host, stale.index);
+      if (stale !== undefined) await deleteLinkIfNamed(deps.host, stale.index, hostName);
     }
-  }
-}
-
-/** A link deleted by index; one already gone (ENODEV) is done all the same. */
-async function deleteUnlessGone(host: NetlinkHandle, index: number): Promise<void> {
-  try {
-    await host.deleteLink(index);
-  } catch (err) {
-    if ((err as { errno?: unknown }).errno !== 'ENODEV') throw err;
   }
 }
 
@@ -421,7 +412,7 @@ async function configurePreparedHostSide(
       const stale = await host.getLink(name);
       if (stale?.index === index) throw err;
       // Gone since the EEXIST (stale undefined): the rename is simply sent again.
-      if (stale !== undefined) await deleteUnlessGone(host, stale.index);
+      if (stale !== undefined) await deleteLinkIfNamed(host, stale.index, name);
     }
   }
 }
