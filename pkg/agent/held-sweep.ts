@@ -1,6 +1,6 @@
 import { toCniError } from '../cni/errors.ts';
 import { attachmentKey, hostVethName, shortId } from '../datapath/names.ts';
-import type { RebuildDeps } from './lease-rebuild.ts';
+import { HELD_RELEASED, type RebuildDeps } from './lease-rebuild.ts';
 
 /**
  * Held addresses (a quarantined or lost lease record) of pods that have gone since: released once
@@ -26,7 +26,7 @@ export async function releaseHeldWithoutVeth(
       released++;
       deps.log.info(
         { ...fields, reason: `host veth ${hostVeth} does not exist (the pod is gone)` },
-        'quarantined lease released: no pod holds its addresses',
+        HELD_RELEASED,
       );
     } catch (err) {
       deps.log.warn(

@@ -143,6 +143,9 @@ export function podForAddresses(pods: readonly PodSeen[], addresses: readonly st
   return found.length === 1 ? found[0] : undefined;
 }
 
+/** The log line of held addresses released because no pod can hold them: the rebuild's and the held sweep's. */
+export const HELD_RELEASED = 'quarantined lease released: no pod holds its addresses';
+
 /**
  * The warning for pods whose addresses left the pod CIDRs, released and their veths removed: the
  * controller's (a range change) and the rebuild's (a held pod of an old CIDR) alike.
@@ -237,10 +240,7 @@ export async function rebuildHeldLeases(
         } else {
           deps.ipam.release(key);
           released++;
-          deps.log.info(
-            { ...fields, reason: decision.reason },
-            'quarantined lease released: no pod holds its addresses',
-          );
+          deps.log.info({ ...fields, reason: decision.reason }, HELD_RELEASED);
           continue;
         }
       }
