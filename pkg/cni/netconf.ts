@@ -188,12 +188,13 @@ export function parseNetConf(stdin: string | Uint8Array, command: NetConfCommand
     spoolDir: absolutePath(raw, 'spoolDir', problems) ?? DEFAULT_SPOOL_DIR,
     raw,
   };
-  const timeoutMs = integer(raw, 'timeoutMs', 1, TIMEOUT_MS_MAX, problems);
-  if (timeoutMs !== undefined) conf.timeoutMs = timeoutMs;
-  // What only ADD and CHECK read (the pod's interface, DNS, runtime options). libcni hands DEL, GC and
-  // STATUS the config list as it is now: one bad edit there must not fail every DEL on the node (the
-  // runtime would retry them for ever, leases and veths held), so those verbs go on without it.
+  // What only ADD and CHECK read (the pod's interface, DNS, runtime options), and the call's timeout,
+  // which the other verbs have a default for. libcni hands DEL, GC and STATUS the config list as it is
+  // now: one bad edit there must not fail every DEL on the node (the runtime would retry them for ever,
+  // leases and veths held), so those verbs go on without it.
   const podSetup = POD_SETUP_VERBS.has(command) ? problems : [];
+  const timeoutMs = integer(raw, 'timeoutMs', 1, TIMEOUT_MS_MAX, podSetup);
+  if (timeoutMs !== undefined) conf.timeoutMs = timeoutMs;
   const mtu = integer(raw, 'mtu', MTU_MIN, MTU_MAX, podSetup);
   if (mtu !== undefined) conf.mtu = mtu;
   if (raw.dns !== undefined) {
@@ -252,7 +253,10 @@ export function parseNetConf(stdin: string | Uint8Array, command: NetConfCommand
  */
 const PREV_RESULT_VERBS: ReadonlySet<NetConfCommand> = new Set(['ADD', 'CHECK']);
 
-/** The verbs that read the fields that set up a pod (mtu, dns, logLevel, args, capabilities, runtimeConfig). */
+/**
+ * The verbs that read the fields that set up a pod (mtu, dns, logLevel, args, capabilities, runtimeConfig)
+ * and fail on a timeoutMs they cannot use; the others go on without them.
+ */
 const POD_SETUP_VERBS: ReadonlySet<NetConfCommand> = new Set(['ADD', 'CHECK']);
 
 /** prevResult validated and normalized to the LATEST_VERSION shape, or what is wrong with it and where. */

@@ -5,6 +5,11 @@
  *   socket     absolute path of the agent's unix socket   (default /run/trellis/cni.sock)
  *   spoolDir   absolute path of the DEL spool directory    (default /var/lib/trellis/spool)
  *   timeoutMs  whole-call timeout for every verb, 1..600000 (default per verb, see DEFAULT_TIMEOUT_MS)
+ *
+ * A timeoutMs that is no such number fails ADD and CHECK (7), and DEL, GC and STATUS go on with their
+ * default, as the agent does with the fields only ADD and CHECK read: one bad edit of the config list
+ * must not fail every DEL on the node (the runtime retries it for ever, the lease and veth held). A bad
+ * socket or spoolDir fails every verb: which agent, and so which network, the call is for is unknown.
  */
 import { CniCode, CniError } from '../cni/errors.ts';
 import { cniNameProblem, isObject, jsonType, quote } from '../cni/text.ts';
@@ -61,8 +66,11 @@ function absolutePath(conf: Record<string, unknown>, field: string, fallback: st
   return v;
 }
 
+/** The verbs that fail on a timeoutMs they cannot use; the others take their default. */
+const STRICT_TIMEOUT_VERBS: ReadonlySet<string> = new Set(['ADD', 'CHECK']);
+
 /** Throws CniError DECODE_FAILED (6) for text that is not a JSON object, INVALID_CONFIG (7) for bad fields. */
-export function parseShimConfig(stdin: string): ShimConfig {
+export function parseShimConfig(stdin: string, command: string): ShimConfig {
   let parsed: unknown;
   try {
     parsed = JSON.parse(stdin);
@@ -79,12 +87,15 @@ export function parseShimConfig(stdin: string): ShimConfig {
       `could not decode the network configuration on stdin: expected a JSON object, got ${jsonType(parsed)}`,
     );
   }
-  const t = parsed.timeoutMs ?? undefined;
+  let t = parsed.timeoutMs ?? undefined;
   if (t !== undefined && (typeof t !== 'number' || !Number.isInteger(t) || t < 1 || t > MAX_TIMEOUT_MS)) {
-    throw new CniError(
-      CniCode.INVALID_CONFIG,
-      `invalid network config: "timeoutMs" must be an integer from 1 to ${MAX_TIMEOUT_MS}, got ${typeof t === 'number' ? t : jsonType(t)}`,
-    );
+    // The agent, reading the same config, logs what the other verbs went on without.
+    if (!STRICT_TIMEOUT_VERBS.has(command)) t = undefined;
+    else
+      throw new CniError(
+        CniCode.INVALID_CONFIG,
+        `invalid network config: "timeoutMs" must be an integer from 1 to ${MAX_TIMEOUT_MS}, got ${typeof t === 'number' ? t : jsonType(t)}`,
+      );
   }
   return {
     cniVersion: versionOrLatest(parsed.cniVersion),

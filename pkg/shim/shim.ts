@@ -138,7 +138,7 @@ export function runShim(io: ShimIo): ShimOutput {
         `could not read the network configuration from stdin: ${stdinError instanceof Error ? stdinError.message : String(stdinError)}`,
       );
     }
-    const config = parseShimConfig(stdin);
+    const config = parseShimConfig(stdin, command);
     return callAgent(io, command, config, requestLine(io.env, command, stdin));
   } catch (err) {
     return failure(envError(io.env) ?? err, errorVersion());

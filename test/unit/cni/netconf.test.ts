@@ -357,27 +357,37 @@ describe('parseNetConf: a prevResult that does not parse', () => {
   });
 
   it('DEL, GC and STATUS go on without the fields only ADD and CHECK read, and say which', () => {
-    const bad = { mtu: 1, dns: { nameservers: ['x'] }, logLevel: 'trace', args: 3, runtimeConfig: [] };
+    const bad = {
+      mtu: 1,
+      dns: { nameservers: ['x'] },
+      logLevel: 'trace',
+      args: 3,
+      runtimeConfig: [],
+      timeoutMs: '5000',
+    };
     for (const [verb, extra] of [
       ['DEL', {}],
       ['GC', { cniVersion: '1.1.0' }],
       ['STATUS', { cniVersion: '1.1.0' }],
     ] as const) {
       const c = conf({ ...bad, ...extra }, verb);
-      expect([c.mtu, c.dns, c.logLevel, c.args, c.runtimeConfig], verb).toEqual([
+      expect([c.mtu, c.dns, c.logLevel, c.args, c.runtimeConfig, c.timeoutMs], verb).toEqual([
+        undefined,
         undefined,
         undefined,
         undefined,
         undefined,
         undefined,
       ]);
+      expect(c.configIgnored).toContain('timeoutMs must be an integer from 1 to 600000, not "5000"');
       expect(c.configIgnored).toContain('mtu must be an integer from 68 to 65535, not 1');
       expect(c.configIgnored).toContain('logLevel must be one of');
       expect(c.configIgnored).toContain('runtimeConfig must be an object');
     }
     for (const verb of ['ADD', 'CHECK'] as const) {
-      const err = thrown(() => conf({ mtu: 1, prevResult: { cniVersion: '1.0.0' } }, verb));
+      const err = thrown(() => conf({ mtu: 1, timeoutMs: 0, prevResult: { cniVersion: '1.0.0' } }, verb));
       expect(err.message, verb).toContain('mtu must be an integer from 68 to 65535, not 1');
+      expect(err.message, verb).toContain('timeoutMs must be an integer from 1 to 600000, not 0');
     }
   });
 });

@@ -583,6 +583,30 @@ describe('runShim decisions (in-process transport)', () => {
     expect(t.calls[0]).toMatchObject({ socket: DEFAULT_SOCKET, timeouts: { totalMs: 60_000 } });
   });
 
+  it('DEL, GC and STATUS go on with their default timeout past a timeoutMs they cannot use; ADD and CHECK refuse it', () => {
+    for (const command of ['DEL', 'GC', 'STATUS']) {
+      const t = fakeTransport(encodeResponse({ ok: true, result: null }));
+      const stdin = JSON.stringify({ ...JSON.parse(confFor(command)), timeoutMs: '5000' });
+      const out = runShim(io(envFor(command), stdin, t.connect));
+      expect(out.exitCode, command).toBe(0);
+      expect(t.calls[0]?.timeouts.totalMs, command).toBe(command === 'STATUS' ? 10_000 : 60_000);
+    }
+    const agentDown = fakeTransport(unreachable);
+    const spool = recordingSpool();
+    const spooled = runShim(io(envFor('DEL'), conf({ timeoutMs: 0 }), agentDown.connect, spool));
+    expect(spooled.exitCode).toBe(0);
+    expect(spool.spooled).toHaveLength(1);
+    for (const command of ['ADD', 'CHECK']) {
+      const t = fakeTransport(encodeResponse({ ok: true, result: null }));
+      const out = runShim(io(envFor(command), conf({ timeoutMs: '5000' }), t.connect));
+      expect(JSON.parse(out.stdout), command).toMatchObject({
+        code: 7,
+        msg: expect.stringContaining('"timeoutMs"'),
+      });
+      expect(t.calls, command).toEqual([]);
+    }
+  });
+
   it('a DEL too large with its prevResult goes without it (DEL never reads it); ADD and CHECK still refuse', () => {
     const bigResult = { cniVersion: '1.0.0', ips: [{ address: '10.244.1.5/32', note: '"'.repeat(600_000) }] };
     const t = fakeTransport(encodeResponse({ ok: true, result: null }));
