@@ -955,7 +955,7 @@ export class Agent {
   private async rebuildHeldLeases(): Promise<void> {
     if (this.ipam === undefined || this.host === undefined || this.ipam.heldKeys().length === 0) return;
     const kube = this.ports.kube;
-    const { unremoved } = await rebuildHeldLeases({
+    const { released, unremoved } = await rebuildHeldLeases({
       ipam: this.ipam,
       host: this.host,
       netns: this.ports.netns,
@@ -964,6 +964,9 @@ export class Agent {
         kube === undefined ? undefined : async () => (await kube.listPodsOnNode(this.nodeName)).items,
       log: this.component('ipam'),
     });
+    // Held addresses whose veth is gone, as the held sweep counts them: most go here, at the first
+    // ranges after a restart, when the pod died while the agent was down.
+    if (released > 0) this.hooks.onLeasesReclaimed?.('held-gone', released);
     // Pods outside the pod CIDRs still held (their veth or release failed; the warnings say which):
     // tried again on a timer of their own. Failing the range change would fail every pass (no
     // routes, and no readiness at start) over one stale veth.

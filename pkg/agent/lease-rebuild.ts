@@ -332,9 +332,13 @@ async function invalidateOutside(
   const link = await deps.host.getLink(hostVeth);
   if (link === undefined) return undefined;
   // Re-checked after the read yielded, as for a release: a DEL or ADD of the key decides instead.
-  if (deps.busy.has(attachmentKey(key)) || deps.ipam.get(key) !== undefined) return 'busy';
+  if (keyChanged(deps, key)) return 'busy';
   const owner = ownerOfAlias(hostVeth, link.alias);
   await deleteLinkIfNamed(deps.host, link.index, hostVeth);
+  // And again after the deletion yielded: a DEL may have released the hold meanwhile and an ADD of the
+  // same container id made a lease, which release would free under a running pod. The deletion took
+  // only the old link (by index); the ADD's pair is another.
+  if (keyChanged(deps, key)) return 'busy';
   deps.ipam.release(key);
   return {
     ...leaseLogFields({
@@ -346,6 +350,15 @@ async function invalidateOutside(
     addresses,
     hostIf: hostVeth,
   };
+}
+
+/** A CNI call for the key is in flight, an ADD leased it, or a DEL released its hold. */
+function keyChanged(deps: RebuildDeps, key: LeaseKey): boolean {
+  return (
+    deps.busy.has(attachmentKey(key)) ||
+    deps.ipam.get(key) !== undefined ||
+    deps.ipam.heldAddresses(key).length === 0
+  );
 }
 
 /** A held attachment has an address not usable in `ranges`. */

@@ -123,6 +123,23 @@ describe.skipIf(netnsSkipReason !== undefined)('a pod of an old pod CIDR left he
     expect(ipam.heldKeys()).toEqual([]);
   });
 
+  it('keeps a lease an ADD of the same attachment made while the old veth was being deleted', async () => {
+    const { deps, ipam, key, veth, links, rebuild } = await leftHeld('crash');
+    // While the deletion is in the kernel, the runtime's DEL releases the hold and an ADD of the same
+    // container id (a runtime that reuses it) leases an address of the new CIDR for a running pod.
+    const racing = Object.create(deps.host) as NetlinkHandle;
+    let fresh: string | undefined;
+    racing.deleteLink = async (index) => {
+      await deps.host.deleteLink(index);
+      ipam.release(key);
+      fresh = ipam.allocate(key, {}).addresses[0]?.address;
+    };
+    expect(await rebuild(racing)).toMatchObject({ invalidated: 0, unremoved: 1 });
+    expect(links()).not.toContain(veth);
+    expect(fresh).toMatch(/^10\.244\.9\./);
+    expect(ipam.get(key)?.addresses.map((a) => a.address)).toEqual([fresh]);
+  });
+
   it('one busy with a CNI call is left for the retry (unremoved), and the retry removes it', async () => {
     const { ipam, key, address, veth, routes, links, rebuild } = await leftHeld('crash');
     const busy = new Set([attachmentKey(key)]);

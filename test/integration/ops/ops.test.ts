@@ -727,6 +727,14 @@ describe.skipIf(skip !== undefined)(skip === undefined ? title : `${title} (skip
   it('doctor: a leaked lease (the pod namespace vanished without DEL); the agent restart sweeps it', async () => {
     const pod = pods.pop()!;
     delNetns(pod.ns); // the kernel destroys the veth pair with it
+    // A second pod gone the same way whose lease record is torn as well: the restarted agent holds its
+    // addresses (quarantined) until the rebuild finds no veth and releases them.
+    const torn = pods.pop()!;
+    delNetns(torn.ns);
+    writeFileSync(
+      join(n1.dir, 'state', 'ipam', 'leases', `${torn.containerId}@eth0.json`),
+      `{"containerId": "${torn.containerId.slice(0, 6)}`,
+    );
     const gone = cliJson<LeasesView>(n1, 'leases').doc.leases.find((l) => l.podName === pod.name);
     expect(gone?.netnsAlive).toBe(false);
     const d = doctor(n1);
@@ -745,6 +753,7 @@ describe.skipIf(skip !== undefined)(skip === undefined ? title : `${title} (skip
     // The new agent counted what its start-up sweep reclaimed.
     const m = parseExposition(curl(n1, '/metrics').body);
     expect(m.get('trellis_ipam_leases_reclaimed_total', { reason: 'startup-sweep' })).toBe(1);
+    expect(m.get('trellis_ipam_leases_reclaimed_total', { reason: 'held-gone' })).toBe(1);
     expect(m.get('trellis_ipam_used', { family: '4' })).toBe(pods.length);
   });
 
