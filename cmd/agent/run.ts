@@ -133,10 +133,17 @@ export async function runAgent(config: AgentConfig, root: Logger): Promise<numbe
     });
     return 1;
   }
-  const signal = await stopSignal;
-  log.info({ signal }, 'stopping: finishing in-flight CNI calls; routes, config and rules stay in place');
+  const stop = await Promise.race([
+    stopSignal.then((signal) => ({ signal, restart: undefined })),
+    agent.restartWanted.then((restart) => ({ signal: undefined, restart })),
+  ]);
+  log.info(
+    stop.restart === undefined ? { signal: stop.signal } : { restart: stop.restart },
+    'stopping: finishing in-flight CNI calls; routes, config and rules stay in place',
+  );
   trim.stop();
   await observer.stop();
   await agent.stop();
-  return 0;
+  // Non-zero: a container that exits is restarted, and its hostPath mounts made afresh.
+  return stop.restart === undefined ? 0 : 1;
 }

@@ -1,6 +1,6 @@
-import { existsSync, readFileSync } from 'node:fs';
+import { existsSync, readFileSync, statSync } from 'node:fs';
 import { hostname } from 'node:os';
-import { join } from 'node:path';
+import { dirname, join } from 'node:path';
 import { PUBLISHED_NETWORK_NAME } from '../cniconf/render.ts';
 import { addAttachment } from '../datapath/add.ts';
 import { BackgroundDeleter } from '../datapath/background-deleter.ts';
@@ -40,6 +40,7 @@ import { CniServer } from './cni-server.ts';
 import { type CniCallRecord, createCniService } from './cni-service.ts';
 import type { AgentConfig } from './config.ts';
 import { FIRST_LIST_WAIT, NodeController, type PassOutcome, ROUTING_ANNOTATIONS } from './controller.ts';
+import { deletedDirectoryOf } from './deleted-mount.ts';
 import { startFirewallChecks } from './firewall-checks.ts';
 import type { ForwardFirewallWatch } from './forward-firewall.ts';
 import { ForwardPrefixes } from './forward-prefixes.ts';
@@ -154,6 +155,15 @@ export class Agent {
   private readonly root: Logger;
   private readonly hooks: AgentHooks;
   private readonly abort = new AbortController();
+  private wantRestart: (why: string) => void = () => {};
+  /**
+   * Resolves, with why, once only a new process can serve: a directory the agent keeps files in was
+   * deleted under its mount (deleted-mount.ts). cmd/agent stops the agent then and exits 1, and the
+   * kubelet restarts the container with the host's directory mounted again.
+   */
+  readonly restartWanted: Promise<string> = new Promise((resolve) => {
+    this.wantRestart = resolve;
+  });
   private readonly background: Background;
   private readonly layoutWrites: FailureLog;
   /** The config list put back by keepFiles, when that fails (said when it starts, not every 5 s). */
@@ -433,7 +443,8 @@ export class Agent {
     log.info({ socket: config.socket }, 'CNI socket listening');
     // Files removed under the agent (a cleanup of /run/trellis or /var/lib/trellis) are put back
     // within seconds: a missing socket fails every ADD while the agent looks healthy, missing leases
-    // and node.json cost the running pods their network at the next restart.
+    // and node.json cost the running pods their network at the next restart. A host directory deleted
+    // under the container's mount cannot take them: the agent stops for a restart (restartWanted).
     this.background.every(
       'keeping the socket and state files',
       READY_MARK_REFRESH_MS,
@@ -589,12 +600,33 @@ export class Agent {
     }
   }
 
+  /** The first directory the agent keeps files in (socket, state, spool, published config) found deleted. */
+  private deletedKeptDirectory(): string | undefined {
+    const { config } = this;
+    const kept = [dirname(config.socket), config.stateDir, config.spoolDir];
+    if (config.publishCniConfig) kept.push(config.cniConfDir, config.cniBinDir);
+    for (const dir of kept) {
+      const deleted = deletedDirectoryOf(dir, linksOf);
+      if (deleted !== undefined) return deleted;
+    }
+    return undefined;
+  }
+
   /**
    * The CNI socket, the IPAM state directory, its lease records, node.json and the published config
    * list, each put back if it was removed; IP forwarding turned back on if it was turned off.
    */
   private async keepFiles(server: CniServer): Promise<void> {
     if (this.abort.signal.aborted) return;
+    const deleted = this.deletedKeptDirectory();
+    if (deleted !== undefined) {
+      this.log.error(
+        { directory: deleted },
+        'a directory the agent keeps its files in was deleted on the host under its mount: nothing can be put back in it; stopping so that the container is restarted with the host directory mounted again',
+      );
+      this.wantRestart(`${deleted} was deleted under the agent's mount`);
+      return;
+    }
     try {
       // The layout first (keepLayout, which logs through onRewritten), then each record. A failure
       // every 5 s (a read-only disk) is said when it starts.
@@ -1261,5 +1293,14 @@ export class Agent {
     if (this.lock !== undefined) markStopped(this.config.stateDir);
     this.lock?.release();
     this.log.info('trellis agent stopped');
+  }
+}
+
+/** A path's link count; undefined when nothing is there. One that cannot be read counts as live. */
+function linksOf(path: string): { nlink: number } | undefined {
+  try {
+    return statSync(path, { throwIfNoEntry: false });
+  } catch {
+    return { nlink: 1 };
   }
 }

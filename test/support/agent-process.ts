@@ -65,6 +65,11 @@ export interface StartAgentOptions {
   wrap?: string[];
   /** The agent's launcher; dist/bin/trellis-agent by default (another CPU's build: arm64-agent.ts). */
   binary?: string;
+  /**
+   * The directory `wrap` bind-mounts at the agent's dir inside a mount namespace of its own (a
+   * container's hostPath): its socket shows there to the test, not at the agent's own path.
+   */
+  mountedFrom?: string;
 }
 
 export function startAgent(opts: StartAgentOptions): AgentProcess {
@@ -133,7 +138,8 @@ export function startAgent(opts: StartAgentOptions): AgentProcess {
     child,
     async ready() {
       const deadline = Date.now() + 15_000;
-      while (!logs.some((l) => l.msg === 'trellis agent ready') || !existsSync(socket)) {
+      const seen = opts.mountedFrom === undefined ? socket : join(opts.mountedFrom, 'cni.sock');
+      while (!logs.some((l) => l.msg === 'trellis agent ready') || !existsSync(seen)) {
         if (child.exitCode !== null || child.signalCode !== null) {
           throw new Error(
             `agent exited with ${child.exitCode ?? child.signalCode}: ${stderr}\n${JSON.stringify(logs)}`,
