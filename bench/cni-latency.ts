@@ -27,8 +27,15 @@
  * that figure). A concurrent burst's wall time starts before its pins (~20 µs each).
  *
  *   node_modules/.bin/node scripts/build.ts
- *   node_modules/.bin/node bench/cni-latency.ts [--runs 4] [--pods 50] [--concurrent 20]
- *     [--only trellis,ptp] [--interleave pods|rounds] [--no-prepare] [--out FILE]
+ * Every sequential ADD starts after a quiet gap (--gap-ms): what a plugin leaves running once it has
+ * answered (the agent topping up its spare lease files, writing its log line, collecting garbage; the
+ * kernel's deferred work) must not land in the next plugin's timed ADD, which with four plugins in
+ * balanced orders is always another plugin's, never trellis's own. Each run has --bursts concurrent
+ * bursts per plugin, interleaved, so the burst's figure is a median of several, pooled over the runs.
+ *
+ *   node_modules/.bin/node scripts/build.ts
+ *   node_modules/.bin/node bench/cni-latency.ts [--runs 4] [--pods 50] [--concurrent 20] [--bursts 3]
+ *     [--gap-ms 100] [--only trellis,ptp] [--interleave pods|rounds] [--no-prepare] [--out FILE]
  *
  * Prints a table and, last, one JSON line (also written to --out, default bench/results/cni-latency.json).
  */
@@ -55,6 +62,8 @@ const opts = benchArgs(SCRIPT, {
   runs: { type: 'string', default: '4' },
   pods: { type: 'string', default: '50' },
   concurrent: { type: 'string', default: '20' },
+  bursts: { type: 'string', default: '3' },
+  'gap-ms': { type: 'string', default: '100' },
   out: { type: 'string', default: join(import.meta.dirname, 'results', 'cni-latency.json') },
   only: { type: 'string' },
   /** The agent without --netns-dir: every ADD makes its veth pair (for A/B runs). */
@@ -69,6 +78,8 @@ if (opts.interleave !== 'pods' && opts.interleave !== 'rounds') {
 const RUNS = numberArg(SCRIPT, 'runs', opts.runs);
 const PODS = numberArg(SCRIPT, 'pods', opts.pods);
 const CONCURRENT = numberArg(SCRIPT, 'concurrent', opts.concurrent);
+const BURSTS = numberArg(SCRIPT, 'bursts', opts.bursts);
+const GAP_MS = numberArg(SCRIPT, 'gap-ms', opts['gap-ms']);
 
 for (const bin of [
   SHIM_BINARY,
@@ -141,9 +152,14 @@ function linkCount(ns: string, prefix: string): number {
   return links.filter((l) => l.ifname.startsWith(prefix)).length;
 }
 
+/** Until no link of `prefix` is left; one left after 30 s is a DEL left undone, and stops the bench. */
 async function waitLinks(ns: string, prefix: string): Promise<void> {
   const deadline = Date.now() + 30_000;
-  while (linkCount(ns, prefix) > 0 && Date.now() < deadline) await sleep(20);
+  for (let left = linkCount(ns, prefix); left > 0; left = linkCount(ns, prefix)) {
+    if (Date.now() > deadline)
+      throw new Error(`${left} ${prefix}* link(s) still in ${ns} 30 s after their DELs answered`);
+    await sleep(20);
+  }
 }
 
 function hostLocal(subnet: string, name: string): Record<string, unknown> {
@@ -180,7 +196,8 @@ interface Sample {
   del: number[];
   /** The round's DELs, from the first one's spawn until every veth of the round is gone. */
   delAllGone: number;
-  concurrentWall: number;
+  /** The run's concurrent bursts' wall times. */
+  concurrentWalls: number[];
 }
 
 /** One plugin's sequential round: ADDs from the pin (`add`) and from the spawn, DELs, all veths gone. */
@@ -220,6 +237,7 @@ async function sequentialRound(ps: readonly Plugin[], rotate: number): Promise<M
       const order = orders[(i + rotate) % orders.length]!;
       for (let k = 0; k < rounds.length; k++) {
         const r = rounds[order[k]!]!;
+        await sleep(GAP_MS); // the plugin before finishes what it left running (see the header)
         // Timed from the pin, as a runtime's pod waits from its namespace's creation: the agent starts
         // preparing the pair there, while the request reaches the runner and the plugin is spawned.
         const pinned = process.hrtime.bigint();
@@ -439,14 +457,24 @@ try {
         sequentialLogs.push([from, a.logs.length]);
         await sleep(300);
       }
-      const concurrentWall = await concurrentRound(p);
-      await sleep(300);
+    }
+    // The bursts, interleaved plugin by plugin, the order rotating each burst.
+    const walls = new Map<string, number[]>(selected.map((p) => [p.name, []]));
+    for (let b = 0; b < BURSTS; b++) {
+      for (let k = 0; k < order.length; k++) {
+        const p = order[(k + b) % order.length]!;
+        walls.get(p.name)!.push(await concurrentRound(p));
+        await sleep(300);
+      }
+    }
+    for (const p of order) {
       const { add, addSpawned, del, delAllGone } = sequential.get(p.name)!;
+      const concurrentWalls = walls.get(p.name)!;
       const list = samples.get(p.name) ?? [];
-      list.push({ add, addSpawned, del, delAllGone, concurrentWall });
+      list.push({ add, addSpawned, del, delAllGone, concurrentWalls });
       samples.set(p.name, list);
       process.stderr.write(
-        `run ${run + 1}/${RUNS} ${p.name}: ADD p50 ${round(median(add))} ms, DEL p50 ${round(median(del))} ms, ${CONCURRENT}x ADD ${round(concurrentWall)} ms\n`,
+        `run ${run + 1}/${RUNS} ${p.name}: ADD p50 ${round(median(add))} ms, DEL p50 ${round(median(del))} ms, ${CONCURRENT}x ADD ${round(median(concurrentWalls))} ms (median of ${concurrentWalls.length})\n`,
       );
     }
     if (trellisSelected) {
@@ -454,7 +482,7 @@ try {
       const wall = performance.now() - runStart;
       agentCpuMs += liveThreadsCpuMs(a.child.pid!) - allMs0 - agentIdle.all * wall;
       agentJsThreadMs += mainThreadCpuMs(a.child.pid!) - jsMs0 - agentIdle.js * wall;
-      agentCalls += 2 * (PODS + CONCURRENT);
+      agentCalls += 2 * (PODS + CONCURRENT * BURSTS);
     }
   }
   for (const l of a.logs.slice(logStart)) {
@@ -502,7 +530,8 @@ for (const [name, list] of samples) {
     delP50: round(median(list.map((s) => median(s.del)))),
     delP99: round(pct(delAll, 99)),
     delAllGone: round(median(list.map((s) => s.delAllGone))),
-    concurrentWall: round(median(list.map((s) => s.concurrentWall))),
+    // Every burst of every run, pooled: a run has only a few.
+    concurrentWall: round(median(list.flatMap((s) => s.concurrentWalls))),
     addAll: addAll.map((x) => round(x)),
     addSpawnedP50: round(median(list.map((s) => median(s.addSpawned)))),
   };
@@ -518,7 +547,10 @@ if (t !== undefined) {
       // Run i of trellis against run i of the reference (adjacent in time): robust to drifting load.
       addP50Paired: ratio(median(tr.map((x, i) => median(x.add) / median(rf[i]!.add))), 1),
       delP50Paired: ratio(median(tr.map((x, i) => median(x.del) / median(rf[i]!.del))), 1),
-      concurrentWallPaired: ratio(median(tr.map((x, i) => x.concurrentWall / rf[i]!.concurrentWall)), 1),
+      concurrentWallPaired: ratio(
+        median(tr.map((x, i) => median(x.concurrentWalls) / median(rf[i]!.concurrentWalls))),
+        1,
+      ),
       addP50: ratio(t.addP50, s.addP50),
       addSpawnedP50: ratio(t.addSpawnedP50, s.addSpawnedP50),
       addP99: ratio(t.addP99, s.addP99),
@@ -576,7 +608,7 @@ process.stdout.write(
       r.concurrentWall!,
       r.concurrentWallPaired!,
     ]),
-  )}\n\nagent-side ADD p50 ${round(median(agentAddMs))} ms p99 ${round(pct(agentAddMs, 99))} ms (sequential alone p50 ${round(median(agentSequentialAddMs))} p99 ${round(pct(agentSequentialAddMs, 99))} ms; ${agentPreparedAdds} of ${agentAddMs.length} with their veth pair prepared); DEL p50 ${round(median(agentDelMs))} ms; agent CPU ${agentCpuMsPerCall} ms per CNI call, its JS thread ${agentJsThreadMsPerCall} ms, idle subtracted (commit ${commit}, ${RUNS} runs x ${PODS} pods, interleaved by ${opts.interleave})\n`,
+  )}\n\nagent-side ADD p50 ${round(median(agentAddMs))} ms p99 ${round(pct(agentAddMs, 99))} ms (sequential alone p50 ${round(median(agentSequentialAddMs))} p99 ${round(pct(agentSequentialAddMs, 99))} ms; ${agentPreparedAdds} of ${agentAddMs.length} with their veth pair prepared); DEL p50 ${round(median(agentDelMs))} ms; agent CPU ${agentCpuMsPerCall} ms per CNI call, its JS thread ${agentJsThreadMsPerCall} ms, idle subtracted (commit ${commit}, ${RUNS} runs x ${PODS} pods, interleaved by ${opts.interleave}, ${GAP_MS} ms before each, ${BURSTS} bursts per run)\n`,
 );
 writeResult(
   opts.out,
@@ -589,6 +621,10 @@ writeResult(
     interleave: opts.interleave,
     pods: PODS,
     concurrent: CONCURRENT,
+    /** Concurrent bursts per plugin per run (their wall times pooled over the runs). */
+    bursts: BURSTS,
+    /** The quiet gap before every sequential ADD, ms. */
+    gapMs: GAP_MS,
     summary,
     ratios,
     agentSide: {

@@ -19,8 +19,12 @@
  * `ip netns exec`), so the API server can listen on the namespace's 127.0.0.1 and the agent, the
  * monitor and the clock share one view. Namespaces are created and removed by the outer process.
  *
- *   node_modules/.bin/node bench/route-convergence.ts [--nodes 5000] [--reps 3] [--events 50]
- *     [--no-masq-rep] [--out FILE]
+ * The Nodes carry a kubelet's status (capacity, conditions, images, ~5 KB each, as footprint.ts's), so
+ * the list the agent decodes is the size a real cluster's is; --small-nodes leaves them bare (the
+ * figures before 2026-12-07).
+ *
+ *   node_modules/.bin/node bench/route-convergence.ts [--nodes 5000] [--reps 5] [--events 50]
+ *     [--no-masq-rep] [--small-nodes] [--out FILE]
  */
 import { execFileSync } from 'node:child_process';
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
@@ -36,16 +40,19 @@ import {
   peerIp,
   populate,
   runInsideNamespace,
+  SELF,
   startClusterAgent,
   wireNodeNamespace,
 } from './lib/cluster.ts';
+import { withKubeletStatus } from './lib/kubelet-status.ts';
 import { nowMs, type RouteEvent, RouteMonitor } from './lib/route-monitor.ts';
 import { commitId, median, pct, ratio, round, sleep, table, writeResult } from './lib/stats.ts';
 
 const SCRIPT = import.meta.filename;
 const opts = benchArgs(SCRIPT, {
   nodes: { type: 'string', default: '5000' },
-  reps: { type: 'string', default: '3' },
+  reps: { type: 'string', default: '5' },
+  'small-nodes': { type: 'boolean', default: false },
   events: { type: 'string', default: '50' },
   'no-masq-rep': { type: 'boolean', default: false },
   out: { type: 'string', default: join(import.meta.dirname, 'results', 'route-convergence.json') },
@@ -219,6 +226,11 @@ async function trellisRun(masquerade: boolean, events: number): Promise<TrellisR
   let agent: AgentProcess | undefined;
   try {
     populate(srv, NODES);
+    if (!opts['small-nodes']) {
+      const t = new Date().toISOString();
+      const names = [SELF, ...Array.from({ length: NODES - 1 }, (_, i) => `bench-peer-${i + 1}`)];
+      for (const [i, name] of names.entries()) srv.store.updateNode(name, (n) => withKubeletStatus(n, i, t));
+    }
     let listStart = Number.NaN;
     let watchAt = Number.NaN;
     srv.store.failRequests((r) => {
@@ -475,6 +487,8 @@ writeResult(
   {
     nodes: NODES,
     reps: REPS,
+    /** Bare Nodes (--small-nodes) rather than kubelet-sized ones. */
+    smallNodes: opts['small-nodes'] === true,
     summary,
     referenceMs: reference.map((x) => round(x)),
     masqReferenceMs: masqReference === undefined ? null : round(masqReference),
