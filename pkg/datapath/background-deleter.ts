@@ -46,19 +46,23 @@ export class BackgroundDeleter {
         // Not pending meanwhile (an ADD needing the name must not wait up to a minute), but known:
         // GC does not start a second chain for it, and status still lists it in flight.
         this.retrying.set(name, (this.retrying.get(name) ?? 0) + 1);
-        const fire = (): void => {
+        // `early`: run by an ADD (waitForNetns), not by the timer. It keeps its place in the
+        // schedule: ADDs retried in a burst must not use up in milliseconds the waits meant to let a
+        // passing EBUSY or ENOMEM clear, after which the pod end would stay until the next start.
+        const fire = (early: boolean): void => {
           clearTimeout(retry);
           if (!this.retries.delete(retry)) return; // fired already, or dropped by drain
-          if (this.retryNow.get(name) === fire) this.retryNow.delete(name);
+          if (this.retryNow.get(name) === now) this.retryNow.delete(name);
           const left = (this.retrying.get(name) ?? 1) - 1;
           if (left > 0) this.retrying.set(name, left);
           else this.retrying.delete(name);
-          if (!this.stopped) this.schedule(name, work, podNetns, attempt + 1);
+          if (!this.stopped) this.schedule(name, work, podNetns, early ? attempt : attempt + 1);
         };
-        const retry = setTimeout(fire, delay);
+        const now = (): void => fire(true);
+        const retry = setTimeout(() => fire(false), delay);
         retry.unref();
         this.retries.add(retry);
-        this.retryNow.set(name, fire);
+        this.retryNow.set(name, now);
       })
       .finally(() => {
         if (this.pending.get(name) !== next) return;

@@ -111,4 +111,37 @@ describe('BackgroundDeleter', () => {
       vi.useRealTimers();
     }
   });
+
+  it('ADDs into the namespace that run the retry early keep its place in the schedule: the spaced tries still come', async () => {
+    vi.useFakeTimers();
+    try {
+      const said: boolean[] = [];
+      const d = new BackgroundDeleter((_name, _err, retried) => said.push(retried));
+      let tries = 0;
+      d.schedule(
+        'trl1234',
+        async () => {
+          tries++;
+          throw new Error('RTM_DELLINK: EBUSY');
+        },
+        '/run/netns/reused',
+      );
+      await vi.advanceTimersByTimeAsync(0);
+      // A runtime retrying its ADD into the namespace, three times at once: each runs a try early.
+      for (let i = 0; i < 3; i++) await d.waitForNetns('/run/netns/reused');
+      expect(tries).toBe(4);
+      expect(said).toEqual([true, true, true, true]);
+      expect(d.isPending('trl1234')).toBe(true);
+      // The timer's schedule is still whole: 1 s, 10 s and 60 s, then it is left.
+      await vi.advanceTimersByTimeAsync(1_000);
+      await vi.advanceTimersByTimeAsync(10_000);
+      expect(said.at(-1)).toBe(true);
+      await vi.advanceTimersByTimeAsync(60_000);
+      expect(tries).toBe(7);
+      expect(said.at(-1)).toBe(false);
+      expect(d.isPending('trl1234')).toBe(false);
+    } finally {
+      vi.useRealTimers();
+    }
+  });
 });
