@@ -68,7 +68,9 @@ export class NodeStatusReporter {
   }) {
     this.kube = opts.kube;
     this.retryBaseMs = opts.retryBaseMs ?? 500;
-    this.now = opts.now ?? Date.now;
+    // Monotonic: a clock stepped back (NTP just after boot) must not hold the re-assert off for the
+    // length of the step, the node tainted NetworkUnavailable meanwhile.
+    this.now = opts.now ?? (() => performance.now());
     this.nodeName = opts.nodeName;
     this.log = opts.log;
     this.signal = opts.signal;

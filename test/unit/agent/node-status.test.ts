@@ -4,11 +4,12 @@ import type { ClusterNode } from '../../../pkg/agent/cluster.ts';
 import { NodeStatusReporter, REASSERT_MS } from '../../../pkg/agent/node-status.ts';
 import { K8sError } from '../../../pkg/k8s/errors.ts';
 
-function reporter(now: () => number = Date.now) {
+/** `now` left out: the reporter's own clock. */
+function reporter(now?: () => number) {
   const patches: Record<string, string | null>[] = [];
   const networkUp: string[] = [];
   const r = new NodeStatusReporter({
-    now,
+    ...(now === undefined ? {} : { now }),
     kube: {
       annotateNode: async (_name, annotations) => void patches.push({ ...annotations }),
       setNetworkUnavailable: async (name) => void networkUp.push(name),
@@ -307,5 +308,26 @@ describe('NodeStatusReporter', () => {
     r.networkUpFor(node());
     await flush();
     expect(networkUp).toHaveLength(3);
+  });
+
+  it('times REASSERT_MS on a monotonic clock: the wall clock stepped back does not hold the next put-back off', async () => {
+    vi.useFakeTimers({ toFake: ['Date', 'performance'] });
+    try {
+      const { r, networkUp } = reporter();
+      r.networkUpFor(node());
+      r.networkUpFor(node({ resourceVersion: '12', networkUnavailable: 'NoRouteCreated' }));
+      await vi.advanceTimersByTimeAsync(REASSERT_MS);
+      r.networkUpFor(node({ resourceVersion: '14', networkUnavailable: 'NoRouteCreated' }));
+      await vi.advanceTimersByTimeAsync(0);
+      expect(networkUp).toHaveLength(3);
+      // NTP steps the wall clock back an hour; then more than REASSERT_MS passes.
+      vi.setSystemTime(Date.now() - 3_600_000);
+      await vi.advanceTimersByTimeAsync(2 * REASSERT_MS);
+      r.networkUpFor(node({ resourceVersion: '16', networkUnavailable: 'NoRouteCreated' }));
+      await vi.advanceTimersByTimeAsync(0);
+      expect(networkUp).toHaveLength(4);
+    } finally {
+      vi.useRealTimers();
+    }
   });
 });
