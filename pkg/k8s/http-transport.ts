@@ -27,7 +27,7 @@ import {
   type WatchParams,
 } from './transport.ts';
 import { brokenMidAnswer, openStream, type StreamConnection, type StreamTarget } from './watch-connection.ts';
-import { WatchLines } from './watch-lines.ts';
+import { WatchLines, WatchLineTooLong } from './watch-lines.ts';
 
 // node:http through process.getBuiltinModule, not an ESM import: building the ESM namespace of node:http
 // reads its lazy exports (WebSocket and friends) and so loads undici, http2 and web streams (~8 MB RSS
@@ -43,6 +43,9 @@ export interface HttpTransportOptions {
   /** For the token reload; default Date.now. */
   now?: () => number;
 }
+
+/** How much of a refused watch's body is kept for its error: a Status is a few hundred bytes. */
+const MAX_REFUSAL_BYTES = 64 * 1024;
 
 const CONTENT_TYPE: Record<PatchType, string> = {
   'strategic-merge': 'application/strategic-merge-patch+json',
@@ -172,21 +175,33 @@ export class HttpTransport implements Transport {
       };
       const lines = new WatchLines();
       /** An error answer's body, read whole before it becomes the error. */
-      let refusal: { status: number; retryAfter: string | undefined; body: Buffer[] } | undefined;
+      let refusal:
+        | { status: number; retryAfter: string | undefined; body: Buffer[]; bytes: number }
+        | undefined;
       try {
         this.#freshCerts();
         conn = openStream(this.#target, this.#pathOf(path, query), this.#headers(), {
           onActivity: armIdle,
           onHead: (status, headers) => {
             if (status !== 200) {
-              refusal = { status, retryAfter: headers.get('retry-after'), body: [] };
+              refusal = { status, retryAfter: headers.get('retry-after'), body: [], bytes: 0 };
               return;
             }
             params.onOpen?.();
           },
           onBody: (piece) => {
-            if (refusal !== undefined) refusal.body.push(Buffer.from(piece));
-            else lines.push(piece, onLine);
+            if (refusal !== undefined) {
+              // A Status is small: what runs past the limit is not kept (nor grows the agent).
+              if (refusal.bytes < MAX_REFUSAL_BYTES) refusal.body.push(Buffer.from(piece));
+              refusal.bytes += piece.length;
+              return;
+            }
+            try {
+              lines.push(piece, onLine);
+            } catch (err) {
+              if (!(err instanceof WatchLineTooLong)) throw err;
+              finish(new K8sError(op, err.message, undefined, K8sReason.WATCH));
+            }
           },
           // A stream ended mid-line drops that line; its event comes again on the next watch, which
           // resumes from the last resourceVersion applied.

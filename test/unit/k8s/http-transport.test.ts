@@ -180,6 +180,28 @@ describe('HttpTransport', () => {
     ]);
   });
 
+  it('fails a watch whose line never ends (a stream that lost its framing) instead of holding it all', async () => {
+    const chunk = 'a'.repeat(1024 * 1024);
+    let sent = 0;
+    const t = await serve((_req, res) => {
+      res.writeHead(200, { 'content-type': 'application/json' });
+      // Bytes keep coming (so the inactivity timer never ends it), never a newline.
+      const more = (): void => {
+        if (res.destroyed || sent >= 64) return;
+        sent++;
+        if (res.write(chunk)) setImmediate(more);
+        else res.once('drain', more);
+      };
+      more();
+    });
+    const e = await rejection(
+      t.watch('watch nodes', '/api/v1/nodes', params, () => undefined, new AbortController().signal),
+    );
+    expect(e.reason).toBe('WatchFailed');
+    expect(e.message).toMatch(/a watch line grew past 16777216 bytes without its end/);
+    expect(sent).toBeLessThan(64);
+  });
+
   it('ends a silent watch with "timeout", and an aborted one with "closed"', async () => {
     const urls: string[] = [];
     const t = await serve((req, res) => {

@@ -1,6 +1,6 @@
 import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
-import { WatchLines } from '../../../pkg/k8s/watch-lines.ts';
+import { MAX_LINE_BYTES, WatchLines, WatchLineTooLong } from '../../../pkg/k8s/watch-lines.ts';
 
 function collect(pieces: Buffer[], stopAfter = Number.POSITIVE_INFINITY): string[] {
   const lines = new WatchLines();
@@ -33,6 +33,26 @@ describe('WatchLines', () => {
     buf.fill(0).write('}\n');
     lines.push(buf.subarray(0, 2), (l) => got.push(l) > 0);
     expect(got).toEqual(['{"x":1}']);
+  });
+
+  it('refuses a line that grows past its limit without its end, and drops what it held', () => {
+    const lines = new WatchLines(10);
+    const got: string[] = [];
+    const push = (text: string) => lines.push(Buffer.from(text), (l) => got.push(l) > 0);
+    push('{"a":1}\n{"b":'); // 5 bytes held
+    push('23456'); // 10: at the limit, still held
+    expect(() => push('7')).toThrow(WatchLineTooLong);
+    expect(lines.pending).toBe(false);
+    expect(got).toEqual(['{"a":1}']);
+    // A Node as large as etcd takes (~1.5 MiB) passes under the default.
+    const big = new WatchLines();
+    const node = `{"type":"ADDED","object":{"x":"${'n'.repeat(1_600_000)}"}}`;
+    const seen: string[] = [];
+    for (let at = 0; at < node.length; at += 64 * 1024)
+      big.push(Buffer.from(node.slice(at, at + 64 * 1024)), (l) => seen.push(l) > 0);
+    big.push(Buffer.from('\n'), (l) => seen.push(l) > 0);
+    expect(seen.map((l) => l.length)).toEqual([node.length]);
+    expect(MAX_LINE_BYTES).toBeGreaterThan(8 * 1_600_000);
   });
 
   it('stops at the line whose callback says false and drops what follows', () => {
