@@ -1,9 +1,4 @@
 /**
- * A watch body cut into its lines (newline-delimited JSON), from pieces of bytes that end anywhere:
- * mid-line, mid-character. Lines are split on the newline byte, which never occurs inside a UTF-8
- * sequence, and decoded whole.
- */
-/**
  * The longest line held while its end has not come. An event is one object as JSON: a Node is at
  * most ~1.5 MiB (etcd's request limit), so a line past this is a stream that lost its framing (a
  * broken proxy, say). Holding it would grow the agent until it is killed, every read keeping the
@@ -14,6 +9,11 @@ export const MAX_LINE_BYTES = 16 * 1024 * 1024;
 /** A line grew past the limit without its end. */
 export class WatchLineTooLong extends Error {}
 
+/**
+ * A watch body cut into its lines (newline-delimited JSON), from pieces of bytes that end anywhere:
+ * mid-line, mid-character. Lines are split on the newline byte, which never occurs inside a UTF-8
+ * sequence, and decoded whole.
+ */
 export class WatchLines {
   /** The bytes of a line not finished yet, copied: pieces may be views into a buffer the next read reuses. */
   #partial: Buffer[] = [];
