@@ -156,6 +156,8 @@ export class Agent {
   private readonly hooks: AgentHooks;
   private readonly abort = new AbortController();
   private wantRestart: (why: string) => void = () => {};
+  /** The kept directory keepFiles found deleted last time (it stops the agent when found twice). */
+  private deletedSeen: string | undefined;
   /**
    * Resolves, with why, once only a new process can serve: a directory the agent keeps files in was
    * deleted under its mount (deleted-mount.ts). cmd/agent stops the agent then and exits 1, and the
@@ -619,6 +621,9 @@ export class Agent {
   private async keepFiles(server: CniServer): Promise<void> {
     if (this.abort.signal.aborted) return;
     const deleted = this.deletedKeptDirectory();
+    const seenBefore = deleted !== undefined && deleted === this.deletedSeen;
+    this.deletedSeen = deleted;
+    if (deleted !== undefined && !seenBefore) return; // once more first: a stat may race an `rm -rf` outside a container
     if (deleted !== undefined) {
       this.log.error(
         { directory: deleted },
@@ -985,7 +990,11 @@ export class Agent {
   }
 
   private async rebuildHeldLeases(): Promise<void> {
-    if (this.ipam === undefined || this.host === undefined || this.ipam.heldKeys().length === 0) return;
+    if (this.ipam === undefined || this.host === undefined) return;
+    if (this.ipam.heldKeys().length === 0) {
+      this.heldOutsideRanges = false; // gone meanwhile (a DEL): nothing for the retry timer
+      return;
+    }
     const kube = this.ports.kube;
     const { released, unremoved } = await rebuildHeldLeases({
       ipam: this.ipam,

@@ -16,8 +16,8 @@ export type StatLinks = (path: string) => { nlink: number } | undefined;
 
 /**
  * The deleted directory `dir` lies in (itself or the nearest ancestor there is), or undefined when it
- * lies in a live one. A live directory has two links at least (its entry and its `.`); a deleted one,
- * none.
+ * lies in a live one. A live directory has links (two at least on most file systems, one on btrfs and
+ * overlayfs); a deleted one, none.
  */
 export function deletedDirectoryOf(dir: string, stat: StatLinks): string | undefined {
   for (let d = dir; ; d = dirname(d)) {

@@ -209,7 +209,7 @@ export async function rebuildHeldLeases(
         if (outsideRanges(deps, key, ranges)) unremoved++;
         decision = { kind: 'skip', key, reason: 'a CNI call for it is in flight' };
       } else {
-        let gone: Invalidated | 'busy' | undefined;
+        let gone: Invalidated | 'busy' | 'decided' | undefined;
         try {
           gone = await invalidateOutside(deps, key, ranges);
         } catch (err) {
@@ -217,6 +217,14 @@ export async function rebuildHeldLeases(
           deps.log.warn(
             { ...fields, error: toCniError(err).message },
             'a pod whose addresses are outside the pod CIDRs could not be removed; its addresses stay held and it is tried again',
+          );
+          continue;
+        }
+        if (gone === 'decided') {
+          // Its old veth is gone; what the key holds now is the DEL's or the ADD's doing.
+          deps.log.info(
+            fields,
+            'a pod outside the pod CIDRs was removed while a DEL or ADD of it ran; that call decided its addresses',
           );
           continue;
         }
@@ -319,13 +327,15 @@ export async function rebuildHeldLeases(
  * A held attachment with an address not usable in `ranges` whose host veth exists: the veth deleted
  * (its host routes with it), then the addresses released; what the warning says of it. Undefined when
  * the attachment is not such (in range, or without a veth: the rebuild releases it as for any held key
- * without one); 'busy' when a CNI call for it started during the read. Throws when either step fails.
+ * without one); 'busy' when a CNI call for it started during the read; 'decided' when one changed the
+ * key during the deletion (its veth deleted, its addresses left to that call). Throws when either step
+ * fails.
  */
 async function invalidateOutside(
   deps: RebuildDeps,
   key: LeaseKey,
   ranges: ReturnType<typeof parseRanges>,
-): Promise<Invalidated | 'busy' | undefined> {
+): Promise<Invalidated | 'busy' | 'decided' | undefined> {
   if (!outsideRanges(deps, key, ranges)) return undefined;
   const addresses = deps.ipam.heldAddresses(key).map((a) => a.address);
   const hostVeth = hostVethName(key.containerId, key.ifname);
@@ -338,7 +348,7 @@ async function invalidateOutside(
   // And again after the deletion yielded: a DEL may have released the hold meanwhile and an ADD of the
   // same container id made a lease, which release would free under a running pod. The deletion took
   // only the old link (by index); the ADD's pair is another.
-  if (keyChanged(deps, key)) return 'busy';
+  if (keyChanged(deps, key)) return 'decided';
   deps.ipam.release(key);
   return {
     ...leaseLogFields({
