@@ -65,7 +65,7 @@ describe.skipIf(skip !== undefined)(
       rmSync(hostDir, { recursive: true, force: true }); // a cleanup on the node
       const a = agent;
       await within(
-        15_000,
+        25_000,
         'the agent exited',
         () => a.child.exitCode !== null || a.child.signalCode !== null,
       );
