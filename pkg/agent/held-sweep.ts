@@ -1,6 +1,6 @@
 import { toCniError } from '../cni/errors.ts';
 import { attachmentKey, hostVethName, shortId } from '../datapath/names.ts';
-import { HELD_RELEASED, type RebuildDeps } from './lease-rebuild.ts';
+import { HELD_RELEASED, keyChanged, type RebuildDeps } from './lease-rebuild.ts';
 
 /**
  * Held addresses (a quarantined or lost lease record) of pods that have gone since: released once
@@ -19,9 +19,9 @@ export async function releaseHeldWithoutVeth(
     const fields = { containerId: shortId(key.containerId), ifname: key.ifname };
     try {
       if ((await deps.host.getLink(hostVeth)) !== undefined) continue;
-      // Checked again after the read yielded: a CNI call may have started, or an ADD made a lease.
-      if (deps.busy.has(attachmentKey(key)) || deps.ipam.get(key) !== undefined) continue;
-      if (deps.ipam.heldAddresses(key).length === 0) continue; // a DEL released it meanwhile
+      // Checked again after the read yielded: a CNI call may have started, an ADD made a lease, or a
+      // DEL released the hold.
+      if (keyChanged(deps, key)) continue;
       deps.ipam.release(key);
       released++;
       deps.log.info(

@@ -362,8 +362,11 @@ async function invalidateOutside(
   };
 }
 
-/** A CNI call for the key is in flight, an ADD leased it, or a DEL released its hold. */
-function keyChanged(deps: RebuildDeps, key: LeaseKey): boolean {
+/**
+ * A CNI call for the key is in flight, an ADD leased it, or a DEL released its hold: checked again
+ * after an await, before a hold is released (here and in held-sweep.ts).
+ */
+export function keyChanged(deps: Pick<RebuildDeps, 'ipam' | 'busy'>, key: LeaseKey): boolean {
   return (
     deps.busy.has(attachmentKey(key)) ||
     deps.ipam.get(key) !== undefined ||
