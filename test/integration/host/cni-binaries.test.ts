@@ -22,6 +22,7 @@ import {
   SHIM_BINARY,
 } from '../../support/cni-driver.ts';
 import { NetnsPool, netnsSkipReason } from '../../support/netns.ts';
+import { inOwnMounts } from '../../support/own-mounts.ts';
 import { within } from '../faults/support.ts';
 
 /**
@@ -64,17 +65,8 @@ describe.skipIf(skip !== undefined)(
     }
 
     /** Runs the agent in a mount namespace of its own, as a container, with an empty tmpfs over `dir` (then `more`). */
-    const ownMounts = (dir: string, more = ''): string[] => [
-      'unshare',
-      '--mount',
-      '--propagation',
-      'private',
-      '--',
-      'sh',
-      '-c',
-      `mount -t tmpfs tmpfs "$0"${more} && exec "$@"`,
-      dir,
-    ];
+    const ownMounts = (dir: string, more = ''): string[] =>
+      inOwnMounts(`mount -t tmpfs tmpfs "$0"${more}`, dir);
     /** The agent's own namespace, where a tmpfs over `interp` holds a shell. */
     const containerised = ownMounts(interp, ' && cp /bin/sh "$0/sh"');
 

@@ -6,6 +6,7 @@ import { afterAll, describe, expect, it } from 'vitest';
 import { type AgentProcess, removeAgentDir, startAgent } from '../../support/agent-process.ts';
 import { builtSkipReason } from '../../support/cni-driver.ts';
 import { NetnsPool, netnsSkipReason } from '../../support/netns.ts';
+import { inOwnMounts } from '../../support/own-mounts.ts';
 import { within } from '../faults/support.ts';
 
 const skip =
@@ -45,18 +46,7 @@ describe.skipIf(skip !== undefined)(
         podCIDRs: ['10.244.1.0/24'],
         dir,
         mountedFrom: hostDir,
-        wrap: [
-          'unshare',
-          '--mount',
-          '--propagation',
-          'private',
-          '--',
-          'sh',
-          '-c',
-          'mount --bind "$0" "$1" && shift && exec "$@"',
-          hostDir,
-          dir,
-        ],
+        wrap: inOwnMounts('mount --bind "$0" "$1"', hostDir, dir),
       });
       await agent.ready();
       expect(existsSync(join(hostDir, 'cni.sock'))).toBe(true); // the host's view of the socket
