@@ -12,6 +12,8 @@ export type TransportName = 'native' | 'client-node';
 export interface Page {
   items: unknown[];
   metadata?: { resourceVersion?: string; continue?: string };
+  /** The length of the page's JSON text, where the transport read it (api.ts sizes pages by it). */
+  textLength?: number;
 }
 
 export type PatchType = 'strategic-merge' | 'merge';
