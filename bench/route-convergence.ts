@@ -10,7 +10,8 @@
  *   has turned the list into its cache and started the pass (what earlier runs reported). Reference, same run
  *   and interleaved: `ip -batch` adding the same routes in a fresh namespace, spawn to exit, as
  *   plain `via` routes (the issue's reference) and as the nexthop objects plus routes naming them
- *   that trellis writes.
+ *   that trellis writes. The first list's time is split, from the test API server's records, into
+ *   the server's time on each page and the agent's between pages (ListSplit).
  * - Incremental: one Node added (or deleted) through the store -> its route added (or deleted) in
  *   the kernel, from the API write to the monitor's timestamp; each event split at the agent's log
  *   line into delivery (API write -> the agent queued it), the agent's own share, and the monitor's.
@@ -31,7 +32,7 @@ import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { type AgentProcess, removeAgentDir } from '../test/support/agent-process.ts';
-import { startTestApiServer } from '../test/support/apiserver/server.ts';
+import { type RequestRecord, startTestApiServer } from '../test/support/apiserver/server.ts';
 import { NetnsPool } from '../test/support/netns.ts';
 import { benchArgs, numberArg } from './lib/cli.ts';
 import {
@@ -155,6 +156,27 @@ function lastOf(wanted: ReadonlySet<string>): (e: RouteEvent) => boolean {
   };
 }
 
+/**
+ * Where a list's time went, from the test API server's own records: its time on each page (request
+ * arrived -> answer handed to the OS), and the agent's between pages (one answer sent -> the next
+ * request in: reading and parsing the page, its views, asking again). The two add up to the list.
+ */
+interface ListSplit {
+  pages: number;
+  serverMs: number;
+  agentMs: number;
+}
+
+function listSplit(pages: readonly RequestRecord[]): ListSplit {
+  let serverMs = 0;
+  let agentMs = 0;
+  for (const [i, r] of pages.entries()) {
+    serverMs += (r.sentAt ?? r.at) - r.at;
+    if (i > 0) agentMs += r.at - (pages[i - 1]!.sentAt ?? r.at);
+  }
+  return { pages: pages.length, serverMs, agentMs };
+}
+
 interface TrellisRun {
   masquerade: boolean;
   /** From the server having sent the first full list's last page to the last peer route in the kernel. */
@@ -163,6 +185,8 @@ interface TrellisRun {
   fromWatchRequestMs: number;
   /** From the first list request to the last peer route. */
   fromListStartMs: number;
+  /** The first list's requests, and their time split (listSplit). */
+  list: ListSplit;
   /** The agent's own 'reconciled' durationMs for the pass that added the routes. */
   agentPassMs: number;
   addLatency: number[];
@@ -293,6 +317,7 @@ async function trellisRun(masquerade: boolean, events: number): Promise<TrellisR
       fromListSentMs: last.at - (performance.timeOrigin + lastPage.sentAt),
       fromWatchRequestMs: last.at - watchAt,
       fromListStartMs: last.at - listStart,
+      list: listSplit(nodeGets.slice(0, firstWatch).filter((r) => !r.watch)),
       agentPassMs: Number(pass?.durationMs ?? Number.NaN),
       addLatency,
       delLatency,
@@ -362,7 +387,7 @@ try {
     r ??= await trellisRun(false, EVENTS);
     runs.push(r);
     process.stderr.write(
-      `rep ${rep + 1}/${REPS}: ip -batch ${round(reference.at(-1)!)} ms, with nexthop objects ${round(nexthopReference.at(-1)!)} ms; trellis ${round(r.fromListSentMs)} ms from list sent (${round(r.fromWatchRequestMs)} from watch request; agent pass ${r.agentPassMs} ms), add p99 ${round(pct(r.addLatency, 99))} ms, del p99 ${round(pct(r.delLatency, 99))} ms\n`,
+      `rep ${rep + 1}/${REPS}: ip -batch ${round(reference.at(-1)!)} ms, with nexthop objects ${round(nexthopReference.at(-1)!)} ms; trellis ${round(r.fromListSentMs)} ms from list sent (${round(r.fromWatchRequestMs)} from watch request; agent pass ${r.agentPassMs} ms; list ${r.list.pages} pages, server ${round(r.list.serverMs)} / agent ${round(r.list.agentMs)} ms), add p99 ${round(pct(r.addLatency, 99))} ms, del p99 ${round(pct(r.delLatency, 99))} ms\n`,
     );
   }
   if (!opts['no-masq-rep']) {
@@ -412,6 +437,10 @@ const summary = {
   convergenceMs: round(median(plain.map((r) => r.fromListSentMs))),
   convergenceFromWatchRequestMs: round(median(plain.map((r) => r.fromWatchRequestMs))),
   convergenceFromListStartMs: round(median(plain.map((r) => r.fromListStartMs))),
+  // The first list's pages, and their time: the test API server's and the agent's between pages.
+  listPages: median(plain.map((r) => r.list.pages)),
+  listServerMs: round(median(plain.map((r) => r.list.serverMs))),
+  listAgentMs: round(median(plain.map((r) => r.list.agentMs))),
   agentPassMs: round(median(plain.map((r) => r.agentPassMs))),
   ipBatchMs: round(refMs),
   ratioVsIpBatch: ratio(median(plain.map((r) => r.fromListSentMs)), refMs),
@@ -445,6 +474,10 @@ process.stdout.write(
         summary.convergenceFromWatchRequestMs,
       ],
       ['  from the first list request, ms', summary.convergenceFromListStartMs],
+      [
+        `    the list's ${summary.listPages} pages: test API server / agent between pages, ms`,
+        `${summary.listServerMs} / ${summary.listAgentMs}`,
+      ],
       ["  agent's reconcile pass (log durationMs), ms", summary.agentPassMs],
       ['  ip -batch, same routes, fresh namespace, ms', summary.ipBatchMs],
       ['  trellis / ip -batch (medians)', summary.ratioVsIpBatch],
