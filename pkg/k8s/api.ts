@@ -3,7 +3,6 @@
  * Results stay `unknown` on purpose; views.ts turns them into trellis's own types.
  */
 import { K8sError, K8sReason, toK8sError } from './errors.ts';
-import { nextPageLimit } from './page-size.ts';
 import type { Page, Transport } from './transport.ts';
 
 export interface RawList<T = unknown> {
@@ -21,15 +20,11 @@ export const nodePath = (name: string): string => `${NODES_PATH}/${encodeURIComp
 
 export class CoreApi {
   readonly transport: Transport;
-  /** The first page's limit; every page's with `sizedPages` false. */
   readonly pageSize: number;
-  /** Later pages sized by the text of the one before (page-size.ts), where the transport tells it. */
-  readonly sizedPages: boolean;
 
-  constructor(transport: Transport, pageSize: number, opts: { sizedPages?: boolean } = {}) {
+  constructor(transport: Transport, pageSize: number) {
     this.transport = transport;
     this.pageSize = pageSize;
-    this.sizedPages = opts.sizedPages ?? false;
   }
 
   /**
@@ -39,8 +34,7 @@ export class CoreApi {
    * faster than we page (a busy etcd) would otherwise fail every list. client-go's pager does the same.
    * `each` turns every item into what the caller keeps as its page arrives: a page's raw objects are
    * then garbage before the next is read, not all held until the last (at 5,000 Nodes of 20 KB each,
-   * hundreds of MB at once). With sizedPages, each page after the first asks for as many objects as
-   * make about PAGE_TEXT_TARGET of text at the size of the page before (page-size.ts).
+   * hundreds of MB at once).
    */
   async listAll<T = unknown>(
     op: string,
@@ -51,12 +45,10 @@ export class CoreApi {
       const items: T[] = [];
       let cont: string | undefined;
       let rv = '';
-      let limit = attempt < LIST_ATTEMPTS ? this.pageSize : 0;
+      const limit = attempt < LIST_ATTEMPTS ? this.pageSize : 0;
       try {
         do {
           const page = await fetchPage(cont, limit);
-          if (this.sizedPages && limit > 0 && page.items.length > 0 && page.textLength !== undefined)
-            limit = nextPageLimit(page.items.length, page.textLength);
           for (const it of page.items) items.push(each(it));
           rv = page.metadata?.resourceVersion ?? rv;
           cont = page.metadata?.continue || undefined;

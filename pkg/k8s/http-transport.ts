@@ -108,21 +108,19 @@ export class HttpTransport implements Transport {
     if (params.fieldSelector !== undefined) query.set('fieldSelector', params.fieldSelector);
     if (params.resourceVersion !== undefined) query.set('resourceVersion', params.resourceVersion);
     if (params.continue !== undefined) query.set('continue', params.continue);
-    const { value: page, textLength } = await this.#json(op, { method: 'GET', path, query }, signal);
+    const page = await this.#json(op, { method: 'GET', path, query }, signal);
     if (typeof page !== 'object' || page === null || !Array.isArray((page as Page).items))
       throw new K8sError(op, 'the list response has no items array', undefined, K8sReason.INVALID_OBJECT);
-    (page as Page).textLength = textLength;
     return page as Page;
   }
 
   async patch(op: string, path: string, type: PatchType, body: unknown): Promise<unknown> {
-    const answer = await this.#json(op, {
+    return this.#json(op, {
       method: 'PATCH',
       path,
       body: JSON.stringify(body),
       contentType: CONTENT_TYPE[type],
     });
-    return answer.value;
   }
 
   watch(
@@ -224,11 +222,11 @@ export class HttpTransport implements Transport {
   }
 
   /**
-   * One request with a JSON answer (and the length of its text); non-2xx becomes a K8sError from
-   * the Status in the body. `signal` ends it at once (rejected as a network error saying so).
+   * One request with a JSON answer; non-2xx becomes a K8sError from the Status in the body. `signal`
+   * ends it at once (rejected as a network error saying so).
    */
-  #json(op: string, r: Request, signal?: AbortSignal): Promise<{ value: unknown; textLength: number }> {
-    return new Promise((resolve, reject) => {
+  #json(op: string, r: Request, signal?: AbortSignal): Promise<unknown> {
+    return new Promise<unknown>((resolve, reject) => {
       let settled = false;
       const onAbort = (): void =>
         fail(new K8sError(op, 'abandoned: the client is stopping', undefined, K8sReason.NETWORK));
@@ -269,7 +267,7 @@ export class HttpTransport implements Transport {
           if (status < 200 || status > 299)
             return reject(this.#refused(fromHttpResponse(op, status, text, retryAfterOf(res))));
           try {
-            resolve({ value: JSON.parse(text), textLength: text.length });
+            resolve(JSON.parse(text));
           } catch (err) {
             reject(
               new K8sError(

@@ -12,8 +12,6 @@ export type TransportName = 'native' | 'client-node';
 export interface Page {
   items: unknown[];
   metadata?: { resourceVersion?: string; continue?: string };
-  /** The length of the page's JSON text, where the transport read it (api.ts sizes pages by it). */
-  textLength?: number;
 }
 
 export type PatchType = 'strategic-merge' | 'merge';

@@ -67,26 +67,4 @@ describe('CoreApi lists', () => {
     expect(mapped).toEqual(['1 after 1 page(s) asked', '2 after 1 page(s) asked', '3 after 2 page(s) asked']);
     expect(r).toEqual({ items: ['view 1', 'view 2', 'view 3'], resourceVersion: '9' });
   });
-
-  it('sizes each page after the first by the text of the one before, with sizedPages', async () => {
-    const pages = (): Page[] => [
-      // 2 kubelet-sized Nodes: 160 KiB of them is 24.
-      { items: [{ n: 1 }, { n: 2 }], metadata: { resourceVersion: '9', continue: 'a' }, textLength: 13_200 },
-      // Bare ones, 400 characters each: 409.
-      { items: Array(24).fill({}), metadata: { resourceVersion: '9', continue: 'b' }, textLength: 9_600 },
-      // One of 50 KB: 3, raised to the floor of 10.
-      { items: [{}], metadata: { resourceVersion: '9', continue: 'c' }, textLength: 50_000 },
-      // Nothing matched on this page (a selector): nothing to size by, the limit stays.
-      { items: [], metadata: { resourceVersion: '9', continue: 'd' }, textLength: 60 },
-      // A transport that does not tell the text's length: the limit stays.
-      { items: [{}], metadata: { resourceVersion: '9', continue: 'e' } },
-      { items: [{}], metadata: { resourceVersion: '9' }, textLength: 100 },
-    ];
-    const sized = scripted(pages());
-    await new CoreApi(sized.transport, 2, { sizedPages: true }).listNodes();
-    expect(sized.asked.map((p) => p.limit)).toEqual([2, 24, 409, 10, 10, 10]);
-    const fixed = scripted(pages());
-    await new CoreApi(fixed.transport, 2).listNodes();
-    expect(fixed.asked.map((p) => p.limit)).toEqual([2, 2, 2, 2, 2, 2]);
-  });
 });
