@@ -24,8 +24,11 @@
  * the list the agent decodes is the size a real cluster's is; --small-nodes leaves them bare (the
  * figures before 2026-12-07).
  *
+ * --api-latency-ms holds each of the test API server's answers (not watches) that long: an API server
+ * across the network, whose round trips the agent's one-page-ahead list hides (pkg/k8s/page-fetches.ts).
+ *
  *   node_modules/.bin/node bench/route-convergence.ts [--nodes 5000] [--reps 5] [--events 50]
- *     [--no-masq-rep] [--small-nodes] [--out FILE]
+ *     [--no-masq-rep] [--small-nodes] [--api-latency-ms 0] [--out FILE]
  */
 import { execFileSync } from 'node:child_process';
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
@@ -55,6 +58,7 @@ const opts = benchArgs(SCRIPT, {
   reps: { type: 'string', default: '5' },
   'small-nodes': { type: 'boolean', default: false },
   events: { type: 'string', default: '50' },
+  'api-latency-ms': { type: 'string', default: '0' },
   'no-masq-rep': { type: 'boolean', default: false },
   out: { type: 'string', default: join(import.meta.dirname, 'results', 'route-convergence.json') },
   inner: { type: 'boolean', default: false },
@@ -64,6 +68,7 @@ const opts = benchArgs(SCRIPT, {
 const NODES = numberArg(SCRIPT, 'nodes', opts.nodes, { min: 2 });
 const REPS = numberArg(SCRIPT, 'reps', opts.reps);
 const EVENTS = numberArg(SCRIPT, 'events', opts.events);
+const API_LATENCY_MS = numberArg(SCRIPT, 'api-latency-ms', opts['api-latency-ms'], { min: 0 });
 
 if (!opts.inner) {
   // Outer: namespaces only; everything else runs inside the node namespace.
@@ -245,7 +250,12 @@ async function quiet(agent: AgentProcess, quietMs: number): Promise<void> {
 }
 
 async function trellisRun(masquerade: boolean, events: number): Promise<TrellisRun> {
-  const srv = await startTestApiServer({ host: '127.0.0.1', port: 0, historySize: 20_000 });
+  const srv = await startTestApiServer({
+    host: '127.0.0.1',
+    port: 0,
+    historySize: 20_000,
+    latencyMs: API_LATENCY_MS,
+  });
   const monitor = new RouteMonitor();
   let agent: AgentProcess | undefined;
   try {
@@ -511,7 +521,7 @@ process.stdout.write(
         ];
       }),
     ],
-  )}\n(commit ${commit}, ${REPS} reps, medians)\n`,
+  )}\n(commit ${commit}, ${REPS} reps, medians${API_LATENCY_MS > 0 ? `, the API server answering after ${API_LATENCY_MS} ms` : ''})\n`,
 );
 writeResult(
   opts.out,
@@ -522,6 +532,8 @@ writeResult(
     reps: REPS,
     /** Bare Nodes (--small-nodes) rather than kubelet-sized ones. */
     smallNodes: opts['small-nodes'] === true,
+    /** --api-latency-ms: the test API server's wait before each answer (not watches). */
+    apiLatencyMs: API_LATENCY_MS,
     summary,
     referenceMs: reference.map((x) => round(x)),
     masqReferenceMs: masqReference === undefined ? null : round(masqReference),

@@ -44,6 +44,11 @@ export interface TestApiServerOptions {
   port?: number;
   /** How often watches that asked for them get a BOOKMARK. Default 10_000 ms; 0 disables. */
   bookmarkIntervalMs?: number;
+  /**
+   * Every request but a watch is taken up this long after it arrived: a remote API server's round
+   * trip, for the benches (route-convergence.ts --api-latency-ms). Default 0.
+   */
+  latencyMs?: number;
   /** Change events kept for watch replay and consistent pagination. Default 10_000. */
   historySize?: number;
   /** Where to write the kubeconfig. Default: a file in a fresh temp directory, removed on close(). */
@@ -287,6 +292,7 @@ export async function startTestApiServer(opts: TestApiServerOptions = {}): Promi
   const host = opts.host ?? '127.0.0.1';
   const store = new ObjectStore(opts.historySize === undefined ? {} : { historySize: opts.historySize });
   const hub = new WatchHub(store);
+  const latencyMs = opts.latencyMs ?? 0;
   const failures: { remaining: number; match: RequestPredicate; mode: FailMode }[] = [];
   let log: RequestRecord[] = [];
 
@@ -514,6 +520,16 @@ export async function startTestApiServer(opts: TestApiServerOptions = {}): Promi
     res.once('finish', () => {
       record.sentAt = performance.now();
     });
+    if (latencyMs > 0 && !info.watch) setTimeout(() => answer(req, res, info, record), latencyMs);
+    else answer(req, res, info, record);
+  };
+
+  const answer = (
+    req: IncomingMessage,
+    res: ServerResponse,
+    info: RequestInfo,
+    record: RequestRecord,
+  ): void => {
     const fail = takeFailure(info);
     if (fail === 'drop') {
       record.status = -1;

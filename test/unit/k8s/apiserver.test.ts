@@ -462,6 +462,34 @@ describe('fault injection', () => {
     expect((await api(s.url, 'GET', '/api/v1/pods')).status).toBe(200);
   });
 
+  it('latencyMs holds every request but a watch that long, reading the store after the wait', async () => {
+    const slow = await startTestApiServer({ bookmarkIntervalMs: 0, latencyMs: 150 });
+    try {
+      const t0 = performance.now();
+      const listing = api(slow.url, 'GET', '/api/v1/nodes');
+      slow.store.addNode(nodeObject('late'));
+      const listed = await listing;
+      expect(performance.now() - t0).toBeGreaterThanOrEqual(145);
+      expect((listed.json.items as JsonObject[]).map((n) => meta(n).name)).toEqual(['late']);
+      const opened = performance.now();
+      let openedAt = Number.NaN;
+      const watching = collectWatch(
+        `${slow.url}/api/v1/nodes?watch=true&resourceVersion=${slow.store.currentResourceVersion()}`,
+        () => false,
+        2000,
+        () => {
+          openedAt = performance.now();
+        },
+      );
+      while (slow.store.openWatches() === 0) await new Promise((r) => setTimeout(r, 5));
+      slow.store.closeAllWatches();
+      await watching;
+      expect(openedAt - opened).toBeLessThan(100);
+    } finally {
+      await slow.close();
+    }
+  });
+
   it('closeAllWatches ends open watches', async () => {
     const p = collectWatch(
       `${s.url}/api/v1/nodes?watch=true&resourceVersion=${s.store.currentResourceVersion()}`,
