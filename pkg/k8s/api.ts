@@ -3,7 +3,8 @@
  * Results stay `unknown` on purpose; views.ts turns them into trellis's own types.
  */
 import { K8sError, K8sReason, toK8sError } from './errors.ts';
-import type { Page, Transport } from './transport.ts';
+import { type FetchPage, PageFetches } from './page-fetches.ts';
+import type { Transport } from './transport.ts';
 
 export interface RawList<T = unknown> {
   items: T[];
@@ -35,24 +36,34 @@ export class CoreApi {
    * `each` turns every item into what the caller keeps as its page arrives: a page's raw objects are
    * then garbage before the next is read, not all held until the last (at 5,000 Nodes of 20 KB each,
    * hundreds of MB at once).
+   *
+   * One page ahead (page-fetches.ts): the next page is asked for as soon as this one's head names it,
+   * so the server prepares it while this one is read and parsed; its body waits in the socket until
+   * this one is done. Only the parsed page's own token is trusted: a head that named another page
+   * has that request dropped and the right one asked for.
    */
   async listAll<T = unknown>(
     op: string,
-    fetchPage: (cont: string | undefined, limit: number) => Promise<Page>,
+    fetchPage: FetchPage,
     each: (item: unknown) => T = (item) => item as T,
+    signal?: AbortSignal,
   ): Promise<RawList<T>> {
     for (let attempt = 1; ; attempt++) {
       const items: T[] = [];
       let cont: string | undefined;
       let rv = '';
       const limit = attempt < LIST_ATTEMPTS ? this.pageSize : 0;
+      const pages = new PageFetches(fetchPage, limit, signal);
       try {
-        do {
-          const page = await fetchPage(cont, limit);
+        let current = pages.start(undefined);
+        for (;;) {
+          const page = await current.page;
           for (const it of page.items) items.push(each(it));
           rv = page.metadata?.resourceVersion ?? rv;
           cont = page.metadata?.continue || undefined;
-        } while (cont !== undefined);
+          if (cont === undefined) break;
+          current = pages.next(current, cont);
+        }
         if (rv === '')
           throw new K8sError(
             op,
@@ -64,6 +75,8 @@ export class CoreApi {
       } catch (err) {
         const e = toK8sError(op, err);
         if (!(e.isGone && cont !== undefined && attempt < LIST_ATTEMPTS)) throw e;
+      } finally {
+        pages.abandon();
       }
     }
   }
@@ -76,14 +89,16 @@ export class CoreApi {
     const op = 'list nodes';
     return this.listAll(
       op,
-      (cont, limit) =>
+      (cont, limit, pageSignal, ahead) =>
         this.transport.listPage(
           op,
           NODES_PATH,
           { limit, ...(cont !== undefined ? { continue: cont } : {}) },
-          signal,
+          pageSignal,
+          ahead,
         ),
       each,
+      signal,
     );
   }
 
@@ -97,12 +112,14 @@ export class CoreApi {
    */
   listPods(fieldSelector: string): Promise<RawList> {
     const op = `list pods (${fieldSelector})`;
-    return this.listAll(op, (cont, limit) =>
-      this.transport.listPage(op, PODS_PATH, {
-        limit,
-        fieldSelector,
-        ...(cont !== undefined ? { continue: cont } : { resourceVersion: '0' }),
-      }),
+    return this.listAll(op, (cont, limit, pageSignal, ahead) =>
+      this.transport.listPage(
+        op,
+        PODS_PATH,
+        { limit, fieldSelector, ...(cont !== undefined ? { continue: cont } : { resourceVersion: '0' }) },
+        pageSignal,
+        ahead,
+      ),
     );
   }
 }

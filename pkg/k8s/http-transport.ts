@@ -17,8 +17,10 @@ import * as https from 'node:https';
 import { ClientCertFiles } from './client-cert-files.ts';
 import { fromHttpResponse, K8sError, K8sReason, toK8sError } from './errors.ts';
 import type { HttpSpec } from './kubeconfig-parse.ts';
+import { continueFromHead, LIST_HEAD_MAX_BYTES } from './list-head.ts';
 import {
   type Page,
+  type PageAhead,
   type PatchType,
   TCP_KEEPALIVE_IDLE_MS,
   type Transport,
@@ -58,6 +60,8 @@ interface Request {
   query?: URLSearchParams;
   body?: string;
   contentType?: string;
+  /** A list page asked for ahead of its reader (2xx answers only). */
+  ahead?: PageAhead;
 }
 
 export class HttpTransport implements Transport {
@@ -103,12 +107,17 @@ export class HttpTransport implements Transport {
     path: string,
     params: { limit: number; continue?: string; fieldSelector?: string; resourceVersion?: string },
     signal?: AbortSignal,
+    ahead?: PageAhead,
   ): Promise<Page> {
     const query = new URLSearchParams({ limit: String(params.limit) });
     if (params.fieldSelector !== undefined) query.set('fieldSelector', params.fieldSelector);
     if (params.resourceVersion !== undefined) query.set('resourceVersion', params.resourceVersion);
     if (params.continue !== undefined) query.set('continue', params.continue);
-    const page = await this.#json(op, { method: 'GET', path, query }, signal);
+    const page = await this.#json(
+      op,
+      { method: 'GET', path, query, ...(ahead !== undefined ? { ahead } : {}) },
+      signal,
+    );
     if (typeof page !== 'object' || page === null || !Array.isArray((page as Page).items))
       throw new K8sError(op, 'the list response has no items array', undefined, K8sReason.INVALID_OBJECT);
     return page as Page;
@@ -258,14 +267,14 @@ export class HttpTransport implements Transport {
       signal?.addEventListener('abort', onAbort, { once: true });
       req.on('error', fail);
       req.on('response', (res) => {
-        readAll(res).then((text) => {
+        const status = res.statusCode ?? 0;
+        const ok = status >= 200 && status <= 299;
+        readAll(res, ok ? r.ahead : undefined).then((text) => {
           if (settled) return;
           settled = true;
           clearTimeout(timer);
           signal?.removeEventListener('abort', onAbort);
-          const status = res.statusCode ?? 0;
-          if (status < 200 || status > 299)
-            return reject(this.#refused(fromHttpResponse(op, status, text, retryAfterOf(res))));
+          if (!ok) return reject(this.#refused(fromHttpResponse(op, status, text, retryAfterOf(res))));
           try {
             resolve(JSON.parse(text));
           } catch (err) {
@@ -442,10 +451,29 @@ function streamTarget(spec: HttpSpec): StreamTarget {
   };
 }
 
-function readAll(res: Http.IncomingMessage): Promise<string> {
+/**
+ * The whole body as text. `ahead` (a list page asked for ahead of its reader) gets the continue token
+ * from the body's head, and the rest of the body stays unread until it is released.
+ */
+function readAll(res: Http.IncomingMessage, ahead?: PageAhead): Promise<string> {
   return new Promise((resolve, reject) => {
     const chunks: Buffer[] = [];
-    res.on('data', (c: Buffer) => chunks.push(c));
+    let headBytes = ahead === undefined ? -1 : 0;
+    res.on('data', (c: Buffer) => {
+      chunks.push(c);
+      if (headBytes < 0 || ahead === undefined) return;
+      headBytes += c.length;
+      // The head is in the first chunk or two: concatenated again only until it is found.
+      const head = chunks.length === 1 ? c : Buffer.concat(chunks, headBytes);
+      const found = continueFromHead(head.toString('utf8', 0, LIST_HEAD_MAX_BYTES));
+      if (found === 'more' && headBytes < LIST_HEAD_MAX_BYTES) return;
+      headBytes = -1;
+      if (found !== undefined && found !== 'more') ahead.onContinue(found);
+      const held = ahead.held();
+      if (held === undefined) return;
+      res.pause();
+      void held.then(() => res.resume());
+    });
     res.on('end', () => resolve(Buffer.concat(chunks).toString('utf8')));
     res.on('error', reject);
     res.on('close', () => {

@@ -14,6 +14,18 @@ export interface Page {
   metadata?: { resourceVersion?: string; continue?: string };
 }
 
+/**
+ * A list page asked for ahead of its reader (api.ts's listAll, page-fetches.ts): the transport hands
+ * its continue token over as soon as the body's head holds it (list-head.ts), and leaves the rest of
+ * the body unread, in the socket, until `held()` says it may be read (undefined: now). The page before
+ * is then read and parsed while the server prepares this one, and only one page's objects exist at
+ * a time.
+ */
+export interface PageAhead {
+  onContinue(token: string): void;
+  held(): Promise<void> | undefined;
+}
+
 export type PatchType = 'strategic-merge' | 'merge';
 
 export interface WatchParams {
@@ -49,13 +61,15 @@ export interface Transport {
    * GET of one list page with limit/continue, an optional fieldSelector and resourceVersion. `signal`
    * ends the request at once (a stopping agent must not wait out the request timeout of an API server
    * that accepted the connection and never answers); the client-node fallback, which cannot end its
-   * own, abandons it.
+   * own, abandons it. `ahead`: see PageAhead; a transport that cannot read a head early ignores it
+   * (its pages then come one at a time).
    */
   listPage(
     op: string,
     path: string,
     params: { limit: number; continue?: string; fieldSelector?: string; resourceVersion?: string },
     signal?: AbortSignal,
+    ahead?: PageAhead,
   ): Promise<Page>;
   patch(op: string, path: string, type: PatchType, body: unknown): Promise<unknown>;
   /**
