@@ -120,8 +120,7 @@ export class PageFetches {
 
   /** Sends the request for the page `p`'s head named, unless it went out already. */
   #goAhead(p: Pending): void {
-    if (p.heard.named === undefined || p.ahead !== undefined || p.stop.signal.aborted)
-      return;
+    if (p.heard.named === undefined || p.ahead !== undefined || p.stop.signal.aborted) return;
     p.ahead = this.#request(p.heard.named, true);
   }
 
