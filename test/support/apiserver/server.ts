@@ -293,6 +293,8 @@ export async function startTestApiServer(opts: TestApiServerOptions = {}): Promi
   const store = new ObjectStore(opts.historySize === undefined ? {} : { historySize: opts.historySize });
   const hub = new WatchHub(store);
   const latencyMs = opts.latencyMs ?? 0;
+  /** Requests waiting out latencyMs: close() drops them, their connections closed with the rest. */
+  const held = new Set<NodeJS.Timeout>();
   const failures: { remaining: number; match: RequestPredicate; mode: FailMode }[] = [];
   let log: RequestRecord[] = [];
 
@@ -520,8 +522,13 @@ export async function startTestApiServer(opts: TestApiServerOptions = {}): Promi
     res.once('finish', () => {
       record.sentAt = performance.now();
     });
-    if (latencyMs > 0 && !info.watch) setTimeout(() => answer(req, res, info, record), latencyMs);
-    else answer(req, res, info, record);
+    if (latencyMs > 0 && !info.watch) {
+      const t = setTimeout(() => {
+        held.delete(t);
+        answer(req, res, info, record);
+      }, latencyMs);
+      held.add(t);
+    } else answer(req, res, info, record);
   };
 
   const answer = (
@@ -666,6 +673,8 @@ export async function startTestApiServer(opts: TestApiServerOptions = {}): Promi
       if (closed) return;
       closed = true;
       if (bookmarkTimer !== undefined) clearInterval(bookmarkTimer);
+      for (const t of held) clearTimeout(t);
+      held.clear();
       hub.closeAll('end');
       const done = new Promise<void>((resolve) => server.close(() => resolve()));
       server.closeAllConnections();
