@@ -7,7 +7,7 @@ import { configPathProblem } from '../../pkg/agent/config-paths.ts';
 import { needsTable, tableRules } from '../../pkg/agent/table-rules.ts';
 import { errorText } from '../../pkg/error-text.ts';
 import { type ForwardRead, readForwardRuleset, readOnChange } from '../../pkg/firewall/index.ts';
-import { createK8sClient, loadKubeConfig } from '../../pkg/k8s/index.ts';
+import { createK8sClient, loadKubeConfig, proxyFromEnvironment } from '../../pkg/k8s/index.ts';
 import { DEFAULT_TABLE, NftRunner } from '../../pkg/masq/index.ts';
 import {
   createNetlinkEvents,
@@ -53,6 +53,13 @@ export async function runAgent(config: AgentConfig, root: Logger): Promise<numbe
       },
       'kubernetes API client',
     );
+    const viaProxy = envProxyIgnored(conn.server, conn.transportReason);
+    if (viaProxy !== undefined) {
+      log.warn(
+        { server: conn.server, ...viaProxy },
+        `${viaProxy.variable} names a proxy for the API server, which trellis does not go through: it connects directly (client-go would use the proxy; a kubeconfig's proxy-url is honoured, or exempt the server in NO_PROXY)`,
+      );
+    }
   }
   const kube = conn === undefined ? undefined : createK8sClient(conn);
   const observer = new AgentObserver({
@@ -146,4 +153,30 @@ export async function runAgent(config: AgentConfig, root: Logger): Promise<numbe
   await agent.stop();
   // Non-zero: a container that exits is restarted, and its hostPath mounts made afresh.
   return stop.restart === undefined ? 0 : 1;
+}
+
+/**
+ * The proxy the environment names for the API server (pkg/k8s/proxy-env.ts), which the agent's
+ * transports do not use, unless the kubeconfig's own proxy-url is in charge. The proxy's
+ * credentials are left out of the log.
+ */
+function envProxyIgnored(
+  server: string,
+  transportReason: string,
+): { variable: string; proxy: string } | undefined {
+  if (transportReason.includes('proxy-url')) return undefined;
+  let url: URL;
+  try {
+    url = new URL(server);
+  } catch {
+    return undefined;
+  }
+  const found = proxyFromEnvironment(url, process.env);
+  if (found === undefined) return undefined;
+  let proxy = '(not a URL)';
+  try {
+    const p = new URL(found.proxy);
+    proxy = `${p.protocol}//${p.host}`;
+  } catch {}
+  return { variable: found.variable, proxy };
 }

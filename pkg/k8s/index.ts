@@ -24,6 +24,7 @@ export {
   type LoadKubeConfigOptions,
   loadKubeConfig,
 } from './kubeconfig.ts';
+export { proxyFromEnvironment } from './proxy-env.ts';
 export type { TransportName } from './transport.ts';
 export { USER_AGENT } from './transports.ts';
 export { type ApiUsage, K8S_API_USAGE } from './usage.ts';

@@ -125,6 +125,9 @@ describe.skipIf(skip !== undefined)(skip === undefined ? title : `${title} (skip
     tb = await Testbed.create({
       segments: [{ nodes: 2 }],
       agentArgs: ['--resync-seconds', String(RESYNC_S), '--firewall-check-seconds', '1'],
+      // A proxy client-go would take for the test bed's plain-http API server; the agents do not go
+      // through it (nothing listens there) and say so at start. Every test below runs with it set.
+      agentEnv: { HTTP_PROXY: 'http://user:secret@proxy.invalid:3128' },
     });
     [n1, n2] = tb.nodes() as [TestbedNode, TestbedNode];
     for (let i = 0; i < 3; i++) pods.push(await tb.addPod(n1.name));
@@ -167,6 +170,16 @@ describe.skipIf(skip !== undefined)(skip === undefined ? title : `${title} (skip
     expect(calls.length).toBe(10);
     expect(calls.every((c) => c.value === 0)).toBe(true);
     expect(other.get('trellis_ipam_used', { family: '4' })).toBe(0);
+  });
+
+  it('warns at start that HTTP_PROXY names a proxy it does not go through, without its credentials', () => {
+    const warned = n1.logs.filter((l) =>
+      String(l.msg).startsWith('HTTP_PROXY names a proxy for the API server'),
+    );
+    expect(warned.map((l) => [l.level, l.variable, l.proxy])).toEqual([
+      ['warn', 'HTTP_PROXY', 'http://proxy.invalid:3128'],
+    ]);
+    expect(JSON.stringify(n1.logs)).not.toContain('secret');
   });
 
   it('/healthz and /readyz answer 200 with their checks on a ready node', () => {
