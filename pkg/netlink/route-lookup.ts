@@ -98,8 +98,7 @@ async function getNexthop(send: Send, id: number): Promise<Buffer | undefined> {
 export async function answersFor(send: Send, route: RouteInfo): Promise<boolean> {
   const matched = await lookup(send, parsePrefix(route.dst).address, true, true);
   return (
-    matched !== undefined &&
-    matched.unicast &&
+    matched?.unicast === true &&
     matched.onLink &&
     matched.dst === route.dst &&
     matched.protocol === (route.protocol ?? 0) &&

@@ -97,7 +97,7 @@ describe('AgentObserver', () => {
   it("a failed or waiting pass keeps the last good pass's missing peers in the annotation and says so", async () => {
     const annotated = annotatingObserver();
     obs = annotated.obs;
-    const { writes, last } = annotated;
+    const { last } = annotated;
     const hooks = obs.hooks();
     obs.attach(fakeAgent({ reason: undefined }));
     const n2 = (path: 'direct' | 'unreachable') => ({
