@@ -6,6 +6,7 @@ import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { type AgentProcess, removeAgentDir, startAgent } from '../../support/agent-process.ts';
 import { builtSkipReason, runPlugin, SHIM_BINARY } from '../../support/cni-driver.ts';
 import { ip, ipJson, NetnsPool, netnsSkipReason } from '../../support/netns.ts';
+import { inOwnMounts } from '../../support/own-mounts.ts';
 import { within } from '../faults/support.ts';
 import { type AddResult, containerId, V4_CIDR, V6_CIDR } from './harness.ts';
 
@@ -25,20 +26,11 @@ const skip =
  * (undefined: a /proc mounted there already).
  */
 function containerised(hostProc: string | undefined): string[] {
-  return [
-    'unshare',
-    '--pid',
-    '--fork',
-    '--kill-child', // the agent goes when the test kills unshare
-    '--mount',
-    '--propagation',
-    'private',
-    '--',
-    'sh',
-    '-c',
-    `${hostProc === undefined ? '' : 'mount --bind /proc "$0" && '}mount -t proc proc /proc && exec "$@"`,
-    hostProc ?? 'sh',
-  ];
+  return inOwnMounts(
+    `${hostProc === undefined ? '' : 'mount --bind /proc "$0" && '}mount -t proc proc /proc`,
+    [hostProc ?? 'sh'],
+    { pid: true }, // the agent goes when the test kills unshare
+  );
 }
 
 describe.skipIf(skip !== undefined)(

@@ -66,7 +66,7 @@ describe.skipIf(skip !== undefined)(
 
     /** Runs the agent in a mount namespace of its own, as a container, with an empty tmpfs over `dir` (then `more`). */
     const ownMounts = (dir: string, more = ''): string[] =>
-      inOwnMounts(`mount -t tmpfs tmpfs "$0"${more}`, dir);
+      inOwnMounts(`mount -t tmpfs tmpfs "$0"${more}`, [dir]);
     /** The agent's own namespace, where a tmpfs over `interp` holds a shell. */
     const containerised = ownMounts(interp, ' && cp /bin/sh "$0/sh"');
 

@@ -46,7 +46,7 @@ describe.skipIf(skip !== undefined)(
         podCIDRs: ['10.244.1.0/24'],
         dir,
         mountedFrom: hostDir,
-        wrap: inOwnMounts('mount --bind "$0" "$1"', hostDir, dir),
+        wrap: inOwnMounts('mount --bind "$0" "$1"', [hostDir, dir]),
       });
       await agent.ready();
       expect(existsSync(join(hostDir, 'cni.sock'))).toBe(true); // the host's view of the socket
