@@ -12,6 +12,15 @@ import { isCniName, quote, utf8Length } from './text.ts';
 export const CNI_COMMANDS = ['ADD', 'DEL', 'CHECK', 'VERSION', 'GC', 'STATUS'] as const;
 export type CniCommand = (typeof CNI_COMMANDS)[number];
 
+/**
+ * The verbs that set up a pod: they read the config's pod fields (mtu, dns, logLevel, args,
+ * capabilities, runtimeConfig) and its timeoutMs, and fail on one they cannot use. libcni hands DEL, GC
+ * and STATUS the config list as it is now: one bad edit there must not fail every DEL on the node (the
+ * runtime would retry them for ever, leases and veths held), so those verbs go on without them. The
+ * shim (its timeoutMs) and the agent (pkg/cni/netconf.ts) both follow it.
+ */
+export const POD_SETUP_VERBS: ReadonlySet<CniCommand> = new Set(['ADD', 'CHECK']);
+
 export interface CniEnv {
   command: CniCommand;
   /** Set for ADD, DEL and CHECK (always validated there); undefined for the other verbs. */

@@ -12,7 +12,7 @@
  * - INVALID_CONFIG (7): everything else, all problems in one message, each naming its field. A
  *   prevResult that does not parse counts only for ADD and CHECK (see PREV_RESULT_VERBS).
  */
-import type { CniCommand } from './env.ts';
+import { type CniCommand, POD_SETUP_VERBS } from './env.ts';
 import { CniCode, CniError } from './errors.ts';
 import { parseCidr, parseIp } from './ip.ts';
 import { jsonErrorPosition } from './json-position.ts';
@@ -188,10 +188,8 @@ export function parseNetConf(stdin: string | Uint8Array, command: NetConfCommand
     spoolDir: absolutePath(raw, 'spoolDir', problems) ?? DEFAULT_SPOOL_DIR,
     raw,
   };
-  // What only ADD and CHECK read (the pod's interface, DNS, runtime options), and the call's timeout,
-  // which the other verbs have a default for. libcni hands DEL, GC and STATUS the config list as it is
-  // now: one bad edit there must not fail every DEL on the node (the runtime would retry them for ever,
-  // leases and veths held), so those verbs go on without it.
+  // The fields only pod setup reads, and timeoutMs (the other verbs have a default): a problem there
+  // fails ADD and CHECK alone; DEL, GC and STATUS go on without them (POD_SETUP_VERBS).
   const podSetup = POD_SETUP_VERBS.has(command) ? problems : [];
   const timeoutMs = integer(raw, 'timeoutMs', 1, TIMEOUT_MS_MAX, podSetup);
   if (timeoutMs !== undefined) conf.timeoutMs = timeoutMs;
@@ -252,12 +250,6 @@ export function parseNetConf(stdin: string | Uint8Array, command: NetConfCommand
  * by the runtime forever while the lease, veth and routes stay (ptp's DEL succeeds on the same input).
  */
 const PREV_RESULT_VERBS: ReadonlySet<NetConfCommand> = new Set(['ADD', 'CHECK']);
-
-/**
- * The verbs that read the fields that set up a pod (mtu, dns, logLevel, args, capabilities, runtimeConfig)
- * and fail on a timeoutMs they cannot use; the others go on without them.
- */
-const POD_SETUP_VERBS: ReadonlySet<NetConfCommand> = new Set(['ADD', 'CHECK']);
 
 /** prevResult validated and normalized to the LATEST_VERSION shape, or what is wrong with it and where. */
 function parsePrevResult(v: unknown, cniVersion: string): CniResult | string {

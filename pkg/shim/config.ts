@@ -11,6 +11,7 @@
  * must not fail every DEL on the node (the runtime retries it for ever, the lease and veth held). A bad
  * socket or spoolDir fails every verb: which agent, and so which network, the call is for is unknown.
  */
+import { type CniCommand, POD_SETUP_VERBS } from '../cni/env.ts';
 import { CniCode, CniError } from '../cni/errors.ts';
 import { cniNameProblem, isObject, jsonType, quote } from '../cni/text.ts';
 import { configVersion, LATEST_VERSION, parseVersion } from '../cni/version.ts';
@@ -66,11 +67,8 @@ function absolutePath(conf: Record<string, unknown>, field: string, fallback: st
   return v;
 }
 
-/** The verbs that fail on a timeoutMs they cannot use; the others take their default. */
-const STRICT_TIMEOUT_VERBS: ReadonlySet<string> = new Set(['ADD', 'CHECK']);
-
 /** Throws CniError DECODE_FAILED (6) for text that is not a JSON object, INVALID_CONFIG (7) for bad fields. */
-export function parseShimConfig(stdin: string, command: string): ShimConfig {
+export function parseShimConfig(stdin: string, command: CniCommand): ShimConfig {
   let parsed: unknown;
   try {
     parsed = JSON.parse(stdin);
@@ -90,7 +88,7 @@ export function parseShimConfig(stdin: string, command: string): ShimConfig {
   let t = parsed.timeoutMs ?? undefined;
   if (t !== undefined && (typeof t !== 'number' || !Number.isInteger(t) || t < 1 || t > MAX_TIMEOUT_MS)) {
     // The agent, reading the same config, logs what the other verbs went on without.
-    if (!STRICT_TIMEOUT_VERBS.has(command)) t = undefined;
+    if (!POD_SETUP_VERBS.has(command)) t = undefined;
     else
       throw new CniError(
         CniCode.INVALID_CONFIG,
