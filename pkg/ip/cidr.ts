@@ -105,7 +105,12 @@ export function cidrSize(c: Cidr): bigint {
 
 /** First and last address of the block. */
 export function cidrRange(c: Cidr): [bigint, bigint] {
-  return [c.network, c.network | (cidrSize(c) - 1n)];
+  return [c.network, cidrLast(c)];
+}
+
+/** The last address of the block (cidrRange's second, without the pair: planners call it per Node). */
+export function cidrLast(c: Cidr): bigint {
+  return c.network | (cidrSize(c) - 1n);
 }
 
 /** The n-th address of the block (0 is the network address). */

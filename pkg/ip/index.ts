@@ -15,6 +15,7 @@ export {
   canonicalCidr,
   cidrContains,
   cidrHolds,
+  cidrLast,
   cidrProblem,
   cidrRange,
   cidrSize,

@@ -45,7 +45,7 @@ import {
   type Cidr,
   cidrContains,
   cidrHolds,
-  cidrRange,
+  cidrLast,
   cidrsOverlap,
   compareCidr,
   formatCidr,
@@ -90,21 +90,25 @@ interface ParsedNode {
   directSubnets: Partial<Record<Family, string>>;
 }
 
+// A list starts as a literal of its first element, not a push onto []: a push gives the array room
+// for 16, and two per node were 1.5 MB of a 5,000-node plan.
 function parseNode(node: PeerNode, problems: Problem[]): ParsedNode {
-  const cidrs: Cidr[] = [];
+  let cidrs: Cidr[] = [];
   const cidrTexts = node.podCIDRs ?? [];
   for (let i = 0; i < cidrTexts.length; i++) {
     const text = cidrTexts[i]!;
     const c = parseCidr(text);
     if (c === undefined) {
       problems.push({ node: node.name, problem: `invalid pod CIDR ${JSON.stringify(text)}` });
-    } else if (!cidrs.some((x) => compareCidr(x, c) === 0)) {
+    } else if (cidrs.length === 0) {
+      cidrs = [c];
+    } else if (!hasCidr(cidrs, c)) {
       cidrs.push(c);
     }
   }
   // A node's own CIDRs nested in each other all lead to that node: keep the widest, so no two emitted
   // routes overlap.
-  for (let i = cidrs.length - 1; i >= 0; i--) {
+  for (let i = cidrs.length - 1; i >= 0 && cidrs.length > 1; i--) {
     const c = cidrs[i]!;
     const wider = cidrs.find((o) => o !== c && o.prefixLen < c.prefixLen && cidrsOverlap(o, c));
     if (wider !== undefined) {
@@ -116,7 +120,7 @@ function parseNode(node: PeerNode, problems: Problem[]): ParsedNode {
       cidrs.splice(i, 1);
     }
   }
-  const ips: IpAddress[] = [];
+  let ips: IpAddress[] = [];
   const ipTexts = node.internalIPs ?? [];
   for (let i = 0; i < ipTexts.length; i++) {
     const text = ipTexts[i]!;
@@ -124,7 +128,9 @@ function parseNode(node: PeerNode, problems: Problem[]): ParsedNode {
     const unusable = ip === undefined ? 'not an IP address' : isUnusableNodeIp(ip);
     if (ip === undefined || unusable !== undefined) {
       problems.push({ node: node.name, problem: `invalid InternalIP ${JSON.stringify(text)}: ${unusable}` });
-    } else if (!ips.some((x) => x.family === ip.family && x.value === ip.value)) {
+    } else if (ips.length === 0) {
+      ips = [ip];
+    } else if (!hasIp(ips, ip)) {
       ips.push(ip);
     }
   }
@@ -137,6 +143,27 @@ function parseNode(node: PeerNode, problems: Problem[]): ParsedNode {
   };
 }
 
+function hasCidr(list: readonly Cidr[], c: Cidr): boolean {
+  for (let i = 0; i < list.length; i++) if (compareCidr(list[i]!, c) === 0) return true;
+  return false;
+}
+
+function hasIp(list: readonly IpAddress[], ip: IpAddress): boolean {
+  for (let i = 0; i < list.length; i++)
+    if (list[i]!.family === ip.family && list[i]!.value === ip.value) return true;
+  return false;
+}
+
+/** The addresses of one family; the list itself when they all are (never changed by the plan). */
+function ofFamily(ips: readonly IpAddress[], family: Family): readonly IpAddress[] {
+  let all = true;
+  for (let i = 0; i < ips.length && all; i++) all = ips[i]!.family === family;
+  if (all) return ips;
+  const out: IpAddress[] = [];
+  for (let i = 0; i < ips.length; i++) if (ips[i]!.family === family) out.push(ips[i]!);
+  return out;
+}
+
 /**
  * The agent's addresses parsed once per plan: at 5,000 peers, parsing every local address again for
  * each peer was a third of an idle resync pass's planning time.
@@ -147,12 +174,15 @@ interface LocalIndex {
    * peer's InternalIPs are usable ones only, parseNode drops the rest, so no other address could match.)
    */
   own: Set<string>;
+  /** The same addresses' values per family: a peer's InternalIP is looked up without making a string. */
+  ownValues: Record<Family, Set<bigint>>;
   /** Connected subnets that can reach other nodes, with their link. */
   subnets: { link: LocalLink; subnet: Cidr }[];
 }
 
 function indexLocalLinks(links: LocalLink[]): LocalIndex {
   const own = new Set<string>();
+  const ownValues: LocalIndex['ownValues'] = { 4: new Set(), 6: new Set() };
   const subnets: LocalIndex['subnets'] = [];
   for (const link of links) {
     for (const a of link.addresses) {
@@ -160,13 +190,14 @@ function indexLocalLinks(links: LocalLink[]): LocalIndex {
       if (local === undefined || local.family !== a.family) continue;
       if (isUnusableNodeIp(local) !== undefined) continue;
       own.add(`${local.family} ${local.value}`);
+      ownValues[local.family].add(local.value);
       // Host-only (/32, /128) and link-local addresses do not define a subnet that reaches other nodes.
       if (a.prefixLen >= (local.family === 4 ? 32 : 128)) continue;
       const subnet = parseCidr(`${a.address}/${a.prefixLen}`, { strict: false });
       if (subnet !== undefined) subnets.push({ link, subnet });
     }
   }
-  return { own, subnets };
+  return { own, ownValues, subnets };
 }
 
 /**
@@ -190,11 +221,13 @@ export function connectedSubnets(links: LocalLink[]): string[] {
 }
 
 /** The local interface whose connected subnet holds ip: longest prefix wins, then the lowest ifindex. */
+const OWN_ADDRESS = Object.freeze({ ownAddress: true as const });
+
 function findDirectLink(
   ip: IpAddress,
   local: LocalIndex,
 ): { link: LocalLink; subnet: Cidr } | { ownAddress: true } | undefined {
-  if (local.own.has(`${ip.family} ${ip.value}`)) return { ownAddress: true };
+  if (local.ownValues[ip.family].has(ip.value)) return OWN_ADDRESS;
   let best: { link: LocalLink; subnet: Cidr } | undefined;
   for (let i = 0; i < local.subnets.length; i++) {
     const { link, subnet } = local.subnets[i]!;
@@ -389,32 +422,41 @@ export function desiredRoutes(
   const reach = new Map(([4, 6] as Family[]).map((f) => [f, directReach(f, opts, me.ips, local)]));
   if (me.cidrs.length === 0) problems.push({ node: self.name, problem: 'this node has no valid pod CIDR' });
 
-  // Peers in name order; a name seen twice is ambiguous, so both copies are dropped.
-  const byName = new Map<string, PeerNode[]>();
-  for (let i = 0; i < peers.length; i++) {
-    const p = peers[i]!;
-    if (p.name === self.name) continue;
-    const copies = byName.get(p.name);
-    if (copies === undefined) byName.set(p.name, [p]);
-    else copies.push(p);
-  }
   const parsed: ParsedNode[] = [];
   // Every node's InternalIPs, the skipped nodes' too: their underlay is there all the same.
   const withIPs: Pick<ParsedNode, 'name' | 'ips'>[] = [me];
-  for (const name of [...byName.keys()].sort()) {
-    const copies = byName.get(name)!;
-    if (copies.length > 1) {
-      problems.push({ node: name, problem: `node listed ${copies.length} times; skipped` });
-      for (const copy of copies) withIPs.push(parseNode(copy, []));
-      continue;
-    }
-    const node = parseNode(copies[0]!, problems);
+  const take = (peer: PeerNode): void => {
+    const node = parseNode(peer, problems);
     withIPs.push(node);
     if (node.cidrs.length === 0) {
-      problems.push({ node: name, problem: 'no valid pod CIDR; skipped' });
-      continue;
+      problems.push({ node: node.name, problem: 'no valid pod CIDR; skipped' });
+      return;
     }
     parsed.push(node);
+  };
+  // Peers in name order; a name seen twice is ambiguous, so both copies are dropped. The cache lists
+  // them in that order already (the informer's snapshot): only a list that is not, or that repeats a
+  // name, pays for a map and a sort (5,000 names sorted per pass, and the map's garbage).
+  if (inNameOrder(peers, self.name)) {
+    for (let i = 0; i < peers.length; i++) if (peers[i]!.name !== self.name) take(peers[i]!);
+  } else {
+    const byName = new Map<string, PeerNode[]>();
+    for (let i = 0; i < peers.length; i++) {
+      const p = peers[i]!;
+      if (p.name === self.name) continue;
+      const copies = byName.get(p.name);
+      if (copies === undefined) byName.set(p.name, [p]);
+      else copies.push(p);
+    }
+    for (const name of [...byName.keys()].sort()) {
+      const copies = byName.get(name)!;
+      if (copies.length === 1) {
+        take(copies[0]!);
+        continue;
+      }
+      problems.push({ node: name, problem: `node listed ${copies.length} times; skipped` });
+      for (const copy of copies) withIPs.push(parseNode(copy, []));
+    }
   }
   const nodeIPs = indexNodeIPs(withIPs);
 
@@ -430,10 +472,9 @@ export function desiredRoutes(
     const node = parsed[n]!;
     for (let i = 0; i < node.cidrs.length; i++) {
       const c = node.cidrs[i]!;
-      const key = `${node.name} ${formatCidr(c)}`;
-      const mine = me.cidrs.find((m) => cidrsOverlap(m, c));
+      const mine = overlapOf(me.cidrs, c);
       if (mine !== undefined) {
-        conflicted.add(key);
+        conflicted.add(conflictKey(node.name, c));
         problems.push({
           node: node.name,
           problem: `pod CIDR ${formatCidr(c)} overlaps this node's pod CIDR ${formatCidr(mine)}; skipped`,
@@ -443,7 +484,7 @@ export function desiredRoutes(
       }
       const underlay = underlayConflict(c, node.name, self.name, nodeIPs, local);
       if (underlay !== undefined) {
-        conflicted.add(key);
+        conflicted.add(conflictKey(node.name, c));
         problems.push({
           node: node.name,
           problem: `pod CIDR ${formatCidr(c)} ${underlay}; skipped`,
@@ -458,7 +499,7 @@ export function desiredRoutes(
         // Overlapping CIDRs nest: c goes when it holds the other one (a prefix as long or longer).
         const held = other.cidrs.find((o) => cidrsOverlap(o, c) && o.prefixLen >= c.prefixLen);
         if (held !== undefined) {
-          conflicted.add(key);
+          conflicted.add(conflictKey(node.name, c));
           problems.push({
             node: node.name,
             problem:
@@ -485,22 +526,25 @@ export function desiredRoutes(
       problem: `this node has no usable IPv${f} InternalIP, so no peer routes IPv${f} back to its pods: IPv${f} routes to peers skipped`,
     });
   }
-  const routes: RouteInfo[] = [];
+  // Each route with its destination parsed, for the sort at the end.
+  const routes: { r: RouteInfo; c: Cidr }[] = [];
   for (let n = 0; n < parsed.length; n++) {
     const node = parsed[n]!;
     for (let f = 0; f < FAMILIES.length; f++) {
       const family = FAMILIES[f]!;
       if (oneWay.length > 0 && oneWay.includes(family)) continue;
-      const cidrs = node.cidrs
-        .filter(
-          (c) =>
-            c.family === family &&
-            (conflicted.size === 0 || !conflicted.has(`${node.name} ${formatCidr(c)}`)),
-        )
-        .sort(compareCidr);
+      let cidrs: Cidr[] = [];
+      for (let i = 0; i < node.cidrs.length; i++) {
+        const c = node.cidrs[i]!;
+        if (c.family !== family) continue;
+        if (conflicted.size > 0 && conflicted.has(conflictKey(node.name, c))) continue;
+        if (cidrs.length === 0) cidrs = [c];
+        else cidrs.push(c);
+      }
       if (cidrs.length === 0) continue;
+      if (cidrs.length > 1) cidrs.sort(compareCidr);
       const podCIDRs = cidrs.map(formatCidr);
-      const candidates = node.ips.filter((ip) => ip.family === family);
+      const candidates = ofFamily(node.ips, family);
       if (candidates.length === 0) {
         problems.push({
           node: node.name,
@@ -564,30 +608,32 @@ export function desiredRoutes(
       if (decision.path === 'unreachable') continue;
       for (let i = 0; i < podCIDRs.length; i++) {
         const dst = podCIDRs[i]!;
-        routes.push(
-          decision.path === 'direct'
-            ? {
-                family,
-                dst,
-                gateway: decision.nodeIP,
-                ifindex: decision.ifindex,
-                ...tableField,
-                protocol: TRELLIS_ROUTE_PROTOCOL,
-                scope: 'universe',
-                type: 'unicast',
-              }
-            : {
-                family,
-                dst,
-                gateway: decision.vtepIP,
-                ifindex: decision.ifindex,
-                ...tableField,
-                protocol: TRELLIS_ROUTE_PROTOCOL,
-                scope: 'universe',
-                type: 'unicast',
-                onlink: true,
-              },
-        );
+        routes.push({
+          c: cidrs[i]!,
+          r:
+            decision.path === 'direct'
+              ? {
+                  family,
+                  dst,
+                  gateway: decision.nodeIP,
+                  ifindex: decision.ifindex,
+                  ...tableField,
+                  protocol: TRELLIS_ROUTE_PROTOCOL,
+                  scope: 'universe',
+                  type: 'unicast',
+                }
+              : {
+                  family,
+                  dst,
+                  gateway: decision.vtepIP,
+                  ifindex: decision.ifindex,
+                  ...tableField,
+                  protocol: TRELLIS_ROUTE_PROTOCOL,
+                  scope: 'universe',
+                  type: 'unicast',
+                  onlink: true,
+                },
+        });
       }
     }
   }
@@ -618,25 +664,55 @@ export function desiredRoutes(
       continue;
     }
     routes.push({
-      family: c.family,
-      dst: formatCidr(c),
-      ...tableField,
-      protocol: TRELLIS_ROUTE_PROTOCOL,
-      scope: 'universe',
-      type: 'blackhole',
+      c,
+      r: {
+        family: c.family,
+        dst: formatCidr(c),
+        ...tableField,
+        protocol: TRELLIS_ROUTE_PROTOCOL,
+        scope: 'universe',
+        type: 'blackhole',
+      },
     });
   }
 
   // After the skips, so a skipped node's reasons come first: only nodes routed (or planned to be: this
   // one and every peer with a valid pod CIDR) are claims; a leftover Node without one routes nowhere.
-  const routedPeers = new Set(decisions.filter((d) => d.path !== 'unreachable').map((d) => d.node));
-  const claimants = new Set([me.name, ...parsed.map((n) => n.name)]);
-  reportSharedInternalIPs(nodeIPs, claimants, self.name, routedPeers, problems);
+  // Both sets made only when two nodes share an address (5,000 names each otherwise, for nothing).
+  let claims: { claimants: ReadonlySet<string>; routedPeers: ReadonlySet<string> } | undefined;
+  reportSharedInternalIPs(nodeIPs, self.name, problems, () => {
+    claims ??= {
+      routedPeers: new Set(decisions.filter((d) => d.path !== 'unreachable').map((d) => d.node)),
+      claimants: new Set([me.name, ...parsed.map((n) => n.name)]),
+    };
+    return claims;
+  });
 
-  // Parse each destination once, not twice per comparison.
-  const keyed = routes.map((r) => ({ r, c: parseCidr(r.dst)! }));
-  keyed.sort((a, b) => compareCidr(a.c, b.c) || compareOrdinal(a.r.type ?? '', b.r.type ?? ''));
-  return { routes: keyed.map((k) => k.r), problems, decisions };
+  routes.sort((a, b) => compareCidr(a.c, b.c) || compareOrdinal(a.r.type ?? '', b.r.type ?? ''));
+  return { routes: routes.map((k) => k.r), problems, decisions };
+}
+
+/** Names strictly ascending (so none repeats), this node's own entries aside. */
+function inNameOrder(peers: readonly PeerNode[], selfName: string): boolean {
+  let last: string | undefined;
+  for (let i = 0; i < peers.length; i++) {
+    const name = peers[i]!.name;
+    if (name === selfName) continue;
+    if (last !== undefined && !(last < name)) return false;
+    last = name;
+  }
+  return true;
+}
+
+/** The key of a peer's pod CIDR in the conflicted set: made only where a conflict is recorded or looked up. */
+function conflictKey(node: string, c: Cidr): string {
+  return `${node} ${formatCidr(c)}`;
+}
+
+/** The first of `list` that overlaps c. */
+function overlapOf(list: readonly Cidr[], c: Cidr): Cidr | undefined {
+  for (let i = 0; i < list.length; i++) if (cidrsOverlap(list[i]!, c)) return list[i];
+  return undefined;
 }
 
 interface NodeIP {
@@ -661,23 +737,27 @@ function indexNodeIPs(nodes: readonly Pick<ParsedNode, 'name' | 'ips'>[]): Recor
  * Nodes that claim one InternalIP (a machine replaced under the same address while its old Node object
  * stayed, a kubelet's --node-ip copied to another): the routes to both lead to whichever machine holds
  * the address, so the other's pods are out of reach. Which claim is right cannot be told from the Node
- * objects, so the routes stay as planned and each node involved is reported.
+ * objects, so the routes stay as planned and each node involved is reported. `claims` is asked for at the
+ * first address two nodes share.
  */
 function reportSharedInternalIPs(
   index: Record<Family, NodeIP[]>,
-  claimants: ReadonlySet<string>,
   selfName: string,
-  routedPeers: ReadonlySet<string>,
   problems: Problem[],
+  claims: () => { claimants: ReadonlySet<string>; routedPeers: ReadonlySet<string> },
 ): void {
   for (const family of FAMILIES) {
     const list = index[family];
     for (let i = 0; i < list.length; ) {
       let j = i + 1;
       while (j < list.length && list[j]!.value === list[i]!.value) j++;
+      if (j - i === 1) {
+        i = j;
+        continue;
+      }
       // The index holds every Node's addresses; only this node and the peers with a valid pod CIDR claim.
-      const names =
-        j - i === 1 ? [] : list.slice(i, j).flatMap((e) => (claimants.has(e.node) ? [e.node] : []));
+      const { claimants, routedPeers } = claims();
+      const names = list.slice(i, j).flatMap((e) => (claimants.has(e.node) ? [e.node] : []));
       if (names.length > 1) {
         const ip = formatIp({ family, value: list[i]!.value });
         for (const name of names) {
@@ -701,7 +781,8 @@ function reportSharedInternalIPs(
 /** The lowest node InternalIP inside c: a binary search, so 5,000 peers' CIDRs are not checked 5,000 times each. */
 function nodeIPIn(index: Record<Family, NodeIP[]>, c: Cidr): NodeIP | undefined {
   const list = index[c.family];
-  const [start, end] = cidrRange(c);
+  const start = c.network;
+  const end = cidrLast(c);
   let lo = 0;
   let hi = list.length;
   while (lo < hi) {
@@ -752,16 +833,17 @@ function underlayConflict(
 function overlappingCidrs(nodes: readonly ParsedNode[]): Set<Cidr> {
   const out = new Set<Cidr>();
   for (const family of [4, 6] as Family[]) {
-    const blocks = nodes
-      .flatMap((n) => n.cidrs)
-      .filter((c) => c.family === family)
-      .map((c) => {
-        const [start, end] = cidrRange(c);
-        return { c, start, end };
-      })
-      .sort((a, b) =>
-        a.start < b.start ? -1 : a.start > b.start ? 1 : a.end > b.end ? -1 : a.end < b.end ? 1 : 0,
-      );
+    const blocks: { c: Cidr; start: bigint; end: bigint }[] = [];
+    for (let n = 0; n < nodes.length; n++) {
+      const cidrs = nodes[n]!.cidrs;
+      for (let i = 0; i < cidrs.length; i++) {
+        const c = cidrs[i]!;
+        if (c.family === family) blocks.push({ c, start: c.network, end: cidrLast(c) });
+      }
+    }
+    blocks.sort((a, b) =>
+      a.start < b.start ? -1 : a.start > b.start ? 1 : a.end > b.end ? -1 : a.end < b.end ? 1 : 0,
+    );
     let maxEnd = -1n;
     for (let i = 0; i < blocks.length; i++) {
       const b = blocks[i]!;
@@ -799,7 +881,7 @@ function malformedVtepMac(family: Family, text: string): string {
 function vxlanDecision(
   node: ParsedNode,
   family: Family,
-  candidates: IpAddress[],
+  candidates: readonly IpAddress[],
   podCIDRs: string[],
   local: LocalIndex,
   overlay: readonly OverlayDevice[],
