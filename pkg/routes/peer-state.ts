@@ -158,7 +158,8 @@ export function buildPeerState(
   const conflictKeys = new Set(conflicts.map((c) => routeKey(c.desired)));
   const failedKeys = new Set(failed.map((e) => routeKey(e.route)));
   const records = new Map<string, PeerRecord>();
-  // Indexed loops, as the planner's (pkg/routes/desired.ts): no iterator result per step.
+  // Indexed loops, as the planner's (pkg/routes/desired.ts): no iterator result per step. The lists
+  // kept per peer until it changes are grown by `appended`, so none holds spare slots (exact-list.ts).
   for (let i = 0; i < peers.length; i++) {
     const p = peers[i]!;
     if (p.name === basis.self.name) continue;
@@ -177,7 +178,7 @@ export function buildPeerState(
     const d = plan.decisions[i]!;
     const rec = records.get(d.node);
     if (rec === undefined) continue;
-    rec.decisions.push(d);
+    rec.decisions = appended(rec.decisions, d);
     for (let j = 0; j < d.podCIDRs.length; j++) ownerOf.set(`${d.family} ${d.podCIDRs[j]!}`, rec);
   }
   const blackholes: RouteInfo[] = [];
@@ -190,20 +191,17 @@ export function buildPeerState(
     if (failedKeys.size > 0 && failedKeys.has(routeKey(r))) continue;
     if (unwiredHops.size > 0 && throughHop(r, unwiredHops)) continue;
     if (r.type === 'blackhole') blackholes.push(r);
-    else ownerOf.get(`${r.family} ${r.dst}`)?.routes.push(r);
+    else {
+      const rec = ownerOf.get(`${r.family} ${r.dst}`);
+      if (rec !== undefined) rec.routes = appended(rec.routes, r);
+    }
   }
   const selfProblems: Problem[] = [];
   for (let i = 0; i < plan.problems.length; i++) {
     const p = plan.problems[i]!;
     const rec = records.get(p.node);
     if (rec === undefined) selfProblems.push(p);
-    else rec.problems.push(p);
-  }
-  // Kept until the peer changes: built with push, each list would hold 16 slots (exact-list.ts).
-  for (const rec of records.values()) {
-    rec.decisions = exact(rec.decisions);
-    rec.routes = exact(rec.routes);
-    if (rec.problems.length > 0) rec.problems = exact(rec.problems);
+    else rec.problems = appended(rec.problems, p);
   }
   const cidrIndex = CidrIndex.of(records, (rec) => rec.cidrs);
   const ipIndex = CidrIndex.of(records, (rec) => rec.ips);
@@ -556,26 +554,43 @@ function sameDevices(a: readonly OverlayDevice[], b: readonly OverlayDevice[]): 
 }
 
 function validCidrs(p: PeerNode): Cidr[] {
-  const out: Cidr[] = [];
+  let out: Cidr[] = [];
   const texts = p.podCIDRs ?? [];
   for (let i = 0; i < texts.length; i++) {
     const c = parseCidr(texts[i]!);
-    if (c !== undefined) out.push(c);
+    if (c !== undefined) out = appended(out, c);
   }
-  return exact(out);
+  return out;
 }
 
 /** The InternalIPs the planner uses (usable ones: node-ip.ts), as /32 and /128 prefixes for a CidrIndex. */
 function hostPrefixes(p: PeerNode): Cidr[] {
-  const out: Cidr[] = [];
+  let out: Cidr[] = [];
   const texts = p.internalIPs ?? [];
   for (let i = 0; i < texts.length; i++) {
     const ip = parseIp(texts[i]!);
     if (ip === undefined || isUnusableNodeIp(ip) !== undefined) continue;
-    if (out.some((c) => c.family === ip.family && c.network === ip.value)) continue;
-    out.push({ family: ip.family, network: ip.value, prefixLen: familyBits(ip.family) });
+    if (holdsHost(out, ip.family, ip.value)) continue;
+    out = appended(out, { family: ip.family, network: ip.value, prefixLen: familyBits(ip.family) });
   }
-  return exact(out);
+  return out;
+}
+
+function holdsHost(list: readonly Cidr[], family: 4 | 6, value: bigint): boolean {
+  for (let i = 0; i < list.length; i++)
+    if (list[i]!.family === family && list[i]!.network === value) return true;
+  return false;
+}
+
+/**
+ * A new list of `list`'s elements and `item`, written as an array literal rather than pushed: a list
+ * kept as long as its peer (one or two items) then holds no spare slots, and needs no copy to shed them
+ * (exact-list.ts).
+ */
+function appended<T>(list: T[], item: T): T[] {
+  if (list.length === 0) return [item];
+  if (list.length === 1) return [list[0]!, item];
+  return exact([...list, item]);
 }
 
 /** The lists are read-only (PeerNode), so a record shares them; an empty vtepMacs or directSubnets is left out. */
