@@ -472,6 +472,16 @@ describe('desiredRoutes (host-gw)', () => {
     );
     const base = desiredRoutes(self, nodes, links, opts);
     expect(base.routes).toHaveLength(2 + 60);
+    // In name order, as the agent's cache lists them, the planner takes the list as it comes (no map,
+    // no sort): the same plan, and a name repeated next to itself is still caught.
+    const byName = [...nodes].sort((a, b) => (a.name < b.name ? -1 : 1));
+    expect(desiredRoutes(self, byName, links, opts)).toEqual(base);
+    const repeated = desiredRoutes(self, [byName[0]!, ...byName], links, opts);
+    expect(repeated.problems).toContainEqual({
+      node: byName[0]!.name,
+      problem: 'node listed 2 times; skipped',
+    });
+    expect(repeated.routes).toHaveLength(2 + 58);
     fc.assert(
       fc.property(fc.shuffledSubarray(nodes, { minLength: nodes.length }), (shuffled) => {
         expect(desiredRoutes(self, shuffled, [...links].reverse(), opts)).toEqual(base);
