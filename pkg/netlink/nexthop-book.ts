@@ -81,7 +81,8 @@ export class NexthopBook {
   learnNexthops(list: readonly { id: number; protocol: number }[]): void {
     this.taken.clear();
     this.owned.clear();
-    for (const nh of list) {
+    for (let i = 0; i < list.length; i++) {
+      const nh = list[i]!;
       this.taken.add(nh.id);
       if (nh.protocol === this.protocol) this.owned.add(nh.id);
     }
@@ -178,9 +179,14 @@ export class NexthopBook {
     return group;
   }
 
+  // forEach rather than for…of over [dst, id] pairs: a pass's dump runs this over every route of
+  // ours, and without V8's optimizing tiers each pair is an array and an iterator result (Map's
+  // forEach visits the entries left after deleting the one it is on, as for…of does).
   private forgetWhere(drop: (id: number) => boolean): void {
-    for (const group of this.byRoute.values()) {
-      for (const [dst, id] of group) if (drop(id)) group.delete(dst);
-    }
+    this.byRoute.forEach((group) => {
+      group.forEach((id, dst) => {
+        if (drop(id)) group.delete(dst);
+      });
+    });
   }
 }

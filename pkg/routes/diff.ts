@@ -114,14 +114,17 @@ const NONE: readonly RouteInfo[] = [];
 export function diffRoutes(desired: RouteInfo[], programmed: RouteInfo[]): RouteDiff {
   const out: RouteDiff = { add: [], replace: [], remove: [], unchanged: 0, conflicts: [] };
   const have = new Map<string, RouteInfo[]>();
-  for (const r of programmed) {
+  // Indexed loops over the route lists, as the planner's (desired.ts): no iterator result per route.
+  for (let i = 0; i < programmed.length; i++) {
+    const r = programmed[i]!;
     const k = routeKey(r);
     const list = have.get(k);
     if (list === undefined) have.set(k, [r]);
     else list.push(r);
   }
   const wanted = new Set<string>();
-  for (const d of desired) {
+  for (let i = 0; i < desired.length; i++) {
+    const d = desired[i]!;
     const k = routeKey(d);
     if (wanted.has(k)) continue; // The planner never emits duplicates; the first one wins if it did.
     wanted.add(k);
@@ -156,9 +159,9 @@ export function diffRoutes(desired: RouteInfo[], programmed: RouteInfo[]): Route
     // Our other routes on the prefix: a second one on the key, or ours at another metric.
     for (const e of existing) if (e !== kept && isOwnedRoute(e)) out.remove.push(e);
   }
-  for (const [k, rs] of have) {
-    if (wanted.has(k)) continue;
+  have.forEach((rs, k) => {
+    if (wanted.has(k)) return;
     for (const r of rs) if (isOwnedRoute(r)) out.remove.push(r);
-  }
+  });
   return out;
 }

@@ -26,11 +26,12 @@ export const DIRECT_SUBNET_ANNOTATIONS: Readonly<Record<Family, string>> = Objec
 export function directSubnetsFromAnnotations(
   annotations: Readonly<Record<string, string>> | undefined,
 ): Partial<Record<Family, string>> {
+  // Each family spelt out, as vtepMacsFromAnnotations (pkg/vxlan/annotations.ts) and for its reason.
   const out: Partial<Record<Family, string>> = {};
-  for (const family of [4, 6] as Family[]) {
-    const text = annotations?.[DIRECT_SUBNET_ANNOTATIONS[family]];
-    if (text !== undefined) out[family] = text;
-  }
+  const text4 = annotations?.[DIRECT_SUBNET_ANNOTATIONS[4]];
+  if (text4 !== undefined) out[4] = text4;
+  const text6 = annotations?.[DIRECT_SUBNET_ANNOTATIONS[6]];
+  if (text6 !== undefined) out[6] = text6;
   return out;
 }
 
