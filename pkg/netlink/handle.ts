@@ -57,7 +57,7 @@ import {
   setUpRequest,
 } from './requests.ts';
 import { answersFor, keyHolder, routeTo } from './route-lookup.ts';
-import { type Request, RtnlSocket, type SocketProbe } from './socket.ts';
+import { RtnlSocket, type SocketProbe } from './socket.ts';
 import { type RawMessage, u8 } from './wire.ts';
 
 /** NetlinkHandle plus what only the VXLAN backend needs. */
@@ -535,34 +535,52 @@ class Handle implements ExtendedNetlinkHandle {
     const exclusive = (routeFlags & NLM_F.EXCL) !== 0;
     const viaNexthops = routes.some((r) => usesNexthop(r, P)) && (await this.nexthopsReady());
     if (!viaNexthops) {
-      const results = await this.sock.burst(routes.map((r) => routeRequest(r, routeFlags)));
+      const results = await this.sock.burst({
+        length: routes.length,
+        at: (i) => routeRequest(routes[i]!, routeFlags),
+      });
       return exclusive ? results.map((e) => keyTaken(e)) : results; // map keeps the holes (successes)
     }
-    const reqs: Request[] = [];
     /** Per route: index of its first request, and the object it is written through. */
     const firsts = new Array<number>(routes.length);
     const objects = new Array<number | undefined>(routes.length);
     /** Routes written through a fresh id (not one the book knew for them). */
     const fresh = new Array<boolean>(routes.length).fill(false);
+    /** Per request: its route, and whether it writes the route's object (the route's own comes after). */
+    const routeOf = new Int32Array(2 * routes.length);
+    const objectFirst = new Uint8Array(2 * routes.length);
+    let count = 0;
     // Indexed loops over the burst's routes: with V8's optimizing tiers off (scripts/build.ts), each
     // step of `for (const [i, r] of routes.entries())` allocates two objects, ~5x the time of an index.
     for (let i = 0; i < routes.length; i++) {
       const r = routes[i]!;
-      firsts[i] = reqs.length;
+      firsts[i] = count;
       if (!usesNexthop(r, P)) {
-        reqs.push(routeRequest(r, routeFlags));
+        routeOf[count++] = i;
         continue;
       }
       const known = this.book.current(r);
-      const id = known ?? this.book.allocate();
-      objects[i] = id;
+      objects[i] = known ?? this.book.allocate();
       fresh[i] = known === undefined;
-      // A known object is replaced in place (the route follows at once); a fresh id must be free. An
-      // object whose route is then refused is left unbound, for the pass's prune.
-      reqs.push(nexthopRequest(id, r, known === undefined ? CREATE_EXCL : CREATE_REPLACE));
-      reqs.push(routeRequest(r, routeFlags, id));
+      objectFirst[count] = 1;
+      routeOf[count++] = i;
+      routeOf[count++] = i;
     }
-    const results = await this.sock.burst(reqs);
+    // Made as their datagram goes (Requests): only the requests in flight are alive at a time. A known
+    // object is replaced in place (the route follows at once); a fresh id must be free. An object whose
+    // route is then refused is left unbound, for the pass's prune.
+    const results = await this.sock.burst({
+      length: count,
+      at: (j) => {
+        const i = routeOf[j]!;
+        const id = objects[i];
+        if (objectFirst[j] === 1)
+          return nexthopRequest(id!, routes[i]!, fresh[i] ? CREATE_EXCL : CREATE_REPLACE);
+        return id === undefined
+          ? routeRequest(routes[i]!, routeFlags)
+          : routeRequest(routes[i]!, routeFlags, id);
+      },
+    });
     const out = new Array<NetlinkError | undefined>(routes.length);
     /** Routes created exclusively through an object whose replacement the kernel refused. */
     const stale: RouteInfo[] = [];
@@ -570,7 +588,7 @@ class Handle implements ExtendedNetlinkHandle {
     const again: number[] = [];
     for (let i = 0; i < routes.length; i++) {
       const r = routes[i]!;
-      const end = i + 1 < routes.length ? firsts[i + 1]! : reqs.length;
+      const end = i + 1 < routes.length ? firsts[i + 1]! : count;
       // The route's own request comes last; a nexthop object's EEXIST (an id taken meanwhile) is not that.
       for (let j = firsts[i]!; j < end && out[i] === undefined; j++)
         out[i] = exclusive && j === end - 1 ? keyTaken(results[j]) : results[j];

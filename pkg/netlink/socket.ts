@@ -49,6 +49,16 @@ export interface Request {
   op: OpText;
 }
 
+/**
+ * The requests of a burst: an array, or requests made one at a time as their datagram is sent (a
+ * cold pass's 10,000 routes and objects would otherwise all be alive, bodies and all, until the
+ * last ACK: promoted out of the agent's small young generation, the peak of its start).
+ */
+export interface Requests {
+  readonly length: number;
+  at(index: number): Request | undefined;
+}
+
 export interface SocketOptions {
   /** The netlink family: NETLINK_ROUTE (0) unless given (nf_tables notifications: NETLINK_NETFILTER). */
   protocol?: number;
@@ -223,7 +233,7 @@ export class RtnlSocket {
    * earlier message without an error succeeded (5,000 routes cost ~80 ACKs instead of 5,000).
    * Resolves with one entry per request (undefined = success).
    */
-  async burst(reqs: readonly Request[]): Promise<(NetlinkError | undefined)[]> {
+  async burst(reqs: Requests): Promise<(NetlinkError | undefined)[]> {
     const results = new Array<NetlinkError | undefined>(reqs.length);
     let next = 0;
     const sendChunk = (start: number, count: number): Promise<void> =>
@@ -235,8 +245,10 @@ export class RtnlSocket {
           done();
         };
         const messages: EncodableMessage[] = [];
+        const ops: OpText[] = [];
         for (let i = 0; i < count; i++) {
-          const req = reqs[start + i]!;
+          const req = reqs.at(start + i)!;
+          ops.push(req.op);
           const last = i === count - 1;
           const seq = this.nextSeq();
           this.register(seq, {
@@ -258,11 +270,7 @@ export class RtnlSocket {
           });
         }
         // One buffer for the datagram: a buffer per message was an allocation and a copy each.
-        this.send(
-          [encodeMessages(messages)],
-          seqs,
-          seqs.map((_, i) => reqs[start + i]!.op),
-        );
+        this.send([encodeMessages(messages)], seqs, ops);
       });
     const lane = async (): Promise<void> => {
       while (next < reqs.length) {

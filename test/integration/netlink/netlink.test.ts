@@ -15,6 +15,8 @@ import {
   type RouteEvent,
   subscribeRouteEvents,
 } from '../../../pkg/netlink/index.ts';
+import { CREATE_REPLACE, routeRequest } from '../../../pkg/netlink/requests.ts';
+import { RtnlSocket } from '../../../pkg/netlink/socket.ts';
 import {
   createNetlinkEvents,
   createNetnsPort,
@@ -911,6 +913,33 @@ describe.skipIf(netnsSkipReason !== undefined)('pkg/netlink (root, real kernel, 
       { gateway: '169.254.1.1', dev: 'eth4' },
     ]);
     expect(ipJson<IpRoute[]>(host.name, 'route', 'show', 'proto', String(PROTO))).toHaveLength(5);
+  });
+
+  it("makes a burst's requests as their datagrams go, not all before the first is sent", async () => {
+    const { ns } = track(await setup(pool, 'lazy'));
+    const sock = withNetns(ns.path, () => new RtnlSocket());
+    try {
+      const total = 2000;
+      let made = 0;
+      const pending = sock.burst({
+        length: total,
+        at: (i) => {
+          made++;
+          const dst = `10.${100 + (i >> 8)}.${i & 255}.0/24`;
+          return routeRequest({ family: 4, dst, type: 'blackhole', protocol: PROTO }, CREATE_REPLACE);
+        },
+      });
+      // The first datagrams (4 lanes of 64) go at once; the rest are made as ACKs come back.
+      const before = made;
+      const results = await pending;
+      expect(before).toBeGreaterThan(0);
+      expect(before).toBeLessThanOrEqual(4 * 64);
+      expect(made).toBe(total);
+      expect(results.filter((r) => r !== undefined)).toEqual([]);
+      expect(ip(ns.name, 'route', 'show', 'proto', String(PROTO)).trim().split('\n')).toHaveLength(total);
+    } finally {
+      sock.close();
+    }
   });
 
   it('programs a 5,000-route burst and reports per-route failures', async () => {
