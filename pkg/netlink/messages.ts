@@ -655,7 +655,7 @@ function routeU32(payload: Buffer, type: number): number | undefined {
 }
 
 /** The u32 value of the last attribute of `type` among those between `from` and `end`. */
-function u32AttrIn(payload: Buffer, from: number, end: number, type: number): number | undefined {
+export function u32AttrIn(payload: Buffer, from: number, end: number, type: number): number | undefined {
   let found: number | undefined;
   for (let off = from; off + 4 <= end; ) {
     const len = u16le(payload, off);

@@ -1,7 +1,7 @@
 import type { Family } from '../datapath/ports.ts';
 import { AF, NHA, RTNH_F_ONLINK } from './constants.ts';
 import { bytesToIp, familyOf, ipToBytes, ipv4Value } from './ip.ts';
-import type { Body } from './messages.ts';
+import { type Body, u32AttrIn } from './messages.ts';
 import {
   decodeAttrs,
   putAttrHeader,
@@ -89,6 +89,15 @@ export function nexthopGroupMembers(payload: Buffer): number[] | undefined {
 
 export function dumpNexthopsBody(): Body {
   return [nhmsg(AF.UNSPEC, 0, 0)];
+}
+
+/**
+ * An object's id and protocol, read without decoding its other attributes (parseNexthop's, for a
+ * dump that needs no more: the prune's, of every object at every pass); undefined without an id.
+ */
+export function nexthopIdAndProtocol(payload: Buffer): { id: number; protocol: number } | undefined {
+  const id = u32AttrIn(payload, 8, payload.length, NHA.ID);
+  return id === undefined ? undefined : { id, protocol: u8(payload, 2) };
 }
 
 export function parseNexthop(payload: Buffer): NexthopInfo | undefined {

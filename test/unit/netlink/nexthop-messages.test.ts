@@ -4,6 +4,7 @@ import {
   deleteNexthopBody,
   dumpNexthopsBody,
   nexthopBody,
+  nexthopIdAndProtocol,
   parseNexthop,
 } from '../../../pkg/netlink/nexthop-messages.ts';
 import { attr, decodeAttrs, u32Attr } from '../../../pkg/netlink/wire.ts';
@@ -49,5 +50,21 @@ describe('nexthop object requests', () => {
     const group = Buffer.concat([head, u32Attr(NHA.ID, 77), attr(NHA.GROUP, Buffer.alloc(8))]);
     expect(parseNexthop(group)).toEqual({ id: 77, protocol: 4 });
     expect(parseNexthop(Buffer.alloc(8))).toBeUndefined();
+  });
+
+  it("reads an object's id and protocol alone as parseNexthop reads them (the prune's dump)", () => {
+    const head = Buffer.alloc(8);
+    head[2] = 126;
+    const objects = [
+      cat(nexthopBody({ id: 0x7e000001, family: 4, gateway: '10.10.0.5', ifindex: 3, protocol: 126 })),
+      cat(nexthopBody({ id: 9, family: 6, gateway: 'fd00::5', ifindex: 4, protocol: 3 })),
+      Buffer.concat([head, attr(NHA.GROUP, Buffer.alloc(8)), u32Attr(NHA.ID, 77)]),
+    ];
+    for (const payload of objects) {
+      const full = parseNexthop(payload)!;
+      expect(nexthopIdAndProtocol(payload)).toEqual({ id: full.id, protocol: full.protocol });
+    }
+    expect(nexthopIdAndProtocol(objects[0]!)).toEqual({ id: 0x7e000001, protocol: 126 });
+    expect(nexthopIdAndProtocol(Buffer.alloc(8))).toBeUndefined();
   });
 });
