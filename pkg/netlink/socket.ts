@@ -2,6 +2,7 @@
 // generic netlink, nl80211 and rtnetlink struct codecs (~6 MB RSS, 1.7 MB of heap) that trellis does not use.
 import { Protocol } from 'netlink/dist/constants.js';
 import { RawNetlinkSocket } from 'netlink/dist/raw.js';
+import { errorText } from '../error-text.ts';
 import { NLM_F, NLMSG_DONE, NLMSG_ERROR } from './constants.ts';
 import { errorFromErrno, errorFromPackage, NetlinkError, type OpText, opText } from './errors.ts';
 import { fdOfSocket, netlinkInode } from './procfs.ts';
@@ -244,12 +245,29 @@ export class RtnlSocket {
           for (const s of seqs) this.finish(s, undefined);
           done();
         };
+        // The chunk's requests made before any is registered: one that cannot be made (a lazy
+        // source's encoding refusing its route) is that request's error, not a chunk left half
+        // registered and never sent.
+        const made: Request[] = [];
+        const at: number[] = [];
+        for (let i = start; i < start + count; i++) {
+          try {
+            made.push(reqs.at(i)!);
+            at.push(i);
+          } catch (e) {
+            results[i] = new NetlinkError('EINVAL', `making request ${i} of a burst: ${errorText(e)}`, {
+              cause: e,
+            });
+          }
+        }
+        if (made.length === 0) return done();
         const messages: EncodableMessage[] = [];
         const ops: OpText[] = [];
-        for (let i = 0; i < count; i++) {
-          const req = reqs.at(start + i)!;
+        for (let k = 0; k < made.length; k++) {
+          const req = made[k]!;
+          const index = at[k]!;
           ops.push(req.op);
-          const last = i === count - 1;
+          const last = k === made.length - 1;
           const seq = this.nextSeq();
           this.register(seq, {
             op: req.op,
@@ -257,7 +275,7 @@ export class RtnlSocket {
             interrupted: false,
             resolve: last ? settleRest : noop,
             reject: (e: NetlinkError): void => {
-              results[start + i] = e;
+              results[index] = e;
               if (last) settleRest();
             },
           });

@@ -937,6 +937,26 @@ describe.skipIf(netnsSkipReason !== undefined)('pkg/netlink (root, real kernel, 
       expect(made).toBe(total);
       expect(results.filter((r) => r !== undefined)).toEqual([]);
       expect(ip(ns.name, 'route', 'show', 'proto', String(PROTO)).trim().split('\n')).toHaveLength(total);
+
+      // A request that cannot be made is that request's error; the rest of its datagram still goes.
+      const again = await sock.burst({
+        length: 100,
+        at: (i) => {
+          if (i === 63) throw new TypeError('no body for this one');
+          return routeRequest(
+            { family: 4, dst: `10.99.${i}.0/24`, type: 'blackhole', protocol: PROTO },
+            CREATE_REPLACE,
+          );
+        },
+      });
+      expect(again[63]).toMatchObject({
+        errno: 'EINVAL',
+        message: expect.stringContaining('no body for this one'),
+      });
+      expect(again.filter((r) => r !== undefined)).toHaveLength(1);
+      expect(
+        ip(ns.name, 'route', 'show', 'proto', String(PROTO), 'root', '10.99.0.0/16').trim().split('\n'),
+      ).toHaveLength(99);
     } finally {
       sock.close();
     }
