@@ -8,3 +8,14 @@
 export function exact<T>(items: T[]): T[] {
   return items.slice();
 }
+
+/**
+ * A new list of `list`'s elements and `item`, written as an array literal rather than pushed, so it
+ * holds no spare slots and needs no copy to shed them: for lists kept as long as a Node is and grown
+ * one item at a time (one or two items, mostly).
+ */
+export function appendExact<T>(list: readonly T[], item: T): T[] {
+  if (list.length === 0) return [item];
+  if (list.length === 1) return [list[0]!, item];
+  return exact([...list, item]);
+}

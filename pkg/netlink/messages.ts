@@ -50,6 +50,7 @@ import {
   u16be,
   u16le,
   u32Attr,
+  u32AttrIn,
   u32be,
   u32le,
   zeroed,
@@ -652,18 +653,6 @@ export function routeTable(payload: Buffer): number {
 /** A u32 attribute of a route message, found without decoding the others. */
 function routeU32(payload: Buffer, type: number): number | undefined {
   return u32AttrIn(payload, 12, payload.length, type);
-}
-
-/** The u32 value of the last attribute of `type` among those between `from` and `end`. */
-export function u32AttrIn(payload: Buffer, from: number, end: number, type: number): number | undefined {
-  let found: number | undefined;
-  for (let off = from; off + 4 <= end; ) {
-    const len = u16le(payload, off);
-    if (len < 4 || off + len > end) break;
-    if ((u16le(payload, off + 2) & NLA_TYPE_MASK) === type && len >= 8) found = u32le(payload, off + 4);
-    off += (len + 3) & ~3;
-  }
-  return found;
 }
 
 /**

@@ -1,7 +1,7 @@
 import type { Family } from '../datapath/ports.ts';
 import { AF, NHA, RTNH_F_ONLINK } from './constants.ts';
 import { bytesToIp, familyOf, ipToBytes, ipv4Value } from './ip.ts';
-import { type Body, u32AttrIn } from './messages.ts';
+import type { Body } from './messages.ts';
 import {
   decodeAttrs,
   putAttrHeader,
@@ -10,6 +10,7 @@ import {
   putU32le,
   u8,
   u32Attr,
+  u32AttrIn,
   u32le,
   zeroed,
 } from './wire.ts';

@@ -246,6 +246,21 @@ export function decodeAttrs(buf: Buffer, offset = 0): Map<number, Buffer> {
   return out;
 }
 
+/**
+ * The u32 value of the last attribute of `type` among those between `from` and `end`, found without
+ * decoding the others (decodeAttrs builds a map of all of them: a dump read for one number each).
+ */
+export function u32AttrIn(payload: Buffer, from: number, end: number, type: number): number | undefined {
+  let found: number | undefined;
+  for (let off = from; off + 4 <= end; ) {
+    const len = u16le(payload, off);
+    if (len < 4 || off + len > end) break;
+    if ((u16le(payload, off + 2) & NLA_TYPE_MASK) === type && len >= 8) found = u32le(payload, off + 4);
+    off += align4(len);
+  }
+  return found;
+}
+
 /** The errno carried by an NLMSG_ERROR payload: 0 for an ACK, a positive errno otherwise. */
 export function decodeErrno(payload: Buffer): number {
   const v = payload.length < 4 ? 0 : i32le(payload, 0);

@@ -1,4 +1,4 @@
-import { type Cidr, cidrSize } from '../ip/index.ts';
+import { type Cidr, cidrLast, cidrSize } from '../ip/index.ts';
 
 interface Entry {
   network: bigint;
@@ -79,7 +79,8 @@ export class CidrIndex {
     counts?: (owner: string) => boolean,
   ): { cidr: Cidr; other: string; otherCidr: Cidr } | undefined {
     for (const c of cidrs) {
-      const [start, end] = [c.network, c.network + cidrSize(c) - 1n];
+      const start = c.network;
+      const end = cidrLast(c);
       for (const { family, prefixLen, entries } of this.#byLength.values()) {
         if (family !== c.family) continue;
         // A shorter (or equal) prefix overlaps c only by containing it: its network is c's, truncated.

@@ -23,7 +23,7 @@
 
 import { sameList } from '../compare.ts';
 import type { FdbEntry, NeighbourEntry, RouteInfo } from '../datapath/ports.ts';
-import { exact } from '../exact-list.ts';
+import { appendExact, exact } from '../exact-list.ts';
 import {
   type Cidr,
   canonicalIp,
@@ -159,7 +159,7 @@ export function buildPeerState(
   const failedKeys = new Set(failed.map((e) => routeKey(e.route)));
   const records = new Map<string, PeerRecord>();
   // Indexed loops, as the planner's (pkg/routes/desired.ts): no iterator result per step. The lists
-  // kept per peer until it changes are grown by `appended`, so none holds spare slots (exact-list.ts).
+  // kept per peer until it changes are grown by `appendExact`, so none holds spare slots (exact-list.ts).
   for (let i = 0; i < peers.length; i++) {
     const p = peers[i]!;
     if (p.name === basis.self.name) continue;
@@ -178,7 +178,7 @@ export function buildPeerState(
     const d = plan.decisions[i]!;
     const rec = records.get(d.node);
     if (rec === undefined) continue;
-    rec.decisions = appended(rec.decisions, d);
+    rec.decisions = appendExact(rec.decisions, d);
     for (let j = 0; j < d.podCIDRs.length; j++) ownerOf.set(`${d.family} ${d.podCIDRs[j]!}`, rec);
   }
   const blackholes: RouteInfo[] = [];
@@ -193,7 +193,7 @@ export function buildPeerState(
     if (r.type === 'blackhole') blackholes.push(r);
     else {
       const rec = ownerOf.get(`${r.family} ${r.dst}`);
-      if (rec !== undefined) rec.routes = appended(rec.routes, r);
+      if (rec !== undefined) rec.routes = appendExact(rec.routes, r);
     }
   }
   const selfProblems: Problem[] = [];
@@ -201,7 +201,7 @@ export function buildPeerState(
     const p = plan.problems[i]!;
     const rec = records.get(p.node);
     if (rec === undefined) selfProblems.push(p);
-    else rec.problems = appended(rec.problems, p);
+    else rec.problems = appendExact(rec.problems, p);
   }
   const cidrIndex = CidrIndex.of(records, (rec) => rec.cidrs);
   const ipIndex = CidrIndex.of(records, (rec) => rec.ips);
@@ -558,7 +558,7 @@ function validCidrs(p: PeerNode): Cidr[] {
   const texts = p.podCIDRs ?? [];
   for (let i = 0; i < texts.length; i++) {
     const c = parseCidr(texts[i]!);
-    if (c !== undefined) out = appended(out, c);
+    if (c !== undefined) out = appendExact(out, c);
   }
   return out;
 }
@@ -571,7 +571,7 @@ function hostPrefixes(p: PeerNode): Cidr[] {
     const ip = parseIp(texts[i]!);
     if (ip === undefined || isUnusableNodeIp(ip) !== undefined) continue;
     if (holdsHost(out, ip.family, ip.value)) continue;
-    out = appended(out, { family: ip.family, network: ip.value, prefixLen: familyBits(ip.family) });
+    out = appendExact(out, { family: ip.family, network: ip.value, prefixLen: familyBits(ip.family) });
   }
   return out;
 }
@@ -580,17 +580,6 @@ function holdsHost(list: readonly Cidr[], family: 4 | 6, value: bigint): boolean
   for (let i = 0; i < list.length; i++)
     if (list[i]!.family === family && list[i]!.network === value) return true;
   return false;
-}
-
-/**
- * A new list of `list`'s elements and `item`, written as an array literal rather than pushed: a list
- * kept as long as its peer (one or two items) then holds no spare slots, and needs no copy to shed them
- * (exact-list.ts).
- */
-function appended<T>(list: T[], item: T): T[] {
-  if (list.length === 0) return [item];
-  if (list.length === 1) return [list[0]!, item];
-  return exact([...list, item]);
 }
 
 /** The lists are read-only (PeerNode), so a record shares them; an empty vtepMacs or directSubnets is left out. */
