@@ -83,7 +83,9 @@ export class CoreApi {
 
   /**
    * A paged quorum read, not resourceVersion=0: the watch cache would answer every Node in one
-   * response (thousands of them in a large cluster, all in memory at once).
+   * response (thousands of them in a large cluster, all in memory at once). Asked for in protobuf
+   * where the transport can (ListParams.nodeViewsOnly): items then hold only the fields a NodeView
+   * is made of.
    */
   listNodes<T = unknown>(signal?: AbortSignal, each?: (item: unknown) => T): Promise<RawList<T>> {
     const op = 'list nodes';
@@ -93,7 +95,7 @@ export class CoreApi {
         this.transport.listPage(
           op,
           NODES_PATH,
-          { limit, ...(cont !== undefined ? { continue: cont } : {}) },
+          { limit, nodeViewsOnly: true, ...(cont !== undefined ? { continue: cont } : {}) },
           pageSignal,
           ahead,
         ),

@@ -19,6 +19,15 @@ import { fromHttpResponse, K8sError, K8sReason, toK8sError } from './errors.ts';
 import type { HttpSpec } from './kubeconfig-parse.ts';
 import { continueFromHead, LIST_HEAD_MAX_BYTES } from './list-head.ts';
 import {
+  continueFromProtoHead,
+  decodeNodeListPage,
+  decodeStatus,
+  isProtobuf,
+  NODE_LIST_ACCEPT,
+  ProtobufBodyError,
+} from './node-list-proto.ts';
+import {
+  type ListParams,
   type Page,
   type PageAhead,
   type PatchType,
@@ -62,6 +71,8 @@ interface Request {
   contentType?: string;
   /** A list page asked for ahead of its reader (2xx answers only). */
   ahead?: PageAhead;
+  /** A Node list read into NodeViews only: asked for in protobuf (ListParams.nodeViewsOnly). */
+  nodeList?: boolean;
 }
 
 export class HttpTransport implements Transport {
@@ -105,7 +116,7 @@ export class HttpTransport implements Transport {
   async listPage(
     op: string,
     path: string,
-    params: { limit: number; continue?: string; fieldSelector?: string; resourceVersion?: string },
+    params: ListParams,
     signal?: AbortSignal,
     ahead?: PageAhead,
   ): Promise<Page> {
@@ -115,7 +126,13 @@ export class HttpTransport implements Transport {
     if (params.continue !== undefined) query.set('continue', params.continue);
     const page = await this.#json(
       op,
-      { method: 'GET', path, query, ...(ahead !== undefined ? { ahead } : {}) },
+      {
+        method: 'GET',
+        path,
+        query,
+        ...(ahead !== undefined ? { ahead } : {}),
+        ...(params.nodeViewsOnly === true ? { nodeList: true } : {}),
+      },
       signal,
     );
     if (typeof page !== 'object' || page === null || !Array.isArray((page as Page).items))
@@ -231,8 +248,9 @@ export class HttpTransport implements Transport {
   }
 
   /**
-   * One request with a JSON answer; non-2xx becomes a K8sError from the Status in the body. `signal`
-   * ends it at once (rejected as a network error saying so).
+   * One request with a JSON answer (or a Node list's protobuf, Request.nodeList); non-2xx becomes a
+   * K8sError from the Status in the body. `signal` ends it at once (rejected as a network error
+   * saying so).
    */
   #json(op: string, r: Request, signal?: AbortSignal): Promise<unknown> {
     return new Promise<unknown>((resolve, reject) => {
@@ -279,19 +297,26 @@ export class HttpTransport implements Transport {
       req.on('response', (res) => {
         const status = res.statusCode ?? 0;
         const ok = status >= 200 && status <= 299;
-        readAll(res, ok ? r.ahead : undefined, onHeld).then((text) => {
+        // Only what was asked for is read as protobuf; a server may answer JSON to anything.
+        const proto = r.nodeList === true && isProtobuf(res.headers['content-type']);
+        const headOf = proto ? continueFromProtoHead : textContinueFromHead;
+        readAll(res, ok ? r.ahead : undefined, onHeld, headOf).then((body) => {
           if (settled) return;
           settled = true;
           clearTimeout(timer);
           signal?.removeEventListener('abort', onAbort);
-          if (!ok) return reject(this.#refused(fromHttpResponse(op, status, text, retryAfterOf(res))));
+          if (!ok) {
+            const text = proto ? JSON.stringify(decodeStatus(body) ?? {}) : body.toString('utf8');
+            return reject(this.#refused(fromHttpResponse(op, status, text, retryAfterOf(res))));
+          }
           try {
-            resolve(JSON.parse(text));
+            resolve(proto ? decodeNodeListPage(body) : JSON.parse(body.toString('utf8')));
           } catch (err) {
+            const what = err instanceof ProtobufBodyError ? 'not a readable protobuf NodeList' : 'not JSON';
             reject(
               new K8sError(
                 op,
-                `the answer is not JSON: ${(err as Error).message}`,
+                `the answer is ${what}: ${(err as Error).message}`,
                 status,
                 K8sReason.INVALID_OBJECT,
               ),
@@ -306,6 +331,7 @@ export class HttpTransport implements Transport {
   #request(r: Request): Http.ClientRequest {
     this.#freshCerts();
     const headers = this.#headers();
+    if (r.nodeList === true) headers.accept = NODE_LIST_ACCEPT;
     if (r.body !== undefined) {
       headers['content-type'] = r.contentType ?? 'application/json';
       headers['content-length'] = String(Buffer.byteLength(r.body));
@@ -461,15 +487,23 @@ function streamTarget(spec: HttpSpec): StreamTarget {
   };
 }
 
+/** list-head.ts's reader over the first bytes of a JSON body. */
+function textContinueFromHead(head: Buffer): string | undefined | 'more' {
+  return continueFromHead(head.toString('utf8', 0, LIST_HEAD_MAX_BYTES));
+}
+
 /**
- * The whole body as text. `ahead` (a list page asked for ahead of its reader) gets the continue token
- * from the body's head, and the rest of the body stays unread until it is released (`onHeld` is told).
+ * The whole body. `ahead` (a list page asked for ahead of its reader) gets the continue token from
+ * the body's head (`headOf`, by the body's encoding), and the rest of the body stays unread until it
+ * is released (`onHeld` is told).
  */
+
 function readAll(
   res: Http.IncomingMessage,
-  ahead?: PageAhead,
-  onHeld?: (released: Promise<void>) => void,
-): Promise<string> {
+  ahead: PageAhead | undefined,
+  onHeld: (released: Promise<void>) => void,
+  headOf: (head: Buffer) => string | undefined | 'more',
+): Promise<Buffer> {
   return new Promise((resolve, reject) => {
     const chunks: Buffer[] = [];
     let headBytes = ahead === undefined ? -1 : 0;
@@ -479,17 +513,17 @@ function readAll(
       headBytes += c.length;
       // The head is in the first chunk or two: concatenated again only until it is found.
       const head = chunks.length === 1 ? c : Buffer.concat(chunks, headBytes);
-      const found = continueFromHead(head.toString('utf8', 0, LIST_HEAD_MAX_BYTES));
+      const found = headOf(head.subarray(0, LIST_HEAD_MAX_BYTES));
       if (found === 'more' && headBytes < LIST_HEAD_MAX_BYTES) return;
       headBytes = -1;
       if (found !== undefined && found !== 'more') ahead.onContinue(found);
       const held = ahead.held();
       if (held === undefined) return;
       res.pause();
-      onHeld?.(held);
+      onHeld(held);
       void held.then(() => res.resume());
     });
-    res.on('end', () => resolve(Buffer.concat(chunks).toString('utf8')));
+    res.on('end', () => resolve(chunks.length === 1 ? chunks[0]! : Buffer.concat(chunks)));
     res.on('error', reject);
     res.on('close', () => {
       if (!res.complete) reject(brokenMidAnswer());

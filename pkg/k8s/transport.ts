@@ -55,6 +55,19 @@ export const WATCH_IDLE_MS = 90_000;
 /** Idle time before TCP keepalive probes (libuv then probes every 1 s, 10 times) on API connections. */
 export const TCP_KEEPALIVE_IDLE_MS = 30_000;
 
+export interface ListParams {
+  limit: number;
+  continue?: string;
+  fieldSelector?: string;
+  resourceVersion?: string;
+  /**
+   * The list is of Nodes, read only into NodeViews: a transport that can asks for Kubernetes'
+   * protobuf and decodes only the fields a NodeView has (node-list-proto.ts); one that cannot reads
+   * JSON. Items are then those fields alone.
+   */
+  nodeViewsOnly?: boolean;
+}
+
 export interface Transport {
   readonly name: TransportName;
   /**
@@ -67,7 +80,7 @@ export interface Transport {
   listPage(
     op: string,
     path: string,
-    params: { limit: number; continue?: string; fieldSelector?: string; resourceVersion?: string },
+    params: ListParams,
     signal?: AbortSignal,
     ahead?: PageAhead,
   ): Promise<Page>;

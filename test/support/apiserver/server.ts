@@ -22,6 +22,14 @@ import {
   PatchError,
   strategicMergePatch,
 } from './patch.ts';
+import {
+  encodeNodeAhead,
+  encodeNodeList,
+  encodeStatus,
+  NotEncodable,
+  PROTOBUF_CONTENT_TYPE,
+  prefersProtobuf,
+} from './protobuf.ts';
 import { SelectorError } from './selectors.ts';
 import {
   ApiStatusError,
@@ -59,6 +67,12 @@ export interface TestApiServerOptions {
    * certificate-authority-data when `ca` is given, else insecure-skip-tls-verify.
    */
   tls?: { cert: string; key: string; ca?: string };
+  /**
+   * Answer a request whose Accept prefers Kubernetes' protobuf in it where this server can: Node
+   * lists (protobuf.ts), and such a request's error Statuses. Default true; false answers JSON to
+   * everything, as a server (or a proxy) without protobuf for the type does.
+   */
+  protobuf?: boolean;
 }
 
 export interface RequestInfo {
@@ -83,6 +97,10 @@ export interface RequestRecord extends RequestInfo {
   at: number;
   /** When the whole response had been handed to the OS (performance.now()); unset for a watch still open. */
   sentAt?: number;
+  /** The Accept header as sent. */
+  accept: string | undefined;
+  /** The answer's Content-Type, once it was sent. */
+  contentType?: string;
 }
 
 export type RequestPredicate = (r: RequestInfo) => boolean;
@@ -185,6 +203,18 @@ function dec(s: string | undefined): string | undefined {
   return s === undefined ? undefined : decodeURIComponent(s);
 }
 
+function sendBytes(
+  res: ServerResponse,
+  status: number,
+  body: Buffer,
+  headers: Record<string, string> = {},
+): void {
+  // setHeader, not writeHead's object: RequestRecord.contentType reads it back.
+  res.setHeader('content-type', PROTOBUF_CONTENT_TYPE);
+  res.writeHead(status, { 'content-length': body.length, ...headers });
+  res.end(body);
+}
+
 function sendJson(
   res: ServerResponse,
   status: number,
@@ -192,11 +222,8 @@ function sendJson(
   headers: Record<string, string> = {},
 ): void {
   const text = JSON.stringify(body);
-  res.writeHead(status, {
-    'content-type': 'application/json',
-    'content-length': Buffer.byteLength(text),
-    ...headers,
-  });
+  res.setHeader('content-type', 'application/json');
+  res.writeHead(status, { 'content-length': Buffer.byteLength(text), ...headers });
   res.end(text);
 }
 
@@ -216,6 +243,16 @@ function parseJsonBody(text: string): Json {
     return JSON.parse(text) as Json;
   } catch (err) {
     throw badRequest(`the body of the request could not be decoded: ${(err as Error).message}`);
+  }
+}
+
+/** A Node list in protobuf; undefined when one of its items cannot be (protobuf.ts's NotEncodable). */
+function nodeListBytes(metadata: JsonObject, items: JsonObject[]): Buffer | undefined {
+  try {
+    return encodeNodeList(metadata, items);
+  } catch (err) {
+    if (err instanceof NotEncodable) return undefined;
+    throw err;
   }
 }
 
@@ -297,6 +334,23 @@ export async function startTestApiServer(opts: TestApiServerOptions = {}): Promi
   const held = new Set<NodeJS.Timeout>();
   const failures: { remaining: number; match: RequestPredicate; mode: FailMode }[] = [];
   let log: RequestRecord[] = [];
+  const protobufOn = opts.protobuf ?? true;
+  if (protobufOn)
+    store.subscribe((ev) => {
+      if (ev.resource === 'nodes' && ev.type !== 'DELETED') encodeNodeAhead(ev.object);
+    });
+  const wantsProtobuf = (req: IncomingMessage): boolean => protobufOn && prefersProtobuf(req.headers.accept);
+  /** An error answer, in the encoding the request asked for. */
+  const sendStatus = (
+    req: IncomingMessage,
+    res: ServerResponse,
+    code: number,
+    status: JsonObject,
+    headers: Record<string, string> = {},
+  ): void => {
+    if (wantsProtobuf(req)) sendBytes(res, code, encodeStatus(status), headers);
+    else sendJson(res, code, status, headers);
+  };
 
   const takeFailure = (info: RequestInfo): FailMode | undefined => {
     for (let i = 0; i < failures.length; i++) {
@@ -386,6 +440,13 @@ export async function startTestApiServer(opts: TestApiServerOptions = {}): Promi
         const metadata: JsonObject = { resourceVersion: r.resourceVersion };
         if (r.continueToken !== undefined) metadata.continue = r.continueToken;
         if (r.remainingItemCount !== undefined) metadata.remainingItemCount = r.remainingItemCount;
+        if (resource === 'nodes' && wantsProtobuf(req)) {
+          const body = nodeListBytes(metadata, r.items);
+          if (body !== undefined) {
+            sendBytes(res, 200, body);
+            return 200;
+          }
+        }
         sendJson(res, 200, {
           kind: `${kind}List`,
           apiVersion: 'v1',
@@ -516,11 +577,14 @@ export async function startTestApiServer(opts: TestApiServerOptions = {}): Promi
       userAgent: req.headers['user-agent'],
       clientCertCN: typeof peerCN === 'string' ? peerCN : undefined,
       at: performance.now(),
+      accept: req.headers.accept,
     };
     log.push(record);
     if (log.length > 20_000) log = log.slice(-10_000);
     res.once('finish', () => {
       record.sentAt = performance.now();
+      const type = res.getHeader('content-type');
+      if (typeof type === 'string') record.contentType = type;
     });
     if (latencyMs > 0 && !info.watch) {
       const t = setTimeout(() => {
@@ -545,24 +609,24 @@ export async function startTestApiServer(opts: TestApiServerOptions = {}): Promi
     }
     if (fail === 'gone410') {
       record.status = 410;
-      sendJson(res, 410, expired('injected expiry (test API server)').toStatus());
+      sendStatus(req, res, 410, expired('injected expiry (test API server)').toStatus());
       return;
     }
     if (fail === 'throttle429') {
       record.status = 429;
       const retryAfter = { 'retry-after': String(THROTTLE_RETRY_AFTER_SECONDS) };
-      sendJson(res, 429, tooManyRequests(THROTTLE_RETRY_AFTER_SECONDS).toStatus(), retryAfter);
+      sendStatus(req, res, 429, tooManyRequests(THROTTLE_RETRY_AFTER_SECONDS).toStatus(), retryAfter);
       return;
     }
     if (fail === 'tooLarge504') {
       record.status = 504;
       const asked = Number(info.query.get('resourceVersion') ?? 0);
-      sendJson(res, 504, tooLargeResourceVersion(asked, Math.max(0, asked - 1)).toStatus());
+      sendStatus(req, res, 504, tooLargeResourceVersion(asked, Math.max(0, asked - 1)).toStatus());
       return;
     }
     if (fail === 'error500') {
       record.status = 500;
-      sendJson(res, 500, internalError('injected failure (test API server)').toStatus());
+      sendStatus(req, res, 500, internalError('injected failure (test API server)').toStatus());
       return;
     }
     if (fail === 'watchError500') {
@@ -583,7 +647,7 @@ export async function startTestApiServer(opts: TestApiServerOptions = {}): Promi
         else e = internalError(err instanceof Error ? err.message : String(err));
         record.status = e.code;
         if (res.headersSent) res.destroy();
-        else sendJson(res, e.code, e.toStatus());
+        else sendStatus(req, res, e.code, e.toStatus());
       },
     );
   };

@@ -44,13 +44,16 @@ describe('CoreApi lists', () => {
     ]);
   });
 
-  it('listNodes stays a paged quorum read (no resourceVersion): one page at a time from etcd', async () => {
+  it('listNodes stays a paged quorum read (no resourceVersion), read into NodeViews only', async () => {
     const { transport, asked } = scripted([
       { items: [{ n: 1 }], metadata: { resourceVersion: '9', continue: 'tok' } },
       { items: [{ n: 2 }], metadata: { resourceVersion: '9' } },
     ]);
     await new CoreApi(transport, 1).listNodes();
-    expect(asked).toEqual([{ limit: 1 }, { limit: 1, continue: 'tok' }]);
+    expect(asked).toEqual([
+      { limit: 1, nodeViewsOnly: true },
+      { limit: 1, nodeViewsOnly: true, continue: 'tok' },
+    ]);
   });
 
   it("listNodes turns each page's items into what the caller keeps before it asks for the next page", async () => {
