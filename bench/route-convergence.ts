@@ -27,8 +27,13 @@
  * --api-latency-ms holds each of the test API server's answers (not watches) that long: an API server
  * across the network, whose round trips the agent's one-page-ahead list hides (pkg/k8s/page-fetches.ts).
  *
+ * The agent asks for its Node list in protobuf (pkg/k8s/node-list-proto.ts), and the test API server
+ * answers it so, each Node encoded once when stored (a Go server's encoding costs microseconds; the
+ * test server's protobufjs would otherwise be the list's slowest part). --json-list has it answer
+ * JSON, as a server or proxy without protobuf does (and as every list was before 2026-12-07).
+ *
  *   node_modules/.bin/node bench/route-convergence.ts [--nodes 5000] [--reps 5] [--events 50]
- *     [--no-masq-rep] [--small-nodes] [--api-latency-ms 0] [--out FILE]
+ *     [--no-masq-rep] [--small-nodes] [--json-list] [--api-latency-ms 0] [--out FILE]
  */
 import { execFileSync } from 'node:child_process';
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
@@ -57,6 +62,7 @@ const opts = benchArgs(SCRIPT, {
   nodes: { type: 'string', default: '5000' },
   reps: { type: 'string', default: '5' },
   'small-nodes': { type: 'boolean', default: false },
+  'json-list': { type: 'boolean', default: false },
   events: { type: 'string', default: '50' },
   'api-latency-ms': { type: 'string', default: '0' },
   'no-masq-rep': { type: 'boolean', default: false },
@@ -257,6 +263,7 @@ async function trellisRun(masquerade: boolean, events: number): Promise<TrellisR
     port: 0,
     historySize: 20_000,
     latencyMs: API_LATENCY_MS,
+    protobuf: !opts['json-list'],
   });
   const monitor = new RouteMonitor();
   let agent: AgentProcess | undefined;
@@ -534,6 +541,8 @@ writeResult(
     reps: REPS,
     /** Bare Nodes (--small-nodes) rather than kubelet-sized ones. */
     smallNodes: opts['small-nodes'] === true,
+    /** --json-list: the Node list in JSON, not protobuf. */
+    jsonList: opts['json-list'] === true,
     /** --api-latency-ms: the test API server's wait before each answer (not watches). */
     apiLatencyMs: API_LATENCY_MS,
     summary,
