@@ -89,6 +89,12 @@ export class HttpTransport implements Transport {
   #target: StreamTarget;
   readonly #certs: ClientCertFiles | undefined;
   readonly #basePath: string;
+  /**
+   * Node lists are asked for in protobuf until one cannot be read: from then on in JSON, which every
+   * server answers. A safety net: a reader that fails on some server's bytes must not leave the agent
+   * without its list.
+   */
+  #protobufNodeLists = true;
   #token: string | undefined;
   #tokenReadAt = Number.NEGATIVE_INFINITY;
   /** `#token` was read from the token file (not the kubeconfig's inline fallback): for a 401's text. */
@@ -131,7 +137,7 @@ export class HttpTransport implements Transport {
         path,
         query,
         ...(ahead !== undefined ? { ahead } : {}),
-        ...(params.nodeViewsOnly === true ? { nodeList: true } : {}),
+        ...(params.nodeViewsOnly === true && this.#protobufNodeLists ? { nodeList: true } : {}),
       },
       signal,
     );
@@ -312,15 +318,12 @@ export class HttpTransport implements Transport {
           try {
             resolve(proto ? decodeNodeListPage(body) : JSON.parse(body.toString('utf8')));
           } catch (err) {
-            const what = err instanceof ProtobufBodyError ? 'not a readable protobuf NodeList' : 'not JSON';
-            reject(
-              new K8sError(
-                op,
-                `the answer is ${what}: ${(err as Error).message}`,
-                status,
-                K8sReason.INVALID_OBJECT,
-              ),
-            );
+            const unreadable = err instanceof ProtobufBodyError;
+            if (unreadable) this.#protobufNodeLists = false;
+            const what = unreadable
+              ? `not a readable protobuf NodeList (${(err as Error).message}); Node lists are asked for in JSON from now on`
+              : `not JSON: ${(err as Error).message}`;
+            reject(new K8sError(op, `the answer is ${what}`, status, K8sReason.INVALID_OBJECT));
           }
         }, fail);
       });

@@ -118,6 +118,32 @@ describe('a Node list in protobuf', () => {
     expect(statuses).toContain(410);
   });
 
+  it('asks for JSON from then on when a protobuf NodeList cannot be read, saying so once', async () => {
+    const accepts: string[] = [];
+    raw = createServer((req, res) => {
+      accepts.push(req.headers.accept ?? '');
+      if (req.headers.accept?.includes(PROTOBUF_CONTENT_TYPE)) {
+        // The prefix and an envelope whose raw field runs past the body: a reader that cannot follow.
+        res.writeHead(200, { 'content-type': PROTOBUF_CONTENT_TYPE });
+        res.end(Buffer.from([0x6b, 0x38, 0x73, 0x00, 0x12, 0x7f, 0x01]));
+        return;
+      }
+      res.writeHead(200, { 'content-type': 'application/json' });
+      res.end(JSON.stringify({ kind: 'NodeList', metadata: { resourceVersion: '3' }, items: [node(1)] }));
+    });
+    await new Promise<void>((r) => raw!.listen(0, '127.0.0.1', () => r()));
+    const { port } = raw.address() as AddressInfo;
+    const api = apiOf(`http://127.0.0.1:${port}`, 10);
+    const first = await rejection(api.listNodes());
+    expect([first.reason, first.message]).toEqual([
+      'InvalidObject',
+      'list nodes: the answer is not a readable protobuf NodeList (the protobuf envelope cannot be read: index out of range: 2 + 127 > 3); Node lists are asked for in JSON from now on',
+    ]);
+    const list = await api.listNodes(undefined, (o) => toNodeView(o));
+    expect(names(list.items)).toEqual(['p-1']);
+    expect(accepts).toEqual([`${PROTOBUF_CONTENT_TYPE}, application/json`, 'application/json']);
+  });
+
   it("asks for the next page once this one's protobuf head names it, its body still held back", async () => {
     const meta = (cont?: string) => ({
       resourceVersion: '9',
