@@ -492,7 +492,7 @@ function streamTarget(spec: HttpSpec): StreamTarget {
 
 /** list-head.ts's reader over the first bytes of a JSON body. */
 function textContinueFromHead(head: Buffer): string | undefined | 'more' {
-  return continueFromHead(head.toString('utf8', 0, LIST_HEAD_MAX_BYTES));
+  return continueFromHead(head.toString('utf8'));
 }
 
 /**

@@ -134,6 +134,16 @@ const nodes = [
   kubeletNode(4, { status: { addresses: [{ type: 'InternalIP', address: 'not-an-ip' }] } }),
 ];
 
+/** A field's key: its number and wire type (2: length-delimited). */
+const tag = (id: number, wire = 2): number => (id << 3) | wire;
+
+/** Field `id` of `w`: a message of string fields, given as [number, value] pairs. */
+function strings(w: protobuf.Writer, id: number, fields: [number, string][]): void {
+  w.uint32(tag(id)).fork();
+  for (const [n, v] of fields) w.uint32(tag(n)).string(v);
+  w.ldelim();
+}
+
 const listMeta = { resourceVersion: '4711', continue: 'eyJ2IjoibWV0YS5rOHMuaW8vdjEiLCJydiI6NDcxMX0' };
 
 describe('a protobuf NodeList page', () => {
@@ -171,69 +181,47 @@ describe('a protobuf NodeList page', () => {
 
   it("reads bytes written field by field with generated.proto's numbers, unknown fields of every wire type skipped", () => {
     const body = protobuf.Writer.create();
-    // runtime.Unknown { typeMeta(1) { apiVersion(1), kind(2) }, raw(2) }
-    body
-      .uint32((1 << 3) | 2)
-      .fork()
-      .uint32((1 << 3) | 2)
-      .string('v1')
-      .uint32((2 << 3) | 2)
-      .string('NodeList')
-      .ldelim();
+    strings(body, 1, [
+      [1, 'v1'],
+      [2, 'NodeList'],
+    ]); // runtime.Unknown.typeMeta { apiVersion, kind }
     const list = protobuf.Writer.create();
-    list
-      .uint32((1 << 3) | 2)
-      .fork()
-      .uint32((2 << 3) | 2)
-      .string('77')
-      .uint32((3 << 3) | 2)
-      .string('next')
-      .ldelim();
-    list.uint32((2 << 3) | 2).fork(); // items[0]: Node
-    list.uint32((1 << 3) | 2).fork(); // ObjectMeta
-    list.uint32((1 << 3) | 2).string('w-1');
-    list.uint32((5 << 3) | 2).string('uid-1');
-    list.uint32((6 << 3) | 2).string('12');
-    list.uint32((7 << 3) | 0).int64(3); // generation: a varint to skip
-    list
-      .uint32((12 << 3) | 2)
-      .fork()
-      .uint32((1 << 3) | 2)
-      .string('trellis.dev/x')
-      .uint32((2 << 3) | 2)
-      .string('y')
-      .ldelim();
+    strings(list, 1, [
+      [2, '77'],
+      [3, 'next'],
+    ]); // ListMeta { resourceVersion, continue }
+    list.uint32(tag(2)).fork(); // items[0]: Node
+    list.uint32(tag(1)).fork(); // ObjectMeta
+    list.uint32(tag(1)).string('w-1');
+    list.uint32(tag(5)).string('uid-1');
+    list.uint32(tag(6)).string('12');
+    list.uint32(tag(7, 0)).int64(3); // generation: a varint to skip
+    strings(list, 12, [
+      [1, 'trellis.dev/x'],
+      [2, 'y'],
+    ]); // an annotations entry { key, value }
     list.ldelim();
-    list.uint32((2 << 3) | 2).fork(); // NodeSpec
-    list.uint32((1 << 3) | 2).string('10.1.0.0/24');
-    list.uint32((4 << 3) | 0).bool(true); // unschedulable
-    list.uint32((7 << 3) | 2).string('10.1.0.0/24');
+    list.uint32(tag(2)).fork(); // NodeSpec
+    list.uint32(tag(1)).string('10.1.0.0/24');
+    list.uint32(tag(4, 0)).bool(true); // unschedulable
+    list.uint32(tag(7)).string('10.1.0.0/24');
     list.ldelim();
-    list.uint32((3 << 3) | 2).fork(); // NodeStatus
-    list
-      .uint32((4 << 3) | 2)
-      .fork()
-      .uint32((1 << 3) | 2)
-      .string('NetworkUnavailable')
-      .uint32((2 << 3) | 2)
-      .string('True')
-      .uint32((5 << 3) | 2)
-      .string('Why')
-      .ldelim();
-    list
-      .uint32((5 << 3) | 2)
-      .fork()
-      .uint32((1 << 3) | 2)
-      .string('InternalIP')
-      .uint32((2 << 3) | 2)
-      .string('10.0.0.1')
-      .ldelim();
-    list.uint32((8 << 3) | 2).bytes(new Uint8Array(5000).fill(0xff)); // images: skipped by length
-    list.uint32((99 << 3) | 5).fixed32(7); // a field of a later version, 32-bit
-    list.uint32((98 << 3) | 1).fixed64(7); // and 64-bit
+    list.uint32(tag(3)).fork(); // NodeStatus
+    strings(list, 4, [
+      [1, 'NetworkUnavailable'],
+      [2, 'True'],
+      [5, 'Why'],
+    ]); // a condition
+    strings(list, 5, [
+      [1, 'InternalIP'],
+      [2, '10.0.0.1'],
+    ]); // an address
+    list.uint32(tag(8)).bytes(new Uint8Array(5000).fill(0xff)); // images: skipped by length
+    list.uint32(tag(99, 5)).fixed32(7); // a field of a later version, 32-bit
+    list.uint32(tag(98, 1)).fixed64(7); // and 64-bit
     list.ldelim();
     list.ldelim();
-    body.uint32((2 << 3) | 2).bytes(list.finish());
+    body.uint32(tag(2)).bytes(list.finish());
     const bytes = Buffer.concat([Buffer.from('k8s\0', 'latin1'), body.finish()]);
 
     const page = decodeNodeListPage(bytes);
