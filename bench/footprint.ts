@@ -14,8 +14,9 @@
  *   node_modules/.bin/node bench/footprint.ts --no-kubelet-status # small Nodes that never change (default:
  *                                                                 # kubelet-sized Nodes, each one's status
  *                                                                 # reported every 5 min: 16.7 events/s at 5,000)
- *   node_modules/.bin/node bench/footprint.ts --json-list         # the test API server answers the Node list
- *                                                                 # in JSON, not the protobuf the agent asks for
+ *   node_modules/.bin/node bench/footprint.ts --json              # the test API server answers the Node list
+ *                                                                 # and watch in JSON, not the protobuf the
+ *                                                                 # agent asks for
  *
  * Runs inside the node namespace (re-executes itself with `ip netns exec`), like route-convergence.
  */
@@ -36,7 +37,7 @@ import { commitId, round, sleep, table, writeResult } from './lib/stats.ts';
 const SCRIPT = import.meta.filename;
 const opts = benchArgs(SCRIPT, {
   minutes: { type: 'string', default: '2' },
-  'json-list': { type: 'boolean', default: false },
+  json: { type: 'boolean', default: false },
   nodes: { type: 'string', default: '5000' },
   pods: { type: 'string', default: '100' },
   'sample-seconds': { type: 'string', default: '5' },
@@ -104,7 +105,7 @@ const srv = await startTestApiServer({
   host: '127.0.0.1',
   port: 0,
   historySize: 20_000,
-  protobuf: !opts['json-list'],
+  protobuf: !opts.json,
 });
 let agent: AgentProcess | undefined;
 // The references run as the agent's launcher runs node (dist/bin/trellis-agent): its flags and malloc
@@ -202,6 +203,7 @@ try {
         join(import.meta.dirname, 'lib', 'watch-reader.ts'),
         srv.url,
         'trellis-test-token',
+        opts.json === true ? 'json' : 'protobuf',
       ],
       {
         stdio: ['ignore', 'pipe', 'inherit'],
@@ -273,8 +275,8 @@ const lows = Array.from({ length: Math.floor(windowSec / 60) }, (_, m) =>
 );
 const summary = {
   nodes: NODES,
-  /** --json-list: the Node list in JSON, not protobuf. */
-  jsonList: opts['json-list'] === true,
+  /** --json: the Node list and watch in JSON, not protobuf. */
+  json: opts.json === true,
   pods,
   windowSec: round(windowSec, 1),
   agentRssMb: {

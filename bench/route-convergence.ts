@@ -27,13 +27,14 @@
  * --api-latency-ms holds each of the test API server's answers (not watches) that long: an API server
  * across the network, whose round trips the agent's one-page-ahead list hides (pkg/k8s/page-fetches.ts).
  *
- * The agent asks for its Node list in protobuf (pkg/k8s/node-list-proto.ts), and the test API server
- * answers it so, each Node encoded once when stored (a Go server's encoding costs microseconds; the
- * test server's protobufjs would otherwise be the list's slowest part). --json-list has it answer
- * JSON, as a server or proxy without protobuf does (and as every list was before 2026-12-07).
+ * The agent asks for its Node list and watch in protobuf (pkg/k8s/node-proto.ts), and the test API
+ * server answers so, each Node encoded once when stored (a Go server's encoding costs microseconds;
+ * the test server's protobufjs would otherwise be the list's slowest part). --json has it answer
+ * JSON, as a server or proxy without protobuf does (and as every list was before 2026-12-07, every
+ * watch before session 64).
  *
  *   node_modules/.bin/node bench/route-convergence.ts [--nodes 5000] [--reps 5] [--events 50]
- *     [--no-masq-rep] [--small-nodes] [--json-list] [--api-latency-ms 0] [--out FILE]
+ *     [--no-masq-rep] [--small-nodes] [--json] [--api-latency-ms 0] [--out FILE]
  */
 import { execFileSync } from 'node:child_process';
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
@@ -62,7 +63,7 @@ const opts = benchArgs(SCRIPT, {
   nodes: { type: 'string', default: '5000' },
   reps: { type: 'string', default: '5' },
   'small-nodes': { type: 'boolean', default: false },
-  'json-list': { type: 'boolean', default: false },
+  json: { type: 'boolean', default: false },
   events: { type: 'string', default: '50' },
   'api-latency-ms': { type: 'string', default: '0' },
   'no-masq-rep': { type: 'boolean', default: false },
@@ -263,7 +264,7 @@ async function trellisRun(masquerade: boolean, events: number): Promise<TrellisR
     port: 0,
     historySize: 20_000,
     latencyMs: API_LATENCY_MS,
-    protobuf: !opts['json-list'],
+    protobuf: !opts.json,
   });
   const monitor = new RouteMonitor();
   let agent: AgentProcess | undefined;
@@ -541,8 +542,8 @@ writeResult(
     reps: REPS,
     /** Bare Nodes (--small-nodes) rather than kubelet-sized ones. */
     smallNodes: opts['small-nodes'] === true,
-    /** --json-list: the Node list in JSON, not protobuf. */
-    jsonList: opts['json-list'] === true,
+    /** --json: the Node list and watch in JSON, not protobuf. */
+    json: opts.json === true,
     /** --api-latency-ms: the test API server's wait before each answer (not watches). */
     apiLatencyMs: API_LATENCY_MS,
     summary,

@@ -1,15 +1,17 @@
 /**
  * The native transport: node:https (or node:http for a plain-HTTP test server) with one keep-alive
- * agent and JSON bodies; each watch on its own connection (watch-connection.ts), read as
- * newline-delimited JSON. It exists because @kubernetes/client-node loads every generated API and
- * model class on import (~90 MB of RSS), while the agent needs five calls.
+ * agent and JSON bodies (Nodes in protobuf: node-proto.ts); each watch on its own connection
+ * (watch-connection.ts), read as newline-delimited JSON or, for Nodes, length-delimited protobuf. It
+ * exists because @kubernetes/client-node loads every generated API and model class on import (~90 MB
+ * of RSS), while the agent needs five calls.
  *
  * - Bearer token from the kubeconfig, or from a file re-read every reloadMs (bound service account
  *   tokens rotate; client-go re-reads about every minute). A failed re-read keeps the last token.
  * - Non-watch requests time out after requestTimeoutMs; a watch after watchIdleMs without a byte
  *   (a partitioned connection must not hang the informer forever; WATCH_IDLE_MS).
- * - A watch line that is not JSON fails the watch (resumed from the last resourceVersion, so the
- *   event is replayed) instead of being skipped: a skipped event would never come back.
+ * - A watch line that is not JSON (or a frame that is not a protobuf event) fails the watch (resumed
+ *   from the last resourceVersion, so the event is replayed) instead of being skipped: a skipped
+ *   event would never come back.
  */
 import { readFileSync } from 'node:fs';
 import type * as Http from 'node:http';
@@ -21,11 +23,12 @@ import { continueFromHead, LIST_HEAD_MAX_BYTES } from './list-head.ts';
 import {
   continueFromProtoHead,
   decodeNodeListPage,
+  decodeNodeWatchEvent,
   decodeStatus,
   isProtobuf,
   NODE_LIST_ACCEPT,
   ProtobufBodyError,
-} from './node-list-proto.ts';
+} from './node-proto.ts';
 import {
   type ListParams,
   type Page,
@@ -38,6 +41,7 @@ import {
   type WatchParams,
 } from './transport.ts';
 import { brokenMidAnswer, openStream, type StreamConnection, type StreamTarget } from './watch-connection.ts';
+import { WatchFrames, WatchFrameTooLong } from './watch-frames.ts';
 import { WatchLines, WatchLineTooLong } from './watch-lines.ts';
 
 // node:http through process.getBuiltinModule, not an ESM import: building the ESM namespace of node:http
@@ -90,11 +94,11 @@ export class HttpTransport implements Transport {
   readonly #certs: ClientCertFiles | undefined;
   readonly #basePath: string;
   /**
-   * Node lists are asked for in protobuf until one cannot be read: from then on in JSON, which every
-   * server answers. A safety net: a reader that fails on some server's bytes must not leave the agent
-   * without its list.
+   * Node lists and watches are asked for in protobuf until an answer cannot be read: from then on in
+   * JSON, which every server answers. A safety net: a reader that fails on some server's bytes must
+   * not leave the agent without its Nodes.
    */
-  #protobufNodeLists = true;
+  #protobufNodes = true;
   #token: string | undefined;
   #tokenReadAt = Number.NEGATIVE_INFINITY;
   /** `#token` was read from the token file (not the kubeconfig's inline fallback): for a 401's text. */
@@ -137,7 +141,7 @@ export class HttpTransport implements Transport {
         path,
         query,
         ...(ahead !== undefined ? { ahead } : {}),
-        ...(params.nodeViewsOnly === true && this.#protobufNodeLists ? { nodeList: true } : {}),
+        ...(params.nodeViewsOnly === true && this.#protobufNodes ? { nodeList: true } : {}),
       },
       signal,
     );
@@ -168,6 +172,7 @@ export class HttpTransport implements Transport {
       timeoutSeconds: String(params.timeoutSeconds),
     });
     if (params.resourceVersion !== '') query.set('resourceVersion', params.resourceVersion);
+    const askProtobuf = params.nodeViewsOnly === true && this.#protobufNodes;
     return new Promise<WatchEnd>((resolve, reject) => {
       if (signal.aborted) return resolve('closed');
       let settled = false;
@@ -189,9 +194,8 @@ export class HttpTransport implements Transport {
         if (idle !== undefined) idle.refresh();
         else idle = setTimeout(() => finish('timeout'), this.#watchIdleMs);
       };
-      // Each line one event, handed on as it completes; false stops the rest of the piece.
-      const onLine = (line: string): boolean => {
-        const ev = watchEvent(op, line);
+      // Each event handed on as it completes; false stops the rest of the piece.
+      const deliver = (ev: { type: string; object: unknown } | K8sError): boolean => {
         if (ev instanceof K8sError) {
           finish(ev);
           return false;
@@ -205,19 +209,33 @@ export class HttpTransport implements Transport {
         if (signal.aborted) finish('closed');
         return !settled;
       };
-      const lines = new WatchLines();
+      const onLine = (line: string): boolean => deliver(watchEvent(op, line));
+      const onFrame = (frame: Buffer): boolean => deliver(this.#protobufWatchEvent(op, frame));
+      /** The body's reader, by the encoding the server chose (known at its head). */
+      let body: ((piece: Buffer) => void) | undefined;
       /** An error answer's body, read whole before it becomes the error. */
       let refusal:
-        | { status: number; retryAfter: string | undefined; body: Buffer[]; bytes: number }
+        | { status: number; retryAfter: string | undefined; proto: boolean; body: Buffer[]; bytes: number }
         | undefined;
       try {
         this.#freshCerts();
-        conn = openStream(this.#target, this.#pathOf(path, query), this.#headers(), {
+        const headers = this.#headers();
+        if (askProtobuf) headers.accept = NODE_LIST_ACCEPT;
+        conn = openStream(this.#target, this.#pathOf(path, query), headers, {
           onActivity: armIdle,
           onHead: (status, headers) => {
+            // Only what was asked for is read as protobuf; a server may answer JSON to anything.
+            const proto = askProtobuf && isProtobuf(headers.get('content-type'));
             if (status !== 200) {
-              refusal = { status, retryAfter: headers.get('retry-after'), body: [], bytes: 0 };
+              refusal = { status, retryAfter: headers.get('retry-after'), proto, body: [], bytes: 0 };
               return;
+            }
+            if (proto) {
+              const frames = new WatchFrames();
+              body = (piece) => frames.push(piece, onFrame);
+            } else {
+              const lines = new WatchLines();
+              body = (piece) => lines.push(piece, onLine);
             }
             params.onOpen?.();
           },
@@ -229,17 +247,18 @@ export class HttpTransport implements Transport {
               return;
             }
             try {
-              lines.push(piece, onLine);
+              body?.(piece);
             } catch (err) {
-              if (!(err instanceof WatchLineTooLong)) throw err;
+              if (!(err instanceof WatchLineTooLong || err instanceof WatchFrameTooLong)) throw err;
               finish(new K8sError(op, err.message, undefined, K8sReason.WATCH));
             }
           },
-          // A stream ended mid-line drops that line; its event comes again on the next watch, which
+          // A stream ended mid-event drops that event; it comes again on the next watch, which
           // resumes from the last resourceVersion applied.
           onEnd: () => {
             if (refusal === undefined) return finish('closed');
-            const text = Buffer.concat(refusal.body).toString('utf8');
+            const bytes = Buffer.concat(refusal.body);
+            const text = refusal.proto ? JSON.stringify(decodeStatus(bytes) ?? {}) : bytes.toString('utf8');
             finish(this.#refused(fromHttpResponse(op, refusal.status, text, refusal.retryAfter)));
           },
           onError: (err) => finish(signal.aborted ? 'closed' : watchFailure(op, err, refusal === undefined)),
@@ -251,6 +270,26 @@ export class HttpTransport implements Transport {
       signal.addEventListener('abort', onAbort, { once: true });
       armIdle();
     });
+  }
+
+  /**
+   * One protobuf frame of a Node watch as its event, or the error that fails the watch. A frame this
+   * reader cannot read turns Node watches and lists to JSON for good (#protobufNodes): the watch
+   * resumes from its last resourceVersion, so the event comes again, as JSON.
+   */
+  #protobufWatchEvent(op: string, frame: Buffer): { type: string; object: unknown } | K8sError {
+    try {
+      return decodeNodeWatchEvent(frame);
+    } catch (err) {
+      if (!(err instanceof ProtobufBodyError)) throw err;
+      this.#protobufNodes = false;
+      return new K8sError(
+        op,
+        `the watch sent an event that is not readable protobuf (${err.message}); ${JSON_FROM_NOW_ON}`,
+        undefined,
+        K8sReason.WATCH,
+      );
+    }
   }
 
   /**
@@ -319,9 +358,9 @@ export class HttpTransport implements Transport {
             resolve(proto ? decodeNodeListPage(body) : JSON.parse(body.toString('utf8')));
           } catch (err) {
             const unreadable = err instanceof ProtobufBodyError;
-            if (unreadable) this.#protobufNodeLists = false;
+            if (unreadable) this.#protobufNodes = false;
             const what = unreadable
-              ? `not a readable protobuf NodeList (${(err as Error).message}); Node lists are asked for in JSON from now on`
+              ? `not a readable protobuf NodeList (${(err as Error).message}); ${JSON_FROM_NOW_ON}`
               : `not JSON: ${(err as Error).message}`;
             reject(new K8sError(op, `the answer is ${what}`, status, K8sReason.INVALID_OBJECT));
           }
@@ -448,6 +487,9 @@ function agentFor(target: StreamTarget): Http.Agent {
     ...(servername !== undefined ? { servername } : {}),
   });
 }
+
+/** What the agent says when it gives up on protobuf for Nodes (HttpTransport's #protobufNodes). */
+const JSON_FROM_NOW_ON = 'Nodes are asked for in JSON from now on';
 
 /** One line of a watch as its event, or the error that fails the watch (not JSON, no type). */
 function watchEvent(op: string, line: string): { type: string; object: unknown } | K8sError {

@@ -294,6 +294,7 @@ export function startNodeInformerOn(api: CoreApi, opts: NodeInformerOptions): No
           resourceVersion: fromRv,
           allowWatchBookmarks: true,
           timeoutSeconds,
+          nodeViewsOnly: true,
           onOpen: () => {
             heard();
             answerHold = setTimeout(answered, ANSWER_HOLD_MS);

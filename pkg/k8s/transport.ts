@@ -34,6 +34,11 @@ export interface WatchParams {
   timeoutSeconds: number;
   /** The server accepted the watch (200): it works again, before any event (optional for a transport). */
   onOpen?: () => void;
+  /**
+   * The watch is of Nodes, read only into NodeViews: as ListParams.nodeViewsOnly, a transport that
+   * can asks for protobuf, and events' objects then hold only those fields.
+   */
+  nodeViewsOnly?: boolean;
 }
 
 /**
@@ -62,7 +67,7 @@ export interface ListParams {
   resourceVersion?: string;
   /**
    * The list is of Nodes, read only into NodeViews: a transport that can asks for Kubernetes'
-   * protobuf and decodes only the fields a NodeView has (node-list-proto.ts); one that cannot reads
+   * protobuf and decodes only the fields a NodeView has (node-proto.ts); one that cannot reads
    * JSON. Items are then those fields alone.
    */
   nodeViewsOnly?: boolean;

@@ -2,7 +2,7 @@
  * The test API server's protobuf encoding (application/vnd.kubernetes.protobuf) of Node lists and
  * Status answers, as kube-apiserver writes them: "k8s\0", then a runtime.Unknown whose `raw` is the
  * object. The schema is the whole of what a Node can hold (k8s.io/api core/v1 and apimachinery meta/v1
- * generated.proto), written apart from the agent's reader (pkg/k8s/node-list-proto.ts), which knows
+ * generated.proto), written apart from the agent's reader (pkg/k8s/node-proto.ts), which knows
  * only the fields it reads: the fields it steps over are really on the wire.
  *
  * An object protobuf cannot carry (a test's malformed Node, storable only unchecked: a number where
@@ -175,10 +175,17 @@ const schema = protobuf.Root.fromJSON({
     }),
     Node: message({ metadata: f(1, 'ObjectMeta'), spec: f(2, 'NodeSpec'), status: f(3, 'NodeStatus') }),
     NodeList: message({ metadata: f(1, 'ListMeta'), items: list(2, 'Node') }),
+    // runtime and meta/v1: what a protobuf watch streams
+    RawExtension: message({ raw: f(1, 'bytes') }),
+    WatchEvent: message({ type: f(1, 'string'), object: f(2, 'RawExtension') }),
   },
 });
 
 const Unknown = schema.lookupType('Unknown');
+const WatchEvent = schema.lookupType('WatchEvent');
+
+/** What a protobuf watch answers with (kube-apiserver adds the stream parameter). */
+export const PROTOBUF_WATCH_CONTENT_TYPE = `${PROTOBUF_CONTENT_TYPE};stream=watch`;
 
 /** A JSON object the schema has no place for; its path says where. */
 export class NotEncodable extends Error {}
@@ -292,15 +299,17 @@ function encodeNode(node: JsonObject): Uint8Array {
 }
 
 /**
- * Encodes a Node version as it is stored, as kube-apiserver has its objects decoded in memory, ready
+ * Encodes a Node version as it is stored (false: it cannot be), as kube-apiserver has its objects decoded in memory, ready
  * to write: a list's first answer then costs what later ones do. A Node protobuf cannot carry is left
  * to the list, which answers JSON.
  */
-export function encodeNodeAhead(node: JsonObject): void {
+export function encodeNodeAhead(node: JsonObject): boolean {
   try {
     encodeNode(node);
+    return true;
   } catch (err) {
     if (!(err instanceof NotEncodable)) throw err;
+    return false;
   }
 }
 
@@ -316,4 +325,18 @@ export function encodeNodeList(metadata: JsonObject, items: readonly JsonObject[
 export function encodeStatus(status: JsonObject): Buffer {
   const { kind: _k, apiVersion: _a, ...rest } = status;
   return envelope('Status', encode('Status', rest, 'Status'));
+}
+
+/**
+ * One event of a Node watch as kube-apiserver streams it in protobuf: a 4-byte big-endian length,
+ * then a bare WatchEvent (the stream serializer writes no envelope) whose object's `raw` is the Node,
+ * or an ERROR's Status, in its envelope (the watch encoder embeds it with the plain serializer).
+ * NotEncodable if the object cannot be.
+ */
+export function encodeWatchFrame(type: string, object: JsonObject): Buffer {
+  const inner = type === 'ERROR' ? encodeStatus(object) : envelope('Node', encodeNode(object));
+  const event = WatchEvent.encode(WatchEvent.fromObject({ type, object: { raw: inner } })).finish();
+  const length = Buffer.alloc(4);
+  length.writeUInt32BE(event.length);
+  return Buffer.concat([length, event]);
 }

@@ -43,7 +43,7 @@ import {
   unsupportedMediaType,
 } from './status.ts';
 import { KIND, keyOf, metaOf, ObjectStore, parseResourceVersion, type Resource } from './store.ts';
-import { WatchHub } from './watch.ts';
+import { WatchHub, watchEncoding } from './watch.ts';
 
 export interface TestApiServerOptions {
   /** Default 127.0.0.1. */
@@ -99,7 +99,7 @@ export interface RequestRecord extends RequestInfo {
   sentAt?: number;
   /** The Accept header as sent. */
   accept: string | undefined;
-  /** The answer's Content-Type, once it was sent. */
+  /** The answer's Content-Type, once it was sent (a watch's once its head was). */
   contentType?: string;
 }
 
@@ -335,9 +335,15 @@ export async function startTestApiServer(opts: TestApiServerOptions = {}): Promi
   const failures: { remaining: number; match: RequestPredicate; mode: FailMode }[] = [];
   let log: RequestRecord[] = [];
   const protobufOn = opts.protobuf ?? true;
+  /**
+   * False once a Node protobuf cannot carry was stored (a test's malformed object): Node watches are
+   * answered in JSON from then on, as lists holding one are.
+   */
+  let nodesEncodable = true;
   if (protobufOn)
     store.subscribe((ev) => {
-      if (ev.resource === 'nodes' && ev.type !== 'DELETED') encodeNodeAhead(ev.object);
+      if (ev.resource === 'nodes' && ev.type !== 'DELETED' && !encodeNodeAhead(ev.object))
+        nodesEncodable = false;
     });
   const wantsProtobuf = (req: IncomingMessage): boolean => protobufOn && prefersProtobuf(req.headers.accept);
   /** An error answer, in the encoding the request asked for. */
@@ -419,6 +425,7 @@ export async function startTestApiServer(opts: TestApiServerOptions = {}): Promi
               fromRv: rv === 0 ? undefined : rv,
               allowBookmarks: query.get('allowWatchBookmarks') === 'true',
               timeoutSeconds: Number.isFinite(t) && t > 0 ? t : DEFAULT_WATCH_TIMEOUT_S,
+              protobuf: resource === 'nodes' && nodesEncodable && wantsProtobuf(req),
             },
             res,
           );
@@ -631,14 +638,19 @@ export async function startTestApiServer(opts: TestApiServerOptions = {}): Promi
     }
     if (fail === 'watchError500') {
       record.status = 200;
-      res.writeHead(200, { 'content-type': 'application/json', 'transfer-encoding': 'chunked' });
+      const encoding = watchEncoding(info.path === '/api/v1/nodes' && wantsProtobuf(req));
+      res.setHeader('content-type', encoding.contentType);
+      res.writeHead(200, { 'transfer-encoding': 'chunked' });
       const status = internalError('injected watch failure (test API server)').toStatus();
-      res.end(`${JSON.stringify({ type: 'ERROR', object: status })}\n`);
+      res.end(encoding.event('ERROR', status));
       return;
     }
     handle(req, res, info).then(
       (status) => {
         record.status = status;
+        // A watch's answer is still open: its type is known from its head.
+        const type = res.getHeader('content-type');
+        if (typeof type === 'string') record.contentType ??= type;
       },
       (err: unknown) => {
         let e: ApiStatusError;

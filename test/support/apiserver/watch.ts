@@ -1,11 +1,13 @@
 /**
  * Watch streams: newline-delimited JSON watch events on a chunked HTTP/1.1 response, as the real
- * server writes them. A watch from resourceVersion N replays the history after N and then follows
+ * server writes them, or for Nodes asked for in protobuf, length-delimited protobuf frames
+ * (protobuf.ts). A watch from resourceVersion N replays the history after N and then follows
  * live changes; from "" or "0" it starts with synthetic ADDED events for what exists now; from an rv
  * that was compacted away it gets a single ERROR event carrying a 410 Expired Status, then EOF.
  */
 import type { ServerResponse } from 'node:http';
 import type { JsonObject } from './patch.ts';
+import { encodeWatchFrame, NotEncodable, PROTOBUF_WATCH_CONTENT_TYPE } from './protobuf.ts';
 import { expired, tooLargeResourceVersion } from './status.ts';
 import {
   type EventType,
@@ -26,17 +28,38 @@ export interface WatchParams {
   fromRv: number | undefined;
   allowBookmarks: boolean;
   timeoutSeconds: number;
+  /** Events in protobuf frames (a Node watch whose Accept prefers it), not JSON lines. */
+  protobuf: boolean;
 }
 
 interface ActiveWatch {
   readonly resource: Resource;
   readonly allowBookmarks: boolean;
   readonly res: ServerResponse;
+  readonly encoding: WatchEncoding;
+  /** Writes one event; an object the encoding cannot carry ends the watch (see serve). */
+  send(type: string, object: JsonObject): void;
   close(mode: 'end' | 'destroy'): void;
 }
 
-function line(type: string, object: JsonObject): string {
-  return `${JSON.stringify({ type, object })}\n`;
+/** How a watch's events are written: its Content-Type, and each event's bytes. */
+export interface WatchEncoding {
+  contentType: string;
+  event(type: string, object: JsonObject): string | Buffer;
+}
+
+const JSON_LINES: WatchEncoding = {
+  contentType: 'application/json',
+  event: (type, object) => `${JSON.stringify({ type, object })}\n`,
+};
+
+const PROTOBUF_FRAMES: WatchEncoding = {
+  contentType: PROTOBUF_WATCH_CONTENT_TYPE,
+  event: encodeWatchFrame,
+};
+
+export function watchEncoding(protobuf: boolean): WatchEncoding {
+  return protobuf ? PROTOBUF_FRAMES : JSON_LINES;
 }
 
 export class WatchHub {
@@ -54,49 +77,44 @@ export class WatchHub {
   serve(p: WatchParams, res: ServerResponse): void {
     // Parse selectors before the 200 so a bad selector is still a 400.
     const match = matcherFor(p.resource, p);
-    res.writeHead(200, {
-      'content-type': 'application/json',
-      'cache-control': 'no-cache, private',
-      'transfer-encoding': 'chunked',
-    });
+    const encoding = watchEncoding(p.protobuf);
+    // setHeader, not writeHead's object: RequestRecord.contentType reads it back.
+    res.setHeader('content-type', encoding.contentType);
+    res.setHeader('cache-control', 'no-cache, private');
+    res.setHeader('transfer-encoding', 'chunked');
+    res.writeHead(200);
     res.flushHeaders();
 
     if (p.fromRv !== undefined && p.fromRv > this.store.currentRv()) {
       // The real server waits ~3 s for its cache to catch up, then answers like this. Here the rv
       // can only be ahead after a restart of this (stateless) server, so answer at once.
-      res.end(line('ERROR', tooLargeResourceVersion(p.fromRv, this.store.currentRv()).toStatus()));
+      const status = tooLargeResourceVersion(p.fromRv, this.store.currentRv()).toStatus();
+      res.end(encoding.event('ERROR', status));
       return;
     }
-    if (p.fromRv !== undefined) {
-      const replay = this.store.eventsSince(p.resource, p.fromRv);
-      if (replay === 'expired') {
-        const status = expired(
-          `too old resource version: ${p.fromRv} (${this.store.oldestWatchableRv() + 1})`,
-        ).toStatus();
-        res.end(line('ERROR', status));
-        return;
-      }
-      for (const ev of replay) {
-        const out = toWatchEvent(ev, match);
-        if (out !== undefined) res.write(line(out.type, out.object));
-      }
-    } else {
-      const initial = [...this.store.snapshotNow(p.resource)].filter(match);
-      for (const o of initial) res.write(line('ADDED', o));
-    }
-
-    const unsubscribe = this.store.subscribe((ev) => {
-      if (ev.resource !== p.resource) return;
-      const out = toWatchEvent(ev, match);
-      if (out !== undefined) res.write(line(out.type, out.object));
-    });
     const timer = setTimeout(() => w.close('end'), p.timeoutSeconds * 1000);
     timer.unref();
     let closed = false;
+    let unsubscribe = (): void => undefined;
     const w: ActiveWatch = {
       resource: p.resource,
       allowBookmarks: p.allowBookmarks,
       res,
+      encoding,
+      // A Node protobuf cannot carry (a test's malformed object; the server then answers later Node
+      // watches in JSON) ends a protobuf watch: the client watches again and gets it as JSON.
+      send: (type, object) => {
+        if (closed) return;
+        let bytes: string | Buffer;
+        try {
+          bytes = encoding.event(type, object);
+        } catch (err) {
+          if (!(err instanceof NotEncodable)) throw err;
+          w.close('end');
+          return;
+        }
+        res.write(bytes);
+      },
       close: (mode) => {
         if (closed) return;
         closed = true;
@@ -109,25 +127,47 @@ export class WatchHub {
     };
     this.active.add(w);
     res.on('close', () => w.close('end'));
+
+    if (p.fromRv !== undefined) {
+      const replay = this.store.eventsSince(p.resource, p.fromRv);
+      if (replay === 'expired') {
+        const status = expired(
+          `too old resource version: ${p.fromRv} (${this.store.oldestWatchableRv() + 1})`,
+        ).toStatus();
+        w.send('ERROR', status);
+        w.close('end');
+        return;
+      }
+      for (const ev of replay) {
+        const out = toWatchEvent(ev, match);
+        if (out !== undefined) w.send(out.type, out.object);
+      }
+    } else {
+      for (const o of this.store.snapshotNow(p.resource)) if (match(o)) w.send('ADDED', o);
+    }
+    if (closed) return;
+    unsubscribe = this.store.subscribe((ev) => {
+      if (ev.resource !== p.resource) return;
+      const out = toWatchEvent(ev, match);
+      if (out !== undefined) w.send(out.type, out.object);
+    });
   }
 
   /** A BOOKMARK to every watch that asked for them: "you have seen everything up to rv". */
   sendBookmarks(): void {
     const rv = String(this.store.currentRv());
-    for (const w of this.active) {
+    for (const w of [...this.active]) {
       if (!w.allowBookmarks) continue;
-      w.res.write(
-        line('BOOKMARK', { kind: KIND[w.resource], apiVersion: 'v1', metadata: { resourceVersion: rv } }),
-      );
+      w.send('BOOKMARK', { kind: KIND[w.resource], apiVersion: 'v1', metadata: { resourceVersion: rv } });
     }
   }
 
-  /** Half of `event`'s line to every watch, then close it: a stream cut mid-line. */
+  /** Half of `event`'s line (or frame) to every watch, then close it: a stream cut mid-event. */
   cutAll(event: { type: string; object: JsonObject }, mode: 'end' | 'destroy'): number {
-    const text = line(event.type, event.object);
     const all = [...this.active];
     for (const w of all) {
-      w.res.write(text.slice(0, Math.floor(text.length / 2)));
+      const bytes = w.encoding.event(event.type, event.object);
+      w.res.write(bytes.slice(0, Math.floor(bytes.length / 2)));
       w.close(mode);
     }
     return all.length;

@@ -8,7 +8,7 @@ import type { AddressInfo } from 'node:net';
 import { afterEach, describe, expect, it } from 'vitest';
 import { CoreApi } from '../../../pkg/k8s/api.ts';
 import { HttpTransport } from '../../../pkg/k8s/http-transport.ts';
-import { PROTOBUF_CONTENT_TYPE } from '../../../pkg/k8s/node-list-proto.ts';
+import { PROTOBUF_CONTENT_TYPE } from '../../../pkg/k8s/node-proto.ts';
 import { type NodeViewResult, toNodeView } from '../../../pkg/k8s/views.ts';
 import { encodeNodeList } from '../../support/apiserver/protobuf.ts';
 import { startTestApiServer, type TestApiServer } from '../../support/apiserver/server.ts';
@@ -137,7 +137,7 @@ describe('a Node list in protobuf', () => {
     const first = await rejection(api.listNodes());
     expect([first.reason, first.message]).toEqual([
       'InvalidObject',
-      'list nodes: the answer is not a readable protobuf NodeList (the protobuf envelope cannot be read: index out of range: 2 + 127 > 3); Node lists are asked for in JSON from now on',
+      'list nodes: the answer is not a readable protobuf NodeList (the protobuf envelope cannot be read: index out of range: 2 + 127 > 3); Nodes are asked for in JSON from now on',
     ]);
     const list = await api.listNodes(undefined, (o) => toNodeView(o));
     expect(names(list.items)).toEqual(['p-1']);

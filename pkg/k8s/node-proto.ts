@@ -1,13 +1,16 @@
 /**
- * Node lists in Kubernetes' protobuf encoding (what client-go's kubelet and kube-proxy ask for), read
- * with only the fields a NodeView is made of. A kubelet's Node is kilobytes of status (images,
+ * Nodes in Kubernetes' protobuf encoding (what client-go's kubelet and kube-proxy ask for), listed and
+ * watched, read with only the fields a NodeView is made of. A kubelet's Node is kilobytes of status (images,
  * capacity, node info, heartbeats) the agent never reads: as JSON every byte of it becomes objects
  * before the view drops them (at 5,000 Nodes ~100 MB of garbage, more than half of the first list's
  * CPU); protobuf fields not in the schema below are stepped over by their length.
  *
  * Field numbers are k8s.io/api's core/v1 and k8s.io/apimachinery's meta/v1 and runtime
  * generated.proto (stable: protobuf fields are never renumbered). A body is "k8s\0" and a
- * runtime.Unknown whose `raw` is the NodeList (apimachinery's protobuf serializer).
+ * runtime.Unknown whose `raw` is the NodeList (apimachinery's protobuf serializer). A watch is a
+ * stream of frames, each a 4-byte big-endian length and a bare meta/v1 WatchEvent (the stream
+ * serializer writes no envelope) whose object's `raw` is the Node, or the Status of an ERROR, in its
+ * envelope (apiserver's watch encoder embeds it with the plain serializer).
  *
  * The decoded page has the JSON shape with JSON's omitempty: a field absent on the wire (an empty
  * list or map) is absent, so views.ts reads both encodings the same way.
@@ -83,6 +86,9 @@ const schema = protobuf.Root.fromJSON({
       status: field(3, 'NodeStatus'),
     }),
     NodeList: message({ metadata: field(1, 'ListMeta'), items: field(2, 'Node', true) }),
+    // runtime and meta/v1: a watch stream's frame
+    RawExtension: message({ raw: field(1, 'bytes') }),
+    WatchEvent: message({ type: field(1, 'string'), object: field(2, 'RawExtension') }),
   },
 });
 
@@ -91,6 +97,7 @@ const ListMeta = schema.lookupType('ListMeta');
 const NodeList = schema.lookupType('NodeList');
 const Node = schema.lookupType('Node');
 const Status = schema.lookupType('Status');
+const WatchEvent = schema.lookupType('WatchEvent');
 
 /** JSON's omitempty: no defaults, no empty lists or maps. */
 const AS_JSON: protobuf.IConversionOptions = { defaults: false, arrays: false, objects: false };
@@ -98,7 +105,7 @@ const AS_JSON: protobuf.IConversionOptions = { defaults: false, arrays: false, o
 /** A body that is not the protobuf this module reads. */
 export class ProtobufBodyError extends Error {}
 
-/** Whether a Content-Type header names Kubernetes' protobuf. */
+/** Whether a Content-Type header names Kubernetes' protobuf (a watch's adds `;stream=watch`). */
 export function isProtobuf(contentType: string | undefined): boolean {
   return contentType?.split(';')[0]?.trim().toLowerCase() === PROTOBUF_CONTENT_TYPE;
 }
@@ -184,5 +191,31 @@ export function continueFromProtoHead(head: Uint8Array): string | undefined | 'm
   } catch (err) {
     // The reader ran past the bytes so far: the head is not all here yet.
     return err instanceof RangeError ? 'more' : undefined;
+  }
+}
+
+/**
+ * One frame of a Node watch as its event: a Node's object with only the fields a NodeView reads (a
+ * BOOKMARK's too: its resourceVersion), an ERROR's the Status, both JSON-shaped. ProtobufBodyError
+ * when the frame is not such an event.
+ */
+export function decodeNodeWatchEvent(frame: Uint8Array): { type: string; object: unknown } {
+  let ev: { type?: string; object?: { raw?: Uint8Array } };
+  try {
+    ev = WatchEvent.decode(frame) as typeof ev;
+  } catch (err) {
+    throw new ProtobufBodyError(`the watch event cannot be read: ${(err as Error).message}`);
+  }
+  if (ev.type === undefined || ev.type === '') throw new ProtobufBodyError('the watch event has no type');
+  const { kind, raw } = unwrap(ev.object?.raw ?? new Uint8Array());
+  const type = kind === 'Node' ? Node : kind === 'Status' ? Status : undefined;
+  if (type === undefined)
+    throw new ProtobufBodyError(
+      `the watch event's object is a ${kind || 'object without a kind'}, not a Node or a Status`,
+    );
+  try {
+    return { type: ev.type, object: type.toObject(type.decode(raw), AS_JSON) };
+  } catch (err) {
+    throw new ProtobufBodyError(`the watch event's ${kind} cannot be read: ${(err as Error).message}`);
   }
 }
