@@ -9,7 +9,7 @@
  *   node <agent flags> bench/lib/watch-reader.ts http://127.0.0.1:PORT TOKEN [protobuf|json]
  */
 import * as http from 'node:http';
-import { decodeNodeWatchEvent, NODE_LIST_ACCEPT } from '../../pkg/k8s/node-proto.ts';
+import { decodeNodeWatchEvent, NODES_ACCEPT } from '../../pkg/k8s/node-proto.ts';
 import { openStream } from '../../pkg/k8s/watch-connection.ts';
 import { WatchFrames } from '../../pkg/k8s/watch-frames.ts';
 import { WatchLines } from '../../pkg/k8s/watch-lines.ts';
@@ -18,7 +18,7 @@ const [base, token, encoding = 'protobuf'] = process.argv.slice(2);
 if (base === undefined || token === undefined || !['protobuf', 'json'].includes(encoding))
   throw new Error('usage: watch-reader.ts URL TOKEN [protobuf|json]');
 const headers = { authorization: `Bearer ${token}`, accept: 'application/json' };
-const watchHeaders = { ...headers, accept: encoding === 'json' ? 'application/json' : NODE_LIST_ACCEPT };
+const watchHeaders = { ...headers, accept: encoding === 'json' ? 'application/json' : NODES_ACCEPT };
 const server = new URL(base);
 
 http

@@ -26,7 +26,7 @@ import {
   decodeNodeWatchEvent,
   decodeStatus,
   isProtobuf,
-  NODE_LIST_ACCEPT,
+  NODES_ACCEPT,
   ProtobufBodyError,
 } from './node-proto.ts';
 import {
@@ -220,7 +220,7 @@ export class HttpTransport implements Transport {
       try {
         this.#freshCerts();
         const headers = this.#headers();
-        if (askProtobuf) headers.accept = NODE_LIST_ACCEPT;
+        if (askProtobuf) headers.accept = NODES_ACCEPT;
         conn = openStream(this.#target, this.#pathOf(path, query), headers, {
           onActivity: armIdle,
           onHead: (status, headers) => {
@@ -373,7 +373,7 @@ export class HttpTransport implements Transport {
   #request(r: Request): Http.ClientRequest {
     this.#freshCerts();
     const headers = this.#headers();
-    if (r.nodeList === true) headers.accept = NODE_LIST_ACCEPT;
+    if (r.nodeList === true) headers.accept = NODES_ACCEPT;
     if (r.body !== undefined) {
       headers['content-type'] = r.contentType ?? 'application/json';
       headers['content-length'] = String(Buffer.byteLength(r.body));

@@ -1,9 +1,9 @@
 /**
- * Nodes in Kubernetes' protobuf encoding (what client-go's kubelet and kube-proxy ask for), listed and
- * watched, read with only the fields a NodeView is made of. A kubelet's Node is kilobytes of status (images,
- * capacity, node info, heartbeats) the agent never reads: as JSON every byte of it becomes objects
- * before the view drops them (at 5,000 Nodes ~100 MB of garbage, more than half of the first list's
- * CPU); protobuf fields not in the schema below are stepped over by their length.
+ * Nodes in Kubernetes' protobuf encoding (what client-go's kubelet and kube-proxy ask for), listed
+ * and watched, read with only the fields a NodeView is made of. A kubelet's Node is kilobytes of
+ * status (images, capacity, node info, heartbeats) the agent never reads: as JSON every byte of it
+ * becomes objects before the view drops them (at 5,000 Nodes ~100 MB of garbage, more than half of
+ * the first list's CPU); protobuf fields not in the schema below are stepped over by their length.
  *
  * Field numbers are k8s.io/api's core/v1 and k8s.io/apimachinery's meta/v1 and runtime
  * generated.proto (stable: protobuf fields are never renumbered). A body is "k8s\0" and a
@@ -20,8 +20,8 @@ import type { Page } from './transport.ts';
 
 export const PROTOBUF_CONTENT_TYPE = 'application/vnd.kubernetes.protobuf';
 
-/** What a Node list asks for: protobuf, or JSON from a server (or proxy) without it. */
-export const NODE_LIST_ACCEPT = `${PROTOBUF_CONTENT_TYPE}, application/json`;
+/** What a Node list or watch asks for: protobuf, or JSON from a server (or proxy) without it. */
+export const NODES_ACCEPT = `${PROTOBUF_CONTENT_TYPE}, application/json`;
 
 const MAGIC = [0x6b, 0x38, 0x73, 0x00];
 

@@ -299,9 +299,9 @@ function encodeNode(node: JsonObject): Uint8Array {
 }
 
 /**
- * Encodes a Node version as it is stored (false: it cannot be), as kube-apiserver has its objects decoded in memory, ready
- * to write: a list's first answer then costs what later ones do. A Node protobuf cannot carry is left
- * to the list, which answers JSON.
+ * Encodes a Node version as it is stored, as kube-apiserver has its objects decoded in memory, ready
+ * to write: a list's first answer then costs what later ones do. False for a Node protobuf cannot
+ * carry: its lists are answered in JSON, and so are Node watches from then on.
  */
 export function encodeNodeAhead(node: JsonObject): boolean {
   try {

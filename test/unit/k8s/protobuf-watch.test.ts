@@ -11,7 +11,7 @@ import { CoreApi, NODES_PATH } from '../../../pkg/k8s/api.ts';
 import { fromStatus } from '../../../pkg/k8s/errors.ts';
 import { HttpTransport } from '../../../pkg/k8s/http-transport.ts';
 import { startNodeInformerOn } from '../../../pkg/k8s/informer.ts';
-import { NODE_LIST_ACCEPT } from '../../../pkg/k8s/node-proto.ts';
+import { NODES_ACCEPT } from '../../../pkg/k8s/node-proto.ts';
 import { toNodeView } from '../../../pkg/k8s/views.ts';
 import type { JsonObject } from '../../support/apiserver/patch.ts';
 import { PROTOBUF_WATCH_CONTENT_TYPE } from '../../support/apiserver/protobuf.ts';
@@ -107,7 +107,7 @@ describe('a Node watch in protobuf', () => {
   it('is asked for and read frame by frame, its views the same as from JSON', async () => {
     const proto = await changesWatched({});
     expect([proto.request.accept, proto.request.contentType]).toEqual([
-      NODE_LIST_ACCEPT,
+      NODES_ACCEPT,
       PROTOBUF_WATCH_CONTENT_TYPE,
     ]);
     await srv!.close();
@@ -205,7 +205,7 @@ describe('a Node watch in protobuf', () => {
     ]);
     await new CoreApi(t, 10).listNodes();
     await rejection(watchInto(t, '5', [], stopper())); // the same bytes, now not asked for
-    expect(accepts).toEqual([NODE_LIST_ACCEPT, 'application/json', 'application/json']);
+    expect(accepts).toEqual([NODES_ACCEPT, 'application/json', 'application/json']);
     t.close();
   });
 });
