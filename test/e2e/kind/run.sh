@@ -433,6 +433,20 @@ check_node_delete() {
   log "deleted node's routes ($cidrs) are gone from the other nodes"
 }
 
+# The agents list and watch Nodes in protobuf, read against k8s.io/api's field numbers; a real
+# kube-apiserver is the one place that reading meets Go's encoder. A list or watch event it could not
+# read would have turned the agent to JSON with this line (everything above would still pass).
+check_protobuf_nodes() {
+  local p out
+  for p in $(kubectl -n kube-system get pods -l app.kubernetes.io/name=trellis -o name); do
+    out=$(kubectl -n kube-system logs "$p" -c agent --tail=-1) || fail "$p: no agent log"
+    if grep -F 'Nodes are asked for in JSON from now on' <<<"$out"; then
+      fail "$p could not read the API server's protobuf Nodes"
+    fi
+  done
+  log "every agent read its Node list and watch in protobuf"
+}
+
 run_family() {
   local family=$1 cluster=trellis-$1-$suffix
   local config=$here/cluster-$family.yaml
@@ -465,6 +479,7 @@ run_family() {
   check_cni_binaries "$cluster" # install-cni ran again, now over binaries it had seen before
   check_pods "$family"
   check_node_delete "$cluster"
+  check_protobuf_nodes
 
   log "cluster $cluster ($family): all checks passed"
   kind delete cluster --name "$cluster" >/dev/null 2>&1 || true

@@ -13,6 +13,7 @@
 #   FAKE_NODE_TRELLIS=stale      /opt/cni/bin/trellis on the nodes is not the image's
 #   FAKE_NODE_PLUGINS=none       the nodes have no loopback/portmap of their own
 #   FAKE_EGRESS_UNANSWERED=1     pods' pings to the Docker host go unanswered (no masquerade)
+#   FAKE_AGENT_JSON_NODES=1      the agents' logs say they could not read protobuf Nodes
 set -euo pipefail
 
 state=${FAKE_STATE:?FAKE_STATE must name a directory}
@@ -179,7 +180,11 @@ fake_kubectl() {
     'get nodes') ;;
     'get service') echo -n '10.96.100.1' ;;
     'get node') echo -n '10.244.2.0/24' ;;
-    'logs '*) ;;
+    'logs '*)
+      if [ "${FAKE_AGENT_JSON_NODES:-}" = 1 ]; then
+        echo '{"level":50,"msg":"node informer failed","err":"list nodes: the answer is not a readable protobuf NodeList (x); Nodes are asked for in JSON from now on"}'
+      fi
+      ;;
     'exec '*)
       [ "$3" = -- ] || unexpected "${args[@]}"
       fake_exec "${@:4}"

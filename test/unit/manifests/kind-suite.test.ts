@@ -292,6 +292,19 @@ describe('run.sh against a fake docker, kind and kubectl (kind-fake.sh)', () => 
     );
   });
 
+  it("reads every agent's whole log for a protobuf Node list or watch it could not read", () => {
+    const r = runSuite();
+    expect(r.status, r.stdout + r.stderr).toBe(0);
+    expect(r.calls.filter((c) => / logs pod\/trellis-\d -c agent --tail=-1$/.test(c))).toHaveLength(3);
+    expect(r.stdout).toContain('every agent read its Node list and watch in protobuf');
+  });
+
+  it('fails when an agent turned to JSON because it could not read protobuf Nodes', () => {
+    const r = runSuite({ FAKE_AGENT_JSON_NODES: '1' });
+    expect(r.status).toBe(1);
+    expect(r.stdout).toContain("FAIL: pod/trellis-1 could not read the API server's protobuf Nodes");
+  });
+
   it('a ClusterIP refused until kube-proxy has the EndpointSlice is retried, then checked three times', () => {
     const r = runSuite({ FAKE_SERVICE_REFUSALS: '2' });
     expect(r.status, r.stdout + r.stderr).toBe(0);
