@@ -42,7 +42,8 @@ http
               })
           : (piece: Buffer) =>
               frames.push(piece, (frame) => {
-                if (decodeNodeWatchEvent(frame).type !== '') events++;
+                decodeNodeWatchEvent(frame); // throws on a frame that is no event
+                events++;
                 return true;
               });
       const fail = (why: unknown): never => {
