@@ -93,7 +93,8 @@ export interface AgentPorts {
   removeMasqLeftovers?: () => Promise<boolean>;
   /** The Kubernetes API; undefined in standalone mode. */
   kube:
-    | Pick<K8sClient, 'startNodeInformer' | 'setNetworkUnavailable' | 'listPodsOnNode' | 'annotateNode'>
+    | (Pick<K8sClient, 'startNodeInformer' | 'setNetworkUnavailable' | 'listPodsOnNode' | 'annotateNode'> &
+        Partial<Pick<K8sClient, 'nodesEncoding'>>)
     | undefined;
   /** VXLAN link details and MAC setter (auto and vxlan modes); the host netlink handle's by default. */
   vxlanTool?: VxlanLinkTool;
@@ -1055,6 +1056,7 @@ export class Agent {
    */
   watchSample(): AgentSnapshot['watch'] {
     const inf = this.informer;
+    const encoding = this.ports.kube?.nodesEncoding?.();
     return inf === undefined
       ? undefined
       : {
@@ -1065,6 +1067,7 @@ export class Agent {
           synced: inf.hasSynced(),
           ...(inf.silentMs === undefined ? {} : { silentMs: Math.round(inf.silentMs) }),
           ...(this.lastWatchFailure === undefined ? {} : { lastFailure: this.lastWatchFailure }),
+          ...(encoding === undefined ? {} : { encoding }),
         };
   }
 

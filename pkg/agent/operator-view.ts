@@ -21,6 +21,12 @@ export interface WatchState {
   silentMs?: number;
   /** The last failed list or watch of Nodes (when, ISO 8601, and why); absent until one fails. */
   lastFailure?: { at: string; error: string };
+  /**
+   * How the API server last answered the Node list or watch: protobuf, or JSON (a server or proxy
+   * without protobuf, the client-node fallback, or after a protobuf answer the agent could not read).
+   * Absent before the first answer (and from older agents).
+   */
+  encoding?: 'protobuf' | 'json';
 }
 
 /** What the agent holds, for the operator's view (admin socket, metrics, doctor). */

@@ -6,7 +6,7 @@
 import { CoreApi, nodePath } from './api.ts';
 import { type NodeInformer, type NodeInformerOptions, startNodeInformerOn } from './informer.ts';
 import type { KubeConnection } from './kubeconfig.ts';
-import type { TransportName } from './transport.ts';
+import type { NodesEncoding, TransportName } from './transport.ts';
 import { transportFor } from './transports.ts';
 import { type NodeView, type PodView, toNodeView, toPodView } from './views.ts';
 
@@ -49,6 +49,8 @@ export interface NodeWatcher {
 export interface K8sClient extends NodeReader, NodeStatusWriter, PodLister, NodeWatcher {
   /** 'native' (node:http/https) or 'client-node' (the fallback), for logs. */
   readonly transport: TransportName;
+  /** How the API server last answered a Node list or watch (undefined before one was). */
+  nodesEncoding(): NodesEncoding | undefined;
 }
 
 export interface K8sClientOptions {
@@ -72,6 +74,7 @@ export function createK8sClient(conn: KubeConnection, opts: K8sClientOptions = {
 
   return {
     transport: api.transport.name,
+    nodesEncoding: () => api.transport.nodesEncoding?.(),
 
     async listNodes() {
       // Each page into views as it arrives (listAll's each): the raw Nodes are never all held.

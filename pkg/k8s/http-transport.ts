@@ -31,6 +31,7 @@ import {
 } from './node-proto.ts';
 import {
   type ListParams,
+  type NodesEncoding,
   type Page,
   type PageAhead,
   type PatchType,
@@ -75,7 +76,9 @@ interface Request {
   contentType?: string;
   /** A list page asked for ahead of its reader (2xx answers only). */
   ahead?: PageAhead;
-  /** A Node list read into NodeViews only: asked for in protobuf (ListParams.nodeViewsOnly). */
+  /** A Node list read into NodeViews only (ListParams.nodeViewsOnly): its encoding is noted. */
+  nodes?: boolean;
+  /** Such a list asked for in protobuf (until #protobufNodes is off). */
   nodeList?: boolean;
 }
 
@@ -99,6 +102,8 @@ export class HttpTransport implements Transport {
    * not leave the agent without its Nodes.
    */
   #protobufNodes = true;
+  /** How the last Node list page or watch was answered (nodesEncoding). */
+  #nodesEncoding: NodesEncoding | undefined;
   #token: string | undefined;
   #tokenReadAt = Number.NEGATIVE_INFINITY;
   /** `#token` was read from the token file (not the kubeconfig's inline fallback): for a 401's text. */
@@ -141,6 +146,7 @@ export class HttpTransport implements Transport {
         path,
         query,
         ...(ahead !== undefined ? { ahead } : {}),
+        ...(params.nodeViewsOnly === true ? { nodes: true } : {}),
         ...(params.nodeViewsOnly === true && this.#protobufNodes ? { nodeList: true } : {}),
       },
       signal,
@@ -230,6 +236,7 @@ export class HttpTransport implements Transport {
               refusal = { status, retryAfter: headers.get('retry-after'), proto, body: [], bytes: 0 };
               return;
             }
+            if (params.nodeViewsOnly === true) this.#nodesEncoding = proto ? 'protobuf' : 'json';
             if (proto) {
               const frames = new WatchFrames();
               body = (piece) => frames.push(piece, onFrame);
@@ -270,6 +277,10 @@ export class HttpTransport implements Transport {
       signal.addEventListener('abort', onAbort, { once: true });
       armIdle();
     });
+  }
+
+  nodesEncoding(): NodesEncoding | undefined {
+    return this.#nodesEncoding;
   }
 
   /**
@@ -344,6 +355,7 @@ export class HttpTransport implements Transport {
         const ok = status >= 200 && status <= 299;
         // Only what was asked for is read as protobuf; a server may answer JSON to anything.
         const proto = r.nodeList === true && isProtobuf(res.headers['content-type']);
+        if (r.nodes === true && ok) this.#nodesEncoding = proto ? 'protobuf' : 'json';
         const headOf = proto ? continueFromProtoHead : textContinueFromHead;
         readAll(res, ok ? r.ahead : undefined, onHeld, headOf).then((body) => {
           if (settled) return;

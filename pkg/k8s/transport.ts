@@ -8,6 +8,9 @@
 
 export type TransportName = 'native' | 'client-node';
 
+/** How Nodes came from the API server: Kubernetes' protobuf, or JSON. */
+export type NodesEncoding = 'protobuf' | 'json';
+
 /** One page of a list: the decoded JSON of a *List object. */
 export interface Page {
   items: unknown[];
@@ -102,4 +105,9 @@ export interface Transport {
     onEvent: (type: string, object: unknown) => void,
     signal: AbortSignal,
   ): Promise<WatchEnd>;
+  /**
+   * How the server answered the last Node list page or watch asked for with nodeViewsOnly (undefined
+   * before one was): for the operator's view, since a proxy may answer JSON to a protobuf request.
+   */
+  nodesEncoding?(): NodesEncoding | undefined;
 }

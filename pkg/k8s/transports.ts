@@ -30,5 +30,7 @@ export function transportFor(conn: KubeConnection): Transport {
     patch: async (op, path, type, body) => (await load(op)).patch(op, path, type, body),
     watch: async (op, path, params, onEvent, signal) =>
       (await load(op)).watch(op, path, params, onEvent, signal),
+    // client-node asks for JSON only.
+    nodesEncoding: () => 'json',
   };
 }

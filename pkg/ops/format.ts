@@ -126,7 +126,11 @@ export function formatStatus(s: StatusView): string {
         s.watch.unchangedEvents === undefined
           ? ''
           : `, ${s.watch.unchangedEvents} unchanged Node events skipped`
-      }${s.watch.silentMs === undefined ? '' : `, last API answer ${Math.round(s.watch.silentMs / 1000)} s ago`}`,
+      }${s.watch.silentMs === undefined ? '' : `, last API answer ${Math.round(s.watch.silentMs / 1000)} s ago`}${
+        s.watch.encoding === undefined
+          ? ''
+          : `, Nodes in ${s.watch.encoding === 'json' ? 'JSON' : 'protobuf'}`
+      }`,
     ]);
     const f = s.watch.lastFailure;
     if (f !== undefined) kv.push(['last API failure', `${f.at}: ${f.error}`]);

@@ -211,9 +211,13 @@ describe.skipIf(skip !== undefined)(skip === undefined ? title : `${title} (skip
     expect(human.stdout).toMatch(/^pod MTU:\s+1500$/m);
     expect(human.stdout).toMatch(/^TCP MSS clamp:\s+SYNs into trellis\.v4, trellis\.v6 \(route MTU\)$/m);
     // The Node watch, with the events it read and let go (this test bed's own status writes count).
-    expect(st.doc.watch).toMatchObject({ synced: true, unchangedEvents: expect.any(Number) });
+    expect(st.doc.watch).toMatchObject({
+      synced: true,
+      unchangedEvents: expect.any(Number),
+      encoding: 'protobuf',
+    });
     expect(human.stdout).toMatch(
-      /^node watch:\s+synced, .* lists, \d+ unchanged Node events skipped, last API answer \d+ s ago$/m,
+      /^node watch:\s+synced, .* lists, \d+ unchanged Node events skipped, last API answer \d+ s ago, Nodes in protobuf$/m,
     );
     expect(st.doc.mssClamp).toEqual(['trellis.v4', 'trellis.v6']);
     // The host's own firewall, read at start: nothing in the test bed drops forwarded traffic.

@@ -266,6 +266,8 @@ describe.each(['auto', 'client-node'] as const)('transport %s', (transport) => {
             ac.abort();
             await inf.done;
           },
+          // No request of its own: what the last Node list or watch was answered in.
+          nodesEncoding: async () => client.nodesEncoding(),
         };
       const methods = Object.keys(client).filter((k) => typeof client[k as keyof K8sClient] === 'function');
       expect(methods.sort()).toEqual(Object.keys(calls).sort());

@@ -56,9 +56,11 @@ const names = (views: NodeViewResult[]): string[] => views.map((v) => (v.ok ? v.
 async function listWith(opts: { protobuf?: boolean }) {
   srv = await startTestApiServer(opts);
   for (let i = 1; i <= 5; i++) srv.store.addNode(node(i));
-  const list = await apiOf(srv.url, 2).listNodes(undefined, (o) => toNodeView(o));
+  const api = apiOf(srv.url, 2);
+  const before = api.transport.nodesEncoding?.();
+  const list = await api.listNodes(undefined, (o) => toNodeView(o));
   const pages = srv.store.requests().filter((r) => r.path === '/api/v1/nodes');
-  return { list, pages };
+  return { list, pages, encoding: [before, api.transport.nodesEncoding?.()] };
 }
 
 describe('a Node list in protobuf', () => {
@@ -70,6 +72,10 @@ describe('a Node list in protobuf', () => {
     await srv!.close();
     const json = await listWith({ protobuf: false });
     expect(json.pages.map((r) => r.contentType)).toEqual(Array(3).fill('application/json'));
+    expect([proto.encoding, json.encoding]).toEqual([
+      [undefined, 'protobuf'],
+      [undefined, 'json'],
+    ]);
     expect(names(proto.list.items)).toEqual(['p-1', 'p-2', 'p-3', 'p-4', 'p-5']);
     // The same views but for uid (each server made its own): everything the agent reads.
     const noUid = (v: NodeViewResult) => (v.ok ? { ...v.node, uid: '' } : v);

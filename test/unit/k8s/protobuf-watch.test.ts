@@ -99,8 +99,9 @@ async function changesWatched(opts: { protobuf?: boolean }) {
   const [request] = srv.store.requests().filter((r) => r.watch);
   (stops.at(-1) as AbortController).abort();
   expect(await done).toBe('closed');
+  const encoding = t.nodesEncoding();
   t.close();
-  return { seen, request: request! };
+  return { seen, request: request!, encoding };
 }
 
 describe('a Node watch in protobuf', () => {
@@ -113,6 +114,8 @@ describe('a Node watch in protobuf', () => {
     await srv!.close();
     const json = await changesWatched({ protobuf: false });
     expect(json.request.contentType).toBe('application/json');
+    // What the operator's view says: how the server answered, not what was asked.
+    expect([proto.encoding, json.encoding]).toEqual(['protobuf', 'json']);
     expect(proto.seen.map((e) => e.type)).toEqual(['ADDED', 'MODIFIED', 'MODIFIED', 'DELETED', 'BOOKMARK']);
     // Each server made its own uids and resourceVersions; all else the agent reads is the same (a
     // protobuf object's type is its envelope's, not its fields).
@@ -203,7 +206,9 @@ describe('a Node watch in protobuf', () => {
       'WatchFailed',
       'watch nodes: the watch sent an event that is not readable protobuf (the watch event cannot be read: index out of range: 2 + 127 > 3); Nodes are asked for in JSON from now on',
     ]);
+    expect(t.nodesEncoding()).toBe('protobuf');
     await new CoreApi(t, 10).listNodes();
+    expect(t.nodesEncoding()).toBe('json');
     await rejection(watchInto(t, '5', [], stopper())); // the same bytes, now not asked for
     expect(accepts).toEqual([NODES_ACCEPT, 'application/json', 'application/json']);
     t.close();
