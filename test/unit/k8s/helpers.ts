@@ -1,4 +1,5 @@
 /** Small helpers shared by the pkg/k8s and test API server tests. */
+import type { Server } from 'node:http';
 import { expect } from 'vitest';
 import { K8sError } from '../../../pkg/k8s/index.ts';
 import type { JsonObject } from '../../support/apiserver/patch.ts';
@@ -131,4 +132,11 @@ export function configError(fn: () => unknown): K8sError {
     return err as K8sError;
   }
   throw new Error('expected an error');
+}
+
+/** Closes a raw node:http server a test stood in for the API server with, its open connections too. */
+export async function closeRawServer(raw: Server | undefined): Promise<void> {
+  if (raw === undefined) return;
+  raw.closeAllConnections();
+  await new Promise<void>((r) => raw.close(() => r()));
 }

@@ -12,7 +12,7 @@ import { PROTOBUF_CONTENT_TYPE } from '../../../pkg/k8s/node-proto.ts';
 import { type NodeViewResult, toNodeView } from '../../../pkg/k8s/views.ts';
 import { encodeNodeList } from '../../support/apiserver/protobuf.ts';
 import { startTestApiServer, type TestApiServer } from '../../support/apiserver/server.ts';
-import { rejection } from './helpers.ts';
+import { closeRawServer, rejection } from './helpers.ts';
 
 let srv: TestApiServer | undefined;
 let raw: Server | undefined;
@@ -20,10 +20,7 @@ let raw: Server | undefined;
 afterEach(async () => {
   await srv?.close();
   srv = undefined;
-  if (raw !== undefined) {
-    raw.closeAllConnections();
-    await new Promise<void>((r) => raw!.close(() => r()));
-  }
+  await closeRawServer(raw);
   raw = undefined;
 });
 

@@ -16,7 +16,7 @@ import { toNodeView } from '../../../pkg/k8s/views.ts';
 import type { JsonObject } from '../../support/apiserver/patch.ts';
 import { PROTOBUF_WATCH_CONTENT_TYPE } from '../../support/apiserver/protobuf.ts';
 import { startTestApiServer, type TestApiServer } from '../../support/apiserver/server.ts';
-import { nodeObject, rejection, waitFor } from './helpers.ts';
+import { closeRawServer, nodeObject, rejection, waitFor } from './helpers.ts';
 
 let srv: TestApiServer | undefined;
 let raw: Server | undefined;
@@ -26,10 +26,7 @@ afterEach(async () => {
   for (const s of stops.splice(0)) s.abort();
   await srv?.close();
   srv = undefined;
-  if (raw !== undefined) {
-    raw.closeAllConnections();
-    await new Promise<void>((r) => raw!.close(() => r()));
-  }
+  await closeRawServer(raw);
   raw = undefined;
 });
 
