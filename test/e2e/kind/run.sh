@@ -435,7 +435,8 @@ check_node_delete() {
 
 # The agents list and watch Nodes in protobuf, read against k8s.io/api's field numbers; a real
 # kube-apiserver is the one place that reading meets Go's encoder. A list or watch event it could not
-# read would have turned the agent to JSON with this line (everything above would still pass).
+# read would have turned the agent to JSON with this line (everything above would still pass), and its
+# status says how the server last answered.
 check_protobuf_nodes() {
   local p out
   for p in $(kubectl -n kube-system get pods -l app.kubernetes.io/name=trellis -o name); do
@@ -443,6 +444,10 @@ check_protobuf_nodes() {
     if grep -F 'Nodes are asked for in JSON from now on' <<<"$out"; then
       fail "$p could not read the API server's protobuf Nodes"
     fi
+    # status exits 1 for anything it finds wrong; what matters here is what it says.
+    out=$(kubectl -n kube-system exec "$p" -c agent -- trellis-agent status --json || true)
+    grep -Eq '"encoding": *"protobuf"' <<<"$out" ||
+      fail "$p: its status does not say the API server answered its Nodes in protobuf: $(grep -Eo '"encoding": *"[a-z]*"' <<<"$out" || echo 'no encoding')"
   done
   log "every agent read its Node list and watch in protobuf"
 }

@@ -14,6 +14,7 @@
 #   FAKE_NODE_PLUGINS=none       the nodes have no loopback/portmap of their own
 #   FAKE_EGRESS_UNANSWERED=1     pods' pings to the Docker host go unanswered (no masquerade)
 #   FAKE_AGENT_JSON_NODES=1      the agents' logs say they could not read protobuf Nodes
+#   FAKE_AGENT_ENCODING=json     the agents' status says the API server answered their Nodes in JSON
 set -euo pipefail
 
 state=${FAKE_STATE:?FAKE_STATE must name a directory}
@@ -186,8 +187,10 @@ fake_kubectl() {
       fi
       ;;
     'exec '*)
-      [ "$3" = -- ] || unexpected "${args[@]}"
-      fake_exec "${@:4}"
+      local cmd=("${@:3}")
+      if [ "${cmd[0]}" = -c ]; then cmd=("${cmd[@]:2}"); fi # a container named
+      [ "${cmd[0]}" = -- ] || unexpected "${args[@]}"
+      fake_exec "${cmd[@]:1}"
       ;;
     *) unexpected "${args[@]}" ;;
   esac
@@ -204,6 +207,10 @@ fake_exec() {
       esac
       ;;
     sh) ;; # the background pinger and its kill
+    trellis-agent)
+      [ "$*" = 'trellis-agent status --json' ] || unexpected exec "$@"
+      printf '{\n  "node": "n",\n  "watch": {\n    "synced": true,\n    "encoding": "%s"\n  }\n}\n' "${FAKE_AGENT_ENCODING:-protobuf}"
+      ;;
     cat) echo '30 packets transmitted, 30 packets received, 0% packet loss' ;;
     wget)
       local url=${*: -1} out=false n

@@ -296,6 +296,9 @@ describe('run.sh against a fake docker, kind and kubectl (kind-fake.sh)', () => 
     const r = runSuite();
     expect(r.status, r.stdout + r.stderr).toBe(0);
     expect(r.calls.filter((c) => / logs pod\/trellis-\d -c agent --tail=-1$/.test(c))).toHaveLength(3);
+    expect(
+      r.calls.filter((c) => / exec pod\/trellis-\d -c agent -- trellis-agent status --json$/.test(c)),
+    ).toHaveLength(3);
     expect(r.stdout).toContain('every agent read its Node list and watch in protobuf');
   });
 
@@ -303,6 +306,14 @@ describe('run.sh against a fake docker, kind and kubectl (kind-fake.sh)', () => 
     const r = runSuite({ FAKE_AGENT_JSON_NODES: '1' });
     expect(r.status).toBe(1);
     expect(r.stdout).toContain("FAIL: pod/trellis-1 could not read the API server's protobuf Nodes");
+  });
+
+  it("fails when an agent's status says its Nodes came in JSON (a server or proxy without protobuf)", () => {
+    const r = runSuite({ FAKE_AGENT_ENCODING: 'json' });
+    expect(r.status).toBe(1);
+    expect(r.stdout).toContain(
+      'FAIL: pod/trellis-1: its status does not say the API server answered its Nodes in protobuf: "encoding": "json"',
+    );
   });
 
   it('a ClusterIP refused until kube-proxy has the EndpointSlice is retried, then checked three times', () => {
