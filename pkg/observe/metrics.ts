@@ -39,6 +39,8 @@ export interface MetricsSource {
   forwardFirewallBlocks?(): readonly { family: 4 | 6; direction: string; chain: string }[];
   /** Config files in the conf dir that sort before trellis's; [] when it is first. */
   cniConfigShadowedBy?(): readonly string[];
+  /** How the API server last answered the Node list or watch; undefined before it did, or standalone. */
+  nodesEncoding?(): 'protobuf' | 'json' | undefined;
 }
 
 export type ReclaimReason = 'startup-sweep' | 'api-gc' | 'cni-gc' | 'held-gone';
@@ -256,6 +258,17 @@ export class AgentMetrics {
         for (const b of self.source?.forwardFirewallBlocks?.() ?? []) {
           this.set({ family: String(b.family), direction: b.direction, chain: b.chain }, 1);
         }
+      },
+    });
+    new Gauge({
+      name: 'trellis_node_watch_encoding',
+      help: '1 for the encoding the API server last answered the Node list or watch in: protobuf, or json (a server or proxy without protobuf, the client-node fallback, or after a protobuf answer the agent could not read: its log says so); no series before the first answer or in standalone mode.',
+      labelNames: ['encoding'],
+      registers,
+      collect() {
+        this.reset();
+        const encoding = self.source?.nodesEncoding?.();
+        if (encoding !== undefined) this.set({ encoding }, 1);
       },
     });
     new Gauge({

@@ -132,6 +132,7 @@ export class AgentObserver {
       ready: () => agent.servesAdd(),
       forwardFirewallBlocks: () => agent.forwardFirewallBlocks(),
       cniConfigShadowedBy: () => agent.cniConfigShadowedBy(),
+      nodesEncoding: () => agent.watchSample()?.encoding,
     });
   }
 

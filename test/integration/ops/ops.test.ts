@@ -153,6 +153,10 @@ describe.skipIf(skip !== undefined)(skip === undefined ? title : `${title} (skip
     expect(m.get('trellis_agent_ready')).toBe(1);
     expect(m.all('trellis_host_firewall_drops')).toEqual([]);
     expect(m.get('trellis_node_watch_restarts_total')).toBe(0);
+    // The test API server answers Nodes in protobuf, as kube-apiserver does.
+    expect(m.all('trellis_node_watch_encoding').map((x) => [x.labels, x.value])).toEqual([
+      [{ encoding: 'protobuf' }, 1],
+    ]);
     // n2 is fully routed in both families: counted, and no per-peer series.
     expect(m.get('trellis_peers', { family: '4', path: 'direct', state: 'ok' })).toBe(1);
     expect(m.get('trellis_peers', { family: '6', path: 'direct', state: 'ok' })).toBe(1);

@@ -112,6 +112,22 @@ describe('AgentMetrics', () => {
     expect((await scrape(m)).get('trellis_cni_config_shadowed')).toBe(0);
   });
 
+  it('says which encoding the API server last answered Nodes in, and nothing before it did', async () => {
+    const m = new AgentMetrics({ version: '1', nodeName: 'n1' });
+    let encoding: 'protobuf' | 'json' | undefined;
+    m.bind({ ipamUsage: () => [], watchRestarts: () => 0, ready: () => true, nodesEncoding: () => encoding });
+    expect((await scrape(m)).all('trellis_node_watch_encoding')).toEqual([]);
+    encoding = 'protobuf';
+    expect((await scrape(m)).all('trellis_node_watch_encoding')).toEqual([
+      { name: 'trellis_node_watch_encoding', labels: { encoding: 'protobuf' }, value: 1 },
+    ]);
+    // A fallback replaces the series, not adds one beside it.
+    encoding = 'json';
+    expect((await scrape(m)).all('trellis_node_watch_encoding')).toEqual([
+      { name: 'trellis_node_watch_encoding', labels: { encoding: 'json' }, value: 1 },
+    ]);
+  });
+
   it('counts reclaimed leases by reason, GC calls included', async () => {
     const m = new AgentMetrics({ version: '1', nodeName: 'n1' });
     m.onLeasesReclaimed('startup-sweep', 2);
