@@ -1,5 +1,6 @@
 import type { LinkInfo, NetlinkHandle, RouteInfo } from '../datapath/ports.ts';
 import type { Lease, RangeUsage } from '../ipam/index.ts';
+import type { NodesEncoding } from '../k8s/transport.ts';
 import { desiredRoutes } from '../routes/desired.ts';
 import { MAIN_TABLE, routeKey } from '../routes/diff.ts';
 import { readLocalLinks } from '../routes/local-links.ts';
@@ -26,7 +27,7 @@ export interface WatchState {
    * without protobuf, the client-node fallback, or after a protobuf answer the agent could not read).
    * Absent before the first answer (and from older agents).
    */
-  encoding?: 'protobuf' | 'json';
+  encoding?: NodesEncoding;
 }
 
 /** What the agent holds, for the operator's view (admin socket, metrics, doctor). */

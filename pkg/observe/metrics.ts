@@ -12,6 +12,7 @@ import type { CniCallRecord } from '../agent/cni-service.ts';
 import type { PassOutcome } from '../agent/controller.ts';
 import { CNI_COMMANDS, isCniCommand } from '../cni/env.ts';
 import type { PreparedOutcome } from '../datapath/prepared-pairs.ts';
+import type { NodesEncoding } from '../k8s/transport.ts';
 import { type PeerRouteState, type PeerStateCache, peerRouteStates } from '../ops/peer-coverage.ts';
 import { PassStanding } from './pass-standing.ts';
 
@@ -40,7 +41,7 @@ export interface MetricsSource {
   /** Config files in the conf dir that sort before trellis's; [] when it is first. */
   cniConfigShadowedBy?(): readonly string[];
   /** How the API server last answered the Node list or watch; undefined before it did, or standalone. */
-  nodesEncoding?(): 'protobuf' | 'json' | undefined;
+  nodesEncoding?(): NodesEncoding | undefined;
 }
 
 export type ReclaimReason = 'startup-sweep' | 'api-gc' | 'cni-gc' | 'held-gone';
