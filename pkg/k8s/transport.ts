@@ -107,7 +107,8 @@ export interface Transport {
   ): Promise<WatchEnd>;
   /**
    * How the server answered the last Node list page or watch asked for with nodeViewsOnly (undefined
-   * before one was): for the operator's view, since a proxy may answer JSON to a protobuf request.
+   * before one was; a transport that asks for JSON alone may say so from the start): for the
+   * operator's view, since a proxy may answer JSON to a protobuf request.
    */
   nodesEncoding?(): NodesEncoding | undefined;
 }

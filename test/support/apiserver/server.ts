@@ -69,8 +69,8 @@ export interface TestApiServerOptions {
   tls?: { cert: string; key: string; ca?: string };
   /**
    * Answer a request whose Accept prefers Kubernetes' protobuf in it where this server can: Node
-   * lists (protobuf.ts), and such a request's error Statuses. Default true; false answers JSON to
-   * everything, as a server (or a proxy) without protobuf for the type does.
+   * lists and Node watches (protobuf.ts, watch.ts), and such a request's error Statuses. Default true;
+   * false answers JSON to everything, as a server (or a proxy) without protobuf for the type does.
    */
   protobuf?: boolean;
 }
