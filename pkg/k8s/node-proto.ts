@@ -3,7 +3,8 @@
  * and watched, read with only the fields a NodeView is made of. A kubelet's Node is kilobytes of
  * status (images, capacity, node info, heartbeats) the agent never reads: as JSON every byte of it
  * becomes objects before the view drops them (at 5,000 Nodes ~100 MB of garbage, more than half of
- * the first list's CPU); protobuf fields not in the schema below are stepped over by their length.
+ * the first list's CPU); in protobuf the fields a view does not read are stepped over by their
+ * length. The Nodes themselves are read by node-fields-proto.ts; the schema below is the rest.
  *
  * Field numbers are k8s.io/api's core/v1 and k8s.io/apimachinery's meta/v1 and runtime
  * generated.proto (stable: protobuf fields are never renumbered). A body is "k8s\0" and a
@@ -16,6 +17,7 @@
  * list or map) is absent, so views.ts reads both encodings the same way.
  */
 import protobuf from 'protobufjs/light.js';
+import { fieldEnd, readerOf, readNodeFields } from './node-fields-proto.ts';
 import type { Page } from './transport.ts';
 
 export const PROTOBUF_CONTENT_TYPE = 'application/vnd.kubernetes.protobuf';
@@ -27,7 +29,6 @@ const MAGIC = [0x6b, 0x38, 0x73, 0x00];
 
 const field = (id: number, type: string, repeated = false): protobuf.IField =>
   repeated ? { id, type, rule: 'repeated' } : { id, type };
-const stringMap = (id: number): protobuf.IMapField => ({ id, keyType: 'string', type: 'string' });
 // proto2, as generated.proto is: strings are read as they are (proto3's UTF-8 check, in JavaScript,
 // was a third of the decoding).
 const message = (fields: Record<string, protobuf.IField>) => ({ edition: 'proto2', fields });
@@ -44,12 +45,6 @@ const schema = protobuf.Root.fromJSON({
     }),
     // meta/v1
     ListMeta: message({ resourceVersion: field(2, 'string'), continue: field(3, 'string') }),
-    ObjectMeta: message({
-      name: field(1, 'string'),
-      uid: field(5, 'string'),
-      resourceVersion: field(6, 'string'),
-      annotations: stringMap(12),
-    }),
     StatusCause: message({
       reason: field(1, 'string'),
       message: field(2, 'string'),
@@ -68,24 +63,6 @@ const schema = protobuf.Root.fromJSON({
       details: field(5, 'StatusDetails'),
       code: field(6, 'int32'),
     }),
-    // core/v1
-    NodeSpec: message({ podCIDR: field(1, 'string'), podCIDRs: field(7, 'string', true) }),
-    NodeCondition: message({
-      type: field(1, 'string'),
-      status: field(2, 'string'),
-      reason: field(5, 'string'),
-    }),
-    NodeAddress: message({ type: field(1, 'string'), address: field(2, 'string') }),
-    NodeStatus: message({
-      conditions: field(4, 'NodeCondition', true),
-      addresses: field(5, 'NodeAddress', true),
-    }),
-    Node: message({
-      metadata: field(1, 'ObjectMeta'),
-      spec: field(2, 'NodeSpec'),
-      status: field(3, 'NodeStatus'),
-    }),
-    NodeList: message({ metadata: field(1, 'ListMeta'), items: field(2, 'Node', true) }),
     // runtime and meta/v1: a watch stream's frame
     RawExtension: message({ raw: field(1, 'bytes') }),
     WatchEvent: message({ type: field(1, 'string'), object: field(2, 'RawExtension') }),
@@ -94,8 +71,6 @@ const schema = protobuf.Root.fromJSON({
 
 const Unknown = schema.lookupType('Unknown');
 const ListMeta = schema.lookupType('ListMeta');
-const NodeList = schema.lookupType('NodeList');
-const Node = schema.lookupType('Node');
 const Status = schema.lookupType('Status');
 const WatchEvent = schema.lookupType('WatchEvent');
 
@@ -120,7 +95,8 @@ function unwrap(body: Uint8Array): { kind: string; raw: Uint8Array } {
     throw new ProtobufBodyError('the body does not start with the protobuf prefix "k8s\\0"');
   let u: { typeMeta?: { kind?: string }; raw?: Uint8Array; contentEncoding?: string };
   try {
-    u = Unknown.decode(body.subarray(4)) as typeof u;
+    // Through a Buffer's reader, `raw` is a view of the body, not a copy.
+    u = Unknown.decode(readerOf(body.subarray(4))) as typeof u;
   } catch (err) {
     throw new ProtobufBodyError(`the protobuf envelope cannot be read: ${(err as Error).message}`);
   }
@@ -136,22 +112,21 @@ export function decodeNodeListPage(body: Uint8Array): Page {
   const { kind, raw } = unwrap(body);
   if (kind !== 'NodeList')
     throw new ProtobufBodyError(`the answer is a ${kind || 'object without a kind'}, not a NodeList`);
-  let list: protobuf.Message;
+  const items: unknown[] = [];
+  let metadata: Page['metadata'] | undefined;
   try {
-    list = NodeList.decode(raw);
+    // NodeList: metadata (1), items (2).
+    const r = readerOf(raw);
+    while (r.pos < r.len) {
+      const tag = r.uint32();
+      if (tag === ((1 << 3) | 2)) metadata = ListMeta.toObject(ListMeta.decode(r, r.uint32()), AS_JSON);
+      else if (tag === ((2 << 3) | 2)) items.push(readNodeFields(r, fieldEnd(r)));
+      else r.skipType(tag & 7);
+    }
   } catch (err) {
     throw new ProtobufBodyError(`the NodeList cannot be read: ${(err as Error).message}`);
   }
-  const { items = [], metadata } = list as unknown as {
-    items?: protobuf.Message[];
-    metadata?: protobuf.Message;
-  };
-  const out: unknown[] = new Array(items.length);
-  for (let i = 0; i < items.length; i++) out[i] = Node.toObject(items[i]!, AS_JSON);
-  return {
-    items: out,
-    ...(metadata === undefined ? {} : { metadata: ListMeta.toObject(metadata, AS_JSON) as Page['metadata'] }),
-  };
+  return { items, ...(metadata === undefined ? {} : { metadata }) };
 }
 
 /** A Status answer (an error), JSON-shaped; undefined when the body is not one. */
@@ -202,19 +177,22 @@ export function continueFromProtoHead(head: Uint8Array): string | undefined | 'm
 export function decodeNodeWatchEvent(frame: Uint8Array): { type: string; object: unknown } {
   let ev: { type?: string; object?: { raw?: Uint8Array } };
   try {
-    ev = WatchEvent.decode(frame) as typeof ev;
+    ev = WatchEvent.decode(readerOf(frame)) as typeof ev;
   } catch (err) {
     throw new ProtobufBodyError(`the watch event cannot be read: ${(err as Error).message}`);
   }
   if (ev.type === undefined || ev.type === '') throw new ProtobufBodyError('the watch event has no type');
   const { kind, raw } = unwrap(ev.object?.raw ?? new Uint8Array());
-  const type = kind === 'Node' ? Node : kind === 'Status' ? Status : undefined;
-  if (type === undefined)
+  if (kind !== 'Node' && kind !== 'Status')
     throw new ProtobufBodyError(
       `the watch event's object is a ${kind || 'object without a kind'}, not a Node or a Status`,
     );
   try {
-    return { type: ev.type, object: type.toObject(type.decode(raw), AS_JSON) };
+    const object =
+      kind === 'Node'
+        ? readNodeFields(readerOf(raw), raw.length)
+        : Status.toObject(Status.decode(raw), AS_JSON);
+    return { type: ev.type, object };
   } catch (err) {
     throw new ProtobufBodyError(`the watch event's ${kind} cannot be read: ${(err as Error).message}`);
   }
