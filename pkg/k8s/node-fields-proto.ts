@@ -123,7 +123,12 @@ function nodeStatus(r: Reader, end: number): Fields {
   return status;
 }
 
-const typeNamed = (name: string): readonly [string, Buffer] => [name, Buffer.from(name, 'latin1')];
+/** A type's name and its bytes on the wire (an object: destructuring a tuple allocates an iterator). */
+interface TypeName {
+  readonly name: string;
+  readonly bytes: Buffer;
+}
+const typeNamed = (name: string): TypeName => ({ name, bytes: Buffer.from(name, 'latin1') });
 const NETWORK_UNAVAILABLE = typeNamed('NetworkUnavailable');
 const INTERNAL_IP = typeNamed('InternalIP');
 
@@ -135,7 +140,7 @@ const INTERNAL_IP = typeNamed('InternalIP');
 function stringsOfType(
   r: Reader,
   end: number,
-  [name, type]: readonly [string, Buffer],
+  type: TypeName,
   two: string,
   five?: string,
 ): Fields | undefined {
@@ -146,13 +151,13 @@ function stringsOfType(
     if (tag === LD1) {
       const len = r.uint32();
       if (r.pos + len > end) throw new RangeError(`index out of range: ${r.pos} + ${len} > ${end}`);
-      typed = len === type.length && bytesAre(r.buf, r.pos, type);
+      typed = len === type.bytes.length && bytesAre(r.buf, r.pos, type.bytes);
       if (!typed) {
         r.pos = end;
         return undefined;
       }
       r.pos += len;
-      out.type = name;
+      out.type = type.name;
     } else if (tag === LD2) out[two] = r.string();
     else if (tag === LD5 && five !== undefined) out[five] = r.string();
     else r.skipType(tag & 7);
