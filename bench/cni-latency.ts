@@ -41,14 +41,14 @@
  */
 import { execFileSync } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
-import { existsSync, mkdirSync, mkdtempSync, rmSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { existsSync, mkdirSync, rmSync } from 'node:fs';
 import { join } from 'node:path';
 import { performance } from 'node:perf_hooks';
 import { removeAgentDir, startAgent } from '../test/support/agent-process.ts';
 import { REFERENCE_PLUGIN_DIR, SHIM_BINARY } from '../test/support/cni-driver.ts';
 import { addNetns, delNetns, NetnsPool, type TestNetns } from '../test/support/netns.ts';
 import { createPodPins, type PodPins } from '../test/support/pod-pins.ts';
+import { tempDir, undoOnSignals } from '../test/support/signal-undo.ts';
 import { benchArgs, numberArg } from './lib/cli.ts';
 import { installPlugin } from './lib/installed-plugin.ts';
 import { liveThreadsCpuMs, mainThreadCpuMs } from './lib/proc.ts';
@@ -71,6 +71,8 @@ const opts = benchArgs(SCRIPT, {
   /** pods: sequential ADDs alternate between plugins pod by pod; rounds: whole rounds alternate. */
   interleave: { type: 'string', default: 'pods' },
 });
+// A signal (Ctrl-C, a job's timeout) undoes what the run made: namespaces, agents, temp dirs.
+undoOnSignals();
 if (opts.interleave !== 'pods' && opts.interleave !== 'rounds') {
   process.stderr.write(`--interleave must be pods or rounds, not ${opts.interleave}\n`);
   process.exit(2);
@@ -129,7 +131,7 @@ function releasePods(p: Plugin, pods: readonly TestNetns[]): void {
     removePods(pods);
   }
 }
-const tmp = mkdtempSync(join(tmpdir(), 'trl-bench-cni-'));
+const tmp = tempDir('trl-bench-cni-');
 // Every plugin's binary copied into one bin directory by the same code, the one install-cni puts the
 // shim on a node with (lib/installed-plugin.ts): all of them start from a freshly written file, whatever
 // state the page cache left the originals in. That directory is the runtime's CNI_PATH.

@@ -29,11 +29,11 @@
  *   node_modules/.bin/node bench/datapath.ts [--seconds 5] [--reps 3] [--no-vxlan] [--out FILE]
  */
 import { execFileSync, spawn } from 'node:child_process';
-import { existsSync, mkdtempSync, rmSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { existsSync, rmSync } from 'node:fs';
 import { join } from 'node:path';
 import { addList, REFERENCE_PLUGIN_DIR } from '../test/support/cni-driver.ts';
 import { ip, NetnsPool, nsPing } from '../test/support/netns.ts';
+import { tempDir, undoOnSignals } from '../test/support/signal-undo.ts';
 import { Testbed, type TestbedPod } from '../test/support/testbed/index.ts';
 import { benchArgs, numberArg } from './lib/cli.ts';
 import { commitId, median, ratio, round, sleep, table, writeResult } from './lib/stats.ts';
@@ -45,6 +45,8 @@ const opts = benchArgs(SCRIPT, {
   'no-vxlan': { type: 'boolean', default: false },
   out: { type: 'string', default: join(import.meta.dirname, 'results', 'datapath.json') },
 });
+// A signal (Ctrl-C, a job's timeout) undoes what the run made: namespaces, agents, temp dirs.
+undoOnSignals();
 const SECONDS = numberArg(SCRIPT, 'seconds', opts.seconds);
 const REPS = numberArg(SCRIPT, 'reps', opts.reps);
 
@@ -85,7 +87,7 @@ const pool = new NetnsPool();
 const beds: Testbed[] = [];
 const results = new Map<string, number[]>();
 const notMeasured: Record<string, string> = {};
-const hostLocalDir = mkdtempSync(join(tmpdir(), 'trl-bench-hl-'));
+const hostLocalDir = tempDir('trl-bench-hl-');
 try {
   // Reference: a veth pair between two namespaces, nothing else.
   const a = pool.add('dpa');

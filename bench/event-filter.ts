@@ -11,13 +11,13 @@
  *   node_modules/.bin/node --no-opt --no-maglev bench/event-filter.ts [--pods 200] [--reps 7]
  */
 import { execFileSync } from 'node:child_process';
-import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { WATCHED_LINKS, WATCHED_ROUTES } from '../pkg/agent/kernel-watch.ts';
 import { TRELLIS_ROUTE_PROTOCOL } from '../pkg/datapath/ports.ts';
 import { createNetlinkEvents, withNetns } from '../pkg/netns/index.ts';
 import { NetnsPool } from '../test/support/netns.ts';
+import { tempDir, undoOnSignals } from '../test/support/signal-undo.ts';
 import { benchArgs, numberArg } from './lib/cli.ts';
 import { commitId, median, ratio, round, sleep, table, writeResult } from './lib/stats.ts';
 
@@ -27,11 +27,13 @@ const opts = benchArgs(SCRIPT, {
   reps: { type: 'string', default: '7' },
   out: { type: 'string', default: join(import.meta.dirname, 'results', 'event-filter.json') },
 });
+// A signal (Ctrl-C, a job's timeout) undoes what the run made: namespaces, agents, temp dirs.
+undoOnSignals();
 const PODS = numberArg(SCRIPT, 'pods', opts.pods);
 const REPS = numberArg(SCRIPT, 'reps', opts.reps);
 
 const pool = new NetnsPool();
-const tmp = mkdtempSync(join(tmpdir(), 'trl-bench-events-'));
+const tmp = tempDir('trl-bench-events-');
 const rows = {
   unfiltered: { cpu: [] as number[], events: [] as number[] },
   filtered: { cpu: [] as number[], events: [] as number[] },

@@ -27,6 +27,7 @@ import { type AgentProcess, removeAgentDir } from '../test/support/agent-process
 import { startTestApiServer } from '../test/support/apiserver/server.ts';
 import { runPlugin, SHIM_BINARY } from '../test/support/cni-driver.ts';
 import { NetnsPool } from '../test/support/netns.ts';
+import { undoOnSignals } from '../test/support/signal-undo.ts';
 import { benchArgs, numberArg } from './lib/cli.ts';
 import { populate, runInsideNamespace, SELF, startClusterAgent, wireNodeNamespace } from './lib/cluster.ts';
 import { heartbeat, STATUS_REPORT_SECONDS, withKubeletStatus } from './lib/kubelet-status.ts';
@@ -53,6 +54,8 @@ const opts = benchArgs(SCRIPT, {
   ns: { type: 'string' },
   'pod-ns': { type: 'string' },
 });
+// A signal (Ctrl-C, a job's timeout) undoes what the run made: namespaces, agents, temp dirs.
+undoOnSignals();
 const NODES = numberArg(SCRIPT, 'nodes', opts.nodes);
 const PODS = numberArg(SCRIPT, 'pods', opts.pods, { min: 0 });
 const WINDOW_MS = numberArg(SCRIPT, 'minutes', opts.minutes, { min: 0.1, fraction: true }) * 60_000;

@@ -7,10 +7,10 @@
  *
  *   node_modules/.bin/node bench/ipam-cost.ts [--rounds 200] [--out bench/results/ipam-cost.json]
  */
-import { mkdtempSync, rmSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { rmSync } from 'node:fs';
 import { join } from 'node:path';
 import { openIpam } from '../pkg/ipam/index.ts';
+import { tempDir, undoOnSignals } from '../test/support/signal-undo.ts';
 import { benchArgs, numberArg } from './lib/cli.ts';
 import { commitId, median, pct, round, table, writeResult } from './lib/stats.ts';
 
@@ -19,12 +19,14 @@ const opts = benchArgs(SCRIPT, {
   rounds: { type: 'string', default: '200' },
   out: { type: 'string', default: join(import.meta.dirname, 'results', 'ipam-cost.json') },
 });
+// A signal (Ctrl-C, a job's timeout) undoes what the run made: namespaces, agents, temp dirs.
+undoOnSignals();
 const ROUNDS = numberArg(SCRIPT, 'rounds', opts.rounds);
 const RANGES = ['10.244.0.0/24', 'fd00:10:244::/64'];
 
 const dirs: string[] = [];
 const dir = (): string => {
-  const d = mkdtempSync(join(tmpdir(), 'trl-bench-ipam-'));
+  const d = tempDir('trl-bench-ipam-');
   dirs.push(d);
   return d;
 };

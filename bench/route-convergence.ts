@@ -37,12 +37,12 @@
  *     [--no-masq-rep] [--small-nodes] [--json] [--api-latency-ms 0] [--out FILE]
  */
 import { execFileSync } from 'node:child_process';
-import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { type AgentProcess, removeAgentDir } from '../test/support/agent-process.ts';
 import { type RequestRecord, startTestApiServer } from '../test/support/apiserver/server.ts';
 import { NetnsPool } from '../test/support/netns.ts';
+import { tempDir, undoOnSignals } from '../test/support/signal-undo.ts';
 import { benchArgs, numberArg } from './lib/cli.ts';
 import {
   nodeObject,
@@ -72,6 +72,8 @@ const opts = benchArgs(SCRIPT, {
   ns: { type: 'string' },
   'ref-ns': { type: 'string' },
 });
+// A signal (Ctrl-C, a job's timeout) undoes what the run made: namespaces, agents, temp dirs.
+undoOnSignals();
 const NODES = numberArg(SCRIPT, 'nodes', opts.nodes, { min: 2 });
 const REPS = numberArg(SCRIPT, 'reps', opts.reps);
 const EVENTS = numberArg(SCRIPT, 'events', opts.events);
@@ -105,7 +107,7 @@ const refNs = opts['ref-ns']!;
 if (!ns.startsWith('trl-') || !refNs.startsWith('trl-')) throw new Error('inner mode needs trl- namespaces');
 
 const peers = Array.from({ length: NODES - 1 }, (_, k) => k + 1);
-const batchDir = mkdtempSync(join(tmpdir(), 'trl-bench-rc-'));
+const batchDir = tempDir('trl-bench-rc-');
 /** The issue's reference: plain routes, `via` the peer's node IP. */
 const batchFile = join(batchDir, 'routes.batch');
 writeFileSync(

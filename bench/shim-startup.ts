@@ -21,14 +21,14 @@
  *     [--other PATH]   (another shim build, e.g. an older commit's, timed on the same ADD: `other ADD`)
  */
 import { execFileSync, spawn } from 'node:child_process';
-import { existsSync, mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, rmSync, writeFileSync } from 'node:fs';
 import { createServer } from 'node:net';
-import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { performance } from 'node:perf_hooks';
 import { encodeResponse, okResponse } from '../pkg/shim/protocol.ts';
 import { bunBinary, SHIM_COMPILE_FLAGS } from '../scripts/shim-compile.ts';
 import { REFERENCE_PLUGIN_DIR } from '../test/support/cni-driver.ts';
+import { tempDir, undoOnSignals } from '../test/support/signal-undo.ts';
 import { benchArgs, numberArg } from './lib/cli.ts';
 import { installPlugin } from './lib/installed-plugin.ts';
 import { commitId, median, pct, ratio, round, table, writeResult } from './lib/stats.ts';
@@ -49,13 +49,15 @@ const opts = benchArgs(SCRIPT, {
   // same rounds: a before/after that the machine's drift cannot skew.
   other: { type: 'string' },
 });
+// A signal (Ctrl-C, a job's timeout) undoes what the run made: namespaces, agents, temp dirs.
+undoOnSignals();
 const runs = numberArg(SCRIPT, 'runs', opts.runs);
 if (!Number.isInteger(runs) || runs < 1) {
   process.stderr.write(`--runs must be a positive integer, not ${opts.runs}\n`);
   process.exit(2);
 }
 
-const dir = mkdtempSync(join(tmpdir(), 'trl-bench-'));
+const dir = tempDir('trl-bench-');
 const socket = join(dir, 'cni.sock');
 const binDir = join(dir, 'bin');
 mkdirSync(binDir);

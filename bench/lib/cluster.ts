@@ -4,14 +4,13 @@
  * pod CIDR. Node i: InternalIP 10.10.(1 + i>>8).(i&255), pod CIDR 10.(128 + i>>8).(i&255).0/24.
  */
 import { execFileSync, spawn } from 'node:child_process';
-import { mkdtempSync } from 'node:fs';
-import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { type AgentProcess, startAgent } from '../../test/support/agent-process.ts';
 import type { JsonObject } from '../../test/support/apiserver/patch.ts';
 import type { TestApiServer } from '../../test/support/apiserver/server.ts';
 import { fakeCniBinDir } from '../../test/support/cni-driver.ts';
 import { ip } from '../../test/support/netns.ts';
+import { forwardSignalsTo, tempDir } from '../../test/support/signal-undo.ts';
 import { NODE } from './runner-client.ts';
 
 export const SELF = 'bench-self';
@@ -77,7 +76,8 @@ export function wireNodeNamespace(nodeNs: string, peerNs: string, addr = SELF_IP
 
 /**
  * The outer half of a bench that runs inside a node namespace: re-executes this script there with
- * `--inner` and `extra`, forwards Ctrl-C, and resolves with its exit code.
+ * `--inner` and `extra`, passes a signal on to it (it undoes what it made; this half's `finally` then
+ * undoes the rest), and resolves with its exit code.
  */
 export function runInsideNamespace(ns: string, script: string, extra: readonly string[]): Promise<number> {
   const child = spawn(
@@ -85,7 +85,7 @@ export function runInsideNamespace(ns: string, script: string, extra: readonly s
     ['netns', 'exec', ns, NODE, script, ...process.argv.slice(2), '--inner', ...extra],
     { stdio: 'inherit' },
   );
-  process.on('SIGINT', () => child.kill('SIGTERM'));
+  forwardSignalsTo(child);
   return new Promise<number>((resolve) => child.on('exit', (c) => resolve(c ?? 1)));
 }
 
@@ -95,7 +95,7 @@ export function startClusterAgent(
   srv: TestApiServer,
   extraArgs: readonly string[],
 ): AgentProcess {
-  const dir = mkdtempSync(join(tmpdir(), 'trl-agent-'));
+  const dir = tempDir('trl-agent-');
   fakeCniBinDir(join(dir, 'bin'));
   return startAgent({
     ns,

@@ -4,6 +4,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import type { Readable } from 'node:stream';
 import { AGENT_BINARY } from './cni-driver.ts';
+import { undoIfSignalled } from './signal-undo.ts';
 
 /**
  * A real trellis agent process running inside a test network namespace (which it treats as its
@@ -73,7 +74,7 @@ export interface StartAgentOptions {
 }
 
 export function startAgent(opts: StartAgentOptions): AgentProcess {
-  const dir = opts.dir ?? mkdtempSync(join(tmpdir(), 'trl-agent-'));
+  const dir = opts.dir ?? madeAgentDir();
   const socket = join(dir, 'cni.sock');
   const stateDir = join(dir, 'state');
   const spoolDir = join(stateDir, 'spool');
@@ -164,7 +165,21 @@ export function startAgent(opts: StartAgentOptions): AgentProcess {
   };
 }
 
+/** The undo registrations of the directories startAgent made (signal-undo.ts). */
+const agentDirs = new Map<string, () => void>();
+
+function madeAgentDir(): string {
+  const dir = mkdtempSync(join(tmpdir(), 'trl-agent-'));
+  agentDirs.set(
+    dir,
+    undoIfSignalled(`directory ${dir}`, () => removeAgentDir(dir)),
+  );
+  return dir;
+}
+
 export function removeAgentDir(dir: string): void {
+  agentDirs.get(dir)?.();
+  agentDirs.delete(dir);
   if (dir.includes('trl-agent-')) rmSync(dir, { recursive: true, force: true });
 }
 

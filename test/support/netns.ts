@@ -1,6 +1,7 @@
 import { type ChildProcess, execFileSync, spawn, spawnSync } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { existsSync } from 'node:fs';
+import { undoIfSignalled } from './signal-undo.ts';
 
 /**
  * Test topology helpers. Every namespace a test creates has the `trl-` prefix plus a random suffix
@@ -72,6 +73,9 @@ export interface TestNetns {
   readonly path: string;
 }
 
+/** How to drop each namespace made here from the undos a signal runs (signal-undo.ts). */
+const unregister = new Map<string, () => void>();
+
 /** Creates a namespace, with `lo` up unless told otherwise (a runtime's fresh pod namespace has it down). */
 export function addNetns(tag: string, opts: { loUp?: boolean } = {}): TestNetns {
   const name = addUniqueNetns(tag);
@@ -89,6 +93,10 @@ function addUniqueNetns(tag: string): string {
     const name = uniqueName(tag);
     try {
       execFileSync('ip', ['netns', 'add', name], { stdio: ['ignore', 'ignore', 'pipe'] });
+      unregister.set(
+        name,
+        undoIfSignalled(`namespace ${name}`, () => delNetns(name)),
+      );
       return name;
     } catch (err) {
       const taken = String((err as { stderr?: unknown }).stderr).includes('File exists');
@@ -99,6 +107,8 @@ function addUniqueNetns(tag: string): string {
 
 export function delNetns(name: string): void {
   if (!name.startsWith(TEST_NETNS_PREFIX)) throw new Error(`refusing to delete non-test namespace ${name}`);
+  unregister.get(name)?.();
+  unregister.delete(name);
   if (existsSync(`/var/run/netns/${name}`)) {
     try {
       execFileSync('ip', ['netns', 'del', name], { stdio: 'ignore' });

@@ -5,6 +5,7 @@ import { join } from 'node:path';
 import { DataType, define, open } from 'ffi-rs';
 import { errnoName } from '../../pkg/errno.ts';
 import type { CallResult } from '../../pkg/netns/libc.ts';
+import { undoIfSignalled } from './signal-undo.ts';
 
 /**
  * Pod network namespaces pinned the way a runtime pins them (containerd's pkg/netns, CRI-O's pinns):
@@ -110,6 +111,7 @@ export function createPodPins<D extends string>(dirs: readonly D[]): PodPins<D> 
     return problem;
   };
 
+  let unregister = (): void => undefined;
   const pins: PodPins<D> = {
     root,
     dir: (d) => join(root, d),
@@ -136,6 +138,7 @@ export function createPodPins<D extends string>(dirs: readonly D[]): PodPins<D> 
     teardown() {
       if (tornDown) return;
       tornDown = true;
+      unregister();
       const warn = (what: string): void => {
         process.stderr.write(`warning: pod pins: ${what}\n`);
       };
@@ -167,6 +170,7 @@ export function createPodPins<D extends string>(dirs: readonly D[]): PodPins<D> 
   };
 
   mkdirSync(root, { mode: 0o755 }); // not recursive: the name is fresh, an existing one is not ours
+  unregister = undoIfSignalled(`pod pins ${root}`, () => pins.teardown());
   try {
     mountOrThrow(root, root, MS_BIND, 'bind-mounting');
     rootMounted = true;

@@ -13,6 +13,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import type { TLSSocket } from 'node:tls';
 import { stringify as toYaml } from 'yaml';
+import { undoIfSignalled } from '../signal-undo.ts';
 import {
   isObject,
   type Json,
@@ -690,10 +691,15 @@ export async function startTestApiServer(opts: TestApiServerOptions = {}): Promi
   const url = `${scheme}://${host.includes(':') ? `[${host}]` : host}:${port}`;
 
   let tempDir: string | undefined;
+  let unregisterTempDir = (): void => undefined;
   let kubeconfigPath = opts.kubeconfigPath;
   if (kubeconfigPath === undefined) {
-    tempDir = mkdtempSync(join(tmpdir(), 'trellis-apiserver-'));
-    kubeconfigPath = join(tempDir, 'kubeconfig');
+    const dir = mkdtempSync(join(tmpdir(), 'trellis-apiserver-'));
+    tempDir = dir;
+    unregisterTempDir = undoIfSignalled(`directory ${dir}`, () =>
+      rmSync(dir, { recursive: true, force: true }),
+    );
+    kubeconfigPath = join(dir, 'kubeconfig');
   }
   writeKubeconfig(kubeconfigPath, url, opts.tls?.ca === undefined ? {} : { ca: opts.tls.ca });
 
@@ -756,6 +762,7 @@ export async function startTestApiServer(opts: TestApiServerOptions = {}): Promi
       server.closeAllConnections();
       await done;
       if (tempDir !== undefined) rmSync(tempDir, { recursive: true, force: true });
+      unregisterTempDir();
     },
   };
 }
