@@ -19,6 +19,8 @@ export default defineConfig({
     testTimeout: 60_000,
     hookTimeout: 60_000,
     pool: 'forks',
+    // Ctrl-C in the middle of a run undoes what the running files made (test/support/signal-undo.ts).
+    setupFiles: ['test/support/undo-on-interrupt.ts'],
     projects: [
       {
         extends: true,

@@ -4,7 +4,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import type { Readable } from 'node:stream';
 import { AGENT_BINARY } from './cni-driver.ts';
-import { undoIfSignalled } from './signal-undo.ts';
+import { dirIfSignalled } from './signal-undo.ts';
 
 /**
  * A real trellis agent process running inside a test network namespace (which it treats as its
@@ -170,10 +170,7 @@ const agentDirs = new Map<string, () => void>();
 
 function madeAgentDir(): string {
   const dir = mkdtempSync(join(tmpdir(), 'trl-agent-'));
-  agentDirs.set(
-    dir,
-    undoIfSignalled(`directory ${dir}`, () => removeAgentDir(dir)),
-  );
+  agentDirs.set(dir, dirIfSignalled(dir));
   return dir;
 }
 

@@ -1,7 +1,7 @@
 import { type ChildProcess, execFileSync, spawn, spawnSync } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { existsSync } from 'node:fs';
-import { undoIfSignalled } from './signal-undo.ts';
+import { namespaceIfSignalled } from './signal-undo.ts';
 
 /**
  * Test topology helpers. Every namespace a test creates has the `trl-` prefix plus a random suffix
@@ -93,10 +93,7 @@ function addUniqueNetns(tag: string): string {
     const name = uniqueName(tag);
     try {
       execFileSync('ip', ['netns', 'add', name], { stdio: ['ignore', 'ignore', 'pipe'] });
-      unregister.set(
-        name,
-        undoIfSignalled(`namespace ${name}`, () => delNetns(name)),
-      );
+      unregister.set(name, namespaceIfSignalled(name));
       return name;
     } catch (err) {
       const taken = String((err as { stderr?: unknown }).stderr).includes('File exists');

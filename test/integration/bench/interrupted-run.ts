@@ -6,6 +6,7 @@
  *                                      a child process in a namespace and one outside
  *   node interrupted-run.ts --outer    a namespace, then itself again inside it (runInsideNamespace),
  *                                      which makes the above there
+ *   node interrupted-run.ts --detach   as the first, undoing as a vitest worker does
  */
 import { spawn } from 'node:child_process';
 import { join } from 'node:path';
@@ -15,7 +16,9 @@ import { NetnsPool } from '../../support/netns.ts';
 import { createPodPins } from '../../support/pod-pins.ts';
 import { tempDir, undoOnSignals } from '../../support/signal-undo.ts';
 
-undoOnSignals();
+// --detach: as a vitest worker asks (test/support/undo-on-interrupt.ts).
+if (process.argv.includes('--detach')) undoOnSignals(['SIGINT', 'SIGHUP'], { detach: true });
+else undoOnSignals();
 const pool = new NetnsPool();
 
 if (process.argv.includes('--outer') && !process.argv.includes('--inner')) {

@@ -4,8 +4,8 @@
  * kubeconfig dir and child processes through the helpers benches use, then is sent SIGTERM, SIGINT
  * or SIGHUP. Node's default for each is to exit without running a `finally`.
  */
-import { type ChildProcess, execFileSync, spawn } from 'node:child_process';
-import { existsSync, readFileSync } from 'node:fs';
+import { type ChildProcess, execFileSync, spawn, spawnSync } from 'node:child_process';
+import { existsSync, readFileSync, rmSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
 import { NODE } from '../../../bench/lib/runner-client.ts';
@@ -29,7 +29,13 @@ let made: Made[] = [];
 afterEach(() => {
   for (const c of started) if (c.exitCode === null) c.kill('SIGKILL');
   started.length = 0;
-  for (const m of made) for (const ns of m.namespaces) delNetns(ns);
+  for (const m of made) {
+    for (const pid of m.pids) if (alive(pid)) process.kill(pid, 'SIGKILL');
+    if (mounted(m.pin)) spawnSync('umount', ['-l', m.pin]);
+    if (mounted(m.pinsRoot)) spawnSync('umount', ['-l', m.pinsRoot]);
+    for (const d of [...m.dirs, m.pinsRoot]) rmSync(d, { recursive: true, force: true });
+    for (const ns of m.namespaces) delNetns(ns);
+  }
   made = [];
 });
 
@@ -147,6 +153,37 @@ describe.skipIf(netnsSkipReason)('a bench ended by a signal', () => {
     await settled(inner.pids);
     expectGone(inner);
     for (const ns of outer.namespaces) expect(netnsNames()).not.toContain(ns);
+  });
+
+  it('as a vitest worker: SIGINT hands the namespaces and directories to a process of their own', async () => {
+    const { child, printed } = await run(['--detach'], 1);
+    const m = printed[0] as Made;
+    made.push(m);
+    expectMade(m);
+    const end = exited(child);
+    child.kill('SIGINT');
+    expect((await end).code).toBe(130);
+    // Not waited for by the script: give the detached `ip` and `rm` their moment.
+    for (
+      let i = 0;
+      i < 40 && (m.dirs.some(existsSync) || netnsNames().some((n) => m.namespaces.includes(n)));
+      i++
+    )
+      await new Promise((r) => setTimeout(r, 50));
+    await settled(m.pids);
+    expectGone(m);
+  });
+
+  it('as a vitest worker: SIGTERM, how vitest stops a worker that is done, is left to its default', async () => {
+    const { child, printed } = await run(['--detach'], 1);
+    const m = printed[0] as Made;
+    made.push(m);
+    const end = exited(child);
+    child.kill('SIGTERM');
+    const { code, stderr } = await end;
+    expect(code).toBeNull(); // ended by the signal itself
+    expect(stderr).not.toContain('undoing');
+    for (const ns of m.namespaces) expect(netnsNames()).toContain(ns);
   });
 
   it('what is undone the normal way leaves nothing registered', () => {

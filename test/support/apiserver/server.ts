@@ -13,7 +13,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import type { TLSSocket } from 'node:tls';
 import { stringify as toYaml } from 'yaml';
-import { undoIfSignalled } from '../signal-undo.ts';
+import { dirIfSignalled } from '../signal-undo.ts';
 import {
   isObject,
   type Json,
@@ -696,9 +696,7 @@ export async function startTestApiServer(opts: TestApiServerOptions = {}): Promi
   if (kubeconfigPath === undefined) {
     const dir = mkdtempSync(join(tmpdir(), 'trellis-apiserver-'));
     tempDir = dir;
-    unregisterTempDir = undoIfSignalled(`directory ${dir}`, () =>
-      rmSync(dir, { recursive: true, force: true }),
-    );
+    unregisterTempDir = dirIfSignalled(dir);
     kubeconfigPath = join(dir, 'kubeconfig');
   }
   writeKubeconfig(kubeconfigPath, url, opts.tls?.ca === undefined ? {} : { ca: opts.tls.ca });

@@ -23,7 +23,7 @@ import {
   runPlugin,
 } from '../cni-driver.ts';
 import { delNetns, ip, ipJson, nsSysctl, TEST_NETNS_PREFIX } from '../netns.ts';
-import { undoIfSignalled } from '../signal-undo.ts';
+import { dirIfSignalled, namespacesIfSignalled } from '../signal-undo.ts';
 import { ApiRequestError, UnixApiClient } from './api.ts';
 import { FaultAdminClient } from './fault-admin.ts';
 import {
@@ -202,7 +202,7 @@ export class Testbed<F extends Family = Family> {
   private tornDown = false;
   private teardownPromise: Promise<void> | undefined;
   private signalHandler: ((signal: NodeJS.Signals) => void) | undefined;
-  /** Drops undoNow from what a signal undoes in a script that asked for it (signal-undo.ts). */
+  /** Drops the namespaces and the temp dir from what a signal undoes (signal-undo.ts). */
   private readonly unregisterUndo: () => void;
   /** Agents the test bed stopped or killed itself: their exits are no crash. */
   private readonly endedHere = new WeakSet<AgentProcess>();
@@ -224,21 +224,10 @@ export class Testbed<F extends Family = Family> {
     this.mode = opts.mode ?? 'auto';
     this.agentMode = opts.agentMode ?? 'kubernetes';
     this.apiUrl = `http://${this.apiHost(true)}:${API_PORT}`;
-    this.unregisterUndo = undoIfSignalled(`test bed ${this.prefix}`, () => this.undoNow());
-  }
-
-  /**
-   * teardown's work done at once, for a process a signal is ending (no await left): what we started
-   * killed, whatever runs in our namespaces killed, the namespaces and the temp dir removed.
-   */
-  private undoNow(): void {
-    this.tornDown = true;
-    for (const t of this.tracked) if (isRunning(t.child)) t.child.kill('SIGKILL');
-    for (const ns of this.ourNamespaces().sort((a, b) => this.nsOrder(a) - this.nsOrder(b))) {
-      this.killNsProcesses(ns);
-      delNetns(ns);
-    }
-    rmSync(this.dir, { recursive: true, force: true });
+    const unregister = [namespacesIfSignalled(this.prefix), dirIfSignalled(this.dir)];
+    this.unregisterUndo = () => {
+      for (const u of unregister) u();
+    };
   }
 
   /** Builds the whole test bed; on any failure removes what was built and rethrows. */
