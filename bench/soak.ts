@@ -321,6 +321,7 @@ async function main(): Promise<void> {
   };
   process.once('SIGINT', stop);
   process.once('SIGTERM', stop);
+  process.once('SIGHUP', stop); // a closed terminal or ssh session
   let report: SoakReport;
   try {
     await node.start(); // inside the try: an agent that fails to start still has its namespace removed

@@ -14,8 +14,9 @@
  * `--only datapath.ts,chart.ts`). --from: start at step N of those (the number each step prints), to
  * resume a sweep that stopped.
  */
-import { spawnSync } from 'node:child_process';
+import { spawn, spawnSync } from 'node:child_process';
 import { join } from 'node:path';
+import { forwardSignalsTo } from '../test/support/signal-undo.ts';
 import { benchArgs } from './lib/cli.ts';
 
 const opts = benchArgs(import.meta.filename, {
@@ -93,16 +94,18 @@ const started = new Date();
 process.stdout.write(`sweep started ${started.toISOString()}, results in ${outDir}\n`);
 for (const [i, step] of steps.entries()) {
   process.stdout.write(`\n== ${i + from}/${selected.length} ${step.script} ${step.args.join(' ')}\n`);
-  const run = spawnSync(
-    process.execPath,
-    [...(step.nodeFlags ?? []), join(bench, step.script), ...step.args],
-    {
-      stdio: 'inherit',
-    },
+  const child = spawn(process.execPath, [...(step.nodeFlags ?? []), join(bench, step.script), ...step.args], {
+    stdio: 'inherit',
+  });
+  // A signal to the sweep alone (a job's timeout, `kill`) reaches the running step, which undoes what
+  // it made; the sweep then stops here rather than leave the step running on its own.
+  forwardSignalsTo(child);
+  const [status, signal] = await new Promise<[number | null, NodeJS.Signals | null]>((resolve) =>
+    child.on('exit', (code, sig) => resolve([code, sig])),
   );
-  if (run.status !== 0) {
-    process.stderr.write(`${step.script} failed (${run.signal ?? `exit ${run.status}`}): sweep stopped\n`);
-    process.exit(1);
+  if (status !== 0) {
+    process.stderr.write(`${step.script} failed (${signal ?? `exit ${status}`}): sweep stopped\n`);
+    process.exit(status === null || status < 128 ? 1 : status);
   }
 }
 process.stdout.write(
