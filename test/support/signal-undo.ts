@@ -184,7 +184,7 @@ export function tempDir(prefix: string): string {
 function removeNow(names: readonly string[], dirs: readonly string[]): void {
   const foreign = names.find((n) => !n.startsWith('trl-'));
   if (foreign !== undefined) throw new Error(`refusing to delete non-test namespace ${foreign}`);
-  killInside(names);
+  killProcessesInside(names);
   const batch = names.map((n) => `netns del ${n}\n`).join('');
   if (!state.detach) {
     if (batch !== '')
@@ -202,8 +202,11 @@ function removeNow(names: readonly string[], dirs: readonly string[]): void {
   }).unref();
 }
 
-/** SIGKILLs whatever runs inside the namespaces, found by their inodes in /proc/PID/ns/net. */
-function killInside(names: readonly string[]): void {
+/**
+ * SIGKILLs whatever runs inside the named namespaces (never this process), found in one /proc scan by
+ * the namespaces' inodes in /proc/PID/ns/net: what `ip netns pids` does, for all of them at once.
+ */
+export function killProcessesInside(names: readonly string[]): void {
   const inodes = new Set<number>();
   for (const n of names) {
     const st = statSync(join(NETNS_DIR, n), { throwIfNoEntry: false });
@@ -223,6 +226,7 @@ function killInside(names: readonly string[]): void {
   }
 }
 
+/** The named namespaces, read from their directory (no `ip` run: a vitest worker has milliseconds). */
 function listNamespaces(): string[] {
   try {
     return readdirSync(NETNS_DIR);

@@ -4,13 +4,14 @@
  * kubeconfig dir and child processes through the helpers benches use, then is sent SIGTERM, SIGINT
  * or SIGHUP. Node's default for each is to exit without running a `finally`.
  */
-import { type ChildProcess, execFileSync, spawn, spawnSync } from 'node:child_process';
+import { type ChildProcess, spawn, spawnSync } from 'node:child_process';
 import { existsSync, readFileSync, rmSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
 import { NODE } from '../../../bench/lib/runner-client.ts';
 import { delNetns, NetnsPool, netnsSkipReason } from '../../support/netns.ts';
 import { pendingUndos } from '../../support/signal-undo.ts';
+import { namespacesWithPrefix } from '../../support/testbed/processes.ts';
 
 const SCRIPT = join(import.meta.dirname, 'interrupted-run.ts');
 
@@ -90,13 +91,6 @@ function mounted(path: string): boolean {
     .some((l) => l.split(' ')[4] === path);
 }
 
-function netnsNames(): string[] {
-  return execFileSync('ip', ['netns', 'list'], { encoding: 'utf8' })
-    .split('\n')
-    .map((l) => l.split(' ')[0]!)
-    .filter((n) => n !== '');
-}
-
 /** Everything `m` names exists: the run really made it. */
 function expectMade(m: Made): void {
   for (const ns of m.namespaces) expect(existsSync(`/var/run/netns/${ns}`), ns).toBe(true);
@@ -107,7 +101,7 @@ function expectMade(m: Made): void {
 
 /** Nothing `m` names is left. */
 function expectGone(m: Made): void {
-  const names = netnsNames();
+  const names = namespacesWithPrefix('trl');
   for (const ns of m.namespaces) {
     expect(names, ns).not.toContain(ns);
     expect(existsSync(`/var/run/netns/${ns}`), ns).toBe(false);
@@ -152,7 +146,7 @@ describe.skipIf(netnsSkipReason)('a bench ended by a signal', () => {
     expect(code).toBe(143); // the inner half's
     await settled(inner.pids);
     expectGone(inner);
-    for (const ns of outer.namespaces) expect(netnsNames()).not.toContain(ns);
+    for (const ns of outer.namespaces) expect(namespacesWithPrefix('trl')).not.toContain(ns);
   });
 
   it('as a vitest worker: SIGINT hands the namespaces and directories to a process of their own', async () => {
@@ -166,7 +160,8 @@ describe.skipIf(netnsSkipReason)('a bench ended by a signal', () => {
     // Not waited for by the script: give the detached `ip` and `rm` their moment.
     for (
       let i = 0;
-      i < 40 && (m.dirs.some(existsSync) || netnsNames().some((n) => m.namespaces.includes(n)));
+      i < 40 &&
+      (m.dirs.some(existsSync) || namespacesWithPrefix('trl').some((n) => m.namespaces.includes(n)));
       i++
     )
       await new Promise((r) => setTimeout(r, 50));
@@ -183,7 +178,7 @@ describe.skipIf(netnsSkipReason)('a bench ended by a signal', () => {
     const { code, stderr } = await end;
     expect(code).toBeNull(); // ended by the signal itself
     expect(stderr).not.toContain('undoing');
-    for (const ns of m.namespaces) expect(netnsNames()).toContain(ns);
+    for (const ns of m.namespaces) expect(namespacesWithPrefix('trl')).toContain(ns);
   });
 
   it('what is undone the normal way leaves nothing registered', () => {

@@ -1,6 +1,7 @@
 import { type ChildProcess, execFileSync } from 'node:child_process';
 import { existsSync, readdirSync, readFileSync } from 'node:fs';
 import { AGENT_BINARY, SHIM_BINARY } from '../cni-driver.ts';
+import { killProcessesInside } from '../signal-undo.ts';
 
 /** Process and namespace bookkeeping for the test bed: waiting, listing, killing by pid. */
 
@@ -87,27 +88,9 @@ export function namespacesWithPrefix(prefix: string): string[] {
     .filter((n) => n.startsWith(`${prefix}-`));
 }
 
-/** SIGKILLs every process inside a namespace, by pid as the kernel lists them (`ip netns pids`). */
+/** SIGKILLs every process inside a namespace. */
 export function killNamespaceProcesses(ns: string): void {
-  if (!existsSync(`/var/run/netns/${ns}`)) return;
-  let pids: string[];
-  try {
-    pids = execFileSync('ip', ['netns', 'pids', ns], {
-      encoding: 'utf8',
-      stdio: ['ignore', 'pipe', 'ignore'],
-    })
-      .split('\n')
-      .filter(Boolean);
-  } catch {
-    return;
-  }
-  for (const pid of pids) {
-    try {
-      process.kill(Number(pid), 'SIGKILL');
-    } catch {
-      // Already gone.
-    }
-  }
+  killProcessesInside([ns]);
 }
 
 /** Live processes (other than this one) whose command line contains `needle`. */
