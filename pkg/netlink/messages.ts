@@ -35,6 +35,7 @@ import {
   VETH_INFO_PEER,
 } from './constants.ts';
 import { bytesToIp, bytesToMac, familyOf, ipToBytes, macToBytes, parsePrefix } from './ip.ts';
+import { ipv4PrefixTextAt, ipv4TextAt, rememberIpv4PrefixText, rememberIpv4Text } from './ipv4-texts.ts';
 import {
   attr,
   decodeAttrs,
@@ -51,7 +52,6 @@ import {
   u16le,
   u32Attr,
   u32AttrIn,
-  u32be,
   u32le,
   zeroed,
 } from './wire.ts';
@@ -438,6 +438,11 @@ export function routeBody(r: RouteInfo, forDelete = false, nhid?: number): Body 
   };
   if (dst.prefixLen > 0) ipAttr(RTA.DST, dst.address);
   if (gateway !== undefined) ipAttr(RTA.GATEWAY, gateway);
+  if (r.family === 4 && !forDelete) {
+    // The next dump reads these back as the strings given here (ipv4-texts.ts).
+    if (dst.prefixLen > 0) rememberIpv4PrefixText(r.dst, dst.address, dst.prefixLen);
+    if (gateway !== undefined) rememberIpv4Text(gateway);
+  }
   if (ifindex !== undefined) u32(RTA.OIF, ifindex);
   if (nhid !== undefined) u32(RTA.NH_ID, nhid);
   if (r.src !== undefined) ipAttr(RTA.PREFSRC, r.src);
@@ -655,33 +660,16 @@ function routeU32(payload: Buffer, type: number): number | undefined {
   return u32AttrIn(payload, 12, payload.length, type);
 }
 
-/**
- * IPv4 addresses and prefixes seen in route messages, by value. Every resync dumps the same
- * thousands of destinations and gateways; formatting them anew each time was most of the garbage
- * left by a parse (a handful of intermediate strings per address). Cleared when it grows past
- * MAX_CACHED, so churn cannot grow it without bound.
- */
-const ipv4Strings = new Map<number, string>();
-const MAX_CACHED = 65_536;
-
-function remember(key: number, s: string): string {
-  if (ipv4Strings.size >= MAX_CACHED) ipv4Strings.clear();
-  ipv4Strings.set(key, s);
-  return s;
-}
-
-/** An address of len bytes at off in buf, formatted without a view on it for IPv4. */
+/** An address of len bytes at off in buf; IPv4 through the remembered texts, without a view on it. */
 function ipAt(buf: Buffer, off: number, len: number): string {
-  if (len !== 4) return bytesToIp(buf.subarray(off, off + len));
-  const v = u32be(buf, off);
-  return ipv4Strings.get(v) ?? remember(v, `${buf[off]}.${buf[off + 1]}.${buf[off + 2]}.${buf[off + 3]}`);
+  return len === 4 ? ipv4TextAt(buf, off) : bytesToIp(buf.subarray(off, off + len));
 }
 
-/** "a.b.c.d/len" for an IPv4 destination (cached like ipAt; keys above 2^32), or the IPv6 prefix. */
+/** "address/len" of a route's destination, the same way. */
 function prefixAt(buf: Buffer, off: number, len: number, prefixLen: number): string {
-  if (len !== 4) return `${bytesToIp(buf.subarray(off, off + len))}/${prefixLen}`;
-  const key = (prefixLen + 1) * 2 ** 32 + u32be(buf, off);
-  return ipv4Strings.get(key) ?? remember(key, `${ipAt(buf, off, len)}/${prefixLen}`);
+  return len === 4
+    ? ipv4PrefixTextAt(buf, off, prefixLen)
+    : `${bytesToIp(buf.subarray(off, off + len))}/${prefixLen}`;
 }
 
 // ------------------------------------------------------------------------------ neighbours and the FDB
