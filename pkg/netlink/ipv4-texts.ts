@@ -6,8 +6,8 @@ import { u32be } from './wire.ts';
  * thousands of destinations and gateways; formatting them anew each time was most of the garbage left
  * by a parse (a handful of intermediate strings per address). What trellis writes is remembered as it
  * is encoded, so that the dumps after a cold pass find the strings the desired state already holds
- * rather than keeping a second copy of each (without it the first resync at 5,000 nodes kept ~10,000
- * new strings, a step of ~2 MB in a steady agent's heap). Cleared when it grows past MAX_TEXTS, so
+ * rather than keeping a second copy of each (without it the first resync at 5,000 nodes kept ~15,000
+ * new strings, a step of ~1.8 MB in a steady agent's heap). Cleared when it grows past MAX_TEXTS, so
  * churn cannot grow it without bound.
  */
 const texts = new Map<number, string>();

@@ -297,7 +297,6 @@ describe('route requests', () => {
     ] as const) {
       const body = cat(routeBody({ family: 4, dst: written, gateway: '192.0.2.77', protocol: 126 }));
       expect(parseRoute(body)).toMatchObject({ dst: dumped, gateway: '192.0.2.77' });
-      expect(parseRoute(Buffer.from(body))?.dst).toBe(dumped);
     }
   });
 
