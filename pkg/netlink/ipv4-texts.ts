@@ -45,8 +45,12 @@ export function ipv4PrefixTextAt(buf: Buffer, off: number, prefixLen: number): s
  * spelling of the caller's.
  */
 export function rememberIpv4Text(text: string): void {
-  const v = ipv4Value(text);
-  if (v >= 0) remember(v, text);
+  rememberIpv4Value(ipv4Value(text), text);
+}
+
+/** rememberIpv4Text for a caller that has ipv4Value(text) already (-1: not remembered). */
+export function rememberIpv4Value(value: number, text: string): void {
+  if (value >= 0) remember(value, text);
 }
 
 /** A prefix about to be written, as `text` ("a.b.c.d/len"), with its address and length parsed. */

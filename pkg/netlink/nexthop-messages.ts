@@ -1,7 +1,7 @@
 import type { Family } from '../datapath/ports.ts';
 import { AF, NHA, RTNH_F_ONLINK } from './constants.ts';
 import { bytesToIp, familyOf, ipToBytes, ipv4Value } from './ip.ts';
-import { rememberIpv4Text } from './ipv4-texts.ts';
+import { rememberIpv4Value } from './ipv4-texts.ts';
 import type { Body } from './messages.ts';
 import {
   decodeAttrs,
@@ -54,7 +54,7 @@ export function nexthopBody(nh: NexthopInfo & { family: Family; gateway: string;
     throw new TypeError(`gateway ${nh.gateway} is not IPv${nh.family}`);
   }
   // A route dump names the gateway of a route through this object: read back as this string.
-  if (v4 >= 0) rememberIpv4Text(nh.gateway);
+  rememberIpv4Value(v4, nh.gateway);
   const alen = nh.family === 4 ? 4 : 16;
   const out = zeroed(8 + 8 + 4 + alen + 8);
   writeNhmsg(out, nh.family === 4 ? AF.INET : AF.INET6, nh.protocol, nh.onlink === true ? RTNH_F_ONLINK : 0);
