@@ -39,7 +39,7 @@
  *
  * Prints a table and, last, one JSON line (also written to --out, default bench/results/cni-latency.json).
  */
-import { execFileSync } from 'node:child_process';
+import { spawnSync } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { existsSync, mkdirSync, rmSync } from 'node:fs';
 import { join } from 'node:path';
@@ -147,19 +147,26 @@ type PodDir = (typeof POD_DIRS)[number];
 let pins: PodPins<PodDir> | undefined;
 let agent: ReturnType<typeof startAgent> | undefined;
 
-function linkCount(ns: string, prefix: string): number {
-  const links = JSON.parse(execFileSync('ip', ['-n', ns, '-j', 'link', 'show'], { encoding: 'utf8' })) as {
-    ifname: string;
-  }[];
+/**
+ * The links of `prefix` in `ns`, undefined when the kernel interrupted the dump: links deleted while
+ * it ran (NLM_F_DUMP_INTR, which ip reports on stderr) can leave out ones still there, and a count
+ * that comes out 0 too soon would time the DELs' deletions shorter than they are.
+ */
+function linkCount(ns: string, prefix: string): number | undefined {
+  const out = spawnSync('ip', ['-n', ns, '-j', 'link', 'show'], { encoding: 'utf8' });
+  if (out.stderr.includes('Dump was interrupted')) return undefined;
+  if (out.status !== 0)
+    throw new Error(`ip -n ${ns} link show: ${out.stderr.trim() || `exit ${out.status}`}`);
+  const links = JSON.parse(out.stdout) as { ifname: string }[];
   return links.filter((l) => l.ifname.startsWith(prefix)).length;
 }
 
 /** Until no link of `prefix` is left; one left after 30 s is a DEL left undone, and stops the bench. */
 async function waitLinks(ns: string, prefix: string): Promise<void> {
   const deadline = Date.now() + 30_000;
-  for (let left = linkCount(ns, prefix); left > 0; left = linkCount(ns, prefix)) {
+  for (let left = linkCount(ns, prefix); left !== 0; left = linkCount(ns, prefix)) {
     if (Date.now() > deadline)
-      throw new Error(`${left} ${prefix}* link(s) still in ${ns} 30 s after their DELs answered`);
+      throw new Error(`${left ?? 'some'} ${prefix}* link(s) still in ${ns} 30 s after their DELs answered`);
     await sleep(20);
   }
 }
