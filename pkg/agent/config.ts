@@ -7,6 +7,7 @@ import { parseRanges } from '../ipam/ipam.ts';
 import { validateNoMasqueradeCIDRs } from '../masq/render.ts';
 import { LISTEN_ADDR_FORMS, splitListenAddr } from '../observe/listen-addr.ts';
 import { LOG_LEVELS, type LogLevel } from '../observe/logger.ts';
+import { MAX_SOCKET_PATH_BYTES, socketPathTooLong } from '../shim/protocol.ts';
 import { DEFAULT_VXLAN_PORT, DEFAULT_VXLAN_VNI } from '../vxlan/constants.ts';
 
 export const MODES = ['auto', 'host-gw', 'vxlan'] as const;
@@ -369,6 +370,16 @@ export function parseAgentConfig(
     throw new ConfigError(
       `--admin-socket must be an absolute path or '', got ${JSON.stringify(config.adminSocket)}`,
     );
+  }
+  for (const [name, path] of [
+    ['--socket', config.socket],
+    ['--admin-socket', config.adminSocket],
+  ] as const) {
+    if (socketPathTooLong(path)) {
+      throw new ConfigError(
+        `${name} must be at most ${MAX_SOCKET_PATH_BYTES} bytes (a unix socket path's limit), got ${Buffer.byteLength(path)}: ${JSON.stringify(path)}`,
+      );
+    }
   }
   // Checked here, not at the first pass: a bad entry would otherwise fail every pass's nft update
   // while the agent still went Ready, leaving pods without masquerade (or an old table in force).

@@ -9,12 +9,14 @@
  * A timeoutMs that is no such number fails ADD and CHECK (7), and DEL, GC and STATUS go on with their
  * default, as the agent does with the fields only ADD and CHECK read: one bad edit of the config list
  * must not fail every DEL on the node (the runtime retries it for ever, the lease and veth held). A bad
- * socket or spoolDir fails every verb: which agent, and so which network, the call is for is unknown.
+ * socket (not an absolute path, or too long for a unix socket) or spoolDir fails every verb: which
+ * agent, and so which network, the call is for is unknown.
  */
 import { type CniCommand, POD_SETUP_VERBS } from '../cni/env.ts';
 import { CniCode, CniError } from '../cni/errors.ts';
-import { cniNameProblem, isObject, jsonType, quote } from '../cni/text.ts';
+import { cniNameProblem, isObject, jsonType, quote, utf8Length } from '../cni/text.ts';
 import { configVersion, LATEST_VERSION, parseVersion } from '../cni/version.ts';
+import { MAX_SOCKET_PATH_BYTES, socketPathTooLong } from './protocol.ts';
 
 export const DEFAULT_SOCKET = '/run/trellis/cni.sock';
 export const DEFAULT_SPOOL_DIR = '/var/lib/trellis/spool';
@@ -95,9 +97,17 @@ export function parseShimConfig(stdin: string, command: CniCommand): ShimConfig 
         `invalid network config: "timeoutMs" must be an integer from 1 to ${MAX_TIMEOUT_MS}, got ${typeof t === 'number' ? t : jsonType(t)}`,
       );
   }
+  const socket = absolutePath(parsed, 'socket', DEFAULT_SOCKET);
+  if (socketPathTooLong(socket)) {
+    // Not "unreachable" (11, or a DEL spooled as done): no agent can ever listen there.
+    throw new CniError(
+      CniCode.INVALID_CONFIG,
+      `invalid network config: "socket" must be at most ${MAX_SOCKET_PATH_BYTES} bytes (a unix socket path's limit), got ${utf8Length(socket)}: ${quote(socket)}`,
+    );
+  }
   return {
     cniVersion: versionOrLatest(parsed.cniVersion),
-    socket: absolutePath(parsed, 'socket', DEFAULT_SOCKET),
+    socket,
     spoolDir: absolutePath(parsed, 'spoolDir', DEFAULT_SPOOL_DIR),
     timeoutMs: t as number | undefined,
     raw: parsed,

@@ -19,10 +19,20 @@ export const PROTOCOL_VERSION = 1;
 /** Largest request line (without its newline), in UTF-8 bytes. Network configs are a few KiB. */
 export const MAX_REQUEST_BYTES = 1024 * 1024;
 /**
- * Most of stdin the shim reads: above MAX_REQUEST_BYTES, since a DEL too large with its prevResult
- * goes without it (shim.ts), but bounded, so a runaway writer cannot grow the shim without limit.
+ * Most of stdin the shim reads: above MAX_REQUEST_BYTES, since a DEL too large goes with only the
+ * fields it reads (shim.ts), but bounded, so a runaway writer cannot grow the shim without limit.
  */
 export const MAX_STDIN_BYTES = 16 * MAX_REQUEST_BYTES;
+/**
+ * Longest socket path, in UTF-8 bytes: sockaddr_un's sun_path is 108 bytes, its terminating NUL
+ * included. Longer, the agent could not listen on it nor the shim connect to it.
+ */
+export const MAX_SOCKET_PATH_BYTES = 107;
+
+export function socketPathTooLong(path: string): boolean {
+  return utf8Length(path) > MAX_SOCKET_PATH_BYTES;
+}
+
 /** Largest response line (without its newline), in UTF-8 bytes. */
 export const MAX_RESPONSE_BYTES = 1024 * 1024;
 

@@ -146,16 +146,25 @@ export function runShim(io: ShimIo): ShimOutput {
 }
 
 /**
- * The request line. DEL never reads prevResult, so a DEL too large with it (a long chain's result)
- * goes without it rather than fail for good: a runtime would retry it forever, the lease held.
+ * What a DEL reads of its configuration: the network's identity (the agent leaves another network's
+ * attachment alone) and the shim's own settings.
+ */
+const DEL_FIELDS = ['cniVersion', 'name', 'type', 'socket', 'spoolDir', 'timeoutMs'] as const;
+
+/**
+ * The request line. A DEL too large for the agent (a long chain's prevResult, a runtime's bulky
+ * runtimeConfig or args) goes with only the fields DEL reads rather than fail for good: a runtime
+ * would retry it forever, the lease held.
  */
 function requestLine(env: ShimIo['env'], command: AgentVerb, stdin: string): string {
   try {
     return encodeRequest(env, stdin);
   } catch (err) {
     if (command !== 'DEL' || !(err instanceof CniError) || err.code !== CniCode.BAD_REQUEST) throw err;
-    const { prevResult: _dropped, ...conf } = JSON.parse(stdin) as Record<string, unknown>;
-    return encodeRequest(env, JSON.stringify(conf));
+    const conf = JSON.parse(stdin) as Record<string, unknown>;
+    const kept: Record<string, unknown> = {};
+    for (const field of DEL_FIELDS) if (conf[field] !== undefined) kept[field] = conf[field];
+    return encodeRequest(env, JSON.stringify(kept));
   }
 }
 

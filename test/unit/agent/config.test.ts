@@ -59,6 +59,24 @@ describe('parseAgentConfig', () => {
     [['--socket', 'relative.sock', '--pod-cidr', '10.244.1.0/24'], {}, '--socket must be an absolute path'],
     [['--host-proc', 'host/proc', '--pod-cidr', '10.244.1.0/24'], {}, '--host-proc must be an absolute path'],
     [
+      [
+        '--socket',
+        `/run/${'s'.repeat(100)}/c.sock`,
+        '--admin-socket',
+        '/run/a.sock',
+        '--pod-cidr',
+        '10.244.1.0/24',
+      ],
+      {},
+      "--socket must be at most 107 bytes (a unix socket path's limit), got 112",
+    ],
+    [
+      // The default admin socket sits next to --socket: 106 bytes there are 108 for admin.sock.
+      ['--socket', `/${'s'.repeat(96)}/cni.sock`, '--pod-cidr', '10.244.1.0/24'],
+      {},
+      '--admin-socket must be at most 107 bytes',
+    ],
+    [
       ['--netns-dir', 'var/run/netns', '--pod-cidr', '10.244.1.0/24'],
       {},
       '--netns-dir must be an absolute path',

@@ -567,6 +567,19 @@ describe('runShim decisions (in-process transport)', () => {
       code: 7,
       msg: expect.stringContaining('"socket" must be an absolute path'),
     });
+    // Too long for a unix socket: refused as the config's fault (7), not reported unreachable (11),
+    // and a DEL is not spooled as done for an agent that can never listen there.
+    const longSocket = `/run/${'é'.repeat(50)}.sock`; // 106 characters, 156 bytes
+    for (const env of [ADD_ENV, envFor('DEL')]) {
+      const spool = recordingSpool();
+      const out = runShim(io(env, conf({ socket: longSocket }), t.connect, spool));
+      expect(out.exitCode).toBe(1);
+      expect(JSON.parse(out.stdout)).toMatchObject({
+        code: 7,
+        msg: expect.stringContaining('"socket" must be at most 107 bytes'),
+      });
+      expect(spool.spooled).toEqual([]);
+    }
     const badTimeout = JSON.parse(runShim(io(ADD_ENV, conf({ timeoutMs: 0 }), t.connect)).stdout);
     expect(badTimeout).toMatchObject({ code: 7, msg: expect.stringContaining('"timeoutMs"') });
     const huge = conf({ pad: 'x'.repeat(1024 * 1024) });
@@ -616,6 +629,38 @@ describe('runShim decisions (in-process transport)', () => {
     expect(sent).toEqual({ cniVersion: '1.0.0', name: 'trellis', type: 'trellis', socket: '/tmp/x.sock' });
     const check = runShim(io(envFor('CHECK'), conf({ prevResult: bigResult }), t.connect));
     expect(JSON.parse(check.stdout).code).toBe(CniCode.BAD_REQUEST);
+    expect(t.calls).toHaveLength(1);
+  });
+
+  it('a DEL too large without its prevResult goes with only the fields DEL reads, to the agent or the spool', () => {
+    const bulky = {
+      prevResult: RESULT,
+      runtimeConfig: { portMappings: [], note: 'x'.repeat(1_100_000) },
+      args: { cni: { labels: [] } },
+      spoolDir: '/tmp/spool',
+      timeoutMs: 9000,
+    };
+    const kept = {
+      cniVersion: '1.0.0',
+      name: 'trellis',
+      type: 'trellis',
+      socket: '/tmp/x.sock',
+      spoolDir: '/tmp/spool',
+      timeoutMs: 9000,
+    };
+    const t = fakeTransport(encodeResponse({ ok: true, result: null }));
+    const del = runShim(io(envFor('DEL'), conf({ ...bulky, socket: '/tmp/x.sock' }), t.connect));
+    expect(del.exitCode).toBe(0);
+    expect(JSON.parse(decodeRequest(t.calls[0]!.line).stdin)).toEqual(kept);
+    const spool = recordingSpool();
+    const spooled = runShim(
+      io(envFor('DEL'), conf({ ...bulky, socket: '/tmp/x.sock' }), fakeTransport(unreachable).connect, spool),
+    );
+    expect(spooled.exitCode).toBe(0);
+    expect(spool.spooled).toHaveLength(1);
+    expect(JSON.parse(decodeRequest(spool.spooled[0]![3]).stdin)).toEqual(kept);
+    const add = runShim(io(ADD_ENV, conf(bulky), t.connect));
+    expect(JSON.parse(add.stdout).code).toBe(CniCode.BAD_REQUEST);
     expect(t.calls).toHaveLength(1);
   });
 });
