@@ -79,6 +79,9 @@ export async function gcAttachments(
   for (const key of held) {
     const k = attachmentKey(key);
     if (validKeys.has(k) || busy.has(k)) continue;
+    // The dump was awaited: an ADD of this attachment may have finished meanwhile (its held lease
+    // restored, or a DEL and a new ADD), and release() would take the lease it just answered with.
+    if (deps.ipam.get(key) !== undefined || deps.ipam.heldAddresses(key).length === 0) continue;
     if (!inScope(networkOfVeth.get(hostVethName(key.containerId, key.ifname)))) {
       keptHeld.push(key); // another network's: its veth stays with it
       continue;

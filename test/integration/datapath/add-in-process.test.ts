@@ -385,6 +385,42 @@ describe.skipIf(netnsSkipReason !== undefined)('addAttachment (root, real namesp
     expect(reopened.ipam.list()).toHaveLength(5);
   });
 
+  it('GC keeps a quarantined attachment whose ADD gave it back its lease while GC listed the links', async () => {
+    const { host, deps } = setUp(true, ['10.244.1.0/29']);
+    const netns = pool.add('p').path;
+    const key = { containerId: 'torn', ifname: 'eth0' };
+    const first = await addAttachment(deps, { ...key, netns, mtu: 1500 });
+    writeFileSync(join(deps.leaseDir, 'leases', 'torn@eth0.json'), '{"containerId": "torn", "addr');
+    const reopened: DatapathDeps = {
+      ...deps,
+      ipam: openIpam({ dir: deps.leaseDir, ranges: ['10.244.1.0/29'] }),
+    };
+    expect(reopened.ipam.heldKeys()).toEqual([key]);
+    // A scoped GC reads the held veths' networks off a link dump; the ADD (the runtime retrying the
+    // pod, its lock not GC's) restores the held lease and answers while that dump is read.
+    let added = false;
+    const racing: DatapathDeps = {
+      ...reopened,
+      host: Object.assign(Object.create(deps.host) as NetlinkHandle, {
+        listLinks: async () => {
+          if (!added) {
+            added = true;
+            await addAttachment(reopened, { ...key, netns, mtu: 1500 });
+          }
+          return deps.host.listLinks();
+        },
+      }),
+    };
+    const out = await gcAttachments(racing, [], new Set(), { network: 'trellis', unrecorded: 'trellis' });
+    expect(added).toBe(true);
+    await deps.deleter.drain();
+    expect(out).toMatchObject({ releasedHeld: [], removedLinks: [] });
+    expect(reopened.ipam.get(key)?.addresses).toEqual(first.addresses);
+    expect(ipJson<IpLink[]>(host.name, 'link', 'show').map((l) => l.ifname)).toContain(
+      hostVethName('torn', 'eth0'),
+    );
+  });
+
   it("GC of one network keeps another network's attachment whose lease record was quarantined (its veth names its network)", async () => {
     const { host, deps } = setUp(true, ['10.244.1.0/24']);
     const pod = pool.add('pod', { loUp: false });
