@@ -38,6 +38,10 @@ export class CniServer {
   private server: Server;
   private readonly inFlight = new Set<Promise<void>>();
   private readonly sockets = new Set<Socket>();
+  /** Connections accepted whose request line has not come yet (each ends by its request timeout). */
+  private readonly awaitingRequest = new Set<Socket>();
+  /** Wakes close()'s wait when a call ends or an awaited request comes (or never will). */
+  private progress: (() => void) | undefined;
   /** Connections close() cut at the end of its grace, their calls still running. */
   private readonly cutAtStop = new WeakSet<Socket>();
   private readonly opts: Required<CniServerOptions>;
@@ -94,6 +98,7 @@ export class CniServer {
 
   private onConnection(socket: Socket): void {
     this.sockets.add(socket);
+    this.awaitingRequest.add(socket);
     const started = performance.now();
     const reader = new LineReader(MAX_REQUEST_BYTES, CniCode.BAD_REQUEST, 'request');
     let done = false;
@@ -105,6 +110,7 @@ export class CniServer {
     socket.on('close', () => {
       clearTimeout(timer);
       this.sockets.delete(socket);
+      this.requestSettled(socket);
     });
     socket.on('error', () => socket.destroy());
 
@@ -113,6 +119,7 @@ export class CniServer {
       done = true;
       clearTimeout(timer);
       this.reject(socket, err, started);
+      this.requestSettled(socket);
     };
 
     socket.on('data', (chunk: Buffer) => {
@@ -128,6 +135,7 @@ export class CniServer {
       done = true;
       clearTimeout(timer);
       this.serve(socket, line, started);
+      this.requestSettled(socket);
     });
     socket.on('end', () => {
       if (!done) fail(new CniError(CniCode.BAD_REQUEST, 'connection closed before a complete request line'));
@@ -164,7 +172,21 @@ export class CniServer {
       else this.answer(socket, answer, delivered);
     })();
     this.inFlight.add(work);
-    void work.finally(() => this.inFlight.delete(work));
+    void work.finally(() => {
+      this.inFlight.delete(work);
+      this.wake();
+    });
+  }
+
+  /** The connection's request came (its call, if any, is in inFlight now), was refused, or never will. */
+  private requestSettled(socket: Socket): void {
+    if (this.awaitingRequest.delete(socket)) this.wake();
+  }
+
+  private wake(): void {
+    const wake = this.progress;
+    this.progress = undefined;
+    wake?.();
   }
 
   /**
@@ -197,8 +219,10 @@ export class CniServer {
 
   /**
    * Stops accepting, lets in-flight calls finish (bounded), then closes and removes the socket. A
-   * connection accepted before the close may still send its request during the grace period; the
-   * call it starts is waited for too. Returns how many calls were still running when the grace ended.
+   * connection accepted before the close may still send its request during the grace period (a shim
+   * that connected just before the SIGTERM); the call it starts is waited for too, whether or not
+   * another call was running. Returns how many calls were still running, or still to be read, when
+   * the grace ended.
    */
   async close(graceMs = 20_000): Promise<number> {
     const closed = new Promise<void>((resolve) => this.server.close(() => resolve()));
@@ -207,13 +231,15 @@ export class CniServer {
       timer = setTimeout(() => r('over'), graceMs);
       timer.unref();
     });
-    while (this.inFlight.size > 0) {
-      if ((await Promise.race([Promise.all([...this.inFlight]), graceOver])) === 'over') break;
-      // Calls that started while we waited are in inFlight now: loop.
-      await new Promise((r) => setImmediate(r));
+    while (this.inFlight.size > 0 || this.awaitingRequest.size > 0) {
+      const progressed = new Promise<void>((r) => {
+        this.progress = r;
+      });
+      if ((await Promise.race([progressed, graceOver])) === 'over') break;
     }
     clearTimeout(timer);
-    const cut = this.inFlight.size;
+    this.progress = undefined;
+    const cut = this.inFlight.size + this.awaitingRequest.size;
     for (const s of this.sockets) {
       this.cutAtStop.add(s);
       s.destroy();

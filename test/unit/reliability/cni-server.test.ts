@@ -200,6 +200,68 @@ describe('CniServer limits', () => {
     expect(JSON.parse(lateAnswer)).toEqual({ ok: true, result: { echo: 'DEL' } });
   });
 
+  it('on close with no call running, still waits for a connection whose request is on its way', async () => {
+    const path = join(dir, 'idle', 'cni.sock');
+    const idle = new CniServer({
+      socketPath: path,
+      handler: async (req) => okResponse({ echo: req.env.CNI_COMMAND ?? null }),
+      log: createLogger({ level: 'silent' }),
+      requestTimeoutMs: 5_000,
+    });
+    await idle.listen();
+    // A shim that connected just before the SIGTERM, its request still to come.
+    const late = createConnection({ path, allowHalfOpen: true });
+    await new Promise<void>((r) => late.once('connect', () => r()));
+    let answer = '';
+    late.setEncoding('utf8').on('data', (d: string) => {
+      answer += d;
+    });
+    const lateDone = new Promise<void>((r) => late.once('close', () => r()));
+    await new Promise((r) => setTimeout(r, 20)); // the server has accepted it
+    const closing = idle.close(5_000);
+    await new Promise((r) => setTimeout(r, 30));
+    late.end(`${JSON.stringify({ v: 1, env: { CNI_COMMAND: 'ADD' }, stdin: '' })}\n`);
+    expect(await closing).toBe(0);
+    await lateDone;
+    expect(JSON.parse(answer)).toEqual({ ok: true, result: { echo: 'ADD' } });
+  });
+
+  it('on close, a connection that never sends its request is answered at its timeout, or counted as cut at the grace', async () => {
+    for (const [graceMs, cut] of [
+      [5_000, 0],
+      [50, 1],
+    ] as const) {
+      const path = join(dir, `mute-${graceMs}`, 'cni.sock');
+      const server = new CniServer({
+        socketPath: path,
+        handler: async () => okResponse(null),
+        log: createLogger({ level: 'silent' }),
+        requestTimeoutMs: TIMEOUT_MS,
+      });
+      await server.listen();
+      const mute = createConnection({ path, allowHalfOpen: true });
+      await new Promise<void>((r) => mute.once('connect', () => r()));
+      let answer = '';
+      mute.setEncoding('utf8').on('data', (d: string) => {
+        answer += d;
+      });
+      mute.on('error', () => {});
+      const muteDone = new Promise<void>((r) => mute.once('close', () => r()));
+      await new Promise((r) => setTimeout(r, 20));
+      const started = performance.now();
+      expect(await server.close(graceMs), `grace ${graceMs}`).toBe(cut);
+      const took = performance.now() - started;
+      mute.end();
+      await muteDone;
+      if (cut === 0) {
+        expect(took).toBeGreaterThanOrEqual(TIMEOUT_MS - 50);
+        expect(JSON.parse(answer)).toMatchObject({ ok: false, error: { code: 106 } });
+      } else {
+        expect(answer).toBe('');
+      }
+    }
+  });
+
   it('refuses a partial line followed by FIN at once', async () => {
     const r = await exchange(sock(), '{"v":1,"env"');
     expect(JSON.parse(r.answer)).toEqual({
