@@ -483,8 +483,10 @@ run_family() {
   check_rolling_update "$family"
   check_cni_binaries "$cluster" # install-cni ran again, now over binaries it had seen before
   check_pods "$family"
-  check_node_delete "$cluster"
+  # Before the delete: the deleted node's agent pod stays in the API (pod GC takes it ~40-60 s
+  # later) with no Node and no kubelet, so `kubectl logs` and `exec` on it would fail.
   check_protobuf_nodes
+  check_node_delete "$cluster"
 
   log "cluster $cluster ($family): all checks passed"
   kind delete cluster --name "$cluster" >/dev/null 2>&1 || true

@@ -181,6 +181,14 @@ fake_kubectl() {
     'get nodes') ;;
     'get service') echo -n '10.96.100.1' ;;
     'get node') echo -n '10.244.2.0/24' ;;
+    'logs '* | 'exec '*)
+      # As a real API server has it: the deleted node's agent pod is still listed (pod GC takes it
+      # later), but with no Node and no kubelet its logs and exec fail.
+      if [ "$2" = pod/trellis-3 ] && [ -e "$state/node-deleted" ]; then
+        echo 'Error from server (NotFound): nodes "trellis-worker2" not found' >&2
+        return 1
+      fi
+      ;;&
     'logs '*)
       if [ "${FAKE_AGENT_JSON_NODES:-}" = 1 ]; then
         echo '{"level":50,"msg":"node informer failed","err":"list nodes: the answer is not a readable protobuf NodeList (x); Nodes are asked for in JSON from now on"}'
