@@ -647,6 +647,9 @@ export class Agent {
       this.layoutWrites.failed(err);
     }
     await this.nodeFile?.keep();
+    // A SIGTERM during that write: stop() closes the server, which removes the socket file; listening
+    // again would accept calls the stopping agent then cuts.
+    if (this.abort.signal.aborted) return;
     if (!server.socketPresent()) {
       this.log.warn(
         { socket: this.config.socket },
