@@ -75,8 +75,16 @@ export class NetnsDirWatch {
   }
 
   private changed(path: string): void {
-    if (this.pending.has(path)) return; // being looked at already
-    if (!existsSync(path)) {
+    const exists = existsSync(path);
+    const retry = this.pending.get(path);
+    if (retry !== undefined) {
+      if (exists) return; // being looked at already
+      // Removed while looked at again (unmounted, then removed): the retry would find nothing and
+      // stop, and the pair made for it would wait out its TTL instead of going now.
+      clearTimeout(retry);
+      this.pending.delete(path);
+    }
+    if (!exists) {
       if (!existsSync(this.dir)) {
         // The directory itself went (inotify reports that last, then nothing more).
         this.log.warn(

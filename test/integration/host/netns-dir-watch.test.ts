@@ -75,6 +75,22 @@ describe('NetnsDirWatch (real directory)', () => {
     expect(calls.appeared).toHaveLength(PIN_RETRY_MS.length);
   });
 
+  it('a file removed while it is being looked at again (a pin unmounted, then removed): its removal is reported', async () => {
+    const { dir, calls } = watchDir(() => 'not-a-netns');
+    const path = join(dir, 'cni-2');
+    writeFileSync(path, '');
+    // Seven looks in (~11 ms), the next one 20 ms away: the removal's event comes while it waits.
+    const deadline = Date.now() + 2000;
+    while (calls.appeared.length < 7 && Date.now() < deadline) await settle(1);
+    unlinkSync(path);
+    const gone = Date.now() + 2000;
+    while (calls.removed.length === 0 && Date.now() < gone) await settle(2);
+    expect(calls.removed).toEqual([path]);
+    const total = PIN_RETRY_MS.reduce((a: number, b: number) => a + b, 0);
+    await settle(total);
+    expect(calls.appeared.length).toBeLessThan(PIN_RETRY_MS.length); // the pending look was cancelled
+  });
+
   it('the directory removed: said once, and the watch stops', async () => {
     const { log, logs } = warnings();
     const dir = mkdtempSync(join(tmpdir(), 'trl-pins-watch-'));
