@@ -71,8 +71,9 @@ export class BackgroundDeleter {
         if (!this.retrying.has(name)) this.podNetns.delete(name);
       });
     this.pending.set(name, next);
+    // Without one (a DEL repeated without CNI_NETNS), the namespace an earlier deletion of the name
+    // knew stays: that pair's pod end may still be there, its retry waiting. It goes with the chain.
     if (podNetns !== undefined && podNetns !== '') this.podNetns.set(name, podNetns);
-    else this.podNetns.delete(name);
   }
 
   /** Resolves once no deletion of `name` is pending. */

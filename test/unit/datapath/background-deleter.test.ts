@@ -112,6 +112,32 @@ describe('BackgroundDeleter', () => {
     }
   });
 
+  it('a deletion of the same name scheduled without a namespace (a DEL repeated without CNI_NETNS) keeps the one a waiting retry knows', async () => {
+    vi.useFakeTimers();
+    try {
+      const d = new BackgroundDeleter(() => undefined);
+      let tries = 0;
+      const work = async () => {
+        if (++tries <= 2) throw new Error('RTM_DELLINK: EBUSY');
+      };
+      d.schedule('trl1234', work, '/run/netns/reused');
+      await vi.advanceTimersByTimeAsync(0);
+      d.schedule('trl1234', work); // fails too: both wait for a retry
+      await vi.advanceTimersByTimeAsync(0);
+      expect(tries).toBe(2);
+      // An ADD into the pod's namespace still finds the pair in its way and runs the retry now.
+      let done = false;
+      void d.waitForNetns('/run/netns/reused').then(() => (done = true));
+      await vi.advanceTimersByTimeAsync(0);
+      expect(tries).toBe(3);
+      expect(done).toBe(true);
+      await vi.advanceTimersByTimeAsync(100_000);
+      expect(d.pendingNames()).toEqual([]);
+    } finally {
+      vi.useRealTimers();
+    }
+  });
+
   it('ADDs into the namespace that run the retry early keep its place in the schedule: the spaced tries still come', async () => {
     vi.useFakeTimers();
     try {
