@@ -185,6 +185,9 @@ export class AgentMetrics {
       labelNames: ['op'],
       registers,
     });
+    // From 0, as the CNI calls: an alert on increase() must see a start's first failed pass too.
+    for (const outcome of ['ok', 'error', 'waiting']) this.passes.inc({ outcome }, 0);
+    for (const op of ['add', 'replace', 'remove', 'error']) this.routeOps.inc({ op }, 0);
     // Per-peer series only for peers that are not fully routed: one series per peer on every node would
     // be N² series in the cluster (25 million at 5,000 nodes) and a scrape of 5,000 series per agent. The
     // whole picture is in the counts; which peers are fine is the absence of a series.

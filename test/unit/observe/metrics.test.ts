@@ -286,6 +286,14 @@ describe('AgentMetrics', () => {
     expect((await scrape(m)).get('trellis_masquerade_failures_total')).toBe(1);
   });
 
+  it('passes by outcome and route changes by op are there from 0, before any pass: increase() sees the first error', async () => {
+    const e = await scrape(new AgentMetrics({ version: '1', nodeName: 'n1' }));
+    for (const outcome of ['ok', 'error', 'waiting'])
+      expect(e.get('trellis_reconcile_total', { outcome }), outcome).toBe(0);
+    for (const op of ['add', 'replace', 'remove', 'error'])
+      expect(e.get('trellis_route_changes_total', { op }), op).toBe(0);
+  });
+
   it('per-node steps count separately from full passes; their folded-in report updates the peer series', async () => {
     const m = new AgentMetrics({ version: '1', nodeName: 'n1' });
     m.onPass({ kind: 'ok', scope: 'full', durationMs: 100, report: report({ unchanged: 1 }) });
