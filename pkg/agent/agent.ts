@@ -1187,6 +1187,7 @@ export class Agent {
       stateDir: config.stateDir,
       cniConfDir: config.cniConfDir,
       cniBinDir: config.cniBinDir,
+      ...(config.publishCniConfig ? {} : { cniConfigPublished: false as const }),
       ...(this.publisher !== undefined && this.publisher.problems.length > 0
         ? { cniBinaryProblems: this.publisher.problems }
         : {}),

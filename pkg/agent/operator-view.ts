@@ -51,6 +51,8 @@ export interface AgentSnapshot {
   stateDir: string;
   cniConfDir: string;
   cniBinDir: string;
+  /** false: the agent publishes no config list (--no-cni-config; the runtime's config is someone else's). */
+  cniConfigPublished?: false;
   /**
    * CNI binaries of the config list that are missing or do not run where the runtime runs them, at
    * the last publication; absent when they were fine. Until they are, the list is not published.

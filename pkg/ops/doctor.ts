@@ -165,6 +165,8 @@ function checkConfig(f: DoctorFacts): CheckResult {
     title: `CNI config ${f.expectedConflist} present and first in ${f.confDir}`,
     findings: [],
   };
+  if (f.agent.ok && f.agent.value.status.cniConfigPublished === false)
+    return { ...r, skipped: 'the agent publishes no config list (--no-cni-config)' };
   if (!f.confFiles.ok) {
     r.findings.push({
       problem: `cannot read ${f.confDir}: ${f.confFiles.error}`,

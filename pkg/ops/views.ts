@@ -37,6 +37,8 @@ export interface StatusView {
   stateDir: string;
   cniConfDir: string;
   cniBinDir: string;
+  /** false: the agent publishes no config list (--no-cni-config); absent when it does. */
+  cniConfigPublished?: false;
   /** Config-list binaries missing or not running where the runtime runs them; absent when fine. */
   cniBinaryProblems?: { binary: string; problem: string }[];
   /**
@@ -163,6 +165,7 @@ export function statusView(
     stateDir: s.stateDir,
     cniConfDir: s.cniConfDir,
     cniBinDir: s.cniBinDir,
+    ...(s.cniConfigPublished === false ? { cniConfigPublished: false as const } : {}),
     ...(s.cniBinaryProblems === undefined ? {} : { cniBinaryProblems: s.cniBinaryProblems }),
     ...(s.cniConfigShadowedBy === undefined ? {} : { cniConfigShadowedBy: s.cniConfigShadowedBy }),
     ...(s.preparedPairs === undefined ? {} : { preparedPairs: s.preparedPairs }),

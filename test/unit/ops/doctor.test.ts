@@ -609,6 +609,19 @@ describe('doctor', () => {
     expect(r.ok).toBe(true);
   });
 
+  it('an agent that publishes no config list (--no-cni-config): its absence is no finding, the check says why it is skipped', () => {
+    const f = healthy();
+    f.confFiles = { ok: true, value: [] };
+    f.ourConflist = undefined;
+    expect(runDoctor(f).ok).toBe(false); // the agent publishes it: its absence is a finding
+    agentValue(f).status.cniConfigPublished = false;
+    const r = runDoctor(f);
+    expect(r.checks.find((c) => c.name === 'cni-config')?.skipped).toBe(
+      'the agent publishes no config list (--no-cni-config)',
+    );
+    expect(r.ok).toBe(true);
+  });
+
   it('a plugin symlinked into a host path the agent does not mount is fine when the agent ran it on the host', () => {
     const f = healthy();
     f.binaries.portmap = { present: true, executable: false, danglingTo: '/usr/libexec/cni/portmap' };

@@ -233,6 +233,10 @@ describe('status and leases views', () => {
     expect(s).not.toHaveProperty('notReadyReason');
     expect(s.masquerade).toEqual({ enabled: true, noMasqueradeCIDRs: ['10.0.0.0/8'] });
     expect(s).not.toHaveProperty('mssClamp'); // none: left out, as older agents leave it
+    expect(s).not.toHaveProperty('cniConfigPublished');
+    expect(statusView({ ...snapshot(), cniConfigPublished: false }, '0.1.0', 'v24').cniConfigPublished).toBe(
+      false,
+    );
     expect(statusView({ ...snapshot(), mssClamp: ['trellis.v4'] }, '0.1.0', 'v24').mssClamp).toEqual([
       'trellis.v4',
     ]);
