@@ -9,6 +9,7 @@
  * With --check it verifies the full matrix, tears down, and exits 0 only if every pair answered and
  * nothing is left behind.
  */
+import { execFileSync } from 'node:child_process';
 import { existsSync } from 'node:fs';
 import { join } from 'node:path';
 import { parseArgs } from 'node:util';
@@ -32,6 +33,8 @@ const USAGE = `usage: npm run demo -- [--nodes N] [--pods-per-node M] [--mode au
   --segments A,B       nodes per L2 segment, segments joined by a router (overrides --nodes)
   --check              no terminal needed: up, verify the full matrix, tear down, exit 0/1
   --verbose            show the agents' debug lines too (and stream logs with --check)
+  --build              build trellis first (npm run demo passes it), once the checks that need
+                       no build have passed
 `;
 
 class UsageError extends Error {}
@@ -42,11 +45,13 @@ interface DemoOptions {
   mode: DatapathMode;
   check: boolean;
   verbose: boolean;
+  build: boolean;
 }
 
 function intFlag(name: string, raw: string | undefined, def: number, min: number, max: number): number {
   if (raw === undefined) return def;
-  const n = Number(raw);
+  // Digits only: Number() would take "" (an empty --segments item), "0x3" and "1e1".
+  const n = /^\d+$/.test(raw) ? Number(raw) : Number.NaN;
   if (!Number.isInteger(n) || n < min || n > max) {
     throw new UsageError(`--${name} must be an integer from ${min} to ${max}, got ${JSON.stringify(raw)}`);
   }
@@ -65,6 +70,7 @@ function parseOptions(argv: string[]): DemoOptions {
         segments: { type: 'string' },
         check: { type: 'boolean' },
         verbose: { type: 'boolean' },
+        build: { type: 'boolean' },
         help: { type: 'boolean', short: 'h' },
       },
       strict: true,
@@ -83,7 +89,7 @@ function parseOptions(argv: string[]): DemoOptions {
   }
   let segments: SegmentSpec[];
   if (typeof values.segments === 'string') {
-    segments = values.segments.split(',').map((s) => ({ nodes: intFlag('segments', s.trim(), 0, 0, 50) }));
+    segments = values.segments.split(',').map((s) => ({ nodes: intFlag('segments', s.trim(), 0, 1, 50) }));
     if (segments.length > 16) throw new UsageError('--segments: at most 16 segments');
   } else {
     segments = [{ nodes: intFlag('nodes', values.nodes as string | undefined, 3, 1, 50) }];
@@ -96,6 +102,7 @@ function parseOptions(argv: string[]): DemoOptions {
     mode,
     check: values.check === true,
     verbose: values.verbose === true,
+    build: values.build === true,
   };
 }
 
@@ -189,10 +196,6 @@ async function main(argv: string[]): Promise<number> {
     );
     return 1;
   }
-  if (!existsSync(SHIM_BINARY) || !existsSync(AGENT_BINARY)) {
-    process.stderr.write(`demo: ${SHIM_BINARY} or ${AGENT_BINARY} is missing: run \`npm run build\` first\n`);
-    return 1;
-  }
   const missing = missingTools();
   if (missing.length > 0) {
     // Tools only off PATH (in an sbin it lacks) are not helped by the apt line.
@@ -200,6 +203,14 @@ async function main(argv: string[]): Promise<number> {
     process.stderr.write(
       `demo: this machine lacks ${missing.join(', ')}${absent ? `; on Debian or Ubuntu:\n  ${APT_LINE}` : ''}\n`,
     );
+    return 1;
+  }
+  // After the checks: the build replaces dist/, which a user who cannot run the demo could not
+  // remove anyway (a root-owned build), and its error would hide why.
+  if (opts.build)
+    execFileSync(process.execPath, [join(import.meta.dirname, 'build.ts')], { stdio: 'inherit' });
+  if (!existsSync(SHIM_BINARY) || !existsSync(AGENT_BINARY)) {
+    process.stderr.write(`demo: ${SHIM_BINARY} or ${AGENT_BINARY} is missing: run \`npm run build\` first\n`);
     return 1;
   }
 

@@ -1,4 +1,4 @@
-import { execFile, spawn } from 'node:child_process';
+import { execFile, spawn, spawnSync } from 'node:child_process';
 import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
@@ -282,10 +282,34 @@ describe.skipIf(skip !== undefined)(skip === undefined ? title : `${title} (skip
   });
 
   it('`demo` rejects bad flags with a usage message and exit code 2', async () => {
-    const run = execFileP(process.execPath, [DEMO, '--mode', 'ipip']);
-    await expect(run).rejects.toMatchObject({
-      code: 2,
-      stderr: expect.stringContaining('--mode must be one of'),
-    });
+    for (const [args, message] of [
+      [['--mode', 'ipip'], '--mode must be one of'],
+      [['--segments', '2,,1'], '--segments must be an integer from 1 to 50, got ""'],
+      [['--nodes', '0x3'], '--nodes must be an integer from 1 to 50, got "0x3"'],
+    ] as const) {
+      const run = execFileP(process.execPath, [DEMO, ...args]);
+      await expect(run, args.join(' ')).rejects.toMatchObject({
+        code: 2,
+        stderr: expect.stringContaining(message),
+      });
+    }
   });
+
+  // User 65534 must be able to read the checkout and run its Node (not so under a 0700 home).
+  const AS_NOBODY = ['--reuid=65534', '--regid=65534', '--clear-groups'];
+  const nobodyCanRun =
+    spawnSync('setpriv', [...AS_NOBODY, 'test', '-r', DEMO, '-a', '-x', process.execPath]).status === 0;
+  it.skipIf(!nobodyCanRun)(
+    '`npm run demo` as another user says it needs root before its build would touch dist/ (skipped where user 65534 cannot read the checkout)',
+    async () => {
+      expect(readFileSync(join(REPO_ROOT, 'package.json'), 'utf8')).toContain(
+        '"demo": "node scripts/demo.ts --build"',
+      );
+      const run = execFileP('setpriv', [...AS_NOBODY, process.execPath, DEMO, '--build', '--check']);
+      await expect(run).rejects.toMatchObject({
+        code: 1,
+        stderr: expect.stringMatching(/^demo: needs root: /),
+      });
+    },
+  );
 });
