@@ -39,6 +39,9 @@ const USAGE = `usage: npm run demo -- [--nodes N] [--pods-per-node M] [--mode au
 
 class UsageError extends Error {}
 
+/** Per node, the log lines --check keeps to show when it fails. */
+const LOG_TAIL_LINES = 30;
+
 interface DemoOptions {
   segments: SegmentSpec[];
   podsPerNode: number;
@@ -221,6 +224,21 @@ async function main(argv: string[]): Promise<number> {
   // An agent that dies on its own (a crash) is said at once, and fails --check: its routes stay in the
   // kernel, so the matrix alone could still pass.
   const crashed: string[] = [];
+  // The agents' last lines while their logs are not streamed (--check): shown when it fails, since
+  // the test bed and its logs are gone by then.
+  const tails = new Map<string, Record<string, unknown>[]>();
+  const remember = (node: string, line: Record<string, unknown>): void => {
+    const tail = tails.get(node) ?? [];
+    tail.push(line);
+    if (tail.length > LOG_TAIL_LINES) tail.shift();
+    tails.set(node, tail);
+  };
+  const showTails = (): void => {
+    for (const [node, tail] of tails) {
+      say(`[demo] ${node}: the agent's last ${tail.length} log lines`);
+      for (const line of tail) say(formatLogLine(node, line, { color }));
+    }
+  };
   const tb = new Testbed({
     segments: opts.segments,
     mode: opts.mode,
@@ -233,7 +251,9 @@ async function main(argv: string[]): Promise<number> {
       );
     },
     onLog: (node, line) => {
-      if (streaming && levelOf(line) >= minLevel) say(formatLogLine(node, line, { color }));
+      if (levelOf(line) < minLevel) return;
+      if (streaming) say(formatLogLine(node, line, { color }));
+      else remember(node, line);
     },
   });
   // Ctrl-C at any point (even half-way through start-up) removes everything before exiting.
@@ -292,6 +312,7 @@ async function main(argv: string[]): Promise<number> {
     );
     if (crashed.length > 0) say(`[demo] agents that exited by themselves: ${crashed.join(', ')}`);
     const ok = matrix.ok && left.length === 0 && crashed.length === 0;
+    if (!ok) showTails();
     say(`[demo] ${ok ? 'PASS' : 'FAIL'}`);
     return ok ? 0 : 1;
   } catch (err) {
@@ -300,6 +321,7 @@ async function main(argv: string[]): Promise<number> {
     await tb.teardown().catch((e: unknown) => process.stderr.write(`demo: teardown: ${String(e)}\n`));
     const left = tb.leftovers();
     if (left.length > 0) process.stderr.write(`demo: left behind: ${left.join('; ')}\n`);
+    showTails();
     return 1;
   }
 }
