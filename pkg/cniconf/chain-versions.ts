@@ -63,9 +63,13 @@ const BINARY_FD = 3;
 export async function pluginVersions(path: string, opts: VersionProbeOptions = {}): Promise<VersionAnswer> {
   const timeoutMs = opts.timeoutMs ?? 5_000;
   let fd: number | undefined;
-  /** Run by its path in `mountNs`: a symlink into a host path this container does not mount. */
-  let byPath = false;
-  if (opts.mountNs !== undefined) {
+  /**
+   * Run by its path in `mountNs`: a symlink, which the runtime follows in its own file system. Here
+   * it may dangle (a host path this container does not mount) or, worse, name the image's own copy
+   * of the plugin (Debian's /usr/lib/cni is in both), which would vouch for the host's.
+   */
+  let byPath = opts.mountNs !== undefined && isSymlink(path);
+  if (opts.mountNs !== undefined && !byPath) {
     try {
       fd = openSync(path, 'r');
     } catch (err) {
@@ -74,7 +78,7 @@ export async function pluginVersions(path: string, opts: VersionProbeOptions = {
         return { problem: `could not be checked: no fd could be had (${code})`, transient: true };
       if (!(code === 'ENOENT' && isSymlink(path)))
         return { problem: `cannot be opened: ${code ?? String(err)}` };
-      // The bin dir is mounted at the same path as on the host: there, the link may well resolve.
+      // Made a symlink since the check above: run where the runtime would run it, as one.
       byPath = true;
     }
   }
@@ -348,20 +352,20 @@ export class ChainVersionProbe {
   }
 
   private async one(path: string, mountNs: string | undefined): Promise<VersionAnswer> {
+    if (mountNs !== undefined && isSymlink(path)) {
+      // A link the runtime follows on the host: asked there, each time. What it names here is not
+      // what it names there, so nothing here can key a cached answer (one spawn a pass, for a link).
+      return pluginVersions(path, {
+        mountNs,
+        ...(this.nsenter === undefined ? {} : { nsenter: this.nsenter }),
+      });
+    }
     let key: string;
     try {
       const st = await stat(path);
       key = `${st.dev}:${st.ino}:${st.size}:${st.mtimeMs}:${mountNs ?? ''}`;
     } catch (err) {
       const code = (err as NodeJS.ErrnoException).code;
-      if (code === 'ENOENT' && mountNs !== undefined && isSymlink(path)) {
-        // A link into a host path this container does not see: asked where the runtime runs it, each
-        // time (there is nothing here to key a cached answer on).
-        return pluginVersions(path, {
-          mountNs,
-          ...(this.nsenter === undefined ? {} : { nsenter: this.nsenter }),
-        });
-      }
       return { problem: code === 'ENOENT' ? 'is missing' : `cannot be read: ${code ?? String(err)}` };
     }
     const hit = this.cache.get(path);

@@ -186,6 +186,43 @@ describe.skipIf(skip !== undefined)(
       );
     });
 
+    it("a plugin symlinked to a path the agent's image has too is judged by the host's copy, not the image's", async () => {
+      // /opt/cni/bin/portmap -> /usr/lib/cni/portmap: Debian's path, on the host and in the image
+      // alike. The host's is too old for the list (no 1.0.0); the image's would vouch for it.
+      const shared = join(dir, 'shared-lib');
+      mkdirSync(shared);
+      const old = '{"cniVersion":"0.4.0","supportedVersions":["0.3.0","0.3.1","0.4.0"]}';
+      writeFileSync(join(shared, 'portmap'), `#!/bin/sh\necho '${old}'\n`, { mode: 0o755 });
+      writeFileSync(`${shared}.image`, `#!/bin/sh\necho '${VERSION_REPLY}'\n`, { mode: 0o755 });
+      const linked = nodeDirs('shared');
+      rmSync(join(linked.binDir, 'portmap'));
+      symlinkSync(join(shared, 'portmap'), join(linked.binDir, 'portmap'));
+      const agent = startAgent({
+        podCIDRs: ['10.244.1.0/24'],
+        ns: pool.add('shared').name,
+        publish: linked,
+        // Its own mount namespace, where the path holds the image's newer portmap.
+        wrap: ownMounts(shared, ' && cp "$0.image" "$0/portmap"'),
+        extraArgs: ['--resync-seconds', '1', '--host-proc', join(dir, 'host-proc')],
+      });
+      agents.push(agent);
+      const why = 'speaks CNI 0.3.0, 0.3.1, 0.4.0, not 1.0.0, the version the config list is written in';
+      const refused = (): boolean => {
+        try {
+          return (status(agent).cniBinaryProblems ?? []).some((p) => p.problem === why);
+        } catch {
+          return false; // its admin socket not up yet
+        }
+      };
+      await within(10_000, 'the problem in status', refused);
+      expect(existsSync(join(linked.confDir, '10-trellis.conflist'))).toBe(false);
+      expect(status(agent).ready).toBe(false);
+      // The host's portmap upgraded in place (the link unchanged): asked again, published.
+      writeFileSync(join(shared, 'portmap'), `#!/bin/sh\necho '${VERSION_REPLY}'\n`, { mode: 0o755 });
+      await agent.ready();
+      expect(existsSync(join(linked.confDir, '10-trellis.conflist'))).toBe(true);
+    });
+
     it('a published list removed under the agent is written back within seconds, not at the next pass', async () => {
       const dirs = nodeDirs('kept');
       // A pass every 10 minutes: only the keeping can bring it back in time.
