@@ -1,6 +1,6 @@
 /** `trellis-agent install-cni`: the init container's copy of the CNI binaries into the host's bin dir. */
 import { existsSync, mkdirSync } from 'node:fs';
-import { dirname, join } from 'node:path';
+import { basename, dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { type AgentConfig, ConfigError } from '../../pkg/agent/config.ts';
 import { cniSourceDirProblem, describeCniInstall, installCniBinaries } from '../../pkg/agent/host-setup.ts';
@@ -32,16 +32,24 @@ export async function runInstallCni(config: AgentConfig, log: Logger): Promise<n
       binDir: config.cniBinDir,
       shimPath,
       sourceDir: config.cniSourceDir,
-      checkShim: shimRunsOnHost(config.hostProc, log),
+      checkBinary: binaryRunsOnHost(config.hostProc, log),
     });
   } catch (err) {
     if (!(err instanceof BinaryRefusedError)) throw err;
     // The init container fails, so the rollout stops at this node, while the runtime keeps the shim
     // that ran: the old agent's pods keep their DELs (spooled for the new agent) instead of every CNI
-    // call failing on a binary the host cannot start.
+    // call failing on a binary the host cannot start. A plugin the node lacks and cannot run from the
+    // image (an older glibc) is the node's to provide.
+    const name = basename(err.path);
+    const advice =
+      name === 'trellis'
+        ? err.kept
+          ? 'the installed one was kept'
+          : 'there is none installed'
+        : `install the node's own build of it (containernetworking-plugins) in ${config.cniBinDir}`;
     log.error(
-      { binary: err.path, from: shimPath, problem: err.problem },
-      `not installing the new CNI binary: it ${err.problem} on this node; ${err.kept ? 'the installed one was kept' : 'there is none installed'}`,
+      { binary: err.path, from: name === 'trellis' ? shimPath : undefined, problem: err.problem },
+      `not installing the new CNI binary: it ${err.problem} on this node; ${advice}`,
     );
     return 1;
   }
@@ -51,13 +59,13 @@ export async function runInstallCni(config: AgentConfig, log: Logger): Promise<n
 }
 
 /**
- * The new shim must answer VERSION where the runtime will run it: in the host's mount namespace
+ * A new binary (the shim, or a plugin the node lacks) must answer VERSION where the runtime will run it: in the host's mount namespace
  * (--host-proc), whose glibc and page size may not be the image's. The agent checks this again before
  * it publishes the config list, but by then an upgrade has already put the binary under the old list.
  * Without --host-proc, or when that namespace cannot be entered, it runs in this container: a binary
  * for another CPU or a broken copy is still caught.
  */
-function shimRunsOnHost(hostProc: string, log: Logger): (copy: string) => Promise<string | undefined> {
+function binaryRunsOnHost(hostProc: string, log: Logger): (copy: string) => Promise<string | undefined> {
   const mountNs = runtimeMountNs(hostProc);
   const probe = new ChainVersionProbe(mountNs === undefined ? {} : { mountNs });
   return async (copy) => {

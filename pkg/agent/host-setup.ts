@@ -55,10 +55,12 @@ export function cniSourceDirProblem(dir: string): string | undefined {
 
 /**
  * `trellis-agent install-cni` (the init container). The trellis shim is always brought up to date:
- * replaced atomically (temp file + rename) unless identical, and only by one that passes `checkShim`
- * (BinaryRefusedError otherwise, the installed shim kept). loopback and portmap are installed only
- * where the bin dir has no entry of that name, again atomically and never over one that appears
- * meanwhile; an existing one, whatever its bytes, mode or link target, is left exactly as it is.
+ * replaced atomically (temp file + rename) unless identical, and only by one that passes
+ * `checkBinary` (BinaryRefusedError otherwise, the installed shim kept). loopback and portmap are
+ * installed only where the bin dir has no entry of that name, again atomically, never over one that
+ * appears meanwhile, and only when they pass `checkBinary` too: one the node cannot run would be kept
+ * as the node's own from then on. An existing one, whatever its bytes, mode or link target, is left
+ * exactly as it is.
  */
 export async function installCniBinaries(opts: {
   binDir: string;
@@ -66,8 +68,8 @@ export async function installCniBinaries(opts: {
   /** Looked in first for loopback and portmap (the image stages all three in one directory). */
   sourceDir?: string;
   referenceDir?: string;
-  /** Runs the new shim (its complete copy in binDir) before it replaces the installed one: a problem, or undefined. */
-  checkShim?: (copy: string) => Promise<string | undefined>;
+  /** Runs a new binary (its complete copy in binDir) before it is put in place: a problem, or undefined. */
+  checkBinary?: (copy: string) => Promise<string | undefined>;
 }): Promise<CniBinaryResult[]> {
   const ref = opts.referenceDir ?? REFERENCE_PLUGIN_DIR;
   const pick = (name: string): string => {
@@ -92,7 +94,7 @@ export async function installCniBinaries(opts: {
   const out: CniBinaryResult[] = [
     {
       name: 'trellis',
-      outcome: await installBinary(opts.shimPath, opts.binDir, 'trellis', opts.checkShim),
+      outcome: await installBinary(opts.shimPath, opts.binDir, 'trellis', opts.checkBinary),
       from: opts.shimPath,
     },
   ];
@@ -102,7 +104,7 @@ export async function installCniBinaries(opts: {
         ? { name: p.name, outcome: 'kept' }
         : {
             name: p.name,
-            outcome: await installBinaryIfAbsent(p.src, opts.binDir, p.name),
+            outcome: await installBinaryIfAbsent(p.src, opts.binDir, p.name, opts.checkBinary),
             from: p.src,
           },
     );

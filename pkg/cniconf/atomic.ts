@@ -263,15 +263,18 @@ export async function copyFileAtomic(
 /**
  * Copies src to dir/name with mode, atomically, only if nothing is at dir/name (a file, a symlink, even a
  * dangling one): 'exists' leaves that entry exactly as it was, also when it appears while copying.
+ * `check`: as copyFileAtomic's.
  */
 export async function copyFileIfAbsent(
   src: string,
   dir: string,
   name: string,
   mode: number,
+  check?: (copy: string) => Promise<string | undefined>,
 ): Promise<'copied' | 'exists'> {
   return oneAtATime(dir, checkFileName(name), async () => {
     if (await entryExists(join(dir, name))) return 'exists';
-    return (await placeAtomically(dir, name, mode, (tmp) => copyFile(src, tmp), true)) ? 'copied' : 'exists';
+    const placed = await placeAtomically(dir, name, mode, (tmp) => copyFile(src, tmp), true, check);
+    return placed ? 'copied' : 'exists';
   });
 }

@@ -139,12 +139,14 @@ export async function installBinary(
 /**
  * Installs src as destDir/name (mode 0755, atomically) only when destDir has no entry of that name;
  * 'kept' leaves whatever is there (any content, mode or symlink) untouched. For binaries the node may
- * already have in a build of its own, which ours must not replace.
+ * already have in a build of its own, which ours must not replace. `check` runs the complete copy
+ * first, as installBinary's does: a refused one is not placed (BinaryRefusedError).
  */
 export async function installBinaryIfAbsent(
   src: string,
   destDir: string,
   name: string,
+  check?: (copy: string) => Promise<string | undefined>,
 ): Promise<'installed' | 'kept'> {
-  return (await copyFileIfAbsent(src, destDir, name, 0o755)) === 'copied' ? 'installed' : 'kept';
+  return (await copyFileIfAbsent(src, destDir, name, 0o755, check)) === 'copied' ? 'installed' : 'kept';
 }

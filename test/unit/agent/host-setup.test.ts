@@ -39,12 +39,11 @@ beforeEach(() => {
   bin = join(tmp, 'opt-cni-bin');
   mkdirSync(src);
   mkdirSync(bin);
+  // install-cni runs VERSION on every binary it puts in place: each answers it (and differs from the others).
   for (const name of ['trellis', 'loopback', 'portmap']) {
-    writeFileSync(join(src, name), `#!/bin/sh\necho image ${name}\n`);
+    writeFileSync(join(src, name), `#!/bin/sh\n# image ${name}\necho '${VERSION_REPLY}'\n`);
     chmodSync(join(src, name), 0o755);
   }
-  // install-cni runs VERSION on a new trellis before it takes the installed one's place.
-  writeFileSync(join(src, 'trellis'), `#!/bin/sh\n# image trellis\necho '${VERSION_REPLY}'\n`);
 });
 afterEach(() => {
   rmSync(tmp, { recursive: true, force: true });
@@ -137,13 +136,13 @@ describe('installCniBinaries', () => {
 });
 
 describe('the new trellis is checked before it replaces the installed one', () => {
-  const installChecked = (checkShim: (copy: string) => Promise<string | undefined>) =>
+  const installChecked = (checkBinary: (copy: string) => Promise<string | undefined>) =>
     installCniBinaries({
       binDir: bin,
       shimPath: join(src, 'trellis'),
       sourceDir: src,
       referenceDir: join(tmp, 'no-reference-plugins'),
-      checkShim,
+      checkBinary,
     });
 
   it('a refused one leaves the installed trellis as it was, and no copy behind', async () => {
@@ -174,6 +173,28 @@ describe('the new trellis is checked before it replaces the installed one', () =
     expect(readdirSync(bin)).toEqual([]);
   });
 
+  it("a plugin the node lacks is checked too: one that cannot run there is not put in place, to be kept as the node's own", async () => {
+    const checked: string[] = [];
+    const refusal = installChecked(async (copy) => {
+      checked.push(copy);
+      return copy.includes('/.loopback.')
+        ? "cannot be executed in the runtime's mount namespace: Exec format error"
+        : undefined;
+    });
+    await expect(refusal).rejects.toThrow(
+      `the new ${join(bin, 'loopback')} cannot be executed in the runtime's mount namespace: Exec format error: none was installed`,
+    );
+    expect(checked.map((c) => c.slice(bin.length + 1).split('.')[1])).toEqual(['trellis', 'loopback']);
+    expect(readdirSync(bin)).toEqual(['trellis']); // no loopback, no copy left behind
+    // Once the node has its own loopback, install-cni goes on past it.
+    writeFileSync(join(bin, 'loopback'), '#!/bin/sh\n');
+    expect(outcomes(await installChecked(async () => undefined))).toMatchObject({
+      trellis: 'unchanged',
+      loopback: 'kept',
+      portmap: 'installed',
+    });
+  });
+
   it('one that passes is installed; an unchanged one is not run again', async () => {
     let runs = 0;
     const pass = async () => {
@@ -183,7 +204,7 @@ describe('the new trellis is checked before it replaces the installed one', () =
     expect(outcomes(await installChecked(pass))).toMatchObject({ trellis: 'installed' });
     expect(sha(join(bin, 'trellis'))).toBe(sha(join(src, 'trellis')));
     expect(outcomes(await installChecked(pass))).toMatchObject({ trellis: 'unchanged' });
-    expect(runs).toBe(1);
+    expect(runs).toBe(3); // trellis, loopback and portmap, once each
   });
 });
 
