@@ -49,6 +49,9 @@ export class MountNsUnreachable extends Error {
 }
 
 const NSENTER_FAILED = /^nsenter: (cannot open|reassociate|setns|failed to open|neither filename)/m;
+/** strerror() of the errnos in TRANSIENT_SPAWN_ERRORS, as nsenter prints them. */
+const NSENTER_TRANSIENT =
+  /: (Too many open files|Too many open files in system|Cannot allocate memory|Resource temporarily unavailable)$/m;
 /** nsenter's own exec failing: the namespace was entered, the binary cannot start in it. */
 const NSENTER_EXEC_FAILED = /^nsenter: failed to execute [^\n]*?: ([^:\n]+)$/m;
 /** spawn failing for want of a resource that comes back: the binary is asked again at the next check. */
@@ -108,6 +111,9 @@ export async function pluginVersions(path: string, opts: VersionProbeOptions = {
     // nsenter names the binary by its fd; the operator knows it by its path.
     const stderr = run.stderr.replaceAll(`/proc/self/fd/${BINARY_FD}`, path);
     if (opts.mountNs !== undefined && run.code === 1 && NSENTER_FAILED.test(stderr)) {
+      // Out of fds or memory for a moment: asked again next time, not given up on for good.
+      if (NSENTER_TRANSIENT.test(stderr))
+        return { problem: `could not be checked: ${firstLine(stderr)}`, transient: true };
       throw new MountNsUnreachable(firstLine(stderr));
     }
     const notExecuted = opts.mountNs === undefined ? null : NSENTER_EXEC_FAILED.exec(stderr);

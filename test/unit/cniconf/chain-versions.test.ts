@@ -301,5 +301,31 @@ console.log(JSON.stringify({ starved, later }));
         hostUnreachable: 'nsenter cannot be run: ENOENT',
       });
     });
+
+    it('nsenter out of fds for a moment is a transient problem, not a namespace given up on for good', async () => {
+      const ok = script(dir, 'portmap', `echo '{"cniVersion":"1.0.0","supportedVersions":["1.0.0"]}'`);
+      const runs = join(dir, 'nsenter-runs');
+      // Its first run fails as nsenter does when it cannot open the namespace file for want of an fd.
+      const nsenter = script(
+        dir,
+        'nsenter',
+        `echo run >> ${runs}; if [ $(wc -l < ${runs}) -eq 1 ]; then echo "nsenter: cannot open /proc/1/ns/mnt: Too many open files" >&2; exit 1; fi; exec nsenter "$@"`,
+      );
+      const probe = new ChainVersionProbe({ mountNs: '/proc/self/ns/mnt', nsenter });
+      const first = await probe.check([{ path: ok, chained: true }]);
+      expect(first).toEqual({
+        versions: [],
+        problems: [
+          {
+            binary: ok,
+            problem: 'could not be checked: nsenter: cannot open /proc/1/ns/mnt: Too many open files',
+            transient: true,
+          },
+        ],
+      });
+      // Asked again in the runtime's namespace, through nsenter.
+      expect(await probe.check([{ path: ok, chained: true }])).toEqual({ versions: ['1.0.0'], problems: [] });
+      expect(readFileSync(runs, 'utf8')).toBe('run\nrun\n');
+    });
   },
 );
