@@ -155,9 +155,11 @@ describe.skipIf(skip !== undefined)(`agent start errors${skip ? ` (skipped: ${sk
   });
 
   it('a start that fails after the first pass began (admin socket): the pass in flight publishes nothing', () => {
-    // A path longer than a unix socket address holds (108 bytes): it cannot be bound. (A file where
-    // its directory should be is refused before the start: the test above.)
-    const r = agent(['--metrics-addr', '', '--admin-socket', join(dir, 'a'.repeat(110), 'admin.sock')]);
+    // A directory where the socket goes: it cannot be bound there. (A file where its directory should
+    // be, and a path longer than a unix socket address holds, are refused before the start.)
+    const admin = join(dir, 'admin-dir.sock');
+    mkdirSync(join(admin, 'in-the-way'), { recursive: true });
+    const r = agent(['--metrics-addr', '', '--admin-socket', admin]);
     expect(r.code, r.stdout).toBe(1);
     expect(
       r.logs.find((l) => l.level === 'fatal'),
