@@ -59,11 +59,11 @@ export async function runInstallCni(config: AgentConfig, log: Logger): Promise<n
 }
 
 /**
- * A new binary (the shim, or a plugin the node lacks) must answer VERSION where the runtime will run it: in the host's mount namespace
- * (--host-proc), whose glibc and page size may not be the image's. The agent checks this again before
- * it publishes the config list, but by then an upgrade has already put the binary under the old list.
- * Without --host-proc, or when that namespace cannot be entered, it runs in this container: a binary
- * for another CPU or a broken copy is still caught.
+ * A new binary (the shim, or a plugin the node lacks) must answer VERSION where the runtime will run
+ * it: in the host's mount namespace (--host-proc), whose glibc and page size may not be the image's.
+ * The agent checks this again before it publishes the config list, but by then an upgrade has already
+ * put the binary under the old list. Without --host-proc, or when that namespace cannot be entered,
+ * it runs in this container: a binary for another CPU or a broken copy is still caught.
  */
 function binaryRunsOnHost(hostProc: string, log: Logger): (copy: string) => Promise<string | undefined> {
   const mountNs = runtimeMountNs(hostProc);

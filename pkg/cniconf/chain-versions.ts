@@ -119,7 +119,7 @@ export async function pluginVersions(path: string, opts: VersionProbeOptions = {
     const notExecuted = opts.mountNs === undefined ? null : NSENTER_EXEC_FAILED.exec(stderr);
     if (notExecuted !== null && byPath && notExecuted[1] === 'No such file or directory') {
       return {
-        problem: `is a symlink to ${readlinkSync(path)}, which the runtime's mount namespace does not have either (or cannot start: its interpreter or loader missing there)`,
+        problem: `is a symlink to ${readlinkSync(path)}, which the runtime's mount namespace does not have (or cannot start: its interpreter or loader missing there)`,
       };
     }
     if (notExecuted !== null) {

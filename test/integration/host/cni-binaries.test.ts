@@ -180,7 +180,7 @@ describe.skipIf(skip !== undefined)(
 
       // Dangling on the host as well: the agent says so (the list in place stays).
       rmSync(join(hostOnly, 'portmap'));
-      const dangling = `is a symlink to ${join(hostOnly, 'portmap')}, which the runtime's mount namespace does not have either (or cannot start: its interpreter or loader missing there)`;
+      const dangling = `is a symlink to ${join(hostOnly, 'portmap')}, which the runtime's mount namespace does not have (or cannot start: its interpreter or loader missing there)`;
       await within(10_000, 'the problem in status', () =>
         (status(agent).cniBinaryProblems ?? []).some((p) => p.problem === dangling),
       );

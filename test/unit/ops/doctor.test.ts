@@ -317,7 +317,7 @@ const cases: Case[] = [
         {
           binary: '/opt/cni/bin/portmap',
           problem:
-            "is a symlink to /usr/libexec/cni/portmap, which the runtime's mount namespace does not have either (or cannot start: its interpreter or loader missing there)",
+            "is a symlink to /usr/libexec/cni/portmap, which the runtime's mount namespace does not have (or cannot start: its interpreter or loader missing there)",
         },
       ];
     },
