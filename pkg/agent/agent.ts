@@ -132,6 +132,11 @@ const CNI_CALLS_STOP_GRACE_MS = 20_000;
 /** Folds the burst of one flush (a route per pod and family) into one check of the host ends. */
 const HOST_SIDE_DEBOUNCE_MS = 20;
 /**
+ * A node not ready yet because the CNI binaries could not be asked for a moment (no fd or process to
+ * spare, as in a boot's burst): asked again this soon, not at the next resync a minute later.
+ */
+const TRANSIENT_PUBLISH_RETRY_MS = 5_000;
+/**
  * How long a start waits for its first list of Nodes before it serves ADD with the pod CIDRs it
  * remembers (sooner when the list fails). Not at once: with the API up, pods wait the moment it
  * takes to program the routes rather than start without them after a reboot.
@@ -196,6 +201,8 @@ export class Agent {
   private hostSideCheck: HostSideCheck | undefined;
   /** A check of the host ends is due (a pod's host route was deleted). */
   private hostSideSoon: NodeJS.Timeout | undefined;
+  /** The pass asked for again after a transient publication block (TRANSIENT_PUBLISH_RETRY_MS). */
+  private publishRetry: NodeJS.Timeout | undefined;
   /** Asks for a pass when a VXLAN neighbour or FDB entry is deleted (the pass puts it back). */
   private overlayEntryWatch: KernelTriggers['overlayEntries'] | undefined;
   /** Asks for a pass when a VXLAN device's MTU is changed (the pass sets it back). */
@@ -939,10 +946,22 @@ export class Agent {
     if (this.abort.signal.aborted) return false;
     if (block === undefined) return true;
     this.waitingFor = describePublishBlock(block, config.cniBinDir);
+    if (!this.ready && 'problems' in block && block.problems.every((p) => p.transient === true))
+      this.retryPublishSoon();
     // Before the first publication it keeps the node from being ready; after it, the list in place
     // stays, the problem shows in status and doctor (cniBinaryProblems), and the node's condition is
     // still kept up to date.
     return this.ready;
+  }
+
+  /** A full pass in TRANSIENT_PUBLISH_RETRY_MS, unless one is asked for already or the node is ready by then. */
+  private retryPublishSoon(): void {
+    if (this.publishRetry !== undefined) return;
+    this.publishRetry = setTimeout(() => {
+      this.publishRetry = undefined;
+      if (!this.ready) this.controller?.markDirty('the CNI binaries asked again', true);
+    }, TRANSIENT_PUBLISH_RETRY_MS);
+    this.publishRetry.unref();
   }
 
   /** The first pass that leaves nothing to wait for: ADD and STATUS are served from here on. */
@@ -1283,6 +1302,7 @@ export class Agent {
     this.abort.abort();
     clearTimeout(this.graceTimer);
     clearTimeout(this.hostSideSoon);
+    clearTimeout(this.publishRetry);
     for (const s of this.subscriptions) s.close();
     // Pairs no ADD took go now (a call in flight makes its own); their deletions are drained below.
     this.netnsDirWatch?.stop();

@@ -22,7 +22,9 @@ import type { AgentConfig } from './config.ts';
 export const REQUIRED_CNI_BINARIES = ['trellis', 'portmap', 'loopback'] as const;
 
 /** What keeps the config list unpublished: the binaries it names missing, or unable to serve it. */
-export type PublishBlock = { missing: string[] } | { problems: { binary: string; problem: string }[] };
+export type PublishBlock =
+  | { missing: string[] }
+  | { problems: { binary: string; problem: string; transient?: true }[] };
 
 /**
  * The config list a previous boot's agent published, withdrawn at start when no ready marker vouches
@@ -152,7 +154,7 @@ export class CniConfigPublisher {
         // Nothing known against the binaries: the node is out of processes or fds for a moment.
         log.warn(
           { problems: check.problems, dir: config.cniBinDir },
-          `could not check the CNI binaries now: ${text}; checked again at the next pass`,
+          `could not check the CNI binaries now: ${text}; checked again at the next pass (in 5 s while the node is not ready)`,
         );
       } else if (text !== this.#lastLogged) {
         this.#lastLogged = text;

@@ -223,6 +223,39 @@ describe.skipIf(skip !== undefined)(
       expect(existsSync(join(linked.confDir, '10-trellis.conflist'))).toBe(true);
     });
 
+    it('binaries that could not be asked for a moment (nsenter out of fds) are asked again within seconds, not at the next pass', async () => {
+      // In the agent's own mount namespace nsenter fails its first three runs (one per binary) as it
+      // does when it cannot open the namespace file for want of an fd (the agent runs it from
+      // /usr/bin: a PATH cannot put a stand-in first). A pass every 10 minutes could not be what
+      // makes the node ready.
+      const wrappers = join(dir, 'emfile-bin');
+      mkdirSync(wrappers);
+      const runs = join(wrappers, 'runs');
+      const real = spawnSync('sh', ['-c', 'command -v nsenter'], { encoding: 'utf8' }).stdout.trim();
+      copyFileSync(real, join(wrappers, 'nsenter.real'));
+      writeFileSync(
+        join(wrappers, 'nsenter'),
+        `#!/bin/sh\necho run >> ${runs}\nif [ "$(wc -l < ${runs})" -le 3 ]; then echo "nsenter: cannot open /proc/1/ns/mnt: Too many open files" >&2; exit 1; fi\nexec ${wrappers}/nsenter.real "$@"\n`,
+        { mode: 0o755 },
+      );
+      const dirs = nodeDirs('emfile');
+      copyFileSync('/bin/sh', join(interp, 'sh')); // the host runs portmap (the first test gave it too)
+      const agent = startAgent({
+        podCIDRs: ['10.244.1.0/24'],
+        ns: pool.add('emfile').name,
+        publish: dirs,
+        wrap: inOwnMounts(`mount --bind "$0/nsenter" ${real}`, [wrappers]),
+        extraArgs: ['--resync-seconds', '600', '--host-proc', join(dir, 'host-proc')],
+      });
+      agents.push(agent);
+      await agent.ready();
+      expect(existsSync(join(dirs.confDir, '10-trellis.conflist'))).toBe(true);
+      const asked = agent.logs.find((l) => String(l.msg).startsWith('could not check the CNI binaries now:'));
+      expect(asked, JSON.stringify(agent.logs)).toMatchObject({ level: 'warn' });
+      expect(String(asked!.msg)).toContain('Too many open files');
+      expect(readFileSync(runs, 'utf8').split('\n').length - 1).toBeGreaterThan(3);
+    });
+
     it('a published list removed under the agent is written back within seconds, not at the next pass', async () => {
       const dirs = nodeDirs('kept');
       // A pass every 10 minutes: only the keeping can bring it back in time.
