@@ -297,7 +297,9 @@ async function main(argv: string[]): Promise<number> {
       say(
         `[demo] try: ip netns exec ${tb.pods()[0]?.ns ?? `${tb.prefix}-p1-1`} ping ${tb.pods().at(-1)?.v6 ?? ''}`,
       );
-      say(`[demo]      ip -n ${nodes[0]?.ns} route show proto 126`);
+      say(
+        `[demo]      ip -n ${nodes[0]?.ns} route show proto 126; ip -n ${nodes[0]?.ns} -6 route show proto 126`,
+      );
       say('[demo] streaming agent logs; Ctrl-C tears everything down');
       await new Promise<never>(() => {});
     }
