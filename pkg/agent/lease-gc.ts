@@ -5,6 +5,8 @@ export interface PodOnNode {
   namespace: string;
   name: string;
   uid: string;
+  /** A static pod's UID as its sandbox has it (PodView.kubeletUid): what its leases record. */
+  kubeletUid?: string;
   /** status.phase: a Succeeded or Failed pod has no sandbox left to keep an address for. */
   phase?: string;
 }
@@ -32,7 +34,10 @@ export function staleLeases(
 ): Lease[] {
   const live = podsOnNode.filter((p) => p.phase !== 'Succeeded' && p.phase !== 'Failed');
   const running = new Set(live.map((p) => `${p.namespace}/${p.name}`));
-  const runningUids = new Set(live.map((p) => p.uid));
+  // A static pod's lease records the UID the kubelet runs it under, not its mirror's metadata.uid.
+  const runningUids = new Set(
+    live.flatMap((p) => (p.kubeletUid === undefined ? [p.uid] : [p.uid, p.kubeletUid])),
+  );
   return leases.filter((l) => {
     if (busy.has(attachmentKey(l))) return false;
     const known = l.podNamespace !== undefined && l.podName !== undefined;

@@ -120,6 +120,8 @@ export interface PodSeen {
   namespace: string;
   name: string;
   uid: string;
+  /** A static pod's UID as its sandbox has it (PodView.kubeletUid). */
+  kubeletUid?: string;
   phase: string;
   podIPs: readonly string[];
 }
@@ -281,7 +283,12 @@ export async function rebuildHeldLeases(
           const listed = await pods;
           const pod = typeof listed === 'string' ? undefined : podForAddresses(listed, decision.addresses);
           if (pod !== undefined) {
-            Object.assign(meta, { podNamespace: pod.namespace, podName: pod.name, podUid: pod.uid });
+            // The UID its CNI calls carry (a static pod's is not its mirror's), as ADD records it.
+            Object.assign(meta, {
+              podNamespace: pod.namespace,
+              podName: pod.name,
+              podUid: pod.kubeletUid ?? pod.uid,
+            });
             api = `${pod.namespace}/${pod.name}`;
             podFrom = 'the API';
           } else

@@ -50,6 +50,12 @@ export interface PodView {
   readonly phase: string;
   /** status.podIPs[].ip (or the legacy status.podIP alone). */
   readonly podIPs: readonly string[];
+  /**
+   * A mirror pod's static pod UID (its kubernetes.io/config.mirror annotation): the UID the kubelet
+   * runs the pod's sandbox under, and so the K8S_POD_UID its CNI calls carry, not metadata.uid,
+   * which the API server gave the mirror. Absent for every other pod.
+   */
+  readonly kubeletUid?: string;
 }
 
 export type ViewResult<T> = { ok: true; value: T } | { ok: false; problem: string };
@@ -276,6 +282,9 @@ function sameAnnotations(a: Readonly<Record<string, string>>, b: Readonly<Record
   return keys.length === Object.keys(b).length && keys.every((k) => a[k] === b[k]);
 }
 
+/** On a static pod's mirror: the static pod's UID (the kubelet's hash of its manifest). */
+const MIRROR_ANNOTATION = 'kubernetes.io/config.mirror';
+
 export function toPodView(obj: unknown): PodViewResult {
   try {
     const id = identity(obj, 'pod');
@@ -305,7 +314,20 @@ export function toPodView(obj: unknown): PodViewResult {
         return { ok: false, problem: `pod ${namespace}/${name}: status.podIP is not an IP address` };
       podIPs.push(status.podIP);
     }
-    return { ok: true, pod: { namespace, name, uid, nodeName, phase, podIPs } };
+    const mirror = rec(meta.annotations)?.[MIRROR_ANNOTATION];
+    const kubeletUid = typeof mirror === 'string' && mirror !== '' && mirror !== uid ? mirror : undefined;
+    return {
+      ok: true,
+      pod: {
+        namespace,
+        name,
+        uid,
+        nodeName,
+        phase,
+        podIPs,
+        ...(kubeletUid === undefined ? {} : { kubeletUid }),
+      },
+    };
   } catch (err) {
     return { ok: false, problem: `pod ${describeObject(obj)}: unreadable object (${String(err)})` };
   }

@@ -86,6 +86,16 @@ describe('staleLeases (IPAM GC against the API)', () => {
     expect(staleLeases([left], running, netns, new Set(), () => true)).toEqual([]);
   });
 
+  it("a static pod's lease (the kubelet's UID, not its mirror's) is a running pod's: a netns the agent cannot see alone never frees it", () => {
+    const pods = [{ namespace: 'kube-system', name: 'etcd-n1', uid: 'mirror-uid', kubeletUid: 'c0ffee' }];
+    const etcd = lease('etcd', { podNamespace: 'kube-system', podName: 'etcd-n1', podUid: 'c0ffee' });
+    // Its namespace not seen, its veth there; then its veth gone, its namespace there: kept both times.
+    expect(staleLeases([etcd], pods, exists([]), new Set(), () => true)).toEqual([]);
+    expect(staleLeases([etcd], pods, exists([etcd.netns!]), new Set(), () => false)).toEqual([]);
+    // Both gone: an earlier sandbox of it, freed.
+    expect(staleLeases([etcd], pods, exists([]), new Set(), () => false)).toEqual([etcd]);
+  });
+
   it('never touches an attachment with a CNI call in flight', () => {
     const stale = staleLeases([lease('gone')], [], exists([]), new Set(['gone\0eth0']), () => false);
     expect(stale).toEqual([]);

@@ -256,6 +256,24 @@ describe('toPodView', () => {
     const r = toPodView({ metadata: { name: 'p' }, status: { podIPs: [{ ip: 'x' }] } });
     expect(r.ok).toBe(false);
   });
+  it("reads a static pod's mirror: the UID its sandbox runs under is the config.mirror annotation's", () => {
+    const mirror = (annotations: Record<string, unknown>) =>
+      toPodView({ metadata: { name: 'etcd-n1', namespace: 'kube-system', uid: 'api-uid', annotations } });
+    expect(
+      mirror({ 'kubernetes.io/config.mirror': 'c0ffee', 'kubernetes.io/config.hash': 'c0ffee' }),
+    ).toMatchObject({
+      ok: true,
+      pod: { uid: 'api-uid', kubeletUid: 'c0ffee' },
+    });
+    for (const annotations of [
+      {},
+      { 'kubernetes.io/config.mirror': '' },
+      { 'kubernetes.io/config.mirror': 7 },
+    ]) {
+      const r = mirror(annotations);
+      expect(r.ok && r.pod, JSON.stringify(annotations)).not.toHaveProperty('kubeletUid');
+    }
+  });
 });
 
 describe('isCidr', () => {
