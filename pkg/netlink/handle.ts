@@ -663,16 +663,15 @@ class Handle implements ExtendedNetlinkHandle {
       },
     );
     this.book.learnNexthops(objects);
-    const referenced = new Set<number>();
-    await this.sock.streamDump(
-      { type: RTM.GETROUTE, flags: 0, body: dumpRoutesBody(), op: 'RTM_GETROUTE dump' },
-      (m) => {
-        const id = m.type === RTM.NEWROUTE ? routeNexthopId(m.payload) : undefined;
-        if (id !== undefined) referenced.add(id);
-      },
-      () => referenced.clear(),
-    );
-    const orphans = this.book.orphans(referenced);
+    let orphans = this.book.orphans(await this.referencedNexthops());
+    // Deleting an object deletes the routes on it. An IPv6 route dump the table changed under (pods
+    // added or deleted meanwhile) can leave out a live route, and the kernel does not flag it
+    // (NLM_F_DUMP_INTR is for links, addresses and objects): an object is an orphan only when a
+    // second dump names it no more than the first did.
+    if (orphans.length > 0) {
+      const again = await this.referencedNexthops();
+      orphans = orphans.filter((id) => !again.has(id));
+    }
     if (orphans.length === 0) return 0;
     // Forgotten first: their deletion notifications must not read as a live route's object going.
     this.book.dropped(orphans);
@@ -685,6 +684,20 @@ class Handle implements ExtendedNetlinkHandle {
     const failed = results.find((e) => e !== undefined && !GONE.has(e.errno));
     if (failed !== undefined) throw failed;
     return deleted.length;
+  }
+
+  /** The nexthop objects routes name, in every table and family, from one route dump. */
+  private async referencedNexthops(): Promise<Set<number>> {
+    const referenced = new Set<number>();
+    await this.sock.streamDump(
+      { type: RTM.GETROUTE, flags: 0, body: dumpRoutesBody(), op: 'RTM_GETROUTE dump' },
+      (m) => {
+        const id = m.type === RTM.NEWROUTE ? routeNexthopId(m.payload) : undefined;
+        if (id !== undefined) referenced.add(id);
+      },
+      () => referenced.clear(),
+    );
+    return referenced;
   }
 
   /** Probes once: a kernel before 5.3 answers EOPNOTSUPP, and gateway routes are written plainly. */
