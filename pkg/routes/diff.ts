@@ -157,11 +157,30 @@ export function diffRoutes(desired: RouteInfo[], programmed: RouteInfo[]): Route
     else if (first !== undefined) out.replace.push(d);
     else out.add.push(d);
     // Our other routes on the prefix: a second one on the key, or ours at another metric.
-    for (const e of existing) if (e !== kept && isOwnedRoute(e)) out.remove.push(e);
+    for (const e of existing) {
+      if (e === kept || !isOwnedRoute(e) || dumpedTwice(e, kept)) continue;
+      out.remove.push(e);
+    }
   }
   have.forEach((rs, k) => {
     if (wanted.has(k)) return;
-    for (const r of rs) if (isOwnedRoute(r)) out.remove.push(r);
+    let first: RouteInfo | undefined;
+    for (const r of rs) {
+      if (!isOwnedRoute(r) || dumpedTwice(r, first)) continue;
+      first ??= r;
+      out.remove.push(r);
+    }
   });
   return out;
+}
+
+/**
+ * `e` is `kept` read a second time: an IPv6 route dump the table changed under restarts by skipping
+ * as many routes as it had sent, so it can hand a route twice (unflagged). IPv6 holds one route per
+ * prefix, table and metric (a second at the metric joins the first as a multipath nexthop), so
+ * another at kept's metric is kept itself, and removing it would delete the route. IPv4 dumps resume
+ * by key, and `ip route append` makes real second routes at one metric: those stay removable.
+ */
+function dumpedTwice(e: RouteInfo, kept: RouteInfo | undefined): boolean {
+  return kept !== undefined && e.family === 6 && kernelMetric(e) === kernelMetric(kept);
 }

@@ -101,6 +101,21 @@ describe('diffRoutes', () => {
     expect(d.conflicts).toEqual([]);
   });
 
+  it('an IPv6 route a dump handed twice is one route: kept, not removed as a second one; removed once when unwanted', () => {
+    const peer = via('fd00:10:244:1::/64', 'fd00:88::11');
+    const gone = via('fd00:10:244:9::/64', 'fd00:88::19');
+    const d = diffRoutes([peer], [peer, { ...peer }, gone, { ...gone }]);
+    expect(d).toMatchObject({ unchanged: 1, add: [], replace: [], conflicts: [] });
+    expect(d.remove).toEqual([gone]);
+    // IPv4 resumes its dumps by key: two routes of ours at one metric are real (`ip route append`).
+    const v4 = via('10.244.1.0/24', '192.168.1.11');
+    const appended = via('10.244.1.0/24', '192.168.1.99');
+    expect(diffRoutes([v4], [v4, appended]).remove).toEqual([appended]);
+    // Ours at another metric is a second route on the prefix in both families.
+    const higher = { ...peer, metric: 2048 };
+    expect(diffRoutes([peer], [peer, higher]).remove).toEqual([higher]);
+  });
+
   it('never removes a route it does not own, even when passed one', () => {
     const programmed = [
       podHostRoute('10.244.0.7/32', 12),
