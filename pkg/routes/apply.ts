@@ -6,8 +6,8 @@
  * next pass anyway.
  */
 
-import type { NetlinkHandle, RouteInfo } from '../datapath/ports.ts';
-import type { RouteDiff } from './diff.ts';
+import type { KeyHolder, NetlinkHandle, RouteInfo } from '../datapath/ports.ts';
+import { MAIN_TABLE, type RouteDiff } from './diff.ts';
 
 export interface RouteError {
   op: 'replace' | 'add' | 'remove';
@@ -92,7 +92,8 @@ async function writeAll(
   // kind the dump parser skips (unreachable, prohibit, multipath) may hold one, and it is not ours.
   // (A handle with only the port's replaceRoute, as in some tests, replaces.)
   if (op === 'add' && hasExclusiveBurst(handle)) {
-    return collectSettled(routes, await handle.addRoutesSettled(routes), op, out);
+    const ok = collectSettled(routes, await handle.addRoutesSettled(routes), op, out);
+    return ok + (await rewriteOwnTaken(handle, out));
   }
   if (hasSettledBurst(handle) && routes.length >= BATCH_MIN) {
     return collectSettled(routes, await handle.replaceRoutesSettled(routes), op, out);
@@ -112,6 +113,54 @@ async function writeAll(
       ok++;
     } catch (e) {
       errors.push({ op, route, error: asError(e) });
+    }
+  }
+  return ok;
+}
+
+/** The adapter's single lookup of what holds a route key (ExtendedNetlinkHandle), detected at run time. */
+interface KeyLookup {
+  keyHolder(dst: string, table?: number): Promise<KeyHolder>;
+}
+
+function hasKeyLookup(h: NetlinkHandle): h is NetlinkHandle & KeyLookup {
+  return typeof (h as Partial<KeyLookup>).keyHolder === 'function';
+}
+
+/**
+ * New routes refused for a key a route of ours holds: the diff's dump did not show it. An IPv6 route
+ * dump the table changed under (pods added or deleted meanwhile) can leave a route out, unflagged,
+ * so the key was taken by the route itself (in whatever shape): replaced, not reported as someone
+ * else's. Whatever holds it otherwise stays `taken`. Returns how many were written.
+ */
+async function rewriteOwnTaken(
+  handle: NetlinkHandle,
+  out: Pick<ApplyResult, 'errors' | 'taken'>,
+): Promise<number> {
+  if (out.taken.length === 0 || !hasKeyLookup(handle)) return 0;
+  const taken = out.taken.splice(0);
+  let ok = 0;
+  for (const route of taken) {
+    let holder: KeyHolder;
+    try {
+      holder = await handle.keyHolder(route.dst, route.table);
+    } catch {
+      out.taken.push(route); // as the add found it: held, by what is not known
+      continue;
+    }
+    const ours =
+      holder.kind === 'route' &&
+      holder.protocol === route.protocol &&
+      holder.table === (route.table ?? MAIN_TABLE);
+    if (!ours) {
+      out.taken.push(route);
+      continue;
+    }
+    try {
+      await handle.replaceRoute(route);
+      ok++;
+    } catch (e) {
+      out.errors.push({ op: 'add', route, error: asError(e) });
     }
   }
   return ok;

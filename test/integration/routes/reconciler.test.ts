@@ -396,6 +396,27 @@ describe.skipIf(netnsSkipReason !== undefined)('RouteReconciler on a real kernel
     }
   });
 
+  it('a route of ours a dump left out (an IPv6 dump the table changed under) is written in place, not called a conflict', async () => {
+    await new RouteReconciler({ handle: open(a) }).reconcile(input([self, nodeB, far]));
+    const before = ours(a.name);
+    const h = open(a);
+    let omitted = 0;
+    const omitting = Object.assign(Object.create(h) as NetlinkHandle, {
+      listRoutes: async (filter: Parameters<NetlinkHandle['listRoutes']>[0]) =>
+        (await h.listRoutes(filter)).filter((r) => {
+          if (omitted > 0 || r.dst !== 'fd00:10:244:1::/64' || r.protocol !== 126) return true;
+          omitted++;
+          return false;
+        }),
+    });
+    // A fresh reconciler plans from scratch, so the diff sees the table as the dump gave it.
+    const report = await new RouteReconciler({ handle: omitting }).reconcile(input([self, nodeB, far]));
+    expect(omitted).toBe(1);
+    expect(report.conflicts).toEqual([]);
+    expect(report.errors).toEqual([]);
+    expect(ours(a.name)).toEqual(before);
+  });
+
   it('reports, and does not overwrite, a foreign route holding the prefix a peer claims', async () => {
     const claimant: PeerNode = {
       name: 'node-static',
