@@ -14,6 +14,9 @@ import { isPreparedName } from '../datapath/prepared-pairs.ts';
 import { errorText } from '../error-text.ts';
 import { removeReadyMark } from './ready-mark.ts';
 
+/** Route dumps uninstall takes at most per family, each deleting what it lists (uninstallTrellis). */
+const UNINSTALL_ROUTE_ROUNDS = 4;
+
 /** Debian's reference plugins (containernetworking-plugins), in the image and on test hosts. */
 export const REFERENCE_PLUGIN_DIR = '/usr/lib/cni';
 
@@ -222,10 +225,18 @@ export async function uninstallTrellis(opts: {
   let routes = 0;
   for (const family of [4, 6] as const) {
     await step(`removing IPv${family} routes`, undefined, async () => {
-      for (const r of await opts.host.listRoutes({ family, protocol: TRELLIS_ROUTE_PROTOCOL })) {
-        if (r.protocol !== TRELLIS_ROUTE_PROTOCOL) continue;
-        await opts.host.deleteRoute(r);
-        routes++;
+      // Listed again until a dump finds none: an IPv6 dump the table changed under (the kubelet
+      // deleting pods meanwhile) can leave routes out, unflagged. Bounded: a route that keeps
+      // coming back is someone else's doing.
+      for (let round = 0; round < UNINSTALL_ROUTE_ROUNDS; round++) {
+        let found = 0;
+        for (const r of await opts.host.listRoutes({ family, protocol: TRELLIS_ROUTE_PROTOCOL })) {
+          if (r.protocol !== TRELLIS_ROUTE_PROTOCOL) continue;
+          await opts.host.deleteRoute(r);
+          found++;
+        }
+        routes += found;
+        if (found === 0) break;
       }
     });
   }

@@ -94,6 +94,43 @@ describe.skipIf(netnsSkipReason !== undefined)(title, () => {
     }
   });
 
+  it('routes a dump left out (an IPv6 dump the table changed under) are found by the next dump and removed too', async () => {
+    const host = pool.add('uroutes');
+    ip(host.name, 'link', 'add', 'v0', 'type', 'veth', 'peer', 'name', 'v1');
+    ip(host.name, 'link', 'set', 'v0', 'up');
+    ip(host.name, '-6', 'addr', 'add', 'fd00:88::1/64', 'dev', 'v0', 'nodad');
+    for (const n of [1, 2, 3]) {
+      ip(host.name, '-6', 'route', 'add', `fd00:244:${n}::/64`, 'via', `fd00:88::${n + 10}`, 'proto', '126');
+    }
+    const real = createNetnsPort().openNetlinkIn(host.path);
+    handles.push(real);
+    let omitted = 0;
+    const omitting: NetlinkHandle = Object.create(real, {
+      listRoutes: {
+        value: async (filter: Parameters<NetlinkHandle['listRoutes']>[0]) =>
+          (await real.listRoutes(filter)).filter((r) => {
+            if (omitted > 0 || r.dst !== 'fd00:244:2::/64') return true;
+            omitted++;
+            return false;
+          }),
+      },
+    });
+    const empty = mkdtempSync(join(dir, 'routes-'));
+    const report = await uninstallTrellis({
+      host: omitting,
+      cniConfDir: join(empty, 'net.d'),
+      cniBinDir: join(empty, 'bin'),
+      stateDir: join(empty, 'state'),
+      socket: join(empty, 'cni.sock'),
+      isTrellisDevice: () => false,
+      deleteNftTable: async () => false,
+    });
+    expect(omitted).toBe(1);
+    expect(report.failed).toEqual([]);
+    expect(report.routes).toBe(3);
+    expect(ipJson<unknown[]>(host.name, '-6', 'route', 'show', 'proto', '126')).toEqual([]);
+  });
+
   it('a state directory that cannot be removed does not leave the sockets and the ready mark behind', async (ctx) => {
     const host = pool.add('uhost2');
     const real = createNetnsPort().openNetlinkIn(host.path);
