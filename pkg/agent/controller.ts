@@ -537,7 +537,17 @@ export class NodeController {
     this.flushDeadline ??= now + NODE_PASS_MAX_DELAY_MS;
     const delay = Math.max(0, Math.min(NODE_PASS_QUIET_MS, this.flushDeadline - now));
     if (this.flushTimer !== undefined) clearTimeout(this.flushTimer);
-    this.flushTimer = setTimeout(() => this.flushNodePasses(), delay);
+    this.flushTimer = setTimeout(() => {
+      // Off the loop, whose catch would otherwise keep a hook's bug from ending the process.
+      try {
+        this.flushNodePasses();
+      } catch (err) {
+        this.deps.log.error(
+          { error: errorText(err), stack: (err as Error | undefined)?.stack },
+          "reporting the per-node steps' outcome failed unexpectedly",
+        );
+      }
+    }, delay);
     this.flushTimer.unref();
   }
 

@@ -1061,6 +1061,26 @@ describe('NodeController per-node steps', () => {
     await t.stop();
   });
 
+  it("a metrics hook that throws on the steps' outcome (handed over off the loop, from a timer) is logged, not the process's end", async () => {
+    const { log, lines } = capturingLogger();
+    const t = perNodeSetup(undefined, { log });
+    await until('first full pass', () => t.full.length === 1);
+    const deps = (t.controller as unknown as { deps: ControllerDeps }).deps;
+    deps.onPass = (o) => {
+      if (o.kind === 'ok' && o.scope === 'node') throw new TypeError('a metrics bug');
+    };
+    t.cluster.nodes.set('n3', { name: 'n3', podCIDRs: [], internalIPs: [] });
+    t.controller.enqueue('n3');
+    await until('the throw logged', () =>
+      lines.some((l) => l.msg === "reporting the per-node steps' outcome failed unexpectedly"),
+    );
+    // The loop goes on: the next step is taken.
+    t.cluster.nodes.set('n4', { name: 'n4', podCIDRs: [], internalIPs: [] });
+    t.controller.enqueue('n4');
+    await until('the next step', () => t.steps.length === 2);
+    await t.stop();
+  });
+
   it('counts as unchanged only the routes no step wrote, also when a later step removed what one added', async () => {
     const t = perNodeSetup();
     await until('first full pass', () => t.full.length === 1);
