@@ -226,7 +226,8 @@ export type PeerStep =
   | { kind: 'unchanged' }
   /**
    * `crossPeer`: the change reaches other peers' routes (an overlap, an InternalIP inside a pod
-   * CIDR): the state no longer says what they may have, until a full pass plans them all.
+   * CIDR), or the peer's new CIDRs or InternalIPs are not in the state (escalated before its record
+   * could change): the state no longer says what they may have, until a full pass plans them all.
    */
   | { kind: 'full'; reason: string; crossPeer?: true }
   | {
@@ -264,6 +265,12 @@ export function planPeerStep(state: PeerState, name: string, current: PeerNode |
     overlapWithOthers(state, name, [...(old?.cidrs ?? []), ...cidrs]) ??
     underlayOfOthers(state, name, cidrs, [...(old?.ips ?? []), ...ips]);
   if (clash !== undefined) return { kind: 'full', reason: clash, crossPeer: true };
+  // Escalated for a reason of its own (below), a peer whose pod CIDRs or InternalIPs changed keeps its
+  // old record in the state (or none, when new): steps until the full pass (a backoff runs them)
+  // would check their overlaps against what it no longer has, so it drops the state like a clash.
+  const reachesOthers = changed.some((c) => c === 'added' || c === 'podCIDRs' || c === 'internalIPs');
+  const escalate = (reason: string): PeerStep =>
+    reachesOthers ? { kind: 'full', reason, crossPeer: true } : { kind: 'full', reason };
   const refused =
     old === undefined || state.failed.length === 0
       ? undefined
@@ -271,17 +278,16 @@ export function planPeerStep(state: PeerState, name: string, current: PeerNode |
           old.decisions.some((d) => d.family === e.route.family && d.podCIDRs.includes(e.route.dst)),
         );
   if (refused !== undefined) {
-    return {
-      kind: 'full',
-      reason: `the kernel refused a route of node ${name} (${refused.route.dst}) at the last full pass`,
-    };
+    return escalate(
+      `the kernel refused a route of node ${name} (${refused.route.dst}) at the last full pass`,
+    );
   }
   const unwired = unwiredHopOf(state, old?.decisions ?? []);
   if (unwired !== undefined) {
-    return { kind: 'full', reason: `node ${name}: ${unwiredReason(unwired)}` };
+    return escalate(`node ${name}: ${unwiredReason(unwired)}`);
   }
   if (old?.routes.length !== old?.decisions.reduce((n, d) => n + routeCount(d), 0)) {
-    return { kind: 'full', reason: `a route of node ${name} was held by a route trellis does not own` };
+    return escalate(`a route of node ${name} was held by a route trellis does not own`);
   }
 
   const plan =
@@ -291,23 +297,22 @@ export function planPeerStep(state: PeerState, name: string, current: PeerNode |
   const routes = plan.routes.filter((r) => r.type !== 'blackhole');
   const held = routes.find((r) => state.conflictKeys.has(routeKey(r)));
   if (held !== undefined) {
-    return { kind: 'full', reason: `${held.dst} was held by a route trellis does not own` };
+    return escalate(`${held.dst} was held by a route trellis does not own`);
   }
   const stuck =
     state.failedKeys.size === 0 ? undefined : routes.find((r) => state.failedKeys.has(routeKey(r)));
   if (stuck !== undefined) {
-    return { kind: 'full', reason: `the kernel refused a change of ${stuck.dst} at the last full pass` };
+    return escalate(`the kernel refused a change of ${stuck.dst} at the last full pass`);
   }
   const unwiredNext = unwiredHopOf(state, plan.decisions);
   if (unwiredNext !== undefined) {
-    return { kind: 'full', reason: `node ${name}: ${unwiredReason(unwiredNext)}` };
+    return escalate(`node ${name}: ${unwiredReason(unwiredNext)}`);
   }
   const waiting = state.waits === undefined ? undefined : routes.find(state.waits);
   if (waiting !== undefined) {
-    return {
-      kind: 'full',
-      reason: `node ${name}: ${waiting.dst} would go through the subnet of this node's InternalIP, which is off its link: only a full pass writes it`,
-    };
+    return escalate(
+      `node ${name}: ${waiting.dst} would go through the subnet of this node's InternalIP, which is off its link: only a full pass writes it`,
+    );
   }
 
   const before = new Map((old?.routes ?? []).map((r) => [routeKey(r), r]));

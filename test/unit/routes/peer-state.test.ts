@@ -114,6 +114,33 @@ describe('planPeerStep', () => {
     expect(planPeerStep(gone, 'n9', peer(9)).kind).toBe('full');
   });
 
+  it('a peer escalated for a reason of its own whose CIDRs or InternalIPs changed drops the state (crossPeer): a later step could not check against them', () => {
+    const peers = [peer(1), peer(2), peer(3)];
+    const basis = { self: SELF, localLinks: LINKS, overlay: [], mode: 'host-gw' as const };
+    const plan = desiredRoutes(SELF, peers, LINKS, { mode: 'host-gw', overlay: [] });
+    const refused = plan.routes.find((r) => r.dst === '10.244.1.0/24')!;
+    // The last full pass: the kernel refused n1's route, so the pass is partial and a backoff runs steps.
+    const failed = [{ op: 'add' as const, route: refused, error: new Error('EINVAL') }];
+    const s = buildPeerState(basis, peers, plan, [], failed)!;
+    const reason = 'the kernel refused a route of node n1 (10.244.1.0/24) at the last full pass';
+    for (const moved of [
+      peer(1, { podCIDRs: ['10.244.60.0/24'] }),
+      peer(1, { internalIPs: ['10.244.60.7'] }),
+    ])
+      expect(planPeerStep(s, 'n1', moved)).toEqual(crossPeerFull(reason));
+    // A change that leaves its CIDRs and addresses alone keeps the state: only n1 waits for the pass.
+    expect(planPeerStep(s, 'n1', peer(1, { vtepMacs: { 4: '02:00:00:00:00:01' } }))).toEqual({
+      kind: 'full',
+      reason,
+    });
+    // A new node whose route key is held: its CIDRs are nowhere in the state either.
+    const held = state([peer(1)], 'host-gw');
+    held.conflictKeys.add(routeKey({ family: 4, dst: '10.244.9.0/24' }));
+    expect(planPeerStep(held, 'n9', peer(9))).toEqual(
+      crossPeerFull('10.244.9.0/24 was held by a route trellis does not own'),
+    );
+  });
+
   it("sends a peer whose InternalIP comes into or leaves this node's own pod CIDR to a full pass (the blackhole is the full pass's)", () => {
     const s = state(cluster);
     expect(planPeerStep(s, 'n7', peer(7, { internalIPs: ['10.244.0.77'] }))).toEqual(
