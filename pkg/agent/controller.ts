@@ -935,6 +935,9 @@ export function selfChanges(
   ownAnnotations?: Readonly<Record<string, string | undefined>>,
 ): string[] {
   const changed: string[] = [];
+  // Deleted and made again (both events read as one): its condition and annotations are the pass's to
+  // write again, whatever the new object says.
+  if (before.uid !== now.uid) changed.push('uid');
   if (!sameList(before.podCIDRs, now.podCIDRs)) changed.push('podCIDRs');
   if (!sameList(before.internalIPs, now.internalIPs)) changed.push('internalIPs');
   // Set True by someone else: the pass's end puts it back (node-status.ts). Our own False is no news.

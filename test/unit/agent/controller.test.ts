@@ -1355,6 +1355,9 @@ describe('selfChanges', () => {
       'podCIDRs',
       'internalIPs',
     ]);
+    // The Node deleted and made again with the same fields (its two events read as one).
+    expect(selfChanges({ ...base, uid: 'u1' }, { ...base, uid: 'u2' })).toEqual(['uid']);
+    expect(selfChanges({ ...base, uid: 'u1' }, { ...base, uid: 'u1' })).toEqual([]);
     expect(selfChanges(base, { ...base, annotations: { other: 'a' } })).toEqual(['trellis.dev/vtep-mac-v4']);
   });
 
