@@ -33,6 +33,8 @@ export class HostSideCheck {
   readonly #opts: HostSideCheckOptions;
   /** Leases already reported without a veth (attachment key and creation), so each is said once. */
   #saidVethless = new Set<string>();
+  /** Of those, the ones whose pair could not be made again: tried again at every check (not said again). */
+  #remakeFailed = new Set<string>();
   #running = false;
   #again = false;
 
@@ -64,15 +66,18 @@ export class HostSideCheck {
    * pod's end with it): its network is gone. It gets a new pair from its lease, with the addresses,
    * routes, alias, pod MAC (derived from the attachment) and MTU ADD gave it (the network config's
    * own `mtu`, which the lease records, or else the node's for new pods), and a new host-end MAC.
-   * Without `reattach`, or when that fails, it is said once a lease, with what to do.
+   * Without `reattach`, or when that fails, it is said once a lease, with what to do; a failed one is
+   * tried again at every check (the kernel refusing for a moment must not leave the pod cut off).
    */
   async #reattachVethless(vethless: readonly Lease[]): Promise<void> {
     const { whileLeased, netnsLive, reattach } = this.#opts;
     const now = new Set<string>();
+    const failedNow = new Set<string>();
     for (const lease of vethless) {
       if (lease.netns === undefined || netnsLive?.(lease) !== true) continue;
       const id = leaseId(lease);
-      if (this.#saidVethless.has(id)) {
+      const said = this.#saidVethless.has(id);
+      if (said && !this.#remakeFailed.has(id)) {
         now.add(id);
         continue;
       }
@@ -107,6 +112,8 @@ export class HostSideCheck {
         continue;
       }
       now.add(id);
+      if (failure !== undefined) failedNow.add(id);
+      if (said) continue;
       this.#log.warn(
         {
           ...fields,
@@ -117,6 +124,7 @@ export class HostSideCheck {
       );
     }
     this.#saidVethless = now;
+    this.#remakeFailed = failedNow;
   }
 
   async #report(outcome: Awaited<ReturnType<typeof repairHostSides>>): Promise<void> {

@@ -50,6 +50,33 @@ describe("HostSideCheck: a running pod's veth pair deleted", () => {
     return { lines, remade };
   }
 
+  it('a pair that could not be made again is tried again at the next check, and said once', async () => {
+    const lines: Record<string, unknown>[] = [];
+    const log = pino({ level: 'debug' }, { write: (t: string) => void lines.push(JSON.parse(t)) });
+    let tries = 0;
+    const check = new HostSideCheck(host as never, log, {
+      whileLeased: async (_l, put) => {
+        await put();
+        return true;
+      },
+      netnsLive: () => true,
+      reattach: async () => {
+        if (++tries <= 2) throw new Error('RTM_NEWLINK: ENOMEM');
+      },
+    });
+    const pinned = [{ ...lease, containerId: 'pinned', netns: '/var/run/netns/cni-1' }];
+    for (let i = 0; i < 3; i++) await check.run(() => pinned, new Set());
+    expect(tries).toBe(3);
+    const said = lines.filter((l) => String(l.msg).startsWith("a running pod's veth pair was deleted"));
+    expect(said.map((l) => [l.msg, l.error])).toEqual([
+      [
+        "a running pod's veth pair was deleted by someone else: the pod has no network; recreate it (kubectl delete pod)",
+        'RTM_NEWLINK: ENOMEM',
+      ],
+      ["a running pod's veth pair was deleted by someone else; made again from its lease", undefined],
+    ]);
+  });
+
   it('is made again from a lease that records its namespace, or whose path is pinned; not into a /proc/PID path on an older lease, which is said', async () => {
     const { lines, remade } = await run([
       { ...lease, containerId: 'pinned', netns: '/var/run/netns/cni-1' },
