@@ -71,8 +71,17 @@ export function startKernelTriggers(d: KernelTriggerDeps): KernelTriggers {
         // Our own VXLAN device set down by someone else (`ip link set trellis.v4 down`): nothing brings
         // it back but a pass, so one runs now instead of at the resync, and sets it up again.
         if (!change.link.up && d.overlay.devices().some((dev) => dev.ifindex === change.link.index)) {
-          log.warn({ link: change.link.name }, 'a VXLAN device of trellis was set down; setting it up again');
           markDirty('a VXLAN device was set down', true);
+          // Deleting a device that is up announces it down first: said only of one still there (a
+          // deleted one is said as deleted, next).
+          const { index, name } = change.link;
+          void d.host.getLinkByIndex(index).then(
+            (now) => {
+              if (now?.name === name)
+                log.warn({ link: name }, 'a VXLAN device of trellis was set down; setting it up again');
+            },
+            () => undefined,
+          );
           return;
         }
         if (!change.running) {

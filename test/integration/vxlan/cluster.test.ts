@@ -331,6 +331,26 @@ describe.skipIf(skip !== undefined)(skip === undefined ? title : `${title} (skip
     expect((await tb.ping(pods[0]!.ns, pods[2]!.v4)).rttMs).toBeDefined();
   });
 
+  it('a VXLAN device deleted by hand is made again, its tunnel route back; the log says deleted, not set down', async () => {
+    const n1 = tb.node('node-1');
+    const n3 = tb.node('node-3');
+    expect(routeTo(tb, 'node-1', n3, 4)).toMatchObject({ dev: 'trellis.v4' });
+    const mark = n1.logs.length;
+    ip(n1.ns, 'link', 'del', 'trellis.v4');
+    await eventually(5_000, "node-1's route to node-3's pods through a new trellis.v4", () =>
+      routeTo(tb, 'node-1', n3, 4)?.dev === 'trellis.v4' ? true : undefined,
+    );
+    await eventually(2_000, 'the deletion is logged', () =>
+      n1.logs
+        .slice(mark)
+        .find((l) => l.msg === 'a link routes to peers leave by was deleted; reconciling now'),
+    );
+    expect((await tb.ping(pods[0]!.ns, pods[2]!.v4)).rttMs).toBeDefined();
+    expect(n1.logs.slice(mark).map((l) => l.msg)).not.toContain(
+      'a VXLAN device of trellis was set down; setting it up again',
+    );
+  });
+
   it('a deleted node loses its neighbour, FDB entry and tunnel route on the other segment', async () => {
     const n3 = tb.node('node-3'); // its plan outlives its deletion
     const holds = (family: 4 | 6) => node1Holds(family, n3);
