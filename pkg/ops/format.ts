@@ -5,7 +5,23 @@ import type { CoverageReport } from './coverage.ts';
 import type { DoctorReport } from './doctor.ts';
 import { failingReadiness, isReady, type LeasesView, type RoutesView, type StatusView } from './views.ts';
 
-export function table(headers: string[], rows: string[][]): string {
+/**
+ * A cell as a terminal may show it: control characters (a pod name or namespace path as CNI_ARGS and
+ * CNI_NETNS gave it, unchecked) written as \u escapes, so a value cannot forge a row or move the cursor.
+ */
+function visible(text: string): string {
+  let out: string | undefined;
+  for (let i = 0; i < text.length; i++) {
+    const c = text.charCodeAt(i);
+    const control = c < 0x20 || (c >= 0x7f && c <= 0x9f);
+    if (control) out = `${out ?? text.slice(0, i)}\\u${c.toString(16).padStart(4, '0')}`;
+    else if (out !== undefined) out += text[i];
+  }
+  return out ?? text;
+}
+
+export function table(headers: string[], rawRows: string[][]): string {
+  const rows = rawRows.map((r) => r.map(visible));
   const widths = headers.map((h, i) => Math.max(h.length, ...rows.map((r) => (r[i] ?? '').length)));
   const line = (cells: string[]): string =>
     cells

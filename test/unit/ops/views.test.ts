@@ -396,6 +396,25 @@ describe('leasesView: what the agent knows that the CLI may not', () => {
   });
 });
 
+describe('leases table: what CNI_ARGS and CNI_NETNS gave, unchecked', () => {
+  it('shows control characters as escapes: a pod name cannot forge a row or move the cursor', () => {
+    const forged: Lease = {
+      containerId: 'eeee',
+      ifname: 'eth0',
+      netns: '/var/run/netns/ok\u0007',
+      podNamespace: 'default',
+      podName: 'x\u001b[2K\r\u001b[1Ajunk\nkube-system/coredns',
+      addresses: [{ family: 4, address: '10.244.1.9', range: '10.244.1.0/24' }],
+      createdAt: '2026-12-01T00:00:00.000Z',
+    };
+    const text = formatLeases(leasesView({ ...snapshot(), leases: [forged], held: [] }, () => true));
+    expect([...text].filter((ch) => ch !== '\n' && ch.charCodeAt(0) < 0x20)).toEqual([]);
+    expect(text.split('\n').filter((l) => l.includes('coredns'))).toHaveLength(1); // one row, not two
+    expect(text).toContain('default/x\\u001b[2K\\u000d\\u001b[1Ajunk\\u000akube-system/coredns');
+    expect(text).toContain('/var/run/netns/ok\\u0007');
+  });
+});
+
 describe('leases view: veths on their way out', () => {
   it('names the veths whose deletion the BackgroundDeleter holds, until it is done; nothing when none', async () => {
     const deleter = new BackgroundDeleter(() => {});
