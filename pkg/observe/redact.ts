@@ -32,9 +32,17 @@ function isSecretKey(key: string): boolean {
   return SECRET_KEYS.has(key.toLowerCase().replaceAll(/[-_]/g, ''));
 }
 
-/** The text with bearer/basic credentials replaced. */
+/**
+ * A URL's userinfo ("https://admin:pass@api:6443", as a kubeconfig's server or a proxy may be
+ * written): the scheme kept, the rest up to '@' replaced.
+ */
+const URL_USERINFO = /\b([a-z][a-z0-9+.-]*:\/\/)[^\s/?#@]+@/gi;
+
+/** The text with bearer/basic credentials and URLs' userinfo replaced. */
 export function scrubText(text: string): string {
-  return /earer|EARER|Basic/.test(text) ? text.replace(BEARER, `$1 ${REDACTED}`) : text;
+  let out = /earer|EARER|Basic/.test(text) ? text.replace(BEARER, `$1 ${REDACTED}`) : text;
+  if (out.includes('@') && out.includes('://')) out = out.replace(URL_USERINFO, `$1${REDACTED}@`);
+  return out;
 }
 
 function isPlainObject(v: unknown): v is Record<string, unknown> {

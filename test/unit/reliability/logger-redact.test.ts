@@ -46,6 +46,14 @@ describe('logger redaction (real pino logger)', () => {
       (l) => l.child({ token: SECRET, kube: { authorization: `Bearer ${SECRET}` } }).info('x'),
     ],
     ['client-key-data of a kubeconfig', (l) => l.info({ user: { 'client-key-data': SECRET } }, 'x')],
+    [
+      "a server URL's userinfo",
+      (l) => l.info({ server: `https://admin:${SECRET}@10.96.0.1:6443` }, 'kubernetes API client'),
+    ],
+    [
+      "a URL's userinfo inside an error text",
+      (l) => l.error({ error: `connect ECONNREFUSED for https://${SECRET}@api.example:6443/api` }, 'x'),
+    ],
   ];
 
   it.each(shapes)('%s', async (_name, write) => {
@@ -59,15 +67,33 @@ describe('logger redaction (real pino logger)', () => {
 
   it('keeps what is not a secret', async () => {
     const { log, text } = capture();
-    log.info({ verb: 'ADD', containerId: 'abc', tokens: 3, note: 'Basic checks passed' }, 'CNI ADD ok');
+    log.info(
+      {
+        verb: 'ADD',
+        containerId: 'abc',
+        tokens: 3,
+        note: 'Basic checks passed',
+        server: 'https://10.96.0.1:443',
+        contact: 'ops@example.com',
+      },
+      'CNI ADD ok',
+    );
     const line = JSON.parse(await text()) as Record<string, unknown>;
     expect(line).toMatchObject({
       verb: 'ADD',
       containerId: 'abc',
       tokens: 3,
       note: 'Basic checks passed',
+      server: 'https://10.96.0.1:443',
+      contact: 'ops@example.com',
       msg: 'CNI ADD ok',
     });
+  });
+
+  it("keeps a URL's scheme, host and port when it takes its userinfo out", async () => {
+    const { log, text } = capture();
+    log.info({ server: 'https://admin:pw@10.96.0.1:6443/base' }, 'kubernetes API client');
+    expect(JSON.parse(await text())).toMatchObject({ server: 'https://[redacted]@10.96.0.1:6443/base' });
   });
 
   it('a secret planted anywhere in an arbitrary object never appears', async () => {
