@@ -140,6 +140,11 @@ export function openLibc(): Libc {
     }
     return pollfd[1]! >>> 16;
   };
+  // CLOCK_MONOTONIC through the bound syscall: `performance` is another first use (~0.05-0.1 ms).
+  const monotonicMs = (): number => {
+    sys(nr.clock_gettime, CLOCK_MONOTONIC, ptr(timespec));
+    return timespec[0]! * 1000 + timespec[2]! / 1e6;
+  };
 
   return {
     connectUnix(path, timeoutMs) {
@@ -153,15 +158,21 @@ export function openLibc(): Libc {
       try {
         // A blocking connect to a unix socket waits only while the listener's backlog is full; the
         // send timeout bounds that wait (0 would mean forever) and ends it with EAGAIN.
-        const ms = Math.max(1, Math.ceil(timeoutMs));
-        const timeval = setTimespec(new Int32Array(4), Math.floor(ms / 1000), (ms % 1000) * 1000);
-        if (sys(nr.setsockopt, fd, SOL_SOCKET, SO_SNDTIMEO, ptr(timeval), 16) < 0)
-          throw fail('setsockopt', errno());
+        let ms = Math.max(1, Math.ceil(timeoutMs));
+        const deadline = monotonicMs() + ms;
+        const timeval = new Int32Array(4);
         for (;;) {
+          setTimespec(timeval, Math.floor(ms / 1000), (ms % 1000) * 1000);
+          if (sys(nr.setsockopt, fd, SOL_SOCKET, SO_SNDTIMEO, ptr(timeval), 16) < 0)
+            throw fail('setsockopt', errno());
           if (sys(nr.connect, fd, ptr(addr), 2 + name.length + 1) === 0) return fd;
           const e = errno();
           if (e === EISCONN) return fd; // an earlier, interrupted attempt got through
           if (e !== EINTR) throw fail('connect', e);
+          // A signal (SIGSTOP and SIGCONT, a debugger) ended the wait: what is left of it, not a new
+          // one, or signals that keep coming would keep the call waiting past its timeout.
+          ms = Math.ceil(deadline - monotonicMs());
+          if (ms <= 0) throw fail('connect', EAGAIN);
         }
       } catch (err) {
         sys(nr.close, fd);
@@ -209,11 +220,7 @@ export function openLibc(): Libc {
       pollOnce(-1, 0, Math.max(0, Math.round(ms)));
     },
 
-    // CLOCK_MONOTONIC through the bound syscall: `performance` is another first use (~0.05-0.1 ms).
-    now: () => {
-      sys(nr.clock_gettime, CLOCK_MONOTONIC, ptr(timespec));
-      return timespec[0]! * 1000 + timespec[2]! / 1e6;
-    },
+    now: monotonicMs,
 
     readAll(fd, maxBytes) {
       let buf = new Uint8Array(16 * 1024);

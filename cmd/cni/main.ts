@@ -40,14 +40,8 @@ function main(): void {
   }
 
   const arg = process.argv[2];
-  if (arg === '--version' || arg === '-v') {
-    libc.writeAll(1, `trellis ${version}\n`);
-    process.exit(0);
-  }
-  if (arg === '--help' || arg === '-h') {
-    libc.writeAll(1, help());
-    process.exit(0);
-  }
+  if (arg === '--version' || arg === '-v') exitWith(libc, `trellis ${version}\n`, 0);
+  if (arg === '--help' || arg === '-h') exitWith(libc, help(), 0);
 
   const out = runShim({
     env: process.env,
@@ -65,8 +59,28 @@ function main(): void {
       // Diagnostics only: a closed stderr must not cost the runtime the result on stdout.
     }
   }
-  if (out.stdout !== '') libc.writeAll(1, out.stdout);
-  process.exit(out.exitCode);
+  exitWith(libc, out.stdout, out.exitCode);
+}
+
+/**
+ * Writes the answer and exits. A stdout that takes no more (the runtime gone: EPIPE, which Bun does
+ * not signal; a full disk) is said in one line on stderr and exit 1, not a crash's stack and source.
+ */
+function exitWith(libc: Libc, stdout: string, code: number): never {
+  try {
+    if (stdout !== '') libc.writeAll(1, stdout);
+  } catch (err) {
+    try {
+      libc.writeAll(
+        2,
+        `trellis: cannot write the answer to stdout: ${err instanceof Error ? err.message : String(err)}\n`,
+      );
+    } catch {
+      // Nowhere left to say it: the exit status does.
+    }
+    process.exit(1);
+  }
+  process.exit(code);
 }
 
 main();

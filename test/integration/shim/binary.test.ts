@@ -120,6 +120,47 @@ function runArgv(
   });
 }
 
+/**
+ * A unix socket nothing ever accepts on, its queue full: a process listens with a backlog of 1 and
+ * blocks its only thread, and two pending connections fill the queue, so a connect has to wait for
+ * room (its send timeout ends the wait).
+ */
+async function fullBacklog(scratch: string): Promise<{ path: string; release: () => void }> {
+  const dir = mkdtempSync(join(scratch, 'backlog-'));
+  const path = join(dir, 'cni.sock');
+  const holder = spawn(
+    process.execPath,
+    [
+      '-e',
+      `require('node:net').createServer().listen({ path: ${JSON.stringify(path)}, backlog: 1 });
+       process.stdout.write('listening\\n');
+       Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 0, 30000);`,
+    ],
+    { stdio: ['ignore', 'pipe', 'inherit'] },
+  );
+  const fillers: Socket[] = [];
+  const release = (): void => {
+    for (const c of fillers) c.destroy();
+    holder.kill('SIGKILL');
+    rmSync(dir, { recursive: true, force: true });
+  };
+  try {
+    await new Promise<void>((resolve, reject) => {
+      holder.stdout.once('data', () => resolve());
+      holder.once('exit', (code) => reject(new Error(`backlog holder exited ${code}`)));
+    });
+    for (let i = 0; i < 2; i++) {
+      const c = createConnection(path);
+      fillers.push(c);
+      await new Promise<void>((resolve, reject) => c.once('connect', resolve).once('error', reject));
+    }
+  } catch (err) {
+    release();
+    throw err;
+  }
+  return { path, release };
+}
+
 const ADD_ENV = {
   CNI_COMMAND: 'ADD',
   CNI_CONTAINERID: '9f86d081884c7d65',
@@ -426,6 +467,17 @@ for (const shim of SHIMS) {
           expect(readdirSync(spoolDir)).toEqual(['9f86d081884c7d65.eth0.del.json']);
         });
 
+        it('an answer stdout cannot take (the runtime gone, a full disk): one line on stderr and exit 1, no crash', async () => {
+          // /dev/full fails every write with ENOSPC; a closed pipe's EPIPE takes the same path.
+          const r = spawnSync('sh', ['-c', 'exec >/dev/full; exec "$@"', 'sh', ...argv, '--version'], {
+            encoding: 'utf8',
+          });
+          expect(r.status).toBe(1);
+          expect(r.stderr.trimEnd().split('\n')).toEqual([
+            expect.stringMatching(/^trellis: cannot write the answer to stdout: write: ENOSPC/),
+          ]);
+        });
+
         it('DEL with an unwritable spool directory fails with 5', async () => {
           const r = await runBin(envFor('DEL'), conf({ socket: sock(), spoolDir: '/proc/trellis-spool' }));
           expect(r.code).toBe(1);
@@ -450,31 +502,8 @@ for (const shim of SHIMS) {
       });
 
       it('a listener that never accepts: ADD 11 "connect timed out" after timeoutMs', async () => {
-        // A process that listens with a backlog of 1 and then blocks its only thread, so nothing ever
-        // accepts: two pending connections fill the queue and the shim's connect has to wait for room.
-        const dir = mkdtempSync(join(scratch, 'backlog-'));
-        const path = join(dir, 'cni.sock');
-        const holder = spawn(
-          process.execPath,
-          [
-            '-e',
-            `require('node:net').createServer().listen({ path: ${JSON.stringify(path)}, backlog: 1 });
-           process.stdout.write('listening\\n');
-           Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 0, 30000);`,
-          ],
-          { stdio: ['ignore', 'pipe', 'inherit'] },
-        );
-        const fillers: Socket[] = [];
+        const { path, release } = await fullBacklog(scratch);
         try {
-          await new Promise<void>((resolve, reject) => {
-            holder.stdout.once('data', () => resolve());
-            holder.once('exit', (code) => reject(new Error(`backlog holder exited ${code}`)));
-          });
-          for (let i = 0; i < 2; i++) {
-            const c = createConnection(path);
-            fillers.push(c);
-            await new Promise<void>((resolve, reject) => c.once('connect', resolve).once('error', reject));
-          }
           const t0 = Date.now();
           const r = await runBin(ADD_ENV, conf({ socket: path, timeoutMs: 300 }));
           expect(Date.now() - t0).toBeGreaterThanOrEqual(290);
@@ -484,11 +513,46 @@ for (const shim of SHIMS) {
             msg: expect.stringContaining(`not reachable at ${path} (connect timed out after 300 ms)`),
           });
         } finally {
-          for (const c of fillers) c.destroy();
-          holder.kill('SIGKILL');
-          rmSync(dir, { recursive: true, force: true });
+          release();
         }
       });
+
+      it.skipIf(shim.label !== 'compiled shim')(
+        'signals during that wait (SIGSTOP and SIGCONT) do not stretch it: the timeout still ends it',
+        async () => {
+          const { path, release } = await fullBacklog(scratch);
+          const child = spawn(argv[0]!, argv.slice(1), { env: ADD_ENV, stdio: ['pipe', 'pipe', 'pipe'] });
+          child.stdin.end(conf({ socket: path, timeoutMs: 300 }));
+          const done = childOutput(child);
+          let exited = false;
+          void done.finally(() => {
+            exited = true;
+          });
+          let signalled = 0;
+          try {
+            // Stopped for 20 ms every 50 ms, for 5 s: each continue ends the connect with EINTR (a
+            // SIGCONT right after the SIGSTOP would discard it before it stopped anything).
+            const pause = (ms: number) => new Promise((r) => setTimeout(r, ms));
+            for (const t0 = Date.now(); !exited && Date.now() - t0 < 5_000; signalled++) {
+              child.kill('SIGSTOP');
+              await pause(20);
+              child.kill('SIGCONT');
+              await pause(30);
+            }
+            const endedWhileSignalled = exited;
+            const r = await done;
+            expect(endedWhileSignalled, 'the shim ended while the signals still came').toBe(true);
+            expect(signalled).toBeGreaterThan(0);
+            expect(JSON.parse(r.stdout)).toMatchObject({
+              code: CniCode.TRY_AGAIN_LATER,
+              msg: expect.stringContaining(`not reachable at ${path} (connect timed out after 300 ms)`),
+            });
+          } finally {
+            child.kill('SIGKILL');
+            release();
+          }
+        },
+      );
 
       it('agent hangs up without answering: ADD 11', async () => {
         const s = await start(() => ({ hangUp: true }));
