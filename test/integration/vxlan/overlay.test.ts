@@ -713,16 +713,25 @@ describe.skipIf(netnsSkipReason !== undefined)(
           });
         expect(neighsOn(nodeA, 'trellis.v4')).not.toContainEqual(expect.stringContaining('10.244.3.0'));
         // node-c's change is the full pass's while its route waits; node-b's (tunnelled) is a step.
-        expect(
-          await a.routes.reconcilePeer('node-c', { ...sameSubnet, internalIPs: ['192.168.10.4'] }),
-        ).toEqual({
+        const heldC = {
           kind: 'full',
           reason:
             "node node-c: the last full pass held back routes through 192.168.10.3 (a VXLAN entry the kernel refused, or this node's InternalIP off that subnet): only a full pass writes them",
-        });
+        };
+        expect(
+          await a.routes.reconcilePeer('node-c', { ...sameSubnet, vtepMacs: { 4: '02:00:00:00:00:99' } }),
+        ).toEqual(heldC);
         expect(
           await a.routes.reconcilePeer('node-b', { ...published(selfB), podCIDRs: ['10.244.2.0/24'] }),
         ).toMatchObject({ kind: 'applied' });
+        // A new InternalIP of node-c is in no step's state, though: steps wait for the full pass too,
+        // or one could route a CIDR holding that address.
+        expect(
+          await a.routes.reconcilePeer('node-c', { ...sameSubnet, internalIPs: ['192.168.10.4'] }),
+        ).toEqual(heldC);
+        expect(
+          await a.routes.reconcilePeer('node-b', { ...published(selfB), podCIDRs: ['10.244.2.0/24'] }),
+        ).toEqual({ kind: 'full', reason: 'no clean full pass yet' });
         // Still off at the next pass: still held, no quiet pass.
         clock += 29_000;
         const again = await reconcileA(a);
