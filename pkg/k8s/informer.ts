@@ -114,8 +114,15 @@ export interface NodeInformer {
 const SHORT_WATCH_MS = 1000;
 /** How long an accepted watch stays open without an ERROR before it counts as the API answering. */
 const ANSWER_HOLD_MS = 100;
-/** Inactivity timeouts (WATCH_IDLE_MS each) in a row without a line before the informer relists. */
-const SILENT_WATCHES_BEFORE_RELIST = 2;
+/**
+ * Inactivity timeouts (WATCH_IDLE_MS each) in a row without a line before the informer relists: 12
+ * minutes of silence. A healthy API server can be silent for minutes: its watch cache sends a
+ * watch a BOOKMARK only past the resourceVersion the watch started from, so a watch of a quiet
+ * cluster resumed at the latest one hears nothing until a Node changes. Every kubelet reports its
+ * Node at least every 5 minutes (nodeStatusReportFrequency), which bounds that silence; a watch
+ * silent for longer is held by something that stopped serving it.
+ */
+const SILENT_WATCHES_BEFORE_RELIST = 8;
 /** A Retry-After beyond this is not taken at its word (a misconfigured proxy must not park the watch). */
 const MAX_RETRY_AFTER_MS = 60_000;
 
@@ -381,14 +388,14 @@ export function startNodeInformerOn(api: CoreApi, opts: NodeInformerOptions): No
           silentWatches = 0;
           goneAfterList = 0;
         } else if (out.kind === 'timeout' && ++silentWatches >= SILENT_WATCHES_BEFORE_RELIST) {
-          // An API server sends a BOOKMARK about every minute: watches that hear nothing at all are
-          // held by a server (or a proxy) that stopped serving them. Resuming from the same
-          // resourceVersion would go on hearing nothing while Nodes change: list again.
+          // Silent for longer than kubelets' status reports leave a Node watch: held by a server (or
+          // a proxy) that stopped serving it. Resuming from the same resourceVersion would go on
+          // hearing nothing while Nodes change: list again.
           silentWatches = 0;
           rv = '';
           throw new K8sError(
             'watch nodes',
-            `${SILENT_WATCHES_BEFORE_RELIST} watches in a row heard no event and no BOOKMARK (the API server sends one about every minute): listing again`,
+            `${SILENT_WATCHES_BEFORE_RELIST} watches in a row heard no event and no BOOKMARK (every kubelet reports its Node at least every 5 minutes): listing again`,
             undefined,
             K8sReason.WATCH,
           );
