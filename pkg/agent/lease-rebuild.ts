@@ -2,6 +2,7 @@ import { readdirSync, realpathSync } from 'node:fs';
 import { posix } from 'node:path';
 import { toCniError } from '../cni/errors.ts';
 import { deleteLinkIfNamed } from '../datapath/delete-link.ts';
+import { heldWithoutLease } from '../datapath/gc.ts';
 import { podMac } from '../datapath/mac.ts';
 import { attachmentKey, hostVethName, leaseLogFields, shortId } from '../datapath/names.ts';
 import { netnsIdentityOf } from '../datapath/netns-identity.ts';
@@ -374,11 +375,7 @@ async function invalidateOutside(
  * after an await, before a hold is released (here and in held-sweep.ts).
  */
 export function keyChanged(deps: Pick<RebuildDeps, 'ipam' | 'busy'>, key: LeaseKey): boolean {
-  return (
-    deps.busy.has(attachmentKey(key)) ||
-    deps.ipam.get(key) !== undefined ||
-    deps.ipam.heldAddresses(key).length === 0
-  );
+  return deps.busy.has(attachmentKey(key)) || !heldWithoutLease(deps.ipam, key);
 }
 
 /** A held attachment has an address not usable in `ranges`. */

@@ -81,7 +81,7 @@ export async function gcAttachments(
     if (validKeys.has(k) || busy.has(k)) continue;
     // The dump was awaited: an ADD of this attachment may have finished meanwhile (its held lease
     // restored, or a DEL and a new ADD), and release() would take the lease it just answered with.
-    if (deps.ipam.get(key) !== undefined || deps.ipam.heldAddresses(key).length === 0) continue;
+    if (!heldWithoutLease(deps.ipam, key)) continue;
     if (!inScope(networkOfVeth.get(hostVethName(key.containerId, key.ifname)))) {
       keptHeld.push(key); // another network's: its veth stays with it
       continue;
@@ -114,6 +114,17 @@ export async function gcAttachments(
     );
   }
   return { releasedLeases, releasedHeld, removedLinks };
+}
+
+/**
+ * The attachment holds addresses and has no lease: still what a sweep found, after an await in which
+ * an ADD may have given it a lease, or a DEL released its hold.
+ */
+export function heldWithoutLease(
+  ipam: Pick<DatapathDeps['ipam'], 'get' | 'heldAddresses'>,
+  key: AttachmentKey,
+): boolean {
+  return ipam.get(key) === undefined && ipam.heldAddresses(key).length > 0;
 }
 
 /** The network each trellis host veth's alias names (veths without one are left out). */

@@ -119,7 +119,7 @@ async function writeAll(
 }
 
 /** The adapter's single lookup of what holds a route key (ExtendedNetlinkHandle), detected at run time. */
-interface KeyLookup {
+export interface KeyLookup {
   keyHolder(dst: string, table?: number): Promise<KeyHolder>;
 }
 

@@ -13,14 +13,14 @@
  */
 
 import type { KeyHolder, NetlinkHandle, RouteInfo } from '../datapath/ports.ts';
+import type { KeyLookup } from './apply.ts';
 import { MAIN_TABLE } from './diff.ts';
 import type { OwnRouteChanges } from './own-changes.ts';
 import type { PeerStep } from './peer-state.ts';
 
 /** The exclusive create and the key check are the netlink adapter's (ExtendedNetlinkHandle), not the port's. */
-interface PeerStepWrites {
+interface PeerStepWrites extends KeyLookup {
   addRoute(route: RouteInfo): Promise<void>;
-  keyHolder(dst: string, table?: number): Promise<KeyHolder>;
 }
 
 export function hasPeerStepWrites(h: NetlinkHandle): h is NetlinkHandle & PeerStepWrites {
