@@ -7,7 +7,7 @@ import { errorText } from '../../pkg/error-text.ts';
 import { type FirewallCommand, hostLegacyIptables, type LegacyIptables } from '../../pkg/firewall/index.ts';
 import { MasqSyncer, NftRunner } from '../../pkg/masq/index.ts';
 import { NftSetWriter } from '../../pkg/netlink/index.ts';
-import { lockFile, lockNetns, trimMalloc } from '../../pkg/netns/index.ts';
+import { lockFile, lockNetns, trimMalloc, unmapCleanFilePages } from '../../pkg/netns/index.ts';
 import type { Logger } from '../../pkg/observe/logger.ts';
 import { readOnChange } from '../../pkg/read-on-change.ts';
 
@@ -101,11 +101,23 @@ export function firewallTools(): {
   return { run: (cmd) => run(cmd.tool, cmd.args), runTool: run, legacy: hostLegacyIptables(run) };
 }
 
-/** malloc's free memory back to the kernel after a burst of work (pkg/agent/idle-trim.ts). */
+/**
+ * Memory back to the kernel after a burst of work (pkg/agent/idle-trim.ts): malloc's free pages, and
+ * after the first burst (the start's list, cold pass and first CNI calls) the file pages it mapped
+ * (pkg/netns/clean-file-mappings.ts). Only the first: the later bursts map the same code again, and
+ * unmapping it at every trim cost the JS thread ~10 ms (reading smaps) plus the faults that map it
+ * back, for a CPU ~0.1 % of a core higher at 5,000 nodes (bench/HISTORY.md, session 68).
+ */
 export function idleTrim(log: Logger): IdleTrim {
   const mb = (bytes: number) => Math.round(bytes / 1e5) / 10;
+  let firstBurstUnmapped = false;
   return new IdleTrim({
-    trim: trimMalloc,
+    trim: () => {
+      trimMalloc();
+      if (firstBurstUnmapped) return undefined;
+      firstBurstUnmapped = true;
+      return unmapFilePages(log);
+    },
     idleMs: TRIM_IDLE_MS,
     minIntervalMs: TRIM_MIN_INTERVAL_MS,
     rss: () => process.memoryUsage.rss(),
@@ -115,15 +127,45 @@ export function idleTrim(log: Logger): IdleTrim {
           durationMs: Math.round(o.durationMs * 100) / 100,
           rssMbBefore: mb(o.rssBefore),
           rssMbAfter: mb(o.rssAfter),
+          ...o.detail,
         },
-        'malloc trimmed after a burst of work',
+        'memory handed back after a burst of work',
       ),
     onError: (err) =>
       log.warn(
         { error: errorText(err) },
-        'could not hand malloc memory back to the kernel; not trying again',
+        'could not hand memory back to the kernel (malloc_trim, madvise); not trying again',
       ),
   });
+}
+
+/**
+ * The pages of the executable and libraries only the start touched (the snapshot V8 deserialized,
+ * the bootstrap's code; ~30 MB of RSS), unmapped before the first list and pass add their own.
+ */
+export function unmapStartupPages(log: Logger): void {
+  const t0 = performance.now();
+  const done = unmapFilePages(log);
+  if (done !== undefined) {
+    log.debug(
+      { ...done, durationMs: Math.round((performance.now() - t0) * 100) / 100 },
+      'file pages unmapped',
+    );
+  }
+}
+
+/** unmapCleanFilePages, its MB for a log line; a failure (smaps unreadable) is said and costs only RSS. */
+function unmapFilePages(log: Logger): { fileMbUnmapped: number; refused: number } | undefined {
+  try {
+    const done = unmapCleanFilePages();
+    return { fileMbUnmapped: Math.round(done.kb / 102.4) / 10, refused: done.refused };
+  } catch (err) {
+    log.warn(
+      { error: errorText(err) },
+      'could not unmap the file pages of the agent’s start; its RSS stays higher',
+    );
+    return undefined;
+  }
 }
 
 /** The agent's hooks, each CNI call and pass also counted as work for the trim. */

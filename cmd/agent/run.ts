@@ -25,6 +25,7 @@ import {
   lockAgentState,
   masqSyncer,
   nftSocket,
+  unmapStartupPages,
   withTrim,
 } from './adapters.ts';
 import { stopSignal } from './stop-signal.ts';
@@ -126,6 +127,7 @@ export async function runAgent(config: AgentConfig, root: Logger): Promise<numbe
     await observer.stop().catch(() => {});
     return 1;
   }
+  unmapStartupPages(root.child({ component: 'memory' }));
   // Heard since the process started (stop-signal.ts): a SIGTERM while the agent starts (its pod
   // deleted at once) stops it once started, in-flight calls finished, rather than killing it halfway.
   try {

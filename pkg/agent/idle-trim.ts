@@ -1,5 +1,6 @@
 /**
- * Hands malloc's free memory back to the kernel once a burst of work is over. A start-up sync, a run
+ * Hands memory back to the kernel once a burst of work is over (cmd/agent/adapters.ts: malloc's free
+ * pages, and the file pages the burst mapped once). A start-up sync, a run
  * of CNI calls or a full pass grows malloc's arenas, and glibc returns free pages in the middle of
  * its heap only when asked (malloc_trim). At 5,000 kubelet-sized Nodes and 100 pods
  * (bench/footprint.ts, 90 s, one run each, 1-second samples): max RSS 104.9 MB and 100.2 at the end
@@ -14,15 +15,20 @@
  */
 
 export interface IdleTrimOptions {
-  /** malloc_trim(0): free pages of every arena back to the kernel. */
-  trim: () => void;
+  /** Memory back to the kernel (malloc_trim(0), ...); what it returns is passed on to onTrim. */
+  trim: () => Record<string, number> | undefined;
   /** How long without work before trimming. */
   idleMs: number;
   /** The least time between two trims. */
   minIntervalMs: number;
   /** Resident bytes now (process.memoryUsage.rss). */
   rss: () => number;
-  onTrim: (outcome: { durationMs: number; rssBefore: number; rssAfter: number }) => void;
+  onTrim: (outcome: {
+    durationMs: number;
+    rssBefore: number;
+    rssAfter: number;
+    detail: Record<string, number> | undefined;
+  }) => void;
   /** A trim failed; no more are tried. */
   onError: (err: unknown) => void;
   now?: () => number;
@@ -73,14 +79,15 @@ export class IdleTrim {
     }
     this.lastTrim = now;
     const rssBefore = this.opts.rss();
+    let detail: Record<string, number> | undefined;
     try {
-      this.opts.trim();
+      detail = this.opts.trim();
     } catch (err) {
       // A runtime that cannot do it once (a libc without malloc_trim) cannot do it later either.
       this.stop();
       this.opts.onError(err);
       return;
     }
-    this.opts.onTrim({ durationMs: this.now() - now, rssBefore, rssAfter: this.opts.rss() });
+    this.opts.onTrim({ durationMs: this.now() - now, rssBefore, rssAfter: this.opts.rss(), detail });
   }
 }

@@ -1,9 +1,10 @@
 /**
  * The netns adapter: the only importer of `ffi-rs`. setns-based withNetns, nsfs checks, flock,
- * /proc/sys access, and the NetnsPort built on them (and malloc_trim, the one libc call that is not
- * about namespaces).
+ * /proc/sys access, and the NetnsPort built on them (and the memory calls that are not about
+ * namespaces: malloc_trim, and madvise on the process's clean file pages).
  */
 export { LockHeldError, NetnsNotFoundError, SysctlError } from './errors.ts';
+export { type UnmappedPages, unmapCleanFilePages } from './file-pages.ts';
 export { agentNetnsPath, hostProcProblem } from './host-proc.ts';
 export { trimMalloc } from './libc.ts';
 export { type FileLock, lockFile, lockNetns, lockWaiting } from './lock.ts';

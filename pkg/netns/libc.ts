@@ -63,6 +63,8 @@ interface Libc {
   recv(fd: number, out: Buffer, flags: number): CallResult;
   /** malloc_trim(0): free memory of every malloc arena back to the kernel; 1 if any was released. */
   mallocTrim(): number;
+  /** madvise(2) on [start, start + length). */
+  madvise(start: number, length: number, advice: number): CallResult;
 }
 
 let libc: Libc | undefined;
@@ -90,6 +92,12 @@ function load(): Libc {
     memcpy: { library, retType: DataType.I64, paramsType: [DataType.I64, DataType.U8Array, DataType.I64] },
     free: { library, retType: DataType.Void, paramsType: [DataType.I64] },
     malloc_trim: { library, retType: DataType.I32, paramsType: [DataType.I64] },
+    madvise: {
+      library,
+      retType: DataType.I32,
+      paramsType: [DataType.I64, DataType.I64, DataType.I32],
+      errno: true,
+    },
     socket: {
       library,
       retType: DataType.I32,
@@ -196,6 +204,10 @@ function load(): Libc {
       return { value: Number(r.value), errno: Number(r.value) === -1 ? r.errnoCode : 0 };
     },
     mallocTrim: () => fns.malloc_trim([0]),
+    madvise: (start, length, advice) => {
+      const r = fns.madvise([start, length, advice]);
+      return { value: r.value, errno: r.value === -1 ? r.errnoCode : 0 };
+    },
   };
 }
 

@@ -5,15 +5,21 @@ import { IdleTrim } from '../../../pkg/agent/idle-trim.ts';
 describe('IdleTrim', () => {
   let rss = 100e6;
   let trims: number[];
-  let outcomes: { durationMs: number; rssBefore: number; rssAfter: number }[];
+  let outcomes: {
+    durationMs: number;
+    rssBefore: number;
+    rssAfter: number;
+    detail: Record<string, number> | undefined;
+  }[];
   let errors: unknown[];
-  const make = (trim?: () => void) =>
+  const make = (trim?: () => Record<string, number> | undefined) =>
     new IdleTrim({
       trim:
         trim ??
         (() => {
           trims.push(Date.now());
           rss -= 1e6;
+          return { fileMbUnmapped: 3 };
         }),
       idleMs: 2000,
       minIntervalMs: 10_000,
@@ -41,7 +47,9 @@ describe('IdleTrim', () => {
     expect(trims).toEqual([]);
     vi.advanceTimersByTime(1);
     expect(trims).toEqual([3500]);
-    expect(outcomes).toEqual([{ durationMs: 0, rssBefore: 100e6, rssAfter: 99e6 }]);
+    expect(outcomes).toEqual([
+      { durationMs: 0, rssBefore: 100e6, rssAfter: 99e6, detail: { fileMbUnmapped: 3 } },
+    ]);
     vi.advanceTimersByTime(60_000);
     expect(trims).toEqual([3500]); // nothing without new work
   });
