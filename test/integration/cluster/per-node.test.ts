@@ -314,6 +314,10 @@ describe.skipIf(skip !== undefined)(skip === undefined ? title : `${title} (skip
           keptFromMasq(n, 'fd00:10:244:88::/64'),
         );
         expect(keptFromMasq(n, '203.0.113.0/24')).toBe(false);
+        // The log line comes through the agent's stdout pipe, which can lag the kernel's change.
+        await within(5000, `${n}: rogue skipped, logged`, () =>
+          since(mark, n).some((l) => l.msg === 'node skipped' && l.peer === 'rogue'),
+        );
         const lines = since(mark, n);
         expect(lines.find((l) => l.msg === 'node skipped' && l.peer === 'rogue')).toMatchObject({
           problem: `pod CIDR 203.0.113.0/24 contains the node's own InternalIP ${INTERNET.v4}; skipped`,

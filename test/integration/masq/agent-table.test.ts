@@ -65,7 +65,8 @@ describe.skipIf(netnsSkipReason !== undefined)('masquerade table kept by a real 
           return false; // the table is not there yet
         }
       });
-      await within(1000, 'the warning logged', () => warnings() === warned + 1);
+      // The log line comes through the agent's stdout pipe, behind the kernel's change on a loaded machine.
+      await within(5000, 'the warning logged', () => warnings() === warned + 1);
     }
     // A rule added by hand to the agent's table goes too: the table is the agent's alone.
     nsExec(ns.name, 'nft', [
@@ -88,7 +89,7 @@ describe.skipIf(netnsSkipReason !== undefined)('masquerade table kept by a real 
         'flush ruleset\ntable inet trellis {\n\tchain postrouting {\n\t\ttype nat hook postrouting priority srcnat; policy accept;\n\t}\n}\n',
     });
     await within(10_000, 'the restored stale copy replaced', () => rules().includes('masquerade'));
-    await within(1000, 'the warning logged', () => warnings() === warned + 1);
+    await within(5000, 'the warning logged', () => warnings() === warned + 1);
     // The agent's own re-applies are not taken for someone else's: it settles.
     await sleep(300);
     const settled = [passes(), warnings()];
