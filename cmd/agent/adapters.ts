@@ -2,12 +2,19 @@
 import { mkdirSync } from 'node:fs';
 import { join } from 'node:path';
 import type { AgentHooks } from '../../pkg/agent/agent.ts';
+import { FilePageUnmapPolicy } from '../../pkg/agent/file-page-policy.ts';
 import { IdleTrim } from '../../pkg/agent/idle-trim.ts';
 import { errorText } from '../../pkg/error-text.ts';
 import { type FirewallCommand, hostLegacyIptables, type LegacyIptables } from '../../pkg/firewall/index.ts';
 import { MasqSyncer, NftRunner } from '../../pkg/masq/index.ts';
 import { NftSetWriter } from '../../pkg/netlink/index.ts';
-import { lockFile, lockNetns, trimMalloc, unmapCleanFilePages } from '../../pkg/netns/index.ts';
+import {
+  fileBackedRssKb,
+  lockFile,
+  lockNetns,
+  trimMalloc,
+  unmapCleanFilePages,
+} from '../../pkg/netns/index.ts';
 import type { Logger } from '../../pkg/observe/logger.ts';
 import { readOnChange } from '../../pkg/read-on-change.ts';
 
@@ -16,6 +23,8 @@ export const NETNS_LOCK = 'trellis-agent';
 /** Quiet this long after a CNI call or a pass before malloc_trim; at most one trim per interval. */
 const TRIM_IDLE_MS = 2000;
 const TRIM_MIN_INTERVAL_MS = 10_000;
+/** File-backed RSS mapped again since the last unmap before a trim unmaps it again (~6.6 MB in a steady minute at 5,000 nodes). */
+const FILE_GROWTH_KB = 12 * 1024;
 
 /**
  * One agent per state directory and per network namespace: both locks, or neither. `socketDir` (the
@@ -103,20 +112,19 @@ export function firewallTools(): {
 
 /**
  * Memory back to the kernel after a burst of work (pkg/agent/idle-trim.ts): malloc's free pages, and
- * after the first burst (the start's list, cold pass and first CNI calls) the file pages it mapped
- * (pkg/netns/clean-file-mappings.ts). Only the first: the later bursts map the same code again, and
- * unmapping it at every trim cost the JS thread ~10 ms (reading smaps) plus the faults that map it
- * back, for a CPU ~0.1 % of a core higher at 5,000 nodes (bench/HISTORY.md, session 68).
+ * the file pages mapped since the last unmap, after the first burst (the start's list, cold pass and
+ * first CNI calls) and then only once they add up to FILE_GROWTH_KB (pkg/agent/file-page-policy.ts).
  */
 export function idleTrim(log: Logger): IdleTrim {
   const mb = (bytes: number) => Math.round(bytes / 1e5) / 10;
-  let firstBurstUnmapped = false;
+  const unmapPolicy = new FilePageUnmapPolicy(FILE_GROWTH_KB);
   return new IdleTrim({
     trim: () => {
       trimMalloc();
-      if (firstBurstUnmapped) return undefined;
-      firstBurstUnmapped = true;
-      return unmapFilePages(log);
+      if (!unmapPolicy.due(fileBackedRssKb())) return undefined;
+      const done = unmapFilePages(log);
+      unmapPolicy.unmapped(fileBackedRssKb());
+      return done;
     },
     idleMs: TRIM_IDLE_MS,
     minIntervalMs: TRIM_MIN_INTERVAL_MS,

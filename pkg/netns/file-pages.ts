@@ -31,3 +31,10 @@ export function unmapCleanFilePages(): UnmappedPages {
   }
   return done;
 }
+
+/** The process's file-backed resident kB (RssFile in /proc/self/status); NaN where unreadable. */
+export function fileBackedRssKb(): number {
+  const status = readFileSync('/proc/self/status', 'utf8');
+  const at = status.indexOf('\nRssFile:');
+  return at < 0 ? Number.NaN : Number.parseInt(status.slice(at + '\nRssFile:'.length), 10);
+}

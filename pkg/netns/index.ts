@@ -4,7 +4,7 @@
  * namespaces: malloc_trim, and madvise on the process's clean file pages).
  */
 export { LockHeldError, NetnsNotFoundError, SysctlError } from './errors.ts';
-export { type UnmappedPages, unmapCleanFilePages } from './file-pages.ts';
+export { fileBackedRssKb, type UnmappedPages, unmapCleanFilePages } from './file-pages.ts';
 export { agentNetnsPath, hostProcProblem } from './host-proc.ts';
 export { trimMalloc } from './libc.ts';
 export { type FileLock, lockFile, lockNetns, lockWaiting } from './lock.ts';

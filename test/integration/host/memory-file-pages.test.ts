@@ -12,7 +12,7 @@ const CHILD = `
 import { createHash } from 'node:crypto';
 import { readFileSync } from 'node:fs';
 import { gzipSync } from 'node:zlib';
-import { unmapCleanFilePages } from ${JSON.stringify(join(import.meta.dirname, '../../../pkg/netns/file-pages.ts'))};
+import { fileBackedRssKb, unmapCleanFilePages } from ${JSON.stringify(join(import.meta.dirname, '../../../pkg/netns/file-pages.ts'))};
 import { trimMalloc } from ${JSON.stringify(join(import.meta.dirname, '../../../pkg/netns/libc.ts'))};
 
 const status = (field) =>
@@ -45,7 +45,7 @@ const fileAfter = status('RssFile');
 const copiedAfter = copied();
 trimMalloc(); // a libc call through ffi-rs after its own pages were unmapped
 const after = work();
-console.log(JSON.stringify({ before, after, fileBefore, fileAfter, copiedBefore, copiedAfter, done }));
+console.log(JSON.stringify({ before, after, fileBefore, fileAfter, copiedBefore, copiedAfter, done, read: fileBackedRssKb(), status: status('RssFile') }));
 `;
 
 describe('unmapCleanFilePages in a real process', () => {
@@ -62,6 +62,8 @@ describe('unmapCleanFilePages in a real process', () => {
       copiedBefore: number;
       copiedAfter: number;
       done: { kb: number; mappings: number; refused: number };
+      read: number;
+      status: number;
     };
     expect(r.after).toBe(r.before);
     expect(r.before).toContain('Donnerstag, 1. Januar 1970');
@@ -71,5 +73,8 @@ describe('unmapCleanFilePages in a real process', () => {
     expect(r.fileBefore - r.fileAfter).toBeGreaterThan(10_000);
     expect(r.copiedBefore).toBeGreaterThan(0);
     expect(r.copiedAfter).toBe(r.copiedBefore);
+    // fileBackedRssKb reads the same RssFile (two reads a few µs apart: within a page or two).
+    expect(r.read).toBeGreaterThan(1000);
+    expect(Math.abs(r.read - r.status)).toBeLessThanOrEqual(64);
   });
 });
