@@ -170,7 +170,7 @@ function unmapFilePages(log: Logger): { fileMbUnmapped: number; refused: number 
   } catch (err) {
     log.warn(
       { error: errorText(err) },
-      'could not unmap the file pages of the agent’s start; its RSS stays higher',
+      'could not unmap the clean file pages (executable, libraries); RSS stays higher',
     );
     return undefined;
   }
