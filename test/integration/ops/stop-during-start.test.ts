@@ -66,8 +66,12 @@ describe.skipIf(skip !== undefined)(skip === undefined ? title : `${title} (skip
       timeout: 15_000,
       interval: 10,
     });
-    // Inside Agent.start, its socket listening, the start held: not over yet.
-    expect(agent.logs.some((l) => l.msg === 'CNI socket listening')).toBe(true);
+    // Inside Agent.start, its socket listening, the start held: not over yet. Its log line is awaited:
+    // pino writes asynchronously, so it can reach the pipe after the stand-in ran.
+    await vi.waitFor(() => expect(agent!.logs.some((l) => l.msg === 'CNI socket listening')).toBe(true), {
+      timeout: 5000,
+      interval: 10,
+    });
     sentAt = agent.logs.length;
     agent.child.kill('SIGTERM');
     await new Promise((r) => setTimeout(r, 200));
