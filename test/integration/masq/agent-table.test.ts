@@ -66,7 +66,7 @@ describe.skipIf(netnsSkipReason !== undefined)('masquerade table kept by a real 
         }
       });
       // The log line comes through the agent's stdout pipe, behind the kernel's change on a loaded machine.
-      await within(5000, 'the warning logged', () => warnings() === warned + 1);
+      await within(5000, 'the warning logged', () => warnings() > warned);
     }
     // A rule added by hand to the agent's table goes too: the table is the agent's alone.
     nsExec(ns.name, 'nft', [
@@ -89,7 +89,7 @@ describe.skipIf(netnsSkipReason !== undefined)('masquerade table kept by a real 
         'flush ruleset\ntable inet trellis {\n\tchain postrouting {\n\t\ttype nat hook postrouting priority srcnat; policy accept;\n\t}\n}\n',
     });
     await within(10_000, 'the restored stale copy replaced', () => rules().includes('masquerade'));
-    await within(5000, 'the warning logged', () => warnings() === warned + 1);
+    await within(5000, 'the warning logged', () => warnings() > warned);
     // The agent's own re-applies are not taken for someone else's: it settles.
     await sleep(300);
     const settled = [passes(), warnings()];

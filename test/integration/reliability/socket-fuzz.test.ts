@@ -263,21 +263,22 @@ describe.skipIf(skip !== undefined)(
       ];
       const burstEnds = Date.now() + 4000;
       let launched = 0;
+      // 480 at least, however long a loaded machine takes to launch them: the good loop runs as long.
+      const launching = () => Date.now() < burstEnds || launched < 480;
       const launcher = (async () => {
-        while (Date.now() < burstEnds) {
+        while (launching()) {
           for (let i = 0; i < 60; i++) bad.push(kinds[launched++ % kinds.length]!());
           await new Promise((r) => setTimeout(r, 250));
         }
       })();
       const cycles: number[] = [];
       let peakRss = rssBefore;
-      while (Date.now() < burstEnds) {
+      while (launching()) {
         cycles.push((await goodCycle(node)).ms);
         peakRss = Math.max(peakRss, rssKiB(pid));
       }
       await launcher;
       await Promise.all(bad);
-      expect(launched).toBeGreaterThanOrEqual(480);
       // Good calls were served all along, each within a bound (an ADD+DEL pair takes ~0.2 s idle).
       expect(cycles.length).toBeGreaterThanOrEqual(5);
       expect(Math.max(...cycles)).toBeLessThan(3000);
