@@ -1,6 +1,6 @@
 /**
  * Hands memory back to the kernel once a burst of work is over (cmd/agent/adapters.ts: malloc's free
- * pages, and the file pages the burst mapped once). A start-up sync, a run
+ * pages, and now and then the clean file pages, pkg/agent/file-page-policy.ts). A start-up sync, a run
  * of CNI calls or a full pass grows malloc's arenas, and glibc returns free pages in the middle of
  * its heap only when asked (malloc_trim). At 5,000 kubelet-sized Nodes and 100 pods
  * (bench/footprint.ts, 90 s, one run each, 1-second samples): max RSS 104.9 MB and 100.2 at the end
