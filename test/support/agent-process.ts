@@ -27,6 +27,8 @@ export interface AgentProcess {
   stop(): Promise<number | null>;
   /** SIGKILL and wait. */
   kill(): Promise<void>;
+  /** The exit code once the agent has exited by itself and its log was read to the end (null: a signal). */
+  exited(): Promise<number | null>;
   /** What the agent wrote to stderr so far (crash traces). */
   stderr(): string;
 }
@@ -126,7 +128,7 @@ export function startAgent(opts: StartAgentOptions): AgentProcess {
   child.stderr!.setEncoding('utf8').on('data', (d: string) => {
     stderr += d;
   });
-  const exited = new Promise<number | null>((resolve) => child.on('exit', (code) => resolve(code)));
+  const exited = exitedAndRead(child);
 
   return {
     ns: opts.ns,
@@ -159,10 +161,38 @@ export function startAgent(opts: StartAgentOptions): AgentProcess {
       if (child.exitCode === null && child.signalCode === null) child.kill('SIGKILL');
       await exited;
     },
+    exited: () => exited,
     stderr() {
       return stderr;
     },
   };
+}
+
+/**
+ * The exit code once the process has exited and its stdout was read to the end. 'exit' can come
+ * before the pipe's last lines are read, and an agent's last log lines are written just before it
+ * exits: a test that reads `logs` at 'exit' can miss them on a loaded machine. A grandchild that
+ * kept the pipe open would keep it from ending: 2 s after the exit is enough for the lines.
+ */
+export function exitedAndRead(child: ChildProcess): Promise<number | null> {
+  const { stdout } = child;
+  const read =
+    stdout === null || stdout.readableEnded || stdout.destroyed
+      ? Promise.resolve()
+      : new Promise<void>((resolve) => {
+          stdout.once('end', resolve);
+          stdout.once('close', resolve);
+        });
+  const exit = new Promise<number | null>((resolve) => {
+    if (child.exitCode !== null || child.signalCode !== null) resolve(child.exitCode);
+    else child.once('exit', (code) => resolve(code));
+  });
+  return exit.then(async (code) => {
+    let timer: NodeJS.Timeout | undefined;
+    await Promise.race([read, new Promise<void>((resolve) => (timer = setTimeout(resolve, 2_000)))]);
+    clearTimeout(timer);
+    return code;
+  });
 }
 
 /** The undo registrations of the directories startAgent made (signal-undo.ts). */

@@ -15,13 +15,6 @@ import { containerId, NodeHarness } from '../datapath/harness.ts';
  */
 const skip = netnsSkipReason ?? builtSkipReason();
 
-/** The agent's exit code once it has stopped (null: by a signal). */
-function exited(agent: AgentProcess): Promise<number | null> {
-  const { child } = agent;
-  if (child.exitCode !== null || child.signalCode !== null) return Promise.resolve(child.exitCode);
-  return new Promise((resolve) => child.once('exit', (c) => resolve(c)));
-}
-
 const title =
   'a second agent in the same network namespace stops at start and leaves the first one’s pods alone';
 describe.skipIf(skip !== undefined)(skip === undefined ? title : `${title} (skipped: ${skip})`, () => {
@@ -45,7 +38,7 @@ describe.skipIf(skip !== undefined)(skip === undefined ? title : `${title} (skip
     expect(before).toHaveLength(1);
 
     second = startAgent({ ns: node.host.name, podCIDRs: ['10.244.1.0/24', 'fd00:10:244:1::/64'] });
-    const code = await exited(second);
+    const code = await second.exited();
     expect(code, second.stderr()).not.toBe(0);
     expect(code).not.toBeNull(); // it stopped by itself, not by a signal
     expect(second.logs.find((l) => l.msg === 'agent failed to start')).toMatchObject({
@@ -123,7 +116,7 @@ describe.skipIf(squatSkip !== undefined)(
           extraArgs: ['--socket', join(socketDir, socketName)],
         });
         agents.push(other);
-        const code = await exited(other);
+        const code = await other.exited();
         expect(code, other.stderr()).not.toBe(0);
         return other.logs.find((l) => l.msg === 'agent failed to start');
       };

@@ -36,13 +36,6 @@ describe.skipIf(skip !== undefined)(skip === undefined ? title : `${title} (skip
     pool.cleanup();
   });
 
-  const exited = (a: AgentProcess): Promise<number | null> =>
-    new Promise((resolve) => {
-      const c = a.child;
-      if (c.exitCode !== null || c.signalCode !== null) resolve(c.exitCode);
-      else c.once('exit', (exitCode) => resolve(exitCode));
-    });
-
   it('exit 0 after "trellis agent stopped", the CNI socket removed', async () => {
     const ns = pool.add('sigstart').name;
     // A stand-in nft that holds the start (masquerading off: the start removes an earlier run's table
@@ -77,7 +70,7 @@ describe.skipIf(skip !== undefined)(skip === undefined ? title : `${title} (skip
     await new Promise((r) => setTimeout(r, 200));
     expect(agent.child.exitCode).toBeNull(); // not killed halfway by the signal's default action
     writeFileSync(join(gate, 'go'), '');
-    const code = await exited(agent);
+    const code = await agent.exited();
     expect([code, agent.child.signalCode]).toEqual([0, null]);
     const after = agent.logs.slice(sentAt).map((l) => l.msg);
     const stopping = after.indexOf(
@@ -122,7 +115,7 @@ for (let i = 0; i < 2000 && !existsSync(dir + '/go'); i++) Atomics.wait(wait, 0,
     process.kill(pid, 'SIGTERM');
     writeFileSync(join(gate, 'go'), '');
     const code = await Promise.race([
-      exited(a),
+      a.exited(),
       new Promise((r) => setTimeout(() => r('still running'), 20_000)),
     ]);
     expect(code).toBe(0);
@@ -171,7 +164,7 @@ for (let i = 0; i < 2000 && !existsSync(dir + '/go'); i++) Atomics.wait(wait, 0,
     await vi.waitFor(() => expect(connections).toBeGreaterThan(0), { timeout: 15_000, interval: 50 });
     const sentAt = performance.now();
     a.child.kill('SIGTERM');
-    const code = await exited(a);
+    const code = await a.exited();
     // Well inside the DaemonSet's 30 s grace period, and nowhere near the request's own 60 s timeout.
     expect(performance.now() - sentAt).toBeLessThan(10_000);
     expect([code, a.child.signalCode]).toEqual([0, null]);

@@ -8,7 +8,7 @@ import { existsSync, mkdtempSync, readdirSync, readFileSync, watch } from 'node:
 import { createConnection } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { type AgentProcess, readAgentLog } from '../../support/agent-process.ts';
+import { type AgentProcess, exitedAndRead, readAgentLog } from '../../support/agent-process.ts';
 import { AGENT_BINARY, SHIM_BINARY } from '../../support/cni-driver.ts';
 import { nsPing } from '../../support/netns.ts';
 import { type AddResult, containerId, type NodeHarness, podAddr } from '../datapath/harness.ts';
@@ -284,7 +284,7 @@ export function startAgentWithTmpfsState(opts: {
   child.stderr!.setEncoding('utf8').on('data', (d: string) => {
     stderr += d;
   });
-  const exited = new Promise<number | null>((resolve) => child.on('exit', (code) => resolve(code)));
+  const exited = exitedAndRead(child);
   return {
     ns: opts.ns,
     dir,
@@ -312,6 +312,7 @@ export function startAgentWithTmpfsState(opts: {
       if (child.exitCode === null && child.signalCode === null) child.kill('SIGKILL');
       await exited;
     },
+    exited: () => exited,
     stderr: () => stderr,
   };
 }
