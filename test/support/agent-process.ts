@@ -27,7 +27,7 @@ export interface AgentProcess {
   stop(): Promise<number | null>;
   /** SIGKILL and wait. */
   kill(): Promise<void>;
-  /** The exit code once the agent has exited by itself and its log was read to the end (null: a signal). */
+  /** The exit code once the agent has exited and its log was read to the end (null: killed by a signal). */
   exited(): Promise<number | null>;
   /** What the agent wrote to stderr so far (crash traces). */
   stderr(): string;
