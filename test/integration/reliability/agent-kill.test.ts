@@ -112,12 +112,29 @@ describe.skipIf(skip !== undefined)(
           // Kill somewhere inside the calls' window.
           await new Promise((r) => setTimeout(r, Math.floor(Math.random() * 500)));
         }
+        const killed = node.agent;
         await node.agent.kill();
         // The DaemonSet starts it again while the calls are still out (an ADD that finds no agent waits
         // for it while the ready marker is fresh, as after a restart).
         const restarted = node.startAgain();
         const results = await Promise.all(ops);
         await restarted;
+        // An ADD's log line is written after its answer: wait for each answered ADD's line in one
+        // agent's log or the other's before asking which agent answered it (the killed one may have
+        // died between its answer and its line: 2 s at most).
+        const loggedBy = (logs: Record<string, unknown>[], id: string): boolean =>
+          logs.some((l) => l.msg === 'CNI ADD ok' && l.containerId === shortId(id));
+        await waitFor(
+          () =>
+            results.every(
+              ({ kind, pod, run }) =>
+                kind !== 'add' ||
+                run.code !== 0 ||
+                loggedBy(killed.logs, pod.id) ||
+                loggedBy(node.agent.logs, pod.id),
+            ),
+          2000,
+        );
         countSweep();
 
         for (const { kind, pod, run } of results) {

@@ -177,8 +177,10 @@ describe.skipIf(skip !== undefined)(`faults${skip ? ` (skipped: ${skip})` : ''}`
         expect((r.json as { msg: string }).msg).toMatch(/IPAM state directory .*ENOSPC/);
         expect(holdings(node, ipamDir)).toEqual(before); // no lease, reservation, veth or route
       }
-      const line = node.agent.logs.findLast((l) => l.verb === 'ADD');
+      // Written after the answer: awaited, not read at once.
+      const line = await node.logLine((l) => l.verb === 'ADD' && l.outcome === 'error');
       expect(line).toMatchObject({ code: 107, outcome: 'error' });
+      expect(node.agent.logs.findLast((l) => l.verb === 'ADD')).toMatchObject({ code: 107 });
 
       const del = await node.del(liveId, live.path);
       expect(del.code, del.stdout).toBe(0);
