@@ -1,4 +1,4 @@
-import { afterEach, describe, expect, it } from 'vitest';
+import { afterEach, describe, expect, it, vi } from 'vitest';
 import { builtSkipReason } from '../../support/cni-driver.ts';
 import { netnsSkipReason } from '../../support/netns.ts';
 import { containerId, NodeHarness } from '../datapath/harness.ts';
@@ -31,7 +31,10 @@ describe.skipIf(skip !== undefined)(skip === undefined ? title : `${title} (skip
       const r = await node.add(node.podNs(), containerId());
       expect(r.code, r.stdout).toBe(0);
     }
-    const lastAdd = agent.logs.findLast((l) => l.msg === 'CNI ADD ok');
+    // A call's line is written after its answer: the sixth is awaited, not read at once.
+    const adds = () => agent.logs.filter((l) => l.msg === 'CNI ADD ok');
+    await vi.waitFor(() => expect(adds()).toHaveLength(6), { timeout: 5000, interval: 20 });
+    const lastAdd = adds()[5];
     expect(lastAdd).toBeDefined();
     const lastAddAt = Date.parse(String(lastAdd!.time));
     const deadline = Date.now() + 15_000;
