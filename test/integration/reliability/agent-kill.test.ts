@@ -63,8 +63,10 @@ describe.skipIf(skip !== undefined)(
         for (const a of pod.addrs) if (owner.get(a) === pod.id) owner.delete(a);
         live.delete(pod.id);
       };
-      const answeredAfterRestart = (id: string): boolean =>
-        node.agent.logs.some((l) => l.msg === 'CNI ADD ok' && l.containerId === shortId(id));
+      /** The ADD of container `id` answered, as `logs` (one agent's) tell it. */
+      const loggedBy = (logs: Record<string, unknown>[], id: string): boolean =>
+        logs.some((l) => l.msg === 'CNI ADD ok' && l.containerId === shortId(id));
+      const answeredAfterRestart = (id: string): boolean => loggedBy(node.agent.logs, id);
       /** A runtime retries DEL until it succeeds (the agent may be down: the shim then spools it). */
       const delUntilOk = async (id: string, ns: TestNetns): Promise<void> => {
         for (let attempt = 0; ; attempt++) {
@@ -122,8 +124,6 @@ describe.skipIf(skip !== undefined)(
         // An ADD's log line is written after its answer: wait for each answered ADD's line in one
         // agent's log or the other's before asking which agent answered it (the killed one may have
         // died between its answer and its line: 2 s at most).
-        const loggedBy = (logs: Record<string, unknown>[], id: string): boolean =>
-          logs.some((l) => l.msg === 'CNI ADD ok' && l.containerId === shortId(id));
         await waitFor(
           () =>
             results.every(
