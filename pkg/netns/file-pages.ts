@@ -32,9 +32,17 @@ export function unmapCleanFilePages(): UnmappedPages {
   return done;
 }
 
-/** The process's file-backed resident kB (RssFile in /proc/self/status); NaN where unreadable. */
+/**
+ * The process's file-backed resident kB (RssFile in /proc/self/status); NaN where unreadable, not a
+ * throw: the idle trim asks before each unmap, and a throw there would stop its malloc_trim too.
+ */
 export function fileBackedRssKb(): number {
-  const status = readFileSync('/proc/self/status', 'utf8');
+  let status: string;
+  try {
+    status = readFileSync('/proc/self/status', 'utf8');
+  } catch {
+    return Number.NaN;
+  }
   const at = status.indexOf('\nRssFile:');
   return at < 0 ? Number.NaN : Number.parseInt(status.slice(at + '\nRssFile:'.length), 10);
 }
