@@ -30,11 +30,28 @@ export function adminSocketProblem(socketPath: string): string | undefined {
   return undefined;
 }
 
+/**
+ * GET `path` and parse its JSON; rejects with an AdminError. `timeoutMs` bounds the whole exchange,
+ * not only the silences in it: an agent stuck mid-answer that still sends a byte now and then would
+ * otherwise keep the CLI (and the doctor that asks it) waiting for good.
+ */
 export function adminGet<T>(socketPath: string, path: string, timeoutMs = 5000): Promise<T> {
   const problem = adminSocketProblem(socketPath);
   if (problem !== undefined) return Promise.reject(new AdminError(problem));
-  return new Promise<T>((resolve, reject) => {
-    const req = request({ socketPath, path, method: 'GET', timeout: timeoutMs }, (res) => {
+  return new Promise<T>((resolveAnswer, rejectAnswer) => {
+    const deadline = setTimeout(
+      () => req.destroy(new Error(`no whole answer within ${timeoutMs} ms`)),
+      timeoutMs,
+    );
+    const resolve = (value: T): void => {
+      clearTimeout(deadline);
+      resolveAnswer(value);
+    };
+    const reject = (err: AdminError): void => {
+      clearTimeout(deadline);
+      rejectAnswer(err);
+    };
+    const req = request({ socketPath, path, method: 'GET' }, (res) => {
       const chunks: Buffer[] = [];
       res.on('data', (c: Buffer) => chunks.push(c));
       res.on('error', (e) => reject(new AdminError(`${socketPath} ${path}: ${e.message}`)));
@@ -58,7 +75,6 @@ export function adminGet<T>(socketPath: string, path: string, timeoutMs = 5000):
         }
       });
     });
-    req.on('timeout', () => req.destroy(new Error(`no answer within ${timeoutMs} ms`)));
     req.on('error', (e: NodeJS.ErrnoException) => {
       const hint =
         e.code === 'ENOENT'
