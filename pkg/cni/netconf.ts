@@ -27,8 +27,10 @@ export const DEFAULT_SPOOL_DIR = '/var/lib/trellis/spool';
 export const MTU_MIN = 68;
 export const MTU_MAX = 65535;
 export const TIMEOUT_MS_MAX = 10 * 60 * 1000;
-export const LOG_LEVELS = Object.freeze(['debug', 'info', 'warn', 'error'] as const);
-export type LogLevel = (typeof LOG_LEVELS)[number];
+
+import { LOG_LEVELS, type LogLevel } from '../observe/log-levels.ts';
+
+export { LOG_LEVELS, type LogLevel };
 
 /** One attachment the runtime still considers valid (GC). */
 export interface GcAttachment {

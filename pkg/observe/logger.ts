@@ -1,13 +1,12 @@
 import pino, { type Logger } from 'pino';
+import { LOG_LEVELS, type LogLevel } from './log-levels.ts';
 import { redactSecrets, scrubText } from './redact.ts';
 
 export type { Logger } from 'pino';
+export { LOG_LEVELS, type LogLevel };
 
-export const LOG_LEVELS = ['trace', 'debug', 'info', 'warn', 'error', 'fatal', 'silent'] as const;
 /** Most log text held in memory while stdout is not taking it. */
 export const LOG_BUFFER_MAX_BYTES = 8 * 1024 * 1024;
-
-export type LogLevel = (typeof LOG_LEVELS)[number];
 
 export interface LoggerOptions {
   level: LogLevel;

@@ -183,6 +183,12 @@ describe('parseNetConf: fields (code 7)', () => {
     });
   });
 
+  it("takes every one of the agent's log levels, as the README says (trace, fatal and silent too)", () => {
+    for (const level of ['trace', 'debug', 'info', 'warn', 'error', 'fatal', 'silent']) {
+      expect(conf({ logLevel: level }).logLevel).toBe(level);
+    }
+  });
+
   const bad: [string, Record<string, unknown>, string][] = [
     ['relative socket', { socket: 'run/cni.sock' }, 'socket must be an absolute path, not "run/cni.sock"'],
     ['numeric spoolDir', { spoolDir: 5 }, 'spoolDir must be an absolute path, not number'],
@@ -194,7 +200,7 @@ describe('parseNetConf: fields (code 7)', () => {
     [
       'unknown log level',
       { logLevel: 'loud' },
-      'logLevel must be one of debug, info, warn, error, not "loud"',
+      'logLevel must be one of trace, debug, info, warn, error, fatal, silent, not "loud"',
     ],
     ['dns as a list', { dns: ['10.0.0.1'] }, 'dns must be an object, not array'],
     [
@@ -360,7 +366,7 @@ describe('parseNetConf: a prevResult that does not parse', () => {
     const bad = {
       mtu: 1,
       dns: { nameservers: ['x'] },
-      logLevel: 'trace',
+      logLevel: 'loud',
       args: 3,
       runtimeConfig: [],
       timeoutMs: '5000',

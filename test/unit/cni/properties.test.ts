@@ -9,7 +9,7 @@ import { parseCniArgs } from '../../../pkg/cni/args.ts';
 import { CNI_COMMANDS, interfaceNameProblem, parseCniEnv } from '../../../pkg/cni/env.ts';
 import { CniCode, CniError } from '../../../pkg/cni/errors.ts';
 import { ipFamily, parseCidr, parseIp } from '../../../pkg/cni/ip.ts';
-import { type NetConfCommand, parseNetConf } from '../../../pkg/cni/netconf.ts';
+import { LOG_LEVELS, type NetConfCommand, parseNetConf } from '../../../pkg/cni/netconf.ts';
 import { type CniResult, convertResult, parseResult } from '../../../pkg/cni/result.ts';
 import { SUPPORTED_VERSIONS } from '../../../pkg/cni/version.ts';
 
@@ -134,7 +134,7 @@ const validConfig = fc.record(
     spoolDir: netnsPath,
     mtu: fc.integer({ min: 68, max: 65535 }),
     timeoutMs: fc.integer({ min: 1, max: 600_000 }),
-    logLevel: fc.constantFrom('debug', 'info', 'warn', 'error'),
+    logLevel: fc.constantFrom(...LOG_LEVELS),
     dns: fc.record(
       {
         nameservers: fc.array(fc.oneof(fc.ipV4(), fc.ipV6()), { maxLength: 3 }),
