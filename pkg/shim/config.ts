@@ -116,13 +116,21 @@ export function parseShimConfig(stdin: string, command: CniCommand): ShimConfig 
 
 /**
  * When the agent cannot be asked: throws the error it would answer for a config it can never accept
- * (the spec's checks every plugin makes: a supported cniVersion that defines the verb, a valid name),
+ * (the spec's checks every plugin makes: a supported cniVersion that defines the verb, a valid name, a
+ * type),
  * so a runtime is not told "try again later" for an ADD that will fail, nor "done" for a spooled DEL
  * the agent would refuse at every replay.
  */
 export function checkWithoutAgent(config: ShimConfig, command: string): void {
   configVersion(config.raw, command);
-  const problem = cniNameProblem(config.raw.name);
-  if (problem !== undefined)
-    throw new CniError(CniCode.INVALID_CONFIG, `invalid network configuration: ${problem}`);
+  const problems: string[] = [];
+  const nameProblem = cniNameProblem(config.raw.name);
+  if (nameProblem !== undefined) problems.push(nameProblem);
+  // The agent requires `type` of every verb (pkg/cni/netconf.ts), in these words.
+  const type = config.raw.type;
+  if (type === undefined || type === null || type === '') problems.push('type is required');
+  else if (typeof type !== 'string') problems.push(`type must be a string, not ${jsonType(type)}`);
+  if (problems.length > 0) {
+    throw new CniError(CniCode.INVALID_CONFIG, `invalid network configuration: ${problems.join('; ')}`);
+  }
 }

@@ -192,6 +192,9 @@ describe('runShim decisions (in-process transport)', () => {
     const cases: [string, Record<string, unknown>, number, string][] = [
       ['DEL', { name: undefined }, 7, 'name is required'],
       ['DEL', { name: 'bad name' }, 7, 'name "bad name" must start'],
+      ['DEL', { type: undefined }, 7, 'invalid network configuration: type is required'],
+      ['DEL', { type: 5 }, 7, 'type must be a string, not number'],
+      ['DEL', { name: undefined, type: '' }, 7, 'name is required; type is required'],
       ['DEL', { cniVersion: undefined }, 1, 'no cniVersion'],
       ['DEL', { cniVersion: '1.0' }, 1, 'incompatible CNI versions: config is "1.0"'],
       ['DEL', { cniVersion: 1 }, 7, 'cniVersion must be a string, not number'],
