@@ -96,7 +96,20 @@ export function enableForwarding(
 
 function turnOn(netns: SysctlPort, key: string, ra: RouterAdvertisementGuard | undefined): void {
   if (key === FORWARDING_SYSCTLS[6] && ra !== undefined) keepRouterAdvertisements(netns, ra);
+  // Read first: the kernel acts on every write of all/forwarding, not only on a change. Writing the 1
+  // it holds sets every interface's own IPv6 forwarding to 1 again (an uplink its operator keeps a host
+  // at 0 would stop taking router advertisements) at each start and pod CIDR change.
+  if (alreadyOn(netns, key)) return;
   netns.writeSysctl(key, '1');
+}
+
+/** Whether `key` reads 1; false when it cannot be read (the write then says why). */
+function alreadyOn(netns: SysctlPort, key: string): boolean {
+  try {
+    return netns.readSysctl(key) === '1';
+  } catch {
+    return false;
+  }
 }
 
 /**

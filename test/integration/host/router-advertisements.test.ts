@@ -81,4 +81,17 @@ describe.skipIf(skip !== undefined)(skip === undefined ? title : `${title} (skip
     nsSysctl(host, 'net.ipv6.conf.all.forwarding', '1');
     expect(defaultRoutes(host)).toEqual([]);
   });
+
+  it('a node already forwarding IPv6 keeps the per-interface forwarding=0 its operator set (no write of all/forwarding)', async () => {
+    // Any write of net.ipv6.conf.all.forwarding, even of the 1 it holds, makes the kernel set every
+    // interface's own forwarding to 1 (addrconf_fixup_forwarding), undoing an interface kept a host.
+    const host = pool.add('fwdkeep', { loUp: true }).name;
+    ip(host, 'link', 'add', 'eth0', 'type', 'veth', 'peer', 'name', 'eth0p');
+    nsSysctl(host, 'net.ipv6.conf.all.forwarding', '1');
+    nsSysctl(host, 'net.ipv6.conf.eth0.forwarding', '0');
+    agent = startAgent({ ns: host, podCIDRs: ['10.244.1.0/24', 'fd00:10:244:1::/64'] });
+    await agent.ready();
+    expect(sysctl(host, 'net.ipv6.conf.all.forwarding')).toBe('1');
+    expect(sysctl(host, 'net.ipv6.conf.eth0.forwarding')).toBe('0');
+  });
 });

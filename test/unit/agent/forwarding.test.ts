@@ -79,6 +79,15 @@ describe('router advertisements and IPv6 forwarding', () => {
     }
   });
 
+  it('writes nothing where forwarding is on already (a write of all/forwarding resets every interface)', () => {
+    const s = sysctls({ 'net/ipv4/ip_forward': '1', 'net/ipv6/conf/all/forwarding': '1' });
+    enableForwarding(s.port, ['10.244.1.0/24', 'fd00:10:244:1::/64'], {
+      ipv6RouteTable: () => '',
+      log: silent,
+    });
+    expect(s.writes).toEqual([]);
+  });
+
   it('an IPv4-only node reads nothing of IPv6; a table it cannot read still lets forwarding go on', () => {
     const s = sysctls({ 'net/ipv4/ip_forward': '0' });
     enableForwarding(s.port, ['10.244.1.0/24'], {
