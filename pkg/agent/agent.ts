@@ -366,7 +366,7 @@ export class Agent {
     }
     this.readyMark = new ReadyMark(config.socket, log);
     if (config.publishCniConfig && this.readyMark.absent()) {
-      await withdrawPreviousBootConflist(config.cniConfDir, config.socket, log);
+      this.cniPublisher().carry(await withdrawPreviousBootConflist(config.cniConfDir, config.socket, log));
     }
     // Ranges come from the controller (flags or the Node object); leases outside them go then.
     this.ipam = openIpam({

@@ -1,17 +1,23 @@
 import { readdir, readFile } from 'node:fs/promises';
 import { join } from 'node:path';
+import { isDeepStrictEqual } from 'node:util';
 import {
+  buildConflist,
+  type ChainedParts,
   ChainVersionProbe,
   CONFLIST_FILE_NAME,
+  chainedParts,
+  chainedTypes,
   configsBefore,
   configsShadowing,
+  conflistText,
   describeChainProblems,
   entryExists,
   isMetaPluginConfig,
   publishConflist,
   removeConflist,
-  renderConflist,
   runtimeMountNs,
+  withChained,
 } from '../cniconf/index.ts';
 import { PUBLISHED_NETWORK_NAME } from '../cniconf/render.ts';
 import { errorText } from '../error-text.ts';
@@ -36,15 +42,24 @@ export type PublishBlock =
  * naming this agent's socket is its to withdraw: another agent's (a test's, a standalone one with
  * --no-cni-config beside the node's) is left alone.
  */
-export async function withdrawPreviousBootConflist(dir: string, socket: string, log: Logger): Promise<void> {
+export async function withdrawPreviousBootConflist(
+  dir: string,
+  socket: string,
+  log: Logger,
+): Promise<ChainedParts | undefined> {
   const file = join(dir, CONFLIST_FILE_NAME);
-  if (!namesSocket(await readJson(file), socket)) return;
+  const found = await readJson(file);
+  if (!namesSocket(found, socket)) return undefined;
   try {
     if ((await removeConflist(dir, CONFLIST_FILE_NAME)) === 'removed') {
+      // What other tools chained into it goes back with it (CniConfigPublisher.carry): a pod started
+      // before a mesh's installer inserts its plugin again would miss it.
+      const chained = chainedParts(found, PUBLISHED_NETWORK_NAME);
       log.info(
-        { file },
+        { file, chained: chainedTypes(chained) },
         'CNI config list of a previous boot withdrawn (no ready marker): published again once this agent is ready',
       );
+      return chained;
     }
   } catch (err) {
     log.warn(
@@ -52,6 +67,7 @@ export async function withdrawPreviousBootConflist(dir: string, socket: string, 
       'cannot withdraw the CNI config list of a previous boot: the runtime may send pods to this agent before it is ready',
     );
   }
+  return undefined;
 }
 
 /**
@@ -94,8 +110,20 @@ export class CniConfigPublisher {
 
   /** The publish under way: the next one starts after it. */
   #queue: Promise<unknown> = Promise.resolve();
-  /** The list as last published (written or found in place), for keep(). */
+  /** trellis's own list as last published (without other tools' plugins), for keep(). */
   #published: string | undefined;
+  /** What other tools had chained into the list a previous boot's agent published (carry). */
+  #carried: ChainedParts | undefined;
+  /** The chained plugin types last logged. */
+  #saidChained = '';
+
+  /**
+   * The other tools' parts of the list withdrawn at start (withdrawPreviousBootConflist): the first
+   * publish puts them back when it finds no list in place.
+   */
+  carry(parts: ChainedParts | undefined): void {
+    this.#carried = parts;
+  }
   /** Publishes asked for and not finished: keep() leaves the list to them. */
   #publishing = 0;
 
@@ -172,25 +200,51 @@ export class CniConfigPublisher {
     // The VERSION probes take a while: a SIGTERM meanwhile must not leave a list behind for a node
     // this agent never served.
     if (this.#stopping?.aborted === true) return undefined;
-    const text = renderConflist({
+    const own = buildConflist({
       socket: config.socket,
       spoolDir: config.spoolDir,
       mtu,
       cniVersions: check.versions,
     });
-    if ((await this.#write(text)) === 'written') {
-      log.info({ file: join(config.cniConfDir, CONFLIST_FILE_NAME) }, 'CNI config published');
+    const file = join(config.cniConfDir, CONFLIST_FILE_NAME);
+    // Other tools' plugins chained into the list in place stay (chained.ts); with none in place, those
+    // of the list withdrawn at start.
+    const found = await readJson(file);
+    const parts = found === undefined ? this.#carried : chainedParts(found, PUBLISHED_NETWORK_NAME);
+    this.#carried = undefined;
+    this.#sayChained(parts, file);
+    const list = withChained(own, parts);
+    // Compared as JSON, not as bytes: another tool that wrote the same list in its own layout (after
+    // inserting its plugin) is not answered with a rewrite, nor would it answer ours with one.
+    if (!isDeepStrictEqual(found, list) && (await this.#write(conflistText(list))) === 'written') {
+      log.info({ file }, 'CNI config published');
     }
+    this.#published = conflistText(own);
     return undefined;
+  }
+
+  /** Says which plugins other tools chained into the list, when that changes. */
+  #sayChained(parts: ChainedParts | undefined, file: string): void {
+    const types = chainedTypes(parts);
+    const said = types.join(',');
+    if (said === this.#saidChained) return;
+    const was = this.#saidChained;
+    this.#saidChained = said;
+    if (types.length > 0) {
+      this.#log.info(
+        { file, chained: types, cniVersions: ['1.0.0'] },
+        'the CNI config list keeps the plugins other tools chained into it (it offers CNI 1.0.0 only while they are there)',
+      );
+    } else if (was !== '') {
+      this.#log.info({ file }, 'no other plugin is chained into the CNI config list now');
+    }
   }
 
   /** Writes the list (unless the same is in place); a failure names the conf dir and what it costs. */
   async #write(text: string): Promise<'written' | 'unchanged'> {
     const dir = this.#config.cniConfDir;
     try {
-      const outcome = await publishConflist(dir, CONFLIST_FILE_NAME, text);
-      this.#published = text;
-      return outcome;
+      return await publishConflist(dir, CONFLIST_FILE_NAME, text);
     } catch (err) {
       throw new ConfDirError(dir, err);
     }

@@ -13,6 +13,7 @@ export {
   runtimeMountNs,
   type VersionAnswer,
 } from './chain-versions.ts';
+export { type ChainedParts, chainedParts, chainedTypes, withChained } from './chained.ts';
 export {
   CNI_CONF_EXTENSIONS,
   configsBefore,
@@ -29,6 +30,7 @@ export {
   type Conflist,
   ConflistConfigError,
   type ConflistOptions,
+  conflistText,
   type DnsConfig,
   KNOWN_CNI_VERSIONS,
   renderConflist,

@@ -138,5 +138,10 @@ export function buildConflist(opts: ConflistOptions): Conflist {
 
 /** The file content: 2-space JSON and a trailing newline (deterministic, so "unchanged" is a byte compare). */
 export function renderConflist(opts: ConflistOptions): string {
-  return `${JSON.stringify(buildConflist(opts), null, 2)}\n`;
+  return conflistText(buildConflist(opts));
+}
+
+/** A config list's file content, as renderConflist writes it. */
+export function conflistText(list: Conflist): string {
+  return `${JSON.stringify(list, null, 2)}\n`;
 }

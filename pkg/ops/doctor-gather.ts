@@ -108,10 +108,12 @@ export async function gatherDoctorFacts(opts: GatherOptions): Promise<DoctorFact
         const parsed = JSON.parse(readFileSync(confPath, 'utf8')) as {
           plugins?: { type?: unknown; mtu?: unknown }[];
         };
-        const first = parsed.plugins?.[0];
+        const plugins = Array.isArray(parsed.plugins) ? parsed.plugins : [];
+        // Other tools may chain plugins into the list (pkg/cniconf/chained.ts): trellis's entry is found by type.
+        const trellis = plugins.find((p) => p?.type === 'trellis');
         return {
-          firstType: typeof first?.type === 'string' ? first.type : undefined,
-          mtu: typeof first?.mtu === 'number' ? first.mtu : undefined,
+          types: plugins.map((p) => (typeof p?.type === 'string' ? p.type : String(p?.type))),
+          mtu: typeof trellis?.mtu === 'number' ? trellis.mtu : undefined,
         };
       })
     : undefined;

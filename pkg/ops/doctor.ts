@@ -76,7 +76,7 @@ export interface DoctorFacts {
    */
   confsBefore?: Record<string, unknown>;
   /** Our config list parsed (undefined when the file is absent). */
-  ourConflist: Gathered<{ firstType: string | undefined; mtu: number | undefined }> | undefined;
+  ourConflist: Gathered<{ types: string[]; mtu: number | undefined }> | undefined;
   binDir: string;
   /**
    * Per required binary: present and executable; `danglingTo`: a symlink whose target does not exist
@@ -201,9 +201,9 @@ function checkConfig(f: DoctorFacts): CheckResult {
       problem: `${f.expectedConflist} is unreadable: ${c.error}`,
       fix: `delete ${f.confDir}/${f.expectedConflist}; the agent rewrites it within a reconcile pass`,
     });
-  } else if (c !== undefined && c.value.firstType !== 'trellis') {
+  } else if (c !== undefined && !c.value.types.includes('trellis')) {
     r.findings.push({
-      problem: `${f.expectedConflist} does not start with the trellis plugin (first type ${JSON.stringify(c.value.firstType)})`,
+      problem: `${f.expectedConflist} holds no trellis plugin (its plugin types: ${JSON.stringify(c.value.types)})`,
       fix: `delete ${f.confDir}/${f.expectedConflist}; the agent rewrites it`,
     });
   } else if (

@@ -4,7 +4,7 @@ import { join } from 'node:path';
 import pino from 'pino';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import type { AgentConfig } from '../../../pkg/agent/config.ts';
-import { CniConfigPublisher } from '../../../pkg/agent/publication.ts';
+import { CniConfigPublisher, withdrawPreviousBootConflist } from '../../../pkg/agent/publication.ts';
 
 const VERSION_REPLY = `echo '{"cniVersion":"1.0.0","supportedVersions":["0.4.0","1.0.0"]}'`;
 
@@ -72,5 +72,86 @@ describe('CniConfigPublisher.keep (the published list removed under the agent)',
     expect(first).toBe('keep: skipped');
     expect(await publishing).toBeUndefined();
     expect(readFileSync(conflist(), 'utf8')).toContain('1500');
+  });
+});
+
+describe('CniConfigPublisher: plugins other tools chained into the list', () => {
+  let dir: string;
+  let binDir: string;
+  let confDir: string;
+  let config: AgentConfig;
+  const conflist = (): string => join(confDir, '10-trellis.conflist');
+  const read = (): { cniVersions: string[]; plugins: { type: string; mtu?: number }[] } =>
+    JSON.parse(readFileSync(conflist(), 'utf8'));
+  const istio = { type: 'istio-cni', log_level: 'info' };
+
+  beforeEach(() => {
+    dir = mkdtempSync(join(tmpdir(), 'trl-publication-'));
+    binDir = join(dir, 'bin');
+    confDir = join(dir, 'net.d');
+    mkdirSync(binDir);
+    mkdirSync(confDir);
+    // Every binary speaks 1.1.0: trellis's own list offers it.
+    const reply = `echo '{"cniVersion":"1.1.0","supportedVersions":["1.0.0","1.1.0"]}'`;
+    for (const b of ['trellis', 'portmap', 'loopback'])
+      writeFileSync(join(binDir, b), `#!/bin/sh\n${reply}\n`, { mode: 0o755 });
+    config = {
+      cniBinDir: binDir,
+      cniConfDir: confDir,
+      hostProc: '',
+      socket: join(dir, 'cni.sock'),
+      spoolDir: join(dir, 'spool'),
+    } as AgentConfig;
+  });
+  afterEach(() => rmSync(dir, { recursive: true, force: true }));
+
+  /** What a mesh's installer does: read the list, append its plugin, write it back in its own layout. */
+  const chainIstio = (): void => {
+    const list = read();
+    list.plugins.push(istio);
+    writeFileSync(conflist(), JSON.stringify(list, null, 4));
+  };
+
+  it('a rewrite keeps them (its own fields new), and a list that says the same is not rewritten', async () => {
+    const publisher = new CniConfigPublisher(config, pino({ level: 'silent' }));
+    expect(await publisher.publish(1450)).toBeUndefined();
+    expect(read().cniVersions).toEqual(['1.0.0', '1.1.0']);
+    chainIstio();
+    expect(await publisher.publish(1450)).toBeUndefined();
+    expect(read().cniVersions).toEqual(['1.0.0']); // their versions unknown: 1.0.0 only
+    // Written again in their layout, saying the same: not answered with a rewrite.
+    writeFileSync(conflist(), JSON.stringify(read(), null, 4));
+    const theirs = readFileSync(conflist(), 'utf8');
+    expect(await publisher.publish(1450)).toBeUndefined();
+    expect(readFileSync(conflist(), 'utf8')).toBe(theirs);
+    expect(await publisher.publish(1400)).toBeUndefined(); // an MTU change rewrites it
+    const list = read();
+    expect(list.plugins.map((p) => p.type)).toEqual(['trellis', 'portmap', 'istio-cni']);
+    expect(list.plugins[0]?.mtu).toBe(1400);
+    expect(list.plugins[2]).toEqual(istio);
+    expect(list.cniVersions).toEqual(['1.0.0']);
+  });
+
+  it("the list removed under the agent comes back as trellis's own (their binaries may be gone with it)", async () => {
+    const publisher = new CniConfigPublisher(config, pino({ level: 'silent' }));
+    expect(await publisher.publish(1450)).toBeUndefined();
+    chainIstio();
+    expect(await publisher.publish(1450)).toBeUndefined();
+    rmSync(conflist());
+    expect(await publisher.keep()).toBe('written');
+    expect(read().plugins.map((p) => p.type)).toEqual(['trellis', 'portmap']);
+  });
+
+  it("a previous boot's list withdrawn at start: the first publish puts their plugins back", async () => {
+    const first = new CniConfigPublisher(config, pino({ level: 'silent' }));
+    expect(await first.publish(1450)).toBeUndefined();
+    chainIstio();
+    // The node reboots: no ready marker, the list is withdrawn until the new agent is ready.
+    const carried = await withdrawPreviousBootConflist(confDir, config.socket, pino({ level: 'silent' }));
+    expect(existsSync(conflist())).toBe(false);
+    const next = new CniConfigPublisher(config, pino({ level: 'silent' }));
+    next.carry(carried);
+    expect(await next.publish(1450)).toBeUndefined();
+    expect(read().plugins.map((p) => p.type)).toEqual(['trellis', 'portmap', 'istio-cni']);
   });
 });

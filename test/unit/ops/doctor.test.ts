@@ -82,7 +82,7 @@ function healthy(): DoctorFacts {
     confDir: '/etc/cni/net.d',
     expectedConflist: '10-trellis.conflist',
     confFiles: { ok: true, value: ['10-trellis.conflist', '99-loopback.conf', 'README'] },
-    ourConflist: { ok: true, value: { firstType: 'trellis', mtu: 1450 } },
+    ourConflist: { ok: true, value: { types: ['trellis', 'portmap'], mtu: 1450 } },
     binDir: '/opt/cni/bin',
     binaries: {
       trellis: { present: true, executable: true },
@@ -267,9 +267,18 @@ const cases: Case[] = [
     /delete .* rewrites it/,
   ],
   [
+    'another network in our file',
+    (f) => {
+      f.ourConflist = { ok: true, value: { types: ['bridge', 'portmap'], mtu: undefined } };
+    },
+    'cni-config',
+    /holds no trellis plugin \(its plugin types: \["bridge","portmap"\]\)/,
+    /delete .* rewrites it/,
+  ],
+  [
     'config MTU differs',
     (f) => {
-      f.ourConflist = { ok: true, value: { firstType: 'trellis', mtu: 1500 } };
+      f.ourConflist = { ok: true, value: { types: ['trellis', 'portmap'], mtu: 1500 } };
     },
     'cni-config',
     /sets MTU 1500, the agent uses 1450/,
@@ -387,7 +396,7 @@ const cases: Case[] = [
     'pod MTU above the uplink',
     (f) => {
       agentValue(f).status.mtu = 1500;
-      f.ourConflist = { ok: true, value: { firstType: 'trellis', mtu: 1500 } };
+      f.ourConflist = { ok: true, value: { types: ['trellis', 'portmap'], mtu: 1500 } };
       f.links[1]!.mtu = 1400;
     },
     'mtu',
@@ -400,7 +409,7 @@ const cases: Case[] = [
       // Interfaces at the full 1500 are fine; what leaves the node must leave room for VXLAN.
       agentValue(f).status.mtu = 1500;
       agentValue(f).status.routeMtu = 1480;
-      f.ourConflist = { ok: true, value: { firstType: 'trellis', mtu: 1500 } };
+      f.ourConflist = { ok: true, value: { types: ['trellis', 'portmap'], mtu: 1500 } };
       f.links[2]!.mtu = 1500;
       f.overhead = 50;
     },
@@ -582,6 +591,12 @@ describe('doctor', () => {
     expect(r.checks.filter((c) => c.findings.length > 0)).toEqual([]);
     expect(r.checks.filter((c) => c.skipped !== undefined)).toEqual([]);
     expect(r.ok).toBe(true);
+  });
+
+  it('plugins other tools chained into the list, before or after trellis, are no finding', () => {
+    const f = healthy();
+    f.ourConflist = { ok: true, value: { types: ['tuning', 'trellis', 'portmap', 'istio-cni'], mtu: 1450 } };
+    expect(runDoctor(f).ok).toBe(true);
   });
 
   it.each(cases)('%s -> a %s finding with its fix', (_name, breakIt, check, problem, fix) => {
@@ -937,7 +952,7 @@ describe('doctor', () => {
     const f = healthy();
     agentValue(f).status.mtu = 1500;
     agentValue(f).status.routeMtu = 1450;
-    f.ourConflist = { ok: true, value: { firstType: 'trellis', mtu: 1500 } };
+    f.ourConflist = { ok: true, value: { types: ['trellis', 'portmap'], mtu: 1500 } };
     f.links[2]!.mtu = 1500;
     f.overhead = 50;
     expect(runDoctor(f).checks.find((c) => c.name === 'mtu')?.findings).toEqual([]);
@@ -947,7 +962,7 @@ describe('doctor', () => {
     const f = healthy();
     addVxlanPeer(f);
     agentValue(f).status.mtu = 1500;
-    f.ourConflist = { ok: true, value: { firstType: 'trellis', mtu: 1500 } };
+    f.ourConflist = { ok: true, value: { types: ['trellis', 'portmap'], mtu: 1500 } };
     f.links[2]!.mtu = 1500;
     const mtu = (): string[] =>
       runDoctor(f)
@@ -976,7 +991,7 @@ describe('doctor', () => {
     addVxlanPeer(f);
     agentValue(f).status.mtu = 1500;
     agentValue(f).status.mssClamp = ['trellis.v4'];
-    f.ourConflist = { ok: true, value: { firstType: 'trellis', mtu: 1500 } };
+    f.ourConflist = { ok: true, value: { types: ['trellis', 'portmap'], mtu: 1500 } };
     f.links[2]!.mtu = 1500;
     const found = () => runDoctor(f).checks.find((c) => c.name === 'mtu')!.findings;
     expect(found()).toEqual([]); // 1450 + 50 fits eth0's 1500
