@@ -14,6 +14,7 @@ import { VTEP_MAC_ANNOTATIONS } from '../vxlan/constants.ts';
 import type { ClusterNode, ClusterView } from './cluster.ts';
 import { PODS_TO_RECREATE } from './lease-rebuild.ts';
 import { clusterCidrsOf, MasqGiven, type RefusedCidrs, refusedCidrs, sameRefusal } from './masq-given.ts';
+import { RouteTroubleLog } from './route-trouble-log.ts';
 import type { TableRules } from './table-rules.ts';
 
 export interface ControllerDeps {
@@ -186,6 +187,8 @@ export class NodeController {
    * whether they were said (sayProblems).
    */
   private saidProblems = new Map<string, { since: number; said: boolean; routed: boolean }>();
+  /** Full passes' route failures and conflicts, said when they start, change and end. */
+  private readonly routeTrouble: RouteTroubleLog;
   /** When the pending per-node outcomes must reach the hook at the latest (performance.now() ms). */
   private flushDeadline: number | undefined;
   /** This node as the last full pass that ran read it, or as it came back since with nothing a pass reads changed. */
@@ -212,6 +215,7 @@ export class NodeController {
 
   constructor(deps: ControllerDeps) {
     this.deps = deps;
+    this.routeTrouble = new RouteTroubleLog(deps.log);
   }
 
   /**
@@ -772,20 +776,26 @@ export class NodeController {
       }
       // What the routes came to is said whatever the follow-up does: the kernel has it already.
       this.sayProblems(report.problems, 'full');
-      for (const c of report.conflicts) {
-        deps.log.warn(
-          c.existing.unreadable === true
-            ? { route: c.desired.dst, holder: UNREADABLE_HOLDER }
-            : { route: c.desired.dst, protocol: c.existing.protocol, gateway: c.existing.gateway },
-          'route not programmed: its prefix is held by a route trellis does not own',
-        );
-      }
-      for (const e of report.errors) {
-        deps.log.warn({ route: e.route.dst, error: errorText(e.error) }, 'route could not be programmed');
-      }
-      for (const e of report.overlay?.errors ?? []) {
-        deps.log.warn({ op: e.op, what: e.what, error: errorText(e.error) }, 'VXLAN overlay change failed');
-      }
+      this.routeTrouble.pass([
+        ...report.conflicts.map((c) => ({
+          key: `conflict ${c.desired.dst}`,
+          msg: 'route not programmed: its prefix is held by a route trellis does not own',
+          fields:
+            c.existing.unreadable === true
+              ? { route: c.desired.dst, holder: UNREADABLE_HOLDER }
+              : { route: c.desired.dst, protocol: c.existing.protocol, gateway: c.existing.gateway },
+        })),
+        ...report.errors.map((e) => ({
+          key: `error ${e.route.dst}`,
+          msg: 'route could not be programmed',
+          fields: { route: e.route.dst, error: errorText(e.error) },
+        })),
+        ...(report.overlay?.errors ?? []).map((e) => ({
+          key: `overlay ${e.op} ${e.what}`,
+          msg: 'VXLAN overlay change failed',
+          fields: { op: e.op, what: e.what, error: errorText(e.error) },
+        })),
+      ]);
       // Before the pass's line: a pass whose follow-up (the config list, the MTU) fails logs one
       // 'reconcile failed' line, not a 'reconciled' one and then that; its time counts.
       await deps.onSynced(self, report);
