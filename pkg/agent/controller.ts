@@ -523,8 +523,17 @@ export class NodeController {
     }
     for (const [key, state] of this.saidProblems) {
       if (!next.has(key) && state.said && (only === undefined || nodeOfKey(key) === only)) {
-        if (state.routed) log.info({ peer: nodeOfKey(key) }, 'node problem over');
-        else log.info({ peer: nodeOfKey(key) }, 'node no longer skipped');
+        const peer = nodeOfKey(key);
+        const problem = problemOfKey(key);
+        // A node skipped for two reasons is not routed when one of them ends: said so, not "no longer".
+        const still = state.routed ? undefined : skipReasonOf(next, peer);
+        if (state.routed) log.info({ peer, problem }, 'node problem over');
+        else if (still === undefined) log.info({ peer, problem }, 'node no longer skipped');
+        else
+          log.info(
+            { peer, problem, still },
+            'a problem of the node is over; it is still skipped (see still)',
+          );
       }
     }
     this.saidProblems = next;
@@ -1046,4 +1055,15 @@ function skippedField(problems: readonly { node: string; routed?: true }[]): { s
 /** The node of a saidProblems key. */
 function nodeOfKey(key: string): string {
   return key.slice(0, key.indexOf('\0'));
+}
+
+/** The problem's text in a saidProblems key (node NUL routed NUL problem). */
+function problemOfKey(key: string): string {
+  return key.slice(key.indexOf('\0', key.indexOf('\0') + 1) + 1);
+}
+
+/** A problem that still keeps `node` skipped in `problems` (saidProblems' keys), if any. */
+function skipReasonOf(problems: ReadonlyMap<string, { routed: boolean }>, node: string): string | undefined {
+  for (const [key, state] of problems) if (!state.routed && nodeOfKey(key) === node) return problemOfKey(key);
+  return undefined;
 }

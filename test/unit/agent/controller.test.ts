@@ -232,6 +232,28 @@ describe('NodeController', () => {
     expect(lines.filter((l) => l.msg === 'node no longer skipped')).toEqual([]);
   });
 
+  it('a node skipped for two reasons is not said to be routed when one of them ends', async () => {
+    const { log, lines } = capturingLogger();
+    const noIp = { node: 'n2', problem: 'has no IPv4 InternalIP' };
+    const noMac = { node: 'n2', problem: 'has no IPv6 InternalIP' };
+    let problems = [noIp, noMac];
+    const t = setup({ log, passProblems: () => problems });
+    t.cluster.synced = true;
+    t.cluster.nodes.set('n1', { name: 'n1', podCIDRs: ['10.244.1.0/24'], internalIPs: ['10.0.0.1'] });
+    await t.controller.runOnce();
+    problems = [noMac];
+    await t.controller.runOnce();
+    problems = [];
+    await t.controller.runOnce();
+    const ends = lines
+      .filter((l) => (l as { peer?: string }).peer === 'n2' && l.level === 30)
+      .map((l) => [l.msg, (l as { problem?: string }).problem, (l as { still?: string }).still]);
+    expect(ends).toEqual([
+      ['a problem of the node is over; it is still skipped (see still)', noIp.problem, noMac.problem],
+      ['node no longer skipped', noMac.problem, undefined],
+    ]);
+  });
+
   it('a problem whose node goes from skipped to routed with the same text is said again as routed, and its end as such', async () => {
     const { log, lines } = capturingLogger();
     const text =
