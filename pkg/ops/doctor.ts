@@ -723,6 +723,12 @@ function plannerFix(problem: string, who: string): string {
   if (/no valid pod CIDR/.test(problem)) {
     return `give ${who} a pod CIDR: run kube-controller-manager with --allocate-node-cidrs=true and --cluster-cidr, or set spec.podCIDRs on the Node`;
   }
+  const gone = /^InternalIP (\S+) is not an address of this node's interfaces/.exec(problem);
+  if (gone !== null) {
+    // The Node is right: the address left the machine (a link down flushes IPv6 addresses, a DHCP
+    // lease lapsed, someone ran ip addr del).
+    return `put ${gone[1]} back on this node's interface (ip -br addr; its DHCP client, NetworkManager, netplan or systemd-networkd; an IPv6 address a link down flushed stays with net.ipv6.conf.<link>.keep_addr_on_down=1); if the machine's address really changed, give the kubelet the new one (--node-ip) and restart it`;
+  }
   if (SHARED_INTERNAL_IP.test(problem)) {
     return `find which machine really has that address: delete the Node object of a machine that is gone (kubectl delete node), or give ${who}'s kubelet its own address (--node-ip); the agents route it at their next pass`;
   }

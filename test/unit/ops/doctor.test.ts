@@ -1215,6 +1215,23 @@ describe('doctor: what the route planner skipped', () => {
     expect(found[4]!.fix).toMatch(/outside the node network/);
   });
 
+  it("this node's InternalIP gone from its interfaces: the fix puts the address back, not the Node object", () => {
+    const routes = plannedRoutes(self, [
+      { name: 'n2', podCIDRs: ['10.244.2.0/24'], internalIPs: ['192.168.1.2'] },
+    ]);
+    routes.problems.push({
+      node: routes.node,
+      problem: `InternalIP 192.168.1.1 is not an address of this node's interfaces: routes are planned as when it was on eth0 (192.168.1.0/24) for up to 30 s, and those through that subnet wait for it`,
+    });
+    const found = routeFindings(withRoutes(routes));
+    expect(found.map((x) => x.problem)).toEqual([
+      expect.stringMatching(/^this node: InternalIP 192\.168\.1\.1 is not/),
+    ]);
+    expect(found[0]!.fix).toMatch(/^put 192\.168\.1\.1 back on this node's interface/);
+    expect(found[0]!.fix).toMatch(/keep_addr_on_down/);
+    expect(found[0]!.fix).not.toMatch(/Node object/);
+  });
+
   it('two peers claiming one InternalIP are a finding each (routed, but one of them to the wrong machine)', () => {
     const f = withRoutes(
       plannedRoutes(self, [
