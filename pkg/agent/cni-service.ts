@@ -18,6 +18,7 @@ import type { DatapathDeps } from '../datapath/types.ts';
 import { validateKey } from '../ipam/index.ts';
 import type { Logger } from '../observe/logger.ts';
 import { type AgentRequest, type AgentResponse, errorResponse, okResponse } from '../shim/protocol.ts';
+import { type LineLevel, StatusLineLevel } from './status-line.ts';
 
 export interface Readiness {
   /** Undefined when ready to serve ADD; otherwise why not (logged and returned to the runtime). */
@@ -116,6 +117,7 @@ export function createCniService(deps: CniServiceDeps): {
   locked<T>(containerId: string, ifname: string, fn: () => Promise<T>): Promise<T>;
 } {
   const busy = new Set<string>();
+  const statusLines = new StatusLineLevel();
 
   async function dispatch(
     env: CniEnv,
@@ -336,7 +338,7 @@ export function createCniService(deps: CniServiceDeps): {
       const unheard = fate !== 'heard';
       if (unheard) fields.answered = false;
       if (fate === 'agent-stopped') fields.cutBy = 'agent stop';
-      const level =
+      const level: LineLevel =
         code === CniCode.INTERNAL ? 'error' : response.ok && !wentWithout && !unheard ? 'info' : 'warn';
       const why =
         fate === 'plugin-gone'
@@ -344,11 +346,14 @@ export function createCniService(deps: CniServiceDeps): {
           : fate === 'agent-stopped'
             ? ', but the agent stopping had cut the connection first (its stop grace ran out; not answered)'
             : '';
-      // A plain ready STATUS comes every few seconds from containerd 2 and CRI-O (the kubelet's runtime
-      // status): at info it would bury the ADD and DEL lines. Counted in the metrics all the same.
-      const routine = level === 'info' && fields.verb === 'STATUS' && fields.note === undefined;
-      deps.log[routine ? 'debug' : level](
-        fields,
+      // STATUS comes every few seconds from containerd 2 and CRI-O: said when its answer changes
+      // (status-line.ts), so that it does not bury the ADD and DEL lines.
+      const said =
+        fields.verb === 'STATUS' && fields.note === undefined && !unheard
+          ? statusLines.level(level, response.ok, typeof fields.error === 'string' ? fields.error : undefined)
+          : { level, fields: {} };
+      deps.log[said.level](
+        { ...fields, ...said.fields },
         `CNI ${fields.verb} ${response.ok ? 'ok' : 'failed'}${why}`,
       );
       const unheardCode = fate === 'agent-stopped' ? CniCode.TRY_AGAIN_LATER : CniCode.AGENT_TIMEOUT;

@@ -167,6 +167,41 @@ describe('STATUS of an agent that is not ready', () => {
     });
   });
 
+  it('a STATUS failing the same way at every call is a warning once, then debug; ready again is said at info', async () => {
+    const out = new PassThrough();
+    const lines: Record<string, unknown>[] = [];
+    out.on('data', (d: Buffer) => {
+      for (const l of d.toString('utf8').trim().split('\n'))
+        lines.push(JSON.parse(l) as Record<string, unknown>);
+    });
+    let reason: string | undefined = 'waiting for the first reconcile';
+    const { handle } = createCniService({
+      datapath: emptyDatapath(),
+      mutex: new KeyedMutex(),
+      log: createLogger({ level: 'debug', destination: out }),
+      readiness: { notReadyReason: () => reason, restarting: () => false },
+      defaultMtu: () => 1500,
+    });
+    const status = async () => {
+      const seen = lines.length;
+      await handle({
+        v: 1,
+        env: { ...ENV, CNI_COMMAND: 'STATUS' },
+        stdin: JSON.stringify({ ...CONF, cniVersion: '1.1.0' }),
+      });
+      for (let i = 0; i < 20 && lines.length === seen; i++) await new Promise((r) => setImmediate(r));
+      return lines[lines.length - 1]!;
+    };
+    expect((await status()).level).toBe('warn');
+    expect((await status()).level).toBe('debug');
+    expect((await status()).level).toBe('debug');
+    reason = 'waiting for this node to get a pod CIDR';
+    expect(await status()).toMatchObject({ level: 'warn', error: expect.stringContaining('pod CIDR') });
+    reason = undefined;
+    expect(await status()).toMatchObject({ level: 'info', msg: 'CNI STATUS ok', failedBefore: true });
+    expect((await status()).level).toBe('debug');
+  });
+
   it('an interface name the lease store refuses is a permanent error (4), not "try again later" (11)', async () => {
     const add = await call(emptyDatapath(), 'ADD', CONF, notReady(true), { CNI_IFNAME: 'e@1' });
     expect(add.ok).toBe(false);
