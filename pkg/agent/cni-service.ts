@@ -69,7 +69,15 @@ export interface CniServiceDeps {
   onCall?: (record: CniCallRecord) => void;
   /** DELs the shim spooled and the agent has not replayed yet (spool-drain.ts). */
   spooledDels?: SpooledDels;
+  /** How long a call runs before it is said to be still running (STUCK_CALL_MS; tests shorten it). */
+  stuckCallMs?: number;
 }
+
+/**
+ * A call running this long is logged while it runs. An ADD may wait up to 15 s for readiness after a
+ * restart and then do its ~ms of work; the shim gives up after 60 s by default.
+ */
+export const STUCK_CALL_MS = 30_000;
 
 /**
  * The spool as the service needs it. A spooled DEL is a DEL the runtime already got success for, so
@@ -300,6 +308,14 @@ export function createCniService(deps: CniServiceDeps): {
     const fields: Record<string, unknown> = { verb: req.env.CNI_COMMAND ?? '' };
     let response: AgentResponse;
     let code: number | undefined;
+    // A call's line is written when it ends: one stuck (on the attachment's lock, in the kernel)
+    // would leave no trace while the runtime times out and retries behind it. Said once, meanwhile.
+    const stuck = setTimeout(() => {
+      deps.log.warn(
+        { ...fields, elapsedMs: elapsedMs(started) },
+        `CNI ${fields.verb} still running (its own line comes when it ends)`,
+      );
+    }, deps.stuckCallMs ?? STUCK_CALL_MS).unref();
     try {
       const env = parseDescribed(req.env, fields);
       if (opts.spooled === true) fields.spooled = true;
@@ -317,6 +333,7 @@ export function createCniService(deps: CniServiceDeps): {
       }
       response = errorResponse(err);
     }
+    clearTimeout(stuck);
     const durationMs = elapsedMs(started);
     fields.durationMs = durationMs;
     fields.outcome = response.ok ? 'ok' : 'error';

@@ -141,6 +141,50 @@ describe('the CNI call log line', () => {
   });
 });
 
+describe('a call that does not end', () => {
+  it('is said while it runs, once, with what it is; its own line follows when it ends', async () => {
+    const out = new PassThrough();
+    const lines: Record<string, unknown>[] = [];
+    out.on('data', (d: Buffer) => {
+      for (const l of d.toString('utf8').trim().split('\n'))
+        lines.push(JSON.parse(l) as Record<string, unknown>);
+    });
+    let release = (): void => {};
+    const stuck = emptyDatapath();
+    // The DEL waits for the veth's deletion in the background: here it never ends until released.
+    stuck.deleter.wait = () => new Promise<void>((resolve) => (release = resolve));
+    const { handle } = createCniService({
+      datapath: stuck,
+      mutex: new KeyedMutex(),
+      log: createLogger({ level: 'info', destination: out }),
+      readiness: { notReadyReason: () => undefined },
+      defaultMtu: () => 1500,
+      stuckCallMs: 50,
+    });
+    const answer = handle({ v: 1, env: { ...ENV, CNI_COMMAND: 'DEL' }, stdin: JSON.stringify(CONF) });
+    await new Promise((r) => setTimeout(r, 200));
+    expect(lines).toEqual([
+      expect.objectContaining({
+        level: 'warn',
+        msg: 'CNI DEL still running (its own line comes when it ends)',
+        verb: 'DEL',
+        pod: 'shop/web-1',
+        containerId: 'c1',
+        ifname: 'eth0',
+        elapsedMs: expect.any(Number),
+      }),
+    ]);
+    expect(lines[0]!.elapsedMs as number).toBeGreaterThanOrEqual(50);
+    release();
+    expect((await answer).ok).toBe(true);
+    for (let i = 0; i < 20 && lines.length < 2; i++) await new Promise((r) => setImmediate(r));
+    expect(lines.map((l) => l.msg)).toEqual([
+      'CNI DEL still running (its own line comes when it ends)',
+      'CNI DEL ok',
+    ]);
+  });
+});
+
 describe('STATUS of a ready agent', () => {
   it('is logged at debug: containerd 2 and CRI-O ask every few seconds, and the ADD and DEL lines must stay readable', async () => {
     const r = await call(emptyDatapath(), 'STATUS', { ...CONF, cniVersion: '1.1.0' }, undefined, {}, 'debug');
