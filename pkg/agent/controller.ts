@@ -798,11 +798,13 @@ export class NodeController {
           key: `error ${e.route.dst}`,
           msg: 'route could not be programmed',
           fields: { route: e.route.dst, error: errorText(e.error) },
+          reason: errnoOf(e.error),
         })),
         ...(report.overlay?.errors ?? []).map((e) => ({
           key: `overlay ${e.op} ${e.what}`,
           msg: 'VXLAN overlay change failed',
           fields: { op: e.op, what: e.what, error: errorText(e.error) },
+          reason: errnoOf(e.error),
         })),
       ]);
       // Before the pass's line: a pass whose follow-up (the config list, the MTU) fails logs one
@@ -1055,6 +1057,13 @@ function skippedField(problems: readonly { node: string; routed?: true }[]): { s
 /** The node of a saidProblems key. */
 function nodeOfKey(key: string): string {
   return key.slice(0, key.indexOf('\0'));
+}
+
+/** An error's errno name (ENETDOWN), or its text when it has none: what a repeat is compared on. */
+function errnoOf(err: unknown): string {
+  const e = err as { errno?: unknown; code?: unknown } | undefined;
+  if (typeof e?.errno === 'string') return e.errno; // NetlinkError
+  return typeof e?.code === 'string' ? e.code : errorText(err);
 }
 
 /** The problem's text in a saidProblems key (node NUL routed NUL problem). */

@@ -8,6 +8,11 @@ export interface RouteTrouble {
   msg: string;
   /** The line's fields: the route and what stood in its way. */
   fields: Record<string, unknown>;
+  /**
+   * What must change for it to be said again; default: the fields. An error's text names the
+   * nexthop object id of the attempt, new at each retry: its errno is the reason.
+   */
+  reason?: string;
 }
 
 /** The most new troubles said one line each per pass; the rest in one line. */
@@ -23,7 +28,7 @@ export const ROUTE_TROUBLE_LINES = 20;
 export class RouteTroubleLog {
   readonly #log: Logger;
   readonly #maxLines: number;
-  /** Said troubles: key -> their fields as JSON (a new reason is said again). */
+  /** Said troubles: key -> their reason (a new one is said again). */
   #said = new Map<string, string>();
 
   constructor(log: Logger, maxLines = ROUTE_TROUBLE_LINES) {
@@ -36,7 +41,7 @@ export class RouteTroubleLog {
     const next = new Map<string, string>();
     const fresh: RouteTrouble[] = [];
     for (const t of troubles) {
-      const text = JSON.stringify(t.fields);
+      const text = t.reason ?? JSON.stringify(t.fields);
       next.set(t.key, text);
       if (this.#said.get(t.key) !== text) fresh.push(t);
     }

@@ -149,7 +149,13 @@ export async function gatherDoctorFacts(opts: GatherOptions): Promise<DoctorFact
   const peerUplinks: Record<string, string> = {};
   try {
     const all = await host.listLinks();
-    links = all.map((l) => ({ name: l.name, mtu: l.mtu, kind: l.kind }));
+    links = all.map((l) => ({
+      name: l.name,
+      mtu: l.mtu,
+      kind: l.kind,
+      up: l.up,
+      lowerUp: l.lowerUp === true,
+    }));
     const byIndex = new Map(all.map((l) => [l.index, l.name]));
     const names = (ifindexes: readonly number[]): string[] =>
       ifindexes.map((i) => byIndex.get(i)).filter((n): n is string => n !== undefined);

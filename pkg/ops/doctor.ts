@@ -57,6 +57,10 @@ export interface LinkFact {
   name: string;
   mtu: number;
   kind: string | undefined;
+  /** Administratively up (IFF_UP); absent when not known. */
+  up?: boolean;
+  /** Has carrier (IFF_LOWER_UP); absent when not known. */
+  lowerUp?: boolean;
 }
 
 /** DoctorFacts.agent's error when the admin socket is turned off (an empty path): nothing to ask. */
@@ -606,6 +610,8 @@ function checkRoutes(f: DoctorFacts): CheckResult {
         'the agent has no list of Nodes with this node yet (is the API server reachable?): the routes it wants are not known, and it keeps those it programmed',
     };
   }
+  // First what explains the rest: a link routes to peers leave by that is down.
+  r.findings.push(...downLinkFindings(f.agent.value.routes, f.links, f.peerUplinks));
   for (const row of f.agent.value.routes.routes) {
     const fam = row.family === 6 ? '-6 ' : '';
     switch (row.state) {
@@ -705,6 +711,54 @@ function checkRoutes(f: DoctorFacts): CheckResult {
     }
   }
   return r;
+}
+
+/**
+ * The links that routes to peers leave by (a direct peer's underlay link, a VXLAN peer's device and
+ * the uplink under it) that are down or have no carrier: every peer through one is cut off, and the
+ * missing-route findings that follow are its doing. The agent's carrier watch logs it once; `status`
+ * does not show it.
+ */
+function downLinkFindings(
+  routes: RoutesView,
+  links: readonly LinkFact[],
+  peerUplinks: Readonly<Record<string, string>>,
+): Finding[] {
+  const peersVia = new Map<string, Set<string>>();
+  const via = (link: string, peer: string): void => {
+    const set = peersVia.get(link) ?? new Set<string>();
+    set.add(peer);
+    peersVia.set(link, set);
+  };
+  for (const p of routes.peers) {
+    if (!('linkName' in p)) continue;
+    via(p.linkName, p.node);
+    const uplink = p.path === 'vxlan' ? peerUplinks[p.nodeIP] : undefined;
+    if (uplink !== undefined) via(uplink, p.node);
+  }
+  const findings: Finding[] = [];
+  for (const l of links) {
+    const peers = peersVia.get(l.name);
+    if (peers === undefined) continue;
+    const state =
+      l.up === false
+        ? 'is down (set down)'
+        : l.up === true && l.lowerUp === false
+          ? 'has no carrier (cable, switch port, bond member or virtual NIC)'
+          : undefined;
+    if (state === undefined) continue;
+    const names = [...peers].sort();
+    const shown =
+      names.length > 5 ? `${names.slice(0, 5).join(', ')} and ${names.length - 5} more` : names.join(', ');
+    findings.push({
+      problem: `${l.name}, the way to peers ${shown}, ${state}: pod traffic to them cannot leave this node`,
+      fix:
+        l.up === false
+          ? `ip link set ${l.name} up, and find what set it down (the network manager's log, ip monitor link); the agent routes through it again as soon as it is up`
+          : `check ${l.name}'s link (ip -s link show ${l.name}, ethtool ${l.name}, the switch port or the VM's NIC); the agent routes through it again when its carrier is back`,
+    });
+  }
+  return findings;
 }
 
 /** The planner's note on an InternalIP two nodes claim (desired.ts reportSharedInternalIPs). */

@@ -488,6 +488,51 @@ describe.skipIf(skip !== undefined)(skip === undefined ? title : `${title} (skip
     }
   });
 
+  it('doctor: the uplink losing its carrier (the switch port down) is named, with the peers it cuts off, before any route', async () => {
+    // The fabric end of n1's eth0: down, n1's eth0 keeps its addresses and loses its carrier.
+    const port = `n${n1.plan.index}`;
+    const mark = n1.logs.length;
+    ip(tb.fabricNs, 'link', 'set', port, 'down');
+    try {
+      const found = await until(
+        'doctor names the carrier',
+        10_000,
+        () => findings(doctor(n1).report, 'routes'),
+        (f) => f.length > 0 && f[0]!.includes('has no carrier'),
+      );
+      expect(found[0]).toMatch(
+        new RegExp(`^eth0, the way to peers ${n2.name}, has no carrier .* \\| fix: check eth0's link`),
+      );
+      // The agent retries its pass (0.2 s, 0.4 s, ...): each failed route is logged once, not per pass.
+      const failedPasses = () =>
+        n1.logs.slice(mark).filter((l) => l.msg === 'reconciled' && Number(l.routeErrors) > 0).length;
+      await until('two failed passes', 10_000, failedPasses, (n) => n >= 2);
+      const lines = n1.logs.slice(mark).filter((l) => l.msg === 'route could not be programmed');
+      expect(lines.length).toBeGreaterThan(0);
+      expect(lines.map((l) => l.route).sort()).toEqual([...new Set(lines.map((l) => l.route))].sort());
+    } finally {
+      ip(tb.fabricNs, 'link', 'set', port, 'up');
+    }
+    await until(
+      'doctor clean again',
+      (RESYNC_S + 5) * 1000,
+      () => doctor(n1).code,
+      (c) => c === 0,
+    );
+    // The pass that put the routes back, read off the agent's log (its pipe drains between polls):
+    // the failed passes' lines while the carrier was gone must not reach the tests after this one.
+    await until(
+      'a pass without route errors after the carrier came back',
+      10_000,
+      () => {
+        const since = n1.logs.slice(mark);
+        const up = since.findIndex((l) => String(l.msg).startsWith('a link routes to peers leave by is up'));
+        return up >= 0 && since.slice(up).some((l) => l.msg === 'reconciled' && l.routeErrors === 0);
+      },
+      (done) => done,
+    );
+  });
+
   it('doctor: a route changed by hand to one trellis does not own (drift the agent will not overwrite)', async () => {
     const dst = n2.plan.podCIDRs[0];
     ip(n1.ns, 'route', 'replace', dst, 'via', n2.plan.v4, 'proto', 'static');

@@ -37,6 +37,26 @@ describe('RouteTroubleLog', () => {
     expect(lines[2]).toMatchObject({ error: 'ENODEV: No such device' });
   });
 
+  it('compares on the reason when one is given: a retry of the same failure with a new nexthop id is not said again', async () => {
+    const { log, lines } = capturedLog();
+    const t = new RouteTroubleLog(log);
+    const attempt = (id: number, errno = 'ENETDOWN'): RouteTrouble => ({
+      ...failed(
+        '10.244.2.0/24',
+        `RTM_NEWNEXTHOP id ${id} via 10.100.0.12 dev #2 for 10.244.2.0/24: ${errno}`,
+      ),
+      reason: errno,
+    });
+    t.pass([attempt(1)]);
+    t.pass([attempt(3)]);
+    t.pass([attempt(5, 'ENODEV')]);
+    await settle();
+    expect(lines.map((l) => l.error)).toEqual([
+      'RTM_NEWNEXTHOP id 1 via 10.100.0.12 dev #2 for 10.244.2.0/24: ENETDOWN',
+      'RTM_NEWNEXTHOP id 5 via 10.100.0.12 dev #2 for 10.244.2.0/24: ENODEV',
+    ]);
+  });
+
   it('a pass that fails thousands of routes at once says the first ones and one line for the rest', async () => {
     const { log, lines } = capturedLog();
     const t = new RouteTroubleLog(log, 3);

@@ -1215,6 +1215,34 @@ describe('doctor: what the route planner skipped', () => {
     expect(found[4]!.fix).toMatch(/outside the node network/);
   });
 
+  it('a link routes to peers leave by that is down, or without carrier, is the first finding, naming the peers', () => {
+    const routes = plannedRoutes(
+      self,
+      Array.from({ length: 7 }, (_, i) => ({
+        name: `n${i + 2}`,
+        podCIDRs: [`10.244.${i + 2}.0/24`],
+        internalIPs: [`192.168.1.${i + 2}`],
+      })),
+    );
+    const f = withRoutes(routes);
+    f.links = [{ name: 'eth0', mtu: 1500, kind: undefined, up: true, lowerUp: true }];
+    expect(routeFindings(f)).toEqual([]);
+    f.links = [{ name: 'eth0', mtu: 1500, kind: undefined, up: true, lowerUp: false }];
+    const noCarrier = routeFindings(f);
+    expect(noCarrier.map((x) => x.problem)).toEqual([
+      'eth0, the way to peers n2, n3, n4, n5, n6 and 2 more, has no carrier (cable, switch port, bond member or virtual NIC): pod traffic to them cannot leave this node',
+    ]);
+    expect(noCarrier[0]!.fix).toMatch(/^check eth0's link \(ip -s link show eth0, ethtool eth0/);
+    f.links = [{ name: 'eth0', mtu: 1500, kind: undefined, up: false, lowerUp: false }];
+    expect(routeFindings(f)[0]).toMatchObject({
+      problem: expect.stringMatching(/^eth0, the way to peers .* is down \(set down\)/),
+      fix: expect.stringMatching(/^ip link set eth0 up/),
+    });
+    // Not known (an older gather): no finding.
+    f.links = [{ name: 'eth0', mtu: 1500, kind: undefined }];
+    expect(routeFindings(f)).toEqual([]);
+  });
+
   it("this node's InternalIP gone from its interfaces: the fix puts the address back, not the Node object", () => {
     const routes = plannedRoutes(self, [
       { name: 'n2', podCIDRs: ['10.244.2.0/24'], internalIPs: ['192.168.1.2'] },
