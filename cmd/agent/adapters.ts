@@ -95,17 +95,17 @@ export function masqSyncer(socket: NftSetWriter | undefined): MasqSyncer {
  */
 export function firewallTools(): {
   run: (cmd: FirewallCommand) => Promise<string>;
-  runTool: (tool: string, args: string[]) => Promise<string>;
+  runTool: (tool: string, args: string[], input?: string) => Promise<string>;
   legacy: LegacyIptables;
 } {
   const runners = new Map<string, NftRunner>();
-  const run = (tool: string, args: string[]): Promise<string> => {
+  const run = (tool: string, args: string[], input?: string): Promise<string> => {
     let r = runners.get(tool);
     if (r === undefined) {
       r = new NftRunner({ nftPath: tool });
       runners.set(tool, r);
     }
-    return r.run(args);
+    return r.run(args, input);
   };
   return { run: (cmd) => run(cmd.tool, cmd.args), runTool: run, legacy: hostLegacyIptables(run) };
 }

@@ -3,7 +3,8 @@ import { existsSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import type { AgentConfig } from '../../pkg/agent/config.ts';
 import { uninstallTrellis } from '../../pkg/agent/host-setup.ts';
-import { deleteOwnAccepts } from '../../pkg/firewall/index.ts';
+import { PUBLISHED_NETWORK_NAME } from '../../pkg/cniconf/render.ts';
+import { deleteOwnAccepts, deletePortmapLeftovers } from '../../pkg/firewall/index.ts';
 import { NftRunner } from '../../pkg/masq/index.ts';
 import {
   type FileLock,
@@ -62,6 +63,7 @@ export async function runUninstall(config: AgentConfig, log: Logger): Promise<nu
     isTrellisDevice: isVxlanDeviceName,
     deleteNftTable: () => nft.deleteTableIfPresent(),
     deleteForwardAccepts: () => deleteOwnAccepts(firewall.run, firewall.legacy, iptablesNftSave(firewall)),
+    deletePortmapRules: () => deletePortmapLeftovers(firewall.runTool, PUBLISHED_NETWORK_NAME),
   });
   for (const l of locks) l.release();
   // What the agent turned on stays: other networks need forwarding too, and what it was before is

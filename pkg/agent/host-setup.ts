@@ -160,6 +160,8 @@ export interface UninstallReport {
   nftTable: boolean;
   /** Accept rules trellis had inserted into other programs' forward chains, deleted. */
   forwardAccepts: number;
+  /** Pods whose hostPort rules (the chained portmap's, for trellis's network) were deleted. */
+  portmapRules: number;
   stateDir: boolean;
   /** Steps that failed, "what: why"; every other step ran all the same. Empty: all done. */
   failed: string[];
@@ -170,7 +172,9 @@ export interface UninstallReport {
  * config list, its binary (loopback and portmap stay, also any install-cni put on a node that had none:
  * the runtime and other networks use them, and which ones came from trellis is not recorded), and the
  * temp files of an install-cni cut short, every route carrying its protocol, its veths and devices,
- * its nftables table, the accept rules it inserted into the host firewall's forward chains, its state,
+ * its nftables table, the accept rules it inserted into the host firewall's forward chains, the
+ * hostPort rules the chained portmap made for its pods (their DELs would come under the next
+ * network's name, which never finds them), its state,
  * its sockets and its spool. A step that fails does not stop the others (a pod deleted meanwhile takes
  * its veth with it): they are all tried, and the failures listed.
  */
@@ -189,6 +193,11 @@ export async function uninstallTrellis(opts: {
    * pkg/firewall/accept.ts) and resolves with how many; absent: none are looked for.
    */
   deleteForwardAccepts?: () => Promise<number>;
+  /**
+   * Deletes the hostPort rules the chained portmap made for trellis's pods (pkg/firewall/
+   * portmap-leftovers.ts) and resolves with for how many pods; absent: none are looked for.
+   */
+  deletePortmapRules?: () => Promise<number>;
   /** Devices trellis creates besides pod veths (VXLAN). */
   isTrellisDevice?: (name: string) => boolean;
 }): Promise<UninstallReport> {
@@ -264,6 +273,9 @@ export async function uninstallTrellis(opts: {
   const forwardAccepts = await step('deleting the firewall accepts', 0, async () =>
     opts.deleteForwardAccepts === undefined ? 0 : opts.deleteForwardAccepts(),
   );
+  const portmapRules = await step("deleting portmap's hostPort rules for trellis's pods", 0, async () =>
+    opts.deletePortmapRules === undefined ? 0 : opts.deletePortmapRules(),
+  );
   const stateDir = existsSync(opts.stateDir);
   // Each on its own: a state dir that cannot go (a mount point: EBUSY) must not leave the sockets.
   await step('removing the state directory', undefined, () =>
@@ -281,5 +293,5 @@ export async function uninstallTrellis(opts: {
     await step('removing the admin socket', undefined, () => rmSync(adminSocket, { force: true }));
   }
   await step('removing the ready mark', undefined, () => removeReadyMark(opts.socket));
-  return { conflist, binary, routes, links, nftTable, forwardAccepts, stateDir, failed };
+  return { conflist, binary, routes, links, nftTable, forwardAccepts, portmapRules, stateDir, failed };
 }

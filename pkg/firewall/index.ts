@@ -33,6 +33,7 @@ export {
   type PodNetworkInput,
   podNetwork,
 } from './pod-network.ts';
+export { deletePortmapLeftovers, portmapCleanup } from './portmap-leftovers.ts';
 export {
   deleteOwnAccepts,
   type LegacyIptables,

@@ -1,8 +1,9 @@
-import { spawn } from 'node:child_process';
-import { existsSync, readFileSync } from 'node:fs';
+import { spawn, spawnSync } from 'node:child_process';
+import { existsSync, mkdtempSync, readFileSync, rmSync, symlinkSync } from 'node:fs';
+import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
-import { AGENT_BINARY, builtSkipReason } from '../../support/cni-driver.ts';
+import { AGENT_BINARY, builtSkipReason, REFERENCE_PLUGIN_DIR } from '../../support/cni-driver.ts';
 import { ipJson, netnsSkipReason, nsExec } from '../../support/netns.ts';
 import { containerId, NodeHarness } from '../datapath/harness.ts';
 
@@ -164,6 +165,75 @@ describe.skipIf(skip !== undefined)(skip === undefined ? title : `${title} (skip
     expect(ipJson<{ ifname: string }[]>(node.host.name, 'link', 'show').map((l) => l.ifname)).toEqual(['lo']);
     expect(existsSync(node.agent.stateDir)).toBe(false);
     expect(existsSync(node.agent.socket)).toBe(false);
+  });
+
+  it("the chained portmap's hostPort rules for trellis's pods go, in iptables-nft and legacy, both families; another network's stay", async () => {
+    node = new NodeHarness();
+    await node.start();
+    const host = node.host.name;
+    const pod = node.podNs();
+    // iptables and ip6tables as legacy, for the portmap runs that should write there.
+    const legacyBin = mkdtempSync(join(tmpdir(), 'trl-legacy-bin-'));
+    try {
+      for (const t of ['iptables', 'ip6tables']) symlinkSync(`/usr/sbin/${t}-legacy`, join(legacyBin, t));
+      /** portmap chained after the network's plugin, as the runtime runs it: rules for both families. */
+      const portmap = (network: string, id: string, hostPort: number, legacy: boolean): void => {
+        const conf = {
+          cniVersion: '1.0.0',
+          name: network,
+          type: 'portmap',
+          capabilities: { portMappings: true },
+          snat: true,
+          runtimeConfig: { portMappings: [{ hostPort, containerPort: 80, protocol: 'tcp' }] },
+          prevResult: {
+            cniVersion: '1.0.0',
+            interfaces: [{ name: 'eth0', sandbox: pod.path }],
+            ips: [
+              { address: `10.244.1.${hostPort % 250}/32`, interface: 0 },
+              { address: `fd00:10:244:1::${hostPort % 250}/128`, interface: 0 },
+            ],
+          },
+        };
+        const path = `${legacy ? `${legacyBin}:` : ''}${process.env.PATH}`;
+        const r = spawnSync(
+          'ip',
+          ['netns', 'exec', host, 'env', `PATH=${path}`, 'CNI_COMMAND=ADD', `CNI_CONTAINERID=${id}`]
+            .concat([`CNI_NETNS=${pod.path}`, 'CNI_IFNAME=eth0', `CNI_PATH=${REFERENCE_PLUGIN_DIR}`])
+            .concat([join(REFERENCE_PLUGIN_DIR, 'portmap')]),
+          { input: JSON.stringify(conf), encoding: 'utf8' },
+        );
+        expect(r.status, r.stdout + r.stderr).toBe(0);
+      };
+      portmap('trellis', 'c0ffee01', 8080, false);
+      portmap('trellis', 'c0ffee02', 8081, true);
+      portmap('kindnet', 'c0ffee03', 8082, false);
+      const saves = [
+        'iptables-nft-save',
+        'ip6tables-nft-save',
+        'iptables-legacy-save',
+        'ip6tables-legacy-save',
+      ];
+      const nat = (tool: string) => nsExec(host, tool, ['-t', 'nat']);
+      for (const tool of saves) expect(nat(tool), tool).toContain('dnat name: \\"trellis\\"');
+
+      await node.agent.stop();
+      const run = await uninstall(node, 1);
+      expect(run.code, JSON.stringify(run.lines)).toBe(0);
+      expect(run.lines.at(-1)).toMatchObject({ msg: 'trellis uninstalled from this node', portmapRules: 4 });
+      for (const tool of saves) {
+        const left = nat(tool);
+        expect(left, tool).not.toContain('dnat name: \\"trellis\\"');
+        // What is left of CNI-DN chains is the other network's pod's: one in each nft family.
+        const chains = left.split('\n').filter((l) => l.startsWith(':CNI-DN-'));
+        expect(chains, tool).toHaveLength(tool.includes('nft') ? 1 : 0);
+        if (tool.includes('nft')) expect(left, tool).toContain('dnat name: \\"kindnet\\" id: \\"c0ffee03\\"');
+      }
+      // Again: nothing left of trellis's, nothing else touched.
+      const again = await uninstall(node, 1);
+      expect(again.lines.at(-1)).toMatchObject({ portmapRules: 0 });
+    } finally {
+      rmSync(legacyBin, { recursive: true, force: true });
+    }
   });
 
   it('accepts iptables-nft wrote back (netfilter-persistent: save, then restore at boot) are found and removed', async () => {
