@@ -202,7 +202,9 @@ if [ -n "${TRELLIS_E2E_IMAGE:-}" ]; then
 else
   image=trellis-e2e:$suffix
   log "building $image from $root"
-  DOCKER_BUILDKIT=1 docker build -t "$image" "$root"
+  # buildx (required above) attaches a provenance attestation, which `docker save` leaves out of a
+  # containerd image store's image and `kind load` then fails to import (kubernetes-sigs/kind#4236).
+  DOCKER_BUILDKIT=1 docker build --provenance=false --sbom=false -t "$image" "$root"
   built_image=$image
 fi
 [[ ${image##*/} == *:* ]] || image=$image:latest

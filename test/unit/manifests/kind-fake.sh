@@ -75,6 +75,7 @@ bump() {
 fake_docker() {
   case $1 in
     info | pull | build | rmi) return 0 ;;
+    buildx) [ "${2:-}" = version ] || unexpected "$@" ;;
     image) [ "${2:-}" = inspect ] || unexpected "$@" ;;
     run)
       # docker run --rm --entrypoint sha256sum IMAGE FILE...: the image's own files.

@@ -179,6 +179,38 @@ describe('run.sh against a fake docker, kind and kubectl (kind-fake.sh)', () => 
   };
   const indexOfCall = (calls: string[], re: RegExp) => calls.findIndex((c) => re.test(c));
 
+  it("builds its image without buildx's attestations (kind load cannot import them)", () => {
+    const env: NodeJS.ProcessEnv = {
+      ...process.env,
+      PATH: `${bin}:${process.env.PATH ?? ''}`,
+      FAKE_STATE: state,
+      TRELLIS_E2E_FAMILIES: 'ipv4',
+    };
+    for (const k of [
+      'TRELLIS_E2E_IMAGE',
+      'TRELLIS_E2E_MODE',
+      'TRELLIS_E2E_BUSYBOX',
+      'TRELLIS_E2E_MAX_LOST',
+      'KUBECONFIG',
+    ])
+      delete env[k];
+    const r = spawnSync('bash', [runSh, '--require'], { env, encoding: 'utf8', timeout: 30_000 });
+    const calls = readFileSync(join(state, 'calls'), 'utf8').trim().split('\n');
+    expect(r.status, calls.join('\n')).toBe(0);
+    const image = calls.find((c) => c.startsWith('docker build '))?.match(/-t (\S+)/)?.[1];
+    expect(calls.filter((c) => c.startsWith('docker build '))).toEqual([
+      `docker build --provenance=false --sbom=false -t ${image} ${repoRoot}`,
+    ]);
+    // The image built is the one loaded into the cluster.
+    expect(
+      calls.some(
+        (c) =>
+          c.startsWith(`kind load docker-image ${image}:latest `) ||
+          c.startsWith(`kind load docker-image ${image} `),
+      ),
+    ).toBe(true);
+  });
+
   it('runs the families it has configs for: IPv4 and dual-stack by default, IPv6-only when asked', () => {
     const clusters = (families: string | undefined) => {
       const env: NodeJS.ProcessEnv = {
