@@ -521,12 +521,14 @@ export class NodeController {
       }
       next.set(key, state);
     }
+    // A node skipped for two reasons is not routed when one of them ends: said so, not "no longer".
+    const stillSkipped = new Map<string, string>();
+    for (const [key, state] of next) if (!state.routed) stillSkipped.set(nodeOfKey(key), problemOfKey(key));
     for (const [key, state] of this.saidProblems) {
       if (!next.has(key) && state.said && (only === undefined || nodeOfKey(key) === only)) {
         const peer = nodeOfKey(key);
         const problem = problemOfKey(key);
-        // A node skipped for two reasons is not routed when one of them ends: said so, not "no longer".
-        const still = state.routed ? undefined : skipReasonOf(next, peer);
+        const still = state.routed ? undefined : stillSkipped.get(peer);
         if (state.routed) log.info({ peer, problem }, 'node problem over');
         else if (still === undefined) log.info({ peer, problem }, 'node no longer skipped');
         else
@@ -1069,10 +1071,4 @@ function errnoOf(err: unknown): string {
 /** The problem's text in a saidProblems key (node NUL routed NUL problem). */
 function problemOfKey(key: string): string {
   return key.slice(key.indexOf('\0', key.indexOf('\0') + 1) + 1);
-}
-
-/** A problem that still keeps `node` skipped in `problems` (saidProblems' keys), if any. */
-function skipReasonOf(problems: ReadonlyMap<string, { routed: boolean }>, node: string): string | undefined {
-  for (const [key, state] of problems) if (!state.routed && nodeOfKey(key) === node) return problemOfKey(key);
-  return undefined;
 }

@@ -12,6 +12,8 @@
  * - INVALID_CONFIG (7): everything else, all problems in one message, each naming its field. A
  *   prevResult that does not parse counts only for ADD and CHECK (see PREV_RESULT_VERBS).
  */
+
+import { LOG_LEVELS, type LogLevel } from '../observe/log-levels.ts';
 import { type CniCommand, POD_SETUP_VERBS } from './env.ts';
 import { CniCode, CniError } from './errors.ts';
 import { parseCidr, parseIp } from './ip.ts';
@@ -27,9 +29,6 @@ export const DEFAULT_SPOOL_DIR = '/var/lib/trellis/spool';
 export const MTU_MIN = 68;
 export const MTU_MAX = 65535;
 export const TIMEOUT_MS_MAX = 10 * 60 * 1000;
-
-import { LOG_LEVELS, type LogLevel } from '../observe/log-levels.ts';
-
 export { LOG_LEVELS, type LogLevel };
 
 /** One attachment the runtime still considers valid (GC). */

@@ -50,8 +50,8 @@ export function chainedTypes(parts: ChainedParts | undefined): string[] {
 /**
  * `ours` with the other tools' parts put back. With another plugin in the chain, the list offers
  * only CNI 1.0.0: libcni >= 1.2 sends the highest `cniVersions` entry to every plugin of the list, and
- * trellis does not know which versions the other plugins speak (1.0.0 is the version every list
- * trellis published before 1.1.0 was offered, so they were chained into one that said it).
+ * trellis does not know which versions the other plugins speak (1.0.0 is the one plugins and runtimes
+ * of the last years all do).
  */
 export function withChained(ours: Conflist, parts: ChainedParts | undefined): Conflist {
   if (parts === undefined) return ours;
