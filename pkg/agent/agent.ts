@@ -366,7 +366,7 @@ export class Agent {
     }
     this.readyMark = new ReadyMark(config.socket, log);
     if (config.publishCniConfig && this.readyMark.absent()) {
-      this.cniPublisher().carry(await withdrawPreviousBootConflist(config.cniConfDir, config.socket, log));
+      await withdrawPreviousBootConflist(config.cniConfDir, config.socket, log, config.stateDir);
     }
     // Ranges come from the controller (flags or the Node object); leases outside them go then.
     this.ipam = openIpam({

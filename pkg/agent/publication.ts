@@ -1,3 +1,4 @@
+import { rmSync } from 'node:fs';
 import { readdir, readFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { isDeepStrictEqual } from 'node:util';
@@ -18,6 +19,7 @@ import {
   removeConflist,
   runtimeMountNs,
   withChained,
+  writeFileAtomic,
 } from '../cniconf/index.ts';
 import { PUBLISHED_NETWORK_NAME } from '../cniconf/render.ts';
 import { errorText } from '../error-text.ts';
@@ -46,20 +48,24 @@ export async function withdrawPreviousBootConflist(
   dir: string,
   socket: string,
   log: Logger,
-): Promise<ChainedParts | undefined> {
+  stateDir: string,
+): Promise<void> {
   const file = join(dir, CONFLIST_FILE_NAME);
   const found = await readJson(file);
-  if (!namesSocket(found, socket)) return undefined;
+  if (!namesSocket(found, socket)) return;
+  const chained = chainedParts(found, PUBLISHED_NETWORK_NAME);
   try {
+    // What other tools chained into it is kept on disk before the list goes: the first publish puts
+    // it back (a pod started before a mesh's installer inserts its plugin again would miss it), also
+    // the publish of the next agent when this one dies before its own.
+    if (chained !== undefined) {
+      await writeFileAtomic(stateDir, WITHDRAWN_CHAINED_FILE, JSON.stringify(chained), 0o600);
+    }
     if ((await removeConflist(dir, CONFLIST_FILE_NAME)) === 'removed') {
-      // What other tools chained into it goes back with it (CniConfigPublisher.carry): a pod started
-      // before a mesh's installer inserts its plugin again would miss it.
-      const chained = chainedParts(found, PUBLISHED_NETWORK_NAME);
       log.info(
         { file, chained: chainedTypes(chained) },
         'CNI config list of a previous boot withdrawn (no ready marker): published again once this agent is ready',
       );
-      return chained;
     }
   } catch (err) {
     log.warn(
@@ -67,8 +73,10 @@ export async function withdrawPreviousBootConflist(
       'cannot withdraw the CNI config list of a previous boot: the runtime may send pods to this agent before it is ready',
     );
   }
-  return undefined;
 }
+
+/** In the state directory: the other tools' parts of a withdrawn list, until the next publish. */
+export const WITHDRAWN_CHAINED_FILE = 'withdrawn-chained-plugins.json';
 
 /**
  * Writes the config list once the binaries it names are in place and run where the runtime runs them
@@ -112,18 +120,10 @@ export class CniConfigPublisher {
   #queue: Promise<unknown> = Promise.resolve();
   /** trellis's own list as last published (without other tools' plugins), for keep(). */
   #published: string | undefined;
-  /** What other tools had chained into the list a previous boot's agent published (carry). */
-  #carried: ChainedParts | undefined;
+  /** Whether WITHDRAWN_CHAINED_FILE may still be in the state directory. */
+  #withdrawnMayWait = true;
   /** The chained plugin types last logged. */
   #saidChained = '';
-
-  /**
-   * The other tools' parts of the list withdrawn at start (withdrawPreviousBootConflist): the first
-   * publish puts them back when it finds no list in place.
-   */
-  carry(parts: ChainedParts | undefined): void {
-    this.#carried = parts;
-  }
   /** Publishes asked for and not finished: keep() leaves the list to them. */
   #publishing = 0;
 
@@ -210,8 +210,13 @@ export class CniConfigPublisher {
     // Other tools' plugins chained into the list in place stay (chained.ts); with none in place, those
     // of the list withdrawn at start.
     const found = await readJson(file);
-    const parts = found === undefined ? this.#carried : chainedParts(found, PUBLISHED_NETWORK_NAME);
-    this.#carried = undefined;
+    const withdrawn = join(config.stateDir, WITHDRAWN_CHAINED_FILE);
+    const parts =
+      found !== undefined
+        ? chainedParts(found, PUBLISHED_NETWORK_NAME)
+        : this.#withdrawnMayWait
+          ? savedChainedParts(await readJson(withdrawn))
+          : undefined;
     this.#sayChained(parts, file);
     const list = withChained(own, parts);
     // Compared as JSON, not as bytes: another tool that wrote the same list in its own layout (after
@@ -220,6 +225,18 @@ export class CniConfigPublisher {
       log.info({ file }, 'CNI config published');
     }
     this.#published = conflistText(own);
+    if (this.#withdrawnMayWait) {
+      // Published: what the withdrawn list held is in place again (or another list is).
+      try {
+        rmSync(withdrawn, { force: true });
+        this.#withdrawnMayWait = false;
+      } catch (err) {
+        log.warn(
+          { file: withdrawn, error: errorText(err) },
+          "cannot remove the withdrawn list's chained plugins",
+        );
+      }
+    }
     return undefined;
   }
 
@@ -352,6 +369,16 @@ function namesSocket(list: unknown, socket: string): boolean {
         (p as { socket?: unknown }).socket === socket,
     )
   );
+}
+
+/** WITHDRAWN_CHAINED_FILE's parts as withdrawPreviousBootConflist wrote them; undefined otherwise. */
+function savedChainedParts(saved: unknown): ChainedParts | undefined {
+  const s = saved as Partial<ChainedParts> | undefined;
+  if (typeof s !== 'object' || s === null || !Array.isArray(s.before) || !Array.isArray(s.after))
+    return undefined;
+  const fields =
+    typeof s.fields === 'object' && s.fields !== null && !Array.isArray(s.fields) ? s.fields : {};
+  return { before: s.before, after: s.after, fields };
 }
 
 /** A config file's JSON; undefined when it cannot be read or parsed. */

@@ -1,6 +1,13 @@
 /** CNI config publication: the config list (pure rendering) and atomic host-file writes (thin fs). */
 
-export { BinaryRefusedError, checkFileName, entryExists, HostFileError, removeStaleTemps } from './atomic.ts';
+export {
+  BinaryRefusedError,
+  checkFileName,
+  entryExists,
+  HostFileError,
+  removeStaleTemps,
+  writeFileAtomic,
+} from './atomic.ts';
 export {
   type ChainBinary,
   type ChainCheck,

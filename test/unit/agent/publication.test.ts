@@ -30,6 +30,7 @@ describe('CniConfigPublisher.keep (the published list removed under the agent)',
       hostProc: '',
       socket: join(dir, 'cni.sock'),
       spoolDir: join(dir, 'spool'),
+      stateDir: join(dir, 'state'),
     } as AgentConfig;
     publisher = new CniConfigPublisher(config, pino({ level: 'silent' }));
   });
@@ -95,12 +96,14 @@ describe('CniConfigPublisher: plugins other tools chained into the list', () => 
     const reply = `echo '{"cniVersion":"1.1.0","supportedVersions":["1.0.0","1.1.0"]}'`;
     for (const b of ['trellis', 'portmap', 'loopback'])
       writeFileSync(join(binDir, b), `#!/bin/sh\n${reply}\n`, { mode: 0o755 });
+    mkdirSync(join(dir, 'state'));
     config = {
       cniBinDir: binDir,
       cniConfDir: confDir,
       hostProc: '',
       socket: join(dir, 'cni.sock'),
       spoolDir: join(dir, 'spool'),
+      stateDir: join(dir, 'state'),
     } as AgentConfig;
   });
   afterEach(() => rmSync(dir, { recursive: true, force: true }));
@@ -142,16 +145,23 @@ describe('CniConfigPublisher: plugins other tools chained into the list', () => 
     expect(read().plugins.map((p) => p.type)).toEqual(['trellis', 'portmap']);
   });
 
-  it("a previous boot's list withdrawn at start: the first publish puts their plugins back", async () => {
+  it("a previous boot's list withdrawn at start: the first publish puts their plugins back, also after a crash in between", async () => {
     const first = new CniConfigPublisher(config, pino({ level: 'silent' }));
     expect(await first.publish(1450)).toBeUndefined();
     chainIstio();
-    // The node reboots: no ready marker, the list is withdrawn until the new agent is ready.
-    const carried = await withdrawPreviousBootConflist(confDir, config.socket, pino({ level: 'silent' }));
+    // The node reboots: no ready marker, the list is withdrawn until the new agent is ready; that
+    // agent dies before it publishes (its publisher never runs), and the next one starts.
+    await withdrawPreviousBootConflist(confDir, config.socket, pino({ level: 'silent' }), config.stateDir);
     expect(existsSync(conflist())).toBe(false);
+    await withdrawPreviousBootConflist(confDir, config.socket, pino({ level: 'silent' }), config.stateDir);
     const next = new CniConfigPublisher(config, pino({ level: 'silent' }));
-    next.carry(carried);
     expect(await next.publish(1450)).toBeUndefined();
     expect(read().plugins.map((p) => p.type)).toEqual(['trellis', 'portmap', 'istio-cni']);
+    // Back in place: what the state directory kept for it is gone, and a list removed later comes
+    // back as trellis's own.
+    expect(existsSync(join(config.stateDir, 'withdrawn-chained-plugins.json'))).toBe(false);
+    rmSync(conflist());
+    expect(await new CniConfigPublisher(config, pino({ level: 'silent' })).publish(1450)).toBeUndefined();
+    expect(read().plugins.map((p) => p.type)).toEqual(['trellis', 'portmap']);
   });
 });
