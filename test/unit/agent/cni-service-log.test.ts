@@ -176,7 +176,8 @@ describe('a call that does not end', () => {
         elapsedMs: expect.any(Number),
       }),
     ]);
-    expect(lines[0]!.elapsedMs as number).toBeGreaterThanOrEqual(50);
+    // libuv fires a timer by its cached loop time: a little before 50 ms by the clock, at times.
+    expect(lines[0]!.elapsedMs as number).toBeGreaterThanOrEqual(45);
     release();
     expect((await answer).ok).toBe(true);
     for (let i = 0; i < 20 && lines.length < 2; i++) await new Promise((r) => setImmediate(r));
