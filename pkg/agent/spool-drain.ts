@@ -1,6 +1,7 @@
 import { existsSync, readFileSync, statSync } from 'node:fs';
 import { join } from 'node:path';
 import { CniCode } from '../cni/errors.ts';
+import { errorText } from '../error-text.ts';
 import type { Logger } from '../observe/logger.ts';
 import { spoolFileName } from '../shim/spool.ts';
 import { listSpooled, removeSpooled, setSpooledAside } from '../shim/spool-fs.ts';
@@ -60,7 +61,18 @@ export async function drainSpool(
     if (response.ok) {
       // Only the file this DEL came from: a runtime reusing the container id may have had a new
       // ADD and a DEL the shim spooled under the same name since (the next drain replays that one).
-      if (fileId(entry.file) === before) await removeSpooled(entry.file);
+      if (fileId(entry.file) === before) {
+        try {
+          await removeSpooled(entry.file);
+        } catch (err) {
+          // A spool that takes no writes (read-only): the DEL is done; its file is replayed at the
+          // next drain, where a DEL again changes nothing. The agent must start all the same.
+          log.warn(
+            { file: entry.file, error: errorText(err) },
+            'spooled DEL done, but its file could not be removed: replayed again by the next drain',
+          );
+        }
+      }
       completed++;
     } else if (REFUSED_FOR_GOOD.has(response.error.code)) {
       // Its config or variables can never pass (the shim checks the plain cases before spooling): a

@@ -16,6 +16,13 @@ export function logIpamLoad(ipam: Ipam, log: Logger): void {
       );
     }
   }
+  const readOnly = ipam.loadReport.readOnly ?? [];
+  if (readOnly.length > 0) {
+    log.error(
+      { repairs: readOnly },
+      'the IPAM state directory takes no writes (read-only): load left these repairs for the next start, their addresses taken meanwhile; pods cannot be added or deleted until it is writable',
+    );
+  }
   const unowned = ipam.loadReport.unowned ?? [];
   if (unowned.length > 0) {
     log.warn(
@@ -47,6 +54,12 @@ export async function sweepAtStart(
     log.warn(
       { ...leaseLogFields(u.lease), netns: u.lease.netns, error: u.error },
       "start-up sweep kept a lease without its veth: the agent could not tell whether its pod's namespace is gone; judged again by the next start, and in Kubernetes mode by the periodic IPAM GC",
+    );
+  }
+  for (const u of swept.unreleased ?? []) {
+    log.error(
+      { ...leaseLogFields(u.lease), netns: u.lease.netns, error: u.error, stateDir },
+      'start-up sweep could not release the lease of a pod that is gone (its addresses stay taken): the IPAM state directory takes no writes; the next start and, in Kubernetes mode, the periodic IPAM GC try again',
     );
   }
   for (const h of swept.heldFromKernel ?? []) {

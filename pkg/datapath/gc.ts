@@ -25,6 +25,8 @@ export interface GcOutcome {
   heldFromKernel?: { name: string; addresses: string[]; owner: VethOwner }[];
   /** Leases without their veth whose namespace the agent could not judge (EMFILE): kept. */
   unjudged?: { lease: Lease; error: string }[];
+  /** The start-up sweep's leases whose pods are gone that the store could not release (EROFS): kept. */
+  unreleased?: { lease: Lease; error: string }[];
 }
 
 /**
@@ -227,6 +229,7 @@ export async function sweepOrphans(
   const links = new Set(listed.map((l) => l.name));
   const releasedLeases: Lease[] = [];
   const unjudged: NonNullable<GcOutcome['unjudged']> = [];
+  const unreleased: NonNullable<GcOutcome['unreleased']> = [];
   for (const lease of deps.ipam.list()) {
     if (links.has(hostVethName(lease.containerId, lease.ifname))) continue;
     // Gone also when its path names another namespace now (a reused PID, a reboot): netns-identity.ts.
@@ -237,7 +240,14 @@ export async function sweepOrphans(
       unjudged.push({ lease, error: verdict.unjudged });
       continue;
     }
-    if (!verdict.live && deps.ipam.release(lease)) releasedLeases.push(lease);
+    if (verdict.live) continue;
+    try {
+      if (deps.ipam.release(lease)) releasedLeases.push(lease);
+    } catch (err) {
+      // A store that takes no writes (a state directory remounted read-only): the lease stays, as
+      // the agent must still start, route and answer (ADD and DEL then fail with the store's error).
+      unreleased.push({ lease, error: toCniError(err).message });
+    }
   }
   const heldFromKernel: NonNullable<GcOutcome['heldFromKernel']> = [];
   const refused = new Map<string, string>();
@@ -276,6 +286,7 @@ export async function sweepOrphans(
     ...(removedRouted.length === 0 ? {} : { removedRouted }),
     ...(heldFromKernel.length === 0 ? {} : { heldFromKernel }),
     ...(unjudged.length === 0 ? {} : { unjudged }),
+    ...(unreleased.length === 0 ? {} : { unreleased }),
   };
 }
 

@@ -238,18 +238,35 @@ export class LeaseStore {
     }
   }
 
+  /**
+   * A repair load makes; false when the state directory takes no writes (EROFS), said in the report.
+   * The agent must still start on a read-only state directory (ADD and DEL then fail with the error
+   * that names it), and every repair here is one the next load makes as well.
+   */
+  #repair(report: LoadReport, what: string, fn: () => void): boolean {
+    try {
+      fn();
+      return true;
+    } catch (err) {
+      const cause = err instanceof CniError ? err.cause : err;
+      if (errnoOf(cause) !== 'EROFS') throw err instanceof CniError ? err : this.fail(what, err);
+      report.readOnly = [...(report.readOnly ?? []), what];
+      return false;
+    }
+  }
+
   /** Creates the layout if needed, then reads, checks and repairs the state (see the file comment). */
   load(): LoadedState {
     const fs = this.#fs;
+    const report: LoadReport = { quarantined: [] };
     for (const d of [this.dir, this.#leases, this.#addrs, this.#quarantine]) {
-      this.#try(`creating ${d}`, () => {
+      // Only when needed, and not at all on a state directory mounted read-only: it still loads (and
+      // then fails on the first write with EROFS, which names the problem better than a chmod would).
+      this.#repair(report, `creating ${d}`, () => {
         fs.mkdirSync(d, DIR_MODE);
-        // Only when needed: a state directory mounted read-only still loads (and then fails on the
-        // first write with EROFS, which names the problem better than a chmod would).
         if (fs.modeOf(d) !== DIR_MODE) fs.chmodSync(d, DIR_MODE);
       });
     }
-    const report: LoadReport = { quarantined: [] };
     let changed = false;
 
     // 1. Reservations: address -> owner ('' when the entry is not a readable symlink to an owner).
@@ -323,8 +340,8 @@ export class LeaseStore {
     const leases = new Map<string, Lease>();
     for (const name of this.#try('listing leases/', () => fs.readdirSync(this.#leases)).sort()) {
       if (name.startsWith('.') && name.endsWith(TMP_SUFFIX)) {
-        this.#try(`removing leases/${name}`, () => fs.unlinkSync(join(this.#leases, name)));
-        changed = true;
+        if (this.#repair(report, `removing leases/${name}`, () => fs.unlinkSync(join(this.#leases, name))))
+          changed = true;
         continue;
       }
       const owner = name.endsWith(LEASE_SUFFIX) ? name.slice(0, -LEASE_SUFFIX.length) : '';
@@ -378,9 +395,14 @@ export class LeaseStore {
       }
       for (const a of lease.addresses) {
         if (reservations.has(a.address)) continue;
-        this.#try(`restoring addrs/${a.address}`, () => fs.symlinkSync(owner, join(this.#addrs, a.address)));
+        // Taken either way: in memory when the symlink cannot be written (read-only).
+        if (
+          this.#repair(report, `restoring addrs/${a.address}`, () =>
+            fs.symlinkSync(owner, join(this.#addrs, a.address)),
+          )
+        )
+          changed = true;
         reservations.set(a.address, owner);
-        changed = true;
       }
     }
 
@@ -389,7 +411,8 @@ export class LeaseStore {
     for (const [address, owner] of reservations) {
       if (owner === '' || held.get(owner)?.has(address)) continue;
       if (leases.get(owner)?.addresses.some((a) => a.address === address)) continue;
-      this.unreserve(address);
+      // Kept taken when it cannot be freed (read-only): the next load frees it.
+      if (!this.#repair(report, `freeing addrs/${address}`, () => this.unreserve(address))) continue;
       reservations.delete(address);
       changed = true;
     }
@@ -410,9 +433,9 @@ export class LeaseStore {
           set.delete(a);
           continue;
         }
-        this.#try(`restoring addrs/${a}`, () => fs.symlinkSync(owner, join(this.#addrs, a)));
+        if (this.#repair(report, `restoring addrs/${a}`, () => fs.symlinkSync(owner, join(this.#addrs, a))))
+          changed = true;
         reservations.set(a, owner);
-        changed = true;
       }
     }
 

@@ -63,6 +63,12 @@ export interface LoadReport {
    * can ever free them; an operator has to look (absent when there are none).
    */
   unowned?: string[];
+  /**
+   * Repairs load could not write because the state directory takes no writes (EROFS): a leftover tmp
+   * file, a lost reservation symlink, an orphan reservation. Held in memory as the repair would have
+   * left them (an address in doubt stays taken), and tried again by the next load (absent when none).
+   */
+  readOnly?: string[];
 }
 
 export const META_FIELDS = ['netns', 'netnsId', 'podNamespace', 'podName', 'podUid', 'network'] as const;

@@ -14,12 +14,30 @@ export interface FileLock {
 }
 
 /**
+ * The lock file, opened for flock: read-write (created if missing), or read-only where its file
+ * system takes no writes (EROFS) and the file is there. flock needs no write access, and an agent
+ * on a state directory remounted read-only must still start (ADD and DEL then fail naming EROFS).
+ */
+function openLockFile(path: string): number {
+  try {
+    return openSync(path, constants.O_RDWR | constants.O_CREAT, 0o600);
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code !== 'EROFS') throw err;
+    try {
+      return openSync(path, constants.O_RDONLY);
+    } catch {
+      throw err; // not there to lock: the read-only file system is the reason
+    }
+  }
+}
+
+/**
  * An exclusive, non-blocking flock(2) on path (created 0600 if missing; libuv opens with O_CLOEXEC): one agent per state
  * directory. Throws LockHeldError when another open file description holds it, even one in this
  * process.
  */
 export function lockFile(path: string): FileLock {
-  const fd = openSync(path, constants.O_RDWR | constants.O_CREAT, 0o600);
+  const fd = openLockFile(path);
   const r = getLibc().flock(fd, LOCK_EX | LOCK_NB);
   if (r.value !== 0) {
     closeSync(fd);

@@ -4,12 +4,23 @@
  * and a live pod's lease file corrupted while the agent was down.
  */
 import { type ChildProcess, spawnSync } from 'node:child_process';
-import { appendFileSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import {
+  appendFileSync,
+  chmodSync,
+  mkdirSync,
+  mkdtempSync,
+  readdirSync,
+  readFileSync,
+  rmSync,
+  symlinkSync,
+  writeFileSync,
+} from 'node:fs';
+import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { hostVethName } from '../../../pkg/datapath/names.ts';
 import { removeAgentDir } from '../../support/agent-process.ts';
-import { builtSkipReason } from '../../support/cni-driver.ts';
+import { builtSkipReason, SHIM_BINARY } from '../../support/cni-driver.ts';
 import { delNetns, ip, netnsSkipReason, nsPing } from '../../support/netns.ts';
 import { type AddResult, containerId, NodeHarness, podAddr, V4_CIDR, V6_CIDR } from '../datapath/harness.ts';
 import {
@@ -220,6 +231,77 @@ describe.skipIf(skip !== undefined)(`faults${skip ? ` (skipped: ${skip})` : ''}`
       expect(retry.code, retry.stdout).toBe(0);
       expect(holdings(node, ipamDir).leases).toEqual(before.leases.filter((l) => !l.startsWith(liveId)));
       expect(isAlive(pid)).toBe(true);
+    });
+  });
+
+  describe('an agent started on a state directory already read-only, with what a crash left in it', () => {
+    const node = new NodeHarness();
+    let seed = '';
+    beforeAll(() => {
+      seed = mkdtempSync(join(tmpdir(), 'trl-ro-seed-'));
+      // What the last run left: a lease rewrite cut short (its tmp file), a reservation no lease
+      // accounts for (an allocation cut short), a DEL the shim spooled while no agent ran, its lock.
+      for (const d of ['leases', 'addrs', 'quarantine'])
+        mkdirSync(join(seed, 'ipam', d), { recursive: true, mode: 0o700 });
+      chmodSync(join(seed, 'ipam'), 0o700);
+      writeFileSync(join(seed, 'ipam', 'leases', '.c0ffee01@eth0.json.tmp'), '{"torn');
+      symlinkSync('c0ffee09@eth0', join(seed, 'ipam', 'addrs', '10.244.1.9'));
+      writeFileSync(join(seed, 'agent.lock'), '');
+      const spooled = spawnSync(SHIM_BINARY, [], {
+        env: {
+          CNI_COMMAND: 'DEL',
+          CNI_CONTAINERID: 'c0ffee0a',
+          CNI_IFNAME: 'eth0',
+          CNI_PATH: '/opt/cni/bin',
+        },
+        input: JSON.stringify({
+          cniVersion: '1.0.0',
+          name: 'trellis',
+          type: 'trellis',
+          socket: join(seed, 'no-agent.sock'),
+          spoolDir: join(seed, 'spool'),
+        }),
+        encoding: 'utf8',
+      });
+      expect(spooled.status, spooled.stdout + spooled.stderr).toBe(0);
+      expect(readdirSync(join(seed, 'spool'))).toHaveLength(1);
+      node.host = node.pool.add('host');
+    });
+    afterAll(async () => {
+      try {
+        await node.agent?.kill();
+      } finally {
+        node.pool.cleanup();
+        if (node.agent !== undefined) removeAgentDir(node.agent.dir);
+        rmSync(seed, { recursive: true, force: true });
+      }
+    });
+
+    it('starts and serves: load and the spool drain leave their writes for the next start; ADD fails with 107 naming EROFS', async () => {
+      node.agent = startAgentWithTmpfsState({
+        ns: node.host.name,
+        podCIDRs: [V4_CIDR, V6_CIDR],
+        sizeKiB: 256,
+        readOnlyState: { seed },
+      });
+      await node.agent.ready();
+      const logs = node.agent.logs;
+      expect(
+        logs.find((l) => String(l.msg).startsWith('the IPAM state directory takes no writes')),
+      ).toMatchObject({
+        level: 'error',
+        repairs: ['removing leases/.c0ffee01@eth0.json.tmp', 'freeing addrs/10.244.1.9'],
+      });
+      expect(
+        logs.find(
+          (l) =>
+            l.msg === 'spooled DEL done, but its file could not be removed: replayed again by the next drain',
+        ),
+      ).toMatchObject({ error: expect.stringContaining('EROFS') });
+      const r = await node.add(node.podNs(), containerId());
+      expect(r.json).toMatchObject({ code: 107 });
+      expect((r.json as { msg: string }).msg).toMatch(/EROFS/);
+      expect(isAlive(agentPid(node))).toBe(true);
     });
   });
 

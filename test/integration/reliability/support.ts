@@ -244,13 +244,20 @@ export function startAgentWithTmpfsState(opts: {
   podCIDRs: string[];
   sizeKiB: number;
   extraArgs?: string[];
+  /**
+   * The whole state directory on the tmpfs (default: its ipam/ only), filled with a copy of this
+   * directory and then remounted read-only before the agent starts.
+   */
+  readOnlyState?: { seed: string };
 }): AgentProcess {
   const dir = mkdtempSync(join(tmpdir(), 'trl-agent-'));
   const socket = join(dir, 'cni.sock');
   const stateDir = join(dir, 'state');
   const ipamDir = join(stateDir, 'ipam');
+  const seed = opts.readOnlyState?.seed ?? '';
   const script =
-    'set -e; mkdir -p "$1"; mount -t tmpfs -o "size=$2k,mode=0700" trl-state "$1"; shift 2; exec "$@"';
+    'set -e; mkdir -p "$1"; mount -t tmpfs -o "size=$2k,mode=0700" trl-state "$1";' +
+    ' if [ -n "$3" ]; then cp -a "$3/." "$1/"; mount -o remount,ro "$1"; fi; shift 3; exec "$@"';
   const args = [
     '--mount',
     '--propagation',
@@ -259,8 +266,9 @@ export function startAgentWithTmpfsState(opts: {
     '-c',
     script,
     'sh',
-    ipamDir,
+    seed === '' ? ipamDir : stateDir,
     String(opts.sizeKiB),
+    seed,
     'ip',
     'netns',
     'exec',
