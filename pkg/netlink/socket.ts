@@ -156,7 +156,11 @@ export class RtnlSocket {
       throw e;
     }
     this.onNotification = opts.onNotification;
-    this.raw.on('message', (buf: Buffer) => this.receive(buf));
+    // Only the kernel's (port 0): a datagram another process sent (where the socket could not be
+    // connected to the kernel, pkg/netns/kernel-peer.ts) is neither a reply nor a notification.
+    this.raw.on('message', (buf: Buffer, rinfo: { port: number }) => {
+      if (rinfo.port === 0) this.receive(buf);
+    });
     this.raw.on('error', (err: unknown) => {
       const e = errorFromPackage(err, 'netlink socket');
       this.failAll(e);

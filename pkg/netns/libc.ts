@@ -52,6 +52,8 @@ interface Libc {
   socketpair(domain: number, type: number, protocol: number): [number, number] | { errno: number };
   /** bind(2) to a socket address given as its bytes (struct sockaddr_*, addrlen = its length). */
   bind(fd: number, address: Buffer): CallResult;
+  /** connect(2) to a socket address given as its bytes, as bind. */
+  connect(fd: number, address: Buffer): CallResult;
   /**
    * send(2) on a thread of ffi-rs's, not the JS thread: the promise settles when the kernel returned.
    * For netlink requests the kernel does the whole operation inside send, however long it takes.
@@ -111,6 +113,12 @@ function load(): Libc {
       errno: true,
     },
     bind: {
+      library,
+      retType: DataType.I32,
+      paramsType: [DataType.I32, DataType.U8Array, DataType.I32],
+      errno: true,
+    },
+    connect: {
       library,
       retType: DataType.I32,
       paramsType: [DataType.I32, DataType.U8Array, DataType.I32],
@@ -188,6 +196,10 @@ function load(): Libc {
     },
     bind: (fd, address) => {
       const r = fns.bind([fd, address, address.length]);
+      return { value: r.value, errno: r.value === -1 ? r.errnoCode : 0 };
+    },
+    connect: (fd, address) => {
+      const r = fns.connect([fd, address, address.length]);
       return { value: r.value, errno: r.value === -1 ? r.errnoCode : 0 };
     },
     sendOffThread: async (fd, data) => {

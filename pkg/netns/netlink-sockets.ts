@@ -15,6 +15,7 @@ import {
   subscribeNftablesEvents,
   subscribeRouteEvents,
 } from '../netlink/index.ts';
+import { connectToKernel } from './kernel-peer.ts';
 import {
   type CallResult,
   getLibc,
@@ -62,6 +63,7 @@ function attachFirstTaken(fd: number, filter: SocketFilter): void {
 
 /** For request sockets (nothing to probe later). */
 export function prepareRequestSocket(fd: number): undefined {
+  connectToKernel(fd);
   setInt(fd, SOL_SOCKET, SO_RCVBUFFORCE, REQUEST_RCVBUF, 'SO_RCVBUFFORCE');
   setInt(fd, SOL_NETLINK, NETLINK_CAP_ACK, 1, 'NETLINK_CAP_ACK');
   return undefined;
@@ -77,6 +79,7 @@ export function prepareEventSocket(
   wants: SocketWants = {},
   recvBuffer = EVENTS_RCVBUF,
 ): SocketProbe {
+  connectToKernel(fd);
   if (wants.filter !== undefined) attachFirstTaken(fd, wants.filter);
   setInt(fd, SOL_SOCKET, SO_RCVBUFFORCE, recvBuffer, 'SO_RCVBUFFORCE');
   setInt(fd, SOL_NETLINK, NETLINK_NO_ENOBUFS, 1, 'NETLINK_NO_ENOBUFS');

@@ -1,5 +1,6 @@
 import { closeSync } from 'node:fs';
 import { endsReplyTo, errorFromErrno } from '../netlink/index.ts';
+import { connectToKernel } from './kernel-peer.ts';
 import {
   AF_NETLINK,
   type CallResult,
@@ -53,6 +54,12 @@ export function openOffThreadNetlink(): OffThreadNetlink {
   const opened = libc.socket(AF_NETLINK, SOCK_RAW | SOCK_CLOEXEC, NETLINK_ROUTE);
   if (opened.value < 0) throw errorFromErrno(opened.errno, 'socket(AF_NETLINK, NETLINK_ROUTE)');
   const fd = opened.value;
+  try {
+    connectToKernel(fd);
+  } catch (err) {
+    closeSync(fd);
+    throw err;
+  }
   let closed = false;
   // Replies are matched by order: one request in flight, the next waits for it.
   let tail: Promise<unknown> = Promise.resolve();

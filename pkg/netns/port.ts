@@ -8,6 +8,7 @@ import {
   setUpVia,
 } from '../netlink/index.ts';
 import { agentNetnsPath } from './host-proc.ts';
+import { connectToKernel } from './kernel-peer.ts';
 import { closeFd, isNetns, openNetnsFd, throwIfAgentSide, withNetns, withNetnsFd } from './netns.ts';
 import { openOffThreadNetlink } from './off-thread-netlink.ts';
 import { readSysctlSync, writeSysctlSync } from './sysctl.ts';
@@ -44,9 +45,19 @@ export function createNetnsPort(opts: { hostProc?: string } = {}): ExtendedNetns
   return {
     ...(bootId === undefined ? {} : { bootId }),
     isNetns: (path) => isNetns(at(path)),
-    // Pod handles make a dozen requests, far below what the default receive buffer holds, so
-    // they skip prepareFd's /proc lookup (a few hundred microseconds on the CNI ADD path).
-    openNetlinkIn: (path) => withNetns(at(path), () => openNetlink()),
+    // Pod handles (CHECK, a repeated ADD, the lease rebuild) make a dozen requests, far below what
+    // the default receive buffer holds; their socket is connected to the kernel all the same
+    // (kernel-peer.ts: a NET_ADMIN container in the pod could flood it), which costs the /proc
+    // lookup of its fd (a few hundred microseconds; an ADD's own socket is openPodNetlink's).
+    openNetlinkIn: (path) =>
+      withNetns(at(path), () =>
+        openNetlink({
+          prepareFd: (fd) => {
+            connectToKernel(fd);
+            return undefined;
+          },
+        }),
+      ),
     openPodNetlink,
     openNetnsFd: (path) => openNetnsFd(at(path)),
     closeFd,
