@@ -36,9 +36,12 @@ import { decodeAttrs, i32le, u32le } from './wire.ts';
 
 /**
  * A full queue is the usual drop, and its backlog is read, so the check after a batch sees it. With
- * nothing queued the kernel drops only when it cannot allocate the notification: the idle check is
- * for that, and shares one timer among all subscriptions (one each, a second apart, woke the agent
- * four times a second; on a VM each wakeup costs most of a millisecond of CPU).
+ * nothing queued the kernel drops (and counts) only when it cannot copy a notification for this
+ * socket: the idle check is for that, and shares one timer among all subscriptions (one each, a
+ * second apart, woke the agent four times a second; on a VM each wakeup costs most of a millisecond
+ * of CPU). A notification the kernel cannot allocate at all is reported by netlink_set_err, which
+ * skips NETLINK_NO_ENOBUFS sockets and counts nothing: what that misses waits for the periodic
+ * full pass (--resync-seconds), the agent's backstop for any event it never saw.
  */
 const IDLE_DROP_CHECK_MS = 5000;
 const BATCH_CHECK_MS = 50;
