@@ -5,6 +5,7 @@ import { CniCode, CniError } from '../../../pkg/cni/errors.ts';
 import { KeyedMutex } from '../../../pkg/datapath/keyed-mutex.ts';
 import type { DatapathDeps } from '../../../pkg/datapath/types.ts';
 import { createLogger } from '../../../pkg/observe/logger.ts';
+import { capturedLog } from '../../support/captured-log.ts';
 
 /** A datapath whose every call fails with `error`. */
 function failingDatapath(error: Error): DatapathDeps {
@@ -143,12 +144,7 @@ describe('the CNI call log line', () => {
 
 describe('a call that does not end', () => {
   it('is said while it runs, once, with what it is; its own line follows when it ends', async () => {
-    const out = new PassThrough();
-    const lines: Record<string, unknown>[] = [];
-    out.on('data', (d: Buffer) => {
-      for (const l of d.toString('utf8').trim().split('\n'))
-        lines.push(JSON.parse(l) as Record<string, unknown>);
-    });
+    const { log, lines } = capturedLog('info');
     let release = (): void => {};
     const stuck = emptyDatapath();
     // The DEL waits for the veth's deletion in the background: here it never ends until released.
@@ -156,7 +152,7 @@ describe('a call that does not end', () => {
     const { handle } = createCniService({
       datapath: stuck,
       mutex: new KeyedMutex(),
-      log: createLogger({ level: 'info', destination: out }),
+      log,
       readiness: { notReadyReason: () => undefined },
       defaultMtu: () => 1500,
       stuckCallMs: 50,
@@ -215,17 +211,12 @@ describe('STATUS of an agent that is not ready', () => {
   });
 
   it('a STATUS failing the same way at every call is a warning once, then debug; ready again is said at info', async () => {
-    const out = new PassThrough();
-    const lines: Record<string, unknown>[] = [];
-    out.on('data', (d: Buffer) => {
-      for (const l of d.toString('utf8').trim().split('\n'))
-        lines.push(JSON.parse(l) as Record<string, unknown>);
-    });
+    const { log, lines } = capturedLog('debug');
     let reason: string | undefined = 'waiting for the first reconcile';
     const { handle } = createCniService({
       datapath: emptyDatapath(),
       mutex: new KeyedMutex(),
-      log: createLogger({ level: 'debug', destination: out }),
+      log,
       readiness: { notReadyReason: () => reason, restarting: () => false },
       defaultMtu: () => 1500,
     });

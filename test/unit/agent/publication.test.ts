@@ -8,6 +8,25 @@ import { CniConfigPublisher, withdrawPreviousBootConflist } from '../../../pkg/a
 
 const VERSION_REPLY = `echo '{"cniVersion":"1.0.0","supportedVersions":["0.4.0","1.0.0"]}'`;
 
+/** A node's CNI dirs in a temp dir: bin/ with trellis, portmap and loopback answering `reply`, net.d/, state/. */
+function nodeDirs(reply: string): { dir: string; binDir: string; confDir: string; config: AgentConfig } {
+  const dir = mkdtempSync(join(tmpdir(), 'trl-publication-'));
+  const binDir = join(dir, 'bin');
+  const confDir = join(dir, 'net.d');
+  for (const d of [binDir, confDir, join(dir, 'state')]) mkdirSync(d);
+  for (const b of ['trellis', 'portmap', 'loopback'])
+    writeFileSync(join(binDir, b), `#!/bin/sh\n${reply}\n`, { mode: 0o755 });
+  const config = {
+    cniBinDir: binDir,
+    cniConfDir: confDir,
+    hostProc: '',
+    socket: join(dir, 'cni.sock'),
+    spoolDir: join(dir, 'spool'),
+    stateDir: join(dir, 'state'),
+  } as AgentConfig;
+  return { dir, binDir, confDir, config };
+}
+
 describe('CniConfigPublisher.keep (the published list removed under the agent)', () => {
   let dir: string;
   let binDir: string;
@@ -18,20 +37,8 @@ describe('CniConfigPublisher.keep (the published list removed under the agent)',
     writeFileSync(join(binDir, name), `#!/bin/sh\n${body}\n`, { mode: 0o755 });
 
   beforeEach(() => {
-    dir = mkdtempSync(join(tmpdir(), 'trl-publication-'));
-    binDir = join(dir, 'bin');
-    confDir = join(dir, 'net.d');
-    mkdirSync(binDir);
-    mkdirSync(confDir);
-    for (const b of ['trellis', 'portmap', 'loopback']) plugin(b, VERSION_REPLY);
-    const config = {
-      cniBinDir: binDir,
-      cniConfDir: confDir,
-      hostProc: '',
-      socket: join(dir, 'cni.sock'),
-      spoolDir: join(dir, 'spool'),
-      stateDir: join(dir, 'state'),
-    } as AgentConfig;
+    let config: AgentConfig;
+    ({ dir, binDir, confDir, config } = nodeDirs(VERSION_REPLY));
     publisher = new CniConfigPublisher(config, pino({ level: 'silent' }));
   });
   afterEach(() => rmSync(dir, { recursive: true, force: true }));
@@ -78,7 +85,6 @@ describe('CniConfigPublisher.keep (the published list removed under the agent)',
 
 describe('CniConfigPublisher: plugins other tools chained into the list', () => {
   let dir: string;
-  let binDir: string;
   let confDir: string;
   let config: AgentConfig;
   const conflist = (): string => join(confDir, '10-trellis.conflist');
@@ -87,24 +93,10 @@ describe('CniConfigPublisher: plugins other tools chained into the list', () => 
   const istio = { type: 'istio-cni', log_level: 'info' };
 
   beforeEach(() => {
-    dir = mkdtempSync(join(tmpdir(), 'trl-publication-'));
-    binDir = join(dir, 'bin');
-    confDir = join(dir, 'net.d');
-    mkdirSync(binDir);
-    mkdirSync(confDir);
     // Every binary speaks 1.1.0: trellis's own list offers it.
-    const reply = `echo '{"cniVersion":"1.1.0","supportedVersions":["1.0.0","1.1.0"]}'`;
-    for (const b of ['trellis', 'portmap', 'loopback'])
-      writeFileSync(join(binDir, b), `#!/bin/sh\n${reply}\n`, { mode: 0o755 });
-    mkdirSync(join(dir, 'state'));
-    config = {
-      cniBinDir: binDir,
-      cniConfDir: confDir,
-      hostProc: '',
-      socket: join(dir, 'cni.sock'),
-      spoolDir: join(dir, 'spool'),
-      stateDir: join(dir, 'state'),
-    } as AgentConfig;
+    ({ dir, confDir, config } = nodeDirs(
+      `echo '{"cniVersion":"1.1.0","supportedVersions":["1.0.0","1.1.0"]}'`,
+    ));
   });
   afterEach(() => rmSync(dir, { recursive: true, force: true }));
 
